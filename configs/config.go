@@ -1,0 +1,163 @@
+// Package configs holds ringlb's configuration schema, its defaults, strict
+// YAML decoding and validation, and the example files operators start from.
+//
+// One file describes a node (or, for the demo, a whole cluster): each role reads
+// its own section. It imports no other ringlb package.
+package configs
+
+import "time"
+
+// Config is one ringlb configuration file. Each role reads its own section.
+type Config struct {
+	Cluster  Cluster  `yaml:"cluster"`
+	Edge     Edge     `yaml:"edge"`
+	Balancer Balancer `yaml:"balancer"`
+	// Demo describes the nodes `ringlb demo` starts in one process; the
+	// other sections are the settings they share.
+	Demo Demo `yaml:"demo"`
+}
+
+// Cluster is gossip membership (health/): who this node is and whom it joins.
+type Cluster struct {
+	// Name is this node's unique name in the cluster (default: the host name).
+	Name string `yaml:"name"`
+	// Region this node serves; balancers route only to edges of their region.
+	Region string `yaml:"region"`
+	// Bind is the gossip address, host:port, UDP and TCP (default 0.0.0.0:7946).
+	Bind string `yaml:"bind"`
+	// Advertise is the gossip address other nodes reach this one at
+	// (default: Bind, or the first private address when Bind is unspecified).
+	Advertise string `yaml:"advertise"`
+	// Join lists seed nodes (host:port); joining any one is enough.
+	Join []string `yaml:"join"`
+	// SecretKeyFile holds a base64 16, 24 or 32 byte key; gossip is encrypted
+	// when set. Every node of the cluster must use the same key.
+	SecretKeyFile string `yaml:"secret_key_file"`
+	// Profile picks memberlist's timing defaults: "lan" (production) or
+	// "local" (loopback: faster probes, quicker failure detection).
+	Profile string `yaml:"profile"`
+	// ProbeInterval and GossipInterval override the profile when non-zero.
+	ProbeInterval  Duration `yaml:"probe_interval"`
+	GossipInterval Duration `yaml:"gossip_interval"`
+}
+
+// Edge is the session relay (sessions/).
+type Edge struct {
+	// Listen is the data port balancers reach: /ws, /whoami, / (default :7101).
+	Listen string `yaml:"listen"`
+	// Admin is the operational listener: /healthz, /metrics, /api/...
+	// (default 127.0.0.1:9101).
+	Admin string `yaml:"admin"`
+	// AdvertiseURL is how balancers reach Listen (default http://<Listen>).
+	AdvertiseURL string `yaml:"advertise_url"`
+	// Weight scales this edge's share of the ring (default 1).
+	Weight int `yaml:"weight"`
+	// MaxParticipants per session (default 64).
+	MaxParticipants int `yaml:"max_participants"`
+	// MaxMessageBytes is the largest frame a participant may send (default 64 KiB).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// History bounds what each session keeps for resume.
+	History History `yaml:"history"`
+	// IdleGrace keeps a session whose last participant left, for resume (default 60s).
+	IdleGrace Duration `yaml:"idle_grace"`
+	// SendQueue is each connection's outbound queue length in frames (default 256).
+	SendQueue int `yaml:"send_queue"`
+	// DrainTimeout bounds a graceful drain (default 30s).
+	DrainTimeout Duration `yaml:"drain_timeout"`
+	Auth         EdgeAuth `yaml:"auth"`
+}
+
+// History bounds a session's message history by count and by bytes.
+type History struct {
+	Messages int `yaml:"messages"` // default 1000
+	Bytes    int `yaml:"bytes"`    // default 1 MiB
+}
+
+// EdgeAuth configures signed join tokens.
+type EdgeAuth struct {
+	HMACSecretFile string `yaml:"hmac_secret_file"`
+	Required       bool   `yaml:"required"`
+}
+
+// Balancer is the regional front tier (balancer/).
+type Balancer struct {
+	// Listen is the data port (default :8080).
+	Listen string        `yaml:"listen"`
+	TLS    TLS           `yaml:"tls"`
+	Admin  Admin         `yaml:"admin"`
+	Key    Key           `yaml:"key"`
+	Ring   Ring          `yaml:"ring"`
+	// Edges are static edges, routed to in addition to those found by gossip.
+	Edges []StaticEdge `yaml:"edges"`
+	// DialTimeout bounds connecting to an edge (default 2s).
+	DialTimeout Duration `yaml:"dial_timeout"`
+	// IdleTimeout closes idle keep-alive client connections (default 60s).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// TunnelIdleTimeout closes a WebSocket tunnel with no bytes either way (default 10m).
+	TunnelIdleTimeout Duration `yaml:"tunnel_idle_timeout"`
+}
+
+// TLS terminates HTTPS on Listen when CertFile and KeyFile are set.
+type TLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	RedirectFrom string `yaml:"redirect_from"`
+}
+
+// Admin is an operational listener.
+type Admin struct {
+	// Listen defaults to 127.0.0.1:9090.
+	Listen string `yaml:"listen"`
+	// TokenFile holds the bearer token; required when Listen is not loopback.
+	TokenFile string `yaml:"token_file"`
+}
+
+// Key says where the stickiness key comes from.
+type Key struct {
+	// Sources in order, each "header:NAME", "cookie:NAME" or "query:NAME"
+	// (default header:ctstickiness, cookie:ctstickiness, query:token).
+	Sources []string `yaml:"sources"`
+	// HashQuery hashes a key taken from the URL before use, so a token is never
+	// used or logged as a key (default true).
+	HashQuery *bool `yaml:"hash_query"`
+	// MaxLength rejects longer keys with 400 (default 256).
+	MaxLength int `yaml:"max_length"`
+	// AssignCookie gives key-less browsers a ctstickiness cookie (default true).
+	AssignCookie *bool `yaml:"assign_cookie"`
+}
+
+// Ring parameters of bounded-load consistent hashing.
+type Ring struct {
+	Partitions  int     `yaml:"partitions"`  // default 7919 (prime)
+	Replication int     `yaml:"replication"` // default 100
+	Load        float64 `yaml:"load"`        // default 1.05
+}
+
+// StaticEdge is an edge listed in config instead of found by gossip.
+type StaticEdge struct {
+	Name   string `yaml:"name"`
+	URL    string `yaml:"url"`
+	Weight int    `yaml:"weight"`
+}
+
+// Demo lists the nodes `ringlb demo` runs in one process.
+type Demo struct {
+	Nodes []DemoNode `yaml:"nodes"`
+}
+
+// DemoNode is one node of the demo: its role and the addresses that differ
+// from node to node; everything else comes from the shared sections.
+type DemoNode struct {
+	Name   string `yaml:"name"`
+	Role   string `yaml:"role"` // edge | balancer
+	Region string `yaml:"region"`
+	Listen string `yaml:"listen"`
+	Admin  string `yaml:"admin"`
+	Gossip string `yaml:"gossip"`
+}
+
+// Duration is a time.Duration written in YAML as "1.5s", "250ms" or "2m".
+type Duration time.Duration
+
+// D returns the duration as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
