@@ -82,11 +82,11 @@ type EdgeAuth struct {
 // Balancer is the regional front tier (balancer/).
 type Balancer struct {
 	// Listen is the data port (default :8080).
-	Listen string        `yaml:"listen"`
-	TLS    TLS           `yaml:"tls"`
-	Admin  Admin         `yaml:"admin"`
-	Key    Key           `yaml:"key"`
-	Ring   Ring          `yaml:"ring"`
+	Listen string `yaml:"listen"`
+	TLS    TLS    `yaml:"tls"`
+	Admin  Admin  `yaml:"admin"`
+	Key    Key    `yaml:"key"`
+	Ring   Ring   `yaml:"ring"`
 	// Edges are static edges, routed to in addition to those found by gossip.
 	Edges []StaticEdge `yaml:"edges"`
 	// DialTimeout bounds connecting to an edge (default 2s).

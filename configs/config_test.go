@@ -1,0 +1,145 @@
+package configs
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDemoConfigIsValid(t *testing.T) {
+	cfg, err := LoadDemo()
+	if err != nil {
+		t.Fatalf("embedded demo config: %v", err)
+	}
+	if got := len(cfg.Demo.Nodes); got != 5 {
+		t.Fatalf("demo nodes = %d, want 5 (2 balancers, 3 edges)", got)
+	}
+	edge := cfg.ForNode(cfg.Demo.Nodes[2])
+	if edge.Cluster.Name != "edge-1" || edge.Edge.Listen != "127.0.0.1:7101" || edge.Edge.AdvertiseURL != "http://127.0.0.1:7101" || edge.Cluster.Bind != "127.0.0.1:7948" {
+		t.Errorf("ForNode(edge-1) = %+v / %+v", edge.Cluster, edge.Edge)
+	}
+	if len(edge.Demo.Nodes) != 0 {
+		t.Error("a node's config still lists the demo nodes")
+	}
+}
+
+func TestExampleFilesAreValid(t *testing.T) {
+	files, _ := filepath.Glob("examples/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example files in configs/examples")
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%s:\n%v", f, err)
+		}
+	}
+}
+
+func TestEmptyConfigTakesDefaults(t *testing.T) {
+	cfg, err := Parse("empty.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Balancer.Ring.Partitions != DefaultRingPartitions || cfg.Edge.IdleGrace.D() != 60*time.Second ||
+		!*cfg.Balancer.Key.HashQuery || cfg.Edge.AdvertiseURL != "http://127.0.0.1:7101" ||
+		strings.Join(cfg.Balancer.Key.Sources, ",") != "header:ctstickiness,cookie:ctstickiness,query:token" {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestErrorsAreAllReportedWithLineAndPath(t *testing.T) {
+	const file = `cluster:
+  name: n1
+  bnid: 1.2.3.4:7946
+edge:
+  listen: 127.0.0.1:7101
+  max_participants: lots
+  idle_grace: forever
+  history: { messages: -1 }
+balancer:
+  key:
+    sources: [header:ctstickiness, body:x]
+  ring: { load: 0.9 }
+  edges:
+    - { name: e1, url: "ftp://x" }
+    - { name: e1, url: "http://127.0.0.1:1" }
+`
+	_, err := Parse("bad.yaml", []byte(file))
+	var errs Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("want Errors, got %v", err)
+	}
+	want := []struct {
+		line int
+		path string
+		msg  string
+	}{
+		{3, "cluster.bnid", "unknown field"},
+		{6, "edge.max_participants", `"lots" is not a valid integer`},
+		{7, "edge.idle_grace", "is not a duration"},
+		{8, "edge.history.messages", "must be in range [0, 10000000], got -1"},
+		{11, "balancer.key.sources[1]", "kind must be header, cookie or query"},
+		{12, "balancer.ring.load", "must be in range (1.0, 10], got 0.9"},
+		{14, "balancer.edges[0].url", "must be an http:// or https:// URL"},
+		{15, "balancer.edges[1].name", `"e1" is listed twice`},
+	}
+	if len(errs) != len(want) {
+		t.Fatalf("got %d errors, want %d:\n%v", len(errs), len(want), err)
+	}
+	for i, w := range want {
+		e := errs[i]
+		if e.File != "bad.yaml" || e.Line != w.line || e.Path != w.path || !strings.Contains(e.Msg, w.msg) {
+			t.Errorf("error %d = %q, want line %d path %s containing %q", i, e.Error(), w.line, w.path, w.msg)
+		}
+	}
+	if !strings.HasPrefix(errs[0].Error(), "bad.yaml:3: cluster.bnid: unknown field (known fields here: ") {
+		t.Errorf("message format: %q", errs[0].Error())
+	}
+}
+
+func TestRules(t *testing.T) {
+	tests := []struct {
+		name, yaml, path, msg string
+	}{
+		{"admin beyond loopback needs a token", "balancer: { admin: { listen: 0.0.0.0:9090 } }", "balancer.admin.token_file", "is required"},
+		{"tls pair", "balancer: { tls: { cert_file: a.pem } }", "balancer.tls", "set together"},
+		{"auth needs a secret", "edge: { auth: { required: true } }", "edge.auth.required", "hmac_secret_file"},
+		{"bad listen", "edge: { listen: 'nope' }", "edge.listen", "not host:port"},
+		{"bad port", "balancer: { listen: ':70000' }", "balancer.listen", "port must be in range"},
+		{"seed port 0", "cluster: { join: ['127.0.0.1:0'] }", "cluster.join[0]", "port must be in range"},
+		{"profile", "cluster: { profile: wan2 }", "cluster.profile", "must be lan or local"},
+		{"missing file", "cluster: { secret_key_file: /does/not/exist }", "cluster.secret_key_file", "cannot read"},
+		{"demo duplicate address", "demo: { nodes: [ {name: a, role: edge, listen: '127.0.0.1:1', admin: '127.0.0.1:2', gossip: '127.0.0.1:3'}, {name: b, role: balancer, listen: '127.0.0.1:1', admin: '127.0.0.1:4', gossip: '127.0.0.1:5'} ] }", "demo.nodes[1].listen", "already used by demo.nodes[0].listen"},
+		{"demo role", "demo: { nodes: [ {name: a, role: dns, listen: '127.0.0.1:1', admin: '127.0.0.1:2', gossip: '127.0.0.1:3'} ] }", "demo.nodes[0].role", "must be edge or balancer"},
+		{"list expected", "cluster: { join: 127.0.0.1:7946 }", "cluster.join", "want a list"},
+		{"not yaml", "edge: [", "", "not valid YAML"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tt.yaml))
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("want Errors, got %v", err)
+			}
+			for _, e := range errs {
+				if e.Path == tt.path && strings.Contains(e.Msg, tt.msg) {
+					return
+				}
+			}
+			t.Errorf("no error at %s containing %q in:\n%v", tt.path, tt.msg, err)
+		})
+	}
+}
+
+func TestSecretFileThatExistsIsAccepted(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(f, []byte("c2VjcmV0LXNlY3JldC0xMjM0NQ=="), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse("t.yaml", []byte("cluster: { secret_key_file: "+f+" }")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,51 @@
+package configs
+
+import (
+	_ "embed"
+	"fmt"
+)
+
+// DemoFile is configs/demo.yaml, embedded: the config `ringlb demo` runs when
+// given none.
+//
+//go:embed demo.yaml
+var DemoFile []byte
+
+// DemoFileName is how messages about the embedded demo config name it.
+const DemoFileName = "configs/demo.yaml (embedded)"
+
+// LoadDemo parses the embedded demo config.
+func LoadDemo() (*Config, error) { return Parse(DemoFileName, DemoFile) }
+
+// ForNode returns the configuration of one demo node: a copy of c with the
+// node's name, region and addresses filled in.
+func (c *Config) ForNode(n DemoNode) *Config {
+	out := *c
+	out.Cluster.Join = append([]string(nil), c.Cluster.Join...)
+	out.Balancer.Edges = append([]StaticEdge(nil), c.Balancer.Edges...)
+	out.Demo = Demo{}
+	out.Cluster.Name = n.Name
+	out.Cluster.Bind = n.Gossip
+	if n.Region != "" {
+		out.Cluster.Region = n.Region
+	}
+	switch n.Role {
+	case "edge":
+		out.Edge.Listen = n.Listen
+		out.Edge.Admin = n.Admin
+		out.Edge.AdvertiseURL = "http://" + hostForURL(n.Listen)
+	case "balancer":
+		out.Balancer.Listen = n.Listen
+		out.Balancer.Admin.Listen = n.Admin
+	}
+	return &out
+}
+
+// Summary is the one line `ringlb check` prints for a valid file.
+func (c *Config) Summary() string {
+	return fmt.Sprintf("cluster %q region %q (gossip %s, %d seeds); edge %s; balancer %s, %d key sources, ring %d/%d/%g, %d static edges; %d demo nodes",
+		c.Cluster.Name, c.Cluster.Region, c.Cluster.Bind, len(c.Cluster.Join),
+		c.Edge.Listen, c.Balancer.Listen, len(c.Balancer.Key.Sources),
+		c.Balancer.Ring.Partitions, c.Balancer.Ring.Replication, c.Balancer.Ring.Load,
+		len(c.Balancer.Edges), len(c.Demo.Nodes))
+}

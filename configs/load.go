@@ -1,0 +1,245 @@
+package configs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// FieldError is one problem in a configuration file, located by line and by the
+// field's path from the top of the file ("balancer.ring.load").
+type FieldError struct {
+	File string
+	Line int // 0 when the field is absent from the file (a default or a cross-field rule)
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Path != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Path)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errors is every problem found in a file, in file order. Load returns it
+// (as error) so operators fix them all in one pass.
+type Errors []*FieldError
+
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads, strictly decodes, defaults and validates the file at path.
+// Every problem is reported at once, as Errors.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse is Load for data already in memory; name is used in messages.
+func Parse(name string, data []byte) (*Config, error) {
+	d := &decoder{file: name, lines: map[string]int{}}
+	var cfg Config
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	// An empty file (io.EOF) is a valid config: every field takes its default.
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, Errors{{File: name, Line: yamlErrLine(err), Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	if len(root.Content) > 0 {
+		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
+	}
+	cfg.applyDefaults()
+	for _, p := range cfg.validate() {
+		d.errs = append(d.errs, &FieldError{File: name, Line: d.lines[p.path], Path: p.path, Msg: p.msg})
+	}
+	if len(d.errs) > 0 {
+		sort.SliceStable(d.errs, func(i, j int) bool { return lineKey(d.errs[i]) < lineKey(d.errs[j]) })
+		return nil, d.errs
+	}
+	return &cfg, nil
+}
+
+// lineKey orders errors by line, with line-less (cross-field) errors last.
+func lineKey(e *FieldError) int {
+	if e.Line == 0 {
+		return int(^uint(0) >> 1)
+	}
+	return e.Line
+}
+
+func yamlErrLine(err error) int {
+	var line int
+	if _, scanErr := fmt.Sscanf(strings.TrimPrefix(err.Error(), "yaml: "), "line %d:", &line); scanErr == nil {
+		return line
+	}
+	return 0
+}
+
+// decoder walks the YAML node tree against the Go types, so that an unknown
+// field or a bad value is reported with its line and field path, and so that
+// one bad field does not hide the others (yaml.v3's KnownFields stops at the
+// first and names no path).
+type decoder struct {
+	file  string
+	errs  Errors
+	lines map[string]int // field path → line, for validation messages
+}
+
+var durationType = reflect.TypeOf(Duration(0))
+
+func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
+	d.errs = append(d.errs, &FieldError{File: d.file, Line: n.Line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if path != "" {
+		d.lines[path] = n.Line
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // "field:" with no value keeps the default
+	}
+	switch {
+	case v.Type() == durationType:
+		if n.Kind != yaml.ScalarNode {
+			d.fail(n, path, "want a duration such as 500ms, 5s or 2m")
+			return
+		}
+		dur, err := time.ParseDuration(n.Value)
+		if err != nil {
+			d.fail(n, path, "%q is not a duration (write it like 500ms, 5s or 2m)", n.Value)
+			return
+		}
+		v.SetInt(int64(dur))
+	case v.Kind() == reflect.Pointer:
+		elem := reflect.New(v.Type().Elem())
+		d.decode(n, elem.Elem(), path)
+		v.Set(elem)
+	case v.Kind() == reflect.Struct:
+		d.decodeStruct(n, v, path)
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() != reflect.Uint8:
+		if n.Kind != yaml.SequenceNode {
+			d.fail(n, path, "want a list")
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			d.decode(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
+		}
+		v.Set(s)
+	case v.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			d.fail(n, path, "want a mapping")
+			return
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := reflect.New(v.Type().Key()).Elem()
+			if err := n.Content[i].Decode(k.Addr().Interface()); err != nil {
+				d.fail(n.Content[i], path, "bad key %q", n.Content[i].Value)
+				continue
+			}
+			val := reflect.New(v.Type().Elem()).Elem()
+			d.decode(n.Content[i+1], val, path+"."+n.Content[i].Value)
+			m.SetMapIndex(k, val)
+		}
+		v.Set(m)
+	default:
+		if n.Kind != yaml.ScalarNode {
+			d.fail(n, path, "want a single %s value", kindName(v.Kind()))
+			return
+		}
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			d.fail(n, path, "%q is not a valid %s", n.Value, kindName(v.Kind()))
+		}
+	}
+}
+
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, path, "want a mapping of fields")
+		return
+	}
+	fields := yamlFields(v.Type())
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key, val := n.Content[i], n.Content[i+1]
+		p := key.Value
+		if path != "" {
+			p = path + "." + key.Value
+		}
+		idx, ok := fields[key.Value]
+		if !ok {
+			d.fail(key, p, "unknown field (known fields here: %s)", strings.Join(sortedKeys(fields), ", "))
+			continue
+		}
+		if seen[key.Value] {
+			d.fail(key, p, "field given twice")
+			continue
+		}
+		seen[key.Value] = true
+		d.lines[p] = key.Line
+		d.decode(val, v.Field(idx), p)
+		d.lines[p] = key.Line
+	}
+}
+
+func yamlFields(t reflect.Type) map[string]int {
+	fields := make(map[string]int, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag != "" && tag != "-" {
+			fields[tag] = i
+		}
+	}
+	return fields
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func kindName(k reflect.Kind) string {
+	switch k {
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint, reflect.Uint64, reflect.Uint32:
+		return "integer"
+	case reflect.Float64, reflect.Float32:
+		return "number"
+	case reflect.Bool:
+		return "boolean (true or false)"
+	default:
+		return "string"
+	}
+}

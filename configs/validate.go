@@ -1,0 +1,348 @@
+package configs
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Defaults, in one place. A zero Config plus these is a working single node.
+const (
+	DefaultGossipBind      = "0.0.0.0:7946"
+	DefaultEdgeListen      = ":7101"
+	DefaultEdgeAdmin       = "127.0.0.1:9101"
+	DefaultBalancerListen  = ":8080"
+	DefaultBalancerAdmin   = "127.0.0.1:9090"
+	DefaultMaxParticipants = 64
+	DefaultMaxMessageBytes = 64 << 10
+	DefaultHistoryMessages = 1000
+	DefaultHistoryBytes    = 1 << 20
+	DefaultSendQueue       = 256
+	DefaultKeyMaxLength    = 256
+	// Ring defaults come from the measurement kept as a test in balancer/ring:
+	// with 7919 partitions, replication 100 and load 1.05 the busiest edge
+	// holds ≤ 1.05× the mean and a 3→4 scale-out moves ≈ the ideal quarter.
+	DefaultRingPartitions  = 7919
+	DefaultRingReplication = 100
+	DefaultRingLoad        = 1.05
+)
+
+// DefaultKeySources is the contract's default order of stickiness key sources.
+var DefaultKeySources = []string{"header:ctstickiness", "cookie:ctstickiness", "query:token"}
+
+func (c *Config) applyDefaults() {
+	cl := &c.Cluster
+	if cl.Name == "" {
+		cl.Name, _ = os.Hostname()
+	}
+	if cl.Bind == "" {
+		cl.Bind = DefaultGossipBind
+	}
+	if cl.Profile == "" {
+		cl.Profile = "lan"
+	}
+
+	e := &c.Edge
+	setDefault(&e.Listen, DefaultEdgeListen)
+	setDefault(&e.Admin, DefaultEdgeAdmin)
+	if e.AdvertiseURL == "" {
+		e.AdvertiseURL = "http://" + hostForURL(e.Listen)
+	}
+	setDefaultInt(&e.Weight, 1)
+	setDefaultInt(&e.MaxParticipants, DefaultMaxParticipants)
+	setDefaultInt(&e.MaxMessageBytes, DefaultMaxMessageBytes)
+	setDefaultInt(&e.History.Messages, DefaultHistoryMessages)
+	setDefaultInt(&e.History.Bytes, DefaultHistoryBytes)
+	setDefaultInt(&e.SendQueue, DefaultSendQueue)
+	setDefaultDuration(&e.IdleGrace, 60*time.Second)
+	setDefaultDuration(&e.DrainTimeout, 30*time.Second)
+
+	b := &c.Balancer
+	setDefault(&b.Listen, DefaultBalancerListen)
+	setDefault(&b.Admin.Listen, DefaultBalancerAdmin)
+	if len(b.Key.Sources) == 0 {
+		b.Key.Sources = append([]string(nil), DefaultKeySources...)
+	}
+	if b.Key.HashQuery == nil {
+		b.Key.HashQuery = ptr(true)
+	}
+	if b.Key.AssignCookie == nil {
+		b.Key.AssignCookie = ptr(true)
+	}
+	setDefaultInt(&b.Key.MaxLength, DefaultKeyMaxLength)
+	setDefaultInt(&b.Ring.Partitions, DefaultRingPartitions)
+	setDefaultInt(&b.Ring.Replication, DefaultRingReplication)
+	if b.Ring.Load == 0 {
+		b.Ring.Load = DefaultRingLoad
+	}
+	for i := range b.Edges {
+		setDefaultInt(&b.Edges[i].Weight, 1)
+	}
+	setDefaultDuration(&b.DialTimeout, 2*time.Second)
+	setDefaultDuration(&b.IdleTimeout, 60*time.Second)
+	setDefaultDuration(&b.TunnelIdleTimeout, 10*time.Minute)
+}
+
+// problem is a validation finding before it is located in the file.
+type problem struct{ path, msg string }
+
+type problems []problem
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, problem{path, fmt.Sprintf(format, args...)})
+}
+
+// validate checks every rule and returns every violation; each message says
+// what is wrong, the value given, and what is allowed.
+func (c *Config) validate() []problem {
+	var ps problems
+	cl := c.Cluster
+	checkHostPort(&ps, "cluster.bind", cl.Bind, true)
+	if cl.Advertise != "" {
+		checkHostPort(&ps, "cluster.advertise", cl.Advertise, false)
+	}
+	for i, j := range cl.Join {
+		checkHostPort(&ps, fmt.Sprintf("cluster.join[%d]", i), j, false)
+	}
+	if cl.Profile != "lan" && cl.Profile != "local" {
+		ps.add("cluster.profile", "must be lan or local, got %q", cl.Profile)
+	}
+	checkFile(&ps, "cluster.secret_key_file", cl.SecretKeyFile)
+	if cl.ProbeInterval < 0 || cl.GossipInterval < 0 {
+		ps.add("cluster", "probe_interval and gossip_interval must not be negative")
+	}
+
+	e := c.Edge
+	checkHostPort(&ps, "edge.listen", e.Listen, true)
+	checkHostPort(&ps, "edge.admin", e.Admin, true)
+	checkURL(&ps, "edge.advertise_url", e.AdvertiseURL)
+	checkRange(&ps, "edge.weight", e.Weight, 1, 100)
+	checkRange(&ps, "edge.max_participants", e.MaxParticipants, 2, 100000)
+	checkRange(&ps, "edge.max_message_bytes", e.MaxMessageBytes, 16, 64<<20)
+	checkRange(&ps, "edge.history.messages", e.History.Messages, 0, 10_000_000)
+	checkRange(&ps, "edge.history.bytes", e.History.Bytes, 0, 1<<30)
+	checkRange(&ps, "edge.send_queue", e.SendQueue, 1, 1<<20)
+	if e.IdleGrace < 0 {
+		ps.add("edge.idle_grace", "must not be negative, got %s", e.IdleGrace.D())
+	}
+	if e.DrainTimeout <= 0 {
+		ps.add("edge.drain_timeout", "must be positive, got %s", e.DrainTimeout.D())
+	}
+	checkFile(&ps, "edge.auth.hmac_secret_file", e.Auth.HMACSecretFile)
+	if e.Auth.Required && e.Auth.HMACSecretFile == "" {
+		ps.add("edge.auth.required", "needs edge.auth.hmac_secret_file to verify tokens with")
+	}
+
+	b := c.Balancer
+	checkHostPort(&ps, "balancer.listen", b.Listen, true)
+	checkHostPort(&ps, "balancer.admin.listen", b.Admin.Listen, true)
+	checkFile(&ps, "balancer.admin.token_file", b.Admin.TokenFile)
+	if b.Admin.TokenFile == "" && !isLoopback(b.Admin.Listen) {
+		ps.add("balancer.admin.token_file", "is required when balancer.admin.listen (%s) is not a loopback address: the admin API can drain edges", b.Admin.Listen)
+	}
+	if (b.TLS.CertFile == "") != (b.TLS.KeyFile == "") {
+		ps.add("balancer.tls", "cert_file and key_file must be set together")
+	}
+	checkFile(&ps, "balancer.tls.cert_file", b.TLS.CertFile)
+	checkFile(&ps, "balancer.tls.key_file", b.TLS.KeyFile)
+	if b.TLS.RedirectFrom != "" {
+		checkHostPort(&ps, "balancer.tls.redirect_from", b.TLS.RedirectFrom, true)
+	}
+	for i, src := range b.Key.Sources {
+		if err := CheckKeySource(src); err != nil {
+			ps.add(fmt.Sprintf("balancer.key.sources[%d]", i), "%v", err)
+		}
+	}
+	checkRange(&ps, "balancer.key.max_length", b.Key.MaxLength, 1, 4096)
+	checkRange(&ps, "balancer.ring.partitions", b.Ring.Partitions, 1, 1<<20)
+	checkRange(&ps, "balancer.ring.replication", b.Ring.Replication, 1, 10000)
+	// consistent panics with "not enough room to distribute partitions" when
+	// load leaves no slack; catch it here rather than at the first ring change.
+	if b.Ring.Load <= 1.0 || b.Ring.Load > 10 {
+		ps.add("balancer.ring.load", "must be in range (1.0, 10], got %g", b.Ring.Load)
+	}
+	names := map[string]bool{}
+	for i, se := range b.Edges {
+		p := fmt.Sprintf("balancer.edges[%d]", i)
+		if se.Name == "" {
+			ps.add(p+".name", "is required")
+		} else if names[se.Name] {
+			ps.add(p+".name", "%q is listed twice", se.Name)
+		}
+		names[se.Name] = true
+		checkURL(&ps, p+".url", se.URL)
+		checkRange(&ps, p+".weight", se.Weight, 1, 100)
+	}
+	if b.DialTimeout <= 0 || b.IdleTimeout <= 0 || b.TunnelIdleTimeout <= 0 {
+		ps.add("balancer", "dial_timeout, idle_timeout and tunnel_idle_timeout must be positive")
+	}
+
+	c.validateDemo(&ps)
+	return ps
+}
+
+func (c *Config) validateDemo(ps *problems) {
+	names := map[string]bool{}
+	addrs := map[string]string{}
+	claim := func(path, addr string) {
+		if addr == "" {
+			return
+		}
+		if other, ok := addrs[addr]; ok {
+			ps.add(path, "%s is already used by %s", addr, other)
+			return
+		}
+		addrs[addr] = path
+	}
+	for i, n := range c.Demo.Nodes {
+		p := fmt.Sprintf("demo.nodes[%d]", i)
+		if n.Name == "" {
+			ps.add(p+".name", "is required")
+		} else if names[n.Name] {
+			ps.add(p+".name", "%q is used twice", n.Name)
+		}
+		names[n.Name] = true
+		if n.Role != "edge" && n.Role != "balancer" {
+			ps.add(p+".role", "must be edge or balancer, got %q", n.Role)
+		}
+		for _, f := range []struct{ field, addr string }{{"listen", n.Listen}, {"admin", n.Admin}, {"gossip", n.Gossip}} {
+			if f.addr == "" {
+				ps.add(p+"."+f.field, "is required")
+				continue
+			}
+			checkHostPort(ps, p+"."+f.field, f.addr, true)
+			claim(p+"."+f.field, f.addr)
+		}
+	}
+}
+
+// CheckKeySource reports whether src is a valid stickiness key source spec:
+// "header:NAME", "cookie:NAME" or "query:NAME".
+func CheckKeySource(src string) error {
+	kind, name, ok := strings.Cut(src, ":")
+	if !ok || name == "" {
+		return fmt.Errorf("%q must be KIND:NAME, e.g. header:ctstickiness", src)
+	}
+	switch kind {
+	case "header", "cookie", "query":
+	default:
+		return fmt.Errorf("%q: kind must be header, cookie or query, got %q", src, kind)
+	}
+	for _, r := range name {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", r) {
+			return fmt.Errorf("%q: name has a character not allowed in a %s name", src, kind)
+		}
+	}
+	return nil
+}
+
+func checkHostPort(ps *problems, path, addr string, portZeroOK bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		ps.add(path, "%q is not host:port (e.g. 127.0.0.1:8080 or :8080)", addr)
+		return
+	}
+	if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
+		ps.add(path, "%q: %q is neither an IP address nor a host name", addr, host)
+	}
+	n, err := parsePort(port)
+	if err != nil || (n == 0 && !portZeroOK) {
+		ps.add(path, "%q: port must be in range [1, 65535]", addr)
+	}
+}
+
+func parsePort(s string) (int, error) {
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 || n > 65535 || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("bad port %q", s)
+	}
+	return n, nil
+}
+
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func checkURL(ps *problems, path, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		ps.add(path, "%q must be an http:// or https:// URL with a host", raw)
+	}
+}
+
+func checkRange(ps *problems, path string, v, lo, hi int) {
+	if v < lo || v > hi {
+		ps.add(path, "must be in range [%d, %d], got %d", lo, hi, v)
+	}
+}
+
+func checkFile(ps *problems, path, file string) {
+	if file == "" {
+		return
+	}
+	if _, err := os.Stat(file); err != nil {
+		ps.add(path, "cannot read %s: %v", file, err)
+	}
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// hostForURL turns a listen address into the host:port others can reach it
+// at; an unspecified host (":7101", "0.0.0.0:7101") becomes 127.0.0.1 so the
+// default works on one machine, and advertise_url is the knob for the rest.
+func hostForURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func setDefault(s *string, v string) {
+	if *s == "" {
+		*s = v
+	}
+}
+
+func setDefaultInt(i *int, v int) {
+	if *i == 0 {
+		*i = v
+	}
+}
+
+func setDefaultDuration(d *Duration, v time.Duration) {
+	if *d == 0 {
+		*d = Duration(v)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
