@@ -1,0 +1,21 @@
+# Multi-stage: a static ringlb binary in an image with nothing else in it,
+# running as an unprivileged user.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ringlb ./cmd/ringlb \
+ && echo 'ringlb:x:10001:10001:ringlb:/:/sbin/nologin' > /out/passwd \
+ && echo 'ringlb:x:10001:' > /out/group
+
+FROM scratch
+COPY --from=build /out/passwd /etc/passwd
+COPY --from=build /out/group /etc/group
+COPY --from=build /out/ringlb /usr/local/bin/ringlb
+COPY configs/examples /etc/ringlb/examples
+USER 10001:10001
+# data (balancer 8080, edge 7101), admin (9090, 9101), gossip (7946 tcp+udp)
+EXPOSE 8080 7101 9090 9101 7946 7946/udp
+ENTRYPOINT ["/usr/local/bin/ringlb"]
+CMD ["demo"]
