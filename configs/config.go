@@ -12,6 +12,7 @@ type Config struct {
 	Cluster  Cluster  `yaml:"cluster"`
 	Edge     Edge     `yaml:"edge"`
 	Balancer Balancer `yaml:"balancer"`
+	GSLB     GSLB     `yaml:"gslb"`
 	// Demo describes the nodes `ringlb demo` starts in one process; the
 	// other sections are the settings they share.
 	Demo Demo `yaml:"demo"`
@@ -149,7 +150,7 @@ type Demo struct {
 // from node to node; everything else comes from the shared sections.
 type DemoNode struct {
 	Name   string `yaml:"name"`
-	Role   string `yaml:"role"` // edge | balancer
+	Role   string `yaml:"role"` // edge | balancer | gslb
 	Region string `yaml:"region"`
 	Listen string `yaml:"listen"`
 	Admin  string `yaml:"admin"`

@@ -113,7 +113,7 @@ func TestRules(t *testing.T) {
 		{"profile", "cluster: { profile: wan2 }", "cluster.profile", "must be lan or local"},
 		{"missing file", "cluster: { secret_key_file: /does/not/exist }", "cluster.secret_key_file", "cannot read"},
 		{"demo duplicate address", "demo: { nodes: [ {name: a, role: edge, listen: '127.0.0.1:1', admin: '127.0.0.1:2', gossip: '127.0.0.1:3'}, {name: b, role: balancer, listen: '127.0.0.1:1', admin: '127.0.0.1:4', gossip: '127.0.0.1:5'} ] }", "demo.nodes[1].listen", "already used by demo.nodes[0].listen"},
-		{"demo role", "demo: { nodes: [ {name: a, role: dns, listen: '127.0.0.1:1', admin: '127.0.0.1:2', gossip: '127.0.0.1:3'} ] }", "demo.nodes[0].role", "must be edge or balancer"},
+		{"demo role", "demo: { nodes: [ {name: a, role: dns, listen: '127.0.0.1:1', admin: '127.0.0.1:2', gossip: '127.0.0.1:3'} ] }", "demo.nodes[0].role", "must be edge, balancer or gslb"},
 		{"list expected", "cluster: { join: 127.0.0.1:7946 }", "cluster.join", "want a list"},
 		{"not yaml", "edge: [", "", "not valid YAML"},
 	}

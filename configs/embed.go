@@ -37,6 +37,9 @@ func (c *Config) ForNode(n DemoNode) *Config {
 	case "balancer":
 		out.Balancer.Listen = n.Listen
 		out.Balancer.Admin.Listen = n.Admin
+	case "gslb":
+		out.GSLB.Listen = n.Listen
+		out.GSLB.Admin.Listen = n.Admin
 	}
 	return &out
 }

@@ -84,6 +84,8 @@ func (c *Config) applyDefaults() {
 	setDefaultDuration(&b.DialTimeout, 2*time.Second)
 	setDefaultDuration(&b.IdleTimeout, 60*time.Second)
 	setDefaultDuration(&b.TunnelIdleTimeout, 10*time.Minute)
+
+	c.GSLB.applyDefaults()
 }
 
 // problem is a validation finding before it is located in the file.
@@ -180,6 +182,7 @@ func (c *Config) validate() []problem {
 		ps.add("balancer", "dial_timeout, idle_timeout and tunnel_idle_timeout must be positive")
 	}
 
+	c.GSLB.validate(&ps)
 	c.validateDemo(&ps)
 	return ps
 }
@@ -205,8 +208,8 @@ func (c *Config) validateDemo(ps *problems) {
 			ps.add(p+".name", "%q is used twice", n.Name)
 		}
 		names[n.Name] = true
-		if n.Role != "edge" && n.Role != "balancer" {
-			ps.add(p+".role", "must be edge or balancer, got %q", n.Role)
+		if n.Role != "edge" && n.Role != "balancer" && n.Role != "gslb" {
+			ps.add(p+".role", "must be edge, balancer or gslb, got %q", n.Role)
 		}
 		for _, f := range []struct{ field, addr string }{{"listen", n.Listen}, {"admin", n.Admin}, {"gossip", n.Gossip}} {
 			if f.addr == "" {

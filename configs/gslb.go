@@ -1,0 +1,411 @@
+package configs
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// GSLB is the authoritative DNS server with traffic-managed names (gslb/).
+type GSLB struct {
+	// Listen is the DNS address, served on UDP and TCP (default :53).
+	Listen string `yaml:"listen"`
+	Admin  Admin  `yaml:"admin"`
+	// Zones this server is authoritative for.
+	Zones []Zone `yaml:"zones"`
+	// Monitors are named health checks that regions and members refer to.
+	Monitors map[string]Monitor `yaml:"monitors"`
+	// Names are the traffic-managed names, each inside one of Zones.
+	Names []ManagedName `yaml:"names"`
+	// QueryLog logs every query at info level (default false).
+	QueryLog bool `yaml:"query_log"`
+	// RateLimit is response rate limiting per client prefix.
+	RateLimit RateLimit `yaml:"rate_limit"`
+}
+
+// Zone is one zone, from an RFC 1035 master file or inline records.
+type Zone struct {
+	Origin string `yaml:"origin"`
+	// File is an RFC 1035 master file; relative names are relative to Origin.
+	File string `yaml:"file"`
+	// Records are master-file lines ("www 300 IN A 192.0.2.1"), used when
+	// File is empty. One SOA is required either way.
+	Records []string `yaml:"records"`
+	// Transfer allows AXFR and sends NOTIFY.
+	Transfer Transfer `yaml:"transfer"`
+}
+
+// Transfer controls zone transfers to secondaries.
+type Transfer struct {
+	// Allow lists the client prefixes (CIDR) that may AXFR this zone.
+	Allow []string `yaml:"allow"`
+	// Notify lists secondaries (host:port) told of every serial change.
+	Notify []string `yaml:"notify"`
+	// TSIG, when set, requires transfers to be signed with this key.
+	TSIG *TSIG `yaml:"tsig"`
+}
+
+// TSIG is a shared transaction-signature key.
+type TSIG struct {
+	Name       string `yaml:"name"`
+	Algorithm  string `yaml:"algorithm"` // default hmac-sha256
+	SecretFile string `yaml:"secret_file"`
+}
+
+// Monitor is an active health check (health/), shared by the gslb's pool
+// members and the balancer's static edges.
+type Monitor struct {
+	Type string `yaml:"type"` // http | https | tcp
+	// Port probed on each member's address (default 80 for http, 443 for https).
+	Port int `yaml:"port"`
+	// Path of an HTTP probe (default /_ringlb/health).
+	Path string `yaml:"path"`
+	// ExpectStatus is the HTTP status that means up (default 200).
+	ExpectStatus int      `yaml:"expect_status"`
+	Interval     Duration `yaml:"interval"` // default 2s
+	Timeout      Duration `yaml:"timeout"`  // default 1s
+	// Rise successes in a row bring a member up; Fall failures take it down.
+	Rise int `yaml:"rise"` // default 2
+	Fall int `yaml:"fall"` // default 2
+	// Jitter spreads probes by up to this fraction of Interval (default 0.1).
+	Jitter float64 `yaml:"jitter"`
+}
+
+// ManagedName is a name answered from region pools.
+type ManagedName struct {
+	Name string `yaml:"name"`
+	TTL  int    `yaml:"ttl"` // default 30
+	// FailoverTTL is used while the client's region is failed over (default 10).
+	FailoverTTL int `yaml:"failover_ttl"`
+	// MaxAnswers caps the addresses in one answer (default 0: all).
+	MaxAnswers int `yaml:"max_answers"`
+	// AllDown: "serve_all" answers every member when none is healthy (like
+	// gdnsd); "servfail" answers SERVFAIL. Default serve_all.
+	AllDown string `yaml:"all_down"`
+	// DefaultRegion serves clients that no geo prefix matches.
+	DefaultRegion string `yaml:"default_region"`
+	// AutoRecover returns clients to their region as soon as it is healthy
+	// again (default true); when false an operator recovers it by the admin API.
+	AutoRecover *bool `yaml:"auto_recover"`
+	// Geo maps regions to client prefixes (source address or EDNS Client Subnet).
+	Geo map[string][]string `yaml:"geo"`
+	// Regions are the pools, by region name.
+	Regions map[string]Region `yaml:"regions"`
+}
+
+// Region is one pool of a managed name.
+type Region struct {
+	Members []Member `yaml:"members"`
+	// Monitor names an entry of gslb.monitors.
+	Monitor string `yaml:"monitor"`
+	// ServeMode for every member without its own: always | obey | remove | no
+	// (default obey).
+	ServeMode string `yaml:"serve_mode"`
+	// Failover lists the regions to answer from, in order, while this one
+	// has no member to serve.
+	Failover []string `yaml:"failover"`
+}
+
+// Member is one address of a pool: a regional balancer's floating IP.
+type Member struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	// Probe overrides where the monitor checks this member (host:port);
+	// default: address and the monitor's port.
+	Probe     string `yaml:"probe"`
+	ServeMode string `yaml:"serve_mode"`
+}
+
+// RateLimit is response rate limiting (RRL) against reflection floods.
+type RateLimit struct {
+	// ResponsesPerSecond per client prefix; 0 disables RRL (default 0).
+	ResponsesPerSecond int `yaml:"responses_per_second"`
+	// Slip: every Nth limited UDP response is sent truncated (TC) instead of
+	// dropped, so real clients retry over TCP (default 2; 0 drops all).
+	Slip *int `yaml:"slip"`
+	// IPv4Prefix and IPv6Prefix group clients (default 24 and 56).
+	IPv4Prefix int `yaml:"ipv4_prefix"`
+	IPv6Prefix int `yaml:"ipv6_prefix"`
+}
+
+// Serve modes: see DESIGN.md.
+const (
+	ServeAlways = "always"
+	ServeObey   = "obey"
+	ServeRemove = "remove"
+	ServeNo     = "no"
+)
+
+// DefaultMonitor returns a monitor with every default filled in.
+func DefaultMonitor() Monitor {
+	m := Monitor{Type: "http"}
+	m.applyDefaults()
+	return m
+}
+
+func (m *Monitor) applyDefaults() {
+	if m.Type == "" {
+		m.Type = "http"
+	}
+	if m.Port == 0 {
+		switch m.Type {
+		case "http":
+			m.Port = 80
+		case "https":
+			m.Port = 443
+		}
+	}
+	if m.Path == "" && m.Type != "tcp" {
+		m.Path = "/_ringlb/health"
+	}
+	setDefaultInt(&m.ExpectStatus, 200)
+	setDefaultDuration(&m.Interval, 2*time.Second)
+	setDefaultDuration(&m.Timeout, time.Second)
+	setDefaultInt(&m.Rise, 2)
+	setDefaultInt(&m.Fall, 2)
+	if m.Jitter == 0 {
+		m.Jitter = 0.1
+	}
+}
+
+func (g *GSLB) applyDefaults() {
+	setDefault(&g.Listen, ":53")
+	setDefault(&g.Admin.Listen, "127.0.0.1:9053")
+	for k, m := range g.Monitors {
+		m.applyDefaults()
+		g.Monitors[k] = m
+	}
+	for i := range g.Zones {
+		g.Zones[i].Origin = dns.Fqdn(strings.ToLower(g.Zones[i].Origin))
+		if t := g.Zones[i].Transfer.TSIG; t != nil && t.Algorithm == "" {
+			t.Algorithm = "hmac-sha256"
+		}
+	}
+	for i := range g.Names {
+		n := &g.Names[i]
+		n.Name = dns.Fqdn(strings.ToLower(n.Name))
+		setDefaultInt(&n.TTL, 30)
+		setDefaultInt(&n.FailoverTTL, 10)
+		setDefault(&n.AllDown, "serve_all")
+		if n.AutoRecover == nil {
+			n.AutoRecover = ptr(true)
+		}
+		for name, r := range n.Regions {
+			setDefault(&r.ServeMode, ServeObey)
+			for j := range r.Members {
+				setDefault(&r.Members[j].ServeMode, r.ServeMode)
+			}
+			n.Regions[name] = r
+		}
+	}
+	rl := &g.RateLimit
+	if rl.Slip == nil {
+		rl.Slip = ptr(2)
+	}
+	setDefaultInt(&rl.IPv4Prefix, 24)
+	setDefaultInt(&rl.IPv6Prefix, 56)
+}
+
+func (g *GSLB) validate(ps *problems) {
+	checkHostPort(ps, "gslb.listen", g.Listen, true)
+	checkHostPort(ps, "gslb.admin.listen", g.Admin.Listen, true)
+	checkFile(ps, "gslb.admin.token_file", g.Admin.TokenFile)
+	if g.Admin.TokenFile == "" && !isLoopback(g.Admin.Listen) {
+		ps.add("gslb.admin.token_file", "is required when gslb.admin.listen (%s) is not a loopback address", g.Admin.Listen)
+	}
+	for _, name := range sortedMapKeys(g.Monitors) {
+		validateMonitor(ps, "gslb.monitors."+name, g.Monitors[name])
+	}
+	origins := map[string]bool{}
+	for i, z := range g.Zones {
+		p := fmt.Sprintf("gslb.zones[%d]", i)
+		if _, ok := dns.IsDomainName(z.Origin); !ok || z.Origin == "." {
+			ps.add(p+".origin", "%q is not a domain name", z.Origin)
+		}
+		if origins[z.Origin] {
+			ps.add(p+".origin", "zone %s is listed twice", z.Origin)
+		}
+		origins[z.Origin] = true
+		switch {
+		case z.File != "" && len(z.Records) > 0:
+			ps.add(p, "set file or records, not both")
+		case z.File != "":
+			checkFile(ps, p+".file", z.File)
+		case len(z.Records) == 0:
+			ps.add(p, "needs a file or records (with one SOA)")
+		default:
+			soa := 0
+			for j, line := range z.Records {
+				rr, err := dns.NewRR("$ORIGIN " + z.Origin + "\n" + line)
+				if err != nil {
+					ps.add(fmt.Sprintf("%s.records[%d]", p, j), "%q: %v", line, err)
+					continue
+				}
+				if rr == nil {
+					continue
+				}
+				if rr.Header().Rrtype == dns.TypeSOA {
+					soa++
+				}
+				if !dns.IsSubDomain(z.Origin, rr.Header().Name) {
+					ps.add(fmt.Sprintf("%s.records[%d]", p, j), "%s is outside zone %s", rr.Header().Name, z.Origin)
+				}
+			}
+			if soa != 1 {
+				ps.add(p+".records", "need exactly one SOA record, found %d", soa)
+			}
+		}
+		for j, c := range z.Transfer.Allow {
+			if _, err := netip.ParsePrefix(c); err != nil {
+				ps.add(fmt.Sprintf("%s.transfer.allow[%d]", p, j), "%q is not a CIDR prefix (e.g. 192.0.2.0/24)", c)
+			}
+		}
+		for j, n := range z.Transfer.Notify {
+			checkHostPort(ps, fmt.Sprintf("%s.transfer.notify[%d]", p, j), n, false)
+		}
+		if t := z.Transfer.TSIG; t != nil {
+			if _, ok := dns.IsDomainName(t.Name); !ok || t.Name == "" {
+				ps.add(p+".transfer.tsig.name", "%q is not a key name", t.Name)
+			}
+			switch dns.Fqdn(t.Algorithm) {
+			case dns.HmacSHA256, dns.HmacSHA512, dns.HmacSHA1, dns.HmacSHA384:
+			default:
+				ps.add(p+".transfer.tsig.algorithm", "must be hmac-sha256, hmac-sha384, hmac-sha512 or hmac-sha1, got %q", t.Algorithm)
+			}
+			if t.SecretFile == "" {
+				ps.add(p+".transfer.tsig.secret_file", "is required")
+			}
+			checkFile(ps, p+".transfer.tsig.secret_file", t.SecretFile)
+		}
+	}
+	seen := map[string]bool{}
+	for i, n := range g.Names {
+		g.validateName(ps, fmt.Sprintf("gslb.names[%d]", i), n, seen)
+	}
+	rl := g.RateLimit
+	checkRange(ps, "gslb.rate_limit.responses_per_second", rl.ResponsesPerSecond, 0, 10_000_000)
+	checkRange(ps, "gslb.rate_limit.slip", *rl.Slip, 0, 10)
+	checkRange(ps, "gslb.rate_limit.ipv4_prefix", rl.IPv4Prefix, 8, 32)
+	checkRange(ps, "gslb.rate_limit.ipv6_prefix", rl.IPv6Prefix, 16, 128)
+}
+
+func (g *GSLB) validateName(ps *problems, p string, n ManagedName, seen map[string]bool) {
+	if _, ok := dns.IsDomainName(n.Name); !ok || n.Name == "." {
+		ps.add(p+".name", "%q is not a domain name", n.Name)
+	}
+	if seen[n.Name] {
+		ps.add(p+".name", "%s is managed twice", n.Name)
+	}
+	seen[n.Name] = true
+	inZone := false
+	for _, z := range g.Zones {
+		inZone = inZone || dns.IsSubDomain(z.Origin, n.Name)
+	}
+	if !inZone {
+		ps.add(p+".name", "%s is in none of gslb.zones; add its zone", n.Name)
+	}
+	checkRange(ps, p+".ttl", n.TTL, 0, 86400)
+	checkRange(ps, p+".failover_ttl", n.FailoverTTL, 0, 86400)
+	checkRange(ps, p+".max_answers", n.MaxAnswers, 0, 64)
+	if n.AllDown != "serve_all" && n.AllDown != "servfail" {
+		ps.add(p+".all_down", "must be serve_all or servfail, got %q", n.AllDown)
+	}
+	if len(n.Regions) == 0 {
+		ps.add(p+".regions", "needs at least one region")
+	}
+	if n.DefaultRegion != "" {
+		if _, ok := n.Regions[n.DefaultRegion]; !ok {
+			ps.add(p+".default_region", "%q is not one of the regions", n.DefaultRegion)
+		}
+	}
+	for _, region := range sortedMapKeys(n.Geo) {
+		if _, ok := n.Regions[region]; !ok {
+			ps.add(p+".geo."+region, "%q is not one of the regions", region)
+		}
+		for j, c := range n.Geo[region] {
+			if _, err := netip.ParsePrefix(c); err != nil {
+				ps.add(fmt.Sprintf("%s.geo.%s[%d]", p, region, j), "%q is not a CIDR prefix (e.g. 10.1.0.0/16)", c)
+			}
+		}
+	}
+	for _, name := range sortedMapKeys(n.Regions) {
+		r := n.Regions[name]
+		rp := p + ".regions." + name
+		if len(r.Members) == 0 {
+			ps.add(rp+".members", "needs at least one member")
+		}
+		if r.Monitor != "" {
+			if _, ok := g.Monitors[r.Monitor]; !ok {
+				ps.add(rp+".monitor", "%q is not in gslb.monitors", r.Monitor)
+			}
+		}
+		checkServeMode(ps, rp+".serve_mode", r.ServeMode)
+		for j, f := range r.Failover {
+			if _, ok := n.Regions[f]; !ok || f == name {
+				ps.add(fmt.Sprintf("%s.failover[%d]", rp, j), "%q must be another region of this name", f)
+			}
+		}
+		memberNames := map[string]bool{}
+		for j, m := range r.Members {
+			mp := fmt.Sprintf("%s.members[%d]", rp, j)
+			if m.Name == "" || memberNames[m.Name] {
+				ps.add(mp+".name", "must be set and unique in the region, got %q", m.Name)
+			}
+			memberNames[m.Name] = true
+			if ip := net.ParseIP(m.Address); ip == nil {
+				ps.add(mp+".address", "%q is not an IPv4 or IPv6 address", m.Address)
+			}
+			if m.Probe != "" {
+				checkHostPort(ps, mp+".probe", m.Probe, false)
+			}
+			checkServeMode(ps, mp+".serve_mode", m.ServeMode)
+			if r.Monitor == "" && (m.ServeMode == ServeObey) {
+				ps.add(mp+".serve_mode", "obey needs a monitor on region %s (or use always)", name)
+			}
+		}
+	}
+}
+
+func validateMonitor(ps *problems, p string, m Monitor) {
+	if m.Type != "http" && m.Type != "https" && m.Type != "tcp" {
+		ps.add(p+".type", "must be http, https or tcp, got %q", m.Type)
+	}
+	checkRange(ps, p+".port", m.Port, 1, 65535)
+	if m.Type != "tcp" && !strings.HasPrefix(m.Path, "/") {
+		ps.add(p+".path", "must start with /, got %q", m.Path)
+	}
+	checkRange(ps, p+".expect_status", m.ExpectStatus, 100, 599)
+	if m.Interval.D() < 10*time.Millisecond {
+		ps.add(p+".interval", "must be at least 10ms, got %s", m.Interval.D())
+	}
+	if m.Timeout <= 0 || m.Timeout > m.Interval {
+		ps.add(p+".timeout", "must be positive and at most interval (%s), got %s", m.Interval.D(), m.Timeout.D())
+	}
+	checkRange(ps, p+".rise", m.Rise, 1, 100)
+	checkRange(ps, p+".fall", m.Fall, 1, 100)
+	if m.Jitter < 0 || m.Jitter > 1 {
+		ps.add(p+".jitter", "must be in range [0, 1], got %g", m.Jitter)
+	}
+}
+
+func checkServeMode(ps *problems, p, mode string) {
+	switch mode {
+	case ServeAlways, ServeObey, ServeRemove, ServeNo:
+	default:
+		ps.add(p, "must be always, obey, remove or no, got %q", mode)
+	}
+}
+
+func sortedMapKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

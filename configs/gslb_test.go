@@ -1,0 +1,82 @@
+package configs
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+const goodGSLB = `gslb:
+  listen: 127.0.0.1:5353
+  zones:
+    - origin: ringlb.test
+      records:
+        - "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60"
+        - "@ 3600 IN NS ns1"
+        - "ns1 3600 IN A 127.0.0.1"
+      transfer: { allow: [127.0.0.0/8], notify: ["127.0.0.1:5354"] }
+  monitors:
+    bal: { type: http, port: 8080, interval: 500ms, timeout: 250ms }
+  names:
+    - name: ide.ringlb.test
+      geo: { east: [127.0.0.1/32], west: [127.0.0.2/32] }
+      default_region: east
+      regions:
+        east: { monitor: bal, failover: [west], members: [ { name: bal-1, address: 127.0.0.1 } ] }
+        west: { monitor: bal, failover: [east], members: [ { name: bal-2, address: 127.0.0.2, probe: "127.0.0.1:8081" } ] }
+`
+
+func TestGSLBConfig(t *testing.T) {
+	cfg, err := Parse("g.yaml", []byte(goodGSLB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := cfg.GSLB.Names[0]
+	if n.Name != "ide.ringlb.test." || n.TTL != 30 || n.FailoverTTL != 10 || !*n.AutoRecover || n.AllDown != "serve_all" {
+		t.Errorf("name defaults: %+v", n)
+	}
+	if m := n.Regions["east"].Members[0]; m.ServeMode != ServeObey {
+		t.Errorf("member serve mode default = %q", m.ServeMode)
+	}
+	if mon := cfg.GSLB.Monitors["bal"]; mon.Path != "/_ringlb/health" || mon.Rise != 2 || mon.Fall != 2 || mon.ExpectStatus != 200 {
+		t.Errorf("monitor defaults: %+v", mon)
+	}
+}
+
+func TestGSLBRules(t *testing.T) {
+	tests := []struct{ name, from, to, path, msg string }{
+		{"record syntax", `"ns1 3600 IN A 127.0.0.1"`, `"ns1 3600 IN A 327.0.0.1"`, "gslb.zones[0].records[2]", "327.0.0.1"},
+		{"one soa", `"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60"`, `"x 60 IN TXT hi"`, "gslb.zones[0].records", "exactly one SOA"},
+		{"cidr", "127.0.0.2/32", "127.0.0.2/33", "gslb.names[0].geo.west[0]", "not a CIDR"},
+		{"monitor ref", "{ monitor: bal, failover: [east]", "{ monitor: nope, failover: [east]", "gslb.names[0].regions.west.monitor", `"nope" is not in gslb.monitors`},
+		{"failover ref", "failover: [west]", "failover: [north]", "gslb.names[0].regions.east.failover[0]", "another region"},
+		{"serve mode", "address: 127.0.0.1 }", "address: 127.0.0.1, serve_mode: sometimes }", "gslb.names[0].regions.east.members[0].serve_mode", "must be always, obey, remove or no"},
+		{"address", "address: 127.0.0.1 }", "address: bal-1.example }", "gslb.names[0].regions.east.members[0].address", "not an IPv4 or IPv6"},
+		{"timeout > interval", "timeout: 250ms", "timeout: 2s", "gslb.monitors.bal.timeout", "at most interval"},
+		{"name outside zones", "name: ide.ringlb.test", "name: ide.example.com", "gslb.names[0].name", "in none of gslb.zones"},
+		{"default region", "default_region: east", "default_region: south", "gslb.names[0].default_region", "not one of the regions"},
+		{"transfer allow", "allow: [127.0.0.0/8]", "allow: [localhost]", "gslb.zones[0].transfer.allow[0]", "not a CIDR"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := strings.Replace(goodGSLB, tt.from, tt.to, 1)
+			if src == goodGSLB {
+				t.Fatalf("replacement %q not found", tt.from)
+			}
+			_, err := Parse("g.yaml", []byte(src))
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("want Errors, got %v", err)
+			}
+			for _, e := range errs {
+				if e.Path == tt.path && strings.Contains(e.Msg, tt.msg) {
+					if e.Line == 0 && !strings.HasSuffix(tt.path, ".records") {
+						t.Errorf("%s has no line", e)
+					}
+					return
+				}
+			}
+			t.Errorf("no error at %s containing %q in:\n%v", tt.path, tt.msg, err)
+		})
+	}
+}
