@@ -1,0 +1,128 @@
+package balancer
+
+import (
+	"encoding/json"
+	"errors"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+)
+
+// ServeAdmin serves the admin port on ln until Shutdown; it then returns nil.
+//
+//	GET /healthz           200 "ok" while the process serves (liveness; never token-protected)
+//	GET /metrics           Prometheus text
+//	GET /api/ring          {"node","version","members":[{name,url,weight,share}]}
+//	GET /api/lookup?key=K  {"key","owner","url","version","candidates":[...]}
+//
+// When balancer.admin.token_file is set, everything but /healthz needs
+// "Authorization: Bearer <token>".
+func (b *Balancer) ServeAdmin(ln net.Listener) error {
+	b.mu.Lock()
+	closing := b.closing
+	b.mu.Unlock()
+	if closing {
+		return ErrClosed
+	}
+	if err := b.admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (b *Balancer) newAdminServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", b.withToken(promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{ErrorLog: nil})))
+	mux.Handle("GET /api/ring", b.withToken(http.HandlerFunc(b.serveRing)))
+	mux.Handle("GET /api/lookup", b.withToken(http.HandlerFunc(b.serveLookup)))
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: requestReadTimeout,
+		IdleTimeout:       b.cfg.IdleTimeout.D(),
+		ErrorLog:          slogErrorLog(b.log),
+	}
+}
+
+func (b *Balancer) withToken(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !b.adminAuthorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ringlb"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type ringMember struct {
+	Name   string  `json:"name"`
+	URL    string  `json:"url"`
+	Weight int     `json:"weight"`
+	Share  float64 `json:"share"`
+}
+
+func (b *Balancer) serveRing(w http.ResponseWriter, _ *http.Request) {
+	snap := b.ring.Snapshot()
+	shares := snap.Shares()
+	members := []ringMember{}
+	for _, m := range snap.Members() {
+		members = append(members, ringMember{Name: m.Name, URL: m.URL, Weight: m.Weight, Share: shares[m.Name]})
+	}
+	sort.Slice(members, func(i, j int) bool { return members[i].Name < members[j].Name })
+	writeJSON(w, http.StatusOK, struct {
+		Node    string             `json:"node"`
+		Version uint64             `json:"version"`
+		Members []ringMember       `json:"members"`
+		Shares  map[string]float64 `json:"shares"`
+	}{b.name, snap.Version(), members, shares})
+}
+
+// serveLookup answers which edge owns a key. The key is used as given (it
+// is not hashed like a query-parameter key would be): operators look up the
+// ctstickiness value an edge or a client reports.
+func (b *Balancer) serveLookup(w http.ResponseWriter, r *http.Request) {
+	key := r.URL.Query().Get("key")
+	if key == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "key query parameter is required"})
+		return
+	}
+	snap := b.ring.Snapshot()
+	owner, ok := snap.Locate([]byte(key))
+	if !ok {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"key": key, "error": "no edge on the ring", "version": snap.Version()})
+		return
+	}
+	var buf [8]ring.Member
+	candidates := []string{}
+	for _, m := range snap.Candidates([]byte(key), buf[:0]) {
+		candidates = append(candidates, m.Name)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"key":        key,
+		"owner":      owner.Name,
+		"url":        owner.URL,
+		"version":    snap.Version(),
+		"candidates": candidates,
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// slogErrorLog routes net/http's own error lines to slog.
+func slogErrorLog(l *slog.Logger) *log.Logger { return slog.NewLogLogger(l.Handler(), slog.LevelWarn) }

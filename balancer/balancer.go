@@ -1,0 +1,313 @@
+// Package balancer is ringlb's regional front tier: it reads the stickiness
+// key of every HTTP request and WebSocket upgrade, hashes it onto the ring of
+// edges and proxies to the owner, so every participant of a session meets on
+// one edge. WebSockets become byte tunnels after the handshake.
+//
+// It does not own membership: the caller keeps the *ring.Ring current (from
+// gossip and static edges) and the balancer reads a snapshot per request, so a
+// ring change never touches a live connection. It holds no session state.
+package balancer
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+)
+
+// Defaults for zero fields of configs.Balancer.
+const (
+	DefaultDialTimeout       = 2 * time.Second
+	DefaultIdleTimeout       = 60 * time.Second
+	DefaultTunnelIdleTimeout = 10 * time.Minute
+)
+
+// requestReadTimeout bounds reading one client request (head and body), so a
+// client trickling a request byte by byte cannot hold a connection.
+const requestReadTimeout = 30 * time.Second
+
+// HealthPath answers 200 while at least one edge is routable, else 503; the
+// path keepalived and the GSLB probe. The only path not proxied.
+const HealthPath = "/_ringlb/health"
+
+// ErrClosed is returned by Serve and ServeAdmin after Shutdown.
+var ErrClosed = errors.New("balancer: shut down")
+
+// Balancer proxies requests and WebSocket tunnels to the edge owning each
+// request's stickiness key. Create it with New, run Serve (data port) and
+// ServeAdmin (admin port), stop it with Shutdown.
+type Balancer struct {
+	name    string
+	cfg     configs.Balancer
+	ring    *ring.Ring
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	keys    *keyExtractor
+	edges   *edgePool
+	metrics *metrics
+
+	data       *fasthttp.Server
+	admin      *http.Server
+	adminToken []byte      // empty: no token required
+	tlsConfig  *tls.Config // nil: plain HTTP on the data port
+
+	mu      sync.Mutex
+	closing bool
+	tunnels map[*tunnel]struct{}
+	conns   map[net.Conn]struct{} // client connections fasthttp serves, for a forced stop
+	wg      sync.WaitGroup        // one per registered tunnel
+}
+
+// New returns a Balancer named name (its cluster node name, for logs and
+// /api/ring) routing with r. Zero fields of cfg get defaults: key sources
+// [header:ctstickiness cookie:ctstickiness query:token], hash_query true,
+// max_length 256, assign_cookie true (when a cookie source exists), dial
+// timeout 2s, idle timeout 60s, tunnel idle timeout 10m. A nil reg gets a new
+// registry with the Go and process collectors. All config problems are
+// reported at once.
+func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, reg *prometheus.Registry) (*Balancer, error) {
+	if r == nil {
+		return nil, errors.New("balancer: nil ring")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	applyDefaults(&cfg)
+
+	var errs []error
+	keys, err := newKeyExtractor(cfg.Key)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, d := range []struct {
+		field string
+		v     configs.Duration
+	}{{"balancer.dial_timeout", cfg.DialTimeout}, {"balancer.idle_timeout", cfg.IdleTimeout}, {"balancer.tunnel_idle_timeout", cfg.TunnelIdleTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %v must not be negative", d.field, d.v.D()))
+		}
+	}
+	var tlsConfig *tls.Config
+	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("balancer.tls: %w", err))
+		}
+		tlsConfig = &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			MinVersion:   tls.VersionTLS12,
+			// fasthttp speaks HTTP/1.1 only, which WebSocket needs anyway.
+			NextProtos: []string{"http/1.1"},
+		}
+	}
+	var token []byte
+	if cfg.Admin.TokenFile != "" {
+		raw, err := os.ReadFile(cfg.Admin.TokenFile)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("balancer.admin.token_file: %w", err))
+		case strings.TrimSpace(string(raw)) == "":
+			errs = append(errs, fmt.Errorf("balancer.admin.token_file: %s is empty", cfg.Admin.TokenFile))
+		default:
+			token = []byte(strings.TrimSpace(string(raw)))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+
+	b := &Balancer{
+		name:       name,
+		cfg:        cfg,
+		ring:       r,
+		log:        logger.With("component", "balancer"),
+		reg:        reg,
+		keys:       keys,
+		edges:      newEdgePool(cfg.DialTimeout.D()),
+		adminToken: token,
+		tlsConfig:  tlsConfig,
+		tunnels:    make(map[*tunnel]struct{}),
+		conns:      make(map[net.Conn]struct{}),
+	}
+	if b.metrics, err = newMetrics(reg, r); err != nil {
+		return nil, fmt.Errorf("balancer: register metrics: %w", err)
+	}
+	b.data = &fasthttp.Server{
+		Handler:               b.serveData,
+		ReadTimeout:           requestReadTimeout,
+		WriteTimeout:          requestReadTimeout,
+		IdleTimeout:           cfg.IdleTimeout.D(),
+		NoDefaultServerHeader: true,
+		// Bodies are forwarded, never parsed here.
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		ConnState:                    b.trackConn,
+		Logger:                       fasthttpLogger{b.log},
+	}
+	b.admin = b.newAdminServer()
+	return b, nil
+}
+
+func applyDefaults(cfg *configs.Balancer) {
+	if len(cfg.Key.Sources) == 0 {
+		cfg.Key.Sources = append([]string(nil), configs.DefaultKeySources...)
+	}
+	if cfg.Key.MaxLength == 0 {
+		cfg.Key.MaxLength = configs.DefaultKeyMaxLength
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = configs.Duration(DefaultDialTimeout)
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = configs.Duration(DefaultIdleTimeout)
+	}
+	if cfg.TunnelIdleTimeout == 0 {
+		cfg.TunnelIdleTimeout = configs.Duration(DefaultTunnelIdleTimeout)
+	}
+}
+
+// Serve serves the data port on ln until Shutdown; it then returns nil.
+// With balancer.tls set it terminates TLS on ln; tunnels then copy through
+// crypto/tls instead of splice(2).
+func (b *Balancer) Serve(ln net.Listener) error {
+	b.mu.Lock()
+	closing := b.closing
+	b.mu.Unlock()
+	if closing {
+		return ErrClosed
+	}
+	if b.tlsConfig != nil {
+		ln = tls.NewListener(ln, b.tlsConfig)
+	}
+	return b.data.Serve(ln)
+}
+
+// Shutdown stops accepting connections, lets in-flight requests finish and
+// WebSocket tunnels run until ctx expires, then closes what is left and waits
+// for every goroutine the balancer started. It returns ctx.Err() when it had
+// to close connections, else nil.
+func (b *Balancer) Shutdown(ctx context.Context) error {
+	b.mu.Lock()
+	b.closing = true
+	b.mu.Unlock()
+
+	var errs []error
+	if err := b.admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		errs = append(errs, fmt.Errorf("admin: %w", err))
+	}
+	// Stops accepting, closes idle keep-alive connections, waits for
+	// in-flight requests (a WebSocket handshake included).
+	dataErr := b.data.ShutdownWithContext(ctx)
+
+	done := make(chan struct{})
+	go func() {
+		b.wg.Wait()
+		close(done)
+	}()
+	forced := false
+	select {
+	case <-done:
+	case <-ctx.Done():
+		forced = true
+	}
+	if forced || dataErr != nil {
+		b.mu.Lock()
+		tunnels := make([]*tunnel, 0, len(b.tunnels))
+		for t := range b.tunnels {
+			tunnels = append(tunnels, t)
+		}
+		for c := range b.conns {
+			c.Close()
+		}
+		b.mu.Unlock()
+		if len(tunnels) > 0 {
+			b.log.Info("shutdown: closing tunnels", "tunnels", len(tunnels))
+		}
+		for _, t := range tunnels {
+			t.close()
+		}
+		<-done
+	}
+	b.edges.closeIdle()
+	if forced || dataErr != nil {
+		errs = append(errs, ctx.Err())
+	}
+	return errors.Join(errs...)
+}
+
+// Tunnels returns the number of live WebSocket tunnels.
+func (b *Balancer) Tunnels() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.tunnels)
+}
+
+// registerTunnel adds t unless the balancer is shutting down.
+func (b *Balancer) registerTunnel(t *tunnel) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closing {
+		return false
+	}
+	b.tunnels[t] = struct{}{}
+	b.wg.Add(1)
+	b.metrics.connectionsActive.WithLabelValues(t.edge).Inc()
+	return true
+}
+
+func (b *Balancer) releaseTunnel(t *tunnel) {
+	b.mu.Lock()
+	delete(b.tunnels, t)
+	b.mu.Unlock()
+	b.metrics.connectionsActive.WithLabelValues(t.edge).Dec()
+	b.wg.Done()
+}
+
+// trackConn keeps the set of client connections fasthttp serves, so Shutdown
+// can close them when its context expires.
+func (b *Balancer) trackConn(c net.Conn, state fasthttp.ConnState) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch state {
+	case fasthttp.StateNew:
+		b.conns[c] = struct{}{}
+	case fasthttp.StateHijacked, fasthttp.StateClosed:
+		delete(b.conns, c) // a hijacked connection belongs to its tunnel
+	}
+}
+
+// adminAuthorized checks the bearer token. Compared in constant time: the
+// admin API can drain edges, so its token must not leak through timing.
+func (b *Balancer) adminAuthorized(r *http.Request) bool {
+	if len(b.adminToken) == 0 {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), b.adminToken) == 1
+}
+
+// fasthttpLogger sends fasthttp's own log lines to slog.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Warn(fmt.Sprintf(format, args...), "source", "fasthttp")
+}

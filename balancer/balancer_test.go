@@ -1,0 +1,714 @@
+package balancer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+)
+
+// harness is three test edges on a ring and a balancer in front of them, all
+// on loopback listeners of port 0.
+type harness struct {
+	edges  []*testEdge
+	byName map[string]*testEdge
+	ring   *ring.Ring
+	bal    *Balancer
+	reg    *prometheus.Registry
+	addr   string // data port host:port
+	admin  string // admin port host:port
+	client *http.Client
+}
+
+func newHarness(t *testing.T, cfg configs.Balancer) *harness {
+	t.Helper()
+	h := &harness{byName: map[string]*testEdge{}, reg: prometheus.NewRegistry()}
+	var members []ring.Member
+	for i := 1; i <= 3; i++ {
+		e := startTestEdge(t, fmt.Sprintf("edge-%d", i))
+		h.edges = append(h.edges, e)
+		h.byName[e.name] = e
+		members = append(members, ring.Member{Name: e.name, URL: e.url, Weight: 1})
+	}
+	h.ring = ring.New(ring.DefaultConfig())
+	h.ring.Update(members)
+
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	bal, err := New(cfg, "bal-test", h.ring, logger, h.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.bal = bal
+	data, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.addr, h.admin = data.Addr().String(), admin.Addr().String()
+	served := make(chan error, 2)
+	go func() { served <- bal.Serve(data) }()
+	go func() { served <- bal.ServeAdmin(admin) }()
+	h.client = &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	t.Cleanup(func() {
+		h.client.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = bal.Shutdown(ctx)
+		for range 2 {
+			if err := <-served; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		}
+	})
+	return h
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// keyOwnedBy returns a key whose owner is the named edge.
+func (h *harness) keyOwnedBy(t *testing.T, edge string) string {
+	t.Helper()
+	snap := h.ring.Snapshot()
+	for i := range 10000 {
+		k := fmt.Sprintf("session-%d", i)
+		if m, _ := snap.Locate([]byte(k)); m.Name == edge {
+			return k
+		}
+	}
+	t.Fatalf("no key owned by %s", edge)
+	return ""
+}
+
+func (h *harness) owner(t *testing.T, key string) string {
+	t.Helper()
+	m, ok := h.ring.Snapshot().Locate([]byte(key))
+	if !ok {
+		t.Fatal("empty ring")
+	}
+	return m.Name
+}
+
+// get sends GET path to the balancer with extra header lines.
+func (h *harness) get(t *testing.T, path string, header http.Header) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+h.addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+func (h *harness) whoami(t *testing.T, path string, header http.Header) (*http.Response, whoami) {
+	t.Helper()
+	resp, body := h.get(t, path, header)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+	}
+	var w whoami
+	if err := json.Unmarshal(body, &w); err != nil {
+		t.Fatalf("GET %s: %v: %s", path, err, body)
+	}
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != w.Edge {
+		t.Fatalf("X-Ringlb-Edge %q, whoami says %q", got, w.Edge)
+	}
+	return resp, w
+}
+
+// metric returns the value of the series name{labels}, 0 when absent.
+func (h *harness) metric(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue series
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func hashedKey(token string) string {
+	var sum [8]byte
+	binary.BigEndian.PutUint64(sum[:], xxhash.Sum64String(token))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestRoutesKeyToOwner(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	for _, edge := range []string{"edge-1", "edge-2", "edge-3"} {
+		key := h.keyOwnedBy(t, edge)
+		token := "tok-" + key
+		tests := []struct {
+			name    string
+			path    string
+			header  http.Header
+			wantKey string // ctstickiness the edge must see
+		}{
+			{"header", "/whoami", http.Header{"Ctstickiness": {key}}, key},
+			{"cookie", "/whoami", http.Header{"Cookie": {"other=1; ctstickiness=" + key}}, key},
+			{"query hashed", "/whoami?token=" + url.QueryEscape(token), nil, hashedKey(token)},
+		}
+		for _, tt := range tests {
+			t.Run(edge+"/"+tt.name, func(t *testing.T) {
+				want := h.owner(t, tt.wantKey)
+				for range 3 { // same key, same edge, every time
+					_, w := h.whoami(t, tt.path, tt.header)
+					if w.Edge != want {
+						t.Fatalf("routed to %s, ring owner is %s", w.Edge, want)
+					}
+					if w.Key != tt.wantKey {
+						t.Fatalf("edge saw ctstickiness %q, want %q", w.Key, tt.wantKey)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestForwardedHeaders(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	_, w := h.whoami(t, "/whoami", http.Header{
+		"Ctstickiness":      {"k1"},
+		"X-Forwarded-For":   {"203.0.113.9"},
+		"X-Forwarded-Proto": {"https"}, // a client must not be able to claim TLS
+		"Keep-Alive":        {"timeout=5"},
+	})
+	if w.XFF != "203.0.113.9, 127.0.0.1" {
+		t.Errorf("X-Forwarded-For %q, want the client's chain with the peer appended", w.XFF)
+	}
+	if w.Proto != "http" {
+		t.Errorf("X-Forwarded-Proto %q, want http", w.Proto)
+	}
+	if w.Host != h.addr {
+		t.Errorf("X-Forwarded-Host %q, want %q", w.Host, h.addr)
+	}
+	if w.Hop != "" {
+		t.Errorf("hop-by-hop Keep-Alive reached the edge: %q", w.Hop)
+	}
+}
+
+func TestRejectsBadKeys(t *testing.T) {
+	f := false
+	h := newHarness(t, configs.Balancer{Key: configs.Key{HashQuery: &f}})
+	long := strings.Repeat("k", 300)
+	tests := []struct {
+		name   string
+		path   string
+		header http.Header
+		want   string
+	}{
+		{"header too long", "/whoami", http.Header{"Ctstickiness": {long}}, "longer than 256"},
+		{"cookie too long", "/whoami", http.Header{"Cookie": {"ctstickiness=" + long}}, "longer than 256"},
+		{"query too long", "/whoami?token=" + long, nil, "longer than 256"},
+		{"query control char", "/whoami?token=a%01b", nil, "control characters"},
+		{"query DEL", "/whoami?token=a%7Fb", nil, "control characters"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := h.get(t, tt.path, tt.header)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), tt.want) {
+				t.Fatalf("got %d %q, want 400 saying %q", resp.StatusCode, body, tt.want)
+			}
+		})
+	}
+	// net/http will not send a control character in a header; write it raw.
+	t.Run("header control char", func(t *testing.T) {
+		status, _ := rawRequest(t, h.addr, "GET /whoami HTTP/1.1\r\nHost: x\r\nctstickiness: a\x01b\r\nConnection: close\r\n\r\n")
+		if status != http.StatusBadRequest {
+			t.Fatalf("status %d, want 400", status)
+		}
+	})
+}
+
+// rawRequest writes req on a new connection and returns the response.
+func rawRequest(t *testing.T, addr, req string) (int, *http.Response) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp
+}
+
+func TestAssignsStickyCookie(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	resp, w := h.whoami(t, "/whoami", nil)
+	cookie := resp.Header.Get("Set-Cookie")
+	m := regexp.MustCompile(`^ctstickiness=([0-9a-f]{32}); Path=/; SameSite=Lax$`).FindStringSubmatch(cookie)
+	if m == nil {
+		t.Fatalf("Set-Cookie %q", cookie)
+	}
+	key := m[1]
+	if w.Key != key {
+		t.Fatalf("edge saw ctstickiness %q, assigned %q", w.Key, key)
+	}
+	if want := h.owner(t, key); w.Edge != want {
+		t.Fatalf("routed to %s, owner of the assigned key is %s", w.Edge, want)
+	}
+	for range 3 {
+		resp, w2 := h.whoami(t, "/whoami", http.Header{"Cookie": {"ctstickiness=" + key}})
+		if w2.Edge != w.Edge || resp.Header.Get("Set-Cookie") != "" {
+			t.Fatalf("with the cookie: edge %s (want %s), Set-Cookie %q", w2.Edge, w.Edge, resp.Header.Get("Set-Cookie"))
+		}
+	}
+}
+
+func TestNoKeyWithoutAssign(t *testing.T) {
+	f := false
+	h := newHarness(t, configs.Balancer{Key: configs.Key{AssignCookie: &f}})
+	resp, body := h.get(t, "/whoami", nil)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "no stickiness key") {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestHealthFollowsRing(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	if resp, _ := h.get(t, HealthPath, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("health %d with 3 edges", resp.StatusCode)
+	}
+	h.ring.Update(nil)
+	if resp, _ := h.get(t, HealthPath, nil); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("health %d on an empty ring", resp.StatusCode)
+	}
+	if resp, _ := h.get(t, "/whoami", http.Header{"Ctstickiness": {"k"}}); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("request on an empty ring: %d, want 503", resp.StatusCode)
+	}
+}
+
+func TestFollows421(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	key := h.keyOwnedBy(t, "edge-1")
+	h.byName["edge-1"].pin(key, "edge-3")
+
+	_, w := h.whoami(t, "/whoami", http.Header{"Ctstickiness": {key}})
+	if w.Edge != "edge-3" {
+		t.Fatalf("HTTP: served by %s, want edge-3 (the pin)", w.Edge)
+	}
+	conn, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	defer conn.Close()
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != "edge-3" {
+		t.Fatalf("WebSocket: served by %s, want edge-3 (the pin)", got)
+	}
+
+	// A redirect loop ends after maxRedirects hops with the 421 relayed.
+	key2 := h.keyOwnedBy(t, "edge-2")
+	h.byName["edge-2"].pin(key2, "edge-1")
+	h.byName["edge-1"].pin(key2, "edge-2")
+	resp2, _ := h.get(t, "/whoami", http.Header{"Ctstickiness": {key2}})
+	if resp2.StatusCode != http.StatusMisdirectedRequest || resp2.Header.Get("X-Ringlb-Owner") == "" {
+		t.Fatalf("loop: %d owner %q, want the 421 relayed", resp2.StatusCode, resp2.Header.Get("X-Ringlb-Owner"))
+	}
+}
+
+func TestDeadEdgeFailsOver(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	key := h.keyOwnedBy(t, "edge-2")
+	var buf [3]ring.Member
+	cands := h.ring.Snapshot().Candidates([]byte(key), buf[:0])
+	if len(cands) < 2 || cands[0].Name != "edge-2" {
+		t.Fatalf("candidates %v: want edge-2 first", cands)
+	}
+	h.byName["edge-2"].stop() // still on the ring: the balancer learns by dialing
+
+	_, w := h.whoami(t, "/whoami", http.Header{"Ctstickiness": {key}})
+	if w.Edge != cands[1].Name {
+		t.Fatalf("HTTP served by %s, want next candidate %s", w.Edge, cands[1].Name)
+	}
+	conn, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	conn.Close()
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != cands[1].Name {
+		t.Fatalf("WebSocket served by %s, want next candidate %s", got, cands[1].Name)
+	}
+	if n := h.metric(t, "ringlb_balancer_backend_errors_total", map[string]string{"edge": "edge-2", "kind": "dial"}); n != 2 {
+		t.Fatalf("backend_errors_total{edge-2,dial} = %v, want 2", n)
+	}
+
+	// All edges gone: 502.
+	for _, e := range h.edges {
+		e.stop()
+	}
+	if resp, _ := h.get(t, "/whoami", http.Header{"Ctstickiness": {key}}); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("all edges down: %d, want 502", resp.StatusCode)
+	}
+}
+
+func dialWS(t *testing.T, addr, path string, header http.Header, subprotocols ...string) (*websocket.Conn, *http.Response) {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: subprotocols}
+	conn, resp, err := d.Dial("ws://"+addr+path, header)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s: %v (status %d)", path, err, status)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	return conn, resp
+}
+
+func TestWebSocketTunnel(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	for _, edge := range []string{"edge-1", "edge-2", "edge-3"} {
+		t.Run(edge, func(t *testing.T) {
+			key := h.keyOwnedBy(t, edge)
+			conn, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}}, "ringlb.v1")
+			defer conn.Close()
+			if got := resp.Header.Get("X-Ringlb-Edge"); got != edge {
+				t.Fatalf("101 X-Ringlb-Edge %q, want %s", got, edge)
+			}
+			if got := conn.Subprotocol(); got != "ringlb.v1" {
+				t.Fatalf("subprotocol %q, want ringlb.v1", got)
+			}
+			big := bytes.Repeat([]byte{0, 1, 2, 0xff}, 256<<10) // 1 MiB binary frame
+			for _, msg := range []struct {
+				mt   int
+				data []byte
+			}{
+				{websocket.TextMessage, []byte("hello ✓")},
+				{websocket.BinaryMessage, []byte{0, 0xff, 0x80, '\n'}},
+				{websocket.BinaryMessage, big},
+				{websocket.TextMessage, []byte("")},
+			} {
+				if err := conn.WriteMessage(msg.mt, msg.data); err != nil {
+					t.Fatal(err)
+				}
+				mt, data, err := conn.ReadMessage()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if mt != msg.mt || !bytes.Equal(data, msg.data) {
+					t.Fatalf("echo: type %d len %d, sent type %d len %d", mt, len(data), msg.mt, len(msg.data))
+				}
+			}
+			if n := h.bal.Tunnels(); n != 1 {
+				t.Fatalf("Tunnels() = %d, want 1", n)
+			}
+			if n := h.metric(t, "ringlb_balancer_connections_active", map[string]string{"edge": edge}); n != 1 {
+				t.Fatalf("connections_active{%s} = %v, want 1", edge, n)
+			}
+			// The edge's close code reaches the client unchanged.
+			if err := conn.WriteMessage(websocket.TextMessage, []byte("close:1012")); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := conn.ReadMessage()
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.CloseServiceRestart {
+				t.Fatalf("read after edge close: %v, want close 1012", err)
+			}
+		})
+	}
+}
+
+func TestWebSocketAssignedCookie(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	conn, resp := dialWS(t, h.addr, "/ws", nil)
+	defer conn.Close()
+	m := regexp.MustCompile(`^ctstickiness=([0-9a-f]{32}); Path=/; SameSite=Lax$`).FindStringSubmatch(resp.Header.Get("Set-Cookie"))
+	if m == nil {
+		t.Fatalf("101 Set-Cookie %q", resp.Header.Get("Set-Cookie"))
+	}
+	if got, want := resp.Header.Get("X-Ringlb-Edge"), h.owner(t, m[1]); got != want {
+		t.Fatalf("served by %s, owner of the assigned key is %s", got, want)
+	}
+	if resp.Header.Get("Sec-WebSocket-Accept") == "" {
+		t.Fatal("101 lost Sec-WebSocket-Accept")
+	}
+	if err := conn.WriteMessage(websocket.TextMessage, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, data, err := conn.ReadMessage(); err != nil || string(data) != "x" {
+		t.Fatalf("echo %q %v", data, err)
+	}
+}
+
+// A client may send its first frame in the same packet as the upgrade
+// request; fasthttp has it buffered when the connection is hijacked.
+func TestWebSocketEarlyFrame(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	payload := []byte("early bird")
+	mask := [4]byte{1, 2, 3, 4}
+	frame := []byte{0x81, 0x80 | byte(len(payload))}
+	frame = append(frame, mask[:]...)
+	for i, p := range payload {
+		frame = append(frame, p^mask[i%4])
+	}
+	req := "GET /ws HTTP/1.1\r\nHost: " + h.addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: early\r\n\r\n"
+	if _, err := c.Write(append([]byte(req), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("status %d accept %q", resp.StatusCode, resp.Header.Get("Sec-WebSocket-Accept"))
+	}
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(br, head); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, head[1]&0x7f)
+	if _, err := io.ReadFull(br, got); err != nil {
+		t.Fatal(err)
+	}
+	if head[0] != 0x81 || !bytes.Equal(got, payload) {
+		t.Fatalf("echo %x %q", head, got)
+	}
+}
+
+func TestWebSocketNon101Relayed(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	_, resp, err := d.Dial("ws://"+h.addr+"/nope", http.Header{"Ctstickiness": {"k"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("err %v resp %v, want the edge's 404", err, resp)
+	}
+	if resp.Header.Get("X-Ringlb-Edge") != h.owner(t, "k") {
+		t.Fatalf("X-Ringlb-Edge %q", resp.Header.Get("X-Ringlb-Edge"))
+	}
+}
+
+func TestTunnelIdleTimeout(t *testing.T) {
+	h := newHarness(t, configs.Balancer{TunnelIdleTimeout: configs.Duration(50 * time.Millisecond)})
+	conn, _ := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {"idle"}})
+	defer conn.Close()
+	_, _, err := conn.ReadMessage() // nothing is sent: the balancer closes the tunnel
+	if err == nil {
+		t.Fatal("read succeeded on an idle tunnel")
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the tunnel stayed open past 20s with a 50ms idle timeout")
+	}
+}
+
+func TestShutdownClosesTunnels(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	conn, _ := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {"shutdown"}})
+	defer conn.Close()
+	if n := h.bal.Tunnels(); n != 1 {
+		t.Fatalf("Tunnels() = %d, want 1", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.bal.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown with an open tunnel: %v, want deadline exceeded", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	if n := h.bal.Tunnels(); n != 0 {
+		t.Fatalf("Tunnels() = %d after Shutdown", n)
+	}
+	if _, _, err := conn.ReadMessage(); err == nil {
+		t.Fatal("tunnel still open after Shutdown")
+	}
+	if n := h.metric(t, "ringlb_balancer_connections_active", nil); n != 0 {
+		t.Fatalf("connections_active = %v after Shutdown", n)
+	}
+}
+
+func TestShutdownIdle(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	h.whoami(t, "/whoami", http.Header{"Ctstickiness": {"k"}})
+	if err := h.bal.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := h.bal.Serve(ln); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Serve after Shutdown: %v", err)
+	}
+}
+
+func TestAdminAPI(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	get := func(path string, v any) int {
+		t.Helper()
+		resp, err := h.client.Get("http://" + h.admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if v != nil {
+			if err := json.Unmarshal(body, v); err != nil {
+				t.Fatalf("%s: %v: %s", path, err, body)
+			}
+		}
+		return resp.StatusCode
+	}
+	if code := get("/healthz", nil); code != http.StatusOK {
+		t.Fatalf("/healthz %d", code)
+	}
+
+	key := h.keyOwnedBy(t, "edge-2")
+	var lookup struct {
+		Key        string   `json:"key"`
+		Owner      string   `json:"owner"`
+		URL        string   `json:"url"`
+		Candidates []string `json:"candidates"`
+	}
+	if code := get("/api/lookup?key="+url.QueryEscape(key), &lookup); code != http.StatusOK {
+		t.Fatalf("/api/lookup %d", code)
+	}
+	if lookup.Key != key || lookup.Owner != "edge-2" || lookup.URL != h.byName["edge-2"].url || len(lookup.Candidates) != 3 {
+		t.Fatalf("/api/lookup = %+v", lookup)
+	}
+	if code := get("/api/lookup", nil); code != http.StatusBadRequest {
+		t.Fatalf("/api/lookup without key: %d", code)
+	}
+
+	var r struct {
+		Node    string             `json:"node"`
+		Version uint64             `json:"version"`
+		Members []ringMember       `json:"members"`
+		Shares  map[string]float64 `json:"shares"`
+	}
+	if code := get("/api/ring", &r); code != http.StatusOK {
+		t.Fatalf("/api/ring %d", code)
+	}
+	if r.Node != "bal-test" || r.Version != h.ring.Snapshot().Version() || len(r.Members) != 3 || len(r.Shares) != 3 || r.Members[0].Name != "edge-1" {
+		t.Fatalf("/api/ring = %+v", r)
+	}
+
+	h.whoami(t, "/whoami", http.Header{"Ctstickiness": {key}})
+	resp, err := h.client.Get("http://" + h.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`ringlb_balancer_requests_total{code="200",edge="edge-2"} 1`,
+		"ringlb_balancer_ring_members 3",
+		"ringlb_balancer_ring_version ",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestAdminToken(t *testing.T) {
+	file := t.TempDir() + "/token"
+	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: file}})
+	for _, tt := range []struct {
+		path, auth string
+		want       int
+	}{
+		{"/healthz", "", http.StatusOK},
+		{"/api/ring", "", http.StatusUnauthorized},
+		{"/api/ring", "Bearer wrong", http.StatusUnauthorized},
+		{"/api/ring", "Bearer s3cret", http.StatusOK},
+		{"/metrics", "", http.StatusUnauthorized},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+h.admin+tt.path, nil)
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s with %q: %d, want %d", tt.path, tt.auth, resp.StatusCode, tt.want)
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package balancer
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+)
+
+// responseTimeout bounds how long a plain HTTP request waits for an edge's
+// response, and a WebSocket upgrade for the edge's response head. Edges answer
+// both at once (they do not long-poll), so a slow answer means a sick edge.
+const responseTimeout = 30 * time.Second
+
+// edge is how the balancer reaches one edge: its parsed address and a
+// keep-alive pool for plain HTTP. One per member URL, made on first use.
+type edge struct {
+	name string
+	url  string
+	addr string // host:port
+	tls  bool
+	// client proxies plain HTTP requests; it is safe for concurrent use and
+	// keeps idle connections for reuse.
+	client *fasthttp.HostClient
+}
+
+// dialError marks a failure to connect to an edge: nothing was sent, so the
+// request can safely go to the next candidate.
+type dialError struct {
+	edge string
+	err  error
+}
+
+func (e *dialError) Error() string { return fmt.Sprintf("dial edge %s: %v", e.edge, e.err) }
+func (e *dialError) Unwrap() error { return e.err }
+
+// edgePool holds an *edge per member URL. Entries are never removed: there is
+// one per URL ever routed to, and an unused HostClient closes its idle
+// connections after fasthttp's MaxIdleConnDuration, so a stale entry costs a
+// few hundred bytes.
+type edgePool struct {
+	dialTimeout time.Duration
+
+	mu    sync.RWMutex
+	edges map[string]*edge // by member URL
+}
+
+func newEdgePool(dialTimeout time.Duration) *edgePool {
+	return &edgePool{dialTimeout: dialTimeout, edges: make(map[string]*edge)}
+}
+
+// get returns the edge for m, creating it on first use.
+func (p *edgePool) get(m ring.Member) (*edge, error) {
+	p.mu.RLock()
+	e := p.edges[m.URL]
+	p.mu.RUnlock()
+	if e != nil && e.name == m.Name {
+		return e, nil
+	}
+	e, err := p.newEdge(m)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if old := p.edges[m.URL]; old != nil && old.name == m.Name {
+		return old, nil
+	}
+	p.edges[m.URL] = e
+	return e, nil
+}
+
+func (p *edgePool) newEdge(m ring.Member) (*edge, error) {
+	u, err := url.Parse(m.URL)
+	if err != nil {
+		return nil, fmt.Errorf("edge %s: bad url %q: %w", m.Name, m.URL, err)
+	}
+	e := &edge{name: m.Name, url: m.URL}
+	port := ""
+	switch u.Scheme {
+	case "http", "ws":
+		port = "80"
+	case "https", "wss":
+		port, e.tls = "443", true
+	default:
+		return nil, fmt.Errorf("edge %s: url %q: scheme must be http or https", m.Name, m.URL)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("edge %s: url %q has no host", m.Name, m.URL)
+	}
+	e.addr = u.Host
+	if u.Port() == "" {
+		e.addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	e.client = &fasthttp.HostClient{
+		Addr:  e.addr,
+		Name:  "ringlb-balancer",
+		IsTLS: e.tls,
+		Dial: func(addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{Timeout: p.dialTimeout}).Dial("tcp", addr)
+			if err != nil {
+				return nil, &dialError{edge: m.Name, err: err}
+			}
+			return c, nil
+		},
+		// A dial error goes to the next candidate at once (the balancer's
+		// own retry); other errors on idempotent requests (typically a
+		// pooled keep-alive connection the edge closed) are retried here.
+		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
+			return false, !isDialError(err) && (req.Header.IsGet() || req.Header.IsHead())
+		},
+		ReadTimeout:  responseTimeout,
+		WriteTimeout: responseTimeout,
+		// A proxy forwards what it got: no path cleaning, no header name
+		// rewriting, no User-Agent of its own.
+		DisablePathNormalizing:        true,
+		DisableHeaderNamesNormalizing: true,
+		NoDefaultUserAgentHeader:      true,
+	}
+	return e, nil
+}
+
+// dial opens a raw connection to e for a WebSocket tunnel.
+func (p *edgePool) dial(ctx context.Context, e *edge) (net.Conn, error) {
+	d := &net.Dialer{Timeout: p.dialTimeout}
+	var (
+		c   net.Conn
+		err error
+	)
+	if e.tls {
+		host, _, _ := net.SplitHostPort(e.addr)
+		c, err = (&tls.Dialer{NetDialer: d, Config: &tls.Config{ServerName: host}}).DialContext(ctx, "tcp", e.addr)
+	} else {
+		c, err = d.DialContext(ctx, "tcp", e.addr)
+	}
+	if err != nil {
+		return nil, &dialError{edge: e.name, err: err}
+	}
+	return c, nil
+}
+
+// closeIdle closes idle keep-alive connections to all edges.
+func (p *edgePool) closeIdle() {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, e := range p.edges {
+		e.client.CloseIdleConnections()
+	}
+}
+
+func isDialError(err error) bool {
+	var de *dialError
+	return errors.As(err, &de)
+}

@@ -1,0 +1,221 @@
+package balancer
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// keyHeader is the header the edge finds the routing key in. The balancer
+// always sets it to the key it routed with, whatever source the key came from,
+// so the edge checks ownership with exactly the key the balancer hashed.
+const keyHeader = "ctstickiness"
+
+// sourceKind is where a stickiness key was found.
+type sourceKind uint8
+
+const (
+	sourceHeader sourceKind = iota + 1
+	sourceCookie
+	sourceQuery
+	// sourceAssigned: the request had no key; the balancer generated one and
+	// sets it as a cookie on the response.
+	sourceAssigned
+)
+
+func (k sourceKind) String() string {
+	switch k {
+	case sourceHeader:
+		return "header"
+	case sourceCookie:
+		return "cookie"
+	case sourceQuery:
+		return "query"
+	case sourceAssigned:
+		return "assigned"
+	}
+	return "unknown"
+}
+
+// keySource is one parsed "KIND:NAME" spec of configs.Key.Sources.
+type keySource struct {
+	kind sourceKind
+	name string
+}
+
+// keyBufLen fits both a hashed query key (16 hex digits) and an assigned key
+// (32 hex digits).
+const keyBufLen = 32
+
+// keyBuf is caller-provided (stack) storage for keys the balancer makes
+// itself, so that extracting a key never allocates.
+type keyBuf [keyBufLen]byte
+
+// Errors of key extraction. errNoKey is not a client error by itself: the
+// balancer assigns a key when configured to.
+var (
+	errNoKey       = errors.New("no stickiness key")
+	errKeyTooLong  = errors.New("stickiness key too long")
+	errKeyControls = errors.New("stickiness key contains control characters")
+)
+
+// keyExtractor reads the stickiness key of a request from the configured
+// sources, in order. It is immutable after newKeyExtractor.
+type keyExtractor struct {
+	sources   []keySource
+	hashQuery bool
+	maxLength int
+	// assignCookie is the cookie an assigned key is set in: the first
+	// cookie source's name. Empty when keys are not assigned.
+	assignCookie string
+	// Pre-rendered 400 bodies, so that rejecting a key does not allocate.
+	tooLongBody, controlsBody, noKeyBody []byte
+}
+
+// newKeyExtractor parses and validates cfg (already defaulted). All problems
+// are reported at once.
+func newKeyExtractor(cfg configs.Key) (*keyExtractor, error) {
+	e := &keyExtractor{maxLength: cfg.MaxLength, hashQuery: cfg.HashQuery == nil || *cfg.HashQuery}
+	var errs []error
+	for i, spec := range cfg.Sources {
+		if err := configs.CheckKeySource(spec); err != nil {
+			errs = append(errs, fmt.Errorf("balancer.key.sources[%d]: %w", i, err))
+			continue
+		}
+		kind, name, _ := strings.Cut(spec, ":")
+		src := keySource{name: name}
+		switch kind {
+		case "header":
+			src.kind = sourceHeader
+		case "cookie":
+			src.kind = sourceCookie
+		case "query":
+			src.kind = sourceQuery
+		}
+		e.sources = append(e.sources, src)
+	}
+	// A key of up to 4 KiB already costs more to hash and to carry in every
+	// request than any real session id; above that it is an abuse vector
+	// (header bloat, log bloat), so the limit itself is bounded.
+	if cfg.MaxLength < 1 || cfg.MaxLength > 4096 {
+		errs = append(errs, fmt.Errorf("balancer.key.max_length: %d must be in range [1, 4096]", cfg.MaxLength))
+	}
+	firstCookie := ""
+	for _, s := range e.sources {
+		if s.kind == sourceCookie {
+			firstCookie = s.name
+			break
+		}
+	}
+	switch {
+	case cfg.AssignCookie == nil:
+		// Default: assign when the cookie can be read back; an assigned key
+		// nobody reads would give every request of a browser a new edge.
+		e.assignCookie = firstCookie
+	case *cfg.AssignCookie && firstCookie == "":
+		errs = append(errs, errors.New("balancer.key.assign_cookie: true needs a cookie:NAME source to read the assigned cookie back; add one to balancer.key.sources or set assign_cookie: false"))
+	case *cfg.AssignCookie:
+		e.assignCookie = firstCookie
+	}
+	if len(e.sources) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("balancer.key.sources: at least one source is needed"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	e.tooLongBody = fmt.Appendf(nil, "bad request: stickiness key longer than %d bytes\n", e.maxLength)
+	e.controlsBody = []byte("bad request: stickiness key contains control characters\n")
+	e.noKeyBody = []byte("bad request: no stickiness key (send a ctstickiness header or cookie)\n")
+	return e, nil
+}
+
+// extract returns the request's stickiness key and where it came from, or
+// errNoKey when no source has a non-empty value, or errKeyTooLong /
+// errKeyControls. The key aliases req's buffers or buf: it is valid until the
+// request is released and buf goes out of scope. It does not allocate.
+func (e *keyExtractor) extract(req *fasthttp.Request, buf *keyBuf) ([]byte, sourceKind, error) {
+	for i := range e.sources {
+		src := &e.sources[i]
+		var v []byte
+		switch src.kind {
+		case sourceHeader:
+			v = req.Header.Peek(src.name)
+		case sourceCookie:
+			v = req.Header.Cookie(src.name)
+		case sourceQuery:
+			v = req.URI().QueryArgs().Peek(src.name)
+			if len(v) > 0 && e.hashQuery {
+				// A query parameter is usually a credential (a join token):
+				// it ends up in the ctstickiness header the edge gets, in
+				// /api/lookup answers and in debug logs. Hashing keeps the
+				// token itself out of all of them while still mapping one
+				// token to one key on every balancer. xxhash is not a MAC:
+				// this hides high-entropy tokens, it does not protect
+				// guessable ones. No length limit applies to the raw token
+				// (JWTs are often longer than 256 bytes); the hash has a
+				// fixed length and fasthttp bounds the URI itself.
+				// Only the first value is used; the edge never re-reads the
+				// parameter for routing because it gets the resolved key in
+				// ctstickiness, so a repeated parameter cannot route a client
+				// one way and bind its session another.
+				var sum [8]byte
+				binary.BigEndian.PutUint64(sum[:], xxhash.Sum64(v))
+				hex.Encode(buf[:16], sum[:])
+				return buf[:16], sourceQuery, nil
+			}
+		}
+		if len(v) == 0 {
+			continue
+		}
+		if err := e.check(v); err != nil {
+			return nil, src.kind, err
+		}
+		return v, src.kind, nil
+	}
+	return nil, 0, errNoKey
+}
+
+// check rejects keys the balancer will not route with. The length limit
+// bounds what a client makes every balancer hash, forward and possibly log;
+// control characters would let a key forge log lines or, forwarded in the
+// ctstickiness header, smuggle header syntax to the edge.
+func (e *keyExtractor) check(key []byte) error {
+	if len(key) > e.maxLength {
+		return errKeyTooLong
+	}
+	for _, c := range key {
+		if c < 0x20 || c == 0x7f {
+			return errKeyControls
+		}
+	}
+	return nil
+}
+
+// rejectBody is the short text body of the 400 answer for err.
+func (e *keyExtractor) rejectBody(err error) []byte {
+	switch err {
+	case errKeyTooLong:
+		return e.tooLongBody
+	case errKeyControls:
+		return e.controlsBody
+	}
+	return e.noKeyBody
+}
+
+// assignKey fills buf with a new random key: 128 bits from crypto/rand, hex.
+// Unpredictable so that nobody can guess another browser's key and land in
+// its session.
+func assignKey(buf *keyBuf) []byte {
+	var raw [16]byte
+	_, _ = rand.Read(raw[:]) // never fails since Go 1.24
+	hex.Encode(buf[:], raw[:])
+	return buf[:32]
+}

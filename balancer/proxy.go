@@ -1,0 +1,293 @@
+package balancer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+)
+
+// Routing limits (DESIGN.md, data path step 5).
+const (
+	// maxDialAttempts: edges tried per request when dialing fails — the
+	// owner, then the next candidates of the key. Bounded so a partitioned
+	// balancer fails fast instead of walking the whole ring.
+	maxDialAttempts = 3
+	// maxRedirects: 421 + X-Ringlb-Owner hops followed per request. One is
+	// enough when views agree; the second covers a pin that moved meanwhile.
+	maxRedirects = 2
+)
+
+// Header names of the wire contract.
+const (
+	headerOwner = "X-Ringlb-Owner"
+	headerEdge  = "X-Ringlb-Edge"
+)
+
+// errNoEdge: every edge tried could not be dialed.
+var errNoEdge = errors.New("no edge reachable")
+
+// serveData is the data port's handler.
+func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
+	if string(ctx.Path()) == HealthPath && (ctx.IsGet() || ctx.IsHead()) {
+		b.serveHealth(ctx)
+		return
+	}
+
+	var kb keyBuf
+	key, _, err := b.keys.extract(&ctx.Request, &kb)
+	assigned := false
+	switch {
+	case errors.Is(err, errNoKey) && b.keys.assignCookie != "":
+		key, assigned = assignKey(&kb), true
+	case err != nil:
+		b.reply(ctx, "", fasthttp.StatusBadRequest, b.keys.rejectBody(err))
+		return
+	}
+
+	snap := b.ring.Snapshot()
+	owner, ok := snap.Locate(key)
+	if !ok {
+		b.reply(ctx, "", fasthttp.StatusServiceUnavailable, []byte("service unavailable: no edge on the ring\n"))
+		return
+	}
+
+	var cookie []byte
+	if assigned {
+		cookie = b.assignedCookie(key, ctx.IsTLS())
+	}
+	if isWebSocketUpgrade(&ctx.Request.Header) {
+		b.serveUpgrade(ctx, snap, key, owner, cookie)
+		return
+	}
+	b.serveHTTP(ctx, snap, key, owner, cookie)
+}
+
+func (b *Balancer) serveHealth(ctx *fasthttp.RequestCtx) {
+	if len(b.ring.Snapshot().Members()) == 0 {
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetBodyString("no edge routable\n")
+		return
+	}
+	ctx.SetBodyString("ok\n")
+}
+
+// reply answers the client from the balancer itself.
+func (b *Balancer) reply(ctx *fasthttp.RequestCtx, edge string, code int, body []byte) {
+	ctx.Response.Reset()
+	ctx.SetStatusCode(code)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBody(body)
+	b.countRequest(edge, code)
+}
+
+func (b *Balancer) countRequest(edge string, code int) {
+	b.metrics.requestsTotal.WithLabelValues(edge, strconv.Itoa(code)).Inc()
+}
+
+// assignedCookie renders the Set-Cookie value for an assigned key. Not
+// HttpOnly: the key picks an edge and a session, it is not a credential, and
+// the IDE page may show or share it.
+func (b *Balancer) assignedCookie(key []byte, secure bool) []byte {
+	c := make([]byte, 0, 96)
+	c = append(c, b.keys.assignCookie...)
+	c = append(c, '=')
+	c = append(c, key...)
+	c = append(c, "; Path=/; SameSite=Lax"...)
+	if secure {
+		c = append(c, "; Secure"...)
+	}
+	return c
+}
+
+// forward sends one request along the route of key: the owner first; after a
+// dial error the next of the key's candidates (at most maxDialAttempts edges
+// in all); after a 421 naming another owner, that owner (at most maxRedirects
+// hops). try makes one attempt and returns the X-Ringlb-Owner of a 421 answer
+// ("" otherwise; the 421 itself is relayed when not followed), or an error.
+// forward returns the name of the edge that answered.
+func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, try func(ring.Member) (redirect string, err error)) (string, error) {
+	var (
+		candBuf [8]ring.Member
+		cands   []ring.Member
+		tried   [maxDialAttempts + maxRedirects]string
+		nTried  int
+		dials   int
+		hops    int
+		target  = owner
+	)
+	for {
+		if nTried < len(tried) {
+			tried[nTried] = target.Name
+			nTried++
+		}
+		redirect, err := try(target)
+		switch {
+		case err == nil && redirect == "":
+			return target.Name, nil
+		case err == nil:
+			if hops == maxRedirects || redirect == target.Name {
+				return target.Name, nil // relay the 421
+			}
+			next, ok := memberNamed(snap, redirect)
+			if !ok {
+				b.log.Warn("421 names an edge not on the ring; relaying it", "edge", target.Name, "owner", redirect)
+				return target.Name, nil
+			}
+			hops++
+			target = next
+		case isDialError(err):
+			b.metrics.backendErrorsTotal.WithLabelValues(target.Name, errorKindDial).Inc()
+			b.log.Warn("edge unreachable", "edge", target.Name, "err", err)
+			dials++
+			if dials == maxDialAttempts {
+				return "", fmt.Errorf("%w: %d dials failed, last: %w", errNoEdge, dials, err)
+			}
+			if cands == nil {
+				cands = snap.Candidates(key, candBuf[:0])
+			}
+			next, ok := nextCandidate(cands, tried[:nTried])
+			if !ok {
+				return "", fmt.Errorf("%w: %w", errNoEdge, err)
+			}
+			target = next
+		default:
+			return target.Name, err
+		}
+	}
+}
+
+func memberNamed(snap *ring.Snapshot, name string) (ring.Member, bool) {
+	for _, m := range snap.Members() {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return ring.Member{}, false
+}
+
+// nextCandidate returns the first candidate not tried yet.
+func nextCandidate(cands []ring.Member, tried []string) (ring.Member, bool) {
+next:
+	for _, c := range cands {
+		for _, t := range tried {
+			if c.Name == t {
+				continue next
+			}
+		}
+		return c, true
+	}
+	return ring.Member{}, false
+}
+
+// serveHTTP proxies a plain HTTP request through the edge's keep-alive pool.
+func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, key []byte, owner ring.Member, cookie []byte) {
+	req := &ctx.Request
+	clientClose := req.Header.ConnectionClose()
+	prepareRequestHeader(ctx, &req.Header, key, false)
+	// The client's "Connection: close" is about its own connection, not
+	// about the pooled one to the edge.
+	req.Header.ResetConnectionClose()
+
+	edge, err := b.forward(snap, key, owner, func(m ring.Member) (string, error) {
+		e, err := b.edges.get(m)
+		if err != nil {
+			return "", &dialError{edge: m.Name, err: err}
+		}
+		// The client's scheme (https when the balancer terminates TLS) is
+		// not the edge's; HostClient refuses a mismatch.
+		if e.tls {
+			req.URI().SetScheme("https")
+		} else {
+			req.URI().SetScheme("http")
+		}
+		if err := e.client.Do(req, &ctx.Response); err != nil {
+			if !isDialError(err) {
+				b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindResponse).Inc()
+				err = fmt.Errorf("edge %s: %w", m.Name, err)
+			}
+			return "", err
+		}
+		if ctx.Response.StatusCode() == fasthttp.StatusMisdirectedRequest {
+			return string(ctx.Response.Header.Peek(headerOwner)), nil
+		}
+		return "", nil
+	})
+	if clientClose {
+		ctx.SetConnectionClose()
+	}
+	if err != nil {
+		b.log.Warn("proxy failed", "edge", edge, "err", err)
+		b.reply(ctx, edge, fasthttp.StatusBadGateway, []byte("bad gateway: no edge answered\n"))
+		return
+	}
+	stripHopByHopResponse(&ctx.Response.Header)
+	if cookie != nil {
+		ctx.Response.Header.Add(fasthttp.HeaderSetCookie, string(cookie))
+	}
+	b.countRequest(edge, ctx.Response.StatusCode())
+}
+
+// prepareRequestHeader readies a client request head to go to an edge.
+func prepareRequestHeader(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, key []byte, upgrade bool) {
+	// Hop-by-hop headers describe the client's connection, not ours to the
+	// edge. Headers the client names in Connection go too — after which the
+	// X-Forwarded-* below are set, so a client cannot have them stripped by
+	// listing them.
+	if !upgrade {
+		if conn := h.Peek(fasthttp.HeaderConnection); len(conn) > 0 {
+			for name := range bytes.SplitSeq(conn, []byte{','}) {
+				if name = bytes.TrimSpace(name); len(name) > 0 {
+					h.DelBytes(name)
+				}
+			}
+		}
+		h.Del(fasthttp.HeaderConnection)
+		h.Del(fasthttp.HeaderUpgrade)
+	}
+	for _, name := range [...]string{"Keep-Alive", "Proxy-Connection", fasthttp.HeaderProxyAuthorization, fasthttp.HeaderTE, fasthttp.HeaderTrailer} {
+		h.Del(name)
+	}
+
+	// X-Forwarded-For is appended to, never trusted: every entry but the
+	// last (ours, the peer address) may be forged by the client.
+	// X-Forwarded-Proto and -Host are overwritten, so a client cannot claim
+	// https or another host to the edge.
+	ip := ctx.RemoteIP().String()
+	if prior := h.Peek(fasthttp.HeaderXForwardedFor); len(prior) > 0 {
+		h.Set(fasthttp.HeaderXForwardedFor, string(prior)+", "+ip)
+	} else {
+		h.Set(fasthttp.HeaderXForwardedFor, ip)
+	}
+	if ctx.IsTLS() {
+		h.Set(fasthttp.HeaderXForwardedProto, "https")
+	} else {
+		h.Set(fasthttp.HeaderXForwardedProto, "http")
+	}
+	h.SetBytesV(fasthttp.HeaderXForwardedHost, ctx.Host())
+
+	// The edge gets the key the balancer routed with in ctstickiness, whatever
+	// its source (header, cookie, hashed query parameter, assigned), so it
+	// checks ownership with the very key that was hashed. Del first: a
+	// repeated client header must not leave a second, different value.
+	h.Del(keyHeader)
+	h.SetBytesV(keyHeader, key)
+}
+
+// stripHopByHopResponse removes the edge connection's hop-by-hop headers.
+// "Connection: close" from the edge closes the pooled edge connection, not the
+// client's.
+func stripHopByHopResponse(h *fasthttp.ResponseHeader) {
+	h.ResetConnectionClose()
+	for _, name := range [...]string{fasthttp.HeaderConnection, "Keep-Alive", "Proxy-Connection", fasthttp.HeaderTE, fasthttp.HeaderTrailer, fasthttp.HeaderUpgrade} {
+		h.Del(name)
+	}
+}
+
+func isWebSocketUpgrade(h *fasthttp.RequestHeader) bool {
+	return h.ConnectionUpgrade() && bytes.EqualFold(h.Peek(fasthttp.HeaderUpgrade), []byte("websocket"))
+}

@@ -1,0 +1,123 @@
+package balancer
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+)
+
+// writeTestCert writes a self-signed certificate for 127.0.0.1 and returns
+// the cert and key file names and a pool trusting it.
+func writeTestCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = dir+"/cert.pem", dir+"/key.pem"
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestTLS(t *testing.T) {
+	certFile, keyFile, pool := writeTestCert(t)
+	h := newHarness(t, configs.Balancer{TLS: configs.TLS{CertFile: certFile, KeyFile: keyFile}})
+	tlsConfig := &tls.Config{RootCAs: pool}
+	h.client.Transport = &http.Transport{TLSClientConfig: tlsConfig}
+
+	resp, err := h.client.Get("https://" + h.addr + "/whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var w whoami
+	if err := json.Unmarshal(body, &w); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	if w.Proto != "https" {
+		t.Errorf("X-Forwarded-Proto %q under TLS", w.Proto)
+	}
+	if c := resp.Header.Get("Set-Cookie"); !strings.HasSuffix(c, "; Secure") {
+		t.Errorf("assigned cookie under TLS lacks Secure: %q", c)
+	}
+
+	d := websocket.Dialer{TLSClientConfig: tlsConfig, HandshakeTimeout: 10 * time.Second}
+	conn, wsResp, err := d.Dial("wss://"+h.addr+"/ws", http.Header{"Ctstickiness": {"tls"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if got, want := wsResp.Header.Get("X-Ringlb-Edge"), h.owner(t, "tls"); got != want {
+		t.Fatalf("wss served by %s, want %s", got, want)
+	}
+	for _, msg := range []string{"over", "tls"} {
+		if err := conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if _, data, err := conn.ReadMessage(); err != nil || string(data) != msg {
+			t.Fatalf("echo %q %v", data, err)
+		}
+	}
+}
+
+func TestTLSConfigErrors(t *testing.T) {
+	cfg := configs.Balancer{
+		TLS:         configs.TLS{CertFile: "/nonexistent/cert.pem", KeyFile: "/nonexistent/key.pem"},
+		Key:         configs.Key{MaxLength: -1},
+		DialTimeout: configs.Duration(-time.Second),
+	}
+	_, err := New(cfg, "b", ring.New(ring.DefaultConfig()), nil, nil)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	// Every problem at once, each naming its field.
+	for _, want := range []string{"balancer.tls", "balancer.key.max_length", "balancer.dial_timeout"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}

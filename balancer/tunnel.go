@@ -1,0 +1,266 @@
+package balancer
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// tunnel is one WebSocket connection after a successful handshake: a byte
+// pipe between the client and the edge. It never parses frames, so text,
+// binary, ping and close frames (with their codes) pass unchanged, and a frame
+// costs no allocation.
+//
+// Copying uses io.Copy between the two connections: between two *net.TCPConn
+// Go's TCPConn.ReadFrom moves the bytes with splice(2) through a kernel pipe,
+// without copying them through user space. One goroutine per direction: the
+// fasthttp hijack goroutine carries client→edge and run starts one for
+// edge→client.
+//
+// Idle timeout without per-read cost: a splice cannot report progress until it
+// returns, so instead of refreshing a deadline on every read, both
+// connections get a read deadline at the end of the current round (now +
+// TunnelIdleTimeout). When it fires, io.Copy returns with the byte count of
+// the round; once both directions have returned, the tunnel closes if neither
+// moved a byte, else a new round starts. A silent tunnel thus closes between
+// one and two TunnelIdleTimeouts after its last byte, at the cost of two
+// deadline updates per connection per round. The write deadline sits one
+// round later, so a peer that stops reading (full TCP window) cannot hold a
+// tunnel and its goroutines forever.
+type tunnel struct {
+	b    *Balancer
+	edge string   // edge name, for metrics and logs
+	conn net.Conn // to the edge
+	// head is what goes to the client first: the edge's 101 response head
+	// (plus an assigned cookie) and any bytes the edge sent right after it.
+	head []byte
+	idle time.Duration
+
+	mu     sync.Mutex
+	client net.Conn // set by run
+	closed bool
+	// done is released exactly once: by run, or by close when run never
+	// starts (the hijack did not happen).
+	doneOnce sync.Once
+	started  bool
+
+	// Idle rounds, guarded by mu.
+	round    chan struct{} // closed when the current round is resolved
+	moved    int64         // bytes moved in the current round, both directions
+	finished [2]bool       // direction returned from its copy this round
+	ended    [2]bool       // direction is over (EOF or error)
+	writeBy  time.Time     // write deadline of the current round
+}
+
+// Tunnel directions.
+const (
+	clientToEdge = 0
+	edgeToClient = 1
+)
+
+// run is the fasthttp hijack handler. c is the hijacked client connection;
+// fasthttp closes it when run returns.
+func (t *tunnel) run(c net.Conn) {
+	defer t.release()
+	// fasthttp hands over a wrapper whose Read drains its request buffer
+	// first; the TCP connection underneath is what splice needs.
+	client := c
+	if u, ok := c.(interface{ UnsafeConn() net.Conn }); ok && u.UnsafeConn() != nil {
+		client = u.UnsafeConn()
+	}
+	t.mu.Lock()
+	if t.closed { // shut down between the handshake and the hijack
+		t.mu.Unlock()
+		t.conn.Close()
+		return
+	}
+	t.client, t.started = client, true
+	t.mu.Unlock()
+
+	if err := t.greet(c, client); err != nil {
+		t.b.log.Debug("tunnel setup failed", "edge", t.edge, "err", err)
+		t.close()
+		return
+	}
+
+	t.mu.Lock()
+	t.round = make(chan struct{})
+	t.armLocked(time.Now())
+	t.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t.pipe(edgeToClient, client, t.conn)
+	}()
+	t.pipe(clientToEdge, t.conn, client)
+	<-done
+	t.close()
+}
+
+// greet writes the edge's handshake answer to the client, then forwards the
+// bytes fasthttp had already read from the client past the upgrade request
+// (a client may send its first frames without waiting for the 101).
+func (t *tunnel) greet(c, client net.Conn) error {
+	_ = client.SetWriteDeadline(time.Now().Add(responseTimeout))
+	if _, err := client.Write(t.head); err != nil {
+		return err
+	}
+	t.head = nil
+	_ = client.SetWriteDeadline(time.Time{})
+	if c == client {
+		return nil // no wrapper, so nothing buffered
+	}
+	// Drain the wrapper's buffer without blocking: with a read deadline in
+	// the past, a read is served from the buffer while it has bytes, then
+	// fails at once with a timeout without taking anything from the socket.
+	// What the kernel holds stays there for splice.
+	_ = client.SetReadDeadline(time.Unix(1, 0))
+	var buf [4096]byte
+	for {
+		n, err := c.Read(buf[:])
+		if n > 0 {
+			if _, werr := t.conn.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			return err
+		}
+	}
+	return client.SetReadDeadline(time.Time{})
+}
+
+// pipe copies src to dst until src ends, an error, or the tunnel goes idle.
+func (t *tunnel) pipe(dir int, dst, src net.Conn) {
+	for {
+		n, err := io.Copy(dst, src)
+		if err == nil {
+			// src sent FIN: pass the half-close on, and let the other
+			// direction finish what it has in flight.
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			} else {
+				t.close()
+			}
+			t.end(dir, n)
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && t.nextRound(dir, n) {
+			continue
+		}
+		t.close()
+		t.end(dir, n)
+		return
+	}
+}
+
+// armLocked starts a round at now.
+func (t *tunnel) armLocked(now time.Time) {
+	readBy := now.Add(t.idle)
+	t.writeBy = readBy.Add(t.idle)
+	for _, c := range []net.Conn{t.client, t.conn} {
+		_ = c.SetReadDeadline(readBy)
+		_ = c.SetWriteDeadline(t.writeBy)
+	}
+}
+
+// nextRound records that direction dir's copy returned on a deadline after
+// moving n bytes, waits until the other direction's copy returns too, and
+// reports whether the tunnel goes on.
+func (t *tunnel) nextRound(dir int, n int64) bool {
+	t.mu.Lock()
+	if t.closed || !time.Now().Before(t.writeBy) {
+		// The write deadline fired: a peer stopped reading for a whole round.
+		t.mu.Unlock()
+		return false
+	}
+	t.moved += n
+	t.finished[dir] = true
+	if t.roundDoneLocked() {
+		return t.resolveLocked()
+	}
+	ch := t.round
+	t.mu.Unlock()
+	<-ch
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.closed
+}
+
+// end records that direction dir is over.
+func (t *tunnel) end(dir int, n int64) {
+	t.mu.Lock()
+	t.ended[dir] = true
+	t.moved += n
+	other := 1 - dir
+	if !t.closed && t.finished[other] && !t.ended[other] {
+		// The other direction waits for this round to end; it ends now.
+		t.resolveLocked()
+		return
+	}
+	t.mu.Unlock()
+}
+
+func (t *tunnel) roundDoneLocked() bool {
+	for d := range 2 {
+		if !t.finished[d] && !t.ended[d] {
+			return false
+		}
+	}
+	return true
+}
+
+// resolveLocked ends the current round and unlocks t.mu: idle → close,
+// else start the next round.
+func (t *tunnel) resolveLocked() bool {
+	if t.moved == 0 {
+		t.mu.Unlock()
+		t.b.log.Debug("tunnel idle, closing", "edge", t.edge, "idle_timeout", t.idle)
+		t.close()
+		return false
+	}
+	t.moved = 0
+	t.finished = [2]bool{}
+	close(t.round)
+	t.round = make(chan struct{})
+	t.armLocked(time.Now())
+	t.mu.Unlock()
+	return true
+}
+
+// close ends the tunnel: both connections close, which unblocks both copies.
+// Safe to call many times and from any goroutine (Shutdown uses it).
+func (t *tunnel) close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	if t.round != nil {
+		close(t.round)
+	}
+	started := t.started
+	t.mu.Unlock()
+	t.conn.Close()
+	if started {
+		t.client.Close()
+	} else {
+		// run never started (and may never: the hijack can fail); release
+		// here so Shutdown does not wait for it. If run starts later it
+		// sees closed and returns.
+		t.release()
+	}
+}
+
+// release unregisters the tunnel, once.
+func (t *tunnel) release() {
+	t.doneOnce.Do(func() { t.b.releaseTunnel(t) })
+}

@@ -1,0 +1,166 @@
+package balancer
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+)
+
+// Limits on an edge's answer to a WebSocket upgrade.
+const (
+	// maxResponseHead bounds the edge's response head; a 101 carries a
+	// handful of short headers, so more means a broken or hostile edge.
+	maxResponseHead = 16 << 10
+	// maxRelayBody bounds the body of a non-101 answer relayed to the client
+	// (an error page, a 421).
+	maxRelayBody = 1 << 20
+)
+
+var errHeadTooLarge = errors.New("response head too large")
+
+// serveUpgrade handles a WebSocket upgrade: dial the owner first, hand it the
+// client's upgrade request and only when it answers 101 take the client
+// connection over (hijack) and become a byte tunnel. Dialing before
+// hijacking means a dead edge or a 421 is handled while the client still
+// waits for an ordinary HTTP answer, so it can be retried or relayed.
+func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, key []byte, owner ring.Member, cookie []byte) {
+	var h fasthttp.RequestHeader
+	ctx.Request.Header.CopyTo(&h)
+	prepareRequestHeader(ctx, &h, key, true)
+	request := append(h.Header(), ctx.Request.Body()...)
+
+	var tun *tunnel
+	edge, err := b.forward(snap, key, owner, func(m ring.Member) (string, error) {
+		e, err := b.edges.get(m)
+		if err != nil {
+			return "", &dialError{edge: m.Name, err: err}
+		}
+		conn, err := b.edges.dial(ctx, e)
+		if err != nil {
+			return "", err
+		}
+		head, n, status, err := handshake(conn, request)
+		if err != nil {
+			conn.Close()
+			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()
+			return "", fmt.Errorf("edge %s: websocket handshake: %w", m.Name, err)
+		}
+		if status == fasthttp.StatusSwitchingProtocols {
+			_ = conn.SetDeadline(time.Time{})
+			tun = &tunnel{b: b, edge: m.Name, conn: conn, head: withCookie(head, n, cookie), idle: b.cfg.TunnelIdleTimeout.D()}
+			return "", nil
+		}
+		// Any other answer goes back to the client as an HTTP response.
+		err = readResponse(&ctx.Response, head, conn)
+		conn.Close()
+		if err != nil {
+			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()
+			return "", fmt.Errorf("edge %s: read response: %w", m.Name, err)
+		}
+		if status == fasthttp.StatusMisdirectedRequest {
+			return string(ctx.Response.Header.Peek(headerOwner)), nil
+		}
+		return "", nil
+	})
+	switch {
+	case err != nil:
+		b.log.Warn("websocket upgrade failed", "edge", edge, "err", err)
+		b.reply(ctx, edge, fasthttp.StatusBadGateway, []byte("bad gateway: no edge answered\n"))
+	case tun != nil:
+		if !b.registerTunnel(tun) {
+			tun.conn.Close()
+			b.reply(ctx, "", fasthttp.StatusServiceUnavailable, []byte("service unavailable: shutting down\n"))
+			return
+		}
+		b.countRequest(edge, fasthttp.StatusSwitchingProtocols)
+		// No response from fasthttp: the client gets the edge's own 101
+		// head, byte for byte, from the tunnel.
+		ctx.HijackSetNoResponse(true)
+		ctx.Hijack(tun.run)
+	default:
+		stripHopByHopResponse(&ctx.Response.Header)
+		if cookie != nil {
+			ctx.Response.Header.Add(fasthttp.HeaderSetCookie, string(cookie))
+		}
+		b.countRequest(edge, ctx.Response.StatusCode())
+	}
+}
+
+// handshake writes the upgrade request to the edge and reads its response
+// head. It returns what it read — the head (head[:n]) and any bytes after it
+// — and the status code.
+func handshake(conn net.Conn, request []byte) (buf []byte, n, status int, err error) {
+	_ = conn.SetDeadline(time.Now().Add(responseTimeout))
+	if _, err := conn.Write(request); err != nil {
+		return nil, 0, 0, err
+	}
+	buf = make([]byte, 0, 4096)
+	for {
+		if len(buf) == cap(buf) {
+			if cap(buf) >= maxResponseHead {
+				return nil, 0, 0, errHeadTooLarge
+			}
+			buf = slices.Grow(buf, cap(buf))
+		}
+		m, err := conn.Read(buf[len(buf):cap(buf)])
+		from := max(len(buf)-3, 0)
+		buf = buf[:len(buf)+m]
+		if i := bytes.Index(buf[from:], []byte("\r\n\r\n")); i >= 0 {
+			n = from + i + 4
+			status, err := parseStatus(buf[:n])
+			return buf, n, status, err
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, 0, 0, err
+		}
+	}
+}
+
+// parseStatus reads the status code of "HTTP/1.1 101 Switching Protocols".
+func parseStatus(head []byte) (int, error) {
+	if len(head) < 12 || !bytes.HasPrefix(head, []byte("HTTP/1.")) || head[8] != ' ' {
+		return 0, fmt.Errorf("malformed status line %q", head[:min(len(head), 32)])
+	}
+	code := 0
+	for _, c := range head[9:12] {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("malformed status line %q", head[:min(len(head), 32)])
+		}
+		code = code*10 + int(c-'0')
+	}
+	return code, nil
+}
+
+// readResponse parses a complete non-101 response (the bytes already read,
+// then the rest from conn) into resp.
+func readResponse(resp *fasthttp.Response, read []byte, conn net.Conn) error {
+	resp.Reset()
+	br := bufio.NewReader(io.MultiReader(bytes.NewReader(read), conn))
+	return resp.ReadLimitBody(br, maxRelayBody)
+}
+
+// withCookie inserts a Set-Cookie line for an assigned key at the end of the
+// response head buf[:n]; the edge's own header lines stay byte for byte.
+func withCookie(buf []byte, n int, cookie []byte) []byte {
+	if cookie == nil {
+		return buf
+	}
+	out := make([]byte, 0, len(buf)+len(cookie)+16)
+	out = append(out, buf[:n-2]...) // head without the blank line
+	out = append(out, "Set-Cookie: "...)
+	out = append(out, cookie...)
+	out = append(out, "\r\n\r\n"...)
+	return append(out, buf[n:]...)
+}
