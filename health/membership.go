@@ -1,0 +1,466 @@
+// Package health is ringlb's view of which nodes are alive: gossip membership
+// over hashicorp/memberlist (SWIM) carrying each node's role, region, address
+// and state, and active probes for what is not in gossip.
+//
+// It decides nothing about routing: consumers (the ring, the gslb pools) read
+// Members or Edges when Subscribe tells them something changed.
+package health
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// Role is what a node does.
+type Role string
+
+// The roles of DESIGN.md.
+const (
+	RoleEdge     Role = "edge"
+	RoleBalancer Role = "balancer"
+	RoleGSLB     Role = "gslb"
+)
+
+// State is a node's own view of itself; draining edges leave the ring.
+type State string
+
+// Node states.
+const (
+	StateAlive    State = "alive"
+	StateDraining State = "draining"
+)
+
+// Meta is the metadata every node gossips about itself. Encoded it must fit
+// memberlist's 512-byte limit (memberlist.MetaMaxSize).
+type Meta struct {
+	Role   Role   `json:"role"`
+	Region string `json:"region,omitempty"`
+	// URL is the advertised data URL, e.g. http://10.0.0.11:7101.
+	URL string `json:"url,omitempty"`
+	// Admin is the admin URL, for dashboards.
+	Admin  string `json:"admin,omitempty"`
+	Weight int    `json:"weight,omitempty"`
+	State  State  `json:"state"`
+}
+
+// ErrMetaTooLarge is returned when encoded metadata exceeds memberlist's limit.
+var ErrMetaTooLarge = errors.New("node metadata too large")
+
+// Encode returns the wire form of m.
+func (m Meta) Encode() ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d (shorten url, admin or region)", ErrMetaTooLarge, len(b), memberlist.MetaMaxSize)
+	}
+	return b, nil
+}
+
+// Node is a live member of the cluster.
+type Node struct {
+	Name string
+	// Addr is the node's gossip address, host:port.
+	Addr string
+	Meta Meta
+}
+
+// Event is one membership change.
+type Event struct {
+	Kind string // "join", "leave" or "update"
+	Node Node
+	At   time.Time
+}
+
+const recentEvents = 64
+
+// Membership is this node's membership in a gossip cluster. Its goroutines
+// are memberlist's and the seed-retry loop; Shutdown stops them all.
+type Membership struct {
+	ml         *memberlist.Memberlist
+	logger     *slog.Logger
+	name, addr string
+
+	mu     sync.Mutex
+	meta   Meta
+	encMet []byte
+	// nodes is the live member set, copied in memberlist's event callbacks:
+	// memberlist.Members() hands out pointers that its own goroutines keep
+	// writing to, so reading them races (serf keeps its own copy for the same
+	// reason).
+	nodes  map[string]Node
+	subs   map[int]chan struct{}
+	nextID int
+	recent []Event
+
+	stop     chan struct{}
+	retry    sync.WaitGroup
+	shutOnce sync.Once
+	shutErr  error
+}
+
+// Join creates this node's memberlist from cfg, announcing meta, and joins the
+// cluster through cfg.Join. When no seed answers, Join still returns a
+// working single-node membership and keeps retrying the seeds in the
+// background (like Consul's retry_join), so an edge started before its seeds
+// joins as soon as they are up.
+func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logger) (*Membership, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	enc, err := meta.Encode()
+	if err != nil {
+		return nil, err
+	}
+	m := &Membership{logger: logger, meta: meta, encMet: enc, nodes: map[string]Node{}, subs: map[int]chan struct{}{}, stop: make(chan struct{})}
+	mc, err := memberlistConfig(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	mc.Delegate = delegate{m}
+	mc.Events = events{m}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
+	}
+	m.ml = ml
+	// LocalNode's fields are written by memberlist later (UpdateNode), so
+	// read the identity once, now.
+	local := ml.LocalNode()
+	m.name, m.addr = local.Name, local.Address()
+	seeds := slices.Clone(cfg.Join)
+	if len(seeds) > 0 {
+		if _, err := ml.Join(seeds); err != nil {
+			logger.Warn("no gossip seed answered yet; retrying in the background", "seeds", seeds, "err", err)
+			m.retry.Add(1)
+			go m.retryJoin(seeds)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		m.Shutdown(context.Background())
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Membership) retryJoin(seeds []string) {
+	defer m.retry.Done()
+	wait := 200 * time.Millisecond
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-time.After(wait):
+		}
+		if _, err := m.ml.Join(seeds); err == nil {
+			m.logger.Info("joined the gossip cluster", "seeds", seeds)
+			return
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+func memberlistConfig(cfg configs.Cluster, logger *slog.Logger) (*memberlist.Config, error) {
+	var mc *memberlist.Config
+	if cfg.Profile == "local" {
+		mc = memberlist.DefaultLocalConfig()
+	} else {
+		mc = memberlist.DefaultLANConfig()
+	}
+	mc.Name = cfg.Name
+	if mc.Name == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("cluster.name is empty and the host name is unknown: %w", err)
+		}
+		mc.Name = host
+	}
+	bind := cfg.Bind
+	if bind == "" {
+		bind = configs.DefaultGossipBind
+	}
+	host, port, err := splitHostPort(bind)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.bind: %w", err)
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertisePort = port
+	if cfg.Advertise != "" {
+		ahost, aport, err := splitHostPort(cfg.Advertise)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.advertise: %w", err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ahost, aport
+	}
+	if cfg.ProbeInterval > 0 {
+		mc.ProbeInterval = cfg.ProbeInterval.D()
+		mc.ProbeTimeout = min(mc.ProbeTimeout, cfg.ProbeInterval.D()/2)
+	}
+	if cfg.GossipInterval > 0 {
+		mc.GossipInterval = cfg.GossipInterval.D()
+		mc.PushPullInterval = max(20*cfg.GossipInterval.D(), time.Second)
+	}
+	if cfg.SecretKeyFile != "" {
+		key, err := readKey(cfg.SecretKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		mc.SecretKey = key
+	}
+	mc.Logger = log.New(&logWriter{logger: logger}, "", 0)
+	return mc, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", addr)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
+
+// readKey reads a base64 AES key of 16, 24 or 32 bytes.
+func readKey(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secret_key_file: %w", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secret_key_file %s: not base64: %w (make one with: head -c 32 /dev/urandom | base64)", path, err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("cluster.secret_key_file %s: key is %d bytes, want 16, 24 or 32 (make one with: head -c 32 /dev/urandom | base64)", path, len(key))
+}
+
+// logWriter turns memberlist's "[LEVEL] memberlist: msg" lines into slog records.
+type logWriter struct{ logger *slog.Logger }
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSpace(p))
+	level := slog.LevelDebug
+	switch {
+	case strings.HasPrefix(line, "[ERR]"):
+		level = slog.LevelError
+	case strings.HasPrefix(line, "[WARN]"):
+		level = slog.LevelWarn
+	}
+	if i := strings.Index(line, "memberlist: "); i >= 0 {
+		line = line[i+len("memberlist: "):]
+	}
+	w.logger.Log(context.Background(), level, line, "component", "memberlist")
+	return len(p), nil
+}
+
+// LocalName is this node's name.
+func (m *Membership) LocalName() string { return m.name }
+
+// Addr is this node's gossip address as peers see it (after a port-0 bind
+// has been resolved).
+func (m *Membership) Addr() string { return m.addr }
+
+// Meta returns this node's current metadata.
+func (m *Membership) Meta() Meta {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.meta
+}
+
+// Members returns the live members, this node included, sorted by name.
+func (m *Membership) Members() []Node {
+	m.mu.Lock()
+	out := make([]Node, 0, len(m.nodes))
+	for _, n := range m.nodes {
+		out = append(out, n)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Edges returns the live edges that take new sessions (state alive, not
+// draining) in region, or in every region when region is "".
+func (m *Membership) Edges(region string) []Node {
+	all := m.Members()
+	out := all[:0]
+	for _, n := range all {
+		if n.Meta.Role == RoleEdge && n.Meta.State == StateAlive && (region == "" || n.Meta.Region == region) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func toNode(n *memberlist.Node, logger *slog.Logger) Node {
+	node := Node{Name: n.Name, Addr: n.Address()}
+	if len(n.Meta) > 0 {
+		if err := json.Unmarshal(n.Meta, &node.Meta); err != nil {
+			logger.Warn("ignoring unreadable metadata", "node", n.Name, "err", err)
+		}
+	}
+	return node
+}
+
+// Subscribe returns a channel that receives a value after membership changes
+// (coalesced: one pending notification at most, so gossip never waits on a
+// slow consumer), and a function that ends the subscription. Read Members or
+// Edges after each notification.
+func (m *Membership) Subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	m.mu.Lock()
+	id := m.nextID
+	m.nextID++
+	m.subs[id] = ch
+	m.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			m.mu.Lock()
+			delete(m.subs, id)
+			m.mu.Unlock()
+		})
+	}
+}
+
+// Recent returns the last membership events, oldest first.
+func (m *Membership) Recent() []Event {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.recent)
+}
+
+// Wait returns once cond holds for the live members, or ctx ends.
+func (m *Membership) Wait(ctx context.Context, cond func([]Node) bool) error {
+	ch, unsubscribe := m.Subscribe()
+	defer unsubscribe()
+	for !cond(m.Members()) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+	return nil
+}
+
+// UpdateMeta changes this node's metadata and gossips it; ctx bounds the wait
+// for the update to reach the cluster.
+func (m *Membership) UpdateMeta(ctx context.Context, f func(*Meta)) error {
+	m.mu.Lock()
+	next := m.meta
+	f(&next)
+	enc, err := next.Encode()
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	m.meta, m.encMet = next, enc
+	m.mu.Unlock()
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	if err := m.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("gossip metadata update: %w", err)
+	}
+	return nil
+}
+
+// Shutdown leaves the cluster gracefully (bounded by ctx) and stops gossip.
+// It is safe to call more than once.
+func (m *Membership) Shutdown(ctx context.Context) error {
+	m.shutOnce.Do(func() {
+		close(m.stop)
+		m.retry.Wait()
+		timeout := 5 * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = max(time.Until(dl), 0)
+		}
+		leaveErr := m.ml.Leave(timeout)
+		m.shutErr = errors.Join(leaveErr, m.ml.Shutdown())
+	})
+	return m.shutErr
+}
+
+// crash stops gossip without leaving, as a killed process would (tests).
+func (m *Membership) crash() error {
+	m.shutOnce.Do(func() {
+		close(m.stop)
+		m.retry.Wait()
+		m.shutErr = m.ml.Shutdown()
+	})
+	return m.shutErr
+}
+
+func (m *Membership) record(kind string, n *memberlist.Node) {
+	ev := Event{Kind: kind, Node: toNode(n, m.logger), At: time.Now()}
+	m.mu.Lock()
+	if len(m.recent) == recentEvents {
+		m.recent = append(m.recent[:0], m.recent[1:]...)
+	}
+	m.recent = append(m.recent, ev)
+	if kind == "leave" {
+		delete(m.nodes, ev.Node.Name)
+	} else {
+		m.nodes[ev.Node.Name] = ev.Node
+	}
+	for _, ch := range m.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	m.mu.Unlock()
+	m.logger.Debug("membership "+kind, "member", n.Name, "addr", n.Address(), "state", ev.Node.Meta.State)
+}
+
+// delegate gives memberlist this node's metadata; no user messages yet.
+type delegate struct{ m *Membership }
+
+func (d delegate) NodeMeta(limit int) []byte {
+	d.m.mu.Lock()
+	defer d.m.mu.Unlock()
+	if len(d.m.encMet) > limit {
+		return nil // Encode already refused this; never hand memberlist more than it allows
+	}
+	return d.m.encMet
+}
+func (delegate) NotifyMsg([]byte)                           {}
+func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (delegate) LocalState(join bool) []byte                { return nil }
+func (delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// events feeds memberlist's join/leave/update callbacks to subscribers.
+type events struct{ m *Membership }
+
+func (e events) NotifyJoin(n *memberlist.Node)   { e.m.record("join", n) }
+func (e events) NotifyLeave(n *memberlist.Node)  { e.m.record("leave", n) }
+func (e events) NotifyUpdate(n *memberlist.Node) { e.m.record("update", n) }

@@ -1,0 +1,245 @@
+package health
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// testCluster is the configuration the tests (and their figures) use:
+// memberlist's local profile with short intervals.
+func testCluster(name string, join ...string) configs.Cluster {
+	return configs.Cluster{
+		Name: name, Region: "east", Bind: "127.0.0.1:0", Join: join, Profile: "local",
+		ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond),
+	}
+}
+
+func startNode(t *testing.T, cfg configs.Cluster, meta Meta) *Membership {
+	t.Helper()
+	m, err := Join(t.Context(), cfg, meta, nil)
+	if err != nil {
+		t.Fatalf("join %s: %v", cfg.Name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		m.Shutdown(ctx)
+	})
+	return m
+}
+
+func edgeMeta(i int) Meta {
+	return Meta{Role: RoleEdge, Region: "east", URL: fmt.Sprintf("http://127.0.0.1:%d", 7101+i), Weight: 1, State: StateAlive}
+}
+
+// startCluster starts n nodes joining through the first and waits until each
+// sees all n, returning how long convergence took.
+func startCluster(t *testing.T, n int) ([]*Membership, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	seed := startNode(t, testCluster("node-0"), edgeMeta(0))
+	nodes := []*Membership{seed}
+	for i := 1; i < n; i++ {
+		nodes = append(nodes, startNode(t, testCluster(fmt.Sprintf("node-%d", i), seed.Addr()), edgeMeta(i)))
+	}
+	waitAll(t, nodes, func(ns []Node) bool { return len(ns) == n })
+	return nodes, time.Since(start)
+}
+
+func waitAll(t *testing.T, nodes []*Membership, cond func([]Node) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for _, m := range nodes {
+		if err := m.Wait(ctx, cond); err != nil {
+			t.Fatalf("%s: condition not reached: %v; members %v", m.LocalName(), err, m.Members())
+		}
+	}
+}
+
+func TestClusterConverges(t *testing.T) {
+	nodes, took := startCluster(t, 5)
+	t.Logf("5 nodes converged in %s (probe 100ms, gossip 50ms)", took)
+	for _, m := range nodes {
+		ms := m.Members()
+		for i, n := range ms {
+			if n.Name != fmt.Sprintf("node-%d", i) || n.Meta.Role != RoleEdge || n.Meta.URL != edgeMeta(i).URL {
+				t.Errorf("%s sees member %d as %+v", m.LocalName(), i, n)
+			}
+		}
+		if len(m.Recent()) == 0 {
+			t.Errorf("%s recorded no events", m.LocalName())
+		}
+	}
+}
+
+func TestCrashedNodeIsDetected(t *testing.T) {
+	nodes, _ := startCluster(t, 4)
+	victim := nodes[3]
+	start := time.Now()
+	if err := victim.crash(); err != nil {
+		t.Fatal(err)
+	}
+	waitAll(t, nodes[:3], func(ns []Node) bool {
+		for _, n := range ns {
+			if n.Name == "node-3" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("crashed node dropped from every view %s after it stopped (probe 100ms)", time.Since(start))
+	var kinds []string
+	for _, ev := range nodes[0].Recent() {
+		if ev.Node.Name == "node-3" {
+			kinds = append(kinds, ev.Kind)
+		}
+	}
+	if kinds[len(kinds)-1] != "leave" {
+		t.Errorf("events for node-3: %v, want a final leave", kinds)
+	}
+}
+
+func TestGracefulLeave(t *testing.T) {
+	nodes, _ := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := nodes[2].Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[2].Shutdown(ctx); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
+	waitAll(t, nodes[:2], func(ns []Node) bool { return len(ns) == 2 })
+	t.Logf("left node dropped from every view %s after Shutdown began", time.Since(start))
+}
+
+func TestMetadataUpdatePropagates(t *testing.T) {
+	nodes, _ := startCluster(t, 3)
+	ch, unsubscribe := nodes[0].Subscribe()
+	defer unsubscribe()
+	if err := nodes[1].UpdateMeta(t.Context(), func(m *Meta) { m.State = StateDraining }); err != nil {
+		t.Fatal(err)
+	}
+	if nodes[1].Meta().State != StateDraining {
+		t.Fatal("local meta not updated")
+	}
+	waitAll(t, []*Membership{nodes[0], nodes[2]}, func([]Node) bool { return true })
+	waitAll(t, nodes, func(ns []Node) bool {
+		for _, n := range ns {
+			if n.Name == "node-1" {
+				return n.Meta.State == StateDraining
+			}
+		}
+		return false
+	})
+	select {
+	case <-ch:
+	default:
+		t.Error("subscriber was not notified of the update")
+	}
+	for _, m := range nodes {
+		edges := m.Edges("east")
+		if len(edges) != 2 || edges[0].Name != "node-0" || edges[1].Name != "node-2" {
+			t.Errorf("%s: Edges(east) = %v, want node-0 and node-2", m.LocalName(), edges)
+		}
+		if other := m.Edges("west"); len(other) != 0 {
+			t.Errorf("%s: Edges(west) = %v", m.LocalName(), other)
+		}
+	}
+}
+
+func writeKey(t *testing.T, n int) string {
+	t.Helper()
+	key := make([]byte, n)
+	for i := range key {
+		key[i] = byte(i*7 + n)
+	}
+	path := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestEncryptedCluster(t *testing.T) {
+	key := writeKey(t, 32)
+	c0 := testCluster("enc-0")
+	c0.SecretKeyFile = key
+	seed := startNode(t, c0, edgeMeta(0))
+	c1 := testCluster("enc-1", seed.Addr())
+	c1.SecretKeyFile = key
+	peer := startNode(t, c1, edgeMeta(1))
+	waitAll(t, []*Membership{seed, peer}, func(ns []Node) bool { return len(ns) == 2 })
+
+	// A node with another key cannot join: it stays alone.
+	c2 := testCluster("enc-2", seed.Addr())
+	c2.SecretKeyFile = writeKey(t, 16)
+	stranger := startNode(t, c2, edgeMeta(2))
+	c3 := testCluster("plain-3", seed.Addr())
+	plain := startNode(t, c3, edgeMeta(3))
+	// A node that does join afterwards proves gossip went on meanwhile.
+	c4 := testCluster("enc-4", peer.Addr())
+	c4.SecretKeyFile = key
+	late := startNode(t, c4, edgeMeta(4))
+	waitAll(t, []*Membership{seed, peer, late}, func(ns []Node) bool { return len(ns) == 3 })
+	for _, m := range []*Membership{seed, peer, late} {
+		for _, n := range m.Members() {
+			if n.Name == "enc-2" || n.Name == "plain-3" {
+				t.Errorf("%s admitted %s", m.LocalName(), n.Name)
+			}
+		}
+	}
+	if len(stranger.Members()) != 1 || len(plain.Members()) != 1 {
+		t.Errorf("outsiders see %v and %v", stranger.Members(), plain.Members())
+	}
+}
+
+func TestBadKeyFile(t *testing.T) {
+	c := testCluster("bad")
+	c.SecretKeyFile = writeKey(t, 20)
+	_, err := Join(t.Context(), c, edgeMeta(0), nil)
+	if err == nil || !strings.Contains(err.Error(), "key is 20 bytes, want 16, 24 or 32") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestMetaLimit(t *testing.T) {
+	big := edgeMeta(0)
+	big.URL = "http://" + strings.Repeat("a", 600) + ":7101"
+	if _, err := big.Encode(); !errors.Is(err, ErrMetaTooLarge) {
+		t.Fatalf("Encode of %d-byte URL: %v", len(big.URL), err)
+	}
+	if _, err := Join(t.Context(), testCluster("big"), big, nil); !errors.Is(err, ErrMetaTooLarge) {
+		t.Fatalf("Join with oversized meta: %v", err)
+	}
+	m := startNode(t, testCluster("small"), edgeMeta(0))
+	if err := m.UpdateMeta(t.Context(), func(meta *Meta) { meta.Admin = big.URL }); !errors.Is(err, ErrMetaTooLarge) {
+		t.Fatalf("UpdateMeta oversized: %v", err)
+	}
+	if m.Meta().Admin != "" {
+		t.Fatal("rejected update was applied")
+	}
+}
+
+func TestJoinRetriesUntilSeedIsUp(t *testing.T) {
+	// Reserve an address for the seed, start the joiner first, then the seed.
+	seedCfg := testCluster("late-seed")
+	probe := startNode(t, testCluster("probe"), edgeMeta(9))
+	addr := probe.Addr()
+	probe.crash()
+	seedCfg.Bind = addr
+	joiner := startNode(t, testCluster("early", addr), edgeMeta(1))
+	seed := startNode(t, seedCfg, edgeMeta(0))
+	waitAll(t, []*Membership{joiner, seed}, func(ns []Node) bool { return len(ns) == 2 })
+}
