@@ -1,0 +1,497 @@
+// Package bench holds ringlb's load generators (`ringlb bench ws|ring`) and,
+// under peers/, the scripts that run the same load against HAProxy, nginx,
+// gdnsd and NSD. The generators are clients of the wire contract only.
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+)
+
+// WSOptions describes one `ringlb bench ws` run. Every loop in the run is
+// bounded by Sessions×Participants connections and by Duration.
+type WSOptions struct {
+	// Targets are ws:// URLs; participants are spread over them round-robin.
+	Targets      []string
+	Sessions     int
+	Participants int // per session
+	// Rate is messages per second per participant; 0 opens idle connections.
+	Rate float64
+	// Size of each message in bytes (at least 16: send time, sender, sequence).
+	Size     int
+	Duration time.Duration
+	// Ramp spreads connection set-up over this long (default: as fast as the
+	// dial concurrency allows).
+	Ramp time.Duration
+	// KeyIn is "header" or "cookie": where the ctstickiness key goes.
+	KeyIn string
+	// Mode is "raw" (no subprotocol) for now.
+	Mode string
+	// Sources are local addresses to dial from, round-robin (each 127.0.0.x
+	// has its own ~28k ephemeral ports); empty lets the kernel choose.
+	Sources []net.IP
+	// KeyPrefix makes session keys unique per run.
+	KeyPrefix string
+	// Drain is how long to wait after sending stops for messages in flight.
+	Drain time.Duration
+	// Saturate makes every participant send as fast as its connection allows
+	// (Rate is ignored).
+	Saturate bool
+}
+
+func (o *WSOptions) setDefaults() {
+	if o.Participants == 0 {
+		o.Participants = 3
+	}
+	if o.Size == 0 {
+		o.Size = 256
+	}
+	if o.KeyIn == "" {
+		o.KeyIn = "header"
+	}
+	if o.Mode == "" {
+		o.Mode = "raw"
+	}
+	if o.Drain == 0 {
+		o.Drain = 2 * time.Second
+	}
+	if o.KeyPrefix == "" {
+		o.KeyPrefix = fmt.Sprintf("bench-%x", rand.Uint32())
+	}
+}
+
+func (o *WSOptions) validate() error {
+	var errs []error
+	if len(o.Targets) == 0 {
+		errs = append(errs, errors.New("at least one target URL is required (-url ws://127.0.0.1:8080/ws)"))
+	}
+	for _, t := range o.Targets {
+		if u, err := url.Parse(t); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") {
+			errs = append(errs, fmt.Errorf("target %q must be a ws:// or wss:// URL", t))
+		}
+	}
+	if o.Sessions < 1 || o.Sessions > 100000 {
+		errs = append(errs, fmt.Errorf("sessions must be in range [1, 100000], got %d", o.Sessions))
+	}
+	if o.Participants < 1 || o.Participants > 1000 {
+		errs = append(errs, fmt.Errorf("participants must be in range [1, 1000], got %d", o.Participants))
+	}
+	if o.Size < 16 || o.Size > 1<<20 {
+		errs = append(errs, fmt.Errorf("size must be in range [16, 1048576], got %d", o.Size))
+	}
+	if o.Duration <= 0 || o.Duration > time.Hour {
+		errs = append(errs, fmt.Errorf("duration must be in range (0, 1h], got %s", o.Duration))
+	}
+	if o.Rate < 0 || o.Rate > 10000 {
+		errs = append(errs, fmt.Errorf("rate must be in range [0, 10000] per participant, got %g", o.Rate))
+	}
+	if o.KeyIn != "header" && o.KeyIn != "cookie" {
+		errs = append(errs, fmt.Errorf("key must be header or cookie, got %q", o.KeyIn))
+	}
+	if o.Mode != "raw" {
+		errs = append(errs, fmt.Errorf("mode must be raw, got %q", o.Mode))
+	}
+	return errors.Join(errs...)
+}
+
+// WSResult is the outcome of a run, written as JSON.
+type WSResult struct {
+	Options        WSOptions      `json:"options"`
+	Started        time.Time      `json:"started"`
+	ConnectTime    time.Duration  `json:"connect_time_ns"`
+	ConnsOK        int            `json:"connections_ok"`
+	ConnsFailed    int            `json:"connections_failed"`
+	FirstDialError string         `json:"first_dial_error,omitempty"`
+	Sent           int64          `json:"messages_sent"`
+	Delivered      int64          `json:"messages_delivered"`
+	Expected       int64          `json:"messages_expected"`
+	Lost           int64          `json:"messages_lost"`
+	Duplicated     int64          `json:"messages_duplicated"`
+	Reordered      int64          `json:"messages_reordered"`
+	DeliveredPerS  float64        `json:"delivered_per_second"`
+	SplitSessions  int            `json:"split_sessions"`
+	ClosedEarly    int            `json:"connections_closed_early"`
+	Latency        Percentiles    `json:"latency"`
+	SessionsByEdge map[string]int `json:"sessions_by_edge"`
+	Timeline       []Tick         `json:"timeline"`
+}
+
+// Percentiles of end-to-end latency (send → delivered to another participant).
+type Percentiles struct {
+	P50, P90, P99, Max time.Duration
+	Samples            int
+}
+
+// Tick is one second of the run, for progress and charts.
+type Tick struct {
+	At          time.Duration `json:"at_ns"`
+	Connections int64         `json:"connections"`
+	Delivered   int64         `json:"delivered"`
+}
+
+// Summary is the one line printed at the end of a run.
+func (r *WSResult) Summary() string {
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d)/1e6) }
+	return fmt.Sprintf("ws: connections ok=%d failed=%d | %.0f msgs/s delivered | latency p50=%s p90=%s p99=%s max=%s | split sessions=%d lost=%d duplicated=%d",
+		r.ConnsOK, r.ConnsFailed, r.DeliveredPerS, ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.Max),
+		r.SplitSessions, r.Lost, r.Duplicated)
+}
+
+type wsClient struct {
+	session, index int
+	conn           *websocket.Conn
+	edge           string
+	sent           atomic.Int64
+	// per-sender receive state, indexed by the sender's participant index
+	next      []uint32
+	received  int64
+	dup       int64
+	reordered int64
+	latencies []time.Duration
+	closedErr error
+}
+
+// maxSamples bounds the latency samples kept per receiver.
+const maxSamples = 4096
+
+// RunWS runs the load and reports what it measured. progress gets one line a
+// second; nil for none.
+func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, error) {
+	opts.setDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if progress == nil {
+		progress = io.Discard
+	}
+	res := &WSResult{Options: opts, Started: time.Now(), SessionsByEdge: map[string]int{}}
+	epoch := time.Now()
+
+	// Connect, bounded in concurrency and spread over the ramp.
+	total := opts.Sessions * opts.Participants
+	clients := make([]*wsClient, total)
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	var connected atomic.Int64
+	dialCtx, cancelDial := context.WithTimeout(ctx, opts.Duration+opts.Ramp+30*time.Second)
+	defer cancelDial()
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	var pace time.Duration
+	if opts.Ramp > 0 {
+		pace = opts.Ramp / time.Duration(total)
+	}
+	stopTicker := startProgress(progress, epoch, &connected, nil, res, total)
+	for i := 0; i < total; i++ {
+		if dialCtx.Err() != nil {
+			break
+		}
+		if pace > 0 {
+			time.Sleep(pace)
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := dialOne(dialCtx, opts, i)
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				return
+			}
+			clients[i] = c
+			connected.Add(1)
+		}()
+	}
+	wg.Wait()
+	stopTicker()
+	res.ConnectTime = time.Since(epoch)
+	res.ConnsOK, res.ConnsFailed = int(connected.Load()), int(failed.Load())
+	if e, ok := firstErr.Load().(string); ok {
+		res.FirstDialError = e
+	}
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.conn.Close()
+			}
+		}
+	}()
+
+	// Split check: every connected participant of a session on one edge.
+	for s := 0; s < opts.Sessions; s++ {
+		edges := map[string]bool{}
+		for _, c := range clients[s*opts.Participants : (s+1)*opts.Participants] {
+			if c != nil {
+				edges[c.edge] = true
+			}
+		}
+		if len(edges) > 1 {
+			res.SplitSessions++
+		}
+		for e := range edges {
+			res.SessionsByEdge[e]++
+		}
+	}
+
+	// Send and receive.
+	runStart := time.Now()
+	var delivered atomic.Int64
+	stopTicker = startProgress(progress, epoch, &connected, &delivered, res, total)
+	sendCtx, stopSending := context.WithTimeout(ctx, opts.Duration)
+	defer stopSending()
+	var senders, readers sync.WaitGroup
+	for _, c := range clients {
+		if c == nil {
+			continue
+		}
+		c.next = make([]uint32, opts.Participants)
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			c.read(runStart, &delivered, opts.Participants)
+		}()
+		if opts.Rate > 0 || opts.Saturate {
+			senders.Add(1)
+			go func() {
+				defer senders.Done()
+				c.send(sendCtx, opts, runStart)
+			}()
+		}
+	}
+	senders.Wait()
+	sendTime := time.Since(runStart)
+	// Let messages in flight arrive, then stop the readers.
+	drainUntil := time.Now().Add(opts.Drain)
+	for _, c := range clients {
+		if c != nil {
+			c.conn.SetReadDeadline(drainUntil)
+		}
+	}
+	readers.Wait()
+	stopTicker()
+
+	// Tally.
+	var all []time.Duration
+	for s := 0; s < opts.Sessions; s++ {
+		group := clients[s*opts.Participants : (s+1)*opts.Participants]
+		var sessionSent int64
+		for _, c := range group {
+			if c != nil {
+				sessionSent += c.sent.Load()
+			}
+		}
+		for _, c := range group {
+			if c == nil {
+				continue
+			}
+			res.Sent += c.sent.Load()
+			res.Expected += sessionSent - c.sent.Load()
+			res.Delivered += c.received
+			res.Duplicated += c.dup
+			res.Reordered += c.reordered
+			if c.closedErr != nil {
+				res.ClosedEarly++
+			}
+			all = append(all, c.latencies...)
+		}
+	}
+	res.Lost = max(res.Expected-(res.Delivered-res.Duplicated), 0)
+	res.DeliveredPerS = float64(res.Delivered) / sendTime.Seconds()
+	res.Latency = percentiles(all)
+	return res, nil
+}
+
+func dialOne(ctx context.Context, opts WSOptions, i int) (*wsClient, error) {
+	session, index := i/opts.Participants, i%opts.Participants
+	key := fmt.Sprintf("%s-%d", opts.KeyPrefix, session)
+	h := http.Header{}
+	if opts.KeyIn == "header" {
+		h.Set("ctstickiness", key)
+	} else {
+		h.Set("Cookie", "ctstickiness="+key)
+	}
+	nd := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1}
+	if len(opts.Sources) > 0 {
+		nd.LocalAddr = &net.TCPAddr{IP: opts.Sources[i%len(opts.Sources)]}
+	}
+	d := websocket.Dialer{
+		NetDialContext:   nd.DialContext,
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   max(opts.Size+64, 1024),
+		WriteBufferSize:  max(opts.Size+64, 1024),
+	}
+	target := opts.Targets[i%len(opts.Targets)]
+	conn, resp, err := d.DialContext(ctx, target, h)
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial %s: %w (HTTP %d)", target, err, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("dial %s: %w", target, err)
+	}
+	return &wsClient{session: session, index: index, conn: conn, edge: resp.Header.Get("X-Ringlb-Edge")}, nil
+}
+
+// Message layout: send time (ns since run start), sender index, sequence, padding.
+func (c *wsClient) send(ctx context.Context, opts WSOptions, start time.Time) {
+	buf := make([]byte, opts.Size)
+	for i := 16; i < len(buf); i++ {
+		buf[i] = 'a' + byte(i%26)
+	}
+	var tick <-chan time.Time
+	if !opts.Saturate {
+		interval := time.Duration(float64(time.Second) / opts.Rate)
+		// Spread first sends over one interval so the load is smooth.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(rand.Int64N(int64(interval)))):
+		}
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for seq := uint32(0); ; seq++ {
+		if tick != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick:
+			}
+		} else if ctx.Err() != nil {
+			return
+		}
+		binary.LittleEndian.PutUint64(buf[0:], uint64(time.Since(start)))
+		binary.LittleEndian.PutUint32(buf[8:], uint32(c.index))
+		binary.LittleEndian.PutUint32(buf[12:], seq)
+		c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if err := c.conn.WriteMessage(websocket.BinaryMessage, buf); err != nil {
+			return
+		}
+		c.sent.Add(1)
+	}
+}
+
+func (c *wsClient) read(start time.Time, delivered *atomic.Int64, participants int) {
+	for {
+		_, r, err := c.conn.NextReader()
+		if err != nil {
+			var ne net.Error
+			if !(errors.As(err, &ne) && ne.Timeout()) {
+				c.closedErr = err
+			}
+			return
+		}
+		var head [16]byte
+		if _, err := io.ReadFull(r, head[:]); err != nil {
+			continue
+		}
+		io.Copy(io.Discard, r)
+		sentAt := time.Duration(binary.LittleEndian.Uint64(head[0:]))
+		from := int(binary.LittleEndian.Uint32(head[8:]))
+		seq := binary.LittleEndian.Uint32(head[12:])
+		if from >= participants || from == c.index {
+			continue
+		}
+		c.received++
+		delivered.Add(1)
+		switch want := c.next[from]; {
+		case seq == want:
+			c.next[from]++
+		case seq < want:
+			c.dup++
+		default:
+			c.reordered++
+			c.next[from] = seq + 1
+		}
+		lat := time.Since(start) - sentAt
+		if len(c.latencies) < maxSamples {
+			c.latencies = append(c.latencies, lat)
+		} else if j := rand.IntN(int(c.received)); j < maxSamples {
+			c.latencies[j] = lat // reservoir sampling keeps the sample unbiased
+		}
+	}
+}
+
+func percentiles(d []time.Duration) Percentiles {
+	if len(d) == 0 {
+		return Percentiles{}
+	}
+	slices.Sort(d)
+	at := func(q float64) time.Duration { return d[min(int(q*float64(len(d))), len(d)-1)] }
+	return Percentiles{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: d[len(d)-1], Samples: len(d)}
+}
+
+// startProgress prints a line a second and records the timeline; the
+// returned function stops it.
+func startProgress(w io.Writer, epoch time.Time, conns, delivered *atomic.Int64, res *WSResult, total int) func() {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var last int64
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			tick := Tick{At: time.Since(epoch), Connections: conns.Load()}
+			line := fmt.Sprintf("[%5.1fs] connections %d/%d", tick.At.Seconds(), tick.Connections, total)
+			if delivered != nil {
+				tick.Delivered = delivered.Load()
+				line += fmt.Sprintf("  delivered %d (%d/s)", tick.Delivered, tick.Delivered-last)
+				last = tick.Delivered
+			}
+			res.Timeline = append(res.Timeline, tick)
+			fmt.Fprintln(w, line)
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// ParseSources expands "127.0.0.1-127.0.0.8" or a comma list into addresses.
+func ParseSources(s string) ([]net.IP, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []net.IP
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a := net.ParseIP(strings.TrimSpace(lo)).To4()
+		if a == nil {
+			return nil, fmt.Errorf("source %q is not an IPv4 address", lo)
+		}
+		if !isRange {
+			out = append(out, a)
+			continue
+		}
+		b := net.ParseIP(strings.TrimSpace(hi)).To4()
+		if b == nil || binary.BigEndian.Uint32(b) < binary.BigEndian.Uint32(a) || binary.BigEndian.Uint32(b)-binary.BigEndian.Uint32(a) > 1024 {
+			return nil, fmt.Errorf("source range %q must be LOW-HIGH IPv4 with at most 1024 addresses", part)
+		}
+		for v := binary.BigEndian.Uint32(a); v <= binary.BigEndian.Uint32(b); v++ {
+			ip := make(net.IP, 4)
+			binary.BigEndian.PutUint32(ip, v)
+			out = append(out, ip)
+		}
+	}
+	return out, nil
+}

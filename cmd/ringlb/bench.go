@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ringlb/ringlb/bench"
+)
+
+type benchCommand struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func benchCommands() []benchCommand {
+	return []benchCommand{
+		{"ws", "WebSocket sessions through a balancer or straight to an edge", runBenchWS},
+	}
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	usage := func() {
+		fmt.Fprintln(stderr, "Usage: ringlb bench KIND [flags]   (ringlb bench KIND -h for its flags)\n\nLoad generators: each prints progress, one summary line, and writes the full result as JSON.\n\nKinds:")
+		for _, c := range benchCommands() {
+			fmt.Fprintf(stderr, "  %-6s %s\n", c.name, c.summary)
+		}
+	}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+		usage()
+		if len(args) == 0 {
+			return errUsage
+		}
+		return nil
+	}
+	for _, c := range benchCommands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	usage()
+	return fmt.Errorf("unknown bench kind %q", args[0])
+}
+
+func runBenchWS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flagSet("bench ws", "Opens sessions × participants WebSockets (spread over the -url targets), sends\n-rate messages per second per participant for -duration, and measures delivery:\nconnections, msgs/s, end-to-end latency, split sessions, lost messages.", stderr)
+	urls := fs.String("url", "ws://127.0.0.1:8080/ws", "comma-separated ws:// targets (balancers or edges)")
+	var o bench.WSOptions
+	fs.IntVar(&o.Sessions, "sessions", 100, "number of sessions")
+	fs.IntVar(&o.Participants, "participants", 3, "participants per session")
+	fs.Float64Var(&o.Rate, "rate", 1, "messages per second per participant (0: idle connections)")
+	fs.BoolVar(&o.Saturate, "saturate", false, "send as fast as each connection allows (ignores -rate)")
+	fs.IntVar(&o.Size, "size", 256, "message size in bytes (≥ 16)")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to send")
+	fs.DurationVar(&o.Ramp, "ramp", 0, "spread connection set-up over this long")
+	fs.DurationVar(&o.Drain, "drain", 2*time.Second, "wait this long after sending for messages in flight")
+	fs.StringVar(&o.KeyIn, "key", "header", "where the ctstickiness key goes: header or cookie")
+	fs.StringVar(&o.Mode, "mode", "raw", "protocol: raw")
+	sources := fs.String("sources", "", "local source addresses, e.g. 127.0.0.1-127.0.0.8 (each has its own ephemeral ports)")
+	out := fs.String("json", "", "write the full result as JSON to this file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	o.Targets = strings.Split(*urls, ",")
+	var err error
+	if o.Sources, err = bench.ParseSources(*sources); err != nil {
+		return err
+	}
+	res, err := bench.RunWS(ctx, o, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, res.Summary())
+	if res.FirstDialError != "" {
+		fmt.Fprintln(stderr, "first dial error:", res.FirstDialError)
+	}
+	if *out != "" {
+		data, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*out, data, 0o644); err != nil {
+			return fmt.Errorf("write result: %w", err)
+		}
+	}
+	return nil
+}

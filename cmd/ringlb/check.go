@@ -1,0 +1,35 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flagSet("check", "Validates a config file: prints every problem (file:line: field.path: what is wrong)\nand exits 1, or prints a one-line summary and exits 0.", stderr)
+	path := fs.String("config", "", "config file to check (default: the embedded demo config)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var cfg *configs.Config
+	var err error
+	name := *path
+	if name == "" {
+		name = configs.DemoFileName
+		cfg, err = configs.LoadDemo()
+	} else {
+		cfg, err = configs.Load(name)
+	}
+	if err != nil {
+		if errs, ok := err.(configs.Errors); ok {
+			fmt.Fprintln(stderr, errs.Error())
+			return fmt.Errorf("%s: %d problem(s); fix them and run ringlb check again", name, len(errs))
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok: %s\n", name, cfg.Summary())
+	return nil
+}

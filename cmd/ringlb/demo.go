@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+)
+
+// demoReadyLine is printed once every balancer routes to every edge; the
+// demo's end-to-end test waits for it.
+const demoReadyLine = "ringlb demo is ready"
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flagSet("demo", "Runs the demo cluster of configs/demo.yaml in one process on loopback: three edges\nand two balancers that agree on where every session lives. Ctrl-C stops it.", stderr)
+	path := fs.String("config", "", "a config file with a demo section (default: the embedded configs/demo.yaml)")
+	newLogger := logFlags(fs, stderr)
+	fs.Lookup("log-level").DefValue = "warn"
+	fs.Set("log-level", "warn")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	logger, err := newLogger()
+	if err != nil {
+		return err
+	}
+	cfg, err := configs.LoadDemo()
+	if *path != "" {
+		cfg, err = configs.Load(*path)
+	}
+	if err != nil {
+		return err
+	}
+	if len(cfg.Demo.Nodes) == 0 {
+		return errors.New("the config has no demo.nodes to run")
+	}
+
+	started := time.Now()
+	nodes, err := startDemoNodes(ctx, cfg, logger)
+	stopAll := func() error {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		return stopNodes(stopCtx, nodes)
+	}
+	if err != nil {
+		return errors.Join(err, stopAll())
+	}
+
+	// Ready when every balancer's ring holds every demo edge.
+	edges := 0
+	for _, n := range cfg.Demo.Nodes {
+		if n.Role == "edge" {
+			edges++
+		}
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, n := range nodes {
+		if n.role != "balancer" {
+			continue
+		}
+		err := n.member.Wait(waitCtx, func(ns []health.Node) bool { return countEdges(ns) >= edges })
+		if err == nil {
+			err = waitRing(waitCtx, n, edges)
+		}
+		if err != nil {
+			return errors.Join(fmt.Errorf("demo not ready: balancer %s does not see %d edges: %w", n.name, edges, err), stopAll())
+		}
+	}
+	printBanner(stdout, nodes, time.Since(started))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-firstFailure(nodes):
+	}
+	fmt.Fprintln(stdout, "stopping the demo…")
+	return errors.Join(runErr, stopAll())
+}
+
+// startDemoNodes starts the seed node (the first) alone, so that it listens
+// for gossip before the others join through it, then the rest concurrently.
+func startDemoNodes(ctx context.Context, cfg *configs.Config, logger *slog.Logger) ([]*node, error) {
+	start := func(dn configs.DemoNode) (*node, error) {
+		nc := cfg.ForNode(dn)
+		if dn.Role == "edge" {
+			return startEdge(ctx, nc, logger, false)
+		}
+		return startBalancer(ctx, nc, logger, false)
+	}
+	first, err := start(cfg.Demo.Nodes[0])
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", cfg.Demo.Nodes[0].Name, err)
+	}
+	rest := cfg.Demo.Nodes[1:]
+	nodes := make([]*node, len(rest))
+	errs := make([]error, len(rest))
+	var wg sync.WaitGroup
+	for i, dn := range rest {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := start(dn)
+			if err != nil {
+				err = fmt.Errorf("start %s: %w", dn.Name, err)
+			}
+			nodes[i], errs[i] = n, err
+		}()
+	}
+	wg.Wait()
+	all := []*node{first}
+	for _, n := range nodes {
+		if n != nil {
+			all = append(all, n)
+		}
+	}
+	return all, errors.Join(errs...)
+}
+
+// stopNodes stops balancers first (no new traffic), then edges, in parallel
+// within each group.
+func stopNodes(ctx context.Context, nodes []*node) error {
+	var errs []error
+	for _, role := range []string{"balancer", "edge"} {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for _, n := range nodes {
+			if n.role != role {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := n.stop(ctx); err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("stop %s: %w", n.name, err))
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	return errors.Join(errs...)
+}
+
+func firstFailure(nodes []*node) <-chan error {
+	out := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			if err, ok := <-n.failed; ok && err != nil {
+				out <- fmt.Errorf("%s: %w", n.name, err)
+			}
+		}()
+	}
+	return out
+}
+
+func countEdges(ns []health.Node) int {
+	c := 0
+	for _, n := range ns {
+		if n.Meta.Role == health.RoleEdge && n.Meta.State == health.StateAlive {
+			c++
+		}
+	}
+	return c
+}
+
+// waitRing waits until the balancer's ring has caught up with gossip: the
+// ring follows membership notifications on its own goroutine.
+func waitRing(ctx context.Context, n *node, want int) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for len(n.ring.Snapshot().Members()) < want {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+func printBanner(w io.Writer, nodes []*node, took time.Duration) {
+	var bals, edges []*node
+	for _, n := range nodes {
+		if n.role == "balancer" {
+			bals = append(bals, n)
+		} else {
+			edges = append(edges, n)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d balancers and %d edges up in %s.\n\n", demoReadyLine, len(bals), len(edges), took.Round(time.Millisecond))
+	for _, n := range bals {
+		fmt.Fprintf(&b, "  balancer %-7s http://%s   admin http://%s\n", n.name, n.listen, n.admin)
+	}
+	for _, n := range edges {
+		fmt.Fprintf(&b, "  edge     %-7s http://%s   admin http://%s\n", n.name, n.listen, n.admin)
+	}
+	b1, b2 := bals[0], bals[len(bals)-1]
+	fmt.Fprintf(&b, `
+Try it:
+  # the same key lands on the same edge through either balancer
+  curl -H 'ctstickiness: my-session' http://%[1]s/whoami
+  curl -H 'ctstickiness: my-session' http://%[2]s/whoami
+  # where a key lives, and the ring itself
+  curl 'http://%[3]s/api/lookup?key=my-session'
+  curl http://%[3]s/api/ring
+  # a WebSocket session: every frame goes to every other participant
+  #   ws://%[1]s/ws  with header or cookie  ctstickiness: my-session
+  curl -s http://%[3]s/metrics | grep ringlb_
+
+Ctrl-C stops everything.
+`, b1.listen, b2.listen, b1.admin)
+	fmt.Fprint(w, b.String())
+}

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+)
+
+// buildBinary compiles the real ringlb binary once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "ringlb")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startDemo runs `ringlb demo` and returns once it prints its ready line.
+// The demo listens on the fixed ports of DESIGN.md, so this is the one test
+// that uses fixed ports.
+func startDemo(t *testing.T, bin string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "demo")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	var banner strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			banner.WriteString(sc.Text() + "\n")
+			if strings.HasPrefix(sc.Text(), demoReadyLine) {
+				ready <- sc.Text()
+			}
+		}
+	}()
+	select {
+	case line := <-ready:
+		t.Logf("%s", line)
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("demo not ready within 30s; stderr:\n%s", stderr.String())
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd
+}
+
+type participant struct {
+	conn    *websocket.Conn
+	edge    string
+	session int
+	index   int
+}
+
+// TestDemoEndToEnd: with the real binary's demo running, 200 sessions × 3
+// participants connect round-robin through both balancers, half keyed by
+// header and half by cookie. No session splits, every frame reaches every
+// other participant in the order it was sent, all three edges are used with
+// max/mean sessions per edge ≤ 1.3, and Ctrl-C stops the demo cleanly.
+func TestDemoEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	cmd := startDemo(t, bin)
+
+	const sessions, perSession, frames = 200, 3, 5
+	balancers := []string{"127.0.0.1:8080", "127.0.0.1:8081"}
+	dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	parts := make([]*participant, 0, sessions*perSession)
+	defer func() {
+		for _, p := range parts {
+			p.conn.Close()
+		}
+	}()
+	for s := 0; s < sessions; s++ {
+		key := fmt.Sprintf("e2e-%d-%d", os.Getpid(), s)
+		for i := 0; i < perSession; i++ {
+			h := http.Header{}
+			if s%2 == 0 {
+				h.Set("ctstickiness", key)
+			} else {
+				h.Set("Cookie", "ctstickiness="+key)
+			}
+			bal := balancers[(s*perSession+i)%len(balancers)]
+			conn, resp, err := dialer.Dial("ws://"+bal+"/ws", h)
+			if err != nil {
+				t.Fatalf("session %d participant %d via %s: %v", s, i, bal, err)
+			}
+			parts = append(parts, &participant{conn: conn, edge: resp.Header.Get("X-Ringlb-Edge"), session: s, index: i})
+		}
+	}
+
+	// No split: every participant of a session is on the same edge.
+	perEdge := map[string]int{}
+	for s := 0; s < sessions; s++ {
+		group := parts[s*perSession : (s+1)*perSession]
+		for _, p := range group {
+			if p.edge == "" || p.edge != group[0].edge {
+				t.Fatalf("session %d split: participants on %q and %q", s, group[0].edge, p.edge)
+			}
+		}
+		perEdge[group[0].edge]++
+	}
+	if len(perEdge) != 3 {
+		t.Fatalf("sessions per edge = %v, want all three edges used", perEdge)
+	}
+	maxSessions := 0
+	for _, n := range perEdge {
+		maxSessions = max(maxSessions, n)
+	}
+	mean := float64(sessions) / float64(len(perEdge))
+	t.Logf("sessions per edge: %v, max/mean %.2f", perEdge, float64(maxSessions)/mean)
+	if float64(maxSessions)/mean > 1.3 {
+		t.Errorf("max/mean sessions per edge = %.2f, want ≤ 1.3 (%v)", float64(maxSessions)/mean, perEdge)
+	}
+
+	// Every participant sends `frames` frames; each must reach both others,
+	// and each sender's frames must arrive in the order sent.
+	var wg sync.WaitGroup
+	errs := make(chan error, len(parts))
+	for _, p := range parts {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for n := 0; n < frames; n++ {
+				msg := fmt.Sprintf("%d/%d/%d", p.session, p.index, n)
+				if err := p.conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+					errs <- fmt.Errorf("session %d participant %d write: %v", p.session, p.index, err)
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			next := map[int]int{} // sender index → next expected frame number
+			p.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			for got := 0; got < (perSession-1)*frames; got++ {
+				_, data, err := p.conn.ReadMessage()
+				if err != nil {
+					errs <- fmt.Errorf("session %d participant %d: read after %d frames: %v", p.session, p.index, got, err)
+					return
+				}
+				var s, from, n int
+				if _, err := fmt.Sscanf(string(data), "%d/%d/%d", &s, &from, &n); err != nil || s != p.session || from == p.index {
+					errs <- fmt.Errorf("session %d participant %d got foreign frame %q", p.session, p.index, data)
+					return
+				}
+				if n != next[from] {
+					errs <- fmt.Errorf("session %d participant %d: from %d got frame %d, want %d", p.session, p.index, from, n, next[from])
+					return
+				}
+				next[from]++
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failures := 0
+	for err := range errs {
+		if failures < 10 {
+			t.Error(err)
+		}
+		failures++
+	}
+	if failures > 0 {
+		t.Fatalf("%d participants failed", failures)
+	}
+
+	for _, p := range parts {
+		p.conn.Close()
+	}
+	parts = nil
+
+	// `ringlb bench ws` through both balancers, cookie keys, from two source
+	// addresses: its report must show every connection up and nothing split
+	// or lost.
+	resultFile := filepath.Join(t.TempDir(), "ws.json")
+	out, err := exec.Command(bin, "bench", "ws", "-url", "ws://127.0.0.1:8080/ws,ws://127.0.0.1:8081/ws",
+		"-sessions", "60", "-participants", "3", "-rate", "5", "-duration", "2s", "-key", "cookie",
+		"-sources", "127.0.0.1-127.0.0.2", "-json", resultFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench ws: %v\n%s", err, out)
+	}
+	var res struct {
+		ConnsOK   int   `json:"connections_ok"`
+		Split     int   `json:"split_sessions"`
+		Lost      int64 `json:"messages_lost"`
+		Delivered int64 `json:"messages_delivered"`
+		Expected  int64 `json:"messages_expected"`
+	}
+	data, err := os.ReadFile(resultFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &res); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bench ws: %s", lastLine(string(out)))
+	if res.ConnsOK != 180 || res.Split != 0 || res.Lost != 0 || res.Delivered == 0 || res.Delivered != res.Expected {
+		t.Errorf("bench ws result %+v\n%s", res, out)
+	}
+
+	// Ctrl-C stops the whole demo cleanly.
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("demo exited with %v after SIGINT", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("demo did not stop within 30s of SIGINT")
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func TestHelpOnEverySubcommand(t *testing.T) {
+	for _, c := range commands() {
+		var out strings.Builder
+		code := run(context.Background(), []string{c.name, "-h"}, &out, &out)
+		if code != 0 || !strings.Contains(out.String(), "Usage: ringlb "+c.name) {
+			t.Errorf("ringlb %s -h: exit %d, output:\n%s", c.name, code, out.String())
+		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	files, _ := filepath.Glob("../../configs/examples/*.yaml")
+	files = append(files, "../../configs/demo.yaml")
+	for _, f := range files {
+		var out, errOut strings.Builder
+		if code := run(context.Background(), []string{"check", "-config", f}, &out, &errOut); code != 0 || !strings.Contains(out.String(), ": ok: ") {
+			t.Errorf("check %s: exit %d\n%s%s", f, code, out.String(), errOut.String())
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("edge:\n  lisen: x\nbalancer:\n  ring: { load: 0.5 }\n"), 0o644)
+	var out, errOut strings.Builder
+	code := run(context.Background(), []string{"check", "-config", bad}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), bad+":2: edge.lisen: unknown field") ||
+		!strings.Contains(errOut.String(), bad+":4: balancer.ring.load: must be in range") ||
+		!strings.Contains(errOut.String(), "2 problem(s)") {
+		t.Errorf("check bad file: exit %d, stderr:\n%s", code, errOut.String())
+	}
+}

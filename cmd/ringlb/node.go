@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ringlb/ringlb/balancer"
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/sessions"
+)
+
+// node is one running role: its listeners, its gossip membership and how to
+// stop it. Stop is bounded by its context.
+type node struct {
+	name, role string
+	listen     string // data address actually bound
+	admin      string // admin address actually bound
+	member     *health.Membership
+	ring       *ring.Ring // balancers only
+	stop       func(ctx context.Context) error
+	// failed receives the first error of a server goroutine; nil after a clean stop.
+	failed <-chan error
+}
+
+func newRegistry(withProcess bool) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	if withProcess {
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return reg
+}
+
+// serve runs each server on its listener and reports the first failure.
+func serve(servers map[net.Listener]func(net.Listener) error) <-chan error {
+	failed := make(chan error, len(servers))
+	for ln, srv := range servers {
+		go func() {
+			if err := srv(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+				failed <- fmt.Errorf("serve %s: %w", ln.Addr(), err)
+			}
+		}()
+	}
+	return failed
+}
+
+func listenPair(data, admin string) (net.Listener, net.Listener, error) {
+	dl, err := net.Listen("tcp", data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on %s: %w (is another ringlb running? change the listen address)", data, err)
+	}
+	al, err := net.Listen("tcp", admin)
+	if err != nil {
+		dl.Close()
+		return nil, nil, fmt.Errorf("listen on admin %s: %w (change the admin address)", admin, err)
+	}
+	return dl, al, nil
+}
+
+// startEdge starts an edge: relay listeners first, then gossip, so an edge is
+// reachable before any balancer learns of it.
+func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool) (*node, error) {
+	name := cfg.Cluster.Name
+	logger = logger.With("node", name, "role", "edge")
+	dl, al, err := listenPair(cfg.Edge.Listen, cfg.Edge.Admin)
+	if err != nil {
+		return nil, err
+	}
+	srv := sessions.New(cfg.Edge, name, cfg.Cluster.Region, logger, newRegistry(processMetrics))
+	failed := serve(map[net.Listener]func(net.Listener) error{dl: srv.Serve, al: srv.ServeAdmin})
+	meta := health.Meta{
+		Role: health.RoleEdge, Region: cfg.Cluster.Region, URL: cfg.Edge.AdvertiseURL,
+		Admin: "http://" + al.Addr().String(), Weight: cfg.Edge.Weight, State: health.StateAlive,
+	}
+	m, err := health.Join(ctx, cfg.Cluster, meta, logger)
+	if err != nil {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdownCtx)
+		return nil, fmt.Errorf("join cluster: %w", err)
+	}
+	logger.Info("edge started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr())
+	return &node{
+		name: name, role: "edge", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
+		stop: func(ctx context.Context) error {
+			// Leave the ring first (draining in gossip) so balancers stop
+			// sending new sessions, then close the relay (1012), then leave.
+			drainErr := m.UpdateMeta(ctx, func(meta *health.Meta) { meta.State = health.StateDraining })
+			return errors.Join(drainErr, srv.Shutdown(ctx), m.Shutdown(ctx))
+		},
+	}, nil
+}
+
+// startBalancer starts a balancer whose ring follows the alive, non-draining
+// edges of its gossip cluster plus the static edges of its config.
+func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool) (*node, error) {
+	name := cfg.Cluster.Name
+	logger = logger.With("node", name, "role", "balancer")
+	rc := ring.Config{Partitions: cfg.Balancer.Ring.Partitions, Replication: cfg.Balancer.Ring.Replication, Load: cfg.Balancer.Ring.Load}
+	r := ring.New(rc)
+	b, err := balancer.New(cfg.Balancer, name, r, logger, newRegistry(processMetrics))
+	if err != nil {
+		return nil, err
+	}
+	meta := health.Meta{Role: health.RoleBalancer, Region: cfg.Cluster.Region, State: health.StateAlive}
+	m, err := health.Join(ctx, cfg.Cluster, meta, logger)
+	if err != nil {
+		return nil, fmt.Errorf("join cluster: %w", err)
+	}
+	static := cfg.Balancer.Edges
+	members := func() []ring.Member {
+		// A gossip cluster is one region, so every alive edge in it is ours.
+		nodes := m.Edges("")
+		out := make([]ring.Member, 0, len(nodes)+len(static))
+		for _, n := range nodes {
+			out = append(out, ring.Member{Name: n.Name, URL: n.Meta.URL, Weight: n.Meta.Weight})
+		}
+		for _, se := range static {
+			out = append(out, ring.Member{Name: se.Name, URL: se.URL, Weight: se.Weight})
+		}
+		return out
+	}
+	followCtx, stopFollow := context.WithCancel(context.Background())
+	changes, unsubscribe := m.Subscribe()
+	followDone := make(chan struct{})
+	go func() {
+		defer close(followDone)
+		ring.Follow(followCtx, r, changes, members)
+	}()
+	dl, al, err := listenPair(cfg.Balancer.Listen, cfg.Balancer.Admin.Listen)
+	if err != nil {
+		stopFollow()
+		unsubscribe()
+		<-followDone
+		m.Shutdown(ctx)
+		return nil, err
+	}
+	failed := serve(map[net.Listener]func(net.Listener) error{dl: b.Serve, al: b.ServeAdmin})
+	logger.Info("balancer started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr())
+	return &node{
+		name: name, role: "balancer", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, ring: r, failed: failed,
+		stop: func(ctx context.Context) error {
+			err := b.Shutdown(ctx)
+			stopFollow()
+			unsubscribe()
+			<-followDone
+			return errors.Join(err, m.Shutdown(ctx))
+		},
+	}, nil
+}
+
+// runRole is the body of `ringlb edge` and `ringlb balancer`.
+func runRole(ctx context.Context, role string, args []string, stderr io.Writer) error {
+	fs := flagSet(role, fmt.Sprintf("Runs a %s node from a config file (only its cluster and %s sections are read).\nSIGINT or SIGTERM stops it gracefully.", role, role), stderr)
+	path := fs.String("config", "", "config file (required)")
+	grace := fs.Duration("shutdown-timeout", 0, "bound on graceful stop (default: edge.drain_timeout + 5s for edges, 10s for balancers)")
+	newLogger := logFlags(fs, stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		fs.Usage()
+		return fmt.Errorf("-config is required (start from configs/examples/%s.yaml)", role)
+	}
+	logger, err := newLogger()
+	if err != nil {
+		return err
+	}
+	cfg, err := configs.Load(*path)
+	if err != nil {
+		return fmt.Errorf("%w\n(run ringlb check -config %s)", err, *path)
+	}
+	start, timeout := startBalancer, 10*time.Second
+	if role == "edge" {
+		start, timeout = startEdge, cfg.Edge.DrainTimeout.D()+5*time.Second
+	}
+	if *grace > 0 {
+		timeout = *grace
+	}
+	n, err := start(ctx, cfg, logger, true)
+	if err != nil {
+		return err
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("stopping", "node", n.name, "timeout", timeout)
+	case runErr = <-n.failed:
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return errors.Join(runErr, n.stop(stopCtx))
+}
+
+func runEdgeCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
+	return runRole(ctx, "edge", args, stderr)
+}
+
+func runBalancerCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
+	return runRole(ctx, "balancer", args, stderr)
+}
