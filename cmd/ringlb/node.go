@@ -94,8 +94,14 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		stop: func(ctx context.Context) error {
 			// Leave the ring first (draining in gossip) so balancers stop
 			// sending new sessions, then close the relay (1012), then leave.
-			drainErr := m.UpdateMeta(ctx, func(meta *health.Meta) { meta.State = health.StateDraining })
-			return errors.Join(drainErr, srv.Shutdown(ctx), m.Shutdown(ctx))
+			// The gossip update is best effort: with no peers left (the
+			// whole demo stopping) nobody is there to acknowledge it.
+			drainCtx, cancel := context.WithTimeout(ctx, time.Second)
+			if err := m.UpdateMeta(drainCtx, func(meta *health.Meta) { meta.State = health.StateDraining }); err != nil {
+				logger.Warn("could not announce draining before stopping", "err", err)
+			}
+			cancel()
+			return errors.Join(srv.Shutdown(ctx), m.Shutdown(ctx))
 		},
 	}, nil
 }
