@@ -60,6 +60,8 @@ type Balancer struct {
 	keys    *keyExtractor
 	edges   *edgePool
 	metrics *metrics
+	// relay carries plain-TCP tunnels after the handshake (nil: goroutines).
+	relay *relay
 
 	data       *fasthttp.Server
 	admin      *http.Server
@@ -160,10 +162,16 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		// Bodies are forwarded, never parsed here.
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		ConnState:                    b.trackConn,
-		Logger:                       fasthttpLogger{b.log},
+		// Tunnels own their client connections after the hijack (the
+		// epoll relay outlives the hijack handler).
+		KeepHijackedConns: true,
+		ConnState:         b.trackConn,
+		Logger:            fasthttpLogger{b.log},
 	}
 	b.admin = b.newAdminServer()
+	if b.relay, err = newRelay(b.log, cfg.TunnelIdleTimeout.D()); err != nil {
+		return nil, fmt.Errorf("start tunnel relay: %w", err)
+	}
 	return b, nil
 }
 
@@ -248,6 +256,9 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	b.edges.closeIdle()
+	if b.relay != nil {
+		b.relay.close()
+	}
 	if forced || dataErr != nil {
 		errs = append(errs, ctx.Err())
 	}

@@ -82,7 +82,8 @@ func newHarness(t *testing.T, cfg configs.Balancer) *harness {
 		defer cancel()
 		_ = bal.Shutdown(ctx)
 		for range 2 {
-			if err := <-served; err != nil {
+			// ErrClosed: Shutdown came before the Serve goroutine ran.
+			if err := <-served; err != nil && !errors.Is(err, ErrClosed) {
 				t.Errorf("serve: %v", err)
 			}
 		}

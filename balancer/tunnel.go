@@ -42,6 +42,9 @@ type tunnel struct {
 	mu     sync.Mutex
 	client net.Conn // set by run
 	closed bool
+	// loop and pair are set while the epoll relay carries the tunnel.
+	loop *relayLoop
+	pair *relayPair
 	// done is released exactly once: by run, or by close when run never
 	// starts (the hijack did not happen).
 	doneOnce sync.Once
@@ -62,11 +65,18 @@ const (
 )
 
 // run is the fasthttp hijack handler. c is the hijacked client connection;
-// fasthttp closes it when run returns.
+// the server keeps hijacked connections open (KeepHijackedConns), so the
+// tunnel closes it. Plain TCP tunnels go to the epoll relay and run returns
+// at once; others (TLS) are copied by this goroutine and one more.
 func (t *tunnel) run(c net.Conn) {
-	defer t.release()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			t.release()
+		}
+	}()
 	// fasthttp hands over a wrapper whose Read drains its request buffer
-	// first; the TCP connection underneath is what splice needs.
+	// first; the TCP connection underneath is what splice and epoll need.
 	client := c
 	if u, ok := c.(interface{ UnsafeConn() net.Conn }); ok && u.UnsafeConn() != nil {
 		client = u.UnsafeConn()
@@ -75,6 +85,7 @@ func (t *tunnel) run(c net.Conn) {
 	if t.closed { // shut down between the handshake and the hijack
 		t.mu.Unlock()
 		t.conn.Close()
+		client.Close()
 		return
 	}
 	t.client, t.started = client, true
@@ -83,6 +94,10 @@ func (t *tunnel) run(c net.Conn) {
 	if err := t.greet(c, client); err != nil {
 		t.b.log.Debug("tunnel setup failed", "edge", t.edge, "err", err)
 		t.close()
+		return
+	}
+	if t.b.relay != nil && t.b.relay.add(t, client, t.conn) {
+		handedOff = true
 		return
 	}
 
@@ -239,6 +254,12 @@ func (t *tunnel) resolveLocked() bool {
 // Safe to call many times and from any goroutine (Shutdown uses it).
 func (t *tunnel) close() {
 	t.mu.Lock()
+	if t.loop != nil {
+		l, p := t.loop, t.pair
+		t.mu.Unlock()
+		l.closePair(p) // the loop closes the sockets and calls relayClosed
+		return
+	}
 	if t.closed {
 		t.mu.Unlock()
 		return
@@ -263,4 +284,19 @@ func (t *tunnel) close() {
 // release unregisters the tunnel, once.
 func (t *tunnel) release() {
 	t.doneOnce.Do(func() { t.b.releaseTunnel(t) })
+}
+
+// setRelay records that the epoll relay now carries the tunnel.
+func (t *tunnel) setRelay(l *relayLoop, p *relayPair) {
+	t.mu.Lock()
+	t.loop, t.pair = l, p
+	t.mu.Unlock()
+}
+
+// relayClosed is called by the relay loop once it has closed both sockets.
+func (t *tunnel) relayClosed() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.release()
 }

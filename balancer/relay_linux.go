@@ -1,0 +1,373 @@
+//go:build linux
+
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// relay moves the bytes of established WebSocket tunnels with epoll, the way
+// HAProxy and nginx do, instead of two goroutines per tunnel: an idle tunnel
+// then costs two sockets and a small struct — no goroutine stacks, no copy
+// buffers and no splice pipes (Go's splice holds a pipe, two more fds, for as
+// long as a copy waits). One event loop per CPU, each with one copy buffer.
+//
+// The loops use the sockets' file descriptors directly and never the Go
+// net.Conn methods while a tunnel is in a loop; a tunnel's sockets are closed
+// only under its loop's lock, so an fd number is never reused under a loop's
+// feet.
+type relay struct {
+	loops []*relayLoop
+	next  uint32
+	mu    sync.Mutex
+	wg    sync.WaitGroup
+	log   *slog.Logger
+}
+
+// relayBufferSize is each loop's copy buffer: one read per event up to this.
+const relayBufferSize = 64 << 10
+
+type relayLoop struct {
+	r      *relay
+	epfd   int
+	wakefd int // eventfd: wakes epoll_wait for Close
+	buf    []byte
+	idle   time.Duration
+
+	mu     sync.Mutex
+	ends   map[int32]*relayEnd
+	closed bool
+}
+
+// relayEnd is one socket of a tunnel.
+type relayEnd struct {
+	fd      int
+	conn    net.Conn
+	peer    *relayEnd
+	pair    *relayPair
+	pending []byte // bytes read from peer not yet written to this socket
+	eof     bool   // read side finished (FIN received)
+	events  uint32 // interest registered with epoll
+}
+
+type relayPair struct {
+	t          *tunnel
+	client     relayEnd
+	edge       relayEnd
+	lastActive int64 // unix nanoseconds
+	closed     bool
+}
+
+func newRelay(log *slog.Logger, idle time.Duration) (*relay, error) {
+	r := &relay{log: log}
+	for range max(runtime.GOMAXPROCS(0), 1) {
+		l, err := newRelayLoop(r, idle)
+		if err != nil {
+			r.close()
+			return nil, err
+		}
+		r.loops = append(r.loops, l)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			l.run()
+		}()
+	}
+	return r, nil
+}
+
+func newRelayLoop(r *relay, idle time.Duration) (*relayLoop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	return &relayLoop{r: r, epfd: epfd, wakefd: wakefd, buf: make([]byte, relayBufferSize), idle: idle, ends: map[int32]*relayEnd{}}, nil
+}
+
+// rawFD returns the socket's descriptor. The conn keeps owning it.
+func rawFD(c net.Conn) (int, bool) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return 0, false
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	fd := -1
+	if err := raw.Control(func(f uintptr) { fd = int(f) }); err != nil || fd < 0 {
+		return 0, false
+	}
+	return fd, true
+}
+
+// add hands a tunnel's two sockets to a loop; from now on the loop owns them.
+// It reports false (and leaves the sockets alone) if they are not plain TCP
+// sockets or the relay is closed.
+func (r *relay) add(t *tunnel, client, edge net.Conn) bool {
+	cfd, ok1 := rawFD(client)
+	efd, ok2 := rawFD(edge)
+	if !ok1 || !ok2 {
+		return false
+	}
+	r.mu.Lock()
+	l := r.loops[int(r.next)%len(r.loops)]
+	r.next++
+	r.mu.Unlock()
+
+	p := &relayPair{t: t, lastActive: time.Now().UnixNano()}
+	p.client = relayEnd{fd: cfd, conn: client, pair: p}
+	p.edge = relayEnd{fd: efd, conn: edge, pair: p}
+	p.client.peer, p.edge.peer = &p.edge, &p.client
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	for _, e := range []*relayEnd{&p.client, &p.edge} {
+		e.events = unix.EPOLLIN | unix.EPOLLRDHUP
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &unix.EpollEvent{Events: e.events, Fd: int32(e.fd)}); err != nil {
+			if e == &p.edge {
+				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, p.client.fd, nil)
+				delete(l.ends, int32(p.client.fd))
+			}
+			return false
+		}
+		l.ends[int32(e.fd)] = e
+	}
+	t.setRelay(l, p)
+	return true
+}
+
+func (l *relayLoop) run() {
+	events := make([]unix.EpollEvent, 256)
+	sweepEvery := min(max(l.idle/4, 10*time.Millisecond), time.Second)
+	nextSweep := time.Now().Add(sweepEvery)
+	for {
+		n, err := unix.EpollWait(l.epfd, events, int(sweepEvery/time.Millisecond)+1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			l.r.log.Error("relay loop stopped", "err", err)
+			l.closeAll()
+			return
+		}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		for i := 0; i < n; i++ {
+			ev := events[i]
+			if int(ev.Fd) == l.wakefd {
+				continue
+			}
+			e, ok := l.ends[ev.Fd]
+			if !ok || e.pair.closed {
+				continue
+			}
+			l.handle(e, ev.Events, now)
+		}
+		if now.After(nextSweep) {
+			l.sweepLocked(now)
+			nextSweep = now.Add(sweepEvery)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// handle serves one readiness event of socket e. Called with l.mu held.
+func (l *relayLoop) handle(e *relayEnd, ev uint32, now time.Time) {
+	p := e.pair
+	p.lastActive = now.UnixNano()
+	if ev&unix.EPOLLOUT != 0 && len(e.pending) > 0 {
+		if !l.flush(e) {
+			return
+		}
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !e.eof && len(e.peer.pending) == 0 {
+		l.pump(e)
+	}
+}
+
+// pump reads what e has and writes it to e's peer. A few reads at most per
+// event, so one busy tunnel cannot starve the others on this loop.
+func (l *relayLoop) pump(e *relayEnd) {
+	for range 4 {
+		n, err := unix.Read(e.fd, l.buf)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			return
+		case err != nil:
+			l.closePairLocked(e.pair, "read: "+err.Error())
+			return
+		case n == 0:
+			// FIN: pass the half-close on; the tunnel ends when both
+			// directions have.
+			e.eof = true
+			unix.Shutdown(e.peer.fd, unix.SHUT_WR)
+			if e.peer.eof {
+				l.closePairLocked(e.pair, "")
+				return
+			}
+			l.rearm(e)
+			return
+		}
+		w, err := writeAll(e.peer.fd, l.buf[:n])
+		if err != nil {
+			l.closePairLocked(e.pair, "write: "+err.Error())
+			return
+		}
+		if w < n {
+			// The peer's socket buffer is full: keep the rest, stop reading
+			// e until it drains (backpressure reaches e's sender through TCP).
+			e.peer.pending = append(e.peer.pending[:0], l.buf[w:n]...)
+			l.rearm(e)
+			l.rearm(e.peer)
+			return
+		}
+		if n < len(l.buf) {
+			return
+		}
+	}
+}
+
+// flush writes e's pending bytes; it reports whether they are all out.
+func (l *relayLoop) flush(e *relayEnd) bool {
+	w, err := writeAll(e.fd, e.pending)
+	if err != nil {
+		l.closePairLocked(e.pair, "write: "+err.Error())
+		return false
+	}
+	e.pending = e.pending[w:]
+	if len(e.pending) > 0 {
+		return false
+	}
+	e.pending = nil // let a large buffer go
+	l.rearm(e)
+	l.rearm(e.peer)
+	return true
+}
+
+func writeAll(fd int, b []byte) (int, error) {
+	done := 0
+	for done < len(b) {
+		n, err := unix.Write(fd, b[done:])
+		if err == unix.EAGAIN {
+			return done, nil
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// rearm sets e's epoll interest from its state: readable while it has not
+// ended and its peer has nothing pending; writable while it has pending bytes.
+func (l *relayLoop) rearm(e *relayEnd) {
+	var want uint32
+	if !e.eof && len(e.peer.pending) == 0 {
+		want |= unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if len(e.pending) > 0 {
+		want |= unix.EPOLLOUT
+	}
+	if want == e.events {
+		return
+	}
+	e.events = want
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, e.fd, &unix.EpollEvent{Events: want, Fd: int32(e.fd)}); err != nil {
+		l.closePairLocked(e.pair, "epoll_ctl: "+err.Error())
+	}
+}
+
+// sweepLocked closes tunnels with no bytes either way for the idle timeout,
+// and tunnels stuck with bytes nobody reads for as long.
+func (l *relayLoop) sweepLocked(now time.Time) {
+	if l.idle <= 0 {
+		return
+	}
+	limit := now.Add(-l.idle).UnixNano()
+	for _, e := range l.ends {
+		if e == &e.pair.client && e.pair.lastActive < limit {
+			l.closePairLocked(e.pair, "idle")
+		}
+	}
+}
+
+// closePairLocked removes both sockets from epoll, closes them and releases
+// the tunnel. Called with l.mu held.
+func (l *relayLoop) closePairLocked(p *relayPair, why string) {
+	if p.closed {
+		return
+	}
+	p.closed = true
+	for _, e := range []*relayEnd{&p.client, &p.edge} {
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+		delete(l.ends, int32(e.fd))
+		e.conn.Close()
+		e.pending = nil
+	}
+	if why != "" {
+		l.r.log.Debug("tunnel closed", "edge", p.t.edge, "why", why)
+	}
+	p.t.relayClosed()
+}
+
+// closePair closes one tunnel from outside the loop (Shutdown).
+func (l *relayLoop) closePair(p *relayPair) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closePairLocked(p, "closed")
+}
+
+func (l *relayLoop) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pairs := map[*relayPair]bool{}
+	for _, e := range l.ends {
+		pairs[e.pair] = true
+	}
+	for p := range pairs {
+		l.closePairLocked(p, "relay stopped")
+	}
+	l.closed = true
+}
+
+// close stops every loop, closing what they still carry.
+func (r *relay) close() {
+	for _, l := range r.loops {
+		l.closeAll()
+		var one [8]byte
+		one[0] = 1
+		unix.Write(l.wakefd, one[:])
+	}
+	r.wg.Wait()
+	for _, l := range r.loops {
+		unix.Close(l.epfd)
+		unix.Close(l.wakefd)
+	}
+}
