@@ -4,6 +4,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -48,9 +50,15 @@ type WSOptions struct {
 	KeyPrefix string
 	// Drain is how long to wait after sending stops for messages in flight.
 	Drain time.Duration
-	// Saturate makes every participant send as fast as its connection allows
-	// (Rate is ignored).
+	// Saturate makes every participant send as fast as the session can
+	// deliver (Rate is ignored): each sender keeps at most Window messages
+	// that one designated receiver has not yet received, so the run measures
+	// throughput rather than how fast queues overflow.
 	Saturate bool
+	Window   int
+	// WatchPIDs are processes (a proxy under test, all its workers) whose
+	// memory and CPU the run samples.
+	WatchPIDs []int
 }
 
 func (o *WSOptions) setDefaults() {
@@ -65,6 +73,9 @@ func (o *WSOptions) setDefaults() {
 	}
 	if o.Mode == "" {
 		o.Mode = "raw"
+	}
+	if o.Window == 0 {
+		o.Window = 64
 	}
 	if o.Drain == 0 {
 		o.Drain = 2 * time.Second
@@ -128,6 +139,12 @@ type WSResult struct {
 	Latency        Percentiles    `json:"latency"`
 	SessionsByEdge map[string]int `json:"sessions_by_edge"`
 	Timeline       []Tick         `json:"timeline"`
+	// Watched processes, summed: RSS before connecting and with every
+	// connection open, and CPU seconds spent while messages flowed.
+	WatchRSSBefore    int64   `json:"watch_rss_before_bytes,omitempty"`
+	WatchRSSConnected int64   `json:"watch_rss_connected_bytes,omitempty"`
+	WatchRSSPerConn   float64 `json:"watch_rss_per_connection_bytes,omitempty"`
+	WatchCPUSeconds   float64 `json:"watch_cpu_seconds,omitempty"`
 }
 
 // Percentiles of end-to-end latency (send → delivered to another participant).
@@ -163,6 +180,11 @@ type wsClient struct {
 	reordered int64
 	latencies []time.Duration
 	closedErr error
+	// window holds one token per message in flight (Saturate): the sender
+	// puts one in before sending, the designated receiver of its messages
+	// takes one out on receipt.
+	window chan struct{}
+	peers  []*wsClient // the session's participants, by index
 }
 
 // maxSamples bounds the latency samples kept per receiver.
@@ -180,6 +202,13 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 	}
 	res := &WSResult{Options: opts, Started: time.Now(), SessionsByEdge: map[string]int{}}
 	epoch := time.Now()
+	if len(opts.WatchPIDs) > 0 {
+		rss, _, err := sampleProcs(opts.WatchPIDs)
+		if err != nil {
+			return nil, err
+		}
+		res.WatchRSSBefore = rss
+	}
 
 	// Connect, bounded in concurrency and spread over the ramp.
 	total := opts.Sessions * opts.Participants
@@ -249,6 +278,19 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 		}
 	}
 
+	var cpuBefore float64
+	if len(opts.WatchPIDs) > 0 {
+		rss, cpu, err := sampleProcs(opts.WatchPIDs)
+		if err != nil {
+			return nil, err
+		}
+		res.WatchRSSConnected, cpuBefore = rss, cpu
+		if res.ConnsOK > 0 {
+			// Each participant is one client connection to the target.
+			res.WatchRSSPerConn = float64(rss-res.WatchRSSBefore) / float64(res.ConnsOK)
+		}
+	}
+
 	// Send and receive.
 	runStart := time.Now()
 	var delivered atomic.Int64
@@ -256,11 +298,21 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 	sendCtx, stopSending := context.WithTimeout(ctx, opts.Duration)
 	defer stopSending()
 	var senders, readers sync.WaitGroup
+	// Set every client up before any goroutine reads another's fields.
 	for _, c := range clients {
 		if c == nil {
 			continue
 		}
 		c.next = make([]uint32, opts.Participants)
+		c.peers = clients[c.session*opts.Participants : (c.session+1)*opts.Participants]
+		if opts.Saturate {
+			c.window = make(chan struct{}, opts.Window)
+		}
+	}
+	for _, c := range clients {
+		if c == nil {
+			continue
+		}
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -276,6 +328,11 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 	}
 	senders.Wait()
 	sendTime := time.Since(runStart)
+	if len(opts.WatchPIDs) > 0 {
+		if _, cpu, err := sampleProcs(opts.WatchPIDs); err == nil {
+			res.WatchCPUSeconds = cpu - cpuBefore
+		}
+	}
 	// Let messages in flight arrive, then stop the readers.
 	drainUntil := time.Now().Add(opts.Drain)
 	for _, c := range clients {
@@ -373,8 +430,12 @@ func (c *wsClient) send(ctx context.Context, opts WSOptions, start time.Time) {
 				return
 			case <-tick:
 			}
-		} else if ctx.Err() != nil {
-			return
+		} else {
+			select {
+			case <-ctx.Done():
+				return
+			case c.window <- struct{}{}:
+			}
 		}
 		binary.LittleEndian.PutUint64(buf[0:], uint64(time.Since(start)))
 		binary.LittleEndian.PutUint32(buf[8:], uint32(c.index))
@@ -410,6 +471,13 @@ func (c *wsClient) read(start time.Time, delivered *atomic.Int64, participants i
 		}
 		c.received++
 		delivered.Add(1)
+		// The next participant after the sender paces it (Saturate).
+		if sender := c.peers[from]; sender != nil && sender.window != nil && (from+1)%participants == c.index {
+			select {
+			case <-sender.window:
+			default:
+			}
+		}
 		switch want := c.next[from]; {
 		case seq == want:
 			c.next[from]++
@@ -494,4 +562,36 @@ func ParseSources(s string) ([]net.IP, error) {
 		}
 	}
 	return out, nil
+}
+
+// sampleProcs sums the resident memory (bytes) and CPU time (seconds) of pids
+// from /proc.
+func sampleProcs(pids []int) (rss int64, cpu float64, err error) {
+	const clockTicks = 100 // USER_HZ on Linux
+	pageSize := int64(os.Getpagesize())
+	for _, pid := range pids {
+		statm, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
+		if err != nil {
+			return 0, 0, fmt.Errorf("watch process %d: %w", pid, err)
+		}
+		var size, resident int64
+		if _, err := fmt.Sscan(string(statm), &size, &resident); err != nil {
+			return 0, 0, fmt.Errorf("watch process %d: statm: %w", pid, err)
+		}
+		rss += resident * pageSize
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, 0, fmt.Errorf("watch process %d: %w", pid, err)
+		}
+		// Fields after the command name (which may hold spaces) start at ")".
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) < 13 {
+			return 0, 0, fmt.Errorf("watch process %d: short stat", pid)
+		}
+		var utime, stime float64
+		fmt.Sscan(fields[11], &utime)
+		fmt.Sscan(fields[12], &stime)
+		cpu += (utime + stime) / clockTicks
+	}
+	return rss, cpu, nil
 }

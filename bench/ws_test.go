@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -50,5 +51,15 @@ func TestPercentiles(t *testing.T) {
 	}
 	if (percentiles(nil) != Percentiles{}) {
 		t.Error("empty sample")
+	}
+}
+
+func TestSampleProcs(t *testing.T) {
+	rss, cpu, err := sampleProcs([]int{os.Getpid()})
+	if err != nil || rss <= 0 || cpu < 0 {
+		t.Fatalf("rss %d cpu %g err %v", rss, cpu, err)
+	}
+	if _, _, err := sampleProcs([]int{1 << 30}); err == nil {
+		t.Fatal("no error for a missing process")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +63,7 @@ func runBenchWS(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.Mode, "mode", "raw", "protocol: raw")
 	sources := fs.String("sources", "", "local source addresses, e.g. 127.0.0.1-127.0.0.8 (each has its own ephemeral ports)")
 	out := fs.String("json", "", "write the full result as JSON to this file")
+	watch := fs.String("watch-pids", "", "comma-separated PIDs (a proxy and its workers) whose RSS and CPU to sample")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -70,11 +72,25 @@ func runBenchWS(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if o.Sources, err = bench.ParseSources(*sources); err != nil {
 		return err
 	}
+	for _, p := range strings.Split(*watch, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(p)
+		if err != nil {
+			return fmt.Errorf("-watch-pids: %q is not a PID", p)
+		}
+		o.WatchPIDs = append(o.WatchPIDs, pid)
+	}
 	res, err := bench.RunWS(ctx, o, stderr)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, res.Summary())
+	if len(o.WatchPIDs) > 0 {
+		fmt.Fprintf(stdout, "watched: rss %.1f MiB → %.1f MiB (%.2f KiB per connection), cpu %.2fs while sending\n",
+			float64(res.WatchRSSBefore)/(1<<20), float64(res.WatchRSSConnected)/(1<<20), res.WatchRSSPerConn/1024, res.WatchCPUSeconds)
+	}
 	if res.FirstDialError != "" {
 		fmt.Fprintln(stderr, "first dial error:", res.FirstDialError)
 	}

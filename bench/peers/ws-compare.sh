@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Compares ringlb's balancer with HAProxy and nginx (Debian's packages) in
+# front of the same three ringlb edges, and with no proxy at all, in one run
+# on one machine. Scenarios (issue 4):
+#   a) 1000 sessions x 3 participants, 1 msg/s, 256 B, 30 s
+#   b) saturation: 50 sessions x 2 sending as fast as allowed, 10 s
+#   c) 8000 idle connections: proxy RSS per connection
+# Prints one table and writes every JSON result under $OUT (default bench/out/ws).
+#
+#   apt-get install -y haproxy nginx-light   # once
+#   bench/peers/ws-compare.sh                # SHORT=1 for a quick pass
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+command -v haproxy >/dev/null && command -v nginx >/dev/null || {
+  echo "needs haproxy and nginx: apt-get install -y haproxy nginx-light" >&2; exit 1; }
+
+OUT=${OUT:-bench/out/ws}
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+DUR=30s; SAT=10s; IDLE=8000
+if [ "${SHORT:-}" = 1 ]; then DUR=5s; SAT=3s; IDLE=2000; fi
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+go build -o "$WORK/ringlb" ./cmd/ringlb
+RINGLB=$WORK/ringlb
+
+# Three edges and a ringlb balancer in one gossip cluster (loopback timings).
+for i in 1 2 3; do
+  cat >"$WORK/edge$i.yaml" <<YAML
+cluster: { name: edge-$i, bind: 127.0.0.1:1794$i, join: [127.0.0.1:17940], profile: local }
+edge: { listen: 127.0.0.1:1710$i, admin: 127.0.0.1:1910$i, send_queue: 1024 }
+YAML
+done
+cat >"$WORK/bal.yaml" <<YAML
+cluster: { name: bal-1, bind: 127.0.0.1:17940, profile: local }
+balancer: { listen: 127.0.0.1:18080, admin: { listen: 127.0.0.1:19090 } }
+YAML
+"$RINGLB" balancer -config "$WORK/bal.yaml" -log-level warn & pids+=($!); RINGLB_PID=$!
+for i in 1 2 3; do "$RINGLB" edge -config "$WORK/edge$i.yaml" -log-level warn & pids+=($!); done
+
+cat >"$WORK/haproxy.cfg" <<CFG
+global
+  maxconn 9000
+  nbthread 2
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 10m
+frontend fe
+  bind 127.0.0.1:18081
+  default_backend edges
+backend edges
+  balance hdr(ctstickiness)
+  hash-type consistent
+  server edge-1 127.0.0.1:17101
+  server edge-2 127.0.0.1:17102
+  server edge-3 127.0.0.1:17103
+CFG
+haproxy -db -f "$WORK/haproxy.cfg" & pids+=($!); HAPROXY_PID=$!
+
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<CFG
+worker_processes 2;
+worker_rlimit_nofile 19000;
+pid $WORK/nginx.pid;
+error_log stderr error;
+daemon off;
+events { worker_connections 9000; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
+  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  upstream edges {
+    hash \$http_ctstickiness consistent;
+    server 127.0.0.1:17101; server 127.0.0.1:17102; server 127.0.0.1:17103;
+  }
+  server {
+    listen 127.0.0.1:18082;
+    location / {
+      proxy_pass http://edges;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_read_timeout 600s;
+      proxy_buffering off;
+    }
+  }
+}
+CFG
+nginx -c "$WORK/nginx.conf" -p "$WORK" & pids+=($!); NGINX_MASTER=$!
+
+# Wait until every front answers a WebSocket through to an edge.
+for port in 18080 18081 18082 17101; do
+  for _ in $(seq 100); do
+    if "$RINGLB" bench ws -url ws://127.0.0.1:$port/ws -sessions 1 -participants 2 -rate 10 -duration 200ms -drain 200ms >/dev/null 2>&1; then break; fi
+    sleep 0.1
+  done
+done
+NGINX_PIDS=$(pgrep -d, -P "$NGINX_MASTER" nginx || true); NGINX_PIDS="$NGINX_MASTER${NGINX_PIDS:+,$NGINX_PIDS}"
+
+declare -A URL=( [direct]=ws://127.0.0.1:17101/ws [ringlb]=ws://127.0.0.1:18080/ws [haproxy]=ws://127.0.0.1:18081/ws [nginx]=ws://127.0.0.1:18082/ws )
+declare -A WATCH=( [direct]= [ringlb]=$RINGLB_PID [haproxy]=$HAPROXY_PID [nginx]=$NGINX_PIDS )
+TARGETS=(direct ringlb haproxy nginx)
+SRC=127.0.0.1-127.0.0.8
+
+run() { # name scenario args...
+  local name=$1 scen=$2; shift 2
+  echo "== $scen via $name" >&2
+  "$RINGLB" bench ws -url "${URL[$name]}" -sources $SRC ${WATCH[$name]:+-watch-pids ${WATCH[$name]}} \
+    -json "$OUT/$scen-$name.json" "$@" 2>/dev/null | sed "s/^/   /" >&2
+}
+for t in "${TARGETS[@]}"; do run "$t" a -sessions 1000 -participants 3 -rate 1 -size 256 -duration $DUR -ramp 3s; done
+for t in "${TARGETS[@]}"; do run "$t" b -sessions 50 -participants 2 -saturate -size 256 -duration $SAT; done
+for t in "${TARGETS[@]}"; do run "$t" c -sessions $((IDLE/2)) -participants 2 -rate 0 -duration 3s -drain 100ms; done
+
+python3 - "$OUT" <<'PY'
+import json, sys, os
+out = sys.argv[1]
+def load(s, t):
+    with open(os.path.join(out, f"{s}-{t}.json")) as f: return json.load(f)
+ms = lambda ns: ns / 1e6
+d = load("a", "direct")["latency"]; dsat = load("b", "direct")["delivered_per_second"]
+print(f"{'':8} | {'a) p50 ms':>9} {'p99 ms':>7} {'+p50':>6} {'+p99':>6} {'lost':>5} {'cpu s':>6} | {'b) msgs/s':>10} {'x direct':>8} | {'c) KiB/conn':>11} {'conns':>6}")
+for t in ["direct", "ringlb", "haproxy", "nginx"]:
+    a, b, c = load("a", t), load("b", t), load("c", t)
+    la = a["latency"]
+    rss = c.get("watch_rss_per_connection_bytes", 0) / 1024
+    print(f"{t:8} | {ms(la['P50']):9.3f} {ms(la['P99']):7.3f} {ms(la['P50']-d['P50']):6.3f} {ms(la['P99']-d['P99']):6.3f} {a['messages_lost']:5d} {a.get('watch_cpu_seconds',0):6.2f} | "
+          f"{b['delivered_per_second']:10.0f} {b['delivered_per_second']/dsat:8.2f} | {rss:11.2f} {c['connections_ok']:6d}")
+PY
