@@ -37,7 +37,8 @@ const (
 	DefaultTunnelIdleTimeout = 10 * time.Minute
 )
 
-// requestReadTimeout bounds reading one client request (head and body), so a
+// requestReadTimeout is the default of balancer.limits.request_timeout and
+// bounds the admin API's requests: reading one request (head and body), so a
 // client trickling a request byte by byte cannot hold a connection.
 const requestReadTimeout = 30 * time.Second
 
@@ -155,8 +156,8 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 	}
 	b.data = &fasthttp.Server{
 		Handler:               b.serveData,
-		ReadTimeout:           requestReadTimeout,
-		WriteTimeout:          requestReadTimeout,
+		ReadTimeout:           cfg.Limits.RequestTimeout.D(),
+		WriteTimeout:          cfg.Limits.RequestTimeout.D(),
 		IdleTimeout:           cfg.IdleTimeout.D(),
 		NoDefaultServerHeader: true,
 		// Bodies are forwarded, never parsed here.
@@ -182,6 +183,12 @@ func applyDefaults(cfg *configs.Balancer) {
 	if cfg.Key.MaxLength == 0 {
 		cfg.Key.MaxLength = configs.DefaultKeyMaxLength
 	}
+	if cfg.Limits.RequestTimeout == 0 {
+		cfg.Limits.RequestTimeout = configs.Duration(requestReadTimeout)
+	}
+	if cfg.Limits.NewConnectionsPerIP > 0 && cfg.Limits.NewConnectionsBurst == 0 {
+		cfg.Limits.NewConnectionsBurst = max(int(2*cfg.Limits.NewConnectionsPerIP), 1)
+	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = configs.Duration(DefaultDialTimeout)
 	}
@@ -202,6 +209,10 @@ func (b *Balancer) Serve(ln net.Listener) error {
 	b.mu.Unlock()
 	if closing {
 		return ErrClosed
+	}
+	ln, err := b.wrapListener(ln)
+	if err != nil {
+		return err
 	}
 	if b.tlsConfig != nil {
 		ln = tls.NewListener(ln, b.tlsConfig)

@@ -31,6 +31,10 @@ type metrics struct {
 	requestsTotal *prometheus.CounterVec
 	// backendErrorsTotal counts failures talking to an edge, by kind.
 	backendErrorsTotal *prometheus.CounterVec
+	// rejectedTotal counts client connections refused by a limit, by reason
+	// (max_connections, max_connections_per_ip, new_connections_per_ip,
+	// proxy_protocol).
+	rejectedTotal *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, r *ring.Ring) (*metrics, error) {
@@ -47,6 +51,10 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring) (*metrics, error) {
 			Name: "ringlb_balancer_backend_errors_total",
 			Help: "Failures talking to an edge, by edge and kind (dial, handshake, response).",
 		}, []string{"edge", "kind"}),
+		rejectedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_balancer_rejected_connections_total",
+			Help: "Client connections refused by a limit or a bad PROXY header, by reason.",
+		}, []string{"reason"}),
 	}
 	ringMembers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "ringlb_balancer_ring_members",
@@ -57,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring) (*metrics, error) {
 		Help: "Version of the ring snapshot this balancer routes with; it changes with every membership change.",
 	}, func() float64 { return float64(r.Snapshot().Version()) })
 
-	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, ringMembers, ringVersion} {
+	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, m.rejectedTotal, ringMembers, ringVersion} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

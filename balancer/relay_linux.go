@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/sys/unix"
 )
 
@@ -102,8 +103,21 @@ func newRelayLoop(r *relay, idle time.Duration) (*relayLoop, error) {
 	return &relayLoop{r: r, epfd: epfd, wakefd: wakefd, buf: make([]byte, relayBufferSize), idle: idle, ends: map[int32]*relayEnd{}}, nil
 }
 
-// rawFD returns the socket's descriptor. The conn keeps owning it.
+// rawFD returns the socket's descriptor. The conn keeps owning it. It looks
+// through the balancer's own transparent wrappers (limits, PROXY protocol),
+// whose buffers are empty by then (greet drained them); never through TLS.
 func rawFD(c net.Conn) (int, bool) {
+	for {
+		switch w := c.(type) {
+		case *limitConn:
+			c = w.inner()
+			continue
+		case *proxyproto.Conn:
+			c = w.Raw()
+			continue
+		}
+		break
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return 0, false

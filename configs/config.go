@@ -96,6 +96,35 @@ type Balancer struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// TunnelIdleTimeout closes a WebSocket tunnel with no bytes either way (default 10m).
 	TunnelIdleTimeout Duration `yaml:"tunnel_idle_timeout"`
+	// ProxyProtocol accepts PROXY protocol v1/v2 headers from an L4
+	// balancer in front, so the real client address survives.
+	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
+	Limits        Limits        `yaml:"limits"`
+}
+
+// ProxyProtocol configures PROXY protocol on the balancer's data listener.
+type ProxyProtocol struct {
+	Enabled bool `yaml:"enabled"`
+	// TrustedFrom lists the prefixes (CIDR) of the L4 balancers in front:
+	// their connections must start with a header; a header from any other
+	// source is refused, so clients cannot forge their address (like nginx's
+	// set_real_ip_from). Empty: every connection must start with a header.
+	TrustedFrom []string `yaml:"trusted_from"`
+}
+
+// Limits protect the balancer from floods; 0 means no limit.
+type Limits struct {
+	// MaxConnections open at once, WebSocket tunnels included.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP open at once from one client address.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// NewConnectionsPerIP per second from one client address (token bucket
+	// with a burst of NewConnectionsBurst, default twice the rate).
+	NewConnectionsPerIP float64 `yaml:"new_connections_per_ip"`
+	NewConnectionsBurst int     `yaml:"new_connections_burst"`
+	// RequestTimeout bounds reading a request's head and body, so slow
+	// (slowloris) clients cannot hold connections (default 30s).
+	RequestTimeout Duration `yaml:"request_timeout"`
 }
 
 // TLS terminates HTTPS on Listen when CertFile and KeyFile are set.

@@ -3,6 +3,7 @@ package configs
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -84,6 +85,10 @@ func (c *Config) applyDefaults() {
 	setDefaultDuration(&b.DialTimeout, 2*time.Second)
 	setDefaultDuration(&b.IdleTimeout, 60*time.Second)
 	setDefaultDuration(&b.TunnelIdleTimeout, 10*time.Minute)
+	setDefaultDuration(&b.Limits.RequestTimeout, 30*time.Second)
+	if b.Limits.NewConnectionsPerIP > 0 && b.Limits.NewConnectionsBurst == 0 {
+		b.Limits.NewConnectionsBurst = max(int(2*b.Limits.NewConnectionsPerIP), 1)
+	}
 
 	c.GSLB.applyDefaults()
 }
@@ -180,6 +185,25 @@ func (c *Config) validate() []problem {
 	}
 	if b.DialTimeout <= 0 || b.IdleTimeout <= 0 || b.TunnelIdleTimeout <= 0 {
 		ps.add("balancer", "dial_timeout, idle_timeout and tunnel_idle_timeout must be positive")
+	}
+
+	for i, cidr := range b.ProxyProtocol.TrustedFrom {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			ps.add(fmt.Sprintf("balancer.proxy_protocol.trusted_from[%d]", i), "%q is not a CIDR prefix (e.g. 10.0.0.0/8)", cidr)
+		}
+	}
+	if len(b.ProxyProtocol.TrustedFrom) > 0 && !b.ProxyProtocol.Enabled {
+		ps.add("balancer.proxy_protocol.enabled", "is false, so trusted_from has no effect; set enabled: true")
+	}
+	l := b.Limits
+	checkRange(&ps, "balancer.limits.max_connections", l.MaxConnections, 0, 10_000_000)
+	checkRange(&ps, "balancer.limits.max_connections_per_ip", l.MaxConnectionsPerIP, 0, 10_000_000)
+	if l.NewConnectionsPerIP < 0 || l.NewConnectionsPerIP > 1e6 {
+		ps.add("balancer.limits.new_connections_per_ip", "must be in range [0, 1000000], got %g", l.NewConnectionsPerIP)
+	}
+	checkRange(&ps, "balancer.limits.new_connections_burst", l.NewConnectionsBurst, 0, 10_000_000)
+	if l.RequestTimeout <= 0 {
+		ps.add("balancer.limits.request_timeout", "must be positive, got %s", l.RequestTimeout.D())
 	}
 
 	c.GSLB.validate(&ps)

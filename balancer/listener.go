@@ -1,0 +1,222 @@
+package balancer
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// Limit reasons, the values of the reason label of
+// ringlb_balancer_rejected_connections_total.
+const (
+	rejectMaxConns   = "max_connections"
+	rejectPerIPConns = "max_connections_per_ip"
+	rejectPerIPRate  = "new_connections_per_ip"
+)
+
+// proxyHeaderTimeout bounds waiting for a PROXY protocol header.
+const proxyHeaderTimeout = 5 * time.Second
+
+// wrapListener puts the data listener's guards in front of fasthttp: PROXY
+// protocol first (so the limits see the real client address), then the
+// connection limits.
+func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
+	if pp := b.cfg.ProxyProtocol; pp.Enabled {
+		policy, err := proxyPolicy(pp.TrustedFrom)
+		if err != nil {
+			return nil, err
+		}
+		ln = &proxyproto.Listener{Listener: ln, ConnPolicy: policy, ReadHeaderTimeout: proxyHeaderTimeout}
+	}
+	l := b.cfg.Limits
+	if l.MaxConnections > 0 || l.MaxConnectionsPerIP > 0 || l.NewConnectionsPerIP > 0 {
+		ln = &limitListener{Listener: ln, limits: l, perIP: map[netip.Addr]*ipState{}, rejected: b.metrics.rejectedTotal}
+	}
+	return ln, nil
+}
+
+// proxyPolicy requires a PROXY header from trusted sources and refuses a
+// header from any other: it would let a client choose the address the limits
+// and X-Forwarded-For see. Untrusted sources may still connect without one.
+func proxyPolicy(trusted []string) (proxyproto.ConnPolicyFunc, error) {
+	if len(trusted) == 0 {
+		return func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }, nil
+	}
+	prefixes := make([]netip.Prefix, 0, len(trusted))
+	for _, c := range trusted {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("balancer.proxy_protocol.trusted_from: %w", err)
+		}
+		prefixes = append(prefixes, p)
+	}
+	return func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+		if ap, err := netip.ParseAddrPort(o.Upstream.String()); err == nil {
+			for _, p := range prefixes {
+				if p.Contains(ap.Addr().Unmap()) {
+					return proxyproto.REQUIRE, nil
+				}
+			}
+		}
+		return proxyproto.REJECT, nil
+	}, nil
+}
+
+// limitListener enforces the connection limits. The total is checked at
+// Accept; the per-address limits on the connection's first read, because
+// with PROXY protocol the client address is only known once the header has
+// been read, and the accept loop must not wait for it.
+type limitListener struct {
+	net.Listener
+	limits   configs.Limits
+	rejected *prometheus.CounterVec
+
+	mu    sync.Mutex
+	total int
+	perIP map[netip.Addr]*ipState
+}
+
+type ipState struct {
+	conns  int
+	tokens float64
+	last   time.Time
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		full := l.limits.MaxConnections > 0 && l.total >= l.limits.MaxConnections
+		if !full {
+			l.total++
+		}
+		l.mu.Unlock()
+		if full {
+			l.refuse(c, rejectMaxConns, 503, "Service Unavailable", "too many connections to this balancer; try again shortly")
+			continue
+		}
+		return &limitConn{Conn: c, l: l}, nil
+	}
+}
+
+// refuse answers a refused connection with a status line the client can
+// understand, then closes it. The write is bounded: the answer fits the
+// socket buffer of a fresh connection.
+func (l *limitListener) refuse(c net.Conn, reason string, code int, status, msg string) {
+	l.rejected.WithLabelValues(reason).Inc()
+	body := msg + "\n"
+	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", code, status, len(body), body)
+	c.Close()
+}
+
+// admit applies the per-address limits to a new connection from addr.
+func (l *limitListener) admit(addr netip.Addr, now time.Time) (reason string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := l.perIP[addr]
+	if st == nil {
+		st = &ipState{tokens: float64(l.limits.NewConnectionsBurst), last: now}
+		l.perIP[addr] = st
+	}
+	if l.limits.NewConnectionsPerIP > 0 {
+		st.tokens = min(st.tokens+now.Sub(st.last).Seconds()*l.limits.NewConnectionsPerIP, float64(l.limits.NewConnectionsBurst))
+		st.last = now
+		if st.tokens < 1 {
+			l.forgetLocked(addr, st)
+			return rejectPerIPRate
+		}
+		st.tokens--
+	}
+	if l.limits.MaxConnectionsPerIP > 0 && st.conns >= l.limits.MaxConnectionsPerIP {
+		l.forgetLocked(addr, st)
+		return rejectPerIPConns
+	}
+	st.conns++
+	return ""
+}
+
+// forgetLocked drops the state of an address with no connection and a full
+// bucket, so the map holds only addresses that matter right now.
+func (l *limitListener) forgetLocked(addr netip.Addr, st *ipState) {
+	if st.conns == 0 && (l.limits.NewConnectionsPerIP == 0 || st.tokens >= float64(l.limits.NewConnectionsBurst)) {
+		delete(l.perIP, addr)
+	}
+}
+
+func (l *limitListener) release(addr netip.Addr, counted bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if st := l.perIP[addr]; st != nil && counted {
+		st.conns--
+		if l.limits.NewConnectionsPerIP > 0 {
+			st.tokens = min(st.tokens+time.Since(st.last).Seconds()*l.limits.NewConnectionsPerIP, float64(l.limits.NewConnectionsBurst))
+			st.last = time.Now()
+		}
+		l.forgetLocked(addr, st)
+	}
+}
+
+// limitConn counts its connection until Close, and applies the per-address
+// limits on its first Read.
+type limitConn struct {
+	net.Conn
+	l *limitListener
+
+	once    sync.Once
+	refused bool
+	addr    netip.Addr
+	counted bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func (c *limitConn) Read(p []byte) (int, error) {
+	c.once.Do(c.check)
+	if c.refused {
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *limitConn) check() {
+	ap, err := netip.ParseAddrPort(c.Conn.RemoteAddr().String())
+	if err != nil {
+		return
+	}
+	c.addr = ap.Addr().Unmap()
+	switch reason := c.l.admit(c.addr, time.Now()); reason {
+	case "":
+		c.counted = true
+	case rejectPerIPRate:
+		c.refused = true
+		c.l.refuse(c.Conn, reason, 429, "Too Many Requests", "too many new connections from your address; slow down")
+	default:
+		c.refused = true
+		c.l.refuse(c.Conn, reason, 429, "Too Many Requests", "too many open connections from your address")
+	}
+}
+
+func (c *limitConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.once.Do(func() {}) // a connection closed before any read was never admitted
+		c.closeErr = c.Conn.Close()
+		c.l.release(c.addr, c.counted)
+	})
+	return c.closeErr
+}
+
+// inner returns the connection c wraps; the relay reaches the socket through it.
+func (c *limitConn) inner() net.Conn { return c.Conn }

@@ -1,0 +1,193 @@
+package balancer
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// proxiedRequest sends a request on a fresh connection, after prefix (a PROXY
+// header), and returns the response.
+func proxiedRequest(t *testing.T, addr string, prefix []byte, key string) (*http.Response, []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write(prefix)
+	io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: x\r\nctstickiness: "+key+"\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return nil, nil
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
+}
+
+func TestProxyProtocol(t *testing.T) {
+	h := newHarness(t, configs.Balancer{ProxyProtocol: configs.ProxyProtocol{Enabled: true}})
+	tests := []struct {
+		name   string
+		header *proxyproto.Header
+	}{
+		{"v1", &proxyproto.Header{Version: 1, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+			SourceAddr: &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 5555}, DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 80}}},
+		{"v2", &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+			SourceAddr: &net.TCPAddr{IP: net.ParseIP("198.51.100.9"), Port: 4444}, DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 80}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hdr, err := tt.header.Format()
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, body := proxiedRequest(t, h.addr, hdr, "pp-key")
+			if resp == nil || resp.StatusCode != 200 {
+				t.Fatalf("response %v %s", resp, body)
+			}
+			var w whoami
+			json.Unmarshal(body, &w)
+			if want := tt.header.SourceAddr.(*net.TCPAddr).IP.String(); w.XFF != want {
+				t.Errorf("X-Forwarded-For %q, want the PROXY source %s", w.XFF, want)
+			}
+		})
+	}
+	// Without a header the connection is refused: PROXY is required.
+	if resp, _ := proxiedRequest(t, h.addr, nil, "pp-key"); resp != nil && resp.StatusCode == 200 {
+		t.Error("a request without a PROXY header was served")
+	}
+	// A WebSocket through PROXY v2 reaches the relay and echoes.
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hdr, _ := tests[1].header.Format()
+	c.Write(hdr)
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: pp-ws\r\n\r\n")
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade through PROXY v2: %v %v", resp, err)
+	}
+	if h.bal.Tunnels() != 1 {
+		t.Errorf("tunnels = %d, want 1", h.bal.Tunnels())
+	}
+}
+
+func TestProxyProtocolUntrustedSource(t *testing.T) {
+	h := newHarness(t, configs.Balancer{ProxyProtocol: configs.ProxyProtocol{Enabled: true, TrustedFrom: []string{"10.0.0.0/8"}}})
+	hdr, _ := (&proxyproto.Header{Version: 1, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+		SourceAddr: &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 1}, DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 80}}).Format()
+	if resp, _ := proxiedRequest(t, h.addr, hdr, "k"); resp != nil {
+		t.Fatalf("a PROXY header from an untrusted source was served: %d", resp.StatusCode)
+	}
+	// Without a header, the untrusted source is an ordinary client.
+	resp, body := proxiedRequest(t, h.addr, nil, "k")
+	var w whoami
+	json.Unmarshal(body, &w)
+	if resp == nil || resp.StatusCode != 200 || w.XFF != "127.0.0.1" {
+		t.Fatalf("plain request from an untrusted source: %v %s", resp, body)
+	}
+}
+
+func TestMaxConnections(t *testing.T) {
+	h := newHarness(t, configs.Balancer{Limits: configs.Limits{MaxConnections: 2}})
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	// Both are accepted once a request on each is answered.
+	for _, c := range held {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /_ringlb/health HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("held connection: %v %v", resp, err)
+		}
+	}
+	resp, body := proxiedRequest(t, h.addr, nil, "k")
+	if resp == nil || resp.StatusCode != 503 || !strings.Contains(string(body), "too many connections") || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("third connection: %v %q, want 503 with Retry-After", resp, body)
+	}
+	if v := h.metric(t, "ringlb_balancer_rejected_connections_total", map[string]string{"reason": "max_connections"}); v != 1 {
+		t.Errorf("rejected max_connections = %v", v)
+	}
+	// Closing one frees a slot.
+	held[0].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, _ := proxiedRequest(t, h.addr, nil, "k")
+		if resp != nil && resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("slot not freed after a connection closed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestPerIPLimits(t *testing.T) {
+	t.Run("open connections", func(t *testing.T) {
+		h := newHarness(t, configs.Balancer{Limits: configs.Limits{MaxConnectionsPerIP: 1}})
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /_ringlb/health HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("first connection: %v %v", resp, err)
+		}
+		resp, body := proxiedRequest(t, h.addr, nil, "k")
+		if resp == nil || resp.StatusCode != 429 || !strings.Contains(string(body), "open connections") {
+			t.Fatalf("second connection: %v %q, want 429", resp, body)
+		}
+		// Another source address has its own allowance.
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+		c2, err := d.Dial("tcp", h.addr)
+		if err != nil {
+			t.Skipf("no 127.0.0.2 here: %v", err)
+		}
+		defer c2.Close()
+		c2.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c2, "GET /_ringlb/health HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, err := http.ReadResponse(bufio.NewReader(c2), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("connection from 127.0.0.2: %v %v", resp, err)
+		}
+	})
+	t.Run("new connection rate", func(t *testing.T) {
+		// One new connection per 100 s with a burst of 2: the third in a row is refused.
+		h := newHarness(t, configs.Balancer{Limits: configs.Limits{NewConnectionsPerIP: 0.01, NewConnectionsBurst: 2}})
+		for i := range 2 {
+			if resp, _ := proxiedRequest(t, h.addr, nil, "k"); resp == nil || resp.StatusCode != 200 {
+				t.Fatalf("connection %d: %v", i, resp)
+			}
+		}
+		resp, body := proxiedRequest(t, h.addr, nil, "k")
+		if resp == nil || resp.StatusCode != 429 || !strings.Contains(string(body), "too many new connections") {
+			t.Fatalf("third connection: %v %q, want 429", resp, body)
+		}
+		if v := h.metric(t, "ringlb_balancer_rejected_connections_total", map[string]string{"reason": "new_connections_per_ip"}); v != 1 {
+			t.Errorf("rejected new_connections_per_ip = %v", v)
+		}
+	})
+}
