@@ -9,6 +9,7 @@
 #
 #   apt-get install -y haproxy nginx-light   # once
 #   bench/peers/ws-compare.sh                # SHORT=1 for a quick pass
+#   TARGETS="ringlb haproxy" SCENARIOS=c bench/peers/ws-compare.sh   # a subset, no table
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v haproxy >/dev/null && command -v nginx >/dev/null || {
@@ -106,7 +107,8 @@ NGINX_PIDS=$(pgrep -d, -P "$NGINX_MASTER" nginx || true); NGINX_PIDS="$NGINX_MAS
 
 declare -A URL=( [direct]=ws://127.0.0.1:17101/ws [ringlb]=ws://127.0.0.1:18080/ws [haproxy]=ws://127.0.0.1:18081/ws [nginx]=ws://127.0.0.1:18082/ws )
 declare -A WATCH=( [direct]= [ringlb]=$RINGLB_PID [haproxy]=$HAPROXY_PID [nginx]=$NGINX_PIDS )
-TARGETS=(direct ringlb haproxy nginx)
+read -r -a TARGETS <<<"${TARGETS:-direct ringlb haproxy nginx}"
+SCENARIOS=${SCENARIOS:-abc}
 SRC=127.0.0.1-127.0.0.8
 
 run() { # name scenario args...
@@ -115,10 +117,11 @@ run() { # name scenario args...
   "$RINGLB" bench ws -url "${URL[$name]}" -sources $SRC ${WATCH[$name]:+-watch-pids ${WATCH[$name]}} \
     -json "$OUT/$scen-$name.json" "$@" 2>/dev/null | sed "s/^/   /" >&2
 }
-for t in "${TARGETS[@]}"; do run "$t" a -sessions 1000 -participants 3 -rate 1 -size 256 -duration $DUR -ramp 3s; done
-for t in "${TARGETS[@]}"; do run "$t" b -sessions 50 -participants 2 -saturate -size 256 -duration $SAT; done
-for t in "${TARGETS[@]}"; do run "$t" c -sessions $((IDLE/2)) -participants 2 -rate 0 -duration 3s -drain 100ms; done
+[[ $SCENARIOS == *a* ]] && for t in "${TARGETS[@]}"; do run "$t" a -sessions 1000 -participants 3 -rate 1 -size 256 -duration $DUR -ramp 3s; done
+[[ $SCENARIOS == *b* ]] && for t in "${TARGETS[@]}"; do run "$t" b -sessions 50 -participants 2 -saturate -size 256 -duration $SAT; done
+[[ $SCENARIOS == *c* ]] && for t in "${TARGETS[@]}"; do run "$t" c -sessions $((IDLE/2)) -participants 2 -rate 0 -duration 3s -drain 100ms; done
 
+[ "$SCENARIOS" = abc ] || exit 0
 python3 - "$OUT" <<'PY'
 import json, sys, os
 out = sys.argv[1]
