@@ -17,9 +17,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,10 +64,17 @@ type Balancer struct {
 	// relay carries plain-TCP tunnels after the handshake (nil: goroutines).
 	relay *relay
 
-	data       *fasthttp.Server
-	admin      *http.Server
-	adminToken []byte      // empty: no token required
-	tlsConfig  *tls.Config // nil: plain HTTP on the data port
+	data  *fasthttp.Server
+	admin *http.Server
+	// current holds what Reload may change; read once per request.
+	current  atomic.Pointer[reloadable]
+	limiter  *limitListener   // set by Serve
+	redirect *fasthttp.Server // set by ServeRedirect
+	// stopWatch ends the certificate watcher (TLS only); watchDone is
+	// closed when it has.
+	stopWatch, watchDone chan struct{}
+	stopOnce             sync.Once
+	tlsConfig            *tls.Config // nil: plain HTTP on the data port
 
 	mu      sync.Mutex
 	closing bool
@@ -96,11 +103,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 	}
 	applyDefaults(&cfg)
 
-	var errs []error
-	keys, err := newKeyExtractor(cfg.Key)
-	if err != nil {
-		errs = append(errs, err)
-	}
+	rl, errs := prepareReloadable(cfg)
 	for _, d := range []struct {
 		field string
 		v     configs.Duration
@@ -109,48 +112,21 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 			errs = append(errs, fmt.Errorf("%s: %v must not be negative", d.field, d.v.D()))
 		}
 	}
-	var tlsConfig *tls.Config
-	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("balancer.tls: %w", err))
-		}
-		tlsConfig = &tls.Config{
-			Certificates: []tls.Certificate{cert},
-			MinVersion:   tls.VersionTLS12,
-			// fasthttp speaks HTTP/1.1 only, which WebSocket needs anyway.
-			NextProtos: []string{"http/1.1"},
-		}
-	}
-	var token []byte
-	if cfg.Admin.TokenFile != "" {
-		raw, err := os.ReadFile(cfg.Admin.TokenFile)
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("balancer.admin.token_file: %w", err))
-		case strings.TrimSpace(string(raw)) == "":
-			errs = append(errs, fmt.Errorf("balancer.admin.token_file: %s is empty", cfg.Admin.TokenFile))
-		default:
-			token = []byte(strings.TrimSpace(string(raw)))
-		}
-	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 
 	b := &Balancer{
-		name:       name,
-		cfg:        cfg,
-		ring:       r,
-		log:        logger.With("component", "balancer"),
-		reg:        reg,
-		keys:       keys,
-		edges:      newEdgePool(cfg.DialTimeout.D()),
-		adminToken: token,
-		tlsConfig:  tlsConfig,
-		tunnels:    make(map[*tunnel]struct{}),
-		conns:      make(map[net.Conn]struct{}),
+		name:    name,
+		cfg:     cfg,
+		ring:    r,
+		log:     logger.With("component", "balancer"),
+		reg:     reg,
+		edges:   newEdgePool(cfg.DialTimeout.D()),
+		tunnels: make(map[*tunnel]struct{}),
+		conns:   make(map[net.Conn]struct{}),
 	}
+	var err error
 	if b.metrics, err = newMetrics(reg, r); err != nil {
 		return nil, fmt.Errorf("balancer: register metrics: %w", err)
 	}
@@ -168,6 +144,25 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		KeepHijackedConns: true,
 		ConnState:         b.trackConn,
 		Logger:            fasthttpLogger{b.log},
+	}
+	b.current.Store(rl)
+	if rl.cert != nil {
+		b.tlsConfig = &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			// fasthttp speaks HTTP/1.1 only, which WebSocket needs anyway.
+			NextProtos: []string{"http/1.1"},
+			// The certificate is read per handshake from the current
+			// reloadable state, so Reload swaps it without a restart.
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return b.current.Load().cert, nil },
+		}
+	}
+	if rl.cert != nil {
+		b.stopWatch = make(chan struct{})
+		b.watchDone = make(chan struct{})
+		go func() {
+			defer close(b.watchDone)
+			b.watchCertificates(b.stopWatch, certCheckInterval)
+		}()
 	}
 	b.admin = b.newAdminServer()
 	if b.relay, err = newRelay(b.log, cfg.TunnelIdleTimeout.D()); err != nil {
@@ -236,6 +231,12 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 	// Stops accepting, closes idle keep-alive connections, waits for
 	// in-flight requests (a WebSocket handshake included).
 	dataErr := b.data.ShutdownWithContext(ctx)
+	b.mu.Lock()
+	redirect := b.redirect
+	b.mu.Unlock()
+	if redirect != nil {
+		_ = redirect.ShutdownWithContext(ctx)
+	}
 
 	done := make(chan struct{})
 	go func() {
@@ -267,6 +268,10 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	b.edges.closeIdle()
+	if b.stopWatch != nil {
+		b.stopOnce.Do(func() { close(b.stopWatch) })
+		<-b.watchDone
+	}
 	if b.relay != nil {
 		b.relay.close()
 	}
@@ -320,11 +325,12 @@ func (b *Balancer) trackConn(c net.Conn, state fasthttp.ConnState) {
 // adminAuthorized checks the bearer token. Compared in constant time: the
 // admin API can drain edges, so its token must not leak through timing.
 func (b *Balancer) adminAuthorized(r *http.Request) bool {
-	if len(b.adminToken) == 0 {
+	token := b.current.Load().adminToken
+	if len(token) == 0 {
 		return true
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), b.adminToken) == 1
+	return ok && subtle.ConstantTimeCompare([]byte(got), token) == 1
 }
 
 // fasthttpLogger sends fasthttp's own log lines to slog.

@@ -35,11 +35,16 @@ func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
 		}
 		ln = &proxyproto.Listener{Listener: ln, ConnPolicy: policy, ReadHeaderTimeout: proxyHeaderTimeout}
 	}
-	l := b.cfg.Limits
-	if l.MaxConnections > 0 || l.MaxConnectionsPerIP > 0 || l.NewConnectionsPerIP > 0 {
-		ln = &limitListener{Listener: ln, limits: l, perIP: map[netip.Addr]*ipState{}, rejected: b.metrics.rejectedTotal}
-	}
-	return ln, nil
+	// Always in place, even with no limit set, so Reload can turn one on.
+	b.limiter = &limitListener{Listener: ln, limits: b.cfg.Limits, perIP: map[netip.Addr]*ipState{}, rejected: b.metrics.rejectedTotal}
+	return b.limiter, nil
+}
+
+// setLimits changes the limits for connections accepted from now on.
+func (l *limitListener) setLimits(limits configs.Limits) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.limits = limits
 }
 
 // proxyPolicy requires a PROXY header from trusted sources and refuses a
@@ -120,10 +125,14 @@ func (l *limitListener) refuse(c net.Conn, reason string, code int, status, msg 
 	c.Close()
 }
 
-// admit applies the per-address limits to a new connection from addr.
-func (l *limitListener) admit(addr netip.Addr, now time.Time) (reason string) {
+// admit applies the per-address limits to a new connection from addr;
+// counted says whether the connection holds a per-address slot.
+func (l *limitListener) admit(addr netip.Addr, now time.Time) (reason string, counted bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.limits.MaxConnectionsPerIP == 0 && l.limits.NewConnectionsPerIP == 0 {
+		return "", false
+	}
 	st := l.perIP[addr]
 	if st == nil {
 		st = &ipState{tokens: float64(l.limits.NewConnectionsBurst), last: now}
@@ -134,16 +143,16 @@ func (l *limitListener) admit(addr netip.Addr, now time.Time) (reason string) {
 		st.last = now
 		if st.tokens < 1 {
 			l.forgetLocked(addr, st)
-			return rejectPerIPRate
+			return rejectPerIPRate, false
 		}
 		st.tokens--
 	}
 	if l.limits.MaxConnectionsPerIP > 0 && st.conns >= l.limits.MaxConnectionsPerIP {
 		l.forgetLocked(addr, st)
-		return rejectPerIPConns
+		return rejectPerIPConns, false
 	}
 	st.conns++
-	return ""
+	return "", true
 }
 
 // forgetLocked drops the state of an address with no connection and a full
@@ -197,9 +206,10 @@ func (c *limitConn) check() {
 		return
 	}
 	c.addr = ap.Addr().Unmap()
-	switch reason := c.l.admit(c.addr, time.Now()); reason {
+	reason, counted := c.l.admit(c.addr, time.Now())
+	switch reason {
 	case "":
-		c.counted = true
+		c.counted = counted
 	case rejectPerIPRate:
 		c.refused = true
 		c.l.refuse(c.Conn, reason, 429, "Too Many Requests", "too many new connections from your address; slow down")

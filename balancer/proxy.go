@@ -39,13 +39,14 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 	}
 
 	var kb keyBuf
-	key, _, err := b.keys.extract(&ctx.Request, &kb)
+	keys := b.current.Load().keys
+	key, _, err := keys.extract(&ctx.Request, &kb)
 	assigned := false
 	switch {
-	case errors.Is(err, errNoKey) && b.keys.assignCookie != "":
+	case errors.Is(err, errNoKey) && keys.assignCookie != "":
 		key, assigned = assignKey(&kb), true
 	case err != nil:
-		b.reply(ctx, "", fasthttp.StatusBadRequest, b.keys.rejectBody(err))
+		b.reply(ctx, "", fasthttp.StatusBadRequest, keys.rejectBody(err))
 		return
 	}
 
@@ -94,7 +95,7 @@ func (b *Balancer) countRequest(edge string, code int) {
 // the IDE page may show or share it.
 func (b *Balancer) assignedCookie(key []byte, secure bool) []byte {
 	c := make([]byte, 0, 96)
-	c = append(c, b.keys.assignCookie...)
+	c = append(c, b.current.Load().keys.assignCookie...)
 	c = append(c, '=')
 	c = append(c, key...)
 	c = append(c, "; Path=/; SameSite=Lax"...)

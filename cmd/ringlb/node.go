@@ -7,6 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +34,9 @@ type node struct {
 	member     *health.Membership
 	ring       *ring.Ring // balancers only
 	stop       func(ctx context.Context) error
+	// reload applies a re-read config file (SIGHUP); nil when the role has
+	// nothing to reload.
+	reload func(cfg *configs.Config) error
 	// failed receives the first error of a server goroutine; nil after a clean stop.
 	failed <-chan error
 }
@@ -77,8 +86,14 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	}
 	srv := sessions.New(cfg.Edge, name, cfg.Cluster.Region, logger, newRegistry(processMetrics))
 	failed := serve(map[net.Listener]func(net.Listener) error{dl: srv.Serve, al: srv.ServeAdmin})
+	advertise := cfg.Edge.AdvertiseURL
+	if u, err := url.Parse(advertise); err == nil && u.Port() == "0" {
+		// Listening on port 0 (tests): advertise the port actually bound.
+		u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(dl.Addr().(*net.TCPAddr).Port))
+		advertise = u.String()
+	}
 	meta := health.Meta{
-		Role: health.RoleEdge, Region: cfg.Cluster.Region, URL: cfg.Edge.AdvertiseURL,
+		Role: health.RoleEdge, Region: cfg.Cluster.Region, URL: advertise,
 		Admin: "http://" + al.Addr().String(), Weight: cfg.Edge.Weight, State: health.StateAlive,
 	}
 	m, err := health.Join(ctx, cfg.Cluster, meta, logger)
@@ -122,15 +137,17 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	if err != nil {
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
-	static := cfg.Balancer.Edges
+	var static atomic.Pointer[[]configs.StaticEdge]
+	static.Store(&cfg.Balancer.Edges)
 	members := func() []ring.Member {
 		// A gossip cluster is one region, so every alive edge in it is ours.
 		nodes := m.Edges("")
-		out := make([]ring.Member, 0, len(nodes)+len(static))
+		statics := *static.Load()
+		out := make([]ring.Member, 0, len(nodes)+len(statics))
 		for _, n := range nodes {
 			out = append(out, ring.Member{Name: n.Name, URL: n.Meta.URL, Weight: n.Meta.Weight})
 		}
-		for _, se := range static {
+		for _, se := range statics {
 			out = append(out, ring.Member{Name: se.Name, URL: se.URL, Weight: se.Weight})
 		}
 		return out
@@ -150,7 +167,21 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 		m.Shutdown(ctx)
 		return nil, err
 	}
-	failed := serve(map[net.Listener]func(net.Listener) error{dl: b.Serve, al: b.ServeAdmin})
+	servers := map[net.Listener]func(net.Listener) error{dl: b.Serve, al: b.ServeAdmin}
+	if from := cfg.Balancer.TLS.RedirectFrom; from != "" {
+		rl, err := net.Listen("tcp", from)
+		if err != nil {
+			dl.Close()
+			al.Close()
+			stopFollow()
+			unsubscribe()
+			<-followDone
+			m.Shutdown(ctx)
+			return nil, fmt.Errorf("listen on balancer.tls.redirect_from %s: %w", from, err)
+		}
+		servers[rl] = b.ServeRedirect
+	}
+	failed := serve(servers)
 	logger.Info("balancer started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr())
 	return &node{
 		name: name, role: "balancer", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, ring: r, failed: failed,
@@ -160,6 +191,15 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			unsubscribe()
 			<-followDone
 			return errors.Join(err, m.Shutdown(ctx))
+		},
+		reload: func(next *configs.Config) error {
+			if err := b.Reload(next.Balancer); err != nil {
+				return err
+			}
+			edges := next.Balancer.Edges
+			static.Store(&edges)
+			r.Update(members())
+			return nil
 		},
 	}, nil
 }
@@ -196,11 +236,21 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var runErr error
-	select {
-	case <-ctx.Done():
-		logger.Info("stopping", "node", n.name, "timeout", timeout)
-	case runErr = <-n.failed:
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("stopping", "node", n.name, "timeout", timeout)
+			break wait
+		case runErr = <-n.failed:
+			break wait
+		case <-hup:
+			reloadNode(n, *path, logger)
+		}
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -213,4 +263,22 @@ func runEdgeCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 func runBalancerCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	return runRole(ctx, "balancer", args, stderr)
+}
+
+// reloadNode re-reads the config file and applies it (SIGHUP). A file with
+// errors, or a change that needs a restart, changes nothing and is logged.
+func reloadNode(n *node, path string, logger *slog.Logger) {
+	if n.reload == nil {
+		logger.Warn("SIGHUP: this role reloads nothing; restart it to apply changes", "node", n.name)
+		return
+	}
+	cfg, err := configs.Load(path)
+	if err == nil {
+		err = n.reload(cfg)
+	}
+	if err != nil {
+		logger.Error("SIGHUP: reload failed, still running the previous configuration", "config", path, "err", err)
+		return
+	}
+	logger.Info("SIGHUP: configuration reloaded", "config", path)
 }

@@ -1,0 +1,133 @@
+package balancer
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// reloadable is the part of the balancer's configuration that Reload swaps
+// in place: key sources and limits, the TLS certificate and the admin token.
+// Everything else (listen addresses, timeouts, whether TLS is on) needs a
+// restart.
+type reloadable struct {
+	cfg        configs.Balancer
+	keys       *keyExtractor
+	cert       *tls.Certificate // nil: no TLS
+	adminToken []byte           // empty: no token required
+}
+
+// prepareReloadable loads and checks the reloadable settings of cfg (already
+// defaulted), returning every problem.
+func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
+	var errs []error
+	rl := &reloadable{cfg: cfg}
+	keys, err := newKeyExtractor(cfg.Key)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	rl.keys = keys
+	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("balancer.tls: %w", err))
+		}
+		rl.cert = &cert
+	}
+	if cfg.Admin.TokenFile != "" {
+		raw, err := os.ReadFile(cfg.Admin.TokenFile)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("balancer.admin.token_file: %w", err))
+		case strings.TrimSpace(string(raw)) == "":
+			errs = append(errs, fmt.Errorf("balancer.admin.token_file: %s is empty", cfg.Admin.TokenFile))
+		default:
+			rl.adminToken = []byte(strings.TrimSpace(string(raw)))
+		}
+	}
+	return rl, errs
+}
+
+// Reload applies a new configuration without dropping a connection: key
+// sources, limits, the TLS certificate and key (re-read from their files)
+// and the admin token take effect for the next request or connection; live
+// tunnels and keep-alive connections go on. On any error nothing changes.
+// Static edges are the caller's: it keeps the ring.
+func (b *Balancer) Reload(cfg configs.Balancer) error {
+	applyDefaults(&cfg)
+	rl, errs := prepareReloadable(cfg)
+	old := b.current.Load()
+	if (rl.cert == nil) != (old.cert == nil) {
+		errs = append(errs, errors.New("balancer.tls: turning TLS on or off needs a restart"))
+	}
+	for _, c := range []struct{ field, old, new string }{
+		{"balancer.listen", old.cfg.Listen, cfg.Listen},
+		{"balancer.admin.listen", old.cfg.Admin.Listen, cfg.Admin.Listen},
+	} {
+		if c.old != c.new {
+			errs = append(errs, fmt.Errorf("%s: changing %s to %s needs a restart", c.field, c.old, c.new))
+		}
+	}
+	if old.cfg.ProxyProtocol.Enabled != cfg.ProxyProtocol.Enabled {
+		errs = append(errs, errors.New("balancer.proxy_protocol.enabled: changing it needs a restart"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
+	}
+	b.current.Store(rl)
+	if b.limiter != nil {
+		b.limiter.setLimits(cfg.Limits)
+	}
+	b.log.Info("configuration reloaded", "key_sources", cfg.Key.Sources, "tls", rl.cert != nil)
+	return nil
+}
+
+// certCheckInterval is how often the certificate files are checked for a
+// change (a renewal by an ACME client): a changed pair is loaded without a
+// SIGHUP.
+const certCheckInterval = 5 * time.Second
+
+// watchCertificates reloads the TLS certificate when its files change, until
+// stop is closed. A pair that fails to load (caught mid-write) is retried at
+// the next check; the old certificate stays in use meanwhile.
+func (b *Balancer) watchCertificates(stop <-chan struct{}, every time.Duration) {
+	stamp := func(cfg configs.Balancer) string {
+		var s string
+		for _, f := range []string{cfg.TLS.CertFile, cfg.TLS.KeyFile} {
+			if fi, err := os.Stat(f); err == nil {
+				s += fi.ModTime().String() + fmt.Sprint(fi.Size())
+			}
+		}
+		return s
+	}
+	last := stamp(b.current.Load().cfg)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		cur := b.current.Load()
+		now := stamp(cur.cfg)
+		if now == last {
+			continue
+		}
+		cert, err := tls.LoadX509KeyPair(cur.cfg.TLS.CertFile, cur.cfg.TLS.KeyFile)
+		if err != nil {
+			b.log.Warn("certificate files changed but do not load; keeping the old certificate", "err", err)
+			continue
+		}
+		last = now
+		next := *cur
+		next.cert = &cert
+		b.current.CompareAndSwap(cur, &next)
+		b.log.Info("certificate reloaded after its files changed", "cert_file", cur.cfg.TLS.CertFile)
+	}
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// proc is a ringlb process of the test, with its JSON log lines.
+type proc struct {
+	cmd  *exec.Cmd
+	logs chan map[string]any
+}
+
+func startProc(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, append(args, "-log-format", "json")...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, logs: make(chan map[string]any, 1024)}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil {
+				select {
+				case p.logs <- rec:
+				default:
+				}
+			}
+		}
+		close(p.logs)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	return p
+}
+
+// waitLog returns the first log record with message msg.
+func (p *proc) waitLog(t *testing.T, msg string) map[string]any {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case rec, ok := <-p.logs:
+			if !ok {
+				t.Fatalf("process exited before logging %q", msg)
+			}
+			if rec["msg"] == msg {
+				return rec
+			}
+		case <-timeout:
+			t.Fatalf("no %q log line within 20s", msg)
+		}
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBalancerReloadUnderTraffic runs a real balancer and two edges as
+// separate processes on free ports, drives WebSocket traffic through the
+// balancer and sends SIGHUP twice (new key sources and limits, then a bad
+// file): no connection drops and no message is lost.
+func TestBalancerReloadUnderTraffic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	balCfg := filepath.Join(dir, "balancer.yaml")
+	base := "cluster: { name: bal-1, bind: 127.0.0.1:0, profile: local, probe_interval: 200ms }\n" +
+		"balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 } }\n"
+	writeFile(t, balCfg, base)
+	bal := startProc(t, bin, "balancer", "-config", balCfg)
+	rec := bal.waitLog(t, "balancer started")
+	listen, admin, gossip := rec["listen"].(string), rec["admin"].(string), rec["gossip"].(string)
+
+	for i := 1; i <= 2; i++ {
+		cfg := filepath.Join(dir, fmt.Sprintf("edge%d.yaml", i))
+		writeFile(t, cfg, fmt.Sprintf("cluster: { name: edge-%d, bind: 127.0.0.1:0, join: [%q], profile: local, probe_interval: 200ms }\n"+
+			"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0 }\n", i, gossip))
+		startProc(t, bin, "edge", "-config", cfg).waitLog(t, "edge started")
+	}
+	waitRingMembers(t, "http://"+admin+"/api/ring", 2)
+
+	result := filepath.Join(dir, "ws.json")
+	bench := exec.Command(bin, "bench", "ws", "-url", "ws://"+listen+"/ws", "-sessions", "50", "-participants", "3",
+		"-rate", "10", "-duration", "4s", "-json", result)
+	var benchOut strings.Builder
+	bench.Stdout = &benchOut
+	progress, err := bench.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bench.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Reload once messages are flowing: the progress line says so.
+	sc := bufio.NewScanner(progress)
+	for sc.Scan() && !strings.Contains(sc.Text(), "delivered") {
+	}
+	go io.Copy(io.Discard, progress)
+	writeFile(t, balCfg, strings.Replace(base, "admin: { listen: 127.0.0.1:0 } }", "admin: { listen: 127.0.0.1:0 }, key: { sources: [header:ctstickiness, cookie:ctstickiness, query:sid] }, limits: { max_connections_per_ip: 5000 } }", 1))
+	bal.cmd.Process.Signal(syscall.SIGHUP)
+	bal.waitLog(t, "SIGHUP: configuration reloaded")
+	writeFile(t, balCfg, "balancer: { listen: [oops }\n")
+	bal.cmd.Process.Signal(syscall.SIGHUP)
+	bal.waitLog(t, "SIGHUP: reload failed, still running the previous configuration")
+	if err := bench.Wait(); err != nil {
+		t.Fatalf("bench: %v\n%s", err, benchOut.String())
+	}
+	var res struct {
+		ConnsOK     int   `json:"connections_ok"`
+		ClosedEarly int   `json:"connections_closed_early"`
+		Lost        int64 `json:"messages_lost"`
+		Delivered   int64 `json:"messages_delivered"`
+	}
+	data, err := os.ReadFile(result)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(data, &res)
+	t.Logf("%s", strings.TrimSpace(benchOut.String()))
+	if res.ConnsOK != 150 || res.ClosedEarly != 0 || res.Lost != 0 || res.Delivered == 0 {
+		t.Fatalf("traffic across reloads: %+v", res)
+	}
+}
+
+// waitRingMembers polls a balancer's /api/ring until it routes to n edges.
+func waitRingMembers(t *testing.T, url string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			var ring struct{ Members []json.RawMessage }
+			json.NewDecoder(resp.Body).Decode(&ring)
+			resp.Body.Close()
+			if len(ring.Members) == n {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: ring did not reach %d members within 20s", url, n)
+}
