@@ -19,6 +19,7 @@ type reloadable struct {
 	cfg        configs.Balancer
 	keys       *keyExtractor
 	cert       *tls.Certificate // nil: no TLS
+	certStamp  string           // the files' modification times and sizes before cert was read
 	adminToken []byte           // empty: no token required
 }
 
@@ -33,6 +34,7 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 	}
 	rl.keys = keys
 	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
+		rl.certStamp = certStamp(cfg)
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("balancer.tls: %w", err))
@@ -96,16 +98,6 @@ const certCheckInterval = 5 * time.Second
 // stop is closed. A pair that fails to load (caught mid-write) is retried at
 // the next check; the old certificate stays in use meanwhile.
 func (b *Balancer) watchCertificates(stop <-chan struct{}, every time.Duration) {
-	stamp := func(cfg configs.Balancer) string {
-		var s string
-		for _, f := range []string{cfg.TLS.CertFile, cfg.TLS.KeyFile} {
-			if fi, err := os.Stat(f); err == nil {
-				s += fi.ModTime().String() + fmt.Sprint(fi.Size())
-			}
-		}
-		return s
-	}
-	last := stamp(b.current.Load().cfg)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -115,8 +107,8 @@ func (b *Balancer) watchCertificates(stop <-chan struct{}, every time.Duration) 
 		case <-t.C:
 		}
 		cur := b.current.Load()
-		now := stamp(cur.cfg)
-		if now == last {
+		now := certStamp(cur.cfg)
+		if now == cur.certStamp {
 			continue
 		}
 		cert, err := tls.LoadX509KeyPair(cur.cfg.TLS.CertFile, cur.cfg.TLS.KeyFile)
@@ -124,10 +116,21 @@ func (b *Balancer) watchCertificates(stop <-chan struct{}, every time.Duration) 
 			b.log.Warn("certificate files changed but do not load; keeping the old certificate", "err", err)
 			continue
 		}
-		last = now
 		next := *cur
-		next.cert = &cert
+		next.cert, next.certStamp = &cert, now
 		b.current.CompareAndSwap(cur, &next)
 		b.log.Info("certificate reloaded after its files changed", "cert_file", cur.cfg.TLS.CertFile)
 	}
+}
+
+// certStamp identifies the current content of the certificate files: taken
+// before they are read, so a write racing the read shows as a change later.
+func certStamp(cfg configs.Balancer) string {
+	var s string
+	for _, f := range []string{cfg.TLS.CertFile, cfg.TLS.KeyFile} {
+		if fi, err := os.Stat(f); err == nil {
+			s += fi.ModTime().String() + fmt.Sprint(fi.Size())
+		}
+	}
+	return s
 }
