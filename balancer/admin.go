@@ -20,6 +20,8 @@ import (
 //	GET /metrics           Prometheus text
 //	GET /api/ring          {"node","version","members":[{name,url,weight,share}]}
 //	GET /api/lookup?key=K  {"key","owner","url","version","candidates":[...]}
+//	GET /api/nodes         {"node","ring_version","nodes":[...],"recent":[...]} (gossip members and static edges)
+//	POST /api/nodes/{name}/drain  asks that edge to drain (through its admin API)
 //
 // When balancer.admin.token_file is set, everything but /healthz needs
 // "Authorization: Bearer <token>".
@@ -45,6 +47,8 @@ func (b *Balancer) newAdminServer() *http.Server {
 	mux.Handle("GET /metrics", b.withToken(promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{ErrorLog: nil})))
 	mux.Handle("GET /api/ring", b.withToken(http.HandlerFunc(b.serveRing)))
 	mux.Handle("GET /api/lookup", b.withToken(http.HandlerFunc(b.serveLookup)))
+	mux.Handle("GET /api/nodes", b.withToken(http.HandlerFunc(b.serveNodes)))
+	mux.Handle("POST /api/nodes/{name}/drain", b.withToken(http.HandlerFunc(b.serveDrain)))
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: requestReadTimeout,

@@ -68,6 +68,7 @@ type Balancer struct {
 	admin *http.Server
 	// current holds what Reload may change; read once per request.
 	current  atomic.Pointer[reloadable]
+	cluster  clusterRef
 	limiter  *limitListener   // set by Serve
 	redirect *fasthttp.Server // set by ServeRedirect
 	// stopWatch ends the certificate watcher (TLS only); watchDone is

@@ -137,6 +137,7 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	if err != nil {
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
+	b.SetCluster(m)
 	var static atomic.Pointer[[]configs.StaticEdge]
 	static.Store(&cfg.Balancer.Edges)
 	members := func() []ring.Member {

@@ -1,0 +1,135 @@
+package balancer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringlb/ringlb/health"
+)
+
+// Cluster is what the admin API reads of gossip membership: the live nodes
+// and the recent changes. *health.Membership is one.
+type Cluster interface {
+	Members() []health.Node
+	Recent() []health.Event
+}
+
+// clusterRef holds the Cluster set by SetCluster (nil: no gossip, e.g. static
+// edges only).
+type clusterRef struct{ atomic.Pointer[Cluster] }
+
+// SetCluster gives the admin API the membership behind /api/nodes and
+// /api/nodes/{name}/drain. Call it before ServeAdmin.
+func (b *Balancer) SetCluster(c Cluster) { b.cluster.Store(&c) }
+
+func (b *Balancer) clusterOrNil() Cluster {
+	if c := b.cluster.Load(); c != nil {
+		return *c
+	}
+	return nil
+}
+
+// drainTimeout bounds asking an edge to drain.
+const drainTimeout = 5 * time.Second
+
+type nodeView struct {
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	Region string `json:"region,omitempty"`
+	State  string `json:"state"`
+	URL    string `json:"url,omitempty"`
+	Admin  string `json:"admin,omitempty"`
+	Weight int    `json:"weight,omitempty"`
+	Gossip string `json:"gossip,omitempty"`
+	// OnRing says whether this balancer routes to the node now.
+	OnRing bool    `json:"on_ring"`
+	Share  float64 `json:"share,omitempty"`
+}
+
+type eventView struct {
+	Kind  string    `json:"kind"`
+	Node  string    `json:"node"`
+	Role  string    `json:"role"`
+	State string    `json:"state"`
+	At    time.Time `json:"at"`
+}
+
+// serveNodes: GET /api/nodes → {"node","nodes":[...],"recent":[...]}; static
+// edges are listed with role "edge" and state "static".
+func (b *Balancer) serveNodes(w http.ResponseWriter, _ *http.Request) {
+	snap := b.ring.Snapshot()
+	shares := snap.Shares()
+	var nodes []nodeView
+	var recent []eventView
+	seen := map[string]bool{}
+	if c := b.clusterOrNil(); c != nil {
+		for _, n := range c.Members() {
+			_, on := shares[n.Name]
+			nodes = append(nodes, nodeView{Name: n.Name, Role: string(n.Meta.Role), Region: n.Meta.Region, State: string(n.Meta.State),
+				URL: n.Meta.URL, Admin: n.Meta.Admin, Weight: n.Meta.Weight, Gossip: n.Addr, OnRing: on, Share: shares[n.Name]})
+			seen[n.Name] = true
+		}
+		for _, e := range c.Recent() {
+			recent = append(recent, eventView{Kind: e.Kind, Node: e.Node.Name, Role: string(e.Node.Meta.Role), State: string(e.Node.Meta.State), At: e.At})
+		}
+	}
+	for _, m := range snap.Members() {
+		if !seen[m.Name] {
+			nodes = append(nodes, nodeView{Name: m.Name, Role: "edge", State: "static", URL: m.URL, Weight: m.Weight, OnRing: true, Share: shares[m.Name]})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"node": b.name, "ring_version": snap.Version(), "nodes": nodes, "recent": recent})
+}
+
+// serveDrain: POST /api/nodes/{name}/drain asks that edge (through its own
+// admin API, whose address it gossips) to drain: it leaves the ring for new
+// sessions and hands its live ones over. The answer is the edge's.
+func (b *Balancer) serveDrain(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	c := b.clusterOrNil()
+	if c == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "this balancer has no gossip membership; drain the edge on its own admin port"})
+		return
+	}
+	var target *health.Node
+	for _, n := range c.Members() {
+		if n.Name == name {
+			target = &n
+			break
+		}
+	}
+	switch {
+	case target == nil:
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no live node named %q", name)})
+		return
+	case target.Meta.Role != health.RoleEdge:
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("%s is a %s; only edges drain", name, target.Meta.Role)})
+		return
+	case target.Meta.Admin == "":
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("%s does not advertise an admin address", name)})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), drainTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(target.Meta.Admin, "/")+"/api/drain", nil)
+	if err != nil {
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("ask %s to drain: %v", name, err)})
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	b.log.Info("drain requested through the admin API", "edge", name, "status", resp.StatusCode)
+	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+	w.WriteHeader(resp.StatusCode)
+	w.Write(body)
+}

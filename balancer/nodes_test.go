@@ -1,0 +1,96 @@
+package balancer
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+)
+
+func joinTest(t *testing.T, name string, meta health.Meta, join ...string) *health.Membership {
+	t.Helper()
+	m, err := health.Join(t.Context(), configs.Cluster{Name: name, Bind: "127.0.0.1:0", Join: join, Profile: "local"}, meta, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		m.Shutdown(ctx)
+	})
+	return m
+}
+
+func TestAdminNodesAndDrain(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	var drains atomic.Int32
+	edgeAdmin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/api/drain" {
+			drains.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"draining":true}`))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer edgeAdmin.Close()
+	self := joinTest(t, "bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
+	joinTest(t, "gossip-edge", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, State: health.StateAlive}, self.Addr())
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := self.Wait(ctx, func(ns []health.Node) bool { return len(ns) == 2 }); err != nil {
+		t.Fatal(err)
+	}
+	h.bal.SetCluster(self)
+
+	resp, err := h.client.Get("http://" + h.admin + "/api/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Nodes []struct {
+			Name, Role, State, Admin string
+			OnRing                   bool `json:"on_ring"`
+		}
+		Recent []struct{ Kind, Node string }
+	}
+	json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	byName := map[string]string{}
+	for _, n := range got.Nodes {
+		byName[n.Name] = n.Role + "/" + n.State
+	}
+	want := map[string]string{"bal-test": "balancer/alive", "gossip-edge": "edge/alive", "edge-1": "edge/static", "edge-2": "edge/static", "edge-3": "edge/static"}
+	for name, w := range want {
+		if byName[name] != w {
+			t.Errorf("node %s = %q, want %q (all: %v)", name, byName[name], w, byName)
+		}
+	}
+	if len(got.Recent) == 0 {
+		t.Error("no recent membership events")
+	}
+
+	post := func(name string) int {
+		resp, err := h.client.Post("http://"+h.admin+"/api/nodes/"+name+"/drain", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("gossip-edge"); code != 200 || drains.Load() != 1 {
+		t.Errorf("drain gossip-edge: %d, edge saw %d drain requests", code, drains.Load())
+	}
+	if code := post("nobody"); code != 404 {
+		t.Errorf("drain unknown node: %d, want 404", code)
+	}
+	if code := post("bal-test"); code != 400 {
+		t.Errorf("drain a balancer: %d, want 400", code)
+	}
+}
