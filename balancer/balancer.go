@@ -12,9 +12,11 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -67,10 +69,17 @@ type Balancer struct {
 	data  *fasthttp.Server
 	admin *http.Server
 	// current holds what Reload may change; read once per request.
-	current  atomic.Pointer[reloadable]
-	cluster  clusterRef
-	limiter  *limitListener   // set by Serve
-	redirect *fasthttp.Server // set by ServeRedirect
+	current atomic.Pointer[reloadable]
+	cluster clusterRef
+	// suspects are edges whose dial failed recently (passive health): new
+	// requests skip them for suspectCooldown. name → unix nanos until.
+	suspects sync.Map
+	// requestIDs numbers generated X-Request-Id values after a random
+	// per-process prefix.
+	requestIDPrefix [8]byte
+	requestIDs      atomic.Uint64
+	limiter         *limitListener   // set by Serve
+	redirect        *fasthttp.Server // set by ServeRedirect
 	// stopWatch ends the certificate watcher (TLS only); watchDone is
 	// closed when it has.
 	stopWatch, watchDone chan struct{}
@@ -139,7 +148,10 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		NoDefaultServerHeader: true,
 		// Bodies are forwarded, never parsed here.
 		DisablePreParseMultipartForm: true,
-		CloseOnShutdown:              true,
+		// Request bodies stream to the edge as they arrive (uploads are
+		// large); MaxRequestBodySize still bounds what fasthttp buffers.
+		StreamRequestBody: true,
+		CloseOnShutdown:   true,
 		// Tunnels own their client connections after the hijack (the
 		// epoll relay outlives the hijack handler).
 		KeepHijackedConns: true,
@@ -147,6 +159,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		Logger:            fasthttpLogger{b.log},
 	}
 	b.current.Store(rl)
+	binary.LittleEndian.PutUint64(b.requestIDPrefix[:], rand.Uint64())
 	if rl.cert != nil {
 		b.tlsConfig = &tls.Config{
 			MinVersion: tls.VersionTLS12,

@@ -119,6 +119,9 @@ func (p *edgePool) newEdge(m ring.Member) (*edge, error) {
 		},
 		ReadTimeout:  responseTimeout,
 		WriteTimeout: responseTimeout,
+		// Response bodies stream through (plugin downloads are large): the
+		// balancer never holds a whole body in memory.
+		StreamResponseBody: true,
 		// A proxy forwards what it got: no path cleaning, no header name
 		// rewriting, no User-Agent of its own.
 		DisablePathNormalizing:        true,

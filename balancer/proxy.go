@@ -2,9 +2,12 @@ package balancer
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -36,6 +39,11 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 	if string(ctx.Path()) == HealthPath && (ctx.IsGet() || ctx.IsHead()) {
 		b.serveHealth(ctx)
 		return
+	}
+
+	if len(ctx.Request.Header.Peek(headerRequestID)) == 0 {
+		var idBuf [32]byte
+		ctx.Request.Header.SetBytesV(headerRequestID, b.newRequestID(&idBuf))
 	}
 
 	var kb keyBuf
@@ -121,6 +129,18 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 		hops    int
 		target  = owner
 	)
+	// Passive health: an owner whose dial failed moments ago is skipped
+	// for the same next candidate every balancer would pick, instead of
+	// costing each request a failed dial.
+	if b.isSuspect(owner.Name) {
+		cands = snap.Candidates(key, candBuf[:0])
+		for _, c := range cands[1:] {
+			if !b.isSuspect(c.Name) {
+				target = c
+				break
+			}
+		}
+	}
 	for {
 		if nTried < len(tried) {
 			tried[nTried] = target.Name
@@ -143,6 +163,7 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 			target = next
 		case isDialError(err):
 			b.metrics.backendErrorsTotal.WithLabelValues(target.Name, errorKindDial).Inc()
+			b.markSuspect(target.Name)
 			b.log.Warn("edge unreachable", "edge", target.Name, "err", err)
 			dials++
 			if dials == maxDialAttempts {
@@ -291,4 +312,38 @@ func stripHopByHopResponse(h *fasthttp.ResponseHeader) {
 
 func isWebSocketUpgrade(h *fasthttp.RequestHeader) bool {
 	return h.ConnectionUpgrade() && bytes.EqualFold(h.Peek(fasthttp.HeaderUpgrade), []byte("websocket"))
+}
+
+// headerRequestID carries a request's id from the client (kept) or from the
+// balancer (generated), so edge logs can be matched with the balancer's.
+const headerRequestID = "X-Request-Id"
+
+// newRequestID formats the next request id into buf: 16 hex digits of a
+// per-process random prefix and 16 of a counter. No allocation.
+func (b *Balancer) newRequestID(buf *[32]byte) []byte {
+	var raw [8]byte
+	binary.BigEndian.PutUint64(raw[:], b.requestIDs.Add(1))
+	hex.Encode(buf[:16], b.requestIDPrefix[:])
+	hex.Encode(buf[16:], raw[:])
+	return buf[:]
+}
+
+// suspectCooldown is how long an edge whose dial failed is skipped by new
+// requests (gossip confirms a crash within seconds; this bridges the gap).
+const suspectCooldown = 5 * time.Second
+
+func (b *Balancer) markSuspect(name string) {
+	b.suspects.Store(name, time.Now().Add(suspectCooldown).UnixNano())
+}
+
+func (b *Balancer) isSuspect(name string) bool {
+	v, ok := b.suspects.Load(name)
+	if !ok {
+		return false
+	}
+	if time.Now().UnixNano() < v.(int64) {
+		return true
+	}
+	b.suspects.CompareAndDelete(name, v)
+	return false
 }
