@@ -17,5 +17,6 @@ COPY configs/examples /etc/ringlb/examples
 USER 10001:10001
 # data (balancer 8080, edge 7101), admin (9090, 9101), gossip (7946 tcp+udp)
 EXPOSE 8080 7101 9090 9101 7946 7946/udp
+HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/ringlb", "probe", "-url", "http://127.0.0.1:8080/_ringlb/health"]
 ENTRYPOINT ["/usr/local/bin/ringlb"]
 CMD ["demo"]

@@ -28,6 +28,7 @@ func commands() []command {
 		{"balancer", "run a regional balancer", runBalancerCmd},
 		{"check", "validate a config file and report every problem", runCheck},
 		{"bench", "load generators: ringlb bench ws", runBench},
+		{"probe", "check a health URL once (for HEALTHCHECK and keepalived)", runProbe},
 	}
 }
 
