@@ -1,0 +1,59 @@
+package sessions
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ServeAdmin serves the admin port on ln until Shutdown; it then returns nil.
+//
+//	GET /healthz       200 "ok"; 503 "draining" once Shutdown has begun
+//	GET /metrics       Prometheus text
+//	GET /api/sessions  [{"session","participants","created"}], sorted by key
+//
+// The admin port lists session keys, so it belongs on loopback (the
+// default, edge.admin); nothing here is reachable through a balancer.
+func (s *Server) ServeAdmin(ln net.Listener) error {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return ErrClosed
+	}
+	// http.Server handles a Serve racing with its Shutdown itself.
+	if err := s.admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) newAdminServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if s.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("draining\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /api/sessions", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(s.hub.list())
+	})
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: requestReadTimeout,
+		IdleTimeout:       requestReadTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}

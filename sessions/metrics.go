@@ -1,0 +1,66 @@
+package sessions
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the edge's Prometheus metrics, named by the wire contract
+// (DESIGN.md, "Metrics"). All of them are declared here and nowhere else.
+type metrics struct {
+	// sessionsActive counts sessions with at least one participant.
+	sessionsActive prometheus.Gauge
+	// connectionsActive counts upgraded WebSocket connections, from the 101
+	// until the socket is closed (joined or not).
+	connectionsActive prometheus.Gauge
+	// usersOnline counts participants joined to a session. In raw mode a
+	// connection is a user; ringlb.v1 will count distinct users.
+	usersOnline prometheus.Gauge
+	// sessionsHosted counts sessions ever created on this edge.
+	sessionsHosted prometheus.Counter
+	// messages counts data frames received from participants and relayed.
+	messages prometheus.Counter
+	// slowConsumers counts participants closed with 1013 because their send
+	// queue was full.
+	slowConsumers prometheus.Counter
+	// lag is the time from reading a frame to having written it to one
+	// recipient, observed once per recipient.
+	lag prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ringlb_edge_sessions_active",
+			Help: "Sessions with at least one participant on this edge.",
+		}),
+		connectionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ringlb_edge_connections_active",
+			Help: "Open WebSocket connections on this edge.",
+		}),
+		usersOnline: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ringlb_edge_users_online",
+			Help: "Participants joined to a session on this edge (raw mode: one per connection).",
+		}),
+		sessionsHosted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_sessions_hosted_total",
+			Help: "Sessions created on this edge.",
+		}),
+		messages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_messages_total",
+			Help: "Data frames received from participants and relayed.",
+		}),
+		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_slow_consumers_total",
+			Help: "Participants closed with 1013 because their send queue was full.",
+		}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ringlb_edge_lag_seconds",
+			Help:    "Time from reading a frame to writing it to one recipient.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.lag} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

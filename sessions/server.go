@@ -1,0 +1,367 @@
+// Package sessions is the session relay of a ringlb edge: every participant
+// of a session (one stickiness key) meets here, and each frame one of them
+// sends is relayed to all the others, in one order for all.
+//
+// It serves the edge's data port (/ws, /whoami, /) and admin port
+// (/healthz, /metrics, /api/sessions). It is not a router: which edge owns a
+// key is the balancer's concern; this package hosts whatever it is sent.
+// This slice speaks raw mode only (no subprotocol); ringlb.v1 framing,
+// history and resume, and join tokens come later.
+package sessions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// headerEdge names the edge on every response, the 101 included, so
+// clients and tests can see where the balancer sent them.
+const headerEdge = "X-Ringlb-Edge"
+
+// Timings of the data port and of every connection.
+const (
+	// requestReadTimeout bounds reading one HTTP request, so a client
+	// trickling a request cannot hold a connection.
+	requestReadTimeout = 30 * time.Second
+	// defaultPingInterval is how often the writer pings an idle peer.
+	defaultPingInterval = 30 * time.Second
+	// defaultWriteWait bounds writing one frame. A peer that accepts no
+	// data for this long is dropped (its writer is blocked, not the others).
+	defaultWriteWait = 10 * time.Second
+	// defaultCloseWait bounds a close handshake: how long the peer has to
+	// answer our close frame before the socket is closed.
+	defaultCloseWait = 2 * time.Second
+)
+
+// Buffer sizes per connection. Idle connections dominate an edge (people
+// think between keystrokes), so memory per connection is kept small.
+//
+// The write buffer is the connection's own, not borrowed from a shared
+// WriteBufferPool: the library boxes the buffer into an interface on every
+// return to the pool, one allocation per delivered frame, which the relay
+// must not have (BenchmarkFanout). 512 bytes holds a typical edit or cursor
+// frame whole (one write(2)); a larger frame goes out as header plus
+// payload in one writev(2), straight from the shared frame buffer.
+const (
+	readBufferSize  = 1 << 10
+	writeBufferSize = 512
+)
+
+// ErrClosed is returned by Serve and ServeAdmin after Shutdown.
+var ErrClosed = errors.New("sessions: shut down")
+
+// Server is an edge's session relay. Create it with New, run Serve (data
+// port) and ServeAdmin (admin port), stop it with Shutdown.
+type Server struct {
+	cfg     configs.Edge
+	name    string
+	region  string
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+	hub     *hub
+	frames  framePool
+	whoami  []byte
+
+	upgrader websocket.FastHTTPUpgrader
+	data     *fasthttp.Server
+	admin    *http.Server
+
+	// Keepalive and close timings; fields so tests can shorten them.
+	pingInterval time.Duration
+	pongWait     time.Duration // read deadline: a peer silent this long (no frame, no pong) is dropped
+	writeWait    time.Duration
+	closeWait    time.Duration
+
+	draining atomic.Bool // set by Shutdown: /healthz answers 503
+
+	// joined, when set (tests only), is called after each successful join,
+	// so tests wait for a signal instead of sleeping.
+	joined func(key string)
+
+	mu        sync.Mutex
+	closing   bool
+	listeners []net.Listener // passed to Serve, closed by Shutdown
+	conns     map[*participant]struct{}
+	wg        sync.WaitGroup // one per registered connection (its run)
+}
+
+// New returns the relay of the edge name in region. Zero fields of cfg get
+// defaults: max_participants 64, max_message_bytes 64 KiB, send_queue 256,
+// drain_timeout 30s, idle_grace 60s. A nil logger discards; a nil reg gets a
+// new registry.
+func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *prometheus.Registry) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	applyDefaults(&cfg)
+	s := &Server{
+		cfg:          cfg,
+		name:         name,
+		region:       region,
+		log:          logger.With("component", "sessions"),
+		reg:          reg,
+		pingInterval: defaultPingInterval,
+		pongWait:     2*defaultPingInterval + defaultWriteWait,
+		writeWait:    defaultWriteWait,
+		closeWait:    defaultCloseWait,
+		conns:        make(map[*participant]struct{}),
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		// Only a registry already holding our names gets here: a wiring
+		// bug (two edges on one registry), not an operator error.
+		panic(fmt.Sprintf("sessions: register metrics: %v", err))
+	}
+	s.metrics = m
+	s.hub = newHub(cfg.MaxParticipants, m)
+	s.whoami, _ = json.Marshal(struct {
+		Edge   string `json:"edge"`
+		Region string `json:"region"`
+	}{name, region})
+	s.upgrader = websocket.FastHTTPUpgrader{
+		ReadBufferSize:  readBufferSize,
+		WriteBufferSize: writeBufferSize,
+		// Every origin is allowed: browsers reach the edge only through a
+		// balancer, which forwards their Host, and a session is guarded by
+		// its unguessable key (and, later, a signed join token), not by the
+		// page that opened the socket. Same-origin checks would refuse the
+		// demo pad served from another port and add nothing.
+		CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
+		Error: func(ctx *fasthttp.RequestCtx, status int, reason error) {
+			ctx.Response.Header.Set("Sec-Websocket-Version", "13")
+			ctx.Error(reason.Error()+"\n", status)
+		},
+	}
+	s.data = &fasthttp.Server{
+		Handler:                      s.serveData,
+		ReadTimeout:                  requestReadTimeout,
+		WriteTimeout:                 requestReadTimeout,
+		IdleTimeout:                  time.Minute,
+		NoDefaultServerHeader:        true,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{s.log},
+	}
+	s.admin = s.newAdminServer()
+	return s
+}
+
+func applyDefaults(cfg *configs.Edge) {
+	setInt := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	setInt(&cfg.MaxParticipants, configs.DefaultMaxParticipants)
+	setInt(&cfg.MaxMessageBytes, configs.DefaultMaxMessageBytes)
+	setInt(&cfg.SendQueue, configs.DefaultSendQueue)
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = configs.Duration(30 * time.Second)
+	}
+	if cfg.IdleGrace == 0 {
+		cfg.IdleGrace = configs.Duration(60 * time.Second)
+	}
+}
+
+// Serve serves the data port on ln until Shutdown; it then returns nil.
+//
+//	GET /ws      WebSocket relay; session key from header or cookie ctstickiness
+//	GET /whoami  {"edge":"<name>","region":"<region>"}
+//	GET /        a line saying what this is
+func (s *Server) Serve(ln net.Listener) error {
+	if !s.addListener(ln) {
+		return ErrClosed
+	}
+	return s.data.Serve(ln)
+}
+
+// addListener records ln for Shutdown to close, unless it has begun. A
+// Serve racing with Shutdown then finds its listener closed and returns
+// nil, instead of serving after fasthttp's Shutdown found nothing to stop.
+func (s *Server) addListener(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.listeners = append(s.listeners, ln)
+	return true
+}
+
+func (s *Server) serveData(ctx *fasthttp.RequestCtx) {
+	// Set last, so it survives ctx.Error (which resets the response) and
+	// lands on the 101, which fasthttp writes after this returns.
+	defer ctx.Response.Header.Set(headerEdge, s.name)
+	path := string(ctx.Path()) // no allocation: the compiler optimizes string(b) in a switch
+	switch path {
+	case "/ws":
+		s.serveWebSocket(ctx)
+	case "/whoami":
+		if !getOrHead(ctx) {
+			return
+		}
+		ctx.SetContentType("application/json")
+		ctx.SetBody(s.whoami)
+	case "/":
+		if !getOrHead(ctx) {
+			return
+		}
+		ctx.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBodyString("ringlb edge " + s.name + ": connect a WebSocket to /ws with header or cookie " + keyName + "\n")
+	default:
+		ctx.Error("not found\n", fasthttp.StatusNotFound)
+	}
+}
+
+func getOrHead(ctx *fasthttp.RequestCtx) bool {
+	if ctx.IsGet() || ctx.IsHead() {
+		return true
+	}
+	ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+	ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
+	return false
+}
+
+func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
+	key, err := sessionKey(&ctx.Request.Header)
+	if err != nil {
+		ctx.Error("bad request: "+err.Error()+"\n", fasthttp.StatusBadRequest)
+		return
+	}
+	if s.draining.Load() {
+		ctx.Error("service unavailable: edge shutting down\n", fasthttp.StatusServiceUnavailable)
+		return
+	}
+	// The request (and key with it) is recycled once this returns; the
+	// connection handler runs after that.
+	owned := []byte(string(key))
+	_ = s.upgrader.Upgrade(ctx, func(conn *websocket.Conn) {
+		s.serveConn(conn, owned)
+	})
+}
+
+// serveConn runs one upgraded connection on fasthttp's hijack goroutine.
+func (s *Server) serveConn(conn *websocket.Conn, key []byte) {
+	p := newParticipant(s, conn)
+	if !s.register(p) {
+		// Shutdown began during the handshake.
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeServiceRestart, "edge shutting down"), time.Now().Add(s.closeWait))
+		return // fasthttp closes the socket
+	}
+	defer s.unregister(p)
+	p.run(key)
+}
+
+// register adds p to the connections Shutdown closes, unless it has begun.
+func (s *Server) register(p *participant) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[p] = struct{}{}
+	s.wg.Add(1)
+	s.metrics.connectionsActive.Inc()
+	return true
+}
+
+func (s *Server) unregister(p *participant) {
+	s.mu.Lock()
+	delete(s.conns, p)
+	s.mu.Unlock()
+	s.metrics.connectionsActive.Dec()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting connections, closes every WebSocket with 1012
+// (service restart: reconnect through the balancer) and waits for every
+// goroutine the server started, the close handshakes included. When ctx
+// expires first it closes the remaining sockets, waits, and returns
+// ctx.Err(). /healthz answers 503 from the start of Shutdown until the admin
+// port closes last.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.mu.Lock()
+	s.closing = true
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+	s.mu.Unlock()
+
+	var errs []error
+	// Stop accepting first, so clients reconnecting on 1012 are not taken
+	// back here. Waits for in-flight plain requests and handshakes.
+	// net.ErrClosed: the listener was closed above already.
+	if err := s.data.ShutdownWithContext(ctx); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		errs = append(errs, fmt.Errorf("data port: %w", err))
+	}
+
+	s.mu.Lock()
+	n := len(s.conns)
+	for p := range s.conns {
+		p.stop(closeServiceRestart, "edge shutting down")
+	}
+	s.mu.Unlock()
+	if n > 0 {
+		s.log.Info("shutdown: closing connections", "connections", n)
+	}
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	forced := false
+	select {
+	case <-done:
+	case <-ctx.Done():
+		forced = true
+		s.mu.Lock()
+		for p := range s.conns {
+			_ = p.raw.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+
+	if err := s.admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		errs = append(errs, fmt.Errorf("admin port: %w", err))
+	}
+	if forced {
+		errs = append(errs, ctx.Err())
+	}
+	return errors.Join(errs...)
+}
+
+// Stats returns the number of live sessions and WebSocket connections.
+func (s *Server) Stats() (sessions, connections int) {
+	s.mu.Lock()
+	connections = len(s.conns)
+	s.mu.Unlock()
+	return s.hub.count(), connections
+}
+
+// fasthttpLogger sends fasthttp's own log lines to slog.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Warn(fmt.Sprintf(format, args...), "source", "fasthttp")
+}
