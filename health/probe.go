@@ -1,0 +1,164 @@
+package health
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// Prober actively checks one target (host:port) with a monitor: an HTTP or
+// HTTPS GET that must answer the expected status, or a TCP connect. Rise
+// successes in a row bring the target up, Fall failures take it down.
+//
+// A prober starts up: a fresh gslb or balancer would otherwise withdraw
+// everything for Rise intervals at start; a dead target goes down after Fall
+// checks, the first of which runs at once.
+type Prober struct {
+	mon      configs.Monitor
+	target   string
+	onChange func(up bool, why string)
+	logger   *slog.Logger
+	client   *http.Client
+
+	mu        sync.Mutex
+	up        bool
+	why       string
+	successes int
+	failures  int
+	checked   time.Time
+}
+
+// NewProber returns a prober of target; onChange (may be nil) is called on
+// each transition, from the prober's goroutine.
+func NewProber(mon configs.Monitor, target string, onChange func(up bool, why string), logger *slog.Logger) *Prober {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Prober{mon: mon, target: target, onChange: onChange, logger: logger, up: true, why: "not checked yet"}
+	if mon.Type == "http" || mon.Type == "https" {
+		p.client = &http.Client{
+			Timeout: mon.Timeout.D(),
+			Transport: &http.Transport{
+				// Health checks must see the target itself: no proxy from
+				// the environment, no connection reuse hiding a dead peer.
+				Proxy:             nil,
+				DisableKeepAlives: true,
+				// The target is an address, not the certificate's name.
+				TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+			},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	return p
+}
+
+// Run checks until ctx is done: at once, then every interval (± jitter).
+func (p *Prober) Run(ctx context.Context) {
+	for {
+		p.checkOnce(ctx)
+		wait := p.mon.Interval.D()
+		if j := p.mon.Jitter; j > 0 {
+			wait += time.Duration((rand.Float64()*2 - 1) * j * float64(wait))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Up reports the current state and why it is so.
+func (p *Prober) Up() (bool, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.up, p.why
+}
+
+// Target is what the prober checks.
+func (p *Prober) Target() string { return p.target }
+
+func (p *Prober) checkOnce(ctx context.Context) {
+	err := p.check(ctx)
+	if ctx.Err() != nil {
+		return // stopping: a cancelled check says nothing about the target
+	}
+	p.mu.Lock()
+	p.checked = time.Now()
+	changed := false
+	if err == nil {
+		p.failures = 0
+		p.successes++
+		if !p.up && p.successes >= p.mon.Rise {
+			p.up, changed = true, true
+		}
+		if p.up {
+			p.why = "check passed"
+		}
+	} else {
+		p.successes = 0
+		p.failures++
+		if p.up && p.failures >= p.mon.Fall {
+			p.up, changed = false, true
+		}
+		if !p.up || p.failures >= p.mon.Fall {
+			p.why = err.Error()
+		}
+	}
+	up, why := p.up, p.why
+	p.mu.Unlock()
+	if changed {
+		p.logger.Info("monitor state changed", "target", p.target, "up", up, "why", why)
+		if p.onChange != nil {
+			p.onChange(up, why)
+		}
+	}
+}
+
+func (p *Prober) check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.mon.Timeout.D())
+	defer cancel()
+	switch p.mon.Type {
+	case "tcp":
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.target)
+		if err != nil {
+			return fmt.Errorf("tcp connect %s: %w", p.target, err)
+		}
+		return c.Close()
+	default:
+		url := p.mon.Type + "://" + p.target + p.mon.Path
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("User-Agent", "ringlb-monitor")
+		resp, err := p.client.Do(req)
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", url, unwrapURLError(err))
+		}
+		resp.Body.Close()
+		if resp.StatusCode != p.mon.ExpectStatus {
+			return fmt.Errorf("GET %s: status %d, want %d", url, resp.StatusCode, p.mon.ExpectStatus)
+		}
+		return nil
+	}
+}
+
+func unwrapURLError(err error) error {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		return fmt.Errorf("%s", msg[i+2:])
+	}
+	return err
+}

@@ -1,0 +1,96 @@
+package health
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+func fastMonitor(typ string) configs.Monitor {
+	return configs.Monitor{Type: typ, Path: "/_ringlb/health", ExpectStatus: 200,
+		Interval: configs.Duration(20 * time.Millisecond), Timeout: configs.Duration(500 * time.Millisecond), Rise: 2, Fall: 2}
+}
+
+type transition struct {
+	up  bool
+	why string
+}
+
+func runProber(t *testing.T, mon configs.Monitor, target string) (*Prober, chan transition) {
+	t.Helper()
+	ch := make(chan transition, 16)
+	p := NewProber(mon, target, func(up bool, why string) { ch <- transition{up, why} }, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return p, ch
+}
+
+func next(t *testing.T, ch chan transition) transition {
+	t.Helper()
+	select {
+	case tr := <-ch:
+		return tr
+	case <-time.After(10 * time.Second):
+		t.Fatal("no state change within 10s")
+		return transition{}
+	}
+}
+
+func TestHTTPProbeFallAndRise(t *testing.T) {
+	var healthy atomic.Bool
+	healthy.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/_ringlb/health" || !healthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	p, ch := runProber(t, fastMonitor("http"), strings.TrimPrefix(srv.URL, "http://"))
+	if up, _ := p.Up(); !up {
+		t.Fatal("prober does not start up")
+	}
+	healthy.Store(false)
+	if tr := next(t, ch); tr.up || !strings.Contains(tr.why, "status 503, want 200") {
+		t.Fatalf("after failures: %+v", tr)
+	}
+	healthy.Store(true)
+	if tr := next(t, ch); !tr.up {
+		t.Fatalf("after recovery: %+v", tr)
+	}
+}
+
+func TestTCPProbe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	addr := ln.Addr().String()
+	p, ch := runProber(t, fastMonitor("tcp"), addr)
+	ln.Close()
+	if tr := next(t, ch); tr.up || !strings.Contains(tr.why, "connection refused") {
+		t.Fatalf("closed listener: %+v", tr)
+	}
+	if up, why := p.Up(); up || why == "" {
+		t.Fatalf("Up() = %v %q", up, why)
+	}
+}
