@@ -86,6 +86,14 @@ func (p *Prober) Up() (bool, string) {
 	return p.up, p.why
 }
 
+// Seed sets the state a prober starts with, before Run (a reload carries the
+// state of the prober it replaces, so answers do not flap).
+func (p *Prober) Seed(up bool, why string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.up, p.why = up, why
+}
+
 // Target is what the prober checks.
 func (p *Prober) Target() string { return p.target }
 

@@ -1,0 +1,110 @@
+package gslb
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+type adminServer struct {
+	mu  sync.Mutex
+	srv *http.Server
+}
+
+func (a *adminServer) shutdown(ctx context.Context) error {
+	a.mu.Lock()
+	srv := a.srv
+	a.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+// ServeAdmin serves the admin API on ln until Shutdown.
+//
+//	GET  /healthz                                  200 ok
+//	GET  /metrics                                  Prometheus text
+//	GET  /api/pools                                every managed name, region and member: state and why
+//	POST /api/pools/{name}/{region}/{member}/mode  body or ?mode=always|obey|remove|no ("" clears the override)
+//	POST /api/pools/{name}/{region}/recover        end a failover latched by auto_recover: false
+//
+// With gslb.admin.token_file set, all but /healthz need "Authorization: Bearer <token>".
+func (s *Server) ServeAdmin(ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.Handle("GET /metrics", s.withToken(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+	mux.Handle("GET /api/pools", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		st := s.state.Load()
+		writeJSON(w, http.StatusOK, map[string]any{"node": s.name, "serial_offset": st.serial.Load(), "names": st.pools.status()})
+	})))
+	mux.Handle("POST /api/pools/{name}/{region}/{member}/mode", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mode := r.URL.Query().Get("mode")
+		if mode == "" {
+			var body struct{ Mode string }
+			json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body)
+			mode = body.Mode
+		}
+		err := s.state.Load().pools.setOverride(dns.Fqdn(strings.ToLower(r.PathValue("name"))), r.PathValue("region"), r.PathValue("member"), mode)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		s.logger.Info("serve mode override", "name", r.PathValue("name"), "region", r.PathValue("region"), "member", r.PathValue("member"), "mode", mode)
+		writeJSON(w, http.StatusOK, map[string]string{"mode": mode})
+	})))
+	mux.Handle("POST /api/pools/{name}/{region}/recover", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.state.Load().pools.recover(dns.Fqdn(strings.ToLower(r.PathValue("name"))), r.PathValue("region")); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		s.logger.Info("manual recover", "name", r.PathValue("name"), "region", r.PathValue("region"))
+		writeJSON(w, http.StatusOK, map[string]bool{"recovered": true})
+	})))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
+	s.admin.mu.Lock()
+	s.admin.srv = srv
+	s.admin.mu.Unlock()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// withToken requires the admin bearer token when one is configured; it is
+// compared in constant time (the API changes what the world resolves).
+func (s *Server) withToken(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if file := s.state.Load().cfg.Admin.TokenFile; file != "" {
+			raw, err := os.ReadFile(file)
+			want := strings.TrimSpace(string(raw))
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if err != nil || want == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,37 @@
+package gslb
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the gslb's Prometheus metrics, named by the wire contract
+// (DESIGN.md, "Metrics"), declared here and nowhere else.
+type metrics struct {
+	// queries counts answered queries by type and response code.
+	queries *prometheus.CounterVec
+	// memberUp is 1 while a monitored member passes its monitor.
+	memberUp *prometheus.GaugeVec
+	// failovers counts regions of a managed name going to their failover.
+	failovers *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_gslb_queries_total",
+			Help: "DNS queries answered, by query type and response code.",
+		}, []string{"qtype", "rcode"}),
+		memberUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ringlb_gslb_member_up",
+			Help: "1 while a monitored pool member passes its monitor, by managed name, region and member.",
+		}, []string{"name", "region", "member"}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_gslb_failovers_total",
+			Help: "Times a region of a managed name went to its failover (no member left to serve).",
+		}, []string{"name", "region"}),
+	}
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,454 @@
+package gslb
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+)
+
+// pools manages the traffic-managed names: their members' monitors, the
+// serve modes (with admin overrides) and failover. What the answer path reads
+// is an immutable snapshot (view), rebuilt on every change and swapped in.
+type pools struct {
+	names   map[string]*managedName // by lower-case FQDN
+	logger  *slog.Logger
+	metrics *metrics
+	// onChange is called after a rebuild that changed some answer (SOA
+	// serial bump, NOTIFY).
+	onChange func()
+
+	view atomic.Pointer[view]
+
+	mu sync.Mutex // guards failed, overrides and rebuilds
+	// failed latches a region as failed over; it clears when the region is
+	// healthy again and auto_recover is on, or by a manual recover.
+	failed    map[regionKey]string // → why
+	overrides map[memberKey]string // serve mode set through the admin API
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type regionKey struct{ name, region string }
+type memberKey struct{ name, region, member string }
+
+type managedName struct {
+	cfg     configs.ManagedName
+	regions map[string]*region
+	order   []string   // region names, sorted
+	geo     []geoEntry // longest prefix first
+}
+
+type geoEntry struct {
+	prefix netip.Prefix
+	region string
+}
+
+type region struct {
+	name    string
+	cfg     configs.Region
+	members []*member
+}
+
+type member struct {
+	key    memberKey
+	cfg    configs.Member
+	addr   netip.Addr
+	prober *health.Prober // nil: not monitored
+}
+
+// view is one immutable state of every pool: what to answer each region's
+// clients, per address family.
+type view struct {
+	names map[string]*nameView
+}
+
+type nameView struct {
+	cfg     *configs.ManagedName
+	regions map[string]*regionView
+	geo     []geoEntry
+	deflt   string
+}
+
+type regionView struct {
+	v4, v6 []netip.Addr // what to answer
+	ttl    uint32
+	// failover names the region answered from instead ("" when none), for
+	// /api/pools; servfail: answer SERVFAIL (all down, all_down: servfail).
+	failover string
+	servfail bool
+}
+
+func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error) {
+	p := &pools{names: map[string]*managedName{}, logger: logger, metrics: m,
+		failed: map[regionKey]string{}, overrides: map[memberKey]string{}}
+	for _, nc := range cfg.Names {
+		n := &managedName{cfg: nc, regions: map[string]*region{}}
+		for rname, rc := range nc.Regions {
+			r := &region{name: rname, cfg: rc}
+			for _, mc := range rc.Members {
+				addr, err := netip.ParseAddr(mc.Address)
+				if err != nil {
+					return nil, fmt.Errorf("gslb name %s region %s member %s: %w", nc.Name, rname, mc.Name, err)
+				}
+				mem := &member{key: memberKey{nc.Name, rname, mc.Name}, cfg: mc, addr: addr.Unmap()}
+				if rc.Monitor != "" && mc.ServeMode != configs.ServeNo {
+					mon := cfg.Monitors[rc.Monitor]
+					target := mc.Probe
+					if target == "" {
+						target = net.JoinHostPort(addr.String(), strconv.Itoa(mon.Port))
+					}
+					key := mem.key
+					mem.prober = health.NewProber(mon, target, func(up bool, why string) { p.memberChanged(key, up, why) }, logger)
+				}
+				r.members = append(r.members, mem)
+			}
+			n.regions[rname] = r
+			n.order = append(n.order, rname)
+		}
+		sort.Strings(n.order)
+		for rname, cidrs := range nc.Geo {
+			for _, c := range cidrs {
+				pfx, err := netip.ParsePrefix(c)
+				if err != nil {
+					return nil, fmt.Errorf("gslb name %s geo %s: %w", nc.Name, rname, err)
+				}
+				n.geo = append(n.geo, geoEntry{pfx.Masked(), rname})
+			}
+		}
+		slices.SortStableFunc(n.geo, func(a, b geoEntry) int { return b.prefix.Bits() - a.prefix.Bits() })
+		p.names[nc.Name] = n
+	}
+	p.rebuild()
+	return p, nil
+}
+
+// start runs every member's monitor until stop.
+func (p *pools) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	for _, n := range p.names {
+		for _, r := range n.regions {
+			for _, m := range r.members {
+				if m.prober == nil {
+					continue
+				}
+				p.wg.Add(1)
+				go func() {
+					defer p.wg.Done()
+					m.prober.Run(ctx)
+				}()
+			}
+		}
+	}
+}
+
+func (p *pools) stop() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.wg.Wait()
+}
+
+// inherit takes over monitor states, overrides and failover latches from the
+// pools a reload replaces, for members and regions that are still there, so
+// a reload does not flap answers.
+func (p *pools) inherit(old *pools) {
+	old.mu.Lock()
+	defer old.mu.Unlock()
+	p.mu.Lock()
+	for k, v := range old.failed {
+		if n := p.names[k.name]; n != nil && n.regions[k.region] != nil {
+			p.failed[k] = v
+		}
+	}
+	for k, v := range old.overrides {
+		p.overrides[k] = v
+	}
+	p.mu.Unlock()
+	for name, n := range p.names {
+		on := old.names[name]
+		if on == nil {
+			continue
+		}
+		for rname, r := range n.regions {
+			or := on.regions[rname]
+			if or == nil {
+				continue
+			}
+			for _, m := range r.members {
+				for _, om := range or.members {
+					if om.cfg.Name == m.cfg.Name && om.prober != nil && m.prober != nil && om.prober.Target() == m.prober.Target() {
+						up, why := om.prober.Up()
+						m.prober.Seed(up, why)
+					}
+				}
+			}
+		}
+	}
+	p.rebuild()
+}
+
+func (p *pools) memberChanged(k memberKey, up bool, why string) {
+	p.rebuild()
+}
+
+// servable reports whether m is in the answer set, and why.
+func (p *pools) servable(m *member) (bool, string) {
+	mode := m.cfg.ServeMode
+	if o, ok := p.overrides[m.key]; ok {
+		mode = o
+	}
+	switch mode {
+	case configs.ServeAlways:
+		return true, "serve mode always"
+	case configs.ServeRemove:
+		return false, "serve mode remove"
+	case configs.ServeNo:
+		return false, "serve mode no"
+	}
+	if m.prober == nil {
+		return true, "not monitored"
+	}
+	up, why := m.prober.Up()
+	return up, why
+}
+
+// rebuild recomputes the view from monitor states, overrides and latches.
+func (p *pools) rebuild() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v := &view{names: map[string]*nameView{}}
+	changed := false
+	prev := p.view.Load()
+	for name, n := range p.names {
+		nv := &nameView{cfg: &n.cfg, regions: map[string]*regionView{}, geo: n.geo, deflt: n.cfg.DefaultRegion}
+		if nv.deflt == "" {
+			nv.deflt = n.order[0]
+		}
+		serving := map[string][]netip.Addr{}
+		for _, rname := range n.order {
+			var addrs []netip.Addr
+			for _, m := range n.regions[rname].members {
+				ok, _ := p.servable(m)
+				if ok {
+					addrs = append(addrs, m.addr)
+				}
+				if m.prober != nil && p.metrics != nil {
+					up, _ := m.prober.Up()
+					p.metrics.memberUp.WithLabelValues(name, rname, m.cfg.Name).Set(b2f(up))
+				}
+			}
+			serving[rname] = addrs
+		}
+		for _, rname := range n.order {
+			r := n.regions[rname]
+			k := regionKey{name, rname}
+			healthy := len(serving[rname]) > 0
+			if why, latched := p.failed[k]; latched {
+				if healthy && *n.cfg.AutoRecover {
+					delete(p.failed, k)
+					p.logger.Info("region recovered", "name", name, "region", rname, "was", why)
+				}
+			} else if !healthy {
+				p.failed[k] = "no member to serve"
+				if p.metrics != nil {
+					p.metrics.failovers.WithLabelValues(name, rname).Inc()
+				}
+				p.logger.Warn("region failed over", "name", name, "region", rname, "failover", r.cfg.Failover)
+			}
+			rv := &regionView{ttl: uint32(n.cfg.TTL)}
+			if _, latched := p.failed[k]; !latched {
+				rv.v4, rv.v6 = split(serving[rname])
+			} else {
+				rv.ttl = uint32(n.cfg.FailoverTTL)
+				for _, f := range r.cfg.Failover {
+					if len(serving[f]) > 0 {
+						rv.v4, rv.v6 = split(serving[f])
+						rv.failover = f
+						break
+					}
+				}
+				switch {
+				case rv.failover != "":
+				case healthy: // latched, no target healthy: its own members beat nothing
+					rv.v4, rv.v6 = split(serving[rname])
+				case n.cfg.AllDown == "servfail":
+					rv.servfail = true
+				default: // serve_all, like gdnsd: every member of the region
+					var all []netip.Addr
+					for _, m := range r.members {
+						all = append(all, m.addr)
+					}
+					rv.v4, rv.v6 = split(all)
+				}
+			}
+			nv.regions[rname] = rv
+			if prev == nil || !sameRegionView(prev.names[name], rname, rv) {
+				changed = true
+			}
+		}
+		v.names[name] = nv
+	}
+	p.view.Store(v)
+	if changed && prev != nil && p.onChange != nil {
+		go p.onChange() // outside the lock: it may take the server's
+	}
+}
+
+func sameRegionView(nv *nameView, rname string, rv *regionView) bool {
+	if nv == nil {
+		return false
+	}
+	o := nv.regions[rname]
+	return o != nil && o.ttl == rv.ttl && o.servfail == rv.servfail && slices.Equal(o.v4, rv.v4) && slices.Equal(o.v6, rv.v6)
+}
+
+func split(addrs []netip.Addr) (v4, v6 []netip.Addr) {
+	for _, a := range addrs {
+		if a.Is4() {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	return v4, v6
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// clientRegion maps a client address to a region: the longest matching geo
+// prefix, else the default. bits is the matching prefix length (ECS scope).
+func (nv *nameView) clientRegion(addr netip.Addr) (region string, bits int) {
+	for _, g := range nv.geo {
+		if g.prefix.Contains(addr) {
+			return g.region, g.prefix.Bits()
+		}
+	}
+	return nv.deflt, 0
+}
+
+// pick appends to dst at most max addresses of addrs (all when max is 0),
+// the same ones for the same client, rotated by the client's network so
+// clients spread over members.
+func pick(dst, addrs []netip.Addr, max int, client netip.Addr) []netip.Addr {
+	if max <= 0 || max >= len(addrs) {
+		return append(dst, addrs...)
+	}
+	var b [16]byte
+	if client.Is4() {
+		a := client.As4()
+		copy(b[:], a[:3]) // the /24
+	} else {
+		a := client.As16()
+		copy(b[:], a[:7]) // the /56
+	}
+	start := int(xxhash.Sum64(b[:]) % uint64(len(addrs)))
+	for i := 0; i < max; i++ {
+		dst = append(dst, addrs[(start+i)%len(addrs)])
+	}
+	return dst
+}
+
+// setOverride sets (or with mode "" clears) a member's serve mode.
+func (p *pools) setOverride(name, region, memberName, mode string) error {
+	n := p.names[name]
+	if n == nil || n.regions[region] == nil {
+		return fmt.Errorf("no region %s of name %s", region, name)
+	}
+	found := false
+	for _, m := range n.regions[region].members {
+		found = found || m.cfg.Name == memberName
+	}
+	if !found {
+		return fmt.Errorf("no member %s in region %s of %s", memberName, region, name)
+	}
+	switch mode {
+	case "", configs.ServeAlways, configs.ServeObey, configs.ServeRemove, configs.ServeNo:
+	default:
+		return fmt.Errorf("serve mode must be always, obey, remove or no, got %q", mode)
+	}
+	p.mu.Lock()
+	k := memberKey{name, region, memberName}
+	if mode == "" {
+		delete(p.overrides, k)
+	} else {
+		p.overrides[k] = mode
+	}
+	p.mu.Unlock()
+	p.rebuild()
+	return nil
+}
+
+// recover clears a region's failover latch (auto_recover: false).
+func (p *pools) recover(name, region string) error {
+	n := p.names[name]
+	if n == nil || n.regions[region] == nil {
+		return fmt.Errorf("no region %s of name %s", region, name)
+	}
+	p.mu.Lock()
+	delete(p.failed, regionKey{name, region})
+	p.mu.Unlock()
+	p.rebuild()
+	return nil
+}
+
+// status is /api/pools: every member's state and why.
+func (p *pools) status() []map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v := p.view.Load()
+	var out []map[string]any
+	names := make([]string, 0, len(p.names))
+	for name := range p.names {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		n := p.names[name]
+		var regions []map[string]any
+		for _, rname := range n.order {
+			r := n.regions[rname]
+			rv := v.names[name].regions[rname]
+			var members []map[string]any
+			for _, m := range r.members {
+				ok, why := p.servable(m)
+				mode := m.cfg.ServeMode
+				override := p.overrides[m.key]
+				entry := map[string]any{"member": m.cfg.Name, "address": m.addr.String(), "serve_mode": mode, "serving": ok, "why": why}
+				if override != "" {
+					entry["override"] = override
+				}
+				if m.prober != nil {
+					up, _ := m.prober.Up()
+					entry["monitor"], entry["up"], entry["target"] = r.cfg.Monitor, up, m.prober.Target()
+				}
+				members = append(members, entry)
+			}
+			_, failed := p.failed[regionKey{name, rname}]
+			answers := append(append([]netip.Addr{}, rv.v4...), rv.v6...)
+			regions = append(regions, map[string]any{"region": rname, "members": members, "failed_over": failed,
+				"failover_to": rv.failover, "servfail": rv.servfail, "answers": answers, "ttl": rv.ttl})
+		}
+		out = append(out, map[string]any{"name": name, "auto_recover": *n.cfg.AutoRecover, "regions": regions, "at": time.Now().UTC()})
+	}
+	return out
+}

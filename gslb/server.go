@@ -1,0 +1,502 @@
+// Package gslb is ringlb's authoritative DNS server for the IDE domain:
+// zones from master files or inline records, and traffic-managed names
+// answered from region pools with health-based failover.
+//
+// It answers only for its zones (no recursion); it is not a resolver.
+package gslb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// ourUDPSize is the EDNS0 buffer size we advertise (DNS flag day 2020).
+const ourUDPSize = 1232
+
+// maxCNAMEChain bounds CNAME chasing inside our zones.
+const maxCNAMEChain = 8
+
+// Server is the authoritative DNS server. Create it with New, Start it,
+// stop it with Shutdown.
+type Server struct {
+	name    string
+	logger  *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+
+	state atomic.Pointer[state]
+
+	mu       sync.Mutex
+	udp, tcp *dns.Server
+	addr     string
+	admin    adminServer
+	closed   bool
+	served   sync.WaitGroup
+}
+
+// state is everything a query reads, swapped whole by Reload.
+type state struct {
+	cfg   configs.GSLB
+	zones []*zone // longest origin first
+	pools *pools
+	// serial is added to every zone's SOA serial: it grows each time a
+	// managed answer changes, so secondaries and caches see a new version.
+	serial   atomic.Uint32
+	queryLog bool
+}
+
+// New loads cfg's zones and pools. Nothing listens until Start.
+func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Registry) (*Server, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("gslb: register metrics: %w", err)
+	}
+	s.metrics = m
+	st, err := s.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.state.Store(st)
+	return s, nil
+}
+
+func (s *Server) build(cfg configs.GSLB) (*state, error) {
+	st := &state{cfg: cfg, queryLog: cfg.QueryLog}
+	var errs []error
+	for _, zc := range cfg.Zones {
+		z, err := loadZone(zc)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st.zones = append(st.zones, z)
+	}
+	// Longest origin first, so a child zone wins over its parent.
+	for i := 1; i < len(st.zones); i++ {
+		for j := i; j > 0 && dns.CountLabel(st.zones[j].origin) > dns.CountLabel(st.zones[j-1].origin); j-- {
+			st.zones[j], st.zones[j-1] = st.zones[j-1], st.zones[j]
+		}
+	}
+	p, err := newPools(cfg, s.logger, s.metrics)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	p.onChange = func() { st.serial.Add(1) }
+	st.pools = p
+	return st, nil
+}
+
+// Start binds UDP and TCP on cfg.listen (port 0 picks one free port for
+// both) and starts the monitors. It returns once both listeners serve.
+func (s *Server) Start(ctx context.Context) error {
+	listen := s.state.Load().cfg.Listen
+	var pc net.PacketConn
+	var ln net.Listener
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		pc, err = net.ListenPacket("udp", listen)
+		if err != nil {
+			return fmt.Errorf("gslb listen udp %s: %w", listen, err)
+		}
+		// TCP on the same port as UDP: with port 0, the UDP one.
+		ln, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			break
+		}
+		pc.Close()
+		if !strings.HasSuffix(listen, ":0") {
+			return fmt.Errorf("gslb listen tcp %s: %w", listen, err)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("gslb listen tcp: %w", err)
+	}
+	handler := dns.HandlerFunc(s.serveDNS)
+	accept := dns.MsgAcceptFunc(acceptQuery)
+	udpUp, tcpUp := make(chan struct{}), make(chan struct{})
+	s.mu.Lock()
+	s.udp = &dns.Server{PacketConn: pc, Handler: handler, NotifyStartedFunc: func() { close(udpUp) }, UDPSize: 65535, MsgAcceptFunc: accept}
+	s.tcp = &dns.Server{Listener: ln, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept,
+		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
+	s.addr = pc.LocalAddr().String()
+	s.mu.Unlock()
+	errc := make(chan error, 2)
+	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+		s.served.Add(1)
+		go func() {
+			defer s.served.Done()
+			if err := srv.ActivateAndServe(); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	for _, up := range []chan struct{}{udpUp, tcpUp} {
+		select {
+		case <-up:
+		case err := <-errc:
+			return fmt.Errorf("gslb serve: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.state.Load().pools.start()
+	s.logger.Info("gslb serving", "addr", s.addr, "zones", len(s.state.Load().zones))
+	return nil
+}
+
+// Addr is the address DNS is served on (UDP and TCP), once started.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// Reload swaps in a new configuration without dropping a query: queries in
+// flight finish on the old state, the next ones read the new. Monitor states
+// carry over for members that stay. On error nothing changes.
+func (s *Server) Reload(cfg configs.GSLB) error {
+	old := s.state.Load()
+	if cfg.Listen != old.cfg.Listen {
+		return fmt.Errorf("gslb.listen: changing %s to %s needs a restart", old.cfg.Listen, cfg.Listen)
+	}
+	st, err := s.build(cfg)
+	if err != nil {
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
+	}
+	st.pools.inherit(old.pools)
+	st.serial.Store(old.serial.Load() + 1)
+	s.state.Store(st)
+	s.mu.Lock()
+	started := s.udp != nil
+	s.mu.Unlock()
+	if started {
+		st.pools.start()
+	}
+	old.pools.stop()
+	s.logger.Info("gslb configuration reloaded", "zones", len(st.zones), "names", len(st.pools.names))
+	return nil
+}
+
+// Shutdown stops serving (bounded by ctx) and stops the monitors.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	udp, tcp := s.udp, s.tcp
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range []*dns.Server{udp, tcp} {
+		if srv != nil {
+			if err := srv.ShutdownContext(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	s.state.Load().pools.stop()
+	errs = append(errs, s.admin.shutdown(ctx))
+	done := make(chan struct{})
+	go func() { s.served.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, ctx.Err())
+	}
+	return errors.Join(errs...)
+}
+
+// acceptQuery decides from the header alone: responses and messages that
+// are not queries (another protocol's bytes, say) get no answer at all, so
+// the server cannot be used to reflect traffic; a query with a malformed
+// section count gets FORMERR.
+func acceptQuery(h dns.Header) dns.MsgAcceptAction {
+	const qrBit = 1 << 15
+	if h.Bits&qrBit != 0 {
+		return dns.MsgIgnore
+	}
+	if op := int(h.Bits>>11) & 0xF; op != dns.OpcodeQuery && op != dns.OpcodeNotify {
+		return dns.MsgIgnore
+	}
+	if h.Qdcount != 1 || h.Ancount > 1 || h.Nscount > 0 || h.Arcount > 2 {
+		return dns.MsgReject
+	}
+	return dns.MsgAccept
+}
+
+// serveDNS answers one query. Authoritative only: RD is ignored, RA never set.
+func (s *Server) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
+	st := s.state.Load()
+	m := s.answer(st, r, w.RemoteAddr(), w.LocalAddr().Network() == "tcp")
+	if m == nil {
+		return // not a query we answer at all (a response, garbage)
+	}
+	qtype := "none"
+	if len(r.Question) == 1 {
+		qtype = typeLabel(r.Question[0].Qtype)
+	}
+	s.metrics.queries.WithLabelValues(qtype, dns.RcodeToString[m.Rcode]).Inc()
+	if st.queryLog {
+		q := ""
+		if len(r.Question) == 1 {
+			q = r.Question[0].Name
+		}
+		s.logger.Info("query", "client", w.RemoteAddr().String(), "name", q, "type", qtype, "rcode", dns.RcodeToString[m.Rcode], "answers", len(m.Answer))
+	}
+	w.WriteMsg(m)
+}
+
+// typeLabel keeps the qtype label of the queries metric to known types.
+func typeLabel(t uint16) string {
+	if s, ok := dns.TypeToString[t]; ok {
+		return s
+	}
+	return "other"
+}
+
+// answer builds the response to r from st; nil means send nothing.
+func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool) *dns.Msg {
+	if r.Response {
+		return nil // never answer a response: reflection loops
+	}
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+	m.RecursionAvailable = false
+	opt := r.IsEdns0()
+	size := dns.MinMsgSize
+	if opt != nil {
+		size = max(int(opt.UDPSize()), dns.MinMsgSize)
+		if opt.Version() != 0 {
+			m.Authoritative = false
+			m.SetRcode(r, dns.RcodeBadVers)
+			m.SetEdns0(ourUDPSize, false)
+			return m
+		}
+	}
+	if tcp {
+		size = dns.MaxMsgSize
+	}
+	finish := func(ecs *dns.EDNS0_SUBNET) *dns.Msg {
+		if opt != nil {
+			o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+			o.SetUDPSize(ourUDPSize)
+			if ecs != nil {
+				o.Option = append(o.Option, ecs)
+			}
+			m.Extra = append(m.Extra, o)
+		}
+		m.Truncate(size)
+		return m
+	}
+	if r.Opcode != dns.OpcodeQuery {
+		m.SetRcode(r, dns.RcodeNotImplemented)
+		return finish(nil)
+	}
+	if len(r.Question) != 1 {
+		m.SetRcode(r, dns.RcodeFormatError)
+		return finish(nil)
+	}
+	q := r.Question[0]
+	qname := strings.ToLower(q.Name)
+	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
+		m.SetRcode(r, dns.RcodeRefused)
+		return finish(nil)
+	}
+	z := st.zoneFor(qname)
+	if z == nil {
+		m.Authoritative = false
+		m.SetRcode(r, dns.RcodeRefused)
+		return finish(nil)
+	}
+	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		m.SetRcode(r, dns.RcodeRefused) // transfers are served by serveTransfer over TCP
+		return finish(nil)
+	}
+
+	// Client address for region selection: EDNS Client Subnet, else source.
+	var ecsIn *dns.EDNS0_SUBNET
+	if opt != nil {
+		for _, o := range opt.Option {
+			if e, ok := o.(*dns.EDNS0_SUBNET); ok {
+				ecsIn = e
+			}
+		}
+	}
+	client := addrOf(remote)
+	if ecsIn != nil {
+		if a, ok := netip.AddrFromSlice(ecsIn.Address); ok {
+			client = a.Unmap()
+		}
+	}
+
+	var ecsOut *dns.EDNS0_SUBNET
+	name := qname
+	for hops := 0; ; hops++ {
+		if nv := st.pools.view.Load().names[name]; nv != nil {
+			scope := s.answerManaged(st, m, z, q, name, nv, client)
+			if ecsIn != nil {
+				ecsOut = &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: ecsIn.Family, SourceNetmask: ecsIn.SourceNetmask,
+					SourceScope: uint8(min(scope, 255)), Address: ecsIn.Address}
+			}
+			return finish(ecsOut)
+		}
+		byType, exists := z.lookup(name)
+		if !exists {
+			if hops == 0 {
+				m.SetRcode(r, dns.RcodeNameError)
+			}
+			m.Ns = append(m.Ns, st.negativeSOA(z))
+			return finish(ecsEcho(ecsIn))
+		}
+		if q.Qtype == dns.TypeANY {
+			// RFC 8482: a minimal answer instead of every record.
+			m.Answer = append(m.Answer, &dns.HINFO{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: 3600}, Cpu: "RFC8482"})
+			return finish(ecsEcho(ecsIn))
+		}
+		if rrs := byType[q.Qtype]; len(rrs) > 0 {
+			m.Answer = append(m.Answer, st.owned(rrs, name, z)...)
+			return finish(ecsEcho(ecsIn))
+		}
+		if cname := byType[dns.TypeCNAME]; len(cname) > 0 && hops < maxCNAMEChain {
+			m.Answer = append(m.Answer, st.owned(cname, name, z)...)
+			target := strings.ToLower(cname[0].(*dns.CNAME).Target)
+			if !dns.IsSubDomain(z.origin, target) {
+				return finish(ecsEcho(ecsIn)) // out of zone: the resolver follows it
+			}
+			name = target
+			continue
+		}
+		// NODATA: the name exists without this type.
+		m.Ns = append(m.Ns, st.negativeSOA(z))
+		return finish(ecsEcho(ecsIn))
+	}
+}
+
+func ecsEcho(in *dns.EDNS0_SUBNET) *dns.EDNS0_SUBNET {
+	if in == nil {
+		return nil
+	}
+	// Scope 0: the answer is the same whatever the client's network.
+	return &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: in.Family, SourceNetmask: in.SourceNetmask, Address: in.Address}
+}
+
+// answerManaged answers a traffic-managed name and returns the ECS scope.
+func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, name string, nv *nameView, client netip.Addr) int {
+	region, bits := nv.clientRegion(client)
+	rv := nv.regions[region]
+	if rv.servfail {
+		m.Rcode = dns.RcodeServerFailure
+		return bits
+	}
+	var addrs []netip.Addr
+	var buf [16]netip.Addr
+	switch q.Qtype {
+	case dns.TypeA:
+		addrs = pick(buf[:0], rv.v4, nv.cfg.MaxAnswers, client)
+	case dns.TypeAAAA:
+		addrs = pick(buf[:0], rv.v6, nv.cfg.MaxAnswers, client)
+	case dns.TypeANY:
+		addrs = pick(buf[:0], rv.v4, nv.cfg.MaxAnswers, client)
+		if len(addrs) > 1 {
+			addrs = addrs[:1] // RFC 8482: one record is enough
+		}
+	}
+	for _, a := range addrs {
+		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: rv.ttl}
+		if a.Is4() {
+			hdr.Rrtype = dns.TypeA
+			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
+		} else {
+			hdr.Rrtype = dns.TypeAAAA
+			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		}
+	}
+	if len(m.Answer) == 0 {
+		// Static records at the managed name (TXT, say) still answer.
+		if byType, ok := z.lookup(name); ok && len(byType[q.Qtype]) > 0 {
+			m.Answer = append(m.Answer, st.owned(byType[q.Qtype], name, z)...)
+		} else {
+			m.Ns = append(m.Ns, st.negativeSOA(z))
+		}
+	}
+	return bits
+}
+
+// zoneFor returns the zone qname falls in, or nil.
+func (st *state) zoneFor(qname string) *zone {
+	for _, z := range st.zones {
+		if dns.IsSubDomain(z.origin, qname) {
+			return z
+		}
+	}
+	return nil
+}
+
+// owned returns rrs as answers for name: the apex SOA with the current
+// serial, wildcard records renamed to the name asked.
+func (st *state) owned(rrs []dns.RR, name string, z *zone) []dns.RR {
+	if rrs[0].Header().Rrtype == dns.TypeSOA {
+		return []dns.RR{st.soa(z)}
+	}
+	if rrs[0].Header().Name == name {
+		return rrs
+	}
+	out := make([]dns.RR, len(rrs))
+	for i, rr := range rrs {
+		c := dns.Copy(rr)
+		c.Header().Name = name
+		out[i] = c
+	}
+	return out
+}
+
+func (st *state) soa(z *zone) *dns.SOA {
+	soa := *z.soa
+	soa.Serial += st.serial.Load()
+	return &soa
+}
+
+// negativeSOA is the SOA for the authority section of NXDOMAIN and NODATA,
+// its TTL the negative-caching TTL (RFC 2308).
+func (st *state) negativeSOA(z *zone) dns.RR {
+	soa := st.soa(z)
+	soa.Hdr.Ttl = min(soa.Hdr.Ttl, soa.Minttl)
+	return soa
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}

@@ -1,0 +1,124 @@
+package gslb
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// zone is one authoritative zone, immutable once loaded: its records indexed
+// by lower-case owner name and type.
+type zone struct {
+	origin string // lower case, fully qualified
+	soa    *dns.SOA
+	names  map[string]map[uint16][]dns.RR
+	// cfg is the zone's configuration (transfer rules).
+	cfg configs.Zone
+}
+
+// loadZone parses a zone from its master file or inline records.
+func loadZone(zc configs.Zone) (*zone, error) {
+	z := &zone{origin: strings.ToLower(dns.Fqdn(zc.Origin)), names: map[string]map[uint16][]dns.RR{}, cfg: zc}
+	var zp *dns.ZoneParser
+	if zc.File != "" {
+		f, err := os.Open(zc.File)
+		if err != nil {
+			return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+		}
+		defer f.Close()
+		zp = dns.NewZoneParser(f, z.origin, zc.File)
+	} else {
+		zp = dns.NewZoneParser(strings.NewReader(strings.Join(zc.Records, "\n")), z.origin, "records of "+z.origin)
+	}
+	zp.SetIncludeAllowed(true)
+	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+		if err := z.add(rr); err != nil {
+			return nil, err
+		}
+	}
+	if err := zp.Err(); err != nil {
+		return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+	}
+	if z.soa == nil {
+		return nil, fmt.Errorf("zone %s: no SOA record at the apex", z.origin)
+	}
+	return z, nil
+}
+
+func (z *zone) add(rr dns.RR) error {
+	h := rr.Header()
+	h.Name = strings.ToLower(h.Name)
+	if !dns.IsSubDomain(z.origin, h.Name) {
+		return fmt.Errorf("zone %s: %s is outside the zone", z.origin, h.Name)
+	}
+	if h.Rrtype == dns.TypeSOA {
+		if h.Name != z.origin {
+			return fmt.Errorf("zone %s: SOA at %s, not at the apex", z.origin, h.Name)
+		}
+		if z.soa != nil {
+			return fmt.Errorf("zone %s: more than one SOA", z.origin)
+		}
+		z.soa = rr.(*dns.SOA)
+	}
+	byType := z.names[h.Name]
+	if byType == nil {
+		byType = map[uint16][]dns.RR{}
+		z.names[h.Name] = byType
+		// Empty non-terminals exist too: a name below them has records.
+		for n := h.Name; n != z.origin; {
+			i, end := dns.NextLabel(n, 0)
+			if end {
+				break
+			}
+			n = n[i:]
+			if _, ok := z.names[n]; !ok {
+				z.names[n] = map[uint16][]dns.RR{}
+			}
+		}
+	}
+	if h.Rrtype == dns.TypeCNAME && len(byType[dns.TypeCNAME]) > 0 {
+		return fmt.Errorf("zone %s: more than one CNAME at %s", z.origin, h.Name)
+	}
+	byType[h.Rrtype] = append(byType[h.Rrtype], rr)
+	return nil
+}
+
+// lookup returns the records of name (lower case) and whether the name
+// exists, falling back to a wildcard at the closest encloser (RFC 4592).
+func (z *zone) lookup(name string) (map[uint16][]dns.RR, bool) {
+	if byType, ok := z.names[name]; ok {
+		return byType, true
+	}
+	// Closest encloser: the longest existing ancestor.
+	for n := name; n != z.origin; {
+		i, end := dns.NextLabel(n, 0)
+		if end {
+			break
+		}
+		n = n[i:]
+		if _, ok := z.names[n]; ok {
+			if wild, ok := z.names["*."+n]; ok {
+				return wild, true
+			}
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// all returns every record of the zone, SOA first (for AXFR).
+func (z *zone) all() []dns.RR {
+	out := []dns.RR{z.soa}
+	for _, byType := range z.names {
+		for t, rrs := range byType {
+			if t != dns.TypeSOA {
+				out = append(out, rrs...)
+			}
+		}
+	}
+	return out
+}
