@@ -14,8 +14,11 @@ func TestDemoConfigIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("embedded demo config: %v", err)
 	}
-	if got := len(cfg.Demo.Nodes); got != 5 {
-		t.Fatalf("demo nodes = %d, want 5 (2 balancers, 3 edges)", got)
+	if got := len(cfg.Demo.Nodes); got != 6 {
+		t.Fatalf("demo nodes = %d, want 6 (2 balancers, 3 edges, a gslb)", got)
+	}
+	if g := cfg.ForNode(cfg.Demo.Nodes[5]); g.GSLB.Listen != "127.0.0.1:5353" || g.GSLB.Admin.Listen != "127.0.0.1:9053" || len(g.GSLB.Names) != 1 {
+		t.Errorf("ForNode(gslb-1) = %+v", g.GSLB)
 	}
 	edge := cfg.ForNode(cfg.Demo.Nodes[2])
 	if edge.Cluster.Name != "edge-1" || edge.Edge.Listen != "127.0.0.1:7101" || edge.Edge.AdvertiseURL != "http://127.0.0.1:7101" || edge.Cluster.Bind != "127.0.0.1:7948" {

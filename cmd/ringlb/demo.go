@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -90,8 +91,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func startDemoNodes(ctx context.Context, cfg *configs.Config, logger *slog.Logger) ([]*node, error) {
 	start := func(dn configs.DemoNode) (*node, error) {
 		nc := cfg.ForNode(dn)
-		if dn.Role == "edge" {
+		switch dn.Role {
+		case "edge":
 			return startEdge(ctx, nc, logger, false)
+		case "gslb":
+			return startGSLB(ctx, nc, logger, false)
 		}
 		return startBalancer(ctx, nc, logger, false)
 	}
@@ -128,7 +132,7 @@ func startDemoNodes(ctx context.Context, cfg *configs.Config, logger *slog.Logge
 // within each group.
 func stopNodes(ctx context.Context, nodes []*node) error {
 	var errs []error
-	for _, role := range []string{"balancer", "edge"} {
+	for _, role := range []string{"gslb", "balancer", "edge"} {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		for _, n := range nodes {
@@ -188,21 +192,33 @@ func waitRing(ctx context.Context, n *node, want int) error {
 }
 
 func printBanner(w io.Writer, nodes []*node, took time.Duration) {
-	var bals, edges []*node
+	var bals, edges, dnss []*node
 	for _, n := range nodes {
-		if n.role == "balancer" {
+		switch n.role {
+		case "balancer":
 			bals = append(bals, n)
-		} else {
+		case "gslb":
+			dnss = append(dnss, n)
+		default:
 			edges = append(edges, n)
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d balancers and %d edges up in %s.\n\n", demoReadyLine, len(bals), len(edges), took.Round(time.Millisecond))
+	fmt.Fprintf(&b, "%s: %d balancers, %d edges and %d gslb up in %s.\n\n", demoReadyLine, len(bals), len(edges), len(dnss), took.Round(time.Millisecond))
 	for _, n := range bals {
 		fmt.Fprintf(&b, "  balancer %-7s http://%s   admin http://%s\n", n.name, n.listen, n.admin)
 	}
 	for _, n := range edges {
 		fmt.Fprintf(&b, "  edge     %-7s http://%s   admin http://%s\n", n.name, n.listen, n.admin)
+	}
+	for _, n := range dnss {
+		host, port, _ := net.SplitHostPort(n.listen)
+		fmt.Fprintf(&b, "  gslb     %-7s dns %s (udp+tcp)   admin http://%s\n", n.name, n.listen, n.admin)
+		fmt.Fprintf(&b, "\n  # the managed name: east clients (127.0.0.1) get bal-1, west (127.0.0.2) get bal-2;\n")
+		fmt.Fprintf(&b, "  # stop a balancer and its clients fail over to the other within seconds\n")
+		fmt.Fprintf(&b, "  dig @%s -p %s ide.ringlb.test\n", host, port)
+		fmt.Fprintf(&b, "  dig @%s -p %s -b 127.0.0.2 ide.ringlb.test\n", host, port)
+		fmt.Fprintf(&b, "  curl http://%s/api/pools\n", n.admin)
 	}
 	b1, b2 := bals[0], bals[len(bals)-1]
 	fmt.Fprintf(&b, `

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/miekg/dns"
 )
 
 // buildBinary compiles the real ringlb binary once per test run.
@@ -231,6 +233,31 @@ func TestDemoEndToEnd(t *testing.T) {
 	t.Logf("bench ws: %s", lastLine(string(out)))
 	if res.ConnsOK != 180 || res.Split != 0 || res.Lost != 0 || res.Delivered == 0 || res.Delivered != res.Expected {
 		t.Errorf("bench ws result %+v\n%s", res, out)
+	}
+
+	// The demo's gslb: east clients get bal-1's address, west clients
+	// bal-2's; taking bal-2 out (serve mode remove) flips west to east.
+	dnsAnswer := func(src string) string {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion("ide.ringlb.test.", dns.TypeA)
+		c := &dns.Client{Timeout: 5 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(src)}}}
+		r, _, err := c.Exchange(m, "127.0.0.1:5353")
+		if err != nil || len(r.Answer) != 1 {
+			t.Fatalf("dig from %s: %v %v", src, r, err)
+		}
+		return r.Answer[0].(*dns.A).A.String()
+	}
+	if east, west := dnsAnswer("127.0.0.1"), dnsAnswer("127.0.0.2"); east != "127.0.0.1" || west != "127.0.0.2" {
+		t.Fatalf("ide.ringlb.test: east %s west %s", east, west)
+	}
+	resp, err := http.Post("http://127.0.0.1:9053/api/pools/ide.ringlb.test/west/bal-2/mode?mode=remove", "", nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("serve mode override: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if west := dnsAnswer("127.0.0.2"); west != "127.0.0.1" {
+		t.Fatalf("west with bal-2 removed: %s, want the east failover 127.0.0.1", west)
 	}
 
 	// Ctrl-C stops the whole demo cleanly.

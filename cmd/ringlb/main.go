@@ -23,9 +23,10 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"demo", "run 3 edges and 2 balancers on loopback from the embedded config", runDemo},
+		{"demo", "run 3 edges, 2 balancers and a gslb on loopback from the embedded config", runDemo},
 		{"edge", "run an edge node (session relay)", runEdgeCmd},
 		{"balancer", "run a regional balancer", runBalancerCmd},
+		{"gslb", "run the authoritative DNS server with region pools and failover", runGSLBCmd},
 		{"check", "validate a config file and report every problem", runCheck},
 		{"bench", "load generators: ringlb bench ws", runBench},
 		{"probe", "check a health URL once (for HEALTHCHECK and keepalived)", runProbe},

@@ -21,6 +21,7 @@ import (
 	"github.com/ringlb/ringlb/balancer"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/gslb"
 	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/sessions"
 )
@@ -205,7 +206,46 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	}, nil
 }
 
-// runRole is the body of `ringlb edge` and `ringlb balancer`.
+// startGSLB starts the authoritative DNS server: DNS first, then its admin
+// port, then gossip (as role gslb, so dashboards see it).
+func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool) (*node, error) {
+	name := cfg.Cluster.Name
+	logger = logger.With("node", name, "role", "gslb")
+	s, err := gslb.New(cfg.GSLB, name, logger, newRegistry(processMetrics))
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Start(ctx); err != nil {
+		return nil, err
+	}
+	shutdown := func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(c)
+	}
+	al, err := net.Listen("tcp", cfg.GSLB.Admin.Listen)
+	if err != nil {
+		shutdown()
+		return nil, fmt.Errorf("listen on admin %s: %w (change gslb.admin.listen)", cfg.GSLB.Admin.Listen, err)
+	}
+	failed := serve(map[net.Listener]func(net.Listener) error{al: s.ServeAdmin})
+	m, err := health.Join(ctx, cfg.Cluster, health.Meta{Role: health.RoleGSLB, Region: cfg.Cluster.Region,
+		Admin: "http://" + al.Addr().String(), State: health.StateAlive}, logger)
+	if err != nil {
+		shutdown()
+		return nil, fmt.Errorf("join cluster: %w", err)
+	}
+	logger.Info("gslb started", "dns", s.Addr(), "admin", al.Addr().String(), "gossip", m.Addr())
+	return &node{
+		name: name, role: "gslb", listen: s.Addr(), admin: al.Addr().String(), member: m, failed: failed,
+		stop: func(ctx context.Context) error {
+			return errors.Join(s.Shutdown(ctx), m.Shutdown(ctx))
+		},
+		reload: func(next *configs.Config) error { return s.Reload(next.GSLB) },
+	}, nil
+}
+
+// runRole is the body of `ringlb edge`, `ringlb balancer` and `ringlb gslb`.
 func runRole(ctx context.Context, role string, args []string, stderr io.Writer) error {
 	fs := flagSet(role, fmt.Sprintf("Runs a %s node from a config file (only its cluster and %s sections are read).\nSIGINT or SIGTERM stops it gracefully.", role, role), stderr)
 	path := fs.String("config", "", "config file (required)")
@@ -227,8 +267,11 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		return fmt.Errorf("%w\n(run ringlb check -config %s)", err, *path)
 	}
 	start, timeout := startBalancer, 10*time.Second
-	if role == "edge" {
+	switch role {
+	case "edge":
 		start, timeout = startEdge, cfg.Edge.DrainTimeout.D()+5*time.Second
+	case "gslb":
+		start = startGSLB
 	}
 	if *grace > 0 {
 		timeout = *grace
@@ -282,4 +325,8 @@ func reloadNode(n *node, path string, logger *slog.Logger) {
 		return
 	}
 	logger.Info("SIGHUP: configuration reloaded", "config", path)
+}
+
+func runGSLBCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
+	return runRole(ctx, "gslb", args, stderr)
 }
