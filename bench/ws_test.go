@@ -63,3 +63,15 @@ func TestSampleProcs(t *testing.T) {
 		t.Fatal("no error for a missing process")
 	}
 }
+
+func TestDNSOptionsValidation(t *testing.T) {
+	_, err := RunDNS(t.Context(), DNSOptions{Clients: 5000, Duration: 0}, nil)
+	if err == nil {
+		t.Fatal("bad options accepted")
+	}
+	for _, want := range []string{"server host:port is required", "clients must be", "duration must be"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}

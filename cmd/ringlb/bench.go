@@ -21,6 +21,7 @@ type benchCommand struct {
 func benchCommands() []benchCommand {
 	return []benchCommand{
 		{"ws", "WebSocket sessions through a balancer or straight to an edge", runBenchWS},
+		{"dns", "a bounded query load against a DNS server", runBenchDNS},
 	}
 }
 

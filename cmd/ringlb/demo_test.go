@@ -260,6 +260,13 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Fatalf("west with bal-2 removed: %s, want the east failover 127.0.0.1", west)
 	}
 
+	// `ringlb bench dns` against the demo's gslb: every query answered.
+	out, err = exec.Command(bin, "bench", "dns", "-server", "127.0.0.1:5353", "-duration", "1s", "-clients", "4").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), " 0 lost") || !strings.Contains(string(out), "NXDOMAIN") {
+		t.Fatalf("bench dns: %v\n%s", err, out)
+	}
+	t.Logf("bench dns: %s", lastLine(string(out)))
+
 	// Ctrl-C stops the whole demo cleanly.
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)

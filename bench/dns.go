@@ -1,0 +1,188 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// DNSQuery is one entry of a query mix.
+type DNSQuery struct {
+	Name string
+	Type uint16
+}
+
+// DefaultDNSMix is the mix of the issue's measurement: the managed name, a
+// CNAME, NXDOMAIN, MX and AAAA (against the demo zone).
+var DefaultDNSMix = []DNSQuery{
+	{"ide.ringlb.test.", dns.TypeA},
+	{"www.ringlb.test.", dns.TypeA},
+	{"nope.ringlb.test.", dns.TypeA},
+	{"ringlb.test.", dns.TypeMX},
+	{"ide.ringlb.test.", dns.TypeAAAA},
+}
+
+// DNSOptions describes one `ringlb bench dns` run, bounded by Duration and
+// MaxQueries.
+type DNSOptions struct {
+	Server      string // host:port
+	Clients     int    // concurrent clients, each with one query in flight
+	Duration    time.Duration
+	MaxQueries  int64 // 0: no bound but Duration
+	Mix         []DNSQuery
+	Timeout     time.Duration
+	TCP         bool
+	ExpectNoErr bool // count answers other than NOERROR/NXDOMAIN as failures
+}
+
+// DNSResult is what a run measured.
+type DNSResult struct {
+	Options  DNSOptions     `json:"options"`
+	Sent     int64          `json:"queries_sent"`
+	Answered int64          `json:"queries_answered"`
+	Lost     int64          `json:"queries_lost"`
+	QPS      float64        `json:"qps"`
+	Latency  Percentiles    `json:"latency"`
+	Rcodes   map[string]int `json:"rcodes"`
+}
+
+// Summary is the one line printed at the end of a run.
+func (r *DNSResult) Summary() string {
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d)/1e6) }
+	return fmt.Sprintf("dns: %d queries, %d answered, %d lost | %.0f QPS | latency p50=%s p90=%s p99=%s max=%s | rcodes %v",
+		r.Sent, r.Answered, r.Lost, r.QPS, ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.Max), r.Rcodes)
+}
+
+// RunDNS sends the mix from Clients concurrent clients until Duration or
+// MaxQueries, printing progress once a second.
+func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, error) {
+	if o.Clients == 0 {
+		o.Clients = 8
+	}
+	if len(o.Mix) == 0 {
+		o.Mix = DefaultDNSMix
+	}
+	if o.Timeout == 0 {
+		o.Timeout = time.Second
+	}
+	var errs []error
+	if o.Server == "" {
+		errs = append(errs, errors.New("a server host:port is required (-server 127.0.0.1:5353)"))
+	}
+	if o.Clients < 1 || o.Clients > 1000 {
+		errs = append(errs, fmt.Errorf("clients must be in range [1, 1000], got %d", o.Clients))
+	}
+	if o.Duration <= 0 || o.Duration > time.Hour {
+		errs = append(errs, fmt.Errorf("duration must be in range (0, 1h], got %s", o.Duration))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if progress == nil {
+		progress = io.Discard
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Duration)
+	defer cancel()
+	var sent, answered atomic.Int64
+	var mu sync.Mutex
+	rcodes := map[string]int{}
+	var lat []time.Duration
+	start := time.Now()
+	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var last int64
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				n := answered.Load()
+				fmt.Fprintf(progress, "[%5.1fs] answered %d (%d/s)\n", time.Since(start).Seconds(), n, n-last)
+				last = n
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := 0; i < o.Clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			network := "udp"
+			if o.TCP {
+				network = "tcp"
+			}
+			c := &dns.Client{Net: network, Timeout: o.Timeout}
+			conn, err := c.DialContext(ctx, o.Server)
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			local := map[string]int{}
+			var samples []time.Duration
+			rnd := rand.New(rand.NewPCG(uint64(i), 7))
+			m := new(dns.Msg)
+			for ctx.Err() == nil {
+				if o.MaxQueries > 0 && sent.Add(1) > o.MaxQueries {
+					break
+				} else if o.MaxQueries == 0 {
+					sent.Add(1)
+				}
+				q := o.Mix[rnd.IntN(len(o.Mix))]
+				m.SetQuestion(q.Name, q.Type)
+				t0 := time.Now()
+				// Without a context: with one, this miekg/dns version fails
+				// writes at once with "i/o timeout" on a reused UDP conn.
+				// The client's Timeout bounds each query instead.
+				r, _, err := c.ExchangeWithConn(m, conn)
+				if err != nil {
+					if ctx.Err() == nil {
+						local["error: "+errorKind(err)]++
+					}
+					continue
+				}
+				d := time.Since(t0)
+				answered.Add(1)
+				local[dns.RcodeToString[r.Rcode]]++
+				if len(samples) < 20000 {
+					samples = append(samples, d)
+				}
+			}
+			mu.Lock()
+			for k, v := range local {
+				rcodes[k] += v
+			}
+			lat = append(lat, samples...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	close(stopProgress)
+	<-progressDone
+	elapsed := time.Since(start)
+	res := &DNSResult{Options: o, Sent: sent.Load(), Answered: answered.Load(), Rcodes: rcodes, Latency: percentiles(lat)}
+	if o.MaxQueries > 0 && res.Sent > o.MaxQueries {
+		res.Sent = o.MaxQueries
+	}
+	res.Lost = max(res.Sent-res.Answered, 0)
+	res.QPS = float64(res.Answered) / elapsed.Seconds()
+	return res, nil
+}
+
+func errorKind(err error) string {
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return err.Error()
+}
