@@ -1,6 +1,12 @@
 package gslb
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
+	"sync"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the gslb's Prometheus metrics, named by the wire contract
 // (DESIGN.md, "Metrics"), declared here and nowhere else.
@@ -11,6 +17,20 @@ type metrics struct {
 	memberUp *prometheus.GaugeVec
 	// failovers counts regions of a managed name going to their failover.
 	failovers *prometheus.CounterVec
+	// counters caches queries' children: WithLabelValues hashes and locks,
+	// which costs more than answering the query.
+	counters sync.Map // "qtype/rcode" → prometheus.Counter
+}
+
+func (m *metrics) query(qtype string, rcode int) {
+	key := qtype + "/" + strconv.Itoa(rcode)
+	if c, ok := m.counters.Load(key); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := m.queries.WithLabelValues(qtype, dns.RcodeToString[rcode])
+	m.counters.Store(key, c)
+	c.Inc()
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {

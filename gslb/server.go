@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -39,12 +40,13 @@ type Server struct {
 
 	state atomic.Pointer[state]
 
-	mu       sync.Mutex
-	udp, tcp *dns.Server
-	addr     string
-	admin    adminServer
-	closed   bool
-	served   sync.WaitGroup
+	mu     sync.Mutex
+	udp    []*dns.Server // one per CPU, sharing the port (SO_REUSEPORT)
+	tcp    *dns.Server
+	addr   string
+	admin  adminServer
+	closed bool
+	served sync.WaitGroup
 }
 
 // state is everything a query reads, swapped whole by Reload.
@@ -113,20 +115,22 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 // both) and starts the monitors. It returns once both listeners serve.
 func (s *Server) Start(ctx context.Context) error {
 	listen := s.state.Load().cfg.Listen
-	var pc net.PacketConn
+	var pcs []net.PacketConn
 	var ln net.Listener
 	var err error
 	for attempt := 0; attempt < 10; attempt++ {
-		pc, err = net.ListenPacket("udp", listen)
+		pcs, err = listenUDP(listen, udpSockets())
 		if err != nil {
-			return fmt.Errorf("gslb listen udp %s: %w", listen, err)
+			return err
 		}
 		// TCP on the same port as UDP: with port 0, the UDP one.
-		ln, err = net.Listen("tcp", pc.LocalAddr().String())
+		ln, err = net.Listen("tcp", pcs[0].LocalAddr().String())
 		if err == nil {
 			break
 		}
-		pc.Close()
+		for _, pc := range pcs {
+			pc.Close()
+		}
 		if !strings.HasSuffix(listen, ":0") {
 			return fmt.Errorf("gslb listen tcp %s: %w", listen, err)
 		}
@@ -136,15 +140,22 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	handler := dns.HandlerFunc(s.serveDNS)
 	accept := dns.MsgAcceptFunc(acceptQuery)
-	udpUp, tcpUp := make(chan struct{}), make(chan struct{})
+	var ups []chan struct{}
 	s.mu.Lock()
-	s.udp = &dns.Server{PacketConn: pc, Handler: handler, NotifyStartedFunc: func() { close(udpUp) }, UDPSize: 65535, MsgAcceptFunc: accept}
+	for _, pc := range pcs {
+		up := make(chan struct{})
+		ups = append(ups, up)
+		s.udp = append(s.udp, &dns.Server{PacketConn: pc, Handler: handler, NotifyStartedFunc: func() { close(up) }, UDPSize: 65535, MsgAcceptFunc: accept})
+	}
+	tcpUp := make(chan struct{})
+	ups = append(ups, tcpUp)
 	s.tcp = &dns.Server{Listener: ln, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
-	s.addr = pc.LocalAddr().String()
+	s.addr = pcs[0].LocalAddr().String()
+	servers := append(append([]*dns.Server{}, s.udp...), s.tcp)
 	s.mu.Unlock()
-	errc := make(chan error, 2)
-	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+	errc := make(chan error, len(servers))
+	for _, srv := range servers {
 		s.served.Add(1)
 		go func() {
 			defer s.served.Done()
@@ -153,7 +164,7 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	for _, up := range []chan struct{}{udpUp, tcpUp} {
+	for _, up := range ups {
 		select {
 		case <-up:
 		case err := <-errc:
@@ -190,7 +201,7 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 	st.serial.Store(old.serial.Load() + 1)
 	s.state.Store(st)
 	s.mu.Lock()
-	started := s.udp != nil
+	started := s.tcp != nil
 	s.mu.Unlock()
 	if started {
 		st.pools.start()
@@ -208,10 +219,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
-	udp, tcp := s.udp, s.tcp
+	servers := append(append([]*dns.Server{}, s.udp...), s.tcp)
 	s.mu.Unlock()
 	var errs []error
-	for _, srv := range []*dns.Server{udp, tcp} {
+	for _, srv := range servers {
 		if srv != nil {
 			if err := srv.ShutdownContext(ctx); err != nil {
 				errs = append(errs, err)
@@ -259,7 +270,7 @@ func (s *Server) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if len(r.Question) == 1 {
 		qtype = typeLabel(r.Question[0].Qtype)
 	}
-	s.metrics.queries.WithLabelValues(qtype, dns.RcodeToString[m.Rcode]).Inc()
+	s.metrics.query(qtype, m.Rcode)
 	if st.queryLog {
 		q := ""
 		if len(r.Question) == 1 {
@@ -499,4 +510,28 @@ func addrOf(a net.Addr) netip.Addr {
 		return ip.Unmap()
 	}
 	return netip.Addr{}
+}
+
+// listenUDP opens n UDP sockets on one address with SO_REUSEPORT, so the
+// kernel spreads queries over n reader goroutines. With port 0 the first
+// socket's port is used for the rest.
+func listenUDP(addr string, n int) ([]net.PacketConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = setReusePort(fd) })
+		return errors.Join(err, serr)
+	}}
+	var pcs []net.PacketConn
+	for i := 0; i < max(n, 1); i++ {
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			for _, p := range pcs {
+				p.Close()
+			}
+			return nil, fmt.Errorf("gslb listen udp %s: %w", addr, err)
+		}
+		pcs = append(pcs, pc)
+		addr = pc.LocalAddr().String()
+	}
+	return pcs, nil
 }

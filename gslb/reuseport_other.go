@@ -1,0 +1,9 @@
+//go:build !linux
+
+package gslb
+
+// setReusePort is a no-op elsewhere: only one UDP socket binds the port.
+func setReusePort(uintptr) error { return nil }
+
+// udpSockets is 1 without SO_REUSEPORT.
+func udpSockets() int { return 1 }
