@@ -1,7 +1,6 @@
 package gslb
 
 import (
-	"strconv"
 	"sync"
 
 	"github.com/miekg/dns"
@@ -19,16 +18,21 @@ type metrics struct {
 	failovers *prometheus.CounterVec
 	// counters caches queries' children: WithLabelValues hashes and locks,
 	// which costs more than answering the query.
-	counters sync.Map // "qtype/rcode" → prometheus.Counter
+	counters sync.Map // uint32(qtype<<16 | rcode) → prometheus.Counter
 }
 
-func (m *metrics) query(qtype string, rcode int) {
-	key := qtype + "/" + strconv.Itoa(rcode)
+// query counts one answered query (qtype 0: no question).
+func (m *metrics) query(qtype uint16, rcode int) {
+	key := uint32(qtype)<<16 | uint32(rcode&0xFFFF)
 	if c, ok := m.counters.Load(key); ok {
 		c.(prometheus.Counter).Inc()
 		return
 	}
-	c := m.queries.WithLabelValues(qtype, dns.RcodeToString[rcode])
+	label := "none"
+	if qtype != 0 {
+		label = typeLabel(qtype)
+	}
+	c := m.queries.WithLabelValues(label, dns.RcodeToString[rcode])
 	m.counters.Store(key, c)
 	c.Inc()
 }

@@ -41,7 +41,7 @@ type Server struct {
 	state atomic.Pointer[state]
 
 	mu     sync.Mutex
-	udp    []*dns.Server // one per CPU, sharing the port (SO_REUSEPORT)
+	udp    []*net.UDPConn // one per CPU, sharing the port (SO_REUSEPORT), each with its loop
 	tcp    *dns.Server
 	addr   string
 	admin  adminServer
@@ -140,28 +140,30 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	handler := dns.HandlerFunc(s.serveDNS)
 	accept := dns.MsgAcceptFunc(acceptQuery)
-	var ups []chan struct{}
+	tcpUp := make(chan struct{})
+	ups := []chan struct{}{tcpUp}
 	s.mu.Lock()
 	for _, pc := range pcs {
-		up := make(chan struct{})
-		ups = append(ups, up)
-		s.udp = append(s.udp, &dns.Server{PacketConn: pc, Handler: handler, NotifyStartedFunc: func() { close(up) }, UDPSize: 65535, MsgAcceptFunc: accept})
+		s.udp = append(s.udp, pc.(*net.UDPConn))
 	}
-	tcpUp := make(chan struct{})
-	ups = append(ups, tcpUp)
 	s.tcp = &dns.Server{Listener: ln, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
 	s.addr = pcs[0].LocalAddr().String()
-	servers := append(append([]*dns.Server{}, s.udp...), s.tcp)
+	udp := s.udp
 	s.mu.Unlock()
-	errc := make(chan error, len(servers))
-	for _, srv := range servers {
+	errc := make(chan error, 1)
+	s.served.Add(1)
+	go func() {
+		defer s.served.Done()
+		if err := s.tcp.ActivateAndServe(); err != nil {
+			errc <- err
+		}
+	}()
+	for _, conn := range udp {
 		s.served.Add(1)
 		go func() {
 			defer s.served.Done()
-			if err := srv.ActivateAndServe(); err != nil {
-				errc <- err
-			}
+			s.serveUDP(conn) // returns when Shutdown closes conn
 		}()
 	}
 	for _, up := range ups {
@@ -219,14 +221,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
-	servers := append(append([]*dns.Server{}, s.udp...), s.tcp)
+	udp, tcp := s.udp, s.tcp
 	s.mu.Unlock()
 	var errs []error
-	for _, srv := range servers {
-		if srv != nil {
-			if err := srv.ShutdownContext(ctx); err != nil {
-				errs = append(errs, err)
-			}
+	// UDP needs no draining: each query is answered before the next read.
+	for _, c := range udp {
+		c.Close()
+	}
+	if tcp != nil {
+		if err := tcp.ShutdownContext(ctx); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	s.state.Load().pools.stop()
@@ -266,19 +270,21 @@ func (s *Server) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if m == nil {
 		return // not a query we answer at all (a response, garbage)
 	}
-	qtype := "none"
+	w.WriteMsg(m)
+	s.count(st, r, m, w.RemoteAddr().String())
+}
+
+// count records an answered query in the metrics and, when on, the query log.
+func (s *Server) count(st *state, r, m *dns.Msg, client string) {
+	var qtype uint16
+	name := ""
 	if len(r.Question) == 1 {
-		qtype = typeLabel(r.Question[0].Qtype)
+		qtype, name = r.Question[0].Qtype, r.Question[0].Name
 	}
 	s.metrics.query(qtype, m.Rcode)
 	if st.queryLog {
-		q := ""
-		if len(r.Question) == 1 {
-			q = r.Question[0].Name
-		}
-		s.logger.Info("query", "client", w.RemoteAddr().String(), "name", q, "type", qtype, "rcode", dns.RcodeToString[m.Rcode], "answers", len(m.Answer))
+		s.logger.Info("query", "client", client, "name", name, "type", typeLabel(qtype), "rcode", dns.RcodeToString[m.Rcode], "answers", len(m.Answer))
 	}
-	w.WriteMsg(m)
 }
 
 // typeLabel keeps the qtype label of the queries metric to known types.

@@ -1,0 +1,248 @@
+package gslb
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+
+	"github.com/miekg/dns"
+)
+
+// The UDP answer path. Each UDP socket has one reader loop that answers in
+// place. Most queries repeat (the same name and type from clients of the same
+// region), so each loop keeps the packed responses it built and answers a
+// repeat by copying one and patching its ID, flags and the question's case:
+// no unpacking, no allocation, no goroutine per query. Anything unusual (EDNS
+// options such as Client Subnet, max_answers rotation, the query log, rate
+// limiting, other opcodes, malformed packets) takes the full path through
+// answer(), which is also what fills the cache.
+
+// maxCachedResponses bounds each loop's cache; it is emptied when full and
+// whenever the state or the pools' view changes.
+const maxCachedResponses = 4096
+
+type udpLoop struct {
+	s     *Server
+	conn  *net.UDPConn
+	cache map[string][]byte
+	// what the cache was built from
+	st     *state
+	view   *view
+	serial uint32
+	key    []byte
+	out    []byte
+}
+
+func (s *Server) serveUDP(conn *net.UDPConn) error {
+	l := &udpLoop{s: s, conn: conn, cache: map[string][]byte{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	buf := make([]byte, dns.MaxMsgSize)
+	for {
+		n, addr, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			continue
+		}
+		l.handle(buf[:n], addr)
+	}
+}
+
+// rawQuery is what the fast path reads of a packet.
+type rawQuery struct {
+	id           uint16
+	flags        uint16
+	qname        []byte // wire form, as asked
+	qtype        uint16
+	qclass       uint16
+	edns         bool
+	udpSize      uint16
+	ednsFlags    uint16
+	fastPathable bool
+}
+
+// parseQuery reads a query's header, question and a bare OPT record; ok is
+// false for anything the fast path does not handle.
+func parseQuery(p []byte) (q rawQuery, ok bool) {
+	if len(p) < 17 {
+		return q, false
+	}
+	q.id = binary.BigEndian.Uint16(p)
+	q.flags = binary.BigEndian.Uint16(p[2:])
+	const qr, opcodeMask, tc = 1 << 15, 0xF << 11, 1 << 9
+	if q.flags&(qr|opcodeMask|tc) != 0 {
+		return q, false
+	}
+	qd, an, ns, ar := binary.BigEndian.Uint16(p[4:]), binary.BigEndian.Uint16(p[6:]), binary.BigEndian.Uint16(p[8:]), binary.BigEndian.Uint16(p[10:])
+	if qd != 1 || an != 0 || ns != 0 || ar > 1 {
+		return q, false
+	}
+	off := 12
+	for {
+		if off >= len(p) {
+			return q, false
+		}
+		l := int(p[off])
+		if l&0xC0 != 0 { // no compression in a question
+			return q, false
+		}
+		off += 1 + l
+		if l == 0 {
+			break
+		}
+		if off-12 > 255 {
+			return q, false
+		}
+	}
+	if off+4 > len(p) {
+		return q, false
+	}
+	q.qname = p[12:off]
+	q.qtype, q.qclass = binary.BigEndian.Uint16(p[off:]), binary.BigEndian.Uint16(p[off+2:])
+	off += 4
+	if ar == 1 {
+		// A bare OPT: root name, type OPT, class = UDP size, TTL = ext
+		// rcode, version, flags; no options (ECS and cookies go the full way).
+		if off+11 != len(p) || p[off] != 0 || binary.BigEndian.Uint16(p[off+1:]) != dns.TypeOPT {
+			return q, false
+		}
+		if p[off+6] != 0 || binary.BigEndian.Uint16(p[off+9:]) != 0 { // version 0, no options
+			return q, false
+		}
+		q.edns = true
+		q.udpSize = binary.BigEndian.Uint16(p[off+3:])
+		q.ednsFlags = binary.BigEndian.Uint16(p[off+7:])
+	} else if off != len(p) {
+		return q, false
+	}
+	return q, true
+}
+
+func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
+	s := l.s
+	st := s.state.Load()
+	v := st.pools.view.Load()
+	if st != l.st || v != l.view || st.serial.Load() != l.serial || len(l.cache) >= maxCachedResponses {
+		clear(l.cache)
+		l.st, l.view, l.serial = st, v, st.serial.Load()
+	}
+	q, ok := parseQuery(pkt)
+	cacheable := ok && !st.queryLog && st.cfg.RateLimit.ResponsesPerSecond == 0
+	var key []byte
+	if cacheable {
+		key, cacheable = l.cacheKey(q, v, addr.Addr().Unmap())
+		if cacheable {
+			if resp, hit := l.cache[string(key)]; hit {
+				out := append(l.out[:0], resp...)
+				binary.BigEndian.PutUint16(out, q.id)
+				// RD and CD are copied from the query (RFC 1035, 4035).
+				const rd, cd = 1 << 8, 1 << 4
+				f := binary.BigEndian.Uint16(out[2:])&^(rd|cd) | q.flags&(rd|cd)
+				binary.BigEndian.PutUint16(out[2:], f)
+				copy(out[12:], q.qname) // the question's case, as asked
+				l.conn.WriteToUDPAddrPort(out, addr)
+				s.metrics.query(q.qtype, int(out[3]&0xF))
+				return
+			}
+		}
+	}
+	// The full path.
+	r := new(dns.Msg)
+	if err := r.Unpack(pkt); err != nil {
+		if len(pkt) >= 12 && pkt[2]&0x80 == 0 && acceptHeader(pkt) != dns.MsgIgnore {
+			// A query we cannot parse: FORMERR, header only.
+			m := new(dns.Msg)
+			m.Id = binary.BigEndian.Uint16(pkt)
+			m.Response, m.Rcode, m.Opcode = true, dns.RcodeFormatError, int(pkt[2]>>3)&0xF
+			if b, err := m.Pack(); err == nil {
+				l.conn.WriteToUDPAddrPort(b, addr)
+			}
+		}
+		return
+	}
+	switch acceptHeader(pkt) {
+	case dns.MsgIgnore:
+		return
+	case dns.MsgReject:
+		m := new(dns.Msg)
+		m.SetRcodeFormatError(r)
+		if b, err := m.Pack(); err == nil {
+			l.conn.WriteToUDPAddrPort(b, addr)
+		}
+		return
+	}
+	m := s.answer(st, r, net.UDPAddrFromAddrPort(addr), false)
+	if m == nil {
+		return
+	}
+	out, err := m.PackBuffer(l.out[:0])
+	if err != nil {
+		return
+	}
+	l.out = out[:0]
+	l.conn.WriteToUDPAddrPort(out, addr)
+	s.count(st, r, m, addr.String())
+	if cacheable && key != nil {
+		l.cache[string(key)] = append([]byte(nil), out...)
+	}
+}
+
+// acceptHeader applies acceptQuery to a raw packet's header.
+func acceptHeader(p []byte) dns.MsgAcceptAction {
+	return acceptQuery(dns.Header{
+		Bits: binary.BigEndian.Uint16(p[2:]), Qdcount: binary.BigEndian.Uint16(p[4:]),
+		Ancount: binary.BigEndian.Uint16(p[6:]), Nscount: binary.BigEndian.Uint16(p[8:]), Arcount: binary.BigEndian.Uint16(p[10:]),
+	})
+}
+
+// cacheKey is the lower-case name, type, class, EDNS size and DO bit, and
+// for a managed name the client's region — everything the answer depends
+// on. Names with max_answers (rotated per client network) are not cached.
+func (l *udpLoop) cacheKey(q rawQuery, v *view, client netip.Addr) ([]byte, bool) {
+	k := l.key[:0]
+	for _, c := range q.qname {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		k = append(k, c)
+	}
+	k = binary.BigEndian.AppendUint16(k, q.qtype)
+	k = binary.BigEndian.AppendUint16(k, q.qclass)
+	if q.edns {
+		k = append(k, 1)
+		k = binary.BigEndian.AppendUint16(k, q.udpSize)
+		k = binary.BigEndian.AppendUint16(k, q.ednsFlags)
+	} else {
+		k = append(k, 0)
+	}
+	// The presentation form of the name, for the managed-name lookup.
+	var nameBuf [256]byte
+	name := nameBuf[:0]
+	for off := 0; off < len(q.qname) && q.qname[off] != 0; {
+		n := int(q.qname[off])
+		for _, c := range q.qname[off+1 : off+1+n] {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c == '.' || c == '\\' || c < '!' || c > '~' {
+				return nil, false // escapes: leave to the full path
+			}
+			name = append(name, c)
+		}
+		name = append(name, '.')
+		off += 1 + n
+	}
+	if len(name) == 0 {
+		name = append(name, '.')
+	}
+	if nv := v.names[string(name)]; nv != nil {
+		if nv.cfg.MaxAnswers > 0 {
+			return nil, false
+		}
+		region, _ := nv.clientRegion(client)
+		k = append(k, region...)
+	}
+	l.key = k
+	return k, true
+}
