@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Serves the same zone with ringlb's gslb, gdnsd 3 (its multifo plugin for the
+# managed name) and NSD 4 (a static A record), all from Debian's packages, and
+# measures all three with dnsperf in one run: one dnsperf thread, 8 clients,
+# a mix of the managed name, a CNAME, NXDOMAIN, MX and AAAA.
+#
+#   apt-get install -y gdnsd nsd dnsperf     # once
+#   bench/peers/dns-compare.sh               # DURATION=5 for a quick pass
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+for c in gdnsd nsd dnsperf; do command -v $c >/dev/null || { echo "needs $c: apt-get install -y gdnsd nsd dnsperf" >&2; exit 1; }; done
+DURATION=${DURATION:-20}
+OUT=${OUT:-bench/out/dns}
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+go build -o "$WORK/ringlb" ./cmd/ringlb
+
+RECORDS='@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60
+@ 3600 IN NS ns1
+@ 3600 IN MX 10 mail
+ns1 3600 IN A 127.0.0.1
+mail 3600 IN A 127.0.0.25
+www 300 IN CNAME ide'
+
+# ringlb: the managed name with two members that are always served (no
+# monitoring traffic on any of the three servers).
+{
+  echo "gslb:"
+  echo "  listen: 127.0.0.1:15353"
+  echo "  admin: { listen: 127.0.0.1:0 }"
+  echo "  zones:"
+  echo "    - origin: ringlb.test"
+  echo "      records:"
+  while IFS= read -r l; do echo "        - \"$l\""; done <<<"$RECORDS"
+  cat <<'YAML'
+  names:
+    - name: ide.ringlb.test
+      regions:
+        all: { serve_mode: always, members: [ { name: bal-1, address: 127.0.0.1 }, { name: bal-2, address: 127.0.0.2 } ] }
+YAML
+} >"$WORK/ringlb.yaml"
+"$WORK/ringlb" gslb -config "$WORK/ringlb.yaml" -log-level warn & pids+=($!)
+
+mkdir -p "$WORK/gdnsd/zones" "$WORK/gdnsd-run"
+cat >"$WORK/gdnsd/config" <<'CFG'
+options => { listen => [ 127.0.0.1:15354 ] }
+plugins => { multifo => { ide => { service_types => up, bal1 => 127.0.0.1, bal2 => 127.0.0.2 } } }
+CFG
+{ echo "$RECORDS"; echo "ide 30 DYNA multifo!ide"; } >"$WORK/gdnsd/zones/ringlb.test"
+RUNTIME_DIRECTORY="$WORK/gdnsd-run" gdnsd -c "$WORK/gdnsd" start 2>/dev/null & pids+=($!)
+
+mkdir -p "$WORK/nsd"
+{ echo '$ORIGIN ringlb.test.'; echo "$RECORDS"; echo "ide 30 IN A 127.0.0.1"; echo "ide 30 IN A 127.0.0.2"; } >"$WORK/nsd/ringlb.test.zone"
+cat >"$WORK/nsd/nsd.conf" <<CFG
+server:
+  ip-address: 127.0.0.1@15355
+  username: ""
+  zonesdir: "$WORK/nsd"
+  database: ""
+  pidfile: "$WORK/nsd/nsd.pid"
+  xfrdfile: "$WORK/nsd/xfrd.state"
+  zonelistfile: "$WORK/nsd/zone.list"
+  verbosity: 0
+  # NSD limits 200 responses/s per prefix by default: off for a benchmark.
+  rrl-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: ringlb.test
+  zonefile: ringlb.test.zone
+CFG
+nsd -d -c "$WORK/nsd/nsd.conf" 2>/dev/null & pids+=($!)
+
+printf 'ide.ringlb.test A\nwww.ringlb.test A\nnope.ringlb.test A\nringlb.test MX\nide.ringlb.test AAAA\n' >"$WORK/queries"
+for port in 15353 15354 15355; do
+  for _ in $(seq 100); do dig +short +time=1 +tries=1 -p $port @127.0.0.1 ringlb.test SOA >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+printf '%-8s %10s %10s %10s\n' server QPS "avg ms" lost
+for s in ringlb:15353 gdnsd:15354 nsd:15355; do
+  name=${s%%:*}; port=${s##*:}
+  dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l "$DURATION" -c 8 -T 1 >"$OUT/$name.txt" 2>&1 || true
+  qps=$(awk '/Queries per second/ {print $4}' "$OUT/$name.txt")
+  avg=$(awk '/Average Latency/ {print $4*1000}' "$OUT/$name.txt")
+  lost=$(awk '/Queries lost/ {print $3}' "$OUT/$name.txt")
+  printf '%-8s %10s %10s %10s\n' "$name" "$qps" "$avg" "$lost"
+done
