@@ -168,6 +168,9 @@ type StaticEdge struct {
 	Name   string `yaml:"name"`
 	URL    string `yaml:"url"`
 	Weight int    `yaml:"weight"`
+	// Monitor checks the edge actively; it is on the ring only while up.
+	// Default: a TCP connect to the URL's host and port every 2s.
+	Monitor *Monitor `yaml:"monitor"`
 }
 
 // Demo lists the nodes `ringlb demo` runs in one process.

@@ -80,7 +80,23 @@ func (c *Config) applyDefaults() {
 		b.Ring.Load = DefaultRingLoad
 	}
 	for i := range b.Edges {
-		setDefaultInt(&b.Edges[i].Weight, 1)
+		e := &b.Edges[i]
+		setDefaultInt(&e.Weight, 1)
+		if e.Monitor == nil {
+			e.Monitor = &Monitor{Type: "tcp"}
+		}
+		if e.Monitor.Port == 0 {
+			if u, err := url.Parse(e.URL); err == nil {
+				if p, err := parsePort(u.Port()); err == nil && p > 0 {
+					e.Monitor.Port = p
+				} else if u.Scheme == "https" {
+					e.Monitor.Port = 443
+				} else {
+					e.Monitor.Port = 80
+				}
+			}
+		}
+		e.Monitor.applyDefaults()
 	}
 	setDefaultDuration(&b.DialTimeout, 2*time.Second)
 	setDefaultDuration(&b.IdleTimeout, 60*time.Second)
@@ -182,6 +198,7 @@ func (c *Config) validate() []problem {
 		names[se.Name] = true
 		checkURL(&ps, p+".url", se.URL)
 		checkRange(&ps, p+".weight", se.Weight, 1, 100)
+		validateMonitor(&ps, p+".monitor", *se.Monitor)
 	}
 	if b.DialTimeout <= 0 || b.IdleTimeout <= 0 || b.TunnelIdleTimeout <= 0 {
 		ps.add("balancer", "dial_timeout, idle_timeout and tunnel_idle_timeout must be positive")

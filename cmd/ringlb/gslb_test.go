@@ -19,13 +19,28 @@ func TestGSLBFailsOverWhenABalancerDies(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
+	// A static edge puts a member on the ring, so /_ringlb/health is 200; it
+	// must pass its (TCP) monitor to stay there.
+	edge, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer edge.Close()
+	go func() {
+		for {
+			c, err := edge.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	var listens []string
 	var bals []*proc
 	for i := 1; i <= 2; i++ {
 		cfg := filepath.Join(dir, fmt.Sprintf("bal%d.yaml", i))
-		// A static edge puts a member on the ring, so /_ringlb/health is 200.
 		writeFile(t, cfg, fmt.Sprintf("cluster: { name: bal-%d, bind: 127.0.0.1:0, profile: local }\n"+
-			"balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 }, edges: [ { name: static, url: \"http://127.0.0.1:9\" } ] }\n", i))
+			"balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 }, edges: [ { name: static, url: \"http://%s\" } ] }\n", i, edge.Addr()))
 		p := startProc(t, bin, "balancer", "-config", cfg)
 		listens = append(listens, p.waitLog(t, "balancer started")["listen"].(string))
 		bals = append(bals, p)

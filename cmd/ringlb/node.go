@@ -139,21 +139,22 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
 	b.SetCluster(m)
-	var static atomic.Pointer[[]configs.StaticEdge]
-	static.Store(&cfg.Balancer.Edges)
+	var static atomic.Pointer[balancer.StaticEdges]
 	members := func() []ring.Member {
-		// A gossip cluster is one region, so every alive edge in it is ours.
+		// A gossip cluster is one region, so every alive edge in it is ours;
+		// static edges count while their monitor says up.
 		nodes := m.Edges("")
-		statics := *static.Load()
-		out := make([]ring.Member, 0, len(nodes)+len(statics))
+		out := make([]ring.Member, 0, len(nodes))
 		for _, n := range nodes {
 			out = append(out, ring.Member{Name: n.Name, URL: n.Meta.URL, Weight: n.Meta.Weight})
 		}
-		for _, se := range statics {
-			out = append(out, ring.Member{Name: se.Name, URL: se.URL, Weight: se.Weight})
+		if st := static.Load(); st != nil {
+			out = append(out, st.Members()...)
 		}
 		return out
 	}
+	rebuild := func() { r.Update(members()) }
+	static.Store(balancer.NewStaticEdges(cfg.Balancer.Edges, rebuild, logger))
 	followCtx, stopFollow := context.WithCancel(context.Background())
 	changes, unsubscribe := m.Subscribe()
 	followDone := make(chan struct{})
@@ -166,6 +167,7 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 		stopFollow()
 		unsubscribe()
 		<-followDone
+		static.Load().Close()
 		m.Shutdown(ctx)
 		return nil, err
 	}
@@ -178,6 +180,7 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			stopFollow()
 			unsubscribe()
 			<-followDone
+			static.Load().Close()
 			m.Shutdown(ctx)
 			return nil, fmt.Errorf("listen on balancer.tls.redirect_from %s: %w", from, err)
 		}
@@ -192,15 +195,16 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			stopFollow()
 			unsubscribe()
 			<-followDone
+			static.Load().Close()
 			return errors.Join(err, m.Shutdown(ctx))
 		},
 		reload: func(next *configs.Config) error {
 			if err := b.Reload(next.Balancer); err != nil {
 				return err
 			}
-			edges := next.Balancer.Edges
-			static.Store(&edges)
-			r.Update(members())
+			old := static.Swap(balancer.NewStaticEdges(next.Balancer.Edges, rebuild, logger))
+			old.Close()
+			rebuild()
 			return nil
 		},
 	}, nil

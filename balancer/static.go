@@ -1,0 +1,81 @@
+package balancer
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+)
+
+// StaticEdges are the edges listed in config rather than found by gossip
+// (third-party backends). Each is checked by an active monitor (health.Prober)
+// and is a ring member only while up. It owns the probers' goroutines until
+// Close.
+type StaticEdges struct {
+	edges  []staticEdge
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type staticEdge struct {
+	member ring.Member
+	prober *health.Prober
+}
+
+// NewStaticEdges starts monitoring edges; changed is called (from a prober's
+// goroutine) whenever one comes up or goes down — the caller rebuilds its
+// ring then.
+func NewStaticEdges(edges []configs.StaticEdge, changed func(), logger *slog.Logger) *StaticEdges {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &StaticEdges{cancel: cancel}
+	for _, e := range edges {
+		mon := configs.DefaultMonitor()
+		if e.Monitor != nil {
+			mon = *e.Monitor
+		}
+		target := e.URL
+		if u, err := url.Parse(e.URL); err == nil {
+			target = net.JoinHostPort(u.Hostname(), strconv.Itoa(mon.Port))
+		}
+		name := e.Name
+		p := health.NewProber(mon, target, func(up bool, why string) {
+			logger.Info("static edge state changed", "edge", name, "up", up, "why", why)
+			if changed != nil {
+				changed()
+			}
+		}, logger)
+		s.edges = append(s.edges, staticEdge{member: ring.Member{Name: e.Name, URL: e.URL, Weight: e.Weight}, prober: p})
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			p.Run(ctx)
+		}()
+	}
+	return s
+}
+
+// Members returns the static edges that are up.
+func (s *StaticEdges) Members() []ring.Member {
+	var out []ring.Member
+	for _, e := range s.edges {
+		if up, _ := e.prober.Up(); up {
+			out = append(out, e.member)
+		}
+	}
+	return out
+}
+
+// Close stops the monitors and waits for them.
+func (s *StaticEdges) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
