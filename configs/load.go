@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -73,6 +74,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
 	}
+	cfg.resolvePaths(filepath.Dir(name))
 	cfg.applyDefaults()
 	for _, p := range cfg.validate() {
 		d.errs = append(d.errs, &FieldError{File: name, Line: d.lines[p.path], Path: p.path, Msg: p.msg})
@@ -242,4 +244,29 @@ func kindName(k reflect.Kind) string {
 	default:
 		return "string"
 	}
+}
+
+// resolvePaths makes relative file names relative to the config file's
+// directory, as operators expect of include-like settings.
+func (c *Config) resolvePaths(dir string) {
+	for _, p := range []*string{
+		&c.Cluster.SecretKeyFile, &c.Edge.Auth.HMACSecretFile,
+		&c.Balancer.TLS.CertFile, &c.Balancer.TLS.KeyFile, &c.Balancer.Admin.TokenFile, &c.GSLB.Admin.TokenFile,
+	} {
+		*p = resolve(dir, *p)
+	}
+	for i := range c.GSLB.Zones {
+		z := &c.GSLB.Zones[i]
+		z.File = resolve(dir, z.File)
+		if z.Transfer.TSIG != nil {
+			z.Transfer.TSIG.SecretFile = resolve(dir, z.Transfer.TSIG.SecretFile)
+		}
+	}
+}
+
+func resolve(dir, file string) string {
+	if file == "" || filepath.IsAbs(file) {
+		return file
+	}
+	return filepath.Join(dir, file)
 }
