@@ -106,7 +106,7 @@ func newRelayLoop(r *relay, idle time.Duration) (*relayLoop, error) {
 // rawFD returns the socket's descriptor. The conn keeps owning it. It looks
 // through the balancer's own transparent wrappers (limits, PROXY protocol),
 // whose buffers are empty by then (greet drained them); never through TLS.
-func rawFD(c net.Conn) (int, bool) {
+func rawFD(c net.Conn) (int, *net.TCPConn, bool) {
 	for {
 		switch w := c.(type) {
 		case *limitConn:
@@ -120,28 +120,56 @@ func rawFD(c net.Conn) (int, bool) {
 	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
-		return 0, false
+		return 0, nil, false
 	}
 	raw, err := tc.SyscallConn()
 	if err != nil {
-		return 0, false
+		return 0, nil, false
 	}
 	fd := -1
 	if err := raw.Control(func(f uintptr) { fd = int(f) }); err != nil || fd < 0 {
-		return 0, false
+		return 0, nil, false
 	}
-	return fd, true
+	return fd, tc, true
+}
+
+// takeOver returns a duplicate of fd for the loop to own. The caller then
+// closes the Go connection, which takes the socket out of Go's own poller:
+// otherwise every byte would wake Go's netpoller as well as the loop.
+func takeOver(fd int) (int, error) {
+	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 }
 
 // add hands a tunnel's two sockets to a loop; from now on the loop owns them.
 // It reports false (and leaves the sockets alone) if they are not plain TCP
 // sockets or the relay is closed.
 func (r *relay) add(t *tunnel, client, edge net.Conn) bool {
-	cfd, ok1 := rawFD(client)
-	efd, ok2 := rawFD(edge)
+	cRaw, cInner, ok1 := rawFD(client)
+	eRaw, eInner, ok2 := rawFD(edge)
 	if !ok1 || !ok2 {
 		return false
 	}
+	cfd, err := takeOver(cRaw)
+	if err != nil {
+		return false
+	}
+	efd, err := takeOver(eRaw)
+	if err != nil {
+		unix.Close(cfd)
+		return false
+	}
+	added := false
+	defer func() {
+		if !added {
+			unix.Close(cfd)
+			unix.Close(efd)
+			return
+		}
+		// The loop owns the duplicates now; the Go connections only keep
+		// their accounting (limits) until the tunnel ends.
+		cInner.Close()
+		eInner.Close()
+	}()
 	r.mu.Lock()
 	l := r.loops[int(r.next)%len(r.loops)]
 	r.next++
@@ -169,6 +197,7 @@ func (r *relay) add(t *tunnel, client, edge net.Conn) bool {
 		l.ends[int32(e.fd)] = e
 	}
 	t.setRelay(l, p)
+	added = true
 	return true
 }
 
@@ -342,7 +371,8 @@ func (l *relayLoop) closePairLocked(p *relayPair, why string) {
 	for _, e := range []*relayEnd{&p.client, &p.edge} {
 		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
 		delete(l.ends, int32(e.fd))
-		e.conn.Close()
+		unix.Close(e.fd)
+		e.conn.Close() // its socket is closed already; this ends its accounting (limits)
 		e.pending = nil
 	}
 	if why != "" {
