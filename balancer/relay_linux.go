@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
@@ -39,9 +41,14 @@ const relayBufferSize = 64 << 10
 type relayLoop struct {
 	r      *relay
 	epfd   int
-	wakefd int // eventfd: wakes epoll_wait for Close
-	buf    []byte
-	idle   time.Duration
+	wakefd int // eventfd: wakes the loop for Close
+	// file wraps epfd so that the loop waits in Go's netpoller (the epoll
+	// descriptor is readable while it has events) instead of blocking a
+	// thread in epoll_wait: no thread hand-off per wake-up.
+	file *os.File
+	raw  syscall.RawConn
+	buf  []byte
+	idle time.Duration
 
 	mu     sync.Mutex
 	ends   map[int32]*relayEnd
@@ -100,7 +107,19 @@ func newRelayLoop(r *relay, idle time.Duration) (*relayLoop, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
-	return &relayLoop{r: r, epfd: epfd, wakefd: wakefd, buf: make([]byte, relayBufferSize), idle: idle, ends: map[int32]*relayEnd{}}, nil
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("epoll nonblock: %w", err)
+	}
+	file := os.NewFile(uintptr(epfd), "relay-epoll")
+	raw, err := file.SyscallConn()
+	if err != nil {
+		file.Close()
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("epoll in the netpoller: %w", err)
+	}
+	return &relayLoop{r: r, epfd: epfd, wakefd: wakefd, file: file, raw: raw, buf: make([]byte, relayBufferSize), idle: idle, ends: map[int32]*relayEnd{}}, nil
 }
 
 // rawFD returns the socket's descriptor. The conn keeps owning it. It looks
@@ -205,11 +224,30 @@ func (l *relayLoop) run() {
 	events := make([]unix.EpollEvent, 256)
 	sweepEvery := min(max(l.idle/4, 10*time.Millisecond), time.Second)
 	nextSweep := time.Now().Add(sweepEvery)
+	l.file.SetReadDeadline(nextSweep)
 	for {
-		n, err := unix.EpollWait(l.epfd, events, int(sweepEvery/time.Millisecond)+1)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			l.r.log.Error("relay loop stopped", "err", err)
-			l.closeAll()
+		var n int
+		var waitErr error
+		err := l.raw.Read(func(fd uintptr) bool {
+			// Never blocks: with nothing ready, Read parks this goroutine
+			// in the netpoller until the epoll descriptor is readable.
+			n, waitErr = unix.EpollWait(int(fd), events, 0)
+			if waitErr == unix.EINTR {
+				n, waitErr = 0, nil
+			}
+			return n > 0 || waitErr != nil
+		})
+		if waitErr != nil {
+			err = waitErr
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			l.mu.Lock()
+			closed := l.closed
+			l.mu.Unlock()
+			if !closed {
+				l.r.log.Error("relay loop stopped", "err", err)
+				l.closeAll()
+			}
 			return
 		}
 		l.mu.Lock()
@@ -232,6 +270,7 @@ func (l *relayLoop) run() {
 		if now.After(nextSweep) {
 			l.sweepLocked(now)
 			nextSweep = now.Add(sweepEvery)
+			l.file.SetReadDeadline(nextSweep)
 		}
 		l.mu.Unlock()
 	}
@@ -411,7 +450,7 @@ func (r *relay) close() {
 	}
 	r.wg.Wait()
 	for _, l := range r.loops {
-		unix.Close(l.epfd)
+		l.file.Close() // closes epfd
 		unix.Close(l.wakefd)
 	}
 }
