@@ -1,11 +1,15 @@
 package balancer
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
@@ -29,6 +33,10 @@ const (
 	// sourceAssigned: the request had no key; the balancer generated one and
 	// sets it as a cookie on the response.
 	sourceAssigned
+	// sourcePath: the Nth segment of the URL path.
+	sourcePath
+	// sourceIP: no key; the client address routes (no_key: source_ip).
+	sourceIP
 )
 
 func (k sourceKind) String() string {
@@ -41,19 +49,24 @@ func (k sourceKind) String() string {
 		return "query"
 	case sourceAssigned:
 		return "assigned"
+	case sourcePath:
+		return "path"
+	case sourceIP:
+		return "source_ip"
 	}
 	return "unknown"
 }
 
 // keySource is one parsed "KIND:NAME" spec of configs.Key.Sources.
 type keySource struct {
-	kind sourceKind
-	name string
+	kind    sourceKind
+	name    string
+	segment int // path:N
 }
 
-// keyBufLen fits both a hashed query key (16 hex digits) and an assigned key
-// (32 hex digits).
-const keyBufLen = 32
+// keyBufLen fits a hashed query key (16 hex digits), an assigned key (32 hex
+// digits) and an IPv6 address in text.
+const keyBufLen = 48
 
 // keyBuf is caller-provided (stack) storage for keys the balancer makes
 // itself, so that extracting a key never allocates.
@@ -76,6 +89,8 @@ type keyExtractor struct {
 	// assignCookie is the cookie an assigned key is set in: the first
 	// cookie source's name. Empty when keys are not assigned.
 	assignCookie string
+	// byIP routes key-less requests by the client address (no_key: source_ip).
+	byIP bool
 	// Pre-rendered 400 bodies, so that rejecting a key does not allocate.
 	tooLongBody, controlsBody, noKeyBody []byte
 }
@@ -99,6 +114,9 @@ func newKeyExtractor(cfg configs.Key) (*keyExtractor, error) {
 			src.kind = sourceCookie
 		case "query":
 			src.kind = sourceQuery
+		case "path":
+			src.kind = sourcePath
+			src.segment, _ = strconv.Atoi(name)
 		}
 		e.sources = append(e.sources, src)
 	}
@@ -116,6 +134,13 @@ func newKeyExtractor(cfg configs.Key) (*keyExtractor, error) {
 		}
 	}
 	switch {
+	case cfg.NoKey == "source_ip":
+		e.byIP = true
+	case cfg.NoKey == "reject":
+	case cfg.NoKey == "assign_cookie" && firstCookie == "":
+		errs = append(errs, errors.New("balancer.key.no_key: assign_cookie needs a cookie:NAME source to read the assigned cookie back"))
+	case cfg.NoKey == "assign_cookie":
+		e.assignCookie = firstCookie
 	case cfg.AssignCookie == nil:
 		// Default: assign when the cookie can be read back; an assigned key
 		// nobody reads would give every request of a browser a new edge.
@@ -150,6 +175,8 @@ func (e *keyExtractor) extract(req *fasthttp.Request, buf *keyBuf) ([]byte, sour
 			v = req.Header.Peek(src.name)
 		case sourceCookie:
 			v = req.Header.Cookie(src.name)
+		case sourcePath:
+			v = pathSegment(req.URI().Path(), src.segment)
 		case sourceQuery:
 			v = req.URI().QueryArgs().Peek(src.name)
 			if len(v) > 0 && e.hashQuery {
@@ -218,4 +245,33 @@ func assignKey(buf *keyBuf) []byte {
 	_, _ = rand.Read(raw[:]) // never fails since Go 1.24
 	hex.Encode(buf[:], raw[:])
 	return buf[:32]
+}
+
+// pathSegment returns the nth (from 1) non-empty segment of path, or nil.
+func pathSegment(path []byte, n int) []byte {
+	for len(path) > 0 {
+		if path[0] == '/' {
+			path = path[1:]
+			continue
+		}
+		end := bytes.IndexByte(path, '/')
+		if end < 0 {
+			end = len(path)
+		}
+		if n--; n == 0 {
+			return path[:end]
+		}
+		path = path[end:]
+	}
+	return nil
+}
+
+// ipKey formats the client address into buf as the key of a key-less
+// request (no_key: source_ip).
+func ipKey(ip net.IP, buf *keyBuf) []byte {
+	addr, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return nil
+	}
+	return addr.Unmap().AppendTo(buf[:0])
 }

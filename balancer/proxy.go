@@ -51,6 +51,12 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 	key, _, err := keys.extract(&ctx.Request, &kb)
 	assigned := false
 	switch {
+	case errors.Is(err, errNoKey) && keys.byIP:
+		// Every key-less request of one client goes to one edge.
+		if key = ipKey(ctx.RemoteIP(), &kb); key == nil {
+			b.reply(ctx, "", fasthttp.StatusBadRequest, keys.rejectBody(err))
+			return
+		}
 	case errors.Is(err, errNoKey) && keys.assignCookie != "":
 		key, assigned = assignKey(&kb), true
 	case err != nil:

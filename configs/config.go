@@ -144,7 +144,8 @@ type Admin struct {
 
 // Key says where the stickiness key comes from.
 type Key struct {
-	// Sources in order, each "header:NAME", "cookie:NAME" or "query:NAME"
+	// Sources in order, each "header:NAME", "cookie:NAME", "query:NAME" or
+	// "path:N" (the Nth segment of the URL path, from 1)
 	// (default header:ctstickiness, cookie:ctstickiness, query:token).
 	Sources []string `yaml:"sources"`
 	// HashQuery hashes a key taken from the URL before use, so a token is never
@@ -154,6 +155,10 @@ type Key struct {
 	MaxLength int `yaml:"max_length"`
 	// AssignCookie gives key-less browsers a ctstickiness cookie (default true).
 	AssignCookie *bool `yaml:"assign_cookie"`
+	// NoKey is the policy for requests without a key: "assign_cookie" (the
+	// default while assign_cookie is true), "source_ip" (route by the client
+	// address) or "reject" (400).
+	NoKey string `yaml:"no_key"`
 }
 
 // Ring parameters of bounded-load consistent hashing.

@@ -84,7 +84,7 @@ balancer:
 		{6, "edge.max_participants", `"lots" is not a valid integer`},
 		{7, "edge.idle_grace", "is not a duration"},
 		{8, "edge.history.messages", "must be in range [0, 10000000], got -1"},
-		{11, "balancer.key.sources[1]", "kind must be header, cookie or query"},
+		{11, "balancer.key.sources[1]", "kind must be header, cookie, query or path"},
 		{12, "balancer.ring.load", "must be in range (1.0, 10], got 0.9"},
 		{14, "balancer.edges[0].url", "must be an http:// or https:// URL"},
 		{15, "balancer.edges[1].name", `"e1" is listed twice`},

@@ -180,6 +180,11 @@ func (c *Config) validate() []problem {
 		}
 	}
 	checkRange(&ps, "balancer.key.max_length", b.Key.MaxLength, 1, 4096)
+	switch b.Key.NoKey {
+	case "", "assign_cookie", "source_ip", "reject":
+	default:
+		ps.add("balancer.key.no_key", "must be assign_cookie, source_ip or reject, got %q", b.Key.NoKey)
+	}
 	checkRange(&ps, "balancer.ring.partitions", b.Ring.Partitions, 1, 1<<20)
 	checkRange(&ps, "balancer.ring.replication", b.Ring.Replication, 1, 10000)
 	// consistent panics with "not enough room to distribute partitions" when
@@ -272,8 +277,13 @@ func CheckKeySource(src string) error {
 	}
 	switch kind {
 	case "header", "cookie", "query":
+	case "path":
+		if n, err := parsePort(name); err != nil || n < 1 || n > 32 {
+			return fmt.Errorf("%q: path:N takes a segment number in range [1, 32]", src)
+		}
+		return nil
 	default:
-		return fmt.Errorf("%q: kind must be header, cookie or query, got %q", src, kind)
+		return fmt.Errorf("%q: kind must be header, cookie, query or path, got %q", src, kind)
 	}
 	for _, r := range name {
 		if r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", r) {

@@ -1,0 +1,61 @@
+package balancer
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+func TestPathSegment(t *testing.T) {
+	tests := []struct {
+		path string
+		n    int
+		want string
+	}{
+		{"/s/abc/ws", 2, "abc"}, {"/s/abc/ws", 1, "s"}, {"//s//abc", 2, "abc"}, {"/s", 2, ""}, {"/", 1, ""}, {"/a/b/c", 3, "c"},
+	}
+	for _, tt := range tests {
+		if got := string(pathSegment([]byte(tt.path), tt.n)); got != tt.want {
+			t.Errorf("pathSegment(%q, %d) = %q, want %q", tt.path, tt.n, got, tt.want)
+		}
+	}
+}
+
+func TestPathKeySource(t *testing.T) {
+	h := newHarness(t, configs.Balancer{Key: configs.Key{Sources: []string{"header:ctstickiness", "path:2"}}})
+	owner := h.owner(t, "room-42")
+	resp, _ := h.get(t, "/s/room-42/pad", nil)
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != owner {
+		t.Fatalf("path key served by %q, owner of room-42 is %s", got, owner)
+	}
+	var kb keyBuf
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	req.SetRequestURI("/s/room-42/ws")
+	keys := h.bal.current.Load().keys
+	if n := testing.AllocsPerRun(100, func() { keys.extract(req, &kb) }); n != 0 {
+		t.Errorf("path key extraction allocates %v times", n)
+	}
+}
+
+func TestNoKeyPolicies(t *testing.T) {
+	t.Run("source_ip", func(t *testing.T) {
+		h := newHarness(t, configs.Balancer{Key: configs.Key{Sources: []string{"header:ctstickiness"}, NoKey: "source_ip"}})
+		owner := h.owner(t, "127.0.0.1")
+		for range 3 {
+			resp, w := h.whoami(t, "/whoami", nil)
+			if w.Edge != owner || resp.Header.Get("Set-Cookie") != "" {
+				t.Fatalf("key-less request served by %s (owner of 127.0.0.1: %s), cookie %q", w.Edge, owner, resp.Header.Get("Set-Cookie"))
+			}
+		}
+	})
+	t.Run("reject", func(t *testing.T) {
+		h := newHarness(t, configs.Balancer{Key: configs.Key{NoKey: "reject"}})
+		if resp, body := h.get(t, "/whoami", nil); resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("key-less request: %d %s, want 400", resp.StatusCode, body)
+		}
+	})
+}
