@@ -151,7 +151,9 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		// Request bodies stream to the edge as they arrive (uploads are
 		// large); MaxRequestBodySize still bounds what fasthttp buffers.
 		StreamRequestBody: true,
-		CloseOnShutdown:   true,
+		// The read buffer bounds the request head (fasthttp answers 431).
+		ReadBufferSize:  cfg.Limits.MaxHeaderBytes,
+		CloseOnShutdown: true,
 		// Tunnels own their client connections after the hijack (the
 		// epoll relay outlives the hijack handler).
 		KeepHijackedConns: true,
@@ -191,6 +193,9 @@ func applyDefaults(cfg *configs.Balancer) {
 	}
 	if cfg.Key.MaxLength == 0 {
 		cfg.Key.MaxLength = configs.DefaultKeyMaxLength
+	}
+	if cfg.Limits.MaxHeaderBytes == 0 {
+		cfg.Limits.MaxHeaderBytes = 8 << 10
 	}
 	if cfg.Limits.RequestTimeout == 0 {
 		cfg.Limits.RequestTimeout = configs.Duration(requestReadTimeout)

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -58,4 +59,22 @@ func TestNoKeyPolicies(t *testing.T) {
 			t.Fatalf("key-less request: %d %s, want 400", resp.StatusCode, body)
 		}
 	})
+}
+
+func TestSizeLimits(t *testing.T) {
+	h := newHarness(t, configs.Balancer{Limits: configs.Limits{MaxHeaderBytes: 2048, MaxBodyBytes: 1000}})
+	resp, _ := h.get(t, "/whoami", http.Header{"Ctstickiness": {"k"}, "X-Big": {strings.Repeat("y", 4000)}})
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge && resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("4 KB header through a 2 KB limit: %d", resp.StatusCode)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+h.addr+"/upload", strings.NewReader(strings.Repeat("x", 2000)))
+	req.Header.Set("Ctstickiness", "k")
+	r, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("2000-byte body through a 1000-byte limit: %d, want 413", r.StatusCode)
+	}
 }

@@ -41,6 +41,10 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
+	if max := b.cfg.Limits.MaxBodyBytes; max > 0 && int64(ctx.Request.Header.ContentLength()) > max {
+		b.reply(ctx, "", fasthttp.StatusRequestEntityTooLarge, []byte("request body too large\n"))
+		return
+	}
 	if len(ctx.Request.Header.Peek(headerRequestID)) == 0 {
 		var idBuf [32]byte
 		ctx.Request.Header.SetBytesV(headerRequestID, b.newRequestID(&idBuf))

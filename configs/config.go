@@ -125,6 +125,10 @@ type Limits struct {
 	// RequestTimeout bounds reading a request's head and body, so slow
 	// (slowloris) clients cannot hold connections (default 30s).
 	RequestTimeout Duration `yaml:"request_timeout"`
+	// MaxHeaderBytes bounds a request's head (default 8 KiB; 431 beyond).
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxBodyBytes bounds a declared request body (0: no limit; 413 beyond).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 }
 
 // TLS terminates HTTPS on Listen when CertFile and KeyFile are set.

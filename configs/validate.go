@@ -102,6 +102,7 @@ func (c *Config) applyDefaults() {
 	setDefaultDuration(&b.IdleTimeout, 60*time.Second)
 	setDefaultDuration(&b.TunnelIdleTimeout, 10*time.Minute)
 	setDefaultDuration(&b.Limits.RequestTimeout, 30*time.Second)
+	setDefaultInt(&b.Limits.MaxHeaderBytes, 8<<10)
 	if b.Limits.NewConnectionsPerIP > 0 && b.Limits.NewConnectionsBurst == 0 {
 		b.Limits.NewConnectionsBurst = max(int(2*b.Limits.NewConnectionsPerIP), 1)
 	}
@@ -224,6 +225,10 @@ func (c *Config) validate() []problem {
 		ps.add("balancer.limits.new_connections_per_ip", "must be in range [0, 1000000], got %g", l.NewConnectionsPerIP)
 	}
 	checkRange(&ps, "balancer.limits.new_connections_burst", l.NewConnectionsBurst, 0, 10_000_000)
+	checkRange(&ps, "balancer.limits.max_header_bytes", l.MaxHeaderBytes, 1024, 1<<20)
+	if l.MaxBodyBytes < 0 {
+		ps.add("balancer.limits.max_body_bytes", "must not be negative, got %d", l.MaxBodyBytes)
+	}
 	if l.RequestTimeout <= 0 {
 		ps.add("balancer.limits.request_timeout", "must be positive, got %s", l.RequestTimeout.D())
 	}
