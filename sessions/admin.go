@@ -12,7 +12,9 @@ import (
 
 // ServeAdmin serves the admin port on ln until Shutdown; it then returns nil.
 //
-//	GET /healthz       200 "ok"; 503 "draining" once Shutdown has begun
+//	GET /healthz       200 "ok"; 503 "draining" once a drain or Shutdown has begun
+//	POST /api/drain    202: refuse new sessions, wait up to drain_timeout for the
+//	                   live ones to end, then close the rest with 1012
 //	GET /metrics       Prometheus text
 //	GET /api/sessions  [{"session","participants","created"}], sorted by key
 //
@@ -44,6 +46,12 @@ func (s *Server) newAdminServer() *http.Server {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("POST /api/drain", func(w http.ResponseWriter, _ *http.Request) {
+		s.startDrain()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write([]byte(`{"draining":true}` + "\n"))
+	})
 	mux.HandleFunc("GET /api/sessions", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

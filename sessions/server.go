@@ -87,7 +87,14 @@ type Server struct {
 	writeWait    time.Duration
 	closeWait    time.Duration
 
-	draining atomic.Bool // set by Shutdown: /healthz answers 503
+	draining atomic.Bool // set by a drain or Shutdown: /healthz answers 503
+	// drainStarted is closed when draining begins (Draining).
+	drainStarted chan struct{}
+	drainOnce    sync.Once
+	// drainCancel stops a background drain (admin POST /api/drain);
+	// drainDone waits for it.
+	drainCancel context.CancelFunc
+	drainDone   sync.WaitGroup
 
 	// joined, when set (tests only), is called after each successful join,
 	// so tests wait for a signal instead of sleeping.
@@ -123,6 +130,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		writeWait:    defaultWriteWait,
 		closeWait:    defaultCloseWait,
 		conns:        make(map[*participant]struct{}),
+		drainStarted: make(chan struct{}),
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -246,8 +254,10 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 		ctx.Error("bad request: "+err.Error()+"\n", fasthttp.StatusBadRequest)
 		return
 	}
-	if s.draining.Load() {
-		ctx.Error("service unavailable: edge shutting down\n", fasthttp.StatusServiceUnavailable)
+	// Draining: participants may still join the sessions live here (so
+	// none splits); new sessions go elsewhere.
+	if s.draining.Load() && !s.hub.has(key) {
+		ctx.Error("service unavailable: edge draining\n", fasthttp.StatusServiceUnavailable)
 		return
 	}
 	// The request (and key with it) is recycled once this returns; the
@@ -298,9 +308,12 @@ func (s *Server) unregister(p *participant) {
 // ctx.Err(). /healthz answers 503 from the start of Shutdown until the admin
 // port closes last.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.draining.Store(true)
+	s.beginDrain()
 	s.mu.Lock()
 	s.closing = true
+	if s.drainCancel != nil {
+		s.drainCancel()
+	}
 	for _, ln := range s.listeners {
 		_ = ln.Close()
 	}
@@ -314,12 +327,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("data port: %w", err))
 	}
 
-	s.mu.Lock()
-	n := len(s.conns)
-	for p := range s.conns {
-		p.stop(closeServiceRestart, "edge shutting down")
-	}
-	s.mu.Unlock()
+	s.drainDone.Wait()
+	n := s.closeAll("edge shutting down")
 	if n > 0 {
 		s.log.Info("shutdown: closing connections", "connections", n)
 	}

@@ -31,7 +31,7 @@ func TestPassiveFailoverWhenAnEdgeDies(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		cfg := filepath.Join(dir, fmt.Sprintf("edge%d.yaml", i))
 		writeFile(t, cfg, fmt.Sprintf("cluster: { name: edge-%d, bind: 127.0.0.1:0, join: [%q], profile: local }\n"+
-			"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0 }\n", i, gossip))
+			"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 1s }\n", i, gossip))
 		p := startProc(t, bin, "edge", "-config", cfg)
 		p.waitLog(t, "edge started")
 		edges[fmt.Sprintf("edge-%d", i)] = p
@@ -66,6 +66,7 @@ func TestPassiveFailoverWhenAnEdgeDies(t *testing.T) {
 	survivorA, on1 := dial(keyOn["edge-1"])
 	survivorB, _ := dial(keyOn["edge-1"])
 	victim, on2 := dial(keyOn["edge-2"])
+	defer victim.Close()
 	defer survivorA.Close()
 	defer survivorB.Close()
 	if on1 != "edge-1" || on2 != "edge-2" {

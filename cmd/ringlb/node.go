@@ -38,6 +38,9 @@ type node struct {
 	// reload applies a re-read config file (SIGHUP); nil when the role has
 	// nothing to reload.
 	reload func(cfg *configs.Config) error
+	// drain takes an edge out of service gently before stop (SIGTERM);
+	// nil for other roles.
+	drain func(ctx context.Context) error
 	// failed receives the first error of a server goroutine; nil after a clean stop.
 	failed <-chan error
 }
@@ -105,9 +108,28 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
 	logger.Info("edge started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr())
+	// A drain (admin POST /api/drain, SIGTERM) is announced in gossip, so
+	// balancers take the edge out of the ring for new sessions.
+	announced := make(chan struct{})
+	stopAnnounce := make(chan struct{})
+	go func() {
+		defer close(announced)
+		select {
+		case <-srv.Draining():
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := m.UpdateMeta(ctx, func(meta *health.Meta) { meta.State = health.StateDraining }); err != nil {
+				logger.Warn("could not announce draining", "err", err)
+			}
+		case <-stopAnnounce:
+		}
+	}()
 	return &node{
 		name: name, role: "edge", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
+		drain: srv.Drain,
 		stop: func(ctx context.Context) error {
+			close(stopAnnounce)
+			<-announced
 			// Leave the ring first (draining in gossip) so balancers stop
 			// sending new sessions, then close the relay (1012), then leave.
 			// The gossip update is best effort: with no peers left (the
@@ -280,6 +302,10 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	if *grace > 0 {
 		timeout = *grace
 	}
+	drainFor := time.Duration(0)
+	if role == "edge" {
+		drainFor = cfg.Edge.DrainTimeout.D()
+	}
 	n, err := start(ctx, cfg, logger, true)
 	if err != nil {
 		return err
@@ -299,6 +325,14 @@ wait:
 		case <-hup:
 			reloadNode(n, *path, logger)
 		}
+	}
+	if n.drain != nil && runErr == nil {
+		// SIGTERM: refuse new sessions, let the live ones end for up to
+		// drain_timeout; stop then closes the rest with 1012.
+		logger.Info("draining before stop", "node", n.name, "drain_timeout", drainFor)
+		drainCtx, cancel := context.WithTimeout(context.Background(), drainFor)
+		n.drain(drainCtx)
+		cancel()
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

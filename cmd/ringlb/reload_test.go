@@ -106,7 +106,7 @@ func TestBalancerReloadUnderTraffic(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		cfg := filepath.Join(dir, fmt.Sprintf("edge%d.yaml", i))
 		writeFile(t, cfg, fmt.Sprintf("cluster: { name: edge-%d, bind: 127.0.0.1:0, join: [%q], profile: local, probe_interval: 200ms }\n"+
-			"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0 }\n", i, gossip))
+			"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 1s }\n", i, gossip))
 		startProc(t, bin, "edge", "-config", cfg).waitLog(t, "edge started")
 	}
 	waitRingMembers(t, "http://"+admin+"/api/ring", 2)

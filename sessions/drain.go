@@ -1,0 +1,79 @@
+package sessions
+
+import (
+	"context"
+	"time"
+)
+
+// has reports whether a session of key is live here.
+func (h *hub) has(key []byte) bool {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, ok := sh.sessions[string(key)]
+	return ok
+}
+
+// Draining is closed when a drain (or Shutdown) begins; the caller announces
+// it (gossip state draining) so balancers stop sending new sessions here.
+func (s *Server) Draining() <-chan struct{} { return s.drainStarted }
+
+// Drain takes the edge out of service gently: new sessions are refused (503
+// before the upgrade; /healthz answers 503) while participants may still
+// join the sessions that are live here, so none splits. It returns when every
+// session has ended, or when ctx is done — then Shutdown closes the rest with
+// 1012. Safe to call more than once.
+func (s *Server) Drain(ctx context.Context) error {
+	s.beginDrain()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, conns := s.Stats(); conns == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) beginDrain() {
+	s.drainOnce.Do(func() {
+		s.draining.Store(true)
+		close(s.drainStarted)
+		s.log.Info("draining: refusing new sessions")
+	})
+}
+
+// startDrain runs a drain bounded by drain_timeout in the background (admin
+// POST /api/drain); whoever is still connected then is closed with 1012 so
+// the drain ends whatever the clients do. Shutdown cancels and waits for it.
+func (s *Server) startDrain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing || s.drainCancel != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout.D())
+	s.drainCancel = cancel
+	s.drainDone.Add(1)
+	go func() {
+		defer s.drainDone.Done()
+		defer cancel()
+		if err := s.Drain(ctx); err != nil {
+			s.closeAll("drain timeout reached")
+		}
+	}()
+}
+
+// closeAll asks every connection to close with 1012 (service restart).
+func (s *Server) closeAll(reason string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p := range s.conns {
+		p.stop(closeServiceRestart, reason)
+	}
+	return len(s.conns)
+}
