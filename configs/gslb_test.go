@@ -14,7 +14,6 @@ const goodGSLB = `gslb:
         - "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60"
         - "@ 3600 IN NS ns1"
         - "ns1 3600 IN A 127.0.0.1"
-      transfer: { allow: [127.0.0.0/8], notify: ["127.0.0.1:5354"] }
   monitors:
     bal: { type: http, port: 8080, interval: 500ms, timeout: 250ms }
   names:
@@ -55,7 +54,8 @@ func TestGSLBRules(t *testing.T) {
 		{"timeout > interval", "timeout: 250ms", "timeout: 2s", "gslb.monitors.bal.timeout", "at most interval"},
 		{"name outside zones", "name: ide.ringlb.test", "name: ide.example.com", "gslb.names[0].name", "in none of gslb.zones"},
 		{"default region", "default_region: east", "default_region: south", "gslb.names[0].default_region", "not one of the regions"},
-		{"transfer allow", "allow: [127.0.0.0/8]", "allow: [localhost]", "gslb.zones[0].transfer.allow[0]", "not a CIDR"},
+		{"transfer not yet", `"ns1 3600 IN A 127.0.0.1"`, `"ns1 3600 IN A 127.0.0.1"`+"\n      transfer: { allow: [localhost] }", "gslb.zones[0].transfer.allow[0]", "not a CIDR"},
+		{"rrl not yet", "listen: 127.0.0.1:5353", "listen: 127.0.0.1:5353\n  rate_limit: { responses_per_second: 10 }", "gslb.rate_limit.responses_per_second", "not implemented yet"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
