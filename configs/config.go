@@ -168,7 +168,7 @@ type Key struct {
 // Ring parameters of bounded-load consistent hashing.
 type Ring struct {
 	Partitions  int     `yaml:"partitions"`  // default 7919 (prime)
-	Replication int     `yaml:"replication"` // default 100
+	Replication int     `yaml:"replication"` // default 400
 	Load        float64 `yaml:"load"`        // default 1.05
 }
 

@@ -143,7 +143,7 @@ func (c *Config) validate() []problem {
 	checkHostPort(&ps, "edge.listen", e.Listen, true)
 	checkHostPort(&ps, "edge.admin", e.Admin, true)
 	checkURL(&ps, "edge.advertise_url", e.AdvertiseURL)
-	checkRange(&ps, "edge.weight", e.Weight, 1, 100)
+	checkRange(&ps, "edge.weight", e.Weight, 1, 10)
 	checkRange(&ps, "edge.max_participants", e.MaxParticipants, 2, 100000)
 	checkRange(&ps, "edge.max_message_bytes", e.MaxMessageBytes, 16, 64<<20)
 	checkRange(&ps, "edge.history.messages", e.History.Messages, 0, 10_000_000)
@@ -203,7 +203,7 @@ func (c *Config) validate() []problem {
 		}
 		names[se.Name] = true
 		checkURL(&ps, p+".url", se.URL)
-		checkRange(&ps, p+".weight", se.Weight, 1, 100)
+		checkRange(&ps, p+".weight", se.Weight, 1, 10)
 		validateMonitor(&ps, p+".monitor", *se.Monitor)
 	}
 	if b.DialTimeout <= 0 || b.IdleTimeout <= 0 || b.TunnelIdleTimeout <= 0 {

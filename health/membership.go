@@ -110,6 +110,7 @@ type Membership struct {
 	subs   map[int]chan struct{}
 	nextID int
 	recent []Event
+	closed bool
 
 	stop     chan struct{}
 	retry    sync.WaitGroup
@@ -261,24 +262,28 @@ func readKey(path string) ([]byte, error) {
 	return nil, fmt.Errorf("cluster.secret_key_file %s: key is %d bytes, want 16, 24 or 32 (make one with: head -c 32 /dev/urandom | base64)", path, len(key))
 }
 
-// logWriter turns memberlist's "[LEVEL] memberlist: msg" lines into slog records.
+// logWriter turns memberlist's "[LEVEL] memberlist: msg" lines into slog
+// records at debug level, keeping memberlist's level as an attribute. Not
+// warn or error: many of memberlist's [ERR] and [WARN] lines are triggered by
+// peers (undecryptable or malformed packets, a peer's failed probe), so
+// raising them would let any host that reaches the gossip port flood the
+// logs; what operators need (joins, leaves, failures) comes as events.
 type logWriter struct{ logger *slog.Logger }
 
 func (w *logWriter) Write(p []byte) (int, error) {
+	if !w.logger.Enabled(context.Background(), slog.LevelDebug) {
+		return len(p), nil
+	}
 	line := string(bytes.TrimSpace(p))
-	level := slog.LevelDebug
-	switch {
-	case strings.Contains(line, net.ErrClosed.Error()):
-		// memberlist's goroutines racing its own shutdown: not a fault.
-	case strings.HasPrefix(line, "[ERR]"):
-		level = slog.LevelError
-	case strings.HasPrefix(line, "[WARN]"):
-		level = slog.LevelWarn
+	level := ""
+	// "[LEVEL] memberlist: ...", possibly after a timestamp.
+	if i := strings.IndexByte(line, '['); i >= 0 {
+		if j := strings.IndexByte(line[i:], ']'); j > 0 {
+			level, line = line[i+1:i+j], strings.TrimSpace(line[i+j+1:])
+		}
 	}
-	if i := strings.Index(line, "memberlist: "); i >= 0 {
-		line = line[i+len("memberlist: "):]
-	}
-	w.logger.Log(context.Background(), level, line, "component", "memberlist")
+	line = strings.TrimPrefix(line, "memberlist: ")
+	w.logger.Debug(line, "component", "memberlist", "memberlist_level", level)
 	return len(p), nil
 }
 
@@ -373,10 +378,32 @@ func (m *Membership) Wait(ctx context.Context, cond func([]Node) bool) error {
 	return nil
 }
 
+// ErrShutdown is returned by UpdateMeta after Shutdown.
+var ErrShutdown = errors.New("gossip membership is shut down")
+
+// waitBound turns ctx into memberlist's timeout argument, where 0 or less
+// means "wait forever": an expired ctx becomes the shortest wait, no deadline
+// becomes def.
+func waitBound(ctx context.Context, def time.Duration) time.Duration {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return def
+	}
+	return max(time.Until(dl), time.Nanosecond)
+}
+
 // UpdateMeta changes this node's metadata and gossips it; ctx bounds the wait
-// for the update to reach the cluster.
+// for the update to go out (5 s when ctx has no deadline). The local change
+// stands even when the wait times out: gossip carries it on.
 func (m *Membership) UpdateMeta(ctx context.Context, f func(*Meta)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrShutdown
+	}
 	next := m.meta
 	f(&next)
 	enc, err := next.Encode()
@@ -386,30 +413,21 @@ func (m *Membership) UpdateMeta(ctx context.Context, f func(*Meta)) error {
 	}
 	m.meta, m.encMet = next, enc
 	m.mu.Unlock()
-	timeout := 5 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	if err := m.ml.UpdateNode(timeout); err != nil {
+	if err := m.ml.UpdateNode(waitBound(ctx, 5*time.Second)); err != nil {
 		return fmt.Errorf("gossip metadata update: %w", err)
 	}
 	return nil
 }
 
-// Shutdown leaves the cluster gracefully (bounded by ctx) and stops gossip.
-// It is safe to call more than once.
+// Shutdown leaves the cluster gracefully (bounded by ctx, and by 2 s) and
+// stops gossip. It is safe to call more than once.
 func (m *Membership) Shutdown(ctx context.Context) error {
 	m.shutOnce.Do(func() {
-		close(m.stop)
-		m.retry.Wait()
+		m.markClosed()
 		// Leave waits for peers to take the leave message; when they are
 		// all stopping too (a whole demo) nobody answers, so bound the wait
 		// and stop anyway: peers then detect the node as failed instead.
-		timeout := 2 * time.Second
-		if dl, ok := ctx.Deadline(); ok {
-			timeout = min(timeout, max(time.Until(dl), 0))
-		}
-		if err := m.ml.Leave(timeout); err != nil {
+		if err := m.ml.Leave(min(waitBound(ctx, 2*time.Second), 2*time.Second)); err != nil {
 			m.logger.Warn("left the gossip cluster without confirmation", "err", err)
 		}
 		m.shutErr = m.ml.Shutdown()
@@ -417,11 +435,18 @@ func (m *Membership) Shutdown(ctx context.Context) error {
 	return m.shutErr
 }
 
+func (m *Membership) markClosed() {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	close(m.stop)
+	m.retry.Wait()
+}
+
 // crash stops gossip without leaving, as a killed process would (tests).
 func (m *Membership) crash() error {
 	m.shutOnce.Do(func() {
-		close(m.stop)
-		m.retry.Wait()
+		m.markClosed()
 		m.shutErr = m.ml.Shutdown()
 	})
 	return m.shutErr
@@ -446,7 +471,13 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		}
 	}
 	m.mu.Unlock()
-	m.logger.Debug("membership "+kind, "member", n.Name, "addr", n.Address(), "state", ev.Node.Meta.State)
+	// A leave is what an operator looks for after a crash; joins and
+	// updates are routine (every node logs every other one at start).
+	level := slog.LevelDebug
+	if kind == "leave" {
+		level = slog.LevelInfo
+	}
+	m.logger.Log(context.Background(), level, "membership "+kind, "member", n.Name, "addr", n.Address(), "state", ev.Node.Meta.State)
 }
 
 // delegate gives memberlist this node's metadata; no user messages yet.

@@ -5,9 +5,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -243,3 +245,49 @@ func TestJoinRetriesUntilSeedIsUp(t *testing.T) {
 	seed := startNode(t, seedCfg, edgeMeta(0))
 	waitAll(t, []*Membership{joiner, seed}, func(ns []Node) bool { return len(ns) == 2 })
 }
+
+func TestShutdownBoundedByExpiredContext(t *testing.T) {
+	nodes, _ := startCluster(t, 2)
+	// Stop the peer without leaving so nothing acknowledges our leave.
+	if err := nodes[1].crash(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	start := time.Now()
+	if err := nodes[0].Shutdown(expired); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Shutdown with an expired ctx took %s", took)
+	}
+	if err := nodes[0].UpdateMeta(context.Background(), func(m *Meta) { m.State = StateDraining }); !errors.Is(err, ErrShutdown) {
+		t.Errorf("UpdateMeta after Shutdown: %v, want ErrShutdown", err)
+	}
+	if err := nodes[0].UpdateMeta(ctx, func(*Meta) {}); !errors.Is(err, context.Canceled) {
+		t.Errorf("UpdateMeta with a cancelled ctx: %v", err)
+	}
+}
+
+func TestMemberlistLogsAtDebug(t *testing.T) {
+	var buf strings.Builder
+	var mu sync.Mutex
+	h := slog.NewTextHandler(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return buf.Write(p) }), &slog.HandlerOptions{Level: slog.LevelDebug})
+	w := &logWriter{logger: slog.New(h)}
+	fmt.Fprintln(w, "2026/01/02 [ERR] memberlist: Failed to decrypt packet")
+	fmt.Fprint(w, "[WARN] memberlist: Was able to connect to x over TCP but UDP probes failed\n")
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	for _, want := range []string{`level=DEBUG msg="Failed to decrypt packet" component=memberlist memberlist_level=ERR`, `level=DEBUG msg="Was able to connect`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log %q lacks %q", out, want)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
