@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"encoding/binary"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,18 +14,56 @@ const frameBufferSize = 1 << 10
 
 // maxPooledFrame is the largest buffer returned to the pool: a session that
 // once sent a huge message must not pin that much memory per pooled frame.
-const maxPooledFrame = 64 << 10
+const maxPooledFrame = 64<<10 + frameHeadroom
+
+// frameHeadroom is the room kept before the payload for the largest header
+// of a server frame: 2 bytes, then up to 8 of length (server frames carry no
+// mask, RFC 6455 5.1).
+const frameHeadroom = 10
 
 // frame is one WebSocket message read from a participant, shared by every
 // recipient's send queue. It is reference counted: the reader holds one
 // reference while it relays and each queue slot holds one; the last release
 // returns it to its pool. Nothing may touch a frame after releasing it.
+//
+// The reader encodes the frame once, header in the headroom right before
+// the payload, so every recipient's writer sends the same bytes with one
+// write(2): no copy into a per-connection buffer, no allocation, whatever
+// the size (see participant.writeLoop).
 type frame struct {
 	kind   int       // websocket.TextMessage or websocket.BinaryMessage
-	data   []byte    // payload, unchanged from the sender
+	buf    []byte    // frameHeadroom bytes, then the payload, unchanged from the sender
+	start  int       // where the encoded frame (header, payload) begins in buf
 	readAt time.Time // when the reader finished reading it (lag is measured from here)
 	refs   atomic.Int32
 	pool   *framePool
+}
+
+// payload returns the message as the sender sent it.
+func (f *frame) payload() []byte { return f.buf[frameHeadroom:] }
+
+// wire returns the whole server frame, as encoded by encode.
+func (f *frame) wire() []byte { return f.buf[f.start:] }
+
+// encode writes the header of a final, unmasked server frame of f.kind
+// (the data opcodes equal websocket.TextMessage and BinaryMessage) into the
+// headroom, right-aligned against the payload.
+func (f *frame) encode() {
+	n := len(f.buf) - frameHeadroom
+	switch {
+	case n <= 125:
+		f.start = frameHeadroom - 2
+		f.buf[f.start+1] = byte(n)
+	case n <= 0xffff:
+		f.start = frameHeadroom - 4
+		f.buf[f.start+1] = 126
+		binary.BigEndian.PutUint16(f.buf[f.start+2:], uint16(n))
+	default:
+		f.start = 0
+		f.buf[1] = 127
+		binary.BigEndian.PutUint64(f.buf[2:], uint64(n))
+	}
+	f.buf[f.start] = 0x80 | byte(f.kind) // FIN: relayed messages are never fragmented
 }
 
 // retain adds a reference for one more holder.
@@ -48,21 +87,21 @@ type framePool struct{ p sync.Pool }
 func (fp *framePool) get() *frame {
 	f, _ := fp.p.Get().(*frame)
 	if f == nil {
-		f = &frame{data: make([]byte, 0, frameBufferSize), pool: fp}
+		f = &frame{buf: make([]byte, frameHeadroom, frameBufferSize), pool: fp}
 	}
 	f.refs.Store(1)
 	return f
 }
 
 func (fp *framePool) put(f *frame) {
-	if cap(f.data) > maxPooledFrame {
+	if cap(f.buf) > maxPooledFrame {
 		return // let the GC have oversized buffers
 	}
-	f.data = f.data[:0]
+	f.buf = f.buf[:frameHeadroom]
 	fp.p.Put(f)
 }
 
 // grow makes room for at least one more byte, doubling the buffer.
 func (f *frame) grow() {
-	f.data = slices.Grow(f.data, max(cap(f.data), frameBufferSize))
+	f.buf = slices.Grow(f.buf, max(cap(f.buf), frameBufferSize))
 }

@@ -41,6 +41,12 @@ type participant struct {
 	// send is the bounded outbound queue, cfg.SendQueue frames; each queued
 	// frame holds a reference released by the writer (or by run on exit).
 	send chan *frame
+	// pong holds the payload of the latest ping from the peer until the
+	// writer answers it (RFC 6455 5.5.3 allows answering only the latest).
+	// The reader must not write the pong itself: the writer's frames
+	// bypass the library's write lock, and the library's pong would cut
+	// the deadline of a frame write in progress to its own 1s.
+	pong chan string
 	// quit is closed by the first stop; code and reason are written before
 	// and read by the writer after.
 	quit    chan struct{}
@@ -55,6 +61,7 @@ func newParticipant(s *Server, conn *websocket.Conn) *participant {
 		conn: conn,
 		raw:  rawConn(conn.NetConn()),
 		send: make(chan *frame, s.cfg.SendQueue),
+		pong: make(chan string, 1),
 		quit: make(chan struct{}),
 	}
 }
@@ -82,6 +89,17 @@ func (p *participant) run(key []byte) {
 	p.conn.SetReadLimit(int64(s.cfg.MaxMessageBytes))
 	p.conn.SetPongHandler(func(string) error {
 		p.extendReadDeadline()
+		return nil
+	})
+	p.conn.SetPingHandler(func(data string) error {
+		p.extendReadDeadline()
+		// Only this goroutine sends on pong, so after emptying it there
+		// is room.
+		select {
+		case <-p.pong:
+		default:
+		}
+		p.pong <- data
 		return nil
 	})
 	p.extendReadDeadline()
@@ -148,6 +166,7 @@ func (p *participant) readLoop() error {
 			f.release()
 			return err
 		}
+		f.encode()
 		f.readAt = time.Now()
 		s.metrics.messages.Inc()
 		if p.session != nil {
@@ -161,11 +180,11 @@ func (p *participant) readLoop() error {
 // the connection bounds it to max_message_bytes.
 func readFrame(f *frame, r io.Reader) error {
 	for {
-		if len(f.data) == cap(f.data) {
+		if len(f.buf) == cap(f.buf) {
 			f.grow()
 		}
-		n, err := r.Read(f.data[len(f.data):cap(f.data)])
-		f.data = f.data[:len(f.data)+n]
+		n, err := r.Read(f.buf[len(f.buf):cap(f.buf)])
+		f.buf = f.buf[:len(f.buf)+n]
 		if err == io.EOF {
 			return nil
 		}
@@ -192,13 +211,32 @@ func (p *participant) writeLoop() {
 		}
 		select {
 		case f := <-p.send:
-			p.conn.SetWriteDeadline(time.Now().Add(s.writeWait))
-			err := p.conn.WriteMessage(f.kind, f.data)
+			// The frame is written as the reader encoded it, straight to
+			// the socket, bypassing the library's writer (which would copy
+			// it into a per-connection buffer, and cost two allocations per
+			// frame larger than that buffer in its writev path).
+			//
+			// Point of risk: the library still writes control frames (the
+			// close echo, 1009, protocol errors: all ending the connection)
+			// from the reader goroutine, under its own lock
+			// that this write does not take. They cannot interleave with
+			// this frame because both are single Write calls on one
+			// *net.TCPConn, and the runtime holds the socket's write lock for
+			// a whole Write (internal/poll.FD.Write). Only this goroutine
+			// writes data frames, so frames stay in queue order. A failed or
+			// timed-out partial write ends the connection (broken).
+			_ = p.raw.SetWriteDeadline(time.Now().Add(s.writeWait))
+			_, err := p.raw.Write(f.wire())
 			if err == nil {
 				s.metrics.lag.Observe(time.Since(f.readAt).Seconds())
 			}
 			f.release()
 			if err != nil {
+				p.broken()
+				return
+			}
+		case data := <-p.pong:
+			if err := p.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.writeWait)); err != nil {
 				p.broken()
 				return
 			}

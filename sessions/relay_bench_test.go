@@ -76,13 +76,20 @@ func benchmarkFanout(b *testing.B, n int, payload []byte) {
 // to the benchmark's session.
 func rawJoin(tb testing.TB, e *testEdge) net.Conn {
 	tb.Helper()
+	return rawJoinKey(tb, e, "bench")
+}
+
+// rawJoinKey opens a WebSocket by hand and waits until the edge has joined
+// it to the session key.
+func rawJoinKey(tb testing.TB, e *testEdge, key string) net.Conn {
+	tb.Helper()
 	c, err := net.Dial("tcp", e.data)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close() })
 	req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: bench\r\n\r\n"
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: " + key + "\r\n\r\n"
 	if _, err := io.WriteString(c, req); err != nil {
 		tb.Fatal(err)
 	}

@@ -47,18 +47,17 @@ const (
 	defaultCloseWait = 2 * time.Second
 )
 
-// Buffer sizes per connection. Idle connections dominate an edge (people
-// think between keystrokes), so memory per connection is kept small.
+// Buffer sizes. Idle connections dominate an edge (people think between
+// keystrokes), so memory per connection is kept small.
 //
-// The write buffer is the connection's own, not borrowed from a shared
-// WriteBufferPool: the library boxes the buffer into an interface on every
-// return to the pool, one allocation per delivered frame, which the relay
-// must not have (BenchmarkFanout). 512 bytes holds a typical edit or cursor
-// frame whole (one write(2)); a larger frame goes out as header plus
-// payload in one writev(2), straight from the shared frame buffer.
+// A connection owns only its read buffer. Relayed frames are written by
+// the writer straight from the shared frame buffer (participant.writeLoop),
+// so a connection needs no write buffer of its own: the library's, used
+// only if it ever writes a data message itself (ringlb.v1 may), is borrowed
+// from the Server's shared pool for the length of one message.
 const (
 	readBufferSize  = 1 << 10
-	writeBufferSize = 512
+	writeBufferSize = 4 << 10
 )
 
 // ErrClosed is returned by Serve and ServeAdmin after Shutdown.
@@ -78,8 +77,11 @@ type Server struct {
 	whoami  []byte
 
 	upgrader websocket.FastHTTPUpgrader
-	data     *fasthttp.Server
-	admin    *http.Server
+	// writeBuffers is the library's WriteBufferPool, shared by every
+	// connection of this Server.
+	writeBuffers sync.Pool
+	data         *fasthttp.Server
+	admin        *http.Server
 
 	// Keepalive and close timings; fields so tests can shorten them.
 	pingInterval time.Duration
@@ -147,6 +149,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.upgrader = websocket.FastHTTPUpgrader{
 		ReadBufferSize:  readBufferSize,
 		WriteBufferSize: writeBufferSize,
+		WriteBufferPool: &s.writeBuffers,
 		// Every origin is allowed: browsers reach the edge only through a
 		// balancer, which forwards their Host, and a session is guarded by
 		// its unguessable key (and, later, a signed join token), not by the
@@ -166,7 +169,13 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		NoDefaultServerHeader:        true,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		Logger:                       fasthttpLogger{s.log},
+		// Hands the upgraded connection over without fasthttp's 4 KiB
+		// request reader (released once the request is read and nothing
+		// is buffered behind it, as for a WebSocket handshake). Without it
+		// every idle participant keeps that reader for its whole life.
+		// Plain requests are rare on the data port; their cost is moot.
+		ReduceMemoryUsage: true,
+		Logger:            fasthttpLogger{s.log},
 	}
 	s.admin = s.newAdminServer()
 	return s
