@@ -49,7 +49,8 @@ type Edge struct {
 	// Admin is the operational listener: /healthz, /metrics, /api/...
 	// (default 127.0.0.1:9101).
 	Admin string `yaml:"admin"`
-	// AdvertiseURL is how balancers reach Listen (default http://<Listen>).
+	// AdvertiseURL is how balancers reach Listen (default http://<Listen>, with
+	// an unspecified host replaced by this host's first private address).
 	AdvertiseURL string `yaml:"advertise_url"`
 	// Weight scales this edge's share of the ring (default 1).
 	Weight int `yaml:"weight"`

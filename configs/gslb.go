@@ -288,15 +288,6 @@ func (g *GSLB) validate(ps *problems) {
 		g.validateName(ps, fmt.Sprintf("gslb.names[%d]", i), n, seen)
 	}
 	rl := g.RateLimit
-	// Not served yet: refuse the settings rather than ignore them.
-	if rl.ResponsesPerSecond != 0 {
-		ps.add("gslb.rate_limit.responses_per_second", "response rate limiting is not implemented yet; remove it (0)")
-	}
-	for i, z := range g.Zones {
-		if len(z.Transfer.Allow) > 0 || len(z.Transfer.Notify) > 0 || z.Transfer.TSIG != nil {
-			ps.add(fmt.Sprintf("gslb.zones[%d].transfer", i), "zone transfers (AXFR, NOTIFY) are not implemented yet; remove the transfer block")
-		}
-	}
 	checkRange(ps, "gslb.rate_limit.responses_per_second", rl.ResponsesPerSecond, 0, 10_000_000)
 	checkRange(ps, "gslb.rate_limit.slip", *rl.Slip, 0, 10)
 	checkRange(ps, "gslb.rate_limit.ipv4_prefix", rl.IPv4Prefix, 8, 32)

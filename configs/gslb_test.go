@@ -54,8 +54,10 @@ func TestGSLBRules(t *testing.T) {
 		{"timeout > interval", "timeout: 250ms", "timeout: 2s", "gslb.monitors.bal.timeout", "at most interval"},
 		{"name outside zones", "name: ide.ringlb.test", "name: ide.example.com", "gslb.names[0].name", "in none of gslb.zones"},
 		{"default region", "default_region: east", "default_region: south", "gslb.names[0].default_region", "not one of the regions"},
-		{"transfer not yet", `"ns1 3600 IN A 127.0.0.1"`, `"ns1 3600 IN A 127.0.0.1"`+"\n      transfer: { allow: [localhost] }", "gslb.zones[0].transfer.allow[0]", "not a CIDR"},
-		{"rrl not yet", "listen: 127.0.0.1:5353", "listen: 127.0.0.1:5353\n  rate_limit: { responses_per_second: 10 }", "gslb.rate_limit.responses_per_second", "not implemented yet"},
+		{"transfer allow", `"ns1 3600 IN A 127.0.0.1"`, `"ns1 3600 IN A 127.0.0.1"` + "\n      transfer: { allow: [localhost] }", "gslb.zones[0].transfer.allow[0]", "not a CIDR"},
+		{"transfer notify", `"ns1 3600 IN A 127.0.0.1"`, `"ns1 3600 IN A 127.0.0.1"` + "\n      transfer: { notify: [127.0.0.1] }", "gslb.zones[0].transfer.notify[0]", ""},
+		{"tsig algorithm", `"ns1 3600 IN A 127.0.0.1"`, `"ns1 3600 IN A 127.0.0.1"` + "\n      transfer: { tsig: { name: xfr., algorithm: md5, secret_file: nope } }", "gslb.zones[0].transfer.tsig.algorithm", "must be hmac-sha256"},
+		{"rrl slip", "listen: 127.0.0.1:5353", "listen: 127.0.0.1:5353\n  rate_limit: { responses_per_second: 10, slip: 11 }", "gslb.rate_limit.slip", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -373,17 +373,31 @@ func isLoopback(addr string) bool {
 }
 
 // hostForURL turns a listen address into the host:port others can reach it
-// at; an unspecified host (":7101", "0.0.0.0:7101") becomes 127.0.0.1 so the
-// default works on one machine, and advertise_url is the knob for the rest.
+// at. An unspecified host (":7101", "0.0.0.0:7101") becomes this host's first
+// private address, as memberlist picks its advertise address (so a pod or VM
+// works without advertise_url), else 127.0.0.1.
 func hostForURL(listen string) string {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return listen
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
+		host = privateAddress()
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// privateAddress is the first private IPv4 address of this host, or 127.0.0.1.
+func privateAddress() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsPrivate() {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
 }
 
 func setDefault(s *string, v string) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -315,5 +316,40 @@ func TestCheck(t *testing.T) {
 		!strings.Contains(errOut.String(), bad+":4: balancer.ring.load: must be in range") ||
 		!strings.Contains(errOut.String(), "2 problem(s)") {
 		t.Errorf("check bad file: exit %d, stderr:\n%s", code, errOut.String())
+	}
+}
+
+// The deployment examples (systemd, keepalived, Kubernetes) only call ringlb
+// subcommands and flags that exist.
+func TestDeployExamplesCallRealCommands(t *testing.T) {
+	files, _ := filepath.Glob("../../configs/deploy/*/*")
+	files = append(files, "../../Dockerfile")
+	known := map[string]bool{}
+	for _, c := range commands() {
+		known[c.name] = true
+	}
+	re := regexp.MustCompile(`ringlb"?,? +"?([a-z]+)`)
+	calls := 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllStringSubmatch(string(data), -1) {
+			if m[1] == "balancer" || m[1] == "edge" || m[1] == "gslb" || m[1] == "probe" || m[1] == "check" || known[m[1]] {
+				if !known[m[1]] {
+					t.Errorf("%s calls unknown subcommand %q", f, m[1])
+				}
+				calls++
+			}
+		}
+	}
+	if calls < 5 {
+		t.Fatalf("found only %d ringlb invocations in the deploy examples", calls)
+	}
+	// The probe flags used there parse.
+	var out strings.Builder
+	if code := run(context.Background(), []string{"probe", "-method", "POST", "-url", "http://127.0.0.1:1/api/drain", "-timeout", "100ms"}, &out, &out); code != 1 {
+		t.Errorf("ringlb probe -method POST against a closed port: exit %d, want 1\n%s", code, out.String())
 	}
 }

@@ -11,15 +11,16 @@ import (
 // runProbe is a one-shot HTTP health check for container HEALTHCHECKs and
 // scripts (the image has no curl): exit 0 on a 2xx answer, 1 otherwise.
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flagSet("probe", "Checks a health URL once: exit 0 on a 2xx answer, 1 otherwise.\nMeant for Docker HEALTHCHECK and keepalived scripts.", stderr)
+	fs := flagSet("probe", "Requests a URL once: exit 0 on a 2xx answer, 1 otherwise.\nMeant for Docker HEALTHCHECK, keepalived scripts and Kubernetes hooks.", stderr)
 	url := fs.String("url", "http://127.0.0.1:8080/_ringlb/health", "URL to GET")
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
+	method := fs.String("method", http.MethodGet, "HTTP method (POST for an edge's /api/drain in a preStop hook)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	req, err := http.NewRequestWithContext(ctx, *method, *url, nil)
 	if err != nil {
 		return err
 	}
