@@ -82,3 +82,19 @@ func TestGSLBRules(t *testing.T) {
 		})
 	}
 }
+
+// Transfers and rate limiting are accepted once served (gslb/transfer.go, rrl.go).
+func TestGSLBTransferAndRateLimit(t *testing.T) {
+	src := strings.Replace(goodGSLB, `"ns1 3600 IN A 127.0.0.1"`, `"ns1 3600 IN A 127.0.0.1"`+"\n      transfer: { allow: [192.0.2.53/32], notify: [\"192.0.2.53:53\"] }", 1)
+	src = strings.Replace(src, "listen: 127.0.0.1:5353", "listen: 127.0.0.1:5353\n  rate_limit: { responses_per_second: 20 }", 1)
+	cfg, err := Parse("g.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr := cfg.GSLB.Zones[0].Transfer; len(tr.Allow) != 1 || len(tr.Notify) != 1 {
+		t.Errorf("transfer %+v", tr)
+	}
+	if rl := cfg.GSLB.RateLimit; rl.ResponsesPerSecond != 20 || *rl.Slip != 2 || rl.IPv4Prefix != 24 || rl.IPv6Prefix != 56 {
+		t.Errorf("rate limit %+v", rl)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +42,8 @@ func (a *adminServer) shutdown(ctx context.Context) error {
 //	GET  /api/pools                                every managed name, region and member: state and why
 //	POST /api/pools/{name}/{region}/{member}/mode  body or ?mode=always|obey|remove|no ("" clears the override)
 //	POST /api/pools/{name}/{region}/recover        end a failover latched by auto_recover: false
+//	GET  /api/monitors                             this node's own probe results (what peers vote with)
+//	POST /api/querylog?on=true|false               switch the query log (until the next reload)
 //
 // With gslb.admin.token_file set, all but /healthz need "Authorization: Bearer <token>".
 func (s *Server) ServeAdmin(ln net.Listener) error {
@@ -49,7 +52,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	mux.Handle("GET /metrics", s.withToken(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
 	mux.Handle("GET /api/pools", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		st := s.state.Load()
-		writeJSON(w, http.StatusOK, map[string]any{"node": s.name, "serial_offset": st.serial.Load(), "names": st.pools.status()})
+		writeJSON(w, http.StatusOK, map[string]any{"node": s.name, "serial_offset": st.serial.Load(), "query_log": s.queryLog.Load(), "names": st.pools.status()})
 	})))
 	mux.Handle("POST /api/pools/{name}/{region}/{member}/mode", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mode := r.URL.Query().Get("mode")
@@ -73,6 +76,19 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 		}
 		s.logger.Info("manual recover", "name", r.PathValue("name"), "region", r.PathValue("region"))
 		writeJSON(w, http.StatusOK, map[string]bool{"recovered": true})
+	})))
+	mux.Handle("GET /api/monitors", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"node": s.name, "members": s.state.Load().pools.localMonitors()})
+	})))
+	mux.Handle("POST /api/querylog", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		on, err := strconv.ParseBool(r.URL.Query().Get("on"))
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want ?on=true or ?on=false"})
+			return
+		}
+		s.queryLog.Store(on)
+		s.logger.Info("query log switched", "on", on)
+		writeJSON(w, http.StatusOK, map[string]bool{"query_log": on})
 	})))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	s.admin.mu.Lock()

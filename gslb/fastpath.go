@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -14,9 +15,9 @@ import (
 // region), so each loop keeps the packed responses it built and answers a
 // repeat by copying one and patching its ID, flags and the question's case:
 // no unpacking, no allocation, no goroutine per query. Anything unusual (EDNS
-// options such as Client Subnet, max_answers rotation, the query log, rate
-// limiting, other opcodes, malformed packets) takes the full path through
-// answer(), which is also what fills the cache.
+// options such as Client Subnet, max_answers rotation, the query log, other
+// opcodes, malformed packets) takes the full path through answer(), which is
+// also what fills the cache. Rate limiting (rrl.go) comes before both.
 
 // maxCachedResponses bounds each loop's cache; it is emptied when full and
 // whenever the state or the pools' view changes.
@@ -25,6 +26,7 @@ const maxCachedResponses = 4096
 type udpLoop struct {
 	s     *Server
 	conn  *net.UDPConn
+	batch *udpBatch // nil: one write per answer
 	cache map[string][]byte
 	// what the cache was built from
 	st     *state
@@ -47,6 +49,15 @@ func (s *Server) serveUDP(conn *net.UDPConn) error {
 		}
 		l.handle(buf[:n], addr)
 	}
+}
+
+// send answers to; with batched I/O the answer goes out with the batch.
+func (l *udpLoop) send(p []byte, to netip.AddrPort) {
+	if l.batch != nil {
+		l.batch.queue(p, to)
+		return
+	}
+	l.conn.WriteToUDPAddrPort(p, to)
 }
 
 // rawQuery is what the fast path reads of a packet.
@@ -127,8 +138,19 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		clear(l.cache)
 		l.st, l.view, l.serial = st, v, st.serial.Load()
 	}
+	if st.rrl != nil {
+		switch st.rrl.decide(addr.Addr(), time.Now()) {
+		case rrlDrop:
+			return
+		case rrlSlip:
+			if out, ok := truncatedReply(l.out[:0], pkt); ok && acceptHeader(pkt) == dns.MsgAccept {
+				l.send(out, addr)
+			}
+			return
+		}
+	}
 	q, ok := parseQuery(pkt)
-	cacheable := ok && !st.queryLog && st.cfg.RateLimit.ResponsesPerSecond == 0
+	cacheable := ok && !s.queryLog.Load()
 	var key []byte
 	if cacheable {
 		key, cacheable = l.cacheKey(q, v, addr.Addr().Unmap())
@@ -141,7 +163,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 				f := binary.BigEndian.Uint16(out[2:])&^(rd|cd) | q.flags&(rd|cd)
 				binary.BigEndian.PutUint16(out[2:], f)
 				copy(out[12:], q.qname) // the question's case, as asked
-				l.conn.WriteToUDPAddrPort(out, addr)
+				l.send(out, addr)
 				s.metrics.query(q.qtype, int(out[3]&0xF))
 				return
 			}
@@ -156,7 +178,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 			m.Id = binary.BigEndian.Uint16(pkt)
 			m.Response, m.Rcode, m.Opcode = true, dns.RcodeFormatError, int(pkt[2]>>3)&0xF
 			if b, err := m.Pack(); err == nil {
-				l.conn.WriteToUDPAddrPort(b, addr)
+				l.send(b, addr)
 			}
 		}
 		return
@@ -168,7 +190,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		m := new(dns.Msg)
 		m.SetRcodeFormatError(r)
 		if b, err := m.Pack(); err == nil {
-			l.conn.WriteToUDPAddrPort(b, addr)
+			l.send(b, addr)
 		}
 		return
 	}
@@ -181,7 +203,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		return
 	}
 	l.out = out[:0]
-	l.conn.WriteToUDPAddrPort(out, addr)
+	l.send(out, addr)
 	s.count(st, r, m, addr.String())
 	if cacheable && key != nil {
 		l.cache[string(key)] = append([]byte(nil), out...)

@@ -3,6 +3,7 @@ package gslb
 import (
 	"net"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -69,6 +70,68 @@ func FuzzParseQuery(f *testing.F) {
 		}
 		if len(m.Question) != 1 || m.Question[0].Qtype != q.qtype || m.Question[0].Qclass != q.qclass {
 			t.Fatalf("parseQuery %+v, miekg %v", q, m.Question)
+		}
+	})
+}
+
+// FuzzUDPHandle feeds arbitrary packets to the whole UDP path as a socket
+// hands them over: rate limiting, the fast path and its cache, the full path
+// and FORMERR for what does not unpack. It must never panic, and whatever it
+// sends must be a response that unpacks.
+func FuzzUDPHandle(f *testing.F) {
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+		edit  func(*dns.Msg)
+	}{
+		{"ide.ringlb.test.", dns.TypeA, nil},
+		{"IDE.ringlb.test.", dns.TypeA, func(m *dns.Msg) { m.SetEdns0(1232, true) }},
+		{"ide.ringlb.test.", dns.TypeA, ecs("10.2.3.4", 24)},
+		{"big.ringlb.test.", dns.TypeTXT, nil},
+		{"ringlb.test.", dns.TypeAXFR, nil},
+		{"www.ringlb.test.", dns.TypeA, func(m *dns.Msg) { m.Opcode = dns.OpcodeNotify }},
+	} {
+		m := new(dns.Msg)
+		m.SetQuestion(q.name, q.qtype)
+		if q.edit != nil {
+			q.edit(m)
+		}
+		b, _ := m.Pack()
+		f.Add(b)
+	}
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	cfg := fuzzConfig(f)
+	cfg.RateLimit.ResponsesPerSecond = 1000
+	s, err := New(cfg, "fuzz", nil, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer conn.Close()
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer sink.Close()
+	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+	l := &udpLoop{s: s, conn: conn, cache: map[string][]byte{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	buf := make([]byte, 65536)
+	f.Fuzz(func(t *testing.T, packet []byte) {
+		l.handle(packet, to)
+		l.handle(packet, to) // again: a cache hit when cacheable
+		for range 2 {
+			sink.SetReadDeadline(time.Now().Add(time.Millisecond))
+			n, _, err := sink.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return // nothing sent: allowed
+			}
+			m := new(dns.Msg)
+			if err := m.Unpack(buf[:n]); err != nil || !m.Response {
+				t.Fatalf("sent %x that is not a DNS response: %v", buf[:n], err)
+			}
 		}
 	})
 }

@@ -16,6 +16,11 @@ type metrics struct {
 	memberUp *prometheus.GaugeVec
 	// failovers counts regions of a managed name going to their failover.
 	failovers *prometheus.CounterVec
+	// rateLimited counts UDP responses withheld by RRL: dropped, or
+	// slipped (sent truncated so a real client retries over TCP).
+	rateLimited *prometheus.CounterVec
+	// notifies counts NOTIFY messages sent to secondaries, by result.
+	notifies *prometheus.CounterVec
 	// counters caches queries' children: WithLabelValues hashes and locks,
 	// which costs more than answering the query.
 	counters sync.Map // uint32(qtype<<16 | rcode) → prometheus.Counter
@@ -51,8 +56,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_gslb_failovers_total",
 			Help: "Times a region of a managed name went to its failover (no member left to serve).",
 		}, []string{"name", "region"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_gslb_rrl_total",
+			Help: "UDP responses withheld by response rate limiting, by action (drop or slip).",
+		}, []string{"action"}),
+		notifies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_gslb_notifies_total",
+			Help: "NOTIFY messages sent to secondaries, by zone and result (ok or error).",
+		}, []string{"zone", "result"}),
 	}
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers} {
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

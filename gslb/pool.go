@@ -29,6 +29,9 @@ type pools struct {
 	// onChange is called after a rebuild that changed some answer (SOA
 	// serial bump, NOTIFY).
 	onChange func()
+	// agree turns this node's probe result for a member into the one all
+	// gslb nodes agree on (agree.go); nil: the probe's word is final.
+	agree func(k memberKey, up bool, why string) (bool, string)
 
 	view atomic.Pointer[view]
 
@@ -224,13 +227,15 @@ func (p *pools) servable(m *member) (bool, string) {
 		return true, "not monitored"
 	}
 	up, why := m.prober.Up()
+	if p.agree != nil {
+		return p.agree(m.key, up, why)
+	}
 	return up, why
 }
 
 // rebuild recomputes the view from monitor states, overrides and latches.
 func (p *pools) rebuild() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	v := &view{names: map[string]*nameView{}}
 	changed := false
 	prev := p.view.Load()
@@ -304,8 +309,9 @@ func (p *pools) rebuild() {
 		v.names[name] = nv
 	}
 	p.view.Store(v)
+	p.mu.Unlock()
 	if changed && prev != nil && p.onChange != nil {
-		go p.onChange() // outside the lock: it may take the server's
+		p.onChange()
 	}
 }
 

@@ -40,6 +40,18 @@ type Server struct {
 
 	state atomic.Pointer[state]
 
+	// queryLog logs every query; set from gslb.query_log on New and
+	// Reload, and switched by the admin API.
+	queryLog atomic.Bool
+	// notifyKick wakes the NOTIFY loop after a serial may have changed.
+	notifyKick chan struct{}
+
+	// peers holds the other gslb nodes' probe views (agree.go).
+	peers atomic.Pointer[peerViews]
+	// background ends with Shutdown: the NOTIFY and peer exchange loops.
+	background context.Context
+	stop       context.CancelFunc
+
 	mu     sync.Mutex
 	udp    []*net.UDPConn // one per CPU, sharing the port (SO_REUSEPORT), each with its loop
 	tcp    *dns.Server
@@ -56,8 +68,11 @@ type state struct {
 	pools *pools
 	// serial is added to every zone's SOA serial: it grows each time a
 	// managed answer changes, so secondaries and caches see a new version.
-	serial   atomic.Uint32
-	queryLog bool
+	serial atomic.Uint32
+	// rrl is response rate limiting, nil when off.
+	rrl *rateLimiter
+	// tsig holds the TSIG keys of every zone, by canonical key name.
+	tsig map[string]tsigKey
 }
 
 // New loads cfg's zones and pools. Nothing listens until Start.
@@ -68,7 +83,8 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1)}
+	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, fmt.Errorf("gslb: register metrics: %w", err)
@@ -79,12 +95,18 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 		return nil, err
 	}
 	s.state.Store(st)
+	s.queryLog.Store(cfg.QueryLog)
 	return s, nil
 }
 
 func (s *Server) build(cfg configs.GSLB) (*state, error) {
-	st := &state{cfg: cfg, queryLog: cfg.QueryLog}
+	st := &state{cfg: cfg, rrl: newRateLimiter(cfg.RateLimit, s.metrics)}
 	var errs []error
+	keys, err := loadTSIGKeys(cfg.Zones)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	st.tsig = keys
 	for _, zc := range cfg.Zones {
 		z, err := loadZone(zc)
 		if err != nil {
@@ -106,7 +128,11 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	p.onChange = func() { st.serial.Add(1) }
+	p.agree = s.agreed
+	p.onChange = func() {
+		st.serial.Add(1)
+		s.kickNotify()
+	}
 	st.pools = p
 	return st, nil
 }
@@ -146,7 +172,7 @@ func (s *Server) Start(ctx context.Context) error {
 	for _, pc := range pcs {
 		s.udp = append(s.udp, pc.(*net.UDPConn))
 	}
-	s.tcp = &dns.Server{Listener: ln, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept,
+	s.tcp = &dns.Server{Listener: ln, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept, TsigProvider: tsigProvider{s},
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
 	s.addr = pcs[0].LocalAddr().String()
 	udp := s.udp
@@ -163,7 +189,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.served.Add(1)
 		go func() {
 			defer s.served.Done()
-			s.serveUDP(conn) // returns when Shutdown closes conn
+			if err := s.serveUDPBatched(conn); err != nil { // returns when Shutdown closes conn
+				s.logger.Error("UDP loop ended", "err", err)
+			}
 		}()
 	}
 	for _, up := range ups {
@@ -176,6 +204,12 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	s.state.Load().pools.start()
+	s.served.Add(1)
+	go func() {
+		defer s.served.Done()
+		s.notifyLoop(s.background)
+	}()
+	s.kickNotify() // secondaries may have missed changes while we were down
 	s.logger.Info("gslb serving", "addr", s.addr, "zones", len(s.state.Load().zones))
 	return nil
 }
@@ -200,7 +234,8 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
 	st.pools.inherit(old.pools)
-	st.serial.Store(old.serial.Load() + 1)
+	st.rrl = st.rrl.carryOver(old.rrl)
+	st.serial.Store(old.serial.Load() + reloadBump(old, st))
 	s.state.Store(st)
 	s.mu.Lock()
 	started := s.tcp != nil
@@ -209,6 +244,8 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 		st.pools.start()
 	}
 	old.pools.stop()
+	s.queryLog.Store(cfg.QueryLog)
+	s.kickNotify()
 	s.logger.Info("gslb configuration reloaded", "zones", len(st.zones), "names", len(st.pools.names))
 	return nil
 }
@@ -223,6 +260,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closed = true
 	udp, tcp := s.udp, s.tcp
 	s.mu.Unlock()
+	s.stop()
 	var errs []error
 	// UDP needs no draining: each query is answered before the next read.
 	for _, c := range udp {
@@ -257,7 +295,8 @@ func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 	if op := int(h.Bits>>11) & 0xF; op != dns.OpcodeQuery && op != dns.OpcodeNotify {
 		return dns.MsgIgnore
 	}
-	if h.Qdcount != 1 || h.Ancount > 1 || h.Nscount > 0 || h.Arcount > 2 {
+	// One authority record: the SOA an IXFR request carries (RFC 1995).
+	if h.Qdcount != 1 || h.Ancount > 1 || h.Nscount > 1 || h.Arcount > 2 {
 		return dns.MsgReject
 	}
 	return dns.MsgAccept
@@ -266,7 +305,13 @@ func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 // serveDNS answers one query. Authoritative only: RD is ignored, RA never set.
 func (s *Server) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 	st := s.state.Load()
-	m := s.answer(st, r, w.RemoteAddr(), w.LocalAddr().Network() == "tcp")
+	tcp := w.LocalAddr().Network() == "tcp"
+	if tcp && !r.Response && r.Opcode == dns.OpcodeQuery && len(r.Question) == 1 &&
+		(r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR) {
+		s.serveTransfer(st, w, r)
+		return
+	}
+	m := s.answer(st, r, w.RemoteAddr(), tcp)
 	if m == nil {
 		return // not a query we answer at all (a response, garbage)
 	}
@@ -282,7 +327,7 @@ func (s *Server) count(st *state, r, m *dns.Msg, client string) {
 		qtype, name = r.Question[0].Qtype, r.Question[0].Name
 	}
 	s.metrics.query(qtype, m.Rcode)
-	if st.queryLog {
+	if s.queryLog.Load() {
 		s.logger.Info("query", "client", client, "name", name, "type", typeLabel(qtype), "rcode", dns.RcodeToString[m.Rcode], "answers", len(m.Answer))
 	}
 }

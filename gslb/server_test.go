@@ -397,6 +397,21 @@ func TestManualRecoverAndServeModes(t *testing.T) {
 	post("/api/pools/ide.ringlb.test/east/recover")
 	east.healthy.Store(false)
 	waitAnswer(t, s, "127.0.0.1", "192.0.2.1")
+	// no: neither served nor monitored.
+	east.healthy.Store(true)
+	post("/api/pools/ide.ringlb.test/east/bal-1/mode?mode=no")
+	waitAnswer(t, s, "127.0.0.1", "192.0.2.2")
+	post("/api/pools/ide.ringlb.test/east/bal-1/mode?mode=always")
+	post("/api/pools/ide.ringlb.test/east/recover")
+	waitAnswer(t, s, "127.0.0.1", "192.0.2.1")
+	if code := post("/api/querylog?on=true"); code != 200 || !s.queryLog.Load() {
+		t.Fatalf("query log switch: %d", code)
+	}
+	if code := post("/api/querylog?on=maybe"); code != 400 {
+		t.Fatalf("query log switch with a bad value: %d", code)
+	}
+	query(t, s, "udp", "www.ringlb.test.", dns.TypeA, nil) // logged, by the full path
+	post("/api/querylog?on=false")
 	if code := post("/api/pools/ide.ringlb.test/east/bal-1/mode?mode=sometimes"); code != 400 {
 		t.Fatalf("bad mode: %d, want 400", code)
 	}
@@ -565,7 +580,16 @@ func BenchmarkAnswer(b *testing.B) {
 // BenchmarkUDPCacheHit is the UDP answer path for a repeated query: parse,
 // cache lookup, patch, send.
 func BenchmarkUDPCacheHit(b *testing.B) {
-	s, err := New(fuzzConfig(b), "bench", nil, nil)
+	b.Run("plain", func(b *testing.B) { benchmarkUDPCacheHit(b, fuzzConfig(b)) })
+	b.Run("rrl", func(b *testing.B) {
+		cfg := fuzzConfig(b)
+		cfg.RateLimit.ResponsesPerSecond = 1e7 // charged, never limited
+		benchmarkUDPCacheHit(b, cfg)
+	})
+}
+
+func benchmarkUDPCacheHit(b *testing.B, cfg configs.GSLB) {
+	s, err := New(cfg, "bench", nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -597,4 +621,42 @@ func BenchmarkUDPCacheHit(b *testing.B) {
 	for b.Loop() {
 		l.handle(pkt, to)
 	}
+}
+
+// A member whose listener dies (connection refused, not a 503) is taken out
+// within interval × fall + 1 s, and comes back once it listens again.
+func TestFailoverWhenMemberDies(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	serve := func(ln net.Listener) *http.Server {
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })}
+		go srv.Serve(ln)
+		return srv
+	}
+	srv := serve(ln)
+	west := newFakeBalancer(t)
+	cfg := parseGSLB(t, "", addr, west.addr())
+	mon := cfg.Monitors["bal"]
+	mon.Interval, mon.Timeout, mon.Fall, mon.Rise = configs.Duration(250*time.Millisecond), configs.Duration(200*time.Millisecond), 2, 2
+	cfg.Monitors = map[string]configs.Monitor{"bal": mon}
+	s := startGSLB(t, cfg)
+	waitAnswer(t, s, "127.0.0.1", "192.0.2.1")
+	srv.Close() // the member dies: its port refuses connections
+	took := waitAnswer(t, s, "127.0.0.1", "192.0.2.2")
+	bound := time.Duration(mon.Fall)*mon.Interval.D() + time.Second
+	t.Logf("answer changed %s after the member's listener closed (interval %s × fall %d)", took, mon.Interval.D(), mon.Fall)
+	if took > bound {
+		t.Errorf("failover took %s, more than interval × fall + 1 s = %s", took, bound)
+	}
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s again to test recovery: %v", addr, err)
+	}
+	srv = serve(ln)
+	defer srv.Close()
+	took = waitAnswer(t, s, "127.0.0.1", "192.0.2.1")
+	t.Logf("back %s after it listened again (rise %d)", took, mon.Rise)
 }

@@ -2,6 +2,7 @@ package gslb
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -18,11 +19,20 @@ type zone struct {
 	names  map[string]map[uint16][]dns.RR
 	// cfg is the zone's configuration (transfer rules).
 	cfg configs.Zone
+	// allow is cfg.Transfer.Allow, parsed: who may AXFR.
+	allow []netip.Prefix
 }
 
 // loadZone parses a zone from its master file or inline records.
 func loadZone(zc configs.Zone) (*zone, error) {
 	z := &zone{origin: strings.ToLower(dns.Fqdn(zc.Origin)), names: map[string]map[uint16][]dns.RR{}, cfg: zc}
+	for _, c := range zc.Transfer.Allow {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("zone %s transfer.allow: %w", z.origin, err)
+		}
+		z.allow = append(z.allow, p.Masked())
+	}
 	var zp *dns.ZoneParser
 	if zc.File != "" {
 		f, err := os.Open(zc.File)
@@ -108,17 +118,4 @@ func (z *zone) lookup(name string) (map[uint16][]dns.RR, bool) {
 		}
 	}
 	return nil, false
-}
-
-// all returns every record of the zone, SOA first (for AXFR).
-func (z *zone) all() []dns.RR {
-	out := []dns.RR{z.soa}
-	for _, byType := range z.names {
-		for t, rrs := range byType {
-			if t != dns.TypeSOA {
-				out = append(out, rrs...)
-			}
-		}
-	}
-	return out
 }

@@ -261,6 +261,9 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		shutdown()
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
+	// Several gslb nodes (the domain's NS set) agree on members' health:
+	// down when most of the nodes probing them see them down.
+	s.UsePeers(m)
 	logger.Info("gslb started", "dns", s.Addr(), "admin", al.Addr().String(), "gossip", m.Addr())
 	return &node{
 		name: name, role: "gslb", listen: s.Addr(), admin: al.Addr().String(), member: m, failed: failed,

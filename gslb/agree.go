@@ -1,0 +1,215 @@
+package gslb
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ringlb/ringlb/health"
+)
+
+// Agreement among the nameservers of one domain. Every gslb node probes the
+// pool members itself; if each answered from its own view, a node whose path
+// to one member is broken would answer differently from the others, and
+// resolvers would flip between answers. So nodes exchange what their probes
+// see, and a member counts as down when a majority of the gslb nodes that
+// probe it see it down (a tie is not a majority: the member stays up).
+//
+// Peers are found through gossip membership (role gslb, their admin URL in
+// the metadata); each node reads the others' GET /api/monitors (its own
+// probes' view, never the agreed one, so views do not feed back) once per
+// shortest monitor interval. A peer that stops answering drops out of the
+// vote after peerStaleRounds rounds.
+
+// Peers lists the cluster's live members; *health.Membership is one.
+type Peers interface {
+	Members() []health.Node
+}
+
+const peerStaleRounds = 3
+
+// peerReport is what one peer's probes saw, when we last heard it.
+type peerReport struct {
+	at      time.Time
+	members map[string]bool // memberKey.String() → up
+}
+
+// peerViews is the immutable set of fresh peer reports, swapped whole.
+type peerViews struct {
+	reports map[string]peerReport // by node name
+}
+
+func (k memberKey) String() string { return k.name + "/" + k.region + "/" + k.member }
+
+// UsePeers makes this server agree with the other gslb nodes among peers on
+// which members are down. It returns at once; the exchange runs until
+// Shutdown. Call it once, after Start.
+func (s *Server) UsePeers(peers Peers) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.served.Add(1)
+	go func() {
+		defer s.served.Done()
+		s.exchangeLoop(s.background, peers)
+	}()
+}
+
+// exchangeInterval is the shortest monitor interval (at least 100 ms): a
+// member's agreed state lags its probes by one interval at most.
+func (s *Server) exchangeInterval() time.Duration {
+	d := time.Duration(0)
+	for _, m := range s.state.Load().cfg.Monitors {
+		if d == 0 || m.Interval.D() < d {
+			d = m.Interval.D()
+		}
+	}
+	if d == 0 {
+		d = 2 * time.Second
+	}
+	return max(d, 100*time.Millisecond)
+}
+
+func (s *Server) exchangeLoop(ctx context.Context, peers Peers) {
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1}}
+	defer client.CloseIdleConnections()
+	for {
+		interval := s.exchangeInterval()
+		s.exchangeOnce(ctx, client, peers, interval)
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// exchangeOnce reads every gslb peer's probe view and, when the votes
+// changed, rebuilds the answers.
+func (s *Server) exchangeOnce(ctx context.Context, client *http.Client, peers Peers, interval time.Duration) {
+	old := s.peers.Load()
+	next := &peerViews{reports: map[string]peerReport{}}
+	now := time.Now()
+	for _, n := range peers.Members() {
+		if n.Meta.Role != health.RoleGSLB || n.Name == s.name || n.Meta.Admin == "" {
+			continue
+		}
+		members, err := s.fetchMonitors(ctx, client, n.Meta.Admin, interval)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err == nil:
+			next.reports[n.Name] = peerReport{at: now, members: members}
+		case old != nil && now.Sub(old.reports[n.Name].at) < peerStaleRounds*interval:
+			next.reports[n.Name] = old.reports[n.Name] // one missed round is not a vote lost
+		default:
+			s.logger.Debug("gslb peer not heard", "peer", n.Name, "err", err)
+		}
+	}
+	s.peers.Store(next)
+	if old == nil || !sameReports(old, next) {
+		s.state.Load().pools.rebuild()
+	}
+}
+
+func sameReports(a, b *peerViews) bool {
+	if len(a.reports) != len(b.reports) {
+		return false
+	}
+	for name, ra := range a.reports {
+		rb, ok := b.reports[name]
+		if !ok || !maps.Equal(ra.members, rb.members) {
+			return false
+		}
+	}
+	return true
+}
+
+// fetchMonitors reads one peer's GET /api/monitors, bounded by timeout.
+func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, admin string, timeout time.Duration) (map[string]bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(admin, "/")+"/api/monitors", nil)
+	if err != nil {
+		return nil, err
+	}
+	// The nameservers of one domain share the admin token.
+	if file := s.state.Load().cfg.Admin.TokenFile; file != "" {
+		if raw, err := os.ReadFile(file); err == nil {
+			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(raw)))
+		}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s/api/monitors: status %d", admin, resp.StatusCode)
+	}
+	var body struct {
+		Members map[string]bool `json:"members"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body); err != nil {
+		return nil, fmt.Errorf("GET %s/api/monitors: %w", admin, err)
+	}
+	return body.Members, nil
+}
+
+// localMonitors is this node's own probe view, for GET /api/monitors.
+func (p *pools) localMonitors() map[string]bool {
+	out := map[string]bool{}
+	for _, n := range p.names {
+		for _, r := range n.regions {
+			for _, m := range r.members {
+				if m.prober != nil {
+					up, _ := m.prober.Up()
+					out[m.key.String()] = up
+				}
+			}
+		}
+	}
+	return out
+}
+
+// agreed turns this node's probe result for a member into the cluster's:
+// down when more than half of the gslb nodes probing it see it down.
+func (s *Server) agreed(k memberKey, localUp bool, localWhy string) (bool, string) {
+	pv := s.peers.Load()
+	if pv == nil || len(pv.reports) == 0 {
+		return localUp, localWhy
+	}
+	key := k.String()
+	total, down := 1, 0
+	if !localUp {
+		down++
+	}
+	for _, r := range pv.reports {
+		if up, ok := r.members[key]; ok {
+			total++
+			if !up {
+				down++
+			}
+		}
+	}
+	if total == 1 {
+		return localUp, localWhy
+	}
+	up := down*2 <= total
+	why := fmt.Sprintf("down for %d of %d gslb nodes", down, total)
+	if !localUp {
+		why += "; here: " + localWhy
+	}
+	return up, why
+}

@@ -1,0 +1,210 @@
+package gslb
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+func TestRateLimiterDecide(t *testing.T) {
+	slip := 2
+	rl := newRateLimiter(configs.RateLimit{ResponsesPerSecond: 4, Slip: &slip, IPv4Prefix: 24, IPv6Prefix: 56}, nil)
+	now := time.Now()
+	a, sameNet, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.200"), netip.MustParseAddr("198.51.100.1")
+	var got []rrlAction
+	for i := range 8 {
+		c := a
+		if i%2 == 1 {
+			c = sameNet // one /24: one budget
+		}
+		got = append(got, rl.decide(c, now))
+	}
+	want := []rrlAction{rrlAllow, rrlAllow, rrlAllow, rrlAllow, rrlDrop, rrlSlip, rrlDrop, rrlSlip}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("decisions %v, want %v", got, want)
+		}
+	}
+	if d := rl.decide(other, now); d != rrlAllow {
+		t.Errorf("another /24 limited too: %v", d)
+	}
+	if d := rl.decide(netip.MustParseAddr("::ffff:192.0.2.9"), now); d == rrlAllow {
+		t.Error("an IPv4-mapped address escapes its /24's limit")
+	}
+	// A quarter second later one token is back.
+	later := now.Add(250 * time.Millisecond)
+	if d := rl.decide(a, later); d != rrlAllow {
+		t.Errorf("after refill: %v", d)
+	}
+	if d := rl.decide(a, later); d == rrlAllow {
+		t.Error("refilled more than the elapsed time allows")
+	}
+	// IPv6 clients are grouped by /56.
+	v6a, v6b, v6c := netip.MustParseAddr("2001:db8:0:ff::1"), netip.MustParseAddr("2001:db8:0:1::2"), netip.MustParseAddr("2001:db8:0:100::1")
+	for range 4 {
+		rl.decide(v6a, now)
+	}
+	if d := rl.decide(v6b, now); d == rrlAllow {
+		t.Error("same /56 not limited")
+	}
+	if d := rl.decide(v6c, now); d != rrlAllow {
+		t.Errorf("another /56 limited: %v", d)
+	}
+	if off := newRateLimiter(configs.RateLimit{}, nil); off != nil {
+		t.Error("rate limiter on with responses_per_second 0")
+	}
+}
+
+func TestTruncatedReply(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("Ide.RinglB.test.", dns.TypeA)
+	m.RecursionDesired = true
+	m.SetEdns0(1232, false)
+	pkt, _ := m.Pack()
+	out, ok := truncatedReply(nil, pkt)
+	if !ok {
+		t.Fatal("no slip reply")
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(out); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Response || !r.Truncated || !r.Authoritative || r.Id != m.Id || !r.RecursionDesired || r.RecursionAvailable ||
+		len(r.Question) != 1 || r.Question[0].Name != "Ide.RinglB.test." || len(r.Answer)+len(r.Ns)+len(r.Extra) != 0 {
+		t.Fatalf("slip reply %v", r)
+	}
+	for _, bad := range [][]byte{nil, pkt[:11], pkt[:14], {0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1}} {
+		if _, ok := truncatedReply(nil, bad); ok {
+			t.Errorf("slip reply to %v", bad)
+		}
+	}
+}
+
+// Over the limit, UDP answers stop (some slipped as TC), TCP still answers.
+func TestRateLimitOverUDP(t *testing.T) {
+	east, west := newFakeBalancer(t), newFakeBalancer(t)
+	cfg := gslbConfig(t, east, west, "")
+	cfg.RateLimit.ResponsesPerSecond = 5
+	cfg.RateLimit.IPv4Prefix = 32 // so that 127.0.0.2 is another client prefix
+	s := startGSLB(t, cfg)
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s.Addr())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const sent = 60
+	for i := range sent {
+		m := new(dns.Msg)
+		m.SetQuestion("www.ringlb.test.", dns.TypeA)
+		m.Id = uint16(i + 1)
+		b, _ := m.Pack()
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answered, slipped := 0, 0
+	buf := make([]byte, 2048)
+	for {
+		// Responses already queued arrive at once; the deadline only ends
+		// the count once no more come.
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := c.Read(buf)
+		if err != nil {
+			break
+		}
+		r := new(dns.Msg)
+		if err := r.Unpack(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		if r.Truncated && len(r.Answer) == 0 {
+			slipped++
+		} else if len(r.Answer) == 1 {
+			answered++
+		}
+	}
+	t.Logf("%d queries at once: %d answered, %d slipped (TC), %d dropped", sent, answered, slipped, sent-answered-slipped)
+	if answered == 0 || answered >= sent/2 || slipped == 0 || answered+slipped >= sent {
+		t.Fatalf("%d answered, %d slipped of %d: not limited to 5/s with slip 2", answered, slipped, sent)
+	}
+	drops, slips := rrlCount(t, s, "drop"), rrlCount(t, s, "slip")
+	if int(drops) != sent-answered-slipped || int(slips) != slipped {
+		t.Errorf("ringlb_gslb_rrl_total drop %v slip %v, client saw %d dropped, %d slipped", drops, slips, sent-answered-slipped, slipped)
+	}
+	// TCP is never limited: the retry a slipped client makes gets through.
+	for range 10 {
+		if m := query(t, s, "tcp", "www.ringlb.test.", dns.TypeA, nil); len(m.Answer) != 1 {
+			t.Fatalf("TCP limited: %v", m)
+		}
+	}
+	// Another prefix has its own budget, untouched by the flood.
+	for range 5 {
+		if m := queryFrom(t, s, "udp", "127.0.0.2", "www.ringlb.test.", dns.TypeA, nil); len(m.Answer) != 1 || m.Truncated {
+			t.Fatalf("127.0.0.2 limited by 127.0.0.1's flood: %v", m)
+		}
+	}
+}
+
+// rrlCount reads ringlb_gslb_rrl_total{action} from s's registry.
+func rrlCount(t *testing.T, s *Server, action string) float64 {
+	t.Helper()
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "ringlb_gslb_rrl_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "action" && l.GetValue() == action {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// A flood of one-off prefixes churns through the fixed table without
+// handing the busy prefix (the reflection victim) a fresh budget.
+func TestRateLimiterKeepsBusyPrefix(t *testing.T) {
+	slip := 0
+	rl := newRateLimiter(configs.RateLimit{ResponsesPerSecond: 4, Slip: &slip, IPv4Prefix: 24, IPv6Prefix: 56}, nil)
+	now := time.Now()
+	victim := netip.MustParseAddr("192.0.2.1")
+	for range 4 {
+		rl.decide(victim, now)
+	}
+	allowed := 0
+	for i := range 200_000 {
+		// Nanoseconds apart: the victim earns 0.0008 tokens in all.
+		at := now.Add(time.Duration(i))
+		other := netip.AddrFrom4([4]byte{byte(11 + i>>16), byte(i >> 8), byte(i), 1}) // one /24 each
+		if rl.decide(other, at) != rrlAllow {
+			t.Fatalf("a first response to %s limited", other)
+		}
+		if rl.decide(victim, at) == rrlAllow {
+			allowed++
+		}
+	}
+	if allowed > 0 {
+		t.Errorf("the victim's prefix got %d fresh responses while others churned the table", allowed)
+	}
+}
+
+// BenchmarkRateLimiterDecide is RRL's cost per UDP response.
+func BenchmarkRateLimiterDecide(b *testing.B) {
+	slip := 2
+	rl := newRateLimiter(configs.RateLimit{ResponsesPerSecond: 1_000_000_000, Slip: &slip, IPv4Prefix: 24, IPv6Prefix: 56}, nil)
+	client, now := netip.MustParseAddr("192.0.2.1"), time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		rl.decide(client, now)
+	}
+}

@@ -1,0 +1,388 @@
+package gslb
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"maps"
+	"net/netip"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// Zone transfers: AXFR (and IXFR, answered with the whole zone as RFC 1995
+// allows) over TCP to the prefixes in a zone's transfer.allow, signed with
+// TSIG when the zone has a key; and NOTIFY to transfer.notify whenever a
+// zone's serial changes (a reload, or a managed answer changing).
+//
+// A transfer carries each managed name's answer for its default region (what
+// a client no geo prefix matches gets), with the name's current TTL: a
+// secondary cannot do geo or failover, but it serves the answer the primary
+// would give most clients, and the serial bump on every change of a managed
+// answer (followed by a NOTIFY) keeps it current.
+
+// xfrMessageBytes bounds the records of one transfer message (uncompressed
+// length), well under the 64 KiB a TCP message can hold.
+const xfrMessageBytes = 32 << 10
+
+// tsigKey is one TSIG key of the configuration, its secret decoded.
+type tsigKey struct {
+	algorithm string // canonical, e.g. hmac-sha256.
+	secret    []byte
+}
+
+// loadTSIGKeys reads every zone's TSIG secret (base64, as BIND and NSD
+// write them). A key name used by several zones must have one secret.
+func loadTSIGKeys(zones []configs.Zone) (map[string]tsigKey, error) {
+	keys := map[string]tsigKey{}
+	for _, z := range zones {
+		t := z.Transfer.TSIG
+		if t == nil {
+			continue
+		}
+		raw, err := os.ReadFile(t.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("zone %s tsig key %s: %w", z.Origin, t.Name, err)
+		}
+		secret, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
+		if err != nil || len(secret) == 0 {
+			return nil, fmt.Errorf("zone %s tsig key %s: %s does not hold a base64 secret", z.Origin, t.Name, t.SecretFile)
+		}
+		name := dns.CanonicalName(t.Name)
+		k := tsigKey{algorithm: dns.CanonicalName(t.Algorithm), secret: secret}
+		if old, ok := keys[name]; ok && (old.algorithm != k.algorithm || !hmac.Equal(old.secret, k.secret)) {
+			return nil, fmt.Errorf("zone %s tsig key %s: another zone has a different secret or algorithm under the same name", z.Origin, t.Name)
+		}
+		keys[name] = k
+	}
+	return keys, nil
+}
+
+// tsigProvider signs and verifies with the keys of the current state, so a
+// reload changes keys without restarting the TCP server.
+type tsigProvider struct{ s *Server }
+
+func (p tsigProvider) key(t *dns.TSIG) (hash.Hash, error) {
+	k, ok := p.s.state.Load().tsig[dns.CanonicalName(t.Hdr.Name)]
+	if !ok {
+		return nil, dns.ErrSecret
+	}
+	// The algorithm is the key's, never the message's choice: a key
+	// configured for SHA-256 must not verify a SHA-1 MAC.
+	if dns.CanonicalName(t.Algorithm) != k.algorithm {
+		return nil, dns.ErrKeyAlg
+	}
+	switch k.algorithm {
+	case dns.HmacSHA1:
+		return hmac.New(sha1.New, k.secret), nil
+	case dns.HmacSHA256:
+		return hmac.New(sha256.New, k.secret), nil
+	case dns.HmacSHA384:
+		return hmac.New(sha512.New384, k.secret), nil
+	case dns.HmacSHA512:
+		return hmac.New(sha512.New, k.secret), nil
+	}
+	return nil, dns.ErrKeyAlg
+}
+
+func (p tsigProvider) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
+	h, err := p.key(t)
+	if err != nil {
+		return nil, err
+	}
+	h.Write(msg)
+	return h.Sum(nil), nil
+}
+
+func (p tsigProvider) Verify(msg []byte, t *dns.TSIG) error {
+	b, err := p.Generate(msg, t)
+	if err != nil {
+		return err
+	}
+	mac, err := hex.DecodeString(t.MAC)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(b, mac) {
+		return dns.ErrSig
+	}
+	return nil
+}
+
+// serveTransfer answers an AXFR or IXFR query received over TCP.
+func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
+	q := r.Question[0]
+	refuse := func(rcode int, why string) {
+		s.logger.Warn("zone transfer refused", "zone", q.Name, "client", w.RemoteAddr().String(), "why", why)
+		m := new(dns.Msg)
+		m.SetRcode(r, rcode)
+		w.WriteMsg(m)
+		s.metrics.query(q.Qtype, rcode)
+	}
+	qname := strings.ToLower(q.Name)
+	z := st.zoneFor(qname)
+	switch {
+	case z == nil:
+		refuse(dns.RcodeRefused, "not a zone served here")
+		return
+	case z.origin != qname:
+		refuse(dns.RcodeNotAuth, "not a zone apex")
+		return
+	}
+	client := addrOf(w.RemoteAddr())
+	if !slices.ContainsFunc(z.allow, func(p netip.Prefix) bool { return p.Contains(client) }) {
+		refuse(dns.RcodeRefused, "client not in transfer.allow")
+		return
+	}
+	tsig := r.IsTsig()
+	if key := z.cfg.Transfer.TSIG; key != nil {
+		// An allowed address is not enough when the zone has a key: the
+		// request must be signed with that key (RFC 8945).
+		if tsig == nil || dns.CanonicalName(tsig.Hdr.Name) != dns.CanonicalName(key.Name) || w.TsigStatus() != nil {
+			why := "unsigned request"
+			if tsig != nil {
+				why = fmt.Sprintf("bad signature with key %s: %v", tsig.Hdr.Name, w.TsigStatus())
+			}
+			refuse(dns.RcodeNotAuth, why)
+			return
+		}
+	} else {
+		tsig = nil // nothing to sign with
+	}
+	rrs := st.transferRecords(z)
+	sent := 0
+	for len(rrs) > 0 {
+		n, size := 0, 0
+		for n < len(rrs) && (n == 0 || size+dns.Len(rrs[n]) <= xfrMessageBytes) {
+			size += dns.Len(rrs[n])
+			n++
+		}
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Authoritative = true
+		m.Compress = true
+		m.Answer = rrs[:n]
+		rrs = rrs[n:]
+		if tsig != nil {
+			m.SetTsig(tsig.Hdr.Name, tsig.Algorithm, tsig.Fudge, time.Now().Unix())
+		}
+		if err := w.WriteMsg(m); err != nil {
+			s.logger.Warn("zone transfer cut", "zone", z.origin, "client", w.RemoteAddr().String(), "err", err)
+			return
+		}
+		// Later messages of a signed transfer carry MACs over the timers
+		// only, chained to the previous one (RFC 8945 5.3.1).
+		w.TsigTimersOnly(true)
+		sent += n
+	}
+	s.metrics.query(q.Qtype, dns.RcodeSuccess)
+	s.logger.Info("zone transferred", "zone", z.origin, "client", w.RemoteAddr().String(), "records", sent, "serial", st.soa(z).Serial)
+}
+
+// transferRecords is the zone as a transfer sends it: the SOA (current
+// serial), every other record in a stable order with the managed names'
+// current default-region answers instead of static addresses, the SOA again.
+func (st *state) transferRecords(z *zone) []dns.RR {
+	soa := st.soa(z)
+	out := []dns.RR{soa}
+	names := make([]string, 0, len(z.names))
+	for n := range z.names {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	view := st.pools.view.Load()
+	for _, name := range names {
+		byType := z.names[name]
+		types := make([]uint16, 0, len(byType))
+		for t := range byType {
+			types = append(types, t)
+		}
+		slices.Sort(types)
+		nv := view.names[name]
+		for _, t := range types {
+			if t == dns.TypeSOA || nv != nil && (t == dns.TypeA || t == dns.TypeAAAA) {
+				continue
+			}
+			out = append(out, byType[t]...)
+		}
+	}
+	managed := make([]string, 0, len(view.names))
+	for name := range view.names {
+		if dns.IsSubDomain(z.origin, name) && st.zoneFor(name) == z {
+			managed = append(managed, name)
+		}
+	}
+	slices.Sort(managed)
+	for _, name := range managed {
+		nv := view.names[name]
+		rv := nv.regions[nv.deflt]
+		if rv == nil || rv.servfail {
+			continue
+		}
+		for _, a := range append(append([]netip.Addr(nil), rv.v4...), rv.v6...) {
+			hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: rv.ttl}
+			if a.Is4() {
+				hdr.Rrtype = dns.TypeA
+				out = append(out, &dns.A{Hdr: hdr, A: a.AsSlice()})
+			} else {
+				hdr.Rrtype = dns.TypeAAAA
+				out = append(out, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+			}
+		}
+	}
+	return append(out, soa)
+}
+
+// reloadBump is what a reload adds to the serial: 0 when every zone holds
+// the same records and the managed names the same configuration as before
+// (a SIGHUP that changed nothing must not send every secondary transferring),
+// else 1.
+func reloadBump(old, next *state) uint32 {
+	if len(old.zones) != len(next.zones) || !reflect.DeepEqual(old.cfg.Names, next.cfg.Names) {
+		return 1
+	}
+	for i, z := range old.zones {
+		if z.origin != next.zones[i].origin || !slices.Equal(z.records(), next.zones[i].records()) {
+			return 1
+		}
+	}
+	return 0
+}
+
+// records is every record of z in presentation form, sorted.
+func (z *zone) records() []string {
+	var out []string
+	for _, byType := range z.names {
+		for _, rrs := range byType {
+			for _, rr := range rrs {
+				out = append(out, rr.String())
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// notifyRetries and notifyTimeout follow RFC 1996 4.3: retry an
+// unacknowledged NOTIFY a few times, then wait for the next change.
+const (
+	notifyRetries = 5
+	notifyTimeout = 2 * time.Second
+)
+
+type notifyKey struct{ zone, target string }
+
+type notifyState struct {
+	serial   uint32 // last serial acknowledged, or being retried
+	acked    bool
+	attempts int
+}
+
+// kickNotify asks the NOTIFY loop to look for changed serials; it never
+// blocks (one pending kick is enough).
+func (s *Server) kickNotify() {
+	select {
+	case s.notifyKick <- struct{}{}:
+	default:
+	}
+}
+
+// notifyLoop sends NOTIFY for every zone whose serial differs from the last
+// one its secondaries acknowledged, until ctx ends. Started by Start, stopped
+// by Shutdown.
+func (s *Server) notifyLoop(ctx context.Context) {
+	sent := map[notifyKey]*notifyState{}
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.notifyKick:
+		case <-retry:
+		}
+		retry = nil
+		st := s.state.Load()
+		pending := false
+		live := map[notifyKey]bool{}
+		for _, z := range st.zones {
+			serial := st.soa(z).Serial
+			for _, target := range z.cfg.Transfer.Notify {
+				k := notifyKey{z.origin, target}
+				live[k] = true
+				ns := sent[k]
+				if ns == nil || ns.serial != serial {
+					ns = &notifyState{serial: serial}
+					sent[k] = ns
+				}
+				if ns.acked || ns.attempts >= notifyRetries {
+					continue
+				}
+				ns.attempts++
+				err := s.sendNotify(ctx, st, z, serial, target)
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					s.metrics.notifies.WithLabelValues(z.origin, "error").Inc()
+					s.logger.Warn("NOTIFY not acknowledged", "zone", z.origin, "secondary", target, "serial", serial, "attempt", ns.attempts, "err", err)
+					pending = pending || ns.attempts < notifyRetries
+					continue
+				}
+				ns.acked = true
+				s.metrics.notifies.WithLabelValues(z.origin, "ok").Inc()
+				s.logger.Info("NOTIFY acknowledged", "zone", z.origin, "secondary", target, "serial", serial)
+			}
+		}
+		// Forget secondaries a reload removed.
+		maps.DeleteFunc(sent, func(k notifyKey, _ *notifyState) bool { return !live[k] })
+		if pending {
+			retry = time.After(notifyTimeout)
+		}
+	}
+}
+
+// sendNotify tells target that z is now at serial (RFC 1996), signed with
+// the zone's TSIG key when it has one.
+func (s *Server) sendNotify(ctx context.Context, st *state, z *zone, serial uint32, target string) error {
+	m := new(dns.Msg)
+	m.SetNotify(z.origin)
+	m.Authoritative = true
+	soa := st.soa(z)
+	m.Answer = []dns.RR{soa}
+	c := &dns.Client{Net: "udp", Timeout: notifyTimeout}
+	if key := z.cfg.Transfer.TSIG; key != nil {
+		m.SetTsig(dns.CanonicalName(key.Name), dns.CanonicalName(key.Algorithm), 300, time.Now().Unix())
+		c.TsigProvider = tsigProvider{s}
+	}
+	ctx, cancel := context.WithTimeout(ctx, notifyTimeout)
+	defer cancel()
+	conn, err := c.DialContext(ctx, target)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	// A read does not watch ctx: closing the socket ends it at once when
+	// Shutdown cancels, instead of at the deadline.
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	r, _, err := c.ExchangeWithConnContext(ctx, m, conn)
+	if err != nil {
+		return err
+	}
+	if r.Opcode != dns.OpcodeNotify || r.Rcode != dns.RcodeSuccess {
+		return fmt.Errorf("answered %s to NOTIFY", dns.RcodeToString[r.Rcode])
+	}
+	return nil
+}

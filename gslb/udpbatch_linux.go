@@ -1,0 +1,188 @@
+//go:build linux
+
+package gslb
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Batched UDP I/O: one recvmmsg takes every query waiting on the socket (up
+// to udpBatchSize) and one sendmmsg sends all their answers, so a loaded
+// server makes two system calls per batch instead of two per query. Both go
+// through the socket's RawConn: the loop waits for readiness in Go's
+// netpoller (no thread parked in a system call), and closing the socket ends
+// the loop. Everything is allocated once per socket.
+
+const (
+	udpBatchSize = 32
+	// udpQueryBytes bounds a query: a question is at most 260 bytes, and
+	// EDNS options a few hundred more; longer ones are cut and answered
+	// FORMERR.
+	udpQueryBytes = 4096
+)
+
+type udpBatch struct {
+	rc  syscall.RawConn
+	v6  bool // the socket is AF_INET6 (IPv4 clients appear mapped)
+	in  [udpBatchSize]unix.Mmsghdr
+	inV [udpBatchSize]unix.Iovec
+	inA [udpBatchSize]unix.RawSockaddrInet6
+	inB [udpBatchSize][]byte
+
+	out  [udpBatchSize]unix.Mmsghdr
+	outV [udpBatchSize]unix.Iovec
+	outA [udpBatchSize]unix.RawSockaddrInet6
+	outB [udpBatchSize][]byte
+	outN int
+}
+
+func newUDPBatch(conn *net.UDPConn) (*udpBatch, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	b := &udpBatch{rc: rc}
+	b.v6 = conn.LocalAddr().(*net.UDPAddr).IP.To4() == nil
+	for i := range udpBatchSize {
+		b.inB[i] = make([]byte, udpQueryBytes)
+		b.inV[i].Base = &b.inB[i][0]
+		b.inV[i].SetLen(udpQueryBytes)
+		b.in[i].Hdr.Iov = &b.inV[i]
+		b.in[i].Hdr.SetIovlen(1)
+		b.in[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.inA[i]))
+		b.out[i].Hdr.Iov = &b.outV[i]
+		b.out[i].Hdr.SetIovlen(1)
+		b.out[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.outA[i]))
+		b.outB[i] = make([]byte, 0, 512)
+	}
+	return b, nil
+}
+
+// read waits for queries and returns how many it took; errno is a
+// transient error of the socket (an ICMP error surfacing, say), err means
+// the socket is closed.
+func (b *udpBatch) read() (n int, errno syscall.Errno, err error) {
+	for i := range udpBatchSize {
+		b.in[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		b.in[i].Hdr.Flags = 0
+		b.in[i].Len = 0
+	}
+	err = b.rc.Read(func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), udpBatchSize, unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false // wait for the socket to be readable
+		}
+		n, errno = int(r), e
+		return true
+	})
+	if errno != 0 {
+		n = 0
+	}
+	return n, errno, err
+}
+
+// query returns the i-th query read and who sent it.
+func (b *udpBatch) query(i int) ([]byte, netip.AddrPort, bool) {
+	h := &b.in[i]
+	if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+		return b.inB[i][:udpQueryBytes], netip.AddrPort{}, false
+	}
+	a := &b.inA[i]
+	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&a.Port))[:])
+	var addr netip.Addr
+	switch a.Family {
+	case unix.AF_INET:
+		v4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(a))
+		addr = netip.AddrFrom4(v4.Addr)
+	case unix.AF_INET6:
+		addr = netip.AddrFrom16(a.Addr).Unmap()
+	default:
+		return nil, netip.AddrPort{}, false
+	}
+	return b.inB[i][:h.Len], netip.AddrPortFrom(addr, port), true
+}
+
+// queue copies an answer into the send batch; it flushes when full.
+func (b *udpBatch) queue(p []byte, to netip.AddrPort) {
+	if b.outN == udpBatchSize {
+		b.flush()
+	}
+	i := b.outN
+	b.outB[i] = append(b.outB[i][:0], p...)
+	b.outV[i].Base = &b.outB[i][0]
+	b.outV[i].SetLen(len(p))
+	a := &b.outA[i]
+	*a = unix.RawSockaddrInet6{}
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&a.Port))[:], to.Port())
+	if b.v6 {
+		a.Family = unix.AF_INET6
+		a.Addr = to.Addr().As16() // IPv4 clients as mapped addresses
+		b.out[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+	} else {
+		if !to.Addr().Unmap().Is4() {
+			return // an IPv6 client on an IPv4 socket cannot happen
+		}
+		v4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(a))
+		v4.Family = unix.AF_INET
+		v4.Addr = to.Addr().Unmap().As4()
+		b.out[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+	}
+	b.outN++
+}
+
+// flush sends the queued answers. An answer the kernel refuses (a client
+// address gone, a full buffer) is dropped, as a lost UDP packet would be.
+func (b *udpBatch) flush() {
+	sent := 0
+	for sent < b.outN {
+		err := b.rc.Write(func(fd uintptr) bool {
+			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[sent])), uintptr(b.outN-sent), unix.MSG_DONTWAIT, 0, 0)
+			switch {
+			case e == unix.EAGAIN || e == unix.EINTR:
+				return false
+			case e != 0:
+				sent++ // skip the message that failed
+			default:
+				sent += int(r)
+			}
+			return true
+		})
+		if err != nil {
+			break // closed
+		}
+	}
+	b.outN = 0
+}
+
+// serveUDPBatched is the reader loop of one socket with batched I/O.
+func (s *Server) serveUDPBatched(conn *net.UDPConn) error {
+	b, err := newUDPBatch(conn)
+	if err != nil {
+		return err
+	}
+	l := &udpLoop{s: s, conn: conn, batch: b, cache: map[string][]byte{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	for {
+		n, _, err := b.read()
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			pkt, from, ok := b.query(i)
+			if !ok {
+				continue
+			}
+			l.handle(pkt, from)
+		}
+		b.flush()
+	}
+}
