@@ -20,9 +20,11 @@ func (s *Server) Draining() <-chan struct{} { return s.drainStarted }
 
 // Drain takes the edge out of service gently: new sessions are refused (503
 // before the upgrade; /healthz answers 503) while participants may still
-// join the sessions that are live here, so none splits. It returns when every
-// session has ended, or when ctx is done — then Shutdown closes the rest with
-// 1012. Safe to call more than once.
+// join the sessions that are live here, so none splits. It returns nil when
+// every connection has ended; when ctx is done first, it asks the rest to
+// close with 1012 (service restart: ringlb.v1 clients reconnect through a
+// balancer and resume) and returns ctx.Err() without waiting for their close
+// handshakes (Shutdown waits). Safe to call more than once.
 func (s *Server) Drain(ctx context.Context) error {
 	s.beginDrain()
 	t := time.NewTicker(50 * time.Millisecond)
@@ -33,6 +35,7 @@ func (s *Server) Drain(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			s.closeAll("edge draining")
 			return ctx.Err()
 		case <-t.C:
 		}
@@ -62,9 +65,7 @@ func (s *Server) startDrain() {
 	go func() {
 		defer s.drainDone.Done()
 		defer cancel()
-		if err := s.Drain(ctx); err != nil {
-			s.closeAll("drain timeout reached")
-		}
+		_ = s.Drain(ctx) // closes the rest with 1012 at drain_timeout
 	}()
 }
 

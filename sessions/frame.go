@@ -37,6 +37,11 @@ type frame struct {
 	readAt time.Time // when the reader finished reading it (lag is measured from here)
 	refs   atomic.Int32
 	pool   *framePool
+	// batch, when set, makes this a batch (v1.go): a queue slot holding
+	// frames to write in order, one reference on each, released with it.
+	// A resume replays its history in one slot, however long, so replay is
+	// bounded by the history, not by the send queue.
+	batch []*frame
 }
 
 // payload returns the message as the sender sent it.
@@ -73,7 +78,12 @@ func (f *frame) retain() { f.refs.Add(1) }
 func (f *frame) release() {
 	switch n := f.refs.Add(-1); {
 	case n == 0:
-		f.pool.put(f)
+		for _, b := range f.batch {
+			b.release()
+		}
+		if f.pool != nil { // nil: an exactly sized server frame (v1.go), left to the GC
+			f.pool.put(f)
+		}
 	case n < 0:
 		panic("sessions: frame released more often than retained")
 	}

@@ -26,6 +26,20 @@ type hub struct {
 	metrics         *metrics
 	seed            maphash.Seed
 	shards          [hubShards]hubShard
+
+	// ringlb.v1 (v1.go): set by New before the hub is used.
+	edge        string        // this edge's name, in welcome
+	idleGrace   time.Duration // how long a v1 session outlives its last participant
+	historyMsgs int           // edge.history.messages
+	historyByte int           // edge.history.bytes
+	// expired, when set (tests only), is called when an idle session is freed.
+	expired func(key string)
+
+	// users counts connections per token user, so ringlb_edge_users_online
+	// counts a user with three tabs once. Users without a token are their
+	// connection and never enter the map.
+	usersMu sync.Mutex
+	users   map[string]int
 }
 
 type hubShard struct {
@@ -42,10 +56,11 @@ type session struct {
 
 	mu           sync.Mutex
 	participants []*participant // in join order
+	v1           *v1Session     // nil: a raw session
 }
 
 func newHub(maxParticipants int, m *metrics) *hub {
-	h := &hub{maxParticipants: maxParticipants, metrics: m, seed: maphash.MakeSeed()}
+	h := &hub{maxParticipants: maxParticipants, metrics: m, seed: maphash.MakeSeed(), users: make(map[string]int)}
 	for i := range h.shards {
 		h.shards[i].sessions = make(map[string]*session)
 	}
@@ -70,18 +85,38 @@ func (h *hub) join(key []byte, p *participant) error {
 	s := sh.sessions[string(key)]
 	if s == nil {
 		s = &session{key: string(key), created: time.Now()}
+		if p.v1 {
+			s.v1 = newV1Session(h.historyMsgs, h.historyByte)
+		}
 		sh.sessions[s.key] = s
-		h.metrics.sessionsActive.Inc()
 		h.metrics.sessionsHosted.Inc()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.participants) >= h.maxParticipants {
+	switch {
+	case s.v1 == nil && p.v1:
+		return errSessionRaw
+	case s.v1 != nil && !p.v1:
+		return errSessionV1
+	case len(s.participants) >= h.maxParticipants:
 		return errSessionFull
+	}
+	if len(s.participants) == 0 {
+		h.metrics.sessionsActive.Inc()
+		if s.v1 != nil && s.v1.idleTimer != nil {
+			// Revived within idle_grace. If the timer already fired, its
+			// expire waits for the shard lock and then finds a newer
+			// generation (or participants), and leaves the session be.
+			s.v1.idleTimer.Stop()
+			s.v1.idleTimer = nil
+		}
 	}
 	s.participants = append(s.participants, p)
 	p.session = s
-	h.metrics.usersOnline.Inc()
+	h.userOnline(p)
+	if s.v1 != nil {
+		h.joinV1(s, p)
+	}
 	return nil
 }
 
@@ -102,11 +137,99 @@ func (h *hub) leave(p *participant) {
 		return
 	}
 	s.participants = slices.Delete(s.participants, i, i+1)
-	h.metrics.usersOnline.Dec()
-	if len(s.participants) == 0 {
-		delete(sh.sessions, s.key)
-		h.metrics.sessionsActive.Dec()
+	h.userOffline(p)
+	if s.v1 != nil {
+		h.leaveV1(s, p)
 	}
+	if len(s.participants) == 0 {
+		h.metrics.sessionsActive.Dec()
+		if s.v1 != nil && h.idleGrace > 0 {
+			h.keepIdle(s)
+			return
+		}
+		delete(sh.sessions, s.key)
+		if s.v1 != nil {
+			s.v1.forget()
+		}
+	}
+}
+
+// keepIdle keeps a ringlb.v1 session without participants for idle_grace,
+// so a client that reconnects resumes from its history, then frees it.
+// Called with the shard and session locks held.
+func (h *hub) keepIdle(s *session) {
+	v := s.v1
+	v.idleGen++
+	gen := v.idleGen
+	v.idleTimer = time.AfterFunc(h.idleGrace, func() { h.expire(s, gen) })
+}
+
+// expire frees s if it is still idle in generation gen.
+func (h *hub) expire(s *session, gen uint64) {
+	sh := h.shardOf(s.key)
+	sh.mu.Lock()
+	s.mu.Lock()
+	freed := false
+	if len(s.participants) == 0 && s.v1.idleGen == gen && s.v1.idleTimer != nil && sh.sessions[s.key] == s {
+		delete(sh.sessions, s.key)
+		s.v1.idleTimer = nil
+		s.v1.forget()
+		freed = true
+	}
+	s.mu.Unlock()
+	sh.mu.Unlock()
+	if freed && h.expired != nil {
+		h.expired(s.key)
+	}
+}
+
+// close frees every idle session and stops its timer (Shutdown).
+func (h *hub) close() {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for key, s := range sh.sessions {
+			s.mu.Lock()
+			if len(s.participants) == 0 && s.v1 != nil {
+				if s.v1.idleTimer != nil {
+					s.v1.idleTimer.Stop()
+					s.v1.idleTimer = nil
+				}
+				s.v1.forget()
+				delete(sh.sessions, key)
+			}
+			s.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// userOnline counts p's user in ringlb_edge_users_online, once however many
+// connections it has. Called with p's session lock held.
+func (h *hub) userOnline(p *participant) {
+	if !p.shared {
+		h.metrics.usersOnline.Inc()
+		return
+	}
+	h.usersMu.Lock()
+	h.users[p.user]++
+	if h.users[p.user] == 1 {
+		h.metrics.usersOnline.Inc()
+	}
+	h.usersMu.Unlock()
+}
+
+func (h *hub) userOffline(p *participant) {
+	if !p.shared {
+		h.metrics.usersOnline.Dec()
+		return
+	}
+	h.usersMu.Lock()
+	if h.users[p.user]--; h.users[p.user] <= 0 {
+		delete(h.users, p.user)
+		h.metrics.usersOnline.Dec()
+	}
+	h.usersMu.Unlock()
 }
 
 // broadcast enqueues f to every participant of from's session but from,
@@ -136,7 +259,10 @@ func (h *hub) broadcast(from *participant, f *frame) {
 // sessionInfo is one row of GET /api/sessions.
 type sessionInfo struct {
 	Key          string    `json:"session"`
+	Protocol     string    `json:"protocol"` // "raw" or "ringlb.v1"
 	Participants int       `json:"participants"`
+	Seq          uint64    `json:"seq,omitempty"`     // ringlb.v1: last sequence number
+	History      int       `json:"history,omitempty"` // ringlb.v1: messages kept for resume
 	Created      time.Time `json:"created"`
 }
 
@@ -148,7 +274,11 @@ func (h *hub) list() []sessionInfo {
 		sh.mu.Lock()
 		for _, s := range sh.sessions {
 			s.mu.Lock()
-			out = append(out, sessionInfo{Key: s.key, Participants: len(s.participants), Created: s.created})
+			info := sessionInfo{Key: s.key, Protocol: "raw", Participants: len(s.participants), Created: s.created}
+			if s.v1 != nil {
+				info.Protocol, info.Seq, info.History = protocolV1, s.v1.seq, s.v1.n
+			}
+			out = append(out, info)
 			s.mu.Unlock()
 		}
 		sh.mu.Unlock()

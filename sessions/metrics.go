@@ -10,8 +10,8 @@ type metrics struct {
 	// connectionsActive counts upgraded WebSocket connections, from the 101
 	// until the socket is closed (joined or not).
 	connectionsActive prometheus.Gauge
-	// usersOnline counts participants joined to a session. In raw mode a
-	// connection is a user; ringlb.v1 will count distinct users.
+	// usersOnline counts distinct users joined to a session: a token's user
+	// once however many connections; without a token, each connection.
 	usersOnline prometheus.Gauge
 	// sessionsHosted counts sessions ever created on this edge.
 	sessionsHosted prometheus.Counter
@@ -37,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		usersOnline: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ringlb_edge_users_online",
-			Help: "Participants joined to a session on this edge (raw mode: one per connection).",
+			Help: "Distinct users joined to a session on this edge (a connection without a token is a user).",
 		}),
 		sessionsHosted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_sessions_hosted_total",

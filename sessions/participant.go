@@ -29,8 +29,9 @@ const (
 // starts, stops and waits for its one writer goroutine; the hub only
 // enqueues frames to it.
 type participant struct {
-	srv  *Server
-	conn *websocket.Conn
+	srv      *Server
+	conn     *websocket.Conn
+	joinInfo // who it is and how it speaks (v1.go); set before run
 	// raw is the TCP connection under conn. fasthttp hands the handler a
 	// wrapper whose Close does nothing (fasthttp closes the socket when the
 	// handler returns), so waking a blocked reader needs the real one.
@@ -150,6 +151,9 @@ func (p *participant) run(key []byte) {
 // readLoop reads data frames and hands each to the hub until the
 // connection fails or, once stopped, until the peer answers the close.
 func (p *participant) readLoop() error {
+	if p.v1 {
+		return p.readLoopV1()
+	}
 	s := p.srv
 	for {
 		kind, r, err := p.conn.NextReader()
@@ -169,7 +173,9 @@ func (p *participant) readLoop() error {
 		f.encode()
 		f.readAt = time.Now()
 		s.metrics.messages.Inc()
-		if p.session != nil {
+		// A viewer's frames are dropped: raw mode has no envelope to
+		// refuse them with, and closing would cost a viewer its view.
+		if p.session != nil && !p.viewer {
 			s.hub.broadcast(p, f)
 		}
 		f.release()
@@ -211,6 +217,12 @@ func (p *participant) writeLoop() {
 		}
 		select {
 		case f := <-p.send:
+			if f.batch != nil {
+				if !p.writeBatch(f) {
+					return
+				}
+				continue
+			}
 			// The frame is written as the reader encoded it, straight to
 			// the socket, bypassing the library's writer (which would copy
 			// it into a per-connection buffer, and cost two allocations per

@@ -5,8 +5,9 @@
 // It serves the edge's data port (/ws, /whoami, /) and admin port
 // (/healthz, /metrics, /api/sessions). It is not a router: which edge owns a
 // key is the balancer's concern; this package hosts whatever it is sent.
-// This slice speaks raw mode only (no subprotocol); ringlb.v1 framing,
-// history and resume, and join tokens come later.
+// It speaks raw mode (no subprotocol) and ringlb.v1 (JSON envelopes,
+// sequence numbers, history and resume: v1.go), and checks signed join
+// tokens (token.go, auth.go).
 package sessions
 
 import (
@@ -75,6 +76,10 @@ type Server struct {
 	hub     *hub
 	frames  framePool
 	whoami  []byte
+	// secret verifies join tokens (edge.auth); nil when none is configured
+	// or it could not be read (then every token is refused: fail closed).
+	secret      []byte
+	requireAuth bool
 
 	upgrader websocket.FastHTTPUpgrader
 	// writeBuffers is the library's WriteBufferPool, shared by every
@@ -111,7 +116,7 @@ type Server struct {
 
 // New returns the relay of the edge name in region. Zero fields of cfg get
 // defaults: max_participants 64, max_message_bytes 64 KiB, send_queue 256,
-// drain_timeout 30s, idle_grace 60s. A nil logger discards; a nil reg gets a
+// drain_timeout 30s, idle_grace 60s, history 1000 messages and 1 MiB. A nil logger discards; a nil reg gets a
 // new registry.
 func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *prometheus.Registry) *Server {
 	if logger == nil {
@@ -142,6 +147,17 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	}
 	s.metrics = m
 	s.hub = newHub(cfg.MaxParticipants, m)
+	s.hub.edge = name
+	s.hub.idleGrace = cfg.IdleGrace.D()
+	s.hub.historyMsgs, s.hub.historyByte = cfg.History.Messages, cfg.History.Bytes
+	s.requireAuth = cfg.Auth.Required
+	if cfg.Auth.HMACSecretFile != "" {
+		secret, err := ReadSecretFile(cfg.Auth.HMACSecretFile)
+		if err != nil {
+			s.log.Error("join tokens will be refused", "err", err)
+		}
+		s.secret = secret
+	}
 	s.whoami, _ = json.Marshal(struct {
 		Edge   string `json:"edge"`
 		Region string `json:"region"`
@@ -150,6 +166,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		ReadBufferSize:  readBufferSize,
 		WriteBufferSize: writeBufferSize,
 		WriteBufferPool: &s.writeBuffers,
+		Subprotocols:    []string{protocolV1},
 		// Every origin is allowed: browsers reach the edge only through a
 		// balancer, which forwards their Host, and a session is guarded by
 		// its unguessable key (and, later, a signed join token), not by the
@@ -193,6 +210,8 @@ func applyDefaults(cfg *configs.Edge) {
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = configs.Duration(30 * time.Second)
 	}
+	setInt(&cfg.History.Messages, configs.DefaultHistoryMessages)
+	setInt(&cfg.History.Bytes, configs.DefaultHistoryBytes)
 	if cfg.IdleGrace == 0 {
 		cfg.IdleGrace = configs.Duration(60 * time.Second)
 	}
@@ -269,17 +288,23 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 		ctx.Error("service unavailable: edge draining\n", fasthttp.StatusServiceUnavailable)
 		return
 	}
+	info, ok := s.admit(ctx, key)
+	if !ok {
+		return
+	}
 	// The request (and key with it) is recycled once this returns; the
 	// connection handler runs after that.
 	owned := []byte(string(key))
 	_ = s.upgrader.Upgrade(ctx, func(conn *websocket.Conn) {
-		s.serveConn(conn, owned)
+		info.v1 = conn.Subprotocol() == protocolV1
+		s.serveConn(conn, owned, info)
 	})
 }
 
 // serveConn runs one upgraded connection on fasthttp's hijack goroutine.
-func (s *Server) serveConn(conn *websocket.Conn, key []byte) {
+func (s *Server) serveConn(conn *websocket.Conn, key []byte, info joinInfo) {
 	p := newParticipant(s, conn)
+	p.joinInfo = info
 	if !s.register(p) {
 		// Shutdown began during the handshake.
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeServiceRestart, "edge shutting down"), time.Now().Add(s.closeWait))
@@ -359,6 +384,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		<-done
 	}
+	s.hub.close()
 
 	if err := s.admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		errs = append(errs, fmt.Errorf("admin port: %w", err))

@@ -1,0 +1,80 @@
+package sessions
+
+import (
+	"bytes"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// admit decides, before the upgrade, who a request joins as: it verifies
+// the join token (edge.auth) and reads ?resume=SEQ&epoch=E. On refusal it
+// has written the response (401, 400) and returns false.
+//
+// Refusing with an HTTP status before the upgrade (not a close code after)
+// keeps an unauthenticated client from holding a WebSocket at all.
+func (s *Server) admit(ctx *fasthttp.RequestCtx, key []byte) (joinInfo, bool) {
+	info := joinInfo{id: newParticipantID()}
+	info.user = info.id
+
+	args := ctx.QueryArgs()
+	if args.Has("resume") {
+		after, err := strconv.ParseUint(string(args.Peek("resume")), 10, 64)
+		if err != nil {
+			ctx.Error("bad request: resume must be a sequence number\n", fasthttp.StatusBadRequest)
+			return info, false
+		}
+		info.resumeSet, info.resumeAfter, info.resumeEpoch = true, after, string(args.Peek("epoch"))
+	}
+
+	token := bearerToken(&ctx.Request.Header)
+	if len(token) == 0 {
+		token = args.Peek("token")
+	}
+	if len(token) == 0 {
+		if s.requireAuth {
+			unauthorized(ctx, "join token required")
+			return info, false
+		}
+		return info, true
+	}
+	if s.secret == nil {
+		if s.requireAuth {
+			unauthorized(ctx, "join tokens cannot be verified")
+			return info, false
+		}
+		// Auth is off: a token (possibly meant for the balancer's
+		// stickiness) is not a claim of anything here.
+		return info, true
+	}
+	claims, err := VerifyToken(s.secret, string(token), time.Now())
+	if err != nil {
+		unauthorized(ctx, err.Error())
+		return info, false
+	}
+	// A token admits to one session only; otherwise a viewer token of
+	// one session would open every other.
+	if claims.Session != string(key) {
+		unauthorized(ctx, "token is for another session")
+		return info, false
+	}
+	info.user, info.shared, info.viewer = claims.User, true, claims.Role == RoleViewer
+	return info, true
+}
+
+var bearerPrefix = []byte("Bearer ")
+
+// bearerToken returns the token of an Authorization: Bearer header, if any.
+func bearerToken(h *fasthttp.RequestHeader) []byte {
+	v := h.Peek(fasthttp.HeaderAuthorization)
+	if len(v) > len(bearerPrefix) && bytes.EqualFold(v[:len(bearerPrefix)], bearerPrefix) {
+		return bytes.TrimSpace(v[len(bearerPrefix):])
+	}
+	return nil
+}
+
+func unauthorized(ctx *fasthttp.RequestCtx, reason string) {
+	ctx.Error("unauthorized: "+reason+"\n", fasthttp.StatusUnauthorized)
+	ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="ringlb"`)
+}

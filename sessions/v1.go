@@ -1,0 +1,435 @@
+package sessions
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/fasthttp/websocket"
+)
+
+// protocolV1 is the subprotocol of the JSON envelope protocol (DESIGN.md,
+// "WebSocket relay"); a connection without it speaks raw mode.
+const protocolV1 = "ringlb.v1"
+
+// Refusals of a join to a session of the other mode (1008). A key's first
+// participant sets its mode: raw frames are not envelopes and envelopes are
+// sequenced, so mixing them would give one side frames it cannot read.
+var (
+	errSessionRaw = errors.New("session speaks raw mode, not " + protocolV1)
+	errSessionV1  = errors.New("session speaks " + protocolV1 + ", not raw mode")
+)
+
+// joinInfo is who a participant is and how it speaks, set by the Server
+// before run and read-only after.
+type joinInfo struct {
+	v1     bool   // negotiated ringlb.v1
+	id     string // participant id, unique per connection
+	user   string // the token's user, else id
+	shared bool   // user came from a token: several connections may share it
+	viewer bool   // token role viewer: may not send
+	// resume is the ?resume=SEQ&epoch=E of the upgrade (resumeSet tells
+	// whether it was given).
+	resumeSet   bool
+	resumeAfter uint64
+	resumeEpoch string
+}
+
+// newParticipantID returns a random id: unguessable, so a participant id
+// seen in a session says nothing about other sessions.
+func newParticipantID() string {
+	var b [9]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// v1Session is the state of a ringlb.v1 session: its incarnation (epoch),
+// its sequence and its bounded history. Guarded by the session's lock.
+type v1Session struct {
+	epoch string
+	seq   uint64 // last sequence number given; the first msg gets 1
+	// history holds the last msg frames sent to recipients (seq
+	// seq-len+1 .. seq), each holding one reference, oldest at head.
+	history     []*frame
+	head        int // index of the oldest entry in history (a ring)
+	n           int // entries held
+	bytes       int // their wire bytes
+	maxMessages int
+	maxBytes    int
+	idleGen     uint64      // bumped each time the session goes idle
+	idleTimer   *time.Timer // runs while no participant is left
+}
+
+func newV1Session(maxMessages, maxBytes int) *v1Session {
+	var e [12]byte
+	_, _ = rand.Read(e[:])
+	return &v1Session{epoch: base64.RawURLEncoding.EncodeToString(e[:]), maxMessages: maxMessages, maxBytes: maxBytes}
+}
+
+// remember appends f (seq v.seq) to the history, evicting the oldest
+// entries beyond either bound. It takes over the caller's reference.
+func (v *v1Session) remember(f *frame) {
+	if v.maxMessages <= 0 || v.maxBytes <= 0 || len(f.wire()) > v.maxBytes {
+		// No history kept, or this one message alone is over the byte
+		// bound: the history is emptied, so a resume from before it gets
+		// reset rather than a gap.
+		v.forget()
+		f.release()
+		return
+	}
+	for v.n > 0 && (v.n >= v.maxMessages || v.bytes+len(f.wire()) > v.maxBytes) {
+		v.dropOldest()
+	}
+	if v.n == len(v.history) {
+		// Grow the ring (to at most maxMessages), unrolling it.
+		grown := make([]*frame, min(max(2*len(v.history), 16), v.maxMessages))
+		for i := range v.n {
+			grown[i] = v.history[(v.head+i)%len(v.history)]
+		}
+		v.history, v.head = grown, 0
+	}
+	v.history[(v.head+v.n)%len(v.history)] = f
+	v.n++
+	v.bytes += len(f.wire())
+}
+
+func (v *v1Session) dropOldest() {
+	f := v.history[v.head]
+	v.history[v.head] = nil
+	v.head = (v.head + 1) % len(v.history)
+	v.n--
+	v.bytes -= len(f.wire())
+	f.release()
+}
+
+// forget releases the whole history.
+func (v *v1Session) forget() {
+	for v.n > 0 {
+		v.dropOldest()
+	}
+	v.history, v.head = nil, 0
+}
+
+// since returns the history after seq after, oldest first, and whether
+// the history reaches back that far (otherwise the client needs a reset).
+func (v *v1Session) since(after uint64) (frames []*frame, ok bool) {
+	first := v.seq - uint64(v.n) + 1 // seq of the oldest entry held
+	if after > v.seq || after+1 < first {
+		return nil, false
+	}
+	skip := int(after + 1 - first)
+	for i := skip; i < v.n; i++ {
+		frames = append(frames, v.history[(v.head+i)%len(v.history)])
+	}
+	return frames, true
+}
+
+// Envelopes. Server frames are built by appending to a frame's buffer, so
+// a msg costs one exactly sized buffer (shared by every recipient and the
+// history) and no encoder.
+
+// inbound is a client frame of ringlb.v1.
+type inbound struct {
+	Type  string          `json:"type"`
+	Data  json.RawMessage `json:"data"`
+	TS    json.RawMessage `json:"ts"`
+	After *uint64         `json:"after"`
+	Epoch string          `json:"epoch"`
+}
+
+// memberInfo is one entry of welcome.participants and the body of
+// join/leave events.
+type memberInfo struct {
+	Participant string `json:"participant"`
+	User        string `json:"user"`
+}
+
+type welcomeFrame struct {
+	Type         string       `json:"type"`
+	Session      string       `json:"session"`
+	Participant  string       `json:"participant"`
+	User         string       `json:"user"`
+	Edge         string       `json:"edge"`
+	Seq          uint64       `json:"seq"`
+	Epoch        string       `json:"epoch"`
+	Participants []memberInfo `json:"participants"`
+}
+
+type presenceFrame struct {
+	Type string `json:"type"`
+	memberInfo
+}
+
+type resetFrame struct {
+	Type   string `json:"type"`
+	Seq    uint64 `json:"seq"`
+	Epoch  string `json:"epoch"`
+	Reason string `json:"reason"`
+}
+
+type errorFrame struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// textFrame returns an unpooled text frame holding body: its buffer is
+// exactly sized and goes to the GC with the last reference, so frames kept
+// in a history hold only their own bytes.
+func textFrame(size int, build func([]byte) []byte) *frame {
+	f := &frame{kind: websocket.TextMessage, buf: make([]byte, frameHeadroom, frameHeadroom+size)}
+	f.buf = build(f.buf)
+	f.encode()
+	f.readAt = time.Now()
+	f.refs.Store(1)
+	return f
+}
+
+// jsonFrame encodes v (a server envelope) as an unpooled text frame.
+func jsonFrame(v any) *frame {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own envelope types get here; they always encode.
+		panic("sessions: encode envelope: " + err.Error())
+	}
+	return textFrame(len(b), func(buf []byte) []byte { return append(buf, b...) })
+}
+
+func unixMillis(t time.Time) int64 { return t.UnixMilli() }
+
+// deliver enqueues f to p without blocking, like broadcast: a full queue
+// makes p a slow consumer (1013). It takes a reference of its own.
+func (h *hub) deliver(p *participant, f *frame) {
+	if p.stopping() {
+		return
+	}
+	f.retain()
+	select {
+	case p.send <- f:
+	default:
+		f.release()
+		if p.stop(closeTryAgainLater, "send queue full") {
+			h.metrics.slowConsumers.Inc()
+		}
+	}
+}
+
+// deliverOthers enqueues f to every participant of s but except (nil: all).
+func (h *hub) deliverOthers(s *session, except *participant, f *frame) {
+	for _, q := range s.participants {
+		if q != except {
+			h.deliver(q, f)
+		}
+	}
+}
+
+// joinV1 greets p (already in s.participants) with welcome, replays the
+// history it asked for on the upgrade, and tells the others. Called with
+// s.mu held, so nothing is sequenced in between: the replay comes before
+// any live msg.
+func (h *hub) joinV1(s *session, p *participant) {
+	v := s.v1
+	w := welcomeFrame{
+		Type: "welcome", Session: s.key, Participant: p.id, User: p.user, Edge: h.edge,
+		Seq: v.seq, Epoch: v.epoch, Participants: make([]memberInfo, 0, len(s.participants)),
+	}
+	for _, q := range s.participants {
+		w.Participants = append(w.Participants, memberInfo{q.id, q.user})
+	}
+	f := jsonFrame(w)
+	h.deliver(p, f)
+	f.release()
+	if p.resumeSet {
+		h.resume(s, p, p.resumeAfter, p.resumeEpoch)
+	}
+	if len(s.participants) > 1 {
+		f := jsonFrame(presenceFrame{"join", memberInfo{p.id, p.user}})
+		h.deliverOthers(s, p, f)
+		f.release()
+	}
+}
+
+// leaveV1 tells the remaining participants p left. Called with s.mu held.
+func (h *hub) leaveV1(s *session, p *participant) {
+	if len(s.participants) == 0 {
+		return
+	}
+	f := jsonFrame(presenceFrame{"leave", memberInfo{p.id, p.user}})
+	h.deliverOthers(s, nil, f)
+	f.release()
+}
+
+// resume replays to p every msg after seq after, or sends reset when the
+// epoch is another incarnation's or the history no longer reaches back.
+// Called with s.mu held.
+func (h *hub) resume(s *session, p *participant, after uint64, epoch string) {
+	v := s.v1
+	reason := ""
+	frames, ok := v.since(after)
+	switch {
+	case epoch != v.epoch:
+		reason = "epoch"
+	case !ok && after > v.seq:
+		reason = "ahead"
+	case !ok:
+		reason = "history"
+	}
+	if reason != "" {
+		f := jsonFrame(resetFrame{"reset", v.seq, v.epoch, reason})
+		h.deliver(p, f)
+		f.release()
+		return
+	}
+	if len(frames) == 0 {
+		return
+	}
+	for _, f := range frames {
+		f.retain()
+	}
+	b := &frame{batch: frames}
+	b.refs.Store(1)
+	h.deliver(p, b)
+	b.release()
+}
+
+// writeBatch writes the frames of batch b in order (see writeLoop for why a
+// plain Write is safe) and releases b. It reports false when the
+// connection broke.
+func (p *participant) writeBatch(b *frame) bool {
+	defer b.release()
+	for _, f := range b.batch {
+		_ = p.raw.SetWriteDeadline(time.Now().Add(p.srv.writeWait))
+		if _, err := p.raw.Write(f.wire()); err != nil {
+			p.broken()
+			return false
+		}
+		select {
+		case <-p.quit:
+			return true // stopping: the writer sends the close next
+		default:
+		}
+	}
+	return true
+}
+
+// publish sequences data from p: the others get msg, the history keeps it,
+// p gets ack — all under the session lock, so every participant sees one
+// order and a resume sees exactly what was live.
+func (h *hub) publish(p *participant, data []byte, readAt time.Time) {
+	s := p.session
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.v1
+	v.seq++
+	seq := v.seq
+	f := textFrame(64+len(p.id)+len(data), func(b []byte) []byte {
+		b = append(b, `{"type":"msg","seq":`...)
+		b = strconv.AppendUint(b, seq, 10)
+		b = append(b, `,"from":"`...)
+		b = append(b, p.id...) // base64url: nothing to escape
+		b = append(b, `","ts":`...)
+		b = strconv.AppendInt(b, unixMillis(readAt), 10)
+		b = append(b, `,"data":`...)
+		b = append(b, data...) // valid JSON: the decoder checked it
+		return append(b, '}')
+	})
+	f.readAt = readAt
+	h.deliverOthers(s, p, f)
+	v.remember(f) // takes over our reference
+	ack := textFrame(40, func(b []byte) []byte {
+		b = append(b, `{"type":"ack","seq":`...)
+		b = strconv.AppendUint(b, seq, 10)
+		return append(b, '}')
+	})
+	h.deliver(p, ack)
+	ack.release()
+}
+
+// readLoopV1 reads ringlb.v1 envelopes until the connection fails or, once
+// stopped, until the peer answers the close.
+func (p *participant) readLoopV1() error {
+	s := p.srv
+	for {
+		kind, r, err := p.conn.NextReader()
+		if err != nil {
+			return err
+		}
+		if p.stopping() {
+			continue
+		}
+		p.extendReadDeadline()
+		f := s.frames.get()
+		f.kind = kind
+		if err := readFrame(f, r); err != nil {
+			f.release()
+			return err
+		}
+		readAt := time.Now()
+		if p.session != nil {
+			p.handleV1(kind, f.payload(), readAt)
+		}
+		f.release()
+	}
+}
+
+// handleV1 acts on one client envelope. Mistakes get an error frame, not
+// a close: an IDE plugin's bug should not cost its user the session.
+func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) {
+	h := p.srv.hub
+	if kind != websocket.TextMessage {
+		p.sendError("bad_request", protocolV1+" frames are JSON text")
+		return
+	}
+	var in inbound
+	if err := json.Unmarshal(payload, &in); err != nil {
+		p.sendError("bad_request", "not a JSON object: "+err.Error())
+		return
+	}
+	switch in.Type {
+	case "msg":
+		if p.viewer {
+			p.sendError("forbidden", "viewers may not send messages")
+			return
+		}
+		if len(in.Data) == 0 {
+			p.sendError("bad_request", "msg needs data")
+			return
+		}
+		p.srv.metrics.messages.Inc()
+		h.publish(p, in.Data, readAt)
+	case "ping":
+		ts := in.TS
+		if len(ts) == 0 {
+			ts = json.RawMessage("null")
+		}
+		f := textFrame(64+len(ts), func(b []byte) []byte {
+			b = append(b, `{"type":"pong","ts":`...)
+			b = append(b, ts...)
+			b = append(b, `,"server_ts":`...)
+			b = strconv.AppendInt(b, unixMillis(time.Now()), 10)
+			return append(b, '}')
+		})
+		h.deliver(p, f)
+		f.release()
+	case "resume":
+		if in.After == nil {
+			p.sendError("bad_request", "resume needs after")
+			return
+		}
+		s := p.session
+		s.mu.Lock()
+		h.resume(s, p, *in.After, in.Epoch)
+		s.mu.Unlock()
+	default:
+		p.sendError("bad_request", "unknown type "+strconv.Quote(in.Type))
+	}
+}
+
+func (p *participant) sendError(code, message string) {
+	f := jsonFrame(errorFrame{"error", code, message})
+	p.srv.hub.deliver(p, f)
+	f.release()
+}

@@ -1,0 +1,144 @@
+package sessions
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// BenchmarkFanoutV1 is BenchmarkFanout in ringlb.v1: one client msg is
+// decoded, sequenced, wrapped once into a msg envelope shared by the n-1
+// recipients and the history, and acknowledged to the sender. Raw TCP
+// clients again, so the allocations counted are the edge's.
+func BenchmarkFanoutV1(b *testing.B) {
+	data := []byte(`"an edit: insert 'x' at line 42, column 7 (64 bytes of payload)"`)
+	for _, n := range []int{2, 8, 64} {
+		b.Run(fmt.Sprintf("participants=%d", n), func(b *testing.B) { benchmarkFanoutV1(b, n, data) })
+	}
+}
+
+func benchmarkFanoutV1(b *testing.B, n int, data []byte) {
+	const batch = 64
+	e := startEdge(b, configs.Edge{SendQueue: 4 * batch}, nil)
+	sender := rawJoinV1(b, e, "bench")
+	go func() { _, _ = io.Copy(io.Discard, sender) }() // welcome, presence, acks
+	done := make(chan struct{}, n*4)
+	for range n - 1 {
+		br := bufio.NewReaderSize(rawJoinV1(b, e, "bench"), 4096)
+		go rawReceiveMsgs(br, batch, done)
+	}
+	var frames []byte
+	msg := append(append([]byte(`{"type":"msg","data":`), data...), '}')
+	for range batch {
+		frames = appendClientTextFrame(frames, msg)
+	}
+	rounds := (b.N + batch - 1) / batch
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for range rounds {
+		if _, err := sender.Write(frames); err != nil {
+			b.Fatal(err)
+		}
+		for range n - 1 {
+			<-done
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
+	deliveries := float64(rounds * batch * (n - 1))
+	b.ReportMetric(float64(elapsed.Nanoseconds())/deliveries, "ns/delivery")
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/deliveries, "allocs/delivery")
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(rounds*batch), "allocs/msg")
+}
+
+// rawJoinV1 opens a ringlb.v1 WebSocket by hand and waits until the edge
+// has joined it.
+func rawJoinV1(tb testing.TB, e *testEdge, key string) net.Conn {
+	tb.Helper()
+	c, err := net.Dial("tcp", e.data)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+		"Sec-WebSocket-Protocol: " + protocolV1 + "\r\nctstickiness: " + key + "\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		tb.Fatal(err)
+	}
+	var head []byte
+	one := make([]byte, 1)
+	for len(head) < 4 || string(head[len(head)-4:]) != "\r\n\r\n" {
+		if _, err := c.Read(one); err != nil {
+			tb.Fatal(err)
+		}
+		head = append(head, one[0])
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(bytesReaderOf(head)), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-Websocket-Protocol") != protocolV1 {
+		tb.Fatalf("upgrade: %v %v", resp, err)
+	}
+	e.waitJoined(tb)
+	return c
+}
+
+// rawReceiveMsgs reads server frames, signalling done every batch msg
+// envelopes (welcome and presence are not counted).
+func rawReceiveMsgs(br *bufio.Reader, batch int, done chan<- struct{}) {
+	prefix := []byte(`{"type":"msg"`)
+	var hdr [8]byte
+	count := 0
+	for {
+		if _, err := io.ReadFull(br, hdr[:2]); err != nil {
+			return
+		}
+		length := int(hdr[1] & 0x7f)
+		switch length {
+		case 126:
+			if _, err := io.ReadFull(br, hdr[:2]); err != nil {
+				return
+			}
+			length = int(binary.BigEndian.Uint16(hdr[:2]))
+		case 127:
+			if _, err := io.ReadFull(br, hdr[:8]); err != nil {
+				return
+			}
+			length = int(binary.BigEndian.Uint64(hdr[:8]))
+		}
+		head, err := br.Peek(min(length, len(prefix)))
+		if err != nil {
+			return
+		}
+		isMsg := bytes.Equal(head, prefix)
+		if _, err := br.Discard(length); err != nil {
+			return
+		}
+		if isMsg {
+			if count++; count%batch == 0 {
+				done <- struct{}{}
+			}
+		}
+	}
+}
+
+// appendClientTextFrame appends a masked text frame (payload < 64 KiB).
+func appendClientTextFrame(dst, payload []byte) []byte {
+	start := len(dst)
+	dst = appendClientFrame(dst, payload)
+	dst[start] = 0x81
+	return dst
+}
