@@ -48,28 +48,7 @@ func benchmarkFanout(b *testing.B, n int, payload []byte) {
 	for range batch {
 		frames = appendClientFrame(frames, payload)
 	}
-
-	rounds := (b.N + batch - 1) / batch
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	for range rounds {
-		if _, err := sender.Write(frames); err != nil {
-			b.Fatal(err)
-		}
-		for range n - 1 {
-			<-done
-		}
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	runtime.ReadMemStats(&after)
-	deliveries := float64(rounds * batch * (n - 1))
-	b.ReportMetric(float64(elapsed.Nanoseconds())/deliveries, "ns/delivery")
-	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/deliveries, "allocs/delivery")
+	measureFanout(b, sender, frames, batch, n, done)
 }
 
 // rawJoin opens a WebSocket by hand and waits until the edge has joined it
@@ -169,4 +148,34 @@ func appendClientFrame(dst, payload []byte) []byte {
 		dst = append(dst, c^mask[i%4])
 	}
 	return dst
+}
+
+// measureFanout writes frames (batch client frames) from sender round after
+// round until b.N frames went out, waits for the n-1 receivers to report each
+// round on done, and reports ns and allocations per delivered message. It
+// returns the frames sent and the allocations counted.
+func measureFanout(b *testing.B, sender io.Writer, frames []byte, batch, n int, done <-chan struct{}) (sent int, mallocs uint64) {
+	rounds := (b.N + batch - 1) / batch
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for range rounds {
+		if _, err := sender.Write(frames); err != nil {
+			b.Fatal(err)
+		}
+		for range n - 1 {
+			<-done
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
+	deliveries := float64(rounds * batch * (n - 1))
+	mallocs = after.Mallocs - before.Mallocs
+	b.ReportMetric(float64(elapsed.Nanoseconds())/deliveries, "ns/delivery")
+	b.ReportMetric(float64(mallocs)/deliveries, "allocs/delivery")
+	return rounds * batch, mallocs
 }

@@ -8,9 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"testing"
-	"time"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -41,28 +39,8 @@ func benchmarkFanoutV1(b *testing.B, n int, data []byte) {
 	for range batch {
 		frames = appendClientTextFrame(frames, msg)
 	}
-	rounds := (b.N + batch - 1) / batch
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	for range rounds {
-		if _, err := sender.Write(frames); err != nil {
-			b.Fatal(err)
-		}
-		for range n - 1 {
-			<-done
-		}
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	runtime.ReadMemStats(&after)
-	deliveries := float64(rounds * batch * (n - 1))
-	b.ReportMetric(float64(elapsed.Nanoseconds())/deliveries, "ns/delivery")
-	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/deliveries, "allocs/delivery")
-	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(rounds*batch), "allocs/msg")
+	sent, mallocs := measureFanout(b, sender, frames, batch, n, done)
+	b.ReportMetric(float64(mallocs)/float64(sent), "allocs/msg")
 }
 
 // rawJoinV1 opens a ringlb.v1 WebSocket by hand and waits until the edge
