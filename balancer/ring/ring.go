@@ -93,7 +93,7 @@ func New(cfg Config) *Ring {
 		cfg.Load = def.Load
 	}
 	r := &Ring{cfg: cfg}
-	r.current.Store(&Snapshot{partitions: uint64(cfg.Partitions), load: cfg.Load})
+	r.current.Store(&Snapshot{cfg: cfg, partitions: uint64(cfg.Partitions), load: cfg.Load})
 	return r
 }
 
@@ -170,7 +170,7 @@ type hasher struct{}
 func (hasher) Sum64(b []byte) uint64 { return xxhash.Sum64(b) }
 
 func build(cfg Config, members []Member, version uint64) *Snapshot {
-	s := &Snapshot{version: version, members: members, partitions: uint64(cfg.Partitions), load: cfg.Load}
+	s := &Snapshot{cfg: cfg, version: version, members: members, partitions: uint64(cfg.Partitions), load: cfg.Load}
 	if len(members) == 0 {
 		return s
 	}
@@ -245,12 +245,42 @@ func tryDistribute(partitions, replication int, load float64, points []consisten
 
 // Snapshot is one immutable state of the ring.
 type Snapshot struct {
+	cfg        Config
 	version    uint64
 	members    []Member // sorted by name
 	owners     []int32  // partition → index into members
 	partitions uint64
 	shares     map[string]float64
 	load       float64 // the bound achieved; 0 when none could be (see distribute)
+
+	// without caches the snapshots of this member set less one member
+	// (Without), built on first use.
+	withoutMu sync.Mutex
+	without   map[string]*Snapshot
+}
+
+// Without returns the ring of this snapshot's members less the one named
+// name — exactly the ring every node builds once gossip has dropped that
+// member — or s itself when name is not a member. It is built on first use
+// (milliseconds, like any rebuild) and cached, so later calls cost a map
+// lookup under a lock. The result has s's version.
+func (s *Snapshot) Without(name string) *Snapshot {
+	i, ok := slices.BinarySearchFunc(s.members, name, func(m Member, n string) int { return strings.Compare(m.Name, n) })
+	if !ok {
+		return s
+	}
+	s.withoutMu.Lock()
+	defer s.withoutMu.Unlock()
+	if w := s.without[name]; w != nil {
+		return w
+	}
+	rest := slices.Delete(slices.Clone(s.members), i, i+1)
+	w := build(s.cfg, rest, s.version)
+	if s.without == nil {
+		s.without = make(map[string]*Snapshot)
+	}
+	s.without[name] = w
+	return w
 }
 
 // Version counts real membership changes: 0 for the empty ring at start.
@@ -290,23 +320,32 @@ func (s *Snapshot) Locate(key []byte) (Member, bool) {
 	return s.members[s.owners[xxhash.Sum64(key)%s.partitions]], true
 }
 
-// Candidates appends to dst the owner of key followed by every other member in
-// an order that depends only on the key and the member set (highest random
-// weight of xxhash(key, name)), so every balancer tries the same fallback edge
-// after a failed dial. It does not allocate when dst has room.
+// Candidates appends to dst the owner of key, then the key's owner on the
+// ring without that owner (Without: where the key goes once gossip drops a
+// dead owner, so a session that fails over early lands where its later
+// participants will be sent too), then every other member in an order that
+// depends only on the key and the member set (highest random weight of
+// xxhash(key, name)). Every balancer tries the same fallbacks after a failed
+// dial. It does not allocate when dst has room, after the first call per
+// owner has built its Without ring.
 func (s *Snapshot) Candidates(key []byte, dst []Member) []Member {
 	owner, ok := s.Locate(key)
 	if !ok {
 		return dst
 	}
 	dst = append(dst, owner)
+	var next Member
+	if len(s.members) > 1 {
+		next, _ = s.Without(owner.Name).Locate(key)
+		dst = append(dst, next)
+	}
 	base := len(dst)
 	// Insertion sort by descending score of the first 64 others (member
 	// lists are small); any beyond stay in name order.
 	var scores [64]uint64
 	n := 0
 	for _, m := range s.members {
-		if m.Name == owner.Name {
+		if m.Name == owner.Name || m.Name == next.Name {
 			continue
 		}
 		dst = append(dst, m)

@@ -300,6 +300,23 @@ func TestCandidates(t *testing.T) {
 			}
 		}
 	}
+	// The first fallback is the owner gossip will pick once the owner is
+	// gone: the ring every node builds without it.
+	withouts := map[string]*Snapshot{}
+	for _, m := range members(5) {
+		rest := slices.DeleteFunc(members(5), func(x Member) bool { return x.Name == m.Name })
+		withouts[m.Name] = New(DefaultConfig()).Update(rest)
+	}
+	for _, k := range keys(2000) {
+		c := s.Candidates(k, nil)
+		want, _ := withouts[c[0].Name].Locate(k)
+		if c[1] != want {
+			t.Fatalf("key %s: first fallback %s, the ring without %s says %s", k, c[1].Name, c[0].Name, want.Name)
+		}
+	}
+	if w := s.Without("edge-9"); w != s {
+		t.Fatal("Without a non-member built a new ring")
+	}
 	if got := New(DefaultConfig()).Snapshot().Candidates([]byte("k"), nil); len(got) != 0 {
 		t.Fatalf("empty ring candidates %v", got)
 	}
