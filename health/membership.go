@@ -112,6 +112,8 @@ type Membership struct {
 	recent []Event
 	closed bool
 
+	pins *pinTable
+
 	stop     chan struct{}
 	retry    sync.WaitGroup
 	shutOnce sync.Once
@@ -136,6 +138,11 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	if err != nil {
 		return nil, err
 	}
+	m.pins = newPinTable(mc.Name, func() int {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return max(len(m.nodes), 1)
+	}, pinRetransmitFactor*mc.RetransmitMult)
 	mc.Delegate = delegate{m}
 	mc.Events = events{m}
 	ml, err := memberlist.Create(mc)
@@ -461,6 +468,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 	m.recent = append(m.recent, ev)
 	if kind == "leave" {
 		delete(m.nodes, ev.Node.Name)
+		m.pins.forget(ev.Node.Name)
 	} else {
 		m.nodes[ev.Node.Name] = ev.Node
 	}
@@ -480,7 +488,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 	m.logger.Log(context.Background(), level, "membership "+kind, "member", n.Name, "addr", n.Address(), "state", ev.Node.Meta.State)
 }
 
-// delegate gives memberlist this node's metadata; no user messages yet.
+// delegate gives memberlist this node's metadata and carries pins (pins.go).
 type delegate struct{ m *Membership }
 
 func (d delegate) NodeMeta(limit int) []byte {
@@ -491,10 +499,27 @@ func (d delegate) NodeMeta(limit int) []byte {
 	}
 	return d.m.encMet
 }
-func (delegate) NotifyMsg([]byte)                           {}
-func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (delegate) LocalState(join bool) []byte                { return nil }
-func (delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+func (d delegate) NotifyMsg(b []byte) {
+	if err := d.m.pins.receive(b); err != nil {
+		d.m.logger.Debug("ignoring gossip message", "err", err, "bytes", len(b))
+	}
+}
+
+func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.m.pins.queue.GetBroadcasts(overhead, limit)
+}
+
+func (d delegate) LocalState(join bool) []byte { return d.m.pins.state() }
+
+func (d delegate) MergeRemoteState(buf []byte, join bool) {
+	if len(buf) == 0 {
+		return
+	}
+	if err := d.m.pins.merge(buf); err != nil {
+		d.m.logger.Debug("ignoring gossip state", "err", err, "bytes", len(buf))
+	}
+}
 
 // events feeds memberlist's join/leave/update callbacks to subscribers.
 type events struct{ m *Membership }

@@ -1,0 +1,282 @@
+package health
+
+import (
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"sync"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Pins say "this session lives on this node" for sessions whose node no
+// longer owns them on the ring (DESIGN.md, "The one hard property"): when an
+// edge joins, keys it now owns may still be live on their old edge, which
+// pins them, so the new owner sends their participants there (421) instead
+// of starting a second session.
+//
+// A pin is the 64-bit hash of a session key (keys never travel in gossip)
+// and belongs to the node that announced it. Each node spreads its own pin
+// and unpin operations as memberlist broadcasts, numbered by a per-node
+// sequence so a late pin never resurrects an unpinned session, and sends
+// its whole set in push/pull exchanges, which repair lost broadcasts and
+// teach joining nodes. A node's pins vanish with the node.
+
+// Wire forms (big-endian):
+//
+//	op:    'P' | nameLen u8 | name | seq u64 | op u8 (1 pin, 0 unpin) | hash u64
+//	state: 'S' | nameLen u8 | name | seq u64 | count u32 | count × (hash u64, seq u64)
+const (
+	msgPinOp    = 'P'
+	msgPinState = 'S'
+)
+
+// maxTombstones bounds the unpins remembered per origin (to order them
+// against late pins); the oldest are forgotten first.
+const maxTombstones = 1 << 16
+
+var errPinMsg = errors.New("malformed pin message")
+
+// originPins is what one node has pinned, as known here.
+type originPins struct {
+	pins  map[uint64]uint64 // hash → seq of the pin
+	tombs map[uint64]uint64 // hash → seq of the unpin
+}
+
+type pinTable struct {
+	name string // this node
+
+	mu     sync.Mutex
+	seq    uint64
+	own    map[uint64]uint64 // hash → seq of our pin
+	remote map[string]*originPins
+	queue  *memberlist.TransmitLimitedQueue
+}
+
+func newPinTable(name string, numNodes func() int, retransmit int) *pinTable {
+	t := &pinTable{name: name, own: map[uint64]uint64{}, remote: map[string]*originPins{}}
+	t.queue = &memberlist.TransmitLimitedQueue{NumNodes: numNodes, RetransmitMult: retransmit}
+	return t
+}
+
+// pinBroadcast is one pin or unpin; a newer one for the same hash replaces
+// it in the queue (memberlist.NamedBroadcast).
+type pinBroadcast struct {
+	name string
+	msg  []byte
+}
+
+func (b pinBroadcast) Invalidates(memberlist.Broadcast) bool { return false }
+func (b pinBroadcast) Name() string                          { return b.name }
+func (b pinBroadcast) Message() []byte                       { return b.msg }
+func (b pinBroadcast) Finished()                             {}
+
+func appendName(b []byte, name string) []byte {
+	b = append(b, byte(len(name)))
+	return append(b, name...)
+}
+
+func (t *pinTable) set(hash uint64, pin bool) {
+	t.mu.Lock()
+	_, has := t.own[hash]
+	if has == pin {
+		t.mu.Unlock()
+		return
+	}
+	t.seq++
+	seq := t.seq
+	if pin {
+		t.own[hash] = seq
+	} else {
+		delete(t.own, hash)
+	}
+	t.mu.Unlock()
+	msg := make([]byte, 0, 2+len(t.name)+17)
+	msg = append(msg, msgPinOp)
+	msg = appendName(msg, t.name)
+	msg = binary.BigEndian.AppendUint64(msg, seq)
+	op := byte(0)
+	if pin {
+		op = 1
+	}
+	msg = append(msg, op)
+	msg = binary.BigEndian.AppendUint64(msg, hash)
+	t.queue.QueueBroadcast(pinBroadcast{name: strconv.FormatUint(hash, 16), msg: msg})
+}
+
+func (t *pinTable) origin(name string) *originPins {
+	o := t.remote[name]
+	if o == nil {
+		o = &originPins{pins: map[uint64]uint64{}, tombs: map[uint64]uint64{}}
+		t.remote[name] = o
+	}
+	return o
+}
+
+// apply records one operation of origin, unless a newer one is known.
+// Called with t.mu held.
+func (o *originPins) apply(hash, seq uint64, pin bool) {
+	if s, ok := o.pins[hash]; ok && s >= seq {
+		return
+	}
+	if s, ok := o.tombs[hash]; ok && s >= seq {
+		return
+	}
+	if pin {
+		delete(o.tombs, hash)
+		o.pins[hash] = seq
+		return
+	}
+	delete(o.pins, hash)
+	if len(o.tombs) >= maxTombstones {
+		oldest, min := uint64(0), ^uint64(0)
+		for h, s := range o.tombs {
+			if s < min {
+				oldest, min = h, s
+			}
+		}
+		delete(o.tombs, oldest)
+	}
+	o.tombs[hash] = seq
+}
+
+// readName reads the nameLen-prefixed name at b[0:].
+func readName(b []byte) (string, []byte, error) {
+	if len(b) < 1 || len(b) < 1+int(b[0]) {
+		return "", nil, errPinMsg
+	}
+	n := int(b[0])
+	return string(b[1 : 1+n]), b[1+n:], nil
+}
+
+// receive applies a broadcast from another node.
+func (t *pinTable) receive(msg []byte) error {
+	if len(msg) == 0 || msg[0] != msgPinOp {
+		return errPinMsg
+	}
+	name, rest, err := readName(msg[1:])
+	if err != nil || len(rest) != 17 || rest[8] > 1 {
+		return errPinMsg
+	}
+	if name == t.name {
+		return nil
+	}
+	seq, pin, hash := binary.BigEndian.Uint64(rest), rest[8] == 1, binary.BigEndian.Uint64(rest[9:])
+	t.mu.Lock()
+	t.origin(name).apply(hash, seq, pin)
+	t.mu.Unlock()
+	return nil
+}
+
+// state is this node's whole set, for push/pull.
+func (t *pinTable) state() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := make([]byte, 0, 2+len(t.name)+12+16*len(t.own))
+	b = append(b, msgPinState)
+	b = appendName(b, t.name)
+	b = binary.BigEndian.AppendUint64(b, t.seq)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(t.own)))
+	for h, s := range t.own {
+		b = binary.BigEndian.AppendUint64(b, h)
+		b = binary.BigEndian.AppendUint64(b, s)
+	}
+	return b
+}
+
+// merge applies another node's whole set: its pins, and the unpin of every
+// pin of it known here that is older than the state and missing from it.
+func (t *pinTable) merge(buf []byte) error {
+	if len(buf) == 0 || buf[0] != msgPinState {
+		return errPinMsg
+	}
+	name, rest, err := readName(buf[1:])
+	if err != nil || len(rest) < 12 {
+		return errPinMsg
+	}
+	seq, count := binary.BigEndian.Uint64(rest), binary.BigEndian.Uint32(rest[8:])
+	rest = rest[12:]
+	if uint64(len(rest)) != 16*uint64(count) {
+		return errPinMsg
+	}
+	if name == t.name {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o := t.origin(name)
+	in := make(map[uint64]struct{}, count)
+	for i := 0; i < len(rest); i += 16 {
+		h, s := binary.BigEndian.Uint64(rest[i:]), binary.BigEndian.Uint64(rest[i+8:])
+		in[h] = struct{}{}
+		o.apply(h, s, true)
+	}
+	for h, s := range o.pins {
+		if _, ok := in[h]; !ok && s <= seq {
+			o.apply(h, seq, false)
+		}
+	}
+	return nil
+}
+
+// forget drops what a node that left had pinned.
+func (t *pinTable) forget(name string) {
+	t.mu.Lock()
+	delete(t.remote, name)
+	t.mu.Unlock()
+}
+
+// holder returns the node that pinned hash, if any other did.
+func (t *pinTable) holder(hash uint64) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for name, o := range t.remote {
+		if _, ok := o.pins[hash]; ok {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+func (t *pinTable) count() (own, remote int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, o := range t.remote {
+		remote += len(o.pins)
+	}
+	return len(t.own), remote
+}
+
+// Pin announces that the session whose key hashes to hash lives on this
+// node although the ring may say otherwise. Idempotent.
+func (m *Membership) Pin(hash uint64) { m.pins.set(hash, true) }
+
+// Unpin withdraws a pin (the session ended, or this node owns it again).
+func (m *Membership) Unpin(hash uint64) { m.pins.set(hash, false) }
+
+// PinnedTo returns the live node that pinned hash, other than this one.
+func (m *Membership) PinnedTo(hash uint64) (Node, bool) {
+	name, ok := m.pins.holder(hash)
+	if !ok {
+		return Node{}, false
+	}
+	return m.Node(name)
+}
+
+// PinCount returns the number of this node's pins and of the other nodes' pins known here.
+func (m *Membership) PinCount() (own, remote int) { return m.pins.count() }
+
+// Node returns the live member named name, whatever its role or state.
+func (m *Membership) Node(name string) (Node, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, ok := m.nodes[name]
+	return n, ok
+}
+
+// pinRetransmitFactor multiplies memberlist's retransmissions for pins: a
+// broadcast's sends go to random peers, so with memberlist's few (4 in a
+// small cluster) some peer often got none and learnt a pin only at the next
+// push/pull, a second later (measured on 3 nodes). Pins are 30 bytes; more
+// sends cost little, and a pin missed costs a 421 hop or worse.
+const pinRetransmitFactor = 3
