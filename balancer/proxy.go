@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/health"
 )
 
 // Routing limits (DESIGN.md, data path step 5).
@@ -31,6 +32,15 @@ const (
 	headerEdge  = "X-Ringlb-Edge"
 )
 
+// reservedPrefix is ringlb's own path namespace on data ports: the health
+// check here, edge-to-edge requests on edges. Nothing under it is proxied.
+var reservedPrefix = []byte("/_ringlb/")
+
+// headerSkip names, on a WebSocket upgrade sent to a fallback edge, the edges
+// whose dial failed, so the edge checks ownership on the ring without them
+// (the ring gossip will agree on once they are declared dead).
+const headerSkip = "X-Ringlb-Skip"
+
 // errNoEdge: every edge tried could not be dialed.
 var errNoEdge = errors.New("no edge reachable")
 
@@ -38,6 +48,12 @@ var errNoEdge = errors.New("no edge reachable")
 func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 	if string(ctx.Path()) == HealthPath && (ctx.IsGet() || ctx.IsHead()) {
 		b.serveHealth(ctx)
+		return
+	}
+	if bytes.HasPrefix(ctx.Path(), reservedPrefix) {
+		// Edge-to-edge paths (claims, session hand-off) live under this
+		// prefix on the edges' data port: never reachable through us.
+		b.reply(ctx, "", fasthttp.StatusNotFound, []byte("not found\n"))
 		return
 	}
 
@@ -129,8 +145,10 @@ func (b *Balancer) assignedCookie(key []byte, secure bool) []byte {
 // hops). try makes one attempt and returns the X-Ringlb-Owner of a 421 answer
 // ("" otherwise; the 421 itself is relayed when not followed), or an error.
 // forward returns the name of the edge that answered.
-func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, try func(ring.Member) (redirect string, err error)) (string, error) {
+func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, try func(m ring.Member, skipped []string) (redirect string, err error)) (string, error) {
 	var (
+		skipBuf [maxDialAttempts + 1]string
+		skipped = skipBuf[:0]
 		candBuf [8]ring.Member
 		cands   []ring.Member
 		tried   [maxDialAttempts + maxRedirects]string
@@ -150,13 +168,16 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 				break
 			}
 		}
+		if target != owner {
+			skipped = append(skipped, owner.Name)
+		}
 	}
 	for {
 		if nTried < len(tried) {
 			tried[nTried] = target.Name
 			nTried++
 		}
-		redirect, err := try(target)
+		redirect, err := try(target, skipped)
 		switch {
 		case err == nil && redirect == "":
 			return target.Name, nil
@@ -165,6 +186,11 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 				return target.Name, nil // relay the 421
 			}
 			next, ok := memberNamed(snap, redirect)
+			if !ok {
+				// Not on the ring: a draining edge still hosting the
+				// session (it hands it on shortly) is in gossip.
+				next, ok = b.clusterEdge(redirect)
+			}
 			if !ok {
 				b.log.Warn("421 names an edge not on the ring; relaying it", "edge", target.Name, "owner", redirect)
 				return target.Name, nil
@@ -175,6 +201,9 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 			b.metrics.backendErrorsTotal.WithLabelValues(target.Name, errorKindDial).Inc()
 			b.markSuspect(target.Name)
 			b.log.Warn("edge unreachable", "edge", target.Name, "err", err)
+			if len(skipped) < cap(skipped) {
+				skipped = append(skipped, target.Name)
+			}
 			dials++
 			if dials == maxDialAttempts {
 				return "", fmt.Errorf("%w: %d dials failed, last: %w", errNoEdge, dials, err)
@@ -197,6 +226,22 @@ func memberNamed(snap *ring.Snapshot, name string) (ring.Member, bool) {
 	for _, m := range snap.Members() {
 		if m.Name == name {
 			return m, true
+		}
+	}
+	return ring.Member{}, false
+}
+
+// clusterEdge returns the edge named name from gossip, whatever its state:
+// a 421 may name a draining edge, which has left the ring but still hosts
+// the session until it hands it on.
+func (b *Balancer) clusterEdge(name string) (ring.Member, bool) {
+	c := b.clusterOrNil()
+	if c == nil {
+		return ring.Member{}, false
+	}
+	for _, n := range c.Members() {
+		if n.Name == name && n.Meta.Role == health.RoleEdge && n.Meta.URL != "" {
+			return ring.Member{Name: n.Name, URL: n.Meta.URL, Weight: n.Meta.Weight}, true
 		}
 	}
 	return ring.Member{}, false
@@ -225,7 +270,7 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, key 
 	// about the pooled one to the edge.
 	req.Header.ResetConnectionClose()
 
-	edge, err := b.forward(snap, key, owner, func(m ring.Member) (string, error) {
+	edge, err := b.forward(snap, key, owner, func(m ring.Member, _ []string) (string, error) {
 		e, err := b.edges.get(m)
 		if err != nil {
 			return "", &dialError{edge: m.Name, err: err}
@@ -281,6 +326,8 @@ func prepareRequestHeader(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, k
 		h.Del(fasthttp.HeaderConnection)
 		h.Del(fasthttp.HeaderUpgrade)
 	}
+	// Ours to set, never the client's: it makes an edge ignore owners.
+	h.Del(headerSkip)
 	for _, name := range [...]string{"Keep-Alive", "Proxy-Connection", fasthttp.HeaderProxyAuthorization, fasthttp.HeaderTE, fasthttp.HeaderTrailer} {
 		h.Del(name)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -39,7 +40,7 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, k
 	request := append(h.Header(), ctx.Request.Body()...)
 
 	var tun *tunnel
-	edge, err := b.forward(snap, key, owner, func(m ring.Member) (string, error) {
+	edge, err := b.forward(snap, key, owner, func(m ring.Member, skipped []string) (string, error) {
 		e, err := b.edges.get(m)
 		if err != nil {
 			return "", &dialError{edge: m.Name, err: err}
@@ -48,7 +49,14 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, k
 		if err != nil {
 			return "", err
 		}
-		head, n, status, err := handshake(conn, request)
+		req := request
+		if len(skipped) > 0 {
+			// Tell the fallback edge which edges we could not reach, so it
+			// checks ownership on the ring without them.
+			h.Set(headerSkip, strings.Join(skipped, ","))
+			req = append(h.Header(), ctx.Request.Body()...)
+		}
+		head, n, status, err := handshake(conn, req)
 		if err != nil {
 			conn.Close()
 			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()

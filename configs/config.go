@@ -67,7 +67,20 @@ type Edge struct {
 	// DrainTimeout bounds a graceful drain (default 30s).
 	DrainTimeout Duration `yaml:"drain_timeout"`
 	Auth         EdgeAuth `yaml:"auth"`
+	// Ownership is how the edge decides which sessions it hosts: "ring"
+	// (default) checks every new session against the cluster's ring, built
+	// with balancer.ring's parameters (keep them equal across a cluster),
+	// answers 421 + X-Ringlb-Owner for another edge's, pins sessions that
+	// outlive a ring change and hands sessions on when draining; "none"
+	// hosts whatever it is sent (edges behind a third-party balancer).
+	Ownership string `yaml:"ownership"`
 }
+
+// Edge ownership modes.
+const (
+	OwnershipRing = "ring"
+	OwnershipNone = "none"
+)
 
 // History bounds a session's message history by count and by bytes.
 type History struct {

@@ -60,6 +60,7 @@ func (c *Config) applyDefaults() {
 	setDefaultInt(&e.SendQueue, DefaultSendQueue)
 	setDefaultDuration(&e.IdleGrace, 60*time.Second)
 	setDefaultDuration(&e.DrainTimeout, 30*time.Second)
+	setDefault(&e.Ownership, OwnershipRing)
 
 	b := &c.Balancer
 	setDefault(&b.Listen, DefaultBalancerListen)
@@ -154,6 +155,9 @@ func (c *Config) validate() []problem {
 	}
 	if e.DrainTimeout <= 0 {
 		ps.add("edge.drain_timeout", "must be positive, got %s", e.DrainTimeout.D())
+	}
+	if e.Ownership != OwnershipRing && e.Ownership != OwnershipNone {
+		ps.add("edge.ownership", "must be %q or %q, got %q", OwnershipRing, OwnershipNone, e.Ownership)
 	}
 	checkFile(&ps, "edge.auth.hmac_secret_file", e.Auth.HMACSecretFile)
 	if e.Auth.Required && e.Auth.HMACSecretFile == "" {

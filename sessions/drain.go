@@ -20,13 +20,19 @@ func (s *Server) Draining() <-chan struct{} { return s.drainStarted }
 
 // Drain takes the edge out of service gently: new sessions are refused (503
 // before the upgrade; /healthz answers 503) while participants may still
-// join the sessions that are live here, so none splits. It returns nil when
+// join the sessions that are live here, so none splits. With a cluster
+// (UseCluster) new sessions get 421 to their owner instead, and every
+// session is handed on to its new owner at once (history and epoch), its
+// participants closed with 1012 to resume there. It returns nil when
 // every connection has ended; when ctx is done first, it asks the rest to
 // close with 1012 (service restart: ringlb.v1 clients reconnect through a
 // balancer and resume) and returns ctx.Err() without waiting for their close
 // handshakes (Shutdown waits). Safe to call more than once.
 func (s *Server) Drain(ctx context.Context) error {
 	s.beginDrain()
+	if o := s.hub.owner.Load(); o != nil {
+		s.handOffOnce.Do(func() { o.handOff(ctx) })
+	}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,6 +35,9 @@ type hub struct {
 	historyByte int           // edge.history.bytes
 	// expired, when set (tests only), is called when an idle session is freed.
 	expired func(key string)
+	// owner, once set (UseCluster), is told under the shard lock when a
+	// session is created here and when it is gone, so pins follow sessions.
+	owner atomic.Pointer[ownership]
 
 	// users counts connections per token user, so ringlb_edge_users_online
 	// counts a user with three tabs once. Users without a token are their
@@ -45,6 +49,26 @@ type hub struct {
 type hubShard struct {
 	mu       sync.Mutex
 	sessions map[string]*session
+	// Ownership (owner.go). admitting counts joins admitted before their
+	// upgrade and not yet joined, so a peer's claim never races a join.
+	// claims are keys another edge asked to host (we had none live); moved
+	// are sessions handed to another edge by a drain. Both expire.
+	admitting map[string]admitted
+	claims    map[string]handover
+	moved     map[string]handover
+}
+
+// admitted counts joins of one key between admission and join; at is the
+// latest admission, so sweep can drop counts a lost handshake left behind.
+type admitted struct {
+	n  int
+	at time.Time
+}
+
+// handover names the edge a key belongs to for a while.
+type handover struct {
+	edge  string
+	until time.Time
 }
 
 // session is the set of participants sharing one key. Its lock orders
@@ -57,12 +81,19 @@ type session struct {
 	mu           sync.Mutex
 	participants []*participant // in join order
 	v1           *v1Session     // nil: a raw session
+	// movedTo is the edge a drain handed this session to: no msg is
+	// sequenced and nobody joins here any more (owner.go).
+	movedTo string
 }
 
 func newHub(maxParticipants int, m *metrics) *hub {
 	h := &hub{maxParticipants: maxParticipants, metrics: m, seed: maphash.MakeSeed(), users: make(map[string]int)}
 	for i := range h.shards {
-		h.shards[i].sessions = make(map[string]*session)
+		sh := &h.shards[i]
+		sh.sessions = make(map[string]*session)
+		sh.admitting = make(map[string]admitted)
+		sh.claims = make(map[string]handover)
+		sh.moved = make(map[string]handover)
 	}
 	return h
 }
@@ -82,7 +113,14 @@ func (h *hub) join(key []byte, p *participant) error {
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if p.admitted {
+		sh.unadmit(string(key))
+		p.admitted = false
+	}
 	s := sh.sessions[string(key)]
+	if s != nil && s.movedTo != "" {
+		return errSessionMoved
+	}
 	if s == nil {
 		s = &session{key: string(key), created: time.Now()}
 		if p.v1 {
@@ -90,6 +128,9 @@ func (h *hub) join(key []byte, p *participant) error {
 		}
 		sh.sessions[s.key] = s
 		h.metrics.sessionsHosted.Inc()
+		if o := h.owner.Load(); o != nil {
+			o.created(s.key)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -147,10 +188,19 @@ func (h *hub) leave(p *participant) {
 			h.keepIdle(s)
 			return
 		}
-		delete(sh.sessions, s.key)
-		if s.v1 != nil {
-			s.v1.forget()
-		}
+		h.free(sh, s)
+	}
+}
+
+// free removes s from its shard and releases its history. Called with the
+// shard and session locks held.
+func (h *hub) free(sh *hubShard, s *session) {
+	delete(sh.sessions, s.key)
+	if s.v1 != nil {
+		s.v1.forget()
+	}
+	if o := h.owner.Load(); o != nil {
+		o.freed(s.key)
 	}
 }
 
@@ -171,9 +221,8 @@ func (h *hub) expire(s *session, gen uint64) {
 	s.mu.Lock()
 	freed := false
 	if len(s.participants) == 0 && s.v1.idleGen == gen && s.v1.idleTimer != nil && sh.sessions[s.key] == s {
-		delete(sh.sessions, s.key)
 		s.v1.idleTimer = nil
-		s.v1.forget()
+		h.free(sh, s)
 		freed = true
 	}
 	s.mu.Unlock()
@@ -188,15 +237,14 @@ func (h *hub) close() {
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
-		for key, s := range sh.sessions {
+		for _, s := range sh.sessions {
 			s.mu.Lock()
 			if len(s.participants) == 0 && s.v1 != nil {
 				if s.v1.idleTimer != nil {
 					s.v1.idleTimer.Stop()
 					s.v1.idleTimer = nil
 				}
-				s.v1.forget()
-				delete(sh.sessions, key)
+				h.free(sh, s)
 			}
 			s.mu.Unlock()
 		}
@@ -239,6 +287,10 @@ func (h *hub) userOffline(p *participant) {
 func (h *hub) broadcast(from *participant, f *frame) {
 	s := from.session
 	s.mu.Lock()
+	if s.movedTo != "" {
+		s.mu.Unlock()
+		return // handed to another edge: its participants are being closed
+	}
 	for _, p := range s.participants {
 		if p == from || p.stopping() {
 			continue

@@ -20,6 +20,11 @@ type metrics struct {
 	// slowConsumers counts participants closed with 1013 because their send
 	// queue was full.
 	slowConsumers prometheus.Counter
+	// misdirected counts joins answered 421 (the session belongs to
+	// another edge: pinned, claimed, moved, or the ring's owner).
+	misdirected prometheus.Counter
+	// handedOff counts sessions a drain handed to another edge.
+	handedOff prometheus.Counter
 	// lag is the time from reading a frame to having written it to one
 	// recipient, observed once per recipient.
 	lag prometheus.Histogram
@@ -51,13 +56,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_edge_slow_consumers_total",
 			Help: "Participants closed with 1013 because their send queue was full.",
 		}),
+		misdirected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_misdirected_total",
+			Help: "Joins answered 421 + X-Ringlb-Owner: the session belongs to another edge.",
+		}),
+		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_sessions_handed_off_total",
+			Help: "Sessions a drain handed to their new edge.",
+		}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ringlb_edge_lag_seconds",
 			Help:    "Time from reading a frame to writing it to one recipient.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.lag} {
+	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.lag} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

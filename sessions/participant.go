@@ -32,6 +32,9 @@ type participant struct {
 	srv      *Server
 	conn     *websocket.Conn
 	joinInfo // who it is and how it speaks (v1.go); set before run
+	// admitted: the join was counted in its shard's admitting (owner.go)
+	// and hub.join uncounts it.
+	admitted bool
 	// raw is the TCP connection under conn. fasthttp hands the handler a
 	// wrapper whose Close does nothing (fasthttp closes the socket when the
 	// handler returns), so waking a blocked reader needs the real one.
@@ -111,7 +114,11 @@ func (p *participant) run(key []byte) {
 		p.writeLoop()
 	}()
 
-	if err := s.hub.join(key, p); err != nil {
+	if err := s.hub.join(key, p); errors.Is(err, errSessionMoved) {
+		// A drain handed the session on during the handshake: reconnect
+		// through a balancer, which finds its new edge.
+		p.stop(closeServiceRestart, err.Error())
+	} else if err != nil {
 		// Refused after the upgrade: browsers cannot read an HTTP error body
 		// from a failed handshake, but they do get a close code and reason.
 		p.stop(closePolicy, err.Error())

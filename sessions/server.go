@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,7 @@ type Server struct {
 	// drainStarted is closed when draining begins (Draining).
 	drainStarted chan struct{}
 	drainOnce    sync.Once
+	handOffOnce  sync.Once // a drain hands sessions on once
 	// drainCancel stops a background drain (admin POST /api/drain);
 	// drainDone waits for it.
 	drainCancel context.CancelFunc
@@ -250,6 +252,10 @@ func (s *Server) serveData(ctx *fasthttp.RequestCtx) {
 	switch path {
 	case "/ws":
 		s.serveWebSocket(ctx)
+	case pathClaim:
+		s.serveClaim(ctx)
+	case pathHandoff:
+		s.serveHandoff(ctx)
 	case "/whoami":
 		if !getOrHead(ctx) {
 			return
@@ -282,30 +288,82 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 		ctx.Error("bad request: "+err.Error()+"\n", fasthttp.StatusBadRequest)
 		return
 	}
-	// Draining: participants may still join the sessions live here (so
-	// none splits); new sessions go elsewhere.
-	if s.draining.Load() && !s.hub.has(key) {
-		ctx.Error("service unavailable: edge draining\n", fasthttp.StatusServiceUnavailable)
-		return
-	}
 	info, ok := s.admit(ctx, key)
 	if !ok {
+		return
+	}
+	owner, err := s.place(ctx, key)
+	switch {
+	case err != nil:
+		ctx.Error("service unavailable: "+err.Error()+"\n", fasthttp.StatusServiceUnavailable)
+		return
+	case owner != "":
+		s.metrics.misdirected.Inc()
+		ctx.Response.Header.Set(headerOwner, owner)
+		ctx.Error("misdirected: the session belongs to edge "+owner+"\n", fasthttp.StatusMisdirectedRequest)
 		return
 	}
 	// The request (and key with it) is recycled once this returns; the
 	// connection handler runs after that.
 	owned := []byte(string(key))
-	_ = s.upgrader.Upgrade(ctx, func(conn *websocket.Conn) {
+	if err := s.upgrader.Upgrade(ctx, func(conn *websocket.Conn) {
 		info.v1 = conn.Subprotocol() == protocolV1
 		s.serveConn(conn, owned, info)
-	})
+	}); err != nil {
+		s.hub.unreserve(owned)
+	}
+}
+
+// errDraining refuses a new session while the edge drains (no cluster to
+// send it elsewhere).
+var errDraining = errors.New("edge draining")
+
+// place admits a join of key (counted until it joins; see hub.reserve), or
+// names the edge the session belongs to, or refuses it. A session live here
+// is always joined: live sessions never move on a ring change, so none
+// splits. A new one is checked against the cluster's ring (owner.go).
+func (s *Server) place(ctx *fasthttp.RequestCtx, key []byte) (string, error) {
+	live, owner := s.hub.lookup(key, s.name)
+	if owner != "" {
+		return owner, nil
+	}
+	if !live {
+		if o := s.hub.owner.Load(); o == nil {
+			if s.draining.Load() {
+				return "", errDraining
+			}
+		} else {
+			owner, err := o.place(ctx, key, skipList(ctx.Request.Header.Peek(headerSkip)))
+			if err != nil || owner != "" {
+				return owner, err
+			}
+		}
+	}
+	return s.hub.reserve(key, s.name), nil
+}
+
+// skipList parses X-Ringlb-Skip: the edges a balancer could not reach for
+// this request, comma-separated (at most 8 are read).
+func skipList(h []byte) []string {
+	if len(h) == 0 {
+		return nil
+	}
+	var out []string
+	for _, f := range strings.Split(string(h), ",") {
+		if f = strings.TrimSpace(f); f != "" && len(out) < 8 {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // serveConn runs one upgraded connection on fasthttp's hijack goroutine.
 func (s *Server) serveConn(conn *websocket.Conn, key []byte, info joinInfo) {
 	p := newParticipant(s, conn)
 	p.joinInfo = info
+	p.admitted = true
 	if !s.register(p) {
+		s.hub.unreserve(key)
 		// Shutdown began during the handshake.
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeServiceRestart, "edge shutting down"), time.Now().Add(s.closeWait))
 		return // fasthttp closes the socket
@@ -385,6 +443,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	s.hub.close()
+	if o := s.hub.owner.Load(); o != nil {
+		o.close()
+	}
 
 	if err := s.admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		errs = append(errs, fmt.Errorf("admin port: %w", err))

@@ -322,6 +322,12 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) {
 	s := p.session
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.movedTo != "" {
+		// Handed to another edge by a drain: not sequenced, not acked. The
+		// client resends it after resuming on the new owner, so it is
+		// neither lost nor duplicated.
+		return
+	}
 	v := s.v1
 	v.seq++
 	seq := v.seq

@@ -107,6 +107,10 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		srv.Shutdown(shutdownCtx)
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
+	if cfg.Edge.Ownership != configs.OwnershipNone {
+		rc := cfg.Balancer.Ring
+		srv.UseCluster(m, ring.Config{Partitions: rc.Partitions, Replication: rc.Replication, Load: rc.Load})
+	}
 	logger.Info("edge started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr())
 	// A drain (admin POST /api/drain, SIGTERM) is announced in gossip, so
 	// balancers take the edge out of the ring for new sessions.

@@ -1,0 +1,640 @@
+package sessions
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/health"
+)
+
+// Ownership: the edge's half of "a session never splits" (DESIGN.md).
+//
+// With a cluster (UseCluster) an edge keeps its own ring of the cluster's
+// edges, built exactly as the balancers build theirs, and before it starts a
+// session it checks, in order:
+//
+//  1. the session is live here (or joining right now): join it, whatever
+//     the ring says — a live session never moves on a ring change;
+//  2. another edge pinned it (gossip), asked for it (a claim, below), or a
+//     drain handed it on: 421 + X-Ringlb-Owner naming that edge;
+//  3. the ring (less the edges the balancer could not reach, named in
+//     X-Ringlb-Skip) gives it to another edge: 421 naming the owner;
+//  4. the ring gives it to us, but the ring changed less than settleWindow
+//     ago: every edge that owned the key in a view of that window is asked
+//     (POST /_ringlb/claim) whether it hosts the session; one that does gets
+//     the 421. One that does not records our claim for settleWindow, so a
+//     balancer still routing by the old view is sent here, not given a
+//     second session there.
+//
+// Pins cover what outlives the window: whenever the ring changes, every
+// session live here that the ring now gives to another edge is pinned in
+// gossip (health.Membership.Pin), and unpinned when it ends or comes back.
+//
+// A drain hands every session to its owner on the ring without this edge
+// (POST /_ringlb/handoff: key, epoch, seq, history), marks it moved (no msg
+// is sequenced here any more, joins get 421 to the new owner), then closes
+// its participants with 1012; ringlb.v1 clients resume on the new owner with
+// nothing lost (drain.go).
+//
+// The /_ringlb/ paths are edge-to-edge; balancers never proxy that prefix.
+const (
+	pathClaim     = "/_ringlb/claim"
+	pathHandoff   = "/_ringlb/handoff"
+	headerOwner   = "X-Ringlb-Owner"
+	headerSkip    = "X-Ringlb-Skip"
+	headerClaimBy = "X-Ringlb-Claim-By"
+)
+
+// settleWindow is how long a ring change is remembered: views of the last
+// settleWindow are asked before a new session starts, and claims and
+// hand-over marks last as long. Gossip converges in well under a second on a
+// LAN (health's tests: ~65 ms, worst 1.4 s), so this is a wide margin; its
+// cost is one loopback/LAN round trip per new session in the window.
+const settleWindow = 10 * time.Second
+
+// peerTimeout bounds one edge-to-edge request (claim). A peer that does not
+// answer in time is taken for dead: its sessions are reconnecting anyway.
+const peerTimeout = 500 * time.Millisecond
+
+// handoffTimeout bounds one hand-off request.
+const handoffTimeout = 5 * time.Second
+
+// maxHandoffBytes bounds one hand-off request body; larger drains are sent
+// in several. Below fasthttp's default request body limit (4 MiB).
+const maxHandoffBytes = 2 << 20
+
+var (
+	errSessionMoved = errors.New("session moved to another edge")
+	errNoEdge       = errors.New("no edge on the ring")
+)
+
+// pastView is a ring snapshot replaced less than settleWindow ago.
+type pastView struct {
+	snap  *ring.Snapshot
+	until time.Time
+}
+
+// ownership is an edge's ring view, recent views, pins and peer client.
+type ownership struct {
+	srv  *Server
+	m    *health.Membership
+	self string
+	ring *ring.Ring
+	log  *slog.Logger
+	http *http.Client
+
+	mu     sync.Mutex
+	past   []pastView
+	pinned map[string]uint64 // sessions pinned by us: key → hash
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// UseCluster makes the edge check ownership on a ring of m's edges built
+// with rc (the balancers' ring parameters), pin sessions that outlive a ring
+// change, and hand sessions on when it drains. Call it once, before Serve.
+// Shutdown stops what it starts.
+func (s *Server) UseCluster(m *health.Membership, rc ring.Config) {
+	o := &ownership{
+		srv: s, m: m, self: s.name, ring: ring.New(rc), log: s.log,
+		http:   &http.Client{Timeout: handoffTimeout},
+		pinned: make(map[string]uint64),
+		stop:   make(chan struct{}), done: make(chan struct{}),
+	}
+	first := o.ring.Update(o.members())
+	// Until every balancer knows of us, they route by a ring without us:
+	// its owners are this edge's first "previous view".
+	o.past = []pastView{{snap: first.Without(o.self), until: time.Now().Add(settleWindow)}}
+	s.hub.owner.Store(o)
+	changes, unsubscribe := m.Subscribe()
+	drain := s.drainStarted
+	go func() {
+		defer close(o.done)
+		defer unsubscribe()
+		sweep := time.NewTicker(settleWindow)
+		defer sweep.Stop()
+		for {
+			select {
+			case <-o.stop:
+				return
+			case <-changes:
+				o.update()
+			case <-drain:
+				o.update() // leave our own ring
+				drain = nil
+			case now := <-sweep.C:
+				s.hub.sweep(now)
+			}
+		}
+	}()
+}
+
+// close stops the ownership goroutine (Shutdown).
+func (o *ownership) close() {
+	close(o.stop)
+	<-o.done
+}
+
+// members returns the edges taking new sessions: alive ones, less this one
+// while it drains.
+func (o *ownership) members() []ring.Member {
+	nodes := o.m.Edges("")
+	out := make([]ring.Member, 0, len(nodes))
+	draining := o.srv.draining.Load()
+	for _, n := range nodes {
+		if draining && n.Name == o.self {
+			continue
+		}
+		out = append(out, ring.Member{Name: n.Name, URL: n.Meta.URL, Weight: n.Meta.Weight})
+	}
+	return out
+}
+
+// update rebuilds the ring after a membership change; when it changed, the
+// old view is remembered and pins are brought up to date.
+func (o *ownership) update() {
+	old := o.ring.Snapshot()
+	next := o.ring.Update(o.members())
+	if next == old {
+		return
+	}
+	now := time.Now()
+	o.mu.Lock()
+	kept := o.past[:0]
+	for _, p := range o.past {
+		if now.Before(p.until) {
+			kept = append(kept, p)
+		}
+	}
+	o.past = append(kept, pastView{snap: old, until: now.Add(settleWindow)})
+	o.mu.Unlock()
+	o.log.Info("ring changed", "version", next.Version(), "edges", next.Len())
+	o.srv.hub.eachSession(func(_ *hubShard, s *session) { o.syncPin(s.key, next) })
+}
+
+// syncPin pins key when the ring gives it to another edge, and unpins it
+// when it comes back (or this edge drains: a drain hands sessions on).
+// Called with key's shard lock held.
+func (o *ownership) syncPin(key string, snap *ring.Snapshot) {
+	owner, ok := snap.Locate([]byte(key))
+	want := ok && owner.Name != o.self && !o.srv.draining.Load()
+	o.mu.Lock()
+	h, has := o.pinned[key]
+	switch {
+	case want && !has:
+		h = xxhash.Sum64String(key)
+		o.pinned[key] = h
+		o.m.Pin(h)
+	case !want && has:
+		delete(o.pinned, key)
+		o.m.Unpin(h)
+	}
+	o.mu.Unlock()
+}
+
+// created and freed are the hub's hooks (under the shard lock).
+func (o *ownership) created(key string) { o.syncPin(key, o.ring.Snapshot()) }
+
+func (o *ownership) freed(key string) {
+	o.mu.Lock()
+	if h, ok := o.pinned[key]; ok {
+		delete(o.pinned, key)
+		o.m.Unpin(h)
+	}
+	o.mu.Unlock()
+}
+
+// place decides where a new session of key belongs (steps 2–4 above): ""
+// here, else the edge to send it to. skip names edges the balancer could
+// not reach.
+func (o *ownership) place(ctx context.Context, key []byte, skip []string) (string, error) {
+	if n, ok := o.m.PinnedTo(xxhash.Sum64(key)); ok && n.Name != o.self && !contains(skip, n.Name) {
+		return n.Name, nil
+	}
+	snap := o.ring.Snapshot()
+	for _, name := range skip {
+		snap = snap.Without(name)
+	}
+	owner, ok := snap.Locate(key)
+	if !ok {
+		return "", errNoEdge
+	}
+	if owner.Name != o.self {
+		return owner.Name, nil
+	}
+	for _, prev := range o.previousOwners(key, skip) {
+		holder, err := o.claim(ctx, prev, key)
+		if err != nil {
+			o.log.Debug("claim unanswered; taking the edge for dead", "edge", prev, "err", err)
+			continue
+		}
+		if holder != "" && holder != o.self {
+			return holder, nil
+		}
+	}
+	return "", nil
+}
+
+// previousOwners returns the other edges that owned key in a view of the
+// last settleWindow and are still members.
+func (o *ownership) previousOwners(key []byte, skip []string) []string {
+	now := time.Now()
+	var out []string
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, p := range o.past {
+		if now.After(p.until) {
+			continue
+		}
+		m, ok := p.snap.Locate(key)
+		if !ok || m.Name == o.self || contains(skip, m.Name) || contains(out, m.Name) {
+			continue
+		}
+		if _, alive := o.m.Node(m.Name); alive {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// claim asks edge name whether it hosts key; it returns the edge that does
+// ("" when none: name recorded our claim).
+func (o *ownership) claim(ctx context.Context, name string, key []byte) (string, error) {
+	n, ok := o.m.Node(name)
+	if !ok || n.Meta.URL == "" {
+		return "", fmt.Errorf("edge %s is not a member", name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(n.Meta.URL, "/")+pathClaim, bytes.NewReader(key))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set(headerClaimBy, o.self)
+	resp, err := o.http.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return "", nil
+	case http.StatusConflict:
+		return resp.Header.Get(headerOwner), nil
+	}
+	return "", fmt.Errorf("edge %s answered the claim with %s", name, resp.Status)
+}
+
+// serveClaim answers POST /_ringlb/claim from another edge: 409 +
+// X-Ringlb-Owner when a session of the key (body) is live or joining here,
+// or belongs to a third edge; else 200, and the claim is recorded.
+func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
+	by := string(ctx.Request.Header.Peek(headerClaimBy))
+	key := ctx.PostBody()
+	if !ctx.IsPost() || by == "" || len(key) == 0 || len(key) > maxKeyLength {
+		ctx.Error("bad claim\n", fasthttp.StatusBadRequest)
+		return
+	}
+	if holder := s.hub.claim(key, s.name, by, settleWindow); holder != "" {
+		ctx.Response.Header.Set(headerOwner, holder)
+		ctx.Error("hosted\n", fasthttp.StatusConflict)
+		return
+	}
+	ctx.SetBodyString("claimed\n")
+}
+
+// lookup reports whether a session of key is live or joining here, or which
+// edge it belongs to instead (moved by a drain, claimed by another edge).
+func (h *hub) lookup(key []byte, self string) (live bool, redirect string) {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.lookup(string(key), self, time.Now())
+}
+
+// lookup is hub.lookup with the shard lock held.
+func (sh *hubShard) lookup(key, self string, now time.Time) (live bool, redirect string) {
+	if s := sh.sessions[key]; s != nil {
+		s.mu.Lock()
+		moved := s.movedTo
+		s.mu.Unlock()
+		if moved != "" {
+			return false, moved
+		}
+		return true, ""
+	}
+	if sh.admitting[key].n > 0 {
+		return true, ""
+	}
+	if m, ok := sh.moved[key]; ok && now.Before(m.until) {
+		return false, m.edge
+	}
+	if c, ok := sh.claims[key]; ok && now.Before(c.until) && c.edge != self {
+		return false, c.edge
+	}
+	return false, ""
+}
+
+// reserve admits a join of key unless the key belongs elsewhere now; an
+// admitted join is counted until hub.join (or unreserve), so a claim racing
+// it sees the session as live.
+func (h *hub) reserve(key []byte, self string) (redirect string) {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, redirect = sh.lookup(string(key), self, time.Now()); redirect != "" {
+		return redirect
+	}
+	a := sh.admitting[string(key)]
+	sh.admitting[string(key)] = admitted{n: a.n + 1, at: time.Now()}
+	return ""
+}
+
+func (h *hub) unreserve(key []byte) {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	sh.unadmit(string(key))
+	sh.mu.Unlock()
+}
+
+func (sh *hubShard) unadmit(key string) {
+	a, ok := sh.admitting[key]
+	if !ok {
+		return
+	}
+	if a.n--; a.n <= 0 {
+		delete(sh.admitting, key)
+		return
+	}
+	sh.admitting[key] = a
+}
+
+// admitTimeout is past any handshake (a request must be read in
+// requestReadTimeout): sweep forgets admissions this old, which a
+// handshake that never reached its handler left behind.
+const admitTimeout = 2 * requestReadTimeout
+
+// claim answers edge by's claim on key: the edge hosting it, or "" after
+// recording the claim for ttl.
+func (h *hub) claim(key []byte, self, by string, ttl time.Duration) string {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	now := time.Now()
+	live, redirect := sh.lookup(string(key), by, now)
+	switch {
+	case live:
+		return self
+	case redirect != "":
+		return redirect
+	}
+	sh.claims[string(key)] = handover{edge: by, until: now.Add(ttl)}
+	return ""
+}
+
+// sweep forgets expired claims and hand-over marks.
+func (h *hub) sweep(now time.Time) {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for k, c := range sh.claims {
+			if !now.Before(c.until) {
+				delete(sh.claims, k)
+			}
+		}
+		for k, m := range sh.moved {
+			if !now.Before(m.until) {
+				delete(sh.moved, k)
+			}
+		}
+		for k, a := range sh.admitting {
+			if now.Sub(a.at) > admitTimeout {
+				delete(sh.admitting, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// handoffSession is one session in a hand-off: its ringlb.v1 state and the
+// msg envelopes of its history, oldest first.
+type handoffSession struct {
+	Key     string            `json:"key"`
+	Epoch   string            `json:"epoch"`
+	Seq     uint64            `json:"seq"`
+	History []json.RawMessage `json:"history"`
+}
+
+type handoffRequest struct {
+	From     string           `json:"from"`
+	Sessions []handoffSession `json:"sessions"`
+}
+
+type handoffResponse struct {
+	Installed int      `json:"installed"`
+	Refused   []string `json:"refused,omitempty"` // live here already
+}
+
+// moving is a session frozen for a hand-off, and who to close after it.
+type moving struct {
+	state        *handoffSession // nil: raw mode, nothing to carry
+	participants []*participant
+	size         int
+}
+
+// handOff moves every session to its owner on the ring without this edge
+// (the edge is draining, so its ring has left it) and closes their
+// participants with 1012. Sessions with no owner (no other edge) are left
+// for the drain's end. It returns the number of sessions handed on.
+func (o *ownership) handOff(ctx context.Context) int {
+	snap := o.ring.Update(o.members())
+	now := time.Now()
+	groups := map[string][]moving{}
+	urls := map[string]string{}
+	o.srv.hub.eachSession(func(sh *hubShard, s *session) {
+		target, ok := snap.Locate([]byte(s.key))
+		if !ok || target.Name == o.self {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.movedTo != "" {
+			return
+		}
+		s.movedTo = target.Name
+		sh.moved[s.key] = handover{edge: target.Name, until: now.Add(settleWindow)}
+		mv := moving{participants: append([]*participant(nil), s.participants...)}
+		if s.v1 != nil {
+			st := &handoffSession{Key: s.key, Epoch: s.v1.epoch, Seq: s.v1.seq}
+			frames, _ := s.v1.since(s.v1.seq - uint64(s.v1.n))
+			for _, f := range frames {
+				st.History = append(st.History, json.RawMessage(bytes.Clone(f.payload())))
+				mv.size += len(f.payload())
+			}
+			mv.state = st
+			mv.size += len(s.key) + 64
+		}
+		groups[target.Name] = append(groups[target.Name], mv)
+		urls[target.Name] = target.URL
+	})
+	moved := 0
+	for target, list := range groups {
+		for len(list) > 0 {
+			n, size := 0, 0
+			var batch handoffRequest
+			batch.From = o.self
+			for n < len(list) && (n == 0 || size+list[n].size <= maxHandoffBytes) {
+				if list[n].state != nil {
+					batch.Sessions = append(batch.Sessions, *list[n].state)
+				}
+				size += list[n].size
+				n++
+			}
+			if len(batch.Sessions) > 0 {
+				if err := o.send(ctx, urls[target], &batch); err != nil {
+					o.log.Error("hand-off failed: these sessions' clients will get reset on the new edge", "edge", target, "sessions", len(batch.Sessions), "err", err)
+				}
+			}
+			for _, mv := range list[:n] {
+				for _, p := range mv.participants {
+					p.stop(closeServiceRestart, "session moved to "+target)
+				}
+			}
+			moved += n
+			list = list[n:]
+		}
+	}
+	o.srv.metrics.handedOff.Add(float64(moved))
+	if moved > 0 {
+		o.log.Info("drain: sessions handed on", "sessions", moved, "edges", len(groups))
+	}
+	return moved
+}
+
+func (o *ownership) send(ctx context.Context, url string, batch *handoffRequest) error {
+	body, err := json.Marshal(batch)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(url, "/")+pathHandoff, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := o.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var out handoffResponse
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("answered %s", resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
+		return err
+	}
+	if len(out.Refused) > 0 {
+		o.log.Warn("hand-off: the new edge already hosts some of these sessions", "refused", len(out.Refused))
+	}
+	return nil
+}
+
+// serveHandoff installs sessions handed on by a draining edge, each idle
+// (kept for idle_grace) until its clients resume.
+func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsPost() {
+		ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+		return
+	}
+	var req handoffRequest
+	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
+		ctx.Error("bad hand-off: "+err.Error()+"\n", fasthttp.StatusBadRequest)
+		return
+	}
+	var resp handoffResponse
+	for _, hs := range req.Sessions {
+		if len(hs.Key) == 0 || len(hs.Key) > maxKeyLength || hs.Epoch == "" || uint64(len(hs.History)) > hs.Seq {
+			resp.Refused = append(resp.Refused, hs.Key)
+			continue
+		}
+		if s.hub.install(hs) {
+			resp.Installed++
+		} else {
+			resp.Refused = append(resp.Refused, hs.Key)
+		}
+	}
+	s.log.Info("hand-off received", "from", req.From, "installed", resp.Installed, "refused", len(resp.Refused))
+	body, _ := json.Marshal(resp)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
+}
+
+// install creates an idle ringlb.v1 session from a hand-off; false when the
+// key is live here already.
+func (h *hub) install(hs handoffSession) bool {
+	sh := h.shardOf(hs.Key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if old := sh.sessions[hs.Key]; old != nil || sh.admitting[hs.Key].n > 0 {
+		return false
+	}
+	s := &session{key: hs.Key, created: time.Now(), v1: newV1Session(h.historyMsgs, h.historyByte)}
+	v := s.v1
+	v.epoch = hs.Epoch
+	v.seq = hs.Seq - uint64(len(hs.History))
+	for _, env := range hs.History {
+		v.seq++
+		v.remember(textFrame(len(env), func(b []byte) []byte { return append(b, env...) }))
+	}
+	v.seq = hs.Seq
+	delete(sh.claims, hs.Key)
+	sh.sessions[hs.Key] = s
+	h.metrics.sessionsHosted.Inc()
+	if o := h.owner.Load(); o != nil {
+		o.created(hs.Key)
+	}
+	s.mu.Lock()
+	if h.idleGrace > 0 {
+		h.keepIdle(s)
+	}
+	s.mu.Unlock()
+	return true
+}
+
+// eachSession calls f for every session, with its shard's lock held.
+func (h *hub) eachSession(f func(*hubShard, *session)) {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, s := range sh.sessions {
+			f(sh, s)
+		}
+		sh.mu.Unlock()
+	}
+}
