@@ -320,8 +320,8 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if holder := s.hub.claim(key, s.name, by, settleWindow); holder != "" {
-		ctx.Response.Header.Set(headerOwner, holder)
 		ctx.Error("hosted\n", fasthttp.StatusConflict)
+		ctx.Response.Header.Set(headerOwner, holder) // after Error, which resets headers
 		return
 	}
 	ctx.SetBodyString("claimed\n")

@@ -299,8 +299,8 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 		return
 	case owner != "":
 		s.metrics.misdirected.Inc()
-		ctx.Response.Header.Set(headerOwner, owner)
 		ctx.Error("misdirected: the session belongs to edge "+owner+"\n", fasthttp.StatusMisdirectedRequest)
+		ctx.Response.Header.Set(headerOwner, owner) // after Error, which resets headers
 		return
 	}
 	// The request (and key with it) is recycled once this returns; the

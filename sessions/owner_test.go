@@ -1,0 +1,310 @@
+package sessions
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+)
+
+// testRing is small so rebuilds are quick; edges and test agree on it.
+var testRing = ring.Config{Partitions: 271, Replication: 40, Load: 1.25}
+
+type clusterEdge struct {
+	*testEdge
+	m *health.Membership
+}
+
+// startClusterEdge starts an edge named name that joins the gossip cluster
+// through seed ("" for the first) and checks ownership.
+func startClusterEdge(t *testing.T, name, seed string) *clusterEdge {
+	t.Helper()
+	// A short idle_grace, so an ended session (and its pin) goes soon.
+	s := New(configs.Edge{IdleGrace: configs.Duration(time.Second)}, name, "east", slog.New(slog.DiscardHandler), nil)
+	e := &testEdge{s: s, joined: make(chan string, 1024)}
+	s.joined = func(key string) { e.joined <- key }
+	dl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	al, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.data, e.admin = dl.Addr().String(), al.Addr().String()
+	go s.Serve(dl)
+	go s.ServeAdmin(al)
+	cl := configs.Cluster{Name: name, Region: "east", Bind: "127.0.0.1:0", Profile: "local",
+		ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond)}
+	if seed != "" {
+		cl.Join = []string{seed}
+	}
+	m, err := health.Join(t.Context(), cl, health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + e.data, Weight: 1, State: health.StateAlive}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.UseCluster(m, testRing)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+		defer cancel()
+		s.Shutdown(ctx)
+		m.Shutdown(ctx)
+	})
+	return &clusterEdge{testEdge: e, m: m}
+}
+
+// waitRing waits until every edge's own ring has exactly names.
+func waitRing(t *testing.T, edges []*clusterEdge, names ...string) {
+	t.Helper()
+	deadline := time.Now().Add(testDeadline)
+	for _, e := range edges {
+		for {
+			ms := e.s.hub.owner.Load().ring.Snapshot().Members()
+			got := make([]string, len(ms))
+			for i, m := range ms {
+				got[i] = m.Name
+			}
+			if fmt.Sprint(got) == fmt.Sprint(names) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's ring is %v, want %v", e.s.name, got, names)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// ownerOf computes key's owner on a ring of names, as every node does.
+func ownerOf(key string, names ...string) string {
+	var ms []ring.Member
+	for _, n := range names {
+		ms = append(ms, ring.Member{Name: n, Weight: 1})
+	}
+	m, _ := ring.New(testRing).Update(ms).Locate([]byte(key))
+	return m.Name
+}
+
+// dialExpect421 dials e for key and returns the X-Ringlb-Owner of its 421.
+func dialExpect421(t *testing.T, e *clusterEdge, key string) string {
+	t.Helper()
+	c, resp, err := e.dialV1(t, key, "", nil)
+	if err == nil {
+		c.Close()
+		t.Fatalf("%s accepted a join for %s, want 421", e.s.name, key)
+	}
+	if resp == nil || resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("%s answered %v for %s, want 421", e.s.name, resp, key)
+	}
+	return resp.Header.Get(headerOwner)
+}
+
+func TestOwnershipRedirectsToTheRingOwner(t *testing.T) {
+	a := startClusterEdge(t, "edge-a", "")
+	b := startClusterEdge(t, "edge-b", a.m.Addr())
+	edges := []*clusterEdge{a, b}
+	waitRing(t, edges, "edge-a", "edge-b")
+	// Past the start-up window, in which a new edge asks the others.
+	for i := range 40 {
+		key := fmt.Sprintf("owned-%d", i)
+		owner, other := a, b
+		if ownerOf(key, "edge-a", "edge-b") == "edge-b" {
+			owner, other = b, a
+		}
+		if got := dialExpect421(t, other, key); got != owner.s.name {
+			t.Fatalf("key %s: 421 names %q, want %s", key, got, owner.s.name)
+		}
+		c := owner.joinV1(t, key, "", nil)
+		if c.welcome.Edge != owner.s.name {
+			t.Fatalf("welcome from %s", c.welcome.Edge)
+		}
+	}
+}
+
+// A new edge takes over part of the ring while sessions are live: each of
+// those sessions stays on its old edge, and a participant sent to the new
+// owner is redirected there (by the claim check at first, by gossip pins
+// after), so none splits and no one is disconnected.
+func TestScaleOutKeepsLiveSessionsWhole(t *testing.T) {
+	a := startClusterEdge(t, "edge-a", "")
+	b := startClusterEdge(t, "edge-b", a.m.Addr())
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	byName := map[string]*clusterEdge{"edge-a": a, "edge-b": b}
+	host := map[string]*clusterEdge{}
+	conns := map[string]*v1Client{}
+	for i := range 60 {
+		key := fmt.Sprintf("live-%d", i)
+		e := byName[ownerOf(key, "edge-a", "edge-b")]
+		host[key] = e
+		conns[key] = e.joinV1(t, key, "", nil)
+	}
+
+	c := startClusterEdge(t, "edge-c", a.m.Addr())
+	all := []*clusterEdge{a, b, c}
+	waitRing(t, all, "edge-a", "edge-b", "edge-c")
+	var moved []string
+	for key := range host {
+		if ownerOf(key, "edge-a", "edge-b", "edge-c") == "edge-c" {
+			moved = append(moved, key)
+		}
+	}
+	if len(moved) == 0 {
+		t.Fatal("no session changed owner; pick other keys")
+	}
+	// The old hosts pin what they no longer own, and the pins reach c.
+	deadline := time.Now().Add(testDeadline)
+	for _, key := range moved {
+		for {
+			n, ok := c.m.PinnedTo(xxhash.Sum64String(key))
+			if ok && n.Name == host[key].s.name {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pin of %s never reached edge-c", key)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	joiners := map[string]*v1Client{}
+	for _, key := range moved {
+		if got := dialExpect421(t, c, key); got != host[key].s.name {
+			t.Fatalf("new owner sent %s to %q, want its host %s", key, got, host[key].s.name)
+		}
+		// The new participant joins the live session on its old edge.
+		p := host[key].joinV1(t, key, "", nil)
+		joiners[key] = p
+		if len(p.welcome.Participants) != 2 {
+			t.Fatalf("%s: joined a session of %d", key, len(p.welcome.Participants))
+		}
+		p.msg(t, "hello")
+		if m := conns[key].readType(t, "msg"); string(m.Data) != `"hello"` {
+			t.Fatalf("old participant got %+v", m)
+		}
+	}
+	t.Logf("%d of %d live sessions changed owner; each stayed whole on its edge", len(moved), len(host))
+
+	// The session ends (after idle_grace): its pin is withdrawn, and the
+	// key is the new owner's from then on.
+	key := moved[0]
+	conns[key].leave(t)
+	joiners[key].leave(t)
+	deadline = time.Now().Add(testDeadline)
+	for {
+		_, pinned := c.m.PinnedTo(xxhash.Sum64String(key))
+		live, _ := host[key].s.hub.lookup([]byte(key), host[key].s.name)
+		if !pinned && !live {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %s ended but its pin stayed (pinned %v, live %v)", key, pinned, live)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.joinV1(t, key, "", nil)
+}
+
+// Right after a ring change, before any pin could spread, the new owner
+// asks the previous one: a session live there is joined there, and a key
+// the new owner claimed is refused by the previous owner (421 to the new
+// one), whatever its own view says.
+func TestClaimsCloseTheGossipWindow(t *testing.T) {
+	a := startClusterEdge(t, "edge-a", "")
+	b := startClusterEdge(t, "edge-b", a.m.Addr())
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	var live, fresh string
+	for i := 0; live == "" || fresh == ""; i++ {
+		key := fmt.Sprintf("claim-%d", i)
+		if ownerOf(key, "edge-a") == "edge-a" && ownerOf(key, "edge-a", "edge-b") == "edge-b" {
+			if live == "" {
+				live = key
+			} else {
+				fresh = key
+			}
+		}
+	}
+	// edge-b's ring just changed (a start counts: balancers may not know
+	// it yet), so it asks edge-a before starting any session.
+	a.s.hub.install(handoffSession{Key: live, Epoch: "e", Seq: 0}) // live on edge-a, as if from before the change
+	if got := dialExpect421(t, b, live); got != "edge-a" {
+		t.Fatalf("new owner sent a session live on edge-a to %q", got)
+	}
+	// b claims fresh; a, even with a view where it owns fresh, refuses it.
+	b.joinV1(t, fresh, "", nil)
+	if got, _ := a.s.hub.lookup([]byte(fresh), "edge-a"); got {
+		t.Fatal("claimed key looks live on edge-a")
+	}
+	if _, owner := a.s.hub.lookup([]byte(fresh), "edge-a"); owner != "edge-b" {
+		t.Fatalf("edge-a sends a key edge-b claimed to %q", owner)
+	}
+}
+
+// A draining edge hands every session (epoch, seq, history) to its new
+// owner and closes its participants with 1012; they resume there with
+// nothing lost, and a join sent to the draining edge gets 421.
+func TestDrainHandsSessionsOn(t *testing.T) {
+	a := startClusterEdge(t, "edge-a", "")
+	b := startClusterEdge(t, "edge-b", a.m.Addr())
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	var key string
+	for i := 0; ; i++ {
+		if key = fmt.Sprintf("drained-%d", i); ownerOf(key, "edge-a", "edge-b") == "edge-a" {
+			break
+		}
+	}
+	p1 := a.joinV1(t, key, "", nil)
+	p2 := a.joinV1(t, key, "", nil)
+	p1.readType(t, "join")
+	for i := range 5 {
+		p1.msg(t, i)
+		p1.readType(t, "ack")
+		p2.readType(t, "msg")
+	}
+	epoch := p1.welcome.Epoch
+
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- a.s.Drain(ctx)
+	}()
+	for _, p := range []*v1Client{p1, p2} {
+		if code := closeCode(t, p.Conn); code != closeServiceRestart {
+			t.Fatalf("close code %d, want 1012", code)
+		}
+	}
+	if got := dialExpect421(t, a, key); got != "edge-b" {
+		t.Fatalf("draining edge sent %s to %q, want edge-b", key, got)
+	}
+	// p2 had seen up to seq 5: resuming on edge-b replays nothing and
+	// keeps the epoch; a newcomer resuming from 0 gets all five.
+	r2 := b.joinV1(t, key, "resume=5&epoch="+epoch, nil)
+	if r2.welcome.Epoch != epoch || r2.welcome.Seq != 5 {
+		t.Fatalf("welcome on the new edge %+v, want epoch %s seq 5", r2.welcome, epoch)
+	}
+	r1 := b.joinV1(t, key, "resume=0&epoch="+epoch, nil)
+	for i := range 5 {
+		m := r1.readType(t, "msg")
+		if m.Seq != uint64(i+1) || string(m.Data) != fmt.Sprint(i) {
+			t.Fatalf("replay %d: %+v", i, m)
+		}
+	}
+	r1.msg(t, "after")
+	if m := r2.readType(t, "msg"); m.Seq != 6 {
+		t.Fatalf("first msg on the new edge %+v, want seq 6", m)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	if v := metricValue(t, a.s, "ringlb_edge_sessions_handed_off_total"); v != 1 {
+		t.Errorf("handed off %v sessions, want 1", v)
+	}
+}
