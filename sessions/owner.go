@@ -271,6 +271,18 @@ func (o *ownership) previousOwners(key []byte, skip []string) []string {
 	return out
 }
 
+// goneFunc reports edges to disregard: those the balancer could not reach
+// (skip) and those no longer in the cluster.
+func (o *ownership) goneFunc(skip []string) func(string) bool {
+	return func(name string) bool {
+		if contains(skip, name) {
+			return true
+		}
+		_, ok := o.m.Node(name)
+		return !ok
+	}
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -319,7 +331,11 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		ctx.Error("bad claim\n", fasthttp.StatusBadRequest)
 		return
 	}
-	if holder := s.hub.claim(key, s.name, by, settleWindow); holder != "" {
+	var gone func(string) bool
+	if o := s.hub.owner.Load(); o != nil {
+		gone = o.goneFunc(nil)
+	}
+	if holder := s.hub.claim(key, s.name, by, settleWindow, gone); holder != "" {
 		ctx.Error("hosted\n", fasthttp.StatusConflict)
 		ctx.Response.Header.Set(headerOwner, holder) // after Error, which resets headers
 		return
@@ -329,15 +345,17 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 
 // lookup reports whether a session of key is live or joining here, or which
 // edge it belongs to instead (moved by a drain, claimed by another edge).
-func (h *hub) lookup(key []byte, self string) (live bool, redirect string) {
+// Claims and hand-over marks naming an edge for which gone reports true (it
+// left the cluster, or the balancer could not reach it) are disregarded.
+func (h *hub) lookup(key []byte, self string, gone func(string) bool) (live bool, redirect string) {
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.lookup(string(key), self, time.Now())
+	return sh.lookup(string(key), self, gone, time.Now())
 }
 
 // lookup is hub.lookup with the shard lock held.
-func (sh *hubShard) lookup(key, self string, now time.Time) (live bool, redirect string) {
+func (sh *hubShard) lookup(key, self string, gone func(string) bool, now time.Time) (live bool, redirect string) {
 	if s := sh.sessions[key]; s != nil {
 		s.mu.Lock()
 		moved := s.movedTo
@@ -350,10 +368,10 @@ func (sh *hubShard) lookup(key, self string, now time.Time) (live bool, redirect
 	if sh.admitting[key].n > 0 {
 		return true, ""
 	}
-	if m, ok := sh.moved[key]; ok && now.Before(m.until) {
+	if m, ok := sh.moved[key]; ok && now.Before(m.until) && (gone == nil || !gone(m.edge)) {
 		return false, m.edge
 	}
-	if c, ok := sh.claims[key]; ok && now.Before(c.until) && c.edge != self {
+	if c, ok := sh.claims[key]; ok && now.Before(c.until) && c.edge != self && (gone == nil || !gone(c.edge)) {
 		return false, c.edge
 	}
 	return false, ""
@@ -362,11 +380,11 @@ func (sh *hubShard) lookup(key, self string, now time.Time) (live bool, redirect
 // reserve admits a join of key unless the key belongs elsewhere now; an
 // admitted join is counted until hub.join (or unreserve), so a claim racing
 // it sees the session as live.
-func (h *hub) reserve(key []byte, self string) (redirect string) {
+func (h *hub) reserve(key []byte, self string, gone func(string) bool) (redirect string) {
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, redirect = sh.lookup(string(key), self, time.Now()); redirect != "" {
+	if _, redirect = sh.lookup(string(key), self, gone, time.Now()); redirect != "" {
 		return redirect
 	}
 	a := sh.admitting[string(key)]
@@ -400,12 +418,12 @@ const admitTimeout = 2 * requestReadTimeout
 
 // claim answers edge by's claim on key: the edge hosting it, or "" after
 // recording the claim for ttl.
-func (h *hub) claim(key []byte, self, by string, ttl time.Duration) string {
+func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone func(string) bool) string {
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := time.Now()
-	live, redirect := sh.lookup(string(key), by, now)
+	live, redirect := sh.lookup(string(key), by, gone, now)
 	switch {
 	case live:
 		return self

@@ -200,7 +200,7 @@ func TestScaleOutKeepsLiveSessionsWhole(t *testing.T) {
 	deadline = time.Now().Add(testDeadline)
 	for {
 		_, pinned := c.m.PinnedTo(xxhash.Sum64String(key))
-		live, _ := host[key].s.hub.lookup([]byte(key), host[key].s.name)
+		live, _ := host[key].s.hub.lookup([]byte(key), host[key].s.name, nil)
 		if !pinned && !live {
 			break
 		}
@@ -239,10 +239,10 @@ func TestClaimsCloseTheGossipWindow(t *testing.T) {
 	}
 	// b claims fresh; a, even with a view where it owns fresh, refuses it.
 	b.joinV1(t, fresh, "", nil)
-	if got, _ := a.s.hub.lookup([]byte(fresh), "edge-a"); got {
+	if got, _ := a.s.hub.lookup([]byte(fresh), "edge-a", nil); got {
 		t.Fatal("claimed key looks live on edge-a")
 	}
-	if _, owner := a.s.hub.lookup([]byte(fresh), "edge-a"); owner != "edge-b" {
+	if _, owner := a.s.hub.lookup([]byte(fresh), "edge-a", nil); owner != "edge-b" {
 		t.Fatalf("edge-a sends a key edge-b claimed to %q", owner)
 	}
 }

@@ -323,23 +323,36 @@ var errDraining = errors.New("edge draining")
 // is always joined: live sessions never move on a ring change, so none
 // splits. A new one is checked against the cluster's ring (owner.go).
 func (s *Server) place(ctx *fasthttp.RequestCtx, key []byte) (string, error) {
-	live, owner := s.hub.lookup(key, s.name)
+	o := s.hub.owner.Load()
+	var (
+		skip []string
+		gone func(string) bool
+	)
+	if o != nil {
+		skip = skipList(ctx.Request.Header.Peek(headerSkip))
+		gone = o.goneFunc(skip)
+	}
+	live, owner := s.hub.lookup(key, s.name, gone)
 	if owner != "" {
 		return owner, nil
 	}
 	if !live {
-		if o := s.hub.owner.Load(); o == nil {
+		if o == nil {
 			if s.draining.Load() {
 				return "", errDraining
 			}
 		} else {
-			owner, err := o.place(ctx, key, skipList(ctx.Request.Header.Peek(headerSkip)))
+			// Not the request's context: the HTTP client may hold it
+			// after we return, and fasthttp recycles it.
+			pctx, cancel := context.WithTimeout(context.Background(), 2*peerTimeout)
+			owner, err := o.place(pctx, key, skip)
+			cancel()
 			if err != nil || owner != "" {
 				return owner, err
 			}
 		}
 	}
-	return s.hub.reserve(key, s.name), nil
+	return s.hub.reserve(key, s.name, gone), nil
 }
 
 // skipList parses X-Ringlb-Skip: the edges a balancer could not reach for

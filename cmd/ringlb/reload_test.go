@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,7 +33,12 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, logs: make(chan map[string]any, 1024)}
+	// Lines that are not log records (a panic's trace) are kept and shown
+	// when the test fails.
+	var other bytes.Buffer
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var rec map[string]any
@@ -41,11 +47,20 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 				case p.logs <- rec:
 				default:
 				}
+			} else if other.Len() < 64<<10 {
+				other.Write(sc.Bytes())
+				other.WriteByte('\n')
 			}
 		}
 		close(p.logs)
 	}()
 	t.Cleanup(func() {
+		defer func() {
+			<-scanned
+			if t.Failed() && other.Len() > 0 {
+				t.Logf("%s %v wrote:\n%s", filepath.Base(bin), args, other.String())
+			}
+		}()
 		cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
