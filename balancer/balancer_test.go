@@ -26,6 +26,7 @@ import (
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
 )
 
 // harness is three test edges on a ring and a balancer in front of them, all
@@ -396,6 +397,11 @@ func TestDeadEdgeFailsOver(t *testing.T) {
 	if got := resp.Header.Get("X-Ringlb-Edge"); got != cands[1].Name {
 		t.Fatalf("WebSocket served by %s, want next candidate %s", got, cands[1].Name)
 	}
+	// The fallback edge learns which edge could not be reached, so it
+	// checks ownership on the ring without it.
+	if got := h.byName[cands[1].Name].skips(); len(got) != 1 || got[0] != "edge-2" {
+		t.Fatalf("fallback edge got X-Ringlb-Skip %q, want [edge-2]", got)
+	}
 	// The first failed dial made edge-2 a suspect: the WebSocket went
 	// straight to the next candidate without dialing it again.
 	if n := h.metric(t, "ringlb_balancer_backend_errors_total", map[string]string{"edge": "edge-2", "kind": "dial"}); n != 1 {
@@ -713,5 +719,44 @@ func TestAdminToken(t *testing.T) {
 		if resp.StatusCode != tt.want {
 			t.Errorf("%s with %q: %d, want %d", tt.path, tt.auth, resp.StatusCode, tt.want)
 		}
+	}
+}
+
+// The reserved /_ringlb/ namespace is never proxied (edges keep their
+// edge-to-edge endpoints there), and a client cannot send X-Ringlb-Skip.
+func TestReservedPathsAndHeaders(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	key := h.keyOwnedBy(t, "edge-1")
+	for _, path := range []string{"/_ringlb/claim", "/_ringlb/handoff", "/_ringlb/"} {
+		resp, _ := h.get(t, path, http.Header{"Ctstickiness": {key}})
+		if resp.StatusCode != http.StatusNotFound || resp.Header.Get("X-Ringlb-Edge") != "" {
+			t.Errorf("%s: %d from edge %q, want 404 from the balancer", path, resp.StatusCode, resp.Header.Get("X-Ringlb-Edge"))
+		}
+	}
+	conn, _ := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}, "X-Ringlb-Skip": {"edge-2,edge-3"}})
+	conn.Close()
+	if got := h.byName["edge-1"].skips(); len(got) != 1 || got[0] != "" {
+		t.Fatalf("edge got X-Ringlb-Skip %q from a client", got)
+	}
+}
+
+// A 421 may name an edge that has left the ring but still hosts the
+// session (draining, about to hand it on): the balancer finds it in gossip.
+func TestFollows421ToDrainingEdge(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	draining := startTestEdge(t, "edge-9")
+	m, err := health.Join(t.Context(), configs.Cluster{Name: "edge-9", Bind: "127.0.0.1:0", Profile: "local"},
+		health.Meta{Role: health.RoleEdge, URL: draining.url, Weight: 1, State: health.StateDraining}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Shutdown(context.Background()) })
+	h.bal.SetCluster(m)
+	key := h.keyOwnedBy(t, "edge-1")
+	h.byName["edge-1"].pin(key, "edge-9")
+	conn, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	conn.Close()
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != "edge-9" {
+		t.Fatalf("served by %q, want the draining edge-9 the 421 named", got)
 	}
 }

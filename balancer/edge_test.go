@@ -27,6 +27,7 @@ type testEdge struct {
 
 	mu   sync.Mutex
 	pins map[string]string // ctstickiness key → owning edge name
+	skip []string          // X-Ringlb-Skip of each WebSocket upgrade, in order
 }
 
 // whoami is the /whoami answer of a testEdge.
@@ -79,6 +80,9 @@ func startTestEdge(t testing.TB, name string) *testEdge {
 			ctx.SetContentType("application/json")
 			ctx.SetBody(body)
 		case "/ws":
+			e.mu.Lock()
+			e.skip = append(e.skip, string(ctx.Request.Header.Peek("X-Ringlb-Skip")))
+			e.mu.Unlock()
 			err := upgrader.Upgrade(ctx, func(c *websocket.Conn) {
 				defer c.Close()
 				for {
@@ -114,6 +118,13 @@ func (e *testEdge) pin(key, owner string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.pins[key] = owner
+}
+
+// skips returns the X-Ringlb-Skip headers of the upgrades received.
+func (e *testEdge) skips() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.skip...)
 }
 
 // stop closes the edge; afterwards dialing its address is refused.
