@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
@@ -120,6 +121,17 @@ func (s *Server) UseCluster(m *health.Membership, rc ring.Config) {
 	// its owners are this edge's first "previous view".
 	o.past = []pastView{{snap: first.Without(o.self), until: time.Now().Add(settleWindow)}}
 	s.hub.owner.Store(o)
+	pins := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ringlb_edge_pins",
+		Help: "Sessions live on this edge that the ring gives to another edge (pinned in gossip).",
+	}, func() float64 {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return float64(len(o.pinned))
+	})
+	if err := s.reg.Register(pins); err != nil {
+		s.log.Warn("ringlb_edge_pins not registered", "err", err)
+	}
 	changes, unsubscribe := m.Subscribe()
 	drain := s.drainStarted
 	go func() {
