@@ -26,6 +26,12 @@ type GSLB struct {
 	QueryLog bool `yaml:"query_log"`
 	// RateLimit is response rate limiting per client prefix.
 	RateLimit RateLimit `yaml:"rate_limit"`
+	// UDPWorkers is the number of UDP sockets sharing the port
+	// (SO_REUSEPORT), each with its own loop (default 0: one per CPU the Go
+	// runtime uses). Set, `ringlb gslb` also limits itself to that many
+	// CPUs (GOMAXPROCS, unless set in the environment), like NSD's
+	// server-count: for hosts that run other busy processes.
+	UDPWorkers int `yaml:"udp_workers"`
 }
 
 // Zone is one zone, from an RFC 1035 master file or inline records.
@@ -288,6 +294,7 @@ func (g *GSLB) validate(ps *problems) {
 		g.validateName(ps, fmt.Sprintf("gslb.names[%d]", i), n, seen)
 	}
 	rl := g.RateLimit
+	checkRange(ps, "gslb.udp_workers", g.UDPWorkers, 0, 1024)
 	checkRange(ps, "gslb.rate_limit.responses_per_second", rl.ResponsesPerSecond, 0, 10_000_000)
 	checkRange(ps, "gslb.rate_limit.slip", *rl.Slip, 0, 10)
 	checkRange(ps, "gslb.rate_limit.ipv4_prefix", rl.IPv4Prefix, 8, 32)

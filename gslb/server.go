@@ -140,12 +140,15 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 // Start binds UDP and TCP on cfg.listen (port 0 picks one free port for
 // both) and starts the monitors. It returns once both listeners serve.
 func (s *Server) Start(ctx context.Context) error {
-	listen := s.state.Load().cfg.Listen
+	listen, workers := s.state.Load().cfg.Listen, s.state.Load().cfg.UDPWorkers
+	if workers <= 0 || udpSockets() == 1 {
+		workers = udpSockets()
+	}
 	var pcs []net.PacketConn
 	var ln net.Listener
 	var err error
 	for attempt := 0; attempt < 10; attempt++ {
-		pcs, err = listenUDP(listen, udpSockets())
+		pcs, err = listenUDP(listen, workers)
 		if err != nil {
 			return err
 		}
@@ -228,6 +231,9 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 	old := s.state.Load()
 	if cfg.Listen != old.cfg.Listen {
 		return fmt.Errorf("gslb.listen: changing %s to %s needs a restart", old.cfg.Listen, cfg.Listen)
+	}
+	if cfg.UDPWorkers != old.cfg.UDPWorkers {
+		return fmt.Errorf("gslb.udp_workers: changing %d to %d needs a restart", old.cfg.UDPWorkers, cfg.UDPWorkers)
 	}
 	st, err := s.build(cfg)
 	if err != nil {

@@ -660,3 +660,24 @@ func TestFailoverWhenMemberDies(t *testing.T) {
 	took = waitAnswer(t, s, "127.0.0.1", "192.0.2.1")
 	t.Logf("back %s after it listened again (rise %d)", took, mon.Rise)
 }
+
+// gslb.udp_workers sets the number of UDP sockets (and loops) on the port;
+// changing it needs a restart, which a reload says.
+func TestUDPWorkers(t *testing.T) {
+	cfg := parseGSLB(t, "", "127.0.0.1:1", "127.0.0.1:1")
+	cfg.UDPWorkers = 1
+	s := startGSLB(t, cfg)
+	s.mu.Lock()
+	n := len(s.udp)
+	s.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d UDP sockets, want 1", n)
+	}
+	if r := query(t, s, "udp", "ringlb.test.", dns.TypeSOA, nil); r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("SOA over the one worker: %s", dns.RcodeToString[r.Rcode])
+	}
+	cfg.UDPWorkers = 2
+	if err := s.Reload(cfg); err == nil || !strings.Contains(err.Error(), "gslb.udp_workers") {
+		t.Fatalf("reload changing udp_workers: %v, want a restart-needed error", err)
+	}
+}

@@ -4,6 +4,12 @@
 # measures all three with dnsperf in one run: one dnsperf thread, 8 clients,
 # a mix of the managed name, a CNAME, NXDOMAIN, MX and AAAA.
 #
+# ringlb runs one UDP worker (gslb.udp_workers: 1; UDP_WORKERS=N to change),
+# as NSD runs one server process by default: on a 2-core machine dnsperf
+# takes one core, and a second worker only competes with it (measured: two
+# workers 0.75-0.78x NSD, one worker 0.99x, same runs). gdnsd and NSD run at
+# their defaults.
+#
 #   apt-get install -y gdnsd nsd dnsperf     # once
 #   bench/peers/dns-compare.sh               # DURATION=5 for a quick pass
 set -euo pipefail
@@ -30,6 +36,7 @@ www 300 IN CNAME ide'
 {
   echo "gslb:"
   echo "  listen: 127.0.0.1:15353"
+  echo "  udp_workers: ${UDP_WORKERS:-1}"
   echo "  admin: { listen: 127.0.0.1:0 }"
   echo "  zones:"
   echo "    - origin: ringlb.test"

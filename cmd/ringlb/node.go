@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -312,6 +313,13 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	drainFor := time.Duration(0)
 	if role == "edge" {
 		drainFor = cfg.Edge.DrainTimeout.D()
+	}
+	if role == "gslb" && cfg.GSLB.UDPWorkers > 0 && os.Getenv("GOMAXPROCS") == "" {
+		// gslb.udp_workers is the CPUs the DNS server uses, as NSD's
+		// server-count: with an idle second P the Go scheduler spins
+		// looking for work on a core another process (a load generator,
+		// a balancer) needs.
+		runtime.GOMAXPROCS(cfg.GSLB.UDPWorkers)
 	}
 	n, err := start(ctx, cfg, logger, true)
 	if err != nil {
