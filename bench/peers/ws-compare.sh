@@ -30,17 +30,20 @@ go build -o "$WORK/ringlb" ./cmd/ringlb
 RINGLB=$WORK/ringlb
 
 # Three edges and a ringlb balancer in one gossip cluster (loopback timings).
+# The edges host whatever they are sent (ownership: none): HAProxy and nginx
+# hash keys their own way and do not follow an edge's 421. RINGLB_PROCS=N
+# runs the ringlb balancer with GOMAXPROCS=N.
 for i in 1 2 3; do
   cat >"$WORK/edge$i.yaml" <<YAML
 cluster: { name: edge-$i, bind: 127.0.0.1:1794$i, join: [127.0.0.1:17940], profile: local }
-edge: { listen: 127.0.0.1:1710$i, admin: 127.0.0.1:1910$i, send_queue: 1024 }
+edge: { listen: 127.0.0.1:1710$i, admin: 127.0.0.1:1910$i, send_queue: 1024, ownership: none }
 YAML
 done
 cat >"$WORK/bal.yaml" <<YAML
 cluster: { name: bal-1, bind: 127.0.0.1:17940, profile: local }
 balancer: { listen: 127.0.0.1:18080, admin: { listen: 127.0.0.1:19090 } }
 YAML
-"$RINGLB" balancer -config "$WORK/bal.yaml" -log-level warn & pids+=($!); RINGLB_PID=$!
+GOMAXPROCS=${RINGLB_PROCS:-} "$RINGLB" balancer -config "$WORK/bal.yaml" -log-level warn & pids+=($!); RINGLB_PID=$!
 for i in 1 2 3; do "$RINGLB" edge -config "$WORK/edge$i.yaml" -log-level warn & pids+=($!); done
 
 cat >"$WORK/haproxy.cfg" <<CFG
