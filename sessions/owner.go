@@ -97,6 +97,10 @@ type ownership struct {
 	log  *slog.Logger
 	http *http.Client
 
+	// joined is when this edge joined: for settleWindow after, balancers may
+	// still route by rings without it.
+	joined time.Time
+
 	mu     sync.Mutex
 	past   []pastView
 	pinned map[string]uint64 // sessions pinned by us: key → hash
@@ -116,10 +120,8 @@ func (s *Server) UseCluster(m *health.Membership, rc ring.Config) {
 		pinned: make(map[string]uint64),
 		stop:   make(chan struct{}), done: make(chan struct{}),
 	}
-	first := o.ring.Update(o.members())
-	// Until every balancer knows of us, they route by a ring without us:
-	// its owners are this edge's first "previous view".
-	o.past = []pastView{{snap: first.Without(o.self), until: time.Now().Add(settleWindow)}}
+	o.ring.Update(o.members())
+	o.joined = time.Now()
 	s.hub.owner.Store(o)
 	pins := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "ringlb_edge_pins",
@@ -268,11 +270,20 @@ func (o *ownership) previousOwners(key []byte, skip []string) []string {
 	var out []string
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	views := make([]*ring.Snapshot, 0, len(o.past)+1)
+	if now.Before(o.joined.Add(settleWindow)) {
+		// Until every balancer knows of us they route by the ring without
+		// us — the current one less this edge, not the first we saw: we
+		// may have learnt of the other edges one by one.
+		views = append(views, o.ring.Snapshot().Without(o.self))
+	}
 	for _, p := range o.past {
-		if now.After(p.until) {
-			continue
+		if now.Before(p.until) {
+			views = append(views, p.snap)
 		}
-		m, ok := p.snap.Locate(key)
+	}
+	for _, v := range views {
+		m, ok := v.Locate(key)
 		if !ok || m.Name == o.self || contains(skip, m.Name) || contains(out, m.Name) {
 			continue
 		}

@@ -160,6 +160,14 @@ func TestScaleOutKeepsLiveSessionsWhole(t *testing.T) {
 	if len(moved) == 0 {
 		t.Fatal("no session changed owner; pick other keys")
 	}
+	// At once, before pins can have spread, the new owner already sends
+	// every one of them to its host: it asks the edges that owned the key
+	// before it joined.
+	for _, key := range moved {
+		if got := dialExpect421(t, c, key); got != host[key].s.name {
+			t.Fatalf("right after joining, the new owner sent %s to %q, want its host %s", key, got, host[key].s.name)
+		}
+	}
 	// The old hosts pin what they no longer own, and the pins reach c.
 	deadline := time.Now().Add(testDeadline)
 	for _, key := range moved {
