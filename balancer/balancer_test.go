@@ -760,3 +760,42 @@ func TestFollows421ToDrainingEdge(t *testing.T) {
 		t.Fatalf("served by %q, want the draining edge-9 the 421 named", got)
 	}
 }
+
+// Balancers read the edges' pins from gossip and send a pinned session
+// straight to its edge, without the 421 hop.
+func TestRoutesPinnedSessionsDirectly(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	pinned := startTestEdge(t, "edge-9")
+	join := func(name string, meta health.Meta, seeds ...string) *health.Membership {
+		m, err := health.Join(t.Context(), configs.Cluster{Name: name, Bind: "127.0.0.1:0", Profile: "local", Join: seeds,
+			ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond)}, meta, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Shutdown(context.Background()) })
+		return m
+	}
+	bal := join("bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
+	edge := join("edge-9", health.Meta{Role: health.RoleEdge, URL: pinned.url, Weight: 1, State: health.StateAlive}, bal.Addr())
+	h.bal.SetCluster(bal)
+	key := h.keyOwnedBy(t, "edge-1")
+	edge.Pin(xxhash.Sum64String(key))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if n, ok := bal.PinnedTo(xxhash.Sum64String(key)); ok && n.Name == "edge-9" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pin never reached the balancer's membership")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	conn, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	conn.Close()
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != "edge-9" {
+		t.Fatalf("pinned session served by %q, want edge-9", got)
+	}
+	if n := len(h.byName["edge-1"].skips()); n != 0 {
+		t.Fatalf("the ring owner was dialed %d times; the pin should have saved the hop", n)
+	}
+}

@@ -12,11 +12,15 @@ import (
 	"github.com/ringlb/ringlb/health"
 )
 
-// Cluster is what the admin API reads of gossip membership: the live nodes
-// and the recent changes. *health.Membership is one.
+// Cluster is what the balancer reads of gossip membership: the live nodes
+// and the recent changes (admin API), and the edges' session pins (routing).
+// *health.Membership is one.
 type Cluster interface {
 	Members() []health.Node
 	Recent() []health.Event
+	// PinnedTo names the edge hosting a session whose key hashes to h
+	// although the ring gives it to another edge.
+	PinnedTo(h uint64) (health.Node, bool)
 }
 
 // clusterRef holds the Cluster set by SetCluster (nil: no gossip, e.g. static

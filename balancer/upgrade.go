@@ -11,9 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/health"
 )
 
 // Limits on an edge's answer to a WebSocket upgrade.
@@ -34,6 +36,13 @@ var errHeadTooLarge = errors.New("response head too large")
 // hijacking means a dead edge or a 421 is handled while the client still
 // waits for an ordinary HTTP answer, so it can be retried or relayed.
 func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, key []byte, owner ring.Member, cookie []byte) {
+	if c := b.clusterOrNil(); c != nil {
+		// A session pinned to another edge (it outlived a ring change
+		// there) is sent straight to it, saving the 421 hop.
+		if n, ok := c.PinnedTo(xxhash.Sum64(key)); ok && n.Name != owner.Name && n.Meta.Role == health.RoleEdge && n.Meta.URL != "" {
+			owner = ring.Member{Name: n.Name, URL: n.Meta.URL, Weight: n.Meta.Weight}
+		}
+	}
 	var h fasthttp.RequestHeader
 	ctx.Request.Header.CopyTo(&h)
 	prepareRequestHeader(ctx, &h, key, true)
