@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -294,6 +296,24 @@ func (o *ownership) previousOwners(key []byte, skip []string) []string {
 	return out
 }
 
+// isPeer reports whether name is an edge of the cluster whose advertised
+// URL's host is ip (or a host name: then any address is taken). Edge-to-edge
+// requests are refused from anyone else; balancers never proxy them.
+func (o *ownership) isPeer(name string, ip net.IP) bool {
+	n, ok := o.m.Node(name)
+	if !ok || n.Meta.Role != health.RoleEdge || name == o.self {
+		return false
+	}
+	u, err := url.Parse(n.Meta.URL)
+	if err != nil {
+		return false
+	}
+	if want := net.ParseIP(u.Hostname()); want != nil && !want.Equal(ip) {
+		return false
+	}
+	return true
+}
+
 // goneFunc reports edges to disregard: those the balancer could not reach
 // (skip) and those no longer in the cluster.
 func (o *ownership) goneFunc(skip []string) func(string) bool {
@@ -354,10 +374,12 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		ctx.Error("bad claim\n", fasthttp.StatusBadRequest)
 		return
 	}
-	var gone func(string) bool
-	if o := s.hub.owner.Load(); o != nil {
-		gone = o.goneFunc(nil)
+	o := s.hub.owner.Load()
+	if o == nil || !o.isPeer(by, ctx.RemoteIP()) {
+		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
+		return
 	}
+	gone := o.goneFunc(nil)
 	if holder := s.hub.claim(key, s.name, by, settleWindow, gone); holder != "" {
 		ctx.Error("hosted\n", fasthttp.StatusConflict)
 		ctx.Response.Header.Set(headerOwner, holder) // after Error, which resets headers
@@ -616,6 +638,10 @@ func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
 	var req handoffRequest
 	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
 		ctx.Error("bad hand-off: "+err.Error()+"\n", fasthttp.StatusBadRequest)
+		return
+	}
+	if o := s.hub.owner.Load(); o == nil || !o.isPeer(req.From, ctx.RemoteIP()) {
+		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
 		return
 	}
 	var resp handoffResponse

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -314,5 +315,36 @@ func TestDrainHandsSessionsOn(t *testing.T) {
 	}
 	if v := metricValue(t, a.s, "ringlb_edge_sessions_handed_off_total"); v != 1 {
 		t.Errorf("handed off %v sessions, want 1", v)
+	}
+}
+
+// Edge-to-edge requests are taken only from the cluster's edges.
+func TestPeerRequestsFromStrangersRefused(t *testing.T) {
+	a := startClusterEdge(t, "edge-a", "")
+	b := startClusterEdge(t, "edge-b", a.m.Addr())
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	post := func(path, body string, h map[string]string) int {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+a.data+path, strings.NewReader(body))
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(pathClaim, "k", map[string]string{headerClaimBy: "mallory"}); code != http.StatusForbidden {
+		t.Errorf("claim by a stranger: %d, want 403", code)
+	}
+	if code := post(pathClaim, "k", map[string]string{headerClaimBy: "edge-b"}); code != http.StatusOK {
+		t.Errorf("claim by edge-b: %d, want 200", code)
+	}
+	if code := post(pathHandoff, `{"from":"mallory","sessions":[{"key":"k","epoch":"e","seq":1,"history":[]}]}`, nil); code != http.StatusForbidden {
+		t.Errorf("hand-off from a stranger: %d, want 403", code)
+	}
+	if live, _ := a.s.hub.lookup([]byte("k"), "edge-a", nil); live {
+		t.Error("a stranger's hand-off installed a session")
 	}
 }
