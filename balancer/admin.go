@@ -22,6 +22,7 @@ import (
 //	GET /api/lookup?key=K  {"key","owner","url","version","candidates":[...]}
 //	GET /api/nodes         {"node","ring_version","nodes":[...],"recent":[...]} (gossip members and static edges)
 //	POST /api/nodes/{name}/drain  asks that edge to drain (through its admin API)
+//	GET /                  the dashboard (dashboard.go), with GET /api/cluster and /api/gslb/...
 //
 // When balancer.admin.token_file is set, everything but /healthz needs
 // "Authorization: Bearer <token>".
@@ -49,6 +50,7 @@ func (b *Balancer) newAdminServer() *http.Server {
 	mux.Handle("GET /api/lookup", b.withToken(http.HandlerFunc(b.serveLookup)))
 	mux.Handle("GET /api/nodes", b.withToken(http.HandlerFunc(b.serveNodes)))
 	mux.Handle("POST /api/nodes/{name}/drain", b.withToken(http.HandlerFunc(b.serveDrain)))
+	b.handleDashboard(mux)
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: requestReadTimeout,
@@ -75,7 +77,15 @@ type ringMember struct {
 	Share  float64 `json:"share"`
 }
 
-func (b *Balancer) serveRing(w http.ResponseWriter, _ *http.Request) {
+// ringView is GET /api/ring.
+type ringView struct {
+	Node    string             `json:"node"`
+	Version uint64             `json:"version"`
+	Members []ringMember       `json:"members"`
+	Shares  map[string]float64 `json:"shares"`
+}
+
+func (b *Balancer) ringView() ringView {
 	snap := b.ring.Snapshot()
 	shares := snap.Shares()
 	members := []ringMember{}
@@ -83,12 +93,11 @@ func (b *Balancer) serveRing(w http.ResponseWriter, _ *http.Request) {
 		members = append(members, ringMember{Name: m.Name, URL: m.URL, Weight: m.Weight, Share: shares[m.Name]})
 	}
 	sort.Slice(members, func(i, j int) bool { return members[i].Name < members[j].Name })
-	writeJSON(w, http.StatusOK, struct {
-		Node    string             `json:"node"`
-		Version uint64             `json:"version"`
-		Members []ringMember       `json:"members"`
-		Shares  map[string]float64 `json:"shares"`
-	}{b.name, snap.Version(), members, shares})
+	return ringView{b.name, snap.Version(), members, shares}
+}
+
+func (b *Balancer) serveRing(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, b.ringView())
 }
 
 // serveLookup answers which edge owns a key. The key is used as given (it

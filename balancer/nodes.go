@@ -66,6 +66,13 @@ type eventView struct {
 // serveNodes: GET /api/nodes → {"node","nodes":[...],"recent":[...]}; static
 // edges are listed with role "edge" and state "static".
 func (b *Balancer) serveNodes(w http.ResponseWriter, _ *http.Request) {
+	nodes, recent, version := b.nodeViews()
+	writeJSON(w, http.StatusOK, map[string]any{"node": b.name, "ring_version": version, "nodes": nodes, "recent": recent})
+}
+
+// nodeViews lists the gossip members and static edges, the recent
+// membership changes and the ring version they were read with.
+func (b *Balancer) nodeViews() ([]nodeView, []eventView, uint64) {
 	snap := b.ring.Snapshot()
 	shares := snap.Shares()
 	var nodes []nodeView
@@ -87,7 +94,7 @@ func (b *Balancer) serveNodes(w http.ResponseWriter, _ *http.Request) {
 			nodes = append(nodes, nodeView{Name: m.Name, Role: "edge", State: "static", URL: m.URL, Weight: m.Weight, OnRing: true, Share: shares[m.Name]})
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"node": b.name, "ring_version": snap.Version(), "nodes": nodes, "recent": recent})
+	return nodes, recent, snap.Version()
 }
 
 // serveDrain: POST /api/nodes/{name}/drain asks that edge (through its own

@@ -1,0 +1,438 @@
+package balancer
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/ringlb/ringlb/health"
+)
+
+// dashboardFiles is the operator dashboard: plain HTML, CSS and JavaScript,
+// embedded so that the binary is the whole deployment (no build step, no
+// CDN, works on an air-gapped admin network).
+//
+//go:embed dashboard
+var dashboardFiles embed.FS
+
+// Bounds of the fan-out behind GET /api/cluster and the gslb proxy.
+const (
+	// peerFetchTimeout bounds one request to an edge's or a gslb node's
+	// admin API: a refresh waits at most this long for a slow node, which
+	// is then shown with its error instead of holding up the page.
+	peerFetchTimeout = 2 * time.Second
+	// peerBodyLimit bounds what is read of a peer's answer.
+	peerBodyLimit = 4 << 20
+)
+
+// handleDashboard registers the dashboard and the JSON it polls:
+//
+//	GET  /                                                 the page (no token: it holds no data)
+//	GET  /dashboard/{file}                                 its script and style
+//	GET  /api/cluster                                      ring, nodes with edge stats, recent changes, this balancer's counters, gslb pools
+//	POST /api/gslb/pools/{name}/{region}/{member}/mode     sets a serve mode on every gslb node of the cluster
+//
+// The balancer is the one admin endpoint an operator keeps open, so it
+// gathers what the page shows from the other nodes' admin APIs, found
+// through the addresses they gossip (health.Meta.Admin): edges' /metrics,
+// gslb nodes' /api/pools and /metrics.
+func (b *Balancer) handleDashboard(mux *http.ServeMux) {
+	static, err := fs.Sub(dashboardFiles, "dashboard")
+	if err != nil {
+		panic("balancer: embedded dashboard: " + err.Error()) // the embed directive guarantees the directory
+	}
+	files := http.FileServerFS(static)
+	mux.Handle("GET /{$}", dashboardHeaders(files))
+	mux.Handle("GET /dashboard/", dashboardHeaders(http.StripPrefix("/dashboard", files)))
+	mux.Handle("GET /api/cluster", b.withToken(http.HandlerFunc(b.serveCluster)))
+	mux.Handle("POST /api/gslb/pools/{name}/{region}/{member}/mode", b.withToken(http.HandlerFunc(b.serveGSLBMode)))
+}
+
+// dashboardHeaders sets what keeps the page from being abused: it carries
+// buttons that drain edges and change DNS answers, so it may not be framed
+// (clickjacking), and it runs only its own script (no inline code, so an
+// injected node name cannot become a script).
+func dashboardHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+		w.Header().Set("X-Frame-Options", "DENY")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		w.Header().Set("Cache-Control", "no-cache")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// clusterView is GET /api/cluster: everything the dashboard shows, read in
+// one request per refresh.
+type clusterView struct {
+	Node     string           `json:"node"`
+	At       time.Time        `json:"at"`
+	Ring     ringView         `json:"ring"`
+	Nodes    []clusterNode    `json:"nodes"`
+	Recent   []eventView      `json:"recent"`
+	Balancer balancerCounters `json:"balancer"`
+	GSLB     []gslbView       `json:"gslb"`
+}
+
+// clusterNode is a node of /api/nodes plus, for an edge with an admin
+// address, what its metrics say.
+type clusterNode struct {
+	nodeView
+	Stats *edgeStats `json:"stats,omitempty"`
+}
+
+// edgeStats are an edge's contract metrics (DESIGN.md, "Metrics"). Counters
+// and the lag histogram are totals since the edge started: the page shows
+// rates and recent lag from the difference between two refreshes.
+type edgeStats struct {
+	Sessions    float64 `json:"sessions"`
+	Connections float64 `json:"connections"`
+	Users       float64 `json:"users"`
+	Messages    float64 `json:"messages_total"`
+	Hosted      float64 `json:"sessions_hosted_total"`
+	LagCount    float64 `json:"lag_count"`
+	LagSum      float64 `json:"lag_sum_seconds"`
+	// LagP99 is the upper bound of the histogram bucket holding the 99th
+	// percentile, over the edge's whole life.
+	LagP99 float64 `json:"lag_p99_seconds"`
+	Error  string  `json:"error,omitempty"`
+}
+
+// balancerCounters are this balancer's own metrics.
+type balancerCounters struct {
+	Tunnels        float64            `json:"connections_active"`
+	TunnelsPerEdge map[string]float64 `json:"connections_per_edge"`
+	Requests       float64            `json:"requests_total"`
+	BackendErrors  float64            `json:"backend_errors_total"`
+	Rejected       float64            `json:"rejected_connections_total"`
+}
+
+// gslbView is one gslb node: its pools as its GET /api/pools reports them
+// (every member's state, serve mode, override, failover in effect).
+type gslbView struct {
+	Node    string          `json:"node"`
+	Region  string          `json:"region,omitempty"`
+	Admin   string          `json:"admin"`
+	Names   json.RawMessage `json:"names,omitempty"`
+	Queries float64         `json:"queries_total"`
+	Error   string          `json:"error,omitempty"`
+}
+
+func (b *Balancer) serveCluster(w http.ResponseWriter, r *http.Request) {
+	nodes, recent, _ := b.nodeViews()
+	view := clusterView{Node: b.name, At: time.Now().UTC(), Ring: b.ringView(), Recent: recent, Balancer: b.counters(), GSLB: []gslbView{}}
+	if view.Recent == nil {
+		view.Recent = []eventView{}
+	}
+	view.Nodes = make([]clusterNode, len(nodes))
+	for i, n := range nodes {
+		view.Nodes[i].nodeView = n
+	}
+	sort.Slice(view.Nodes, func(i, j int) bool {
+		a, c := view.Nodes[i], view.Nodes[j]
+		if a.Role != c.Role {
+			return roleOrder(a.Role) < roleOrder(c.Role)
+		}
+		return a.Name < c.Name
+	})
+	gslbs := b.gslbNodes()
+	view.GSLB = make([]gslbView, len(gslbs))
+
+	var wg sync.WaitGroup
+	for i := range view.Nodes {
+		n := &view.Nodes[i]
+		if n.Role == string(health.RoleEdge) && n.Admin != "" {
+			wg.Go(func() { n.Stats = fetchEdgeStats(r.Context(), n.Admin) })
+		}
+	}
+	for i, g := range gslbs {
+		view.GSLB[i] = gslbView{Node: g.Name, Region: g.Meta.Region, Admin: g.Meta.Admin}
+		wg.Go(func() { fetchGSLB(r.Context(), &view.GSLB[i], r.Header.Get("Authorization")) })
+	}
+	wg.Wait()
+	writeJSON(w, http.StatusOK, view)
+}
+
+func roleOrder(role string) int {
+	switch health.Role(role) {
+	case health.RoleBalancer:
+		return 0
+	case health.RoleEdge:
+		return 1
+	case health.RoleGSLB:
+		return 2
+	}
+	return 3
+}
+
+// gslbNodes are the gslb nodes of the gossip cluster that advertise an
+// admin address, by name.
+func (b *Balancer) gslbNodes() []health.Node {
+	c := b.clusterOrNil()
+	if c == nil {
+		return nil
+	}
+	var out []health.Node
+	for _, n := range c.Members() {
+		if n.Meta.Role == health.RoleGSLB && n.Meta.Admin != "" {
+			out = append(out, n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// counters reads this balancer's own registry.
+func (b *Balancer) counters() balancerCounters {
+	c := balancerCounters{TunnelsPerEdge: map[string]float64{}}
+	mfs, err := b.reg.Gather()
+	if err != nil {
+		b.log.Warn("dashboard: gather metrics", "err", err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "ringlb_balancer_connections_active":
+			for _, m := range mf.GetMetric() {
+				c.Tunnels += m.GetGauge().GetValue()
+				c.TunnelsPerEdge[labelValue(m, "edge")] += m.GetGauge().GetValue()
+			}
+		case "ringlb_balancer_requests_total":
+			c.Requests = sumFamily(mf)
+		case "ringlb_balancer_backend_errors_total":
+			c.BackendErrors = sumFamily(mf)
+		case "ringlb_balancer_rejected_connections_total":
+			c.Rejected = sumFamily(mf)
+		}
+	}
+	return c
+}
+
+// fetchEdgeStats reads an edge's metrics from its admin port.
+func fetchEdgeStats(ctx context.Context, admin string) *edgeStats {
+	st := &edgeStats{}
+	mfs, err := fetchMetrics(ctx, admin, "")
+	if err != nil {
+		st.Error = err.Error()
+		return st
+	}
+	st.Sessions = sumFamily(mfs["ringlb_edge_sessions_active"])
+	st.Connections = sumFamily(mfs["ringlb_edge_connections_active"])
+	st.Users = sumFamily(mfs["ringlb_edge_users_online"])
+	st.Messages = sumFamily(mfs["ringlb_edge_messages_total"])
+	st.Hosted = sumFamily(mfs["ringlb_edge_sessions_hosted_total"])
+	st.LagCount, st.LagSum, st.LagP99 = histogramSummary(mfs["ringlb_edge_lag_seconds"], 0.99)
+	return st
+}
+
+// fetchGSLB fills g from the node's /api/pools and /metrics. auth is the
+// dashboard's own Authorization header: one admin token for a cluster's
+// admin APIs is the expected deployment, and the gslb node checks it
+// itself. The address comes from gossip, which the balancer already trusts
+// with all of its routing (protect it with cluster.secret_key_file).
+func fetchGSLB(ctx context.Context, g *gslbView, auth string) {
+	code, body, err := callPeer(ctx, http.MethodGet, g.Admin+"/api/pools", auth)
+	if err == nil && code != http.StatusOK {
+		err = peerError(code, body)
+	}
+	if err != nil {
+		g.Error = err.Error()
+		return
+	}
+	var pools struct {
+		Names json.RawMessage `json:"names"`
+	}
+	if err := json.Unmarshal(body, &pools); err != nil {
+		g.Error = fmt.Sprintf("read %s/api/pools: %v", g.Admin, err)
+		return
+	}
+	g.Names = pools.Names
+	if mfs, err := fetchMetrics(ctx, g.Admin, auth); err == nil {
+		g.Queries = sumFamily(mfs["ringlb_gslb_queries_total"])
+	}
+}
+
+// serveGSLBMode: POST /api/gslb/pools/{name}/{region}/{member}/mode with
+// ?mode= (or a JSON body {"mode"}) sets the serve mode override on every gslb
+// node of the cluster, so that every name server of the domain answers the
+// same. The answer lists each node's result; its status is the nodes'
+// common status, or 502 when they differ.
+func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
+	mode := r.URL.Query().Get("mode")
+	if mode == "" && r.Body != nil {
+		var body struct {
+			Mode string `json:"mode"`
+		}
+		_ = json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body)
+		mode = body.Mode
+	}
+	nodes := b.gslbNodes()
+	if len(nodes) == 0 {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no gslb node with an admin address in this balancer's gossip cluster"})
+		return
+	}
+	type result struct {
+		Node   string          `json:"node"`
+		Status int             `json:"status"`
+		Answer json.RawMessage `json:"answer,omitempty"`
+		Error  string          `json:"error,omitempty"`
+	}
+	path := "/api/pools/" + url.PathEscape(r.PathValue("name")) + "/" + url.PathEscape(r.PathValue("region")) + "/" +
+		url.PathEscape(r.PathValue("member")) + "/mode?mode=" + url.QueryEscape(mode)
+	results := make([]result, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			res := result{Node: n.Name}
+			code, body, err := callPeer(r.Context(), http.MethodPost, n.Meta.Admin+path, r.Header.Get("Authorization"))
+			switch {
+			case err != nil:
+				res.Status, res.Error = http.StatusBadGateway, err.Error()
+			case json.Valid(body):
+				res.Status, res.Answer = code, body
+			default:
+				res.Status, res.Error = code, strings.TrimSpace(string(body))
+			}
+			results[i] = res
+		})
+	}
+	wg.Wait()
+	status := results[0].Status
+	for _, res := range results {
+		if res.Status != status {
+			status = http.StatusBadGateway
+		}
+	}
+	b.log.Info("serve mode set through the dashboard API", "name", r.PathValue("name"), "region", r.PathValue("region"),
+		"member", r.PathValue("member"), "mode", mode, "status", status)
+	writeJSON(w, status, map[string]any{"mode": mode, "results": results})
+}
+
+// callPeer sends one request to another node's admin API, bounded by
+// peerFetchTimeout, and returns the status and body (≤ peerBodyLimit).
+func callPeer(ctx context.Context, method, target, auth string) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, peerFetchTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, target, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, peerBodyLimit))
+	if err != nil {
+		return 0, nil, fmt.Errorf("read %s %s: %w", method, target, err)
+	}
+	return resp.StatusCode, body, nil
+}
+
+// peerError words a peer's non-2xx answer: its JSON "error" when it sent one.
+func peerError(code int, body []byte) error {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		return fmt.Errorf("%d %s: %s", code, http.StatusText(code), e.Error)
+	}
+	return fmt.Errorf("%d %s", code, http.StatusText(code))
+}
+
+// fetchMetrics reads a node's Prometheus text from admin/metrics.
+func fetchMetrics(ctx context.Context, admin, auth string) (map[string]*dto.MetricFamily, error) {
+	code, body, err := callPeer(ctx, http.MethodGet, admin+"/metrics", auth)
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, peerError(code, body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("parse %s/metrics: %w", admin, err)
+	}
+	return mfs, nil
+}
+
+// sumFamily adds up a counter, gauge or untyped family over its label sets.
+func sumFamily(mf *dto.MetricFamily) float64 {
+	var sum float64
+	for _, m := range mf.GetMetric() {
+		switch {
+		case m.Counter != nil:
+			sum += m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			sum += m.GetGauge().GetValue()
+		case m.Untyped != nil:
+			sum += m.GetUntyped().GetValue()
+		}
+	}
+	return sum
+}
+
+// histogramSummary merges a histogram family's label sets and returns its
+// count, sum and the upper bound of the bucket holding quantile q (+Inf
+// reported as the largest finite bound).
+func histogramSummary(mf *dto.MetricFamily, q float64) (count, sum, quantile float64) {
+	bounds := map[float64]float64{}
+	for _, m := range mf.GetMetric() {
+		h := m.GetHistogram()
+		if h == nil {
+			continue
+		}
+		count += float64(h.GetSampleCount())
+		sum += h.GetSampleSum()
+		for _, bk := range h.GetBucket() {
+			bounds[bk.GetUpperBound()] += float64(bk.GetCumulativeCount())
+		}
+	}
+	if count == 0 {
+		return 0, 0, 0
+	}
+	upper := make([]float64, 0, len(bounds))
+	for u := range bounds {
+		upper = append(upper, u)
+	}
+	sort.Float64s(upper)
+	for _, u := range upper {
+		if bounds[u] >= q*count && !math.IsInf(u, 1) {
+			return count, sum, u
+		}
+	}
+	for i := len(upper) - 1; i >= 0; i-- {
+		if !math.IsInf(upper[i], 1) {
+			return count, sum, upper[i]
+		}
+	}
+	return count, sum, 0
+}
+
+func labelValue(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}

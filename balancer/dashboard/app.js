@@ -1,0 +1,385 @@
+// ringlb dashboard: polls GET /api/cluster on this admin port and renders
+// it. No framework and no build step; every value from the API is put into
+// the page as text (never as HTML), since node names and reasons come from
+// other nodes.
+'use strict';
+
+const TOKEN_KEY = 'ringlb.adminToken';
+const REQUEST_TIMEOUT_MS = 8000;
+const PALETTE = ['#2f6fed', '#1f9d55', '#d98a00', '#8e44ad', '#d64545', '#00a3a3', '#c2185b', '#5d6d7e', '#7cb342', '#f4511e'];
+const MODES = ['always', 'obey', 'remove', 'no'];
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY) || '',
+  prev: null,      // the previous /api/cluster answer and when it came, for rates
+  timer: null,
+  interval: 2000,
+  inFlight: false,
+  colors: new Map(), // edge name → colour, stable for the page's life
+};
+
+// el builds an element: el('td', {class: 'num'}, 'text', child, ...).
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k === 'dataset') Object.assign(e.dataset, v);
+    else e.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+function svg(tag, attrs) {
+  const e = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  return e;
+}
+
+function $(id) { return document.getElementById(id); }
+
+function colorOf(name) {
+  if (!state.colors.has(name)) state.colors.set(name, PALETTE[state.colors.size % PALETTE.length]);
+  return state.colors.get(name);
+}
+
+function fmtInt(n) { return n === undefined || n === null ? '–' : Math.round(n).toLocaleString('en-US'); }
+function fmtRate(n) {
+  if (n === undefined || n === null || !isFinite(n)) return '–';
+  return n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(1);
+}
+function fmtPct(f) { return f === undefined || f === null ? '–' : (100 * f).toFixed(1) + ' %'; }
+function fmtSeconds(s) {
+  if (s === undefined || s === null || !isFinite(s)) return '–';
+  if (s < 0.001) return (s * 1e6).toFixed(0) + ' µs';
+  if (s < 1) return (s * 1000).toFixed(s < 0.01 ? 2 : 1) + ' ms';
+  return s.toFixed(2) + ' s';
+}
+function fmtTime(iso) {
+  const d = new Date(iso);
+  return isNaN(d) ? '' : d.toLocaleTimeString('en-GB', {hour12: false});
+}
+
+function pill(text, kind) { return el('span', {class: 'pill ' + (kind || '')}, text); }
+
+function statePill(s) {
+  const kind = {alive: 'ok', static: 'info', draining: 'warn'}[s] || 'bad';
+  return pill(s, kind);
+}
+
+// api calls this admin port with the token, bounded by REQUEST_TIMEOUT_MS.
+async function api(method, path) {
+  const headers = {Accept: 'application/json'};
+  if (state.token) headers.Authorization = 'Bearer ' + state.token;
+  const ctl = new AbortController();
+  const timeout = setTimeout(() => ctl.abort(), REQUEST_TIMEOUT_MS);
+  try {
+    const resp = await fetch(path, {method, headers, signal: ctl.signal, cache: 'no-store'});
+    let body = null;
+    try { body = await resp.json(); } catch (_) { /* not JSON */ }
+    if (resp.status === 401) {
+      showTokenForm(state.token ? 'The admin token was refused; enter the right one.' : null);
+    }
+    return {status: resp.status, ok: resp.ok, body};
+  } finally {
+    clearTimeout(timeout);
+  }
+}
+
+function setStatus(text, kind) {
+  const s = $('status');
+  s.textContent = text;
+  s.className = 'pill ' + kind;
+}
+
+function showError(msg) {
+  const e = $('error');
+  e.textContent = msg || '';
+  e.hidden = !msg;
+}
+
+async function refresh() {
+  if (state.inFlight) return;
+  state.inFlight = true;
+  try {
+    const r = await api('GET', '/api/cluster');
+    if (!r.ok) {
+      setStatus(r.status === 401 ? 'token needed' : 'error ' + r.status, 'bad');
+      showError(r.body && r.body.error ? r.body.error : 'GET /api/cluster answered ' + r.status);
+      return;
+    }
+    showError('');
+    render(r.body);
+    setStatus('live · ' + fmtTime(r.body.at), 'ok');
+    state.prev = {data: r.body, at: Date.parse(r.body.at) || Date.now()};
+  } catch (err) {
+    setStatus('unreachable', 'bad');
+    showError('cannot reach this balancer\'s admin API: ' + err.message);
+  } finally {
+    state.inFlight = false;
+  }
+}
+
+function schedule() {
+  clearInterval(state.timer);
+  state.timer = null;
+  if (state.interval > 0) state.timer = setInterval(refresh, state.interval);
+}
+
+// rate is (now − before) per second between two refreshes, or undefined.
+function rate(now, before, dt) {
+  if (before === undefined || now === undefined || !(dt > 0) || now < before) return undefined;
+  return (now - before) / dt;
+}
+
+function render(data) {
+  const dt = state.prev ? ((Date.parse(data.at) || Date.now()) - state.prev.at) / 1000 : 0;
+  const prevNodes = new Map(state.prev ? state.prev.data.nodes.map((n) => [n.name, n]) : []);
+  $('node').textContent = data.node;
+  $('ring-version').textContent = data.ring.version;
+  for (const m of data.ring.members) colorOf(m.name);
+
+  // Per-edge rates and recent lag from the difference with the last refresh.
+  let sessions = 0, conns = 0, users = 0, msgRate = 0, lagSum = 0, lagCount = 0, haveStats = false;
+  for (const n of data.nodes) {
+    const st = n.stats;
+    if (!st || st.error) continue;
+    haveStats = true;
+    sessions += st.sessions; conns += st.connections; users += st.users;
+    const p = prevNodes.get(n.name);
+    const ps = p && p.stats && !p.stats.error ? p.stats : null;
+    n.msgRate = ps ? rate(st.messages_total, ps.messages_total, dt) : undefined;
+    if (n.msgRate !== undefined) msgRate += n.msgRate;
+    if (ps && st.lag_count > ps.lag_count) {
+      n.recentLag = (st.lag_sum_seconds - ps.lag_sum_seconds) / (st.lag_count - ps.lag_count);
+      lagSum += st.lag_sum_seconds - ps.lag_sum_seconds;
+      lagCount += st.lag_count - ps.lag_count;
+    }
+  }
+  $('c-edges').textContent = data.ring.members.length;
+  $('c-sessions').textContent = haveStats ? fmtInt(sessions) : '–';
+  $('c-connections').textContent = haveStats ? fmtInt(conns) : '–';
+  $('c-users').textContent = haveStats ? fmtInt(users) : '–';
+  $('c-msgs').textContent = state.prev && haveStats ? fmtRate(msgRate) : '–';
+  $('c-lag').textContent = lagCount > 0 ? fmtSeconds(lagSum / lagCount) : 'idle';
+  $('c-tunnels').textContent = fmtInt(data.balancer.connections_active);
+  const prevBal = state.prev ? state.prev.data.balancer : null;
+  $('c-reqs').textContent = prevBal ? fmtRate(rate(data.balancer.requests_total, prevBal.requests_total, dt)) : '–';
+  let dns = 0, prevDNS = 0, haveDNS = false;
+  const prevGSLB = new Map(state.prev ? state.prev.data.gslb.map((g) => [g.node, g]) : []);
+  for (const g of data.gslb) {
+    const p = prevGSLB.get(g.node);
+    if (!g.error && p && !p.error) { dns += g.queries_total; prevDNS += p.queries_total; haveDNS = true; }
+  }
+  $('c-dns').textContent = haveDNS ? fmtRate(rate(dns, prevDNS, dt)) : (data.gslb.length ? '–' : 'no gslb');
+
+  renderRing(data.ring);
+  renderRecent(data.recent);
+  renderNodes(data);
+  renderGSLB(data.gslb);
+}
+
+function renderRing(ring) {
+  const chart = $('ring-chart');
+  chart.replaceChildren();
+  const r = 46, c = 2 * Math.PI * r;
+  chart.append(svg('circle', {cx: 60, cy: 60, r, fill: 'none', stroke: '#e3e7ee', 'stroke-width': 18}));
+  let offset = 0;
+  for (const m of ring.members) {
+    const len = m.share * c;
+    chart.append(svg('circle', {
+      cx: 60, cy: 60, r, fill: 'none', stroke: colorOf(m.name), 'stroke-width': 18,
+      'stroke-dasharray': `${Math.max(len - 1, 0)} ${c}`, 'stroke-dashoffset': -offset, transform: 'rotate(-90 60 60)',
+    }));
+    offset += len;
+  }
+  const label = svg('text', {x: 60, y: 57, 'text-anchor': 'middle', 'font-size': 16, 'font-weight': 650, fill: '#1c2330'});
+  label.textContent = ring.members.length;
+  const sub = svg('text', {x: 60, y: 73, 'text-anchor': 'middle', 'font-size': 9, fill: '#6b7588'});
+  sub.textContent = ring.members.length === 1 ? 'edge' : 'edges';
+  chart.append(label, sub);
+
+  const body = $('ring-table').tBodies[0];
+  body.replaceChildren(...ring.members.map((m) => el('tr', {dataset: {edge: m.name}},
+    el('td', {}, el('span', {class: 'swatch'}), m.name),
+    el('td', {class: 'num'}, fmtPct(m.share)),
+    el('td', {class: 'num'}, m.weight),
+    el('td', {class: 'muted'}, m.url))));
+  // Colour swatches through the CSSOM (allowed by the page's CSP, unlike
+  // inline style attributes).
+  body.querySelectorAll('tr').forEach((tr, i) => { tr.querySelector('.swatch').style.background = colorOf(ring.members[i].name); });
+  if (!ring.members.length) body.append(el('tr', {}, el('td', {colspan: 4, class: 'muted'}, 'no edge on the ring: every request gets 503')));
+}
+
+function renderRecent(recent) {
+  const list = $('recent');
+  const items = recent.slice(-30).reverse().map((e) => el('li', {},
+    el('time', {datetime: e.at}, fmtTime(e.at)),
+    pill(e.kind, {join: 'ok', leave: 'bad', update: 'info'}[e.kind]),
+    el('strong', {}, e.node),
+    el('span', {class: 'muted'}, e.role + (e.state ? ' · ' + e.state : ''))));
+  list.replaceChildren(...items);
+  if (!items.length) list.append(el('li', {class: 'muted'}, 'no change since this balancer started (or no gossip)'));
+}
+
+function renderNodes(data) {
+  const body = $('nodes').tBodies[0];
+  const rows = data.nodes.map((n) => {
+    const st = n.stats;
+    const edge = n.role === 'edge';
+    const cell = (v) => el('td', {class: 'num'}, st && !st.error ? v : '–');
+    let statsCells;
+    if (st && st.error) {
+      statsCells = [el('td', {colspan: 5, class: 'why'}, 'metrics unavailable: ' + st.error)];
+    } else {
+      statsCells = [
+        cell(fmtInt(st && st.sessions)),
+        cell(fmtInt(st && st.connections)),
+        cell(fmtInt(st && st.users)),
+        cell(fmtRate(n.msgRate)),
+        cell((n.recentLag !== undefined ? fmtSeconds(n.recentLag) : 'idle') + ' / ' + fmtSeconds(st && st.lag_p99_seconds)),
+      ];
+    }
+    const tunnels = edge ? data.balancer.connections_per_edge[n.name] || 0 : undefined;
+    const name = el('td', {}, edge && n.on_ring ? el('span', {class: 'swatch'}) : null, el('strong', {}, n.name),
+      n.name === data.node ? el('span', {class: 'muted'}, ' (this balancer)') : null);
+    const sw = name.querySelector('.swatch');
+    if (sw) sw.style.background = colorOf(n.name);
+    return el('tr', {dataset: {node: n.name, role: n.role}},
+      name,
+      el('td', {}, n.role),
+      el('td', {}, n.region || '–'),
+      el('td', {}, statePill(n.state), edge && !n.on_ring && n.state !== 'draining' ? el('span', {class: 'muted'}, ' off ring') : null),
+      el('td', {class: 'num'}, edge ? (n.on_ring ? fmtPct(n.share) : '–') : ''),
+      ...(edge ? statsCells : [el('td', {colspan: 5})]),
+      el('td', {class: 'num'}, edge ? fmtInt(tunnels) : ''),
+      el('td', {}, edge && n.state === 'alive' && n.admin ? drainButton(n.name) : null));
+  });
+  body.replaceChildren(...rows);
+}
+
+// drainButton asks twice (arm, then confirm within 4 s) rather than with a
+// modal dialog, which would stop the page's refreshes.
+function drainButton(name) {
+  const b = el('button', {type: 'button', class: 'danger', dataset: {drain: name}}, 'drain');
+  let disarm = null;
+  b.addEventListener('click', async () => {
+    if (!b.classList.contains('armed')) {
+      b.classList.add('armed');
+      b.textContent = 'confirm drain';
+      disarm = setTimeout(() => { b.classList.remove('armed'); b.textContent = 'drain'; }, 4000);
+      return;
+    }
+    clearTimeout(disarm);
+    b.disabled = true;
+    b.textContent = 'draining…';
+    const r = await api('POST', '/api/nodes/' + encodeURIComponent(name) + '/drain');
+    if (!r.ok) showError('drain ' + name + ': ' + (r.body && r.body.error ? r.body.error : 'answered ' + r.status));
+    refresh();
+  });
+  return b;
+}
+
+function renderGSLB(nodes) {
+  const box = $('gslb');
+  if (!nodes.length) {
+    box.replaceChildren(el('p', {class: 'muted'}, 'No gslb node in this balancer\'s gossip cluster. ' +
+      'A gslb node that joins the cluster (cluster.join) shows up here with its pools.'));
+    return;
+  }
+  box.replaceChildren(...nodes.map((g) => {
+    const head = el('h3', {}, g.node, ' ', el('span', {class: 'muted small'}, (g.region ? g.region + ' · ' : '') + g.admin));
+    if (g.error) return el('div', {class: 'gslb-node', dataset: {gslb: g.node}}, head, el('p', {class: 'banner'}, g.error));
+    const names = (g.names || []).map((n) => el('div', {class: 'gslb-name'},
+      el('h4', {}, n.name, n.auto_recover === false ? el('span', {class: 'muted small'}, ' (failover latches: auto_recover off)') : null),
+      el('div', {class: 'scroll'}, el('table', {},
+        el('thead', {}, el('tr', {},
+          el('th', {}, 'region / member'), el('th', {}, 'address'), el('th', {}, 'monitor'), el('th', {}, 'serve mode'),
+          el('th', {}, 'serving'), el('th', {}, 'set mode'))),
+        el('tbody', {}, ...(n.regions || []).flatMap((r) => regionRows(n.name, r)))))));
+    return el('div', {class: 'gslb-node', dataset: {gslb: g.node}}, head, ...names);
+  }));
+}
+
+function regionRows(name, r) {
+  let failover;
+  if (r.servfail) failover = pill('SERVFAIL: nothing to answer', 'bad');
+  else if (r.failover_to) failover = pill('failed over → ' + r.failover_to, 'warn');
+  else if (r.failed_over) failover = pill('failover latched', 'warn');
+  else failover = pill('serving its own members', 'ok');
+  const head = el('tr', {class: 'region-row', dataset: {region: r.region}},
+    el('td', {}, r.region), el('td', {colspan: 3}, 'answers ', (r.answers || []).join(', ') || '–', el('span', {class: 'muted'}, ' · TTL ' + r.ttl)),
+    el('td', {colspan: 2}, failover));
+  const members = (r.members || []).map((m) => {
+    const monitor = m.monitor ? pill(m.monitor + (m.up ? ' up' : ' down'), m.up ? 'ok' : 'bad') : el('span', {class: 'muted'}, 'not monitored');
+    const mode = el('span', {}, m.override || m.serve_mode || 'obey', m.override ? el('span', {class: 'muted'}, ' (override; config ' + (m.serve_mode || 'obey') + ')') : null);
+    return el('tr', {dataset: {member: m.member}},
+      el('td', {}, '\u00a0\u00a0' + m.member),
+      el('td', {}, m.address),
+      el('td', {}, monitor),
+      el('td', {}, mode),
+      el('td', {}, m.serving ? pill('yes', 'ok') : pill('no', 'bad'), m.why ? el('div', {class: 'why'}, m.why) : null),
+      el('td', {}, modeSelect(name, r.region, m)));
+  });
+  return [head, ...members];
+}
+
+function modeSelect(name, region, m) {
+  const current = m.override || '';
+  const s = el('select', {'aria-label': 'serve mode of ' + m.member, dataset: {mode: m.member}},
+    el('option', {value: '', selected: current === ''}, 'config (' + (m.serve_mode || 'obey') + ')'),
+    ...MODES.map((mode) => el('option', {value: mode, selected: current === mode}, mode)));
+  s.addEventListener('change', async () => {
+    s.disabled = true;
+    const path = '/api/gslb/pools/' + [name, region, m.member].map(encodeURIComponent).join('/') + '/mode?mode=' + encodeURIComponent(s.value);
+    const r = await api('POST', path);
+    if (!r.ok) {
+      const why = r.body && r.body.results ? r.body.results.filter((x) => x.status >= 300).map((x) => x.node + ': ' + (x.error || JSON.stringify(x.answer))).join('; ') : '';
+      showError('serve mode of ' + m.member + ': ' + (why || (r.body && r.body.error) || 'answered ' + r.status));
+    }
+    refresh();
+  });
+  return s;
+}
+
+function showTokenForm(why) {
+  $('token-form').hidden = false;
+  if (why) $('token-why').textContent = why;
+  $('token-input').focus();
+}
+
+function init() {
+  $('token-button').addEventListener('click', () => {
+    const f = $('token-form');
+    if (f.hidden) showTokenForm(); else f.hidden = true;
+  });
+  $('token-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    state.token = $('token-input').value.trim();
+    if (state.token) sessionStorage.setItem(TOKEN_KEY, state.token); else sessionStorage.removeItem(TOKEN_KEY);
+    $('token-input').value = '';
+    $('token-form').hidden = true;
+    refresh();
+  });
+  $('token-clear').addEventListener('click', () => {
+    state.token = '';
+    sessionStorage.removeItem(TOKEN_KEY);
+    $('token-form').hidden = true;
+    refresh();
+  });
+  $('interval').addEventListener('change', (ev) => {
+    state.interval = Number(ev.target.value);
+    schedule();
+    if (state.interval > 0) refresh();
+  });
+  // Browsers slow timers down in hidden tabs: catch up when shown again.
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(); });
+  refresh();
+  schedule();
+}
+
+init();

@@ -1,0 +1,253 @@
+package balancer
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+)
+
+// fakeEdgeMetrics is what an edge's admin /metrics says (the contract names).
+const fakeEdgeMetrics = `# TYPE ringlb_edge_sessions_active gauge
+ringlb_edge_sessions_active 3
+# TYPE ringlb_edge_connections_active gauge
+ringlb_edge_connections_active 7
+# TYPE ringlb_edge_users_online gauge
+ringlb_edge_users_online 6
+# TYPE ringlb_edge_messages_total counter
+ringlb_edge_messages_total 42
+# TYPE ringlb_edge_lag_seconds histogram
+ringlb_edge_lag_seconds_bucket{le="0.001"} 90
+ringlb_edge_lag_seconds_bucket{le="0.01"} 99
+ringlb_edge_lag_seconds_bucket{le="0.1"} 100
+ringlb_edge_lag_seconds_bucket{le="+Inf"} 100
+ringlb_edge_lag_seconds_sum 0.2
+ringlb_edge_lag_seconds_count 100
+`
+
+// fakeGSLB is a gslb admin API: /api/pools, /metrics and the mode override,
+// recording the overrides and the Authorization header it was sent.
+type fakeGSLB struct {
+	srv   *httptest.Server
+	mu    sync.Mutex
+	modes []string
+	auth  []string
+}
+
+func startFakeGSLB(t *testing.T) *fakeGSLB {
+	f := &fakeGSLB{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/pools", func(w http.ResponseWriter, r *http.Request) {
+		f.record("", r)
+		w.Write([]byte(`{"node":"gslb-t","names":[{"name":"ide.ringlb.test.","regions":[{"region":"west","failover_to":"east","members":[{"member":"bal-2","serving":false}]}]}]}`))
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("# TYPE ringlb_gslb_queries_total counter\nringlb_gslb_queries_total{qtype=\"A\",rcode=\"NOERROR\"} 5\nringlb_gslb_queries_total{qtype=\"AAAA\",rcode=\"NOERROR\"} 2\n"))
+	})
+	mux.HandleFunc("POST /api/pools/{name}/{region}/{member}/mode", func(w http.ResponseWriter, r *http.Request) {
+		mode := r.URL.Query().Get("mode")
+		f.record(r.PathValue("name")+"/"+r.PathValue("region")+"/"+r.PathValue("member")+"="+mode, r)
+		if mode == "bogus" {
+			w.WriteHeader(http.StatusBadRequest)
+			w.Write([]byte(`{"error":"serve mode must be always, obey, remove or no"}`))
+			return
+		}
+		w.Write([]byte(`{"mode":"` + mode + `"}`))
+	})
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeGSLB) record(mode string, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if mode != "" {
+		f.modes = append(f.modes, mode)
+	}
+	f.auth = append(f.auth, r.Header.Get("Authorization"))
+}
+
+// TestDashboardClusterView: GET /api/cluster gathers the ring, the gossip
+// nodes with each edge's metrics (read from its admin port), this balancer's
+// counters and every gslb node's pools; a serve mode set through the
+// balancer reaches the gslb node; the page and its files are served with a
+// CSP, without the token, while the data needs it.
+func TestDashboardClusterView(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	edgeAdmin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			w.Write([]byte(fakeEdgeMetrics))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer edgeAdmin.Close()
+	gslb := startFakeGSLB(t)
+
+	self := joinTest(t, "bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	joinTest(t, "gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, State: health.StateAlive}, self.Addr())
+	joinTest(t, "gslb-t", health.Meta{Role: health.RoleGSLB, Region: "east", Admin: gslb.srv.URL, State: health.StateAlive}, self.Addr())
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := self.Wait(ctx, func(ns []health.Node) bool { return len(ns) == 3 }); err != nil {
+		t.Fatal(err)
+	}
+	h.bal.SetCluster(self)
+
+	do := func(method, path, auth string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+h.admin+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(body)
+	}
+
+	for _, path := range []string{"/", "/dashboard/app.js", "/dashboard/style.css"} {
+		resp, body := do("GET", path, "")
+		if resp.StatusCode != 200 || len(body) < 100 || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+			t.Errorf("GET %s without token: %d, %d bytes, CSP %q", path, resp.StatusCode, len(body), resp.Header.Get("Content-Security-Policy"))
+		}
+	}
+	if resp, _ := do("GET", "/", ""); !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("GET / Content-Type %q", resp.Header.Get("Content-Type"))
+	}
+	if resp, _ := do("GET", "/api/cluster", ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET /api/cluster without token: %d, want 401", resp.StatusCode)
+	}
+
+	resp, body := do("GET", "/api/cluster", "s3cret")
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /api/cluster: %d %s", resp.StatusCode, body)
+	}
+	var view struct {
+		Node string
+		Ring struct {
+			Version uint64
+			Members []struct{ Name string }
+		}
+		Nodes []struct {
+			Name, Role, Region, State string
+			Stats                     *struct {
+				Sessions, Connections, Users float64
+				Messages                     float64 `json:"messages_total"`
+				LagCount                     float64 `json:"lag_count"`
+				LagP99                       float64 `json:"lag_p99_seconds"`
+				Error                        string
+			}
+		}
+		Recent   []struct{ Kind, Node string }
+		Balancer struct {
+			Tunnels float64 `json:"connections_active"`
+		}
+		GSLB []struct {
+			Node, Admin, Error string
+			Names              []struct {
+				Name    string
+				Regions []struct {
+					Region     string
+					FailoverTo string `json:"failover_to"`
+				}
+			}
+			Queries float64 `json:"queries_total"`
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &view); err != nil {
+		t.Fatalf("decode %s: %v", body, err)
+	}
+	if view.Node != "bal-test" || len(view.Ring.Members) != 3 || view.Ring.Version == 0 || len(view.Recent) == 0 {
+		t.Errorf("node %q, ring %+v, %d recent events", view.Node, view.Ring, len(view.Recent))
+	}
+	var roles []string
+	for _, n := range view.Nodes {
+		roles = append(roles, n.Role)
+		if n.Name != "gossip-edge" {
+			if n.Stats != nil {
+				t.Errorf("%s has stats %+v; only edges with an admin address do", n.Name, n.Stats)
+			}
+			continue
+		}
+		if st := n.Stats; st == nil || st.Error != "" || st.Sessions != 3 || st.Connections != 7 || st.Users != 6 || st.Messages != 42 || st.LagCount != 100 || st.LagP99 != 0.01 {
+			t.Errorf("gossip-edge stats %+v", st)
+		}
+	}
+	if strings.Join(roles, ",") != "balancer,edge,edge,edge,edge,gslb" {
+		t.Errorf("nodes by role: %v, want balancers, then edges, then gslb", roles)
+	}
+	if len(view.GSLB) != 1 {
+		t.Fatalf("gslb %+v", view.GSLB)
+	}
+	g := view.GSLB[0]
+	if g.Node != "gslb-t" || g.Error != "" || g.Queries != 7 || len(g.Names) != 1 || g.Names[0].Regions[0].FailoverTo != "east" {
+		t.Errorf("gslb view %+v", g)
+	}
+
+	// A serve mode through the balancer reaches the gslb node, with the token.
+	resp, body = do("POST", "/api/gslb/pools/ide.ringlb.test./west/bal-2/mode?mode=remove", "s3cret")
+	if resp.StatusCode != 200 || !strings.Contains(body, `"node": "gslb-t"`) {
+		t.Errorf("set mode: %d %s", resp.StatusCode, body)
+	}
+	resp, body = do("POST", "/api/gslb/pools/ide.ringlb.test./west/bal-2/mode?mode=bogus", "s3cret")
+	if resp.StatusCode != 400 || !strings.Contains(body, "serve mode must be") {
+		t.Errorf("set a bad mode: %d %s, want the gslb's 400 and reason", resp.StatusCode, body)
+	}
+	gslb.mu.Lock()
+	defer gslb.mu.Unlock()
+	if strings.Join(gslb.modes, " ") != "ide.ringlb.test./west/bal-2=remove ide.ringlb.test./west/bal-2=bogus" {
+		t.Errorf("gslb saw overrides %q", gslb.modes)
+	}
+	for _, a := range gslb.auth {
+		if a != "Bearer s3cret" {
+			t.Errorf("gslb was sent Authorization %q, want the dashboard's token", a)
+		}
+	}
+}
+
+// TestDashboardWithoutGossip: a balancer with static edges only still
+// answers /api/cluster (no gslb, no stats) and refuses serve modes with 404.
+func TestDashboardWithoutGossip(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	resp, err := h.client.Get("http://" + h.admin + "/api/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var view struct {
+		Nodes  []json.RawMessage
+		GSLB   []json.RawMessage
+		Recent []json.RawMessage
+	}
+	json.NewDecoder(resp.Body).Decode(&view)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(view.Nodes) != 3 || view.GSLB == nil || len(view.GSLB) != 0 || view.Recent == nil {
+		t.Errorf("/api/cluster without gossip: %d %+v", resp.StatusCode, view)
+	}
+	resp, err = h.client.Post("http://"+h.admin+"/api/gslb/pools/x/y/z/mode?mode=no", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("serve mode without gslb nodes: %d, want 404", resp.StatusCode)
+	}
+}
