@@ -48,7 +48,7 @@ func benchmarkFanout(b *testing.B, n int, payload []byte) {
 	for range batch {
 		frames = appendClientFrame(frames, payload)
 	}
-	measureFanout(b, sender, frames, batch, n, done)
+	measureFanout(b, sender, frames, batch, n, n-1, done)
 }
 
 // rawJoin opens a WebSocket by hand and waits until the edge has joined it
@@ -151,23 +151,35 @@ func appendClientFrame(dst, payload []byte) []byte {
 }
 
 // measureFanout writes frames (batch client frames) from sender round after
-// round until b.N frames went out, waits for the n-1 receivers to report each
-// round on done, and reports ns and allocations per delivered message. It
-// returns the frames sent and the allocations counted.
-func measureFanout(b *testing.B, sender io.Writer, frames []byte, batch, n int, done <-chan struct{}) (sent int, mallocs uint64) {
+// round until b.N frames went out, waits for readers signals on done each
+// round (one per reader that got the whole batch), and reports ns and
+// allocations per delivered message to the n-1 recipients. It returns the
+// frames sent and the allocations counted. A round not complete within
+// testDeadline fails the benchmark: a reader whose connection the edge
+// closed never signals again.
+func measureFanout(b *testing.B, sender io.Writer, frames []byte, batch, n, readers int, done <-chan struct{}) (sent int, mallocs uint64) {
 	rounds := (b.N + batch - 1) / batch
+	// One timer for every round: time.After would allocate, and the
+	// allocations counted are the process's.
+	timeout := time.NewTimer(testDeadline)
+	defer timeout.Stop()
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
-	for range rounds {
+	for round := range rounds {
 		if _, err := sender.Write(frames); err != nil {
 			b.Fatal(err)
 		}
-		for range n - 1 {
-			<-done
+		timeout.Reset(testDeadline)
+		for got := range readers {
+			select {
+			case <-done:
+			case <-timeout.C:
+				b.Fatalf("round %d: %d of %d readers got the batch within %s (a connection closed?)", round, got, readers, testDeadline)
+			}
 		}
 	}
 	elapsed := time.Since(start)
