@@ -74,6 +74,20 @@ type Edge struct {
 	// outlive a ring change and hands sessions on when draining; "none"
 	// hosts whatever it is sent (edges behind a third-party balancer).
 	Ownership string `yaml:"ownership"`
+	// StatsD optionally pushes the edge's metrics to a StatsD server.
+	StatsD StatsD `yaml:"statsd"`
+}
+
+// StatsD pushes the figures of an edge's /metrics to a StatsD server over
+// UDP: gauges as gauges, counters as the increase since the last push.
+type StatsD struct {
+	// Address of the StatsD server, host:port (UDP); empty: no push.
+	Address string `yaml:"address"`
+	// Prefix starts every metric name (default "ringlb.<cluster.name>.", so
+	// several edges' gauges do not overwrite each other).
+	Prefix string `yaml:"prefix"`
+	// Interval between pushes (default 10s, the usual StatsD flush).
+	Interval Duration `yaml:"interval"`
 }
 
 // Edge ownership modes.

@@ -146,3 +146,26 @@ func TestSecretFileThatExistsIsAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestEdgeStatsD(t *testing.T) {
+	cfg, err := Parse("statsd.yaml", []byte("edge:\n  statsd: { address: 127.0.0.1:8125 }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Edge.StatsD.Interval.D() != DefaultStatsDInterval {
+		t.Errorf("interval default = %s", cfg.Edge.StatsD.Interval.D())
+	}
+	for _, tt := range []struct{ statsd, want string }{
+		{"{ address: nope }", `edge.statsd.address: "nope" is not host:port`},
+		{"{ address: ':8125' }", `edge.statsd.address: ":8125" needs a host`},
+		{"{ address: 127.0.0.1:8125, interval: 1ms }", "edge.statsd.interval: must be in range [100ms, 1h], got 1ms"},
+		{"{ address: 127.0.0.1:8125, prefix: 'a:b|c' }", "edge.statsd.prefix: \"a:b|c\" may hold only letters"},
+		{"{ prefix: ringlb. }", "edge.statsd.address: is required when edge.statsd.prefix is set"},
+		{"{ address: 127.0.0.1:8125, port: 1 }", "port"},
+	} {
+		_, err := Parse("statsd.yaml", []byte("edge:\n  statsd: "+tt.statsd+"\n"))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("statsd %s: error %v, want it to contain %q", tt.statsd, err, tt.want)
+		}
+	}
+}

@@ -23,6 +23,7 @@ const (
 	DefaultHistoryBytes    = 1 << 20
 	DefaultSendQueue       = 256
 	DefaultKeyMaxLength    = 256
+	DefaultStatsDInterval  = 10 * time.Second
 	// Ring defaults come from the measurement kept as a test in balancer/ring:
 	// with 7919 partitions, replication 400 and load 1.05 the busiest edge
 	// holds ≤ 1.05× the mean and a 3→4 scale-out moves ≈ the ideal quarter.
@@ -61,6 +62,7 @@ func (c *Config) applyDefaults() {
 	setDefaultDuration(&e.IdleGrace, 60*time.Second)
 	setDefaultDuration(&e.DrainTimeout, 30*time.Second)
 	setDefault(&e.Ownership, OwnershipRing)
+	setDefaultDuration(&e.StatsD.Interval, DefaultStatsDInterval)
 
 	b := &c.Balancer
 	setDefault(&b.Listen, DefaultBalancerListen)
@@ -160,6 +162,7 @@ func (c *Config) validate() []problem {
 		ps.add("edge.ownership", "must be %q or %q, got %q", OwnershipRing, OwnershipNone, e.Ownership)
 	}
 	checkFile(&ps, "edge.auth.hmac_secret_file", e.Auth.HMACSecretFile)
+	checkStatsD(&ps, "edge.statsd", e.StatsD)
 	if e.Auth.Required && e.Auth.HMACSecretFile == "" {
 		ps.add("edge.auth.required", "needs edge.auth.hmac_secret_file to verify tokens with")
 	}
@@ -340,6 +343,33 @@ func validHostname(h string) bool {
 		}
 	}
 	return true
+}
+
+// checkStatsD checks an optional StatsD push. The prefix goes into every
+// line of the plain-text protocol, where ':', '|' and newlines are syntax.
+func checkStatsD(ps *problems, path string, s StatsD) {
+	if s.Address == "" {
+		if s.Prefix != "" {
+			ps.add(path+".address", "is required when %s.prefix is set", path)
+		}
+		return
+	}
+	checkHostPort(ps, path+".address", s.Address, false)
+	if host, _, err := net.SplitHostPort(s.Address); err == nil && host == "" {
+		ps.add(path+".address", "%q needs a host (e.g. 127.0.0.1:8125)", s.Address)
+	}
+	if iv := s.Interval.D(); iv < 100*time.Millisecond || iv > time.Hour {
+		ps.add(path+".interval", "must be in range [100ms, 1h], got %s", iv)
+	}
+	if len(s.Prefix) > 100 {
+		ps.add(path+".prefix", "must be at most 100 characters, got %d", len(s.Prefix))
+	}
+	for _, r := range s.Prefix {
+		if !(r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			ps.add(path+".prefix", "%q may hold only letters, digits, '.', '_' and '-'", s.Prefix)
+			break
+		}
+	}
 }
 
 func checkURL(ps *problems, path, raw string) {

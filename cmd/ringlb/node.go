@@ -112,6 +112,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		rc := cfg.Balancer.Ring
 		srv.UseCluster(m, ring.Config{Partitions: rc.Partitions, Replication: rc.Replication, Load: rc.Load})
 	}
+	stopStatsD := srv.StartStatsD(cfg.Edge.StatsD) // nothing without edge.statsd.address
 	logger.Info("edge started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr())
 	// A drain (admin POST /api/drain, SIGTERM) is announced in gossip, so
 	// balancers take the edge out of the ring for new sessions.
@@ -144,7 +145,9 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 				logger.Warn("could not announce draining before stopping", "err", err)
 			}
 			cancel()
-			return errors.Join(srv.Shutdown(ctx), m.Shutdown(ctx))
+			err := srv.Shutdown(ctx)
+			stopStatsD() // pushes the final figures
+			return errors.Join(err, m.Shutdown(ctx))
 		},
 	}, nil
 }
