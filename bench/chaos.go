@@ -1,0 +1,1406 @@
+package bench
+
+// The chaos workload: long-lived ringlb.v1 sessions whose participants send,
+// reconnect and resume while the cluster under them changes (an edge added,
+// drained, killed), with the accounting that tells whether a session split,
+// lost or duplicated a message, and whom each change disconnected. It is a
+// client of the wire contract only (DESIGN.md, "Wire contract"; the resume
+// contract is in sessions/README.md, "Drain").
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+)
+
+// ChaosOptions describes a chaos workload. Every loop in it is bounded by
+// Duration and by the counts here.
+type ChaosOptions struct {
+	// Targets are ws:// URLs of balancers; each participant starts on one
+	// (round-robin) and alternates over them when it reconnects.
+	Targets      []string `json:"targets"`
+	Sessions     int      `json:"sessions"`
+	Participants int      `json:"participants"` // per session, connected for the whole run
+	// Rate is msgs per second per participant, each interval jittered ±50%.
+	Rate float64 `json:"rate"`
+	// GuestStay > 0 gives every session one more participant slot, filled
+	// throughout the run by new participants: one joins after up to
+	// GuestAway, stays up to GuestStay (sending like the others), leaves,
+	// and the next joins after up to GuestAway again.
+	GuestStay time.Duration `json:"guest_stay_ns"`
+	GuestAway time.Duration `json:"guest_away_ns"`
+	// Sources are local addresses to dial from, round-robin over
+	// participants (each 127.0.0.x has its own ephemeral ports); empty lets
+	// the kernel choose.
+	Sources []net.IP `json:"sources,omitempty"`
+	// KeyPrefix makes session keys unique per run.
+	KeyPrefix string `json:"key_prefix"`
+	// Duration bounds the whole run: every goroutine ends by then even if
+	// Stop is never called.
+	Duration time.Duration `json:"duration_ns"`
+	// DialConcurrency bounds connection set-up at the start (default 64).
+	DialConcurrency int `json:"dial_concurrency"`
+	// Quiesce bounds Stop's wait for the last acks and deliveries once
+	// sending has stopped (default 10s).
+	Quiesce time.Duration `json:"quiesce_ns"`
+}
+
+func (o *ChaosOptions) setDefaults() {
+	if o.Participants == 0 {
+		o.Participants = 3
+	}
+	if o.Rate == 0 {
+		o.Rate = 1
+	}
+	if o.GuestStay > 0 && o.GuestAway == 0 {
+		o.GuestAway = o.GuestStay
+	}
+	if o.KeyPrefix == "" {
+		o.KeyPrefix = fmt.Sprintf("chaos-%x", rand.Uint32())
+	}
+	if o.Duration == 0 {
+		o.Duration = 5 * time.Minute
+	}
+	if o.DialConcurrency == 0 {
+		o.DialConcurrency = 64
+	}
+	if o.Quiesce == 0 {
+		o.Quiesce = 10 * time.Second
+	}
+}
+
+func (o *ChaosOptions) validate() error {
+	var errs []error
+	if len(o.Targets) == 0 {
+		errs = append(errs, errors.New("at least one target URL is required (ws://127.0.0.1:8080/ws)"))
+	}
+	for _, t := range o.Targets {
+		if u, err := url.Parse(t); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") {
+			errs = append(errs, fmt.Errorf("target %q must be a ws:// or wss:// URL", t))
+		}
+	}
+	if o.Sessions < 1 || o.Sessions > 100000 {
+		errs = append(errs, fmt.Errorf("sessions must be in range [1, 100000], got %d", o.Sessions))
+	}
+	if o.Participants < 1 || o.Participants > 1000 {
+		errs = append(errs, fmt.Errorf("participants must be in range [1, 1000], got %d", o.Participants))
+	}
+	if o.Rate <= 0 || o.Rate > 1000 {
+		errs = append(errs, fmt.Errorf("rate must be in range (0, 1000] per participant, got %g", o.Rate))
+	}
+	if o.GuestStay < 0 || o.GuestAway < 0 {
+		errs = append(errs, errors.New("guest stay and away must not be negative"))
+	}
+	if o.Duration <= 0 || o.Duration > time.Hour {
+		errs = append(errs, fmt.Errorf("duration must be in range (0, 1h], got %s", o.Duration))
+	}
+	if o.DialConcurrency < 1 || o.DialConcurrency > 4096 {
+		errs = append(errs, fmt.Errorf("dial concurrency must be in range [1, 4096], got %d", o.DialConcurrency))
+	}
+	return errors.Join(errs...)
+}
+
+// Client timings. Reconnects back off 20–200 ms and alternate balancers, at
+// most chaosMaxRedials times per outage (and never past the run's end).
+const (
+	chaosBackoffMin   = 20 * time.Millisecond
+	chaosBackoffMax   = 200 * time.Millisecond
+	chaosMaxRedials   = 100
+	chaosDialTimeout  = 5 * time.Second
+	chaosWriteTimeout = 5 * time.Second
+	// chaosReadTimeout ends a connection that hears nothing, not even the
+	// edge's pings (every 30 s).
+	chaosReadTimeout = 75 * time.Second
+	// chaosLeaveWait bounds how long a leaving guest waits for the acks of
+	// what it sent.
+	chaosLeaveWait = 3 * time.Second
+)
+
+// ChaosResult is the outcome of a run, written as JSON. Counts are per
+// phase: the run starts in phase "steady" and each Event starts another.
+type ChaosResult struct {
+	Options  ChaosOptions  `json:"options"`
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"duration_ns"`
+	// Participants counts every participant of the run, guests included
+	// (each guest that joins is a new one).
+	Participants int   `json:"participants"`
+	GuestJoins   int   `json:"guest_joins"`
+	Sent         int64 `json:"messages_sent"`      // distinct msgs the participants sent
+	Sequenced    int64 `json:"messages_sequenced"` // distinct (epoch, seq) the run saw
+	Delivered    int64 `json:"messages_delivered"` // msgs received from others
+	// Totals over the phases; SplitSessions counts a session once.
+	SplitSessions int   `json:"split_sessions"`
+	Lost          int64 `json:"messages_lost"`
+	LostToReset   int64 `json:"messages_lost_to_reset"`
+	Abandoned     int64 `json:"messages_abandoned"`
+	Duplicated    int64 `json:"messages_duplicated"`
+	Resets        int   `json:"resets"`
+	// ProtocolViolations: two different msgs seen at one (epoch, seq), a
+	// replayed own msg that is not the oldest unacked one, an ack for
+	// nothing sent, a frame that is not JSON: the edge broke the protocol,
+	// whatever the phase.
+	ProtocolViolations int `json:"protocol_violations"`
+	// GaveUp counts participants that could not reconnect within their
+	// bounded retries.
+	GaveUp      int           `json:"gave_up"`
+	Phases      []ChaosPhase  `json:"phases"`
+	CheckPoints []CheckPoint  `json:"checkpoints"`
+	Quiesced    bool          `json:"quiesced"` // Stop saw every ack and delivery arrive
+	QuiesceTime time.Duration `json:"quiesce_time_ns"`
+}
+
+// ChaosPhase is what happened from one event to the next. Everything
+// belongs to the phase it was seen in, except msgs that a participant in
+// the session to the end never got (the phase they were sequenced in) and
+// msgs never sequenced (the phase they were sent in).
+type ChaosPhase struct {
+	Name string        `json:"name"`
+	Edge string        `json:"edge,omitempty"` // the edge the event targets
+	At   time.Duration `json:"at_ns"`          // since the run started
+	// SessionsOnEdge had a participant connected to Edge when the event began.
+	SessionsOnEdge int `json:"sessions_on_edge,omitempty"`
+	// SplitSessions: sessions split at a check point of this phase
+	// (connected participants on different edges or epochs) or whose
+	// epochs sequenced msgs at overlapping times here.
+	SplitSessions     int `json:"split_sessions"`
+	SplitAtCheckPoint int `json:"split_at_checkpoint"`
+	SplitByEpoch      int `json:"split_by_epoch"`
+	// SessionsDisconnected had a participant get a close or error it did
+	// not ask for; DisconnectedElsewhere of them had none on Edge at the
+	// event.
+	SessionsDisconnected  int            `json:"sessions_disconnected"`
+	DisconnectedElsewhere int            `json:"disconnected_elsewhere"`
+	DisconnectedKeys      []string       `json:"disconnected_keys,omitempty"`
+	Closes                map[string]int `json:"closes,omitempty"` // by close code or "error"
+	// JoinFailures: participants that never got in (every dial failed);
+	// DialFailures: dials that failed or ended before a welcome.
+	JoinFailures int            `json:"join_failures"`
+	DialFailures int            `json:"dial_failures"`
+	DialErrors   map[string]int `json:"dial_errors,omitempty"` // by HTTP status, or the error's last words
+	Redials      int `json:"redials"` // reconnections made
+	// ResumeTime is from the event to the last disconnected session having
+	// all its participants welcomed again (Resume: the spread over the
+	// sessions); Unresumed never got there.
+	ResumeTime time.Duration  `json:"resume_time_ns"`
+	Resume     Percentiles    `json:"resume"`
+	Unresumed  int            `json:"unresumed"`
+	ResumedOn  map[string]int `json:"resumed_on,omitempty"` // edges the disconnected sessions came back on
+	Lost       int64          `json:"messages_lost"`
+	// LostToReset: msgs of an epoch a participant left by a reset (the
+	// history was gone) that it had not received.
+	LostToReset int64 `json:"messages_lost_to_reset"`
+	// Unsequenced: sent by a participant in the session to the end, never
+	// acked nor seen by anyone (counted in Lost). Abandoned: the same, but
+	// its sender left (a guest whose stay ended) before it could resend
+	// them, e.g. while it could not reconnect.
+	Unsequenced          int64 `json:"messages_unsequenced"`
+	Abandoned            int64 `json:"messages_abandoned"`
+	DuplicatedSequenced  int64 `json:"duplicated_sequenced"`
+	DuplicatedDeliveries int64 `json:"duplicated_deliveries"`
+	Resets               int   `json:"resets"`
+}
+
+// CheckPoint is one split check: every connected participant's edge and
+// epoch, compared within each session.
+type CheckPoint struct {
+	Name      string        `json:"name"`
+	At        time.Duration `json:"at_ns"`
+	Connected int           `json:"connected"`
+	Split     int           `json:"split_sessions"`
+	// SessionsByEdge counts sessions by the edge(s) their participants are on.
+	SessionsByEdge map[string]int `json:"sessions_by_edge"`
+}
+
+// Chaos is a running chaos workload: StartChaos starts it, Event marks a
+// change of the cluster, Settle and CheckPoint observe, Stop ends it and
+// returns the result. Its methods may be called from one goroutine at a
+// time (the script of the run).
+type Chaos struct {
+	opts    ChaosOptions
+	start   time.Time
+	ctx     context.Context // ends at the run's deadline or Stop
+	cancel  context.CancelFunc
+	dialers []*websocket.Dialer
+	// stopSending is closed by Stop: senders and guest loops end.
+	stopSending chan struct{}
+	wg          sync.WaitGroup // every goroutine of the run
+	progressWG  sync.WaitGroup
+	progressEnd chan struct{}
+
+	sessions []*chaosSession
+
+	mu          sync.Mutex // guards the fields below
+	phases      []*chaosPhase
+	checkpoints []CheckPoint
+	clients     []*chaosClient // every participant, guests included
+	lastDown    time.Duration  // latest unplanned disconnect
+
+	// Progress counters.
+	live      atomic.Int64
+	delivered atomic.Int64
+	redials   atomic.Int64
+	resets    atomic.Int64
+	downs     atomic.Int64
+}
+
+type chaosPhase struct {
+	ChaosPhase
+	onEdge          map[int]bool
+	disconnected    map[int]bool
+	splitCheckpoint map[int]bool
+	resumeTimes     []time.Duration // per disconnected session, filled at the end
+}
+
+// chaosSession is one session key and the ledger of what its participants
+// saw. Its mutex guards the ledger; clients is append-only under it.
+type chaosSession struct {
+	idx int
+	key string
+
+	mu      sync.Mutex
+	clients []*chaosClient // by slot
+	epochs  map[string]*epochLog
+	where   map[msgID]epochSeq // where each msg was first seen sequenced
+	dupSeq  []time.Duration    // sequencing times of second sequencings
+	order   int                // two msgs seen at one (epoch, seq)
+}
+
+type msgID struct {
+	slot int32
+	n    uint32
+}
+
+type epochSeq struct {
+	epoch string
+	seq   uint64
+}
+
+// epochLog is what the run saw of one epoch of a session: the msg at each
+// seq (index seq-1) and when its msgs were sequenced.
+type epochLog struct {
+	entries     []seqEntry
+	first, last time.Duration
+}
+
+type seqEntry struct {
+	id  msgID
+	at  time.Duration
+	set bool
+}
+
+// Client states on a connection.
+const (
+	stateDown       = iota // no connection (dialing, or between attempts)
+	stateReplay            // welcomed with resume: replayed msgs up to replayEnd come first
+	stateAwaitReset        // welcomed in another epoch: a reset comes next
+	stateLive              // sending
+)
+
+// chaosClient is one participant: its connections over time and its
+// protocol state. mu guards everything but seen (the reader's own).
+type chaosClient struct {
+	w     *Chaos
+	s     *chaosSession
+	slot  int32
+	id    string // "c" in data: "<session>.<slot>"
+	guest bool
+	base  int // round-robin index: first target and source
+	// joined is called once, at the first welcome or when giving up.
+	joined     func()
+	joinedOnce sync.Once
+
+	mu         sync.Mutex
+	conn       *websocket.Conn
+	state      int
+	pids       []string // participant ids of every welcome
+	edge       string
+	epoch      string
+	last       uint64 // last seq seen in epoch (msg or own ack)
+	replayEnd  uint64
+	welcomed   bool // ever
+	unacked    []outMsg
+	sentOnConn int // unacked[:sentOnConn] were sent on the current connection
+	nextN      uint32
+	leaving    bool          // asked to leave (guest's stay over, or Stop)
+	drained    chan struct{} // closed when unacked empties while leaving
+	closed     bool          // this side closed it: connection ends are planned
+	departed   bool          // left the session before the end (a guest), or never joined
+	gaveUp     bool
+	outages    []outage
+	segments   []segment
+	gaps       []gap
+	violations int
+
+	seen map[int32][]uint64 // reader only: bitset of n received per sender slot
+}
+
+type outMsg struct {
+	n      uint32
+	sentAt time.Duration
+}
+
+type outage struct {
+	down, up time.Duration // up < 0: not welcomed again
+	upEdge   string        // the edge that welcomed it again
+	phase    int
+}
+
+// segment is a stretch of one epoch a participant was in: it should see
+// every seq in (start, last]; reset closes it.
+type segment struct {
+	epoch       string
+	start, last uint64
+	reset       bool
+	resetPhase  int
+}
+
+// gap is seqs of an epoch a participant never got: skipped within the
+// epoch (found at), or by a reset in the same epoch (history too short).
+type gap struct {
+	epoch    string
+	from, to uint64
+	at       time.Duration
+	reset    bool
+}
+
+// StartChaos connects every participant (bounded by the dial concurrency),
+// starts traffic and the guests, and returns once every participant has
+// been welcomed or has failed to join. progress gets a line a second; nil
+// for none.
+func StartChaos(ctx context.Context, opts ChaosOptions, progress io.Writer) (*Chaos, error) {
+	opts.setDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if progress == nil {
+		progress = io.Discard
+	}
+	w := &Chaos{opts: opts, start: time.Now(), stopSending: make(chan struct{}), progressEnd: make(chan struct{})}
+	w.ctx, w.cancel = context.WithTimeout(ctx, opts.Duration)
+	w.phases = []*chaosPhase{newChaosPhase("steady", "", 0)}
+	sources := opts.Sources
+	if len(sources) == 0 {
+		sources = []net.IP{nil}
+	}
+	for _, ip := range sources {
+		nd := &net.Dialer{Timeout: chaosDialTimeout, KeepAlive: -1}
+		if ip != nil {
+			nd.LocalAddr = &net.TCPAddr{IP: ip}
+		}
+		w.dialers = append(w.dialers, &websocket.Dialer{
+			NetDialContext: nd.DialContext, HandshakeTimeout: chaosDialTimeout,
+			Subprotocols: []string{"ringlb.v1"}, ReadBufferSize: 1024, WriteBufferSize: 512,
+		})
+	}
+	w.sessions = make([]*chaosSession, opts.Sessions)
+	for i := range w.sessions {
+		w.sessions[i] = &chaosSession{idx: i, key: fmt.Sprintf("%s-%d", opts.KeyPrefix, i),
+			epochs: map[string]*epochLog{}, where: map[msgID]epochSeq{}}
+	}
+	w.progressWG.Add(1)
+	go w.reportProgress(progress)
+
+	sem := make(chan struct{}, opts.DialConcurrency)
+	var joined sync.WaitGroup
+	for _, s := range w.sessions {
+		for range opts.Participants {
+			c := w.newClient(s, false)
+			joined.Add(1)
+			w.wg.Add(1)
+			go func() {
+				defer w.wg.Done()
+				c.run(sem, joined.Done)
+			}()
+		}
+	}
+	joined.Wait()
+	if err := w.ctx.Err(); err != nil {
+		w.Stop(context.Background())
+		return nil, fmt.Errorf("chaos: connecting participants: %w", err)
+	}
+	if opts.GuestStay > 0 {
+		for _, s := range w.sessions {
+			w.wg.Add(1)
+			go func() {
+				defer w.wg.Done()
+				w.guests(s)
+			}()
+		}
+	}
+	return w, nil
+}
+
+func newChaosPhase(name, edge string, at time.Duration) *chaosPhase {
+	return &chaosPhase{ChaosPhase: ChaosPhase{Name: name, Edge: edge, At: at, Closes: map[string]int{}, ResumedOn: map[string]int{}, DialErrors: map[string]int{}},
+		onEdge: map[int]bool{}, disconnected: map[int]bool{}, splitCheckpoint: map[int]bool{}}
+}
+
+func (w *Chaos) now() time.Duration { return time.Since(w.start) }
+
+// phaseAt is the index of the phase t falls in. Called with w.mu held.
+func (w *Chaos) phaseAt(t time.Duration) int {
+	i := len(w.phases) - 1
+	for i > 0 && w.phases[i].At > t {
+		i--
+	}
+	return i
+}
+
+func (w *Chaos) newClient(s *chaosSession, guest bool) *chaosClient {
+	w.mu.Lock()
+	base := len(w.clients)
+	c := &chaosClient{w: w, s: s, guest: guest, base: base, seen: map[int32][]uint64{}}
+	w.clients = append(w.clients, c)
+	w.mu.Unlock()
+	s.mu.Lock()
+	c.slot = int32(len(s.clients))
+	s.clients = append(s.clients, c)
+	s.mu.Unlock()
+	c.id = fmt.Sprintf("%d.%d", s.idx, c.slot)
+	return c
+}
+
+// Event starts a new phase named name, now; edge names the edge the event
+// targets ("" for none), whose sessions are remembered so the result tells
+// apart the sessions it disconnected from the others. Call it just before
+// acting (e.g. right before the kill).
+func (w *Chaos) Event(name, edge string) {
+	p := newChaosPhase(name, edge, w.now())
+	if edge != "" {
+		for _, s := range w.sessions {
+			for _, v := range s.connected() {
+				if v.edge == edge {
+					p.onEdge[s.idx] = true
+				}
+			}
+		}
+		p.SessionsOnEdge = len(p.onEdge)
+	}
+	w.mu.Lock()
+	w.phases = append(w.phases, p)
+	w.mu.Unlock()
+}
+
+// where is one connected participant's edge and epoch.
+type where struct{ edge, epoch string }
+
+// connected returns where the session's connected participants are.
+func (s *chaosSession) connected() []where {
+	s.mu.Lock()
+	clients := s.clients
+	s.mu.Unlock()
+	var out []where
+	for _, c := range clients {
+		c.mu.Lock()
+		if c.state != stateDown && !c.closed {
+			out = append(out, where{c.edge, c.epoch})
+		}
+		c.mu.Unlock()
+	}
+	return out
+}
+
+// Settle waits until every participant that lost its connection is
+// welcomed again (or has left) and no connection has been lost for quiet.
+// It returns an error saying how many are still down when ctx ends first.
+func (w *Chaos) Settle(ctx context.Context, quiet time.Duration) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		down := 0
+		w.mu.Lock()
+		clients, lastDown := w.clients, w.lastDown
+		w.mu.Unlock()
+		for _, c := range clients {
+			c.mu.Lock()
+			if c.welcomed && !c.closed && !c.gaveUp && c.state != stateLive {
+				down++
+			}
+			c.mu.Unlock()
+		}
+		if down == 0 && w.now()-lastDown >= quiet {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not settled: %d participants still reconnecting: %w", down, ctx.Err())
+		case <-w.ctx.Done():
+			return fmt.Errorf("not settled: %d participants still reconnecting: run over: %w", down, w.ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// CheckPoint checks every session for a split now: its connected
+// participants must all be on one edge, in one epoch. It returns what it
+// found and records the split sessions in the current phase.
+func (w *Chaos) CheckPoint(name string) CheckPoint {
+	cp := CheckPoint{Name: name, At: w.now(), SessionsByEdge: map[string]int{}}
+	var split []int
+	for _, s := range w.sessions {
+		edges, epochs := map[string]bool{}, map[string]bool{}
+		for _, v := range s.connected() {
+			edges[v.edge], epochs[v.epoch] = true, true
+			cp.Connected++
+		}
+		if len(edges) > 1 || len(epochs) > 1 {
+			split = append(split, s.idx)
+		}
+		if len(edges) > 0 {
+			cp.SessionsByEdge[joinSorted(edges)]++
+		}
+	}
+	cp.Split = len(split)
+	w.mu.Lock()
+	p := w.phases[len(w.phases)-1]
+	for _, i := range split {
+		p.splitCheckpoint[i] = true
+	}
+	w.checkpoints = append(w.checkpoints, cp)
+	w.mu.Unlock()
+	return cp
+}
+
+// joinSorted names a set of edges: "edge-1", or "edge-1+edge-4" for a split.
+func joinSorted(set map[string]bool) string {
+	names := make([]string, 0, len(set))
+	for e := range set {
+		names = append(names, e)
+	}
+	slices.Sort(names)
+	return strings.Join(names, "+")
+}
+
+// SessionEdges returns, by session key, the edges its connected
+// participants are on now ("edge-1", or "edge-1+edge-4" when split).
+func (w *Chaos) SessionEdges() map[string]string {
+	out := make(map[string]string, len(w.sessions))
+	for _, s := range w.sessions {
+		edges := map[string]bool{}
+		for _, v := range s.connected() {
+			edges[v.edge] = true
+		}
+		out[s.key] = joinSorted(edges)
+	}
+	return out
+}
+
+// Stop ends the run: no more sends or guests, a wait (bounded by Quiesce)
+// for the last acks and deliveries, a final check point, then every
+// connection closed. It returns the result; call it once.
+func (w *Chaos) Stop(ctx context.Context) *ChaosResult {
+	close(w.stopSending)
+	quiesceStart := w.now()
+	quiesced := w.quiesce(ctx)
+	quiesceTime := w.now() - quiesceStart
+	w.CheckPoint("end")
+	w.mu.Lock()
+	clients := w.clients
+	w.mu.Unlock()
+	for _, c := range clients {
+		c.close()
+	}
+	w.cancel()
+	w.wg.Wait()
+	close(w.progressEnd)
+	w.progressWG.Wait()
+	res := w.tally()
+	res.Quiesced, res.QuiesceTime = quiesced, quiesceTime
+	return res
+}
+
+// quiesce waits until every participant still in the run is live with
+// nothing unacked and has seen its epoch's last seq.
+func (w *Chaos) quiesce(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, w.opts.Quiesce)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if w.quiet() {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-w.ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Chaos) quiet() bool {
+	for _, s := range w.sessions {
+		s.mu.Lock()
+		clients := s.clients
+		maxSeq := map[string]uint64{}
+		for e, l := range s.epochs {
+			maxSeq[e] = uint64(len(l.entries))
+		}
+		s.mu.Unlock()
+		for _, c := range clients {
+			c.mu.Lock()
+			busy := !c.closed && !c.departed && !c.gaveUp && (c.state != stateLive || len(c.unacked) > 0 || c.last < maxSeq[c.epoch])
+			c.mu.Unlock()
+			if busy {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// guests fills a session's guest slot with one new participant after
+// another until sending stops.
+func (w *Chaos) guests(s *chaosSession) {
+	for {
+		if !w.pause(randDuration(0, w.opts.GuestAway)) {
+			return
+		}
+		c := w.newClient(s, true)
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			c.run(nil, func() {})
+		}()
+		w.pause(randDuration(0, w.opts.GuestStay))
+		c.leave()
+	}
+}
+
+// pause waits d, or until sending stops (false).
+func (w *Chaos) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.stopSending:
+		return false
+	case <-w.ctx.Done():
+		return false
+	}
+}
+
+func randDuration(lo, hi time.Duration) time.Duration {
+	if hi <= lo {
+		return lo
+	}
+	return lo + rand.N(hi-lo)
+}
+
+// run is the participant's life: join, read until the connection ends,
+// reconnect (resuming) until it leaves, the run ends or its bounded redials
+// are spent. joined is called once, when it is first welcomed or gives up;
+// sem (nil: none) bounds concurrent dials before the first welcome.
+func (c *chaosClient) run(sem chan struct{}, joined func()) {
+	w := c.w
+	c.joined = joined
+	defer c.joinedOnce.Do(joined)
+	failures := 0
+	for attempt := 0; ; attempt++ {
+		if !c.wantConnection() {
+			return
+		}
+		c.mu.Lock()
+		joining := !c.welcomed
+		c.mu.Unlock()
+		if sem != nil && joining {
+			select {
+			case sem <- struct{}{}:
+			case <-w.ctx.Done():
+				return
+			}
+		}
+		conn, err := c.dial(attempt)
+		if sem != nil && joining {
+			<-sem
+		}
+		if err != nil {
+			w.count(func(p *chaosPhase) {
+				p.DialFailures++
+				p.DialErrors[dialErrorKind(err)]++
+			})
+			if failures++; failures >= chaosMaxRedials {
+				c.mu.Lock()
+				if joining {
+					c.departed = true // never joined: not part of the session
+					w.count(func(p *chaosPhase) { p.JoinFailures++ })
+				} else {
+					c.gaveUp = true
+				}
+				c.mu.Unlock()
+				return
+			}
+			if !w.sleep(randDuration(chaosBackoffMin, chaosBackoffMax)) {
+				return
+			}
+			continue
+		}
+		failures = 0
+		if !joining {
+			w.redials.Add(1)
+			w.count(func(p *chaosPhase) { p.Redials++ })
+		}
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			conn.Close()
+			return
+		}
+		c.conn = conn
+		c.mu.Unlock()
+		if !c.disconnected(c.read(conn)) {
+			return
+		}
+		if !w.sleep(randDuration(chaosBackoffMin, chaosBackoffMax)) {
+			return
+		}
+	}
+}
+
+// wantConnection: not left, and either still in the run or leaving with
+// msgs to get acked.
+func (c *chaosClient) wantConnection() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.departed || c.gaveUp || c.w.ctx.Err() != nil {
+		return false
+	}
+	return !c.leaving || len(c.unacked) > 0
+}
+
+// sleep waits d unless the run ends first.
+func (w *Chaos) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.ctx.Done():
+		return false
+	}
+}
+
+// dial opens a connection through the next balancer, resuming when this
+// participant was welcomed before.
+func (c *chaosClient) dial(attempt int) (*websocket.Conn, error) {
+	w := c.w
+	target := w.opts.Targets[(c.base+attempt)%len(w.opts.Targets)]
+	c.mu.Lock()
+	if c.welcomed {
+		target += "?resume=" + strconv.FormatUint(c.last, 10) + "&epoch=" + url.QueryEscape(c.epoch)
+	}
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(w.ctx, chaosDialTimeout)
+	defer cancel()
+	conn, resp, err := w.dialers[c.base%len(w.dialers)].DialContext(ctx, target, http.Header{"Ctstickiness": {c.s.key}})
+	if err != nil {
+		de := &dialError{err: fmt.Errorf("dial %s: %w", target, err)}
+		if resp != nil {
+			de.status, de.owner, de.edge = resp.StatusCode, resp.Header.Get("X-Ringlb-Owner"), resp.Header.Get("X-Ringlb-Edge")
+		}
+		return nil, de
+	}
+	if conn.Subprotocol() != "ringlb.v1" {
+		conn.Close()
+		return nil, &dialError{err: fmt.Errorf("dial %s: subprotocol %q, want ringlb.v1", target, conn.Subprotocol())}
+	}
+	return conn, nil
+}
+
+// dialError is a failed dial: the HTTP status when the server answered.
+type dialError struct {
+	status      int
+	owner, edge string // X-Ringlb-Owner and X-Ringlb-Edge of the answer
+	err         error
+}
+
+func (e *dialError) Error() string {
+	if e.status != 0 {
+		return fmt.Sprintf("%v (HTTP %d)", e.err, e.status)
+	}
+	return e.err.Error()
+}
+
+func (e *dialError) Unwrap() error { return e.err }
+
+// dialErrorKind names a dial failure for counting: "HTTP 421 from edge-3
+// owner edge-2", "HTTP 502", "timeout", "refused", or "error".
+func dialErrorKind(err error) string {
+	var de *dialError
+	var ne net.Error
+	switch {
+	case errors.As(err, &de) && de.status != 0:
+		kind := "HTTP " + strconv.Itoa(de.status)
+		if de.edge != "" {
+			kind += " from " + de.edge
+		}
+		if de.owner != "" {
+			kind += " owner " + de.owner
+		}
+		return kind
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case strings.Contains(err.Error(), "connection refused"):
+		return "refused"
+	default:
+		return "error"
+	}
+}
+
+// chaosFrame is any server frame of ringlb.v1 (the fields this client reads).
+type chaosFrame struct {
+	Type        string          `json:"type"`
+	Seq         uint64          `json:"seq"`
+	Epoch       string          `json:"epoch"`
+	Edge        string          `json:"edge"`
+	Participant string          `json:"participant"`
+	From        string          `json:"from"`
+	TS          int64           `json:"ts"`
+	Data        json.RawMessage `json:"data"`
+}
+
+type chaosData struct {
+	C string `json:"c"`
+	N uint32 `json:"n"`
+}
+
+// read handles conn's frames until it ends; it reports why it ended (the
+// close code, or "error").
+func (c *chaosClient) read(conn *websocket.Conn) (reason string) {
+	defer conn.Close()
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(chaosReadTimeout))
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			switch {
+			case errors.As(err, &ce):
+				reason = strconv.Itoa(ce.Code)
+			default:
+				reason = "error"
+			}
+			return reason
+		}
+		var f chaosFrame
+		if json.Unmarshal(data, &f) != nil {
+			c.mu.Lock()
+			c.violations++
+			c.mu.Unlock()
+			continue
+		}
+		switch f.Type {
+		case "welcome":
+			c.onWelcome(conn, &f)
+		case "reset":
+			c.onReset(&f)
+		case "ack":
+			c.onAck(f.Seq)
+		case "msg":
+			c.onMsg(&f)
+		}
+	}
+}
+
+// disconnected records the end of a connection. It reports whether to
+// reconnect.
+func (c *chaosClient) disconnected(reason string) bool {
+	w := c.w
+	at := w.now()
+	c.mu.Lock()
+	c.conn = nil
+	wasUp := c.state != stateDown
+	c.state = stateDown
+	c.sentOnConn = 0
+	planned := c.closed || w.ctx.Err() != nil
+	welcomed := c.welcomed
+	c.mu.Unlock()
+	if wasUp {
+		w.live.Add(-1)
+	}
+	switch {
+	case planned:
+		return false
+	case !welcomed:
+		w.count(func(p *chaosPhase) { // ended before its first welcome
+			p.DialFailures++
+			p.DialErrors["closed "+reason]++
+		})
+	default:
+		w.downs.Add(1)
+		w.mu.Lock()
+		i := w.phaseAt(at)
+		p := w.phases[i]
+		p.disconnected[c.s.idx] = true
+		p.Closes[reason]++
+		w.lastDown = at
+		w.mu.Unlock()
+		c.mu.Lock()
+		c.outages = append(c.outages, outage{down: at, up: -1, phase: i})
+		c.mu.Unlock()
+	}
+	return c.wantConnection()
+}
+
+func (c *chaosClient) onWelcome(conn *websocket.Conn, f *chaosFrame) {
+	at := c.w.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != conn {
+		return
+	}
+	c.pids = append(c.pids, f.Participant)
+	c.edge = f.Edge
+	if n := len(c.outages); n > 0 && c.outages[n-1].up < 0 {
+		c.outages[n-1].up, c.outages[n-1].upEdge = at, f.Edge
+	}
+	c.w.live.Add(1)
+	switch {
+	case !c.welcomed:
+		c.welcomed = true
+		c.epoch, c.last = f.Epoch, f.Seq
+		c.segments = append(c.segments, segment{epoch: f.Epoch, start: f.Seq, last: f.Seq})
+		c.goLive()
+		c.w.wg.Add(1) // the run goroutine, counted, is still running
+		go func() {
+			defer c.w.wg.Done()
+			c.send()
+		}()
+		c.joinedOnce.Do(c.joined)
+	case f.Epoch == c.epoch && f.Seq >= c.last:
+		c.replayEnd = f.Seq
+		c.state = stateReplay
+		if f.Seq == c.last {
+			c.goLive()
+		}
+	default:
+		c.state = stateAwaitReset
+	}
+}
+
+func (c *chaosClient) onReset(f *chaosFrame) {
+	w := c.w
+	w.resets.Add(1)
+	at := w.now()
+	w.mu.Lock()
+	i := w.phaseAt(at)
+	w.phases[i].Resets++
+	w.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seg := &c.segments[len(c.segments)-1]
+	seg.reset, seg.resetPhase = true, i
+	if f.Epoch == c.epoch && f.Seq > c.last {
+		// Same epoch, history too short: what it skips is lost to the reset.
+		c.gaps = append(c.gaps, gap{epoch: c.epoch, from: c.last + 1, to: f.Seq, at: at, reset: true})
+	}
+	c.epoch, c.last = f.Epoch, f.Seq
+	c.segments = append(c.segments, segment{epoch: f.Epoch, start: f.Seq, last: f.Seq})
+	c.goLive()
+}
+
+// goLive sends every unacked msg again (in order) and lets new ones go out.
+// Called with c.mu held.
+func (c *chaosClient) goLive() {
+	c.state = stateLive
+	c.sentOnConn = 0
+	for _, m := range c.unacked {
+		if !c.write(m.n) {
+			break
+		}
+		c.sentOnConn++
+	}
+}
+
+// write sends msg n on the current connection. Called with c.mu held.
+func (c *chaosClient) write(n uint32) bool {
+	if c.conn == nil {
+		return false
+	}
+	b := make([]byte, 0, 64)
+	b = append(b, `{"type":"msg","data":{"c":"`...)
+	b = append(b, c.id...)
+	b = append(b, `","n":`...)
+	b = strconv.AppendUint(b, uint64(n), 10)
+	b = append(b, "}}"...)
+	_ = c.conn.SetWriteDeadline(time.Now().Add(chaosWriteTimeout))
+	if err := c.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+		// The reader ends now and the participant reconnects.
+		c.conn.Close()
+		return false
+	}
+	return true
+}
+
+// advance moves the seq seen in the current epoch to seq: within an epoch
+// seqs arrive contiguous, so a jump is a gap. Called with c.mu held.
+func (c *chaosClient) advance(seq uint64) {
+	if seq > c.last+1 {
+		c.gaps = append(c.gaps, gap{epoch: c.epoch, from: c.last + 1, to: seq - 1, at: c.w.now()})
+	}
+	c.last = seq
+	c.segments[len(c.segments)-1].last = seq
+}
+
+func (c *chaosClient) onAck(seq uint64) {
+	at := c.w.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateLive || c.sentOnConn == 0 || seq <= c.last {
+		c.violations++
+		return
+	}
+	m := c.unacked[0]
+	c.unacked = c.unacked[1:]
+	c.sentOnConn--
+	c.s.record(c.epoch, seq, msgID{c.slot, m.n}, at)
+	c.advance(seq)
+	c.ackedOne()
+}
+
+// ackedOne tells a leaving participant waiting for its acks when the last
+// came. Called with c.mu held.
+func (c *chaosClient) ackedOne() {
+	if len(c.unacked) == 0 && c.drained != nil {
+		close(c.drained)
+		c.drained = nil
+	}
+}
+
+func (c *chaosClient) onMsg(f *chaosFrame) {
+	w := c.w
+	var d chaosData
+	if json.Unmarshal(f.Data, &d) != nil {
+		c.mu.Lock()
+		c.violations++
+		c.mu.Unlock()
+		return
+	}
+	slot, ok := c.s.slotOf(d.C)
+	at := time.UnixMilli(f.TS).Sub(w.start)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !ok || (c.state != stateLive && c.state != stateReplay) {
+		c.violations++
+		return
+	}
+	if f.Seq <= c.last {
+		return // a replay of what came live: dropped by seq
+	}
+	id := msgID{slot, d.N}
+	if slices.Contains(c.pids, f.From) {
+		// Its own msg, sequenced before its ack could arrive: acked now.
+		if len(c.unacked) == 0 || c.sentOnConn > 0 || slot != c.slot || c.unacked[0].n != d.N {
+			c.violations++
+		} else {
+			c.unacked = c.unacked[1:]
+			c.ackedOne()
+		}
+	} else {
+		words := c.seen[slot]
+		if need := int(d.N/64) + 1; len(words) < need {
+			words = append(words, make([]uint64, need-len(words))...)
+			c.seen[slot] = words
+		}
+		if words[d.N/64]&(1<<(d.N%64)) != 0 {
+			w.count(func(p *chaosPhase) { p.DuplicatedDeliveries++ })
+		}
+		words[d.N/64] |= 1 << (d.N % 64)
+		w.delivered.Add(1)
+	}
+	c.s.record(c.epoch, f.Seq, id, at)
+	c.advance(f.Seq)
+	if c.state == stateReplay && f.Seq >= c.replayEnd {
+		c.goLive()
+	}
+}
+
+// send sends a msg every 1/Rate (±50%) until sending stops or it leaves;
+// while disconnected msgs queue and go out on resume.
+func (c *chaosClient) send() {
+	w := c.w
+	interval := time.Duration(float64(time.Second) / w.opts.Rate)
+	for {
+		if !w.pause(randDuration(interval/2, interval*3/2)) {
+			return
+		}
+		c.mu.Lock()
+		if c.leaving || c.closed || c.gaveUp {
+			c.mu.Unlock()
+			return
+		}
+		c.unacked = append(c.unacked, outMsg{n: c.nextN, sentAt: w.now()})
+		c.nextN++
+		// Only in order: after every earlier msg went out on this connection.
+		if c.state == stateLive && c.sentOnConn == len(c.unacked)-1 && c.write(c.unacked[len(c.unacked)-1].n) {
+			c.sentOnConn++
+		}
+		c.mu.Unlock()
+	}
+}
+
+// leave ends a guest's stay: no more sends, a bounded wait for the acks of
+// what it sent (through a reconnect if need be), then a close.
+func (c *chaosClient) leave() {
+	c.mu.Lock()
+	c.leaving = true
+	var drained chan struct{}
+	if len(c.unacked) > 0 {
+		drained = make(chan struct{})
+		c.drained = drained
+	}
+	c.mu.Unlock()
+	if drained != nil {
+		t := time.NewTimer(chaosLeaveWait)
+		select {
+		case <-drained:
+		case <-t.C:
+		case <-c.w.ctx.Done():
+		}
+		t.Stop()
+	}
+	c.mu.Lock()
+	c.departed = true
+	c.mu.Unlock()
+	c.close()
+}
+
+// close ends the participant's connection from this side; it does not
+// reconnect.
+func (c *chaosClient) close() {
+	c.mu.Lock()
+	c.leaving, c.closed = true, true
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "leaving"), time.Now().Add(time.Second))
+		conn.Close()
+	}
+}
+
+// slotOf parses "<session>.<slot>" for this session.
+func (s *chaosSession) slotOf(c string) (int32, bool) {
+	sess, slot, ok := strings.Cut(c, ".")
+	if !ok || sess != strconv.Itoa(s.idx) {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(slot, 10, 32)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return int32(n), int(n) < len(s.clients)
+}
+
+// record notes msg id at (epoch, seq), sequenced at about at.
+func (s *chaosSession) record(epoch string, seq uint64, id msgID, at time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.epochs[epoch]
+	if l == nil {
+		l = &epochLog{first: at, last: at}
+		s.epochs[epoch] = l
+	}
+	for uint64(len(l.entries)) < seq {
+		l.entries = append(l.entries, seqEntry{})
+	}
+	e := &l.entries[seq-1]
+	if e.set {
+		if e.id != id {
+			s.order++
+		}
+		return
+	}
+	*e = seqEntry{id: id, at: at, set: true}
+	l.first, l.last = min(l.first, at), max(l.last, at)
+	if prev, ok := s.where[id]; !ok {
+		s.where[id] = epochSeq{epoch, seq}
+	} else if prev != (epochSeq{epoch, seq}) {
+		s.dupSeq = append(s.dupSeq, at)
+	}
+}
+
+// count applies f to the phase now.
+func (w *Chaos) count(f func(*chaosPhase)) {
+	at := w.now()
+	w.mu.Lock()
+	f(w.phases[w.phaseAt(at)])
+	w.mu.Unlock()
+}
+
+func (w *Chaos) reportProgress(out io.Writer) {
+	defer w.progressWG.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last int64
+	for {
+		select {
+		case <-w.progressEnd:
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		phase, total := w.phases[len(w.phases)-1].Name, len(w.clients)
+		w.mu.Unlock()
+		d := w.delivered.Load()
+		fmt.Fprintf(out, "[%5.1fs] %-9s live %d/%d  delivered %d (%d/s)  disconnects %d  redials %d  resets %d\n",
+			w.now().Seconds(), phase, w.live.Load(), total, d, d-last, w.downs.Load(), w.redials.Load(), w.resets.Load())
+		last = d
+	}
+}
+
+// tally computes the result once every goroutine has ended.
+func (w *Chaos) tally() *ChaosResult {
+	res := &ChaosResult{Options: w.opts, Started: w.start, Duration: w.now(), Participants: len(w.clients),
+		Delivered: w.delivered.Load(), CheckPoints: w.checkpoints}
+	phases := w.phases
+	split := map[int]bool{}
+	for _, s := range w.sessions {
+		// Two epochs of one session sequencing at overlapping times: its
+		// participants were in two incarnations at once.
+		var spans [][2]time.Duration
+		for _, l := range s.epochs {
+			res.Sequenced += int64(len(l.entries))
+			spans = append(spans, [2]time.Duration{l.first, l.last})
+		}
+		byEpoch := map[int]bool{}
+		for i := range spans {
+			for j := i + 1; j < len(spans); j++ {
+				if from := max(spans[i][0], spans[j][0]); from < min(spans[i][1], spans[j][1]) {
+					byEpoch[w.phaseAt(from)] = true
+				}
+			}
+		}
+		for _, at := range s.dupSeq {
+			phases[w.phaseAt(at)].DuplicatedSequenced++
+		}
+		res.ProtocolViolations += s.order
+		// The phase a missing seq was sequenced in, else (nobody saw it)
+		// the fallback.
+		seqPhase := func(epoch string, seq uint64, fallback int) int {
+			if l := s.epochs[epoch]; l != nil && seq >= 1 && seq <= uint64(len(l.entries)) && l.entries[seq-1].set {
+				return w.phaseAt(l.entries[seq-1].at)
+			}
+			return fallback
+		}
+		resumedOn := make([]map[string]bool, len(phases))
+		resumedAt := make([]time.Duration, len(phases))
+		for _, c := range s.clients {
+			res.ProtocolViolations += c.violations
+			res.Sent += int64(c.nextN)
+			if c.gaveUp {
+				res.GaveUp++
+			}
+			if c.guest && c.welcomed {
+				res.GuestJoins++
+			}
+			for _, g := range c.gaps {
+				if p := phases[w.phaseAt(g.at)]; g.reset {
+					p.LostToReset += int64(g.to - g.from + 1)
+				} else {
+					p.Lost += int64(g.to - g.from + 1)
+				}
+			}
+			for k, seg := range c.segments {
+				end := uint64(0)
+				if l := s.epochs[seg.epoch]; l != nil {
+					end = uint64(len(l.entries))
+				}
+				switch {
+				case seg.reset && end > seg.last:
+					// It moved to another epoch: what it had not got of
+					// this one was lost with that epoch's history.
+					phases[seg.resetPhase].LostToReset += int64(end - seg.last)
+				case k == len(c.segments)-1 && !c.departed && !c.gaveUp:
+					// In the session to the end: it should have got all.
+					for seq := seg.last + 1; seq <= end; seq++ {
+						phases[seqPhase(seg.epoch, seq, len(phases)-1)].Lost++
+					}
+				}
+			}
+			for _, m := range c.unacked {
+				if _, ok := s.where[msgID{c.slot, m.n}]; !ok {
+					switch p := phases[w.phaseAt(m.sentAt)]; {
+					case c.departed:
+						p.Abandoned++
+					default:
+						p.Unsequenced++
+						p.Lost++
+					}
+				}
+			}
+			for _, o := range c.outages {
+				p := phases[o.phase]
+				switch {
+				case o.up >= 0:
+					resumedAt[o.phase] = max(resumedAt[o.phase], o.up-p.At)
+					if resumedOn[o.phase] == nil {
+						resumedOn[o.phase] = map[string]bool{}
+					}
+					resumedOn[o.phase][o.upEdge] = true
+				case !c.departed:
+					p.Unresumed++
+				}
+			}
+		}
+		for i, p := range phases {
+			if byEpoch[i] {
+				p.SplitByEpoch++
+			}
+			if byEpoch[i] || p.splitCheckpoint[s.idx] {
+				p.SplitSessions++
+				split[s.idx] = true
+			}
+			if !p.disconnected[s.idx] {
+				continue
+			}
+			p.DisconnectedKeys = append(p.DisconnectedKeys, s.key)
+			if p.Edge != "" && !p.onEdge[s.idx] {
+				p.DisconnectedElsewhere++
+			}
+			if len(resumedOn[i]) > 0 {
+				p.ResumedOn[joinSorted(resumedOn[i])]++
+				p.resumeTimes = append(p.resumeTimes, resumedAt[i])
+			}
+		}
+	}
+	res.SplitSessions = len(split)
+	for _, p := range phases {
+		p.SessionsDisconnected = len(p.disconnected)
+		p.SplitAtCheckPoint = len(p.splitCheckpoint)
+		p.Resume = percentiles(p.resumeTimes)
+		p.ResumeTime = p.Resume.Max
+		res.Lost += p.Lost
+		res.LostToReset += p.LostToReset
+		res.Abandoned += p.Abandoned
+		res.Duplicated += p.DuplicatedSequenced + p.DuplicatedDeliveries
+		res.Resets += p.Resets
+		res.Phases = append(res.Phases, p.ChaosPhase)
+	}
+	return res
+}
+
+// Summary is a one-line account of the run.
+func (r *ChaosResult) Summary() string {
+	return fmt.Sprintf("chaos: %d sessions, %d participants (%d guest joins), %d msgs sent, %d delivered | split sessions=%d lost=%d lost-to-reset=%d duplicated=%d resets=%d protocol-violations=%d gave-up=%d",
+		r.Options.Sessions, r.Participants, r.GuestJoins, r.Sent, r.Delivered,
+		r.SplitSessions, r.Lost, r.LostToReset, r.Duplicated, r.Resets, r.ProtocolViolations, r.GaveUp)
+}
