@@ -192,7 +192,7 @@ type ChaosPhase struct {
 	JoinFailures int            `json:"join_failures"`
 	DialFailures int            `json:"dial_failures"`
 	DialErrors   map[string]int `json:"dial_errors,omitempty"` // by HTTP status, or the error's last words
-	Redials      int `json:"redials"` // reconnections made
+	Redials      int            `json:"redials"`               // reconnections made
 	// ResumeTime is from the event to the last disconnected session having
 	// all its participants welcomed again (Resume: the spread over the
 	// sessions); Unresumed never got there.
