@@ -33,7 +33,9 @@ type WSOptions struct {
 	Participants int // per session
 	// Rate is messages per second per participant; 0 opens idle connections.
 	Rate float64
-	// Size of each message in bytes (at least 16: send time, sender, sequence).
+	// Size of each message in bytes (at least 16: send time, sender,
+	// sequence); in v1 mode the size of the msg's data, a JSON string (at
+	// least 34: the same in hex, quoted).
 	Size     int
 	Duration time.Duration
 	// Ramp spreads connection set-up over this long (default: as fast as the
@@ -41,7 +43,8 @@ type WSOptions struct {
 	Ramp time.Duration
 	// KeyIn is "header" or "cookie": where the ctstickiness key goes.
 	KeyIn string
-	// Mode is "raw" (no subprotocol) for now.
+	// Mode is "raw" (no subprotocol: binary frames relayed unchanged) or
+	// "v1" (ringlb.v1: msg envelopes, sequenced by the edge and acked).
 	Mode string
 	// Sources are local addresses to dial from, round-robin (each 127.0.0.x
 	// has its own ~28k ephemeral ports); empty lets the kernel choose.
@@ -113,26 +116,37 @@ func (o *WSOptions) validate() error {
 	if o.KeyIn != "header" && o.KeyIn != "cookie" {
 		errs = append(errs, fmt.Errorf("key must be header or cookie, got %q", o.KeyIn))
 	}
-	if o.Mode != "raw" {
-		errs = append(errs, fmt.Errorf("mode must be raw, got %q", o.Mode))
+	switch o.Mode {
+	case "raw":
+	case "v1":
+		if o.Size < v1MinSize {
+			errs = append(errs, fmt.Errorf("size must be at least %d in v1 mode (send time, sender and sequence in hex, quoted), got %d", v1MinSize, o.Size))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("mode must be raw or v1, got %q", o.Mode))
 	}
 	return errors.Join(errs...)
 }
 
 // WSResult is the outcome of a run, written as JSON.
 type WSResult struct {
-	Options        WSOptions      `json:"options"`
-	Started        time.Time      `json:"started"`
-	ConnectTime    time.Duration  `json:"connect_time_ns"`
-	ConnsOK        int            `json:"connections_ok"`
-	ConnsFailed    int            `json:"connections_failed"`
-	FirstDialError string         `json:"first_dial_error,omitempty"`
-	Sent           int64          `json:"messages_sent"`
-	Delivered      int64          `json:"messages_delivered"`
-	Expected       int64          `json:"messages_expected"`
-	Lost           int64          `json:"messages_lost"`
-	Duplicated     int64          `json:"messages_duplicated"`
-	Reordered      int64          `json:"messages_reordered"`
+	Options        WSOptions     `json:"options"`
+	Started        time.Time     `json:"started"`
+	ConnectTime    time.Duration `json:"connect_time_ns"`
+	ConnsOK        int           `json:"connections_ok"`
+	ConnsFailed    int           `json:"connections_failed"`
+	FirstDialError string        `json:"first_dial_error,omitempty"`
+	Sent           int64         `json:"messages_sent"`
+	Delivered      int64         `json:"messages_delivered"`
+	Expected       int64         `json:"messages_expected"`
+	Lost           int64         `json:"messages_lost"`
+	Duplicated     int64         `json:"messages_duplicated"`
+	Reordered      int64         `json:"messages_reordered"`
+	// v1 mode: sequence numbers a participant never saw (as msg or as the
+	// ack of its own), summed over participants, and msgs sent but never
+	// acked.
+	SeqGaps        int64          `json:"seq_gaps,omitempty"`
+	Unacked        int64          `json:"messages_unacked,omitempty"`
 	DeliveredPerS  float64        `json:"delivered_per_second"`
 	SplitSessions  int            `json:"split_sessions"`
 	ClosedEarly    int            `json:"connections_closed_early"`
@@ -163,8 +177,12 @@ type Tick struct {
 // Summary is the one line printed at the end of a run.
 func (r *WSResult) Summary() string {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d)/1e6) }
-	return fmt.Sprintf("ws: connections ok=%d failed=%d | %.0f msgs/s delivered | latency p50=%s p90=%s p99=%s max=%s | split sessions=%d lost=%d duplicated=%d",
-		r.ConnsOK, r.ConnsFailed, r.DeliveredPerS, ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.Max),
+	mode := ""
+	if r.Options.Mode == "v1" {
+		mode = " (v1)"
+	}
+	return fmt.Sprintf("ws%s: connections ok=%d failed=%d | %.0f msgs/s delivered | latency p50=%s p90=%s p99=%s max=%s | split sessions=%d lost=%d duplicated=%d",
+		mode, r.ConnsOK, r.ConnsFailed, r.DeliveredPerS, ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.Max),
 		r.SplitSessions, r.Lost, r.Duplicated)
 }
 
@@ -180,9 +198,10 @@ type wsClient struct {
 	reordered int64
 	latencies []time.Duration
 	closedErr error
+	v1        v1State // v1 mode only
 	// window holds one token per message in flight (Saturate): the sender
 	// puts one in before sending, the designated receiver of its messages
-	// takes one out on receipt.
+	// (in v1 mode: the sender's own ack) takes one out.
 	window chan struct{}
 	peers  []*wsClient // the session's participants, by index
 }
@@ -316,7 +335,11 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			c.read(runStart, &delivered, opts.Participants)
+			if opts.Mode == "v1" {
+				c.readV1(runStart, &delivered, opts.Participants)
+			} else {
+				c.read(runStart, &delivered, opts.Participants)
+			}
 		}()
 		if opts.Rate > 0 || opts.Saturate {
 			senders.Add(1)
@@ -362,6 +385,10 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 			res.Delivered += c.received
 			res.Duplicated += c.dup
 			res.Reordered += c.reordered
+			res.SeqGaps += c.v1.gaps
+			if opts.Mode == "v1" {
+				res.Unacked += c.sent.Load() - c.v1.acked
+			}
 			if c.closedErr != nil {
 				res.ClosedEarly++
 			}
@@ -393,6 +420,10 @@ func dialOne(ctx context.Context, opts WSOptions, i int) (*wsClient, error) {
 		ReadBufferSize:   max(opts.Size+64, 1024),
 		WriteBufferSize:  max(opts.Size+64, 1024),
 	}
+	if opts.Mode == "v1" {
+		d.Subprotocols = []string{protocolV1}
+		d.ReadBufferSize = max(opts.Size+v1EnvelopeRoom, 1024)
+	}
 	target := opts.Targets[i%len(opts.Targets)]
 	conn, resp, err := d.DialContext(ctx, target, h)
 	if err != nil {
@@ -401,14 +432,23 @@ func dialOne(ctx context.Context, opts WSOptions, i int) (*wsClient, error) {
 		}
 		return nil, fmt.Errorf("dial %s: %w", target, err)
 	}
-	return &wsClient{session: session, index: index, conn: conn, edge: resp.Header.Get("X-Ringlb-Edge")}, nil
+	c := &wsClient{session: session, index: index, conn: conn, edge: resp.Header.Get("X-Ringlb-Edge")}
+	if opts.Mode == "v1" {
+		if err := c.welcome(); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("dial %s: %w", target, err)
+		}
+	}
+	return c, nil
 }
 
 // Message layout: send time (ns since run start), sender index, sequence, padding.
 func (c *wsClient) send(ctx context.Context, opts WSOptions, start time.Time) {
-	buf := make([]byte, opts.Size)
-	for i := 16; i < len(buf); i++ {
-		buf[i] = 'a' + byte(i%26)
+	buf, stamp := newRawMessage(opts.Size)
+	kind := websocket.BinaryMessage
+	if opts.Mode == "v1" {
+		buf, stamp = newV1Message(opts.Size)
+		kind = websocket.TextMessage
 	}
 	var tick <-chan time.Time
 	if !opts.Saturate {
@@ -437,11 +477,9 @@ func (c *wsClient) send(ctx context.Context, opts WSOptions, start time.Time) {
 			case c.window <- struct{}{}:
 			}
 		}
-		binary.LittleEndian.PutUint64(buf[0:], uint64(time.Since(start)))
-		binary.LittleEndian.PutUint32(buf[8:], uint32(c.index))
-		binary.LittleEndian.PutUint32(buf[12:], seq)
+		stamp(buf, time.Since(start), uint32(c.index), seq)
 		c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		if err := c.conn.WriteMessage(websocket.BinaryMessage, buf); err != nil {
+		if err := c.conn.WriteMessage(kind, buf); err != nil {
 			return
 		}
 		c.sent.Add(1)
@@ -469,8 +507,6 @@ func (c *wsClient) read(start time.Time, delivered *atomic.Int64, participants i
 		if from >= participants || from == c.index {
 			continue
 		}
-		c.received++
-		delivered.Add(1)
 		// The next participant after the sender paces it (Saturate).
 		if sender := c.peers[from]; sender != nil && sender.window != nil && (from+1)%participants == c.index {
 			select {
@@ -478,21 +514,44 @@ func (c *wsClient) read(start time.Time, delivered *atomic.Int64, participants i
 			default:
 			}
 		}
-		switch want := c.next[from]; {
-		case seq == want:
-			c.next[from]++
-		case seq < want:
-			c.dup++
-		default:
-			c.reordered++
-			c.next[from] = seq + 1
-		}
-		lat := time.Since(start) - sentAt
-		if len(c.latencies) < maxSamples {
-			c.latencies = append(c.latencies, lat)
-		} else if j := rand.IntN(int(c.received)); j < maxSamples {
-			c.latencies[j] = lat // reservoir sampling keeps the sample unbiased
-		}
+		c.delivered(start, delivered, from, seq, sentAt)
+	}
+}
+
+// delivered records one message from participant from (its sequence seq,
+// sent at sentAt since start): order per sender and latency.
+func (c *wsClient) delivered(start time.Time, delivered *atomic.Int64, from int, seq uint32, sentAt time.Duration) {
+	c.received++
+	delivered.Add(1)
+	switch want := c.next[from]; {
+	case seq == want:
+		c.next[from]++
+	case seq < want:
+		c.dup++
+	default:
+		c.reordered++
+		c.next[from] = seq + 1
+	}
+	lat := time.Since(start) - sentAt
+	if len(c.latencies) < maxSamples {
+		c.latencies = append(c.latencies, lat)
+	} else if j := rand.IntN(int(c.received)); j < maxSamples {
+		c.latencies[j] = lat // reservoir sampling keeps the sample unbiased
+	}
+}
+
+// newRawMessage returns a raw-mode message of size bytes and the function
+// that stamps it: send time (ns since start), sender index, sequence, then
+// padding.
+func newRawMessage(size int) ([]byte, func([]byte, time.Duration, uint32, uint32)) {
+	buf := make([]byte, size)
+	for i := 16; i < len(buf); i++ {
+		buf[i] = 'a' + byte(i%26)
+	}
+	return buf, func(b []byte, at time.Duration, from, seq uint32) {
+		binary.LittleEndian.PutUint64(b[0:], uint64(at))
+		binary.LittleEndian.PutUint32(b[8:], from)
+		binary.LittleEndian.PutUint32(b[12:], seq)
 	}
 }
 

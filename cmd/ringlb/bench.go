@@ -61,7 +61,7 @@ func runBenchWS(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.DurationVar(&o.Ramp, "ramp", 0, "spread connection set-up over this long")
 	fs.DurationVar(&o.Drain, "drain", 2*time.Second, "wait this long after sending for messages in flight")
 	fs.StringVar(&o.KeyIn, "key", "header", "where the ctstickiness key goes: header or cookie")
-	fs.StringVar(&o.Mode, "mode", "raw", "protocol: raw")
+	fs.StringVar(&o.Mode, "mode", "raw", "protocol: raw (frames relayed unchanged) or v1 (ringlb.v1 msg envelopes: seq, ack)")
 	sources := fs.String("sources", "", "local source addresses, e.g. 127.0.0.1-127.0.0.8 (each has its own ephemeral ports)")
 	out := fs.String("json", "", "write the full result as JSON to this file")
 	watch := fs.String("watch-pids", "", "comma-separated PIDs (a proxy and its workers) whose RSS and CPU to sample")
