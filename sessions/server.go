@@ -194,6 +194,12 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		// every idle participant keeps that reader for its whole life.
 		// Plain requests are rare on the data port; their cost is moot.
 		ReduceMemoryUsage: true,
+		// The upgrade handler hands the connection to a goroutine of its
+		// own and returns (serveConn), so fasthttp recycles the request
+		// context and its parsed headers (~6 KiB) at once instead of
+		// holding them for the connection's whole life. The socket is then
+		// ours to close (participant.run does).
+		KeepHijackedConns: true,
 		Logger:            fasthttpLogger{s.log},
 	}
 	s.admin = s.newAdminServer()
@@ -370,7 +376,9 @@ func skipList(h []byte) []string {
 	return out
 }
 
-// serveConn runs one upgraded connection on fasthttp's hijack goroutine.
+// serveConn registers one upgraded connection and runs it on a goroutine
+// of its own (counted in s.wg), returning at once so that fasthttp's hijack
+// goroutine ends and releases the request (KeepHijackedConns).
 func (s *Server) serveConn(conn *websocket.Conn, key []byte, info joinInfo) {
 	p := newParticipant(s, conn)
 	p.joinInfo = info
@@ -379,10 +387,13 @@ func (s *Server) serveConn(conn *websocket.Conn, key []byte, info joinInfo) {
 		s.hub.unreserve(key)
 		// Shutdown began during the handshake.
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeServiceRestart, "edge shutting down"), time.Now().Add(s.closeWait))
-		return // fasthttp closes the socket
+		_ = p.raw.Close() // KeepHijackedConns: fasthttp leaves the socket to us
+		return
 	}
-	defer s.unregister(p)
-	p.run(key)
+	go func() {
+		defer s.unregister(p)
+		p.run(key)
+	}()
 }
 
 // register adds p to the connections Shutdown closes, unless it has begun.
