@@ -291,20 +291,7 @@ func (h *hub) broadcast(from *participant, f *frame) {
 		s.mu.Unlock()
 		return // handed to another edge: its participants are being closed
 	}
-	for _, p := range s.participants {
-		if p == from || p.stopping() {
-			continue
-		}
-		f.retain()
-		select {
-		case p.send <- f:
-		default:
-			f.release()
-			if p.stop(closeTryAgainLater, "send queue full") {
-				h.metrics.slowConsumers.Inc()
-			}
-		}
-	}
+	h.deliverOthers(s, from, f)
 	s.mu.Unlock()
 }
 

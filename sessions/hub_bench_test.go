@@ -31,7 +31,9 @@ func BenchmarkHubBroadcast(b *testing.B) {
 			var frames framePool
 			ps := make([]*participant, n)
 			for i := range ps {
-				ps[i] = &participant{send: make(chan *frame, 1), quit: make(chan struct{})}
+				ps[i] = &participant{}
+				ps[i].out.limit = 1
+				ps[i].out.writing = true // no writer goroutine: the loop below takes the frames
 				if err := h.join([]byte("bench"), ps[i]); err != nil {
 					b.Fatal(err)
 				}
@@ -49,7 +51,8 @@ func BenchmarkHubBroadcast(b *testing.B) {
 				h.broadcast(ps[0], f)
 				f.release()
 				for _, p := range ps[1:] {
-					(<-p.send).release()
+					_, f, _ := p.nextJob()
+					f.release()
 				}
 			}
 			b.StopTimer()

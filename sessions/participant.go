@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,9 +26,14 @@ const (
 )
 
 // participant is one WebSocket connection joined (or joining) a session.
-// Its reader goroutine (run, on the connection's own goroutine) owns it and
-// starts, stops and waits for its one writer goroutine; the hub only
+// Its reader goroutine (run) owns it and waits for its writer; the hub only
 // enqueues frames to it.
+//
+// The writer goroutine runs only while there is something to write (queued
+// frames, a pong, a ping, the close frame) and ends when the queue is
+// empty; the queue grows with use up to send_queue frames. An idle
+// participant, most of an edge's, thus costs one goroutine (the reader, in
+// its read) and no queue.
 type participant struct {
 	srv      *Server
 	conn     *websocket.Conn
@@ -42,32 +48,92 @@ type participant struct {
 	// session is set by hub.join before the reader relays anything and read
 	// by the reader goroutine only.
 	session *session
-	// send is the bounded outbound queue, cfg.SendQueue frames; each queued
-	// frame holds a reference released by the writer (or by run on exit).
-	send chan *frame
-	// pong holds the payload of the latest ping from the peer until the
-	// writer answers it (RFC 6455 5.5.3 allows answering only the latest).
-	// The reader must not write the pong itself: the writer's frames
-	// bypass the library's write lock, and the library's pong would cut
-	// the deadline of a frame write in progress to its own 1s.
-	pong chan string
-	// quit is closed by the first stop; code and reason are written before
-	// and read by the writer after.
-	quit    chan struct{}
-	stopped atomic.Bool
-	code    int // close code to send; 0: send none (the peer closed, or the socket broke)
-	reason  string
+	stopped atomic.Bool // set by the first stop
+
+	// out is what the writer has to do, under its own lock (never held
+	// while taking a session lock, nor across a write).
+	out struct {
+		mu sync.Mutex
+		// queue is a ring of frames (head, n), each holding a reference
+		// released by the writer (or by run on exit). It grows by
+		// doubling up to limit frames: the bounded send queue.
+		queue   []*frame
+		head, n int
+		limit   int
+		// pong holds the payload of the latest ping from the peer until
+		// the writer answers it (RFC 6455 5.5.3 allows answering only the
+		// latest). The reader must not write the pong itself: the writer's
+		// frames bypass the library's write lock, and the library's pong
+		// would cut the deadline of a frame write in progress to its own 1s.
+		pong    string
+		pongDue bool
+		pingDue bool
+		// stopDue is set by stop with code and reason (0: close without a
+		// close frame: the peer closed, or the socket broke); closing is
+		// set once the writer has begun the close handshake.
+		stopDue bool
+		code    int
+		reason  string
+		closing bool
+		writing bool // a writer goroutine runs
+		ended   bool // run has ended: no writer starts any more
+	}
+	writers sync.WaitGroup // the writer goroutine, while it runs
+	// writeFn and pingFn are p.writeLoop and p.pingDue as func values,
+	// made once: `go p.writeFn()` then allocates nothing.
+	writeFn, pingFn func()
+	pinger          *time.Timer // makes a ping due every pingInterval
 }
 
 func newParticipant(s *Server, conn *websocket.Conn) *participant {
-	return &participant{
-		srv:  s,
-		conn: conn,
-		raw:  rawConn(conn.NetConn()),
-		send: make(chan *frame, s.cfg.SendQueue),
-		pong: make(chan string, 1),
-		quit: make(chan struct{}),
+	p := &participant{srv: s, conn: conn, raw: rawConn(conn.NetConn())}
+	p.out.limit = s.cfg.SendQueue
+	p.writeFn, p.pingFn = p.writeLoop, p.pingDue
+	return p
+}
+
+// enqueue adds f (one reference of the caller's, taken over) to the send
+// queue without blocking; false when the queue is full (the caller then
+// releases f: p is a slow consumer). The hub calls it under a session lock.
+func (p *participant) enqueue(f *frame) bool {
+	o := &p.out
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n == o.limit {
+		return false
 	}
+	if o.n == len(o.queue) {
+		// Grow, unrolling the ring. Idle participants never get here;
+		// a busy one settles at the depth its bursts reach.
+		grown := make([]*frame, min(max(2*len(o.queue), 4), o.limit))
+		for i := range o.n {
+			grown[i] = o.queue[(o.head+i)%len(o.queue)]
+		}
+		o.queue, o.head = grown, 0
+	}
+	o.queue[(o.head+o.n)%len(o.queue)] = f
+	o.n++
+	p.wakeWriter()
+	return true
+}
+
+// wakeWriter starts the writer unless it runs. Called with out.mu held.
+func (p *participant) wakeWriter() {
+	o := &p.out
+	if o.writing || o.ended {
+		return
+	}
+	o.writing = true
+	p.writers.Add(1)
+	go p.writeFn()
+}
+
+// pingDue makes the writer ping the peer (the pinger's callback).
+func (p *participant) pingDue() {
+	p.out.mu.Lock()
+	p.out.pingDue = true
+	p.wakeWriter()
+	p.out.mu.Unlock()
 }
 
 // stop asks the participant to close with code (0: without a close frame).
@@ -77,8 +143,11 @@ func (p *participant) stop(code int, reason string) bool {
 	if !p.stopped.CompareAndSwap(false, true) {
 		return false
 	}
-	p.code, p.reason = code, reason
-	close(p.quit)
+	o := &p.out
+	o.mu.Lock()
+	o.stopDue, o.code, o.reason = true, code, reason
+	p.wakeWriter()
+	o.mu.Unlock()
 	return true
 }
 
@@ -97,22 +166,15 @@ func (p *participant) run(key []byte) {
 	})
 	p.conn.SetPingHandler(func(data string) error {
 		p.extendReadDeadline()
-		// Only this goroutine sends on pong, so after emptying it there
-		// is room.
-		select {
-		case <-p.pong:
-		default:
-		}
-		p.pong <- data
+		o := &p.out
+		o.mu.Lock()
+		o.pong, o.pongDue = data, true
+		p.wakeWriter()
+		o.mu.Unlock()
 		return nil
 	})
 	p.extendReadDeadline()
-
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		p.writeLoop()
-	}()
+	p.pinger = time.AfterFunc(s.pingInterval, p.pingFn)
 
 	if err := s.hub.join(key, p); errors.Is(err, errSessionMoved) {
 		// A drain handed the session on during the handshake: reconnect
@@ -138,16 +200,17 @@ func (p *participant) run(key []byte) {
 		p.stop(0, "") // timeout, reset, EOF, or the end of our own close handshake
 	}
 	s.hub.leave(p)
-	<-writerDone
-	// leave has returned, so nothing is enqueued any more.
-	for {
-		select {
-		case f := <-p.send:
-			f.release()
-			continue
-		default:
-		}
-		break
+	p.pinger.Stop()
+	// leave has returned, so nothing is enqueued any more; once ended is
+	// set no writer starts either.
+	p.out.mu.Lock()
+	p.out.ended = true
+	p.out.mu.Unlock()
+	p.writers.Wait()
+	for o := &p.out; o.n > 0; o.n-- {
+		o.queue[o.head].release()
+		o.queue[o.head] = nil
+		o.head = (o.head + 1) % len(o.queue)
 	}
 	if errors.Is(err, websocket.ErrReadLimit) {
 		p.linger()
@@ -207,23 +270,62 @@ func readFrame(f *frame, r io.Reader) error {
 	}
 }
 
-// writeLoop writes queued frames in order and pings every pingInterval. On
-// stop it sends the close frame and bounds the close handshake.
+// writeJob is what the writer does next.
+type writeJob int
+
+const (
+	jobNone writeJob = iota // nothing: the writer ends
+	jobFrame
+	jobPong
+	jobPing
+	jobClose
+)
+
+// nextJob takes the writer's next job off out, or ends the writer (jobNone,
+// with writing cleared under the same lock, so a later enqueue starts a new
+// one). A stop wins over queued frames: a slow consumer or a draining edge
+// should not first flush a full queue. After the close handshake only
+// pongs are left undone and the writer ends.
+func (p *participant) nextJob() (job writeJob, f *frame, pong string) {
+	o := &p.out
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.closing:
+	case o.stopDue:
+		o.closing = true
+		return jobClose, nil, ""
+	case o.pongDue:
+		o.pongDue = false
+		return jobPong, nil, o.pong
+	case o.n > 0:
+		f = o.queue[o.head]
+		o.queue[o.head] = nil
+		o.head = (o.head + 1) % len(o.queue)
+		o.n--
+		return jobFrame, f, ""
+	case o.pingDue:
+		o.pingDue = false
+		return jobPing, nil, ""
+	}
+	o.writing = false
+	return jobNone, nil, ""
+}
+
+// writeLoop writes what is due, queued frames in order, until nothing is
+// left; on stop it sends the close frame and bounds the close handshake.
+// Started by wakeWriter, at most one at a time.
 func (p *participant) writeLoop() {
+	defer p.writers.Done()
 	s := p.srv
-	ping := time.NewTicker(s.pingInterval)
-	defer ping.Stop()
 	for {
-		// A stop wins over queued frames: a slow consumer or a draining
-		// edge should not first flush a full queue.
-		select {
-		case <-p.quit:
-			p.closeHandshake()
+		job, f, pong := p.nextJob()
+		switch job {
+		case jobNone:
 			return
-		default:
-		}
-		select {
-		case f := <-p.send:
+		case jobClose:
+			p.closeHandshake()
+		case jobFrame:
 			if f.batch != nil {
 				if !p.writeBatch(f) {
 					return
@@ -254,19 +356,17 @@ func (p *participant) writeLoop() {
 				p.broken()
 				return
 			}
-		case data := <-p.pong:
-			if err := p.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.writeWait)); err != nil {
+		case jobPong:
+			if err := p.conn.WriteControl(websocket.PongMessage, []byte(pong), time.Now().Add(s.writeWait)); err != nil {
 				p.broken()
 				return
 			}
-		case <-ping.C:
+		case jobPing:
 			if err := p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.writeWait)); err != nil {
 				p.broken()
 				return
 			}
-		case <-p.quit:
-			p.closeHandshake()
-			return
+			p.pinger.Reset(s.pingInterval)
 		}
 	}
 }
@@ -281,8 +381,11 @@ func (p *participant) writeLoop() {
 // giving up early would close without telling the peer why.
 func (p *participant) closeHandshake() {
 	s := p.srv
-	if p.code != 0 {
-		_ = p.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(p.code, p.reason), time.Now().Add(s.writeWait))
+	p.out.mu.Lock()
+	code, reason := p.out.code, p.out.reason
+	p.out.mu.Unlock()
+	if code != 0 {
+		_ = p.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(s.writeWait))
 	}
 	_ = p.raw.SetReadDeadline(time.Now().Add(s.closeWait))
 }

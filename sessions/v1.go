@@ -207,9 +207,7 @@ func (h *hub) deliver(p *participant, f *frame) {
 		return
 	}
 	f.retain()
-	select {
-	case p.send <- f:
-	default:
+	if !p.enqueue(f) {
 		f.release()
 		if p.stop(closeTryAgainLater, "send queue full") {
 			h.metrics.slowConsumers.Inc()
@@ -306,10 +304,8 @@ func (p *participant) writeBatch(b *frame) bool {
 			p.broken()
 			return false
 		}
-		select {
-		case <-p.quit:
-			return true // stopping: the writer sends the close next
-		default:
+		if p.stopping() {
+			return true // the writer sends the close next
 		}
 	}
 	return true
