@@ -114,6 +114,9 @@ func (o *ChaosOptions) validate() error {
 	return errors.Join(errs...)
 }
 
+// maxResetDetails bounds ChaosPhase.ResetDetails.
+const maxResetDetails = 20
+
 // Client timings. Reconnects back off 20–200 ms and alternate balancers, at
 // most chaosMaxRedials times per outage (and never past the run's end).
 const (
@@ -180,6 +183,8 @@ type ChaosPhase struct {
 	SplitSessions     int `json:"split_sessions"`
 	SplitAtCheckPoint int `json:"split_at_checkpoint"`
 	SplitByEpoch      int `json:"split_by_epoch"`
+	// SplitDetails says, per split session, what was seen.
+	SplitDetails []string `json:"split_details,omitempty"`
 	// SessionsDisconnected had a participant get a close or error it did
 	// not ask for; DisconnectedElsewhere of them had none on Edge at the
 	// event.
@@ -213,6 +218,11 @@ type ChaosPhase struct {
 	DuplicatedSequenced  int64 `json:"duplicated_sequenced"`
 	DuplicatedDeliveries int64 `json:"duplicated_deliveries"`
 	Resets               int   `json:"resets"`
+	// ResetReasons counts resets by reason and edge ("epoch on edge-3").
+	ResetReasons map[string]int `json:"reset_reasons,omitempty"`
+	// ResetDetails: the first resets of the phase, what was resumed and
+	// what came instead.
+	ResetDetails []string `json:"reset_details,omitempty"`
 }
 
 // CheckPoint is one split check: every connected participant's edge and
@@ -262,7 +272,7 @@ type chaosPhase struct {
 	ChaosPhase
 	onEdge          map[int]bool
 	disconnected    map[int]bool
-	splitCheckpoint map[int]bool
+	splitCheckpoint map[int]string  // session → its edges at the check point
 	resumeTimes     []time.Duration // per disconnected session, filled at the end
 }
 
@@ -294,7 +304,9 @@ type epochSeq struct {
 // seq (index seq-1) and when its msgs were sequenced.
 type epochLog struct {
 	entries     []seqEntry
-	first, last time.Duration
+	first, last time.Duration // valid once any entry is set
+	sequenced   bool
+	edges       map[string]bool // that welcomed participants into it
 }
 
 type seqEntry struct {
@@ -446,8 +458,8 @@ func StartChaos(ctx context.Context, opts ChaosOptions, progress io.Writer) (*Ch
 }
 
 func newChaosPhase(name, edge string, at time.Duration) *chaosPhase {
-	return &chaosPhase{ChaosPhase: ChaosPhase{Name: name, Edge: edge, At: at, Closes: map[string]int{}, ResumedOn: map[string]int{}, DialErrors: map[string]int{}},
-		onEdge: map[int]bool{}, disconnected: map[int]bool{}, splitCheckpoint: map[int]bool{}}
+	return &chaosPhase{ChaosPhase: ChaosPhase{Name: name, Edge: edge, At: at, Closes: map[string]int{}, ResumedOn: map[string]int{}, DialErrors: map[string]int{}, ResetReasons: map[string]int{}},
+		onEdge: map[int]bool{}, disconnected: map[int]bool{}, splitCheckpoint: map[int]string{}}
 }
 
 func (w *Chaos) now() time.Duration { return time.Since(w.start) }
@@ -551,7 +563,7 @@ func (w *Chaos) Settle(ctx context.Context, quiet time.Duration) error {
 // found and records the split sessions in the current phase.
 func (w *Chaos) CheckPoint(name string) CheckPoint {
 	cp := CheckPoint{Name: name, At: w.now(), SessionsByEdge: map[string]int{}}
-	var split []int
+	split := map[int]string{}
 	for _, s := range w.sessions {
 		edges, epochs := map[string]bool{}, map[string]bool{}
 		for _, v := range s.connected() {
@@ -559,7 +571,7 @@ func (w *Chaos) CheckPoint(name string) CheckPoint {
 			cp.Connected++
 		}
 		if len(edges) > 1 || len(epochs) > 1 {
-			split = append(split, s.idx)
+			split[s.idx] = fmt.Sprintf("%s in %d epochs", joinSorted(edges), len(epochs))
 		}
 		if len(edges) > 0 {
 			cp.SessionsByEdge[joinSorted(edges)]++
@@ -568,8 +580,8 @@ func (w *Chaos) CheckPoint(name string) CheckPoint {
 	cp.Split = len(split)
 	w.mu.Lock()
 	p := w.phases[len(w.phases)-1]
-	for _, i := range split {
-		p.splitCheckpoint[i] = true
+	for i, edges := range split {
+		p.splitCheckpoint[i] = edges
 	}
 	w.checkpoints = append(w.checkpoints, cp)
 	w.mu.Unlock()
@@ -875,6 +887,7 @@ type chaosFrame struct {
 	From        string          `json:"from"`
 	TS          int64           `json:"ts"`
 	Data        json.RawMessage `json:"data"`
+	Reason      string          `json:"reason"`
 }
 
 type chaosData struct {
@@ -968,6 +981,7 @@ func (c *chaosClient) onWelcome(conn *websocket.Conn, f *chaosFrame) {
 	}
 	c.pids = append(c.pids, f.Participant)
 	c.edge = f.Edge
+	c.s.welcomedOn(f.Epoch, f.Edge)
 	if n := len(c.outages); n > 0 && c.outages[n-1].up < 0 {
 		c.outages[n-1].up, c.outages[n-1].upEdge = at, f.Edge
 	}
@@ -999,12 +1013,18 @@ func (c *chaosClient) onReset(f *chaosFrame) {
 	w := c.w
 	w.resets.Add(1)
 	at := w.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	w.mu.Lock()
 	i := w.phaseAt(at)
 	w.phases[i].Resets++
+	p := w.phases[i]
+	p.ResetReasons[f.Reason+" on "+c.edge]++
+	if len(p.ResetDetails) < maxResetDetails {
+		p.ResetDetails = append(p.ResetDetails, fmt.Sprintf("%s at %.3fs: resumed epoch %s seq %d on %s, got %s seq %d (%s)",
+			c.s.key, at.Seconds(), c.epoch, c.last, c.edge, f.Epoch, f.Seq, f.Reason))
+	}
 	w.mu.Unlock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	seg := &c.segments[len(c.segments)-1]
 	seg.reset, seg.resetPhase = true, i
 	if f.Epoch == c.epoch && f.Seq > c.last {
@@ -1210,15 +1230,28 @@ func (s *chaosSession) slotOf(c string) (int32, bool) {
 	return int32(n), int(n) < len(s.clients)
 }
 
+// epoch returns the log of epoch, new if need be. Called with s.mu held.
+func (s *chaosSession) epoch(epoch string) *epochLog {
+	l := s.epochs[epoch]
+	if l == nil {
+		l = &epochLog{edges: map[string]bool{}}
+		s.epochs[epoch] = l
+	}
+	return l
+}
+
+// welcomedOn notes that edge welcomed a participant into epoch.
+func (s *chaosSession) welcomedOn(epoch, edge string) {
+	s.mu.Lock()
+	s.epoch(epoch).edges[edge] = true
+	s.mu.Unlock()
+}
+
 // record notes msg id at (epoch, seq), sequenced at about at.
 func (s *chaosSession) record(epoch string, seq uint64, id msgID, at time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := s.epochs[epoch]
-	if l == nil {
-		l = &epochLog{first: at, last: at}
-		s.epochs[epoch] = l
-	}
+	l := s.epoch(epoch)
 	for uint64(len(l.entries)) < seq {
 		l.entries = append(l.entries, seqEntry{})
 	}
@@ -1230,6 +1263,9 @@ func (s *chaosSession) record(epoch string, seq uint64, id msgID, at time.Durati
 		return
 	}
 	*e = seqEntry{id: id, at: at, set: true}
+	if !l.sequenced {
+		l.first, l.last, l.sequenced = at, at, true
+	}
 	l.first, l.last = min(l.first, at), max(l.last, at)
 	if prev, ok := s.where[id]; !ok {
 		s.where[id] = epochSeq{epoch, seq}
@@ -1276,16 +1312,23 @@ func (w *Chaos) tally() *ChaosResult {
 	for _, s := range w.sessions {
 		// Two epochs of one session sequencing at overlapping times: its
 		// participants were in two incarnations at once.
-		var spans [][2]time.Duration
+		var logs []*epochLog
 		for _, l := range s.epochs {
 			res.Sequenced += int64(len(l.entries))
-			spans = append(spans, [2]time.Duration{l.first, l.last})
+			if l.sequenced {
+				logs = append(logs, l)
+			}
 		}
 		byEpoch := map[int]bool{}
-		for i := range spans {
-			for j := i + 1; j < len(spans); j++ {
-				if from := max(spans[i][0], spans[j][0]); from < min(spans[i][1], spans[j][1]) {
-					byEpoch[w.phaseAt(from)] = true
+		for i, a := range logs {
+			for _, b := range logs[i+1:] {
+				if from := max(a.first, b.first); from < min(a.last, b.last) {
+					k := w.phaseAt(from)
+					if !byEpoch[k] {
+						phases[k].SplitDetails = append(phases[k].SplitDetails, fmt.Sprintf("%s: epochs on %s (%.3fs–%.3fs) and on %s (%.3fs–%.3fs) at once",
+							s.key, joinSorted(a.edges), a.first.Seconds(), a.last.Seconds(), joinSorted(b.edges), b.first.Seconds(), b.last.Seconds()))
+					}
+					byEpoch[k] = true
 				}
 			}
 		}
@@ -1365,7 +1408,10 @@ func (w *Chaos) tally() *ChaosResult {
 			if byEpoch[i] {
 				p.SplitByEpoch++
 			}
-			if byEpoch[i] || p.splitCheckpoint[s.idx] {
+			if edges := p.splitCheckpoint[s.idx]; edges != "" {
+				p.SplitDetails = append(p.SplitDetails, fmt.Sprintf("%s: on %s at a check point", s.key, edges))
+			}
+			if byEpoch[i] || p.splitCheckpoint[s.idx] != "" {
 				p.SplitSessions++
 				split[s.idx] = true
 			}

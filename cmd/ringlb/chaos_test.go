@@ -463,7 +463,8 @@ func checkRinglbChaos(t *testing.T, cl *chaosCluster, res *bench.ChaosResult) {
 	}
 	if res.SplitSessions != 0 {
 		for _, p := range res.Phases {
-			t.Logf("%s: %d split (%d at the check point, %d by concurrent epochs)", p.Name, p.SplitSessions, p.SplitAtCheckPoint, p.SplitByEpoch)
+			t.Logf("%s: %d split (%d at the check point, %d by concurrent epochs): %s", p.Name, p.SplitSessions, p.SplitAtCheckPoint, p.SplitByEpoch,
+				strings.Join(firstKeys(p.SplitDetails), "; "))
 		}
 		t.Errorf("%d sessions split, want 0 through every event", res.SplitSessions)
 	}
@@ -474,8 +475,8 @@ func checkRinglbChaos(t *testing.T, cl *chaosCluster, res *bench.ChaosResult) {
 		t.Errorf("scale-out disconnected %d sessions (%v), want 0: %v", p.SessionsDisconnected, p.Closes, firstKeys(p.DisconnectedKeys))
 	}
 	if p := phase(res, "drain"); p.Lost+p.LostToReset != 0 || p.DuplicatedSequenced+p.DuplicatedDeliveries != 0 || p.Resets != 0 {
-		t.Errorf("across the drain: %d msgs lost, %d lost to %d resets, %d sequenced twice, %d delivered twice; want none",
-			p.Lost, p.LostToReset, p.Resets, p.DuplicatedSequenced, p.DuplicatedDeliveries)
+		t.Errorf("across the drain: %d msgs lost, %d lost to %d resets (%v), %d sequenced twice, %d delivered twice; want none",
+			p.Lost, p.LostToReset, p.Resets, p.ResetReasons, p.DuplicatedSequenced, p.DuplicatedDeliveries)
 	}
 	crash := phase(res, "crash")
 	if crash.SessionsDisconnected == 0 || crash.DisconnectedElsewhere != 0 {
