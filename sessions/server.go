@@ -229,7 +229,7 @@ func applyDefaults(cfg *configs.Edge) {
 //
 //	GET /ws      WebSocket relay; session key from header or cookie ctstickiness
 //	GET /whoami  {"edge":"<name>","region":"<region>"}
-//	GET /        a line saying what this is
+//	GET /        the demo pad (pad.go)
 func (s *Server) Serve(ln net.Listener) error {
 	if !s.addListener(ln) {
 		return ErrClosed
@@ -268,12 +268,8 @@ func (s *Server) serveData(ctx *fasthttp.RequestCtx) {
 		}
 		ctx.SetContentType("application/json")
 		ctx.SetBody(s.whoami)
-	case "/":
-		if !getOrHead(ctx) {
-			return
-		}
-		ctx.SetContentType("text/plain; charset=utf-8")
-		ctx.SetBodyString("ringlb edge " + s.name + ": connect a WebSocket to /ws with header or cookie " + keyName + "\n")
+	case "/", padScriptPath, padStylePath:
+		servePad(ctx, path)
 	default:
 		ctx.Error("not found\n", fasthttp.StatusNotFound)
 	}

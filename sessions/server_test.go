@@ -157,7 +157,8 @@ func TestPlainEndpoints(t *testing.T) {
 		wantCode                 int
 	}{
 		{"/whoami", "application/json", `{"edge":"edge-t","region":"east"}`, 200},
-		{"/", "text/plain; charset=utf-8", "ringlb edge edge-t: connect a WebSocket to /ws with header or cookie ctstickiness\n", 200},
+		{"/", "text/html; charset=utf-8", "", 200},
+		{"/pad/pad.js", "text/javascript; charset=utf-8", "", 200},
 		{"/nope", "", "", 404},
 	}
 	for _, tt := range tests {
