@@ -413,3 +413,39 @@ func startTraffic(t *testing.T, balancers []string, sessions int) (stop func()) 
 		wg.Wait()
 	}
 }
+
+// checkDemoPages: the two pages the demo banner sends a new user to answer
+// through the demo's fixed ports — the pad through a balancer, the
+// dashboard on its admin port with every edge and the gslb's pools.
+func checkDemoPages(t *testing.T) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, url := range []string{"http://127.0.0.1:8080/?session=hello", "http://127.0.0.1:9090/"} {
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+			t.Errorf("GET %s: %s %s", url, resp.Status, resp.Header.Get("Content-Type"))
+		}
+	}
+	resp, err := client.Get("http://127.0.0.1:9090/api/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var view struct {
+		Ring struct{ Members []json.RawMessage }
+		GSLB []struct {
+			Node, Error string
+			Names       []json.RawMessage
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&view); err != nil {
+		t.Fatal(err)
+	}
+	if len(view.Ring.Members) != 3 || len(view.GSLB) != 1 || view.GSLB[0].Error != "" || len(view.GSLB[0].Names) != 1 {
+		t.Errorf("demo /api/cluster: %d ring members, gslb %+v", len(view.Ring.Members), view.GSLB)
+	}
+}

@@ -96,6 +96,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	cmd, stderr := startDemo(t, bin)
+	checkDemoPages(t)
 
 	const sessions, perSession, frames = 200, 3, 5
 	balancers := []string{"127.0.0.1:8080", "127.0.0.1:8081"}
