@@ -83,22 +83,29 @@ func (o *ChaosOptions) setDefaults() {
 	}
 }
 
-func (o *ChaosOptions) validate() error {
+// validateSessions checks what every WebSocket load of this package has:
+// targets, sessions and participants per session.
+func validateSessions(targets []string, sessions, participants int) []error {
 	var errs []error
-	if len(o.Targets) == 0 {
-		errs = append(errs, errors.New("at least one target URL is required (ws://127.0.0.1:8080/ws)"))
+	if len(targets) == 0 {
+		errs = append(errs, errors.New("at least one target URL is required (-url ws://127.0.0.1:8080/ws)"))
 	}
-	for _, t := range o.Targets {
+	for _, t := range targets {
 		if u, err := url.Parse(t); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") {
 			errs = append(errs, fmt.Errorf("target %q must be a ws:// or wss:// URL", t))
 		}
 	}
-	if o.Sessions < 1 || o.Sessions > 100000 {
-		errs = append(errs, fmt.Errorf("sessions must be in range [1, 100000], got %d", o.Sessions))
+	if sessions < 1 || sessions > 100000 {
+		errs = append(errs, fmt.Errorf("sessions must be in range [1, 100000], got %d", sessions))
 	}
-	if o.Participants < 1 || o.Participants > 1000 {
-		errs = append(errs, fmt.Errorf("participants must be in range [1, 1000], got %d", o.Participants))
+	if participants < 1 || participants > 1000 {
+		errs = append(errs, fmt.Errorf("participants must be in range [1, 1000], got %d", participants))
 	}
+	return errs
+}
+
+func (o *ChaosOptions) validate() error {
+	errs := validateSessions(o.Targets, o.Sessions, o.Participants)
 	if o.Rate <= 0 || o.Rate > 1000 {
 		errs = append(errs, fmt.Errorf("rate must be in range (0, 1000] per participant, got %g", o.Rate))
 	}
@@ -697,13 +704,19 @@ func (w *Chaos) guests(s *chaosSession) {
 }
 
 // pause waits d, or until sending stops (false).
-func (w *Chaos) pause(d time.Duration) bool {
+func (w *Chaos) pause(d time.Duration) bool { return w.wait(d, w.stopSending) }
+
+// sleep waits d unless the run ends first (false).
+func (w *Chaos) sleep(d time.Duration) bool { return w.wait(d, nil) }
+
+// wait waits d, or until stop is closed or the run ends (false).
+func (w *Chaos) wait(d time.Duration, stop <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-w.stopSending:
+	case <-stop:
 		return false
 	case <-w.ctx.Done():
 		return false
@@ -796,18 +809,6 @@ func (c *chaosClient) wantConnection() bool {
 		return false
 	}
 	return !c.leaving || len(c.unacked) > 0
-}
-
-// sleep waits d unless the run ends first.
-func (w *Chaos) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-w.ctx.Done():
-		return false
-	}
 }
 
 // dial opens a connection through the next balancer, resuming when this

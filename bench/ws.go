@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -89,21 +88,7 @@ func (o *WSOptions) setDefaults() {
 }
 
 func (o *WSOptions) validate() error {
-	var errs []error
-	if len(o.Targets) == 0 {
-		errs = append(errs, errors.New("at least one target URL is required (-url ws://127.0.0.1:8080/ws)"))
-	}
-	for _, t := range o.Targets {
-		if u, err := url.Parse(t); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") {
-			errs = append(errs, fmt.Errorf("target %q must be a ws:// or wss:// URL", t))
-		}
-	}
-	if o.Sessions < 1 || o.Sessions > 100000 {
-		errs = append(errs, fmt.Errorf("sessions must be in range [1, 100000], got %d", o.Sessions))
-	}
-	if o.Participants < 1 || o.Participants > 1000 {
-		errs = append(errs, fmt.Errorf("participants must be in range [1, 1000], got %d", o.Participants))
-	}
+	errs := validateSessions(o.Targets, o.Sessions, o.Participants)
 	if o.Size < 16 || o.Size > 1<<20 {
 		errs = append(errs, fmt.Errorf("size must be in range [16, 1048576], got %d", o.Size))
 	}
