@@ -6,12 +6,14 @@
 
 const TOKEN_KEY = 'ringlb.adminToken';
 const REQUEST_TIMEOUT_MS = 8000;
+const RATE_WINDOW_MS = 1500;
 const PALETTE = ['#2f6fed', '#1f9d55', '#d98a00', '#8e44ad', '#d64545', '#00a3a3', '#c2185b', '#5d6d7e', '#7cb342', '#f4511e'];
 const MODES = ['always', 'obey', 'remove', 'no'];
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || '',
-  prev: null,      // the previous /api/cluster answer and when it came, for rates
+  prev: null,      // the answer rates are measured against: see rateBase
+  history: [],     // recent /api/cluster answers with their times
   timer: null,
   interval: 2000,
   inFlight: false,
@@ -113,9 +115,11 @@ async function refresh() {
       return;
     }
     showError('');
+    const now = {data: r.body, at: Date.parse(r.body.at) || Date.now()};
+    state.prev = rateBase(now.at);
     render(r.body);
     setStatus('live · ' + fmtTime(r.body.at), 'ok');
-    state.prev = {data: r.body, at: Date.parse(r.body.at) || Date.now()};
+    state.history.push(now);
   } catch (err) {
     setStatus('unreachable', 'bad');
     showError('cannot reach this balancer\'s admin API: ' + err.message);
@@ -128,6 +132,16 @@ function schedule() {
   clearInterval(state.timer);
   state.timer = null;
   if (state.interval > 0) state.timer = setInterval(refresh, state.interval);
+}
+
+// rateBase picks the earlier answer to measure rates against: the newest one
+// at least RATE_WINDOW_MS old, so that a refresh right after another (a
+// button's) does not show the noise of a few milliseconds.
+function rateBase(at) {
+  state.history = state.history.filter((h) => at - h.at < 60000);
+  let base = state.history.length ? state.history[0] : null;
+  for (const h of state.history) if (at - h.at >= RATE_WINDOW_MS) base = h;
+  return base;
 }
 
 // rate is (now − before) per second between two refreshes, or undefined.
