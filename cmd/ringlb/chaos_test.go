@@ -48,10 +48,11 @@ func TestChaosSessionsNeverSplit(t *testing.T) {
 		checkRinglbChaos(t, cl, res)
 	})
 	t.Run("haproxy", func(t *testing.T) {
-		if _, err := exec.LookPath("haproxy"); err != nil {
+		haproxy := findHAProxy()
+		if haproxy == "" {
 			t.Skip("haproxy not installed (apt-get install -y haproxy): no comparison run")
 		}
-		res := runChaosScenario(t, startHAProxyChaosCluster(t, bin), sessions)
+		res := runChaosScenario(t, startHAProxyChaosCluster(t, bin, haproxy), sessions)
 		results["haproxy"] = res
 		if res.Delivered == 0 || res.GuestJoins == 0 || len(res.Phases) != 4 {
 			t.Errorf("the HAProxy run did not run the scenario: %s", res.Summary())
@@ -257,7 +258,7 @@ func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
 // no shared gossip) behind HAProxy hashing on the ctstickiness header;
 // servers are added and removed by rewriting haproxy.cfg and reloading the
 // master-worker (SIGUSR2).
-func startHAProxyChaosCluster(t *testing.T, bin string) *chaosCluster {
+func startHAProxyChaosCluster(t *testing.T, bin, haproxy string) *chaosCluster {
 	dir := t.TempDir()
 	type edge struct {
 		proc *proc
@@ -309,7 +310,7 @@ backend edges
 %s`, front, servers.String()))
 	}
 	writeConfig(t)
-	hp := startHAProxy(t, cfgPath)
+	hp := startHAProxy(t, haproxy, cfgPath)
 	hp.waitLine(t, "Loading success.", 1)
 	loads := 1
 	reload := func(t *testing.T) {
@@ -380,9 +381,21 @@ type haproxyProc struct {
 	lines []string
 }
 
-func startHAProxy(t *testing.T, cfg string) *haproxyProc {
+// findHAProxy returns HAProxy's path: on PATH, else Debian's /usr/sbin
+// (not on a user's PATH); "" when not installed.
+func findHAProxy() string {
+	if p, err := exec.LookPath("haproxy"); err == nil {
+		return p
+	}
+	if p, err := exec.LookPath("/usr/sbin/haproxy"); err == nil {
+		return p
+	}
+	return ""
+}
+
+func startHAProxy(t *testing.T, bin, cfg string) *haproxyProc {
 	t.Helper()
-	cmd := exec.Command("haproxy", "-W", "-db", "-f", cfg)
+	cmd := exec.Command(bin, "-W", "-db", "-f", cfg)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -404,15 +417,7 @@ func startHAProxy(t *testing.T, cfg string) *haproxyProc {
 		}
 	}()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		stopProcess(cmd, 10*time.Second)
 		<-scanned
 		if t.Failed() {
 			h.mu.Lock()

@@ -61,17 +61,23 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 				t.Logf("%s %v wrote:\n%s", filepath.Base(bin), args, other.String())
 			}
 		}()
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		stopProcess(cmd, 20*time.Second)
 	})
 	return p
+}
+
+// stopProcess stops a process of the test gracefully (SIGTERM), killing it
+// when it has not exited within grace.
+func stopProcess(cmd *exec.Cmd, grace time.Duration) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		<-done
+	}
 }
 
 // waitLog returns the first log record with message msg.
