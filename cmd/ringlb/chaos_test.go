@@ -173,6 +173,9 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 // a second on loopback.
 const chaosGossip = "profile: local, probe_interval: 200ms, gossip_interval: 50ms"
 
+// adminClient bounds every admin API call of the chaos test.
+var adminClient = &http.Client{Timeout: 10 * time.Second}
+
 // startRinglbChaosCluster runs bal-1, bal-2 and edge-1..3 as processes,
 // all in one gossip cluster.
 func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
@@ -220,7 +223,7 @@ func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
 			ringIs(t, members)
 		},
 		drain: func(t *testing.T, name string) {
-			resp, err := http.Post(admins[0]+"/api/nodes/"+name+"/drain", "", nil)
+			resp, err := adminClient.Post(admins[0]+"/api/nodes/"+name+"/drain", "", nil)
 			if err != nil {
 				t.Fatalf("drain %s: %v", name, err)
 			}
@@ -242,7 +245,7 @@ func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
 			ringIs(t, members)
 		},
 		lookup: func(t *testing.T, key string) string {
-			resp, err := http.Get(admins[0] + "/api/lookup?key=" + key)
+			resp, err := adminClient.Get(admins[0] + "/api/lookup?key=" + key)
 			if err != nil {
 				t.Fatalf("lookup %s: %v", key, err)
 			}
