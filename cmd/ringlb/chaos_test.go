@@ -173,13 +173,11 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 // a second on loopback.
 const chaosGossip = "profile: local, probe_interval: 200ms, gossip_interval: 50ms"
 
-// adminClient bounds every admin API call of the chaos test.
-var adminClient = &http.Client{Timeout: 10 * time.Second}
-
 // startRinglbChaosCluster runs bal-1, bal-2 and edge-1..3 as processes,
 // all in one gossip cluster.
 func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
 	dir := t.TempDir()
+	adminClient := &http.Client{Timeout: 10 * time.Second}
 	var admins, targets []string
 	join := ""
 	for i := 1; i <= 2; i++ {
