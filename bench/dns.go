@@ -44,13 +44,23 @@ type DNSOptions struct {
 
 // DNSResult is what a run measured.
 type DNSResult struct {
-	Options  DNSOptions     `json:"options"`
-	Sent     int64          `json:"queries_sent"`
-	Answered int64          `json:"queries_answered"`
-	Lost     int64          `json:"queries_lost"`
-	QPS      float64        `json:"qps"`
-	Latency  Percentiles    `json:"latency"`
-	Rcodes   map[string]int `json:"rcodes"`
+	Options  DNSOptions  `json:"options"`
+	Sent     int64       `json:"queries_sent"`
+	Answered int64       `json:"queries_answered"`
+	Lost     int64       `json:"queries_lost"`
+	QPS      float64     `json:"qps"`
+	Latency  Percentiles `json:"latency"`
+	// LatencyCDF and Timeline (answers so far, once a second) are for
+	// the chart.
+	LatencyCDF []CDFPoint     `json:"latency_cdf"`
+	Timeline   []DNSTick      `json:"timeline"`
+	Rcodes     map[string]int `json:"rcodes"`
+}
+
+// DNSTick is the count of answers At into the run.
+type DNSTick struct {
+	At       time.Duration `json:"at_ns"`
+	Answered int64         `json:"answered"`
 }
 
 // Summary is the one line printed at the end of a run.
@@ -97,6 +107,7 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 	start := time.Now()
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
+	var timeline []DNSTick // written by the progress goroutine until progressDone
 	go func() {
 		defer close(progressDone)
 		t := time.NewTicker(time.Second)
@@ -108,7 +119,9 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 				return
 			case <-t.C:
 				n := answered.Load()
-				fmt.Fprintf(progress, "[%5.1fs] answered %d (%d/s)\n", time.Since(start).Seconds(), n, n-last)
+				at := time.Since(start)
+				timeline = append(timeline, DNSTick{At: at, Answered: n})
+				fmt.Fprintf(progress, "[%5.1fs] answered %d (%d/s)\n", at.Seconds(), n, n-last)
 				last = n
 			}
 		}
@@ -171,6 +184,9 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 	<-progressDone
 	elapsed := time.Since(start)
 	res := &DNSResult{Options: o, Sent: sent.Load(), Answered: answered.Load(), Rcodes: rcodes, Latency: percentiles(lat)}
+	res.LatencyCDF = cdf(lat) // sorted by percentiles
+	res.Timeline = append([]DNSTick{{}}, timeline...)
+	res.Timeline = append(res.Timeline, DNSTick{At: elapsed, Answered: res.Answered})
 	if o.MaxQueries > 0 && res.Sent > o.MaxQueries {
 		res.Sent = o.MaxQueries
 	}

@@ -54,8 +54,9 @@ type WSOptions struct {
 	Drain time.Duration
 	// Saturate makes every participant send as fast as the session can
 	// deliver (Rate is ignored): each sender keeps at most Window messages
-	// that one designated receiver has not yet received, so the run measures
-	// throughput rather than how fast queues overflow.
+	// that some other participant has not yet received, so the run
+	// measures throughput rather than how fast queues overflow (pacing by
+	// one receiver only let a slower one's queue overflow: 1013).
 	Saturate bool
 	Window   int
 	// WatchPIDs are processes (a proxy under test, all its workers) whose
@@ -136,6 +137,7 @@ type WSResult struct {
 	SplitSessions  int            `json:"split_sessions"`
 	ClosedEarly    int            `json:"connections_closed_early"`
 	Latency        Percentiles    `json:"latency"`
+	LatencyCDF     []CDFPoint     `json:"latency_cdf"`
 	SessionsByEdge map[string]int `json:"sessions_by_edge"`
 	Timeline       []Tick         `json:"timeline"`
 	// Watched processes, summed: RSS before connecting and with every
@@ -185,9 +187,12 @@ type wsClient struct {
 	closedErr error
 	v1        v1State // v1 mode only
 	// window holds one token per message in flight (Saturate): the sender
-	// puts one in before sending, the designated receiver of its messages
-	// (in v1 mode: the sender's own ack) takes one out.
-	window chan struct{}
+	// puts one in before sending; the last of its receivers to get the
+	// message takes it out. unreceived[seq%Window] counts the receivers
+	// still to get message seq (at most Window are in flight, so slots are
+	// not reused early).
+	window     chan struct{}
+	unreceived []atomic.Int32
 	peers  []*wsClient // the session's participants, by index
 }
 
@@ -228,6 +233,7 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 	if opts.Ramp > 0 {
 		pace = opts.Ramp / time.Duration(total)
 	}
+	res.Timeline = append(res.Timeline, Tick{}) // the chart's origin
 	stopTicker := startProgress(progress, epoch, &connected, nil, res, total)
 	for i := 0; i < total; i++ {
 		if dialCtx.Err() != nil {
@@ -254,6 +260,7 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 	wg.Wait()
 	stopTicker()
 	res.ConnectTime = time.Since(epoch)
+	res.Timeline = append(res.Timeline, Tick{At: res.ConnectTime, Connections: connected.Load()})
 	res.ConnsOK, res.ConnsFailed = int(connected.Load()), int(failed.Load())
 	if e, ok := firstErr.Load().(string); ok {
 		res.FirstDialError = e
@@ -311,6 +318,7 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 		c.peers = clients[c.session*opts.Participants : (c.session+1)*opts.Participants]
 		if opts.Saturate {
 			c.window = make(chan struct{}, opts.Window)
+			c.unreceived = make([]atomic.Int32, opts.Window)
 		}
 	}
 	for _, c := range clients {
@@ -350,6 +358,7 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 	}
 	readers.Wait()
 	stopTicker()
+	res.Timeline = append(res.Timeline, Tick{At: time.Since(epoch), Connections: connected.Load(), Delivered: delivered.Load()})
 
 	// Tally.
 	var all []time.Duration
@@ -383,6 +392,7 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 	res.Lost = max(res.Expected-(res.Delivered-res.Duplicated), 0)
 	res.DeliveredPerS = float64(res.Delivered) / sendTime.Seconds()
 	res.Latency = percentiles(all)
+	res.LatencyCDF = cdf(all) // sorted by percentiles
 	return res, nil
 }
 
@@ -448,6 +458,15 @@ func (c *wsClient) send(ctx context.Context, opts WSOptions, start time.Time) {
 		defer t.Stop()
 		tick = t.C
 	}
+	receivers := int32(0)
+	for _, p := range c.peers {
+		if p != nil && p != c {
+			receivers++
+		}
+	}
+	if opts.Mode == "v1" {
+		receivers++ // the sender's own ack, which waits in its queue too
+	}
 	for seq := uint32(0); ; seq++ {
 		if tick != nil {
 			select {
@@ -461,6 +480,7 @@ func (c *wsClient) send(ctx context.Context, opts WSOptions, start time.Time) {
 				return
 			case c.window <- struct{}{}:
 			}
+			c.unreceived[int(seq)%len(c.unreceived)].Store(receivers)
 		}
 		stamp(buf, time.Since(start), uint32(c.index), seq)
 		c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -492,13 +512,6 @@ func (c *wsClient) read(start time.Time, delivered *atomic.Int64, participants i
 		if from >= participants || from == c.index {
 			continue
 		}
-		// The next participant after the sender paces it (Saturate).
-		if sender := c.peers[from]; sender != nil && sender.window != nil && (from+1)%participants == c.index {
-			select {
-			case <-sender.window:
-			default:
-			}
-		}
 		c.delivered(start, delivered, from, seq, sentAt)
 	}
 }
@@ -508,6 +521,9 @@ func (c *wsClient) read(start time.Time, delivered *atomic.Int64, participants i
 func (c *wsClient) delivered(start time.Time, delivered *atomic.Int64, from int, seq uint32, sentAt time.Duration) {
 	c.received++
 	delivered.Add(1)
+	if sender := c.peers[from]; sender != nil {
+		sender.received1(seq)
+	}
 	switch want := c.next[from]; {
 	case seq == want:
 		c.next[from]++
@@ -522,6 +538,17 @@ func (c *wsClient) delivered(start time.Time, delivered *atomic.Int64, from int,
 		c.latencies = append(c.latencies, lat)
 	} else if j := rand.IntN(int(c.received)); j < maxSamples {
 		c.latencies[j] = lat // reservoir sampling keeps the sample unbiased
+	}
+}
+
+// received1 records that one more receiver got this client's message seq
+// (Saturate): the last one frees its slot in the window.
+func (c *wsClient) received1(seq uint32) {
+	if c.window != nil && c.unreceived[int(seq)%len(c.unreceived)].Add(-1) == 0 {
+		select {
+		case <-c.window:
+		default:
+		}
 	}
 }
 

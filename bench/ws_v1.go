@@ -111,13 +111,10 @@ func (c *wsClient) readV1(start time.Time, delivered *atomic.Int64, participants
 			c.v1.next = seq + 1
 		}
 		if kind == "ack" {
+			// Acks come in the order the msgs were sent: the n-th acks
+			// this client's n-th msg (per-sender sequence n-1).
+			c.received1(uint32(c.v1.acked))
 			c.v1.acked++
-			if c.window != nil { // Saturate: the ack frees a slot
-				select {
-				case <-c.window:
-				default:
-				}
-			}
 			continue
 		}
 		i := bytes.Index(buf, []byte(`"data":"`))

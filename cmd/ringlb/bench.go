@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,12 +23,13 @@ func benchCommands() []benchCommand {
 	return []benchCommand{
 		{"ws", "WebSocket sessions through a balancer or straight to an edge", runBenchWS},
 		{"dns", "a bounded query load against a DNS server", runBenchDNS},
+		{"ring", "key shares and keys moved per membership change of a ring of edges", runBenchRing},
 	}
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	usage := func() {
-		fmt.Fprintln(stderr, "Usage: ringlb bench KIND [flags]   (ringlb bench KIND -h for its flags)\n\nLoad generators: each prints progress, one summary line, and writes the full result as JSON.\n\nKinds:")
+		fmt.Fprintln(stderr, "Usage: ringlb bench KIND [flags]   (ringlb bench KIND -h for its flags)\n\nLoad generators: each prints progress, one summary line, and writes the full\nresult as JSON (-json FILE) and a chart as SVG beside it (-svg to name it).\n\nKinds:")
 		for _, c := range benchCommands() {
 			fmt.Fprintf(stderr, "  %-6s %s\n", c.name, c.summary)
 		}
@@ -55,7 +57,8 @@ func runBenchWS(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&o.Sessions, "sessions", 100, "number of sessions")
 	fs.IntVar(&o.Participants, "participants", 3, "participants per session")
 	fs.Float64Var(&o.Rate, "rate", 1, "messages per second per participant (0: idle connections)")
-	fs.BoolVar(&o.Saturate, "saturate", false, "send as fast as each connection allows (ignores -rate)")
+	fs.BoolVar(&o.Saturate, "saturate", false, "send as fast as the session delivers (ignores -rate)")
+	fs.IntVar(&o.Window, "window", 64, "with -saturate: messages each sender keeps in flight")
 	fs.IntVar(&o.Size, "size", 256, "message size in bytes (≥ 16)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to send")
 	fs.DurationVar(&o.Ramp, "ramp", 0, "spread connection set-up over this long")
@@ -63,7 +66,7 @@ func runBenchWS(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.KeyIn, "key", "header", "where the ctstickiness key goes: header or cookie")
 	fs.StringVar(&o.Mode, "mode", "raw", "protocol: raw (frames relayed unchanged) or v1 (ringlb.v1 msg envelopes: seq, ack)")
 	sources := fs.String("sources", "", "local source addresses, e.g. 127.0.0.1-127.0.0.8 (each has its own ephemeral ports)")
-	out := fs.String("json", "", "write the full result as JSON to this file")
+	out := outputFlags(fs)
 	watch := fs.String("watch-pids", "", "comma-separated PIDs (a proxy and its workers) whose RSS and CPU to sample")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -95,14 +98,49 @@ func runBenchWS(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if res.FirstDialError != "" {
 		fmt.Fprintln(stderr, "first dial error:", res.FirstDialError)
 	}
-	if *out != "" {
+	return out.write(res, res.WriteSVG, stderr)
+}
+
+// benchOutputs are the -json and -svg flags every bench kind has.
+type benchOutputs struct{ json, svg *string }
+
+func outputFlags(fs *flag.FlagSet) benchOutputs {
+	return benchOutputs{
+		json: fs.String("json", "", "write the full result as JSON to this file"),
+		svg:  fs.String("svg", "", "write a chart as SVG to this file (default: beside -json, FILE.svg for FILE.json)"),
+	}
+}
+
+// write writes res as JSON and its chart as SVG where the flags ask, and
+// names the files on log.
+func (b benchOutputs) write(res any, chart func(io.Writer) error, log io.Writer) error {
+	svg := *b.svg
+	if svg == "" && *b.json != "" {
+		svg = strings.TrimSuffix(*b.json, ".json") + ".svg"
+	}
+	if *b.json != "" {
 		data, err := json.MarshalIndent(res, "", "  ")
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(*out, data, 0o644); err != nil {
+		if err := os.WriteFile(*b.json, data, 0o644); err != nil {
 			return fmt.Errorf("write result: %w", err)
 		}
+		fmt.Fprintln(log, "wrote", *b.json)
+	}
+	if svg != "" {
+		f, err := os.Create(svg)
+		if err != nil {
+			return fmt.Errorf("write chart: %w", err)
+		}
+		err = chart(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("write chart %s: %w", svg, err)
+		}
+		fmt.Fprintln(log, "wrote", svg)
 	}
 	return nil
 }

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -23,7 +21,7 @@ func runBenchDNS(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.Int64Var(&o.MaxQueries, "max-queries", 0, "stop after this many queries (0: duration only)")
 	fs.BoolVar(&o.TCP, "tcp", false, "query over TCP")
 	mix := fs.String("mix", "", "comma-separated NAME/TYPE list (default: the demo zone's managed name, CNAME, NXDOMAIN, MX, AAAA)")
-	out := fs.String("json", "", "write the full result as JSON to this file")
+	out := outputFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -43,11 +41,5 @@ func runBenchDNS(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	fmt.Fprintln(stdout, res.Summary())
-	if *out != "" {
-		data, _ := json.MarshalIndent(res, "", "  ")
-		if err := os.WriteFile(*out, data, 0o644); err != nil {
-			return fmt.Errorf("write result: %w", err)
-		}
-	}
-	return nil
+	return out.write(res, res.WriteSVG, stderr)
 }

@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"encoding/xml"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +60,54 @@ func TestBenchWSModes(t *testing.T) {
 				res.SplitSessions != 0 || res.ClosedEarly != 0 || res.Latency.Samples == 0 {
 				t.Errorf("%s saturate=%v: %+v", mode, saturate, res)
 			}
+		}
+	}
+}
+
+// `ringlb bench ws|ring` write the JSON and, beside it, a well-formed SVG.
+func TestBenchWritesJSONAndSVG(t *testing.T) {
+	dir := t.TempDir()
+	url := startTestEdge(t)
+	for _, args := range [][]string{
+		{"bench", "ws", "-url", url, "-sessions", "3", "-participants", "2", "-rate", "10", "-duration", "300ms", "-drain", "500ms", "-mode", "v1", "-json", filepath.Join(dir, "ws.json")},
+		{"bench", "ring", "-partitions", "271", "-replication", "20", "-load", "1.25", "-keys", "1000", "-lookup-time", "1ms", "-json", filepath.Join(dir, "ring.json")},
+	} {
+		var out, errOut strings.Builder
+		if code := run(t.Context(), args, &out, &errOut); code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", args, code, out.String(), errOut.String())
+		}
+		kind := args[1]
+		if !strings.HasPrefix(out.String(), kind) {
+			t.Errorf("%s summary: %q", kind, out.String())
+		}
+		var res map[string]any
+		data, err := os.ReadFile(filepath.Join(dir, kind+".json"))
+		if err != nil || json.Unmarshal(data, &res) != nil {
+			t.Fatalf("%s json: %v %s", kind, err, data)
+		}
+		svg, err := os.ReadFile(filepath.Join(dir, kind+".svg"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := xml.NewDecoder(strings.NewReader(string(svg)))
+		for {
+			if _, err := dec.Token(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("%s.svg: %v", kind, err)
+			}
+		}
+		if !strings.Contains(errOut.String(), "wrote "+filepath.Join(dir, kind+".svg")) {
+			t.Errorf("%s: stderr does not name the chart:\n%s", kind, errOut.String())
+		}
+	}
+}
+
+func TestBenchKindsHaveHelp(t *testing.T) {
+	for _, c := range benchCommands() {
+		var out strings.Builder
+		if code := run(t.Context(), []string{"bench", c.name, "-h"}, &out, &out); code != 0 || !strings.Contains(out.String(), "Usage: ringlb bench "+c.name) || !strings.Contains(out.String(), "-svg") {
+			t.Errorf("bench %s -h: exit %d\n%s", c.name, code, out.String())
 		}
 	}
 }

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/bench"
+	"github.com/ringlb/ringlb/configs"
+)
+
+func runBenchRing(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flagSet("bench ring", "Builds a ring of -edges edges with the given parameters (or a config file's\nbalancer.ring) and reports each edge's share of session keys, the keys each\nmembership change moves (one edge added, each edge removed) against the\nideal, and the cost of a lookup.", stderr)
+	def := ring.DefaultConfig()
+	var o bench.RingOptions
+	config := fs.String("config", "", "take partitions, replication and load from this file's balancer.ring")
+	fs.IntVar(&o.Ring.Partitions, "partitions", def.Partitions, "partitions (slots keys hash into)")
+	fs.IntVar(&o.Ring.Replication, "replication", def.Replication, "points per edge on the circle")
+	fs.Float64Var(&o.Ring.Load, "load", def.Load, "bound on the busiest edge, × the mean (> 1)")
+	fs.IntVar(&o.Edges, "edges", 3, "edges on the ring measured")
+	fs.IntVar(&o.Keys, "keys", 100000, "session keys sampled")
+	fs.DurationVar(&o.LookupTime, "lookup-time", 300*time.Millisecond, "how long to time lookups")
+	out := outputFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *config != "" {
+		cfg, err := configs.Load(*config)
+		if err != nil {
+			return err
+		}
+		rc := cfg.Balancer.Ring
+		o.Ring = ring.Config{Partitions: rc.Partitions, Replication: rc.Replication, Load: rc.Load}
+	}
+	res, err := bench.RunRing(ctx, o, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, res.Summary())
+	return out.write(res, res.WriteSVG, stderr)
+}
