@@ -111,6 +111,16 @@ func (fp *framePool) put(f *frame) {
 	fp.p.Put(f)
 }
 
+// growRing returns a ring of size slots holding the n frames of ring
+// (oldest at head), unrolled to start at index 0.
+func growRing(ring []*frame, head, n, size int) []*frame {
+	grown := make([]*frame, size)
+	for i := range n {
+		grown[i] = ring[(head+i)%len(ring)]
+	}
+	return grown
+}
+
 // grow makes room for at least one more byte, doubling the buffer.
 func (f *frame) grow() {
 	f.buf = slices.Grow(f.buf, max(cap(f.buf), frameBufferSize))

@@ -103,18 +103,25 @@ func (p *participant) enqueue(f *frame) bool {
 		return false
 	}
 	if o.n == len(o.queue) {
-		// Grow, unrolling the ring. Idle participants never get here;
-		// a busy one settles at the depth its bursts reach.
-		grown := make([]*frame, min(max(2*len(o.queue), 4), o.limit))
-		for i := range o.n {
-			grown[i] = o.queue[(o.head+i)%len(o.queue)]
-		}
-		o.queue, o.head = grown, 0
+		// Idle participants never get here; a busy one settles at the
+		// depth its bursts reach.
+		o.queue, o.head = growRing(o.queue, o.head, o.n, min(max(2*len(o.queue), 4), o.limit)), 0
 	}
 	o.queue[(o.head+o.n)%len(o.queue)] = f
 	o.n++
 	p.wakeWriter()
 	return true
+}
+
+// popFrame takes the oldest frame off the queue (not empty). Called with
+// out.mu held, or once no writer can run.
+func (p *participant) popFrame() *frame {
+	o := &p.out
+	f := o.queue[o.head]
+	o.queue[o.head] = nil
+	o.head = (o.head + 1) % len(o.queue)
+	o.n--
+	return f
 }
 
 // wakeWriter starts the writer unless it runs. Called with out.mu held.
@@ -207,10 +214,8 @@ func (p *participant) run(key []byte) {
 	p.out.ended = true
 	p.out.mu.Unlock()
 	p.writers.Wait()
-	for o := &p.out; o.n > 0; o.n-- {
-		o.queue[o.head].release()
-		o.queue[o.head] = nil
-		o.head = (o.head + 1) % len(o.queue)
+	for p.out.n > 0 {
+		p.popFrame().release()
 	}
 	if errors.Is(err, websocket.ErrReadLimit) {
 		p.linger()
@@ -299,11 +304,7 @@ func (p *participant) nextJob() (job writeJob, f *frame, pong string) {
 		o.pongDue = false
 		return jobPong, nil, o.pong
 	case o.n > 0:
-		f = o.queue[o.head]
-		o.queue[o.head] = nil
-		o.head = (o.head + 1) % len(o.queue)
-		o.n--
-		return jobFrame, f, ""
+		return jobFrame, p.popFrame(), ""
 	case o.pingDue:
 		o.pingDue = false
 		return jobPing, nil, ""

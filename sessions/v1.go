@@ -84,12 +84,8 @@ func (v *v1Session) remember(f *frame) {
 		v.dropOldest()
 	}
 	if v.n == len(v.history) {
-		// Grow the ring (to at most maxMessages), unrolling it.
-		grown := make([]*frame, min(max(2*len(v.history), 16), v.maxMessages))
-		for i := range v.n {
-			grown[i] = v.history[(v.head+i)%len(v.history)]
-		}
-		v.history, v.head = grown, 0
+		// Grow the ring (to at most maxMessages).
+		v.history, v.head = growRing(v.history, v.head, v.n, min(max(2*len(v.history), 16), v.maxMessages)), 0
 	}
 	v.history[(v.head+v.n)%len(v.history)] = f
 	v.n++
