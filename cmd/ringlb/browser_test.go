@@ -145,9 +145,18 @@ func (tb *tab) eval(t *testing.T, expr string) string {
 // timeout it fails showing the page's state (describe, a JS expression).
 func (tb *tab) waitFor(t *testing.T, what, cond, describe string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(tb.ctx, browserWait+5*time.Second)
-	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(browserWait)))
+	deadline := time.Now().Add(browserWait)
+	var err error
+	for {
+		ctx, cancel := context.WithDeadline(tb.ctx, deadline.Add(5*time.Second))
+		_, err = chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(time.Until(deadline))))
+		cancel()
+		// The page's JavaScript context is replaced while a navigation
+		// finishes: poll again in the new one.
+		if err == nil || !strings.Contains(err.Error(), "Cannot find context") || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		state := "?"
 		if describe != "" {
@@ -193,20 +202,25 @@ func jsString(s string) string {
 type browserCluster struct {
 	balListen, balAdmin []string
 	gslbAdmin           string
+	dir, gossip         string // config directory, the seed's gossip address
+}
+
+// clusterSection is the cluster: line of a node joining the cluster (or
+// seeding it, when gossip is "").
+func clusterSection(name, gossip string) string {
+	join := ""
+	if gossip != "" {
+		join = fmt.Sprintf(", join: [%q]", gossip)
+	}
+	return fmt.Sprintf("cluster: { name: %s, region: east, bind: 127.0.0.1:0%s, profile: local, probe_interval: 200ms, gossip_interval: 100ms }\n", name, join)
 }
 
 func startBrowserCluster(t *testing.T, bin string) *browserCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &browserCluster{}
+	c := &browserCluster{dir: dir}
 	gossip := ""
-	clusterLine := func(name string) string {
-		join := ""
-		if gossip != "" {
-			join = fmt.Sprintf(", join: [%q]", gossip)
-		}
-		return fmt.Sprintf("cluster: { name: %s, region: east, bind: 127.0.0.1:0%s, profile: local, probe_interval: 200ms, gossip_interval: 100ms }\n", name, join)
-	}
+	clusterLine := func(name string) string { return clusterSection(name, gossip) }
 	for i := 1; i <= 2; i++ {
 		cfg := filepath.Join(dir, fmt.Sprintf("bal%d.yaml", i))
 		writeFile(t, cfg, clusterLine(fmt.Sprintf("bal-%d", i))+"balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 } }\n")
@@ -241,6 +255,7 @@ func startBrowserCluster(t *testing.T, bin string) *browserCluster {
 	for _, admin := range c.balAdmin {
 		waitRingMembers(t, "http://"+admin+"/api/ring", 4)
 	}
+	c.gossip = gossip
 	return c
 }
 
@@ -319,6 +334,28 @@ func TestBrowserPadAndDashboard(t *testing.T) {
 	b.waitFor(t, "B sees an edit made after the move", `document.getElementById('text').value === `+jsString(want+after), padState)
 	b.waitFor(t, "presence after the move", `document.getElementById('presence-count').textContent === '2'`, padState)
 
+	// Both type at once, A at the start and B at the end: both edits are
+	// kept and the windows end with the same text.
+	var wg sync.WaitGroup
+	for _, e := range []struct {
+		p        *tab
+		caret    string
+		inserted string
+	}{{a, "0", "// A first\n"}, {b, "t.value.length", "\n// B last"}} {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(e.p.ctx, browserWait)
+			defer cancel()
+			// Errors show as the wait below failing.
+			_ = chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(t => { t.focus(); t.setSelectionRange(`+e.caret+`, `+e.caret+`); })(document.getElementById('text'))`),
+				chromedp.SendKeys(chromedp.ID("text"), e.inserted))
+		})
+	}
+	wg.Wait()
+	merged := "// A first\n" + want + after + "\n// B last"
+	for _, p := range []*tab{a, b} {
+		p.waitFor(t, "concurrent edits merged", `document.getElementById('text').value === `+jsString(merged), padState)
+	}
+
 	// --- the dashboard, with some traffic to count.
 	stopTraffic := startTraffic(t, c.balListen, 12)
 	defer stopTraffic()
@@ -341,6 +378,20 @@ func TestBrowserPadAndDashboard(t *testing.T) {
 	d.do(t, chromedp.Evaluate[chromedp.Void](`(s => { s.value = 'remove'; s.dispatchEvent(new Event('change')); })(document.querySelector('select[data-mode="bal-2"]'))`))
 	d.waitFor(t, "west fails over after bal-2 is removed", `document.querySelector('[data-gslb="gslb-1"] tr[data-region="west"]').innerText.includes('failed over → east')`, dashState)
 	d.screenshot(t, "dashboard.png", true)
+
+	// A balancer with an admin token: the page asks for it, keeps it in
+	// the tab, and shows the cluster.
+	tokenFile := filepath.Join(c.dir, "admin.token")
+	writeFile(t, tokenFile, "browser-s3cret\n")
+	cfg := filepath.Join(c.dir, "bal3.yaml")
+	writeFile(t, cfg, clusterSection("bal-3", c.gossip)+fmt.Sprintf("balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, token_file: %q } }\n", tokenFile))
+	admin3 := startProc(t, bin, "balancer", "-config", cfg).waitLog(t, "balancer started")["admin"].(string)
+	k := newTab(t, browser, "dashboard with a token")
+	k.do(t, chromedp.Navigate("http://"+admin3+"/"))
+	k.waitFor(t, "the page asks for the token", `!document.getElementById('token-form').hidden`, dashState)
+	k.do(t, chromedp.SendKeys(chromedp.ID("token-input"), "browser-s3cret"), chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
+	k.waitFor(t, "with the token, the ring and the nodes", `document.querySelectorAll('#ring-table tbody tr[data-edge]').length === 3 &&
+		document.querySelectorAll('#nodes tbody tr[data-role=balancer]').length === 3 && sessionStorage.getItem('ringlb.adminToken') === 'browser-s3cret'`, dashState)
 }
 
 // startTraffic opens sessions (two participants each, raw mode) spread over

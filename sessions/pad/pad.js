@@ -1,12 +1,16 @@
 // ringlb demo pad: one shared text per session key, over ringlb.v1.
 //
-// Every msg a pad sends is a whole-document snapshot {text, cursor, name}:
-// the edge orders msgs, so every pad ends with the text of the last one,
-// and a late joiner (or a pad whose session moved) reconstructs the text
-// from the last msg of the history alone. Concurrent edits are kept by a
-// three-way merge: a pad that sees another's snapshot while it has edits of
-// its own merges both (when they touch different places) and sends the
-// result, which then is the last snapshot for everyone.
+// Every msg a pad sends is its whole text, with the sequence number it was
+// built on ({text, base, cursor, name}). The edge orders msgs; from that
+// order every pad computes the same text, the "doc" of each seq:
+//   - a msg built on the seq just before it (nobody wrote in between) is
+//     the doc as it is: the last writer's text;
+//   - a msg built on an older seq (written concurrently with others) is
+//     merged: its author's edits (base doc → its text) applied to the doc
+//     before it, by a three-way merge of character diffs.
+// A late joiner (or a pad whose session moved) takes the last msg's text
+// from the history and announces its own snapshot, which everyone then
+// agrees on. A pad's unsent edits are merged into each new doc the same way.
 'use strict';
 
 const PROTOCOL = 'ringlb.v1';
@@ -43,8 +47,9 @@ const st = {
   edge: null,
   epoch: null,
   seq: 0,            // last sequence number applied
-  base: '',          // the text of msg seq: the last text everyone agrees on
-  inflight: null,    // the text of our msg not yet acked
+  doc: '',           // the text of seq: what everyone agrees on
+  docs: new Map(),   // seq → doc, for the recent seqs (merging needs a msg's base)
+  inflight: null,    // {text, base} of our msg not yet acked
   dirty: false,      // local changes to send once the inflight msg is acked
   synced: false,     // caught up after a (re)connect: may send
   syncToken: 0,
@@ -62,7 +67,10 @@ const st = {
 
 // ---- text helpers -------------------------------------------------------
 
-// splice describes b as a against one replaced range: a[start, end) → ins.
+const MAX_DIFF_EDITS = 400; // beyond this, a diff is one replaced range
+const KEEP_DOCS = 256;      // docs of this many recent seqs are kept
+
+// splice describes b as a with one replaced range: a[start, end) → ins.
 function splice(a, b) {
   let start = 0;
   const max = Math.min(a.length, b.length);
@@ -72,23 +80,85 @@ function splice(a, b) {
   return {start, end: endA, ins: b.slice(start, endB)};
 }
 
-// mapPos moves a position in a to where the same place is in b.
-function mapPos(pos, sp) {
-  if (pos <= sp.start) return pos;
-  if (pos >= sp.end) return pos + sp.ins.length - (sp.end - sp.start);
-  return sp.start + sp.ins.length;
+// diffHunks lists the edits that turn a into b as hunks {start, end, ins}
+// on a, in order: Myers' O(ND) diff on the part between the common prefix
+// and suffix. Past MAX_DIFF_EDITS edits it is one replaced range.
+function diffHunks(a, b) {
+  const sp = splice(a, b);
+  if (sp.start === sp.end && sp.ins === '') return [];
+  const A = a.slice(sp.start, sp.end), B = sp.ins, n = A.length, m = B.length;
+  if (n === 0 || m === 0) return [sp];
+  const limit = Math.min(n + m, MAX_DIFF_EDITS), off = limit + 1;
+  const v = new Int32Array(2 * limit + 3);
+  const trace = [];
+  let found = -1;
+  for (let d = 0; d <= limit && found < 0; d++) {
+    trace.push(v.slice());
+    for (let k = -d; k <= d; k += 2) {
+      let x = k === -d || (k !== d && v[off + k - 1] < v[off + k + 1]) ? v[off + k + 1] : v[off + k - 1] + 1;
+      let y = x - k;
+      while (x < n && y < m && A.charCodeAt(x) === B.charCodeAt(y)) { x++; y++; }
+      v[off + k] = x;
+      if (x >= n && y >= m) { found = d; break; }
+    }
+  }
+  if (found < 0) return [sp];
+  // Walk back through the trace: each step is one insertion or deletion.
+  const ops = [];
+  let x = n, y = m;
+  for (let d = found; d > 0; d--) {
+    const vd = trace[d], k = x - y;
+    const prevK = k === -d || (k !== d && vd[off + k - 1] < vd[off + k + 1]) ? k + 1 : k - 1;
+    const prevX = vd[off + prevK], prevY = prevX - prevK;
+    while (x > prevX && y > prevY) { x--; y--; }
+    if (x === prevX) ops.push({pos: prevX, ins: B[prevY]});
+    else ops.push({pos: prevX, del: true});
+    x = prevX; y = prevY;
+  }
+  const hunks = [];
+  for (const op of ops.reverse()) {
+    let h = hunks[hunks.length - 1];
+    if (!h || op.pos !== h.end) {
+      h = {start: op.pos, end: op.pos, ins: ''};
+      hunks.push(h);
+    }
+    if (op.del) h.end++; else h.ins += op.ins;
+  }
+  return hunks.map((h) => ({start: h.start + sp.start, end: h.end + sp.start, ins: h.ins}));
 }
 
-// merge3 combines the edits base→a and base→b when they touch different
-// places; when they overlap, a (this pad's) wins: it is sent next, so it
-// becomes everyone's text.
+// mapPos moves a position in a text to the same place after the hunks.
+function mapPos(pos, hunks) {
+  let shift = 0;
+  for (const h of hunks) {
+    if (h.start >= pos) break;
+    if (h.end > pos) return h.start + shift + h.ins.length;
+    shift += h.ins.length - (h.end - h.start);
+  }
+  return pos + shift;
+}
+
+// merge3 applies the edits base→a and base→b together. Edits that touch
+// or overlap are a conflict, which a wins.
 function merge3(base, a, b) {
   if (a === base || a === b) return b;
   if (b === base) return a;
-  const da = splice(base, a), db = splice(base, b);
-  if (da.end <= db.start) return base.slice(0, da.start) + da.ins + base.slice(da.end, db.start) + db.ins + base.slice(db.end);
-  if (db.end <= da.start) return base.slice(0, db.start) + db.ins + base.slice(db.end, da.start) + da.ins + base.slice(da.end);
-  return a;
+  const all = [
+    ...diffHunks(base, a).map((h) => ({...h, a: true})),
+    ...diffHunks(base, b).map((h) => ({...h, a: false})),
+  ].sort((x, y) => x.start - y.start || x.end - y.end);
+  const chosen = [];
+  for (let i = 0; i < all.length;) {
+    let end = all[i].end, j = i + 1;
+    while (j < all.length && all[j].start <= end) { end = Math.max(end, all[j].end); j++; }
+    const group = all.slice(i, j);
+    const fromA = group.filter((h) => h.a);
+    chosen.push(...(fromA.length ? fromA : group));
+    i = j;
+  }
+  let out = '', pos = 0;
+  for (const h of chosen) { out += base.slice(pos, h.start) + h.ins; pos = h.end; }
+  return out + base.slice(pos);
 }
 
 // setText replaces the textarea's text, keeping the local selection where
@@ -96,12 +166,44 @@ function merge3(base, a, b) {
 function setText(next) {
   const cur = ta.value;
   if (next === cur) return;
-  const sp = splice(cur, next);
-  const s = mapPos(ta.selectionStart, sp), e = mapPos(ta.selectionEnd, sp);
+  const hunks = diffHunks(cur, next);
+  const s = mapPos(ta.selectionStart, hunks), e = mapPos(ta.selectionEnd, hunks);
   const top = ta.scrollTop;
   ta.value = next;
   ta.setSelectionRange(s, e);
   ta.scrollTop = top;
+}
+
+// advance records the doc of seq: a snapshot {base, text}, or (text
+// undefined) a msg that changes nothing. It returns the doc before.
+function advance(seq, base, text) {
+  const before = st.doc;
+  if (typeof text === 'string') {
+    const prev = st.docs.get(seq - 1), at = st.docs.get(base);
+    // Written on the doc just before it, or nothing to merge with: the
+    // text as it is. Written concurrently: its author's edits on top of
+    // what came before (its edits win a conflict: it is the later msg).
+    st.doc = base === seq - 1 || prev === undefined || at === undefined ? text : merge3(at, text, prev);
+  }
+  st.seq = seq;
+  st.docs.set(seq, st.doc);
+  st.docs.delete(seq - KEEP_DOCS);
+  $('seq').textContent = seq;
+  return before;
+}
+
+// startEpoch forgets the docs of another incarnation of the session: the
+// next msg is taken as it is. after is the seq the next msg follows.
+function startEpoch(epoch, after) {
+  st.epoch = epoch;
+  $('epoch').textContent = epoch;
+  st.docs.clear();
+  st.seq = after;
+  if (after === 0) {
+    // A new session: its doc is empty, and what we have is ours to send.
+    st.doc = '';
+    st.docs.set(0, '');
+  }
 }
 
 // ---- connection ---------------------------------------------------------
@@ -213,8 +315,7 @@ function onWelcome(w) {
     resumeAfter(st.seq, w.epoch);
   } else {
     // A first join or another incarnation: the last msg holds the text.
-    st.epoch = w.epoch;
-    st.seq = Math.max(0, w.seq - 1);
+    startEpoch(w.epoch, Math.max(0, w.seq - 1));
     if (w.seq > 0) resumeAfter(w.seq - 1, w.epoch);
     else requestSync();
   }
@@ -225,15 +326,13 @@ function onWelcome(w) {
 function onReset(r) {
   // The history does not reach back far enough (or the session is another
   // incarnation): take the last msg if there is one, else ask the peers.
-  st.epoch = r.epoch;
-  $('epoch').textContent = r.epoch;
   if (r.seq > 0 && st.resumeTries === 0) {
     st.resumeTries++;
-    st.seq = r.seq - 1;
+    startEpoch(r.epoch, r.seq - 1);
     resumeAfter(r.seq - 1, r.epoch);
     return;
   }
-  st.seq = r.seq;
+  startEpoch(r.epoch, r.seq);
   if (r.seq === 0) {
     requestSync();
     return;
@@ -257,47 +356,48 @@ function onSynced() {
 
 function onMsg(m) {
   if (m.seq <= st.seq) return; // seen already (a replay overlaps live traffic)
-  st.seq = m.seq;
-  $('seq').textContent = m.seq;
   const d = m.data || {};
   if (m.from !== st.participant) {
     const p = st.peers.get(m.from);
     if (p) Object.assign(p, {name: d.name, color: d.color, cursor: d.cursor, text: d.text});
   }
-  if (d.want) {
-    if (st.synced && m.from !== st.participant) sendSnapshot();
-  } else if (typeof d.text === 'string') {
-    integrate(d.text);
+  const snapshot = typeof d.text === 'string';
+  const before = advance(m.seq, typeof d.base === 'number' ? d.base : m.seq - 1, snapshot ? d.text : undefined);
+  if (snapshot) {
+    integrate(before);
     // A peer's answer to our want ends our wait.
     if (!st.synced && st.wantTimer) onSynced();
+  } else if (d.want && st.synced && m.from !== st.participant) {
+    sendSnapshot();
   }
   renderPresence();
   renderMirror();
 }
 
-// integrate takes in the text of msg st.seq, keeping local edits.
-function integrate(text) {
+// integrate moves the textarea from the doc before to the new doc,
+// keeping the local edits not in it yet, and sends them if it can.
+function integrate(before) {
   const local = ta.value;
-  const merged = st.inflight === null && local === st.base ? text : merge3(st.base, local, text);
-  st.base = text;
+  const merged = st.inflight === null && local === before ? st.doc : merge3(before, local, st.doc);
   setText(merged);
-  if (merged !== text) {
-    // Our edits are not in the latest text: send the merge (now, or after
-    // the ack of our msg in flight, which lands after this one).
+  if (merged !== st.doc) {
+    // Our edits are not in the doc yet: send them (now, or after the ack
+    // of our msg in flight).
     if (st.inflight !== null) st.dirty = true;
     else sendSnapshot();
   }
 }
 
 function onAck(a) {
-  st.seq = a.seq;
-  $('seq').textContent = a.seq;
-  if (st.inflight !== null) st.base = st.inflight;
+  const mine = st.inflight;
   st.inflight = null;
-  if (st.dirty || ta.value !== st.base) {
+  const before = advance(a.seq, mine ? mine.base : a.seq - 1, mine ? mine.text : undefined);
+  if (mine) integrate(before);
+  if (st.dirty || ta.value !== st.doc) {
     st.dirty = false;
     sendSnapshot();
   }
+  renderMirror();
 }
 
 // sendSnapshot sends the whole text and our cursor, one msg at a time:
@@ -309,12 +409,12 @@ function sendSnapshot() {
     return;
   }
   const text = ta.value;
-  const frame = JSON.stringify({type: 'msg', data: {text, cursor: [ta.selectionStart, ta.selectionEnd], name: me.name, color: me.color}});
+  const frame = JSON.stringify({type: 'msg', data: {text, base: st.seq, cursor: [ta.selectionStart, ta.selectionEnd], name: me.name, color: me.color}});
   if (new Blob([frame]).size > MAX_MSG_BYTES) {
     showHint('The text is too long for one message; shorten it to keep it shared.');
     return;
   }
-  st.inflight = text;
+  st.inflight = {text, base: st.seq};
   st.dirty = false;
   st.lastCursor = ta.selectionStart + ':' + ta.selectionEnd;
   st.ws.send(frame);
@@ -354,8 +454,8 @@ function renderMirror() {
   const marks = [];
   for (const p of st.peers.values()) {
     if (!Array.isArray(p.cursor) || typeof p.text !== 'string') continue;
-    const sp = splice(p.text, text);
-    const s = Math.min(mapPos(p.cursor[0], sp), text.length), e = Math.min(mapPos(p.cursor[1], sp), text.length);
+    const hunks = p.text === text ? [] : diffHunks(p.text, text);
+    const s = Math.min(mapPos(p.cursor[0], hunks), text.length), e = Math.min(mapPos(p.cursor[1], hunks), text.length);
     marks.push({s: Math.min(s, e), e: Math.max(s, e), name: p.name || 'guest', color: p.color || '#6b7588'});
   }
   const mirror = $('mirror');
