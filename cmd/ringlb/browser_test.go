@@ -450,6 +450,7 @@ func startTraffic(t *testing.T, balancers []string, sessions int) (stop func()) 
 		})
 		wg.Go(func() {
 			for {
+				pair[1].SetReadDeadline(time.Now().Add(time.Minute))
 				if _, _, err := pair[1].ReadMessage(); err != nil {
 					return // closed by stop
 				}
