@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -201,7 +202,7 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 			b.metrics.backendErrorsTotal.WithLabelValues(target.Name, errorKindDial).Inc()
 			b.markSuspect(target.Name)
 			b.log.Warn("edge unreachable", "edge", target.Name, "err", err)
-			if len(skipped) < cap(skipped) {
+			if len(skipped) < cap(skipped) && !slices.Contains(skipped, target.Name) {
 				skipped = append(skipped, target.Name)
 			}
 			dials++

@@ -218,6 +218,11 @@ func memberlistConfig(cfg configs.Cluster, logger *slog.Logger) (*memberlist.Con
 		}
 		mc.AdvertiseAddr, mc.AdvertisePort = ahost, aport
 	}
+	// Every broadcast (a node's join, a drain, a pin) is sent to
+	// RetransmitMult×log10(n) peers; the local profile's 2 leaves a node of
+	// a small cluster without a join for a push/pull interval now and then,
+	// and edges refuse claims from edges they do not know yet.
+	mc.RetransmitMult = max(mc.RetransmitMult, 4)
 	if cfg.ProbeInterval > 0 {
 		mc.ProbeInterval = cfg.ProbeInterval.D()
 		mc.ProbeTimeout = min(mc.ProbeTimeout, cfg.ProbeInterval.D()/2)
@@ -468,9 +473,10 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 	m.recent = append(m.recent, ev)
 	if kind == "leave" {
 		delete(m.nodes, ev.Node.Name)
-		m.pins.forget(ev.Node.Name)
+		m.pins.left(ev.Node.Name, ev.At)
 	} else {
 		m.nodes[ev.Node.Name] = ev.Node
+		m.pins.back(ev.Node.Name)
 	}
 	for _, ch := range m.subs {
 		select {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -37,10 +38,15 @@ const maxTombstones = 1 << 16
 
 var errPinMsg = errors.New("malformed pin message")
 
+// pinKeep is how long the pins of a node that left are kept, in case it
+// comes back (a false failure detection).
+const pinKeep = time.Minute
+
 // originPins is what one node has pinned, as known here.
 type originPins struct {
-	pins  map[uint64]uint64 // hash → seq of the pin
-	tombs map[uint64]uint64 // hash → seq of the unpin
+	pins   map[uint64]uint64 // hash → seq of the pin
+	tombs  map[uint64]uint64 // hash → seq of the unpin
+	leftAt time.Time         // zero while the node is a member
 }
 
 type pinTable struct {
@@ -54,7 +60,7 @@ type pinTable struct {
 }
 
 func newPinTable(name string, numNodes func() int, retransmit int) *pinTable {
-	t := &pinTable{name: name, own: map[uint64]uint64{}, remote: map[string]*originPins{}}
+	t := &pinTable{name: name, seq: uint64(time.Now().UnixNano()), own: map[uint64]uint64{}, remote: map[string]*originPins{}}
 	t.queue = &memberlist.TransmitLimitedQueue{NumNodes: numNodes, RetransmitMult: retransmit}
 	return t
 }
@@ -219,18 +225,39 @@ func (t *pinTable) merge(buf []byte) error {
 	return nil
 }
 
-// forget drops what a node that left had pinned.
-func (t *pinTable) forget(name string) {
+// left sets aside what a node that left had pinned, and forgets the pins of
+// nodes gone longer than pinKeep.
+func (t *pinTable) left(name string, now time.Time) {
 	t.mu.Lock()
-	delete(t.remote, name)
+	defer t.mu.Unlock()
+	if o := t.remote[name]; o != nil {
+		o.leftAt = now
+	}
+	for n, o := range t.remote {
+		if !o.leftAt.IsZero() && now.Sub(o.leftAt) > pinKeep {
+			delete(t.remote, n)
+		}
+	}
+}
+
+// back counts a node's kept pins again: it is a member once more.
+func (t *pinTable) back(name string) {
+	t.mu.Lock()
+	if o := t.remote[name]; o != nil {
+		o.leftAt = time.Time{}
+	}
 	t.mu.Unlock()
 }
 
-// holder returns the node that pinned hash, if any other did.
-func (t *pinTable) holder(hash uint64) (string, bool) {
+// holder returns the member (or, with gone, the node that left) that
+// pinned hash, if any other did.
+func (t *pinTable) holder(hash uint64, gone bool) (string, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for name, o := range t.remote {
+		if o.leftAt.IsZero() == gone {
+			continue
+		}
 		if _, ok := o.pins[hash]; ok {
 			return name, true
 		}
@@ -242,7 +269,9 @@ func (t *pinTable) count() (own, remote int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, o := range t.remote {
-		remote += len(o.pins)
+		if o.leftAt.IsZero() {
+			remote += len(o.pins)
+		}
 	}
 	return len(t.own), remote
 }
@@ -256,11 +285,18 @@ func (m *Membership) Unpin(hash uint64) { m.pins.set(hash, false) }
 
 // PinnedTo returns the live node that pinned hash, other than this one.
 func (m *Membership) PinnedTo(hash uint64) (Node, bool) {
-	name, ok := m.pins.holder(hash)
+	name, ok := m.pins.holder(hash, false)
 	if !ok {
 		return Node{}, false
 	}
 	return m.Node(name)
+}
+
+// PinnedByGone names a node that pinned hash and left the cluster less than
+// a minute ago: gossip may have taken it for dead wrongly, so its sessions
+// may live on.
+func (m *Membership) PinnedByGone(hash uint64) (string, bool) {
+	return m.pins.holder(hash, true)
 }
 
 // PinCount returns the number of this node's pins and of the other nodes' pins known here.

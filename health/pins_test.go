@@ -88,10 +88,10 @@ func TestPinOrdering(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, ok := b.holder(7); ok {
+	if _, ok := b.holder(7, false); ok {
 		t.Error("a stale pin resurrected an unpinned session")
 	}
-	if n, ok := b.holder(8); !ok || n != "a" {
+	if n, ok := b.holder(8, false); !ok || n != "a" {
 		t.Errorf("pin 8 held by %q %v", n, ok)
 	}
 	// b learnt pin 9 from a broadcast, then a state that lists it not.
@@ -101,17 +101,17 @@ func TestPinOrdering(t *testing.T) {
 	if err := b.merge(a.state()); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := b.holder(9); ok {
+	if _, ok := b.holder(9, false); ok {
 		t.Error("state did not withdraw a pin it no longer lists")
 	}
-	if _, ok := b.holder(8); !ok {
+	if _, ok := b.holder(8, false); !ok {
 		t.Error("state lost a standing pin")
 	}
 	// A node ignores its own messages echoed back.
 	if err := a.merge(a.state()); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := a.holder(8); ok {
+	if _, ok := a.holder(8, false); ok {
 		t.Error("own pin counted as another node's")
 	}
 }

@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -44,7 +46,7 @@ import (
 //
 // Pins cover what outlives the window: whenever the ring changes, every
 // session live here that the ring now gives to another edge is pinned in
-// gossip (health.Membership.Pin), and unpinned when it ends or comes back.
+// gossip (health.Membership.Pin), and unpinned when it ends.
 //
 // A drain hands every session to its owner on the ring without this edge
 // (POST /_ringlb/handoff: key, epoch, seq, history), marks it moved (no msg
@@ -118,7 +120,13 @@ type ownership struct {
 func (s *Server) UseCluster(m *health.Membership, rc ring.Config) {
 	o := &ownership{
 		srv: s, m: m, self: s.name, ring: ring.New(rc), log: s.log,
-		http:   &http.Client{Timeout: handoffTimeout},
+		http: &http.Client{Timeout: handoffTimeout, Transport: &http.Transport{
+			// Claims come in bursts after a ring change: keep connections
+			// to every peer rather than dial one per claim.
+			MaxIdleConnsPerHost: 32,
+			IdleConnTimeout:     settleWindow,
+			DialContext:         (&net.Dialer{Timeout: peerTimeout}).DialContext,
+		}},
 		pinned: make(map[string]uint64),
 		stop:   make(chan struct{}), done: make(chan struct{}),
 	}
@@ -202,30 +210,35 @@ func (o *ownership) update() {
 	o.srv.hub.eachSession(func(_ *hubShard, s *session) { o.syncPin(s.key, next) })
 }
 
-// syncPin pins key when the ring gives it to another edge, and unpins it
-// when it comes back (or this edge drains: a drain hands sessions on).
-// Called with key's shard lock held.
+// syncPin pins key when the ring gives it to another edge. A pin stays
+// while the session lives here, even when the ring gives the key back: a
+// ring that flaps (a busy edge taken for dead and back) would otherwise
+// withdraw and re-announce every pin, and a peer missing one for a moment
+// could start a second session. Pins go when the session ends (freed) or
+// it is handed on (a drain). Called with key's shard lock held.
 func (o *ownership) syncPin(key string, snap *ring.Snapshot) {
-	owner, ok := snap.Locate([]byte(key))
-	want := ok && owner.Name != o.self && !o.srv.draining.Load()
+	if o.srv.draining.Load() {
+		return // the hand-off withdraws pins once the new owner has the session
+	}
 	o.mu.Lock()
-	h, has := o.pinned[key]
-	switch {
-	case want && !has:
-		h = xxhash.Sum64String(key)
+	defer o.mu.Unlock()
+	if _, has := o.pinned[key]; has {
+		return
+	}
+	if owner, ok := snap.Locate([]byte(key)); ok && owner.Name != o.self {
+		h := xxhash.Sum64String(key)
 		o.pinned[key] = h
 		o.m.Pin(h)
-	case !want && has:
-		delete(o.pinned, key)
-		o.m.Unpin(h)
 	}
-	o.mu.Unlock()
 }
 
 // created and freed are the hub's hooks (under the shard lock).
 func (o *ownership) created(key string) { o.syncPin(key, o.ring.Snapshot()) }
 
-func (o *ownership) freed(key string) {
+func (o *ownership) freed(key string) { o.unpin(key) }
+
+// unpin withdraws key's pin, if we hold one.
+func (o *ownership) unpin(key string) {
 	o.mu.Lock()
 	if h, ok := o.pinned[key]; ok {
 		delete(o.pinned, key)
@@ -236,9 +249,12 @@ func (o *ownership) freed(key string) {
 
 // place decides where a new session of key belongs (steps 2–4 above): ""
 // here, else the edge to send it to. skip names edges the balancer could
-// not reach.
+// not reach. It fails with errOwnerUnsure when a previous owner could not
+// tell whether it hosts the session: the client retries (503) rather than
+// risk a second session.
 func (o *ownership) place(ctx context.Context, key []byte, skip []string) (string, error) {
 	if n, ok := o.m.PinnedTo(xxhash.Sum64(key)); ok && n.Name != o.self && !contains(skip, n.Name) {
+		o.log.Debug("join redirected: pinned", "key", string(key), "owner", n.Name)
 		return n.Name, nil
 	}
 	snap := o.ring.Snapshot()
@@ -250,26 +266,79 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		return "", errNoEdge
 	}
 	if owner.Name != o.self {
+		o.log.Debug("join redirected: ring", "key", string(key), "owner", owner.Name, "skip", skip)
 		return owner.Name, nil
 	}
 	for _, prev := range o.previousOwners(key, skip) {
 		holder, err := o.claim(ctx, prev, key)
+		for retry := time.Now().Add(unknownClaimerWait); errors.Is(err, errClaimUnknown) && time.Now().Before(retry); {
+			// prev has not heard of us yet: gossip tells it shortly.
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+				holder, err = o.claim(ctx, prev, key)
+				continue
+			}
+			break
+		}
 		if err != nil {
-			o.log.Debug("claim unanswered; taking the edge for dead", "edge", prev, "err", err)
+			if !o.takeForDead(prev, err) {
+				o.log.Warn("claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", string(key), "err", err)
+				return "", fmt.Errorf("%w: %s: %w", errOwnerUnsure, prev.Name, err)
+			}
+			o.log.Debug("claim unanswered; taking the edge for dead", "edge", prev.Name, "key", string(key), "err", err)
 			continue
 		}
-		if holder != "" && holder != o.self {
+		switch {
+		case holder == "":
+		case holder == o.self:
+			// A draining edge is handing the session to us right now.
+			if err := o.srv.hub.awaitInstall(ctx, key); err != nil {
+				return "", fmt.Errorf("%w: hand-off from %s not received: %w", errOwnerUnsure, prev.Name, err)
+			}
+			return "", nil
+		case holder == prev.Name:
+			// The asked edge hosts it: definitive, even when our gossip
+			// has (wrongly) taken that edge for dead.
+			o.log.Debug("join redirected: claim", "key", string(key), "owner", holder)
+			return holder, nil
+		case !contains(skip, holder) && o.member(holder):
+			o.log.Debug("join redirected: claim", "key", string(key), "asked", prev.Name, "owner", holder)
 			return holder, nil
 		}
 	}
+	o.log.Debug("new session here", "key", string(key), "skip", skip)
 	return "", nil
 }
 
+// errOwnerUnsure: a previous owner of the key could not say whether it hosts
+// the session (busy, or not yet aware of this edge); the join is refused
+// with 503 and retried.
+var errOwnerUnsure = errors.New("cannot tell yet whether another edge hosts this session; retry")
+
+// takeForDead reports whether a claim's failure means the edge hosts
+// nothing: nothing listens at its address (refused), or gossip has already
+// declared it dead and it did not answer in time. Any other failure (a
+// timeout on a member, an HTTP error) leaves the question open.
+func (o *ownership) takeForDead(prev ring.Member, err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	return !o.member(prev.Name) && !errors.Is(err, errClaimAnswer)
+}
+
+func (o *ownership) member(name string) bool {
+	_, ok := o.m.Node(name)
+	return ok
+}
+
 // previousOwners returns the other edges that owned key in a view of the
-// last settleWindow and are still members.
-func (o *ownership) previousOwners(key []byte, skip []string) []string {
+// last settleWindow, less those the balancer could not reach. Edges gossip
+// has declared dead since are asked too: a busy edge may be taken for dead
+// while its sessions live on, and a crashed one refuses at once.
+func (o *ownership) previousOwners(key []byte, skip []string) []ring.Member {
 	now := time.Now()
-	var out []string
+	var out []ring.Member
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	views := make([]*ring.Snapshot, 0, len(o.past)+1)
@@ -284,13 +353,25 @@ func (o *ownership) previousOwners(key []byte, skip []string) []string {
 			views = append(views, p.snap)
 		}
 	}
-	for _, v := range views {
-		m, ok := v.Locate(key)
-		if !ok || m.Name == o.self || contains(skip, m.Name) || contains(out, m.Name) {
-			continue
+	add := func(m ring.Member) {
+		if m.Name == o.self || contains(skip, m.Name) || slices.ContainsFunc(out, func(x ring.Member) bool { return x.Name == m.Name }) {
+			return
 		}
-		if _, alive := o.m.Node(m.Name); alive {
-			out = append(out, m.Name)
+		out = append(out, m)
+	}
+	for _, v := range views {
+		if m, ok := v.Locate(key); ok {
+			add(m)
+		}
+	}
+	// An edge that pinned the key and left since (taken for dead while
+	// busy, perhaps) is asked too, at its address in a recent view.
+	if name, ok := o.m.PinnedByGone(xxhash.Sum64(key)); ok {
+		for _, v := range append(views, o.ring.Snapshot()) {
+			if i := slices.IndexFunc(v.Members(), func(m ring.Member) bool { return m.Name == name }); i >= 0 {
+				add(v.Members()[i])
+				break
+			}
 		}
 	}
 	return out
@@ -335,16 +416,19 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// claim asks edge name whether it hosts key; it returns the edge that does
-// ("" when none: name recorded our claim).
-func (o *ownership) claim(ctx context.Context, name string, key []byte) (string, error) {
-	n, ok := o.m.Node(name)
-	if !ok || n.Meta.URL == "" {
-		return "", fmt.Errorf("edge %s is not a member", name)
+// claim asks edge prev whether it hosts key; it returns the edge that does
+// ("" when none: prev recorded our claim).
+func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte) (string, error) {
+	u := prev.URL
+	if n, ok := o.m.Node(prev.Name); ok && n.Meta.URL != "" {
+		u = n.Meta.URL
+	}
+	if u == "" {
+		return "", fmt.Errorf("edge %s has no address", prev.Name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(n.Meta.URL, "/")+pathClaim, bytes.NewReader(key))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(u, "/")+pathClaim, bytes.NewReader(key))
 	if err != nil {
 		return "", err
 	}
@@ -361,8 +445,23 @@ func (o *ownership) claim(ctx context.Context, name string, key []byte) (string,
 	case http.StatusConflict:
 		return resp.Header.Get(headerOwner), nil
 	}
-	return "", fmt.Errorf("edge %s answered the claim with %s", name, resp.Status)
+	if resp.StatusCode == http.StatusForbidden {
+		return "", fmt.Errorf("%w: edge %s: %s", errClaimUnknown, prev.Name, resp.Status)
+	}
+	return "", fmt.Errorf("%w: edge %s: %s", errClaimAnswer, prev.Name, resp.Status)
 }
+
+// errClaimUnknown: the edge does not know us (yet): a joining edge is known
+// to the balancers before gossip has reached every peer.
+var errClaimUnknown = fmt.Errorf("%w: this edge is unknown there", errClaimAnswer)
+
+// unknownClaimerWait bounds the retries of a claim refused for not knowing
+// us: a gossip broadcast reaches every peer in well under a second.
+const unknownClaimerWait = 2 * time.Second
+
+// errClaimAnswer: the edge answered a claim with neither yes nor no (it does
+// not know us yet, or failed): it is alive, so not taken for dead.
+var errClaimAnswer = errors.New("claim not answered")
 
 // serveClaim answers POST /_ringlb/claim from another edge: 409 +
 // X-Ringlb-Owner when a session of the key (body) is live or joining here,
@@ -405,10 +504,14 @@ func (sh *hubShard) lookup(key, self string, gone func(string) bool, now time.Ti
 		s.mu.Lock()
 		moved := s.movedTo
 		s.mu.Unlock()
-		if moved != "" {
+		switch {
+		case moved == "":
+			return true, ""
+		case gone == nil || !gone(moved):
 			return false, moved
 		}
-		return true, ""
+		// Frozen, handed to an edge that is gone since: nobody hosts it.
+		return false, ""
 	}
 	if sh.admitting[key].n > 0 {
 		return true, ""
@@ -479,6 +582,27 @@ func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone func(st
 	return ""
 }
 
+// awaitInstall waits until a session of key is here (a hand-off installed
+// it), polling: hand-offs are rare and short.
+func (h *hub) awaitInstall(ctx context.Context, key []byte) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		sh := h.shard(key)
+		sh.mu.Lock()
+		_, ok := sh.sessions[string(key)]
+		sh.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
 // sweep forgets expired claims and hand-over marks.
 func (h *hub) sweep(now time.Time) {
 	for i := range h.shards {
@@ -524,6 +648,7 @@ type handoffResponse struct {
 
 // moving is a session frozen for a hand-off, and who to close after it.
 type moving struct {
+	key          string
 	state        *handoffSession // nil: raw mode, nothing to carry
 	participants []*participant
 	size         int
@@ -550,7 +675,7 @@ func (o *ownership) handOff(ctx context.Context) int {
 		}
 		s.movedTo = target.Name
 		sh.moved[s.key] = handover{edge: target.Name, until: now.Add(settleWindow)}
-		mv := moving{participants: append([]*participant(nil), s.participants...)}
+		mv := moving{key: s.key, participants: append([]*participant(nil), s.participants...)}
 		if s.v1 != nil {
 			st := &handoffSession{Key: s.key, Epoch: s.v1.epoch, Seq: s.v1.seq}
 			frames, _ := s.v1.since(s.v1.seq - uint64(s.v1.n))
@@ -583,6 +708,7 @@ func (o *ownership) handOff(ctx context.Context) int {
 				}
 			}
 			for _, mv := range list[:n] {
+				o.unpin(mv.key) // the new owner has it: the ring sends joins there
 				for _, p := range mv.participants {
 					p.stop(closeServiceRestart, "session moved to "+target)
 				}

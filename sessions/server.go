@@ -298,6 +298,7 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 	switch {
 	case err != nil:
 		ctx.Error("service unavailable: "+err.Error()+"\n", fasthttp.StatusServiceUnavailable)
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 		return
 	case owner != "":
 		s.metrics.misdirected.Inc()
@@ -315,6 +316,10 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 		s.hub.unreserve(owned)
 	}
 }
+
+// placeTimeout bounds a new session's ownership checks: claims to the
+// previous owners (peerTimeout each) or the wait for a hand-off in flight.
+const placeTimeout = handoffTimeout
 
 // errDraining refuses a new session while the edge drains (no cluster to
 // send it elsewhere).
@@ -336,6 +341,7 @@ func (s *Server) place(ctx *fasthttp.RequestCtx, key []byte) (string, error) {
 	}
 	live, owner := s.hub.lookup(key, s.name, gone)
 	if owner != "" {
+		s.log.Debug("join redirected: moved or claimed", "key", string(key), "owner", owner)
 		return owner, nil
 	}
 	if !live {
@@ -346,7 +352,7 @@ func (s *Server) place(ctx *fasthttp.RequestCtx, key []byte) (string, error) {
 		} else {
 			// Not the request's context: the HTTP client may hold it
 			// after we return, and fasthttp recycles it.
-			pctx, cancel := context.WithTimeout(context.Background(), 2*peerTimeout)
+			pctx, cancel := context.WithTimeout(context.Background(), placeTimeout)
 			owner, err := o.place(pctx, key, skip)
 			cancel()
 			if err != nil || owner != "" {

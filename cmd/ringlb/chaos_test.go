@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -173,6 +174,10 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 // a second on loopback.
 const chaosGossip = "profile: local, probe_interval: 200ms, gossip_interval: 50ms"
 
+// chaosLogLevel: RINGLB_CHAOS_LOG_LEVEL=debug logs every placement decision
+// (with RINGLB_TEST_LOGS=DIR to keep the logs).
+var chaosLogLevel = cmp.Or(os.Getenv("RINGLB_CHAOS_LOG_LEVEL"), "info")
+
 // startRinglbChaosCluster runs bal-1, bal-2 and edge-1..3 as processes,
 // all in one gossip cluster.
 func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
@@ -197,7 +202,7 @@ func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
 		cfg := filepath.Join(dir, name+".yaml")
 		writeFile(t, cfg, fmt.Sprintf("cluster: { name: %s, bind: 127.0.0.1:0, %s%s }\n"+
 			"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 10s }\n", name, chaosGossip, join))
-		p := startProc(t, bin, "edge", "-config", cfg)
+		p := startProc(t, bin, "edge", "-config", cfg, "-log-level", chaosLogLevel)
 		p.waitLog(t, "edge started")
 		mu.Lock()
 		edges[name] = p

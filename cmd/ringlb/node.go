@@ -80,8 +80,11 @@ func listenPair(data, admin string) (net.Listener, net.Listener, error) {
 	return dl, al, nil
 }
 
-// startEdge starts an edge: relay listeners first, then gossip, so an edge is
-// reachable before any balancer learns of it.
+// startEdge starts an edge: relay listeners bound first, then gossip, then
+// ownership, then serving. Balancers may route to the edge as soon as it is
+// in gossip; those connections wait in the listen backlog the few
+// milliseconds until the edge checks ownership, so no session starts here
+// unchecked.
 func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool) (*node, error) {
 	name := cfg.Cluster.Name
 	logger = logger.With("node", name, "role", "edge")
@@ -90,7 +93,6 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		return nil, err
 	}
 	srv := sessions.New(cfg.Edge, name, cfg.Cluster.Region, logger, newRegistry(processMetrics))
-	failed := serve(map[net.Listener]func(net.Listener) error{dl: srv.Serve, al: srv.ServeAdmin})
 	advertise := cfg.Edge.AdvertiseURL
 	if u, err := url.Parse(advertise); err == nil && u.Port() == "0" {
 		// Listening on port 0 (tests): advertise the port actually bound.
@@ -106,12 +108,15 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(shutdownCtx)
+		dl.Close()
+		al.Close()
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
 	if cfg.Edge.Ownership != configs.OwnershipNone {
 		rc := cfg.Balancer.Ring
 		srv.UseCluster(m, ring.Config{Partitions: rc.Partitions, Replication: rc.Replication, Load: rc.Load})
 	}
+	failed := serve(map[net.Listener]func(net.Listener) error{dl: srv.Serve, al: srv.ServeAdmin})
 	stopStatsD := srv.StartStatsD(cfg.Edge.StatsD) // nothing without edge.statsd.address
 	logger.Info("edge started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr())
 	// A drain (admin POST /api/drain, SIGTERM) is announced in gossip, so

@@ -33,6 +33,17 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, logs: make(chan map[string]any, 1024)}
+	// RINGLB_TEST_LOGS=DIR keeps every process's log as DIR/<name>.log
+	// (name: the config file's, else the subcommand's) for diagnosis.
+	var keep io.Writer = io.Discard
+	if dir := os.Getenv("RINGLB_TEST_LOGS"); dir != "" {
+		f, err := os.Create(filepath.Join(dir, procLogName(args)+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		keep = f
+	}
 	// Lines that are not log records (a panic's trace) are kept and shown
 	// when the test fails.
 	var other bytes.Buffer
@@ -41,6 +52,7 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 		defer close(scanned)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			keep.Write(append(sc.Bytes(), '\n'))
 			var rec map[string]any
 			if json.Unmarshal(sc.Bytes(), &rec) == nil {
 				select {
@@ -64,6 +76,18 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 		stopProcess(cmd, 20*time.Second)
 	})
 	return p
+}
+
+// procLogName names a process's log file: its config file's base name, else
+// its subcommand, with the test's clock.
+func procLogName(args []string) string {
+	name := args[0]
+	for i, a := range args {
+		if a == "-config" && i+1 < len(args) {
+			name = strings.TrimSuffix(filepath.Base(args[i+1]), filepath.Ext(args[i+1]))
+		}
+	}
+	return fmt.Sprintf("%s-%d", name, time.Now().UnixMilli())
 }
 
 // stopProcess stops a process of the test gracefully (SIGTERM), killing it
