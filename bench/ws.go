@@ -193,7 +193,7 @@ type wsClient struct {
 	// not reused early).
 	window     chan struct{}
 	unreceived []atomic.Int32
-	peers  []*wsClient // the session's participants, by index
+	peers      []*wsClient // the session's participants, by index
 }
 
 // maxSamples bounds the latency samples kept per receiver.
