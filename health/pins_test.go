@@ -75,9 +75,11 @@ func TestPinsSpreadAndWithdraw(t *testing.T) {
 func TestPinOrdering(t *testing.T) {
 	a := newPinTable("a", func() int { return 2 }, 4)
 	b := newPinTable("b", func() int { return 2 }, 4)
-	a.set(7, true)  // seq 1
-	a.set(7, false) // seq 2
-	a.set(8, true)  // seq 3
+	// a's sequence starts at its start time in nanoseconds: the handmade
+	// messages below, numbered 1 and 4, are older than all of a's own.
+	a.set(7, true)
+	a.set(7, false)
+	a.set(8, true)
 	msgs := a.queue.GetBroadcasts(0, 1<<16)
 	if len(msgs) != 2 {
 		t.Fatalf("queued %d broadcasts, want 2 (the unpin of 7 replaces its pin)", len(msgs))
@@ -96,8 +98,8 @@ func TestPinOrdering(t *testing.T) {
 	}
 	// b learnt pin 9 from a broadcast, then a state that lists it not.
 	b.receive([]byte{msgPinOp, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0, 0, 9})
-	a.set(9, true)  // seq 4
-	a.set(9, false) // seq 5
+	a.set(9, true)
+	a.set(9, false)
 	if err := b.merge(a.state()); err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +115,52 @@ func TestPinOrdering(t *testing.T) {
 	}
 	if _, ok := a.holder(8, false); ok {
 		t.Error("own pin counted as another node's")
+	}
+}
+
+// A node taken for dead keeps its pins when it comes back; a node gone for
+// good loses them after pinKeep; a node restarted under the same name
+// replaces what its previous run had pinned.
+func TestPinsOfANodeThatLeft(t *testing.T) {
+	a := newPinTable("a", func() int { return 2 }, 4)
+	b := newPinTable("b", func() int { return 2 }, 4)
+	a.set(8, true)
+	if err := b.merge(a.state()); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	b.left("a", now)
+	if _, ok := b.holder(8, false); ok {
+		t.Error("a node that left still holds its pin")
+	}
+	if n, ok := b.holder(8, true); !ok || n != "a" {
+		t.Errorf("the pin of a node that left is not kept: %q %v", n, ok)
+	}
+	if _, remote := b.count(); remote != 0 {
+		t.Errorf("count includes %d pins of a node that left", remote)
+	}
+	b.back("a") // it refuted its death
+	if n, ok := b.holder(8, false); !ok || n != "a" {
+		t.Errorf("pin not back with its node: %q %v", n, ok)
+	}
+
+	// Restarted: a new table under the same name pins 9, not 8.
+	a2 := newPinTable("a", func() int { return 2 }, 4)
+	a2.set(9, true)
+	if err := b.merge(a2.state()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.holder(8, false); ok {
+		t.Error("the previous run's pin survived the new run's state")
+	}
+	if _, ok := b.holder(9, false); !ok {
+		t.Error("the new run's pin is missing")
+	}
+
+	b.left("a", now)
+	b.left("c", now.Add(pinKeep+time.Second)) // any later leave sweeps
+	if _, ok := b.holder(9, true); ok {
+		t.Errorf("pins of a node gone for over %s are still kept", pinKeep)
 	}
 }
 

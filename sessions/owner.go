@@ -135,7 +135,7 @@ func (s *Server) UseCluster(m *health.Membership, rc ring.Config) {
 	s.hub.owner.Store(o)
 	pins := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "ringlb_edge_pins",
-		Help: "Sessions live on this edge that the ring gives to another edge (pinned in gossip).",
+		Help: "Sessions live on this edge pinned in gossip: the ring gave their key to another edge while they lived.",
 	}, func() float64 {
 		o.mu.Lock()
 		defer o.mu.Unlock()

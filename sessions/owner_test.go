@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -347,4 +349,78 @@ func TestPeerRequestsFromStrangersRefused(t *testing.T) {
 	if live, _ := a.s.hub.lookup([]byte("k"), "edge-a", nil); live {
 		t.Error("a stranger's hand-off installed a session")
 	}
+}
+
+// A previous owner that cannot answer a claim clearly is not taken for
+// dead: an error answer refuses the join (503, Retry-After) so the client
+// retries; "I do not know you" (gossip has not told it of the new edge yet)
+// is asked again until it does; only an address where nothing listens lets
+// the new edge take the session. The previous owner here is a gossip member
+// whose relay is an HTTP server answering claims as a busy or lagging edge
+// would: neither state can be produced on demand in a real edge.
+func TestUnclearClaimRefusesTheJoin(t *testing.T) {
+	var (
+		answer atomic.Int32 // HTTP status of the next claim answers
+		forbid atomic.Int32 // answer 403 to this many claims first
+		claims atomic.Int32
+	)
+	answer.Store(http.StatusInternalServerError)
+	peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != pathClaim || r.Header.Get(headerClaimBy) != "edge-new" {
+			http.Error(w, "unexpected request", http.StatusBadRequest)
+			return
+		}
+		claims.Add(1)
+		if forbid.Add(-1) >= 0 {
+			http.Error(w, "forbidden: not an edge of this cluster", http.StatusForbidden)
+			return
+		}
+		http.Error(w, http.StatusText(int(answer.Load())), int(answer.Load()))
+	}))
+	defer peer.Close()
+	cl := configs.Cluster{Name: "edge-old", Region: "east", Bind: "127.0.0.1:0", Profile: "local",
+		ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond)}
+	old, err := health.Join(t.Context(), cl, health.Meta{Role: health.RoleEdge, Region: "east", URL: peer.URL, Weight: 1, State: health.StateAlive}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+		defer cancel()
+		old.Shutdown(ctx)
+	})
+	c := startClusterEdge(t, "edge-new", old.Addr())
+	waitRing(t, []*clusterEdge{c}, "edge-new", "edge-old")
+	var keys []string
+	for i := 0; len(keys) < 3; i++ {
+		if key := fmt.Sprintf("unclear-%d", i); ownerOf(key, "edge-new", "edge-old") == "edge-new" {
+			keys = append(keys, key)
+		}
+	}
+
+	// Busy: 500 to the claim → 503 to the client, nothing started.
+	conn, resp, err := c.dialV1(t, keys[0], "", nil)
+	if err == nil {
+		conn.Close()
+		t.Fatal("joined although the previous owner could not say whether it hosts the session")
+	}
+	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("answer %v, want 503 with Retry-After", resp)
+	}
+	if n, _ := c.s.Stats(); n != 0 {
+		t.Fatalf("%d sessions started, want none", n)
+	}
+
+	// Not known there yet: asked again until it answers.
+	answer.Store(http.StatusOK)
+	forbid.Store(3)
+	before := claims.Load()
+	c.joinV1(t, keys[1], "", nil)
+	if n := claims.Load() - before; n != 4 {
+		t.Errorf("%d claims, want 4 (three refused for not knowing us, then one answered)", n)
+	}
+
+	// Nothing listens any more: the edge is taken for dead at once.
+	peer.Close()
+	c.joinV1(t, keys[2], "", nil)
 }
