@@ -433,6 +433,10 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte) (st
 		return "", err
 	}
 	req.Header.Set(headerClaimBy, o.self)
+	// A claim may be sent twice: net/http then retries it on a fresh
+	// connection when a kept-alive one turns out closed (the peer
+	// restarted or crashed), instead of failing it.
+	req.Header.Set("Idempotency-Key", o.self)
 	resp, err := o.http.Do(req)
 	if err != nil {
 		return "", err
