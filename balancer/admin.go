@@ -3,6 +3,7 @@ package balancer
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log"
 	"log/slog"
 	"net"
@@ -22,6 +23,11 @@ import (
 //	GET /api/lookup?key=K  {"key","owner","url","version","candidates":[...]}
 //	GET /api/nodes         {"node","ring_version","nodes":[...],"recent":[...]} (gossip members and static edges)
 //	POST /api/nodes/{name}/drain  asks that edge to drain (through its admin API)
+//	POST /api/maintenance?state=on|off  on: the health path (/_ringlb/health)
+//	                       answers 503 "maintenance" while traffic still flows, so
+//	                       health checks (a GSLB's, a floating IP's) move clients
+//	                       away before the balancer is stopped; off: back in
+//	GET /api/maintenance   {"node","maintenance"}
 //	GET /                  the dashboard (dashboard.go), with GET /api/cluster and /api/gslb/...
 //
 // When balancer.admin.token_file is set, everything but /healthz needs
@@ -50,6 +56,8 @@ func (b *Balancer) newAdminServer() *http.Server {
 	mux.Handle("GET /api/lookup", b.withToken(http.HandlerFunc(b.serveLookup)))
 	mux.Handle("GET /api/nodes", b.withToken(http.HandlerFunc(b.serveNodes)))
 	mux.Handle("POST /api/nodes/{name}/drain", b.withToken(http.HandlerFunc(b.serveDrain)))
+	mux.Handle("GET /api/maintenance", b.withToken(http.HandlerFunc(b.serveMaintenance)))
+	mux.Handle("POST /api/maintenance", b.withToken(http.HandlerFunc(b.serveMaintenance)))
 	b.handleDashboard(mux)
 	return &http.Server{
 		Handler:           mux,
@@ -127,6 +135,23 @@ func (b *Balancer) serveLookup(w http.ResponseWriter, r *http.Request) {
 		"version":    snap.Version(),
 		"candidates": candidates,
 	})
+}
+
+// serveMaintenance reports, and on POST sets, maintenance mode.
+func (b *Balancer) serveMaintenance(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		switch state := r.FormValue("state"); state {
+		case "on", "off":
+			on := state == "on"
+			if b.maintenance.Swap(on) != on {
+				b.log.Warn("maintenance mode changed: the health path answers "+map[bool]string{true: "503", false: "200"}[on], "maintenance", on, "remote", r.RemoteAddr)
+			}
+		default:
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("state must be on or off, got %q", state)})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"node": b.name, "maintenance": b.maintenance.Load()})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -65,6 +65,9 @@ type Balancer struct {
 	metrics *metrics
 	// relay carries plain-TCP tunnels after the handshake (nil: goroutines).
 	relay *relay
+	// maintenance fails the health path (HealthPath) while traffic still
+	// flows, so a GSLB takes the balancer out of DNS first (admin API).
+	maintenance atomic.Bool
 
 	data  *fasthttp.Server
 	admin *http.Server

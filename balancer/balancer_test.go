@@ -353,6 +353,41 @@ func TestHealthFollowsRing(t *testing.T) {
 	}
 }
 
+// Maintenance fails the health path for health checkers while requests
+// still go through; switching it off brings the health path back.
+func TestMaintenanceFailsHealthOnly(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	set := func(state string) (int, map[string]any) {
+		t.Helper()
+		resp, err := h.client.Post("http://"+h.admin+"/api/maintenance?state="+state, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		json.NewDecoder(resp.Body).Decode(&v)
+		return resp.StatusCode, v
+	}
+	if code, v := set("on"); code != http.StatusOK || v["maintenance"] != true {
+		t.Fatalf("maintenance on: %d %v", code, v)
+	}
+	if resp, body := h.get(t, HealthPath, nil); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "maintenance") {
+		t.Fatalf("health in maintenance: %d %q", resp.StatusCode, body)
+	}
+	if resp, _ := h.get(t, "/whoami", http.Header{"Ctstickiness": {"k"}}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("request in maintenance: %d, want it served", resp.StatusCode)
+	}
+	if code, _ := set("sideways"); code != http.StatusBadRequest {
+		t.Fatalf("bad state: %d, want 400", code)
+	}
+	if code, v := set("off"); code != http.StatusOK || v["maintenance"] != false {
+		t.Fatalf("maintenance off: %d %v", code, v)
+	}
+	if resp, _ := h.get(t, HealthPath, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("health after maintenance: %d", resp.StatusCode)
+	}
+}
+
 func TestFollows421(t *testing.T) {
 	h := newHarness(t, configs.Balancer{})
 	key := h.keyOwnedBy(t, "edge-1")

@@ -104,6 +104,11 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 }
 
 func (b *Balancer) serveHealth(ctx *fasthttp.RequestCtx) {
+	if b.maintenance.Load() {
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetBodyString("maintenance\n")
+		return
+	}
 	if len(b.ring.Snapshot().Members()) == 0 {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		ctx.SetBodyString("no edge routable\n")

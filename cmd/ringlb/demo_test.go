@@ -261,6 +261,33 @@ func TestDemoEndToEnd(t *testing.T) {
 	if west := dnsAnswer("127.0.0.2"); west != "127.0.0.1" {
 		t.Fatalf("west with bal-2 removed: %s, want the east failover 127.0.0.1", west)
 	}
+	post := func(url string) {
+		t.Helper()
+		resp, err := http.Post(url, "", nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("POST %s: %v %v", url, resp, err)
+		}
+		resp.Body.Close()
+	}
+	post("http://127.0.0.1:9053/api/pools/ide.ringlb.test/west/bal-2/mode?mode=obey")
+	// Health-based failover and recovery: bal-2 in maintenance fails its
+	// health path, the gslb's monitor (1 s interval, fall 2, rise 2) takes
+	// it out and, once maintenance ends, back in.
+	waitWest := func(want, why string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for got := dnsAnswer("127.0.0.2"); got != want; got = dnsAnswer("127.0.0.2") {
+			if time.Now().After(deadline) {
+				t.Fatalf("west %s: %s, want %s", why, got, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitWest("127.0.0.2", "back in obey mode")
+	post("http://127.0.0.1:9091/api/maintenance?state=on")
+	waitWest("127.0.0.1", "with bal-2 failing its health checks")
+	post("http://127.0.0.1:9091/api/maintenance?state=off")
+	waitWest("127.0.0.2", "after bal-2 recovered")
 
 	// `ringlb bench dns` against the demo's gslb: every query answered.
 	out, err = exec.Command(bin, "bench", "dns", "-server", "127.0.0.1:5353", "-duration", "1s", "-clients", "4").CombinedOutput()
