@@ -270,17 +270,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		return owner.Name, nil
 	}
 	for _, prev := range o.previousOwners(key, skip) {
-		holder, err := o.claim(ctx, prev, key)
-		for retry := time.Now().Add(unknownClaimerWait); errors.Is(err, errClaimUnknown) && time.Now().Before(retry); {
-			// prev has not heard of us yet: gossip tells it shortly.
-			select {
-			case <-ctx.Done():
-			case <-time.After(50 * time.Millisecond):
-				holder, err = o.claim(ctx, prev, key)
-				continue
-			}
-			break
-		}
+		holder, err := o.claimKnown(ctx, prev, key)
 		if err != nil {
 			if !o.takeForDead(prev, err) {
 				o.log.Warn("claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", string(key), "err", err)
@@ -462,6 +452,23 @@ var errClaimUnknown = fmt.Errorf("%w: this edge is unknown there", errClaimAnswe
 // unknownClaimerWait bounds the retries of a claim refused for not knowing
 // us: a gossip broadcast reaches every peer in well under a second.
 const unknownClaimerWait = 2 * time.Second
+
+// claimKnown is claim, asked again while prev does not know this edge yet
+// (gossip tells it shortly), for up to unknownClaimerWait.
+func (o *ownership) claimKnown(ctx context.Context, prev ring.Member, key []byte) (string, error) {
+	deadline := time.Now().Add(unknownClaimerWait)
+	for {
+		holder, err := o.claim(ctx, prev, key)
+		if !errors.Is(err, errClaimUnknown) || time.Now().After(deadline) {
+			return holder, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
 
 // errClaimAnswer: the edge answered a claim with neither yes nor no (it does
 // not know us yet, or failed): it is alive, so not taken for dead.
