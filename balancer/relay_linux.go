@@ -226,18 +226,24 @@ func (l *relayLoop) run() {
 	sweepEvery := min(max(l.idle/4, 10*time.Millisecond), time.Second)
 	nextSweep := time.Now().Add(sweepEvery)
 	l.file.SetReadDeadline(nextSweep)
+	// The poll function and what it sets are made once: a closure made in
+	// the loop would escape to the heap on every wake-up.
+	var (
+		n       int
+		waitErr error
+	)
+	poll := func(fd uintptr) bool {
+		// Never blocks: with nothing ready, Read parks this goroutine
+		// in the netpoller until the epoll descriptor is readable.
+		n, waitErr = epollPoll(int(fd), events)
+		if waitErr == unix.EINTR {
+			n, waitErr = 0, nil
+		}
+		return n > 0 || waitErr != nil
+	}
 	for {
-		var n int
-		var waitErr error
-		err := l.raw.Read(func(fd uintptr) bool {
-			// Never blocks: with nothing ready, Read parks this goroutine
-			// in the netpoller until the epoll descriptor is readable.
-			n, waitErr = epollPoll(int(fd), events)
-			if waitErr == unix.EINTR {
-				n, waitErr = 0, nil
-			}
-			return n > 0 || waitErr != nil
-		})
+		n, waitErr = 0, nil
+		err := l.raw.Read(poll)
 		if waitErr != nil {
 			err = waitErr
 		}

@@ -167,3 +167,36 @@ func benchEcho(b *testing.B, c net.Conn, br *bufio.Reader) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkTunnelRoundTrip measures one small message's round trip through
+// a quiet tunnel (256 B out, echoed back, one at a time): what the balancer
+// adds to latency when it is not busy. ns/op is the round trip; the
+// balancer's cost is the difference from "direct".
+func BenchmarkTunnelRoundTrip(b *testing.B) {
+	b.Run("balancer", func(b *testing.B) {
+		_, addr := startRawBalancer(b, configs.Balancer{})
+		c, br := openRawTunnel(b, addr)
+		defer c.Close()
+		benchPingPong(b, c, br)
+	})
+	b.Run("direct", func(b *testing.B) {
+		c, br := openRawTunnel(b, strings.TrimPrefix(startRawEdge(b), "http://"))
+		defer c.Close()
+		benchPingPong(b, c, br)
+	})
+}
+
+func benchPingPong(b *testing.B, c net.Conn, br *bufio.Reader) {
+	out := make([]byte, 256)
+	in := make([]byte, 256)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(out); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(br, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
