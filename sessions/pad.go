@@ -36,7 +36,7 @@ func servePad(ctx *fasthttp.RequestCtx, path string) {
 	// (the WebSocket included): session text from other participants is
 	// put in the page as text, and this keeps it that way even if that
 	// ever slipped.
-	h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-cache")
