@@ -452,6 +452,43 @@ func TestDeadEdgeFailsOver(t *testing.T) {
 	}
 }
 
+// An edge that accepts the connection and closes it before answering (its
+// process dying: the listener still accepts for a moment after a kill) is
+// treated like one that cannot be dialed: the upgrade goes to the next
+// candidate instead of failing with 502.
+func TestWebSocketEdgeClosingUnansweredFailsOver(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	key := h.keyOwnedBy(t, "edge-2")
+	var buf [3]ring.Member
+	cands := h.ring.Snapshot().Candidates([]byte(key), buf[:0])
+	e := h.byName["edge-2"]
+	addr := e.ln.Addr().String()
+	e.stop()
+	ln, err := net.Listen("tcp", addr) // edge-2's address, now resetting
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.TCPConn).SetLinger(0) // close with RST, as a killed process's kernel does
+			c.Close()
+		}
+	}()
+	conn, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	conn.Close()
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != cands[1].Name {
+		t.Fatalf("WebSocket served by %s, want next candidate %s", got, cands[1].Name)
+	}
+	if got := h.byName[cands[1].Name].skips(); len(got) != 1 || got[0] != "edge-2" {
+		t.Fatalf("fallback edge got X-Ringlb-Skip %q, want [edge-2]", got)
+	}
+}
+
 func dialWS(t *testing.T, addr, path string, header http.Header, subprotocols ...string) (*websocket.Conn, *http.Response) {
 	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: subprotocols}

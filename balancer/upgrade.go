@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -66,6 +67,10 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, k
 			req = append(h.Header(), ctx.Request.Body()...)
 		}
 		head, n, status, err := handshake(conn, req)
+		if errors.Is(err, errClosedUnanswered) {
+			conn.Close()
+			return "", &dialError{edge: m.Name, err: err}
+		}
 		if err != nil {
 			conn.Close()
 			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()
@@ -118,6 +123,9 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, k
 func handshake(conn net.Conn, request []byte) (buf []byte, n, status int, err error) {
 	_ = conn.SetDeadline(time.Now().Add(responseTimeout))
 	if _, err := conn.Write(request); err != nil {
+		if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+			return nil, 0, 0, errClosedUnanswered
+		}
 		return nil, 0, 0, err
 	}
 	buf = make([]byte, 0, 4096)
@@ -137,6 +145,13 @@ func handshake(conn net.Conn, request []byte) (buf []byte, n, status int, err er
 			return buf, n, status, err
 		}
 		if err != nil {
+			if len(buf) == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
+				// Closed before a byte of answer: the edge's process is
+				// dying (a kill closes its listener after accepting) or it
+				// shed the connection. Nothing reached the client and the
+				// upgrade is a GET: try it elsewhere, as after a failed dial.
+				return nil, 0, 0, errClosedUnanswered
+			}
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
@@ -144,6 +159,9 @@ func handshake(conn net.Conn, request []byte) (buf []byte, n, status int, err er
 		}
 	}
 }
+
+// errClosedUnanswered: the edge closed the connection without answering.
+var errClosedUnanswered = errors.New("edge closed the connection without answering")
 
 // parseStatus reads the status code of "HTTP/1.1 101 Switching Protocols".
 func parseStatus(head []byte) (int, error) {

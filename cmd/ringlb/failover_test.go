@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -53,14 +54,28 @@ func TestPassiveFailoverWhenAnEdgeDies(t *testing.T) {
 			keyOn[l.Owner] = key
 		}
 	}
+	// dial joins key as a client does: an answer that asks to retry (503
+	// while an edge cannot yet tell who hosts a key, a 421 naming an edge
+	// the balancer does not know yet) is retried after a short pause.
 	dial := func(key string) (*websocket.Conn, string) {
 		t.Helper()
 		d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
-		c, resp, err := d.Dial("ws://"+listen+"/ws", http.Header{"Ctstickiness": {key}})
-		if err != nil {
-			t.Fatalf("dial %s: %v", key, err)
+		for attempt := 1; ; attempt++ {
+			c, resp, err := d.Dial("ws://"+listen+"/ws", http.Header{"Ctstickiness": {key}})
+			if err == nil {
+				return c, resp.Header.Get("X-Ringlb-Edge")
+			}
+			if resp == nil || (resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusMisdirectedRequest) || attempt == 5 {
+				var detail string
+				if resp != nil {
+					body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+					detail = fmt.Sprintf(" (HTTP %d from %s, owner %q: %s)", resp.StatusCode, resp.Header.Get("X-Ringlb-Edge"), resp.Header.Get("X-Ringlb-Owner"), body)
+				}
+				t.Fatalf("dial %s, attempt %d: %v%s", key, attempt, err, detail)
+			}
+			t.Logf("dial %s: HTTP %d from %s (owner %q), retrying", key, resp.StatusCode, resp.Header.Get("X-Ringlb-Edge"), resp.Header.Get("X-Ringlb-Owner"))
+			time.Sleep(100 * time.Millisecond)
 		}
-		return c, resp.Header.Get("X-Ringlb-Edge")
 	}
 	// Two participants per session, so frames have someone to reach.
 	survivorA, on1 := dial(keyOn["edge-1"])
