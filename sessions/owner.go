@@ -521,8 +521,8 @@ func (sh *hubShard) lookup(key, self string, gone func(string) bool, now time.Ti
 		case gone == nil || !gone(moved):
 			return false, moved
 		}
-		// Frozen, handed to an edge that is gone since: nobody hosts it.
-		return false, ""
+		// Frozen, handed to an edge that is gone since: nobody hosts it;
+		// a claim made since may name its owner.
 	}
 	if sh.admitting[key].n > 0 {
 		return true, ""

@@ -424,3 +424,27 @@ func TestUnclearClaimRefusesTheJoin(t *testing.T) {
 	peer.Close()
 	c.joinV1(t, keys[2], "", nil)
 }
+
+// A session frozen by a drain for an edge that has died since belongs to
+// nobody: joins and claims are no longer sent to the dead edge.
+func TestMoveToAGoneEdgeIsDisregarded(t *testing.T) {
+	s := New(configs.Edge{}, "edge-a", "east", slog.New(slog.DiscardHandler), nil)
+	sh := s.hub.shardOf("k")
+	sh.mu.Lock()
+	sh.sessions["k"] = &session{key: "k", movedTo: "edge-b"}
+	sh.mu.Unlock()
+	alive := func(string) bool { return false }
+	bGone := func(name string) bool { return name == "edge-b" }
+	if live, to := s.hub.lookup([]byte("k"), "edge-a", alive); live || to != "edge-b" {
+		t.Fatalf("moved to a live edge: live %v, redirect %q; want the redirect to edge-b", live, to)
+	}
+	if live, to := s.hub.lookup([]byte("k"), "edge-a", bGone); live || to != "" {
+		t.Fatalf("moved to a dead edge: live %v, redirect %q; want neither", live, to)
+	}
+	if holder := s.hub.claim([]byte("k"), "edge-a", "edge-c", time.Minute, bGone); holder != "" {
+		t.Fatalf("claim answered with %q, want it recorded for edge-c", holder)
+	}
+	if _, to := s.hub.lookup([]byte("k"), "edge-a", bGone); to != "edge-c" {
+		t.Fatalf("after edge-c's claim the key goes to %q, want edge-c", to)
+	}
+}
