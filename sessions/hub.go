@@ -69,6 +69,9 @@ type admitted struct {
 type handover struct {
 	edge  string
 	until time.Time
+	// raw: a drain moved a raw-mode session, which carries no state: the
+	// new edge need not wait for a hand-off to start it.
+	raw bool
 }
 
 // session is the set of participants sharing one key. Its lock orders

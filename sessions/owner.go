@@ -191,6 +191,12 @@ func (o *ownership) members() []ring.Member {
 // update rebuilds the ring after a membership change; when it changed, the
 // old view is remembered and pins are brought up to date.
 func (o *ownership) update() {
+	// A claim is "that edge may start this session": void once it drains
+	// (it hands its sessions on) or leaves.
+	o.srv.hub.dropClaims(func(edge string) bool {
+		n, ok := o.m.Node(edge)
+		return !ok || n.Meta.State == health.StateDraining
+	})
 	old := o.ring.Snapshot()
 	next := o.ring.Update(o.members())
 	if next == old {
@@ -586,6 +592,10 @@ func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone func(st
 	switch {
 	case live:
 		return self
+	case redirect == by && sh.moved[string(key)].raw:
+		// Handed to the claimer with nothing to carry (raw mode): it
+		// starts the session itself, no hand-off to wait for.
+		return ""
 	case redirect != "":
 		return redirect
 	}
@@ -611,6 +621,20 @@ func (h *hub) awaitInstall(ctx context.Context, key []byte) error {
 			return ctx.Err()
 		case <-tick.C:
 		}
+	}
+}
+
+// dropClaims forgets the claims made by edges for which void reports true.
+func (h *hub) dropClaims(void func(edge string) bool) {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for k, c := range sh.claims {
+			if void(c.edge) {
+				delete(sh.claims, k)
+			}
+		}
+		sh.mu.Unlock()
 	}
 }
 
@@ -685,7 +709,7 @@ func (o *ownership) handOff(ctx context.Context) int {
 			return
 		}
 		s.movedTo = target.Name
-		sh.moved[s.key] = handover{edge: target.Name, until: now.Add(settleWindow)}
+		sh.moved[s.key] = handover{edge: target.Name, until: now.Add(settleWindow), raw: s.v1 == nil}
 		mv := moving{key: s.key, participants: append([]*participant(nil), s.participants...)}
 		if s.v1 != nil {
 			st := &handoffSession{Key: s.key, Epoch: s.v1.epoch, Seq: s.v1.seq}

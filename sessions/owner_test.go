@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/fasthttp/websocket"
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
@@ -446,5 +447,54 @@ func TestMoveToAGoneEdgeIsDisregarded(t *testing.T) {
 	}
 	if _, to := s.hub.lookup([]byte("k"), "edge-a", bGone); to != "edge-c" {
 		t.Fatalf("after edge-c's claim the key goes to %q, want edge-c", to)
+	}
+}
+
+// A drained raw-mode session carries no state: its participants reconnect
+// on the new owner at once, which does not wait for a hand-off.
+func TestDrainRawSessionsReconnectAtOnce(t *testing.T) {
+	a := startClusterEdge(t, "edge-a", "")
+	b := startClusterEdge(t, "edge-b", a.m.Addr())
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	var key string
+	for i := 0; ; i++ {
+		if key = fmt.Sprintf("raw-drained-%d", i); ownerOf(key, "edge-a", "edge-b") == "edge-a" {
+			break
+		}
+	}
+	d := websocket.Dialer{HandshakeTimeout: testDeadline}
+	h := http.Header{"Ctstickiness": {key}}
+	p, _, err := d.Dial("ws://"+a.data+"/ws", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	<-a.joined
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- a.s.Drain(ctx)
+	}()
+	if code := closeCode(t, p); code != closeServiceRestart {
+		t.Fatalf("close code %d, want 1012", code)
+	}
+	// What ringlb edge does on a drain: announce it, so the ring leaves a.
+	if err := a.m.UpdateMeta(t.Context(), func(m *health.Meta) { m.State = health.StateDraining }); err != nil {
+		t.Fatal(err)
+	}
+	waitRing(t, []*clusterEdge{b}, "edge-b")
+	start := time.Now()
+	again, resp, err := d.Dial("ws://"+b.data+"/ws", h)
+	if err != nil {
+		t.Fatalf("raw reconnect on the new owner: %v (%v)", err, resp)
+	}
+	defer again.Close()
+	// A wait for a hand-off that never comes would take placeTimeout.
+	if waited := time.Since(start); waited > placeTimeout/2 {
+		t.Errorf("raw reconnect took %s: the new owner waited for a hand-off", waited)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
 	}
 }
