@@ -91,7 +91,11 @@ type Balancer struct {
 
 	mu      sync.Mutex
 	closing bool
-	tunnels map[*tunnel]struct{}
+	// listeners are those Serve and ServeRedirect were given: Shutdown
+	// closes them itself, as one may be handed to fasthttp only after
+	// fasthttp's own Shutdown has run.
+	listeners []net.Listener
+	tunnels   map[*tunnel]struct{}
 	conns   map[net.Conn]struct{} // client connections fasthttp serves, for a forced stop
 	wg      sync.WaitGroup        // one per registered tunnel
 }
@@ -221,10 +225,7 @@ func applyDefaults(cfg *configs.Balancer) {
 // With balancer.tls set it terminates TLS on ln; tunnels then copy through
 // crypto/tls instead of splice(2).
 func (b *Balancer) Serve(ln net.Listener) error {
-	b.mu.Lock()
-	closing := b.closing
-	b.mu.Unlock()
-	if closing {
+	if !b.register(ln) {
 		return ErrClosed
 	}
 	ln, err := b.wrapListener(ln)
@@ -234,7 +235,29 @@ func (b *Balancer) Serve(ln net.Listener) error {
 	if b.tlsConfig != nil {
 		ln = tls.NewListener(ln, b.tlsConfig)
 	}
-	return b.data.Serve(ln)
+	return b.served(b.data.Serve(ln))
+}
+
+// register records a listener to serve, unless Shutdown has begun.
+func (b *Balancer) register(ln net.Listener) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closing {
+		return false
+	}
+	b.listeners = append(b.listeners, ln)
+	return true
+}
+
+// served maps the end of a Serve that Shutdown caused to nil.
+func (b *Balancer) served(err error) error {
+	b.mu.Lock()
+	closing := b.closing
+	b.mu.Unlock()
+	if closing && errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
 }
 
 // Shutdown stops accepting connections, lets in-flight requests finish and
@@ -259,6 +282,15 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 	if redirect != nil {
 		_ = redirect.ShutdownWithContext(ctx)
 	}
+	// A Serve that passed its closing check just before Shutdown began
+	// may hand its listener to fasthttp only now, after fasthttp's
+	// Shutdown: closing it ends that Serve. (Closed after, not before:
+	// fasthttp reports a listener closed under it as a failed shutdown.)
+	b.mu.Lock()
+	for _, ln := range b.listeners {
+		_ = ln.Close()
+	}
+	b.mu.Unlock()
 
 	done := make(chan struct{})
 	go func() {

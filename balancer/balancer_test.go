@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -691,6 +692,41 @@ func TestShutdownIdle(t *testing.T) {
 	defer ln.Close()
 	if err := h.bal.Serve(ln); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Serve after Shutdown: %v", err)
+	}
+}
+
+// Shutdown right as Serve starts (a signal at start-up) still ends Serve:
+// the listener may reach fasthttp only after fasthttp's own Shutdown ran.
+func TestShutdownRacingServe(t *testing.T) {
+	r := ring.New(ring.DefaultConfig())
+	for i := range 200 {
+		b, err := New(configs.Balancer{}, "bal-race", r, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- b.Serve(ln) }()
+		if i%2 == 0 {
+			runtime.Gosched()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := b.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		cancel()
+		select {
+		case err := <-served:
+			if err != nil && !errors.Is(err, ErrClosed) {
+				t.Fatalf("Serve: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: Serve still running 5 s after Shutdown", i)
+		}
+		ln.Close()
 	}
 }
 

@@ -45,6 +45,7 @@ func (b *Balancer) ServeRedirect(ln net.Listener) error {
 		return ErrClosed
 	}
 	b.redirect = srv
+	b.listeners = append(b.listeners, ln)
 	b.mu.Unlock()
-	return srv.Serve(ln)
+	return b.served(srv.Serve(ln))
 }
