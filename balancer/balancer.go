@@ -96,8 +96,8 @@ type Balancer struct {
 	// fasthttp's own Shutdown has run.
 	listeners []net.Listener
 	tunnels   map[*tunnel]struct{}
-	conns   map[net.Conn]struct{} // client connections fasthttp serves, for a forced stop
-	wg      sync.WaitGroup        // one per registered tunnel
+	conns     map[net.Conn]struct{} // client connections fasthttp serves, for a forced stop
+	wg        sync.WaitGroup        // one per registered tunnel
 }
 
 // New returns a Balancer named name (its cluster node name, for logs and

@@ -428,16 +428,7 @@ func TestDeadEdgeFailsOver(t *testing.T) {
 	if w.Edge != cands[1].Name {
 		t.Fatalf("HTTP served by %s, want next candidate %s", w.Edge, cands[1].Name)
 	}
-	conn, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
-	conn.Close()
-	if got := resp.Header.Get("X-Ringlb-Edge"); got != cands[1].Name {
-		t.Fatalf("WebSocket served by %s, want next candidate %s", got, cands[1].Name)
-	}
-	// The fallback edge learns which edge could not be reached, so it
-	// checks ownership on the ring without it.
-	if got := h.byName[cands[1].Name].skips(); len(got) != 1 || got[0] != "edge-2" {
-		t.Fatalf("fallback edge got X-Ringlb-Skip %q, want [edge-2]", got)
-	}
+	h.expectFallback(t, key, cands[1].Name, "edge-2")
 	// The first failed dial made edge-2 a suspect: the WebSocket went
 	// straight to the next candidate without dialing it again.
 	if n := h.metric(t, "ringlb_balancer_backend_errors_total", map[string]string{"edge": "edge-2", "kind": "dial"}); n != 1 {
@@ -480,13 +471,21 @@ func TestWebSocketEdgeClosingUnansweredFailsOver(t *testing.T) {
 			c.Close()
 		}
 	}()
+	h.expectFallback(t, key, cands[1].Name, "edge-2")
+}
+
+// expectFallback upgrades a WebSocket for key and checks that the fallback
+// edge served it and learnt, in X-Ringlb-Skip, which edge could not be
+// reached (so it checks ownership on the ring without it).
+func (h *harness) expectFallback(t *testing.T, key, fallback, skipped string) {
+	t.Helper()
 	conn, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
 	conn.Close()
-	if got := resp.Header.Get("X-Ringlb-Edge"); got != cands[1].Name {
-		t.Fatalf("WebSocket served by %s, want next candidate %s", got, cands[1].Name)
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != fallback {
+		t.Fatalf("WebSocket served by %s, want next candidate %s", got, fallback)
 	}
-	if got := h.byName[cands[1].Name].skips(); len(got) != 1 || got[0] != "edge-2" {
-		t.Fatalf("fallback edge got X-Ringlb-Skip %q, want [edge-2]", got)
+	if got := h.byName[fallback].skips(); len(got) != 1 || got[0] != skipped {
+		t.Fatalf("fallback edge got X-Ringlb-Skip %q, want [%s]", got, skipped)
 	}
 }
 

@@ -126,17 +126,27 @@ func TestTunnelRoundsAndHalfClose(t *testing.T) {
 // BenchmarkTunnel measures echo throughput through one tunnel: client →
 // balancer → edge → balancer → client, 64 KiB at a time. "direct" is the same
 // client talking to the edge without the balancer, for scale.
-func BenchmarkTunnel(b *testing.B) {
+func BenchmarkTunnel(b *testing.B) { benchBothWays(b, benchEcho) }
+
+// BenchmarkTunnelRoundTrip measures one small message's round trip through
+// a quiet tunnel (256 B out, echoed back, one at a time): what the balancer
+// adds to latency when it is not busy. ns/op is the round trip; the
+// balancer's cost is the difference from "direct".
+func BenchmarkTunnelRoundTrip(b *testing.B) { benchBothWays(b, benchPingPong) }
+
+// benchBothWays runs bench through a balancer's tunnel and straight to the
+// edge.
+func benchBothWays(b *testing.B, bench func(*testing.B, net.Conn, *bufio.Reader)) {
 	b.Run("balancer", func(b *testing.B) {
 		_, addr := startRawBalancer(b, configs.Balancer{})
 		c, br := openRawTunnel(b, addr)
 		defer c.Close()
-		benchEcho(b, c, br)
+		bench(b, c, br)
 	})
 	b.Run("direct", func(b *testing.B) {
 		c, br := openRawTunnel(b, strings.TrimPrefix(startRawEdge(b), "http://"))
 		defer c.Close()
-		benchEcho(b, c, br)
+		bench(b, c, br)
 	})
 }
 
@@ -166,24 +176,6 @@ func benchEcho(b *testing.B, c net.Conn, br *bufio.Reader) {
 	if err := <-errc; err != nil {
 		b.Fatal(err)
 	}
-}
-
-// BenchmarkTunnelRoundTrip measures one small message's round trip through
-// a quiet tunnel (256 B out, echoed back, one at a time): what the balancer
-// adds to latency when it is not busy. ns/op is the round trip; the
-// balancer's cost is the difference from "direct".
-func BenchmarkTunnelRoundTrip(b *testing.B) {
-	b.Run("balancer", func(b *testing.B) {
-		_, addr := startRawBalancer(b, configs.Balancer{})
-		c, br := openRawTunnel(b, addr)
-		defer c.Close()
-		benchPingPong(b, c, br)
-	})
-	b.Run("direct", func(b *testing.B) {
-		c, br := openRawTunnel(b, strings.TrimPrefix(startRawEdge(b), "http://"))
-		defer c.Close()
-		benchPingPong(b, c, br)
-	})
 }
 
 func benchPingPong(b *testing.B, c net.Conn, br *bufio.Reader) {
