@@ -7,6 +7,8 @@
 #   c) 8000 idle connections: proxy RSS per connection
 #   d) (only when asked: SCENARIOS=d) one hop's latency on a quiet path:
 #      20 sessions x 2, 10 msg/s, 256 B, 20 s
+#   e) (only when asked: SCENARIOS=e) one hop, nothing else going on:
+#      1 session x 2, 500 msg/s, 256 B, 10 s
 # Prints one table and writes every JSON result under $OUT (default bench/out/ws).
 #
 #   apt-get install -y haproxy nginx-light   # once
@@ -125,6 +127,7 @@ run() { # name scenario args...
 [[ $SCENARIOS == *a* ]] && for t in "${TARGETS[@]}"; do run "$t" a -sessions 1000 -participants 3 -rate 1 -size 256 -duration $DUR -ramp 3s; done
 [[ $SCENARIOS == *b* ]] && for t in "${TARGETS[@]}"; do run "$t" b -sessions 50 -participants 2 -saturate -size 256 -duration $SAT; done
 [[ $SCENARIOS == *d* ]] && for t in "${TARGETS[@]}"; do run "$t" d -sessions 20 -participants 2 -rate 10 -size 256 -duration 20s; done
+[[ $SCENARIOS == *e* ]] && for t in "${TARGETS[@]}"; do run "$t" e -sessions 1 -participants 2 -rate 500 -size 256 -duration 10s; done
 [[ $SCENARIOS == *c* ]] && for t in "${TARGETS[@]}"; do run "$t" c -sessions $((IDLE/2)) -participants 2 -rate 0 -duration 3s -drain 100ms; done
 
 [ "$SCENARIOS" = abc ] || exit 0
