@@ -69,9 +69,9 @@ type admitted struct {
 type handover struct {
 	edge  string
 	until time.Time
-	// raw: a drain moved a raw-mode session, which carries no state: the
-	// new edge need not wait for a hand-off to start it.
-	raw bool
+	// empty: no state follows (a raw-mode session, or a hand-off that
+	// failed): the new edge need not wait for one to start the session.
+	empty bool
 }
 
 // session is the set of participants sharing one key. Its lock orders

@@ -592,15 +592,29 @@ func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone func(st
 	switch {
 	case live:
 		return self
-	case redirect == by && sh.moved[string(key)].raw:
-		// Handed to the claimer with nothing to carry (raw mode): it
-		// starts the session itself, no hand-off to wait for.
+	case redirect == by && sh.moved[string(key)].empty:
+		// Handed to the claimer with no state coming (raw mode, or the
+		// hand-off failed): it starts the session itself.
 		return ""
 	case redirect != "":
 		return redirect
 	}
 	sh.claims[string(key)] = handover{edge: by, until: now.Add(ttl)}
 	return ""
+}
+
+// nothingComing marks hand-overs whose state will not arrive (the hand-off
+// failed), so their new edge starts them instead of waiting.
+func (h *hub) nothingComing(list []handoffSession) {
+	for _, hs := range list {
+		sh := h.shardOf(hs.Key)
+		sh.mu.Lock()
+		if m, ok := sh.moved[hs.Key]; ok {
+			m.empty = true
+			sh.moved[hs.Key] = m
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // awaitInstall waits until a session of key is here (a hand-off installed
@@ -709,7 +723,7 @@ func (o *ownership) handOff(ctx context.Context) int {
 			return
 		}
 		s.movedTo = target.Name
-		sh.moved[s.key] = handover{edge: target.Name, until: now.Add(settleWindow), raw: s.v1 == nil}
+		sh.moved[s.key] = handover{edge: target.Name, until: now.Add(settleWindow), empty: s.v1 == nil}
 		mv := moving{key: s.key, participants: append([]*participant(nil), s.participants...)}
 		if s.v1 != nil {
 			st := &handoffSession{Key: s.key, Epoch: s.v1.epoch, Seq: s.v1.seq}
@@ -740,6 +754,7 @@ func (o *ownership) handOff(ctx context.Context) int {
 			if len(batch.Sessions) > 0 {
 				if err := o.send(ctx, urls[target], &batch); err != nil {
 					o.log.Error("hand-off failed: these sessions' clients will get reset on the new edge", "edge", target, "sessions", len(batch.Sessions), "err", err)
+					o.srv.hub.nothingComing(batch.Sessions)
 				}
 			}
 			for _, mv := range list[:n] {
