@@ -142,9 +142,8 @@ func (b *Balancer) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		switch state := r.FormValue("state"); state {
 		case "on", "off":
-			on := state == "on"
-			if b.maintenance.Swap(on) != on {
-				b.log.Warn("maintenance mode changed: the health path answers "+map[bool]string{true: "503", false: "200"}[on], "maintenance", on, "remote", r.RemoteAddr)
+			if on := state == "on"; b.maintenance.Swap(on) != on {
+				b.log.Warn("maintenance mode changed", "maintenance", on, "health", HealthPath, "remote", r.RemoteAddr)
 			}
 		default:
 			writeJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("state must be on or off, got %q", state)})

@@ -39,13 +39,11 @@ func (b *Balancer) ServeRedirect(ln net.Listener) error {
 		CloseOnShutdown:       true,
 		Logger:                fasthttpLogger{b.log},
 	}
-	b.mu.Lock()
-	if b.closing {
-		b.mu.Unlock()
+	if !b.register(ln) {
 		return ErrClosed
 	}
+	b.mu.Lock()
 	b.redirect = srv
-	b.listeners = append(b.listeners, ln)
 	b.mu.Unlock()
 	return b.served(srv.Serve(ln))
 }

@@ -67,12 +67,11 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, k
 			req = append(h.Header(), ctx.Request.Body()...)
 		}
 		head, n, status, err := handshake(conn, req)
-		if errors.Is(err, errClosedUnanswered) {
-			conn.Close()
-			return "", &dialError{edge: m.Name, err: err}
-		}
 		if err != nil {
 			conn.Close()
+			if errors.Is(err, errClosedUnanswered) {
+				return "", &dialError{edge: m.Name, err: err}
+			}
 			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()
 			return "", fmt.Errorf("edge %s: websocket handshake: %w", m.Name, err)
 		}

@@ -364,8 +364,8 @@ func (o *ownership) previousOwners(key []byte, skip []string) []ring.Member {
 	// busy, perhaps) is asked too, at its address in a recent view.
 	if name, ok := o.m.PinnedByGone(xxhash.Sum64(key)); ok {
 		for _, v := range append(views, o.ring.Snapshot()) {
-			if i := slices.IndexFunc(v.Members(), func(m ring.Member) bool { return m.Name == name }); i >= 0 {
-				add(v.Members()[i])
+			if m, ok := v.Member(name); ok {
+				add(m)
 				break
 			}
 		}
@@ -395,11 +395,7 @@ func (o *ownership) isPeer(name string, ip net.IP) bool {
 // (skip) and those no longer in the cluster.
 func (o *ownership) goneFunc(skip []string) func(string) bool {
 	return func(name string) bool {
-		if contains(skip, name) {
-			return true
-		}
-		_, ok := o.m.Node(name)
-		return !ok
+		return contains(skip, name) || !o.member(name)
 	}
 }
 

@@ -263,15 +263,7 @@ func TestClaimsCloseTheGossipWindow(t *testing.T) {
 // owner and closes its participants with 1012; they resume there with
 // nothing lost, and a join sent to the draining edge gets 421.
 func TestDrainHandsSessionsOn(t *testing.T) {
-	a := startClusterEdge(t, "edge-a", "")
-	b := startClusterEdge(t, "edge-b", a.m.Addr())
-	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
-	var key string
-	for i := 0; ; i++ {
-		if key = fmt.Sprintf("drained-%d", i); ownerOf(key, "edge-a", "edge-b") == "edge-a" {
-			break
-		}
-	}
+	a, b, key := startDrainPair(t, "drained")
 	p1 := a.joinV1(t, key, "", nil)
 	p2 := a.joinV1(t, key, "", nil)
 	p1.readType(t, "join")
@@ -282,12 +274,7 @@ func TestDrainHandsSessionsOn(t *testing.T) {
 	}
 	epoch := p1.welcome.Epoch
 
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		drained <- a.s.Drain(ctx)
-	}()
+	drained := startDrain(a)
 	for _, p := range []*v1Client{p1, p2} {
 		if code := closeCode(t, p.Conn); code != closeServiceRestart {
 			t.Fatalf("close code %d, want 1012", code)
@@ -450,18 +437,35 @@ func TestMoveToAGoneEdgeIsDisregarded(t *testing.T) {
 	}
 }
 
+// startDrainPair starts edge-a and edge-b in one cluster and returns a key
+// (prefix-N) that edge-a owns.
+func startDrainPair(t *testing.T, prefix string) (a, b *clusterEdge, key string) {
+	t.Helper()
+	a = startClusterEdge(t, "edge-a", "")
+	b = startClusterEdge(t, "edge-b", a.m.Addr())
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	for i := 0; ; i++ {
+		if key = fmt.Sprintf("%s-%d", prefix, i); ownerOf(key, "edge-a", "edge-b") == "edge-a" {
+			return a, b, key
+		}
+	}
+}
+
+// startDrain drains e in the background; the channel gets Drain's result.
+func startDrain(e *clusterEdge) <-chan error {
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- e.s.Drain(ctx)
+	}()
+	return drained
+}
+
 // A drained raw-mode session carries no state: its participants reconnect
 // on the new owner at once, which does not wait for a hand-off.
 func TestDrainRawSessionsReconnectAtOnce(t *testing.T) {
-	a := startClusterEdge(t, "edge-a", "")
-	b := startClusterEdge(t, "edge-b", a.m.Addr())
-	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
-	var key string
-	for i := 0; ; i++ {
-		if key = fmt.Sprintf("raw-drained-%d", i); ownerOf(key, "edge-a", "edge-b") == "edge-a" {
-			break
-		}
-	}
+	a, b, key := startDrainPair(t, "raw-drained")
 	d := websocket.Dialer{HandshakeTimeout: testDeadline}
 	h := http.Header{"Ctstickiness": {key}}
 	p, _, err := d.Dial("ws://"+a.data+"/ws", h)
@@ -470,12 +474,7 @@ func TestDrainRawSessionsReconnectAtOnce(t *testing.T) {
 	}
 	defer p.Close()
 	<-a.joined
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		drained <- a.s.Drain(ctx)
-	}()
+	drained := startDrain(a)
 	if code := closeCode(t, p); code != closeServiceRestart {
 		t.Fatalf("close code %d, want 1012", code)
 	}
@@ -484,16 +483,12 @@ func TestDrainRawSessionsReconnectAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitRing(t, []*clusterEdge{b}, "edge-b")
-	start := time.Now()
+	// Waiting for a hand-off that never comes would end in a 503.
 	again, resp, err := d.Dial("ws://"+b.data+"/ws", h)
 	if err != nil {
 		t.Fatalf("raw reconnect on the new owner: %v (%v)", err, resp)
 	}
 	defer again.Close()
-	// A wait for a hand-off that never comes would take placeTimeout.
-	if waited := time.Since(start); waited > placeTimeout/2 {
-		t.Errorf("raw reconnect took %s: the new owner waited for a hand-off", waited)
-	}
 	if err := <-drained; err != nil {
 		t.Fatalf("drain: %v", err)
 	}
