@@ -113,6 +113,15 @@ type ownership struct {
 	done chan struct{}
 }
 
+// RingEdges is the number of edges on this edge's ownership ring; 0 before
+// UseCluster. A cluster is settled for this edge once it counts them all.
+func (s *Server) RingEdges() int {
+	if o := s.hub.owner.Load(); o != nil {
+		return o.ring.Snapshot().Len()
+	}
+	return 0
+}
+
 // UseCluster makes the edge check ownership on a ring of m's edges built
 // with rc (the balancers' ring parameters), pin sessions that outlive a ring
 // change, and hand sessions on when it drains. Call it once, before Serve.

@@ -54,7 +54,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errors.Join(err, stopAll())
 	}
 
-	// Ready when every balancer's ring holds every demo edge.
+	// Ready when every balancer routes by, and every edge checks ownership
+	// by, a ring of every demo edge: before that an edge and a balancer
+	// can disagree on a key's owner, and a join gets a 421 instead of a
+	// session.
 	edges := 0
 	for _, n := range cfg.Demo.Nodes {
 		if n.Role == "edge" {
@@ -64,7 +67,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for _, n := range nodes {
-		if n.role != "balancer" {
+		if n.ringEdges == nil {
 			continue
 		}
 		err := n.member.Wait(waitCtx, func(ns []health.Node) bool { return countEdges(ns) >= edges })
@@ -72,7 +75,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			err = waitRing(waitCtx, n, edges)
 		}
 		if err != nil {
-			return errors.Join(fmt.Errorf("demo not ready: balancer %s does not see %d edges: %w", n.name, edges, err), stopAll())
+			return errors.Join(fmt.Errorf("demo not ready: %s %s does not see %d edges: %w", n.role, n.name, edges, err), stopAll())
 		}
 	}
 	printBanner(stdout, nodes, time.Since(started))
@@ -176,12 +179,12 @@ func countEdges(ns []health.Node) int {
 	return c
 }
 
-// waitRing waits until the balancer's ring has caught up with gossip: the
-// ring follows membership notifications on its own goroutine.
+// waitRing waits until the node's ring has caught up with gossip: rings
+// follow membership notifications on their own goroutines.
 func waitRing(ctx context.Context, n *node, want int) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	for len(n.ring.Snapshot().Members()) < want {
+	for n.ringEdges() < want {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -121,7 +123,7 @@ func TestDemoEndToEnd(t *testing.T) {
 			bal := balancers[(s*perSession+i)%len(balancers)]
 			conn, resp, err := dialer.Dial("ws://"+bal+"/ws", h)
 			if err != nil {
-				t.Fatalf("session %d participant %d via %s: %v", s, i, bal, err)
+				t.Fatalf("session %d participant %d via %s: %v%s", s, i, bal, err, describeResponse(resp))
 			}
 			parts = append(parts, &participant{conn: conn, edge: resp.Header.Get("X-Ringlb-Edge"), session: s, index: i})
 		}
@@ -306,6 +308,16 @@ func TestDemoEndToEnd(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("demo did not stop within 30s of SIGINT")
 	}
+}
+
+// describeResponse tells what an edge or balancer answered instead of the
+// upgrade: status, which edge, the owner it named and the body's start.
+func describeResponse(resp *http.Response) string {
+	if resp == nil {
+		return ""
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+	return fmt.Sprintf(" (HTTP %d from %s, owner %q: %s)", resp.StatusCode, resp.Header.Get("X-Ringlb-Edge"), resp.Header.Get("X-Ringlb-Owner"), bytes.TrimSpace(body))
 }
 
 func lastLine(s string) string {

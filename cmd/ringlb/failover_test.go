@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -66,12 +65,7 @@ func TestPassiveFailoverWhenAnEdgeDies(t *testing.T) {
 				return c, resp.Header.Get("X-Ringlb-Edge")
 			}
 			if resp == nil || (resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusMisdirectedRequest) || attempt == 5 {
-				var detail string
-				if resp != nil {
-					body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
-					detail = fmt.Sprintf(" (HTTP %d from %s, owner %q: %s)", resp.StatusCode, resp.Header.Get("X-Ringlb-Edge"), resp.Header.Get("X-Ringlb-Owner"), body)
-				}
-				t.Fatalf("dial %s, attempt %d: %v%s", key, attempt, err, detail)
+				t.Fatalf("dial %s, attempt %d: %v%s", key, attempt, err, describeResponse(resp))
 			}
 			t.Logf("dial %s: HTTP %d from %s (owner %q), retrying", key, resp.StatusCode, resp.Header.Get("X-Ringlb-Edge"), resp.Header.Get("X-Ringlb-Owner"))
 			time.Sleep(100 * time.Millisecond)

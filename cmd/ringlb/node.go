@@ -34,8 +34,10 @@ type node struct {
 	listen     string // data address actually bound
 	admin      string // admin address actually bound
 	member     *health.Membership
-	ring       *ring.Ring // balancers only
-	stop       func(ctx context.Context) error
+	// ringEdges counts the edges on the ring this node routes or checks
+	// ownership by; nil for roles without one.
+	ringEdges func() int
+	stop      func(ctx context.Context) error
 	// reload applies a re-read config file (SIGHUP); nil when the role has
 	// nothing to reload.
 	reload func(cfg *configs.Config) error
@@ -112,9 +114,11 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		al.Close()
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
+	var ringEdges func() int
 	if cfg.Edge.Ownership != configs.OwnershipNone {
 		rc := cfg.Balancer.Ring
 		srv.UseCluster(m, ring.Config{Partitions: rc.Partitions, Replication: rc.Replication, Load: rc.Load})
+		ringEdges = srv.RingEdges
 	}
 	failed := serve(map[net.Listener]func(net.Listener) error{dl: srv.Serve, al: srv.ServeAdmin})
 	stopStatsD := srv.StartStatsD(cfg.Edge.StatsD) // nothing without edge.statsd.address
@@ -137,7 +141,8 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	}()
 	return &node{
 		name: name, role: "edge", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
-		drain: srv.Drain,
+		ringEdges: ringEdges,
+		drain:     srv.Drain,
 		stop: func(ctx context.Context) error {
 			close(stopAnnounce)
 			<-announced
@@ -224,7 +229,8 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	failed := serve(servers)
 	logger.Info("balancer started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr())
 	return &node{
-		name: name, role: "balancer", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, ring: r, failed: failed,
+		name: name, role: "balancer", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
+		ringEdges: func() int { return r.Snapshot().Len() },
 		stop: func(ctx context.Context) error {
 			err := b.Shutdown(ctx)
 			stopFollow()
