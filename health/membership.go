@@ -124,7 +124,11 @@ type Membership struct {
 // cluster through cfg.Join. When no seed answers, Join still returns a
 // working single-node membership and keeps retrying the seeds in the
 // background (like Consul's retry_join), so an edge started before its seeds
-// joins as soon as they are up.
+// joins as soon as they are up. After that it keeps checking that every seed
+// leads to a live member and joins the ones that do not: a seed restarted
+// after the others took it for dead comes back with no members of its own
+// and no seeds to ask (the first node usually has none), and gossip alone
+// never tells it about the rest.
 func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logger) (*Membership, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -156,11 +160,16 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	m.name, m.addr = local.Name, local.Address()
 	seeds := slices.Clone(cfg.Join)
 	if len(seeds) > 0 {
-		if _, err := ml.Join(seeds); err != nil {
+		_, err := ml.Join(seeds)
+		if err != nil {
 			logger.Warn("no gossip seed answered yet; retrying in the background", "seeds", seeds, "err", err)
-			m.retry.Add(1)
-			go m.retryJoin(seeds)
 		}
+		every := seedCheckLAN
+		if cfg.Profile == "local" {
+			every = seedCheckLocal
+		}
+		m.retry.Add(1)
+		go m.keepSeeds(seeds, every, err == nil)
 	}
 	if err := ctx.Err(); err != nil {
 		m.Shutdown(context.Background())
@@ -169,21 +178,81 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	return m, nil
 }
 
-func (m *Membership) retryJoin(seeds []string) {
+// How often a joined node checks that it reaches every seed: a restarted
+// seed is back in the cluster within about this long after it is up.
+const (
+	seedCheckLAN   = 5 * time.Second
+	seedCheckLocal = time.Second
+)
+
+// keepSeeds joins the seeds until one answers (backing off from 200 ms to
+// every), then, every so often, joins again each seed that no live member
+// answers for. It stops with the membership.
+func (m *Membership) keepSeeds(seeds []string, every time.Duration, joined bool) {
 	defer m.retry.Done()
-	wait := 200 * time.Millisecond
+	wait := every
+	if !joined {
+		wait = 200 * time.Millisecond
+	}
 	for {
 		select {
 		case <-m.stop:
 			return
 		case <-time.After(wait):
 		}
-		if _, err := m.ml.Join(seeds); err == nil {
-			m.logger.Info("joined the gossip cluster", "seeds", seeds)
-			return
+		missing := m.unreachedSeeds(seeds)
+		if len(missing) == 0 {
+			joined, wait = true, every
+			continue
 		}
-		wait = min(2*wait, 10*time.Second)
+		n, err := m.ml.Join(missing)
+		switch {
+		case n > 0 && !joined:
+			m.logger.Info("joined the gossip cluster", "seeds", missing)
+		case n > 0:
+			m.logger.Info("rejoined gossip seeds that had dropped out of the cluster", "seeds", missing, "answered", n)
+		default:
+			m.logger.Debug("gossip seeds still unreachable", "seeds", missing, "err", err)
+		}
+		joined = joined || n > 0
+		if joined {
+			wait = every
+		} else {
+			wait = min(2*wait, every)
+		}
 	}
+}
+
+// unreachedSeeds returns the seeds that lead to no live member (this node
+// included). A seed named by host name (a headless Service) is reached when
+// any of its addresses is.
+func (m *Membership) unreachedSeeds(seeds []string) []string {
+	live := map[string]bool{m.addr: true}
+	for _, n := range m.Members() {
+		live[n.Addr] = true
+	}
+	var missing []string
+	for _, seed := range seeds {
+		host, port, err := net.SplitHostPort(seed)
+		if err != nil {
+			missing = append(missing, seed) // memberlist reports what is wrong with it
+			continue
+		}
+		addrs := []string{host}
+		if net.ParseIP(host) == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			addrs, err = net.DefaultResolver.LookupHost(ctx, host)
+			cancel()
+			if err != nil {
+				missing = append(missing, seed)
+				continue
+			}
+		}
+		if !slices.ContainsFunc(addrs, func(a string) bool { return live[net.JoinHostPort(a, port)] }) {
+			missing = append(missing, seed)
+		}
+	}
+	return missing
 }
 
 func memberlistConfig(cfg configs.Cluster, logger *slog.Logger) (*memberlist.Config, error) {

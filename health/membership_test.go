@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -244,6 +245,42 @@ func TestJoinRetriesUntilSeedIsUp(t *testing.T) {
 	joiner := startNode(t, testCluster("early", addr), edgeMeta(1))
 	seed := startNode(t, seedCfg, edgeMeta(0))
 	waitAll(t, []*Membership{joiner, seed}, func(ns []Node) bool { return len(ns) == 2 })
+}
+
+// TestRestartedSeedRejoins: the first node (the seed, which has no seeds of
+// its own) is killed, taken for dead by the others, and started again on the
+// same address with an empty view. The nodes that list it as their seed join
+// it again, so it sees the whole cluster, not only itself.
+func TestRestartedSeedRejoins(t *testing.T) {
+	nodes, _ := startCluster(t, 3)
+	seedAddr := nodes[0].Addr()
+	if err := nodes[0].crash(); err != nil {
+		t.Fatal(err)
+	}
+	waitAll(t, nodes[1:], func(ns []Node) bool { return len(ns) == 2 })
+	cfg := testCluster("node-0")
+	cfg.Bind = seedAddr
+	start := time.Now()
+	restarted := startNode(t, cfg, edgeMeta(0))
+	waitAll(t, append([]*Membership{restarted}, nodes[1:]...), func(ns []Node) bool { return len(ns) == 3 })
+	t.Logf("restarted seed back in every view %s after it started (seed check every %s)", time.Since(start), seedCheckLocal)
+}
+
+// TestUnreachedSeeds: a seed is reached when any of its addresses is a live
+// member or this node; names are resolved.
+func TestUnreachedSeeds(t *testing.T) {
+	nodes, _ := startCluster(t, 2)
+	_, port, _ := strings.Cut(nodes[1].Addr(), ":")
+	_, ownPort, _ := strings.Cut(nodes[0].Addr(), ":")
+	dead := startNode(t, testCluster("gone"), edgeMeta(5))
+	deadAddr := dead.Addr()
+	dead.crash()
+	seeds := []string{nodes[1].Addr(), "localhost:" + port, nodes[0].Addr(), "127.0.0.1:" + ownPort, deadAddr, "no-port", "nonexistent.invalid:7946"}
+	got := nodes[0].unreachedSeeds(seeds)
+	want := []string{deadAddr, "no-port", "nonexistent.invalid:7946"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("unreachedSeeds(%v) = %v, want %v", seeds, got, want)
+	}
 }
 
 func TestShutdownBoundedByExpiredContext(t *testing.T) {

@@ -9,10 +9,15 @@
 #      20 sessions x 2, 10 msg/s, 256 B, 20 s
 #   e) (only when asked: SCENARIOS=e) one hop, nothing else going on:
 #      1 session x 2, 500 msg/s, 256 B, 10 s
-# Prints one table and writes every JSON result under $OUT (default bench/out/ws).
+# a) and b) run ROUNDS times (default 3), the targets interleaved and their
+# order rotated each round, so that a noisy minute on a shared machine lands
+# on every target alike; c) runs once. Prints one table of medians over the
+# rounds (added latency is taken against the same round's direct run), then
+# each round's ringlb/HAProxy ratios, and writes every JSON result under $OUT
+# (default bench/out/ws) as SCENARIO-TARGET-rROUND.json.
 #
 #   apt-get install -y haproxy nginx-light   # once
-#   bench/peers/ws-compare.sh                # SHORT=1 for a quick pass
+#   bench/peers/ws-compare.sh                # SHORT=1 for a quick pass (one round)
 #   TARGETS="ringlb haproxy" SCENARIOS=c bench/peers/ws-compare.sh   # a subset, no table
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,8 +28,8 @@ OUT=${OUT:-bench/out/ws}
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-DUR=30s; SAT=10s; IDLE=8000
-if [ "${SHORT:-}" = 1 ]; then DUR=5s; SAT=3s; IDLE=2000; fi
+DUR=30s; SAT=10s; IDLE=8000; ROUNDS=${ROUNDS:-3}
+if [ "${SHORT:-}" = 1 ]; then DUR=5s; SAT=3s; IDLE=2000; ROUNDS=1; fi
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -118,31 +123,54 @@ read -r -a TARGETS <<<"${TARGETS:-direct ringlb haproxy nginx}"
 SCENARIOS=${SCENARIOS:-abc}
 SRC=127.0.0.1-127.0.0.8
 
-run() { # name scenario args...
-  local name=$1 scen=$2; shift 2
-  echo "== $scen via $name" >&2
+run() { # name scenario round args...
+  local name=$1 scen=$2 round=$3; shift 3
+  echo "== $scen via $name (round $round of $ROUNDS)" >&2
   "$RINGLB" bench ws -url "${URL[$name]}" -sources $SRC ${WATCH[$name]:+-watch-pids ${WATCH[$name]}} \
-    -json "$OUT/$scen-$name.json" "$@" 2>/dev/null | sed "s/^/   /" >&2
+    -json "$OUT/$scen-$name-r$round.json" "$@" 2>/dev/null | sed "s/^/   /" >&2
 }
-[[ $SCENARIOS == *a* ]] && for t in "${TARGETS[@]}"; do run "$t" a -sessions 1000 -participants 3 -rate 1 -size 256 -duration $DUR -ramp 3s; done
-[[ $SCENARIOS == *b* ]] && for t in "${TARGETS[@]}"; do run "$t" b -sessions 50 -participants 2 -saturate -size 256 -duration $SAT; done
-[[ $SCENARIOS == *d* ]] && for t in "${TARGETS[@]}"; do run "$t" d -sessions 20 -participants 2 -rate 10 -size 256 -duration 20s; done
-[[ $SCENARIOS == *e* ]] && for t in "${TARGETS[@]}"; do run "$t" e -sessions 1 -participants 2 -rate 500 -size 256 -duration 10s; done
-[[ $SCENARIOS == *c* ]] && for t in "${TARGETS[@]}"; do run "$t" c -sessions $((IDLE/2)) -participants 2 -rate 0 -duration 3s -drain 100ms; done
+# rounds SCENARIO ROUNDS args...: every target once per round, the order
+# rotated by one each round.
+rounds() {
+  local scen=$1 n=$2; shift 2
+  for ((r = 1; r <= n; r++)); do
+    for ((i = 0; i < ${#TARGETS[@]}; i++)); do
+      run "${TARGETS[(i + r - 1) % ${#TARGETS[@]}]}" "$scen" "$r" "$@"
+    done
+  done
+}
+[[ $SCENARIOS == *a* ]] && rounds a "$ROUNDS" -sessions 1000 -participants 3 -rate 1 -size 256 -duration $DUR -ramp 3s
+[[ $SCENARIOS == *b* ]] && rounds b "$ROUNDS" -sessions 50 -participants 2 -saturate -size 256 -duration $SAT
+[[ $SCENARIOS == *d* ]] && rounds d "$ROUNDS" -sessions 20 -participants 2 -rate 10 -size 256 -duration 20s
+[[ $SCENARIOS == *e* ]] && rounds e "$ROUNDS" -sessions 1 -participants 2 -rate 500 -size 256 -duration 10s
+[[ $SCENARIOS == *c* ]] && rounds c 1 -sessions $((IDLE/2)) -participants 2 -rate 0 -duration 3s -drain 100ms
 
 [ "$SCENARIOS" = abc ] || exit 0
-python3 - "$OUT" <<'PY'
-import json, sys, os
-out = sys.argv[1]
-def load(s, t):
-    with open(os.path.join(out, f"{s}-{t}.json")) as f: return json.load(f)
+python3 - "$OUT" "$ROUNDS" <<'PY'
+import json, sys, os, statistics
+out, rounds = sys.argv[1], int(sys.argv[2])
+def load(s, t, r):
+    with open(os.path.join(out, f"{s}-{t}-r{r}.json")) as f: return json.load(f)
 ms = lambda ns: ns / 1e6
-d = load("a", "direct")["latency"]; dsat = load("b", "direct")["delivered_per_second"]
-print(f"{'':8} | {'a) p50 ms':>9} {'p99 ms':>7} {'+p50':>6} {'+p99':>6} {'lost':>5} {'cpu s':>6} | {'b) msgs/s':>10} {'x direct':>8} | {'c) KiB/conn':>11} {'conns':>6}")
-for t in ["direct", "ringlb", "haproxy", "nginx"]:
-    a, b, c = load("a", t), load("b", t), load("c", t)
-    la = a["latency"]
+med = statistics.median
+R = range(1, rounds + 1)
+lat = {t: [load("a", t, r)["latency"] for r in R] for t in ["direct", "ringlb", "haproxy", "nginx"]}
+def added(t, q): return [ms(lat[t][i][q] - lat["direct"][i][q]) for i in range(rounds)]
+sat = {t: [load("b", t, r)["delivered_per_second"] for r in R] for t in lat}
+cpu = {t: [load("a", t, r).get("watch_cpu_seconds", 0) for r in R] for t in lat}
+bcpu = {t: [load("b", t, r).get("watch_cpu_seconds", 0) for r in R] for t in lat}
+print(f"medians of {rounds} round(s)")
+print(f"{'':8} | {'a) p50 ms':>9} {'p99 ms':>7} {'+p50':>6} {'+p99':>6} {'lost':>5} {'cpu s':>6} | {'b) msgs/s':>10} {'x direct':>8} {'cpu s':>6} | {'c) KiB/conn':>11} {'conns':>6}")
+for t in lat:
+    c = load("c", t, 1)
+    lost = sum(load("a", t, r)["messages_lost"] for r in R)
     rss = c.get("watch_rss_per_connection_bytes", 0) / 1024
-    print(f"{t:8} | {ms(la['P50']):9.3f} {ms(la['P99']):7.3f} {ms(la['P50']-d['P50']):6.3f} {ms(la['P99']-d['P99']):6.3f} {a['messages_lost']:5d} {a.get('watch_cpu_seconds',0):6.2f} | "
-          f"{b['delivered_per_second']:10.0f} {b['delivered_per_second']/dsat:8.2f} | {rss:11.2f} {c['connections_ok']:6d}")
+    print(f"{t:8} | {med(ms(l['P50']) for l in lat[t]):9.3f} {med(ms(l['P99']) for l in lat[t]):7.3f} {med(added(t, 'P50')):6.3f} {med(added(t, 'P99')):6.3f} {lost:5d} {med(cpu[t]):6.2f} | "
+          f"{med(sat[t]):10.0f} {med(s / d for s, d in zip(sat[t], sat['direct'])):8.2f} {med(bcpu[t]):6.2f} | {rss:11.2f} {c['connections_ok']:6d}")
+def ratios(a, b): return " ".join(f"{x / y:.2f}" if y else "-" for x, y in zip(a, b))
+print("ringlb / HAProxy, round by round:")
+print(f"  a) added p50 {ratios(added('ringlb', 'P50'), added('haproxy', 'P50'))}; added p99 {ratios(added('ringlb', 'P99'), added('haproxy', 'P99'))}; cpu {ratios(cpu['ringlb'], cpu['haproxy'])}")
+print(f"  b) msgs/s {ratios(sat['ringlb'], sat['haproxy'])}; cpu {ratios(bcpu['ringlb'], bcpu['haproxy'])}")
+rc, hc = load("c", "ringlb", 1), load("c", "haproxy", 1)
+print(f"  c) RSS per idle connection {rc.get('watch_rss_per_connection_bytes', 0) / max(hc.get('watch_rss_per_connection_bytes', 0), 1):.2f}")
 PY
