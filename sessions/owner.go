@@ -268,8 +268,13 @@ func (o *ownership) unpin(key string) {
 // tell whether it hosts the session: the client retries (503) rather than
 // risk a second session.
 func (o *ownership) place(ctx context.Context, key []byte, skip []string) (string, error) {
+	// Checked once: the debug lines' arguments (the key as a string, the
+	// variadic slice) would otherwise be allocated on every join.
+	debug := o.log.Enabled(ctx, slog.LevelDebug)
 	if n, ok := o.m.PinnedTo(xxhash.Sum64(key)); ok && n.Name != o.self && !contains(skip, n.Name) {
-		o.log.Debug("join redirected: pinned", "key", string(key), "owner", n.Name)
+		if debug {
+			o.log.Debug("join redirected: pinned", "key", string(key), "owner", n.Name)
+		}
 		return n.Name, nil
 	}
 	snap := o.ring.Snapshot()
@@ -281,7 +286,9 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		return "", errNoEdge
 	}
 	if owner.Name != o.self {
-		o.log.Debug("join redirected: ring", "key", string(key), "owner", owner.Name, "skip", skip)
+		if debug {
+			o.log.Debug("join redirected: ring", "key", string(key), "owner", owner.Name, "skip", skip)
+		}
 		return owner.Name, nil
 	}
 	for _, prev := range o.previousOwners(key, skip) {
@@ -291,7 +298,9 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 				o.log.Warn("claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", string(key), "err", err)
 				return "", fmt.Errorf("%w: %s: %w", errOwnerUnsure, prev.Name, err)
 			}
-			o.log.Debug("claim unanswered; taking the edge for dead", "edge", prev.Name, "key", string(key), "err", err)
+			if debug {
+				o.log.Debug("claim unanswered; taking the edge for dead", "edge", prev.Name, "key", string(key), "err", err)
+			}
 			continue
 		}
 		switch {
@@ -305,14 +314,20 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		case holder == prev.Name:
 			// The asked edge hosts it: definitive, even when our gossip
 			// has (wrongly) taken that edge for dead.
-			o.log.Debug("join redirected: claim", "key", string(key), "owner", holder)
+			if debug {
+				o.log.Debug("join redirected: claim", "key", string(key), "owner", holder)
+			}
 			return holder, nil
 		case !contains(skip, holder) && o.member(holder):
-			o.log.Debug("join redirected: claim", "key", string(key), "asked", prev.Name, "owner", holder)
+			if debug {
+				o.log.Debug("join redirected: claim", "key", string(key), "asked", prev.Name, "owner", holder)
+			}
 			return holder, nil
 		}
 	}
-	o.log.Debug("new session here", "key", string(key), "skip", skip)
+	if debug {
+		o.log.Debug("new session here", "key", string(key), "skip", skip)
+	}
 	return "", nil
 }
 

@@ -341,7 +341,9 @@ func (s *Server) place(ctx *fasthttp.RequestCtx, key []byte) (string, error) {
 	}
 	live, owner := s.hub.lookup(key, s.name, gone)
 	if owner != "" {
-		s.log.Debug("join redirected: moved or claimed", "key", string(key), "owner", owner)
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("join redirected: moved or claimed", "key", string(key), "owner", owner)
+		}
 		return owner, nil
 	}
 	if !live {

@@ -110,8 +110,12 @@ nginx -c "$WORK/nginx.conf" -p "$WORK" & pids+=($!); NGINX_MASTER=$!
 
 # Wait until every front answers a WebSocket through to an edge.
 for port in 18080 18081 18082 17101; do
-  for _ in $(seq 100); do
+  for try in $(seq 100); do
     if "$RINGLB" bench ws -url ws://127.0.0.1:$port/ws -sessions 1 -participants 2 -rate 10 -duration 200ms -drain 200ms >/dev/null 2>&1; then break; fi
+    if [ "$try" = 100 ]; then
+      echo "nothing answers a WebSocket on 127.0.0.1:$port after 10 s; see the errors above (a port in use by an earlier run?)" >&2
+      exit 1
+    fi
     sleep 0.1
   done
 done
@@ -123,9 +127,9 @@ read -r -a TARGETS <<<"${TARGETS:-direct ringlb haproxy nginx}"
 SCENARIOS=${SCENARIOS:-abc}
 SRC=127.0.0.1-127.0.0.8
 
-run() { # name scenario round args...
-  local name=$1 scen=$2 round=$3; shift 3
-  echo "== $scen via $name (round $round of $ROUNDS)" >&2
+run() { # name scenario round rounds args...
+  local name=$1 scen=$2 round=$3 of=$4; shift 4
+  echo "== $scen via $name (round $round of $of)" >&2
   "$RINGLB" bench ws -url "${URL[$name]}" -sources $SRC ${WATCH[$name]:+-watch-pids ${WATCH[$name]}} \
     -json "$OUT/$scen-$name-r$round.json" "$@" 2>/dev/null | sed "s/^/   /" >&2
 }
@@ -135,7 +139,7 @@ rounds() {
   local scen=$1 n=$2; shift 2
   for ((r = 1; r <= n; r++)); do
     for ((i = 0; i < ${#TARGETS[@]}; i++)); do
-      run "${TARGETS[(i + r - 1) % ${#TARGETS[@]}]}" "$scen" "$r" "$@"
+      run "${TARGETS[(i + r - 1) % ${#TARGETS[@]}]}" "$scen" "$r" "$n" "$@"
     done
   done
 }
@@ -171,6 +175,6 @@ def ratios(a, b): return " ".join(f"{x / y:.2f}" if y else "-" for x, y in zip(a
 print("ringlb / HAProxy, round by round:")
 print(f"  a) added p50 {ratios(added('ringlb', 'P50'), added('haproxy', 'P50'))}; added p99 {ratios(added('ringlb', 'P99'), added('haproxy', 'P99'))}; cpu {ratios(cpu['ringlb'], cpu['haproxy'])}")
 print(f"  b) msgs/s {ratios(sat['ringlb'], sat['haproxy'])}; cpu {ratios(bcpu['ringlb'], bcpu['haproxy'])}")
-rc, hc = load("c", "ringlb", 1), load("c", "haproxy", 1)
-print(f"  c) RSS per idle connection {rc.get('watch_rss_per_connection_bytes', 0) / max(hc.get('watch_rss_per_connection_bytes', 0), 1):.2f}")
+rr, hr = (load("c", t, 1).get("watch_rss_per_connection_bytes", 0) for t in ("ringlb", "haproxy"))
+print(f"  c) RSS per idle connection {ratios([rr], [hr])} (HAProxy's RSS did not grow: too few connections)" if not hr else f"  c) RSS per idle connection {ratios([rr], [hr])}")
 PY
