@@ -10,8 +10,14 @@
 # workers 0.75-0.78x NSD, one worker 0.99x, same runs). gdnsd and NSD run at
 # their defaults.
 #
+# The three servers are measured in ROUNDS interleaved rounds (default 3; the
+# order rotated by one each round, so a noisy moment on a shared machine
+# does not land on one server only); the table gives every round, the medians
+# and ringlb's ratio to each peer round by round. dnsperf's output for each
+# cell is kept as $OUT/SERVER-rROUND.txt.
+#
 #   apt-get install -y gdnsd nsd dnsperf     # once
-#   bench/peers/dns-compare.sh               # DURATION=5 for a quick pass
+#   bench/peers/dns-compare.sh               # DURATION=5 ROUNDS=1 for a quick pass
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for c in gdnsd nsd dnsperf; do command -v $c >/dev/null || { echo "needs $c: apt-get install -y gdnsd nsd dnsperf" >&2; exit 1; }; done
@@ -86,12 +92,30 @@ for port in 15353 15354 15355; do
   for _ in $(seq 100); do dig +short +time=1 +tries=1 -p $port @127.0.0.1 ringlb.test SOA >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
-printf '%-8s %10s %10s %10s\n' server QPS "avg ms" lost
-for s in ringlb:15353 gdnsd:15354 nsd:15355; do
-  name=${s%%:*}; port=${s##*:}
-  dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l "$DURATION" -c 8 -T 1 >"$OUT/$name.txt" 2>&1 || true
-  qps=$(awk '/Queries per second/ {print $4}' "$OUT/$name.txt")
-  avg=$(awk '/Average Latency/ {print $4*1000}' "$OUT/$name.txt")
-  lost=$(awk '/Queries lost/ {print $3}' "$OUT/$name.txt")
-  printf '%-8s %10s %10s %10s\n' "$name" "$qps" "$avg" "$lost"
+ROUNDS=${ROUNDS:-3}
+SERVERS=(ringlb:15353 gdnsd:15354 nsd:15355)
+printf '%-6s %-8s %10s %10s %10s\n' round server QPS "avg ms" lost
+for ((r = 1; r <= ROUNDS; r++)); do
+  for ((i = 0; i < ${#SERVERS[@]}; i++)); do
+    s=${SERVERS[(i + r - 1) % ${#SERVERS[@]}]}
+    name=${s%%:*}; port=${s##*:}
+    dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l "$DURATION" -c 8 -T 1 >"$OUT/$name-r$r.txt" 2>&1 || true
+    qps=$(awk '/Queries per second/ {print $4}' "$OUT/$name-r$r.txt")
+    avg=$(awk '/Average Latency/ {print $4*1000}' "$OUT/$name-r$r.txt")
+    lost=$(awk '/Queries lost/ {print $3}' "$OUT/$name-r$r.txt")
+    printf '%-6s %-8s %10s %10s %10s\n' "$r" "$name" "$qps" "$avg" "$lost"
+  done
 done
+python3 - "$OUT" "$ROUNDS" <<'PY'
+import os, re, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def qps(name, r):
+    text = open(os.path.join(out, f"{name}-r{r}.txt")).read()
+    m = re.search(r"Queries per second:\s+([\d.]+)", text)
+    return float(m.group(1)) if m else 0.0
+q = {n: [qps(n, r) for r in range(1, rounds + 1)] for n in ("ringlb", "gdnsd", "nsd")}
+print(f"median QPS of {rounds} round(s): " + ", ".join(f"{n} {statistics.median(v):,.0f}" for n, v in q.items()))
+for peer in ("nsd", "gdnsd"):
+    rs = [a / b if b else 0 for a, b in zip(q["ringlb"], q[peer])]
+    print(f"ringlb / {peer}, round by round: " + " ".join(f"{x:.2f}" for x in rs) + f"; median {statistics.median(rs):.2f}")
+PY
