@@ -187,9 +187,19 @@ const (
 
 // keepSeeds joins the seeds until one answers (backing off from 200 ms to
 // every), then, every so often, joins again each seed that no live member
-// answers for. It stops with the membership.
+// answers for. It stops with the membership; a host name lookup in flight
+// is cancelled then (a join in flight ends within memberlist's TCP timeout).
 func (m *Membership) keepSeeds(seeds []string, every time.Duration, joined bool) {
 	defer m.retry.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-m.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	wait := every
 	if !joined {
 		wait = 200 * time.Millisecond
@@ -200,37 +210,39 @@ func (m *Membership) keepSeeds(seeds []string, every time.Duration, joined bool)
 			return
 		case <-time.After(wait):
 		}
-		missing := m.unreachedSeeds(seeds)
+		missing := m.unreachedSeeds(ctx, seeds)
 		if len(missing) == 0 {
 			joined, wait = true, every
 			continue
 		}
 		n, err := m.ml.Join(missing)
 		switch {
-		case n > 0 && !joined:
-			m.logger.Info("joined the gossip cluster", "seeds", missing)
-		case n > 0:
+		case n == 0:
+			m.logger.Debug("gossip seeds still unreachable", "seeds", missing, "err", err)
+			if !joined {
+				wait = min(2*wait, every)
+			}
+			continue
+		case joined:
 			m.logger.Info("rejoined gossip seeds that had dropped out of the cluster", "seeds", missing, "answered", n)
 		default:
-			m.logger.Debug("gossip seeds still unreachable", "seeds", missing, "err", err)
+			m.logger.Info("joined the gossip cluster", "seeds", missing)
 		}
-		joined = joined || n > 0
-		if joined {
-			wait = every
-		} else {
-			wait = min(2*wait, every)
-		}
+		joined, wait = true, every
 	}
 }
 
 // unreachedSeeds returns the seeds that lead to no live member (this node
 // included). A seed named by host name (a headless Service) is reached when
 // any of its addresses is.
-func (m *Membership) unreachedSeeds(seeds []string) []string {
-	live := map[string]bool{m.addr: true}
-	for _, n := range m.Members() {
+func (m *Membership) unreachedSeeds(ctx context.Context, seeds []string) []string {
+	m.mu.Lock()
+	live := make(map[string]bool, len(m.nodes)+1)
+	live[m.addr] = true
+	for _, n := range m.nodes {
 		live[n.Addr] = true
 	}
+	m.mu.Unlock()
 	var missing []string
 	for _, seed := range seeds {
 		host, port, err := net.SplitHostPort(seed)
@@ -240,8 +252,8 @@ func (m *Membership) unreachedSeeds(seeds []string) []string {
 		}
 		addrs := []string{host}
 		if net.ParseIP(host) == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			addrs, err = net.DefaultResolver.LookupHost(ctx, host)
+			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			addrs, err = net.DefaultResolver.LookupHost(lctx, host)
 			cancel()
 			if err != nil {
 				missing = append(missing, seed)

@@ -67,7 +67,7 @@ func TestPassiveFailoverWhenAnEdgeDies(t *testing.T) {
 			if resp == nil || (resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusMisdirectedRequest) || attempt == 5 {
 				t.Fatalf("dial %s, attempt %d: %v%s", key, attempt, err, describeResponse(resp))
 			}
-			t.Logf("dial %s: HTTP %d from %s (owner %q), retrying", key, resp.StatusCode, resp.Header.Get("X-Ringlb-Edge"), resp.Header.Get("X-Ringlb-Owner"))
+			t.Logf("dial %s: %v%s, retrying", key, err, describeResponse(resp))
 			time.Sleep(100 * time.Millisecond)
 		}
 	}

@@ -33,8 +33,8 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, logs: make(chan map[string]any, 1024)}
-	// RINGLB_TEST_LOGS=DIR keeps every process's log as DIR/<name>.log
-	// (name: the config file's, else the subcommand's) for diagnosis.
+	// RINGLB_TEST_LOGS=DIR keeps every process's log as DIR/<name>-<ms>.log
+	// (procLogName) for diagnosis.
 	var keep io.Writer = io.Discard
 	if dir := os.Getenv("RINGLB_TEST_LOGS"); dir != "" {
 		f, err := os.Create(filepath.Join(dir, procLogName(args)+".log"))
