@@ -77,6 +77,9 @@ type participant struct {
 		closing bool
 		writing bool // a writer goroutine runs
 		ended   bool // run has ended: no writer starts any more
+		// greeting: the 101 is not written yet (run writes it once the
+		// participant has joined); frames queue, no writer starts.
+		greeting bool
 	}
 	writers sync.WaitGroup // the writer goroutine, while it runs
 	// writeFn and pingFn are p.writeLoop and p.pingDue as func values,
@@ -88,6 +91,7 @@ type participant struct {
 func newParticipant(s *Server, conn *websocket.Conn) *participant {
 	p := &participant{srv: s, conn: conn, raw: rawConn(conn.NetConn())}
 	p.out.limit = s.cfg.SendQueue
+	p.out.greeting = true
 	p.writeFn, p.pingFn = p.writeLoop, p.pingDue
 	return p
 }
@@ -127,7 +131,7 @@ func (p *participant) popFrame() *frame {
 // wakeWriter starts the writer unless it runs. Called with out.mu held.
 func (p *participant) wakeWriter() {
 	o := &p.out
-	if o.writing || o.ended {
+	if o.writing || o.ended || o.greeting {
 		return
 	}
 	o.writing = true
@@ -160,11 +164,14 @@ func (p *participant) stop(code int, reason string) bool {
 
 func (p *participant) stopping() bool { return p.stopped.Load() }
 
-// run serves the connection until it closes: it starts the writer, joins
-// the session of key and reads frames into the hub. On return the
-// participant has left its session, its writer has stopped, its queue is
-// released and the socket is closed.
-func (p *participant) run(key []byte) {
+// run serves the connection until it closes: it joins the session of key,
+// writes the handshake's answer (head, the 101) and reads frames into the
+// hub. The 101 goes out only once the participant is in the session, so a
+// client holding it gets every frame sent after that; what the join queued
+// (a refusal's close, v1's welcome) follows it. On return the participant
+// has left its session, its writer has stopped, its queue is released and
+// the socket is closed.
+func (p *participant) run(key, head []byte) {
 	s := p.srv
 	p.conn.SetReadLimit(int64(s.cfg.MaxMessageBytes))
 	p.conn.SetPongHandler(func(string) error {
@@ -194,6 +201,7 @@ func (p *participant) run(key []byte) {
 	} else if s.joined != nil {
 		s.joined(string(key))
 	}
+	p.greet(head)
 
 	err := p.readLoop()
 	var ce *websocket.CloseError
@@ -221,6 +229,22 @@ func (p *participant) run(key []byte) {
 		p.linger()
 	}
 	_ = p.raw.Close()
+}
+
+// greet writes the handshake's answer, then lets the writer send what
+// queued meanwhile.
+func (p *participant) greet(head []byte) {
+	_ = p.raw.SetWriteDeadline(time.Now().Add(p.srv.writeWait))
+	if _, err := p.raw.Write(head); err != nil {
+		p.broken()
+	}
+	o := &p.out
+	o.mu.Lock()
+	o.greeting = false
+	if o.n > 0 || o.stopDue || o.pongDue || o.pingDue {
+		p.wakeWriter()
+	}
+	o.mu.Unlock()
 }
 
 // readLoop reads data frames and hands each to the hub until the

@@ -106,7 +106,8 @@ type Server struct {
 	drainDone   sync.WaitGroup
 
 	// joined, when set (tests only), is called after each successful join,
-	// so tests wait for a signal instead of sleeping.
+	// before the 101 is written, so tests wait for a signal instead of
+	// sleeping.
 	joined func(key string)
 
 	mu        sync.Mutex
@@ -311,10 +312,16 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 	owned := []byte(string(key))
 	if err := s.upgrader.Upgrade(ctx, func(conn *websocket.Conn) {
 		info.v1 = conn.Subprotocol() == protocolV1
-		s.serveConn(conn, owned, info)
+		// ctx is valid until this handler returns: the 101 fasthttp would
+		// have written, headers and all (X-Ringlb-Edge, set last).
+		head := append([]byte(nil), ctx.Response.Header.Header()...)
+		s.serveConn(conn, owned, head, info)
 	}); err != nil {
 		s.hub.unreserve(owned)
+		return
 	}
+	// The participant writes the 101 itself once it has joined (run).
+	ctx.HijackSetNoResponse(true)
 }
 
 // placeTimeout bounds a new session's ownership checks: claims to the
@@ -383,20 +390,22 @@ func skipList(h []byte) []string {
 // serveConn registers one upgraded connection and runs it on a goroutine
 // of its own (counted in s.wg), returning at once so that fasthttp's hijack
 // goroutine ends and releases the request (KeepHijackedConns).
-func (s *Server) serveConn(conn *websocket.Conn, key []byte, info joinInfo) {
+func (s *Server) serveConn(conn *websocket.Conn, key, head []byte, info joinInfo) {
 	p := newParticipant(s, conn)
 	p.joinInfo = info
 	p.admitted = true
 	if !s.register(p) {
 		s.hub.unreserve(key)
-		// Shutdown began during the handshake.
+		// Shutdown began during the handshake: upgrade, then say so.
+		_ = p.raw.SetWriteDeadline(time.Now().Add(s.closeWait))
+		_, _ = p.raw.Write(head)
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeServiceRestart, "edge shutting down"), time.Now().Add(s.closeWait))
 		_ = p.raw.Close() // KeepHijackedConns: fasthttp leaves the socket to us
 		return
 	}
 	go func() {
 		defer s.unregister(p)
-		p.run(key)
+		p.run(key, head)
 	}()
 }
 
