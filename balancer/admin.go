@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/health"
 )
 
 // ServeAdmin serves the admin port on ln until Shutdown; it then returns nil.
@@ -30,8 +31,11 @@ import (
 //	GET /api/maintenance   {"node","maintenance"}
 //	GET /                  the dashboard (dashboard.go), with GET /api/cluster and /api/gslb/...
 //
-// When balancer.admin.token_file is set, everything but /healthz needs
-// "Authorization: Bearer <token>".
+// Everything but /healthz and the page's static files follows
+// health.AdminAccess: with balancer.admin.token_file set, "Authorization:
+// Bearer <token>" (or, for reads, a peer's request signed with the cluster's
+// key); without, a request addressed to a loopback IP. Every POST also needs
+// the CSRF proof (the token, or X-Ringlb-Admin: 1, and a same-origin Origin).
 func (b *Balancer) ServeAdmin(ln net.Listener) error {
 	b.mu.Lock()
 	closing := b.closing
@@ -51,14 +55,15 @@ func (b *Balancer) newAdminServer() *http.Server {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("GET /metrics", b.withToken(promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{ErrorLog: nil})))
-	mux.Handle("GET /api/ring", b.withToken(http.HandlerFunc(b.serveRing)))
-	mux.Handle("GET /api/lookup", b.withToken(http.HandlerFunc(b.serveLookup)))
-	mux.Handle("GET /api/nodes", b.withToken(http.HandlerFunc(b.serveNodes)))
-	mux.Handle("POST /api/nodes/{name}/drain", b.withToken(http.HandlerFunc(b.serveDrain)))
-	mux.Handle("GET /api/maintenance", b.withToken(http.HandlerFunc(b.serveMaintenance)))
-	mux.Handle("POST /api/maintenance", b.withToken(http.HandlerFunc(b.serveMaintenance)))
-	b.handleDashboard(mux)
+	access := b.adminAccess()
+	mux.Handle("GET /metrics", access.Read(promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{ErrorLog: nil})))
+	mux.Handle("GET /api/ring", access.Read(http.HandlerFunc(b.serveRing)))
+	mux.Handle("GET /api/lookup", access.Read(http.HandlerFunc(b.serveLookup)))
+	mux.Handle("GET /api/nodes", access.Read(http.HandlerFunc(b.serveNodes)))
+	mux.Handle("POST /api/nodes/{name}/drain", access.Write(http.HandlerFunc(b.serveDrain)))
+	mux.Handle("GET /api/maintenance", access.Read(http.HandlerFunc(b.serveMaintenance)))
+	mux.Handle("POST /api/maintenance", access.Write(http.HandlerFunc(b.serveMaintenance)))
+	b.handleDashboard(mux, access)
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: requestReadTimeout,
@@ -67,15 +72,13 @@ func (b *Balancer) newAdminServer() *http.Server {
 	}
 }
 
-func (b *Balancer) withToken(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !b.adminAuthorized(r) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="ringlb"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
+// adminAccess is who may use the admin API: the operator's token (reloaded
+// with the config) and peers signing with the cluster's key.
+func (b *Balancer) adminAccess() health.AdminAccess {
+	return health.AdminAccess{
+		Token:   func() []byte { return b.current.Load().adminToken },
+		Keyring: b.keyring,
+	}
 }
 
 type ringMember struct {
@@ -143,7 +146,7 @@ func (b *Balancer) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 		switch state := r.FormValue("state"); state {
 		case "on", "off":
 			if on := state == "on"; b.maintenance.Swap(on) != on {
-				b.log.Warn("maintenance mode changed", "maintenance", on, "health", HealthPath, "remote", r.RemoteAddr)
+				b.log.Warn("maintenance mode changed", "maintenance", on, "health", HealthPath, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
 			}
 		default:
 			writeJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("state must be on or off, got %q", state)})

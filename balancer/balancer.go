@@ -10,7 +10,6 @@ package balancer
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +69,8 @@ type Balancer struct {
 
 	data  *fasthttp.Server
 	admin *http.Server
+	// peerClient calls other nodes' admin APIs (dashboard.go).
+	peerClient *http.Client
 	// current holds what Reload may change; read once per request.
 	current atomic.Pointer[reloadable]
 	cluster clusterRef
@@ -134,14 +134,15 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 	}
 
 	b := &Balancer{
-		name:    name,
-		cfg:     cfg,
-		ring:    r,
-		log:     logger.With("component", "balancer"),
-		reg:     reg,
-		edges:   newEdgePool(cfg.DialTimeout.D()),
-		tunnels: make(map[*tunnel]struct{}),
-		conns:   make(map[net.Conn]struct{}),
+		name:       name,
+		cfg:        cfg,
+		ring:       r,
+		log:        logger.With("component", "balancer"),
+		reg:        reg,
+		edges:      newEdgePool(cfg.DialTimeout.D()),
+		tunnels:    make(map[*tunnel]struct{}),
+		conns:      make(map[net.Conn]struct{}),
+		peerClient: newPeerClient(),
 	}
 	var err error
 	if b.metrics, err = newMetrics(reg, r); err != nil {
@@ -374,17 +375,6 @@ func (b *Balancer) trackConn(c net.Conn, state fasthttp.ConnState) {
 	case fasthttp.StateHijacked, fasthttp.StateClosed:
 		delete(b.conns, c) // a hijacked connection belongs to its tunnel
 	}
-}
-
-// adminAuthorized checks the bearer token. Compared in constant time: the
-// admin API can drain edges, so its token must not leak through timing.
-func (b *Balancer) adminAuthorized(r *http.Request) bool {
-	token := b.current.Load().adminToken
-	if len(token) == 0 {
-		return true
-	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), token) == 1
 }
 
 // fasthttpLogger sends fasthttp's own log lines to slog.

@@ -360,7 +360,7 @@ func TestMaintenanceFailsHealthOnly(t *testing.T) {
 	h := newHarness(t, configs.Balancer{})
 	set := func(state string) (int, map[string]any) {
 		t.Helper()
-		resp, err := h.client.Post("http://"+h.admin+"/api/maintenance?state="+state, "", nil)
+		resp, err := postAdmin(h.client, "http://"+h.admin+"/api/maintenance?state="+state)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -800,7 +800,7 @@ func TestAdminAPI(t *testing.T) {
 
 func TestAdminToken(t *testing.T) {
 	file := t.TempDir() + "/token"
-	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(testToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: file}})
@@ -811,7 +811,7 @@ func TestAdminToken(t *testing.T) {
 		{"/healthz", "", http.StatusOK},
 		{"/api/ring", "", http.StatusUnauthorized},
 		{"/api/ring", "Bearer wrong", http.StatusUnauthorized},
-		{"/api/ring", "Bearer s3cret", http.StatusOK},
+		{"/api/ring", "Bearer " + testToken, http.StatusOK},
 		{"/metrics", "", http.StatusUnauthorized},
 	} {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+h.admin+tt.path, nil)
@@ -905,4 +905,18 @@ func TestRoutesPinnedSessionsDirectly(t *testing.T) {
 	if n := len(h.byName["edge-1"].skips()); n != 0 {
 		t.Fatalf("the ring owner was dialed %d times; the pin should have saved the hop", n)
 	}
+}
+
+// testToken is an admin token long enough for configs.ReadToken.
+const testToken = "s3cret-s3cret-s3cret"
+
+// postAdmin POSTs to an admin port as an admin client does: with
+// X-Ringlb-Admin, the CSRF proof an admin port wants without a token.
+func postAdmin(c *http.Client, url string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodPost, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(health.HeaderAdmin, "1")
+	return c.Do(req)
 }

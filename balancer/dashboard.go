@@ -51,7 +51,7 @@ const (
 // gathers what the page shows from the other nodes' admin APIs, found
 // through the addresses they gossip (health.Meta.Admin): edges' /metrics,
 // gslb nodes' /api/pools and /metrics.
-func (b *Balancer) handleDashboard(mux *http.ServeMux) {
+func (b *Balancer) handleDashboard(mux *http.ServeMux, access health.AdminAccess) {
 	static, err := fs.Sub(dashboardFiles, "dashboard")
 	if err != nil {
 		panic("balancer: embedded dashboard: " + err.Error()) // the embed directive guarantees the directory
@@ -59,8 +59,8 @@ func (b *Balancer) handleDashboard(mux *http.ServeMux) {
 	files := http.FileServerFS(static)
 	mux.Handle("GET /{$}", dashboardHeaders(files))
 	mux.Handle("GET /dashboard/", dashboardHeaders(http.StripPrefix("/dashboard", files)))
-	mux.Handle("GET /api/cluster", b.withToken(http.HandlerFunc(b.serveCluster)))
-	mux.Handle("POST /api/gslb/pools/{name}/{region}/{member}/mode", b.withToken(http.HandlerFunc(b.serveGSLBMode)))
+	mux.Handle("GET /api/cluster", access.Read(http.HandlerFunc(b.serveCluster)))
+	mux.Handle("POST /api/gslb/pools/{name}/{region}/{member}/mode", access.Write(http.HandlerFunc(b.serveGSLBMode)))
 }
 
 // dashboardHeaders sets what keeps the page from being abused: it carries
@@ -158,12 +158,12 @@ func (b *Balancer) serveCluster(w http.ResponseWriter, r *http.Request) {
 	for i := range view.Nodes {
 		n := &view.Nodes[i]
 		if n.Role == string(health.RoleEdge) && n.Admin != "" {
-			wg.Go(func() { n.Stats = fetchEdgeStats(r.Context(), n.Admin) })
+			wg.Go(func() { n.Stats = b.fetchEdgeStats(r.Context(), n.Admin) })
 		}
 	}
 	for i, g := range gslbs {
 		view.GSLB[i] = gslbView{Node: g.Name, Region: g.Meta.Region, Admin: g.Meta.Admin}
-		wg.Go(func() { fetchGSLB(r.Context(), &view.GSLB[i], r.Header.Get("Authorization")) })
+		wg.Go(func() { b.fetchGSLB(r.Context(), &view.GSLB[i]) })
 	}
 	wg.Wait()
 	writeJSON(w, http.StatusOK, view)
@@ -224,9 +224,9 @@ func (b *Balancer) counters() balancerCounters {
 }
 
 // fetchEdgeStats reads an edge's metrics from its admin port.
-func fetchEdgeStats(ctx context.Context, admin string) *edgeStats {
+func (b *Balancer) fetchEdgeStats(ctx context.Context, admin string) *edgeStats {
 	st := &edgeStats{}
-	mfs, err := fetchMetrics(ctx, admin, "")
+	mfs, err := b.fetchMetrics(ctx, admin)
 	if err != nil {
 		st.Error = err.Error()
 		return st
@@ -240,13 +240,10 @@ func fetchEdgeStats(ctx context.Context, admin string) *edgeStats {
 	return st
 }
 
-// fetchGSLB fills g from the node's /api/pools and /metrics. auth is the
-// dashboard's own Authorization header: one admin token for a cluster's
-// admin APIs is the expected deployment, and the gslb node checks it
-// itself. The address comes from gossip, which the balancer already trusts
-// with all of its routing (protect it with cluster.secret_key_file).
-func fetchGSLB(ctx context.Context, g *gslbView, auth string) {
-	code, body, err := callPeer(ctx, http.MethodGet, g.Admin+"/api/pools", auth)
+// fetchGSLB fills g from the node's /api/pools and /metrics, read as a peer
+// (signed with the cluster's key), never with the operator's token.
+func (b *Balancer) fetchGSLB(ctx context.Context, g *gslbView) {
+	code, body, err := b.callPeer(ctx, http.MethodGet, g.Admin+"/api/pools", nil)
 	if err == nil && code != http.StatusOK {
 		err = peerError(code, body)
 	}
@@ -262,7 +259,7 @@ func fetchGSLB(ctx context.Context, g *gslbView, auth string) {
 		return
 	}
 	g.Names = pools.Names
-	if mfs, err := fetchMetrics(ctx, g.Admin, auth); err == nil {
+	if mfs, err := b.fetchMetrics(ctx, g.Admin); err == nil {
 		g.Queries = sumFamily(mfs["ringlb_gslb_queries_total"])
 	}
 }
@@ -299,7 +296,7 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 	for i, n := range nodes {
 		wg.Go(func() {
 			res := result{Node: n.Name}
-			code, body, err := callPeer(r.Context(), http.MethodPost, n.Meta.Admin+path, r.Header.Get("Authorization"))
+			code, body, err := b.callPeer(r.Context(), http.MethodPost, n.Meta.Admin+path, r)
 			switch {
 			case err != nil:
 				res.Status, res.Error = http.StatusBadGateway, err.Error()
@@ -319,23 +316,36 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	b.log.Info("serve mode set through the dashboard API", "name", r.PathValue("name"), "region", r.PathValue("region"),
-		"member", r.PathValue("member"), "mode", mode, "status", status)
+		"member", r.PathValue("member"), "mode", mode, "status", status, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
 	writeJSON(w, status, map[string]any{"mode": mode, "results": results})
 }
 
-// callPeer sends one request to another node's admin API, bounded by
-// peerFetchTimeout, and returns the status and body (≤ peerBodyLimit).
-func callPeer(ctx context.Context, method, target, auth string) (int, []byte, error) {
+// callPeer sends one request to another node's admin API (an address its
+// metadata announced, which health has checked is within
+// cluster.allowed_networks), bounded by peerFetchTimeout, and returns the
+// status and body (≤ peerBodyLimit).
+//
+// A read is signed as this node with the cluster's key: a peer credential,
+// which can read and change nothing. The operator's own credential never
+// goes along with a read. A change (operator non-nil: the operator's request
+// it carries out) forwards the operator's bearer token, so the node acted on
+// checks the operator itself, and HeaderAdmin for its CSRF rule.
+func (b *Balancer) callPeer(ctx context.Context, method, target string, operator *http.Request) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, peerFetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, target, nil)
 	if err != nil {
 		return 0, nil, err
 	}
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
+	if operator != nil {
+		if auth := operator.Header.Get("Authorization"); strings.HasPrefix(auth, "Bearer ") {
+			req.Header.Set("Authorization", auth)
+		}
+		req.Header.Set(health.HeaderAdmin, "1")
+	} else {
+		b.keyring().SignRequest(req.Header, b.name, method, req.URL.RequestURI(), nil)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := b.peerClient.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -345,6 +355,18 @@ func callPeer(ctx context.Context, method, target, auth string) (int, []byte, er
 		return 0, nil, fmt.Errorf("read %s %s: %w", method, target, err)
 	}
 	return resp.StatusCode, body, nil
+}
+
+// newPeerClient makes the client that calls other nodes' admin APIs: no
+// proxy from the environment (an admin request carries a credential), and no
+// redirects followed (a peer must not send it on to another host).
+func newPeerClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
 }
 
 // peerError words a peer's non-2xx answer: its JSON "error" when it sent one.
@@ -359,8 +381,8 @@ func peerError(code int, body []byte) error {
 }
 
 // fetchMetrics reads a node's Prometheus text from admin/metrics.
-func fetchMetrics(ctx context.Context, admin, auth string) (map[string]*dto.MetricFamily, error) {
-	code, body, err := callPeer(ctx, http.MethodGet, admin+"/metrics", auth)
+func (b *Balancer) fetchMetrics(ctx context.Context, admin string) (map[string]*dto.MetricFamily, error) {
+	code, body, err := b.callPeer(ctx, http.MethodGet, admin+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}

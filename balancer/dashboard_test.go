@@ -75,7 +75,7 @@ func (f *fakeGSLB) record(mode string, r *http.Request) {
 	if mode != "" {
 		f.modes = append(f.modes, mode)
 	}
-	f.auth = append(f.auth, r.Header.Get("Authorization"))
+	f.auth = append(f.auth, r.Method+" "+r.Header.Get("Authorization")+" "+r.Header.Get(health.HeaderAdmin))
 }
 
 // TestDashboardClusterView: GET /api/cluster gathers the ring, the gossip
@@ -85,7 +85,7 @@ func (f *fakeGSLB) record(mode string, r *http.Request) {
 // CSP, without the token, while the data needs it.
 func TestDashboardClusterView(t *testing.T) {
 	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
+	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
@@ -100,7 +100,7 @@ func TestDashboardClusterView(t *testing.T) {
 	gslb := startFakeGSLB(t)
 
 	self := joinTest(t, "bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
-	joinTest(t, "gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, State: health.StateAlive}, self.Addr())
+	joinTest(t, "gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, Weight: 1, State: health.StateAlive}, self.Addr())
 	joinTest(t, "gslb-t", health.Meta{Role: health.RoleGSLB, Region: "east", Admin: gslb.srv.URL, State: health.StateAlive}, self.Addr())
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -137,7 +137,7 @@ func TestDashboardClusterView(t *testing.T) {
 		t.Errorf("GET /api/cluster without token: %d, want 401", resp.StatusCode)
 	}
 
-	resp, body := do("GET", "/api/cluster", "s3cret")
+	resp, body := do("GET", "/api/cluster", testToken)
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET /api/cluster: %d %s", resp.StatusCode, body)
 	}
@@ -204,11 +204,11 @@ func TestDashboardClusterView(t *testing.T) {
 	}
 
 	// A serve mode through the balancer reaches the gslb node, with the token.
-	resp, body = do("POST", "/api/gslb/pools/ide.ringlb.test./west/bal-2/mode?mode=remove", "s3cret")
+	resp, body = do("POST", "/api/gslb/pools/ide.ringlb.test./west/bal-2/mode?mode=remove", testToken)
 	if resp.StatusCode != 200 || !strings.Contains(body, `"node": "gslb-t"`) {
 		t.Errorf("set mode: %d %s", resp.StatusCode, body)
 	}
-	resp, body = do("POST", "/api/gslb/pools/ide.ringlb.test./west/bal-2/mode?mode=bogus", "s3cret")
+	resp, body = do("POST", "/api/gslb/pools/ide.ringlb.test./west/bal-2/mode?mode=bogus", testToken)
 	if resp.StatusCode != 400 || !strings.Contains(body, "serve mode must be") {
 		t.Errorf("set a bad mode: %d %s, want the gslb's 400 and reason", resp.StatusCode, body)
 	}
@@ -217,9 +217,12 @@ func TestDashboardClusterView(t *testing.T) {
 	if strings.Join(gslb.modes, " ") != "ide.ringlb.test./west/bal-2=remove ide.ringlb.test./west/bal-2=bogus" {
 		t.Errorf("gslb saw overrides %q", gslb.modes)
 	}
+	// Reads go as a peer, never with the operator's token; changes carry
+	// the operator's token on to the node that checks it, with the CSRF
+	// header.
 	for _, a := range gslb.auth {
-		if a != "Bearer s3cret" {
-			t.Errorf("gslb was sent Authorization %q, want the dashboard's token", a)
+		if a != "GET  " && a != "POST Bearer "+testToken+" 1" {
+			t.Errorf("gslb was sent %q: want reads without the operator's token, changes with it", a)
 		}
 	}
 }
@@ -242,7 +245,7 @@ func TestDashboardWithoutGossip(t *testing.T) {
 	if resp.StatusCode != 200 || len(view.Nodes) != 3 || view.GSLB == nil || len(view.GSLB) != 0 || view.Recent == nil {
 		t.Errorf("/api/cluster without gossip: %d %+v", resp.StatusCode, view)
 	}
-	resp, err = h.client.Post("http://"+h.admin+"/api/gslb/pools/x/y/z/mode?mode=no", "", nil)
+	resp, err = postAdmin(h.client, "http://"+h.admin+"/api/gslb/pools/x/y/z/mode?mode=no")
 	if err != nil {
 		t.Fatal(err)
 	}

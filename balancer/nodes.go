@@ -1,9 +1,7 @@
 package balancer
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -21,6 +19,9 @@ type Cluster interface {
 	// PinnedTo names the edge hosting a session whose key hashes to h
 	// although the ring gives it to another edge.
 	PinnedTo(h uint64) (health.Node, bool)
+	// Keyring is the cluster's key: peers sign their reads of this admin
+	// port with it, and the dashboard signs its reads of theirs.
+	Keyring() *health.Keyring
 }
 
 // clusterRef holds the Cluster set by SetCluster (nil: no gossip, e.g. static
@@ -38,8 +39,13 @@ func (b *Balancer) clusterOrNil() Cluster {
 	return nil
 }
 
-// drainTimeout bounds asking an edge to drain.
-const drainTimeout = 5 * time.Second
+// keyring is the cluster's key, nil without a cluster (or a key).
+func (b *Balancer) keyring() *health.Keyring {
+	if c := b.clusterOrNil(); c != nil {
+		return c.Keyring()
+	}
+	return nil
+}
 
 type nodeView struct {
 	Name   string `json:"name"`
@@ -125,22 +131,13 @@ func (b *Balancer) serveDrain(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("%s does not advertise an admin address", name)})
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), drainTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(target.Meta.Admin, "/")+"/api/drain", nil)
-	if err != nil {
-		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
-		return
-	}
-	resp, err := http.DefaultClient.Do(req)
+	code, body, err := b.callPeer(r.Context(), http.MethodPost, strings.TrimSuffix(target.Meta.Admin, "/")+"/api/drain", r)
 	if err != nil {
 		writeJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("ask %s to drain: %v", name, err)})
 		return
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	b.log.Info("drain requested through the admin API", "edge", name, "status", resp.StatusCode)
-	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
-	w.WriteHeader(resp.StatusCode)
+	b.log.Info("drain requested through the admin API", "edge", name, "status", code, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
 	w.Write(body)
 }

@@ -41,7 +41,7 @@ func TestAdminNodesAndDrain(t *testing.T) {
 	}))
 	defer edgeAdmin.Close()
 	self := joinTest(t, "bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
-	joinTest(t, "gossip-edge", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, State: health.StateAlive}, self.Addr())
+	joinTest(t, "gossip-edge", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, Weight: 1, State: health.StateAlive}, self.Addr())
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if err := self.Wait(ctx, func(ns []health.Node) bool { return len(ns) == 2 }); err != nil {
@@ -77,7 +77,7 @@ func TestAdminNodesAndDrain(t *testing.T) {
 	}
 
 	post := func(name string) int {
-		resp, err := h.client.Post("http://"+h.admin+"/api/nodes/"+name+"/drain", "", nil)
+		resp, err := postAdmin(h.client, "http://"+h.admin+"/api/nodes/"+name+"/drain")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
@@ -42,15 +41,11 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 		rl.cert = &cert
 	}
 	if cfg.Admin.TokenFile != "" {
-		raw, err := os.ReadFile(cfg.Admin.TokenFile)
-		switch {
-		case err != nil:
+		token, err := configs.ReadToken(cfg.Admin.TokenFile)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("balancer.admin.token_file: %w", err))
-		case strings.TrimSpace(string(raw)) == "":
-			errs = append(errs, fmt.Errorf("balancer.admin.token_file: %s is empty", cfg.Admin.TokenFile))
-		default:
-			rl.adminToken = []byte(strings.TrimSpace(string(raw)))
 		}
+		rl.adminToken = token
 	}
 	return rl, errs
 }

@@ -31,9 +31,22 @@ type Cluster struct {
 	Advertise string `yaml:"advertise"`
 	// Join lists seed nodes (host:port); joining any one is enough.
 	Join []string `yaml:"join"`
-	// SecretKeyFile holds a base64 16, 24 or 32 byte key; gossip is encrypted
-	// when set. Every node of the cluster must use the same key.
+	// SecretKeyFile is the cluster's keyring: one base64 AES key (16, 24 or
+	// 32 bytes) per line, the first one primary. Gossip is encrypted and
+	// authenticated with it (a node without a key of the ring cannot join or
+	// read), and edge-to-edge requests and peers' admin reads are signed with
+	// keys derived from it. Make one with `ringlb keygen`. Required when Bind
+	// is not a loopback address, unless InsecureGossip is set.
 	SecretKeyFile string `yaml:"secret_key_file"`
+	// InsecureGossip allows a non-loopback gossip bind without a key: anyone
+	// who reaches the gossip port can then join the cluster and take its
+	// traffic. Every start logs a warning while it is set.
+	InsecureGossip bool `yaml:"insecure_gossip"`
+	// AllowedNetworks are the prefixes (CIDR) that the addresses other nodes
+	// gossip about themselves (an edge's data URL, admin URLs) must fall in;
+	// a member announcing anything else is ignored (default: loopback and
+	// the private ranges, DefaultAllowedNetworks).
+	AllowedNetworks []string `yaml:"allowed_networks"`
 	// Profile picks memberlist's timing defaults: "lan" (production) or
 	// "local" (loopback: faster probes, quicker failure detection).
 	Profile string `yaml:"profile"`
@@ -47,8 +60,9 @@ type Edge struct {
 	// Listen is the data port balancers reach: /ws, /whoami, / (default :7101).
 	Listen string `yaml:"listen"`
 	// Admin is the operational listener: /healthz, /metrics, /api/...
-	// (default 127.0.0.1:9101).
-	Admin string `yaml:"admin"`
+	// (default 127.0.0.1:9101). Written as an address (admin: 127.0.0.1:9101)
+	// or in full (admin: { listen: ..., token_file: ... }).
+	Admin Admin `yaml:"admin"`
 	// AdvertiseURL is how balancers reach Listen (default http://<Listen>, with
 	// an unspecified host replaced by this host's first private address).
 	AdvertiseURL string `yaml:"advertise_url"`
@@ -166,11 +180,14 @@ type TLS struct {
 	RedirectFrom string `yaml:"redirect_from"`
 }
 
-// Admin is an operational listener.
+// Admin is an operational listener. In YAML a bare address is short for
+// { listen: ADDRESS }.
 type Admin struct {
-	// Listen defaults to 127.0.0.1:9090.
+	// Listen is the admin address (each role has its own loopback default).
 	Listen string `yaml:"listen"`
-	// TokenFile holds the bearer token; required when Listen is not loopback.
+	// TokenFile holds the operator's bearer token (whitespace trimmed, at
+	// least 16 bytes); required when Listen is not loopback. Every POST needs
+	// it (or, without a token, the header X-Ringlb-Admin: 1).
 	TokenFile string `yaml:"token_file"`
 }
 

@@ -29,20 +29,61 @@ func TestDemoConfigIsValid(t *testing.T) {
 	}
 }
 
+// The examples pass `ringlb check` once the secrets they name exist, as
+// an operator following their comments would have them (ringlb keygen).
 func TestExampleFilesAreValid(t *testing.T) {
 	files, _ := filepath.Glob("examples/*.yaml")
 	if len(files) == 0 {
 		t.Fatal("no example files in configs/examples")
 	}
 	for _, f := range files {
-		if _, err := Load(f); err != nil {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Parse(f, withSecrets(t, data)); err != nil {
 			t.Errorf("%s:\n%v", f, err)
 		}
 	}
 }
 
+// withSecrets rewrites the secret files a shipped config names under
+// /etc/ringlb/ to generated ones in a temporary directory.
+func withSecrets(t *testing.T, data []byte) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	for _, name := range []string{"gossip.key", "admin.token", "join.secret"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(GenerateKey()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := strings.ReplaceAll(string(data), "/etc/ringlb-secrets/", dir+"/")
+	return []byte(strings.ReplaceAll(out, "/etc/ringlb/", dir+"/"))
+}
+
+// keyringFile writes a keyring of n generated keys and returns its path.
+func keyringFile(t *testing.T, n int) string {
+	t.Helper()
+	var b strings.Builder
+	for range n {
+		b.WriteString(GenerateKey() + "\n")
+	}
+	f := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(f, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// An empty file is refused for one reason only: gossip on every interface
+// without a key. With a key, a zero config plus defaults is a working node.
 func TestEmptyConfigTakesDefaults(t *testing.T) {
-	cfg, err := Parse("empty.yaml", nil)
+	_, err := Parse("empty.yaml", nil)
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1 || errs[0].Path != "cluster.secret_key_file" {
+		t.Fatalf("empty config: want exactly the missing-key error, got %v", err)
+	}
+	cfg, err := Parse("keyed.yaml", []byte("cluster: { secret_key_file: "+keyringFile(t, 1)+" }"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +129,7 @@ balancer:
 		{12, "balancer.ring.load", "must be in range (1.0, 10], got 0.9"},
 		{14, "balancer.edges[0].url", "must be an http:// or https:// URL"},
 		{15, "balancer.edges[1].name", `"e1" is listed twice`},
+		{0, "cluster.secret_key_file", "is required when cluster.bind (0.0.0.0:7946) is not a loopback address"},
 	}
 	if len(errs) != len(want) {
 		t.Fatalf("got %d errors, want %d:\n%v", len(errs), len(want), err)
@@ -138,17 +180,13 @@ func TestRules(t *testing.T) {
 }
 
 func TestSecretFileThatExistsIsAccepted(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "key")
-	if err := os.WriteFile(f, []byte("c2VjcmV0LXNlY3JldC0xMjM0NQ=="), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Parse("t.yaml", []byte("cluster: { secret_key_file: "+f+" }")); err != nil {
+	if _, err := Parse("t.yaml", []byte("cluster: { secret_key_file: "+keyringFile(t, 2)+" }")); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestEdgeStatsD(t *testing.T) {
-	cfg, err := Parse("statsd.yaml", []byte("edge:\n  statsd: { address: 127.0.0.1:8125 }\n"))
+	cfg, err := Parse("statsd.yaml", []byte("cluster: { bind: 127.0.0.1:7946 }\nedge:\n  statsd: { address: 127.0.0.1:8125 }\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 			kinds[doc.Kind] = true
 			if cfg, ok := doc.Data["ringlb.yaml"]; ok {
-				if _, err := Parse(f+" (ConfigMap ringlb.yaml)", []byte(cfg)); err != nil {
+				if _, err := Parse(f+" (ConfigMap ringlb.yaml)", withSecrets(t, []byte(cfg))); err != nil {
 					t.Errorf("config in %s:\n%v", f, err)
 				}
 			}

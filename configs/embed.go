@@ -32,8 +32,8 @@ func (c *Config) ForNode(n DemoNode) *Config {
 	switch n.Role {
 	case "edge":
 		out.Edge.Listen = n.Listen
-		out.Edge.Admin = n.Admin
-		out.Edge.AdvertiseURL = "http://" + hostForURL(n.Listen)
+		out.Edge.Admin.Listen = n.Admin
+		out.Edge.AdvertiseURL = "http://" + ReachableAddr(n.Listen)
 	case "balancer":
 		out.Balancer.Listen = n.Listen
 		out.Balancer.Admin.Listen = n.Admin

@@ -219,11 +219,7 @@ func (g *GSLB) applyDefaults() {
 
 func (g *GSLB) validate(ps *problems) {
 	checkHostPort(ps, "gslb.listen", g.Listen, true)
-	checkHostPort(ps, "gslb.admin.listen", g.Admin.Listen, true)
-	checkFile(ps, "gslb.admin.token_file", g.Admin.TokenFile)
-	if g.Admin.TokenFile == "" && !isLoopback(g.Admin.Listen) {
-		ps.add("gslb.admin.token_file", "is required when gslb.admin.listen (%s) is not a loopback address", g.Admin.Listen)
-	}
+	checkAdmin(ps, "gslb.admin", g.Admin)
 	for _, name := range sortedMapKeys(g.Monitors) {
 		validateMonitor(ps, "gslb.monitors."+name, g.Monitors[name])
 	}

@@ -6,7 +6,8 @@ import (
 	"testing"
 )
 
-const goodGSLB = `gslb:
+const goodGSLB = `cluster: { bind: 127.0.0.1:7946 }
+gslb:
   listen: 127.0.0.1:5353
   zones:
     - origin: ringlb.test

@@ -112,7 +112,10 @@ type decoder struct {
 	lines map[string]int // field path → line, for validation messages
 }
 
-var durationType = reflect.TypeOf(Duration(0))
+var (
+	durationType = reflect.TypeOf(Duration(0))
+	adminType    = reflect.TypeOf(Admin{})
+)
 
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
 	d.errs = append(d.errs, &FieldError{File: d.file, Line: n.Line, Path: path, Msg: fmt.Sprintf(format, args...)})
@@ -140,6 +143,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetInt(int64(dur))
+	case v.Type() == adminType && n.Kind == yaml.ScalarNode:
+		// "admin: 127.0.0.1:9101" is short for "admin: { listen: ... }".
+		d.lines[path+".listen"] = n.Line
+		v.FieldByName("Listen").SetString(n.Value)
 	case v.Kind() == reflect.Pointer:
 		elem := reflect.New(v.Type().Elem())
 		d.decode(n, elem.Elem(), path)
@@ -251,7 +258,7 @@ func kindName(k reflect.Kind) string {
 func (c *Config) resolvePaths(dir string) {
 	for _, p := range []*string{
 		&c.Cluster.SecretKeyFile, &c.Edge.Auth.HMACSecretFile,
-		&c.Balancer.TLS.CertFile, &c.Balancer.TLS.KeyFile, &c.Balancer.Admin.TokenFile, &c.GSLB.Admin.TokenFile,
+		&c.Balancer.TLS.CertFile, &c.Balancer.TLS.KeyFile, &c.Balancer.Admin.TokenFile, &c.GSLB.Admin.TokenFile, &c.Edge.Admin.TokenFile,
 	} {
 		*p = resolve(dir, *p)
 	}

@@ -24,6 +24,9 @@ const (
 	DefaultSendQueue       = 256
 	DefaultKeyMaxLength    = 256
 	DefaultStatsDInterval  = 10 * time.Second
+	// MaxEdgeWeight bounds an edge's weight, in config and in what a node
+	// believes another announces: a weight is a share of the ring.
+	MaxEdgeWeight = 10
 	// Ring defaults come from the measurement kept as a test in balancer/ring:
 	// with 7919 partitions, replication 400 and load 1.05 the busiest edge
 	// holds ≤ 1.05× the mean and a 3→4 scale-out moves ≈ the ideal quarter.
@@ -46,12 +49,15 @@ func (c *Config) applyDefaults() {
 	if cl.Profile == "" {
 		cl.Profile = "lan"
 	}
+	if len(cl.AllowedNetworks) == 0 {
+		cl.AllowedNetworks = append([]string(nil), DefaultAllowedNetworks...)
+	}
 
 	e := &c.Edge
 	setDefault(&e.Listen, DefaultEdgeListen)
-	setDefault(&e.Admin, DefaultEdgeAdmin)
+	setDefault(&e.Admin.Listen, DefaultEdgeAdmin)
 	if e.AdvertiseURL == "" {
-		e.AdvertiseURL = "http://" + hostForURL(e.Listen)
+		e.AdvertiseURL = "http://" + ReachableAddr(e.Listen)
 	}
 	setDefaultInt(&e.Weight, 1)
 	setDefaultInt(&e.MaxParticipants, DefaultMaxParticipants)
@@ -137,16 +143,19 @@ func (c *Config) validate() []problem {
 	if cl.Profile != "lan" && cl.Profile != "local" {
 		ps.add("cluster.profile", "must be lan or local, got %q", cl.Profile)
 	}
-	checkFile(&ps, "cluster.secret_key_file", cl.SecretKeyFile)
+	checkGossipTrust(&ps, cl)
 	if cl.ProbeInterval < 0 || cl.GossipInterval < 0 {
 		ps.add("cluster", "probe_interval and gossip_interval must not be negative")
 	}
 
 	e := c.Edge
 	checkHostPort(&ps, "edge.listen", e.Listen, true)
-	checkHostPort(&ps, "edge.admin", e.Admin, true)
+	checkAdmin(&ps, "edge.admin", e.Admin)
 	checkURL(&ps, "edge.advertise_url", e.AdvertiseURL)
-	checkRange(&ps, "edge.weight", e.Weight, 1, 10)
+	if err := CheckAdvertisedURL(e.AdvertiseURL, cl.AllowedPrefixes()); err != nil {
+		ps.add("edge.advertise_url", "%v: balancers would ignore this edge (set advertise_url to an address in cluster.allowed_networks, or add its network there)", err)
+	}
+	checkRange(&ps, "edge.weight", e.Weight, 1, MaxEdgeWeight)
 	checkRange(&ps, "edge.max_participants", e.MaxParticipants, 2, 100000)
 	checkRange(&ps, "edge.max_message_bytes", e.MaxMessageBytes, 16, 64<<20)
 	checkRange(&ps, "edge.history.messages", e.History.Messages, 0, 10_000_000)
@@ -169,11 +178,7 @@ func (c *Config) validate() []problem {
 
 	b := c.Balancer
 	checkHostPort(&ps, "balancer.listen", b.Listen, true)
-	checkHostPort(&ps, "balancer.admin.listen", b.Admin.Listen, true)
-	checkFile(&ps, "balancer.admin.token_file", b.Admin.TokenFile)
-	if b.Admin.TokenFile == "" && !isLoopback(b.Admin.Listen) {
-		ps.add("balancer.admin.token_file", "is required when balancer.admin.listen (%s) is not a loopback address: the admin API can drain edges", b.Admin.Listen)
-	}
+	checkAdmin(&ps, "balancer.admin", b.Admin)
 	if (b.TLS.CertFile == "") != (b.TLS.KeyFile == "") {
 		ps.add("balancer.tls", "cert_file and key_file must be set together")
 	}
@@ -210,7 +215,7 @@ func (c *Config) validate() []problem {
 		}
 		names[se.Name] = true
 		checkURL(&ps, p+".url", se.URL)
-		checkRange(&ps, p+".weight", se.Weight, 1, 10)
+		checkRange(&ps, p+".weight", se.Weight, 1, MaxEdgeWeight)
 		validateMonitor(&ps, p+".monitor", *se.Monitor)
 	}
 	if b.DialTimeout <= 0 || b.IdleTimeout <= 0 || b.TunnelIdleTimeout <= 0 {
@@ -373,10 +378,17 @@ func checkStatsD(ps *problems, path string, s StatsD) {
 }
 
 func checkURL(ps *problems, path, raw string) {
+	if _, err := parseHTTPURL(raw); err != nil {
+		ps.add(path, "%v", err)
+	}
+}
+
+func parseHTTPURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		ps.add(path, "%q must be an http:// or https:// URL with a host", raw)
+		return nil, fmt.Errorf("%q must be an http:// or https:// URL with a host", raw)
 	}
+	return u, nil
 }
 
 func checkRange(ps *problems, path string, v, lo, hi int) {
@@ -404,34 +416,6 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// hostForURL turns a listen address into the host:port others can reach it
-// at. An unspecified host (":7101", "0.0.0.0:7101") becomes this host's first
-// private address, as memberlist picks its advertise address (so a pod or VM
-// works without advertise_url), else 127.0.0.1.
-func hostForURL(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return listen
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = privateAddress()
-	}
-	return net.JoinHostPort(host, port)
-}
-
-// privateAddress is the first private IPv4 address of this host, or 127.0.0.1.
-func privateAddress() string {
-	addrs, err := net.InterfaceAddrs()
-	if err == nil {
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsPrivate() {
-				return ipn.IP.String()
-			}
-		}
-	}
-	return "127.0.0.1"
 }
 
 func setDefault(s *string, v string) {

@@ -2,12 +2,10 @@ package gslb
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +13,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ringlb/ringlb/health"
 )
 
 type adminServer struct {
@@ -45,16 +45,24 @@ func (a *adminServer) shutdown(ctx context.Context) error {
 //	GET  /api/monitors                             this node's own probe results (what peers vote with)
 //	POST /api/querylog?on=true|false               switch the query log (until the next reload)
 //
-// With gslb.admin.token_file set, all but /healthz need "Authorization: Bearer <token>".
+// All but /healthz follow health.AdminAccess: with gslb.admin.token_file set,
+// "Authorization: Bearer <token>" (or, for reads, a peer's request signed
+// with the cluster's key: other gslb nodes read /api/monitors so); without,
+// a request addressed to a loopback IP. POSTs also need the CSRF proof (the
+// token, or X-Ringlb-Admin: 1, and a same-origin Origin).
 func (s *Server) ServeAdmin(ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	mux.Handle("GET /metrics", s.withToken(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
-	mux.Handle("GET /api/pools", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	access := health.AdminAccess{
+		Token:   func() []byte { return s.state.Load().adminToken },
+		Keyring: func() *health.Keyring { return s.keyring.Load() },
+	}
+	mux.Handle("GET /metrics", access.Read(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+	mux.Handle("GET /api/pools", access.Read(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		st := s.state.Load()
 		writeJSON(w, http.StatusOK, map[string]any{"node": s.name, "serial_offset": st.serial.Load(), "query_log": s.queryLog.Load(), "names": st.pools.status()})
 	})))
-	mux.Handle("POST /api/pools/{name}/{region}/{member}/mode", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /api/pools/{name}/{region}/{member}/mode", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mode := r.URL.Query().Get("mode")
 		if mode == "" {
 			var body struct{ Mode string }
@@ -66,21 +74,21 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		s.logger.Info("serve mode override", "name", r.PathValue("name"), "region", r.PathValue("region"), "member", r.PathValue("member"), "mode", mode)
+		s.logger.Info("serve mode override", "name", r.PathValue("name"), "region", r.PathValue("region"), "member", r.PathValue("member"), "mode", mode, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
 		writeJSON(w, http.StatusOK, map[string]string{"mode": mode})
 	})))
-	mux.Handle("POST /api/pools/{name}/{region}/recover", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /api/pools/{name}/{region}/recover", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.state.Load().pools.recover(dns.Fqdn(strings.ToLower(r.PathValue("name"))), r.PathValue("region")); err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		s.logger.Info("manual recover", "name", r.PathValue("name"), "region", r.PathValue("region"))
+		s.logger.Info("manual recover", "name", r.PathValue("name"), "region", r.PathValue("region"), "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
 		writeJSON(w, http.StatusOK, map[string]bool{"recovered": true})
 	})))
-	mux.Handle("GET /api/monitors", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("GET /api/monitors", access.Read(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"node": s.name, "members": s.state.Load().pools.localMonitors()})
 	})))
-	mux.Handle("POST /api/querylog", s.withToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /api/querylog", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		on, err := strconv.ParseBool(r.URL.Query().Get("on"))
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want ?on=true or ?on=false"})
@@ -98,23 +106,6 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 		return err
 	}
 	return nil
-}
-
-// withToken requires the admin bearer token when one is configured; it is
-// compared in constant time (the API changes what the world resolves).
-func (s *Server) withToken(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if file := s.state.Load().cfg.Admin.TokenFile; file != "" {
-			raw, err := os.ReadFile(file)
-			want := strings.TrimSpace(string(raw))
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if err != nil || want == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
-				return
-			}
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

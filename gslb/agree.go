@@ -7,7 +7,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -27,9 +26,11 @@ import (
 // shortest monitor interval. A peer that stops answering drops out of the
 // vote after peerStaleRounds rounds.
 
-// Peers lists the cluster's live members; *health.Membership is one.
+// Peers lists the cluster's live members and holds its key;
+// *health.Membership is one.
 type Peers interface {
 	Members() []health.Node
+	Keyring() *health.Keyring
 }
 
 const peerStaleRounds = 3
@@ -51,6 +52,7 @@ func (k memberKey) String() string { return k.name + "/" + k.region + "/" + k.me
 // which members are down. It returns at once; the exchange runs until
 // Shutdown. Call it once, after Start.
 func (s *Server) UsePeers(peers Peers) {
+	s.keyring.Store(peers.Keyring())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -144,12 +146,9 @@ func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, admin s
 	if err != nil {
 		return nil, err
 	}
-	// The nameservers of one domain share the admin token.
-	if file := s.state.Load().cfg.Admin.TokenFile; file != "" {
-		if raw, err := os.ReadFile(file); err == nil {
-			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(raw)))
-		}
-	}
+	// Read as a peer, signed with the cluster's key: the operator's
+	// token never leaves this node.
+	s.keyring.Load().SignRequest(req.Header, s.name, req.Method, req.URL.RequestURI(), nil)
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
 )
 
 // ourUDPSize is the EDNS0 buffer size we advertise (DNS flag day 2020).
@@ -48,6 +49,9 @@ type Server struct {
 
 	// peers holds the other gslb nodes' probe views (agree.go).
 	peers atomic.Pointer[peerViews]
+	// keyring is the cluster's key (UsePeers): peers sign their reads of
+	// the admin API with it, and this node its reads of theirs.
+	keyring atomic.Pointer[health.Keyring]
 	// background ends with Shutdown: the NOTIFY and peer exchange loops.
 	background context.Context
 	stop       context.CancelFunc
@@ -73,6 +77,9 @@ type state struct {
 	rrl *rateLimiter
 	// tsig holds the TSIG keys of every zone, by canonical key name.
 	tsig map[string]tsigKey
+	// adminToken is the operator's bearer token (gslb.admin.token_file);
+	// empty: none, the admin port is on loopback.
+	adminToken []byte
 }
 
 // New loads cfg's zones and pools. Nothing listens until Start.
@@ -107,6 +114,11 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 		errs = append(errs, err)
 	}
 	st.tsig = keys
+	if cfg.Admin.TokenFile != "" {
+		if st.adminToken, err = configs.ReadToken(cfg.Admin.TokenFile); err != nil {
+			errs = append(errs, fmt.Errorf("gslb.admin.token_file: %w", err))
+		}
+	}
 	for _, zc := range cfg.Zones {
 		z, err := loadZone(zc)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
 )
 
 // member is a regional balancer stand-in: its health endpoint can be turned
@@ -65,7 +66,8 @@ func parseGSLB(t testing.TB, extra, eastProbe, westProbe string) configs.GSLB {
         east: { monitor: bal, failover: [west], members: [ { name: bal-1, address: 192.0.2.1, probe: %q } ] }
         west: { monitor: bal, failover: [east], members: [ { name: bal-2, address: 192.0.2.2, probe: %q } ] }
 `, extra, eastProbe, westProbe)
-	cfg, err := configs.Parse("gslb.yaml", []byte(y))
+	// Only the gslb section is used; gossip on loopback needs no key.
+	cfg, err := configs.Parse("gslb.yaml", []byte("cluster: { bind: 127.0.0.1:0 }\n"+y))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +363,9 @@ func TestManualRecoverAndServeModes(t *testing.T) {
 	go s.ServeAdmin(ln)
 	admin := "http://" + ln.Addr().String()
 	post := func(path string) int {
-		resp, err := http.Post(admin+path, "application/json", nil)
+		req, _ := http.NewRequest(http.MethodPost, admin+path, nil)
+		req.Header.Set(health.HeaderAdmin, "1")
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

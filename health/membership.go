@@ -9,13 +9,13 @@ package health
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -112,7 +112,15 @@ type Membership struct {
 	recent []Event
 	closed bool
 
+	// ignored are members whose metadata this node does not trust, with
+	// why (logged once per reason); they are not in nodes.
+	ignored map[string]string
+
 	pins *pinTable
+	// keyring is the cluster's key (nil: none); allowed are the networks
+	// members' announced addresses must be in.
+	keyring *Keyring
+	allowed []netip.Prefix
 
 	stop     chan struct{}
 	retry    sync.WaitGroup
@@ -137,8 +145,24 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	m := &Membership{logger: logger, meta: meta, encMet: enc, nodes: map[string]Node{}, subs: map[int]chan struct{}{}, stop: make(chan struct{})}
-	mc, err := memberlistConfig(cfg, logger)
+	kr, err := loadKeyring(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !kr.Enabled() {
+		if cfg.InsecureGossip {
+			logger.Warn("gossip is not encrypted or authenticated (cluster.insecure_gossip): anyone who reaches the gossip port can join the cluster and take its traffic; set cluster.secret_key_file", "bind", cfg.Bind)
+		} else {
+			logger.Info("gossip has no key: loopback only", "bind", cfg.Bind)
+		}
+	}
+	allowed := cfg.AllowedPrefixes()
+	if len(cfg.AllowedNetworks) == 0 {
+		allowed = configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes()
+	}
+	m := &Membership{logger: logger, meta: meta, encMet: enc, keyring: kr, allowed: allowed,
+		nodes: map[string]Node{}, ignored: map[string]string{}, subs: map[int]chan struct{}{}, stop: make(chan struct{})}
+	mc, err := memberlistConfig(cfg, kr, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +291,7 @@ func (m *Membership) unreachedSeeds(ctx context.Context, seeds []string) []strin
 	return missing
 }
 
-func memberlistConfig(cfg configs.Cluster, logger *slog.Logger) (*memberlist.Config, error) {
+func memberlistConfig(cfg configs.Cluster, kr *Keyring, logger *slog.Logger) (*memberlist.Config, error) {
 	var mc *memberlist.Config
 	if cfg.Profile == "local" {
 		mc = memberlist.DefaultLocalConfig()
@@ -312,12 +336,12 @@ func memberlistConfig(cfg configs.Cluster, logger *slog.Logger) (*memberlist.Con
 		mc.GossipInterval = cfg.GossipInterval.D()
 		mc.PushPullInterval = max(20*cfg.GossipInterval.D(), time.Second)
 	}
-	if cfg.SecretKeyFile != "" {
-		key, err := readKey(cfg.SecretKeyFile)
-		if err != nil {
-			return nil, err
-		}
-		mc.SecretKey = key
+	if kr.Enabled() {
+		// Encrypted and authenticated both ways: a packet without a key
+		// of the ring is dropped (memberlist's GossipVerify* defaults,
+		// stated here because the cluster's trust rests on them).
+		mc.Keyring = kr.ml
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
 	mc.Logger = log.New(&logWriter{logger: logger}, "", 0)
 	return mc, nil
@@ -336,23 +360,6 @@ func splitHostPort(addr string) (string, int, error) {
 		host = "0.0.0.0"
 	}
 	return host, port, nil
-}
-
-// readKey reads a base64 AES key of 16, 24 or 32 bytes.
-func readKey(path string) ([]byte, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("cluster.secret_key_file: %w", err)
-	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
-	if err != nil {
-		return nil, fmt.Errorf("cluster.secret_key_file %s: not base64: %w (make one with: head -c 32 /dev/urandom | base64)", path, err)
-	}
-	switch len(key) {
-	case 16, 24, 32:
-		return key, nil
-	}
-	return nil, fmt.Errorf("cluster.secret_key_file %s: key is %d bytes, want 16, 24 or 32 (make one with: head -c 32 /dev/urandom | base64)", path, len(key))
 }
 
 // logWriter turns memberlist's "[LEVEL] memberlist: msg" lines into slog
@@ -378,6 +385,30 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	line = strings.TrimPrefix(line, "memberlist: ")
 	w.logger.Debug(line, "component", "memberlist", "memberlist_level", level)
 	return len(p), nil
+}
+
+// Keyring is the cluster's key (nil when it has none): nodes sign their
+// requests to each other with it and verify those they get.
+func (m *Membership) Keyring() *Keyring { return m.keyring }
+
+// ReloadKeys re-reads cluster.secret_key_file (SIGHUP) and installs its keys
+// without a partition: keys new to the file are accepted first, then the
+// first line becomes primary, then keys gone from the file are removed.
+func (m *Membership) ReloadKeys(cfg configs.Cluster) error {
+	var keys [][]byte
+	if cfg.SecretKeyFile != "" {
+		var err error
+		if keys, err = configs.ReadKeyring(cfg.SecretKeyFile); err != nil {
+			return fmt.Errorf("cluster.secret_key_file: %w", err)
+		}
+	}
+	if err := m.keyring.replace(keys); err != nil {
+		return err
+	}
+	if len(keys) > 0 {
+		m.logger.Info("gossip keyring reloaded", "keys", len(keys))
+	}
+	return nil
 }
 
 // LocalName is this node's name.
@@ -547,7 +578,30 @@ func (m *Membership) crash() error {
 
 func (m *Membership) record(kind string, n *memberlist.Node) {
 	ev := Event{Kind: kind, Node: toNode(n, m.logger), At: time.Now()}
+	var distrust, note string
+	if kind != "leave" && ev.Node.Name != m.name {
+		distrust, note = trustMeta(&ev.Node, m.allowed)
+	}
 	m.mu.Lock()
+	if distrust != "" {
+		// Not a member this node routes to, votes with or calls: drop it
+		// (an update may have turned a trusted node untrusted), and say
+		// why once per reason, not once per gossip update.
+		_, was := m.nodes[ev.Node.Name]
+		delete(m.nodes, ev.Node.Name)
+		changed := m.ignored[ev.Node.Name] != distrust
+		m.ignored[ev.Node.Name] = distrust
+		if was {
+			m.notifyLocked()
+		}
+		m.mu.Unlock()
+		if changed {
+			m.logger.Warn("ignoring a gossip member whose metadata this node does not trust", "member", ev.Node.Name, "addr", n.Address(), "why", distrust)
+		}
+		return
+	}
+	_, wasIgnored := m.ignored[ev.Node.Name]
+	delete(m.ignored, ev.Node.Name)
 	if len(m.recent) == recentEvents {
 		m.recent = append(m.recent[:0], m.recent[1:]...)
 	}
@@ -559,13 +613,14 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		m.nodes[ev.Node.Name] = ev.Node
 		m.pins.back(ev.Node.Name)
 	}
-	for _, ch := range m.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
+	m.notifyLocked()
 	m.mu.Unlock()
+	if note != "" {
+		m.logger.Warn("a gossip member announces an admin address this node does not trust; not calling it", "member", ev.Node.Name, "why", note)
+	}
+	if wasIgnored && kind != "leave" {
+		m.logger.Info("gossip member trusted again", "member", ev.Node.Name)
+	}
 	// A leave is what an operator looks for after a crash; joins and
 	// updates are routine (every node logs every other one at start).
 	level := slog.LevelDebug
@@ -573,6 +628,16 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		level = slog.LevelInfo
 	}
 	m.logger.Log(context.Background(), level, "membership "+kind, "member", n.Name, "addr", n.Address(), "state", ev.Node.Meta.State)
+}
+
+// notifyLocked wakes every subscriber (coalesced). m.mu is held.
+func (m *Membership) notifyLocked() {
+	for _, ch := range m.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // delegate gives memberlist this node's metadata and carries pins (pins.go).

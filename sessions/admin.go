@@ -8,6 +8,8 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ringlb/ringlb/health"
 )
 
 // ServeAdmin serves the admin port on ln until Shutdown; it then returns nil.
@@ -18,8 +20,12 @@ import (
 //	GET /metrics       Prometheus text
 //	GET /api/sessions  [{"session","participants","created"}], sorted by key
 //
-// The admin port lists session keys, so it belongs on loopback (the
-// default, edge.admin); nothing here is reachable through a balancer.
+// The admin port lists session keys and drains the edge: beyond loopback it
+// needs edge.admin.token_file (configs enforces it). Everything but /healthz
+// follows health.AdminAccess: the operator's token (or a loopback address
+// without one) for all of it, a peer's signed request (a balancer's
+// dashboard) for reads; changes need the CSRF proof. Nothing here is
+// reachable through a balancer.
 func (s *Server) ServeAdmin(ln net.Listener) error {
 	s.mu.Lock()
 	closing := s.closing
@@ -45,19 +51,24 @@ func (s *Server) newAdminServer() *http.Server {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("POST /api/drain", func(w http.ResponseWriter, _ *http.Request) {
+	access := health.AdminAccess{
+		Token:   func() []byte { return s.adminToken },
+		Keyring: func() *health.Keyring { return s.keyring.Load() },
+	}
+	mux.Handle("GET /metrics", access.Read(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+	mux.Handle("POST /api/drain", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.log.Info("drain requested through the admin API", "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
 		s.startDrain()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
 		_, _ = w.Write([]byte(`{"draining":true}` + "\n"))
-	})
-	mux.HandleFunc("GET /api/sessions", func(w http.ResponseWriter, _ *http.Request) {
+	})))
+	mux.Handle("GET /api/sessions", access.Read(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(s.hub.list())
-	})
+	})))
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: requestReadTimeout,

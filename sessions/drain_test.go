@@ -8,6 +8,7 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
 )
 
 // A drain refuses new sessions but lets participants join the live ones, and
@@ -16,7 +17,9 @@ func TestDrain(t *testing.T) {
 	e := startEdge(t, configs.Edge{DrainTimeout: configs.Duration(300 * time.Millisecond)}, nil)
 	a := e.join(t, "live")
 	defer a.Close()
-	resp, err := http.Post("http://"+e.admin+"/api/drain", "", nil)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+e.admin+"/api/drain", nil)
+	req.Header.Set(health.HeaderAdmin, "1")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST /api/drain: %v %v", resp, err)
 	}

@@ -25,6 +25,9 @@ type metrics struct {
 	misdirected prometheus.Counter
 	// handedOff counts sessions a drain handed to another edge.
 	handedOff prometheus.Counter
+	// peerRefused counts edge-to-edge requests (claims, hand-offs) refused
+	// because they were not signed by the edge they name.
+	peerRefused prometheus.Counter
 	// lag is the time from reading a frame to having written it to one
 	// recipient, observed once per recipient.
 	lag prometheus.Histogram
@@ -64,13 +67,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_edge_sessions_handed_off_total",
 			Help: "Sessions a drain handed to their new edge.",
 		}),
+		peerRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_peer_requests_refused_total",
+			Help: "Edge-to-edge requests (claims, hand-offs) refused: not signed with the cluster's key by the edge they name.",
+		}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ringlb_edge_lag_seconds",
 			Help:    "Time from reading a frame to writing it to one recipient.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.lag} {
+	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.peerRefused, m.lag} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

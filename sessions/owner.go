@@ -54,7 +54,11 @@ import (
 // its participants with 1012; ringlb.v1 clients resume on the new owner with
 // nothing lost (drain.go).
 //
-// The /_ringlb/ paths are edge-to-edge; balancers never proxy that prefix.
+// The /_ringlb/ paths are edge-to-edge; balancers never proxy that prefix,
+// and edges believe them only when signed with the cluster's key
+// (health.HeaderPeer) by the edge they name — never because of the address
+// they come from: a request smuggled through a proxy, or sent by any host of
+// the network, must not claim or install a session.
 const (
 	pathClaim     = "/_ringlb/claim"
 	pathHandoff   = "/_ringlb/handoff"
@@ -122,11 +126,17 @@ func (s *Server) RingEdges() int {
 	return 0
 }
 
+// UseKeyring gives the edge the cluster's key: peers sign their reads of
+// the admin port and their claims and hand-offs with it. Call it before
+// Serve and ServeAdmin (UseCluster does).
+func (s *Server) UseKeyring(k *health.Keyring) { s.keyring.Store(k) }
+
 // UseCluster makes the edge check ownership on a ring of m's edges built
 // with rc (the balancers' ring parameters), pin sessions that outlive a ring
 // change, and hand sessions on when it drains. Call it once, before Serve.
 // Shutdown stops what it starts.
 func (s *Server) UseCluster(m *health.Membership, rc ring.Config) {
+	s.UseKeyring(m.Keyring())
 	o := &ownership{
 		srv: s, m: m, self: s.name, ring: ring.New(rc), log: s.log,
 		http: &http.Client{Timeout: handoffTimeout, Transport: &http.Transport{
@@ -397,22 +407,45 @@ func (o *ownership) previousOwners(key []byte, skip []string) []ring.Member {
 	return out
 }
 
-// isPeer reports whether name is an edge of the cluster whose advertised
-// URL's host is ip (or a host name: then any address is taken). Edge-to-edge
-// requests are refused from anyone else; balancers never proxy them.
-func (o *ownership) isPeer(name string, ip net.IP) bool {
+// peerRequest says which edge of the cluster sent an edge-to-edge request,
+// or why it is refused. With a cluster key the request must carry a valid
+// signature (health.HeaderPeer) by the edge it names; without one (a
+// loopback or explicitly insecure cluster) the named edge's advertised
+// address must be the request's source — the insecure mode, documented as
+// such.
+func (o *ownership) peerRequest(ctx *fasthttp.RequestCtx, name string) error {
 	n, ok := o.m.Node(name)
 	if !ok || n.Meta.Role != health.RoleEdge || name == o.self {
-		return false
+		return errors.New("not an edge of this cluster")
+	}
+	if kr := o.m.Keyring(); kr.Enabled() {
+		signer, err := kr.VerifyRequest(string(ctx.Request.Header.Peek(health.HeaderPeer)), string(ctx.Method()), string(ctx.RequestURI()), ctx.PostBody(), time.Now())
+		if err != nil {
+			return err
+		}
+		if signer != name {
+			return fmt.Errorf("signed by %s, not by %s", signer, name)
+		}
+		return nil
 	}
 	u, err := url.Parse(n.Meta.URL)
 	if err != nil {
-		return false
+		return err
 	}
-	if want := net.ParseIP(u.Hostname()); want != nil && !want.Equal(ip) {
-		return false
+	if want := net.ParseIP(u.Hostname()); want != nil && !want.Equal(ctx.RemoteIP()) {
+		return errors.New("not from the edge's address")
 	}
-	return true
+	return nil
+}
+
+// signed prepares an edge-to-edge POST of body to u+path, signed as this edge.
+func (o *ownership) signed(ctx context.Context, u, path string, body []byte) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(u, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	o.m.Keyring().SignRequest(req.Header, o.self, req.Method, req.URL.RequestURI(), body)
+	return req, nil
 }
 
 // goneFunc reports edges to disregard: those the balancer could not reach
@@ -444,7 +477,7 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte) (st
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(u, "/")+pathClaim, bytes.NewReader(key))
+	req, err := o.signed(ctx, u, pathClaim, key)
 	if err != nil {
 		return "", err
 	}
@@ -511,7 +544,13 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	o := s.hub.owner.Load()
-	if o == nil || !o.isPeer(by, ctx.RemoteIP()) {
+	if o == nil {
+		ctx.Error("forbidden: this edge checks no ownership\n", fasthttp.StatusForbidden)
+		return
+	}
+	if err := o.peerRequest(ctx, by); err != nil {
+		s.metrics.peerRefused.Inc()
+		s.log.Debug("claim refused", "by", by, "remote", ctx.RemoteIP(), "err", err)
 		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
 		return
 	}
@@ -801,7 +840,7 @@ func (o *ownership) send(ctx context.Context, url string, batch *handoffRequest)
 	}
 	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(url, "/")+pathHandoff, bytes.NewReader(body))
+	req, err := o.signed(ctx, url, pathHandoff, body)
 	if err != nil {
 		return err
 	}
@@ -831,14 +870,40 @@ func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
 		ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
 		return
 	}
+	o := s.hub.owner.Load()
+	if o == nil {
+		ctx.Error("forbidden: this edge checks no ownership\n", fasthttp.StatusForbidden)
+		return
+	}
+	refuse := func(from string, err error) {
+		s.metrics.peerRefused.Inc()
+		s.log.Warn("hand-off refused", "from", from, "remote", ctx.RemoteIP(), "err", err)
+		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
+	}
+	// With a cluster key the signature is checked before the body is
+	// parsed: nothing unsigned reaches the JSON decoder.
+	signer, _, _ := strings.Cut(string(ctx.Request.Header.Peek(health.HeaderPeer)), " ")
+	keyed := o.m.Keyring().Enabled()
+	if keyed {
+		if err := o.peerRequest(ctx, signer); err != nil {
+			refuse(signer, err)
+			return
+		}
+	}
 	var req handoffRequest
 	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
 		ctx.Error("bad hand-off: "+err.Error()+"\n", fasthttp.StatusBadRequest)
 		return
 	}
-	if o := s.hub.owner.Load(); o == nil || !o.isPeer(req.From, ctx.RemoteIP()) {
-		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
+	switch {
+	case keyed && req.From != signer:
+		refuse(req.From, fmt.Errorf("signed by %s, not by %s", signer, req.From))
 		return
+	case !keyed:
+		if err := o.peerRequest(ctx, req.From); err != nil {
+			refuse(req.From, err)
+			return
+		}
 	}
 	var resp handoffResponse
 	for _, hs := range req.Sessions {

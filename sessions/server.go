@@ -28,6 +28,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
 )
 
 // headerEdge names the edge on every response, the 101 included, so
@@ -81,6 +82,12 @@ type Server struct {
 	// or it could not be read (then every token is refused: fail closed).
 	secret      []byte
 	requireAuth bool
+	// adminToken is the operator's bearer token for the admin port (empty:
+	// none, the admin port is on loopback); keyring is the cluster's key,
+	// with which peers sign their reads of the admin port and edges sign
+	// their claims and hand-offs (UseKeyring).
+	adminToken []byte
+	keyring    atomic.Pointer[health.Keyring]
 
 	upgrader websocket.FastHTTPUpgrader
 	// writeBuffers is the library's WriteBufferPool, shared by every
@@ -160,6 +167,16 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 			s.log.Error("join tokens will be refused", "err", err)
 		}
 		s.secret = secret
+	}
+	if cfg.Admin.TokenFile != "" {
+		token, err := configs.ReadToken(cfg.Admin.TokenFile)
+		if err != nil {
+			// Fail closed: a token nobody knows, so the admin API
+			// answers only /healthz until the file is fixed.
+			s.log.Error("admin token unreadable: the admin API refuses every request but /healthz", "err", err)
+			token = []byte(configs.GenerateKey())
+		}
+		s.adminToken = token
 	}
 	s.whoami, _ = json.Marshal(struct {
 		Edge   string `json:"edge"`

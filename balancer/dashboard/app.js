@@ -74,8 +74,11 @@ function statePill(s) {
 }
 
 // api calls this admin port with the token, bounded by REQUEST_TIMEOUT_MS.
+// X-Ringlb-Admin marks its changes as the dashboard's own: the admin port
+// refuses a POST without it (or the token), so no other web site can drain
+// an edge through an operator's browser.
 async function api(method, path) {
-  const headers = {Accept: 'application/json'};
+  const headers = {Accept: 'application/json', 'X-Ringlb-Admin': '1'};
   if (state.token) headers.Authorization = 'Bearer ' + state.token;
   const ctl = new AbortController();
   const timeout = setTimeout(() => ctl.abort(), REQUEST_TIMEOUT_MS);

@@ -309,7 +309,7 @@ func TestBrowserPadAndDashboard(t *testing.T) {
 		t.Fatalf("the two windows are on edges %q and %q", drained, other)
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Post("http://"+c.balAdmin[0]+"/api/nodes/"+drained+"/drain", "", nil)
+	resp, err := postAdmin(client, "http://"+c.balAdmin[0]+"/api/nodes/"+drained+"/drain")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -226,7 +226,7 @@ func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
 			ringIs(t, members)
 		},
 		drain: func(t *testing.T, name string) {
-			resp, err := adminClient.Post(admins[0]+"/api/nodes/"+name+"/drain", "", nil)
+			resp, err := postAdmin(adminClient, admins[0]+"/api/nodes/"+name+"/drain")
 			if err != nil {
 				t.Fatalf("drain %s: %v", name, err)
 			}

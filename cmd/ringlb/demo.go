@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +43,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if len(cfg.Demo.Nodes) == 0 {
 		return errors.New("the config has no demo.nodes to run")
+	}
+	if cfg.Cluster.SecretKeyFile == "" && !cfg.Cluster.InsecureGossip {
+		// A fresh key per run, known to this process only: nothing else on
+		// the machine can join the demo's gossip and take its traffic.
+		cleanup, err := demoKey(cfg)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
 	}
 
 	started := time.Now()
@@ -243,4 +254,21 @@ Try it:
 Ctrl-C stops everything.
 `, b1.listen, b2.listen, b1.admin)
 	fmt.Fprint(w, b.String())
+}
+
+// demoKey generates the demo's cluster key into a private temporary
+// directory and points cfg at it; cleanup removes it.
+func demoKey(cfg *configs.Config) (cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", "ringlb-demo-")
+	if err != nil {
+		return nil, fmt.Errorf("demo key: %w", err)
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	path := filepath.Join(dir, "gossip.key")
+	if err := writeNewSecret(path, configs.GenerateKey()+"\n"); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("demo key: %w", err)
+	}
+	cfg.Cluster.SecretKeyFile = path
+	return cleanup, nil
 }

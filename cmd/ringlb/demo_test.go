@@ -21,6 +21,8 @@ import (
 
 	"github.com/fasthttp/websocket"
 	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/health"
 )
 
 // buildBinary compiles the real ringlb binary once per test run.
@@ -257,7 +259,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	post := func(url string) {
 		t.Helper()
-		resp, err := http.Post(url, "", nil)
+		resp, err := postAdmin(http.DefaultClient, url)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("POST %s: %v %v", url, resp, err)
 		}
@@ -335,23 +337,56 @@ func TestHelpOnEverySubcommand(t *testing.T) {
 	}
 }
 
+// The examples pass `ringlb check` once the key files they name exist, made
+// as their comments say (ringlb keygen); without the key, check refuses a
+// gossip port beyond loopback and says how to make one.
 func TestCheck(t *testing.T) {
-	files, _ := filepath.Glob("../../configs/examples/*.yaml")
-	files = append(files, "../../configs/demo.yaml")
-	for _, f := range files {
+	dir := t.TempDir()
+	for _, name := range []string{"gossip.key", "admin.token"} {
 		var out, errOut strings.Builder
-		if code := run(context.Background(), []string{"check", "-config", f}, &out, &errOut); code != 0 || !strings.Contains(out.String(), ": ok: ") {
+		if code := run(context.Background(), []string{"keygen", "-o", filepath.Join(dir, name)}, &out, &errOut); code != 0 {
+			t.Fatalf("keygen: exit %d: %s", code, errOut.String())
+		}
+	}
+	if err := os.CopyFS(filepath.Join(dir, "zones"), os.DirFS("../../configs/examples/zones")); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("../../configs/examples/*.yaml")
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyed := filepath.Join(dir, filepath.Base(f))
+		os.WriteFile(keyed, []byte(strings.ReplaceAll(string(data), "/etc/ringlb/", dir+"/")), 0o644)
+		var out, errOut strings.Builder
+		if code := run(context.Background(), []string{"check", "-config", keyed}, &out, &errOut); code != 0 || !strings.Contains(out.String(), ": ok: ") {
 			t.Errorf("check %s: exit %d\n%s%s", f, code, out.String(), errOut.String())
 		}
+		// As shipped, before the operator made the key: refused, saying how.
+		if code := run(context.Background(), []string{"check", "-config", f}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "cannot read /etc/ringlb/gossip.key") {
+			t.Errorf("check %s without its key: exit %d\n%s", f, code, errOut.String())
+		}
+	}
+	var out, errOut strings.Builder
+	if code := run(context.Background(), []string{"check", "-config", "../../configs/demo.yaml"}, &out, &errOut); code != 0 {
+		t.Errorf("check demo.yaml: exit %d\n%s", code, errOut.String())
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(bad, []byte("edge:\n  lisen: x\nbalancer:\n  ring: { load: 0.5 }\n"), 0o644)
-	var out, errOut strings.Builder
+	out.Reset()
+	errOut.Reset()
 	code := run(context.Background(), []string{"check", "-config", bad}, &out, &errOut)
 	if code != 1 || !strings.Contains(errOut.String(), bad+":2: edge.lisen: unknown field") ||
 		!strings.Contains(errOut.String(), bad+":4: balancer.ring.load: must be in range") ||
-		!strings.Contains(errOut.String(), "2 problem(s)") {
+		!strings.Contains(errOut.String(), bad+": cluster.secret_key_file: is required when cluster.bind (0.0.0.0:7946) is not a loopback address") ||
+		!strings.Contains(errOut.String(), "ringlb keygen") ||
+		!strings.Contains(errOut.String(), "3 problem(s)") {
 		t.Errorf("check bad file: exit %d, stderr:\n%s", code, errOut.String())
+	}
+	// keygen never overwrites a key.
+	if code := run(context.Background(), []string{"keygen", "-o", filepath.Join(dir, "gossip.key")}, &out, &errOut); code != 1 {
+		t.Errorf("keygen over an existing key: exit %d", code)
 	}
 }
 
@@ -388,4 +423,15 @@ func TestDeployExamplesCallRealCommands(t *testing.T) {
 	if code := run(context.Background(), []string{"probe", "-method", "POST", "-url", "http://127.0.0.1:1/api/drain", "-timeout", "100ms"}, &out, &out); code != 1 {
 		t.Errorf("ringlb probe -method POST against a closed port: exit %d, want 1\n%s", code, out.String())
 	}
+}
+
+// postAdmin POSTs to an admin port as an admin client does: with
+// X-Ringlb-Admin, the CSRF proof an admin port without a token wants.
+func postAdmin(c *http.Client, url string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodPost, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(health.HeaderAdmin, "1")
+	return c.Do(req)
 }

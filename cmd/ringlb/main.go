@@ -29,6 +29,7 @@ func commands() []command {
 		{"gslb", "run the authoritative DNS server with region pools and failover", runGSLBCmd},
 		{"check", "validate a config file and report every problem", runCheck},
 		{"token", "mint a signed join token for an edge session (edge.auth)", runToken},
+		{"keygen", "write a new random key: cluster key, admin token or join-token secret", runKeygen},
 		{"bench", "load generators: ringlb bench ws|dns|ring", runBench},
 		{"probe", "check a health URL once (for HEALTHCHECK and keepalived)", runProbe},
 	}

@@ -69,6 +69,12 @@ func serve(servers map[net.Listener]func(net.Listener) error) <-chan error {
 	return failed
 }
 
+// adminURL is the admin address a node announces in gossip: the bound
+// address, with an unspecified host (0.0.0.0) replaced by one peers reach.
+func adminURL(ln net.Listener) string {
+	return "http://" + configs.ReachableAddr(ln.Addr().String())
+}
+
 func listenPair(data, admin string) (net.Listener, net.Listener, error) {
 	dl, err := net.Listen("tcp", data)
 	if err != nil {
@@ -90,7 +96,7 @@ func listenPair(data, admin string) (net.Listener, net.Listener, error) {
 func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool) (*node, error) {
 	name := cfg.Cluster.Name
 	logger = logger.With("node", name, "role", "edge")
-	dl, al, err := listenPair(cfg.Edge.Listen, cfg.Edge.Admin)
+	dl, al, err := listenPair(cfg.Edge.Listen, cfg.Edge.Admin.Listen)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +109,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	}
 	meta := health.Meta{
 		Role: health.RoleEdge, Region: cfg.Cluster.Region, URL: advertise,
-		Admin: "http://" + al.Addr().String(), Weight: cfg.Edge.Weight, State: health.StateAlive,
+		Admin: adminURL(al), Weight: cfg.Edge.Weight, State: health.StateAlive,
 	}
 	m, err := health.Join(ctx, cfg.Cluster, meta, logger)
 	if err != nil {
@@ -114,6 +120,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		al.Close()
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
+	srv.UseKeyring(m.Keyring())
 	var ringEdges func() int
 	if cfg.Edge.Ownership != configs.OwnershipNone {
 		rc := cfg.Balancer.Ring
@@ -143,6 +150,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		name: name, role: "edge", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
 		ringEdges: ringEdges,
 		drain:     srv.Drain,
+		reload:    func(next *configs.Config) error { return m.ReloadKeys(next.Cluster) },
 		stop: func(ctx context.Context) error {
 			close(stopAnnounce)
 			<-announced
@@ -243,6 +251,9 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			if err := b.Reload(next.Balancer); err != nil {
 				return err
 			}
+			if err := m.ReloadKeys(next.Cluster); err != nil {
+				return err
+			}
 			old := static.Swap(balancer.NewStaticEdges(next.Balancer.Edges, rebuild, logger))
 			old.Close()
 			rebuild()
@@ -275,7 +286,7 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	}
 	failed := serve(map[net.Listener]func(net.Listener) error{al: s.ServeAdmin})
 	m, err := health.Join(ctx, cfg.Cluster, health.Meta{Role: health.RoleGSLB, Region: cfg.Cluster.Region,
-		Admin: "http://" + al.Addr().String(), State: health.StateAlive}, logger)
+		Admin: adminURL(al), State: health.StateAlive}, logger)
 	if err != nil {
 		shutdown()
 		return nil, fmt.Errorf("join cluster: %w", err)
@@ -289,7 +300,9 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		stop: func(ctx context.Context) error {
 			return errors.Join(s.Shutdown(ctx), m.Shutdown(ctx))
 		},
-		reload: func(next *configs.Config) error { return s.Reload(next.GSLB) },
+		reload: func(next *configs.Config) error {
+			return errors.Join(s.Reload(next.GSLB), m.ReloadKeys(next.Cluster))
+		},
 	}, nil
 }
 

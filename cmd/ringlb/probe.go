@@ -6,6 +6,9 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
 )
 
 // runProbe is a one-shot HTTP health check for container HEALTHCHECKs and
@@ -15,8 +18,16 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	url := fs.String("url", "http://127.0.0.1:8080/_ringlb/health", "URL to GET")
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
 	method := fs.String("method", http.MethodGet, "HTTP method (POST for an edge's /api/drain in a preStop hook)")
+	tokenFile := fs.String("token-file", "", "admin token file: sent as Authorization: Bearer (an admin port beyond loopback needs it)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	var token []byte
+	if *tokenFile != "" {
+		var err error
+		if token, err = configs.ReadToken(*tokenFile); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -24,6 +35,11 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if token != nil {
+		req.Header.Set("Authorization", "Bearer "+string(token))
+	}
+	// An admin POST must show it is no other web site's (CSRF rule).
+	req.Header.Set(health.HeaderAdmin, "1")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *url, err)

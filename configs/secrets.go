@@ -1,0 +1,227 @@
+package configs
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+)
+
+// Secret files: the cluster keyring (cluster.secret_key_file) and the admin
+// tokens (*.admin.token_file). Their format and checks live here, so that
+// `ringlb check`, start-up and SIGHUP read them alike.
+
+// GenerateKey returns a new random 32-byte key, base64-encoded: a line of a
+// keyring file, an admin token or a join-token HMAC secret (`ringlb keygen`).
+func GenerateKey() string {
+	var key [32]byte
+	_, _ = rand.Read(key[:]) // crypto/rand.Read never fails on Linux (it panics first)
+	return base64.StdEncoding.EncodeToString(key[:])
+}
+
+// ReadKeyring reads a keyring file: one base64 AES key (16, 24 or 32 bytes)
+// per line, the first one primary (gossip is encrypted with it; every key of
+// the file is accepted). Blank lines and lines starting with # are skipped.
+// Rotation is three edits of the file on every node, each followed by a
+// SIGHUP: add the new key as a second line, move it to the first, remove the
+// old one.
+func ReadKeyring(path string) ([][]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+	}
+	return parseKeyring(path, raw)
+}
+
+// maxKeyringKeys bounds a keyring: rotation needs two keys at a time.
+const maxKeyringKeys = 8
+
+func parseKeyring(path string, raw []byte) ([][]byte, error) {
+	var keys [][]byte
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		// Never quote the line: it is a secret.
+		key, err := base64.StdEncoding.DecodeString(text)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: not a base64 key (make one with: ringlb keygen)", path, line)
+		}
+		switch len(key) {
+		case 16, 24, 32:
+		default:
+			return nil, fmt.Errorf("%s:%d: key is %d bytes, want 16, 24 or 32 (make one with: ringlb keygen)", path, line, len(key))
+		}
+		if seen[string(key)] {
+			return nil, fmt.Errorf("%s:%d: the same key is listed twice", path, line)
+		}
+		seen[string(key)] = true
+		keys = append(keys, key)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	switch {
+	case len(keys) == 0:
+		return nil, fmt.Errorf("%s: holds no key (make one with: ringlb keygen -o %s)", path, path)
+	case len(keys) > maxKeyringKeys:
+		return nil, fmt.Errorf("%s: %d keys, at most %d (remove the retired ones)", path, len(keys), maxKeyringKeys)
+	}
+	return keys, nil
+}
+
+// unwrapPath drops the *fs.PathError's own copy of the path, which the
+// caller's message already names.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// MinTokenLength is the shortest admin token accepted: a short token can be
+// guessed online against an admin port.
+const MinTokenLength = 16
+
+// ReadToken reads an admin bearer token file: its content, surrounding
+// whitespace trimmed, at least MinTokenLength bytes.
+func ReadToken(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+	}
+	token := bytes.TrimSpace(raw)
+	if len(token) < MinTokenLength {
+		return nil, fmt.Errorf("%s: the token is %d bytes, need at least %d (make one with: ringlb keygen -o %s)", path, len(token), MinTokenLength, path)
+	}
+	for _, c := range token {
+		// It travels in an Authorization header.
+		if c <= ' ' || c >= 0x7f {
+			return nil, fmt.Errorf("%s: the token holds a space, control or non-ASCII character", path)
+		}
+	}
+	return token, nil
+}
+
+// DefaultAllowedNetworks is cluster.allowed_networks when unset: loopback,
+// the private IPv4 ranges (RFC 1918), shared address space (RFC 6598, used by
+// some container networks) and unique local IPv6 (RFC 4193).
+var DefaultAllowedNetworks = []string{
+	"127.0.0.0/8", "::1/128",
+	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+	"fc00::/7",
+}
+
+// AllowedPrefixes returns cluster.allowed_networks parsed (validation has
+// checked them; an unparsable entry is skipped).
+func (c Cluster) AllowedPrefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(c.AllowedNetworks))
+	for _, s := range c.AllowedNetworks {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+// ReachableAddr turns a listen address into the host:port others can reach
+// it at. An unspecified host (":7101", "0.0.0.0:7101") becomes this host's
+// first private address, as memberlist picks its advertise address (so a pod
+// or VM works without configuring one), else 127.0.0.1.
+func ReachableAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = privateAddress()
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// privateAddress is the first private IPv4 address of this host, or 127.0.0.1.
+func privateAddress() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsPrivate() {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
+
+// gossipOnLoopback reports whether every address of a gossip bind is on
+// this host only: a loopback IP, or "localhost".
+func gossipOnLoopback(bind string) bool { return isLoopback(bind) }
+
+// checkGossipTrust applies the cluster's trust rules: a gossip port beyond
+// loopback needs a keyring (or an explicit insecure_gossip), a keyring file
+// must parse, and the allowed networks must be prefixes.
+func checkGossipTrust(ps *problems, cl Cluster) {
+	if cl.SecretKeyFile != "" {
+		if _, err := ReadKeyring(cl.SecretKeyFile); err != nil {
+			ps.add("cluster.secret_key_file", "%v", err)
+		}
+	} else if !cl.InsecureGossip && !gossipOnLoopback(cl.Bind) {
+		ps.add("cluster.secret_key_file", "is required when cluster.bind (%s) is not a loopback address: without a key anyone who reaches the gossip port can join the cluster and take its traffic. Make one with `ringlb keygen -o /etc/ringlb/gossip.key` and copy it to every node (or set cluster.insecure_gossip: true to run without, not recommended)", cl.Bind)
+	}
+	if cl.InsecureGossip && cl.SecretKeyFile != "" {
+		ps.add("cluster.insecure_gossip", "is true but cluster.secret_key_file is set; remove one")
+	}
+	for i, s := range cl.AllowedNetworks {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			ps.add(fmt.Sprintf("cluster.allowed_networks[%d]", i), "%q is not a CIDR prefix (e.g. 10.0.0.0/8)", s)
+		}
+	}
+}
+
+// CheckAdvertisedURL reports whether a URL a node gossips about itself
+// (an edge's data URL, an admin URL) is one peers will trust: http or https,
+// an IP address (peers do not resolve names another node hands them) within
+// allowed, and a port.
+func CheckAdvertisedURL(raw string, allowed []netip.Prefix) error {
+	u, err := parseHTTPURL(raw)
+	if err != nil {
+		return err
+	}
+	addr, err := netip.ParseAddr(u.Hostname())
+	if err != nil {
+		return fmt.Errorf("%q: the host must be an IP address, not a name", raw)
+	}
+	if u.Port() == "" {
+		return fmt.Errorf("%q: the port is missing", raw)
+	}
+	addr = addr.Unmap()
+	for _, p := range allowed {
+		if p.Contains(addr) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q: %s is outside cluster.allowed_networks", raw, addr)
+}
+
+// checkAdmin applies the admin rule to one role's admin listener: a port
+// beyond loopback needs a token file, and the token file must hold a token.
+func checkAdmin(ps *problems, path string, a Admin) {
+	checkHostPort(ps, path+".listen", a.Listen, true)
+	if a.TokenFile != "" {
+		if _, err := ReadToken(a.TokenFile); err != nil {
+			ps.add(path+".token_file", "%v", err)
+		}
+	} else if !isLoopback(a.Listen) {
+		ps.add(path+".token_file", "is required when %s.listen (%s) is not a loopback address: the admin API drains nodes and changes answers. Make one with `ringlb keygen -o FILE`", path, a.Listen)
+	}
+}

@@ -1,0 +1,207 @@
+package health
+
+import (
+	"bytes"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// Keyring is the cluster's shared secret (cluster.secret_key_file): the
+// gossip encryption keys, and the peer-signing keys derived from them. A
+// request one node makes to another (an edge's claim or hand-off, a
+// dashboard or gslb peer reading an admin API) carries HeaderPeer, an HMAC
+// over the request under the derived key, so the receiver knows it comes
+// from a node holding the cluster's key — never from its source address.
+//
+// Rotation keeps the cluster whole: every key of the file is accepted, the
+// first one is used. Reload swaps the keys of gossip and of signing at once.
+//
+// A nil *Keyring, or one made without keys, is a cluster without a key
+// (loopback or cluster.insecure_gossip): nothing is encrypted or signed, and
+// Verify refuses everything.
+type Keyring struct {
+	ml   *memberlist.Keyring // gossip's; nil without keys
+	sign atomic.Pointer[[][]byte]
+}
+
+// HeaderPeer carries a node's signature on a request to another node:
+// "NODE UNIXSECONDS MAC" with MAC the base64url HMAC-SHA256 of the request
+// under a key derived from the primary gossip key.
+const HeaderPeer = "X-Ringlb-Peer"
+
+// PeerWindow is how far a signature's time may be from the receiver's clock.
+// A replay inside it repeats a request the cluster itself made: claims and
+// admin reads are idempotent, and a hand-off installs only sessions not
+// already hosted.
+const PeerWindow = 30 * time.Second
+
+// Errors of VerifyRequest.
+var (
+	ErrNoKeyring    = errors.New("the cluster has no key: peer requests cannot be verified")
+	ErrPeerMissing  = errors.New("no peer signature")
+	ErrPeerMalform  = errors.New("malformed peer signature")
+	ErrPeerExpired  = errors.New("peer signature outside the time window (are the clocks in sync?)")
+	ErrPeerBadMAC   = errors.New("peer signature does not verify with the cluster's keys")
+	errKeylessSwap  = errors.New("cluster.secret_key_file: adding or removing the cluster key needs a restart of every node")
+	peerSigningInfo = "ringlb peer request v1"
+)
+
+// newKeyring makes the keyring of keys (primary first); no keys: nil.
+func newKeyring(keys [][]byte) (*Keyring, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	ml, err := memberlist.NewKeyring(keys, keys[0])
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secret_key_file: %w", err)
+	}
+	k := &Keyring{ml: ml}
+	k.setSigning(keys)
+	return k, nil
+}
+
+func (k *Keyring) setSigning(keys [][]byte) {
+	derived := make([][]byte, len(keys))
+	for i, key := range keys {
+		// A key of its own for signing, so a MAC never doubles as a
+		// gossip key or reveals anything about one.
+		d, err := hkdf.Key(sha256.New, key, nil, peerSigningInfo, 32)
+		if err != nil {
+			panic("health: hkdf: " + err.Error()) // only for lengths beyond 255×32 bytes
+		}
+		derived[i] = d
+	}
+	k.sign.Store(&derived)
+}
+
+// Enabled reports whether the cluster has a key.
+func (k *Keyring) Enabled() bool { return k != nil && k.ml != nil }
+
+// replace installs keys (primary first) without a partition: new keys are
+// accepted before the primary changes, old ones removed after.
+func (k *Keyring) replace(keys [][]byte) error {
+	if !k.Enabled() || len(keys) == 0 {
+		if k.Enabled() != (len(keys) > 0) {
+			return errKeylessSwap
+		}
+		return nil
+	}
+	old := k.ml.GetKeys()
+	for _, key := range keys {
+		if !containsKey(old, key) {
+			if err := k.ml.AddKey(key); err != nil {
+				return fmt.Errorf("cluster.secret_key_file: %w", err)
+			}
+		}
+	}
+	if err := k.ml.UseKey(keys[0]); err != nil {
+		return fmt.Errorf("cluster.secret_key_file: %w", err)
+	}
+	for _, key := range old {
+		if !containsKey(keys, key) {
+			if err := k.ml.RemoveKey(key); err != nil {
+				return fmt.Errorf("cluster.secret_key_file: %w", err)
+			}
+		}
+	}
+	k.setSigning(keys)
+	return nil
+}
+
+func containsKey(keys [][]byte, key []byte) bool {
+	for _, k := range keys {
+		if bytes.Equal(k, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// SignRequest adds node's signature over method, uri (path and query, as
+// the receiver sees it), time and body to h. Without a key it adds nothing.
+func (k *Keyring) SignRequest(h http.Header, node, method, uri string, body []byte) {
+	if !k.Enabled() {
+		return
+	}
+	keys := *k.sign.Load()
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	mac := peerMAC(keys[0], node, ts, method, uri, body)
+	h.Set(HeaderPeer, node+" "+ts+" "+base64.RawURLEncoding.EncodeToString(mac))
+}
+
+// VerifyRequest checks a HeaderPeer value for a request (method, uri, body)
+// against every key of the ring and the time window around now, and returns
+// the signing node's name.
+func (k *Keyring) VerifyRequest(header, method, uri string, body []byte, now time.Time) (string, error) {
+	if !k.Enabled() {
+		return "", ErrNoKeyring
+	}
+	if header == "" {
+		return "", ErrPeerMissing
+	}
+	// Bounded before any work: the header comes from anyone.
+	if len(header) > 256 {
+		return "", ErrPeerMalform
+	}
+	node, rest, ok1 := strings.Cut(header, " ")
+	ts, sig, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || node == "" {
+		return "", ErrPeerMalform
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return "", ErrPeerMalform
+	}
+	mac, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil || len(mac) != sha256.Size {
+		return "", ErrPeerMalform
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > PeerWindow || d < -PeerWindow {
+		return "", ErrPeerExpired
+	}
+	for _, key := range *k.sign.Load() {
+		if hmac.Equal(mac, peerMAC(key, node, ts, method, uri, body)) {
+			return node, nil
+		}
+	}
+	return "", ErrPeerBadMAC
+}
+
+func peerMAC(key []byte, node, ts, method, uri string, body []byte) []byte {
+	sum := sha256.Sum256(body)
+	m := hmac.New(sha256.New, key)
+	// Fields separated by newlines, none of which may hold one (a node
+	// name, a decimal time, a method, a request URI on the wire), so no
+	// two requests share a message.
+	for _, f := range []string{"ringlb-peer-v1", node, ts, method, uri, hex.EncodeToString(sum[:])} {
+		m.Write([]byte(f))
+		m.Write([]byte{'\n'})
+	}
+	return m.Sum(nil)
+}
+
+// loadKeyring reads cluster.secret_key_file (none: nil).
+func loadKeyring(cfg configs.Cluster) (*Keyring, error) {
+	if cfg.SecretKeyFile == "" {
+		return nil, nil
+	}
+	keys, err := configs.ReadKeyring(cfg.SecretKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secret_key_file: %w", err)
+	}
+	return newKeyring(keys)
+}
