@@ -171,6 +171,8 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		defer m.mu.Unlock()
 		return max(len(m.nodes), 1)
 	}, pinRetransmitFactor*mc.RetransmitMult)
+	// Before Create: peers' events (record) read it as soon as gossip runs.
+	m.name = mc.Name
 	mc.Delegate = delegate{m}
 	mc.Events = events{m}
 	ml, err := memberlist.Create(mc)
@@ -181,7 +183,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	// LocalNode's fields are written by memberlist later (UpdateNode), so
 	// read the identity once, now.
 	local := ml.LocalNode()
-	m.name, m.addr = local.Name, local.Address()
+	m.addr = local.Address()
 	seeds := slices.Clone(cfg.Join)
 	if len(seeds) > 0 {
 		_, err := ml.Join(seeds)

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -48,7 +50,8 @@ func startClusterEdge(t *testing.T, name, seed string) *clusterEdge {
 	go s.Serve(dl)
 	go s.ServeAdmin(al)
 	cl := configs.Cluster{Name: name, Region: "east", Bind: "127.0.0.1:0", Profile: "local",
-		ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond)}
+		ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond),
+		SecretKeyFile: clusterKeyFile(t, testClusterKey)}
 	if seed != "" {
 		cl.Join = []string{seed}
 	}
@@ -309,15 +312,39 @@ func TestDrainHandsSessionsOn(t *testing.T) {
 }
 
 // Edge-to-edge requests are taken only from the cluster's edges.
+// testClusterKey is the cluster key every test edge shares.
+const testClusterKey = "7Ccc0pAB9hTv5B0fEL8GULZ3HBC+3a1nDkiWBGJo1HI="
+
+func clusterKeyFile(t *testing.T, key string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(f, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// Edge-to-edge requests are believed only when signed with the cluster's
+// key by the edge they name. The attack: a process on the same host as
+// edge-b (so, to the old source-address check, edge-b itself) claims a
+// session, and installs a forged history by hand-off that a client then
+// resumes into.
 func TestPeerRequestsFromStrangersRefused(t *testing.T) {
 	a := startClusterEdge(t, "edge-a", "")
 	b := startClusterEdge(t, "edge-b", a.m.Addr())
 	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
-	post := func(path, body string, h map[string]string) int {
+	stranger, err := health.Join(t.Context(), configs.Cluster{Name: "mallory", Bind: "127.0.0.1:0", Profile: "local", SecretKeyFile: clusterKeyFile(t, configs.GenerateKey())},
+		health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Weight: 1, State: health.StateAlive}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Shutdown(context.Background())
+	post := func(path, body string, h map[string]string, signer *health.Keyring, as string) int {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+a.data+path, strings.NewReader(body))
 		for k, v := range h {
 			req.Header.Set(k, v)
 		}
+		signer.SignRequest(req.Header, as, http.MethodPost, path, []byte(body))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -325,17 +352,32 @@ func TestPeerRequestsFromStrangersRefused(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	if code := post(pathClaim, "k", map[string]string{headerClaimBy: "mallory"}); code != http.StatusForbidden {
-		t.Errorf("claim by a stranger: %d, want 403", code)
-	}
-	if code := post(pathClaim, "k", map[string]string{headerClaimBy: "edge-b"}); code != http.StatusOK {
-		t.Errorf("claim by edge-b: %d, want 200", code)
-	}
-	if code := post(pathHandoff, `{"from":"mallory","sessions":[{"key":"k","epoch":"e","seq":1,"history":[]}]}`, nil); code != http.StatusForbidden {
-		t.Errorf("hand-off from a stranger: %d, want 403", code)
+	forged := `{"from":"edge-b","sessions":[{"key":"k","epoch":"e","seq":1,"history":[{"type":"msg","seq":1,"data":"forged"}]}]}`
+	for _, tt := range []struct {
+		name, path, body string
+		h                map[string]string
+		signer           *health.Keyring
+		as               string
+	}{
+		{"unsigned claim as edge-b", pathClaim, "k", map[string]string{headerClaimBy: "edge-b"}, nil, ""},
+		{"unsigned hand-off as edge-b", pathHandoff, forged, nil, nil, ""},
+		{"hand-off signed with another cluster's key", pathHandoff, forged, nil, stranger.Keyring(), "edge-b"},
+		{"claim by a stranger", pathClaim, "k", map[string]string{headerClaimBy: "mallory"}, stranger.Keyring(), "mallory"},
+		{"claim signed by edge-b for another edge", pathClaim, "k", map[string]string{headerClaimBy: "edge-a"}, b.m.Keyring(), "edge-b"},
+	} {
+		if code := post(tt.path, tt.body, tt.h, tt.signer, tt.as); code != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", tt.name, code)
+		}
 	}
 	if live, _ := a.s.hub.lookup([]byte("k"), "edge-a", nil); live {
-		t.Error("a stranger's hand-off installed a session")
+		t.Fatal("a forged hand-off installed a session")
+	}
+	if got := metricValue(t, a.s, "ringlb_edge_peer_requests_refused_total"); got != 5 {
+		t.Errorf("ringlb_edge_peer_requests_refused_total = %v, want 5", got)
+	}
+	// Signed by edge-b with the cluster's key: what a real claim is.
+	if code := post(pathClaim, "k", map[string]string{headerClaimBy: "edge-b"}, b.m.Keyring(), "edge-b"); code != http.StatusOK {
+		t.Errorf("claim signed by edge-b: %d, want 200", code)
 	}
 }
 
@@ -366,7 +408,7 @@ func TestUnclearClaimRefusesTheJoin(t *testing.T) {
 		http.Error(w, http.StatusText(int(answer.Load())), int(answer.Load()))
 	}))
 	defer peer.Close()
-	cl := configs.Cluster{Name: "edge-old", Region: "east", Bind: "127.0.0.1:0", Profile: "local",
+	cl := configs.Cluster{Name: "edge-old", Region: "east", Bind: "127.0.0.1:0", Profile: "local", SecretKeyFile: clusterKeyFile(t, testClusterKey),
 		ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond)}
 	old, err := health.Join(t.Context(), cl, health.Meta{Role: health.RoleEdge, Region: "east", URL: peer.URL, Weight: 1, State: health.StateAlive}, nil)
 	if err != nil {

@@ -1,0 +1,111 @@
+package health
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// adminServer serves AdminAccess around a read and a write endpoint on a
+// real loopback listener, and counts the writes that got through.
+func adminServer(t *testing.T, token string, kr *Keyring) (addr string, writes *atomic.Int32) {
+	t.Helper()
+	n := new(atomic.Int32)
+	access := AdminAccess{
+		Token:   func() []byte { return []byte(token) },
+		Keyring: func() *Keyring { return kr },
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /api/sessions", access.Read(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, AdminCaller(r.Context()))
+	})))
+	mux.Handle("POST /api/drain", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		io.WriteString(w, AdminCaller(r.Context()))
+	})))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), n
+}
+
+// The attacks on an admin port: a web page's cross-origin POST (text/plain,
+// no preflight), a DNS-rebinding page addressing the port by its own name,
+// a peer credential used to change something, a wrong token.
+func TestAdminAccess(t *testing.T) {
+	kr, err := loadKeyring(configs.Cluster{SecretKeyFile: keyringFile(t, configs.GenerateKey())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const token = "operator-token-0123456789"
+	open, openWrites := adminServer(t, "", kr)
+	guarded, guardedWrites := adminServer(t, token, kr)
+
+	type req struct {
+		name, addr, method, path string
+		header                   map[string]string
+		host                     string
+		peer                     bool
+		want                     int
+		caller                   string
+	}
+	tests := []req{
+		// No token configured (loopback admin).
+		{"csrf: a page's text/plain POST", open, "POST", "/api/drain", map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example"}, "", false, 403, ""},
+		{"csrf: a form POST without the admin header", open, "POST", "/api/drain", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "", false, 403, ""},
+		{"csrf: the admin header from another origin", open, "POST", "/api/drain", map[string]string{HeaderAdmin: "1", "Origin": "http://evil.example"}, "", false, 403, ""},
+		{"csrf: cross-site fetch metadata", open, "POST", "/api/drain", map[string]string{HeaderAdmin: "1", "Sec-Fetch-Site": "cross-site"}, "", false, 403, ""},
+		{"rebinding: addressed by a foreign name", open, "POST", "/api/drain", map[string]string{HeaderAdmin: "1"}, "evil.example:9101", false, 403, ""},
+		{"rebinding: reads too", open, "GET", "/api/sessions", nil, "evil.example:9101", false, 403, ""},
+		{"an admin client", open, "POST", "/api/drain", map[string]string{HeaderAdmin: "1"}, "", false, 200, "loopback"},
+		{"the dashboard itself", open, "POST", "/api/drain", map[string]string{HeaderAdmin: "1", "Origin": "http://" + open}, "", false, 200, "loopback"},
+		{"localhost by name", open, "GET", "/api/sessions", nil, "localhost:9101", false, 200, "loopback"},
+		// Token configured.
+		{"no token", guarded, "GET", "/api/sessions", nil, "", false, 401, ""},
+		{"wrong token", guarded, "POST", "/api/drain", map[string]string{"Authorization": "Bearer nope", HeaderAdmin: "1"}, "", false, 401, ""},
+		{"the admin header is no token", guarded, "POST", "/api/drain", map[string]string{HeaderAdmin: "1"}, "", false, 401, ""},
+		{"token", guarded, "POST", "/api/drain", map[string]string{"Authorization": "Bearer " + token}, "", false, 200, "token"},
+		{"token from another origin", guarded, "POST", "/api/drain", map[string]string{"Authorization": "Bearer " + token, "Origin": "https://evil.example"}, "", false, 403, ""},
+		{"a peer reads", guarded, "GET", "/api/sessions", nil, "", true, 200, "peer:bal-1"},
+		{"a peer may not drain", guarded, "POST", "/api/drain", map[string]string{HeaderAdmin: "1"}, "", true, 401, ""},
+		{"a forged peer", guarded, "GET", "/api/sessions", map[string]string{HeaderPeer: "bal-1 1 AAAA"}, "", false, 401, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, _ := http.NewRequest(tt.method, "http://"+tt.addr+tt.path, strings.NewReader(""))
+			for k, v := range tt.header {
+				r.Header.Set(k, v)
+			}
+			if tt.host != "" {
+				r.Host = tt.host
+			}
+			if tt.peer {
+				kr.SignRequest(r.Header, "bal-1", tt.method, tt.path, nil)
+			}
+			resp, err := http.DefaultClient.Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want || (tt.want == 200 && string(body) != tt.caller) {
+				t.Errorf("%d %q, want %d %q", resp.StatusCode, body, tt.want, tt.caller)
+			}
+			if tt.want != 200 && strings.Contains(string(body), "evil") {
+				t.Errorf("refusal echoes the request: %s", body)
+			}
+		})
+	}
+	if openWrites.Load() != 2 || guardedWrites.Load() != 1 {
+		t.Errorf("writes that got through: %d and %d, want 2 and 1 (only the legitimate ones)", openWrites.Load(), guardedWrites.Load())
+	}
+}

@@ -1,0 +1,201 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// keyringFile writes a keyring file of the given base64 keys, first primary.
+func keyringFile(t *testing.T, keys ...string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(f, []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// waitIgnored waits until m has looked at a member and decided not to trust
+// it: the event the negative assertions below follow.
+func waitIgnored(t *testing.T, m *Membership, name string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		m.mu.Lock()
+		why, ok := m.ignored[name]
+		m.mu.Unlock()
+		if ok {
+			return why
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s never considered %s", m.LocalName(), name)
+	return ""
+}
+
+// A member that holds the cluster's key is still believed only for what a
+// node can check: an absurd weight (the attack: weight 100 took 98 % of the
+// ring), an unknown role, a data URL outside the allowed networks or named
+// by host name. An admin address outside them is dropped, not called.
+func TestUntrustedMetadataIsIgnored(t *testing.T) {
+	key := keyringFile(t, configs.GenerateKey())
+	cfg := func(name string, join ...string) configs.Cluster {
+		c := testCluster(name, join...)
+		c.SecretKeyFile = key
+		c.AllowedNetworks = []string{"127.0.0.0/8"}
+		return c
+	}
+	seed := startNode(t, cfg("bal-1"), Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
+	bad := map[string]Meta{
+		"heavy":    {Role: RoleEdge, URL: "http://127.0.0.1:7101", Weight: 100, State: StateAlive},
+		"root":     {Role: "root", URL: "http://127.0.0.1:7102", Weight: 1, State: StateAlive},
+		"outside":  {Role: RoleEdge, URL: "http://203.0.113.9:7101", Weight: 1, State: StateAlive},
+		"by-name":  {Role: RoleEdge, URL: "http://evil.example:7101", Weight: 1, State: StateAlive},
+		"no-state": {Role: RoleEdge, URL: "http://127.0.0.1:7103", Weight: 1, State: "owner"},
+	}
+	for name, meta := range bad {
+		startNode(t, cfg(name, seed.Addr()), meta)
+	}
+	admin := startNode(t, cfg("gslb-x", seed.Addr()), Meta{Role: RoleGSLB, Admin: "http://198.51.100.1:9053", State: StateAlive})
+	good := startNode(t, cfg("edge-1", seed.Addr()), edgeMeta(1))
+
+	for name := range bad {
+		why := waitIgnored(t, seed, name)
+		t.Logf("%s ignored: %s", name, why)
+	}
+	waitAll(t, []*Membership{seed}, func(ns []Node) bool { return len(ns) == 3 })
+	for _, n := range seed.Members() {
+		if _, isBad := bad[n.Name]; isBad {
+			t.Errorf("untrusted member %s is in the view: %+v", n.Name, n.Meta)
+		}
+		if n.Name == admin.LocalName() && n.Meta.Admin != "" {
+			t.Errorf("admin address outside the allowed networks kept: %q", n.Meta.Admin)
+		}
+	}
+	if edges := seed.Edges(""); len(edges) != 1 || edges[0].Name != good.LocalName() {
+		t.Errorf("edges on the ring = %v, want only %s", edges, good.LocalName())
+	}
+}
+
+// The keyring rotates in three reloads — new key accepted, made primary,
+// old removed — and the cluster stays whole at every step; a node left with
+// only the retired key is out.
+func TestKeyRotationWithoutPartition(t *testing.T) {
+	oldKey, newKey := configs.GenerateKey(), configs.GenerateKey()
+	const n = 3
+	files := make([]string, n)
+	nodes := make([]*Membership, n)
+	for i := range n {
+		files[i] = keyringFile(t, oldKey)
+		c := testCluster(fmt.Sprintf("rot-%d", i))
+		if i > 0 {
+			c.Join = []string{nodes[0].Addr()}
+		}
+		c.SecretKeyFile = files[i]
+		nodes[i] = startNode(t, c, edgeMeta(i))
+	}
+	whole := func(step string) {
+		t.Helper()
+		waitAll(t, nodes, func(ns []Node) bool { return len(ns) == n })
+		// Gossip goes on under the keys of this step: an update made now
+		// reaches every node.
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		if err := nodes[0].UpdateMeta(ctx, func(m *Meta) { m.Region = step }); err != nil {
+			t.Fatal(err)
+		}
+		waitAll(t, nodes, func(ns []Node) bool { return ns[0].Meta.Region == step })
+	}
+	reload := func(i int, keys ...string) {
+		t.Helper()
+		if err := os.WriteFile(files[i], []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := testCluster(nodes[i].LocalName())
+		c.SecretKeyFile = files[i]
+		if err := nodes[i].ReloadKeys(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	whole("start")
+	for i := range n { // 1. every node accepts the new key
+		reload(i, oldKey, newKey)
+	}
+	whole("accepted")
+	for i := range n { // 2. one by one, the new key becomes primary
+		reload(i, newKey, oldKey)
+		whole(fmt.Sprintf("primary-on-%d", i))
+	}
+	for i := range n - 1 { // 3. the old key goes, but not on the last node yet
+		reload(i, newKey)
+	}
+	whole("removed")
+	// A node that still speaks only the retired key is out.
+	reload(n-1, oldKey)
+	waitAll(t, nodes[:n-1], func(ns []Node) bool { return len(ns) == n-1 })
+}
+
+func TestPeerSignatures(t *testing.T) {
+	k1, k2 := configs.GenerateKey(), configs.GenerateKey()
+	load := func(keys ...string) *Keyring {
+		t.Helper()
+		kr, err := loadKeyring(configs.Cluster{SecretKeyFile: keyringFile(t, keys...)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kr
+	}
+	signer, verifier := load(k1), load(k1)
+	h := http.Header{}
+	body := []byte("session-key")
+	signer.SignRequest(h, "edge-2", http.MethodPost, "/_ringlb/claim", body)
+	now := time.Now()
+	if node, err := verifier.VerifyRequest(h.Get(HeaderPeer), http.MethodPost, "/_ringlb/claim", body, now); err != nil || node != "edge-2" {
+		t.Fatalf("valid signature: %q %v", node, err)
+	}
+	// Mid-rotation a node with both keys accepts either primary.
+	if _, err := load(k2, k1).VerifyRequest(h.Get(HeaderPeer), http.MethodPost, "/_ringlb/claim", body, now); err != nil {
+		t.Errorf("rotating keyring refused the old primary's signature: %v", err)
+	}
+	header := h.Get(HeaderPeer)
+	for _, tt := range []struct {
+		name, header, method, uri string
+		body                      []byte
+		at                        time.Time
+		want                      error
+	}{
+		{"other body", header, http.MethodPost, "/_ringlb/claim", []byte("other-key"), now, ErrPeerBadMAC},
+		{"other path", header, http.MethodPost, "/_ringlb/handoff", body, now, ErrPeerBadMAC},
+		{"other method", header, http.MethodGet, "/_ringlb/claim", body, now, ErrPeerBadMAC},
+		{"other node", strings.Replace(header, "edge-2", "edge-3", 1), http.MethodPost, "/_ringlb/claim", body, now, ErrPeerBadMAC},
+		{"late", header, http.MethodPost, "/_ringlb/claim", body, now.Add(PeerWindow + 2*time.Second), ErrPeerExpired},
+		{"early", header, http.MethodPost, "/_ringlb/claim", body, now.Add(-PeerWindow - 2*time.Second), ErrPeerExpired},
+		{"missing", "", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMissing},
+		{"garbage", "edge-2 x y", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMalform},
+		{"huge", strings.Repeat("a", 10000), http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMalform},
+	} {
+		if _, err := verifier.VerifyRequest(tt.header, tt.method, tt.uri, tt.body, tt.at); err != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	if _, err := load(k2).VerifyRequest(header, http.MethodPost, "/_ringlb/claim", body, now); err != ErrPeerBadMAC {
+		t.Errorf("another cluster's key: %v, want %v", err, ErrPeerBadMAC)
+	}
+	var none *Keyring
+	if _, err := none.VerifyRequest(header, http.MethodPost, "/_ringlb/claim", body, now); err != ErrNoKeyring {
+		t.Errorf("keyless: %v", err)
+	}
+	h2 := http.Header{}
+	none.SignRequest(h2, "edge-2", http.MethodGet, "/metrics", nil)
+	if len(h2) != 0 {
+		t.Errorf("keyless signing set %v", h2)
+	}
+}
