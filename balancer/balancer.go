@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 )
@@ -166,7 +167,10 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		// epoll relay outlives the hijack handler).
 		KeepHijackedConns: true,
 		ConnState:         b.trackConn,
-		Logger:            fasthttpLogger{b.log},
+		// Malformed requests are anyone's to send: their content
+		// (tokens, cookies) stays out of the error lines (httplog).
+		SecureErrorLogMessage: true,
+		Logger:                httplog.Logger{L: b.log},
 	}
 	b.current.Store(rl)
 	binary.LittleEndian.PutUint64(b.requestIDPrefix[:], rand.Uint64())
@@ -375,11 +379,4 @@ func (b *Balancer) trackConn(c net.Conn, state fasthttp.ConnState) {
 	case fasthttp.StateHijacked, fasthttp.StateClosed:
 		delete(b.conns, c) // a hijacked connection belongs to its tunnel
 	}
-}
-
-// fasthttpLogger sends fasthttp's own log lines to slog.
-type fasthttpLogger struct{ l *slog.Logger }
-
-func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Warn(fmt.Sprintf(format, args...), "source", "fasthttp")
 }

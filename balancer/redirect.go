@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/balancer/httplog"
 )
 
 // ServeRedirect answers every request on ln with a permanent redirect to the
@@ -37,7 +39,8 @@ func (b *Balancer) ServeRedirect(ln net.Listener) error {
 		IdleTimeout:           b.cfg.IdleTimeout.D(),
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
-		Logger:                fasthttpLogger{b.log},
+		SecureErrorLogMessage: true,
+		Logger:                httplog.Logger{L: b.log},
 	}
 	if !b.register(ln) {
 		return ErrClosed

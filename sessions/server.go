@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
@@ -218,7 +219,10 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		// holding them for the connection's whole life. The socket is then
 		// ours to close (participant.run does).
 		KeepHijackedConns: true,
-		Logger:            fasthttpLogger{s.log},
+		// Malformed requests are anyone's to send: their content
+		// (tokens, cookies) stays out of the error lines (httplog).
+		SecureErrorLogMessage: true,
+		Logger:                httplog.Logger{L: s.log},
 	}
 	s.admin = s.newAdminServer()
 	return s
@@ -516,11 +520,4 @@ func (s *Server) Stats() (sessions, connections int) {
 	connections = len(s.conns)
 	s.mu.Unlock()
 	return s.hub.count(), connections
-}
-
-// fasthttpLogger sends fasthttp's own log lines to slog.
-type fasthttpLogger struct{ l *slog.Logger }
-
-func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Warn(fmt.Sprintf(format, args...), "source", "fasthttp")
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +21,19 @@ import (
 type proc struct {
 	cmd  *exec.Cmd
 	logs chan map[string]any
+
+	mu  sync.Mutex
+	out bytes.Buffer // everything it wrote to stderr, up to maxProcOutput
+}
+
+// maxProcOutput bounds what a test keeps of a process's output.
+const maxProcOutput = 8 << 20
+
+// output returns everything the process has written to stderr so far.
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
 }
 
 func startProc(t *testing.T, bin string, args ...string) *proc {
@@ -53,6 +67,11 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			keep.Write(append(sc.Bytes(), '\n'))
+			p.mu.Lock()
+			if p.out.Len() < maxProcOutput {
+				p.out.Write(append(sc.Bytes(), '\n'))
+			}
+			p.mu.Unlock()
 			var rec map[string]any
 			if json.Unmarshal(sc.Bytes(), &rec) == nil {
 				select {

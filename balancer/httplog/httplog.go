@@ -1,0 +1,62 @@
+// Package httplog carries the error lines of ringlb's fasthttp servers (the
+// balancer's and the edges' data ports) into slog without the requests they
+// are about. fasthttp quotes a malformed request in its error — the request
+// line with its query string (?token=…), header lines (Authorization,
+// Cookie) — and a request is anyone's to make malformed, so such a line
+// would put a client's secrets into the logs. Servers also set
+// fasthttp.Server.SecureErrorLogMessage, which drops most of the quote; this
+// package drops the rest (the one bad header line fasthttp still quotes).
+//
+// It is not an access log and does not decide what to log: only how a
+// server library's own lines reach slog.
+package httplog
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Logger is a fasthttp.Logger writing to a slog.Logger at warn level,
+// with every quoted request fragment redacted.
+type Logger struct{ L *slog.Logger }
+
+// Printf logs one fasthttp line.
+func (l Logger) Printf(format string, args ...any) {
+	l.L.Warn(Redact(fmt.Sprintf(format, args...)), "source", "fasthttp")
+}
+
+// Redacted replaces a quoted fragment of a request.
+const Redacted = `"[redacted]"`
+
+// Redact returns line with every Go-quoted string replaced by Redacted,
+// except the quoted socket addresses fasthttp names connections by
+// ("127.0.0.1:8080"<->"10.0.0.7:51234"). A quote that does not end ends the
+// line. It never returns anything of a quoted string but addresses.
+func Redact(line string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(line, '"')
+		if i < 0 {
+			b.WriteString(line)
+			return b.String()
+		}
+		b.WriteString(line[:i])
+		quoted, err := strconv.QuotedPrefix(line[i:])
+		if err != nil {
+			b.WriteString(Redacted)
+			return b.String()
+		}
+		if s, err := strconv.Unquote(quoted); err == nil {
+			if _, err := netip.ParseAddrPort(s); err == nil {
+				b.WriteString(quoted)
+				line = line[i+len(quoted):]
+				continue
+			}
+		}
+		b.WriteString(Redacted)
+		line = line[i+len(quoted):]
+	}
+}

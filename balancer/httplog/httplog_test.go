@@ -1,0 +1,58 @@
+package httplog
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestRedact(t *testing.T) {
+	const secret = "PLANTED-SECRET"
+	for _, tt := range []struct{ in, want string }{
+		{
+			`error when serving connection "127.0.0.1:8080"<->"127.0.0.1:5123": error when reading request headers: malformed mime header: missing colon: "Authorization Bearer PLANTED-SECRET": buffer size=104`,
+			`error when serving connection "127.0.0.1:8080"<->"127.0.0.1:5123": error when reading request headers: malformed mime header: missing colon: "[redacted]": buffer size=104`,
+		},
+		{
+			`unsupported http request method "BLAH\x00" in "BLAH\x00 /x?token=PLANTED-SECRET HTTP/1.1\r\nCookie: c=PLANTED-SECRET\r\n\r\n": buffer size=66, contents: "GET /?token=PLANTED-SECRET`,
+			`unsupported http request method "[redacted]" in "[redacted]": buffer size=66, contents: "[redacted]"`,
+		},
+		{`"[::1]:9090"<->"[::1]:40000": timeout`, `"[::1]:9090"<->"[::1]:40000": timeout`},
+		{`no quotes at all`, `no quotes at all`},
+		{`a "quoted \"PLANTED-SECRET\" with escapes" end`, `a "[redacted]" end`},
+	} {
+		got := Redact(tt.in)
+		if got != tt.want {
+			t.Errorf("Redact(%q)\n got %q\nwant %q", tt.in, got, tt.want)
+		}
+		if strings.Contains(got, secret) {
+			t.Errorf("Redact kept the secret: %q", got)
+		}
+	}
+}
+
+func FuzzRedact(f *testing.F) {
+	f.Add(`error when serving connection "127.0.0.1:1"<->"127.0.0.1:2": "x"`)
+	f.Add(`"unterminated \"`)
+	f.Fuzz(func(t *testing.T, line string) {
+		out := Redact(line)
+		// Every quoted string left is an address or the redaction mark.
+		for rest := out; ; {
+			i := strings.IndexByte(rest, '"')
+			if i < 0 {
+				break
+			}
+			q, err := strconv.QuotedPrefix(rest[i:])
+			if err != nil {
+				t.Fatalf("Redact(%q) = %q: unterminated quote", line, out)
+			}
+			if s, _ := strconv.Unquote(q); q != Redacted {
+				if _, err := netip.ParseAddrPort(s); err != nil {
+					t.Fatalf("Redact(%q) = %q keeps %s", line, out, q)
+				}
+			}
+			rest = rest[i+len(q):]
+		}
+	})
+}
