@@ -2,6 +2,9 @@ package sessions
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +51,46 @@ func TestDrain(t *testing.T) {
 	// At drain_timeout the rest are closed with 1012.
 	if code := closeCode(t, a); code != 1012 {
 		t.Fatalf("close code at drain timeout: %d, want 1012", code)
+	}
+}
+
+// The attack: any web page an operator has open can POST to a loopback admin
+// port (a "simple" text/plain request needs no CORS preflight). It drained
+// an edge before the admin rule; now the edge keeps serving. With a token,
+// nothing but the token drains it.
+func TestAdminDrainNeedsProof(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(token, []byte("edge-admin-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		cfg    configs.Edge
+		header map[string]string
+		want   int
+	}{
+		{"a page's cross-origin POST", configs.Edge{}, map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example"}, http.StatusForbidden},
+		{"a page's form POST", configs.Edge{}, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, http.StatusForbidden},
+		{"no token", configs.Edge{Admin: configs.Admin{TokenFile: token}}, map[string]string{health.HeaderAdmin: "1"}, http.StatusUnauthorized},
+		{"the token", configs.Edge{Admin: configs.Admin{TokenFile: token}}, map[string]string{"Authorization": "Bearer edge-admin-token-0123456789"}, http.StatusAccepted},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startEdge(t, tt.cfg, nil)
+			req, _ := http.NewRequest(http.MethodPost, "http://"+e.admin+"/api/drain", strings.NewReader("x=1"))
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("POST /api/drain: %d, want %d", resp.StatusCode, tt.want)
+			}
+			if drained := e.s.draining.Load(); drained != (tt.want == http.StatusAccepted) {
+				t.Errorf("draining = %v after a %d", drained, resp.StatusCode)
+			}
+		})
 	}
 }
