@@ -105,7 +105,8 @@ type Balancer struct {
 // /api/ring) routing with r. Zero fields of cfg get defaults: key sources
 // [header:ctstickiness cookie:ctstickiness query:token], hash_query true,
 // max_length 256, assign_cookie true (when a cookie source exists), dial
-// timeout 2s, idle timeout 60s, tunnel idle timeout 10m. A nil reg gets a new
+// timeout 2s, idle timeout 60s, tunnel idle timeout 10m, max body bytes
+// configs.DefaultMaxBodyBytes. A nil reg gets a new
 // registry with the Go and process collectors. All config problems are
 // reported at once.
 func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, reg *prometheus.Registry) (*Balancer, error) {
@@ -157,9 +158,14 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		NoDefaultServerHeader: true,
 		// Bodies are forwarded, never parsed here.
 		DisablePreParseMultipartForm: true,
-		// Request bodies stream to the edge as they arrive (uploads are
-		// large); MaxRequestBodySize still bounds what fasthttp buffers.
+		// Request bodies stream to the edge as they arrive: fasthttp
+		// reads at most 8 KiB of one before the handler, which refuses
+		// a declared length over max_body_bytes and counts a chunked
+		// body as it streams (framing.go).
 		StreamRequestBody: true,
+		// Expect: 100-continue for a body that would be refused gets
+		// the refusal instead, before the client sends it.
+		ExpectHandler: b.expectContinue,
 		// The read buffer bounds the request head (fasthttp answers 431).
 		ReadBufferSize:  cfg.Limits.MaxHeaderBytes,
 		CloseOnShutdown: true,
@@ -208,6 +214,9 @@ func applyDefaults(cfg *configs.Balancer) {
 	}
 	if cfg.Limits.MaxHeaderBytes == 0 {
 		cfg.Limits.MaxHeaderBytes = 8 << 10
+	}
+	if cfg.Limits.MaxBodyBytes == 0 {
+		cfg.Limits.MaxBodyBytes = configs.DefaultMaxBodyBytes
 	}
 	if cfg.Limits.RequestTimeout == 0 {
 		cfg.Limits.RequestTimeout = configs.Duration(requestReadTimeout)

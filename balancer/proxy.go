@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"time"
@@ -47,6 +48,13 @@ var errNoEdge = errors.New("no edge reachable")
 
 // serveData is the data port's handler.
 func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
+	// Framing first: nothing of a refused request is looked at further
+	// or forwarded, the health path included.
+	cur := b.current.Load()
+	if code, err := refusal(&ctx.Request.Header, cur.cfg.Limits.MaxBodyBytes); code != 0 {
+		b.refuse(ctx, code, err)
+		return
+	}
 	if string(ctx.Path()) == HealthPath && (ctx.IsGet() || ctx.IsHead()) {
 		b.serveHealth(ctx)
 		return
@@ -58,17 +66,13 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	if max := b.cfg.Limits.MaxBodyBytes; max > 0 && int64(ctx.Request.Header.ContentLength()) > max {
-		b.reply(ctx, "", fasthttp.StatusRequestEntityTooLarge, []byte("request body too large\n"))
-		return
-	}
 	if len(ctx.Request.Header.Peek(headerRequestID)) == 0 {
 		var idBuf [32]byte
 		ctx.Request.Header.SetBytesV(headerRequestID, b.newRequestID(&idBuf))
 	}
 
 	var kb keyBuf
-	keys := b.current.Load().keys
+	keys := cur.keys
 	key, _, err := keys.extract(&ctx.Request, &kb)
 	assigned := false
 	switch {
@@ -115,6 +119,30 @@ func (b *Balancer) serveHealth(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	ctx.SetBodyString("ok\n")
+}
+
+// refuse answers a request refused for its framing or body (refusal, or a
+// body failing as it streams) and closes the connection: what follows a
+// refused head on it cannot be trusted to start the next request.
+// reason is one of framing.go's errors, never a stream's (which would
+// show addresses).
+func (b *Balancer) refuse(ctx *fasthttp.RequestCtx, code int, reason error) {
+	body := reason.Error() + "\n"
+	if code == fasthttp.StatusBadRequest {
+		body = "bad request: " + body
+	}
+	b.reply(ctx, "", code, []byte(body))
+	ctx.SetConnectionClose()
+}
+
+// expectContinue refuses, instead of a 100 Continue, a request whose body
+// the handler would refuse, so the client does not send it.
+func (b *Balancer) expectContinue(ctx *fasthttp.RequestCtx) int {
+	if code, _ := refusal(&ctx.Request.Header, b.current.Load().cfg.Limits.MaxBodyBytes); code != 0 {
+		b.countRequest("", code)
+		return code
+	}
+	return fasthttp.StatusContinue
 }
 
 // reply answers the client from the balancer itself.
@@ -271,10 +299,24 @@ next:
 func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, key []byte, owner ring.Member, cookie []byte) {
 	req := &ctx.Request
 	clientClose := req.Header.ConnectionClose()
+	length := req.Header.ContentLength() // -1 chunked, -2 no body
 	prepareRequestHeader(ctx, &req.Header, key, false)
 	// The client's "Connection: close" is about its own connection, not
 	// about the pooled one to the edge.
 	req.Header.ResetConnectionClose()
+	// Re-framed: the edge gets the balancer's own Content-Length or
+	// chunked coding for the body it streams, whatever the client wrote
+	// (or named in Connection, which prepareRequestHeader strips). The
+	// body streams through bodyLimit, which counts a chunked one against
+	// max_body_bytes and tells the client's failures from the edge's.
+	var body *bodyLimit
+	switch {
+	case req.IsBodyStream() && (length > 0 || length == -1):
+		body = &bodyLimit{r: req.BodyStream(), left: b.current.Load().cfg.Limits.MaxBodyBytes}
+		req.SetBodyStream(body, length)
+	case length >= 0:
+		req.Header.SetContentLength(length)
+	}
 
 	edge, err := b.forward(snap, key, owner, func(m ring.Member, _ []string) (string, error) {
 		e, err := b.edges.get(m)
@@ -289,19 +331,41 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, key 
 			req.URI().SetScheme("http")
 		}
 		if err := e.client.Do(req, &ctx.Response); err != nil {
+			if fault := body.clientFault(); fault != nil {
+				// The client's body failed, not the edge: no error is
+				// counted against it and nothing is retried.
+				return "", fault
+			}
 			if !isDialError(err) {
 				b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindResponse).Inc()
 				err = fmt.Errorf("edge %s: %w", m.Name, err)
 			}
 			return "", err
 		}
-		if ctx.Response.StatusCode() == fasthttp.StatusMisdirectedRequest {
+		// A body is sent once: after it streamed to this edge the 421
+		// is relayed, not followed with an empty body.
+		if ctx.Response.StatusCode() == fasthttp.StatusMisdirectedRequest && body == nil {
 			return string(ctx.Response.Header.Peek(headerOwner)), nil
 		}
 		return "", nil
 	})
 	if clientClose {
 		ctx.SetConnectionClose()
+	}
+	if fault := body.clientFault(); fault != nil {
+		// The edge's request was aborted unfinished (HostClient closes
+		// the connection on a failed write), so it never completes.
+		var ne net.Error
+		code, reason := fasthttp.StatusBadRequest, errBodyUnreadable
+		switch {
+		case errors.Is(fault, errBodyTooLarge):
+			code, reason = fasthttp.StatusRequestEntityTooLarge, errBodyTooLarge
+		case errors.As(fault, &ne) && ne.Timeout():
+			code, reason = fasthttp.StatusRequestTimeout, errBodyTimeout
+		}
+		b.log.Debug("request body failed", "edge", edge, "err", fault)
+		b.refuse(ctx, code, reason)
+		return
 	}
 	if err != nil {
 		b.log.Warn("proxy failed", "edge", edge, "err", err)

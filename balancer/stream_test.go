@@ -13,8 +13,9 @@ import (
 	"github.com/ringlb/ringlb/configs"
 )
 
-// Large bodies stream both ways through the balancer, and every request
-// reaching an edge carries an X-Request-Id (the client's when it sent one).
+// Large bodies (max_body_bytes raised for them) stream both ways through
+// the balancer, and every request reaching an edge carries an X-Request-Id
+// (the client's when it sent one).
 func TestStreamingBodiesAndRequestID(t *testing.T) {
 	const size = 32 << 20
 	var seenIDs []string
@@ -36,7 +37,7 @@ func TestStreamingBodiesAndRequestID(t *testing.T) {
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
-	h := newHarness(t, configs.Balancer{})
+	h := newHarness(t, configs.Balancer{Limits: configs.Limits{MaxBodyBytes: size}})
 	h.ring.Update([]ring.Member{{Name: "files", URL: "http://" + ln.Addr().String()}})
 
 	resp, body := h.get(t, "/plugin.zip", http.Header{"Ctstickiness": {"dl"}, "X-Request-Id": {"client-chosen-id"}})

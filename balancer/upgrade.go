@@ -47,7 +47,11 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, k
 	var h fasthttp.RequestHeader
 	ctx.Request.Header.CopyTo(&h)
 	prepareRequestHeader(ctx, &h, key, true)
-	request := append(h.Header(), ctx.Request.Body()...)
+	// An upgrade has no body (serveData refused any): nothing but this
+	// head and then WebSocket frames reaches the edge, and no framing
+	// header says otherwise.
+	h.Del(fasthttp.HeaderContentLength)
+	h.Del(fasthttp.HeaderTransferEncoding)
 
 	var tun *tunnel
 	edge, err := b.forward(snap, key, owner, func(m ring.Member, skipped []string) (string, error) {
@@ -59,14 +63,12 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, k
 		if err != nil {
 			return "", err
 		}
-		req := request
 		if len(skipped) > 0 {
 			// Tell the fallback edge which edges we could not reach, so it
 			// checks ownership on the ring without them.
 			h.Set(headerSkip, strings.Join(skipped, ","))
-			req = append(h.Header(), ctx.Request.Body()...)
 		}
-		head, n, status, err := handshake(conn, req)
+		head, n, status, err := handshake(conn, h.Header())
 		if err != nil {
 			conn.Close()
 			if errors.Is(err, errClosedUnanswered) {

@@ -169,7 +169,8 @@ type Limits struct {
 	RequestTimeout Duration `yaml:"request_timeout"`
 	// MaxHeaderBytes bounds a request's head (default 8 KiB; 431 beyond).
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
-	// MaxBodyBytes bounds a declared request body (0: no limit; 413 beyond).
+	// MaxBodyBytes bounds a request body, declared (Content-Length) or
+	// counted as it streams (chunked): 413 beyond (default 1 MiB).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 }
 

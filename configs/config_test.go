@@ -92,6 +92,9 @@ func TestEmptyConfigTakesDefaults(t *testing.T) {
 		strings.Join(cfg.Balancer.Key.Sources, ",") != "header:ctstickiness,cookie:ctstickiness,query:token" {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
+	if cfg.Balancer.Limits.MaxBodyBytes != 1<<20 {
+		t.Errorf("balancer.limits.max_body_bytes defaults to %d, want 1 MiB", cfg.Balancer.Limits.MaxBodyBytes)
+	}
 }
 
 func TestErrorsAreAllReportedWithLineAndPath(t *testing.T) {

@@ -33,6 +33,10 @@ const (
 	DefaultRingPartitions  = 7919
 	DefaultRingReplication = 400
 	DefaultRingLoad        = 1.05
+	// DefaultMaxBodyBytes bounds a request body through the balancer: IDE
+	// traffic is WebSocket frames and small API calls, so a larger body is
+	// refused (413) unless an operator raises the limit for it.
+	DefaultMaxBodyBytes = 1 << 20
 )
 
 // DefaultKeySources is the contract's default order of stickiness key sources.
@@ -112,6 +116,9 @@ func (c *Config) applyDefaults() {
 	setDefaultDuration(&b.TunnelIdleTimeout, 10*time.Minute)
 	setDefaultDuration(&b.Limits.RequestTimeout, 30*time.Second)
 	setDefaultInt(&b.Limits.MaxHeaderBytes, 8<<10)
+	if b.Limits.MaxBodyBytes == 0 {
+		b.Limits.MaxBodyBytes = DefaultMaxBodyBytes
+	}
 	if b.Limits.NewConnectionsPerIP > 0 && b.Limits.NewConnectionsBurst == 0 {
 		b.Limits.NewConnectionsBurst = max(int(2*b.Limits.NewConnectionsPerIP), 1)
 	}

@@ -1,0 +1,197 @@
+package balancer
+
+import (
+	"bytes"
+	"errors"
+	"io"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Request framing: one request from a client is one request at the edge.
+//
+// Where a body ends is decided by Content-Length or Transfer-Encoding. When
+// two parsers can disagree about it — both headers, a coding other than
+// chunked, two lengths, a header hidden by folding or by a bare LF — the
+// bytes one takes for a body the other takes for the next request, and a
+// client can smuggle a request past the balancer's checks (its /_ringlb/
+// refusal) straight to an edge. So such a request is refused with 400 and its
+// connection closed, as HAProxy and Go's net/http do, and every request that
+// goes on is re-framed: the headers the edge gets describe the body the
+// balancer writes, never the client's framing headers.
+//
+// fasthttp's parser already refuses two Content-Length or Transfer-Encoding
+// headers, codings other than chunked and identity, Transfer-Encoding on
+// HTTP/1.0 and malformed lengths; it accepts Content-Length with
+// Transfer-Encoding (chunked wins), "identity" (ignored), folded lines
+// (joined) and bare LF line ends. checkFraming relies on none of this: it
+// reads the raw header block itself.
+
+var (
+	errBareLineEnd = errors.New("header line not ended by CRLF")
+	errFolded      = errors.New("folded header line")
+	errTwoLengths  = errors.New("more than one Content-Length")
+	errBadLength   = errors.New("malformed Content-Length")
+	errTwoCodings  = errors.New("more than one Transfer-Encoding")
+	errCoding      = errors.New(`a Transfer-Encoding other than "chunked"`)
+	errBothFraming = errors.New("both Content-Length and Transfer-Encoding")
+	errUpgradeBody = errors.New("upgrade request with a body")
+	// errBodyTooLarge: a declared body over max_body_bytes, or a chunked
+	// one that grew past it while it streamed to the edge.
+	errBodyTooLarge = errors.New("request body too large")
+	// A body that failed as it streamed: broken chunks, the client gone.
+	errBodyUnreadable = errors.New("unreadable request body")
+	errBodyTimeout    = errors.New("request body not received in time")
+)
+
+// checkFraming reads the raw header block of h and reports whether the body
+// is chunked, or why its framing is ambiguous. No allocation.
+func checkFraming(h *fasthttp.RequestHeader) (chunked bool, err error) {
+	raw := h.RawHeaders()
+	lengths, codings := 0, 0
+	for len(raw) > 0 {
+		i := bytes.IndexByte(raw, '\n')
+		if i < 1 || raw[i-1] != '\r' {
+			return false, errBareLineEnd
+		}
+		line := raw[:i-1]
+		raw = raw[i+1:]
+		if len(raw) > 0 && (raw[0] == ' ' || raw[0] == '\t') {
+			return false, errFolded
+		}
+		if bytes.IndexByte(line, '\r') >= 0 {
+			return false, errBareLineEnd
+		}
+		// Only Content-Length and Transfer-Encoding matter from here.
+		if len(line) == 0 || asciiLower(line[0]) != 'c' && asciiLower(line[0]) != 't' {
+			continue
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
+			continue // fasthttp refuses a line without one
+		}
+		// fasthttp refuses "Name :" but a name is compared without its
+		// trailing blanks anyway, so such a line could not slip past.
+		name, value := bytes.TrimRight(line[:colon], " \t"), bytes.Trim(line[colon+1:], " \t")
+		switch {
+		case asciiEqualFold(name, "Content-Length"):
+			lengths++
+			if !allDigits(value) {
+				return false, errBadLength
+			}
+		case asciiEqualFold(name, "Transfer-Encoding"):
+			codings++
+			// Coding names are case-insensitive (RFC 9112 §7), but
+			// only ASCII folds: "chunKed" with a Kelvin sign is not
+			// chunked.
+			if !asciiEqualFold(value, "chunked") {
+				return false, errCoding
+			}
+		}
+	}
+	switch {
+	case lengths > 1:
+		return false, errTwoLengths
+	case codings > 1:
+		return false, errTwoCodings
+	case lengths > 0 && codings > 0:
+		return false, errBothFraming
+	}
+	return codings == 1, nil
+}
+
+// asciiEqualFold compares b with s folding ASCII letters only.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		if asciiLower(b[i]) != asciiLower(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func allDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+func asciiLower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// refusal returns the status for a request the balancer refuses for its
+// framing or its body, with the reason, or 0 to let it on. maxBody is
+// balancer.limits.max_body_bytes.
+func refusal(h *fasthttp.RequestHeader, maxBody int64) (int, error) {
+	chunked, err := checkFraming(h)
+	if err != nil {
+		return fasthttp.StatusBadRequest, err
+	}
+	length := int64(h.ContentLength()) // -1 chunked, -2 none
+	// An upgrade carries no body (the RFC 6455 handshake is a GET): the
+	// bytes after its head are WebSocket frames, which only the edge
+	// may read. A body here is a second request in disguise.
+	if (chunked || length > 0) && isWebSocketUpgrade(h) {
+		return fasthttp.StatusBadRequest, errUpgradeBody
+	}
+	// Refused before a byte of the body is forwarded; a chunked body is
+	// counted as it streams (bodyLimit).
+	if length > maxBody {
+		return fasthttp.StatusRequestEntityTooLarge, errBodyTooLarge
+	}
+	return 0, nil
+}
+
+// bodyLimit is the request body stream handed to the edge's HostClient. It
+// counts what passes, fails a body past the limit (errBodyTooLarge) before
+// the excess is forwarded, and keeps the first error so the caller can tell
+// a client's body failing (too large, broken chunks, the client gone) from
+// the edge failing: only the latter is the edge's fault.
+type bodyLimit struct {
+	r    io.Reader
+	left int64 // bytes still allowed
+	err  error // sticky: io.EOF, errBodyTooLarge or the client stream's error
+}
+
+func (l *bodyLimit) Read(p []byte) (int, error) {
+	if l.err != nil {
+		return 0, l.err
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left+1] // one byte more tells a body past the limit
+	}
+	n, err := l.r.Read(p)
+	if int64(n) > l.left {
+		l.err = errBodyTooLarge
+		return 0, l.err
+	}
+	l.left -= int64(n)
+	if err != nil {
+		l.err = err
+		if n > 0 {
+			// fasthttp's chunk writer drops the error of a read that
+			// returned data; the next Read returns it.
+			return n, nil
+		}
+	}
+	return n, err
+}
+
+// clientFault is the client body's failure, nil when the body was read
+// whole (or not at all).
+func (l *bodyLimit) clientFault() error {
+	if l == nil || l.err == io.EOF {
+		return nil
+	}
+	return l.err
+}
