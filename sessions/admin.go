@@ -58,6 +58,7 @@ func (s *Server) newAdminServer() *http.Server {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(s.hub.list())
 	})
+	s.handleRevocations(mux) // revoke.go: POST /api/tokens/revoke, GET /api/tokens/revoked
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: requestReadTimeout,
