@@ -73,11 +73,13 @@ const keyBufLen = 48
 type keyBuf [keyBufLen]byte
 
 // Errors of key extraction. errNoKey is not a client error by itself: the
-// balancer assigns a key when configured to.
+// balancer assigns a key when configured to. The others are the key rule's
+// (configs.CheckKey), which the edges apply too.
 var (
 	errNoKey       = errors.New("no stickiness key")
-	errKeyTooLong  = errors.New("stickiness key too long")
-	errKeyControls = errors.New("stickiness key contains control characters")
+	errKeyTooLong  = configs.ErrKeyTooLong
+	errKeyControls = configs.ErrKeyControl
+	errKeyNotUTF8  = configs.ErrKeyNotUTF8
 )
 
 // keyExtractor reads the stickiness key of a request from the configured
@@ -92,7 +94,7 @@ type keyExtractor struct {
 	// byIP routes key-less requests by the client address (no_key: source_ip).
 	byIP bool
 	// Pre-rendered 400 bodies, so that rejecting a key does not allocate.
-	tooLongBody, controlsBody, noKeyBody []byte
+	tooLongBody, controlsBody, notUTF8Body, noKeyBody []byte
 }
 
 // newKeyExtractor parses and validates cfg (already defaulted). All problems
@@ -120,11 +122,9 @@ func newKeyExtractor(cfg configs.Key) (*keyExtractor, error) {
 		}
 		e.sources = append(e.sources, src)
 	}
-	// A key of up to 4 KiB already costs more to hash and to carry in every
-	// request than any real session id; above that it is an abuse vector
-	// (header bloat, log bloat), so the limit itself is bounded.
-	if cfg.MaxLength < 1 || cfg.MaxLength > 4096 {
-		errs = append(errs, fmt.Errorf("balancer.key.max_length: %d must be in range [1, 4096]", cfg.MaxLength))
+	// The limit itself is bounded (configs.MaxKeyLength says why).
+	if cfg.MaxLength < 1 || cfg.MaxLength > configs.MaxKeyLength {
+		errs = append(errs, fmt.Errorf("balancer.key.max_length: %d must be in range [1, %d]", cfg.MaxLength, configs.MaxKeyLength))
 	}
 	firstCookie := ""
 	for _, s := range e.sources {
@@ -158,13 +158,14 @@ func newKeyExtractor(cfg configs.Key) (*keyExtractor, error) {
 	}
 	e.tooLongBody = fmt.Appendf(nil, "bad request: stickiness key longer than %d bytes\n", e.maxLength)
 	e.controlsBody = []byte("bad request: stickiness key contains control characters\n")
+	e.notUTF8Body = []byte("bad request: stickiness key is not valid UTF-8\n")
 	e.noKeyBody = []byte("bad request: no stickiness key (send a ctstickiness header or cookie)\n")
 	return e, nil
 }
 
 // extract returns the request's stickiness key and where it came from, or
 // errNoKey when no source has a non-empty value, or errKeyTooLong /
-// errKeyControls. The key aliases req's buffers or buf: it is valid until the
+// errKeyControls / errKeyNotUTF8. The key aliases req's buffers or buf: it is valid until the
 // request is released and buf goes out of scope. It does not allocate.
 func (e *keyExtractor) extract(req *fasthttp.Request, buf *keyBuf) ([]byte, sourceKind, error) {
 	for i := range e.sources {
@@ -210,20 +211,12 @@ func (e *keyExtractor) extract(req *fasthttp.Request, buf *keyBuf) ([]byte, sour
 	return nil, 0, errNoKey
 }
 
-// check rejects keys the balancer will not route with. The length limit
-// bounds what a client makes every balancer hash, forward and possibly log;
-// control characters would let a key forge log lines or, forwarded in the
-// ctstickiness header, smuggle header syntax to the edge.
+// check rejects keys the balancer will not route with: the key rule
+// edges apply too (configs.CheckKey, which says why), so a key routed here
+// is one the edge accepts. Control characters, forwarded in the
+// ctstickiness header, would also smuggle header syntax to the edge.
 func (e *keyExtractor) check(key []byte) error {
-	if len(key) > e.maxLength {
-		return errKeyTooLong
-	}
-	for _, c := range key {
-		if c < 0x20 || c == 0x7f {
-			return errKeyControls
-		}
-	}
-	return nil
+	return configs.CheckKey(key, e.maxLength)
 }
 
 // rejectBody is the short text body of the 400 answer for err.
@@ -233,6 +226,8 @@ func (e *keyExtractor) rejectBody(err error) []byte {
 		return e.tooLongBody
 	case errKeyControls:
 		return e.controlsBody
+	case errKeyNotUTF8:
+		return e.notUTF8Body
 	}
 	return e.noKeyBody
 }

@@ -78,3 +78,19 @@ func TestSizeLimits(t *testing.T) {
 		t.Errorf("2000-byte body through a 1000-byte limit: %d, want 413", r.StatusCode)
 	}
 }
+
+// TestKeyNotUTF8Refused: two different keys that are not UTF-8 would be
+// routed (to different edges) yet show as the same "\ufffd" in JSON and
+// logs; the balancer refuses them with 400 before routing.
+func TestKeyNotUTF8Refused(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	for _, k := range []string{"\xff", "\xfe", "room-\xc3"} {
+		resp, body := h.get(t, "/whoami", http.Header{"Ctstickiness": {k}})
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "not valid UTF-8") {
+			t.Errorf("key %q: %d %s (edge %q), want 400", k, resp.StatusCode, body, resp.Header.Get("X-Ringlb-Edge"))
+		}
+	}
+	if _, w := h.whoami(t, "/whoami", http.Header{"Ctstickiness": {"été"}}); w.Edge != h.owner(t, "été") {
+		t.Fatalf("UTF-8 key served by %s", w.Edge)
+	}
+}

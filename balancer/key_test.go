@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
@@ -57,6 +58,11 @@ func TestExtract(t *testing.T) {
 		{"DEL", raw, request("/?token=a%7F"), "", sourceQuery, errKeyControls},
 		{"tab", raw, request("/?token=a%09"), "", sourceQuery, errKeyControls},
 		{"utf-8 ok", raw, request("/?token=%C3%A9t%C3%A9"), "été", sourceQuery, nil},
+		{"not utf-8 header", def, request("/", "ctstickiness", "\xff"), "", sourceHeader, errKeyNotUTF8},
+		{"not utf-8 cookie", def, request("/", "Cookie", "ctstickiness=a\xfe"), "", sourceCookie, errKeyNotUTF8},
+		{"not utf-8 query", raw, request("/?token=%FF"), "", sourceQuery, errKeyNotUTF8},
+		{"C1 control", raw, request("/?token=a%C2%9B"), "", sourceQuery, errKeyControls},
+		{"hashed query of invalid utf-8 ok", def, request("/?token=%FF"), hashedKey("\xff"), sourceQuery, nil},
 		{"hashed long token ok", def, request("/?token=" + strings.Repeat("j", 2000)), hashedKey(strings.Repeat("j", 2000)), sourceQuery, nil},
 		{"custom order", cookieFirst, request("/", "X-Session", "h", "Cookie", "sid=c"), "c", sourceCookie, nil},
 		{"custom header", cookieFirst, request("/", "x-session", "h"), "h", sourceHeader, nil},
@@ -146,6 +152,8 @@ func TestExtractAllocs(t *testing.T) {
 		request("/", "ctstickiness", "k"),
 		request("/", "Cookie", "ctstickiness=k"),
 		request("/?token=t"),
+		request("/", "ctstickiness", "été"),
+		request("/", "ctstickiness", "\xff"), // refused without allocating
 	} {
 		var buf keyBuf
 		_, _, _ = e.extract(req, &buf) // first call parses lazily into reused buffers
@@ -156,9 +164,9 @@ func TestExtractAllocs(t *testing.T) {
 }
 
 // FuzzExtract: whatever a client sends, a key that is accepted is non-empty,
-// within max_length and free of control characters.
+// within max_length, valid UTF-8 and free of control characters.
 func FuzzExtract(f *testing.F) {
-	for _, s := range []string{"abc", "", "a\x01b", "\x7f", strings.Repeat("x", 300), "é", "a;b=c", "  "} {
+	for _, s := range []string{"abc", "", "a\x01b", "\x7f", strings.Repeat("x", 300), "é", "a;b=c", "  ", "\xff", "a\x80"} {
 		f.Add(s, s)
 	}
 	e := mustExtractor(f, configs.Key{HashQuery: ptr(false)})
@@ -173,6 +181,9 @@ func FuzzExtract(f *testing.F) {
 		}
 		if len(key) == 0 || len(key) > e.maxLength {
 			t.Fatalf("accepted key of length %d", len(key))
+		}
+		if !utf8.Valid(key) {
+			t.Fatalf("accepted key %q that is not UTF-8", key)
 		}
 		for _, c := range key {
 			if c < 0x20 || c == 0x7f {

@@ -116,11 +116,32 @@ type History struct {
 	Bytes    int `yaml:"bytes"`    // default 1 MiB
 }
 
-// EdgeAuth configures signed join tokens.
+// EdgeAuth configures signed join tokens (sessions/token.go).
 type EdgeAuth struct {
+	// HMACSecretFile holds the key tokens are signed with (at least 16
+	// bytes). Unset: no auth is configured and tokens are ignored.
 	HMACSecretFile string `yaml:"hmac_secret_file"`
-	Required       bool   `yaml:"required"`
+	// Anonymous is what a join without a token becomes: AnonymousEditor,
+	// AnonymousViewer or AnonymousDeny (401 before the upgrade). Default
+	// (Provision): deny when Required, viewer when HMACSecretFile is set,
+	// editor when it is not. A join with an invalid token is refused
+	// whatever this says.
+	Anonymous string `yaml:"anonymous"`
+	// Required: true means the same as anonymous: deny (kept for existing
+	// files; setting both differently is an error).
+	Required bool `yaml:"required"`
+	// MaxTokenTTL bounds a token's lifetime (exp − iat): longer ones are
+	// neither minted nor accepted, and a user revocation is kept this long
+	// (default 24h).
+	MaxTokenTTL Duration `yaml:"max_token_ttl"`
 }
+
+// What a join without a token becomes (edge.auth.anonymous).
+const (
+	AnonymousEditor = "editor"
+	AnonymousViewer = "viewer"
+	AnonymousDeny   = "deny"
+)
 
 // Balancer is the regional front tier (balancer/).
 type Balancer struct {
@@ -201,7 +222,8 @@ type Key struct {
 	// HashQuery hashes a key taken from the URL before use, so a token is never
 	// used or logged as a key (default true).
 	HashQuery *bool `yaml:"hash_query"`
-	// MaxLength rejects longer keys with 400 (default 256).
+	// MaxLength rejects longer keys with 400 (default 256, at most
+	// MaxKeyLength). Edges read it too: one key rule (CheckKey) for both.
 	MaxLength int `yaml:"max_length"`
 	// AssignCookie gives key-less browsers a ctstickiness cookie (default true).
 	AssignCookie *bool `yaml:"assign_cookie"`

@@ -27,6 +27,9 @@ const (
 	// MaxEdgeWeight bounds an edge's weight, in config and in what a node
 	// believes another announces: a weight is a share of the ring.
 	MaxEdgeWeight = 10
+	// DefaultMaxTokenTTL bounds a join token's lifetime, and so how long a
+	// user revocation must be remembered.
+	DefaultMaxTokenTTL = 24 * time.Hour
 	// Ring defaults come from the measurement kept as a test in balancer/ring:
 	// with 7919 partitions, replication 400 and load 1.05 the busiest edge
 	// holds ≤ 1.05× the mean and a 3→4 scale-out moves ≈ the ideal quarter.
@@ -73,6 +76,7 @@ func (c *Config) applyDefaults() {
 	setDefaultDuration(&e.DrainTimeout, 30*time.Second)
 	setDefault(&e.Ownership, OwnershipRing)
 	setDefaultDuration(&e.StatsD.Interval, DefaultStatsDInterval)
+	e.Auth.Provision()
 
 	b := &c.Balancer
 	setDefault(&b.Listen, DefaultBalancerListen)
@@ -126,6 +130,49 @@ func (c *Config) applyDefaults() {
 	c.GSLB.applyDefaults()
 }
 
+// Provision fills the unset fields of a with their defaults; it is the
+// one home of edge.auth's defaults (Load calls it; so does sessions.New,
+// for a config built in code). Idempotent.
+func (a *EdgeAuth) Provision() {
+	if a.Anonymous == "" {
+		switch {
+		case a.Required:
+			a.Anonymous = AnonymousDeny
+		case a.HMACSecretFile != "":
+			// With a secret configured, links carry tokens: a link minus its
+			// token must not be worth more than a viewer's.
+			a.Anonymous = AnonymousViewer
+		default:
+			a.Anonymous = AnonymousEditor // no auth configured
+		}
+	}
+	setDefaultDuration(&a.MaxTokenTTL, DefaultMaxTokenTTL)
+}
+
+// maxMaxTokenTTL bounds edge.auth.max_token_ttl: user revocations are kept
+// that long, and a token valid for more than a month is a password.
+const maxMaxTokenTTL = 30 * 24 * time.Hour
+
+func (a EdgeAuth) validate(ps *problems) {
+	checkFile(ps, "edge.auth.hmac_secret_file", a.HMACSecretFile)
+	switch a.Anonymous {
+	case AnonymousEditor, AnonymousViewer, AnonymousDeny:
+	default:
+		ps.add("edge.auth.anonymous", "must be %s, %s or %s, got %q", AnonymousEditor, AnonymousViewer, AnonymousDeny, a.Anonymous)
+	}
+	switch {
+	case a.Required && a.Anonymous != AnonymousDeny:
+		ps.add("edge.auth.required", "true means anonymous: deny, but edge.auth.anonymous is %q: set one of them", a.Anonymous)
+	case a.Required && a.HMACSecretFile == "":
+		ps.add("edge.auth.required", "needs edge.auth.hmac_secret_file to verify tokens with")
+	case a.Anonymous != AnonymousEditor && a.HMACSecretFile == "":
+		ps.add("edge.auth.anonymous", "%s needs edge.auth.hmac_secret_file: without it no join could be an editor", a.Anonymous)
+	}
+	if a.MaxTokenTTL < Duration(time.Minute) || a.MaxTokenTTL > Duration(maxMaxTokenTTL) {
+		ps.add("edge.auth.max_token_ttl", "must be in range [1m, %s], got %s", maxMaxTokenTTL, a.MaxTokenTTL.D())
+	}
+}
+
 // problem is a validation finding before it is located in the file.
 type problem struct{ path, msg string }
 
@@ -177,11 +224,8 @@ func (c *Config) validate() []problem {
 	if e.Ownership != OwnershipRing && e.Ownership != OwnershipNone {
 		ps.add("edge.ownership", "must be %q or %q, got %q", OwnershipRing, OwnershipNone, e.Ownership)
 	}
-	checkFile(&ps, "edge.auth.hmac_secret_file", e.Auth.HMACSecretFile)
+	e.Auth.validate(&ps)
 	checkStatsD(&ps, "edge.statsd", e.StatsD)
-	if e.Auth.Required && e.Auth.HMACSecretFile == "" {
-		ps.add("edge.auth.required", "needs edge.auth.hmac_secret_file to verify tokens with")
-	}
 
 	b := c.Balancer
 	checkHostPort(&ps, "balancer.listen", b.Listen, true)
@@ -199,7 +243,7 @@ func (c *Config) validate() []problem {
 			ps.add(fmt.Sprintf("balancer.key.sources[%d]", i), "%v", err)
 		}
 	}
-	checkRange(&ps, "balancer.key.max_length", b.Key.MaxLength, 1, 4096)
+	checkRange(&ps, "balancer.key.max_length", b.Key.MaxLength, 1, MaxKeyLength)
 	switch b.Key.NoKey {
 	case "", "assign_cookie", "source_ip", "reject":
 	default:

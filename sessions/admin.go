@@ -69,6 +69,7 @@ func (s *Server) newAdminServer() *http.Server {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(s.hub.list())
 	})))
+	s.handleRevocations(mux, access) // revoke.go: POST /api/tokens/revoke, GET /api/tokens/revoked
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: requestReadTimeout,

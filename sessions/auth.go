@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // admit decides, before the upgrade, who a request joins as: it verifies
@@ -32,23 +34,34 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, key []byte) (joinInfo, bool) {
 	if len(token) == 0 {
 		token = args.Peek("token")
 	}
-	if len(token) == 0 {
-		if s.requireAuth {
-			unauthorized(ctx, "join token required")
-			return info, false
-		}
-		return info, true
+	if len(token) > 0 && s.cfg.Auth.HMACSecretFile != "" {
+		return s.admitToken(ctx, key, string(token), info)
 	}
+	// No token, or no auth configured: then a token (possibly meant for
+	// the balancer's stickiness) is not a claim of anything here.
+	switch s.anonymous {
+	case configs.AnonymousEditor:
+	case configs.AnonymousViewer:
+		info.viewer = true
+	default:
+		unauthorized(ctx, "join token required")
+		return info, false
+	}
+	return info, true
+}
+
+// admitToken admits a join with token or refuses it (401): a token that
+// does not verify is never taken for no token, whatever edge.auth.anonymous
+// says, or a viewer could turn its link into an anonymous editor's by
+// spoiling its token.
+func (s *Server) admitToken(ctx *fasthttp.RequestCtx, key []byte, token string, info joinInfo) (joinInfo, bool) {
 	if s.secret == nil {
-		if s.requireAuth {
-			unauthorized(ctx, "join tokens cannot be verified")
-			return info, false
-		}
-		// Auth is off: a token (possibly meant for the balancer's
-		// stickiness) is not a claim of anything here.
-		return info, true
+		// The configured secret could not be read (New logged it): fail
+		// closed.
+		unauthorized(ctx, "join tokens cannot be verified")
+		return info, false
 	}
-	claims, err := VerifyToken(s.secret, string(token), time.Now())
+	claims, err := VerifyToken(s.secret, token, time.Now(), s.cfg.Auth.MaxTokenTTL.D())
 	if err != nil {
 		unauthorized(ctx, err.Error())
 		return info, false
@@ -59,7 +72,13 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, key []byte) (joinInfo, bool) {
 		unauthorized(ctx, "token is for another session")
 		return info, false
 	}
+	if s.revocations.revoked(&claims) {
+		s.metrics.revokedRefused.Inc()
+		unauthorized(ctx, "token revoked")
+		return info, false
+	}
 	info.user, info.shared, info.viewer = claims.User, true, claims.Role == RoleViewer
+	info.token = &claims
 	return info, true
 }
 

@@ -2,8 +2,11 @@ package sessions
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // keyName is the header, then the cookie, a session key is read from. The
@@ -11,20 +14,21 @@ import (
 // its source, so behind a balancer the header is the key.
 const keyName = "ctstickiness"
 
-// maxKeyLength bounds a session key (DESIGN.md: 256 bytes, the balancer's
-// default). Keys are held in memory per session and listed on the admin
-// API, so an unbounded key would let one client grow both.
-const maxKeyLength = 256
+// maxKeyLength bounds the keys edges exchange among themselves (claims,
+// hand-offs) and the session a token may name: no edge's configuration
+// accepts a longer key on a join (configs.MaxKeyLength bounds
+// balancer.key.max_length). Joins are held to the configured limit
+// (Server.keyMaxLength).
+const maxKeyLength = configs.MaxKeyLength
 
-var (
-	errKeyMissing = errors.New("missing session key: send header or cookie " + keyName)
-	errKeyTooLong = errors.New("session key longer than 256 bytes")
-	errKeyControl = errors.New("session key contains a control character")
-)
+var errKeyMissing = errors.New("missing session key: send header or cookie " + keyName)
 
 // sessionKey returns the request's session key: the ctstickiness header,
-// else the ctstickiness cookie. The slice aliases the request.
-func sessionKey(h *fasthttp.RequestHeader) ([]byte, error) {
+// else the ctstickiness cookie, checked against the key rule the balancers
+// route by (configs.CheckKey, which says why each part of it matters) with
+// the same maxLength (balancer.key.max_length). The slice aliases the
+// request.
+func sessionKey(h *fasthttp.RequestHeader, maxLength int) ([]byte, error) {
 	key := h.Peek(keyName)
 	if len(key) == 0 {
 		key = h.Cookie(keyName)
@@ -32,15 +36,11 @@ func sessionKey(h *fasthttp.RequestHeader) ([]byte, error) {
 	if len(key) == 0 {
 		return nil, errKeyMissing
 	}
-	if len(key) > maxKeyLength {
-		return nil, errKeyTooLong
-	}
-	// Control characters are refused because keys end up in logs, JSON and
-	// gossip pins, where a newline or escape could forge or hide entries.
-	for _, c := range key {
-		if c < 0x20 || c == 0x7f {
-			return nil, errKeyControl
+	if err := configs.CheckKey(key, maxLength); err != nil {
+		if errors.Is(err, configs.ErrKeyTooLong) {
+			return nil, fmt.Errorf("%w: more than %d bytes", err, maxLength)
 		}
+		return nil, err
 	}
 	return key, nil
 }

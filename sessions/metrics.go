@@ -31,6 +31,15 @@ type metrics struct {
 	// lag is the time from reading a frame to having written it to one
 	// recipient, observed once per recipient.
 	lag prometheus.Histogram
+	// tokensRevoked counts revocations recorded (POST /api/tokens/revoke,
+	// user or nonce).
+	tokensRevoked prometheus.Counter
+	// revocationsHeld is the revocations held in memory (bounded: revoke.go).
+	revocationsHeld prometheus.Gauge
+	// revokedRefused counts joins refused (401) for a revoked token;
+	// revokedClosed, connections closed with 1008 when their token was
+	// revoked.
+	revokedRefused, revokedClosed prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -76,8 +85,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from reading a frame to writing it to one recipient.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
+		tokensRevoked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_tokens_revoked_total",
+			Help: "Token revocations recorded on this edge (POST /api/tokens/revoke, by user or nonce).",
+		}),
+		revocationsHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ringlb_edge_token_revocations",
+			Help: "Token revocations held in memory; each is dropped once every token it refuses has expired.",
+		}),
+		revokedRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_revoked_joins_refused_total",
+			Help: "Joins refused with 401 because their token was revoked.",
+		}),
+		revokedClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_revoked_connections_closed_total",
+			Help: "Connections closed with 1008 because their token was revoked.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.peerRefused, m.lag} {
+	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.peerRefused, m.lag,
+		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

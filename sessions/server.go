@@ -81,8 +81,13 @@ type Server struct {
 	whoami  []byte
 	// secret verifies join tokens (edge.auth); nil when none is configured
 	// or it could not be read (then every token is refused: fail closed).
-	secret      []byte
-	requireAuth bool
+	secret []byte
+	// anonymous is what a join without a token becomes (edge.auth.anonymous).
+	anonymous   string
+	revocations *revocations
+	// keyMaxLength bounds a session key: balancer.key.max_length
+	// (SetKeyMaxLength), so the edge accepts every key a balancer routes.
+	keyMaxLength int
 	// adminToken is the operator's bearer token for the admin port (empty:
 	// none, the admin port is on loopback); keyring is the cluster's key,
 	// with which peers sign their reads of the admin port and edges sign
@@ -127,8 +132,9 @@ type Server struct {
 
 // New returns the relay of the edge name in region. Zero fields of cfg get
 // defaults: max_participants 64, max_message_bytes 64 KiB, send_queue 256,
-// drain_timeout 30s, idle_grace 60s, history 1000 messages and 1 MiB. A nil logger discards; a nil reg gets a
-// new registry.
+// drain_timeout 30s, idle_grace 60s, history 1000 messages and 1 MiB;
+// edge.auth gets configs.EdgeAuth.Provision's. A nil logger discards; a
+// nil reg gets a new registry.
 func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *prometheus.Registry) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -161,7 +167,14 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.hub.edge = name
 	s.hub.idleGrace = cfg.IdleGrace.D()
 	s.hub.historyMsgs, s.hub.historyByte = cfg.History.Messages, cfg.History.Bytes
-	s.requireAuth = cfg.Auth.Required
+	s.anonymous = cfg.Auth.Anonymous
+	if cfg.Auth.Required || (s.anonymous != configs.AnonymousEditor && s.anonymous != configs.AnonymousViewer) {
+		// A config that skipped validation (built in code) contradicts
+		// itself: the stricter reading wins.
+		s.anonymous = configs.AnonymousDeny
+	}
+	s.revocations = newRevocations(cfg.Auth.MaxTokenTTL.D(), m.revocationsHeld)
+	s.keyMaxLength = configs.DefaultKeyMaxLength
 	if cfg.Auth.HMACSecretFile != "" {
 		secret, err := ReadSecretFile(cfg.Auth.HMACSecretFile)
 		if err != nil {
@@ -245,6 +258,18 @@ func applyDefaults(cfg *configs.Edge) {
 	if cfg.IdleGrace == 0 {
 		cfg.IdleGrace = configs.Duration(60 * time.Second)
 	}
+	cfg.Auth.Provision() // edge.auth's defaults have their one home in configs
+}
+
+// SetKeyMaxLength sets the longest session key a join may have to
+// balancer.key.max_length (default 256), so one rule (configs.CheckKey)
+// with one limit holds on balancers and edges. Call it before Serve.
+func (s *Server) SetKeyMaxLength(n int) error {
+	if n < 1 || n > configs.MaxKeyLength {
+		return fmt.Errorf("key max length %d must be in range [1, %d]", n, configs.MaxKeyLength)
+	}
+	s.keyMaxLength = n
+	return nil
 }
 
 // Serve serves the data port on ln until Shutdown; it then returns nil.
@@ -307,7 +332,7 @@ func getOrHead(ctx *fasthttp.RequestCtx) bool {
 }
 
 func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
-	key, err := sessionKey(&ctx.Request.Header)
+	key, err := sessionKey(&ctx.Request.Header, s.keyMaxLength)
 	if err != nil {
 		ctx.Error("bad request: "+err.Error()+"\n", fasthttp.StatusBadRequest)
 		return
@@ -424,6 +449,7 @@ func (s *Server) serveConn(conn *websocket.Conn, key, head []byte, info joinInfo
 		_ = p.raw.Close() // KeepHijackedConns: fasthttp leaves the socket to us
 		return
 	}
+	s.revokedAfterRegister(p) // revoked since admit: it joins only to be closed with 1008
 	go func() {
 		defer s.unregister(p)
 		p.run(key, head)

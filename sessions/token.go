@@ -3,6 +3,7 @@ package sessions
 import (
 	"bytes"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // Roles a join token grants.
@@ -34,63 +37,131 @@ var (
 // token arrives in a query string or header from anyone.
 const maxTokenLength = 2048
 
+// maxUserLength bounds a token's user (and a revoked user name).
+const maxUserLength = 256
+
+// nonceBytes is a token nonce's size: 96 random bits make two tokens'
+// nonces collide (and one revocation hit both) with odds below 2^-40 even
+// after 2^28 tokens.
+const nonceBytes = 12
+
+// tokenClockSkew is how far in the future a token's issue time may lie:
+// the clocks of the minting host and the edge differ a little.
+const tokenClockSkew = time.Minute
+
 // TokenClaims is what a join token binds: one session key, one user, one
-// role, until Expires.
+// role, from IssuedAt until Expires, under a nonce that names this token.
 type TokenClaims struct {
-	Session string    // the session key (ctstickiness) the token admits to
-	User    string    // counted once in ringlb_edge_users_online however many tabs
-	Role    string    // RoleEditor or RoleViewer
-	Expires time.Time // after this the token is refused (401)
+	Session string // the session key (ctstickiness) the token admits to
+	User    string // counted once in ringlb_edge_users_online however many tabs
+	Role    string // RoleEditor or RoleViewer
+	// Nonce is 96 random bits, base64url (16 characters), drawn by
+	// MintToken: it names this one token, for revocation (POST
+	// /api/tokens/revoke nonce=N).
+	Nonce string
+	// IssuedAt is when the token was minted (whole seconds): a revocation
+	// of User refuses the tokens issued at or before it.
+	IssuedAt time.Time
+	// Expires: from then on the token is refused (401). Expires − IssuedAt
+	// is at most max_token_ttl.
+	Expires time.Time
 }
 
 // tokenPayload is the signed JSON; short names keep tokens short in URLs.
 type tokenPayload struct {
-	Session string `json:"s"`
-	User    string `json:"u"`
-	Role    string `json:"r"`
-	Expires int64  `json:"exp"` // Unix seconds
+	Session  string `json:"s"`
+	User     string `json:"u"`
+	Role     string `json:"r"`
+	Nonce    string `json:"n"`
+	IssuedAt int64  `json:"iat"` // Unix seconds
+	Expires  int64  `json:"exp"` // Unix seconds
 }
 
-func (c TokenClaims) validate() error {
+// validate checks the claims themselves, maxTTL included; not the clock.
+func (c TokenClaims) validate(maxTTL time.Duration) error {
+	// Session and user follow the key rule (configs.CheckKey): both show
+	// up in JSON and logs, where invalid UTF-8 would be rewritten (a token
+	// for it could never match) and control characters forge lines.
+	if err := configs.CheckKey([]byte(c.Session), maxKeyLength); err != nil {
+		return fmt.Errorf("%w: session: %v", ErrTokenClaims, err)
+	}
+	if err := checkUser(c.User); err != nil {
+		return fmt.Errorf("%w: %v", ErrTokenClaims, err)
+	}
 	switch {
-	case c.Session == "":
-		return fmt.Errorf("%w: session is empty", ErrTokenClaims)
-	case len(c.Session) > maxKeyLength:
-		return fmt.Errorf("%w: session longer than %d bytes", ErrTokenClaims, maxKeyLength)
-	case c.User == "":
-		return fmt.Errorf("%w: user is empty", ErrTokenClaims)
-	case len(c.User) > 256:
-		return fmt.Errorf("%w: user longer than 256 bytes", ErrTokenClaims)
 	case c.Role != RoleEditor && c.Role != RoleViewer:
 		return fmt.Errorf("%w: role must be %s or %s, got %q", ErrTokenClaims, RoleEditor, RoleViewer, c.Role)
+	case !validNonce(c.Nonce):
+		return fmt.Errorf("%w: nonce must be %d random bytes, base64url", ErrTokenClaims, nonceBytes)
+	case c.IssuedAt.Unix() <= 0:
+		return fmt.Errorf("%w: no issue time", ErrTokenClaims)
 	case c.Expires.IsZero():
 		return fmt.Errorf("%w: no expiry", ErrTokenClaims)
+	case !c.Expires.After(c.IssuedAt):
+		return fmt.Errorf("%w: expires before it is issued", ErrTokenClaims)
+	// A bounded lifetime bounds how long a user revocation must be kept
+	// (revoke.go): a longer-lived token would outlive its revocation.
+	case c.Expires.Sub(c.IssuedAt) > maxTTL:
+		return fmt.Errorf("%w: lifetime %s is over max_token_ttl %s", ErrTokenClaims, c.Expires.Sub(c.IssuedAt), maxTTL)
 	}
 	return nil
 }
 
-// MintToken signs claims with secret (HMAC-SHA256). The token is
-// base64url(JSON claims) "." base64url(MAC), safe in a query string and in
-// an Authorization: Bearer header.
-func MintToken(secret []byte, claims TokenClaims) (string, error) {
-	if len(secret) == 0 {
-		return "", errors.New("mint token: empty secret")
+// checkUser applies the key rule to a user name (at most 256 bytes).
+func checkUser(user string) error {
+	if err := configs.CheckKey([]byte(user), maxUserLength); err != nil {
+		return fmt.Errorf("user: %w", err)
 	}
-	if err := claims.validate(); err != nil {
-		return "", fmt.Errorf("mint token: %w", err)
-	}
-	body, err := json.Marshal(tokenPayload{claims.Session, claims.User, claims.Role, claims.Expires.Unix()})
-	if err != nil {
-		return "", fmt.Errorf("mint token: %w", err)
-	}
-	payload := base64.RawURLEncoding.EncodeToString(body)
-	return payload + "." + base64.RawURLEncoding.EncodeToString(tokenMAC(secret, payload)), nil
+	return nil
 }
 
-// VerifyToken checks token's signature with secret and its expiry against
-// now, and returns its claims. The caller checks that Session is the key
-// being joined.
-func VerifyToken(secret []byte, token string, now time.Time) (TokenClaims, error) {
+func validNonce(n string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(n)
+	return err == nil && len(b) == nonceBytes
+}
+
+// newNonce draws a token nonce.
+func newNonce() string {
+	var b [nonceBytes]byte
+	_, _ = rand.Read(b[:]) // never fails since Go 1.24
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// MintToken signs claims with secret (HMAC-SHA256) and returns the token
+// and the claims it carries. It draws the nonce (a given one is an error:
+// a reused nonce would make one revocation hit two tokens); a zero
+// IssuedAt is now; times are whole seconds. The lifetime (Expires −
+// IssuedAt) must be at most maxTTL, the edges' edge.auth.max_token_ttl.
+// The token is base64url(JSON claims) "." base64url(MAC), safe in a query
+// string and in an Authorization: Bearer header.
+func MintToken(secret []byte, claims TokenClaims, maxTTL time.Duration) (string, TokenClaims, error) {
+	if len(secret) == 0 {
+		return "", TokenClaims{}, errors.New("mint token: empty secret")
+	}
+	if claims.Nonce != "" {
+		return "", TokenClaims{}, errors.New("mint token: the nonce is drawn by MintToken, not given")
+	}
+	claims.Nonce = newNonce()
+	if claims.IssuedAt.IsZero() {
+		claims.IssuedAt = time.Now()
+	}
+	claims.IssuedAt, claims.Expires = time.Unix(claims.IssuedAt.Unix(), 0), time.Unix(claims.Expires.Unix(), 0)
+	if err := claims.validate(maxTTL); err != nil {
+		return "", TokenClaims{}, fmt.Errorf("mint token: %w", err)
+	}
+	body, err := json.Marshal(tokenPayload{claims.Session, claims.User, claims.Role, claims.Nonce, claims.IssuedAt.Unix(), claims.Expires.Unix()})
+	if err != nil {
+		return "", TokenClaims{}, fmt.Errorf("mint token: %w", err)
+	}
+	payload := base64.RawURLEncoding.EncodeToString(body)
+	return payload + "." + base64.RawURLEncoding.EncodeToString(tokenMAC(secret, payload)), claims, nil
+}
+
+// VerifyToken checks token's signature with secret, its claims (a nonce,
+// an issue time, a lifetime of at most maxTTL) and its validity at now,
+// and returns its claims. The caller checks that Session is the key being
+// joined, and revocations.
+func VerifyToken(secret []byte, token string, now time.Time, maxTTL time.Duration) (TokenClaims, error) {
 	if len(secret) == 0 || len(token) > maxTokenLength {
 		return TokenClaims{}, ErrTokenMalformed
 	}
@@ -118,9 +189,12 @@ func VerifyToken(secret []byte, token string, now time.Time) (TokenClaims, error
 	if err := dec.Decode(&p); err != nil {
 		return TokenClaims{}, ErrTokenMalformed
 	}
-	c := TokenClaims{Session: p.Session, User: p.User, Role: p.Role, Expires: time.Unix(p.Expires, 0)}
-	if err := c.validate(); err != nil {
+	c := TokenClaims{Session: p.Session, User: p.User, Role: p.Role, Nonce: p.Nonce, IssuedAt: time.Unix(p.IssuedAt, 0), Expires: time.Unix(p.Expires, 0)}
+	if err := c.validate(maxTTL); err != nil {
 		return TokenClaims{}, err
+	}
+	if c.IssuedAt.After(now.Add(tokenClockSkew)) {
+		return TokenClaims{}, fmt.Errorf("%w: issued in the future", ErrTokenClaims)
 	}
 	if !now.Before(c.Expires) {
 		return TokenClaims{}, ErrTokenExpired

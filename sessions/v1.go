@@ -30,7 +30,10 @@ type joinInfo struct {
 	id     string // participant id, unique per connection
 	user   string // the token's user, else id
 	shared bool   // user came from a token: several connections may share it
-	viewer bool   // token role viewer: may not send
+	viewer bool   // token role viewer, or anonymous viewer: may not send
+	// token is the verified join token, nil without one: revocations
+	// match connected participants by its user, issue time and nonce.
+	token *TokenClaims
 	// resume is the ?resume=SEQ&epoch=E of the upgrade (resumeSet tells
 	// whether it was given).
 	resumeSet   bool

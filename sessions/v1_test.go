@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -519,7 +520,19 @@ func writeSecret(t *testing.T) (string, []byte) {
 
 func mint(t *testing.T, secret []byte, session, user, role string, ttl time.Duration) string {
 	t.Helper()
-	tok, err := MintToken(secret, TokenClaims{Session: session, User: user, Role: role, Expires: time.Now().Add(ttl)})
+	now := time.Now()
+	if ttl < 0 {
+		// Expired: issued a lifetime before it expired.
+		now = now.Add(ttl - time.Minute)
+		ttl = time.Minute
+	}
+	return mintClaims(t, secret, TokenClaims{Session: session, User: user, Role: role, IssuedAt: now, Expires: now.Add(ttl)})
+}
+
+// mintClaims mints c with the default max_token_ttl.
+func mintClaims(t *testing.T, secret []byte, c TokenClaims) string {
+	t.Helper()
+	tok, _, err := MintToken(secret, c, configs.DefaultMaxTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -583,7 +596,7 @@ func TestViewerMsgRefused(t *testing.T) {
 	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, nil)
 	ed := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ed", RoleEditor, time.Hour), nil)
 	viewer := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "vi", RoleViewer, time.Hour), nil)
-	anon := e.joinV1(t, "doc", "", nil) // auth not required
+	anon := e.joinV1(t, "doc", "", nil) // no token: a viewer (the default with a secret)
 	viewer.msg(t, "let me write")
 	if m := viewer.readType(t, "error"); m.Code != "forbidden" {
 		t.Fatalf("viewer msg: %+v", m)
@@ -604,16 +617,26 @@ func TestViewerMsgRefused(t *testing.T) {
 func TestTokenRoundTrip(t *testing.T) {
 	secret := []byte("0123456789abcdef")
 	now := time.Unix(1_800_000_000, 0)
-	good := TokenClaims{Session: "s", User: "u", Role: RoleViewer, Expires: now.Add(time.Minute)}
-	tok, err := MintToken(secret, good)
+	const maxTTL = 24 * time.Hour
+	tok, good, err := MintToken(secret, TokenClaims{Session: "s", User: "u", Role: RoleViewer, IssuedAt: now, Expires: now.Add(time.Minute)}, maxTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := VerifyToken(secret, tok, now)
+	if !validNonce(good.Nonce) || !good.IssuedAt.Equal(now) {
+		t.Fatalf("minted claims %+v", good)
+	}
+	got, err := VerifyToken(secret, tok, now, maxTTL)
 	if err != nil || got != good {
-		t.Fatalf("%+v %v", got, err)
+		t.Fatalf("%+v %v, want %+v", got, err, good)
 	}
 	payload, sig, _ := strings.Cut(tok, ".")
+	// signed builds a token of any payload with the right MAC: what only
+	// the secret's holder could do.
+	signed := func(p string) string {
+		enc := base64.RawURLEncoding.EncodeToString([]byte(p))
+		return enc + "." + base64.RawURLEncoding.EncodeToString(tokenMAC(secret, enc))
+	}
+	nonce := good.Nonce
 	for _, tc := range []struct {
 		name  string
 		token string
@@ -626,26 +649,45 @@ func TestTokenRoundTrip(t *testing.T) {
 		{"tampered payload", "x" + tok, now, ErrTokenSignature},
 		{"bad base64", payload + ".!!", now, ErrTokenMalformed},
 		{"too long", strings.Repeat("a", maxTokenLength+1), now, ErrTokenMalformed},
+		{"old format: no nonce, no iat", signed(`{"s":"s","u":"u","r":"editor","exp":1800000060}`), now, ErrTokenClaims},
+		{"no nonce", signed(`{"s":"s","u":"u","r":"editor","n":"","iat":1800000000,"exp":1800000060}`), now, ErrTokenClaims},
+		{"short nonce", signed(`{"s":"s","u":"u","r":"editor","n":"abc","iat":1800000000,"exp":1800000060}`), now, ErrTokenClaims},
+		{"no iat", signed(`{"s":"s","u":"u","r":"editor","n":"` + nonce + `","exp":1800000060}`), now, ErrTokenClaims},
+		{"lifetime over max_token_ttl", signed(`{"s":"s","u":"u","r":"editor","n":"` + nonce + `","iat":1800000000,"exp":1800086401}`), now, ErrTokenClaims},
+		{"expires before issued", signed(`{"s":"s","u":"u","r":"editor","n":"` + nonce + `","iat":1800000000,"exp":1799999999}`), now.Add(-time.Hour), ErrTokenClaims},
+		{"issued in the future", signed(`{"s":"s","u":"u","r":"editor","n":"` + nonce + `","iat":1800000600,"exp":1800000660}`), now, ErrTokenClaims},
+		{"unknown field", signed(`{"s":"s","u":"u","r":"editor","n":"` + nonce + `","iat":1800000000,"exp":1800000060,"admin":true}`), now, ErrTokenMalformed},
 	} {
-		if _, err := VerifyToken(secret, tc.token, tc.now); err == nil || !errors.Is(err, tc.want) {
+		if _, err := VerifyToken(secret, tc.token, tc.now, maxTTL); err == nil || !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
+	}
+	// A lifetime at max_token_ttl is fine; a second more is refused.
+	if _, _, err := MintToken(secret, TokenClaims{Session: "s", User: "u", Role: RoleEditor, IssuedAt: now, Expires: now.Add(maxTTL)}, maxTTL); err != nil {
+		t.Errorf("lifetime of max_token_ttl: %v", err)
 	}
 	for _, bad := range []TokenClaims{
 		{User: "u", Role: RoleEditor, Expires: now},
 		{Session: "s", Role: RoleEditor, Expires: now},
 		{Session: "s", User: "u", Role: "admin", Expires: now},
 		{Session: "s", User: "u", Role: RoleEditor},
+		{Session: "s", User: "u", Role: RoleEditor, IssuedAt: now, Expires: now.Add(maxTTL + time.Second)},
+		{Session: "s", User: "u", Role: RoleEditor, IssuedAt: now, Expires: now.Add(-time.Second)},
+		{Session: "s", User: "u", Role: RoleEditor, IssuedAt: now, Expires: now.Add(time.Minute), Nonce: nonce},
+		{Session: "\xff", User: "u", Role: RoleEditor, IssuedAt: now, Expires: now.Add(time.Minute)},
+		{Session: "s", User: "a\nb", Role: RoleEditor, IssuedAt: now, Expires: now.Add(time.Minute)},
 	} {
-		if _, err := MintToken(secret, bad); err == nil {
+		if _, _, err := MintToken(secret, bad, maxTTL); err == nil {
 			t.Errorf("minted %+v", bad)
 		}
 	}
 }
 
+// mustMint mints c again (a fresh nonce) with another secret.
 func mustMint(t *testing.T, secret []byte, c TokenClaims) string {
 	t.Helper()
-	tok, err := MintToken(secret, c)
+	c.Nonce = ""
+	tok, _, err := MintToken(secret, c, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

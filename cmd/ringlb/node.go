@@ -101,6 +101,11 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		return nil, err
 	}
 	srv := sessions.New(cfg.Edge, name, cfg.Cluster.Region, logger, newRegistry(processMetrics))
+	if err := srv.SetKeyMaxLength(cfg.Balancer.Key.MaxLength); err != nil { // one key rule with the balancers
+		dl.Close()
+		al.Close()
+		return nil, err
+	}
 	advertise := cfg.Edge.AdvertiseURL
 	if u, err := url.Parse(advertise); err == nil && u.Port() == "0" {
 		// Listening on port 0 (tests): advertise the port actually bound.

@@ -1,0 +1,342 @@
+package sessions
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// TestTokenlessJoinIsAViewer is the attack on a default auth config (a
+// secret, auth.required unset): a viewer's link minus its token parameter
+// must not open the session as an editor.
+func TestTokenlessJoinIsAViewer(t *testing.T) {
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, nil)
+	ed := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ed", RoleEditor, time.Hour), nil)
+	dropped := e.joinV1(t, "doc", "", nil) // the viewer link with its token cut off
+	ed.readType(t, "join")
+	dropped.msg(t, "written without a token")
+	if m := dropped.readType(t, "error"); m.Code != "forbidden" {
+		t.Fatalf("token-less msg: %+v, want error forbidden", m)
+	}
+	// It took no sequence number and reached nobody: the editor's own msg
+	// is the first the editor's peers see.
+	ed.msg(t, "editor writes")
+	if m := dropped.readType(t, "msg"); m.Seq != 1 || string(m.Data) != `"editor writes"` {
+		t.Fatalf("first msg %+v, want the editor's as seq 1", m)
+	}
+}
+
+// TestAnonymousModes: edge.auth.anonymous decides what a join without a
+// token becomes; a bad token is refused whatever the mode.
+func TestAnonymousModes(t *testing.T) {
+	path, secret := writeSecret(t)
+	for _, tc := range []struct {
+		name       string
+		auth       configs.EdgeAuth
+		wantStatus int  // of a token-less join; 101 when admitted
+		wantViewer bool // an admitted token-less join may not send
+	}{
+		{"no auth configured: editor", configs.EdgeAuth{}, 101, false},
+		{"secret: viewer by default", configs.EdgeAuth{HMACSecretFile: path}, 101, true},
+		{"explicit editor", configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousEditor}, 101, false},
+		{"explicit viewer", configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousViewer}, 101, true},
+		{"deny", configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousDeny}, 401, false},
+		{"required is deny", configs.EdgeAuth{HMACSecretFile: path, Required: true}, 401, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEdge(t, configs.Edge{Auth: tc.auth}, nil)
+			c, resp, err := e.dialV1(t, "s", "", nil)
+			if tc.wantStatus != 101 {
+				if err == nil || resp == nil || resp.StatusCode != tc.wantStatus {
+					t.Fatalf("token-less join: %v %v, want %d", resp, err, tc.wantStatus)
+				}
+				if resp.Header.Get("WWW-Authenticate") == "" {
+					t.Error("401 without WWW-Authenticate")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("token-less join: %v %v", resp, err)
+			}
+			e.waitJoined(t)
+			v := &v1Client{Conn: c}
+			v.welcome = v.readType(t, "welcome")
+			v.msg(t, "hello")
+			if m := v.read(t); (m.Type == "error" && m.Code == "forbidden") != tc.wantViewer {
+				t.Fatalf("token-less msg answered %+v; want viewer %v", m, tc.wantViewer)
+			}
+			if tc.auth.HMACSecretFile == "" {
+				return
+			}
+			// A bad token is never taken for no token.
+			_, resp, err = e.dialV1(t, "s", "token="+mint(t, secret, "s", "u", RoleEditor, time.Hour)+"x", nil)
+			if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("bad token: %v %v, want 401", resp, err)
+			}
+		})
+	}
+}
+
+// TestUnreadableSecretRefusesTokens: a configured secret that could not be
+// read refuses every token (fail closed) instead of admitting the join as
+// anonymous.
+func TestUnreadableSecretRefusesTokens(t *testing.T) {
+	_, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: t.TempDir() + "/missing", Anonymous: configs.AnonymousEditor}}, nil)
+	_, resp, err := e.dialV1(t, "s", "token="+mint(t, secret, "s", "u", RoleViewer, time.Hour), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("token with an unreadable secret: %v %v, want 401", resp, err)
+	}
+}
+
+// TestTokenCarriesNonceAndIssuedAt: every minted token is distinct (a
+// nonce) and says when it was issued, so one token or every older token of
+// a user can be revoked.
+func TestTokenCarriesNonceAndIssuedAt(t *testing.T) {
+	_, secret := writeSecret(t)
+	a := mint(t, secret, "s", "u", RoleEditor, time.Hour)
+	b := mint(t, secret, "s", "u", RoleEditor, time.Hour)
+	if a == b {
+		t.Fatal("two tokens for the same claims are identical: nothing tells them apart")
+	}
+	payload, _, _ := strings.Cut(a, ".")
+	body, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(body, &fields); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := fields["n"].(string)
+	if raw, err := base64.RawURLEncoding.DecodeString(n); err != nil || len(raw) != 12 {
+		t.Errorf("nonce %q: want 96 random bits, base64url (%v)", n, err)
+	}
+	if iat, _ := fields["iat"].(float64); iat < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("iat %v: want the minting time", fields["iat"])
+	}
+	t.Logf("token payload: %s", body)
+}
+
+// adminPost posts form to the edge's admin port; X-Ringlb-Admin: 1 is the
+// header every admin POST carries (the CSRF rule of admin ports).
+func (e *testEdge) adminPost(t testing.TB, path string, form url.Values) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+e.admin+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Ringlb-Admin", "1")
+	resp, err := (&http.Client{Timeout: testDeadline}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// TestRevokeUser: revoking a user closes its connected participants with
+// 1008 and refuses its older tokens from then on; a token minted after the
+// revocation admits again, and other users are untouched.
+func TestRevokeUser(t *testing.T) {
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, nil)
+	mallory := mint(t, secret, "doc", "mallory", RoleEditor, time.Hour)
+	m := e.joinV1(t, "doc", "token="+mallory, nil)
+	ann := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)
+	m.readType(t, "join")
+
+	status, body := e.adminPost(t, "/api/tokens/revoke", url.Values{"user": {"mallory"}})
+	t.Logf("POST /api/tokens/revoke user=mallory: %d %s", status, strings.TrimSpace(body))
+	if status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	if code := closeCode(t, m.Conn); code != websocket.ClosePolicyViolation {
+		t.Fatalf("revoked participant closed with %d, want 1008", code)
+	}
+	if l := ann.readType(t, "leave"); l.User != "mallory" {
+		t.Fatalf("ann saw %+v", l)
+	}
+	_, resp, err := e.dialV1(t, "doc", "token="+mallory, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("revoked token joined: %v %v, want 401", resp, err)
+	}
+	// Issued after the revocation (iat in a later second): admitted.
+	fresh := mintClaims(t, secret, TokenClaims{Session: "doc", User: "mallory", Role: RoleViewer, IssuedAt: time.Now().Add(2 * time.Second), Expires: time.Now().Add(time.Hour)})
+	e.joinV1(t, "doc", "token="+fresh, nil)
+	ann.msg(t, "still here")
+	ann.readType(t, "ack")
+
+	_, list := e.get(t, e.admin, "/api/tokens/revoked")
+	var got revokedList
+	if err := json.Unmarshal([]byte(list), &got); err != nil {
+		t.Fatalf("%s: %v", list, err)
+	}
+	if len(got.Users) != 1 || got.Users[0].User != "mallory" || !got.Users[0].Until.After(time.Now().Add(23*time.Hour)) {
+		t.Fatalf("/api/tokens/revoked = %s", list)
+	}
+	if v := metricValue(t, e.s, "ringlb_edge_tokens_revoked_total"); v != 1 {
+		t.Errorf("ringlb_edge_tokens_revoked_total = %v, want 1", v)
+	}
+}
+
+// TestRevokeNonce revokes one token: its holder is closed with 1008 and it
+// is refused, while another token of the same user still admits.
+func TestRevokeNonce(t *testing.T) {
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, nil)
+	leaked := mint(t, secret, "doc", "bob", RoleEditor, time.Hour)
+	other := mint(t, secret, "doc", "bob", RoleEditor, time.Hour)
+	claims, err := VerifyToken(secret, leaked, time.Now(), configs.DefaultMaxTokenTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.joinV1(t, "doc", "token="+leaked, nil)
+	b := e.joinV1(t, "doc", "token="+other, nil)
+
+	if status, body := e.adminPost(t, "/api/tokens/revoke", url.Values{"nonce": {claims.Nonce}}); status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	if code := closeCode(t, a.Conn); code != websocket.ClosePolicyViolation {
+		t.Fatalf("holder of the revoked token closed with %d, want 1008", code)
+	}
+	if _, resp, err := e.dialV1(t, "doc", "token="+leaked, nil); err == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("revoked token joined: %v %v", resp, err)
+	}
+	b.msg(t, "other token still works")
+	b.readType(t, "ack")
+	e.joinV1(t, "doc", "token="+other, nil)
+
+	_, list := e.get(t, e.admin, "/api/tokens/revoked")
+	var got revokedList
+	if err := json.Unmarshal([]byte(list), &got); err != nil {
+		t.Fatalf("%s: %v", list, err)
+	}
+	// The holder was connected, so the edge knew the token's expiry: the
+	// entry is kept until then, not for all of max_token_ttl.
+	if len(got.Nonces) != 1 || got.Nonces[0].Nonce != claims.Nonce || !got.Nonces[0].Until.Equal(claims.Expires) {
+		t.Fatalf("/api/tokens/revoked = %s (token expires %s)", list, claims.Expires)
+	}
+}
+
+func TestRevokeRequestErrors(t *testing.T) {
+	path, _ := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, nil)
+	for _, tc := range []struct {
+		name string
+		form url.Values
+	}{
+		{"neither", url.Values{}},
+		{"both", url.Values{"user": {"u"}, "nonce": {"AAAAAAAAAAAAAAAA"}}},
+		{"nonce not base64url of 96 bits", url.Values{"nonce": {"short"}}},
+		{"user not UTF-8", url.Values{"user": {"\xff"}}},
+		{"user too long", url.Values{"user": {strings.Repeat("u", 257)}}},
+	} {
+		if status, body := e.adminPost(t, "/api/tokens/revoke", tc.form); status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s, want 400", tc.name, status, body)
+		}
+	}
+	resp, _ := e.get(t, e.admin, "/api/tokens/revoke")
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /api/tokens/revoke: %d, want 405", resp.StatusCode)
+	}
+}
+
+// TestRevocationsBounded: entries live only while a token they refuse can
+// still be valid, and their number is capped.
+func TestRevocationsBounded(t *testing.T) {
+	const maxTTL = time.Hour
+	held := prometheus.NewGauge(prometheus.GaugeOpts{Name: "held"})
+	r := newRevocations(maxTTL, held)
+	t0 := time.Unix(1_800_000_000, 0)
+	tok := func(user, nonce string, iat time.Time) *TokenClaims {
+		return &TokenClaims{User: user, Nonce: nonce, IssuedAt: iat, Expires: iat.Add(maxTTL)}
+	}
+	if _, err := r.revokeUser("u", t0); err != nil {
+		t.Fatal(err)
+	}
+	if !r.revoked(tok("u", "n1", t0.Add(-maxTTL+time.Second))) || !r.revoked(tok("u", "n1", t0)) {
+		t.Error("a token issued before (or in the second of) the revocation is not refused")
+	}
+	if r.revoked(tok("u", "n1", t0.Add(time.Second))) || r.revoked(tok("v", "n1", t0)) {
+		t.Error("a later token, or another user's, is refused")
+	}
+	// Known expiry: kept until then; unknown: max_token_ttl.
+	if until, _ := r.revokeNonce("known", t0.Add(10*time.Minute), t0); !until.Equal(t0.Add(10 * time.Minute)) {
+		t.Errorf("nonce with known expiry kept until %s", until)
+	}
+	if until, _ := r.revokeNonce("unknown", time.Time{}, t0); !until.Equal(t0.Add(maxTTL)) {
+		t.Errorf("nonce with unknown expiry kept until %s", until)
+	}
+	if l := r.list(t0.Add(11 * time.Minute)); len(l.Users) != 1 || len(l.Nonces) != 1 || l.Nonces[0].Nonce != "unknown" {
+		t.Errorf("after the known token's expiry: %+v", l)
+	}
+	if l := r.list(t0.Add(maxTTL)); len(l.Users) != 0 || len(l.Nonces) != 0 {
+		t.Errorf("after max_token_ttl: %+v", l)
+	}
+	// The cap: full, a new revocation is refused (503) rather than evicting
+	// one that still protects; once entries expire there is room again.
+	for i := range maxRevocations {
+		if _, err := r.revokeNonce(strconv.Itoa(i), time.Time{}, t0); err != nil {
+			t.Fatalf("revocation %d: %v", i, err)
+		}
+	}
+	if _, err := r.revokeUser("one-more", t0); !errors.Is(err, errRevocationsFull) {
+		t.Fatalf("revocation %d: %v, want errRevocationsFull", maxRevocations+1, err)
+	}
+	if got := gaugeValue(held); got != maxRevocations {
+		t.Errorf("held gauge %v, want %d", got, maxRevocations)
+	}
+	if _, err := r.revokeUser("one-more", t0.Add(maxTTL)); err != nil {
+		t.Fatalf("after expiry: %v", err)
+	}
+	if got := gaugeValue(held); got != 1 {
+		t.Errorf("held gauge %v after expiry, want 1", got)
+	}
+}
+
+// TestTokenLifetimeOverEdgeMax: an edge with a shorter max_token_ttl
+// refuses a token minted for longer, though its signature is good.
+func TestTokenLifetimeOverEdgeMax(t *testing.T) {
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path, MaxTokenTTL: configs.Duration(time.Hour)}}, nil)
+	_, resp, err := e.dialV1(t, "s", "token="+mint(t, secret, "s", "u", RoleEditor, 2*time.Hour), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("2h token on a 1h edge: %v %v, want 401", resp, err)
+	}
+	e.joinV1(t, "s", "token="+mint(t, secret, "s", "u", RoleEditor, time.Hour), nil)
+}
+
+// TestRevokeWithoutAuth: an edge without a secret admits no tokens, and
+// says so instead of recording a revocation that does nothing.
+func TestRevokeWithoutAuth(t *testing.T) {
+	e := startEdge(t, configs.Edge{}, nil)
+	if status, body := e.adminPost(t, "/api/tokens/revoke", url.Values{"user": {"u"}}); status != http.StatusConflict || !strings.Contains(body, "hmac_secret_file") {
+		t.Fatalf("revoke without auth: %d %s, want 409", status, body)
+	}
+}
+
+func gaugeValue(g prometheus.Gauge) float64 {
+	var m dto.Metric
+	_ = g.Write(&m)
+	return m.GetGauge().GetValue()
+}
