@@ -38,7 +38,7 @@ func FuzzAnswer(f *testing.F) {
 			return
 		}
 		for _, tcp := range []bool{false, true} {
-			if m := s.answer(st, r, remote, tcp); m != nil {
+			if m := s.answer(st, r, remote, tcp, nil); m != nil {
 				if _, err := m.Pack(); err != nil {
 					t.Fatalf("answer does not pack: %v\n%v", err, m)
 				}

@@ -568,7 +568,7 @@ func BenchmarkAnswer(b *testing.B) {
 			b.ReportAllocs()
 			buf := make([]byte, 0, 512)
 			for b.Loop() {
-				m := s.answer(st, r, remote, false)
+				m := s.answer(st, r, remote, false, nil)
 				if _, err := m.PackBuffer(buf); err != nil {
 					b.Fatal(err)
 				}
