@@ -48,6 +48,25 @@ func TestMalformedEDNSFormErr(t *testing.T) {
 	}
 }
 
+// Found by FuzzUDPHandle: a TSIG with no RDATA (RDLENGTH 0) unpacks
+// (miekg/dns) as one with no algorithm; its BADKEY answer echoed the empty
+// algorithm, which packs as zero bytes under an RDLENGTH counting one: an
+// answer no client could read. Such a query is FORMERR now.
+func TestTSIGWithoutRDATA(t *testing.T) {
+	s := startGSLB(t, gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), ""))
+	q := []byte("\x9b\xfd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01\x03www\x06ringlb\x04test\x00\x00\x01\x00\x01" +
+		"\x03xfr\x06ringlb\x04test\x00\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x00")
+	for _, network := range []string{"udp", "tcp"} {
+		m := new(dns.Msg)
+		if err := m.Unpack(exchangeWire(t, s, network, q)); err != nil {
+			t.Fatalf("%s: answer does not unpack: %v", network, err)
+		}
+		if m.Rcode != dns.RcodeFormatError || m.Id != 0x9bfd {
+			t.Fatalf("%s: %s, id %x; want FORMERR", network, dns.RcodeToString[m.Rcode], m.Id)
+		}
+	}
+}
+
 // An EDNS version we do not implement gets BADVERS (RFC 6891 6.1.3): the
 // extended rcode 16 split between the header (0) and our OPT (1), our OPT at
 // version 0, no answer, the question echoed.

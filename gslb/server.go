@@ -500,7 +500,8 @@ func (s *Server) screen(st *state, r *dns.Msg, tcp bool, tsigStatus error) *dns.
 
 // malformed says what makes r's OPT or TSIG records unreadable, "" when
 // nothing does: an OPT or TSIG outside the additional section, two OPTs, an
-// OPT not owned by the root, a TSIG other than the last record.
+// OPT not owned by the root, a TSIG other than the last record or without
+// its RDATA.
 func malformed(r *dns.Msg) string {
 	for _, sec := range [][]dns.RR{r.Answer, r.Ns} {
 		for _, rr := range sec {
@@ -523,6 +524,11 @@ func malformed(r *dns.Msg) string {
 		case dns.TypeTSIG:
 			if i != len(r.Extra)-1 {
 				return "TSIG not the last record"
+			}
+			// miekg/dns unpacks a TSIG cut short after its header as
+			// one with no algorithm: nothing to verify, nothing to echo.
+			if rr.(*dns.TSIG).Algorithm == "" {
+				return "TSIG without RDATA"
 			}
 		}
 	}

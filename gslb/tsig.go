@@ -157,8 +157,10 @@ func (s *Server) signReply(m, r *dns.Msg, status error) {
 		return
 	}
 	now := time.Now().Unix()
-	t := &dns.TSIG{Hdr: dns.RR_Header{Name: rt.Hdr.Name, Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
-		Algorithm: rt.Algorithm, TimeSigned: uint64(now), Fudge: rt.Fudge, OrigId: m.Id}
+	// Names echoed in canonical form: what the MAC covers anyway, and
+	// never an empty string, which would pack as nothing at all.
+	t := &dns.TSIG{Hdr: dns.RR_Header{Name: dns.CanonicalName(rt.Hdr.Name), Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
+		Algorithm: dns.CanonicalName(rt.Algorithm), TimeSigned: uint64(now), Fudge: rt.Fudge, OrigId: m.Id}
 	if t.Fudge == 0 {
 		t.Fudge = 300 // what RFC 8945 recommends, and miekg/dns assumes
 	}
