@@ -240,7 +240,8 @@ func acceptHeader(p []byte) dns.MsgAcceptAction {
 
 // cacheKey is the lower-case name, type, class, EDNS size (as udpLimit
 // caps it) and DO bit, and for a managed name the client's region —
-// everything the answer depends on. Names with max_answers (rotated per client network) are not cached.
+// everything the answer depends on. Names with max_answers (rotated per
+// client network) are not cached.
 func (l *udpLoop) cacheKey(q rawQuery, v *view, client netip.Addr) ([]byte, bool) {
 	k := l.key[:0]
 	for _, c := range q.qname {

@@ -485,7 +485,7 @@ func (s *Server) screen(st *state, r *dns.Msg, tcp bool, tsigStatus error) *dns.
 	switch opt := r.IsEdns0(); {
 	case r.IsTsig() != nil && tsigStatus != nil:
 		rcode = dns.RcodeNotAuth
-		e := tsigErrorNames[tsigError(tsigStatus)]
+		e := tsigErrorName(tsigError(tsigStatus))
 		s.metrics.tsigErrors.WithLabelValues(e).Inc()
 		s.logger.Debug("query refused", "rcode", "NOTAUTH", "tsig_error", e, "key", r.IsTsig().Hdr.Name)
 	case opt != nil && opt.Version() != 0:
@@ -525,7 +525,7 @@ func malformed(r *dns.Msg) string {
 			if i != len(r.Extra)-1 {
 				return "TSIG not the last record"
 			}
-			// miekg/dns unpacks a TSIG cut short after its header as
+			// miekg/dns unpacks a TSIG with no RDATA (RDLENGTH 0) as
 			// one with no algorithm: nothing to verify, nothing to echo.
 			if rr.(*dns.TSIG).Algorithm == "" {
 				return "TSIG without RDATA"

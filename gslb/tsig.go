@@ -137,9 +137,20 @@ func tsigError(status error) uint16 {
 	return dns.RcodeBadSig // a wrong MAC, or one that cannot be read
 }
 
-// tsigErrorNames label the TSIG errors in metrics and logs (miekg/dns names
-// rcode 16 BADSIG in RcodeToString, but has no table for TSIG errors).
-var tsigErrorNames = map[uint16]string{dns.RcodeBadSig: "BADSIG", dns.RcodeBadKey: "BADKEY", dns.RcodeBadTime: "BADTIME"}
+// tsigErrorName labels a TSIG error in metrics and logs (miekg/dns has no
+// table for them; its RcodeToString calls 16 BADSIG, 17 BADKEY, 18 BADTIME
+// among rcodes, but 16 is BADVERS there too).
+func tsigErrorName(e uint16) string {
+	switch e {
+	case dns.RcodeBadSig:
+		return "BADSIG"
+	case dns.RcodeBadKey:
+		return "BADKEY"
+	case dns.RcodeBadTime:
+		return "BADTIME"
+	}
+	return "other"
+}
 
 // signReply appends the TSIG that m, the answer to r, carries (RFC 8945
 // 5.3): none when r has none; when r's key or MAC did not verify, the error

@@ -96,7 +96,7 @@ func TestQueryTSIG(t *testing.T) {
 				}
 				ts := m.IsTsig()
 				if m.Rcode != dns.RcodeNotAuth || len(m.Answer) != 0 || ts == nil || ts.Error != tt.tsigError {
-					t.Fatalf("rcode %s, %d answers, TSIG %v; want NOTAUTH, no answer, TSIG error %s", dns.RcodeToString[m.Rcode], len(m.Answer), ts, tsigErrorNames[tt.tsigError])
+					t.Fatalf("rcode %s, %d answers, TSIG %v; want NOTAUTH, no answer, TSIG error %s", dns.RcodeToString[m.Rcode], len(m.Answer), ts, tsigErrorName(tt.tsigError))
 				}
 				if len(m.Question) != 1 || m.Question[0].Name != "www.ringlb.test." {
 					t.Errorf("question not echoed: %v", m.Question)
@@ -110,7 +110,7 @@ func TestQueryTSIG(t *testing.T) {
 						t.Errorf("BADTIME: other data %x (want the server's 48-bit time), time signed %d (want the request's %d)", other, ts.TimeSigned, tt.time)
 					}
 				} else if ts.MACSize != 0 || ts.MAC != "" {
-					t.Errorf("%s answer signed (MAC %s): RFC 8945 5.3.2 says unsigned", tsigErrorNames[tt.tsigError], ts.MAC)
+					t.Errorf("%s answer signed (MAC %s): RFC 8945 5.3.2 says unsigned", tsigErrorName(tt.tsigError), ts.MAC)
 				}
 			})
 		}
