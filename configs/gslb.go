@@ -32,6 +32,11 @@ type GSLB struct {
 	// CPUs (GOMAXPROCS, unless set in the environment), like NSD's
 	// server-count: for hosts that run other busy processes.
 	UDPWorkers int `yaml:"udp_workers"`
+	// MaxUDPSize caps every UDP answer, in bytes (default 1232, as NSD and
+	// Knot since DNS Flag Day 2020: no IP fragmentation, and a bound on how
+	// much a spoofed query can reflect). A client gets min(its EDNS buffer
+	// size, MaxUDPSize), 512 without EDNS; our OPT advertises MaxUDPSize.
+	MaxUDPSize int `yaml:"max_udp_size"`
 }
 
 // Zone is one zone, from an RFC 1035 master file or inline records.
@@ -182,6 +187,7 @@ func (m *Monitor) applyDefaults() {
 func (g *GSLB) applyDefaults() {
 	setDefault(&g.Listen, ":53")
 	setDefault(&g.Admin.Listen, "127.0.0.1:9053")
+	setDefaultInt(&g.MaxUDPSize, 1232)
 	for k, m := range g.Monitors {
 		m.applyDefaults()
 		g.Monitors[k] = m
@@ -291,6 +297,9 @@ func (g *GSLB) validate(ps *problems) {
 	}
 	rl := g.RateLimit
 	checkRange(ps, "gslb.udp_workers", g.UDPWorkers, 0, 1024)
+	// 512 is what every client takes (RFC 1035); beyond 4096 answers
+	// fragment on nearly every path, and amplify more.
+	checkRange(ps, "gslb.max_udp_size", g.MaxUDPSize, 512, 4096)
 	checkRange(ps, "gslb.rate_limit.responses_per_second", rl.ResponsesPerSecond, 0, 10_000_000)
 	checkRange(ps, "gslb.rate_limit.slip", *rl.Slip, 0, 10)
 	checkRange(ps, "gslb.rate_limit.ipv4_prefix", rl.IPv4Prefix, 8, 32)

@@ -41,6 +41,9 @@ func TestGSLBConfig(t *testing.T) {
 	if mon := cfg.GSLB.Monitors["bal"]; mon.Path != "/_ringlb/health" || mon.Rise != 2 || mon.Fall != 2 || mon.ExpectStatus != 200 {
 		t.Errorf("monitor defaults: %+v", mon)
 	}
+	if cfg.GSLB.MaxUDPSize != 1232 {
+		t.Errorf("max_udp_size default = %d, want 1232", cfg.GSLB.MaxUDPSize)
+	}
 }
 
 func TestGSLBRules(t *testing.T) {
@@ -59,6 +62,8 @@ func TestGSLBRules(t *testing.T) {
 		{"transfer notify", `"ns1 3600 IN A 127.0.0.1"`, `"ns1 3600 IN A 127.0.0.1"` + "\n      transfer: { notify: [127.0.0.1] }", "gslb.zones[0].transfer.notify[0]", ""},
 		{"tsig algorithm", `"ns1 3600 IN A 127.0.0.1"`, `"ns1 3600 IN A 127.0.0.1"` + "\n      transfer: { tsig: { name: xfr., algorithm: md5, secret_file: nope } }", "gslb.zones[0].transfer.tsig.algorithm", "must be hmac-sha256"},
 		{"rrl slip", "listen: 127.0.0.1:5353", "listen: 127.0.0.1:5353\n  rate_limit: { responses_per_second: 10, slip: 11 }", "gslb.rate_limit.slip", ""},
+		{"max_udp_size low", "listen: 127.0.0.1:5353", "listen: 127.0.0.1:5353\n  max_udp_size: 511", "gslb.max_udp_size", "must be in range [512, 4096], got 511"},
+		{"max_udp_size high", "listen: 127.0.0.1:5353", "listen: 127.0.0.1:5353\n  max_udp_size: 65535", "gslb.max_udp_size", "must be in range [512, 4096], got 65535"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

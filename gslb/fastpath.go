@@ -172,13 +172,16 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	// The full path.
 	r := new(dns.Msg)
 	if err := r.Unpack(pkt); err != nil {
-		if len(pkt) >= 12 && pkt[2]&0x80 == 0 && acceptHeader(pkt) != dns.MsgIgnore {
-			// A query we cannot parse: FORMERR, header only.
+		if len(pkt) >= 12 && acceptHeader(pkt) != dns.MsgIgnore && int(pkt[2]>>3)&0xF == dns.OpcodeQuery {
+			// A query we cannot parse: FORMERR, header only. Bytes that do
+			// not even claim to be a standard query (another protocol's,
+			// most likely) get nothing: no reflection.
 			m := new(dns.Msg)
 			m.Id = binary.BigEndian.Uint16(pkt)
-			m.Response, m.Rcode, m.Opcode = true, dns.RcodeFormatError, int(pkt[2]>>3)&0xF
+			m.Response, m.Rcode = true, dns.RcodeFormatError
 			if b, err := m.Pack(); err == nil {
 				l.send(b, addr)
+				s.metrics.query(0, dns.RcodeFormatError)
 			}
 		}
 		return
@@ -188,14 +191,31 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		return
 	case dns.MsgReject:
 		m := new(dns.Msg)
-		m.SetRcodeFormatError(r)
+		m.SetRcode(r, dns.RcodeFormatError)
 		if b, err := m.Pack(); err == nil {
 			l.send(b, addr)
+			s.count(st, r, m, addr.String())
 		}
 		return
 	}
-	m := s.answer(st, r, net.UDPAddrFromAddrPort(addr), false)
+	var tsigStatus error
+	if r.IsTsig() != nil {
+		tsigStatus = s.verifyTSIG(pkt) // as the TCP server does (tsig.go)
+	}
+	m := s.answer(st, r, net.UDPAddrFromAddrPort(addr), false, tsigStatus)
 	if m == nil {
+		return
+	}
+	if m.IsTsig() != nil {
+		// Signed (or a TSIG error): packed and signed for this query
+		// alone, never cached. parseQuery already sent signed queries here.
+		b, _, err := dns.TsigGenerateWithProvider(m, tsigProvider{s}, r.IsTsig().MAC, false)
+		if err != nil {
+			s.logger.Warn("cannot sign an answer", "err", err)
+			return
+		}
+		l.send(b, addr)
+		s.count(st, r, m, addr.String())
 		return
 	}
 	out, err := m.PackBuffer(l.out[:0])
@@ -218,9 +238,10 @@ func acceptHeader(p []byte) dns.MsgAcceptAction {
 	})
 }
 
-// cacheKey is the lower-case name, type, class, EDNS size and DO bit, and
-// for a managed name the client's region — everything the answer depends
-// on. Names with max_answers (rotated per client network) are not cached.
+// cacheKey is the lower-case name, type, class, EDNS size (as udpLimit
+// caps it) and DO bit, and for a managed name the client's region —
+// everything the answer depends on. Names with max_answers (rotated per
+// client network) are not cached.
 func (l *udpLoop) cacheKey(q rawQuery, v *view, client netip.Addr) ([]byte, bool) {
 	k := l.key[:0]
 	for _, c := range q.qname {
@@ -233,7 +254,9 @@ func (l *udpLoop) cacheKey(q rawQuery, v *view, client netip.Addr) ([]byte, bool
 	k = binary.BigEndian.AppendUint16(k, q.qclass)
 	if q.edns {
 		k = append(k, 1)
-		k = binary.BigEndian.AppendUint16(k, q.udpSize)
+		// The size the answer is cut to, not the one asked: clients
+		// asking 1232, 4096 or 65535 share one entry.
+		k = binary.BigEndian.AppendUint16(k, uint16(l.st.udpLimit(true, q.udpSize)))
 		k = binary.BigEndian.AppendUint16(k, q.ednsFlags)
 	} else {
 		k = append(k, 0)

@@ -6,10 +6,74 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
+// hostileSeeds are queries that take the refusal paths: bad and good
+// TSIGs, malformed EDNS, other opcodes, a big RRset for small buffers.
+func hostileSeeds(tb testing.TB) [][]byte {
+	var out [][]byte
+	add := func(m *dns.Msg) {
+		b, err := m.Pack()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	signed := func(key, secret string, edns bool) {
+		m := new(dns.Msg)
+		m.SetQuestion("www.ringlb.test.", dns.TypeA)
+		if edns {
+			m.SetEdns0(4096, false)
+		}
+		m.SetTsig(key, dns.HmacSHA256, 300, time.Now().Unix())
+		b, _, err := dns.TsigGenerate(m, secret, "", false)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	signed("xfr.ringlb.test.", testTSIGSecret, false)
+	signed("xfr.ringlb.test.", testTSIGSecret, true)
+	signed("other.ringlb.test.", testTSIGSecret, false)
+	signed("xfr.ringlb.test.", "d3Jvbmc=", true)
+	for _, edit := range []func(*dns.Msg){
+		func(m *dns.Msg) { m.Extra = []dns.RR{optRR(".", 1232), optRR(".", 4096)} },
+		func(m *dns.Msg) { m.Answer = []dns.RR{optRR(".", 1232)} },
+		func(m *dns.Msg) { m.Extra = []dns.RR{optRR("www.ringlb.test.", 1232)} },
+		func(m *dns.Msg) { m.SetEdns0(1232, false); m.IsEdns0().SetVersion(1) },
+		func(m *dns.Msg) { m.Opcode = dns.OpcodeUpdate },
+		func(m *dns.Msg) { m.Opcode = 15; m.SetEdns0(512, false) },
+		func(m *dns.Msg) {
+			m.Question[0] = dns.Question{Name: "many.ringlb.test.", Qtype: dns.TypeA, Qclass: dns.ClassINET}
+			m.SetEdns0(4096, false)
+		},
+		func(m *dns.Msg) {
+			m.Question[0] = dns.Question{Name: "bigalias.ringlb.test.", Qtype: dns.TypeTXT, Qclass: dns.ClassINET}
+		},
+	} {
+		m := new(dns.Msg)
+		m.SetQuestion("www.ringlb.test.", dns.TypeA)
+		edit(m)
+		add(m)
+	}
+	return out
+}
+
+// fuzzTSIGConfig is fuzzConfig with the zone's TSIG key, so that signed
+// queries reach the verification and signing paths.
+func fuzzTSIGConfig(tb testing.TB) configs.GSLB {
+	cfg := fuzzConfig(tb)
+	cfg.Zones = append([]configs.Zone(nil), cfg.Zones...)
+	cfg.Zones[0].Transfer.TSIG = tsigConfig(tb)
+	return cfg
+}
+
 // FuzzAnswer feeds arbitrary packets to the query path: whatever unpacks as
-// a message must get an answer that packs, or none, and never a panic.
+// a message must get an answer that packs (signed when it carries a TSIG)
+// into bytes a client can unpack, or none, and never a panic; over UDP the answer fits the client's budget,
+// and every RRset in it is whole (as in the TCP answer to the same query).
 func FuzzAnswer(f *testing.F) {
 	for _, q := range []struct {
 		name  string
@@ -26,7 +90,10 @@ func FuzzAnswer(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c, 0, 1, 0, 1})
-	s, err := New(fuzzConfig(f), "fuzz", nil, nil)
+	for _, b := range hostileSeeds(f) {
+		f.Add(b)
+	}
+	s, err := New(fuzzTSIGConfig(f), "fuzz", nil, nil)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -37,11 +104,47 @@ func FuzzAnswer(f *testing.F) {
 		if r.Unpack(packet) != nil {
 			return
 		}
-		for _, tcp := range []bool{false, true} {
-			if m := s.answer(st, r, remote, tcp); m != nil {
-				if _, err := m.Pack(); err != nil {
-					t.Fatalf("answer does not pack: %v\n%v", err, m)
+		var status error
+		if r.IsTsig() != nil {
+			status = s.verifyTSIG(packet)
+		}
+		var answers [2]*dns.Msg
+		for i, tcp := range []bool{false, true} {
+			m := s.answer(st, r, remote, tcp, status)
+			if m == nil {
+				continue
+			}
+			answers[i] = m.Copy()
+			var b []byte
+			var err error
+			if m.IsTsig() != nil {
+				b, _, err = dns.TsigGenerateWithProvider(m, tsigProvider{s}, r.IsTsig().MAC, false)
+			} else {
+				b, err = m.Pack()
+			}
+			if err != nil {
+				t.Fatalf("answer does not pack: %v\n%v", err, m)
+			}
+			if err := new(dns.Msg).Unpack(b); err != nil {
+				t.Fatalf("answer packs as %x, which does not unpack: %v", b, err)
+			}
+			if opt := r.IsEdns0(); !tcp {
+				limit := st.udpLimit(false, 0)
+				if opt != nil {
+					limit = st.udpLimit(true, opt.UDPSize())
 				}
+				if len(b) > limit {
+					t.Fatalf("%d-byte UDP answer, budget %d\n%v", len(b), limit, m)
+				}
+			}
+		}
+		if answers[0] == nil || answers[1] == nil {
+			return
+		}
+		full := rrsets(answers[1].Answer)
+		for set, n := range rrsets(answers[0].Answer) {
+			if n != full[set] {
+				t.Fatalf("UDP answer has %d of the %d records of %s\n%v", n, full[set], set, answers[0])
 			}
 		}
 	})
@@ -59,6 +162,9 @@ func FuzzParseQuery(f *testing.F) {
 		b, _ = m.Pack()
 		f.Add(b)
 	}
+	for _, b := range hostileSeeds(f) {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, p []byte) {
 		q, ok := parseQuery(p)
 		if !ok {
@@ -70,6 +176,11 @@ func FuzzParseQuery(f *testing.F) {
 		}
 		if len(m.Question) != 1 || m.Question[0].Qtype != q.qtype || m.Question[0].Qclass != q.qclass {
 			t.Fatalf("parseQuery %+v, miekg %v", q, m.Question)
+		}
+		// What the fast path takes, screen would pass: its cache never
+		// holds an answer that skipped a refusal.
+		if why := malformed(m); why != "" || m.IsTsig() != nil || m.Opcode != dns.OpcodeQuery || m.IsEdns0() != nil && m.IsEdns0().Version() != 0 {
+			t.Fatalf("parseQuery took a query screen refuses (%s): %v", why, m)
 		}
 	})
 }
@@ -100,7 +211,10 @@ func FuzzUDPHandle(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
-	cfg := fuzzConfig(f)
+	for _, b := range hostileSeeds(f) {
+		f.Add(b)
+	}
+	cfg := fuzzTSIGConfig(f)
 	cfg.RateLimit.ResponsesPerSecond = 1000
 	s, err := New(cfg, "fuzz", nil, nil)
 	if err != nil {
@@ -122,15 +236,25 @@ func FuzzUDPHandle(f *testing.F) {
 	f.Fuzz(func(t *testing.T, packet []byte) {
 		l.handle(packet, to)
 		l.handle(packet, to) // again: a cache hit when cacheable
+		// Read all that was sent before judging any of it: a packet left
+		// in the sink would be blamed on the next input (and mislead the
+		// minimizer).
+		var sent [][]byte
 		for range 2 {
 			sink.SetReadDeadline(time.Now().Add(time.Millisecond))
 			n, _, err := sink.ReadFromUDPAddrPort(buf)
 			if err != nil {
-				return // nothing sent: allowed
+				break // nothing (more) sent: allowed
 			}
+			sent = append(sent, append([]byte(nil), buf[:n]...))
+		}
+		for _, p := range sent {
 			m := new(dns.Msg)
-			if err := m.Unpack(buf[:n]); err != nil || !m.Response {
-				t.Fatalf("sent %x that is not a DNS response: %v", buf[:n], err)
+			if err := m.Unpack(p); err != nil || !m.Response {
+				t.Fatalf("sent %x that is not a DNS response: %v", p, err)
+			}
+			if len(p) > cfg.MaxUDPSize {
+				t.Fatalf("sent %d bytes, over max_udp_size %d", len(p), cfg.MaxUDPSize)
 			}
 		}
 	})

@@ -21,6 +21,10 @@ type metrics struct {
 	rateLimited *prometheus.CounterVec
 	// notifies counts NOTIFY messages sent to secondaries, by result.
 	notifies *prometheus.CounterVec
+	// tsigErrors counts signed queries refused with NOTAUTH, by TSIG error:
+	// BADKEY says a client has a key we lack (or a typo in its name), BADSIG
+	// a wrong secret or forged MACs, BADTIME a clock off by more than the fudge.
+	tsigErrors *prometheus.CounterVec
 	// counters caches queries' children: WithLabelValues hashes and locks,
 	// which costs more than answering the query.
 	counters sync.Map // uint32(qtype<<16 | rcode) → prometheus.Counter
@@ -37,9 +41,18 @@ func (m *metrics) query(qtype uint16, rcode int) {
 	if qtype != 0 {
 		label = typeLabel(qtype)
 	}
-	c := m.queries.WithLabelValues(label, dns.RcodeToString[rcode])
+	c := m.queries.WithLabelValues(label, rcodeLabel(rcode))
 	m.counters.Store(key, c)
 	c.Inc()
+}
+
+// rcodeLabel names a response code. 16 is BADVERS in a message's rcode;
+// miekg/dns's table says BADSIG, its name as a TSIG error.
+func rcodeLabel(rcode int) string {
+	if rcode == dns.RcodeBadVers {
+		return "BADVERS"
+	}
+	return dns.RcodeToString[rcode]
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -64,8 +77,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_gslb_notifies_total",
 			Help: "NOTIFY messages sent to secondaries, by zone and result (ok or error).",
 		}, []string{"zone", "result"}),
+		tsigErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_gslb_tsig_errors_total",
+			Help: "Signed queries refused with NOTAUTH because their TSIG did not verify, by TSIG error (BADKEY, BADSIG, BADTIME).",
+		}, []string{"error"}),
 	}
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies} {
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

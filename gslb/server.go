@@ -25,9 +25,6 @@ import (
 	"github.com/ringlb/ringlb/health"
 )
 
-// ourUDPSize is the EDNS0 buffer size we advertise (DNS flag day 2020).
-const ourUDPSize = 1232
-
 // maxCNAMEChain bounds CNAME chasing inside our zones.
 const maxCNAMEChain = 8
 
@@ -80,6 +77,9 @@ type state struct {
 	// adminToken is the operator's bearer token (gslb.admin.token_file);
 	// empty: none, the admin port is on loopback.
 	adminToken []byte
+	// maxUDP is gslb.max_udp_size: the most a UDP answer may hold, and the
+	// buffer size our OPT advertises (budget.go).
+	maxUDP int
 }
 
 // New loads cfg's zones and pools. Nothing listens until Start.
@@ -107,7 +107,9 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 }
 
 func (s *Server) build(cfg configs.GSLB) (*state, error) {
-	st := &state{cfg: cfg, rrl: newRateLimiter(cfg.RateLimit, s.metrics)}
+	// A config that skipped configs' defaults (max_udp_size 0) still
+	// answers: with 512 bytes, what every client takes.
+	st := &state{cfg: cfg, rrl: newRateLimiter(cfg.RateLimit, s.metrics), maxUDP: max(cfg.MaxUDPSize, dns.MinMsgSize)}
 	var errs []error
 	keys, err := loadTSIGKeys(cfg.Zones)
 	if err != nil {
@@ -180,14 +182,27 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("gslb listen tcp: %w", err)
 	}
 	handler := dns.HandlerFunc(s.serveDNS)
-	accept := dns.MsgAcceptFunc(acceptQuery)
+	// miekg/dns answers FORMERR itself, without the handler, to what the
+	// accept function rejects and to what does not unpack: counted here.
+	accept := dns.MsgAcceptFunc(func(h dns.Header) dns.MsgAcceptAction {
+		a := acceptQuery(h)
+		if a == dns.MsgReject {
+			s.metrics.query(0, dns.RcodeFormatError)
+		}
+		return a
+	})
+	invalid := dns.MsgInvalidFunc(func(m []byte, _ error) {
+		if len(m) >= 12 { // a header, so accepted and answered; shorter gets nothing
+			s.metrics.query(0, dns.RcodeFormatError)
+		}
+	})
 	tcpUp := make(chan struct{})
 	ups := []chan struct{}{tcpUp}
 	s.mu.Lock()
 	for _, pc := range pcs {
 		s.udp = append(s.udp, pc.(*net.UDPConn))
 	}
-	s.tcp = &dns.Server{Listener: ln, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept, TsigProvider: tsigProvider{s},
+	s.tcp = &dns.Server{Listener: ln, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept, MsgInvalidFunc: invalid, TsigProvider: tsigProvider{s},
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
 	s.addr = pcs[0].LocalAddr().String()
 	udp := s.udp
@@ -301,17 +316,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// acceptQuery decides from the header alone: responses and messages that
-// are not queries (another protocol's bytes, say) get no answer at all, so
-// the server cannot be used to reflect traffic; a query with a malformed
-// section count gets FORMERR.
+// acceptQuery decides from the header alone: responses get no answer at
+// all, so the server cannot be used to reflect traffic or loop with another
+// server; a query with a malformed section count gets FORMERR. Other
+// opcodes are unpacked (bounded by the message size) so that their NOTIMP
+// echoes the question (screen).
 func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 	const qrBit = 1 << 15
 	if h.Bits&qrBit != 0 {
 		return dns.MsgIgnore
 	}
-	if op := int(h.Bits>>11) & 0xF; op != dns.OpcodeQuery && op != dns.OpcodeNotify {
-		return dns.MsgIgnore
+	if op := int(h.Bits>>11) & 0xF; op != dns.OpcodeQuery {
+		return dns.MsgAccept
 	}
 	// One authority record: the SOA an IXFR request carries (RFC 1995).
 	if h.Qdcount != 1 || h.Ancount > 1 || h.Nscount > 1 || h.Arcount > 2 {
@@ -320,16 +336,23 @@ func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 	return dns.MsgAccept
 }
 
-// serveDNS answers one query. Authoritative only: RD is ignored, RA never set.
+// serveDNS answers one query over TCP (UDP has its own loop, fastpath.go).
+// Authoritative only: RD is ignored, RA never set.
 func (s *Server) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 	st := s.state.Load()
 	tcp := w.LocalAddr().Network() == "tcp"
-	if tcp && !r.Response && r.Opcode == dns.OpcodeQuery && len(r.Question) == 1 &&
-		(r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR) {
+	// miekg/dns verified r's TSIG, if any, with tsigProvider (tsig.go).
+	status := w.TsigStatus()
+	if tcp && !r.Response && len(r.Question) == 1 && (r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR) {
+		if m := s.screen(st, r, true, status); m != nil {
+			w.WriteMsg(m)
+			s.count(st, r, m, w.RemoteAddr().String())
+			return
+		}
 		s.serveTransfer(st, w, r)
 		return
 	}
-	m := s.answer(st, r, w.RemoteAddr(), tcp)
+	m := s.answer(st, r, w.RemoteAddr(), tcp, status)
 	if m == nil {
 		return // not a query we answer at all (a response, garbage)
 	}
@@ -346,7 +369,7 @@ func (s *Server) count(st *state, r, m *dns.Msg, client string) {
 	}
 	s.metrics.query(qtype, m.Rcode)
 	if s.queryLog.Load() {
-		s.logger.Info("query", "client", client, "name", name, "type", typeLabel(qtype), "rcode", dns.RcodeToString[m.Rcode], "answers", len(m.Answer))
+		s.logger.Info("query", "client", client, "name", name, "type", typeLabel(qtype), "rcode", rcodeLabel(m.Rcode), "answers", len(m.Answer))
 	}
 }
 
@@ -359,46 +382,25 @@ func typeLabel(t uint16) string {
 }
 
 // answer builds the response to r from st; nil means send nothing.
-func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool) *dns.Msg {
+// tsigStatus is the verification of r's TSIG (nil when it has none).
+func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigStatus error) *dns.Msg {
 	if r.Response {
 		return nil // never answer a response: reflection loops
+	}
+	if m := s.screen(st, r, tcp, tsigStatus); m != nil {
+		return m
 	}
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true
 	m.RecursionAvailable = false
 	opt := r.IsEdns0()
-	size := dns.MinMsgSize
-	if opt != nil {
-		size = max(int(opt.UDPSize()), dns.MinMsgSize)
-		if opt.Version() != 0 {
-			m.Authoritative = false
-			m.SetRcode(r, dns.RcodeBadVers)
-			m.SetEdns0(ourUDPSize, false)
-			return m
-		}
-	}
-	if tcp {
-		size = dns.MaxMsgSize
-	}
 	finish := func(ecs *dns.EDNS0_SUBNET) *dns.Msg {
-		if opt != nil {
-			o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
-			o.SetUDPSize(ourUDPSize)
-			if ecs != nil {
-				o.Option = append(o.Option, ecs)
-			}
-			m.Extra = append(m.Extra, o)
-		}
-		m.Truncate(size)
-		return m
-	}
-	if r.Opcode != dns.OpcodeQuery {
-		m.SetRcode(r, dns.RcodeNotImplemented)
-		return finish(nil)
+		return s.finish(st, m, r, tcp, tsigStatus, ecs)
 	}
 	if len(r.Question) != 1 {
 		m.SetRcode(r, dns.RcodeFormatError)
+		m.Authoritative = false
 		return finish(nil)
 	}
 	q := r.Question[0]
@@ -475,6 +477,100 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool) *dns.M
 		m.Ns = append(m.Ns, st.negativeSOA(z))
 		return finish(ecsEcho(ecsIn))
 	}
+}
+
+// screen answers what is refused before the question is looked at, and
+// returns nil for the rest. In order: a message whose EDNS or TSIG records
+// are misplaced or repeated gets FORMERR (RFC 6891 6.1.1, RFC 8945 5.1),
+// with neither OPT nor TSIG since neither can be trusted; a TSIG that did
+// not verify gets NOTAUTH with the TSIG error (RFC 8945 5.2), so a bad
+// signature is never answered; an EDNS version above 0 gets BADVERS (RFC
+// 6891 6.1.3); any opcode but QUERY gets NOTIMP (RFC 1035 4.1.1, RFC 6895
+// 2.2: we take no UPDATE, and, as the primary, no NOTIFY). The ID, opcode
+// and question are echoed in each.
+func (s *Server) screen(st *state, r *dns.Msg, tcp bool, tsigStatus error) *dns.Msg {
+	if why := malformed(r); why != "" {
+		s.logger.Debug("query refused", "rcode", "FORMERR", "why", why)
+		return new(dns.Msg).SetRcode(r, dns.RcodeFormatError)
+	}
+	var rcode int
+	switch opt := r.IsEdns0(); {
+	case r.IsTsig() != nil && tsigStatus != nil:
+		rcode = dns.RcodeNotAuth
+		e := tsigErrorName(tsigError(tsigStatus))
+		s.metrics.tsigErrors.WithLabelValues(e).Inc()
+		s.logger.Debug("query refused", "rcode", "NOTAUTH", "tsig_error", e, "key", r.IsTsig().Hdr.Name)
+	case opt != nil && opt.Version() != 0:
+		rcode = dns.RcodeBadVers
+	case r.Opcode != dns.OpcodeQuery:
+		rcode = dns.RcodeNotImplemented
+	default:
+		return nil
+	}
+	return s.finish(st, new(dns.Msg).SetRcode(r, rcode), r, tcp, tsigStatus, nil)
+}
+
+// malformed says what makes r's OPT or TSIG records unreadable, "" when
+// nothing does: an OPT or TSIG outside the additional section, two OPTs, an
+// OPT not owned by the root, a TSIG other than the last record or without
+// its RDATA.
+func malformed(r *dns.Msg) string {
+	for _, sec := range [][]dns.RR{r.Answer, r.Ns} {
+		for _, rr := range sec {
+			if t := rr.Header().Rrtype; t == dns.TypeOPT || t == dns.TypeTSIG {
+				return dns.TypeToString[t] + " outside the additional section"
+			}
+		}
+	}
+	opts := 0
+	for i, rr := range r.Extra {
+		switch h := rr.Header(); h.Rrtype {
+		case dns.TypeOPT:
+			opts++
+			if opts > 1 {
+				return "more than one OPT"
+			}
+			if h.Name != "." {
+				return "OPT owned by " + h.Name + ", not the root"
+			}
+		case dns.TypeTSIG:
+			if i != len(r.Extra)-1 {
+				return "TSIG not the last record"
+			}
+			// miekg/dns unpacks a TSIG with no RDATA (RDLENGTH 0) as
+			// one with no algorithm: nothing to verify, nothing to echo.
+			if rr.(*dns.TSIG).Algorithm == "" {
+				return "TSIG without RDATA"
+			}
+		}
+	}
+	return ""
+}
+
+// finish completes m, the answer to r: our OPT when r has one (advertising
+// max_udp_size, carrying ecs), the TSIG when r has one (signReply), and the
+// size budget of the transport (fit: TCP 64 KiB, UDP udpLimit).
+func (s *Server) finish(st *state, m, r *dns.Msg, tcp bool, tsigStatus error, ecs *dns.EDNS0_SUBNET) *dns.Msg {
+	opt := r.IsEdns0()
+	var clientSize uint16
+	if opt != nil {
+		clientSize = opt.UDPSize()
+	}
+	size := dns.MaxMsgSize
+	if !tcp {
+		size = st.udpLimit(opt != nil, clientSize)
+	}
+	if opt != nil {
+		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+		o.SetUDPSize(uint16(st.maxUDP))
+		if ecs != nil {
+			o.Option = append(o.Option, ecs)
+		}
+		m.Extra = append(m.Extra, o)
+	}
+	s.signReply(m, r, tsigStatus)
+	fit(m, size)
+	return m
 }
 
 func ecsEcho(in *dns.EDNS0_SUBNET) *dns.EDNS0_SUBNET {

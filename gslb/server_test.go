@@ -572,7 +572,7 @@ func BenchmarkAnswer(b *testing.B) {
 			b.ReportAllocs()
 			buf := make([]byte, 0, 512)
 			for b.Loop() {
-				m := s.answer(st, r, remote, false)
+				m := s.answer(st, r, remote, false, nil)
 				if _, err := m.PackBuffer(buf); err != nil {
 					b.Fatal(err)
 				}
@@ -584,15 +584,17 @@ func BenchmarkAnswer(b *testing.B) {
 // BenchmarkUDPCacheHit is the UDP answer path for a repeated query: parse,
 // cache lookup, patch, send.
 func BenchmarkUDPCacheHit(b *testing.B) {
-	b.Run("plain", func(b *testing.B) { benchmarkUDPCacheHit(b, fuzzConfig(b)) })
+	b.Run("plain", func(b *testing.B) { benchmarkUDPCacheHit(b, fuzzConfig(b), 0) })
 	b.Run("rrl", func(b *testing.B) {
 		cfg := fuzzConfig(b)
 		cfg.RateLimit.ResponsesPerSecond = 1e7 // charged, never limited
-		benchmarkUDPCacheHit(b, cfg)
+		benchmarkUDPCacheHit(b, cfg, 0)
 	})
+	// With EDNS the key holds the buffer size as capped (udpLimit).
+	b.Run("edns4096", func(b *testing.B) { benchmarkUDPCacheHit(b, fuzzConfig(b), 4096) })
 }
 
-func benchmarkUDPCacheHit(b *testing.B, cfg configs.GSLB) {
+func benchmarkUDPCacheHit(b *testing.B, cfg configs.GSLB, udpSize uint16) {
 	s, err := New(cfg, "bench", nil, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -616,8 +618,7 @@ func benchmarkUDPCacheHit(b *testing.B, cfg configs.GSLB) {
 		}
 	}()
 	l := &udpLoop{s: s, conn: conn, cache: map[string][]byte{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
-	m := new(dns.Msg)
-	m.SetQuestion("ide.ringlb.test.", dns.TypeA)
+	m := question("ide.ringlb.test.", dns.TypeA, udpSize)
 	pkt, _ := m.Pack()
 	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
 	l.handle(pkt, to) // fill the cache

@@ -2,25 +2,15 @@ package gslb
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
-	"hash"
 	"maps"
 	"net/netip"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/miekg/dns"
-
-	"github.com/ringlb/ringlb/configs"
 )
 
 // Zone transfers: AXFR (and IXFR, answered with the whole zone as RFC 1995
@@ -38,97 +28,16 @@ import (
 // length), well under the 64 KiB a TCP message can hold.
 const xfrMessageBytes = 32 << 10
 
-// tsigKey is one TSIG key of the configuration, its secret decoded.
-type tsigKey struct {
-	algorithm string // canonical, e.g. hmac-sha256.
-	secret    []byte
-}
-
-// loadTSIGKeys reads every zone's TSIG secret (base64, as BIND and NSD
-// write them). A key name used by several zones must have one secret.
-func loadTSIGKeys(zones []configs.Zone) (map[string]tsigKey, error) {
-	keys := map[string]tsigKey{}
-	for _, z := range zones {
-		t := z.Transfer.TSIG
-		if t == nil {
-			continue
-		}
-		raw, err := os.ReadFile(t.SecretFile)
-		if err != nil {
-			return nil, fmt.Errorf("zone %s tsig key %s: %w", z.Origin, t.Name, err)
-		}
-		secret, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
-		if err != nil || len(secret) == 0 {
-			return nil, fmt.Errorf("zone %s tsig key %s: %s does not hold a base64 secret", z.Origin, t.Name, t.SecretFile)
-		}
-		name := dns.CanonicalName(t.Name)
-		k := tsigKey{algorithm: dns.CanonicalName(t.Algorithm), secret: secret}
-		if old, ok := keys[name]; ok && (old.algorithm != k.algorithm || !hmac.Equal(old.secret, k.secret)) {
-			return nil, fmt.Errorf("zone %s tsig key %s: another zone has a different secret or algorithm under the same name", z.Origin, t.Name)
-		}
-		keys[name] = k
-	}
-	return keys, nil
-}
-
-// tsigProvider signs and verifies with the keys of the current state, so a
-// reload changes keys without restarting the TCP server.
-type tsigProvider struct{ s *Server }
-
-func (p tsigProvider) key(t *dns.TSIG) (hash.Hash, error) {
-	k, ok := p.s.state.Load().tsig[dns.CanonicalName(t.Hdr.Name)]
-	if !ok {
-		return nil, dns.ErrSecret
-	}
-	// The algorithm is the key's, never the message's choice: a key
-	// configured for SHA-256 must not verify a SHA-1 MAC.
-	if dns.CanonicalName(t.Algorithm) != k.algorithm {
-		return nil, dns.ErrKeyAlg
-	}
-	switch k.algorithm {
-	case dns.HmacSHA1:
-		return hmac.New(sha1.New, k.secret), nil
-	case dns.HmacSHA256:
-		return hmac.New(sha256.New, k.secret), nil
-	case dns.HmacSHA384:
-		return hmac.New(sha512.New384, k.secret), nil
-	case dns.HmacSHA512:
-		return hmac.New(sha512.New, k.secret), nil
-	}
-	return nil, dns.ErrKeyAlg
-}
-
-func (p tsigProvider) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
-	h, err := p.key(t)
-	if err != nil {
-		return nil, err
-	}
-	h.Write(msg)
-	return h.Sum(nil), nil
-}
-
-func (p tsigProvider) Verify(msg []byte, t *dns.TSIG) error {
-	b, err := p.Generate(msg, t)
-	if err != nil {
-		return err
-	}
-	mac, err := hex.DecodeString(t.MAC)
-	if err != nil {
-		return err
-	}
-	if !hmac.Equal(b, mac) {
-		return dns.ErrSig
-	}
-	return nil
-}
-
-// serveTransfer answers an AXFR or IXFR query received over TCP.
+// serveTransfer answers an AXFR or IXFR query received over TCP, once
+// screen (server.go) has passed it: a TSIG it carries has verified, so every
+// message, refusals included, is signed with that key.
 func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 	q := r.Question[0]
 	refuse := func(rcode int, why string) {
 		s.logger.Warn("zone transfer refused", "zone", q.Name, "client", w.RemoteAddr().String(), "why", why)
 		m := new(dns.Msg)
 		m.SetRcode(r, rcode)
+		s.signReply(m, r, nil)
 		w.WriteMsg(m)
 		s.metrics.query(q.Qtype, rcode)
 	}
@@ -147,20 +56,18 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 		refuse(dns.RcodeRefused, "client not in transfer.allow")
 		return
 	}
-	tsig := r.IsTsig()
 	if key := z.cfg.Transfer.TSIG; key != nil {
 		// An allowed address is not enough when the zone has a key: the
-		// request must be signed with that key (RFC 8945).
-		if tsig == nil || dns.CanonicalName(tsig.Hdr.Name) != dns.CanonicalName(key.Name) || w.TsigStatus() != nil {
+		// request must be signed with that key (RFC 8945), not merely
+		// with a key of another zone.
+		if tsig := r.IsTsig(); tsig == nil || dns.CanonicalName(tsig.Hdr.Name) != dns.CanonicalName(key.Name) {
 			why := "unsigned request"
 			if tsig != nil {
-				why = fmt.Sprintf("bad signature with key %s: %v", tsig.Hdr.Name, w.TsigStatus())
+				why = "signed with key " + tsig.Hdr.Name + ", not the zone's"
 			}
 			refuse(dns.RcodeNotAuth, why)
 			return
 		}
-	} else {
-		tsig = nil // nothing to sign with
 	}
 	rrs := st.transferRecords(z)
 	sent := 0
@@ -176,9 +83,7 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 		m.Compress = true
 		m.Answer = rrs[:n]
 		rrs = rrs[n:]
-		if tsig != nil {
-			m.SetTsig(tsig.Hdr.Name, tsig.Algorithm, tsig.Fudge, time.Now().Unix())
-		}
+		s.signReply(m, r, nil)
 		if err := w.WriteMsg(m); err != nil {
 			s.logger.Warn("zone transfer cut", "zone", z.origin, "client", w.RemoteAddr().String(), "err", err)
 			return

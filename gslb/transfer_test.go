@@ -62,7 +62,7 @@ func withTransfer(t *testing.T, cfg configs.GSLB, tr configs.Transfer) configs.G
 	return cfg
 }
 
-func tsigConfig(t *testing.T) *configs.TSIG {
+func tsigConfig(t testing.TB) *configs.TSIG {
 	f := filepath.Join(t.TempDir(), "xfr.key")
 	if err := os.WriteFile(f, []byte(testTSIGSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,94 @@
+package gslb
+
+import (
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// The answer-size budget. A UDP answer goes to whatever address the query
+// claims to come from, so its size is what a spoofed query can reflect: it
+// is capped at gslb.max_udp_size (1232 by default, as NSD and Knot since DNS
+// Flag Day 2020), whatever buffer the client advertises. What does not fit
+// leaves as whole RRsets (RFC 2181 §9), never a part of one: a resolver
+// caches what it gets as the complete set.
+
+// udpLimit is how big a UDP answer to a query may be: the EDNS buffer size
+// the client advertises, 512 when it advertises less or has no EDNS (RFC
+// 6891 6.2.5, RFC 1035), never more than max_udp_size.
+func (st *state) udpLimit(edns bool, clientSize uint16) int {
+	if !edns {
+		return dns.MinMsgSize
+	}
+	return min(max(int(clientSize), dns.MinMsgSize), st.maxUDP)
+}
+
+// fit makes m at most size bytes on the wire, compressed. While it does not
+// fit, the last RRset goes: additional records first, then authority, then
+// answer. TC is set when an answer or authority RRset had to go (the client
+// must retry over TCP for a complete answer; the SOA of a negative answer is
+// part of it, RFC 2308), not for additional records, which are optional
+// (RFC 2181 §9). The OPT and the TSIG (its MAC already at full length, see
+// signReply) always stay: the budget is what is left beside them.
+func fit(m *dns.Msg, size int) {
+	var tsig, opt dns.RR
+	if t := m.IsTsig(); t != nil {
+		tsig = t
+		m.Extra = m.Extra[:len(m.Extra)-1]
+		// Packed last and uncompressed (dns.TsigGenerate), so its own length.
+		size -= dns.Len(t)
+	}
+	for i, rr := range m.Extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			opt = rr
+			m.Extra = append(m.Extra[:i:i], m.Extra[i+1:]...)
+			size -= dns.Len(rr) // owned by the root: nothing to compress
+			break
+		}
+	}
+	// Uncompressed first: no compression table to build, and what fits
+	// uncompressed fits compressed. Compression stays on either way: it
+	// keeps answers, and what they reflect, small.
+	m.Compress = false
+	if m.Len() > size {
+		m.Compress = true
+		for m.Len() > size && dropLastRRset(m) {
+		}
+	}
+	m.Compress = true
+	if opt != nil {
+		m.Extra = append(m.Extra, opt)
+	}
+	if tsig != nil {
+		m.Extra = append(m.Extra, tsig)
+	}
+}
+
+// dropLastRRset removes the last RRset of m (additional, else authority,
+// else answer: the records at the section's end with the owner, type and
+// class of its last one), setting TC when it is not an additional one; false
+// when there is none left. Our answers put each RRset's records together.
+func dropLastRRset(m *dns.Msg) bool {
+	for _, sec := range []struct {
+		rrs      *[]dns.RR
+		required bool
+	}{{&m.Extra, false}, {&m.Ns, true}, {&m.Answer, true}} {
+		rrs := *sec.rrs
+		if len(rrs) == 0 {
+			continue
+		}
+		last := rrs[len(rrs)-1].Header()
+		i := len(rrs) - 1
+		for i > 0 {
+			h := rrs[i-1].Header()
+			if h.Rrtype != last.Rrtype || h.Class != last.Class || !strings.EqualFold(h.Name, last.Name) {
+				break
+			}
+			i--
+		}
+		*sec.rrs = rrs[:i]
+		m.Truncated = m.Truncated || sec.required
+		return true
+	}
+	return false
+}

@@ -1,0 +1,194 @@
+package gslb
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// TSIG (RFC 8945), for every message that carries one: queries over UDP and
+// TCP, zone transfers, NOTIFY. The keys are those of the zones'
+// transfer.tsig; tsigProvider is the one place a key is looked up and a MAC
+// computed or checked. Over TCP miekg/dns verifies a request with it before
+// the handler runs (w.TsigStatus()); the UDP loop calls verifyTSIG, which
+// does the same. Either way the handler gets the verdict as an error and
+// screen (server.go) refuses what did not verify: NOTAUTH with BADKEY (key
+// or algorithm unknown), BADSIG (wrong MAC) or BADTIME (time signed outside
+// the fudge, checked after the MAC as RFC 8945 5.2 orders). signReply puts
+// the matching TSIG on the answer.
+//
+// Not done: truncated MACs (a MAC shorter than the hash fails as BADSIG),
+// and the replay cache RFC 8945 5.2.3 suggests (a signed query replayed
+// within the fudge gets the same answer again, which tells nothing new).
+
+// tsigKey is one TSIG key of the configuration, its secret decoded.
+type tsigKey struct {
+	algorithm string // canonical, e.g. hmac-sha256.
+	secret    []byte
+}
+
+// loadTSIGKeys reads every zone's TSIG secret (base64, as BIND and NSD
+// write them). A key name used by several zones must have one secret.
+func loadTSIGKeys(zones []configs.Zone) (map[string]tsigKey, error) {
+	keys := map[string]tsigKey{}
+	for _, z := range zones {
+		t := z.Transfer.TSIG
+		if t == nil {
+			continue
+		}
+		raw, err := os.ReadFile(t.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("zone %s tsig key %s: %w", z.Origin, t.Name, err)
+		}
+		secret, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
+		if err != nil || len(secret) == 0 {
+			return nil, fmt.Errorf("zone %s tsig key %s: %s does not hold a base64 secret", z.Origin, t.Name, t.SecretFile)
+		}
+		name := dns.CanonicalName(t.Name)
+		k := tsigKey{algorithm: dns.CanonicalName(t.Algorithm), secret: secret}
+		if old, ok := keys[name]; ok && (old.algorithm != k.algorithm || !hmac.Equal(old.secret, k.secret)) {
+			return nil, fmt.Errorf("zone %s tsig key %s: another zone has a different secret or algorithm under the same name", z.Origin, t.Name)
+		}
+		keys[name] = k
+	}
+	return keys, nil
+}
+
+// tsigProvider signs and verifies with the keys of the current state, so a
+// reload changes keys without restarting the TCP server.
+type tsigProvider struct{ s *Server }
+
+func (p tsigProvider) key(t *dns.TSIG) (hash.Hash, error) {
+	k, ok := p.s.state.Load().tsig[dns.CanonicalName(t.Hdr.Name)]
+	if !ok {
+		return nil, dns.ErrSecret
+	}
+	// The algorithm is the key's, never the message's choice: a key
+	// configured for SHA-256 must not verify a SHA-1 MAC.
+	if dns.CanonicalName(t.Algorithm) != k.algorithm {
+		return nil, dns.ErrKeyAlg
+	}
+	switch k.algorithm {
+	case dns.HmacSHA1:
+		return hmac.New(sha1.New, k.secret), nil
+	case dns.HmacSHA256:
+		return hmac.New(sha256.New, k.secret), nil
+	case dns.HmacSHA384:
+		return hmac.New(sha512.New384, k.secret), nil
+	case dns.HmacSHA512:
+		return hmac.New(sha512.New, k.secret), nil
+	}
+	return nil, dns.ErrKeyAlg
+}
+
+func (p tsigProvider) Generate(msg []byte, t *dns.TSIG) ([]byte, error) {
+	h, err := p.key(t)
+	if err != nil {
+		return nil, err
+	}
+	h.Write(msg)
+	return h.Sum(nil), nil
+}
+
+func (p tsigProvider) Verify(msg []byte, t *dns.TSIG) error {
+	b, err := p.Generate(msg, t)
+	if err != nil {
+		return err
+	}
+	mac, err := hex.DecodeString(t.MAC)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(b, mac) {
+		return dns.ErrSig
+	}
+	return nil
+}
+
+// verifyTSIG checks the TSIG of a query that arrived over UDP, as the TCP
+// server checks it: with tsigProvider, the MAC before the time.
+func (s *Server) verifyTSIG(pkt []byte) error {
+	// The check rewrites its buffer (the ID and ARCOUNT the MAC covers):
+	// never the socket's, which the fast path may still read.
+	return dns.TsigVerifyWithProvider(bytes.Clone(pkt), tsigProvider{s}, "", false)
+}
+
+// tsigError is the TSIG error (RFC 8945 5.2) for a verification failure.
+func tsigError(status error) uint16 {
+	switch status {
+	case dns.ErrTime:
+		return dns.RcodeBadTime
+	case dns.ErrSecret, dns.ErrKeyAlg:
+		return dns.RcodeBadKey
+	}
+	return dns.RcodeBadSig // a wrong MAC, or one that cannot be read
+}
+
+// tsigErrorName labels a TSIG error in metrics and logs (miekg/dns has no
+// table for them; its RcodeToString calls 16 BADSIG, 17 BADKEY, 18 BADTIME
+// among rcodes, but 16 is BADVERS there too).
+func tsigErrorName(e uint16) string {
+	switch e {
+	case dns.RcodeBadSig:
+		return "BADSIG"
+	case dns.RcodeBadKey:
+		return "BADKEY"
+	case dns.RcodeBadTime:
+		return "BADTIME"
+	}
+	return "other"
+}
+
+// signReply appends the TSIG that m, the answer to r, carries (RFC 8945
+// 5.3): none when r has none; when r's key or MAC did not verify, the error
+// and no MAC (an unsigned answer, 5.3.2: we cannot sign with a key we do not
+// have, and must not sign with one the client did not prove to hold); else a
+// TSIG for the writer to sign (dns.TsigGenerate) with r's key, chained to
+// r's MAC — for BADTIME with r's time signed, so the client's own time check
+// passes, and our time in Other Data, so it can see the skew.
+//
+// The MAC is filled with zeros of the hash's length: signing replaces it, and
+// until then fit counts the TSIG at its final size.
+func (s *Server) signReply(m, r *dns.Msg, status error) {
+	rt := r.IsTsig()
+	if rt == nil {
+		return
+	}
+	now := time.Now().Unix()
+	// Names echoed in canonical form: what the MAC covers anyway, and
+	// never an empty string, which would pack as nothing at all.
+	t := &dns.TSIG{Hdr: dns.RR_Header{Name: dns.CanonicalName(rt.Hdr.Name), Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
+		Algorithm: dns.CanonicalName(rt.Algorithm), TimeSigned: uint64(now), Fudge: rt.Fudge, OrigId: m.Id}
+	if t.Fudge == 0 {
+		t.Fudge = 300 // what RFC 8945 recommends, and miekg/dns assumes
+	}
+	if status != nil {
+		t.Error = tsigError(status)
+		if t.Error != dns.RcodeBadTime {
+			m.Extra = append(m.Extra, t)
+			return
+		}
+		t.TimeSigned = rt.TimeSigned
+		t.OtherLen, t.OtherData = 6, fmt.Sprintf("%012x", now)
+	}
+	h, err := tsigProvider{s}.key(t)
+	if err != nil {
+		return // the key went with a reload since the query verified: answer unsigned
+	}
+	t.MACSize = uint16(h.Size())
+	t.MAC = strings.Repeat("00", h.Size())
+	m.Extra = append(m.Extra, t)
+}
