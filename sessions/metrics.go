@@ -28,6 +28,12 @@ type metrics struct {
 	// lag is the time from reading a frame to having written it to one
 	// recipient, observed once per recipient.
 	lag prometheus.Histogram
+	// acceptErrors counts failed accepts on the data port (EMFILE, ENFILE,
+	// ENOBUFS...), each retried after a backoff.
+	acceptErrors prometheus.Counter
+	// rejected counts data-port connections refused by a limit, by reason
+	// (max_connections).
+	rejected *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -69,8 +75,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from reading a frame to writing it to one recipient.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_accept_errors_total",
+			Help: "Failed accepts on the data port (out of file descriptors or kernel memory), each retried after a backoff.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_edge_rejected_connections_total",
+			Help: "Data-port connections refused by a limit (answered 503 and closed), by reason.",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.lag} {
+	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.lag, m.acceptErrors, m.rejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
