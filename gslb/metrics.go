@@ -21,6 +21,9 @@ type metrics struct {
 	rateLimited *prometheus.CounterVec
 	// notifies counts NOTIFY messages sent to secondaries, by result.
 	notifies *prometheus.CounterVec
+	// acceptErrors counts failed accepts on the TCP listener (EMFILE,
+	// ENFILE, ENOBUFS...), each retried after a backoff.
+	acceptErrors prometheus.Counter
 	// counters caches queries' children: WithLabelValues hashes and locks,
 	// which costs more than answering the query.
 	counters sync.Map // uint32(qtype<<16 | rcode) → prometheus.Counter
@@ -64,8 +67,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_gslb_notifies_total",
 			Help: "NOTIFY messages sent to secondaries, by zone and result (ok or error).",
 		}, []string{"zone", "result"}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_gslb_accept_errors_total",
+			Help: "Failed accepts on the TCP DNS listener (out of file descriptors or kernel memory), each retried after a backoff.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies} {
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.acceptErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
