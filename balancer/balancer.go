@@ -106,7 +106,8 @@ type Balancer struct {
 // [header:ctstickiness cookie:ctstickiness query:token], hash_query true,
 // max_length 256, assign_cookie true (when a cookie source exists), dial
 // timeout 2s, idle timeout 60s, tunnel idle timeout 10m, max body bytes
-// configs.DefaultMaxBodyBytes. A nil reg gets a new
+// configs.DefaultMaxBodyBytes, limits.max_connections derived from the
+// open-file limit (configs.DefaultBalancerMaxConnections). A nil reg gets a new
 // registry with the Go and process collectors. All config problems are
 // reported at once.
 func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, reg *prometheus.Registry) (*Balancer, error) {
@@ -220,6 +221,9 @@ func applyDefaults(cfg *configs.Balancer) {
 	}
 	if cfg.Limits.RequestTimeout == 0 {
 		cfg.Limits.RequestTimeout = configs.Duration(requestReadTimeout)
+	}
+	if cfg.Limits.MaxConnections == 0 {
+		cfg.Limits.MaxConnections = configs.DefaultBalancerMaxConnections()
 	}
 	if cfg.Limits.NewConnectionsPerIP > 0 && cfg.Limits.NewConnectionsBurst == 0 {
 		cfg.Limits.NewConnectionsBurst = max(int(2*cfg.Limits.NewConnectionsPerIP), 1)

@@ -10,6 +10,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -24,10 +25,22 @@ const (
 // proxyHeaderTimeout bounds waiting for a PROXY protocol header.
 const proxyHeaderTimeout = 5 * time.Second
 
-// wrapListener puts the data listener's guards in front of fasthttp: PROXY
-// protocol first (so the limits see the real client address), then the
-// connection limits.
+// wrapListener puts the data listener's guards in front of fasthttp: the
+// accept guard on the socket itself (accept errors such as EMFILE back off
+// instead of ending Serve; the total connection limit), then PROXY protocol
+// (so the per-address limits see the real client address), then the
+// per-address limits. The total needs no client address, so a connection
+// beyond it is refused before any PROXY header is read.
 func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
+	limits := b.current.Load().cfg.Limits
+	guard := acceptguard.Wrap(ln, acceptguard.Config{
+		Name: "balancer data", Logger: b.log,
+		Errors:   b.metrics.acceptErrors.WithLabelValues("data"),
+		MaxConns: limits.MaxConnections,
+		Refused:  b.metrics.rejectedTotal.WithLabelValues(rejectMaxConns),
+		Refusal:  acceptguard.HTTPAnswer(503, "too many connections to this balancer; try again shortly"),
+	})
+	ln = guard
 	if pp := b.cfg.ProxyProtocol; pp.Enabled {
 		policy, err := proxyPolicy(pp.TrustedFrom)
 		if err != nil {
@@ -36,12 +49,22 @@ func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
 		ln = &proxyproto.Listener{Listener: ln, ConnPolicy: policy, ReadHeaderTimeout: proxyHeaderTimeout}
 	}
 	// Always in place, even with no limit set, so Reload can turn one on.
-	b.limiter = &limitListener{Listener: ln, limits: b.cfg.Limits, perIP: map[netip.Addr]*ipState{}, rejected: b.metrics.rejectedTotal}
+	b.limiter = &limitListener{Listener: ln, guard: guard, limits: limits, perIP: map[netip.Addr]*ipState{}, rejected: b.metrics.rejectedTotal}
 	return b.limiter, nil
+}
+
+// guardRedirect puts the accept guard in front of the TLS redirect
+// listener (balancer.tls.redirect_from), whose fasthttp server would
+// otherwise end on EMFILE like the data port's.
+func (b *Balancer) guardRedirect(ln net.Listener) net.Listener {
+	return acceptguard.Wrap(ln, acceptguard.Config{
+		Name: "balancer redirect", Logger: b.log, Errors: b.metrics.acceptErrors.WithLabelValues("redirect"),
+	})
 }
 
 // setLimits changes the limits for connections accepted from now on.
 func (l *limitListener) setLimits(limits configs.Limits) {
+	l.guard.SetMax(limits.MaxConnections)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.limits = limits
@@ -74,17 +97,17 @@ func proxyPolicy(trusted []string) (proxyproto.ConnPolicyFunc, error) {
 	}, nil
 }
 
-// limitListener enforces the connection limits. The total is checked at
-// Accept; the per-address limits on the connection's first read, because
-// with PROXY protocol the client address is only known once the header has
-// been read, and the accept loop must not wait for it.
+// limitListener enforces the per-address limits on a connection's first
+// read, because with PROXY protocol the client address is only known once
+// the header has been read, and the accept loop must not wait for it. The
+// total is the accept guard's (guard), checked at Accept.
 type limitListener struct {
 	net.Listener
+	guard    *acceptguard.Listener
 	limits   configs.Limits
 	rejected *prometheus.CounterVec
 
 	mu    sync.Mutex
-	total int
 	perIP map[netip.Addr]*ipState
 }
 
@@ -95,34 +118,18 @@ type ipState struct {
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		l.mu.Lock()
-		full := l.limits.MaxConnections > 0 && l.total >= l.limits.MaxConnections
-		if !full {
-			l.total++
-		}
-		l.mu.Unlock()
-		if full {
-			l.refuse(c, rejectMaxConns, 503, "Service Unavailable", "too many connections to this balancer; try again shortly")
-			continue
-		}
-		return &limitConn{Conn: c, l: l}, nil
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
 	}
+	return &limitConn{Conn: c, l: l}, nil
 }
 
 // refuse answers a refused connection with a status line the client can
-// understand, then closes it. The write is bounded: the answer fits the
-// socket buffer of a fresh connection.
-func (l *limitListener) refuse(c net.Conn, reason string, code int, status, msg string) {
+// understand, then closes it.
+func (l *limitListener) refuse(c net.Conn, reason string, code int, msg string) {
 	l.rejected.WithLabelValues(reason).Inc()
-	body := msg + "\n"
-	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", code, status, len(body), body)
-	c.Close()
+	acceptguard.Refuse(c, acceptguard.HTTPAnswer(code, msg))
 }
 
 // admit applies the per-address limits to a new connection from addr;
@@ -166,7 +173,6 @@ func (l *limitListener) forgetLocked(addr netip.Addr, st *ipState) {
 func (l *limitListener) release(addr netip.Addr, counted bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.total--
 	if st := l.perIP[addr]; st != nil && counted {
 		st.conns--
 		if l.limits.NewConnectionsPerIP > 0 {
@@ -212,10 +218,10 @@ func (c *limitConn) check() {
 		c.counted = counted
 	case rejectPerIPRate:
 		c.refused = true
-		c.l.refuse(c.Conn, reason, 429, "Too Many Requests", "too many new connections from your address; slow down")
+		c.l.refuse(c.Conn, reason, 429, "too many new connections from your address; slow down")
 	default:
 		c.refused = true
-		c.l.refuse(c.Conn, reason, 429, "Too Many Requests", "too many open connections from your address")
+		c.l.refuse(c.Conn, reason, 429, "too many open connections from your address")
 	}
 }
 

@@ -142,6 +142,24 @@ func TestMaxConnections(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// A reload lowers the limit for the next connections: with one held,
+	// a limit of 1 refuses the next.
+	next := h.bal.current.Load().cfg
+	next.Limits.MaxConnections = 1
+	if err := h.bal.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := proxiedRequest(t, h.addr, nil, "k"); resp == nil || resp.StatusCode != 503 {
+		t.Fatalf("connection over the reloaded limit: %v, want 503", resp)
+	}
+}
+
+// Left 0, the limit is derived from the process's open-file limit.
+func TestMaxConnectionsDerived(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	if got, want := h.bal.current.Load().cfg.Limits.MaxConnections, configs.DefaultBalancerMaxConnections(); got != want || got <= 0 {
+		t.Fatalf("max_connections %d, want the derived %d", got, want)
+	}
 }
 
 func TestPerIPLimits(t *testing.T) {

@@ -35,6 +35,9 @@ type metrics struct {
 	// (max_connections, max_connections_per_ip, new_connections_per_ip,
 	// proxy_protocol).
 	rejectedTotal *prometheus.CounterVec
+	// acceptErrors counts failed accepts (EMFILE, ENFILE, ENOBUFS...), each
+	// retried after a backoff, by listener (data, redirect).
+	acceptErrors *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, r *ring.Ring) (*metrics, error) {
@@ -55,6 +58,10 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring) (*metrics, error) {
 			Name: "ringlb_balancer_rejected_connections_total",
 			Help: "Client connections refused by a limit or a bad PROXY header, by reason.",
 		}, []string{"reason"}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_balancer_accept_errors_total",
+			Help: "Failed accepts (out of file descriptors or kernel memory), each retried after a backoff, by listener (data, redirect).",
+		}, []string{"listener"}),
 	}
 	ringMembers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "ringlb_balancer_ring_members",
@@ -65,7 +72,7 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring) (*metrics, error) {
 		Help: "Version of the ring snapshot this balancer routes with; it changes with every membership change.",
 	}, func() float64 { return float64(r.Snapshot().Version()) })
 
-	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, m.rejectedTotal, ringMembers, ringVersion} {
+	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, m.rejectedTotal, m.acceptErrors, ringMembers, ringVersion} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

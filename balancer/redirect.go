@@ -48,5 +48,5 @@ func (b *Balancer) ServeRedirect(ln net.Listener) error {
 	b.mu.Lock()
 	b.redirect = srv
 	b.mu.Unlock()
-	return b.served(srv.Serve(ln))
+	return b.served(srv.Serve(b.guardRedirect(ln)))
 }

@@ -16,6 +16,8 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/sys/unix"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 )
 
 // relay moves the bytes of established WebSocket tunnels with epoll, the way
@@ -125,7 +127,8 @@ func newRelayLoop(r *relay, idle time.Duration) (*relayLoop, error) {
 
 // rawFD returns the socket's descriptor. The conn keeps owning it. It looks
 // through the balancer's own transparent wrappers (limits, PROXY protocol),
-// whose buffers are empty by then (greet drained them); never through TLS.
+// whose buffers are empty by then (greet drained them), and the accept
+// guard's; never through TLS.
 func rawFD(c net.Conn) (int, *net.TCPConn, bool) {
 	for {
 		switch w := c.(type) {
@@ -134,6 +137,9 @@ func rawFD(c net.Conn) (int, *net.TCPConn, bool) {
 			continue
 		case *proxyproto.Conn:
 			c = w.Raw()
+			continue
+		case *acceptguard.Conn:
+			c = w.NetConn()
 			continue
 		}
 		break

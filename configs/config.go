@@ -78,6 +78,10 @@ type Edge struct {
 	IdleGrace Duration `yaml:"idle_grace"`
 	// SendQueue is each connection's outbound queue length in frames (default 256).
 	SendQueue int `yaml:"send_queue"`
+	// MaxConnections open at once on the data port; beyond it a connection
+	// is answered 503 and closed (default 0: derived from the open-file
+	// limit, DefaultEdgeMaxConnections).
+	MaxConnections int `yaml:"max_connections"`
 	// DrainTimeout bounds a graceful drain (default 30s).
 	DrainTimeout Duration `yaml:"drain_timeout"`
 	Auth         EdgeAuth `yaml:"auth"`
@@ -175,9 +179,11 @@ type ProxyProtocol struct {
 	TrustedFrom []string `yaml:"trusted_from"`
 }
 
-// Limits protect the balancer from floods; 0 means no limit.
+// Limits protect the balancer from floods; 0 means no limit, except for
+// MaxConnections.
 type Limits struct {
-	// MaxConnections open at once, WebSocket tunnels included.
+	// MaxConnections open at once, WebSocket tunnels included (default 0:
+	// derived from the open-file limit, DefaultBalancerMaxConnections).
 	MaxConnections int `yaml:"max_connections"`
 	// MaxConnectionsPerIP open at once from one client address.
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`

@@ -46,9 +46,9 @@ func (c *Config) ForNode(n DemoNode) *Config {
 
 // Summary is the one line `ringlb check` prints for a valid file.
 func (c *Config) Summary() string {
-	return fmt.Sprintf("cluster %q region %q (gossip %s, %d seeds); edge %s; balancer %s, %d key sources, ring %d/%d/%g, %d static edges; %d demo nodes",
+	return fmt.Sprintf("cluster %q region %q (gossip %s, %d seeds); edge %s, max_connections %d; balancer %s, max_connections %d, %d key sources, ring %d/%d/%g, %d static edges; %d demo nodes; open-file limit %d",
 		c.Cluster.Name, c.Cluster.Region, c.Cluster.Bind, len(c.Cluster.Join),
-		c.Edge.Listen, c.Balancer.Listen, len(c.Balancer.Key.Sources),
+		c.Edge.Listen, c.Edge.MaxConnections, c.Balancer.Listen, c.Balancer.Limits.MaxConnections, len(c.Balancer.Key.Sources),
 		c.Balancer.Ring.Partitions, c.Balancer.Ring.Replication, c.Balancer.Ring.Load,
-		len(c.Balancer.Edges), len(c.Demo.Nodes))
+		len(c.Balancer.Edges), len(c.Demo.Nodes), OpenFiles())
 }

@@ -72,6 +72,7 @@ func (c *Config) applyDefaults() {
 	setDefaultInt(&e.History.Messages, DefaultHistoryMessages)
 	setDefaultInt(&e.History.Bytes, DefaultHistoryBytes)
 	setDefaultInt(&e.SendQueue, DefaultSendQueue)
+	setDefaultInt(&e.MaxConnections, DefaultEdgeMaxConnections())
 	setDefaultDuration(&e.IdleGrace, 60*time.Second)
 	setDefaultDuration(&e.DrainTimeout, 30*time.Second)
 	setDefault(&e.Ownership, OwnershipRing)
@@ -123,6 +124,7 @@ func (c *Config) applyDefaults() {
 	if b.Limits.MaxBodyBytes == 0 {
 		b.Limits.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	setDefaultInt(&b.Limits.MaxConnections, DefaultBalancerMaxConnections())
 	if b.Limits.NewConnectionsPerIP > 0 && b.Limits.NewConnectionsBurst == 0 {
 		b.Limits.NewConnectionsBurst = max(int(2*b.Limits.NewConnectionsPerIP), 1)
 	}
@@ -215,6 +217,7 @@ func (c *Config) validate() []problem {
 	checkRange(&ps, "edge.history.messages", e.History.Messages, 0, 10_000_000)
 	checkRange(&ps, "edge.history.bytes", e.History.Bytes, 0, 1<<30)
 	checkRange(&ps, "edge.send_queue", e.SendQueue, 1, 1<<20)
+	checkRange(&ps, "edge.max_connections", e.MaxConnections, 0, 10_000_000)
 	if e.IdleGrace < 0 {
 		ps.add("edge.idle_grace", "must not be negative, got %s", e.IdleGrace.D())
 	}

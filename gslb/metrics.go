@@ -25,6 +25,9 @@ type metrics struct {
 	// BADKEY says a client has a key we lack (or a typo in its name), BADSIG
 	// a wrong secret or forged MACs, BADTIME a clock off by more than the fudge.
 	tsigErrors *prometheus.CounterVec
+	// acceptErrors counts failed accepts on the TCP listener (EMFILE,
+	// ENFILE, ENOBUFS...), each retried after a backoff.
+	acceptErrors prometheus.Counter
 	// counters caches queries' children: WithLabelValues hashes and locks,
 	// which costs more than answering the query.
 	counters sync.Map // uint32(qtype<<16 | rcode) → prometheus.Counter
@@ -81,8 +84,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_gslb_tsig_errors_total",
 			Help: "Signed queries refused with NOTAUTH because their TSIG did not verify, by TSIG error (BADKEY, BADSIG, BADTIME).",
 		}, []string{"error"}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_gslb_accept_errors_total",
+			Help: "Failed accepts on the TCP DNS listener (out of file descriptors or kernel memory), each retried after a backoff.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors} {
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
@@ -181,6 +182,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gslb listen tcp: %w", err)
 	}
+	// miekg/dns retries a temporary accept error (EMFILE) at once, a busy
+	// loop on a whole core while descriptors are short, and returns on any
+	// other: the guard backs off instead and never ends serving.
+	ln = acceptguard.Wrap(ln, acceptguard.Config{Name: "gslb tcp", Logger: s.logger, Errors: s.metrics.acceptErrors})
 	handler := dns.HandlerFunc(s.serveDNS)
 	// miekg/dns answers FORMERR itself, without the handler, to what the
 	// accept function rejects and to what does not unpack: counted here.

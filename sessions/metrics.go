@@ -40,6 +40,12 @@ type metrics struct {
 	// revokedClosed, connections closed with 1008 when their token was
 	// revoked.
 	revokedRefused, revokedClosed prometheus.Counter
+	// acceptErrors counts failed accepts on the data port (EMFILE, ENFILE,
+	// ENOBUFS...), each retried after a backoff.
+	acceptErrors prometheus.Counter
+	// rejected counts data-port connections refused by a limit, by reason
+	// (max_connections).
+	rejected *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -101,9 +107,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_edge_revoked_connections_closed_total",
 			Help: "Connections closed with 1008 because their token was revoked.",
 		}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_accept_errors_total",
+			Help: "Failed accepts on the data port (out of file descriptors or kernel memory), each retried after a backoff.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_edge_rejected_connections_total",
+			Help: "Data-port connections refused by a limit (answered 503 and closed), by reason.",
+		}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.peerRefused, m.lag,
-		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed} {
+		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.rejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

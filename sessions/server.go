@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
@@ -132,9 +133,10 @@ type Server struct {
 
 // New returns the relay of the edge name in region. Zero fields of cfg get
 // defaults: max_participants 64, max_message_bytes 64 KiB, send_queue 256,
-// drain_timeout 30s, idle_grace 60s, history 1000 messages and 1 MiB;
-// edge.auth gets configs.EdgeAuth.Provision's. A nil logger discards; a
-// nil reg gets a new registry.
+// max_connections derived from the open-file limit, drain_timeout 30s,
+// idle_grace 60s, history 1000 messages and 1 MiB; edge.auth gets
+// configs.EdgeAuth.Provision's. A nil logger discards; a nil reg gets a new
+// registry.
 func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *prometheus.Registry) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -250,6 +252,7 @@ func applyDefaults(cfg *configs.Edge) {
 	setInt(&cfg.MaxParticipants, configs.DefaultMaxParticipants)
 	setInt(&cfg.MaxMessageBytes, configs.DefaultMaxMessageBytes)
 	setInt(&cfg.SendQueue, configs.DefaultSendQueue)
+	setInt(&cfg.MaxConnections, configs.DefaultEdgeMaxConnections())
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = configs.Duration(30 * time.Second)
 	}
@@ -273,15 +276,22 @@ func (s *Server) SetKeyMaxLength(n int) error {
 }
 
 // Serve serves the data port on ln until Shutdown; it then returns nil.
+// Connections beyond edge.max_connections are answered 503 and closed;
+// failed accepts (EMFILE...) are retried after a backoff, never returned.
 //
 //	GET /ws      WebSocket relay; session key from header or cookie ctstickiness
 //	GET /whoami  {"edge":"<name>","region":"<region>"}
 //	GET /        the demo pad (pad.go)
 func (s *Server) Serve(ln net.Listener) error {
-	if !s.addListener(ln) {
+	guarded := acceptguard.Wrap(ln, acceptguard.Config{
+		Name: "edge data", Logger: s.log, Errors: s.metrics.acceptErrors,
+		MaxConns: s.cfg.MaxConnections, Refused: s.metrics.rejected.WithLabelValues("max_connections"),
+		Refusal: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, "too many connections to this edge; try again shortly"),
+	})
+	if !s.addListener(guarded) {
 		return ErrClosed
 	}
-	return s.data.Serve(ln)
+	return s.data.Serve(guarded)
 }
 
 // addListener records ln for Shutdown to close, unless it has begun. A

@@ -34,6 +34,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	useOpenFileLimit(logger) // before Load: the connection limits derive from it
 	cfg, err := configs.LoadDemo()
 	if *path != "" {
 		cfg, err = configs.Load(*path)

@@ -134,7 +134,8 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	}
 	failed := serve(map[net.Listener]func(net.Listener) error{dl: srv.Serve, al: srv.ServeAdmin})
 	stopStatsD := srv.StartStatsD(cfg.Edge.StatsD) // nothing without edge.statsd.address
-	logger.Info("edge started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr())
+	logger.Info("edge started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
+		"max_connections", cfg.Edge.MaxConnections)
 	// A drain (admin POST /api/drain, SIGTERM) is announced in gossip, so
 	// balancers take the edge out of the ring for new sessions.
 	announced := make(chan struct{})
@@ -240,7 +241,8 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 		servers[rl] = b.ServeRedirect
 	}
 	failed := serve(servers)
-	logger.Info("balancer started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr())
+	logger.Info("balancer started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
+		"max_connections", cfg.Balancer.Limits.MaxConnections)
 	return &node{
 		name: name, role: "balancer", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
 		ringEdges: func() int { return r.Snapshot().Len() },
@@ -311,6 +313,17 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	}, nil
 }
 
+// useOpenFileLimit raises the soft open-file limit to the hard one and logs
+// the result; a node runs on whatever it gets.
+func useOpenFileLimit(logger *slog.Logger) {
+	soft, hard, err := raiseOpenFileLimit()
+	if err != nil {
+		logger.Warn("open-file limit not raised", "soft", soft, "hard", hard, "err", err)
+		return
+	}
+	logger.Info("open-file limit", "soft", soft, "hard", hard)
+}
+
 // runRole is the body of `ringlb edge`, `ringlb balancer` and `ringlb gslb`.
 func runRole(ctx context.Context, role string, args []string, stderr io.Writer) error {
 	fs := flagSet(role, fmt.Sprintf("Runs a %s node from a config file (only its cluster and %s sections are read).\nSIGINT or SIGTERM stops it gracefully.", role, role), stderr)
@@ -328,6 +341,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	useOpenFileLimit(logger) // before Load: the connection limits derive from it
 	cfg, err := configs.Load(*path)
 	if err != nil {
 		return fmt.Errorf("%w\n(run ringlb check -config %s)", err, *path)

@@ -1,0 +1,277 @@
+// Package acceptguard keeps a server's accept loop alive when the process
+// runs out of file descriptors (or buffers, or memory), and keeps
+// descriptors for the process's own work by capping how many connections a
+// listener holds open.
+//
+// It is for the fasthttp and miekg/dns servers of ringlb (balancer, edge,
+// gslb TCP): fasthttp's Serve returns on EMFILE, which ended the process,
+// and miekg/dns retries at once, spinning a core. It is not for net/http
+// servers (http.Server.Serve backs off by itself), and not for per-client
+// limits (the balancer's listener.go keeps those).
+package acceptguard
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The backoff after a failed Accept, as net/http's Server.Serve: 5 ms,
+// doubling up to 1 s, reset by the next accepted connection.
+const (
+	minDelay = 5 * time.Millisecond
+	maxDelay = time.Second
+)
+
+// DefaultLogEvery is how often, at most, a Listener logs failed accepts (and,
+// separately, refused connections) when Config.LogEvery is zero.
+const DefaultLogEvery = 10 * time.Second
+
+// refusalWriteTimeout bounds writing a refusal. The answer is small and the
+// socket fresh, so it fits the send buffer at once; the bound only keeps a
+// broken socket from stalling the accept loop.
+const refusalWriteTimeout = 100 * time.Millisecond
+
+// Log messages, stable so operators can alert on them.
+const (
+	msgAcceptFailed = "accept failed; backing off"
+	msgRefused      = "connection refused: max_connections reached"
+)
+
+// Counter is what a Listener counts with (a prometheus.Counter is one).
+type Counter interface{ Inc() }
+
+// Config is what Wrap needs; every field is optional.
+type Config struct {
+	// Name names the listener in log lines, e.g. "balancer data".
+	Name   string
+	Logger *slog.Logger
+	// Errors counts failed Accept calls, each of which is retried.
+	Errors Counter
+	// MaxConns caps the connections accepted and not yet closed; 0: no
+	// cap. SetMax changes it.
+	MaxConns int
+	// Refused counts connections refused at the cap.
+	Refused Counter
+	// Refusal is written to a connection refused at the cap before it is
+	// closed (HTTPAnswer builds one); nil: closed without a word.
+	Refusal []byte
+	// LogEvery bounds logging to one line per LogEvery for failed accepts
+	// and one for refusals, each line with the count it stands for
+	// (default DefaultLogEvery).
+	LogEvery time.Duration
+}
+
+// Listener wraps a net.Listener: Accept retries failures after a backoff
+// instead of returning them, and refuses connections beyond the cap. Only
+// closing the listener ends Accept with an error. Create it with Wrap.
+type Listener struct {
+	net.Listener
+	name      string
+	log       *slog.Logger
+	errs      Counter
+	refused   Counter
+	refusal   []byte
+	max, open atomic.Int64
+
+	done      chan struct{} // closed by Close: a backoff in progress ends
+	closeOnce sync.Once
+
+	errLog, refuseLog rateLog
+
+	// waited, when set (tests), is told each backoff before it is slept.
+	waited func(time.Duration)
+}
+
+// Wrap guards ln as cfg says.
+func Wrap(ln net.Listener, cfg Config) *Listener {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LogEvery <= 0 {
+		cfg.LogEvery = DefaultLogEvery
+	}
+	l := &Listener{
+		Listener: ln, name: cfg.Name, log: cfg.Logger, errs: cfg.Errors, refused: cfg.Refused, refusal: cfg.Refusal,
+		done:   make(chan struct{}),
+		errLog: rateLog{every: cfg.LogEvery}, refuseLog: rateLog{every: cfg.LogEvery},
+	}
+	l.max.Store(int64(cfg.MaxConns))
+	return l
+}
+
+// Accept returns the next connection under the cap. A failed accept is
+// counted, logged at a bounded rate and retried after a backoff, whatever
+// the error: EMFILE and ENFILE (descriptors), ENOBUFS and ENOMEM (kernel
+// memory) pass once connections close, ECONNABORTED and the network errors
+// accept(2) passes on concern one connection, and a fault that does not
+// pass must not end the process either: it shows in the log and the
+// metric. Only a closed listener ends Accept.
+func (l *Listener) Accept() (net.Conn, error) {
+	var delay time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil, err
+			}
+			if l.closed() {
+				// A failure that raced with Close: the server must see the
+				// closed listener, not an error it would report.
+				return nil, &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
+			}
+			delay = nextDelay(delay)
+			l.failed(err, delay)
+			l.sleep(delay)
+			continue
+		}
+		if !l.admit() {
+			l.refuse(c)
+			continue
+		}
+		return &Conn{Conn: c, l: l}, nil
+	}
+}
+
+// nextDelay is the backoff after one more failure, following d.
+func nextDelay(d time.Duration) time.Duration {
+	if d == 0 {
+		return minDelay
+	}
+	return min(2*d, maxDelay)
+}
+
+// admit takes a slot under the cap, if there is one.
+func (l *Listener) admit() bool {
+	for {
+		n, max := l.open.Load(), l.max.Load()
+		if max > 0 && n >= max {
+			return false
+		}
+		if l.open.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (l *Listener) failed(err error, delay time.Duration) {
+	if l.errs != nil {
+		l.errs.Inc()
+	}
+	if ok, suppressed := l.errLog.allow(time.Now()); ok {
+		l.log.Warn(msgAcceptFailed, "listener", l.name, "err", err, "retry_in", delay, "suppressed", suppressed)
+	}
+}
+
+// sleep waits d, or less if the listener is closed meanwhile.
+func (l *Listener) sleep(d time.Duration) {
+	if l.waited != nil {
+		l.waited(d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-l.done:
+	}
+}
+
+func (l *Listener) refuse(c net.Conn) {
+	if l.refused != nil {
+		l.refused.Inc()
+	}
+	if ok, suppressed := l.refuseLog.allow(time.Now()); ok {
+		l.log.Warn(msgRefused, "listener", l.name, "max_connections", l.max.Load(), "suppressed", suppressed)
+	}
+	if l.refusal == nil {
+		c.Close()
+		return
+	}
+	Refuse(c, l.refusal)
+}
+
+func (l *Listener) closed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close closes the listener; an Accept waiting out a backoff returns.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// SetMax changes the cap for connections accepted from now on; 0: no cap.
+// Connections already open stay open.
+func (l *Listener) SetMax(n int) { l.max.Store(int64(n)) }
+
+// Open is the number of connections accepted and not yet closed.
+func (l *Listener) Open() int { return int(l.open.Load()) }
+
+// Conn is an accepted connection; it holds its slot under the cap until
+// its first Close.
+type Conn struct {
+	net.Conn
+	l        *Listener
+	released atomic.Bool
+}
+
+func (c *Conn) Close() error {
+	err := c.Conn.Close()
+	if c.released.CompareAndSwap(false, true) {
+		c.l.open.Add(-1)
+	}
+	return err
+}
+
+// NetConn returns the connection c wraps (as tls.Conn.NetConn does), for
+// code that needs the socket itself.
+func (c *Conn) NetConn() net.Conn { return c.Conn }
+
+// HTTPAnswer is a complete HTTP/1.1 response refusing a connection with
+// code and msg, asking the client to retry in a second and closing.
+func HTTPAnswer(code int, msg string) []byte {
+	body := msg + "\n"
+	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		code, http.StatusText(code), len(body), body)
+}
+
+// Refuse writes answer to a connection that will not be served, bounded in
+// time, and closes it.
+func Refuse(c net.Conn, answer []byte) {
+	_ = c.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
+	_, _ = c.Write(answer)
+	_ = c.Close()
+}
+
+// rateLog allows one log line per every, counting the ones it suppresses.
+type rateLog struct {
+	every time.Duration
+
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether a line may be logged at now and, if so, how many
+// were suppressed since the last one.
+func (r *rateLog) allow(now time.Time) (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.last.IsZero() && now.Sub(r.last) < r.every {
+		r.suppressed++
+		return false, 0
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	return true, n
+}

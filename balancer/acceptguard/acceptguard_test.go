@@ -1,0 +1,195 @@
+package acceptguard
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testWait bounds every wait for an event; generous, never a pass/fail figure.
+const testWait = 20 * time.Second
+
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) Inc()         { c.n.Add(1) }
+func (c *counter) value() int64 { return c.n.Load() }
+
+// logLines collects a logger's JSON lines.
+type logLines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logLines) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.buf.String(), `"msg":"`+msg+`"`)
+}
+
+func (l *logLines) logger() *slog.Logger { return slog.New(slog.NewJSONHandler(l, nil)) }
+
+func TestNextDelay(t *testing.T) {
+	var got []time.Duration
+	d := time.Duration(0)
+	for range 10 {
+		d = nextDelay(d)
+		got = append(got, d)
+	}
+	want := []time.Duration{5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000}
+	for i := range want {
+		if got[i] != want[i]*time.Millisecond {
+			t.Fatalf("backoff %v, want 5ms doubling to 1s: %v", got, want)
+		}
+	}
+}
+
+func TestRateLog(t *testing.T) {
+	r := rateLog{every: 10 * time.Second}
+	t0 := time.Unix(1000, 0)
+	for _, step := range []struct {
+		at             time.Duration
+		ok             bool
+		wantSuppressed int
+	}{
+		{0, true, 0},
+		{time.Second, false, 0},
+		{9 * time.Second, false, 0},
+		{10 * time.Second, true, 2},
+		{11 * time.Second, false, 0},
+		{30 * time.Second, true, 1},
+	} {
+		ok, n := r.allow(t0.Add(step.at))
+		if ok != step.ok || n != step.wantSuppressed {
+			t.Fatalf("at +%s: allow = %v, %d; want %v, %d", step.at, ok, n, step.ok, step.wantSuppressed)
+		}
+	}
+}
+
+// acceptLoop accepts on l until it fails, sending what it gets.
+func acceptLoop(l net.Listener) (<-chan net.Conn, <-chan error) {
+	conns, failed := make(chan net.Conn, 16), make(chan error, 1)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				failed <- err
+				return
+			}
+			conns <- c
+		}
+	}()
+	return conns, failed
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, testWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(testWait))
+	return c
+}
+
+func TestMaxConns(t *testing.T) {
+	var refused counter
+	var logs logLines
+	g := Wrap(listen(t), Config{Name: "test", Logger: logs.logger(), MaxConns: 2, Refused: &refused,
+		Refusal: HTTPAnswer(http.StatusServiceUnavailable, "too many connections"), LogEvery: time.Hour})
+	defer g.Close()
+	conns, failed := acceptLoop(g)
+	next := func() net.Conn {
+		t.Helper()
+		select {
+		case c := <-conns:
+			return c
+		case err := <-failed:
+			t.Fatalf("Accept: %v", err)
+		case <-time.After(testWait):
+			t.Fatal("no connection accepted")
+		}
+		return nil
+	}
+	dial(t, g.Addr().String())
+	dial(t, g.Addr().String())
+	held := []net.Conn{next(), next()}
+
+	for i := range 3 {
+		c := dial(t, g.Addr().String())
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+			t.Fatalf("connection %d beyond the cap: %v %v, want 503 with Retry-After", i+3, resp, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if string(body) != "too many connections\n" {
+			t.Errorf("refusal body %q", body)
+		}
+	}
+	if refused.value() != 3 || g.Open() != 2 {
+		t.Errorf("refused %d, open %d; want 3 and 2", refused.value(), g.Open())
+	}
+	if n := logs.count(msgRefused); n != 1 {
+		t.Errorf("%d refusal lines for 3 refusals within LogEvery, want 1", n)
+	}
+
+	// Closing one (twice: the slot is freed once) makes room for one.
+	held[0].Close()
+	held[0].Close()
+	if g.Open() != 1 {
+		t.Fatalf("open %d after a close, want 1", g.Open())
+	}
+	dial(t, g.Addr().String())
+	next()
+	c := dial(t, g.Addr().String())
+	if line, _ := bufio.NewReader(c).ReadString('\n'); !strings.HasPrefix(line, "HTTP/1.1 503 ") {
+		t.Fatalf("beyond the cap again: %q", line)
+	}
+
+	// SetMax(0) lifts the cap for the next connections.
+	g.SetMax(0)
+	dial(t, g.Addr().String())
+	next()
+	if g.Open() != 3 {
+		t.Errorf("open %d without a cap, want 3", g.Open())
+	}
+}
+
+func TestCloseEndsAccept(t *testing.T) {
+	g := Wrap(listen(t), Config{})
+	_, failed := acceptLoop(g)
+	g.Close()
+	select {
+	case err := <-failed:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(testWait):
+		t.Fatal("Accept still running after Close")
+	}
+}

@@ -1,0 +1,56 @@
+package sessions
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// Beyond edge.max_connections a connection is answered 503 and closed, and
+// counted; a closed participant frees its slot.
+func TestMaxConnectionsRefused(t *testing.T) {
+	e := startEdge(t, configs.Edge{MaxConnections: 2}, nil)
+	first := e.join(t, "limit-a")
+	e.join(t, "limit-b")
+
+	c, err := net.Dial("tcp", e.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(testDeadline))
+	io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("third connection: %v %v, want 503 with Retry-After", resp, err)
+	}
+	if body, _ := io.ReadAll(resp.Body); !strings.Contains(string(body), "too many connections to this edge") {
+		t.Errorf("refusal body %q", body)
+	}
+	if got := metricValue(t, e.s, "ringlb_edge_rejected_connections_total"); got != 1 {
+		t.Errorf("ringlb_edge_rejected_connections_total = %v, want 1", got)
+	}
+
+	first.Close()
+	client := http.Client{Timeout: testDeadline}
+	deadline := time.Now().Add(testDeadline)
+	for {
+		resp, err := client.Get("http://" + e.data + "/whoami")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slot freed after a participant left: %v %v", resp, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
