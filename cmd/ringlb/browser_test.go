@@ -382,16 +382,16 @@ func TestBrowserPadAndDashboard(t *testing.T) {
 	// A balancer with an admin token: the page asks for it, keeps it in
 	// the tab, and shows the cluster.
 	tokenFile := filepath.Join(c.dir, "admin.token")
-	writeFile(t, tokenFile, "browser-s3cret\n")
+	writeFile(t, tokenFile, "browser-s3cret-token\n")
 	cfg := filepath.Join(c.dir, "bal3.yaml")
 	writeFile(t, cfg, clusterSection("bal-3", c.gossip)+fmt.Sprintf("balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, token_file: %q } }\n", tokenFile))
 	admin3 := startProc(t, bin, "balancer", "-config", cfg).waitLog(t, "balancer started")["admin"].(string)
 	k := newTab(t, browser, "dashboard with a token")
 	k.do(t, chromedp.Navigate("http://"+admin3+"/"))
 	k.waitFor(t, "the page asks for the token", `!document.getElementById('token-form').hidden`, dashState)
-	k.do(t, chromedp.SendKeys(chromedp.ID("token-input"), "browser-s3cret"), chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
+	k.do(t, chromedp.SendKeys(chromedp.ID("token-input"), "browser-s3cret-token"), chromedp.Click(chromedp.CSS(`#token-form button[type=submit]`)))
 	k.waitFor(t, "with the token, the ring and the nodes", `document.querySelectorAll('#ring-table tbody tr[data-edge]').length === 3 &&
-		document.querySelectorAll('#nodes tbody tr[data-role=balancer]').length === 3 && sessionStorage.getItem('ringlb.adminToken') === 'browser-s3cret'`, dashState)
+		document.querySelectorAll('#nodes tbody tr[data-role=balancer]').length === 3 && sessionStorage.getItem('ringlb.adminToken') === 'browser-s3cret-token'`, dashState)
 }
 
 // startTraffic opens sessions (two participants each, raw mode) spread over
