@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -108,7 +107,7 @@ func (b *Balancer) ringView() ringView {
 }
 
 func (b *Balancer) serveRing(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, b.ringView())
+	health.WriteJSON(w, http.StatusOK, b.ringView())
 }
 
 // serveLookup answers which edge owns a key. The key is used as given (it
@@ -117,13 +116,13 @@ func (b *Balancer) serveRing(w http.ResponseWriter, _ *http.Request) {
 func (b *Balancer) serveLookup(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.Query().Get("key")
 	if key == "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "key query parameter is required"})
+		health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "key query parameter is required"})
 		return
 	}
 	snap := b.ring.Snapshot()
 	owner, ok := snap.Locate([]byte(key))
 	if !ok {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"key": key, "error": "no edge on the ring", "version": snap.Version()})
+		health.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"key": key, "error": "no edge on the ring", "version": snap.Version()})
 		return
 	}
 	var buf [8]ring.Member
@@ -131,7 +130,7 @@ func (b *Balancer) serveLookup(w http.ResponseWriter, r *http.Request) {
 	for _, m := range snap.Candidates([]byte(key), buf[:0]) {
 		candidates = append(candidates, m.Name)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	health.WriteJSON(w, http.StatusOK, map[string]any{
 		"key":        key,
 		"owner":      owner.Name,
 		"url":        owner.URL,
@@ -149,19 +148,11 @@ func (b *Balancer) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 				b.log.Warn("maintenance mode changed", "maintenance", on, "health", HealthPath, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
 			}
 		default:
-			writeJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("state must be on or off, got %q", state)})
+			health.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("state must be on or off, got %q", state)})
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"node": b.name, "maintenance": b.maintenance.Load()})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	health.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "maintenance": b.maintenance.Load()})
 }
 
 // slogErrorLog routes net/http's own error lines to slog.

@@ -166,7 +166,7 @@ func (b *Balancer) serveCluster(w http.ResponseWriter, r *http.Request) {
 		wg.Go(func() { b.fetchGSLB(r.Context(), &view.GSLB[i]) })
 	}
 	wg.Wait()
-	writeJSON(w, http.StatusOK, view)
+	health.WriteJSON(w, http.StatusOK, view)
 }
 
 func roleOrder(role string) int {
@@ -280,7 +280,7 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 	}
 	nodes := b.gslbNodes()
 	if len(nodes) == 0 {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no gslb node with an admin address in this balancer's gossip cluster"})
+		health.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "no gslb node with an admin address in this balancer's gossip cluster"})
 		return
 	}
 	type result struct {
@@ -317,7 +317,7 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 	}
 	b.log.Info("serve mode set through the dashboard API", "name", r.PathValue("name"), "region", r.PathValue("region"),
 		"member", r.PathValue("member"), "mode", mode, "status", status, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
-	writeJSON(w, status, map[string]any{"mode": mode, "results": results})
+	health.WriteJSON(w, status, map[string]any{"mode": mode, "results": results})
 }
 
 // callPeer sends one request to another node's admin API (an address its

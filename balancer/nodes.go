@@ -73,7 +73,7 @@ type eventView struct {
 // edges are listed with role "edge" and state "static".
 func (b *Balancer) serveNodes(w http.ResponseWriter, _ *http.Request) {
 	nodes, recent, version := b.nodeViews()
-	writeJSON(w, http.StatusOK, map[string]any{"node": b.name, "ring_version": version, "nodes": nodes, "recent": recent})
+	health.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "ring_version": version, "nodes": nodes, "recent": recent})
 }
 
 // nodeViews lists the gossip members and static edges, the recent
@@ -110,7 +110,7 @@ func (b *Balancer) serveDrain(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	c := b.clusterOrNil()
 	if c == nil {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "this balancer has no gossip membership; drain the edge on its own admin port"})
+		health.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "this balancer has no gossip membership; drain the edge on its own admin port"})
 		return
 	}
 	var target *health.Node
@@ -122,18 +122,18 @@ func (b *Balancer) serveDrain(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case target == nil:
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no live node named %q", name)})
+		health.WriteJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no live node named %q", name)})
 		return
 	case target.Meta.Role != health.RoleEdge:
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("%s is a %s; only edges drain", name, target.Meta.Role)})
+		health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("%s is a %s; only edges drain", name, target.Meta.Role)})
 		return
 	case target.Meta.Admin == "":
-		writeJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("%s does not advertise an admin address", name)})
+		health.WriteJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("%s does not advertise an admin address", name)})
 		return
 	}
 	code, body, err := b.callPeer(r.Context(), http.MethodPost, strings.TrimSuffix(target.Meta.Admin, "/")+"/api/drain", r)
 	if err != nil {
-		writeJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("ask %s to drain: %v", name, err)})
+		health.WriteJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("ask %s to drain: %v", name, err)})
 		return
 	}
 	b.log.Info("drain requested through the admin API", "edge", name, "status", code, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)

@@ -168,18 +168,26 @@ func TestRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse("t.yaml", []byte(tt.yaml))
-			var errs Errors
-			if !errors.As(err, &errs) {
-				t.Fatalf("want Errors, got %v", err)
-			}
-			for _, e := range errs {
-				if e.Path == tt.path && strings.Contains(e.Msg, tt.msg) {
-					return
-				}
-			}
-			t.Errorf("no error at %s containing %q in:\n%v", tt.path, tt.msg, err)
+			expectProblem(t, err, tt.path, tt.msg)
 		})
 	}
+}
+
+// expectProblem fails t unless err is an Errors list holding a problem at
+// path whose message contains msg, and returns that problem.
+func expectProblem(t *testing.T, err error, path, msg string) *FieldError {
+	t.Helper()
+	var errs Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("want Errors, got %v", err)
+	}
+	for _, e := range errs {
+		if e.Path == path && strings.Contains(e.Msg, msg) {
+			return e
+		}
+	}
+	t.Errorf("no error at %s containing %q in:\n%v", path, msg, err)
+	return nil
 }
 
 func TestSecretFileThatExistsIsAccepted(t *testing.T) {

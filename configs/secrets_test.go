@@ -53,16 +53,7 @@ func TestTrustRules(t *testing.T) {
 				}
 				return
 			}
-			var errs Errors
-			if !errors.As(err, &errs) {
-				t.Fatalf("want Errors, got %v", err)
-			}
-			for _, e := range errs {
-				if e.Path == tt.path && strings.Contains(e.Msg, tt.msg) {
-					return
-				}
-			}
-			t.Errorf("no error at %s containing %q in:\n%v", tt.path, tt.msg, err)
+			expectProblem(t, err, tt.path, tt.msg)
 		})
 	}
 }

@@ -60,7 +60,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	mux.Handle("GET /metrics", access.Read(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
 	mux.Handle("GET /api/pools", access.Read(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		st := s.state.Load()
-		writeJSON(w, http.StatusOK, map[string]any{"node": s.name, "serial_offset": st.serial.Load(), "query_log": s.queryLog.Load(), "names": st.pools.status()})
+		health.WriteJSON(w, http.StatusOK, map[string]any{"node": s.name, "serial_offset": st.serial.Load(), "query_log": s.queryLog.Load(), "names": st.pools.status()})
 	})))
 	mux.Handle("POST /api/pools/{name}/{region}/{member}/mode", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mode := r.URL.Query().Get("mode")
@@ -71,32 +71,32 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 		}
 		err := s.state.Load().pools.setOverride(dns.Fqdn(strings.ToLower(r.PathValue("name"))), r.PathValue("region"), r.PathValue("member"), mode)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
 		s.logger.Info("serve mode override", "name", r.PathValue("name"), "region", r.PathValue("region"), "member", r.PathValue("member"), "mode", mode, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
-		writeJSON(w, http.StatusOK, map[string]string{"mode": mode})
+		health.WriteJSON(w, http.StatusOK, map[string]string{"mode": mode})
 	})))
 	mux.Handle("POST /api/pools/{name}/{region}/recover", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.state.Load().pools.recover(dns.Fqdn(strings.ToLower(r.PathValue("name"))), r.PathValue("region")); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
 		s.logger.Info("manual recover", "name", r.PathValue("name"), "region", r.PathValue("region"), "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
-		writeJSON(w, http.StatusOK, map[string]bool{"recovered": true})
+		health.WriteJSON(w, http.StatusOK, map[string]bool{"recovered": true})
 	})))
 	mux.Handle("GET /api/monitors", access.Read(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"node": s.name, "members": s.state.Load().pools.localMonitors()})
+		health.WriteJSON(w, http.StatusOK, map[string]any{"node": s.name, "members": s.state.Load().pools.localMonitors()})
 	})))
 	mux.Handle("POST /api/querylog", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		on, err := strconv.ParseBool(r.URL.Query().Get("on"))
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want ?on=true or ?on=false"})
+			health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "want ?on=true or ?on=false"})
 			return
 		}
 		s.queryLog.Store(on)
 		s.logger.Info("query log switched", "on", on)
-		writeJSON(w, http.StatusOK, map[string]bool{"query_log": on})
+		health.WriteJSON(w, http.StatusOK, map[string]bool{"query_log": on})
 	})))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	s.admin.mu.Lock()
@@ -106,12 +106,4 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 		return err
 	}
 	return nil
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
 }

@@ -3,7 +3,7 @@ package health
 import (
 	"context"
 	"crypto/subtle"
-	"io"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/url"
@@ -56,10 +56,7 @@ func (a AdminAccess) wrap(h http.Handler, write bool) http.Handler {
 			if code == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="ringlb"`)
 			}
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("X-Content-Type-Options", "nosniff")
-			w.WriteHeader(code)
-			_, _ = io.WriteString(w, `{"error":"`+msg+`"}`+"\n")
+			WriteJSON(w, code, map[string]string{"error": msg})
 			return
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
@@ -113,6 +110,16 @@ func (a AdminAccess) check(r *http.Request, write bool) (caller string, code int
 		return "", http.StatusUnauthorized, "missing or wrong bearer token"
 	}
 	return "", http.StatusForbidden, "without a token the admin API answers only requests addressed to a loopback IP"
+}
+
+// WriteJSON answers an admin request with v as indented JSON.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
 }
 
 type callerKey struct{}

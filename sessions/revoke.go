@@ -1,7 +1,6 @@
 package sessions
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"sort"
@@ -188,23 +187,23 @@ const maxRevokeBody = 4 << 10
 func (s *Server) handleRevocations(mux *http.ServeMux, access health.AdminAccess) {
 	mux.Handle("POST /api/tokens/revoke", access.Write(http.HandlerFunc(s.serveRevoke)))
 	mux.Handle("GET /api/tokens/revoked", access.Read(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeAdminJSON(w, http.StatusOK, s.revocations.list(time.Now()))
+		health.WriteJSON(w, http.StatusOK, s.revocations.list(time.Now()))
 	})))
 }
 
 func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxRevokeBody)
 	if err := r.ParseForm(); err != nil {
-		writeAdminJSON(w, http.StatusBadRequest, map[string]string{"error": "bad form: " + err.Error()})
+		health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "bad form: " + err.Error()})
 		return
 	}
 	users, nonces := r.Form["user"], r.Form["nonce"]
 	if len(users)+len(nonces) != 1 {
-		writeAdminJSON(w, http.StatusBadRequest, map[string]string{"error": "give exactly one user=U (every token of U issued until now) or nonce=N (that one token)"})
+		health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "give exactly one user=U (every token of U issued until now) or nonce=N (that one token)"})
 		return
 	}
 	if s.cfg.Auth.HMACSecretFile == "" {
-		writeAdminJSON(w, http.StatusConflict, map[string]string{"error": "this edge has no edge.auth.hmac_secret_file: it admits no tokens to revoke"})
+		health.WriteJSON(w, http.StatusConflict, map[string]string{"error": "this edge has no edge.auth.hmac_secret_file: it admits no tokens to revoke"})
 		return
 	}
 	now := time.Now()
@@ -215,12 +214,12 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	if len(users) == 1 {
 		user := users[0]
 		if err := checkUser(user); err != nil {
-			writeAdminJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
 		u, err := s.revocations.revokeUser(user, now)
 		if err != nil {
-			writeAdminJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			health.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
 		answer = map[string]any{"user": user, "before": u.before.UTC(), "until": u.until.UTC()}
@@ -229,7 +228,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	} else {
 		nonce := nonces[0]
 		if !validNonce(nonce) {
-			writeAdminJSON(w, http.StatusBadRequest, map[string]string{"error": "nonce must be a token's n: 16 base64url characters"})
+			health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "nonce must be a token's n: 16 base64url characters"})
 			return
 		}
 		// A connected holder tells the token's expiry: the entry need not
@@ -242,7 +241,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		})
 		until, err := s.revocations.revokeNonce(nonce, expires, now)
 		if err != nil {
-			writeAdminJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			health.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
 		answer = map[string]any{"nonce": nonce, "until": until.UTC()}
@@ -261,7 +260,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	})
 	s.metrics.revokedClosed.Add(float64(closed))
 	answer["closed"] = closed
-	writeAdminJSON(w, http.StatusOK, answer)
+	health.WriteJSON(w, http.StatusOK, answer)
 }
 
 // forTokenHolders calls f for each connection that joined with a token,
@@ -282,12 +281,4 @@ func (s *Server) revokedAfterRegister(p *participant) {
 	if p.token != nil && s.revocations.revoked(p.token) && p.stop(closePolicy, "token revoked") {
 		s.metrics.revokedClosed.Inc()
 	}
-}
-
-func writeAdminJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }
