@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
 
@@ -65,7 +66,7 @@ func (b *Balancer) newAdminServer() *http.Server {
 	b.handleDashboard(mux, access)
 	return &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: requestReadTimeout,
+		ReadHeaderTimeout: configs.DefaultRequestTimeout,
 		IdleTimeout:       b.cfg.IdleTimeout.D(),
 		ErrorLog:          slogErrorLog(b.log),
 	}

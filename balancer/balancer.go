@@ -20,7 +20,6 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -31,21 +30,13 @@ import (
 	"github.com/ringlb/ringlb/configs"
 )
 
-// Defaults for zero fields of configs.Balancer.
-const (
-	DefaultDialTimeout       = 2 * time.Second
-	DefaultIdleTimeout       = 60 * time.Second
-	DefaultTunnelIdleTimeout = 10 * time.Minute
-)
-
-// requestReadTimeout is the default of balancer.limits.request_timeout and
-// bounds the admin API's requests: reading one request (head and body), so a
-// client trickling a request byte by byte cannot hold a connection.
-const requestReadTimeout = 30 * time.Second
-
 // HealthPath answers 200 while at least one edge is routable, else 503; the
 // path keepalived and the GSLB probe. The only path not proxied.
-const HealthPath = "/_ringlb/health"
+const HealthPath = configs.PathHealth
+
+// errNotProvisioned: New or Reload was given a config that configs did not
+// provision — a wiring bug, not an operator's error.
+var errNotProvisioned = errors.New("balancer: config not provisioned (load it with configs.Load, or call its Provision)")
 
 // ErrClosed is returned by Serve and ServeAdmin after Shutdown.
 var ErrClosed = errors.New("balancer: shut down")
@@ -72,6 +63,10 @@ type Balancer struct {
 	admin *http.Server
 	// peerClient calls other nodes' admin APIs (dashboard.go).
 	peerClient *http.Client
+	// static are the config's static edges while FollowCluster runs;
+	// follower is its goroutine (members.go).
+	static   atomic.Pointer[staticEdges]
+	follower *membersFollower
 	// current holds what Reload may change; read once per request.
 	current atomic.Pointer[reloadable]
 	cluster clusterRef
@@ -102,14 +97,11 @@ type Balancer struct {
 }
 
 // New returns a Balancer named name (its cluster node name, for logs and
-// /api/ring) routing with r. Zero fields of cfg get defaults: key sources
-// [header:ctstickiness cookie:ctstickiness query:token], hash_query true,
-// max_length 256, assign_cookie true (when a cookie source exists), dial
-// timeout 2s, idle timeout 60s, tunnel idle timeout 10m, max body bytes
-// configs.DefaultMaxBodyBytes, limits.max_connections derived from the
-// open-file limit (configs.DefaultBalancerMaxConnections). A nil reg gets a new
-// registry with the Go and process collectors. All config problems are
-// reported at once.
+// /api/ring) routing with r. cfg must be provisioned (configs.Load does it,
+// or cfg.Provision for one built in code): the balancer sets no default and
+// repeats no check of its own. A nil reg gets a new registry with the Go and
+// process collectors. What can still fail (reading the certificate and the
+// admin token) is reported at once.
 func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, reg *prometheus.Registry) (*Balancer, error) {
 	if r == nil {
 		return nil, errors.New("balancer: nil ring")
@@ -121,17 +113,10 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	applyDefaults(&cfg)
-
-	rl, errs := prepareReloadable(cfg)
-	for _, d := range []struct {
-		field string
-		v     configs.Duration
-	}{{"balancer.dial_timeout", cfg.DialTimeout}, {"balancer.idle_timeout", cfg.IdleTimeout}, {"balancer.tunnel_idle_timeout", cfg.TunnelIdleTimeout}} {
-		if d.v < 0 {
-			errs = append(errs, fmt.Errorf("%s: %v must not be negative", d.field, d.v.D()))
-		}
+	if !cfg.Provisioned() {
+		return nil, errNotProvisioned
 	}
+	rl, errs := prepareReloadable(cfg)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -204,39 +189,6 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		return nil, fmt.Errorf("start tunnel relay: %w", err)
 	}
 	return b, nil
-}
-
-func applyDefaults(cfg *configs.Balancer) {
-	if len(cfg.Key.Sources) == 0 {
-		cfg.Key.Sources = append([]string(nil), configs.DefaultKeySources...)
-	}
-	if cfg.Key.MaxLength == 0 {
-		cfg.Key.MaxLength = configs.DefaultKeyMaxLength
-	}
-	if cfg.Limits.MaxHeaderBytes == 0 {
-		cfg.Limits.MaxHeaderBytes = 8 << 10
-	}
-	if cfg.Limits.MaxBodyBytes == 0 {
-		cfg.Limits.MaxBodyBytes = configs.DefaultMaxBodyBytes
-	}
-	if cfg.Limits.RequestTimeout == 0 {
-		cfg.Limits.RequestTimeout = configs.Duration(requestReadTimeout)
-	}
-	if cfg.Limits.MaxConnections == 0 {
-		cfg.Limits.MaxConnections = configs.DefaultBalancerMaxConnections()
-	}
-	if cfg.Limits.NewConnectionsPerIP > 0 && cfg.Limits.NewConnectionsBurst == 0 {
-		cfg.Limits.NewConnectionsBurst = max(int(2*cfg.Limits.NewConnectionsPerIP), 1)
-	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = configs.Duration(DefaultDialTimeout)
-	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = configs.Duration(DefaultIdleTimeout)
-	}
-	if cfg.TunnelIdleTimeout == 0 {
-		cfg.TunnelIdleTimeout = configs.Duration(DefaultTunnelIdleTimeout)
-	}
 }
 
 // Serve serves the data port on ln until Shutdown; it then returns nil.
@@ -340,6 +292,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	b.edges.closeIdle()
+	b.stopFollowing()
 	if b.stopWatch != nil {
 		b.stopOnce.Do(func() { close(b.stopWatch) })
 		<-b.watchDone

@@ -60,6 +60,7 @@ func newHarness(t *testing.T, cfg configs.Balancer) *harness {
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	cfg.Provision()
 	bal, err := New(cfg, "bal-test", h.ring, logger, h.reg)
 	if err != nil {
 		t.Fatal(err)
@@ -699,7 +700,9 @@ func TestShutdownIdle(t *testing.T) {
 func TestShutdownRacingServe(t *testing.T) {
 	r := ring.New(ring.DefaultConfig())
 	for i := range 200 {
-		b, err := New(configs.Balancer{}, "bal-race", r, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		cfg := configs.Balancer{}
+		cfg.Provision()
+		b, err := New(cfg, "bal-race", r, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -917,6 +920,12 @@ func postAdmin(c *http.Client, url string) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set(health.HeaderAdmin, "1")
+	req.Header.Set(configs.HeaderAdmin, "1")
 	return c.Do(req)
+}
+
+// provision returns cfg with configs' defaults, as configs.Load gives it.
+func provision(cfg configs.Balancer) configs.Balancer {
+	cfg.Provision()
+	return cfg
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
 
@@ -341,7 +342,7 @@ func (b *Balancer) callPeer(ctx context.Context, method, target string, operator
 		if auth := operator.Header.Get("Authorization"); strings.HasPrefix(auth, "Bearer ") {
 			req.Header.Set("Authorization", auth)
 		}
-		req.Header.Set(health.HeaderAdmin, "1")
+		req.Header.Set(configs.HeaderAdmin, "1")
 	} else {
 		b.keyring().SignRequest(req.Header, b.name, method, req.URL.RequestURI(), nil)
 	}

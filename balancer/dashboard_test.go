@@ -75,7 +75,7 @@ func (f *fakeGSLB) record(mode string, r *http.Request) {
 	if mode != "" {
 		f.modes = append(f.modes, mode)
 	}
-	f.auth = append(f.auth, r.Method+" "+r.Header.Get("Authorization")+" "+r.Header.Get(health.HeaderAdmin))
+	f.auth = append(f.auth, r.Method+" "+r.Header.Get("Authorization")+" "+r.Header.Get(configs.HeaderAdmin))
 }
 
 // TestDashboardClusterView: GET /api/cluster gathers the ring, the gossip

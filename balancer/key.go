@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
@@ -21,7 +19,7 @@ import (
 // keyHeader is the header the edge finds the routing key in. The balancer
 // always sets it to the key it routed with, whatever source the key came from,
 // so the edge checks ownership with exactly the key the balancer hashed.
-const keyHeader = "ctstickiness"
+const keyHeader = configs.HeaderKey
 
 // sourceKind is where a stickiness key was found.
 type sourceKind uint8
@@ -97,70 +95,29 @@ type keyExtractor struct {
 	tooLongBody, controlsBody, notUTF8Body, noKeyBody []byte
 }
 
-// newKeyExtractor parses and validates cfg (already defaulted). All problems
-// are reported at once.
-func newKeyExtractor(cfg configs.Key) (*keyExtractor, error) {
-	e := &keyExtractor{maxLength: cfg.MaxLength, hashQuery: cfg.HashQuery == nil || *cfg.HashQuery}
-	var errs []error
-	for i, spec := range cfg.Sources {
-		if err := configs.CheckKeySource(spec); err != nil {
-			errs = append(errs, fmt.Errorf("balancer.key.sources[%d]: %w", i, err))
-			continue
-		}
-		kind, name, _ := strings.Cut(spec, ":")
-		src := keySource{name: name}
-		switch kind {
-		case "header":
+// newKeyExtractor makes the extractor of a provisioned key section: the
+// sources configs parsed, the no-key policy it resolved.
+func newKeyExtractor(cfg configs.Key) *keyExtractor {
+	e := &keyExtractor{maxLength: cfg.MaxLength, hashQuery: *cfg.HashQuery, byIP: cfg.NoKey == configs.NoKeySourceIP, assignCookie: cfg.AssignCookieName}
+	for _, p := range cfg.Parsed {
+		src := keySource{name: p.Name, segment: p.Segment}
+		switch p.From {
+		case configs.KeyFromHeader:
 			src.kind = sourceHeader
-		case "cookie":
+		case configs.KeyFromCookie:
 			src.kind = sourceCookie
-		case "query":
+		case configs.KeyFromQuery:
 			src.kind = sourceQuery
-		case "path":
+		case configs.KeyFromPath:
 			src.kind = sourcePath
-			src.segment, _ = strconv.Atoi(name)
 		}
 		e.sources = append(e.sources, src)
-	}
-	// The limit itself is bounded (configs.MaxKeyLength says why).
-	if cfg.MaxLength < 1 || cfg.MaxLength > configs.MaxKeyLength {
-		errs = append(errs, fmt.Errorf("balancer.key.max_length: %d must be in range [1, %d]", cfg.MaxLength, configs.MaxKeyLength))
-	}
-	firstCookie := ""
-	for _, s := range e.sources {
-		if s.kind == sourceCookie {
-			firstCookie = s.name
-			break
-		}
-	}
-	switch {
-	case cfg.NoKey == "source_ip":
-		e.byIP = true
-	case cfg.NoKey == "reject":
-	case cfg.NoKey == "assign_cookie" && firstCookie == "":
-		errs = append(errs, errors.New("balancer.key.no_key: assign_cookie needs a cookie:NAME source to read the assigned cookie back"))
-	case cfg.NoKey == "assign_cookie":
-		e.assignCookie = firstCookie
-	case cfg.AssignCookie == nil:
-		// Default: assign when the cookie can be read back; an assigned key
-		// nobody reads would give every request of a browser a new edge.
-		e.assignCookie = firstCookie
-	case *cfg.AssignCookie && firstCookie == "":
-		errs = append(errs, errors.New("balancer.key.assign_cookie: true needs a cookie:NAME source to read the assigned cookie back; add one to balancer.key.sources or set assign_cookie: false"))
-	case *cfg.AssignCookie:
-		e.assignCookie = firstCookie
-	}
-	if len(e.sources) == 0 && len(errs) == 0 {
-		errs = append(errs, errors.New("balancer.key.sources: at least one source is needed"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
 	}
 	e.tooLongBody = fmt.Appendf(nil, "bad request: stickiness key longer than %d bytes\n", e.maxLength)
 	e.controlsBody = []byte("bad request: stickiness key contains control characters\n")
 	e.notUTF8Body = []byte("bad request: stickiness key is not valid UTF-8\n")
 	e.noKeyBody = []byte("bad request: no stickiness key (send a ctstickiness header or cookie)\n")
-	return e, nil
+	return e
 }
 
 // extract returns the request's stickiness key and where it came from, or

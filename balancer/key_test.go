@@ -16,12 +16,8 @@ func ptr[T any](v T) *T { return &v }
 func mustExtractor(t testing.TB, cfg configs.Key) *keyExtractor {
 	t.Helper()
 	c := configs.Balancer{Key: cfg}
-	applyDefaults(&c)
-	e, err := newKeyExtractor(c.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	c.Provision()
+	return newKeyExtractor(c.Key)
 }
 
 func request(uri string, headers ...string) *fasthttp.Request {
@@ -86,35 +82,10 @@ func TestAssignKey(t *testing.T) {
 	}
 }
 
-func TestKeyConfigErrors(t *testing.T) {
-	tests := []struct {
-		name string
-		cfg  configs.Key
-		want []string // every problem is reported
-	}{
-		{"bad kinds", configs.Key{Sources: []string{"heder:x", "cookie:ctstickiness", "query"}},
-			[]string{"sources[0]", "kind must be", "sources[2]", "KIND:NAME"}},
-		{"max length", configs.Key{MaxLength: 100000}, []string{"max_length", "[1, 4096]"}},
-		{"assign without cookie", configs.Key{Sources: []string{"header:ctstickiness"}, AssignCookie: ptr(true)},
-			[]string{"assign_cookie", "cookie:NAME"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := configs.Balancer{Key: tt.cfg}
-			applyDefaults(&c)
-			_, err := newKeyExtractor(c.Key)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
-			}
-		})
-	}
-	// Without a cookie source and no explicit assign_cookie, keys are not
-	// assigned (nobody would read the cookie back).
+// Without a cookie source and no explicit assign_cookie, keys are not
+// assigned (nobody would read the cookie back). The key section's checks
+// are configs' (configs/balancer_test.go).
+func TestNoCookieNoAssignment(t *testing.T) {
 	e := mustExtractor(t, configs.Key{Sources: []string{"header:ctstickiness"}})
 	if e.assignCookie != "" {
 		t.Fatalf("assigns cookie %q without a cookie source", e.assignCookie)

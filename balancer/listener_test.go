@@ -146,7 +146,7 @@ func TestMaxConnections(t *testing.T) {
 	// a limit of 1 refuses the next.
 	next := h.bal.current.Load().cfg
 	next.Limits.MaxConnections = 1
-	if err := h.bal.Reload(next); err != nil {
+	if err := h.bal.Reload(provision(next)); err != nil {
 		t.Fatal(err)
 	}
 	if resp, _ := proxiedRequest(t, h.addr, nil, "k"); resp == nil || resp.StatusCode != 503 {

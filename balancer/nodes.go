@@ -15,6 +15,8 @@ import (
 // *health.Membership is one.
 type Cluster interface {
 	Members() []health.Node
+	// Subscribe notifies of membership changes (FollowCluster).
+	Subscribe() (<-chan struct{}, func())
 	Recent() []health.Event
 	// PinnedTo names the edge hosting a session whose key hashes to h
 	// although the ring gives it to another edge.

@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
 
@@ -30,18 +31,18 @@ const (
 
 // Header names of the wire contract.
 const (
-	headerOwner = "X-Ringlb-Owner"
-	headerEdge  = "X-Ringlb-Edge"
+	headerOwner = configs.HeaderOwner
+	headerEdge  = configs.HeaderEdge
 )
 
 // reservedPrefix is ringlb's own path namespace on data ports: the health
 // check here, edge-to-edge requests on edges. Nothing under it is proxied.
-var reservedPrefix = []byte("/_ringlb/")
+var reservedPrefix = []byte(configs.PathReserved)
 
 // headerSkip names, on a WebSocket upgrade sent to a fallback edge, the edges
 // whose dial failed, so the edge checks ownership on the ring without them
 // (the ring gossip will agree on once they are declared dead).
-const headerSkip = "X-Ringlb-Skip"
+const headerSkip = configs.HeaderSkip
 
 // errNoEdge: every edge tried could not be dialed.
 var errNoEdge = errors.New("no edge reachable")
@@ -443,7 +444,7 @@ func isWebSocketUpgrade(h *fasthttp.RequestHeader) bool {
 
 // headerRequestID carries a request's id from the client (kept) or from the
 // balancer (generated), so edge logs can be matched with the balancer's.
-const headerRequestID = "X-Request-Id"
+const headerRequestID = configs.HeaderRequestID
 
 // newRequestID formats the next request id into buf: 16 hex digits of a
 // per-process random prefix and 16 of a counter. No allocation.

@@ -22,16 +22,12 @@ type reloadable struct {
 	adminToken []byte           // empty: no token required
 }
 
-// prepareReloadable loads and checks the reloadable settings of cfg (already
-// defaulted), returning every problem.
+// prepareReloadable loads the reloadable settings of a provisioned cfg (the
+// certificate and token files), returning every problem.
 func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 	var errs []error
 	rl := &reloadable{cfg: cfg}
-	keys, err := newKeyExtractor(cfg.Key)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	rl.keys = keys
+	rl.keys = newKeyExtractor(cfg.Key)
 	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
 		rl.certStamp = certStamp(cfg)
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -54,9 +50,12 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 // sources, limits, the TLS certificate and key (re-read from their files)
 // and the admin token take effect for the next request or connection; live
 // tunnels and keep-alive connections go on. On any error nothing changes.
-// Static edges are the caller's: it keeps the ring.
+// Static edges are replaced while the ring follows the cluster
+// (FollowCluster).
 func (b *Balancer) Reload(cfg configs.Balancer) error {
-	applyDefaults(&cfg)
+	if !cfg.Provisioned() {
+		return errNotProvisioned
+	}
 	rl, errs := prepareReloadable(cfg)
 	old := b.current.Load()
 	if (rl.cert == nil) != (old.cert == nil) {
@@ -79,6 +78,17 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 	b.current.Store(rl)
 	if b.limiter != nil {
 		b.limiter.setLimits(cfg.Limits)
+	}
+	b.mu.Lock()
+	following := b.follower != nil
+	b.mu.Unlock()
+	if following {
+		// New monitors first, then the old ones go: a static edge in both
+		// files is probed afresh (it starts up, as at start-up).
+		if old := b.static.Swap(newStaticEdges(cfg.Edges, b.rebuildRing, b.log)); old != nil {
+			old.Close()
+		}
+		b.rebuildRing()
 	}
 	b.log.Info("configuration reloaded", "key_sources", cfg.Key.Sources, "tls", rl.cert != nil)
 	return nil

@@ -64,7 +64,7 @@ func TestReloadKeepsTunnels(t *testing.T) {
 	next := cfg
 	next.Key.Sources = []string{"header:ctstickiness", "query:token"}
 	next.Limits.MaxConnectionsPerIP = 2
-	if err := h.bal.Reload(next); err != nil {
+	if err := h.bal.Reload(provision(next)); err != nil {
 		t.Fatal(err)
 	}
 	echo("after")
@@ -82,7 +82,7 @@ func TestReloadKeepsTunnels(t *testing.T) {
 	bad := next
 	bad.Listen = "127.0.0.1:1"
 	bad.Key.Sources = []string{"header:ctstickiness"}
-	if err := h.bal.Reload(bad); err == nil || !strings.Contains(err.Error(), "needs a restart") {
+	if err := h.bal.Reload(provision(bad)); err == nil || !strings.Contains(err.Error(), "needs a restart") {
 		t.Fatalf("reload with a new listen address: %v", err)
 	}
 	if got := h.bal.current.Load().cfg.Key.Sources; len(got) != 2 {
@@ -117,7 +117,7 @@ func TestReloadSwapsCertificate(t *testing.T) {
 
 	next := cfg
 	next.TLS = configs.TLS{CertFile: certB, KeyFile: keyB}
-	if err := h.bal.Reload(next); err != nil {
+	if err := h.bal.Reload(provision(next)); err != nil {
 		t.Fatal(err)
 	}
 	if err := served(poolB); err != nil {
@@ -134,7 +134,7 @@ func TestReloadSwapsCertificate(t *testing.T) {
 	}
 	bad := next
 	bad.TLS = configs.TLS{}
-	if err := h.bal.Reload(bad); err == nil || !strings.Contains(err.Error(), "turning TLS on or off") {
+	if err := h.bal.Reload(provision(bad)); err == nil || !strings.Contains(err.Error(), "turning TLS on or off") {
 		t.Fatalf("reload turning TLS off: %v", err)
 	}
 }

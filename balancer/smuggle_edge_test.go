@@ -95,7 +95,9 @@ func (l *recordingListener) settled() (bool, []string) {
 // and installed the forged session; now the balancer refuses the upgrade
 // with 400 and the edge receives nothing of it.
 func TestSmuggledHandoffNeverReachesAnEdge(t *testing.T) {
-	edge := sessions.New(configs.Edge{}, "edge-a", "east", slog.New(slog.DiscardHandler), nil)
+	edgeCfg := configs.Edge{}
+	edgeCfg.Provision()
+	edge := sessions.New(edgeCfg, "edge-a", "east", slog.New(slog.DiscardHandler), nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +173,7 @@ func TestSmuggledHandoffNeverReachesAnEdge(t *testing.T) {
 // with its data address.
 func serveBalancer(t *testing.T, cfg configs.Balancer, r *ring.Ring) (*Balancer, string) {
 	t.Helper()
+	cfg.Provision()
 	b, err := New(cfg, "bal-test", r, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -13,11 +13,11 @@ import (
 	"github.com/ringlb/ringlb/health"
 )
 
-// StaticEdges are the edges listed in config rather than found by gossip
+// staticEdges are the edges listed in config rather than found by gossip
 // (third-party backends). Each is checked by an active monitor (health.Prober)
 // and is a ring member only while up. It owns the probers' goroutines until
 // Close.
-type StaticEdges struct {
+type staticEdges struct {
 	edges  []staticEdge
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -28,20 +28,17 @@ type staticEdge struct {
 	prober *health.Prober
 }
 
-// NewStaticEdges starts monitoring edges; changed is called (from a prober's
-// goroutine) whenever one comes up or goes down — the caller rebuilds its
-// ring then.
-func NewStaticEdges(edges []configs.StaticEdge, changed func(), logger *slog.Logger) *StaticEdges {
+// newStaticEdges starts monitoring edges; changed is called (from a
+// prober's goroutine) whenever one comes up or goes down — the ring is
+// rebuilt then.
+func newStaticEdges(edges []configs.StaticEdge, changed func(), logger *slog.Logger) *staticEdges {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &StaticEdges{cancel: cancel}
+	s := &staticEdges{cancel: cancel}
 	for _, e := range edges {
-		mon := configs.DefaultMonitor()
-		if e.Monitor != nil {
-			mon = *e.Monitor
-		}
+		mon := *e.Monitor // provisioned: a TCP check of the URL's port by default
 		target := e.URL
 		if u, err := url.Parse(e.URL); err == nil {
 			target = net.JoinHostPort(u.Hostname(), strconv.Itoa(mon.Port))
@@ -64,7 +61,7 @@ func NewStaticEdges(edges []configs.StaticEdge, changed func(), logger *slog.Log
 }
 
 // Members returns the static edges that are up.
-func (s *StaticEdges) Members() []ring.Member {
+func (s *staticEdges) Members() []ring.Member {
 	var out []ring.Member
 	for _, e := range s.edges {
 		if up, _ := e.prober.Up(); up {
@@ -75,7 +72,7 @@ func (s *StaticEdges) Members() []ring.Member {
 }
 
 // Close stops the monitors and waits for them.
-func (s *StaticEdges) Close() {
+func (s *staticEdges) Close() {
 	s.cancel()
 	s.wg.Wait()
 }

@@ -25,11 +25,11 @@ func TestStaticEdgesFollowTheirMonitor(t *testing.T) {
 			c.Close()
 		}
 	}()
-	mon := configs.Monitor{Type: "tcp", Interval: configs.Duration(20 * time.Millisecond), Timeout: configs.Duration(500 * time.Millisecond), Rise: 2, Fall: 2}
+	mon := configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(20 * time.Millisecond), Timeout: configs.Duration(500 * time.Millisecond), Rise: 2, Fall: 2}
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	mon.Port, _ = strconv.Atoi(port)
 	changed := make(chan struct{}, 8)
-	s := NewStaticEdges([]configs.StaticEdge{
+	s := newStaticEdges([]configs.StaticEdge{
 		{Name: "legacy", URL: "http://" + ln.Addr().String(), Weight: 1, Monitor: &mon},
 	}, func() { changed <- struct{}{} }, nil)
 	defer s.Close()

@@ -75,6 +75,7 @@ func startRawBalancer(tb testing.TB, cfg configs.Balancer) (*Balancer, string) {
 	tb.Helper()
 	r := ring.New(ring.DefaultConfig())
 	r.Update([]ring.Member{{Name: "raw", URL: startRawEdge(tb), Weight: 1}})
+	cfg.Provision()
 	b, err := New(cfg, "bal-bench", r, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		tb.Fatal(err)

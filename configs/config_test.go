@@ -87,7 +87,7 @@ func TestEmptyConfigTakesDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Balancer.Ring.Partitions != DefaultRingPartitions || cfg.Edge.IdleGrace.D() != 60*time.Second ||
+	if cfg.Cluster.Ring.Partitions != DefaultRingPartitions || cfg.Edge.IdleGrace.D() != 60*time.Second ||
 		!*cfg.Balancer.Key.HashQuery || !strings.HasPrefix(cfg.Edge.AdvertiseURL, "http://") || !strings.HasSuffix(cfg.Edge.AdvertiseURL, ":7101") ||
 		strings.Join(cfg.Balancer.Key.Sources, ",") != "header:ctstickiness,cookie:ctstickiness,query:token" {
 		t.Errorf("defaults not applied: %+v", cfg)

@@ -71,7 +71,7 @@ type TSIG struct {
 // Monitor is an active health check (health/), shared by the gslb's pool
 // members and the balancer's static edges.
 type Monitor struct {
-	Type string `yaml:"type"` // http | https | tcp
+	Type MonitorType `yaml:"type"` // MonitorHTTP (default), MonitorHTTPS or MonitorTCP
 	// Port probed on each member's address (default 80 for http, 443 for https).
 	Port int `yaml:"port"`
 	// Path of an HTTP probe (default /_ringlb/health).
@@ -152,27 +152,39 @@ const (
 	ServeNo     = "no"
 )
 
+// MonitorType is the kind of check a monitor makes.
+type MonitorType string
+
+// Monitor types.
+const (
+	MonitorHTTP  MonitorType = "http"
+	MonitorHTTPS MonitorType = "https"
+	MonitorTCP   MonitorType = "tcp"
+)
+
 // DefaultMonitor returns a monitor with every default filled in.
 func DefaultMonitor() Monitor {
-	m := Monitor{Type: "http"}
-	m.applyDefaults()
+	var m Monitor
+	m.Provision()
 	return m
 }
 
-func (m *Monitor) applyDefaults() {
+// Provision fills the unset fields of a monitor with their defaults.
+// Idempotent.
+func (m *Monitor) Provision() {
 	if m.Type == "" {
-		m.Type = "http"
+		m.Type = MonitorHTTP
 	}
 	if m.Port == 0 {
 		switch m.Type {
-		case "http":
+		case MonitorHTTP:
 			m.Port = 80
-		case "https":
+		case MonitorHTTPS:
 			m.Port = 443
 		}
 	}
-	if m.Path == "" && m.Type != "tcp" {
-		m.Path = "/_ringlb/health"
+	if m.Path == "" && m.Type != MonitorTCP {
+		m.Path = PathHealth
 	}
 	setDefaultInt(&m.ExpectStatus, 200)
 	setDefaultDuration(&m.Interval, 2*time.Second)
@@ -184,12 +196,14 @@ func (m *Monitor) applyDefaults() {
 	}
 }
 
-func (g *GSLB) applyDefaults() {
+// Provision fills the unset fields of the gslb section with their defaults.
+// Idempotent.
+func (g *GSLB) Provision() {
 	setDefault(&g.Listen, ":53")
 	setDefault(&g.Admin.Listen, "127.0.0.1:9053")
 	setDefaultInt(&g.MaxUDPSize, 1232)
 	for k, m := range g.Monitors {
-		m.applyDefaults()
+		m.Provision()
 		g.Monitors[k] = m
 	}
 	for i := range g.Zones {
@@ -227,7 +241,7 @@ func (g *GSLB) validate(ps *problems) {
 	checkHostPort(ps, "gslb.listen", g.Listen, true)
 	checkAdmin(ps, "gslb.admin", g.Admin)
 	for _, name := range sortedMapKeys(g.Monitors) {
-		validateMonitor(ps, "gslb.monitors."+name, g.Monitors[name])
+		g.Monitors[name].validate(ps, "gslb.monitors."+name)
 	}
 	origins := map[string]bool{}
 	for i, z := range g.Zones {
@@ -383,12 +397,14 @@ func (g *GSLB) validateName(ps *problems, p string, n ManagedName, seen map[stri
 	}
 }
 
-func validateMonitor(ps *problems, p string, m Monitor) {
-	if m.Type != "http" && m.Type != "https" && m.Type != "tcp" {
-		ps.add(p+".type", "must be http, https or tcp, got %q", m.Type)
+func (m Monitor) validate(ps *problems, p string) {
+	switch m.Type {
+	case MonitorHTTP, MonitorHTTPS, MonitorTCP:
+	default:
+		ps.add(p+".type", "must be %s, %s or %s, got %q", MonitorHTTP, MonitorHTTPS, MonitorTCP, m.Type)
 	}
 	checkRange(ps, p+".port", m.Port, 1, 65535)
-	if m.Type != "tcp" && !strings.HasPrefix(m.Path, "/") {
+	if m.Type != MonitorTCP && !strings.HasPrefix(m.Path, "/") {
 		ps.add(p+".path", "must start with /, got %q", m.Path)
 	}
 	checkRange(ps, p+".expect_status", m.ExpectStatus, 100, 599)

@@ -75,7 +75,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
 	}
 	cfg.resolvePaths(filepath.Dir(name))
-	cfg.applyDefaults()
+	cfg.Provision()
 	for _, p := range cfg.validate() {
 		d.errs = append(d.errs, &FieldError{File: name, Line: d.lines[p.path], Path: p.path, Msg: p.msg})
 	}

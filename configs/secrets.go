@@ -123,18 +123,6 @@ var DefaultAllowedNetworks = []string{
 	"fc00::/7",
 }
 
-// AllowedPrefixes returns cluster.allowed_networks parsed (validation has
-// checked them; an unparsable entry is skipped).
-func (c Cluster) AllowedPrefixes() []netip.Prefix {
-	out := make([]netip.Prefix, 0, len(c.AllowedNetworks))
-	for _, s := range c.AllowedNetworks {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-		}
-	}
-	return out
-}
-
 // ReachableAddr turns a listen address into the host:port others can reach
 // it at. An unspecified host (":7101", "0.0.0.0:7101") becomes this host's
 // first private address, as memberlist picks its advertise address (so a pod
@@ -163,31 +151,6 @@ func privateAddress() string {
 	return "127.0.0.1"
 }
 
-// gossipOnLoopback reports whether every address of a gossip bind is on
-// this host only: a loopback IP, or "localhost".
-func gossipOnLoopback(bind string) bool { return isLoopback(bind) }
-
-// checkGossipTrust applies the cluster's trust rules: a gossip port beyond
-// loopback needs a keyring (or an explicit insecure_gossip), a keyring file
-// must parse, and the allowed networks must be prefixes.
-func checkGossipTrust(ps *problems, cl Cluster) {
-	if cl.SecretKeyFile != "" {
-		if _, err := ReadKeyring(cl.SecretKeyFile); err != nil {
-			ps.add("cluster.secret_key_file", "%v", err)
-		}
-	} else if !cl.InsecureGossip && !gossipOnLoopback(cl.Bind) {
-		ps.add("cluster.secret_key_file", "is required when cluster.bind (%s) is not a loopback address: without a key anyone who reaches the gossip port can join the cluster and take its traffic. Make one with `ringlb keygen -o /etc/ringlb/gossip.key` and copy it to every node (or set cluster.insecure_gossip: true to run without, not recommended)", cl.Bind)
-	}
-	if cl.InsecureGossip && cl.SecretKeyFile != "" {
-		ps.add("cluster.insecure_gossip", "is true but cluster.secret_key_file is set; remove one")
-	}
-	for i, s := range cl.AllowedNetworks {
-		if _, err := netip.ParsePrefix(s); err != nil {
-			ps.add(fmt.Sprintf("cluster.allowed_networks[%d]", i), "%q is not a CIDR prefix (e.g. 10.0.0.0/8)", s)
-		}
-	}
-}
-
 // CheckAdvertisedURL reports whether a URL a node gossips about itself
 // (an edge's data URL, an admin URL) is one peers will trust: http or https,
 // an IP address (peers do not resolve names another node hands them) within
@@ -211,6 +174,17 @@ func CheckAdvertisedURL(raw string, allowed []netip.Prefix) error {
 		}
 	}
 	return fmt.Errorf("%q: %s is outside cluster.allowed_networks", raw, addr)
+}
+
+// Admin is an operational listener. In YAML a bare address is short for
+// { listen: ADDRESS }.
+type Admin struct {
+	// Listen is the admin address (each role has its own loopback default).
+	Listen string `yaml:"listen"`
+	// TokenFile holds the operator's bearer token (whitespace trimmed, at
+	// least 16 bytes); required when Listen is not loopback. Every POST needs
+	// it (or, without a token, the header X-Ringlb-Admin: 1).
+	TokenFile string `yaml:"token_file"`
 }
 
 // checkAdmin applies the admin rule to one role's admin listener: a port

@@ -16,7 +16,6 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ringlb/ringlb/configs"
-	"github.com/ringlb/ringlb/health"
 )
 
 // member is a regional balancer stand-in: its health endpoint can be turned
@@ -364,7 +363,7 @@ func TestManualRecoverAndServeModes(t *testing.T) {
 	admin := "http://" + ln.Addr().String()
 	post := func(path string) int {
 		req, _ := http.NewRequest(http.MethodPost, admin+path, nil)
-		req.Header.Set(health.HeaderAdmin, "1")
+		req.Header.Set(configs.HeaderAdmin, "1")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // AdminAccess is the rule every admin port (balancer, edge, gslb) follows.
@@ -19,7 +21,7 @@ import (
 //     on this host who names it by a loopback address (not a name: a web
 //     page that rebinds its own domain to 127.0.0.1 must not get in);
 //   - a peer: another node of the cluster, proving it with a request signed
-//     by the cluster's key (HeaderPeer). A peer may read, never change:
+//     by the cluster's key (configs.HeaderPeer). A peer may read, never change:
 //     a leaked peer credential drains nothing;
 //   - anyone else: nothing but /healthz, which is not wrapped.
 //
@@ -35,10 +37,6 @@ type AdminAccess struct {
 	// keyring without keys: no peer reads.
 	Keyring func() *Keyring
 }
-
-// HeaderAdmin marks a request as made by an admin client, not by a form or
-// script of another web site: see AdminAccess.
-const HeaderAdmin = "X-Ringlb-Admin"
 
 // maxPeerReadBody bounds what a signed read may carry: reads have no body.
 const maxPeerReadBody = 0
@@ -87,7 +85,7 @@ func (a AdminAccess) check(r *http.Request, write bool) (caller string, code int
 			return "", http.StatusUnauthorized, "missing or wrong bearer token"
 		case !operator:
 			return "", http.StatusForbidden, "without a token the admin API answers only requests addressed to a loopback IP"
-		case !hasBearer && r.Header.Get(HeaderAdmin) != "1":
+		case !hasBearer && r.Header.Get(configs.HeaderAdmin) != "1":
 			return "", http.StatusForbidden, "a change needs the bearer token or the header X-Ringlb-Admin: 1"
 		case r.Header.Get("Sec-Fetch-Site") == "cross-site":
 			return "", http.StatusForbidden, "cross-site request refused"
@@ -100,8 +98,8 @@ func (a AdminAccess) check(r *http.Request, write bool) (caller string, code int
 	if operator {
 		return caller, 0, ""
 	}
-	if a.Keyring != nil && r.Header.Get(HeaderPeer) != "" && r.ContentLength <= maxPeerReadBody {
-		if node, err := a.Keyring().VerifyRequest(r.Header.Get(HeaderPeer), r.Method, r.URL.RequestURI(), nil, time.Now()); err == nil {
+	if a.Keyring != nil && r.Header.Get(configs.HeaderPeer) != "" && r.ContentLength <= maxPeerReadBody {
+		if node, err := a.Keyring().VerifyRequest(r.Header.Get(configs.HeaderPeer), r.Method, r.URL.RequestURI(), nil, time.Now()); err == nil {
 			return "peer:" + node, 0, ""
 		}
 		return "", http.StatusUnauthorized, "peer signature refused"

@@ -62,22 +62,22 @@ func TestAdminAccess(t *testing.T) {
 		// No token configured (loopback admin).
 		{"csrf: a page's text/plain POST", open, "POST", "/api/drain", map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example"}, "", false, 403, ""},
 		{"csrf: a form POST without the admin header", open, "POST", "/api/drain", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "", false, 403, ""},
-		{"csrf: the admin header from another origin", open, "POST", "/api/drain", map[string]string{HeaderAdmin: "1", "Origin": "http://evil.example"}, "", false, 403, ""},
-		{"csrf: cross-site fetch metadata", open, "POST", "/api/drain", map[string]string{HeaderAdmin: "1", "Sec-Fetch-Site": "cross-site"}, "", false, 403, ""},
-		{"rebinding: addressed by a foreign name", open, "POST", "/api/drain", map[string]string{HeaderAdmin: "1"}, "evil.example:9101", false, 403, ""},
+		{"csrf: the admin header from another origin", open, "POST", "/api/drain", map[string]string{configs.HeaderAdmin: "1", "Origin": "http://evil.example"}, "", false, 403, ""},
+		{"csrf: cross-site fetch metadata", open, "POST", "/api/drain", map[string]string{configs.HeaderAdmin: "1", "Sec-Fetch-Site": "cross-site"}, "", false, 403, ""},
+		{"rebinding: addressed by a foreign name", open, "POST", "/api/drain", map[string]string{configs.HeaderAdmin: "1"}, "evil.example:9101", false, 403, ""},
 		{"rebinding: reads too", open, "GET", "/api/sessions", nil, "evil.example:9101", false, 403, ""},
-		{"an admin client", open, "POST", "/api/drain", map[string]string{HeaderAdmin: "1"}, "", false, 200, "loopback"},
-		{"the dashboard itself", open, "POST", "/api/drain", map[string]string{HeaderAdmin: "1", "Origin": "http://" + open}, "", false, 200, "loopback"},
+		{"an admin client", open, "POST", "/api/drain", map[string]string{configs.HeaderAdmin: "1"}, "", false, 200, "loopback"},
+		{"the dashboard itself", open, "POST", "/api/drain", map[string]string{configs.HeaderAdmin: "1", "Origin": "http://" + open}, "", false, 200, "loopback"},
 		{"localhost by name", open, "GET", "/api/sessions", nil, "localhost:9101", false, 200, "loopback"},
 		// Token configured.
 		{"no token", guarded, "GET", "/api/sessions", nil, "", false, 401, ""},
-		{"wrong token", guarded, "POST", "/api/drain", map[string]string{"Authorization": "Bearer nope", HeaderAdmin: "1"}, "", false, 401, ""},
-		{"the admin header is no token", guarded, "POST", "/api/drain", map[string]string{HeaderAdmin: "1"}, "", false, 401, ""},
+		{"wrong token", guarded, "POST", "/api/drain", map[string]string{"Authorization": "Bearer nope", configs.HeaderAdmin: "1"}, "", false, 401, ""},
+		{"the admin header is no token", guarded, "POST", "/api/drain", map[string]string{configs.HeaderAdmin: "1"}, "", false, 401, ""},
 		{"token", guarded, "POST", "/api/drain", map[string]string{"Authorization": "Bearer " + token}, "", false, 200, "token"},
 		{"token from another origin", guarded, "POST", "/api/drain", map[string]string{"Authorization": "Bearer " + token, "Origin": "https://evil.example"}, "", false, 403, ""},
 		{"a peer reads", guarded, "GET", "/api/sessions", nil, "", true, 200, "peer:bal-1"},
-		{"a peer may not drain", guarded, "POST", "/api/drain", map[string]string{HeaderAdmin: "1"}, "", true, 401, ""},
-		{"a forged peer", guarded, "GET", "/api/sessions", map[string]string{HeaderPeer: "bal-1 1 AAAA"}, "", false, 401, ""},
+		{"a peer may not drain", guarded, "POST", "/api/drain", map[string]string{configs.HeaderAdmin: "1"}, "", true, 401, ""},
+		{"a forged peer", guarded, "GET", "/api/sessions", map[string]string{configs.HeaderPeer: "bal-1 1 AAAA"}, "", false, 401, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

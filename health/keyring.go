@@ -23,7 +23,7 @@ import (
 // Keyring is the cluster's shared secret (cluster.secret_key_file): the
 // gossip encryption keys, and the peer-signing keys derived from them. A
 // request one node makes to another (an edge's claim or hand-off, a
-// dashboard or gslb peer reading an admin API) carries HeaderPeer, an HMAC
+// dashboard or gslb peer reading an admin API) carries configs.HeaderPeer, an HMAC
 // over the request under the derived key, so the receiver knows it comes
 // from a node holding the cluster's key — never from its source address.
 //
@@ -38,10 +38,9 @@ type Keyring struct {
 	sign atomic.Pointer[[][]byte]
 }
 
-// HeaderPeer carries a node's signature on a request to another node:
-// "NODE UNIXSECONDS MAC" with MAC the base64url HMAC-SHA256 of the request
-// under a key derived from the primary gossip key.
-const HeaderPeer = "X-Ringlb-Peer"
+// A node's signature on a request to another node travels in
+// configs.HeaderPeer: "NODE UNIXSECONDS MAC" with MAC the base64url
+// HMAC-SHA256 of the request under a key derived from the primary gossip key.
 
 // PeerWindow is how far a signature's time may be from the receiver's clock.
 // A replay inside it repeats a request the cluster itself made: claims and
@@ -140,10 +139,10 @@ func (k *Keyring) SignRequest(h http.Header, node, method, uri string, body []by
 	keys := *k.sign.Load()
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	mac := peerMAC(keys[0], node, ts, method, uri, body)
-	h.Set(HeaderPeer, node+" "+ts+" "+base64.RawURLEncoding.EncodeToString(mac))
+	h.Set(configs.HeaderPeer, node+" "+ts+" "+base64.RawURLEncoding.EncodeToString(mac))
 }
 
-// VerifyRequest checks a HeaderPeer value for a request (method, uri, body)
+// VerifyRequest checks a configs.HeaderPeer value for a request (method, uri, body)
 // against every key of the ring and the time window around now, and returns
 // the signing node's name.
 func (k *Keyring) VerifyRequest(header, method, uri string, body []byte, now time.Time) (string, error) {

@@ -44,7 +44,7 @@ func NewProber(mon configs.Monitor, target string, onChange func(up bool, why st
 		logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Prober{mon: mon, target: target, onChange: onChange, logger: logger, up: true, why: "not checked yet"}
-	if mon.Type == "http" || mon.Type == "https" {
+	if mon.Type == configs.MonitorHTTP || mon.Type == configs.MonitorHTTPS {
 		p.client = &http.Client{
 			Timeout: mon.Timeout.D(),
 			Transport: &http.Transport{
@@ -138,14 +138,14 @@ func (p *Prober) check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.mon.Timeout.D())
 	defer cancel()
 	switch p.mon.Type {
-	case "tcp":
+	case configs.MonitorTCP:
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.target)
 		if err != nil {
 			return fmt.Errorf("tcp connect %s: %w", p.target, err)
 		}
 		return c.Close()
 	default:
-		url := p.mon.Type + "://" + p.target + p.mon.Path
+		url := string(p.mon.Type) + "://" + p.target + p.mon.Path
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return err

@@ -13,8 +13,8 @@ import (
 	"github.com/ringlb/ringlb/configs"
 )
 
-func fastMonitor(typ string) configs.Monitor {
-	return configs.Monitor{Type: typ, Path: "/_ringlb/health", ExpectStatus: 200,
+func fastMonitor(typ configs.MonitorType) configs.Monitor {
+	return configs.Monitor{Type: typ, Path: configs.PathHealth, ExpectStatus: 200,
 		Interval: configs.Duration(20 * time.Millisecond), Timeout: configs.Duration(500 * time.Millisecond), Rise: 2, Fall: 2}
 }
 

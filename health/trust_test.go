@@ -158,14 +158,14 @@ func TestPeerSignatures(t *testing.T) {
 	body := []byte("session-key")
 	signer.SignRequest(h, "edge-2", http.MethodPost, "/_ringlb/claim", body)
 	now := time.Now()
-	if node, err := verifier.VerifyRequest(h.Get(HeaderPeer), http.MethodPost, "/_ringlb/claim", body, now); err != nil || node != "edge-2" {
+	if node, err := verifier.VerifyRequest(h.Get(configs.HeaderPeer), http.MethodPost, "/_ringlb/claim", body, now); err != nil || node != "edge-2" {
 		t.Fatalf("valid signature: %q %v", node, err)
 	}
 	// Mid-rotation a node with both keys accepts either primary.
-	if _, err := load(k2, k1).VerifyRequest(h.Get(HeaderPeer), http.MethodPost, "/_ringlb/claim", body, now); err != nil {
+	if _, err := load(k2, k1).VerifyRequest(h.Get(configs.HeaderPeer), http.MethodPost, "/_ringlb/claim", body, now); err != nil {
 		t.Errorf("rotating keyring refused the old primary's signature: %v", err)
 	}
-	header := h.Get(HeaderPeer)
+	header := h.Get(configs.HeaderPeer)
 	for _, tt := range []struct {
 		name, header, method, uri string
 		body                      []byte

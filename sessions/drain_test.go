@@ -11,7 +11,6 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/ringlb/ringlb/configs"
-	"github.com/ringlb/ringlb/health"
 )
 
 // A drain refuses new sessions but lets participants join the live ones, and
@@ -21,7 +20,7 @@ func TestDrain(t *testing.T) {
 	a := e.join(t, "live")
 	defer a.Close()
 	req, _ := http.NewRequest(http.MethodPost, "http://"+e.admin+"/api/drain", nil)
-	req.Header.Set(health.HeaderAdmin, "1")
+	req.Header.Set(configs.HeaderAdmin, "1")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST /api/drain: %v %v", resp, err)
@@ -71,7 +70,7 @@ func TestAdminDrainNeedsProof(t *testing.T) {
 	}{
 		{"a page's cross-origin POST", configs.Edge{}, map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example"}, http.StatusForbidden},
 		{"a page's form POST", configs.Edge{}, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, http.StatusForbidden},
-		{"no token", configs.Edge{Admin: configs.Admin{TokenFile: token}}, map[string]string{health.HeaderAdmin: "1"}, http.StatusUnauthorized},
+		{"no token", configs.Edge{Admin: configs.Admin{TokenFile: token}}, map[string]string{configs.HeaderAdmin: "1"}, http.StatusUnauthorized},
 		{"the token", configs.Edge{Admin: configs.Admin{TokenFile: token}}, map[string]string{"Authorization": "Bearer edge-admin-token-0123456789"}, http.StatusAccepted},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

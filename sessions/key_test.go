@@ -67,21 +67,15 @@ func TestSessionKeyNotUTF8Refused(t *testing.T) {
 	}
 }
 
-// TestSessionKeyMaxLengthIsTheBalancers: the edge holds keys to
-// balancer.key.max_length (SetKeyMaxLength), not a limit of its own, so
-// a key a balancer routes is one its edge accepts.
-func TestSessionKeyMaxLengthIsTheBalancers(t *testing.T) {
-	e := startEdge(t, configs.Edge{}, func(s *Server) {
-		if err := s.SetKeyMaxLength(1024); err != nil {
-			t.Fatal(err)
-		}
-	})
-	e.dial(t, strings.Repeat("k", 1024))
+// TestEdgeAcceptsEveryKeyABalancerMayRoute: the edge holds keys to the most
+// any balancer may pass (configs.MaxKeyLength, the bound of
+// balancer.key.max_length), so no balancer setting makes its edges refuse a
+// key it routes (a 300-byte key once passed a balancer and got 400 here).
+func TestEdgeAcceptsEveryKeyABalancerMayRoute(t *testing.T) {
+	e := startEdge(t, configs.Edge{}, nil)
+	e.dial(t, strings.Repeat("k", configs.MaxKeyLength))
 	e.waitJoined(t)
-	if status, body := rawUpgrade(t, e.data, "ctstickiness: "+strings.Repeat("k", 1025)+"\r\n"); status != http.StatusBadRequest || !strings.Contains(body, "more than 1024 bytes") {
-		t.Fatalf("1025-byte key: %d %s, want 400", status, body)
-	}
-	if err := e.s.SetKeyMaxLength(configs.MaxKeyLength + 1); err == nil {
-		t.Error("SetKeyMaxLength accepted a limit over configs.MaxKeyLength")
+	if status, body := rawUpgrade(t, e.data, "ctstickiness: "+strings.Repeat("k", configs.MaxKeyLength+1)+"\r\n"); status != http.StatusBadRequest || !strings.Contains(body, "more than 4096 bytes") {
+		t.Fatalf("%d-byte key: %d %s, want 400", configs.MaxKeyLength+1, status, body)
 	}
 }

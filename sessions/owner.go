@@ -22,6 +22,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
 
@@ -56,15 +57,15 @@ import (
 //
 // The /_ringlb/ paths are edge-to-edge; balancers never proxy that prefix,
 // and edges believe them only when signed with the cluster's key
-// (health.HeaderPeer) by the edge they name — never because of the address
+// (configs.HeaderPeer) by the edge they name — never because of the address
 // they come from: a request smuggled through a proxy, or sent by any host of
 // the network, must not claim or install a session.
 const (
-	pathClaim     = "/_ringlb/claim"
-	pathHandoff   = "/_ringlb/handoff"
-	headerOwner   = "X-Ringlb-Owner"
-	headerSkip    = "X-Ringlb-Skip"
-	headerClaimBy = "X-Ringlb-Claim-By"
+	pathClaim     = configs.PathClaim
+	pathHandoff   = configs.PathHandoff
+	headerOwner   = configs.HeaderOwner
+	headerSkip    = configs.HeaderSkip
+	headerClaimBy = configs.HeaderClaimBy
 )
 
 // settleWindow is how long a ring change is remembered: views of the last
@@ -409,7 +410,7 @@ func (o *ownership) previousOwners(key []byte, skip []string) []ring.Member {
 
 // peerRequest says which edge of the cluster sent an edge-to-edge request,
 // or why it is refused. With a cluster key the request must carry a valid
-// signature (health.HeaderPeer) by the edge it names; without one (a
+// signature (configs.HeaderPeer) by the edge it names; without one (a
 // loopback or explicitly insecure cluster) the named edge's advertised
 // address must be the request's source — the insecure mode, documented as
 // such.
@@ -419,7 +420,7 @@ func (o *ownership) peerRequest(ctx *fasthttp.RequestCtx, name string) error {
 		return errors.New("not an edge of this cluster")
 	}
 	if kr := o.m.Keyring(); kr.Enabled() {
-		signer, err := kr.VerifyRequest(string(ctx.Request.Header.Peek(health.HeaderPeer)), string(ctx.Method()), string(ctx.RequestURI()), ctx.PostBody(), time.Now())
+		signer, err := kr.VerifyRequest(string(ctx.Request.Header.Peek(configs.HeaderPeer)), string(ctx.Method()), string(ctx.RequestURI()), ctx.PostBody(), time.Now())
 		if err != nil {
 			return err
 		}
@@ -882,7 +883,7 @@ func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
 	}
 	// With a cluster key the signature is checked before the body is
 	// parsed: nothing unsigned reaches the JSON decoder.
-	signer, _, _ := strings.Cut(string(ctx.Request.Header.Peek(health.HeaderPeer)), " ")
+	signer, _, _ := strings.Cut(string(ctx.Request.Header.Peek(configs.HeaderPeer)), " ")
 	keyed := o.m.Keyring().Enabled()
 	if keyed {
 		if err := o.peerRequest(ctx, signer); err != nil {

@@ -35,7 +35,7 @@ type clusterEdge struct {
 func startClusterEdge(t *testing.T, name, seed string) *clusterEdge {
 	t.Helper()
 	// A short idle_grace, so an ended session (and its pin) goes soon.
-	s := New(configs.Edge{IdleGrace: configs.Duration(time.Second)}, name, "east", slog.New(slog.DiscardHandler), nil)
+	s := New(provisioned(configs.Edge{IdleGrace: configs.Duration(time.Second)}), name, "east", slog.New(slog.DiscardHandler), nil)
 	e := &testEdge{s: s, joined: make(chan string, 1024)}
 	s.joined = func(key string) { e.joined <- key }
 	dl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -458,7 +458,7 @@ func TestUnclearClaimRefusesTheJoin(t *testing.T) {
 // A session frozen by a drain for an edge that has died since belongs to
 // nobody: joins and claims are no longer sent to the dead edge.
 func TestMoveToAGoneEdgeIsDisregarded(t *testing.T) {
-	s := New(configs.Edge{}, "edge-a", "east", slog.New(slog.DiscardHandler), nil)
+	s := New(provisioned(configs.Edge{}), "edge-a", "east", slog.New(slog.DiscardHandler), nil)
 	sh := s.hub.shardOf("k")
 	sh.mu.Lock()
 	sh.sessions["k"] = &session{key: "k", movedTo: "edge-b"}

@@ -9,20 +9,22 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
-// Close codes the edge sends (DESIGN.md, "Close codes").
+// Close codes the edge sends (the wire contract's, configs/contract.go).
 const (
 	// closePolicy refuses a join the edge will not take: the session is at
-	// max_participants.
-	closePolicy = websocket.ClosePolicyViolation // 1008
+	// max_participants, the token was revoked.
+	closePolicy = configs.ClosePolicy
 	// closeTooBig closes a participant that sent a frame over max_message_bytes.
-	closeTooBig = websocket.CloseMessageTooBig // 1009
+	closeTooBig = configs.CloseTooBig
 	// closeServiceRestart closes everyone on Shutdown: reconnect through the
 	// balancer, which routes to the session's new owner.
-	closeServiceRestart = websocket.CloseServiceRestart // 1012
+	closeServiceRestart = configs.CloseServiceRestart
 	// closeTryAgainLater closes a slow consumer whose send queue was full.
-	closeTryAgainLater = websocket.CloseTryAgainLater // 1013
+	closeTryAgainLater = configs.CloseTryAgainLater
 )
 
 // participant is one WebSocket connection joined (or joining) a session.

@@ -35,7 +35,7 @@ import (
 
 // headerEdge names the edge on every response, the 101 included, so
 // clients and tests can see where the balancer sent them.
-const headerEdge = "X-Ringlb-Edge"
+const headerEdge = configs.HeaderEdge
 
 // Timings of the data port and of every connection.
 const (
@@ -86,9 +86,6 @@ type Server struct {
 	// anonymous is what a join without a token becomes (edge.auth.anonymous).
 	anonymous   string
 	revocations *revocations
-	// keyMaxLength bounds a session key: balancer.key.max_length
-	// (SetKeyMaxLength), so the edge accepts every key a balancer routes.
-	keyMaxLength int
 	// adminToken is the operator's bearer token for the admin port (empty:
 	// none, the admin port is on loopback); keyring is the cluster's key,
 	// with which peers sign their reads of the admin port and edges sign
@@ -144,7 +141,11 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	applyDefaults(&cfg)
+	if !cfg.Provisioned() {
+		// A wiring bug, not an operator's error: configs sets every
+		// default, and the edge repeats none of them.
+		panic("sessions: config not provisioned (load it with configs.Load, or call its Provision)")
+	}
 	s := &Server{
 		cfg:          cfg,
 		name:         name,
@@ -170,13 +171,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.hub.idleGrace = cfg.IdleGrace.D()
 	s.hub.historyMsgs, s.hub.historyByte = cfg.History.Messages, cfg.History.Bytes
 	s.anonymous = cfg.Auth.Anonymous
-	if cfg.Auth.Required || (s.anonymous != configs.AnonymousEditor && s.anonymous != configs.AnonymousViewer) {
-		// A config that skipped validation (built in code) contradicts
-		// itself: the stricter reading wins.
-		s.anonymous = configs.AnonymousDeny
-	}
 	s.revocations = newRevocations(cfg.Auth.MaxTokenTTL.D(), m.revocationsHeld)
-	s.keyMaxLength = configs.DefaultKeyMaxLength
 	if cfg.Auth.HMACSecretFile != "" {
 		secret, err := ReadSecretFile(cfg.Auth.HMACSecretFile)
 		if err != nil {
@@ -222,7 +217,11 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		NoDefaultServerHeader:        true,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		// Hands the upgraded connection over without fasthttp's 4 KiB
+		// Every head a balancer forwards fits (a key of up to
+		// configs.MaxKeyLength included); the buffer is the request
+		// reader's, released after the handshake (ReduceMemoryUsage).
+		ReadBufferSize: configs.EdgeHeadBytes,
+		// Hands the upgraded connection over without fasthttp's
 		// request reader (released once the request is read and nothing
 		// is buffered behind it, as for a WebSocket handshake). Without it
 		// every idle participant keeps that reader for its whole life.
@@ -241,38 +240,6 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	}
 	s.admin = s.newAdminServer()
 	return s
-}
-
-func applyDefaults(cfg *configs.Edge) {
-	setInt := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	setInt(&cfg.MaxParticipants, configs.DefaultMaxParticipants)
-	setInt(&cfg.MaxMessageBytes, configs.DefaultMaxMessageBytes)
-	setInt(&cfg.SendQueue, configs.DefaultSendQueue)
-	setInt(&cfg.MaxConnections, configs.DefaultEdgeMaxConnections())
-	if cfg.DrainTimeout == 0 {
-		cfg.DrainTimeout = configs.Duration(30 * time.Second)
-	}
-	setInt(&cfg.History.Messages, configs.DefaultHistoryMessages)
-	setInt(&cfg.History.Bytes, configs.DefaultHistoryBytes)
-	if cfg.IdleGrace == 0 {
-		cfg.IdleGrace = configs.Duration(60 * time.Second)
-	}
-	cfg.Auth.Provision() // edge.auth's defaults have their one home in configs
-}
-
-// SetKeyMaxLength sets the longest session key a join may have to
-// balancer.key.max_length (default 256), so one rule (configs.CheckKey)
-// with one limit holds on balancers and edges. Call it before Serve.
-func (s *Server) SetKeyMaxLength(n int) error {
-	if n < 1 || n > configs.MaxKeyLength {
-		return fmt.Errorf("key max length %d must be in range [1, %d]", n, configs.MaxKeyLength)
-	}
-	s.keyMaxLength = n
-	return nil
 }
 
 // Serve serves the data port on ln until Shutdown; it then returns nil.
@@ -342,7 +309,7 @@ func getOrHead(ctx *fasthttp.RequestCtx) bool {
 }
 
 func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
-	key, err := sessionKey(&ctx.Request.Header, s.keyMaxLength)
+	key, err := sessionKey(&ctx.Request.Header)
 	if err != nil {
 		ctx.Error("bad request: "+err.Error()+"\n", fasthttp.StatusBadRequest)
 		return

@@ -30,12 +30,18 @@ type testEdge struct {
 	joined chan string
 }
 
+// provisioned returns cfg with configs' defaults, as configs.Load gives it.
+func provisioned(cfg configs.Edge) configs.Edge {
+	cfg.Provision()
+	return cfg
+}
+
 // startEdge starts a Server on loopback listeners. The listeners accept
 // before Serve runs, so no readiness wait is needed. Cleanup shuts it down
 // and checks that Serve and ServeAdmin returned nil.
 func startEdge(t testing.TB, cfg configs.Edge, tweak func(*Server)) *testEdge {
 	t.Helper()
-	s := New(cfg, "edge-t", "east", slog.New(slog.DiscardHandler), nil)
+	s := New(provisioned(cfg), "edge-t", "east", slog.New(slog.DiscardHandler), nil)
 	e := &testEdge{s: s, joined: make(chan string, 1024)}
 	s.joined = func(key string) { e.joined <- key }
 	if tweak != nil {
@@ -226,8 +232,8 @@ func TestSessionKeyRejected(t *testing.T) {
 	}{
 		{"missing", "", false},
 		{"empty header", "ctstickiness: \r\n", false},
-		{"too long", "ctstickiness: " + strings.Repeat("k", 257) + "\r\n", false},
-		{"too long cookie", "Cookie: ctstickiness=" + strings.Repeat("k", 257) + "\r\n", false},
+		{"too long", "ctstickiness: " + strings.Repeat("k", configs.MaxKeyLength+1) + "\r\n", false},
+		{"too long cookie", "Cookie: ctstickiness=" + strings.Repeat("k", configs.MaxKeyLength+1) + "\r\n", false},
 		{"tab", "ctstickiness: a\tb\r\n", false},
 		{"control in cookie", "Cookie: ctstickiness=a\x01b\r\n", true},
 		{"DEL", "ctstickiness: a\x7fb\r\n", true},
@@ -502,7 +508,7 @@ func TestSlowConsumerClosed1013(t *testing.T) {
 }
 
 func TestShutdownCloses1012(t *testing.T) {
-	s := New(configs.Edge{}, "edge-t", "east", slog.New(slog.DiscardHandler), nil)
+	s := New(provisioned(configs.Edge{}), "edge-t", "east", slog.New(slog.DiscardHandler), nil)
 	e := &testEdge{s: s, joined: make(chan string, 16)}
 	s.joined = func(k string) { e.joined <- k }
 	dl, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -551,7 +557,7 @@ func TestShutdownCloses1012(t *testing.T) {
 // TestShutdownBounded: a peer that never answers the close frame cannot hold
 // Shutdown past its context.
 func TestShutdownBounded(t *testing.T) {
-	s := New(configs.Edge{}, "edge-t", "east", slog.New(slog.DiscardHandler), nil)
+	s := New(provisioned(configs.Edge{}), "edge-t", "east", slog.New(slog.DiscardHandler), nil)
 	s.closeWait = time.Hour
 	e := &testEdge{s: s, joined: make(chan string, 16)}
 	s.joined = func(k string) { e.joined <- k }

@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // protocolV1 is the subprotocol of the JSON envelope protocol (DESIGN.md,
 // "WebSocket relay"); a connection without it speaks raw mode.
-const protocolV1 = "ringlb.v1"
+const protocolV1 = configs.ProtocolV1
 
 // Refusals of a join to a session of the other mode (1008). A key's first
 // participant sets its mode: raw frames are not envelopes and envelopes are

@@ -31,8 +31,7 @@ func runBenchRing(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
-		rc := cfg.Balancer.Ring
-		o.Ring = ring.Config{Partitions: rc.Partitions, Replication: rc.Replication, Load: rc.Load}
+		o.Ring = ringConfig(cfg.Cluster.Ring)
 	}
 	res, err := bench.RunRing(ctx, o, stderr)
 	if err != nil {

@@ -21,7 +21,9 @@ import (
 // ws:// URL.
 func startTestEdge(t *testing.T) string {
 	t.Helper()
-	srv := sessions.New(configs.Edge{}, "edge-b", "east", nil, nil)
+	cfg := configs.Edge{}
+	cfg.Provision()
+	srv := sessions.New(cfg, "edge-b", "east", nil, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

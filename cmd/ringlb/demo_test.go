@@ -22,7 +22,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/miekg/dns"
 
-	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/configs"
 )
 
 // buildBinary compiles the real ringlb binary once per test run.
@@ -432,6 +432,6 @@ func postAdmin(c *http.Client, url string) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set(health.HeaderAdmin, "1")
+	req.Header.Set(configs.HeaderAdmin, "1")
 	return c.Do(req)
 }

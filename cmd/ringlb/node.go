@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -101,11 +100,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		return nil, err
 	}
 	srv := sessions.New(cfg.Edge, name, cfg.Cluster.Region, logger, newRegistry(processMetrics))
-	if err := srv.SetKeyMaxLength(cfg.Balancer.Key.MaxLength); err != nil { // one key rule with the balancers
-		dl.Close()
-		al.Close()
-		return nil, err
-	}
+
 	advertise := cfg.Edge.AdvertiseURL
 	if u, err := url.Parse(advertise); err == nil && u.Port() == "0" {
 		// Listening on port 0 (tests): advertise the port actually bound.
@@ -128,8 +123,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	srv.UseKeyring(m.Keyring())
 	var ringEdges func() int
 	if cfg.Edge.Ownership != configs.OwnershipNone {
-		rc := cfg.Balancer.Ring
-		srv.UseCluster(m, ring.Config{Partitions: rc.Partitions, Replication: rc.Replication, Load: rc.Load})
+		srv.UseCluster(m, ringConfig(cfg.Cluster.Ring))
 		ringEdges = srv.RingEdges
 	}
 	failed := serve(map[net.Listener]func(net.Listener) error{dl: srv.Serve, al: srv.ServeAdmin})
@@ -178,51 +172,35 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 
 // startBalancer starts a balancer whose ring follows the alive, non-draining
 // edges of its gossip cluster plus the static edges of its config.
-func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool) (*node, error) {
+func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool) (n *node, err error) {
 	name := cfg.Cluster.Name
 	logger = logger.With("node", name, "role", "balancer")
-	rc := ring.Config{Partitions: cfg.Balancer.Ring.Partitions, Replication: cfg.Balancer.Ring.Replication, Load: cfg.Balancer.Ring.Load}
-	r := ring.New(rc)
+	r := ring.New(ringConfig(cfg.Cluster.Ring))
 	b, err := balancer.New(cfg.Balancer, name, r, logger, newRegistry(processMetrics))
 	if err != nil {
 		return nil, err
 	}
+	var m *health.Membership
+	defer func() {
+		if err != nil { // undo what was started, in reverse
+			stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			b.Shutdown(stopCtx)
+			if m != nil {
+				m.Shutdown(stopCtx)
+			}
+		}
+	}()
 	meta := health.Meta{Role: health.RoleBalancer, Region: cfg.Cluster.Region, State: health.StateAlive}
-	m, err := health.Join(ctx, cfg.Cluster, meta, logger)
-	if err != nil {
+	if m, err = health.Join(ctx, cfg.Cluster, meta, logger); err != nil {
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
 	b.SetCluster(m)
-	var static atomic.Pointer[balancer.StaticEdges]
-	members := func() []ring.Member {
-		// A gossip cluster is one region, so every alive edge in it is ours;
-		// static edges count while their monitor says up.
-		nodes := m.Edges("")
-		out := make([]ring.Member, 0, len(nodes))
-		for _, n := range nodes {
-			out = append(out, ring.Member{Name: n.Name, URL: n.Meta.URL, Weight: n.Meta.Weight})
-		}
-		if st := static.Load(); st != nil {
-			out = append(out, st.Members()...)
-		}
-		return out
+	if err := b.FollowCluster(); err != nil {
+		return nil, err
 	}
-	rebuild := func() { r.Update(members()) }
-	static.Store(balancer.NewStaticEdges(cfg.Balancer.Edges, rebuild, logger))
-	followCtx, stopFollow := context.WithCancel(context.Background())
-	changes, unsubscribe := m.Subscribe()
-	followDone := make(chan struct{})
-	go func() {
-		defer close(followDone)
-		ring.Follow(followCtx, r, changes, members)
-	}()
 	dl, al, err := listenPair(cfg.Balancer.Listen, cfg.Balancer.Admin.Listen)
 	if err != nil {
-		stopFollow()
-		unsubscribe()
-		<-followDone
-		static.Load().Close()
-		m.Shutdown(ctx)
 		return nil, err
 	}
 	servers := map[net.Listener]func(net.Listener) error{dl: b.Serve, al: b.ServeAdmin}
@@ -231,11 +209,6 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 		if err != nil {
 			dl.Close()
 			al.Close()
-			stopFollow()
-			unsubscribe()
-			<-followDone
-			static.Load().Close()
-			m.Shutdown(ctx)
 			return nil, fmt.Errorf("listen on balancer.tls.redirect_from %s: %w", from, err)
 		}
 		servers[rl] = b.ServeRedirect
@@ -247,26 +220,21 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 		name: name, role: "balancer", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
 		ringEdges: func() int { return r.Snapshot().Len() },
 		stop: func(ctx context.Context) error {
-			err := b.Shutdown(ctx)
-			stopFollow()
-			unsubscribe()
-			<-followDone
-			static.Load().Close()
-			return errors.Join(err, m.Shutdown(ctx))
+			return errors.Join(b.Shutdown(ctx), m.Shutdown(ctx))
 		},
 		reload: func(next *configs.Config) error {
 			if err := b.Reload(next.Balancer); err != nil {
 				return err
 			}
-			if err := m.ReloadKeys(next.Cluster); err != nil {
-				return err
-			}
-			old := static.Swap(balancer.NewStaticEdges(next.Balancer.Edges, rebuild, logger))
-			old.Close()
-			rebuild()
-			return nil
+			return m.ReloadKeys(next.Cluster)
 		},
 	}, nil
+}
+
+// ringConfig is the ring of cluster.ring: balancers route by it, edges
+// check ownership on it.
+func ringConfig(c configs.Ring) ring.Config {
+	return ring.Config{Partitions: c.Partitions, Replication: c.Replication, Load: c.Load}
 }
 
 // startGSLB starts the authoritative DNS server: DNS first, then its admin

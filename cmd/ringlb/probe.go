@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
-	"github.com/ringlb/ringlb/health"
 )
 
 // runProbe is a one-shot HTTP health check for container HEALTHCHECKs and
@@ -39,7 +38,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		req.Header.Set("Authorization", "Bearer "+string(token))
 	}
 	// An admin POST must show it is no other web site's (CSRF rule).
-	req.Header.Set(health.HeaderAdmin, "1")
+	req.Header.Set(configs.HeaderAdmin, "1")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *url, err)

@@ -1,0 +1,363 @@
+package configs
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Balancer is the regional front tier (balancer/).
+type Balancer struct {
+	// Listen is the data port (default :8080).
+	Listen string `yaml:"listen"`
+	TLS    TLS    `yaml:"tls"`
+	Admin  Admin  `yaml:"admin"`
+	Key    Key    `yaml:"key"`
+	// Ring is read only where cluster.ring is unset: the ring's parameters
+	// are the cluster's, shared with the edges (cluster.ring).
+	Ring Ring `yaml:"ring"`
+	// Edges are static edges, routed to in addition to those found by gossip.
+	Edges []StaticEdge `yaml:"edges"`
+	// DialTimeout bounds connecting to an edge (default 2s).
+	DialTimeout Duration `yaml:"dial_timeout"`
+	// IdleTimeout closes idle keep-alive client connections (default 60s).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// TunnelIdleTimeout closes a WebSocket tunnel with no bytes either way (default 10m).
+	TunnelIdleTimeout Duration `yaml:"tunnel_idle_timeout"`
+	// ProxyProtocol accepts PROXY protocol v1/v2 headers from an L4
+	// balancer in front, so the real client address survives.
+	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
+	Limits        Limits        `yaml:"limits"`
+
+	provisioned bool
+}
+
+// ProxyProtocol configures PROXY protocol on the balancer's data listener.
+type ProxyProtocol struct {
+	Enabled bool `yaml:"enabled"`
+	// TrustedFrom lists the prefixes (CIDR) of the L4 balancers in front:
+	// their connections must start with a header; a header from any other
+	// source is refused, so clients cannot forge their address (like nginx's
+	// set_real_ip_from). Empty: every connection must start with a header.
+	TrustedFrom []string `yaml:"trusted_from"`
+}
+
+// Limits protect the balancer from floods; 0 means no limit, except for
+// MaxConnections.
+type Limits struct {
+	// MaxConnections open at once, WebSocket tunnels included (default 0:
+	// derived from the open-file limit, DefaultBalancerMaxConnections).
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP open at once from one client address.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// NewConnectionsPerIP per second from one client address (token bucket
+	// with a burst of NewConnectionsBurst, default twice the rate).
+	NewConnectionsPerIP float64 `yaml:"new_connections_per_ip"`
+	NewConnectionsBurst int     `yaml:"new_connections_burst"`
+	// RequestTimeout bounds reading a request's head and body, so slow
+	// (slowloris) clients cannot hold connections (default 30s).
+	RequestTimeout Duration `yaml:"request_timeout"`
+	// MaxHeaderBytes bounds a request's head (default 8 KiB; 431 beyond).
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxBodyBytes bounds a request body, declared (Content-Length) or
+	// counted as it streams (chunked): 413 beyond (default 1 MiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// TLS terminates HTTPS on Listen when CertFile and KeyFile are set.
+type TLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	RedirectFrom string `yaml:"redirect_from"`
+}
+
+// StaticEdge is an edge listed in config instead of found by gossip.
+type StaticEdge struct {
+	Name   string `yaml:"name"`
+	URL    string `yaml:"url"`
+	Weight int    `yaml:"weight"`
+	// Monitor checks the edge actively; it is on the ring only while up.
+	// Default: a TCP connect to the URL's host and port every 2s.
+	Monitor *Monitor `yaml:"monitor"`
+}
+
+// Key says where the stickiness key comes from.
+type Key struct {
+	// Sources in order, each "header:NAME", "cookie:NAME", "query:NAME" or
+	// "path:N" (the Nth segment of the URL path, from 1)
+	// (default header:ctstickiness, cookie:ctstickiness, query:token).
+	Sources []string `yaml:"sources"`
+	// HashQuery hashes a key taken from the URL before use, so a token is never
+	// used or logged as a key (default true).
+	HashQuery *bool `yaml:"hash_query"`
+	// MaxLength rejects longer keys with 400 (default 256, at most
+	// MaxKeyLength, which is what edges accept: no setting here makes an
+	// edge refuse a key the balancer routes).
+	MaxLength int `yaml:"max_length"`
+	// AssignCookie gives key-less browsers a ctstickiness cookie (default:
+	// true when a cookie source exists to read it back).
+	AssignCookie *bool `yaml:"assign_cookie"`
+	// NoKey is the policy for requests without a key: NoKeyAssignCookie
+	// (the default while assign_cookie is true), NoKeySourceIP (route by the
+	// client address) or NoKeyReject (400). Provision resolves it.
+	NoKey string `yaml:"no_key"`
+
+	// Parsed is Sources parsed (Provision; validation reports the specs
+	// that do not parse).
+	Parsed []KeySource `yaml:"-"`
+	// AssignCookieName is the cookie an assigned key is set in and read
+	// back from: the first cookie source (Provision; "" unless NoKey is
+	// NoKeyAssignCookie).
+	AssignCookieName string `yaml:"-"`
+}
+
+// Policies for requests without a key (balancer.key.no_key).
+const (
+	NoKeyAssignCookie = "assign_cookie"
+	NoKeySourceIP     = "source_ip"
+	NoKeyReject       = "reject"
+)
+
+// KeyFrom is where a stickiness key source reads the key.
+type KeyFrom uint8
+
+// Key source kinds, as written before the colon of a source spec.
+const (
+	KeyFromHeader KeyFrom = iota + 1
+	KeyFromCookie
+	KeyFromQuery
+	KeyFromPath
+)
+
+// KeySource is one parsed "KIND:NAME" spec of balancer.key.sources.
+type KeySource struct {
+	From    KeyFrom
+	Name    string // header, cookie or query parameter name; "N" for path
+	Segment int    // path:N: the Nth segment of the URL path, from 1
+}
+
+// ParseKeySource parses a stickiness key source spec: "header:NAME",
+// "cookie:NAME", "query:NAME" or "path:N".
+func ParseKeySource(spec string) (KeySource, error) {
+	kind, name, ok := strings.Cut(spec, ":")
+	if !ok || name == "" {
+		return KeySource{}, fmt.Errorf("%q must be KIND:NAME, e.g. header:ctstickiness", spec)
+	}
+	src := KeySource{Name: name}
+	switch kind {
+	case "header":
+		src.From = KeyFromHeader
+	case "cookie":
+		src.From = KeyFromCookie
+	case "query":
+		src.From = KeyFromQuery
+	case "path":
+		n, err := parsePort(name)
+		if err != nil || n < 1 || n > 32 {
+			return KeySource{}, fmt.Errorf("%q: path:N takes a segment number in range [1, 32]", spec)
+		}
+		return KeySource{From: KeyFromPath, Name: name, Segment: n}, nil
+	default:
+		return KeySource{}, fmt.Errorf("%q: kind must be header, cookie, query or path, got %q", spec, kind)
+	}
+	for _, r := range name {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", r) {
+			return KeySource{}, fmt.Errorf("%q: name has a character not allowed in a %s name", spec, kind)
+		}
+	}
+	return src, nil
+}
+
+// Balancer defaults.
+const (
+	DefaultBalancerListen = ":8080"
+	DefaultBalancerAdmin  = "127.0.0.1:9090"
+	DefaultKeyMaxLength   = 256
+	DefaultDialTimeout    = 2 * time.Second
+	DefaultIdleTimeout    = 60 * time.Second
+	// DefaultTunnelIdleTimeout closes a WebSocket tunnel nothing crossed
+	// for this long.
+	DefaultTunnelIdleTimeout = 10 * time.Minute
+	// DefaultRequestTimeout bounds reading one request, so a client
+	// trickling it byte by byte cannot hold a connection.
+	DefaultRequestTimeout = 30 * time.Second
+	DefaultMaxHeaderBytes = 8 << 10
+	// MaxHeaderBytes bounds balancer.limits.max_header_bytes so that
+	// whatever head a balancer accepts, with the headers it adds (the key,
+	// up to MaxKeyLength; X-Forwarded-*; X-Request-Id; X-Ringlb-Skip), fits
+	// what an edge reads (EdgeHeadBytes).
+	MaxHeaderBytes = 10 << 10
+	// DefaultMaxBodyBytes bounds a request body through the balancer: IDE
+	// traffic is WebSocket frames and small API calls, so a larger body is
+	// refused (413) unless an operator raises the limit for it.
+	DefaultMaxBodyBytes = 1 << 20
+)
+
+// DefaultKeySources is the contract's default order of stickiness key sources.
+var DefaultKeySources = []string{"header:ctstickiness", "cookie:ctstickiness", "query:token"}
+
+// Provision fills the unset fields of the balancer section with their
+// defaults and resolves the key settings (Key.Parsed, Key.NoKey,
+// Key.AssignCookieName). Idempotent.
+func (b *Balancer) Provision() {
+	setDefault(&b.Listen, DefaultBalancerListen)
+	setDefault(&b.Admin.Listen, DefaultBalancerAdmin)
+	b.Key.provision()
+	for i := range b.Edges {
+		b.Edges[i].provision()
+	}
+	setDefaultDuration(&b.DialTimeout, DefaultDialTimeout)
+	setDefaultDuration(&b.IdleTimeout, DefaultIdleTimeout)
+	setDefaultDuration(&b.TunnelIdleTimeout, DefaultTunnelIdleTimeout)
+	l := &b.Limits
+	setDefaultDuration(&l.RequestTimeout, DefaultRequestTimeout)
+	setDefaultInt(&l.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	if l.MaxBodyBytes == 0 {
+		l.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	setDefaultInt(&l.MaxConnections, DefaultBalancerMaxConnections())
+	if l.NewConnectionsPerIP > 0 && l.NewConnectionsBurst == 0 {
+		l.NewConnectionsBurst = max(int(2*l.NewConnectionsPerIP), 1)
+	}
+	b.provisioned = true
+}
+
+// Provisioned reports whether Provision has run: the balancer takes only a
+// provisioned section (it sets no default of its own).
+func (b *Balancer) Provisioned() bool { return b.provisioned }
+
+func (k *Key) provision() {
+	if len(k.Sources) == 0 {
+		k.Sources = append([]string(nil), DefaultKeySources...)
+	}
+	if k.HashQuery == nil {
+		k.HashQuery = ptr(true)
+	}
+	setDefaultInt(&k.MaxLength, DefaultKeyMaxLength)
+	k.Parsed = k.Parsed[:0]
+	cookie := ""
+	for _, spec := range k.Sources {
+		if src, err := ParseKeySource(spec); err == nil {
+			k.Parsed = append(k.Parsed, src)
+			if src.From == KeyFromCookie && cookie == "" {
+				cookie = src.Name
+			}
+		}
+	}
+	if k.AssignCookie == nil {
+		// An assigned key nobody reads back would give every request of a
+		// browser a new edge: assign only when a cookie source exists.
+		k.AssignCookie = ptr(cookie != "")
+	}
+	if k.NoKey == "" {
+		k.NoKey = NoKeyReject
+		if *k.AssignCookie {
+			k.NoKey = NoKeyAssignCookie
+		}
+	}
+	k.AssignCookieName = ""
+	if k.NoKey == NoKeyAssignCookie {
+		k.AssignCookieName = cookie
+	}
+}
+
+func (e *StaticEdge) provision() {
+	setDefaultInt(&e.Weight, 1)
+	if e.Monitor == nil {
+		e.Monitor = &Monitor{Type: MonitorTCP}
+	}
+	if e.Monitor.Port == 0 {
+		if u, err := url.Parse(e.URL); err == nil {
+			if p, err := parsePort(u.Port()); err == nil && p > 0 {
+				e.Monitor.Port = p
+			} else if u.Scheme == "https" {
+				e.Monitor.Port = 443
+			} else {
+				e.Monitor.Port = 80
+			}
+		}
+	}
+	e.Monitor.Provision()
+}
+
+func (b Balancer) validate(ps *problems) {
+	checkHostPort(ps, "balancer.listen", b.Listen, true)
+	checkAdmin(ps, "balancer.admin", b.Admin)
+	if (b.TLS.CertFile == "") != (b.TLS.KeyFile == "") {
+		ps.add("balancer.tls", "cert_file and key_file must be set together")
+	}
+	checkFile(ps, "balancer.tls.cert_file", b.TLS.CertFile)
+	checkFile(ps, "balancer.tls.key_file", b.TLS.KeyFile)
+	if b.TLS.RedirectFrom != "" {
+		checkHostPort(ps, "balancer.tls.redirect_from", b.TLS.RedirectFrom, true)
+	}
+	b.Key.validate(ps)
+	names := map[string]bool{}
+	for i, se := range b.Edges {
+		p := fmt.Sprintf("balancer.edges[%d]", i)
+		if se.Name == "" {
+			ps.add(p+".name", "is required")
+		} else if names[se.Name] {
+			ps.add(p+".name", "%q is listed twice", se.Name)
+		}
+		names[se.Name] = true
+		checkURL(ps, p+".url", se.URL)
+		checkRange(ps, p+".weight", se.Weight, 1, MaxEdgeWeight)
+		se.Monitor.validate(ps, p+".monitor")
+	}
+	if b.DialTimeout <= 0 || b.IdleTimeout <= 0 || b.TunnelIdleTimeout <= 0 {
+		ps.add("balancer", "dial_timeout, idle_timeout and tunnel_idle_timeout must be positive")
+	}
+	for i, cidr := range b.ProxyProtocol.TrustedFrom {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			ps.add(fmt.Sprintf("balancer.proxy_protocol.trusted_from[%d]", i), "%q is not a CIDR prefix (e.g. 10.0.0.0/8)", cidr)
+		}
+	}
+	if len(b.ProxyProtocol.TrustedFrom) > 0 && !b.ProxyProtocol.Enabled {
+		ps.add("balancer.proxy_protocol.enabled", "is false, so trusted_from has no effect; set enabled: true")
+	}
+	l := b.Limits
+	checkRange(ps, "balancer.limits.max_connections", l.MaxConnections, 0, 10_000_000)
+	checkRange(ps, "balancer.limits.max_connections_per_ip", l.MaxConnectionsPerIP, 0, 10_000_000)
+	if l.NewConnectionsPerIP < 0 || l.NewConnectionsPerIP > 1e6 {
+		ps.add("balancer.limits.new_connections_per_ip", "must be in range [0, 1000000], got %g", l.NewConnectionsPerIP)
+	}
+	checkRange(ps, "balancer.limits.new_connections_burst", l.NewConnectionsBurst, 0, 10_000_000)
+	checkRange(ps, "balancer.limits.max_header_bytes", l.MaxHeaderBytes, 1024, MaxHeaderBytes)
+	if l.MaxBodyBytes < 0 {
+		ps.add("balancer.limits.max_body_bytes", "must not be negative, got %d", l.MaxBodyBytes)
+	}
+	if l.RequestTimeout <= 0 {
+		ps.add("balancer.limits.request_timeout", "must be positive, got %s", l.RequestTimeout.D())
+	}
+}
+
+func (k Key) validate(ps *problems) {
+	for i, src := range k.Sources {
+		if _, err := ParseKeySource(src); err != nil {
+			ps.add(fmt.Sprintf("balancer.key.sources[%d]", i), "%v", err)
+		}
+	}
+	if len(k.Sources) > 0 && len(k.Parsed) == 0 {
+		ps.add("balancer.key.sources", "at least one source must parse")
+	}
+	// The limit itself is bounded (MaxKeyLength says why).
+	checkRange(ps, "balancer.key.max_length", k.MaxLength, 1, MaxKeyLength)
+	switch k.NoKey {
+	case NoKeyAssignCookie, NoKeySourceIP, NoKeyReject:
+	default:
+		ps.add("balancer.key.no_key", "must be %s, %s or %s, got %q", NoKeyAssignCookie, NoKeySourceIP, NoKeyReject, k.NoKey)
+	}
+	noCookie := true
+	for _, s := range k.Parsed {
+		noCookie = noCookie && s.From != KeyFromCookie
+	}
+	switch {
+	case *k.AssignCookie && noCookie:
+		ps.add("balancer.key.assign_cookie", "true needs a cookie:NAME source to read the assigned cookie back; add one to balancer.key.sources or set assign_cookie: false")
+	case k.NoKey == NoKeyAssignCookie && noCookie:
+		ps.add("balancer.key.no_key", "assign_cookie needs a cookie:NAME source to read the assigned cookie back; add one to balancer.key.sources")
+	}
+}

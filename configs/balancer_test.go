@@ -1,0 +1,84 @@
+package configs
+
+import (
+	"testing"
+)
+
+// The key section is checked, parsed and resolved here, once: the balancer
+// takes Parsed, NoKey and AssignCookieName as they are.
+func TestKeySection(t *testing.T) {
+	const loopback = "cluster: { bind: 127.0.0.1:7946 }\n"
+	for _, tt := range []struct {
+		name, yaml, path, msg string
+	}{
+		{"bad kinds", "balancer: { key: { sources: [heder:x, cookie:ctstickiness, query] } }", "balancer.key.sources[0]", "kind must be"},
+		{"no name", "balancer: { key: { sources: [heder:x, cookie:ctstickiness, query] } }", "balancer.key.sources[2]", "KIND:NAME"},
+		{"max length", "balancer: { key: { max_length: 100000 } }", "balancer.key.max_length", "[1, 4096]"},
+		{"assign without cookie", "balancer: { key: { sources: [header:ctstickiness], assign_cookie: true } }", "balancer.key.assign_cookie", "cookie:NAME"},
+		{"no_key assign without cookie", "balancer: { key: { sources: [header:ctstickiness], no_key: assign_cookie } }", "balancer.key.no_key", "cookie:NAME"},
+		{"no_key", "balancer: { key: { no_key: guess } }", "balancer.key.no_key", "must be assign_cookie, source_ip or reject"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("k.yaml", []byte(loopback+tt.yaml))
+			expectProblem(t, err, tt.path, tt.msg)
+		})
+	}
+	for _, tt := range []struct {
+		yaml, noKey, cookie string
+		sources             []KeySource
+	}{
+		{"{}", NoKeyAssignCookie, "ctstickiness", []KeySource{{KeyFromHeader, "ctstickiness", 0}, {KeyFromCookie, "ctstickiness", 0}, {KeyFromQuery, "token", 0}}},
+		{"{ sources: [header:x, path:2] }", NoKeyReject, "", []KeySource{{KeyFromHeader, "x", 0}, {KeyFromPath, "2", 2}}},
+		{"{ sources: [cookie:sid], assign_cookie: false }", NoKeyReject, "", []KeySource{{KeyFromCookie, "sid", 0}}},
+		{"{ sources: [cookie:sid], no_key: source_ip }", NoKeySourceIP, "", []KeySource{{KeyFromCookie, "sid", 0}}},
+	} {
+		cfg, err := Parse("k.yaml", []byte(loopback+"balancer: { key: "+tt.yaml+" }"))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.yaml, err)
+		}
+		k := cfg.Balancer.Key
+		if k.NoKey != tt.noKey || k.AssignCookieName != tt.cookie || len(k.Parsed) != len(tt.sources) {
+			t.Errorf("%s: no_key %q cookie %q parsed %+v", tt.yaml, k.NoKey, k.AssignCookieName, k.Parsed)
+			continue
+		}
+		for i := range tt.sources {
+			if k.Parsed[i] != tt.sources[i] {
+				t.Errorf("%s: source %d = %+v, want %+v", tt.yaml, i, k.Parsed[i], tt.sources[i])
+			}
+		}
+	}
+}
+
+// The ring's parameters are the cluster's: cluster.ring, or balancer.ring
+// where a file still sets only that, never two different rings.
+func TestRingIsTheCluster(t *testing.T) {
+	const loopback = "cluster: { bind: 127.0.0.1:7946"
+	for _, tt := range []struct {
+		name, yaml string
+		want       Ring
+		path, msg  string
+	}{
+		{"defaults", loopback + " }", Ring{DefaultRingPartitions, DefaultRingReplication, DefaultRingLoad}, "", ""},
+		{"cluster.ring", loopback + ", ring: { load: 1.25 } }", Ring{DefaultRingPartitions, DefaultRingReplication, 1.25}, "", ""},
+		{"balancer.ring only", loopback + " }\nbalancer: { ring: { replication: 40, load: 1.25 } }", Ring{DefaultRingPartitions, 40, 1.25}, "", ""},
+		{"both, equal", loopback + ", ring: { load: 1.25 } }\nbalancer: { ring: { load: 1.25 } }", Ring{DefaultRingPartitions, DefaultRingReplication, 1.25}, "", ""},
+		{"both, different", loopback + ", ring: { load: 1.25 } }\nbalancer: { ring: { load: 1.5 } }", Ring{}, "balancer.ring", "differs from cluster.ring"},
+		{"bad balancer.ring located", loopback + " }\nbalancer: { ring: { load: 0.9 } }", Ring{}, "balancer.ring.load", "must be in range (1.0, 10]"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("r.yaml", []byte(tt.yaml))
+			if tt.msg != "" {
+				if e := expectProblem(t, err, tt.path, tt.msg); e != nil && e.Line == 0 {
+					t.Errorf("%s has no line", e)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Cluster.Ring != tt.want {
+				t.Errorf("cluster.ring = %+v, want %+v", cfg.Cluster.Ring, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,191 @@
+package configs
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Provision fills every unset field of every section with its default, each
+// section from its own Provision: a zero Config plus these is a working
+// node (once it has a cluster key, or gossips on loopback). Load calls it;
+// a config built in code (a test) is provisioned before a role takes it.
+// Idempotent.
+func (c *Config) Provision() {
+	// The ring's parameters moved from balancer.ring to cluster.ring: a
+	// file that sets only the old place keeps working.
+	if c.Balancer.Ring != (Ring{}) {
+		if c.Cluster.Ring == (Ring{}) {
+			c.Cluster.Ring = c.Balancer.Ring
+			c.Cluster.ringPath = "balancer.ring" // where problems are to be found
+		}
+		c.Balancer.Ring.provision() // compared with cluster.ring by validate
+	}
+	c.Cluster.Provision()
+	c.Edge.Provision()
+	c.Balancer.Provision()
+	c.GSLB.Provision()
+}
+
+// problem is a validation finding before it is located in the file.
+type problem struct{ path, msg string }
+
+type problems []problem
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, problem{path, fmt.Sprintf(format, args...)})
+}
+
+// validate checks every rule and returns every violation; each message says
+// what is wrong, the value given, and what is allowed.
+func (c *Config) validate() []problem {
+	var ps problems
+	c.Cluster.validate(&ps)
+	if c.Balancer.Ring != (Ring{}) && c.Cluster.ringPath == "" && c.Balancer.Ring != c.Cluster.Ring {
+		ps.add("balancer.ring", "differs from cluster.ring: the ring's parameters are the cluster's (edges check ownership on the same ring); set them once, in cluster.ring")
+	}
+	c.Edge.validate(&ps, c.Cluster)
+	c.Balancer.validate(&ps)
+	c.GSLB.validate(&ps)
+	c.validateDemo(&ps)
+	return ps
+}
+
+func (c *Config) validateDemo(ps *problems) {
+	names := map[string]bool{}
+	addrs := map[string]string{}
+	claim := func(path, addr string) {
+		if addr == "" {
+			return
+		}
+		if other, ok := addrs[addr]; ok {
+			ps.add(path, "%s is already used by %s", addr, other)
+			return
+		}
+		addrs[addr] = path
+	}
+	for i, n := range c.Demo.Nodes {
+		p := fmt.Sprintf("demo.nodes[%d]", i)
+		if n.Name == "" {
+			ps.add(p+".name", "is required")
+		} else if names[n.Name] {
+			ps.add(p+".name", "%q is used twice", n.Name)
+		}
+		names[n.Name] = true
+		if n.Role != "edge" && n.Role != "balancer" && n.Role != "gslb" {
+			ps.add(p+".role", "must be edge, balancer or gslb, got %q", n.Role)
+		}
+		for _, f := range []struct{ field, addr string }{{"listen", n.Listen}, {"admin", n.Admin}, {"gossip", n.Gossip}} {
+			if f.addr == "" {
+				ps.add(p+"."+f.field, "is required")
+				continue
+			}
+			checkHostPort(ps, p+"."+f.field, f.addr, true)
+			claim(p+"."+f.field, f.addr)
+		}
+	}
+}
+
+func checkHostPort(ps *problems, path, addr string, portZeroOK bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		ps.add(path, "%q is not host:port (e.g. 127.0.0.1:8080 or :8080)", addr)
+		return
+	}
+	if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
+		ps.add(path, "%q: %q is neither an IP address nor a host name", addr, host)
+	}
+	n, err := parsePort(port)
+	if err != nil || (n == 0 && !portZeroOK) {
+		ps.add(path, "%q: port must be in range [1, 65535]", addr)
+	}
+}
+
+func parsePort(s string) (int, error) {
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 || n > 65535 || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("bad port %q", s)
+	}
+	return n, nil
+}
+
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func checkURL(ps *problems, path, raw string) {
+	if _, err := parseHTTPURL(raw); err != nil {
+		ps.add(path, "%v", err)
+	}
+}
+
+func parseHTTPURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q must be an http:// or https:// URL with a host", raw)
+	}
+	return u, nil
+}
+
+func checkRange(ps *problems, path string, v, lo, hi int) {
+	if v < lo || v > hi {
+		ps.add(path, "must be in range [%d, %d], got %d", lo, hi, v)
+	}
+}
+
+func checkFile(ps *problems, path, file string) {
+	if file == "" {
+		return
+	}
+	if _, err := os.Stat(file); err != nil {
+		ps.add(path, "cannot read %s: %v", file, err)
+	}
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func setDefault(s *string, v string) {
+	if *s == "" {
+		*s = v
+	}
+}
+
+func setDefaultInt(i *int, v int) {
+	if *i == 0 {
+		*i = v
+	}
+}
+
+func setDefaultDuration(d *Duration, v time.Duration) {
+	if *d == 0 {
+		*d = Duration(v)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,162 @@
+package configs
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+)
+
+// Cluster is gossip membership (health/): who this node is and whom it joins.
+type Cluster struct {
+	// Name is this node's unique name in the cluster (default: the host name).
+	Name string `yaml:"name"`
+	// Region this node serves; balancers route only to edges of their region.
+	Region string `yaml:"region"`
+	// Bind is the gossip address, host:port, UDP and TCP (default 0.0.0.0:7946).
+	Bind string `yaml:"bind"`
+	// Advertise is the gossip address other nodes reach this one at
+	// (default: Bind, or the first private address when Bind is unspecified).
+	Advertise string `yaml:"advertise"`
+	// Join lists seed nodes (host:port); joining any one is enough.
+	Join []string `yaml:"join"`
+	// SecretKeyFile is the cluster's keyring: one base64 AES key (16, 24 or
+	// 32 bytes) per line, the first one primary. Gossip is encrypted and
+	// authenticated with it (a node without a key of the ring cannot join or
+	// read), and edge-to-edge requests and peers' admin reads are signed with
+	// keys derived from it. Make one with `ringlb keygen`. Required when Bind
+	// is not a loopback address, unless InsecureGossip is set.
+	SecretKeyFile string `yaml:"secret_key_file"`
+	// InsecureGossip allows a non-loopback gossip bind without a key: anyone
+	// who reaches the gossip port can then join the cluster and take its
+	// traffic. Every start logs a warning while it is set.
+	InsecureGossip bool `yaml:"insecure_gossip"`
+	// AllowedNetworks are the prefixes (CIDR) that the addresses other nodes
+	// gossip about themselves (an edge's data URL, admin URLs) must fall in;
+	// a member announcing anything else is ignored (default: loopback and
+	// the private ranges, DefaultAllowedNetworks).
+	AllowedNetworks []string `yaml:"allowed_networks"`
+	// Profile picks memberlist's timing defaults: "lan" (production) or
+	// "local" (loopback: faster probes, quicker failure detection).
+	Profile string `yaml:"profile"`
+	// ProbeInterval and GossipInterval override the profile when non-zero.
+	ProbeInterval  Duration `yaml:"probe_interval"`
+	GossipInterval Duration `yaml:"gossip_interval"`
+	// Ring is the consistent ring every balancer routes by and every edge
+	// checks ownership on: the same parameters on every node of a cluster,
+	// which is why they live here. (balancer.ring, where they were first,
+	// is still read when this is unset.)
+	Ring Ring `yaml:"ring"`
+
+	ringPath string // where Ring came from, when not cluster.ring
+}
+
+// Ring parameters of bounded-load consistent hashing.
+type Ring struct {
+	Partitions  int     `yaml:"partitions"`  // default 7919 (prime)
+	Replication int     `yaml:"replication"` // default 400
+	Load        float64 `yaml:"load"`        // default 1.05
+}
+
+// Cluster defaults. Ring defaults come from the measurement kept as a test
+// in balancer/ring: with 7919 partitions, replication 400 and load 1.05 the
+// busiest edge holds ≤ 1.05× the mean and a 3→4 scale-out moves ≈ the ideal
+// quarter.
+const (
+	DefaultGossipBind      = "0.0.0.0:7946"
+	DefaultRingPartitions  = 7919
+	DefaultRingReplication = 400
+	DefaultRingLoad        = 1.05
+)
+
+// Memberlist timing profiles (cluster.profile).
+const (
+	ProfileLAN   = "lan"
+	ProfileLocal = "local"
+)
+
+// Provision fills the unset fields of the cluster section with their
+// defaults. Idempotent.
+func (c *Cluster) Provision() {
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+	}
+	setDefault(&c.Bind, DefaultGossipBind)
+	setDefault(&c.Profile, ProfileLAN)
+	if len(c.AllowedNetworks) == 0 {
+		c.AllowedNetworks = append([]string(nil), DefaultAllowedNetworks...)
+	}
+	c.Ring.provision()
+}
+
+func (r *Ring) provision() {
+	setDefaultInt(&r.Partitions, DefaultRingPartitions)
+	setDefaultInt(&r.Replication, DefaultRingReplication)
+	if r.Load == 0 {
+		r.Load = DefaultRingLoad
+	}
+}
+
+func (c Cluster) validate(ps *problems) {
+	checkHostPort(ps, "cluster.bind", c.Bind, true)
+	if c.Advertise != "" {
+		checkHostPort(ps, "cluster.advertise", c.Advertise, false)
+	}
+	for i, j := range c.Join {
+		checkHostPort(ps, fmt.Sprintf("cluster.join[%d]", i), j, false)
+	}
+	if c.Profile != ProfileLAN && c.Profile != ProfileLocal {
+		ps.add("cluster.profile", "must be %s or %s, got %q", ProfileLAN, ProfileLocal, c.Profile)
+	}
+	if c.ProbeInterval < 0 || c.GossipInterval < 0 {
+		ps.add("cluster", "probe_interval and gossip_interval must not be negative")
+	}
+	c.validateTrust(ps)
+	path := "cluster.ring"
+	if c.ringPath != "" {
+		path = c.ringPath
+	}
+	c.Ring.validate(ps, path)
+}
+
+func (r Ring) validate(ps *problems, path string) {
+	checkRange(ps, path+".partitions", r.Partitions, 1, 1<<20)
+	checkRange(ps, path+".replication", r.Replication, 1, 10000)
+	// consistent panics with "not enough room to distribute partitions" when
+	// load leaves no slack; catch it here rather than at the first ring change.
+	if r.Load <= 1.0 || r.Load > 10 {
+		ps.add(path+".load", "must be in range (1.0, 10], got %g", r.Load)
+	}
+}
+
+// validateTrust applies the cluster's trust rules: a gossip port beyond
+// loopback needs a keyring (or an explicit insecure_gossip), a keyring file
+// must parse, and the allowed networks must be prefixes.
+func (c Cluster) validateTrust(ps *problems) {
+	if c.SecretKeyFile != "" {
+		if _, err := ReadKeyring(c.SecretKeyFile); err != nil {
+			ps.add("cluster.secret_key_file", "%v", err)
+		}
+	} else if !c.InsecureGossip && !isLoopback(c.Bind) {
+		ps.add("cluster.secret_key_file", "is required when cluster.bind (%s) is not a loopback address: without a key anyone who reaches the gossip port can join the cluster and take its traffic. Make one with `ringlb keygen -o /etc/ringlb/gossip.key` and copy it to every node (or set cluster.insecure_gossip: true to run without, not recommended)", c.Bind)
+	}
+	if c.InsecureGossip && c.SecretKeyFile != "" {
+		ps.add("cluster.insecure_gossip", "is true but cluster.secret_key_file is set; remove one")
+	}
+	for i, s := range c.AllowedNetworks {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			ps.add(fmt.Sprintf("cluster.allowed_networks[%d]", i), "%q is not a CIDR prefix (e.g. 10.0.0.0/8)", s)
+		}
+	}
+}
+
+// AllowedPrefixes returns cluster.allowed_networks parsed (validation has
+// checked them; an unparsable entry is skipped).
+func (c Cluster) AllowedPrefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(c.AllowedNetworks))
+	for _, s := range c.AllowedNetworks {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}

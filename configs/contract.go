@@ -1,0 +1,62 @@
+package configs
+
+// The wire contract's names: what clients, operators and tests rely on, and
+// what balancers and edges must agree on byte for byte. Each is written
+// here once and used by every role; extend the list, never rename an entry
+// (docs/CONTRACT.md describes each).
+
+// HTTP headers.
+const (
+	// HeaderKey is the stickiness key's header and cookie name; a balancer
+	// always forwards the key it routed with in this header, whatever its
+	// source, so the edge checks ownership with the very key hashed.
+	HeaderKey = "ctstickiness"
+	// HeaderEdge names the edge on every response from it, the 101 included.
+	HeaderEdge = "X-Ringlb-Edge"
+	// HeaderOwner names the edge a session belongs to, on a 421.
+	HeaderOwner = "X-Ringlb-Owner"
+	// HeaderSkip lists, on an upgrade a balancer sends to a fallback edge,
+	// the edges it could not reach (comma-separated): the edge checks
+	// ownership on the ring without them. Balancers strip it from clients.
+	HeaderSkip = "X-Ringlb-Skip"
+	// HeaderClaimBy names the edge making a session claim.
+	HeaderClaimBy = "X-Ringlb-Claim-By"
+	// HeaderPeer carries a node's signature on a request to another node
+	// (health.Keyring).
+	HeaderPeer = "X-Ringlb-Peer"
+	// HeaderAdmin marks an admin request as an admin client's, not another
+	// web site's (health.AdminAccess).
+	HeaderAdmin = "X-Ringlb-Admin"
+	// HeaderRequestID carries a request's id from the client (kept) or the
+	// balancer (generated), so edge logs match the balancer's.
+	HeaderRequestID = "X-Request-Id"
+)
+
+// Paths.
+const (
+	// PathReserved is ringlb's own namespace on data ports: a balancer
+	// proxies nothing under it but PathHealth.
+	PathReserved = "/_ringlb/"
+	// PathHealth on a balancer's data port: 200 while an edge is routable,
+	// else 503 (keepalived, the gslb's monitors, load balancers in front).
+	PathHealth = "/_ringlb/health"
+	// PathClaim and PathHandoff are edge-to-edge (signed, never proxied).
+	PathClaim   = "/_ringlb/claim"
+	PathHandoff = "/_ringlb/handoff"
+	// PathRelay is the edge's WebSocket relay endpoint.
+	PathRelay = "/ws"
+	// PathWhoami answers {"edge","region"} on an edge.
+	PathWhoami = "/whoami"
+)
+
+// ProtocolV1 is the WebSocket subprotocol of JSON envelopes with sequence
+// numbers, history and resume; without it a session is in raw mode.
+const ProtocolV1 = "ringlb.v1"
+
+// WebSocket close codes an edge sends.
+const (
+	CloseTooBig         = 1009 // a frame over edge.max_message_bytes
+	ClosePolicy         = 1008 // auth, limits, a revoked token
+	CloseServiceRestart = 1012 // drain or restart: reconnect and resume
+	CloseTryAgainLater  = 1013 // overload, slow consumer
+)

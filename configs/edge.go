@@ -1,0 +1,247 @@
+package configs
+
+import (
+	"net"
+	"time"
+)
+
+// Edge is the session relay (sessions/).
+type Edge struct {
+	// Listen is the data port balancers reach: /ws, /whoami, / (default :7101).
+	Listen string `yaml:"listen"`
+	// Admin is the operational listener: /healthz, /metrics, /api/...
+	// (default 127.0.0.1:9101). Written as an address (admin: 127.0.0.1:9101)
+	// or in full (admin: { listen: ..., token_file: ... }).
+	Admin Admin `yaml:"admin"`
+	// AdvertiseURL is how balancers reach Listen (default http://<Listen>, with
+	// an unspecified host replaced by this host's first private address).
+	AdvertiseURL string `yaml:"advertise_url"`
+	// Weight scales this edge's share of the ring (default 1).
+	Weight int `yaml:"weight"`
+	// MaxParticipants per session (default 64).
+	MaxParticipants int `yaml:"max_participants"`
+	// MaxMessageBytes is the largest frame a participant may send (default 64 KiB).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// History bounds what each session keeps for resume.
+	History History `yaml:"history"`
+	// IdleGrace keeps a session whose last participant left, for resume (default 60s).
+	IdleGrace Duration `yaml:"idle_grace"`
+	// SendQueue is each connection's outbound queue length in frames (default 256).
+	SendQueue int `yaml:"send_queue"`
+	// MaxConnections open at once on the data port; beyond it a connection
+	// is answered 503 and closed (default 0: derived from the open-file
+	// limit, DefaultEdgeMaxConnections).
+	MaxConnections int `yaml:"max_connections"`
+	// DrainTimeout bounds a graceful drain (default 30s).
+	DrainTimeout Duration `yaml:"drain_timeout"`
+	Auth         EdgeAuth `yaml:"auth"`
+	// Ownership is how the edge decides which sessions it hosts: "ring"
+	// (default) checks every new session against the cluster's ring
+	// (cluster.ring, the balancers' too),
+	// answers 421 + X-Ringlb-Owner for another edge's, pins sessions that
+	// outlive a ring change and hands sessions on when draining; "none"
+	// hosts whatever it is sent (edges behind a third-party balancer).
+	Ownership string `yaml:"ownership"`
+	// StatsD optionally pushes the edge's metrics to a StatsD server.
+	StatsD StatsD `yaml:"statsd"`
+
+	provisioned bool
+}
+
+// StatsD pushes the figures of an edge's /metrics to a StatsD server over
+// UDP: gauges as gauges, counters as the increase since the last push.
+type StatsD struct {
+	// Address of the StatsD server, host:port (UDP); empty: no push.
+	Address string `yaml:"address"`
+	// Prefix starts every metric name (default "ringlb.<cluster.name>.", so
+	// several edges' gauges do not overwrite each other).
+	Prefix string `yaml:"prefix"`
+	// Interval between pushes (default 10s, the usual StatsD flush).
+	Interval Duration `yaml:"interval"`
+}
+
+// Edge ownership modes.
+const (
+	OwnershipRing = "ring"
+	OwnershipNone = "none"
+)
+
+// History bounds a session's message history by count and by bytes.
+type History struct {
+	Messages int `yaml:"messages"` // default 1000
+	Bytes    int `yaml:"bytes"`    // default 1 MiB
+}
+
+// EdgeAuth configures signed join tokens (sessions/token.go).
+type EdgeAuth struct {
+	// HMACSecretFile holds the key tokens are signed with (at least 16
+	// bytes). Unset: no auth is configured and tokens are ignored.
+	HMACSecretFile string `yaml:"hmac_secret_file"`
+	// Anonymous is what a join without a token becomes: AnonymousEditor,
+	// AnonymousViewer or AnonymousDeny (401 before the upgrade). Default
+	// (Provision): deny when Required, viewer when HMACSecretFile is set,
+	// editor when it is not. A join with an invalid token is refused
+	// whatever this says.
+	Anonymous string `yaml:"anonymous"`
+	// Required: true means the same as anonymous: deny (kept for existing
+	// files; setting both differently is an error).
+	Required bool `yaml:"required"`
+	// MaxTokenTTL bounds a token's lifetime (exp − iat): longer ones are
+	// neither minted nor accepted, and a user revocation is kept this long
+	// (default 24h).
+	MaxTokenTTL Duration `yaml:"max_token_ttl"`
+}
+
+// What a join without a token becomes (edge.auth.anonymous).
+const (
+	AnonymousEditor = "editor"
+	AnonymousViewer = "viewer"
+	AnonymousDeny   = "deny"
+)
+
+// Edge defaults.
+const (
+	DefaultEdgeListen      = ":7101"
+	DefaultEdgeAdmin       = "127.0.0.1:9101"
+	DefaultMaxParticipants = 64
+	DefaultMaxMessageBytes = 64 << 10
+	DefaultHistoryMessages = 1000
+	DefaultHistoryBytes    = 1 << 20
+	DefaultSendQueue       = 256
+	DefaultIdleGrace       = 60 * time.Second
+	DefaultDrainTimeout    = 30 * time.Second
+	DefaultStatsDInterval  = 10 * time.Second
+	// MaxEdgeWeight bounds an edge's weight, in config and in what a node
+	// believes another announces: a weight is a share of the ring.
+	MaxEdgeWeight = 10
+	// EdgeHeadBytes is the largest request head an edge reads (431
+	// beyond): every head a balancer forwards fits (MaxHeaderBytes).
+	EdgeHeadBytes = 16 << 10
+	// DefaultMaxTokenTTL bounds a join token's lifetime, and so how long a
+	// user revocation must be remembered.
+	DefaultMaxTokenTTL = 24 * time.Hour
+)
+
+// Provision fills the unset fields of the edge section with their
+// defaults. Idempotent.
+func (e *Edge) Provision() {
+	setDefault(&e.Listen, DefaultEdgeListen)
+	setDefault(&e.Admin.Listen, DefaultEdgeAdmin)
+	if e.AdvertiseURL == "" {
+		e.AdvertiseURL = "http://" + ReachableAddr(e.Listen)
+	}
+	setDefaultInt(&e.Weight, 1)
+	setDefaultInt(&e.MaxParticipants, DefaultMaxParticipants)
+	setDefaultInt(&e.MaxMessageBytes, DefaultMaxMessageBytes)
+	setDefaultInt(&e.History.Messages, DefaultHistoryMessages)
+	setDefaultInt(&e.History.Bytes, DefaultHistoryBytes)
+	setDefaultInt(&e.SendQueue, DefaultSendQueue)
+	setDefaultInt(&e.MaxConnections, DefaultEdgeMaxConnections())
+	setDefaultDuration(&e.IdleGrace, DefaultIdleGrace)
+	setDefaultDuration(&e.DrainTimeout, DefaultDrainTimeout)
+	setDefault(&e.Ownership, OwnershipRing)
+	setDefaultDuration(&e.StatsD.Interval, DefaultStatsDInterval)
+	e.Auth.Provision()
+	e.provisioned = true
+}
+
+// Provisioned reports whether Provision has run: the edge takes only a
+// provisioned section (it sets no default of its own).
+func (e *Edge) Provisioned() bool { return e.provisioned }
+
+func (e Edge) validate(ps *problems, cl Cluster) {
+	checkHostPort(ps, "edge.listen", e.Listen, true)
+	checkAdmin(ps, "edge.admin", e.Admin)
+	checkURL(ps, "edge.advertise_url", e.AdvertiseURL)
+	if err := CheckAdvertisedURL(e.AdvertiseURL, cl.AllowedPrefixes()); err != nil {
+		ps.add("edge.advertise_url", "%v: balancers would ignore this edge (set advertise_url to an address in cluster.allowed_networks, or add its network there)", err)
+	}
+	checkRange(ps, "edge.weight", e.Weight, 1, MaxEdgeWeight)
+	checkRange(ps, "edge.max_participants", e.MaxParticipants, 2, 100000)
+	checkRange(ps, "edge.max_message_bytes", e.MaxMessageBytes, 16, 64<<20)
+	checkRange(ps, "edge.history.messages", e.History.Messages, 0, 10_000_000)
+	checkRange(ps, "edge.history.bytes", e.History.Bytes, 0, 1<<30)
+	checkRange(ps, "edge.send_queue", e.SendQueue, 1, 1<<20)
+	checkRange(ps, "edge.max_connections", e.MaxConnections, 0, 10_000_000)
+	if e.IdleGrace < 0 {
+		ps.add("edge.idle_grace", "must not be negative, got %s", e.IdleGrace.D())
+	}
+	if e.DrainTimeout <= 0 {
+		ps.add("edge.drain_timeout", "must be positive, got %s", e.DrainTimeout.D())
+	}
+	if e.Ownership != OwnershipRing && e.Ownership != OwnershipNone {
+		ps.add("edge.ownership", "must be %q or %q, got %q", OwnershipRing, OwnershipNone, e.Ownership)
+	}
+	e.Auth.validate(ps)
+	checkStatsD(ps, "edge.statsd", e.StatsD)
+}
+
+// Provision fills the unset fields of a with their defaults; it is the
+// one home of edge.auth's defaults (Load calls it; so does sessions.New,
+// for a config built in code). Idempotent.
+func (a *EdgeAuth) Provision() {
+	if a.Anonymous == "" {
+		switch {
+		case a.Required:
+			a.Anonymous = AnonymousDeny
+		case a.HMACSecretFile != "":
+			// With a secret configured, links carry tokens: a link minus its
+			// token must not be worth more than a viewer's.
+			a.Anonymous = AnonymousViewer
+		default:
+			a.Anonymous = AnonymousEditor // no auth configured
+		}
+	}
+	setDefaultDuration(&a.MaxTokenTTL, DefaultMaxTokenTTL)
+}
+
+// maxMaxTokenTTL bounds edge.auth.max_token_ttl: user revocations are kept
+// that long, and a token valid for more than a month is a password.
+const maxMaxTokenTTL = 30 * 24 * time.Hour
+
+func (a EdgeAuth) validate(ps *problems) {
+	checkFile(ps, "edge.auth.hmac_secret_file", a.HMACSecretFile)
+	switch a.Anonymous {
+	case AnonymousEditor, AnonymousViewer, AnonymousDeny:
+	default:
+		ps.add("edge.auth.anonymous", "must be %s, %s or %s, got %q", AnonymousEditor, AnonymousViewer, AnonymousDeny, a.Anonymous)
+	}
+	switch {
+	case a.Required && a.Anonymous != AnonymousDeny:
+		ps.add("edge.auth.required", "true means anonymous: deny, but edge.auth.anonymous is %q: set one of them", a.Anonymous)
+	case a.Required && a.HMACSecretFile == "":
+		ps.add("edge.auth.required", "needs edge.auth.hmac_secret_file to verify tokens with")
+	case a.Anonymous != AnonymousEditor && a.HMACSecretFile == "":
+		ps.add("edge.auth.anonymous", "%s needs edge.auth.hmac_secret_file: without it no join could be an editor", a.Anonymous)
+	}
+	if a.MaxTokenTTL < Duration(time.Minute) || a.MaxTokenTTL > Duration(maxMaxTokenTTL) {
+		ps.add("edge.auth.max_token_ttl", "must be in range [1m, %s], got %s", maxMaxTokenTTL, a.MaxTokenTTL.D())
+	}
+}
+
+// checkStatsD checks an optional StatsD push. The prefix goes into every
+// line of the plain-text protocol, where ':', '|' and newlines are syntax.
+func checkStatsD(ps *problems, path string, s StatsD) {
+	if s.Address == "" {
+		if s.Prefix != "" {
+			ps.add(path+".address", "is required when %s.prefix is set", path)
+		}
+		return
+	}
+	checkHostPort(ps, path+".address", s.Address, false)
+	if host, _, err := net.SplitHostPort(s.Address); err == nil && host == "" {
+		ps.add(path+".address", "%q needs a host (e.g. 127.0.0.1:8125)", s.Address)
+	}
+	if iv := s.Interval.D(); iv < 100*time.Millisecond || iv > time.Hour {
+		ps.add(path+".interval", "must be in range [100ms, 1h], got %s", iv)
+	}
+	if len(s.Prefix) > 100 {
+		ps.add(path+".prefix", "must be at most 100 characters, got %d", len(s.Prefix))
+	}
+	for _, r := range s.Prefix {
+		if !(r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			ps.add(path+".prefix", "%q may hold only letters, digits, '.', '_' and '-'", s.Prefix)
+			break
+		}
+	}
+}
