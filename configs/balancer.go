@@ -12,9 +12,13 @@ import (
 type Balancer struct {
 	// Listen is the data port (default :8080).
 	Listen string `yaml:"listen"`
-	TLS    TLS    `yaml:"tls"`
-	Admin  Admin  `yaml:"admin"`
-	Key    Key    `yaml:"key"`
+	// TLS terminates HTTPS on the data port.
+	TLS TLS `yaml:"tls"`
+	// Admin is the admin port: /api/..., /metrics, the dashboard (default
+	// 127.0.0.1:9090).
+	Admin Admin `yaml:"admin"`
+	// Key says where the stickiness key comes from.
+	Key Key `yaml:"key"`
 	// Ring is read only where cluster.ring is unset: the ring's parameters
 	// are the cluster's, shared with the edges (cluster.ring).
 	Ring Ring `yaml:"ring"`
@@ -29,13 +33,15 @@ type Balancer struct {
 	// ProxyProtocol accepts PROXY protocol v1/v2 headers from an L4
 	// balancer in front, so the real client address survives.
 	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
-	Limits        Limits        `yaml:"limits"`
+	// Limits protect the balancer from floods.
+	Limits Limits `yaml:"limits"`
 
 	provisioned bool
 }
 
 // ProxyProtocol configures PROXY protocol on the balancer's data listener.
 type ProxyProtocol struct {
+	// Enabled reads a PROXY v1/v2 header at the start of connections.
 	Enabled bool `yaml:"enabled"`
 	// TrustedFrom lists the prefixes (CIDR) of the L4 balancers in front:
 	// their connections must start with a header; a header from any other
@@ -52,10 +58,12 @@ type Limits struct {
 	MaxConnections int `yaml:"max_connections"`
 	// MaxConnectionsPerIP open at once from one client address.
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
-	// NewConnectionsPerIP per second from one client address (token bucket
-	// with a burst of NewConnectionsBurst, default twice the rate).
+	// NewConnectionsPerIP per second from one client address (a token
+	// bucket; 0: no limit).
 	NewConnectionsPerIP float64 `yaml:"new_connections_per_ip"`
-	NewConnectionsBurst int     `yaml:"new_connections_burst"`
+	// NewConnectionsBurst is the bucket's size: new connections one address
+	// may open at once (default twice new_connections_per_ip).
+	NewConnectionsBurst int `yaml:"new_connections_burst"`
 	// RequestTimeout bounds reading a request's head and body, so slow
 	// (slowloris) clients cannot hold connections (default 30s).
 	RequestTimeout Duration `yaml:"request_timeout"`
@@ -68,16 +76,23 @@ type Limits struct {
 
 // TLS terminates HTTPS on Listen when CertFile and KeyFile are set.
 type TLS struct {
-	CertFile     string `yaml:"cert_file"`
-	KeyFile      string `yaml:"key_file"`
+	// CertFile is the PEM certificate chain; watched, and re-read on change.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is its PEM private key.
+	KeyFile string `yaml:"key_file"`
+	// RedirectFrom is a plain HTTP listener (host:port) answering every
+	// request with a redirect to HTTPS (and PathHealth as itself).
 	RedirectFrom string `yaml:"redirect_from"`
 }
 
 // StaticEdge is an edge listed in config instead of found by gossip.
 type StaticEdge struct {
-	Name   string `yaml:"name"`
-	URL    string `yaml:"url"`
-	Weight int    `yaml:"weight"`
+	// Name is the edge's name on the ring (unique among the edges).
+	Name string `yaml:"name"`
+	// URL is where the balancer dials it: http:// or https://HOST:PORT.
+	URL string `yaml:"url"`
+	// Weight scales its share of the ring (default 1, at most 10).
+	Weight int `yaml:"weight"`
 	// Monitor checks the edge actively; it is on the ring only while up.
 	// Default: a TCP connect to the URL's host and port every 2s.
 	Monitor *Monitor `yaml:"monitor"`

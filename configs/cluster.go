@@ -10,7 +10,9 @@ import (
 type Cluster struct {
 	// Name is this node's unique name in the cluster (default: the host name).
 	Name string `yaml:"name"`
-	// Region this node serves; balancers route only to edges of their region.
+	// Region labels this node in its gossip metadata (dashboards, the
+	// gslb). A gossip cluster is one region: its balancers route to all of
+	// its edges.
 	Region string `yaml:"region"`
 	// Bind is the gossip address, host:port, UDP and TCP (default 0.0.0.0:7946).
 	Bind string `yaml:"bind"`
@@ -38,8 +40,11 @@ type Cluster struct {
 	// Profile picks memberlist's timing defaults: "lan" (production) or
 	// "local" (loopback: faster probes, quicker failure detection).
 	Profile string `yaml:"profile"`
-	// ProbeInterval and GossipInterval override the profile when non-zero.
-	ProbeInterval  Duration `yaml:"probe_interval"`
+	// ProbeInterval overrides the profile's failure-detection probe interval
+	// when non-zero (and caps the probe timeout at half of it).
+	ProbeInterval Duration `yaml:"probe_interval"`
+	// GossipInterval overrides the profile's gossip interval when non-zero
+	// (and sets the full state sync to 20× it, at least 1s).
 	GossipInterval Duration `yaml:"gossip_interval"`
 	// Ring is the consistent ring every balancer routes by and every edge
 	// checks ownership on: the same parameters on every node of a cluster,
@@ -52,9 +57,15 @@ type Cluster struct {
 
 // Ring parameters of bounded-load consistent hashing.
 type Ring struct {
-	Partitions  int     `yaml:"partitions"`  // default 7919 (prime)
-	Replication int     `yaml:"replication"` // default 400
-	Load        float64 `yaml:"load"`        // default 1.05
+	// Partitions are the slots keys hash into (default 7919, a prime);
+	// more give a finer balance and a slower rebuild.
+	Partitions int `yaml:"partitions"`
+	// Replication is the points each edge (per weight) has on the circle
+	// (default 400).
+	Replication int `yaml:"replication"`
+	// Load bounds every edge to this multiple of the mean partitions
+	// (default 1.05, above 1.0).
+	Load float64 `yaml:"load"`
 }
 
 // Cluster defaults. Ring defaults come from the measurement kept as a test

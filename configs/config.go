@@ -9,10 +9,16 @@ import "time"
 
 // Config is one ringlb configuration file. Each role reads its own section.
 type Config struct {
-	Cluster  Cluster  `yaml:"cluster"`
-	Edge     Edge     `yaml:"edge"`
+	// Cluster is who this node is in the gossip cluster, whom it joins,
+	// with which key, and the ring every node routes by. Read by every role.
+	Cluster Cluster `yaml:"cluster"`
+	// Edge is the session relay: read by `ringlb edge`.
+	Edge Edge `yaml:"edge"`
+	// Balancer is the regional front tier: read by `ringlb balancer`.
 	Balancer Balancer `yaml:"balancer"`
-	GSLB     GSLB     `yaml:"gslb"`
+	// GSLB is the authoritative DNS server with region pools: read by
+	// `ringlb gslb`.
+	GSLB GSLB `yaml:"gslb"`
 	// Demo describes the nodes `ringlb demo` starts in one process; the
 	// other sections are the settings they share.
 	Demo Demo `yaml:"demo"`
@@ -20,17 +26,25 @@ type Config struct {
 
 // Demo lists the nodes `ringlb demo` runs in one process.
 type Demo struct {
+	// Nodes are started in this order, the first alone (the others join
+	// its gossip port).
 	Nodes []DemoNode `yaml:"nodes"`
 }
 
 // DemoNode is one node of the demo: its role and the addresses that differ
 // from node to node; everything else comes from the shared sections.
 type DemoNode struct {
-	Name   string `yaml:"name"`
-	Role   string `yaml:"role"` // edge | balancer | gslb
+	// Name is the node's cluster name (cluster.name).
+	Name string `yaml:"name"`
+	// Role is edge, balancer or gslb.
+	Role string `yaml:"role"`
+	// Region overrides cluster.region for this node.
 	Region string `yaml:"region"`
+	// Listen is the node's data address (DNS for a gslb).
 	Listen string `yaml:"listen"`
-	Admin  string `yaml:"admin"`
+	// Admin is the node's admin address.
+	Admin string `yaml:"admin"`
+	// Gossip is the node's gossip address (cluster.bind).
 	Gossip string `yaml:"gossip"`
 }
 

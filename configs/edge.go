@@ -34,7 +34,8 @@ type Edge struct {
 	MaxConnections int `yaml:"max_connections"`
 	// DrainTimeout bounds a graceful drain (default 30s).
 	DrainTimeout Duration `yaml:"drain_timeout"`
-	Auth         EdgeAuth `yaml:"auth"`
+	// Auth configures signed join tokens.
+	Auth EdgeAuth `yaml:"auth"`
 	// Ownership is how the edge decides which sessions it hosts: "ring"
 	// (default) checks every new session against the cluster's ring
 	// (cluster.ring, the balancers' too),
@@ -68,8 +69,10 @@ const (
 
 // History bounds a session's message history by count and by bytes.
 type History struct {
-	Messages int `yaml:"messages"` // default 1000
-	Bytes    int `yaml:"bytes"`    // default 1 MiB
+	// Messages kept per ringlb.v1 session for resume (default 1000).
+	Messages int `yaml:"messages"`
+	// Bytes of messages kept per session (default 1 MiB).
+	Bytes int `yaml:"bytes"`
 }
 
 // EdgeAuth configures signed join tokens (sessions/token.go).

@@ -15,7 +15,8 @@ import (
 type GSLB struct {
 	// Listen is the DNS address, served on UDP and TCP (default :53).
 	Listen string `yaml:"listen"`
-	Admin  Admin  `yaml:"admin"`
+	// Admin is the admin API (default 127.0.0.1:9053).
+	Admin Admin `yaml:"admin"`
 	// Zones this server is authoritative for.
 	Zones []Zone `yaml:"zones"`
 	// Monitors are named health checks that regions and members refer to.
@@ -41,6 +42,7 @@ type GSLB struct {
 
 // Zone is one zone, from an RFC 1035 master file or inline records.
 type Zone struct {
+	// Origin is the zone's apex (e.g. ide.example.com).
 	Origin string `yaml:"origin"`
 	// File is an RFC 1035 master file; relative names are relative to Origin.
 	File string `yaml:"file"`
@@ -63,34 +65,43 @@ type Transfer struct {
 
 // TSIG is a shared transaction-signature key.
 type TSIG struct {
-	Name       string `yaml:"name"`
-	Algorithm  string `yaml:"algorithm"` // default hmac-sha256
+	// Name is the key's name, as secondaries know it (e.g. xfr.example.com.).
+	Name string `yaml:"name"`
+	// Algorithm is hmac-sha256 (default), hmac-sha384, hmac-sha512 or hmac-sha1.
+	Algorithm string `yaml:"algorithm"`
+	// SecretFile holds the base64 secret.
 	SecretFile string `yaml:"secret_file"`
 }
 
 // Monitor is an active health check (health/), shared by the gslb's pool
 // members and the balancer's static edges.
 type Monitor struct {
-	Type MonitorType `yaml:"type"` // MonitorHTTP (default), MonitorHTTPS or MonitorTCP
+	// Type is http (default: a GET of Path), https or tcp (a connect).
+	Type MonitorType `yaml:"type"`
 	// Port probed on each member's address (default 80 for http, 443 for https).
 	Port int `yaml:"port"`
 	// Path of an HTTP probe (default /_ringlb/health).
 	Path string `yaml:"path"`
 	// ExpectStatus is the HTTP status that means up (default 200).
-	ExpectStatus int      `yaml:"expect_status"`
-	Interval     Duration `yaml:"interval"` // default 2s
-	Timeout      Duration `yaml:"timeout"`  // default 1s
-	// Rise successes in a row bring a member up; Fall failures take it down.
-	Rise int `yaml:"rise"` // default 2
-	Fall int `yaml:"fall"` // default 2
+	ExpectStatus int `yaml:"expect_status"`
+	// Interval between checks (default 2s).
+	Interval Duration `yaml:"interval"`
+	// Timeout bounds one check (default 1s, at most Interval).
+	Timeout Duration `yaml:"timeout"`
+	// Rise successes in a row bring a member up (default 2).
+	Rise int `yaml:"rise"`
+	// Fall failures in a row take a member down (default 2).
+	Fall int `yaml:"fall"`
 	// Jitter spreads probes by up to this fraction of Interval (default 0.1).
 	Jitter float64 `yaml:"jitter"`
 }
 
 // ManagedName is a name answered from region pools.
 type ManagedName struct {
+	// Name is the traffic-managed name, inside one of the zones.
 	Name string `yaml:"name"`
-	TTL  int    `yaml:"ttl"` // default 30
+	// TTL of the answers, in seconds (default 30).
+	TTL int `yaml:"ttl"`
 	// FailoverTTL is used while the client's region is failed over (default 10).
 	FailoverTTL int `yaml:"failover_ttl"`
 	// MaxAnswers caps the addresses in one answer (default 0: all).
@@ -111,6 +122,7 @@ type ManagedName struct {
 
 // Region is one pool of a managed name.
 type Region struct {
+	// Members are the region's addresses: its balancers' floating IPs.
 	Members []Member `yaml:"members"`
 	// Monitor names an entry of gslb.monitors.
 	Monitor string `yaml:"monitor"`
@@ -124,11 +136,14 @@ type Region struct {
 
 // Member is one address of a pool: a regional balancer's floating IP.
 type Member struct {
-	Name    string `yaml:"name"`
+	// Name is the member's name in its region (admin API, metrics).
+	Name string `yaml:"name"`
+	// Address is the IPv4 or IPv6 address answered (A or AAAA).
 	Address string `yaml:"address"`
 	// Probe overrides where the monitor checks this member (host:port);
 	// default: address and the monitor's port.
-	Probe     string `yaml:"probe"`
+	Probe string `yaml:"probe"`
+	// ServeMode overrides the region's serve_mode for this member.
 	ServeMode string `yaml:"serve_mode"`
 }
 
@@ -139,8 +154,9 @@ type RateLimit struct {
 	// Slip: every Nth limited UDP response is sent truncated (TC) instead of
 	// dropped, so real clients retry over TCP (default 2; 0 drops all).
 	Slip *int `yaml:"slip"`
-	// IPv4Prefix and IPv6Prefix group clients (default 24 and 56).
+	// IPv4Prefix groups IPv4 clients into one rate (default /24).
 	IPv4Prefix int `yaml:"ipv4_prefix"`
+	// IPv6Prefix groups IPv6 clients into one rate (default /56).
 	IPv6Prefix int `yaml:"ipv6_prefix"`
 }
 
