@@ -28,6 +28,7 @@ import (
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // harness is three test edges on a ring and a balancer in front of them, all
@@ -855,12 +856,7 @@ func TestReservedPathsAndHeaders(t *testing.T) {
 func TestFollows421ToDrainingEdge(t *testing.T) {
 	h := newHarness(t, configs.Balancer{})
 	draining := startTestEdge(t, "edge-9")
-	m, err := health.Join(t.Context(), configs.Cluster{Name: "edge-9", Bind: "127.0.0.1:0", Profile: "local"},
-		health.Meta{Role: health.RoleEdge, URL: draining.url, Weight: 1, State: health.StateDraining}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Shutdown(context.Background()) })
+	m := healthtest.New(t).Join("edge-9", health.Meta{Role: health.RoleEdge, URL: draining.url, Weight: 1, State: health.StateDraining})
 	h.bal.SetCluster(m)
 	key := h.keyOwnedBy(t, "edge-1")
 	h.byName["edge-1"].pin(key, "edge-9")
@@ -876,30 +872,16 @@ func TestFollows421ToDrainingEdge(t *testing.T) {
 func TestRoutesPinnedSessionsDirectly(t *testing.T) {
 	h := newHarness(t, configs.Balancer{})
 	pinned := startTestEdge(t, "edge-9")
-	join := func(name string, meta health.Meta, seeds ...string) *health.Membership {
-		m, err := health.Join(t.Context(), configs.Cluster{Name: name, Bind: "127.0.0.1:0", Profile: "local", Join: seeds,
-			ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond)}, meta, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Shutdown(context.Background()) })
-		return m
-	}
-	bal := join("bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
-	edge := join("edge-9", health.Meta{Role: health.RoleEdge, URL: pinned.url, Weight: 1, State: health.StateAlive}, bal.Addr())
+	cl := healthtest.New(t)
+	bal := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
+	edge := cl.Join("edge-9", health.Meta{Role: health.RoleEdge, URL: pinned.url, Weight: 1, State: health.StateAlive})
 	h.bal.SetCluster(bal)
 	key := h.keyOwnedBy(t, "edge-1")
 	edge.Pin(xxhash.Sum64String(key))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if n, ok := bal.PinnedTo(xxhash.Sum64String(key)); ok && n.Name == "edge-9" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the pin never reached the balancer's membership")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	healthtest.WaitUntil(t, "the pin reaches the balancer's membership", func() bool {
+		n, ok := bal.PinnedTo(xxhash.Sum64String(key))
+		return ok && n.Name == "edge-9"
+	})
 	conn, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
 	conn.Close()
 	if got := resp.Header.Get("X-Ringlb-Edge"); got != "edge-9" {

@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,10 +10,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // fakeEdgeMetrics is what an edge's admin /metrics says (the contract names).
@@ -99,14 +98,11 @@ func TestDashboardClusterView(t *testing.T) {
 	defer edgeAdmin.Close()
 	gslb := startFakeGSLB(t)
 
-	self := joinTest(t, "bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
-	joinTest(t, "gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, Weight: 1, State: health.StateAlive}, self.Addr())
-	joinTest(t, "gslb-t", health.Meta{Role: health.RoleGSLB, Region: "east", Admin: gslb.srv.URL, State: health.StateAlive}, self.Addr())
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if err := self.Wait(ctx, func(ns []health.Node) bool { return len(ns) == 3 }); err != nil {
-		t.Fatal(err)
-	}
+	cl := healthtest.New(t)
+	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, Weight: 1, State: health.StateAlive})
+	cl.Join("gslb-t", health.Meta{Role: health.RoleGSLB, Region: "east", Admin: gslb.srv.URL, State: health.StateAlive})
+	healthtest.WaitMembers(t, self, "the edge and the gslb in gossip", func(ns []health.Node) bool { return len(ns) == 3 })
 	h.bal.SetCluster(self)
 
 	do := func(method, path, auth string) (*http.Response, string) {

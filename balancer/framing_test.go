@@ -17,6 +17,7 @@ import (
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // rawBackend is an edge at the TCP level that shows what a backend parses
@@ -129,20 +130,12 @@ func (b *rawBackend) settle(t *testing.T, bal *Balancer) []backendRequest {
 	if got := exchange(t, b.ln.Addr().String(), "GET /settle HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n", 1, false); fmt.Sprint(got) != "[200]" {
 		t.Fatalf("backend probe: %v", got)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	healthtest.WaitUntil(t, "the backend's connections end", func() bool {
 		bal.edges.closeIdle()
 		b.mu.Lock()
-		open := len(b.conns)
-		b.mu.Unlock()
-		if open == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("backend still has %d connections", open)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer b.mu.Unlock()
+		return len(b.conns) == 0
+	})
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var reqs []backendRequest

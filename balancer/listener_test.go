@@ -13,6 +13,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // proxiedRequest sends a request on a fresh connection, after prefix (a PROXY
@@ -131,17 +132,10 @@ func TestMaxConnections(t *testing.T) {
 	}
 	// Closing one frees a slot.
 	held[0].Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	healthtest.WaitUntil(t, "a slot freed after a connection closed", func() bool {
 		resp, _ := proxiedRequest(t, h.addr, nil, "k")
-		if resp != nil && resp.StatusCode == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("slot not freed after a connection closed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return resp != nil && resp.StatusCode == 200
+	})
 	// A reload lowers the limit for the next connections: with one held,
 	// a limit of 1 refuses the next.
 	next := h.bal.current.Load().cfg

@@ -1,31 +1,16 @@
 package balancer
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
-
-func joinTest(t *testing.T, name string, meta health.Meta, join ...string) *health.Membership {
-	t.Helper()
-	m, err := health.Join(t.Context(), configs.Cluster{Name: name, Bind: "127.0.0.1:0", Join: join, Profile: "local"}, meta, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		m.Shutdown(ctx)
-	})
-	return m
-}
 
 func TestAdminNodesAndDrain(t *testing.T) {
 	h := newHarness(t, configs.Balancer{})
@@ -40,13 +25,10 @@ func TestAdminNodesAndDrain(t *testing.T) {
 		http.NotFound(w, r)
 	}))
 	defer edgeAdmin.Close()
-	self := joinTest(t, "bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
-	joinTest(t, "gossip-edge", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, Weight: 1, State: health.StateAlive}, self.Addr())
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if err := self.Wait(ctx, func(ns []health.Node) bool { return len(ns) == 2 }); err != nil {
-		t.Fatal(err)
-	}
+	cl := healthtest.New(t)
+	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
+	cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, Weight: 1, State: health.StateAlive})
+	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
 	h.bal.SetCluster(self)
 
 	resp, err := h.client.Get("http://" + h.admin + "/api/nodes")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // pattern is deterministic content of n bytes, so any lost, duplicated or
@@ -131,11 +132,5 @@ func startBalancerTo(t *testing.T, edgeURL string) (*Balancer, string) {
 
 func waitTunnels(t *testing.T, b *Balancer, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for b.Tunnels() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d tunnels open, want %d", b.Tunnels(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	healthtest.WaitUntil(t, fmt.Sprintf("%d tunnels open", n), func() bool { return b.Tunnels() == n })
 }

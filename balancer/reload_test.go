@@ -16,6 +16,7 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 func holdConn(t *testing.T, addr string) net.Conn {
@@ -160,18 +161,13 @@ func TestCertificateFilesWatched(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	healthtest.WaitUntil(t, "the renewed certificate served", func() bool {
 		c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: poolB})
 		if err == nil {
 			c.Close()
-			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("renewed certificate not served: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil
+	})
 }
 
 func TestRedirectToHTTPS(t *testing.T) {

@@ -1,0 +1,129 @@
+// Package healthtest starts real gossip members on loopback for the tests of
+// the packages that consume membership (balancer, sessions, gslb,
+// cmd/ringlb): memberlist's local profile with short intervals, one cluster
+// key shared by the nodes of a test, cleanup registered with the test. It
+// also holds the one "wait until" of those tests, generous and bounded, so
+// no test asserts on how long something took.
+//
+// It is for tests only: nothing in a binary imports it.
+package healthtest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+)
+
+// Patience bounds every wait of a test: long enough for a busy CI machine
+// (gossip converges in well under a second when idle), short enough that a
+// broken test still ends.
+const Patience = 30 * time.Second
+
+// Timings of a test cluster: failure detection within a second, gossip
+// rounds of 50 ms.
+const (
+	ProbeInterval  = 100 * time.Millisecond
+	GossipInterval = 50 * time.Millisecond
+)
+
+// Cluster is one test's gossip cluster: the key its nodes share and the
+// gossip address of its first node, which the others join.
+type Cluster struct {
+	t       testing.TB
+	keyFile string // "" for a cluster without a key
+
+	mu   sync.Mutex
+	seed string
+}
+
+// New returns a keyed cluster (a fresh key in the test's temporary
+// directory), as every cluster beyond loopback is.
+func New(t testing.TB) *Cluster {
+	t.Helper()
+	key := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(key, []byte(configs.GenerateKey()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &Cluster{t: t, keyFile: key}
+}
+
+// NewKeyless returns a cluster without a key: loopback only, the mode in
+// which edges fall back to checking the sender's address.
+func NewKeyless(t testing.TB) *Cluster { return &Cluster{t: t} }
+
+// KeyFile is the cluster's keyring file ("" when keyless).
+func (c *Cluster) KeyFile() string { return c.keyFile }
+
+// Config is the cluster section of a node named name: loopback on a free
+// port, the test timings, the cluster's key, joining the first node.
+func (c *Cluster) Config(name string) configs.Cluster {
+	cfg := configs.Cluster{
+		Name: name, Region: "east", Bind: "127.0.0.1:0", Profile: configs.ProfileLocal,
+		ProbeInterval: configs.Duration(ProbeInterval), GossipInterval: configs.Duration(GossipInterval),
+		SecretKeyFile: c.keyFile,
+	}
+	c.mu.Lock()
+	if c.seed != "" {
+		cfg.Join = []string{c.seed}
+	}
+	c.mu.Unlock()
+	return cfg
+}
+
+// Join starts a member named name announcing meta (the first one seeds the
+// cluster) and stops it when the test ends.
+func (c *Cluster) Join(name string, meta health.Meta) *health.Membership {
+	c.t.Helper()
+	return c.JoinWith(c.Config(name), meta)
+}
+
+// JoinWith starts a member from cfg (a Config the test adjusted).
+func (c *Cluster) JoinWith(cfg configs.Cluster, meta health.Meta) *health.Membership {
+	c.t.Helper()
+	m, err := health.Join(context.Background(), cfg, meta, nil)
+	if err != nil {
+		c.t.Fatalf("join %s: %v", cfg.Name, err)
+	}
+	c.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		m.Shutdown(ctx)
+	})
+	c.mu.Lock()
+	if c.seed == "" {
+		c.seed = m.Addr()
+	}
+	c.mu.Unlock()
+	return m
+}
+
+// WaitMembers waits, on membership events, until cond holds for m's live
+// members; it fails the test after Patience.
+func WaitMembers(t testing.TB, m *health.Membership, what string, cond func([]health.Node) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
+	defer cancel()
+	if err := m.Wait(ctx, cond); err != nil {
+		t.Fatalf("%s: %s: not within %s; members %v", m.LocalName(), what, Patience, m.Members())
+	}
+}
+
+// WaitUntil polls cond until it holds and fails the test after Patience.
+// Use it where no event says the state changed (a ring rebuilt on another
+// goroutine, a counter); prefer WaitMembers where gossip is what changes.
+func WaitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Patience)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, Patience)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
