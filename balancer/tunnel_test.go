@@ -13,6 +13,7 @@ import (
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // startRawEdge is an edge at the TCP level: it answers any request with a
@@ -96,13 +97,15 @@ func startRawBalancer(tb testing.TB, cfg configs.Balancer) (*Balancer, string) {
 // An active tunnel outlives many idle rounds; a half-close from the client
 // reaches the edge, whose close ends the tunnel.
 func TestTunnelRoundsAndHalfClose(t *testing.T) {
-	b, addr := startRawBalancer(t, configs.Balancer{TunnelIdleTimeout: configs.Duration(100 * time.Millisecond)})
+	// Rounds of 500 ms with a write every 25 ms: a busy machine would have
+	// to stall the test for a whole round to make the tunnel look idle.
+	b, addr := startRawBalancer(t, configs.Balancer{TunnelIdleTimeout: configs.Duration(500 * time.Millisecond)})
 	c, br := openRawTunnel(t, addr)
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 	msg := []byte("ping")
 	got := make([]byte, len(msg))
-	// Traffic every 10ms for ~6 rounds of 100ms: the tunnel must stay up.
+	// Traffic for ~3 rounds: the tunnel must stay up.
 	for range 60 {
 		if _, err := c.Write(msg); err != nil {
 			t.Fatal(err)
@@ -110,7 +113,7 @@ func TestTunnelRoundsAndHalfClose(t *testing.T) {
 		if _, err := io.ReadFull(br, got); err != nil {
 			t.Fatalf("tunnel closed while active: %v", err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(25 * time.Millisecond)
 	}
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -119,9 +122,7 @@ func TestTunnelRoundsAndHalfClose(t *testing.T) {
 		t.Fatalf("after half-close: %v, want EOF", err)
 	}
 	// The tunnel is released once both directions ended.
-	for b.Tunnels() != 0 {
-		time.Sleep(time.Millisecond)
-	}
+	healthtest.WaitUntil(t, "the tunnel released", func() bool { return b.Tunnels() == 0 })
 }
 
 // BenchmarkTunnel measures echo throughput through one tunnel: client →
