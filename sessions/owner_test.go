@@ -25,6 +25,9 @@ import (
 // testRing is small so rebuilds are quick; edges and test agree on it.
 var testRing = ring.Config{Partitions: 271, Replication: 40, Load: 1.25}
 
+// The edge's ownership runs on the real membership.
+var _ Membership = (*health.Membership)(nil)
+
 type clusterEdge struct {
 	*testEdge
 	m *health.Membership

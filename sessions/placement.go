@@ -57,6 +57,30 @@ const settleWindow = 10 * time.Second
 
 var errNoEdge = errors.New("no edge on the ring")
 
+// Membership is what ownership reads of the cluster's gossip and writes to
+// it: the edges and their state, pins, the cluster key and a signal on every
+// change. *health.Membership is the one the edge runs with (ringlb edge, and
+// the tests, on real memberlist nodes).
+type Membership interface {
+	// Edges returns the alive edges of region ("": every region).
+	Edges(region string) []health.Node
+	// Node returns the live member named name, whatever its role or state.
+	Node(name string) (health.Node, bool)
+	// Subscribe signals membership changes (coalesced) until ended.
+	Subscribe() (changes <-chan struct{}, unsubscribe func())
+	// Pin and Unpin announce that a session of hash lives on this edge
+	// although the ring may give it to another, and withdraw it.
+	Pin(hash uint64)
+	Unpin(hash uint64)
+	// PinnedTo returns the live node, other than this one, that pinned hash.
+	PinnedTo(hash uint64) (health.Node, bool)
+	// PinnedByGone names a node that pinned hash and left the cluster
+	// lately: it may only have been taken for dead.
+	PinnedByGone(hash uint64) (string, bool)
+	// Keyring is the cluster key that signs and checks peer requests.
+	Keyring() *health.Keyring
+}
+
 // pastView is a ring snapshot replaced less than settleWindow ago.
 type pastView struct {
 	snap  *ring.Snapshot
@@ -66,7 +90,7 @@ type pastView struct {
 // ownership is an edge's ring view, recent views, pins and peer client.
 type ownership struct {
 	srv  *Server
-	m    *health.Membership
+	m    Membership
 	self string
 	ring *ring.Ring
 	log  *slog.Logger
@@ -97,7 +121,7 @@ func (s *Server) RingEdges() int {
 // with rc (the balancers' ring parameters), pin sessions that outlive a ring
 // change, and hand sessions on when it drains. Call it once, before Serve.
 // Shutdown stops what it starts.
-func (s *Server) UseCluster(m *health.Membership, rc ring.Config) {
+func (s *Server) UseCluster(m Membership, rc ring.Config) {
 	s.UseKeyring(m.Keyring())
 	o := &ownership{
 		srv: s, m: m, self: s.name, ring: ring.New(rc), log: s.log,
