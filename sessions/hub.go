@@ -54,7 +54,8 @@ type hub struct {
 type hubShard struct {
 	mu       sync.Mutex
 	sessions map[string]*session
-	// Ownership (owner.go). admitting counts joins admitted before their
+	// Ownership (placement.go; kept by lookup, reserve, claim and sweep
+	// below). admitting counts joins admitted before their
 	// upgrade and not yet joined, so a peer's claim never races a join.
 	// claims are keys another edge asked to host (we had none live); moved
 	// are sessions handed to another edge by a drain. Both expire.
@@ -90,7 +91,7 @@ type session struct {
 	participants []*participant // in join order
 	v1           *v1Session     // nil: a raw session
 	// movedTo is the edge a drain handed this session to: no msg is
-	// sequenced and nobody joins here any more (owner.go).
+	// sequenced and nobody joins here any more (handOff, drain.go).
 	movedTo string
 }
 

@@ -19,7 +19,8 @@ import (
 	"github.com/ringlb/ringlb/health"
 )
 
-// Ownership: the edge's half of "a session never splits" (DESIGN.md).
+// Ownership: the edge's half of "a session never splits" (docs/DESIGN.md,
+// "The one hard property").
 //
 // With a cluster (UseCluster) an edge keeps its own ring of the cluster's
 // edges, built exactly as the balancers build theirs, and before it starts a
@@ -47,6 +48,12 @@ import (
 // is sequenced here any more, joins get 421 to the new owner), then closes
 // its participants with 1012; ringlb.v1 clients resume on the new owner with
 // nothing lost (drain.go).
+//
+// This file decides where a new session belongs and asks other edges (the
+// claim's client side); peer.go serves their claims and hand-offs and signs
+// and checks every edge-to-edge request; the hub keeps the marks placement
+// reads and writes (admitting, claims, moved) under its shard locks, in
+// hub.go.
 
 // settleWindow is how long a ring change is remembered: views of the last
 // settleWindow are asked before a new session starts, and claims and

@@ -358,7 +358,7 @@ var errDraining = errors.New("edge draining")
 // place admits a join of key (counted until it joins; see hub.reserve), or
 // names the edge the session belongs to, or refuses it. A session live here
 // is always joined: live sessions never move on a ring change, so none
-// splits. A new one is checked against the cluster's ring (owner.go).
+// splits. A new one is checked against the cluster's ring (placement.go).
 func (s *Server) place(ctx *fasthttp.RequestCtx, key []byte) (string, error) {
 	o := s.hub.owner.Load()
 	var (
