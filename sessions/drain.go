@@ -1,7 +1,12 @@
 package sessions
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"time"
 )
 
@@ -83,4 +88,117 @@ func (s *Server) closeAll(reason string) int {
 		p.stop(closeServiceRestart, reason)
 	}
 	return len(s.conns)
+}
+
+// maxHandoffBytes bounds one hand-off request body; larger drains are sent
+// in several. Below fasthttp's default request body limit (4 MiB).
+const maxHandoffBytes = 2 << 20
+
+// moving is a session frozen for a hand-off, and who to close after it.
+type moving struct {
+	key          string
+	state        *handoffSession // nil: raw mode, nothing to carry
+	participants []*participant
+	size         int
+}
+
+// handOff moves every session to its owner on the ring without this edge
+// (the edge is draining, so its ring has left it) and closes their
+// participants with 1012. Sessions with no owner (no other edge) are left
+// for the drain's end. It returns the number of sessions handed on.
+func (o *ownership) handOff(ctx context.Context) int {
+	snap := o.ring.Update(o.members())
+	now := time.Now()
+	groups := map[string][]moving{}
+	urls := map[string]string{}
+	o.srv.hub.eachSession(func(sh *hubShard, s *session) {
+		target, ok := snap.Locate([]byte(s.key))
+		if !ok || target.Name == o.self {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.movedTo != "" {
+			return
+		}
+		s.movedTo = target.Name
+		sh.moved[s.key] = handover{edge: target.Name, until: now.Add(settleWindow), empty: s.v1 == nil}
+		mv := moving{key: s.key, participants: append([]*participant(nil), s.participants...)}
+		if s.v1 != nil {
+			st := &handoffSession{Key: s.key, Epoch: s.v1.epoch, Seq: s.v1.seq}
+			frames, _ := s.v1.since(s.v1.seq - uint64(s.v1.n))
+			for _, f := range frames {
+				st.History = append(st.History, json.RawMessage(bytes.Clone(f.payload())))
+				mv.size += len(f.payload())
+			}
+			mv.state = st
+			mv.size += len(s.key) + 64
+		}
+		groups[target.Name] = append(groups[target.Name], mv)
+		urls[target.Name] = target.URL
+	})
+	moved := 0
+	for target, list := range groups {
+		for len(list) > 0 {
+			n, size := 0, 0
+			var batch handoffRequest
+			batch.From = o.self
+			for n < len(list) && (n == 0 || size+list[n].size <= maxHandoffBytes) {
+				if list[n].state != nil {
+					batch.Sessions = append(batch.Sessions, *list[n].state)
+				}
+				size += list[n].size
+				n++
+			}
+			if len(batch.Sessions) > 0 {
+				if err := o.send(ctx, urls[target], &batch); err != nil {
+					o.log.Error("hand-off failed: these sessions' clients will get reset on the new edge", "edge", target, "sessions", len(batch.Sessions), "err", err)
+					o.srv.hub.nothingComing(batch.Sessions)
+				}
+			}
+			for _, mv := range list[:n] {
+				o.unpin(mv.key) // the new owner has it: the ring sends joins there
+				for _, p := range mv.participants {
+					p.stop(closeServiceRestart, "session moved to "+target)
+				}
+			}
+			moved += n
+			list = list[n:]
+		}
+	}
+	o.srv.metrics.handedOff.Add(float64(moved))
+	if moved > 0 {
+		o.log.Info("drain: sessions handed on", "sessions", moved, "edges", len(groups))
+	}
+	return moved
+}
+
+func (o *ownership) send(ctx context.Context, url string, batch *handoffRequest) error {
+	body, err := json.Marshal(batch)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)
+	defer cancel()
+	req, err := o.signed(ctx, url, pathHandoff, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := o.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var out handoffResponse
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("answered %s", resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
+		return err
+	}
+	if len(out.Refused) > 0 {
+		o.log.Warn("hand-off: the new edge already hosts some of these sessions", "refused", len(out.Refused))
+	}
+	return nil
 }

@@ -1,6 +1,8 @@
 package sessions
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
 )
 
 // A drain refuses new sessions but lets participants join the live ones, and
@@ -91,5 +94,111 @@ func TestAdminDrainNeedsProof(t *testing.T) {
 				t.Errorf("draining = %v after a %d", drained, resp.StatusCode)
 			}
 		})
+	}
+}
+
+// A draining edge hands every session (epoch, seq, history) to its new
+// owner and closes its participants with 1012; they resume there with
+// nothing lost, and a join sent to the draining edge gets 421.
+func TestDrainHandsSessionsOn(t *testing.T) {
+	a, b, key := startDrainPair(t, "drained")
+	p1 := a.joinV1(t, key, "", nil)
+	p2 := a.joinV1(t, key, "", nil)
+	p1.readType(t, "join")
+	for i := range 5 {
+		p1.msg(t, i)
+		p1.readType(t, "ack")
+		p2.readType(t, "msg")
+	}
+	epoch := p1.welcome.Epoch
+
+	drained := startDrain(a)
+	for _, p := range []*v1Client{p1, p2} {
+		if code := closeCode(t, p.Conn); code != closeServiceRestart {
+			t.Fatalf("close code %d, want 1012", code)
+		}
+	}
+	if got := dialExpect421(t, a, key); got != "edge-b" {
+		t.Fatalf("draining edge sent %s to %q, want edge-b", key, got)
+	}
+	// p2 had seen up to seq 5: resuming on edge-b replays nothing and
+	// keeps the epoch; a newcomer resuming from 0 gets all five.
+	r2 := b.joinV1(t, key, "resume=5&epoch="+epoch, nil)
+	if r2.welcome.Epoch != epoch || r2.welcome.Seq != 5 {
+		t.Fatalf("welcome on the new edge %+v, want epoch %s seq 5", r2.welcome, epoch)
+	}
+	r1 := b.joinV1(t, key, "resume=0&epoch="+epoch, nil)
+	for i := range 5 {
+		m := r1.readType(t, "msg")
+		if m.Seq != uint64(i+1) || string(m.Data) != fmt.Sprint(i) {
+			t.Fatalf("replay %d: %+v", i, m)
+		}
+	}
+	r1.msg(t, "after")
+	if m := r2.readType(t, "msg"); m.Seq != 6 {
+		t.Fatalf("first msg on the new edge %+v, want seq 6", m)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	if v := metricValue(t, a.s, "ringlb_edge_sessions_handed_off_total"); v != 1 {
+		t.Errorf("handed off %v sessions, want 1", v)
+	}
+}
+
+// startDrainPair starts edge-a and edge-b in one cluster and returns a key
+// (prefix-N) that edge-a owns.
+func startDrainPair(t *testing.T, prefix string) (a, b *clusterEdge, key string) {
+	t.Helper()
+	a = startClusterEdge(t, "edge-a", "")
+	b = startClusterEdge(t, "edge-b", a.m.Addr())
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	for i := 0; ; i++ {
+		if key = fmt.Sprintf("%s-%d", prefix, i); ownerOf(key, "edge-a", "edge-b") == "edge-a" {
+			return a, b, key
+		}
+	}
+}
+
+// startDrain drains e in the background; the channel gets Drain's result.
+func startDrain(e *clusterEdge) <-chan error {
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- e.s.Drain(ctx)
+	}()
+	return drained
+}
+
+// A drained raw-mode session carries no state: its participants reconnect
+// on the new owner at once, which does not wait for a hand-off.
+func TestDrainRawSessionsReconnectAtOnce(t *testing.T) {
+	a, b, key := startDrainPair(t, "raw-drained")
+	d := websocket.Dialer{HandshakeTimeout: testDeadline}
+	h := http.Header{"Ctstickiness": {key}}
+	p, _, err := d.Dial("ws://"+a.data+"/ws", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	<-a.joined
+	drained := startDrain(a)
+	if code := closeCode(t, p); code != closeServiceRestart {
+		t.Fatalf("close code %d, want 1012", code)
+	}
+	// What ringlb edge does on a drain: announce it, so the ring leaves a.
+	if err := a.m.UpdateMeta(t.Context(), func(m *health.Meta) { m.State = health.StateDraining }); err != nil {
+		t.Fatal(err)
+	}
+	waitRing(t, []*clusterEdge{b}, "edge-b")
+	// Waiting for a hand-off that never comes would end in a 503.
+	again, resp, err := d.Dial("ws://"+b.data+"/ws", h)
+	if err != nil {
+		t.Fatalf("raw reconnect on the new owner: %v (%v)", err, resp)
+	}
+	defer again.Close()
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"context"
 	"errors"
 	"hash/maphash"
 	"slices"
@@ -16,6 +17,10 @@ const hubShards = 64
 
 // errSessionFull refuses a join to a session at max_participants.
 var errSessionFull = errors.New("session is full")
+
+// errSessionMoved refuses a join to a session a drain handed to another
+// edge during the handshake (1012: reconnect through a balancer).
+var errSessionMoved = errors.New("session moved to another edge")
 
 // hub is the relay core: it groups participants into sessions by key and
 // fans frames out to them in one order per session. It does not own sockets
@@ -49,7 +54,8 @@ type hub struct {
 type hubShard struct {
 	mu       sync.Mutex
 	sessions map[string]*session
-	// Ownership (owner.go). admitting counts joins admitted before their
+	// Ownership (placement.go; kept by lookup, reserve, claim and sweep
+	// below). admitting counts joins admitted before their
 	// upgrade and not yet joined, so a peer's claim never races a join.
 	// claims are keys another edge asked to host (we had none live); moved
 	// are sessions handed to another edge by a drain. Both expire.
@@ -85,7 +91,7 @@ type session struct {
 	participants []*participant // in join order
 	v1           *v1Session     // nil: a raw session
 	// movedTo is the edge a drain handed this session to: no msg is
-	// sequenced and nobody joins here any more (owner.go).
+	// sequenced and nobody joins here any more (handOff, drain.go).
 	movedTo string
 }
 
@@ -339,4 +345,220 @@ func (h *hub) count() int {
 		sh.mu.Unlock()
 	}
 	return n
+}
+
+// lookup reports whether a session of key is live or joining here, or which
+// edge it belongs to instead (moved by a drain, claimed by another edge).
+// Claims and hand-over marks naming an edge for which gone reports true (it
+// left the cluster, or the balancer could not reach it) are disregarded.
+func (h *hub) lookup(key []byte, self string, gone func(string) bool) (live bool, redirect string) {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.lookup(string(key), self, gone, time.Now())
+}
+
+// lookup is hub.lookup with the shard lock held.
+func (sh *hubShard) lookup(key, self string, gone func(string) bool, now time.Time) (live bool, redirect string) {
+	if s := sh.sessions[key]; s != nil {
+		s.mu.Lock()
+		moved := s.movedTo
+		s.mu.Unlock()
+		switch {
+		case moved == "":
+			return true, ""
+		case gone == nil || !gone(moved):
+			return false, moved
+		}
+		// Frozen, handed to an edge that is gone since: nobody hosts it;
+		// a claim made since may name its owner.
+	}
+	if sh.admitting[key].n > 0 {
+		return true, ""
+	}
+	if m, ok := sh.moved[key]; ok && now.Before(m.until) && (gone == nil || !gone(m.edge)) {
+		return false, m.edge
+	}
+	if c, ok := sh.claims[key]; ok && now.Before(c.until) && c.edge != self && (gone == nil || !gone(c.edge)) {
+		return false, c.edge
+	}
+	return false, ""
+}
+
+// reserve admits a join of key unless the key belongs elsewhere now; an
+// admitted join is counted until hub.join (or unreserve), so a claim racing
+// it sees the session as live.
+func (h *hub) reserve(key []byte, self string, gone func(string) bool) (redirect string) {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, redirect = sh.lookup(string(key), self, gone, time.Now()); redirect != "" {
+		return redirect
+	}
+	a := sh.admitting[string(key)]
+	sh.admitting[string(key)] = admitted{n: a.n + 1, at: time.Now()}
+	return ""
+}
+
+func (h *hub) unreserve(key []byte) {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	sh.unadmit(string(key))
+	sh.mu.Unlock()
+}
+
+func (sh *hubShard) unadmit(key string) {
+	a, ok := sh.admitting[key]
+	if !ok {
+		return
+	}
+	if a.n--; a.n <= 0 {
+		delete(sh.admitting, key)
+		return
+	}
+	sh.admitting[key] = a
+}
+
+// admitTimeout is past any handshake (a request must be read in
+// requestReadTimeout): sweep forgets admissions this old, which a
+// handshake that never reached its handler left behind.
+const admitTimeout = 2 * requestReadTimeout
+
+// claim answers edge by's claim on key: the edge hosting it, or "" after
+// recording the claim for ttl.
+func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone func(string) bool) string {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	now := time.Now()
+	live, redirect := sh.lookup(string(key), by, gone, now)
+	switch {
+	case live:
+		return self
+	case redirect == by && sh.moved[string(key)].empty:
+		// Handed to the claimer with no state coming (raw mode, or the
+		// hand-off failed): it starts the session itself.
+		return ""
+	case redirect != "":
+		return redirect
+	}
+	sh.claims[string(key)] = handover{edge: by, until: now.Add(ttl)}
+	return ""
+}
+
+// nothingComing marks hand-overs whose state will not arrive (the hand-off
+// failed), so their new edge starts them instead of waiting.
+func (h *hub) nothingComing(list []handoffSession) {
+	for _, hs := range list {
+		sh := h.shardOf(hs.Key)
+		sh.mu.Lock()
+		if m, ok := sh.moved[hs.Key]; ok {
+			m.empty = true
+			sh.moved[hs.Key] = m
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// awaitInstall waits until a session of key is here (a hand-off installed
+// it), polling: hand-offs are rare and short.
+func (h *hub) awaitInstall(ctx context.Context, key []byte) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		sh := h.shard(key)
+		sh.mu.Lock()
+		_, ok := sh.sessions[string(key)]
+		sh.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// dropClaims forgets the claims made by edges for which void reports true.
+func (h *hub) dropClaims(void func(edge string) bool) {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for k, c := range sh.claims {
+			if void(c.edge) {
+				delete(sh.claims, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// sweep forgets expired claims and hand-over marks.
+func (h *hub) sweep(now time.Time) {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for k, c := range sh.claims {
+			if !now.Before(c.until) {
+				delete(sh.claims, k)
+			}
+		}
+		for k, m := range sh.moved {
+			if !now.Before(m.until) {
+				delete(sh.moved, k)
+			}
+		}
+		for k, a := range sh.admitting {
+			if now.Sub(a.at) > admitTimeout {
+				delete(sh.admitting, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// install creates an idle ringlb.v1 session from a hand-off; false when the
+// key is live here already.
+func (h *hub) install(hs handoffSession) bool {
+	sh := h.shardOf(hs.Key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if old := sh.sessions[hs.Key]; old != nil || sh.admitting[hs.Key].n > 0 {
+		return false
+	}
+	s := &session{key: hs.Key, created: time.Now(), v1: newV1Session(h.historyMsgs, h.historyByte)}
+	v := s.v1
+	v.epoch = hs.Epoch
+	v.seq = hs.Seq - uint64(len(hs.History))
+	for _, env := range hs.History {
+		v.seq++
+		v.remember(textFrame(len(env), func(b []byte) []byte { return append(b, env...) }))
+	}
+	v.seq = hs.Seq
+	delete(sh.claims, hs.Key)
+	sh.sessions[hs.Key] = s
+	h.metrics.sessionsHosted.Inc()
+	if o := h.owner.Load(); o != nil {
+		o.created(hs.Key)
+	}
+	s.mu.Lock()
+	if h.idleGrace > 0 {
+		h.keepIdle(s)
+	}
+	s.mu.Unlock()
+	return true
+}
+
+// eachSession calls f for every session, with its shard's lock held.
+func (h *hub) eachSession(f func(*hubShard, *session)) {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, s := range sh.sessions {
+			f(sh, s)
+		}
+		sh.mu.Unlock()
+	}
 }

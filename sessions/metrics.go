@@ -3,7 +3,7 @@ package sessions
 import "github.com/prometheus/client_golang/prometheus"
 
 // metrics are the edge's Prometheus metrics, named by the wire contract
-// (DESIGN.md, "Metrics"). All of them are declared here and nowhere else.
+// (docs/CONTRACT.md, "Metrics"). All of them are declared here and nowhere else.
 type metrics struct {
 	// sessionsActive counts sessions with at least one participant.
 	sessionsActive prometheus.Gauge

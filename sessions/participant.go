@@ -40,8 +40,8 @@ type participant struct {
 	srv      *Server
 	conn     *websocket.Conn
 	joinInfo // who it is and how it speaks (v1.go); set before run
-	// admitted: the join was counted in its shard's admitting (owner.go)
-	// and hub.join uncounts it.
+	// admitted: the join was counted in its shard's admitting
+	// (hub.reserve) and hub.join uncounts it.
 	admitted bool
 	// raw is the TCP connection under conn. fasthttp hands the handler a
 	// wrapper whose Close does nothing (fasthttp closes the socket when the

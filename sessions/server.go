@@ -3,8 +3,11 @@
 // sends is relayed to all the others, in one order for all.
 //
 // It serves the edge's data port (/ws, /whoami, /) and admin port
-// (/healthz, /metrics, /api/sessions). It is not a router: which edge owns a
-// key is the balancer's concern; this package hosts whatever it is sent.
+// (/healthz, /metrics, /api/sessions). It is not a router: balancers choose
+// the edge. With a cluster (UseCluster, placement.go) the edge checks that
+// choice on its own copy of the ring and names the owner (421) of a session
+// that is not its own, so none splits; without one it hosts whatever it is
+// sent.
 // It speaks raw mode (no subprotocol) and ringlb.v1 (JSON envelopes,
 // sequence numbers, history and resume: v1.go), and checks signed join
 // tokens (token.go, auth.go).
@@ -358,7 +361,7 @@ var errDraining = errors.New("edge draining")
 // place admits a join of key (counted until it joins; see hub.reserve), or
 // names the edge the session belongs to, or refuses it. A session live here
 // is always joined: live sessions never move on a ring change, so none
-// splits. A new one is checked against the cluster's ring (owner.go).
+// splits. A new one is checked against the cluster's ring (placement.go).
 func (s *Server) place(ctx *fasthttp.RequestCtx, key []byte) (string, error) {
 	o := s.hub.owner.Load()
 	var (

@@ -13,8 +13,9 @@ import (
 	"github.com/ringlb/ringlb/configs"
 )
 
-// protocolV1 is the subprotocol of the JSON envelope protocol (DESIGN.md,
-// "WebSocket relay"); a connection without it speaks raw mode.
+// protocolV1 is the subprotocol of the JSON envelope protocol
+// (docs/CONTRACT.md, "WebSocket relay"); a connection without it speaks raw
+// mode.
 const protocolV1 = configs.ProtocolV1
 
 // Refusals of a join to a session of the other mode (1008). A key's first

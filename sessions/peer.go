@@ -1,0 +1,206 @@
+package sessions
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+)
+
+// The /_ringlb/ paths are edge-to-edge; balancers never proxy that prefix,
+// and edges believe them only when signed with the cluster's key
+// (configs.HeaderPeer) by the edge they name — never because of the address
+// they come from: a request smuggled through a proxy, or sent by any host of
+// the network, must not claim or install a session.
+const (
+	pathClaim     = configs.PathClaim
+	pathHandoff   = configs.PathHandoff
+	headerOwner   = configs.HeaderOwner
+	headerSkip    = configs.HeaderSkip
+	headerClaimBy = configs.HeaderClaimBy
+)
+
+// peerTimeout bounds one edge-to-edge request (claim). A peer that does not
+// answer in time is taken for dead: its sessions are reconnecting anyway.
+const peerTimeout = 500 * time.Millisecond
+
+// handoffTimeout bounds one hand-off request.
+const handoffTimeout = 5 * time.Second
+
+// handoffSession is one session in a hand-off: its ringlb.v1 state and the
+// msg envelopes of its history, oldest first.
+type handoffSession struct {
+	Key     string            `json:"key"`
+	Epoch   string            `json:"epoch"`
+	Seq     uint64            `json:"seq"`
+	History []json.RawMessage `json:"history"`
+}
+
+type handoffRequest struct {
+	From     string           `json:"from"`
+	Sessions []handoffSession `json:"sessions"`
+}
+
+type handoffResponse struct {
+	Installed int      `json:"installed"`
+	Refused   []string `json:"refused,omitempty"` // live here already
+}
+
+// UseKeyring gives the edge the cluster's key: peers sign their reads of
+// the admin port and their claims and hand-offs with it. Call it before
+// Serve and ServeAdmin (UseCluster does).
+func (s *Server) UseKeyring(k *health.Keyring) { s.keyring.Store(k) }
+
+// newPeerClient returns the client of claims and hand-offs: its Timeout
+// bounds a hand-off, a claim's context bounds the claim to peerTimeout.
+func newPeerClient() *http.Client {
+	return &http.Client{Timeout: handoffTimeout, Transport: &http.Transport{
+		// Claims come in bursts after a ring change: keep connections
+		// to every peer rather than dial one per claim.
+		MaxIdleConnsPerHost: 32,
+		IdleConnTimeout:     settleWindow,
+		DialContext:         (&net.Dialer{Timeout: peerTimeout}).DialContext,
+	}}
+}
+
+// peerRequest says which edge of the cluster sent an edge-to-edge request,
+// or why it is refused. With a cluster key the request must carry a valid
+// signature (configs.HeaderPeer) by the edge it names; without one (a
+// loopback or explicitly insecure cluster) the named edge's advertised
+// address must be the request's source — the insecure mode, documented as
+// such.
+func (o *ownership) peerRequest(ctx *fasthttp.RequestCtx, name string) error {
+	n, ok := o.m.Node(name)
+	if !ok || n.Meta.Role != health.RoleEdge || name == o.self {
+		return errors.New("not an edge of this cluster")
+	}
+	if kr := o.m.Keyring(); kr.Enabled() {
+		signer, err := kr.VerifyRequest(string(ctx.Request.Header.Peek(configs.HeaderPeer)), string(ctx.Method()), string(ctx.RequestURI()), ctx.PostBody(), time.Now())
+		if err != nil {
+			return err
+		}
+		if signer != name {
+			return fmt.Errorf("signed by %s, not by %s", signer, name)
+		}
+		return nil
+	}
+	u, err := url.Parse(n.Meta.URL)
+	if err != nil {
+		return err
+	}
+	if want := net.ParseIP(u.Hostname()); want != nil && !want.Equal(ctx.RemoteIP()) {
+		return errors.New("not from the edge's address")
+	}
+	return nil
+}
+
+// signed prepares an edge-to-edge POST of body to u+path, signed as this edge.
+func (o *ownership) signed(ctx context.Context, u, path string, body []byte) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(u, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	o.m.Keyring().SignRequest(req.Header, o.self, req.Method, req.URL.RequestURI(), body)
+	return req, nil
+}
+
+// serveClaim answers POST /_ringlb/claim from another edge: 409 +
+// X-Ringlb-Owner when a session of the key (body) is live or joining here,
+// or belongs to a third edge; else 200, and the claim is recorded.
+func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
+	by := string(ctx.Request.Header.Peek(headerClaimBy))
+	key := ctx.PostBody()
+	if !ctx.IsPost() || by == "" || len(key) == 0 || len(key) > maxKeyLength {
+		ctx.Error("bad claim\n", fasthttp.StatusBadRequest)
+		return
+	}
+	o := s.hub.owner.Load()
+	if o == nil {
+		ctx.Error("forbidden: this edge checks no ownership\n", fasthttp.StatusForbidden)
+		return
+	}
+	if err := o.peerRequest(ctx, by); err != nil {
+		s.metrics.peerRefused.Inc()
+		s.log.Debug("claim refused", "by", by, "remote", ctx.RemoteIP(), "err", err)
+		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
+		return
+	}
+	gone := o.goneFunc(nil)
+	if holder := s.hub.claim(key, s.name, by, settleWindow, gone); holder != "" {
+		ctx.Error("hosted\n", fasthttp.StatusConflict)
+		ctx.Response.Header.Set(headerOwner, holder) // after Error, which resets headers
+		return
+	}
+	ctx.SetBodyString("claimed\n")
+}
+
+// serveHandoff installs sessions handed on by a draining edge, each idle
+// (kept for idle_grace) until its clients resume.
+func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsPost() {
+		ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+		return
+	}
+	o := s.hub.owner.Load()
+	if o == nil {
+		ctx.Error("forbidden: this edge checks no ownership\n", fasthttp.StatusForbidden)
+		return
+	}
+	refuse := func(from string, err error) {
+		s.metrics.peerRefused.Inc()
+		s.log.Warn("hand-off refused", "from", from, "remote", ctx.RemoteIP(), "err", err)
+		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
+	}
+	// With a cluster key the signature is checked before the body is
+	// parsed: nothing unsigned reaches the JSON decoder.
+	signer, _, _ := strings.Cut(string(ctx.Request.Header.Peek(configs.HeaderPeer)), " ")
+	keyed := o.m.Keyring().Enabled()
+	if keyed {
+		if err := o.peerRequest(ctx, signer); err != nil {
+			refuse(signer, err)
+			return
+		}
+	}
+	var req handoffRequest
+	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
+		ctx.Error("bad hand-off: "+err.Error()+"\n", fasthttp.StatusBadRequest)
+		return
+	}
+	switch {
+	case keyed && req.From != signer:
+		refuse(req.From, fmt.Errorf("signed by %s, not by %s", signer, req.From))
+		return
+	case !keyed:
+		if err := o.peerRequest(ctx, req.From); err != nil {
+			refuse(req.From, err)
+			return
+		}
+	}
+	var resp handoffResponse
+	for _, hs := range req.Sessions {
+		if len(hs.Key) == 0 || len(hs.Key) > maxKeyLength || hs.Epoch == "" || uint64(len(hs.History)) > hs.Seq {
+			resp.Refused = append(resp.Refused, hs.Key)
+			continue
+		}
+		if s.hub.install(hs) {
+			resp.Installed++
+		} else {
+			resp.Refused = append(resp.Refused, hs.Key)
+		}
+	}
+	s.log.Info("hand-off received", "from", req.From, "installed", resp.Installed, "refused", len(resp.Refused))
+	body, _ := json.Marshal(resp)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
+}

@@ -1,0 +1,68 @@
+package sessions
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+)
+
+// Edge-to-edge requests are believed only when signed with the cluster's
+// key by the edge they name. The attack: a process on the same host as
+// edge-b (so, to the old source-address check, edge-b itself) claims a
+// session, and installs a forged history by hand-off that a client then
+// resumes into.
+func TestPeerRequestsFromStrangersRefused(t *testing.T) {
+	a := startClusterEdge(t, "edge-a", "")
+	b := startClusterEdge(t, "edge-b", a.m.Addr())
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	stranger, err := health.Join(t.Context(), configs.Cluster{Name: "mallory", Bind: "127.0.0.1:0", Profile: "local", SecretKeyFile: clusterKeyFile(t, configs.GenerateKey())},
+		health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Weight: 1, State: health.StateAlive}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Shutdown(context.Background())
+	post := func(path, body string, h map[string]string, signer *health.Keyring, as string) int {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+a.data+path, strings.NewReader(body))
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		signer.SignRequest(req.Header, as, http.MethodPost, path, []byte(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	forged := `{"from":"edge-b","sessions":[{"key":"k","epoch":"e","seq":1,"history":[{"type":"msg","seq":1,"data":"forged"}]}]}`
+	for _, tt := range []struct {
+		name, path, body string
+		h                map[string]string
+		signer           *health.Keyring
+		as               string
+	}{
+		{"unsigned claim as edge-b", pathClaim, "k", map[string]string{headerClaimBy: "edge-b"}, nil, ""},
+		{"unsigned hand-off as edge-b", pathHandoff, forged, nil, nil, ""},
+		{"hand-off signed with another cluster's key", pathHandoff, forged, nil, stranger.Keyring(), "edge-b"},
+		{"claim by a stranger", pathClaim, "k", map[string]string{headerClaimBy: "mallory"}, stranger.Keyring(), "mallory"},
+		{"claim signed by edge-b for another edge", pathClaim, "k", map[string]string{headerClaimBy: "edge-a"}, b.m.Keyring(), "edge-b"},
+	} {
+		if code := post(tt.path, tt.body, tt.h, tt.signer, tt.as); code != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", tt.name, code)
+		}
+	}
+	if live, _ := a.s.hub.lookup([]byte("k"), "edge-a", nil); live {
+		t.Fatal("a forged hand-off installed a session")
+	}
+	if got := metricValue(t, a.s, "ringlb_edge_peer_requests_refused_total"); got != 5 {
+		t.Errorf("ringlb_edge_peer_requests_refused_total = %v, want 5", got)
+	}
+	// Signed by edge-b with the cluster's key: what a real claim is.
+	if code := post(pathClaim, "k", map[string]string{headerClaimBy: "edge-b"}, b.m.Keyring(), "edge-b"); code != http.StatusOK {
+		t.Errorf("claim signed by edge-b: %d, want 200", code)
+	}
+}

@@ -1,0 +1,480 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/health"
+)
+
+// Ownership: the edge's half of "a session never splits" (docs/DESIGN.md,
+// "The one hard property").
+//
+// With a cluster (UseCluster) an edge keeps its own ring of the cluster's
+// edges, built exactly as the balancers build theirs, and before it starts a
+// session it checks, in order:
+//
+//  1. the session is live here (or joining right now): join it, whatever
+//     the ring says — a live session never moves on a ring change;
+//  2. another edge pinned it (gossip), asked for it (a claim, below), or a
+//     drain handed it on: 421 + X-Ringlb-Owner naming that edge;
+//  3. the ring (less the edges the balancer could not reach, named in
+//     X-Ringlb-Skip) gives it to another edge: 421 naming the owner;
+//  4. the ring gives it to us, but the ring changed less than settleWindow
+//     ago: every edge that owned the key in a view of that window is asked
+//     (POST /_ringlb/claim) whether it hosts the session; one that does gets
+//     the 421. One that does not records our claim for settleWindow, so a
+//     balancer still routing by the old view is sent here, not given a
+//     second session there.
+//
+// Pins cover what outlives the window: whenever the ring changes, every
+// session live here that the ring now gives to another edge is pinned in
+// gossip (health.Membership.Pin), and unpinned when it ends.
+//
+// A drain hands every session to its owner on the ring without this edge
+// (POST /_ringlb/handoff: key, epoch, seq, history), marks it moved (no msg
+// is sequenced here any more, joins get 421 to the new owner), then closes
+// its participants with 1012; ringlb.v1 clients resume on the new owner with
+// nothing lost (drain.go).
+//
+// This file decides where a new session belongs and asks other edges (the
+// claim's client side); peer.go serves their claims and hand-offs and signs
+// and checks every edge-to-edge request; the hub keeps the marks placement
+// reads and writes (admitting, claims, moved) under its shard locks, in
+// hub.go.
+
+// settleWindow is how long a ring change is remembered: views of the last
+// settleWindow are asked before a new session starts, and claims and
+// hand-over marks last as long. Gossip converges in well under a second on a
+// LAN (health's tests: ~65 ms, worst 1.4 s), so this is a wide margin; its
+// cost is one loopback/LAN round trip per new session in the window.
+const settleWindow = 10 * time.Second
+
+var errNoEdge = errors.New("no edge on the ring")
+
+// Membership is what ownership reads of the cluster's gossip and writes to
+// it: the edges and their state, pins, the cluster key and a signal on every
+// change. *health.Membership is the one the edge runs with (ringlb edge, and
+// the tests, on real memberlist nodes).
+type Membership interface {
+	// Edges returns the alive edges of region ("": every region).
+	Edges(region string) []health.Node
+	// Node returns the live member named name, whatever its role or state.
+	Node(name string) (health.Node, bool)
+	// Subscribe signals membership changes (coalesced) until ended.
+	Subscribe() (changes <-chan struct{}, unsubscribe func())
+	// Pin and Unpin announce that a session of hash lives on this edge
+	// although the ring may give it to another, and withdraw it.
+	Pin(hash uint64)
+	Unpin(hash uint64)
+	// PinnedTo returns the live node, other than this one, that pinned hash.
+	PinnedTo(hash uint64) (health.Node, bool)
+	// PinnedByGone names a node that pinned hash and left the cluster
+	// lately: it may only have been taken for dead.
+	PinnedByGone(hash uint64) (string, bool)
+	// Keyring is the cluster key that signs and checks peer requests.
+	Keyring() *health.Keyring
+}
+
+// pastView is a ring snapshot replaced less than settleWindow ago.
+type pastView struct {
+	snap  *ring.Snapshot
+	until time.Time
+}
+
+// ownership is an edge's ring view, recent views, pins and peer client.
+type ownership struct {
+	srv  *Server
+	m    Membership
+	self string
+	ring *ring.Ring
+	log  *slog.Logger
+	http *http.Client
+
+	// joined is when this edge joined: for settleWindow after, balancers may
+	// still route by rings without it.
+	joined time.Time
+
+	mu     sync.Mutex
+	past   []pastView
+	pinned map[string]uint64 // sessions pinned by us: key → hash
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// RingEdges is the number of edges on this edge's ownership ring; 0 before
+// UseCluster. A cluster is settled for this edge once it counts them all.
+func (s *Server) RingEdges() int {
+	if o := s.hub.owner.Load(); o != nil {
+		return o.ring.Snapshot().Len()
+	}
+	return 0
+}
+
+// UseCluster makes the edge check ownership on a ring of m's edges built
+// with rc (the balancers' ring parameters), pin sessions that outlive a ring
+// change, and hand sessions on when it drains. Call it once, before Serve.
+// Shutdown stops what it starts.
+func (s *Server) UseCluster(m Membership, rc ring.Config) {
+	s.UseKeyring(m.Keyring())
+	o := &ownership{
+		srv: s, m: m, self: s.name, ring: ring.New(rc), log: s.log,
+		http:   newPeerClient(),
+		pinned: make(map[string]uint64),
+		stop:   make(chan struct{}), done: make(chan struct{}),
+	}
+	o.ring.Update(o.members())
+	o.joined = time.Now()
+	s.hub.owner.Store(o)
+	pins := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ringlb_edge_pins",
+		Help: "Sessions live on this edge pinned in gossip: the ring gave their key to another edge while they lived.",
+	}, func() float64 {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return float64(len(o.pinned))
+	})
+	if err := s.reg.Register(pins); err != nil {
+		s.log.Warn("ringlb_edge_pins not registered", "err", err)
+	}
+	changes, unsubscribe := m.Subscribe()
+	drain := s.drainStarted
+	go func() {
+		defer close(o.done)
+		defer unsubscribe()
+		sweep := time.NewTicker(settleWindow)
+		defer sweep.Stop()
+		for {
+			select {
+			case <-o.stop:
+				return
+			case <-changes:
+				o.update()
+			case <-drain:
+				o.update() // leave our own ring
+				drain = nil
+			case now := <-sweep.C:
+				s.hub.sweep(now)
+			}
+		}
+	}()
+}
+
+// close stops the ownership goroutine (Shutdown).
+func (o *ownership) close() {
+	close(o.stop)
+	<-o.done
+}
+
+// members returns the edges taking new sessions: alive ones, less this one
+// while it drains.
+func (o *ownership) members() []ring.Member {
+	nodes := o.m.Edges("")
+	out := make([]ring.Member, 0, len(nodes))
+	draining := o.srv.draining.Load()
+	for _, n := range nodes {
+		if draining && n.Name == o.self {
+			continue
+		}
+		out = append(out, ring.Member{Name: n.Name, URL: n.Meta.URL, Weight: n.Meta.Weight})
+	}
+	return out
+}
+
+// update rebuilds the ring after a membership change; when it changed, the
+// old view is remembered and pins are brought up to date.
+func (o *ownership) update() {
+	// A claim is "that edge may start this session": void once it drains
+	// (it hands its sessions on) or leaves.
+	o.srv.hub.dropClaims(func(edge string) bool {
+		n, ok := o.m.Node(edge)
+		return !ok || n.Meta.State == health.StateDraining
+	})
+	old := o.ring.Snapshot()
+	next := o.ring.Update(o.members())
+	if next == old {
+		return
+	}
+	now := time.Now()
+	o.mu.Lock()
+	kept := o.past[:0]
+	for _, p := range o.past {
+		if now.Before(p.until) {
+			kept = append(kept, p)
+		}
+	}
+	o.past = append(kept, pastView{snap: old, until: now.Add(settleWindow)})
+	o.mu.Unlock()
+	o.log.Info("ring changed", "version", next.Version(), "edges", next.Len())
+	o.srv.hub.eachSession(func(_ *hubShard, s *session) { o.syncPin(s.key, next) })
+}
+
+// syncPin pins key when the ring gives it to another edge. A pin stays
+// while the session lives here, even when the ring gives the key back: a
+// ring that flaps (a busy edge taken for dead and back) would otherwise
+// withdraw and re-announce every pin, and a peer missing one for a moment
+// could start a second session. Pins go when the session ends (freed) or
+// it is handed on (a drain). Called with key's shard lock held.
+func (o *ownership) syncPin(key string, snap *ring.Snapshot) {
+	if o.srv.draining.Load() {
+		return // the hand-off withdraws pins once the new owner has the session
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, has := o.pinned[key]; has {
+		return
+	}
+	if owner, ok := snap.Locate([]byte(key)); ok && owner.Name != o.self {
+		h := xxhash.Sum64String(key)
+		o.pinned[key] = h
+		o.m.Pin(h)
+	}
+}
+
+// created and freed are the hub's hooks (under the shard lock).
+func (o *ownership) created(key string) { o.syncPin(key, o.ring.Snapshot()) }
+
+func (o *ownership) freed(key string) { o.unpin(key) }
+
+// unpin withdraws key's pin, if we hold one.
+func (o *ownership) unpin(key string) {
+	o.mu.Lock()
+	if h, ok := o.pinned[key]; ok {
+		delete(o.pinned, key)
+		o.m.Unpin(h)
+	}
+	o.mu.Unlock()
+}
+
+// place decides where a new session of key belongs (steps 2–4 above): ""
+// here, else the edge to send it to. skip names edges the balancer could
+// not reach. It fails with errOwnerUnsure when a previous owner could not
+// tell whether it hosts the session: the client retries (503) rather than
+// risk a second session.
+func (o *ownership) place(ctx context.Context, key []byte, skip []string) (string, error) {
+	// Checked once: the debug lines' arguments (the key as a string, the
+	// variadic slice) would otherwise be allocated on every join.
+	debug := o.log.Enabled(ctx, slog.LevelDebug)
+	if n, ok := o.m.PinnedTo(xxhash.Sum64(key)); ok && n.Name != o.self && !contains(skip, n.Name) {
+		if debug {
+			o.log.Debug("join redirected: pinned", "key", string(key), "owner", n.Name)
+		}
+		return n.Name, nil
+	}
+	snap := o.ring.Snapshot()
+	for _, name := range skip {
+		snap = snap.Without(name)
+	}
+	owner, ok := snap.Locate(key)
+	if !ok {
+		return "", errNoEdge
+	}
+	if owner.Name != o.self {
+		if debug {
+			o.log.Debug("join redirected: ring", "key", string(key), "owner", owner.Name, "skip", skip)
+		}
+		return owner.Name, nil
+	}
+	for _, prev := range o.previousOwners(key, skip) {
+		holder, err := o.claimKnown(ctx, prev, key)
+		if err != nil {
+			if !o.takeForDead(prev, err) {
+				o.log.Warn("claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", string(key), "err", err)
+				return "", fmt.Errorf("%w: %s: %w", errOwnerUnsure, prev.Name, err)
+			}
+			if debug {
+				o.log.Debug("claim unanswered; taking the edge for dead", "edge", prev.Name, "key", string(key), "err", err)
+			}
+			continue
+		}
+		switch {
+		case holder == "":
+		case holder == o.self:
+			// A draining edge is handing the session to us right now.
+			if err := o.srv.hub.awaitInstall(ctx, key); err != nil {
+				return "", fmt.Errorf("%w: hand-off from %s not received: %w", errOwnerUnsure, prev.Name, err)
+			}
+			return "", nil
+		case holder == prev.Name:
+			// The asked edge hosts it: definitive, even when our gossip
+			// has (wrongly) taken that edge for dead.
+			if debug {
+				o.log.Debug("join redirected: claim", "key", string(key), "owner", holder)
+			}
+			return holder, nil
+		case !contains(skip, holder) && o.member(holder):
+			if debug {
+				o.log.Debug("join redirected: claim", "key", string(key), "asked", prev.Name, "owner", holder)
+			}
+			return holder, nil
+		}
+	}
+	if debug {
+		o.log.Debug("new session here", "key", string(key), "skip", skip)
+	}
+	return "", nil
+}
+
+// errOwnerUnsure: a previous owner of the key could not say whether it hosts
+// the session (busy, or not yet aware of this edge); the join is refused
+// with 503 and retried.
+var errOwnerUnsure = errors.New("cannot tell yet whether another edge hosts this session; retry")
+
+// takeForDead reports whether a claim's failure means the edge hosts
+// nothing: nothing listens at its address (refused), or gossip has already
+// declared it dead and it did not answer in time. Any other failure (a
+// timeout on a member, an HTTP error) leaves the question open.
+func (o *ownership) takeForDead(prev ring.Member, err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	return !o.member(prev.Name) && !errors.Is(err, errClaimAnswer)
+}
+
+func (o *ownership) member(name string) bool {
+	_, ok := o.m.Node(name)
+	return ok
+}
+
+// previousOwners returns the other edges that owned key in a view of the
+// last settleWindow, less those the balancer could not reach. Edges gossip
+// has declared dead since are asked too: a busy edge may be taken for dead
+// while its sessions live on, and a crashed one refuses at once.
+func (o *ownership) previousOwners(key []byte, skip []string) []ring.Member {
+	now := time.Now()
+	var out []ring.Member
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	views := make([]*ring.Snapshot, 0, len(o.past)+1)
+	if now.Before(o.joined.Add(settleWindow)) {
+		// Until every balancer knows of us they route by the ring without
+		// us — the current one less this edge, not the first we saw: we
+		// may have learnt of the other edges one by one.
+		views = append(views, o.ring.Snapshot().Without(o.self))
+	}
+	for _, p := range o.past {
+		if now.Before(p.until) {
+			views = append(views, p.snap)
+		}
+	}
+	add := func(m ring.Member) {
+		if m.Name == o.self || contains(skip, m.Name) || slices.ContainsFunc(out, func(x ring.Member) bool { return x.Name == m.Name }) {
+			return
+		}
+		out = append(out, m)
+	}
+	for _, v := range views {
+		if m, ok := v.Locate(key); ok {
+			add(m)
+		}
+	}
+	// An edge that pinned the key and left since (taken for dead while
+	// busy, perhaps) is asked too, at its address in a recent view.
+	if name, ok := o.m.PinnedByGone(xxhash.Sum64(key)); ok {
+		for _, v := range append(views, o.ring.Snapshot()) {
+			if m, ok := v.Member(name); ok {
+				add(m)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// goneFunc reports edges to disregard: those the balancer could not reach
+// (skip) and those no longer in the cluster.
+func (o *ownership) goneFunc(skip []string) func(string) bool {
+	return func(name string) bool {
+		return contains(skip, name) || !o.member(name)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// claim asks edge prev whether it hosts key; it returns the edge that does
+// ("" when none: prev recorded our claim).
+func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte) (string, error) {
+	u := prev.URL
+	if n, ok := o.m.Node(prev.Name); ok && n.Meta.URL != "" {
+		u = n.Meta.URL
+	}
+	if u == "" {
+		return "", fmt.Errorf("edge %s has no address", prev.Name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	defer cancel()
+	req, err := o.signed(ctx, u, pathClaim, key)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set(headerClaimBy, o.self)
+	// A claim may be sent twice: net/http then retries it on a fresh
+	// connection when a kept-alive one turns out closed (the peer
+	// restarted or crashed), instead of failing it.
+	req.Header.Set("Idempotency-Key", o.self)
+	resp, err := o.http.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return "", nil
+	case http.StatusConflict:
+		return resp.Header.Get(headerOwner), nil
+	}
+	if resp.StatusCode == http.StatusForbidden {
+		return "", fmt.Errorf("%w: edge %s: %s", errClaimUnknown, prev.Name, resp.Status)
+	}
+	return "", fmt.Errorf("%w: edge %s: %s", errClaimAnswer, prev.Name, resp.Status)
+}
+
+// errClaimUnknown: the edge does not know us (yet): a joining edge is known
+// to the balancers before gossip has reached every peer.
+var errClaimUnknown = fmt.Errorf("%w: this edge is unknown there", errClaimAnswer)
+
+// unknownClaimerWait bounds the retries of a claim refused for not knowing
+// us: a gossip broadcast reaches every peer in well under a second.
+const unknownClaimerWait = 2 * time.Second
+
+// claimKnown is claim, asked again while prev does not know this edge yet
+// (gossip tells it shortly), for up to unknownClaimerWait.
+func (o *ownership) claimKnown(ctx context.Context, prev ring.Member, key []byte) (string, error) {
+	deadline := time.Now().Add(unknownClaimerWait)
+	for {
+		holder, err := o.claim(ctx, prev, key)
+		if !errors.Is(err, errClaimUnknown) || time.Now().After(deadline) {
+			return holder, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// errClaimAnswer: the edge answered a claim with neither yes nor no (it does
+// not know us yet, or failed): it is alive, so not taken for dead.
+var errClaimAnswer = errors.New("claim not answered")
