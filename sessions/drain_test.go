@@ -14,6 +14,7 @@ import (
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // A drain refuses new sessions but lets participants join the live ones, and
@@ -150,8 +151,9 @@ func TestDrainHandsSessionsOn(t *testing.T) {
 // (prefix-N) that edge-a owns.
 func startDrainPair(t *testing.T, prefix string) (a, b *clusterEdge, key string) {
 	t.Helper()
-	a = startClusterEdge(t, "edge-a", "")
-	b = startClusterEdge(t, "edge-b", a.m.Addr())
+	cl := healthtest.New(t)
+	a = startClusterEdge(t, cl, "edge-a")
+	b = startClusterEdge(t, cl, "edge-b")
 	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
 	for i := 0; ; i++ {
 		if key = fmt.Sprintf("%s-%d", prefix, i); ownerOf(key, "edge-a", "edge-b") == "edge-a" {

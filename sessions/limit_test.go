@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // Beyond edge.max_connections a connection is answered 503 and closed, and
@@ -39,18 +40,12 @@ func TestMaxConnectionsRefused(t *testing.T) {
 
 	first.Close()
 	client := http.Client{Timeout: testDeadline}
-	deadline := time.Now().Add(testDeadline)
-	for {
+	healthtest.WaitUntil(t, "a slot freed after a participant left", func() bool {
 		resp, err := client.Get("http://" + e.data + "/whoami")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no slot freed after a participant left: %v %v", resp, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }

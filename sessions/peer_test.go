@@ -1,13 +1,12 @@
 package sessions
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // Edge-to-edge requests are believed only when signed with the cluster's
@@ -16,15 +15,12 @@ import (
 // session, and installs a forged history by hand-off that a client then
 // resumes into.
 func TestPeerRequestsFromStrangersRefused(t *testing.T) {
-	a := startClusterEdge(t, "edge-a", "")
-	b := startClusterEdge(t, "edge-b", a.m.Addr())
+	cl := healthtest.New(t)
+	a := startClusterEdge(t, cl, "edge-a")
+	b := startClusterEdge(t, cl, "edge-b")
 	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
-	stranger, err := health.Join(t.Context(), configs.Cluster{Name: "mallory", Bind: "127.0.0.1:0", Profile: "local", SecretKeyFile: clusterKeyFile(t, configs.GenerateKey())},
-		health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Weight: 1, State: health.StateAlive}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stranger.Shutdown(context.Background())
+	// Another cluster's member: a key of its own.
+	stranger := healthtest.New(t).Join("mallory", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Weight: 1, State: health.StateAlive})
 	post := func(path, body string, h map[string]string, signer *health.Keyring, as string) int {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+a.data+path, strings.NewReader(body))
 		for k, v := range h {

@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // testRing is small so rebuilds are quick; edges and test agree on it.
@@ -31,9 +30,9 @@ type clusterEdge struct {
 	m *health.Membership
 }
 
-// startClusterEdge starts an edge named name that joins the gossip cluster
-// through seed ("" for the first) and checks ownership.
-func startClusterEdge(t *testing.T, name, seed string) *clusterEdge {
+// startClusterEdge starts an edge named name that joins the test's gossip
+// cluster cl (the first one seeds it) and checks ownership.
+func startClusterEdge(t *testing.T, cl *healthtest.Cluster, name string) *clusterEdge {
 	t.Helper()
 	// A short idle_grace, so an ended session (and its pin) goes soon.
 	s := New(provisioned(configs.Edge{IdleGrace: configs.Duration(time.Second)}), name, "east", slog.New(slog.DiscardHandler), nil)
@@ -50,22 +49,12 @@ func startClusterEdge(t *testing.T, name, seed string) *clusterEdge {
 	e.data, e.admin = dl.Addr().String(), al.Addr().String()
 	go s.Serve(dl)
 	go s.ServeAdmin(al)
-	cl := configs.Cluster{Name: name, Region: "east", Bind: "127.0.0.1:0", Profile: "local",
-		ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond),
-		SecretKeyFile: clusterKeyFile(t, testClusterKey)}
-	if seed != "" {
-		cl.Join = []string{seed}
-	}
-	m, err := health.Join(t.Context(), cl, health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + e.data, Weight: 1, State: health.StateAlive}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := cl.Join(name, health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + e.data, Weight: 1, State: health.StateAlive})
 	s.UseCluster(m, testRing)
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before the member leaves (cleanups run last first)
 		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 		defer cancel()
 		s.Shutdown(ctx)
-		m.Shutdown(ctx)
 	})
 	return &clusterEdge{testEdge: e, m: m}
 }
@@ -73,22 +62,15 @@ func startClusterEdge(t *testing.T, name, seed string) *clusterEdge {
 // waitRing waits until every edge's own ring has exactly names.
 func waitRing(t *testing.T, edges []*clusterEdge, names ...string) {
 	t.Helper()
-	deadline := time.Now().Add(testDeadline)
 	for _, e := range edges {
-		for {
+		healthtest.WaitUntil(t, fmt.Sprintf("%s's ring is %v", e.s.name, names), func() bool {
 			ms := e.s.hub.owner.Load().ring.Snapshot().Members()
 			got := make([]string, len(ms))
 			for i, m := range ms {
 				got[i] = m.Name
 			}
-			if fmt.Sprint(got) == fmt.Sprint(names) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s's ring is %v, want %v", e.s.name, got, names)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return fmt.Sprint(got) == fmt.Sprint(names)
+		})
 	}
 }
 
@@ -117,8 +99,9 @@ func dialExpect421(t *testing.T, e *clusterEdge, key string) string {
 }
 
 func TestOwnershipRedirectsToTheRingOwner(t *testing.T) {
-	a := startClusterEdge(t, "edge-a", "")
-	b := startClusterEdge(t, "edge-b", a.m.Addr())
+	cl := healthtest.New(t)
+	a := startClusterEdge(t, cl, "edge-a")
+	b := startClusterEdge(t, cl, "edge-b")
 	edges := []*clusterEdge{a, b}
 	waitRing(t, edges, "edge-a", "edge-b")
 	// Past the start-up window, in which a new edge asks the others.
@@ -143,8 +126,9 @@ func TestOwnershipRedirectsToTheRingOwner(t *testing.T) {
 // owner is redirected there (by the claim check at first, by gossip pins
 // after), so none splits and no one is disconnected.
 func TestScaleOutKeepsLiveSessionsWhole(t *testing.T) {
-	a := startClusterEdge(t, "edge-a", "")
-	b := startClusterEdge(t, "edge-b", a.m.Addr())
+	cl := healthtest.New(t)
+	a := startClusterEdge(t, cl, "edge-a")
+	b := startClusterEdge(t, cl, "edge-b")
 	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
 	byName := map[string]*clusterEdge{"edge-a": a, "edge-b": b}
 	host := map[string]*clusterEdge{}
@@ -156,7 +140,7 @@ func TestScaleOutKeepsLiveSessionsWhole(t *testing.T) {
 		conns[key] = e.joinV1(t, key, "", nil)
 	}
 
-	c := startClusterEdge(t, "edge-c", a.m.Addr())
+	c := startClusterEdge(t, cl, "edge-c")
 	all := []*clusterEdge{a, b, c}
 	waitRing(t, all, "edge-a", "edge-b", "edge-c")
 	var moved []string
@@ -177,18 +161,11 @@ func TestScaleOutKeepsLiveSessionsWhole(t *testing.T) {
 		}
 	}
 	// The old hosts pin what they no longer own, and the pins reach c.
-	deadline := time.Now().Add(testDeadline)
 	for _, key := range moved {
-		for {
+		healthtest.WaitUntil(t, "the pin of "+key+" reaches edge-c", func() bool {
 			n, ok := c.m.PinnedTo(xxhash.Sum64String(key))
-			if ok && n.Name == host[key].s.name {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("pin of %s never reached edge-c", key)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return ok && n.Name == host[key].s.name
+		})
 	}
 	joiners := map[string]*v1Client{}
 	for _, key := range moved {
@@ -213,18 +190,11 @@ func TestScaleOutKeepsLiveSessionsWhole(t *testing.T) {
 	key := moved[0]
 	conns[key].leave(t)
 	joiners[key].leave(t)
-	deadline = time.Now().Add(testDeadline)
-	for {
+	healthtest.WaitUntil(t, "the ended session's pin withdrawn", func() bool {
 		_, pinned := c.m.PinnedTo(xxhash.Sum64String(key))
 		live, _ := host[key].s.hub.lookup([]byte(key), host[key].s.name, nil)
-		if !pinned && !live {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("session %s ended but its pin stayed (pinned %v, live %v)", key, pinned, live)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return !pinned && !live
+	})
 	c.joinV1(t, key, "", nil)
 }
 
@@ -233,8 +203,9 @@ func TestScaleOutKeepsLiveSessionsWhole(t *testing.T) {
 // the new owner claimed is refused by the previous owner (421 to the new
 // one), whatever its own view says.
 func TestClaimsCloseTheGossipWindow(t *testing.T) {
-	a := startClusterEdge(t, "edge-a", "")
-	b := startClusterEdge(t, "edge-b", a.m.Addr())
+	cl := healthtest.New(t)
+	a := startClusterEdge(t, cl, "edge-a")
+	b := startClusterEdge(t, cl, "edge-b")
 	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
 	var live, fresh string
 	for i := 0; live == "" || fresh == ""; i++ {
@@ -261,18 +232,6 @@ func TestClaimsCloseTheGossipWindow(t *testing.T) {
 	if _, owner := a.s.hub.lookup([]byte(fresh), "edge-a", nil); owner != "edge-b" {
 		t.Fatalf("edge-a sends a key edge-b claimed to %q", owner)
 	}
-}
-
-// testClusterKey is the cluster key every test edge shares.
-const testClusterKey = "7Ccc0pAB9hTv5B0fEL8GULZ3HBC+3a1nDkiWBGJo1HI="
-
-func clusterKeyFile(t *testing.T, key string) string {
-	t.Helper()
-	f := filepath.Join(t.TempDir(), "gossip.key")
-	if err := os.WriteFile(f, []byte(key+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
 }
 
 // A previous owner that cannot answer a claim clearly is not taken for
@@ -302,18 +261,9 @@ func TestUnclearClaimRefusesTheJoin(t *testing.T) {
 		http.Error(w, http.StatusText(int(answer.Load())), int(answer.Load()))
 	}))
 	defer peer.Close()
-	cl := configs.Cluster{Name: "edge-old", Region: "east", Bind: "127.0.0.1:0", Profile: "local", SecretKeyFile: clusterKeyFile(t, testClusterKey),
-		ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond)}
-	old, err := health.Join(t.Context(), cl, health.Meta{Role: health.RoleEdge, Region: "east", URL: peer.URL, Weight: 1, State: health.StateAlive}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
-		defer cancel()
-		old.Shutdown(ctx)
-	})
-	c := startClusterEdge(t, "edge-new", old.Addr())
+	cl := healthtest.New(t)
+	cl.Join("edge-old", health.Meta{Role: health.RoleEdge, Region: "east", URL: peer.URL, Weight: 1, State: health.StateAlive})
+	c := startClusterEdge(t, cl, "edge-new")
 	waitRing(t, []*clusterEdge{c}, "edge-new", "edge-old")
 	var keys []string
 	for i := 0; len(keys) < 3; i++ {
