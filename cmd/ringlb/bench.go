@@ -24,6 +24,7 @@ func benchCommands() []benchCommand {
 		{"ws", "WebSocket sessions through a balancer or straight to an edge", runBenchWS},
 		{"dns", "a bounded query load against a DNS server", runBenchDNS},
 		{"ring", "key shares and keys moved per membership change of a ring of edges", runBenchRing},
+		{"chaos", "live ringlb.v1 sessions while edges are added, drained and killed: splits, losses, resumes", runBenchChaos},
 	}
 }
 
