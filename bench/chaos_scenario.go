@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 )
 
@@ -75,6 +76,8 @@ const (
 	chaosConnectAllowance = 2 * time.Minute
 	// maxOffOwnerDetails bounds ChaosPhase.OffOwnerDetails.
 	maxOffOwnerDetails = 10
+	// ownerLookups bounds the owner lookups in flight at a check point.
+	ownerLookups = 16
 )
 
 func (s *ChaosScenario) setDefaults() {
@@ -218,25 +221,61 @@ func (s ChaosScenario) checkPoint(ctx context.Context, w *Chaos, name string) {
 	if len(disconnected) == 0 {
 		return
 	}
+	// Lookups go out a few at a time: one after another, a busy machine
+	// made each wait its turn in the scheduler and 350 took 44 s.
+	type found struct {
+		on, owner string
+		err       error
+	}
+	results := make([]found, len(disconnected))
+	lookCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range min(ownerLookups, len(disconnected)) {
+		wg.Go(func() {
+			for i := range jobs {
+				if err := lookCtx.Err(); err != nil {
+					results[i].err = err
+					continue
+				}
+				edges := map[string]bool{}
+				for _, v := range disconnected[i].connected() {
+					edges[v.edge] = true
+				}
+				owner, err := s.Owner(lookCtx, disconnected[i].key)
+				if err != nil {
+					stop() // the admin API is not answering: do not try the rest
+				}
+				results[i] = found{joinSorted(edges), owner, err}
+			}
+		})
+	}
+	for i := range disconnected {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
 	checked, off := 0, 0
 	var details []string
-	for _, sess := range disconnected {
-		edges := map[string]bool{}
-		for _, v := range sess.connected() {
-			edges[v.edge] = true
-		}
-		owner, err := s.Owner(ctx, sess.key)
-		if err != nil {
-			w.logf("check point %s: owner of %s: %v (owner check stopped)", name, sess.key, err)
-			break
+	var firstErr error
+	for i, r := range results {
+		if r.err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("owner of %s: %w", disconnected[i].key, r.err)
+			}
+			continue
 		}
 		checked++
-		if on := joinSorted(edges); on != owner {
+		if r.on != r.owner {
 			off++
 			if len(details) < maxOffOwnerDetails {
-				details = append(details, fmt.Sprintf("%s on %q, owner %s", sess.key, on, owner))
+				details = append(details, fmt.Sprintf("%s on %q, owner %s", disconnected[i].key, r.on, r.owner))
 			}
 		}
+	}
+	if firstErr != nil {
+		w.logf("check point %s: %v (owner check stopped)", name, firstErr)
 	}
 	w.mu.Lock()
 	p.OwnerChecked, p.OffOwner, p.OffOwnerDetails = checked, off, details
