@@ -115,6 +115,7 @@ func (c *wsClient) readV1(start time.Time, delivered *atomic.Int64, participants
 			// this client's n-th msg (per-sender sequence n-1).
 			c.received1(uint32(c.v1.acked))
 			c.v1.acked++
+			c.arrivals.add()
 			continue
 		}
 		i := bytes.Index(buf, []byte(`"data":"`))
