@@ -275,7 +275,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	// it out and, once maintenance ends, back in.
 	waitWest := func(want, why string) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for got := dnsAnswer("127.0.0.2"); got != want; got = dnsAnswer("127.0.0.2") {
 			if time.Now().After(deadline) {
 				t.Fatalf("west %s: %s, want %s", why, got, want)
