@@ -60,7 +60,7 @@ func startCluster(t *testing.T, n int) ([]*Membership, time.Duration) {
 
 func waitAll(t *testing.T, nodes []*Membership, cond func([]Node) bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	for _, m := range nodes {
 		if err := m.Wait(ctx, cond); err != nil {
