@@ -21,7 +21,7 @@ const (
 )
 
 // metrics are the balancer's Prometheus metrics, named by the wire contract
-// (DESIGN.md, "Metrics"). All of them are declared here and nowhere else.
+// (docs/CONTRACT.md, "Metrics"). All of them are declared here and nowhere else.
 type metrics struct {
 	// connectionsActive counts live WebSocket tunnels per edge.
 	connectionsActive *prometheus.GaugeVec

@@ -4,7 +4,7 @@ package bench
 // reconnect and resume while the cluster under them changes (an edge added,
 // drained, killed), with the accounting that tells whether a session split,
 // lost or duplicated a message, and whom each change disconnected. It is a
-// client of the wire contract only (DESIGN.md, "Wire contract"; the resume
+// client of the wire contract only (docs/CONTRACT.md; the resume
 // contract is in sessions/README.md, "Drain").
 
 import (

@@ -3,7 +3,7 @@ package bench
 // The chaos scenario's steps against a running cluster: shell commands an
 // operator gives (start an edge, kill one) and the balancers' admin API
 // (drain an edge, watch the ring, look a key up), as the wire contract
-// describes it (DESIGN.md, "HTTP headers and paths").
+// describes it (docs/CONTRACT.md, "Paths").
 
 import (
 	"context"
@@ -38,7 +38,7 @@ type ChaosRing struct {
 	Members []string // sorted names
 }
 
-// Admin API paths and headers (the contract's names, DESIGN.md): this
+// Admin API paths and headers (the contract's names, docs/CONTRACT.md): this
 // package is a client of the contract and imports no server package.
 const (
 	adminRingPath   = "/api/ring"

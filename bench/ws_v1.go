@@ -1,7 +1,7 @@
 package bench
 
 // `ringlb bench ws -mode v1`: the same load in ringlb.v1 envelopes
-// (DESIGN.md, "WebSocket relay"). A client sends {"type":"msg","data":D};
+// (docs/CONTRACT.md, "WebSocket relay"). A client sends {"type":"msg","data":D};
 // the edge gives it a sequence number, relays {"type":"msg","seq",...,
 // "data":D} to the others and acks the sender with {"type":"ack","seq"}.
 // Every participant of a session therefore sees each seq once, as a msg or

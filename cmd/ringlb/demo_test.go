@@ -37,7 +37,7 @@ func buildBinary(t *testing.T) string {
 }
 
 // startDemo runs `ringlb demo` and returns once it prints its ready line.
-// The demo listens on the fixed ports of DESIGN.md, so this is the one test
+// The demo listens on the fixed ports of docs/DESIGN.md ("Demo topology"), so this is the one test
 // that uses fixed ports.
 func startDemo(t *testing.T, bin string) (*exec.Cmd, *strings.Builder) {
 	t.Helper()
