@@ -23,11 +23,20 @@ import (
 // whenever the state or the pools' view changes.
 const maxCachedResponses = 4096
 
+// cachedAnswer is a packed answer of the UDP loop's cache.
+type cachedAnswer struct {
+	packed []byte
+	// until (Unix seconds) ends a signed answer's use when its first
+	// signature is due for replacement (state.signedUntil); 0: unsigned,
+	// kept until the cache is dropped.
+	until int64
+}
+
 type udpLoop struct {
 	s     *Server
 	conn  *net.UDPConn
 	batch *udpBatch // nil: one write per answer
-	cache map[string][]byte
+	cache map[string]cachedAnswer
 	// what the cache was built from
 	st     *state
 	view   *view
@@ -37,7 +46,7 @@ type udpLoop struct {
 }
 
 func (s *Server) serveUDP(conn *net.UDPConn) error {
-	l := &udpLoop{s: s, conn: conn, cache: map[string][]byte{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	l := &udpLoop{s: s, conn: conn, cache: map[string]cachedAnswer{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
 	buf := make([]byte, dns.MaxMsgSize)
 	for {
 		n, addr, err := conn.ReadFromUDPAddrPort(buf)
@@ -155,8 +164,10 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	if cacheable {
 		key, cacheable = l.cacheKey(q, v, addr.Addr().Unmap())
 		if cacheable {
-			if resp, hit := l.cache[string(key)]; hit {
-				out := append(l.out[:0], resp...)
+			// A signed answer leaves the cache with its signatures'
+			// freshness; time is read only for those.
+			if c, hit := l.cache[string(key)]; hit && (c.until == 0 || time.Now().Unix() < c.until) {
+				out := append(l.out[:0], c.packed...)
 				binary.BigEndian.PutUint16(out, q.id)
 				// RD and CD are copied from the query (RFC 1035, 4035).
 				const rd, cd = 1 << 8, 1 << 4
@@ -226,7 +237,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	l.send(out, addr)
 	s.count(st, r, m, addr.String())
 	if cacheable && key != nil {
-		l.cache[string(key)] = append([]byte(nil), out...)
+		l.cache[string(key)] = cachedAnswer{packed: append([]byte(nil), out...), until: st.signedUntil(m)}
 	}
 }
 

@@ -28,6 +28,11 @@ type metrics struct {
 	// acceptErrors counts failed accepts on the TCP listener (EMFILE,
 	// ENFILE, ENOBUFS...), each retried after a backoff.
 	acceptErrors prometheus.Counter
+	// signatures counts RRset signatures put on answers, by where they came
+	// from: "cache" (made before, still fresh) or "signed" (made for this
+	// answer: a new or changed RRset, a negative answer's NSEC, a refresh).
+	signatures *prometheus.CounterVec
+	sigCache   [2]prometheus.Counter // cache, signed: WithLabelValues locks
 	// counters caches queries' children: WithLabelValues hashes and locks,
 	// which costs more than answering the query.
 	counters sync.Map // uint32(qtype<<16 | rcode) → prometheus.Counter
@@ -47,6 +52,15 @@ func (m *metrics) query(qtype uint16, rcode int) {
 	c := m.queries.WithLabelValues(label, rcodeLabel(rcode))
 	m.counters.Store(key, c)
 	c.Inc()
+}
+
+// signed counts one RRset's signatures by where they came from.
+func (m *metrics) signed(from string) {
+	if from == "cache" {
+		m.sigCache[0].Inc()
+	} else {
+		m.sigCache[1].Inc()
+	}
 }
 
 // rcodeLabel names a response code. 16 is BADVERS in a message's rcode;
@@ -89,7 +103,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Failed accepts on the TCP DNS listener (out of file descriptors or kernel memory), each retried after a backoff.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors} {
+	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ringlb_gslb_signatures_total",
+		Help: "DNSSEC signatures of RRsets put on answers, by where they came from: cache (made before) or signed (made for this answer).",
+	}, []string{"from"})
+	m.sigCache = [2]prometheus.Counter{m.signatures.WithLabelValues("cache"), m.signatures.WithLabelValues("signed")}
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.signatures} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
