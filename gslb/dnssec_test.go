@@ -3,6 +3,7 @@ package gslb
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -575,5 +576,154 @@ func TestAnswersWithoutDOUnchanged(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// keyTags returns the tags of keys, and of those the KSKs.
+func keyTags(keys []*dns.DNSKEY) (all, ksks []uint16) {
+	for _, k := range keys {
+		all = append(all, k.KeyTag())
+		if k.Flags == configs.FlagsKSK {
+			ksks = append(ksks, k.KeyTag())
+		}
+	}
+	slices.Sort(all)
+	slices.Sort(ksks)
+	return all, ksks
+}
+
+func tagOf(t *testing.T, file string) uint16 {
+	t.Helper()
+	k, _, err := configs.ReadDNSSECKey(file, "ringlb.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.KeyTag()
+}
+
+func sortedTags(tags ...uint16) []uint16 {
+	slices.Sort(tags)
+	return tags
+}
+
+// TestKeyRollover runs the two rollovers the README describes, each step a
+// config edit and a reload: a pre-published ZSK rollover and a
+// double-signature KSK rollover. At every step it checks the DNSKEY set,
+// which keys sign what, and that a validator (delv, when installed; the
+// signatures' own verification always) accepts the zone.
+func TestKeyRollover(t *testing.T) {
+	ksk1, zsk1 := testKeys(t)
+	ksk2, zsk2 := testKeys(t)
+	east, west := newFakeBalancer(t), newFakeBalancer(t)
+	base := gslbConfig(t, east, west, "")
+	withKeys := func(keys ...configs.DNSSECKey) configs.GSLB {
+		cfg := signed(base)
+		cfg.Zones[0].DNSSEC.Keys = keys
+		return cfg
+	}
+	active := func(f string) configs.DNSSECKey { return configs.DNSSECKey{File: f, State: configs.KeyActive} }
+	published := func(f string) configs.DNSSECKey { return configs.DNSSECKey{File: f, State: configs.KeyPublished} }
+	s := startGSLB(t, withKeys(active(ksk1), active(zsk1)))
+	haveDelv := true
+	if _, err := exec.LookPath("delv"); err != nil {
+		haveDelv = false
+		t.Log("delv not installed: signatures checked with miekg/dns only")
+	}
+	anchor := func(f string) *dns.DNSKEY {
+		k, _, _ := configs.ReadDNSSECKey(f, "ringlb.test")
+		return k
+	}
+	serial := func() uint32 {
+		return query(t, s, "udp", "ringlb.test.", dns.TypeSOA, nil).Answer[0].(*dns.SOA).Serial
+	}
+	var oldZSKAnswer *dns.Msg
+	steps := []struct {
+		name       string
+		keys       []configs.DNSSECKey
+		dnskeys    []uint16 // the DNSKEY set
+		dataBy     uint16   // the key that signs data
+		keysBy     []uint16 // the keys that sign the DNSKEY set (and CDS lists)
+		anchors    []string // KSKs a validator may trust
+		notAnchors []string // KSKs it may no longer trust
+	}{
+		{"start", []configs.DNSSECKey{active(ksk1), active(zsk1)}, sortedTags(tagOf(t, ksk1), tagOf(t, zsk1)), tagOf(t, zsk1), []uint16{tagOf(t, ksk1)}, []string{ksk1}, nil},
+		{"ZSK 1: publish the new ZSK", []configs.DNSSECKey{active(ksk1), active(zsk1), published(zsk2)}, sortedTags(tagOf(t, ksk1), tagOf(t, zsk1), tagOf(t, zsk2)), tagOf(t, zsk1), []uint16{tagOf(t, ksk1)}, []string{ksk1}, nil},
+		{"ZSK 2: the new ZSK signs, the old one stays published", []configs.DNSSECKey{active(ksk1), published(zsk1), active(zsk2)}, sortedTags(tagOf(t, ksk1), tagOf(t, zsk1), tagOf(t, zsk2)), tagOf(t, zsk2), []uint16{tagOf(t, ksk1)}, []string{ksk1}, nil},
+		{"ZSK 3: remove the old ZSK", []configs.DNSSECKey{active(ksk1), active(zsk2)}, sortedTags(tagOf(t, ksk1), tagOf(t, zsk2)), tagOf(t, zsk2), []uint16{tagOf(t, ksk1)}, []string{ksk1}, nil},
+		{"KSK 1: add the new KSK, both sign the DNSKEY set", []configs.DNSSECKey{active(ksk1), active(ksk2), active(zsk2)}, sortedTags(tagOf(t, ksk1), tagOf(t, ksk2), tagOf(t, zsk2)), tagOf(t, zsk2), sortedTags(tagOf(t, ksk1), tagOf(t, ksk2)), []string{ksk1, ksk2}, nil},
+		{"KSK 2: remove the old KSK", []configs.DNSSECKey{active(ksk2), active(zsk2)}, sortedTags(tagOf(t, ksk2), tagOf(t, zsk2)), tagOf(t, zsk2), []uint16{tagOf(t, ksk2)}, []string{ksk2}, []string{ksk1}},
+	}
+	for i, st := range steps {
+		before := serial()
+		if i > 0 {
+			if err := s.Reload(withKeys(st.keys...)); err != nil {
+				t.Fatalf("%s: reload: %v", st.name, err)
+			}
+			if after := serial(); after == before {
+				t.Errorf("%s: the serial stayed %d: secondaries would not transfer the new keys", st.name, after)
+			}
+		}
+		keys := dnskeys(t, s)
+		if all, _ := keyTags(keys); !slices.Equal(all, st.dnskeys) {
+			t.Errorf("%s: DNSKEY set %v, want %v", st.name, all, st.dnskeys)
+		}
+		m := query(t, s, "tcp", "ringlb.test.", dns.TypeDNSKEY, withDO(false))
+		if by := checkSigned(t, m, keys); !slices.Equal(slices.Sorted(maps.Keys(by)), st.keysBy) {
+			t.Errorf("%s: DNSKEY set signed by %v, want %v", st.name, by, st.keysBy)
+		}
+		m = query(t, s, "tcp", "ringlb.test.", dns.TypeCDS, withDO(false))
+		var cds []uint16
+		for _, rr := range m.Answer {
+			if c, ok := rr.(*dns.CDS); ok {
+				cds = append(cds, c.KeyTag)
+			}
+		}
+		if !slices.Equal(sortedTags(cds...), st.keysBy) {
+			t.Errorf("%s: CDS lists %v, want %v", st.name, cds, st.keysBy)
+		}
+		data := query(t, s, "tcp", "ide.ringlb.test.", dns.TypeA, withDO(false))
+		if by := checkSigned(t, data, keys); len(by) != 1 || !by[st.dataBy] {
+			t.Errorf("%s: data signed by %v, want %d", st.name, by, st.dataBy)
+		}
+		if i == 0 {
+			oldZSKAnswer = data
+		}
+		if i == 2 {
+			// A resolver may still hold the old ZSK's signature: it
+			// verifies while that key is published.
+			checkSigned(t, oldZSKAnswer, keys)
+		}
+		if !haveDelv {
+			continue
+		}
+		for _, a := range st.anchors {
+			validated(t, delvRun(t, s, anchor(a), "127.0.0.1", "ide.ringlb.test", "A"), false, "192.0.2.1")
+			validated(t, delvRun(t, s, anchor(a), "127.0.0.1", "nope.ringlb.test", "A"), true)
+		}
+		for _, a := range st.notAnchors {
+			if out := delvRun(t, s, anchor(a), "127.0.0.1", "ide.ringlb.test", "A"); strings.Contains(out, "fully validated") {
+				t.Errorf("%s: validated with the retired KSK %d as trust anchor:\n%s", st.name, tagOf(t, a), out)
+			}
+		}
+	}
+}
+
+// dig +dnssec against the signed zone shows the signatures.
+func TestDigShowsSignatures(t *testing.T) {
+	dig, err := exec.LookPath("dig")
+	if err != nil {
+		t.Skip("dig not installed (apt-get install bind9-dnsutils)")
+	}
+	ksk, zsk := testKeys(t)
+	s := startGSLB(t, signed(fuzzConfig(t), ksk, zsk))
+	host, port, _ := net.SplitHostPort(s.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, dig, "@"+host, "-p", port, "+dnssec", "+norec", "ide.ringlb.test", "A").CombinedOutput()
+	if err != nil {
+		t.Fatalf("dig: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "RRSIG\tA 13 3 30") || !strings.Contains(string(out), "flags: do;") {
+		t.Errorf("dig +dnssec shows no RRSIG:\n%s", out)
 	}
 }
