@@ -3,6 +3,7 @@ package gslb
 import (
 	"bytes"
 	"crypto"
+	"encoding/binary"
 	"crypto/sha256"
 	"fmt"
 	"slices"
@@ -235,24 +236,36 @@ func sameRRset(a, b *dns.RR_Header) bool {
 // choose the owner of every negative answer's NSEC: an entry they could
 // make collide with another RRset's would hand out a wrong signature.
 func rrsetKey(rrset []dns.RR) ([32]byte, error) {
+	// Packed as a message: dns.PackRR would write each record's Rdlength,
+	// and the zone's records are shared by every goroutine answering.
+	msg := dns.Msg{Answer: rrset}
+	b, err := msg.Pack()
+	if err != nil {
+		return [32]byte{}, err
+	}
 	recs := make([][]byte, 0, len(rrset))
-	for _, rr := range rrset {
-		b := make([]byte, dns.Len(rr)+1)
-		n, err := dns.PackRR(rr, b, 0, nil, false)
-		if err != nil {
-			return [32]byte{}, err
-		}
-		b = b[:n]
-		// The owner is the packed record's first bytes; its length octets
-		// (at most 63) are never ASCII letters.
-		for i := 0; i < len(b) && b[i] != 0; i += int(b[i]) + 1 {
-			for k := i + 1; k <= i+int(b[i]) && k < len(b); k++ {
+	off := 12 // the header
+	for range rrset {
+		start := off
+		// The owner's labels: their length octets (at most 63) are never
+		// ASCII letters.
+		for off < len(b) && b[off] != 0 {
+			for k := off + 1; k <= off+int(b[off]) && k < len(b); k++ {
 				if 'A' <= b[k] && b[k] <= 'Z' {
 					b[k] += 'a' - 'A'
 				}
 			}
+			off += int(b[off]) + 1
 		}
-		recs = append(recs, b)
+		off++ // the root label
+		if off+10 > len(b) {
+			return [32]byte{}, fmt.Errorf("rrset of %s does not pack", rrset[0].Header().Name)
+		}
+		off += 10 + int(binary.BigEndian.Uint16(b[off+8:]))
+		if off > len(b) {
+			return [32]byte{}, fmt.Errorf("rrset of %s does not pack", rrset[0].Header().Name)
+		}
+		recs = append(recs, b[start:off])
 	}
 	slices.SortFunc(recs, bytes.Compare)
 	h := sha256.New()
