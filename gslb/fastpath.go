@@ -241,6 +241,13 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	}
 }
 
+func b2byte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // acceptHeader applies acceptQuery to a raw packet's header.
 func acceptHeader(p []byte) dns.MsgAcceptAction {
 	return acceptQuery(dns.Header{
@@ -298,6 +305,10 @@ func (l *udpLoop) cacheKey(q rawQuery, v *view, client netip.Addr) ([]byte, bool
 		}
 		region, _ := nv.clientRegion(client)
 		k = append(k, region...)
+		if rv := nv.regions[region]; rv != nil && rv.steer != nil {
+			// A steering region answers by client network too.
+			k = append(k, '/', b2byte(steered(client, rv.steer.share)))
+		}
 	}
 	l.key = k
 	return k, true

@@ -33,6 +33,12 @@ type metrics struct {
 	// answer: a new or changed RRset, a negative answer's NSEC, a refresh).
 	signatures *prometheus.CounterVec
 	sigCache   [2]prometheus.Counter // cache, signed: WithLabelValues locks
+	// steeredShare is the share of a region's clients answered from
+	// another region because its edges are loaded (0: not steering).
+	steeredShare *prometheus.GaugeVec
+	// regionLoad is the load of a region's edges as gossip announces it,
+	// averaged per edge, by measure.
+	regionLoad *prometheus.GaugeVec
 	// counters caches queries' children: WithLabelValues hashes and locks,
 	// which costs more than answering the query.
 	counters sync.Map // uint32(qtype<<16 | rcode) → prometheus.Counter
@@ -108,7 +114,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "DNSSEC signatures of RRsets put on answers, by where they came from: cache (made before) or signed (made for this answer).",
 	}, []string{"from"})
 	m.sigCache = [2]prometheus.Counter{m.signatures.WithLabelValues("cache"), m.signatures.WithLabelValues("signed")}
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.signatures} {
+	m.steeredShare = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ringlb_gslb_steered_share",
+		Help: "Share of a region's clients answered from its failover region because the region's edges are loaded (0: not steering), by managed name and region.",
+	}, []string{"name", "region"})
+	m.regionLoad = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ringlb_gslb_region_load",
+		Help: "Load of a region's edges as they announce it in gossip, averaged per edge, by region and measure (sessions_per_edge, connections_per_edge, cpu_percent, edges).",
+	}, []string{"region", "measure"})
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.signatures, m.steeredShare, m.regionLoad} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -47,6 +47,9 @@ type Server struct {
 
 	// peers holds the other gslb nodes' probe views (agree.go).
 	peers atomic.Pointer[peerViews]
+	// localLoads are the regions' edges' loads this node's gossip shows,
+	// from the last exchange round (steer.go), for GET /api/monitors.
+	localLoads atomic.Pointer[map[string]regionLoad]
 	// keyring is the cluster's key (UsePeers): peers sign their reads of
 	// the admin API with it, and this node its reads of theirs.
 	keyring atomic.Pointer[health.Keyring]
@@ -650,21 +653,29 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 		m.Rcode = dns.RcodeServerFailure
 		return bits
 	}
+	v4, v6, ttl := rv.v4, rv.v6, rv.ttl
+	if rv.steer != nil {
+		// The answer now depends on the client's network: say so in the scope.
+		bits = steerScope(client, bits)
+		if steered(client, rv.steer.share) {
+			v4, v6, ttl = rv.steer.v4, rv.steer.v6, rv.steer.ttl
+		}
+	}
 	var addrs []netip.Addr
 	var buf [16]netip.Addr
 	switch q.Qtype {
 	case dns.TypeA:
-		addrs = pick(buf[:0], rv.v4, nv.cfg.MaxAnswers, client)
+		addrs = pick(buf[:0], v4, nv.cfg.MaxAnswers, client)
 	case dns.TypeAAAA:
-		addrs = pick(buf[:0], rv.v6, nv.cfg.MaxAnswers, client)
+		addrs = pick(buf[:0], v6, nv.cfg.MaxAnswers, client)
 	case dns.TypeANY:
-		addrs = pick(buf[:0], rv.v4, nv.cfg.MaxAnswers, client)
+		addrs = pick(buf[:0], v4, nv.cfg.MaxAnswers, client)
 		if len(addrs) > 1 {
 			addrs = addrs[:1] // RFC 8482: one record is enough
 		}
 	}
 	for _, a := range addrs {
-		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: rv.ttl}
+		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: ttl}
 		if a.Is4() {
 			hdr.Rrtype = dns.TypeA
 			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
@@ -680,10 +691,10 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 			m.Answer = append(m.Answer, st.owned(byType[q.Qtype], name, z)...)
 		} else {
 			types := z.typesAt(name, byType)
-			if len(rv.v4) > 0 {
+			if len(v4) > 0 {
 				types = append(types, dns.TypeA)
 			}
-			if len(rv.v6) > 0 {
+			if len(v6) > 0 {
 				types = append(types, dns.TypeAAAA)
 			}
 			st.deny(m, z, q.Name, types, true, sg)
