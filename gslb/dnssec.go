@@ -3,8 +3,8 @@ package gslb
 import (
 	"bytes"
 	"crypto"
-	"encoding/binary"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
