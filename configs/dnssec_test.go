@@ -3,6 +3,7 @@ package configs
 import (
 	"crypto/ecdsa"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -189,5 +190,40 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	}
 	if err := os.WriteFile(to, b, mode); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Keys made by BIND's dnssec-keygen are read as they are, and BIND reads
+// ours: dnssec-dsfromkey computes the DS the CDS record carries.
+func TestDNSSECKeysInteroperateWithBIND(t *testing.T) {
+	keygen, err1 := exec.LookPath("dnssec-keygen")
+	dsfromkey, err2 := exec.LookPath("dnssec-dsfromkey")
+	if err1 != nil || err2 != nil {
+		t.Skip("BIND's tools not installed (apt-get install bind9-utils)")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(keygen, "-q", "-K", dir, "-a", "ECDSAP256SHA256", "-f", "KSK", "ringlb.test")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("dnssec-keygen: %v", err)
+	}
+	theirs := filepath.Join(dir, strings.TrimSpace(string(out)))
+	key, _, err := ReadDNSSECKey(theirs, "ringlb.test")
+	if err != nil || key.Flags != FlagsKSK {
+		t.Fatalf("dnssec-keygen's key: %v %v", key, err)
+	}
+	ours := newKey(t, dir, "ringlb.test", true)
+	pub, _ := DNSSECKeyFiles(ours)
+	out, err = exec.Command(dsfromkey, "-2", pub).Output()
+	if err != nil {
+		t.Fatalf("dnssec-dsfromkey: %v", err)
+	}
+	ourKey, _, err := ReadDNSSECKey(ours, "ringlb.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ourKey.ToDS(dns.SHA256)
+	if fields := strings.Fields(string(out)); len(fields) < 7 || !strings.EqualFold(fields[len(fields)-1], want.Digest) {
+		t.Errorf("BIND's DS %q, ours %v", out, want)
 	}
 }
