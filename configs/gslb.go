@@ -70,6 +70,12 @@ type DNSSEC struct {
 	SignatureRefresh Duration `yaml:"signature_refresh"`
 	// DNSKEYTTL is the TTL of the DNSKEY, CDS and CDNSKEY sets (default 3600).
 	DNSKEYTTL int `yaml:"dnskey_ttl"`
+	// SignaturesPerSecond bounds the new signatures UDP answers may cost
+	// (default 2000, with a second of burst): every query for a name never
+	// asked before needs one, and spoofed sources can ask millions. Beyond
+	// it a UDP answer that needs a new signature goes out empty with TC,
+	// and the resolver retries over TCP, which is always signed.
+	SignaturesPerSecond int `yaml:"signatures_per_second"`
 }
 
 // DNSSECKey is one key of a zone.
@@ -478,6 +484,7 @@ func (d *DNSSEC) applyDefaults() {
 	setDefaultDuration(&d.SignatureValidity, 168*time.Hour)
 	setDefaultDuration(&d.SignatureRefresh, 72*time.Hour)
 	setDefaultInt(&d.DNSKEYTTL, 3600)
+	setDefaultInt(&d.SignaturesPerSecond, 2000)
 	for i := range d.Keys {
 		setDefault(&d.Keys[i].State, KeyActive)
 	}
@@ -527,6 +534,7 @@ func (d *DNSSEC) validate(ps *problems, p, origin string) {
 		ps.add(p+".signature_refresh", "must be at least dnskey_ttl (%ds): a resolver may hold the DNSKEY set's signature that long", d.DNSKEYTTL)
 	}
 	checkRange(ps, p+".dnskey_ttl", d.DNSKEYTTL, 0, 86400)
+	checkRange(ps, p+".signatures_per_second", d.SignaturesPerSecond, 1, 1_000_000)
 }
 
 func validateSteer(ps *problems, p string, st Steer, hasFailover bool) {

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -57,10 +58,45 @@ type signer struct {
 	// one make the same signatures, so a reload keeps the cache.
 	fingerprint string
 	cache       *sigCache
+	// budget bounds the new signatures UDP answers may cost
+	// (signatures_per_second).
+	budget *signBudget
 	// now is time.Now; tests move it to see signatures refreshed.
 	now func() time.Time
-	// signed counts signatures by where they came from ("cache", "signed").
+	// signed counts signatures by where they came from ("cache",
+	// "signed"), and answers deferred to TCP ("deferred").
 	signed func(from string)
+}
+
+// errSignBudget: a UDP answer would need a new signature beyond the budget.
+var errSignBudget = errors.New("over signatures_per_second: retry over TCP")
+
+// signBudget is a token bucket of new signatures: rate a second, and as
+// many in a burst.
+type signBudget struct {
+	mu     sync.Mutex
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+func newSignBudget(rate int) *signBudget {
+	return &signBudget{rate: float64(rate), tokens: float64(rate)}
+}
+
+// take spends one signature, false when none is left at now.
+func (b *signBudget) take(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.last.IsZero() && now.After(b.last) {
+		b.tokens = min(b.rate, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 type signingKey struct {
@@ -71,7 +107,8 @@ type signingKey struct {
 
 // newSigner reads the keys of cfg for zone origin.
 func newSigner(origin string, cfg *configs.DNSSEC) (*signer, error) {
-	sg := &signer{origin: origin, validity: cfg.SignatureValidity.D(), refresh: cfg.SignatureRefresh.D(), cache: newSigCache(), now: time.Now}
+	sg := &signer{origin: origin, validity: cfg.SignatureValidity.D(), refresh: cfg.SignatureRefresh.D(), cache: newSigCache(),
+		budget: newSignBudget(max(cfg.SignaturesPerSecond, 1)), now: time.Now}
 	var fp strings.Builder
 	fmt.Fprintf(&fp, "%s %s %d", sg.validity, sg.refresh, cfg.DNSKEYTTL)
 	for _, kc := range cfg.Keys {
@@ -143,8 +180,9 @@ type sigEntry struct {
 }
 
 // sigs returns the signatures of rrset (one per key that signs its type):
-// cached ones while they have more than refresh left, else new ones.
-func (sg *signer) sigs(rrset []dns.RR) (sigEntry, error) {
+// cached ones while they have more than refresh left, else new ones — when
+// budgeted (a UDP answer), only while the budget lasts, else errSignBudget.
+func (sg *signer) sigs(rrset []dns.RR, budgeted bool) (sigEntry, error) {
 	key, err := rrsetKey(rrset)
 	if err != nil {
 		return sigEntry{}, err
@@ -153,6 +191,9 @@ func (sg *signer) sigs(rrset []dns.RR) (sigEntry, error) {
 	if e, ok := sg.cache.get(key); ok && now.Unix() < e.refreshAt {
 		sg.count("cache")
 		return e, nil
+	}
+	if budgeted && !sg.budget.take(now) {
+		return sigEntry{}, errSignBudget
 	}
 	h := rrset[0].Header()
 	keys := sg.keysFor(h.Rrtype)
@@ -182,14 +223,13 @@ func (sg *signer) count(from string) {
 }
 
 // signRRsets returns rrs (a section of an answer: RRsets, each one's records
-// together) with each RRset followed by its signatures, and the earliest
-// time (Unix seconds) one of them is due to be replaced.
-func (sg *signer) signRRsets(rrs []dns.RR) ([]dns.RR, int64, error) {
+// together) with each RRset followed by its signatures; budgeted: within
+// the budget of new signatures (a UDP answer).
+func (sg *signer) signRRsets(rrs []dns.RR, budgeted bool) ([]dns.RR, error) {
 	if len(rrs) == 0 {
-		return rrs, 0, nil
+		return rrs, nil
 	}
 	out := make([]dns.RR, 0, 2*len(rrs))
-	var until int64
 	for i := 0; i < len(rrs); {
 		j := i + 1
 		for j < len(rrs) && sameRRset(rrs[i].Header(), rrs[j].Header()) {
@@ -198,9 +238,9 @@ func (sg *signer) signRRsets(rrs []dns.RR) ([]dns.RR, int64, error) {
 		set := rrs[i:j]
 		out = append(out, set...)
 		if t := set[0].Header().Rrtype; t != dns.TypeRRSIG && t != dns.TypeOPT && t != dns.TypeTSIG {
-			e, err := sg.sigs(set)
+			e, err := sg.sigs(set, budgeted)
 			if err != nil {
-				return nil, 0, err
+				return nil, err
 			}
 			for _, sig := range e.sigs {
 				c := *sig
@@ -208,22 +248,20 @@ func (sg *signer) signRRsets(rrs []dns.RR) ([]dns.RR, int64, error) {
 				c.Hdr.Rrtype, c.Hdr.Class, c.Hdr.Ttl = dns.TypeRRSIG, set[0].Header().Class, set[0].Header().Ttl
 				out = append(out, &c)
 			}
-			if until == 0 || e.refreshAt < until {
-				until = e.refreshAt
-			}
 		}
 		i = j
 	}
-	return out, until, nil
+	return out, nil
 }
 
-// signMsg signs the answer and authority sections of m.
-func (sg *signer) signMsg(m *dns.Msg) error {
+// signMsg signs the answer and authority sections of m; budgeted as for
+// signRRsets.
+func (sg *signer) signMsg(m *dns.Msg, budgeted bool) error {
 	var err error
-	if m.Answer, _, err = sg.signRRsets(m.Answer); err != nil {
+	if m.Answer, err = sg.signRRsets(m.Answer, budgeted); err != nil {
 		return err
 	}
-	m.Ns, _, err = sg.signRRsets(m.Ns)
+	m.Ns, err = sg.signRRsets(m.Ns, budgeted)
 	return err
 }
 
@@ -482,7 +520,7 @@ func (st *state) signedTransfer(z *zone, rrs []dns.RR) ([]dns.RR, error) {
 		}
 		return int(a.Header().Rrtype) - int(b.Header().Rrtype)
 	})
-	signed, _, err := sg.signRRsets(body)
+	signed, err := sg.signRRsets(body, false)
 	if err != nil {
 		return nil, err
 	}

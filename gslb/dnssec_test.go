@@ -727,3 +727,48 @@ func TestDigShowsSignatures(t *testing.T) {
 		t.Errorf("dig +dnssec shows no RRSIG:\n%s", out)
 	}
 }
+
+// A flood of DO queries over UDP for names never asked before (spoofed
+// sources, a random-subdomain attack) would cost one ECDSA signature each.
+// Beyond signatures_per_second (with a second of burst) such a UDP query
+// gets an empty TC answer instead: its resolver retries over TCP, which
+// spoofed sources cannot, and which is always answered signed. The clock
+// is held still, so the bucket never refills: exactly the burst is signed.
+func TestFreshSignaturesBoundedOverUDP(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	cfg := signed(fuzzConfig(t), ksk, zsk)
+	cfg.Zones[0].DNSSEC.SignaturesPerSecond = 100
+	s := startGSLB(t, cfg)
+	sg := s.state.Load().zones[0].signer
+	now := time.Now()
+	sg.now = func() time.Time { return now }
+	keys := dnskeys(t, s) // signs the DNSKEY set: one of the burst
+	before := counterValue(t, s, "ringlb_gslb_signatures_total", "from", "signed")
+	const flood = 2000
+	truncated := 0
+	for i := range flood {
+		m, _ := exchangeSized(t, s, "udp", doQuestion(fmt.Sprintf("r%05d.nope.ringlb.test.", i)))
+		if m.Truncated {
+			truncated++
+			if len(m.Answer)+len(m.Ns) != 0 {
+				t.Fatalf("a deferred answer carries records: %v", m)
+			}
+		}
+	}
+	made := counterValue(t, s, "ringlb_gslb_signatures_total", "from", "signed") - before
+	t.Logf("%d UDP queries for new names: %.0f new signatures, %d answered TC", flood, made, truncated)
+	// Each answer signs its SOA (cached after the first) and its own NSEC.
+	if made > 100 || truncated < flood-100 {
+		t.Errorf("%.0f new signatures for %d new names over UDP, %d TC; want at most the burst of 100", made, flood, truncated)
+	}
+	// The resolver's retry over TCP is answered, signed.
+	m := query(t, s, "tcp", "r01999.nope.ringlb.test.", dns.TypeA, withDO(false))
+	if m.Truncated || nsecOf(m) == nil {
+		t.Fatalf("over TCP: %v", m)
+	}
+	checkSigned(t, m, keys)
+	// What is signed already is still answered over UDP.
+	if m, _ := exchangeSized(t, s, "udp", doQuestion("r00000.nope.ringlb.test.")); m.Truncated || nsecOf(m) == nil {
+		t.Errorf("a name signed before the budget ran out: %v", m)
+	}
+}

@@ -19,6 +19,9 @@ import (
 // opcodes, malformed packets) takes the full path through answer(), which is
 // also what fills the cache. Rate limiting (rrl.go) comes before both.
 
+// dnsDO is the DO bit of the OPT record's flags (RFC 3225).
+const dnsDO = 1 << 15
+
 // maxCachedResponses bounds each loop's cache; it is emptied when full and
 // whenever the state or the pools' view changes.
 const maxCachedResponses = 4096
@@ -236,7 +239,9 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	l.out = out[:0]
 	l.send(out, addr)
 	s.count(st, r, m, addr.String())
-	if cacheable && key != nil {
+	// A truncated answer to DO may be one deferred to TCP for want of a
+	// new signature: the next one may be signed, so it is not kept.
+	if cacheable && key != nil && !(m.Truncated && q.ednsFlags&dnsDO != 0) {
 		l.cache[string(key)] = cachedAnswer{packed: append([]byte(nil), out...), until: st.signedUntil(m)}
 	}
 }

@@ -30,9 +30,11 @@ type metrics struct {
 	acceptErrors prometheus.Counter
 	// signatures counts RRset signatures put on answers, by where they came
 	// from: "cache" (made before, still fresh) or "signed" (made for this
-	// answer: a new or changed RRset, a negative answer's NSEC, a refresh).
+	// answer: a new or changed RRset, a negative answer's NSEC, a refresh);
+	// and "deferred": UDP answers sent TC because they would have needed a
+	// new signature beyond signatures_per_second.
 	signatures *prometheus.CounterVec
-	sigCache   [2]prometheus.Counter // cache, signed: WithLabelValues locks
+	sigCache   [3]prometheus.Counter // cache, signed, deferred: WithLabelValues locks
 	// steeredShare is the share of a region's clients answered from
 	// another region because its edges are loaded (0: not steering).
 	steeredShare *prometheus.GaugeVec
@@ -62,10 +64,13 @@ func (m *metrics) query(qtype uint16, rcode int) {
 
 // signed counts one RRset's signatures by where they came from.
 func (m *metrics) signed(from string) {
-	if from == "cache" {
+	switch from {
+	case "cache":
 		m.sigCache[0].Inc()
-	} else {
+	case "signed":
 		m.sigCache[1].Inc()
+	default:
+		m.sigCache[2].Inc()
 	}
 }
 
@@ -111,9 +116,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ringlb_gslb_signatures_total",
-		Help: "DNSSEC signatures of RRsets put on answers, by where they came from: cache (made before) or signed (made for this answer).",
+		Help: "DNSSEC signatures of RRsets put on answers, by where they came from: cache (made before) or signed (made for this answer); deferred: UDP answers sent TC instead, over signatures_per_second.",
 	}, []string{"from"})
-	m.sigCache = [2]prometheus.Counter{m.signatures.WithLabelValues("cache"), m.signatures.WithLabelValues("signed")}
+	m.sigCache = [3]prometheus.Counter{m.signatures.WithLabelValues("cache"), m.signatures.WithLabelValues("signed"), m.signatures.WithLabelValues("deferred")}
 	m.steeredShare = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "ringlb_gslb_steered_share",
 		Help: "Share of a region's clients answered from its failover region because the region's edges are loaded (0: not steering), by managed name and region.",

@@ -449,7 +449,15 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 	sg := dnssecFor(z, r)
 	finish = func(ecs *dns.EDNS0_SUBNET) *dns.Msg {
 		if sg != nil && m.Rcode != dns.RcodeServerFailure {
-			if err := sg.signMsg(m); err != nil {
+			switch err := sg.signMsg(m, !tcp); {
+			case errors.Is(err, errSignBudget):
+				// Over UDP, which anyone can spoof, new signatures are
+				// budgeted: beyond it the resolver is told to retry over
+				// TCP (TC, nothing else), where it is answered signed.
+				m.Answer, m.Ns = nil, nil
+				m.Rcode, m.Truncated = dns.RcodeSuccess, true
+				s.metrics.signed("deferred")
+			case err != nil:
 				// An unsigned answer would be bogus to every validator.
 				s.logger.Warn("cannot sign an answer", "zone", z.origin, "err", err)
 				m.Answer, m.Ns = nil, nil

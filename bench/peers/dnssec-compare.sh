@@ -64,7 +64,12 @@ ringlb_config() { # port, signed (yes/no)
   echo "    - origin: ringlb.test"
   echo "      records:"
   while IFS= read -r l; do echo "        - \"$l\""; done <<<"$RECORDS"
-  if [ "$2" = yes ]; then sed -n '/dnssec:/,/^$/p' "$WORK/keys.txt" | sed '/^$/d'; fi
+  if [ "$2" = yes ]; then
+    sed -n '/dnssec:/,/^$/p' "$WORK/keys.txt" | sed '/^$/d'
+    # Unbounded here, to measure what signing costs: by default (2000 a
+    # second) most of the random-name flood below would be answered TC.
+    echo "        signatures_per_second: 1000000"
+  fi
   cat <<'YAML'
   names:
     - name: ide.ringlb.test
