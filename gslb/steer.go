@@ -101,7 +101,17 @@ func overloaded(st *configs.Steer, l regionLoad) (over, released bool) {
 // setLoads takes one sample of the regions' loads: steering starts for a
 // region that reaches a level and ends for one released below every level.
 // The answers are rebuilt when steering changed.
-func (p *pools) setLoads(loads map[string]regionLoad) {
+func (p *pools) setLoads(all map[string]regionLoad) {
+	// Only the regions of our names: a peer's report names any region it
+	// likes, and each would be a metric series.
+	loads := map[string]regionLoad{}
+	for _, n := range p.names {
+		for rname := range n.regions {
+			if l, ok := all[rname]; ok {
+				loads[rname] = l
+			}
+		}
+	}
 	p.mu.Lock()
 	p.loads = loads
 	changed := false
