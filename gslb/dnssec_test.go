@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,28 @@ import (
 
 	"github.com/ringlb/ringlb/configs"
 )
+
+// testClock is a clock tests move; signers read it from the goroutines
+// that answer.
+type testClock struct{ ns atomic.Int64 }
+
+func newTestClock() *testClock {
+	c := &testClock{}
+	c.ns.Store(time.Now().UnixNano())
+	return c
+}
+
+func (c *testClock) now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *testClock) add(d time.Duration) { c.ns.Add(int64(d)) }
+
+// use makes every signer of s read the clock (before s starts).
+func (c *testClock) use(s *Server) {
+	for _, z := range s.state.Load().zones {
+		if z.signer != nil {
+			z.signer.now = c.now
+		}
+	}
+}
 
 // testKeys makes a KSK and a ZSK for ringlb.test in a temporary directory.
 func testKeys(t testing.TB) (ksk, zsk string) {
@@ -257,10 +280,9 @@ func TestSignedAnswers(t *testing.T) {
 // of it; then it is made again.
 func TestSignatureCacheAndRefresh(t *testing.T) {
 	ksk, zsk := testKeys(t)
-	s := startGSLB(t, signed(fuzzConfig(t), ksk, zsk))
+	clock := newTestClock()
+	s := startGSLBWith(t, signed(fuzzConfig(t), ksk, zsk), clock.use)
 	sg := s.state.Load().zones[0].signer
-	now := time.Now()
-	sg.now = func() time.Time { return now }
 	sig := func(name string) *dns.RRSIG {
 		// TCP: the UDP loop's own cache of packed answers does not answer it.
 		m := query(t, s, "tcp", name, dns.TypeA, withDO(false))
@@ -282,19 +304,19 @@ func TestSignatureCacheAndRefresh(t *testing.T) {
 	}
 	// Just before the refresh point the cached one serves; just after, a new one.
 	validity, refresh := 168*time.Hour, 72*time.Hour
-	if got := time.Unix(int64(first.Expiration), 0).Sub(now.Truncate(time.Second)); got != validity {
+	if got := time.Unix(int64(first.Expiration), 0).Sub(clock.now().Truncate(time.Second)); got != validity {
 		t.Errorf("validity %s, want %s", got, validity)
 	}
-	now = now.Add(validity - refresh - time.Second)
+	clock.add(validity - refresh - time.Second)
 	if s := sig("ide.ringlb.test."); s.Signature != first.Signature {
 		t.Error("signature replaced before its refresh time")
 	}
-	now = now.Add(2 * time.Second)
+	clock.add(2 * time.Second)
 	refreshed := sig("ide.ringlb.test.")
 	if refreshed.Signature == first.Signature || refreshed.Expiration <= first.Expiration {
 		t.Errorf("not refreshed: expiration %d, was %d", refreshed.Expiration, first.Expiration)
 	}
-	if refreshed.Inception != uint32(now.Add(-time.Hour).Unix()) {
+	if refreshed.Inception != uint32(clock.now().Add(-time.Hour).Unix()) {
 		t.Errorf("inception %d, want an hour before now", refreshed.Inception)
 	}
 }
@@ -738,10 +760,7 @@ func TestFreshSignaturesBoundedOverUDP(t *testing.T) {
 	ksk, zsk := testKeys(t)
 	cfg := signed(fuzzConfig(t), ksk, zsk)
 	cfg.Zones[0].DNSSEC.SignaturesPerSecond = 100
-	s := startGSLB(t, cfg)
-	sg := s.state.Load().zones[0].signer
-	now := time.Now()
-	sg.now = func() time.Time { return now }
+	s := startGSLBWith(t, cfg, newTestClock().use)
 	keys := dnskeys(t, s) // signs the DNSKEY set: one of the burst
 	before := counterValue(t, s, "ringlb_gslb_signatures_total", "from", "signed")
 	const flood = 2000

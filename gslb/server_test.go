@@ -76,9 +76,18 @@ func parseGSLB(t testing.TB, extra, eastProbe, westProbe string) configs.GSLB {
 
 func startGSLB(t *testing.T, cfg configs.GSLB) *Server {
 	t.Helper()
+	return startGSLBWith(t, cfg, nil)
+}
+
+// startGSLBWith is startGSLB with prepare run on the server before it starts.
+func startGSLBWith(t *testing.T, cfg configs.GSLB, prepare func(*Server)) *Server {
+	t.Helper()
 	s, err := New(cfg, "gslb-test", nil, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(s)
 	}
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
