@@ -51,7 +51,52 @@ type Zone struct {
 	Records []string `yaml:"records"`
 	// Transfer allows AXFR and sends NOTIFY.
 	Transfer Transfer `yaml:"transfer"`
+	// DNSSEC signs the zone online (gslb/dnssec.go): answers to queries
+	// with the DO bit carry signatures; others are as without it.
+	DNSSEC *DNSSEC `yaml:"dnssec"`
 }
+
+// DNSSEC is online signing of one zone with ECDSA P-256 keys (algorithm 13).
+type DNSSEC struct {
+	// Keys are the zone's keys (at most 8). At least one must be an active
+	// key-signing key (flags 257): it signs the DNSKEY set. Active
+	// zone-signing keys (256) sign everything else; with none, the KSKs do
+	// (a combined signing key).
+	Keys []DNSSECKey `yaml:"keys"`
+	// SignatureValidity is how long a new signature is valid (default
+	// 168h); its inception is set an hour back for clients' clock skew.
+	SignatureValidity Duration `yaml:"signature_validity"`
+	// SignatureRefresh: a signature is replaced by a new one when less than
+	// this is left of it (default 72h). Keep it above the zone's longest
+	// TTL, so that no resolver holds a signature past its expiry.
+	SignatureRefresh Duration `yaml:"signature_refresh"`
+	// DNSKEYTTL is the TTL of the DNSKEY, CDS and CDNSKEY sets (default 3600).
+	DNSKEYTTL int `yaml:"dnskey_ttl"`
+	// SignaturesPerSecond bounds the new signatures UDP answers may cost
+	// (default 2000, with a second of burst): every query for a name never
+	// asked before needs one, and spoofed sources can ask millions. Beyond
+	// it a UDP answer that needs a new signature goes out empty with TC,
+	// and the resolver retries over TCP, which is always signed.
+	SignaturesPerSecond int `yaml:"signatures_per_second"`
+}
+
+// DNSSECKey is one key of a zone.
+type DNSSECKey struct {
+	// File is the key's base name as dnssec-keygen and `ringlb keygen
+	// -dnssec` print it (K<zone>+013+<tag>), with <File>.key (its DNSKEY)
+	// and <File>.private (mode 0600 or stricter) beside it.
+	File string `yaml:"file"`
+	// State: active (default) — published in the DNSKEY set and signing;
+	// published — in the DNSKEY set only (a new ZSK before it takes over,
+	// an old one while signatures made with it are still cached).
+	State string `yaml:"state"`
+}
+
+// DNSSEC key states (see DNSSECKey.State).
+const (
+	KeyActive    = "active"
+	KeyPublished = "published"
+)
 
 // Transfer controls zone transfers to secondaries.
 type Transfer struct {
@@ -132,6 +177,30 @@ type Region struct {
 	// Failover lists the regions to answer from, in order, while this one
 	// has no member to serve.
 	Failover []string `yaml:"failover"`
+	// Steer sends a share of this region's clients to its failover region
+	// while the region's edges are loaded (gslb/steer.go); nil: never.
+	Steer *Steer `yaml:"steer"`
+}
+
+// Steer is load-aware steering: while the edges of a region (gossip members
+// of role edge whose cluster.region is the region's name) are loaded above
+// a level, Share of the region's clients get the first failover region
+// that serves and is not loaded itself.
+type Steer struct {
+	// SessionsPerEdge starts steering when the region's edges hold at
+	// least this many live sessions each, on average (0: not a trigger).
+	SessionsPerEdge int `yaml:"sessions_per_edge"`
+	// CPUPercent starts steering when the region's edges are at least this
+	// busy, on average, in percent of the CPUs each edge uses (0: not a trigger).
+	CPUPercent float64 `yaml:"cpu_percent"`
+	// Share is the fraction of the region's clients, chosen by client
+	// network (/24, /56), answered from the failover region while steering
+	// (default 0.5). One client network always gets the same answer.
+	Share float64 `yaml:"share"`
+	// Hysteresis: steering ends only once every trigger is below
+	// (1 - Hysteresis) of its level (default 0.2; range (0, 0.9]), so
+	// answers do not flap while the load hovers at the level.
+	Hysteresis float64 `yaml:"hysteresis"`
 }
 
 // Member is one address of a pool: a regional balancer's floating IP.
@@ -227,6 +296,9 @@ func (g *GSLB) Provision() {
 		if t := g.Zones[i].Transfer.TSIG; t != nil && t.Algorithm == "" {
 			t.Algorithm = "hmac-sha256"
 		}
+		if d := g.Zones[i].DNSSEC; d != nil {
+			d.provision()
+		}
 	}
 	for i := range g.Names {
 		n := &g.Names[i]
@@ -241,6 +313,14 @@ func (g *GSLB) Provision() {
 			setDefault(&r.ServeMode, ServeObey)
 			for j := range r.Members {
 				setDefault(&r.Members[j].ServeMode, r.ServeMode)
+			}
+			if st := r.Steer; st != nil {
+				if st.Share == 0 {
+					st.Share = 0.5
+				}
+				if st.Hysteresis == 0 {
+					st.Hysteresis = 0.2
+				}
 			}
 			n.Regions[name] = r
 		}
@@ -320,6 +400,9 @@ func (g *GSLB) validate(ps *problems) {
 			}
 			checkFile(ps, p+".transfer.tsig.secret_file", t.SecretFile)
 		}
+		if d := z.DNSSEC; d != nil {
+			d.validate(ps, p+".dnssec", z.Origin)
+		}
 	}
 	seen := map[string]bool{}
 	for i, n := range g.Names {
@@ -387,6 +470,9 @@ func (g *GSLB) validateName(ps *problems, p string, n ManagedName, seen map[stri
 			}
 		}
 		checkServeMode(ps, rp+".serve_mode", r.ServeMode)
+		if st := r.Steer; st != nil {
+			validateSteer(ps, rp+".steer", *st, len(r.Failover) > 0)
+		}
 		for j, f := range r.Failover {
 			if _, ok := n.Regions[f]; !ok || f == name {
 				ps.add(fmt.Sprintf("%s.failover[%d]", rp, j), "%q must be another region of this name", f)
@@ -410,6 +496,93 @@ func (g *GSLB) validateName(ps *problems, p string, n ManagedName, seen map[stri
 				ps.add(mp+".serve_mode", "obey needs a monitor on region %s (or use always)", name)
 			}
 		}
+	}
+}
+
+// DefaultDNSSEC returns the DNSSEC settings of a zone signed with keys
+// (active), every default filled in.
+func DefaultDNSSEC(keys ...string) *DNSSEC {
+	d := &DNSSEC{}
+	for _, k := range keys {
+		d.Keys = append(d.Keys, DNSSECKey{File: k})
+	}
+	d.provision()
+	return d
+}
+
+func (d *DNSSEC) provision() {
+	setDefaultDuration(&d.SignatureValidity, 168*time.Hour)
+	setDefaultDuration(&d.SignatureRefresh, 72*time.Hour)
+	setDefaultInt(&d.DNSKEYTTL, 3600)
+	setDefaultInt(&d.SignaturesPerSecond, 2000)
+	for i := range d.Keys {
+		setDefault(&d.Keys[i].State, KeyActive)
+	}
+}
+
+// maxDNSSECKeys bounds a zone's keys: a rollover needs two of a kind.
+const maxDNSSECKeys = 8
+
+func (d *DNSSEC) validate(ps *problems, p, origin string) {
+	if len(d.Keys) == 0 {
+		ps.add(p+".keys", "needs at least one key (make a pair with: ringlb keygen -dnssec %s)", strings.TrimSuffix(origin, "."))
+	}
+	if len(d.Keys) > maxDNSSECKeys {
+		ps.add(p+".keys", "%d keys, at most %d (remove the retired ones)", len(d.Keys), maxDNSSECKeys)
+	}
+	tags := map[uint16]int{}
+	activeKSK := false
+	for i, k := range d.Keys {
+		kp := fmt.Sprintf("%s.keys[%d]", p, i)
+		if k.State != KeyActive && k.State != KeyPublished {
+			ps.add(kp+".state", "must be active or published, got %q", k.State)
+		}
+		if k.File == "" {
+			ps.add(kp+".file", "is required: the key's base name (K%s+013+<tag>)", origin)
+			continue
+		}
+		key, _, err := ReadDNSSECKey(k.File, origin)
+		if err != nil {
+			ps.add(kp+".file", "%v", err)
+			continue
+		}
+		if j, dup := tags[key.KeyTag()]; dup {
+			ps.add(kp+".file", "key tag %d is also keys[%d]'s: list a key once, or make another", key.KeyTag(), j)
+		}
+		tags[key.KeyTag()] = i
+		activeKSK = activeKSK || (k.State == KeyActive && key.Flags == FlagsKSK)
+	}
+	if len(tags) == len(d.Keys) && !activeKSK {
+		ps.add(p+".keys", "needs an active key-signing key (flags 257): it signs the DNSKEY set (ringlb keygen -dnssec %s -type ksk)", strings.TrimSuffix(origin, "."))
+	}
+	if v := d.SignatureValidity.D(); v < time.Hour || v > 90*24*time.Hour {
+		ps.add(p+".signature_validity", "must be in range [1h, 2160h], got %s", v)
+	}
+	if r := d.SignatureRefresh.D(); r < time.Hour || r >= d.SignatureValidity.D() {
+		ps.add(p+".signature_refresh", "must be at least 1h and less than signature_validity (%s), got %s", d.SignatureValidity.D(), r)
+	} else if r < time.Duration(d.DNSKEYTTL)*time.Second {
+		ps.add(p+".signature_refresh", "must be at least dnskey_ttl (%ds): a resolver may hold the DNSKEY set's signature that long", d.DNSKEYTTL)
+	}
+	checkRange(ps, p+".dnskey_ttl", d.DNSKEYTTL, 0, 86400)
+	checkRange(ps, p+".signatures_per_second", d.SignaturesPerSecond, 1, 1_000_000)
+}
+
+func validateSteer(ps *problems, p string, st Steer, hasFailover bool) {
+	if !hasFailover {
+		ps.add(p, "steers to the region's failover regions: list one in failover")
+	}
+	if st.SessionsPerEdge == 0 && st.CPUPercent == 0 {
+		ps.add(p, "needs a level: sessions_per_edge, cpu_percent or both")
+	}
+	checkRange(ps, p+".sessions_per_edge", st.SessionsPerEdge, 0, 10_000_000)
+	if st.CPUPercent < 0 || st.CPUPercent > 100 {
+		ps.add(p+".cpu_percent", "must be in range [0, 100], got %g", st.CPUPercent)
+	}
+	if st.Share <= 0 || st.Share > 1 {
+		ps.add(p+".share", "must be in range (0, 1], got %g", st.Share)
+	}
+	if st.Hysteresis <= 0 || st.Hysteresis > 0.9 {
+		ps.add(p+".hysteresis", "must be in range (0, 0.9], got %g", st.Hysteresis)
 	}
 }
 

@@ -268,6 +268,11 @@ func (c *Config) resolvePaths(dir string) {
 		if z.Transfer.TSIG != nil {
 			z.Transfer.TSIG.SecretFile = resolve(dir, z.Transfer.TSIG.SecretFile)
 		}
+		if z.DNSSEC != nil {
+			for j := range z.DNSSEC.Keys {
+				z.DNSSEC.Keys[j].File = resolve(dir, z.DNSSEC.Keys[j].File)
+			}
+		}
 	}
 }
 

@@ -42,7 +42,7 @@ func (a *adminServer) shutdown(ctx context.Context) error {
 //	GET  /api/pools                                every managed name, region and member: state and why
 //	POST /api/pools/{name}/{region}/{member}/mode  body or ?mode=always|obey|remove|no ("" clears the override)
 //	POST /api/pools/{name}/{region}/recover        end a failover latched by auto_recover: false
-//	GET  /api/monitors                             this node's own probe results (what peers vote with)
+//	GET  /api/monitors                             this node's own probe results (what peers vote with) and the edges' loads it sees
 //	POST /api/querylog?on=true|false               switch the query log (until the next reload)
 //
 // All but /healthz follow health.AdminAccess: with gslb.admin.token_file set,
@@ -86,7 +86,11 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 		health.WriteJSON(w, http.StatusOK, map[string]bool{"recovered": true})
 	})))
 	mux.Handle("GET /api/monitors", access.Read(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		health.WriteJSON(w, http.StatusOK, map[string]any{"node": s.name, "members": s.state.Load().pools.localMonitors()})
+		out := map[string]any{"node": s.name, "members": s.state.Load().pools.localMonitors()}
+		if l := s.localLoads.Load(); l != nil {
+			out["loads"] = *l // what this node's gossip says, for peers that do not see those edges
+		}
+		health.WriteJSON(w, http.StatusOK, out)
 	})))
 	mux.Handle("POST /api/querylog", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		on, err := strconv.ParseBool(r.URL.Query().Get("on"))

@@ -39,6 +39,8 @@ const peerStaleRounds = 3
 type peerReport struct {
 	at      time.Time
 	members map[string]bool // memberKey.String() → up
+	// loads are the regions' edges' loads the peer sees in its gossip (steer.go).
+	loads map[string]regionLoad
 }
 
 // peerViews is the immutable set of fresh peer reports, swapped whole.
@@ -106,13 +108,13 @@ func (s *Server) exchangeOnce(ctx context.Context, client *http.Client, peers Pe
 		if n.Meta.Role != health.RoleGSLB || n.Name == s.name || n.Meta.Admin == "" {
 			continue
 		}
-		members, err := s.fetchMonitors(ctx, client, n.Meta.Admin, interval)
+		members, loads, err := s.fetchMonitors(ctx, client, n.Meta.Admin, interval)
 		if ctx.Err() != nil {
 			return
 		}
 		switch {
 		case err == nil:
-			next.reports[n.Name] = peerReport{at: now, members: members}
+			next.reports[n.Name] = peerReport{at: now, members: members, loads: loads}
 		case old != nil && now.Sub(old.reports[n.Name].at) < peerStaleRounds*interval:
 			next.reports[n.Name] = old.reports[n.Name] // one missed round is not a vote lost
 		default:
@@ -123,6 +125,11 @@ func (s *Server) exchangeOnce(ctx context.Context, client *http.Client, peers Pe
 	if old == nil || !sameReports(old, next) {
 		s.state.Load().pools.rebuild()
 	}
+	// One sample of the edges' load per round, from this node's gossip
+	// and, for regions it does not see, its peers'.
+	local := loadsOf(peers.Members())
+	s.localLoads.Store(&local)
+	s.state.Load().pools.setLoads(mergeLoads(local, next.reports))
 }
 
 func sameReports(a, b *peerViews) bool {
@@ -138,32 +145,34 @@ func sameReports(a, b *peerViews) bool {
 	return true
 }
 
-// fetchMonitors reads one peer's GET /api/monitors, bounded by timeout.
-func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, admin string, timeout time.Duration) (map[string]bool, error) {
+// fetchMonitors reads one peer's GET /api/monitors, bounded by timeout:
+// its own probes' view and the edges' loads it sees.
+func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, admin string, timeout time.Duration) (map[string]bool, map[string]regionLoad, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(admin, "/")+"/api/monitors", nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Read as a peer, signed with the cluster's key: the operator's
 	// token never leaves this node.
 	s.keyring.Load().SignRequest(req.Header, s.name, req.Method, req.URL.RequestURI(), nil)
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s/api/monitors: status %d", admin, resp.StatusCode)
+		return nil, nil, fmt.Errorf("GET %s/api/monitors: status %d", admin, resp.StatusCode)
 	}
 	var body struct {
-		Members map[string]bool `json:"members"`
+		Members map[string]bool       `json:"members"`
+		Loads   map[string]regionLoad `json:"loads"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body); err != nil {
-		return nil, fmt.Errorf("GET %s/api/monitors: %w", admin, err)
+		return nil, nil, fmt.Errorf("GET %s/api/monitors: %w", admin, err)
 	}
-	return body.Members, nil
+	return body.Members, body.Loads, nil
 }
 
 // localMonitors is this node's own probe view, for GET /api/monitors.

@@ -66,7 +66,8 @@ func fit(m *dns.Msg, size int) {
 
 // dropLastRRset removes the last RRset of m (additional, else authority,
 // else answer: the records at the section's end with the owner, type and
-// class of its last one), setting TC when it is not an additional one; false
+// class of its last one, with the RRset they sign when they are RRSIGs),
+// setting TC when it is not an additional one; false
 // when there is none left. Our answers put each RRset's records together.
 func dropLastRRset(m *dns.Msg) bool {
 	for _, sec := range []struct {
@@ -77,18 +78,33 @@ func dropLastRRset(m *dns.Msg) bool {
 		if len(rrs) == 0 {
 			continue
 		}
-		last := rrs[len(rrs)-1].Header()
-		i := len(rrs) - 1
-		for i > 0 {
-			h := rrs[i-1].Header()
-			if h.Rrtype != last.Rrtype || h.Class != last.Class || !strings.EqualFold(h.Name, last.Name) {
-				break
+		i := startOfRRset(rrs, len(rrs)-1)
+		if sig, ok := rrs[len(rrs)-1].(*dns.RRSIG); ok && i > 0 {
+			// Signatures go with the RRset they cover, just before them
+			// (dnssec.go): a set without them is bogus to a validator,
+			// they are nothing without it.
+			if h := rrs[i-1].Header(); h.Rrtype == sig.TypeCovered && strings.EqualFold(h.Name, sig.Hdr.Name) {
+				i = startOfRRset(rrs, i-1)
 			}
-			i--
 		}
 		*sec.rrs = rrs[:i]
 		m.Truncated = m.Truncated || sec.required
 		return true
 	}
 	return false
+}
+
+// startOfRRset is the index of the first record of the RRset rrs[last]
+// ends: the records before it with its owner, type and class.
+func startOfRRset(rrs []dns.RR, last int) int {
+	h0 := rrs[last].Header()
+	i := last
+	for i > 0 {
+		h := rrs[i-1].Header()
+		if h.Rrtype != h0.Rrtype || h.Class != h0.Class || !strings.EqualFold(h.Name, h0.Name) {
+			break
+		}
+		i--
+	}
+	return i
 }

@@ -19,15 +19,27 @@ import (
 // opcodes, malformed packets) takes the full path through answer(), which is
 // also what fills the cache. Rate limiting (rrl.go) comes before both.
 
+// dnsDO is the DO bit of the OPT record's flags (RFC 3225).
+const dnsDO = 1 << 15
+
 // maxCachedResponses bounds each loop's cache; it is emptied when full and
 // whenever the state or the pools' view changes.
 const maxCachedResponses = 4096
+
+// cachedAnswer is a packed answer of the UDP loop's cache.
+type cachedAnswer struct {
+	packed []byte
+	// until (Unix seconds) ends a signed answer's use when its first
+	// signature is due for replacement (state.signedUntil); 0: unsigned,
+	// kept until the cache is dropped.
+	until int64
+}
 
 type udpLoop struct {
 	s     *Server
 	conn  *net.UDPConn
 	batch *udpBatch // nil: one write per answer
-	cache map[string][]byte
+	cache map[string]cachedAnswer
 	// what the cache was built from
 	st     *state
 	view   *view
@@ -37,7 +49,7 @@ type udpLoop struct {
 }
 
 func (s *Server) serveUDP(conn *net.UDPConn) error {
-	l := &udpLoop{s: s, conn: conn, cache: map[string][]byte{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	l := &udpLoop{s: s, conn: conn, cache: map[string]cachedAnswer{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
 	buf := make([]byte, dns.MaxMsgSize)
 	for {
 		n, addr, err := conn.ReadFromUDPAddrPort(buf)
@@ -155,8 +167,10 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	if cacheable {
 		key, cacheable = l.cacheKey(q, v, addr.Addr().Unmap())
 		if cacheable {
-			if resp, hit := l.cache[string(key)]; hit {
-				out := append(l.out[:0], resp...)
+			// A signed answer leaves the cache with its signatures'
+			// freshness; time is read only for those.
+			if c, hit := l.cache[string(key)]; hit && (c.until == 0 || time.Now().Unix() < c.until) {
+				out := append(l.out[:0], c.packed...)
 				binary.BigEndian.PutUint16(out, q.id)
 				// RD and CD are copied from the query (RFC 1035, 4035).
 				const rd, cd = 1 << 8, 1 << 4
@@ -225,9 +239,18 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	l.out = out[:0]
 	l.send(out, addr)
 	s.count(st, r, m, addr.String())
-	if cacheable && key != nil {
-		l.cache[string(key)] = append([]byte(nil), out...)
+	// A truncated answer to DO may be one deferred to TCP for want of a
+	// new signature: the next one may be signed, so it is not kept.
+	if cacheable && key != nil && !(m.Truncated && q.ednsFlags&dnsDO != 0) {
+		l.cache[string(key)] = cachedAnswer{packed: append([]byte(nil), out...), until: st.signedUntil(m)}
 	}
+}
+
+func b2byte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // acceptHeader applies acceptQuery to a raw packet's header.
@@ -287,6 +310,10 @@ func (l *udpLoop) cacheKey(q rawQuery, v *view, client netip.Addr) ([]byte, bool
 		}
 		region, _ := nv.clientRegion(client)
 		k = append(k, region...)
+		if rv := nv.regions[region]; rv != nil && rv.steer != nil {
+			// A steering region answers by client network too.
+			k = append(k, '/', b2byte(steered(client, rv.steer.share)))
+		}
 	}
 	l.key = k
 	return k, true

@@ -70,7 +70,8 @@ func fuzzTSIGConfig(tb testing.TB) configs.GSLB {
 	return cfg
 }
 
-// FuzzAnswer feeds arbitrary packets to the query path: whatever unpacks as
+// FuzzAnswer feeds arbitrary packets to the query path (the zone signed, so
+// queries with DO are signed too): whatever unpacks as
 // a message must get an answer that packs (signed when it carries a TSIG)
 // into bytes a client can unpack, or none, and never a panic; over UDP the answer fits the client's budget,
 // and every RRset in it is whole (as in the TCP answer to the same query).
@@ -89,11 +90,20 @@ func FuzzAnswer(f *testing.F) {
 		b, _ := m.Pack()
 		f.Add(b)
 	}
+	// With DO: the zone is signed, so these take the signing path.
+	for _, q := range []string{"ide.ringlb.test.", "nope.ringlb.test.", "bigalias.ringlb.test.", "ringlb.test."} {
+		m := new(dns.Msg)
+		m.SetQuestion(q, dns.TypeTXT)
+		m.SetEdns0(512, true)
+		b, _ := m.Pack()
+		f.Add(b)
+	}
 	f.Add([]byte{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c, 0, 1, 0, 1})
 	for _, b := range hostileSeeds(f) {
 		f.Add(b)
 	}
-	s, err := New(fuzzTSIGConfig(f), "fuzz", nil, nil)
+	ksk, zsk := testKeys(f)
+	s, err := New(signed(fuzzTSIGConfig(f), ksk, zsk), "fuzz", nil, nil)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -231,7 +241,7 @@ func FuzzUDPHandle(f *testing.F) {
 	}
 	defer sink.Close()
 	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
-	l := &udpLoop{s: s, conn: conn, cache: map[string][]byte{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	l := &udpLoop{s: s, conn: conn, cache: map[string]cachedAnswer{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
 	buf := make([]byte, 65536)
 	f.Fuzz(func(t *testing.T, packet []byte) {
 		l.handle(packet, to)

@@ -28,6 +28,19 @@ type metrics struct {
 	// acceptErrors counts failed accepts on the TCP listener (EMFILE,
 	// ENFILE, ENOBUFS...), each retried after a backoff.
 	acceptErrors prometheus.Counter
+	// signatures counts RRset signatures put on answers, by where they came
+	// from: "cache" (made before, still fresh) or "signed" (made for this
+	// answer: a new or changed RRset, a negative answer's NSEC, a refresh);
+	// and "deferred": UDP answers sent TC because they would have needed a
+	// new signature beyond signatures_per_second.
+	signatures *prometheus.CounterVec
+	sigCache   [3]prometheus.Counter // cache, signed, deferred: WithLabelValues locks
+	// steeredShare is the share of a region's clients answered from
+	// another region because its edges are loaded (0: not steering).
+	steeredShare *prometheus.GaugeVec
+	// regionLoad is the load of a region's edges as gossip announces it,
+	// averaged per edge, by measure.
+	regionLoad *prometheus.GaugeVec
 	// counters caches queries' children: WithLabelValues hashes and locks,
 	// which costs more than answering the query.
 	counters sync.Map // uint32(qtype<<16 | rcode) → prometheus.Counter
@@ -47,6 +60,18 @@ func (m *metrics) query(qtype uint16, rcode int) {
 	c := m.queries.WithLabelValues(label, rcodeLabel(rcode))
 	m.counters.Store(key, c)
 	c.Inc()
+}
+
+// signed counts one RRset's signatures by where they came from.
+func (m *metrics) signed(from string) {
+	switch from {
+	case "cache":
+		m.sigCache[0].Inc()
+	case "signed":
+		m.sigCache[1].Inc()
+	default:
+		m.sigCache[2].Inc()
+	}
 }
 
 // rcodeLabel names a response code. 16 is BADVERS in a message's rcode;
@@ -89,7 +114,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Failed accepts on the TCP DNS listener (out of file descriptors or kernel memory), each retried after a backoff.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors} {
+	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ringlb_gslb_signatures_total",
+		Help: "DNSSEC signatures of RRsets put on answers, by where they came from: cache (made before) or signed (made for this answer); deferred: UDP answers sent TC instead, over signatures_per_second.",
+	}, []string{"from"})
+	m.sigCache = [3]prometheus.Counter{m.signatures.WithLabelValues("cache"), m.signatures.WithLabelValues("signed"), m.signatures.WithLabelValues("deferred")}
+	m.steeredShare = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ringlb_gslb_steered_share",
+		Help: "Share of a region's clients answered from its failover region because the region's edges are loaded (0: not steering), by managed name and region.",
+	}, []string{"name", "region"})
+	m.regionLoad = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ringlb_gslb_region_load",
+		Help: "Load of a region's edges as they announce it in gossip, averaged per edge, by region and measure (sessions_per_edge, connections_per_edge, cpu_percent, edges).",
+	}, []string{"region", "measure"})
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.signatures, m.steeredShare, m.regionLoad} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

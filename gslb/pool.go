@@ -40,6 +40,10 @@ type pools struct {
 	// healthy again and auto_recover is on, or by a manual recover.
 	failed    map[regionKey]string // → why
 	overrides map[memberKey]string // serve mode set through the admin API
+	// steering holds the regions steering a share of their clients away
+	// (steer.go); loads is the last sample of the regions' edges' load.
+	steering map[regionKey]bool
+	loads    map[string]regionLoad
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -93,11 +97,14 @@ type regionView struct {
 	// /api/pools; servfail: answer SERVFAIL (all down, all_down: servfail).
 	failover string
 	servfail bool
+	// steer answers a share of the region's clients from another region
+	// while its edges are loaded (steer.go); nil: not steering.
+	steer *steerView
 }
 
 func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error) {
 	p := &pools{names: map[string]*managedName{}, logger: logger, metrics: m,
-		failed: map[regionKey]string{}, overrides: map[memberKey]string{}}
+		failed: map[regionKey]string{}, overrides: map[memberKey]string{}, steering: map[regionKey]bool{}}
 	for _, nc := range cfg.Names {
 		n := &managedName{cfg: nc, regions: map[string]*region{}}
 		for rname, rc := range nc.Regions {
@@ -181,6 +188,12 @@ func (p *pools) inherit(old *pools) {
 	for k, v := range old.overrides {
 		p.overrides[k] = v
 	}
+	for k := range old.steering {
+		if n := p.names[k.name]; n != nil && n.regions[k.region] != nil && n.regions[k.region].cfg.Steer != nil {
+			p.steering[k] = true
+		}
+	}
+	p.loads = old.loads
 	p.mu.Unlock()
 	for name, n := range p.names {
 		on := old.names[name]
@@ -302,7 +315,27 @@ func (p *pools) rebuild() {
 				}
 			}
 			nv.regions[rname] = rv
-			if prev == nil || !sameRegionView(prev.names[name], rname, rv) {
+		}
+		// Steering, once every region's failover latch is known: a region
+		// steers only to one that serves its own clients itself.
+		for _, rname := range n.order {
+			r, rv := n.regions[rname], nv.regions[rname]
+			if r.cfg.Steer == nil {
+				continue
+			}
+			if _, latched := p.failed[regionKey{name, rname}]; !latched && p.steering[regionKey{name, rname}] {
+				rv.steer = p.steerTarget(name, n, r, serving)
+			}
+			if p.metrics != nil {
+				share := 0.0
+				if rv.steer != nil {
+					share = rv.steer.share
+				}
+				p.metrics.steeredShare.WithLabelValues(name, rname).Set(share)
+			}
+		}
+		for _, rname := range n.order {
+			if prev == nil || !sameRegionView(prev.names[name], rname, nv.regions[rname]) {
 				changed = true
 			}
 		}
@@ -320,7 +353,14 @@ func sameRegionView(nv *nameView, rname string, rv *regionView) bool {
 		return false
 	}
 	o := nv.regions[rname]
-	return o != nil && o.ttl == rv.ttl && o.servfail == rv.servfail && slices.Equal(o.v4, rv.v4) && slices.Equal(o.v6, rv.v6)
+	return o != nil && o.ttl == rv.ttl && o.servfail == rv.servfail && slices.Equal(o.v4, rv.v4) && slices.Equal(o.v6, rv.v6) && sameSteer(o.steer, rv.steer)
+}
+
+func sameSteer(a, b *steerView) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.to == b.to && a.share == b.share && a.ttl == b.ttl && slices.Equal(a.v4, b.v4) && slices.Equal(a.v6, b.v6)
 }
 
 func split(addrs []netip.Addr) (v4, v6 []netip.Addr) {
@@ -451,8 +491,23 @@ func (p *pools) status() []map[string]any {
 			}
 			_, failed := p.failed[regionKey{name, rname}]
 			answers := append(append([]netip.Addr{}, rv.v4...), rv.v6...)
-			regions = append(regions, map[string]any{"region": rname, "members": members, "failed_over": failed,
-				"failover_to": rv.failover, "servfail": rv.servfail, "answers": answers, "ttl": rv.ttl})
+			entry := map[string]any{"region": rname, "members": members, "failed_over": failed,
+				"failover_to": rv.failover, "servfail": rv.servfail, "answers": answers, "ttl": rv.ttl}
+			if l, ok := p.loads[rname]; ok {
+				entry["load"] = l
+			}
+			if st := r.cfg.Steer; st != nil {
+				steer := map[string]any{"active": rv.steer != nil, "sessions_per_edge": st.SessionsPerEdge, "cpu_percent": st.CPUPercent,
+					"share": st.Share, "hysteresis": st.Hysteresis}
+				if rv.steer != nil {
+					steer["to"] = rv.steer.to
+					steer["answers"] = append(append([]netip.Addr{}, rv.steer.v4...), rv.steer.v6...)
+				} else if p.steering[regionKey{name, rname}] {
+					steer["why"] = "loaded, but no failover region to steer to"
+				}
+				entry["steer"] = steer
+			}
+			regions = append(regions, entry)
 		}
 		out = append(out, map[string]any{"name": name, "auto_recover": *n.cfg.AutoRecover, "regions": regions, "at": time.Now().UTC()})
 	}

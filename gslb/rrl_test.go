@@ -152,17 +152,27 @@ func TestRateLimitOverUDP(t *testing.T) {
 // rrlCount reads ringlb_gslb_rrl_total{action} from s's registry.
 func rrlCount(t *testing.T, s *Server, action string) float64 {
 	t.Helper()
+	return counterValue(t, s, "ringlb_gslb_rrl_total", "action", action)
+}
+
+// counterValue reads the counter or gauge name{label=value} from s's
+// registry (0 when absent).
+func counterValue(t *testing.T, s *Server, name, label, value string) float64 {
+	t.Helper()
 	mfs, err := s.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "ringlb_gslb_rrl_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "action" && l.GetValue() == action {
+				if l.GetName() == label && l.GetValue() == value {
+					if g := m.GetGauge(); g != nil {
+						return g.GetValue()
+					}
 					return m.GetCounter().GetValue()
 				}
 			}

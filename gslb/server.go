@@ -47,6 +47,9 @@ type Server struct {
 
 	// peers holds the other gslb nodes' probe views (agree.go).
 	peers atomic.Pointer[peerViews]
+	// localLoads are the regions' edges' loads this node's gossip shows,
+	// from the last exchange round (steer.go), for GET /api/monitors.
+	localLoads atomic.Pointer[map[string]regionLoad]
 	// keyring is the cluster's key (UsePeers): peers sign their reads of
 	// the admin API with it, and this node its reads of theirs.
 	keyring atomic.Pointer[health.Keyring]
@@ -127,6 +130,9 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if z.signer != nil {
+			z.signer.signed = s.metrics.signed
 		}
 		st.zones = append(st.zones, z)
 	}
@@ -273,6 +279,15 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 	}
 	st.pools.inherit(old.pools)
 	st.rrl = st.rrl.carryOver(old.rrl)
+	for _, z := range st.zones {
+		// Same keys and timings, same signatures: a SIGHUP does not make
+		// every RRset be signed again.
+		for _, oz := range old.zones {
+			if z.signer != nil && oz.origin == z.origin && oz.signer.id() == z.signer.id() {
+				z.signer.cache = oz.signer.cache
+			}
+		}
+	}
 	st.serial.Store(old.serial.Load() + reloadBump(old, st))
 	s.state.Store(st)
 	s.mu.Lock()
@@ -424,6 +439,33 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 		m.SetRcode(r, dns.RcodeRefused) // transfers are served by serveTransfer over TCP
 		return finish(nil)
 	}
+	if z.signer != nil && q.Qtype == dns.TypeNXNAME {
+		// A meta-type, only ever in a compact answer's NSEC (RFC 9824 3.5).
+		m.SetRcode(r, dns.RcodeFormatError)
+		return finish(nil)
+	}
+	// sg signs the answer: nil for an unsigned zone or a query without DO,
+	// whose answer is then exactly what it was before DNSSEC.
+	sg := dnssecFor(z, r)
+	finish = func(ecs *dns.EDNS0_SUBNET) *dns.Msg {
+		if sg != nil && m.Rcode != dns.RcodeServerFailure {
+			switch err := sg.signMsg(m, !tcp); {
+			case errors.Is(err, errSignBudget):
+				// Over UDP, which anyone can spoof, new signatures are
+				// budgeted: beyond it the resolver is told to retry over
+				// TCP (TC, nothing else), where it is answered signed.
+				m.Answer, m.Ns = nil, nil
+				m.Rcode, m.Truncated = dns.RcodeSuccess, true
+				s.metrics.signed("deferred")
+			case err != nil:
+				// An unsigned answer would be bogus to every validator.
+				s.logger.Warn("cannot sign an answer", "zone", z.origin, "err", err)
+				m.Answer, m.Ns = nil, nil
+				m.Rcode = dns.RcodeServerFailure
+			}
+		}
+		return s.finish(st, m, r, tcp, tsigStatus, ecs)
+	}
 
 	// Client address for region selection: EDNS Client Subnet, else source.
 	var ecsIn *dns.EDNS0_SUBNET
@@ -444,8 +486,13 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 	var ecsOut *dns.EDNS0_SUBNET
 	name := qname
 	for hops := 0; ; hops++ {
+		// owner is the name as asked, for the proofs of a negative answer.
+		owner := name
+		if hops == 0 {
+			owner = q.Name
+		}
 		if nv := st.pools.view.Load().names[name]; nv != nil {
-			scope := s.answerManaged(st, m, z, q, name, nv, client)
+			scope := s.answerManaged(st, m, z, q, name, nv, client, sg)
 			if ecsIn != nil {
 				ecsOut = &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: ecsIn.Family, SourceNetmask: ecsIn.SourceNetmask,
 					SourceScope: uint8(min(scope, 255)), Address: ecsIn.Address}
@@ -454,11 +501,19 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 		}
 		byType, exists := z.lookup(name)
 		if !exists {
-			if hops == 0 {
+			if hops == 0 && (sg == nil || compactOK(r)) {
+				// Signed, a name that does not exist is NOERROR with its
+				// NXNAME proof, unless the client says it reads those.
 				m.SetRcode(r, dns.RcodeNameError)
 			}
-			m.Ns = append(m.Ns, st.negativeSOA(z))
+			st.deny(m, z, owner, nil, false, sg)
 			return finish(ecsEcho(ecsIn))
+		}
+		if z.signer != nil && name == z.origin {
+			if keys := z.signer.apexSet(q.Qtype); keys != nil {
+				m.Answer = append(m.Answer, keys...)
+				return finish(ecsEcho(ecsIn))
+			}
 		}
 		if q.Qtype == dns.TypeANY {
 			// RFC 8482: a minimal answer instead of every record.
@@ -478,8 +533,13 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 			name = target
 			continue
 		}
+		if sg != nil && q.Qtype == dns.TypeNSEC {
+			// The NSEC a negative answer here would carry, as asked.
+			m.Answer = append(m.Answer, compactNSEC(owner, z.typesAt(name, byType), st.negativeSOA(z).Header().Ttl))
+			return finish(ecsEcho(ecsIn))
+		}
 		// NODATA: the name exists without this type.
-		m.Ns = append(m.Ns, st.negativeSOA(z))
+		st.deny(m, z, owner, z.typesAt(name, byType), true, sg)
 		return finish(ecsEcho(ecsIn))
 	}
 }
@@ -568,6 +628,12 @@ func (s *Server) finish(st *state, m, r *dns.Msg, tcp bool, tsigStatus error, ec
 	if opt != nil {
 		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
 		o.SetUDPSize(uint16(st.maxUDP))
+		// DO is copied into the answer (RFC 3225 3); CO says we read it
+		// (RFC 9824 4). Neither is set for a query without DO.
+		if opt.Do() {
+			o.SetDo()
+			o.SetCo(opt.Co())
+		}
 		if ecs != nil {
 			o.Option = append(o.Option, ecs)
 		}
@@ -586,29 +652,38 @@ func ecsEcho(in *dns.EDNS0_SUBNET) *dns.EDNS0_SUBNET {
 	return &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: in.Family, SourceNetmask: in.SourceNetmask, Address: in.Address}
 }
 
-// answerManaged answers a traffic-managed name and returns the ECS scope.
-func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, name string, nv *nameView, client netip.Addr) int {
+// answerManaged answers a traffic-managed name and returns the ECS scope;
+// sg proves a NODATA (nil: unsigned).
+func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, name string, nv *nameView, client netip.Addr, sg *signer) int {
 	region, bits := nv.clientRegion(client)
 	rv := nv.regions[region]
 	if rv.servfail {
 		m.Rcode = dns.RcodeServerFailure
 		return bits
 	}
+	v4, v6, ttl := rv.v4, rv.v6, rv.ttl
+	if rv.steer != nil {
+		// The answer now depends on the client's network: say so in the scope.
+		bits = steerScope(client, bits)
+		if steered(client, rv.steer.share) {
+			v4, v6, ttl = rv.steer.v4, rv.steer.v6, rv.steer.ttl
+		}
+	}
 	var addrs []netip.Addr
 	var buf [16]netip.Addr
 	switch q.Qtype {
 	case dns.TypeA:
-		addrs = pick(buf[:0], rv.v4, nv.cfg.MaxAnswers, client)
+		addrs = pick(buf[:0], v4, nv.cfg.MaxAnswers, client)
 	case dns.TypeAAAA:
-		addrs = pick(buf[:0], rv.v6, nv.cfg.MaxAnswers, client)
+		addrs = pick(buf[:0], v6, nv.cfg.MaxAnswers, client)
 	case dns.TypeANY:
-		addrs = pick(buf[:0], rv.v4, nv.cfg.MaxAnswers, client)
+		addrs = pick(buf[:0], v4, nv.cfg.MaxAnswers, client)
 		if len(addrs) > 1 {
 			addrs = addrs[:1] // RFC 8482: one record is enough
 		}
 	}
 	for _, a := range addrs {
-		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: rv.ttl}
+		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: ttl}
 		if a.Is4() {
 			hdr.Rrtype = dns.TypeA
 			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
@@ -619,10 +694,18 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 	}
 	if len(m.Answer) == 0 {
 		// Static records at the managed name (TXT, say) still answer.
-		if byType, ok := z.lookup(name); ok && len(byType[q.Qtype]) > 0 {
+		byType, _ := z.lookup(name)
+		if len(byType[q.Qtype]) > 0 {
 			m.Answer = append(m.Answer, st.owned(byType[q.Qtype], name, z)...)
 		} else {
-			m.Ns = append(m.Ns, st.negativeSOA(z))
+			types := z.typesAt(name, byType)
+			if len(v4) > 0 {
+				types = append(types, dns.TypeA)
+			}
+			if len(v6) > 0 {
+				types = append(types, dns.TypeAAAA)
+			}
+			st.deny(m, z, q.Name, types, true, sg)
 		}
 	}
 	return bits

@@ -75,9 +75,18 @@ func parseGSLB(t testing.TB, extra, eastProbe, westProbe string) configs.GSLB {
 
 func startGSLB(t *testing.T, cfg configs.GSLB) *Server {
 	t.Helper()
+	return startGSLBWith(t, cfg, nil)
+}
+
+// startGSLBWith is startGSLB with prepare run on the server before it starts.
+func startGSLBWith(t *testing.T, cfg configs.GSLB, prepare func(*Server)) *Server {
+	t.Helper()
 	s, err := New(cfg, "gslb-test", nil, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(s)
 	}
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
@@ -583,17 +592,22 @@ func BenchmarkAnswer(b *testing.B) {
 // BenchmarkUDPCacheHit is the UDP answer path for a repeated query: parse,
 // cache lookup, patch, send.
 func BenchmarkUDPCacheHit(b *testing.B) {
-	b.Run("plain", func(b *testing.B) { benchmarkUDPCacheHit(b, fuzzConfig(b), 0) })
+	b.Run("plain", func(b *testing.B) { benchmarkUDPCacheHit(b, fuzzConfig(b), 0, false) })
 	b.Run("rrl", func(b *testing.B) {
 		cfg := fuzzConfig(b)
 		cfg.RateLimit.ResponsesPerSecond = 1e7 // charged, never limited
-		benchmarkUDPCacheHit(b, cfg, 0)
+		benchmarkUDPCacheHit(b, cfg, 0, false)
 	})
 	// With EDNS the key holds the buffer size as capped (udpLimit).
-	b.Run("edns4096", func(b *testing.B) { benchmarkUDPCacheHit(b, fuzzConfig(b), 4096) })
+	b.Run("edns4096", func(b *testing.B) { benchmarkUDPCacheHit(b, fuzzConfig(b), 4096, false) })
+	// A signed answer (DO) is cached packed too, signatures and all.
+	b.Run("signed", func(b *testing.B) {
+		ksk, zsk := testKeys(b)
+		benchmarkUDPCacheHit(b, signed(fuzzConfig(b), ksk, zsk), 1232, true)
+	})
 }
 
-func benchmarkUDPCacheHit(b *testing.B, cfg configs.GSLB, udpSize uint16) {
+func benchmarkUDPCacheHit(b *testing.B, cfg configs.GSLB, udpSize uint16, do bool) {
 	s, err := New(cfg, "bench", nil, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -616,8 +630,11 @@ func benchmarkUDPCacheHit(b *testing.B, cfg configs.GSLB, udpSize uint16) {
 			}
 		}
 	}()
-	l := &udpLoop{s: s, conn: conn, cache: map[string][]byte{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	l := &udpLoop{s: s, conn: conn, cache: map[string]cachedAnswer{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
 	m := question("ide.ringlb.test.", dns.TypeA, udpSize)
+	if do {
+		m.IsEdns0().SetDo()
+	}
 	pkt, _ := m.Pack()
 	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
 	l.handle(pkt, to) // fill the cache

@@ -70,6 +70,15 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 		}
 	}
 	rrs := st.transferRecords(z)
+	if z.signer != nil {
+		signed, err := st.signedTransfer(z, rrs)
+		if err != nil {
+			s.logger.Error("cannot sign a zone transfer", "zone", z.origin, "err", err)
+			refuse(dns.RcodeServerFailure, "signing failed")
+			return
+		}
+		rrs = signed
+	}
 	sent := 0
 	for len(rrs) > 0 {
 		n, size := 0, 0
@@ -152,7 +161,7 @@ func (st *state) transferRecords(z *zone) []dns.RR {
 }
 
 // reloadBump is what a reload adds to the serial: 0 when every zone holds
-// the same records and the managed names the same configuration as before
+// the same records and keys and the managed names the same configuration as before
 // (a SIGHUP that changed nothing must not send every secondary transferring),
 // else 1.
 func reloadBump(old, next *state) uint32 {
@@ -160,7 +169,7 @@ func reloadBump(old, next *state) uint32 {
 		return 1
 	}
 	for i, z := range old.zones {
-		if z.origin != next.zones[i].origin || !slices.Equal(z.records(), next.zones[i].records()) {
+		if z.origin != next.zones[i].origin || !slices.Equal(z.records(), next.zones[i].records()) || z.signer.id() != next.zones[i].signer.id() {
 			return 1
 		}
 	}

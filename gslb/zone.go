@@ -21,6 +21,8 @@ type zone struct {
 	cfg configs.Zone
 	// allow is cfg.Transfer.Allow, parsed: who may AXFR.
 	allow []netip.Prefix
+	// signer signs answers to queries with DO (dnssec.go); nil: unsigned.
+	signer *signer
 }
 
 // loadZone parses a zone from its master file or inline records.
@@ -56,6 +58,13 @@ func loadZone(zc configs.Zone) (*zone, error) {
 	if z.soa == nil {
 		return nil, fmt.Errorf("zone %s: no SOA record at the apex", z.origin)
 	}
+	if zc.DNSSEC != nil {
+		sg, err := newSigner(z.origin, zc.DNSSEC)
+		if err != nil {
+			return nil, err
+		}
+		z.signer = sg
+	}
 	return z, nil
 }
 
@@ -64,6 +73,11 @@ func (z *zone) add(rr dns.RR) error {
 	h.Name = strings.ToLower(h.Name)
 	if !dns.IsSubDomain(z.origin, h.Name) {
 		return fmt.Errorf("zone %s: %s is outside the zone", z.origin, h.Name)
+	}
+	if z.cfg.DNSSEC != nil && dnssecType(h.Rrtype) && (h.Name == z.origin || h.Rrtype != dns.TypeDNSKEY && h.Rrtype != dns.TypeCDS && h.Rrtype != dns.TypeCDNSKEY) {
+		// A signed zone's keys, signatures and NSEC records are the
+		// signer's: ones from the file would contradict them.
+		return fmt.Errorf("zone %s: %s %s in the zone's data; it is signed online (dnssec), remove it", z.origin, h.Name, dns.TypeToString[h.Rrtype])
 	}
 	if h.Rrtype == dns.TypeSOA {
 		if h.Name != z.origin {

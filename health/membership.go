@@ -58,6 +58,18 @@ type Meta struct {
 	Admin  string `json:"admin,omitempty"`
 	Weight int    `json:"weight,omitempty"`
 	State  State  `json:"state"`
+	// Load is an edge's load, refreshed every few seconds (sessions.PublishLoad);
+	// gslb nodes steer clients away from a loaded region by it.
+	Load *Load `json:"load,omitempty"`
+}
+
+// Load is what an edge carries: live sessions, WebSocket connections, and
+// how busy its CPUs are (percent of those its Go runtime uses, 0–100).
+// About 50 bytes of the 512 a node's metadata may take.
+type Load struct {
+	Sessions    int `json:"sessions"`
+	Connections int `json:"connections"`
+	CPU         int `json:"cpu"`
 }
 
 // ErrMetaTooLarge is returned when encoded metadata exceeds memberlist's limit.

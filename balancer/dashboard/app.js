@@ -331,6 +331,14 @@ function regionRows(name, r) {
   const head = el('tr', {class: 'region-row', dataset: {region: r.region}},
     el('td', {}, r.region), el('td', {colspan: 3}, 'answers ', (r.answers || []).join(', ') || '–', el('span', {class: 'muted'}, ' · TTL ' + r.ttl)),
     el('td', {colspan: 2}, failover));
+  // Load-aware steering: the edges' load and, while loaded, where a share of the clients go.
+  const st = r.steer, l = r.load;
+  const steerRow = (st || l) ? el('tr', {class: 'steer-row', dataset: {steer: r.region}},
+    el('td', {}, ''),
+    el('td', {colspan: 3, class: 'muted'}, l ? 'edge load: ' + Math.round(l.sessions_per_edge) + ' sessions/edge · ' +
+      Math.round(l.cpu_percent) + '% CPU · ' + l.edges + ' edges' : 'no edge load announced'),
+    el('td', {colspan: 2}, st && st.active ? pill('steering ' + Math.round(st.share * 100) + '% → ' + st.to, 'warn') :
+      st ? el('span', {class: 'muted'}, st.why || 'not steering') : '')) : null;
   const members = (r.members || []).map((m) => {
     const monitor = m.monitor ? pill(m.monitor + (m.up ? ' up' : ' down'), m.up ? 'ok' : 'bad') : el('span', {class: 'muted'}, 'not monitored');
     const mode = el('span', {}, m.override || m.serve_mode || 'obey', m.override ? el('span', {class: 'muted'}, ' (override; config ' + (m.serve_mode || 'obey') + ')') : null);
@@ -342,7 +350,7 @@ function regionRows(name, r) {
       el('td', {}, m.serving ? pill('yes', 'ok') : pill('no', 'bad'), m.why ? el('div', {class: 'why'}, m.why) : null),
       el('td', {}, modeSelect(name, r.region, m)));
   });
-  return [head, ...members];
+  return [head, ...(steerRow ? [steerRow] : []), ...members];
 }
 
 function modeSelect(name, region, m) {

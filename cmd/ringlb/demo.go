@@ -45,14 +45,23 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(cfg.Demo.Nodes) == 0 {
 		return errors.New("the config has no demo.nodes to run")
 	}
+	// What the demo generates at start lives in a private directory that
+	// goes with it.
+	dir, err := os.MkdirTemp("", "ringlb-demo-")
+	if err != nil {
+		return fmt.Errorf("demo keys: %w", err)
+	}
+	defer os.RemoveAll(dir)
 	if cfg.Cluster.SecretKeyFile == "" && !cfg.Cluster.InsecureGossip {
 		// A fresh key per run, known to this process only: nothing else on
 		// the machine can join the demo's gossip and take its traffic.
-		cleanup, err := demoKey(cfg)
-		if err != nil {
+		if err := demoKey(cfg, dir); err != nil {
 			return err
 		}
-		defer cleanup()
+	}
+	anchors, err := demoDNSSEC(cfg, dir)
+	if err != nil {
+		return err
 	}
 
 	started := time.Now()
@@ -90,7 +99,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return errors.Join(fmt.Errorf("demo not ready: %s %s does not see %d edges: %w", n.role, n.name, edges, err), stopAll())
 		}
 	}
-	printBanner(stdout, nodes, time.Since(started))
+	printBanner(stdout, nodes, anchors, time.Since(started))
 
 	var runErr error
 	select {
@@ -206,7 +215,7 @@ func waitRing(ctx context.Context, n *node, want int) error {
 	return nil
 }
 
-func printBanner(w io.Writer, nodes []*node, took time.Duration) {
+func printBanner(w io.Writer, nodes []*node, anchors string, took time.Duration) {
 	var bals, edges, dnss []*node
 	for _, n := range nodes {
 		switch n.role {
@@ -237,6 +246,11 @@ func printBanner(w io.Writer, nodes []*node, took time.Duration) {
 		fmt.Fprintf(&b, "  # stop a balancer and its clients fail over to the other within seconds\n")
 		fmt.Fprintf(&b, "  dig @%s -p %s ide.ringlb.test\n", host, port)
 		fmt.Fprintf(&b, "  dig @%s -p %s -b 127.0.0.2 ide.ringlb.test\n", host, port)
+		if anchors != "" {
+			fmt.Fprintf(&b, "  # the zone is signed (keys made at start): signatures, and a validator that trusts its key\n")
+			fmt.Fprintf(&b, "  dig @%s -p %s +dnssec ide.ringlb.test\n", host, port)
+			fmt.Fprintf(&b, "  delv @%s -p %s -a %s +root=ringlb.test ide.ringlb.test\n", host, port, anchors)
+		}
 		fmt.Fprintf(&b, "  curl http://%s/api/pools\n", n.admin)
 	}
 	b1, b2 := bals[0], bals[len(bals)-1]
@@ -257,19 +271,44 @@ Ctrl-C stops everything.
 	fmt.Fprint(w, b.String())
 }
 
-// demoKey generates the demo's cluster key into a private temporary
-// directory and points cfg at it; cleanup removes it.
-func demoKey(cfg *configs.Config) (cleanup func(), err error) {
-	dir, err := os.MkdirTemp("", "ringlb-demo-")
-	if err != nil {
-		return nil, fmt.Errorf("demo key: %w", err)
-	}
-	cleanup = func() { os.RemoveAll(dir) }
+// demoKey generates the demo's cluster key into dir, a private temporary
+// directory, and points cfg at it.
+func demoKey(cfg *configs.Config, dir string) error {
 	path := filepath.Join(dir, "gossip.key")
 	if err := writeNewSecret(path, configs.GenerateKey()+"\n"); err != nil {
-		cleanup()
-		return nil, fmt.Errorf("demo key: %w", err)
+		return fmt.Errorf("demo key: %w", err)
 	}
 	cfg.Cluster.SecretKeyFile = path
-	return cleanup, nil
+	return nil
+}
+
+// demoDNSSEC signs every gslb zone of cfg that is not signed already with a
+// KSK and a ZSK made now in dir, and writes there a trust-anchor file for
+// delv; it returns that file's path ("" when no zone was signed).
+func demoDNSSEC(cfg *configs.Config, dir string) (string, error) {
+	var anchors strings.Builder
+	for i := range cfg.GSLB.Zones {
+		z := &cfg.GSLB.Zones[i]
+		if z.DNSSEC != nil {
+			continue
+		}
+		ksk, key, err := configs.GenerateDNSSECKey(dir, z.Origin, true)
+		if err != nil {
+			return "", fmt.Errorf("demo DNSSEC keys: %w", err)
+		}
+		zsk, _, err := configs.GenerateDNSSECKey(dir, z.Origin, false)
+		if err != nil {
+			return "", fmt.Errorf("demo DNSSEC keys: %w", err)
+		}
+		z.DNSSEC = configs.DefaultDNSSEC(ksk, zsk)
+		fmt.Fprintf(&anchors, "  %s static-key %d %d %d %q;\n", key.Hdr.Name, key.Flags, key.Protocol, key.Algorithm, key.PublicKey)
+	}
+	if anchors.Len() == 0 {
+		return "", nil
+	}
+	path := filepath.Join(dir, "trust-anchors.conf")
+	if err := os.WriteFile(path, []byte("trust-anchors {\n"+anchors.String()+"};\n"), 0o644); err != nil {
+		return "", fmt.Errorf("demo DNSSEC trust anchors: %w", err)
+	}
+	return path, nil
 }

@@ -257,6 +257,37 @@ func TestDemoEndToEnd(t *testing.T) {
 	if east, west := dnsAnswer("127.0.0.1"), dnsAnswer("127.0.0.2"); east != "127.0.0.1" || west != "127.0.0.2" {
 		t.Fatalf("ide.ringlb.test: east %s west %s", east, west)
 	}
+	// The demo signs its zone with keys made at start: with DO the answer
+	// carries a signature that verifies with the zone's DNSKEY set.
+	signedAnswer := func(name string, qtype uint16) *dns.Msg {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		m.SetEdns0(1232, true)
+		r, _, err := (&dns.Client{Net: "tcp", Timeout: 5 * time.Second}).Exchange(m, "127.0.0.1:5353")
+		if err != nil {
+			t.Fatalf("%s with DO: %v", name, err)
+		}
+		return r
+	}
+	keys := map[uint16]*dns.DNSKEY{}
+	for _, rr := range signedAnswer("ringlb.test.", dns.TypeDNSKEY).Answer {
+		if k, ok := rr.(*dns.DNSKEY); ok {
+			keys[k.KeyTag()] = k
+		}
+	}
+	var rrset []dns.RR
+	var sig *dns.RRSIG
+	for _, rr := range signedAnswer("ide.ringlb.test.", dns.TypeA).Answer {
+		if s, ok := rr.(*dns.RRSIG); ok {
+			sig = s
+		} else {
+			rrset = append(rrset, rr)
+		}
+	}
+	if sig == nil || keys[sig.KeyTag] == nil || sig.Verify(keys[sig.KeyTag], rrset) != nil {
+		t.Fatalf("the demo's signed answer: %v %v with keys %v", rrset, sig, keys)
+	}
 	post := func(url string) {
 		t.Helper()
 		resp, err := postAdmin(http.DefaultClient, url)

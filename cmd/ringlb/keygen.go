@@ -7,6 +7,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
+
+	"github.com/miekg/dns"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -16,10 +19,19 @@ import (
 // token secret (edge.auth.hmac_secret_file) — the same 32 random bytes in
 // base64 serve each.
 func runKeygen(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flagSet("keygen", "Writes a new random 32-byte key, base64: a cluster key (cluster.secret_key_file),\nan admin token (*.admin.token_file) or a join-token secret (edge.auth.hmac_secret_file).\nWith -o the file is created with mode 0600 and never overwritten; without, the key is printed.\nTo rotate a cluster key, add the new key as a line of the keyring file (see docs/SECURITY.md).", stderr)
+	fs := flagSet("keygen", "Writes a new random 32-byte key, base64: a cluster key (cluster.secret_key_file),\nan admin token (*.admin.token_file) or a join-token secret (edge.auth.hmac_secret_file).\nWith -o the file is created with mode 0600 and never overwritten; without, the key is printed.\nTo rotate a cluster key, add the new key as a line of the keyring file (see docs/SECURITY.md).\n\nWith -dnssec ZONE it writes DNSSEC keys for the zone instead (ECDSA P-256, algorithm 13), as\nBIND's dnssec-keygen does: K<zone>+013+<tag>.key and .private (mode 0600) in -dir, and prints\nthe lines of gslb.zones[].dnssec.keys and the DS record for the parent (gslb/README.md: rollovers).", stderr)
 	out := fs.String("o", "", "file to create (default: print to standard output)")
+	zone := fs.String("dnssec", "", "write DNSSEC keys for this zone (e.g. ringlb.test) instead of a random key")
+	kind := fs.String("type", "both", "with -dnssec: ksk (key-signing key), zsk (zone-signing key) or both")
+	dir := fs.String("dir", ".", "with -dnssec: the directory to write the key files in")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *zone != "" {
+		if *out != "" {
+			return errors.New("-o is for a random key; DNSSEC keys go to -dir")
+		}
+		return dnssecKeygen(stdout, *zone, *kind, *dir)
 	}
 	key := configs.GenerateKey() + "\n"
 	if *out == "" || *out == "-" {
@@ -44,4 +56,48 @@ func writeNewSecret(path, content string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// dnssecKeygen writes the keys of kind (ksk, zsk, both) for zone into dir
+// and prints how to use them.
+func dnssecKeygen(stdout io.Writer, zone, kind, dir string) error {
+	var ksks []bool
+	switch kind {
+	case "both":
+		ksks = []bool{true, false}
+	case "ksk":
+		ksks = []bool{true}
+	case "zsk":
+		ksks = []bool{false}
+	default:
+		return fmt.Errorf("-type must be ksk, zsk or both, got %q", kind)
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	var files, ds []string
+	for _, ksk := range ksks {
+		base, key, err := configs.GenerateDNSSECKey(dir, zone, ksk)
+		if err != nil {
+			return err
+		}
+		what := "zone-signing key (ZSK)"
+		if ksk {
+			what = "key-signing key (KSK): give the parent its DS"
+			ds = append(ds, key.ToDS(dns.SHA256).String())
+		}
+		fmt.Fprintf(stdout, "%s  %s\n", base, what)
+		files = append(files, base)
+	}
+	fmt.Fprintf(stdout, "\nIn gslb.zones[] of %s:\n      dnssec:\n        keys:\n", dns.Fqdn(zone))
+	for _, f := range files {
+		fmt.Fprintf(stdout, "          - { file: %q }\n", f)
+	}
+	if len(ds) > 0 {
+		fmt.Fprintf(stdout, "\nDS for the parent zone (or let it read the CDS the zone serves):\n")
+		for _, d := range ds {
+			fmt.Fprintln(stdout, d)
+		}
+	}
+	return nil
 }

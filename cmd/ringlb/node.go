@@ -128,6 +128,8 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	}
 	failed := serve(map[net.Listener]func(net.Listener) error{dl: srv.Serve, al: srv.ServeAdmin})
 	stopStatsD := srv.StartStatsD(cfg.Edge.StatsD) // nothing without edge.statsd.address
+	// The edge's load in its gossip metadata: gslb nodes steer by it.
+	stopLoad := srv.PublishLoad(m, sessions.LoadInterval)
 	logger.Info("edge started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
 		"max_connections", cfg.Edge.MaxConnections)
 	// A drain (admin POST /api/drain, SIGTERM) is announced in gossip, so
@@ -154,6 +156,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		stop: func(ctx context.Context) error {
 			close(stopAnnounce)
 			<-announced
+			stopLoad()
 			// Leave the ring first (draining in gossip) so balancers stop
 			// sending new sessions, then close the relay (1012), then leave.
 			// The gossip update is best effort: with no peers left (the

@@ -1,0 +1,562 @@
+package gslb
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// DNSSEC, signed online. A zone with gslb.zones[].dnssec answers a query
+// that has the DO bit with RRSIGs on every RRset of the answer and authority
+// sections — managed names included, whose answers change on failover — and
+// proves a negative answer with one NSEC record made for the name asked
+// (compact denial of existence, RFC 9824): the name "exists" with only the
+// types it has (NODATA), or with the NXNAME type alone (no such name, sent
+// as NOERROR, or NXDOMAIN when the query has the CO bit). One signature per
+// negative answer, and no chain a client can walk to list the zone. Answers
+// to queries without DO are unchanged.
+//
+// Signatures are cached by the content of the RRset they cover (a hash of
+// its records in canonical form, whatever the case of the name asked) and
+// replaced by new ones once less than signature_refresh is left of them;
+// an answer that changes (a failover) gets its signature on first use.
+//
+// Keys: active KSKs (flags 257) sign the DNSKEY, CDS and CDNSKEY sets,
+// active ZSKs (256) everything else (the KSKs, when there is no active ZSK).
+// Every configured key, active or published, is in the DNSKEY set; CDS and
+// CDNSKEY list the active KSKs, for the parent.
+//
+// A wildcard's answer is signed as the name asked (its RRSIG counts the
+// labels of that name): with compact denial a name that matches a wildcard
+// exists as far as a validator can tell, so no proof that it does not
+// exist, which online signing cannot give without listing the zone, is
+// needed. delv validates it (TestDNSSECValidatesWithDelv).
+
+// signer signs one zone's answers. Immutable but for its cache; built by
+// Reload, which hands the cache over when the keys and timings stay.
+type signer struct {
+	origin string
+	// ksks sign the key sets; zsks everything else (ksks when empty).
+	ksks, zsks []signingKey
+	dnskeys    []dns.RR // every key, active or published
+	cds        []dns.RR // one CDS (SHA-256) per active KSK
+	cdnskeys   []dns.RR // one CDNSKEY per active KSK
+	validity   time.Duration
+	refresh    time.Duration
+	// fingerprint names the keys and timings: two signers with the same
+	// one make the same signatures, so a reload keeps the cache.
+	fingerprint string
+	cache       *sigCache
+	// budget bounds the new signatures UDP answers may cost
+	// (signatures_per_second).
+	budget *signBudget
+	// now is time.Now; tests move it to see signatures refreshed.
+	now func() time.Time
+	// signed counts signatures by where they came from ("cache",
+	// "signed"), and answers deferred to TCP ("deferred").
+	signed func(from string)
+}
+
+// errSignBudget: a UDP answer would need a new signature beyond the budget.
+var errSignBudget = errors.New("over signatures_per_second: retry over TCP")
+
+// signBudget is a token bucket of new signatures: rate a second, and as
+// many in a burst.
+type signBudget struct {
+	mu     sync.Mutex
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+func newSignBudget(rate int) *signBudget {
+	return &signBudget{rate: float64(rate), tokens: float64(rate)}
+}
+
+// take spends one signature, false when none is left at now.
+func (b *signBudget) take(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.last.IsZero() && now.After(b.last) {
+		b.tokens = min(b.rate, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+type signingKey struct {
+	key  *dns.DNSKEY
+	tag  uint16
+	priv crypto.Signer
+}
+
+// newSigner reads the keys of cfg for zone origin.
+func newSigner(origin string, cfg *configs.DNSSEC) (*signer, error) {
+	sg := &signer{origin: origin, validity: cfg.SignatureValidity.D(), refresh: cfg.SignatureRefresh.D(), cache: newSigCache(),
+		budget: newSignBudget(max(cfg.SignaturesPerSecond, 1)), now: time.Now}
+	var fp strings.Builder
+	fmt.Fprintf(&fp, "%s %s %d", sg.validity, sg.refresh, cfg.DNSKEYTTL)
+	for _, kc := range cfg.Keys {
+		key, priv, err := configs.ReadDNSSECKey(kc.File, origin)
+		if err != nil {
+			return nil, fmt.Errorf("zone %s dnssec: %w", origin, err)
+		}
+		key.Hdr.Ttl = uint32(cfg.DNSKEYTTL)
+		sg.dnskeys = append(sg.dnskeys, key)
+		fmt.Fprintf(&fp, " %s:%s", key.PublicKey, kc.State)
+		if kc.State != configs.KeyActive {
+			continue
+		}
+		sk := signingKey{key: key, tag: key.KeyTag(), priv: priv}
+		if key.Flags == configs.FlagsKSK {
+			sg.ksks = append(sg.ksks, sk)
+			ds := key.ToDS(dns.SHA256).ToCDS()
+			sg.cds = append(sg.cds, ds)
+			sg.cdnskeys = append(sg.cdnskeys, key.ToCDNSKEY())
+		} else {
+			sg.zsks = append(sg.zsks, sk)
+		}
+	}
+	if len(sg.ksks) == 0 {
+		return nil, fmt.Errorf("zone %s dnssec: no active key-signing key", origin)
+	}
+	sg.fingerprint = fp.String()
+	return sg, nil
+}
+
+// id is the signer's fingerprint, "" for none (an unsigned zone).
+func (sg *signer) id() string {
+	if sg == nil {
+		return ""
+	}
+	return sg.fingerprint
+}
+
+// keysFor returns the keys that sign an RRset of type t.
+func (sg *signer) keysFor(t uint16) []signingKey {
+	switch {
+	case t == dns.TypeDNSKEY || t == dns.TypeCDS || t == dns.TypeCDNSKEY:
+		return sg.ksks
+	case len(sg.zsks) > 0:
+		return sg.zsks
+	}
+	return sg.ksks
+}
+
+// apexSet returns the signer's own RRset of type t at the apex (DNSKEY,
+// CDS, CDNSKEY), nil for other types.
+func (sg *signer) apexSet(t uint16) []dns.RR {
+	switch t {
+	case dns.TypeDNSKEY:
+		return sg.dnskeys
+	case dns.TypeCDS:
+		return sg.cds
+	case dns.TypeCDNSKEY:
+		return sg.cdnskeys
+	}
+	return nil
+}
+
+// sigEntry is one cached set of signatures over one RRset.
+type sigEntry struct {
+	sigs []*dns.RRSIG
+	// refreshAt (Unix seconds): from then on the entry is signed again.
+	refreshAt int64
+}
+
+// sigs returns the signatures of rrset (one per key that signs its type):
+// cached ones while they have more than refresh left, else new ones — when
+// budgeted (a UDP answer), only while the budget lasts, else errSignBudget.
+func (sg *signer) sigs(rrset []dns.RR, budgeted bool) (sigEntry, error) {
+	key, err := rrsetKey(rrset)
+	if err != nil {
+		return sigEntry{}, err
+	}
+	now := sg.now()
+	if e, ok := sg.cache.get(key); ok && now.Unix() < e.refreshAt {
+		sg.count("cache")
+		return e, nil
+	}
+	if budgeted && !sg.budget.take(now) {
+		return sigEntry{}, errSignBudget
+	}
+	h := rrset[0].Header()
+	keys := sg.keysFor(h.Rrtype)
+	// An hour back: a validator whose clock is behind ours still accepts it.
+	inception, expiration := now.Add(-time.Hour), now.Add(sg.validity)
+	e := sigEntry{refreshAt: expiration.Add(-sg.refresh).Unix()}
+	for _, k := range keys {
+		sig := &dns.RRSIG{Hdr: dns.RR_Header{Ttl: h.Ttl}, Algorithm: k.key.Algorithm, OrigTtl: h.Ttl,
+			Inception: uint32(inception.Unix()), Expiration: uint32(expiration.Unix()), KeyTag: k.tag, SignerName: sg.origin}
+		// Sign covers the canonical form (owner in lower case): the same
+		// signature serves every case of the name asked, and each answer
+		// puts the name as asked on its copy (signRRsets).
+		if err := sig.Sign(k.priv, rrset); err != nil {
+			return sigEntry{}, fmt.Errorf("sign %s %s with key %d: %w", h.Name, dns.TypeToString[h.Rrtype], k.tag, err)
+		}
+		e.sigs = append(e.sigs, sig)
+	}
+	sg.cache.put(key, e)
+	sg.count("signed")
+	return e, nil
+}
+
+func (sg *signer) count(from string) {
+	if sg.signed != nil {
+		sg.signed(from)
+	}
+}
+
+// signRRsets returns rrs (a section of an answer: RRsets, each one's records
+// together) with each RRset followed by its signatures; budgeted: within
+// the budget of new signatures (a UDP answer).
+func (sg *signer) signRRsets(rrs []dns.RR, budgeted bool) ([]dns.RR, error) {
+	if len(rrs) == 0 {
+		return rrs, nil
+	}
+	out := make([]dns.RR, 0, 2*len(rrs))
+	for i := 0; i < len(rrs); {
+		j := i + 1
+		for j < len(rrs) && sameRRset(rrs[i].Header(), rrs[j].Header()) {
+			j++
+		}
+		set := rrs[i:j]
+		out = append(out, set...)
+		if t := set[0].Header().Rrtype; t != dns.TypeRRSIG && t != dns.TypeOPT && t != dns.TypeTSIG {
+			e, err := sg.sigs(set, budgeted)
+			if err != nil {
+				return nil, err
+			}
+			for _, sig := range e.sigs {
+				c := *sig
+				c.Hdr.Name = set[0].Header().Name // as asked
+				c.Hdr.Rrtype, c.Hdr.Class, c.Hdr.Ttl = dns.TypeRRSIG, set[0].Header().Class, set[0].Header().Ttl
+				out = append(out, &c)
+			}
+		}
+		i = j
+	}
+	return out, nil
+}
+
+// signMsg signs the answer and authority sections of m; budgeted as for
+// signRRsets.
+func (sg *signer) signMsg(m *dns.Msg, budgeted bool) error {
+	var err error
+	if m.Answer, err = sg.signRRsets(m.Answer, budgeted); err != nil {
+		return err
+	}
+	m.Ns, err = sg.signRRsets(m.Ns, budgeted)
+	return err
+}
+
+func sameRRset(a, b *dns.RR_Header) bool {
+	return a.Rrtype == b.Rrtype && a.Class == b.Class && strings.EqualFold(a.Name, b.Name)
+}
+
+// rrsetKey identifies an RRset by content: its records packed
+// uncompressed, owner names in lower case, sorted. SHA-256, because clients
+// choose the owner of every negative answer's NSEC: an entry they could
+// make collide with another RRset's would hand out a wrong signature.
+func rrsetKey(rrset []dns.RR) ([32]byte, error) {
+	// Packed as a message: dns.PackRR would write each record's Rdlength,
+	// and the zone's records are shared by every goroutine answering.
+	msg := dns.Msg{Answer: rrset}
+	b, err := msg.Pack()
+	if err != nil {
+		return [32]byte{}, err
+	}
+	recs := make([][]byte, 0, len(rrset))
+	off := 12 // the header
+	for range rrset {
+		start := off
+		// The owner's labels: their length octets (at most 63) are never
+		// ASCII letters.
+		for off < len(b) && b[off] != 0 {
+			for k := off + 1; k <= off+int(b[off]) && k < len(b); k++ {
+				if 'A' <= b[k] && b[k] <= 'Z' {
+					b[k] += 'a' - 'A'
+				}
+			}
+			off += int(b[off]) + 1
+		}
+		off++ // the root label
+		if off+10 > len(b) {
+			return [32]byte{}, fmt.Errorf("rrset of %s does not pack", rrset[0].Header().Name)
+		}
+		off += 10 + int(binary.BigEndian.Uint16(b[off+8:]))
+		if off > len(b) {
+			return [32]byte{}, fmt.Errorf("rrset of %s does not pack", rrset[0].Header().Name)
+		}
+		recs = append(recs, b[start:off])
+	}
+	slices.SortFunc(recs, bytes.Compare)
+	h := sha256.New()
+	for _, r := range recs {
+		h.Write(r)
+	}
+	var key [32]byte
+	copy(key[:], h.Sum(nil))
+	return key, nil
+}
+
+// sigCacheEntries bounds each of the cache's two generations: with the
+// other generation, at most 2×64Ki signed RRsets (~30 MB) are kept.
+const sigCacheEntries = 64 << 10
+
+// sigCache holds signatures by RRset content in two generations: lookups
+// read the current one, then the previous one (and move what they find
+// forward); when the current one is full it becomes the previous one and
+// the oldest is dropped. A flood of one-off names (each a new NSEC to sign)
+// thus churns through the cache without it growing, and what is asked for
+// all the time survives.
+type sigCache struct {
+	mu       sync.Mutex
+	cur, old map[[32]byte]sigEntry
+}
+
+func newSigCache() *sigCache {
+	return &sigCache{cur: map[[32]byte]sigEntry{}, old: map[[32]byte]sigEntry{}}
+}
+
+func (c *sigCache) get(k [32]byte) (sigEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.cur[k]; ok {
+		return e, true
+	}
+	e, ok := c.old[k]
+	if ok {
+		c.putLocked(k, e)
+	}
+	return e, ok
+}
+
+func (c *sigCache) put(k [32]byte, e sigEntry) {
+	c.mu.Lock()
+	c.putLocked(k, e)
+	c.mu.Unlock()
+}
+
+func (c *sigCache) putLocked(k [32]byte, e sigEntry) {
+	if len(c.cur) >= sigCacheEntries {
+		c.old, c.cur = c.cur, make(map[[32]byte]sigEntry, sigCacheEntries/4)
+	}
+	c.cur[k] = e
+}
+
+// clear empties the cache (benchmarks: every answer signed afresh).
+func (c *sigCache) clear() {
+	c.mu.Lock()
+	clear(c.cur)
+	clear(c.old)
+	c.mu.Unlock()
+}
+
+func (c *sigCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.cur) + len(c.old)
+}
+
+// compactNSEC is the NSEC of a compact negative answer (RFC 9824) at owner:
+// the next name is owner's immediate successor (\000.owner), so it covers
+// no other name; types are those owner has (none for an empty
+// non-terminal), or NXNAME alone when it does not exist. Its TTL is the
+// negative answer's (RFC 9077).
+func compactNSEC(owner string, types []uint16, ttl uint32) *dns.NSEC {
+	return &dns.NSEC{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeNSEC, Class: dns.ClassINET, Ttl: ttl},
+		NextDomain: `\000.` + strings.ToLower(owner), TypeBitMap: typeBitmap(types)}
+}
+
+// typeBitmap is types plus RRSIG and NSEC (a signed name has both),
+// sorted and without repeats, as NSEC's bitmap must be.
+func typeBitmap(types []uint16) []uint16 {
+	out := append(slices.Clone(types), dns.TypeRRSIG, dns.TypeNSEC)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// typesAt lists the types a name of z has, from its records (byType) and,
+// at the apex of a signed zone, the signer's key sets.
+func (z *zone) typesAt(name string, byType map[uint16][]dns.RR) []uint16 {
+	types := make([]uint16, 0, len(byType)+3)
+	for t, rrs := range byType {
+		if len(rrs) > 0 {
+			types = append(types, t)
+		}
+	}
+	if z.signer != nil && name == z.origin {
+		types = append(types, dns.TypeDNSKEY)
+		if len(z.signer.cds) > 0 {
+			types = append(types, dns.TypeCDS, dns.TypeCDNSKEY)
+		}
+	}
+	return types
+}
+
+// deny completes a negative answer about name (as asked) in z: the SOA in
+// authority and, when sg signs it (nil: unsigned), the compact NSEC that
+// proves it. types are the types name has; exists is false for a name
+// that does not exist, whose proof is the NXNAME type.
+func (st *state) deny(m *dns.Msg, z *zone, name string, types []uint16, exists bool, sg *signer) {
+	soa := st.negativeSOA(z)
+	m.Ns = append(m.Ns, soa)
+	if sg == nil {
+		return
+	}
+	if !exists {
+		types = []uint16{dns.TypeNXNAME}
+	}
+	m.Ns = append(m.Ns, compactNSEC(name, types, soa.Header().Ttl))
+}
+
+// dnssecFor is the signer of z for query r: nil when z is unsigned or r
+// has no DO bit (its answer is the same as without DNSSEC).
+func dnssecFor(z *zone, r *dns.Msg) *signer {
+	if z.signer == nil {
+		return nil
+	}
+	if opt := r.IsEdns0(); opt != nil && opt.Do() {
+		return z.signer
+	}
+	return nil
+}
+
+// compactOK reports whether r asks for NXDOMAIN in compact negative
+// answers (the CO bit, RFC 9824 4): without it a name that does not exist
+// is answered NOERROR, which every validator accepts as the NODATA its
+// NSEC proves.
+func compactOK(r *dns.Msg) bool {
+	opt := r.IsEdns0()
+	return opt != nil && opt.Do() && opt.Co()
+}
+
+// dnssecTypes are the records a signed zone's data must not hold: the
+// signer makes them.
+func dnssecType(t uint16) bool {
+	switch t {
+	case dns.TypeRRSIG, dns.TypeNSEC, dns.TypeNSEC3, dns.TypeNSEC3PARAM, dns.TypeDNSKEY, dns.TypeCDS, dns.TypeCDNSKEY:
+		return true
+	}
+	return false
+}
+
+// signedUntil is when the first signature of m is due for replacement (Unix
+// seconds), 0 when m has none: the UDP loop's cache keeps a packed signed
+// answer no longer than the signature cache keeps its signatures.
+func (st *state) signedUntil(m *dns.Msg) int64 {
+	var until int64
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
+		for _, rr := range sec {
+			sig, ok := rr.(*dns.RRSIG)
+			if !ok {
+				continue
+			}
+			refresh := int64(0)
+			for _, z := range st.zones {
+				if z.signer != nil && z.origin == dns.CanonicalName(sig.SignerName) {
+					refresh = int64(z.signer.refresh / time.Second)
+				}
+			}
+			if at := int64(sig.Expiration) - refresh; until == 0 || at < until {
+				until = at
+			}
+		}
+	}
+	return until
+}
+
+// signedTransfer is rrs, a transfer of z (SOA first and last), signed: the
+// key sets at the apex, every RRset followed by its signatures, and an NSEC
+// chain over every name with records, in canonical order (RFC 4034 6.1), so
+// that a secondary serves the zone as any signed zone. Managed names are in
+// it with the answers the transfer carries.
+func (st *state) signedTransfer(z *zone, rrs []dns.RR) ([]dns.RR, error) {
+	sg := z.signer
+	soa := rrs[0]
+	body := append([]dns.RR{soa}, rrs[1:len(rrs)-1]...)
+	for _, t := range []uint16{dns.TypeDNSKEY, dns.TypeCDS, dns.TypeCDNSKEY} {
+		body = append(body, sg.apexSet(t)...)
+	}
+	types := map[string][]uint16{}
+	var names []string
+	for _, rr := range body {
+		h := rr.Header()
+		name := strings.ToLower(h.Name)
+		if _, ok := types[name]; !ok {
+			names = append(names, name)
+		}
+		types[name] = append(types[name], h.Rrtype)
+	}
+	slices.SortFunc(names, canonicalCompare)
+	ttl := st.negativeSOA(z).Header().Ttl
+	for i, name := range names {
+		next := names[(i+1)%len(names)] // the last one points back to the apex
+		nsec := compactNSEC(name, types[name], ttl)
+		nsec.NextDomain = next
+		body = append(body, nsec)
+	}
+	// RRsets of one name and type may lie apart in the list (the key sets,
+	// managed answers): gather each before signing.
+	slices.SortStableFunc(body, func(a, b dns.RR) int {
+		if c := canonicalCompare(strings.ToLower(a.Header().Name), strings.ToLower(b.Header().Name)); c != 0 {
+			return c
+		}
+		return int(a.Header().Rrtype) - int(b.Header().Rrtype)
+	})
+	signed, err := sg.signRRsets(body, false)
+	if err != nil {
+		return nil, err
+	}
+	// The SOA opens and closes a transfer (RFC 5936 2.2): lift it to the front.
+	for i, rr := range signed {
+		if rr.Header().Rrtype == dns.TypeSOA {
+			signed = append(append([]dns.RR{rr}, signed[:i]...), signed[i+1:]...)
+			break
+		}
+	}
+	return append(signed, soa), nil
+}
+
+// canonicalCompare orders names as DNSSEC does (RFC 4034 6.1): by their
+// labels from the root down, each compared as lower-case octets, a name
+// before its descendants.
+func canonicalCompare(a, b string) int {
+	la, lb := wireLabels(a), wireLabels(b)
+	for i := 1; i <= min(len(la), len(lb)); i++ {
+		if c := bytes.Compare(la[len(la)-i], lb[len(lb)-i]); c != 0 {
+			return c
+		}
+	}
+	return len(la) - len(lb)
+}
+
+// wireLabels returns name's labels as octets (escapes resolved), lower case.
+func wireLabels(name string) [][]byte {
+	buf := make([]byte, 256)
+	n, err := dns.PackDomainName(dns.Fqdn(name), buf, 0, nil, false)
+	if err != nil {
+		return [][]byte{[]byte(name)}
+	}
+	var labels [][]byte
+	for i := 0; i < n && buf[i] != 0; i += int(buf[i]) + 1 {
+		labels = append(labels, bytes.ToLower(buf[i+1:i+1+int(buf[i])]))
+	}
+	return labels
+}
