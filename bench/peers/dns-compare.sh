@@ -40,6 +40,7 @@ www 300 IN CNAME ide'
 # ringlb: the managed name with two members that are always served (no
 # monitoring traffic on any of the three servers).
 {
+  echo "cluster: { name: gslb-compare, bind: 127.0.0.1:0 }   # gossip on loopback: no key needed"
   echo "gslb:"
   echo "  listen: 127.0.0.1:15353"
   echo "  udp_workers: ${UDP_WORKERS:-1}"
