@@ -630,7 +630,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 	m.notifyLocked()
 	m.mu.Unlock()
 	if note != "" {
-		m.logger.Warn("a gossip member announces an admin address this node does not trust; not calling it", "member", ev.Node.Name, "why", note)
+		m.logger.Warn("a gossip member announces metadata this node does not trust; ignoring that part", "member", ev.Node.Name, "why", note)
 	}
 	if wasIgnored && kind != "leave" {
 		m.logger.Info("gossip member trusted again", "member", ev.Node.Name)

@@ -3,6 +3,7 @@ package health
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -14,7 +15,8 @@ import (
 // balancers and dashboards at an address outside the cluster's networks.
 //
 // distrust, when not empty, says why the member is ignored altogether; note,
-// when not empty, says why its admin address was dropped (the member stays).
+// when not empty, says which part of its metadata was dropped (its admin
+// address, its load) while the member stays.
 func trustMeta(n *Node, allowed []netip.Prefix) (distrust, note string) {
 	if !validNodeName(n.Name) {
 		return fmt.Sprintf("name %q: want 1 to 64 letters, digits, '.', '-' or '_'", n.Name), ""
@@ -33,6 +35,11 @@ func trustMeta(n *Node, allowed []netip.Prefix) (distrust, note string) {
 	if len(m.Region) > 64 {
 		return "region longer than 64 bytes", ""
 	}
+	if m.Load != nil && (m.Role != RoleEdge || m.Load.Sessions < 0 || m.Load.Connections < 0 || m.Load.CPU < 0 || m.Load.CPU > 100) {
+		// Load steers DNS answers (gslb): a number no edge could have is
+		// not believed (the node stays; its load is dropped).
+		m.Load, note = nil, fmt.Sprintf("load %+v out of range", *m.Load)
+	}
 	if m.Role == RoleEdge {
 		if m.Weight < 1 || m.Weight > configs.MaxEdgeWeight {
 			return fmt.Sprintf("edge weight %d outside [1, %d]", m.Weight, configs.MaxEdgeWeight), ""
@@ -45,7 +52,7 @@ func trustMeta(n *Node, allowed []netip.Prefix) (distrust, note string) {
 	}
 	if m.Admin != "" {
 		if err := configs.CheckAdvertisedURL(m.Admin, allowed); err != nil {
-			m.Admin, note = "", "admin url "+err.Error()
+			m.Admin, note = "", strings.TrimSpace(note+"; admin url "+err.Error())
 		}
 	}
 	return "", note

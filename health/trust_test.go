@@ -65,13 +65,18 @@ func TestUntrustedMetadataIsIgnored(t *testing.T) {
 		startNode(t, cfg(name, seed.Addr()), meta)
 	}
 	admin := startNode(t, cfg("gslb-x", seed.Addr()), Meta{Role: RoleGSLB, Admin: "http://198.51.100.1:9053", State: StateAlive})
+	// Load steers DNS answers: an edge announcing an impossible one keeps
+	// its place on the ring, not its load.
+	loaded := edgeMeta(5)
+	loaded.Load = &Load{Sessions: 10, Connections: -1, CPU: 4000}
+	liar := startNode(t, cfg("edge-5", seed.Addr()), loaded)
 	good := startNode(t, cfg("edge-1", seed.Addr()), edgeMeta(1))
 
 	for name := range bad {
 		why := waitIgnored(t, seed, name)
 		t.Logf("%s ignored: %s", name, why)
 	}
-	waitAll(t, []*Membership{seed}, func(ns []Node) bool { return len(ns) == 3 })
+	waitAll(t, []*Membership{seed}, func(ns []Node) bool { return len(ns) == 4 })
 	for _, n := range seed.Members() {
 		if _, isBad := bad[n.Name]; isBad {
 			t.Errorf("untrusted member %s is in the view: %+v", n.Name, n.Meta)
@@ -80,8 +85,11 @@ func TestUntrustedMetadataIsIgnored(t *testing.T) {
 			t.Errorf("admin address outside the allowed networks kept: %q", n.Meta.Admin)
 		}
 	}
-	if edges := seed.Edges(""); len(edges) != 1 || edges[0].Name != good.LocalName() {
-		t.Errorf("edges on the ring = %v, want only %s", edges, good.LocalName())
+	if edges := seed.Edges(""); len(edges) != 2 || edges[0].Name != good.LocalName() || edges[1].Name != liar.LocalName() {
+		t.Errorf("edges on the ring = %v, want %s and %s", edges, good.LocalName(), liar.LocalName())
+	}
+	if n, _ := seed.Node(liar.LocalName()); n.Meta.Load != nil {
+		t.Errorf("impossible load believed: %+v", *n.Meta.Load)
 	}
 }
 
