@@ -1,0 +1,308 @@
+//go:build linux
+
+package balancer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ringlb/ringlb/balancer/handoff"
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+)
+
+// newHandOffBalancer is a balancer routing to edgeURL, serving ln.
+func newHandOffBalancer(t *testing.T, edgeURL string, ln net.Listener) *Balancer {
+	t.Helper()
+	r := ring.New(ring.DefaultConfig())
+	if edgeURL != "" {
+		r.Update([]ring.Member{{Name: "raw", URL: edgeURL, Weight: 1}})
+	}
+	cfg := configs.Balancer{}
+	cfg.Provision()
+	b, err := New(cfg, "bal", r, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = b.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = b.Shutdown(ctx)
+	})
+	return b
+}
+
+// sameSocket returns a second listener on ln's socket, as a new process
+// inheriting it has.
+func sameSocket(t *testing.T, ln net.Listener) net.Listener {
+	t.Helper()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	l2, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l2
+}
+
+// Every tunnel of the relay moves to the new balancer in the middle of its
+// traffic: small echo tunnels and one saturated by a bulk transfer whose
+// reader is paused during the hand-off (so the old relay holds bytes it
+// read and could not write yet). Nothing is lost, duplicated or reordered,
+// the new balancer carries them all, and the counters continue.
+func TestHandOffMovesEveryTunnel(t *testing.T) {
+	edge := startRawEdge(t)
+	lnA, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lnA.Addr().String()
+	lnB := sameSocket(t, lnA)
+	old := newHandOffBalancer(t, edge, lnA)
+
+	const small = 20
+	conns := make([]net.Conn, small)
+	readers := make([]io.Reader, small)
+	echo := func(i int, msg string) error {
+		conns[i].SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(conns[i], msg); err != nil {
+			return err
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(readers[i], got); err != nil {
+			return err
+		}
+		if string(got) != msg {
+			return fmt.Errorf("echo %q, want %q", got, msg)
+		}
+		return nil
+	}
+	for i := range small {
+		c, br := openRawTunnel(t, addr)
+		defer c.Close()
+		conns[i], readers[i] = c, br
+		if err := echo(i, fmt.Sprintf("before %d;", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The bulk tunnel: the client writes size bytes while reading the echo
+	// back; reading pauses until the hand-off is over.
+	const size = 48 << 20
+	data := pattern(size)
+	want := sha256.Sum256(data)
+	bulk, bulkR := openRawTunnel(t, addr)
+	defer bulk.Close()
+	bulk.SetDeadline(time.Now().Add(120 * time.Second))
+	go bulk.Write(data)
+	resume := make(chan struct{})
+	bulkDone := make(chan error, 1)
+	go func() {
+		h := sha256.New()
+		if _, err := io.CopyN(h, bulkR, 1<<20); err != nil {
+			bulkDone <- err
+			return
+		}
+		<-resume
+		if _, err := io.CopyN(h, bulkR, size-1<<20); err != nil {
+			bulkDone <- err
+			return
+		}
+		if !bytes.Equal(h.Sum(nil), want[:]) {
+			bulkDone <- errors.New("bulk bytes differ after the hand-off")
+			return
+		}
+		bulkDone <- nil
+	}()
+	waitTunnels(t, old, small+1)
+	// The paused reader fills the buffers until the relay holds bytes it
+	// cannot write.
+	for deadline := time.Now().Add(30 * time.Second); relayPending(old) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the relay never held pending bytes")
+		}
+	}
+
+	a, b, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	next := newHandOffBalancer(t, "", lnB)
+	errc := make(chan error, 1)
+	go func() { errc <- old.SendState(a) }()
+	if err := next.ReceiveState(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n := next.ring.Snapshot().Len(); n != 1 {
+		t.Fatalf("new balancer's ring has %d members, want the old one's 1", n)
+	}
+	type took struct {
+		n   int
+		err error
+	}
+	taken := make(chan took, 1)
+	go func() {
+		n, err := next.TakeOver(b)
+		taken <- took{n, err}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := old.HandOff(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := <-taken
+	if got.err != nil {
+		t.Fatal(got.err)
+	}
+	t.Logf("hand-off: %+v, taken %d", res, got.n)
+	if res.Moved != small+1 || got.n != small+1 || res.Kept != 0 || res.Closed != 0 {
+		t.Fatalf("moved %d, taken %d, kept %d, closed %d; want %d moved and taken", res.Moved, got.n, res.Kept, res.Closed, small+1)
+	}
+	if res.PendingBytes == 0 {
+		t.Error("the saturated tunnel had no pending bytes to move: the test did not exercise them")
+	}
+	if err := old.Shutdown(ctx); err != nil {
+		t.Fatalf("old balancer's shutdown had to close something: %v", err)
+	}
+	close(resume)
+	for i := range small {
+		if err := echo(i, fmt.Sprintf("after %d;", i)); err != nil {
+			t.Fatalf("tunnel %d after the hand-off: %v", i, err)
+		}
+	}
+	if err := <-bulkDone; err != nil {
+		t.Fatal(err)
+	}
+	if n := next.Tunnels(); n != small+1 {
+		t.Errorf("new balancer carries %d tunnels, want %d", n, small+1)
+	}
+	if v := value(next.metrics.connectionsActive.WithLabelValues("raw")); v != small+1 {
+		t.Errorf("connections_active{edge=raw} = %v on the new balancer, want %d", v, small+1)
+	}
+	if v := value(next.metrics.requestsTotal.WithLabelValues("raw", "101")); v != small+1 {
+		t.Errorf("requests_total{edge=raw,code=101} = %v on the new balancer, want the old one's %d", v, small+1)
+	}
+	// A new tunnel on the shared listener is the new balancer's.
+	c, br := openRawTunnel(t, addr)
+	defer c.Close()
+	conns = append(conns, c)
+	readers = append(readers, br)
+	if err := echo(small, "new;"); err != nil {
+		t.Fatal(err)
+	}
+	waitTunnels(t, next, small+2)
+	// Closing moved tunnels releases them in the new balancer.
+	for _, c := range conns {
+		c.Close()
+	}
+	bulk.Close()
+	waitTunnels(t, next, 0)
+}
+
+// A tunnel record survives encoding; the parser refuses lengths beyond the
+// limits and records whose lengths do not add up.
+func TestMovedRecord(t *testing.T) {
+	m := movedTunnel{edge: "edge-1", key: "k", start: time.Unix(0, 1234), lastActive: 99,
+		bytes: [2]uint64{7, 8}, clientEOF: true, toClient: []byte("abc"), toEdge: []byte("de")}
+	got, err := decodeMoved(m.encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.edge != m.edge || got.key != m.key || !got.start.Equal(m.start) || got.lastActive != 99 || got.bytes != m.bytes ||
+		!got.clientEOF || got.edgeEOF || string(got.toClient) != "abc" || string(got.toEdge) != "de" {
+		t.Fatalf("round trip: %+v, want %+v", got, m)
+	}
+	big := m
+	big.toEdge = make([]byte, maxMovedPending+1)
+	long := m.encode()
+	for _, bad := range [][]byte{
+		nil,
+		long[:10],
+		append(long, 'x'),
+		big.encode(),
+		append([]byte{9}, long[1:]...),
+	} {
+		if _, err := decodeMoved(bad); !errors.Is(err, errBadRecord) {
+			t.Errorf("record of %d bytes: %v, want errBadRecord", len(bad), err)
+		}
+	}
+}
+
+// The counters a new balancer carries on from are the old one's, added to
+// its own; a series with unknown labels is refused without a panic.
+func TestCarriedCounters(t *testing.T) {
+	oldB := newHandOffBalancer(t, "", mustListen(t))
+	newB := newHandOffBalancer(t, "", mustListen(t))
+	oldB.metrics.requestsTotal.WithLabelValues("e", "200").Add(5)
+	newB.metrics.requestsTotal.WithLabelValues("e", "200").Add(1)
+	p, err := oldB.countersPayload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := newB.addCounters(p); err != nil {
+		t.Fatal(err)
+	}
+	if v := value(newB.metrics.requestsTotal.WithLabelValues("e", "200")); v != 6 {
+		t.Errorf("requests_total = %v, want 6", v)
+	}
+	bad := []byte(`[{"name":"ringlb_balancer_requests_total","labels":{"nope":"x"},"value":1}]`)
+	if err := newB.addCounters(bad); err == nil || !strings.Contains(err.Error(), "requests_total") {
+		t.Errorf("unknown labels: %v", err)
+	}
+}
+
+func mustListen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// value reads a counter's or a gauge's current value.
+func value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		return -1
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
+
+// relayPending is how many bytes b's relay has read and not yet written.
+func relayPending(b *Balancer) int {
+	n := 0
+	for _, l := range b.relay.loops {
+		l.mu.Lock()
+		for _, e := range l.ends {
+			n += len(e.pending)
+		}
+		l.mu.Unlock()
+	}
+	return n
+}
