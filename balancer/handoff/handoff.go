@@ -170,12 +170,20 @@ func (p *Process) inherit(names string) error {
 
 // Parent is the connection to the old process in a child started by
 // Upgrade, nil otherwise.
-func (p *Process) Parent() *Conn { return p.parent }
+func (p *Process) Parent() *Conn {
+	if p == nil {
+		return nil
+	}
+	return p.parent
+}
 
 // Listen returns the listener named name: inherited from the parent when it
 // passed one (its address must match addr), else bound now. Either way a
-// child will inherit it.
+// child will inherit it. A nil Process only binds (nothing is passed on).
 func (p *Process) Listen(name, network, addr string) (net.Listener, error) {
+	if p == nil {
+		return net.Listen(network, addr)
+	}
 	if f := p.claim(name); f != nil {
 		ln, err := net.FileListener(f)
 		if err != nil {
@@ -208,6 +216,9 @@ func (p *Process) Listen(name, network, addr string) (net.Listener, error) {
 // (packet sockets sharing a port), nil when it passed none. A child will
 // inherit them again under the same names.
 func (p *Process) Inherited(name string) []*os.File {
+	if p == nil {
+		return nil
+	}
 	var out []*os.File
 	for i := 0; ; i++ {
 		n := name + "." + strconv.Itoa(i)
@@ -223,6 +234,9 @@ func (p *Process) Inherited(name string) []*os.File {
 // Add records a socket bound elsewhere (a listener, a packet socket), to be
 // inherited under name by a child.
 func (p *Process) Add(name string, s syscall.Conn) error {
+	if p == nil {
+		return nil
+	}
 	if !namePattern.MatchString(name) {
 		return fmt.Errorf("hand-off: bad listener name %q", name)
 	}
@@ -236,6 +250,9 @@ func (p *Process) Add(name string, s syscall.Conn) error {
 
 // AddAll records several sockets under name.0, name.1, ...
 func (p *Process) AddAll(name string, socks []syscall.Conn) error {
+	if p == nil {
+		return nil
+	}
 	for i, s := range socks {
 		if err := p.Add(name+"."+strconv.Itoa(i), s); err != nil {
 			return err
@@ -277,6 +294,9 @@ func (p *Process) closeUnclaimed() {
 
 // Close releases the kept listener copies (the servers hold their own).
 func (p *Process) Close() {
+	if p == nil {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, f := range p.files {
@@ -325,3 +345,7 @@ func sameAddress(want string, got net.Addr) error {
 
 // ErrUpgraded: this process has handed over already.
 var ErrUpgraded = errors.New("hand-off: this process has already been replaced")
+
+// Executable is the binary an upgrade starts: the path this process was
+// started from.
+func (p *Process) Executable() string { return p.exe }

@@ -140,8 +140,15 @@ func (p *Process) upgrade(ctx context.Context, state func(*Conn) error) (*Child,
 	}
 	if state != nil {
 		if err := state(conn); err != nil {
+			// A child that refuses (its config does not check) may have
+			// said so and closed before the state went: its reason is
+			// the better report.
+			reason := fmt.Sprintf("send state to new process %d: %v", pid, err)
+			if typ, p, _, rerr := conn.RecvWait(time.Second); rerr == nil && typ == TypeFailed {
+				reason = fmt.Sprintf("new process %d refused to take over: %s", pid, p)
+			}
 			conn.Close()
-			return fail(fmt.Sprintf("send state to new process %d: %v", pid, err))
+			return fail(reason)
 		}
 	}
 	type answer struct {
