@@ -180,6 +180,10 @@ type HandOffResult struct {
 	// PendingBytes were read by this relay and not yet written when the
 	// tunnels were detached; they travelled in the records.
 	PendingBytes int
+	// Stopping is how long the servers took to stop (requests in flight);
+	// Moving how long the tunnels took to move, during which none of them
+	// was read.
+	Stopping, Moving time.Duration
 }
 
 // settleWait is how often HandOff looks whether the tunnels still in their
@@ -191,8 +195,8 @@ const settleWait = 5 * time.Millisecond
 // WebSocket handshake becomes a tunnel first —, then moves every tunnel of
 // the relay to the new process over c, and then the counters. Call Shutdown
 // afterwards: it closes what was kept once its context ends.
-func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (HandOffResult, error) {
-	var res HandOffResult
+func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (res HandOffResult, err error) {
+	began := time.Now()
 	_, errs := b.stopServing(ctx)
 	if err := errors.Join(errs...); err != nil {
 		b.log.Warn("hand-off: stopping the servers", "err", err)
@@ -205,9 +209,15 @@ func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (HandOffResult,
 	b.mu.Lock()
 	b.closing = true // nothing registers from now on
 	b.mu.Unlock()
+	res.Stopping = time.Since(began)
+	began = time.Now()
+	defer func() { res.Moving = time.Since(began) }()
 
 	var sendErr error
-	for _, p := range b.relay.detachAll() {
+	for _, p := range b.relay.pairs() {
+		if !b.relay.detach(p) {
+			continue // it ended meanwhile
+		}
 		if sendErr != nil {
 			b.relay.finishDetached(p, false, "hand-off failed")
 			res.Closed++
@@ -229,11 +239,11 @@ func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (HandOffResult,
 	if sendErr != nil {
 		return res, fmt.Errorf("hand-off: %w", sendErr)
 	}
-	p, err := b.countersPayload()
+	counters, err := b.countersPayload()
 	if err != nil {
 		return res, err
 	}
-	if err := c.Send(handoff.TypeCounters, p); err != nil {
+	if err := c.Send(handoff.TypeCounters, counters); err != nil {
 		return res, fmt.Errorf("hand-off: %w", err)
 	}
 	return res, nil

@@ -525,31 +525,45 @@ func epollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 	return int(n), nil
 }
 
-// detachAll takes every tunnel out of the loops without closing its
-// sockets, for a hand-off: from here on no loop reads or writes them, so
-// what they hold is exactly what the kernel buffers and their pending
-// bytes hold. The caller ships or closes each with finishDetached.
-func (r *relay) detachAll() []*relayPair {
+// pairs lists the tunnels the loops carry now.
+func (r *relay) pairs() []*relayPair {
 	var out []*relayPair
 	for _, l := range r.loops {
 		l.mu.Lock()
 		for _, e := range l.ends {
-			p := e.pair
-			if e != &p.client || p.closed {
-				continue
+			if e == &e.pair.client && !e.pair.closed {
+				out = append(out, e.pair)
 			}
-			for _, x := range []*relayEnd{&p.client, &p.edge} {
-				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
-				delete(l.ends, int32(x.fd))
-			}
-			// Closed for the loop: a late close() of the tunnel leaves the
-			// sockets to finishDetached.
-			p.closed = true
-			out = append(out, p)
 		}
 		l.mu.Unlock()
 	}
 	return out
+}
+
+// detach takes a tunnel out of its loop without closing its sockets, for a
+// hand-off: from here on the loop neither reads nor writes them, so what
+// the tunnel holds is exactly what the kernel buffers and its pending
+// bytes hold. It reports false when the tunnel has closed meanwhile. The
+// caller ships or closes the tunnel with finishDetached. One at a time, so
+// each tunnel pauses only while its own record is on the way.
+func (r *relay) detach(p *relayPair) bool {
+	l := p.t.relayLoop()
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	for _, x := range []*relayEnd{&p.client, &p.edge} {
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
+		delete(l.ends, int32(x.fd))
+	}
+	// Closed for the loop: a late close() of the tunnel leaves the sockets
+	// to finishDetached.
+	p.closed = true
+	return true
 }
 
 // finishDetached closes this process's copies of a detached tunnel's

@@ -24,7 +24,8 @@ func (*relay) add(*tunnel, net.Conn, net.Conn) bool { return false }
 func (*relay) close()                               {}
 func (*relayLoop) closePair(*relayPair)             {}
 
-func (*relay) detachAll() []*relayPair                     { return nil }
+func (*relay) pairs() []*relayPair                         { return nil }
+func (*relay) detach(*relayPair) bool                      { return false }
 func (*relay) finishDetached(*relayPair, bool, string)     {}
 func (*relay) adopt(*tunnel, *movedTunnel, int, int) error { return errNoRelay }
 func (*relayPair) movedState(*movedTunnel)                 {}

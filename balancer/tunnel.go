@@ -296,6 +296,13 @@ func (t *tunnel) setRelay(l *relayLoop, p *relayPair) {
 	t.mu.Unlock()
 }
 
+// relayLoop is the loop carrying the tunnel, nil when none does.
+func (t *tunnel) relayLoop() *relayLoop {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.loop
+}
+
 // settled reports whether the tunnel has left the handshake: carried by the
 // relay, copied by goroutines, or closed.
 func (t *tunnel) settled() bool {

@@ -288,10 +288,12 @@ func (c *Conn) WaitDone(d time.Duration) (int, error) {
 // Pair returns the two ends of a connected socket pair: a hand-off between
 // two parts of one process (tests), with no socket file and no peer check.
 func Pair() (*Conn, *Conn, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err != nil {
 		return nil, nil, err
 	}
+	unix.CloseOnExec(fds[0])
+	unix.CloseOnExec(fds[1])
 	var ends [2]*Conn
 	for i, fd := range fds {
 		f := os.NewFile(uintptr(fd), "handoff-pair")

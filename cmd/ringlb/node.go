@@ -266,7 +266,8 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 		sendState: b.SendState,
 		handOff: func(ctx context.Context, c *handoff.Conn) error {
 			res, err := b.HandOff(ctx, c)
-			logger.Info("tunnels handed over", "moved", res.Moved, "kept", res.Kept, "closed", res.Closed, "pending_bytes", res.PendingBytes)
+			logger.Info("tunnels handed over", "moved", res.Moved, "kept", res.Kept, "closed", res.Closed, "pending_bytes", res.PendingBytes,
+				"stopping", res.Stopping.Round(time.Millisecond), "moving", res.Moving.Round(time.Millisecond))
 			if res.Kept > 0 {
 				logger.Info("TLS tunnels cannot move to another process: they run here until they end or the shutdown timeout", "tunnels", res.Kept)
 			}
