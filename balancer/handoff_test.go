@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,11 +27,15 @@ import (
 // newHandOffBalancer is a balancer routing to edgeURL, serving ln.
 func newHandOffBalancer(t *testing.T, edgeURL string, ln net.Listener) *Balancer {
 	t.Helper()
+	return newHandOffBalancerWith(t, configs.Balancer{}, edgeURL, ln)
+}
+
+func newHandOffBalancerWith(t *testing.T, cfg configs.Balancer, edgeURL string, ln net.Listener) *Balancer {
+	t.Helper()
 	r := ring.New(ring.DefaultConfig())
 	if edgeURL != "" {
 		r.Update([]ring.Member{{Name: "raw", URL: edgeURL, Weight: 1}})
 	}
-	cfg := configs.Balancer{}
 	cfg.Provision()
 	b, err := New(cfg, "bal", r, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
@@ -219,6 +224,72 @@ func TestHandOffMovesEveryTunnel(t *testing.T) {
 	}
 	bulk.Close()
 	waitTunnels(t, next, 0)
+}
+
+// TLS tunnels cannot move (crypto/tls keeps the session keys in the
+// process): a hand-off keeps them in the old balancer, where they go on
+// until its Shutdown closes them at its deadline.
+func TestHandOffKeepsTLSTunnels(t *testing.T) {
+	certFile, keyFile, pool := writeTestCert(t)
+	edge := startRawEdge(t)
+	ln := mustListen(t)
+	old := newHandOffBalancerWith(t, configs.Balancer{TLS: configs.TLS{CertFile: certFile, KeyFile: keyFile}}, edge, ln)
+	var conns []*tls.Conn
+	for i := range 3 {
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: k\r\n\r\n")
+		head := make([]byte, 0, 256)
+		buf := make([]byte, 1)
+		for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+			if _, err := c.Read(buf); err != nil {
+				t.Fatalf("tunnel %d: %v", i, err)
+			}
+			head = append(head, buf[0])
+		}
+		conns = append(conns, c)
+	}
+	waitTunnels(t, old, 3)
+	a, b, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	next := newHandOffBalancer(t, "", mustListen(t))
+	taken := make(chan int, 1)
+	go func() { n, _ := next.TakeOver(b); taken <- n }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := old.HandOff(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Moved != 0 || res.Kept != 3 || <-taken != 0 {
+		t.Fatalf("hand-off of TLS tunnels: %+v; want all 3 kept", res)
+	}
+	for i, c := range conns {
+		msg := fmt.Sprintf("still here %d", i)
+		io.WriteString(c, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("kept TLS tunnel %d: %q %v", i, got, err)
+		}
+	}
+	stopCtx, stop := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer stop()
+	if err := old.Shutdown(stopCtx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("shutdown with kept tunnels: %v, want the deadline (it closed them)", err)
+	}
+	for i, c := range conns {
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Errorf("TLS tunnel %d still open after the old balancer's shutdown", i)
+		}
+	}
 }
 
 // A tunnel record survives encoding; the parser refuses lengths beyond the
