@@ -77,7 +77,9 @@ type Balancer struct {
 	// per-process prefix.
 	requestIDPrefix [8]byte
 	requestIDs      atomic.Uint64
-	limiter         *limitListener   // set by Serve
+	limiter         *limitListener // set by Serve, under mu
+	limiterSet      chan struct{}  // closed once limiter is set
+	limiterOnce     sync.Once
 	redirect        *fasthttp.Server // set by ServeRedirect
 	// stopWatch ends the certificate watcher (TLS only); watchDone is
 	// closed when it has.
@@ -131,6 +133,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		edges:      newEdgePool(cfg.DialTimeout.D()),
 		tunnels:    make(map[*tunnel]struct{}),
 		conns:      make(map[net.Conn]struct{}),
+		limiterSet: make(chan struct{}),
 		peerClient: newPeerClient(),
 	}
 	var err error

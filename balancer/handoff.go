@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +31,7 @@ import (
 // movedTunnel is one tunnel's state on the wire.
 type movedTunnel struct {
 	edge, key  string
+	clientAddr netip.Addr // the address the client is counted under (limits), if any
 	start      time.Time
 	lastActive int64     // unix nanoseconds
 	bytes      [2]uint64 // clientToEdge, edgeToClient
@@ -46,14 +49,16 @@ const (
 	maxMovedPending    = 64 << 10 // relay_linux.go's relayBufferSize
 	maxMovedKey        = 4096
 	maxMovedEdge       = 255
-	movedHeaderLen     = 1 + 1 + 1 + 2 + 8*5 + 4 + 4
+	movedHeaderLen     = 1 + 1 + 1 + 2 + 8*5 + 4 + 4 + 1
 )
 
 // encode appends the record: version, flags, edge length, key length,
 // start, last active, bytes up, bytes down, reserved, the two pending
-// lengths, then edge, key and the pending bytes.
+// lengths, the client address's length (0, 4 or 16), then edge, key,
+// client address and the pending bytes.
 func (m *movedTunnel) encode() []byte {
-	b := make([]byte, 0, movedHeaderLen+len(m.edge)+len(m.key)+len(m.toClient)+len(m.toEdge))
+	addr, _ := m.clientAddr.MarshalBinary() // never fails; no zone here
+	b := make([]byte, 0, movedHeaderLen+len(m.edge)+len(m.key)+len(addr)+len(m.toClient)+len(m.toEdge))
 	var flags byte
 	if m.clientEOF {
 		flags |= 1
@@ -70,8 +75,10 @@ func (m *movedTunnel) encode() []byte {
 	b = binary.BigEndian.AppendUint64(b, 0)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(m.toClient)))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(m.toEdge)))
+	b = append(b, byte(len(addr)))
 	b = append(b, m.edge...)
 	b = append(b, m.key...)
+	b = append(b, addr...)
 	b = append(b, m.toClient...)
 	return append(b, m.toEdge...)
 }
@@ -99,15 +106,20 @@ func decodeMoved(p []byte) (*movedTunnel, error) {
 	m.bytes[edgeToClient] = binary.BigEndian.Uint64(p[29:37])
 	toClientLen := binary.BigEndian.Uint32(p[45:49])
 	toEdgeLen := binary.BigEndian.Uint32(p[49:53])
-	if edgeLen == 0 || keyLen > maxMovedKey || toClientLen > maxMovedPending || toEdgeLen > maxMovedPending {
-		return nil, fmt.Errorf("%w: edge %d, key %d, pending %d and %d bytes", errBadRecord, edgeLen, keyLen, toClientLen, toEdgeLen)
+	addrLen := int(p[53])
+	if edgeLen == 0 || keyLen > maxMovedKey || toClientLen > maxMovedPending || toEdgeLen > maxMovedPending || (addrLen != 0 && addrLen != 4 && addrLen != 16) {
+		return nil, fmt.Errorf("%w: edge %d, key %d, address %d, pending %d and %d bytes", errBadRecord, edgeLen, keyLen, addrLen, toClientLen, toEdgeLen)
 	}
 	rest := p[movedHeaderLen:]
-	if len(rest) != edgeLen+keyLen+int(toClientLen)+int(toEdgeLen) {
-		return nil, fmt.Errorf("%w: %d bytes after the header, lengths say %d", errBadRecord, len(rest), edgeLen+keyLen+int(toClientLen)+int(toEdgeLen))
+	if want := edgeLen + keyLen + addrLen + int(toClientLen) + int(toEdgeLen); len(rest) != want {
+		return nil, fmt.Errorf("%w: %d bytes after the header, lengths say %d", errBadRecord, len(rest), want)
 	}
 	m.edge, rest = string(rest[:edgeLen]), rest[edgeLen:]
 	m.key, rest = string(rest[:keyLen]), rest[keyLen:]
+	if addrLen > 0 {
+		m.clientAddr, _ = netip.AddrFromSlice(rest[:addrLen])
+	}
+	rest = rest[addrLen:]
 	if toClientLen > 0 {
 		m.toClient = append([]byte(nil), rest[:toClientLen]...)
 	}
@@ -185,6 +197,9 @@ type HandOffResult struct {
 	// was read.
 	Stopping, Moving time.Duration
 }
+
+// limiterWait bounds TakeOver's wait for Serve to have set up the limits.
+const limiterWait = 5 * time.Second
 
 // settleWait is how often HandOff looks whether the tunnels still in their
 // handshake have reached the relay.
@@ -271,6 +286,9 @@ func (b *Balancer) tunnelsSettled() bool {
 // returns how many tunnels it took; a tunnel it cannot take (a bad record,
 // the relay refusing it) is closed and counted out, the rest go on.
 func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
+	// Tunnels taken over count against the data port's limits, which
+	// Serve sets up; without Serve (tests), they count nowhere.
+	limits := b.limiterOrNil(limiterWait)
 	taken := 0
 	for {
 		typ, p, fds, err := c.Recv(handoff.TypeTunnel)
@@ -279,7 +297,7 @@ func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
 		}
 		switch typ {
 		case handoff.TypeTunnel:
-			if b.adopt(p, fds) {
+			if b.adopt(p, fds, limits) {
 				taken++
 			}
 		case handoff.TypeCounters:
@@ -292,7 +310,7 @@ func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
 
 // adopt registers one received tunnel; its descriptors are closed when it
 // cannot be.
-func (b *Balancer) adopt(p []byte, fds []int) bool {
+func (b *Balancer) adopt(p []byte, fds []int, limits *limitListener) bool {
 	closeAll := func() {
 		for _, fd := range fds {
 			closeFD(fd)
@@ -315,9 +333,17 @@ func (b *Balancer) adopt(p []byte, fds []int) bool {
 		closeAll()
 		return false
 	}
-	if err := b.relay.adopt(t, m, fds[0], fds[1]); err != nil {
+	// Counted against this balancer's limits as if accepted here.
+	var account io.Closer
+	if limits != nil {
+		account = limits.hold(m.clientAddr)
+	}
+	if err := b.relay.adopt(t, m, fds[0], fds[1], account); err != nil {
 		b.log.Warn("hand-off: tunnel refused", "edge", m.edge, "err", err)
 		closeAll()
+		if account != nil {
+			account.Close()
+		}
 		t.release()
 		return false
 	}

@@ -377,3 +377,52 @@ func relayPending(b *Balancer) int {
 	}
 	return n
 }
+
+// Tunnels taken over count against the new balancer's limits as if it had
+// accepted them: a client at its max_connections_per_ip before the upgrade
+// is still at it after, and the total counts them too.
+func TestHandOffKeepsLimits(t *testing.T) {
+	edge := startRawEdge(t)
+	lnA := mustListen(t)
+	addr := lnA.Addr().String()
+	lnB := sameSocket(t, lnA)
+	cfg := configs.Balancer{Limits: configs.Limits{MaxConnectionsPerIP: 3}}
+	old := newHandOffBalancerWith(t, cfg, edge, lnA)
+	for range 3 {
+		c, _ := openRawTunnel(t, addr)
+		defer c.Close()
+	}
+	waitTunnels(t, old, 3)
+	a, b, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	next := newHandOffBalancerWith(t, cfg, edge, lnB)
+	taken := make(chan int, 1)
+	go func() { n, _ := next.TakeOver(b); taken <- n }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := old.HandOff(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-taken; n != 3 {
+		t.Fatalf("took %d tunnels, want 3", n)
+	}
+	if open := next.limiterOrNil(time.Second).guard.Open(); open != 3 {
+		t.Errorf("new balancer counts %d open connections, want the 3 taken over", open)
+	}
+	// A fourth connection from the same address: refused by the new one.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: k\r\n\r\n")
+	line := make([]byte, 12)
+	if _, err := io.ReadFull(c, line); err != nil || string(line) != "HTTP/1.1 429" {
+		t.Fatalf("fourth connection from a client at its limit: %q %v, want 429", line, err)
+	}
+}

@@ -5,8 +5,10 @@ package balancer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -64,9 +66,9 @@ type relayLoop struct {
 type relayEnd struct {
 	fd int
 	// conn is the Go connection the socket came from, closed with the
-	// tunnel to end its accounting (limits); nil for a tunnel taken over
-	// from the previous process.
-	conn    net.Conn
+	// tunnel to end its accounting (limits); for a tunnel taken over from
+	// the previous process, its accounting here (held), or nil.
+	conn    io.Closer
 	peer    *relayEnd
 	pair    *relayPair
 	pending []byte // bytes read from peer not yet written to this socket
@@ -587,7 +589,7 @@ func (r *relay) finishDetached(p *relayPair, moved bool, why string) {
 // its sockets cfd and efd (now owned by the relay) with the state the
 // previous process's loop had. Bytes already pending for an end are
 // written before anything more is read for it, so nothing is reordered.
-func (r *relay) adopt(t *tunnel, m *movedTunnel, cfd, efd int) error {
+func (r *relay) adopt(t *tunnel, m *movedTunnel, cfd, efd int, account io.Closer) error {
 	for _, fd := range []int{cfd, efd} {
 		if err := unix.SetNonblock(fd, true); err != nil {
 			return fmt.Errorf("adopt tunnel: %w", err)
@@ -599,7 +601,7 @@ func (r *relay) adopt(t *tunnel, m *movedTunnel, cfd, efd int) error {
 	r.mu.Unlock()
 
 	p := &relayPair{t: t, lastActive: m.lastActive, bytes: m.bytes}
-	p.client = relayEnd{fd: cfd, pair: p, pending: m.toClient, eof: m.clientEOF}
+	p.client = relayEnd{fd: cfd, conn: account, pair: p, pending: m.toClient, eof: m.clientEOF}
 	p.edge = relayEnd{fd: efd, pair: p, pending: m.toEdge, eof: m.edgeEOF}
 	p.client.peer, p.edge.peer = &p.edge, &p.client
 
@@ -630,6 +632,9 @@ func (r *relay) adopt(t *tunnel, m *movedTunnel, cfd, efd int) error {
 // process.
 func (p *relayPair) movedState(m *movedTunnel) {
 	m.edge, m.key, m.start = p.t.edge, p.t.key, p.t.start
+	if c, ok := p.client.conn.(interface{ clientAddr() netip.Addr }); ok {
+		m.clientAddr = c.clientAddr()
+	}
 	m.lastActive = p.lastActive
 	m.bytes = p.bytes
 	m.toClient, m.toEdge = p.client.pending, p.edge.pending

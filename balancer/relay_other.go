@@ -4,6 +4,7 @@ package balancer
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"syscall"
@@ -24,12 +25,12 @@ func (*relay) add(*tunnel, net.Conn, net.Conn) bool { return false }
 func (*relay) close()                               {}
 func (*relayLoop) closePair(*relayPair)             {}
 
-func (*relay) pairs() []*relayPair                         { return nil }
-func (*relay) detach(*relayPair) bool                      { return false }
-func (*relay) finishDetached(*relayPair, bool, string)     {}
-func (*relay) adopt(*tunnel, *movedTunnel, int, int) error { return errNoRelay }
-func (*relayPair) movedState(*movedTunnel)                 {}
-func (*relayPair) fds() (int, int)                         { return -1, -1 }
+func (*relay) pairs() []*relayPair                                    { return nil }
+func (*relay) detach(*relayPair) bool                                 { return false }
+func (*relay) finishDetached(*relayPair, bool, string)                {}
+func (*relay) adopt(*tunnel, *movedTunnel, int, int, io.Closer) error { return errNoRelay }
+func (*relayPair) movedState(*movedTunnel)                            {}
+func (*relayPair) fds() (int, int)                                    { return -1, -1 }
 
 // errNoRelay: tunnels are not carried by an epoll relay here, so none can
 // be taken over.

@@ -6,8 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // DefaultDir is where the hand-off socket goes when no directory is given:
@@ -58,16 +60,35 @@ func StatusPath(dir string, pid int) string {
 	return filepath.Join(dir, fmt.Sprintf("upgrade-%d.status", pid))
 }
 
-// WriteStatus records how this process's upgrade ended.
+// WriteStatus records how this process's upgrade ended. Records of
+// processes long gone (upgraded by a signal, nobody read them) are removed
+// on the way.
 func WriteStatus(dir, status string) error {
 	d, err := PrivateDir(dir)
 	if err != nil {
 		return err
 	}
+	removeStaleStatus(d)
 	path := StatusPath(d, os.Getpid())
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(status+"\n"), 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// staleStatus is how old a record of a process that is gone may grow.
+const staleStatus = 10 * time.Minute
+
+func removeStaleStatus(dir string) {
+	old, _ := filepath.Glob(filepath.Join(dir, "upgrade-*.status"))
+	for _, f := range old {
+		pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "upgrade-"), ".status"))
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		if fi, err := os.Stat(f); err == nil && time.Since(fi.ModTime()) > staleStatus {
+			os.Remove(f)
+		}
+	}
 }

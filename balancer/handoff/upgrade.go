@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -197,9 +198,7 @@ func (e *exitError) Error() string { return fmt.Sprintf("exited: %v", e.err) }
 // acceptChild accepts connections on ln until the child pid connects and
 // says hello. Anyone else (which the private directory should make
 // impossible) is logged and dropped.
-func acceptChild(ctx context.Context, ln *net.UnixListener, pid int, exited chan error, log interface {
-	Warn(string, ...any)
-}) (*Conn, error) {
+func acceptChild(ctx context.Context, ln *net.UnixListener, pid int, exited chan error, log *slog.Logger) (*Conn, error) {
 	_ = ln.SetDeadline(time.Now().Add(100 * time.Millisecond))
 	for {
 		if err := ctx.Err(); err != nil {
