@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -137,10 +138,17 @@ func TestHandOffMovesEveryTunnel(t *testing.T) {
 	}()
 	waitTunnels(t, old, small+1)
 	// The paused reader fills the buffers until the relay holds bytes it
-	// cannot write.
-	for deadline := time.Now().Add(30 * time.Second); relayPending(old) == 0; time.Sleep(time.Millisecond) {
+	// cannot write: pending for a while without a break (while the kernel
+	// buffers still take bytes, pending bytes come and go).
+	held := 0
+	for deadline := time.Now().Add(30 * time.Second); held < 50; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the relay never held pending bytes")
+			t.Fatal("the relay never kept pending bytes")
+		}
+		if relayPending(old) > 0 {
+			held++
+		} else {
+			held = 0
 		}
 	}
 
@@ -424,5 +432,36 @@ func TestHandOffKeepsLimits(t *testing.T) {
 	line := make([]byte, 12)
 	if _, err := io.ReadFull(c, line); err != nil || string(line) != "HTTP/1.1 429" {
 		t.Fatalf("fourth connection from a client at its limit: %q %v, want 429", line, err)
+	}
+}
+
+// A second Shutdown (the hand-off path stops a balancer after HandOff, and
+// its owner may stop it again) closes nothing that is not the balancer's:
+// the relay's descriptors, closed by number, are closed once.
+func TestShutdownTwiceClosesNothingElse(t *testing.T) {
+	b, _ := startRawBalancer(t, configs.Balancer{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// New descriptors take the lowest numbers free: the relay's own.
+	var files []*os.File
+	for range 8 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		files = append(files, w)
+	}
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range files {
+		if _, err := w.Write([]byte{1}); err != nil {
+			t.Fatalf("pipe %d (fd %d) broken by the second Shutdown: %v", i, w.Fd(), err)
+		}
 	}
 }

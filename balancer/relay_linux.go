@@ -33,11 +33,12 @@ import (
 // only under its loop's lock, so an fd number is never reused under a loop's
 // feet.
 type relay struct {
-	loops []*relayLoop
-	next  uint32
-	mu    sync.Mutex
-	wg    sync.WaitGroup
-	log   *slog.Logger
+	loops     []*relayLoop
+	next      uint32
+	mu        sync.Mutex
+	wg        sync.WaitGroup
+	log       *slog.Logger
+	closeOnce sync.Once
 }
 
 // relayBufferSize is each loop's copy buffer: one read per event up to this
@@ -476,8 +477,15 @@ func (l *relayLoop) closeAll() {
 	l.closed = true
 }
 
-// close stops every loop, closing what they still carry.
+// close stops every loop, closing what they still carry. Once: the wake
+// and epoll descriptors are closed by number, and a second close would
+// close whatever socket has since been given that number (a second
+// Shutdown does call it).
 func (r *relay) close() {
+	r.closeOnce.Do(r.closeLoops)
+}
+
+func (r *relay) closeLoops() {
 	for _, l := range r.loops {
 		l.closeAll()
 		var one [8]byte

@@ -273,6 +273,12 @@ func (t *tunnel) close() {
 	}
 	started := t.started
 	t.mu.Unlock()
+	if t.conn == nil {
+		// Taken over from the previous process but not in the relay yet
+		// (adopt closes its sockets): nothing here to close.
+		t.release()
+		return
+	}
 	t.conn.Close()
 	if started {
 		t.client.Close()

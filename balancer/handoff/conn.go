@@ -125,13 +125,13 @@ func (c *Conn) recv(withFDs []byte) (typ byte, payload []byte, fds []int, err er
 	var head [5]byte
 	oob := make([]byte, unix.CmsgSpace(MaxFDs*4))
 	n, oobn, flags, _, err := c.c.ReadMsgUnix(head[:], oob)
+	var got []int // closed here unless returned
 	if oobn > 0 {
-		fds, err = parseRights(oob[:oobn], err)
+		got, err = parseRights(oob[:oobn], err)
 	}
 	defer func() {
 		if err != nil {
-			closeFDs(fds)
-			fds = nil
+			closeFDs(got)
 		}
 	}()
 	if err != nil {
@@ -153,14 +153,14 @@ func (c *Conn) recv(withFDs []byte) (typ byte, payload []byte, fds []int, err er
 	if size > MaxFrame {
 		return 0, nil, nil, fmt.Errorf("%w: type %d, %d bytes", errFrameTooLarge, typ, size)
 	}
-	if len(fds) > 0 && !contains(withFDs, typ) {
+	if len(got) > 0 && !contains(withFDs, typ) {
 		return 0, nil, nil, fmt.Errorf("%w (type %d)", errUnexpectedFDs, typ)
 	}
 	payload = make([]byte, size)
 	if _, err := io.ReadFull(c.c, payload); err != nil {
 		return 0, nil, nil, fmt.Errorf("hand-off receive: %w", err)
 	}
-	return typ, payload, fds, nil
+	return typ, payload, got, nil
 }
 
 func parseRights(oob []byte, err error) ([]int, error) {
