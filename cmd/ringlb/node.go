@@ -516,18 +516,20 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		// a balancer) needs.
 		runtime.GOMAXPROCS(cfg.GSLB.UDPWorkers)
 	}
-	upgraded := proc.Parent() != nil
-	n, err := start(ctx, cfg, logger, true, proc)
-	if err != nil {
-		return refuse(err)
-	}
-	notifySystemd(logger, upgraded)
+	// Signals are caught before the node says it is ready: a reload or an
+	// upgrade sent right after READY must not find them ignored.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	usr2 := make(chan os.Signal, 1)
 	signal.Notify(usr2, syscall.SIGUSR2)
 	defer signal.Stop(usr2)
+	upgraded := proc.Parent() != nil
+	n, err := start(ctx, cfg, logger, true, proc)
+	if err != nil {
+		return refuse(err)
+	}
+	notifySystemd(logger, upgraded)
 	var runErr error
 wait:
 	for {

@@ -627,3 +627,50 @@ gslb:
 		}
 	}
 }
+
+// TestUpgradeNotifiesSystemd runs a balancer as systemd would (Type=notify,
+// NOTIFY_SOCKET set) and upgrades it: it says READY=1 once serving; at the
+// upgrade the old process names the new one the main process, and the new
+// one names itself and says it is ready.
+func TestUpgradeNotifiesSystemd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	cfg := filepath.Join(dir, "balancer.yaml")
+	writeFile(t, cfg, "cluster: { name: bal-1, bind: 127.0.0.1:0, profile: local }\nbalancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 } }\n")
+	bal := startProc(t, bin, "balancer", "-config", cfg, "-upgrade-dir", filepath.Join(dir, "run"))
+	next := func() string {
+		t.Helper()
+		notify.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 512)
+		n, err := notify.Read(buf)
+		if err != nil {
+			t.Fatalf("no systemd notification: %v", err)
+		}
+		return string(buf[:n])
+	}
+	if got := next(); got != "READY=1" {
+		t.Fatalf("first notification %q, want READY=1", got)
+	}
+	old := bal.cmd.Process.Pid
+	syscall.Kill(old, syscall.SIGUSR2)
+	done := bal.waitLog(t, "upgrade done; the old process exits")
+	newPID := int(done["new_pid"].(float64))
+	t.Cleanup(func() { syscall.Kill(newPID, syscall.SIGTERM) })
+	got := []string{next(), next()}
+	slices.Sort(got)
+	want := []string{fmt.Sprintf("MAINPID=%d", newPID), fmt.Sprintf("MAINPID=%d\nREADY=1", newPID)}
+	if !slices.Equal(got, want) {
+		t.Errorf("notifications at the upgrade: %q, want %q", got, want)
+	}
+	waitGone(t, old)
+}
