@@ -90,6 +90,9 @@ type Balancer struct {
 	mu      sync.Mutex
 	closing bool
 	stopped bool // stopServing ran (Shutdown or HandOff)
+	// staticStates are the previous process's static edge monitor states
+	// (ReceiveState), for FollowCluster's monitors to start from.
+	staticStates map[string]bool
 	// listeners are those Serve and ServeRedirect were given: Shutdown
 	// closes them itself, as one may be handed to fasthttp only after
 	// fasthttp's own Shutdown has run.

@@ -133,6 +133,10 @@ func decodeMoved(p []byte) (*movedTunnel, error) {
 // handoffState is what the new process starts with.
 type handoffState struct {
 	Ring []handoffMember `json:"ring"`
+	// Static is each static edge's monitor state (name → up): the new
+	// process's monitors start from it, so an edge seen down stays off the
+	// ring (a fresh monitor starts up, until Fall checks fail).
+	Static map[string]bool `json:"static,omitempty"`
 }
 
 type handoffMember struct {
@@ -151,6 +155,9 @@ func (b *Balancer) SendState(c *handoff.Conn) error {
 	var st handoffState
 	for _, m := range b.ring.Snapshot().Members() {
 		st.Ring = append(st.Ring, handoffMember{Name: m.Name, URL: m.URL, Weight: m.Weight})
+	}
+	if static := b.static.Load(); static != nil {
+		st.Static = static.states()
 	}
 	p, err := json.Marshal(st)
 	if err != nil {
@@ -172,15 +179,28 @@ func (b *Balancer) ReceiveState(c *handoff.Conn) error {
 	if err := json.Unmarshal(p, &st); err != nil {
 		return fmt.Errorf("hand-off state: %w", err)
 	}
-	if len(st.Ring) > maxStateMembers {
-		return fmt.Errorf("hand-off state: %d ring members, at most %d", len(st.Ring), maxStateMembers)
+	if len(st.Ring) > maxStateMembers || len(st.Static) > maxStateMembers {
+		return fmt.Errorf("hand-off state: %d ring members and %d static edges, at most %d", len(st.Ring), len(st.Static), maxStateMembers)
 	}
+	b.mu.Lock()
+	b.staticStates = st.Static
+	b.mu.Unlock()
 	members := make([]ring.Member, 0, len(st.Ring))
 	for _, m := range st.Ring {
 		members = append(members, ring.Member{Name: m.Name, URL: m.URL, Weight: m.Weight})
 	}
 	b.ring.Update(members)
 	return nil
+}
+
+// inheritedStatic returns, once, the previous process's static edge
+// monitor states (ReceiveState); nil otherwise.
+func (b *Balancer) inheritedStatic() map[string]bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.staticStates
+	b.staticStates = nil
+	return st
 }
 
 // HandOffResult says what HandOff did.

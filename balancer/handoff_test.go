@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -463,5 +465,54 @@ func TestShutdownTwiceClosesNothingElse(t *testing.T) {
 		if _, err := w.Write([]byte{1}); err != nil {
 			t.Fatalf("pipe %d (fd %d) broken by the second Shutdown: %v", i, w.Fd(), err)
 		}
+	}
+}
+
+// The new process starts from the old one's view: the same ring, and each
+// static edge's monitor state — an edge the old one saw down stays off the
+// new one's ring (a fresh monitor would start it up until Fall checks fail).
+func TestHandOffState(t *testing.T) {
+	old := newHandOffBalancer(t, startRawEdge(t), mustListen(t))
+	dead := mustListen(t)
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	_, port, _ := net.SplitHostPort(deadAddr)
+	mon := configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(20 * time.Millisecond), Timeout: configs.Duration(500 * time.Millisecond), Rise: 2, Fall: 1}
+	mon.Port, _ = strconv.Atoi(port)
+	edges := []configs.StaticEdge{{Name: "gone", URL: "http://" + deadAddr, Weight: 1, Monitor: &mon}}
+	st := newStaticEdges(edges, nil, nil)
+	defer st.Close()
+	old.static.Store(st)
+	for deadline := time.Now().Add(10 * time.Second); len(st.Members()) != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the dead static edge never went down")
+		}
+	}
+	a, b, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	next := newHandOffBalancer(t, "", mustListen(t))
+	go old.SendState(a)
+	if err := next.ReceiveState(b); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := next.ring.Snapshot().Members(), old.ring.Snapshot().Members(); !slices.Equal(got, want) {
+		t.Errorf("ring %v, want the old one's %v", got, want)
+	}
+	states := next.inheritedStatic()
+	if up, ok := states["gone"]; !ok || up {
+		t.Fatalf("static states %v, want gone: down", states)
+	}
+	// A monitor slow to take it down (Fall 100): without the old state the
+	// edge would be on the ring for 100 checks.
+	slow := mon
+	slow.Fall = 100
+	seeded := newStaticEdgesSeeded([]configs.StaticEdge{{Name: "gone", URL: "http://" + deadAddr, Weight: 1, Monitor: &slow}}, nil, nil, states)
+	defer seeded.Close()
+	if m := seeded.Members(); len(m) != 0 {
+		t.Errorf("a static edge the old process saw down is on the new ring from the start: %v", m)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,6 +17,7 @@ import (
 // (the child) over one Unix stream socket:
 //
 //	child  → parent  hello    "ringlb-handoff" version pid
+//	parent → child   peers    gossip addresses of live members, to join through
 //	parent → child   state    the role's state to start with (the balancer's ring)
 //	child  → parent  ready    serving on the inherited listeners   | failed  reason
 //	parent → child   tunnel×N one established tunnel each, its two sockets attached (SCM_RIGHTS)
@@ -55,6 +57,7 @@ const (
 	TypeState    byte = 16
 	TypeTunnel   byte = 17
 	TypeCounters byte = 18
+	TypePeers    byte = 19
 )
 
 // frameTimeout bounds each frame's read or write once the hand-off runs:
@@ -310,4 +313,41 @@ func Pair() (*Conn, *Conn, error) {
 		ends[i] = &Conn{c: c.(*net.UnixConn), stderrFD: -1}
 	}
 	return ends[0], ends[1], nil
+}
+
+// maxPeers bounds the gossip peers a peers frame may name.
+const maxPeers = 64
+
+// SendPeers sends the gossip addresses (host:port) of live members: the new
+// process joins gossip through them, so it has the whole membership at
+// once even when no configured seed is up (this process may be the seed).
+func (c *Conn) SendPeers(addrs []string) error {
+	if len(addrs) > maxPeers {
+		addrs = addrs[:maxPeers]
+	}
+	return c.Send(TypePeers, []byte(strings.Join(addrs, "\n")))
+}
+
+// RecvPeers reads the peers frame; every entry must be a host:port.
+func (c *Conn) RecvPeers() ([]string, error) {
+	typ, p, _, err := c.Recv()
+	if err != nil {
+		return nil, err
+	}
+	if typ != TypePeers {
+		return nil, fmt.Errorf("hand-off: frame type %d where the peers were expected", typ)
+	}
+	if len(p) == 0 {
+		return nil, nil
+	}
+	addrs := strings.Split(string(p), "\n")
+	if len(addrs) > maxPeers {
+		return nil, fmt.Errorf("hand-off: %d peers, at most %d", len(addrs), maxPeers)
+	}
+	for _, a := range addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil || len(a) > 255 {
+			return nil, fmt.Errorf("hand-off: peer %.64q is not host:port", a)
+		}
+	}
+	return addrs, nil
 }

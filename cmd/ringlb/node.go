@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -234,14 +235,18 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 		opened = append(opened, rl)
 		servers[rl] = b.ServeRedirect
 	}
+	var peers []string
 	if parent != nil {
+		if peers, err = parent.RecvPeers(); err != nil {
+			return nil, fmt.Errorf("take over: %w", err)
+		}
 		if err := b.ReceiveState(parent); err != nil {
 			return nil, fmt.Errorf("take over: %w", err)
 		}
 	}
 	failed := serve(servers)
 	if parent != nil {
-		if m, err = takeOver(ctx, parent, cfg, meta, logger, b.TakeOver); err != nil {
+		if m, err = takeOver(ctx, parent, cfg, peers, meta, logger, b.TakeOver); err != nil {
 			return nil, err
 		}
 		b.SetCluster(m)
@@ -263,7 +268,12 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			}
 			return m.ReloadKeys(next.Cluster)
 		},
-		sendState: b.SendState,
+		sendState: func(c *handoff.Conn) error {
+			if err := c.SendPeers(gossipPeers(m)); err != nil {
+				return err
+			}
+			return b.SendState(c)
+		},
 		handOff: func(ctx context.Context, c *handoff.Conn) error {
 			res, err := b.HandOff(ctx, c)
 			logger.Info("tunnels handed over", "moved", res.Moved, "kept", res.Kept, "closed", res.Closed, "pending_bytes", res.PendingBytes,
@@ -277,6 +287,22 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	}, nil
 }
 
+// maxSeedPeers is how many of its live gossip peers an old process gives
+// the new one to join through (they become seeds it keeps checking).
+const maxSeedPeers = 5
+
+// gossipPeers returns the gossip addresses of up to maxSeedPeers live
+// members other than this node.
+func gossipPeers(m *health.Membership) []string {
+	var out []string
+	for _, n := range m.Members() {
+		if n.Addr != "" && n.Addr != m.Addr() && len(out) < maxSeedPeers {
+			out = append(out, n.Addr)
+		}
+	}
+	return out
+}
+
 // takeOverGossipWait bounds the wait for the old process to leave gossip
 // (and free the gossip port) after it handed over.
 const takeOverGossipWait = 60 * time.Second
@@ -285,7 +311,7 @@ const takeOverGossipWait = 60 * time.Second
 // inherited listeners), takes what the old process hands over (adopt; nil
 // when the role takes nothing), waits until the old one has left gossip,
 // joins in its place and tells the old one it may exit.
-func takeOver(ctx context.Context, parent *handoff.Conn, cfg *configs.Config, meta health.Meta, logger *slog.Logger, adopt func(*handoff.Conn) (int, error)) (*health.Membership, error) {
+func takeOver(ctx context.Context, parent *handoff.Conn, cfg *configs.Config, peers []string, meta health.Meta, logger *slog.Logger, adopt func(*handoff.Conn) (int, error)) (*health.Membership, error) {
 	if err := parent.Ready(); err != nil {
 		return nil, fmt.Errorf("tell the old process we are ready: %w", err)
 	}
@@ -299,12 +325,22 @@ func takeOver(ctx context.Context, parent *handoff.Conn, cfg *configs.Config, me
 	if err := parent.WaitEnd(takeOverGossipWait); err != nil {
 		logger.Warn("take over: the old process did not say it left gossip; joining anyway", "err", err)
 	}
+	// The old process's live peers join the seeds: whichever answers first
+	// gives the whole membership at once, also when this node is the seed
+	// the others joined through (none of its own seeds may be up).
+	cluster := cfg.Cluster
+	cluster.Join = slices.Clone(cluster.Join)
+	for _, p := range peers {
+		if !slices.Contains(cluster.Join, p) {
+			cluster.Join = append(cluster.Join, p)
+		}
+	}
 	var m *health.Membership
 	var err error
 	// The old process's gossip sockets close as it leaves; a moment's retry
 	// covers the kernel releasing the port.
 	for attempt := 0; attempt < 50; attempt++ {
-		if m, err = health.Join(ctx, cfg.Cluster, meta, logger); err == nil {
+		if m, err = health.Join(ctx, cluster, meta, logger); err == nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -362,7 +398,10 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	meta := health.Meta{Role: health.RoleGSLB, Region: cfg.Cluster.Region, Admin: adminURL(al), State: health.StateAlive}
 	var m *health.Membership
 	if parent := proc.Parent(); parent != nil {
-		m, err = takeOver(ctx, parent, cfg, meta, logger, nil)
+		var peers []string
+		if peers, err = parent.RecvPeers(); err == nil {
+			m, err = takeOver(ctx, parent, cfg, peers, meta, logger, nil)
+		}
 	} else {
 		m, err = health.Join(ctx, cfg.Cluster, meta, logger)
 	}
@@ -383,6 +422,7 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		reload: func(next *configs.Config) error {
 			return errors.Join(s.Reload(next.GSLB), m.ReloadKeys(next.Cluster))
 		},
+		sendState: func(c *handoff.Conn) error { return c.SendPeers(gossipPeers(m)) },
 		// The new process reads the same DNS sockets already. Stopping
 		// here answers every query this one has read: TCP connections
 		// accepted here get a moment to send their query first.

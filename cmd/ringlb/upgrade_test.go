@@ -400,6 +400,44 @@ func TestHitlessUpgrade(t *testing.T) {
 		lc.run(i, stop, lat, &clientWG)
 	}
 	sat := startSaturating(t, url)
+	// New WebSockets keep arriving through the upgrades: each must get
+	// its 101 and its echo (the new process routes from its first one).
+	var newOK, newFailed atomic.Int64
+	var firstNewErr atomic.Value
+	newDone := make(chan struct{})
+	go func() {
+		defer close(newDone)
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			err := func() error {
+				c, err := dialLive(t, url, net.IPv4(127, 0, 0, 100), n+1+i)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				if err := c.WriteMessage(websocket.TextMessage, []byte("hello")); err != nil {
+					return err
+				}
+				_, msg, err := c.ReadMessage()
+				if err == nil && string(msg) != "hello" {
+					err = fmt.Errorf("echo %q", msg)
+				}
+				return err
+			}()
+			if err != nil {
+				newFailed.Add(1)
+				firstNewErr.CompareAndSwap(nil, err)
+			} else {
+				newOK.Add(1)
+			}
+		}
+	}()
 	defer func() {
 		for _, lc := range clients {
 			lc.c.Close()
@@ -440,8 +478,8 @@ func TestHitlessUpgrade(t *testing.T) {
 		if got := done["tunnels_taken"].(float64); int(got) < n {
 			t.Errorf("upgrade by %s: the new process took %v tunnels, want all %d (+ the saturating one)", how, got, n)
 		}
-		if v := scrape(t, "http://"+admin+"/metrics", `ringlb_balancer_requests_total{code="101",edge="echo"}`); int(v) != n+1 {
-			t.Errorf("after the upgrade by %s: requests_total{code=101} = %v, want the %d tunnels opened before (counters carried over)", how, v, n+1)
+		if v := scrape(t, "http://"+admin+"/metrics", `ringlb_balancer_requests_total{code="101",edge="echo"}`); int(v) < n+1 {
+			t.Errorf("after the upgrade by %s: requests_total{code=101} = %v, want at least the %d tunnels opened before (counters carried over)", how, v, n+1)
 		}
 	}
 	upgrade("SIGUSR2", func(pid int) { syscall.Kill(pid, syscall.SIGUSR2) })
@@ -506,6 +544,11 @@ func TestHitlessUpgrade(t *testing.T) {
 	// Stop sending; every echo must come back.
 	close(stop)
 	close(sat.stopSend)
+	<-newDone
+	t.Logf("new WebSockets during the upgrades: %d echoed, %d failed", newOK.Load(), newFailed.Load())
+	if newFailed.Load() > 0 || newOK.Load() == 0 {
+		t.Errorf("new WebSockets during the upgrades: %d failed (first: %v), %d ok", newFailed.Load(), firstNewErr.Load(), newOK.Load())
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		pending := 0
