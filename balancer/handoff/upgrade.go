@@ -176,9 +176,19 @@ func (p *Process) upgrade(ctx context.Context, state func(*Conn) error) (*Child,
 			return fail(fmt.Sprintf("new process %d sent frame type %d before ready", pid, a.typ))
 		}
 	case err := <-exited:
-		conn.Close()
 		exited <- err
-		return fail(fmt.Sprintf("new process %d exited before it was ready: %v", pid, err))
+		reason := fmt.Sprintf("new process %d exited before it was ready: %v", pid, err)
+		// A child that refused said why before it exited: the frame is in
+		// the socket, or the read ends at its close.
+		select {
+		case a := <-answered:
+			if a.err == nil && a.typ == TypeFailed {
+				reason = fmt.Sprintf("new process %d refused to take over: %s", pid, a.payload)
+			}
+		case <-time.After(time.Second):
+		}
+		conn.Close()
+		return fail(reason)
 	case <-ctx.Done():
 		conn.Close()
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
