@@ -110,6 +110,9 @@ func (p *Process) upgrade(ctx context.Context, state func(*Conn) error) (*Child,
 		teeLines(stderrR, p.opts.Stderr, tail)
 		stderrR.Close()
 	}()
+	// exited reports the child's end. After a successful upgrade the child
+	// outlives this process, and this goroutine waits with it until exit.
+	// Whoever takes the result puts it back, so each wait below sees it.
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
@@ -117,7 +120,7 @@ func (p *Process) upgrade(ctx context.Context, state func(*Conn) error) (*Child,
 	fail := func(reason string) (*Child, error) {
 		_ = cmd.Process.Kill()
 		err := <-exited
-		exited <- err // for the tail's wait below, and nobody else
+		exited <- err
 		select {
 		case <-teeDone:
 		case <-time.After(time.Second): // a grandchild holding the pipe
