@@ -6,6 +6,7 @@ require (
 	github.com/buraksezer/consistent v0.10.0
 	github.com/cespare/xxhash/v2 v2.3.0
 	github.com/chromedp/chromedp v0.23.0
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/fasthttp/websocket v1.5.12
 	github.com/hashicorp/memberlist v0.7.0
 	github.com/miekg/dns v1.1.73

@@ -77,7 +77,9 @@ type Balancer struct {
 	// per-process prefix.
 	requestIDPrefix [8]byte
 	requestIDs      atomic.Uint64
-	limiter         *limitListener   // set by Serve
+	limiter         *limitListener // set by Serve, under mu
+	limiterSet      chan struct{}  // closed once limiter is set
+	limiterOnce     sync.Once
 	redirect        *fasthttp.Server // set by ServeRedirect
 	// stopWatch ends the certificate watcher (TLS only); watchDone is
 	// closed when it has.
@@ -87,6 +89,10 @@ type Balancer struct {
 
 	mu      sync.Mutex
 	closing bool
+	stopped bool // stopServing ran (Shutdown or HandOff)
+	// staticStates are the previous process's static edge monitor states
+	// (ReceiveState), for FollowCluster's monitors to start from.
+	staticStates map[string]bool
 	// listeners are those Serve and ServeRedirect were given: Shutdown
 	// closes them itself, as one may be handed to fasthttp only after
 	// fasthttp's own Shutdown has run.
@@ -130,6 +136,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		edges:      newEdgePool(cfg.DialTimeout.D()),
 		tunnels:    make(map[*tunnel]struct{}),
 		conns:      make(map[net.Conn]struct{}),
+		limiterSet: make(chan struct{}),
 		peerClient: newPeerClient(),
 	}
 	var err error
@@ -219,10 +226,10 @@ func (b *Balancer) register(ln net.Listener) bool {
 	return true
 }
 
-// served maps the end of a Serve that Shutdown caused to nil.
+// served maps the end of a Serve that Shutdown or HandOff caused to nil.
 func (b *Balancer) served(err error) error {
 	b.mu.Lock()
-	closing := b.closing
+	closing := b.closing || b.stopped
 	b.mu.Unlock()
 	if closing && errors.Is(err, net.ErrClosed) {
 		return nil
@@ -239,29 +246,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 	b.closing = true
 	b.mu.Unlock()
 
-	var errs []error
-	if err := b.admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-		errs = append(errs, fmt.Errorf("admin: %w", err))
-	}
-	// Stops accepting, closes idle keep-alive connections, waits for
-	// in-flight requests (a WebSocket handshake included).
-	dataErr := b.data.ShutdownWithContext(ctx)
-	b.mu.Lock()
-	redirect := b.redirect
-	b.mu.Unlock()
-	if redirect != nil {
-		_ = redirect.ShutdownWithContext(ctx)
-	}
-	// A Serve that passed its closing check just before Shutdown began
-	// may hand its listener to fasthttp only now, after fasthttp's
-	// Shutdown: closing it ends that Serve. (Closed after, not before:
-	// fasthttp reports a listener closed under it as a failed shutdown.)
-	b.mu.Lock()
-	for _, ln := range b.listeners {
-		_ = ln.Close()
-	}
-	b.mu.Unlock()
-
+	dataErr, errs := b.stopServing(ctx)
 	done := make(chan struct{})
 	go func() {
 		b.wg.Wait()
@@ -304,6 +289,41 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 		errs = append(errs, ctx.Err())
 	}
 	return errors.Join(errs...)
+}
+
+// stopServing stops every server of the balancer (admin, data, redirect)
+// and closes their listeners, waiting (bounded by ctx) for in-flight
+// requests; tunnels go on. Once: Shutdown after HandOff does not repeat it.
+func (b *Balancer) stopServing(ctx context.Context) (dataErr error, errs []error) {
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return nil, nil
+	}
+	b.stopped = true
+	b.mu.Unlock()
+	if err := b.admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		errs = append(errs, fmt.Errorf("admin: %w", err))
+	}
+	// Stops accepting, closes idle keep-alive connections, waits for
+	// in-flight requests (a WebSocket handshake included).
+	dataErr = b.data.ShutdownWithContext(ctx)
+	b.mu.Lock()
+	redirect := b.redirect
+	b.mu.Unlock()
+	if redirect != nil {
+		_ = redirect.ShutdownWithContext(ctx)
+	}
+	// A Serve that passed its closing check just before Shutdown began
+	// may hand its listener to fasthttp only now, after fasthttp's
+	// Shutdown: closing it ends that Serve. (Closed after, not before:
+	// fasthttp reports a listener closed under it as a failed shutdown.)
+	b.mu.Lock()
+	for _, ln := range b.listeners {
+		_ = ln.Close()
+	}
+	b.mu.Unlock()
+	return dataErr, errs
 }
 
 // Tunnels returns the number of live WebSocket tunnels.

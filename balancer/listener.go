@@ -49,8 +49,25 @@ func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
 		ln = &proxyproto.Listener{Listener: ln, ConnPolicy: policy, ReadHeaderTimeout: proxyHeaderTimeout}
 	}
 	// Always in place, even with no limit set, so Reload can turn one on.
-	b.limiter = &limitListener{Listener: ln, guard: guard, limits: limits, perIP: map[netip.Addr]*ipState{}, rejected: b.metrics.rejectedTotal}
-	return b.limiter, nil
+	l := &limitListener{Listener: ln, guard: guard, limits: limits, perIP: map[netip.Addr]*ipState{}, rejected: b.metrics.rejectedTotal}
+	b.mu.Lock()
+	b.limiter = l
+	b.mu.Unlock()
+	b.limiterOnce.Do(func() { close(b.limiterSet) })
+	return l, nil
+}
+
+// limiterOrNil waits (up to wait) for Serve to have put the limits in front
+// of the data listener and returns them; nil when Serve has not.
+func (b *Balancer) limiterOrNil(wait time.Duration) *limitListener {
+	select {
+	case <-b.limiterSet:
+	case <-time.After(wait):
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.limiter
 }
 
 // guardRedirect puts the accept guard in front of the TLS redirect
@@ -183,6 +200,49 @@ func (l *limitListener) release(addr netip.Addr, counted bool) {
 	}
 }
 
+// held counts a tunnel taken over from the previous process against the
+// limits, as if accepted here: the total (the accept guard) and its client
+// address's count (admitted there, so never refused here). Close releases
+// both, once.
+type held struct {
+	l       *limitListener
+	addr    netip.Addr // carried on to the next process, counted or not
+	counted bool
+	release func() // the guard's slot
+	once    sync.Once
+}
+
+func (l *limitListener) hold(addr netip.Addr) *held {
+	h := &held{l: l, addr: addr, release: l.guard.Hold()}
+	if !addr.IsValid() {
+		return h
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.limits.MaxConnectionsPerIP == 0 && l.limits.NewConnectionsPerIP == 0 {
+		return h
+	}
+	st := l.perIP[addr]
+	if st == nil {
+		st = &ipState{tokens: float64(l.limits.NewConnectionsBurst), last: time.Now()}
+		l.perIP[addr] = st
+	}
+	st.conns++
+	h.counted = true
+	return h
+}
+
+func (h *held) Close() error {
+	h.once.Do(func() {
+		h.release()
+		h.l.release(h.addr, h.counted)
+	})
+	return nil
+}
+
+// clientAddr is the client address the connection is counted under.
+func (h *held) clientAddr() netip.Addr { return h.addr }
+
 // limitConn counts its connection until Close, and applies the per-address
 // limits on its first Read.
 type limitConn struct {
@@ -233,6 +293,10 @@ func (c *limitConn) Close() error {
 	})
 	return c.closeErr
 }
+
+// clientAddr is the client address the connection is counted under (after
+// PROXY protocol); not valid when per-address limits are off.
+func (c *limitConn) clientAddr() netip.Addr { return c.addr }
 
 // inner returns the connection c wraps; the relay reaches the socket through it.
 func (c *limitConn) inner() net.Conn { return c.Conn }

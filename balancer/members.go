@@ -34,7 +34,7 @@ func (b *Balancer) FollowCluster() error {
 	if c == nil {
 		return errNoCluster
 	}
-	b.static.Store(newStaticEdges(b.current.Load().cfg.Edges, b.rebuildRing, b.log))
+	b.static.Store(newStaticEdgesSeeded(b.current.Load().cfg.Edges, b.rebuildRing, b.log, b.inheritedStatic()))
 	ctx, stop := context.WithCancel(context.Background())
 	changes, unsubscribe := c.Subscribe()
 	f := &membersFollower{stop: stop, unsubscribe: unsubscribe, done: make(chan struct{})}

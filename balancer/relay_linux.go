@@ -5,8 +5,10 @@ package balancer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -31,15 +33,18 @@ import (
 // only under its loop's lock, so an fd number is never reused under a loop's
 // feet.
 type relay struct {
-	loops []*relayLoop
-	next  uint32
-	mu    sync.Mutex
-	wg    sync.WaitGroup
-	log   *slog.Logger
+	loops     []*relayLoop
+	next      uint32
+	mu        sync.Mutex
+	wg        sync.WaitGroup
+	log       *slog.Logger
+	closeOnce sync.Once
 }
 
-// relayBufferSize is each loop's copy buffer: one read per event up to this.
-const relayBufferSize = 64 << 10
+// relayBufferSize is each loop's copy buffer: one read per event up to this
+// (so an end's pending bytes never exceed it: maxMovedPending says so to a
+// hand-off's parser).
+const relayBufferSize = maxMovedPending
 
 type relayLoop struct {
 	r      *relay
@@ -60,8 +65,11 @@ type relayLoop struct {
 
 // relayEnd is one socket of a tunnel.
 type relayEnd struct {
-	fd      int
-	conn    net.Conn
+	fd int
+	// conn is the Go connection the socket came from, closed with the
+	// tunnel to end its accounting (limits); for a tunnel taken over from
+	// the previous process, its accounting here (held), or nil.
+	conn    io.Closer
 	peer    *relayEnd
 	pair    *relayPair
 	pending []byte // bytes read from peer not yet written to this socket
@@ -74,7 +82,10 @@ type relayPair struct {
 	client     relayEnd
 	edge       relayEnd
 	lastActive int64 // unix nanoseconds
-	closed     bool
+	// bytes moved, by direction (clientToEdge, edgeToClient); carried
+	// over by a hand-off.
+	bytes  [2]uint64
+	closed bool
 }
 
 func newRelay(log *slog.Logger, idle time.Duration) (*relay, error) {
@@ -326,6 +337,11 @@ func (l *relayLoop) pump(e *relayEnd) {
 			l.rearm(e)
 			return
 		}
+		if e == &e.pair.client {
+			e.pair.bytes[clientToEdge] += uint64(n)
+		} else {
+			e.pair.bytes[edgeToClient] += uint64(n)
+		}
 		w, err := writeAll(e.peer.fd, l.buf[:n])
 		if err != nil {
 			l.closePairLocked(e.pair, "write: "+err.Error())
@@ -383,13 +399,7 @@ func writeAll(fd int, b []byte) (int, error) {
 // rearm sets e's epoll interest from its state: readable while it has not
 // ended and its peer has nothing pending; writable while it has pending bytes.
 func (l *relayLoop) rearm(e *relayEnd) {
-	var want uint32
-	if !e.eof && len(e.peer.pending) == 0 {
-		want |= unix.EPOLLIN | unix.EPOLLRDHUP
-	}
-	if len(e.pending) > 0 {
-		want |= unix.EPOLLOUT
-	}
+	want := e.interest()
 	if want == e.events {
 		return
 	}
@@ -397,6 +407,18 @@ func (l *relayLoop) rearm(e *relayEnd) {
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, e.fd, &unix.EpollEvent{Events: want, Fd: int32(e.fd)}); err != nil {
 		l.closePairLocked(e.pair, "epoll_ctl: "+err.Error())
 	}
+}
+
+// interest is the epoll interest e's state calls for (rearm).
+func (e *relayEnd) interest() uint32 {
+	var want uint32
+	if !e.eof && len(e.peer.pending) == 0 {
+		want |= unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if len(e.pending) > 0 {
+		want |= unix.EPOLLOUT
+	}
+	return want
 }
 
 // sweepLocked closes tunnels with no bytes either way for the idle timeout,
@@ -424,7 +446,9 @@ func (l *relayLoop) closePairLocked(p *relayPair, why string) {
 		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
 		delete(l.ends, int32(e.fd))
 		unix.Close(e.fd)
-		e.conn.Close() // its socket is closed already; this ends its accounting (limits)
+		if e.conn != nil {
+			e.conn.Close() // its socket is closed already; this ends its accounting (limits)
+		}
 		e.pending = nil
 	}
 	if why != "" {
@@ -453,8 +477,15 @@ func (l *relayLoop) closeAll() {
 	l.closed = true
 }
 
-// close stops every loop, closing what they still carry.
+// close stops every loop, closing what they still carry. Once: the wake
+// and epoll descriptors are closed by number, and a second close would
+// close whatever socket has since been given that number (a second
+// Shutdown does call it).
 func (r *relay) close() {
+	r.closeOnce.Do(r.closeLoops)
+}
+
+func (r *relay) closeLoops() {
 	for _, l := range r.loops {
 		l.closeAll()
 		var one [8]byte
@@ -503,3 +534,141 @@ func epollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 	}
 	return int(n), nil
 }
+
+// pairs lists the tunnels the loops carry now.
+func (r *relay) pairs() []*relayPair {
+	var out []*relayPair
+	for _, l := range r.loops {
+		l.mu.Lock()
+		for _, e := range l.ends {
+			if e == &e.pair.client && !e.pair.closed {
+				out = append(out, e.pair)
+			}
+		}
+		l.mu.Unlock()
+	}
+	return out
+}
+
+// detach takes a tunnel out of its loop without closing its sockets, for a
+// hand-off: from here on the loop neither reads nor writes them, so what
+// the tunnel holds is exactly what the kernel buffers and its pending
+// bytes hold. It reports false when the tunnel has closed meanwhile. The
+// caller ships or closes the tunnel with finishDetached. One at a time, so
+// each tunnel pauses only while its own record is on the way.
+func (r *relay) detach(p *relayPair) bool {
+	l := p.t.relayLoop()
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	for _, x := range []*relayEnd{&p.client, &p.edge} {
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
+		delete(l.ends, int32(x.fd))
+	}
+	// Closed for the loop: a late close() of the tunnel leaves the sockets
+	// to finishDetached.
+	p.closed = true
+	return true
+}
+
+// finishDetached closes this process's copies of a detached tunnel's
+// sockets (the new process holds its own when moved) and releases the
+// tunnel here.
+func (r *relay) finishDetached(p *relayPair, moved bool, why string) {
+	for _, e := range []*relayEnd{&p.client, &p.edge} {
+		unix.Close(e.fd)
+		if e.conn != nil {
+			e.conn.Close()
+		}
+		e.pending = nil
+	}
+	if !moved {
+		r.log.Debug("tunnel closed", "edge", p.t.edge, "why", why)
+	}
+	p.t.relayClosed()
+}
+
+// adopt puts a tunnel taken over from the previous process into a loop:
+// its sockets cfd and efd (now owned by the relay) with the state the
+// previous process's loop had. Bytes already pending for an end are
+// written before anything more is read for it, so nothing is reordered.
+func (r *relay) adopt(t *tunnel, m *movedTunnel, cfd, efd int, account io.Closer) error {
+	for _, fd := range []int{cfd, efd} {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return fmt.Errorf("adopt tunnel: %w", err)
+		}
+	}
+	r.mu.Lock()
+	l := r.loops[int(r.next)%len(r.loops)]
+	r.next++
+	r.mu.Unlock()
+
+	p := &relayPair{t: t, lastActive: m.lastActive, bytes: m.bytes}
+	p.client = relayEnd{fd: cfd, conn: account, pair: p, pending: m.toClient, eof: m.clientEOF}
+	p.edge = relayEnd{fd: efd, pair: p, pending: m.toEdge, eof: m.edgeEOF}
+	p.client.peer, p.edge.peer = &p.edge, &p.client
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errors.New("adopt tunnel: relay closed")
+	}
+	for _, e := range []*relayEnd{&p.client, &p.edge} {
+		e.events = e.interest()
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &unix.EpollEvent{Events: e.events, Fd: int32(e.fd)}); err != nil {
+			if e == &p.edge {
+				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, p.client.fd, nil)
+				delete(l.ends, int32(p.client.fd))
+			}
+			return fmt.Errorf("adopt tunnel: epoll_ctl: %w", err)
+		}
+		l.ends[int32(e.fd)] = e
+	}
+	t.setRelay(l, p)
+	if p.client.eof && p.edge.eof && len(p.client.pending) == 0 && len(p.edge.pending) == 0 {
+		l.closePairLocked(p, "")
+	}
+	return nil
+}
+
+// movedState is what a detached tunnel's relay pair carries to the next
+// process.
+func (p *relayPair) movedState(m *movedTunnel) {
+	m.edge, m.key, m.start = p.t.edge, p.t.key, p.t.start
+	if c, ok := p.client.conn.(interface{ clientAddr() netip.Addr }); ok {
+		m.clientAddr = c.clientAddr()
+	}
+	m.lastActive = p.lastActive
+	m.bytes = p.bytes
+	m.toClient, m.toEdge = p.client.pending, p.edge.pending
+	m.clientEOF, m.edgeEOF = p.client.eof, p.edge.eof
+}
+
+// fds returns the pair's sockets, client first.
+func (p *relayPair) fds() (int, int) { return p.client.fd, p.edge.fd }
+
+// checkTCPSocket makes sure received descriptors are TCP sockets before
+// the relay reads and writes them.
+func checkTCPSocket(fds ...int) error {
+	for _, fd := range fds {
+		typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+		if err != nil {
+			return fmt.Errorf("received descriptor: %w", err)
+		}
+		domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+		if err != nil {
+			return fmt.Errorf("received descriptor: %w", err)
+		}
+		if typ != unix.SOCK_STREAM || (domain != unix.AF_INET && domain != unix.AF_INET6) {
+			return fmt.Errorf("received descriptor is not a TCP socket (domain %d, type %d)", domain, typ)
+		}
+	}
+	return nil
+}
+
+func closeFD(fd int) { unix.Close(fd) }

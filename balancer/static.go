@@ -32,6 +32,13 @@ type staticEdge struct {
 // prober's goroutine) whenever one comes up or goes down — the ring is
 // rebuilt then.
 func newStaticEdges(edges []configs.StaticEdge, changed func(), logger *slog.Logger) *staticEdges {
+	return newStaticEdgesSeeded(edges, changed, logger, nil)
+}
+
+// newStaticEdgesSeeded is newStaticEdges with each monitor starting from the
+// state in states (name → up), the one the process this one replaced had:
+// an edge it saw down stays off the ring until it passes Rise checks here.
+func newStaticEdgesSeeded(edges []configs.StaticEdge, changed func(), logger *slog.Logger, states map[string]bool) *staticEdges {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -50,6 +57,9 @@ func newStaticEdges(edges []configs.StaticEdge, changed func(), logger *slog.Log
 				changed()
 			}
 		}, logger)
+		if up, ok := states[e.Name]; ok {
+			p.Seed(up, "as the process this one replaced saw it")
+		}
 		s.edges = append(s.edges, staticEdge{member: ring.Member{Name: e.Name, URL: e.URL, Weight: e.Weight}, prober: p})
 		s.wg.Add(1)
 		go func() {
@@ -67,6 +77,15 @@ func (s *staticEdges) Members() []ring.Member {
 		if up, _ := e.prober.Up(); up {
 			out = append(out, e.member)
 		}
+	}
+	return out
+}
+
+// states returns each edge's monitor state, name → up.
+func (s *staticEdges) states() map[string]bool {
+	out := make(map[string]bool, len(s.edges))
+	for _, e := range s.edges {
+		out[e.member.Name], _ = e.prober.Up()
 	}
 	return out
 }

@@ -32,8 +32,11 @@ import (
 // tunnel and its goroutines forever.
 type tunnel struct {
 	b    *Balancer
-	edge string   // edge name, for metrics and logs
-	conn net.Conn // to the edge
+	edge string // edge name, for metrics and logs
+	key  string // the stickiness key it was routed by
+	// start is when the edge answered 101 (carried over a hand-off).
+	start time.Time
+	conn  net.Conn // to the edge
 	// head is what goes to the client first: the edge's 101 response head
 	// (plus an assigned cookie) and any bytes the edge sent right after it.
 	head []byte
@@ -270,6 +273,12 @@ func (t *tunnel) close() {
 	}
 	started := t.started
 	t.mu.Unlock()
+	if t.conn == nil {
+		// Taken over from the previous process but not in the relay yet
+		// (adopt closes its sockets): nothing here to close.
+		t.release()
+		return
+	}
 	t.conn.Close()
 	if started {
 		t.client.Close()
@@ -291,6 +300,21 @@ func (t *tunnel) setRelay(l *relayLoop, p *relayPair) {
 	t.mu.Lock()
 	t.loop, t.pair = l, p
 	t.mu.Unlock()
+}
+
+// relayLoop is the loop carrying the tunnel, nil when none does.
+func (t *tunnel) relayLoop() *relayLoop {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.loop
+}
+
+// settled reports whether the tunnel has left the handshake: carried by the
+// relay, copied by goroutines, or closed.
+func (t *tunnel) settled() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed || t.loop != nil || t.round != nil
 }
 
 // relayClosed is called by the relay loop once it has closed both sockets.

@@ -79,7 +79,7 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, k
 		}
 		if status == fasthttp.StatusSwitchingProtocols {
 			_ = conn.SetDeadline(time.Time{})
-			tun = &tunnel{b: b, edge: m.Name, conn: conn, head: withCookie(head, n, cookie), idle: b.cfg.TunnelIdleTimeout.D()}
+			tun = &tunnel{b: b, edge: m.Name, key: string(key), start: time.Now(), conn: conn, head: withCookie(head, n, cookie), idle: b.cfg.TunnelIdleTimeout.D()}
 			return "", nil
 		}
 		// Any other answer goes back to the client as an HTTP response.

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,11 @@ type Server struct {
 	admin  adminServer
 	closed bool
 	served sync.WaitGroup
+	// udpServed counts the UDP loops, which Shutdown lets finish their
+	// batch before closing their sockets.
+	udpServed sync.WaitGroup
+	// tcpListener is the TCP listener DNS serves (StopAccepting).
+	tcpListener net.Listener
 }
 
 // state is everything a query reads, swapped whole by Reload.
@@ -161,7 +167,18 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 // Start binds UDP and TCP on cfg.listen (port 0 picks one free port for
 // both) and starts the monitors. It returns once both listeners serve.
 func (s *Server) Start(ctx context.Context) error {
-	listen, workers := s.state.Load().cfg.Listen, s.state.Load().cfg.UDPWorkers
+	cfg := s.state.Load().cfg
+	pcs, ln, err := Bind(cfg.Listen, cfg.UDPWorkers)
+	if err != nil {
+		return err
+	}
+	return s.StartOn(ctx, pcs, ln)
+}
+
+// Bind opens the DNS sockets of gslb.listen: udp_workers UDP sockets sharing
+// the port (SO_REUSEPORT; one per CPU when 0) and a TCP listener on the same
+// port (with port 0, the UDP one's).
+func Bind(listen string, workers int) ([]net.PacketConn, net.Listener, error) {
 	if workers <= 0 || udpSockets() == 1 {
 		workers = udpSockets()
 	}
@@ -171,22 +188,29 @@ func (s *Server) Start(ctx context.Context) error {
 	for attempt := 0; attempt < 10; attempt++ {
 		pcs, err = listenUDP(listen, workers)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		// TCP on the same port as UDP: with port 0, the UDP one.
 		ln, err = net.Listen("tcp", pcs[0].LocalAddr().String())
 		if err == nil {
-			break
+			return pcs, ln, nil
 		}
 		for _, pc := range pcs {
 			pc.Close()
 		}
 		if !strings.HasSuffix(listen, ":0") {
-			return fmt.Errorf("gslb listen tcp %s: %w", listen, err)
+			return nil, nil, fmt.Errorf("gslb listen tcp %s: %w", listen, err)
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("gslb listen tcp: %w", err)
+	return nil, nil, fmt.Errorf("gslb listen tcp: %w", err)
+}
+
+// StartOn serves DNS on sockets from Bind, or inherited from the process
+// this one replaces (a hitless upgrade: the same sockets, so no query finds
+// the port closed), and starts the monitors. pcs must be *net.UDPConn.
+func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Listener) error {
+	if len(pcs) == 0 || ln == nil {
+		return errors.New("gslb: no sockets to serve on")
 	}
 	// miekg/dns retries a temporary accept error (EMFILE) at once, a busy
 	// loop on a whole core while descriptors are short, and returns on any
@@ -213,6 +237,7 @@ func (s *Server) Start(ctx context.Context) error {
 	for _, pc := range pcs {
 		s.udp = append(s.udp, pc.(*net.UDPConn))
 	}
+	s.tcpListener = ln
 	s.tcp = &dns.Server{Listener: ln, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept, MsgInvalidFunc: invalid, TsigProvider: tsigProvider{s},
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
 	s.addr = pcs[0].LocalAddr().String()
@@ -228,9 +253,11 @@ func (s *Server) Start(ctx context.Context) error {
 	}()
 	for _, conn := range udp {
 		s.served.Add(1)
+		s.udpServed.Add(1)
 		go func() {
 			defer s.served.Done()
-			if err := s.serveUDPBatched(conn); err != nil { // returns when Shutdown closes conn
+			defer s.udpServed.Done()
+			if err := s.serveUDPBatched(conn); err != nil && !s.stopping(err) { // returns when Shutdown stops it
 				s.logger.Error("UDP loop ended", "err", err)
 			}
 		}()
@@ -315,7 +342,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.stop()
 	var errs []error
-	// UDP needs no draining: each query is answered before the next read.
+	// Each loop answers the batch it has read before it reads again: a
+	// read deadline in the past stops it there, and only then is the
+	// socket closed, so no query read is left unanswered. (After a hand-off
+	// the new process holds the same sockets and reads what is left.)
+	for _, c := range udp {
+		_ = c.SetReadDeadline(time.Unix(1, 0))
+	}
+	udpDone := make(chan struct{})
+	go func() { s.udpServed.Wait(); close(udpDone) }()
+	select {
+	case <-udpDone:
+	case <-ctx.Done():
+	}
 	for _, c := range udp {
 		c.Close()
 	}
@@ -334,6 +373,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, ctx.Err())
 	}
 	return errors.Join(errs...)
+}
+
+// StopAccepting closes the TCP listener (this process's copy of it) and
+// nothing else: connections already accepted are answered on. Before a
+// Shutdown that hands the sockets to a new process, it lets the queries on
+// connections just accepted here be read and answered first (Shutdown
+// unblocks every connection's read at once).
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	ln := s.tcpListener
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+}
+
+// stopping reports whether err ended a UDP loop because Shutdown stopped it.
+func (s *Server) stopping(err error) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed && (errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded))
 }
 
 // acceptQuery decides from the header alone: responses get no answer at

@@ -214,6 +214,16 @@ func (l *Listener) Close() error {
 // Connections already open stay open.
 func (l *Listener) SetMax(n int) { l.max.Store(int64(n)) }
 
+// Hold counts a connection this listener did not accept — one taken over
+// from the process this one replaced, admitted there — until release is
+// called (once). It may take the count beyond the cap: the connection is
+// open already; new ones are refused until the count is back under it.
+func (l *Listener) Hold() (release func()) {
+	l.open.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { l.open.Add(-1) }) }
+}
+
 // Open is the number of connections accepted and not yet closed.
 func (l *Listener) Open() int { return int(l.open.Load()) }
 

@@ -117,11 +117,11 @@ func startDemoNodes(ctx context.Context, cfg *configs.Config, logger *slog.Logge
 		nc := cfg.ForNode(dn)
 		switch dn.Role {
 		case "edge":
-			return startEdge(ctx, nc, logger, false)
+			return startEdge(ctx, nc, logger, false, nil)
 		case "gslb":
-			return startGSLB(ctx, nc, logger, false)
+			return startGSLB(ctx, nc, logger, false, nil)
 		}
-		return startBalancer(ctx, nc, logger, false)
+		return startBalancer(ctx, nc, logger, false, nil)
 	}
 	first, err := start(cfg.Demo.Nodes[0])
 	if err != nil {

@@ -27,6 +27,7 @@ func commands() []command {
 		{"edge", "run an edge node (session relay)", runEdgeCmd},
 		{"balancer", "run a regional balancer", runBalancerCmd},
 		{"gslb", "run the authoritative DNS server with region pools and failover", runGSLBCmd},
+		{"upgrade", "replace a running balancer or gslb with a new binary without closing a connection", runUpgrade},
 		{"check", "validate a config file and report every problem", runCheck},
 		{"token", "mint a signed join token for an edge session (edge.auth)", runToken},
 		{"keygen", "write a new random key: cluster key, admin token or join-token secret", runKeygen},

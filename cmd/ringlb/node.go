@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ringlb/ringlb/balancer"
+	"github.com/ringlb/ringlb/balancer/handoff"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/gslb"
@@ -45,6 +47,12 @@ type node struct {
 	drain func(ctx context.Context) error
 	// failed receives the first error of a server goroutine; nil after a clean stop.
 	failed <-chan error
+	// sendState sends a new process what it starts with (SIGUSR2); nil when
+	// the role sends nothing. handOff then stops serving (the new process
+	// serves the same listeners), moves what the role holds per connection
+	// and leaves gossip; nil for roles that are not upgraded in place.
+	sendState func(c *handoff.Conn) error
+	handOff   func(ctx context.Context, c *handoff.Conn) error
 }
 
 func newRegistry(withProcess bool) *prometheus.Registry {
@@ -74,12 +82,14 @@ func adminURL(ln net.Listener) string {
 	return "http://" + configs.ReachableAddr(ln.Addr().String())
 }
 
-func listenPair(data, admin string) (net.Listener, net.Listener, error) {
-	dl, err := net.Listen("tcp", data)
+// listenPair opens a role's data and admin listeners, inherited from the
+// process this one replaces when there is one (proc may be nil: the demo).
+func listenPair(proc *handoff.Process, role, data, admin string) (net.Listener, net.Listener, error) {
+	dl, err := proc.Listen(role+"-data", "tcp", data)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen on %s: %w (is another ringlb running? change the listen address)", data, err)
 	}
-	al, err := net.Listen("tcp", admin)
+	al, err := proc.Listen(role+"-admin", "tcp", admin)
 	if err != nil {
 		dl.Close()
 		return nil, nil, fmt.Errorf("listen on admin %s: %w (change the admin address)", admin, err)
@@ -92,10 +102,12 @@ func listenPair(data, admin string) (net.Listener, net.Listener, error) {
 // in gossip; those connections wait in the listen backlog the few
 // milliseconds until the edge checks ownership, so no session starts here
 // unchecked.
-func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool) (*node, error) {
+func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool, _ *handoff.Process) (*node, error) {
 	name := cfg.Cluster.Name
 	logger = logger.With("node", name, "role", "edge")
-	dl, al, err := listenPair(cfg.Edge.Listen, cfg.Edge.Admin.Listen)
+	// Edges are not upgraded in place (their sessions live in the process):
+	// they drain, and their listeners are their own.
+	dl, al, err := listenPair(nil, "edge", cfg.Edge.Listen, cfg.Edge.Admin.Listen)
 	if err != nil {
 		return nil, err
 	}
@@ -174,8 +186,11 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 }
 
 // startBalancer starts a balancer whose ring follows the alive, non-draining
-// edges of its gossip cluster plus the static edges of its config.
-func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool) (n *node, err error) {
+// edges of its gossip cluster plus the static edges of its config. Started by
+// an upgrade (proc has a parent), it serves the inherited listeners with the
+// old process's ring, takes over its tunnels, and joins gossip once the old
+// process has left it.
+func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool, proc *handoff.Process) (n *node, err error) {
 	name := cfg.Cluster.Name
 	logger = logger.With("node", name, "role", "balancer")
 	r := ring.New(ringConfig(cfg.Cluster.Ring))
@@ -184,6 +199,7 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 		return nil, err
 	}
 	var m *health.Membership
+	var opened []net.Listener
 	defer func() {
 		if err != nil { // undo what was started, in reverse
 			stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -192,31 +208,55 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			if m != nil {
 				m.Shutdown(stopCtx)
 			}
+			for _, ln := range opened {
+				ln.Close()
+			}
 		}
 	}()
 	meta := health.Meta{Role: health.RoleBalancer, Region: cfg.Cluster.Region, State: health.StateAlive}
-	if m, err = health.Join(ctx, cfg.Cluster, meta, logger); err != nil {
-		return nil, fmt.Errorf("join cluster: %w", err)
+	parent := proc.Parent()
+	if parent == nil {
+		if m, err = health.Join(ctx, cfg.Cluster, meta, logger); err != nil {
+			return nil, fmt.Errorf("join cluster: %w", err)
+		}
+		b.SetCluster(m)
+		if err := b.FollowCluster(); err != nil {
+			return nil, err
+		}
 	}
-	b.SetCluster(m)
-	if err := b.FollowCluster(); err != nil {
-		return nil, err
-	}
-	dl, al, err := listenPair(cfg.Balancer.Listen, cfg.Balancer.Admin.Listen)
+	dl, al, err := listenPair(proc, "balancer", cfg.Balancer.Listen, cfg.Balancer.Admin.Listen)
 	if err != nil {
 		return nil, err
 	}
+	opened = append(opened, dl, al)
 	servers := map[net.Listener]func(net.Listener) error{dl: b.Serve, al: b.ServeAdmin}
 	if from := cfg.Balancer.TLS.RedirectFrom; from != "" {
-		rl, err := net.Listen("tcp", from)
+		rl, err := proc.Listen("balancer-redirect", "tcp", from)
 		if err != nil {
-			dl.Close()
-			al.Close()
 			return nil, fmt.Errorf("listen on balancer.tls.redirect_from %s: %w", from, err)
 		}
+		opened = append(opened, rl)
 		servers[rl] = b.ServeRedirect
 	}
+	var peers []string
+	if parent != nil {
+		if peers, err = parent.RecvPeers(); err != nil {
+			return nil, fmt.Errorf("take over: %w", err)
+		}
+		if err := b.ReceiveState(parent); err != nil {
+			return nil, fmt.Errorf("take over: %w", err)
+		}
+	}
 	failed := serve(servers)
+	if parent != nil {
+		if m, err = takeOver(ctx, parent, cfg, peers, meta, logger, b.TakeOver); err != nil {
+			return nil, err
+		}
+		b.SetCluster(m)
+		if err := b.FollowCluster(); err != nil {
+			return nil, err
+		}
+	}
 	logger.Info("balancer started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
 		"max_connections", cfg.Balancer.Limits.MaxConnections)
 	return &node{
@@ -231,7 +271,92 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			}
 			return m.ReloadKeys(next.Cluster)
 		},
+		sendState: func(c *handoff.Conn) error {
+			if err := c.SendPeers(gossipPeers(m)); err != nil {
+				return err
+			}
+			return b.SendState(c)
+		},
+		handOff: func(ctx context.Context, c *handoff.Conn) error {
+			res, err := b.HandOff(ctx, c)
+			logger.Info("tunnels handed over", "moved", res.Moved, "kept", res.Kept, "closed", res.Closed, "pending_bytes", res.PendingBytes,
+				"stopping", res.Stopping.Round(time.Millisecond), "moving", res.Moving.Round(time.Millisecond))
+			if res.Kept > 0 {
+				logger.Info("TLS tunnels cannot move to another process: they run here until they end or the shutdown timeout", "tunnels", res.Kept)
+			}
+			// Leaving gossip frees the gossip port for the new process.
+			return errors.Join(err, m.Shutdown(ctx))
+		},
 	}, nil
+}
+
+// maxSeedPeers is how many of its live gossip peers an old process gives
+// the new one to join through (they become seeds it keeps checking).
+const maxSeedPeers = 5
+
+// gossipPeers returns the gossip addresses of up to maxSeedPeers live
+// members other than this node.
+func gossipPeers(m *health.Membership) []string {
+	var out []string
+	for _, n := range m.Members() {
+		if n.Addr != "" && n.Addr != m.Addr() && len(out) < maxSeedPeers {
+			out = append(out, n.Addr)
+		}
+	}
+	return out
+}
+
+// takeOverGossipWait bounds the wait for the old process to leave gossip
+// (and free the gossip port) after it handed over.
+const takeOverGossipWait = 60 * time.Second
+
+// takeOver is the end of a new process's start: it is ready (serving the
+// inherited listeners), takes what the old process hands over (adopt; nil
+// when the role takes nothing), waits until the old one has left gossip,
+// joins in its place and tells the old one it may exit.
+func takeOver(ctx context.Context, parent *handoff.Conn, cfg *configs.Config, peers []string, meta health.Meta, logger *slog.Logger, adopt func(*handoff.Conn) (int, error)) (*health.Membership, error) {
+	if err := parent.Ready(); err != nil {
+		return nil, fmt.Errorf("tell the old process we are ready: %w", err)
+	}
+	taken := 0
+	if adopt != nil {
+		var err error
+		if taken, err = adopt(parent); err != nil {
+			logger.Error("take over: the hand-off broke off; carrying what arrived", "tunnels", taken, "err", err)
+		}
+	}
+	if err := parent.WaitEnd(takeOverGossipWait); err != nil {
+		logger.Warn("take over: the old process did not say it left gossip; joining anyway", "err", err)
+	}
+	// The old process's live peers join the seeds: whichever answers first
+	// gives the whole membership at once, also when this node is the seed
+	// the others joined through (none of its own seeds may be up).
+	cluster := cfg.Cluster
+	cluster.Join = slices.Clone(cluster.Join)
+	for _, p := range peers {
+		if !slices.Contains(cluster.Join, p) {
+			cluster.Join = append(cluster.Join, p)
+		}
+	}
+	var m *health.Membership
+	var err error
+	// The old process's gossip sockets close as it leaves; a moment's retry
+	// covers the kernel releasing the port.
+	for attempt := 0; attempt < 50; attempt++ {
+		if m, err = health.Join(ctx, cluster, meta, logger); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("join cluster: %w", err)
+	}
+	if err := parent.Done(taken); err != nil {
+		logger.Warn("take over: could not tell the old process we are done", "err", err)
+	}
+	parent.Close()
+	logger.Info("took over from the old process", "tunnels", taken)
+	return m, nil
 }
 
 // ringConfig is the ring of cluster.ring: balancers route by it, edges
@@ -241,15 +366,25 @@ func ringConfig(c configs.Ring) ring.Config {
 }
 
 // startGSLB starts the authoritative DNS server: DNS first, then its admin
-// port, then gossip (as role gslb, so dashboards see it).
-func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool) (*node, error) {
+// port, then gossip (as role gslb, so dashboards see it). Started by an
+// upgrade, it serves the inherited DNS sockets (the same sockets: no query
+// finds the port closed) and joins gossip once the old process has left.
+func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool, proc *handoff.Process) (*node, error) {
 	name := cfg.Cluster.Name
 	logger = logger.With("node", name, "role", "gslb")
 	s, err := gslb.New(cfg.GSLB, name, logger, newRegistry(processMetrics))
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Start(ctx); err != nil {
+	pcs, ln, err := dnsSockets(proc, cfg.GSLB)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.StartOn(ctx, pcs, ln); err != nil {
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		ln.Close()
 		return nil, err
 	}
 	shutdown := func() {
@@ -257,16 +392,25 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		defer cancel()
 		s.Shutdown(c)
 	}
-	al, err := net.Listen("tcp", cfg.GSLB.Admin.Listen)
+	al, err := proc.Listen("gslb-admin", "tcp", cfg.GSLB.Admin.Listen)
 	if err != nil {
 		shutdown()
 		return nil, fmt.Errorf("listen on admin %s: %w (change gslb.admin.listen)", cfg.GSLB.Admin.Listen, err)
 	}
 	failed := serve(map[net.Listener]func(net.Listener) error{al: s.ServeAdmin})
-	m, err := health.Join(ctx, cfg.Cluster, health.Meta{Role: health.RoleGSLB, Region: cfg.Cluster.Region,
-		Admin: adminURL(al), State: health.StateAlive}, logger)
+	meta := health.Meta{Role: health.RoleGSLB, Region: cfg.Cluster.Region, Admin: adminURL(al), State: health.StateAlive}
+	var m *health.Membership
+	if parent := proc.Parent(); parent != nil {
+		var peers []string
+		if peers, err = parent.RecvPeers(); err == nil {
+			m, err = takeOver(ctx, parent, cfg, peers, meta, logger, nil)
+		}
+	} else {
+		m, err = health.Join(ctx, cfg.Cluster, meta, logger)
+	}
 	if err != nil {
 		shutdown()
+		al.Close()
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
 	// Several gslb nodes (the domain's NS set) agree on members' health:
@@ -281,7 +425,67 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		reload: func(next *configs.Config) error {
 			return errors.Join(s.Reload(next.GSLB), m.ReloadKeys(next.Cluster))
 		},
+		sendState: func(c *handoff.Conn) error { return c.SendPeers(gossipPeers(m)) },
+		// The new process reads the same DNS sockets already. Stopping
+		// here answers every query this one has read: TCP connections
+		// accepted here get a moment to send their query first.
+		handOff: func(ctx context.Context, _ *handoff.Conn) error {
+			s.StopAccepting()
+			select {
+			case <-time.After(tcpQueryGrace):
+			case <-ctx.Done():
+			}
+			return errors.Join(s.Shutdown(ctx), m.Shutdown(ctx))
+		},
 	}, nil
+}
+
+// tcpQueryGrace is how long an old gslb process, which no longer accepts,
+// keeps reading the TCP connections it accepted before it closes them.
+const tcpQueryGrace = 500 * time.Millisecond
+
+// dnsSockets returns the gslb's UDP sockets and TCP listener: inherited from
+// the process this one replaces, else bound now (and kept for a later
+// upgrade).
+func dnsSockets(proc *handoff.Process, cfg configs.GSLB) ([]net.PacketConn, net.Listener, error) {
+	if files := proc.Inherited("gslb-udp"); len(files) > 0 {
+		var pcs []net.PacketConn
+		for _, f := range files {
+			pc, err := net.FilePacketConn(f)
+			if err != nil {
+				for _, pc := range pcs {
+					pc.Close()
+				}
+				return nil, nil, fmt.Errorf("inherited DNS socket: %w", err)
+			}
+			pcs = append(pcs, pc)
+		}
+		ln, err := proc.Listen("gslb-tcp", "tcp", cfg.Listen)
+		if err != nil {
+			for _, pc := range pcs {
+				pc.Close()
+			}
+			return nil, nil, err
+		}
+		return pcs, ln, nil
+	}
+	pcs, ln, err := gslb.Bind(cfg.Listen, cfg.UDPWorkers)
+	if err != nil {
+		return nil, nil, err
+	}
+	socks := make([]syscall.Conn, 0, len(pcs))
+	for _, pc := range pcs {
+		socks = append(socks, pc.(syscall.Conn))
+	}
+	err = errors.Join(proc.AddAll("gslb-udp", socks), proc.Add("gslb-tcp", ln.(syscall.Conn)))
+	if err != nil {
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		ln.Close()
+		return nil, nil, err
+	}
+	return pcs, ln, nil
 }
 
 // useOpenFileLimit raises the soft open-file limit to the hard one and logs
@@ -297,9 +501,11 @@ func useOpenFileLimit(logger *slog.Logger) {
 
 // runRole is the body of `ringlb edge`, `ringlb balancer` and `ringlb gslb`.
 func runRole(ctx context.Context, role string, args []string, stderr io.Writer) error {
-	fs := flagSet(role, fmt.Sprintf("Runs a %s node from a config file (only its cluster and %s sections are read).\nSIGINT or SIGTERM stops it gracefully.", role, role), stderr)
+	fs := flagSet(role, fmt.Sprintf("Runs a %s node from a config file (only its cluster and %s sections are read).\nSIGINT or SIGTERM stops it gracefully; SIGHUP reloads the config file; SIGUSR2 (balancer, gslb)\nreplaces the process with the binary at its path without closing a connection (ringlb upgrade).", role, role), stderr)
 	path := fs.String("config", "", "config file (required)")
 	grace := fs.Duration("shutdown-timeout", 0, "bound on graceful stop (default: edge.drain_timeout + 5s for edges, 10s for balancers)")
+	upgradeDir := fs.String("upgrade-dir", "", "private directory (0700) of the hand-off socket for upgrades (default $RUNTIME_DIRECTORY, else $TMPDIR/ringlb-UID)")
+	upgradeTimeout := fs.Duration("upgrade-timeout", handoff.DefaultReadyTimeout, "how long a new process started by an upgrade has to be ready; then it is killed and this one keeps serving")
 	newLogger := logFlags(fs, stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -312,10 +518,25 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	// First: a process started by an upgrade takes its listeners and
+	// reports to the old process, which waits to hear why if this one
+	// cannot take over.
+	proc, err := handoff.Start(handoff.Options{Dir: *upgradeDir, ReadyTimeout: *upgradeTimeout, Stderr: stderr, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer proc.Close()
+	refuse := func(err error) error {
+		if parent := proc.Parent(); parent != nil {
+			parent.Fail(err)
+			parent.Close()
+		}
+		return err
+	}
 	useOpenFileLimit(logger) // before Load: the connection limits derive from it
 	cfg, err := configs.Load(*path)
 	if err != nil {
-		return fmt.Errorf("%w\n(run ringlb check -config %s)", err, *path)
+		return refuse(fmt.Errorf("%w\n(run ringlb check -config %s)", err, *path))
 	}
 	start, timeout := startBalancer, 10*time.Second
 	switch role {
@@ -338,13 +559,20 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		// a balancer) needs.
 		runtime.GOMAXPROCS(cfg.GSLB.UDPWorkers)
 	}
-	n, err := start(ctx, cfg, logger, true)
-	if err != nil {
-		return err
-	}
+	// Signals are caught before the node says it is ready: a reload or an
+	// upgrade sent right after READY must not find them ignored.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	upgraded := proc.Parent() != nil
+	n, err := start(ctx, cfg, logger, true, proc)
+	if err != nil {
+		return refuse(err)
+	}
+	notifySystemd(logger, upgraded)
 	var runErr error
 wait:
 	for {
@@ -356,6 +584,14 @@ wait:
 			break wait
 		case <-hup:
 			reloadNode(n, *path, logger)
+		case <-usr2:
+			if n.handOff == nil {
+				logger.Warn("SIGUSR2: a "+role+" is not upgraded in place; drain it and restart it (SIGTERM)", "node", n.name)
+				continue
+			}
+			if upgradeNode(ctx, n, proc, *upgradeDir, timeout, logger) {
+				return nil
+			}
 		}
 	}
 	if n.drain != nil && runErr == nil {

@@ -1,0 +1,435 @@
+package balancer
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ringlb/ringlb/balancer/handoff"
+	"github.com/ringlb/ringlb/balancer/ring"
+)
+
+// Hitless upgrade, the balancer's part (the process part is balancer/handoff):
+// the old process sends its ring (SendState) so the new one routes like it
+// from its first request; once the new one serves, the old one stops
+// serving, takes every plain tunnel out of its relay and sends each with its
+// two sockets and its state (HandOff); the new one puts them in its own
+// relay (TakeOver). Bytes in the kernel's socket buffers move with the
+// sockets; bytes the old relay had read but not yet written travel in the
+// record and are written first. TLS tunnels cannot move (crypto/tls keeps
+// the session keys inside the process): they stay with the old process
+// until they end or its shutdown timeout.
+
+// movedTunnel is one tunnel's state on the wire.
+type movedTunnel struct {
+	edge, key  string
+	clientAddr netip.Addr // the address the client is counted under (limits), if any
+	start      time.Time
+	lastActive int64     // unix nanoseconds
+	bytes      [2]uint64 // clientToEdge, edgeToClient
+	clientEOF  bool      // the client sent FIN (passed on to the edge)
+	edgeEOF    bool      // the edge sent FIN
+	toClient   []byte    // read from the edge, not yet written to the client
+	toEdge     []byte    // read from the client, not yet written to the edge
+}
+
+// Limits of a tunnel record. A relay end's pending bytes are at most one
+// read of its loop's buffer; the key is bounded by balancer.key.max_length
+// (at most 4096) and the edge's name by membership (64).
+const (
+	movedRecordVersion = 1
+	maxMovedPending    = 64 << 10 // relay_linux.go's relayBufferSize
+	maxMovedKey        = 4096
+	maxMovedEdge       = 255
+	movedHeaderLen     = 1 + 1 + 1 + 2 + 8*5 + 4 + 4 + 1
+)
+
+// encode appends the record: version, flags, edge length, key length,
+// start, last active, bytes up, bytes down, reserved, the two pending
+// lengths, the client address's length (0, 4 or 16), then edge, key,
+// client address and the pending bytes.
+func (m *movedTunnel) encode() []byte {
+	addr, _ := m.clientAddr.MarshalBinary() // never fails; no zone here
+	b := make([]byte, 0, movedHeaderLen+len(m.edge)+len(m.key)+len(addr)+len(m.toClient)+len(m.toEdge))
+	var flags byte
+	if m.clientEOF {
+		flags |= 1
+	}
+	if m.edgeEOF {
+		flags |= 2
+	}
+	b = append(b, movedRecordVersion, flags, byte(len(m.edge)))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(m.key)))
+	b = binary.BigEndian.AppendUint64(b, uint64(m.start.UnixNano()))
+	b = binary.BigEndian.AppendUint64(b, uint64(m.lastActive))
+	b = binary.BigEndian.AppendUint64(b, m.bytes[clientToEdge])
+	b = binary.BigEndian.AppendUint64(b, m.bytes[edgeToClient])
+	b = binary.BigEndian.AppendUint64(b, 0)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(m.toClient)))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(m.toEdge)))
+	b = append(b, byte(len(addr)))
+	b = append(b, m.edge...)
+	b = append(b, m.key...)
+	b = append(b, addr...)
+	b = append(b, m.toClient...)
+	return append(b, m.toEdge...)
+}
+
+var errBadRecord = errors.New("bad tunnel record")
+
+// decodeMoved parses a record, refusing any length beyond the limits
+// before using it.
+func decodeMoved(p []byte) (*movedTunnel, error) {
+	if len(p) < movedHeaderLen {
+		return nil, fmt.Errorf("%w: %d bytes, shorter than its header", errBadRecord, len(p))
+	}
+	if p[0] != movedRecordVersion {
+		return nil, fmt.Errorf("%w: version %d, want %d", errBadRecord, p[0], movedRecordVersion)
+	}
+	flags, edgeLen := p[1], int(p[2])
+	keyLen := int(binary.BigEndian.Uint16(p[3:5]))
+	m := &movedTunnel{
+		start:      time.Unix(0, int64(binary.BigEndian.Uint64(p[5:13]))),
+		lastActive: int64(binary.BigEndian.Uint64(p[13:21])),
+		clientEOF:  flags&1 != 0,
+		edgeEOF:    flags&2 != 0,
+	}
+	m.bytes[clientToEdge] = binary.BigEndian.Uint64(p[21:29])
+	m.bytes[edgeToClient] = binary.BigEndian.Uint64(p[29:37])
+	toClientLen := binary.BigEndian.Uint32(p[45:49])
+	toEdgeLen := binary.BigEndian.Uint32(p[49:53])
+	addrLen := int(p[53])
+	if edgeLen == 0 || keyLen > maxMovedKey || toClientLen > maxMovedPending || toEdgeLen > maxMovedPending || (addrLen != 0 && addrLen != 4 && addrLen != 16) {
+		return nil, fmt.Errorf("%w: edge %d, key %d, address %d, pending %d and %d bytes", errBadRecord, edgeLen, keyLen, addrLen, toClientLen, toEdgeLen)
+	}
+	rest := p[movedHeaderLen:]
+	if want := edgeLen + keyLen + addrLen + int(toClientLen) + int(toEdgeLen); len(rest) != want {
+		return nil, fmt.Errorf("%w: %d bytes after the header, lengths say %d", errBadRecord, len(rest), want)
+	}
+	m.edge, rest = string(rest[:edgeLen]), rest[edgeLen:]
+	m.key, rest = string(rest[:keyLen]), rest[keyLen:]
+	if addrLen > 0 {
+		m.clientAddr, _ = netip.AddrFromSlice(rest[:addrLen])
+	}
+	rest = rest[addrLen:]
+	if toClientLen > 0 {
+		m.toClient = append([]byte(nil), rest[:toClientLen]...)
+	}
+	rest = rest[toClientLen:]
+	if toEdgeLen > 0 {
+		m.toEdge = append([]byte(nil), rest[:toEdgeLen]...)
+	}
+	return m, nil
+}
+
+// handoffState is what the new process starts with.
+type handoffState struct {
+	Ring []handoffMember `json:"ring"`
+	// Static is each static edge's monitor state (name → up): the new
+	// process's monitors start from it, so an edge seen down stays off the
+	// ring (a fresh monitor starts up, until Fall checks fail).
+	Static map[string]bool `json:"static,omitempty"`
+}
+
+type handoffMember struct {
+	Name   string `json:"name"`
+	URL    string `json:"url"`
+	Weight int    `json:"weight"`
+}
+
+// maxStateMembers bounds the ring a state frame may carry.
+const maxStateMembers = 10000
+
+// SendState sends the new process what it needs before it serves: the ring
+// this balancer routes by (the new one joins gossip only once this one has
+// left it, so until then it routes by this copy).
+func (b *Balancer) SendState(c *handoff.Conn) error {
+	var st handoffState
+	for _, m := range b.ring.Snapshot().Members() {
+		st.Ring = append(st.Ring, handoffMember{Name: m.Name, URL: m.URL, Weight: m.Weight})
+	}
+	if static := b.static.Load(); static != nil {
+		st.Static = static.states()
+	}
+	p, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return c.Send(handoff.TypeState, p)
+}
+
+// ReceiveState reads the old process's state and routes by its ring.
+func (b *Balancer) ReceiveState(c *handoff.Conn) error {
+	typ, p, _, err := c.Recv()
+	if err != nil {
+		return err
+	}
+	if typ != handoff.TypeState {
+		return fmt.Errorf("hand-off: frame type %d where the state was expected", typ)
+	}
+	var st handoffState
+	if err := json.Unmarshal(p, &st); err != nil {
+		return fmt.Errorf("hand-off state: %w", err)
+	}
+	if len(st.Ring) > maxStateMembers || len(st.Static) > maxStateMembers {
+		return fmt.Errorf("hand-off state: %d ring members and %d static edges, at most %d", len(st.Ring), len(st.Static), maxStateMembers)
+	}
+	b.mu.Lock()
+	b.staticStates = st.Static
+	b.mu.Unlock()
+	members := make([]ring.Member, 0, len(st.Ring))
+	for _, m := range st.Ring {
+		members = append(members, ring.Member{Name: m.Name, URL: m.URL, Weight: m.Weight})
+	}
+	b.ring.Update(members)
+	return nil
+}
+
+// inheritedStatic returns, once, the previous process's static edge
+// monitor states (ReceiveState); nil otherwise.
+func (b *Balancer) inheritedStatic() map[string]bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.staticStates
+	b.staticStates = nil
+	return st
+}
+
+// HandOffResult says what HandOff did.
+type HandOffResult struct {
+	Moved int // tunnels now carried by the new process
+	Kept  int // tunnels left here (TLS, or still in their handshake at ctx's end): they run until Shutdown
+	// Closed tunnels could not be sent (the new process stopped reading).
+	Closed int
+	// PendingBytes were read by this relay and not yet written when the
+	// tunnels were detached; they travelled in the records.
+	PendingBytes int
+	// Stopping is how long the servers took to stop (requests in flight);
+	// Moving how long the tunnels took to move, during which none of them
+	// was read.
+	Stopping, Moving time.Duration
+}
+
+// limiterWait bounds TakeOver's wait for Serve to have set up the limits.
+const limiterWait = 5 * time.Second
+
+// settleWait is how often HandOff looks whether the tunnels still in their
+// handshake have reached the relay.
+const settleWait = 5 * time.Millisecond
+
+// HandOff stops this balancer serving (the new process serves the same
+// listeners already), waits (bounded by ctx) for requests in flight — a
+// WebSocket handshake becomes a tunnel first —, then moves every tunnel of
+// the relay to the new process over c, and then the counters. Call Shutdown
+// afterwards: it closes what was kept once its context ends.
+func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (res HandOffResult, err error) {
+	began := time.Now()
+	_, errs := b.stopServing(ctx)
+	if err := errors.Join(errs...); err != nil {
+		b.log.Warn("hand-off: stopping the servers", "err", err)
+	}
+	// Tunnels whose handshake is done but whose hijack goroutine has not
+	// reached the relay yet are waited for.
+	for !b.tunnelsSettled() && ctx.Err() == nil {
+		time.Sleep(settleWait)
+	}
+	b.mu.Lock()
+	b.closing = true // nothing registers from now on
+	b.mu.Unlock()
+	res.Stopping = time.Since(began)
+	began = time.Now()
+	defer func() { res.Moving = time.Since(began) }()
+
+	var sendErr error
+	for _, p := range b.relay.pairs() {
+		if !b.relay.detach(p) {
+			continue // it ended meanwhile
+		}
+		if sendErr != nil {
+			b.relay.finishDetached(p, false, "hand-off failed")
+			res.Closed++
+			continue
+		}
+		var m movedTunnel
+		p.movedState(&m)
+		cfd, efd := p.fds()
+		if sendErr = c.Send(handoff.TypeTunnel, m.encode(), cfd, efd); sendErr != nil {
+			b.relay.finishDetached(p, false, "hand-off failed")
+			res.Closed++
+			continue
+		}
+		b.relay.finishDetached(p, true, "")
+		res.Moved++
+		res.PendingBytes += len(m.toClient) + len(m.toEdge)
+	}
+	res.Kept = b.Tunnels()
+	if sendErr != nil {
+		return res, fmt.Errorf("hand-off: %w", sendErr)
+	}
+	counters, err := b.countersPayload()
+	if err != nil {
+		return res, err
+	}
+	if err := c.Send(handoff.TypeCounters, counters); err != nil {
+		return res, fmt.Errorf("hand-off: %w", err)
+	}
+	return res, nil
+}
+
+// tunnelsSettled reports whether every registered tunnel is past its
+// handshake.
+func (b *Balancer) tunnelsSettled() bool {
+	b.mu.Lock()
+	tunnels := make([]*tunnel, 0, len(b.tunnels))
+	for t := range b.tunnels {
+		tunnels = append(tunnels, t)
+	}
+	b.mu.Unlock()
+	for _, t := range tunnels {
+		if !t.settled() {
+			return false
+		}
+	}
+	return true
+}
+
+// TakeOver receives the old process's tunnels and puts them in this
+// balancer's relay, then adds the old process's counters to this one's. It
+// returns how many tunnels it took; a tunnel it cannot take (a bad record,
+// the relay refusing it) is closed and counted out, the rest go on.
+func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
+	// Tunnels taken over count against the data port's limits, which
+	// Serve sets up; without Serve (tests), they count nowhere.
+	limits := b.limiterOrNil(limiterWait)
+	taken := 0
+	for {
+		typ, p, fds, err := c.Recv(handoff.TypeTunnel)
+		if err != nil {
+			return taken, err
+		}
+		switch typ {
+		case handoff.TypeTunnel:
+			if b.adopt(p, fds, limits) {
+				taken++
+			}
+		case handoff.TypeCounters:
+			return taken, b.addCounters(p)
+		default:
+			return taken, fmt.Errorf("hand-off: unexpected frame type %d among tunnels", typ)
+		}
+	}
+}
+
+// adopt registers one received tunnel; its descriptors are closed when it
+// cannot be.
+func (b *Balancer) adopt(p []byte, fds []int, limits *limitListener) bool {
+	closeAll := func() {
+		for _, fd := range fds {
+			closeFD(fd)
+		}
+	}
+	m, err := decodeMoved(p)
+	if err == nil && len(fds) != 2 {
+		err = fmt.Errorf("%w: %d descriptors, want 2", errBadRecord, len(fds))
+	}
+	if err == nil {
+		err = checkTCPSocket(fds[0], fds[1])
+	}
+	if err != nil {
+		b.log.Warn("hand-off: tunnel refused", "err", err)
+		closeAll()
+		return false
+	}
+	t := &tunnel{b: b, edge: m.edge, key: m.key, start: m.start, idle: b.cfg.TunnelIdleTimeout.D(), started: true}
+	if b.relay == nil || !b.registerTunnel(t) {
+		closeAll()
+		return false
+	}
+	// Counted against this balancer's limits as if accepted here.
+	var account io.Closer
+	if limits != nil {
+		account = limits.hold(m.clientAddr)
+	}
+	if err := b.relay.adopt(t, m, fds[0], fds[1], account); err != nil {
+		b.log.Warn("hand-off: tunnel refused", "edge", m.edge, "err", err)
+		closeAll()
+		if account != nil {
+			account.Close()
+		}
+		t.release()
+		return false
+	}
+	return true
+}
+
+// carriedCounters are the counters whose values a new process continues
+// from; gauges describe the process itself and are not carried.
+func (m *metrics) carriedCounters() map[string]*prometheus.CounterVec {
+	return map[string]*prometheus.CounterVec{
+		"ringlb_balancer_requests_total":             m.requestsTotal,
+		"ringlb_balancer_backend_errors_total":       m.backendErrorsTotal,
+		"ringlb_balancer_rejected_connections_total": m.rejectedTotal,
+		"ringlb_balancer_accept_errors_total":        m.acceptErrors,
+	}
+}
+
+// carriedCounter is one counter series on the wire.
+type carriedCounter struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels"`
+	Value  float64           `json:"value"`
+}
+
+func (b *Balancer) countersPayload() ([]byte, error) {
+	families, err := b.reg.Gather()
+	if err != nil {
+		return nil, fmt.Errorf("hand-off counters: %w", err)
+	}
+	carried := b.metrics.carriedCounters()
+	var out []carriedCounter
+	for _, f := range families {
+		if _, ok := carried[f.GetName()]; !ok || f.GetType() != dto.MetricType_COUNTER {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			out = append(out, carriedCounter{Name: f.GetName(), Labels: labels, Value: m.GetCounter().GetValue()})
+		}
+	}
+	return json.Marshal(out)
+}
+
+// addCounters adds the old process's counter values to this one's, so
+// rates computed across the upgrade see no reset.
+func (b *Balancer) addCounters(p []byte) error {
+	var in []carriedCounter
+	if err := json.Unmarshal(p, &in); err != nil {
+		return fmt.Errorf("hand-off counters: %w", err)
+	}
+	carried := b.metrics.carriedCounters()
+	var errs []error
+	for _, c := range in {
+		vec, ok := carried[c.Name]
+		if !ok || c.Value < 0 {
+			continue
+		}
+		counter, err := vec.GetMetricWith(c.Labels)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("counter %s: %w", c.Name, err))
+			continue
+		}
+		counter.Add(c.Value)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,94 @@
+package handoff
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DefaultDir is where the hand-off socket goes when no directory is given:
+// systemd's RuntimeDirectory= ($RUNTIME_DIRECTORY) when set, else
+// ringlb-<uid> in the temporary directory.
+func DefaultDir() string {
+	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
+		d, _, _ = strings.Cut(d, ":")
+		return d
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("ringlb-%d", os.Getuid()))
+}
+
+// PrivateDir makes sure dir (DefaultDir when empty) is a directory only
+// this user can enter, creating it 0700 when missing. An existing one must
+// be a real directory (not a symlink), owned by this user, with no access
+// for group or others: in a shared /tmp another user could have created it
+// first, and whoever can reach the socket could offer a process descriptors.
+func PrivateDir(dir string) (string, error) {
+	if dir == "" {
+		dir = DefaultDir()
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("hand-off directory: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return "", fmt.Errorf("hand-off directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("hand-off directory %s: not a directory (a symlink?)", dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return "", fmt.Errorf("hand-off directory %s: owned by uid %d, not this user (%d)", dir, st.Uid, os.Getuid())
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("hand-off directory %s: mode %v lets others in; want 0700", dir, fi.Mode().Perm())
+	}
+	return dir, nil
+}
+
+// StatusPath is the file where process pid records how its last upgrade
+// ended ("ok <new pid>" or "failed: <reason>"), for `ringlb upgrade`.
+func StatusPath(dir string, pid int) string {
+	if dir == "" {
+		dir = DefaultDir()
+	}
+	return filepath.Join(dir, fmt.Sprintf("upgrade-%d.status", pid))
+}
+
+// WriteStatus records how this process's upgrade ended. Records of
+// processes long gone (upgraded by a signal, nobody read them) are removed
+// on the way.
+func WriteStatus(dir, status string) error {
+	d, err := PrivateDir(dir)
+	if err != nil {
+		return err
+	}
+	removeStaleStatus(d)
+	path := StatusPath(d, os.Getpid())
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(status+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// staleStatus is how old a record of a process that is gone may grow.
+const staleStatus = 10 * time.Minute
+
+func removeStaleStatus(dir string) {
+	old, _ := filepath.Glob(filepath.Join(dir, "upgrade-*.status"))
+	for _, f := range old {
+		pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "upgrade-"), ".status"))
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		if fi, err := os.Stat(f); err == nil && time.Since(fi.ModTime()) > staleStatus {
+			os.Remove(f)
+		}
+	}
+}

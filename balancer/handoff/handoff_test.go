@@ -1,0 +1,316 @@
+package handoff
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// childMode makes the test binary, started again by Upgrade, play a new
+// process: "serve" takes over properly; the others fail in one way each.
+const childMode = "RINGLB_HANDOFF_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(childMode); mode != "" && os.Getenv(envSocket) != "" {
+		os.Exit(runChild(mode))
+	}
+	os.Exit(m.Run())
+}
+
+// runChild is the new process of the tests.
+func runChild(mode string) int {
+	switch mode {
+	case "exit1":
+		fmt.Fprintln(os.Stderr, "boom: this binary cannot start")
+		return 1
+	case "hang":
+		fmt.Fprintln(os.Stderr, "starting, slowly")
+		time.Sleep(time.Minute)
+		return 1
+	}
+	p, err := Start(Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start:", err)
+		return 1
+	}
+	c := p.Parent()
+	if _, _, _, err := c.Recv(); err != nil { // the state
+		fmt.Fprintln(os.Stderr, "state:", err)
+		return 1
+	}
+	if mode == "fail" {
+		c.Fail(errors.New("config check: balancer.listen: bad address"))
+		return 1
+	}
+	ln, err := p.Listen("data", "tcp", "127.0.0.1:0")
+	if err != nil {
+		c.Fail(err)
+		return 1
+	}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(conn, "child %d\n", os.Getpid())
+			conn.Close()
+		}
+	}()
+	if err := c.Ready(); err != nil {
+		return 1
+	}
+	if err := c.WaitEnd(10 * time.Second); err != nil {
+		return 1
+	}
+	c.Done(0)
+	return 0
+}
+
+func upgradeProcess(t *testing.T, mode string, timeout time.Duration) (*Process, net.Listener) {
+	t.Helper()
+	t.Setenv(childMode, mode)
+	p, err := Start(Options{Dir: filepath.Join(t.TempDir(), "run"), ReadyTimeout: timeout, Stderr: os.Stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	ln, err := p.Listen("data", "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return p, ln
+}
+
+func answer(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// The new process inherits the listener (same socket: connections queued
+// while the old one stops accepting are the new one's) and answers on it.
+func TestUpgradeHandsTheListenerToTheNewProcess(t *testing.T) {
+	p, ln := upgradeProcess(t, "serve", 20*time.Second)
+	child, err := p.Upgrade(context.Background(), func(c *Conn) error { return c.Send(TypeState, []byte("{}")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.Conn.Close()
+	if _, err := p.Upgrade(context.Background(), nil); !errors.Is(err, ErrUpgraded) {
+		t.Errorf("second upgrade: %v, want ErrUpgraded", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // the old process stops accepting; the socket lives on in the child
+	if got, want := answer(t, addr), fmt.Sprintf("child %d", child.PID); got != want {
+		t.Errorf("answer %q, want %q", got, want)
+	}
+	if err := child.Conn.End(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := child.Conn.WaitDone(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A new process that exits, refuses (config check) or is not ready in time
+// fails the upgrade with its reason and stderr; the old listener serves on,
+// and a later upgrade may be tried.
+func TestUpgradeRollback(t *testing.T) {
+	for _, tc := range []struct {
+		mode, reason, stderr string
+	}{
+		{"exit1", "exited before", "boom: this binary cannot start"},
+		{"fail", "refused to take over: config check: balancer.listen: bad address", ""},
+		{"hang", "not ready within 1s", "starting, slowly"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			p, ln := upgradeProcess(t, tc.mode, time.Second)
+			_, err := p.Upgrade(context.Background(), func(c *Conn) error { return c.Send(TypeState, nil) })
+			var ue *UpgradeError
+			if !errors.As(err, &ue) {
+				t.Fatalf("upgrade: %v, want an UpgradeError", err)
+			}
+			if !strings.Contains(ue.Reason, tc.reason) || !strings.Contains(ue.StderrTail, tc.stderr) {
+				t.Errorf("reason %q (want %q), stderr %q (want %q)", ue.Reason, tc.reason, ue.StderrTail, tc.stderr)
+			}
+			go func() {
+				c, err := ln.Accept()
+				if err == nil {
+					fmt.Fprintln(c, "old")
+					c.Close()
+				}
+			}()
+			if got := answer(t, ln.Addr().String()); got != "old" {
+				t.Errorf("after the failed upgrade the listener answered %q, want the old process", got)
+			}
+			p.mu.Lock()
+			again := !p.upgraded
+			p.mu.Unlock()
+			if !again {
+				t.Error("a failed upgrade blocks the next one")
+			}
+		})
+	}
+}
+
+// Only the child started by Upgrade may take over: a peer with another pid
+// (any other process of the user reaching the socket) is refused.
+func TestPeerCheck(t *testing.T) {
+	a, b, err := socketpairUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	if err := checkPeer(a, os.Getpid()); err != nil {
+		t.Errorf("own pid refused: %v", err)
+	}
+	if err := checkPeer(a, os.Getpid()+1); err == nil {
+		t.Error("a peer with another pid was accepted")
+	}
+}
+
+func socketpairUnix() (*net.UnixConn, *net.UnixConn, error) {
+	x, y, err := Pair()
+	if err != nil {
+		return nil, nil, err
+	}
+	return x.c, y.c, nil
+}
+
+// The parser refuses what no ringlb sends: a length beyond MaxFrame (before
+// reading or allocating it), descriptors on a frame that carries none, more
+// descriptors than a tunnel has, another protocol version.
+func TestRecvRefusesAbsurdFrames(t *testing.T) {
+	t.Run("huge length", func(t *testing.T) {
+		a, b, _ := Pair()
+		defer a.Close()
+		defer b.Close()
+		var head [5]byte
+		head[0] = TypeTunnel
+		binary.BigEndian.PutUint32(head[1:], 0xFFFFFFF0)
+		go a.c.Write(head[:])
+		if _, _, _, err := b.Recv(TypeTunnel); !errors.Is(err, errFrameTooLarge) {
+			t.Fatalf("got %v, want errFrameTooLarge", err)
+		}
+	})
+	t.Run("descriptors on a state frame", func(t *testing.T) {
+		a, b, _ := Pair()
+		defer a.Close()
+		defer b.Close()
+		r, w, _ := os.Pipe()
+		defer r.Close()
+		defer w.Close()
+		if err := a.Send(TypeState, []byte("{}"), int(r.Fd())); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, fds, err := b.Recv(TypeTunnel); !errors.Is(err, errUnexpectedFDs) || fds != nil {
+			t.Fatalf("got %v %v, want errUnexpectedFDs", fds, err)
+		}
+	})
+	t.Run("too many descriptors", func(t *testing.T) {
+		a, b, _ := Pair()
+		defer a.Close()
+		defer b.Close()
+		var files []int
+		for range 4 {
+			r, w, _ := os.Pipe()
+			defer r.Close()
+			defer w.Close()
+			files = append(files, int(r.Fd()))
+		}
+		head := []byte{TypeTunnel, 0, 0, 0, 0}
+		go a.c.WriteMsgUnix(head, unix.UnixRights(files...), nil)
+		if _, _, fds, err := b.Recv(TypeTunnel); err == nil || fds != nil {
+			t.Fatalf("got %v %v, want a refusal", fds, err)
+		}
+	})
+	t.Run("other version", func(t *testing.T) {
+		p := helloPayload(42)
+		binary.BigEndian.PutUint16(p[len(helloMagic):], Version+1)
+		if _, err := parseHello(p); err == nil || !strings.Contains(err.Error(), "version") {
+			t.Fatalf("got %v, want a version error", err)
+		}
+		if pid, err := parseHello(helloPayload(42)); err != nil || pid != 42 {
+			t.Fatalf("own hello: %d %v", pid, err)
+		}
+	})
+}
+
+// Frames and their descriptors arrive whole and in order, also when a
+// large frame is written in parts.
+func TestFramesCarryDescriptors(t *testing.T) {
+	a, b, _ := Pair()
+	defer a.Close()
+	defer b.Close()
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	defer w.Close()
+	big := make([]byte, MaxFrame)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	go func() {
+		for i := range 20 {
+			a.Send(TypeTunnel, big[:MaxFrame-i*1000], int(r.Fd()), int(w.Fd()))
+		}
+		a.Send(TypeCounters, []byte("[]"))
+	}()
+	for i := range 20 {
+		typ, p, fds, err := b.Recv(TypeTunnel)
+		if err != nil || typ != TypeTunnel || len(p) != MaxFrame-i*1000 || len(fds) != 2 {
+			t.Fatalf("frame %d: type %d, %d bytes, %d fds, %v", i, typ, len(p), len(fds), err)
+		}
+		for j, x := range p {
+			if x != byte(j) {
+				t.Fatalf("frame %d: byte %d differs", i, j)
+			}
+		}
+		closeFDs(fds)
+	}
+	if typ, p, _, err := b.Recv(); err != nil || typ != TypeCounters || string(p) != "[]" {
+		t.Fatalf("last frame: %d %q %v", typ, p, err)
+	}
+}
+
+// The socket's directory must be this user's alone: an existing directory
+// that others can enter, or a symlink planted in a shared /tmp, is refused.
+func TestPrivateDir(t *testing.T) {
+	base := t.TempDir()
+	if _, err := PrivateDir(filepath.Join(base, "new")); err != nil {
+		t.Fatalf("new directory: %v", err)
+	}
+	fi, _ := os.Stat(filepath.Join(base, "new"))
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("created with %v, want 0700", fi.Mode().Perm())
+	}
+	open := filepath.Join(base, "open")
+	os.Mkdir(open, 0o755)
+	os.Chmod(open, 0o755)
+	if _, err := PrivateDir(open); err == nil {
+		t.Error("a 0755 directory was accepted")
+	}
+	link := filepath.Join(base, "link")
+	os.Symlink(filepath.Join(base, "new"), link)
+	if _, err := PrivateDir(link); err == nil {
+		t.Error("a symlink was accepted")
+	}
+}

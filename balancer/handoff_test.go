@@ -1,0 +1,518 @@
+//go:build linux
+
+package balancer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ringlb/ringlb/balancer/handoff"
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+)
+
+// newHandOffBalancer is a balancer routing to edgeURL, serving ln.
+func newHandOffBalancer(t *testing.T, edgeURL string, ln net.Listener) *Balancer {
+	t.Helper()
+	return newHandOffBalancerWith(t, configs.Balancer{}, edgeURL, ln)
+}
+
+func newHandOffBalancerWith(t *testing.T, cfg configs.Balancer, edgeURL string, ln net.Listener) *Balancer {
+	t.Helper()
+	r := ring.New(ring.DefaultConfig())
+	if edgeURL != "" {
+		r.Update([]ring.Member{{Name: "raw", URL: edgeURL, Weight: 1}})
+	}
+	cfg.Provision()
+	b, err := New(cfg, "bal", r, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = b.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = b.Shutdown(ctx)
+	})
+	return b
+}
+
+// sameSocket returns a second listener on ln's socket, as a new process
+// inheriting it has.
+func sameSocket(t *testing.T, ln net.Listener) net.Listener {
+	t.Helper()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	l2, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l2
+}
+
+// Every tunnel of the relay moves to the new balancer in the middle of its
+// traffic: small echo tunnels and one saturated by a bulk transfer whose
+// reader is paused during the hand-off (so the old relay holds bytes it
+// read and could not write yet). Nothing is lost, duplicated or reordered,
+// the new balancer carries them all, and the counters continue.
+func TestHandOffMovesEveryTunnel(t *testing.T) {
+	edge := startRawEdge(t)
+	lnA, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lnA.Addr().String()
+	lnB := sameSocket(t, lnA)
+	old := newHandOffBalancer(t, edge, lnA)
+
+	const small = 20
+	conns := make([]net.Conn, small)
+	readers := make([]io.Reader, small)
+	echo := func(i int, msg string) error {
+		conns[i].SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(conns[i], msg); err != nil {
+			return err
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(readers[i], got); err != nil {
+			return err
+		}
+		if string(got) != msg {
+			return fmt.Errorf("echo %q, want %q", got, msg)
+		}
+		return nil
+	}
+	for i := range small {
+		c, br := openRawTunnel(t, addr)
+		defer c.Close()
+		conns[i], readers[i] = c, br
+		if err := echo(i, fmt.Sprintf("before %d;", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The bulk tunnel: the client writes size bytes while reading the echo
+	// back; reading pauses until the hand-off is over.
+	const size = 48 << 20
+	data := pattern(size)
+	want := sha256.Sum256(data)
+	bulk, bulkR := openRawTunnel(t, addr)
+	defer bulk.Close()
+	bulk.SetDeadline(time.Now().Add(120 * time.Second))
+	go bulk.Write(data)
+	resume := make(chan struct{})
+	bulkDone := make(chan error, 1)
+	go func() {
+		h := sha256.New()
+		if _, err := io.CopyN(h, bulkR, 1<<20); err != nil {
+			bulkDone <- err
+			return
+		}
+		<-resume
+		if _, err := io.CopyN(h, bulkR, size-1<<20); err != nil {
+			bulkDone <- err
+			return
+		}
+		if !bytes.Equal(h.Sum(nil), want[:]) {
+			bulkDone <- errors.New("bulk bytes differ after the hand-off")
+			return
+		}
+		bulkDone <- nil
+	}()
+	waitTunnels(t, old, small+1)
+	// The paused reader fills the buffers until the relay holds bytes it
+	// cannot write: pending for a while without a break (while the kernel
+	// buffers still take bytes, pending bytes come and go).
+	held := 0
+	for deadline := time.Now().Add(30 * time.Second); held < 50; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the relay never kept pending bytes")
+		}
+		if relayPending(old) > 0 {
+			held++
+		} else {
+			held = 0
+		}
+	}
+
+	a, b, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	next := newHandOffBalancer(t, "", lnB)
+	errc := make(chan error, 1)
+	go func() { errc <- old.SendState(a) }()
+	if err := next.ReceiveState(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n := next.ring.Snapshot().Len(); n != 1 {
+		t.Fatalf("new balancer's ring has %d members, want the old one's 1", n)
+	}
+	type took struct {
+		n   int
+		err error
+	}
+	taken := make(chan took, 1)
+	go func() {
+		n, err := next.TakeOver(b)
+		taken <- took{n, err}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := old.HandOff(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := <-taken
+	if got.err != nil {
+		t.Fatal(got.err)
+	}
+	t.Logf("hand-off: %+v, taken %d", res, got.n)
+	if res.Moved != small+1 || got.n != small+1 || res.Kept != 0 || res.Closed != 0 {
+		t.Fatalf("moved %d, taken %d, kept %d, closed %d; want %d moved and taken", res.Moved, got.n, res.Kept, res.Closed, small+1)
+	}
+	if res.PendingBytes == 0 {
+		t.Error("the saturated tunnel had no pending bytes to move: the test did not exercise them")
+	}
+	if err := old.Shutdown(ctx); err != nil {
+		t.Fatalf("old balancer's shutdown had to close something: %v", err)
+	}
+	close(resume)
+	for i := range small {
+		if err := echo(i, fmt.Sprintf("after %d;", i)); err != nil {
+			t.Fatalf("tunnel %d after the hand-off: %v", i, err)
+		}
+	}
+	if err := <-bulkDone; err != nil {
+		t.Fatal(err)
+	}
+	if n := next.Tunnels(); n != small+1 {
+		t.Errorf("new balancer carries %d tunnels, want %d", n, small+1)
+	}
+	if v := value(next.metrics.connectionsActive.WithLabelValues("raw")); v != small+1 {
+		t.Errorf("connections_active{edge=raw} = %v on the new balancer, want %d", v, small+1)
+	}
+	if v := value(next.metrics.requestsTotal.WithLabelValues("raw", "101")); v != small+1 {
+		t.Errorf("requests_total{edge=raw,code=101} = %v on the new balancer, want the old one's %d", v, small+1)
+	}
+	// A new tunnel on the shared listener is the new balancer's.
+	c, br := openRawTunnel(t, addr)
+	defer c.Close()
+	conns = append(conns, c)
+	readers = append(readers, br)
+	if err := echo(small, "new;"); err != nil {
+		t.Fatal(err)
+	}
+	waitTunnels(t, next, small+2)
+	// Closing moved tunnels releases them in the new balancer.
+	for _, c := range conns {
+		c.Close()
+	}
+	bulk.Close()
+	waitTunnels(t, next, 0)
+}
+
+// TLS tunnels cannot move (crypto/tls keeps the session keys in the
+// process): a hand-off keeps them in the old balancer, where they go on
+// until its Shutdown closes them at its deadline.
+func TestHandOffKeepsTLSTunnels(t *testing.T) {
+	certFile, keyFile, pool := writeTestCert(t)
+	edge := startRawEdge(t)
+	ln := mustListen(t)
+	old := newHandOffBalancerWith(t, configs.Balancer{TLS: configs.TLS{CertFile: certFile, KeyFile: keyFile}}, edge, ln)
+	var conns []*tls.Conn
+	for i := range 3 {
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: k\r\n\r\n")
+		head := make([]byte, 0, 256)
+		buf := make([]byte, 1)
+		for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+			if _, err := c.Read(buf); err != nil {
+				t.Fatalf("tunnel %d: %v", i, err)
+			}
+			head = append(head, buf[0])
+		}
+		conns = append(conns, c)
+	}
+	waitTunnels(t, old, 3)
+	a, b, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	next := newHandOffBalancer(t, "", mustListen(t))
+	taken := make(chan int, 1)
+	go func() { n, _ := next.TakeOver(b); taken <- n }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := old.HandOff(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Moved != 0 || res.Kept != 3 || <-taken != 0 {
+		t.Fatalf("hand-off of TLS tunnels: %+v; want all 3 kept", res)
+	}
+	for i, c := range conns {
+		msg := fmt.Sprintf("still here %d", i)
+		io.WriteString(c, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("kept TLS tunnel %d: %q %v", i, got, err)
+		}
+	}
+	stopCtx, stop := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer stop()
+	if err := old.Shutdown(stopCtx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("shutdown with kept tunnels: %v, want the deadline (it closed them)", err)
+	}
+	for i, c := range conns {
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Errorf("TLS tunnel %d still open after the old balancer's shutdown", i)
+		}
+	}
+}
+
+// A tunnel record survives encoding; the parser refuses lengths beyond the
+// limits and records whose lengths do not add up.
+func TestMovedRecord(t *testing.T) {
+	m := movedTunnel{edge: "edge-1", key: "k", start: time.Unix(0, 1234), lastActive: 99,
+		bytes: [2]uint64{7, 8}, clientEOF: true, toClient: []byte("abc"), toEdge: []byte("de")}
+	got, err := decodeMoved(m.encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.edge != m.edge || got.key != m.key || !got.start.Equal(m.start) || got.lastActive != 99 || got.bytes != m.bytes ||
+		!got.clientEOF || got.edgeEOF || string(got.toClient) != "abc" || string(got.toEdge) != "de" {
+		t.Fatalf("round trip: %+v, want %+v", got, m)
+	}
+	big := m
+	big.toEdge = make([]byte, maxMovedPending+1)
+	long := m.encode()
+	for _, bad := range [][]byte{
+		nil,
+		long[:10],
+		append(long, 'x'),
+		big.encode(),
+		append([]byte{9}, long[1:]...),
+	} {
+		if _, err := decodeMoved(bad); !errors.Is(err, errBadRecord) {
+			t.Errorf("record of %d bytes: %v, want errBadRecord", len(bad), err)
+		}
+	}
+}
+
+// The counters a new balancer carries on from are the old one's, added to
+// its own; a series with unknown labels is refused without a panic.
+func TestCarriedCounters(t *testing.T) {
+	oldB := newHandOffBalancer(t, "", mustListen(t))
+	newB := newHandOffBalancer(t, "", mustListen(t))
+	oldB.metrics.requestsTotal.WithLabelValues("e", "200").Add(5)
+	newB.metrics.requestsTotal.WithLabelValues("e", "200").Add(1)
+	p, err := oldB.countersPayload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := newB.addCounters(p); err != nil {
+		t.Fatal(err)
+	}
+	if v := value(newB.metrics.requestsTotal.WithLabelValues("e", "200")); v != 6 {
+		t.Errorf("requests_total = %v, want 6", v)
+	}
+	bad := []byte(`[{"name":"ringlb_balancer_requests_total","labels":{"nope":"x"},"value":1}]`)
+	if err := newB.addCounters(bad); err == nil || !strings.Contains(err.Error(), "requests_total") {
+		t.Errorf("unknown labels: %v", err)
+	}
+}
+
+func mustListen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// value reads a counter's or a gauge's current value.
+func value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		return -1
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
+
+// relayPending is how many bytes b's relay has read and not yet written.
+func relayPending(b *Balancer) int {
+	n := 0
+	for _, l := range b.relay.loops {
+		l.mu.Lock()
+		for _, e := range l.ends {
+			n += len(e.pending)
+		}
+		l.mu.Unlock()
+	}
+	return n
+}
+
+// Tunnels taken over count against the new balancer's limits as if it had
+// accepted them: a client at its max_connections_per_ip before the upgrade
+// is still at it after, and the total counts them too.
+func TestHandOffKeepsLimits(t *testing.T) {
+	edge := startRawEdge(t)
+	lnA := mustListen(t)
+	addr := lnA.Addr().String()
+	lnB := sameSocket(t, lnA)
+	cfg := configs.Balancer{Limits: configs.Limits{MaxConnectionsPerIP: 3}}
+	old := newHandOffBalancerWith(t, cfg, edge, lnA)
+	for range 3 {
+		c, _ := openRawTunnel(t, addr)
+		defer c.Close()
+	}
+	waitTunnels(t, old, 3)
+	a, b, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	next := newHandOffBalancerWith(t, cfg, edge, lnB)
+	taken := make(chan int, 1)
+	go func() { n, _ := next.TakeOver(b); taken <- n }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := old.HandOff(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-taken; n != 3 {
+		t.Fatalf("took %d tunnels, want 3", n)
+	}
+	if open := next.limiterOrNil(time.Second).guard.Open(); open != 3 {
+		t.Errorf("new balancer counts %d open connections, want the 3 taken over", open)
+	}
+	// A fourth connection from the same address: refused by the new one.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: k\r\n\r\n")
+	line := make([]byte, 12)
+	if _, err := io.ReadFull(c, line); err != nil || string(line) != "HTTP/1.1 429" {
+		t.Fatalf("fourth connection from a client at its limit: %q %v, want 429", line, err)
+	}
+}
+
+// A second Shutdown (the hand-off path stops a balancer after HandOff, and
+// its owner may stop it again) closes nothing that is not the balancer's:
+// the relay's descriptors, closed by number, are closed once.
+func TestShutdownTwiceClosesNothingElse(t *testing.T) {
+	b, _ := startRawBalancer(t, configs.Balancer{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// New descriptors take the lowest numbers free: the relay's own.
+	var files []*os.File
+	for range 8 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		files = append(files, w)
+	}
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range files {
+		if _, err := w.Write([]byte{1}); err != nil {
+			t.Fatalf("pipe %d (fd %d) broken by the second Shutdown: %v", i, w.Fd(), err)
+		}
+	}
+}
+
+// The new process starts from the old one's view: the same ring, and each
+// static edge's monitor state — an edge the old one saw down stays off the
+// new one's ring (a fresh monitor would start it up until Fall checks fail).
+func TestHandOffState(t *testing.T) {
+	old := newHandOffBalancer(t, startRawEdge(t), mustListen(t))
+	dead := mustListen(t)
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	_, port, _ := net.SplitHostPort(deadAddr)
+	mon := configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(20 * time.Millisecond), Timeout: configs.Duration(500 * time.Millisecond), Rise: 2, Fall: 1}
+	mon.Port, _ = strconv.Atoi(port)
+	edges := []configs.StaticEdge{{Name: "gone", URL: "http://" + deadAddr, Weight: 1, Monitor: &mon}}
+	st := newStaticEdges(edges, nil, nil)
+	defer st.Close()
+	old.static.Store(st)
+	for deadline := time.Now().Add(10 * time.Second); len(st.Members()) != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the dead static edge never went down")
+		}
+	}
+	a, b, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	next := newHandOffBalancer(t, "", mustListen(t))
+	go old.SendState(a)
+	if err := next.ReceiveState(b); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := next.ring.Snapshot().Members(), old.ring.Snapshot().Members(); !slices.Equal(got, want) {
+		t.Errorf("ring %v, want the old one's %v", got, want)
+	}
+	states := next.inheritedStatic()
+	if up, ok := states["gone"]; !ok || up {
+		t.Fatalf("static states %v, want gone: down", states)
+	}
+	// A monitor slow to take it down (Fall 100): without the old state the
+	// edge would be on the ring for 100 checks.
+	slow := mon
+	slow.Fall = 100
+	seeded := newStaticEdgesSeeded([]configs.StaticEdge{{Name: "gone", URL: "http://" + deadAddr, Weight: 1, Monitor: &slow}}, nil, nil, states)
+	defer seeded.Close()
+	if m := seeded.Members(); len(m) != 0 {
+		t.Errorf("a static edge the old process saw down is on the new ring from the start: %v", m)
+	}
+}
