@@ -466,3 +466,29 @@ func postAdmin(c *http.Client, url string) (*http.Response, error) {
 	req.Header.Set(configs.HeaderAdmin, "1")
 	return c.Do(req)
 }
+
+// The CLI's conventions: `version` and `-version` print the build, `help
+// CMD` is `CMD -h`, usage errors exit 2.
+func TestVersionAndHelp(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"-version"}} {
+		var out strings.Builder
+		if code := run(context.Background(), args, &out, &out); code != 0 || !strings.HasPrefix(out.String(), "ringlb ") || !strings.Contains(out.String(), "go1.") {
+			t.Errorf("ringlb %s: exit %d %q", args[0], code, out.String())
+		}
+	}
+	var out strings.Builder
+	if code := run(context.Background(), []string{"help", "check"}, &out, &out); code != 0 || !strings.Contains(out.String(), "Usage: ringlb check") {
+		t.Errorf("ringlb help check: exit %d %q", code, out.String())
+	}
+	for _, args := range [][]string{{"help", "nope"}, {"help", "a", "b"}, {"nope"}, {}, {"check", "-nope"}, {"check", "extra"}} {
+		out.Reset()
+		if code := run(context.Background(), args, &out, &out); code != 2 {
+			t.Errorf("ringlb %q: exit %d, want 2 (usage)\n%s", args, code, out.String())
+		}
+	}
+	reg := newRegistry(false)
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 1 || mfs[0].GetName() != "ringlb_build_info" || mfs[0].GetMetric()[0].GetGauge().GetValue() != 1 {
+		t.Errorf("a role's registry: %v %v", mfs, err)
+	}
+}

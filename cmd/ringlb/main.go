@@ -33,6 +33,7 @@ func commands() []command {
 		{"keygen", "write a new random key: cluster key, admin token or join-token secret", runKeygen},
 		{"bench", "load generators: ringlb bench ws|dns|ring|chaos", runBench},
 		{"probe", "check a health URL once (for HEALTHCHECK and keepalived)", runProbe},
+		{"version", "print the version of this binary", runVersion},
 	}
 }
 
@@ -46,12 +47,27 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0:
 		usage(stderr)
-		if len(args) == 0 {
+		return 2
+	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help":
+		usage(stdout)
+		return 0
+	case args[0] == "-version" || args[0] == "--version":
+		fmt.Fprintln(stdout, readBuildVersion())
+		return 0
+	case args[0] == "help":
+		// ringlb help CMD is ringlb CMD -h.
+		if len(args) == 1 {
+			usage(stdout)
+			return 0
+		}
+		if len(args) > 2 {
+			fmt.Fprintf(stderr, "ringlb help: one command, got %q\n", strings.Join(args[1:], " "))
 			return 2
 		}
-		return 0
+		args = []string{args[1], "-h"}
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {

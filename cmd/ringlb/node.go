@@ -57,6 +57,7 @@ type node struct {
 
 func newRegistry(withProcess bool) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(newBuildInfo())
 	if withProcess {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
