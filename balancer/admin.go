@@ -13,7 +13,7 @@ import (
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
-	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // ServeAdmin serves the admin port on ln until Shutdown; it then returns nil.
@@ -32,7 +32,7 @@ import (
 //	GET /                  the dashboard (dashboard.go), with GET /api/cluster and /api/gslb/...
 //
 // Everything but /healthz and the page's static files follows
-// health.AdminAccess: with balancer.admin.token_file set, "Authorization:
+// operator.Access: with balancer.admin.token_file set, "Authorization:
 // Bearer <token>" (or, for reads, a peer's request signed with the cluster's
 // key); without, a request addressed to a loopback IP. Every POST also needs
 // the CSRF proof (the token, or X-Ringlb-Admin: 1, and a same-origin Origin).
@@ -74,8 +74,8 @@ func (b *Balancer) newAdminServer() *http.Server {
 
 // adminAccess is who may use the admin API: the operator's token (reloaded
 // with the config) and peers signing with the cluster's key.
-func (b *Balancer) adminAccess() health.AdminAccess {
-	return health.AdminAccess{
+func (b *Balancer) adminAccess() operator.Access {
+	return operator.Access{
 		Token:   func() []byte { return b.current.Load().adminToken },
 		Keyring: b.keyring,
 	}
@@ -108,7 +108,7 @@ func (b *Balancer) ringView() ringView {
 }
 
 func (b *Balancer) serveRing(w http.ResponseWriter, _ *http.Request) {
-	health.WriteJSON(w, http.StatusOK, b.ringView())
+	operator.WriteJSON(w, http.StatusOK, b.ringView())
 }
 
 // serveLookup answers which edge owns a key. The key is used as given (it
@@ -117,13 +117,13 @@ func (b *Balancer) serveRing(w http.ResponseWriter, _ *http.Request) {
 func (b *Balancer) serveLookup(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.Query().Get("key")
 	if key == "" {
-		health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "key query parameter is required"})
+		operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "key query parameter is required"})
 		return
 	}
 	snap := b.ring.Snapshot()
 	owner, ok := snap.Locate([]byte(key))
 	if !ok {
-		health.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"key": key, "error": "no edge on the ring", "version": snap.Version()})
+		operator.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"key": key, "error": "no edge on the ring", "version": snap.Version()})
 		return
 	}
 	var buf [8]ring.Member
@@ -131,7 +131,7 @@ func (b *Balancer) serveLookup(w http.ResponseWriter, r *http.Request) {
 	for _, m := range snap.Candidates([]byte(key), buf[:0]) {
 		candidates = append(candidates, m.Name)
 	}
-	health.WriteJSON(w, http.StatusOK, map[string]any{
+	operator.WriteJSON(w, http.StatusOK, map[string]any{
 		"key":        key,
 		"owner":      owner.Name,
 		"url":        owner.URL,
@@ -146,14 +146,14 @@ func (b *Balancer) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 		switch state := r.FormValue("state"); state {
 		case "on", "off":
 			if on := state == "on"; b.maintenance.Swap(on) != on {
-				b.log.Warn("maintenance mode changed", "maintenance", on, "health", HealthPath, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
+				b.log.Warn("maintenance mode changed", "maintenance", on, "health", HealthPath, "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
 			}
 		default:
-			health.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("state must be on or off, got %q", state)})
+			operator.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("state must be on or off, got %q", state)})
 			return
 		}
 	}
-	health.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "maintenance": b.maintenance.Load()})
+	operator.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "maintenance": b.maintenance.Load()})
 }
 
 // slogErrorLog routes net/http's own error lines to slog.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // dashboardFiles is the operator dashboard: plain HTML, CSS and JavaScript,
@@ -52,7 +53,7 @@ const (
 // gathers what the page shows from the other nodes' admin APIs, found
 // through the addresses they gossip (health.Meta.Admin): edges' /metrics,
 // gslb nodes' /api/pools and /metrics.
-func (b *Balancer) handleDashboard(mux *http.ServeMux, access health.AdminAccess) {
+func (b *Balancer) handleDashboard(mux *http.ServeMux, access operator.Access) {
 	static, err := fs.Sub(dashboardFiles, "dashboard")
 	if err != nil {
 		panic("balancer: embedded dashboard: " + err.Error()) // the embed directive guarantees the directory
@@ -167,7 +168,7 @@ func (b *Balancer) serveCluster(w http.ResponseWriter, r *http.Request) {
 		wg.Go(func() { b.fetchGSLB(r.Context(), &view.GSLB[i]) })
 	}
 	wg.Wait()
-	health.WriteJSON(w, http.StatusOK, view)
+	operator.WriteJSON(w, http.StatusOK, view)
 }
 
 func roleOrder(role string) int {
@@ -281,7 +282,7 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 	}
 	nodes := b.gslbNodes()
 	if len(nodes) == 0 {
-		health.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "no gslb node with an admin address in this balancer's gossip cluster"})
+		operator.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "no gslb node with an admin address in this balancer's gossip cluster"})
 		return
 	}
 	type result struct {
@@ -317,8 +318,8 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	b.log.Info("serve mode set through the dashboard API", "name", r.PathValue("name"), "region", r.PathValue("region"),
-		"member", r.PathValue("member"), "mode", mode, "status", status, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
-	health.WriteJSON(w, status, map[string]any{"mode": mode, "results": results})
+		"member", r.PathValue("member"), "mode", mode, "status", status, "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
+	operator.WriteJSON(w, status, map[string]any{"mode": mode, "results": results})
 }
 
 // callPeer sends one request to another node's admin API (an address its

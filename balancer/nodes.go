@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // Cluster is what the balancer reads of gossip membership: the live nodes
@@ -75,7 +76,7 @@ type eventView struct {
 // edges are listed with role "edge" and state "static".
 func (b *Balancer) serveNodes(w http.ResponseWriter, _ *http.Request) {
 	nodes, recent, version := b.nodeViews()
-	health.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "ring_version": version, "nodes": nodes, "recent": recent})
+	operator.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "ring_version": version, "nodes": nodes, "recent": recent})
 }
 
 // nodeViews lists the gossip members and static edges, the recent
@@ -112,7 +113,7 @@ func (b *Balancer) serveDrain(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	c := b.clusterOrNil()
 	if c == nil {
-		health.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "this balancer has no gossip membership; drain the edge on its own admin port"})
+		operator.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "this balancer has no gossip membership; drain the edge on its own admin port"})
 		return
 	}
 	var target *health.Node
@@ -124,21 +125,21 @@ func (b *Balancer) serveDrain(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case target == nil:
-		health.WriteJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no live node named %q", name)})
+		operator.WriteJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no live node named %q", name)})
 		return
 	case target.Meta.Role != health.RoleEdge:
-		health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("%s is a %s; only edges drain", name, target.Meta.Role)})
+		operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("%s is a %s; only edges drain", name, target.Meta.Role)})
 		return
 	case target.Meta.Admin == "":
-		health.WriteJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("%s does not advertise an admin address", name)})
+		operator.WriteJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("%s does not advertise an admin address", name)})
 		return
 	}
 	code, body, err := b.callPeer(r.Context(), http.MethodPost, strings.TrimSuffix(target.Meta.Admin, "/")+"/api/drain", r)
 	if err != nil {
-		health.WriteJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("ask %s to drain: %v", name, err)})
+		operator.WriteJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("ask %s to drain: %v", name, err)})
 		return
 	}
-	b.log.Info("drain requested through the admin API", "edge", name, "status", code, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
+	b.log.Info("drain requested through the admin API", "edge", name, "status", code, "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	w.Write(body)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // ServeAdmin serves the admin port on ln until Shutdown; it then returns nil.
@@ -22,7 +23,7 @@ import (
 //
 // The admin port lists session keys and drains the edge: beyond loopback it
 // needs edge.admin.token_file (configs enforces it). Everything but /healthz
-// follows health.AdminAccess: the operator's token (or a loopback address
+// follows operator.Access: the operator's token (or a loopback address
 // without one) for all of it, a peer's signed request (a balancer's
 // dashboard) for reads; changes need the CSRF proof. Nothing here is
 // reachable through a balancer.
@@ -51,13 +52,13 @@ func (s *Server) newAdminServer() *http.Server {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	access := health.AdminAccess{
+	access := operator.Access{
 		Token:   func() []byte { return s.adminToken },
 		Keyring: func() *health.Keyring { return s.keyring.Load() },
 	}
 	mux.Handle("GET /metrics", access.Read(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
 	mux.Handle("POST /api/drain", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.log.Info("drain requested through the admin API", "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
+		s.log.Info("drain requested through the admin API", "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
 		s.startDrain()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
