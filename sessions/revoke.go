@@ -198,6 +198,14 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	users, nonces := r.Form["user"], r.Form["nonce"]
+	switch {
+	case len(users) == 1 && len(nonces) == 0:
+		operator.Describe(r.Context(), "revoke_tokens", "user "+users[0])
+	case len(nonces) == 1 && len(users) == 0:
+		operator.Describe(r.Context(), "revoke_tokens", "nonce "+nonces[0])
+	default:
+		operator.Describe(r.Context(), "revoke_tokens", "")
+	}
 	if len(users)+len(nonces) != 1 {
 		operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "give exactly one user=U (every token of U issued until now) or nonce=N (that one token)"})
 		return

@@ -194,16 +194,23 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			}
 		}
 	}()
-	meta := health.Meta{Role: health.RoleBalancer, Region: cfg.Cluster.Region, State: health.StateAlive}
+	// Bound before joining, so the admin address is announced (dashboards
+	// of other balancers read this one's audit log and history); nothing
+	// is served before the ring follows the cluster.
+	dl, al, err := listenPair(cfg.Balancer.Listen, cfg.Balancer.Admin.Listen)
+	if err != nil {
+		return nil, err
+	}
+	meta := health.Meta{Role: health.RoleBalancer, Region: cfg.Cluster.Region, Admin: adminURL(al), State: health.StateAlive}
 	if m, err = health.Join(ctx, cfg.Cluster, meta, logger); err != nil {
+		dl.Close()
+		al.Close()
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
 	b.SetCluster(m)
 	if err := b.FollowCluster(); err != nil {
-		return nil, err
-	}
-	dl, al, err := listenPair(cfg.Balancer.Listen, cfg.Balancer.Admin.Listen)
-	if err != nil {
+		dl.Close()
+		al.Close()
 		return nil, err
 	}
 	servers := map[net.Listener]func(net.Listener) error{dl: b.Serve, al: b.ServeAdmin}
