@@ -254,6 +254,22 @@ func (a Admin) Users() (map[string][]byte, error) {
 	return users, nil
 }
 
+// UsersLine is a line of a users file for user with password: the name and
+// the password's bcrypt hash (`ringlb keygen -password USER`).
+func UsersLine(user, password string) (string, error) {
+	if !validUserName(user) {
+		return "", fmt.Errorf("user name %q: want 1-64 letters, digits, '.', '-' or '_'", user)
+	}
+	if len(password) < 8 || len(password) > 72 {
+		return "", fmt.Errorf("the password is %d bytes: want 8 to 72 (bcrypt's limit)", len(password))
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return "", err
+	}
+	return user + ":" + string(hash), nil
+}
+
 // parseUsers reads "user:bcrypt-hash" lines; blank lines and lines starting
 // with # are skipped. A hash is never quoted in an error.
 func parseUsers(path string, raw []byte) (map[string][]byte, error) {

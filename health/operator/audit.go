@@ -121,6 +121,17 @@ func (a *AuditLog) open() error {
 	if err != nil {
 		return fmt.Errorf("open audit log: %w", err)
 	}
+	// A record torn by a crash ends without a newline: end it, so the
+	// next record starts a line of its own (the torn one is skipped at load).
+	if st, err := f.Stat(); err == nil && st.Size() > 0 {
+		last := make([]byte, 1)
+		if r, err := os.Open(f.Name()); err == nil {
+			if _, err := r.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
+				_, _ = f.Write([]byte{'\n'})
+			}
+			r.Close()
+		}
+	}
 	a.file = f
 	return syncDir(a.dir)
 }
