@@ -478,6 +478,7 @@ function drawChart(id, specs, nodes, events) {
       }
     }
   }
+  fig.dataset.series = tables.map((t) => t.label).join(',');
   fig.dataset.points = String(points);
   fig.dataset.span = first === null ? '0' : String(Math.round(last - first));
   const key = tables.map((t) => t.label).join('|');

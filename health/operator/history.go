@@ -42,6 +42,10 @@ type History struct {
 	eventCount  int                 // events held
 	eventNext   int
 	lastMember  time.Time // the newest membership event taken
+	// memberState is each node's last state seen: an update that changes
+	// nothing an operator marks (a load figure in the metadata, every few
+	// seconds) is not an event.
+	memberState map[string]health.State
 	seriesFull  bool      // a series was refused (maxSeries): logged once
 }
 
@@ -106,7 +110,8 @@ type bucket struct{ upper, count float64 }
 
 func newHistory(node, role string, gather prometheus.Gatherer, specs []SeriesSpec, interval time.Duration, log *slog.Logger) *History {
 	return &History{node: node, role: role, gather: gather, specs: specs, interval: interval, log: log,
-		series: map[string]*[HistorySamples]float64{}, counters: map[string]float64{}, buckets: map[string][]bucket{}}
+		series: map[string]*[HistorySamples]float64{}, counters: map[string]float64{}, buckets: map[string][]bucket{},
+		memberState: map[string]health.State{}}
 }
 
 // WatchMembership adds membership changes (health.Membership.Recent) to the
@@ -264,13 +269,29 @@ func (h *History) Sample(now time.Time) {
 			continue
 		}
 		h.lastMember = e.At
+		prev, known := h.memberState[e.Node.Name]
+		switch e.Kind {
+		case "leave":
+			delete(h.memberState, e.Node.Name)
+		default:
+			if len(h.memberState) >= maxMembersTracked && !known {
+				h.memberState = map[string]health.State{} // a churning cluster: start over rather than grow
+			}
+			h.memberState[e.Node.Name] = e.Node.Meta.State
+		}
 		text := e.Node.Name + " " + e.Kind
-		if e.Kind == "update" || e.Node.Meta.State == health.StateDraining {
+		if e.Kind == "update" {
+			if known && prev == e.Node.Meta.State {
+				continue
+			}
 			text = e.Node.Name + " " + string(e.Node.Meta.State)
 		}
 		h.addEventLocked(Event{At: e.At.UTC(), Kind: "membership", Node: h.node, Text: text})
 	}
 }
+
+// maxMembersTracked bounds the states remembered for membership events.
+const maxMembersTracked = 1024
 
 func allNaN(s *[HistorySamples]float64) bool {
 	for _, v := range s {
@@ -408,7 +429,8 @@ type HistoryView struct {
 // Floats is a series: NaN (no value) is written as null.
 type Floats []float64
 
-// MarshalJSON writes the floats with 6 significant digits, NaN as null.
+// MarshalJSON writes the floats (the shortest exact form: times are Unix
+// seconds with milliseconds), NaN as null.
 func (f Floats) MarshalJSON() ([]byte, error) {
 	out := make([]byte, 0, 2+len(f)*8)
 	out = append(out, '[')
@@ -420,7 +442,7 @@ func (f Floats) MarshalJSON() ([]byte, error) {
 			out = append(out, "null"...)
 			continue
 		}
-		out = strconv.AppendFloat(out, v, 'g', 6, 64)
+		out = strconv.AppendFloat(out, v, 'f', -1, 64)
 	}
 	return append(out, ']'), nil
 }

@@ -55,8 +55,13 @@ func TestHistorySeries(t *testing.T) {
 	h := newHistory("edge-1", "edge", reg, testSeries, 10*time.Second, slog.New(slog.DiscardHandler))
 	t0 := time.Unix(1_800_000_000, 0)
 	joined := t0.Add(5 * time.Second)
+	alive := health.Meta{State: health.StateAlive}
 	h.WatchMembership(func() []health.Event {
-		return []health.Event{{Kind: "join", Node: health.Node{Name: "edge-2"}, At: joined}}
+		return []health.Event{
+			{Kind: "join", Node: health.Node{Name: "edge-2", Meta: alive}, At: joined},
+			// A load figure changed: nothing to mark.
+			{Kind: "update", Node: health.Node{Name: "edge-2", Meta: alive}, At: joined.Add(time.Second)},
+		}
 	})
 
 	e.sessions.Set(3)
