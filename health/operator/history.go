@@ -46,7 +46,7 @@ type History struct {
 	// nothing an operator marks (a load figure in the metadata, every few
 	// seconds) is not an event.
 	memberState map[string]health.State
-	seriesFull  bool      // a series was refused (maxSeries): logged once
+	seriesFull  bool // a series was refused (maxSeries): logged once
 }
 
 // History bounds.
