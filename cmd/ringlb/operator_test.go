@@ -376,3 +376,22 @@ func TestOperatorStateSurvivesKill9(t *testing.T) {
 		t.Errorf("the restarted balancer's health path: %s, want 503 (maintenance)", resp.Status)
 	}
 }
+
+// `ringlb keygen -password USER` prints a users-file line for the password
+// on standard input, which a config then accepts and which checks the
+// password; a short password is refused.
+func TestKeygenPassword(t *testing.T) {
+	var out strings.Builder
+	if err := keygen(strings.NewReader(operatorPassword+"\n"), []string{"-password", "alice"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	users := filepath.Join(t.TempDir(), "users")
+	writeFile(t, users, out.String())
+	got, err := (configs.Admin{UsersFile: users}).Users()
+	if err != nil || len(got["alice"]) == 0 || strings.Contains(out.String(), operatorPassword) {
+		t.Fatalf("keygen -password: %q → %v %v", out.String(), got, err)
+	}
+	if err := keygen(strings.NewReader("short\n"), []string{"-password", "alice"}, io.Discard, io.Discard); err == nil {
+		t.Error("a 5-byte password was accepted")
+	}
+}
