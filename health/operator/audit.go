@@ -65,6 +65,8 @@ type AuditLog struct {
 	next   int      // where the next record goes in recent
 	file   *os.File // nil: memory only
 	lines  int      // records in file
+	// rotateAt is auditFileRecords (smaller in tests).
+	rotateAt int
 	// lastWriteError rate-limits the log line of a failing disk.
 	lastWriteError time.Time
 
@@ -75,7 +77,7 @@ type AuditLog struct {
 }
 
 func newAuditLog(node string, dir string, log *slog.Logger, m *metrics) *AuditLog {
-	a := &AuditLog{node: node, log: log, dir: dir, refused: rate.NewLimiter(refusedRecordsPerSecond, refusedRecordsBurst),
+	a := &AuditLog{node: node, log: log, dir: dir, rotateAt: auditFileRecords, refused: rate.NewLimiter(refusedRecordsPerSecond, refusedRecordsBurst),
 		kept: m.auditRecords, dropped: m.auditSuppressed, writeErrs: m.stateWriteErrors}
 	if dir == "" {
 		return a
@@ -196,7 +198,7 @@ func (a *AuditLog) write(r Record) {
 	}
 	if err == nil {
 		a.lines++
-		if a.lines >= auditFileRecords {
+		if a.lines >= a.rotateAt {
 			err = a.rotate()
 		}
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/time/rate"
 )
 
 // Logins are the operators who log in to an admin port with a user name and
@@ -36,8 +37,11 @@ type Logins struct {
 	now   func() time.Time
 	// checks bounds the bcrypt comparisons running at once: each costs tens
 	// of milliseconds of CPU, and anyone may ask for one.
-	checks  chan struct{}
-	results *prometheus.CounterVec
+	checks chan struct{}
+	rate   *rate.Limiter // checksPerSecond
+	// unknownHash is what a name that is no user's is checked against.
+	unknownHash []byte
+	results     *prometheus.CounterVec
 
 	mu       sync.Mutex
 	sessions map[[sha256.Size]byte]session
@@ -79,6 +83,13 @@ const (
 	// that finds them all busy for checkWait is answered 503.
 	concurrentChecks = 2
 	checkWait        = 2 * time.Second
+	// checksPerSecond (burst checkBurst) bounds the password checks of a
+	// port overall: a spray of logins for new names from new networks
+	// escapes both failure tables, and each check costs tens of
+	// milliseconds of CPU. Beyond it a login is answered 503 unchecked;
+	// operators log in a few times a day.
+	checksPerSecond = 2
+	checkBurst      = 5
 	// maxLoginForm bounds a login request's body.
 	maxLoginForm = 4 << 10
 	// sessionsConcern is the state file of the sessions.
@@ -91,15 +102,22 @@ const (
 	PathLogout = "/logout"
 )
 
-// unknownUserHash is compared against when the user does not exist, so a
-// wrong name costs the same time as a wrong password (no user enumeration by
-// timing). The password it hashes was random and is forgotten.
-var unknownUserHash = []byte("$2a$10$FH5bjsYWoi9XEaeYx/oHNeogqkdqrweT0eUBYl3oFpDJph5lX1xim")
-
 func newLogins(users map[string][]byte, store *Store, audit *AuditLog, log *slog.Logger, m *metrics) *Logins {
-	l := &Logins{store: store, audit: audit, log: log, now: time.Now, checks: make(chan struct{}, concurrentChecks),
+	l := &Logins{store: store, audit: audit, log: log, now: time.Now, checks: make(chan struct{}, concurrentChecks), rate: rate.NewLimiter(checksPerSecond, checkBurst),
 		results: m.logins, sessions: map[[sha256.Size]byte]session{}, byAddr: map[string]*failures{}, byUser: map[string]*failures{}}
 	l.users.Store(&users)
+	// A wrong name is checked against a hash of the users' own cost, so it
+	// costs the time a wrong password does (no user enumeration by timing).
+	cost := bcrypt.DefaultCost
+	for _, h := range users {
+		if c, err := bcrypt.Cost(h); err == nil {
+			cost = c
+			break
+		}
+	}
+	var random [18]byte
+	_, _ = rand.Read(random[:]) // crypto/rand.Read never fails on Linux (it panics first)
+	l.unknownHash, _ = bcrypt.GenerateFromPassword(random[:], cost)
 	var saved []struct {
 		ID string `json:"id"` // hex SHA-256 of the cookie
 		session
@@ -182,6 +200,9 @@ func (l *Logins) attempt(ctx context.Context, user, password, addr string) login
 	if locked {
 		return loginLocked
 	}
+	if !l.rate.Allow() {
+		return loginBusy
+	}
 	wait, cancel := context.WithTimeout(ctx, checkWait)
 	defer cancel()
 	select {
@@ -191,7 +212,7 @@ func (l *Logins) attempt(ctx context.Context, user, password, addr string) login
 	}
 	hash, known := (*l.users.Load())[user]
 	if !known {
-		hash = unknownUserHash
+		hash = l.unknownHash
 	}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
 	<-l.checks

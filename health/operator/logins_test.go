@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/time/rate"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -24,10 +26,13 @@ const testPassword = "correct horse battery staple"
 // usersFile writes a users file with alice (testPassword) and returns it.
 func usersFile(t *testing.T) string {
 	t.Helper()
-	line, err := configs.UsersLine("alice", testPassword)
+	// The cheapest bcrypt cost: these tests count checks, and the race
+	// detector makes each one of the default cost take a second.
+	hash, err := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
+	line := "alice:" + string(hash)
 	path := filepath.Join(t.TempDir(), "users")
 	if err := os.WriteFile(path, []byte("# operators\n"+line+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -185,6 +190,9 @@ func TestLoginSession(t *testing.T) {
 // against one user from many, and flooding the audit log with failures.
 func TestLoginAttacks(t *testing.T) {
 	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t)})
+	// The overall check rate has a test of its own (TestLoginSprayBounded):
+	// here the per-network and per-user rules are counted alone.
+	n.Logins.rate = rate.NewLimiter(rate.Inf, 0)
 	base := loginServer(t, n, "")
 
 	for name, header := range map[string]map[string]string{
@@ -344,5 +352,28 @@ func TestGeneratedPasswordLoggedOnce(t *testing.T) {
 	n3 := New(Config{Node: "bal-2", Role: "balancer", Admin: configs.Admin{Listen: "127.0.0.1:9090"}, Logger: logger})
 	if n3.Logins != nil || strings.Contains(logs.String(), "password") {
 		t.Fatalf("a loopback admin port generated a password: %s", logs.String())
+	}
+}
+
+// Spraying logins for random names from many networks escapes both
+// failure tables (each name and network is new); each attempt would cost a
+// bcrypt check (~50 ms of CPU). The checks are rate-limited overall: the
+// rest are answered 503 without one.
+func TestLoginSprayBounded(t *testing.T) {
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t)})
+	checked, busy := 0, 0
+	start := time.Now()
+	for i := range 60 {
+		switch n.Logins.attempt(t.Context(), fmt.Sprintf("user%d", i), "guess", fmt.Sprintf("[2001:db8:%x::1]:4000", i)) {
+		case loginWrong:
+			checked++
+		case loginBusy:
+			busy++
+		}
+	}
+	elapsed := time.Since(start)
+	t.Logf("60 sprayed logins in %s: %d checked, %d refused unchecked", elapsed.Round(time.Millisecond), checked, busy)
+	if limit := checkBurst + int(elapsed.Seconds()*checksPerSecond) + 1; checked > limit {
+		t.Errorf("%d bcrypt checks for 60 sprayed logins, want at most %d", checked, limit)
 	}
 }
