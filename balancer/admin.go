@@ -124,7 +124,7 @@ func (b *Balancer) saveState() {
 }
 
 func (b *Balancer) newAdminServer() *http.Server {
-	b.op = operator.New(operator.Config{Node: b.name, Role: "balancer", Admin: b.cfg.Admin, Registry: b.reg, Series: historySeries, Logger: b.log})
+	b.op = operator.New(operator.Config{Node: b.name, Role: "balancer", Admin: b.cfg.Admin, Registry: b.reg, Series: historySeries, Logger: b.log, Home: "/"})
 	b.restoreState()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -362,7 +362,7 @@ func (n *Node) renderLogin(w http.ResponseWriter, r *http.Request, code int, mes
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)
 	_ = loginTemplate.Execute(w, map[string]any{
-		"Node": n.name, "Role": n.role, "Next": localPath(r.FormValue("next")), "Error": message, "Enabled": n.loginEnabled(),
+		"Node": n.name, "Role": n.role, "Next": n.localPath(r.FormValue("next")), "Error": message, "Enabled": n.loginEnabled(),
 	})
 }
 
@@ -380,9 +380,10 @@ func loginHeaders(w http.ResponseWriter) {
 
 // localPath keeps a "next" target only when it is a path of this port: a
 // login must not redirect a browser to another site (open redirect).
-func localPath(p string) string {
+// Anything else goes to the port's home.
+func (n *Node) localPath(p string) string {
 	if p == "" || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.ContainsAny(p, "\\\r\n") || len(p) > 256 {
-		return "/"
+		return n.home
 	}
 	return p
 }
@@ -459,7 +460,7 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusOK, map[string]any{"user": user, "expires": expires})
 		return
 	}
-	http.Redirect(w, r, localPath(r.PostFormValue("next")), http.StatusSeeOther)
+	http.Redirect(w, r, n.localPath(r.PostFormValue("next")), http.StatusSeeOther)
 }
 
 func validUser(name string) bool {

@@ -211,8 +211,8 @@ func TestLoginAttacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if loc := resp.Header.Get("Location"); loc != "/" {
-		t.Errorf("open redirect: Location %q after next=//evil.example/x, want /", loc)
+	if loc := resp.Header.Get("Location"); loc != "/api/whoami" {
+		t.Errorf("open redirect: Location %q after next=//evil.example/x, want this port's home /api/whoami", loc)
 	}
 
 	// Guessing from one address: failuresAllowed wrong passwords are

@@ -40,12 +40,16 @@ type Config struct {
 	// Series are the figures History keeps (each role's choice).
 	Series []SeriesSpec
 	Logger *slog.Logger
+	// Home is where a login goes without a "next" (default /api/whoami;
+	// the balancer's is its dashboard, /).
+	Home string
 }
 
 // Node is one node's admin plane. Its only goroutine is History.Run, run by
 // the caller (while its admin port serves).
 type Node struct {
 	name, role string
+	home       string
 	log        *slog.Logger
 	Store      *Store
 	Audit      *AuditLog
@@ -105,7 +109,10 @@ func New(cfg Config) *Node {
 		reg = prometheus.NewRegistry()
 	}
 	m := newMetrics(reg)
-	n := &Node{name: cfg.Node, role: cfg.Role, log: log}
+	n := &Node{name: cfg.Node, role: cfg.Role, home: cfg.Home, log: log}
+	if n.home == "" {
+		n.home = "/api/whoami"
+	}
 	store, err := OpenStore(cfg.Admin.StateDir)
 	if err != nil {
 		log.Error("operator state is kept in memory only: a restart forgets drains, overrides and logins", "err", err)
