@@ -375,6 +375,11 @@ func TestOperatorStateSurvivesKill9(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("the restarted balancer's health path: %s, want 503 (maintenance)", resp.Status)
 	}
+	// Undrained, the static edge is back on the ring.
+	if code, body := c.call(t, http.MethodPost, "http://"+c.balAdmin+"/api/nodes/static-1/drain?state=off", nil, true); code != http.StatusAccepted {
+		t.Fatalf("undrain static-1: %d %s", code, body)
+	}
+	c.waitBody(t, "http://"+c.balAdmin+"/api/ring", true, func(body string) bool { return strings.Contains(body, "static-1") })
 }
 
 // `ringlb keygen -password USER` prints a users-file line for the password
