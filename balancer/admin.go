@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log"
@@ -13,7 +14,7 @@ import (
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
-	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // ServeAdmin serves the admin port on ln until Shutdown; it then returns nil.
@@ -30,9 +31,12 @@ import (
 //	                       away before the balancer is stopped; off: back in
 //	GET /api/maintenance   {"node","maintenance"}
 //	GET /                  the dashboard (dashboard.go), with GET /api/cluster and /api/gslb/...
+//	GET /api/history?minutes=N[&cluster=1]  this balancer's history (operator.History), or the cluster's
+//	GET /api/audit[?cluster=1]  this balancer's audit records, or the cluster's merged
+//	GET /login, POST /login, POST /logout, GET /api/whoami  (operator.Node.Mount)
 //
 // Everything but /healthz and the page's static files follows
-// health.AdminAccess: with balancer.admin.token_file set, "Authorization:
+// operator.Access: with balancer.admin.token_file set, "Authorization:
 // Bearer <token>" (or, for reads, a peer's request signed with the cluster's
 // key); without, a request addressed to a loopback IP. Every POST also needs
 // the CSRF proof (the token, or X-Ringlb-Admin: 1, and a same-origin Origin).
@@ -43,13 +47,85 @@ func (b *Balancer) ServeAdmin(ln net.Listener) error {
 	if closing {
 		return ErrClosed
 	}
+	// The history is sampled while the admin port serves: the goroutine
+	// ends with it (Shutdown).
+	ctx, stop := context.WithCancel(context.Background())
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		b.op.History.Run(ctx)
+	}()
+	defer func() {
+		stop()
+		<-sampled
+	}()
 	if err := b.admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
 }
 
+// historySeries are the balancer's figures kept for the dashboard's charts
+// (docs/CONTRACT.md, "Metrics").
+var historySeries = []operator.SeriesSpec{
+	{Name: "tunnels", Metric: "ringlb_balancer_connections_active", Kind: operator.Gauge},
+	{Name: "requests_per_second", Metric: "ringlb_balancer_requests_total", Kind: operator.Rate},
+	{Name: "backend_errors_per_second", Metric: "ringlb_balancer_backend_errors_total", Kind: operator.Rate},
+	{Name: "rejected_per_second", Metric: "ringlb_balancer_rejected_connections_total", Kind: operator.Rate},
+	{Name: "ring_members", Metric: "ringlb_balancer_ring_members", Kind: operator.Gauge},
+}
+
+// balancerConcern is the state file of the balancer's operator state.
+const balancerConcern = "balancer"
+
+// balancerState is what an operator set on this balancer that a restart
+// must not forget.
+type balancerState struct {
+	Maintenance   bool     `json:"maintenance"`
+	DrainedStatic []string `json:"drained_static,omitempty"`
+}
+
+// restoreState applies the state saved in cluster.state_dir, before the
+// ports serve: a balancer restarted during maintenance stays out of the
+// health checks.
+func (b *Balancer) restoreState() {
+	var st balancerState
+	switch err := b.op.Store.Load(balancerConcern, &st); {
+	case errors.Is(err, operator.ErrNoState):
+		return
+	case err != nil:
+		b.log.Error("operator state not restored", "err", err)
+		return
+	}
+	b.maintenance.Store(st.Maintenance)
+	drained := map[string]bool{}
+	for _, name := range st.DrainedStatic {
+		drained[name] = true
+	}
+	b.drainedStatic.Store(&drained)
+	if st.Maintenance || len(drained) > 0 {
+		b.log.Warn("operator state restored", "maintenance", st.Maintenance, "drained_static_edges", st.DrainedStatic)
+	}
+}
+
+// saveState writes the operator state; a failure is logged (the change
+// stands, in memory).
+func (b *Balancer) saveState() {
+	st := balancerState{Maintenance: b.maintenance.Load()}
+	if d := b.drainedStatic.Load(); d != nil {
+		for name := range *d {
+			st.DrainedStatic = append(st.DrainedStatic, name)
+		}
+		sort.Strings(st.DrainedStatic)
+	}
+	if err := b.op.Store.Save(balancerConcern, st); err != nil {
+		b.log.Error("operator state not saved: a restart will forget the change", "err", err)
+	}
+}
+
 func (b *Balancer) newAdminServer() *http.Server {
+	b.op = operator.New(operator.Config{Node: b.name, Role: "balancer", Admin: b.cfg.Admin, Registry: b.reg, Series: historySeries, Logger: b.log, Home: "/"})
+	b.restoreState()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -63,6 +139,7 @@ func (b *Balancer) newAdminServer() *http.Server {
 	mux.Handle("POST /api/nodes/{name}/drain", access.Write(http.HandlerFunc(b.serveDrain)))
 	mux.Handle("GET /api/maintenance", access.Read(http.HandlerFunc(b.serveMaintenance)))
 	mux.Handle("POST /api/maintenance", access.Write(http.HandlerFunc(b.serveMaintenance)))
+	b.op.Mount(mux, access, false)
 	b.handleDashboard(mux, access)
 	return &http.Server{
 		Handler:           mux,
@@ -74,10 +151,11 @@ func (b *Balancer) newAdminServer() *http.Server {
 
 // adminAccess is who may use the admin API: the operator's token (reloaded
 // with the config) and peers signing with the cluster's key.
-func (b *Balancer) adminAccess() health.AdminAccess {
-	return health.AdminAccess{
+func (b *Balancer) adminAccess() operator.Access {
+	return operator.Access{
 		Token:   func() []byte { return b.current.Load().adminToken },
 		Keyring: b.keyring,
+		Node:    b.op,
 	}
 }
 
@@ -108,7 +186,7 @@ func (b *Balancer) ringView() ringView {
 }
 
 func (b *Balancer) serveRing(w http.ResponseWriter, _ *http.Request) {
-	health.WriteJSON(w, http.StatusOK, b.ringView())
+	operator.WriteJSON(w, http.StatusOK, b.ringView())
 }
 
 // serveLookup answers which edge owns a key. The key is used as given (it
@@ -117,13 +195,13 @@ func (b *Balancer) serveRing(w http.ResponseWriter, _ *http.Request) {
 func (b *Balancer) serveLookup(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.Query().Get("key")
 	if key == "" {
-		health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "key query parameter is required"})
+		operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "key query parameter is required"})
 		return
 	}
 	snap := b.ring.Snapshot()
 	owner, ok := snap.Locate([]byte(key))
 	if !ok {
-		health.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"key": key, "error": "no edge on the ring", "version": snap.Version()})
+		operator.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"key": key, "error": "no edge on the ring", "version": snap.Version()})
 		return
 	}
 	var buf [8]ring.Member
@@ -131,7 +209,7 @@ func (b *Balancer) serveLookup(w http.ResponseWriter, r *http.Request) {
 	for _, m := range snap.Candidates([]byte(key), buf[:0]) {
 		candidates = append(candidates, m.Name)
 	}
-	health.WriteJSON(w, http.StatusOK, map[string]any{
+	operator.WriteJSON(w, http.StatusOK, map[string]any{
 		"key":        key,
 		"owner":      owner.Name,
 		"url":        owner.URL,
@@ -143,17 +221,20 @@ func (b *Balancer) serveLookup(w http.ResponseWriter, r *http.Request) {
 // serveMaintenance reports, and on POST sets, maintenance mode.
 func (b *Balancer) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
-		switch state := r.FormValue("state"); state {
+		state := r.FormValue("state")
+		operator.Describe(r.Context(), "maintenance", b.name+" "+state)
+		switch state {
 		case "on", "off":
 			if on := state == "on"; b.maintenance.Swap(on) != on {
-				b.log.Warn("maintenance mode changed", "maintenance", on, "health", HealthPath, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
+				b.saveState()
+				b.log.Warn("maintenance mode changed", "maintenance", on, "health", HealthPath, "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
 			}
 		default:
-			health.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("state must be on or off, got %q", state)})
+			operator.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf("state must be on or off, got %q", state)})
 			return
 		}
 	}
-	health.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "maintenance": b.maintenance.Load()})
+	operator.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "maintenance": b.maintenance.Load()})
 }
 
 // slogErrorLog routes net/http's own error lines to slog.

@@ -28,6 +28,7 @@ import (
 	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // HealthPath answers 200 while at least one edge is routable, else 503; the
@@ -63,6 +64,12 @@ type Balancer struct {
 	admin *http.Server
 	// peerClient calls other nodes' admin APIs (dashboard.go).
 	peerClient *http.Client
+	// op is the admin plane: logins, audit log, operator state, history
+	// (admin.go).
+	op *operator.Node
+	// drainedStatic are the static edges an operator drained (nodes.go):
+	// off the ring until undrained.
+	drainedStatic atomic.Pointer[map[string]bool]
 	// static are the config's static edges while FollowCluster runs;
 	// follower is its goroutine (members.go).
 	static   atomic.Pointer[staticEdges]
@@ -305,6 +312,7 @@ func (b *Balancer) stopServing(ctx context.Context) (dataErr error, errs []error
 	if err := b.admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		errs = append(errs, fmt.Errorf("admin: %w", err))
 	}
+	b.op.Close()
 	// Stops accepting, closes idle keep-alive connections, waits for
 	// in-flight requests (a WebSocket handshake included).
 	dataErr = b.data.ShutdownWithContext(ctx)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	op "github.com/ringlb/ringlb/health/operator"
 )
 
 // dashboardFiles is the operator dashboard: plain HTML, CSS and JavaScript,
@@ -47,12 +48,14 @@ const (
 //	GET  /dashboard/{file}                                 its script and style
 //	GET  /api/cluster                                      ring, nodes with edge stats, recent changes, this balancer's counters, gslb pools
 //	POST /api/gslb/pools/{name}/{region}/{member}/mode     sets a serve mode on every gslb node of the cluster
+//	GET  /api/history?minutes=N[&cluster=1]                this balancer's history, or every node's
+//	GET  /api/audit?limit=N[&cluster=1]                    this balancer's audit records, or the cluster's merged
 //
 // The balancer is the one admin endpoint an operator keeps open, so it
 // gathers what the page shows from the other nodes' admin APIs, found
 // through the addresses they gossip (health.Meta.Admin): edges' /metrics,
 // gslb nodes' /api/pools and /metrics.
-func (b *Balancer) handleDashboard(mux *http.ServeMux, access health.AdminAccess) {
+func (b *Balancer) handleDashboard(mux *http.ServeMux, access op.Access) {
 	static, err := fs.Sub(dashboardFiles, "dashboard")
 	if err != nil {
 		panic("balancer: embedded dashboard: " + err.Error()) // the embed directive guarantees the directory
@@ -61,6 +64,8 @@ func (b *Balancer) handleDashboard(mux *http.ServeMux, access health.AdminAccess
 	mux.Handle("GET /{$}", dashboardHeaders(files))
 	mux.Handle("GET /dashboard/", dashboardHeaders(http.StripPrefix("/dashboard", files)))
 	mux.Handle("GET /api/cluster", access.Read(http.HandlerFunc(b.serveCluster)))
+	mux.Handle("GET /api/history", access.Read(http.HandlerFunc(b.serveHistory)))
+	mux.Handle("GET /api/audit", access.Read(http.HandlerFunc(b.serveAudit)))
 	mux.Handle("POST /api/gslb/pools/{name}/{region}/{member}/mode", access.Write(http.HandlerFunc(b.serveGSLBMode)))
 }
 
@@ -167,7 +172,7 @@ func (b *Balancer) serveCluster(w http.ResponseWriter, r *http.Request) {
 		wg.Go(func() { b.fetchGSLB(r.Context(), &view.GSLB[i]) })
 	}
 	wg.Wait()
-	health.WriteJSON(w, http.StatusOK, view)
+	op.WriteJSON(w, http.StatusOK, view)
 }
 
 func roleOrder(role string) int {
@@ -279,9 +284,10 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body)
 		mode = body.Mode
 	}
+	op.Describe(r.Context(), "serve_mode", r.PathValue("name")+"/"+r.PathValue("region")+"/"+r.PathValue("member")+" "+modeText(mode))
 	nodes := b.gslbNodes()
 	if len(nodes) == 0 {
-		health.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "no gslb node with an admin address in this balancer's gossip cluster"})
+		op.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "no gslb node with an admin address in this balancer's gossip cluster"})
 		return
 	}
 	type result struct {
@@ -317,8 +323,8 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	b.log.Info("serve mode set through the dashboard API", "name", r.PathValue("name"), "region", r.PathValue("region"),
-		"member", r.PathValue("member"), "mode", mode, "status", status, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
-	health.WriteJSON(w, status, map[string]any{"mode": mode, "results": results})
+		"member", r.PathValue("member"), "mode", mode, "status", status, "by", op.Caller(r.Context()), "remote", r.RemoteAddr)
+	op.WriteJSON(w, status, map[string]any{"mode": mode, "results": results})
 }
 
 // callPeer sends one request to another node's admin API (an address its
@@ -341,6 +347,15 @@ func (b *Balancer) callPeer(ctx context.Context, method, target string, operator
 	if operator != nil {
 		if auth := operator.Header.Get("Authorization"); strings.HasPrefix(auth, "Bearer ") {
 			req.Header.Set("Authorization", auth)
+		} else if user := op.CallerUser(operator.Context()); user != "" {
+			// A logged-in operator has no token to forward: this
+			// balancer's own (the cluster's admin ports share one token
+			// file) carries the change, and the node acted on records
+			// whom it was for.
+			if token := b.current.Load().adminToken; len(token) > 0 {
+				req.Header.Set("Authorization", "Bearer "+string(token))
+			}
+			req.Header.Set(configs.HeaderOnBehalf, op.CallerUserPrefix+user+" via "+b.name)
 		}
 		req.Header.Set(configs.HeaderAdmin, "1")
 	} else {
@@ -458,4 +473,117 @@ func labelValue(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
+}
+
+// peerAdmins are the other nodes of the gossip cluster that announce an
+// admin address, by name.
+func (b *Balancer) peerAdmins() []health.Node {
+	c := b.clusterOrNil()
+	if c == nil {
+		return nil
+	}
+	var out []health.Node
+	for _, n := range c.Members() {
+		if n.Name != b.name && n.Meta.Admin != "" {
+			out = append(out, n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// peerReadError is a node the cluster-wide views could not read.
+type peerReadError struct {
+	Node  string `json:"node"`
+	Error string `json:"error"`
+}
+
+// readPeers GETs path from every other node's admin API (signed, in
+// parallel) and returns the answers that are JSON, by node, and the errors.
+func (b *Balancer) readPeers(ctx context.Context, path string) ([]json.RawMessage, []peerReadError) {
+	peers := b.peerAdmins()
+	bodies := make([]json.RawMessage, len(peers))
+	errs := make([]error, len(peers))
+	var wg sync.WaitGroup
+	for i, n := range peers {
+		wg.Go(func() {
+			code, body, err := b.callPeer(ctx, http.MethodGet, strings.TrimSuffix(n.Meta.Admin, "/")+path, nil)
+			switch {
+			case err != nil:
+				errs[i] = err
+			case code != http.StatusOK:
+				errs[i] = peerError(code, body)
+			case !json.Valid(body):
+				errs[i] = fmt.Errorf("%s%s: not JSON", n.Meta.Admin, path)
+			default:
+				bodies[i] = body
+			}
+		})
+	}
+	wg.Wait()
+	var ok []json.RawMessage
+	failed := []peerReadError{}
+	for i, n := range peers {
+		if errs[i] != nil {
+			failed = append(failed, peerReadError{n.Name, errs[i].Error()})
+		} else {
+			ok = append(ok, bodies[i])
+		}
+	}
+	return ok, failed
+}
+
+// serveHistory: GET /api/history?minutes=N is this balancer's history
+// (operator.HistoryView); with cluster=1 it is every node's of the gossip
+// cluster, this one first, each read as a peer:
+// {"node","nodes":[HistoryView...],"errors":[{node,error}]}.
+func (b *Balancer) serveHistory(w http.ResponseWriter, r *http.Request) {
+	minutes := op.Minutes(r)
+	own := b.op.History.View(minutes)
+	if r.URL.Query().Get("cluster") == "" {
+		op.WriteJSON(w, http.StatusOK, own)
+		return
+	}
+	peers, failed := b.readPeers(r.Context(), fmt.Sprintf("/api/history?minutes=%d", minutes))
+	ownJSON, err := json.Marshal(own)
+	if err != nil {
+		op.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	op.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "nodes": append([]json.RawMessage{ownJSON}, peers...), "errors": failed})
+}
+
+// serveAudit: GET /api/audit?limit=N is this balancer's audit records
+// (newest first); with cluster=1 every node's, merged by time:
+// {"node","records":[...],"errors":[{node,error}]}.
+func (b *Balancer) serveAudit(w http.ResponseWriter, r *http.Request) {
+	view := b.op.AuditView(r)
+	if r.URL.Query().Get("cluster") == "" {
+		op.WriteJSON(w, http.StatusOK, view)
+		return
+	}
+	limit := op.AuditLimit(r)
+	peers, failed := b.readPeers(r.Context(), fmt.Sprintf("/api/audit?limit=%d", limit))
+	records := view.Records
+	for _, raw := range peers {
+		var v op.AuditView
+		if err := json.Unmarshal(raw, &v); err != nil {
+			failed = append(failed, peerReadError{v.Node, err.Error()})
+			continue
+		}
+		records = append(records, v.Records...)
+	}
+	sort.SliceStable(records, func(i, j int) bool { return records[i].At.After(records[j].At) })
+	if len(records) > limit {
+		records = records[:limit]
+	}
+	op.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "records": records, "errors": failed})
+}
+
+// modeText is a serve mode as audit records name it ("" clears an override).
+func modeText(mode string) string {
+	if mode == "" {
+		return "config"
+	}
+	return mode
 }

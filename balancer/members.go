@@ -61,7 +61,7 @@ func (b *Balancer) ringMembers() []ring.Member {
 		}
 	}
 	if st := b.static.Load(); st != nil {
-		out = append(out, st.Members()...)
+		out = append(out, b.undrained(st.Members())...)
 	}
 	return out
 }

@@ -219,6 +219,7 @@ var DefaultKeySources = []string{"header:ctstickiness", "cookie:ctstickiness", "
 func (b *Balancer) Provision() {
 	setDefault(&b.Listen, DefaultBalancerListen)
 	setDefault(&b.Admin.Listen, DefaultBalancerAdmin)
+	b.Admin.provision()
 	b.Key.provision()
 	for i := range b.Edges {
 		b.Edges[i].provision()

@@ -28,6 +28,11 @@ func (c *Config) Provision() {
 	c.Edge.Provision()
 	c.Balancer.Provision()
 	c.GSLB.Provision()
+	// Each role reads its own section: its admin port finds the node's
+	// state directory there.
+	for _, a := range []*Admin{&c.Edge.Admin, &c.Balancer.Admin, &c.GSLB.Admin} {
+		a.StateDir = c.Cluster.StateDir
+	}
 }
 
 // problem is a validation finding before it is located in the file.

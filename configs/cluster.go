@@ -1,9 +1,12 @@
 package configs
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
+	"path/filepath"
 )
 
 // Cluster is gossip membership (health/): who this node is and whom it joins.
@@ -51,6 +54,13 @@ type Cluster struct {
 	// which is why they live here. (balancer.ring, where they were first,
 	// is still read when this is unset.)
 	Ring Ring `yaml:"ring"`
+	// StateDir keeps this node's operator state across restarts: drains,
+	// serve-mode overrides, maintenance, failover latches, login sessions,
+	// a generated admin password and the audit log (created with mode
+	// 0700; files 0600, each written atomically). One node per directory.
+	// Empty (the default): all of it lives in memory and a restart forgets
+	// it.
+	StateDir string `yaml:"state_dir"`
 
 	ringPath string // where Ring came from, when not cluster.ring
 }
@@ -122,6 +132,9 @@ func (c Cluster) validate(ps *problems) {
 		ps.add("cluster", "probe_interval and gossip_interval must not be negative")
 	}
 	c.validateTrust(ps)
+	if c.StateDir != "" {
+		checkStateDir(ps, c.StateDir)
+	}
 	path := "cluster.ring"
 	if c.ringPath != "" {
 		path = c.ringPath
@@ -170,4 +183,21 @@ func (c Cluster) AllowedPrefixes() []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// checkStateDir checks cluster.state_dir: a directory, or one that can be
+// made in an existing parent.
+func checkStateDir(ps *problems, dir string) {
+	st, err := os.Stat(dir)
+	switch {
+	case err == nil && !st.IsDir():
+		ps.add("cluster.state_dir", "%s is not a directory", dir)
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		if pst, perr := os.Stat(filepath.Dir(dir)); perr != nil || !pst.IsDir() {
+			ps.add("cluster.state_dir", "%s does not exist, nor does its parent directory", dir)
+		}
+	default:
+		ps.add("cluster.state_dir", "%s: %v", dir, unwrapPath(err))
+	}
 }

@@ -25,8 +25,12 @@ const (
 	// (health.Keyring).
 	HeaderPeer = "X-Ringlb-Peer"
 	// HeaderAdmin marks an admin request as an admin client's, not another
-	// web site's (health.AdminAccess).
+	// web site's (operator.Access).
 	HeaderAdmin = "X-Ringlb-Admin"
+	// HeaderOnBehalf names, on a change a balancer's dashboard forwards to
+	// another node with the operator's token, the logged-in user it was
+	// made for: an annotation of the audit record, never a credential.
+	HeaderOnBehalf = "X-Ringlb-On-Behalf"
 	// HeaderRequestID carries a request's id from the client (kept) or the
 	// balancer (generated), so edge logs match the balancer's.
 	HeaderRequestID = "X-Request-Id"

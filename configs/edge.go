@@ -130,6 +130,7 @@ const (
 func (e *Edge) Provision() {
 	setDefault(&e.Listen, DefaultEdgeListen)
 	setDefault(&e.Admin.Listen, DefaultEdgeAdmin)
+	e.Admin.provision()
 	if e.AdvertiseURL == "" {
 		e.AdvertiseURL = "http://" + ReachableAddr(e.Listen)
 	}

@@ -3,6 +3,7 @@ package configs
 import (
 	_ "embed"
 	"fmt"
+	"path/filepath"
 )
 
 // DemoFile is configs/demo.yaml, embedded: the config `ringlb demo` runs when
@@ -40,6 +41,14 @@ func (c *Config) ForNode(n DemoNode) *Config {
 	case "gslb":
 		out.GSLB.Listen = n.Listen
 		out.GSLB.Admin.Listen = n.Admin
+	}
+	// One node per state directory: each demo node keeps its operator
+	// state in a directory of its own, named after it.
+	if c.Cluster.StateDir != "" {
+		out.Cluster.StateDir = filepath.Join(c.Cluster.StateDir, n.Name)
+	}
+	for _, a := range []*Admin{&out.Edge.Admin, &out.Balancer.Admin, &out.GSLB.Admin} {
+		a.StateDir = out.Cluster.StateDir
 	}
 	return &out
 }

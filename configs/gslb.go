@@ -286,6 +286,7 @@ func (m *Monitor) Provision() {
 func (g *GSLB) Provision() {
 	setDefault(&g.Listen, ":53")
 	setDefault(&g.Admin.Listen, "127.0.0.1:9053")
+	g.Admin.provision()
 	setDefaultInt(&g.MaxUDPSize, 1232)
 	for k, m := range g.Monitors {
 		m.Provision()

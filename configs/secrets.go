@@ -12,6 +12,9 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Secret files: the cluster keyring (cluster.secret_key_file) and the admin
@@ -185,6 +188,141 @@ type Admin struct {
 	// least 16 bytes); required when Listen is not loopback. Every POST needs
 	// it (or, without a token, the header X-Ringlb-Admin: 1).
 	TokenFile string `yaml:"token_file"`
+	// UsersFile lists the operators who log in to the dashboard: one
+	// "user:bcrypt-hash" line each (htpasswd -B writes them; so does
+	// `ringlb keygen -password`). RINGLB_ADMIN_USER with
+	// RINGLB_ADMIN_PASSWORD_HASH in the environment adds one more. With a
+	// user configured, a browser logs in (a session cookie) and a loopback
+	// address alone no longer makes a caller the operator; the token keeps
+	// working for scripts. Without one, an admin port beyond loopback
+	// generates a password for the user "admin" at its first start and
+	// logs it once (its hash is kept in cluster.state_dir).
+	UsersFile string `yaml:"users_file"`
+	// HistoryInterval is how often the node samples its own metrics into
+	// the history behind GET /api/history (default 10s): 360 samples are
+	// kept, an hour at the default.
+	HistoryInterval Duration `yaml:"history_interval"`
+
+	// StateDir is cluster.state_dir, copied here by Config.Provision so that
+	// a role, which reads only its own section, finds it.
+	StateDir string `yaml:"-"`
+}
+
+// Admin defaults and bounds.
+const (
+	DefaultHistoryInterval = 10 * time.Second
+	minHistoryInterval     = 100 * time.Millisecond
+	maxHistoryInterval     = 10 * time.Minute
+	// Environment variables that add one admin user (Admin.Users).
+	EnvAdminUser         = "RINGLB_ADMIN_USER"
+	EnvAdminPasswordHash = "RINGLB_ADMIN_PASSWORD_HASH"
+	// maxAdminUsers bounds a users file.
+	maxAdminUsers = 1000
+)
+
+// provision fills the admin listener's unset fields but Listen, whose
+// default is each role's own.
+func (a *Admin) provision() {
+	setDefaultDuration(&a.HistoryInterval, DefaultHistoryInterval)
+}
+
+// Users returns the admin users: those of UsersFile and the one of the
+// environment (EnvAdminUser, EnvAdminPasswordHash), name → bcrypt hash.
+// None configured: an empty map and no error.
+func (a Admin) Users() (map[string][]byte, error) {
+	users := map[string][]byte{}
+	if a.UsersFile != "" {
+		raw, err := os.ReadFile(a.UsersFile)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", a.UsersFile, unwrapPath(err))
+		}
+		if users, err = parseUsers(a.UsersFile, raw); err != nil {
+			return nil, err
+		}
+	}
+	name, hash := os.Getenv(EnvAdminUser), os.Getenv(EnvAdminPasswordHash)
+	switch {
+	case name == "" && hash == "":
+	case name == "" || hash == "":
+		return nil, fmt.Errorf("set both %s and %s, or neither", EnvAdminUser, EnvAdminPasswordHash)
+	default:
+		if err := checkUser(name, hash); err != nil {
+			return nil, fmt.Errorf("%s/%s: %w", EnvAdminUser, EnvAdminPasswordHash, err)
+		}
+		users[name] = []byte(hash)
+	}
+	return users, nil
+}
+
+// UsersLine is a line of a users file for user with password: the name and
+// the password's bcrypt hash (`ringlb keygen -password USER`).
+func UsersLine(user, password string) (string, error) {
+	if !validUserName(user) {
+		return "", fmt.Errorf("user name %q: want 1-64 letters, digits, '.', '-' or '_'", user)
+	}
+	if len(password) < 8 || len(password) > 72 {
+		return "", fmt.Errorf("the password is %d bytes: want 8 to 72 (bcrypt's limit)", len(password))
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return "", err
+	}
+	return user + ":" + string(hash), nil
+}
+
+// parseUsers reads "user:bcrypt-hash" lines; blank lines and lines starting
+// with # are skipped. A hash is never quoted in an error.
+func parseUsers(path string, raw []byte) (map[string][]byte, error) {
+	users := map[string][]byte{}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		name, hash, ok := strings.Cut(text, ":")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: want user:bcrypt-hash (make a line with: ringlb keygen -password USER)", path, line)
+		}
+		if err := checkUser(name, hash); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		if _, dup := users[name]; dup {
+			return nil, fmt.Errorf("%s:%d: user %q is listed twice", path, line, name)
+		}
+		users[name] = []byte(hash)
+		if len(users) > maxAdminUsers {
+			return nil, fmt.Errorf("%s: more than %d users", path, maxAdminUsers)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return users, nil
+}
+
+// checkUser checks an admin user's name (it appears in audit records and
+// headers) and that its hash is a bcrypt hash (htpasswd -B: $2y$, $2b$, $2a$).
+func checkUser(name, hash string) error {
+	if !validUserName(name) {
+		return fmt.Errorf("user name %q: want 1-64 letters, digits, '.', '-' or '_'", name)
+	}
+	if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		return fmt.Errorf("user %s: the password hash is not a bcrypt hash (htpasswd -B or ringlb keygen -password make one)", name)
+	}
+	return nil
+}
+
+func validUserName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // checkAdmin applies the admin rule to one role's admin listener: a port
@@ -197,5 +335,11 @@ func checkAdmin(ps *problems, path string, a Admin) {
 		}
 	} else if !isLoopback(a.Listen) {
 		ps.add(path+".token_file", "is required when %s.listen (%s) is not a loopback address: the admin API drains nodes and changes answers. Make one with `ringlb keygen -o FILE`", path, a.Listen)
+	}
+	if _, err := a.Users(); err != nil {
+		ps.add(path+".users_file", "%v", err)
+	}
+	if d := a.HistoryInterval.D(); d < minHistoryInterval || d > maxHistoryInterval {
+		ps.add(path+".history_interval", "must be in range [%s, %s], got %s", minHistoryInterval, maxHistoryInterval, d)
 	}
 }

@@ -14,7 +14,9 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 type adminServer struct {
@@ -44,8 +46,11 @@ func (a *adminServer) shutdown(ctx context.Context) error {
 //	POST /api/pools/{name}/{region}/recover        end a failover latched by auto_recover: false
 //	GET  /api/monitors                             this node's own probe results (what peers vote with) and the edges' loads it sees
 //	POST /api/querylog?on=true|false               switch the query log (until the next reload)
+//	GET  /api/history?minutes=N                    this node's figures over the last minutes (operator.History)
+//	GET  /api/audit                                this node's audit records, newest first
+//	GET  /login, POST /login, POST /logout, GET /api/whoami  (operator.Node.Mount)
 //
-// All but /healthz follow health.AdminAccess: with gslb.admin.token_file set,
+// All but /healthz follow operator.Access: with gslb.admin.token_file set,
 // "Authorization: Bearer <token>" (or, for reads, a peer's request signed
 // with the cluster's key: other gslb nodes read /api/monitors so); without,
 // a request addressed to a loopback IP. POSTs also need the CSRF proof (the
@@ -53,14 +58,16 @@ func (a *adminServer) shutdown(ctx context.Context) error {
 func (s *Server) ServeAdmin(ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	access := health.AdminAccess{
+	access := operator.Access{
 		Token:   func() []byte { return s.state.Load().adminToken },
 		Keyring: func() *health.Keyring { return s.keyring.Load() },
+		Node:    s.op,
 	}
+	s.op.Mount(mux, access, true)
 	mux.Handle("GET /metrics", access.Read(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
 	mux.Handle("GET /api/pools", access.Read(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		st := s.state.Load()
-		health.WriteJSON(w, http.StatusOK, map[string]any{"node": s.name, "serial_offset": st.serial.Load(), "query_log": s.queryLog.Load(), "names": st.pools.status()})
+		operator.WriteJSON(w, http.StatusOK, map[string]any{"node": s.name, "serial_offset": st.serial.Load(), "query_log": s.queryLog.Load(), "names": st.pools.status()})
 	})))
 	mux.Handle("POST /api/pools/{name}/{region}/{member}/mode", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mode := r.URL.Query().Get("mode")
@@ -69,45 +76,126 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 			json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body)
 			mode = body.Mode
 		}
+		operator.Describe(r.Context(), "serve_mode", r.PathValue("name")+"/"+r.PathValue("region")+"/"+r.PathValue("member")+" "+modeText(mode))
 		err := s.state.Load().pools.setOverride(dns.Fqdn(strings.ToLower(r.PathValue("name"))), r.PathValue("region"), r.PathValue("member"), mode)
 		if err != nil {
-			health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		s.logger.Info("serve mode override", "name", r.PathValue("name"), "region", r.PathValue("region"), "member", r.PathValue("member"), "mode", mode, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
-		health.WriteJSON(w, http.StatusOK, map[string]string{"mode": mode})
+		s.saveState()
+		s.logger.Info("serve mode override", "name", r.PathValue("name"), "region", r.PathValue("region"), "member", r.PathValue("member"), "mode", mode, "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
+		operator.WriteJSON(w, http.StatusOK, map[string]string{"mode": mode})
 	})))
 	mux.Handle("POST /api/pools/{name}/{region}/recover", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		operator.Describe(r.Context(), "recover", r.PathValue("name")+"/"+r.PathValue("region"))
 		if err := s.state.Load().pools.recover(dns.Fqdn(strings.ToLower(r.PathValue("name"))), r.PathValue("region")); err != nil {
-			health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		s.logger.Info("manual recover", "name", r.PathValue("name"), "region", r.PathValue("region"), "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
-		health.WriteJSON(w, http.StatusOK, map[string]bool{"recovered": true})
+		s.saveState()
+		s.logger.Info("manual recover", "name", r.PathValue("name"), "region", r.PathValue("region"), "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
+		operator.WriteJSON(w, http.StatusOK, map[string]bool{"recovered": true})
 	})))
 	mux.Handle("GET /api/monitors", access.Read(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		out := map[string]any{"node": s.name, "members": s.state.Load().pools.localMonitors()}
 		if l := s.localLoads.Load(); l != nil {
 			out["loads"] = *l // what this node's gossip says, for peers that do not see those edges
 		}
-		health.WriteJSON(w, http.StatusOK, out)
+		operator.WriteJSON(w, http.StatusOK, out)
 	})))
 	mux.Handle("POST /api/querylog", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		operator.Describe(r.Context(), "query_log", r.URL.Query().Get("on"))
 		on, err := strconv.ParseBool(r.URL.Query().Get("on"))
 		if err != nil {
-			health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "want ?on=true or ?on=false"})
+			operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "want ?on=true or ?on=false"})
 			return
 		}
 		s.queryLog.Store(on)
 		s.logger.Info("query log switched", "on", on)
-		health.WriteJSON(w, http.StatusOK, map[string]bool{"query_log": on})
+		operator.WriteJSON(w, http.StatusOK, map[string]bool{"query_log": on})
 	})))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	s.admin.mu.Lock()
 	s.admin.srv = srv
 	s.admin.mu.Unlock()
+	// The history is sampled while the admin port serves.
+	ctx, stop := context.WithCancel(context.Background())
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		s.op.History.Run(ctx)
+	}()
+	defer func() {
+		stop()
+		<-sampled
+	}()
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// historySeries are the gslb's figures kept for the dashboard's charts
+// (docs/CONTRACT.md, "Metrics"): queries and answers (NOERROR) per second,
+// each pool's members up, and a failover as an event.
+var historySeries = []operator.SeriesSpec{
+	{Name: "queries_per_second", Metric: "ringlb_gslb_queries_total", Kind: operator.Rate},
+	{Name: "answers_per_second", Metric: "ringlb_gslb_queries_total", Kind: operator.Rate, Where: map[string]string{"rcode": "NOERROR"}},
+	{Name: "members_up", Metric: "ringlb_gslb_member_up", Kind: operator.Gauge, By: []string{"name", "region"}},
+	{Name: "steered_share", Metric: "ringlb_gslb_steered_share", Kind: operator.Gauge, By: []string{"name", "region"}},
+	{Name: "failover", Metric: "ringlb_gslb_failovers_total", Kind: operator.Increase, By: []string{"name", "region"}, Event: "failover"},
+}
+
+// poolsConcern is the state file of the serve-mode overrides and failover
+// latches.
+const poolsConcern = "gslb-pools"
+
+type poolsState struct {
+	Overrides []savedOverride `json:"overrides"`
+	Latches   []savedLatch    `json:"latches"`
+}
+
+// useOperator makes the admin plane and restores what an operator set
+// before the last stop: a gslb restarted while a member was taken out
+// (serve mode remove) keeps it out, and a failover latched with
+// auto_recover: false stays latched until someone recovers it.
+func (s *Server) useOperator(cfg configs.GSLB) {
+	s.op = operator.New(operator.Config{Node: s.name, Role: "gslb", Admin: cfg.Admin, Registry: s.reg, Series: historySeries, Logger: s.logger})
+	var st poolsState
+	switch err := s.op.Store.Load(poolsConcern, &st); {
+	case errors.Is(err, operator.ErrNoState):
+		return
+	case err != nil:
+		s.logger.Error("operator state not restored", "err", err)
+		return
+	}
+	skipped := s.state.Load().pools.restore(st.Overrides, st.Latches)
+	if len(st.Overrides)+len(st.Latches) > 0 {
+		s.logger.Warn("operator state restored", "overrides", len(st.Overrides), "latches", len(st.Latches))
+	}
+	if len(skipped) > 0 {
+		s.logger.Warn("saved overrides or latches name pools no longer configured: dropped", "which", skipped)
+	}
+}
+
+// saveState writes the overrides and latches; a failure is logged (the
+// change stands, in memory).
+func (s *Server) saveState() {
+	if s.op == nil { // New's first build: nothing changed yet
+		return
+	}
+	s.saving.Lock()
+	defer s.saving.Unlock()
+	overrides, latches := s.state.Load().pools.saved()
+	if err := s.op.Store.Save(poolsConcern, poolsState{overrides, latches}); err != nil {
+		s.logger.Error("operator state not saved: a restart will forget the change", "err", err)
+	}
+}
+
+// modeText is a serve mode as audit records name it ("" clears an override).
+func modeText(mode string) string {
+	if mode == "" {
+		return "config"
+	}
+	return mode
 }

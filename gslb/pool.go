@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,9 @@ type pools struct {
 	// agree turns this node's probe result for a member into the one all
 	// gslb nodes agree on (agree.go); nil: the probe's word is final.
 	agree func(k memberKey, up bool, why string) (bool, string)
+	// onLatch is called after a rebuild that latched a region as failed
+	// over or cleared its latch (the operator state is saved then).
+	onLatch func()
 
 	view atomic.Pointer[view]
 
@@ -250,7 +254,7 @@ func (p *pools) servable(m *member) (bool, string) {
 func (p *pools) rebuild() {
 	p.mu.Lock()
 	v := &view{names: map[string]*nameView{}}
-	changed := false
+	changed, latchesBefore, latchCleared := false, len(p.failed), false
 	prev := p.view.Load()
 	for name, n := range p.names {
 		nv := &nameView{cfg: &n.cfg, regions: map[string]*regionView{}, geo: n.geo, deflt: n.cfg.DefaultRegion}
@@ -279,6 +283,7 @@ func (p *pools) rebuild() {
 			if why, latched := p.failed[k]; latched {
 				if healthy && *n.cfg.AutoRecover {
 					delete(p.failed, k)
+					latchCleared = true
 					p.logger.Info("region recovered", "name", name, "region", rname, "was", why)
 				}
 			} else if !healthy {
@@ -342,10 +347,76 @@ func (p *pools) rebuild() {
 		v.names[name] = nv
 	}
 	p.view.Store(v)
+	latchChanged := latchCleared || latchesBefore != len(p.failed)
 	p.mu.Unlock()
 	if changed && prev != nil && p.onChange != nil {
 		p.onChange()
 	}
+	if latchChanged && p.onLatch != nil {
+		p.onLatch()
+	}
+}
+
+// Overrides and latches as the operator state keeps them (admin.go).
+type savedOverride struct {
+	Name   string `json:"name"`
+	Region string `json:"region"`
+	Member string `json:"member"`
+	Mode   string `json:"mode"`
+}
+
+type savedLatch struct {
+	Name   string `json:"name"`
+	Region string `json:"region"`
+	Why    string `json:"why"`
+}
+
+// saved returns the serve-mode overrides and failover latches, sorted.
+func (p *pools) saved() ([]savedOverride, []savedLatch) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	overrides := []savedOverride{}
+	for k, mode := range p.overrides {
+		overrides = append(overrides, savedOverride{k.name, k.region, k.member, mode})
+	}
+	latches := []savedLatch{}
+	for k, why := range p.failed {
+		latches = append(latches, savedLatch{k.name, k.region, why})
+	}
+	slices.SortFunc(overrides, func(a, b savedOverride) int {
+		return strings.Compare(a.Name+"\x00"+a.Region+"\x00"+a.Member, b.Name+"\x00"+b.Region+"\x00"+b.Member)
+	})
+	slices.SortFunc(latches, func(a, b savedLatch) int { return strings.Compare(a.Name+"\x00"+a.Region, b.Name+"\x00"+b.Region) })
+	return overrides, latches
+}
+
+// restore applies saved overrides and latches of members and regions that
+// are still configured; it returns what it skipped.
+func (p *pools) restore(overrides []savedOverride, latches []savedLatch) (skipped []string) {
+	p.mu.Lock()
+	for _, o := range overrides {
+		n := p.names[o.Name]
+		if n == nil || n.regions[o.Region] == nil || !slices.ContainsFunc(n.regions[o.Region].members, func(m *member) bool { return m.cfg.Name == o.Member }) {
+			skipped = append(skipped, o.Name+"/"+o.Region+"/"+o.Member)
+			continue
+		}
+		switch o.Mode {
+		case configs.ServeAlways, configs.ServeObey, configs.ServeRemove, configs.ServeNo:
+			p.overrides[memberKey{o.Name, o.Region, o.Member}] = o.Mode
+		default:
+			skipped = append(skipped, o.Name+"/"+o.Region+"/"+o.Member)
+		}
+	}
+	for _, l := range latches {
+		if n := p.names[l.Name]; n != nil && n.regions[l.Region] != nil {
+			p.failed[regionKey{l.Name, l.Region}] = l.Why
+		} else {
+			skipped = append(skipped, l.Name+"/"+l.Region)
+		}
+	}
+	p.mu.Unlock()
+	p.rebuild()
+	return skipped
 }
 
 func sameRegionView(nv *nameView, rname string, rv *regionView) bool {

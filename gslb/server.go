@@ -25,6 +25,7 @@ import (
 	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // maxCNAMEChain bounds CNAME chasing inside our zones.
@@ -57,6 +58,12 @@ type Server struct {
 	// background ends with Shutdown: the NOTIFY and peer exchange loops.
 	background context.Context
 	stop       context.CancelFunc
+
+	// op is the admin plane: logins, audit log, operator state, history
+	// (admin.go).
+	op *operator.Node
+	// saving orders saves of the operator state (admin.go).
+	saving sync.Mutex
 
 	mu     sync.Mutex
 	udp    []*net.UDPConn // one per CPU, sharing the port (SO_REUSEPORT), each with its loop
@@ -113,6 +120,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	}
 	s.state.Store(st)
 	s.queryLog.Store(cfg.QueryLog)
+	s.useOperator(cfg) // restores overrides and latches before any answer
 	return s, nil
 }
 
@@ -156,6 +164,7 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 		return nil, err
 	}
 	p.agree = s.agreed
+	p.onLatch = s.saveState
 	p.onChange = func() {
 		st.serial.Add(1)
 		s.kickNotify()
@@ -365,6 +374,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.state.Load().pools.stop()
 	errs = append(errs, s.admin.shutdown(ctx))
+	s.op.Close()
 	done := make(chan struct{})
 	go func() { s.served.Wait(); close(done) }()
 	select {

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // ServeAdmin serves the admin port on ln until Shutdown; it then returns nil.
@@ -19,10 +21,13 @@ import (
 //	                   live ones to end, then close the rest with 1012
 //	GET /metrics       Prometheus text
 //	GET /api/sessions  [{"session","participants","created"}], sorted by key
+//	GET /api/history?minutes=N  this edge's figures over the last minutes (operator.History)
+//	GET /api/audit     this edge's audit records, newest first
+//	GET /login, POST /login, POST /logout, GET /api/whoami  (operator.Node.Mount)
 //
 // The admin port lists session keys and drains the edge: beyond loopback it
 // needs edge.admin.token_file (configs enforces it). Everything but /healthz
-// follows health.AdminAccess: the operator's token (or a loopback address
+// follows operator.Access: the operator's token (or a loopback address
 // without one) for all of it, a peer's signed request (a balancer's
 // dashboard) for reads; changes need the CSRF proof. Nothing here is
 // reachable through a balancer.
@@ -33,6 +38,17 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	if closing {
 		return ErrClosed
 	}
+	// The history is sampled while the admin port serves.
+	ctx, stop := context.WithCancel(context.Background())
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		s.op.History.Run(ctx)
+	}()
+	defer func() {
+		stop()
+		<-sampled
+	}()
 	// http.Server handles a Serve racing with its Shutdown itself.
 	if err := s.admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
@@ -40,7 +56,23 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	return nil
 }
 
+// historySeries are the edge's figures kept for the dashboard's charts
+// (docs/CONTRACT.md, "Metrics").
+var historySeries = []operator.SeriesSpec{
+	{Name: "sessions", Metric: "ringlb_edge_sessions_active", Kind: operator.Gauge},
+	{Name: "connections", Metric: "ringlb_edge_connections_active", Kind: operator.Gauge},
+	{Name: "users", Metric: "ringlb_edge_users_online", Kind: operator.Gauge},
+	{Name: "messages_per_second", Metric: "ringlb_edge_messages_total", Kind: operator.Rate},
+	{Name: "slow_consumers_per_second", Metric: "ringlb_edge_slow_consumers_total", Kind: operator.Rate},
+	{Name: "lag_p50_seconds", Metric: "ringlb_edge_lag_seconds", Kind: operator.Quantile, Quantile: 0.5},
+	{Name: "lag_p99_seconds", Metric: "ringlb_edge_lag_seconds", Kind: operator.Quantile, Quantile: 0.99},
+}
+
 func (s *Server) newAdminServer() *http.Server {
+	// An edge restarted after a drain serves again: a drain is how every
+	// edge stops (SIGTERM drains too), so keeping it would leave each
+	// restarted edge out of the ring; the audit log keeps who drained it.
+	s.op = operator.New(operator.Config{Node: s.name, Role: "edge", Admin: s.cfg.Admin, Registry: s.reg, Series: historySeries, Logger: s.log})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -51,13 +83,16 @@ func (s *Server) newAdminServer() *http.Server {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	access := health.AdminAccess{
+	access := operator.Access{
 		Token:   func() []byte { return s.adminToken },
 		Keyring: func() *health.Keyring { return s.keyring.Load() },
+		Node:    s.op,
 	}
+	s.op.Mount(mux, access, true)
 	mux.Handle("GET /metrics", access.Read(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
 	mux.Handle("POST /api/drain", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.log.Info("drain requested through the admin API", "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
+		operator.Describe(r.Context(), "drain", s.name)
+		s.log.Info("drain requested through the admin API", "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
 		s.startDrain()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // maxRevocations bounds the revocations an edge holds at once (users and
@@ -184,26 +184,34 @@ const maxRevokeBody = 4 << 10
 //
 // Revocations are this edge process's only (revocations says why that is
 // bounded); an operator revokes on every edge.
-func (s *Server) handleRevocations(mux *http.ServeMux, access health.AdminAccess) {
+func (s *Server) handleRevocations(mux *http.ServeMux, access operator.Access) {
 	mux.Handle("POST /api/tokens/revoke", access.Write(http.HandlerFunc(s.serveRevoke)))
 	mux.Handle("GET /api/tokens/revoked", access.Read(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		health.WriteJSON(w, http.StatusOK, s.revocations.list(time.Now()))
+		operator.WriteJSON(w, http.StatusOK, s.revocations.list(time.Now()))
 	})))
 }
 
 func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxRevokeBody)
 	if err := r.ParseForm(); err != nil {
-		health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "bad form: " + err.Error()})
+		operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "bad form: " + err.Error()})
 		return
 	}
 	users, nonces := r.Form["user"], r.Form["nonce"]
+	switch {
+	case len(users) == 1 && len(nonces) == 0:
+		operator.Describe(r.Context(), "revoke_tokens", "user "+users[0])
+	case len(nonces) == 1 && len(users) == 0:
+		operator.Describe(r.Context(), "revoke_tokens", "nonce "+nonces[0])
+	default:
+		operator.Describe(r.Context(), "revoke_tokens", "")
+	}
 	if len(users)+len(nonces) != 1 {
-		health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "give exactly one user=U (every token of U issued until now) or nonce=N (that one token)"})
+		operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "give exactly one user=U (every token of U issued until now) or nonce=N (that one token)"})
 		return
 	}
 	if s.cfg.Auth.HMACSecretFile == "" {
-		health.WriteJSON(w, http.StatusConflict, map[string]string{"error": "this edge has no edge.auth.hmac_secret_file: it admits no tokens to revoke"})
+		operator.WriteJSON(w, http.StatusConflict, map[string]string{"error": "this edge has no edge.auth.hmac_secret_file: it admits no tokens to revoke"})
 		return
 	}
 	now := time.Now()
@@ -214,12 +222,12 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	if len(users) == 1 {
 		user := users[0]
 		if err := checkUser(user); err != nil {
-			health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
 		u, err := s.revocations.revokeUser(user, now)
 		if err != nil {
-			health.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			operator.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
 		answer = map[string]any{"user": user, "before": u.before.UTC(), "until": u.until.UTC()}
@@ -228,7 +236,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	} else {
 		nonce := nonces[0]
 		if !validNonce(nonce) {
-			health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "nonce must be a token's n: 16 base64url characters"})
+			operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "nonce must be a token's n: 16 base64url characters"})
 			return
 		}
 		// A connected holder tells the token's expiry: the entry need not
@@ -241,7 +249,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		})
 		until, err := s.revocations.revokeNonce(nonce, expires, now)
 		if err != nil {
-			health.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			operator.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
 		answer = map[string]any{"nonce": nonce, "until": until.UTC()}
@@ -260,7 +268,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	})
 	s.metrics.revokedClosed.Add(float64(closed))
 	answer["closed"] = closed
-	health.WriteJSON(w, http.StatusOK, answer)
+	operator.WriteJSON(w, http.StatusOK, answer)
 }
 
 // forTokenHolders calls f for each connection that joined with a token,

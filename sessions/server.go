@@ -34,6 +34,7 @@ import (
 	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // headerEdge names the edge on every response, the 101 included, so
@@ -95,6 +96,8 @@ type Server struct {
 	// their claims and hand-offs (UseKeyring).
 	adminToken []byte
 	keyring    atomic.Pointer[health.Keyring]
+	// op is the admin plane: logins, audit log, history (admin.go).
+	op *operator.Node
 
 	upgrader websocket.FastHTTPUpgrader
 	// writeBuffers is the library's WriteBufferPool, shared by every
@@ -514,6 +517,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		errs = append(errs, fmt.Errorf("admin port: %w", err))
 	}
+	s.op.Close()
 	if forced {
 		errs = append(errs, ctx.Err())
 	}

@@ -87,7 +87,12 @@ async function api(method, path) {
     let body = null;
     try { body = await resp.json(); } catch (_) { /* not JSON */ }
     if (resp.status === 401) {
-      showTokenForm(state.token ? 'The admin token was refused; enter the right one.' : null);
+      if (body && body.login && !state.token) {
+        // This port has users: log in (the page comes back here).
+        window.location.assign(body.login + '?next=' + encodeURIComponent(location.pathname));
+      } else {
+        showTokenForm(state.token ? 'The admin token was refused; enter the right one.' : null);
+      }
     }
     return {status: resp.status, ok: resp.ok, body};
   } finally {
@@ -377,6 +382,201 @@ function showTokenForm(why) {
   $('token-input').focus();
 }
 
+// --- history: charts of every node's figures (uPlot), events marked.
+
+const HISTORY_REFRESH_MS = 5000;
+const charts = new Map(); // figure id → {plot, key}
+
+// CHARTS: which series of which role each chart draws. A series spec picks
+// the key (or, with prefix, every key starting so: a per-pool series) of
+// every node of the role; dashed draws it dashed.
+const CHARTS = {
+  'chart-sessions': [{role: 'edge', key: 'sessions'}],
+  'chart-connections': [{role: 'edge', key: 'connections'}],
+  'chart-users': [{role: 'edge', key: 'users'}],
+  'chart-messages': [{role: 'edge', key: 'messages_per_second'}],
+  'chart-lag': [{role: 'edge', key: 'lag_p50_seconds', dashed: true, label: 'p50'}, {role: 'edge', key: 'lag_p99_seconds', label: 'p99'}],
+  'chart-balancers': [{role: 'balancer', key: 'tunnels'}, {role: 'balancer', key: 'backend_errors_per_second', dashed: true, label: 'errors/s'}],
+  'chart-dns': [{role: 'gslb', key: 'queries_per_second'}, {role: 'gslb', key: 'answers_per_second', dashed: true, label: 'answers/s'}],
+  'chart-pools': [{role: 'gslb', prefix: 'members_up{'}],
+};
+
+async function refreshHistory() {
+  const minutes = Number($('history-minutes').value) || 15;
+  let r;
+  try {
+    r = await api('GET', '/api/history?cluster=1&minutes=' + minutes);
+  } catch (err) {
+    return; // the main refresh reports an unreachable balancer
+  }
+  if (!r.ok) return;
+  const errs = (r.body.errors || []).map((e) => e.node + ': ' + e.error);
+  $('history-error').textContent = errs.length ? 'history not read from ' + errs.join('; ') : '';
+  $('history-error').hidden = !errs.length;
+  const nodes = r.body.nodes || [];
+  const events = mergeEvents(nodes);
+  for (const [id, specs] of Object.entries(CHARTS)) drawChart(id, specs, nodes, events);
+  renderEvents(events);
+}
+
+// mergeEvents gathers every node's events; the same change seen by two
+// nodes (two balancers see one membership change) is kept once.
+function mergeEvents(nodes) {
+  const seen = new Set();
+  const out = [];
+  for (const n of nodes) {
+    for (const e of n.events || []) {
+      const at = Date.parse(e.at) / 1000;
+      const key = e.kind + '|' + e.text + '|' + Math.round(at / 5);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.push({at, kind: e.kind, node: e.node, text: e.text});
+    }
+  }
+  return out.sort((a, b) => a.at - b.at);
+}
+
+// chartTables are the columns a chart draws: one [times, values] table per
+// node and series, with its label and style.
+function chartTables(specs, nodes) {
+  const tables = [];
+  for (const spec of specs) {
+    for (const n of nodes) {
+      if (n.role !== spec.role || !n.series) continue;
+      const keys = spec.prefix ? Object.keys(n.series).filter((k) => k.startsWith(spec.prefix)).sort() : [spec.key];
+      for (const k of keys) {
+        const col = n.series[k];
+        if (!col) continue;
+        let label = n.node;
+        if (spec.prefix) label = k.slice(spec.prefix.length, -1).replace(',', ' ') + ' (' + n.node + ')';
+        if (spec.label) label += ' ' + spec.label;
+        tables.push({times: n.times, values: col, label, color: colorOf(n.node + (spec.prefix ? k : '')), dashed: !!spec.dashed});
+      }
+    }
+  }
+  return tables;
+}
+
+function drawChart(id, specs, nodes, events) {
+  const fig = $(id);
+  const tables = chartTables(specs, nodes);
+  if (!fig.querySelector('figcaption')) fig.append(el('figcaption', {}, fig.dataset.title));
+  let data = null;
+  if (tables.length) {
+    // uPlot.join aligns the nodes' own sample times on one x axis.
+    data = uPlot.join(tables.map((t) => [t.times, t.values.map((v) => (v === null ? null : v))]));
+  }
+  // What the page shows of the data: its span and points (the browser test
+  // reads these).
+  let first = null, last = null, points = 0;
+  if (data) {
+    for (let i = 0; i < data[0].length; i++) {
+      if (data.slice(1).some((col) => col[i] !== null && col[i] !== undefined)) {
+        if (first === null) first = data[0][i];
+        last = data[0][i];
+        points++;
+      }
+    }
+  }
+  fig.dataset.series = tables.map((t) => t.label).join(',');
+  fig.dataset.points = String(points);
+  fig.dataset.span = first === null ? '0' : String(Math.round(last - first));
+  const key = tables.map((t) => t.label).join('|');
+  let c = charts.get(id);
+  if (!data || points === 0) {
+    if (c) { c.plot.destroy(); charts.delete(id); }
+    if (!fig.querySelector('.empty')) fig.append(el('div', {class: 'empty'}, 'no data yet'));
+    return;
+  }
+  fig.querySelector('.empty')?.remove();
+  fig.events = events;
+  if (c && c.key !== key) { c.plot.destroy(); charts.delete(id); c = null; }
+  if (!c) {
+    const opts = {
+      width: Math.max(fig.clientWidth, 300), height: 180,
+      scales: {x: {time: true}},
+      legend: {show: true, live: false},
+      cursor: {points: {show: false}},
+      series: [{}, ...tables.map((t) => ({label: t.label, stroke: t.color, width: 1.5, spanGaps: true, dash: t.dashed ? [5, 4] : undefined, points: {show: false}}))],
+      axes: [{}, {size: 56}],
+      plugins: [markerPlugin()],
+    };
+    c = {plot: new uPlot(opts, data, fig), key};
+    charts.set(id, c);
+  } else {
+    c.plot.setData(data);
+  }
+}
+
+// markerPlugin marks each event in the chart's span with a vertical line: an
+// element over the plot (so it can carry the event as its title).
+function markerPlugin() {
+  return {
+    hooks: {
+      draw: [(u) => {
+        u.over.querySelectorAll('.marker').forEach((m) => m.remove());
+        const events = u.root.parentElement.events || [];
+        const [min, max] = [u.scales.x.min, u.scales.x.max];
+        for (const e of events) {
+          if (e.at < min || e.at > max) continue;
+          const m = el('div', {class: 'marker', title: fmtTime(new Date(e.at * 1000)) + ' ' + e.kind + ': ' + e.text, dataset: {kind: e.kind}});
+          m.style.left = u.valToPos(e.at, 'x') + 'px';
+          u.over.append(m);
+        }
+      }],
+    },
+  };
+}
+
+function renderEvents(events) {
+  const list = $('events');
+  const items = events.slice(-40).reverse().map((e) => el('li', {dataset: {kind: e.kind}},
+    el('time', {}, fmtTime(new Date(e.at * 1000))),
+    pill(e.kind, {membership: 'info', failover: 'bad', drain: 'warn'}[e.kind] || 'info'),
+    el('span', {}, e.text), el('span', {class: 'muted'}, '· ' + e.node)));
+  list.replaceChildren(...items);
+}
+
+// --- the audit log: every node's, merged by the balancer.
+
+async function refreshAudit() {
+  let r;
+  try {
+    r = await api('GET', '/api/audit?cluster=1&limit=100');
+  } catch (err) {
+    return;
+  }
+  if (!r.ok) return;
+  const body = $('audit').tBodies[0];
+  const rows = (r.body.records || []).map((rec) => el('tr', {dataset: {action: rec.action, node: rec.node}},
+    el('td', {}, el('time', {datetime: rec.at}, fmtTime(rec.at))),
+    el('td', {}, rec.node),
+    el('td', {class: 'who'}, rec.who, rec.for ? el('span', {class: 'muted'}, ' for ' + rec.for) : null),
+    el('td', {class: 'muted'}, rec.remote),
+    el('td', {}, rec.action),
+    el('td', {}, rec.target || ''),
+    el('td', {class: 'num'}, pill(String(rec.result), rec.result < 300 ? 'ok' : 'bad'))));
+  body.replaceChildren(...rows);
+  if (!rows.length) body.append(el('tr', {}, el('td', {colspan: 7, class: 'muted'}, 'no admin action recorded yet')));
+}
+
+async function refreshSlow() {
+  await Promise.all([refreshHistory(), refreshAudit()]);
+}
+
+async function showWhoami() {
+  try {
+    const r = await api('GET', '/api/whoami');
+    if (!r.ok) return;
+    if (r.body.user) {
+      $('whoami').textContent = r.body.user;
+      $('whoami').hidden = false;
+      $('logout-button').hidden = false;
+      $('token-button').hidden = true;
+    }
+  } catch (_) { /* shown by the main refresh */ }
+}
+
 function init() {
   $('token-button').addEventListener('click', () => {
     const f = $('token-form');
@@ -401,10 +601,21 @@ function init() {
     schedule();
     if (state.interval > 0) refresh();
   });
+  $('logout-button').addEventListener('click', async () => {
+    await api('POST', '/logout');
+    window.location.assign('/login');
+  });
+  $('history-minutes').addEventListener('change', refreshHistory);
   // Browsers slow timers down in hidden tabs: catch up when shown again.
-  document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(); });
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) { refresh(); refreshSlow(); } });
   refresh();
   schedule();
+  showWhoami();
+  refreshSlow();
+  setInterval(refreshSlow, HISTORY_REFRESH_MS);
+  window.addEventListener('resize', () => {
+    for (const [id, c] of charts) c.plot.setSize({width: Math.max($(id).clientWidth, 300), height: 180});
+  });
 }
 
 init();

@@ -145,7 +145,14 @@ func (tb *tab) eval(t *testing.T, expr string) string {
 // timeout it fails showing the page's state (describe, a JS expression).
 func (tb *tab) waitFor(t *testing.T, what, cond, describe string) {
 	t.Helper()
-	deadline := time.Now().Add(browserWait)
+	tb.waitForWithin(t, browserWait, what, cond, describe)
+}
+
+// waitForWithin is waitFor with another bound (a condition that takes
+// wall-clock time to come true, like a minute of history).
+func (tb *tab) waitForWithin(t *testing.T, within time.Duration, what, cond, describe string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	var err error
 	for {
 		ctx, cancel := context.WithDeadline(tb.ctx, deadline.Add(5*time.Second))
@@ -153,7 +160,7 @@ func (tb *tab) waitFor(t *testing.T, what, cond, describe string) {
 		cancel()
 		// The page's JavaScript context is replaced while a navigation
 		// finishes: poll again in the new one.
-		if err == nil || !strings.Contains(err.Error(), "Cannot find context") || time.Now().After(deadline) {
+		if err == nil || !(strings.Contains(err.Error(), "Cannot find context") || strings.Contains(err.Error(), "navigated or closed")) || time.Now().After(deadline) {
 			break
 		}
 	}

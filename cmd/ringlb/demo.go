@@ -63,6 +63,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if cfg.Cluster.StateDir == "" {
+		// Drains, overrides, logins and the audit log live with the run
+		// (each node in a directory of its own: configs.ForNode).
+		cfg.Cluster.StateDir = filepath.Join(dir, "state")
+	}
 
 	started := time.Now()
 	nodes, err := startDemoNodes(ctx, cfg, logger)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/miekg/dns"
 
@@ -19,13 +21,21 @@ import (
 // token secret (edge.auth.hmac_secret_file) — the same 32 random bytes in
 // base64 serve each.
 func runKeygen(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flagSet("keygen", "Writes a new random 32-byte key, base64: a cluster key (cluster.secret_key_file),\nan admin token (*.admin.token_file) or a join-token secret (edge.auth.hmac_secret_file).\nWith -o the file is created with mode 0600 and never overwritten; without, the key is printed.\nTo rotate a cluster key, add the new key as a line of the keyring file (see docs/SECURITY.md).\n\nWith -dnssec ZONE it writes DNSSEC keys for the zone instead (ECDSA P-256, algorithm 13), as\nBIND's dnssec-keygen does: K<zone>+013+<tag>.key and .private (mode 0600) in -dir, and prints\nthe lines of gslb.zones[].dnssec.keys and the DS record for the parent (gslb/README.md: rollovers).", stderr)
+	return keygen(os.Stdin, args, stdout, stderr)
+}
+
+func keygen(stdin io.Reader, args []string, stdout, stderr io.Writer) error {
+	fs := flagSet("keygen", "Writes a new random 32-byte key, base64: a cluster key (cluster.secret_key_file),\nan admin token (*.admin.token_file) or a join-token secret (edge.auth.hmac_secret_file).\nWith -o the file is created with mode 0600 and never overwritten; without, the key is printed.\nTo rotate a cluster key, add the new key as a line of the keyring file (see docs/SECURITY.md).\n\nWith -dnssec ZONE it writes DNSSEC keys for the zone instead (ECDSA P-256, algorithm 13), as\nBIND's dnssec-keygen does: K<zone>+013+<tag>.key and .private (mode 0600) in -dir, and prints\nthe lines of gslb.zones[].dnssec.keys and the DS record for the parent (gslb/README.md: rollovers).\n\nWith -password USER it prints a line of *.admin.users_file (USER:bcrypt-hash) for the password\nread from standard input: echo -n 'a long password' | ringlb keygen -password alice >> users", stderr)
 	out := fs.String("o", "", "file to create (default: print to standard output)")
 	zone := fs.String("dnssec", "", "write DNSSEC keys for this zone (e.g. ringlb.test) instead of a random key")
 	kind := fs.String("type", "both", "with -dnssec: ksk (key-signing key), zsk (zone-signing key) or both")
 	dir := fs.String("dir", ".", "with -dnssec: the directory to write the key files in")
+	user := fs.String("password", "", "print a line of *.admin.users_file for this user instead: USER:bcrypt-hash of the password read from standard input (its first line)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *user != "" {
+		return passwordLine(stdin, stdout, *user)
 	}
 	if *zone != "" {
 		if *out != "" {
@@ -100,4 +110,19 @@ func dnssecKeygen(stdout io.Writer, zone, kind, dir string) error {
 		}
 	}
 	return nil
+}
+
+// passwordLine prints a users-file line for user, with the password read
+// from the first line of stdin (never from a flag: flags show in ps).
+func passwordLine(stdin io.Reader, stdout io.Writer, user string) error {
+	line, err := bufio.NewReader(io.LimitReader(stdin, 1024)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read the password from standard input: %w", err)
+	}
+	out, err := configs.UsersLine(user, strings.TrimRight(line, "\r\n"))
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, out)
+	return err
 }

@@ -214,7 +214,16 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			}
 		}
 	}()
-	meta := health.Meta{Role: health.RoleBalancer, Region: cfg.Cluster.Region, State: health.StateAlive}
+	// Bound (or inherited, in an upgrade) before joining, so the admin
+	// address is announced: dashboards of other balancers read this one's
+	// audit log and history. Nothing is served before the ring follows the
+	// cluster.
+	dl, al, err := listenPair(proc, "balancer", cfg.Balancer.Listen, cfg.Balancer.Admin.Listen)
+	if err != nil {
+		return nil, err
+	}
+	opened = append(opened, dl, al)
+	meta := health.Meta{Role: health.RoleBalancer, Region: cfg.Cluster.Region, Admin: adminURL(al), State: health.StateAlive}
 	parent := proc.Parent()
 	if parent == nil {
 		if m, err = health.Join(ctx, cfg.Cluster, meta, logger); err != nil {
@@ -225,11 +234,6 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			return nil, err
 		}
 	}
-	dl, al, err := listenPair(proc, "balancer", cfg.Balancer.Listen, cfg.Balancer.Admin.Listen)
-	if err != nil {
-		return nil, err
-	}
-	opened = append(opened, dl, al)
 	servers := map[net.Listener]func(net.Listener) error{dl: b.Serve, al: b.ServeAdmin}
 	if from := cfg.Balancer.TLS.RedirectFrom; from != "" {
 		rl, err := proc.Listen("balancer-redirect", "tcp", from)

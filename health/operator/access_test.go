@@ -1,4 +1,4 @@
-package health
+package operator
 
 import (
 	"io"
@@ -9,24 +9,26 @@ import (
 	"testing"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
-// adminServer serves AdminAccess around a read and a write endpoint on a
+// adminServer serves Access around a read and a write endpoint on a
 // real loopback listener, and counts the writes that got through.
-func adminServer(t *testing.T, token string, kr *Keyring) (addr string, writes *atomic.Int32) {
+func adminServer(t *testing.T, token string, kr *health.Keyring) (addr string, writes *atomic.Int32) {
 	t.Helper()
 	n := new(atomic.Int32)
-	access := AdminAccess{
+	access := Access{
 		Token:   func() []byte { return []byte(token) },
-		Keyring: func() *Keyring { return kr },
+		Keyring: func() *health.Keyring { return kr },
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/sessions", access.Read(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, AdminCaller(r.Context()))
+		io.WriteString(w, Caller(r.Context()))
 	})))
 	mux.Handle("POST /api/drain", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.Add(1)
-		io.WriteString(w, AdminCaller(r.Context()))
+		io.WriteString(w, Caller(r.Context()))
 	})))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,10 +44,7 @@ func adminServer(t *testing.T, token string, kr *Keyring) (addr string, writes *
 // no preflight), a DNS-rebinding page addressing the port by its own name,
 // a peer credential used to change something, a wrong token.
 func TestAdminAccess(t *testing.T) {
-	kr, err := loadKeyring(configs.Cluster{SecretKeyFile: keyringFile(t, configs.GenerateKey())})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kr := healthtest.New(t).Join("keyring", health.Meta{Role: health.RoleBalancer, State: health.StateAlive}).Keyring()
 	const token = "operator-token-0123456789"
 	open, openWrites := adminServer(t, "", kr)
 	guarded, guardedWrites := adminServer(t, token, kr)

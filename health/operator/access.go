@@ -1,0 +1,263 @@
+package operator
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+)
+
+// Access is the rule every admin port (balancer, edge, gslb) follows.
+// Four kinds of caller:
+//
+//   - the operator by token: the bearer token of *.admin.token_file (scripts);
+//   - the operator by login: a session cookie from POST /login, for a user of
+//     *.admin.users_file (browsers);
+//   - the operator by address: when neither a token nor a user is configured,
+//     which configs allows only on loopback, anyone on this host who names it
+//     by a loopback address (not a name: a web page that rebinds its own
+//     domain to 127.0.0.1 must not get in);
+//   - a peer: another node of the cluster, proving it with a request signed
+//     by the cluster's key (configs.HeaderPeer). A peer may read, never change:
+//     a leaked peer credential drains nothing;
+//   - anyone else: nothing but /healthz and the login page, which are not
+//     wrapped.
+//
+// Changes (Write: every method but GET and HEAD) also need proof that no
+// other web site sent them (CSRF): the bearer token, or the header
+// X-Ringlb-Admin: 1, which a cross-origin page cannot send without a CORS
+// preflight that no admin port answers; and when the browser names the
+// page's origin (Origin), it must be this very host. Every change that gets
+// through is an audit record (Audit): who, from where, what, and the status
+// it was answered with.
+type Access struct {
+	// Token returns the operator's bearer token; empty: none configured.
+	Token func() []byte
+	// Keyring returns the cluster's key for peers' signed reads; nil or a
+	// keyring without keys: no peer reads.
+	Keyring func() *health.Keyring
+	// Node holds the logins and the audit log; nil: neither (tests of the
+	// rule alone).
+	Node *Node
+}
+
+// maxPeerReadBody bounds what a signed read may carry: reads have no body.
+const maxPeerReadBody = 0
+
+// Read allows h to the operator and to peers.
+func (a Access) Read(h http.Handler) http.Handler { return a.wrap(h, false) }
+
+// Write allows h to the operator only, with the CSRF rule, and records it
+// in the audit log.
+func (a Access) Write(h http.Handler) http.Handler { return a.wrap(h, true) }
+
+func (a Access) wrap(h http.Handler, write bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		write := write || (r.Method != http.MethodGet && r.Method != http.MethodHead)
+		caller, code, msg := a.check(r, write)
+		if code != 0 {
+			refuse(w, code, msg, a.Node.loginEnabled())
+			return
+		}
+		if !write || a.Node == nil {
+			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
+			return
+		}
+		// A change: the handler names what it did (Describe), this wrapper
+		// knows who and how it ended; each change is one record.
+		rec := &Record{At: time.Now().UTC(), Who: caller, For: onBehalf(r, caller), Remote: r.RemoteAddr,
+			Action: r.Method + " " + r.URL.Path}
+		ctx := context.WithValue(context.WithValue(r.Context(), callerKey{}, caller), recordKey{}, rec)
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			rec.Result = sw.status()
+			a.Node.Audit.Add(*rec)
+		}()
+		h.ServeHTTP(sw, r.WithContext(ctx))
+	})
+}
+
+// refuse answers a request the rule refuses. Messages are constants: nothing
+// of the request is echoed. With logins configured a 401 names the login
+// page, so the dashboard can send the browser there.
+func refuse(w http.ResponseWriter, code int, msg string, login bool) {
+	body := map[string]string{"error": msg}
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ringlb"`)
+		if login {
+			body["login"] = PathLogin
+		}
+	}
+	WriteJSON(w, code, body)
+}
+
+// check returns who is calling, or the status and message that refuse it.
+func (a Access) check(r *http.Request, write bool) (caller string, code int, msg string) {
+	var token []byte
+	if a.Token != nil {
+		token = a.Token()
+	}
+	bearer, hasBearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	logins := a.Node.loginEnabled()
+	operator := false
+	switch {
+	// Constant time: the token must not leak through timing.
+	case len(token) > 0 && hasBearer && subtle.ConstantTimeCompare([]byte(bearer), token) == 1:
+		operator, caller = true, CallerToken
+	case logins:
+		if user, ok := a.Node.Logins.user(r); ok {
+			operator, caller = true, CallerUserPrefix+user
+		}
+	case len(token) == 0:
+		// Neither a token nor a user: the loopback rule.
+		operator, caller = loopbackHost(r.Host), CallerLoopback
+	}
+	if write {
+		switch {
+		case !operator && (len(token) > 0 || logins):
+			return "", http.StatusUnauthorized, "missing or wrong bearer token, and no login session"
+		case !operator:
+			return "", http.StatusForbidden, "without a token the admin API answers only requests addressed to a loopback IP"
+		case !hasBearer && r.Header.Get(configs.HeaderAdmin) != "1":
+			return "", http.StatusForbidden, "a change needs the bearer token or the header X-Ringlb-Admin: 1"
+		case r.Header.Get("Sec-Fetch-Site") == "cross-site":
+			return "", http.StatusForbidden, "cross-site request refused"
+		}
+		if origin := r.Header.Get("Origin"); origin != "" && !sameOrigin(origin, r.Host) {
+			return "", http.StatusForbidden, "cross-origin request refused"
+		}
+		return caller, 0, ""
+	}
+	if operator {
+		return caller, 0, ""
+	}
+	if a.Keyring != nil && r.Header.Get(configs.HeaderPeer) != "" && r.ContentLength <= maxPeerReadBody {
+		if node, err := a.Keyring().VerifyRequest(r.Header.Get(configs.HeaderPeer), r.Method, r.URL.RequestURI(), nil, time.Now()); err == nil {
+			return CallerPeerPrefix + node, 0, ""
+		}
+		return "", http.StatusUnauthorized, "peer signature refused"
+	}
+	if len(token) > 0 || logins {
+		return "", http.StatusUnauthorized, "missing or wrong bearer token, and no login session"
+	}
+	return "", http.StatusForbidden, "without a token the admin API answers only requests addressed to a loopback IP"
+}
+
+// Callers, as Caller reports them and audit records name them.
+const (
+	CallerToken      = "token"
+	CallerLoopback   = "loopback"
+	CallerUserPrefix = "user:"
+	CallerPeerPrefix = "peer:"
+)
+
+// WriteJSON answers an admin request with v as indented JSON.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+type callerKey struct{}
+
+// Caller says who made an admin request that Access let through: "token",
+// "loopback", "user:NAME" or "peer:NODE".
+func Caller(ctx context.Context) string {
+	c, _ := ctx.Value(callerKey{}).(string)
+	return c
+}
+
+// CallerUser is the logged-in user behind a request ("" for any other
+// caller).
+func CallerUser(ctx context.Context) string {
+	u, _ := strings.CutPrefix(Caller(ctx), CallerUserPrefix)
+	if u == Caller(ctx) {
+		return ""
+	}
+	return u
+}
+
+type recordKey struct{}
+
+// Describe names what an admin change did, for its audit record: the
+// action ("drain", "serve_mode", …) and its target (an edge, a pool member).
+// Outside a change Access let through it does nothing.
+func Describe(ctx context.Context, action, target string) {
+	if rec, ok := ctx.Value(recordKey{}).(*Record); ok {
+		rec.Action, rec.Target = action, target
+	}
+}
+
+// onBehalf is the user a peer's forwarded change was made for
+// (configs.HeaderOnBehalf), believed only from a caller holding the token —
+// the operator's own credential, which a balancer forwards for a logged-in
+// user; it annotates the audit record and grants nothing.
+func onBehalf(r *http.Request, caller string) string {
+	v := r.Header.Get(configs.HeaderOnBehalf)
+	if caller != CallerToken && caller != CallerLoopback || v == "" || len(v) > 128 {
+		return ""
+	}
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(".-_:@ ", c)) {
+			return ""
+		}
+	}
+	return v
+}
+
+// statusWriter remembers the status a handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}
+
+// loopbackHost reports whether a Host header names this host by a loopback
+// IP ("localhost" included: browsers resolve it to loopback themselves).
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// sameOrigin reports whether a browser's Origin is the admin port itself.
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && strings.EqualFold(u.Host, host)
+}

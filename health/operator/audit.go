@@ -1,0 +1,258 @@
+package operator
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+)
+
+// Record is one admin action: who did what to which target, from where, and
+// the status it was answered with. Every change an admin port lets through
+// is one (Access.Write), and so is every login, logout and refused login.
+type Record struct {
+	At     time.Time `json:"at"`
+	Node   string    `json:"node"`
+	Who    string    `json:"who"`           // "user:NAME", "token", "loopback"; for a login, the name tried
+	For    string    `json:"for,omitempty"` // a forwarded change: the user it was made for (configs.HeaderOnBehalf)
+	Remote string    `json:"remote"`        // the client's address as the admin port saw it
+	Action string    `json:"action"`        // "drain", "serve_mode", "maintenance", "recover", "login", …
+	Target string    `json:"target,omitempty"`
+	Result int       `json:"result"` // the HTTP status answered
+}
+
+// Bounds of the audit log. The files hold the last auditFileRecords to
+// 2×auditFileRecords records (the current file and the one before it);
+// memory holds the last auditMemoryRecords, what GET /api/audit serves.
+const (
+	auditFileRecords   = 5000
+	auditMemoryRecords = 1000
+	// maxRecordField bounds each text field of a record: targets come from
+	// request paths, which a client writes.
+	maxRecordField = 256
+	// Records of refused logins are rate-limited: an attacker guessing
+	// passwords must not flood the log out of the operators' own records.
+	refusedRecordsPerSecond = 1
+	refusedRecordsBurst     = 30
+)
+
+const (
+	auditFile     = "audit.jsonl"
+	auditPrevFile = "audit.1.jsonl"
+)
+
+// AuditLog is a node's audit log: the last records in memory, and with a
+// state directory an append-only JSON-lines file (each record synced before
+// the answer goes out) rotated at auditFileRecords.
+type AuditLog struct {
+	node string
+	log  *slog.Logger
+	dir  string
+	// onRecord is told of every record kept (history events); set before use.
+	onRecord func(Record)
+
+	mu     sync.Mutex
+	recent []Record // ring of auditMemoryRecords
+	next   int      // where the next record goes in recent
+	file   *os.File // nil: memory only
+	lines  int      // records in file
+	// rotateAt is auditFileRecords (smaller in tests).
+	rotateAt int
+	// lastWriteError rate-limits the log line of a failing disk.
+	lastWriteError time.Time
+
+	refused   *rate.Limiter
+	kept      prometheus.Counter
+	dropped   prometheus.Counter
+	writeErrs prometheus.Counter
+}
+
+func newAuditLog(node string, dir string, log *slog.Logger, m *metrics) *AuditLog {
+	a := &AuditLog{node: node, log: log, dir: dir, rotateAt: auditFileRecords, refused: rate.NewLimiter(refusedRecordsPerSecond, refusedRecordsBurst),
+		kept: m.auditRecords, dropped: m.auditSuppressed, writeErrs: m.stateWriteErrors}
+	if dir == "" {
+		return a
+	}
+	for _, name := range []string{auditPrevFile, auditFile} {
+		n, err := a.load(filepath.Join(dir, name))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			log.Warn("audit log: earlier records not read", "file", filepath.Join(dir, name), "err", err)
+		}
+		if name == auditFile {
+			a.lines = n
+		}
+	}
+	if err := a.open(); err != nil {
+		log.Error("audit log: records are kept in memory only", "err", err)
+	}
+	return a
+}
+
+// load reads a file of records into memory and returns how many lines it
+// has. A torn last line (the process killed mid-write) is skipped.
+func (a *AuditLog) load(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 4096), 64<<10)
+	n := 0
+	for sc.Scan() {
+		n++
+		var r Record
+		if json.Unmarshal(sc.Bytes(), &r) == nil {
+			a.keep(r)
+		}
+	}
+	return n, sc.Err()
+}
+
+func (a *AuditLog) open() error {
+	f, err := os.OpenFile(filepath.Join(a.dir, auditFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, fileMode)
+	if err != nil {
+		return fmt.Errorf("open audit log: %w", err)
+	}
+	// A record torn by a crash ends without a newline: end it, so the
+	// next record starts a line of its own (the torn one is skipped at load).
+	if st, err := f.Stat(); err == nil && st.Size() > 0 {
+		last := make([]byte, 1)
+		if r, err := os.Open(f.Name()); err == nil {
+			if _, err := r.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
+				_, _ = f.Write([]byte{'\n'})
+			}
+			r.Close()
+		}
+	}
+	a.file = f
+	return syncDir(a.dir)
+}
+
+// keep puts r in the memory ring (a.mu held, or before use).
+func (a *AuditLog) keep(r Record) {
+	if len(a.recent) < auditMemoryRecords {
+		a.recent = append(a.recent, r)
+		return
+	}
+	a.recent[a.next] = r
+	a.next = (a.next + 1) % auditMemoryRecords
+}
+
+// Add records an admin action.
+func (a *AuditLog) Add(r Record) {
+	if a == nil {
+		return
+	}
+	r.Node = a.node
+	for _, f := range []*string{&r.Who, &r.For, &r.Remote, &r.Action, &r.Target} {
+		if len(*f) > maxRecordField {
+			*f = (*f)[:maxRecordField]
+		}
+	}
+	if r.At.IsZero() {
+		r.At = time.Now().UTC()
+	}
+	a.mu.Lock()
+	a.keep(r)
+	if a.file != nil {
+		a.write(r)
+	}
+	a.mu.Unlock()
+	a.kept.Inc()
+	if a.onRecord != nil {
+		a.onRecord(r)
+	}
+}
+
+// AddRefused records a refused login, within refusedRecordsPerSecond; the
+// rest are only counted (ringlb_admin_audit_suppressed_total).
+func (a *AuditLog) AddRefused(r Record) {
+	if a == nil {
+		return
+	}
+	if !a.refused.Allow() {
+		a.dropped.Inc()
+		return
+	}
+	a.Add(r)
+}
+
+// write appends r to the file and syncs it, rotating the file when full
+// (a.mu held). A disk error keeps the record in memory, is counted and
+// logged at most once a minute: the admin action itself has happened.
+func (a *AuditLog) write(r Record) {
+	line, _ := json.Marshal(r) // a Record always encodes
+	_, err := a.file.Write(append(line, '\n'))
+	if err == nil {
+		err = a.file.Sync()
+	}
+	if err == nil {
+		a.lines++
+		if a.lines >= a.rotateAt {
+			err = a.rotate()
+		}
+	}
+	if err != nil {
+		a.writeErrs.Inc()
+		if time.Since(a.lastWriteError) > time.Minute {
+			a.lastWriteError = time.Now()
+			a.log.Error("audit log: a record was not written to disk (kept in memory)", "err", err)
+		}
+	}
+}
+
+// rotate makes the full file the previous one (dropping the one before)
+// and starts an empty one.
+func (a *AuditLog) rotate() error {
+	a.file.Close()
+	a.file = nil
+	if err := os.Rename(filepath.Join(a.dir, auditFile), filepath.Join(a.dir, auditPrevFile)); err != nil {
+		return fmt.Errorf("rotate audit log: %w", err)
+	}
+	a.lines = 0
+	return a.open()
+}
+
+// List returns up to limit records, newest first.
+func (a *AuditLog) List(limit int) []Record {
+	if a == nil {
+		return []Record{}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := len(a.recent)
+	limit = min(limit, n)
+	out := make([]Record, 0, limit)
+	for i := 0; i < limit; i++ {
+		// The newest is just before next (or the last while filling).
+		idx := (a.next - 1 - i + 2*n) % n
+		if n < auditMemoryRecords {
+			idx = n - 1 - i
+		}
+		out = append(out, a.recent[idx])
+	}
+	return out
+}
+
+// close closes the file.
+func (a *AuditLog) close() {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.file != nil {
+		a.file.Close()
+		a.file = nil
+	}
+}

@@ -1,0 +1,487 @@
+package operator
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/time/rate"
+)
+
+// Logins are the operators who log in to an admin port with a user name and
+// a password (*.admin.users_file, or the generated "admin"), and their
+// sessions: a random cookie per login, kept by its SHA-256 (the state file
+// never holds a usable cookie), valid for SessionTTL.
+type Logins struct {
+	users atomic.Pointer[map[string][]byte] // name → bcrypt hash
+	store *Store
+	audit *AuditLog
+	log   *slog.Logger
+	now   func() time.Time
+	// checks bounds the bcrypt comparisons running at once: each costs tens
+	// of milliseconds of CPU, and anyone may ask for one.
+	checks chan struct{}
+	rate   *rate.Limiter // checksPerSecond
+	// unknownHash is what a name that is no user's is checked against.
+	unknownHash []byte
+	results     *prometheus.CounterVec
+
+	mu       sync.Mutex
+	sessions map[[sha256.Size]byte]session
+	// Failed logins per client network and per user name, in the window.
+	byAddr, byUser map[string]*failures
+}
+
+type session struct {
+	User    string    `json:"user"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+}
+
+type failures struct {
+	count int
+	since time.Time
+}
+
+// Login rules.
+const (
+	// SessionCookie is the login session's cookie: HttpOnly (no script
+	// reads it), SameSite=Strict (no other site's request carries it),
+	// Secure under TLS, Path=/.
+	SessionCookie = "ringlb_admin"
+	// SessionTTL is how long a login lasts.
+	SessionTTL = 12 * time.Hour
+	// maxSessions bounds the sessions kept; a login beyond it ends the
+	// oldest.
+	maxSessions = 256
+	// failuresAllowed failed logins per client network, and per user name,
+	// within failureWindow; more are refused with 429 until the window
+	// ends, without checking the password.
+	failuresAllowed = 5
+	failureWindow   = 5 * time.Minute
+	// maxFailureEntries bounds each failure table (one entry per network
+	// or name tried).
+	maxFailureEntries = 4096
+	// concurrentChecks is how many bcrypt comparisons run at once; a login
+	// that finds them all busy for checkWait is answered 503.
+	concurrentChecks = 2
+	checkWait        = 2 * time.Second
+	// checksPerSecond (burst checkBurst) bounds the password checks of a
+	// port overall: a spray of logins for new names from new networks
+	// escapes both failure tables, and each check costs tens of
+	// milliseconds of CPU. Beyond it a login is answered 503 unchecked;
+	// operators log in a few times a day.
+	checksPerSecond = 2
+	checkBurst      = 5
+	// maxLoginForm bounds a login request's body.
+	maxLoginForm = 4 << 10
+	// sessionsConcern is the state file of the sessions.
+	sessionsConcern = "sessions"
+)
+
+// PathLogin and PathLogout are the login page and the logout action.
+const (
+	PathLogin  = "/login"
+	PathLogout = "/logout"
+)
+
+func newLogins(users map[string][]byte, store *Store, audit *AuditLog, log *slog.Logger, m *metrics) *Logins {
+	l := &Logins{store: store, audit: audit, log: log, now: time.Now, checks: make(chan struct{}, concurrentChecks), rate: rate.NewLimiter(checksPerSecond, checkBurst),
+		results: m.logins, sessions: map[[sha256.Size]byte]session{}, byAddr: map[string]*failures{}, byUser: map[string]*failures{}}
+	l.users.Store(&users)
+	// A wrong name is checked against a hash of the users' own cost, so it
+	// costs the time a wrong password does (no user enumeration by timing).
+	cost := bcrypt.DefaultCost
+	for _, h := range users {
+		if c, err := bcrypt.Cost(h); err == nil {
+			cost = c
+			break
+		}
+	}
+	var random [18]byte
+	_, _ = rand.Read(random[:]) // crypto/rand.Read never fails on Linux (it panics first)
+	l.unknownHash, _ = bcrypt.GenerateFromPassword(random[:], cost)
+	var saved []struct {
+		ID string `json:"id"` // hex SHA-256 of the cookie
+		session
+	}
+	switch err := store.Load(sessionsConcern, &saved); {
+	case errors.Is(err, ErrNoState):
+	case err != nil:
+		log.Warn("login sessions not restored: everyone logs in again", "err", err)
+	default:
+		now := l.now()
+		for _, s := range saved {
+			var id [sha256.Size]byte
+			if b, err := hex.DecodeString(s.ID); err == nil && len(b) == len(id) && s.Expires.After(now) {
+				copy(id[:], b)
+				l.sessions[id] = s.session
+			}
+		}
+	}
+	return l
+}
+
+// SetUsers replaces the users (a reload); sessions of users no longer
+// listed stop working at once.
+func (l *Logins) SetUsers(users map[string][]byte) { l.users.Store(&users) }
+
+// loginEnabled reports whether callers log in on this port.
+func (n *Node) loginEnabled() bool { return n != nil && n.Logins != nil }
+
+// user returns the logged-in user of a request's session cookie.
+func (l *Logins) user(r *http.Request) (string, bool) {
+	id, ok := cookieID(r)
+	if !ok {
+		return "", false
+	}
+	l.mu.Lock()
+	s, ok := l.sessions[id]
+	l.mu.Unlock()
+	if !ok || !l.now().Before(s.Expires) {
+		return "", false
+	}
+	if _, listed := (*l.users.Load())[s.User]; !listed {
+		return "", false
+	}
+	return s.User, true
+}
+
+// cookieID is the session key of a request's cookie: the SHA-256 of its 32
+// random bytes.
+func cookieID(r *http.Request) ([sha256.Size]byte, bool) {
+	c, err := r.Cookie(SessionCookie)
+	if err != nil || len(c.Value) != base64.RawURLEncoding.EncodedLen(32) {
+		return [sha256.Size]byte{}, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(c.Value)
+	if err != nil {
+		return [sha256.Size]byte{}, false
+	}
+	return sha256.Sum256(raw), true
+}
+
+// loginOutcome is what one login attempt came to.
+type loginOutcome int
+
+const (
+	loginOK loginOutcome = iota
+	loginWrong
+	loginLocked
+	loginBusy
+)
+
+var outcomeLabel = [...]string{loginOK: "ok", loginWrong: "wrong", loginLocked: "locked", loginBusy: "busy"}
+
+// attempt checks a user name and password from addr.
+func (l *Logins) attempt(ctx context.Context, user, password, addr string) loginOutcome {
+	net := clientNetwork(addr)
+	now := l.now()
+	l.mu.Lock()
+	locked := l.failed(l.byAddr, net, now) >= failuresAllowed || l.failed(l.byUser, user, now) >= failuresAllowed
+	l.mu.Unlock()
+	if locked {
+		return loginLocked
+	}
+	if !l.rate.Allow() {
+		return loginBusy
+	}
+	wait, cancel := context.WithTimeout(ctx, checkWait)
+	defer cancel()
+	select {
+	case l.checks <- struct{}{}:
+	case <-wait.Done():
+		return loginBusy
+	}
+	hash, known := (*l.users.Load())[user]
+	if !known {
+		hash = l.unknownHash
+	}
+	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
+	<-l.checks
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil || !known {
+		l.fail(l.byAddr, net, now)
+		l.fail(l.byUser, user, now)
+		return loginWrong
+	}
+	delete(l.byUser, user)
+	return loginOK
+}
+
+// failed is the count of failures of key in the current window (l.mu held).
+func (l *Logins) failed(table map[string]*failures, key string, now time.Time) int {
+	f := table[key]
+	if f == nil || now.Sub(f.since) > failureWindow {
+		return 0
+	}
+	return f.count
+}
+
+// fail counts a failure of key (l.mu held). A full table first forgets
+// expired entries, then the oldest: an attacker spraying names or addresses
+// gets no more memory, and at worst resets the count of an old entry.
+func (l *Logins) fail(table map[string]*failures, key string, now time.Time) {
+	f := table[key]
+	if f == nil || now.Sub(f.since) > failureWindow {
+		if f == nil && len(table) >= maxFailureEntries {
+			var oldest string
+			var oldestAt time.Time
+			for k, v := range table {
+				if now.Sub(v.since) > failureWindow {
+					delete(table, k)
+				} else if oldest == "" || v.since.Before(oldestAt) {
+					oldest, oldestAt = k, v.since
+				}
+			}
+			if len(table) >= maxFailureEntries {
+				delete(table, oldest)
+			}
+		}
+		f = &failures{since: now}
+		table[key] = f
+	}
+	f.count++
+}
+
+// clientNetwork is what failed logins are counted by: the client's IPv4
+// address, or its IPv6 /64 (one host holds a whole /64).
+func clientNetwork(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+// newSession starts a login session for user and returns its cookie value.
+func (l *Logins) newSession(user string) (string, time.Time) {
+	var raw [32]byte
+	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails on Linux (it panics first)
+	now := l.now()
+	s := session{User: user, Created: now.UTC(), Expires: now.Add(SessionTTL).UTC()}
+	l.mu.Lock()
+	for id, old := range l.sessions {
+		if !now.Before(old.Expires) {
+			delete(l.sessions, id)
+		}
+	}
+	if len(l.sessions) >= maxSessions {
+		var oldest [sha256.Size]byte
+		var at time.Time
+		for id, old := range l.sessions {
+			if at.IsZero() || old.Created.Before(at) {
+				oldest, at = id, old.Created
+			}
+		}
+		delete(l.sessions, oldest)
+	}
+	l.sessions[sha256.Sum256(raw[:])] = s
+	l.mu.Unlock()
+	l.save()
+	return base64.RawURLEncoding.EncodeToString(raw[:]), s.Expires
+}
+
+// endSession ends the session of a request's cookie.
+func (l *Logins) endSession(r *http.Request) {
+	id, ok := cookieID(r)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	_, had := l.sessions[id]
+	delete(l.sessions, id)
+	l.mu.Unlock()
+	if had {
+		l.save()
+	}
+}
+
+// save writes the sessions to the state directory, so a restart does not
+// log everyone out.
+func (l *Logins) save() {
+	type saved struct {
+		ID string `json:"id"`
+		session
+	}
+	l.mu.Lock()
+	out := make([]saved, 0, len(l.sessions))
+	for id, s := range l.sessions {
+		out = append(out, saved{hex.EncodeToString(id[:]), s})
+	}
+	l.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	if err := l.store.Save(sessionsConcern, out); err != nil {
+		l.log.Error("login sessions not saved: a restart will log them out", "err", err)
+	}
+}
+
+//go:embed login.html
+var loginPage string
+
+//go:embed login.css
+var loginCSS []byte
+
+var loginTemplate = template.Must(template.New("login").Parse(loginPage))
+
+// serveLoginPage is GET /login: a form that POSTs to /login. It holds no
+// data, so it is open to anyone.
+func (n *Node) serveLoginPage(w http.ResponseWriter, r *http.Request) {
+	n.renderLogin(w, r, http.StatusOK, "")
+}
+
+func (n *Node) renderLogin(w http.ResponseWriter, r *http.Request, code int, message string) {
+	loginHeaders(w)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	_ = loginTemplate.Execute(w, map[string]any{
+		"Node": n.name, "Role": n.role, "Next": n.localPath(r.FormValue("next")), "Error": message, "Enabled": n.loginEnabled(),
+	})
+}
+
+// loginHeaders: the page posts a password, so it may not be framed
+// (clickjacking) and it runs no script at all.
+func loginHeaders(w http.ResponseWriter) {
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// same-origin, not no-referrer: under no-referrer a browser's form
+	// POST says Origin: null, and the login's CSRF rule wants the origin.
+	w.Header().Set("Referrer-Policy", "same-origin")
+	w.Header().Set("Cache-Control", "no-store")
+}
+
+// localPath keeps a "next" target only when it is a path of this port: a
+// login must not redirect a browser to another site (open redirect).
+// Anything else goes to the port's home.
+func (n *Node) localPath(p string) string {
+	if p == "" || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.ContainsAny(p, "\\\r\n") || len(p) > 256 {
+		return n.home
+	}
+	return p
+}
+
+// serveLogin is POST /login (form fields user, password, next). A browser's
+// form gets a redirect to next with the session cookie, or the page again
+// with why; a client asking for JSON gets JSON.
+func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
+	jsonClient := strings.Contains(r.Header.Get("Accept"), "application/json")
+	answer := func(code int, msg string) {
+		if jsonClient {
+			WriteJSON(w, code, map[string]string{"error": msg})
+			return
+		}
+		n.renderLogin(w, r, code, msg)
+	}
+	if !n.loginEnabled() {
+		answer(http.StatusNotFound, "this admin port has no users: it is open from this host only")
+		return
+	}
+	// Login CSRF: another site must not log a browser in as someone else.
+	// A form of this very page sends Origin (or at least Sec-Fetch-Site:
+	// same-origin); a script or curl sends neither.
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" || r.Header.Get("Sec-Fetch-Site") == "same-site" {
+		answer(http.StatusForbidden, "cross-site login refused")
+		return
+	}
+	if origin := r.Header.Get("Origin"); origin != "" && !sameOrigin(origin, r.Host) {
+		answer(http.StatusForbidden, "cross-origin login refused")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxLoginForm)
+	if err := r.ParseForm(); err != nil {
+		answer(http.StatusBadRequest, "bad login form")
+		return
+	}
+	user, password := r.PostFormValue("user"), r.PostFormValue("password")
+	who := "-"
+	if validUser(user) {
+		who = CallerUserPrefix + user
+	}
+	rec := Record{Who: who, Remote: r.RemoteAddr, Action: "login"}
+	outcome := loginWrong
+	if validUser(user) && len(password) <= 72 { // bcrypt's own limit
+		outcome = n.Logins.attempt(r.Context(), user, password, r.RemoteAddr)
+	}
+	n.Logins.results.WithLabelValues(outcomeLabel[outcome]).Inc()
+	switch outcome {
+	case loginLocked:
+		rec.Result = http.StatusTooManyRequests
+		n.Audit.AddRefused(rec)
+		w.Header().Set("Retry-After", strconv.Itoa(int(failureWindow.Seconds())))
+		answer(http.StatusTooManyRequests, "too many failed logins: try again in a few minutes")
+		return
+	case loginBusy:
+		rec.Result = http.StatusServiceUnavailable
+		n.Audit.AddRefused(rec)
+		w.Header().Set("Retry-After", "1")
+		answer(http.StatusServiceUnavailable, "busy checking other logins: try again")
+		return
+	case loginWrong:
+		rec.Result = http.StatusUnauthorized
+		n.Audit.AddRefused(rec)
+		answer(http.StatusUnauthorized, "wrong user or password")
+		return
+	}
+	value, expires := n.Logins.newSession(user)
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: value, Path: "/", Expires: expires, MaxAge: int(SessionTTL.Seconds()),
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	rec.Result = http.StatusOK
+	n.Audit.Add(rec)
+	n.log.Info("admin login", "user", user, "remote", r.RemoteAddr)
+	if jsonClient {
+		WriteJSON(w, http.StatusOK, map[string]any{"user": user, "expires": expires})
+		return
+	}
+	http.Redirect(w, r, n.localPath(r.PostFormValue("next")), http.StatusSeeOther)
+}
+
+func validUser(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// serveLogout is POST /logout (behind Access.Write: the CSRF rule, an
+// audit record): ends the session and clears the cookie.
+func (n *Node) serveLogout(w http.ResponseWriter, r *http.Request) {
+	Describe(r.Context(), "logout", CallerUser(r.Context()))
+	if n.Logins != nil {
+		n.Logins.endSession(r)
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	WriteJSON(w, http.StatusOK, map[string]bool{"logged_out": true})
+}

@@ -1,0 +1,379 @@
+package operator
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/time/rate"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+const testPassword = "correct horse battery staple"
+
+// usersFile writes a users file with alice (testPassword) and returns it.
+func usersFile(t *testing.T) string {
+	t.Helper()
+	// The cheapest bcrypt cost: these tests count checks, and the race
+	// detector makes each one of the default cost take a second.
+	hash, err := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := "alice:" + string(hash)
+	path := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(path, []byte("# operators\n"+line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// loginServer serves a node's admin plane (login, logout, audit, history)
+// and a read and a write endpoint behind Access, on a real loopback
+// listener; it returns the base URL.
+func loginServer(t *testing.T, n *Node, token string) string {
+	t.Helper()
+	access := Access{Token: func() []byte { return []byte(token) }, Node: n}
+	mux := http.NewServeMux()
+	n.Mount(mux, access, true)
+	mux.Handle("GET /api/sessions", access.Read(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, Caller(r.Context()))
+	})))
+	mux.Handle("POST /api/drain", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		Describe(r.Context(), "drain", "edge-1")
+		w.WriteHeader(http.StatusAccepted)
+		io.WriteString(w, Caller(r.Context()))
+	})))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func newTestNode(t *testing.T, admin configs.Admin) *Node {
+	t.Helper()
+	if admin.Listen == "" {
+		admin.Listen = "127.0.0.1:9101"
+	}
+	n := New(Config{Node: "edge-1", Role: "edge", Admin: admin, Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(n.Close)
+	return n
+}
+
+func noRedirects() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func postLogin(t *testing.T, c *http.Client, base, user, password string, header map[string]string) *http.Response {
+	t.Helper()
+	form := url.Values{"user": {user}, "password": {password}, "next": {"/"}}
+	req, _ := http.NewRequest(http.MethodPost, base+PathLogin, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// A user logs in with the page's form: a session cookie (HttpOnly,
+// SameSite=Strict, an expiry), reads and changes with it (a change still
+// needs X-Ringlb-Admin), is recorded in the audit log, logs out.
+// Configuring a user ends the loopback rule: a request addressed to
+// 127.0.0.1 without a session is refused and pointed at the login page.
+func TestLoginSession(t *testing.T) {
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t)})
+	base := loginServer(t, n, "")
+	c := noRedirects()
+
+	resp, err := c.Get(base + "/api/sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), `"login": "/login"`) {
+		t.Fatalf("loopback read without a session: %d %s, want 401 naming the login page", resp.StatusCode, body)
+	}
+
+	resp = postLogin(t, c, base, "alice", testPassword, map[string]string{"Origin": base, "Sec-Fetch-Site": "same-origin"})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Fatalf("login: %s Location %q", resp.Status, resp.Header.Get("Location"))
+	}
+	var cookie *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == SessionCookie {
+			cookie = ck
+		}
+	}
+	if cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.MaxAge != int(SessionTTL.Seconds()) || cookie.Secure {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, Max-Age 12h, not Secure without TLS", cookie)
+	}
+
+	get := func(path string) (int, string) {
+		resp, err := c.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	post := func(path string, header map[string]string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, base+path, nil)
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, who := get("/api/sessions"); code != 200 || who != "user:alice" {
+		t.Fatalf("read with the session: %d %q", code, who)
+	}
+	if code, _ := post("/api/drain", nil); code != http.StatusForbidden {
+		t.Fatalf("a change with the cookie alone (a form from any page could send it): %d, want 403", code)
+	}
+	if code, who := post("/api/drain", map[string]string{configs.HeaderAdmin: "1", "Origin": base}); code != http.StatusAccepted || who != "user:alice" {
+		t.Fatalf("a change with the session and the admin header: %d %q", code, who)
+	}
+	recs := n.Audit.List(10)
+	if len(recs) != 2 || recs[0].Action != "drain" || recs[0].Who != "user:alice" || recs[0].Target != "edge-1" || recs[0].Result != http.StatusAccepted ||
+		recs[1].Action != "login" || recs[1].Who != "user:alice" || recs[1].Result != 200 {
+		t.Fatalf("audit records: %+v", recs)
+	}
+	if code, _ := post(PathLogout, map[string]string{configs.HeaderAdmin: "1"}); code != 200 {
+		t.Fatalf("logout: %d", code)
+	}
+	if code, _ := get("/api/sessions"); code != http.StatusUnauthorized {
+		t.Fatalf("after logout: %d, want 401", code)
+	}
+	// The old cookie, replayed by hand, is dead too.
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/sessions", nil)
+	req.AddCookie(cookie)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the logged-out cookie replayed: %v %v", resp.Status, err)
+	}
+	if recs := n.Audit.List(1); recs[0].Action != "logout" || recs[0].Who != "user:alice" {
+		t.Fatalf("logout record: %+v", recs[0])
+	}
+}
+
+// The attacks on the login: another site logging a browser in (login CSRF),
+// an open redirect through next, password guessing from one network and
+// against one user from many, and flooding the audit log with failures.
+func TestLoginAttacks(t *testing.T) {
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t)})
+	// The overall check rate has a test of its own (TestLoginSprayBounded):
+	// here the per-network and per-user rules are counted alone.
+	n.Logins.rate = rate.NewLimiter(rate.Inf, 0)
+	base := loginServer(t, n, "")
+
+	for name, header := range map[string]map[string]string{
+		"cross-site fetch metadata": {"Sec-Fetch-Site": "cross-site"},
+		"a foreign Origin":          {"Origin": "https://evil.example"},
+	} {
+		if resp := postLogin(t, noRedirects(), base, "alice", testPassword, header); resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
+			t.Errorf("login CSRF (%s): %s with %d cookies, want 403 and none", name, resp.Status, len(resp.Cookies()))
+		}
+	}
+
+	// next=//evil.example would send the browser off-site after a login.
+	form := url.Values{"user": {"alice"}, "password": {testPassword}, "next": {"//evil.example/x"}}
+	resp, err := noRedirects().PostForm(base+PathLogin, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); loc != "/api/whoami" {
+		t.Errorf("open redirect: Location %q after next=//evil.example/x, want this port's home /api/whoami", loc)
+	}
+
+	// Guessing from one address: failuresAllowed wrong passwords are
+	// checked, then every attempt is refused unchecked, the right password
+	// included, until the window ends.
+	checked, locked := 0, 0
+	for range 20 {
+		switch resp := postLogin(t, noRedirects(), base, "alice", "wrong password!", nil); resp.StatusCode {
+		case http.StatusUnauthorized:
+			checked++
+		case http.StatusTooManyRequests:
+			locked++
+		default:
+			t.Fatalf("guess: %s", resp.Status)
+		}
+	}
+	t.Logf("20 guesses from one address: %d checked, %d refused unchecked", checked, locked)
+	if checked != failuresAllowed || locked != 20-failuresAllowed {
+		t.Errorf("20 guesses from one address: %d checked, %d refused; want %d and %d", checked, locked, failuresAllowed, 20-failuresAllowed)
+	}
+	if resp := postLogin(t, noRedirects(), base, "alice", testPassword, nil); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("the right password while locked out: %s, want 429", resp.Status)
+	}
+	// Later (the clock moves past the window), the operator gets in.
+	n.Logins.now = func() time.Time { return time.Now().Add(failureWindow + time.Second) }
+	if resp := postLogin(t, noRedirects(), base, "alice", testPassword, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("the right password after the window: %s", resp.Status)
+	}
+
+	// Guessing bob's password from many addresses: per user too.
+	n.Logins.now = time.Now
+	n.Logins.mu.Lock()
+	n.Logins.byAddr = map[string]*failures{}
+	n.Logins.mu.Unlock()
+	tried := 0
+	for i := range 10 {
+		if n.Logins.attempt(t.Context(), "bob", "guess", "198.51.100."+string(rune('1'+i))+":4000") == loginWrong {
+			tried++
+		}
+	}
+	if tried != failuresAllowed {
+		t.Errorf("guesses for one user from 10 addresses: %d checked, want %d", tried, failuresAllowed)
+	}
+
+	// The audit log keeps the operators' records: refused logins are
+	// rate-limited (the burst), the rest only counted.
+	refused := 0
+	for _, r := range n.Audit.List(auditMemoryRecords) {
+		if r.Action == "login" && r.Result != 200 {
+			refused++
+		}
+	}
+	if refused > refusedRecordsBurst {
+		t.Errorf("%d refused-login records, want at most %d", refused, refusedRecordsBurst)
+	}
+}
+
+// A restart keeps logins (the state directory holds hashes of the cookies,
+// never a cookie); a user removed from the file is logged out.
+func TestSessionsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	users := usersFile(t)
+	n := newTestNode(t, configs.Admin{UsersFile: users, StateDir: dir})
+	base := loginServer(t, n, "")
+	c := noRedirects()
+	resp := postLogin(t, c, base, "alice", testPassword, nil)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: %s", resp.Status)
+	}
+	cookie := resp.Cookies()[0]
+	raw, err := os.ReadFile(filepath.Join(dir, sessionsConcern+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), cookie.Value) {
+		t.Fatal("the state file holds the cookie itself")
+	}
+	if st, _ := os.Stat(filepath.Join(dir, sessionsConcern+".json")); st.Mode().Perm() != fileMode {
+		t.Errorf("sessions file mode %v, want %v", st.Mode().Perm(), os.FileMode(fileMode))
+	}
+
+	n2 := newTestNode(t, configs.Admin{UsersFile: users, StateDir: dir})
+	base2 := loginServer(t, n2, "")
+	req, _ := http.NewRequest(http.MethodGet, base2+"/api/sessions", nil)
+	req.AddCookie(cookie)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the session after a restart: %s", resp.Status)
+	}
+	n2.Logins.SetUsers(map[string][]byte{})
+	resp, _ = http.DefaultClient.Do(req)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the session of a removed user: %s", resp.Status)
+	}
+}
+
+// An admin port beyond loopback with no user generates a password for
+// "admin", logs it once, keeps its hash (not the password) in the state
+// directory and never logs it again.
+func TestGeneratedPasswordLoggedOnce(t *testing.T) {
+	dir := t.TempDir()
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	admin := configs.Admin{Listen: "0.0.0.0:9101", StateDir: dir}
+	n := New(Config{Node: "bal-1", Role: "balancer", Admin: admin, Logger: logger})
+	defer n.Close()
+	first := logs.String()
+	i := strings.Index(first, "password=")
+	if i < 0 || !strings.Contains(first, "user=admin") {
+		t.Fatalf("no generated password logged: %s", first)
+	}
+	password := strings.Fields(first[i+len("password="):])[0]
+	raw, _ := os.ReadFile(filepath.Join(dir, generatedConcern+".json"))
+	if strings.Contains(string(raw), password) {
+		t.Fatal("the state file holds the password itself")
+	}
+	hash := (*n.Logins.users.Load())[GeneratedUser]
+	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil {
+		t.Fatal("the logged password does not match the kept hash")
+	}
+	logs.Reset()
+	n2 := New(Config{Node: "bal-1", Role: "balancer", Admin: admin, Logger: logger})
+	defer n2.Close()
+	if strings.Contains(logs.String(), password) || strings.Contains(logs.String(), "password=") {
+		t.Fatalf("the second start logged a password: %s", logs.String())
+	}
+	if bcrypt.CompareHashAndPassword((*n2.Logins.users.Load())[GeneratedUser], []byte(password)) != nil {
+		t.Fatal("the second start does not accept the first start's password")
+	}
+	// On loopback nothing is generated: the loopback rule holds.
+	logs.Reset()
+	n3 := New(Config{Node: "bal-2", Role: "balancer", Admin: configs.Admin{Listen: "127.0.0.1:9090"}, Logger: logger})
+	if n3.Logins != nil || strings.Contains(logs.String(), "password") {
+		t.Fatalf("a loopback admin port generated a password: %s", logs.String())
+	}
+}
+
+// Spraying logins for random names from many networks escapes both
+// failure tables (each name and network is new); each attempt would cost a
+// bcrypt check (~50 ms of CPU). The checks are rate-limited overall: the
+// rest are answered 503 without one.
+func TestLoginSprayBounded(t *testing.T) {
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t)})
+	checked, busy := 0, 0
+	start := time.Now()
+	for i := range 60 {
+		switch n.Logins.attempt(t.Context(), fmt.Sprintf("user%d", i), "guess", fmt.Sprintf("[2001:db8:%x::1]:4000", i)) {
+		case loginWrong:
+			checked++
+		case loginBusy:
+			busy++
+		}
+	}
+	elapsed := time.Since(start)
+	t.Logf("60 sprayed logins in %s: %d checked, %d refused unchecked", elapsed.Round(time.Millisecond), checked, busy)
+	if limit := checkBurst + int(elapsed.Seconds()*checksPerSecond) + 1; checked > limit {
+		t.Errorf("%d bcrypt checks for 60 sprayed logins, want at most %d", checked, limit)
+	}
+}

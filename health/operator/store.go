@@ -1,0 +1,150 @@
+package operator
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Store keeps operator state in cluster.state_dir: one versioned JSON file
+// per concern (the balancer's maintenance and drains, the gslb's overrides
+// and latches, login sessions, a generated password), each replaced
+// atomically, so a node killed at any instant (kill -9, power loss) finds
+// either the old file or the new one, never a torn one. A Store without a
+// directory keeps nothing: Save does nothing and Load finds nothing.
+type Store struct {
+	dir string
+	mu  sync.Mutex // one writer per file at a time (the temp file's name is shared)
+}
+
+// stateVersion is the format of every file the Store writes; a file of
+// another version is not read (and logged), so a downgrade never misreads
+// state.
+const stateVersion = 1
+
+// Modes of what the store creates: state names who may drain what, and
+// hashes of passwords and session cookies.
+const (
+	dirMode  = 0o700
+	fileMode = 0o600
+)
+
+// ErrNoState: Load found no state for the concern (none saved yet, or no
+// directory).
+var ErrNoState = errors.New("no saved state")
+
+type stateFile struct {
+	Version int             `json:"version"`
+	Saved   time.Time       `json:"saved"`
+	Data    json.RawMessage `json:"data"`
+}
+
+// OpenStore opens (creating it, mode 0700) the state directory dir; "" is a
+// store that keeps nothing.
+func OpenStore(dir string) (*Store, error) {
+	if dir == "" {
+		return &Store{}, nil
+	}
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	// Prove it is writable now, not at the first drain.
+	probe := filepath.Join(dir, ".probe")
+	if err := os.WriteFile(probe, nil, fileMode); err != nil {
+		return nil, fmt.Errorf("state directory %s is not writable: %w", dir, err)
+	}
+	_ = os.Remove(probe)
+	return &Store{dir: dir}, nil
+}
+
+// Dir is the state directory ("" when the store keeps nothing).
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) path(concern string) string { return filepath.Join(s.dir, concern+".json") }
+
+// Load reads the concern's state into v.
+func (s *Store) Load(concern string, v any) error {
+	if s == nil || s.dir == "" {
+		return ErrNoState
+	}
+	raw, err := os.ReadFile(s.path(concern))
+	if errors.Is(err, fs.ErrNotExist) {
+		return ErrNoState
+	}
+	if err != nil {
+		return fmt.Errorf("read state %s: %w", concern, err)
+	}
+	var f stateFile
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return fmt.Errorf("state %s: %w", s.path(concern), err)
+	}
+	if f.Version != stateVersion {
+		return fmt.Errorf("state %s: version %d, this binary reads %d", s.path(concern), f.Version, stateVersion)
+	}
+	if err := json.Unmarshal(f.Data, v); err != nil {
+		return fmt.Errorf("state %s: %w", s.path(concern), err)
+	}
+	return nil
+}
+
+// Save replaces the concern's state with v: written to a temporary file in
+// the same directory, synced, renamed over the old one, and the directory
+// synced, so the rename itself survives a crash.
+func (s *Store) Save(concern string, v any) error {
+	if s == nil || s.dir == "" {
+		return nil
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode state %s: %w", concern, err)
+	}
+	raw, err := json.MarshalIndent(stateFile{Version: stateVersion, Saved: time.Now().UTC(), Data: data}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state %s: %w", concern, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return writeAtomic(s.dir, s.path(concern), append(raw, '\n'))
+}
+
+// writeAtomic replaces path (in dir) with data.
+func writeAtomic(dir, path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write state %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a rename or a new file in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync state directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync state directory: %w", err)
+	}
+	return nil
+}
