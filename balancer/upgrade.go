@@ -3,6 +3,7 @@ package balancer
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -59,7 +60,11 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, k
 		if err != nil {
 			return "", &dialError{edge: m.Name, err: err}
 		}
-		conn, err := b.edges.dial(ctx, e)
+		// Not ctx itself: fasthttp cancels a request's context when its
+		// server shuts down, and a graceful stop (an upgrade's hand-off
+		// included) lets in-flight handshakes finish. The dial is bounded
+		// by dial_timeout either way.
+		conn, err := b.edges.dial(context.WithoutCancel(ctx), e)
 		if err != nil {
 			return "", err
 		}

@@ -135,8 +135,11 @@ func dialLive(t *testing.T, url string, src net.IP, id int) (*websocket.Conn, er
 	}
 	h := http.Header{}
 	h.Set("ctstickiness", fmt.Sprintf("user-%d", id))
-	c, _, err := d.Dial(url, h)
-	return c, err
+	c, resp, err := d.Dial(url, h)
+	if err != nil {
+		return nil, fmt.Errorf("%w%s", err, describeResponse(resp))
+	}
+	return c, nil
 }
 
 // run sends a message a second until stop, and reads the echoes.
