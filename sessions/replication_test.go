@@ -2,13 +2,13 @@ package sessions
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,7 +311,369 @@ func TestStoppedReplicaFallsBackToAsync(t *testing.T) {
 	}
 }
 
-var _ = io.EOF
-var _ atomic.Int32
-var _ http.Header
-var _ websocket.Dialer
+// joinSkipping joins key on e as a balancer does after failing to reach
+// the edges in skip (X-Ringlb-Skip), with query appended to /ws.
+func (e *clusterEdge) joinSkipping(t *testing.T, key, query string, skip ...string) *v1Client {
+	t.Helper()
+	h := http.Header{}
+	h.Set(headerSkip, strings.Join(skip, ","))
+	return e.joinV1(t, key, query, h)
+}
+
+// A paused or cut-off owner is not dead: when a balancer cannot reach it,
+// the replica takes the session over (same epoch and seq, a higher term)
+// and the old owner, still serving, is fenced: it shows nothing more (sync:
+// nothing the replica did not take), closes its participants with 1012,
+// and sends later joins to the new owner. The participants resume there
+// and resend what was not acknowledged: nothing lost, nothing split.
+func TestStaleOwnerIsFenced(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "fence")
+	p1 := a.joinV1(t, key, "", nil)
+	p2 := a.joinV1(t, key, "", nil)
+	p1.readType(t, "join")
+	for i := range 5 {
+		p1.msg(t, i)
+		p1.readType(t, "ack")
+		p2.readType(t, "msg")
+	}
+	epoch := p1.welcome.Epoch
+
+	// A balancer could not reach edge-a: edge-b takes the session over.
+	g := b.joinSkipping(t, key, "resume=5&epoch="+epoch, "edge-a")
+	if g.welcome.Epoch != epoch || g.welcome.Seq != 5 {
+		t.Fatalf("welcome on the replica %+v, want epoch %s seq 5", g.welcome, epoch)
+	}
+	// edge-a still serves p1, whose msg cannot be shown: the replica refuses
+	// records of the old term, and edge-b fences edge-a on its own stream.
+	p1.msg(t, "late")
+	for _, p := range []*v1Client{p1, p2} {
+		for {
+			_, data, err := p.ReadMessage()
+			if err != nil {
+				var ce *websocket.CloseError
+				if !errors.As(err, &ce) || ce.Code != closeServiceRestart {
+					t.Fatalf("the stale owner's participant ended with %v, want 1012", err)
+				}
+				break
+			}
+			if strings.Contains(string(data), `"late"`) || strings.Contains(string(data), `"ack"`) {
+				t.Fatalf("the stale owner showed %s after the takeover", data)
+			}
+		}
+	}
+	if v := metricValue(t, a.s, "ringlb_edge_replication_fenced_total"); v != 1 {
+		t.Errorf("fenced %v, want 1", v)
+	}
+	if got := dialExpect421(t, a, key); got != "edge-b" {
+		t.Fatalf("the fenced owner sends joins to %q, want edge-b", got)
+	}
+	// p1 resumes on edge-b and resends its unacknowledged msg.
+	r1 := b.joinV1(t, key, "resume=5&epoch="+epoch, nil)
+	r1.msg(t, "late")
+	if ack := r1.readType(t, "ack"); ack.Seq != 6 {
+		t.Fatalf("resent msg acked %d, want 6", ack.Seq)
+	}
+	if m := g.readType(t, "msg"); m.Seq != 6 || string(m.Data) != `"late"` {
+		t.Fatalf("after the takeover %+v, want seq 6 late", m)
+	}
+}
+
+// Records of an older term than what an edge holds are answered with a
+// fence naming the holder, whether it holds the session live (it took it
+// over) or a copy of a newer owner's.
+func TestOlderTermsAreFenced(t *testing.T) {
+	_, b, key := replPair(t, configs.ReplicationSync, "older")
+	r := b.s.hub.repl.Load()
+	var rec []byte
+	rec = appendSnapshot(rec, 3, 0, "E", key)
+	answers, err := r.apply("edge-a", rec, nil)
+	if err != nil || len(answers) != 0 {
+		t.Fatalf("a snapshot of term 3: answers %q, %v", answers, err)
+	}
+	for _, old := range [][]byte{appendSnapshot(nil, 2, 0, "E", key), appendMsg(nil, 2, 1, key, []byte(`{}`))} {
+		answers, err := r.apply("edge-c", old, nil)
+		var got record
+		rd := reader{b: answers}
+		if err != nil || !rd.next(&got) || got.kind != recFence || got.term != 3 || string(got.epoch) != "edge-a" || string(got.key) != key {
+			t.Fatalf("term 2 record: answered %+v (%v), want a fence of term 3 naming edge-a", got, err)
+		}
+	}
+	if !r.promote(key, "test") {
+		t.Fatal("not promoted")
+	}
+	answers, _ = r.apply("edge-a", appendMsg(nil, 3, 1, key, []byte(`{}`)), nil)
+	var got record
+	rd := reader{b: answers}
+	if !rd.next(&got) || got.kind != recFence || got.term != 4 || string(got.epoch) != "edge-b" {
+		t.Fatalf("a record of the promoted session's old term: answered %+v, want a fence of term 4 naming edge-b", got)
+	}
+}
+
+// After a promotion the new owner replicates the session onward: a second
+// crash is survived too, epoch and seq unchanged, the term counting owners.
+func TestPromotedSessionReplicatesOnward(t *testing.T) {
+	cl := healthtest.New(t)
+	names := []string{"edge-a", "edge-b", "edge-c"}
+	edges := map[string]*clusterEdge{}
+	var all []*clusterEdge
+	for _, n := range names {
+		edges[n] = startReplEdge(t, cl, n, configs.ReplicationSync, nil)
+		all = append(all, edges[n])
+	}
+	waitRing(t, all, names...)
+	key := keyOwnedBy("onward", "edge-a", names...)
+	first := ownerOf(key, "edge-b", "edge-c") // edge-a's replica: the owner without it
+	second := "edge-b"
+	if first == "edge-b" {
+		second = "edge-c"
+	}
+	p := edges["edge-a"].joinV1(t, key, "", nil)
+	for i := range 3 {
+		p.msg(t, i)
+		p.readType(t, "ack")
+	}
+	epoch := p.welcome.Epoch
+	edges["edge-a"].crash(t)
+	waitRing(t, []*clusterEdge{edges[first], edges[second]}, first, second)
+	healthtest.WaitUntil(t, second+" holds the promoted session's copy", func() bool {
+		_, _, term, ok := copyOf(edges[second], key)
+		return ok && term == 2
+	})
+	q := edges[first].joinV1(t, key, "resume=3&epoch="+epoch, nil)
+	if q.welcome.Epoch != epoch || q.welcome.Seq != 3 {
+		t.Fatalf("welcome after the first crash %+v", q.welcome)
+	}
+	q.msg(t, "x")
+	q.readType(t, "ack")
+	edges[first].crash(t)
+	waitRing(t, []*clusterEdge{edges[second]}, second)
+	healthtest.WaitUntil(t, second+" promotes", func() bool {
+		live, _ := edges[second].s.hub.lookup([]byte(key), second, nil)
+		return live
+	})
+	r := edges[second].joinV1(t, key, "resume=0&epoch="+epoch, nil)
+	if r.welcome.Epoch != epoch || r.welcome.Seq != 4 {
+		t.Fatalf("welcome after the second crash %+v, want epoch %s seq 4", r.welcome, epoch)
+	}
+	for want := uint64(1); want <= 4; want++ {
+		if m := r.readType(t, "msg"); m.Seq != want {
+			t.Fatalf("replay %+v, want seq %d", m, want)
+		}
+	}
+}
+
+// When the ring changes, a session's replica moves with it: the new
+// replica gets the session whole, the old one drops its copy.
+func TestReplicaMovesWithTheRing(t *testing.T) {
+	cl := healthtest.New(t)
+	a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
+	b := startReplEdge(t, cl, "edge-b", configs.ReplicationSync, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	// A key edge-a owns with either ring, whose replica becomes edge-c.
+	var key string
+	for i := 0; key == ""; i++ {
+		k := fmt.Sprintf("move-%d", i)
+		if ownerOf(k, "edge-a", "edge-b") == "edge-a" && ownerOf(k, "edge-a", "edge-b", "edge-c") == "edge-a" && ownerOf(k, "edge-b", "edge-c") == "edge-c" {
+			key = k
+		}
+	}
+	p := a.joinV1(t, key, "", nil)
+	for i := range 3 {
+		p.msg(t, i)
+		p.readType(t, "ack")
+	}
+	if seq, _, _, ok := copyOf(b, key); !ok || seq != 3 {
+		t.Fatalf("edge-b's copy: seq %d (held %v)", seq, ok)
+	}
+	c := startReplEdge(t, cl, "edge-c", configs.ReplicationSync, nil)
+	waitRing(t, []*clusterEdge{a, b, c}, "edge-a", "edge-b", "edge-c")
+	healthtest.WaitUntil(t, "edge-c holds the copy and edge-b dropped it", func() bool {
+		seq, _, _, onC := copyOf(c, key)
+		_, _, _, onB := copyOf(b, key)
+		return onC && seq == 3 && !onB
+	})
+	p.msg(t, "more")
+	p.readType(t, "ack")
+	if seq, _, _, _ := copyOf(c, key); seq != 4 {
+		t.Fatalf("edge-c's copy at seq %d after an ack of 4", seq)
+	}
+}
+
+// Raw sessions have no history: nothing is replicated, and their
+// participants reconnect to a fresh session, as without replication.
+func TestRawSessionsAreNotReplicated(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "raw")
+	d := websocket.Dialer{HandshakeTimeout: testDeadline}
+	c, _, err := d.Dial("ws://"+a.data+"/ws", http.Header{"Ctstickiness": {key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-a.joined
+	if err := c.WriteMessage(websocket.TextMessage, []byte("raw")); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.s.hub.repl.Load().store.count(); n != 0 {
+		t.Fatalf("%d copies of a raw session", n)
+	}
+	a.crash(t)
+	waitRing(t, []*clusterEdge{b}, "edge-b")
+	again, _, err := d.Dial("ws://"+b.data+"/ws", http.Header{"Ctstickiness": {key}})
+	if err != nil {
+		t.Fatalf("raw reconnect: %v", err)
+	}
+	again.Close()
+	if v := metricValue(t, b.s, "ringlb_edge_replication_promotions_total"); v != 0 {
+		t.Errorf("promotions %v, want 0", v)
+	}
+}
+
+// Async: an ack means the owner has the msg; msgs its replica had not
+// received when it was taken over are lost — and counted. A client that saw
+// them resumes without a reset: the promoted session skips their seqs, so
+// no seq ever names two msgs. The late records of the old owner are fenced.
+func TestAsyncTakeoverSkipsLostSeqs(t *testing.T) {
+	cl := healthtest.New(t)
+	a := startReplEdge(t, cl, "edge-a", configs.ReplicationAsync, nil)
+	var proxy *pausableProxy
+	b := startReplEdge(t, cl, "edge-b", configs.ReplicationAsync, func(data string) string {
+		proxy = startPausableProxy(t, data)
+		return proxy.ln.Addr().String()
+	})
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	key := keyOwnedBy("async", "edge-a", "edge-a", "edge-b")
+	p1 := a.joinV1(t, key, "", nil)
+	p2 := a.joinV1(t, key, "", nil)
+	p1.readType(t, "join")
+	p1.msg(t, 0)
+	p1.readType(t, "ack")
+	p2.readType(t, "msg")
+	healthtest.WaitUntil(t, "the replica has seq 1", func() bool {
+		seq, _, _, _ := copyOf(b, key)
+		return seq == 1
+	})
+	proxy.setPaused(true)
+	for i := 1; i <= 3; i++ {
+		p1.msg(t, i)
+		p1.readType(t, "ack")
+		p2.readType(t, "msg")
+	}
+	epoch := p1.welcome.Epoch
+	// edge-a unreachable for a balancer: p2, which saw seq 4, resumes on edge-b.
+	g := b.joinSkipping(t, key, "resume=4&epoch="+epoch, "edge-a")
+	if g.welcome.Epoch != epoch || g.welcome.Seq != 4 {
+		t.Fatalf("welcome %+v, want epoch %s seq 4: no reset", g.welcome, epoch)
+	}
+	if v := metricValue(t, b.s, "ringlb_edge_replication_lost_total"); v != 3 {
+		t.Errorf("lost %v, want 3", v)
+	}
+	g.msg(t, "new")
+	if ack := g.readType(t, "ack"); ack.Seq != 5 {
+		t.Fatalf("first msg after the takeover got seq %d, want 5", ack.Seq)
+	}
+	// A client that saw only seq 1 gets no reset either: the gap is its loss.
+	h := b.joinV1(t, key, "resume=1&epoch="+epoch, nil)
+	if h.welcome.Seq != 5 {
+		t.Fatalf("welcome %+v, want seq 5", h.welcome)
+	}
+	if m := h.readType(t, "msg"); m.Seq != 5 {
+		t.Fatalf("replay %+v, want only seq 5", m)
+	}
+	proxy.setPaused(false) // edge-a's late records reach edge-b: fenced
+	if code := closeCode(t, p1.Conn); code != closeServiceRestart {
+		t.Fatalf("the old owner's participant closed with %d, want 1012", code)
+	}
+	if seq, _, _, _ := copyOf(b, key); seq != 0 {
+		t.Errorf("a copy reappeared on edge-b")
+	}
+}
+
+// A replication stream plants state a client may resume into, so it is
+// believed only from an edge of the cluster: the upgrade signed with the
+// cluster key by the edge it names, then every batch signed for this
+// stream's nonce, in order. The attacks: a stranger (no key, another
+// cluster's key, a name that is no edge) opens a stream; someone replays a
+// recorded upgrade of edge-b and then batches recorded from another stream,
+// or out of order. Each plants nothing.
+func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
+	cl := healthtest.New(t)
+	a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
+	b := startReplEdge(t, cl, "edge-b", configs.ReplicationSync, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	stranger := healthtest.New(t).Join("mallory", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Weight: 1, State: health.StateAlive})
+	dial := func(from string, signer *health.Keyring, as string) (*websocket.Conn, int) {
+		uri := pathReplicate + "?from=" + from + "&nonce=N0nce"
+		h := http.Header{}
+		signer.SignRequest(h, as, http.MethodGet, uri, nil)
+		d := websocket.Dialer{HandshakeTimeout: testDeadline}
+		c, resp, err := d.Dial("ws://"+a.data+uri, h)
+		if err != nil {
+			if resp == nil {
+				t.Fatal(err)
+			}
+			return nil, resp.StatusCode
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, http.StatusSwitchingProtocols
+	}
+	for _, tt := range []struct {
+		name, from string
+		signer     *health.Keyring
+		as         string
+	}{
+		{"unsigned, as edge-b", "edge-b", nil, ""},
+		{"another cluster's key, as edge-b", "edge-b", stranger.Keyring(), "edge-b"},
+		{"edge-b's signature naming mallory", "mallory", b.m.Keyring(), "edge-b"},
+	} {
+		if _, code := dial(tt.from, tt.signer, tt.as); code != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", tt.name, code)
+		}
+	}
+	if v := metricValue(t, a.s, "ringlb_edge_peer_requests_refused_total"); v != 3 {
+		t.Errorf("refused %v, want 3", v)
+	}
+
+	// A replayed upgrade of edge-b's is accepted (its signature is valid for
+	// 30 s), but the stream's batches must be signed for its fresh nonce.
+	plant := func(nonceFor func(theirs string) string, counter uint64) bool {
+		c, code := dial("edge-b", b.m.Keyring(), "edge-b")
+		if code != http.StatusSwitchingProtocols {
+			t.Fatalf("a validly signed upgrade: %d", code)
+		}
+		_, hello, err := c.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		records, err := openBatch(hello, b.m.Keyring(), "edge-a", toOwner, "N0nce", 0)
+		var rec record
+		rd := reader{b: records}
+		if err != nil || !rd.next(&rec) || rec.kind != recHello {
+			t.Fatalf("hello: %v", err)
+		}
+		body := appendSnapshot(nil, 1, 0, "E", "planted")
+		head := signBatch(nil, b.m.Keyring(), "edge-b", toReplica, nonceFor(string(rec.epoch)), counter, body)
+		if err := writeBatch(c, head, body); err != nil {
+			t.Fatal(err)
+		}
+		_, ack, err := c.ReadMessage()
+		return err == nil && len(ack) > 0
+	}
+	recorded := func(string) string { return "another-streams-nonce" }
+	fresh := func(theirs string) string { return theirs }
+	if plant(recorded, 1) {
+		t.Error("a batch signed for another stream was acknowledged")
+	}
+	if plant(fresh, 2) {
+		t.Error("a batch out of order was acknowledged")
+	}
+	if _, _, _, ok := copyOf(a, "planted"); ok {
+		t.Fatal("a replayed stream planted a session copy")
+	}
+	// The real thing: edge-b's stream, its batch signed for this stream.
+	if !plant(fresh, 1) {
+		t.Fatal("edge-b's own batch was refused")
+	}
+	if _, _, _, ok := copyOf(a, "planted"); !ok {
+		t.Fatal("edge-b's own batch planted nothing")
+	}
+}

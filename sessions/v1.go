@@ -317,6 +317,9 @@ func (h *hub) deliverOthers(s *session, except *participant, f *frame) {
 // any live msg.
 func (h *hub) joinV1(s *session, p *participant) {
 	v := s.v1
+	if p.resumeSet {
+		h.skipLost(s, p.resumeAfter, p.resumeEpoch) // before the welcome names seq
+	}
 	w := welcomeFrame{
 		Type: "welcome", Session: s.key, Participant: p.id, User: p.user, Edge: h.edge,
 		Seq: v.committed, Epoch: v.epoch, Participants: make([]memberInfo, 0, len(s.participants)),
@@ -347,24 +350,31 @@ func (h *hub) leaveV1(s *session, p *participant) {
 	f.release()
 }
 
+// skipLost moves a promoted session's seq to after when a client resumes
+// from beyond it, before anything is sequenced there: that client saw msgs
+// up to after, which the dead owner sequenced and its replica never
+// received (async, or sync fallen back). They are lost; skipping their
+// seqs keeps the epoch (no reset) and one msg per seq (no later msg reuses
+// a seq a client holds another msg at). Called with s.mu held.
+func (h *hub) skipLost(s *session, after uint64, epoch string) {
+	v := s.v1
+	if epoch != v.epoch || after <= v.committed || !v.bumpable || after-v.seq > maxPromotionSkip {
+		return
+	}
+	h.metrics.replicationLost.Add(float64(after - v.seq))
+	v.skipTo(after)
+	v.committed = v.seq
+	if r := h.repl.Load(); r != nil {
+		r.skipped(s)
+	}
+}
+
 // resume replays to p every msg after seq after, or sends reset when the
 // epoch is another incarnation's or the history no longer reaches back.
 // Called with s.mu held.
 func (h *hub) resume(s *session, p *participant, after uint64, epoch string) {
 	v := s.v1
-	if epoch == v.epoch && after > v.committed && v.bumpable && after-v.seq <= maxPromotionSkip {
-		// Promoted, and this client saw msgs up to after, which the dead
-		// owner sequenced and its replica never received (async, or sync
-		// fallen back): they are lost. Skipping their seqs keeps the epoch
-		// (no reset), and keeps one msg per seq: no later msg reuses a seq
-		// a client already holds another msg at.
-		h.metrics.replicationLost.Add(float64(after - v.seq))
-		v.skipTo(after)
-		v.committed = v.seq
-		if r := h.repl.Load(); r != nil {
-			r.skipped(s)
-		}
-	}
+	h.skipLost(s, after, epoch)
 	reason := ""
 	frames, ok := v.since(after)
 	switch {
