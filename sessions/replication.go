@@ -248,19 +248,16 @@ func (r *replicator) assign(s *session) {
 		return
 	}
 	r.mu.Lock()
-	want := ""
-	if !r.closed {
-		want = r.replicaFor(s.key)
-	}
-	if s.repl != nil && s.repl.peer == want {
-		r.mu.Unlock()
-		return
-	}
 	var l *link
-	if want != "" {
-		l = r.linkLocked(want)
+	if !r.closed {
+		if want := r.replicaFor(s.key); want != "" {
+			l = r.linkLocked(want)
+		}
 	}
 	r.mu.Unlock()
+	if s.repl == l && l != nil {
+		return
+	}
 	if s.repl != nil {
 		s.repl.detach(s)
 	}
@@ -344,7 +341,9 @@ func (r *replicator) replicate(s *session, f *frame, seq uint64) (wait bool) {
 	wait = r.sync && (!l.degraded || len(v.pending) > 0)
 	switch {
 	case l.closed:
-		return false
+		// Its close shows every msg waiting on it (commitAll), this one too
+		// when it waits behind them; otherwise nothing is left to wait for.
+		return len(v.pending) > 0
 	case s.replGen != l.gen || !l.connected:
 		// Its snapshot (still to be sent on this stream) will carry it.
 	case len(l.building) > 0 && len(l.building)+recordHead+18+len(s.key)+len(payload) > maxLinkQueue:
