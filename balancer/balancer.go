@@ -133,7 +133,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		peerClient: newPeerClient(),
 	}
 	var err error
-	if b.metrics, err = newMetrics(reg, r); err != nil {
+	if b.metrics, err = newMetrics(reg, r, b.certExpiry); err != nil {
 		return nil, fmt.Errorf("balancer: register metrics: %w", err)
 	}
 	b.data = &fasthttp.Server{

@@ -716,7 +716,7 @@ func TestShutdownRacingServe(t *testing.T) {
 		if i%2 == 0 {
 			runtime.Gosched()
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := b.Shutdown(ctx); err != nil {
 			t.Fatalf("Shutdown: %v", err)
 		}
@@ -726,7 +726,7 @@ func TestShutdownRacingServe(t *testing.T) {
 			if err != nil && !errors.Is(err, ErrClosed) {
 				t.Fatalf("Serve: %v", err)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatalf("round %d: Serve still running 5 s after Shutdown", i)
 		}
 		ln.Close()

@@ -98,7 +98,7 @@ type clusterNode struct {
 	Stats *edgeStats `json:"stats,omitempty"`
 }
 
-// edgeStats are an edge's contract metrics (DESIGN.md, "Metrics"). Counters
+// edgeStats are an edge's contract metrics (docs/CONTRACT.md, "Metrics"). Counters
 // and the lag histogram are totals since the edge started: the page shows
 // rates and recent lag from the difference between two refreshes.
 type edgeStats struct {

@@ -21,7 +21,7 @@ const (
 )
 
 // metrics are the balancer's Prometheus metrics, named by the wire contract
-// (DESIGN.md, "Metrics"). All of them are declared here and nowhere else.
+// (docs/CONTRACT.md, "Metrics"). All of them are declared here and nowhere else.
 type metrics struct {
 	// connectionsActive counts live WebSocket tunnels per edge.
 	connectionsActive *prometheus.GaugeVec
@@ -40,7 +40,10 @@ type metrics struct {
 	acceptErrors *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, r *ring.Ring) (*metrics, error) {
+// newMetrics declares the balancer's metrics on reg. certExpiry says when
+// the certificate served on the data port expires (Unix seconds), 0 without
+// TLS: alerts warn before it does.
+func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float64) (*metrics, error) {
 	m := &metrics{
 		connectionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ringlb_balancer_connections_active",
@@ -72,7 +75,12 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring) (*metrics, error) {
 		Help: "Version of the ring snapshot this balancer routes with; it changes with every membership change.",
 	}, func() float64 { return float64(r.Snapshot().Version()) })
 
-	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, m.rejectedTotal, m.acceptErrors, ringMembers, ringVersion} {
+	certExpires := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ringlb_balancer_tls_cert_expiry_timestamp_seconds",
+		Help: "When the certificate served on the data port expires, Unix seconds (0 without TLS).",
+	}, certExpiry)
+
+	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, m.rejectedTotal, m.acceptErrors, ringMembers, ringVersion, certExpires} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -18,7 +18,7 @@ import (
 	"github.com/ringlb/ringlb/health"
 )
 
-// Routing limits (DESIGN.md, data path step 5).
+// Routing limits (docs/DESIGN.md, "Data path", step 5).
 const (
 	// maxDialAttempts: edges tried per request when dialing fails — the
 	// owner, then the next candidates of the key. Bounded so a partitioned

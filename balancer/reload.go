@@ -139,3 +139,13 @@ func certStamp(cfg configs.Balancer) string {
 	}
 	return s
 }
+
+// certExpiry is when the certificate in use expires, in Unix seconds; 0
+// without TLS (or before the first one loaded).
+func (b *Balancer) certExpiry() float64 {
+	rl := b.current.Load()
+	if rl == nil || rl.cert == nil || rl.cert.Leaf == nil {
+		return 0
+	}
+	return float64(rl.cert.Leaf.NotAfter.Unix())
+}

@@ -120,3 +120,21 @@ func TestTLSConfigErrors(t *testing.T) {
 		t.Fatalf("missing certificate: %v", err)
 	}
 }
+
+// The certificate's expiry is a metric, so an alert can warn before it;
+// without TLS it is 0.
+func TestCertExpiryMetric(t *testing.T) {
+	certFile, keyFile, _ := writeTestCert(t)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, configs.Balancer{TLS: configs.TLS{CertFile: certFile, KeyFile: keyFile}})
+	if got, want := h.metric(t, "ringlb_balancer_tls_cert_expiry_timestamp_seconds", nil), float64(cert.Leaf.NotAfter.Unix()); got != want {
+		t.Errorf("expiry %v, want %v", got, want)
+	}
+	plain := newHarness(t, configs.Balancer{})
+	if got := plain.metric(t, "ringlb_balancer_tls_cert_expiry_timestamp_seconds", nil); got != 0 {
+		t.Errorf("expiry without TLS: %v", got)
+	}
+}

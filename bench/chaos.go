@@ -4,7 +4,7 @@ package bench
 // reconnect and resume while the cluster under them changes (an edge added,
 // drained, killed), with the accounting that tells whether a session split,
 // lost or duplicated a message, and whom each change disconnected. It is a
-// client of the wire contract only (DESIGN.md, "Wire contract"; the resume
+// client of the wire contract only (docs/CONTRACT.md; the resume
 // contract is in sessions/README.md, "Drain").
 
 import (
@@ -55,7 +55,8 @@ type ChaosOptions struct {
 	// DialConcurrency bounds connection set-up at the start (default 64).
 	DialConcurrency int `json:"dial_concurrency"`
 	// Quiesce bounds Stop's wait for the last acks and deliveries once
-	// sending has stopped (default 10s).
+	// sending has stopped (default 30s): a liveness bound, generous so a
+	// busy machine does not end it early; Stop returns as soon as they are in.
 	Quiesce time.Duration `json:"quiesce_ns"`
 }
 
@@ -79,7 +80,7 @@ func (o *ChaosOptions) setDefaults() {
 		o.DialConcurrency = 64
 	}
 	if o.Quiesce == 0 {
-		o.Quiesce = 10 * time.Second
+		o.Quiesce = 30 * time.Second
 	}
 }
 
@@ -124,12 +125,17 @@ func (o *ChaosOptions) validate() error {
 // maxResetDetails bounds ChaosPhase.ResetDetails.
 const maxResetDetails = 20
 
-// Client timings. Reconnects back off 20–200 ms and alternate balancers, at
-// most chaosMaxRedials times per outage (and never past the run's end).
+// Client timings. Reconnects back off 20–200 ms and alternate balancers
+// until one succeeds; a participant gives up after chaosRedialFor of failed
+// dials in a row (or chaosMaxRedials of them, whichever comes first, and
+// never past the run's end). The bound is generous on purpose: on a busy
+// machine an outage lasts longer, and giving up early would turn a slow
+// resume into a failed one.
 const (
 	chaosBackoffMin   = 20 * time.Millisecond
 	chaosBackoffMax   = 200 * time.Millisecond
-	chaosMaxRedials   = 100
+	chaosRedialFor    = 60 * time.Second
+	chaosMaxRedials   = 2000
 	chaosDialTimeout  = 5 * time.Second
 	chaosWriteTimeout = 5 * time.Second
 	// chaosReadTimeout ends a connection that hears nothing, not even the
@@ -172,6 +178,22 @@ type ChaosResult struct {
 	CheckPoints []CheckPoint  `json:"checkpoints"`
 	Quiesced    bool          `json:"quiesced"` // Stop saw every ack and delivery arrive
 	QuiesceTime time.Duration `json:"quiesce_time_ns"`
+	// Timeline is the progress line's figures, a tick a second.
+	Timeline []ChaosTick `json:"timeline"`
+	// Scenario is how a ChaosScenario ran the workload (nil when driven by
+	// hand).
+	Scenario *ChaosScenarioSettings `json:"scenario,omitempty"`
+}
+
+// ChaosTick is one progress line.
+type ChaosTick struct {
+	At          time.Duration `json:"at_ns"`
+	Phase       string        `json:"phase"`
+	Live        int64         `json:"live"`
+	Delivered   int64         `json:"delivered"`
+	Disconnects int64         `json:"disconnects"`
+	Redials     int64         `json:"redials"`
+	Resets      int64         `json:"resets"`
 }
 
 // ChaosPhase is what happened from one event to the next. Everything
@@ -212,7 +234,19 @@ type ChaosPhase struct {
 	Resume     Percentiles    `json:"resume"`
 	Unresumed  int            `json:"unresumed"`
 	ResumedOn  map[string]int `json:"resumed_on,omitempty"` // edges the disconnected sessions came back on
-	Lost       int64          `json:"messages_lost"`
+	// Change is how long the step's action took: from the event until the
+	// change was in (e.g. every balancer's ring had it). Settled: every
+	// participant was back within the scenario's settle bound (a liveness
+	// bound, not a figure: ResumeTime is the figure).
+	Change  time.Duration `json:"change_ns,omitempty"`
+	Settled bool          `json:"settled,omitempty"`
+	// OwnerChecked sessions of those this phase disconnected were looked up
+	// on the ring at the phase's check point (ChaosScenario.Owner);
+	// OffOwner of them were not (all) on their key's owner then.
+	OwnerChecked    int      `json:"owner_checked,omitempty"`
+	OffOwner        int      `json:"off_owner,omitempty"`
+	OffOwnerDetails []string `json:"off_owner_details,omitempty"`
+	Lost            int64    `json:"messages_lost"`
 	// LostToReset: msgs of an epoch a participant left by a reset (the
 	// history was gone) that it had not received.
 	LostToReset int64 `json:"messages_lost_to_reset"`
@@ -253,8 +287,13 @@ type Chaos struct {
 	ctx     context.Context // ends at the run's deadline or Stop
 	cancel  context.CancelFunc
 	dialers []*websocket.Dialer
+	log     *lockedWriter // the progress lines and the scenario's notes
 	// stopSending is closed by Stop: senders and guest loops end.
 	stopSending chan struct{}
+	// changed gets a token (never blocking) whenever a participant's
+	// connection state or ledger moves: Settle and Stop's quiesce wait on
+	// it instead of polling.
+	changed     chan struct{}
 	wg          sync.WaitGroup // every goroutine of the run
 	progressWG  sync.WaitGroup
 	progressEnd chan struct{}
@@ -266,6 +305,7 @@ type Chaos struct {
 	checkpoints []CheckPoint
 	clients     []*chaosClient // every participant, guests included
 	lastDown    time.Duration  // latest unplanned disconnect
+	timeline    []ChaosTick
 
 	// Progress counters.
 	live      atomic.Int64
@@ -409,7 +449,8 @@ func StartChaos(ctx context.Context, opts ChaosOptions, progress io.Writer) (*Ch
 	if progress == nil {
 		progress = io.Discard
 	}
-	w := &Chaos{opts: opts, start: time.Now(), stopSending: make(chan struct{}), progressEnd: make(chan struct{})}
+	w := &Chaos{opts: opts, start: time.Now(), log: &lockedWriter{w: progress},
+		stopSending: make(chan struct{}), changed: make(chan struct{}, 1), progressEnd: make(chan struct{})}
 	w.ctx, w.cancel = context.WithTimeout(ctx, opts.Duration)
 	w.phases = []*chaosPhase{newChaosPhase("steady", "", 0)}
 	sources := opts.Sources
@@ -432,7 +473,7 @@ func StartChaos(ctx context.Context, opts ChaosOptions, progress io.Writer) (*Ch
 			epochs: map[string]*epochLog{}, where: map[msgID]epochSeq{}}
 	}
 	w.progressWG.Add(1)
-	go w.reportProgress(progress)
+	go w.reportProgress()
 
 	sem := make(chan struct{}, opts.DialConcurrency)
 	var joined sync.WaitGroup
@@ -536,10 +577,11 @@ func (s *chaosSession) connected() []where {
 
 // Settle waits until every participant that lost its connection is
 // welcomed again (or has left) and no connection has been lost for quiet.
-// It returns an error saying how many are still down when ctx ends first.
+// It wakes on the participants' own state changes, not on a clock. It
+// returns an error saying how many are still down when ctx ends first.
 func (w *Chaos) Settle(ctx context.Context, quiet time.Duration) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
+	quietTimer := time.NewTimer(quiet)
+	defer quietTimer.Stop()
 	for {
 		down := 0
 		w.mu.Lock()
@@ -552,16 +594,31 @@ func (w *Chaos) Settle(ctx context.Context, quiet time.Duration) error {
 			}
 			c.mu.Unlock()
 		}
-		if down == 0 && w.now()-lastDown >= quiet {
-			return nil
+		var quietDone <-chan time.Time
+		if down == 0 {
+			left := quiet - (w.now() - lastDown)
+			if left <= 0 {
+				return nil
+			}
+			quietTimer.Reset(left)
+			quietDone = quietTimer.C
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("not settled: %d participants still reconnecting: %w", down, ctx.Err())
 		case <-w.ctx.Done():
 			return fmt.Errorf("not settled: %d participants still reconnecting: run over: %w", down, w.ctx.Err())
-		case <-t.C:
+		case <-w.changed:
+		case <-quietDone:
 		}
+	}
+}
+
+// kick tells a waiter in Settle or quiesce that something changed.
+func (w *Chaos) kick() {
+	select {
+	case w.changed <- struct{}{}:
+	default:
 	}
 }
 
@@ -644,12 +701,11 @@ func (w *Chaos) Stop(ctx context.Context) *ChaosResult {
 }
 
 // quiesce waits until every participant still in the run is live with
-// nothing unacked and has seen its epoch's last seq.
+// nothing unacked and has seen its epoch's last seq; it wakes on acks,
+// deliveries and connection changes.
 func (w *Chaos) quiesce(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, w.opts.Quiesce)
 	defer cancel()
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
 	for {
 		if w.quiet() {
 			return true
@@ -659,7 +715,7 @@ func (w *Chaos) quiesce(ctx context.Context) bool {
 			return false
 		case <-w.ctx.Done():
 			return false
-		case <-t.C:
+		case <-w.changed:
 		}
 	}
 }
@@ -739,6 +795,7 @@ func (c *chaosClient) run(sem chan struct{}, joined func()) {
 	c.joined = joined
 	defer c.joinedOnce.Do(joined)
 	failures := 0
+	var failingSince time.Duration
 	for attempt := 0; ; attempt++ {
 		if !c.wantConnection() {
 			return
@@ -762,7 +819,10 @@ func (c *chaosClient) run(sem chan struct{}, joined func()) {
 				p.DialFailures++
 				p.DialErrors[dialErrorKind(err)]++
 			})
-			if failures++; failures >= chaosMaxRedials {
+			if failures++; failures == 1 {
+				failingSince = w.now()
+			}
+			if failures >= chaosMaxRedials || w.now()-failingSince >= chaosRedialFor {
 				c.mu.Lock()
 				if joining {
 					c.departed = true // never joined: not part of the session
@@ -771,6 +831,7 @@ func (c *chaosClient) run(sem chan struct{}, joined func()) {
 					c.gaveUp = true
 				}
 				c.mu.Unlock()
+				w.kick()
 				return
 			}
 			if !w.sleep(randDuration(chaosBackoffMin, chaosBackoffMax)) {
@@ -949,6 +1010,7 @@ func (c *chaosClient) disconnected(reason string) bool {
 	if wasUp {
 		w.live.Add(-1)
 	}
+	w.kick()
 	switch {
 	case planned:
 		return false
@@ -980,6 +1042,7 @@ func (c *chaosClient) onWelcome(conn *websocket.Conn, f *chaosFrame) {
 	if c.conn != conn {
 		return
 	}
+	defer c.w.kick()
 	c.pids = append(c.pids, f.Participant)
 	c.edge = f.Edge
 	c.s.welcomedOn(f.Epoch, f.Edge)
@@ -1014,6 +1077,7 @@ func (c *chaosClient) onReset(f *chaosFrame) {
 	w := c.w
 	w.resets.Add(1)
 	at := w.now()
+	defer w.kick()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	w.mu.Lock()
@@ -1082,6 +1146,7 @@ func (c *chaosClient) advance(seq uint64) {
 
 func (c *chaosClient) onAck(seq uint64) {
 	at := c.w.now()
+	defer c.w.kick()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateLive || c.sentOnConn == 0 || seq <= c.last {
@@ -1116,6 +1181,7 @@ func (c *chaosClient) onMsg(f *chaosFrame) {
 	}
 	slot, ok := c.s.slotOf(d.C)
 	at := time.UnixMilli(f.TS).Sub(w.start)
+	defer w.kick()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !ok || (c.state != stateLive && c.state != stateReplay) {
@@ -1210,6 +1276,7 @@ func (c *chaosClient) close() {
 	c.leaving, c.closed = true, true
 	conn := c.conn
 	c.mu.Unlock()
+	c.w.kick()
 	if conn != nil {
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "leaving"), time.Now().Add(time.Second))
 		conn.Close()
@@ -1283,7 +1350,9 @@ func (w *Chaos) count(f func(*chaosPhase)) {
 	w.mu.Unlock()
 }
 
-func (w *Chaos) reportProgress(out io.Writer) {
+// reportProgress writes a line a second and keeps its figures for the
+// result's timeline.
+func (w *Chaos) reportProgress() {
 	defer w.progressWG.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -1294,20 +1363,41 @@ func (w *Chaos) reportProgress(out io.Writer) {
 			return
 		case <-t.C:
 		}
+		tick := ChaosTick{At: w.now(), Live: w.live.Load(), Delivered: w.delivered.Load(),
+			Disconnects: w.downs.Load(), Redials: w.redials.Load(), Resets: w.resets.Load()}
 		w.mu.Lock()
-		phase, total := w.phases[len(w.phases)-1].Name, len(w.clients)
+		tick.Phase = w.phases[len(w.phases)-1].Name
+		total := len(w.clients)
+		w.timeline = append(w.timeline, tick)
 		w.mu.Unlock()
-		d := w.delivered.Load()
-		fmt.Fprintf(out, "[%5.1fs] %-9s live %d/%d  delivered %d (%d/s)  disconnects %d  redials %d  resets %d\n",
-			w.now().Seconds(), phase, w.live.Load(), total, d, d-last, w.downs.Load(), w.redials.Load(), w.resets.Load())
-		last = d
+		w.logf("%-9s live %d/%d  delivered %d (%d/s)  disconnects %d  redials %d  resets %d",
+			tick.Phase, tick.Live, total, tick.Delivered, tick.Delivered-last, tick.Disconnects, tick.Redials, tick.Resets)
+		last = tick.Delivered
 	}
+}
+
+// logf writes one progress line, stamped with the time since the start.
+func (w *Chaos) logf(format string, args ...any) {
+	fmt.Fprintf(w.log, "[%5.1fs] "+format+"\n", append([]any{w.now().Seconds()}, args...)...)
+}
+
+// lockedWriter serializes the progress lines of the reporter and of the
+// script of the run.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // tally computes the result once every goroutine has ended.
 func (w *Chaos) tally() *ChaosResult {
 	res := &ChaosResult{Options: w.opts, Started: w.start, Duration: w.now(), Participants: len(w.clients),
-		Delivered: w.delivered.Load(), CheckPoints: w.checkpoints}
+		Delivered: w.delivered.Load(), CheckPoints: w.checkpoints, Timeline: w.timeline}
 	phases := w.phases
 	split := map[int]bool{}
 	for _, s := range w.sessions {

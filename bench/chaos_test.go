@@ -30,7 +30,7 @@ func TestChaosOptionsValidation(t *testing.T) {
 // the client's protocol handlers and the tally, driven by hand.
 func newTestChaos(n int) (*Chaos, *chaosSession) {
 	// A rate so low that the senders the welcomes start never send.
-	w := &Chaos{opts: ChaosOptions{Sessions: 1, Rate: 1e-6}, start: time.Now(), stopSending: make(chan struct{})}
+	w := &Chaos{opts: ChaosOptions{Sessions: 1, Rate: 1e-6}, start: time.Now(), stopSending: make(chan struct{}), changed: make(chan struct{}, 1)}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.phases = []*chaosPhase{newChaosPhase("steady", "", 0)}
 	s := &chaosSession{key: "k-0", epochs: map[string]*epochLog{}, where: map[msgID]epochSeq{}}
@@ -131,5 +131,59 @@ func TestChaosSplitDetection(t *testing.T) {
 				t.Errorf("split %d lost %d; want %d, %d (%v)", res.SplitSessions, res.Lost, tc.wantSplit, tc.wantLostSum, res.Phases[0].SplitDetails)
 			}
 		})
+	}
+}
+
+func TestChaosScenarioValidation(t *testing.T) {
+	do := func(context.Context) error { return nil }
+	s := ChaosScenario{
+		Options: ChaosOptions{Targets: []string{"ws://127.0.0.1:1/ws"}, Sessions: 1},
+		Steps:   []ChaosStep{{Name: "drain", Do: do}, {Name: "drain", Do: do}, {Name: "steady", Do: do}, {Name: "crash"}, {Do: do}},
+		Hold:    -time.Second, SettleTimeout: time.Millisecond,
+	}
+	s.setDefaults()
+	err := s.validate()
+	if err == nil {
+		t.Fatal("bad scenario accepted")
+	}
+	for _, want := range []string{`step 2: name "drain" is taken`, `step 3: name "steady" is taken`, `step "crash" has no action`, "step 5 has no name", "hold must be", "settle timeout must be"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	// A failed check comes back from Run before anything is dialed.
+	if _, err := s.Run(t.Context()); err == nil {
+		t.Error("Run accepted the bad scenario")
+	}
+}
+
+// A scenario's run is bounded by what its script may take, unless told.
+func TestChaosScenarioDuration(t *testing.T) {
+	do := func(context.Context) error { return nil }
+	s := ChaosScenario{Steps: []ChaosStep{{Name: "a", Do: do}, {Name: "b", Do: do}}}
+	s.setDefaults()
+	want := 3*defaultChaosHold + 2*2*defaultChaosSettleTimeout + s.Options.Quiesce + chaosConnectAllowance
+	if s.Options.Duration != want {
+		t.Errorf("duration %s, want %s", s.Options.Duration, want)
+	}
+	s = ChaosScenario{Options: ChaosOptions{Duration: time.Minute}}
+	s.setDefaults()
+	if s.Options.Duration != time.Minute {
+		t.Errorf("duration %s, want the 1m given", s.Options.Duration)
+	}
+}
+
+func TestNewChaosAdmin(t *testing.T) {
+	a, err := NewChaosAdmin([]string{"http://127.0.0.1:9090/", " https://[::1]:9091"}, "")
+	if err != nil || a.URLs[0] != "http://127.0.0.1:9090" || a.URLs[1] != "https://[::1]:9091" {
+		t.Errorf("good URLs: %v %v", a, err)
+	}
+	for _, bad := range []string{"127.0.0.1:9090", "ws://127.0.0.1:9090", "http://127.0.0.1:9090/api/ring", "http://"} {
+		if _, err := NewChaosAdmin([]string{bad}, ""); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if _, err := NewChaosAdmin(nil, ""); err == nil {
+		t.Error("no URL accepted")
 	}
 }

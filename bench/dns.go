@@ -19,7 +19,7 @@ type DNSQuery struct {
 	Type uint16
 }
 
-// DefaultDNSMix is the mix of the measurement: the managed name, a
+// DefaultDNSMix is the mix of the GSLB measurement (bench/RESULTS.md): the managed name, a
 // CNAME, NXDOMAIN, MX and AAAA (against the demo zone).
 var DefaultDNSMix = []DNSQuery{
 	{"ide.ringlb.test.", dns.TypeA},

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The edge alone: `ringlb bench ws` straight to one `ringlb edge` (issue 3's
+# The edge alone: `ringlb bench ws` straight to one `ringlb edge` (the edge's own
 # measurement), a fresh edge per scenario, each with its RSS and CPU watched:
 #   load-raw  1000 sessions x 3 participants, 1 msg/s, 256 B, 30 s (raw mode)
 #   load-v1   the same in ringlb.v1

@@ -3,7 +3,7 @@ package bench
 // `ringlb bench ring`: how evenly a ring of N edges spreads session keys,
 // how many keys each membership change moves against the ideal, and what
 // a lookup costs — for choosing balancer.ring's partitions, replication
-// and load (DESIGN.md, "Ring parameters").
+// and load (docs/DESIGN.md, "The ring").
 
 import (
 	"context"

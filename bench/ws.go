@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -50,7 +51,9 @@ type WSOptions struct {
 	Sources []net.IP
 	// KeyPrefix makes session keys unique per run.
 	KeyPrefix string
-	// Drain is how long to wait after sending stops for messages in flight.
+	// Drain bounds the wait after sending stops for messages in flight; it
+	// ends as soon as every message sent has reached every other connected
+	// participant (and, in v1, its sender's ack is in).
 	Drain time.Duration
 	// Saturate makes every participant send as fast as the session can
 	// deliver (Rate is ignored): each sender keeps at most Window messages
@@ -186,6 +189,7 @@ type wsClient struct {
 	latencies []time.Duration
 	closedErr error
 	v1        v1State // v1 mode only
+	arrivals  *arrivals
 	// window holds one token per message in flight (Saturate): the sender
 	// puts one in before sending; the last of its receivers to get the
 	// message takes it out. unreceived[seq%Window] counts the receivers
@@ -194,6 +198,44 @@ type wsClient struct {
 	window     chan struct{}
 	unreceived []atomic.Int32
 	peers      []*wsClient // the session's participants, by index
+}
+
+// arrivals counts what the readers receive of the messages sent
+// (deliveries, and acks in v1), so the drain ends when nothing is left in
+// flight instead of after a fixed wait.
+type arrivals struct {
+	n    atomic.Int64
+	want atomic.Int64  // math.MaxInt64 until the senders are done
+	done chan struct{} // gets a token once n reaches want
+}
+
+func newArrivals() *arrivals {
+	a := &arrivals{done: make(chan struct{}, 1)}
+	a.want.Store(math.MaxInt64)
+	return a
+}
+
+func (a *arrivals) add() {
+	if a.n.Add(1) >= a.want.Load() {
+		select {
+		case a.done <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wait waits until want have arrived, or for at most d.
+func (a *arrivals) wait(want int64, d time.Duration) {
+	a.want.Store(want)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for a.n.Load() < want {
+		select {
+		case <-a.done:
+		case <-t.C:
+			return
+		}
+	}
 }
 
 // maxSamples bounds the latency samples kept per receiver.
@@ -309,11 +351,13 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 	sendCtx, stopSending := context.WithTimeout(ctx, opts.Duration)
 	defer stopSending()
 	var senders, readers sync.WaitGroup
+	arrived := newArrivals()
 	// Set every client up before any goroutine reads another's fields.
 	for _, c := range clients {
 		if c == nil {
 			continue
 		}
+		c.arrivals = arrived
 		c.next = make([]uint32, opts.Participants)
 		c.peers = clients[c.session*opts.Participants : (c.session+1)*opts.Participants]
 		if opts.Saturate {
@@ -350,10 +394,30 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 		}
 	}
 	// Let messages in flight arrive, then stop the readers.
-	drainUntil := time.Now().Add(opts.Drain)
+	var want int64
+	for s := 0; s < opts.Sessions; s++ {
+		group := clients[s*opts.Participants : (s+1)*opts.Participants]
+		receivers := int64(0)
+		for _, c := range group {
+			if c != nil {
+				receivers++
+			}
+		}
+		for _, c := range group {
+			if c == nil {
+				continue
+			}
+			want += c.sent.Load() * (receivers - 1)
+			if opts.Mode == "v1" {
+				want += c.sent.Load() // its acks
+			}
+		}
+	}
+	arrived.wait(want, opts.Drain)
+	drainEnd := time.Now()
 	for _, c := range clients {
 		if c != nil {
-			c.conn.SetReadDeadline(drainUntil)
+			c.conn.SetReadDeadline(drainEnd)
 		}
 	}
 	readers.Wait()
@@ -521,6 +585,7 @@ func (c *wsClient) read(start time.Time, delivered *atomic.Int64, participants i
 func (c *wsClient) delivered(start time.Time, delivered *atomic.Int64, from int, seq uint32, sentAt time.Duration) {
 	c.received++
 	delivered.Add(1)
+	c.arrivals.add()
 	if sender := c.peers[from]; sender != nil {
 		sender.received1(seq)
 	}

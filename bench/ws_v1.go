@@ -1,7 +1,7 @@
 package bench
 
 // `ringlb bench ws -mode v1`: the same load in ringlb.v1 envelopes
-// (DESIGN.md, "WebSocket relay"). A client sends {"type":"msg","data":D};
+// (docs/CONTRACT.md, "WebSocket relay"). A client sends {"type":"msg","data":D};
 // the edge gives it a sequence number, relays {"type":"msg","seq",...,
 // "data":D} to the others and acks the sender with {"type":"ack","seq"}.
 // Every participant of a session therefore sees each seq once, as a msg or
@@ -115,6 +115,7 @@ func (c *wsClient) readV1(start time.Time, delivered *atomic.Int64, participants
 			// this client's n-th msg (per-sender sequence n-1).
 			c.received1(uint32(c.v1.acked))
 			c.v1.acked++
+			c.arrivals.add()
 			continue
 		}
 		i := bytes.Index(buf, []byte(`"data":"`))

@@ -160,7 +160,7 @@ type RateLimit struct {
 	IPv6Prefix int `yaml:"ipv6_prefix"`
 }
 
-// Serve modes: see DESIGN.md.
+// Serve modes (docs/CONTRACT.md and gslb/README.md say what each does).
 const (
 	ServeAlways = "always"
 	ServeObey   = "obey"

@@ -8,7 +8,7 @@ import (
 )
 
 // metrics are the gslb's Prometheus metrics, named by the wire contract
-// (DESIGN.md, "Metrics"), declared here and nowhere else.
+// (docs/CONTRACT.md, "Metrics"), declared here and nowhere else.
 type metrics struct {
 	// queries counts answered queries by type and response code.
 	queries *prometheus.CounterVec

@@ -31,7 +31,7 @@ import (
 // Role is what a node does.
 type Role string
 
-// The roles of DESIGN.md.
+// The roles (docs/DESIGN.md).
 const (
 	RoleEdge     Role = "edge"
 	RoleBalancer Role = "balancer"

@@ -11,7 +11,7 @@ import (
 )
 
 // Pins say "this session lives on this node" for sessions whose node no
-// longer owns them on the ring (DESIGN.md, "The one hard property"): when an
+// longer owns them on the ring (docs/DESIGN.md, "The one hard property"): when an
 // edge joins, keys it now owns may still be live on their old edge, which
 // pins them, so the new owner sends their participants there (421) instead
 // of starting a second session.

@@ -11,7 +11,7 @@ import (
 func waitPinned(t *testing.T, what string, nodes []*Membership, cond func(*Membership) bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	deadline := start.Add(10 * time.Second)
+	deadline := start.Add(30 * time.Second)
 	for _, m := range nodes {
 		for !cond(m) {
 			if time.Now().After(deadline) {

@@ -39,7 +39,7 @@ func next(t *testing.T, ch chan transition) transition {
 	select {
 	case tr := <-ch:
 		return tr
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("no state change within 10s")
 		return transition{}
 	}

@@ -27,7 +27,7 @@ func keyringFile(t *testing.T, keys ...string) string {
 // it: the event the negative assertions below follow.
 func waitIgnored(t *testing.T, m *Membership, name string) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		m.mu.Lock()
 		why, ok := m.ignored[name]

@@ -20,7 +20,9 @@ import (
 // A drain refuses new sessions but lets participants join the live ones, and
 // ends by closing who is left with 1012 at drain_timeout.
 func TestDrain(t *testing.T) {
-	e := startEdge(t, configs.Edge{DrainTimeout: configs.Duration(300 * time.Millisecond)}, nil)
+	// The drain lasts long enough for the checks below on a busy machine
+	// (a join must fit in it), then closes who is left.
+	e := startEdge(t, configs.Edge{DrainTimeout: configs.Duration(3 * time.Second)}, nil)
 	a := e.join(t, "live")
 	defer a.Close()
 	req, _ := http.NewRequest(http.MethodPost, "http://"+e.admin+"/api/drain", nil)
@@ -166,7 +168,7 @@ func startDrainPair(t *testing.T, prefix string) (a, b *clusterEdge, key string)
 func startDrain(e *clusterEdge) <-chan error {
 	drained := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 		defer cancel()
 		drained <- e.s.Drain(ctx)
 	}()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compares ringlb's balancer with HAProxy and nginx (Debian's packages) in
 # front of the same three ringlb edges, and with no proxy at all, in one run
-# on one machine. Scenarios (issue 4):
+# on one machine. Scenarios:
 #   a) 1000 sessions x 3 participants, 1 msg/s, 256 B, 30 s
 #   b) saturation: 50 sessions x 2 sending as fast as allowed, 10 s
 #   c) 8000 idle connections: proxy RSS per connection

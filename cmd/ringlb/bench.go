@@ -24,6 +24,7 @@ func benchCommands() []benchCommand {
 		{"ws", "WebSocket sessions through a balancer or straight to an edge", runBenchWS},
 		{"dns", "a bounded query load against a DNS server", runBenchDNS},
 		{"ring", "key shares and keys moved per membership change of a ring of edges", runBenchRing},
+		{"chaos", "live ringlb.v1 sessions while edges are added, drained and killed: splits, losses, resumes", runBenchChaos},
 	}
 }
 
@@ -62,7 +63,7 @@ func runBenchWS(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&o.Size, "size", 256, "message size in bytes (≥ 16)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to send")
 	fs.DurationVar(&o.Ramp, "ramp", 0, "spread connection set-up over this long")
-	fs.DurationVar(&o.Drain, "drain", 2*time.Second, "wait this long after sending for messages in flight")
+	fs.DurationVar(&o.Drain, "drain", 2*time.Second, "after sending, wait at most this long for messages in flight (ends once every one has arrived)")
 	fs.StringVar(&o.KeyIn, "key", "header", "where the ctstickiness key goes: header or cookie")
 	fs.StringVar(&o.Mode, "mode", "raw", "protocol: raw (frames relayed unchanged) or v1 (ringlb.v1 msg envelopes: seq, ack)")
 	sources := fs.String("sources", "", "local source addresses, e.g. 127.0.0.1-127.0.0.8 (each has its own ephemeral ports)")

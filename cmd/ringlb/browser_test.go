@@ -413,11 +413,10 @@ func startTraffic(t *testing.T, balancers []string, sessions int) (stop func()) 
 			var conn *websocket.Conn
 			var resp *http.Response
 			var err error
-			for range 50 {
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 				if conn, resp, err = d.Dial("ws://"+balancers[(s+i)%len(balancers)]+"/ws", h); err == nil {
 					break
 				}
-				time.Sleep(100 * time.Millisecond)
 			}
 			if err != nil {
 				cancel()

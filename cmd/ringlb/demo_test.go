@@ -37,7 +37,7 @@ func buildBinary(t *testing.T) string {
 }
 
 // startDemo runs `ringlb demo` and returns once it prints its ready line.
-// The demo listens on the fixed ports of DESIGN.md, so this is the one test
+// The demo listens on the fixed ports of docs/DESIGN.md ("Demo topology"), so this is the one test
 // that uses fixed ports.
 func startDemo(t *testing.T, bin string) (*exec.Cmd, *strings.Builder) {
 	t.Helper()
@@ -275,7 +275,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	// it out and, once maintenance ends, back in.
 	waitWest := func(want, why string) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for got := dnsAnswer("127.0.0.2"); got != want; got = dnsAnswer("127.0.0.2") {
 			if time.Now().After(deadline) {
 				t.Fatalf("west %s: %s, want %s", why, got, want)

@@ -59,12 +59,13 @@ func TestPassiveFailoverWhenAnEdgeDies(t *testing.T) {
 	dial := func(key string) (*websocket.Conn, string) {
 		t.Helper()
 		d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+		deadline := time.Now().Add(30 * time.Second) // liveness, not a measurement
 		for attempt := 1; ; attempt++ {
 			c, resp, err := d.Dial("ws://"+listen+"/ws", http.Header{"Ctstickiness": {key}})
 			if err == nil {
 				return c, resp.Header.Get("X-Ringlb-Edge")
 			}
-			if resp == nil || (resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusMisdirectedRequest) || attempt == 5 {
+			if resp == nil || (resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusMisdirectedRequest) || time.Now().After(deadline) {
 				t.Fatalf("dial %s, attempt %d: %v%s", key, attempt, err, describeResponse(resp))
 			}
 			t.Logf("dial %s: %v%s, retrying", key, err, describeResponse(resp))

@@ -78,8 +78,8 @@ gslb:
 	killed := time.Now()
 	bals[1].cmd.Process.Kill()
 	for answer("127.0.0.2") != "127.0.0.1" {
-		if time.Since(killed) > 15*time.Second {
-			t.Fatalf("west clients still answered %s 15s after bal-2 died", answer("127.0.0.2"))
+		if time.Since(killed) > time.Minute { // liveness; the time is reported below
+			t.Fatalf("west clients still answered %s a minute after bal-2 died", answer("127.0.0.2"))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

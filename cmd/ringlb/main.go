@@ -30,7 +30,7 @@ func commands() []command {
 		{"check", "validate a config file and report every problem", runCheck},
 		{"token", "mint a signed join token for an edge session (edge.auth)", runToken},
 		{"keygen", "write a new random key: cluster key, admin token or join-token secret", runKeygen},
-		{"bench", "load generators: ringlb bench ws|dns|ring", runBench},
+		{"bench", "load generators: ringlb bench ws|dns|ring|chaos", runBench},
 		{"probe", "check a health URL once (for HEALTHCHECK and keepalived)", runProbe},
 	}
 }

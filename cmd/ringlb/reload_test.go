@@ -126,7 +126,7 @@ func stopProcess(cmd *exec.Cmd, grace time.Duration) {
 // waitLog returns the first log record with message msg.
 func (p *proc) waitLog(t *testing.T, msg string) map[string]any {
 	t.Helper()
-	timeout := time.After(20 * time.Second)
+	timeout := time.After(60 * time.Second)
 	for {
 		select {
 		case rec, ok := <-p.logs:
@@ -137,7 +137,7 @@ func (p *proc) waitLog(t *testing.T, msg string) map[string]any {
 				return rec
 			}
 		case <-timeout:
-			t.Fatalf("no %q log line within 20s", msg)
+			t.Fatalf("no %q log line within 60s", msg)
 		}
 	}
 }
@@ -177,7 +177,7 @@ func TestBalancerReloadUnderTraffic(t *testing.T) {
 
 	result := filepath.Join(dir, "ws.json")
 	bench := exec.Command(bin, "bench", "ws", "-url", "ws://"+listen+"/ws", "-sessions", "50", "-participants", "3",
-		"-rate", "10", "-duration", "4s", "-json", result)
+		"-rate", "10", "-duration", "4s", "-drain", "1m", "-json", result)
 	var benchOut strings.Builder
 	bench.Stdout = &benchOut
 	progress, err := bench.StderrPipe()
@@ -221,7 +221,7 @@ func TestBalancerReloadUnderTraffic(t *testing.T) {
 // waitRingMembers polls a balancer's /api/ring until it routes to n edges.
 func waitRingMembers(t *testing.T, url string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get(url)
 		if err == nil {
