@@ -142,14 +142,6 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	gone := o.goneFunc(nil)
-	if r := s.hub.repl.Load(); r != nil {
-		// The owner of our copy asks whether anyone hosts its session: it
-		// has restarted and has none any more (too fast for gossip to take
-		// it for dead). The copy becomes the session; the claim the 409.
-		if from, ok := r.store.owner(string(key)); ok && from == by {
-			r.promote(string(key), "its owner restarted")
-		}
-	}
 	if holder := s.hub.claim(key, s.name, by, settleWindow, gone); holder != "" {
 		ctx.Error("hosted\n", fasthttp.StatusConflict)
 		ctx.Response.Header.Set(headerOwner, holder) // after Error, which resets headers

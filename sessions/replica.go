@@ -368,9 +368,6 @@ func (r *replicator) promote(key, why string) bool {
 	}
 	r.assign(s)
 	s.mu.Unlock()
-	r.mu.Lock()
-	r.exclude[c.from] = time.Now().Add(settleWindow)
-	r.mu.Unlock()
 	r.fenceLater(c.from, key, v.term)
 	if r.log.Enabled(context.Background(), slog.LevelDebug) {
 		r.log.Debug("session promoted", "key", key, "from", c.from, "term", v.term, "seq", v.seq, "why", why)

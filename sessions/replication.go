@@ -92,7 +92,6 @@ type replicator struct {
 	closed  bool
 	links   map[string]*link                  // by replica edge
 	fences  map[string][]pendingFence         // by stale owner: fences to deliver once it is back
-	exclude map[string]time.Time              // edges promoted from lately: chosen as replica by nobody until then
 	inbound map[*websocket.Conn]chan struct{} // streams from owners (replica.go)
 
 	stop chan struct{}
@@ -146,7 +145,6 @@ type link struct {
 	// ack or the fallback commits them.
 	orphans  []commitRef
 	orphanAt time.Time
-	fences   []pendingFence // to send once connected
 	// gen counts streams; a session is in step with the replica when its
 	// replGen is the current gen (its snapshot went on this stream).
 	gen       uint64
@@ -167,8 +165,8 @@ func (s *Server) startReplication(o *ownership) *replicator {
 		timeout: s.cfg.ReplicationTimeout.D(),
 		store:   newReplicaStore(s.hub.historyMsgs, s.hub.historyByte),
 		links:   make(map[string]*link), fences: make(map[string][]pendingFence),
-		exclude: make(map[string]time.Time), inbound: make(map[*websocket.Conn]chan struct{}),
-		stop: make(chan struct{}),
+		inbound: make(map[*websocket.Conn]chan struct{}),
+		stop:    make(chan struct{}),
 	}
 	r.dialer = websocket.Dialer{
 		HandshakeTimeout: linkDialTimeout,
@@ -223,19 +221,20 @@ func (r *replicator) close() {
 }
 
 // replicaFor names the replica of a session of key hosted here: the first
-// of the ring's candidates for key that is not this edge (nor an edge a
-// session was promoted from lately); "" when there is none.
+// of the ring's candidates for key that is not this edge — where balancers
+// send the key once this edge is gone (its owner without us, or, for a
+// session pinned here, its owner) — "" when there is none. Every edge must
+// choose by this rule alone: a replica elsewhere is one no join reaches.
+// Right after a promotion that may be the edge promoted from, still on
+// our ring: dead, its stream falls back to async until gossip drops it;
+// alive (only unreachable for a balancer), the snapshot of the newer term
+// fences it.
 func (r *replicator) replicaFor(key string) string {
 	var buf [8]ring.Member
-	now := time.Now()
 	for _, m := range r.o.ring.Snapshot().Candidates([]byte(key), buf[:0]) {
-		if m.Name == r.o.self {
-			continue
+		if m.Name != r.o.self {
+			return m.Name
 		}
-		if until, ok := r.exclude[m.Name]; ok && now.Before(until) {
-			continue
-		}
-		return m.Name
 	}
 	return ""
 }
@@ -313,10 +312,6 @@ func (r *replicator) linkLocked(peer string) *link {
 	l := &link{
 		r: r, peer: peer, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		sessions: make(map[*session]struct{}), resync: make(map[*session]struct{}),
-	}
-	if fs := r.fences[peer]; len(fs) > 0 {
-		l.fences = fs
-		delete(r.fences, peer)
 	}
 	r.links[peer] = l
 	r.wg.Add(1)
@@ -457,30 +452,29 @@ func (r *replicator) lag() float64 {
 }
 
 // fenceLater remembers that the stale owner peer must be told it lost key
-// to this edge at term; it is told on its stream once it is back (or at
-// once when it never left: a balancer could not reach it).
+// to this edge at term. It is told on every stream to it until fenceTTL
+// passes (a fence is idempotent): at once when it is still in the cluster
+// (a balancer could not reach it), else once it is back.
 func (r *replicator) fenceLater(peer, key string, term uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f := pendingFence{key: key, term: term, at: time.Now()}
-	if l := r.links[peer]; l != nil {
-		l.queueFence(f)
-		return
-	}
 	if n := len(r.fences[peer]); n >= maxFences {
 		r.fences[peer] = r.fences[peer][1:]
 	}
 	r.fences[peer] = append(r.fences[peer], f)
-	if r.o.member(peer) {
-		r.deliverFencesLocked(peer)
+	if l := r.links[peer]; l != nil {
+		l.queueFence(f)
+	} else if r.o.member(peer) {
+		r.linkLocked(peer)
 	}
 }
 
-// deliverFencesLocked starts a link to peer for its waiting fences.
-func (r *replicator) deliverFencesLocked(peer string) {
-	if _, ok := r.fences[peer]; ok {
-		r.linkLocked(peer) // takes the fences
-	}
+// fencesFor returns the fences waiting for peer.
+func (r *replicator) fencesFor(peer string) []pendingFence {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]pendingFence(nil), r.fences[peer]...)
 }
 
 // membershipChanged runs after every membership change (the ring already
@@ -505,12 +499,7 @@ func (r *replicator) membershipChanged(ringChanged bool) {
 		}
 		r.fences[peer] = kept
 		if r.o.member(peer) {
-			r.deliverFencesLocked(peer)
-		}
-	}
-	for name, until := range r.exclude {
-		if now.After(until) {
-			delete(r.exclude, name)
+			r.linkLocked(peer) // a new stream sends them
 		}
 	}
 	r.mu.Unlock()
@@ -567,18 +556,14 @@ func (l *link) orphan(s *session, seq uint64) {
 	l.orphans = append(l.orphans, commitRef{s, seq})
 }
 
-// queueFence sends f on the stream, now or once it is up.
+// queueFence sends f on the current stream, if one is up (every new
+// stream sends the replicator's fences for the peer anyway).
 func (l *link) queueFence(f pendingFence) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.connected {
+	if l.connected && !l.closed {
 		l.appendFenceLocked(f)
-		return
 	}
-	if len(l.fences) >= maxFences {
-		l.fences = l.fences[1:]
-	}
-	l.fences = append(l.fences, f)
 }
 
 func (l *link) appendFenceLocked(f pendingFence) {
@@ -765,6 +750,7 @@ const maxAnswerBatch = 4 << 20
 // nonces.
 func (l *link) serve(conn *websocket.Conn, ours, theirs string) {
 	r := l.r
+	fences := r.fencesFor(l.peer)
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -783,10 +769,9 @@ func (l *link) serve(conn *websocket.Conn, ours, theirs string) {
 	for s := range l.sessions {
 		l.resync[s] = struct{}{}
 	}
-	for _, f := range l.fences {
+	for _, f := range fences {
 		l.appendFenceLocked(f)
 	}
-	l.fences = nil
 	gen := l.gen
 	l.mu.Unlock()
 	r.log.Debug("replica stream up", "replica", l.peer)
