@@ -140,11 +140,11 @@ type link struct {
 	commits         []commitRef
 	builtAt         time.Time
 	inflight        []sentBatch
-	// orphans wait with no record on a live stream (the stream was down,
-	// the queue full, the session's snapshot not sent yet): a snapshot's
-	// ack or the fallback commits them.
-	orphans  []commitRef
-	orphanAt time.Time
+	// orphans are sessions with msgs waiting and no record of them on the
+	// live stream (it was down, the queue full, the session's snapshot not
+	// sent yet), with when the oldest began to wait: the session's next
+	// snapshot carries them (its ack commits them), or the fallback does.
+	orphans map[*session]time.Time
 	// gen counts streams; a session is in step with the replica when its
 	// replGen is the current gen (its snapshot went on this stream).
 	gen       uint64
@@ -312,6 +312,7 @@ func (r *replicator) linkLocked(peer string) *link {
 	l := &link{
 		r: r, peer: peer, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		sessions: make(map[*session]struct{}), resync: make(map[*session]struct{}),
+		orphans: make(map[*session]time.Time),
 	}
 	r.links[peer] = l
 	r.wg.Add(1)
@@ -355,7 +356,7 @@ func (r *replicator) replicate(s *session, f *frame, seq uint64) (wait bool) {
 		return wait
 	}
 	if wait {
-		l.orphan(s, seq)
+		l.orphan(s, time.Now())
 	}
 	return wait
 }
@@ -515,7 +516,7 @@ func (l *link) attach(s *session) {
 	l.sessions[s] = struct{}{}
 	l.resync[s] = struct{}{}
 	if len(s.v1.pending) > 0 {
-		l.orphan(s, s.v1.seq)
+		l.orphan(s, time.Now())
 	}
 	l.kick()
 }
@@ -527,6 +528,7 @@ func (l *link) detach(s *session) {
 	defer l.mu.Unlock()
 	delete(l.sessions, s)
 	delete(l.resync, s)
+	delete(l.orphans, s)
 	if s.replGen == l.gen && l.connected && !l.closed {
 		if len(l.building) == 0 {
 			l.builtAt = time.Now()
@@ -547,13 +549,12 @@ func (l *link) unsync(s *session) {
 	l.kick()
 }
 
-// orphan records a msg of s waiting with no record on a live stream.
-// Called with l.mu held.
-func (l *link) orphan(s *session, seq uint64) {
-	if len(l.orphans) == 0 {
-		l.orphanAt = time.Now()
+// orphan records that s has a msg waiting since at with no record on the
+// live stream. Called with l.mu held.
+func (l *link) orphan(s *session, at time.Time) {
+	if t, ok := l.orphans[s]; !ok || at.Before(t) {
+		l.orphans[s] = at
 	}
-	l.orphans = append(l.orphans, commitRef{s, seq})
 }
 
 // queueFence sends f on the current stream, if one is up (every new
@@ -604,13 +605,16 @@ func (l *link) close() {
 
 // takeWaitingLocked takes every waiting msg off the link.
 func (l *link) takeWaitingLocked() []commitRef {
-	refs := append([]commitRef(nil), l.orphans...)
-	refs = append(refs, l.commits...)
+	refs := append([]commitRef(nil), l.commits...)
+	for s := range l.orphans {
+		refs = append(refs, commitRef{s: s})
+	}
 	for i := range l.inflight {
 		refs = append(refs, l.inflight[i].commits...)
 		l.inflight[i].commits = nil
 	}
-	l.orphans, l.commits = nil, nil
+	clear(l.orphans)
+	l.commits = nil
 	return refs
 }
 
@@ -623,8 +627,8 @@ func (l *link) checkTimeout(now time.Time) {
 			oldest = t
 		}
 	}
-	if len(l.orphans) > 0 {
-		older(l.orphanAt)
+	for _, at := range l.orphans {
+		older(at)
 	}
 	if len(l.commits) > 0 {
 		older(l.builtAt)
@@ -761,10 +765,9 @@ func (l *link) serve(conn *websocket.Conn, ours, theirs string) {
 	l.conn, l.connected, l.nextBatch = conn, true, 1
 	// What queued for the previous stream is gone with it: every session
 	// goes again whole (its snapshot commits what waited).
-	if len(l.commits) > 0 && (len(l.orphans) == 0 || l.builtAt.Before(l.orphanAt)) {
-		l.orphanAt = l.builtAt
+	for _, c := range l.commits {
+		l.orphan(c.s, l.builtAt)
 	}
-	l.orphans = append(l.orphans, l.commits...)
 	l.building, l.commits = l.building[:0], nil
 	for s := range l.sessions {
 		l.resync[s] = struct{}{}
@@ -819,13 +822,9 @@ stream:
 	l.mu.Lock()
 	l.connected, l.conn = false, nil
 	for i := range l.inflight {
-		if len(l.inflight[i].commits) == 0 {
-			continue
+		for _, c := range l.inflight[i].commits {
+			l.orphan(c.s, l.inflight[i].at)
 		}
-		if len(l.orphans) == 0 || l.inflight[i].at.Before(l.orphanAt) {
-			l.orphanAt = l.inflight[i].at
-		}
-		l.orphans = append(l.orphans, l.inflight[i].commits...)
 	}
 	clear(l.inflight)
 	l.inflight = l.inflight[:0]
@@ -938,6 +937,14 @@ func (l *link) snapshotLocked(s *session) {
 	s.replGen = l.gen
 	if len(v.pending) > 0 {
 		l.commits = append(l.commits, commitRef{s, v.seq})
+	}
+	if at, ok := l.orphans[s]; ok {
+		// What waited with no record is in this snapshot: the batch is as
+		// old as its oldest waiting msg (lag, replication_timeout).
+		delete(l.orphans, s)
+		if at.Before(l.builtAt) {
+			l.builtAt = at
+		}
 	}
 }
 

@@ -179,6 +179,35 @@ func TestSyncAckWaitsForTheReplica(t *testing.T) {
 	}
 }
 
+// A session's first msgs, sent before its snapshot went out, wait for the
+// snapshot's ack — not for replication_timeout: no stream falls back to
+// async in a healthy cluster.
+func TestNewSessionsDoNotFallBack(t *testing.T) {
+	a, b, _ := replPair(t, configs.ReplicationSync, "fresh")
+	var clients []*v1Client
+	for i := range 30 {
+		key := keyOwnedBy(fmt.Sprintf("fresh-%d", i), "edge-a", "edge-a", "edge-b")
+		p := a.joinV1(t, key, "", nil)
+		p.msg(t, i) // at once: its session's snapshot may not be out yet
+		clients = append(clients, p)
+	}
+	for _, p := range clients {
+		p.readType(t, "ack")
+	}
+	l := a.s.hub.repl.Load().links["edge-b"]
+	healthtest.WaitUntil(t, "nothing waits without a record on the stream", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.orphans) == 0 && len(l.inflight) == 0
+	})
+	if v := metricValue(t, a.s, "ringlb_edge_replication_fallbacks_total"); v != 0 {
+		t.Errorf("fallbacks %v in a healthy cluster, want 0", v)
+	}
+	if n := b.s.hub.repl.Load().store.count(); n != 30 {
+		t.Errorf("edge-b holds %d copies, want 30", n)
+	}
+}
+
 // pausableProxy forwards TCP connections to target until paused: then it
 // stops reading either side, as a stopped process does (SIGSTOP): the
 // connections stay open, nothing is answered.
