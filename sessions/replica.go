@@ -3,6 +3,9 @@ package sessions
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"log/slog"
 	"sync"
@@ -103,8 +106,9 @@ func (s *Server) serveReplicate(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	from := string(ctx.QueryArgs().Peek("from"))
-	nonce := string(ctx.QueryArgs().Peek("nonce"))
-	if from == "" || nonce == "" || len(nonce) > 64 {
+	ownerKey := string(ctx.QueryArgs().Peek("key"))
+	ownerPub, err := base64.RawURLEncoding.DecodeString(ownerKey)
+	if from == "" || err != nil || len(ownerPub) != 32 {
 		ctx.Error("bad replication request\n", fasthttp.StatusBadRequest)
 		return
 	}
@@ -121,7 +125,7 @@ func (s *Server) serveReplicate(ctx *fasthttp.RequestCtx) {
 	if err := s.upgrader.Upgrade(ctx, func(conn *websocket.Conn) {
 		// fasthttp's hijack goroutine: the stream runs on one of ours, so
 		// fasthttp releases the request at once (KeepHijackedConns).
-		go r.serveStream(conn, from, nonce)
+		go r.serveStream(conn, from, ownerKey, ownerPub)
 	}); err != nil {
 		r.wg.Done()
 	}
@@ -139,8 +143,9 @@ func (r *replicator) addStream() bool {
 }
 
 // serveStream applies an owner's batches and answers each: resyncs and
-// fences for records it cannot apply, then the batch's ack.
-func (r *replicator) serveStream(conn *websocket.Conn, from, theirs string) {
+// fences for records it cannot apply, then the batch's ack. ownerKey is
+// the owner's public key for the stream (ownerPub, as sent).
+func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ownerPub []byte) {
 	defer r.wg.Done()
 	raw := conn.NetConn()
 	defer raw.Close()
@@ -157,25 +162,31 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, theirs string) {
 		r.mu.Unlock()
 	}()
 	conn.SetReadLimit(int64(maxLinkQueue + r.srv.cfg.MaxMessageBytes + 64<<10))
-	kr := r.o.m.Keyring()
-	self := r.o.self
-	ours := newStreamNonce()
-	answers := appendHello(nil, ours)
-	head := signBatch(nil, kr, self, toOwner, theirs, 0, answers)
+	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return
+	}
+	keys, err := newStreamKeys(priv, ownerPub, false)
+	if err != nil {
+		r.log.Warn("replication stream refused: bad key", "from", from, "err", err)
+		return
+	}
 	_ = raw.SetWriteDeadline(time.Now().Add(r.srv.writeWait))
-	if err := writeBatch(conn, head, answers); err != nil {
+	if err := writeBatch(conn, signHello(r.o.m.Keyring(), r.o.self, ownerKey, priv.PublicKey().Bytes()), nil); err != nil {
 		return
 	}
 	r.store.mu.Lock()
 	r.store.streams[from] = time.Now()
 	r.store.mu.Unlock()
-	for want, out := uint64(1), uint64(1); ; want, out = want+1, out+1 {
+	var msg, answers, head []byte
+	for want := uint64(1); ; want++ {
 		_ = raw.SetReadDeadline(time.Now().Add(streamIdle))
-		kind, msg, err := readMessage(conn)
+		var kind int
+		kind, msg, err = readMessage(conn, msg)
 		if err != nil {
 			return
 		}
-		records, err := openBatch(msg, kr, from, toReplica, ours, want)
+		records, err := openBatch(msg, keys.recv, want)
 		if kind != websocket.BinaryMessage || err != nil {
 			r.log.Warn("replication stream ended: bad batch", "from", from, "err", err)
 			return
@@ -186,7 +197,7 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, theirs string) {
 			return
 		}
 		answers = appendAck(answers, want)
-		head = signBatch(head[:0], kr, self, toOwner, theirs, out, answers)
+		head = appendBatchHead(head[:0], keys.send, want, answers)
 		_ = raw.SetWriteDeadline(time.Now().Add(r.srv.writeWait))
 		if err := writeBatch(conn, head, answers); err != nil {
 			return

@@ -2,14 +2,17 @@ package sessions
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -665,7 +668,7 @@ func (l *link) run() {
 			return
 		default:
 		}
-		conn, ours, theirs, err := l.dial()
+		conn, keys, err := l.dial()
 		if err != nil {
 			l.r.log.Debug("replica not reached", "replica", l.peer, "err", err)
 			select {
@@ -677,35 +680,33 @@ func (l *link) run() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		l.serve(conn, ours, theirs)
+		l.serve(conn, keys)
 	}
 }
 
-// newStreamNonce returns a stream direction's random name.
-func newStreamNonce() string {
-	var b [streamNonceBytes]byte
-	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-// dial opens a stream to the replica: the signed upgrade with our nonce,
-// then its hello with its own, which our batches are signed for.
-func (l *link) dial() (conn *websocket.Conn, ours, theirs string, err error) {
+// dial opens a stream to the replica: the signed upgrade with our public
+// key for the stream, then its hello with its own, from which both sides
+// derive the stream's MAC keys (replwire.go).
+func (l *link) dial() (*websocket.Conn, streamKeys, error) {
 	r := l.r
 	n, ok := r.o.m.Node(l.peer)
 	if !ok || n.Meta.URL == "" {
-		return nil, "", "", fmt.Errorf("edge %s is not in the cluster", l.peer)
+		return nil, streamKeys{}, fmt.Errorf("edge %s is not in the cluster", l.peer)
 	}
 	u, err := url.Parse(n.Meta.URL)
 	if err != nil {
-		return nil, "", "", err
+		return nil, streamKeys{}, err
 	}
 	scheme := "ws"
 	if u.Scheme == "https" {
 		scheme = "wss"
 	}
-	ours = newStreamNonce()
-	uri := configs.PathReplicate + "?from=" + url.QueryEscape(r.o.self) + "&nonce=" + ours
+	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, streamKeys{}, err
+	}
+	ours := base64.RawURLEncoding.EncodeToString(priv.PublicKey().Bytes())
+	uri := configs.PathReplicate + "?from=" + url.QueryEscape(r.o.self) + "&key=" + ours
 	h := make(map[string][]string)
 	r.o.m.Keyring().SignRequest(h, r.o.self, "GET", uri, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), linkDialTimeout)
@@ -720,28 +721,25 @@ func (l *link) dial() (conn *websocket.Conn, ours, theirs string, err error) {
 	conn, resp, err := r.dialer.DialContext(ctx, scheme+"://"+u.Host+uri, h)
 	if err != nil {
 		if resp != nil {
-			return nil, "", "", fmt.Errorf("%w (HTTP %d)", err, resp.StatusCode)
+			return nil, streamKeys{}, fmt.Errorf("%w (HTTP %d)", err, resp.StatusCode)
 		}
-		return nil, "", "", err
+		return nil, streamKeys{}, err
 	}
 	conn.SetReadLimit(maxAnswerBatch)
 	_ = conn.SetReadDeadline(time.Now().Add(linkDialTimeout))
 	_, msg, err := conn.ReadMessage()
 	if err == nil {
-		var records []byte
-		records, err = openBatch(msg, r.o.m.Keyring(), l.peer, toOwner, ours, 0)
-		if err == nil {
-			var rec record
-			rd := reader{b: records}
-			if rd.next(&rec) && rec.kind == recHello && len(rec.epoch) > 0 {
+		var theirs []byte
+		if theirs, err = openHello(msg, r.o.m.Keyring(), l.peer, ours); err == nil {
+			var keys streamKeys
+			if keys, err = newStreamKeys(priv, theirs, true); err == nil {
 				_ = conn.SetReadDeadline(time.Time{})
-				return conn, ours, string(rec.epoch), nil
+				return conn, keys, nil
 			}
-			err = errors.Join(errBadRecord, rd.err)
 		}
 	}
 	conn.Close()
-	return nil, "", "", fmt.Errorf("hello: %w", err)
+	return nil, streamKeys{}, fmt.Errorf("hello: %w", err)
 }
 
 // maxAnswerBatch bounds a replica's batch of answers (acks, resyncs,
@@ -750,9 +748,8 @@ const maxAnswerBatch = 4 << 20
 
 // serve runs one stream: every session is sent whole first, then records
 // as they come, batched: whatever queued while the previous batch was
-// written goes in the next. ours and theirs are the two directions'
-// nonces.
-func (l *link) serve(conn *websocket.Conn, ours, theirs string) {
+// written goes in the next.
+func (l *link) serve(conn *websocket.Conn, keys streamKeys) {
 	r := l.r
 	fences := r.fencesFor(l.peer)
 	l.mu.Lock()
@@ -784,7 +781,7 @@ func (l *link) serve(conn *websocket.Conn, ours, theirs string) {
 	go func() {
 		defer r.wg.Done()
 		defer close(ended)
-		err := l.readAnswers(conn, ours)
+		err := l.readAnswers(conn, keys.recv)
 		if err != nil && !errors.Is(err, net.ErrClosed) {
 			r.log.Debug("replica stream ended", "replica", l.peer, "err", err)
 		}
@@ -811,7 +808,7 @@ stream:
 				break stream
 			}
 		}
-		if err := l.writeNext(conn, theirs, &head); err != nil {
+		if err := l.writeNext(conn, keys.send, &head); err != nil {
 			r.log.Debug("replica stream write failed", "replica", l.peer, "err", err)
 			break
 		}
@@ -832,8 +829,9 @@ stream:
 }
 
 // writeNext writes what queued as the next batch (an empty one when
-// nothing did). head is the caller's buffer for the batch's head.
-func (l *link) writeNext(conn *websocket.Conn, theirs string, head *[]byte) error {
+// nothing did), MAC'd with mac. head is the caller's buffer for the
+// batch's head.
+func (l *link) writeNext(conn *websocket.Conn, mac hash.Hash, head *[]byte) error {
 	r := l.r
 	l.mu.Lock()
 	if l.closed {
@@ -850,7 +848,7 @@ func (l *link) writeNext(conn *websocket.Conn, theirs string, head *[]byte) erro
 	l.building, l.spare, l.commits = l.spare[:0], nil, nil
 	l.mu.Unlock()
 
-	*head = signBatch((*head)[:0], r.o.m.Keyring(), r.o.self, toReplica, theirs, b.n, body)
+	*head = appendBatchHead((*head)[:0], mac, b.n, body)
 	_ = conn.NetConn().SetWriteDeadline(time.Now().Add(r.srv.writeWait))
 	err := writeBatch(conn, *head, body)
 	r.srv.metrics.replicationBytes.Add(float64(len(*head) + len(body)))
@@ -951,20 +949,25 @@ func (l *link) snapshotLocked(s *session) {
 // readAnswers reads the replica's batches until the stream ends: acks
 // commit what waited, resyncs send a session whole, fences make this edge
 // yield a session.
-func (l *link) readAnswers(conn *websocket.Conn, nonce string) error {
+func (l *link) readAnswers(conn *websocket.Conn, mac hash.Hash) error {
 	r := l.r
 	want := uint64(1)
-	var done []commitRef
+	var (
+		done []commitRef
+		msg  []byte
+	)
 	for {
 		_ = conn.NetConn().SetReadDeadline(time.Now().Add(streamIdle))
-		kind, msg, err := readMessage(conn)
+		var kind int
+		var err error
+		kind, msg, err = readMessage(conn, msg)
 		if err != nil {
 			return err
 		}
 		if kind != websocket.BinaryMessage {
 			return errBadRecord
 		}
-		records, err := openBatch(msg, r.o.m.Keyring(), l.peer, toOwner, nonce, want)
+		records, err := openBatch(msg, mac, want)
 		if err != nil {
 			return err
 		}
@@ -1008,14 +1011,31 @@ func (l *link) readAnswers(conn *websocket.Conn, nonce string) error {
 	}
 }
 
-// readMessage reads one WebSocket message whole.
-func readMessage(conn *websocket.Conn) (int, []byte, error) {
+// readMessage reads one WebSocket message whole into buf (reused: a
+// stream's reader reads into the same buffer, unless one message made it
+// large). The connection's read limit bounds it.
+func readMessage(conn *websocket.Conn, buf []byte) (int, []byte, error) {
+	if cap(buf) > 1<<20 {
+		buf = nil
+	}
 	kind, rd, err := conn.NextReader()
 	if err != nil {
-		return 0, nil, err
+		return 0, buf, err
 	}
-	b, err := io.ReadAll(rd)
-	return kind, b, err
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, max(cap(buf), 4<<10))
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return kind, buf, nil
+		}
+		if err != nil {
+			return kind, buf, err
+		}
+	}
 }
 
 // resyncKey sends the session of key whole: its replica lacks its state.

@@ -2,6 +2,9 @@ package sessions
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,7 +24,7 @@ import (
 
 // startReplEdge starts a cluster edge with edge.replication mode; advertise,
 // when set, is the data address it announces (a proxy in front of it).
-func startReplEdge(t *testing.T, cl *healthtest.Cluster, name, mode string, advertise func(data string) string) *clusterEdge {
+func startReplEdge(t testing.TB, cl *healthtest.Cluster, name, mode string, advertise func(data string) string) *clusterEdge {
 	t.Helper()
 	cfg := configs.Edge{IdleGrace: configs.Duration(time.Minute), Replication: mode}
 	s := New(provisioned(cfg), name, "east", slog.New(slog.DiscardHandler), nil)
@@ -54,7 +57,7 @@ func startReplEdge(t *testing.T, cl *healthtest.Cluster, name, mode string, adve
 
 // replPair starts edge-a and edge-b replicating in mode and returns a key
 // edge-a owns (so edge-b is its replica).
-func replPair(t *testing.T, mode, prefix string) (a, b *clusterEdge, key string) {
+func replPair(t testing.TB, mode, prefix string) (a, b *clusterEdge, key string) {
 	t.Helper()
 	cl := healthtest.New(t)
 	a = startReplEdge(t, cl, "edge-a", mode, nil)
@@ -619,19 +622,26 @@ func TestAsyncTakeoverSkipsLostSeqs(t *testing.T) {
 
 // A replication stream plants state a client may resume into, so it is
 // believed only from an edge of the cluster: the upgrade signed with the
-// cluster key by the edge it names, then every batch signed for this
-// stream's nonce, in order. The attacks: a stranger (no key, another
-// cluster's key, a name that is no edge) opens a stream; someone replays a
-// recorded upgrade of edge-b and then batches recorded from another stream,
-// or out of order. Each plants nothing.
+// cluster key by the edge it names, then every batch MAC'd with the
+// stream's key — from an X25519 exchange whose two halves (the upgrade and
+// the replica's hello) are signed with the cluster key. The attacks: a
+// stranger (no key, another cluster's key, a name that is no edge) opens a
+// stream; someone replays a recorded upgrade of edge-b (its key exchange
+// with it, but not its private key) and sends batches, or sends edge-b's
+// batches out of order. Each plants nothing.
 func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
 	cl := healthtest.New(t)
 	a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
 	b := startReplEdge(t, cl, "edge-b", configs.ReplicationSync, nil)
 	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
 	stranger := healthtest.New(t).Join("mallory", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Weight: 1, State: health.StateAlive})
+	recorded, err := ecdh.X25519().GenerateKey(rand.Reader) // edge-b's, in the recorded upgrade
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubKey := base64.RawURLEncoding.EncodeToString(recorded.PublicKey().Bytes())
 	dial := func(from string, signer *health.Keyring, as string) (*websocket.Conn, int) {
-		uri := pathReplicate + "?from=" + from + "&nonce=N0nce"
+		uri := pathReplicate + "?from=" + from + "&key=" + pubKey
 		h := http.Header{}
 		signer.SignRequest(h, as, http.MethodGet, uri, nil)
 		d := websocket.Dialer{HandshakeTimeout: testDeadline}
@@ -662,9 +672,9 @@ func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
 		t.Errorf("refused %v, want 3", v)
 	}
 
-	// A replayed upgrade of edge-b's is accepted (its signature is valid for
-	// 30 s), but the stream's batches must be signed for its fresh nonce.
-	plant := func(nonceFor func(theirs string) string, counter uint64) bool {
+	// The upgrade edge-b signed is accepted again within its 30 s, but its
+	// batches need the stream's key: the X25519 secret of edge-b's key.
+	plant := func(priv *ecdh.PrivateKey, counter uint64) bool {
 		c, code := dial("edge-b", b.m.Keyring(), "edge-b")
 		if code != http.StatusSwitchingProtocols {
 			t.Fatalf("a validly signed upgrade: %d", code)
@@ -673,33 +683,36 @@ func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		records, err := openBatch(hello, b.m.Keyring(), "edge-a", toOwner, "N0nce", 0)
-		var rec record
-		rd := reader{b: records}
-		if err != nil || !rd.next(&rec) || rec.kind != recHello {
+		theirs, err := openHello(hello, b.m.Keyring(), "edge-a", pubKey)
+		if err != nil {
 			t.Fatalf("hello: %v", err)
 		}
+		keys, err := newStreamKeys(priv, theirs, true)
+		if err != nil {
+			t.Fatal(err)
+		}
 		body := appendSnapshot(nil, 1, 0, "E", "planted")
-		head := signBatch(nil, b.m.Keyring(), "edge-b", toReplica, nonceFor(string(rec.epoch)), counter, body)
-		if err := writeBatch(c, head, body); err != nil {
+		if err := writeBatch(c, appendBatchHead(nil, keys.send, counter, body), body); err != nil {
 			t.Fatal(err)
 		}
 		_, ack, err := c.ReadMessage()
 		return err == nil && len(ack) > 0
 	}
-	recorded := func(string) string { return "another-streams-nonce" }
-	fresh := func(theirs string) string { return theirs }
-	if plant(recorded, 1) {
-		t.Error("a batch signed for another stream was acknowledged")
+	replayer, err := ecdh.X25519().GenerateKey(rand.Reader) // not edge-b's private key
+	if err != nil {
+		t.Fatal(err)
 	}
-	if plant(fresh, 2) {
+	if plant(replayer, 1) {
+		t.Error("a replayed upgrade's batch was acknowledged")
+	}
+	if plant(recorded, 2) {
 		t.Error("a batch out of order was acknowledged")
 	}
 	if _, _, _, ok := copyOf(a, "planted"); ok {
 		t.Fatal("a replayed stream planted a session copy")
 	}
-	// The real thing: edge-b's stream, its batch signed for this stream.
-	if !plant(fresh, 1) {
+	// The real thing: edge-b's own stream and key.
+	if !plant(recorded, 1) {
 		t.Fatal("edge-b's own batch was refused")
 	}
 	if _, _, _, ok := copyOf(a, "planted"); !ok {

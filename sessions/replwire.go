@@ -1,11 +1,15 @@
 package sessions
 
 import (
+	"crypto/ecdh"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
@@ -15,20 +19,25 @@ import (
 // The replication stream's wire format (replication.go, replica.go).
 //
 // An owner opens one stream per replica edge: a WebSocket upgrade of
-// GET /_ringlb/replicate?from=OWNER&nonce=N, signed with the cluster key
-// like claims and hand-offs (configs.HeaderPeer). Each WebSocket message is
-// one batch, in either direction:
+// GET /_ringlb/replicate?from=OWNER&key=K, signed with the cluster key like
+// claims and hand-offs (configs.HeaderPeer), K the owner's X25519 public
+// key for this stream. The replica's first message (hello) carries its own
+// public key, signed with the cluster key too, over the owner's key: so
+// only two edges of the cluster complete the exchange, and each direction
+// gets a key of its own (HKDF of the shared secret and both public keys).
+// Each later WebSocket message is one batch, in either direction:
 //
-//	'R' | counter u64 | signature length u16 | signature | records...
+//	'R' | counter u64 | MAC length u16 | MAC | records...
 //
-// The counter starts at 0 (the replica's hello) or 1 (the owner's first
-// batch) and grows by one per batch in each direction. The signature is
-// health.Keyring.SignRequest's over method "REPL", a URI naming the
-// direction, the receiver's nonce and the counter, and the records: a batch
-// verifies only on the stream it was made for, once, in order — a replayed
-// upgrade gets a fresh nonce, so nothing recorded from an earlier stream
-// verifies on it. Without a cluster key (loopback, insecure) batches carry
-// no signature and the upgrade is checked by address, as claims are.
+// The counter starts at 0 (the hello) or 1 (the owner's first batch) and
+// grows by one per batch in each direction; the MAC is HMAC-SHA256 under
+// the direction's key over the counter and the records. A batch thus
+// verifies only on its stream, once, in order: a replayed upgrade opens a
+// stream whose key the replayer cannot compute, and no batch can be
+// dropped, reordered or altered on the way. (The hello's MAC is the
+// cluster key's signature instead: configs.HeaderPeer's value.) Without a
+// cluster key (loopback, insecure) batches carry no MAC and the upgrade is
+// checked by address, as claims are.
 //
 // A record is type u8 | length u32 | body; all integers big-endian;
 // strings are a length (u8 or u16) then bytes:
@@ -41,7 +50,7 @@ import (
 //	free      term u64, key str16: the session ended or moved; drop it
 //	fence     term u64, holder str8, key str16: holder has the session at
 //	          term; an owner of an older term yields it to holder
-//	hello     nonce str8 (replica → owner, first batch)
+//	hello     public key str8 (replica → owner, first batch)
 //	ack       counter u64 (replica → owner): every batch up to it applied
 //	resync    key str16 (replica → owner): send a snapshot of key
 const (
@@ -57,23 +66,18 @@ const (
 
 const (
 	batchMagic = 'R'
-	// batchHead is the fixed part of a batch before the signature.
+	// batchHead is the fixed part of a batch before its MAC.
 	batchHead = 1 + 8 + 2
-	// maxSignature bounds a batch's signature (a HeaderPeer value).
+	// maxSignature bounds a batch's MAC (the hello's: a HeaderPeer value).
 	maxSignature = 256
 	// recordHead is a record's type and length.
 	recordHead = 1 + 4
-	// maxNameLength bounds an edge name and an epoch in records (names are
-	// at most 64 bytes, epochs 16).
-	maxNameLength = 255
-	// streamNonceBytes of randomness name a stream's direction.
-	streamNonceBytes = 16
 )
 
-// Directions a batch travels, part of what its signature covers.
+// Directions a batch travels: each has its own key.
 const (
-	toReplica = "o" // owner → replica
-	toOwner   = "r" // replica → owner
+	toReplica = "owner to replica"
+	toOwner   = "replica to owner"
 )
 
 // errBadRecord: a record or batch that does not parse. The stream ends.
@@ -96,7 +100,7 @@ func appendStr16(b []byte, s string) []byte {
 }
 
 // appendSnapshot, appendMsg... append one record each. Keys are at most
-// maxKeyLength (< 64 KiB), epochs and names at most maxNameLength: the
+// maxKeyLength (< 64 KiB), epochs and names at most 255 bytes: the
 // callers' values are bounded so.
 func appendSnapshot(b []byte, term, base uint64, epoch, key string) []byte {
 	b = appendRecordHead(b, recSnapshot, 8+8+1+len(epoch)+2+len(key))
@@ -259,51 +263,148 @@ func (r *reader) next(rec *record) bool {
 	return false
 }
 
-// batchURI is what a batch's signature covers besides its records: the
-// direction, the receiver's nonce and the batch's counter.
-func batchURI(dir, nonce string, counter uint64) string {
-	return configs.PathReplicate + "?dir=" + dir + "&nonce=" + nonce + "&n=" + strconv.FormatUint(counter, 10)
+// streamKeys are a stream's two MAC states, one per direction, from the
+// X25519 exchange of its upgrade and hello; nil ones (no cluster key) MAC
+// nothing. Each is used by one goroutine: the writer of its direction, or
+// the reader.
+type streamKeys struct {
+	send, recv hash.Hash
 }
 
-// signBatch returns the head of a batch of records (counter, signature)
-// signed by node for a receiver whose nonce is nonce; kr nil or keyless:
-// unsigned.
-func signBatch(dst []byte, kr *health.Keyring, node, dir, nonce string, counter uint64, records []byte) []byte {
-	var sig string
-	if kr.Enabled() {
-		h := http.Header{}
-		kr.SignRequest(h, node, "REPL", batchURI(dir, nonce, counter), records)
-		sig = h.Get(configs.HeaderPeer)
+// newStreamKeys derives the keys of a stream from our private key and the
+// peer's public key; owner says which side we are. Both public keys are in
+// the derivation, so each stream's keys are its own.
+func newStreamKeys(priv *ecdh.PrivateKey, peerPub []byte, owner bool) (streamKeys, error) {
+	pub, err := ecdh.X25519().NewPublicKey(peerPub)
+	if err != nil {
+		return streamKeys{}, err
 	}
+	shared, err := priv.ECDH(pub)
+	if err != nil {
+		return streamKeys{}, err
+	}
+	ownerPub, replicaPub := priv.PublicKey().Bytes(), peerPub
+	if !owner {
+		ownerPub, replicaPub = replicaPub, ownerPub
+	}
+	salt := append(append([]byte(nil), ownerPub...), replicaPub...)
+	derive := func(dir string) (hash.Hash, error) {
+		k, err := hkdf.Key(sha256.New, shared, salt, "ringlb replication "+dir, 32)
+		if err != nil {
+			return nil, err
+		}
+		return hmac.New(sha256.New, k), nil
+	}
+	o2r, err := derive(toReplica)
+	if err != nil {
+		return streamKeys{}, err
+	}
+	r2o, err := derive(toOwner)
+	if err != nil {
+		return streamKeys{}, err
+	}
+	if owner {
+		return streamKeys{send: o2r, recv: r2o}, nil
+	}
+	return streamKeys{send: r2o, recv: o2r}, nil
+}
+
+// batchMAC appends m's MAC over counter and records to dst.
+func batchMAC(dst []byte, m hash.Hash, counter uint64, records []byte) []byte {
+	var c [8]byte
+	binary.BigEndian.PutUint64(c[:], counter)
+	m.Reset()
+	m.Write(c[:])
+	m.Write(records)
+	return m.Sum(dst)
+}
+
+// appendBatchHead appends the head of batch counter carrying records,
+// MAC'd with m (nil: none).
+func appendBatchHead(dst []byte, m hash.Hash, counter uint64, records []byte) []byte {
 	dst = append(dst, batchMagic)
 	dst = binary.BigEndian.AppendUint64(dst, counter)
-	dst = binary.BigEndian.AppendUint16(dst, uint16(len(sig)))
-	return append(dst, sig...)
+	if m == nil {
+		return binary.BigEndian.AppendUint16(dst, 0)
+	}
+	dst = binary.BigEndian.AppendUint16(dst, sha256.Size)
+	return batchMAC(dst, m, counter, records)
 }
 
-// openBatch checks a batch from peer (counter want, our nonce) and returns
-// its records.
-func openBatch(msg []byte, kr *health.Keyring, peer, dir, nonce string, want uint64) ([]byte, error) {
-	if len(msg) < batchHead || msg[0] != batchMagic {
-		return nil, errBadRecord
-	}
-	counter := binary.BigEndian.Uint64(msg[1:])
-	n := int(binary.BigEndian.Uint16(msg[9:]))
-	if n > maxSignature || len(msg) < batchHead+n {
-		return nil, errBadRecord
+// openBatch checks batch want from the peer (MAC'd with m, nil: none) and
+// returns its records.
+func openBatch(msg []byte, m hash.Hash, want uint64) ([]byte, error) {
+	counter, mac, records, err := splitBatch(msg)
+	if err != nil {
+		return nil, err
 	}
 	if counter != want {
 		return nil, fmt.Errorf("batch %d out of order, want %d", counter, want)
 	}
-	sig, records := string(msg[batchHead:batchHead+n]), msg[batchHead+n:]
+	if m != nil {
+		var sum [sha256.Size]byte
+		if !hmac.Equal(mac, batchMAC(sum[:0], m, counter, records)) {
+			return nil, errBadMAC
+		}
+	}
+	return records, nil
+}
+
+// errBadMAC: a batch that is not the peer's for this stream.
+var errBadMAC = errors.New("replication batch does not verify with the stream's key")
+
+func splitBatch(msg []byte) (counter uint64, mac, records []byte, err error) {
+	if len(msg) < batchHead || msg[0] != batchMagic {
+		return 0, nil, nil, errBadRecord
+	}
+	n := int(binary.BigEndian.Uint16(msg[9:]))
+	if n > maxSignature || len(msg) < batchHead+n {
+		return 0, nil, nil, errBadRecord
+	}
+	return binary.BigEndian.Uint64(msg[1:]), msg[batchHead : batchHead+n], msg[batchHead+n:], nil
+}
+
+// helloURI is what the hello's signature covers besides its records: the
+// owner's public key (so a recorded hello answers no other stream).
+func helloURI(ownerKey string) string { return configs.PathReplicate + "?hello=" + ownerKey }
+
+// signHello returns the replica's hello batch: its public key, signed by
+// node with the cluster key over the owner's key (kr keyless: unsigned).
+func signHello(kr *health.Keyring, node, ownerKey string, pub []byte) []byte {
+	records := appendHello(nil, string(pub))
+	var sig string
 	if kr.Enabled() {
-		signer, err := kr.VerifyRequest(sig, "REPL", batchURI(dir, nonce, counter), records, time.Now())
+		h := http.Header{}
+		kr.SignRequest(h, node, "REPL", helloURI(ownerKey), records)
+		sig = h.Get(configs.HeaderPeer)
+	}
+	b := append([]byte{batchMagic}, make([]byte, 8)...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(sig)))
+	return append(append(b, sig...), records...)
+}
+
+// openHello checks the replica's hello and returns its public key.
+func openHello(msg []byte, kr *health.Keyring, peer, ownerKey string) ([]byte, error) {
+	counter, sig, records, err := splitBatch(msg)
+	if err != nil {
+		return nil, err
+	}
+	if counter != 0 {
+		return nil, fmt.Errorf("hello numbered %d", counter)
+	}
+	if kr.Enabled() {
+		signer, err := kr.VerifyRequest(string(sig), "REPL", helloURI(ownerKey), records, time.Now())
 		if err != nil {
 			return nil, err
 		}
 		if signer != peer {
-			return nil, fmt.Errorf("batch signed by %s, not by %s", signer, peer)
+			return nil, fmt.Errorf("hello signed by %s, not by %s", signer, peer)
 		}
 	}
-	return records, nil
+	var rec record
+	rd := reader{b: records}
+	if !rd.next(&rec) || rec.kind != recHello || len(rec.epoch) == 0 {
+		return nil, errors.Join(errBadRecord, rd.err)
+	}
+	return rec.epoch, nil
 }
