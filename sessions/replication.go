@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -646,10 +647,16 @@ func (l *link) checkTimeout(now time.Time) {
 		l.mu.Unlock()
 		return
 	}
+	l.fallBackLocked(fmt.Sprintf("no acknowledgement for %s (replication_timeout %s)", now.Sub(oldest).Round(time.Millisecond), l.r.timeout))
+}
+
+// fallBackLocked turns the stream async (once) and shows every msg waiting
+// on it. Called with l.mu held; it releases it.
+func (l *link) fallBackLocked(why string) {
 	if !l.degraded {
 		l.degraded = true
 		l.r.srv.metrics.replicationFallbacks.Inc()
-		l.r.log.Warn("replica too slow: replication falls back to async until it catches up", "replica", l.peer, "waited", now.Sub(oldest).Round(time.Millisecond), "replication_timeout", l.r.timeout)
+		l.r.log.Warn("replica unavailable: replication falls back to async until it catches up", "replica", l.peer, "why", why)
 	}
 	refs := l.takeWaitingLocked()
 	l.mu.Unlock()
@@ -671,6 +678,12 @@ func (l *link) run() {
 		conn, keys, err := l.dial()
 		if err != nil {
 			l.r.log.Debug("replica not reached", "replica", l.peer, "err", err)
+			if errors.Is(err, syscall.ECONNREFUSED) && l.r.sync {
+				// Nothing listens there (a crashed edge, until gossip
+				// drops it): waiting replication_timeout would gain nothing.
+				l.mu.Lock()
+				l.fallBackLocked("connection refused")
+			}
 			select {
 			case <-l.done:
 				return
