@@ -212,7 +212,9 @@ func TestReplicationCrash(t *testing.T) {
 // stopped (SIGSTOP) past gossip's suspicion timeout, so the cluster takes it
 // for dead and its replicas promote its sessions; then it resumes (SIGCONT)
 // still holding them. It is fenced: its participants are handed over to the
-// new owners, nothing split, nothing lost, no reset.
+// new owners, nothing split, nothing lost, no reset. It was also the replica
+// of other edges' sessions: stopped, it blocked none of their clients —
+// their streams fell back to async (counted) and no msg went unacknowledged.
 func TestReplicationPartition(t *testing.T) {
 	sessions := 300
 	if testing.Short() {
@@ -251,8 +253,12 @@ func TestReplicationPartition(t *testing.T) {
 	}
 	fenced := cl.metric("edge-2", "ringlb_edge_replication_fenced_total")
 	promoted := cl.sumMetric("ringlb_edge_replication_promotions_total", "edge-1", "edge-3")
-	t.Logf("edge-2 stopped for %s (until taken for dead and its sessions promoted); %d sessions promoted, %d fenced on edge-2; %d disconnected, back on %v, last after %s",
-		stopped.Round(time.Millisecond), int(promoted), int(fenced), p.SessionsDisconnected, p.ResumedOn, p.Resume.Max.Round(time.Millisecond))
+	fallbacks := cl.sumMetric("ringlb_edge_replication_fallbacks_total", "edge-1", "edge-3")
+	if fallbacks < 1 {
+		t.Errorf("edge-1 and edge-3 fell back to async %v times while their replica was stopped; want at least once", fallbacks)
+	}
+	t.Logf("edge-2 stopped for %s (until taken for dead and its sessions promoted); %d sessions promoted, %d fenced on edge-2, %d fallbacks to async on the others; %d disconnected, back on %v, last after %s (they stay pinned on their new edges: %d of %d off the ring's owner, edge-2 being back)",
+		stopped.Round(time.Millisecond), int(promoted), int(fenced), int(fallbacks), p.SessionsDisconnected, p.ResumedOn, p.Resume.Max.Round(time.Millisecond), p.OffOwner, p.OwnerChecked)
 	if fenced <= 0 || promoted <= 0 {
 		t.Errorf("fenced %v on edge-2, promoted %v elsewhere; want both", fenced, promoted)
 	}
