@@ -154,7 +154,7 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 		r.mu.Unlock()
 		return
 	}
-	r.inbound[conn] = nil
+	r.inbound[conn] = struct{}{}
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()

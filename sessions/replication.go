@@ -94,9 +94,9 @@ type replicator struct {
 
 	mu      sync.Mutex
 	closed  bool
-	links   map[string]*link                  // by replica edge
-	fences  map[string][]pendingFence         // by stale owner: fences to deliver once it is back
-	inbound map[*websocket.Conn]chan struct{} // streams from owners (replica.go)
+	links   map[string]*link             // by replica edge
+	fences  map[string][]pendingFence    // by stale owner: fences to deliver once it is back
+	inbound map[*websocket.Conn]struct{} // streams from owners (replica.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup // watch, every link's goroutines, every inbound stream
@@ -169,7 +169,7 @@ func (s *Server) startReplication(o *ownership) *replicator {
 		timeout: s.cfg.ReplicationTimeout.D(),
 		store:   newReplicaStore(s.hub.historyMsgs, s.hub.historyByte),
 		links:   make(map[string]*link), fences: make(map[string][]pendingFence),
-		inbound: make(map[*websocket.Conn]chan struct{}),
+		inbound: make(map[*websocket.Conn]struct{}),
 		stop:    make(chan struct{}),
 	}
 	r.dialer = websocket.Dialer{
