@@ -22,6 +22,9 @@ type replCluster struct {
 	admin   *bench.ChaosAdmin
 	edges   map[string]*proc
 	admins  map[string]string // edge → its admin address
+	// promotedBeforeKill: sessions promoted before the crash step killed
+	// its edge — a false death (gossip took a stalled edge for dead).
+	promotedBeforeKill float64
 }
 
 // startReplCluster starts the cluster; edge is added to every edge's
@@ -139,6 +142,7 @@ func replScenario(t *testing.T, name string, cl *replCluster, sessions int, step
 func (cl *replCluster) crashStep() bench.ChaosStep {
 	return bench.ChaosStep{Name: "crash", Edge: "edge-2", Do: func(ctx context.Context) error {
 		return cl.admin.AwaitLeave(ctx, "edge-2", func(context.Context) error {
+			cl.promotedBeforeKill = cl.sumMetric("ringlb_edge_replication_promotions_total", "edge-1", "edge-2", "edge-3")
 			return cl.edges["edge-2"].cmd.Process.Kill()
 		})
 	}}
@@ -150,7 +154,12 @@ func (cl *replCluster) crashStep() bench.ChaosStep {
 // Off is today's behaviour: the killed edge's sessions come back reset.
 // Sync: no reset, no msg lost, nothing split, every session back. Async:
 // no reset either; what it loses (msgs acknowledged before the replica had
-// them) is counted and logged.
+// them) is counted and logged. A machine that stalls long enough for gossip
+// to take a live edge for dead before the kill (a false death: its sessions
+// promoted and it fenced) makes an async run no longer a crash's: async
+// may then lose msgs its replicas lacked and reset clients that saw them
+// (docs/DESIGN.md, Replication, "Limits"); such a run is reported, not held
+// to the crash's promise. Sync is held to it whatever happened.
 func TestReplicationCrash(t *testing.T) {
 	sessions := 1000
 	if testing.Short() {
@@ -175,20 +184,26 @@ func TestReplicationCrash(t *testing.T) {
 			if res.Delivered == 0 || crash.SessionsDisconnected == 0 || crash.DisconnectedElsewhere != 0 {
 				t.Errorf("the crash disconnected %d sessions, %d not on the killed edge; want some, all on it", crash.SessionsDisconnected, crash.DisconnectedElsewhere)
 			}
-			if res.SplitSessions != 0 || res.ProtocolViolations != 0 || crash.Unresumed != 0 || crash.OffOwner != 0 {
+			falseDeath := mode == "async" && cl.promotedBeforeKill > 0
+			if falseDeath {
+				t.Logf("async: %v sessions were promoted before the kill: gossip took a stalled edge for dead (false death) and its acknowledged msgs not yet on its replicas were lost with it: %d resets %v, %d protocol violations, %d msgs lost — the async trade-off, not the crash's",
+					cl.promotedBeforeKill, crash.Resets, crash.ResetReasons, res.ProtocolViolations, res.Lost+res.LostToReset)
+			}
+			if res.SplitSessions != 0 || (res.ProtocolViolations != 0 && !falseDeath) || crash.Unresumed != 0 || crash.OffOwner != 0 {
 				t.Errorf("%d split, %d protocol violations, %d participants not back, %d sessions off their owner; want none",
 					res.SplitSessions, res.ProtocolViolations, crash.Unresumed, crash.OffOwner)
 			}
-			switch mode {
-			case "off":
+			switch {
+			case falseDeath:
+			case mode == "off":
 				if crash.Resets == 0 {
 					t.Errorf("without replication the crash reset nothing: the scenario did not hit the killed edge's sessions")
 				}
-			case "async":
+			case mode == "async":
 				if crash.Resets != 0 {
 					t.Errorf("async: %d resets (%v), want 0", crash.Resets, crash.ResetReasons)
 				}
-			case "sync":
+			case mode == "sync":
 				if crash.Resets != 0 || crash.Lost+crash.LostToReset != 0 || res.Lost+res.LostToReset != 0 {
 					t.Errorf("sync: %d resets (%v), %d msgs lost and %d lost to resets in the crash (%d, %d in the run); want none",
 						crash.Resets, crash.ResetReasons, crash.Lost, crash.LostToReset, res.Lost, res.LostToReset)
