@@ -138,9 +138,9 @@ func appendFence(b []byte, term uint64, holder, key string) []byte {
 	return appendStr16(b, key)
 }
 
-func appendHello(b []byte, nonce string) []byte {
-	b = appendRecordHead(b, recHello, 1+len(nonce))
-	return appendStr8(b, nonce)
+func appendHello(b []byte, key string) []byte {
+	b = appendRecordHead(b, recHello, 1+len(key))
+	return appendStr8(b, key)
 }
 
 func appendAck(b []byte, counter uint64) []byte {
@@ -158,7 +158,7 @@ type record struct {
 	kind    byte
 	term    uint64
 	seq     uint64 // base for a snapshot, counter for an ack
-	epoch   []byte // snapshot; holder for a fence; nonce for hello
+	epoch   []byte // snapshot; holder for a fence; public key for hello
 	key     []byte
 	payload []byte // append
 }
