@@ -47,6 +47,9 @@ const (
 	// PathClaim and PathHandoff are edge-to-edge (signed, never proxied).
 	PathClaim   = "/_ringlb/claim"
 	PathHandoff = "/_ringlb/handoff"
+	// PathReplicate is edge-to-edge too: a signed WebSocket upgrade that
+	// carries an owner's session records to its replica (sessions/).
+	PathReplicate = "/_ringlb/replicate"
 	// PathRelay is the edge's WebSocket relay endpoint.
 	PathRelay = "/ws"
 	// PathWhoami answers {"edge","region"} on an edge.

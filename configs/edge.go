@@ -45,6 +45,21 @@ type Edge struct {
 	Ownership string `yaml:"ownership"`
 	// StatsD optionally pushes the edge's metrics to a StatsD server.
 	StatsD StatsD `yaml:"statsd"`
+	// Replication streams each ringlb.v1 session's state to its replica, the
+	// next edge the ring gives the key to, which takes the session over
+	// (same epoch and sequence) when this edge dies: "off"; "async" (an ack
+	// means this edge has the msg; the replica follows, its lag bounded and
+	// reported); or "sync" (default: an ack, and every other participant's
+	// copy, means the replica has the msg too, so a crash loses no
+	// acknowledged msg). Only with ownership "ring" (with "none" there is
+	// no ring to find a replica on). An edge keeps other edges' copies
+	// whatever its own mode.
+	Replication string `yaml:"replication"`
+	// ReplicationTimeout bounds how long a msg waits for its replica under
+	// sync; a replica that takes longer turns the stream to async (counted
+	// in ringlb_edge_replication_fallbacks_total) until it catches up
+	// (default 250ms).
+	ReplicationTimeout Duration `yaml:"replication_timeout"`
 
 	provisioned bool
 }
@@ -65,6 +80,13 @@ type StatsD struct {
 const (
 	OwnershipRing = "ring"
 	OwnershipNone = "none"
+)
+
+// Edge replication modes (edge.replication).
+const (
+	ReplicationOff   = "off"
+	ReplicationAsync = "async"
+	ReplicationSync  = "sync"
 )
 
 // History bounds a session's message history by count and by bytes.
@@ -114,6 +136,11 @@ const (
 	DefaultIdleGrace       = 60 * time.Second
 	DefaultDrainTimeout    = 30 * time.Second
 	DefaultStatsDInterval  = 10 * time.Second
+	// DefaultReplication: sync, so that an ack means what a user assumes
+	// it means (the msg survives the edge), at the price measured in
+	// sessions/README.md ("Replication").
+	DefaultReplication        = ReplicationSync
+	DefaultReplicationTimeout = 250 * time.Millisecond
 	// MaxEdgeWeight bounds an edge's weight, in config and in what a node
 	// believes another announces: a weight is a share of the ring.
 	MaxEdgeWeight = 10
@@ -145,6 +172,8 @@ func (e *Edge) Provision() {
 	setDefaultDuration(&e.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&e.Ownership, OwnershipRing)
 	setDefaultDuration(&e.StatsD.Interval, DefaultStatsDInterval)
+	setDefault(&e.Replication, DefaultReplication)
+	setDefaultDuration(&e.ReplicationTimeout, DefaultReplicationTimeout)
 	e.Auth.Provision()
 	e.provisioned = true
 }
@@ -175,6 +204,14 @@ func (e Edge) validate(ps *problems, cl Cluster) {
 	}
 	if e.Ownership != OwnershipRing && e.Ownership != OwnershipNone {
 		ps.add("edge.ownership", "must be %q or %q, got %q", OwnershipRing, OwnershipNone, e.Ownership)
+	}
+	switch e.Replication {
+	case ReplicationOff, ReplicationAsync, ReplicationSync:
+	default:
+		ps.add("edge.replication", "must be %s, %s or %s, got %q", ReplicationOff, ReplicationAsync, ReplicationSync, e.Replication)
+	}
+	if d := e.ReplicationTimeout.D(); d < 10*time.Millisecond || d > 10*time.Second {
+		ps.add("edge.replication_timeout", "must be in range [10ms, 10s], got %s", d)
 	}
 	e.Auth.validate(ps)
 	checkStatsD(ps, "edge.statsd", e.StatsD)

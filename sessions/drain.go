@@ -1,7 +1,6 @@
 package sessions
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -125,14 +124,19 @@ func (o *ownership) handOff(ctx context.Context) int {
 		sh.moved[s.key] = handover{edge: target.Name, until: now.Add(settleWindow), empty: s.v1 == nil}
 		mv := moving{key: s.key, participants: append([]*participant(nil), s.participants...)}
 		if s.v1 != nil {
-			st := &handoffSession{Key: s.key, Epoch: s.v1.epoch, Seq: s.v1.seq}
-			frames, _ := s.v1.since(s.v1.seq - uint64(s.v1.n))
-			for _, f := range frames {
-				st.History = append(st.History, json.RawMessage(bytes.Clone(f.payload())))
-				mv.size += len(f.payload())
+			st := handoffState(s.key, s.v1)
+			for _, env := range st.History {
+				mv.size += len(env)
 			}
-			mv.state = st
+			mv.state = &st
 			mv.size += len(s.key) + 64
+			// Frozen: what waited for the replica goes in the hand-off, not
+			// to anyone here; the replica's copy is dropped (the new owner
+			// replicates it anew).
+			s.v1.dropPending()
+			if r := o.srv.hub.repl.Load(); r != nil {
+				r.release(s)
+			}
 		}
 		groups[target.Name] = append(groups[target.Name], mv)
 		urls[target.Name] = target.URL

@@ -43,6 +43,9 @@ type hub struct {
 	// owner, once set (UseCluster), is told under the shard lock when a
 	// session is created here and when it is gone, so pins follow sessions.
 	owner atomic.Pointer[ownership]
+	// repl, once set (UseCluster), replicates v1 sessions to their replica
+	// (replication.go) and keeps other edges' copies (replica.go).
+	repl atomic.Pointer[replicator]
 
 	// users counts connections per token user, so ringlb_edge_users_online
 	// counts a user with three tabs once. Users without a token are their
@@ -90,9 +93,14 @@ type session struct {
 	mu           sync.Mutex
 	participants []*participant // in join order
 	v1           *v1Session     // nil: a raw session
-	// movedTo is the edge a drain handed this session to: no msg is
+	// movedTo is the edge a drain handed this session to, or that took it
+	// over while this edge was unreachable (a fence, replica.go): no msg is
 	// sequenced and nobody joins here any more (handOff, drain.go).
 	movedTo string
+	// repl is the stream to the session's replica (nil: none); replGen
+	// the stream its snapshot went on (replication.go).
+	repl    *link
+	replGen uint64
 }
 
 func newHub(maxParticipants int, m *metrics) *hub {
@@ -130,6 +138,7 @@ func (h *hub) join(key []byte, p *participant) error {
 	if s != nil && s.movedTo != "" {
 		return errSessionMoved
 	}
+	created := s == nil
 	if s == nil {
 		s = &session{key: string(key), created: time.Now()}
 		if p.v1 {
@@ -150,6 +159,11 @@ func (h *hub) join(key []byte, p *participant) error {
 		return errSessionV1
 	case len(s.participants) >= h.maxParticipants:
 		return errSessionFull
+	}
+	if created && s.v1 != nil {
+		if r := h.repl.Load(); r != nil {
+			r.assign(s)
+		}
 	}
 	if len(s.participants) == 0 {
 		h.metrics.sessionsActive.Inc()
@@ -204,10 +218,17 @@ func (h *hub) leave(p *participant) {
 // free removes s from its shard and releases its history. Called with the
 // shard and session locks held.
 func (h *hub) free(sh *hubShard, s *session) {
-	delete(sh.sessions, s.key)
 	if s.v1 != nil {
+		s.v1.dropPending()
 		s.v1.forget()
+		if r := h.repl.Load(); r != nil {
+			r.release(s)
+		}
 	}
+	if sh.sessions[s.key] != s {
+		return // a frozen session a promotion replaced (replica.go)
+	}
+	delete(sh.sessions, s.key)
 	if o := h.owner.Load(); o != nil {
 		o.freed(s.key)
 	}
@@ -531,12 +552,18 @@ func (h *hub) install(hs handoffSession) bool {
 	s := &session{key: hs.Key, created: time.Now(), v1: newV1Session(h.historyMsgs, h.historyByte)}
 	v := s.v1
 	v.epoch = hs.Epoch
+	v.term = max(hs.Term, 1)
 	v.seq = hs.Seq - uint64(len(hs.History))
 	for _, env := range hs.History {
 		v.seq++
+		if string(env) == "null" { // a hole (replica.go, handoffState)
+			v.rememberHole()
+			continue
+		}
 		v.remember(textFrame(len(env), func(b []byte) []byte { return append(b, env...) }))
 	}
 	v.seq = hs.Seq
+	v.committed = v.seq
 	delete(sh.claims, hs.Key)
 	sh.sessions[hs.Key] = s
 	h.metrics.sessionsHosted.Inc()
@@ -546,6 +573,10 @@ func (h *hub) install(hs handoffSession) bool {
 	s.mu.Lock()
 	if h.idleGrace > 0 {
 		h.keepIdle(s)
+	}
+	if r := h.repl.Load(); r != nil {
+		r.store.drop(hs.Key) // the hand-off is newer than any copy held here
+		r.assign(s)
 	}
 	s.mu.Unlock()
 	return true

@@ -46,6 +46,15 @@ type metrics struct {
 	// rejected counts data-port connections refused by a limit, by reason
 	// (max_connections).
 	rejected *prometheus.CounterVec
+	// Replication (replication.go, replica.go); its two gauges are
+	// registered by the replicator. replicationBytes counts what streams
+	// carried to replicas; promotions, copies this edge made live sessions
+	// when their owner died; fencedOwners, sessions this edge gave up
+	// because another took them over while this one was unreachable;
+	// replicationFallbacks, replica streams turned from sync to async after
+	// replication_timeout; replicationLost, seqs a promoted session skipped:
+	// msgs its dead owner sequenced that never reached the replica.
+	replicationBytes, promotions, fencedOwners, replicationFallbacks, replicationLost prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -115,9 +124,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_edge_rejected_connections_total",
 			Help: "Data-port connections refused by a limit (answered 503 and closed), by reason.",
 		}, []string{"reason"}),
+		replicationBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_replication_bytes_total",
+			Help: "Bytes this edge streamed to its sessions' replicas.",
+		}),
+		promotions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_replication_promotions_total",
+			Help: "Sessions this edge took over from a dead owner, from its replica copy (same epoch and seq).",
+		}),
+		fencedOwners: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_replication_fenced_total",
+			Help: "Sessions this edge gave up because another edge took them over (a higher term) while this one was unreachable.",
+		}),
+		replicationFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_replication_fallbacks_total",
+			Help: "Replica streams turned from sync to async: the replica did not acknowledge within replication_timeout.",
+		}),
+		replicationLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_replication_lost_total",
+			Help: "Seqs a promoted session skipped: msgs its dead owner sequenced that never reached this edge (async, or sync fallen back).",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.peerRefused, m.lag,
-		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.rejected} {
+		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.rejected,
+		m.replicationBytes, m.promotions, m.fencedOwners, m.replicationFallbacks, m.replicationLost} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -26,6 +26,7 @@ import (
 const (
 	pathClaim     = configs.PathClaim
 	pathHandoff   = configs.PathHandoff
+	pathReplicate = configs.PathReplicate
 	headerOwner   = configs.HeaderOwner
 	headerSkip    = configs.HeaderSkip
 	headerClaimBy = configs.HeaderClaimBy
@@ -41,9 +42,13 @@ const handoffTimeout = 5 * time.Second
 // handoffSession is one session in a hand-off: its ringlb.v1 state and the
 // msg envelopes of its history, oldest first.
 type handoffSession struct {
-	Key     string            `json:"key"`
-	Epoch   string            `json:"epoch"`
-	Seq     uint64            `json:"seq"`
+	Key   string `json:"key"`
+	Epoch string `json:"epoch"`
+	Seq   uint64 `json:"seq"`
+	// Term is the session's incarnation count (replication.go); absent
+	// from an edge that predates replication: 1.
+	Term uint64 `json:"term,omitempty"`
+	// History: null for a seq with no msg (lost with a crashed owner).
 	History []json.RawMessage `json:"history"`
 }
 

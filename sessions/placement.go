@@ -111,6 +111,8 @@ type ownership struct {
 	past   []pastView
 	pinned map[string]uint64 // sessions pinned by us: key → hash
 
+	repl *replicator // replication.go
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -150,6 +152,7 @@ func (s *Server) UseCluster(m Membership, rc ring.Config) {
 	if err := s.reg.Register(pins); err != nil {
 		s.log.Warn("ringlb_edge_pins not registered", "err", err)
 	}
+	o.repl = s.startReplication(o)
 	changes, unsubscribe := m.Subscribe()
 	drain := s.drainStarted
 	go func() {
@@ -168,6 +171,7 @@ func (s *Server) UseCluster(m Membership, rc ring.Config) {
 				drain = nil
 			case now := <-sweep.C:
 				s.hub.sweep(now)
+				o.repl.sweepCopies(now)
 			}
 		}
 	}()
@@ -206,6 +210,7 @@ func (o *ownership) update() {
 	old := o.ring.Snapshot()
 	next := o.ring.Update(o.members())
 	if next == old {
+		o.repl.membershipChanged(false)
 		return
 	}
 	now := time.Now()
@@ -220,6 +225,7 @@ func (o *ownership) update() {
 	o.mu.Unlock()
 	o.log.Info("ring changed", "version", next.Version(), "edges", next.Len())
 	o.srv.hub.eachSession(func(_ *hubShard, s *session) { o.syncPin(s.key, next) })
+	o.repl.membershipChanged(true)
 }
 
 // syncPin pins key when the ring gives it to another edge. A pin stays
@@ -287,6 +293,11 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 			o.log.Debug("join redirected: ring", "key", string(key), "owner", owner.Name, "skip", skip)
 		}
 		return owner.Name, nil
+	}
+	if o.repl.promoteOnJoin(key, skip) {
+		// Its owner is gone (or unreachable for the balancer): our copy is
+		// the session, same epoch and seq.
+		return "", nil
 	}
 	for _, prev := range o.previousOwners(key, skip) {
 		holder, err := o.claimKnown(ctx, prev, key)

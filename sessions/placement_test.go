@@ -60,7 +60,7 @@ func startClusterEdge(t *testing.T, cl *healthtest.Cluster, name string) *cluste
 }
 
 // waitRing waits until every edge's own ring has exactly names.
-func waitRing(t *testing.T, edges []*clusterEdge, names ...string) {
+func waitRing(t testing.TB, edges []*clusterEdge, names ...string) {
 	t.Helper()
 	for _, e := range edges {
 		healthtest.WaitUntil(t, fmt.Sprintf("%s's ring is %v", e.s.name, names), func() bool {

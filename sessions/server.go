@@ -292,6 +292,8 @@ func (s *Server) serveData(ctx *fasthttp.RequestCtx) {
 		s.serveClaim(ctx)
 	case pathHandoff:
 		s.serveHandoff(ctx)
+	case pathReplicate:
+		s.serveReplicate(ctx)
 	case "/whoami":
 		if !getOrHead(ctx) {
 			return
@@ -512,6 +514,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.hub.close()
 	if o := s.hub.owner.Load(); o != nil {
 		o.close()
+	}
+	if r := s.hub.repl.Load(); r != nil {
+		r.close()
 	}
 
 	if err := s.admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 
@@ -53,12 +54,31 @@ func newParticipantID() string {
 }
 
 // v1Session is the state of a ringlb.v1 session: its incarnation (epoch),
-// its sequence and its bounded history. Guarded by the session's lock.
+// its sequence and its bounded history. Guarded by the session's lock. A
+// replica's copy of another edge's session is one too (replica.go), which a
+// promotion turns into a live session as it is.
 type v1Session struct {
 	epoch string
 	seq   uint64 // last sequence number given; the first msg gets 1
+	// committed is the last seq that may be shown: sent to the others,
+	// acked, replayed, named in welcome. It trails seq only under sync
+	// replication, while a msg waits for its replica (pending).
+	committed uint64
+	// term counts the session's owners: 1 on the edge that started it,
+	// plus one per promotion on a replica (replication.go). A record or a
+	// fence of a higher term tells an owner it was superseded.
+	term uint64
+	// pending are sequenced msgs waiting for the replica (sync), oldest
+	// first, each holding a reference: they go out at commit.
+	pending []pendingMsg
+	// bumpable: promoted from a replica and nothing sequenced since, so a
+	// resume from beyond seq names msgs the dead owner sequenced that never
+	// reached the replica (async): seq skips past them (resume).
+	bumpable bool
 	// history holds the last msg frames sent to recipients (seq
-	// seq-len+1 .. seq), each holding one reference, oldest at head.
+	// seq-len+1 .. seq), each holding one reference, oldest at head. A nil
+	// entry is a hole: a seq the dead owner gave that never reached this
+	// edge (bumpable); replays skip it.
 	history     []*frame
 	head        int // index of the oldest entry in history (a ring)
 	n           int // entries held
@@ -69,10 +89,18 @@ type v1Session struct {
 	idleTimer   *time.Timer // runs while no participant is left
 }
 
+// pendingMsg is a msg sequenced under sync replication, waiting for the
+// replica to have it before anyone sees it.
+type pendingMsg struct {
+	f    *frame
+	from *participant
+	seq  uint64
+}
+
 func newV1Session(maxMessages, maxBytes int) *v1Session {
 	var e [12]byte
 	_, _ = rand.Read(e[:])
-	return &v1Session{epoch: base64.RawURLEncoding.EncodeToString(e[:]), maxMessages: maxMessages, maxBytes: maxBytes}
+	return &v1Session{epoch: base64.RawURLEncoding.EncodeToString(e[:]), term: 1, maxMessages: maxMessages, maxBytes: maxBytes}
 }
 
 // remember appends f (seq v.seq) to the history, evicting the oldest
@@ -98,13 +126,67 @@ func (v *v1Session) remember(f *frame) {
 	v.bytes += len(f.wire())
 }
 
+// rememberHole appends a hole (a seq with no msg) to the history.
+func (v *v1Session) rememberHole() {
+	if v.maxMessages <= 0 {
+		return
+	}
+	for v.n > 0 && v.n >= v.maxMessages {
+		v.dropOldest()
+	}
+	if v.n == len(v.history) {
+		v.history, v.head = growRing(v.history, v.head, v.n, min(max(2*len(v.history), 16), v.maxMessages)), 0
+	}
+	v.history[(v.head+v.n)%len(v.history)] = nil
+	v.n++
+}
+
+// skipTo moves seq to seq, the seqs between becoming holes (or, beyond the
+// history's length, emptying it).
+func (v *v1Session) skipTo(seq uint64) {
+	if seq <= v.seq {
+		return
+	}
+	if seq-v.seq >= uint64(max(v.maxMessages, 0)) {
+		v.forget()
+		v.seq = seq
+		return
+	}
+	for v.seq < seq {
+		v.rememberHole()
+		v.seq++
+	}
+}
+
 func (v *v1Session) dropOldest() {
 	f := v.history[v.head]
 	v.history[v.head] = nil
 	v.head = (v.head + 1) % len(v.history)
 	v.n--
-	v.bytes -= len(f.wire())
-	f.release()
+	if f != nil {
+		v.bytes -= len(f.wire())
+		f.release()
+	}
+}
+
+// entries calls fn for every seq the history holds, oldest first, up to
+// seq (the uncommitted included); f is nil for a hole.
+func (v *v1Session) entries(fn func(seq uint64, f *frame)) {
+	first := v.seq - uint64(v.n) + 1
+	for i := range v.n {
+		fn(first+uint64(i), v.history[(v.head+i)%len(v.history)])
+	}
+}
+
+// dropPending releases the msgs waiting for the replica unsent: the
+// session was frozen (a drain) or superseded (fenced), and their senders
+// resend them after resuming elsewhere.
+func (v *v1Session) dropPending() {
+	for i := range v.pending {
+		v.pending[i].f.release()
+		v.pending[i] = pendingMsg{}
+	}
+	v.pending = v.pending[:0]
 }
 
 // forget releases the whole history.
@@ -115,16 +197,19 @@ func (v *v1Session) forget() {
 	v.history, v.head = nil, 0
 }
 
-// since returns the history after seq after, oldest first, and whether
-// the history reaches back that far (otherwise the client needs a reset).
+// since returns the committed history after seq after, oldest first,
+// holes left out, and whether the history reaches back that far (otherwise
+// the client needs a reset).
 func (v *v1Session) since(after uint64) (frames []*frame, ok bool) {
 	first := v.seq - uint64(v.n) + 1 // seq of the oldest entry held
-	if after > v.seq || after+1 < first {
+	if after > v.committed || after+1 < first {
 		return nil, false
 	}
-	skip := int(after + 1 - first)
-	for i := skip; i < v.n; i++ {
-		frames = append(frames, v.history[(v.head+i)%len(v.history)])
+	end := v.n - int(v.seq-v.committed)
+	for i := int(after + 1 - first); i < end; i++ {
+		if f := v.history[(v.head+i)%len(v.history)]; f != nil {
+			frames = append(frames, f)
+		}
 	}
 	return frames, true
 }
@@ -232,9 +317,12 @@ func (h *hub) deliverOthers(s *session, except *participant, f *frame) {
 // any live msg.
 func (h *hub) joinV1(s *session, p *participant) {
 	v := s.v1
+	if p.resumeSet {
+		h.skipLost(s, p.resumeAfter, p.resumeEpoch) // before the welcome names seq
+	}
 	w := welcomeFrame{
 		Type: "welcome", Session: s.key, Participant: p.id, User: p.user, Edge: h.edge,
-		Seq: v.seq, Epoch: v.epoch, Participants: make([]memberInfo, 0, len(s.participants)),
+		Seq: v.committed, Epoch: v.epoch, Participants: make([]memberInfo, 0, len(s.participants)),
 	}
 	for _, q := range s.participants {
 		w.Participants = append(w.Participants, memberInfo{q.id, q.user})
@@ -262,23 +350,43 @@ func (h *hub) leaveV1(s *session, p *participant) {
 	f.release()
 }
 
+// skipLost moves a promoted session's seq to after when a client resumes
+// from beyond it, before anything is sequenced there: that client saw msgs
+// up to after, which the dead owner sequenced and its replica never
+// received (async, or sync fallen back). They are lost; skipping their
+// seqs keeps the epoch (no reset) and one msg per seq (no later msg reuses
+// a seq a client holds another msg at). Called with s.mu held.
+func (h *hub) skipLost(s *session, after uint64, epoch string) {
+	v := s.v1
+	if epoch != v.epoch || after <= v.committed || !v.bumpable || after-v.seq > maxPromotionSkip {
+		return
+	}
+	h.metrics.replicationLost.Add(float64(after - v.seq))
+	v.skipTo(after)
+	v.committed = v.seq
+	if r := h.repl.Load(); r != nil {
+		r.skipped(s)
+	}
+}
+
 // resume replays to p every msg after seq after, or sends reset when the
 // epoch is another incarnation's or the history no longer reaches back.
 // Called with s.mu held.
 func (h *hub) resume(s *session, p *participant, after uint64, epoch string) {
 	v := s.v1
+	h.skipLost(s, after, epoch)
 	reason := ""
 	frames, ok := v.since(after)
 	switch {
 	case epoch != v.epoch:
 		reason = "epoch"
-	case !ok && after > v.seq:
+	case !ok && after > v.committed:
 		reason = "ahead"
 	case !ok:
 		reason = "history"
 	}
 	if reason != "" {
-		f := jsonFrame(resetFrame{"reset", v.seq, v.epoch, reason})
+		f := jsonFrame(resetFrame{"reset", v.committed, v.epoch, reason})
 		h.deliver(p, f)
 		f.release()
 		return
@@ -313,9 +421,16 @@ func (p *participant) writeBatch(b *frame) bool {
 	return true
 }
 
+// maxPromotionSkip bounds how far a resume may move a promoted session's
+// seq (resume): further than any replica lag a client could have seen, and
+// a client may not make a session skip more.
+const maxPromotionSkip = 1 << 16
+
 // publish sequences data from p: the others get msg, the history keeps it,
 // p gets ack — all under the session lock, so every participant sees one
-// order and a resume sees exactly what was live.
+// order and a resume sees exactly what was live. Under sync replication
+// the msg is sequenced and kept, and the rest waits for its replica
+// (commit).
 func (h *hub) publish(p *participant, data []byte, readAt time.Time) {
 	s := p.session
 	s.mu.Lock()
@@ -341,8 +456,22 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) {
 		return append(b, '}')
 	})
 	f.readAt = readAt
+	v.bumpable = false
+	if r := h.repl.Load(); r != nil && r.replicate(s, f, seq) {
+		// Sync: nobody sees it before the replica has it.
+		f.retain()
+		v.pending = append(v.pending, pendingMsg{f: f, from: p, seq: seq})
+		v.remember(f) // takes over our reference
+		return
+	}
 	h.deliverOthers(s, p, f)
 	v.remember(f) // takes over our reference
+	v.committed = seq
+	h.ack(p, seq)
+}
+
+// ack tells p its msg got seq.
+func (h *hub) ack(p *participant, seq uint64) {
 	ack := textFrame(40, func(b []byte) []byte {
 		b = append(b, `{"type":"ack","seq":`...)
 		b = strconv.AppendUint(b, seq, 10)
@@ -350,6 +479,32 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) {
 	})
 	h.deliver(p, ack)
 	ack.release()
+}
+
+// commit shows the pending msgs of s up to seq upTo, in order: the others
+// get each msg, its sender (if still here) its ack. Called with s.mu held,
+// once the replica has them (or replication gave up waiting).
+func (h *hub) commit(s *session, upTo uint64) {
+	v := s.v1
+	if v == nil || s.movedTo != "" {
+		return // frozen: the pending msgs were dropped, their senders resend
+	}
+	n := 0
+	for ; n < len(v.pending) && v.pending[n].seq <= upTo; n++ {
+		pm := v.pending[n]
+		h.deliverOthers(s, pm.from, pm.f)
+		if slices.Contains(s.participants, pm.from) {
+			h.ack(pm.from, pm.seq)
+		}
+		pm.f.release()
+		v.committed = pm.seq
+	}
+	if n == 0 {
+		return
+	}
+	rest := copy(v.pending, v.pending[n:])
+	clear(v.pending[rest:])
+	v.pending = v.pending[:rest]
 }
 
 // readLoopV1 reads ringlb.v1 envelopes until the connection fails or, once

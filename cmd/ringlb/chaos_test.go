@@ -477,6 +477,12 @@ func checkRinglbChaos(t *testing.T, res *bench.ChaosResult) {
 	if _, ok := crash.ResumedOn["edge-2"]; ok {
 		t.Errorf("sessions resumed on the killed edge: %v", crash.ResumedOn)
 	}
+	// Edges replicate (edge.replication: sync, the default): the killed
+	// edge's sessions resume on their replicas, nothing reset or lost.
+	if crash.Resets != 0 || crash.Lost+crash.LostToReset != 0 {
+		t.Errorf("the crash: %d resets (%v), %d msgs lost, %d lost to resets; want none (replication sync)",
+			crash.Resets, crash.ResetReasons, crash.Lost, crash.LostToReset)
+	}
 	if crash.OwnerChecked != crash.SessionsDisconnected || crash.OffOwner != 0 {
 		t.Errorf("of %d sessions the crash disconnected, %d looked up, %d not on their key's owner: %v",
 			crash.SessionsDisconnected, crash.OwnerChecked, crash.OffOwner, crash.OffOwnerDetails)

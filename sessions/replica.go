@@ -1,0 +1,526 @@
+package sessions
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/health"
+)
+
+// The replica's side of replication (replication.go): the streams owners
+// open to this edge, the frozen copies of their sessions, promotion when an
+// owner dies, and fencing of an owner that comes back.
+
+// maxReplicaCopies bounds the copies an edge keeps for others. Owners are
+// edges of the cluster (signed streams), so this is a bound against a bug,
+// not an attacker: far above any edge's sessions.
+const maxReplicaCopies = 1 << 20
+
+// staleCopyAge: a copy its owner has not sent again this long after its
+// stream began anew is one the owner no longer has (it ended while the
+// stream was down): it is dropped, never promoted.
+const staleCopyAge = time.Minute
+
+// replicaStore holds the copies. Its mutex is taken last: after a shard's,
+// never while taking another lock.
+type replicaStore struct {
+	maxMessages, maxBytes int // each copy's history bound: this edge's edge.history
+
+	mu     sync.Mutex
+	copies map[string]*replicaCopy
+	// draining are owners seen draining: they hand their sessions on
+	// (drain.go), so their copies are never promoted, only dropped.
+	draining map[string]bool
+	// streams is when each owner's current stream began.
+	streams map[string]time.Time
+}
+
+// replicaCopy is the frozen copy of one session: serving nothing until it
+// is promoted.
+type replicaCopy struct {
+	from   string     // the owner
+	v      *v1Session // epoch, term, seq, history
+	snapAt time.Time  // when its owner last sent it whole
+}
+
+func newReplicaStore(maxMessages, maxBytes int) *replicaStore {
+	return &replicaStore{
+		maxMessages: maxMessages, maxBytes: maxBytes,
+		copies: make(map[string]*replicaCopy), draining: make(map[string]bool), streams: make(map[string]time.Time),
+	}
+}
+
+func (st *replicaStore) count() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.copies)
+}
+
+// owner returns who sent the copy of key, if one is held.
+func (st *replicaStore) owner(key string) (string, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if c := st.copies[key]; c != nil {
+		return c.from, true
+	}
+	return "", false
+}
+
+// take removes and returns the copy of key.
+func (st *replicaStore) take(key string) *replicaCopy {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := st.copies[key]
+	delete(st.copies, key)
+	return c
+}
+
+// drop forgets the copy of key (the session is live here now).
+func (st *replicaStore) drop(key string) {
+	if c := st.take(key); c != nil {
+		c.v.forget()
+	}
+}
+
+// serveReplicate answers GET /_ringlb/replicate: an owner's stream of
+// session records, from an edge of the cluster that signed the upgrade
+// (configs.HeaderPeer) — never believed for its address.
+func (s *Server) serveReplicate(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsGet() {
+		ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+		return
+	}
+	o, r := s.hub.owner.Load(), s.hub.repl.Load()
+	if o == nil || r == nil {
+		ctx.Error("forbidden: this edge checks no ownership\n", fasthttp.StatusForbidden)
+		return
+	}
+	from := string(ctx.QueryArgs().Peek("from"))
+	ownerKey := string(ctx.QueryArgs().Peek("key"))
+	ownerPub, err := base64.RawURLEncoding.DecodeString(ownerKey)
+	if from == "" || err != nil || len(ownerPub) != 32 {
+		ctx.Error("bad replication request\n", fasthttp.StatusBadRequest)
+		return
+	}
+	if err := o.peerRequest(ctx, from); err != nil {
+		s.metrics.peerRefused.Inc()
+		s.log.Warn("replication stream refused", "from", from, "remote", ctx.RemoteIP(), "err", err)
+		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
+		return
+	}
+	if !r.addStream() {
+		ctx.Error("service unavailable: shutting down\n", fasthttp.StatusServiceUnavailable)
+		return
+	}
+	if err := s.upgrader.Upgrade(ctx, func(conn *websocket.Conn) {
+		// fasthttp's hijack goroutine: the stream runs on one of ours, so
+		// fasthttp releases the request at once (KeepHijackedConns).
+		go r.serveStream(conn, from, ownerKey, ownerPub)
+	}); err != nil {
+		r.wg.Done()
+	}
+}
+
+// addStream counts an inbound stream in r.wg unless Shutdown began.
+func (r *replicator) addStream() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Add(1)
+	return true
+}
+
+// serveStream applies an owner's batches and answers each: resyncs and
+// fences for records it cannot apply, then the batch's ack. ownerKey is
+// the owner's public key for the stream (ownerPub, as sent).
+func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ownerPub []byte) {
+	defer r.wg.Done()
+	raw := conn.NetConn()
+	defer raw.Close()
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.inbound[conn] = struct{}{}
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.inbound, conn)
+		r.mu.Unlock()
+	}()
+	conn.SetReadLimit(int64(maxLinkQueue + r.srv.cfg.MaxMessageBytes + 64<<10))
+	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return
+	}
+	keys, err := newStreamKeys(priv, ownerPub, false)
+	if err != nil {
+		r.log.Warn("replication stream refused: bad key", "from", from, "err", err)
+		return
+	}
+	_ = raw.SetWriteDeadline(time.Now().Add(r.srv.writeWait))
+	if err := writeBatch(conn, signHello(r.o.m.Keyring(), r.o.self, ownerKey, priv.PublicKey().Bytes()), nil); err != nil {
+		return
+	}
+	r.store.mu.Lock()
+	r.store.streams[from] = time.Now()
+	r.store.mu.Unlock()
+	var msg, answers, head []byte
+	for want := uint64(1); ; want++ {
+		_ = raw.SetReadDeadline(time.Now().Add(streamIdle))
+		var kind int
+		kind, msg, err = readMessage(conn, msg)
+		if err != nil {
+			return
+		}
+		records, err := openBatch(msg, keys.recv, want)
+		if kind != websocket.BinaryMessage || err != nil {
+			r.log.Warn("replication stream ended: bad batch", "from", from, "err", err)
+			return
+		}
+		answers, err = r.apply(from, records, answers[:0])
+		if err != nil {
+			r.log.Warn("replication stream ended: bad record", "from", from, "err", err)
+			return
+		}
+		answers = appendAck(answers, want)
+		head = appendBatchHead(head[:0], keys.send, want, answers)
+		_ = raw.SetWriteDeadline(time.Now().Add(r.srv.writeWait))
+		if err := writeBatch(conn, head, answers); err != nil {
+			return
+		}
+	}
+}
+
+// apply applies one batch of from's records to the copies and returns the
+// answers for what it could not apply.
+func (r *replicator) apply(from string, records, answers []byte) ([]byte, error) {
+	var rec record
+	rd := reader{b: records}
+	for rd.next(&rec) {
+		if len(rec.key) == 0 && rec.kind != recHello && rec.kind != recAck {
+			return answers, errBadRecord
+		}
+		switch rec.kind {
+		case recSnapshot:
+			if len(rec.epoch) == 0 {
+				return answers, errBadRecord
+			}
+			answers = r.applySnapshot(from, &rec, answers)
+		case recAppend, recSkip:
+			if rec.kind == recAppend && len(rec.payload) == 0 {
+				return answers, errBadRecord
+			}
+			answers = r.applyAppend(&rec, answers)
+		case recFree:
+			st := r.store
+			st.mu.Lock()
+			if c := st.copies[string(rec.key)]; c != nil && c.from == from && c.v.term <= rec.term {
+				delete(st.copies, string(rec.key))
+				c.v.forget()
+			}
+			st.mu.Unlock()
+		case recFence:
+			if len(rec.epoch) == 0 {
+				return answers, errBadRecord
+			}
+			key, holder := string(rec.key), string(rec.epoch)
+			r.yield(key, holder, rec.term)
+			st := r.store
+			st.mu.Lock()
+			if c := st.copies[key]; c != nil && c.v.term < rec.term {
+				delete(st.copies, key)
+				c.v.forget()
+			}
+			st.mu.Unlock()
+		}
+	}
+	return answers, rd.err
+}
+
+// liveTerm returns the term of the v1 session of key live here (0: none).
+func (r *replicator) liveTerm(key string) (term uint64, moved bool) {
+	sh := r.srv.hub.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s := sh.sessions[key]
+	if s == nil {
+		return 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.v1 == nil {
+		return 0, false
+	}
+	return s.v1.term, s.movedTo != ""
+}
+
+func (r *replicator) applySnapshot(from string, rec *record, answers []byte) []byte {
+	key := string(rec.key)
+	if live, moved := r.liveTerm(key); live != 0 && !moved {
+		switch {
+		case live > rec.term:
+			// The sender is a stale owner: this edge took the session over.
+			return appendFence(answers, live, r.o.self, key)
+		case live == rec.term:
+			return answers // handed here by a drain; the drained edge's last records
+		}
+		// This edge is the stale owner: the sender, of a newer term, took
+		// the session over and chose this edge as its replica.
+		r.yield(key, from, rec.term)
+	}
+	st := r.store
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := st.copies[key]
+	switch {
+	case c != nil && c.v.term > rec.term:
+		return appendFence(answers, c.v.term, c.from, key)
+	case c == nil && len(st.copies) >= maxReplicaCopies:
+		r.log.Warn("replica full: not keeping a copy", "from", from, "copies", len(st.copies))
+		return answers
+	case c != nil:
+		c.v.forget()
+	}
+	v := &v1Session{epoch: string(rec.epoch), seq: rec.seq, committed: rec.seq, term: rec.term, maxMessages: st.maxMessages, maxBytes: st.maxBytes}
+	st.copies[key] = &replicaCopy{from: from, v: v, snapAt: time.Now()}
+	return answers
+}
+
+func (r *replicator) applyAppend(rec *record, answers []byte) []byte {
+	st := r.store
+	st.mu.Lock()
+	c := st.copies[string(rec.key)]
+	switch {
+	case c == nil:
+		st.mu.Unlock()
+		key := string(rec.key)
+		if live, _ := r.liveTerm(key); live > rec.term {
+			return appendFence(answers, live, r.o.self, key)
+		}
+		return appendResync(answers, key)
+	case c.v.term > rec.term:
+		answers = appendFence(answers, c.v.term, c.from, string(rec.key))
+	case c.v.term < rec.term:
+		answers = appendResync(answers, string(rec.key))
+	case rec.seq <= c.v.seq:
+		// Already here (a snapshot raced the record).
+	case rec.kind == recSkip:
+		c.v.skipTo(rec.seq)
+		c.v.committed = c.v.seq
+	case rec.seq != c.v.seq+1:
+		answers = appendResync(answers, string(rec.key))
+	default:
+		p := rec.payload
+		c.v.seq = rec.seq
+		c.v.remember(textFrame(len(p), func(b []byte) []byte { return append(b, p...) }))
+		c.v.committed = c.v.seq
+	}
+	st.mu.Unlock()
+	return answers
+}
+
+// promote makes the copy of key a live session here: same epoch, seq and
+// history, term one higher. Its clients resume as after a drain. false
+// when there is no copy or the session is live here already.
+func (r *replicator) promote(key, why string) bool {
+	h := r.srv.hub
+	sh := h.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.admitting[key].n > 0 {
+		return false // a join is starting it here: the next one promotes
+	}
+	if old := sh.sessions[key]; old != nil {
+		old.mu.Lock()
+		frozen := old.movedTo != ""
+		old.mu.Unlock()
+		if !frozen {
+			r.store.drop(key) // live here: the copy is stale
+			return false
+		}
+		// Handed on or yielded by this edge once; its participants are
+		// closing (hub.free leaves the newer session be). The copy is newer.
+		delete(sh.sessions, key)
+	}
+	c := r.store.take(key)
+	if c == nil {
+		return false
+	}
+	v := c.v
+	v.term++
+	v.committed = v.seq
+	v.bumpable = true
+	s := &session{key: key, created: time.Now(), v1: v}
+	delete(sh.claims, key)
+	delete(sh.moved, key)
+	sh.sessions[key] = s
+	h.metrics.sessionsHosted.Inc()
+	h.metrics.promotions.Inc()
+	if o := h.owner.Load(); o != nil {
+		o.created(key)
+	}
+	s.mu.Lock()
+	if h.idleGrace > 0 {
+		h.keepIdle(s)
+	}
+	r.assign(s)
+	s.mu.Unlock()
+	r.fenceLater(c.from, key, v.term)
+	if r.log.Enabled(context.Background(), slog.LevelDebug) {
+		r.log.Debug("session promoted", "key", key, "from", c.from, "term", v.term, "seq", v.seq, "why", why)
+	}
+	return true
+}
+
+// promoteOnJoin promotes the copy of key for a join that the ring gives to
+// this edge when the copy's owner is gone: left the cluster, or named by
+// the balancer as unreachable (skip). A draining owner hands its sessions
+// on itself.
+func (r *replicator) promoteOnJoin(key []byte, skip []string) bool {
+	from, ok := r.store.owner(string(key))
+	if !ok {
+		return false
+	}
+	r.store.mu.Lock()
+	draining := r.store.draining[from]
+	r.store.mu.Unlock()
+	if draining || (!contains(skip, from) && r.o.member(from)) {
+		return false
+	}
+	return r.promote(string(key), "join")
+}
+
+// promoteOrphans promotes the copies of owners gossip has declared dead
+// (membership changed), so their clients find the session wherever they
+// resume; copies of owners that drained are dropped.
+func (r *replicator) promoteOrphans() {
+	st := r.store
+	st.mu.Lock()
+	bySource := map[string][]string{}
+	for key, c := range st.copies {
+		bySource[c.from] = append(bySource[c.from], key)
+	}
+	st.mu.Unlock()
+	snap := r.o.ring.Snapshot()
+	for from, keys := range bySource {
+		n, alive := r.o.m.Node(from)
+		st.mu.Lock()
+		if alive && n.Meta.State == health.StateDraining {
+			st.draining[from] = true
+		}
+		draining := st.draining[from]
+		if !alive {
+			delete(st.draining, from)
+			delete(st.streams, from)
+		}
+		st.mu.Unlock()
+		if alive {
+			continue
+		}
+		promoted, dropped := 0, 0
+		for _, key := range keys {
+			// Only where balancers now send the key: a copy the ring gives
+			// to another edge (views differed when the owner chose us)
+			// would make a second session.
+			if m, ok := snap.Locate([]byte(key)); !draining && ok && m.Name == r.o.self && r.promote(key, "owner gone") {
+				promoted++
+				continue
+			}
+			if c := st.take(key); c != nil {
+				c.v.forget()
+				dropped++
+			}
+		}
+		if promoted+dropped > 0 {
+			r.log.Info("owner gone: sessions taken over", "owner", from, "promoted", promoted, "dropped", dropped, "owner_drained", draining)
+		}
+	}
+}
+
+// sweepCopies drops copies their owner no longer has: not sent whole again
+// staleCopyAge after the owner's stream began anew.
+func (r *replicator) sweepCopies(now time.Time) {
+	st := r.store
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for key, c := range st.copies {
+		if began, ok := st.streams[c.from]; ok && c.snapAt.Before(began) && now.Sub(began) > staleCopyAge {
+			delete(st.copies, key)
+			c.v.forget()
+		}
+	}
+}
+
+// yield gives the session of key up to holder, which took it over at
+// term: a fence says this edge's copy of the session is an older
+// incarnation's (it was paused or cut off while holder promoted it). The
+// session stops sequencing, its waiting msgs are dropped unshown and its
+// participants are closed with 1012: they resume on holder, resending what
+// was not acknowledged.
+func (r *replicator) yield(key, holder string, term uint64) {
+	if holder == r.o.self {
+		return
+	}
+	h := r.srv.hub
+	sh := h.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s := sh.sessions[key]
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.v1 == nil || s.v1.term >= term || s.movedTo != "" {
+		return
+	}
+	s.movedTo = holder
+	sh.moved[key] = handover{edge: holder, until: time.Now().Add(settleWindow)}
+	s.v1.dropPending()
+	r.release(s)
+	if o := h.owner.Load(); o != nil {
+		o.unpin(key)
+	}
+	for _, p := range s.participants {
+		p.stop(closeServiceRestart, "session taken over by "+holder)
+	}
+	if len(s.participants) == 0 {
+		if s.v1.idleTimer != nil {
+			s.v1.idleTimer.Stop()
+			s.v1.idleTimer = nil
+		}
+		h.free(sh, s)
+	}
+	h.metrics.fencedOwners.Inc()
+	r.log.Warn("fenced: another edge took this session over while this one was unreachable; handing its participants over", "key", key, "holder", holder, "term", term)
+}
+
+// handoffState is s's v1 state as a hand-off entry: every seq the history
+// holds, holes as null, the msgs waiting for the replica included (a
+// hand-off freezes the session: they were sequenced, and the new owner
+// shows them). Called with s.mu held.
+func handoffState(key string, v *v1Session) handoffSession {
+	hs := handoffSession{Key: key, Epoch: v.epoch, Seq: v.seq, Term: v.term}
+	v.entries(func(_ uint64, f *frame) {
+		if f == nil {
+			hs.History = append(hs.History, json.RawMessage("null"))
+			return
+		}
+		hs.History = append(hs.History, json.RawMessage(bytes.Clone(f.payload())))
+	})
+	return hs
+}

@@ -1,0 +1,1070 @@
+package sessions
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+)
+
+// Replication: a crash of an edge loses none of its ringlb.v1 sessions
+// (docs/DESIGN.md, "Replication"; sessions/README.md).
+//
+// Every v1 session's owner streams its state — epoch, term, sequence and
+// history — to one replica: the first edge after the session's host among
+// the ring's candidates for its key (ring.Snapshot.Candidates), which is
+// exactly where balancers send the key once the host is gone. The replica
+// keeps a frozen copy that serves nothing (replica.go). When the host dies
+// (gossip declares it dead, or a balancer names it in X-Ringlb-Skip on a
+// join for the key) the replica promotes its copy: the same epoch and seq,
+// so clients resume {after, epoch} there with nothing missed and no reset,
+// and a term one higher. An owner that was only paused, or cut off, learns
+// it was superseded — its replica answers its records with a fence of the
+// higher term, and the promoting edge sends it one too — and yields: it
+// stops sequencing and closes the session's participants with 1012 so they
+// resume on the new owner.
+//
+// edge.replication says what an ack means. sync: a msg is sequenced and
+// kept, but nobody — neither the others nor its sender's ack — sees it
+// until the replica has acknowledged the batch that carries it (commit), so
+// no msg anyone saw is missing on the replica. async: everyone sees it at
+// once and the replica follows, its lag bounded by the stream's queue and
+// reported. A replica that does not acknowledge within
+// edge.replication_timeout (stopped, overloaded, gone) turns its stream to
+// async — counted and logged, never a client blocked longer — until it
+// catches up.
+//
+// This file is the owner's side: the replicator (one per edge, also the
+// replica side's home), one link per replica edge (a long-lived signed
+// WebSocket stream, its bounded queue, its batches and their acks), and
+// the commit of waiting msgs. replwire.go is the stream's format;
+// replica.go the receiving side, promotion and fencing.
+
+// Bounds and timings of a replication stream.
+const (
+	// maxLinkQueue bounds the records waiting for one replica stream. A
+	// replica that falls this far behind gets the sessions whose records did
+	// not fit sent whole (a snapshot) once it has room again.
+	maxLinkQueue = 4 << 20
+	// linkDialTimeout bounds dialing a replica and reading its hello: a
+	// stopped process accepts connections (the kernel's backlog) and answers
+	// nothing.
+	linkDialTimeout = 2 * time.Second
+	// linkIdle is how often an idle stream says it is alive; streamIdle how
+	// long either side waits for a batch before taking the stream for dead.
+	linkIdle   = 30 * time.Second
+	streamIdle = 3 * linkIdle
+	// linkBackoffMax bounds the pause between two dials of a replica.
+	linkBackoffMax = 2 * time.Second
+	// fenceTTL is how long a fence waits for its stale owner to come back.
+	fenceTTL = 5 * time.Minute
+	// maxFences bounds the fences held for owners that are gone.
+	maxFences = 100_000
+)
+
+// replicator is an edge's replication: the links to its replicas (as an
+// owner) and the copies it keeps for other edges (as a replica,
+// replica.go). Made by UseCluster; its goroutines stop at Shutdown.
+type replicator struct {
+	srv     *Server
+	o       *ownership
+	log     *slog.Logger
+	sync    bool          // edge.replication: sync (else async, or off)
+	off     bool          // edge.replication: off: replicate nothing, replica side only
+	timeout time.Duration // edge.replication_timeout
+	store   *replicaStore // copies of other edges' sessions (replica.go)
+	dialer  websocket.Dialer
+
+	mu      sync.Mutex
+	closed  bool
+	links   map[string]*link             // by replica edge
+	fences  map[string][]pendingFence    // by stale owner: fences to deliver once it is back
+	inbound map[*websocket.Conn]struct{} // streams from owners (replica.go)
+
+	stop chan struct{}
+	wg   sync.WaitGroup // watch, every link's goroutines, every inbound stream
+}
+
+// pendingFence is a fence waiting for its stale owner.
+type pendingFence struct {
+	key  string
+	term uint64
+	at   time.Time
+}
+
+// commitRef is a msg of a session waiting for the replica: once the batch
+// carrying it is acknowledged, s may show everything up to seq.
+type commitRef struct {
+	s   *session
+	seq uint64
+}
+
+// sentBatch is a batch written to the stream and not yet acknowledged.
+type sentBatch struct {
+	n       uint64
+	at      time.Time // when its first record was queued
+	commits []commitRef
+}
+
+// link is the stream to one replica edge. Its mutex is taken after a
+// session's (replicate, snapshot) and never held while taking one.
+type link struct {
+	r    *replicator
+	peer string
+	wake chan struct{} // cap 1: records queued, or the stream ended
+	done chan struct{} // closed by close
+
+	mu sync.Mutex
+	// sessions are those replicated here (s.repl == l); resync those to
+	// send whole (a snapshot) on the current stream: every one on a new
+	// stream, any whose records did not fit or that the replica asked for.
+	sessions map[*session]struct{}
+	resync   map[*session]struct{}
+	// building is the batch being filled (records), commits the msgs it
+	// carries that wait, builtAt when its first record came; spare is the
+	// previous batch's buffer, reused.
+	building, spare []byte
+	commits         []commitRef
+	builtAt         time.Time
+	inflight        []sentBatch
+	// orphans are sessions with msgs waiting and no record of them on the
+	// live stream (it was down, the queue full, the session's snapshot not
+	// sent yet), with when the oldest began to wait: the session's next
+	// snapshot carries them (its ack commits them), or the fallback does.
+	orphans map[*session]time.Time
+	// gen counts streams; a session is in step with the replica when its
+	// replGen is the current gen (its snapshot went on this stream).
+	gen       uint64
+	connected bool
+	conn      *websocket.Conn
+	nextBatch uint64
+	// degraded: under sync, the replica took longer than
+	// replication_timeout; msgs no longer wait for it until it catches up.
+	degraded bool
+	closed   bool
+}
+
+// startReplication makes the edge's replicator; UseCluster calls it.
+func (s *Server) startReplication(o *ownership) *replicator {
+	r := &replicator{
+		srv: s, o: o, log: s.log.With("component", "replication"),
+		sync: s.cfg.Replication == configs.ReplicationSync, off: s.cfg.Replication == configs.ReplicationOff,
+		timeout: s.cfg.ReplicationTimeout.D(),
+		store:   newReplicaStore(s.hub.historyMsgs, s.hub.historyByte),
+		links:   make(map[string]*link), fences: make(map[string][]pendingFence),
+		inbound: make(map[*websocket.Conn]struct{}),
+		stop:    make(chan struct{}),
+	}
+	r.dialer = websocket.Dialer{
+		HandshakeTimeout: linkDialTimeout,
+		NetDialContext:   (&net.Dialer{Timeout: linkDialTimeout}).DialContext,
+		ReadBufferSize:   16 << 10,
+		WriteBufferSize:  64 << 10,
+	}
+	// Registered here, not in metrics.go: they read the replicator.
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ringlb_edge_replication_lag_seconds",
+			Help: "Age of the oldest record this edge sent its replicas that is not acknowledged yet (0: all caught up).",
+		}, r.lag),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ringlb_edge_replica_sessions",
+			Help: "Copies of other edges' sessions this edge keeps as their replica.",
+		}, func() float64 { return float64(r.store.count()) }),
+	} {
+		if err := s.reg.Register(c); err != nil {
+			s.log.Warn("replication metric not registered", "err", err)
+		}
+	}
+	s.hub.repl.Store(r)
+	if !r.off {
+		r.wg.Add(1)
+		go r.watch()
+	}
+	return r
+}
+
+// close stops every stream and goroutine (Shutdown).
+func (r *replicator) close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	close(r.stop)
+	links := make([]*link, 0, len(r.links))
+	for _, l := range r.links {
+		links = append(links, l)
+	}
+	for c := range r.inbound {
+		_ = c.NetConn().Close()
+	}
+	r.mu.Unlock()
+	for _, l := range links {
+		l.close()
+	}
+	r.wg.Wait()
+}
+
+// replicaFor names the replica of a session of key hosted here: the first
+// of the ring's candidates for key that is not this edge — where balancers
+// send the key once this edge is gone (its owner without us, or, for a
+// session pinned here, its owner) — "" when there is none. Every edge must
+// choose by this rule alone: a replica elsewhere is one no join reaches.
+// Right after a promotion that may be the edge promoted from, still on
+// our ring: dead, its stream falls back to async until gossip drops it;
+// alive (only unreachable for a balancer), the snapshot of the newer term
+// fences it.
+func (r *replicator) replicaFor(key string) string {
+	var buf [8]ring.Member
+	for _, m := range r.o.ring.Snapshot().Candidates([]byte(key), buf[:0]) {
+		if m.Name != r.o.self {
+			return m.Name
+		}
+	}
+	return ""
+}
+
+// assign points the v1 session s at its replica, moving it from another
+// one (freed there) when the ring changed. Called with s.mu held (and its
+// shard's), r.mu not held.
+func (r *replicator) assign(s *session) {
+	if r.off || s.v1 == nil || s.movedTo != "" {
+		return
+	}
+	r.mu.Lock()
+	var l *link
+	if !r.closed {
+		if want := r.replicaFor(s.key); want != "" {
+			l = r.linkLocked(want)
+		}
+	}
+	r.mu.Unlock()
+	if s.repl == l && l != nil {
+		return
+	}
+	if s.repl != nil {
+		s.repl.detach(s)
+	}
+	if l == nil {
+		// No replica: nothing to wait for.
+		r.srv.hub.commit(s, s.v1.seq)
+		return
+	}
+	l.attach(s)
+}
+
+// release stops replicating s (freed, frozen, superseded): its replica
+// drops its copy. Called with s.mu held.
+func (r *replicator) release(s *session) {
+	if s.repl != nil {
+		s.repl.detach(s)
+	}
+}
+
+// reassign moves every session whose replica the ring changed (a ring
+// change), and closes the links to edges gone from the cluster.
+func (r *replicator) reassign() {
+	if !r.off && !r.srv.draining.Load() {
+		r.srv.hub.eachSession(func(_ *hubShard, s *session) {
+			s.mu.Lock()
+			r.assign(s)
+			s.mu.Unlock()
+		})
+	}
+	r.mu.Lock()
+	var gone []*link
+	for name, l := range r.links {
+		if !r.o.member(name) {
+			delete(r.links, name)
+			gone = append(gone, l)
+		}
+	}
+	r.mu.Unlock()
+	for _, l := range gone {
+		l.close()
+	}
+}
+
+// linkLocked returns the link to peer, made and started on first use.
+// Called with r.mu held; nil once closed.
+func (r *replicator) linkLocked(peer string) *link {
+	if r.closed {
+		return nil
+	}
+	if l := r.links[peer]; l != nil {
+		return l
+	}
+	l := &link{
+		r: r, peer: peer, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		sessions: make(map[*session]struct{}), resync: make(map[*session]struct{}),
+		orphans: make(map[*session]time.Time),
+	}
+	r.links[peer] = l
+	r.wg.Add(1)
+	go l.run()
+	return l
+}
+
+// replicate queues the msg f (seq) of s for its replica and reports
+// whether it must wait for the replica before anyone sees it (sync).
+// Called by publish with s.mu held. It never blocks: a replica that does
+// not keep up gets the session whole later.
+func (r *replicator) replicate(s *session, f *frame, seq uint64) (wait bool) {
+	l := s.repl
+	if l == nil {
+		return false
+	}
+	v := s.v1
+	payload := f.payload()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// Once one msg waits, the later ones wait behind it: one order for all.
+	wait = r.sync && (!l.degraded || len(v.pending) > 0)
+	switch {
+	case l.closed:
+		// Its close shows every msg waiting on it (commitAll), this one too
+		// when it waits behind them; otherwise nothing is left to wait for.
+		return len(v.pending) > 0
+	case s.replGen != l.gen || !l.connected:
+		// Its snapshot (still to be sent on this stream) will carry it.
+	case len(l.building) > 0 && len(l.building)+recordHead+18+len(s.key)+len(payload) > maxLinkQueue:
+		l.unsync(s)
+	default:
+		if len(l.building) == 0 {
+			l.builtAt = time.Now()
+		}
+		l.building = appendMsg(l.building, v.term, seq, s.key, payload)
+		if wait {
+			l.commits = append(l.commits, commitRef{s, seq})
+		}
+		l.kick()
+		return wait
+	}
+	if wait {
+		l.orphan(s, time.Now())
+	}
+	return wait
+}
+
+// skipped tells s's replica that its seq jumped past msgs lost with the
+// previous owner (resume after a promotion). Called with s.mu held.
+func (r *replicator) skipped(s *session) {
+	l := s.repl
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s.replGen == l.gen && l.connected && !l.closed {
+		if len(l.building) == 0 {
+			l.builtAt = time.Now()
+		}
+		l.building = appendSkip(l.building, s.v1.term, s.v1.seq, s.key)
+		l.kick()
+	}
+}
+
+// commit shows s's msgs up to seq, acknowledged by l's replica, unless s
+// has moved to another replica or must be sent whole again since.
+func (r *replicator) commit(s *session, seq uint64, l *link) {
+	s.mu.Lock()
+	if s.repl == l && s.replGen != 0 {
+		r.srv.hub.commit(s, seq)
+	}
+	s.mu.Unlock()
+}
+
+// commitAll shows every msg of s waiting for its replica: the replica is
+// too slow (fallback), gone, or the session has none any more.
+func (r *replicator) commitAll(s *session) {
+	s.mu.Lock()
+	if s.v1 != nil {
+		r.srv.hub.commit(s, s.v1.seq)
+	}
+	s.mu.Unlock()
+}
+
+// watch applies replication_timeout: a stream whose oldest waiting msg is
+// older turns async (degraded) and every msg waiting on it is shown.
+func (r *replicator) watch() {
+	defer r.wg.Done()
+	t := time.NewTicker(max(r.timeout/4, 5*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case now := <-t.C:
+			r.mu.Lock()
+			links := make([]*link, 0, len(r.links))
+			for _, l := range r.links {
+				links = append(links, l)
+			}
+			r.mu.Unlock()
+			for _, l := range links {
+				l.checkTimeout(now)
+			}
+		}
+	}
+}
+
+// lag is the age of the oldest unacknowledged record of any stream.
+func (r *replicator) lag() float64 {
+	r.mu.Lock()
+	links := make([]*link, 0, len(r.links))
+	for _, l := range r.links {
+		links = append(links, l)
+	}
+	r.mu.Unlock()
+	var oldest time.Time
+	for _, l := range links {
+		l.mu.Lock()
+		at := time.Time{}
+		switch {
+		case len(l.inflight) > 0:
+			at = l.inflight[0].at
+		case len(l.building) > 0:
+			at = l.builtAt
+		}
+		l.mu.Unlock()
+		if !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
+			oldest = at
+		}
+	}
+	if oldest.IsZero() {
+		return 0
+	}
+	return time.Since(oldest).Seconds()
+}
+
+// fenceLater remembers that the stale owner peer must be told it lost key
+// to this edge at term. It is told on every stream to it until fenceTTL
+// passes (a fence is idempotent): at once when it is still in the cluster
+// (a balancer could not reach it), else once it is back.
+func (r *replicator) fenceLater(peer, key string, term uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f := pendingFence{key: key, term: term, at: time.Now()}
+	if n := len(r.fences[peer]); n >= maxFences {
+		r.fences[peer] = r.fences[peer][1:]
+	}
+	r.fences[peer] = append(r.fences[peer], f)
+	if l := r.links[peer]; l != nil {
+		l.queueFence(f)
+	} else if r.o.member(peer) {
+		r.linkLocked(peer)
+	}
+}
+
+// fencesFor returns the fences waiting for peer.
+func (r *replicator) fencesFor(peer string) []pendingFence {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]pendingFence(nil), r.fences[peer]...)
+}
+
+// membershipChanged runs after every membership change (the ring already
+// rebuilt): fences go to owners that are back, copies of a dead owner's
+// sessions are promoted (replica.go).
+func (r *replicator) membershipChanged(ringChanged bool) {
+	if ringChanged {
+		r.reassign()
+	}
+	now := time.Now()
+	r.mu.Lock()
+	for peer, fs := range r.fences {
+		kept := fs[:0]
+		for _, f := range fs {
+			if now.Sub(f.at) < fenceTTL {
+				kept = append(kept, f)
+			}
+		}
+		if len(kept) == 0 {
+			delete(r.fences, peer)
+			continue
+		}
+		r.fences[peer] = kept
+		if r.o.member(peer) {
+			r.linkLocked(peer) // a new stream sends them
+		}
+	}
+	r.mu.Unlock()
+	r.promoteOrphans()
+}
+
+// attach makes l the replica of s: its snapshot goes on the stream next.
+// Called with s.mu held.
+func (l *link) attach(s *session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s.repl, s.replGen = l, 0
+	l.sessions[s] = struct{}{}
+	l.resync[s] = struct{}{}
+	if len(s.v1.pending) > 0 {
+		l.orphan(s, time.Now())
+	}
+	l.kick()
+}
+
+// detach stops replicating s here; the replica drops its copy. Called with
+// s.mu held.
+func (l *link) detach(s *session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.sessions, s)
+	delete(l.resync, s)
+	delete(l.orphans, s)
+	if s.replGen == l.gen && l.connected && !l.closed {
+		if len(l.building) == 0 {
+			l.builtAt = time.Now()
+		}
+		l.building = appendFree(l.building, s.v1.term, s.key)
+		l.kick()
+	}
+	s.repl, s.replGen = nil, 0
+}
+
+// unsync marks s for a snapshot on the current stream (its records stop
+// until then). Called with s.mu and l.mu held.
+func (l *link) unsync(s *session) {
+	s.replGen = 0
+	if _, ok := l.sessions[s]; ok {
+		l.resync[s] = struct{}{}
+	}
+	l.kick()
+}
+
+// orphan records that s has a msg waiting since at with no record on the
+// live stream. Called with l.mu held.
+func (l *link) orphan(s *session, at time.Time) {
+	if t, ok := l.orphans[s]; !ok || at.Before(t) {
+		l.orphans[s] = at
+	}
+}
+
+// queueFence sends f on the current stream, if one is up (every new
+// stream sends the replicator's fences for the peer anyway).
+func (l *link) queueFence(f pendingFence) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.connected && !l.closed {
+		l.appendFenceLocked(f)
+	}
+}
+
+func (l *link) appendFenceLocked(f pendingFence) {
+	if len(l.building) == 0 {
+		l.builtAt = time.Now()
+	}
+	l.building = appendFence(l.building, f.term, l.r.o.self, f.key)
+	l.kick()
+}
+
+// kick wakes the link's writer.
+func (l *link) kick() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close ends the link: its stream is closed and every msg still waiting on
+// it is shown (its sessions move to other replicas, or have none).
+func (l *link) close() {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	close(l.done)
+	if l.conn != nil {
+		_ = l.conn.NetConn().Close()
+	}
+	refs := l.takeWaitingLocked()
+	l.mu.Unlock()
+	for _, c := range refs {
+		l.r.commitAll(c.s)
+	}
+}
+
+// takeWaitingLocked takes every waiting msg off the link.
+func (l *link) takeWaitingLocked() []commitRef {
+	refs := append([]commitRef(nil), l.commits...)
+	for s := range l.orphans {
+		refs = append(refs, commitRef{s: s})
+	}
+	for i := range l.inflight {
+		refs = append(refs, l.inflight[i].commits...)
+		l.inflight[i].commits = nil
+	}
+	clear(l.orphans)
+	l.commits = nil
+	return refs
+}
+
+// checkTimeout applies replication_timeout to the link (watch).
+func (l *link) checkTimeout(now time.Time) {
+	l.mu.Lock()
+	oldest := time.Time{}
+	older := func(t time.Time) {
+		if oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	for _, at := range l.orphans {
+		older(at)
+	}
+	if len(l.commits) > 0 {
+		older(l.builtAt)
+	}
+	for i := range l.inflight {
+		if len(l.inflight[i].commits) > 0 {
+			older(l.inflight[i].at)
+			break
+		}
+	}
+	if oldest.IsZero() || (!l.degraded && now.Sub(oldest) < l.r.timeout) {
+		l.mu.Unlock()
+		return
+	}
+	l.fallBackLocked(fmt.Sprintf("no acknowledgement for %s (replication_timeout %s)", now.Sub(oldest).Round(time.Millisecond), l.r.timeout))
+}
+
+// fallBackLocked turns the stream async (once) and shows every msg waiting
+// on it. Called with l.mu held; it releases it.
+func (l *link) fallBackLocked(why string) {
+	if !l.degraded {
+		l.degraded = true
+		l.r.srv.metrics.replicationFallbacks.Inc()
+		l.r.log.Warn("replica unavailable: replication falls back to async until it catches up", "replica", l.peer, "why", why)
+	}
+	refs := l.takeWaitingLocked()
+	l.mu.Unlock()
+	for _, c := range refs {
+		l.r.commitAll(c.s)
+	}
+}
+
+// run dials the replica and serves each stream until the link is closed.
+func (l *link) run() {
+	defer l.r.wg.Done()
+	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-l.done:
+			return
+		default:
+		}
+		conn, keys, err := l.dial()
+		if err != nil {
+			l.r.log.Debug("replica not reached", "replica", l.peer, "err", err)
+			if errors.Is(err, syscall.ECONNREFUSED) && l.r.sync {
+				// Nothing listens there (a crashed edge, until gossip
+				// drops it): waiting replication_timeout would gain nothing.
+				l.mu.Lock()
+				l.fallBackLocked("connection refused")
+			}
+			select {
+			case <-l.done:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, linkBackoffMax)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		l.serve(conn, keys)
+	}
+}
+
+// dial opens a stream to the replica: the signed upgrade with our public
+// key for the stream, then its hello with its own, from which both sides
+// derive the stream's MAC keys (replwire.go).
+func (l *link) dial() (*websocket.Conn, streamKeys, error) {
+	r := l.r
+	n, ok := r.o.m.Node(l.peer)
+	if !ok || n.Meta.URL == "" {
+		return nil, streamKeys{}, fmt.Errorf("edge %s is not in the cluster", l.peer)
+	}
+	u, err := url.Parse(n.Meta.URL)
+	if err != nil {
+		return nil, streamKeys{}, err
+	}
+	scheme := "ws"
+	if u.Scheme == "https" {
+		scheme = "wss"
+	}
+	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, streamKeys{}, err
+	}
+	ours := base64.RawURLEncoding.EncodeToString(priv.PublicKey().Bytes())
+	uri := configs.PathReplicate + "?from=" + url.QueryEscape(r.o.self) + "&key=" + ours
+	h := make(map[string][]string)
+	r.o.m.Keyring().SignRequest(h, r.o.self, "GET", uri, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), linkDialTimeout)
+	defer cancel()
+	go func() { // a link closed meanwhile stops dialing
+		select {
+		case <-l.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	conn, resp, err := r.dialer.DialContext(ctx, scheme+"://"+u.Host+uri, h)
+	if err != nil {
+		if resp != nil {
+			return nil, streamKeys{}, fmt.Errorf("%w (HTTP %d)", err, resp.StatusCode)
+		}
+		return nil, streamKeys{}, err
+	}
+	conn.SetReadLimit(maxAnswerBatch)
+	_ = conn.SetReadDeadline(time.Now().Add(linkDialTimeout))
+	_, msg, err := conn.ReadMessage()
+	if err == nil {
+		var theirs []byte
+		if theirs, err = openHello(msg, r.o.m.Keyring(), l.peer, ours); err == nil {
+			var keys streamKeys
+			if keys, err = newStreamKeys(priv, theirs, true); err == nil {
+				_ = conn.SetReadDeadline(time.Time{})
+				return conn, keys, nil
+			}
+		}
+	}
+	conn.Close()
+	return nil, streamKeys{}, fmt.Errorf("hello: %w", err)
+}
+
+// maxAnswerBatch bounds a replica's batch of answers (acks, resyncs,
+// fences: at most a few per record of ours).
+const maxAnswerBatch = 4 << 20
+
+// serve runs one stream: every session is sent whole first, then records
+// as they come, batched: whatever queued while the previous batch was
+// written goes in the next.
+func (l *link) serve(conn *websocket.Conn, keys streamKeys) {
+	r := l.r
+	fences := r.fencesFor(l.peer)
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		conn.Close()
+		return
+	}
+	l.gen++
+	l.conn, l.connected, l.nextBatch = conn, true, 1
+	// What queued for the previous stream is gone with it: every session
+	// goes again whole (its snapshot commits what waited).
+	for _, c := range l.commits {
+		l.orphan(c.s, l.builtAt)
+	}
+	l.building, l.commits = l.building[:0], nil
+	for s := range l.sessions {
+		l.resync[s] = struct{}{}
+	}
+	for _, f := range fences {
+		l.appendFenceLocked(f)
+	}
+	gen := l.gen
+	l.mu.Unlock()
+	r.log.Debug("replica stream up", "replica", l.peer)
+
+	ended := make(chan struct{})
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer close(ended)
+		err := l.readAnswers(conn, keys.recv)
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			r.log.Debug("replica stream ended", "replica", l.peer, "err", err)
+		}
+		_ = conn.NetConn().Close()
+	}()
+	heartbeat := time.NewTimer(linkIdle)
+	defer heartbeat.Stop()
+	var head []byte
+stream:
+	for {
+		l.syncSessions(gen)
+		l.mu.Lock()
+		idle := len(l.building) == 0
+		l.mu.Unlock()
+		if idle {
+			select {
+			case <-l.wake:
+				continue
+			case <-heartbeat.C:
+				// An empty batch: its ack tells both sides the stream lives.
+			case <-ended:
+				break stream
+			case <-l.done:
+				break stream
+			}
+		}
+		if err := l.writeNext(conn, keys.send, &head); err != nil {
+			r.log.Debug("replica stream write failed", "replica", l.peer, "err", err)
+			break
+		}
+		heartbeat.Reset(linkIdle)
+	}
+	_ = conn.NetConn().Close()
+	<-ended
+	l.mu.Lock()
+	l.connected, l.conn = false, nil
+	for i := range l.inflight {
+		for _, c := range l.inflight[i].commits {
+			l.orphan(c.s, l.inflight[i].at)
+		}
+	}
+	clear(l.inflight)
+	l.inflight = l.inflight[:0]
+	l.mu.Unlock()
+}
+
+// writeNext writes what queued as the next batch (an empty one when
+// nothing did), MAC'd with mac. head is the caller's buffer for the
+// batch's head.
+func (l *link) writeNext(conn *websocket.Conn, mac hash.Hash, head *[]byte) error {
+	r := l.r
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return net.ErrClosed
+	}
+	body := l.building
+	b := sentBatch{n: l.nextBatch, at: l.builtAt, commits: l.commits}
+	if len(body) == 0 {
+		b.at = time.Now()
+	}
+	l.nextBatch++
+	l.inflight = append(l.inflight, b)
+	l.building, l.spare, l.commits = l.spare[:0], nil, nil
+	l.mu.Unlock()
+
+	*head = appendBatchHead((*head)[:0], mac, b.n, body)
+	_ = conn.NetConn().SetWriteDeadline(time.Now().Add(r.srv.writeWait))
+	err := writeBatch(conn, *head, body)
+	r.srv.metrics.replicationBytes.Add(float64(len(*head) + len(body)))
+	l.mu.Lock()
+	if cap(body) <= 2*maxLinkQueue {
+		l.spare = body
+	}
+	l.mu.Unlock()
+	return err
+}
+
+// writeBatch writes one batch as one binary message.
+func writeBatch(conn *websocket.Conn, head, body []byte) error {
+	w, err := conn.NextWriter(websocket.BinaryMessage)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	if _, err := w.Write(body); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// syncSessions sends the sessions marked for it whole, while the queue has
+// room: a few at a time, so records of the others keep flowing.
+func (l *link) syncSessions(gen uint64) {
+	var batch []*session
+	for {
+		l.mu.Lock()
+		if l.closed || !l.connected || l.gen != gen || len(l.resync) == 0 || len(l.building) >= maxLinkQueue/2 {
+			l.mu.Unlock()
+			return
+		}
+		batch = batch[:0]
+		for s := range l.resync {
+			delete(l.resync, s)
+			batch = append(batch, s)
+			if len(batch) == 64 {
+				break
+			}
+		}
+		l.mu.Unlock()
+		for _, s := range batch {
+			s.mu.Lock()
+			if s.repl == l && s.v1 != nil && s.movedTo == "" {
+				l.mu.Lock()
+				if l.gen == gen && l.connected {
+					l.snapshotLocked(s)
+				}
+				l.mu.Unlock()
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// snapshotLocked queues s whole: its incarnation, then its history (the
+// msgs still waiting included). Called with s.mu and l.mu held.
+func (l *link) snapshotLocked(s *session) {
+	v := s.v1
+	if len(l.building) == 0 {
+		l.builtAt = time.Now()
+	}
+	b := appendSnapshot(l.building, v.term, v.seq-uint64(v.n), v.epoch, s.key)
+	var hole uint64
+	v.entries(func(seq uint64, f *frame) {
+		if f == nil {
+			hole = seq
+			return
+		}
+		if hole != 0 {
+			b = appendSkip(b, v.term, hole, s.key)
+			hole = 0
+		}
+		b = appendMsg(b, v.term, seq, s.key, f.payload())
+	})
+	if hole != 0 {
+		b = appendSkip(b, v.term, hole, s.key)
+	}
+	l.building = b
+	s.replGen = l.gen
+	if len(v.pending) > 0 {
+		l.commits = append(l.commits, commitRef{s, v.seq})
+	}
+	if at, ok := l.orphans[s]; ok {
+		// What waited with no record is in this snapshot: the batch is as
+		// old as its oldest waiting msg (lag, replication_timeout).
+		delete(l.orphans, s)
+		if at.Before(l.builtAt) {
+			l.builtAt = at
+		}
+	}
+}
+
+// readAnswers reads the replica's batches until the stream ends: acks
+// commit what waited, resyncs send a session whole, fences make this edge
+// yield a session.
+func (l *link) readAnswers(conn *websocket.Conn, mac hash.Hash) error {
+	r := l.r
+	want := uint64(1)
+	var (
+		done []commitRef
+		msg  []byte
+	)
+	for {
+		_ = conn.NetConn().SetReadDeadline(time.Now().Add(streamIdle))
+		var kind int
+		var err error
+		kind, msg, err = readMessage(conn, msg)
+		if err != nil {
+			return err
+		}
+		if kind != websocket.BinaryMessage {
+			return errBadRecord
+		}
+		records, err := openBatch(msg, mac, want)
+		if err != nil {
+			return err
+		}
+		want++
+		var rec record
+		rd := reader{b: records}
+		var acked uint64
+		for rd.next(&rec) {
+			switch rec.kind {
+			case recAck:
+				acked = rec.seq
+			case recResync:
+				l.resyncKey(string(rec.key))
+			case recFence:
+				r.yield(string(rec.key), string(rec.epoch), rec.term)
+			}
+		}
+		if rd.err != nil {
+			return rd.err
+		}
+		if acked == 0 {
+			continue
+		}
+		done = done[:0]
+		l.mu.Lock()
+		i := 0
+		for ; i < len(l.inflight) && l.inflight[i].n <= acked; i++ {
+			done = append(done, l.inflight[i].commits...)
+		}
+		n := copy(l.inflight, l.inflight[i:])
+		clear(l.inflight[n:])
+		l.inflight = l.inflight[:n]
+		if l.degraded && len(l.inflight) == 0 && len(l.building) == 0 && len(l.orphans) == 0 && len(l.resync) == 0 {
+			l.degraded = false
+			r.log.Info("replica caught up: replication is sync again", "replica", l.peer)
+		}
+		l.mu.Unlock()
+		for _, c := range done {
+			r.commit(c.s, c.seq, l)
+		}
+	}
+}
+
+// readMessage reads one WebSocket message whole into buf (reused: a
+// stream's reader reads into the same buffer, unless one message made it
+// large). The connection's read limit bounds it.
+func readMessage(conn *websocket.Conn, buf []byte) (int, []byte, error) {
+	if cap(buf) > 1<<20 {
+		buf = nil
+	}
+	kind, rd, err := conn.NextReader()
+	if err != nil {
+		return 0, buf, err
+	}
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, max(cap(buf), 4<<10))
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return kind, buf, nil
+		}
+		if err != nil {
+			return kind, buf, err
+		}
+	}
+}
+
+// resyncKey sends the session of key whole: its replica lacks its state.
+func (l *link) resyncKey(key string) {
+	sh := l.r.srv.hub.shardOf(key)
+	sh.mu.Lock()
+	s := sh.sessions[key]
+	sh.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.repl == l {
+		l.mu.Lock()
+		l.unsync(s)
+		l.mu.Unlock()
+	}
+	s.mu.Unlock()
+}

@@ -1,0 +1,721 @@
+package sessions
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
+)
+
+// startReplEdge starts a cluster edge with edge.replication mode; advertise,
+// when set, is the data address it announces (a proxy in front of it).
+func startReplEdge(t testing.TB, cl *healthtest.Cluster, name, mode string, advertise func(data string) string) *clusterEdge {
+	t.Helper()
+	cfg := configs.Edge{IdleGrace: configs.Duration(time.Minute), Replication: mode}
+	s := New(provisioned(cfg), name, "east", slog.New(slog.DiscardHandler), nil)
+	e := &testEdge{s: s, joined: make(chan string, 1024)}
+	s.joined = func(key string) { e.joined <- key }
+	dl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	al, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.data, e.admin = dl.Addr().String(), al.Addr().String()
+	go s.Serve(dl)
+	go s.ServeAdmin(al)
+	url := "http://" + e.data
+	if advertise != nil {
+		url = "http://" + advertise(e.data)
+	}
+	m := cl.Join(name, health.Meta{Role: health.RoleEdge, Region: "east", URL: url, Weight: 1, State: health.StateAlive})
+	s.UseCluster(m, testRing)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return &clusterEdge{testEdge: e, m: m}
+}
+
+// replPair starts edge-a and edge-b replicating in mode and returns a key
+// edge-a owns (so edge-b is its replica).
+func replPair(t testing.TB, mode, prefix string) (a, b *clusterEdge, key string) {
+	t.Helper()
+	cl := healthtest.New(t)
+	a = startReplEdge(t, cl, "edge-a", mode, nil)
+	b = startReplEdge(t, cl, "edge-b", mode, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	return a, b, keyOwnedBy(prefix, "edge-a", "edge-a", "edge-b")
+}
+
+// keyOwnedBy returns the first key prefix-N that owner owns on a ring of names.
+func keyOwnedBy(prefix, owner string, names ...string) string {
+	for i := 0; ; i++ {
+		if key := fmt.Sprintf("%s-%d", prefix, i); ownerOf(key, names...) == owner {
+			return key
+		}
+	}
+}
+
+// copyOf returns the seq and epoch of e's replica copy of key (ok false: none).
+func copyOf(e *clusterEdge, key string) (seq uint64, epoch string, term uint64, ok bool) {
+	st := e.s.hub.repl.Load().store
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := st.copies[key]
+	if c == nil {
+		return 0, "", 0, false
+	}
+	return c.v.seq, c.v.epoch, c.v.term, true
+}
+
+// crash makes e vanish as a killed process does: its replication streams
+// and client connections are cut, its listeners closed, and it leaves the
+// gossip cluster — without a drain, a hand-off or a single record more.
+// (A graceful gossip leave stands in for the dead declaration that follows
+// a kill: peers see the same "leave".)
+func (e *clusterEdge) crash(t *testing.T) {
+	t.Helper()
+	e.s.hub.repl.Load().close()
+	e.s.mu.Lock()
+	for _, ln := range e.s.listeners {
+		ln.Close()
+	}
+	for p := range e.s.conns {
+		p.raw.Close()
+	}
+	e.s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	defer cancel()
+	if err := e.m.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The replica holds every acknowledged msg of the session, and after the
+// owner's crash it serves the session under the same epoch and seq: a
+// client resuming there (by query or by resume frame) gets exactly what it
+// missed, and no reset.
+func TestCrashedOwnersSessionResumesOnReplica(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "crash")
+	p1 := a.joinV1(t, key, "", nil)
+	p2 := a.joinV1(t, key, "", nil)
+	p1.readType(t, "join")
+	for i := range 10 {
+		p1.msg(t, i)
+		if ack := p1.readType(t, "ack"); ack.Seq != uint64(i+1) {
+			t.Fatalf("ack %+v", ack)
+		}
+		// Sync: the ack went out once the replica had the msg.
+		if seq, _, _, ok := copyOf(b, key); !ok || seq < uint64(i+1) {
+			t.Fatalf("acked seq %d, replica has %d (copy %v)", i+1, seq, ok)
+		}
+		if m := p2.readType(t, "msg"); m.Seq != uint64(i+1) {
+			t.Fatalf("p2 got %+v", m)
+		}
+	}
+	epoch := p1.welcome.Epoch
+	if _, e, term, _ := copyOf(b, key); e != epoch || term != 1 {
+		t.Fatalf("replica copy epoch %q term %d, want %q 1", e, term, epoch)
+	}
+
+	a.crash(t)
+	waitRing(t, []*clusterEdge{b}, "edge-b")
+	healthtest.WaitUntil(t, "edge-b promotes the session", func() bool {
+		live, _ := b.s.hub.lookup([]byte(key), "edge-b", nil)
+		return live
+	})
+	if v := metricValue(t, b.s, "ringlb_edge_replication_promotions_total"); v != 1 {
+		t.Errorf("promotions %v, want 1", v)
+	}
+	// p2 saw up to 10 and resumes by query; p1 saw 7 and by frame.
+	r2 := b.joinV1(t, key, "resume=10&epoch="+epoch, nil)
+	if r2.welcome.Epoch != epoch || r2.welcome.Seq != 10 {
+		t.Fatalf("welcome on the replica %+v, want epoch %s seq 10", r2.welcome, epoch)
+	}
+	r1 := b.joinV1(t, key, "", nil)
+	r1.send(t, map[string]any{"type": "resume", "after": 7, "epoch": epoch})
+	for want := uint64(8); want <= 10; want++ {
+		if m := r1.readType(t, "msg"); m.Seq != want || string(m.Data) != fmt.Sprint(want-1) {
+			t.Fatalf("replay %+v, want seq %d", m, want)
+		}
+	}
+	r1.msg(t, "after")
+	if m := r2.readType(t, "msg"); m.Seq != 11 || m.Epoch != "" && m.Epoch != epoch {
+		t.Fatalf("first msg after the promotion %+v, want seq 11", m)
+	}
+}
+
+// Sync: no participant sees a msg, and its sender gets no ack, before the
+// replica has it.
+func TestSyncAckWaitsForTheReplica(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "sync")
+	p1 := a.joinV1(t, key, "", nil)
+	p2 := a.joinV1(t, key, "", nil)
+	p1.readType(t, "join")
+	for i := range 50 {
+		p1.msg(t, i)
+		ack := p1.readType(t, "ack")
+		seq, _, _, _ := copyOf(b, key)
+		m := p2.readType(t, "msg")
+		if seq < ack.Seq || seq < m.Seq {
+			t.Fatalf("ack %d and delivery %d before the replica had them (it has %d)", ack.Seq, m.Seq, seq)
+		}
+	}
+}
+
+// A session's first msgs, sent before its snapshot went out, wait for the
+// snapshot's ack — not for replication_timeout: no stream falls back to
+// async in a healthy cluster.
+func TestNewSessionsDoNotFallBack(t *testing.T) {
+	a, b, _ := replPair(t, configs.ReplicationSync, "fresh")
+	var clients []*v1Client
+	for i := range 30 {
+		key := keyOwnedBy(fmt.Sprintf("fresh-%d", i), "edge-a", "edge-a", "edge-b")
+		p := a.joinV1(t, key, "", nil)
+		p.msg(t, i) // at once: its session's snapshot may not be out yet
+		clients = append(clients, p)
+	}
+	for _, p := range clients {
+		p.readType(t, "ack")
+	}
+	l := a.s.hub.repl.Load().links["edge-b"]
+	healthtest.WaitUntil(t, "nothing waits without a record on the stream", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.orphans) == 0 && len(l.inflight) == 0
+	})
+	if v := metricValue(t, a.s, "ringlb_edge_replication_fallbacks_total"); v != 0 {
+		t.Errorf("fallbacks %v in a healthy cluster, want 0", v)
+	}
+	if n := b.s.hub.repl.Load().store.count(); n != 30 {
+		t.Errorf("edge-b holds %d copies, want 30", n)
+	}
+}
+
+// pausableProxy forwards TCP connections to target until paused: then it
+// stops reading either side, as a stopped process does (SIGSTOP): the
+// connections stay open, nothing is answered.
+type pausableProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	paused bool
+	resume chan struct{}
+}
+
+func startPausableProxy(t *testing.T, target string) *pausableProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pausableProxy{ln: ln, target: target, resume: make(chan struct{})}
+	t.Cleanup(func() { ln.Close(); p.setPaused(false) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *pausableProxy) setPaused(paused bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.paused && !paused {
+		close(p.resume)
+		p.resume = make(chan struct{})
+	}
+	p.paused = paused
+}
+
+func (p *pausableProxy) gate() {
+	p.mu.Lock()
+	paused, resume := p.paused, p.resume
+	p.mu.Unlock()
+	if paused {
+		<-resume
+	}
+}
+
+func (p *pausableProxy) serve(c net.Conn) {
+	defer c.Close()
+	u, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			p.gate()
+			n, err := src.Read(buf)
+			p.gate()
+			if n > 0 {
+				if _, err := dst.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	done := make(chan struct{}, 2)
+	go func() { pipe(u, c); done <- struct{}{} }()
+	go func() { pipe(c, u); done <- struct{}{} }()
+	<-done
+}
+
+// A replica that stops answering (a stopped process: connections open,
+// nothing read) blocks no client for more than replication_timeout: the
+// owner falls back to async, says so in a metric, and returns to sync once
+// the replica catches up.
+func TestStoppedReplicaFallsBackToAsync(t *testing.T) {
+	cl := healthtest.New(t)
+	a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
+	var proxy *pausableProxy
+	b := startReplEdge(t, cl, "edge-b", configs.ReplicationSync, func(data string) string {
+		proxy = startPausableProxy(t, data)
+		return proxy.ln.Addr().String()
+	})
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	key := keyOwnedBy("stopped", "edge-a", "edge-a", "edge-b")
+	p1 := a.joinV1(t, key, "", nil)
+	p1.msg(t, "before")
+	p1.readType(t, "ack")
+	if seq, _, _, _ := copyOf(b, key); seq != 1 {
+		t.Fatalf("replica has seq %d before the pause, want 1", seq)
+	}
+
+	proxy.setPaused(true)
+	start := time.Now()
+	for i := range 20 {
+		p1.msg(t, i)
+		if ack := p1.readType(t, "ack"); ack.Seq != uint64(i+2) {
+			t.Fatalf("ack %+v", ack)
+		}
+	}
+	t.Logf("20 msgs acked in %s with the replica stopped (replication_timeout %s)", time.Since(start).Round(time.Millisecond), a.s.cfg.ReplicationTimeout.D())
+	if v := metricValue(t, a.s, "ringlb_edge_replication_fallbacks_total"); v != 1 {
+		t.Fatalf("fallbacks %v, want 1", v)
+	}
+	if seq, _, _, _ := copyOf(b, key); seq != 1 {
+		t.Fatalf("the stopped replica applied up to %d", seq)
+	}
+	proxy.setPaused(false)
+	healthtest.WaitUntil(t, "the replica catches up", func() bool {
+		seq, _, _, _ := copyOf(b, key)
+		return seq == 21
+	})
+	healthtest.WaitUntil(t, "the stream is sync again", func() bool {
+		l := a.s.hub.repl.Load().links["edge-b"]
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return !l.degraded
+	})
+	p1.msg(t, "after")
+	p1.readType(t, "ack")
+	if seq, _, _, _ := copyOf(b, key); seq != 22 {
+		t.Fatalf("back to sync: acked 22, replica has %d", seq)
+	}
+}
+
+// joinSkipping joins key on e as a balancer does after failing to reach
+// the edges in skip (X-Ringlb-Skip), with query appended to /ws.
+func (e *clusterEdge) joinSkipping(t *testing.T, key, query string, skip ...string) *v1Client {
+	t.Helper()
+	h := http.Header{}
+	h.Set(headerSkip, strings.Join(skip, ","))
+	return e.joinV1(t, key, query, h)
+}
+
+// A paused or cut-off owner is not dead: when a balancer cannot reach it,
+// the replica takes the session over (same epoch and seq, a higher term)
+// and the old owner, still serving, is fenced: it shows nothing more (sync:
+// nothing the replica did not take), closes its participants with 1012,
+// and sends later joins to the new owner. The participants resume there
+// and resend what was not acknowledged: nothing lost, nothing split.
+func TestStaleOwnerIsFenced(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "fence")
+	p1 := a.joinV1(t, key, "", nil)
+	p2 := a.joinV1(t, key, "", nil)
+	p1.readType(t, "join")
+	for i := range 5 {
+		p1.msg(t, i)
+		p1.readType(t, "ack")
+		p2.readType(t, "msg")
+	}
+	epoch := p1.welcome.Epoch
+
+	// A balancer could not reach edge-a: edge-b takes the session over.
+	g := b.joinSkipping(t, key, "resume=5&epoch="+epoch, "edge-a")
+	if g.welcome.Epoch != epoch || g.welcome.Seq != 5 {
+		t.Fatalf("welcome on the replica %+v, want epoch %s seq 5", g.welcome, epoch)
+	}
+	// edge-a still serves p1, whose msg cannot be shown: the replica refuses
+	// records of the old term, and edge-b fences edge-a on its own stream.
+	p1.msg(t, "late")
+	for _, p := range []*v1Client{p1, p2} {
+		for {
+			_, data, err := p.ReadMessage()
+			if err != nil {
+				var ce *websocket.CloseError
+				if !errors.As(err, &ce) || ce.Code != closeServiceRestart {
+					t.Fatalf("the stale owner's participant ended with %v, want 1012", err)
+				}
+				break
+			}
+			if strings.Contains(string(data), `"late"`) || strings.Contains(string(data), `"ack"`) {
+				t.Fatalf("the stale owner showed %s after the takeover", data)
+			}
+		}
+	}
+	if v := metricValue(t, a.s, "ringlb_edge_replication_fenced_total"); v != 1 {
+		t.Errorf("fenced %v, want 1", v)
+	}
+	if got := dialExpect421(t, a, key); got != "edge-b" {
+		t.Fatalf("the fenced owner sends joins to %q, want edge-b", got)
+	}
+	// p1 resumes on edge-b and resends its unacknowledged msg.
+	r1 := b.joinV1(t, key, "resume=5&epoch="+epoch, nil)
+	r1.msg(t, "late")
+	if ack := r1.readType(t, "ack"); ack.Seq != 6 {
+		t.Fatalf("resent msg acked %d, want 6", ack.Seq)
+	}
+	if m := g.readType(t, "msg"); m.Seq != 6 || string(m.Data) != `"late"` {
+		t.Fatalf("after the takeover %+v, want seq 6 late", m)
+	}
+}
+
+// Records of an older term than what an edge holds are answered with a
+// fence naming the holder, whether it holds the session live (it took it
+// over) or a copy of a newer owner's.
+func TestOlderTermsAreFenced(t *testing.T) {
+	_, b, key := replPair(t, configs.ReplicationSync, "older")
+	r := b.s.hub.repl.Load()
+	var rec []byte
+	rec = appendSnapshot(rec, 3, 0, "E", key)
+	answers, err := r.apply("edge-a", rec, nil)
+	if err != nil || len(answers) != 0 {
+		t.Fatalf("a snapshot of term 3: answers %q, %v", answers, err)
+	}
+	for _, old := range [][]byte{appendSnapshot(nil, 2, 0, "E", key), appendMsg(nil, 2, 1, key, []byte(`{}`))} {
+		answers, err := r.apply("edge-c", old, nil)
+		var got record
+		rd := reader{b: answers}
+		if err != nil || !rd.next(&got) || got.kind != recFence || got.term != 3 || string(got.epoch) != "edge-a" || string(got.key) != key {
+			t.Fatalf("term 2 record: answered %+v (%v), want a fence of term 3 naming edge-a", got, err)
+		}
+	}
+	if !r.promote(key, "test") {
+		t.Fatal("not promoted")
+	}
+	answers, _ = r.apply("edge-a", appendMsg(nil, 3, 1, key, []byte(`{}`)), nil)
+	var got record
+	rd := reader{b: answers}
+	if !rd.next(&got) || got.kind != recFence || got.term != 4 || string(got.epoch) != "edge-b" {
+		t.Fatalf("a record of the promoted session's old term: answered %+v, want a fence of term 4 naming edge-b", got)
+	}
+}
+
+// After a promotion the new owner replicates the session onward: a second
+// crash is survived too, epoch and seq unchanged, the term counting owners.
+func TestPromotedSessionReplicatesOnward(t *testing.T) {
+	cl := healthtest.New(t)
+	names := []string{"edge-a", "edge-b", "edge-c"}
+	edges := map[string]*clusterEdge{}
+	var all []*clusterEdge
+	for _, n := range names {
+		edges[n] = startReplEdge(t, cl, n, configs.ReplicationSync, nil)
+		all = append(all, edges[n])
+	}
+	waitRing(t, all, names...)
+	key := keyOwnedBy("onward", "edge-a", names...)
+	first := ownerOf(key, "edge-b", "edge-c") // edge-a's replica: the owner without it
+	second := "edge-b"
+	if first == "edge-b" {
+		second = "edge-c"
+	}
+	p := edges["edge-a"].joinV1(t, key, "", nil)
+	for i := range 3 {
+		p.msg(t, i)
+		p.readType(t, "ack")
+	}
+	epoch := p.welcome.Epoch
+	edges["edge-a"].crash(t)
+	waitRing(t, []*clusterEdge{edges[first], edges[second]}, first, second)
+	healthtest.WaitUntil(t, second+" holds the promoted session's copy", func() bool {
+		_, _, term, ok := copyOf(edges[second], key)
+		return ok && term == 2
+	})
+	q := edges[first].joinV1(t, key, "resume=3&epoch="+epoch, nil)
+	if q.welcome.Epoch != epoch || q.welcome.Seq != 3 {
+		t.Fatalf("welcome after the first crash %+v", q.welcome)
+	}
+	q.msg(t, "x")
+	q.readType(t, "ack")
+	edges[first].crash(t)
+	waitRing(t, []*clusterEdge{edges[second]}, second)
+	healthtest.WaitUntil(t, second+" promotes", func() bool {
+		live, _ := edges[second].s.hub.lookup([]byte(key), second, nil)
+		return live
+	})
+	r := edges[second].joinV1(t, key, "resume=0&epoch="+epoch, nil)
+	if r.welcome.Epoch != epoch || r.welcome.Seq != 4 {
+		t.Fatalf("welcome after the second crash %+v, want epoch %s seq 4", r.welcome, epoch)
+	}
+	for want := uint64(1); want <= 4; want++ {
+		if m := r.readType(t, "msg"); m.Seq != want {
+			t.Fatalf("replay %+v, want seq %d", m, want)
+		}
+	}
+}
+
+// When the ring changes, a session's replica moves with it: the new
+// replica gets the session whole, the old one drops its copy.
+func TestReplicaMovesWithTheRing(t *testing.T) {
+	cl := healthtest.New(t)
+	a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
+	b := startReplEdge(t, cl, "edge-b", configs.ReplicationSync, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	// A key edge-a owns with either ring, whose replica becomes edge-c.
+	var key string
+	for i := 0; key == ""; i++ {
+		k := fmt.Sprintf("move-%d", i)
+		if ownerOf(k, "edge-a", "edge-b") == "edge-a" && ownerOf(k, "edge-a", "edge-b", "edge-c") == "edge-a" && ownerOf(k, "edge-b", "edge-c") == "edge-c" {
+			key = k
+		}
+	}
+	p := a.joinV1(t, key, "", nil)
+	for i := range 3 {
+		p.msg(t, i)
+		p.readType(t, "ack")
+	}
+	if seq, _, _, ok := copyOf(b, key); !ok || seq != 3 {
+		t.Fatalf("edge-b's copy: seq %d (held %v)", seq, ok)
+	}
+	c := startReplEdge(t, cl, "edge-c", configs.ReplicationSync, nil)
+	waitRing(t, []*clusterEdge{a, b, c}, "edge-a", "edge-b", "edge-c")
+	healthtest.WaitUntil(t, "edge-c holds the copy and edge-b dropped it", func() bool {
+		seq, _, _, onC := copyOf(c, key)
+		_, _, _, onB := copyOf(b, key)
+		return onC && seq == 3 && !onB
+	})
+	p.msg(t, "more")
+	p.readType(t, "ack")
+	if seq, _, _, _ := copyOf(c, key); seq != 4 {
+		t.Fatalf("edge-c's copy at seq %d after an ack of 4", seq)
+	}
+}
+
+// Raw sessions have no history: nothing is replicated, and their
+// participants reconnect to a fresh session, as without replication.
+func TestRawSessionsAreNotReplicated(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "raw")
+	d := websocket.Dialer{HandshakeTimeout: testDeadline}
+	c, _, err := d.Dial("ws://"+a.data+"/ws", http.Header{"Ctstickiness": {key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-a.joined
+	if err := c.WriteMessage(websocket.TextMessage, []byte("raw")); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.s.hub.repl.Load().store.count(); n != 0 {
+		t.Fatalf("%d copies of a raw session", n)
+	}
+	a.crash(t)
+	waitRing(t, []*clusterEdge{b}, "edge-b")
+	again, _, err := d.Dial("ws://"+b.data+"/ws", http.Header{"Ctstickiness": {key}})
+	if err != nil {
+		t.Fatalf("raw reconnect: %v", err)
+	}
+	again.Close()
+	if v := metricValue(t, b.s, "ringlb_edge_replication_promotions_total"); v != 0 {
+		t.Errorf("promotions %v, want 0", v)
+	}
+}
+
+// Async: an ack means the owner has the msg; msgs its replica had not
+// received when it was taken over are lost — and counted. A client that saw
+// them resumes without a reset: the promoted session skips their seqs, so
+// no seq ever names two msgs. The late records of the old owner are fenced.
+func TestAsyncTakeoverSkipsLostSeqs(t *testing.T) {
+	cl := healthtest.New(t)
+	a := startReplEdge(t, cl, "edge-a", configs.ReplicationAsync, nil)
+	var proxy *pausableProxy
+	b := startReplEdge(t, cl, "edge-b", configs.ReplicationAsync, func(data string) string {
+		proxy = startPausableProxy(t, data)
+		return proxy.ln.Addr().String()
+	})
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	key := keyOwnedBy("async", "edge-a", "edge-a", "edge-b")
+	p1 := a.joinV1(t, key, "", nil)
+	p2 := a.joinV1(t, key, "", nil)
+	p1.readType(t, "join")
+	p1.msg(t, 0)
+	p1.readType(t, "ack")
+	p2.readType(t, "msg")
+	healthtest.WaitUntil(t, "the replica has seq 1", func() bool {
+		seq, _, _, _ := copyOf(b, key)
+		return seq == 1
+	})
+	proxy.setPaused(true)
+	for i := 1; i <= 3; i++ {
+		p1.msg(t, i)
+		p1.readType(t, "ack")
+		p2.readType(t, "msg")
+	}
+	epoch := p1.welcome.Epoch
+	// edge-a unreachable for a balancer: p2, which saw seq 4, resumes on edge-b.
+	g := b.joinSkipping(t, key, "resume=4&epoch="+epoch, "edge-a")
+	if g.welcome.Epoch != epoch || g.welcome.Seq != 4 {
+		t.Fatalf("welcome %+v, want epoch %s seq 4: no reset", g.welcome, epoch)
+	}
+	if v := metricValue(t, b.s, "ringlb_edge_replication_lost_total"); v != 3 {
+		t.Errorf("lost %v, want 3", v)
+	}
+	g.msg(t, "new")
+	if ack := g.readType(t, "ack"); ack.Seq != 5 {
+		t.Fatalf("first msg after the takeover got seq %d, want 5", ack.Seq)
+	}
+	// A client that saw only seq 1 gets no reset either: the gap is its loss.
+	h := b.joinV1(t, key, "resume=1&epoch="+epoch, nil)
+	if h.welcome.Seq != 5 {
+		t.Fatalf("welcome %+v, want seq 5", h.welcome)
+	}
+	if m := h.readType(t, "msg"); m.Seq != 5 {
+		t.Fatalf("replay %+v, want only seq 5", m)
+	}
+	proxy.setPaused(false) // edge-a's late records reach edge-b: fenced
+	if code := closeCode(t, p1.Conn); code != closeServiceRestart {
+		t.Fatalf("the old owner's participant closed with %d, want 1012", code)
+	}
+	if seq, _, _, _ := copyOf(b, key); seq != 0 {
+		t.Errorf("a copy reappeared on edge-b")
+	}
+}
+
+// A replication stream plants state a client may resume into, so it is
+// believed only from an edge of the cluster: the upgrade signed with the
+// cluster key by the edge it names, then every batch MAC'd with the
+// stream's key — from an X25519 exchange whose two halves (the upgrade and
+// the replica's hello) are signed with the cluster key. The attacks: a
+// stranger (no key, another cluster's key, a name that is no edge) opens a
+// stream; someone replays a recorded upgrade of edge-b (its key exchange
+// with it, but not its private key) and sends batches, or sends edge-b's
+// batches out of order. Each plants nothing.
+func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
+	cl := healthtest.New(t)
+	a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
+	b := startReplEdge(t, cl, "edge-b", configs.ReplicationSync, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	stranger := healthtest.New(t).Join("mallory", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Weight: 1, State: health.StateAlive})
+	recorded, err := ecdh.X25519().GenerateKey(rand.Reader) // edge-b's, in the recorded upgrade
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubKey := base64.RawURLEncoding.EncodeToString(recorded.PublicKey().Bytes())
+	dial := func(from string, signer *health.Keyring, as string) (*websocket.Conn, int) {
+		uri := pathReplicate + "?from=" + from + "&key=" + pubKey
+		h := http.Header{}
+		signer.SignRequest(h, as, http.MethodGet, uri, nil)
+		d := websocket.Dialer{HandshakeTimeout: testDeadline}
+		c, resp, err := d.Dial("ws://"+a.data+uri, h)
+		if err != nil {
+			if resp == nil {
+				t.Fatal(err)
+			}
+			return nil, resp.StatusCode
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, http.StatusSwitchingProtocols
+	}
+	for _, tt := range []struct {
+		name, from string
+		signer     *health.Keyring
+		as         string
+	}{
+		{"unsigned, as edge-b", "edge-b", nil, ""},
+		{"another cluster's key, as edge-b", "edge-b", stranger.Keyring(), "edge-b"},
+		{"edge-b's signature naming mallory", "mallory", b.m.Keyring(), "edge-b"},
+	} {
+		if _, code := dial(tt.from, tt.signer, tt.as); code != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", tt.name, code)
+		}
+	}
+	if v := metricValue(t, a.s, "ringlb_edge_peer_requests_refused_total"); v != 3 {
+		t.Errorf("refused %v, want 3", v)
+	}
+
+	// The upgrade edge-b signed is accepted again within its 30 s, but its
+	// batches need the stream's key: the X25519 secret of edge-b's key.
+	plant := func(priv *ecdh.PrivateKey, counter uint64) bool {
+		c, code := dial("edge-b", b.m.Keyring(), "edge-b")
+		if code != http.StatusSwitchingProtocols {
+			t.Fatalf("a validly signed upgrade: %d", code)
+		}
+		_, hello, err := c.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs, err := openHello(hello, b.m.Keyring(), "edge-a", pubKey)
+		if err != nil {
+			t.Fatalf("hello: %v", err)
+		}
+		keys, err := newStreamKeys(priv, theirs, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := appendSnapshot(nil, 1, 0, "E", "planted")
+		if err := writeBatch(c, appendBatchHead(nil, keys.send, counter, body), body); err != nil {
+			t.Fatal(err)
+		}
+		_, ack, err := c.ReadMessage()
+		return err == nil && len(ack) > 0
+	}
+	replayer, err := ecdh.X25519().GenerateKey(rand.Reader) // not edge-b's private key
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plant(replayer, 1) {
+		t.Error("a replayed upgrade's batch was acknowledged")
+	}
+	if plant(recorded, 2) {
+		t.Error("a batch out of order was acknowledged")
+	}
+	if _, _, _, ok := copyOf(a, "planted"); ok {
+		t.Fatal("a replayed stream planted a session copy")
+	}
+	// The real thing: edge-b's own stream and key.
+	if !plant(recorded, 1) {
+		t.Fatal("edge-b's own batch was refused")
+	}
+	if _, _, _, ok := copyOf(a, "planted"); !ok {
+		t.Fatal("edge-b's own batch planted nothing")
+	}
+}
