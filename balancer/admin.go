@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sort"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
@@ -21,9 +22,11 @@ import (
 //	GET /healthz           200 "ok" while the process serves (liveness; never token-protected)
 //	GET /metrics           Prometheus text
 //	GET /api/ring          {"node","version","members":[{name,url,weight,share}]}
-//	GET /api/lookup?key=K  {"key","owner","url","version","candidates":[...]}
+//	GET /api/lookup?key=K  {"key","owner","url","version","candidates":[...],"table":{...},"routes_to"}
 //	GET /api/nodes         {"node","ring_version","nodes":[...],"recent":[...]} (gossip members and static edges)
-//	POST /api/nodes/{name}/drain  asks that edge to drain (through its admin API)
+//	POST /api/nodes/{name}/drain  drains a static edge (on every balancer), or asks
+//	                       a gossip edge to drain (through its admin API)
+//	POST /api/nodes/{name}/undrain  ends a static edge's drain
 //	POST /api/maintenance?state=on|off  on: the health path (/_ringlb/health)
 //	                       answers 503 "maintenance" while traffic still flows, so
 //	                       health checks (a GSLB's, a floating IP's) move clients
@@ -61,6 +64,7 @@ func (b *Balancer) newAdminServer() *http.Server {
 	mux.Handle("GET /api/lookup", access.Read(http.HandlerFunc(b.serveLookup)))
 	mux.Handle("GET /api/nodes", access.Read(http.HandlerFunc(b.serveNodes)))
 	mux.Handle("POST /api/nodes/{name}/drain", access.Write(http.HandlerFunc(b.serveDrain)))
+	mux.Handle("POST /api/nodes/{name}/undrain", access.Write(http.HandlerFunc(b.serveUndrain)))
 	mux.Handle("GET /api/maintenance", access.Read(http.HandlerFunc(b.serveMaintenance)))
 	mux.Handle("POST /api/maintenance", access.Write(http.HandlerFunc(b.serveMaintenance)))
 	b.handleDashboard(mux, access)
@@ -121,23 +125,31 @@ func (b *Balancer) serveLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	snap := b.ring.Snapshot()
-	owner, ok := snap.Locate([]byte(key))
-	if !ok {
-		health.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"key": key, "error": "no edge on the ring", "version": snap.Version()})
-		return
-	}
+	out := map[string]any{"key": key, "version": snap.Version(), "candidates": []string{}, "table": nil}
 	var buf [8]ring.Member
 	candidates := []string{}
 	for _, m := range snap.Candidates([]byte(key), buf[:0]) {
 		candidates = append(candidates, m.Name)
 	}
-	health.WriteJSON(w, http.StatusOK, map[string]any{
-		"key":        key,
-		"owner":      owner.Name,
-		"url":        owner.URL,
-		"version":    snap.Version(),
-		"candidates": candidates,
-	})
+	out["candidates"] = candidates
+	owner, onRing := snap.Locate([]byte(key))
+	if onRing {
+		out["owner"], out["url"] = owner.Name, owner.URL
+	}
+	routesTo := owner.Name
+	if v, ok := b.table.view(xxhash.Sum64String(key), snap); ok {
+		out["table"] = v
+		if v.Routable {
+			routesTo = v.Backend
+		}
+	}
+	if routesTo == "" {
+		out["error"] = "no edge on the ring"
+		health.WriteJSON(w, http.StatusServiceUnavailable, out)
+		return
+	}
+	out["routes_to"] = routesTo
+	health.WriteJSON(w, http.StatusOK, out)
 }
 
 // serveMaintenance reports, and on POST sets, maintenance mode.

@@ -55,6 +55,9 @@ type Balancer struct {
 	metrics *metrics
 	// relay carries plain-TCP tunnels after the handshake (nil: goroutines).
 	relay *relay
+	// table is the live-session table (table.go), shared with the other
+	// balancers once FollowCluster runs.
+	table *sessionTable
 	// maintenance fails the health path (HealthPath) while traffic still
 	// flows, so a GSLB takes the balancer out of DNS first (admin API).
 	maintenance atomic.Bool
@@ -77,8 +80,8 @@ type Balancer struct {
 	// per-process prefix.
 	requestIDPrefix [8]byte
 	requestIDs      atomic.Uint64
-	limiter         *limitListener   // set by Serve
-	redirect        *fasthttp.Server // set by ServeRedirect
+	limiter         atomic.Pointer[limitListener] // set by Serve; Reload may run meanwhile
+	redirect        *fasthttp.Server              // set by ServeRedirect
 	// stopWatch ends the certificate watcher (TLS only); watchDone is
 	// closed when it has.
 	stopWatch, watchDone chan struct{}
@@ -127,13 +130,16 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		ring:       r,
 		log:        logger.With("component", "balancer"),
 		reg:        reg,
-		edges:      newEdgePool(cfg.DialTimeout.D()),
 		tunnels:    make(map[*tunnel]struct{}),
 		conns:      make(map[net.Conn]struct{}),
 		peerClient: newPeerClient(),
 	}
+	b.edges = newEdgePool(cfg.DialTimeout.D(), func(name string) configs.EdgeTLS {
+		e, _ := b.static.Load().edge(name)
+		return e.tls
+	})
 	var err error
-	if b.metrics, err = newMetrics(reg, r); err != nil {
+	if b.metrics, err = newMetrics(reg, r, b.tableGauges()); err != nil {
 		return nil, fmt.Errorf("balancer: register metrics: %w", err)
 	}
 	b.data = &fasthttp.Server{
@@ -188,6 +194,8 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 	if b.relay, err = newRelay(b.log, cfg.TunnelIdleTimeout.D()); err != nil {
 		return nil, fmt.Errorf("start tunnel relay: %w", err)
 	}
+	b.table = newSessionTable(name, cfg.SessionTable, r, b.metrics, b.log)
+	b.wireTable()
 	return b, nil
 }
 
@@ -293,6 +301,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 	}
 	b.edges.closeIdle()
 	b.stopFollowing()
+	b.table.close()
 	if b.stopWatch != nil {
 		b.stopOnce.Do(func() { close(b.stopWatch) })
 		<-b.watchDone
@@ -331,6 +340,7 @@ func (b *Balancer) releaseTunnel(t *tunnel) {
 	delete(b.tunnels, t)
 	b.mu.Unlock()
 	b.metrics.connectionsActive.WithLabelValues(t.edge).Dec()
+	b.table.closed(t)
 	b.wg.Done()
 }
 

@@ -49,8 +49,9 @@ func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
 		ln = &proxyproto.Listener{Listener: ln, ConnPolicy: policy, ReadHeaderTimeout: proxyHeaderTimeout}
 	}
 	// Always in place, even with no limit set, so Reload can turn one on.
-	b.limiter = &limitListener{Listener: ln, guard: guard, limits: limits, perIP: map[netip.Addr]*ipState{}, rejected: b.metrics.rejectedTotal}
-	return b.limiter, nil
+	l := &limitListener{Listener: ln, guard: guard, limits: limits, perIP: map[netip.Addr]*ipState{}, rejected: b.metrics.rejectedTotal}
+	b.limiter.Store(l)
+	return l, nil
 }
 
 // guardRedirect puts the accept guard in front of the TLS redirect

@@ -24,6 +24,11 @@ type Cluster interface {
 	// Keyring is the cluster's key: peers sign their reads of this admin
 	// port with it, and the dashboard signs its reads of theirs.
 	Keyring() *health.Keyring
+	// Node returns the live member named name (the session table checks
+	// who sends it entries).
+	Node(name string) (health.Node, bool)
+	// OpenChannel carries the session table between balancers.
+	OpenChannel(id byte, receive func(from string, payload []byte)) (*health.Channel, error)
 }
 
 // clusterRef holds the Cluster set by SetCluster (nil: no gossip, e.g. static
@@ -61,6 +66,9 @@ type nodeView struct {
 	// OnRing says whether this balancer routes to the node now.
 	OnRing bool    `json:"on_ring"`
 	Share  float64 `json:"share,omitempty"`
+	// DrainDeadline is when a draining static edge's remaining sessions
+	// move.
+	DrainDeadline *time.Time `json:"drain_deadline,omitempty"`
 }
 
 type eventView struct {
@@ -99,17 +107,42 @@ func (b *Balancer) nodeViews() ([]nodeView, []eventView, uint64) {
 	}
 	for _, m := range snap.Members() {
 		if !seen[m.Name] {
+			seen[m.Name] = true
 			nodes = append(nodes, nodeView{Name: m.Name, Role: "edge", State: "static", URL: m.URL, Weight: m.Weight, OnRing: true, Share: shares[m.Name]})
+		}
+	}
+	// Static edges off the ring: draining (their live sessions stay until
+	// the deadline) or down.
+	if st := b.static.Load(); st != nil {
+		for _, e := range st.edges {
+			if seen[e.member.Name] {
+				continue
+			}
+			v := nodeView{Name: e.member.Name, Role: "edge", State: "down", URL: e.member.URL, Weight: e.member.Weight}
+			if up, _ := e.prober.Up(); up {
+				if draining, deadline := b.staticDrain(e); draining {
+					v.State, v.DrainDeadline = "draining", &deadline
+				}
+			}
+			nodes = append(nodes, v)
 		}
 	}
 	return nodes, recent, snap.Version()
 }
 
-// serveDrain: POST /api/nodes/{name}/drain asks that edge (through its own
-// admin API, whose address it gossips) to drain: it leaves the ring for new
-// sessions and hands its live ones over. The answer is the edge's.
+// serveDrain: POST /api/nodes/{name}/drain. A static edge drains here and
+// on every balancer of the cluster (the session table carries it): no new
+// keys; its live sessions stay until they end or the deadline (?deadline=
+// a duration, default balancer.session_table.drain_deadline). A gossip
+// edge is asked (through its own admin API, whose address it gossips) to
+// drain: it leaves the ring for new sessions and hands its live ones over;
+// the answer is the edge's.
 func (b *Balancer) serveDrain(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	if _, ok := b.static.Load().edge(name); ok {
+		b.drainStatic(w, r, name, true)
+		return
+	}
 	c := b.clusterOrNil()
 	if c == nil {
 		health.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "this balancer has no gossip membership; drain the edge on its own admin port"})
@@ -142,4 +175,39 @@ func (b *Balancer) serveDrain(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	w.Write(body)
+}
+
+// serveUndrain: POST /api/nodes/{name}/undrain ends a static edge's drain
+// by the admin API (on every balancer); a weight of 0 in the config stays.
+func (b *Balancer) serveUndrain(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if _, ok := b.static.Load().edge(name); !ok {
+		health.WriteJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no static edge named %q (a gossip edge ends its drain itself)", name)})
+		return
+	}
+	b.drainStatic(w, r, name, false)
+}
+
+// drainStatic starts or ends a static edge's drain and answers with its
+// state.
+func (b *Balancer) drainStatic(w http.ResponseWriter, r *http.Request, name string, on bool) {
+	after := b.table.settings.Load().drainAfter
+	if v := r.URL.Query().Get("deadline"); v != "" && on {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > 720*time.Hour {
+			health.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "deadline must be a duration in range [1s, 720h], e.g. 30m"})
+			return
+		}
+		after = d
+	}
+	deadline := time.Now().Add(after)
+	b.table.setDrain(name, on, deadline)
+	b.log.Info("static edge drain changed through the admin API", "edge", name, "draining", on, "deadline", deadline, "by", health.AdminCaller(r.Context()), "remote", r.RemoteAddr)
+	e, _ := b.static.Load().edge(name)
+	draining, dl := b.staticDrain(e)
+	out := map[string]any{"node": b.name, "edge": name, "draining": draining}
+	if draining {
+		out["deadline"] = dl
+	}
+	health.WriteJSON(w, http.StatusOK, out)
 }
