@@ -108,8 +108,7 @@ func (b *Balancer) routeMembers(snap *ring.Snapshot) []routeMember {
 	st := b.static.Load()
 	var out []routeMember
 	for _, m := range snap.Members() {
-		_, static := st.edge(m.Name)
-		out = append(out, routeMember{member: m, static: static})
+		out = append(out, routeMember{member: m})
 	}
 	if st == nil {
 		return out
@@ -123,7 +122,7 @@ func (b *Balancer) routeMembers(snap *ring.Snapshot) []routeMember {
 			continue
 		}
 		if draining, deadline := b.staticDrain(e); draining && now.Before(deadline) {
-			out = append(out, routeMember{member: e.member, static: true})
+			out = append(out, routeMember{member: e.member})
 		}
 	}
 	return out
@@ -146,6 +145,16 @@ func (b *Balancer) wireTable() {
 			return ok && n.Meta.Role == health.RoleEdge
 		}
 		return false
+	}
+	t.drainsPast = func() map[string]bool {
+		past := map[string]bool{}
+		now := time.Now()
+		for _, e := range b.static.Load().all() {
+			if draining, deadline := b.staticDrain(e); draining && !now.Before(deadline) {
+				past[e.member.Name] = true
+			}
+		}
+		return past
 	}
 	t.onDrain = func() {
 		b.mu.Lock()

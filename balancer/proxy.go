@@ -238,11 +238,9 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 	// costing each request a failed dial.
 	if b.isSuspect(owner.Name) {
 		cands = snap.Candidates(key, candBuf[:0])
-		for _, c := range cands[1:] {
-			if !b.isSuspect(c.Name) {
-				target = c
-				break
-			}
+		target = b.fallback(snap, key, owner.Name, cands, nil)
+		if target.Name == "" {
+			target = owner
 		}
 		if target != owner {
 			skipped = append(skipped, owner.Name)
@@ -292,8 +290,8 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 			if cands == nil {
 				cands = snap.Candidates(key, candBuf[:0])
 			}
-			next, ok := nextCandidate(cands, tried[:nTried])
-			if !ok {
+			next := b.fallback(snap, key, target.Name, cands, tried[:nTried])
+			if next.Name == "" {
 				return "", fmt.Errorf("%w: %w", errNoEdge, err)
 			}
 			target = next
@@ -301,6 +299,28 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 			return target.Name, err
 		}
 	}
+}
+
+// fallback is where key goes when failed cannot be reached: its owner on
+// the ring without failed — the ring every balancer builds once failed is
+// taken down, so a balancer that already has and one that has not yet send
+// the key to the same edge, whether the key was routed to failed by the
+// ring or by the session table — unless tried or suspect; else the first
+// candidate not tried (cands are the key's candidates on snap). Zero when
+// none is left.
+func (b *Balancer) fallback(snap *ring.Snapshot, key []byte, failed string, cands []ring.Member, tried []string) ring.Member {
+	if w, ok := snap.Without(failed).Locate(key); ok && w.Name != failed && !slices.Contains(tried, w.Name) && !b.isSuspect(w.Name) {
+		return w
+	}
+	for _, c := range cands {
+		if c.Name != failed && !slices.Contains(tried, c.Name) && !b.isSuspect(c.Name) {
+			return c
+		}
+	}
+	if next, ok := nextCandidate(cands, append(tried, failed)); ok {
+		return next
+	}
+	return ring.Member{}
 }
 
 func memberNamed(snap *ring.Snapshot, name string) (ring.Member, bool) {

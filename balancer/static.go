@@ -91,6 +91,14 @@ func (s *staticEdges) edge(name string) (staticEdge, bool) {
 	return staticEdge{}, false
 }
 
+// all returns every static edge (none for nil).
+func (s *staticEdges) all() []staticEdge {
+	if s == nil {
+		return nil
+	}
+	return s.edges
+}
+
 // Members returns the static edges that are up with a weight above 0 (the
 // admin API's drains are the caller's to leave out).
 func (s *staticEdges) Members() []ring.Member {

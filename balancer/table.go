@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -52,14 +53,8 @@ type entry struct {
 	flags   uint8
 }
 
-const (
-	// entryDown: the backend was lost (down, gone, drain deadline); the
-	// entry routes nowhere and only keeps its version, so the key's next
-	// placement supersedes the lost one everywhere.
-	entryDown uint8 = 1 << iota
-	// entryDirty: changed here since the last refresh sent to peers.
-	entryDirty
-)
+// entryDirty: changed here since the last refresh sent to peers.
+const entryDirty uint8 = 1
 
 // placement is what a lookup saw, handed back to record: the key's entry
 // then (or none) and when the routing decision was taken.
@@ -105,18 +100,15 @@ type sessionTable struct {
 	routesMu  sync.Mutex
 	routesFor func(*ring.Snapshot) []routeMember
 	routesGen atomic.Uint64 // bumped when something routesFor reads besides the ring changed
-	// lostStatic are static edges that stopped being routable since the
-	// last sweep (guarded by routesMu).
-	lostStatic map[string]bool
-	ring       *ring.Ring
+	ring      *ring.Ring
 
 	// tunnelKeys finds a tunnel's key when it closes.
 	tunnelMu   sync.Mutex
 	tunnelKeys map[*tunnel]uint64
 
-	// sweep asks the maintenance loop to drop the entries of backends
-	// that stopped being routable.
-	sweep chan struct{}
+	// drainsOver are the static edges past their drain deadline whose
+	// tunnels were closed (maintain), until their drain ends.
+	drainsOver map[string]bool
 
 	// ready is closed once a table shared with other balancers may route
 	// (table_sync.go); a table not shared routes at once (routable).
@@ -128,19 +120,18 @@ type sessionTable struct {
 	drains drainStates
 	// known says whether a backend name is one this balancer knows (a
 	// static edge of its config or a gossip edge); isStatic, a static edge.
-	// onDrain is called when a drain changes (the ring is rebuilt).
+	// onDrain is called when a drain changes (the ring is rebuilt);
+	// drainsPast names the static edges past their drain deadline.
 	known, isStatic func(name string) bool
 	onDrain         func()
+	drainsPast      func() map[string]bool
 	stop            chan struct{}
 	done            chan struct{}
 }
 
-// routeMember is one backend routesFor reports as taking its live keys:
-// its member, and whether it is a static edge (whose tunnels the balancer
-// closes when it is lost: nothing else will).
+// routeMember is one backend routesFor reports as taking its live keys.
 type routeMember struct {
 	member ring.Member
-	static bool
 }
 
 // routeSet is an immutable map from name index to route.
@@ -153,14 +144,13 @@ type routeSet struct {
 type route struct {
 	member ring.Member
 	ok     bool
-	static bool
 }
 
 func newSessionTable(self string, cfg configs.SessionTable, r *ring.Ring, m *metrics, log *slog.Logger) *sessionTable {
 	t := &sessionTable{
 		self: self, log: log, metrics: m, ring: r,
 		tunnelKeys: map[*tunnel]uint64{},
-		sweep:      make(chan struct{}, 1),
+		drainsOver: map[string]bool{},
 		ready:      make(chan struct{}),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
@@ -238,30 +228,9 @@ func (t *sessionTable) rebuildRoutes(snap *ring.Snapshot) *routeSet {
 		for int(i) >= len(rs.byIndex) {
 			rs.byIndex = append(rs.byIndex, route{})
 		}
-		rs.byIndex[i] = route{member: m.member, ok: true, static: m.static}
+		rs.byIndex[i] = route{member: m.member, ok: true}
 	}
 	t.routes.Store(rs)
-	// Entries of a backend that was routable and is not any more are
-	// dropped by the maintenance loop (sweepLost), off the request path;
-	// its tunnels too when it is a static edge.
-	lost := false
-	for i, r := range old.byIndex {
-		if r.ok && (i >= len(rs.byIndex) || !rs.byIndex[i].ok) {
-			lost = true
-			if r.static {
-				if t.lostStatic == nil {
-					t.lostStatic = map[string]bool{}
-				}
-				t.lostStatic[r.member.Name] = true
-			}
-		}
-	}
-	if lost {
-		select {
-		case t.sweep <- struct{}{}:
-		default:
-		}
-	}
 	return rs
 }
 
@@ -287,12 +256,14 @@ func (t *sessionTable) lookup(h uint64, snap *ring.Snapshot) (ring.Member, place
 	if !ok {
 		return ring.Member{}, p, false
 	}
-	if e.flags&entryDown != 0 || (e.open == 0 && e.until <= now) {
-		p.tomb, p.version = true, e.version
-		return ring.Member{}, p, false
-	}
+	// An expired entry, or one whose backend is down (or gone, or past
+	// its drain deadline): the key is placed anew, with the next version,
+	// which supersedes the old placement on every balancer — its session
+	// moves, and stays where it went when the backend comes back. An
+	// entry nobody placed anew routes to its backend again once it is
+	// back (its session, if any, is there).
 	r, routable := rs.routable(e.backend)
-	if !routable {
+	if !routable || (e.open == 0 && e.until <= now) {
 		p.tomb, p.version = true, e.version
 		return ring.Member{}, p, false
 	}
@@ -326,7 +297,7 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 	s := t.shard(h)
 	s.mu.Lock()
 	cur, exists := s.entries[h]
-	live := exists && cur.flags&entryDown == 0 && (cur.open > 0 || cur.until > now)
+	live := exists && (cur.open > 0 || cur.until > now)
 	var (
 		out       = recorded
 		delta     bool
@@ -374,8 +345,14 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 			mine.version = basis.version + 1
 		}
 		if !wins(mine, cur, &t.names) {
+			// Stale either way; a conflict when the two placements had
+			// one version (a later one is a move made elsewhere).
+			theirs := cur
 			s.mu.Unlock()
-			t.metrics.tableConflicts.Inc()
+			if theirs.version == mine.version {
+				t.metrics.tableConflicts.Inc()
+				t.logConflict(h, mine, theirs)
+			}
 			return recordStale
 		}
 		moved = t.names.name(cur.backend)
@@ -406,6 +383,17 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 		}
 	}
 	return out
+}
+
+// logConflict says, at debug level, that this balancer's placement of key
+// hash h lost to another's.
+func (t *sessionTable) logConflict(h uint64, mine, theirs entry) {
+	if !t.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	t.log.Debug("session table: a placement made here lost to another balancer's", "key_hash", h,
+		"mine", t.names.name(mine.backend), "mine_version", mine.version, "mine_placed", time.Unix(0, mine.placedAt),
+		"theirs", t.names.name(theirs.backend), "theirs_version", theirs.version, "theirs_placed", time.Unix(0, theirs.placedAt), "theirs_by", t.names.name(theirs.placer))
 }
 
 // tunnelsNotOn returns the tunnels of list that are not to backend.
@@ -488,7 +476,7 @@ func (t *sessionTable) makeRoom(s *tableShard, set *tableSettings, now int64) bo
 		}
 		reason := ""
 		switch {
-		case e.flags&entryDown != 0 || (e.open == 0 && e.until <= now):
+		case e.open == 0 && e.until <= now:
 			reason = evictExpired
 		case e.open == 0 && e.openUntil <= now && (!found || e.until < oldest):
 			victim, oldest, found = h, e.until, true
@@ -521,14 +509,13 @@ func (t *sessionTable) len() int {
 
 // Label values of the table's metrics.
 const (
-	evictExpired     = "expired"
-	evictCapacity    = "capacity"
-	evictBackendLost = "backend_lost"
-	refusedBudget    = "new_key_budget"
-	refusedFull      = "full"
-	closeMoved       = "moved"
-	closeConflict    = "conflict"
-	closeLost        = "backend_lost"
+	evictExpired  = "expired"
+	evictCapacity = "capacity"
+	refusedBudget = "new_key_budget"
+	refusedFull   = "full"
+	closeMoved    = "moved"
+	closeConflict = "conflict"
+	closeDrained  = "drain_deadline"
 )
 
 // maintain runs until close: entries expire, lost backends' entries go,
@@ -541,15 +528,12 @@ func (t *sessionTable) maintain() {
 		select {
 		case <-t.stop:
 			return
-		case <-t.sweep:
-			t.sweepLost()
 		case <-tick.C:
 			t.expire()
-			if t.drains.any() {
-				// A drain's deadline is a time, not an event: look again.
-				t.routesGen.Add(1)
-			}
+			// A drain's deadline is a time, not an event: look again.
+			t.routesGen.Add(1)
 			t.currentRoutes(t.ring.Snapshot())
+			t.endDrains()
 		}
 	}
 }
@@ -575,54 +559,45 @@ func (t *sessionTable) expire() {
 	t.budget.forget(now)
 }
 
-// sweepLost drops the entries of backends no longer routable and closes
-// this balancer's tunnels to lost static edges: their sessions move, whole,
-// to the next backend (like HAProxy's on-marked-down shutdown-sessions). A
-// gossip edge's tunnels are left to the edge: a dead one's are dead, a
-// draining one hands its sessions on itself.
-func (t *sessionTable) sweepLost() {
-	rs := t.routes.Load()
-	t.routesMu.Lock()
-	lost := t.lostStatic
-	t.lostStatic = nil
-	t.routesMu.Unlock()
-	var closeList []*tunnel
-	dropped := 0
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
-		for h, e := range s.entries {
-			if e.flags&entryDown != 0 {
-				continue
-			}
-			if _, ok := rs.routable(e.backend); ok {
-				continue
-			}
-			e.flags |= entryDown
-			s.entries[h] = e
-			dropped++
+// endDrains closes this balancer's tunnels to static edges past their
+// drain deadline, once per drain: their sessions move, whole, to the next
+// backend (the entries no longer route there, so the reconnecting clients
+// are placed anew). A backend that is down keeps its tunnels: if it is dead
+// they are dead, and if only its monitor failed its sessions go on, moving
+// only when a participant of theirs comes and is placed elsewhere.
+func (t *sessionTable) endDrains() {
+	if t.drainsPast == nil {
+		return
+	}
+	past := t.drainsPast()
+	for name := range t.drainsOver {
+		if !past[name] {
+			delete(t.drainsOver, name)
 		}
-		for _, list := range s.tunnels {
-			for _, tn := range list {
-				if lost[tn.edge] {
-					if i, ok := t.names.lookup(tn.edge); !ok || !routableIndex(rs, i) {
+	}
+	var closeList []*tunnel
+	for name := range past {
+		if t.drainsOver[name] {
+			continue
+		}
+		t.drainsOver[name] = true
+		n := 0
+		for i := range t.shards {
+			s := &t.shards[i]
+			s.mu.Lock()
+			for _, list := range s.tunnels {
+				for _, tn := range list {
+					if tn.edge == name {
 						closeList = append(closeList, tn)
+						n++
 					}
 				}
 			}
+			s.mu.Unlock()
 		}
-		s.mu.Unlock()
+		t.log.Info("static edge drain deadline passed: its remaining sessions move", "edge", name, "tunnels_closed", n)
 	}
-	if dropped > 0 {
-		t.metrics.tableEvictions.WithLabelValues(evictBackendLost).Add(float64(dropped))
-		t.log.Info("session table: entries of backends no longer routable dropped; their sessions move", "entries", dropped, "tunnels_closed", len(closeList))
-	}
-	t.closeTunnels(closeList, closeLost)
-}
-
-func routableIndex(rs *routeSet, i uint16) bool {
-	_, ok := rs.routable(i)
-	return ok
+	t.closeTunnels(closeList, closeDrained)
 }
 
 // tableGauges are the table's gauges, read at scrape time.
@@ -838,6 +813,6 @@ func (t *sessionTable) view(h uint64, snap *ring.Snapshot) (entryView, bool) {
 	return entryView{
 		Backend: t.names.name(e.backend), Version: e.version, PlacedAt: time.Unix(0, e.placedAt).UTC(), PlacedBy: t.names.name(e.placer),
 		LiveUntil: time.Unix(0, e.until).UTC(), OpenHere: int(e.open), OpenElsewhere: e.openUntil > now,
-		Routable: routable && e.flags&entryDown == 0 && (e.open > 0 || e.until > now),
+		Routable: routable && (e.open > 0 || e.until > now),
 	}, true
 }

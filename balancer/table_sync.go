@@ -294,7 +294,7 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 	r.placedAt = min(r.placedAt, now+int64(time.Minute))
 	rs := t.currentRoutes(t.ring.Snapshot())
 	bi, known := t.names.lookup(r.backend)
-	if !known || !routableIndex(rs, bi) {
+	if _, routable := rs.routable(bi); !known || !routable {
 		reason := ignoredDown
 		if t.known == nil || !t.known(r.backend) {
 			reason = ignoredUnknown
@@ -317,6 +317,7 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 	var (
 		closeList []*tunnel
 		lost      bool
+		conflict  bool
 		answer    bool
 		placed    bool
 	)
@@ -328,10 +329,10 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 			return
 		}
 		cur, placed = in, true
-	case cur.flags&entryDown != 0 || (cur.open == 0 && cur.until <= now):
+	case cur.open == 0 && cur.until <= now:
 		if in.version < cur.version {
 			s.mu.Unlock()
-			return // older than the placement this balancer lost
+			return // older than a placement of the key seen here
 		}
 		in.open = cur.open
 		cur, placed = in, true
@@ -342,12 +343,19 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 		cur.until = max(cur.until, in.until)
 		cur.openUntil = max(cur.openUntil, in.openUntil)
 	case wins(in, cur, &t.names):
-		lost = cur.placer == t.selfIdx
+		// Two placements of one version met: a conflict, the placing
+		// balancer's to count. A later version is a move made elsewhere
+		// (the backend did not answer there): no conflict.
+		lost = cur.placer == t.selfIdx && in.version == cur.version
+		if lost {
+			t.logConflict(r.hash, cur, in)
+		}
+		conflict = in.version == cur.version
 		closeList = tunnelsNotOn(s.tunnels[r.hash], r.backend)
 		in.open = cur.open
 		in.until = max(in.until, cur.until)
 		in.openUntil = max(in.openUntil, cur.openUntil)
-		in.flags = cur.flags &^ entryDown
+		in.flags = cur.flags
 		cur, placed = in, true
 	default:
 		// This balancer's entry wins: the key is live all the same, and
@@ -365,7 +373,11 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 		t.metrics.tableConflicts.Inc()
 	}
 	if len(closeList) > 0 {
-		t.closeTunnels(closeList, closeConflict)
+		reason := closeMoved
+		if conflict {
+			reason = closeConflict
+		}
+		t.closeTunnels(closeList, reason)
 	}
 	if answer {
 		if sy := t.sync.Load(); sy != nil {
@@ -552,29 +564,7 @@ func (sy *tableSync) flushDeltas() {
 	if len(peers) == 0 || (len(pending) == 0 && len(drains) == 0) {
 		return
 	}
-	set := sy.t.settings.Load()
-	now := time.Now().UnixNano()
-	var msgs [][]byte
-	w := newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
-	for _, name := range drains {
-		st, _ := sy.t.drains.get(name)
-		if !w.addDrain(name, st) {
-			msgs = append(msgs, w.bytes())
-			w = newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
-			w.addDrain(name, st)
-		}
-	}
-	for _, p := range pending {
-		r := sy.t.wireRecord(p.h, p.e, now, set)
-		if !w.add(r) {
-			msgs = append(msgs, w.bytes())
-			w = newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
-			w.add(r)
-		}
-	}
-	if !w.empty() {
-		msgs = append(msgs, w.bytes())
-	}
+	msgs := sy.t.deltaMessages(pending, drains)
 	for _, peer := range peers {
 		for _, m := range msgs {
 			if err := sy.ch.SendPacket(peer, m); err != nil {
@@ -584,6 +574,34 @@ func (sy *tableSync) flushDeltas() {
 			sy.t.metrics.tableSyncBytes.WithLabelValues("delta").Add(float64(len(m)))
 		}
 	}
+}
+
+// deltaMessages packs entries and drains into delta packets.
+func (t *sessionTable) deltaMessages(pending []pendingRecord, drains []string) [][]byte {
+	set := t.settings.Load()
+	now := time.Now().UnixNano()
+	var msgs [][]byte
+	w := newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
+	for _, name := range drains {
+		st, _ := t.drains.get(name)
+		if !w.addDrain(name, st) {
+			msgs = append(msgs, w.bytes())
+			w = newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
+			w.addDrain(name, st)
+		}
+	}
+	for _, p := range pending {
+		r := t.wireRecord(p.h, p.e, now, set)
+		if !w.add(r) {
+			msgs = append(msgs, w.bytes())
+			w = newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
+			w.add(r)
+		}
+	}
+	if !w.empty() {
+		msgs = append(msgs, w.bytes())
+	}
+	return msgs
 }
 
 // runStreams answers peers that ask for the table and sends the refresh.
@@ -639,7 +657,7 @@ func (sy *tableSync) sendRefresh() {
 			return
 		}
 		e.flags &^= entryDirty
-		if e.flags&entryDown != 0 || (e.open == 0 && e.until <= now) {
+		if e.open == 0 && e.until <= now {
 			return
 		}
 		r := t.wireRecord(h, *e, now, set)
@@ -675,7 +693,7 @@ func (sy *tableSync) sendTable(job askJob) {
 		w.addDrain(name, st)
 	}
 	t.each(func(h uint64, e *entry) {
-		if e.flags&entryDown != 0 || (e.open == 0 && e.until <= now) {
+		if e.open == 0 && e.until <= now {
 			return
 		}
 		r := t.wireRecord(h, *e, now, set)
@@ -803,7 +821,7 @@ func (sy *tableSync) checkReady() {
 	sy.mu.Unlock()
 	if why != "" {
 		t.markReady()
-		t.log.Info("session table ready: routing", "why", why, "entries", t.len(), "waited", time.Since(sy.started).Round(time.Millisecond))
+		t.log.Info("session table ready: routing", "why", why, "entries", t.len(), "waited", time.Since(sy.started).Round(time.Millisecond).String())
 		return
 	}
 	msg := binary.BigEndian.AppendUint64([]byte{msgAsk}, id)
@@ -857,18 +875,6 @@ func (d *drainStates) all() map[string]drainState {
 		out[k] = v
 	}
 	return out
-}
-
-// any reports whether a drain is on.
-func (d *drainStates) any() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, st := range d.m {
-		if st.on {
-			return true
-		}
-	}
-	return false
 }
 
 // mergeDrain applies a drain from another balancer, for a static edge of

@@ -256,8 +256,8 @@ func TestStaticDrainAcrossBalancers(t *testing.T) {
 	if edge != want || edge == "edge-1" {
 		t.Fatalf("after the deadline the key went to %s, want its ring owner %s", edge, want)
 	}
-	if n := b1.metric(t, "ringlb_balancer_session_table_tunnels_closed_total", map[string]string{"reason": closeLost}); n < 1 {
-		t.Errorf("tunnels_closed_total{backend_lost} = %v on bal-1", n)
+	if n := b1.metric(t, "ringlb_balancer_session_table_tunnels_closed_total", map[string]string{"reason": closeDrained}); n < 1 {
+		t.Errorf("tunnels_closed_total{drain_deadline} = %v on bal-1", n)
 	}
 
 	// Undrain: back on both rings.
