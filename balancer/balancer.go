@@ -5,7 +5,10 @@
 //
 // It does not own membership: the caller keeps the *ring.Ring current (from
 // gossip and static edges) and the balancer reads a snapshot per request, so a
-// ring change never touches a live connection. It holds no session state.
+// ring change never touches a live connection. It keeps one kind of session
+// state, shared with the other balancers: which backend each live key is on
+// (the live-session table, table.go), so a session stays whole on backends
+// that do not check ownership themselves.
 package balancer
 
 import (

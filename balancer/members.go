@@ -15,8 +15,8 @@ import (
 // ring (ring.Ring orders members itself), whatever order they joined in.
 //
 // The session table routes live keys to a wider set (routeMembers): the
-// ring's members and the static edges that are draining, until their
-// deadline.
+// ring's members and the static edges off it (down by their monitor, or
+// draining until their deadline).
 
 // membersFollower is what FollowCluster runs: one goroutine rebuilding the
 // ring on every membership change, stopped by Shutdown.
@@ -103,27 +103,28 @@ func (b *Balancer) staticDrain(e staticEdge) (bool, time.Time) {
 }
 
 // routeMembers is where live keys may go now: every member of snap, and
-// the static edges that are up and draining, until their deadline.
+// every other static edge of the config unless its drain deadline has
+// passed — whatever its monitor says. The monitor decides which backends
+// take new keys; a live session stays with its backend as long as the
+// backend accepts connections, and moves on a failed dial (the passive
+// health of forward). A monitor's false alarm on one balancer thus moves
+// no session, and a dead backend's sessions move at their next
+// participant, as they would have.
 func (b *Balancer) routeMembers(snap *ring.Snapshot) []routeMember {
 	st := b.static.Load()
 	var out []routeMember
 	for _, m := range snap.Members() {
 		out = append(out, routeMember{member: m})
 	}
-	if st == nil {
-		return out
-	}
 	now := time.Now()
-	for _, e := range st.edges {
+	for _, e := range st.all() {
 		if _, on := snap.Member(e.member.Name); on {
 			continue
 		}
-		if up, _ := e.prober.Up(); !up {
+		if draining, deadline := b.staticDrain(e); draining && !now.Before(deadline) {
 			continue
 		}
-		if draining, deadline := b.staticDrain(e); draining && now.Before(deadline) {
-			out = append(out, routeMember{member: e.member})
-		}
+		out = append(out, routeMember{member: e.member})
 	}
 	return out
 }

@@ -485,3 +485,57 @@ func TestLookupShowsTheTableEntry(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// A monitor decides which backends take new keys, not where live sessions
+// are: a static edge whose monitor fails while it still accepts
+// connections keeps its live sessions (no move, no split); one that really
+// stops answering loses them at their next participant, to the backend
+// every balancer picks.
+func TestMonitorAlarmMovesNoLiveSession(t *testing.T) {
+	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)}}
+	b := startClusterBalancer(t, cl, "bal-1", cfg)
+	waitRing(t, b, "edge-1", "edge-2")
+	healthtest.WaitUntil(t, "table ready", b.bal.table.routable)
+	key := b.keyOwnedBy(t, "edge-1")
+	c1, edge := wsEdge(t, b, key)
+	defer c1.Close()
+	if edge != "edge-1" {
+		t.Fatalf("on %s", edge)
+	}
+
+	// edge-1's monitor now checks a port nobody listens on: a false alarm.
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(closed.Addr().String())
+	closed.Close()
+	alarm := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: cfg.SessionTable}
+	fmt.Sscan(port, &alarm.Edges[0].Monitor.Port)
+	alarm.Provision()
+	if err := b.bal.Reload(alarm); err != nil {
+		t.Fatal(err)
+	}
+	waitRing(t, b, "edge-2")
+	c2, edge := wsEdge(t, b, key)
+	defer c2.Close()
+	if edge != "edge-1" {
+		t.Fatalf("a live session's participant went to %s when only edge-1's monitor failed; want edge-1", edge)
+	}
+	if _, w := b.whoami(t, "/whoami", http.Header{"Ctstickiness": {"brand-new-key"}}); w.Edge != "edge-2" {
+		t.Fatalf("a new key went to %s, want edge-2 (edge-1 is down for new keys)", w.Edge)
+	}
+
+	// edge-1 really stops: the live key's next participant moves.
+	edges[0].stop()
+	c3, edge := wsEdge(t, b, key)
+	defer c3.Close()
+	if edge != "edge-2" {
+		t.Fatalf("edge-1 gone: the key went to %s, want edge-2", edge)
+	}
+	if v, _ := b.bal.table.view(xxhash.Sum64String(key), b.ring.Snapshot()); v.Version != 1 || v.Backend != "edge-2" {
+		t.Fatalf("entry after the move: %+v", v)
+	}
+}

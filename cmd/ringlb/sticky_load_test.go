@@ -559,3 +559,11 @@ func byBackend(m map[string]map[string]bool) string {
 	}
 	return b.String()
 }
+
+// churnStarted counts the new sessions started over the run.
+func (r *stickyReport) churnStarted() (n int) {
+	for _, p := range r.Phases {
+		n += p.ChurnStarted
+	}
+	return n
+}

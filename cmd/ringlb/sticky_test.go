@@ -125,8 +125,10 @@ type stickyFront struct {
 	await func(ctx context.Context, name string, up bool) error
 	// restart stops one front instance and starts it again.
 	restart func(ctx context.Context) error
-	// conflicts sums the balancers' conflicts counter (nil: not ringlb).
+	// conflicts sums the balancers' conflicts counter; syncBytes their
+	// table traffic: delta, refresh, answer bytes (nil: not ringlb).
 	conflicts func() float64
+	syncBytes func() [3]float64
 }
 
 func runSticky(t *testing.T, f *stickyFront, o stickyOptions) *stickyReport {
@@ -147,6 +149,9 @@ func runSticky(t *testing.T, f *stickyFront, o stickyOptions) *stickyReport {
 		return f.conflicts()
 	}
 	base := conflicts()
+	if f.syncBytes != nil {
+		f.syncBytes() // from here
+	}
 	phase := func(name string, do func(ctx context.Context) error) {
 		t.Helper()
 		if name != "" {
@@ -194,7 +199,14 @@ func runSticky(t *testing.T, f *stickyFront, o stickyOptions) *stickyReport {
 		return f.await(ctx, "relay-2", true)
 	})
 	phase("balancer restart", f.restart)
-	return l.report(f.name)
+	rep := l.report(f.name)
+	if f.syncBytes != nil {
+		b := f.syncBytes()
+		sessions := o.sessions + rep.churnStarted()
+		t.Logf("%s: table traffic between the balancers over the run (%s): %.0f bytes of deltas, %.0f of refreshes, %.0f of tables sent to the restarted balancer; %d sessions started: %.0f bytes of deltas per new session",
+			f.name, time.Since(began).Round(time.Second), b[0], b[1], b[2], sessions, b[0]/float64(sessions))
+	}
+	return rep
 }
 
 // relaySplits asks every running backend which keys it hosts and counts the
@@ -544,21 +556,34 @@ func startRinglbSticky(t *testing.T, bin, relayBin string) *stickyFront {
 		launch(t, b)
 		return nil
 	}
-	// The balancers' conflicts, summed; a counter that went down belongs
+	// The balancers' counters, summed; a counter that went down belongs
 	// to a restarted balancer, whose new count adds on.
-	last := map[string]float64{}
-	total := 0.0
-	f.conflicts = func() float64 {
-		for _, b := range bals {
-			v := max(scrapeOr(b.admin, "ringlb_balancer_session_table_conflicts_total"), 0)
-			if v < last[b.admin] {
-				total += v
-			} else {
-				total += v - last[b.admin]
+	counter := func(series string) func() float64 {
+		last := map[string]float64{}
+		total := 0.0
+		return func() float64 {
+			for _, b := range bals {
+				v := max(scrapeOr(b.admin, series), 0)
+				if v < last[b.admin] {
+					total += v
+				} else {
+					total += v - last[b.admin]
+				}
+				last[b.admin] = v
 			}
-			last[b.admin] = v
+			return total
 		}
-		return total
+	}
+	f.conflicts = counter("ringlb_balancer_session_table_conflicts_total")
+	var bytes []func() float64
+	for _, kind := range []string{"delta", "refresh", "answer"} {
+		bytes = append(bytes, counter(`ringlb_balancer_session_table_sync_bytes_total{kind="`+kind+`"}`))
+	}
+	f.syncBytes = func() (out [3]float64) {
+		for i, c := range bytes {
+			out[i] = c()
+		}
+		return out
 	}
 	return f
 }
