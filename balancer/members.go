@@ -110,12 +110,9 @@ func (b *Balancer) staticDrain(e staticEdge) (bool, time.Time) {
 // health of forward). A monitor's false alarm on one balancer thus moves
 // no session, and a dead backend's sessions move at their next
 // participant, as they would have.
-func (b *Balancer) routeMembers(snap *ring.Snapshot) []routeMember {
+func (b *Balancer) routeMembers(snap *ring.Snapshot) []ring.Member {
 	st := b.static.Load()
-	var out []routeMember
-	for _, m := range snap.Members() {
-		out = append(out, routeMember{member: m})
-	}
+	out := snap.Members()
 	now := time.Now()
 	for _, e := range st.all() {
 		if _, on := snap.Member(e.member.Name); on {
@@ -124,7 +121,7 @@ func (b *Balancer) routeMembers(snap *ring.Snapshot) []routeMember {
 		if draining, deadline := b.staticDrain(e); draining && !now.Before(deadline) {
 			continue
 		}
-		out = append(out, routeMember{member: e.member})
+		out = append(out, e.member)
 	}
 	return out
 }

@@ -16,12 +16,13 @@ import (
 // The live-session table (docs/DESIGN.md, "Live-session table"): for every
 // key with an open tunnel here or on another balancer, or a request within
 // the last linger, the backend its session lives on. A key in the table goes
-// to its backend while that backend is routable, whatever the ring says now;
-// a new key goes to its ring owner and is entered. Backends that are down
-// lose their entries (only those sessions move); a backend that comes back
-// gets none of them back. The balancers share the table over gossip
-// (table_sync.go), keyed by the key's 64-bit xxhash, as pins are: keys never
-// travel.
+// to its backend while that backend takes live keys, whatever the ring says
+// now; a new key goes to its ring owner and is entered. A key whose backend
+// does not answer is placed anew with the next version, which supersedes the
+// old placement on every balancer: only the sessions of a backend that is
+// down move, whole, and a backend that comes back gets none of them back.
+// The balancers share the table over gossip (table_sync.go), keyed by the
+// key's 64-bit xxhash, as pins are: keys never travel.
 //
 // An entry is pointer-free (the map is not scanned by the garbage collector)
 // and under 200 bytes with the map's own overhead
@@ -64,7 +65,7 @@ type placement struct {
 	backend  uint16
 	placedAt int64
 	at       int64 // unix ns of the lookup: the placedAt of a placement made from it
-	tomb     bool  // an entry existed but was down or expired: version carries on
+	tomb     bool  // an entry existed but expired or its backend takes no keys now: its version carries on
 }
 
 // tableShard is one lock's part of the table.
@@ -78,8 +79,7 @@ type tableShard struct {
 // tableSettings are what Reload may change.
 type tableSettings struct {
 	linger     time.Duration
-	maxEntries int
-	perShard   int
+	perShard   int // max_entries / tableShards
 	drainAfter time.Duration
 }
 
@@ -98,7 +98,7 @@ type sessionTable struct {
 	// when the ring or a drain changes (routesFor).
 	routes    atomic.Pointer[routeSet]
 	routesMu  sync.Mutex
-	routesFor func(*ring.Snapshot) []routeMember
+	routesFor func(*ring.Snapshot) []ring.Member
 	routesGen atomic.Uint64 // bumped when something routesFor reads besides the ring changed
 	ring      *ring.Ring
 
@@ -127,11 +127,6 @@ type sessionTable struct {
 	drainsPast      func() map[string]bool
 	stop            chan struct{}
 	done            chan struct{}
-}
-
-// routeMember is one backend routesFor reports as taking its live keys.
-type routeMember struct {
-	member ring.Member
 }
 
 // routeSet is an immutable map from name index to route.
@@ -171,7 +166,6 @@ func newSessionTable(self string, cfg configs.SessionTable, r *ring.Ring, m *met
 func (t *sessionTable) setSettings(cfg configs.SessionTable) {
 	t.settings.Store(&tableSettings{
 		linger:     cfg.Linger.D(),
-		maxEntries: cfg.MaxEntries,
 		perShard:   max(cfg.MaxEntries/tableShards, 1),
 		drainAfter: cfg.DrainDeadline.D(),
 	})
@@ -211,24 +205,20 @@ func (t *sessionTable) rebuildRoutes(snap *ring.Snapshot) *routeSet {
 	if old.ringVersion == snap.Version() && old.gen == gen {
 		return old
 	}
-	var members []routeMember
+	members := snap.Members()
 	if t.routesFor != nil {
 		members = t.routesFor(snap)
-	} else {
-		for _, m := range snap.Members() {
-			members = append(members, routeMember{member: m})
-		}
 	}
 	rs := &routeSet{ringVersion: snap.Version(), gen: gen, byIndex: make([]route, t.names.len())}
 	for _, m := range members {
-		i, ok := t.names.intern(m.member.Name)
+		i, ok := t.names.intern(m.Name)
 		if !ok {
 			continue
 		}
 		for int(i) >= len(rs.byIndex) {
 			rs.byIndex = append(rs.byIndex, route{})
 		}
-		rs.byIndex[i] = route{member: m.member, ok: true}
+		rs.byIndex[i] = route{member: m, ok: true}
 	}
 	t.routes.Store(rs)
 	return rs
@@ -256,12 +246,12 @@ func (t *sessionTable) lookup(h uint64, snap *ring.Snapshot) (ring.Member, place
 	if !ok {
 		return ring.Member{}, p, false
 	}
-	// An expired entry, or one whose backend is down (or gone, or past
-	// its drain deadline): the key is placed anew, with the next version,
-	// which supersedes the old placement on every balancer — its session
-	// moves, and stays where it went when the backend comes back. An
-	// entry nobody placed anew routes to its backend again once it is
-	// back (its session, if any, is there).
+	// An expired entry, or one whose backend takes no live keys now (a
+	// gossip edge gone or draining, a static edge past its drain
+	// deadline): the key is placed anew, with the next version, which
+	// supersedes the old placement on every balancer — its session moves,
+	// and stays where it went. An entry nobody placed anew routes to its
+	// backend again if it comes back (its session, if any, is there).
 	r, routable := rs.routable(e.backend)
 	if !routable || (e.open == 0 && e.until <= now) {
 		p.tomb, p.version = true, e.version
@@ -283,8 +273,8 @@ const (
 // A key new here is entered (within its client's budget and the table's
 // room); a key answered by its entry's backend is kept live; a key whose
 // entry's backend did not answer (a failover, an edge's redirect) moves to
-// edge with a new version, and this balancer's tunnels to the old backend
-// close, so the session stays whole. When another placement of the key won
+// edge with a new version, and this balancer's tunnels of the key to an old
+// static backend close, so the session stays whole. When another placement of the key won
 // meanwhile, the answer came from the wrong backend: recordStale.
 func (t *sessionTable) record(h uint64, edge string, basis placement, client netip.Addr, tun *tunnel) int {
 	bi, ok := t.names.intern(edge)
@@ -299,7 +289,6 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 	cur, exists := s.entries[h]
 	live := exists && (cur.open > 0 || cur.until > now)
 	var (
-		out       = recorded
 		delta     bool
 		moved     string
 		closeList []*tunnel
@@ -334,7 +323,7 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 		cur.backend, cur.placedAt, cur.placer = bi, basis.at, t.selfIdx
 		cur.until = max(cur.until, now+int64(set.linger))
 		cur.flags |= entryDirty
-		closeList = tunnelsNotOn(s.tunnels[h], edge)
+		closeList = t.tunnelsNotOn(s.tunnels[h], edge)
 		delta = true
 	default:
 		// The entry changed after the lookup (a peer's placement came in).
@@ -359,7 +348,7 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 		open := cur.open
 		cur = entry{placedAt: mine.placedAt, version: mine.version, backend: bi, placer: t.selfIdx,
 			until: max(cur.until, now+int64(set.linger)), openUntil: cur.openUntil, open: open, flags: entryDirty}
-		closeList = tunnelsNotOn(s.tunnels[h], edge)
+		closeList = t.tunnelsNotOn(s.tunnels[h], edge)
 		delta = true
 	}
 	if tun != nil {
@@ -382,7 +371,7 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 			sy.queue(h, cur)
 		}
 	}
-	return out
+	return recorded
 }
 
 // logConflict says, at debug level, that this balancer's placement of key
@@ -396,11 +385,16 @@ func (t *sessionTable) logConflict(h uint64, mine, theirs entry) {
 		"theirs", t.names.name(theirs.backend), "theirs_version", theirs.version, "theirs_placed", time.Unix(0, theirs.placedAt), "theirs_by", t.names.name(theirs.placer))
 }
 
-// tunnelsNotOn returns the tunnels of list that are not to backend.
-func tunnelsNotOn(list []*tunnel, backend string) []*tunnel {
+// tunnelsNotOn returns the tunnels of list to static edges other than
+// backend: their key's session is on backend now, and a third-party backend
+// will not send them there. Tunnels to gossip edges are left to the edges,
+// which move their sessions themselves (a drain's hand-off and 1012, a 421
+// to a pinned or claimed session) and would lose what a hand-off carries if
+// the balancer cut in.
+func (t *sessionTable) tunnelsNotOn(list []*tunnel, backend string) []*tunnel {
 	var out []*tunnel
 	for _, tn := range list {
-		if tn.edge != backend {
+		if tn.edge != backend && t.isStatic != nil && t.isStatic(tn.edge) {
 			out = append(out, tn)
 		}
 	}
@@ -518,8 +512,8 @@ const (
 	closeDrained  = "drain_deadline"
 )
 
-// maintain runs until close: entries expire, lost backends' entries go,
-// drains end at their deadline.
+// maintain runs until close: entries expire, the route set follows drain
+// deadlines, and a drain past its deadline closes its tunnels.
 func (t *sessionTable) maintain() {
 	defer close(t.done)
 	tick := time.NewTicker(time.Second)

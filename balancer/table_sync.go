@@ -351,7 +351,7 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 			t.logConflict(r.hash, cur, in)
 		}
 		conflict = in.version == cur.version
-		closeList = tunnelsNotOn(s.tunnels[r.hash], r.backend)
+		closeList = t.tunnelsNotOn(s.tunnels[r.hash], r.backend)
 		in.open = cur.open
 		in.until = max(in.until, cur.until)
 		in.openUntil = max(in.openUntil, cur.openUntil)
@@ -633,8 +633,10 @@ func (t *sessionTable) each(f func(h uint64, e *entry)) {
 		s := &t.shards[i]
 		s.mu.Lock()
 		for h, e := range s.entries {
-			f(h, &e)
-			s.entries[h] = e
+			next := e
+			if f(h, &next); next != e {
+				s.entries[h] = next
+			}
 		}
 		s.mu.Unlock()
 	}
@@ -644,6 +646,9 @@ func (t *sessionTable) each(f func(h uint64, e *entry)) {
 // here since the last refresh, with the drains.
 func (sy *tableSync) sendRefresh() {
 	peers, _ := sy.peers()
+	if len(peers) == 0 {
+		return // changes stay marked until there is someone to tell
+	}
 	t := sy.t
 	set := t.settings.Load()
 	now := time.Now().UnixNano()
@@ -727,7 +732,7 @@ func (sy *tableSync) sendTable(job askJob) {
 }
 
 // pendingAsk queues an answer to a peer's ask (dropped when many are
-// queued: the peer asks again). sy.mu is held.
+// queued: the peer asks again).
 func (sy *tableSync) pendingAsk(peer string, id uint64) {
 	select {
 	case sy.answers <- askJob{peer, id}:
@@ -928,9 +933,7 @@ func (sy *tableSync) receive(from string, payload []byte) {
 			err = errTableMsg
 			break
 		}
-		sy.mu.Lock()
 		sy.pendingAsk(from, binary.BigEndian.Uint64(payload[1:]))
-		sy.mu.Unlock()
 	case msgAnswer:
 		err = sy.receiveAnswer(from, payload[1:])
 	default:
