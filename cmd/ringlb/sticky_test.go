@@ -757,14 +757,33 @@ backend relays
 		}
 		return nil
 	}
+	// tableUsed says how many entries an instance's stick table holds,
+	// for the log: a reload that does not carry the table shows here.
+	tableUsed := func(in *inst) string {
+		out, err := haproxyCmd(in.sock, "show table relays")
+		if err != nil {
+			return err.Error()
+		}
+		if i := strings.Index(out, "used:"); i >= 0 {
+			return strings.TrimSpace(strings.SplitN(out[i+len("used:"):], "\n", 2)[0])
+		}
+		return "?"
+	}
 	f.add = func(ctx context.Context, name string) error {
 		mu.Lock()
 		edges = append(edges, name)
 		mu.Unlock()
 		write(t)
 		for _, in := range insts {
+			before := ""
+			if stick {
+				before = tableUsed(in)
+			}
 			if err := launch(in); err != nil {
 				return err
+			}
+			if stick {
+				t.Logf("%s: reloaded; stick table entries before %s, in the new process %s", in.name, before, tableUsed(in))
 			}
 		}
 		return nil
@@ -815,6 +834,9 @@ backend relays
 		// script (or a server-state-file) would.
 		if err := launch(in); err != nil {
 			return err
+		}
+		if stick {
+			t.Logf("%s: started afresh; stick table entries %s", in.name, tableUsed(in))
 		}
 		return setDrains(in)
 	}
