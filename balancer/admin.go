@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
@@ -22,9 +24,11 @@ import (
 //	GET /healthz           200 "ok" while the process serves (liveness; never token-protected)
 //	GET /metrics           Prometheus text
 //	GET /api/ring          {"node","version","members":[{name,url,weight,share}]}
-//	GET /api/lookup?key=K  {"key","owner","url","version","candidates":[...]}
+//	GET /api/lookup?key=K  {"key","owner","url","version","candidates":[...],"table":{...},"routes_to"}
 //	GET /api/nodes         {"node","ring_version","nodes":[...],"recent":[...]} (gossip members and static edges)
-//	POST /api/nodes/{name}/drain  asks that edge to drain (through its admin API)
+//	POST /api/nodes/{name}/drain  drains a static edge (on every balancer), or asks
+//	                       a gossip edge to drain (through its admin API)
+//	POST /api/nodes/{name}/undrain  ends a static edge's drain
 //	POST /api/maintenance?state=on|off  on: the health path (/_ringlb/health)
 //	                       answers 503 "maintenance" while traffic still flows, so
 //	                       health checks (a GSLB's, a floating IP's) move clients
@@ -79,15 +83,24 @@ var historySeries = []operator.SeriesSpec{
 const balancerConcern = "balancer"
 
 // balancerState is what an operator set on this balancer that a restart
-// must not forget.
+// must not forget: maintenance, and the static edges' admin drains (as the
+// session table knows them, from here or from another balancer: stamped,
+// so a peer's later change still wins once the table is shared again).
 type balancerState struct {
-	Maintenance   bool     `json:"maintenance"`
-	DrainedStatic []string `json:"drained_static,omitempty"`
+	Maintenance  bool                        `json:"maintenance"`
+	StaticDrains map[string]staticDrainState `json:"static_drains,omitempty"`
+}
+
+// staticDrainState is one static edge's admin drain in cluster.state_dir.
+type staticDrainState struct {
+	On       bool      `json:"on"`
+	Deadline time.Time `json:"deadline"`
+	Stamp    int64     `json:"stamp"` // unix ns of the change
 }
 
 // restoreState applies the state saved in cluster.state_dir, before the
 // ports serve: a balancer restarted during maintenance stays out of the
-// health checks.
+// health checks, a drained static edge off the ring.
 func (b *Balancer) restoreState() {
 	var st balancerState
 	switch err := b.op.Store.Load(balancerConcern, &st); {
@@ -98,13 +111,16 @@ func (b *Balancer) restoreState() {
 		return
 	}
 	b.maintenance.Store(st.Maintenance)
-	drained := map[string]bool{}
-	for _, name := range st.DrainedStatic {
-		drained[name] = true
+	var drained []string
+	for name, d := range st.StaticDrains {
+		b.table.restoreDrain(name, drainState{on: d.On, deadline: d.Deadline.UnixNano(), stamp: d.Stamp})
+		if d.On {
+			drained = append(drained, name)
+		}
 	}
-	b.drainedStatic.Store(&drained)
 	if st.Maintenance || len(drained) > 0 {
-		b.log.Warn("operator state restored", "maintenance", st.Maintenance, "drained_static_edges", st.DrainedStatic)
+		sort.Strings(drained)
+		b.log.Warn("operator state restored", "maintenance", st.Maintenance, "drained_static_edges", drained)
 	}
 }
 
@@ -112,11 +128,11 @@ func (b *Balancer) restoreState() {
 // stands, in memory).
 func (b *Balancer) saveState() {
 	st := balancerState{Maintenance: b.maintenance.Load()}
-	if d := b.drainedStatic.Load(); d != nil {
-		for name := range *d {
-			st.DrainedStatic = append(st.DrainedStatic, name)
+	for name, d := range b.table.drains.all() {
+		if st.StaticDrains == nil {
+			st.StaticDrains = map[string]staticDrainState{}
 		}
-		sort.Strings(st.DrainedStatic)
+		st.StaticDrains[name] = staticDrainState{On: d.on, Deadline: time.Unix(0, d.deadline), Stamp: d.stamp}
 	}
 	if err := b.op.Store.Save(balancerConcern, st); err != nil {
 		b.log.Error("operator state not saved: a restart will forget the change", "err", err)
@@ -137,6 +153,7 @@ func (b *Balancer) newAdminServer() *http.Server {
 	mux.Handle("GET /api/lookup", access.Read(http.HandlerFunc(b.serveLookup)))
 	mux.Handle("GET /api/nodes", access.Read(http.HandlerFunc(b.serveNodes)))
 	mux.Handle("POST /api/nodes/{name}/drain", access.Write(http.HandlerFunc(b.serveDrain)))
+	mux.Handle("POST /api/nodes/{name}/undrain", access.Write(http.HandlerFunc(b.serveUndrain)))
 	mux.Handle("GET /api/maintenance", access.Read(http.HandlerFunc(b.serveMaintenance)))
 	mux.Handle("POST /api/maintenance", access.Write(http.HandlerFunc(b.serveMaintenance)))
 	b.op.Mount(mux, access, false)
@@ -199,23 +216,31 @@ func (b *Balancer) serveLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	snap := b.ring.Snapshot()
-	owner, ok := snap.Locate([]byte(key))
-	if !ok {
-		operator.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"key": key, "error": "no edge on the ring", "version": snap.Version()})
-		return
-	}
+	out := map[string]any{"key": key, "version": snap.Version(), "candidates": []string{}, "table": nil}
 	var buf [8]ring.Member
 	candidates := []string{}
 	for _, m := range snap.Candidates([]byte(key), buf[:0]) {
 		candidates = append(candidates, m.Name)
 	}
-	operator.WriteJSON(w, http.StatusOK, map[string]any{
-		"key":        key,
-		"owner":      owner.Name,
-		"url":        owner.URL,
-		"version":    snap.Version(),
-		"candidates": candidates,
-	})
+	out["candidates"] = candidates
+	owner, onRing := snap.Locate([]byte(key))
+	if onRing {
+		out["owner"], out["url"] = owner.Name, owner.URL
+	}
+	routesTo := owner.Name
+	if v, ok := b.table.view(xxhash.Sum64String(key), snap); ok {
+		out["table"] = v
+		if v.Routable {
+			routesTo = v.Backend
+		}
+	}
+	if routesTo == "" {
+		out["error"] = "no edge on the ring"
+		operator.WriteJSON(w, http.StatusServiceUnavailable, out)
+		return
+	}
+	out["routes_to"] = routesTo
+	operator.WriteJSON(w, http.StatusOK, out)
 }
 
 // serveMaintenance reports, and on POST sets, maintenance mode.

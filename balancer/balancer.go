@@ -5,7 +5,10 @@
 //
 // It does not own membership: the caller keeps the *ring.Ring current (from
 // gossip and static edges) and the balancer reads a snapshot per request, so a
-// ring change never touches a live connection. It holds no session state.
+// ring change never touches a live connection. It keeps one kind of session
+// state, shared with the other balancers: which backend each live key is on
+// (the live-session table, table.go), so a session stays whole on backends
+// that do not check ownership themselves.
 package balancer
 
 import (
@@ -56,6 +59,9 @@ type Balancer struct {
 	metrics *metrics
 	// relay carries plain-TCP tunnels after the handshake (nil: goroutines).
 	relay *relay
+	// table is the live-session table (table.go), shared with the other
+	// balancers once FollowCluster runs.
+	table *sessionTable
 	// maintenance fails the health path (HealthPath) while traffic still
 	// flows, so a GSLB takes the balancer out of DNS first (admin API).
 	maintenance atomic.Bool
@@ -67,9 +73,6 @@ type Balancer struct {
 	// op is the admin plane: logins, audit log, operator state, history
 	// (admin.go).
 	op *operator.Node
-	// drainedStatic are the static edges an operator drained (nodes.go):
-	// off the ring until undrained.
-	drainedStatic atomic.Pointer[map[string]bool]
 	// static are the config's static edges while FollowCluster runs;
 	// follower is its goroutine (members.go).
 	static   atomic.Pointer[staticEdges]
@@ -140,14 +143,17 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		ring:       r,
 		log:        logger.With("component", "balancer"),
 		reg:        reg,
-		edges:      newEdgePool(cfg.DialTimeout.D()),
 		tunnels:    make(map[*tunnel]struct{}),
 		conns:      make(map[net.Conn]struct{}),
 		limiterSet: make(chan struct{}),
 		peerClient: newPeerClient(),
 	}
+	b.edges = newEdgePool(cfg.DialTimeout.D(), func(name string) configs.EdgeTLS {
+		e, _ := b.static.Load().edge(name)
+		return e.tls
+	})
 	var err error
-	if b.metrics, err = newMetrics(reg, r, b.certExpiry); err != nil {
+	if b.metrics, err = newMetrics(reg, r, b.certExpiry, b.tableGauges()); err != nil {
 		return nil, fmt.Errorf("balancer: register metrics: %w", err)
 	}
 	b.data = &fasthttp.Server{
@@ -198,6 +204,10 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 			b.watchCertificates(b.stopWatch, certCheckInterval)
 		}()
 	}
+	// The table before the admin server: the operator state it restores
+	// holds the table's drains.
+	b.table = newSessionTable(name, cfg.SessionTable, r, b.metrics, b.log)
+	b.wireTable()
 	b.admin = b.newAdminServer()
 	if b.relay, err = newRelay(b.log, cfg.TunnelIdleTimeout.D()); err != nil {
 		return nil, fmt.Errorf("start tunnel relay: %w", err)
@@ -285,6 +295,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 	}
 	b.edges.closeIdle()
 	b.stopFollowing()
+	b.table.close()
 	if b.stopWatch != nil {
 		b.stopOnce.Do(func() { close(b.stopWatch) })
 		<-b.watchDone
@@ -359,6 +370,7 @@ func (b *Balancer) releaseTunnel(t *tunnel) {
 	delete(b.tunnels, t)
 	b.mu.Unlock()
 	b.metrics.connectionsActive.WithLabelValues(t.edge).Dec()
+	b.table.closed(t)
 	b.wg.Done()
 }
 

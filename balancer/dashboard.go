@@ -127,6 +127,9 @@ type balancerCounters struct {
 	Requests       float64            `json:"requests_total"`
 	BackendErrors  float64            `json:"backend_errors_total"`
 	Rejected       float64            `json:"rejected_connections_total"`
+	// SessionTable is the live-session table's size: keys kept on their
+	// backend.
+	SessionTable float64 `json:"session_table_entries"`
 }
 
 // gslbView is one gslb node: its pools as its GET /api/pools reports them
@@ -224,6 +227,8 @@ func (b *Balancer) counters() balancerCounters {
 			c.BackendErrors = sumFamily(mf)
 		case "ringlb_balancer_rejected_connections_total":
 			c.Rejected = sumFamily(mf)
+		case "ringlb_balancer_session_table_entries":
+			c.SessionTable = sumFamily(mf)
 		}
 	}
 	return c

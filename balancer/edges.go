@@ -3,16 +3,19 @@ package balancer
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
 )
 
 // responseTimeout bounds how long a plain HTTP request waits for an edge's
@@ -27,6 +30,10 @@ type edge struct {
 	url  string
 	addr string // host:port
 	tls  bool
+	// tlsConfig verifies the edge (https), built from settings: a static
+	// edge's tls block, or none (the system's roots, the URL's host).
+	tlsConfig *tls.Config
+	settings  configs.EdgeTLS
 	// client proxies plain HTTP requests; it is safe for concurrent use and
 	// keeps idle connections for reuse.
 	client *fasthttp.HostClient
@@ -48,42 +55,79 @@ func (e *dialError) Unwrap() error { return e.err }
 // few hundred bytes.
 type edgePool struct {
 	dialTimeout time.Duration
+	// tlsFor returns a static edge's TLS settings (the zero value for any
+	// other edge).
+	tlsFor func(name string) configs.EdgeTLS
 
 	mu    sync.RWMutex
 	edges map[string]*edge // by member URL
 }
 
-func newEdgePool(dialTimeout time.Duration) *edgePool {
-	return &edgePool{dialTimeout: dialTimeout, edges: make(map[string]*edge)}
+func newEdgePool(dialTimeout time.Duration, tlsFor func(string) configs.EdgeTLS) *edgePool {
+	return &edgePool{dialTimeout: dialTimeout, tlsFor: tlsFor, edges: make(map[string]*edge)}
 }
 
-// get returns the edge for m, creating it on first use.
+// get returns the edge for m, creating it on first use and again when its
+// TLS settings changed (a reload).
 func (p *edgePool) get(m ring.Member) (*edge, error) {
+	var settings configs.EdgeTLS
+	if p.tlsFor != nil {
+		settings = p.tlsFor(m.Name)
+	}
 	p.mu.RLock()
 	e := p.edges[m.URL]
 	p.mu.RUnlock()
-	if e != nil && e.name == m.Name {
+	if e != nil && e.name == m.Name && e.settings == settings {
 		return e, nil
 	}
-	e, err := p.newEdge(m)
+	e, err := p.newEdge(m, settings)
 	if err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if old := p.edges[m.URL]; old != nil && old.name == m.Name {
+	if old := p.edges[m.URL]; old != nil && old.name == m.Name && old.settings == settings {
 		return old, nil
 	}
 	p.edges[m.URL] = e
 	return e, nil
 }
 
-func (p *edgePool) newEdge(m ring.Member) (*edge, error) {
+// edgeTLSConfig is how the balancer verifies an https edge: its
+// certificate must chain to ca_file (or the system's roots) and name
+// server_name (or the URL's host); cert_file and key_file are presented to
+// it. Verification cannot be turned off.
+func edgeTLSConfig(host string, s configs.EdgeTLS) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host, NextProtos: []string{"http/1.1"}}
+	if s.ServerName != "" {
+		c.ServerName = s.ServerName
+	}
+	if s.CAFile != "" {
+		pem, err := os.ReadFile(s.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificate in it", s.CAFile)
+		}
+	}
+	if s.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, error) {
 	u, err := url.Parse(m.URL)
 	if err != nil {
 		return nil, fmt.Errorf("edge %s: bad url %q: %w", m.Name, m.URL, err)
 	}
-	e := &edge{name: m.Name, url: m.URL}
+	e := &edge{name: m.Name, url: m.URL, settings: settings}
 	port := ""
 	switch u.Scheme {
 	case "http", "ws":
@@ -100,10 +144,16 @@ func (p *edgePool) newEdge(m ring.Member) (*edge, error) {
 	if u.Port() == "" {
 		e.addr = net.JoinHostPort(u.Hostname(), port)
 	}
+	if e.tls {
+		if e.tlsConfig, err = edgeTLSConfig(u.Hostname(), settings); err != nil {
+			return nil, fmt.Errorf("edge %s: %w", m.Name, err)
+		}
+	}
 	e.client = &fasthttp.HostClient{
-		Addr:  e.addr,
-		Name:  "ringlb-balancer",
-		IsTLS: e.tls,
+		Addr:      e.addr,
+		Name:      "ringlb-balancer",
+		IsTLS:     e.tls,
+		TLSConfig: e.tlsConfig,
 		Dial: func(addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{Timeout: p.dialTimeout}).Dial("tcp", addr)
 			if err != nil {
@@ -139,8 +189,9 @@ func (p *edgePool) dial(ctx context.Context, e *edge) (net.Conn, error) {
 		err error
 	)
 	if e.tls {
-		host, _, _ := net.SplitHostPort(e.addr)
-		c, err = (&tls.Dialer{NetDialer: d, Config: &tls.Config{ServerName: host}}).DialContext(ctx, "tcp", e.addr)
+		// Handshake included: a refused certificate is a failed dial
+		// (nothing was sent), so the next candidate is tried.
+		c, err = (&tls.Dialer{NetDialer: d, Config: e.tlsConfig}).DialContext(ctx, "tcp", e.addr)
 	} else {
 		c, err = d.DialContext(ctx, "tcp", e.addr)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -20,9 +21,10 @@ import (
 // Hitless upgrade, the balancer's part (the process part is balancer/handoff):
 // the old process sends its ring (SendState) so the new one routes like it
 // from its first request; once the new one serves, the old one stops
-// serving, takes every plain tunnel out of its relay and sends each with its
-// two sockets and its state (HandOff); the new one puts them in its own
-// relay (TakeOver). Bytes in the kernel's socket buffers move with the
+// serving, sends its live-session table, then takes every plain tunnel out
+// of its relay and sends each with its two sockets and its state (HandOff);
+// the new one merges the table, routing requests only once it has it, and
+// puts the tunnels in its own relay, counted in the table (TakeOver). Bytes in the kernel's socket buffers move with the
 // sockets; bytes the old relay had read but not yet written travel in the
 // record and are written first. TLS tunnels cannot move (crypto/tls keeps
 // the session keys inside the process): they stay with the old process
@@ -190,17 +192,23 @@ func (b *Balancer) ReceiveState(c *handoff.Conn) error {
 		members = append(members, ring.Member{Name: m.Name, URL: m.URL, Weight: m.Weight})
 	}
 	b.ring.Update(members)
+	// The old process's table comes with its tunnels (TakeOver): until
+	// then requests wait, rather than route live keys by the ring alone.
+	// It is checked against the static edges as against the ring.
+	b.startStatic(b.current.Load().cfg.Edges)
+	b.table.inheriting.Store(true)
 	return nil
 }
 
-// inheritedStatic returns, once, the previous process's static edge
-// monitor states (ReceiveState); nil otherwise.
-func (b *Balancer) inheritedStatic() map[string]bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	st := b.staticStates
-	b.staticStates = nil
-	return st
+// sendTable sends the table to the new process, in parts of at most a
+// frame.
+func (b *Balancer) sendTable(c *handoff.Conn) error {
+	for _, body := range b.table.bodies(handoff.MaxFrame) {
+		if err := c.Send(handoff.TypeTable, body.bytes()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // HandOffResult says what HandOff did.
@@ -248,7 +256,8 @@ func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (res HandOffRes
 	began = time.Now()
 	defer func() { res.Moving = time.Since(began) }()
 
-	var sendErr error
+	// The table first: the tunnels' entries are in it.
+	sendErr := b.sendTable(c)
 	for _, p := range b.relay.pairs() {
 		if !b.relay.detach(p) {
 			continue // it ended meanwhile
@@ -309,6 +318,8 @@ func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
 	// Tunnels taken over count against the data port's limits, which
 	// Serve sets up; without Serve (tests), they count nowhere.
 	limits := b.limiterOrNil(limiterWait)
+	// However the hand-off ends, the table routes with what arrived.
+	defer b.table.endInherit()
 	taken := 0
 	for {
 		typ, p, fds, err := c.Recv(handoff.TypeTunnel)
@@ -316,7 +327,12 @@ func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
 			return taken, err
 		}
 		switch typ {
+		case handoff.TypeTable:
+			if _, err := b.table.inherit(p); err != nil {
+				return taken, fmt.Errorf("hand-off: the session table: %w", err)
+			}
 		case handoff.TypeTunnel:
+			b.table.endInherit()
 			if b.adopt(p, fds, limits) {
 				taken++
 			}
@@ -353,6 +369,8 @@ func (b *Balancer) adopt(p []byte, fds []int, limits *limitListener) bool {
 		closeAll()
 		return false
 	}
+	// Before the relay runs it: its end (release) must find it counted.
+	b.table.attach(xxhash.Sum64String(m.key), m.edge, t)
 	// Counted against this balancer's limits as if accepted here.
 	var account io.Closer
 	if limits != nil {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -172,6 +174,15 @@ func TestHandOffMovesEveryTunnel(t *testing.T) {
 	if n := next.ring.Snapshot().Len(); n != 1 {
 		t.Fatalf("new balancer's ring has %d members, want the old one's 1", n)
 	}
+	// Until the old balancer's table is in, the new one does not route.
+	if next.table.routable() {
+		t.Error("the new balancer routes before the old one's table arrived")
+	}
+	// A key with no tunnel, placed before the hand-off, travels too.
+	idle := xxhash.Sum64String("idle")
+	if r := old.table.record(idle, "raw", placement{at: time.Now().UnixNano()}, netip.MustParseAddr("127.0.0.9"), nil); r != recorded {
+		t.Fatalf("record an idle key: %d", r)
+	}
 	type took struct {
 		n   int
 		err error
@@ -219,6 +230,17 @@ func TestHandOffMovesEveryTunnel(t *testing.T) {
 	if v := value(next.metrics.requestsTotal.WithLabelValues("raw", "101")); v != small+1 {
 		t.Errorf("requests_total{edge=raw,code=101} = %v on the new balancer, want the old one's %d", v, small+1)
 	}
+	// The table came along, the moved tunnels counted in it.
+	if !next.table.routable() {
+		t.Error("the new balancer does not route after the hand-off")
+	}
+	snap := next.ring.Snapshot()
+	if v, ok := next.table.view(xxhash.Sum64String("bench"), snap); !ok || v.Backend != "raw" || v.OpenHere != small+1 {
+		t.Errorf("the moved tunnels' key in the new table: %+v (found %v), want on raw with %d open here", v, ok, small+1)
+	}
+	if v, ok := next.table.view(idle, snap); !ok || v.Backend != "raw" || v.OpenHere != 0 || !v.LiveUntil.After(time.Now()) {
+		t.Errorf("the idle key in the new table: %+v (found %v), want on raw, live, none open", v, ok)
+	}
 	// A new tunnel on the shared listener is the new balancer's.
 	c, br := openRawTunnel(t, addr)
 	defer c.Close()
@@ -234,6 +256,9 @@ func TestHandOffMovesEveryTunnel(t *testing.T) {
 	}
 	bulk.Close()
 	waitTunnels(t, next, 0)
+	if v, ok := next.table.view(xxhash.Sum64String("bench"), next.ring.Snapshot()); !ok || v.OpenHere != 0 {
+		t.Errorf("after every tunnel closed, the key in the new table: %+v (found %v), want none open (lingering)", v, ok)
+	}
 }
 
 // TLS tunnels cannot move (crypto/tls keeps the session keys in the
@@ -479,8 +504,8 @@ func TestHandOffState(t *testing.T) {
 	_, port, _ := net.SplitHostPort(deadAddr)
 	mon := configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(20 * time.Millisecond), Timeout: configs.Duration(500 * time.Millisecond), Rise: 2, Fall: 1}
 	mon.Port, _ = strconv.Atoi(port)
-	edges := []configs.StaticEdge{{Name: "gone", URL: "http://" + deadAddr, Weight: 1, Monitor: &mon}}
-	st := newStaticEdges(edges, nil, nil)
+	edges := []configs.StaticEdge{{Name: "gone", URL: "http://" + deadAddr, Monitor: &mon}}
+	st := newStaticEdges(edges, nil, nil, nil)
 	defer st.Close()
 	old.static.Store(st)
 	for deadline := time.Now().Add(10 * time.Second); len(st.Members()) != 0; time.Sleep(5 * time.Millisecond) {
@@ -494,7 +519,11 @@ func TestHandOffState(t *testing.T) {
 	}
 	defer a.Close()
 	defer b.Close()
-	next := newHandOffBalancer(t, "", mustListen(t))
+	// The new process's monitor is slow to take the edge down (Fall 100):
+	// without the old state the edge would be on the ring for 100 checks.
+	slow := mon
+	slow.Fall = 100
+	next := newHandOffBalancerWith(t, configs.Balancer{Edges: []configs.StaticEdge{{Name: "gone", URL: "http://" + deadAddr, Monitor: &slow}}}, "", mustListen(t))
 	go old.SendState(a)
 	if err := next.ReceiveState(b); err != nil {
 		t.Fatal(err)
@@ -502,17 +531,7 @@ func TestHandOffState(t *testing.T) {
 	if got, want := next.ring.Snapshot().Members(), old.ring.Snapshot().Members(); !slices.Equal(got, want) {
 		t.Errorf("ring %v, want the old one's %v", got, want)
 	}
-	states := next.inheritedStatic()
-	if up, ok := states["gone"]; !ok || up {
-		t.Fatalf("static states %v, want gone: down", states)
-	}
-	// A monitor slow to take it down (Fall 100): without the old state the
-	// edge would be on the ring for 100 checks.
-	slow := mon
-	slow.Fall = 100
-	seeded := newStaticEdgesSeeded([]configs.StaticEdge{{Name: "gone", URL: "http://" + deadAddr, Weight: 1, Monitor: &slow}}, nil, nil, states)
-	defer seeded.Close()
-	if m := seeded.Members(); len(m) != 0 {
+	if m := next.static.Load().Members(); len(m) != 0 {
 		t.Errorf("a static edge the old process saw down is on the new ring from the start: %v", m)
 	}
 }

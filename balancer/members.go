@@ -3,15 +3,21 @@ package balancer
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
 
 // The ring's members: the alive, non-draining edges of the gossip cluster
-// plus the static edges of the config while their monitors pass. Every
-// balancer that sees the same cluster computes the same ring (ring.Ring
-// orders members itself), whatever order they joined in.
+// plus the static edges of the config while their monitors pass and they are
+// not draining. Every balancer that sees the same cluster computes the same
+// ring (ring.Ring orders members itself), whatever order they joined in.
+//
+// The session table routes live keys to a wider set (routeMembers): the
+// ring's members and the static edges off it (down by their monitor, or
+// draining until their deadline).
 
 // membersFollower is what FollowCluster runs: one goroutine rebuilding the
 // ring on every membership change, stopped by Shutdown.
@@ -25,16 +31,25 @@ type membersFollower struct {
 var errNoCluster = errors.New("balancer: FollowCluster before SetCluster")
 
 // FollowCluster makes the ring follow the cluster set by SetCluster and the
-// static edges of the config (monitored from now on, swapped by Reload).
-// Call it once, before Serve; Shutdown stops it. A balancer that is only
-// given SetCluster (tests) reads the cluster — pins, 421 targets, the admin
-// API — but its ring stays whatever the caller makes it.
+// static edges of the config (monitored from now on, swapped by Reload), and
+// shares the session table with the cluster's other balancers: until it has
+// a peer's table (or balancer.session_table.startup_wait passed) requests
+// wait and the health path answers 503. Call it once, before Serve;
+// Shutdown stops it. A balancer that is only given SetCluster (tests) reads
+// the cluster — pins, 421 targets, the admin API — but its ring stays
+// whatever the caller makes it and its table stays its own.
 func (b *Balancer) FollowCluster() error {
 	c := b.clusterOrNil()
 	if c == nil {
 		return errNoCluster
 	}
-	b.static.Store(newStaticEdgesSeeded(b.current.Load().cfg.Edges, b.rebuildRing, b.log, b.inheritedStatic()))
+	cfg := b.current.Load().cfg
+	b.startStatic(cfg.Edges)
+	// The ring first: a peer's table is checked against it as it comes in.
+	b.rebuildRing()
+	if err := b.table.startSync(c, cfg.SessionTable.StartupWait.D()); err != nil {
+		return err
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	changes, unsubscribe := c.Subscribe()
 	f := &membersFollower{stop: stop, unsubscribe: unsubscribe, done: make(chan struct{})}
@@ -50,7 +65,8 @@ func (b *Balancer) FollowCluster() error {
 
 // ringMembers is the member rule: a gossip cluster is one region, so every
 // alive edge in it is ours (health has already dropped members whose
-// metadata it does not trust); static edges count while up.
+// metadata it does not trust); static edges count while up and not
+// draining.
 func (b *Balancer) ringMembers() []ring.Member {
 	var out []ring.Member
 	if c := b.clusterOrNil(); c != nil {
@@ -61,13 +77,119 @@ func (b *Balancer) ringMembers() []ring.Member {
 		}
 	}
 	if st := b.static.Load(); st != nil {
-		out = append(out, b.undrained(st.Members())...)
+		for _, m := range st.Members() {
+			if d, ok := b.table.drains.get(m.Name); !ok || !d.on {
+				out = append(out, m)
+			}
+		}
 	}
 	return out
 }
 
+// staticDrain says whether static edge e drains (weight 0 or the admin
+// API), and until when its live sessions stay.
+func (b *Balancer) staticDrain(e staticEdge) (bool, time.Time) {
+	var deadline time.Time
+	draining := false
+	if !e.zeroSince.IsZero() {
+		draining, deadline = true, e.zeroSince.Add(b.table.settings.Load().drainAfter)
+	}
+	if d, ok := b.table.drains.get(e.member.Name); ok && d.on {
+		if dl := time.Unix(0, d.deadline); !draining || dl.Before(deadline) {
+			deadline = dl
+		}
+		draining = true
+	}
+	return draining, deadline
+}
+
+// routeMembers is where live keys may go now: every member of snap, and
+// every other static edge of the config unless its drain deadline has
+// passed — whatever its monitor says. The monitor decides which backends
+// take new keys; a live session stays with its backend as long as the
+// backend accepts connections, and moves on a failed dial (the passive
+// health of forward). A monitor's false alarm on one balancer thus moves
+// no session, and a dead backend's sessions move at their next
+// participant, as they would have.
+func (b *Balancer) routeMembers(snap *ring.Snapshot) []ring.Member {
+	st := b.static.Load()
+	out := snap.Members()
+	now := time.Now()
+	for _, e := range st.all() {
+		if _, on := snap.Member(e.member.Name); on {
+			continue
+		}
+		if draining, deadline := b.staticDrain(e); draining && !now.Before(deadline) {
+			continue
+		}
+		out = append(out, e.member)
+	}
+	return out
+}
+
+// wireTable tells the session table what this balancer routes to.
+func (b *Balancer) wireTable() {
+	t := b.table
+	t.routesFor = b.routeMembers
+	t.isStatic = func(name string) bool {
+		_, ok := b.static.Load().edge(name)
+		return ok
+	}
+	t.known = func(name string) bool {
+		if t.isStatic(name) {
+			return true
+		}
+		if c := b.clusterOrNil(); c != nil {
+			n, ok := c.Node(name)
+			return ok && n.Meta.Role == health.RoleEdge
+		}
+		return false
+	}
+	t.drainsPast = func() map[string]bool {
+		past := map[string]bool{}
+		now := time.Now()
+		for _, e := range b.static.Load().all() {
+			if draining, deadline := b.staticDrain(e); draining && !now.Before(deadline) {
+				past[e.member.Name] = true
+			}
+		}
+		return past
+	}
+	t.onDrain = func() {
+		b.saveState()
+		b.staticChanged()
+	}
+}
+
+// startStatic starts monitoring the config's static edges, from the states
+// the process this one replaced saw (an upgrade); once only: ReceiveState
+// starts them early, for the table it takes over to route to them.
+func (b *Balancer) startStatic(edges []configs.StaticEdge) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.static.Load() != nil {
+		return
+	}
+	st := b.staticStates
+	b.staticStates = nil
+	b.static.Store(newStaticEdgesSeeded(edges, nil, b.staticChanged, b.log, st))
+}
+
+// staticChanged rebuilds the ring once it follows the cluster (a static
+// edge came up or went down, or a drain changed); before, the ring is the
+// replaced process's copy (ReceiveState), which static edges alone would
+// not rebuild.
+func (b *Balancer) staticChanged() {
+	b.mu.Lock()
+	following := b.follower != nil
+	b.mu.Unlock()
+	if following {
+		b.rebuildRing()
+	}
+}
+
 // rebuildRing recomputes the ring now (a static edge came up or went
-// down, or Reload changed them).
+// down, a drain changed, or Reload changed them).
 func (b *Balancer) rebuildRing() { b.ring.Update(b.ringMembers()) }
 
 // stopFollowing ends FollowCluster's goroutine and the static monitors.

@@ -38,12 +38,46 @@ type metrics struct {
 	// acceptErrors counts failed accepts (EMFILE, ENFILE, ENOBUFS...), each
 	// retried after a backoff, by listener (data, redirect).
 	acceptErrors *prometheus.CounterVec
+
+	// The live-session table (table.go, table_sync.go).
+	//
+	// tableEvictions counts entries removed, by reason: expired (linger
+	// over), capacity (room for a new key), backend_lost (its backend is
+	// down, gone or past its drain deadline).
+	tableEvictions *prometheus.CounterVec
+	// tableRefused counts keys routed by the ring without being entered,
+	// by reason: new_key_budget (the client's), full (only live sessions
+	// in the table's sample of a full shard).
+	tableRefused *prometheus.CounterVec
+	// tableConflicts counts placements made here that lost to another
+	// balancer's placement of the same key on another backend.
+	tableConflicts prometheus.Counter
+	// tableMoves counts keys moved here to another backend because theirs
+	// did not answer, or an edge redirected them.
+	tableMoves prometheus.Counter
+	// tableTunnelsClosed counts tunnels closed because their key's session
+	// is elsewhere now, by reason: moved, conflict, backend_lost.
+	tableTunnelsClosed *prometheus.CounterVec
+	// tableIgnored counts records and drains from other balancers that
+	// were not applied, by reason.
+	tableIgnored *prometheus.CounterVec
+	// tableSyncLag is the age of other balancers' placements when they
+	// arrive here.
+	tableSyncLag prometheus.Histogram
+	// tableSyncBytes counts bytes of table messages sent, by kind (delta,
+	// refresh, answer).
+	tableSyncBytes *prometheus.CounterVec
+}
+
+// tableGauges read the session table at scrape time.
+type tableGauges struct {
+	entries, ready func() float64
 }
 
 // newMetrics declares the balancer's metrics on reg. certExpiry says when
 // the certificate served on the data port expires (Unix seconds), 0 without
 // TLS: alerts warn before it does.
-func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float64) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float64, tg tableGauges) (*metrics, error) {
 	m := &metrics{
 		connectionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ringlb_balancer_connections_active",
@@ -65,6 +99,39 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 			Name: "ringlb_balancer_accept_errors_total",
 			Help: "Failed accepts (out of file descriptors or kernel memory), each retried after a backoff, by listener (data, redirect).",
 		}, []string{"listener"}),
+		tableEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_balancer_session_table_evictions_total",
+			Help: "Live-session table entries removed, by reason (expired, capacity, backend_lost).",
+		}, []string{"reason"}),
+		tableRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_balancer_session_table_refused_total",
+			Help: "New keys routed by the ring without an entry, by reason (new_key_budget, full).",
+		}, []string{"reason"}),
+		tableConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_balancer_session_table_conflicts_total",
+			Help: "Placements by this balancer that lost to another balancer's placement of the same key on another backend.",
+		}),
+		tableMoves: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_balancer_session_table_moves_total",
+			Help: "Keys this balancer moved to another backend because theirs did not answer or an edge redirected them.",
+		}),
+		tableTunnelsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_balancer_session_table_tunnels_closed_total",
+			Help: "Tunnels closed because their session lives on another backend now, by reason (moved, conflict, backend_lost).",
+		}, []string{"reason"}),
+		tableIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_balancer_session_table_ignored_total",
+			Help: "Table records and drains from other nodes not applied, by reason (unknown_backend, backend_down, malformed, not_a_balancer, full).",
+		}, []string{"reason"}),
+		tableSyncLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ringlb_balancer_session_table_sync_lag_seconds",
+			Help:    "Age of another balancer's placement when it arrives here.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		tableSyncBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_balancer_session_table_sync_bytes_total",
+			Help: "Bytes of session table messages sent to other balancers, by kind (delta, refresh, answer).",
+		}, []string{"kind"}),
 	}
 	ringMembers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "ringlb_balancer_ring_members",
@@ -80,7 +147,17 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 		Help: "When the certificate served on the data port expires, Unix seconds (0 without TLS).",
 	}, certExpiry)
 
-	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, m.rejectedTotal, m.acceptErrors, ringMembers, ringVersion, certExpires} {
+	tableEntries := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ringlb_balancer_session_table_entries",
+		Help: "Keys in the live-session table.",
+	}, tg.entries)
+	tableReady := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ringlb_balancer_session_table_ready",
+		Help: "1 once the live-session table routes (a starting balancer has a peer's table, or waited startup_wait), else 0.",
+	}, tg.ready)
+
+	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, m.rejectedTotal, m.acceptErrors, ringMembers, ringVersion, certExpires,
+		m.tableEvictions, m.tableRefused, m.tableConflicts, m.tableMoves, m.tableTunnelsClosed, m.tableIgnored, m.tableSyncLag, m.tableSyncBytes, tableEntries, tableReady} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

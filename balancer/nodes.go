@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/operator"
 )
@@ -26,6 +25,11 @@ type Cluster interface {
 	// Keyring is the cluster's key: peers sign their reads of this admin
 	// port with it, and the dashboard signs its reads of theirs.
 	Keyring() *health.Keyring
+	// Node returns the live member named name (the session table checks
+	// who sends it entries).
+	Node(name string) (health.Node, bool)
+	// OpenChannel carries the session table between balancers.
+	OpenChannel(id byte, receive func(from string, payload []byte)) (*health.Channel, error)
 }
 
 // clusterRef holds the Cluster set by SetCluster (nil: no gossip, e.g. static
@@ -66,6 +70,9 @@ type nodeView struct {
 	// OnRing says whether this balancer routes to the node now.
 	OnRing bool    `json:"on_ring"`
 	Share  float64 `json:"share,omitempty"`
+	// DrainDeadline is when a draining static edge's remaining sessions
+	// move.
+	DrainDeadline *time.Time `json:"drain_deadline,omitempty"`
 }
 
 type eventView struct {
@@ -104,33 +111,49 @@ func (b *Balancer) nodeViews() ([]nodeView, []eventView, uint64) {
 	}
 	for _, m := range snap.Members() {
 		if !seen[m.Name] {
-			nodes = append(nodes, nodeView{Name: m.Name, Role: "edge", State: "static", URL: m.URL, Weight: m.Weight, OnRing: true, Share: shares[m.Name]})
 			seen[m.Name] = true
+			nodes = append(nodes, nodeView{Name: m.Name, Role: "edge", State: "static", URL: m.URL, Weight: m.Weight, OnRing: true, Share: shares[m.Name]})
 		}
 	}
-	if d := b.drainedStatic.Load(); d != nil {
-		for _, e := range b.current.Load().cfg.Edges {
-			if (*d)[e.Name] && !seen[e.Name] {
-				nodes = append(nodes, nodeView{Name: e.Name, Role: "edge", State: "drained", URL: e.URL, Weight: e.Weight})
+	// Static edges off the ring: draining (their live sessions stay until
+	// the deadline) or down.
+	if st := b.static.Load(); st != nil {
+		for _, e := range st.edges {
+			if seen[e.member.Name] {
+				continue
 			}
+			v := nodeView{Name: e.member.Name, Role: "edge", State: "down", URL: e.member.URL, Weight: e.member.Weight}
+			if up, _ := e.prober.Up(); up {
+				if draining, deadline := b.staticDrain(e); draining {
+					v.State, v.DrainDeadline = "draining", &deadline
+				}
+			}
+			nodes = append(nodes, v)
 		}
 	}
 	return nodes, recent, snap.Version()
 }
 
-// serveDrain: POST /api/nodes/{name}/drain asks that edge (through its own
-// admin API, whose address it gossips) to drain: it leaves the ring for new
-// sessions and hands its live ones over. The answer is the edge's. A static
-// edge of this balancer's config (not in gossip, nobody to ask) is taken off
-// this balancer's ring instead, and ?state=off puts it back; that drain is
-// kept in cluster.state_dir.
+// serveDrain: POST /api/nodes/{name}/drain. A static edge drains here and
+// on every balancer of the cluster (the session table carries it): no new
+// keys; its live sessions stay until they end or the deadline (?deadline=
+// a duration, default balancer.session_table.drain_deadline). A gossip
+// edge is asked (through its own admin API, whose address it gossips) to
+// drain: it leaves the ring for new sessions and hands its live ones over;
+// the answer is the edge's. ?state=off on a static edge is an undrain.
 func (b *Balancer) serveDrain(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	operator.Describe(r.Context(), "drain", name)
-	if b.isStatic(name) {
-		b.drainStatic(w, r, name)
+	if _, ok := b.static.Load().edge(name); ok {
+		switch state := r.URL.Query().Get("state"); state {
+		case "", "on", "off":
+			b.drainStatic(w, r, name, state != "off")
+		default:
+			operator.Describe(r.Context(), "drain", name+" "+state)
+			operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("state must be on or off, got %q", state)})
+		}
 		return
 	}
+	operator.Describe(r.Context(), "drain", name)
 	c := b.clusterOrNil()
 	if c == nil {
 		operator.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "this balancer has no gossip membership; drain the edge on its own admin port"})
@@ -165,63 +188,44 @@ func (b *Balancer) serveDrain(w http.ResponseWriter, r *http.Request) {
 	w.Write(body)
 }
 
-// isStatic reports whether name is a static edge of the config.
-func (b *Balancer) isStatic(name string) bool {
-	for _, e := range b.current.Load().cfg.Edges {
-		if e.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
-// drainStatic takes a static edge off this balancer's ring (state=on, the
-// default) or puts it back (state=off). Its live tunnels are not touched:
-// a static edge is a third-party backend that hands nothing over.
-func (b *Balancer) drainStatic(w http.ResponseWriter, r *http.Request, name string) {
-	state := r.URL.Query().Get("state")
-	if state == "" {
-		state = "on"
-	}
-	if state != "on" && state != "off" {
-		operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("state must be on or off, got %q", state)})
+// serveUndrain: POST /api/nodes/{name}/undrain ends a static edge's drain
+// by the admin API (on every balancer); a weight of 0 in the config stays.
+func (b *Balancer) serveUndrain(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	operator.Describe(r.Context(), "drain", name+" off")
+	if _, ok := b.static.Load().edge(name); !ok {
+		operator.WriteJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no static edge named %q (a gossip edge ends its drain itself)", name)})
 		return
 	}
-	operator.Describe(r.Context(), "drain", name+" "+state)
-	for {
-		old := b.drainedStatic.Load()
-		next := map[string]bool{}
-		if old != nil {
-			for k := range *old {
-				next[k] = true
-			}
-		}
-		if state == "on" {
-			next[name] = true
-		} else {
-			delete(next, name)
-		}
-		if b.drainedStatic.CompareAndSwap(old, &next) {
-			break
-		}
-	}
-	b.saveState()
-	b.rebuildRing()
-	b.log.Warn("static edge drained through the admin API", "edge", name, "drained", state == "on", "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
-	operator.WriteJSON(w, http.StatusAccepted, map[string]any{"edge": name, "static": true, "draining": state == "on"})
+	b.drainStatic(w, r, name, false)
 }
 
-// undrained drops the static edges an operator drained from members.
-func (b *Balancer) undrained(members []ring.Member) []ring.Member {
-	d := b.drainedStatic.Load()
-	if d == nil || len(*d) == 0 {
-		return members
+// drainStatic starts or ends a static edge's drain and answers with its
+// state.
+func (b *Balancer) drainStatic(w http.ResponseWriter, r *http.Request, name string, on bool) {
+	state := "off"
+	if on {
+		state = "on"
 	}
-	out := members[:0:0]
-	for _, m := range members {
-		if !(*d)[m.Name] {
-			out = append(out, m)
+	operator.Describe(r.Context(), "drain", name+" "+state)
+	after := b.table.settings.Load().drainAfter
+	if v := r.URL.Query().Get("deadline"); v != "" && on {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > 720*time.Hour {
+			operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "deadline must be a duration in range [1s, 720h], e.g. 30m"})
+			return
 		}
+		after = d
 	}
-	return out
+	deadline := time.Now().Add(after)
+	b.table.setDrain(name, on, deadline)
+	b.log.Warn("static edge drain changed through the admin API", "edge", name, "draining", on, "deadline", deadline, "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
+	e, _ := b.static.Load().edge(name)
+	draining, dl := b.staticDrain(e)
+	out := map[string]any{"node": b.name, "edge": name, "static": true, "draining": draining}
+	if draining {
+		out["deadline"] = dl
+	}
+	// Accepted: the other balancers take the change as the table carries it.
+	operator.WriteJSON(w, http.StatusAccepted, out)
 }

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
@@ -90,11 +92,26 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	snap := b.ring.Snapshot()
-	owner, ok := snap.Locate(key)
-	if !ok {
-		b.reply(ctx, "", fasthttp.StatusServiceUnavailable, []byte("service unavailable: no edge on the ring\n"))
+	// A balancer that shares its table waits for a peer's before it
+	// routes (bounded by session_table.startup_wait): a key it does not
+	// know yet would go to its ring owner, not to its session.
+	if !b.table.waitRoutable(ctx.Done()) {
+		b.reply(ctx, "", fasthttp.StatusServiceUnavailable, []byte("service unavailable: shutting down\n"))
 		return
+	}
+	// A live key goes to its session's backend, whatever the ring says
+	// now; a new one to its ring owner.
+	h := xxhash.Sum64(key)
+	snap := b.ring.Snapshot()
+	rt := requestRoute{key: key, hash: h}
+	rt.target, rt.basis, rt.inTable = b.table.lookup(h, snap)
+	if !rt.inTable {
+		owner, ok := snap.Locate(key)
+		if !ok {
+			b.reply(ctx, "", fasthttp.StatusServiceUnavailable, []byte("service unavailable: no edge on the ring\n"))
+			return
+		}
+		rt.target = owner
 	}
 
 	var cookie []byte
@@ -102,10 +119,28 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 		cookie = b.assignedCookie(key, ctx.IsTLS())
 	}
 	if isWebSocketUpgrade(&ctx.Request.Header) {
-		b.serveUpgrade(ctx, snap, key, owner, cookie)
+		b.serveUpgrade(ctx, snap, rt, cookie)
 		return
 	}
-	b.serveHTTP(ctx, snap, key, owner, cookie)
+	b.serveHTTP(ctx, snap, rt, cookie)
+}
+
+// requestRoute is where serveData sends a request: the key, its hash, the backend
+// chosen (the table's or the ring owner) and what the table said, for
+// recording the answer.
+type requestRoute struct {
+	key     []byte
+	hash    uint64
+	target  ring.Member
+	basis   placement
+	inTable bool
+}
+
+// clientAddr is the request's client address (after PROXY protocol), the
+// unit of the session table's new-key budget.
+func clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	a, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return a
 }
 
 func (b *Balancer) serveHealth(ctx *fasthttp.RequestCtx) {
@@ -117,6 +152,12 @@ func (b *Balancer) serveHealth(ctx *fasthttp.RequestCtx) {
 	if len(b.ring.Snapshot().Members()) == 0 {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		ctx.SetBodyString("no edge routable\n")
+		return
+	}
+	if !b.table.routable() {
+		// Starting: the table from the other balancers is not in yet.
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetBodyString("session table syncing\n")
 		return
 	}
 	ctx.SetBodyString("ok\n")
@@ -197,15 +238,18 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 	// costing each request a failed dial.
 	if b.isSuspect(owner.Name) {
 		cands = snap.Candidates(key, candBuf[:0])
-		for _, c := range cands[1:] {
-			if !b.isSuspect(c.Name) {
-				target = c
-				break
-			}
+		target = b.fallback(snap, key, owner.Name, cands, nil)
+		if target.Name == "" {
+			target = owner
 		}
 		if target != owner {
 			skipped = append(skipped, owner.Name)
 		}
+	} else if ro, ok := snap.Locate(key); ok && ro.Name != owner.Name && b.isSuspect(ro.Name) {
+		// Sent by the session table to another edge than the ring's
+		// owner, which is unreachable: an edge checking ownership does so
+		// on the ring without it, as after a failover.
+		skipped = append(skipped, ro.Name)
 	}
 	for {
 		if nTried < len(tried) {
@@ -246,8 +290,8 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 			if cands == nil {
 				cands = snap.Candidates(key, candBuf[:0])
 			}
-			next, ok := nextCandidate(cands, tried[:nTried])
-			if !ok {
+			next := b.fallback(snap, key, target.Name, cands, tried[:nTried])
+			if next.Name == "" {
 				return "", fmt.Errorf("%w: %w", errNoEdge, err)
 			}
 			target = next
@@ -255,6 +299,28 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 			return target.Name, err
 		}
 	}
+}
+
+// fallback is where key goes when failed cannot be reached: its owner on
+// the ring without failed — the ring every balancer builds once failed is
+// taken down, so a balancer that already has and one that has not yet send
+// the key to the same edge, whether the key was routed to failed by the
+// ring or by the session table — unless tried or suspect; else the first
+// candidate not tried (cands are the key's candidates on snap). Zero when
+// none is left.
+func (b *Balancer) fallback(snap *ring.Snapshot, key []byte, failed string, cands []ring.Member, tried []string) ring.Member {
+	if w, ok := snap.Without(failed).Locate(key); ok && w.Name != failed && !slices.Contains(tried, w.Name) && !b.isSuspect(w.Name) {
+		return w
+	}
+	for _, c := range cands {
+		if c.Name != failed && !slices.Contains(tried, c.Name) && !b.isSuspect(c.Name) {
+			return c
+		}
+	}
+	if next, ok := nextCandidate(cands, append(tried, failed)); ok {
+		return next
+	}
+	return ring.Member{}
 }
 
 func memberNamed(snap *ring.Snapshot, name string) (ring.Member, bool) {
@@ -297,7 +363,8 @@ next:
 }
 
 // serveHTTP proxies a plain HTTP request through the edge's keep-alive pool.
-func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, key []byte, owner ring.Member, cookie []byte) {
+func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt requestRoute, cookie []byte) {
+	key := rt.key
 	req := &ctx.Request
 	clientClose := req.Header.ConnectionClose()
 	length := req.Header.ContentLength() // -1 chunked, -2 no body
@@ -319,7 +386,7 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, key 
 		req.Header.SetContentLength(length)
 	}
 
-	edge, err := b.forward(snap, key, owner, func(m ring.Member, _ []string) (string, error) {
+	edge, err := b.forward(snap, key, rt.target, func(m ring.Member, _ []string) (string, error) {
 		e, err := b.edges.get(m)
 		if err != nil {
 			return "", &dialError{edge: m.Name, err: err}
@@ -376,6 +443,10 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, key 
 	stripHopByHopResponse(&ctx.Response.Header)
 	if cookie != nil {
 		ctx.Response.Header.Add(fasthttp.HeaderSetCookie, string(cookie))
+	}
+	if ctx.Response.StatusCode() != fasthttp.StatusMisdirectedRequest {
+		// The key's backend answered: it lives there for linger more.
+		b.table.record(rt.hash, edge, rt.basis, clientAddr(ctx), nil)
 	}
 	b.countRequest(edge, ctx.Response.StatusCode())
 }

@@ -76,16 +76,17 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
 	b.current.Store(rl)
-	if b.limiter != nil {
-		b.limiter.setLimits(cfg.Limits)
-	}
+	b.table.setSettings(cfg.SessionTable)
 	b.mu.Lock()
-	following := b.follower != nil
+	following, l := b.follower != nil, b.limiter
 	b.mu.Unlock()
+	if l != nil {
+		l.setLimits(cfg.Limits)
+	}
 	if following {
 		// New monitors first, then the old ones go: a static edge in both
 		// files is probed afresh (it starts up, as at start-up).
-		if old := b.static.Swap(newStaticEdges(cfg.Edges, b.rebuildRing, b.log)); old != nil {
+		if old := b.static.Swap(newStaticEdges(cfg.Edges, b.static.Load(), b.staticChanged, b.log)); old != nil {
 			old.Close()
 		}
 		b.rebuildRing()

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
@@ -15,8 +16,9 @@ import (
 
 // staticEdges are the edges listed in config rather than found by gossip
 // (third-party backends). Each is checked by an active monitor (health.Prober)
-// and is a ring member only while up. It owns the probers' goroutines until
-// Close.
+// and is a ring member only while up and not draining (weight 0, or a drain
+// through the admin API: the session table keeps its live sessions on it). It
+// owns the probers' goroutines until Close.
 type staticEdges struct {
 	edges  []staticEdge
 	cancel context.CancelFunc
@@ -26,24 +28,29 @@ type staticEdges struct {
 type staticEdge struct {
 	member ring.Member
 	prober *health.Prober
+	tls    configs.EdgeTLS
+	// zeroSince is when the config gave the edge weight 0 (a drain), kept
+	// over reloads that keep it; zero otherwise.
+	zeroSince time.Time
 }
 
 // newStaticEdges starts monitoring edges; changed is called (from a
 // prober's goroutine) whenever one comes up or goes down — the ring is
-// rebuilt then.
-func newStaticEdges(edges []configs.StaticEdge, changed func(), logger *slog.Logger) *staticEdges {
-	return newStaticEdgesSeeded(edges, changed, logger, nil)
+// rebuilt then. prev are the edges being replaced (a reload), nil at start.
+func newStaticEdges(edges []configs.StaticEdge, prev *staticEdges, changed func(), logger *slog.Logger) *staticEdges {
+	return newStaticEdgesSeeded(edges, prev, changed, logger, nil)
 }
 
 // newStaticEdgesSeeded is newStaticEdges with each monitor starting from the
 // state in states (name → up), the one the process this one replaced had:
 // an edge it saw down stays off the ring until it passes Rise checks here.
-func newStaticEdgesSeeded(edges []configs.StaticEdge, changed func(), logger *slog.Logger, states map[string]bool) *staticEdges {
+func newStaticEdgesSeeded(edges []configs.StaticEdge, prev *staticEdges, changed func(), logger *slog.Logger, states map[string]bool) *staticEdges {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &staticEdges{cancel: cancel}
+	now := time.Now()
 	for _, e := range edges {
 		mon := *e.Monitor // provisioned: a TCP check of the URL's port by default
 		target := e.URL
@@ -60,7 +67,18 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, changed func(), logger *sl
 		if up, ok := states[e.Name]; ok {
 			p.Seed(up, "as the process this one replaced saw it")
 		}
-		s.edges = append(s.edges, staticEdge{member: ring.Member{Name: e.Name, URL: e.URL, Weight: e.Weight}, prober: p})
+		weight := 1
+		if e.Weight != nil {
+			weight = *e.Weight
+		}
+		se := staticEdge{member: ring.Member{Name: e.Name, URL: e.URL, Weight: weight}, prober: p, tls: e.TLS}
+		if weight == 0 {
+			se.zeroSince = now
+			if old, ok := prev.edge(e.Name); ok && !old.zeroSince.IsZero() {
+				se.zeroSince = old.zeroSince
+			}
+		}
+		s.edges = append(s.edges, se)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -70,11 +88,33 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, changed func(), logger *sl
 	return s
 }
 
-// Members returns the static edges that are up.
+// edge returns the static edge named name.
+func (s *staticEdges) edge(name string) (staticEdge, bool) {
+	if s == nil {
+		return staticEdge{}, false
+	}
+	for _, e := range s.edges {
+		if e.member.Name == name {
+			return e, true
+		}
+	}
+	return staticEdge{}, false
+}
+
+// all returns every static edge (none for nil).
+func (s *staticEdges) all() []staticEdge {
+	if s == nil {
+		return nil
+	}
+	return s.edges
+}
+
+// Members returns the static edges that are up with a weight above 0 (the
+// admin API's drains are the caller's to leave out).
 func (s *staticEdges) Members() []ring.Member {
 	var out []ring.Member
 	for _, e := range s.edges {
-		if up, _ := e.prober.Up(); up {
+		if up, _ := e.prober.Up(); up && e.member.Weight > 0 {
 			out = append(out, e.member)
 		}
 	}

@@ -29,9 +29,10 @@ func TestStaticEdgesFollowTheirMonitor(t *testing.T) {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	mon.Port, _ = strconv.Atoi(port)
 	changed := make(chan struct{}, 8)
+	one := 1
 	s := newStaticEdges([]configs.StaticEdge{
-		{Name: "legacy", URL: "http://" + ln.Addr().String(), Weight: 1, Monitor: &mon},
-	}, func() { changed <- struct{}{} }, nil)
+		{Name: "legacy", URL: "http://" + ln.Addr().String(), Weight: &one, Monitor: &mon},
+	}, nil, func() { changed <- struct{}{} }, nil)
 	defer s.Close()
 	if m := s.Members(); len(m) != 1 || m[0].Name != "legacy" {
 		t.Fatalf("members %v", m)

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
@@ -37,11 +36,13 @@ var errHeadTooLarge = errors.New("response head too large")
 // connection over (hijack) and become a byte tunnel. Dialing before
 // hijacking means a dead edge or a 421 is handled while the client still
 // waits for an ordinary HTTP answer, so it can be retried or relayed.
-func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, key []byte, owner ring.Member, cookie []byte) {
-	if c := b.clusterOrNil(); c != nil {
+func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt requestRoute, cookie []byte) {
+	key, owner := rt.key, rt.target
+	if c := b.clusterOrNil(); c != nil && !rt.inTable {
 		// A session pinned to another edge (it outlived a ring change
-		// there) is sent straight to it, saving the 421 hop.
-		if n, ok := c.PinnedTo(xxhash.Sum64(key)); ok && n.Name != owner.Name && n.Meta.Role == health.RoleEdge && n.Meta.URL != "" {
+		// there) is sent straight to it, saving the 421 hop. The table,
+		// when it has the key, knows where it is already.
+		if n, ok := c.PinnedTo(rt.hash); ok && n.Name != owner.Name && n.Meta.Role == health.RoleEdge && n.Meta.URL != "" {
 			owner = ring.Member{Name: n.Name, URL: n.Meta.URL, Weight: n.Meta.Weight}
 		}
 	}
@@ -107,6 +108,15 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, k
 		if !b.registerTunnel(tun) {
 			tun.conn.Close()
 			b.reply(ctx, "", fasthttp.StatusServiceUnavailable, []byte("service unavailable: shutting down\n"))
+			return
+		}
+		if b.table.record(rt.hash, edge, rt.basis, clientAddr(ctx), tun) == recordStale {
+			// Another balancer placed the key elsewhere between our
+			// lookup and this answer, and won: this client belongs with
+			// the session there. It retries at once and is sent there.
+			tun.close()
+			b.reply(ctx, edge, fasthttp.StatusServiceUnavailable, []byte("service unavailable: this session was just placed on another backend; retry\n"))
+			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "0")
 			return
 		}
 		b.countRequest(edge, fasthttp.StatusSwitchingProtocols)

@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -35,8 +36,39 @@ type Balancer struct {
 	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
 	// Limits protect the balancer from floods.
 	Limits Limits `yaml:"limits"`
+	// SessionTable is the live-session table the balancers share: a key
+	// with an open tunnel (or a recent request) stays on its backend
+	// whatever the ring says.
+	SessionTable SessionTable `yaml:"session_table"`
 
 	provisioned bool
+}
+
+// SessionTable bounds and times the balancers' live-session table
+// (docs/DESIGN.md, "Live-session table").
+type SessionTable struct {
+	// Linger keeps a key on its backend this long after its last tunnel
+	// closed or its last request, as a connection manager would (default
+	// 60s, in range [1s, 24h]).
+	Linger Duration `yaml:"linger"`
+	// MaxEntries bounds the keys held (default 1000000, in range [1000,
+	// 100000000]); beyond it keys with no open tunnel are evicted, oldest
+	// first.
+	MaxEntries int `yaml:"max_entries"`
+	// NewKeysPerIP is how many new keys one client address (an IPv6 /64)
+	// may enter per second, a token bucket (default 20, in range (0,
+	// 1000000]); a key beyond it is routed by the ring but not entered, so a
+	// client inventing keys cannot evict live ones.
+	NewKeysPerIP float64 `yaml:"new_keys_per_ip"`
+	// NewKeysBurst is the bucket's size (default 10 × new_keys_per_ip).
+	NewKeysBurst int `yaml:"new_keys_burst"`
+	// StartupWait bounds how long a starting balancer waits for a peer's
+	// table before it routes (default 5s, at most 5m); requests wait with it.
+	StartupWait Duration `yaml:"startup_wait"`
+	// DrainDeadline ends a static edge's drain (admin API or weight 0): its
+	// sessions still live then move to other edges (default 1h, in range
+	// [1s, 720h]).
+	DrainDeadline Duration `yaml:"drain_deadline"`
 }
 
 // ProxyProtocol configures PROXY protocol on the balancer's data listener.
@@ -91,12 +123,37 @@ type StaticEdge struct {
 	Name string `yaml:"name"`
 	// URL is where the balancer dials it: http:// or https://HOST:PORT.
 	URL string `yaml:"url"`
-	// Weight scales its share of the ring (default 1, at most 10).
-	Weight int `yaml:"weight"`
+	// Weight scales its share of the ring (default 1, at most 10); 0 drains
+	// it: no new keys, its live sessions stay until they end or
+	// session_table.drain_deadline passes.
+	Weight *int `yaml:"weight"`
 	// Monitor checks the edge actively; it is on the ring only while up.
 	// Default: a TCP connect to the URL's host and port every 2s.
 	Monitor *Monitor `yaml:"monitor"`
+	// TLS is how an https:// edge is verified and what the balancer
+	// presents to it; there is no way to skip verification.
+	TLS EdgeTLS `yaml:"tls"`
 }
+
+// EdgeTLS verifies a static edge's certificate and, for mutual TLS, gives
+// the balancer a client certificate. Used for plain requests and WebSocket
+// tunnels alike.
+type EdgeTLS struct {
+	// CAFile is the PEM bundle the edge's certificate must chain to
+	// (default: the system's roots).
+	CAFile string `yaml:"ca_file"`
+	// ServerName is sent as SNI and must be in the edge's certificate
+	// (default: the URL's host).
+	ServerName string `yaml:"server_name"`
+	// CertFile is a PEM client certificate the balancer presents (with
+	// KeyFile).
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the client certificate's PEM private key.
+	KeyFile string `yaml:"key_file"`
+}
+
+// Set reports whether any TLS setting is given.
+func (t EdgeTLS) Set() bool { return t != EdgeTLS{} }
 
 // Key says where the stickiness key comes from.
 type Key struct {
@@ -208,6 +265,21 @@ const (
 	// traffic is WebSocket frames and small API calls, so a larger body is
 	// refused (413) unless an operator raises the limit for it.
 	DefaultMaxBodyBytes = 1 << 20
+	// DefaultSessionLinger keeps a session's backend a minute after its
+	// last connection, as a connection manager releases a backend.
+	DefaultSessionLinger = time.Minute
+	// DefaultSessionTableEntries bounds the live-session table (measured
+	// under 200 bytes an entry: ~200 MB at the bound).
+	DefaultSessionTableEntries = 1_000_000
+	// DefaultNewKeysPerIP is a client address's rate of new keys entered
+	// in the table; a classroom behind one NAT opening its sessions fits
+	// the burst.
+	DefaultNewKeysPerIP = 20
+	// DefaultSessionStartupWait bounds a starting balancer's wait for a
+	// peer's table.
+	DefaultSessionStartupWait = 5 * time.Second
+	// DefaultDrainDeadline ends a static edge's drain.
+	DefaultDrainDeadline = time.Hour
 )
 
 // DefaultKeySources is the contract's default order of stickiness key sources.
@@ -237,7 +309,38 @@ func (b *Balancer) Provision() {
 	if l.NewConnectionsPerIP > 0 && l.NewConnectionsBurst == 0 {
 		l.NewConnectionsBurst = max(int(2*l.NewConnectionsPerIP), 1)
 	}
+	b.SessionTable.provision()
 	b.provisioned = true
+}
+
+func (s *SessionTable) provision() {
+	setDefaultDuration(&s.Linger, DefaultSessionLinger)
+	setDefaultInt(&s.MaxEntries, DefaultSessionTableEntries)
+	if s.NewKeysPerIP == 0 {
+		s.NewKeysPerIP = DefaultNewKeysPerIP
+	}
+	if s.NewKeysBurst == 0 {
+		s.NewKeysBurst = max(int(10*s.NewKeysPerIP), 1)
+	}
+	setDefaultDuration(&s.StartupWait, DefaultSessionStartupWait)
+	setDefaultDuration(&s.DrainDeadline, DefaultDrainDeadline)
+}
+
+func (s SessionTable) validate(ps *problems) {
+	checkDurationRange(ps, "balancer.session_table.linger", s.Linger, time.Second, 24*time.Hour)
+	checkRange(ps, "balancer.session_table.max_entries", s.MaxEntries, 1000, 100_000_000)
+	if s.NewKeysPerIP <= 0 || s.NewKeysPerIP > 1e6 {
+		ps.add("balancer.session_table.new_keys_per_ip", "must be in range (0, 1000000], got %g", s.NewKeysPerIP)
+	}
+	checkRange(ps, "balancer.session_table.new_keys_burst", s.NewKeysBurst, 1, 10_000_000)
+	checkDurationRange(ps, "balancer.session_table.startup_wait", s.StartupWait, time.Millisecond, 5*time.Minute)
+	checkDurationRange(ps, "balancer.session_table.drain_deadline", s.DrainDeadline, time.Second, 720*time.Hour)
+}
+
+func checkDurationRange(ps *problems, path string, d Duration, lo, hi time.Duration) {
+	if d.D() < lo || d.D() > hi {
+		ps.add(path, "must be in range [%s, %s], got %s", lo, hi, d.D())
+	}
 }
 
 // Provisioned reports whether Provision has run: the balancer takes only a
@@ -280,7 +383,9 @@ func (k *Key) provision() {
 }
 
 func (e *StaticEdge) provision() {
-	setDefaultInt(&e.Weight, 1)
+	if e.Weight == nil {
+		e.Weight = ptr(1)
+	}
 	if e.Monitor == nil {
 		e.Monitor = &Monitor{Type: MonitorTCP}
 	}
@@ -320,9 +425,13 @@ func (b Balancer) validate(ps *problems) {
 		}
 		names[se.Name] = true
 		checkURL(ps, p+".url", se.URL)
-		checkRange(ps, p+".weight", se.Weight, 1, MaxEdgeWeight)
+		if se.Weight != nil {
+			checkRange(ps, p+".weight", *se.Weight, 0, MaxEdgeWeight)
+		}
 		se.Monitor.validate(ps, p+".monitor")
+		se.TLS.validate(ps, p+".tls", se.URL)
 	}
+	b.SessionTable.validate(ps)
 	if b.DialTimeout <= 0 || b.IdleTimeout <= 0 || b.TunnelIdleTimeout <= 0 {
 		ps.add("balancer", "dial_timeout, idle_timeout and tunnel_idle_timeout must be positive")
 	}
@@ -347,6 +456,24 @@ func (b Balancer) validate(ps *problems) {
 	}
 	if l.RequestTimeout <= 0 {
 		ps.add("balancer.limits.request_timeout", "must be positive, got %s", l.RequestTimeout.D())
+	}
+}
+
+func (t EdgeTLS) validate(ps *problems, path, rawURL string) {
+	if !t.Set() {
+		return
+	}
+	if u, err := parseHTTPURL(rawURL); err == nil && u.Scheme != "https" {
+		ps.add(path, "is set but the url %q is not https://", rawURL)
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		ps.add(path, "cert_file and key_file must be set together")
+	}
+	checkFile(ps, path+".ca_file", t.CAFile)
+	checkFile(ps, path+".cert_file", t.CertFile)
+	checkFile(ps, path+".key_file", t.KeyFile)
+	if t.ServerName != "" && !validHostname(t.ServerName) && net.ParseIP(t.ServerName) == nil {
+		ps.add(path+".server_name", "%q is not a host name", t.ServerName)
 	}
 }
 

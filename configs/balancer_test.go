@@ -82,3 +82,40 @@ func TestRingIsTheCluster(t *testing.T) {
 		})
 	}
 }
+
+// The session table's settings, a static edge's weight 0 (drain) and its
+// TLS block are checked here, each problem naming its field.
+func TestSessionTableAndStaticEdges(t *testing.T) {
+	const loopback = "cluster: { bind: 127.0.0.1:7946 }\n"
+	for _, tt := range []struct {
+		name, yaml, path, msg string
+	}{
+		{"linger", "balancer: { session_table: { linger: 10ms } }", "balancer.session_table.linger", "[1s, 24h0m0s]"},
+		{"entries", "balancer: { session_table: { max_entries: 10 } }", "balancer.session_table.max_entries", "[1000, 100000000]"},
+		{"rate", "balancer: { session_table: { new_keys_per_ip: -1 } }", "balancer.session_table.new_keys_per_ip", "(0, 1000000]"},
+		{"startup wait", "balancer: { session_table: { startup_wait: 1h } }", "balancer.session_table.startup_wait", "[1ms, 5m0s]"},
+		{"drain deadline", "balancer: { session_table: { drain_deadline: 10000h } }", "balancer.session_table.drain_deadline", "[1s, 720h0m0s]"},
+		{"weight", "balancer: { edges: [ { name: a, url: \"http://127.0.0.1:1\", weight: 11 } ] }", "balancer.edges[0].weight", "[0, 10]"},
+		{"tls on http", "balancer: { edges: [ { name: a, url: \"http://127.0.0.1:1\", tls: { server_name: a.example } } ] }", "balancer.edges[0].tls", "not https://"},
+		{"tls pair", "balancer: { edges: [ { name: a, url: \"https://127.0.0.1:1\", tls: { cert_file: k.yaml } } ] }", "balancer.edges[0].tls", "set together"},
+		{"tls ca", "balancer: { edges: [ { name: a, url: \"https://127.0.0.1:1\", tls: { ca_file: /nonexistent/ca.pem } } ] }", "balancer.edges[0].tls.ca_file", "cannot read"},
+		{"tls name", "balancer: { edges: [ { name: a, url: \"https://127.0.0.1:1\", tls: { server_name: \"a b\" } } ] }", "balancer.edges[0].tls.server_name", "not a host name"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("k.yaml", []byte(loopback+tt.yaml))
+			expectProblem(t, err, tt.path, tt.msg)
+		})
+	}
+	cfg, err := Parse("k.yaml", []byte(loopback+"balancer: { edges: [ { name: a, url: \"http://127.0.0.1:1\" }, { name: b, url: \"http://127.0.0.1:2\", weight: 0 } ] }"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := cfg.Balancer.SessionTable
+	if st.Linger.D() != DefaultSessionLinger || st.MaxEntries != DefaultSessionTableEntries || st.NewKeysPerIP != DefaultNewKeysPerIP ||
+		st.NewKeysBurst != 10*DefaultNewKeysPerIP || st.StartupWait.D() != DefaultSessionStartupWait || st.DrainDeadline.D() != DefaultDrainDeadline {
+		t.Errorf("session_table defaults: %+v", st)
+	}
+	if w := cfg.Balancer.Edges; *w[0].Weight != 1 || *w[1].Weight != 0 {
+		t.Errorf("weights %d, %d; want the default 1 and an explicit 0", *w[0].Weight, *w[1].Weight)
+	}
+}

@@ -129,6 +129,8 @@ type Membership struct {
 	ignored map[string]string
 
 	pins *pinTable
+	// channels are other packages' traffic (channel.go), by id.
+	channels map[byte]*Channel
 	// keyring is the cluster's key (nil: none); allowed are the networks
 	// members' announced addresses must be in.
 	keyring *Keyring
@@ -173,7 +175,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		allowed = configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes()
 	}
 	m := &Membership{logger: logger, meta: meta, encMet: enc, keyring: kr, allowed: allowed,
-		nodes: map[string]Node{}, ignored: map[string]string{}, subs: map[int]chan struct{}{}, stop: make(chan struct{})}
+		nodes: map[string]Node{}, ignored: map[string]string{}, subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{})}
 	mc, err := memberlistConfig(cfg, kr, logger)
 	if err != nil {
 		return nil, err
@@ -654,7 +656,8 @@ func (m *Membership) notifyLocked() {
 	}
 }
 
-// delegate gives memberlist this node's metadata and carries pins (pins.go).
+// delegate gives memberlist this node's metadata and carries pins (pins.go)
+// and channels (channel.go).
 type delegate struct{ m *Membership }
 
 func (d delegate) NodeMeta(limit int) []byte {
@@ -667,7 +670,13 @@ func (d delegate) NodeMeta(limit int) []byte {
 }
 
 func (d delegate) NotifyMsg(b []byte) {
-	if err := d.m.pins.receive(b); err != nil {
+	var err error
+	if len(b) > 0 && b[0] == msgChannel {
+		err = d.m.deliverChannel(b)
+	} else {
+		err = d.m.pins.receive(b)
+	}
+	if err != nil {
 		d.m.logger.Debug("ignoring gossip message", "err", err, "bytes", len(b))
 	}
 }

@@ -189,6 +189,7 @@ function render(data) {
   $('c-msgs').textContent = state.prev && haveStats ? fmtRate(msgRate) : '–';
   $('c-lag').textContent = lagCount > 0 ? fmtSeconds(lagSum / lagCount) : 'idle';
   $('c-tunnels').textContent = fmtInt(data.balancer.connections_active);
+  $('c-table').textContent = fmtInt(data.balancer.session_table_entries);
   const prevBal = state.prev ? state.prev.data.balancer : null;
   $('c-reqs').textContent = prevBal ? fmtRate(rate(data.balancer.requests_total, prevBal.requests_total, dt)) : '–';
   let dns = 0, prevDNS = 0, haveDNS = false;

@@ -20,6 +20,7 @@ import (
 //	parent → child   peers    gossip addresses of live members, to join through
 //	parent → child   state    the role's state to start with (the balancer's ring)
 //	child  → parent  ready    serving on the inherited listeners   | failed  reason
+//	parent → child   table×N  the balancer's live-session table, in parts
 //	parent → child   tunnel×N one established tunnel each, its two sockets attached (SCM_RIGHTS)
 //	parent → child   counters the counters' values, to carry on from
 //	parent → child   end      the parent stopped serving and left gossip
@@ -47,7 +48,7 @@ const MaxFrame = 1 << 20
 const MaxFDs = 2
 
 // Frame types. Those below 16 are the protocol's own; the roles' payloads
-// (state, tunnel, counters) are encoded by the roles.
+// (state, table, tunnel, counters) are encoded by the roles.
 const (
 	TypeHello    byte = 1
 	TypeReady    byte = 2
@@ -58,6 +59,7 @@ const (
 	TypeTunnel   byte = 17
 	TypeCounters byte = 18
 	TypePeers    byte = 19
+	TypeTable    byte = 20
 )
 
 // frameTimeout bounds each frame's read or write once the hand-off runs:

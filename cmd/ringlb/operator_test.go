@@ -354,7 +354,7 @@ func TestOperatorStateSurvivesKill9(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"maintenance": true`) {
 		t.Errorf("the restarted balancer's maintenance: %d %s, want on (with the session from before the kill)", code, body)
 	}
-	if _, body := c.call(t, http.MethodGet, "http://"+c.balAdmin+"/api/nodes", nil, true); !strings.Contains(body, `"state": "drained"`) {
+	if _, body := c.call(t, http.MethodGet, "http://"+c.balAdmin+"/api/nodes", nil, true); !strings.Contains(body, `"state": "draining"`) {
 		t.Errorf("the restarted balancer lost the static edge's drain: %s", body)
 	}
 	if _, body := c.call(t, http.MethodGet, "http://"+c.balAdmin+"/api/ring", nil, true); strings.Contains(body, "static-1") {

@@ -1,0 +1,739 @@
+package balancer
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/ringlb/ringlb/health"
+)
+
+// The table is shared by the balancers of a gossip cluster on a gossip
+// channel (health.Channel: encrypted and authenticated with the cluster's
+// key, so a node without the key cannot write an entry). Each balancer
+// sends to each other balancer directly, never to edges:
+//
+//   - deltas (packets, batched for a few milliseconds): every placement and
+//     move made here, every drain started or ended;
+//   - a refresh every linger/2 (a stream): every key with a tunnel open
+//     here (live until now + linger + linger/2, renewed by the next
+//     refresh) and every entry changed here since the last one. It keeps
+//     another balancer's open sessions live there and repairs lost packets;
+//   - the whole table (a stream, in parts) to a balancer that starts and
+//     asks for it ("ask"); it routes only once it has it (startup wait).
+//
+// Placements of one key meet by one rule, the same on every balancer
+// (wins): the higher version (a move supersedes what it moved from), then
+// the earlier placement, then the lower backend name. The balancer whose
+// placement lost counts a conflict and closes its tunnels of the key to the
+// losing backend, so their clients reconnect to the winner's.
+//
+// Nothing received is trusted beyond the key's word that the sender is a
+// member: messages come only from balancers, sizes are bounded, every record
+// is validated, and a backend named in a record must be one this balancer
+// routes to (a gossip edge or a static edge of its config), else the record
+// is ignored.
+
+// tableChannel is the gossip channel id of the session table.
+const tableChannel = 'T'
+
+// wins says whether placement a of a key beats placement b (different
+// backends): the rule every balancer applies alike.
+func wins(a, b entry, names *tableNames) bool {
+	if a.version != b.version {
+		return a.version > b.version
+	}
+	if a.placedAt != b.placedAt {
+		return a.placedAt < b.placedAt
+	}
+	return names.name(a.backend) < names.name(b.backend)
+}
+
+// Reasons a received record or drain is ignored (the label of
+// ringlb_balancer_session_table_ignored_total).
+const (
+	ignoredUnknown   = "unknown_backend"
+	ignoredDown      = "backend_down"
+	ignoredMalformed = "malformed"
+	ignoredSender    = "not_a_balancer"
+	ignoredFull      = "full"
+)
+
+// merge applies a record from another balancer. fromDelta says it is a
+// placement as it happened (its age is the sync lag).
+func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
+	set := t.settings.Load()
+	now := time.Now().UnixNano()
+	if r.until <= now {
+		return // over already
+	}
+	// A member may not keep a key live beyond what any refresh could.
+	r.until = min(r.until, now+int64(2*set.linger+refreshInterval(set.linger)))
+	r.placedAt = min(r.placedAt, now+int64(time.Minute))
+	rs := t.currentRoutes(t.ring.Snapshot())
+	bi, known := t.names.lookup(r.backend)
+	if _, routable := rs.routable(bi); !known || !routable {
+		reason := ignoredDown
+		if t.known == nil || !t.known(r.backend) {
+			reason = ignoredUnknown
+		}
+		t.metrics.tableIgnored.WithLabelValues(reason).Inc()
+		return
+	}
+	pi, ok := t.names.intern(r.placer)
+	if !ok {
+		t.metrics.tableIgnored.WithLabelValues(ignoredFull).Inc()
+		return
+	}
+	in := entry{placedAt: r.placedAt, until: r.until, version: r.version, backend: bi, placer: pi}
+	if r.open {
+		in.openUntil = r.until
+	}
+	s := t.shard(r.hash)
+	s.mu.Lock()
+	cur, exists := s.entries[r.hash]
+	var (
+		closeList []*tunnel
+		lost      bool
+		conflict  bool
+		answer    bool
+		placed    bool
+	)
+	switch {
+	case !exists:
+		if !t.makeRoom(s, set, now) {
+			s.mu.Unlock()
+			t.metrics.tableIgnored.WithLabelValues(ignoredFull).Inc()
+			return
+		}
+		cur, placed = in, true
+	case cur.open == 0 && cur.until <= now:
+		if in.version < cur.version {
+			s.mu.Unlock()
+			return // older than a placement of the key seen here
+		}
+		in.open = cur.open
+		cur, placed = in, true
+	case cur.backend == bi:
+		if in.version > cur.version || (in.version == cur.version && in.placedAt < cur.placedAt) {
+			cur.version, cur.placedAt, cur.placer = in.version, in.placedAt, in.placer
+		}
+		cur.until = max(cur.until, in.until)
+		cur.openUntil = max(cur.openUntil, in.openUntil)
+	case wins(in, cur, &t.names):
+		// Two placements of one version met: a conflict, the placing
+		// balancer's to count. A later version is a move made elsewhere
+		// (the backend did not answer there): no conflict.
+		lost = cur.placer == t.selfIdx && in.version == cur.version
+		if lost {
+			t.logConflict(r.hash, cur, in)
+		}
+		conflict = in.version == cur.version
+		closeList = t.tunnelsNotOn(s.tunnels[r.hash], r.backend)
+		in.open = cur.open
+		in.until = max(in.until, cur.until)
+		in.openUntil = max(in.openUntil, cur.openUntil)
+		in.flags = cur.flags
+		cur, placed = in, true
+	default:
+		// This balancer's entry wins: the key is live all the same, and
+		// the sender learns the winner from the answer below.
+		cur.until = max(cur.until, in.until)
+		cur.openUntil = max(cur.openUntil, in.openUntil)
+		answer = true
+	}
+	s.entries[r.hash] = cur
+	s.mu.Unlock()
+	if placed && fromDelta && r.placedAt <= now {
+		t.metrics.tableSyncLag.Observe(float64(now-r.placedAt) / 1e9)
+	}
+	if lost {
+		t.metrics.tableConflicts.Inc()
+	}
+	if len(closeList) > 0 {
+		reason := closeMoved
+		if conflict {
+			reason = closeConflict
+		}
+		t.closeTunnels(closeList, reason)
+	}
+	if answer {
+		if sy := t.sync.Load(); sy != nil {
+			sy.queue(r.hash, cur)
+		}
+	}
+}
+
+// refreshInterval is how often a balancer renews its open keys at its
+// peers; an open key is announced live for linger + this.
+func refreshInterval(linger time.Duration) time.Duration {
+	return max(linger/2, time.Second)
+}
+
+// wireRecord is an entry as sent: open when tunnels are open here, then
+// live until a refresh interval past the next refresh.
+func (t *sessionTable) wireRecord(h uint64, e entry, now int64, set *tableSettings) tableRecord {
+	r := tableRecord{hash: h, backend: t.names.name(e.backend), placer: t.names.name(e.placer),
+		version: e.version, placedAt: e.placedAt, until: e.until}
+	if e.open > 0 {
+		r.open = true
+		r.until = max(r.until, now+int64(set.linger+refreshInterval(set.linger)))
+	}
+	return r
+}
+
+// tableSync is the gossip side of a table (FollowCluster starts it).
+type tableSync struct {
+	t       *sessionTable
+	ch      *health.Channel
+	cluster Cluster
+
+	mu      sync.Mutex
+	pending []pendingRecord
+	drains  []string // drains changed here, to send
+	kick    chan struct{}
+	answers chan askJob // peers that asked for the table
+	stop    chan struct{}
+	wg      sync.WaitGroup
+
+	// Readiness (guarded by mu).
+	started     time.Time
+	wait        time.Duration
+	askID       uint64
+	asked       map[string]time.Time // peer → when last asked
+	parts       map[string]*answerParts
+	othersSince time.Time
+}
+
+type askJob struct {
+	peer string
+	id   uint64
+}
+
+type pendingRecord struct {
+	h uint64
+	e entry
+}
+
+type answerParts struct {
+	seen  map[uint32]bool
+	parts uint32
+	ready bool
+}
+
+// maxPending bounds the deltas waiting to go out; beyond it they are
+// dropped (the next refresh carries the entries).
+const maxPending = 1 << 16
+
+// Sync timings.
+const (
+	// deltaWindow batches the deltas of a burst into few packets: a
+	// placement reaches the other balancers this much later at most (plus
+	// the network).
+	deltaWindow = 5 * time.Millisecond
+	// askEvery: a starting balancer asks a peer again this often.
+	askEvery = time.Second
+	// othersSettle: a balancer that sees other members but no balancer
+	// for this long takes it that there is none (the members a join
+	// brings arrive together).
+	othersSettle = time.Second
+)
+
+func (t *sessionTable) startSync(c Cluster, startupWait time.Duration) error {
+	sy := &tableSync{t: t, cluster: c, kick: make(chan struct{}, 1), answers: make(chan askJob, 16), stop: make(chan struct{}),
+		started: time.Now(), wait: startupWait, askID: rand.Uint64(), asked: map[string]time.Time{}, parts: map[string]*answerParts{}}
+	ch, err := c.OpenChannel(tableChannel, sy.receive)
+	if err != nil {
+		return err
+	}
+	sy.ch = ch
+	// From now until a peer's table is in (or the wait ends), requests
+	// wait (routable).
+	t.sync.Store(sy)
+	sy.wg.Add(2)
+	go sy.runPackets()
+	go sy.runStreams()
+	return nil
+}
+
+func (sy *tableSync) close() {
+	select {
+	case <-sy.stop:
+		return
+	default:
+	}
+	close(sy.stop)
+	sy.wg.Wait()
+	sy.ch.Close()
+}
+
+// queue sends entry e of key h to the peers with the next batch.
+func (sy *tableSync) queue(h uint64, e entry) {
+	sy.mu.Lock()
+	if len(sy.pending) < maxPending {
+		sy.pending = append(sy.pending, pendingRecord{h, e})
+	}
+	sy.mu.Unlock()
+	select {
+	case sy.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (sy *tableSync) queueDrain(name string) {
+	sy.mu.Lock()
+	sy.drains = append(sy.drains, name)
+	sy.mu.Unlock()
+	select {
+	case sy.kick <- struct{}{}:
+	default:
+	}
+}
+
+// peers are the other balancers of the cluster.
+func (sy *tableSync) peers() (peers []string, others int) {
+	for _, n := range sy.cluster.Members() {
+		if n.Name == sy.t.self {
+			continue
+		}
+		others++
+		if n.Meta.Role == health.RoleBalancer {
+			peers = append(peers, n.Name)
+		}
+	}
+	return peers, others
+}
+
+// runPackets sends deltas as they come and, until the table is ready, asks
+// the peers for theirs.
+func (sy *tableSync) runPackets() {
+	defer sy.wg.Done()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	sy.checkReady()
+	for {
+		select {
+		case <-sy.stop:
+			return
+		case <-sy.kick:
+			t := time.NewTimer(deltaWindow)
+			select {
+			case <-t.C:
+			case <-sy.stop:
+				t.Stop()
+				return
+			}
+			sy.flushDeltas()
+		case <-tick.C:
+			if !sy.t.isReady.Load() {
+				sy.checkReady()
+			}
+		}
+	}
+}
+
+// flushDeltas sends what queue gathered, in packets, to every peer.
+func (sy *tableSync) flushDeltas() {
+	sy.mu.Lock()
+	pending, drains := sy.pending, sy.drains
+	sy.pending, sy.drains = nil, nil
+	sy.mu.Unlock()
+	peers, _ := sy.peers()
+	if len(peers) == 0 || (len(pending) == 0 && len(drains) == 0) {
+		return
+	}
+	msgs := sy.t.deltaMessages(pending, drains)
+	for _, peer := range peers {
+		for _, m := range msgs {
+			if err := sy.ch.SendPacket(peer, m); err != nil {
+				sy.t.log.Debug("session table: delta not sent", "peer", peer, "err", err)
+				break
+			}
+			sy.t.metrics.tableSyncBytes.WithLabelValues("delta").Add(float64(len(m)))
+		}
+	}
+}
+
+// deltaMessages packs entries and drains into delta packets.
+func (t *sessionTable) deltaMessages(pending []pendingRecord, drains []string) [][]byte {
+	set := t.settings.Load()
+	now := time.Now().UnixNano()
+	var msgs [][]byte
+	w := newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
+	for _, name := range drains {
+		st, _ := t.drains.get(name)
+		if !w.addDrain(name, st) {
+			msgs = append(msgs, w.bytes())
+			w = newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
+			w.addDrain(name, st)
+		}
+	}
+	for _, p := range pending {
+		r := t.wireRecord(p.h, p.e, now, set)
+		if !w.add(r) {
+			msgs = append(msgs, w.bytes())
+			w = newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
+			w.add(r)
+		}
+	}
+	if !w.empty() {
+		msgs = append(msgs, w.bytes())
+	}
+	return msgs
+}
+
+// runStreams answers peers that ask for the table and sends the refresh.
+func (sy *tableSync) runStreams() {
+	defer sy.wg.Done()
+	every := refreshInterval(sy.t.settings.Load().linger)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-sy.stop:
+			return
+		case job := <-sy.answers:
+			sy.sendTable(job)
+		case <-tick.C:
+			sy.sendRefresh()
+			if next := refreshInterval(sy.t.settings.Load().linger); next != every {
+				every = next
+				tick.Reset(every)
+			}
+		}
+	}
+}
+
+// each calls f with every entry (a shard at a time, under its lock: f
+// must not block).
+func (t *sessionTable) each(f func(h uint64, e *entry)) {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for h, e := range s.entries {
+			next := e
+			if f(h, &next); next != e {
+				s.entries[h] = next
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// sendRefresh sends every peer the keys open here and the entries changed
+// here since the last refresh, with the drains.
+func (sy *tableSync) sendRefresh() {
+	peers, _ := sy.peers()
+	if len(peers) == 0 {
+		return // changes stay marked until there is someone to tell
+	}
+	t := sy.t
+	set := t.settings.Load()
+	now := time.Now().UnixNano()
+	var msgs [][]byte
+	w := newMsgWriter(maxStreamPart, []byte{msgRefresh})
+	for name, st := range t.drains.all() {
+		w.addDrain(name, st)
+	}
+	t.each(func(h uint64, e *entry) {
+		if e.open == 0 && e.flags&entryDirty == 0 {
+			return
+		}
+		e.flags &^= entryDirty
+		if e.open == 0 && e.until <= now {
+			return
+		}
+		r := t.wireRecord(h, *e, now, set)
+		if !w.add(r) {
+			msgs = append(msgs, w.bytes())
+			w = newMsgWriter(maxStreamPart, []byte{msgRefresh})
+			w.add(r)
+		}
+	})
+	if !w.empty() {
+		msgs = append(msgs, w.bytes())
+	}
+	for _, peer := range peers {
+		for _, m := range msgs {
+			if err := sy.ch.Send(peer, m); err != nil {
+				t.log.Debug("session table: refresh not sent", "peer", peer, "err", err)
+				break
+			}
+			t.metrics.tableSyncBytes.WithLabelValues("refresh").Add(float64(len(m)))
+		}
+	}
+}
+
+// sendTable sends the asker the whole table, in parts, each saying how
+// many there are: the asker counts them in, whatever order they arrive in.
+func (sy *tableSync) sendTable(job askJob) {
+	t := sy.t
+	bodies := t.bodies(maxStreamPart - 17)
+	ready := byte(0)
+	if t.isReady.Load() {
+		ready = 1
+	}
+	sent := 0
+	for i, body := range bodies {
+		head := binary.BigEndian.AppendUint64([]byte{msgAnswer}, job.id)
+		head = binary.BigEndian.AppendUint32(head, uint32(i))
+		head = binary.BigEndian.AppendUint32(head, uint32(len(bodies)))
+		head = append(head, ready)
+		body.head = head
+		m := body.bytes()
+		if err := sy.ch.Send(job.peer, m); err != nil {
+			t.log.Warn("session table: could not send the table to a starting balancer", "peer", job.peer, "err", err)
+			return
+		}
+		sent += body.nr
+		t.metrics.tableSyncBytes.WithLabelValues("answer").Add(float64(len(m)))
+	}
+	t.log.Info("session table sent to a starting balancer", "peer", job.peer, "entries", sent, "parts", len(bodies))
+}
+
+// bodies returns the table — the drains, then every live entry — as
+// message bodies of at most limit bytes each.
+func (t *sessionTable) bodies(limit int) []*msgWriter {
+	set := t.settings.Load()
+	now := time.Now().UnixNano()
+	var bodies []*msgWriter
+	w := newMsgWriter(limit, nil)
+	for name, st := range t.drains.all() {
+		w.addDrain(name, st)
+	}
+	t.each(func(h uint64, e *entry) {
+		if e.open == 0 && e.until <= now {
+			return
+		}
+		r := t.wireRecord(h, *e, now, set)
+		if !w.add(r) {
+			bodies = append(bodies, w)
+			w = newMsgWriter(limit, nil)
+			w.add(r)
+		}
+	})
+	return append(bodies, w)
+}
+
+// pendingAsk queues an answer to a peer's ask (dropped when many are
+// queued: the peer asks again).
+func (sy *tableSync) pendingAsk(peer string, id uint64) {
+	select {
+	case sy.answers <- askJob{peer, id}:
+	default:
+	}
+}
+
+// receiveAnswer merges a part of a peer's table sent for this balancer's
+// ask, and counts the parts in.
+func (sy *tableSync) receiveAnswer(from string, b []byte) error {
+	if len(b) < 17 {
+		return errTableMsg
+	}
+	id, part, parts, ready := binary.BigEndian.Uint64(b), binary.BigEndian.Uint32(b[8:]), binary.BigEndian.Uint32(b[12:]), b[16] == 1
+	if part >= parts || parts > 1<<16 || b[16] > 1 {
+		return errTableMsg
+	}
+	sy.mu.Lock()
+	mine := id == sy.askID
+	sy.mu.Unlock()
+	if !mine {
+		return nil // an answer to an ask of an earlier run, or to nobody
+	}
+	if err := readBody(b[17:], sy.t.mergeDrain, func(r tableRecord) { sy.t.merge(r, false) }); err != nil {
+		return err
+	}
+	sy.mu.Lock()
+	a := sy.parts[from]
+	if a == nil || a.parts != parts {
+		a = &answerParts{seen: map[uint32]bool{}, parts: parts}
+		sy.parts[from] = a
+	}
+	a.seen[part], a.ready = true, ready
+	sy.mu.Unlock()
+	sy.checkReady()
+	return nil
+}
+
+// checkReady makes the table ready once it has a peer's whole table (a
+// ready peer's, or every peer's when all of them are starting too), or
+// once the cluster has members but no other balancer, or when the startup
+// wait is over; until then it asks the peers that have not answered.
+func (sy *tableSync) checkReady() {
+	t := sy.t
+	if t.isReady.Load() {
+		return
+	}
+	peers, others := sy.peers()
+	now := time.Now()
+	sy.mu.Lock()
+	var (
+		why      string
+		complete int
+		ask      []string
+	)
+	for _, p := range peers {
+		a := sy.parts[p]
+		if a != nil && len(a.seen) == int(a.parts) {
+			complete++
+			if a.ready && why == "" {
+				why = "table received from " + p
+			}
+			continue
+		}
+		if now.Sub(sy.asked[p]) >= askEvery {
+			sy.asked[p] = now
+			ask = append(ask, p)
+		}
+	}
+	switch {
+	case why != "":
+	case len(peers) > 0 && complete == len(peers):
+		why = "every other balancer is starting too; tables received from all"
+	case len(peers) == 0 && others > 0:
+		if sy.othersSince.IsZero() {
+			sy.othersSince = now
+		} else if now.Sub(sy.othersSince) >= othersSettle {
+			why = "no other balancer in the cluster"
+		}
+	}
+	if len(peers) > 0 || others == 0 {
+		sy.othersSince = time.Time{}
+	}
+	if why == "" && now.Sub(sy.started) >= sy.wait {
+		why = "startup_wait passed"
+		if len(peers) > 0 {
+			why = "startup_wait passed before every balancer answered"
+		}
+	}
+	id := sy.askID
+	sy.mu.Unlock()
+	if why != "" {
+		t.markReady()
+		t.log.Info("session table ready: routing", "why", why, "entries", t.len(), "waited", time.Since(sy.started).Round(time.Millisecond).String())
+		return
+	}
+	msg := binary.BigEndian.AppendUint64([]byte{msgAsk}, id)
+	for _, p := range ask {
+		if err := sy.ch.SendPacket(p, msg); err != nil {
+			t.log.Debug("session table: ask not sent", "peer", p, "err", err)
+		}
+	}
+}
+
+// drainState is a static edge's drain by the admin API, shared by the
+// balancers: the latest stamp wins.
+type drainState struct {
+	on       bool
+	deadline int64 // unix ns
+	stamp    int64 // unix ns of the change
+}
+
+// drainStates are the admin drains known here, by static edge name.
+type drainStates struct {
+	mu sync.Mutex
+	m  map[string]drainState
+}
+
+func (d *drainStates) init() { d.m = map[string]drainState{} }
+
+// set records st for name unless a later change is known; it reports
+// whether st was taken.
+func (d *drainStates) set(name string, st drainState) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur, ok := d.m[name]; ok && cur.stamp >= st.stamp {
+		return false
+	}
+	d.m[name] = st
+	return true
+}
+
+func (d *drainStates) get(name string) (drainState, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, ok := d.m[name]
+	return st, ok
+}
+
+func (d *drainStates) all() map[string]drainState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]drainState, len(d.m))
+	for k, v := range d.m {
+		out[k] = v
+	}
+	return out
+}
+
+// mergeDrain applies a drain from another balancer, for a static edge of
+// this balancer's config.
+func (t *sessionTable) mergeDrain(name string, st drainState) {
+	if t.isStatic == nil || !t.isStatic(name) {
+		t.metrics.tableIgnored.WithLabelValues(ignoredUnknown).Inc()
+		return
+	}
+	if t.drains.set(name, st) {
+		t.routesGen.Add(1)
+		t.onDrain()
+		t.log.Info("static edge drain changed by another balancer", "edge", name, "draining", st.on, "deadline", time.Unix(0, st.deadline))
+	}
+}
+
+// restoreDrain takes a drain kept over a restart (cluster.state_dir),
+// before the table is shared.
+func (t *sessionTable) restoreDrain(name string, st drainState) {
+	if t.drains.set(name, st) {
+		t.routesGen.Add(1)
+	}
+}
+
+// setDrain starts (on) or ends a static edge's drain here and tells the
+// other balancers.
+func (t *sessionTable) setDrain(name string, on bool, deadline time.Time) {
+	st := drainState{on: on, stamp: time.Now().UnixNano()}
+	if on {
+		st.deadline = deadline.UnixNano()
+	}
+	if t.drains.set(name, st) {
+		t.routesGen.Add(1)
+		t.onDrain()
+		if sy := t.sync.Load(); sy != nil {
+			sy.queueDrain(name)
+		}
+	}
+}
+
+// receive handles one message from a member (on memberlist's goroutine).
+func (sy *tableSync) receive(from string, payload []byte) {
+	t := sy.t
+	n, ok := sy.cluster.Node(from)
+	if !ok || n.Meta.Role != health.RoleBalancer {
+		t.metrics.tableIgnored.WithLabelValues(ignoredSender).Inc()
+		return
+	}
+	if len(payload) == 0 {
+		t.metrics.tableIgnored.WithLabelValues(ignoredMalformed).Inc()
+		return
+	}
+	var err error
+	switch payload[0] {
+	case msgDelta, msgRefresh:
+		err = readBody(payload[1:], t.mergeDrain, func(r tableRecord) { t.merge(r, payload[0] == msgDelta) })
+	case msgAsk:
+		if len(payload) != 9 {
+			err = errTableMsg
+			break
+		}
+		sy.pendingAsk(from, binary.BigEndian.Uint64(payload[1:]))
+	case msgAnswer:
+		err = sy.receiveAnswer(from, payload[1:])
+	default:
+		err = errTableMsg
+	}
+	if err != nil {
+		t.metrics.tableIgnored.WithLabelValues(ignoredMalformed).Inc()
+		t.log.Debug("session table: ignoring a malformed message", "from", from, "bytes", len(payload))
+	}
+}

@@ -1,0 +1,541 @@
+package balancer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
+)
+
+// clusterBalancer is a balancer that follows a gossip cluster and shares
+// its table, serving on loopback.
+type clusterBalancer struct {
+	*harness
+	m *health.Membership
+}
+
+// startClusterBalancer starts a balancer named name in cl with cfg (static
+// edges and the table's settings).
+func startClusterBalancer(t *testing.T, cl *healthtest.Cluster, name string, cfg configs.Balancer) *clusterBalancer {
+	t.Helper()
+	h := &harness{byName: map[string]*testEdge{}, reg: prometheus.NewRegistry()}
+	h.ring = ring.New(ring.DefaultConfig())
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", name)
+	}
+	cfg.Provision()
+	bal, err := New(cfg, name, h.ring, logger, h.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.bal = bal
+	m := cl.Join(name, health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	bal.SetCluster(m)
+	if err := bal.FollowCluster(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.addr, h.admin = data.Addr().String(), admin.Addr().String()
+	served := make(chan error, 2)
+	go func() { served <- bal.Serve(data) }()
+	go func() { served <- bal.ServeAdmin(admin) }()
+	h.client = &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	t.Cleanup(func() {
+		h.client.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = bal.Shutdown(ctx)
+		for range 2 {
+			if err := <-served; err != nil && !errors.Is(err, ErrClosed) {
+				t.Errorf("serve: %v", err)
+			}
+		}
+	})
+	return &clusterBalancer{harness: h, m: m}
+}
+
+// staticEdgesOf lists test edges as static edges, monitored every 50 ms.
+func staticEdgesOf(edges ...*testEdge) []configs.StaticEdge {
+	var out []configs.StaticEdge
+	for _, e := range edges {
+		mon := configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(50 * time.Millisecond), Timeout: configs.Duration(40 * time.Millisecond), Rise: 1, Fall: 1}
+		out = append(out, configs.StaticEdge{Name: e.name, URL: e.url, Monitor: &mon})
+	}
+	return out
+}
+
+// waitRing waits until b's ring has exactly names.
+func waitRing(t *testing.T, b *clusterBalancer, names ...string) {
+	t.Helper()
+	healthtest.WaitUntil(t, fmt.Sprintf("%s's ring = %v", b.bal.name, names), func() bool {
+		ms := b.ring.Snapshot().Members()
+		if len(ms) != len(names) {
+			return false
+		}
+		for i, m := range ms {
+			if m.Name != names[i] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// wsEdge opens a WebSocket for key through b and returns it and its edge.
+func wsEdge(t *testing.T, b *clusterBalancer, key string) (io.Closer, string) {
+	t.Helper()
+	c, resp := dialWS(t, b.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	return c, resp.Header.Get("X-Ringlb-Edge")
+}
+
+// Two balancers share the table over gossip: a session placed through one
+// is kept on its backend by the other across a scale-out, and a balancer
+// that starts later routes only once it has the table.
+func TestTablesShareOverGossip(t *testing.T) {
+	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2"), startTestEdge(t, "edge-3")}
+	e4 := startTestEdge(t, "edge-4")
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	b2 := startClusterBalancer(t, cl, "bal-2", cfg)
+	waitRing(t, b1, "edge-1", "edge-2", "edge-3")
+	waitRing(t, b2, "edge-1", "edge-2", "edge-3")
+	healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+
+	h := &harness{ring: b1.ring}
+	key := h.keyMovedBy(t, "edge-1", ring.Member{Name: "edge-4", URL: e4.url, Weight: 1})
+	c1, edge := wsEdge(t, b1, key)
+	defer c1.Close()
+	if edge != "edge-1" {
+		t.Fatalf("first participant on %s, want edge-1", edge)
+	}
+	hash := xxhash.Sum64String(key)
+	healthtest.WaitUntil(t, "bal-2 has the placement", func() bool {
+		v, ok := b2.bal.table.view(hash, b2.ring.Snapshot())
+		return ok && v.Backend == "edge-1" && v.PlacedBy == "bal-1" && v.OpenElsewhere
+	})
+
+	// Scale-out on both (a reload adding edge-4).
+	cfg4 := cfg
+	cfg4.Edges = staticEdgesOf(append(edges, e4)...)
+	cfg4.Provision()
+	for _, b := range []*clusterBalancer{b1, b2} {
+		if err := b.bal.Reload(cfg4); err != nil {
+			t.Fatal(err)
+		}
+		waitRing(t, b, "edge-1", "edge-2", "edge-3", "edge-4")
+	}
+	c2, edge := wsEdge(t, b2, key)
+	defer c2.Close()
+	if edge != "edge-1" {
+		t.Fatalf("next participant through the other balancer on %s, want edge-1 with its session", edge)
+	}
+	fresh := h.keyOwnedBy(t, "edge-1") // owned by edge-1 before; where now?
+	want := b2.owner(t, fresh)
+	if _, w := b2.whoami(t, "/whoami", http.Header{"Ctstickiness": {fresh}}); w.Edge != want {
+		t.Fatalf("a new key went to %s, want its ring owner %s", w.Edge, want)
+	}
+	healthtest.WaitUntil(t, "bal-2 sends its placement", func() bool {
+		return b2.metric(t, "ringlb_balancer_session_table_sync_bytes_total", map[string]string{"kind": "delta"}) > 0
+	})
+
+	// A third balancer starts: it has the table from a peer before it routes.
+	b3 := startClusterBalancer(t, cl, "bal-3", cfg4)
+	healthtest.WaitUntil(t, "bal-3 ready", b3.bal.table.routable)
+	if v, ok := b3.bal.table.view(hash, b3.ring.Snapshot()); !ok || v.Backend != "edge-1" || !v.OpenElsewhere {
+		t.Fatalf("bal-3's entry for the live key when it started routing: %+v %v", v, ok)
+	}
+	waitRing(t, b3, "edge-1", "edge-2", "edge-3", "edge-4")
+	c3, edge := wsEdge(t, b3, key)
+	defer c3.Close()
+	if edge != "edge-1" {
+		t.Fatalf("participant through the new balancer on %s, want edge-1", edge)
+	}
+}
+
+// A static edge drained through one balancer's admin API drains on every
+// balancer: off every ring (no new key goes there), its live sessions stay
+// on it through any balancer, and at the deadline they move, their tunnels
+// closed so their clients reconnect to the next backend.
+func TestStaticDrainAcrossBalancers(t *testing.T) {
+	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2"), startTestEdge(t, "edge-3")}
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	b2 := startClusterBalancer(t, cl, "bal-2", cfg)
+	waitRing(t, b1, "edge-1", "edge-2", "edge-3")
+	waitRing(t, b2, "edge-1", "edge-2", "edge-3")
+	healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+
+	key := b1.keyOwnedBy(t, "edge-1")
+	c1, edge := wsEdge(t, b1, key)
+	defer c1.Close()
+	if edge != "edge-1" {
+		t.Fatalf("on %s", edge)
+	}
+	healthtest.WaitUntil(t, "bal-2 has the key", func() bool {
+		v, ok := b2.bal.table.view(xxhash.Sum64String(key), b2.ring.Snapshot())
+		return ok && v.Backend == "edge-1"
+	})
+
+	code, body := adminPost(t, b1.admin, "/api/nodes/edge-1/drain?deadline=3s")
+	if code != http.StatusAccepted || !strings.Contains(body, `"draining": true`) {
+		t.Fatalf("drain: %d %s", code, body)
+	}
+	waitRing(t, b1, "edge-2", "edge-3")
+	waitRing(t, b2, "edge-2", "edge-3")
+	c2, edge := wsEdge(t, b2, key)
+	defer c2.Close()
+	if edge != "edge-1" {
+		t.Fatalf("a live session's participant on %s during the drain, want edge-1", edge)
+	}
+	for i := range 30 {
+		k := fmt.Sprintf("new-during-drain-%d", i)
+		for _, b := range []*clusterBalancer{b1, b2} {
+			if _, w := b.whoami(t, "/whoami", http.Header{"Ctstickiness": {k}}); w.Edge == "edge-1" {
+				t.Fatalf("new key %s went to the draining edge through %s", k, b.bal.name)
+			}
+		}
+	}
+	resp, err := b2.client.Get("http://" + b2.admin + "/api/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(nodes), `"state": "draining"`) {
+		t.Errorf("bal-2's /api/nodes does not show the drain: %s", nodes)
+	}
+
+	// The deadline: both tunnels end (their balancers close them), and the
+	// key goes to its ring owner.
+	for _, c := range []io.Closer{c1, c2} {
+		ws := c.(interface {
+			SetReadDeadline(time.Time) error
+			ReadMessage() (int, []byte, error)
+		})
+		ws.SetReadDeadline(time.Now().Add(healthtest.Patience))
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Fatal("a tunnel to the drained edge outlived its deadline")
+				}
+				break
+			}
+		}
+	}
+	want := b1.owner(t, key)
+	c3, edge := wsEdge(t, b1, key)
+	defer c3.Close()
+	if edge != want || edge == "edge-1" {
+		t.Fatalf("after the deadline the key went to %s, want its ring owner %s", edge, want)
+	}
+	if n := b1.metric(t, "ringlb_balancer_session_table_tunnels_closed_total", map[string]string{"reason": closeDrained}); n < 1 {
+		t.Errorf("tunnels_closed_total{drain_deadline} = %v on bal-1", n)
+	}
+
+	// Undrain: back on both rings.
+	if code, body := adminPost(t, b2.admin, "/api/nodes/edge-1/undrain"); code != http.StatusAccepted {
+		t.Fatalf("undrain: %d %s", code, body)
+	}
+	waitRing(t, b1, "edge-1", "edge-2", "edge-3")
+	waitRing(t, b2, "edge-1", "edge-2", "edge-3")
+}
+
+// adminPost POSTs to a loopback admin port as the operator would.
+func adminPost(t *testing.T, admin, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+admin+path, nil)
+	req.Header.Set("X-Ringlb-Admin", "1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// Only balancers write the table, only about backends they know, and
+// nothing malformed is applied. (A node without the cluster's key cannot
+// send at all: health's TestChannelRefusesStrangers.)
+func TestTableIgnoresWhatItCannotTrust(t *testing.T) {
+	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	waitRing(t, b1, "edge-1", "edge-2")
+	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
+
+	// A member of the cluster that is an edge, and one that calls itself a
+	// balancer but names a backend bal-1 does not know.
+	intruder := cl.Join("edge-x", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Weight: 1, State: health.StateAlive})
+	odd := cl.Join("bal-x", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	healthtest.WaitMembers(t, b1.m, "both members", func(ns []health.Node) bool { return len(ns) == 3 })
+	key := b1.keyOwnedBy(t, "edge-1")
+	now := time.Now().UnixNano()
+	delta := func(backend string) []byte {
+		w := newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
+		w.add(tableRecord{hash: xxhash.Sum64String(key), backend: backend, placer: "bal-x", placedAt: now - int64(time.Hour), until: now + int64(time.Minute), open: true})
+		return w.bytes()
+	}
+	send := func(m *health.Membership, msg []byte) {
+		ch, err := m.OpenChannel(tableChannel, func(string, []byte) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ch.Close()
+		if err := ch.Send("bal-1", msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(intruder, delta("edge-2")) // a known backend, from an edge
+	send(odd, delta("edge-9"))      // from a balancer, an unknown backend
+	send(odd, []byte{msgDelta, 3, 1})
+	for reason, want := range map[string]float64{ignoredSender: 1, ignoredUnknown: 1, ignoredMalformed: 1} {
+		healthtest.WaitUntil(t, "ignored{"+reason+"}", func() bool {
+			return b1.metric(t, "ringlb_balancer_session_table_ignored_total", map[string]string{"reason": reason}) >= want
+		})
+	}
+	if _, ok := b1.bal.table.view(xxhash.Sum64String(key), b1.ring.Snapshot()); ok {
+		t.Fatal("an entry was written by a record bal-1 should have ignored")
+	}
+	if _, w := b1.whoami(t, "/whoami", http.Header{"Ctstickiness": {key}}); w.Edge != "edge-1" {
+		t.Fatalf("the key went to %s, want its ring owner edge-1", w.Edge)
+	}
+}
+
+// The conflict rule is one rule on every balancer: two tables that placed
+// one key on different backends end up with the same placement, whichever
+// record each receives first, and the loser counts the conflict.
+func TestTableConflictRule(t *testing.T) {
+	newTable := func(name string) (*sessionTable, *prometheus.Registry) {
+		reg := prometheus.NewRegistry()
+		r := ring.New(ring.DefaultConfig())
+		r.Update([]ring.Member{{Name: "edge-a", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}})
+		m, err := newTestMetrics(reg, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := configs.SessionTable{}
+		cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Minute), 1000, 100, 100
+		tb := newSessionTable(name, cfg, r, m, slog.New(slog.DiscardHandler))
+		t.Cleanup(tb.close)
+		return tb, reg
+	}
+	record := func(tb *sessionTable, h uint64, edge string, at int64, version uint16, found bool) tableRecord {
+		if res := tb.record(h, edge, placement{at: at}, netipLocal, nil); res != recorded {
+			t.Fatalf("record: %d", res)
+		}
+		s := tb.shard(h)
+		s.mu.Lock()
+		e := s.entries[h]
+		s.mu.Unlock()
+		return tb.wireRecord(h, e, time.Now().UnixNano(), tb.settings.Load())
+	}
+	backend := func(tb *sessionTable, h uint64) string {
+		v, ok := tb.view(h, tb.ring.Snapshot())
+		if !ok {
+			return ""
+		}
+		return v.Backend
+	}
+	now := time.Now().UnixNano()
+	for _, tt := range []struct {
+		name         string
+		atA, atB     int64
+		want, loser  string
+		receivedByA1 bool
+	}{
+		{"earlier placement wins", now - 10, now, "edge-a", "bal-2", true},
+		{"earlier placement wins, other order", now, now - 10, "edge-b", "bal-1", false},
+		{"same instant: lower backend name", now, now, "edge-a", "bal-2", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a, regA := newTable("bal-1")
+			b, regB := newTable("bal-2")
+			h := rand.Uint64()
+			ra := record(a, h, "edge-a", tt.atA, 0, false)
+			rb := record(b, h, "edge-b", tt.atB, 0, false)
+			if tt.receivedByA1 {
+				a.merge(rb, true)
+				b.merge(ra, true)
+			} else {
+				b.merge(ra, true)
+				a.merge(rb, true)
+			}
+			if ga, gb := backend(a, h), backend(b, h); ga != tt.want || gb != tt.want {
+				t.Fatalf("bal-1 has %s, bal-2 has %s; want both %s", ga, gb, tt.want)
+			}
+			ca := (&harness{reg: regA}).metric(t, "ringlb_balancer_session_table_conflicts_total", nil)
+			cb := (&harness{reg: regB}).metric(t, "ringlb_balancer_session_table_conflicts_total", nil)
+			if (tt.loser == "bal-1") != (ca == 1) || (tt.loser == "bal-2") != (cb == 1) || ca+cb != 1 {
+				t.Fatalf("conflicts: bal-1 %v, bal-2 %v; want 1 at %s", ca, cb, tt.loser)
+			}
+		})
+	}
+	// A move (the session's backend did not answer) beats the placement it
+	// moved from, whatever the times.
+	a, _ := newTable("bal-1")
+	b, _ := newTable("bal-2")
+	h := rand.Uint64()
+	ra := record(a, h, "edge-a", now-int64(time.Second), 0, false)
+	b.merge(ra, true)
+	_, basis, ok := b.lookup(h, b.ring.Snapshot())
+	if !ok {
+		t.Fatal("bal-2 has no entry to move")
+	}
+	if res := b.record(h, "edge-b", basis, netipLocal, nil); res != recorded {
+		t.Fatalf("move: %d", res)
+	}
+	s := b.shard(h)
+	s.mu.Lock()
+	moved := b.wireRecord(h, s.entries[h], time.Now().UnixNano(), b.settings.Load())
+	s.mu.Unlock()
+	a.merge(moved, true)
+	if ga := backend(a, h); ga != "edge-b" || moved.version != 1 {
+		t.Fatalf("after bal-2's move (version %d), bal-1 has %s, want edge-b", moved.version, ga)
+	}
+}
+
+var netipLocal = mustAddr("127.0.0.1")
+
+// Every message a peer could send is checked whole before anything of it is
+// applied: a fuzzed message never panics, and one the writer made reads
+// back as written.
+func FuzzTableMessage(f *testing.F) {
+	w := newMsgWriter(health.MaxChannelPacket, nil)
+	w.add(tableRecord{hash: 1, backend: "edge-1", placer: "bal-1", version: 2, open: true, placedAt: 3, until: 4})
+	w.addDrain("edge-2", drainState{on: true, deadline: 5, stamp: 6})
+	f.Add(w.bytes())
+	f.Add([]byte{0, 0, 0, 0, 0, 0})
+	f.Add([]byte{1, 3, 'a', 'b', 'c', 0, 0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var recs []tableRecord
+		err := readBody(b, func(string, drainState) {}, func(r tableRecord) { recs = append(recs, r) })
+		if err != nil {
+			return
+		}
+		w := newMsgWriter(1<<30, nil)
+		for _, r := range recs {
+			if !validEdgeName(r.backend) || !validEdgeName(r.placer) {
+				t.Fatalf("a record with an invalid name was read: %+v", r)
+			}
+			w.add(r)
+		}
+		var again []tableRecord
+		if err := readBody(w.bytes(), func(string, drainState) {}, func(r tableRecord) { again = append(again, r) }); err != nil || len(again) != len(recs) {
+			t.Fatalf("rewritten message: %v, %d records of %d", err, len(again), len(recs))
+		}
+		for i := range recs {
+			if recs[i] != again[i] {
+				t.Fatalf("record %d: %+v read back as %+v", i, recs[i], again[i])
+			}
+		}
+	})
+}
+
+func TestLookupShowsTheTableEntry(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	key := h.keyOwnedBy(t, "edge-2")
+	c, _ := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	defer c.Close()
+	resp, err := h.client.Get("http://" + h.admin + "/api/lookup?key=" + key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Owner    string     `json:"owner"`
+		RoutesTo string     `json:"routes_to"`
+		Table    *entryView `json:"table"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Owner != "edge-2" || v.RoutesTo != "edge-2" || v.Table == nil || v.Table.Backend != "edge-2" || v.Table.OpenHere != 1 || v.Table.PlacedBy != "bal-test" {
+		t.Fatalf("lookup: %+v table %+v", v, v.Table)
+	}
+}
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// A monitor decides which backends take new keys, not where live sessions
+// are: a static edge whose monitor fails while it still accepts
+// connections keeps its live sessions (no move, no split); one that really
+// stops answering loses them at their next participant, to the backend
+// every balancer picks.
+func TestMonitorAlarmMovesNoLiveSession(t *testing.T) {
+	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)}}
+	b := startClusterBalancer(t, cl, "bal-1", cfg)
+	waitRing(t, b, "edge-1", "edge-2")
+	healthtest.WaitUntil(t, "table ready", b.bal.table.routable)
+	key := b.keyOwnedBy(t, "edge-1")
+	c1, edge := wsEdge(t, b, key)
+	defer c1.Close()
+	if edge != "edge-1" {
+		t.Fatalf("on %s", edge)
+	}
+
+	// edge-1's monitor now checks a port nobody listens on: a false alarm.
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(closed.Addr().String())
+	closed.Close()
+	alarm := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: cfg.SessionTable}
+	fmt.Sscan(port, &alarm.Edges[0].Monitor.Port)
+	alarm.Provision()
+	if err := b.bal.Reload(alarm); err != nil {
+		t.Fatal(err)
+	}
+	waitRing(t, b, "edge-2")
+	c2, edge := wsEdge(t, b, key)
+	defer c2.Close()
+	if edge != "edge-1" {
+		t.Fatalf("a live session's participant went to %s when only edge-1's monitor failed; want edge-1", edge)
+	}
+	if _, w := b.whoami(t, "/whoami", http.Header{"Ctstickiness": {"brand-new-key"}}); w.Edge != "edge-2" {
+		t.Fatalf("a new key went to %s, want edge-2 (edge-1 is down for new keys)", w.Edge)
+	}
+
+	// edge-1 really stops: the live key's next participant moves.
+	edges[0].stop()
+	c3, edge := wsEdge(t, b, key)
+	defer c3.Close()
+	if edge != "edge-2" {
+		t.Fatalf("edge-1 gone: the key went to %s, want edge-2", edge)
+	}
+	if v, _ := b.bal.table.view(xxhash.Sum64String(key), b.ring.Snapshot()); v.Version != 1 || v.Backend != "edge-2" {
+		t.Fatalf("entry after the move: %+v", v)
+	}
+}

@@ -1,0 +1,367 @@
+package balancer
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
+)
+
+// keyMovedBy returns a key that edge `from` owns on the harness's ring and
+// that `to` owns once `to` is added to it.
+func (h *harness) keyMovedBy(t *testing.T, from string, to ring.Member) string {
+	t.Helper()
+	before := h.ring.Snapshot()
+	var members []ring.Member
+	members = append(members, before.Members()...)
+	after := ring.New(ring.DefaultConfig())
+	after.Update(append(members, to))
+	for i := range 100000 {
+		k := fmt.Sprintf("moved-%d", i)
+		b, _ := before.Locate([]byte(k))
+		a, _ := after.Locate([]byte(k))
+		if b.Name == from && a.Name == to.Name {
+			return k
+		}
+	}
+	t.Fatalf("no key moving from %s to %s", from, to.Name)
+	return ""
+}
+
+// The issue's failure, without gossip: a fourth backend joins the ring
+// while a session lives on its old owner. Its next participant (and every
+// request of the key) goes to the session's backend, not the new owner; a
+// new key goes to the new owner. A backend that leaves the ring loses its
+// entries; when it comes back it gets none of them back.
+func TestTableKeepsLiveSessionsOnTheirBackend(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	e4 := startTestEdge(t, "edge-4")
+	m4 := ring.Member{Name: e4.name, URL: e4.url, Weight: 1}
+	key := h.keyMovedBy(t, "edge-1", m4)
+
+	first, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	defer first.Close()
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != "edge-1" {
+		t.Fatalf("first participant on %s, want edge-1", got)
+	}
+	members := h.ring.Snapshot().Members()
+	h.ring.Update(append(members, m4))
+	if h.owner(t, key) != "edge-4" {
+		t.Fatal("the key did not change owner")
+	}
+
+	second, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	defer second.Close()
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != "edge-1" {
+		t.Fatalf("next participant on %s after the scale-out, want edge-1 with its session", got)
+	}
+	if _, w := h.whoami(t, "/whoami", http.Header{"Ctstickiness": {key}}); w.Edge != "edge-1" {
+		t.Fatalf("a request of the live key went to %s, want edge-1", w.Edge)
+	}
+	fresh := h.keyOwnedBy(t, "edge-4")
+	if _, w := h.whoami(t, "/whoami", http.Header{"Ctstickiness": {fresh}}); w.Edge != "edge-4" {
+		t.Fatalf("a new key went to %s, want its ring owner edge-4", w.Edge)
+	}
+
+	// A key whose session sits on edge-2, and edge-1 and edge-2 leave the
+	// ring (down). The live key's next participant goes to the ring owner:
+	// it moves, with a new version.
+	other := h.keyOwnedBy(t, "edge-2")
+	quiet, _ := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {other}})
+	defer quiet.Close()
+	var rest []ring.Member
+	for _, m := range h.ring.Snapshot().Members() {
+		if m.Name != "edge-1" && m.Name != "edge-2" {
+			rest = append(rest, m)
+		}
+	}
+	h.ring.Update(rest)
+	want := h.owner(t, key)
+	third, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	defer third.Close()
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != want {
+		t.Fatalf("with edge-1 gone the key went to %s, want its ring owner %s", got, want)
+	}
+	// Both come back: the moved key stays where its session is now; the
+	// other, placed anew by nobody meanwhile, is on edge-2 still.
+	h.ring.Update(append(rest, ring.Member{Name: "edge-1", URL: h.byName["edge-1"].url, Weight: 1}, ring.Member{Name: "edge-2", URL: h.byName["edge-2"].url, Weight: 1}))
+	fourth, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	defer fourth.Close()
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != want {
+		t.Fatalf("edge-1 back: the key went to %s, want %s where its session lives", got, want)
+	}
+	if v, _ := h.bal.table.view(xxhash.Sum64String(key), h.ring.Snapshot()); v.Version != 1 {
+		t.Errorf("the moved key's version is %d, want 1", v.Version)
+	}
+	fifth, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {other}})
+	defer fifth.Close()
+	if got := resp.Header.Get("X-Ringlb-Edge"); got != "edge-2" {
+		t.Fatalf("edge-2 back: its untouched session's key went to %s, want edge-2", got)
+	}
+}
+
+// A key is released linger after its last tunnel closes (then it follows
+// the ring again); an open tunnel keeps it however long.
+func TestTableLingerStartsAtTheLastTunnel(t *testing.T) {
+	h := newHarness(t, configs.Balancer{SessionTable: configs.SessionTable{Linger: configs.Duration(time.Second)}})
+	e4 := startTestEdge(t, "edge-4")
+	m4 := ring.Member{Name: e4.name, URL: e4.url, Weight: 1}
+	key := h.keyMovedBy(t, "edge-2", m4)
+	conn, _ := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	h.ring.Update(append(h.ring.Snapshot().Members(), m4))
+	hash := xxhash.Sum64String(key)
+	// Longer than linger with the tunnel open: still there.
+	time.Sleep(2 * time.Second)
+	if v, ok := h.bal.table.view(hash, h.ring.Snapshot()); !ok || !v.Routable || v.Backend != "edge-2" || v.OpenHere != 1 {
+		t.Fatalf("entry with an open tunnel after 2 linger: %+v %v", v, ok)
+	}
+	conn.Close()
+	healthtest.WaitUntil(t, "the key released after its linger", func() bool {
+		v, ok := h.bal.table.view(hash, h.ring.Snapshot())
+		return !ok || !v.Routable
+	})
+	if _, w := h.whoami(t, "/whoami", http.Header{"Ctstickiness": {key}}); w.Edge != "edge-4" {
+		t.Fatalf("released key went to %s, want its ring owner edge-4", w.Edge)
+	}
+}
+
+// The attack: a client that invents keys as fast as it can must not push
+// live sessions out of a full table. Its new keys beyond its budget are
+// routed by the ring without an entry, and eviction takes only keys with
+// no tunnel open.
+func TestTableKeyFloodDoesNotEvictLiveSessions(t *testing.T) {
+	h := newHarness(t, configs.Balancer{SessionTable: configs.SessionTable{MaxEntries: 1000, NewKeysPerIP: 1, NewKeysBurst: 200}})
+	const live = 100
+	var conns []interface{ Close() error }
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	keys := make([]string, live)
+	for i := range live {
+		keys[i] = fmt.Sprintf("live-%d", i)
+		c, _ := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {keys[i]}})
+		conns = append(conns, c)
+	}
+	// 5000 requests, each with a key never seen, from several addresses.
+	const flood = 5000
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+w))}
+			client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: src}).DialContext}}
+			defer client.CloseIdleConnections()
+			for i := w; i < flood; i += 8 {
+				req, _ := http.NewRequest(http.MethodGet, "http://"+h.addr+"/whoami", nil)
+				req.Header.Set("Ctstickiness", fmt.Sprintf("invented-%d", i))
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	lost := 0
+	for _, k := range keys {
+		if v, ok := h.bal.table.view(xxhash.Sum64String(k), h.ring.Snapshot()); !ok || !v.Routable || v.OpenHere != 1 {
+			lost++
+		}
+	}
+	budget := h.metric(t, "ringlb_balancer_session_table_refused_total", map[string]string{"reason": refusedBudget})
+	capacity := h.metric(t, "ringlb_balancer_session_table_evictions_total", map[string]string{"reason": evictCapacity})
+	t.Logf("after %d invented keys: %d of %d live sessions lost their entry; %v keys over budget, %v entries evicted for room, %d entries",
+		flood, lost, live, budget, capacity, h.bal.table.len())
+	if lost != 0 {
+		t.Errorf("%d live sessions lost their entry to a key flood", lost)
+	}
+	if budget == 0 {
+		t.Error("no key was refused over its client's budget")
+	}
+}
+
+// The per-address budget itself: a bucket per address (IPv6 by /64),
+// refilled at its rate, bounded in addresses.
+func TestKeyBudget(t *testing.T) {
+	var k keyBudget
+	k.set(10, 3)
+	now := time.Now().UnixNano()
+	a := netip.MustParseAddr("192.0.2.1")
+	for i := range 3 {
+		if !k.allow(a, now) {
+			t.Fatalf("key %d of a burst of 3 refused", i)
+		}
+	}
+	if k.allow(a, now) {
+		t.Fatal("a fourth key at once allowed")
+	}
+	if !k.allow(a, now+int64(100*time.Millisecond)) {
+		t.Fatal("no token after a tenth of a second at 10/s")
+	}
+	v6a, v6b := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::ffff:1")
+	for range 3 {
+		k.allow(v6a, now)
+	}
+	if k.allow(v6b, now) {
+		t.Fatal("another address of the same /64 has its own budget")
+	}
+	if !k.allow(netip.MustParseAddr("2001:db8:0:1::1"), now) {
+		t.Fatal("another /64 shares the budget")
+	}
+	// Bounded: beyond maxBudgetAddrs spending addresses, new ones get no key.
+	k.set(1e-9, 1)
+	for i := range maxBudgetAddrs {
+		k.allow(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), now)
+	}
+	if k.allow(netip.MustParseAddr("198.51.100.7"), now) || len(k.perIP) > maxBudgetAddrs {
+		t.Fatalf("budget map grew to %d addresses", len(k.perIP))
+	}
+}
+
+// newTestMetrics declares the balancer's metrics on reg for a table built
+// without a Balancer: the gauges it would read answer 0.
+func newTestMetrics(reg prometheus.Registerer, r *ring.Ring) (*metrics, error) {
+	zero := func() float64 { return 0 }
+	return newMetrics(reg, r, zero, tableGauges{entries: zero, ready: zero})
+}
+
+// memoryPerEntry measures the heap a table holds per entry: n entries
+// inserted the way the balancer inserts them, the heap before and after.
+func memoryPerEntry(n int) float64 {
+	reg := prometheus.NewRegistry()
+	r := ring.New(ring.DefaultConfig())
+	m, err := newTestMetrics(reg, r)
+	if err != nil {
+		panic(err)
+	}
+	cfg := configs.SessionTable{}
+	cfg.Linger = configs.Duration(time.Hour)
+	cfg.MaxEntries = 2 * n
+	cfg.NewKeysPerIP, cfg.NewKeysBurst = 1, 1
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	t := newSessionTable("bal", cfg, r, m, nil)
+	defer t.close()
+	bi, _ := t.names.intern("edge-1")
+	now := time.Now().UnixNano()
+	for i := range n {
+		h := xxhash.Sum64String(fmt.Sprint(i))
+		t.put(h, entry{placedAt: now, until: now + int64(time.Hour), backend: bi, placer: t.selfIdx})
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(t)
+	return float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+}
+
+// An entry costs at most 200 bytes with the map's overhead (the target of
+// the design; 1,000,000 entries, the default bound, under 200 MB).
+func TestTableMemoryPerEntry(t *testing.T) {
+	per := memoryPerEntry(200_000)
+	t.Logf("%.1f bytes per entry (200,000 entries)", per)
+	if per > 200 {
+		t.Errorf("%.1f bytes per entry, want at most 200", per)
+	}
+}
+
+// BenchmarkTableMemoryPerEntry reports bytes per entry at the default bound.
+func BenchmarkTableMemoryPerEntry(b *testing.B) {
+	for range b.N {
+		b.ReportMetric(memoryPerEntry(configs.DefaultSessionTableEntries), "B/entry")
+	}
+}
+
+// BenchmarkTableLookup is the table's part of every request: a key with an
+// entry, on a table of 100,000. It must not allocate.
+func BenchmarkTableLookup(b *testing.B) {
+	reg := prometheus.NewRegistry()
+	r := ring.New(ring.DefaultConfig())
+	r.Update([]ring.Member{{Name: "edge-1", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-2", URL: "http://127.0.0.1:2", Weight: 1}})
+	m, err := newTestMetrics(reg, r)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := configs.SessionTable{}
+	cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Hour), 1_000_000, 1, 1
+	t := newSessionTable("bal", cfg, r, m, nil)
+	defer t.close()
+	bi, _ := t.names.intern("edge-2")
+	now := time.Now().UnixNano()
+	hashes := make([]uint64, 100_000)
+	for i := range hashes {
+		h := xxhash.Sum64String(fmt.Sprint("k", i))
+		hashes[i] = h
+		t.put(h, entry{placedAt: now, until: now + int64(time.Hour), backend: bi, placer: t.selfIdx})
+	}
+	snap := r.Snapshot()
+	t.lookup(hashes[0], snap) // builds the route set
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, _, ok := t.lookup(hashes[i%len(hashes)], snap); !ok {
+			b.Fatal("entry not found")
+		}
+	}
+}
+
+// BenchmarkTableGossipPerSession reports the bytes one new session costs
+// the gossip channel, per peer balancer: its placement's share of a delta
+// packet (alone, and in a burst of 100 placed within the batching window),
+// and the record each refresh carries for it while a tunnel is open (every
+// linger/2). The channel's framing (3 bytes and the sender's name) and
+// memberlist's encryption (29 bytes a packet) come on top, per packet.
+func BenchmarkTableGossipPerSession(b *testing.B) {
+	reg := prometheus.NewRegistry()
+	r := ring.New(ring.DefaultConfig())
+	m, err := newTestMetrics(reg, r)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := configs.SessionTable{}
+	cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Minute), 1_000_000, 1, 1
+	t := newSessionTable("bal-1", cfg, r, m, nil)
+	defer t.close()
+	bi, _ := t.names.intern("relay-3")
+	now := time.Now().UnixNano()
+	batch := func(n int) float64 {
+		pending := make([]pendingRecord, n)
+		for i := range pending {
+			pending[i] = pendingRecord{h: uint64(i)*0x9e3779b97f4a7c15 + 1, e: entry{placedAt: now, until: now + int64(time.Minute), backend: bi, placer: t.selfIdx, open: 1}}
+		}
+		total := 0
+		for _, msg := range t.deltaMessages(pending, nil) {
+			total += len(msg)
+		}
+		return float64(total) / float64(n)
+	}
+	for range b.N {
+		b.ReportMetric(batch(1), "B/placement-alone")
+		b.ReportMetric(batch(100), "B/placement-in-burst")
+		b.ReportMetric(recordSize, "B/refresh")
+	}
+}
+
+// put writes an entry as the maintenance loop may be reading.
+func (t *sessionTable) put(h uint64, e entry) {
+	s := t.shard(h)
+	s.mu.Lock()
+	s.entries[h] = e
+	s.mu.Unlock()
+}
