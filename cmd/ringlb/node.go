@@ -25,6 +25,7 @@ import (
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/gslb"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 	"github.com/ringlb/ringlb/sessions"
 )
 
@@ -112,7 +113,8 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	if err != nil {
 		return nil, err
 	}
-	srv := sessions.New(cfg.Edge, name, cfg.Cluster.Region, logger, newRegistry(processMetrics))
+	reg := newRegistry(processMetrics)
+	srv := sessions.New(cfg.Edge, name, cfg.Cluster.Region, logger, reg)
 
 	advertise := cfg.Edge.AdvertiseURL
 	if u, err := url.Parse(advertise); err == nil && u.Port() == "0" {
@@ -140,7 +142,8 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		ringEdges = srv.RingEdges
 	}
 	failed := serve(map[net.Listener]func(net.Listener) error{dl: srv.Serve, al: srv.ServeAdmin})
-	stopStatsD := srv.StartStatsD(cfg.Edge.StatsD) // nothing without edge.statsd.address
+	statsd := operator.NewStatsD(name, "ringlb_edge_", reg, logger)
+	statsd.Apply(cfg.Edge.StatsD) // nothing without edge.statsd.address
 	// The edge's load in its gossip metadata: gslb nodes steer by it.
 	stopLoad := srv.PublishLoad(m, sessions.LoadInterval)
 	logger.Info("edge started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
@@ -180,7 +183,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 			}
 			cancel()
 			err := srv.Shutdown(ctx)
-			stopStatsD() // pushes the final figures
+			statsd.Close() // pushes the final figures
 			return errors.Join(err, m.Shutdown(ctx))
 		},
 	}, nil
