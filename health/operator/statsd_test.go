@@ -154,7 +154,9 @@ func TestStatsDOverTCP(t *testing.T) {
 	k.mu.Unlock()
 	// Counters go as increases: three more requests add three.
 	f.requests.WithLabelValues("edge-1", "200").Add(3)
-	k.waitFor(t, "the increase", func(_, c map[string]float64) bool { return c["ringlb.n1.test_requests_total.code.200.edge.edge-1"] == 8 })
+	k.waitFor(t, "the increase", func(_, c map[string]float64) bool {
+		return c["ringlb.n1.test_requests_total.code.200.edge.edge-1"] == 8
+	})
 	// Close pushes what is new and returns.
 	f.gauge.Set(7)
 	s.Close()
