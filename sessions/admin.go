@@ -84,7 +84,7 @@ func (s *Server) newAdminServer() *http.Server {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	access := operator.Access{
-		Token:   func() []byte { return s.adminToken },
+		Token:   func() []byte { return *s.adminToken.Load() },
 		Keyring: func() *health.Keyring { return s.keyring.Load() },
 		Node:    s.op,
 	}
