@@ -56,6 +56,8 @@ type Balancer struct {
 	metrics *metrics
 	// relay carries plain-TCP tunnels after the handshake (nil: goroutines).
 	relay *relay
+	// access is the access log (accesslog.go), off unless configured.
+	access *accessLog
 	// maintenance fails the health path (HealthPath) while traffic still
 	// flows, so a GSLB takes the balancer out of DNS first (admin API).
 	maintenance atomic.Bool
@@ -202,6 +204,10 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 	if b.relay, err = newRelay(b.log, cfg.TunnelIdleTimeout.D()); err != nil {
 		return nil, fmt.Errorf("start tunnel relay: %w", err)
 	}
+	if err := b.startAccessLog(cfg.AccessLog); err != nil {
+		b.relay.close()
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -285,6 +291,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 	}
 	b.edges.closeIdle()
 	b.stopFollowing()
+	b.access.close()
 	if b.stopWatch != nil {
 		b.stopOnce.Do(func() { close(b.stopWatch) })
 		<-b.watchDone
@@ -359,6 +366,7 @@ func (b *Balancer) releaseTunnel(t *tunnel) {
 	delete(b.tunnels, t)
 	b.mu.Unlock()
 	b.metrics.connectionsActive.WithLabelValues(t.edge).Dec()
+	b.access.tunnel(t)
 	b.wg.Done()
 }
 

@@ -62,6 +62,9 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 	if (rl.cert == nil) != (old.cert == nil) {
 		errs = append(errs, configs.RestartNeeded("balancer.tls", tlsState(old.cert != nil), tlsState(rl.cert != nil)))
 	}
+	if err := errors.Join(errs...); err == nil {
+		errs = append(errs, b.access.apply(cfg.AccessLog)) // last: it takes effect when it works
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}

@@ -68,6 +68,10 @@ var historySeries = []operator.SeriesSpec{
 	{Name: "lag_p99_seconds", Metric: "ringlb_edge_lag_seconds", Kind: operator.Quantile, Quantile: 0.99},
 }
 
+// Operator is the admin plane of this node: cmd/ringlb gives it the config
+// file (operator.Node.UseConfigFile) behind /api/config.
+func (s *Server) Operator() *operator.Node { return s.op }
+
 func (s *Server) newAdminServer() *http.Server {
 	// An edge restarted after a drain serves again: a drain is how every
 	// edge stops (SIGTERM drains too), so keeping it would leave each
