@@ -23,6 +23,7 @@ import (
 //	GET /api/sessions  [{"session","participants","created"}], sorted by key
 //	GET /api/history?minutes=N  this edge's figures over the last minutes (operator.History)
 //	GET /api/audit     this edge's audit records, newest first
+//	GET /api/users/sketch  the users online here, mergeable across edges (users.go)
 //	GET /login, POST /login, POST /logout, GET /api/whoami  (operator.Node.Mount)
 //
 // The admin port lists session keys and drains the edge: beyond loopback it
@@ -108,6 +109,7 @@ func (s *Server) newAdminServer() *http.Server {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(s.hub.list())
 	})))
+	mux.Handle("GET /api/users/sketch", access.Read(http.HandlerFunc(s.serveUsersSketch))) // users.go
 	s.handleRevocations(mux, access) // revoke.go: POST /api/tokens/revoke, GET /api/tokens/revoked
 	return &http.Server{
 		Handler:           mux,
