@@ -63,6 +63,9 @@ func version(data []byte) string {
 	return hex.EncodeToString(sum[:16])
 }
 
+// Path is the file's path.
+func (f *ConfigFile) Path() string { return f.path }
+
 // Running is the config the node runs.
 func (f *ConfigFile) Running() *configs.Config {
 	f.mu.Lock()
