@@ -109,8 +109,9 @@ func (s *Server) newAdminServer() *http.Server {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(s.hub.list())
 	})))
-	mux.Handle("GET /api/users/sketch", access.Read(http.HandlerFunc(s.serveUsersSketch))) // users.go
-	s.handleRevocations(mux, access)                                                       // revoke.go: POST /api/tokens/revoke, GET /api/tokens/revoked
+	// users.go
+	mux.Handle("GET /api/users/sketch", access.Read(http.HandlerFunc(s.serveUsersSketch)))
+	s.handleRevocations(mux, access) // revoke.go: POST /api/tokens/revoke, GET /api/tokens/revoked
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: requestReadTimeout,
