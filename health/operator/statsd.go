@@ -284,6 +284,12 @@ func (p *statsdPusher) send(lines []string) error {
 	if len(lines) == 0 {
 		return nil
 	}
+	if p.conn != nil && p.cfg.Protocol == configs.StatsDTCP && !streamOpen(p.conn) {
+		// The server closed it (restarted, gone): a write would still be
+		// taken by the kernel and lost; dial afresh instead.
+		_ = p.conn.Close()
+		p.conn = nil
+	}
 	if p.conn == nil {
 		d := net.Dialer{Timeout: statsdTimeout}
 		conn, err := d.Dial(p.cfg.Protocol, p.cfg.Address)
@@ -308,6 +314,21 @@ func (p *statsdPusher) send(lines []string) error {
 		return fmt.Errorf("statsd %s: %w", p.cfg.Address, err)
 	}
 	return nil
+}
+
+// streamOpen reports whether the server has not closed a TCP connection:
+// a StatsD server never writes, so a read that does not just time out
+// (EOF, a reset) means the connection is over. The deadline is a moment
+// ahead, not now: Go answers a read past its deadline without asking the
+// socket.
+func streamOpen(c net.Conn) bool {
+	if err := c.SetReadDeadline(time.Now().Add(time.Millisecond)); err != nil {
+		return false
+	}
+	var one [1]byte
+	_, err := c.Read(one[:])
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func (p *statsdPusher) writeStream(lines []string) error {

@@ -301,3 +301,66 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// A StatsD server that restarts closes the pusher's connection: the counts
+// of the moment are not written into the dead connection (where the kernel
+// would take them and lose them) but reach the server once it is back.
+func TestStatsDServerRestartLosesNoCount(t *testing.T) {
+	first, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := first.Addr().String()
+	k := newSink()
+	conns := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := first.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+			go func() {
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					k.line(t, sc.Text())
+				}
+			}()
+		}
+	}()
+	f := newTestFamily(t)
+	f.requests.WithLabelValues("edge-1", "200").Inc()
+	s := NewStatsD("n1", "ringlb_test_", f.reg, nil)
+	defer s.Close()
+	s.Apply(configs.StatsD{Address: addr, Protocol: configs.StatsDTCP, Interval: configs.Duration(20 * time.Millisecond)})
+	name := "ringlb.n1.test_requests_total.code.200.edge.edge-1"
+	k.waitFor(t, "the first count", func(_, c map[string]float64) bool { return c[name] == 1 })
+	first.Close()
+	for len(conns) > 0 {
+		(<-conns).Close()
+	}
+	f.requests.WithLabelValues("edge-1", "200").Add(5)
+	failed := func() float64 {
+		var m dto.Metric
+		_ = s.pushes.WithLabelValues("failed").Write(&m)
+		return m.GetCounter().GetValue()
+	}
+	waitUntil(t, "a push fails while the server is down", func() bool { return failed() >= 1 })
+	again, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	go func() {
+		c, err := again.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			k.line(t, sc.Text())
+		}
+	}()
+	k.waitFor(t, "the counts of the restart", func(_, c map[string]float64) bool { return c[name] == 6 })
+}
