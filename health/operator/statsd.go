@@ -328,7 +328,8 @@ func streamOpen(c net.Conn) bool {
 	var one [1]byte
 	_, err := c.Read(one[:])
 	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	// nil: a server that does write something; still open.
+	return err == nil || errors.As(err, &ne) && ne.Timeout()
 }
 
 func (p *statsdPusher) writeStream(lines []string) error {
