@@ -166,6 +166,10 @@ func (b *Balancer) newAdminServer() *http.Server {
 	}
 }
 
+// Operator is the admin plane of this node: cmd/ringlb gives it the config
+// file (operator.Node.UseConfigFile) behind /api/config.
+func (b *Balancer) Operator() *operator.Node { return b.op }
+
 // adminAccess is who may use the admin API: the operator's token (reloaded
 // with the config) and peers signing with the cluster's key.
 func (b *Balancer) adminAccess() operator.Access {

@@ -62,6 +62,8 @@ type Balancer struct {
 	// table is the live-session table (table.go), shared with the other
 	// balancers once FollowCluster runs.
 	table *sessionTable
+	// access is the access log (accesslog.go), off unless configured.
+	access *accessLog
 	// maintenance fails the health path (HealthPath) while traffic still
 	// flows, so a GSLB takes the balancer out of DNS first (admin API).
 	maintenance atomic.Bool
@@ -212,6 +214,10 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 	if b.relay, err = newRelay(b.log, cfg.TunnelIdleTimeout.D()); err != nil {
 		return nil, fmt.Errorf("start tunnel relay: %w", err)
 	}
+	if err := b.startAccessLog(cfg.AccessLog); err != nil {
+		b.relay.close()
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -296,6 +302,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 	b.edges.closeIdle()
 	b.stopFollowing()
 	b.table.close()
+	b.access.close()
 	if b.stopWatch != nil {
 		b.stopOnce.Do(func() { close(b.stopWatch) })
 		<-b.watchDone
@@ -371,6 +378,7 @@ func (b *Balancer) releaseTunnel(t *tunnel) {
 	b.mu.Unlock()
 	b.metrics.connectionsActive.WithLabelValues(t.edge).Dec()
 	b.table.closed(t)
+	b.access.tunnel(t)
 	b.wg.Done()
 }
 

@@ -94,6 +94,8 @@ type clusterView struct {
 	Recent   []eventView      `json:"recent"`
 	Balancer balancerCounters `json:"balancer"`
 	GSLB     []gslbView       `json:"gslb"`
+	// Users are the users online in the cluster, each once (users.go).
+	Users *clusterUsers `json:"users,omitempty"`
 }
 
 // clusterNode is a node of /api/nodes plus, for an edge with an admin
@@ -164,10 +166,13 @@ func (b *Balancer) serveCluster(w http.ResponseWriter, r *http.Request) {
 	view.GSLB = make([]gslbView, len(gslbs))
 
 	var wg sync.WaitGroup
+	users := make([]edgeUsersAnswer, len(view.Nodes))
 	for i := range view.Nodes {
 		n := &view.Nodes[i]
 		if n.Role == string(health.RoleEdge) && n.Admin != "" {
 			wg.Go(func() { n.Stats = b.fetchEdgeStats(r.Context(), n.Admin) })
+			users[i].asked = true
+			wg.Go(func() { users[i].sketch, users[i].anonymous, _ = b.fetchUsersSketch(r.Context(), n.Admin) })
 		}
 	}
 	for i, g := range gslbs {
@@ -175,6 +180,7 @@ func (b *Balancer) serveCluster(w http.ResponseWriter, r *http.Request) {
 		wg.Go(func() { b.fetchGSLB(r.Context(), &view.GSLB[i]) })
 	}
 	wg.Wait()
+	view.Users = mergeUsers(users)
 	op.WriteJSON(w, http.StatusOK, view)
 }
 

@@ -51,6 +51,9 @@ var errNoEdge = errors.New("no edge reachable")
 
 // serveData is the data port's handler.
 func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
+	if b.access.on.Load() {
+		defer b.access.request(ctx, time.Now())
+	}
 	// Framing first: nothing of a refused request is looked at further
 	// or forwarded, the health path included.
 	cur := b.current.Load()

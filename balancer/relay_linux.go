@@ -86,6 +86,9 @@ type relayPair struct {
 	// over by a hand-off.
 	bytes  [2]uint64
 	closed bool
+	// firstFIN is the side that closed first (endClient, endEdge; "": none
+	// yet), for the access log.
+	firstFIN string
 }
 
 func newRelay(log *slog.Logger, idle time.Duration) (*relay, error) {
@@ -329,6 +332,12 @@ func (l *relayLoop) pump(e *relayEnd) {
 			// FIN: pass the half-close on; the tunnel ends when both
 			// directions have.
 			e.eof = true
+			if !e.peer.eof {
+				e.pair.firstFIN = endEdge
+				if e == &e.pair.client {
+					e.pair.firstFIN = endClient
+				}
+			}
 			unix.Shutdown(e.peer.fd, unix.SHUT_WR)
 			if e.peer.eof {
 				l.closePairLocked(e.pair, "")
@@ -454,7 +463,21 @@ func (l *relayLoop) closePairLocked(p *relayPair, why string) {
 	if why != "" {
 		l.r.log.Debug("tunnel closed", "edge", p.t.edge, "why", why)
 	}
+	p.t.endAs(endReason(why, p.firstFIN))
 	p.t.relayClosed()
+}
+
+// endReason names, for the access log, how the loop closed a tunnel.
+func endReason(why, firstFIN string) string {
+	switch why {
+	case "":
+		return firstFIN
+	case "idle":
+		return endIdle
+	case "closed", "relay stopped":
+		return endShutdown
+	}
+	return endError
 }
 
 // closePair closes one tunnel from outside the loop (Shutdown).
@@ -589,6 +612,11 @@ func (r *relay) finishDetached(p *relayPair, moved bool, why string) {
 	}
 	if !moved {
 		r.log.Debug("tunnel closed", "edge", p.t.edge, "why", why)
+		p.t.endAs(endShutdown)
+	} else {
+		p.t.mu.Lock()
+		p.t.movedAway = true // its access line is the new process's
+		p.t.mu.Unlock()
 	}
 	p.t.relayClosed()
 }

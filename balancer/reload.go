@@ -58,19 +58,12 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 	}
 	rl, errs := prepareReloadable(cfg)
 	old := b.current.Load()
+	errs = append(errs, restartChanges(old.cfg, cfg))
 	if (rl.cert == nil) != (old.cert == nil) {
-		errs = append(errs, errors.New("balancer.tls: turning TLS on or off needs a restart"))
+		errs = append(errs, configs.RestartNeeded("balancer.tls", tlsState(old.cert != nil), tlsState(rl.cert != nil)))
 	}
-	for _, c := range []struct{ field, old, new string }{
-		{"balancer.listen", old.cfg.Listen, cfg.Listen},
-		{"balancer.admin.listen", old.cfg.Admin.Listen, cfg.Admin.Listen},
-	} {
-		if c.old != c.new {
-			errs = append(errs, fmt.Errorf("%s: changing %s to %s needs a restart", c.field, c.old, c.new))
-		}
-	}
-	if old.cfg.ProxyProtocol.Enabled != cfg.ProxyProtocol.Enabled {
-		errs = append(errs, errors.New("balancer.proxy_protocol.enabled: changing it needs a restart"))
+	if err := errors.Join(errs...); err == nil {
+		errs = append(errs, b.access.apply(cfg.AccessLog)) // last: it takes effect when it works
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
@@ -93,6 +86,29 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 	}
 	b.log.Info("configuration reloaded", "key_sources", cfg.Key.Sources, "tls", rl.cert != nil)
 	return nil
+}
+
+// restartChanges names the fields read only at start (listeners, their
+// timeouts and wrappers, the admin plane's users and sampling).
+func restartChanges(old, cfg configs.Balancer) error {
+	return errors.Join(
+		configs.RestartNeeded("balancer.listen", old.Listen, cfg.Listen),
+		configs.RestartNeeded("balancer.admin.listen", old.Admin.Listen, cfg.Admin.Listen),
+		configs.RestartNeeded("balancer.admin.users_file", old.Admin.UsersFile, cfg.Admin.UsersFile),
+		configs.RestartNeeded("balancer.admin.history_interval", old.Admin.HistoryInterval, cfg.Admin.HistoryInterval),
+		configs.RestartNeeded("balancer.tls.redirect_from", old.TLS.RedirectFrom, cfg.TLS.RedirectFrom),
+		configs.RestartNeeded("balancer.proxy_protocol", old.ProxyProtocol, cfg.ProxyProtocol),
+		configs.RestartNeeded("balancer.dial_timeout", old.DialTimeout, cfg.DialTimeout),
+		configs.RestartNeeded("balancer.idle_timeout", old.IdleTimeout, cfg.IdleTimeout),
+		configs.RestartNeeded("balancer.tunnel_idle_timeout", old.TunnelIdleTimeout, cfg.TunnelIdleTimeout),
+	)
+}
+
+func tlsState(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
 }
 
 // certCheckInterval is how often the certificate files are checked for a

@@ -135,7 +135,7 @@ func TestReloadSwapsCertificate(t *testing.T) {
 	}
 	bad := next
 	bad.TLS = configs.TLS{}
-	if err := h.bal.Reload(provision(bad)); err == nil || !strings.Contains(err.Error(), "turning TLS on or off") {
+	if err := h.bal.Reload(provision(bad)); err == nil || !strings.Contains(err.Error(), "balancer.tls: changing on to off needs a restart") {
 		t.Fatalf("reload turning TLS off: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -59,6 +60,43 @@ type tunnel struct {
 	finished [2]bool       // direction returned from its copy this round
 	ended    [2]bool       // direction is over (EOF or error)
 	writeBy  time.Time     // write deadline of the current round
+
+	// For the access log, guarded by mu: bytes copied by goroutines (the
+	// relay counts its own, pair.bytes), how the tunnel ended (endAs),
+	// whether it moved to a new process, and the client of a tunnel taken
+	// over from the previous one (whose connection this process never saw).
+	bytesIn, bytesOut uint64
+	endReason         string
+	movedAway         bool
+	adoptedClient     netip.Addr
+}
+
+// Ways a tunnel ends, as the access log names them.
+const (
+	endClient   = "client"   // the client closed first
+	endEdge     = "edge"     // the edge closed first
+	endIdle     = "idle"     // tunnel_idle_timeout
+	endShutdown = "shutdown" // the balancer closed it (stopping)
+	endError    = "error"    // a read or write failed
+)
+
+// endAs records how the tunnel ended, unless that is known already.
+func (t *tunnel) endAs(reason string) {
+	t.mu.Lock()
+	if t.endReason == "" {
+		t.endReason = reason
+	}
+	t.mu.Unlock()
+}
+
+// count adds n bytes moved in direction dir (goroutine copies). Called with
+// t.mu held.
+func (t *tunnel) countLocked(dir int, n int64) {
+	if dir == clientToEdge {
+		t.bytesIn += uint64(n)
+	} else {
+		t.bytesOut += uint64(n)
+	}
 }
 
 // Tunnel directions.
@@ -162,6 +200,11 @@ func (t *tunnel) pipe(dir int, dst, src net.Conn) {
 		if err == nil {
 			// src sent FIN: pass the half-close on, and let the other
 			// direction finish what it has in flight.
+			if dir == clientToEdge {
+				t.endAs(endClient)
+			} else {
+				t.endAs(endEdge)
+			}
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 				_ = cw.CloseWrite()
 			} else {
@@ -173,6 +216,7 @@ func (t *tunnel) pipe(dir int, dst, src net.Conn) {
 		if errors.Is(err, os.ErrDeadlineExceeded) && t.nextRound(dir, n) {
 			continue
 		}
+		t.endAs(endError)
 		t.close()
 		t.end(dir, n)
 		return
@@ -200,6 +244,7 @@ func (t *tunnel) nextRound(dir int, n int64) bool {
 		return false
 	}
 	t.moved += n
+	t.countLocked(dir, n)
 	t.finished[dir] = true
 	if t.roundDoneLocked() {
 		return t.resolveLocked()
@@ -217,6 +262,7 @@ func (t *tunnel) end(dir int, n int64) {
 	t.mu.Lock()
 	t.ended[dir] = true
 	t.moved += n
+	t.countLocked(dir, n)
 	other := 1 - dir
 	if !t.closed && t.finished[other] && !t.ended[other] {
 		// The other direction waits for this round to end; it ends now.
@@ -239,6 +285,9 @@ func (t *tunnel) roundDoneLocked() bool {
 // else start the next round.
 func (t *tunnel) resolveLocked() bool {
 	if t.moved == 0 {
+		if t.endReason == "" {
+			t.endReason = endIdle
+		}
 		t.mu.Unlock()
 		t.b.log.Debug("tunnel idle, closing", "edge", t.edge, "idle_timeout", t.idle)
 		t.close()
@@ -268,6 +317,9 @@ func (t *tunnel) close() {
 		return
 	}
 	t.closed = true
+	if t.endReason == "" {
+		t.endReason = endShutdown
+	}
 	if t.round != nil {
 		close(t.round)
 	}

@@ -40,6 +40,10 @@ type Balancer struct {
 	// with an open tunnel (or a recent request) stays on its backend
 	// whatever the ring says.
 	SessionTable SessionTable `yaml:"session_table"`
+	// StatsD optionally pushes the balancer's metrics to a StatsD server.
+	StatsD StatsD `yaml:"statsd"`
+	// AccessLog writes a line per HTTP request and per closed tunnel.
+	AccessLog AccessLog `yaml:"access_log"`
 
 	provisioned bool
 }
@@ -299,6 +303,8 @@ func (b *Balancer) Provision() {
 	setDefaultDuration(&b.DialTimeout, DefaultDialTimeout)
 	setDefaultDuration(&b.IdleTimeout, DefaultIdleTimeout)
 	setDefaultDuration(&b.TunnelIdleTimeout, DefaultTunnelIdleTimeout)
+	b.StatsD.provision()
+	b.AccessLog.provision()
 	l := &b.Limits
 	setDefaultDuration(&l.RequestTimeout, DefaultRequestTimeout)
 	setDefaultInt(&l.MaxHeaderBytes, DefaultMaxHeaderBytes)
@@ -443,6 +449,8 @@ func (b Balancer) validate(ps *problems) {
 	if len(b.ProxyProtocol.TrustedFrom) > 0 && !b.ProxyProtocol.Enabled {
 		ps.add("balancer.proxy_protocol.enabled", "is false, so trusted_from has no effect; set enabled: true")
 	}
+	checkStatsD(ps, "balancer.statsd", b.StatsD)
+	checkAccessLog(ps, "balancer.access_log", b.AccessLog)
 	l := b.Limits
 	checkRange(ps, "balancer.limits.max_connections", l.MaxConnections, 0, 10_000_000)
 	checkRange(ps, "balancer.limits.max_connections_per_ip", l.MaxConnectionsPerIP, 0, 10_000_000)

@@ -49,6 +49,7 @@ func (ps *problems) add(path, format string, args ...any) {
 func (c *Config) validate() []problem {
 	var ps problems
 	c.Cluster.validate(&ps)
+	checkLogLevel(&ps, "cluster.log_level", c.Cluster.LogLevel)
 	if c.Balancer.Ring != (Ring{}) && c.Cluster.ringPath == "" && c.Balancer.Ring != c.Cluster.Ring {
 		ps.add("balancer.ring", "differs from cluster.ring: the ring's parameters are the cluster's (edges check ownership on the same ring); set them once, in cluster.ring")
 	}

@@ -61,6 +61,10 @@ type Cluster struct {
 	// Empty (the default): all of it lives in memory and a restart forgets
 	// it.
 	StateDir string `yaml:"state_dir"`
+	// LogLevel overrides the -log-level flag: debug, info, warn or error
+	// (default: the flag's). A reload (SIGHUP, PUT /api/config) applies it
+	// at once, so a node can be turned to debug and back without a restart.
+	LogLevel string `yaml:"log_level"`
 
 	ringPath string // where Ring came from, when not cluster.ring
 }

@@ -64,11 +64,18 @@ type Edge struct {
 	provisioned bool
 }
 
-// StatsD pushes the figures of an edge's /metrics to a StatsD server over
-// UDP: gauges as gauges, counters as the increase since the last push.
+// StatsD pushes the figures of a node's /metrics (its role's ringlb_*
+// metrics) to a StatsD server: gauges as gauges, counters as the increase
+// since the last push. Every role has one (edge.statsd, balancer.statsd,
+// gslb.statsd); a reload changes it live.
 type StatsD struct {
-	// Address of the StatsD server, host:port (UDP); empty: no push.
+	// Address of the StatsD server, host:port; empty: no push.
 	Address string `yaml:"address"`
+	// Protocol is udp (default: datagrams of at most 1432 bytes) or tcp
+	// (newline-separated lines over one kept connection, redialled when it
+	// breaks; a push that cannot be written within 2s is dropped, so a slow
+	// or dead server never holds the node up).
+	Protocol string `yaml:"protocol"`
 	// Prefix starts every metric name (default "ringlb.<cluster.name>.", so
 	// several edges' gauges do not overwrite each other).
 	Prefix string `yaml:"prefix"`
@@ -115,6 +122,13 @@ type EdgeAuth struct {
 	// neither minted nor accepted, and a user revocation is kept this long
 	// (default 24h).
 	MaxTokenTTL Duration `yaml:"max_token_ttl"`
+	// RotationOverlap is how long, after a reload brings a new secret
+	// (hmac_secret_file's content or path changed), tokens signed with the
+	// previous one are still accepted, so links handed out just before
+	// are not cut (default max_token_ttl: every such token has expired by
+	// then; 0s: at once, for a leaked secret). The previous secret is kept
+	// in memory only: a restart ends the overlap.
+	RotationOverlap *Duration `yaml:"rotation_overlap"`
 }
 
 // What a join without a token becomes (edge.auth.anonymous).
@@ -171,7 +185,7 @@ func (e *Edge) Provision() {
 	setDefaultDuration(&e.IdleGrace, DefaultIdleGrace)
 	setDefaultDuration(&e.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&e.Ownership, OwnershipRing)
-	setDefaultDuration(&e.StatsD.Interval, DefaultStatsDInterval)
+	e.StatsD.provision()
 	setDefault(&e.Replication, DefaultReplication)
 	setDefaultDuration(&e.ReplicationTimeout, DefaultReplicationTimeout)
 	e.Auth.Provision()
@@ -234,6 +248,9 @@ func (a *EdgeAuth) Provision() {
 		}
 	}
 	setDefaultDuration(&a.MaxTokenTTL, DefaultMaxTokenTTL)
+	if a.RotationOverlap == nil {
+		a.RotationOverlap = ptr(a.MaxTokenTTL)
+	}
 }
 
 // maxMaxTokenTTL bounds edge.auth.max_token_ttl: user revocations are kept
@@ -258,6 +275,9 @@ func (a EdgeAuth) validate(ps *problems) {
 	if a.MaxTokenTTL < Duration(time.Minute) || a.MaxTokenTTL > Duration(maxMaxTokenTTL) {
 		ps.add("edge.auth.max_token_ttl", "must be in range [1m, %s], got %s", maxMaxTokenTTL, a.MaxTokenTTL.D())
 	}
+	if o := a.RotationOverlap; o != nil && (*o < 0 || *o > a.MaxTokenTTL) {
+		ps.add("edge.auth.rotation_overlap", "must be in range [0s, max_token_ttl (%s)], got %s", a.MaxTokenTTL.D(), o.D())
+	}
 }
 
 // checkStatsD checks an optional StatsD push. The prefix goes into every
@@ -272,6 +292,9 @@ func checkStatsD(ps *problems, path string, s StatsD) {
 	checkHostPort(ps, path+".address", s.Address, false)
 	if host, _, err := net.SplitHostPort(s.Address); err == nil && host == "" {
 		ps.add(path+".address", "%q needs a host (e.g. 127.0.0.1:8125)", s.Address)
+	}
+	if s.Protocol != StatsDUDP && s.Protocol != StatsDTCP {
+		ps.add(path+".protocol", "must be %s or %s, got %q", StatsDUDP, StatsDTCP, s.Protocol)
 	}
 	if iv := s.Interval.D(); iv < 100*time.Millisecond || iv > time.Hour {
 		ps.add(path+".interval", "must be in range [100ms, 1h], got %s", iv)

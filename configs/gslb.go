@@ -38,6 +38,8 @@ type GSLB struct {
 	// much a spoofed query can reflect). A client gets min(its EDNS buffer
 	// size, MaxUDPSize), 512 without EDNS; our OPT advertises MaxUDPSize.
 	MaxUDPSize int `yaml:"max_udp_size"`
+	// StatsD optionally pushes the gslb's metrics to a StatsD server.
+	StatsD StatsD `yaml:"statsd"`
 }
 
 // Zone is one zone, from an RFC 1035 master file or inline records.
@@ -288,6 +290,7 @@ func (g *GSLB) Provision() {
 	setDefault(&g.Admin.Listen, "127.0.0.1:9053")
 	g.Admin.provision()
 	setDefaultInt(&g.MaxUDPSize, 1232)
+	g.StatsD.provision()
 	for k, m := range g.Monitors {
 		m.Provision()
 		g.Monitors[k] = m
@@ -337,6 +340,7 @@ func (g *GSLB) Provision() {
 func (g *GSLB) validate(ps *problems) {
 	checkHostPort(ps, "gslb.listen", g.Listen, true)
 	checkAdmin(ps, "gslb.admin", g.Admin)
+	checkStatsD(ps, "gslb.statsd", g.StatsD)
 	for _, name := range sortedMapKeys(g.Monitors) {
 		g.Monitors[name].validate(ps, "gslb.monitors."+name)
 	}

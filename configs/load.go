@@ -260,6 +260,7 @@ func (c *Config) resolvePaths(dir string) {
 		&c.Cluster.SecretKeyFile, &c.Edge.Auth.HMACSecretFile,
 		&c.Balancer.TLS.CertFile, &c.Balancer.TLS.KeyFile, &c.Balancer.Admin.TokenFile, &c.GSLB.Admin.TokenFile, &c.Edge.Admin.TokenFile,
 		&c.Balancer.Admin.UsersFile, &c.GSLB.Admin.UsersFile, &c.Edge.Admin.UsersFile, &c.Cluster.StateDir,
+		&c.Balancer.AccessLog.Path,
 	} {
 		*p = resolve(dir, *p)
 	}

@@ -135,6 +135,10 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	return nil
 }
 
+// Operator is the admin plane of this node: cmd/ringlb gives it the config
+// file (operator.Node.UseConfigFile) behind /api/config.
+func (s *Server) Operator() *operator.Node { return s.op }
+
 // historySeries are the gslb's figures kept for the dashboard's charts
 // (docs/CONTRACT.md, "Metrics"): queries and answers (NOERROR) per second,
 // each pool's members up, and a failover as an event.

@@ -303,11 +303,14 @@ func (s *Server) Addr() string {
 // carry over for members that stay. On error nothing changes.
 func (s *Server) Reload(cfg configs.GSLB) error {
 	old := s.state.Load()
-	if cfg.Listen != old.cfg.Listen {
-		return fmt.Errorf("gslb.listen: changing %s to %s needs a restart", old.cfg.Listen, cfg.Listen)
-	}
-	if cfg.UDPWorkers != old.cfg.UDPWorkers {
-		return fmt.Errorf("gslb.udp_workers: changing %d to %d needs a restart", old.cfg.UDPWorkers, cfg.UDPWorkers)
+	if err := errors.Join(
+		configs.RestartNeeded("gslb.listen", old.cfg.Listen, cfg.Listen),
+		configs.RestartNeeded("gslb.udp_workers", old.cfg.UDPWorkers, cfg.UDPWorkers),
+		configs.RestartNeeded("gslb.admin.listen", old.cfg.Admin.Listen, cfg.Admin.Listen),
+		configs.RestartNeeded("gslb.admin.users_file", old.cfg.Admin.UsersFile, cfg.Admin.UsersFile),
+		configs.RestartNeeded("gslb.admin.history_interval", old.cfg.Admin.HistoryInterval, cfg.Admin.HistoryInterval),
+	); err != nil {
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
 	st, err := s.build(cfg)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 //	GET /api/sessions  [{"session","participants","created"}], sorted by key
 //	GET /api/history?minutes=N  this edge's figures over the last minutes (operator.History)
 //	GET /api/audit     this edge's audit records, newest first
+//	GET /api/users/sketch  the users online here, mergeable across edges (users.go)
 //	GET /login, POST /login, POST /logout, GET /api/whoami  (operator.Node.Mount)
 //
 // The admin port lists session keys and drains the edge: beyond loopback it
@@ -68,6 +69,10 @@ var historySeries = []operator.SeriesSpec{
 	{Name: "lag_p99_seconds", Metric: "ringlb_edge_lag_seconds", Kind: operator.Quantile, Quantile: 0.99},
 }
 
+// Operator is the admin plane of this node: cmd/ringlb gives it the config
+// file (operator.Node.UseConfigFile) behind /api/config.
+func (s *Server) Operator() *operator.Node { return s.op }
+
 func (s *Server) newAdminServer() *http.Server {
 	// An edge restarted after a drain serves again: a drain is how every
 	// edge stops (SIGTERM drains too), so keeping it would leave each
@@ -84,7 +89,7 @@ func (s *Server) newAdminServer() *http.Server {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	access := operator.Access{
-		Token:   func() []byte { return s.adminToken },
+		Token:   func() []byte { return *s.adminToken.Load() },
 		Keyring: func() *health.Keyring { return s.keyring.Load() },
 		Node:    s.op,
 	}
@@ -104,6 +109,8 @@ func (s *Server) newAdminServer() *http.Server {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(s.hub.list())
 	})))
+	// users.go
+	mux.Handle("GET /api/users/sketch", access.Read(http.HandlerFunc(s.serveUsersSketch)))
 	s.handleRevocations(mux, access) // revoke.go: POST /api/tokens/revoke, GET /api/tokens/revoked
 	return &http.Server{
 		Handler:           mux,

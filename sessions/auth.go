@@ -34,12 +34,13 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, key []byte) (joinInfo, bool) {
 	if len(token) == 0 {
 		token = args.Peek("token")
 	}
-	if len(token) > 0 && s.cfg.Auth.HMACSecretFile != "" {
-		return s.admitToken(ctx, key, string(token), info)
+	auth := s.auth.Load()
+	if len(token) > 0 && auth.configured {
+		return s.admitToken(ctx, auth, key, string(token), info)
 	}
 	// No token, or no auth configured: then a token (possibly meant for
 	// the balancer's stickiness) is not a claim of anything here.
-	switch s.anonymous {
+	switch auth.anonymous {
 	case configs.AnonymousEditor:
 	case configs.AnonymousViewer:
 		info.viewer = true
@@ -54,14 +55,14 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, key []byte) (joinInfo, bool) {
 // does not verify is never taken for no token, whatever edge.auth.anonymous
 // says, or a viewer could turn its link into an anonymous editor's by
 // spoiling its token.
-func (s *Server) admitToken(ctx *fasthttp.RequestCtx, key []byte, token string, info joinInfo) (joinInfo, bool) {
-	if s.secret == nil {
+func (s *Server) admitToken(ctx *fasthttp.RequestCtx, auth *authState, key []byte, token string, info joinInfo) (joinInfo, bool) {
+	if auth.secret == nil {
 		// The configured secret could not be read (New logged it): fail
 		// closed.
 		unauthorized(ctx, "join tokens cannot be verified")
 		return info, false
 	}
-	claims, err := VerifyToken(s.secret, token, time.Now(), s.cfg.Auth.MaxTokenTTL.D())
+	claims, err := auth.verify(token, time.Now(), s.cfg.Auth.MaxTokenTTL.D())
 	if err != nil {
 		unauthorized(ctx, err.Error())
 		return info, false

@@ -210,7 +210,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "give exactly one user=U (every token of U issued until now) or nonce=N (that one token)"})
 		return
 	}
-	if s.cfg.Auth.HMACSecretFile == "" {
+	if !s.auth.Load().configured {
 		operator.WriteJSON(w, http.StatusConflict, map[string]string{"error": "this edge has no edge.auth.hmac_secret_file: it admits no tokens to revoke"})
 		return
 	}

@@ -84,18 +84,19 @@ type Server struct {
 	hub     *hub
 	frames  framePool
 	whoami  []byte
-	// secret verifies join tokens (edge.auth); nil when none is configured
-	// or it could not be read (then every token is refused: fail closed).
-	secret []byte
-	// anonymous is what a join without a token becomes (edge.auth.anonymous).
-	anonymous   string
+	// auth is how joins are admitted (edge.auth: the join-token secret,
+	// what a join without a token becomes); Reload swaps it (reload.go).
+	auth        atomic.Pointer[authState]
 	revocations *revocations
 	// adminToken is the operator's bearer token for the admin port (empty:
-	// none, the admin port is on loopback); keyring is the cluster's key,
-	// with which peers sign their reads of the admin port and edges sign
-	// their claims and hand-offs (UseKeyring).
-	adminToken []byte
+	// none, the admin port is on loopback; Reload swaps it); keyring is the
+	// cluster's key, with which peers sign their reads of the admin port
+	// and edges sign their claims and hand-offs (UseKeyring).
+	adminToken atomic.Pointer[[]byte]
 	keyring    atomic.Pointer[health.Keyring]
+	// reloadMu serializes Reload; applied is the section it last applied.
+	reloadMu sync.Mutex
+	applied  configs.Edge
 	// op is the admin plane: logins, audit log, history (admin.go).
 	op *operator.Node
 
@@ -176,25 +177,21 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.hub.edge = name
 	s.hub.idleGrace = cfg.IdleGrace.D()
 	s.hub.historyMsgs, s.hub.historyByte = cfg.History.Messages, cfg.History.Bytes
-	s.anonymous = cfg.Auth.Anonymous
 	s.revocations = newRevocations(cfg.Auth.MaxTokenTTL.D(), m.revocationsHeld)
-	if cfg.Auth.HMACSecretFile != "" {
-		secret, err := ReadSecretFile(cfg.Auth.HMACSecretFile)
-		if err != nil {
-			s.log.Error("join tokens will be refused", "err", err)
-		}
-		s.secret = secret
+	s.applied = cfg
+	auth, err := newAuthState(cfg.Auth, nil, time.Now())
+	if err != nil {
+		s.log.Error("join tokens will be refused", "err", err)
 	}
-	if cfg.Admin.TokenFile != "" {
-		token, err := configs.ReadToken(cfg.Admin.TokenFile)
-		if err != nil {
-			// Fail closed: a token nobody knows, so the admin API
-			// answers only /healthz until the file is fixed.
-			s.log.Error("admin token unreadable: the admin API refuses every request but /healthz", "err", err)
-			token = []byte(configs.GenerateKey())
-		}
-		s.adminToken = token
+	s.auth.Store(auth)
+	token, err := adminToken(cfg.Admin)
+	if err != nil {
+		// Fail closed: a token nobody knows, so the admin API
+		// answers only /healthz until the file is fixed.
+		s.log.Error("admin token unreadable: the admin API refuses every request but /healthz", "err", err)
+		token = []byte(configs.GenerateKey())
 	}
+	s.adminToken.Store(&token)
 	s.whoami, _ = json.Marshal(struct {
 		Edge   string `json:"edge"`
 		Region string `json:"region"`

@@ -185,7 +185,9 @@ function render(data) {
   $('c-edges').textContent = data.ring.members.length;
   $('c-sessions').textContent = haveStats ? fmtInt(sessions) : '–';
   $('c-connections').textContent = haveStats ? fmtInt(conns) : '–';
-  $('c-users').textContent = haveStats ? fmtInt(users) : '–';
+  // The cluster's own count (users.go): a user on two edges is one user,
+  // where adding the edges' figures would count two.
+  $('c-users').textContent = data.users && data.users.edges > 0 ? fmtInt(data.users.online) : haveStats ? fmtInt(users) : '–';
   $('c-msgs').textContent = state.prev && haveStats ? fmtRate(msgRate) : '–';
   $('c-lag').textContent = lagCount > 0 ? fmtSeconds(lagSum / lagCount) : 'idle';
   $('c-tunnels').textContent = fmtInt(data.balancer.connections_active);

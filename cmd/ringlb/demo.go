@@ -30,7 +30,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	logger, err := newLogger()
+	logger, _, err := newLogger()
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 type command struct {
@@ -124,23 +126,45 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // logFlags adds -log-level and -log-format and returns a constructor for the
-// logger they describe.
-func logFlags(fs *flag.FlagSet, stderr io.Writer) func() (*slog.Logger, error) {
-	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+// logger they describe and its level, which a node's config may change
+// (cluster.log_level, on every reload).
+func logFlags(fs *flag.FlagSet, stderr io.Writer) func() (*slog.Logger, *logLevel, error) {
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error (cluster.log_level overrides it)")
 	format := fs.String("log-format", "text", "log format: text or json")
-	return func() (*slog.Logger, error) {
-		var lv slog.Level
-		if err := lv.UnmarshalText([]byte(*level)); err != nil {
-			return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", *level)
+	return func() (*slog.Logger, *logLevel, error) {
+		lv, err := configs.ParseLogLevel(*level)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-log-level %w", err)
 		}
-		opts := &slog.HandlerOptions{Level: lv}
+		l := &logLevel{flag: lv}
+		l.v.Set(lv)
+		opts := &slog.HandlerOptions{Level: &l.v}
 		switch *format {
 		case "text":
-			return slog.New(slog.NewTextHandler(stderr, opts)), nil
+			return slog.New(slog.NewTextHandler(stderr, opts)), l, nil
 		case "json":
-			return slog.New(slog.NewJSONHandler(stderr, opts)), nil
+			return slog.New(slog.NewJSONHandler(stderr, opts)), l, nil
 		default:
-			return nil, fmt.Errorf("-log-format %q: want text or json", *format)
+			return nil, nil, fmt.Errorf("-log-format %q: want text or json", *format)
 		}
 	}
+}
+
+// logLevel is a logger's level: the -log-level flag's, unless the config's
+// cluster.log_level says otherwise.
+type logLevel struct {
+	v    slog.LevelVar
+	flag slog.Level
+}
+
+// use sets the level from cluster.log_level ("" : the flag's); configs has
+// checked it.
+func (l *logLevel) use(config string) {
+	lv := l.flag
+	if config != "" {
+		if parsed, err := configs.ParseLogLevel(config); err == nil {
+			lv = parsed
+		}
+	}
+	l.v.Set(lv)
 }

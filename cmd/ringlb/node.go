@@ -25,6 +25,7 @@ import (
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/gslb"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 	"github.com/ringlb/ringlb/sessions"
 )
 
@@ -39,9 +40,16 @@ type node struct {
 	// ownership by; nil for roles without one.
 	ringEdges func() int
 	stop      func(ctx context.Context) error
-	// reload applies a re-read config file (SIGHUP); nil when the role has
-	// nothing to reload.
+	// reload applies the role's section of a re-read config file and the
+	// cluster's keyring (apply does the rest: SIGHUP, PUT /api/config).
 	reload func(cfg *configs.Config) error
+	// op is the node's admin plane, where the config API is served.
+	op *operator.Node
+	// statsd pushes the role's figures (*.statsd), applied on every reload.
+	statsd *operator.StatsD
+	// reopen reopens the files the node appends to (SIGUSR1, after
+	// logrotate renamed them); nil: none.
+	reopen func()
 	// drain takes an edge out of service gently before stop (SIGTERM);
 	// nil for other roles.
 	drain func(ctx context.Context) error
@@ -112,7 +120,8 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	if err != nil {
 		return nil, err
 	}
-	srv := sessions.New(cfg.Edge, name, cfg.Cluster.Region, logger, newRegistry(processMetrics))
+	reg := newRegistry(processMetrics)
+	srv := sessions.New(cfg.Edge, name, cfg.Cluster.Region, logger, reg)
 
 	advertise := cfg.Edge.AdvertiseURL
 	if u, err := url.Parse(advertise); err == nil && u.Port() == "0" {
@@ -140,7 +149,8 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		ringEdges = srv.RingEdges
 	}
 	failed := serve(map[net.Listener]func(net.Listener) error{dl: srv.Serve, al: srv.ServeAdmin})
-	stopStatsD := srv.StartStatsD(cfg.Edge.StatsD) // nothing without edge.statsd.address
+	statsd := operator.NewStatsD(name, "ringlb_edge_", reg, logger)
+	statsd.Apply(statsdSection("edge", cfg)) // nothing without edge.statsd.address
 	// The edge's load in its gossip metadata: gslb nodes steer by it.
 	stopLoad := srv.PublishLoad(m, sessions.LoadInterval)
 	logger.Info("edge started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
@@ -165,7 +175,14 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		name: name, role: "edge", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
 		ringEdges: ringEdges,
 		drain:     srv.Drain,
-		reload:    func(next *configs.Config) error { return m.ReloadKeys(next.Cluster) },
+		op:        srv.Operator(),
+		statsd:    statsd,
+		reload: func(next *configs.Config) error {
+			if err := srv.Reload(next.Edge); err != nil {
+				return err
+			}
+			return m.ReloadKeys(next.Cluster)
+		},
 		stop: func(ctx context.Context) error {
 			close(stopAnnounce)
 			<-announced
@@ -180,7 +197,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 			}
 			cancel()
 			err := srv.Shutdown(ctx)
-			stopStatsD() // pushes the final figures
+			statsd.Close() // pushes the final figures
 			return errors.Join(err, m.Shutdown(ctx))
 		},
 	}, nil
@@ -195,10 +212,12 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	name := cfg.Cluster.Name
 	logger = logger.With("node", name, "role", "balancer")
 	r := ring.New(ringConfig(cfg.Cluster.Ring))
-	b, err := balancer.New(cfg.Balancer, name, r, logger, newRegistry(processMetrics))
+	reg := newRegistry(processMetrics)
+	b, err := balancer.New(cfg.Balancer, name, r, logger, reg)
 	if err != nil {
 		return nil, err
 	}
+	statsd := operator.NewStatsD(name, "ringlb_balancer_", reg, logger)
 	var m *health.Membership
 	var opened []net.Listener
 	defer func() {
@@ -264,11 +283,17 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	}
 	logger.Info("balancer started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
 		"max_connections", cfg.Balancer.Limits.MaxConnections)
+	statsd.Apply(statsdSection("balancer", cfg))
 	return &node{
 		name: name, role: "balancer", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
 		ringEdges: func() int { return r.Snapshot().Len() },
+		op:        b.Operator(),
+		statsd:    statsd,
+		reopen:    b.ReopenAccessLog,
 		stop: func(ctx context.Context) error {
-			return errors.Join(b.Shutdown(ctx), m.Shutdown(ctx))
+			err := errors.Join(b.Shutdown(ctx), m.Shutdown(ctx))
+			statsd.Close() // pushes the final figures
+			return err
 		},
 		reload: func(next *configs.Config) error {
 			if err := b.Reload(next.Balancer); err != nil {
@@ -290,6 +315,7 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 				logger.Info("TLS tunnels cannot move to another process: they run here until they end or the shutdown timeout", "tunnels", res.Kept)
 			}
 			// Leaving gossip frees the gossip port for the new process.
+			statsd.Close()
 			return errors.Join(err, m.Shutdown(ctx))
 		},
 	}, nil
@@ -377,10 +403,12 @@ func ringConfig(c configs.Ring) ring.Config {
 func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool, proc *handoff.Process) (*node, error) {
 	name := cfg.Cluster.Name
 	logger = logger.With("node", name, "role", "gslb")
-	s, err := gslb.New(cfg.GSLB, name, logger, newRegistry(processMetrics))
+	reg := newRegistry(processMetrics)
+	s, err := gslb.New(cfg.GSLB, name, logger, reg)
 	if err != nil {
 		return nil, err
 	}
+	statsd := operator.NewStatsD(name, "ringlb_gslb_", reg, logger)
 	pcs, ln, err := dnsSockets(proc, cfg.GSLB)
 	if err != nil {
 		return nil, err
@@ -422,10 +450,15 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	// down when most of the nodes probing them see them down.
 	s.UsePeers(m)
 	logger.Info("gslb started", "dns", s.Addr(), "admin", al.Addr().String(), "gossip", m.Addr())
+	statsd.Apply(statsdSection("gslb", cfg))
 	return &node{
 		name: name, role: "gslb", listen: s.Addr(), admin: al.Addr().String(), member: m, failed: failed,
+		op:     s.Operator(),
+		statsd: statsd,
 		stop: func(ctx context.Context) error {
-			return errors.Join(s.Shutdown(ctx), m.Shutdown(ctx))
+			err := errors.Join(s.Shutdown(ctx), m.Shutdown(ctx))
+			statsd.Close() // pushes the final figures
+			return err
 		},
 		reload: func(next *configs.Config) error {
 			return errors.Join(s.Reload(next.GSLB), m.ReloadKeys(next.Cluster))
@@ -440,6 +473,7 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 			case <-time.After(tcpQueryGrace):
 			case <-ctx.Done():
 			}
+			statsd.Close()
 			return errors.Join(s.Shutdown(ctx), m.Shutdown(ctx))
 		},
 	}, nil
@@ -519,7 +553,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		fs.Usage()
 		return fmt.Errorf("-config is required (start from configs/examples/%s.yaml)", role)
 	}
-	logger, err := newLogger()
+	logger, level, err := newLogger()
 	if err != nil {
 		return err
 	}
@@ -543,6 +577,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	if err != nil {
 		return refuse(fmt.Errorf("%w\n(run ringlb check -config %s)", err, *path))
 	}
+	level.use(cfg.Cluster.LogLevel)
 	start, timeout := startBalancer, 10*time.Second
 	switch role {
 	case "edge":
@@ -572,11 +607,17 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	usr2 := make(chan os.Signal, 1)
 	signal.Notify(usr2, syscall.SIGUSR2)
 	defer signal.Stop(usr2)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	upgraded := proc.Parent() != nil
 	n, err := start(ctx, cfg, logger, true, proc)
 	if err != nil {
 		return refuse(err)
 	}
+	// SIGHUP and PUT /api/config reload through the same file, one at a time.
+	file := operator.NewConfigFile(*path, role, cfg, n.apply(level), logger)
+	n.op.UseConfigFile(file)
 	notifySystemd(logger, upgraded)
 	var runErr error
 wait:
@@ -588,7 +629,12 @@ wait:
 		case runErr = <-n.failed:
 			break wait
 		case <-hup:
-			reloadNode(n, *path, logger)
+			reloadNode(file, logger)
+		case <-usr1:
+			if n.reopen != nil {
+				n.reopen()
+				logger.Info("SIGUSR1: log files reopened", "node", n.name)
+			}
 		case <-usr2:
 			if n.handOff == nil {
 				logger.Warn("SIGUSR2: a "+role+" is not upgraded in place; drain it and restart it (SIGTERM)", "node", n.name)
@@ -621,21 +667,43 @@ func runBalancerCmd(ctx context.Context, args []string, _, stderr io.Writer) err
 }
 
 // reloadNode re-reads the config file and applies it (SIGHUP). A file with
-// errors, or a change that needs a restart, changes nothing and is logged.
-func reloadNode(n *node, path string, logger *slog.Logger) {
-	if n.reload == nil {
-		logger.Warn("SIGHUP: this role reloads nothing; restart it to apply changes", "node", n.name)
+// errors, or a change that needs a restart, changes nothing and is logged,
+// the fields that need a restart named in restart.
+func reloadNode(file *operator.ConfigFile, logger *slog.Logger) {
+	if err := file.Reload(); err != nil {
+		logger.Error("SIGHUP: reload failed, still running the previous configuration", "config", file.Path(), "err", err,
+			"restart", configs.RestartFields(err))
 		return
 	}
-	cfg, err := configs.Load(path)
-	if err == nil {
-		err = n.reload(cfg)
+	logger.Info("SIGHUP: configuration reloaded", "config", file.Path())
+}
+
+// apply makes the node run next instead of running (SIGHUP, PUT
+// /api/config): nothing when a cluster field read only at start changed,
+// else the role's section and keyring, its StatsD push and the log level.
+func (n *node) apply(level *logLevel) func(running, next *configs.Config) error {
+	return func(running, next *configs.Config) error {
+		if err := running.Cluster.RestartChanges(next.Cluster); err != nil {
+			return fmt.Errorf("reload refused, nothing changed: %w", err)
+		}
+		if err := n.reload(next); err != nil {
+			return err
+		}
+		n.statsd.Apply(statsdSection(n.role, next))
+		level.use(next.Cluster.LogLevel)
+		return nil
 	}
-	if err != nil {
-		logger.Error("SIGHUP: reload failed, still running the previous configuration", "config", path, "err", err)
-		return
+}
+
+// statsdSection is the StatsD push of role's section.
+func statsdSection(role string, cfg *configs.Config) configs.StatsD {
+	switch role {
+	case "edge":
+		return cfg.Edge.StatsD
+	case "gslb":
+		return cfg.GSLB.StatsD
 	}
-	logger.Info("SIGHUP: configuration reloaded", "config", path)
+	return cfg.Balancer.StatsD
 }
 
 func runGSLBCmd(ctx context.Context, args []string, _, stderr io.Writer) error {

@@ -142,7 +142,7 @@ func (h *History) addEventLocked(e Event) {
 }
 
 // eventfulActions are the audit actions marked on the charts.
-var eventfulActions = map[string]bool{"drain": true, "serve_mode": true, "maintenance": true, "recover": true}
+var eventfulActions = map[string]bool{"drain": true, "serve_mode": true, "maintenance": true, "recover": true, "config": true}
 
 // auditEvent marks a successful change of the audit log on the charts.
 func (h *History) auditEvent(r Record) {

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
@@ -56,7 +57,12 @@ type Node struct {
 	// Logins is nil when nobody logs in on this port (no user, loopback).
 	Logins  *Logins
 	History *History
+	// configFile serves /api/config once UseConfigFile gave it one.
+	configFile atomic.Pointer[ConfigFile]
 }
+
+// UseConfigFile serves f on /api/config (cmd/ringlb: the -config file).
+func (n *Node) UseConfigFile(f *ConfigFile) { n.configFile.Store(f) }
 
 // GeneratedUser is the user name of a generated password.
 const GeneratedUser = "admin"
@@ -208,8 +214,9 @@ func (n *Node) Close() {
 //	GET  /api/whoami          who the caller is to this port
 //	GET  /api/audit?limit=N   this node's audit records, newest first (a balancer mounts its own, cluster-wide)
 //	GET  /api/history?minutes=N  this node's history (likewise)
+//	GET  /api/config, POST /api/config/check, PUT /api/config  the config file (ConfigFile)
 //
-// withHistoryAndAudit false leaves the last two to the caller.
+// withHistoryAndAudit false leaves audit and history to the caller.
 func (n *Node) Mount(mux *http.ServeMux, access Access, withHistoryAndAudit bool) {
 	mux.HandleFunc("GET "+PathLogin, n.serveLoginPage)
 	mux.HandleFunc("POST "+PathLogin, n.serveLogin)
@@ -222,6 +229,9 @@ func (n *Node) Mount(mux *http.ServeMux, access Access, withHistoryAndAudit bool
 	mux.Handle("GET /api/whoami", access.Read(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusOK, map[string]any{"node": n.name, "who": Caller(r.Context()), "user": CallerUser(r.Context()), "logins": n.loginEnabled()})
 	})))
+	mux.Handle("GET /api/config", access.Read(http.HandlerFunc(n.serveConfig)))
+	mux.Handle("POST /api/config/check", access.Write(http.HandlerFunc(n.serveConfigCheck)))
+	mux.Handle("PUT /api/config", access.Write(http.HandlerFunc(n.servePutConfig)))
 	if withHistoryAndAudit {
 		mux.Handle("GET /api/audit", access.Read(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			WriteJSON(w, http.StatusOK, n.AuditView(r))

@@ -1,0 +1,397 @@
+package balancer
+
+import (
+	"bufio"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// The access log (balancer.access_log): one JSON line per HTTP request and
+// per closed WebSocket tunnel, off by default.
+//
+//	{"time":"2026-01-02T15:04:05.123456Z","type":"http","client":"192.0.2.7:51234","key":"9f86d081884c7d65","edge":"edge-2","status":200,"bytes_in":0,"bytes_out":1532,"duration_ms":3.2}
+//	{"time":"…","type":"tunnel","client":"…","key":"…","edge":"edge-1","status":101,"bytes_in":48213,"bytes_out":912044,"duration_ms":3600125.4,"close":"client"}
+//
+// The key is never written, only its xxhash (the ring's hash) in hex: keys
+// come from tokens and cookies. bytes_in is what the client sent (a
+// request's declared body; a tunnel's bytes after the handshake), bytes_out
+// what it was sent. A tunnel's close says how it ended: "client" or "edge"
+// (that side closed first), "idle" (tunnel_idle_timeout), "shutdown" (the
+// balancer stopped), "error" (a read or write failed). A successful upgrade
+// is logged once, as its tunnel, when it closes; one moved to a new process
+// by an upgrade is logged there.
+//
+// The data path only copies a fixed-size entry into a bounded queue, never
+// waiting: when the writer falls behind (a slow disk) entries are dropped
+// and counted in ringlb_balancer_access_log_dropped_total. One goroutine
+// writes (buffered, flushed whenever the queue is empty); SIGUSR1 reopens
+// the file after logrotate renamed it.
+type accessLog struct {
+	log     *slog.Logger
+	dropped prometheus.Counter
+	on      atomic.Bool
+	sample  atomic.Uint64 // math.Float64bits of balancer.access_log.sample
+
+	entries chan accessEntry
+	control chan accessControl
+	done    chan struct{}
+
+	mu   sync.Mutex // apply, reopen and close, one at a time
+	cfg  configs.AccessLog
+	file *os.File // nil: standard error (or off)
+}
+
+// accessQueue bounds the entries waiting for the writer (~1 MB).
+const accessQueue = 8192
+
+// maxEdgeName bounds an edge's name as the log copies it: names are 1–64
+// characters (health checks them).
+const maxEdgeName = 64
+
+// Kinds of entry.
+const (
+	accessHTTP = iota + 1
+	accessTunnel
+)
+
+// accessEntry is one line's fields, copied by value into the queue: no
+// allocation on the data path.
+type accessEntry struct {
+	at          time.Time
+	kind        uint8
+	client      netip.AddrPort
+	key         uint64
+	hasKey      bool
+	edge        [maxEdgeName]byte
+	edgeLen     uint8
+	status      int
+	in, out     uint64
+	duration    time.Duration
+	closeReason string // tunnels: a constant
+}
+
+// accessControl is a change for the writer: a new destination (w; file
+// when it is one, closed when replaced), or stop.
+type accessControl struct {
+	w    io.Writer
+	file *os.File
+	stop bool
+	ack  chan struct{}
+}
+
+// startAccessLog starts the access log's writer and applies cfg.
+func (b *Balancer) startAccessLog(cfg configs.AccessLog) error {
+	a, err := newAccessLog(b.reg, b.log)
+	if err != nil {
+		return err
+	}
+	if err := a.apply(cfg); err != nil {
+		a.close()
+		return err
+	}
+	b.access = a
+	return nil
+}
+
+// ReopenAccessLog opens the access log's file again (SIGUSR1, after
+// logrotate renamed it); lines go to the new file from then on.
+func (b *Balancer) ReopenAccessLog() { b.access.reopen() }
+
+func newAccessLog(reg *prometheus.Registry, log *slog.Logger) (*accessLog, error) {
+	a := &accessLog{
+		log: log,
+		// Declared here, with the access log, rather than with the
+		// package's other metrics: it exists only for this queue.
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "ringlb_balancer_access_log_dropped_total",
+			Help: "Access log lines dropped because the writer fell behind (a slow disk): the data path never waits for it."}),
+		entries: make(chan accessEntry, accessQueue),
+		control: make(chan accessControl),
+		done:    make(chan struct{}),
+	}
+	if err := reg.Register(a.dropped); err != nil {
+		return nil, err
+	}
+	go a.run()
+	return a, nil
+}
+
+// apply switches the log on, off, to another file or sample rate. Opening
+// the file is done here, so a path that cannot be written is the caller's
+// error (New's, Reload's) and nothing changes.
+func (a *accessLog) apply(cfg configs.AccessLog) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.sample.Store(math.Float64bits(cfg.Sample))
+	if cfg.Enabled == a.on.Load() && cfg.Path == a.cfg.Path {
+		a.cfg = cfg
+		return nil
+	}
+	var w io.Writer = os.Stderr
+	var file *os.File
+	if cfg.Enabled && cfg.Path != "" {
+		f, err := openAccessFile(cfg.Path)
+		if err != nil {
+			return fmt.Errorf("balancer.access_log.path: %w", err)
+		}
+		w, file = f, f
+	}
+	if !cfg.Enabled {
+		w = nil
+	}
+	a.on.Store(false) // nothing queued for the old destination meanwhile
+	a.send(accessControl{w: w, file: file})
+	a.cfg, a.file = cfg, file
+	a.on.Store(cfg.Enabled)
+	if cfg.Enabled {
+		a.log.Info("access log on", "path", accessPathName(cfg.Path), "sample", cfg.Sample)
+	}
+	return nil
+}
+
+func accessPathName(path string) string {
+	if path == "" {
+		return "stderr"
+	}
+	return path
+}
+
+func openAccessFile(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+}
+
+// reopen opens the file again at its path (SIGUSR1, after logrotate renamed
+// it): lines go to the new file from now on. A file that cannot be opened is
+// logged and the old one kept.
+func (a *accessLog) reopen() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.on.Load() || a.cfg.Path == "" {
+		return
+	}
+	f, err := openAccessFile(a.cfg.Path)
+	if err != nil {
+		a.log.Error("access log not reopened: still writing to the file it had open", "path", a.cfg.Path, "err", err)
+		return
+	}
+	a.send(accessControl{w: f, file: f})
+	a.file = f
+}
+
+// close writes what is queued and stops the writer.
+func (a *accessLog) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	a.on.Store(false)
+	a.send(accessControl{stop: true})
+	<-a.done
+}
+
+func (a *accessLog) send(c accessControl) {
+	c.ack = make(chan struct{})
+	a.control <- c
+	<-c.ack
+}
+
+// enqueue queues e, or drops and counts it when the writer is behind.
+func (a *accessLog) enqueue(e *accessEntry) {
+	if s := math.Float64frombits(a.sample.Load()); s < 1 && rand.Float64() >= s {
+		return
+	}
+	select {
+	case a.entries <- *e:
+	default:
+		a.dropped.Inc()
+	}
+}
+
+// request logs a plain HTTP request that ended (serveData's defer). A
+// successful upgrade is left to its tunnel.
+func (a *accessLog) request(ctx *fasthttp.RequestCtx, start time.Time) {
+	if !a.on.Load() || ctx.Hijacked() {
+		return
+	}
+	e := accessEntry{at: start, kind: accessHTTP, status: ctx.Response.StatusCode(), duration: time.Since(start)}
+	e.client = remoteAddrPort(ctx.RemoteAddr())
+	// The key the request was routed by is in the header the balancer
+	// forwards (the client's own before routing, when it was refused).
+	if key := ctx.Request.Header.Peek(keyHeader); len(key) > 0 {
+		e.key, e.hasKey = xxhash.Sum64(key), true
+	}
+	e.setEdge(ctx.Response.Header.Peek(headerEdge))
+	if n := ctx.Request.Header.ContentLength(); n > 0 {
+		e.in = uint64(n)
+	}
+	e.out = uint64(len(ctx.Response.Body()))
+	a.enqueue(&e)
+}
+
+// tunnel logs a tunnel that closed (releaseTunnel), unless it moved to
+// another process.
+func (a *accessLog) tunnel(t *tunnel) {
+	if !a.on.Load() {
+		return
+	}
+	t.mu.Lock()
+	moved, reason, client, in, out := t.movedAway, t.endReason, t.client, t.bytesIn, t.bytesOut
+	if t.pair != nil {
+		in, out = t.pair.bytes[clientToEdge], t.pair.bytes[edgeToClient]
+	}
+	t.mu.Unlock()
+	if moved {
+		return
+	}
+	e := accessEntry{at: t.start, kind: accessTunnel, status: fasthttp.StatusSwitchingProtocols, duration: time.Since(t.start),
+		in: in, out: out, closeReason: reason, key: xxhash.Sum64String(t.key), hasKey: t.key != ""}
+	if client != nil {
+		e.client = remoteAddrPort(client.RemoteAddr())
+	} else {
+		e.client = netip.AddrPortFrom(t.adoptedClient, 0)
+	}
+	e.setEdge([]byte(t.edge))
+	a.enqueue(&e)
+}
+
+// setEdge copies an edge's name, keeping the characters names are made of
+// (a static edge is a third-party server: its header is not to be trusted
+// into a log line).
+func (e *accessEntry) setEdge(name []byte) {
+	n := min(len(name), maxEdgeName)
+	for i := range n {
+		c := name[i]
+		if !(c == '.' || c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			c = '_'
+		}
+		e.edge[i] = c
+	}
+	e.edgeLen = uint8(n)
+}
+
+func remoteAddrPort(addr net.Addr) netip.AddrPort {
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		return tcp.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// run is the writer: it owns the destination.
+func (a *accessLog) run() {
+	defer close(a.done)
+	var w *bufio.Writer
+	var dst io.Writer
+	var file *os.File
+	buf := make([]byte, 0, 512)
+	failed := time.Time{}
+	flush := func() {
+		if w == nil {
+			return
+		}
+		if err := w.Flush(); err != nil {
+			if time.Since(failed) > time.Minute { // a full disk: once a minute
+				a.log.Warn("access log: write failed; lines are lost until it works again", "err", err)
+				failed = time.Now()
+			}
+			w.Reset(dst) // drop what failed; the next lines try again
+		}
+	}
+	for {
+		select {
+		case e := <-a.entries:
+			if w == nil {
+				continue // switched off meanwhile
+			}
+			buf = e.appendJSON(buf[:0])
+			_, _ = w.Write(buf)
+			if len(a.entries) == 0 {
+				flush()
+			}
+		case c := <-a.control:
+			for len(a.entries) > 0 && w != nil { // what was queued for the old destination
+				e := <-a.entries
+				buf = e.appendJSON(buf[:0])
+				_, _ = w.Write(buf)
+			}
+			flush()
+			if c.stop || c.file != file {
+				if file != nil {
+					_ = file.Close()
+				}
+				file = nil
+			}
+			if c.stop {
+				close(c.ack)
+				return
+			}
+			w, dst, file = nil, c.w, c.file
+			if c.w != nil {
+				w = bufio.NewWriterSize(c.w, 64<<10)
+			}
+			close(c.ack)
+		}
+	}
+}
+
+// appendJSON renders the entry as one line of JSON.
+func (e *accessEntry) appendJSON(b []byte) []byte {
+	b = append(b, `{"time":"`...)
+	b = e.at.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z")
+	b = append(b, `","type":"`...)
+	if e.kind == accessTunnel {
+		b = append(b, "tunnel"...)
+	} else {
+		b = append(b, "http"...)
+	}
+	b = append(b, `","client":"`...)
+	if e.client.IsValid() {
+		if e.client.Port() == 0 {
+			b = e.client.Addr().AppendTo(b)
+		} else {
+			b = e.client.AppendTo(b)
+		}
+	}
+	b = append(b, `","key":"`...)
+	if e.hasKey {
+		var raw [8]byte
+		for i := range 8 {
+			raw[i] = byte(e.key >> (56 - 8*i))
+		}
+		b = hex.AppendEncode(b, raw[:])
+	}
+	b = append(b, `","edge":"`...)
+	b = append(b, e.edge[:e.edgeLen]...)
+	b = append(b, `","status":`...)
+	b = strconv.AppendInt(b, int64(e.status), 10)
+	b = append(b, `,"bytes_in":`...)
+	b = strconv.AppendUint(b, e.in, 10)
+	b = append(b, `,"bytes_out":`...)
+	b = strconv.AppendUint(b, e.out, 10)
+	b = append(b, `,"duration_ms":`...)
+	b = strconv.AppendFloat(b, float64(e.duration.Microseconds())/1000, 'f', -1, 64)
+	if e.closeReason != "" {
+		b = append(b, `,"close":"`...)
+		b = append(b, e.closeReason...)
+		b = append(b, '"')
+	}
+	return append(b, "}\n"...)
+}

@@ -1,0 +1,287 @@
+package operator
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// ConfigFile is the file a node was started from and the one way it is
+// reloaded: SIGHUP (Reload) and PUT /api/config both check the file with
+// configs (the messages of `ringlb check`) and apply it through the role's
+// Apply, one at a time.
+//
+//	GET  /api/config        {node, role, path, version, running_version, effective, file}; ETag: "version"
+//	POST /api/config/check  body: YAML → 200 {ok, summary} | 400 {ok: false, error, problems}
+//	PUT  /api/config        body: YAML, If-Match: "version" → the file replaced and applied
+//
+// version is the SHA-256 of the file's bytes on disk (32 hex digits):
+// a PUT names the version it edited, and is refused (412) when the file
+// changed since — another operator's PUT, an edit on the host.
+type ConfigFile struct {
+	path, role string
+	apply      func(running, next *configs.Config) error
+	log        *slog.Logger
+
+	mu sync.Mutex // one reload or PUT at a time
+	// running is the config the node runs (the last one applied) and
+	// runningVersion the version of the file it was read from.
+	running        *configs.Config
+	runningVersion string
+}
+
+// MaxConfigBytes bounds a PUT or check body: a config file is kilobytes.
+const MaxConfigBytes = 1 << 20
+
+// NewConfigFile is the config file at path, from which the node of role
+// was started with running. apply makes the node run next (the reload
+// path): on an error the node must be as it was.
+func NewConfigFile(path, role string, running *configs.Config, apply func(running, next *configs.Config) error, log *slog.Logger) *ConfigFile {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := &ConfigFile{path: path, role: role, apply: apply, log: log, running: running}
+	if data, err := os.ReadFile(path); err == nil {
+		f.runningVersion = version(data)
+	}
+	return f
+}
+
+// version names a file's content.
+func version(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:16])
+}
+
+// Path is the file's path.
+func (f *ConfigFile) Path() string { return f.path }
+
+// Running is the config the node runs.
+func (f *ConfigFile) Running() *configs.Config {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.running
+}
+
+// Reload reads the file again and applies it (SIGHUP). A file with errors,
+// or one the role refuses, changes nothing; the error says why.
+func (f *ConfigFile) Reload() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	data, err := os.ReadFile(f.path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	return f.applyLocked(data)
+}
+
+func (f *ConfigFile) applyLocked(data []byte) error {
+	next, err := configs.Parse(f.path, data)
+	if err != nil {
+		return err
+	}
+	if err := f.apply(f.running, next); err != nil {
+		return err
+	}
+	f.running, f.runningVersion = next, version(data)
+	return nil
+}
+
+// configView is GET /api/config.
+type configView struct {
+	Node    string `json:"node"`
+	Role    string `json:"role"`
+	Path    string `json:"path"`
+	Version string `json:"version"`
+	// RunningVersion is the version the node runs; it differs from
+	// Version when the file was edited and not reloaded (or the reload
+	// was refused).
+	RunningVersion string         `json:"running_version"`
+	Effective      map[string]any `json:"effective"`
+	File           string         `json:"file"`
+}
+
+func (n *Node) serveConfig(w http.ResponseWriter, r *http.Request) {
+	f := n.configFile.Load()
+	if f == nil {
+		noConfigFile(w)
+		return
+	}
+	f.mu.Lock()
+	running, runningVersion := f.running, f.runningVersion
+	f.mu.Unlock()
+	data, err := os.ReadFile(f.path)
+	if err != nil {
+		WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "the config file cannot be read: " + err.Error()})
+		return
+	}
+	eff, err := running.Effective(f.role)
+	if err != nil {
+		WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	v := version(data)
+	w.Header().Set("ETag", `"`+v+`"`)
+	WriteJSON(w, http.StatusOK, configView{Node: n.name, Role: f.role, Path: f.path, Version: v, RunningVersion: runningVersion, Effective: eff, File: string(data)})
+}
+
+func noConfigFile(w http.ResponseWriter) {
+	WriteJSON(w, http.StatusNotFound, map[string]string{"error": "this node was not started from a config file (the demo): nothing to show or replace"})
+}
+
+// readConfigBody reads a PUT or check body, bounded by MaxConfigBytes.
+func readConfigBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxConfigBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			WriteJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("a config file is at most %d bytes", MaxConfigBytes)})
+		} else {
+			WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "the body could not be read"})
+		}
+		return nil, false
+	}
+	return data, true
+}
+
+// problems answers a config that does not check: every problem, as `ringlb
+// check` prints it (file:line: field.path: what).
+func problems(w http.ResponseWriter, err error) {
+	var list []string
+	var errs configs.Errors
+	if errors.As(err, &errs) {
+		for _, e := range errs {
+			list = append(list, e.Error())
+		}
+	} else {
+		list = []string{err.Error()}
+	}
+	WriteJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": strings.Join(list, "\n"), "problems": list})
+}
+
+func (n *Node) serveConfigCheck(w http.ResponseWriter, r *http.Request) {
+	f := n.configFile.Load()
+	Describe(r.Context(), "config_check", "")
+	if f == nil {
+		noConfigFile(w)
+		return
+	}
+	Describe(r.Context(), "config_check", f.path)
+	data, ok := readConfigBody(w, r)
+	if !ok {
+		return
+	}
+	// Checked as the file itself (its name in messages, relative paths
+	// from its directory), exactly as `ringlb check -config FILE` would.
+	cfg, err := configs.Parse(f.path, data)
+	if err != nil {
+		problems(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "summary": cfg.Summary()})
+}
+
+func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
+	f := n.configFile.Load()
+	Describe(r.Context(), "config", "")
+	if f == nil {
+		noConfigFile(w)
+		return
+	}
+	Describe(r.Context(), "config", f.path)
+	match := strings.Trim(strings.TrimSpace(strings.TrimPrefix(r.Header.Get("If-Match"), "W/")), `"`)
+	if match == "" {
+		WriteJSON(w, http.StatusPreconditionRequired, map[string]string{"error": `If-Match is required: the version (ETag) of GET /api/config the change was made from`})
+		return
+	}
+	data, ok := readConfigBody(w, r)
+	if !ok {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	current, err := os.ReadFile(f.path)
+	if err != nil {
+		WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "the config file cannot be read: " + err.Error()})
+		return
+	}
+	if v := version(current); v != match {
+		WriteJSON(w, http.StatusPreconditionFailed, map[string]string{"error": "the config file changed since version " + match + " was read: GET /api/config again and redo the change", "version": v})
+		return
+	}
+	next, err := configs.Parse(f.path, data)
+	if err != nil {
+		problems(w, err)
+		return
+	}
+	if err := replaceFile(f.path, current, data); err != nil {
+		f.log.Error("config file not replaced", "path", f.path, "err", err)
+		WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "the config file was not replaced (it is as it was): " + err.Error()})
+		return
+	}
+	v := version(data)
+	by := Caller(r.Context())
+	if err := f.apply(f.running, next); err != nil {
+		// Written, as a SIGHUP after an edit on the host would find it;
+		// the node runs what it ran.
+		f.log.Warn("config file replaced through the admin API, but not applied", "path", f.path, "version", v, "by", by, "remote", r.RemoteAddr, "err", err)
+		WriteJSON(w, http.StatusAccepted, map[string]any{"applied": false, "version": v, "running_version": f.runningVersion,
+			"error": err.Error(), "restart": configs.RestartFields(err), "backup": f.path + ".bak"})
+		return
+	}
+	f.running, f.runningVersion = next, v
+	f.log.Info("config file replaced and applied through the admin API", "path", f.path, "version", v, "by", by, "remote", r.RemoteAddr)
+	WriteJSON(w, http.StatusOK, map[string]any{"applied": true, "version": v, "backup": f.path + ".bak"})
+}
+
+// replaceFile keeps old in path.bak and puts data in path, each written to
+// a temporary file in the same directory, synced and renamed over, then the
+// directory synced: a crash leaves the old file or the new one, never a
+// torn one. The new file keeps the old one's mode.
+func replaceFile(path string, old, data []byte) error {
+	mode := os.FileMode(0o600)
+	if st, err := os.Stat(path); err == nil {
+		mode = st.Mode().Perm()
+	}
+	if err := writeFileAtomic(path+".bak", old, mode); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	return writeFileAtomic(path, data, mode)
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	name := tmp.Name()
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(mode)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(name, path)
+	}
+	if err != nil {
+		_ = os.Remove(name)
+		return err
+	}
+	return syncDir(dir)
+}

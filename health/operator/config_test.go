@@ -1,0 +1,191 @@
+package operator
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+const testToken = "operator-token-0123456789"
+
+// configRequest sends one request with the operator's token.
+func configRequest(t *testing.T, method, url, ifMatch, body string) (int, map[string]any, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("%s %s: %d %q", method, url, resp.StatusCode, raw)
+	}
+	return resp.StatusCode, out, resp.Header
+}
+
+// The config API: GET the running config and the file's version, a check
+// and a PUT with errors (located as `ringlb check` locates them, nothing
+// written), a PUT without or with a stale version, one that applies (file
+// and backup on disk, audit record), one the role refuses (restart).
+func TestConfigAPI(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edge.yaml")
+	orig := "cluster: { name: e1, bind: 127.0.0.1:7946 }\nedge: { history: { messages: 100 } }\n"
+	if err := os.WriteFile(path, []byte(orig), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	running, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var applied atomic.Int32
+	apply := func(old, next *configs.Config) error {
+		if next.Edge.Listen != old.Edge.Listen {
+			return configs.RestartNeeded("edge.listen", old.Edge.Listen, next.Edge.Listen)
+		}
+		applied.Add(1)
+		return nil
+	}
+	n := newTestNode(t, configs.Admin{})
+	cf := NewConfigFile(path, "edge", running, apply, nil)
+	n.UseConfigFile(cf)
+	base := loginServer(t, n, testToken)
+
+	code, view, header := configRequest(t, "GET", base+"/api/config", "", "")
+	v1, _ := view["version"].(string)
+	if code != 200 || len(v1) != 32 || header.Get("ETag") != `"`+v1+`"` || view["running_version"] != v1 || view["file"] != orig {
+		t.Fatalf("GET: %d %v (ETag %s)", code, view, header.Get("ETag"))
+	}
+	eff := view["effective"].(map[string]any)
+	if eff["edge"].(map[string]any)["history"].(map[string]any)["messages"] != float64(100) || eff["balancer"] != nil {
+		t.Fatalf("effective: %v", eff)
+	}
+
+	bad := "cluster: { name: e1, bind: 127.0.0.1:7946 }\nedge:\n  history: { messages: -1 }\n  nope: 1\n"
+	code, out, _ := configRequest(t, "POST", base+"/api/config/check", "", bad)
+	wantProblems := []string{path + ":3: edge.history.messages: must be in range", path + ":4: edge.nope: unknown field"}
+	if code != 400 || out["ok"] != false {
+		t.Fatalf("check of a bad file: %d %v", code, out)
+	}
+	for _, want := range wantProblems {
+		if !strings.Contains(out["error"].(string), want) {
+			t.Errorf("check: %q not in %q", want, out["error"])
+		}
+	}
+	if code, out, _ := configRequest(t, "POST", base+"/api/config/check", "", orig); code != 200 || out["ok"] != true {
+		t.Errorf("check of a good file: %d %v", code, out)
+	}
+
+	// PUT: no version, a bad file, a stale version.
+	if code, _, _ := configRequest(t, "PUT", base+"/api/config", "", orig); code != http.StatusPreconditionRequired {
+		t.Errorf("PUT without If-Match: %d", code)
+	}
+	code, out, _ = configRequest(t, "PUT", base+"/api/config", `"`+v1+`"`, bad)
+	if code != 400 || !strings.Contains(out["error"].(string), wantProblems[0]) {
+		t.Errorf("PUT of a bad file: %d %v", code, out)
+	}
+	if got, _ := os.ReadFile(path); string(got) != orig || applied.Load() != 0 {
+		t.Fatalf("a bad PUT changed something: file %q, applied %d", got, applied.Load())
+	}
+	if _, err := os.Stat(path + ".bak"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a bad PUT left a backup: %v", err)
+	}
+
+	// A PUT that applies.
+	good := "cluster: { name: e1, bind: 127.0.0.1:7946 }\nedge: { history: { messages: 7 } }\n"
+	code, out, _ = configRequest(t, "PUT", base+"/api/config", `"`+v1+`"`, good)
+	v2, _ := out["version"].(string)
+	if code != 200 || out["applied"] != true || v2 == v1 || applied.Load() != 1 {
+		t.Fatalf("PUT: %d %v (applied %d)", code, out, applied.Load())
+	}
+	if got, _ := os.ReadFile(path); string(got) != good {
+		t.Errorf("file after PUT: %q", got)
+	}
+	if got, _ := os.ReadFile(path + ".bak"); string(got) != orig {
+		t.Errorf("backup: %q", got)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("mode after PUT: %v %v", st.Mode(), err)
+	}
+	if cf.Running().Edge.History.Messages != 7 {
+		t.Errorf("running config after PUT: %d", cf.Running().Edge.History.Messages)
+	}
+	if _, view, _ = configRequest(t, "GET", base+"/api/config", "", ""); view["version"] != v2 || view["running_version"] != v2 {
+		t.Errorf("GET after PUT: %v", view)
+	}
+	recs := n.Audit.List(10)
+	if len(recs) == 0 || recs[0].Action != "config" || recs[0].Target != path || recs[0].Result != 200 || recs[0].Who != CallerToken {
+		t.Errorf("audit record of the PUT: %+v", recs)
+	}
+
+	// Someone edits the file on the host: a PUT made from v2 is refused.
+	edited := good + "# edited on the host\n"
+	if err := os.WriteFile(path, []byte(edited), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = configRequest(t, "PUT", base+"/api/config", `"`+v2+`"`, orig)
+	if code != http.StatusPreconditionFailed || out["version"] == v2 {
+		t.Errorf("PUT on a stale version: %d %v", code, out)
+	}
+	if got, _ := os.ReadFile(path); string(got) != edited {
+		t.Errorf("a refused PUT changed the file: %q", got)
+	}
+
+	// A change the role cannot make live: written, not applied, and said.
+	_, view, _ = configRequest(t, "GET", base+"/api/config", "", "")
+	moved := "cluster: { name: e1, bind: 127.0.0.1:7946 }\nedge: { listen: ':7999' }\n"
+	code, out, _ = configRequest(t, "PUT", base+"/api/config", view["version"].(string), moved)
+	if code != http.StatusAccepted || out["applied"] != false || !strings.Contains(out["error"].(string), "edge.listen: changing :7101 to :7999 needs a restart") {
+		t.Errorf("PUT needing a restart: %d %v", code, out)
+	}
+	if r, _ := out["restart"].([]any); len(r) != 1 || r[0] != "edge.listen" {
+		t.Errorf("restart fields: %v", out["restart"])
+	}
+	if cf.Running().Edge.Listen != ":7101" {
+		t.Errorf("running listen: %s", cf.Running().Edge.Listen)
+	}
+
+	// A body over the bound is refused unread.
+	big := strings.Repeat("#", MaxConfigBytes+1)
+	if code, _, _ := configRequest(t, "POST", base+"/api/config/check", "", big); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized check: %d", code)
+	}
+	// Without a token nothing is read or changed.
+	resp, err := http.Get(base + "/api/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET without the token: %d", resp.StatusCode)
+	}
+}
+
+// A node started without a file (the demo) says so.
+func TestConfigAPIWithoutFile(t *testing.T) {
+	n := newTestNode(t, configs.Admin{})
+	base := loginServer(t, n, testToken)
+	if code, _, _ := configRequest(t, "GET", base+"/api/config", "", ""); code != http.StatusNotFound {
+		t.Errorf("GET: %d", code)
+	}
+	if code, _, _ := configRequest(t, "PUT", base+"/api/config", `"x"`, ""); code != http.StatusNotFound {
+		t.Errorf("PUT: %d", code)
+	}
+}

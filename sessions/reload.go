@@ -1,0 +1,180 @@
+package sessions
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// authState is how joins are admitted (edge.auth), swapped whole by Reload.
+type authState struct {
+	// configured: edge.auth.hmac_secret_file is set (tokens are checked).
+	configured bool
+	// secret verifies join tokens; nil when configured but unreadable
+	// (every token is then refused: fail closed).
+	secret []byte
+	// previous is the secret before the last rotation, still accepted
+	// until previousUntil (edge.auth.rotation_overlap), so tokens handed out
+	// just before the rotation keep working; nil: none.
+	previous      []byte
+	previousUntil time.Time
+	// anonymous is what a join without a token becomes (edge.auth.anonymous).
+	anonymous string
+}
+
+// newAuthState reads the secret of cfg. When it differs from the secret of
+// prev (the state being replaced), prev's secret stays accepted for
+// cfg.RotationOverlap from now; an overlap still running is kept when the
+// secret did not change.
+func newAuthState(cfg configs.EdgeAuth, prev *authState, now time.Time) (*authState, error) {
+	a := &authState{configured: cfg.HMACSecretFile != "", anonymous: cfg.Anonymous}
+	if !a.configured {
+		return a, nil
+	}
+	secret, err := ReadSecretFile(cfg.HMACSecretFile)
+	if err != nil {
+		return a, err
+	}
+	a.secret = secret
+	if prev == nil || prev.secret == nil {
+		return a, nil
+	}
+	overlap := time.Duration(0)
+	if cfg.RotationOverlap != nil {
+		overlap = cfg.RotationOverlap.D()
+	}
+	switch {
+	case !bytes.Equal(prev.secret, secret):
+		if overlap > 0 {
+			a.previous, a.previousUntil = prev.secret, now.Add(overlap)
+		}
+	case prev.previous != nil && now.Before(prev.previousUntil):
+		// The same secret again (another reload): the overlap runs on,
+		// cut short if the new overlap is shorter (0s: a leaked secret).
+		a.previous, a.previousUntil = prev.previous, prev.previousUntil
+		if end := now.Add(overlap); end.Before(a.previousUntil) {
+			a.previousUntil = end
+		}
+		if overlap == 0 {
+			a.previous = nil
+		}
+	}
+	return a, nil
+}
+
+// verify checks a join token with the secret, then, while the overlap of a
+// rotation runs, with the previous one.
+func (a *authState) verify(token string, now time.Time, maxTTL time.Duration) (TokenClaims, error) {
+	claims, err := VerifyToken(a.secret, token, now, maxTTL)
+	if errors.Is(err, ErrTokenSignature) && a.previous != nil && now.Before(a.previousUntil) {
+		return VerifyToken(a.previous, token, now, maxTTL)
+	}
+	return claims, err
+}
+
+// adminToken reads the admin port's bearer token (nil: none configured).
+func adminToken(a configs.Admin) ([]byte, error) {
+	if a.TokenFile == "" {
+		return nil, nil
+	}
+	return configs.ReadToken(a.TokenFile)
+}
+
+// Reload applies a new edge section without dropping a connection or a
+// session:
+//
+//   - edge.history: the bounds of every ringlb.v1 session's history, live
+//     ones included (a shorter bound trims at their next message);
+//   - edge.auth: the join-token secret (re-read from its file, with
+//     rotation_overlap for tokens signed with the previous one), anonymous;
+//   - edge.admin.token_file: the admin token (re-read).
+//
+// (edge.statsd and cluster.log_level are the caller's: cmd/ringlb.) A
+// field read only at start that changed is named in a *configs.RestartError
+// and, like a secret file that does not read, changes nothing at all.
+func (s *Server) Reload(cfg configs.Edge) error {
+	if !cfg.Provisioned() {
+		return errors.New("sessions: config not provisioned (load it with configs.Load, or call its Provision)")
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	old := s.applied
+	errs := []error{restartChanges(old, cfg)}
+	now := time.Now()
+	auth, err := newAuthState(cfg.Auth, s.auth.Load(), now)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("edge.auth.hmac_secret_file: %w", err))
+	}
+	token, err := adminToken(cfg.Admin)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("edge.admin.token_file: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
+	}
+	s.auth.Store(auth)
+	s.adminToken.Store(&token)
+	if cfg.History != old.History {
+		s.hub.setHistoryBounds(cfg.History.Messages, cfg.History.Bytes)
+	}
+	s.applied = cfg
+	overlap := "none"
+	if auth.previous != nil {
+		overlap = auth.previousUntil.UTC().Format(time.RFC3339)
+	}
+	s.log.Info("configuration reloaded", "history_messages", cfg.History.Messages, "history_bytes", cfg.History.Bytes,
+		"anonymous", auth.anonymous, "previous_secret_accepted_until", overlap)
+	return nil
+}
+
+// restartChanges names the edge's fields read only at start: listeners and
+// what is sized from them, the ring's view of the edge, per-connection and
+// per-session limits, the admin plane's users and sampling, and the token
+// lifetime the revocations are kept for.
+func restartChanges(old, cfg configs.Edge) error {
+	return errors.Join(
+		configs.RestartNeeded("edge.listen", old.Listen, cfg.Listen),
+		configs.RestartNeeded("edge.admin.listen", old.Admin.Listen, cfg.Admin.Listen),
+		configs.RestartNeeded("edge.admin.users_file", old.Admin.UsersFile, cfg.Admin.UsersFile),
+		configs.RestartNeeded("edge.admin.history_interval", old.Admin.HistoryInterval, cfg.Admin.HistoryInterval),
+		configs.RestartNeeded("edge.advertise_url", old.AdvertiseURL, cfg.AdvertiseURL),
+		configs.RestartNeeded("edge.weight", old.Weight, cfg.Weight),
+		configs.RestartNeeded("edge.ownership", old.Ownership, cfg.Ownership),
+		configs.RestartNeeded("edge.max_participants", old.MaxParticipants, cfg.MaxParticipants),
+		configs.RestartNeeded("edge.max_message_bytes", old.MaxMessageBytes, cfg.MaxMessageBytes),
+		configs.RestartNeeded("edge.send_queue", old.SendQueue, cfg.SendQueue),
+		configs.RestartNeeded("edge.max_connections", old.MaxConnections, cfg.MaxConnections),
+		configs.RestartNeeded("edge.idle_grace", old.IdleGrace, cfg.IdleGrace),
+		configs.RestartNeeded("edge.drain_timeout", old.DrainTimeout, cfg.DrainTimeout),
+		configs.RestartNeeded("edge.auth.max_token_ttl", old.Auth.MaxTokenTTL, cfg.Auth.MaxTokenTTL),
+		configs.RestartNeeded("edge.replication", old.Replication, cfg.Replication),
+		configs.RestartNeeded("edge.replication_timeout", old.ReplicationTimeout, cfg.ReplicationTimeout),
+	)
+}
+
+// setHistoryBounds sets the history bounds of new sessions and of every
+// live one. The hub reads its bounds under a shard lock (when a session is
+// created), so they are written with every shard lock held, taken in
+// order (nothing else holds two at once); each live session's under its
+// own lock, which its history is only touched under.
+func (h *hub) setHistoryBounds(messages, bytes int) {
+	for i := range h.shards {
+		h.shards[i].mu.Lock()
+	}
+	h.historyMsgs, h.historyByte = messages, bytes
+	for i := range h.shards {
+		for _, sess := range h.shards[i].sessions {
+			sess.mu.Lock()
+			if sess.v1 != nil {
+				sess.v1.maxMessages, sess.v1.maxBytes = messages, bytes
+			}
+			sess.mu.Unlock()
+		}
+	}
+	for i := range h.shards {
+		h.shards[i].mu.Unlock()
+	}
+}
