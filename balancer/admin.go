@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log"
@@ -51,18 +50,8 @@ func (b *Balancer) ServeAdmin(ln net.Listener) error {
 	if closing {
 		return ErrClosed
 	}
-	// The history is sampled while the admin port serves: the goroutine
-	// ends with it (Shutdown).
-	ctx, stop := context.WithCancel(context.Background())
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		b.op.History.Run(ctx)
-	}()
-	defer func() {
-		stop()
-		<-sampled
-	}()
+	// The history is sampled while the admin port serves.
+	defer b.op.History.Start()()
 	if err := b.admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

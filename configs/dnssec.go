@@ -170,23 +170,24 @@ func GenerateDNSSECKey(dir, zone string, ksk bool) (string, *dns.DNSKEY, error) 
 	base := filepath.Join(dir, fmt.Sprintf("K%s+%03d+%05d", zone, DNSSECAlgorithm, key.KeyTag()))
 	pubFile, privFile := DNSSECKeyFiles(base)
 	now := time.Now().UTC().Format("20060102150405")
-	if err := createExclusive(privFile, 0o600, key.PrivateKeyString(pk)+"Created: "+now+"\nPublish: "+now+"\nActivate: "+now+"\n"); err != nil {
+	if err := CreateExclusive(privFile, 0o600, key.PrivateKeyString(pk)+"Created: "+now+"\nPublish: "+now+"\nActivate: "+now+"\n"); err != nil {
 		return "", nil, err
 	}
 	pub := fmt.Sprintf("; This is a %s key, keyid %d, for %s\n; Created: %s\n%s\n", kind, key.KeyTag(), zone, now, key.String())
-	if err := createExclusive(pubFile, 0o644, pub); err != nil {
+	if err := CreateExclusive(pubFile, 0o644, pub); err != nil {
 		os.Remove(privFile)
 		return "", nil, err
 	}
 	return base, key, nil
 }
 
-// createExclusive creates path with mode perm holding content; an existing
-// file is left alone.
-func createExclusive(path string, perm fs.FileMode, content string) error {
+// CreateExclusive creates path with mode perm holding content (a key); an
+// existing file is left alone: overwriting a key would lock a node out of
+// its cluster or a zone out of its resolvers.
+func CreateExclusive(path string, perm fs.FileMode, content string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%s exists; not overwriting a key", path)
+		return fmt.Errorf("%s exists; not overwriting a key (remove it first, or rotate: docs/SECURITY.md)", path)
 	}
 	if err != nil {
 		return err

@@ -257,7 +257,7 @@ func (a Admin) Users() (map[string][]byte, error) {
 // UsersLine is a line of a users file for user with password: the name and
 // the password's bcrypt hash (`ringlb keygen -password USER`).
 func UsersLine(user, password string) (string, error) {
-	if !validUserName(user) {
+	if !ValidUserName(user) {
 		return "", fmt.Errorf("user name %q: want 1-64 letters, digits, '.', '-' or '_'", user)
 	}
 	if len(password) < 8 || len(password) > 72 {
@@ -304,7 +304,7 @@ func parseUsers(path string, raw []byte) (map[string][]byte, error) {
 // checkUser checks an admin user's name (it appears in audit records and
 // headers) and that its hash is a bcrypt hash (htpasswd -B: $2y$, $2b$, $2a$).
 func checkUser(name, hash string) error {
-	if !validUserName(name) {
+	if !ValidUserName(name) {
 		return fmt.Errorf("user name %q: want 1-64 letters, digits, '.', '-' or '_'", name)
 	}
 	if _, err := bcrypt.Cost([]byte(hash)); err != nil {
@@ -313,7 +313,8 @@ func checkUser(name, hash string) error {
 	return nil
 }
 
-func validUserName(name string) bool {
+// ValidUserName is the rule for an admin user's name: 1–64 of [A-Za-z0-9._-].
+func ValidUserName(name string) bool {
 	if name == "" || len(name) > 64 {
 		return false
 	}

@@ -119,16 +119,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	s.admin.srv = srv
 	s.admin.mu.Unlock()
 	// The history is sampled while the admin port serves.
-	ctx, stop := context.WithCancel(context.Background())
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		s.op.History.Run(ctx)
-	}()
-	defer func() {
-		stop()
-		<-sampled
-	}()
+	defer s.op.History.Start()()
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

@@ -1,7 +1,6 @@
 package sessions
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -40,16 +39,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 		return ErrClosed
 	}
 	// The history is sampled while the admin port serves.
-	ctx, stop := context.WithCancel(context.Background())
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		s.op.History.Run(ctx)
-	}()
-	defer func() {
-		stop()
-		<-sampled
-	}()
+	defer s.op.History.Start()()
 	// http.Server handles a Serve racing with its Shutdown itself.
 	if err := s.admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err

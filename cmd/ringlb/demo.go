@@ -280,7 +280,7 @@ Ctrl-C stops everything.
 // directory, and points cfg at it.
 func demoKey(cfg *configs.Config, dir string) error {
 	path := filepath.Join(dir, "gossip.key")
-	if err := writeNewSecret(path, configs.GenerateKey()+"\n"); err != nil {
+	if err := configs.CreateExclusive(path, 0o600, configs.GenerateKey()+"\n"); err != nil {
 		return fmt.Errorf("demo key: %w", err)
 	}
 	cfg.Cluster.SecretKeyFile = path

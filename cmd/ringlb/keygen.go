@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,24 +47,7 @@ func keygen(stdin io.Reader, args []string, stdout, stderr io.Writer) error {
 		_, err := io.WriteString(stdout, key)
 		return err
 	}
-	return writeNewSecret(*out, key)
-}
-
-// writeNewSecret creates path with mode 0600 holding content; an existing
-// file is left alone (overwriting a key would lock a node out of its cluster).
-func writeNewSecret(path, content string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%s exists; not overwriting a key (remove it first, or rotate: docs/SECURITY.md)", path)
-	}
-	if err != nil {
-		return err
-	}
-	if _, err := io.WriteString(f, content); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return configs.CreateExclusive(*out, 0o600, key)
 }
 
 // dnssecKeygen writes the keys of kind (ksk, zsk, both) for zone into dir

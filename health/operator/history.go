@@ -156,6 +156,22 @@ func (h *History) auditEvent(r Record) {
 	h.AddEvent(Event{At: r.At, Kind: r.Action, Node: r.Node, Text: text})
 }
 
+// Start samples every interval in a goroutine of its own until the
+// returned stop is called; stop waits for it to end. A role runs it while
+// its admin port serves.
+func (h *History) Start() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
 // Run samples every interval until ctx ends.
 func (h *History) Run(ctx context.Context) {
 	h.Sample(time.Now())

@@ -23,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/time/rate"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // Logins are the operators who log in to an admin port with a user name and
@@ -422,12 +424,12 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	user, password := r.PostFormValue("user"), r.PostFormValue("password")
 	who := "-"
-	if validUser(user) {
+	if configs.ValidUserName(user) {
 		who = CallerUserPrefix + user
 	}
 	rec := Record{Who: who, Remote: r.RemoteAddr, Action: "login"}
 	outcome := loginWrong
-	if validUser(user) && len(password) <= 72 { // bcrypt's own limit
+	if configs.ValidUserName(user) && len(password) <= 72 { // bcrypt's own limit
 		outcome = n.Logins.attempt(r.Context(), user, password, r.RemoteAddr)
 	}
 	n.Logins.results.WithLabelValues(outcomeLabel[outcome]).Inc()
@@ -461,18 +463,6 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, n.localPath(r.PostFormValue("next")), http.StatusSeeOther)
-}
-
-func validUser(name string) bool {
-	if name == "" || len(name) > 64 {
-		return false
-	}
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // serveLogout is POST /logout (behind Access.Write: the CSRF rule, an
