@@ -67,6 +67,15 @@ func newHarness(t *testing.T, cfg configs.Balancer) *harness {
 		t.Fatal(err)
 	}
 	h.bal = bal
+	h.serve(t)
+	return h
+}
+
+// serve runs h.bal's data and admin ports on free loopback ports until the
+// test ends (then a bounded Shutdown).
+func (h *harness) serve(t *testing.T) {
+	t.Helper()
+	bal := h.bal
 	data, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +101,6 @@ func newHarness(t *testing.T, cfg configs.Balancer) *harness {
 			}
 		}
 	})
-	return h
 }
 
 type testWriter struct{ t *testing.T }

@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,30 +51,7 @@ func startClusterBalancer(t *testing.T, cl *healthtest.Cluster, name string, cfg
 	if err := bal.FollowCluster(); err != nil {
 		t.Fatal(err)
 	}
-	data, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.addr, h.admin = data.Addr().String(), admin.Addr().String()
-	served := make(chan error, 2)
-	go func() { served <- bal.Serve(data) }()
-	go func() { served <- bal.ServeAdmin(admin) }()
-	h.client = &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
-	t.Cleanup(func() {
-		h.client.CloseIdleConnections()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = bal.Shutdown(ctx)
-		for range 2 {
-			if err := <-served; err != nil && !errors.Is(err, ErrClosed) {
-				t.Errorf("serve: %v", err)
-			}
-		}
-	})
+	h.serve(t)
 	return &clusterBalancer{harness: h, m: m}
 }
 
