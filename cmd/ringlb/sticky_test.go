@@ -83,7 +83,7 @@ func TestThirdPartySessionsNeverSplit(t *testing.T) {
 			}
 		})
 	}
-	table := stickyTable(reports, o)
+	table := stickyTable(reports)
 	t.Logf("third-party backends, %d sessions × %d participants + guests, new sessions every %s:\n%s", o.sessions, o.participants, o.churnEvery, table)
 	if out := os.Getenv("RINGLB_STICKY_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
@@ -286,77 +286,52 @@ func checkRinglbSticky(t *testing.T, rep *stickyReport) {
 }
 
 // stickyTable renders the reports side by side (markdown).
-func stickyTable(reps []*stickyReport, o stickyOptions) string {
+func stickyTable(reps []*stickyReport) string {
 	var b strings.Builder
-	b.WriteString("| phase |")
-	for _, r := range reps {
-		fmt.Fprintf(&b, " %s: split sessions (joins elsewhere) |", r.Front)
-	}
-	b.WriteString("\n| --- |")
-	for range reps {
-		b.WriteString(" --- |")
-	}
-	b.WriteString("\n")
-	if len(reps) == 0 {
-		return b.String()
-	}
-	for i, p := range reps[0].Phases {
-		fmt.Fprintf(&b, "| %s |", p.Name)
+	// table writes one table: a row per phase, a column per front, each
+	// cell cell's text (a front that has not that phase: "–").
+	table := func(column string, cell func(r *stickyReport, q *stickyPhase) string) {
+		b.WriteString("| phase |")
 		for _, r := range reps {
-			if i >= len(r.Phases) {
-				b.WriteString(" – |")
-				continue
-			}
-			q := r.Phases[i]
-			pct := 0.0
-			if q.Joins > 0 {
-				pct = 100 * float64(q.SplitJoins) / float64(q.Joins)
-			}
-			fmt.Fprintf(&b, " %d (%d of %d joins, %.1f %%) |", len(q.SplitSessions), q.SplitJoins, q.Joins, pct)
+			fmt.Fprintf(&b, " %s |", strings.TrimSpace(r.Front+column))
+		}
+		b.WriteString("\n| --- |")
+		for range reps {
+			b.WriteString(" --- |")
 		}
 		b.WriteString("\n")
-	}
-	b.WriteString("\nSessions moved off a backend, by backend, per phase:\n\n| phase |")
-	for _, r := range reps {
-		fmt.Fprintf(&b, " %s |", r.Front)
-	}
-	b.WriteString("\n| --- |")
-	for range reps {
-		b.WriteString(" --- |")
-	}
-	b.WriteString("\n")
-	for i, p := range reps[0].Phases {
-		fmt.Fprintf(&b, "| %s |", p.Name)
-		for _, r := range reps {
-			if i < len(r.Phases) {
-				fmt.Fprintf(&b, " %s |", strings.TrimSpace(byBackend(r.Phases[i].Moved)+" "))
-			}
+		if len(reps) == 0 {
+			return
 		}
-		b.WriteString("\n")
-	}
-	b.WriteString("\nNew sessions (two participants through two fronts at once) whose participants did not meet, and ringlb's conflicts:\n\n| phase |")
-	for _, r := range reps {
-		fmt.Fprintf(&b, " %s |", r.Front)
-	}
-	b.WriteString("\n| --- |")
-	for range reps {
-		b.WriteString(" --- |")
-	}
-	b.WriteString("\n")
-	for i, p := range reps[0].Phases {
-		fmt.Fprintf(&b, "| %s |", p.Name)
-		for _, r := range reps {
-			if i < len(r.Phases) {
-				q := r.Phases[i]
-				fmt.Fprintf(&b, " %d of %d", q.ChurnSplit, q.ChurnStarted)
-				if r.Front == "ringlb" {
-					fmt.Fprintf(&b, ", %g conflicts", q.Conflicts)
+		for i, p := range reps[0].Phases {
+			fmt.Fprintf(&b, "| %s |", p.Name)
+			for _, r := range reps {
+				if i >= len(r.Phases) {
+					b.WriteString(" – |")
+					continue
 				}
-				b.WriteString(" |")
+				fmt.Fprintf(&b, " %s |", cell(r, r.Phases[i]))
 			}
+			b.WriteString("\n")
 		}
-		b.WriteString("\n")
 	}
+	table(": split sessions (joins elsewhere)", func(_ *stickyReport, q *stickyPhase) string {
+		pct := 0.0
+		if q.Joins > 0 {
+			pct = 100 * float64(q.SplitJoins) / float64(q.Joins)
+		}
+		return fmt.Sprintf("%d (%d of %d joins, %.1f %%)", len(q.SplitSessions), q.SplitJoins, q.Joins, pct)
+	})
+	b.WriteString("\nSessions moved off a backend, by backend, per phase:\n\n")
+	table("", func(_ *stickyReport, q *stickyPhase) string { return strings.TrimSpace(byBackend(q.Moved) + " ") })
+	b.WriteString("\nNew sessions (two participants through two fronts at once) whose participants did not meet, and ringlb's conflicts:\n\n")
+	table("", func(r *stickyReport, q *stickyPhase) string {
+		c := fmt.Sprintf("%d of %d", q.ChurnSplit, q.ChurnStarted)
+		if r.Front == "ringlb" {
+			c += fmt.Sprintf(", %g conflicts", q.Conflicts)
+		}
+		return c
+	})
 	return b.String()
 }
 
