@@ -151,16 +151,17 @@ const chaosGossip = "profile: local, probe_interval: 1s, gossip_interval: 50ms"
 // (with RINGLB_TEST_LOGS=DIR to keep the logs).
 var chaosLogLevel = cmp.Or(os.Getenv("RINGLB_CHAOS_LOG_LEVEL"), "info")
 
-// startRinglbChaosCluster runs bal-1, bal-2 and edge-1..3 as processes,
-// all in one gossip cluster.
-func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
-	dir := t.TempDir()
-	var adminURLs, targets []string
-	join := ""
+// startChaosBalancers runs bal-1 and bal-2 as processes in one gossip
+// cluster (cluster adds to their cluster section, e.g. a secret_key_file
+// and a comma) and returns their WebSocket URLs and a client of their
+// admin APIs, and the join clause that puts another node in their cluster.
+func startChaosBalancers(t *testing.T, bin, dir, cluster string) (targets []string, admin *bench.ChaosAdmin, join string) {
+	t.Helper()
+	var adminURLs []string
 	for i := 1; i <= 2; i++ {
 		cfg := filepath.Join(dir, fmt.Sprintf("bal%d.yaml", i))
-		writeFile(t, cfg, fmt.Sprintf("cluster: { name: bal-%d, bind: 127.0.0.1:0, %s%s }\n"+
-			"balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 } }\n", i, chaosGossip, join))
+		writeFile(t, cfg, fmt.Sprintf("cluster: { name: bal-%d, bind: 127.0.0.1:0, %s%s%s }\n"+
+			"balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 } }\n", i, cluster, chaosGossip, join))
 		rec := startProc(t, bin, "balancer", "-config", cfg).waitLog(t, "balancer started")
 		targets = append(targets, "ws://"+rec["listen"].(string)+"/ws")
 		adminURLs = append(adminURLs, "http://"+rec["admin"].(string))
@@ -172,6 +173,14 @@ func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return targets, admin, join
+}
+
+// startRinglbChaosCluster runs bal-1, bal-2 and edge-1..3 as processes,
+// all in one gossip cluster.
+func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
+	dir := t.TempDir()
+	targets, admin, join := startChaosBalancers(t, bin, dir, "")
 	edges := map[string]*proc{}
 	startEdge := func(t *testing.T, name string) {
 		cfg := filepath.Join(dir, name+".yaml")

@@ -34,23 +34,7 @@ func startReplCluster(t *testing.T, bin, edge string) *replCluster {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "gossip.key")
 	writeFile(t, key, generateKeyLine(t))
-	var adminURLs, targets []string
-	join := ""
-	for i := 1; i <= 2; i++ {
-		cfg := filepath.Join(dir, fmt.Sprintf("bal%d.yaml", i))
-		writeFile(t, cfg, fmt.Sprintf("cluster: { name: bal-%d, bind: 127.0.0.1:0, secret_key_file: %s, %s%s }\n"+
-			"balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 } }\n", i, key, chaosGossip, join))
-		rec := startProc(t, bin, "balancer", "-config", cfg).waitLog(t, "balancer started")
-		targets = append(targets, "ws://"+rec["listen"].(string)+"/ws")
-		adminURLs = append(adminURLs, "http://"+rec["admin"].(string))
-		if join == "" {
-			join = fmt.Sprintf(", join: [%q]", rec["gossip"].(string))
-		}
-	}
-	admin, err := bench.NewChaosAdmin(adminURLs, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	targets, admin, join := startChaosBalancers(t, bin, dir, "secret_key_file: "+key+", ")
 	cl := &replCluster{targets: targets, admin: admin, edges: map[string]*proc{}, admins: map[string]string{}}
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("edge-%d", i)
