@@ -62,9 +62,13 @@ func generateKeyLine(t *testing.T) string {
 
 // metric reads a counter or gauge (summed over its series) from an edge's
 // admin port; -1 when the edge does not answer.
-func (cl *replCluster) metric(edge, name string) float64 {
+func (cl *replCluster) metric(edge, name string) float64 { return edgeMetric(cl.admins[edge], name) }
+
+// edgeMetric sums the samples of metric name on the admin port at admin
+// (-1 when it does not answer).
+func edgeMetric(admin, name string) float64 {
 	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + cl.admins[edge] + "/metrics")
+	resp, err := c.Get("http://" + admin + "/metrics")
 	if err != nil {
 		return -1
 	}
