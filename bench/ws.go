@@ -131,6 +131,11 @@ type WSResult struct {
 	Lost           int64         `json:"messages_lost"`
 	Duplicated     int64         `json:"messages_duplicated"`
 	Reordered      int64         `json:"messages_reordered"`
+	// Foreign counts frames that are not the run's messages (raw mode: a
+	// frame that is not binary or not Size bytes), such as the greeting
+	// a third-party backend sends first; they are never counted as
+	// delivered.
+	Foreign int64 `json:"frames_foreign,omitempty"`
 	// v1 mode: sequence numbers a participant never saw (as msg or as the
 	// ack of its own), summed over participants, and msgs sent but never
 	// acked.
@@ -171,9 +176,13 @@ func (r *WSResult) Summary() string {
 	if r.Options.Mode == "v1" {
 		mode = " (v1)"
 	}
+	foreign := ""
+	if r.Foreign > 0 {
+		foreign = fmt.Sprintf(" (foreign frames=%d)", r.Foreign)
+	}
 	return fmt.Sprintf("ws%s: connections ok=%d failed=%d | %.0f msgs/s delivered | latency p50=%s p90=%s p99=%s max=%s | split sessions=%d lost=%d duplicated=%d",
 		mode, r.ConnsOK, r.ConnsFailed, r.DeliveredPerS, ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.Max),
-		r.SplitSessions, r.Lost, r.Duplicated)
+		r.SplitSessions, r.Lost, r.Duplicated) + foreign
 }
 
 type wsClient struct {
@@ -184,6 +193,7 @@ type wsClient struct {
 	// per-sender receive state, indexed by the sender's participant index
 	next      []uint32
 	received  int64
+	foreign   int64
 	dup       int64
 	reordered int64
 	latencies []time.Duration
@@ -375,7 +385,7 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 			if opts.Mode == "v1" {
 				c.readV1(runStart, &delivered, opts.Participants)
 			} else {
-				c.read(runStart, &delivered, opts.Participants)
+				c.read(runStart, &delivered, opts.Participants, opts.Size)
 			}
 		}()
 		if opts.Rate > 0 || opts.Saturate {
@@ -443,6 +453,7 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 			res.Delivered += c.received
 			res.Duplicated += c.dup
 			res.Reordered += c.reordered
+			res.Foreign += c.foreign
 			res.SeqGaps += c.v1.gaps
 			if opts.Mode == "v1" {
 				res.Unacked += c.sent.Load() - c.v1.acked
@@ -555,9 +566,13 @@ func (c *wsClient) send(ctx context.Context, opts WSOptions, start time.Time) {
 	}
 }
 
-func (c *wsClient) read(start time.Time, delivered *atomic.Int64, participants int) {
+// read counts the messages that arrive, until the connection ends or its
+// read deadline passes. A message is a binary frame of exactly size bytes
+// (what send writes) from another participant; anything else is foreign
+// (a backend's own frames), however its first bytes look.
+func (c *wsClient) read(start time.Time, delivered *atomic.Int64, participants, size int) {
 	for {
-		_, r, err := c.conn.NextReader()
+		kind, r, err := c.conn.NextReader()
 		if err != nil {
 			var ne net.Error
 			if !(errors.As(err, &ne) && ne.Timeout()) {
@@ -566,14 +581,17 @@ func (c *wsClient) read(start time.Time, delivered *atomic.Int64, participants i
 			return
 		}
 		var head [16]byte
-		if _, err := io.ReadFull(r, head[:]); err != nil {
+		n, _ := io.ReadFull(r, head[:])
+		rest, _ := io.Copy(io.Discard, r)
+		if kind != websocket.BinaryMessage || int64(n)+rest != int64(size) {
+			c.foreign++
 			continue
 		}
-		io.Copy(io.Discard, r)
 		sentAt := time.Duration(binary.LittleEndian.Uint64(head[0:]))
 		from := int(binary.LittleEndian.Uint32(head[8:]))
 		seq := binary.LittleEndian.Uint32(head[12:])
 		if from >= participants || from == c.index {
+			c.foreign++
 			continue
 		}
 		c.delivered(start, delivered, from, seq, sentAt)

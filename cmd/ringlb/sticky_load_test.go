@@ -2,7 +2,7 @@ package main
 
 // The workload of the third-party session test (sticky_test.go): live
 // sessions of raw WebSocket participants in front of backends that know
-// nothing of ringlb (testdata/wsrelay), with the accounting that says whether
+// nothing of ringlb (bench/peers/wsrelay), with the accounting that says whether
 // a session split. A backend answers every connection first with its name
 // and its process's instance, so each participant knows where it landed.
 

@@ -24,7 +24,7 @@ import (
 )
 
 // TestThirdPartySessionsNeverSplit runs live sessions through two balancers
-// in front of backends ringlb did not write (testdata/wsrelay: a relay that
+// in front of backends ringlb did not write (bench/peers/wsrelay: a relay that
 // knows nothing of rings, pins or claims) and changes the cluster under
 // them, in turn: a fifth backend added by SIGHUP on both balancers, one
 // drained through the admin API, one killed (-9), the killed one restarted,
@@ -341,12 +341,18 @@ func stickyTable(reps []*stickyReport) string {
 	return b.String()
 }
 
-// buildRelay compiles testdata/wsrelay, the third-party backend.
+// buildRelay compiles bench/peers/wsrelay, the third-party backend (the
+// one ws-compare.sh measures the fronts in front of too).
 func buildRelay(t *testing.T) string {
 	t.Helper()
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || len(strings.TrimSpace(string(gomod))) == 0 {
+		t.Fatalf("go env GOMOD: %v (%q)", err, gomod)
+	}
 	bin := filepath.Join(t.TempDir(), "wsrelay")
-	out, err := exec.Command("go", "build", "-o", bin, "./testdata/wsrelay").CombinedOutput()
-	if err != nil {
+	cmd := exec.Command("go", "build", "-o", bin, "./bench/peers/wsrelay")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build wsrelay: %v\n%s", err, out)
 	}
 	return bin

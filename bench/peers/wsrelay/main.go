@@ -1,9 +1,13 @@
-// Command wsrelay is a third-party WebSocket backend for ringlb's end-to-end
-// tests: not ringlb's edge, nothing of ringlb's wire contract beyond the
-// stickiness header. Every connection with the same ctstickiness header is
-// one session; each text or binary frame a connection sends is relayed to
-// the others of its session. It knows nothing of rings, pins or claims, so a
-// front that sends one session's participants to two relays splits it.
+// Command wsrelay is a third-party WebSocket backend: not ringlb's edge,
+// nothing of ringlb's wire contract beyond the stickiness header. ringlb's
+// end-to-end tests run it behind the balancers (TestThirdPartySessionsNeverSplit)
+// and bench/peers/ws-compare.sh measures the fronts in front of it
+// (BACKEND=relay). Every connection with the same ctstickiness header is one
+// session; each text or binary frame a connection sends is relayed, with its
+// type, to the others of its session, in order and never dropped (a full
+// queue slows the sender down instead). It knows nothing of rings, pins or
+// claims, so a front that sends one session's participants to two relays
+// splits it.
 //
 //	GET /ws      WebSocket; the first frame the relay sends is
 //	             "<name> <instance>" (instance: this process's start, so a
@@ -25,6 +29,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -36,17 +41,39 @@ type relay struct {
 	name, instance string
 
 	mu       sync.Mutex
-	sessions map[string]map[*member]struct{}
+	sessions map[string]*session
+}
+
+// session is the connections of one key. Its member list is replaced under
+// relay.mu, never changed in place, so a reader relays to a snapshot of it
+// without holding a lock while it waits for a slow member.
+type session struct {
+	members atomic.Pointer[[]*member]
 }
 
 // member is one connection; its writer goroutine owns the socket's writes.
 type member struct {
-	out chan []byte
+	out chan frame
+	// gone is closed when the writer stops: nothing more is taken from out,
+	// so a reader waiting to hand it a frame gives up.
+	gone chan struct{}
 }
 
-// sendQueue bounds what one slow connection holds: beyond it frames to it
-// are dropped (a test relay, not a product).
-const sendQueue = 256
+// frame is one relayed message, sent on with the type it came with.
+type frame struct {
+	kind int
+	data []byte
+}
+
+// sendQueue is how many frames wait for one connection's writer. When it is
+// full, the reader relaying to it waits (and so, through TCP, does its
+// sender): a slow connection slows its session down and never loses a
+// frame, which is what a benchmark going through this relay counts on. A
+// connection that takes nothing for writeTimeout is closed.
+const (
+	sendQueue    = 256
+	writeTimeout = 10 * time.Second
+)
 
 func main() {
 	name := flag.String("name", "", "the relay's name (its first frame)")
@@ -58,7 +85,7 @@ func main() {
 	if *name == "" {
 		log.Fatal("-name is required")
 	}
-	r := &relay{name: *name, instance: strconv.FormatInt(time.Now().UnixNano(), 36), sessions: map[string]map[*member]struct{}{}}
+	r := newRelay(*name)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
@@ -84,6 +111,10 @@ func main() {
 	log.Fatal(srv.Serve(ln))
 }
 
+func newRelay(name string) *relay {
+	return &relay{name: name, instance: strconv.FormatInt(time.Now().UnixNano(), 36), sessions: map[string]*session{}}
+}
+
 var upgrader = websocket.FastHTTPUpgrader{CheckOrigin: func(*fasthttp.RequestCtx) bool { return true }}
 
 func (r *relay) serve(ctx *fasthttp.RequestCtx) {
@@ -94,7 +125,7 @@ func (r *relay) serve(ctx *fasthttp.RequestCtx) {
 		r.mu.Lock()
 		out := make(map[string]int, len(r.sessions))
 		for k, s := range r.sessions {
-			out[k] = len(s)
+			out[k] = len(*s.members.Load())
 		}
 		r.mu.Unlock()
 		b, _ := json.Marshal(out)
@@ -114,40 +145,28 @@ func (r *relay) serve(ctx *fasthttp.RequestCtx) {
 
 // session runs one connection of the session key until it ends.
 func (r *relay) session(key string, c *websocket.Conn) {
-	m := &member{out: make(chan []byte, sendQueue)}
+	m := &member{out: make(chan frame, sendQueue), gone: make(chan struct{})}
 	// The greeting first: no other member's frame can be queued before it.
-	m.out <- []byte(r.name + " " + r.instance)
-	r.mu.Lock()
-	s := r.sessions[key]
-	if s == nil {
-		s = map[*member]struct{}{}
-		r.sessions[key] = s
-	}
-	s[m] = struct{}{}
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		delete(s, m)
-		if len(s) == 0 {
-			delete(r.sessions, key)
-		}
-		r.mu.Unlock()
-	}()
+	m.out <- frame{websocket.TextMessage, []byte(r.name + " " + r.instance)}
+	s := r.join(key, m)
+	defer r.leave(key, s, m)
 	// The writer owns the socket's writes; it is done before the handler
 	// returns (fasthttp releases the connection then).
-	done, wrote := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
 	defer func() {
 		close(done)
 		c.Close()
-		<-wrote
+		<-m.gone
 	}()
 	go func() {
-		defer close(wrote)
+		defer close(m.gone)
+		// A failed write closes the connection, which ends the reader.
+		defer c.Close()
 		for {
 			select {
-			case msg := <-m.out:
-				c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-				if err := c.WriteMessage(websocket.TextMessage, msg); err != nil {
+			case f := <-m.out:
+				c.SetWriteDeadline(time.Now().Add(writeTimeout))
+				if err := c.WriteMessage(f.kind, f.data); err != nil {
 					return
 				}
 			case <-done:
@@ -157,20 +176,54 @@ func (r *relay) session(key string, c *websocket.Conn) {
 	}()
 	for {
 		c.SetReadDeadline(time.Now().Add(5 * time.Minute))
-		_, msg, err := c.ReadMessage()
+		kind, data, err := c.ReadMessage()
 		if err != nil {
 			return
 		}
-		r.mu.Lock()
-		for o := range r.sessions[key] {
-			if o != m {
-				select {
-				case o.out <- msg:
-				default:
-				}
+		for _, o := range *s.members.Load() {
+			if o == m {
+				continue
+			}
+			select {
+			case o.out <- frame{kind, data}:
+			case <-o.gone:
+			case <-m.gone:
+				return
 			}
 		}
-		r.mu.Unlock()
+	}
+}
+
+// join adds m to key's session, creating it.
+func (r *relay) join(key string, m *member) *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sessions[key]
+	if s == nil {
+		s = &session{}
+		s.members.Store(&[]*member{})
+		r.sessions[key] = s
+	}
+	old := *s.members.Load()
+	next := append(old[:len(old):len(old)], m)
+	s.members.Store(&next)
+	return s
+}
+
+// leave takes m out of its session, and the session away once empty.
+func (r *relay) leave(key string, s *session, m *member) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := *s.members.Load()
+	next := make([]*member, 0, len(old))
+	for _, o := range old {
+		if o != m {
+			next = append(next, o)
+		}
+	}
+	s.members.Store(&next)
+	if len(next) == 0 && r.sessions[key] == s {
+		delete(r.sessions, key)
 	}
 }
 
