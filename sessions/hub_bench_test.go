@@ -257,7 +257,7 @@ func rss(tb testing.TB) int64 {
 }
 
 // waitIdle waits until the edge has n connections and each is idle: nothing
-// queued and no writer running.
+// queued, no writer running, and (where readers park) no reader either.
 func (e *testEdge) waitIdle(tb testing.TB, n int) {
 	tb.Helper()
 	deadline := time.Now().Add(testDeadline)
@@ -266,7 +266,7 @@ func (e *testEdge) waitIdle(tb testing.TB, n int) {
 		e.s.mu.Lock()
 		for p := range e.s.conns {
 			p.out.mu.Lock()
-			if !p.out.writing && p.out.n == 0 {
+			if !p.out.writing && p.out.n == 0 && (!parkSupported || p.reader.Load() == readerParked) {
 				idle++
 			}
 			p.out.mu.Unlock()

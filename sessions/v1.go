@@ -507,33 +507,6 @@ func (h *hub) commit(s *session, upTo uint64) {
 	v.pending = v.pending[:rest]
 }
 
-// readLoopV1 reads ringlb.v1 envelopes until the connection fails or, once
-// stopped, until the peer answers the close.
-func (p *participant) readLoopV1() error {
-	s := p.srv
-	for {
-		kind, r, err := p.conn.NextReader()
-		if err != nil {
-			return err
-		}
-		if p.stopping() {
-			continue
-		}
-		p.extendReadDeadline()
-		f := s.frames.get()
-		f.kind = kind
-		if err := readFrame(f, r); err != nil {
-			f.release()
-			return err
-		}
-		readAt := time.Now()
-		if p.session != nil {
-			p.handleV1(kind, f.payload(), readAt)
-		}
-		f.release()
-	}
-}
-
 // handleV1 acts on one client envelope. Mistakes get an error frame, not
 // a close: an IDE plugin's bug should not cost its user the session.
 func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) {
