@@ -117,35 +117,17 @@ func (rd *wsReader) next() error {
 		return err
 	}
 	b0, b1 := rd.buf[rd.r], rd.buf[rd.r+1]
-	head := 2 + 4 // the mask key follows the length
-	switch b1 & 0x7f {
-	case 126:
-		head += 2
-	case 127:
-		head += 8
-	}
-	if err := rd.need(head, false); err != nil {
-		return err
-	}
-	h := rd.buf[rd.r : rd.r+head]
-	length := uint64(b1 & 0x7f)
-	switch length {
-	case 126:
-		length = uint64(binary.BigEndian.Uint16(h[2:]))
-	case 127:
-		length = binary.BigEndian.Uint64(h[2:])
-	}
-	key := [4]byte(h[head-4:])
-	fin, op := b0&0x80 != 0, int(b0&0x0f)
+	fin, op, length7 := b0&0x80 != 0, int(b0&0x0f), b1&0x7f
 
-	// Every problem of the header at once, as the library reports them.
+	// Every problem of the first two bytes at once, as the library
+	// reports them, before waiting for the rest of the header.
 	var problems []string
 	if b0&0x70 != 0 {
 		problems = append(problems, "RSV bits set") // no extension is negotiated
 	}
 	switch op {
 	case websocket.CloseMessage, websocket.PingMessage, websocket.PongMessage:
-		if length > maxControlPayload {
+		if length7 > maxControlPayload {
 			problems = append(problems, "len > 125 for control")
 		}
 		if !fin {
@@ -169,6 +151,26 @@ func (rd *wsReader) next() error {
 		rd.refuse(websocket.CloseProtocolError, joinProblems(problems))
 		return nil
 	}
+
+	head := 2 + 4 // the mask key follows the length
+	switch length7 {
+	case 126:
+		head += 2
+	case 127:
+		head += 8
+	}
+	if err := rd.need(head, false); err != nil {
+		return err
+	}
+	h := rd.buf[rd.r : rd.r+head]
+	length := uint64(length7)
+	switch length7 {
+	case 126:
+		length = uint64(binary.BigEndian.Uint16(h[2:]))
+	case 127:
+		length = binary.BigEndian.Uint64(h[2:])
+	}
+	key := [4]byte(h[head-4:])
 	rd.r += head
 	p.lastFrame.Store(time.Now().UnixNano())
 
