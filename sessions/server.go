@@ -55,6 +55,11 @@ const (
 	// defaultCloseWait bounds a close handshake: how long the peer has to
 	// answer our close frame before the socket is closed.
 	defaultCloseWait = 2 * time.Second
+	// defaultReaderLinger is how long a reader that got a frame keeps its
+	// goroutine waiting for the next (participant.linger): longer than
+	// the gaps of someone typing or moving a cursor, short beside the
+	// time people spend reading and thinking.
+	defaultReaderLinger = 2 * time.Second
 )
 
 // Buffer sizes. Idle connections dominate an edge (people think between
@@ -122,6 +127,9 @@ type Server struct {
 	writeWait    time.Duration
 	closeWait    time.Duration
 	parkIdle     bool // readers park when their socket has nothing to read
+	// readerLinger: a reader that got a frame waits this long for the
+	// next before parking (participant.linger).
+	readerLinger time.Duration
 
 	draining atomic.Bool // set by a drain or Shutdown: /healthz answers 503
 	// drainStarted is closed when draining begins (Draining).
@@ -174,6 +182,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		writeWait:    defaultWriteWait,
 		closeWait:    defaultCloseWait,
 		parkIdle:     true,
+		readerLinger: defaultReaderLinger,
 		conns:        make(map[*participant]struct{}),
 		drainStarted: make(chan struct{}),
 	}

@@ -71,6 +71,7 @@ type wsReader struct {
 	// destroy the close frame on its way.
 	discard bool
 	noPark  bool // parking failed once: block in reads from now on
+	heard   bool // a frame came while this reader ran: linger before parking
 
 	// tryFn is tryRead bound to this reader, made once with it: the
 	// non-blocking read passes it to RawConn.Read without allocating.
@@ -99,7 +100,7 @@ func (rd *wsReader) release() {
 	s := rd.p.srv
 	// Reset field by field: the buffer's bytes need no clearing.
 	rd.p, rd.r, rd.w, rd.msg, rd.deadline, rd.deadlineSet, rd.hijacked = nil, 0, 0, nil, time.Time{}, false, nil
-	rd.discard, rd.noPark, rd.tryDst, rd.tryN, rd.tryErr = false, false, nil, 0, nil
+	rd.discard, rd.noPark, rd.heard, rd.tryDst, rd.tryN, rd.tryErr = false, false, false, nil, 0, nil
 	s.readers.Put(rd)
 }
 
@@ -173,6 +174,7 @@ func (rd *wsReader) next() error {
 	key := [4]byte(h[head-4:])
 	rd.r += head
 	p.lastFrame.Store(time.Now().UnixNano())
+	rd.heard = true
 
 	if op >= websocket.CloseMessage {
 		n := int(length)
