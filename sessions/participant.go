@@ -73,6 +73,12 @@ type participant struct {
 	// closeBy is when the close handshake gives up (Unix ns), once the
 	// writer has sent the close frame; 0 before.
 	closeBy atomic.Int64
+	// readDeadline is the read deadline the readers last set on the
+	// socket (Unix ns, 0: none), so they set it only when it changes.
+	// Touched by the running reader only (readers follow one another
+	// through p.reader); the writer sets one only once closing, when
+	// readers follow closeDeadline, which it also sets.
+	readDeadline int64
 
 	// out is what the writer has to do, under its own lock (never held
 	// while taking a session lock, nor across a write).
@@ -324,15 +330,37 @@ func (p *participant) linger() bool {
 	if s.readerLinger <= 0 {
 		return false
 	}
-	deadline := time.Now().Add(s.readerLinger)
+	now := time.Now()
+	deadline := now.Add(s.readerLinger)
 	if silent := time.Unix(0, p.lastFrame.Load()).Add(s.pongWait); silent.Before(deadline) {
 		deadline = silent
 	}
-	if err := p.raw.SetReadDeadline(deadline); err != nil {
-		return true
+	// A deadline set by the last linger, still between half and all of
+	// readerLinger away, is kept: one timer update less per msg of a
+	// participant that keeps sending.
+	if d := p.readDeadline; d == 0 || d < now.Add(s.readerLinger/2).UnixNano() || d > deadline.UnixNano() {
+		if err := p.setReadDeadline(deadline); err != nil {
+			return true
+		}
 	}
 	err := p.rc.Read(readable)
 	return !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// setReadDeadline sets the socket's read deadline unless it is so already.
+func (p *participant) setReadDeadline(t time.Time) error {
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	if ns == p.readDeadline {
+		return nil
+	}
+	if err := p.raw.SetReadDeadline(t); err != nil {
+		return err
+	}
+	p.readDeadline = ns
+	return nil
 }
 
 // park lets the reader's goroutine go: the socket is armed in the poller,

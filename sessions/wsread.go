@@ -57,10 +57,6 @@ type wsReader struct {
 	// msg is the data message being assembled from its fragments; nil
 	// between messages.
 	msg *frame
-	// deadline is the read deadline this reader last set on the socket
-	// (deadlineSet: it has set one; another reader may have left any).
-	deadline    time.Time
-	deadlineSet bool
 	// hijacked, until it has nothing more, is fasthttp's view of the
 	// socket: bytes a client sent right behind its handshake (RFC 6455
 	// says wait for the 101; some do not) wait in fasthttp's reader.
@@ -99,7 +95,7 @@ func (rd *wsReader) release() {
 	}
 	s := rd.p.srv
 	// Reset field by field: the buffer's bytes need no clearing.
-	rd.p, rd.r, rd.w, rd.msg, rd.deadline, rd.deadlineSet, rd.hijacked = nil, 0, 0, nil, time.Time{}, false, nil
+	rd.p, rd.r, rd.w, rd.msg, rd.hijacked = nil, 0, 0, nil, nil
 	rd.discard, rd.noPark, rd.heard, rd.tryDst, rd.tryN, rd.tryErr = false, false, false, nil, 0, nil
 	s.readers.Put(rd)
 }
@@ -364,10 +360,13 @@ func (rd *wsReader) read(dst []byte, boundary bool) (int, error) {
 		if !time.Now().Before(silentAt) {
 			return 0, errSilent
 		}
-		// No deadline: this read does not wait, and a parked reader's
-		// silence is its ping timer's to notice (participant.pingDue).
-		if err := rd.setDeadline(time.Time{}); err != nil {
-			return 0, err
+		// This read does not wait: any deadline not passed yet will do
+		// (the linger's, most often), and a parked reader's silence is
+		// its ping timer's to notice (participant.pingDue).
+		if d := p.readDeadline; d != 0 && d <= time.Now().UnixNano() {
+			if err := p.setReadDeadline(time.Time{}); err != nil {
+				return 0, err
+			}
 		}
 		n, err := rd.readNow(dst)
 		if n > 0 || !errors.Is(err, errWouldBlock) {
@@ -379,24 +378,10 @@ func (rd *wsReader) read(dst []byte, boundary bool) (int, error) {
 	if stopping {
 		deadline = p.closeDeadline(time.Now())
 	}
-	if err := rd.setDeadline(deadline); err != nil {
+	if err := p.setReadDeadline(deadline); err != nil {
 		return 0, err
 	}
 	return p.raw.Read(dst)
-}
-
-// setDeadline sets the socket's read deadline unless this reader set it
-// so already (the writer sets it only once closing, when readers use
-// closeDeadline, which it follows).
-func (rd *wsReader) setDeadline(t time.Time) error {
-	if rd.deadlineSet && t.Equal(rd.deadline) {
-		return nil
-	}
-	if err := rd.p.raw.SetReadDeadline(t); err != nil {
-		return err
-	}
-	rd.deadline, rd.deadlineSet = t, true
-	return nil
 }
 
 // readNow reads what the socket holds without waiting: errWouldBlock when
@@ -422,7 +407,7 @@ func (rd *wsReader) readNow(dst []byte) (int, error) {
 // read deadline in the past, fasthttp's reader returns what it buffered
 // and the socket returns a timeout at once, without reading a byte.
 func (rd *wsReader) readHijacked(dst []byte) (n int, ok bool, err error) {
-	if err := rd.setDeadline(time.Unix(1, 0)); err != nil {
+	if err := rd.p.setReadDeadline(time.Unix(1, 0)); err != nil {
 		return 0, true, err
 	}
 	n, err = rd.hijacked.Read(dst)
