@@ -1,8 +1,10 @@
 package sessions
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -312,7 +314,12 @@ func (p *participant) read(hijacked net.Conn) (parked bool) {
 			rd.noPark = true
 		default:
 			rd.release()
-			return false // the peer closed or went silent, the socket broke
+			// The peer closed or went silent, the socket broke, or our
+			// close handshake ended.
+			if p.srv.log.Enabled(context.Background(), slog.LevelDebug) && !errors.Is(err, errPeerClosed) {
+				p.srv.log.Debug("connection ended", "participant", p.id, "reason", err, "stopping", p.stopping())
+			}
+			return false
 		}
 	}
 }
