@@ -370,10 +370,10 @@ func (rd *wsReader) read(dst []byte, boundary bool) (int, error) {
 		}
 		n, err := rd.readNow(dst)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			// A deadline taken for not passed yet had passed by the
-			// runtime's clock (monotonic; readDeadline is the wall's,
-			// which NTP may slew): none, and again. Ending here closed a
-			// live participant (bench/edge-direct.sh load-raw).
+			// The deadline left by the linger passed between the check
+			// above and this read (a frame that came just as the linger
+			// ended): none, and again. Ending here closed a live
+			// participant (bench/edge-direct.sh load-raw).
 			if err := p.setReadDeadline(time.Time{}); err != nil {
 				return 0, err
 			}

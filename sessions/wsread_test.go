@@ -310,11 +310,12 @@ func TestLingerDeadlineNeverDropsAPeer(t *testing.T) {
 }
 
 // TestStaleDeadlineNeverDropsAPeer: a reader that finds the socket's read
-// deadline passed, where it believed it was still ahead (the runtime counts
-// deadlines on the monotonic clock; the edge's note of it is the wall's),
-// reads on instead of ending the connection. It did end it: a live
-// participant closed mid-run (bench/edge-direct.sh load-raw, "raw-read:
-// i/o timeout", 19 and 34 msgs lost in two runs of ~87,000).
+// deadline passed, where it saw it still ahead an instant before (the
+// linger's deadline, passing between the look and the read), reads on
+// instead of ending the connection. It did end it: a live participant
+// closed mid-run (bench/edge-direct.sh load-raw, "raw-read: i/o timeout",
+// 19 and 34 msgs lost in two runs of ~87,000; the deadline had passed
+// 180 µs before the read that failed).
 func TestStaleDeadlineNeverDropsAPeer(t *testing.T) {
 	if !parkSupported {
 		t.Skip("readers park on Linux only")
