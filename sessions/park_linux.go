@@ -169,19 +169,3 @@ func (rd *wsReader) tryRead(fd uintptr) bool {
 		return true
 	}
 }
-
-// readable is RawConn.Read's callback for participant.linger: true when
-// the socket has a byte to read, or an end or an error to report (the
-// reader's read finds out which); false makes the runtime wait for it.
-// poll(2) with no timeout looks without reading (and, unlike a peeking
-// recv, without allocating).
-func readable(fd uintptr) bool {
-	fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds[:], 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		return n != 0 || err != nil
-	}
-}

@@ -24,5 +24,3 @@ func (rd *wsReader) tryRead(uintptr) bool {
 	rd.tryErr = errWouldBlock
 	return true
 }
-
-func readable(uintptr) bool { return true }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,8 +36,8 @@ const (
 //
 // An idle participant, most of an edge's, has no goroutine at all. The
 // reader parks as soon as its socket has nothing more to read, between
-// messages (after readerLinger if a frame came while it ran): its
-// goroutine ends, its read buffer goes back to the pool, and
+// messages (after waiting readerLinger for one more if a frame came while
+// it ran): its goroutine ends, its read buffer goes back to the pool, and
 // the socket waits in the Server's epoll set (park_linux.go), which starts
 // a reader again when bytes come. The writer goroutine runs only while there is
 // something to write (queued frames, a pong, a ping, the close frame); the
@@ -299,12 +298,7 @@ func (p *participant) read(hijacked net.Conn) (parked bool) {
 		switch {
 		case err == nil:
 		case errors.Is(err, errPark):
-			heard := rd.heard
 			rd.release()
-			if heard && p.linger() {
-				rd = p.srv.getReader(p, nil)
-				continue
-			}
 			if p.park() {
 				return true
 			}
@@ -322,36 +316,6 @@ func (p *participant) read(hijacked net.Conn) (parked bool) {
 			return false
 		}
 	}
-}
-
-// linger waits up to readerLinger for the socket to have something to read,
-// holding no buffer (only its goroutine), and reports whether it has (or
-// the wait ended otherwise than by its deadline: the reader finds out
-// what). A participant that has just sent is likely to send again soon
-// (typing, a cursor moving), and waking a parked reader costs more than
-// keeping this one blocked: a goroutine start, an epoll_ctl, a hop through
-// the poller's goroutine (+30 % edge CPU and +0.08 ms p50 at 1 msg/s per
-// participant without it, bench/RESULTS.md).
-func (p *participant) linger() bool {
-	s := p.srv
-	if s.readerLinger <= 0 {
-		return false
-	}
-	now := time.Now()
-	deadline := now.Add(s.readerLinger)
-	if silent := time.Unix(0, p.lastFrame.Load()).Add(s.pongWait); silent.Before(deadline) {
-		deadline = silent
-	}
-	// A deadline set by the last linger, still between half and all of
-	// readerLinger away, is kept: one timer update less per msg of a
-	// participant that keeps sending.
-	if d := p.readDeadline; d == 0 || d < now.Add(s.readerLinger/2).UnixNano() || d > deadline.UnixNano() {
-		if err := p.setReadDeadline(deadline); err != nil {
-			return true
-		}
-	}
-	err := p.rc.Read(readable)
-	return !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // setReadDeadline sets the socket's read deadline unless it is so already.

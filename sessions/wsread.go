@@ -26,8 +26,11 @@ import (
 // still the library's (Server.serveWebSocket).
 
 // wsReadBufferSize is the socket read buffer of a running reader (pooled
-// with it): 64 small frames of a burst come in one read.
-const wsReadBufferSize = 4 << 10
+// with it): a dozen small frames of a burst come in one read, a large
+// frame's payload is read past it, straight into its frame. The size the
+// library's reader kept in every connection: a reader that lingers holds
+// what every connection held before.
+const wsReadBufferSize = 1 << 10
 
 // maxControlPayload bounds a control frame's payload (RFC 6455 5.5).
 const maxControlPayload = 125
@@ -67,7 +70,7 @@ type wsReader struct {
 	// destroy the close frame on its way.
 	discard bool
 	noPark  bool // parking failed once: block in reads from now on
-	heard   bool // a frame came while this reader ran: linger before parking
+	heard   bool // a frame came while this reader ran: it lingers before parking
 
 	// tryFn is tryRead bound to this reader, made once with it: the
 	// non-blocking read passes it to RawConn.Read without allocating.
@@ -341,11 +344,12 @@ func (rd *wsReader) fill(boundary bool) error {
 }
 
 // read reads from the socket into dst. At a boundary (no message in
-// progress, nothing unread) of a participant that may park, it does not
-// wait: it reads what is there, or returns errPark (errSilent once the peer
-// has been silent for pongWait). Otherwise it blocks until the deadline the
-// participant's state calls for: closing, until the close handshake's end
-// (closeDeadline); else pongWait after the last frame.
+// progress, nothing unread) of a participant that may park, it returns
+// errPark when nothing comes: at once if no frame came while this reader
+// ran, else after lingering (errSilent once the peer has been silent for
+// pongWait). Otherwise it blocks until the deadline the participant's state
+// calls for: closing, until the close handshake's end (closeDeadline); else
+// pongWait after the last frame.
 func (rd *wsReader) read(dst []byte, boundary bool) (int, error) {
 	p := rd.p
 	s := p.srv
@@ -357,8 +361,12 @@ func (rd *wsReader) read(dst []byte, boundary bool) (int, error) {
 	stopping := p.stopping()
 	silentAt := time.Unix(0, p.lastFrame.Load()).Add(s.pongWait)
 	if boundary && !stopping && !rd.noPark && p.parkable() {
-		if !time.Now().Before(silentAt) {
+		now := time.Now()
+		if !now.Before(silentAt) {
 			return 0, errSilent
+		}
+		if rd.heard && s.readerLinger > 0 {
+			return rd.linger(dst, now, silentAt)
 		}
 		// This read does not wait: any deadline not passed yet will do
 		// (the linger's, most often), and a parked reader's silence is
@@ -392,6 +400,40 @@ func (rd *wsReader) read(dst []byte, boundary bool) (int, error) {
 		return 0, err
 	}
 	return p.raw.Read(dst)
+}
+
+// linger blocks in a read until readerLinger after the last frame: a
+// participant that has just sent is likely to send again soon (typing, a
+// cursor moving), and waking a parked reader costs more than keeping this
+// one blocked (an epoll_ctl, a hop through the poller's goroutine, a
+// goroutine start: +30 % edge CPU and +0.08 ms p50 at 1 msg/s per
+// participant when every reader parked between msgs, bench/RESULTS.md).
+// A timeout is errPark.
+func (rd *wsReader) linger(dst []byte, now, silentAt time.Time) (int, error) {
+	p := rd.p
+	s := p.srv
+	until := time.Unix(0, p.lastFrame.Load()).Add(s.readerLinger)
+	if silentAt.Before(until) {
+		until = silentAt
+	}
+	// A deadline set by an earlier linger, still between half and all of
+	// readerLinger away, is kept: one timer update less per msg of a
+	// participant that keeps sending.
+	if d := p.readDeadline; d == 0 || d < now.Add(s.readerLinger/2).UnixNano() || d > until.UnixNano() {
+		if err := p.setReadDeadline(until); err != nil {
+			return 0, err
+		}
+	}
+	n, err := p.raw.Read(dst)
+	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		if !time.Now().Before(silentAt) {
+			return 0, errSilent
+		}
+		// Parking sees a stop that came meanwhile (the writer's close
+		// deadline may be what passed) and reads on.
+		return 0, errPark
+	}
+	return n, err
 }
 
 // readNow reads what the socket holds without waiting: errWouldBlock when
