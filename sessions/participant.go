@@ -302,8 +302,9 @@ func (p *participant) read(hijacked net.Conn) (parked bool) {
 			if p.park() {
 				return true
 			}
-			// Stopped meanwhile, or the socket cannot be watched: read
-			// on, blocking.
+			// Stopped meanwhile, or the socket cannot be watched now
+			// (no epoll: out of descriptors): read on, blocking, until
+			// the next frame.
 			rd = p.srv.getReader(p, nil)
 			rd.noPark = true
 		default:

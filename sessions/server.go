@@ -115,11 +115,12 @@ type Server struct {
 	readers sync.Pool
 	// poll wakes parked readers (park_linux.go); made by the first park
 	// (parker), closed by Shutdown.
-	pollMu     sync.Mutex
-	poll       *poller
-	pollFailed bool // newPoller failed: readers never park
-	data       *fasthttp.Server
-	admin      *http.Server
+	pollMu      sync.Mutex
+	poll        *poller
+	pollRetryAt time.Time // newPoller failed: not tried again before
+	pollShut    bool      // Shutdown has closed it: never made again
+	data        *fasthttp.Server
+	admin       *http.Server
 
 	// Keepalive and close timings; fields so tests can shorten them.
 	pingInterval time.Duration
@@ -464,24 +465,28 @@ func (s *Server) serveConn(hijacked net.Conn, key, head []byte, info joinInfo) {
 	go p.run(key, head, hijacked) // finish unregisters p
 }
 
+// pollRetry is how long after a failed newPoller the next is tried.
+const pollRetry = 10 * time.Second
+
 // parker returns the poller that wakes parked readers, made on first use;
-// nil when readers cannot park (not Linux, epoll refused, or Shutdown has
-// begun).
+// nil when readers cannot park (not Linux, Shutdown has begun, or epoll
+// refused: out of descriptors, most likely, under load or attack; the
+// readers then block in their reads as before, and it is tried again
+// pollRetry later, so the edge parks again once descriptors are back).
 func (s *Server) parker() *poller {
 	s.pollMu.Lock()
 	defer s.pollMu.Unlock()
-	if s.poll == nil && !s.pollFailed && !s.closingNow() {
-		pl, err := newPoller()
-		if err != nil {
-			s.pollFailed = true
-			if parkSupported {
-				s.log.Warn("idle connections keep their reader goroutine", "err", err)
-			}
-			return nil
-		}
-		s.poll = pl
+	if s.poll != nil || s.pollShut || !parkSupported || time.Now().Before(s.pollRetryAt) || s.closingNow() {
+		return s.poll
 	}
-	return s.poll
+	pl, err := newPoller()
+	if err != nil {
+		s.pollRetryAt = time.Now().Add(pollRetry)
+		s.log.Warn("idle connections keep their reader goroutine for now", "err", err, "retry_in", pollRetry)
+		return nil
+	}
+	s.poll = pl
+	return pl
 }
 
 func (s *Server) closingNow() bool {
@@ -567,7 +572,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.poll.close()
 		s.poll = nil
 	}
-	s.pollFailed = true
+	s.pollShut = true
 	s.pollMu.Unlock()
 	if o := s.hub.owner.Load(); o != nil {
 		o.close()

@@ -69,7 +69,7 @@ type wsReader struct {
 	// that unread data does not make the kernel reset the connection and
 	// destroy the close frame on its way.
 	discard bool
-	noPark  bool // parking failed once: block in reads from now on
+	noPark  bool // parking failed: block in reads until a frame comes
 	heard   bool // a frame came while this reader ran: it lingers before parking
 
 	// tryFn is tryRead bound to this reader, made once with it: the
@@ -174,6 +174,7 @@ func (rd *wsReader) next() error {
 	rd.r += head
 	p.lastFrame.Store(time.Now().UnixNano())
 	rd.heard = true
+	rd.noPark = false // try parking again at the next boundary
 
 	if op >= websocket.CloseMessage {
 		n := int(length)

@@ -347,3 +347,27 @@ func TestStaleDeadlineNeverDropsAPeer(t *testing.T) {
 		t.Fatalf("got %q, %v: the participant was dropped", data, err)
 	}
 }
+
+// TestRelayWithoutEpoll: when the epoll set cannot be made (out of
+// descriptors), readers block in their reads as before, and frames still
+// go both ways.
+func TestRelayWithoutEpoll(t *testing.T) {
+	e := startEdge(t, configs.Edge{}, func(s *Server) { s.pollRetryAt = time.Now().Add(time.Hour) })
+	a := e.join(t, "no-epoll")
+	b := e.join(t, "no-epoll")
+	for i, pair := range [][2]*websocket.Conn{{a, b}, {b, a}, {a, b}} {
+		if err := pair[0].WriteMessage(websocket.TextMessage, []byte{'0' + byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, data, err := pair[1].ReadMessage(); err != nil || string(data) != string(rune('0'+i)) {
+			t.Fatalf("frame %d: %q, %v", i, data, err)
+		}
+	}
+	e.s.mu.Lock()
+	defer e.s.mu.Unlock()
+	for p := range e.s.conns {
+		if p.reader.Load() == readerParked {
+			t.Fatal("a reader parked without an epoll set")
+		}
+	}
+}
