@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -91,16 +92,69 @@ func (f *frame) release() {
 
 // framePool recycles frames with their buffers, so relaying a message does
 // not allocate once the pool is warm. One pool per Server (no package state).
-type framePool struct{ p sync.Pool }
+type framePool struct {
+	p    sync.Pool
+	size int // capacity of a new frame's buffer; 0: frameBufferSize
+}
 
 // get returns an empty frame holding one reference (the caller's).
 func (fp *framePool) get() *frame {
 	f, _ := fp.p.Get().(*frame)
 	if f == nil {
-		f = &frame{buf: make([]byte, frameHeadroom, frameBufferSize), pool: fp}
+		size := fp.size
+		if size == 0 {
+			size = frameBufferSize
+		}
+		f = &frame{buf: make([]byte, frameHeadroom, size), pool: fp}
 	}
 	f.refs.Store(1)
 	return f
+}
+
+// textPools recycles the frames the edge writes itself (ringlb.v1's msg,
+// ack and pong) by size class, so that a msg encoded once for all its
+// recipients and its session's history allocates nothing once the pools
+// are warm, while a frame kept in a history holds about its own size: a
+// class is at most a quarter over what it holds (four classes per
+// doubling, from 64 bytes to maxPooledFrame).
+type textPools struct{ classes [textClasses]framePool }
+
+const textClasses = 42 // textClass(maxPooledFrame) + 1
+
+// init sizes the classes' pools.
+func (tp *textPools) init() {
+	tp.classes[0].size = 64
+	for c := 1; c < textClasses; c++ {
+		e, k := 7+(c-1)/4, (c-1)%4+1
+		half := 1 << (e - 1)
+		tp.classes[c].size = half + k*half/4
+	}
+}
+
+// textClass returns the class of a frame of n bytes (headroom included)
+// and the buffer capacity of that class.
+func textClass(n int) (class, capacity int) {
+	if n <= 64 {
+		return 0, 64
+	}
+	e := bits.Len(uint(n - 1)) // 2^(e-1) < n <= 2^e
+	half := 1 << (e - 1)
+	step := half / 4
+	k := (n - half + step - 1) / step // 1..4
+	return (e-7)*4 + k, half + k*step
+}
+
+// get returns an empty frame with room for size payload bytes, holding
+// one reference; beyond maxPooledFrame an unpooled one.
+func (tp *textPools) get(size int) *frame {
+	n := frameHeadroom + size
+	if n > maxPooledFrame {
+		f := &frame{buf: make([]byte, frameHeadroom, n)}
+		f.refs.Store(1)
+		return f
+	}
+	class, _ := textClass(n)
+	return tp.classes[class].get()
 }
 
 func (fp *framePool) put(f *frame) {

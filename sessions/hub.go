@@ -38,6 +38,8 @@ type hub struct {
 	idleGrace   time.Duration // how long a v1 session outlives its last participant
 	historyMsgs int           // edge.history.messages
 	historyByte int           // edge.history.bytes
+	// texts recycles the frames v1 writes per msg (msg, ack, pong).
+	texts textPools
 	// expired, when set (tests only), is called when an idle session is freed.
 	expired func(key string)
 	// owner, once set (UseCluster), is told under the shard lock when a
@@ -105,6 +107,7 @@ type session struct {
 
 func newHub(maxParticipants int, m *metrics) *hub {
 	h := &hub{maxParticipants: maxParticipants, metrics: m, seed: maphash.MakeSeed(), users: make(map[string]int)}
+	h.texts.init()
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.sessions = make(map[string]*session)

@@ -1,11 +1,14 @@
 package sessions
 
 import (
+	"context"
+	"encoding/binary"
 	"errors"
-	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -28,74 +31,133 @@ const (
 )
 
 // participant is one WebSocket connection joined (or joining) a session.
-// Its reader goroutine (run) owns it and waits for its writer; the hub only
-// enqueues frames to it.
+// Its reader (wsread.go) owns it and waits for its writer at the end; the
+// hub only enqueues frames to it.
 //
-// The writer goroutine runs only while there is something to write (queued
-// frames, a pong, a ping, the close frame) and ends when the queue is
-// empty; the queue grows with use up to send_queue frames. An idle
-// participant, most of an edge's, thus costs one goroutine (the reader, in
-// its read) and no queue.
+// An idle participant, most of an edge's, has no goroutine at all. The
+// reader parks as soon as its socket has nothing more to read, between
+// messages (after waiting readerLinger for one more if a frame came while
+// it ran): its goroutine ends, its read buffer goes back to the pool, and
+// the socket waits in the Server's epoll set (park_linux.go), which starts
+// a reader again when bytes come. The writer goroutine runs only while there is
+// something to write (queued frames, a pong, a ping, the close frame); the
+// send queue grows with use up to send_queue frames. What is left of an
+// idle participant is this struct, its socket, its ping timer and its
+// share of the session.
 type participant struct {
 	srv      *Server
-	conn     *websocket.Conn
 	joinInfo // who it is and how it speaks (v1.go); set before run
 	// admitted: the join was counted in its shard's admitting
 	// (hub.reserve) and hub.join uncounts it.
 	admitted bool
-	// raw is the TCP connection under conn. fasthttp hands the handler a
-	// wrapper whose Close does nothing (fasthttp closes the socket when the
+	// armed: the socket is in the poller's epoll set (under its lock).
+	armed bool
+	// fd is the socket's descriptor, the poller's key, and rc reaches it
+	// for the reader's non-blocking reads; rc nil: the reader never parks.
+	fd int32
+	rc syscall.RawConn
+	// raw is the TCP connection. fasthttp hands the handler a wrapper
+	// whose Close does nothing (fasthttp closes the socket when the
 	// handler returns), so waking a blocked reader needs the real one.
 	raw net.Conn
 	// session is set by hub.join before the reader relays anything and read
-	// by the reader goroutine only.
+	// by the reader only.
 	session *session
 	stopped atomic.Bool // set by the first stop
+	// reader is readerRunning while a goroutine reads, readerParked while
+	// none does (the socket is armed), readerEnded at the end. Whoever
+	// moves it from parked to running starts the reader (unpark).
+	reader atomic.Int32
+	// lastFrame is when the last frame (data or control) began (Unix ns):
+	// a peer silent for pongWait is dropped.
+	lastFrame atomic.Int64
+	// closeBy is when the close handshake gives up (Unix ns), once the
+	// writer has sent the close frame; 0 before.
+	closeBy atomic.Int64
+	// readDeadline is the read deadline the readers last set on the
+	// socket (Unix ns, 0: none), so they set it only when it changes.
+	// Touched by the running reader only (readers follow one another
+	// through p.reader); the writer sets one only once closing, when
+	// readers follow closeDeadline, which it also sets.
+	readDeadline int64
 
 	// out is what the writer has to do, under its own lock (never held
 	// while taking a session lock, nor across a write).
 	out struct {
 		mu sync.Mutex
 		// queue is a ring of frames (head, n), each holding a reference
-		// released by the writer (or by run on exit). It grows by
+		// released by the writer (or by finish). It grows by
 		// doubling up to limit frames: the bounded send queue.
 		queue   []*frame
 		head, n int
 		limit   int
 		// pong holds the payload of the latest ping from the peer until
 		// the writer answers it (RFC 6455 5.5.3 allows answering only the
-		// latest). The reader must not write the pong itself: the writer's
-		// frames bypass the library's write lock, and the library's pong
-		// would cut the deadline of a frame write in progress to its own 1s.
+		// latest). Only the writer writes to the socket.
 		pong    string
 		pongDue bool
 		pingDue bool
 		// stopDue is set by stop with code and reason (0: close without a
-		// close frame: the peer closed, or the socket broke); closing is
+		// close frame: the socket broke, or the reader ended); closing is
 		// set once the writer has begun the close handshake.
 		stopDue bool
 		code    int
 		reason  string
 		closing bool
 		writing bool // a writer goroutine runs
-		ended   bool // run has ended: no writer starts any more
+		ended   bool // the reader has ended: no writer starts any more
 		// greeting: the 101 is not written yet (run writes it once the
 		// participant has joined); frames queue, no writer starts.
 		greeting bool
+		// sockClosed: closeSocket has run; the poller arms no more.
+		sockClosed bool
 	}
 	writers sync.WaitGroup // the writer goroutine, while it runs
-	// writeFn and pingFn are p.writeLoop and p.pingDue as func values,
-	// made once: `go p.writeFn()` then allocates nothing.
-	writeFn, pingFn func()
-	pinger          *time.Timer // makes a ping due every pingInterval
+	// writeFn, pingFn and resumeFn are p.writeLoop, p.pingDue and p.resume
+	// as func values, made once: `go p.writeFn()` then allocates nothing.
+	writeFn, pingFn, resumeFn func()
+	pinger                    *time.Timer // makes a ping due every pingInterval
 }
 
-func newParticipant(s *Server, conn *websocket.Conn) *participant {
-	p := &participant{srv: s, conn: conn, raw: rawConn(conn.NetConn())}
+// Reader states (participant.reader).
+const (
+	readerRunning int32 = iota
+	readerParked
+	readerEnded
+)
+
+func newParticipant(s *Server, raw net.Conn) *participant {
+	p := &participant{srv: s, raw: raw}
+	p.fd, p.rc = socketFD(raw)
 	p.out.limit = s.cfg.SendQueue
 	p.out.greeting = true
-	p.writeFn, p.pingFn = p.writeLoop, p.pingDue
+	p.writeFn, p.pingFn, p.resumeFn = p.writeLoop, p.pingDue, p.resume
 	return p
+}
+
+// socketFD returns c's descriptor and raw access to it, or nil when it has
+// none to watch. c may wrap the socket (acceptguard.Conn does: NetConn).
+func socketFD(c net.Conn) (int32, syscall.RawConn) {
+	for {
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = w.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok || !parkSupported {
+		return -1, nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, nil
+	}
+	fd := int32(-1)
+	if err := rc.Control(func(d uintptr) { fd = int32(d) }); err != nil {
+		return -1, nil
+	}
+	return fd, rc
 }
 
 // enqueue adds f (one reference of the caller's, taken over) to the send
@@ -141,8 +203,13 @@ func (p *participant) wakeWriter() {
 	go p.writeFn()
 }
 
-// pingDue makes the writer ping the peer (the pinger's callback).
+// pingDue makes the writer ping the peer (the pinger's callback). A parked
+// reader has no read deadline running: a peer silent for pongWait is found
+// here, and its reader started to end it.
 func (p *participant) pingDue() {
+	if p.reader.Load() == readerParked && time.Now().UnixNano()-p.lastFrame.Load() >= int64(p.srv.pongWait) {
+		p.unpark()
+	}
 	p.out.mu.Lock()
 	p.out.pingDue = true
 	p.wakeWriter()
@@ -161,35 +228,33 @@ func (p *participant) stop(code int, reason string) bool {
 	o.stopDue, o.code, o.reason = true, code, reason
 	p.wakeWriter()
 	o.mu.Unlock()
+	// A parked reader must run again: it waits for the peer's answer to
+	// the close (or the closeWait deadline) and ends the connection.
+	p.unpark()
 	return true
+}
+
+// pongDue makes the writer answer a ping from the peer with data.
+func (p *participant) pongDue(data string) {
+	o := &p.out
+	o.mu.Lock()
+	o.pong, o.pongDue = data, true
+	p.wakeWriter()
+	o.mu.Unlock()
 }
 
 func (p *participant) stopping() bool { return p.stopped.Load() }
 
-// run serves the connection until it closes: it joins the session of key,
-// writes the handshake's answer (head, the 101) and reads frames into the
-// hub. The 101 goes out only once the participant is in the session, so a
-// client holding it gets every frame sent after that; what the join queued
-// (a refusal's close, v1's welcome) follows it. On return the participant
-// has left its session, its writer has stopped, its queue is released and
-// the socket is closed.
-func (p *participant) run(key, head []byte) {
+// run serves the connection until it closes or parks: it joins the
+// session of key, writes the handshake's answer (head, the 101) and reads
+// frames into the hub. The 101 goes out only once the participant is in
+// the session, so a client holding it gets every frame sent after that;
+// what the join queued (a refusal's close, v1's welcome) follows it.
+// hijacked is fasthttp's view of the socket, which may hold bytes the
+// client sent behind its handshake.
+func (p *participant) run(key, head []byte, hijacked net.Conn) {
 	s := p.srv
-	p.conn.SetReadLimit(int64(s.cfg.MaxMessageBytes))
-	p.conn.SetPongHandler(func(string) error {
-		p.extendReadDeadline()
-		return nil
-	})
-	p.conn.SetPingHandler(func(data string) error {
-		p.extendReadDeadline()
-		o := &p.out
-		o.mu.Lock()
-		o.pong, o.pongDue = data, true
-		p.wakeWriter()
-		o.mu.Unlock()
-		return nil
-	})
-	p.extendReadDeadline()
+	p.lastFrame.Store(time.Now().UnixNano())
 	p.pinger = time.AfterFunc(s.pingInterval, p.pingFn)
 
 	if err := s.hub.join(key, p); errors.Is(err, errSessionMoved) {
@@ -204,18 +269,137 @@ func (p *participant) run(key, head []byte) {
 		s.joined(string(key))
 	}
 	p.greet(head)
-
-	err := p.readLoop()
-	var ce *websocket.CloseError
-	switch {
-	case errors.As(err, &ce):
-		p.stop(0, "") // the peer closed; the library has answered its close frame
-	case errors.Is(err, websocket.ErrReadLimit):
-		// The library has sent 1009 already; stop records why.
-		p.stop(closeTooBig, "message too big")
-	default:
-		p.stop(0, "") // timeout, reset, EOF, or the end of our own close handshake
+	if !p.read(hijacked) {
+		p.finish()
 	}
+}
+
+// resume is a reader started by unpark.
+func (p *participant) resume() {
+	if !p.read(nil) {
+		p.finish()
+	}
+}
+
+// unpark starts a reader for a parked participant (bytes came, it was
+// stopped, or its peer has been silent too long); a no-op otherwise.
+func (p *participant) unpark() {
+	if p.reader.CompareAndSwap(readerParked, readerRunning) {
+		go p.resumeFn()
+	}
+}
+
+// read reads frames into the hub until the connection ends (false) or the
+// reader parks (true: the goroutine may end; unpark starts another).
+func (p *participant) read(hijacked net.Conn) (parked bool) {
+	rd := p.srv.getReader(p, hijacked)
+	for {
+		err := rd.next()
+		switch {
+		case err == nil:
+		case errors.Is(err, errPark):
+			rd.release()
+			if p.park() {
+				return true
+			}
+			// Stopped meanwhile, or the socket cannot be watched now
+			// (no epoll: out of descriptors): read on, blocking, until
+			// the next frame.
+			rd = p.srv.getReader(p, nil)
+			rd.noPark = true
+		default:
+			rd.release()
+			// The peer closed or went silent, the socket broke, or our
+			// close handshake ended.
+			if p.srv.log.Enabled(context.Background(), slog.LevelDebug) && !errors.Is(err, errPeerClosed) {
+				p.srv.log.Debug("connection ended", "participant", p.id, "reason", err, "stopping", p.stopping())
+			}
+			return false
+		}
+	}
+}
+
+// setReadDeadline sets the socket's read deadline unless it is so already.
+func (p *participant) setReadDeadline(t time.Time) error {
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	if ns == p.readDeadline {
+		return nil
+	}
+	if err := p.raw.SetReadDeadline(t); err != nil {
+		return err
+	}
+	p.readDeadline = ns
+	return nil
+}
+
+// park lets the reader's goroutine go: the socket is armed in the poller,
+// which starts a reader when a byte comes. It reports false when the
+// caller must read on instead (it was stopped meanwhile, or arming
+// failed). The reader holds nothing at this point (no buffer, no message),
+// as another reader may start before park returns.
+func (p *participant) park() bool {
+	pl := p.srv.parker()
+	if pl == nil {
+		return false
+	}
+	p.reader.Store(readerParked)
+	if err := pl.arm(p); err != nil {
+		// Socket closed (or epoll refused it): whoever wins the state
+		// reads on and finds the end.
+		return !p.reader.CompareAndSwap(readerParked, readerRunning)
+	}
+	// stop sets stopped, then unparks; we set parked, then look at
+	// stopped: one of the two sees the other, so a stop is never missed.
+	if p.stopping() && p.reader.CompareAndSwap(readerParked, readerRunning) {
+		return false
+	}
+	return true
+}
+
+// parkable reports whether this participant's reader may park.
+func (p *participant) parkable() bool {
+	return p.rc != nil && p.srv.parkIdle
+}
+
+// closeDeadline is when a closing reader stops waiting for the peer's
+// close: closeWait after the writer sent ours; before it has, writeWait
+// (the longest the close frame may take to write) more.
+func (p *participant) closeDeadline(now time.Time) time.Time {
+	if by := p.closeBy.Load(); by != 0 {
+		return time.Unix(0, by)
+	}
+	return now.Add(p.srv.writeWait + p.srv.closeWait)
+}
+
+// received acts on one whole data message f from the peer.
+func (p *participant) received(f *frame) {
+	s := p.srv
+	readAt := time.Now()
+	if p.v1 {
+		if p.session != nil {
+			p.handleV1(f.kind, f.payload(), readAt)
+		}
+		return
+	}
+	f.encode()
+	f.readAt = readAt
+	s.metrics.messages.Inc()
+	// A viewer's frames are dropped: raw mode has no envelope to
+	// refuse them with, and closing would cost a viewer its view.
+	if p.session != nil && !p.viewer {
+		s.hub.broadcast(p, f)
+	}
+}
+
+// finish ends the connection once its reader has: the participant leaves
+// its session, its writer has stopped, its queue is released and the
+// socket is closed.
+func (p *participant) finish() {
+	s := p.srv
+	p.stop(0, "") // the peer closed, the socket broke, a timeout, or our close handshake ended
 	s.hub.leave(p)
 	p.pinger.Stop()
 	// leave has returned, so nothing is enqueued any more; once ended is
@@ -227,9 +411,22 @@ func (p *participant) run(key, head []byte) {
 	for p.out.n > 0 {
 		p.popFrame().release()
 	}
-	if errors.Is(err, websocket.ErrReadLimit) {
-		p.linger()
+	p.reader.Store(readerEnded)
+	p.closeSocket()
+	s.pollMu.Lock()
+	pl := s.poll
+	s.pollMu.Unlock()
+	if pl != nil {
+		pl.forget(p)
 	}
+	s.unregister(p)
+}
+
+// closeSocket closes the socket; the poller arms it no more.
+func (p *participant) closeSocket() {
+	p.out.mu.Lock()
+	p.out.sockClosed = true
+	p.out.mu.Unlock()
 	_ = p.raw.Close()
 }
 
@@ -247,58 +444,6 @@ func (p *participant) greet(head []byte) {
 		p.wakeWriter()
 	}
 	o.mu.Unlock()
-}
-
-// readLoop reads data frames and hands each to the hub until the
-// connection fails or, once stopped, until the peer answers the close.
-func (p *participant) readLoop() error {
-	if p.v1 {
-		return p.readLoopV1()
-	}
-	s := p.srv
-	for {
-		kind, r, err := p.conn.NextReader()
-		if err != nil {
-			return err
-		}
-		if p.stopping() {
-			continue // closing: discard until the peer's close frame
-		}
-		p.extendReadDeadline()
-		f := s.frames.get()
-		f.kind = kind
-		if err := readFrame(f, r); err != nil {
-			f.release()
-			return err
-		}
-		f.encode()
-		f.readAt = time.Now()
-		s.metrics.messages.Inc()
-		// A viewer's frames are dropped: raw mode has no envelope to
-		// refuse them with, and closing would cost a viewer its view.
-		if p.session != nil && !p.viewer {
-			s.hub.broadcast(p, f)
-		}
-		f.release()
-	}
-}
-
-// readFrame reads one whole message into f's buffer. The read limit set on
-// the connection bounds it to max_message_bytes.
-func readFrame(f *frame, r io.Reader) error {
-	for {
-		if len(f.buf) == cap(f.buf) {
-			f.grow()
-		}
-		n, err := r.Read(f.buf[len(f.buf):cap(f.buf)])
-		f.buf = f.buf[:len(f.buf)+n]
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
 }
 
 // writeJob is what the writer does next.
@@ -364,15 +509,10 @@ func (p *participant) writeLoop() {
 			// it into a per-connection buffer, and cost two allocations per
 			// frame larger than that buffer in its writev path).
 			//
-			// Point of risk: the library still writes control frames (the
-			// close echo, 1009, protocol errors: all ending the connection)
-			// from the reader goroutine, under its own lock
-			// that this write does not take. They cannot interleave with
-			// this frame because both are single Write calls on one
-			// *net.TCPConn, and the runtime holds the socket's write lock for
-			// a whole Write (internal/poll.FD.Write). Only this goroutine
-			// writes data frames, so frames stay in queue order. A failed or
-			// timed-out partial write ends the connection (broken).
+			// Only this goroutine writes to the socket once the 101 is
+			// out (control frames too: writeControl), so frames stay in
+			// queue order and never interleave. A failed or timed-out
+			// partial write ends the connection (broken).
 			_ = p.raw.SetWriteDeadline(time.Now().Add(s.writeWait))
 			_, err := p.raw.Write(f.wire())
 			if err == nil {
@@ -384,12 +524,12 @@ func (p *participant) writeLoop() {
 				return
 			}
 		case jobPong:
-			if err := p.conn.WriteControl(websocket.PongMessage, []byte(pong), time.Now().Add(s.writeWait)); err != nil {
+			if err := p.writeControl(websocket.PongMessage, nil, pong); err != nil {
 				p.broken()
 				return
 			}
 		case jobPing:
-			if err := p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.writeWait)); err != nil {
+			if err := p.writeControl(websocket.PingMessage, nil, ""); err != nil {
 				p.broken()
 				return
 			}
@@ -411,17 +551,42 @@ func (p *participant) closeHandshake() {
 	p.out.mu.Lock()
 	code, reason := p.out.code, p.out.reason
 	p.out.mu.Unlock()
-	if code != 0 {
-		_ = p.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(s.writeWait))
+	switch code {
+	case 0: // no close frame
+	case websocket.CloseNoStatusReceived:
+		// The answer to a close without a code is a close without one
+		// (1005 itself never goes on the wire).
+		_ = p.writeControl(websocket.CloseMessage, nil, "")
+	default:
+		var c [2]byte
+		binary.BigEndian.PutUint16(c[:], uint16(code))
+		_ = p.writeControl(websocket.CloseMessage, c[:], reason)
 	}
-	_ = p.raw.SetReadDeadline(time.Now().Add(s.closeWait))
+	by := time.Now().Add(s.closeWait)
+	p.closeBy.Store(by.UnixNano())
+	_ = p.raw.SetReadDeadline(by)
+}
+
+// writeControl writes a control frame of op with payload a then b (at most
+// 125 bytes in all; more of b is cut), from a pooled frame.
+func (p *participant) writeControl(op int, a []byte, b string) error {
+	s := p.srv
+	f := s.frames.get()
+	defer f.release()
+	f.kind = op
+	f.buf = append(f.buf, a...)
+	f.buf = append(f.buf, b[:min(len(b), maxControlPayload-len(a))]...)
+	f.encode()
+	_ = p.raw.SetWriteDeadline(time.Now().Add(s.writeWait))
+	_, err := p.raw.Write(f.wire())
+	return err
 }
 
 // broken handles a failed write: the socket is unusable, so the reader is
 // woken by closing it.
 func (p *participant) broken() {
 	p.stop(0, "")
-	_ = p.raw.Close()
+	p.closeSocket()
 }
 
 // rawConn unwraps fasthttp's hijacked connection.
@@ -430,26 +595,4 @@ func rawConn(c net.Conn) net.Conn {
 		return u.UnsafeConn()
 	}
 	return c
-}
-
-// extendReadDeadline keeps a live peer's read deadline pongWait ahead. A
-// stopped participant keeps its close-handshake deadline; the second check
-// undoes an extension that raced with stop.
-func (p *participant) extendReadDeadline() {
-	if p.stopping() {
-		return
-	}
-	_ = p.raw.SetReadDeadline(time.Now().Add(p.srv.pongWait))
-	if p.stopping() {
-		_ = p.raw.SetReadDeadline(time.Now().Add(p.srv.closeWait))
-	}
-}
-
-// linger reads and discards what the peer still sends, until it closes or
-// closeWait passes. After a frame over the limit the rest of that frame is
-// still unread; closing with unread data makes the kernel send a reset,
-// which can destroy the 1009 close frame before the peer reads it.
-func (p *participant) linger() {
-	_ = p.raw.SetReadDeadline(time.Now().Add(p.srv.closeWait))
-	_, _ = io.Copy(io.Discard, p.conn.NetConn()) // through fasthttp's buffer
 }

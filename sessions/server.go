@@ -15,6 +15,7 @@ package sessions
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,19 +55,26 @@ const (
 	// defaultCloseWait bounds a close handshake: how long the peer has to
 	// answer our close frame before the socket is closed.
 	defaultCloseWait = 2 * time.Second
+	// defaultReaderLinger is how long a reader that got a frame keeps its
+	// goroutine waiting for the next (participant.linger): longer than
+	// the gaps of someone typing or moving a cursor, short beside the
+	// time people spend reading and thinking.
+	defaultReaderLinger = 2 * time.Second
 )
 
 // Buffer sizes. Idle connections dominate an edge (people think between
-// keystrokes), so memory per connection is kept small.
+// keystrokes), so an idle connection holds no buffer at all: its reader
+// takes a pooled read buffer while it runs (wsread.go), and relayed frames
+// are written straight from the shared frame buffer
+// (participant.writeLoop).
 //
-// A connection owns only its read buffer. Relayed frames are written by
-// the writer straight from the shared frame buffer (participant.writeLoop),
-// so a connection needs no write buffer of its own: the library's, used
-// only if it ever writes a data message itself (ringlb.v1 may), is borrowed
-// from the Server's shared pool for the length of one message.
+// The library's Conn made by the upgrade is dropped at once (the reader and
+// the writer are ours), so its buffers are garbage from birth: the
+// smallest read buffer it takes, and its write buffer, never used, would
+// come from the shared pool.
 const (
-	readBufferSize  = 1 << 10
-	writeBufferSize = 4 << 10
+	upgradeReadBufferSize = 128
+	writeBufferSize       = 4 << 10
 )
 
 // ErrClosed is returned by Serve and ServeAdmin after Shutdown.
@@ -104,14 +112,26 @@ type Server struct {
 	// writeBuffers is the library's WriteBufferPool, shared by every
 	// connection of this Server.
 	writeBuffers sync.Pool
-	data         *fasthttp.Server
-	admin        *http.Server
+	// readers holds running readers' state and buffers (*wsReader).
+	readers sync.Pool
+	// poll wakes parked readers (park_linux.go); made by the first park
+	// (parker), closed by Shutdown.
+	pollMu      sync.Mutex
+	poll        *poller
+	pollRetryAt time.Time // newPoller failed: not tried again before
+	pollShut    bool      // Shutdown has closed it: never made again
+	data        *fasthttp.Server
+	admin       *http.Server
 
 	// Keepalive and close timings; fields so tests can shorten them.
 	pingInterval time.Duration
 	pongWait     time.Duration // read deadline: a peer silent this long (no frame, no pong) is dropped
 	writeWait    time.Duration
 	closeWait    time.Duration
+	parkIdle     bool // readers park when their socket has nothing to read
+	// readerLinger: a reader that got a frame waits this long for the
+	// next before parking (participant.linger).
+	readerLinger time.Duration
 
 	draining atomic.Bool // set by a drain or Shutdown: /healthz answers 503
 	// drainStarted is closed when draining begins (Draining).
@@ -163,6 +183,8 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		pongWait:     2*defaultPingInterval + defaultWriteWait,
 		writeWait:    defaultWriteWait,
 		closeWait:    defaultCloseWait,
+		parkIdle:     true,
+		readerLinger: defaultReaderLinger,
 		conns:        make(map[*participant]struct{}),
 		drainStarted: make(chan struct{}),
 	}
@@ -197,7 +219,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		Region string `json:"region"`
 	}{name, region})
 	s.upgrader = websocket.FastHTTPUpgrader{
-		ReadBufferSize:  readBufferSize,
+		ReadBufferSize:  upgradeReadBufferSize,
 		WriteBufferSize: writeBufferSize,
 		WriteBufferPool: &s.writeBuffers,
 		Subprotocols:    []string{protocolV1},
@@ -343,7 +365,9 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 		// ctx is valid until this handler returns: the 101 fasthttp would
 		// have written, headers and all (X-Ringlb-Edge, set last).
 		head := append([]byte(nil), ctx.Response.Header.Header()...)
-		s.serveConn(conn, owned, head, info)
+		// Only the socket is kept: the library's Conn (and its buffers)
+		// is left to the GC (wsread.go says why).
+		s.serveConn(conn.NetConn(), owned, head, info)
 	}); err != nil {
 		s.hub.unreserve(owned)
 		return
@@ -415,11 +439,12 @@ func skipList(h []byte) []string {
 	return out
 }
 
-// serveConn registers one upgraded connection and runs it on a goroutine
-// of its own (counted in s.wg), returning at once so that fasthttp's hijack
-// goroutine ends and releases the request (KeepHijackedConns).
-func (s *Server) serveConn(conn *websocket.Conn, key, head []byte, info joinInfo) {
-	p := newParticipant(s, conn)
+// serveConn registers one upgraded connection (hijacked: fasthttp's view
+// of its socket) and runs it on a goroutine of its own (counted in s.wg),
+// returning at once so that fasthttp's hijack goroutine ends and releases
+// the request (KeepHijackedConns).
+func (s *Server) serveConn(hijacked net.Conn, key, head []byte, info joinInfo) {
+	p := newParticipant(s, rawConn(hijacked))
 	p.joinInfo = info
 	p.admitted = true
 	if !s.register(p) {
@@ -427,15 +452,44 @@ func (s *Server) serveConn(conn *websocket.Conn, key, head []byte, info joinInfo
 		// Shutdown began during the handshake: upgrade, then say so.
 		_ = p.raw.SetWriteDeadline(time.Now().Add(s.closeWait))
 		_, _ = p.raw.Write(head)
-		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeServiceRestart, "edge shutting down"), time.Now().Add(s.closeWait))
+		var c [2]byte
+		binary.BigEndian.PutUint16(c[:], closeServiceRestart)
+		_ = p.writeControl(websocket.CloseMessage, c[:], "edge shutting down")
 		_ = p.raw.Close() // KeepHijackedConns: fasthttp leaves the socket to us
 		return
 	}
-	s.revokedAfterRegister(p) // revoked since admit: it joins only to be closed with 1008
-	go func() {
-		defer s.unregister(p)
-		p.run(key, head)
-	}()
+	s.revokedAfterRegister(p)     // revoked since admit: it joins only to be closed with 1008
+	go p.run(key, head, hijacked) // finish unregisters p
+}
+
+// pollRetry is how long after a failed newPoller the next is tried.
+const pollRetry = 10 * time.Second
+
+// parker returns the poller that wakes parked readers, made on first use;
+// nil when readers cannot park (not Linux, Shutdown has begun, or epoll
+// refused: out of descriptors, most likely, under load or attack; the
+// readers then block in their reads as before, and it is tried again
+// pollRetry later, so the edge parks again once descriptors are back).
+func (s *Server) parker() *poller {
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	if s.poll != nil || s.pollShut || !parkSupported || time.Now().Before(s.pollRetryAt) || s.closingNow() {
+		return s.poll
+	}
+	pl, err := newPoller()
+	if err != nil {
+		s.pollRetryAt = time.Now().Add(pollRetry)
+		s.log.Warn("idle connections keep their reader goroutine for now", "err", err, "retry_in", pollRetry)
+		return nil
+	}
+	s.poll = pl
+	return pl
+}
+
+func (s *Server) closingNow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }
 
 // register adds p to the connections Shutdown closes, unless it has begun.
@@ -503,12 +557,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		forced = true
 		s.mu.Lock()
 		for p := range s.conns {
-			_ = p.raw.Close()
+			p.closeSocket()
 		}
 		s.mu.Unlock()
 		<-done
 	}
 	s.hub.close()
+	// Every connection has ended: no reader parks any more.
+	s.pollMu.Lock()
+	if s.poll != nil {
+		s.poll.close()
+		s.poll = nil
+	}
+	s.pollShut = true
+	s.pollMu.Unlock()
 	if o := s.hub.owner.Load(); o != nil {
 		o.close()
 	}

@@ -275,6 +275,19 @@ func textFrame(size int, build func([]byte) []byte) *frame {
 	return f
 }
 
+// text returns a text frame holding body from the hub's size-classed
+// pools (textPools): for the frames written per msg, so that a msg costs
+// no allocation once the pools are warm, and one kept in a history holds
+// about its own size.
+func (h *hub) text(size int, build func([]byte) []byte) *frame {
+	f := h.texts.get(size)
+	f.kind = websocket.TextMessage
+	f.buf = build(f.buf)
+	f.encode()
+	f.readAt = time.Now()
+	return f
+}
+
 // jsonFrame encodes v (a server envelope) as an unpooled text frame.
 func jsonFrame(v any) *frame {
 	b, err := json.Marshal(v)
@@ -444,7 +457,7 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) {
 	v := s.v1
 	v.seq++
 	seq := v.seq
-	f := textFrame(64+len(p.id)+len(data), func(b []byte) []byte {
+	f := h.text(64+len(p.id)+len(data), func(b []byte) []byte {
 		b = append(b, `{"type":"msg","seq":`...)
 		b = strconv.AppendUint(b, seq, 10)
 		b = append(b, `,"from":"`...)
@@ -472,7 +485,7 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) {
 
 // ack tells p its msg got seq.
 func (h *hub) ack(p *participant, seq uint64) {
-	ack := textFrame(40, func(b []byte) []byte {
+	ack := h.text(40, func(b []byte) []byte {
 		b = append(b, `{"type":"ack","seq":`...)
 		b = strconv.AppendUint(b, seq, 10)
 		return append(b, '}')
@@ -507,33 +520,6 @@ func (h *hub) commit(s *session, upTo uint64) {
 	v.pending = v.pending[:rest]
 }
 
-// readLoopV1 reads ringlb.v1 envelopes until the connection fails or, once
-// stopped, until the peer answers the close.
-func (p *participant) readLoopV1() error {
-	s := p.srv
-	for {
-		kind, r, err := p.conn.NextReader()
-		if err != nil {
-			return err
-		}
-		if p.stopping() {
-			continue
-		}
-		p.extendReadDeadline()
-		f := s.frames.get()
-		f.kind = kind
-		if err := readFrame(f, r); err != nil {
-			f.release()
-			return err
-		}
-		readAt := time.Now()
-		if p.session != nil {
-			p.handleV1(kind, f.payload(), readAt)
-		}
-		f.release()
-	}
-}
-
 // handleV1 acts on one client envelope. Mistakes get an error frame, not
 // a close: an IDE plugin's bug should not cost its user the session.
 func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) {
@@ -542,29 +528,29 @@ func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) {
 		p.sendError("bad_request", protocolV1+" frames are JSON text")
 		return
 	}
-	var in inbound
-	if err := json.Unmarshal(payload, &in); err != nil {
+	in, err := decodeInbound(payload)
+	if err != nil {
 		p.sendError("bad_request", "not a JSON object: "+err.Error())
 		return
 	}
-	switch in.Type {
+	switch string(in.typ) {
 	case "msg":
 		if p.viewer {
 			p.sendError("forbidden", "viewers may not send messages")
 			return
 		}
-		if len(in.Data) == 0 {
+		if len(in.data) == 0 {
 			p.sendError("bad_request", "msg needs data")
 			return
 		}
 		p.srv.metrics.messages.Inc()
-		h.publish(p, in.Data, readAt)
+		h.publish(p, in.data, readAt)
 	case "ping":
-		ts := in.TS
+		ts := in.ts
 		if len(ts) == 0 {
-			ts = json.RawMessage("null")
+			ts = []byte("null")
 		}
-		f := textFrame(64+len(ts), func(b []byte) []byte {
+		f := h.text(64+len(ts), func(b []byte) []byte {
 			b = append(b, `{"type":"pong","ts":`...)
 			b = append(b, ts...)
 			b = append(b, `,"server_ts":`...)
@@ -574,16 +560,16 @@ func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) {
 		h.deliver(p, f)
 		f.release()
 	case "resume":
-		if in.After == nil {
+		if !in.afterSet {
 			p.sendError("bad_request", "resume needs after")
 			return
 		}
 		s := p.session
 		s.mu.Lock()
-		h.resume(s, p, *in.After, in.Epoch)
+		h.resume(s, p, in.after, string(in.epoch))
 		s.mu.Unlock()
 	default:
-		p.sendError("bad_request", "unknown type "+strconv.Quote(in.Type))
+		p.sendError("bad_request", "unknown type "+strconv.Quote(string(in.typ)))
 	}
 }
 
