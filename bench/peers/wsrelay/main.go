@@ -137,18 +137,22 @@ func (r *relay) serve(ctx *fasthttp.RequestCtx) {
 			ctx.Error("no ctstickiness header\n", fasthttp.StatusBadRequest)
 			return
 		}
-		if err := upgrader.Upgrade(ctx, func(c *websocket.Conn) { r.session(key, c) }); err != nil {
-			return
+		// The member joins its session before the 101 goes out: a client
+		// that has its 101 is in the session, so a message another
+		// participant sends right then reaches it (queued until its writer
+		// runs). The greeting is queued first, before anyone's frame.
+		m := &member{out: make(chan frame, sendQueue), gone: make(chan struct{})}
+		m.out <- frame{websocket.TextMessage, []byte(r.name + " " + r.instance)}
+		s := r.join(key, m)
+		if err := upgrader.Upgrade(ctx, func(c *websocket.Conn) { r.session(key, s, m, c) }); err != nil {
+			r.leave(key, s, m)
+			close(m.gone)
 		}
 	}
 }
 
-// session runs one connection of the session key until it ends.
-func (r *relay) session(key string, c *websocket.Conn) {
-	m := &member{out: make(chan frame, sendQueue), gone: make(chan struct{})}
-	// The greeting first: no other member's frame can be queued before it.
-	m.out <- frame{websocket.TextMessage, []byte(r.name + " " + r.instance)}
-	s := r.join(key, m)
+// session runs member m's connection c in session s (key's) until it ends.
+func (r *relay) session(key string, s *session, m *member, c *websocket.Conn) {
 	defer r.leave(key, s, m)
 	// The writer owns the socket's writes; it is done before the handler
 	// returns (fasthttp releases the connection then).
