@@ -56,7 +56,7 @@ const (
 	// answer our close frame before the socket is closed.
 	defaultCloseWait = 2 * time.Second
 	// defaultReaderLinger is how long a reader that got a frame keeps its
-	// goroutine waiting for the next (participant.linger): longer than
+	// goroutine waiting for the next (wsReader.linger): longer than
 	// the gaps of someone typing or moving a cursor, short beside the
 	// time people spend reading and thinking.
 	defaultReaderLinger = 2 * time.Second
@@ -130,7 +130,7 @@ type Server struct {
 	closeWait    time.Duration
 	parkIdle     bool // readers park when their socket has nothing to read
 	// readerLinger: a reader that got a frame waits this long for the
-	// next before parking (participant.linger).
+	// next before parking (wsReader.linger).
 	readerLinger time.Duration
 
 	draining atomic.Bool // set by a drain or Shutdown: /healthz answers 503
