@@ -120,13 +120,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func startDemoNodes(ctx context.Context, cfg *configs.Config, logger *slog.Logger) ([]*node, error) {
 	start := func(dn configs.DemoNode) (*node, error) {
 		nc := cfg.ForNode(dn)
+		startRole := startBalancer
 		switch dn.Role {
 		case "edge":
-			return startEdge(ctx, nc, logger, false, nil)
+			startRole = startEdge
 		case "gslb":
-			return startGSLB(ctx, nc, logger, false, nil)
+			startRole = startGSLB
 		}
-		return startBalancer(ctx, nc, logger, false, nil)
+		n, err := startRole(ctx, nc, logger, false, nil)
+		if err == nil {
+			n.announce(logger)
+		}
+		return n, err
 	}
 	first, err := start(cfg.Demo.Nodes[0])
 	if err != nil {

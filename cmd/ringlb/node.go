@@ -61,6 +61,15 @@ type node struct {
 	// and leaves gossip; nil for roles that are not upgraded in place.
 	sendState func(c *handoff.Conn) error
 	handOff   func(ctx context.Context, c *handoff.Conn) error
+	// started is what the "<role> started" line says; announce logs it
+	// once the node is complete (its config API included), so whoever
+	// waits for the line finds every admin endpoint there.
+	started []any
+}
+
+// announce logs that the node is started and serving in full.
+func (n *node) announce(logger *slog.Logger) {
+	logger.Info(n.role+" started", n.started...)
 }
 
 func newRegistry(withProcess bool) *prometheus.Registry {
@@ -153,8 +162,6 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	statsd.Apply(statsdSection("edge", cfg)) // nothing without edge.statsd.address
 	// The edge's load in its gossip metadata: gslb nodes steer by it.
 	stopLoad := srv.PublishLoad(m, sessions.LoadInterval)
-	logger.Info("edge started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
-		"max_connections", cfg.Edge.MaxConnections)
 	// A drain (admin POST /api/drain, SIGTERM) is announced in gossip, so
 	// balancers take the edge out of the ring for new sessions.
 	announced := make(chan struct{})
@@ -173,6 +180,8 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	}()
 	return &node{
 		name: name, role: "edge", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
+		started: []any{"listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
+			"max_connections", cfg.Edge.MaxConnections},
 		ringEdges: ringEdges,
 		drain:     srv.Drain,
 		op:        srv.Operator(),
@@ -281,11 +290,11 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			return nil, err
 		}
 	}
-	logger.Info("balancer started", "listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
-		"max_connections", cfg.Balancer.Limits.MaxConnections)
 	statsd.Apply(statsdSection("balancer", cfg))
 	return &node{
 		name: name, role: "balancer", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
+		started: []any{"listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
+			"max_connections", cfg.Balancer.Limits.MaxConnections},
 		ringEdges: func() int { return r.Snapshot().Len() },
 		op:        b.Operator(),
 		statsd:    statsd,
@@ -449,12 +458,12 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	// Several gslb nodes (the domain's NS set) agree on members' health:
 	// down when most of the nodes probing them see them down.
 	s.UsePeers(m)
-	logger.Info("gslb started", "dns", s.Addr(), "admin", al.Addr().String(), "gossip", m.Addr())
 	statsd.Apply(statsdSection("gslb", cfg))
 	return &node{
 		name: name, role: "gslb", listen: s.Addr(), admin: al.Addr().String(), member: m, failed: failed,
-		op:     s.Operator(),
-		statsd: statsd,
+		started: []any{"dns", s.Addr(), "admin", al.Addr().String(), "gossip", m.Addr()},
+		op:      s.Operator(),
+		statsd:  statsd,
 		stop: func(ctx context.Context) error {
 			err := errors.Join(s.Shutdown(ctx), m.Shutdown(ctx))
 			statsd.Close() // pushes the final figures
@@ -618,6 +627,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	// SIGHUP and PUT /api/config reload through the same file, one at a time.
 	file := operator.NewConfigFile(*path, role, cfg, n.apply(level), logger)
 	n.op.UseConfigFile(file)
+	n.announce(logger)
 	notifySystemd(logger, upgraded)
 	var runErr error
 wait:
