@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Compares two builds of ringlb's balancer head to head, in front of the same
-# three ringlb edges, in one run on one machine: the working tree ("after")
+# three backends (BACKEND: "edges", three ringlb edges, the default; or
+# "relay", three bench/peers/wsrelay processes), in one run on one machine:
+# the working tree ("after")
 # against an earlier commit ("before", BASE, default the merge base with
-# main), and the load straight to one edge ("direct"). Both builds route
-# to the edges as static edges with the same configuration. The scenarios and the
+# main), and the load straight to one backend ("direct"). Both builds route
+# to the backends as static edges with the same configuration. The scenarios and the
 # interleaved rounds are those of ws-compare.sh:
 #   a) 1000 sessions x 3 participants, 1 msg/s, 256 B, 30 s
-#   b) saturation: 50 sessions x 2 sending as fast as allowed, 10 s
+#   b) saturation: 50 sessions x 2, each sender keeps 16 messages in flight, 10 s
 #   c) 8000 idle connections: proxy RSS per connection
 # a) and b) run ROUNDS times (default 3), the three targets interleaved and
 # their order rotated each round; c) once. Prints medians (added latency
 # against the same round's direct run) and after/before ratios round by
 # round; JSON for every cell under $OUT (default bench/out/before-after).
 #
-#   bench/peers/ws-before-after.sh            # BASE=<commit> to choose; SHORT=1 for one quick round
+#   flock /work/notes/bench.lock bench/peers/ws-before-after.sh   # BASE=<commit> to choose; SHORT=1 for one quick round; BACKEND=relay
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,6 +32,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 go build -o "$WORK/after" ./cmd/ringlb
+go build -o "$WORK/wsrelay" ./bench/peers/wsrelay
+BACKEND=${BACKEND:-edges}
 mkdir "$WORK/base"
 git archive "$BASE" | tar -x -C "$WORK/base"
 (cd "$WORK/base" && go build -o "$WORK/before" ./cmd/ringlb)
@@ -59,7 +63,12 @@ YAML
 done
 "$WORK/after" balancer -config "$WORK/after.yaml" -log-level warn & pids+=($!); AFTER_PID=$!
 "$WORK/before" balancer -config "$WORK/before.yaml" -log-level warn & pids+=($!); BEFORE_PID=$!
-for i in 1 2 3; do "$WORK/after" edge -config "$WORK/edge$i.yaml" -log-level warn & pids+=($!); done
+case $BACKEND in
+edges) for i in 1 2 3; do "$WORK/after" edge -config "$WORK/edge$i.yaml" -log-level warn & pids+=($!); done ;;
+relay) for i in 1 2 3; do "$WORK/wsrelay" -name relay-$i -listen 127.0.0.1:1711$i >/dev/null & pids+=($!); done ;;
+*) echo "BACKEND must be edges or relay, got $BACKEND" >&2; exit 1 ;;
+esac
+echo "backend: $BACKEND; machine before the run: load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 for port in 18084 18085 17111; do
   for try in $(seq 100); do
@@ -88,7 +97,7 @@ rounds() {
   done
 }
 rounds a "$ROUNDS" -sessions 1000 -participants 3 -rate 1 -size 256 -duration $DUR -ramp 3s
-rounds b "$ROUNDS" -sessions 50 -participants 2 -saturate -size 256 -duration $SAT
+rounds b "$ROUNDS" -sessions 50 -participants 2 -saturate -window 16 -size 256 -duration $SAT
 rounds c 1 -sessions $((IDLE/2)) -participants 2 -rate 0 -duration 3s -drain 100ms
 
 python3 - "$OUT" "$ROUNDS" <<'PY'
