@@ -240,6 +240,13 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 			s.metrics.query(0, dns.RcodeFormatError)
 		}
 	})
+	if len(pcs) > 1 {
+		// Evenly over the loops; failing that (a kernel without classic BPF
+		// for SO_REUSEPORT), by the kernel's hash of the client's address.
+		if err := spreadQueries(pcs[0], len(pcs)); err != nil {
+			s.logger.Warn("UDP queries go to the sockets by a hash of the client's address, not evenly", "sockets", len(pcs), "err", err)
+		}
+	}
 	tcpUp := make(chan struct{})
 	ups := []chan struct{}{tcpUp}
 	s.mu.Lock()

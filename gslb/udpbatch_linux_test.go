@@ -70,3 +70,53 @@ func BenchmarkUDPBatch(b *testing.B) {
 		round()
 	}
 }
+
+// One client's queries (one source address and port) reach every socket of
+// the port, not only the one the kernel's hash of the client picks: the
+// loops share a busy resolver's load.
+func TestUDPQueriesSpreadOverSockets(t *testing.T) {
+	pcs, err := listenUDP("127.0.0.1:0", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pc := range pcs {
+		defer pc.Close()
+	}
+	if err := spreadQueries(pcs[0], len(pcs)); err != nil {
+		t.Fatal(err)
+	}
+	client, err := net.Dial("udp", pcs[0].LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	const queries = 200 // all fit in the receive buffers, read after
+	for range queries {
+		if _, err := client.Write([]byte("query")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make([]int, len(pcs))
+	buf := make([]byte, 64)
+	for i, pc := range pcs {
+		for {
+			// Everything was sent before the first read: a quiet socket
+			// has nothing more to give.
+			pc.SetReadDeadline(time.Now().Add(time.Second))
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				break
+			}
+			got[i]++
+		}
+	}
+	total := got[0] + got[1]
+	t.Logf("%d queries from one client: %v per socket", queries, got)
+	if total == 0 {
+		t.Fatal("no query arrived")
+	}
+	for i, n := range got {
+		if n < total/4 {
+			t.Errorf("socket %d received %d of %d queries: not spread", i, n, total)
+		}
+	}
+}
