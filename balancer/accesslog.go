@@ -254,21 +254,21 @@ func (a *accessLog) tunnel(t *tunnel) {
 		return
 	}
 	t.mu.Lock()
-	moved, reason, client, in, out := t.movedAway, t.endReason, t.client, t.bytesIn, t.bytesOut
-	if t.pair != nil {
-		in, out = t.pair.bytes[clientToEdge], t.pair.bytes[edgeToClient]
+	moved, reason, client := t.movedAway, t.endReason, t.clientAddr
+	var bytes [2]uint64
+	switch {
+	case t.pair != nil:
+		bytes = t.pair.bytes
+	case t.rounds != nil:
+		bytes = t.rounds.bytes
 	}
+	in, out := bytes[clientToEdge], bytes[edgeToClient]
 	t.mu.Unlock()
 	if moved {
 		return
 	}
 	e := accessEntry{at: t.start, kind: accessTunnel, status: fasthttp.StatusSwitchingProtocols, duration: time.Since(t.start),
-		in: in, out: out, closeReason: reason, key: xxhash.Sum64String(t.key), hasKey: t.key != ""}
-	if client != nil {
-		e.client = remoteAddrPort(client.RemoteAddr())
-	} else {
-		e.client = netip.AddrPortFrom(t.adoptedClient, 0)
-	}
+		in: in, out: out, closeReason: reason, key: xxhash.Sum64String(t.key), hasKey: t.key != "", client: client}
 	e.setEdge([]byte(t.edge))
 	a.enqueue(&e)
 }

@@ -364,7 +364,7 @@ func (b *Balancer) adopt(p []byte, fds []int, limits *limitListener) bool {
 		closeAll()
 		return false
 	}
-	t := &tunnel{b: b, edge: m.edge, key: m.key, start: m.start, idle: b.cfg.TunnelIdleTimeout.D(), started: true, adoptedClient: m.clientAddr}
+	t := &tunnel{b: b, edge: m.edge, key: m.key, start: m.start, idle: b.cfg.TunnelIdleTimeout.D(), started: true, clientAddr: netip.AddrPortFrom(m.clientAddr, 0)}
 	if b.relay == nil || !b.registerTunnel(t) {
 		closeAll()
 		return false

@@ -93,9 +93,9 @@ type relayPair struct {
 	// over by a hand-off.
 	bytes  [2]uint64
 	closed bool
-	// firstFIN is the side that closed first (endClient, endEdge; "": none
-	// yet), for the access log.
-	firstFIN string
+	// clientFINFirst, edgeFINFirst: which side closed first, for the
+	// access log (neither: none has yet).
+	clientFINFirst, edgeFINFirst bool
 }
 
 func newRelay(log *slog.Logger, idle time.Duration) (*relay, error) {
@@ -210,12 +210,7 @@ func (r *relay) add(t *tunnel, client, edge net.Conn) bool {
 		if !added {
 			unix.Close(cfd)
 			unix.Close(efd)
-			return
 		}
-		// The loop owns the duplicates now; the Go connections only keep
-		// their accounting (limits) until the tunnel ends.
-		cInner.Close()
-		eInner.Close()
 	}()
 	r.mu.Lock()
 	l := r.loops[int(r.next)%len(r.loops)]
@@ -223,8 +218,8 @@ func (r *relay) add(t *tunnel, client, edge net.Conn) bool {
 	r.mu.Unlock()
 
 	p := &relayPair{t: t, lastActive: time.Now().UnixNano()}
-	p.client = relayEnd{fd: cfd, conn: client, pair: p}
-	p.edge = relayEnd{fd: efd, conn: edge, pair: p}
+	p.client = relayEnd{fd: cfd, pair: p}
+	p.edge = relayEnd{fd: efd, pair: p}
 	p.client.peer, p.edge.peer = &p.edge, &p.client
 
 	l.mu.Lock()
@@ -235,18 +230,62 @@ func (r *relay) add(t *tunnel, client, edge net.Conn) bool {
 	for _, e := range []*relayEnd{&p.client, &p.edge} {
 		e.events = unix.EPOLLIN | unix.EPOLLRDHUP
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &unix.EpollEvent{Events: e.events, Fd: int32(e.fd)}); err != nil {
-			if e == &p.edge {
-				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, p.client.fd, nil)
-				delete(l.ends, int32(p.client.fd))
-			}
+			l.forgetLocked(p)
 			return false
 		}
 		l.ends[int32(e.fd)] = e
 	}
-	t.setRelay(l, p)
+	if !t.setRelay(l, p) { // closed meanwhile (a shutdown)
+		l.forgetLocked(p)
+		return false
+	}
+	// The loop owns the duplicates now (it cannot run before l.mu is
+	// released): closing the Go connections takes the sockets out of Go's
+	// poller, and the wrappers that count them (limits) keep counting until
+	// the tunnel ends, without the closed sockets' Go side.
+	cInner.Close()
+	eInner.Close()
+	p.client.conn, p.edge.conn = releaseSocket(client), releaseSocket(edge)
 	added = true
 	return true
 }
+
+// releaseSocket lets a connection's closed socket go from the wrappers
+// that count the connection (limits, the accept guard): they get a
+// placeholder instead, and the net.TCPConn, its netFD and addresses are
+// freed — half of what an idle tunnel held in memory. It returns what the
+// relay closes when the tunnel ends (the outermost wrapper), nil for a bare
+// socket (nothing counts it). A wrapper that is not the balancer's own (PROXY
+// protocol) keeps what it wraps.
+func releaseSocket(c net.Conn) io.Closer {
+	switch w := c.(type) {
+	case *net.TCPConn:
+		return nil
+	case *limitConn:
+		if releaseSocket(w.Conn) == nil {
+			w.Conn = relayOwned{}
+		}
+	case *acceptguard.Conn:
+		if releaseSocket(w.NetConn()) == nil {
+			w.SetNetConn(relayOwned{})
+		}
+	}
+	return c
+}
+
+// relayOwned stands in for a socket the relay owns, inside the wrappers
+// that count a connection: Close does nothing (the loop closes the
+// socket), I/O fails as on a closed connection.
+type relayOwned struct{}
+
+func (relayOwned) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (relayOwned) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (relayOwned) Close() error                     { return nil }
+func (relayOwned) LocalAddr() net.Addr              { return (*net.TCPAddr)(nil) }
+func (relayOwned) RemoteAddr() net.Addr             { return (*net.TCPAddr)(nil) }
+func (relayOwned) SetDeadline(time.Time) error      { return nil }
+func (relayOwned) SetReadDeadline(time.Time) error  { return nil }
+func (relayOwned) SetWriteDeadline(time.Time) error { return nil }
 
 // run serves the loop's events until the relay closes. After a batch it
 // polls again at once and parks only when nothing is ready. Yielding the
@@ -346,9 +385,10 @@ func (l *relayLoop) pump(e *relayEnd) {
 			// directions have.
 			e.eof = true
 			if !e.peer.eof {
-				e.pair.firstFIN = endEdge
 				if e == &e.pair.client {
-					e.pair.firstFIN = endClient
+					e.pair.clientFINFirst = true
+				} else {
+					e.pair.edgeFINFirst = true
 				}
 			}
 			unix.Shutdown(e.peer.fd, unix.SHUT_WR)
@@ -457,6 +497,17 @@ func (l *relayLoop) sweepLocked(now time.Time) {
 	}
 }
 
+// forgetLocked takes p's sockets out of the loop (epoll and its table),
+// those it has. Called with l.mu held.
+func (l *relayLoop) forgetLocked(p *relayPair) {
+	for _, e := range []*relayEnd{&p.client, &p.edge} {
+		if l.ends[int32(e.fd)] == e {
+			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+			delete(l.ends, int32(e.fd))
+		}
+	}
+}
+
 // closePairLocked removes both sockets from epoll, closes them and releases
 // the tunnel. Called with l.mu held.
 func (l *relayLoop) closePairLocked(p *relayPair, why string) {
@@ -464,9 +515,8 @@ func (l *relayLoop) closePairLocked(p *relayPair, why string) {
 		return
 	}
 	p.closed = true
+	l.forgetLocked(p)
 	for _, e := range []*relayEnd{&p.client, &p.edge} {
-		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
-		delete(l.ends, int32(e.fd))
 		unix.Close(e.fd)
 		if e.conn != nil {
 			e.conn.Close() // its socket is closed already; this ends its accounting (limits)
@@ -476,7 +526,14 @@ func (l *relayLoop) closePairLocked(p *relayPair, why string) {
 	if why != "" {
 		l.r.log.Debug("tunnel closed", "edge", p.t.edge, "why", why)
 	}
-	p.t.endAs(endReason(why, p.firstFIN))
+	firstFIN := ""
+	switch {
+	case p.clientFINFirst:
+		firstFIN = endClient
+	case p.edgeFINFirst:
+		firstFIN = endEdge
+	}
+	p.t.endAs(endReason(why, firstFIN))
 	p.t.relayClosed()
 }
 
@@ -602,10 +659,7 @@ func (r *relay) detach(p *relayPair) bool {
 	if p.closed {
 		return false
 	}
-	for _, x := range []*relayEnd{&p.client, &p.edge} {
-		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
-		delete(l.ends, int32(x.fd))
-	}
+	l.forgetLocked(p)
 	// Closed for the loop: a late close() of the tunnel leaves the sockets
 	// to finishDetached.
 	p.closed = true
@@ -662,15 +716,15 @@ func (r *relay) adopt(t *tunnel, m *movedTunnel, cfd, efd int, account io.Closer
 	for _, e := range []*relayEnd{&p.client, &p.edge} {
 		e.events = e.interest()
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &unix.EpollEvent{Events: e.events, Fd: int32(e.fd)}); err != nil {
-			if e == &p.edge {
-				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, p.client.fd, nil)
-				delete(l.ends, int32(p.client.fd))
-			}
+			l.forgetLocked(p)
 			return fmt.Errorf("adopt tunnel: epoll_ctl: %w", err)
 		}
 		l.ends[int32(e.fd)] = e
 	}
-	t.setRelay(l, p)
+	if !t.setRelay(l, p) {
+		l.forgetLocked(p)
+		return errors.New("adopt tunnel: closed")
+	}
 	if p.client.eof && p.edge.eof && len(p.client.pending) == 0 && len(p.edge.pending) == 0 {
 		l.closePairLocked(p, "")
 	}

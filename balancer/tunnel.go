@@ -45,7 +45,6 @@ type tunnel struct {
 
 	mu     sync.Mutex
 	client net.Conn // set by run
-	closed bool
 	// loop and pair are set while the epoll relay carries the tunnel.
 	loop *relayLoop
 	pair *relayPair
@@ -53,22 +52,33 @@ type tunnel struct {
 	// starts (the hijack did not happen).
 	doneOnce sync.Once
 	started  bool
+	closed   bool
+	// movedAway: the tunnel moved to a new process (its access line is
+	// that process's).
+	movedAway bool
 
-	// Idle rounds, guarded by mu.
+	// rounds is the state of a tunnel copied by goroutines (TLS), guarded
+	// by mu; nil for one the relay carries (which counts in pair.bytes),
+	// so that an idle relayed tunnel does not carry it.
+	rounds *copyRounds
+
+	// For the access log, guarded by mu: how the tunnel ended (endAs) and
+	// the client (of a tunnel taken over from the previous process: its
+	// address, port 0).
+	endReason  string
+	clientAddr netip.AddrPort
+}
+
+// copyRounds is the idle rounds of a tunnel copied by goroutines.
+type copyRounds struct {
 	round    chan struct{} // closed when the current round is resolved
 	moved    int64         // bytes moved in the current round, both directions
 	finished [2]bool       // direction returned from its copy this round
 	ended    [2]bool       // direction is over (EOF or error)
 	writeBy  time.Time     // write deadline of the current round
-
-	// For the access log, guarded by mu: bytes copied by goroutines (the
-	// relay counts its own, pair.bytes), how the tunnel ended (endAs),
-	// whether it moved to a new process, and the client of a tunnel taken
-	// over from the previous one (whose connection this process never saw).
-	bytesIn, bytesOut uint64
-	endReason         string
-	movedAway         bool
-	adoptedClient     netip.Addr
+	// bytes copied, by direction (clientToEdge, edgeToClient), for the
+	// access log
+	bytes [2]uint64
 }
 
 // Ways a tunnel ends, as the access log names them.
@@ -87,16 +97,6 @@ func (t *tunnel) endAs(reason string) {
 		t.endReason = reason
 	}
 	t.mu.Unlock()
-}
-
-// count adds n bytes moved in direction dir (goroutine copies). Called with
-// t.mu held.
-func (t *tunnel) countLocked(dir int, n int64) {
-	if dir == clientToEdge {
-		t.bytesIn += uint64(n)
-	} else {
-		t.bytesOut += uint64(n)
-	}
 }
 
 // Tunnel directions.
@@ -130,6 +130,7 @@ func (t *tunnel) run(c net.Conn) {
 		return
 	}
 	t.client, t.started = client, true
+	t.clientAddr = remoteAddrPort(client.RemoteAddr())
 	t.mu.Unlock()
 
 	if err := t.greet(c, client); err != nil {
@@ -143,7 +144,7 @@ func (t *tunnel) run(c net.Conn) {
 	}
 
 	t.mu.Lock()
-	t.round = make(chan struct{})
+	t.rounds = &copyRounds{round: make(chan struct{})}
 	t.armLocked(time.Now())
 	t.mu.Unlock()
 
@@ -226,10 +227,10 @@ func (t *tunnel) pipe(dir int, dst, src net.Conn) {
 // armLocked starts a round at now.
 func (t *tunnel) armLocked(now time.Time) {
 	readBy := now.Add(t.idle)
-	t.writeBy = readBy.Add(t.idle)
+	t.rounds.writeBy = readBy.Add(t.idle)
 	for _, c := range []net.Conn{t.client, t.conn} {
 		_ = c.SetReadDeadline(readBy)
-		_ = c.SetWriteDeadline(t.writeBy)
+		_ = c.SetWriteDeadline(t.rounds.writeBy)
 	}
 }
 
@@ -238,18 +239,19 @@ func (t *tunnel) armLocked(now time.Time) {
 // reports whether the tunnel goes on.
 func (t *tunnel) nextRound(dir int, n int64) bool {
 	t.mu.Lock()
-	if t.closed || !time.Now().Before(t.writeBy) {
+	r := t.rounds
+	if t.closed || !time.Now().Before(r.writeBy) {
 		// The write deadline fired: a peer stopped reading for a whole round.
 		t.mu.Unlock()
 		return false
 	}
-	t.moved += n
-	t.countLocked(dir, n)
-	t.finished[dir] = true
-	if t.roundDoneLocked() {
+	r.moved += n
+	r.bytes[dir] += uint64(n)
+	r.finished[dir] = true
+	if r.done() {
 		return t.resolveLocked()
 	}
-	ch := t.round
+	ch := r.round
 	t.mu.Unlock()
 	<-ch
 	t.mu.Lock()
@@ -260,11 +262,12 @@ func (t *tunnel) nextRound(dir int, n int64) bool {
 // end records that direction dir is over.
 func (t *tunnel) end(dir int, n int64) {
 	t.mu.Lock()
-	t.ended[dir] = true
-	t.moved += n
-	t.countLocked(dir, n)
+	r := t.rounds
+	r.ended[dir] = true
+	r.moved += n
+	r.bytes[dir] += uint64(n)
 	other := 1 - dir
-	if !t.closed && t.finished[other] && !t.ended[other] {
+	if !t.closed && r.finished[other] && !r.ended[other] {
 		// The other direction waits for this round to end; it ends now.
 		t.resolveLocked()
 		return
@@ -272,9 +275,10 @@ func (t *tunnel) end(dir int, n int64) {
 	t.mu.Unlock()
 }
 
-func (t *tunnel) roundDoneLocked() bool {
+// done reports whether both directions have finished the round or ended.
+func (r *copyRounds) done() bool {
 	for d := range 2 {
-		if !t.finished[d] && !t.ended[d] {
+		if !r.finished[d] && !r.ended[d] {
 			return false
 		}
 	}
@@ -284,7 +288,8 @@ func (t *tunnel) roundDoneLocked() bool {
 // resolveLocked ends the current round and unlocks t.mu: idle → close,
 // else start the next round.
 func (t *tunnel) resolveLocked() bool {
-	if t.moved == 0 {
+	r := t.rounds
+	if r.moved == 0 {
 		if t.endReason == "" {
 			t.endReason = endIdle
 		}
@@ -293,10 +298,10 @@ func (t *tunnel) resolveLocked() bool {
 		t.close()
 		return false
 	}
-	t.moved = 0
-	t.finished = [2]bool{}
-	close(t.round)
-	t.round = make(chan struct{})
+	r.moved = 0
+	r.finished = [2]bool{}
+	close(r.round)
+	r.round = make(chan struct{})
 	t.armLocked(time.Now())
 	t.mu.Unlock()
 	return true
@@ -320,8 +325,8 @@ func (t *tunnel) close() {
 	if t.endReason == "" {
 		t.endReason = endShutdown
 	}
-	if t.round != nil {
-		close(t.round)
+	if t.rounds != nil {
+		close(t.rounds.round)
 	}
 	started := t.started
 	t.mu.Unlock()
@@ -347,11 +352,18 @@ func (t *tunnel) release() {
 	t.doneOnce.Do(func() { t.b.releaseTunnel(t) })
 }
 
-// setRelay records that the epoll relay now carries the tunnel.
-func (t *tunnel) setRelay(l *relayLoop, p *relayPair) {
+// setRelay records that the epoll relay now carries the tunnel, unless it
+// was closed meanwhile (false). From then on the tunnel holds no Go
+// connection: the relay's pair has the sockets and what counts them.
+func (t *tunnel) setRelay(l *relayLoop, p *relayPair) bool {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
 	t.loop, t.pair = l, p
-	t.mu.Unlock()
+	t.conn, t.client = nil, nil
+	return true
 }
 
 // relayLoop is the loop carrying the tunnel, nil when none does.
@@ -366,7 +378,7 @@ func (t *tunnel) relayLoop() *relayLoop {
 func (t *tunnel) settled() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.closed || t.loop != nil || t.round != nil
+	return t.closed || t.loop != nil || t.rounds != nil
 }
 
 // relayClosed is called by the relay loop once it has closed both sockets.

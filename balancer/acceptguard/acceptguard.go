@@ -247,6 +247,12 @@ func (c *Conn) Close() error {
 // code that needs the socket itself.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
+// SetNetConn replaces the connection c wraps; c keeps its slot until its
+// Close. The balancer's relay, once it owns a duplicate of the socket, puts
+// a placeholder here so that the closed socket's Go side can be freed. Not
+// safe against a concurrent Read, Write or Close of c.
+func (c *Conn) SetNetConn(nc net.Conn) { c.Conn = nc }
+
 // HTTPAnswer is a complete HTTP/1.1 response refusing a connection with
 // code and msg, asking the client to retry in a second and closing.
 func HTTPAnswer(code int, msg string) []byte {
