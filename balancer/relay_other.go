@@ -17,7 +17,7 @@ type relay struct{}
 
 type relayLoop struct{}
 
-type relayPair struct{}
+type relayPair struct{ bytes [2]uint64 }
 
 func newRelay(*slog.Logger, time.Duration) (*relay, error) { return nil, nil }
 

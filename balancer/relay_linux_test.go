@@ -1,0 +1,80 @@
+//go:build linux
+
+package balancer
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard"
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
+)
+
+// A relayed tunnel keeps no Go side of its sockets (the loop owns
+// duplicates): the wrappers that count the client connection hold a
+// placeholder, the edge's end nothing. The connection stays counted while
+// the tunnel lives — a limit of one refuses the next — and its slot is
+// free once the tunnel ends.
+func TestRelayedTunnelHoldsNoSocket(t *testing.T) {
+	b, addr := startRawBalancer(t, configs.Balancer{Limits: configs.Limits{MaxConnections: 1}})
+	c, _ := openRawTunnel(t, addr)
+	waitTunnels(t, b, 1)
+	var p *relayPair
+	healthtest.WaitUntil(t, "the tunnel in the relay", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for tun := range b.tunnels {
+			tun.mu.Lock()
+			p = tun.pair
+			if tun.conn != nil || tun.client != nil {
+				t.Errorf("the relayed tunnel still holds its connections: %T %T", tun.conn, tun.client)
+			}
+			tun.mu.Unlock()
+		}
+		return p != nil
+	})
+	p.t.loop.mu.Lock()
+	clientEnd, edgeEnd := p.client.conn, p.edge.conn
+	p.t.loop.mu.Unlock()
+	if edgeEnd != nil {
+		t.Errorf("edge end holds %T, want nothing (a bare socket has nothing to count)", edgeEnd)
+	}
+	inner := clientEnd.(net.Conn)
+	for {
+		switch w := inner.(type) {
+		case *limitConn:
+			inner = w.Conn
+			continue
+		case *acceptguard.Conn:
+			inner = w.NetConn()
+			continue
+		}
+		break
+	}
+	if _, ok := inner.(relayOwned); !ok {
+		t.Errorf("the counting wrappers hold %T, want the placeholder", inner)
+	}
+
+	if resp, body := proxiedRequest(t, addr, nil, "k"); resp == nil || resp.StatusCode != 503 || !strings.Contains(string(body), "too many connections") {
+		t.Fatalf("a second connection while the tunnel lives: %v %q, want 503", resp, body)
+	}
+	c.Close()
+	waitTunnels(t, b, 0)
+	healthtest.WaitUntil(t, "the slot freed once the tunnel ended", func() bool {
+		c2, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		defer c2.Close()
+		c2.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c2, "GET /_ringlb/health HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c2), nil)
+		return err == nil && resp.StatusCode != http.StatusServiceUnavailable
+	})
+}
