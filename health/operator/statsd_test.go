@@ -211,15 +211,17 @@ func TestStatsDDeadServerDoesNotBlock(t *testing.T) {
 	var held []net.Conn
 	var heldMu sync.Mutex
 	go func() {
-		for {
-			c, err := stuck.Accept()
-			if err != nil {
-				return
-			}
-			heldMu.Lock()
-			held = append(held, c) // never read: the window fills
-			heldMu.Unlock()
+		// One connection, then the port is closed: a push on a second,
+		// fresh connection would fit in its empty window and get through,
+		// which ends the outage this test looks at.
+		c, err := stuck.Accept()
+		stuck.Close()
+		if err != nil {
+			return
 		}
+		heldMu.Lock()
+		held = append(held, c) // never read: the window fills
+		heldMu.Unlock()
 	}()
 	f := newTestFamily(t)
 	// Gauges go out with every push: ~0.8 MB each.
