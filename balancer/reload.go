@@ -93,9 +93,7 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 func restartChanges(old, cfg configs.Balancer) error {
 	return errors.Join(
 		configs.RestartNeeded("balancer.listen", old.Listen, cfg.Listen),
-		configs.RestartNeeded("balancer.admin.listen", old.Admin.Listen, cfg.Admin.Listen),
-		configs.RestartNeeded("balancer.admin.users_file", old.Admin.UsersFile, cfg.Admin.UsersFile),
-		configs.RestartNeeded("balancer.admin.history_interval", old.Admin.HistoryInterval, cfg.Admin.HistoryInterval),
+		old.Admin.RestartChanges("balancer", cfg.Admin),
 		configs.RestartNeeded("balancer.tls.redirect_from", old.TLS.RedirectFrom, cfg.TLS.RedirectFrom),
 		configs.RestartNeeded("balancer.proxy_protocol", old.ProxyProtocol, cfg.ProxyProtocol),
 		configs.RestartNeeded("balancer.dial_timeout", old.DialTimeout, cfg.DialTimeout),

@@ -208,6 +208,17 @@ type Admin struct {
 	StateDir string `yaml:"-"`
 }
 
+// RestartChanges names the admin fields that differ between a and next and
+// are read only at start (the listener, the users, the sampling), under
+// section (balancer, edge, gslb); nil when there are none.
+func (a Admin) RestartChanges(section string, next Admin) error {
+	return errors.Join(
+		RestartNeeded(section+".admin.listen", a.Listen, next.Listen),
+		RestartNeeded(section+".admin.users_file", a.UsersFile, next.UsersFile),
+		RestartNeeded(section+".admin.history_interval", a.HistoryInterval, next.HistoryInterval),
+	)
+}
+
 // Admin defaults and bounds.
 const (
 	DefaultHistoryInterval = 10 * time.Second

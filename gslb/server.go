@@ -313,9 +313,7 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 	if err := errors.Join(
 		configs.RestartNeeded("gslb.listen", old.cfg.Listen, cfg.Listen),
 		configs.RestartNeeded("gslb.udp_workers", old.cfg.UDPWorkers, cfg.UDPWorkers),
-		configs.RestartNeeded("gslb.admin.listen", old.cfg.Admin.Listen, cfg.Admin.Listen),
-		configs.RestartNeeded("gslb.admin.users_file", old.cfg.Admin.UsersFile, cfg.Admin.UsersFile),
-		configs.RestartNeeded("gslb.admin.history_interval", old.cfg.Admin.HistoryInterval, cfg.Admin.HistoryInterval),
+		old.cfg.Admin.RestartChanges("gslb", cfg.Admin),
 	); err != nil {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}

@@ -137,9 +137,7 @@ func (s *Server) Reload(cfg configs.Edge) error {
 func restartChanges(old, cfg configs.Edge) error {
 	return errors.Join(
 		configs.RestartNeeded("edge.listen", old.Listen, cfg.Listen),
-		configs.RestartNeeded("edge.admin.listen", old.Admin.Listen, cfg.Admin.Listen),
-		configs.RestartNeeded("edge.admin.users_file", old.Admin.UsersFile, cfg.Admin.UsersFile),
-		configs.RestartNeeded("edge.admin.history_interval", old.Admin.HistoryInterval, cfg.Admin.HistoryInterval),
+		old.Admin.RestartChanges("edge", cfg.Admin),
 		configs.RestartNeeded("edge.advertise_url", old.AdvertiseURL, cfg.AdvertiseURL),
 		configs.RestartNeeded("edge.weight", old.Weight, cfg.Weight),
 		configs.RestartNeeded("edge.ownership", old.Ownership, cfg.Ownership),

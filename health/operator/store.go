@@ -109,31 +109,11 @@ func (s *Store) Save(concern string, v any) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return writeAtomic(s.dir, s.path(concern), append(raw, '\n'))
-}
-
-// writeAtomic replaces path (in dir) with data.
-func writeAtomic(dir, path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
-	if err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	path := s.path(concern)
+	if err := writeFileAtomic(path, append(raw, '\n'), fileMode); err != nil {
 		return fmt.Errorf("write state %s: %w", path, err)
 	}
-	return syncDir(dir)
+	return nil
 }
 
 // syncDir makes a rename or a new file in dir durable.
