@@ -53,9 +53,8 @@ type accessLog struct {
 	control chan accessControl
 	done    chan struct{}
 
-	mu   sync.Mutex // apply, reopen and close, one at a time
-	cfg  configs.AccessLog
-	file *os.File // nil: standard error (or off)
+	mu  sync.Mutex // apply, reopen and close, one at a time
+	cfg configs.AccessLog
 }
 
 // accessQueue bounds the entries waiting for the writer (~1 MB).
@@ -138,8 +137,8 @@ func newAccessLog(reg *prometheus.Registry, log *slog.Logger) (*accessLog, error
 func (a *accessLog) apply(cfg configs.AccessLog) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.sample.Store(math.Float64bits(cfg.Sample))
 	if cfg.Enabled == a.on.Load() && cfg.Path == a.cfg.Path {
+		a.sample.Store(math.Float64bits(cfg.Sample))
 		a.cfg = cfg
 		return nil
 	}
@@ -155,9 +154,10 @@ func (a *accessLog) apply(cfg configs.AccessLog) error {
 	if !cfg.Enabled {
 		w = nil
 	}
-	a.on.Store(false) // nothing queued for the old destination meanwhile
+	a.sample.Store(math.Float64bits(cfg.Sample)) // only once nothing can fail
+	a.on.Store(false)                            // nothing queued for the old destination meanwhile
 	a.send(accessControl{w: w, file: file})
-	a.cfg, a.file = cfg, file
+	a.cfg = cfg
 	a.on.Store(cfg.Enabled)
 	if cfg.Enabled {
 		a.log.Info("access log on", "path", accessPathName(cfg.Path), "sample", cfg.Sample)
@@ -191,7 +191,6 @@ func (a *accessLog) reopen() {
 		return
 	}
 	a.send(accessControl{w: f, file: f})
-	a.file = f
 }
 
 // close writes what is queued and stops the writer.
@@ -243,7 +242,14 @@ func (a *accessLog) request(ctx *fasthttp.RequestCtx, start time.Time) {
 	if n := ctx.Request.Header.ContentLength(); n > 0 {
 		e.in = uint64(n)
 	}
-	e.out = uint64(len(ctx.Response.Body()))
+	// A streamed body (the edges' answers are streamed) is not read here:
+	// Body() would buffer all of it before it is sent. Its size is what its
+	// Content-Length says; unknown (chunked) counts 0.
+	if !ctx.Response.IsBodyStream() {
+		e.out = uint64(len(ctx.Response.Body()))
+	} else if n := ctx.Response.Header.ContentLength(); n > 0 {
+		e.out = uint64(n)
+	}
 	a.enqueue(&e)
 }
 

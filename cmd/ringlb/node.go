@@ -470,7 +470,12 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 			return err
 		},
 		reload: func(next *configs.Config) error {
-			return errors.Join(s.Reload(next.GSLB), m.ReloadKeys(next.Cluster))
+			// The section first: a refused one (a restart-only field
+			// changed) leaves the keyring as it was too.
+			if err := s.Reload(next.GSLB); err != nil {
+				return err
+			}
+			return m.ReloadKeys(next.Cluster)
 		},
 		sendState: func(c *handoff.Conn) error { return c.SendPeers(gossipPeers(m)) },
 		// The new process reads the same DNS sockets already. Stopping

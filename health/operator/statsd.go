@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"strconv"
@@ -163,10 +164,10 @@ func (p *statsdPusher) push() {
 	}
 	if err == nil {
 		// Only now: a push that did not get through leaves the counters'
-		// increase for the next one.
-		for k, v := range seen {
-			p.last[k] = v
-		}
+		// increase for the next one. Series gone from the registry go
+		// from here too, so the map is only as large as the registry.
+		clear(p.last)
+		maps.Copy(p.last, seen)
 		p.s.pushes.WithLabelValues("ok").Inc()
 	} else {
 		p.s.pushes.WithLabelValues("failed").Inc()

@@ -69,10 +69,12 @@ type frame struct {
 // full, the reader relaying to it waits (and so, through TCP, does its
 // sender): a slow connection slows its session down and never loses a
 // frame, which is what a benchmark going through this relay counts on. A
-// connection that takes nothing for writeTimeout is closed.
+// connection that takes nothing for writeTimeout is closed. A frame is at
+// most maxMessage bytes, so a connection's queue holds a bounded amount.
 const (
 	sendQueue    = 256
 	writeTimeout = 10 * time.Second
+	maxMessage   = 1 << 20
 )
 
 func main() {
@@ -178,6 +180,7 @@ func (r *relay) session(key string, s *session, m *member, c *websocket.Conn) {
 			}
 		}
 	}()
+	c.SetReadLimit(maxMessage) // a bigger frame ends the connection
 	for {
 		c.SetReadDeadline(time.Now().Add(5 * time.Minute))
 		kind, data, err := c.ReadMessage()
