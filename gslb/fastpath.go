@@ -48,8 +48,14 @@ type udpLoop struct {
 	out    []byte
 }
 
+// newUDPLoop is the state of one reader loop on conn; batch nil: one write
+// per answer.
+func newUDPLoop(s *Server, conn *net.UDPConn, batch *udpBatch) *udpLoop {
+	return &udpLoop{s: s, conn: conn, batch: batch, cache: map[string]cachedAnswer{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+}
+
 func (s *Server) serveUDP(conn *net.UDPConn) error {
-	l := &udpLoop{s: s, conn: conn, cache: map[string]cachedAnswer{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	l := newUDPLoop(s, conn, nil)
 	buf := make([]byte, dns.MaxMsgSize)
 	for {
 		n, addr, err := conn.ReadFromUDPAddrPort(buf)

@@ -241,7 +241,7 @@ func FuzzUDPHandle(f *testing.F) {
 	}
 	defer sink.Close()
 	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
-	l := &udpLoop{s: s, conn: conn, cache: map[string]cachedAnswer{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	l := newUDPLoop(s, conn, nil)
 	buf := make([]byte, 65536)
 	f.Fuzz(func(t *testing.T, packet []byte) {
 		l.handle(packet, to)

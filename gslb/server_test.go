@@ -630,7 +630,7 @@ func benchmarkUDPCacheHit(b *testing.B, cfg configs.GSLB, udpSize uint16, do boo
 			}
 		}
 	}()
-	l := &udpLoop{s: s, conn: conn, cache: map[string]cachedAnswer{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	l := newUDPLoop(s, conn, nil)
 	m := question("ide.ringlb.test.", dns.TypeA, udpSize)
 	if do {
 		m.IsEdns0().SetDo()

@@ -190,7 +190,7 @@ func (s *Server) serveUDPBatched(conn *net.UDPConn) error {
 	if err != nil {
 		return err
 	}
-	l := &udpLoop{s: s, conn: conn, batch: b, cache: map[string]cachedAnswer{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	l := newUDPLoop(s, conn, b)
 	for {
 		n, _, err := b.read()
 		if errors.Is(err, net.ErrClosed) {

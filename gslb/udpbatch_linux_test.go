@@ -33,7 +33,7 @@ func BenchmarkUDPBatch(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	l := &udpLoop{s: s, conn: conn, batch: batch, cache: map[string]cachedAnswer{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	l := newUDPLoop(s, conn, batch)
 	pkt, _ := question("ide.ringlb.test.", dns.TypeA, 1232).Pack()
 	answer := make([]byte, 2048)
 	round := func() {

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -169,14 +168,25 @@ func problems(w http.ResponseWriter, err error) {
 	WriteJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": strings.Join(list, "\n"), "problems": list})
 }
 
-func (n *Node) serveConfigCheck(w http.ResponseWriter, r *http.Request) {
+// configFileFor names the change a config request makes in its audit
+// record (action, the file) and returns the node's config file, or answers
+// 404 and returns nil when the node has none.
+func (n *Node) configFileFor(w http.ResponseWriter, r *http.Request, action string) *ConfigFile {
 	f := n.configFile.Load()
-	Describe(r.Context(), "config_check", "")
 	if f == nil {
+		Describe(r.Context(), action, "")
 		noConfigFile(w)
+		return nil
+	}
+	Describe(r.Context(), action, f.path)
+	return f
+}
+
+func (n *Node) serveConfigCheck(w http.ResponseWriter, r *http.Request) {
+	f := n.configFileFor(w, r, "config_check")
+	if f == nil {
 		return
 	}
-	Describe(r.Context(), "config_check", f.path)
 	data, ok := readConfigBody(w, r)
 	if !ok {
 		return
@@ -192,13 +202,10 @@ func (n *Node) serveConfigCheck(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
-	f := n.configFile.Load()
-	Describe(r.Context(), "config", "")
+	f := n.configFileFor(w, r, "config")
 	if f == nil {
-		noConfigFile(w)
 		return
 	}
-	Describe(r.Context(), "config", f.path)
 	match := strings.Trim(strings.TrimSpace(strings.TrimPrefix(r.Header.Get("If-Match"), "W/")), `"`)
 	if match == "" {
 		WriteJSON(w, http.StatusPreconditionRequired, map[string]string{"error": `If-Match is required: the version (ETag) of GET /api/config the change was made from`})
@@ -257,31 +264,4 @@ func replaceFile(path string, old, data []byte) error {
 		return fmt.Errorf("backup: %w", err)
 	}
 	return writeFileAtomic(path, data, mode)
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(name, path)
-	}
-	if err != nil {
-		_ = os.Remove(name)
-		return err
-	}
-	return syncDir(dir)
 }
