@@ -25,13 +25,21 @@ import (
 	"github.com/ringlb/ringlb/configs"
 )
 
-// buildBinary compiles the real ringlb binary once per test run.
+// buildBinary compiles the real ringlb binary (after the first, go's build
+// cache makes it a link).
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "ringlb")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	return goBuild(t, ".", "ringlb")
+}
+
+// goBuild compiles package pkg (a path or an import path) into a binary
+// named name in a temporary directory.
+func goBuild(t *testing.T, pkg, name string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
 	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin
 }

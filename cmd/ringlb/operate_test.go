@@ -50,18 +50,6 @@ func adminCall(t *testing.T, method, url string, header map[string]string, body 
 	return resp.StatusCode, out
 }
 
-// waitLogWith returns the first record with message msg for which match
-// holds.
-func (p *proc) waitLogWith(t *testing.T, msg string, match func(map[string]any) bool) map[string]any {
-	t.Helper()
-	for {
-		rec := p.waitLog(t, msg)
-		if match(rec) {
-			return rec
-		}
-	}
-}
-
 // joinEdge opens a WebSocket to an edge's relay directly.
 func joinEdge(t *testing.T, listen, key string) *websocket.Conn {
 	t.Helper()
@@ -250,25 +238,16 @@ func (c *statsdCollector) kill() {
 
 func (c *statsdCollector) waitFor(t *testing.T, names ...string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	pollUntil(t, 60*time.Second, func() (bool, string) {
 		c.mu.Lock()
-		missing := ""
+		defer c.mu.Unlock()
 		for _, n := range names {
 			if _, ok := c.lines[n]; !ok {
-				missing = n
+				return false, fmt.Sprintf("StatsD: %s not received (%d names were)", n, len(c.lines))
 			}
 		}
-		have := len(c.lines)
-		c.mu.Unlock()
-		if missing == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("StatsD: %s not received (%d names were)", missing, have)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return true, ""
+	})
 }
 
 // Every role pushes its figures to StatsD over TCP; a StatsD server that
@@ -387,10 +366,8 @@ func TestUsersOnceAndAccessLog(t *testing.T) {
 		}
 		defer c.Close()
 	}
-	var cluster map[string]any
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, cluster = adminCall(t, "GET", balAdmin+"/api/cluster", nil, "")
+	pollUntil(t, 30*time.Second, func() (bool, string) {
+		_, cluster := adminCall(t, "GET", balAdmin+"/api/cluster", nil, "")
 		sum := 0.0
 		for _, n := range cluster["nodes"].([]any) {
 			if st, ok := n.(map[string]any)["stats"].(map[string]any); ok {
@@ -398,18 +375,15 @@ func TestUsersOnceAndAccessLog(t *testing.T) {
 			}
 		}
 		users, _ := cluster["users"].(map[string]any)
-		if sum == 2 && users != nil && users["edges"] == float64(2) {
-			if users["online"] != float64(1) {
-				t.Fatalf("alice on two edges: the cluster counts %v users (the edges' figures add up to %g)", users["online"], sum)
-			}
-			t.Logf("edges' users_online add up to %g; the cluster's figure is %v", sum, users["online"])
-			break
+		if sum != 2 || users == nil || users["edges"] != float64(2) {
+			return false, fmt.Sprintf("the edges did not both count alice: %v", cluster)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the edges did not both count alice: %v", cluster)
+		if users["online"] != float64(1) {
+			t.Fatalf("alice on two edges: the cluster counts %v users (the edges' figures add up to %g)", users["online"], sum)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		t.Logf("edges' users_online add up to %g; the cluster's figure is %v", sum, users["online"])
+		return true, ""
+	})
 
 	// The access log: a request, then a tunnel that closes.
 	resp, err := http.Get("http://" + balListen + "/whoami?x=1")
@@ -454,9 +428,9 @@ func TestUsersOnceAndAccessLog(t *testing.T) {
 
 func waitAccessLines(t *testing.T, path string, done func([]map[string]any) bool) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var lines []map[string]any
+	var lines []map[string]any
+	pollUntil(t, 30*time.Second, func() (bool, string) {
+		lines = nil
 		if raw, err := os.ReadFile(path); err == nil {
 			for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
 				var m map[string]any
@@ -465,12 +439,7 @@ func waitAccessLines(t *testing.T, path string, done func([]map[string]any) bool
 				}
 			}
 		}
-		if done(lines) {
-			return lines
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d lines, not what was expected: %v", path, len(lines), lines)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return done(lines), fmt.Sprintf("%s: %d lines, not what was expected: %v", path, len(lines), lines)
+	})
+	return lines
 }

@@ -126,6 +126,13 @@ func stopProcess(cmd *exec.Cmd, grace time.Duration) {
 // waitLog returns the first log record with message msg.
 func (p *proc) waitLog(t *testing.T, msg string) map[string]any {
 	t.Helper()
+	return p.waitLogWith(t, msg, func(map[string]any) bool { return true })
+}
+
+// waitLogWith returns the first record with message msg for which match
+// holds, within one 60 s wait.
+func (p *proc) waitLogWith(t *testing.T, msg string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
 	timeout := time.After(60 * time.Second)
 	for {
 		select {
@@ -133,11 +140,11 @@ func (p *proc) waitLog(t *testing.T, msg string) map[string]any {
 			if !ok {
 				t.Fatalf("process exited before logging %q", msg)
 			}
-			if rec["msg"] == msg {
+			if rec["msg"] == msg && match(rec) {
 				return rec
 			}
 		case <-timeout:
-			t.Fatalf("no %q log line within 60s", msg)
+			t.Fatalf("no matching %q log line within 60s", msg)
 		}
 	}
 }

@@ -95,10 +95,21 @@ func TestPlantedSecretsStayOutOfLogs(t *testing.T) {
 // waitFor polls cond until it holds, failing the test after a generous wait.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
+	pollUntil(t, 30*time.Second, func() (bool, string) { return cond(), what + ": not seen" })
+}
+
+// pollUntil polls cond every 20 ms until it holds; after within, the test
+// fails with what cond said last (the state it saw).
+func pollUntil(t *testing.T, within time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not seen within 30s", what)
+			t.Fatalf("%s (after %s)", last, within)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -345,17 +345,7 @@ func stickyTable(reps []*stickyReport) string {
 // one ws-compare.sh measures the fronts in front of too).
 func buildRelay(t *testing.T) string {
 	t.Helper()
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || len(strings.TrimSpace(string(gomod))) == 0 {
-		t.Fatalf("go env GOMOD: %v (%q)", err, gomod)
-	}
-	bin := filepath.Join(t.TempDir(), "wsrelay")
-	cmd := exec.Command("go", "build", "-o", bin, "./bench/peers/wsrelay")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build wsrelay: %v\n%s", err, out)
-	}
-	return bin
+	return goBuild(t, "github.com/ringlb/ringlb/bench/peers/wsrelay", "wsrelay")
 }
 
 // relayProc is one running wsrelay.
