@@ -57,7 +57,8 @@ type accessLog struct {
 	cfg configs.AccessLog
 }
 
-// accessQueue bounds the entries waiting for the writer (~1 MB).
+// accessQueue bounds the entries waiting for the writer (about 1.5 MB,
+// made when the log is first switched on).
 const accessQueue = 8192
 
 // maxEdgeName bounds an edge's name as the log copies it: names are 1–64
@@ -120,15 +121,24 @@ func newAccessLog(reg *prometheus.Registry, log *slog.Logger) (*accessLog, error
 		// package's other metrics: it exists only for this queue.
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "ringlb_balancer_access_log_dropped_total",
 			Help: "Access log lines dropped because the writer fell behind (a slow disk): the data path never waits for it."}),
-		entries: make(chan accessEntry, accessQueue),
-		control: make(chan accessControl),
-		done:    make(chan struct{}),
 	}
 	if err := reg.Register(a.dropped); err != nil {
 		return nil, err
 	}
-	go a.run()
 	return a, nil
+}
+
+// start makes the queue and starts the writer, the first time the log is
+// switched on: a balancer that never logs holds neither. Called with a.mu
+// held, before a.on is set (enqueue reads a.entries only after seeing it).
+func (a *accessLog) start() {
+	if a.done != nil {
+		return
+	}
+	a.entries = make(chan accessEntry, accessQueue)
+	a.control = make(chan accessControl)
+	a.done = make(chan struct{})
+	go a.run()
 }
 
 // apply switches the log on, off, to another file or sample rate. Opening
@@ -155,7 +165,12 @@ func (a *accessLog) apply(cfg configs.AccessLog) error {
 		w = nil
 	}
 	a.sample.Store(math.Float64bits(cfg.Sample)) // only once nothing can fail
-	a.on.Store(false)                            // nothing queued for the old destination meanwhile
+	if !cfg.Enabled && a.done == nil {           // never on: no writer to tell
+		a.cfg = cfg
+		return nil
+	}
+	a.start()
+	a.on.Store(false) // nothing queued for the old destination meanwhile
 	a.send(accessControl{w: w, file: file})
 	a.cfg = cfg
 	a.on.Store(cfg.Enabled)
@@ -197,6 +212,9 @@ func (a *accessLog) reopen() {
 func (a *accessLog) close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.done == nil { // never on
+		return
+	}
 	select {
 	case <-a.done:
 		return
