@@ -54,6 +54,9 @@ type hub struct {
 	// connection and never enter the map.
 	usersMu sync.Mutex
 	users   map[string]int
+	// anonymous counts the participants online without a token (each one
+	// a user of its own in ringlb_edge_users_online).
+	anonymous atomic.Int64
 }
 
 type hubShard struct {
@@ -289,6 +292,7 @@ func (h *hub) close() {
 // connections it has. Called with p's session lock held.
 func (h *hub) userOnline(p *participant) {
 	if !p.shared {
+		h.anonymous.Add(1)
 		h.metrics.usersOnline.Inc()
 		return
 	}
@@ -302,6 +306,7 @@ func (h *hub) userOnline(p *participant) {
 
 func (h *hub) userOffline(p *participant) {
 	if !p.shared {
+		h.anonymous.Add(-1)
 		h.metrics.usersOnline.Dec()
 		return
 	}

@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"github.com/axiomhq/hyperloglog"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringlb/ringlb/health/operator"
 )
@@ -37,19 +36,12 @@ func (s *Server) usersSketch() (UsersSketch, error) {
 	for user := range h.users {
 		sk.Insert([]byte(user))
 	}
-	tokenUsers := len(h.users)
 	h.usersMu.Unlock()
-	var m dto.Metric
-	if err := s.metrics.usersOnline.Write(&m); err != nil {
-		return UsersSketch{}, err
-	}
 	raw, err := sk.MarshalBinary()
 	if err != nil {
 		return UsersSketch{}, err
 	}
-	// ringlb_edge_users_online counts each token user once and each
-	// token-less participant; the difference is the latter.
-	return UsersSketch{Node: s.name, Sketch: raw, Anonymous: max(int64(m.GetGauge().GetValue())-int64(tokenUsers), 0)}, nil
+	return UsersSketch{Node: s.name, Sketch: raw, Anonymous: h.anonymous.Load()}, nil
 }
 
 func (s *Server) serveUsersSketch(w http.ResponseWriter, _ *http.Request) {
