@@ -170,7 +170,12 @@ func (a *accessLog) apply(cfg configs.AccessLog) error {
 		return nil
 	}
 	a.start()
-	a.on.Store(false) // nothing queued for the old destination meanwhile
+	// Lines logged while the destination changes go to the old one (the
+	// writer writes what is queued before it switches) or to the new one:
+	// none is lost. Switched off, lines stop before the switch.
+	if !cfg.Enabled {
+		a.on.Store(false)
+	}
 	a.send(accessControl{w: w, file: file})
 	a.cfg = cfg
 	a.on.Store(cfg.Enabled)

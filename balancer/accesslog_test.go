@@ -255,3 +255,58 @@ func TestAccessLogRequestAllocationFree(t *testing.T) {
 		t.Errorf("a hostile edge name: %q → %+v %v", line, parsed, err)
 	}
 }
+
+// Moving the log to another file (a reload with a new path) loses no line:
+// every request logged while the destination changes lands in the old file
+// or the new one.
+func TestAccessLogSwitchLosesNoLine(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a, err := newAccessLog(reg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	paths := []string{filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")}
+	if err := a.apply(configs.AccessLog{Enabled: true, Path: paths[0], Sample: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var ctx fasthttp.RequestCtx
+	var req fasthttp.Request
+	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 51234}, nil)
+	const offered = 20000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range offered {
+			a.request(&ctx, time.Now())
+			if len(a.entries) > accessQueue/2 {
+				time.Sleep(time.Millisecond) // this test counts switches, not a writer behind
+			}
+		}
+	}()
+	switches := 0
+	for running := true; running; switches++ {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		if err := a.apply(configs.AccessLog{Enabled: true, Path: paths[switches%2], Sample: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.close()
+	lines := 0
+	for _, p := range paths {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines += strings.Count(string(raw), "\n")
+	}
+	dropped := gatherCounter(t, reg, "ringlb_balancer_access_log_dropped_total")
+	t.Logf("%d requests over %d switches: %d lines, %g dropped", offered, switches, lines, dropped)
+	if float64(lines)+dropped != offered {
+		t.Errorf("%d lines + %g dropped for %d requests: %g lost in the switches", lines, dropped, offered, offered-float64(lines)-dropped)
+	}
+}
