@@ -27,6 +27,13 @@
 # average before each round, and writes every JSON result under
 # $OUT/BACKEND (default bench/out/ws) as SCENARIO-TARGET-rROUND.json.
 #
+# CPU_BUDGET=F (say 0.25) caps each front at F of a CPU, the same for all,
+# with a CFS quota on a cgroup of its own (cgroup v2 cpu.max, or v1's cpu
+# controller; needs root): saturation then measures what a front carries
+# on a given CPU, as on a balancer whose load and backends run on other
+# machines, instead of a share of two cores it splits with them. Go's
+# runtime sees the quota as a container's (GOMAXPROCS follows it).
+#
 #   apt-get install -y haproxy nginx-light   # once
 #   flock /work/notes/bench.lock bench/peers/ws-compare.sh   # SHORT=1: one quick round
 #   BACKEND=relay TARGETS="ringlb haproxy" SCENARIOS=b bench/peers/ws-compare.sh   # a subset, no table
@@ -46,7 +53,27 @@ SRC=127.0.0.1-127.0.0.8
 
 pids=()
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
-cleanup() { stop_all; rm -rf "$WORK"; }
+cleanup() { stop_all; unbudget; rm -rf "$WORK"; }
+
+# budget: each front into a cgroup capped at CPU_BUDGET of a CPU (a 10 ms
+# period, so a capped front runs in short slices, not 100 ms bursts).
+CGROUPS=()
+budget() {
+  local root t dir p quota=$(python3 -c "print(int(float('$CPU_BUDGET') * 10000))")
+  if [ -w /sys/fs/cgroup/cgroup.subtree_control ] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    root=/sys/fs/cgroup; grep -qw cpu $root/cgroup.subtree_control || echo +cpu >$root/cgroup.subtree_control
+  elif [ -w /sys/fs/cgroup/cpu ]; then root=/sys/fs/cgroup/cpu
+  else echo "CPU_BUDGET needs a writable cgroup cpu controller (run as root)" >&2; exit 1; fi
+  for t in ringlb haproxy nginx; do
+    [ -n "${WATCH[$t]:-}" ] || continue
+    dir=$root/ringlb-bench-$t; mkdir -p "$dir"; CGROUPS+=("$dir")
+    if [ -e "$dir/cpu.max" ]; then echo "$quota 10000" >"$dir/cpu.max"
+    else echo 10000 >"$dir/cpu.cfs_period_us"; echo "$quota" >"$dir/cpu.cfs_quota_us"; fi
+    for p in ${WATCH[$t]//,/ }; do echo "$p" >"$dir/cgroup.procs"; done
+  done
+  echo "fronts capped at $CPU_BUDGET of a CPU each (${CGROUPS[*]})" >&2
+}
+unbudget() { local d; for d in "${CGROUPS[@]}"; do rmdir "$d" 2>/dev/null || true; done; CGROUPS=(); }
 trap cleanup EXIT
 
 go build -o "$WORK/ringlb" ./cmd/ringlb
@@ -191,12 +218,14 @@ for BACKEND_NOW in "${BACKENDS[@]}"; do
   rm -rf "$OUT"; mkdir -p "$OUT"
   echo "before starting ($BACKEND_NOW): $(busy); load average $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT/machine.txt" >&2
   start "$BACKEND_NOW"
+  [ -z "${CPU_BUDGET:-}" ] || budget
   [[ $SCENARIOS == *a* ]] && rounds a "$ROUNDS" -sessions 1000 -participants 3 -rate 1 -size 256 -duration $DUR -ramp 3s
   [[ $SCENARIOS == *b* ]] && rounds b "$ROUNDS" -sessions 50 -participants 2 -saturate -window "$WINDOW" -size 256 -duration $SAT
   [[ $SCENARIOS == *d* ]] && rounds d "$ROUNDS" -sessions 20 -participants 2 -rate 10 -size 256 -duration 20s
   [[ $SCENARIOS == *e* ]] && rounds e "$ROUNDS" -sessions 1 -participants 2 -rate 500 -size 256 -duration 10s
   [[ $SCENARIOS == *c* ]] && rounds c 1 -sessions $((IDLE/2)) -participants 2 -rate 0 -duration 3s -drain 100ms
   stop_all
+  unbudget
   [ "$SCENARIOS" = abc ] || continue
   [ "${TARGETS[*]}" = "direct ringlb haproxy nginx" ] || continue
   python3 - "$OUT" "$ROUNDS" "$BACKEND_NOW" "$WINDOW" <<'PY'
