@@ -32,7 +32,8 @@
 # controller; needs root): saturation then measures what a front carries
 # on a given CPU, as on a balancer whose load and backends run on other
 # machines, instead of a share of two cores it splits with them. Go's
-# runtime sees the quota as a container's (GOMAXPROCS follows it).
+# runtime sees the quota as a container's (GOMAXPROCS follows it, at
+# least 2); HAPROXY_THREADS=N sets HAProxy's nbthread (default 2).
 #
 #   apt-get install -y haproxy nginx-light   # once
 #   flock /work/notes/bench.lock bench/peers/ws-compare.sh   # SHORT=1: one quick round
@@ -136,7 +137,7 @@ YAML
   cat >"$WORK/haproxy.cfg" <<CFG
 global
   maxconn 9000
-  nbthread 2
+  nbthread ${HAPROXY_THREADS:-2}
 defaults
   mode http
   timeout connect 2s
@@ -226,6 +227,23 @@ for BACKEND_NOW in "${BACKENDS[@]}"; do
   [[ $SCENARIOS == *c* ]] && rounds c 1 -sessions $((IDLE/2)) -participants 2 -rate 0 -duration 3s -drain 100ms
   stop_all
   unbudget
+  if [[ $SCENARIOS == *b* && " ${TARGETS[*]} " == *" ringlb "* && " ${TARGETS[*]} " == *" haproxy "* ]]; then
+    python3 - "$OUT" "$ROUNDS" "${CPU_BUDGET:-}" <<'PY'
+import json, os, statistics, sys
+out, rounds, budget = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def load(t, r):
+    with open(os.path.join(out, f"b-{t}-r{r}.json")) as f: return json.load(f)
+rate, per = [], []
+for r in range(1, rounds + 1):
+    x, y = load("ringlb", r), load("haproxy", r)
+    rate.append(x["delivered_per_second"] / y["delivered_per_second"])
+    cpu = lambda c: c.get("watch_cpu_seconds", 0) / max(c["delivered_per_second"], 1)
+    per.append(cpu(x) / cpu(y) if cpu(y) else float("nan"))
+cap = f", each front capped at {budget} of a CPU" if budget else ""
+print(f"b) ringlb / HAProxy{cap}: msgs/s {' '.join(f'{v:.2f}' for v in rate)} (median {statistics.median(rate):.2f}); "
+      f"CPU per message {' '.join(f'{v:.2f}' for v in per)} (median {statistics.median(per):.2f})")
+PY
+  fi
   [ "$SCENARIOS" = abc ] || continue
   [ "${TARGETS[*]}" = "direct ringlb haproxy nginx" ] || continue
   python3 - "$OUT" "$ROUNDS" "$BACKEND_NOW" "$WINDOW" <<'PY'
