@@ -77,6 +77,8 @@ type Server struct {
 	udpServed sync.WaitGroup
 	// tcpListener is the TCP listener DNS serves (StopAccepting).
 	tcpListener net.Listener
+	// tcpWriteTimeout bounds each write on a TCP connection (tcp.go).
+	tcpWriteTimeout time.Duration
 }
 
 // state is everything a query reads, swapped whole by Reload.
@@ -107,7 +109,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1)}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpWriteTimeout: tcpWriteTimeout}
 	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -225,6 +227,7 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	// loop on a whole core while descriptors are short, and returns on any
 	// other: the guard backs off instead and never ends serving.
 	ln = acceptguard.Wrap(ln, acceptguard.Config{Name: "gslb tcp", Logger: s.logger, Errors: s.metrics.acceptErrors})
+	served := writeDeadlineListener{Listener: ln, timeout: s.tcpWriteTimeout}
 	handler := dns.HandlerFunc(s.serveDNS)
 	// miekg/dns answers FORMERR itself, without the handler, to what the
 	// accept function rejects and to what does not unpack: counted here.
@@ -254,8 +257,8 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 		s.udp = append(s.udp, pc.(*net.UDPConn))
 	}
 	s.tcpListener = ln
-	s.tcp = &dns.Server{Listener: ln, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept, MsgInvalidFunc: invalid, TsigProvider: tsigProvider{s},
-		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
+	s.tcp = &dns.Server{Listener: served, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept, MsgInvalidFunc: invalid, TsigProvider: tsigProvider{s},
+		ReadTimeout: tcpReadTimeout, IdleTimeout: func() time.Duration { return tcpIdleTimeout }}
 	s.addr = pcs[0].LocalAddr().String()
 	udp := s.udp
 	s.mu.Unlock()
