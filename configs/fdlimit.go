@@ -33,6 +33,12 @@ func DefaultBalancerMaxConnections() int { return maxConnectionsFor(OpenFiles(),
 // 0: the descriptors left after the reserve, one per connection.
 func DefaultEdgeMaxConnections() int { return maxConnectionsFor(OpenFiles(), 1) }
 
+// DefaultGSLBMaxTCPConnections is gslb.max_tcp_connections when the file
+// leaves it 0: 1000 (DNS over TCP is the fallback of truncated answers and
+// transfers, a few connections per resolver), or the descriptors left after
+// the reserve when there are fewer.
+func DefaultGSLBMaxTCPConnections() int { return min(1000, maxConnectionsFor(OpenFiles(), 1)) }
+
 // OpenFiles is the open-file limit the derived defaults start from: the
 // process's soft RLIMIT_NOFILE, or an assumed 65536 where there is none.
 func OpenFiles() int {

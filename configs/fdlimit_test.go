@@ -35,6 +35,9 @@ func TestMaxConnectionsDefaults(t *testing.T) {
 	if got, want := cfg.Edge.MaxConnections, DefaultEdgeMaxConnections(); got != want || got <= 0 {
 		t.Errorf("edge.max_connections = %d, want the derived %d", got, want)
 	}
+	if got, want := cfg.GSLB.MaxTCPConnections, DefaultGSLBMaxTCPConnections(); got != want || got <= 0 || got > 1000 {
+		t.Errorf("gslb.max_tcp_connections = %d, want the derived %d (at most 1000)", got, want)
+	}
 	if !strings.Contains(cfg.Summary(), "open-file limit") {
 		t.Errorf("summary does not show the limit the defaults derive from: %s", cfg.Summary())
 	}

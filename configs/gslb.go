@@ -38,6 +38,12 @@ type GSLB struct {
 	// much a spoofed query can reflect). A client gets min(its EDNS buffer
 	// size, MaxUDPSize), 512 without EDNS; our OPT advertises MaxUDPSize.
 	MaxUDPSize int `yaml:"max_udp_size"`
+	// MaxTCPConnections caps the DNS TCP connections open at once; beyond
+	// it a new connection is closed at once, UDP answering on (default
+	// 1000, fewer when the open-file limit is lower:
+	// DefaultGSLBMaxTCPConnections). Each holds a descriptor and a
+	// goroutine until its read or write deadline, and anyone can open them.
+	MaxTCPConnections int `yaml:"max_tcp_connections"`
 	// StatsD optionally pushes the gslb's metrics to a StatsD server.
 	StatsD StatsD `yaml:"statsd"`
 }
@@ -290,6 +296,7 @@ func (g *GSLB) Provision() {
 	setDefault(&g.Admin.Listen, "127.0.0.1:9053")
 	g.Admin.provision()
 	setDefaultInt(&g.MaxUDPSize, 1232)
+	setDefaultInt(&g.MaxTCPConnections, DefaultGSLBMaxTCPConnections())
 	g.StatsD.provision()
 	for k, m := range g.Monitors {
 		m.Provision()
@@ -418,6 +425,7 @@ func (g *GSLB) validate(ps *problems) {
 	// 512 is what every client takes (RFC 1035); beyond 4096 answers
 	// fragment on nearly every path, and amplify more.
 	checkRange(ps, "gslb.max_udp_size", g.MaxUDPSize, 512, 4096)
+	checkRange(ps, "gslb.max_tcp_connections", g.MaxTCPConnections, 1, maxDerivedConnections)
 	checkRange(ps, "gslb.rate_limit.responses_per_second", rl.ResponsesPerSecond, 0, 10_000_000)
 	checkRange(ps, "gslb.rate_limit.slip", *rl.Slip, 0, 10)
 	checkRange(ps, "gslb.rate_limit.ipv4_prefix", rl.IPv4Prefix, 8, 32)

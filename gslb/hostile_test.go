@@ -2,6 +2,7 @@ package gslb
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -99,5 +101,101 @@ func TestTCPClientThatNeverReads(t *testing.T) {
 	}
 	if r := query(t, s, "udp", "www.ringlb.test.", dns.TypeA, nil); len(r.Answer) != 1 {
 		t.Fatalf("UDP meanwhile: %v", r)
+	}
+}
+
+// Many TCP connections that announce a query and send nothing more
+// (slowloris): each holds a descriptor and a goroutine until its read
+// deadline, and anyone can open them faster than that. Before the cap, 3000
+// such connections (announcing 64 KiB each) were 3000 held, 3000 goroutines
+// and 192 MiB of heap: miekg/dns allocates the announced length up front.
+func TestTCPConnectionsCapped(t *testing.T) {
+	cfg := gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), "")
+	cfg.MaxTCPConnections = 100
+	s := startGSLB(t, cfg)
+	const conns = 1000
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	heap0, g0 := ms.HeapInuse, runtime.NumGoroutine()
+	cs := make([]net.Conn, 0, conns)
+	t.Cleanup(func() {
+		for _, c := range cs {
+			c.Close()
+		}
+	})
+	d := net.Dialer{Timeout: 5 * time.Second}
+	for range conns {
+		c, err := d.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatalf("after %d connections: %v", len(cs), err)
+		}
+		cs = append(cs, c)
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte{0x01, 0x00, 0}) // 256 bytes announced, 1 sent
+	}
+	guard := s.tcpGuard.Load()
+	// The refusals are done once the listener's backlog is empty: wait
+	// until every connection is either held or counted refused.
+	refused := func() int {
+		var m dto.Metric
+		s.metrics.tcpRefused.Write(&m)
+		return int(m.GetCounter().GetValue())
+	}
+	for deadline := time.Now().Add(30 * time.Second); guard.Open()+refused() < conns && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	t.Logf("%d connections opened: the server holds %d, refused %d; heap %+d KiB, goroutines %+d", conns, guard.Open(), refused(), (int64(ms.HeapInuse)-int64(heap0))>>10, runtime.NumGoroutine()-g0)
+	if guard.Open() > cfg.MaxTCPConnections {
+		t.Fatalf("the server holds %d TCP connections, over max_tcp_connections %d", guard.Open(), cfg.MaxTCPConnections)
+	}
+	if refused() < conns-cfg.MaxTCPConnections {
+		t.Fatalf("%d connections refused, want at least %d", refused(), conns-cfg.MaxTCPConnections)
+	}
+	if r := query(t, s, "udp", "www.ringlb.test.", dns.TypeA, nil); len(r.Answer) != 1 {
+		t.Fatalf("UDP meanwhile: %v", r)
+	}
+	// The slots come back as the idle ones close.
+	for _, c := range cs {
+		c.Close()
+	}
+	for deadline := time.Now().Add(30 * time.Second); guard.Open() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r := query(t, s, "tcp", "www.ringlb.test.", dns.TypeA, nil); len(r.Answer) != 1 {
+		t.Fatalf("TCP once the idle connections are gone: %v", r)
+	}
+}
+
+// A TCP query announced longer than any query can be ends its connection
+// before the server buffers it (miekg/dns alone allocates what the prefix
+// says, up to 64 KiB, and waits for it).
+func TestTCPQueryTooLongClosed(t *testing.T) {
+	// A read deadline beyond the test's wait: only the length closes it.
+	s := startGSLBWith(t, gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), ""), func(s *Server) { s.tcpReadTimeout = time.Minute })
+	c, err := net.DialTimeout("tcp", s.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte{0xff, 0xff, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("read %d bytes, want the connection closed", n)
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the connection announcing a 64 KiB query is still open")
+	}
+	// A query of the largest size is still read and answered.
+	m := new(dns.Msg)
+	m.SetQuestion("www.ringlb.test.", dns.TypeA)
+	m.SetEdns0(1232, false)
+	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, 3000)})
+	r := query(t, s, "tcp", "www.ringlb.test.", dns.TypeA, func(q *dns.Msg) { *q = *m })
+	if len(r.Answer) != 1 {
+		t.Fatalf("padded query: %v", r)
 	}
 }

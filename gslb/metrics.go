@@ -28,6 +28,9 @@ type metrics struct {
 	// acceptErrors counts failed accepts on the TCP listener (EMFILE,
 	// ENFILE, ENOBUFS...), each retried after a backoff.
 	acceptErrors prometheus.Counter
+	// tcpRefused counts TCP connections closed unserved at
+	// max_tcp_connections.
+	tcpRefused prometheus.Counter
 	// signatures counts RRset signatures put on answers, by where they came
 	// from: "cache" (made before, still fresh) or "signed" (made for this
 	// answer: a new or changed RRset, a negative answer's NSEC, a refresh);
@@ -113,6 +116,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_gslb_accept_errors_total",
 			Help: "Failed accepts on the TCP DNS listener (out of file descriptors or kernel memory), each retried after a backoff.",
 		}),
+		tcpRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_gslb_tcp_refused_total",
+			Help: "TCP DNS connections closed unserved because gslb.max_tcp_connections were open.",
+		}),
 	}
 	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ringlb_gslb_signatures_total",
@@ -127,7 +134,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "ringlb_gslb_region_load",
 		Help: "Load of a region's edges as they announce it in gossip, averaged per edge, by region and measure (sessions_per_edge, connections_per_edge, cpu_percent, edges).",
 	}, []string{"region", "measure"})
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.signatures, m.steeredShare, m.regionLoad} {
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.tcpRefused, m.signatures, m.steeredShare, m.regionLoad} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

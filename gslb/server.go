@@ -77,8 +77,12 @@ type Server struct {
 	udpServed sync.WaitGroup
 	// tcpListener is the TCP listener DNS serves (StopAccepting).
 	tcpListener net.Listener
-	// tcpWriteTimeout bounds each write on a TCP connection (tcp.go).
-	tcpWriteTimeout time.Duration
+	// tcpReadTimeout and tcpWriteTimeout bound a TCP connection's first
+	// read and each write (tcp.go).
+	tcpReadTimeout, tcpWriteTimeout time.Duration
+	// tcpGuard caps the TCP connections (Reload changes the cap); nil
+	// until StartOn.
+	tcpGuard atomic.Pointer[acceptguard.Listener]
 }
 
 // state is everything a query reads, swapped whole by Reload.
@@ -109,7 +113,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpWriteTimeout: tcpWriteTimeout}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout}
 	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -226,7 +230,12 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	// miekg/dns retries a temporary accept error (EMFILE) at once, a busy
 	// loop on a whole core while descriptors are short, and returns on any
 	// other: the guard backs off instead and never ends serving.
-	ln = acceptguard.Wrap(ln, acceptguard.Config{Name: "gslb tcp", Logger: s.logger, Errors: s.metrics.acceptErrors})
+	// It also caps the connections (gslb.max_tcp_connections): beyond it a
+	// new one is closed at once (tcp.go).
+	guard := acceptguard.Wrap(ln, acceptguard.Config{Name: "gslb tcp", Logger: s.logger, Errors: s.metrics.acceptErrors,
+		MaxConns: s.state.Load().cfg.MaxTCPConnections, Refused: s.metrics.tcpRefused})
+	s.tcpGuard.Store(guard)
+	ln = guard
 	served := writeDeadlineListener{Listener: ln, timeout: s.tcpWriteTimeout}
 	handler := dns.HandlerFunc(s.serveDNS)
 	// miekg/dns answers FORMERR itself, without the handler, to what the
@@ -258,7 +267,8 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	}
 	s.tcpListener = ln
 	s.tcp = &dns.Server{Listener: served, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept, MsgInvalidFunc: invalid, TsigProvider: tsigProvider{s},
-		ReadTimeout: tcpReadTimeout, IdleTimeout: func() time.Duration { return tcpIdleTimeout }}
+		ReadTimeout: s.tcpReadTimeout, IdleTimeout: func() time.Duration { return tcpIdleTimeout },
+		DecorateReader: func(r dns.Reader) dns.Reader { return queryReader{r} }}
 	s.addr = pcs[0].LocalAddr().String()
 	udp := s.udp
 	s.mu.Unlock()
@@ -325,6 +335,9 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
 	st.pools.inherit(old.pools)
+	if g := s.tcpGuard.Load(); g != nil {
+		g.SetMax(cfg.MaxTCPConnections) // connections open stay open
+	}
 	st.rrl = st.rrl.carryOver(old.rrl)
 	for _, z := range st.zones {
 		// Same keys and timings, same signatures: a SIGHUP does not make

@@ -1,8 +1,12 @@
 package gslb
 
 import (
+	"encoding/binary"
+	"fmt"
 	"net"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // DNS over TCP is open to anyone, and a connection costs the server a
@@ -10,7 +14,10 @@ import (
 // miekg/dns bounds a connection's reads (ReadTimeout for the first query,
 // IdleTimeout between queries) and its queries (128, then it closes), but
 // not its writes: it never applies Server.WriteTimeout. So each write gets
-// its own deadline here.
+// its own deadline here. It also allocates the whole length a query's
+// prefix announces (up to 64 KiB) before reading a byte of it: queryReader
+// ends a connection announcing more than a query can be. And the number of
+// connections is capped (gslb.max_tcp_connections, acceptguard).
 const (
 	tcpReadTimeout = 5 * time.Second
 	tcpIdleTimeout = 10 * time.Second
@@ -53,6 +60,45 @@ func (c *writeDeadlineConn) Write(b []byte) (int, error) {
 		// the deadline in turn. A failed (maybe partial) write ends the
 		// connection instead; the stream is out of step anyway.
 		c.Conn.Close()
+	}
+	return n, err
+}
+
+// maxQueryBytes bounds a query: a question is at most 260 bytes, EDNS
+// options (a cookie, Client Subnet, padding) and a TSIG a few hundred more.
+// The UDP loop reads no more (udpQueryBytes); over TCP a longer one ends
+// the connection before anything is buffered for it.
+const maxQueryBytes = 4096
+
+// errQueryTooLong: a TCP message's length prefix says more than maxQueryBytes.
+var errQueryTooLong = fmt.Errorf("DNS query over TCP longer than %d bytes", maxQueryBytes)
+
+// queryReader is miekg/dns's reader (which keeps its deadlines, and their
+// interplay with Shutdown) reading through a connection that refuses a
+// length prefix over maxQueryBytes.
+type queryReader struct{ dns.Reader }
+
+func (r queryReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error) {
+	return r.Reader.ReadTCP(&lengthCheck{Conn: conn}, timeout)
+}
+
+// lengthCheck is a connection for reading one message: it fails the read
+// that completes the 2-byte length prefix when the length is too long.
+type lengthCheck struct {
+	net.Conn
+	prefix [2]byte
+	n      int // bytes of the prefix read
+}
+
+func (c *lengthCheck) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.n < len(c.prefix) {
+		c.n += copy(c.prefix[c.n:], b[:n])
+		if c.n == len(c.prefix) && binary.BigEndian.Uint16(c.prefix[:]) > maxQueryBytes {
+			// 0 bytes: io.ReadFull drops an error that comes with
+			// all it asked for.
+			return 0, errQueryTooLong
+		}
 	}
 	return n, err
 }

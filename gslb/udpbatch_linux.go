@@ -32,10 +32,9 @@ import (
 
 const (
 	udpBatchSize = 32
-	// udpQueryBytes bounds a query: a question is at most 260 bytes, and
-	// EDNS options a few hundred more; longer ones are cut and answered
-	// FORMERR.
-	udpQueryBytes = 4096
+	// udpQueryBytes bounds a query (maxQueryBytes, tcp.go); longer ones
+	// are cut and answered FORMERR.
+	udpQueryBytes = maxQueryBytes
 )
 
 type udpBatch struct {

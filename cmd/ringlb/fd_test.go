@@ -380,10 +380,14 @@ func TestFDExhaustionDoesNotEndTheProcess(t *testing.T) {
 
 	t.Run("gslb", func(t *testing.T) {
 		cfg := filepath.Join(t.TempDir(), "gslb.yaml")
+		// max_tcp_connections above the descriptors: accepting fails with
+		// EMFILE before the cap bites (the derived cap, 64 here, refuses
+		// instead: gslb's TestTCPConnectionsCapped).
 		writeFile(t, cfg, `cluster: { name: gslb-1, bind: 127.0.0.1:0, profile: local }
 gslb:
   listen: 127.0.0.1:0
   admin: { listen: 127.0.0.1:0 }
+  max_tcp_connections: 100000
   zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1" ] } ]
 `)
 		g := startProc(t, limited, "gslb", "-config", cfg)
