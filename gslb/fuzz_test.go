@@ -1,6 +1,7 @@
 package gslb
 
 import (
+	"encoding/binary"
 	"net"
 	"testing"
 	"time"
@@ -11,7 +12,8 @@ import (
 )
 
 // hostileSeeds are queries that take the refusal paths: bad and good
-// TSIGs, malformed EDNS, other opcodes, a big RRset for small buffers.
+// TSIGs, malformed EDNS, other opcodes, a big RRset for small buffers, and
+// the hand-built malformedSeeds.
 func hostileSeeds(tb testing.TB) [][]byte {
 	var out [][]byte
 	add := func(m *dns.Msg) {
@@ -57,6 +59,9 @@ func hostileSeeds(tb testing.TB) [][]byte {
 		m.SetQuestion("www.ringlb.test.", dns.TypeA)
 		edit(m)
 		add(m)
+	}
+	for _, p := range malformedSeeds() {
+		out = append(out, p.b)
 	}
 	return out
 }
@@ -268,4 +273,68 @@ func FuzzUDPHandle(f *testing.F) {
 			}
 		}
 	})
+}
+
+// malformedSeeds are hand-built packets miekg/dns would not pack: a
+// compression pointer to itself, two questions, Client Subnet options with
+// impossible prefix lengths or families, an EDNS option longer than its
+// record, names of the most labels and of one too many.
+func malformedSeeds() []struct {
+	name string
+	b    []byte
+} {
+	header := func(qd, ar uint16) []byte {
+		h := []byte{0x12, 0x34, 0, 0}
+		for _, n := range []uint16{qd, 0, 0, ar} {
+			h = binary.BigEndian.AppendUint16(h, n)
+		}
+		return h
+	}
+	www := []byte("\x03www\x06ringlb\x04test\x00\x00\x01\x00\x01")
+	ide := []byte("\x03ide\x06ringlb\x04test\x00\x00\x01\x00\x01")
+	opt := func(options ...[]byte) []byte {
+		var rdata []byte
+		for _, o := range options {
+			rdata = append(rdata, o...)
+		}
+		b := []byte{0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0}
+		b = binary.BigEndian.AppendUint16(b, uint16(len(rdata)))
+		return append(b, rdata...)
+	}
+	ecs := func(family uint16, source, scope uint8, addr ...byte) []byte {
+		b := binary.BigEndian.AppendUint16([]byte{0, 8}, uint16(4+len(addr)))
+		b = binary.BigEndian.AppendUint16(b, family)
+		return append(append(b, source, scope), addr...)
+	}
+	labels := func(n int) []byte {
+		var b []byte
+		for range n {
+			b = append(b, 1, 'a')
+		}
+		return append(b, 0, 0, 1, 0, 1)
+	}
+	cat := func(bs ...[]byte) []byte {
+		var out []byte
+		for _, b := range bs {
+			out = append(out, b...)
+		}
+		return out
+	}
+	return []struct {
+		name string
+		b    []byte
+	}{
+		{"pointer-loop", cat(header(1, 0), []byte{0xc0, 12, 0, 1, 0, 1})},
+		{"pointer-forward", cat(header(1, 0), []byte{0xc0, 14, 0xc0, 12, 0, 1, 0, 1})},
+		{"two-questions", cat(header(2, 0), www, www)},
+		{"ecs-v4-prefix-33", cat(header(1, 1), ide, opt(ecs(1, 33, 0, 10, 2, 3, 4, 5)))},
+		{"ecs-v6-prefix-200", cat(header(1, 1), ide, opt(ecs(2, 200, 0, 0x20, 1)))},
+		{"ecs-family-3", cat(header(1, 1), ide, opt(ecs(3, 24, 0, 10, 2, 3)))},
+		{"ecs-scope-in-query", cat(header(1, 1), ide, opt(ecs(1, 24, 24, 10, 2, 3)))},
+		{"ecs-address-too-long", cat(header(1, 1), ide, opt(ecs(1, 8, 0, 10, 2, 3, 4)))},
+		{"ecs-two", cat(header(1, 1), ide, opt(ecs(1, 24, 0, 10, 2, 3), ecs(1, 24, 0, 10, 1, 3)))},
+		{"edns-option-overlong", cat(header(1, 1), www, opt([]byte{0, 10, 0xff, 0xff, 1, 2}))},
+		{"name-127-labels", cat(header(1, 0), labels(127))},
+		{"name-128-labels", cat(header(1, 0), labels(128))},
+	}
 }
