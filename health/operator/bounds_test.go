@@ -120,8 +120,44 @@ func serveBounded(t *testing.T, n *Node, admin configs.Admin, read *atomic.Int64
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
-	go srv.Serve(countingListener{ln, read})
+	return serveCounted(t, mux, admin, ln, read)
+}
+
+// serveCounted serves h with NewServer on Listener(ln), counting what the
+// server reads in read.
+func serveCounted(t *testing.T, h http.Handler, admin configs.Admin, ln net.Listener, read *atomic.Int64) string {
+	t.Helper()
+	srv := NewServer(h, admin, nil)
+	go srv.Serve(Listener(countingListener{ln, read}, admin))
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// A handler that forgets to bound its body (r.FormValue on a multipart
+// body) still reads at most MaxRequestBody of it: the server bounds every
+// admin request's body. And a head of a megabyte is refused (431).
+func TestAdminServerBoundsEveryRequest(t *testing.T) {
+	const size = 16 << 20
+	var read atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgetful := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.FormValue("state"))
+	})
+	addr := serveCounted(t, forgetful, configs.Admin{}, ln, &read)
+	multipart := "--xx\r\nContent-Disposition: form-data; name=\"state\"; filename=\"f\"\r\n\r\n"
+	head := "POST /api/maintenance HTTP/1.1\r\nHost: " + addr + "\r\nContent-Type: multipart/form-data; boundary=xx" +
+		fmt.Sprintf("\r\nContent-Length: %d\r\n\r\n", len(multipart)+size) + multipart
+	status := sendBig(t, addr, head, size)
+	t.Logf("a forgetful handler answered %q after the server read %d bytes of a %d-byte body", status, read.Load(), size)
+	if got := read.Load(); got > MaxRequestBody+(512<<10) {
+		t.Errorf("the server read %d bytes of a body, want about MaxRequestBody (%d) at most", got, MaxRequestBody)
+	}
+
+	big := "GET /healthz HTTP/1.1\r\nHost: " + addr + "\r\nX-Big: " + strings.Repeat("a", 1<<20) + "\r\n\r\n"
+	if status := sendBig(t, addr, big, 0); !strings.Contains(status, " 431 ") {
+		t.Errorf("a 1 MiB head: %q, want 431", status)
+	}
 }
