@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -160,4 +161,57 @@ func TestAdminServerBoundsEveryRequest(t *testing.T) {
 	if status := sendBig(t, addr, big, 0); !strings.Contains(status, " 431 ") {
 		t.Errorf("a 1 MiB head: %q, want 431", status)
 	}
+}
+
+// After a login the browser goes to "next", which must stay on this port.
+// Browsers drop tabs and newlines anywhere in a URL (WHATWG URL parsing), so
+// "/<TAB>/evil.example" is "//evil.example": another site, reached from the
+// admin port's own login (a phishing page "your session expired").
+func TestLoginNextStaysOnThisPort(t *testing.T) {
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t)})
+	base := loginServer(t, n, "")
+	for _, next := range []string{"//evil.example/x", "/\t/evil.example/x", "/\\evil.example/x", "\t//evil.example/x", "/\t\\evil.example"} {
+		loc := rawLoginLocation(t, base, url.Values{"user": {"alice"}, "password": {testPassword}, "next": {next}})
+		// As a browser reads it: tabs and newlines removed, backslashes
+		// are slashes in http(s) URLs.
+		browser := strings.NewReplacer("\t", "", "\n", "", "\r", "", "\\", "/").Replace(loc)
+		u, err := url.Parse(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		target, err := u.Parse(browser)
+		if err != nil || target.Host != u.Host {
+			t.Errorf("next %q: Location %q takes a browser to %v (%v), want this port", next, loc, target, err)
+		}
+	}
+}
+
+// rawLoginLocation posts a login form and returns the answer's Location as
+// sent (Go's client refuses to parse one with a control character; a
+// browser does not).
+func rawLoginLocation(t *testing.T, base string, form url.Values) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+PathLogin, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	c, err := net.DialTimeout("tcp", req.URL.Host, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := req.Write(c); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: %s, want 303", resp.Status)
+	}
+	return resp.Header.Get("Location")
 }

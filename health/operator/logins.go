@@ -386,10 +386,17 @@ func loginHeaders(w http.ResponseWriter) {
 
 // localPath keeps a "next" target only when it is a path of this port: a
 // login must not redirect a browser to another site (open redirect).
-// Anything else goes to the port's home.
+// Anything else goes to the port's home. Browsers read a backslash as a
+// slash and drop tabs and newlines anywhere in a URL ("/<TAB>/evil" is
+// "//evil", another host), so no control character or backslash passes.
 func (n *Node) localPath(p string) string {
-	if p == "" || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.ContainsAny(p, "\\\r\n") || len(p) > 256 {
+	if p == "" || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || len(p) > 256 {
 		return n.home
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return n.home
+		}
 	}
 	return p
 }
