@@ -3,8 +3,6 @@ package balancer
 import (
 	"errors"
 	"fmt"
-	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"sort"
@@ -14,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ringlb/ringlb/balancer/ring"
-	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health/operator"
 )
 
@@ -52,7 +49,7 @@ func (b *Balancer) ServeAdmin(ln net.Listener) error {
 	}
 	// The history is sampled while the admin port serves.
 	defer b.op.History.Start()()
-	if err := b.admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := b.admin.Serve(operator.Listener(ln, b.cfg.Admin)); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
@@ -147,12 +144,7 @@ func (b *Balancer) newAdminServer() *http.Server {
 	mux.Handle("POST /api/maintenance", access.Write(http.HandlerFunc(b.serveMaintenance)))
 	b.op.Mount(mux, access, false)
 	b.handleDashboard(mux, access)
-	return &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: configs.DefaultRequestTimeout,
-		IdleTimeout:       b.cfg.IdleTimeout.D(),
-		ErrorLog:          slogErrorLog(b.log),
-	}
+	return operator.NewServer(mux, b.cfg.Admin, b.log)
 }
 
 // Operator is the admin plane of this node: cmd/ringlb gives it the config
@@ -254,6 +246,3 @@ func (b *Balancer) serveMaintenance(w http.ResponseWriter, r *http.Request) {
 	}
 	operator.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "maintenance": b.maintenance.Load()})
 }
-
-// slogErrorLog routes net/http's own error lines to slog.
-func slogErrorLog(l *slog.Logger) *log.Logger { return slog.NewLogLogger(l.Handler(), slog.LevelWarn) }

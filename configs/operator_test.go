@@ -28,6 +28,8 @@ func TestOperatorSettings(t *testing.T) {
 		{"a bad user name", "gslb: { admin: { users_file: " + badName + " } }", "gslb.admin.users_file", "user name"},
 		{"a missing users file", "balancer: { admin: { users_file: /does/not/exist } }", "balancer.admin.users_file", "cannot read"},
 		{"history too often", "balancer: { admin: { history_interval: 10ms } }", "balancer.admin.history_interval", "must be in range [100ms, 10m0s]"},
+		{"admin connections unbounded", "edge: { admin: { max_connections: -1 } }", "edge.admin.max_connections", "must be in range [1, 10000]"},
+		{"an admin request timeout too short", "gslb: { admin: { request_timeout: 10ms } }", "gslb.admin.request_timeout", "must be in range [1s, 10m0s]"},
 		{"a state directory to make", "cluster: { state_dir: " + filepath.Join(t.TempDir(), "state") + " }", "", ""},
 		{"a state directory that is a file", "cluster: { state_dir: " + notDir + " }", "cluster.state_dir", "is not a directory"},
 		{"a state directory without a parent", "cluster: { state_dir: /does/not/exist/state }", "cluster.state_dir", "nor does its parent"},

@@ -202,6 +202,18 @@ type Admin struct {
 	// the history behind GET /api/history (default 10s): 360 samples are
 	// kept, an hour at the default.
 	HistoryInterval Duration `yaml:"history_interval"`
+	// MaxConnections caps the connections the admin port holds open
+	// (default 128); more wait in the kernel's accept queue until one
+	// closes. Each holds a descriptor of the process, which the data port
+	// and gossip share, so anyone who reaches the port must not open them
+	// without end. Raise it when many balancers read this node (each
+	// keeps up to two connections to it).
+	MaxConnections int `yaml:"max_connections"`
+	// RequestTimeout bounds reading one whole request, body included, and
+	// writing its answer (default 30s); it is also how long an idle
+	// keep-alive connection stays open. A client that sends a byte now and
+	// then holds nothing longer.
+	RequestTimeout Duration `yaml:"request_timeout"`
 
 	// StateDir is cluster.state_dir, copied here by Config.Provision so that
 	// a role, which reads only its own section, finds it.
@@ -216,6 +228,8 @@ func (a Admin) RestartChanges(section string, next Admin) error {
 		RestartNeeded(section+".admin.listen", a.Listen, next.Listen),
 		RestartNeeded(section+".admin.users_file", a.UsersFile, next.UsersFile),
 		RestartNeeded(section+".admin.history_interval", a.HistoryInterval, next.HistoryInterval),
+		RestartNeeded(section+".admin.max_connections", a.MaxConnections, next.MaxConnections),
+		RestartNeeded(section+".admin.request_timeout", a.RequestTimeout, next.RequestTimeout),
 	)
 }
 
@@ -224,6 +238,13 @@ const (
 	DefaultHistoryInterval = 10 * time.Second
 	minHistoryInterval     = 100 * time.Millisecond
 	maxHistoryInterval     = 10 * time.Minute
+	// DefaultAdminMaxConnections is admin.max_connections when unset.
+	DefaultAdminMaxConnections = 128
+	maxAdminMaxConnections     = 10_000
+	// DefaultAdminRequestTimeout is admin.request_timeout when unset.
+	DefaultAdminRequestTimeout = 30 * time.Second
+	minAdminRequestTimeout     = time.Second
+	maxAdminRequestTimeout     = 10 * time.Minute
 	// Environment variables that add one admin user (Admin.Users).
 	EnvAdminUser         = "RINGLB_ADMIN_USER"
 	EnvAdminPasswordHash = "RINGLB_ADMIN_PASSWORD_HASH"
@@ -235,6 +256,8 @@ const (
 // default is each role's own.
 func (a *Admin) provision() {
 	setDefaultDuration(&a.HistoryInterval, DefaultHistoryInterval)
+	setDefaultInt(&a.MaxConnections, DefaultAdminMaxConnections)
+	setDefaultDuration(&a.RequestTimeout, DefaultAdminRequestTimeout)
 }
 
 // Users returns the admin users: those of UsersFile and the one of the
@@ -353,5 +376,9 @@ func checkAdmin(ps *problems, path string, a Admin) {
 	}
 	if d := a.HistoryInterval.D(); d < minHistoryInterval || d > maxHistoryInterval {
 		ps.add(path+".history_interval", "must be in range [%s, %s], got %s", minHistoryInterval, maxHistoryInterval, d)
+	}
+	checkRange(ps, path+".max_connections", a.MaxConnections, 1, maxAdminMaxConnections)
+	if d := a.RequestTimeout.D(); d < minAdminRequestTimeout || d > maxAdminRequestTimeout {
+		ps.add(path+".request_timeout", "must be in range [%s, %s], got %s", minAdminRequestTimeout, maxAdminRequestTimeout, d)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -114,13 +113,14 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 		s.logger.Info("query log switched", "on", on)
 		operator.WriteJSON(w, http.StatusOK, map[string]bool{"query_log": on})
 	})))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
+	admin := s.state.Load().cfg.Admin
+	srv := operator.NewServer(mux, admin, s.logger)
 	s.admin.mu.Lock()
 	s.admin.srv = srv
 	s.admin.mu.Unlock()
 	// The history is sampled while the admin port serves.
 	defer s.op.History.Start()()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(operator.Listener(ln, admin)); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -83,7 +83,13 @@ func (s *Server) exchangeInterval() time.Duration {
 }
 
 func (s *Server) exchangeLoop(ctx context.Context, peers Peers) {
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1}}
+	// No proxy from the environment, and no redirect followed: the address
+	// a peer announced is checked against cluster.allowed_networks, where it
+	// redirects to is not, and the signed header would go along.
+	client := &http.Client{
+		Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	defer client.CloseIdleConnections()
 	for {
 		interval := s.exchangeInterval()

@@ -3,7 +3,6 @@ package sessions
 import (
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 
@@ -41,7 +40,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	// The history is sampled while the admin port serves.
 	defer s.op.History.Start()()
 	// http.Server handles a Serve racing with its Shutdown itself.
-	if err := s.admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := s.admin.Serve(operator.Listener(ln, s.cfg.Admin)); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
@@ -102,10 +101,5 @@ func (s *Server) newAdminServer() *http.Server {
 	// users.go
 	mux.Handle("GET /api/users/sketch", access.Read(http.HandlerFunc(s.serveUsersSketch)))
 	s.handleRevocations(mux, access) // revoke.go: POST /api/tokens/revoke, GET /api/tokens/revoked
-	return &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: requestReadTimeout,
-		IdleTimeout:       requestReadTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	return operator.NewServer(mux, s.cfg.Admin, s.log)
 }

@@ -356,15 +356,19 @@ var loginTemplate = template.Must(template.New("login").Parse(loginPage))
 // serveLoginPage is GET /login: a form that POSTs to /login. It holds no
 // data, so it is open to anyone.
 func (n *Node) serveLoginPage(w http.ResponseWriter, r *http.Request) {
-	n.renderLogin(w, r, http.StatusOK, "")
+	n.renderLogin(w, http.StatusOK, "", r.URL.Query().Get("next"))
 }
 
-func (n *Node) renderLogin(w http.ResponseWriter, r *http.Request, code int, message string) {
+// renderLogin answers with the page; next is where the form goes after a
+// login. Callers take it from the URL, or from a form they parsed within
+// bounds, never with r.FormValue: that parses a multipart body of any size
+// (32 MiB in memory, the rest to temporary files), for anyone, even on GET.
+func (n *Node) renderLogin(w http.ResponseWriter, code int, message, next string) {
 	loginHeaders(w)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)
 	_ = loginTemplate.Execute(w, map[string]any{
-		"Node": n.name, "Role": n.role, "Next": n.localPath(r.FormValue("next")), "Error": message, "Enabled": n.loginEnabled(),
+		"Node": n.name, "Role": n.role, "Next": n.localPath(next), "Error": message, "Enabled": n.loginEnabled(),
 	})
 }
 
@@ -382,10 +386,17 @@ func loginHeaders(w http.ResponseWriter) {
 
 // localPath keeps a "next" target only when it is a path of this port: a
 // login must not redirect a browser to another site (open redirect).
-// Anything else goes to the port's home.
+// Anything else goes to the port's home. Browsers read a backslash as a
+// slash and drop tabs and newlines anywhere in a URL ("/<TAB>/evil" is
+// "//evil", another host), so no control character or backslash passes.
 func (n *Node) localPath(p string) string {
-	if p == "" || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.ContainsAny(p, "\\\r\n") || len(p) > 256 {
+	if p == "" || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || len(p) > 256 {
 		return n.home
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return n.home
+		}
 	}
 	return p
 }
@@ -395,12 +406,15 @@ func (n *Node) localPath(p string) string {
 // with why; a client asking for JSON gets JSON.
 func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 	jsonClient := strings.Contains(r.Header.Get("Accept"), "application/json")
+	// Bounded before anything reads it: anyone may post here.
+	r.Body = http.MaxBytesReader(w, r.Body, maxLoginForm)
+	next := r.URL.Query().Get("next") // the form's, once it is parsed
 	answer := func(code int, msg string) {
 		if jsonClient {
 			WriteJSON(w, code, map[string]string{"error": msg})
 			return
 		}
-		n.renderLogin(w, r, code, msg)
+		n.renderLogin(w, code, msg, next)
 	}
 	if !n.loginEnabled() {
 		answer(http.StatusNotFound, "this admin port has no users: it is open from this host only")
@@ -417,12 +431,12 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusForbidden, "cross-origin login refused")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxLoginForm)
 	if err := r.ParseForm(); err != nil {
 		answer(http.StatusBadRequest, "bad login form")
 		return
 	}
-	user, password := r.PostFormValue("user"), r.PostFormValue("password")
+	next = r.Form.Get("next")
+	user, password := r.PostForm.Get("user"), r.PostForm.Get("password")
 	who := "-"
 	if configs.ValidUserName(user) {
 		who = CallerUserPrefix + user
@@ -462,7 +476,7 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusOK, map[string]any{"user": user, "expires": expires})
 		return
 	}
-	http.Redirect(w, r, n.localPath(r.PostFormValue("next")), http.StatusSeeOther)
+	http.Redirect(w, r, n.localPath(next), http.StatusSeeOther)
 }
 
 // serveLogout is POST /logout (behind Access.Write: the CSRF rule, an
