@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // historyHeld sums the history bytes every session of e holds.
@@ -69,4 +70,63 @@ func TestHistoryBoundedAcrossSessions(t *testing.T) {
 	if r := resumeFrom(t, e, "in-use", c.welcome.Epoch, 0); r != "" {
 		t.Fatalf("live session under a full budget: reset %q, want its history", r)
 	}
+}
+
+// A client that never reads asks for the whole history again and again:
+// each resume queues a replay of every msg held, which pins a batch of
+// frame references per resume until the writer gets to it. One replay
+// waits at a time: further resumes are answered with an error, not
+// queued.
+func TestResumeFloodQueuesOneReplay(t *testing.T) {
+	const msgs, resumes = 1000, 200
+	e := startEdge(t, configs.Edge{SendQueue: 1024, History: configs.History{Messages: msgs, Bytes: 1 << 20}}, nil)
+	a := e.joinV1(t, "replayed", "", nil)
+	for i := range msgs {
+		a.msg(t, i)
+		a.readType(t, "ack")
+	}
+	baseline := heapAfterGC()
+	c := rawJoinV1(t, e, "replayed")
+	// Fill the socket and the writer first, so replays queue.
+	var frames []byte
+	resume := []byte(`{"type":"resume","after":0,"epoch":"` + a.welcome.Epoch + `"}`)
+	for range resumes {
+		frames = appendClientTextFrame(frames, resume)
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(testDeadline))
+	if _, err := c.Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	// A msg behind the resumes: once it is counted, the edge has read
+	// every resume before it.
+	before := metricValue(t, e.s, "ringlb_edge_messages_total")
+	if _, err := c.Write(appendClientTextFrame(nil, []byte(`{"type":"msg","data":"last"}`))); err != nil {
+		t.Fatal(err)
+	}
+	healthtest.WaitUntil(t, "every resume read", func() bool {
+		return metricValue(t, e.s, "ringlb_edge_messages_total") > before
+	})
+	queued := replaysQueued(e)
+	grown := heapAfterGC() - baseline
+	t.Logf("%d resumes of %d msgs from a client that does not read: %d replays queued, heap grew %d", resumes, msgs, queued, grown)
+	if queued > 1 {
+		t.Fatalf("%d replays queued for one client", queued)
+	}
+}
+
+// replaysQueued counts the replay batches waiting in every send queue.
+func replaysQueued(e *testEdge) int {
+	n := 0
+	e.s.mu.Lock()
+	defer e.s.mu.Unlock()
+	for p := range e.s.conns {
+		p.out.mu.Lock()
+		for i := range p.out.n {
+			if f := p.out.queue[(p.out.head+i)%len(p.out.queue)]; f != nil && f.batch != nil {
+				n++
+			}
+		}
+		p.out.mu.Unlock()
+	}
+	return n
 }

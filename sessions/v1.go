@@ -432,6 +432,7 @@ func (h *hub) resume(s *session, p *participant, after uint64, epoch string) {
 	}
 	b := &frame{batch: frames}
 	b.refs.Store(1)
+	p.replaying.Store(true) // cleared by the writer once it is written
 	h.deliver(p, b)
 	b.release()
 }
@@ -582,6 +583,12 @@ func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) {
 	case "resume":
 		if !in.afterSet {
 			p.sendError("bad_request", "resume needs after")
+			return
+		}
+		if p.replaying.Load() {
+			// The replay under way, and the live msgs after it, already
+			// bring everything after the earlier resume's seq.
+			p.sendError("bad_request", "a replay is already on its way: resume again once it has arrived")
 			return
 		}
 		s := p.session
