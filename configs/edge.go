@@ -102,6 +102,13 @@ type History struct {
 	Messages int `yaml:"messages"`
 	// Bytes of messages kept per session (default 1 MiB).
 	Bytes int `yaml:"bytes"`
+	// TotalBytes bounds the histories of all sessions together (the
+	// copies kept for other edges' sessions included), so a client that
+	// fills one session after another cannot make the edge hold sessions
+	// × bytes (default 256 MiB). At the bound the histories of sessions
+	// without participants give way first (oldest idle first), then the
+	// session's own oldest msgs: a resume from before them gets a reset.
+	TotalBytes int `yaml:"total_bytes"`
 }
 
 // EdgeAuth configures signed join tokens (sessions/token.go).
@@ -146,10 +153,13 @@ const (
 	DefaultMaxMessageBytes = 64 << 10
 	DefaultHistoryMessages = 1000
 	DefaultHistoryBytes    = 1 << 20
-	DefaultSendQueue       = 256
-	DefaultIdleGrace       = 60 * time.Second
-	DefaultDrainTimeout    = 30 * time.Second
-	DefaultStatsDInterval  = 10 * time.Second
+	// DefaultHistoryTotalBytes: the full history of 256 sessions at the
+	// default history.bytes; idle sessions give way first.
+	DefaultHistoryTotalBytes = 256 << 20
+	DefaultSendQueue         = 256
+	DefaultIdleGrace         = 60 * time.Second
+	DefaultDrainTimeout      = 30 * time.Second
+	DefaultStatsDInterval    = 10 * time.Second
 	// DefaultReplication: sync, so that an ack means what a user assumes
 	// it means (the msg survives the edge), at the price measured in
 	// sessions/README.md ("Replication").
@@ -180,6 +190,7 @@ func (e *Edge) Provision() {
 	setDefaultInt(&e.MaxMessageBytes, DefaultMaxMessageBytes)
 	setDefaultInt(&e.History.Messages, DefaultHistoryMessages)
 	setDefaultInt(&e.History.Bytes, DefaultHistoryBytes)
+	setDefaultInt(&e.History.TotalBytes, DefaultHistoryTotalBytes)
 	setDefaultInt(&e.SendQueue, DefaultSendQueue)
 	setDefaultInt(&e.MaxConnections, DefaultEdgeMaxConnections())
 	setDefaultDuration(&e.IdleGrace, DefaultIdleGrace)
@@ -208,6 +219,9 @@ func (e Edge) validate(ps *problems, cl Cluster) {
 	checkRange(ps, "edge.max_message_bytes", e.MaxMessageBytes, 16, 64<<20)
 	checkRange(ps, "edge.history.messages", e.History.Messages, 0, 10_000_000)
 	checkRange(ps, "edge.history.bytes", e.History.Bytes, 0, 1<<30)
+	if t := e.History.TotalBytes; t < e.History.Bytes || t > 1<<40 {
+		ps.add("edge.history.total_bytes", "must be in range [edge.history.bytes (%d), %d], got %d", e.History.Bytes, 1<<40, t)
+	}
 	checkRange(ps, "edge.send_queue", e.SendQueue, 1, 1<<20)
 	checkRange(ps, "edge.max_connections", e.MaxConnections, 0, 10_000_000)
 	if e.IdleGrace < 0 {

@@ -69,6 +69,8 @@ func (s *Server) startDrain() {
 	if s.closing || s.drainCancel != nil {
 		return
 	}
+	// Before the 202: a /healthz right after it must already say 503.
+	s.beginDrain()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout.D())
 	s.drainCancel = cancel
 	s.drainDone.Add(1)

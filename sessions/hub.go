@@ -34,10 +34,11 @@ type hub struct {
 	shards          [hubShards]hubShard
 
 	// ringlb.v1 (v1.go): set by New before the hub is used.
-	edge        string        // this edge's name, in welcome
-	idleGrace   time.Duration // how long a v1 session outlives its last participant
-	historyMsgs int           // edge.history.messages
-	historyByte int           // edge.history.bytes
+	edge        string         // this edge's name, in welcome
+	idleGrace   time.Duration  // how long a v1 session outlives its last participant
+	historyMsgs int            // edge.history.messages
+	historyByte int            // edge.history.bytes
+	budget      *historyBudget // edge.history.total_bytes, for every history here
 	// texts recycles the frames v1 writes per msg (msg, ack, pong).
 	texts textPools
 	// expired, when set (tests only), is called when an idle session is freed.
@@ -148,7 +149,7 @@ func (h *hub) join(key []byte, p *participant) error {
 	if s == nil {
 		s = &session{key: string(key), created: time.Now()}
 		if p.v1 {
-			s.v1 = newV1Session(h.historyMsgs, h.historyByte)
+			s.v1 = newV1Session(h.historyMsgs, h.historyByte, h.budget)
 		}
 		sh.sessions[s.key] = s
 		h.metrics.sessionsHosted.Inc()
@@ -179,6 +180,7 @@ func (h *hub) join(key []byte, p *participant) error {
 			// generation (or participants), and leaves the session be.
 			s.v1.idleTimer.Stop()
 			s.v1.idleTimer = nil
+			h.budget.busy(s)
 		}
 	}
 	s.participants = append(s.participants, p)
@@ -225,6 +227,7 @@ func (h *hub) leave(p *participant) {
 // shard and session locks held.
 func (h *hub) free(sh *hubShard, s *session) {
 	if s.v1 != nil {
+		h.budget.busy(s)
 		s.v1.dropPending()
 		s.v1.forget()
 		if r := h.repl.Load(); r != nil {
@@ -248,6 +251,9 @@ func (h *hub) keepIdle(s *session) {
 	v.idleGen++
 	gen := v.idleGen
 	v.idleTimer = time.AfterFunc(h.idleGrace, func() { h.expire(s, gen) })
+	if v.n > 0 {
+		h.budget.idled(s)
+	}
 }
 
 // expire frees s if it is still idle in generation gen.
@@ -557,7 +563,7 @@ func (h *hub) install(hs handoffSession) bool {
 	if old := sh.sessions[hs.Key]; old != nil || sh.admitting[hs.Key].n > 0 {
 		return false
 	}
-	s := &session{key: hs.Key, created: time.Now(), v1: newV1Session(h.historyMsgs, h.historyByte)}
+	s := &session{key: hs.Key, created: time.Now(), v1: newV1Session(h.historyMsgs, h.historyByte, h.budget)}
 	v := s.v1
 	v.epoch = hs.Epoch
 	v.term = max(hs.Term, 1)

@@ -154,3 +154,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// historyBytesMetric reads the bytes every ringlb.v1 history on the edge
+// holds together (budget.go), against edge.history.total_bytes.
+func historyBytesMetric(b *historyBudget) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ringlb_edge_history_bytes",
+		Help: "Bytes of msgs held in every ringlb.v1 history on this edge (idle sessions and replica copies included), bounded by edge.history.total_bytes.",
+	}, func() float64 { return float64(b.used.Load()) })
+}

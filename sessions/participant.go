@@ -64,6 +64,11 @@ type participant struct {
 	// by the reader only.
 	session *session
 	stopped atomic.Bool // set by the first stop
+	// replaying is set while a replay of history (a resume's batch) waits
+	// in the queue or is being written: a client may not queue another,
+	// or resumes of a few bytes each would pin a batch of the whole
+	// history apiece.
+	replaying atomic.Bool
 	// reader is readerRunning while a goroutine reads, readerParked while
 	// none does (the socket is armed), readerEnded at the end. Whoever
 	// moves it from parked to running starts the reader (unpark).
@@ -499,7 +504,9 @@ func (p *participant) writeLoop() {
 			p.closeHandshake()
 		case jobFrame:
 			if f.batch != nil {
-				if !p.writeBatch(f) {
+				ok := p.writeBatch(f)
+				p.replaying.Store(false)
+				if !ok {
 					return
 				}
 				continue

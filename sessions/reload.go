@@ -119,13 +119,14 @@ func (s *Server) Reload(cfg configs.Edge) error {
 	s.adminToken.Store(&token)
 	if cfg.History != old.History {
 		s.hub.setHistoryBounds(cfg.History.Messages, cfg.History.Bytes)
+		s.hub.budget.limit.Store(int64(cfg.History.TotalBytes))
 	}
 	s.applied = cfg
 	overlap := "none"
 	if auth.previous != nil {
 		overlap = auth.previousUntil.UTC().Format(time.RFC3339)
 	}
-	s.log.Info("configuration reloaded", "history_messages", cfg.History.Messages, "history_bytes", cfg.History.Bytes,
+	s.log.Info("configuration reloaded", "history_messages", cfg.History.Messages, "history_bytes", cfg.History.Bytes, "history_total_bytes", cfg.History.TotalBytes,
 		"anonymous", auth.anonymous, "previous_secret_accepted_until", overlap)
 	return nil
 }

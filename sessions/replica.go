@@ -34,7 +34,8 @@ const staleCopyAge = time.Minute
 // replicaStore holds the copies. Its mutex is taken last: after a shard's,
 // never while taking another lock.
 type replicaStore struct {
-	maxMessages, maxBytes int // each copy's history bound: this edge's edge.history
+	maxMessages, maxBytes int            // each copy's history bound: this edge's edge.history
+	budget                *historyBudget // the bound of all histories here, copies included
 
 	mu     sync.Mutex
 	copies map[string]*replicaCopy
@@ -53,9 +54,9 @@ type replicaCopy struct {
 	snapAt time.Time  // when its owner last sent it whole
 }
 
-func newReplicaStore(maxMessages, maxBytes int) *replicaStore {
+func newReplicaStore(maxMessages, maxBytes int, budget *historyBudget) *replicaStore {
 	return &replicaStore{
-		maxMessages: maxMessages, maxBytes: maxBytes,
+		maxMessages: maxMessages, maxBytes: maxBytes, budget: budget,
 		copies: make(map[string]*replicaCopy), draining: make(map[string]bool), streams: make(map[string]time.Time),
 	}
 }
@@ -295,7 +296,7 @@ func (r *replicator) applySnapshot(from string, rec *record, answers []byte) []b
 	case c != nil:
 		c.v.forget()
 	}
-	v := &v1Session{epoch: string(rec.epoch), seq: rec.seq, committed: rec.seq, term: rec.term, maxMessages: st.maxMessages, maxBytes: st.maxBytes}
+	v := &v1Session{epoch: string(rec.epoch), seq: rec.seq, committed: rec.seq, term: rec.term, maxMessages: st.maxMessages, maxBytes: st.maxBytes, budget: st.budget}
 	st.copies[key] = &replicaCopy{from: from, v: v, snapAt: time.Now()}
 	return answers
 }

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"container/list"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -87,6 +88,11 @@ type v1Session struct {
 	maxBytes    int
 	idleGen     uint64      // bumped each time the session goes idle
 	idleTimer   *time.Timer // runs while no participant is left
+	// budget is the edge's bound on all histories together (budget.go);
+	// idleElem is this session's place on its idle list, nil while it has
+	// participants (or nothing left to give).
+	budget   *historyBudget
+	idleElem *list.Element
 }
 
 // pendingMsg is a msg sequenced under sync replication, waiting for the
@@ -97,16 +103,18 @@ type pendingMsg struct {
 	seq  uint64
 }
 
-func newV1Session(maxMessages, maxBytes int) *v1Session {
+func newV1Session(maxMessages, maxBytes int, budget *historyBudget) *v1Session {
 	var e [12]byte
 	_, _ = rand.Read(e[:])
-	return &v1Session{epoch: base64.RawURLEncoding.EncodeToString(e[:]), term: 1, maxMessages: maxMessages, maxBytes: maxBytes}
+	return &v1Session{epoch: base64.RawURLEncoding.EncodeToString(e[:]), term: 1, maxMessages: maxMessages, maxBytes: maxBytes, budget: budget}
 }
 
 // remember appends f (seq v.seq) to the history, evicting the oldest
-// entries beyond either bound. It takes over the caller's reference.
+// entries beyond either bound, and beyond the edge's (budget.go). It takes
+// over the caller's reference.
 func (v *v1Session) remember(f *frame) {
-	if v.maxMessages <= 0 || v.maxBytes <= 0 || len(f.wire()) > v.maxBytes {
+	size := len(f.wire())
+	if v.maxMessages <= 0 || v.maxBytes <= 0 || size > v.maxBytes {
 		// No history kept, or this one message alone is over the byte
 		// bound: the history is emptied, so a resume from before it gets
 		// reset rather than a gap.
@@ -114,8 +122,19 @@ func (v *v1Session) remember(f *frame) {
 		f.release()
 		return
 	}
-	for v.n > 0 && (v.n >= v.maxMessages || v.bytes+len(f.wire()) > v.maxBytes) {
+	for v.n > 0 && (v.n >= v.maxMessages || v.bytes+size > v.maxBytes) {
 		v.dropOldest()
+	}
+	if !v.budget.take(size) && !v.budget.takeFromIdle(size) {
+		for v.n > 0 && !v.budget.take(size) {
+			v.dropOldest()
+		}
+		if v.n == 0 && !v.budget.take(size) {
+			// The edge's histories are full of live sessions': this one
+			// keeps none, like a message over its own bound.
+			f.release()
+			return
+		}
 	}
 	if v.n == len(v.history) {
 		// Grow the ring (to at most maxMessages).
@@ -165,6 +184,7 @@ func (v *v1Session) dropOldest() {
 	v.n--
 	if f != nil {
 		v.bytes -= len(f.wire())
+		v.budget.give(len(f.wire()))
 		f.release()
 	}
 }
@@ -412,6 +432,7 @@ func (h *hub) resume(s *session, p *participant, after uint64, epoch string) {
 	}
 	b := &frame{batch: frames}
 	b.refs.Store(1)
+	p.replaying.Store(true) // cleared by the writer once it is written
 	h.deliver(p, b)
 	b.release()
 }
@@ -562,6 +583,12 @@ func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) {
 	case "resume":
 		if !in.afterSet {
 			p.sendError("bad_request", "resume needs after")
+			return
+		}
+		if p.replaying.Load() {
+			// The replay under way, and the live msgs after it, already
+			// bring everything after the earlier resume's seq.
+			p.sendError("bad_request", "a replay is already on its way: resume again once it has arrived")
 			return
 		}
 		s := p.session
