@@ -389,10 +389,8 @@ func (b *Balancer) callPeer(ctx context.Context, method, target string, operator
 // redirects followed (a peer must not send it on to another host).
 func newPeerClient() *http.Client {
 	return &http.Client{
-		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second},
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
+		Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second},
+		CheckRedirect: health.NoRedirect,
 	}
 }
 

@@ -88,7 +88,7 @@ func (s *Server) exchangeLoop(ctx context.Context, peers Peers) {
 	// redirects to is not, and the signed header would go along.
 	client := &http.Client{
 		Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		CheckRedirect: health.NoRedirect,
 	}
 	defer client.CloseIdleConnections()
 	for {

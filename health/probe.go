@@ -55,7 +55,7 @@ func NewProber(mon configs.Monitor, target string, onChange func(up bool, why st
 				// The target is an address, not the certificate's name.
 				TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
 			},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			CheckRedirect: NoRedirect,
 		}
 	}
 	return p

@@ -70,7 +70,7 @@ func (s *Server) UseKeyring(k *health.Keyring) { s.keyring.Store(k) }
 // newPeerClient returns the client of claims and hand-offs: its Timeout
 // bounds a hand-off, a claim's context bounds the claim to peerTimeout.
 func newPeerClient() *http.Client {
-	return &http.Client{Timeout: handoffTimeout, Transport: &http.Transport{
+	return &http.Client{Timeout: handoffTimeout, CheckRedirect: health.NoRedirect, Transport: &http.Transport{
 		// Claims come in bursts after a ring change: keep connections
 		// to every peer rather than dial one per claim.
 		MaxIdleConnsPerHost: 32,
