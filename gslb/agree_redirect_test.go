@@ -1,7 +1,6 @@
 package gslb
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // A member announces an admin address inside cluster.allowed_networks that
@@ -37,15 +37,7 @@ func TestPeerReadFollowsNoRedirect(t *testing.T) {
 	_, ma := startNameserver(t, "gslb-a", gslbConfig(t, east, west, ""), "")
 	cluster := configs.Cluster{Name: "rogue", Region: "east", Bind: "127.0.0.1:0", Profile: "local", Join: []string{ma.Addr()},
 		ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond)}
-	m, err := health.Join(t.Context(), cluster, health.Meta{Role: health.RoleGSLB, Region: "east", Admin: rogue.URL, State: health.StateAlive}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		m.Shutdown(ctx)
-	})
+	healthtest.NewKeyless(t).JoinWith(cluster, health.Meta{Role: health.RoleGSLB, Region: "east", Admin: rogue.URL, State: health.StateAlive})
 	// Several exchange rounds (a monitor interval each) reach the rogue.
 	for deadline := time.Now().Add(30 * time.Second); redirected.Load() < 3; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -1,7 +1,6 @@
 package gslb
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // joinEdge joins a gossip edge of region to the cluster through seed, with
@@ -20,15 +20,7 @@ func joinEdge(t *testing.T, name, region, seed string, port int, load health.Loa
 	cluster := configs.Cluster{Name: name, Region: region, Bind: "127.0.0.1:0", Profile: "local", Join: []string{seed},
 		ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond)}
 	meta := health.Meta{Role: health.RoleEdge, Region: region, URL: fmt.Sprintf("http://127.0.0.1:%d", port), Weight: 1, State: health.StateAlive, Load: &load}
-	m, err := health.Join(t.Context(), cluster, meta, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		m.Shutdown(ctx)
-	})
+	m := healthtest.NewKeyless(t).JoinWith(cluster, meta)
 	return m
 }
 

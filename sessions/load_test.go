@@ -7,6 +7,7 @@ import (
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 func joinCluster(t *testing.T, name, seed string, meta health.Meta) *health.Membership {
@@ -16,15 +17,7 @@ func joinCluster(t *testing.T, name, seed string, meta health.Meta) *health.Memb
 	if seed != "" {
 		cluster.Join = []string{seed}
 	}
-	m, err := health.Join(t.Context(), cluster, meta, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		m.Shutdown(ctx)
-	})
+	m := healthtest.NewKeyless(t).JoinWith(cluster, meta)
 	return m
 }
 
