@@ -84,7 +84,8 @@ type DNSSEC struct {
 	// (default 2000, with a second of burst): every query for a name never
 	// asked before needs one, and spoofed sources can ask millions. Beyond
 	// it a UDP answer that needs a new signature goes out empty with TC,
-	// and the resolver retries over TCP, which is always signed.
+	// and the resolver retries over TCP. TCP answers have as many again,
+	// apart: beyond them one waits its turn up to 1 s, then gets SERVFAIL.
 	SignaturesPerSecond int `yaml:"signatures_per_second"`
 }
 

@@ -59,8 +59,13 @@ type signer struct {
 	fingerprint string
 	cache       *sigCache
 	// budget bounds the new signatures UDP answers may cost
-	// (signatures_per_second).
-	budget *signBudget
+	// (signatures_per_second); tcpBudget, as many again, TCP answers'.
+	// Apart, so that TCP clients cannot spend what spoofed UDP floods are
+	// held to, nor UDP floods starve the resolvers they send to TCP.
+	budget, tcpBudget *signBudget
+	// tcpPatience is how long a TCP answer waits for its turn in
+	// tcpBudget before it is answered SERVFAIL.
+	tcpPatience time.Duration
 	// now is time.Now; tests move it to see signatures refreshed.
 	now func() time.Time
 	// signed counts signatures by where they came from ("cache",
@@ -70,6 +75,25 @@ type signer struct {
 
 // errSignBudget: a UDP answer would need a new signature beyond the budget.
 var errSignBudget = errors.New("over signatures_per_second: retry over TCP")
+
+// errSignBudgetTCP: a TCP answer waited tcpPatience for a new signature
+// beyond the budget and did not get one.
+var errSignBudgetTCP = errors.New("over signatures_per_second over TCP")
+
+// tcpSignPatience is how long a TCP answer waits for a new signature when
+// the budget is spent: a resolver's retry usually gets its turn within it,
+// and a client asking for more than the budget waits instead of spending
+// the gslb's CPU. Waiting answers are bounded by max_tcp_connections.
+const tcpSignPatience = time.Second
+
+// spend says which budget a new signature comes from.
+type spend uint8
+
+const (
+	spendNone spend = iota // a zone transfer, to an allowed client
+	spendUDP               // over budget: errSignBudget at once
+	spendTCP               // over budget: wait up to tcpPatience
+)
 
 // signBudget is a token bucket of new signatures: rate a second, and as
 // many in a burst.
@@ -99,6 +123,24 @@ func (b *signBudget) take(now time.Time) bool {
 	return true
 }
 
+// wait spends one signature, waiting (by the real clock, at most
+// patience) for the bucket to refill at now's pace; false when it did not.
+func (b *signBudget) wait(now func() time.Time, patience time.Duration) bool {
+	start := time.Now()
+	for {
+		if b.take(now()) {
+			return true
+		}
+		b.mu.Lock()
+		next := time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
+		b.mu.Unlock()
+		if time.Since(start)+next > patience {
+			return false
+		}
+		time.Sleep(max(next, time.Millisecond))
+	}
+}
+
 type signingKey struct {
 	key  *dns.DNSKEY
 	tag  uint16
@@ -108,7 +150,8 @@ type signingKey struct {
 // newSigner reads the keys of cfg for zone origin.
 func newSigner(origin string, cfg *configs.DNSSEC) (*signer, error) {
 	sg := &signer{origin: origin, validity: cfg.SignatureValidity.D(), refresh: cfg.SignatureRefresh.D(), cache: newSigCache(),
-		budget: newSignBudget(max(cfg.SignaturesPerSecond, 1)), now: time.Now}
+		budget: newSignBudget(max(cfg.SignaturesPerSecond, 1)), tcpBudget: newSignBudget(max(cfg.SignaturesPerSecond, 1)),
+		tcpPatience: tcpSignPatience, now: time.Now}
 	var fp strings.Builder
 	fmt.Fprintf(&fp, "%s %s %d", sg.validity, sg.refresh, cfg.DNSKEYTTL)
 	for _, kc := range cfg.Keys {
@@ -180,9 +223,9 @@ type sigEntry struct {
 }
 
 // sigs returns the signatures of rrset (one per key that signs its type):
-// cached ones while they have more than refresh left, else new ones — when
-// budgeted (a UDP answer), only while the budget lasts, else errSignBudget.
-func (sg *signer) sigs(rrset []dns.RR, budgeted bool) (sigEntry, error) {
+// cached ones while they have more than refresh left, else new ones, from
+// the budget spend names (errSignBudget, errSignBudgetTCP when it has none).
+func (sg *signer) sigs(rrset []dns.RR, from spend) (sigEntry, error) {
 	key, err := rrsetKey(rrset)
 	if err != nil {
 		return sigEntry{}, err
@@ -192,8 +235,16 @@ func (sg *signer) sigs(rrset []dns.RR, budgeted bool) (sigEntry, error) {
 		sg.count("cache")
 		return e, nil
 	}
-	if budgeted && !sg.budget.take(now) {
-		return sigEntry{}, errSignBudget
+	switch from {
+	case spendUDP:
+		if !sg.budget.take(now) {
+			return sigEntry{}, errSignBudget
+		}
+	case spendTCP:
+		if !sg.tcpBudget.wait(sg.now, sg.tcpPatience) {
+			return sigEntry{}, errSignBudgetTCP
+		}
+		now = sg.now()
 	}
 	h := rrset[0].Header()
 	keys := sg.keysFor(h.Rrtype)
@@ -223,9 +274,9 @@ func (sg *signer) count(from string) {
 }
 
 // signRRsets returns rrs (a section of an answer: RRsets, each one's records
-// together) with each RRset followed by its signatures; budgeted: within
-// the budget of new signatures (a UDP answer).
-func (sg *signer) signRRsets(rrs []dns.RR, budgeted bool) ([]dns.RR, error) {
+// together) with each RRset followed by its signatures, new ones from the
+// budget spend names.
+func (sg *signer) signRRsets(rrs []dns.RR, from spend) ([]dns.RR, error) {
 	if len(rrs) == 0 {
 		return rrs, nil
 	}
@@ -238,7 +289,7 @@ func (sg *signer) signRRsets(rrs []dns.RR, budgeted bool) ([]dns.RR, error) {
 		set := rrs[i:j]
 		out = append(out, set...)
 		if t := set[0].Header().Rrtype; t != dns.TypeRRSIG && t != dns.TypeOPT && t != dns.TypeTSIG {
-			e, err := sg.sigs(set, budgeted)
+			e, err := sg.sigs(set, from)
 			if err != nil {
 				return nil, err
 			}
@@ -254,14 +305,14 @@ func (sg *signer) signRRsets(rrs []dns.RR, budgeted bool) ([]dns.RR, error) {
 	return out, nil
 }
 
-// signMsg signs the answer and authority sections of m; budgeted as for
-// signRRsets.
-func (sg *signer) signMsg(m *dns.Msg, budgeted bool) error {
+// signMsg signs the answer and authority sections of m, new signatures
+// from the budget spend names.
+func (sg *signer) signMsg(m *dns.Msg, from spend) error {
 	var err error
-	if m.Answer, err = sg.signRRsets(m.Answer, budgeted); err != nil {
+	if m.Answer, err = sg.signRRsets(m.Answer, from); err != nil {
 		return err
 	}
-	m.Ns, err = sg.signRRsets(m.Ns, budgeted)
+	m.Ns, err = sg.signRRsets(m.Ns, from)
 	return err
 }
 
@@ -520,7 +571,7 @@ func (st *state) signedTransfer(z *zone, rrs []dns.RR) ([]dns.RR, error) {
 		}
 		return int(a.Header().Rrtype) - int(b.Header().Rrtype)
 	})
-	signed, err := sg.signRRsets(body, false)
+	signed, err := sg.signRRsets(body, spendNone)
 	if err != nil {
 		return nil, err
 	}

@@ -64,7 +64,7 @@ func BenchmarkSign(b *testing.B) {
 	for b.Loop() {
 		i++
 		a.Hdr.Ttl = uint32(i) // a new RRset every time: never from the cache
-		if _, err := sg.sigs([]dns.RR{a}, false); err != nil {
+		if _, err := sg.sigs([]dns.RR{a}, spendNone); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -756,6 +756,71 @@ func TestDigShowsSignatures(t *testing.T) {
 // gets an empty TC answer instead: its resolver retries over TCP, which
 // spoofed sources cannot, and which is always answered signed. The clock
 // is held still, so the bucket never refills: exactly the burst is signed.
+// Over TCP, where sources are real and a deferred resolver retries, new
+// signatures have a budget of their own: a client asking for more waits its
+// turn, then gets SERVFAIL, instead of spending the gslb's CPU on signing.
+// The test clock stands still, so the bucket never refills until moved.
+func TestFreshSignaturesBoundedOverTCP(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	cfg := signed(fuzzConfig(t), ksk, zsk)
+	cfg.Zones[0].DNSSEC.SignaturesPerSecond = 100
+	clock := newTestClock()
+	s := startGSLBWith(t, cfg, func(s *Server) {
+		clock.use(s)
+		for _, z := range s.state.Load().zones {
+			if z.signer != nil {
+				z.signer.tcpPatience = 20 * time.Millisecond
+			}
+		}
+	})
+	keys := dnskeys(t, s)
+	before := counterValue(t, s, "ringlb_gslb_signatures_total", "from", "signed")
+	const flood = 300
+	refused := 0
+	var conn *dns.Conn
+	for i := range flood {
+		if i%100 == 0 { // the server takes 128 queries a connection
+			if conn != nil {
+				conn.Close()
+			}
+			var err error
+			if conn, err = dns.Dial("tcp", s.Addr()); err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := conn.WriteMsg(doQuestion(fmt.Sprintf("t%05d.nope.ringlb.test.", i))); err != nil {
+			t.Fatal(err)
+		}
+		m, err := conn.ReadMsg()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case m.Rcode == dns.RcodeServerFailure && len(m.Answer)+len(m.Ns) == 0:
+			refused++
+		case nsecOf(m) == nil:
+			t.Fatalf("query %d over TCP: %v", i, m)
+		}
+	}
+	made := counterValue(t, s, "ringlb_gslb_signatures_total", "from", "signed") - before
+	t.Logf("%d TCP queries for new names: %.0f new signatures, %d SERVFAIL after waiting", flood, made, refused)
+	if made > 100 || refused < flood-100 {
+		t.Errorf("%.0f new signatures for %d new names over TCP, %d refused; want at most the burst of 100", made, flood, refused)
+	}
+	if got := counterValue(t, s, "ringlb_gslb_signatures_total", "from", "refused"); got != float64(refused) {
+		t.Errorf("refused counted %g, answered %d", got, refused)
+	}
+	// A second later the budget has refilled: a new name is answered signed.
+	clock.add(time.Second)
+	m := query(t, s, "tcp", "later.nope.ringlb.test.", dns.TypeA, withDO(false))
+	if nsecOf(m) == nil {
+		t.Fatalf("over TCP once the budget refilled: %v", m)
+	}
+	checkSigned(t, m, keys)
+}
+
 func TestFreshSignaturesBoundedOverUDP(t *testing.T) {
 	ksk, zsk := testKeys(t)
 	cfg := signed(fuzzConfig(t), ksk, zsk)

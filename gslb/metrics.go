@@ -34,10 +34,11 @@ type metrics struct {
 	// signatures counts RRset signatures put on answers, by where they came
 	// from: "cache" (made before, still fresh) or "signed" (made for this
 	// answer: a new or changed RRset, a negative answer's NSEC, a refresh);
-	// and "deferred": UDP answers sent TC because they would have needed a
-	// new signature beyond signatures_per_second.
+	// "deferred": UDP answers sent TC because they would have needed a
+	// new signature beyond signatures_per_second; "refused": TCP answers
+	// SERVFAIL after waiting for one in vain.
 	signatures *prometheus.CounterVec
-	sigCache   [3]prometheus.Counter // cache, signed, deferred: WithLabelValues locks
+	sigCache   [4]prometheus.Counter // cache, signed, deferred, refused: WithLabelValues locks
 	// steeredShare is the share of a region's clients answered from
 	// another region because its edges are loaded (0: not steering).
 	steeredShare *prometheus.GaugeVec
@@ -72,6 +73,8 @@ func (m *metrics) signed(from string) {
 		m.sigCache[0].Inc()
 	case "signed":
 		m.sigCache[1].Inc()
+	case "refused":
+		m.sigCache[3].Inc()
 	default:
 		m.sigCache[2].Inc()
 	}
@@ -123,9 +126,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ringlb_gslb_signatures_total",
-		Help: "DNSSEC signatures of RRsets put on answers, by where they came from: cache (made before) or signed (made for this answer); deferred: UDP answers sent TC instead, over signatures_per_second.",
+		Help: "DNSSEC signatures of RRsets put on answers, by where they came from: cache (made before) or signed (made for this answer); deferred: UDP answers sent TC instead, over signatures_per_second; refused: TCP answers SERVFAIL after waiting for a signature beyond it.",
 	}, []string{"from"})
-	m.sigCache = [3]prometheus.Counter{m.signatures.WithLabelValues("cache"), m.signatures.WithLabelValues("signed"), m.signatures.WithLabelValues("deferred")}
+	m.sigCache = [4]prometheus.Counter{m.signatures.WithLabelValues("cache"), m.signatures.WithLabelValues("signed"), m.signatures.WithLabelValues("deferred"), m.signatures.WithLabelValues("refused")}
 	m.steeredShare = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "ringlb_gslb_steered_share",
 		Help: "Share of a region's clients answered from its failover region because the region's edges are loaded (0: not steering), by managed name and region.",

@@ -543,7 +543,11 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 	sg := dnssecFor(z, r)
 	finish = func(ecs *dns.EDNS0_SUBNET) *dns.Msg {
 		if sg != nil && m.Rcode != dns.RcodeServerFailure {
-			switch err := sg.signMsg(m, !tcp); {
+			from := spendUDP
+			if tcp {
+				from = spendTCP
+			}
+			switch err := sg.signMsg(m, from); {
 			case errors.Is(err, errSignBudget):
 				// Over UDP, which anyone can spoof, new signatures are
 				// budgeted: beyond it the resolver is told to retry over
@@ -551,6 +555,12 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 				m.Answer, m.Ns = nil, nil
 				m.Rcode, m.Truncated = dns.RcodeSuccess, true
 				s.metrics.signed("deferred")
+			case errors.Is(err, errSignBudgetTCP):
+				// Over TCP the answer waited its turn and did not get
+				// it: the client asks for more than the budget.
+				m.Answer, m.Ns = nil, nil
+				m.Rcode = dns.RcodeServerFailure
+				s.metrics.signed("refused")
 			case err != nil:
 				// An unsigned answer would be bogus to every validator.
 				s.logger.Warn("cannot sign an answer", "zone", z.origin, "err", err)
