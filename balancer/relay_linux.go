@@ -151,21 +151,7 @@ func newRelayLoop(r *relay, idle time.Duration) (*relayLoop, error) {
 // whose buffers are empty by then (greet drained them), and the accept
 // guard's; never through TLS.
 func rawFD(c net.Conn) (int, *net.TCPConn, bool) {
-	for {
-		switch w := c.(type) {
-		case *limitConn:
-			c = w.inner()
-			continue
-		case *proxyproto.Conn:
-			c = w.Raw()
-			continue
-		case *acceptguard.Conn:
-			c = w.NetConn()
-			continue
-		}
-		break
-	}
-	tc, ok := c.(*net.TCPConn)
+	tc, ok := unwrapConn(c).(*net.TCPConn)
 	if !ok {
 		return 0, nil, false
 	}
@@ -178,6 +164,23 @@ func rawFD(c net.Conn) (int, *net.TCPConn, bool) {
 		return 0, nil, false
 	}
 	return fd, tc, true
+}
+
+// unwrapConn is the connection inside the balancer's own transparent
+// wrappers (limits, PROXY protocol, the accept guard).
+func unwrapConn(c net.Conn) net.Conn {
+	for {
+		switch w := c.(type) {
+		case *limitConn:
+			c = w.inner()
+		case *proxyproto.Conn:
+			c = w.Raw()
+		case *acceptguard.Conn:
+			c = w.NetConn()
+		default:
+			return c
+		}
+	}
 }
 
 // takeOver returns a duplicate of fd for the loop to own. The caller then

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health/healthtest"
 )
@@ -45,18 +44,7 @@ func TestRelayedTunnelHoldsNoSocket(t *testing.T) {
 	if edgeEnd != nil {
 		t.Errorf("edge end holds %T, want nothing (a bare socket has nothing to count)", edgeEnd)
 	}
-	inner := clientEnd.(net.Conn)
-	for {
-		switch w := inner.(type) {
-		case *limitConn:
-			inner = w.Conn
-			continue
-		case *acceptguard.Conn:
-			inner = w.NetConn()
-			continue
-		}
-		break
-	}
+	inner := unwrapConn(clientEnd.(net.Conn))
 	if _, ok := inner.(relayOwned); !ok {
 		t.Errorf("the counting wrappers hold %T, want the placeholder", inner)
 	}
