@@ -126,14 +126,14 @@ func (v *v1Session) remember(f *frame) {
 		v.dropOldest()
 	}
 	if !v.budget.take(size) && !v.budget.takeFromIdle(size) {
-		for v.n > 0 && !v.budget.take(size) {
+		for !v.budget.take(size) {
+			if v.n == 0 {
+				// The edge's histories are full of live sessions': this
+				// one keeps none, like a message over its own bound.
+				f.release()
+				return
+			}
 			v.dropOldest()
-		}
-		if v.n == 0 && !v.budget.take(size) {
-			// The edge's histories are full of live sessions': this one
-			// keeps none, like a message over its own bound.
-			f.release()
-			return
 		}
 	}
 	if v.n == len(v.history) {
