@@ -157,6 +157,7 @@ func (b *Balancer) adminAccess() operator.Access {
 	return operator.Access{
 		Token:   func() []byte { return b.current.Load().adminToken },
 		Keyring: b.keyring,
+		Self:    b.name,
 		Node:    b.op,
 	}
 }

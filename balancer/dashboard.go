@@ -170,9 +170,9 @@ func (b *Balancer) serveCluster(w http.ResponseWriter, r *http.Request) {
 	for i := range view.Nodes {
 		n := &view.Nodes[i]
 		if n.Role == string(health.RoleEdge) && n.Admin != "" {
-			wg.Go(func() { n.Stats = b.fetchEdgeStats(r.Context(), n.Admin) })
+			wg.Go(func() { n.Stats = b.fetchEdgeStats(r.Context(), n.Name, n.Admin) })
 			users[i].asked = true
-			wg.Go(func() { users[i].sketch, users[i].anonymous, _ = b.fetchUsersSketch(r.Context(), n.Admin) })
+			wg.Go(func() { users[i].sketch, users[i].anonymous, _ = b.fetchUsersSketch(r.Context(), n.Name, n.Admin) })
 		}
 	}
 	for i, g := range gslbs {
@@ -240,10 +240,10 @@ func (b *Balancer) counters() balancerCounters {
 	return c
 }
 
-// fetchEdgeStats reads an edge's metrics from its admin port.
-func (b *Balancer) fetchEdgeStats(ctx context.Context, admin string) *edgeStats {
+// fetchEdgeStats reads the edge node's metrics from its admin port.
+func (b *Balancer) fetchEdgeStats(ctx context.Context, node, admin string) *edgeStats {
 	st := &edgeStats{}
-	mfs, err := b.fetchMetrics(ctx, admin)
+	mfs, err := b.fetchMetrics(ctx, node, admin)
 	if err != nil {
 		st.Error = err.Error()
 		return st
@@ -260,7 +260,7 @@ func (b *Balancer) fetchEdgeStats(ctx context.Context, admin string) *edgeStats 
 // fetchGSLB fills g from the node's /api/pools and /metrics, read as a peer
 // (signed with the cluster's key), never with the operator's token.
 func (b *Balancer) fetchGSLB(ctx context.Context, g *gslbView) {
-	code, body, err := b.callPeer(ctx, http.MethodGet, g.Admin+"/api/pools", nil)
+	code, body, err := b.callPeer(ctx, http.MethodGet, g.Node, g.Admin+"/api/pools", nil)
 	if err == nil && code != http.StatusOK {
 		err = peerError(code, body)
 	}
@@ -276,7 +276,7 @@ func (b *Balancer) fetchGSLB(ctx context.Context, g *gslbView) {
 		return
 	}
 	g.Names = pools.Names
-	if mfs, err := b.fetchMetrics(ctx, g.Admin); err == nil {
+	if mfs, err := b.fetchMetrics(ctx, g.Node, g.Admin); err == nil {
 		g.Queries = sumFamily(mfs["ringlb_gslb_queries_total"])
 	}
 }
@@ -314,7 +314,7 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 	for i, n := range nodes {
 		wg.Go(func() {
 			res := result{Node: n.Name}
-			code, body, err := b.callPeer(r.Context(), http.MethodPost, n.Meta.Admin+path, r)
+			code, body, err := b.callPeer(r.Context(), http.MethodPost, n.Name, n.Meta.Admin+path, r)
 			switch {
 			case err != nil:
 				res.Status, res.Error = http.StatusBadGateway, err.Error()
@@ -338,7 +338,7 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 	op.WriteJSON(w, status, map[string]any{"mode": mode, "results": results})
 }
 
-// callPeer sends one request to another node's admin API (an address its
+// callPeer sends one request to the node named node's admin API (target, an address its
 // metadata announced, which health has checked is within
 // cluster.allowed_networks), bounded by peerFetchTimeout, and returns the
 // status and body (≤ peerBodyLimit).
@@ -348,7 +348,7 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 // goes along with a read. A change (operator non-nil: the operator's request
 // it carries out) forwards the operator's bearer token, so the node acted on
 // checks the operator itself, and HeaderAdmin for its CSRF rule.
-func (b *Balancer) callPeer(ctx context.Context, method, target string, operator *http.Request) (int, []byte, error) {
+func (b *Balancer) callPeer(ctx context.Context, method, node, target string, operator *http.Request) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, peerFetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, target, nil)
@@ -370,7 +370,7 @@ func (b *Balancer) callPeer(ctx context.Context, method, target string, operator
 		}
 		req.Header.Set(configs.HeaderAdmin, "1")
 	} else {
-		b.keyring().SignRequest(req.Header, b.name, method, req.URL.RequestURI(), nil)
+		b.keyring().SignRequest(req.Header, b.name, node, method, req.URL.RequestURI(), nil)
 	}
 	resp, err := b.peerClient.Do(req)
 	if err != nil {
@@ -405,9 +405,9 @@ func peerError(code int, body []byte) error {
 	return fmt.Errorf("%d %s", code, http.StatusText(code))
 }
 
-// fetchMetrics reads a node's Prometheus text from admin/metrics.
-func (b *Balancer) fetchMetrics(ctx context.Context, admin string) (map[string]*dto.MetricFamily, error) {
-	code, body, err := b.callPeer(ctx, http.MethodGet, admin+"/metrics", nil)
+// fetchMetrics reads node's Prometheus text from admin/metrics.
+func (b *Balancer) fetchMetrics(ctx context.Context, node, admin string) (map[string]*dto.MetricFamily, error) {
+	code, body, err := b.callPeer(ctx, http.MethodGet, node, admin+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -516,7 +516,7 @@ func (b *Balancer) readPeers(ctx context.Context, path string) ([]json.RawMessag
 	var wg sync.WaitGroup
 	for i, n := range peers {
 		wg.Go(func() {
-			code, body, err := b.callPeer(ctx, http.MethodGet, strings.TrimSuffix(n.Meta.Admin, "/")+path, nil)
+			code, body, err := b.callPeer(ctx, http.MethodGet, n.Name, strings.TrimSuffix(n.Meta.Admin, "/")+path, nil)
 			switch {
 			case err != nil:
 				errs[i] = err

@@ -177,7 +177,7 @@ func (b *Balancer) serveDrain(w http.ResponseWriter, r *http.Request) {
 		operator.WriteJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("%s does not advertise an admin address", name)})
 		return
 	}
-	code, body, err := b.callPeer(r.Context(), http.MethodPost, strings.TrimSuffix(target.Meta.Admin, "/")+"/api/drain", r)
+	code, body, err := b.callPeer(r.Context(), http.MethodPost, target.Name, strings.TrimSuffix(target.Meta.Admin, "/")+"/api/drain", r)
 	if err != nil {
 		operator.WriteJSON(w, http.StatusBadGateway, map[string]string{"error": fmt.Sprintf("ask %s to drain: %v", name, err)})
 		return

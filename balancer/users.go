@@ -26,9 +26,9 @@ type edgeUsers struct {
 	Anonymous int64  `json:"anonymous"`
 }
 
-// fetchUsersSketch reads an edge's users sketch; nil when it did not answer.
-func (b *Balancer) fetchUsersSketch(ctx context.Context, admin string) (*hyperloglog.Sketch, int64, error) {
-	code, body, err := b.callPeer(ctx, http.MethodGet, admin+"/api/users/sketch", nil)
+// fetchUsersSketch reads the edge node's users sketch; nil when it did not answer.
+func (b *Balancer) fetchUsersSketch(ctx context.Context, node, admin string) (*hyperloglog.Sketch, int64, error) {
+	code, body, err := b.callPeer(ctx, http.MethodGet, node, admin+"/api/users/sketch", nil)
 	if err == nil && code != http.StatusOK {
 		err = peerError(code, body)
 	}

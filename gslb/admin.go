@@ -60,6 +60,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	access := operator.Access{
 		Token:   func() []byte { return s.state.Load().adminToken },
 		Keyring: func() *health.Keyring { return s.keyring.Load() },
+		Self:    s.name,
 		Node:    s.op,
 	}
 	s.op.Mount(mux, access, true)

@@ -114,7 +114,7 @@ func (s *Server) exchangeOnce(ctx context.Context, client *http.Client, peers Pe
 		if n.Meta.Role != health.RoleGSLB || n.Name == s.name || n.Meta.Admin == "" {
 			continue
 		}
-		members, loads, err := s.fetchMonitors(ctx, client, n.Meta.Admin, interval)
+		members, loads, err := s.fetchMonitors(ctx, client, n.Name, n.Meta.Admin, interval)
 		if ctx.Err() != nil {
 			return
 		}
@@ -151,9 +151,9 @@ func sameReports(a, b *peerViews) bool {
 	return true
 }
 
-// fetchMonitors reads one peer's GET /api/monitors, bounded by timeout:
-// its own probes' view and the edges' loads it sees.
-func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, admin string, timeout time.Duration) (map[string]bool, map[string]regionLoad, error) {
+// fetchMonitors reads the peer node's GET /api/monitors at admin, bounded
+// by timeout: its own probes' view and the edges' loads it sees.
+func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, node, admin string, timeout time.Duration) (map[string]bool, map[string]regionLoad, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(admin, "/")+"/api/monitors", nil)
@@ -162,7 +162,7 @@ func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, admin s
 	}
 	// Read as a peer, signed with the cluster's key: the operator's
 	// token never leaves this node.
-	s.keyring.Load().SignRequest(req.Header, s.name, req.Method, req.URL.RequestURI(), nil)
+	s.keyring.Load().SignRequest(req.Header, s.name, node, req.Method, req.URL.RequestURI(), nil)
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, nil, err

@@ -39,8 +39,17 @@ type Keyring struct {
 }
 
 // A node's signature on a request to another node travels in
-// configs.HeaderPeer: "NODE UNIXSECONDS MAC" with MAC the base64url
-// HMAC-SHA256 of the request under a key derived from the primary gossip key.
+// configs.HeaderPeer: "NODE UNIXSECONDS MAC TO" with MAC the base64url
+// HMAC-SHA256 of the request and of TO, the node it is for, under a key
+// derived from the primary gossip key. Naming the receiver keeps a request
+// captured on its way to one node from being replayed to another.
+//
+// Nodes of earlier releases sign "NODE UNIXSECONDS MAC", for whichever
+// node receives it. Such a signature is still accepted, so a rolling
+// upgrade keeps claims, hand-offs and peer reads working; only nodes of an
+// earlier release make one (it takes the key), and the time window ends
+// each within PeerWindow, so once every node runs this release no
+// replayable signature is left.
 
 // PeerWindow is how far a signature's time may be from the receiver's clock.
 // A replay inside it repeats a request the cluster itself made: claims and
@@ -55,6 +64,7 @@ var (
 	ErrPeerMalform  = errors.New("malformed peer signature")
 	ErrPeerExpired  = errors.New("peer signature outside the time window (are the clocks in sync?)")
 	ErrPeerBadMAC   = errors.New("peer signature does not verify with the cluster's keys")
+	ErrPeerNotOurs  = errors.New("peer signature is for another node")
 	errKeylessSwap  = errors.New("cluster.secret_key_file: adding or removing the cluster key needs a restart of every node")
 	peerSigningInfo = "ringlb peer request v1"
 )
@@ -130,22 +140,23 @@ func containsKey(keys [][]byte, key []byte) bool {
 	return false
 }
 
-// SignRequest adds node's signature over method, uri (path and query, as
-// the receiver sees it), time and body to h. Without a key it adds nothing.
-func (k *Keyring) SignRequest(h http.Header, node, method, uri string, body []byte) {
+// SignRequest adds node's signature for the node to over method, uri
+// (path and query, as the receiver sees it), time and body to h. Without a
+// key it adds nothing.
+func (k *Keyring) SignRequest(h http.Header, node, to, method, uri string, body []byte) {
 	if !k.Enabled() {
 		return
 	}
 	keys := *k.sign.Load()
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	mac := peerMAC(keys[0], node, ts, method, uri, body)
-	h.Set(configs.HeaderPeer, node+" "+ts+" "+base64.RawURLEncoding.EncodeToString(mac))
+	mac := peerMAC(keys[0], node, to, ts, method, uri, body)
+	h.Set(configs.HeaderPeer, node+" "+ts+" "+base64.RawURLEncoding.EncodeToString(mac)+" "+to)
 }
 
-// VerifyRequest checks a configs.HeaderPeer value for a request (method, uri, body)
-// against every key of the ring and the time window around now, and returns
-// the signing node's name.
-func (k *Keyring) VerifyRequest(header, method, uri string, body []byte, now time.Time) (string, error) {
+// VerifyRequest checks a configs.HeaderPeer value for a request (method,
+// uri, body) received by the node self against every key of the ring and
+// the time window around now, and returns the signing node's name.
+func (k *Keyring) VerifyRequest(header, self, method, uri string, body []byte, now time.Time) (string, error) {
 	if !k.Enabled() {
 		return "", ErrNoKeyring
 	}
@@ -157,8 +168,9 @@ func (k *Keyring) VerifyRequest(header, method, uri string, body []byte, now tim
 		return "", ErrPeerMalform
 	}
 	node, rest, ok1 := strings.Cut(header, " ")
-	ts, sig, ok2 := strings.Cut(rest, " ")
-	if !ok1 || !ok2 || node == "" {
+	ts, rest, ok2 := strings.Cut(rest, " ")
+	sig, to, bound := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || node == "" || (bound && (to == "" || strings.Contains(to, " "))) {
 		return "", ErrPeerMalform
 	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
@@ -172,21 +184,31 @@ func (k *Keyring) VerifyRequest(header, method, uri string, body []byte, now tim
 	if d := now.Sub(time.Unix(sec, 0)); d > PeerWindow || d < -PeerWindow {
 		return "", ErrPeerExpired
 	}
+	if bound && to != self {
+		return "", ErrPeerNotOurs
+	}
 	for _, key := range *k.sign.Load() {
-		if hmac.Equal(mac, peerMAC(key, node, ts, method, uri, body)) {
+		if hmac.Equal(mac, peerMAC(key, node, to, ts, method, uri, body)) {
 			return node, nil
 		}
 	}
 	return "", ErrPeerBadMAC
 }
 
-func peerMAC(key []byte, node, ts, method, uri string, body []byte) []byte {
+// peerMAC is the MAC of a request from node to the node to; to "": an
+// earlier release's, which names no receiver. The two never share a
+// message: each begins with its own version line.
+func peerMAC(key []byte, node, to, ts, method, uri string, body []byte) []byte {
 	sum := sha256.Sum256(body)
 	m := hmac.New(sha256.New, key)
+	fields := []string{"ringlb-peer-v1", node, ts, method, uri, hex.EncodeToString(sum[:])}
+	if to != "" {
+		fields = []string{"ringlb-peer-v2", node, to, ts, method, uri, hex.EncodeToString(sum[:])}
+	}
 	// Fields separated by newlines, none of which may hold one (a node
 	// name, a decimal time, a method, a request URI on the wire), so no
 	// two requests share a message.
-	for _, f := range []string{"ringlb-peer-v1", node, ts, method, uri, hex.EncodeToString(sum[:])} {
+	for _, f := range fields {
 		m.Write([]byte(f))
 		m.Write([]byte{'\n'})
 	}

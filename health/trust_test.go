@@ -2,10 +2,12 @@ package health
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -164,45 +166,56 @@ func TestPeerSignatures(t *testing.T) {
 	signer, verifier := load(k1), load(k1)
 	h := http.Header{}
 	body := []byte("session-key")
-	signer.SignRequest(h, "edge-2", http.MethodPost, "/_ringlb/claim", body)
+	signer.SignRequest(h, "edge-2", "edge-1", http.MethodPost, "/_ringlb/claim", body)
 	now := time.Now()
-	if node, err := verifier.VerifyRequest(h.Get(configs.HeaderPeer), http.MethodPost, "/_ringlb/claim", body, now); err != nil || node != "edge-2" {
+	if node, err := verifier.VerifyRequest(h.Get(configs.HeaderPeer), "edge-1", http.MethodPost, "/_ringlb/claim", body, now); err != nil || node != "edge-2" {
 		t.Fatalf("valid signature: %q %v", node, err)
 	}
 	// Mid-rotation a node with both keys accepts either primary.
-	if _, err := load(k2, k1).VerifyRequest(h.Get(configs.HeaderPeer), http.MethodPost, "/_ringlb/claim", body, now); err != nil {
+	if _, err := load(k2, k1).VerifyRequest(h.Get(configs.HeaderPeer), "edge-1", http.MethodPost, "/_ringlb/claim", body, now); err != nil {
 		t.Errorf("rotating keyring refused the old primary's signature: %v", err)
 	}
 	header := h.Get(configs.HeaderPeer)
+	// An earlier release's signature names no receiver (rolling upgrades).
+	ts := strconv.FormatInt(now.Unix(), 10)
+	legacy := "edge-2 " + ts + " " + base64.RawURLEncoding.EncodeToString(peerMAC((*signer.sign.Load())[0], "edge-2", "", ts, http.MethodPost, "/_ringlb/claim", body))
+	if node, err := verifier.VerifyRequest(legacy, "edge-1", http.MethodPost, "/_ringlb/claim", body, now); err != nil || node != "edge-2" {
+		t.Errorf("an earlier release's signature: %q %v", node, err)
+	}
+	unbound, _, _ := strings.Cut(header, " edge-1")
 	for _, tt := range []struct {
-		name, header, method, uri string
-		body                      []byte
-		at                        time.Time
-		want                      error
+		name, header, self, method, uri string
+		body                            []byte
+		at                              time.Time
+		want                            error
 	}{
-		{"other body", header, http.MethodPost, "/_ringlb/claim", []byte("other-key"), now, ErrPeerBadMAC},
-		{"other path", header, http.MethodPost, "/_ringlb/handoff", body, now, ErrPeerBadMAC},
-		{"other method", header, http.MethodGet, "/_ringlb/claim", body, now, ErrPeerBadMAC},
-		{"other node", strings.Replace(header, "edge-2", "edge-3", 1), http.MethodPost, "/_ringlb/claim", body, now, ErrPeerBadMAC},
-		{"late", header, http.MethodPost, "/_ringlb/claim", body, now.Add(PeerWindow + 2*time.Second), ErrPeerExpired},
-		{"early", header, http.MethodPost, "/_ringlb/claim", body, now.Add(-PeerWindow - 2*time.Second), ErrPeerExpired},
-		{"missing", "", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMissing},
-		{"garbage", "edge-2 x y", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMalform},
-		{"huge", strings.Repeat("a", 10000), http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMalform},
+		{"for another node", header, "edge-3", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerNotOurs},
+		{"receiver rewritten", strings.Replace(header, " edge-1", " edge-3", 1), "edge-3", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerBadMAC},
+		{"receiver stripped", unbound, "edge-3", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerBadMAC},
+		{"empty receiver", header[:len(header)-len("edge-1")], "", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMalform},
+		{"other body", header, "edge-1", http.MethodPost, "/_ringlb/claim", []byte("other-key"), now, ErrPeerBadMAC},
+		{"other path", header, "edge-1", http.MethodPost, "/_ringlb/handoff", body, now, ErrPeerBadMAC},
+		{"other method", header, "edge-1", http.MethodGet, "/_ringlb/claim", body, now, ErrPeerBadMAC},
+		{"other node", strings.Replace(header, "edge-2", "edge-3", 1), "edge-1", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerBadMAC},
+		{"late", header, "edge-1", http.MethodPost, "/_ringlb/claim", body, now.Add(PeerWindow + 2*time.Second), ErrPeerExpired},
+		{"early", header, "edge-1", http.MethodPost, "/_ringlb/claim", body, now.Add(-PeerWindow - 2*time.Second), ErrPeerExpired},
+		{"missing", "", "edge-1", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMissing},
+		{"garbage", "edge-2 x y", "edge-1", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMalform},
+		{"huge", strings.Repeat("a", 10000), "edge-1", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMalform},
 	} {
-		if _, err := verifier.VerifyRequest(tt.header, tt.method, tt.uri, tt.body, tt.at); err != tt.want {
+		if _, err := verifier.VerifyRequest(tt.header, tt.self, tt.method, tt.uri, tt.body, tt.at); err != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
 		}
 	}
-	if _, err := load(k2).VerifyRequest(header, http.MethodPost, "/_ringlb/claim", body, now); err != ErrPeerBadMAC {
+	if _, err := load(k2).VerifyRequest(header, "edge-1", http.MethodPost, "/_ringlb/claim", body, now); err != ErrPeerBadMAC {
 		t.Errorf("another cluster's key: %v, want %v", err, ErrPeerBadMAC)
 	}
 	var none *Keyring
-	if _, err := none.VerifyRequest(header, http.MethodPost, "/_ringlb/claim", body, now); err != ErrNoKeyring {
+	if _, err := none.VerifyRequest(header, "edge-1", http.MethodPost, "/_ringlb/claim", body, now); err != ErrNoKeyring {
 		t.Errorf("keyless: %v", err)
 	}
 	h2 := http.Header{}
-	none.SignRequest(h2, "edge-2", http.MethodGet, "/metrics", nil)
+	none.SignRequest(h2, "edge-2", "edge-1", http.MethodGet, "/metrics", nil)
 	if len(h2) != 0 {
 		t.Errorf("keyless signing set %v", h2)
 	}

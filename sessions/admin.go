@@ -80,6 +80,7 @@ func (s *Server) newAdminServer() *http.Server {
 	access := operator.Access{
 		Token:   func() []byte { return *s.adminToken.Load() },
 		Keyring: func() *health.Keyring { return s.keyring.Load() },
+		Self:    s.name,
 		Node:    s.op,
 	}
 	s.op.Mount(mux, access, true)

@@ -157,7 +157,7 @@ func (o *ownership) handOff(ctx context.Context) int {
 				n++
 			}
 			if len(batch.Sessions) > 0 {
-				if err := o.send(ctx, urls[target], &batch); err != nil {
+				if err := o.send(ctx, target, urls[target], &batch); err != nil {
 					o.log.Error("hand-off failed: these sessions' clients will get reset on the new edge", "edge", target, "sessions", len(batch.Sessions), "err", err)
 					o.srv.hub.nothingComing(batch.Sessions)
 				}
@@ -179,14 +179,14 @@ func (o *ownership) handOff(ctx context.Context) int {
 	return moved
 }
 
-func (o *ownership) send(ctx context.Context, url string, batch *handoffRequest) error {
+func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequest) error {
 	body, err := json.Marshal(batch)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)
 	defer cancel()
-	req, err := o.signed(ctx, url, pathHandoff, body)
+	req, err := o.signed(ctx, to, url, pathHandoff, body)
 	if err != nil {
 		return err
 	}

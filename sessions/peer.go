@@ -91,7 +91,7 @@ func (o *ownership) peerRequest(ctx *fasthttp.RequestCtx, name string) error {
 		return errors.New("not an edge of this cluster")
 	}
 	if kr := o.m.Keyring(); kr.Enabled() {
-		signer, err := kr.VerifyRequest(string(ctx.Request.Header.Peek(configs.HeaderPeer)), string(ctx.Method()), string(ctx.RequestURI()), ctx.PostBody(), time.Now())
+		signer, err := kr.VerifyRequest(string(ctx.Request.Header.Peek(configs.HeaderPeer)), o.self, string(ctx.Method()), string(ctx.RequestURI()), ctx.PostBody(), time.Now())
 		if err != nil {
 			return err
 		}
@@ -110,13 +110,14 @@ func (o *ownership) peerRequest(ctx *fasthttp.RequestCtx, name string) error {
 	return nil
 }
 
-// signed prepares an edge-to-edge POST of body to u+path, signed as this edge.
-func (o *ownership) signed(ctx context.Context, u, path string, body []byte) (*http.Request, error) {
+// signed prepares an edge-to-edge POST of body to the edge to at u+path,
+// signed as this edge.
+func (o *ownership) signed(ctx context.Context, to, u, path string, body []byte) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(u, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
-	o.m.Keyring().SignRequest(req.Header, o.self, req.Method, req.URL.RequestURI(), body)
+	o.m.Keyring().SignRequest(req.Header, o.self, to, req.Method, req.URL.RequestURI(), body)
 	return req, nil
 }
 

@@ -21,12 +21,17 @@ func TestPeerRequestsFromStrangersRefused(t *testing.T) {
 	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
 	// Another cluster's member: a key of its own.
 	stranger := healthtest.New(t).Join("mallory", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Weight: 1, State: health.StateAlive})
-	post := func(path, body string, h map[string]string, signer *health.Keyring, as string) int {
+	// post sends a request signed by as for the edge to ("": edge-a, where
+	// it goes).
+	post := func(path, body string, h map[string]string, signer *health.Keyring, as, to string) int {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+a.data+path, strings.NewReader(body))
 		for k, v := range h {
 			req.Header.Set(k, v)
 		}
-		signer.SignRequest(req.Header, as, http.MethodPost, path, []byte(body))
+		if to == "" {
+			to = "edge-a"
+		}
+		signer.SignRequest(req.Header, as, to, http.MethodPost, path, []byte(body))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -39,26 +44,27 @@ func TestPeerRequestsFromStrangersRefused(t *testing.T) {
 		name, path, body string
 		h                map[string]string
 		signer           *health.Keyring
-		as               string
+		as, to           string
 	}{
-		{"unsigned claim as edge-b", pathClaim, "k", map[string]string{headerClaimBy: "edge-b"}, nil, ""},
-		{"unsigned hand-off as edge-b", pathHandoff, forged, nil, nil, ""},
-		{"hand-off signed with another cluster's key", pathHandoff, forged, nil, stranger.Keyring(), "edge-b"},
-		{"claim by a stranger", pathClaim, "k", map[string]string{headerClaimBy: "mallory"}, stranger.Keyring(), "mallory"},
-		{"claim signed by edge-b for another edge", pathClaim, "k", map[string]string{headerClaimBy: "edge-a"}, b.m.Keyring(), "edge-b"},
+		{"unsigned claim as edge-b", pathClaim, "k", map[string]string{headerClaimBy: "edge-b"}, nil, "", ""},
+		{"unsigned hand-off as edge-b", pathHandoff, forged, nil, nil, "", ""},
+		{"hand-off signed with another cluster's key", pathHandoff, forged, nil, stranger.Keyring(), "edge-b", ""},
+		{"claim by a stranger", pathClaim, "k", map[string]string{headerClaimBy: "mallory"}, stranger.Keyring(), "mallory", ""},
+		{"claim signed by edge-b for another edge", pathClaim, "k", map[string]string{headerClaimBy: "edge-a"}, b.m.Keyring(), "edge-b", ""},
+		{"edge-b's hand-off to edge-c, replayed to edge-a", pathHandoff, forged, nil, b.m.Keyring(), "edge-b", "edge-c"},
 	} {
-		if code := post(tt.path, tt.body, tt.h, tt.signer, tt.as); code != http.StatusForbidden {
+		if code := post(tt.path, tt.body, tt.h, tt.signer, tt.as, tt.to); code != http.StatusForbidden {
 			t.Errorf("%s: %d, want 403", tt.name, code)
 		}
 	}
 	if live, _ := a.s.hub.lookup([]byte("k"), "edge-a", nil); live {
 		t.Fatal("a forged hand-off installed a session")
 	}
-	if got := metricValue(t, a.s, "ringlb_edge_peer_requests_refused_total"); got != 5 {
-		t.Errorf("ringlb_edge_peer_requests_refused_total = %v, want 5", got)
+	if got := metricValue(t, a.s, "ringlb_edge_peer_requests_refused_total"); got != 6 {
+		t.Errorf("ringlb_edge_peer_requests_refused_total = %v, want 6", got)
 	}
 	// Signed by edge-b with the cluster's key: what a real claim is.
-	if code := post(pathClaim, "k", map[string]string{headerClaimBy: "edge-b"}, b.m.Keyring(), "edge-b"); code != http.StatusOK {
+	if code := post(pathClaim, "k", map[string]string{headerClaimBy: "edge-b"}, b.m.Keyring(), "edge-b", ""); code != http.StatusOK {
 		t.Errorf("claim signed by edge-b: %d, want 200", code)
 	}
 }

@@ -434,7 +434,7 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte) (st
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
-	req, err := o.signed(ctx, u, pathClaim, key)
+	req, err := o.signed(ctx, prev.Name, u, pathClaim, key)
 	if err != nil {
 		return "", err
 	}

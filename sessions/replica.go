@@ -173,7 +173,7 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 		return
 	}
 	_ = raw.SetWriteDeadline(time.Now().Add(r.srv.writeWait))
-	if err := writeBatch(conn, signHello(r.o.m.Keyring(), r.o.self, ownerKey, priv.PublicKey().Bytes()), nil); err != nil {
+	if err := writeBatch(conn, signHello(r.o.m.Keyring(), r.o.self, from, ownerKey, priv.PublicKey().Bytes()), nil); err != nil {
 		return
 	}
 	r.store.mu.Lock()

@@ -721,7 +721,7 @@ func (l *link) dial() (*websocket.Conn, streamKeys, error) {
 	ours := base64.RawURLEncoding.EncodeToString(priv.PublicKey().Bytes())
 	uri := configs.PathReplicate + "?from=" + url.QueryEscape(r.o.self) + "&key=" + ours
 	h := make(map[string][]string)
-	r.o.m.Keyring().SignRequest(h, r.o.self, "GET", uri, nil)
+	r.o.m.Keyring().SignRequest(h, r.o.self, l.peer, "GET", uri, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), linkDialTimeout)
 	defer cancel()
 	go func() { // a link closed meanwhile stops dialing
@@ -743,7 +743,7 @@ func (l *link) dial() (*websocket.Conn, streamKeys, error) {
 	_, msg, err := conn.ReadMessage()
 	if err == nil {
 		var theirs []byte
-		if theirs, err = openHello(msg, r.o.m.Keyring(), l.peer, ours); err == nil {
+		if theirs, err = openHello(msg, r.o.m.Keyring(), r.o.self, l.peer, ours); err == nil {
 			var keys streamKeys
 			if keys, err = newStreamKeys(priv, theirs, true); err == nil {
 				_ = conn.SetReadDeadline(time.Time{})

@@ -643,7 +643,7 @@ func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
 	dial := func(from string, signer *health.Keyring, as string) (*websocket.Conn, int) {
 		uri := pathReplicate + "?from=" + from + "&key=" + pubKey
 		h := http.Header{}
-		signer.SignRequest(h, as, http.MethodGet, uri, nil)
+		signer.SignRequest(h, as, "edge-a", http.MethodGet, uri, nil)
 		d := websocket.Dialer{HandshakeTimeout: testDeadline}
 		c, resp, err := d.Dial("ws://"+a.data+uri, h)
 		if err != nil {
@@ -683,7 +683,7 @@ func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		theirs, err := openHello(hello, b.m.Keyring(), "edge-a", pubKey)
+		theirs, err := openHello(hello, b.m.Keyring(), "edge-b", "edge-a", pubKey)
 		if err != nil {
 			t.Fatalf("hello: %v", err)
 		}

@@ -369,13 +369,14 @@ func splitBatch(msg []byte) (counter uint64, mac, records []byte, err error) {
 func helloURI(ownerKey string) string { return configs.PathReplicate + "?hello=" + ownerKey }
 
 // signHello returns the replica's hello batch: its public key, signed by
-// node with the cluster key over the owner's key (kr keyless: unsigned).
-func signHello(kr *health.Keyring, node, ownerKey string, pub []byte) []byte {
+// node for the owner edge with the cluster key over the owner's key (kr
+// keyless: unsigned).
+func signHello(kr *health.Keyring, node, owner, ownerKey string, pub []byte) []byte {
 	records := appendHello(nil, string(pub))
 	var sig string
 	if kr.Enabled() {
 		h := http.Header{}
-		kr.SignRequest(h, node, "REPL", helloURI(ownerKey), records)
+		kr.SignRequest(h, node, owner, "REPL", helloURI(ownerKey), records)
 		sig = h.Get(configs.HeaderPeer)
 	}
 	b := append([]byte{batchMagic}, make([]byte, 8)...)
@@ -383,8 +384,9 @@ func signHello(kr *health.Keyring, node, ownerKey string, pub []byte) []byte {
 	return append(append(b, sig...), records...)
 }
 
-// openHello checks the replica's hello and returns its public key.
-func openHello(msg []byte, kr *health.Keyring, peer, ownerKey string) ([]byte, error) {
+// openHello checks the hello of the replica peer to the owner self and
+// returns the replica's public key.
+func openHello(msg []byte, kr *health.Keyring, self, peer, ownerKey string) ([]byte, error) {
 	counter, sig, records, err := splitBatch(msg)
 	if err != nil {
 		return nil, err
@@ -393,7 +395,7 @@ func openHello(msg []byte, kr *health.Keyring, peer, ownerKey string) ([]byte, e
 		return nil, fmt.Errorf("hello numbered %d", counter)
 	}
 	if kr.Enabled() {
-		signer, err := kr.VerifyRequest(string(sig), "REPL", helloURI(ownerKey), records, time.Now())
+		signer, err := kr.VerifyRequest(string(sig), self, "REPL", helloURI(ownerKey), records, time.Now())
 		if err != nil {
 			return nil, err
 		}

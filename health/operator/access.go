@@ -43,6 +43,9 @@ type Access struct {
 	// Keyring returns the cluster's key for peers' signed reads; nil or a
 	// keyring without keys: no peer reads.
 	Keyring func() *health.Keyring
+	// Self is this node's name in the cluster: a peer's read must be
+	// signed for it.
+	Self string
 	// Node holds the logins and the audit log; nil: neither (tests of the
 	// rule alone).
 	Node *Node
@@ -139,7 +142,7 @@ func (a Access) check(r *http.Request, write bool) (caller string, code int, msg
 		return caller, 0, ""
 	}
 	if a.Keyring != nil && r.Header.Get(configs.HeaderPeer) != "" && r.ContentLength <= maxPeerReadBody {
-		if node, err := a.Keyring().VerifyRequest(r.Header.Get(configs.HeaderPeer), r.Method, r.URL.RequestURI(), nil, time.Now()); err == nil {
+		if node, err := a.Keyring().VerifyRequest(r.Header.Get(configs.HeaderPeer), a.Self, r.Method, r.URL.RequestURI(), nil, time.Now()); err == nil {
 			return CallerPeerPrefix + node, 0, ""
 		}
 		return "", http.StatusUnauthorized, "peer signature refused"

@@ -14,13 +14,15 @@ import (
 )
 
 // adminServer serves Access around a read and a write endpoint on a
-// real loopback listener, and counts the writes that got through.
-func adminServer(t *testing.T, token string, kr *health.Keyring) (addr string, writes *atomic.Int32) {
+// real loopback listener, as the node self, and counts the writes that got
+// through.
+func adminServer(t *testing.T, self, token string, kr *health.Keyring) (addr string, writes *atomic.Int32) {
 	t.Helper()
 	n := new(atomic.Int32)
 	access := Access{
 		Token:   func() []byte { return []byte(token) },
 		Keyring: func() *health.Keyring { return kr },
+		Self:    self,
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/sessions", access.Read(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -46,8 +48,8 @@ func adminServer(t *testing.T, token string, kr *health.Keyring) (addr string, w
 func TestAdminAccess(t *testing.T) {
 	kr := healthtest.New(t).Join("keyring", health.Meta{Role: health.RoleBalancer, State: health.StateAlive}).Keyring()
 	const token = "operator-token-0123456789"
-	open, openWrites := adminServer(t, "", kr)
-	guarded, guardedWrites := adminServer(t, token, kr)
+	open, openWrites := adminServer(t, "edge-1", "", kr)
+	guarded, guardedWrites := adminServer(t, "edge-1", token, kr)
 
 	type req struct {
 		name, addr, method, path string
@@ -88,7 +90,7 @@ func TestAdminAccess(t *testing.T) {
 				r.Host = tt.host
 			}
 			if tt.peer {
-				kr.SignRequest(r.Header, "bal-1", tt.method, tt.path, nil)
+				kr.SignRequest(r.Header, "bal-1", "edge-1", tt.method, tt.path, nil)
 			}
 			resp, err := http.DefaultClient.Do(r)
 			if err != nil {
@@ -106,5 +108,32 @@ func TestAdminAccess(t *testing.T) {
 	}
 	if openWrites.Load() != 2 || guardedWrites.Load() != 1 {
 		t.Errorf("writes that got through: %d and %d, want 2 and 1 (only the legitimate ones)", openWrites.Load(), guardedWrites.Load())
+	}
+}
+
+// A peer's signed read, captured on its way to one node, replayed to
+// another node of the same cluster inside the signature's time window.
+func TestPeerReadReplayedToAnotherNode(t *testing.T) {
+	kr := healthtest.New(t).Join("keyring", health.Meta{Role: health.RoleBalancer, State: health.StateAlive}).Keyring()
+	const token = "operator-token-0123456789"
+	meant, _ := adminServer(t, "edge-1", token, kr)
+	other, _ := adminServer(t, "edge-2", token, kr)
+	captured := http.Header{}
+	kr.SignRequest(captured, "bal-1", "edge-1", http.MethodGet, "/api/sessions", nil)
+	get := func(addr string) int {
+		r, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/api/sessions", nil)
+		r.Header = captured.Clone()
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(meant); code != http.StatusOK {
+		t.Fatalf("the node the read was signed for: %d, want 200", code)
+	}
+	if code := get(other); code != http.StatusUnauthorized {
+		t.Errorf("the same signed read replayed to another node: %d, want 401", code)
 	}
 }
