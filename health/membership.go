@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -129,6 +130,8 @@ type Membership struct {
 	ignored map[string]string
 
 	pins *pinTable
+	// streams bounds the inbound gossip streams (streams.go).
+	streams *streamGuard
 	// channels are other packages' traffic (channel.go), by id.
 	channels map[byte]*Channel
 	// keyring is the cluster's key (nil: none); allowed are the networks
@@ -189,8 +192,21 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	m.name = mc.Name
 	mc.Delegate = delegate{m}
 	mc.Events = events{m}
+	// Inbound streams bounded (streams.go): memberlist's own transport
+	// takes any number, each up to 20 MB.
+	guard, err := newGuardedTransport(mc.BindAddr, mc.BindPort, logger, mc.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
+	}
+	if mc.BindPort == 0 {
+		mc.BindPort = guard.GetAutoBindPort()
+		mc.AdvertisePort = mc.BindPort
+	}
+	mc.Transport = guard
+	m.streams = guard
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		guard.Shutdown()
 		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
 	}
 	m.ml = ml
@@ -426,6 +442,10 @@ func (m *Membership) ReloadKeys(cfg configs.Cluster) error {
 	}
 	return nil
 }
+
+// Collector is the gossip's own metrics for the role's registry:
+// ringlb_gossip_streams_refused_total.
+func (m *Membership) Collector() prometheus.Collector { return m.streams }
 
 // LocalName is this node's name.
 func (m *Membership) LocalName() string { return m.name }

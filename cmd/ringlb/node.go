@@ -152,6 +152,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		return nil, fmt.Errorf("join cluster: %w", err)
 	}
 	srv.UseKeyring(m.Keyring())
+	reg.MustRegister(m.Collector())
 	var ringEdges func() int
 	if cfg.Edge.Ownership != configs.OwnershipNone {
 		srv.UseCluster(m, ringConfig(cfg.Cluster.Ring))
@@ -258,6 +259,7 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			return nil, fmt.Errorf("join cluster: %w", err)
 		}
 		b.SetCluster(m)
+		reg.MustRegister(m.Collector())
 		if err := b.FollowCluster(); err != nil {
 			return nil, err
 		}
@@ -286,6 +288,7 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			return nil, err
 		}
 		b.SetCluster(m)
+		reg.MustRegister(m.Collector())
 		if err := b.FollowCluster(); err != nil {
 			return nil, err
 		}
@@ -458,6 +461,7 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	// Several gslb nodes (the domain's NS set) agree on members' health:
 	// down when most of the nodes probing them see them down.
 	s.UsePeers(m)
+	reg.MustRegister(m.Collector())
 	statsd.Apply(statsdSection("gslb", cfg))
 	return &node{
 		name: name, role: "gslb", listen: s.Addr(), admin: al.Addr().String(), member: m, failed: failed,

@@ -1,0 +1,314 @@
+package health
+
+import (
+	"errors"
+	"log"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Anyone who reaches the gossip port can open TCP streams to it, and
+// memberlist takes them all: each gets a goroutine, and an encrypted one is
+// read whole — up to the 20 MB its length prefix may announce — before its
+// MAC can say it came from no member. Streams from one address, each
+// sending 20 MB of garbage, grew a node's heap by 600 MiB with 24 of them
+// (TestGossipStreamFloodBounded), and nothing bounded how many.
+//
+// streamGuard stands between memberlist and its TCP transport and bounds
+// what inbound streams may hold, per client address and in all:
+//
+//   - open streams: a stream beyond maxGossipStreams, or beyond
+//     maxGossipStreamsPerAddr from its address, is closed at once;
+//   - bytes read: a stream's reads draw on a budget of gossipStreamBytes for
+//     all open streams and gossipStreamBytesPerAddr for its address, given
+//     back when memberlist closes the stream. A read the budget cannot cover
+//     fails, and memberlist drops the stream as it drops any broken one.
+//
+// The per-address share is larger than the largest stream a member sends
+// (memberlist's 20 MB push/pull limit), so a member's exchange always fits
+// when its address has nothing else open; what an address's streams may
+// hold, another's still get. Members' streams are short (a push/pull every
+// few seconds to one peer, a channel message, a fallback ping): the caps
+// are far above what a cluster uses. A stream refused or cut costs a member
+// one exchange, which memberlist retries on its next interval; UDP gossip
+// is untouched. Outbound streams (this node dialing a member) are not
+// bounded here: they go only to members, which hold the key.
+const (
+	maxGossipStreams         = 64
+	maxGossipStreamsPerAddr  = 8
+	gossipStreamBytes        = 96 << 20
+	gossipStreamBytesPerAddr = 24 << 20
+)
+
+// Reasons a stream is refused or cut, the values of the reason label of
+// ringlb_gossip_streams_refused_total.
+const (
+	refusedStreams = "streams"
+	refusedBytes   = "bytes"
+)
+
+// refusalLogEvery bounds the refusal log to a line per interval, each with
+// the counts it stands for: a flood must not flood the log.
+const refusalLogEvery = 10 * time.Second
+
+var errStreamBudget = errors.New("gossip stream cut: its address's share, or the node's, of the read budget for inbound streams is used up")
+
+type streamGuard struct {
+	*memberlist.NetTransport
+	out  chan net.Conn
+	stop chan struct{} // Shutdown has begun
+	down chan struct{} // the transport has stopped
+	done chan struct{} // the forwarder has returned
+
+	shutdown sync.Once
+	shutErr  error
+
+	log     *slog.Logger
+	refused [2]atomic.Uint64 // by reason: streams, bytes
+
+	mu       sync.Mutex
+	open     int
+	bytes    int64
+	perAddr  map[netip.Addr]*streamUse
+	loggedAt time.Time
+	unlogged [2]uint64
+}
+
+type streamUse struct {
+	open  int
+	bytes int64
+}
+
+// newGuardedTransport binds memberlist's TCP and UDP transport to
+// addr:port (port 0: a free one, both protocols on it) with inbound streams
+// bounded.
+func newGuardedTransport(addr string, port int, logger *slog.Logger, mlLogger *log.Logger) (*streamGuard, error) {
+	nc := &memberlist.NetTransportConfig{BindAddrs: []string{addr}, BindPort: port, Logger: mlLogger}
+	tries := 1
+	if port == 0 {
+		// A free TCP port may be taken for UDP: memberlist's own retry.
+		tries = 10
+	}
+	var err error
+	for range tries {
+		var nt *memberlist.NetTransport
+		if nt, err = memberlist.NewNetTransport(nc); err == nil {
+			return guardTransport(nt, logger), nil
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return nil, err
+}
+
+// guardTransport starts forwarding nt's inbound streams to memberlist
+// within the bounds above.
+func guardTransport(nt *memberlist.NetTransport, logger *slog.Logger) *streamGuard {
+	g := &streamGuard{NetTransport: nt, out: make(chan net.Conn), stop: make(chan struct{}), down: make(chan struct{}), done: make(chan struct{}),
+		log: logger, perAddr: map[netip.Addr]*streamUse{}}
+	go g.forward()
+	return g
+}
+
+// StreamCh is what memberlist reads inbound streams from.
+func (g *streamGuard) StreamCh() <-chan net.Conn { return g.out }
+
+// Shutdown stops the transport and the forwarder. memberlist shuts the
+// transport down before it stops reading streams, and the transport's
+// accept loop may be handing one over meanwhile: the forwarder closes
+// such streams until the transport has stopped.
+//
+// Once: memberlist shuts down the transport of a node it failed to start,
+// and Join does too when memberlist did not get that far.
+func (g *streamGuard) Shutdown() error {
+	g.shutdown.Do(func() {
+		close(g.stop)
+		g.shutErr = g.NetTransport.Shutdown()
+		close(g.down)
+		<-g.done
+	})
+	return g.shutErr
+}
+
+func (g *streamGuard) forward() {
+	defer close(g.done)
+	in := g.NetTransport.StreamCh()
+	for {
+		select {
+		case c := <-in:
+			gc := g.admit(c)
+			if gc == nil {
+				continue
+			}
+			select {
+			case g.out <- gc:
+			case <-g.stop:
+				gc.Close()
+				g.drain(in)
+				return
+			}
+		case <-g.stop:
+			g.drain(in)
+			return
+		}
+	}
+}
+
+// drain closes streams the transport hands over while it shuts down, until
+// it has (its Shutdown waits for its accept loop, which may be blocked
+// handing one over).
+func (g *streamGuard) drain(in <-chan net.Conn) {
+	for {
+		select {
+		case c := <-in:
+			c.Close()
+		case <-g.down:
+			return
+		}
+	}
+}
+
+// admit counts c against the stream caps: the guarded stream, or nil when
+// it was refused (and closed).
+func (g *streamGuard) admit(c net.Conn) *guardedStream {
+	addr := remoteAddr(c)
+	g.mu.Lock()
+	u := g.perAddr[addr]
+	if g.open >= maxGossipStreams || (u != nil && u.open >= maxGossipStreamsPerAddr) {
+		g.refuseLocked(refusedStreams, addr)
+		g.mu.Unlock()
+		c.Close()
+		return nil
+	}
+	if u == nil {
+		u = &streamUse{}
+		g.perAddr[addr] = u
+	}
+	u.open++
+	g.open++
+	g.mu.Unlock()
+	return &guardedStream{Conn: c, g: g, addr: addr}
+}
+
+// maxStreamRead bounds one read's reservation, so the budget follows the
+// bytes a stream has read rather than the buffer it reads into.
+const maxStreamRead = 64 << 10
+
+// reserve takes up to want bytes of the read budget for a stream from addr;
+// 0: none left.
+func (g *streamGuard) reserve(addr netip.Addr, want int) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	u := g.perAddr[addr]
+	n := min(int64(want), maxStreamRead, gossipStreamBytes-g.bytes, gossipStreamBytesPerAddr-u.bytes)
+	if n <= 0 {
+		g.refuseLocked(refusedBytes, addr)
+		return 0
+	}
+	g.bytes += n
+	u.bytes += n
+	return int(n)
+}
+
+// giveBack returns bytes reserved for a stream from addr and not read.
+func (g *streamGuard) giveBack(addr netip.Addr, n int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.perAddr[addr].bytes -= n
+	g.bytes -= n
+}
+
+// release gives back a closed stream's slot and the bytes it read.
+func (g *streamGuard) release(addr netip.Addr, read int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	u := g.perAddr[addr]
+	u.open--
+	u.bytes -= read
+	g.open--
+	g.bytes -= read
+	if u.open == 0 {
+		delete(g.perAddr, addr)
+	}
+}
+
+func (g *streamGuard) refuseLocked(reason string, addr netip.Addr) {
+	i := 0 // the index of reason in refused and unlogged
+	if reason == refusedBytes {
+		i = 1
+	}
+	g.refused[i].Add(1)
+	g.unlogged[i]++
+	if now := time.Now(); now.Sub(g.loggedAt) >= refusalLogEvery {
+		g.log.Warn("gossip streams refused: too many open, or holding too much, from one address or in all",
+			"streams", g.unlogged[0], "bytes", g.unlogged[1], "last_from", addr.String(),
+			"open", g.open, "open_bytes", g.bytes)
+		g.loggedAt, g.unlogged = now, [2]uint64{}
+	}
+}
+
+// remoteAddr is the client address a stream is counted under (the zero
+// Addr, one bucket, when the transport gives none: not a TCP stream).
+func remoteAddr(c net.Conn) netip.Addr {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// guardedStream draws every read on the guard's budget and gives it back,
+// with its slot, when closed.
+type guardedStream struct {
+	net.Conn
+	g    *streamGuard
+	addr netip.Addr
+	read int64 // reads only in memberlist's one goroutine for the stream
+
+	once sync.Once
+}
+
+func (s *guardedStream) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n := s.g.reserve(s.addr, len(p))
+	if n == 0 {
+		return 0, errStreamBudget
+	}
+	got, err := s.Conn.Read(p[:n])
+	s.read += int64(got)
+	if got < n {
+		s.g.giveBack(s.addr, int64(n-got))
+	}
+	return got, err
+}
+
+func (s *guardedStream) Close() error {
+	err := s.Conn.Close()
+	s.once.Do(func() { s.g.release(s.addr, s.read) })
+	return err
+}
+
+// streamsRefusedDesc is ringlb_gossip_streams_refused_total, on every role
+// that gossips (Membership.Collector).
+var streamsRefusedDesc = prometheus.NewDesc("ringlb_gossip_streams_refused_total",
+	"Inbound gossip streams closed at once (reason streams: too many open, from the address or in all) or cut (reason bytes: their reads beyond the address's or the node's share of the read budget).",
+	[]string{"reason"}, nil)
+
+func (g *streamGuard) Describe(ch chan<- *prometheus.Desc) { ch <- streamsRefusedDesc }
+
+func (g *streamGuard) Collect(ch chan<- prometheus.Metric) {
+	for i, reason := range [2]string{refusedStreams, refusedBytes} {
+		ch <- prometheus.MustNewConstMetric(streamsRefusedDesc, prometheus.CounterValue, float64(g.refused[i].Load()), reason)
+	}
+}

@@ -1,0 +1,140 @@
+package health
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Anyone who reaches the gossip port can open TCP streams to it. memberlist
+// buffers an encrypted stream whole before it can check its MAC — up to the
+// 20 MB its length prefix may announce — and takes any number of streams at
+// once. The attack: streams from one address that each announce and send
+// 20 MB of garbage, all at once, while the heap is sampled.
+func TestGossipStreamFloodBounded(t *testing.T) {
+	cfg := testCluster("target")
+	cfg.SecretKeyFile = writeKey(t, 32)
+	m := startNode(t, cfg, edgeMeta(0))
+
+	const (
+		streams  = 48
+		announce = 20<<20 - 1 // memberlist's own limit is 20 MiB
+	)
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9)}
+	for range streams {
+		wg.Go(func() {
+			d := net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}
+			c, err := d.Dial("tcp", m.Addr())
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			head := []byte{10, 0, 0, 0, 0} // encryptMsg, length
+			binary.BigEndian.PutUint32(head[1:], announce)
+			if _, err := c.Write(head); err != nil {
+				return
+			}
+			chunk := make([]byte, 64<<10)
+			for left := announce - 1; left > 0; left -= len(chunk) {
+				n, err := c.Write(chunk[:min(len(chunk), left)])
+				sent.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+			// Held open (the last byte never comes) until the server lets go.
+			c.Read(make([]byte, 1))
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	grew := int64(peak.Load()) - int64(before.HeapInuse)
+	t.Logf("%d streams of %d MiB from one address: sent %d MiB, heap grew %d MiB at most", streams, announce>>20, sent.Load()>>20, grew>>20)
+
+	// Whatever it took, the node still lets a member join.
+	pcfg := testCluster("peer", m.Addr())
+	pcfg.SecretKeyFile = cfg.SecretKeyFile
+	peer := startNode(t, pcfg, edgeMeta(1))
+	waitAll(t, []*Membership{m, peer}, func(ns []Node) bool { return len(ns) == 2 })
+	// Unbounded, the heap holds what every stream sent (600 MiB for 24
+	// streams); bounded, one address's share (twice over while a buffer
+	// grows, and garbage until the collector runs), whatever the count.
+	if limit := int64(256 << 20); grew > limit {
+		t.Errorf("the heap grew %d MiB for one address's streams; want at most %d MiB", grew>>20, limit>>20)
+	}
+	if m.streams.refused[1].Load() == 0 {
+		t.Error("no stream was cut at the byte budget")
+	}
+}
+
+// Idle streams from one address beyond its share are closed at once, and
+// another address still gets its streams.
+func TestGossipStreamsCappedPerAddress(t *testing.T) {
+	cfg := testCluster("target")
+	cfg.Profile = "" // memberlist's LAN profile: streams may idle for 10 s
+	cfg.SecretKeyFile = writeKey(t, 32)
+	m := startNode(t, cfg, edgeMeta(0))
+
+	dial := func(from byte) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, from)}, Timeout: 10 * time.Second}
+		c, err := d.Dial("tcp", m.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	const extra = 4
+	for range maxGossipStreamsPerAddr + extra {
+		dial(9)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for m.streams.refused[0].Load() < extra && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := m.streams.refused[0].Load(); got != extra {
+		t.Fatalf("refused %d of %d idle streams from one address; want the %d beyond its share of %d", got, maxGossipStreamsPerAddr+extra, extra, maxGossipStreamsPerAddr)
+	}
+	// Another address is not refused: its stream is admitted (and held by
+	// memberlist, waiting for a message).
+	other := dial(10)
+	other.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := other.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("another address's stream: %v, want it held open", err)
+	}
+	if got := m.streams.refused[0].Load(); got != extra {
+		t.Errorf("refused %d after another address's stream, want %d", got, extra)
+	}
+}
