@@ -246,3 +246,29 @@ func TestIdleCapCountsHandedOffSessions(t *testing.T) {
 		t.Fatalf("resume of a handed-off session: reset %q", r)
 	}
 }
+
+// Copies of other edges' sessions do not count here: their owner's cap
+// bounds them, as a session it forgets frees its copy on the replica.
+func TestIdleCapFreesReplicaCopies(t *testing.T) {
+	a, b, _ := replPair(t, configs.ReplicationAsync, "capped")
+	cfg := a.s.applied
+	cfg.MaxIdleSessions = 2
+	if err := a.s.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		c := a.joinV1(t, keyOwnedBy(fmt.Sprintf("capped%d", i), "edge-a", "edge-a", "edge-b"), "", nil)
+		c.msg(t, i)
+		c.readType(t, "ack")
+		c.leave(t)
+	}
+	if got := idleHeld(a.testEdge); got != 2 {
+		t.Fatalf("edge-a holds %d idle sessions, want 2", got)
+	}
+	healthtest.WaitUntil(t, "edge-b's copies of the forgotten sessions freed", func() bool {
+		return b.s.hub.repl.Load().store.count() == 2
+	})
+	if got := idleHeld(b.testEdge); got != 0 {
+		t.Fatalf("edge-b holds %d idle sessions of its own", got)
+	}
+}
