@@ -26,6 +26,15 @@ type Edge struct {
 	History History `yaml:"history"`
 	// IdleGrace keeps a session whose last participant left, for resume (default 60s).
 	IdleGrace Duration `yaml:"idle_grace"`
+	// MaxIdleSessions bounds the ringlb.v1 sessions kept without a
+	// participant (for IdleGrace) on this edge together, handed-off and
+	// promoted ones included, so a client that opens one session after
+	// another and leaves each cannot make the edge hold connection rate ×
+	// idle_grace of them. Beyond it the session idle the longest is
+	// forgotten with its history, as if its idle_grace had run out (a
+	// resume gets a reset); live sessions are never touched (default
+	// 65536).
+	MaxIdleSessions int `yaml:"max_idle_sessions"`
 	// SendQueue is each connection's outbound queue length in frames (default 256).
 	SendQueue int `yaml:"send_queue"`
 	// MaxConnections open at once on the data port; beyond it a connection
@@ -158,8 +167,12 @@ const (
 	DefaultHistoryTotalBytes = 256 << 20
 	DefaultSendQueue         = 256
 	DefaultIdleGrace         = 60 * time.Second
-	DefaultDrainTimeout      = 30 * time.Second
-	DefaultStatsDInterval    = 10 * time.Second
+	// DefaultMaxIdleSessions: an idle session without history costs about
+	// 0.6 KiB of heap (sessions/idle_test.go), so about 40 MiB at the cap;
+	// far above the sessions a client's reconnects leave idle.
+	DefaultMaxIdleSessions = 65536
+	DefaultDrainTimeout    = 30 * time.Second
+	DefaultStatsDInterval  = 10 * time.Second
 	// DefaultReplication: sync, so that an ack means what a user assumes
 	// it means (the msg survives the edge), at the price measured in
 	// sessions/README.md ("Replication").
@@ -194,6 +207,7 @@ func (e *Edge) Provision() {
 	setDefaultInt(&e.SendQueue, DefaultSendQueue)
 	setDefaultInt(&e.MaxConnections, DefaultEdgeMaxConnections())
 	setDefaultDuration(&e.IdleGrace, DefaultIdleGrace)
+	setDefaultInt(&e.MaxIdleSessions, DefaultMaxIdleSessions)
 	setDefaultDuration(&e.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&e.Ownership, OwnershipRing)
 	e.StatsD.provision()
@@ -227,6 +241,7 @@ func (e Edge) validate(ps *problems, cl Cluster) {
 	if e.IdleGrace < 0 {
 		ps.add("edge.idle_grace", "must not be negative, got %s", e.IdleGrace.D())
 	}
+	checkRange(ps, "edge.max_idle_sessions", e.MaxIdleSessions, 1, 10_000_000)
 	if e.DrainTimeout <= 0 {
 		ps.add("edge.drain_timeout", "must be positive, got %s", e.DrainTimeout.D())
 	}

@@ -39,6 +39,7 @@ type hub struct {
 	historyMsgs int            // edge.history.messages
 	historyByte int            // edge.history.bytes
 	budget      *historyBudget // edge.history.total_bytes, for every history here
+	idle        *idleSessions  // the sessions without participants, edge.max_idle_sessions
 	// texts recycles the frames v1 writes per msg (msg, ack, pong).
 	texts textPools
 	// expired, when set (tests only), is called when an idle session is freed.
@@ -180,7 +181,7 @@ func (h *hub) join(key []byte, p *participant) error {
 			// generation (or participants), and leaves the session be.
 			s.v1.idleTimer.Stop()
 			s.v1.idleTimer = nil
-			h.budget.busy(s)
+			h.idle.busy(s)
 		}
 	}
 	s.participants = append(s.participants, p)
@@ -193,12 +194,16 @@ func (h *hub) join(key []byte, p *participant) error {
 }
 
 // leave removes p from its session; the last participant to leave frees
-// the session. After leave returns no frame is enqueued to p any more.
+// the session (a v1 one once idle_grace has passed, or the cap of idle
+// sessions forgets it). After leave returns no frame is enqueued to p any
+// more.
 func (h *hub) leave(p *participant) {
 	s := p.session
 	if s == nil {
 		return
 	}
+	// Deferred first, so it runs last: after the locks below are released.
+	defer h.trimIdle()
 	sh := h.shardOf(s.key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -227,7 +232,7 @@ func (h *hub) leave(p *participant) {
 // shard and session locks held.
 func (h *hub) free(sh *hubShard, s *session) {
 	if s.v1 != nil {
-		h.budget.busy(s)
+		h.idle.busy(s)
 		s.v1.dropPending()
 		s.v1.forget()
 		if r := h.repl.Load(); r != nil {
@@ -245,26 +250,26 @@ func (h *hub) free(sh *hubShard, s *session) {
 
 // keepIdle keeps a ringlb.v1 session without participants for idle_grace,
 // so a client that reconnects resumes from its history, then frees it.
-// Called with the shard and session locks held.
+// Called with the shard and session locks held; the caller calls trimIdle
+// once it holds no lock, as the newest idle session may be one too many.
 func (h *hub) keepIdle(s *session) {
 	v := s.v1
 	v.idleGen++
 	gen := v.idleGen
 	v.idleTimer = time.AfterFunc(h.idleGrace, func() { h.expire(s, gen) })
-	if v.n > 0 {
-		h.budget.idled(s)
-	}
+	h.idle.idled(s)
 }
 
-// expire frees s if it is still idle in generation gen.
+// expire frees s if it is still idle in generation gen: its idle_grace ran
+// out. (A session no longer in its shard's map — a frozen one a promotion
+// replaced, replica.go — is released all the same; free leaves the map be.)
 func (h *hub) expire(s *session, gen uint64) {
 	sh := h.shardOf(s.key)
 	sh.mu.Lock()
 	s.mu.Lock()
 	freed := false
-	if len(s.participants) == 0 && s.v1.idleGen == gen && s.v1.idleTimer != nil && sh.sessions[s.key] == s {
-		s.v1.idleTimer = nil
-		h.free(sh, s)
+	if len(s.participants) == 0 && s.v1.idleGen == gen && s.v1.idleTimer != nil {
+		h.freeIdle(sh, s)
 		freed = true
 	}
 	s.mu.Unlock()
@@ -272,6 +277,17 @@ func (h *hub) expire(s *session, gen uint64) {
 	if freed && h.expired != nil {
 		h.expired(s.key)
 	}
+}
+
+// freeIdle frees s, idle: its timer stopped (a timer left to run would
+// keep s reachable until it fired), its history, replica and pin released.
+// Called with the shard and session locks held.
+func (h *hub) freeIdle(sh *hubShard, s *session) {
+	if s.v1.idleTimer != nil {
+		s.v1.idleTimer.Stop()
+		s.v1.idleTimer = nil
+	}
+	h.free(sh, s)
 }
 
 // close frees every idle session and stops its timer (Shutdown).
@@ -557,6 +573,8 @@ func (h *hub) sweep(now time.Time) {
 // install creates an idle ringlb.v1 session from a hand-off; false when the
 // key is live here already.
 func (h *hub) install(hs handoffSession) bool {
+	// Deferred first, so it runs last: after the shard lock is released.
+	defer h.trimIdle()
 	sh := h.shardOf(hs.Key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

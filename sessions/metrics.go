@@ -46,6 +46,9 @@ type metrics struct {
 	// rejected counts data-port connections refused by a limit, by reason
 	// (max_connections).
 	rejected *prometheus.CounterVec
+	// idleForgotten counts idle sessions forgotten before their idle_grace
+	// ran out, beyond edge.max_idle_sessions (idle.go).
+	idleForgotten prometheus.Counter
 	// Replication (replication.go, replica.go); its two gauges are
 	// registered by the replicator. replicationBytes counts what streams
 	// carried to replicas; promotions, copies this edge made live sessions
@@ -124,6 +127,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_edge_rejected_connections_total",
 			Help: "Data-port connections refused by a limit (answered 503 and closed), by reason.",
 		}, []string{"reason"}),
+		idleForgotten: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_idle_sessions_forgotten_total",
+			Help: "Sessions without participants forgotten before their idle_grace ran out: the oldest idle beyond edge.max_idle_sessions.",
+		}),
 		replicationBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_replication_bytes_total",
 			Help: "Bytes this edge streamed to its sessions' replicas.",
@@ -146,7 +153,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.peerRefused, m.lag,
-		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.rejected,
+		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.rejected, m.idleForgotten,
 		m.replicationBytes, m.promotions, m.fencedOwners, m.replicationFallbacks, m.replicationLost} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -162,4 +169,13 @@ func historyBytesMetric(b *historyBudget) prometheus.Collector {
 		Name: "ringlb_edge_history_bytes",
 		Help: "Bytes of msgs held in every ringlb.v1 history on this edge (idle sessions and replica copies included), bounded by edge.history.total_bytes.",
 	}, func() float64 { return float64(b.used.Load()) })
+}
+
+// idleSessionsMetric reads the sessions kept without participants (idle.go),
+// against edge.max_idle_sessions.
+func idleSessionsMetric(l *idleSessions) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ringlb_edge_idle_sessions",
+		Help: "ringlb.v1 sessions kept without participants for idle_grace (so their clients can resume), at most edge.max_idle_sessions.",
+	}, func() float64 { return float64(l.count.Load()) })
 }

@@ -88,6 +88,8 @@ func adminToken(a configs.Admin) ([]byte, error) {
 //
 //   - edge.history: the bounds of every ringlb.v1 session's history, live
 //     ones included (a shorter bound trims at their next message);
+//   - edge.max_idle_sessions: a lower cap forgets the oldest idle sessions
+//     beyond it at once;
 //   - edge.auth: the join-token secret (re-read from its file, with
 //     rotation_overlap for tokens signed with the previous one), anonymous;
 //   - edge.admin.token_file: the admin token (re-read).
@@ -121,12 +123,15 @@ func (s *Server) Reload(cfg configs.Edge) error {
 		s.hub.setHistoryBounds(cfg.History.Messages, cfg.History.Bytes)
 		s.hub.budget.limit.Store(int64(cfg.History.TotalBytes))
 	}
+	s.hub.idle.limit.Store(int64(cfg.MaxIdleSessions))
+	s.hub.trimIdle()
 	s.applied = cfg
 	overlap := "none"
 	if auth.previous != nil {
 		overlap = auth.previousUntil.UTC().Format(time.RFC3339)
 	}
 	s.log.Info("configuration reloaded", "history_messages", cfg.History.Messages, "history_bytes", cfg.History.Bytes, "history_total_bytes", cfg.History.TotalBytes,
+		"max_idle_sessions", cfg.MaxIdleSessions,
 		"anonymous", auth.anonymous, "previous_secret_accepted_until", overlap)
 	return nil
 }

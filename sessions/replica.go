@@ -339,6 +339,8 @@ func (r *replicator) applyAppend(rec *record, answers []byte) []byte {
 // when there is no copy or the session is live here already.
 func (r *replicator) promote(key, why string) bool {
 	h := r.srv.hub
+	// Deferred first, so it runs last: after the shard lock is released.
+	defer h.trimIdle()
 	sh := h.shardOf(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

@@ -199,9 +199,12 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.hub.edge = name
 	s.hub.idleGrace = cfg.IdleGrace.D()
 	s.hub.historyMsgs, s.hub.historyByte = cfg.History.Messages, cfg.History.Bytes
-	s.hub.budget = newHistoryBudget(cfg.History.TotalBytes)
-	if err := reg.Register(historyBytesMetric(s.hub.budget)); err != nil {
-		panic(fmt.Sprintf("sessions: register metrics: %v", err))
+	s.hub.idle = newIdleSessions(cfg.MaxIdleSessions)
+	s.hub.budget = newHistoryBudget(cfg.History.TotalBytes, s.hub.idle)
+	for _, c := range []prometheus.Collector{historyBytesMetric(s.hub.budget), idleSessionsMetric(s.hub.idle)} {
+		if err := reg.Register(c); err != nil {
+			panic(fmt.Sprintf("sessions: register metrics: %v", err))
+		}
 	}
 	s.revocations = newRevocations(cfg.Auth.MaxTokenTTL.D(), m.revocationsHeld)
 	s.applied = cfg

@@ -88,11 +88,12 @@ type v1Session struct {
 	maxBytes    int
 	idleGen     uint64      // bumped each time the session goes idle
 	idleTimer   *time.Timer // runs while no participant is left
-	// budget is the edge's bound on all histories together (budget.go);
-	// idleElem is this session's place on its idle list, nil while it has
-	// participants (or nothing left to give).
-	budget   *historyBudget
-	idleElem *list.Element
+	// budget is the edge's bound on all histories together (budget.go).
+	budget *historyBudget
+	// idleElem is this session's place among the idle sessions (idle.go),
+	// nil while it has participants; keptElem its place among those
+	// holding a history, nil too once the budget took it.
+	idleElem, keptElem *list.Element
 }
 
 // pendingMsg is a msg sequenced under sync replication, waiting for the
