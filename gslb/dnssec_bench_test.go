@@ -2,6 +2,7 @@ package gslb
 
 import (
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -54,7 +55,7 @@ func BenchmarkSignedAnswer(b *testing.B) {
 // before (a changed managed answer, a new name's NSEC).
 func BenchmarkSign(b *testing.B) {
 	ksk, zsk := testKeys(b)
-	sg, err := newSigner("ringlb.test.", configs.DefaultDNSSEC(ksk, zsk))
+	sg, err := newSigner("ringlb.test.", configs.DefaultDNSSEC(ksk, zsk), configs.RateLimit{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func BenchmarkSign(b *testing.B) {
 	for b.Loop() {
 		i++
 		a.Hdr.Ttl = uint32(i) // a new RRset every time: never from the cache
-		if _, err := sg.sigs([]dns.RR{a}, spendNone); err != nil {
+		if _, err := sg.sigs([]dns.RR{a}, spendNone, netip.Addr{}); err != nil {
 			b.Fatal(err)
 		}
 	}
