@@ -111,6 +111,8 @@ func TestDNSSECKeyRules(t *testing.T) {
 		{"refresh not below validity", []string{ksk}, "        signature_validity: 24h\n        signature_refresh: 24h\n", "gslb.zones[0].dnssec.signature_refresh", "less than signature_validity"},
 		{"refresh below dnskey ttl", []string{ksk}, "        signature_refresh: 1h\n        dnskey_ttl: 7200\n", "gslb.zones[0].dnssec.signature_refresh", "at least dnskey_ttl"},
 		{"validity", []string{ksk}, "        signature_validity: 30m\n", "gslb.zones[0].dnssec.signature_validity", "[1h, 2160h]"},
+		{"tcp client share", []string{ksk}, "        tcp_client_share: 1.5\n", "gslb.zones[0].dnssec.tcp_client_share", "(0, 1]"},
+		{"negative tcp client share", []string{ksk}, "        tcp_client_share: -0.1\n", "gslb.zones[0].dnssec.tcp_client_share", "(0, 1]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,7 +147,7 @@ func TestDNSSECConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := cfg.GSLB.Zones[0].DNSSEC
-	if d.SignatureValidity.D() != 168*time.Hour || d.SignatureRefresh.D() != 72*time.Hour || d.DNSKEYTTL != 3600 {
+	if d.SignatureValidity.D() != 168*time.Hour || d.SignatureRefresh.D() != 72*time.Hour || d.DNSKEYTTL != 3600 || d.TCPClientShare != 0.25 {
 		t.Errorf("defaults: %+v", d)
 	}
 	if d.Keys[0].File != ksk || d.Keys[0].State != KeyActive || d.Keys[1].State != KeyActive {

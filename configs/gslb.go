@@ -87,6 +87,13 @@ type DNSSEC struct {
 	// and the resolver retries over TCP. TCP answers have as many again,
 	// apart: beyond them one waits its turn up to 1 s, then gets SERVFAIL.
 	SignaturesPerSecond int `yaml:"signatures_per_second"`
+	// TCPClientShare is the fraction of the TCP answers' budget one client
+	// network (gslb.rate_limit's prefixes: /24, /56 by default) may spend
+	// (default 0.25, with a second of burst; 1: no share, one client may
+	// spend it all), so that one client asking for new names cannot starve
+	// the others. Beyond it the client's TCP answers that need a new
+	// signature get SERVFAIL at once.
+	TCPClientShare float64 `yaml:"tcp_client_share"`
 }
 
 // DNSSECKey is one key of a zone.
@@ -232,9 +239,11 @@ type RateLimit struct {
 	// Slip: every Nth limited UDP response is sent truncated (TC) instead of
 	// dropped, so real clients retry over TCP (default 2; 0 drops all).
 	Slip *int `yaml:"slip"`
-	// IPv4Prefix groups IPv4 clients into one rate (default /24).
+	// IPv4Prefix groups IPv4 clients into one rate (default /24), and
+	// into one share of a signed zone's TCP budget (tcp_client_share).
 	IPv4Prefix int `yaml:"ipv4_prefix"`
-	// IPv6Prefix groups IPv6 clients into one rate (default /56).
+	// IPv6Prefix groups IPv6 clients into one rate (default /56), and
+	// into one share of a signed zone's TCP budget (tcp_client_share).
 	IPv6Prefix int `yaml:"ipv6_prefix"`
 }
 
@@ -529,6 +538,9 @@ func (d *DNSSEC) provision() {
 	setDefaultDuration(&d.SignatureRefresh, 72*time.Hour)
 	setDefaultInt(&d.DNSKEYTTL, 3600)
 	setDefaultInt(&d.SignaturesPerSecond, 2000)
+	if d.TCPClientShare == 0 {
+		d.TCPClientShare = 0.25
+	}
 	for i := range d.Keys {
 		setDefault(&d.Keys[i].State, KeyActive)
 	}
@@ -579,6 +591,9 @@ func (d *DNSSEC) validate(ps *problems, p, origin string) {
 	}
 	checkRange(ps, p+".dnskey_ttl", d.DNSKEYTTL, 0, 86400)
 	checkRange(ps, p+".signatures_per_second", d.SignaturesPerSecond, 1, 1_000_000)
+	if d.TCPClientShare <= 0 || d.TCPClientShare > 1 {
+		ps.add(p+".tcp_client_share", "must be in range (0, 1], got %g", d.TCPClientShare)
+	}
 }
 
 func validateSteer(ps *problems, p string, st Steer, hasFailover bool) {

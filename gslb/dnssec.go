@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -63,6 +64,9 @@ type signer struct {
 	// Apart, so that TCP clients cannot spend what spoofed UDP floods are
 	// held to, nor UDP floods starve the resolvers they send to TCP.
 	budget, tcpBudget *signBudget
+	// tcpShare holds each client network to its share of tcpBudget
+	// (tcp_client_share), nil when that is the whole of it.
+	tcpShare *netBuckets
 	// tcpPatience is how long a TCP answer waits for its turn in
 	// tcpBudget before it is answered SERVFAIL.
 	tcpPatience time.Duration
@@ -80,11 +84,25 @@ var errSignBudget = errors.New("over signatures_per_second: retry over TCP")
 // beyond the budget and did not get one.
 var errSignBudgetTCP = errors.New("over signatures_per_second over TCP")
 
+// errSignShareTCP: a TCP answer would need a new signature beyond its
+// client network's share of the TCP budget.
+var errSignShareTCP = errors.New("over the client network's share of signatures_per_second over TCP")
+
 // tcpSignPatience is how long a TCP answer waits for a new signature when
 // the budget is spent: a resolver's retry usually gets its turn within it,
 // and a client asking for more than the budget waits instead of spending
 // the gslb's CPU. Waiting answers are bounded by max_tcp_connections.
 const tcpSignPatience = time.Second
+
+// The share table (netBuckets) is fixed at 2^4 × 2^8 = 4096 buckets, 128
+// KiB a signed zone. TCP sources are real (a handshake), and at most
+// max_tcp_connections of them are served at a time, so a busy network keeps
+// its bucket; one pushed out by a flood of others comes back with a full
+// share, which errs towards answering and stays within tcpBudget.
+const (
+	tcpShareShardBits = 4
+	tcpShareSlotBits  = 8
+)
 
 // spend says which budget a new signature comes from.
 type spend uint8
@@ -92,7 +110,7 @@ type spend uint8
 const (
 	spendNone spend = iota // a zone transfer, to an allowed client
 	spendUDP               // over budget: errSignBudget at once
-	spendTCP               // over budget: wait up to tcpPatience
+	spendTCP               // over the client's share: errSignShareTCP at once; over budget: wait up to tcpPatience
 )
 
 // signBudget is a token bucket of new signatures: rate a second, and as
@@ -147,11 +165,18 @@ type signingKey struct {
 	priv crypto.Signer
 }
 
-// newSigner reads the keys of cfg for zone origin.
-func newSigner(origin string, cfg *configs.DNSSEC) (*signer, error) {
+// newSigner reads the keys of cfg for zone origin; nets says what a client
+// network is (the prefixes of gslb.rate_limit).
+func newSigner(origin string, cfg *configs.DNSSEC, nets configs.RateLimit) (*signer, error) {
+	rate := max(cfg.SignaturesPerSecond, 1)
 	sg := &signer{origin: origin, validity: cfg.SignatureValidity.D(), refresh: cfg.SignatureRefresh.D(), cache: newSigCache(),
-		budget: newSignBudget(max(cfg.SignaturesPerSecond, 1)), tcpBudget: newSignBudget(max(cfg.SignaturesPerSecond, 1)),
+		budget: newSignBudget(rate), tcpBudget: newSignBudget(rate),
 		tcpPatience: tcpSignPatience, now: time.Now}
+	if share := cfg.TCPClientShare; share > 0 && share < 1 {
+		// At least one a second, or a bucket never holds a whole token.
+		nb := newNetBuckets(tcpShareShardBits, tcpShareSlotBits, max(share*float64(rate), 1), nets.IPv4Prefix, nets.IPv6Prefix)
+		sg.tcpShare = &nb
+	}
 	var fp strings.Builder
 	fmt.Fprintf(&fp, "%s %s %d", sg.validity, sg.refresh, cfg.DNSKEYTTL)
 	for _, kc := range cfg.Keys {
@@ -224,8 +249,9 @@ type sigEntry struct {
 
 // sigs returns the signatures of rrset (one per key that signs its type):
 // cached ones while they have more than refresh left, else new ones, from
-// the budget spend names (errSignBudget, errSignBudgetTCP when it has none).
-func (sg *signer) sigs(rrset []dns.RR, from spend) (sigEntry, error) {
+// the budget spend names (errSignBudget, errSignBudgetTCP when it has none),
+// over TCP within the share of client's network (errSignShareTCP).
+func (sg *signer) sigs(rrset []dns.RR, from spend, client netip.Addr) (sigEntry, error) {
 	key, err := rrsetKey(rrset)
 	if err != nil {
 		return sigEntry{}, err
@@ -241,7 +267,25 @@ func (sg *signer) sigs(rrset []dns.RR, from spend) (sigEntry, error) {
 			return sigEntry{}, errSignBudget
 		}
 	case spendTCP:
+		// Over its share a client is refused at once, not made to wait
+		// like the shared budget's: miekg/dns answers a connection's
+		// queries one after another, so a wait holds the connection and
+		// one of max_tcp_connections' slots, which every client shares,
+		// up to tcpPatience per query — the starving the share is there
+		// to end, moved from signatures to connections. Within its share
+		// a client waits for the shared budget: when that is spent, it is
+		// by many clients each within theirs, and turns come round.
+		var share uint64
+		if sg.tcpShare != nil {
+			var ok bool
+			if share, ok, _ = sg.tcpShare.take(client, now); !ok {
+				return sigEntry{}, errSignShareTCP
+			}
+		}
 		if !sg.tcpBudget.wait(sg.now, sg.tcpPatience) {
+			if sg.tcpShare != nil {
+				sg.tcpShare.refund(share) // it got no signature
+			}
 			return sigEntry{}, errSignBudgetTCP
 		}
 		now = sg.now()
@@ -275,8 +319,8 @@ func (sg *signer) count(from string) {
 
 // signRRsets returns rrs (a section of an answer: RRsets, each one's records
 // together) with each RRset followed by its signatures, new ones from the
-// budget spend names.
-func (sg *signer) signRRsets(rrs []dns.RR, from spend) ([]dns.RR, error) {
+// budget spend names (and client's share of it).
+func (sg *signer) signRRsets(rrs []dns.RR, from spend, client netip.Addr) ([]dns.RR, error) {
 	if len(rrs) == 0 {
 		return rrs, nil
 	}
@@ -289,7 +333,7 @@ func (sg *signer) signRRsets(rrs []dns.RR, from spend) ([]dns.RR, error) {
 		set := rrs[i:j]
 		out = append(out, set...)
 		if t := set[0].Header().Rrtype; t != dns.TypeRRSIG && t != dns.TypeOPT && t != dns.TypeTSIG {
-			e, err := sg.sigs(set, from)
+			e, err := sg.sigs(set, from, client)
 			if err != nil {
 				return nil, err
 			}
@@ -306,13 +350,14 @@ func (sg *signer) signRRsets(rrs []dns.RR, from spend) ([]dns.RR, error) {
 }
 
 // signMsg signs the answer and authority sections of m, new signatures
-// from the budget spend names.
-func (sg *signer) signMsg(m *dns.Msg, from spend) error {
+// from the budget spend names (over TCP, within the share of client's
+// network: the connection's source).
+func (sg *signer) signMsg(m *dns.Msg, from spend, client netip.Addr) error {
 	var err error
-	if m.Answer, err = sg.signRRsets(m.Answer, from); err != nil {
+	if m.Answer, err = sg.signRRsets(m.Answer, from, client); err != nil {
 		return err
 	}
-	m.Ns, err = sg.signRRsets(m.Ns, from)
+	m.Ns, err = sg.signRRsets(m.Ns, from, client)
 	return err
 }
 
@@ -571,7 +616,7 @@ func (st *state) signedTransfer(z *zone, rrs []dns.RR) ([]dns.RR, error) {
 		}
 		return int(a.Header().Rrtype) - int(b.Header().Rrtype)
 	})
-	signed, err := sg.signRRsets(body, spendNone)
+	signed, err := sg.signRRsets(body, spendNone, netip.Addr{})
 	if err != nil {
 		return nil, err
 	}

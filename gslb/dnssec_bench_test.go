@@ -2,6 +2,7 @@ package gslb
 
 import (
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -54,7 +55,7 @@ func BenchmarkSignedAnswer(b *testing.B) {
 // before (a changed managed answer, a new name's NSEC).
 func BenchmarkSign(b *testing.B) {
 	ksk, zsk := testKeys(b)
-	sg, err := newSigner("ringlb.test.", configs.DefaultDNSSEC(ksk, zsk))
+	sg, err := newSigner("ringlb.test.", configs.DefaultDNSSEC(ksk, zsk), configs.RateLimit{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func BenchmarkSign(b *testing.B) {
 	for b.Loop() {
 		i++
 		a.Hdr.Ttl = uint32(i) // a new RRset every time: never from the cache
-		if _, err := sg.sigs([]dns.RR{a}, spendNone); err != nil {
+		if _, err := sg.sigs([]dns.RR{a}, spendNone, netip.Addr{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -84,7 +85,11 @@ func BenchmarkFirstAnswerAfterFailover(b *testing.B) {
 			name = "signed"
 		}
 		b.Run(name, func(b *testing.B) {
-			s, err := New(signed(fuzzConfig(b), ksk, zsk), "bench", nil, nil)
+			cfg := signed(fuzzConfig(b), ksk, zsk)
+			// Unbounded, to measure what a first answer costs: at the
+			// default budget (2000 a second) most would go out TC.
+			cfg.Zones[0].DNSSEC.SignaturesPerSecond = 1_000_000
+			s, err := New(cfg, "bench", nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -760,10 +760,13 @@ func TestDigShowsSignatures(t *testing.T) {
 // signatures have a budget of their own: a client asking for more waits its
 // turn, then gets SERVFAIL, instead of spending the gslb's CPU on signing.
 // The test clock stands still, so the bucket never refills until moved.
+// The one client may spend the whole budget here (tcp_client_share 1):
+// its share of it is TestFreshSignaturesSharedOverTCP's.
 func TestFreshSignaturesBoundedOverTCP(t *testing.T) {
 	ksk, zsk := testKeys(t)
 	cfg := signed(fuzzConfig(t), ksk, zsk)
 	cfg.Zones[0].DNSSEC.SignaturesPerSecond = 100
+	cfg.Zones[0].DNSSEC.TCPClientShare = 1
 	clock := newTestClock()
 	s := startGSLBWith(t, cfg, func(s *Server) {
 		clock.use(s)

@@ -36,9 +36,10 @@ type metrics struct {
 	// answer: a new or changed RRset, a negative answer's NSEC, a refresh);
 	// "deferred": UDP answers sent TC because they would have needed a
 	// new signature beyond signatures_per_second; "refused": TCP answers
-	// SERVFAIL after waiting for one in vain.
+	// SERVFAIL after waiting for one in vain; "client_share": TCP answers
+	// SERVFAIL at once, their client network over its tcp_client_share.
 	signatures *prometheus.CounterVec
-	sigCache   [4]prometheus.Counter // cache, signed, deferred, refused: WithLabelValues locks
+	sigCache   [5]prometheus.Counter // cache, signed, deferred, refused, client_share: WithLabelValues locks
 	// steeredShare is the share of a region's clients answered from
 	// another region because its edges are loaded (0: not steering).
 	steeredShare *prometheus.GaugeVec
@@ -75,6 +76,8 @@ func (m *metrics) signed(from string) {
 		m.sigCache[1].Inc()
 	case "refused":
 		m.sigCache[3].Inc()
+	case "client_share":
+		m.sigCache[4].Inc()
 	default:
 		m.sigCache[2].Inc()
 	}
@@ -126,9 +129,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ringlb_gslb_signatures_total",
-		Help: "DNSSEC signatures of RRsets put on answers, by where they came from: cache (made before) or signed (made for this answer); deferred: UDP answers sent TC instead, over signatures_per_second; refused: TCP answers SERVFAIL after waiting for a signature beyond it.",
+		Help: "DNSSEC signatures of RRsets put on answers, by where they came from: cache (made before) or signed (made for this answer); deferred: UDP answers sent TC instead, over signatures_per_second; refused: TCP answers SERVFAIL after waiting for a signature beyond it; client_share: TCP answers SERVFAIL at once, their client network over its tcp_client_share.",
 	}, []string{"from"})
-	m.sigCache = [4]prometheus.Counter{m.signatures.WithLabelValues("cache"), m.signatures.WithLabelValues("signed"), m.signatures.WithLabelValues("deferred"), m.signatures.WithLabelValues("refused")}
+	m.sigCache = [5]prometheus.Counter{m.signatures.WithLabelValues("cache"), m.signatures.WithLabelValues("signed"), m.signatures.WithLabelValues("deferred"), m.signatures.WithLabelValues("refused"), m.signatures.WithLabelValues("client_share")}
 	m.steeredShare = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "ringlb_gslb_steered_share",
 		Help: "Share of a region's clients answered from its failover region because the region's edges are loaded (0: not steering), by managed name and region.",

@@ -17,18 +17,12 @@ import (
 // prefix retries over TCP, which cannot be spoofed, while the victim gets a
 // small packet at most. TCP is never limited.
 //
-// The table is fixed in size (rrlShards × rrlSlotsPerShard buckets, about
-// 2 MiB, hashed by prefix), so a flood from many prefixes cannot grow it:
-// idle prefixes are pruned by being overwritten. Each prefix has two candidate
-// buckets and a newcomer takes the one used least recently, so a busy prefix
-// (the victim of a reflection flood) keeps its bucket while spoofed one-off
-// prefixes churn through the others. When both are busy the newcomer evicts
-// one, which errs towards answering. The hash is seeded per process so that
-// nobody can compute prefixes that collide with a victim's buckets.
+// The table is fixed in size (2^6 shards × 2^10 buckets, about 2 MiB;
+// netBuckets), so a flood from many prefixes cannot grow it.
 
 const (
-	rrlShards        = 64
-	rrlSlotsPerShard = 1024
+	rrlShardBits = 6
+	rrlSlotBits  = 10
 )
 
 type rrlAction uint8
@@ -40,27 +34,10 @@ const (
 )
 
 type rateLimiter struct {
-	rate         float64 // responses per second, also the burst
+	netBuckets   // rate: responses per second, also the burst
 	slip         uint32
-	v4Bits       int
-	v6Bits       int
-	epoch        time.Time
-	seed         maphash.Seed
-	shards       [rrlShards]rrlShard
 	limitedDrops func()
 	limitedSlips func()
-}
-
-type rrlShard struct {
-	mu    sync.Mutex
-	slots [rrlSlotsPerShard]rrlBucket
-}
-
-type rrlBucket struct {
-	key     uint64
-	tokens  float64
-	last    int64 // ns since epoch
-	limited uint32
 }
 
 // newRateLimiter returns nil when RRL is off.
@@ -72,7 +49,7 @@ func newRateLimiter(cfg configs.RateLimit, m *metrics) *rateLimiter {
 	if cfg.Slip != nil {
 		slip = *cfg.Slip
 	}
-	rl := &rateLimiter{rate: float64(cfg.ResponsesPerSecond), slip: uint32(slip), v4Bits: cfg.IPv4Prefix, v6Bits: cfg.IPv6Prefix, epoch: time.Now(), seed: maphash.MakeSeed()}
+	rl := &rateLimiter{netBuckets: newNetBuckets(rrlShardBits, rrlSlotBits, float64(cfg.ResponsesPerSecond), cfg.IPv4Prefix, cfg.IPv6Prefix), slip: uint32(slip)}
 	if m != nil {
 		drops, slips := m.rateLimited.WithLabelValues("drop"), m.rateLimited.WithLabelValues("slip")
 		rl.limitedDrops, rl.limitedSlips = drops.Inc, slips.Inc
@@ -92,44 +69,11 @@ func (rl *rateLimiter) carryOver(old *rateLimiter) *rateLimiter {
 
 // decide charges one response to client's prefix.
 func (rl *rateLimiter) decide(client netip.Addr, now time.Time) rrlAction {
-	client = client.Unmap()
-	bits := rl.v6Bits
-	if client.Is4() {
-		bits = rl.v4Bits
-	}
-	pfx, err := client.Prefix(bits)
-	if err != nil {
-		return rrlAllow // no address (not UDP): nothing to reflect
-	}
-	var b [17]byte
-	a := pfx.Addr().As16()
-	copy(b[:], a[:])
-	b[16] = byte(bits)
-	key := maphash.Bytes(rl.seed, b[:]) | 1 // never 0: 0 marks an empty bucket
-	sh := &rl.shards[key%rrlShards]
-	t := max(now.Sub(rl.epoch).Nanoseconds(), 1)
-	sh.mu.Lock()
-	slot := &sh.slots[(key/rrlShards)%rrlSlotsPerShard]
-	if slot.key != key {
-		if other := &sh.slots[(key>>32)%rrlSlotsPerShard]; other.key == key || other.last < slot.last {
-			slot = other
-		}
-	}
-	if slot.key != key {
-		*slot = rrlBucket{key: key, tokens: rl.rate, last: t}
-	} else {
-		slot.tokens = min(rl.rate, slot.tokens+float64(t-slot.last)*rl.rate/1e9)
-		slot.last = t
-	}
-	if slot.tokens >= 1 {
-		slot.tokens--
-		sh.mu.Unlock()
+	_, ok, limited := rl.take(client, now)
+	if ok {
 		return rrlAllow
 	}
-	slot.limited++
-	slip := rl.slip > 0 && slot.limited%rl.slip == 0
-	sh.mu.Unlock()
-	if slip {
+	if rl.slip > 0 && limited%rl.slip == 0 {
 		if rl.limitedSlips != nil {
 			rl.limitedSlips()
 		}
@@ -139,6 +83,129 @@ func (rl *rateLimiter) decide(client netip.Addr, now time.Time) rrlAction {
 		rl.limitedDrops()
 	}
 	return rrlDrop
+}
+
+// netBuckets is a token bucket per client network — an IPv4 or IPv6
+// prefix, of the lengths gslb.rate_limit names, whatever it limits — in a
+// table of fixed size (2^shardBits shards of 2^slotBits buckets, hashed by
+// prefix), so a flood from many prefixes cannot grow it: idle prefixes are
+// pruned by being overwritten. Each prefix has two candidate buckets and a newcomer
+// takes the one used least recently, so a busy prefix (a reflection flood's
+// victim, a client over its share) keeps its bucket while one-off prefixes
+// churn through the others. When both are busy the newcomer evicts one,
+// whose prefix starts afresh when it comes back: that errs towards
+// answering. The hash is seeded per process so that nobody can compute
+// prefixes that collide with another's buckets.
+type netBuckets struct {
+	rate   float64 // tokens a second, also the burst
+	v4Bits int
+	v6Bits int
+	epoch  time.Time
+	seed   maphash.Seed
+	// Powers of two, so that picking a bucket is masks and shifts: it
+	// runs for every UDP answer under RRL.
+	shardBits uint
+	slotMask  uint64
+	shards    []netShard
+}
+
+type netShard struct {
+	mu    sync.Mutex
+	slots []netBucket
+}
+
+type netBucket struct {
+	key     uint64
+	tokens  float64
+	last    int64 // ns since epoch
+	limited uint32
+}
+
+func newNetBuckets(shardBits, slotBits uint, rate float64, v4Bits, v6Bits int) netBuckets {
+	nb := netBuckets{rate: rate, v4Bits: v4Bits, v6Bits: v6Bits, epoch: time.Now(), seed: maphash.MakeSeed(),
+		shardBits: shardBits, slotMask: 1<<slotBits - 1, shards: make([]netShard, 1<<shardBits)}
+	for i := range nb.shards {
+		nb.shards[i].slots = make([]netBucket, 1<<slotBits)
+	}
+	return nb
+}
+
+func (nb *netBuckets) shard(key uint64) *netShard {
+	return &nb.shards[key&(1<<nb.shardBits-1)]
+}
+
+// key is client's prefix hashed, 0 when client is no address.
+func (nb *netBuckets) key(client netip.Addr) uint64 {
+	client = client.Unmap()
+	bits := nb.v6Bits
+	if client.Is4() {
+		bits = nb.v4Bits
+	}
+	pfx, err := client.Prefix(bits)
+	if err != nil {
+		return 0
+	}
+	var b [17]byte
+	a := pfx.Addr().As16()
+	copy(b[:], a[:])
+	b[16] = byte(bits)
+	return maphash.Bytes(nb.seed, b[:]) | 1 // never 0: 0 marks an empty bucket
+}
+
+// slot is key's bucket in sh: the candidate holding key, else the one used
+// least recently. Called with sh.mu held.
+func (nb *netBuckets) slot(sh *netShard, key uint64) *netBucket {
+	slot := &sh.slots[(key>>nb.shardBits)&nb.slotMask]
+	if slot.key != key {
+		if other := &sh.slots[(key>>32)&nb.slotMask]; other.key == key || other.last < slot.last {
+			slot = other
+		}
+	}
+	return slot
+}
+
+// take spends a token of client's prefix at now; a prefix new to the table
+// starts with a full bucket. ok is false when none was left, and limited
+// counts the bucket's refusals so far. A client with no address (key 0) is
+// never refused.
+func (nb *netBuckets) take(client netip.Addr, now time.Time) (key uint64, ok bool, limited uint32) {
+	key = nb.key(client)
+	if key == 0 {
+		return 0, true, 0
+	}
+	sh := nb.shard(key)
+	t := max(now.Sub(nb.epoch).Nanoseconds(), 1)
+	sh.mu.Lock()
+	slot := nb.slot(sh, key)
+	if slot.key != key {
+		*slot = netBucket{key: key, tokens: nb.rate, last: t}
+	} else {
+		slot.tokens = min(nb.rate, slot.tokens+float64(t-slot.last)*nb.rate/1e9)
+		slot.last = t
+	}
+	if slot.tokens >= 1 {
+		slot.tokens--
+		sh.mu.Unlock()
+		return key, true, 0
+	}
+	slot.limited++
+	limited = slot.limited
+	sh.mu.Unlock()
+	return key, false, limited
+}
+
+// refund gives back a token take spent for key, when its bucket is still
+// key's (one evicted since starts full anyway).
+func (nb *netBuckets) refund(key uint64) {
+	if key == 0 {
+		return
+	}
+	sh := nb.shard(key)
+	sh.mu.Lock()
+	if slot := nb.slot(sh, key); slot.key == key {
+		slot.tokens = min(nb.rate, slot.tokens+1)
+	}
+	sh.mu.Unlock()
 }
 
 // truncatedReply appends to dst the slip response to the query pkt: its

@@ -146,7 +146,7 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 		}
 	}
 	for _, zc := range cfg.Zones {
-		z, err := loadZone(zc)
+		z, err := loadZone(zc, cfg.RateLimit)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -547,7 +547,9 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 			if tcp {
 				from = spendTCP
 			}
-			switch err := sg.signMsg(m, from); {
+			// The share is the connection's source's, never ECS's: a
+			// client cannot spend another's by naming it.
+			switch err := sg.signMsg(m, from, addrOf(remote)); {
 			case errors.Is(err, errSignBudget):
 				// Over UDP, which anyone can spoof, new signatures are
 				// budgeted: beyond it the resolver is told to retry over
@@ -561,6 +563,11 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 				m.Answer, m.Ns = nil, nil
 				m.Rcode = dns.RcodeServerFailure
 				s.metrics.signed("refused")
+			case errors.Is(err, errSignShareTCP):
+				// Its network has spent its share: the others keep theirs.
+				m.Answer, m.Ns = nil, nil
+				m.Rcode = dns.RcodeServerFailure
+				s.metrics.signed("client_share")
 			case err != nil:
 				// An unsigned answer would be bogus to every validator.
 				s.logger.Warn("cannot sign an answer", "zone", z.origin, "err", err)

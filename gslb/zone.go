@@ -25,8 +25,9 @@ type zone struct {
 	signer *signer
 }
 
-// loadZone parses a zone from its master file or inline records.
-func loadZone(zc configs.Zone) (*zone, error) {
+// loadZone parses a zone from its master file or inline records; nets says
+// what a client network is, for its signer.
+func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 	z := &zone{origin: strings.ToLower(dns.Fqdn(zc.Origin)), names: map[string]map[uint16][]dns.RR{}, cfg: zc}
 	for _, c := range zc.Transfer.Allow {
 		p, err := netip.ParsePrefix(c)
@@ -59,7 +60,7 @@ func loadZone(zc configs.Zone) (*zone, error) {
 		return nil, fmt.Errorf("zone %s: no SOA record at the apex", z.origin)
 	}
 	if zc.DNSSEC != nil {
-		sg, err := newSigner(z.origin, zc.DNSSEC)
+		sg, err := newSigner(z.origin, zc.DNSSEC, nets)
 		if err != nil {
 			return nil, err
 		}
