@@ -183,8 +183,8 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 				f := binary.BigEndian.Uint16(out[2:])&^(rd|cd) | q.flags&(rd|cd)
 				binary.BigEndian.PutUint16(out[2:], f)
 				copy(out[12:], q.qname) // the question's case, as asked
-				l.send(out, addr)
 				s.metrics.query(q.qtype, int(out[3]&0xF))
+				l.send(out, addr)
 				return
 			}
 		}
@@ -200,8 +200,8 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 			m.Id = binary.BigEndian.Uint16(pkt)
 			m.Response, m.Rcode = true, dns.RcodeFormatError
 			if b, err := m.Pack(); err == nil {
-				l.send(b, addr)
 				s.metrics.query(0, dns.RcodeFormatError)
+				l.send(b, addr)
 			}
 		}
 		return
@@ -213,8 +213,8 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		m := new(dns.Msg)
 		m.SetRcode(r, dns.RcodeFormatError)
 		if b, err := m.Pack(); err == nil {
-			l.send(b, addr)
 			s.count(st, r, m, addr.String())
+			l.send(b, addr)
 		}
 		return
 	}
@@ -234,8 +234,8 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 			s.logger.Warn("cannot sign an answer", "err", err)
 			return
 		}
-		l.send(b, addr)
 		s.count(st, r, m, addr.String())
+		l.send(b, addr)
 		return
 	}
 	out, err := m.PackBuffer(l.out[:0])
@@ -243,8 +243,8 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		return
 	}
 	l.out = out[:0]
-	l.send(out, addr)
 	s.count(st, r, m, addr.String())
+	l.send(out, addr)
 	// A truncated answer to DO may be one deferred to TCP for want of a
 	// new signature: the next one may be signed, so it is not kept.
 	if cacheable && key != nil && !(m.Truncated && q.ednsFlags&dnsDO != 0) {

@@ -459,8 +459,8 @@ func (s *Server) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 	status := w.TsigStatus()
 	if tcp && !r.Response && len(r.Question) == 1 && (r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR) {
 		if m := s.screen(st, r, true, status); m != nil {
-			w.WriteMsg(m)
 			s.count(st, r, m, w.RemoteAddr().String())
+			w.WriteMsg(m)
 			return
 		}
 		s.serveTransfer(st, w, r)
@@ -470,8 +470,10 @@ func (s *Server) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if m == nil {
 		return // not a query we answer at all (a response, garbage)
 	}
-	w.WriteMsg(m)
+	// Counted before it is written: a client holding its answer finds it
+	// in the metrics.
 	s.count(st, r, m, w.RemoteAddr().String())
+	w.WriteMsg(m)
 }
 
 // count records an answered query in the metrics and, when on, the query log.

@@ -38,8 +38,8 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetRcode(r, rcode)
 		s.signReply(m, r, nil)
-		w.WriteMsg(m)
 		s.metrics.query(q.Qtype, rcode)
+		w.WriteMsg(m)
 	}
 	qname := strings.ToLower(q.Name)
 	z := st.zoneFor(qname)
