@@ -183,3 +183,17 @@ func TestMaxConnsPerIP(t *testing.T) {
 		t.Errorf("open %d without a share, want 4", g.Open())
 	}
 }
+
+// Admit and Release of a client already kept (it holds a connection): the
+// accept path, no allocation.
+func BenchmarkPerAddrAdmitRelease(b *testing.B) {
+	p := NewPerAddr(ByNetwork, PerAddrLimits{MaxConns: 1 << 20, NewPerSecond: 1e9, NewBurst: 1 << 20})
+	a := netip.MustParseAddr("2001:db8::1")
+	held, _ := p.Admit(a, time.Now())
+	defer p.Release(held)
+	b.ReportAllocs()
+	for b.Loop() {
+		s, _ := p.Admit(a, time.Now())
+		p.Release(s)
+	}
+}
