@@ -197,9 +197,14 @@ func (p *PerAddr) Clients() int {
 	return len(p.addrs)
 }
 
+// refillLocked adds the tokens earned since st.last. A now before it (an
+// Admit that read the clock before another's Release took the lock) earns
+// nothing, and takes nothing away.
 func (p *PerAddr) refillLocked(st *addrState, now time.Time) {
-	st.tokens = min(st.tokens+now.Sub(st.last).Seconds()*p.limits.NewPerSecond, float64(p.limits.NewBurst))
-	st.last = now
+	if d := now.Sub(st.last); d > 0 {
+		st.tokens = min(st.tokens+d.Seconds()*p.limits.NewPerSecond, float64(p.limits.NewBurst))
+		st.last = now
+	}
 }
 
 // forgetLocked drops the state of a client with no connection and a full

@@ -69,9 +69,9 @@ func TestPerAddrRate(t *testing.T) {
 		got = append(got, v)
 		p.Release(s)
 	}
-	_, later := p.Admit(a, now.Add(time.Second))
+	_, later := p.Admit(a, now.Add(2*time.Second))
 	if got[0] != Admitted || got[1] != Admitted || got[2] != TooManyNew || later != Admitted {
-		t.Fatalf("burst 2 at 1/s: %v then %v a second later", got, later)
+		t.Fatalf("burst 2 at 1/s: %v then %v two seconds later", got, later)
 	}
 }
 
