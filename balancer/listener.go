@@ -49,7 +49,7 @@ func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
 		ln = &proxyproto.Listener{Listener: ln, ConnPolicy: policy, ReadHeaderTimeout: proxyHeaderTimeout}
 	}
 	// Always in place, even with no limit set, so Reload can turn one on.
-	l := &limitListener{Listener: ln, guard: guard, limits: limits, perIP: map[netip.Addr]*ipState{}, rejected: b.metrics.rejectedTotal}
+	l := &limitListener{Listener: ln, guard: guard, perIP: acceptguard.NewPerAddr(acceptguard.ByAddress, perAddrLimits(limits)), rejected: b.metrics.rejectedTotal}
 	b.mu.Lock()
 	b.limiter = l
 	b.mu.Unlock()
@@ -82,9 +82,12 @@ func (b *Balancer) guardRedirect(ln net.Listener) net.Listener {
 // setLimits changes the limits for connections accepted from now on.
 func (l *limitListener) setLimits(limits configs.Limits) {
 	l.guard.SetMax(limits.MaxConnections)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.limits = limits
+	l.perIP.SetLimits(perAddrLimits(limits))
+}
+
+// perAddrLimits are the per-address part of limits.
+func perAddrLimits(limits configs.Limits) acceptguard.PerAddrLimits {
+	return acceptguard.PerAddrLimits{MaxConns: limits.MaxConnectionsPerIP, NewPerSecond: limits.NewConnectionsPerIP, NewBurst: limits.NewConnectionsBurst}
 }
 
 // proxyPolicy requires a PROXY header from trusted sources and refuses a
@@ -117,21 +120,14 @@ func proxyPolicy(trusted []string) (proxyproto.ConnPolicyFunc, error) {
 // limitListener enforces the per-address limits on a connection's first
 // read, because with PROXY protocol the client address is only known once
 // the header has been read, and the accept loop must not wait for it. The
-// total is the accept guard's (guard), checked at Accept.
+// total is the accept guard's (guard), checked at Accept. The per-address
+// counts are perIP's, by whole address (an IPv6 address on its own, not by
+// its /64 as the gslb's and admin ports' limits count).
 type limitListener struct {
 	net.Listener
 	guard    *acceptguard.Listener
-	limits   configs.Limits
+	perIP    *acceptguard.PerAddr
 	rejected *prometheus.CounterVec
-
-	mu    sync.Mutex
-	perIP map[netip.Addr]*ipState
-}
-
-type ipState struct {
-	conns  int
-	tokens float64
-	last   time.Time
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -149,57 +145,6 @@ func (l *limitListener) refuse(c net.Conn, reason string, code int, msg string) 
 	acceptguard.Refuse(c, acceptguard.HTTPAnswer(code, msg))
 }
 
-// admit applies the per-address limits to a new connection from addr;
-// counted says whether the connection holds a per-address slot.
-func (l *limitListener) admit(addr netip.Addr, now time.Time) (reason string, counted bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.limits.MaxConnectionsPerIP == 0 && l.limits.NewConnectionsPerIP == 0 {
-		return "", false
-	}
-	st := l.perIP[addr]
-	if st == nil {
-		st = &ipState{tokens: float64(l.limits.NewConnectionsBurst), last: now}
-		l.perIP[addr] = st
-	}
-	if l.limits.NewConnectionsPerIP > 0 {
-		st.tokens = min(st.tokens+now.Sub(st.last).Seconds()*l.limits.NewConnectionsPerIP, float64(l.limits.NewConnectionsBurst))
-		st.last = now
-		if st.tokens < 1 {
-			l.forgetLocked(addr, st)
-			return rejectPerIPRate, false
-		}
-		st.tokens--
-	}
-	if l.limits.MaxConnectionsPerIP > 0 && st.conns >= l.limits.MaxConnectionsPerIP {
-		l.forgetLocked(addr, st)
-		return rejectPerIPConns, false
-	}
-	st.conns++
-	return "", true
-}
-
-// forgetLocked drops the state of an address with no connection and a full
-// bucket, so the map holds only addresses that matter right now.
-func (l *limitListener) forgetLocked(addr netip.Addr, st *ipState) {
-	if st.conns == 0 && (l.limits.NewConnectionsPerIP == 0 || st.tokens >= float64(l.limits.NewConnectionsBurst)) {
-		delete(l.perIP, addr)
-	}
-}
-
-func (l *limitListener) release(addr netip.Addr, counted bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if st := l.perIP[addr]; st != nil && counted {
-		st.conns--
-		if l.limits.NewConnectionsPerIP > 0 {
-			st.tokens = min(st.tokens+time.Since(st.last).Seconds()*l.limits.NewConnectionsPerIP, float64(l.limits.NewConnectionsBurst))
-			st.last = time.Now()
-		}
-		l.forgetLocked(addr, st)
-	}
-}
-
 // held counts a tunnel taken over from the previous process against the
 // limits, as if accepted here: the total (the accept guard) and its client
 // address's count (admitted there, so never refused here). Close releases
@@ -207,35 +152,19 @@ func (l *limitListener) release(addr netip.Addr, counted bool) {
 type held struct {
 	l       *limitListener
 	addr    netip.Addr // carried on to the next process, counted or not
-	counted bool
+	slot    acceptguard.Slot
 	release func() // the guard's slot
 	once    sync.Once
 }
 
 func (l *limitListener) hold(addr netip.Addr) *held {
-	h := &held{l: l, addr: addr, release: l.guard.Hold()}
-	if !addr.IsValid() {
-		return h
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.limits.MaxConnectionsPerIP == 0 && l.limits.NewConnectionsPerIP == 0 {
-		return h
-	}
-	st := l.perIP[addr]
-	if st == nil {
-		st = &ipState{tokens: float64(l.limits.NewConnectionsBurst), last: time.Now()}
-		l.perIP[addr] = st
-	}
-	st.conns++
-	h.counted = true
-	return h
+	return &held{l: l, addr: addr, release: l.guard.Hold(), slot: l.perIP.Hold(addr)}
 }
 
 func (h *held) Close() error {
 	h.once.Do(func() {
 		h.release()
-		h.l.release(h.addr, h.counted)
+		h.l.perIP.Release(h.slot)
 	})
 	return nil
 }
@@ -252,7 +181,7 @@ type limitConn struct {
 	once    sync.Once
 	refused bool
 	addr    netip.Addr
-	counted bool
+	slot    acceptguard.Slot
 
 	closeOnce sync.Once
 	closeErr  error
@@ -272,16 +201,16 @@ func (c *limitConn) check() {
 		return
 	}
 	c.addr = ap.Addr().Unmap()
-	reason, counted := c.l.admit(c.addr, time.Now())
-	switch reason {
-	case "":
-		c.counted = counted
-	case rejectPerIPRate:
+	slot, v := c.l.perIP.Admit(c.addr, time.Now())
+	switch v {
+	case acceptguard.Admitted:
+		c.slot = slot
+	case acceptguard.TooManyNew:
 		c.refused = true
-		c.l.refuse(c.Conn, reason, 429, "too many new connections from your address; slow down")
+		c.l.refuse(c.Conn, rejectPerIPRate, 429, "too many new connections from your address; slow down")
 	default:
 		c.refused = true
-		c.l.refuse(c.Conn, reason, 429, "too many open connections from your address")
+		c.l.refuse(c.Conn, rejectPerIPConns, 429, "too many open connections from your address")
 	}
 }
 
@@ -289,7 +218,7 @@ func (c *limitConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.once.Do(func() {}) // a connection closed before any read was never admitted
 		c.closeErr = c.Conn.Close()
-		c.l.release(c.addr, c.counted)
+		c.l.perIP.Release(c.slot)
 	})
 	return c.closeErr
 }

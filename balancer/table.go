@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 )
@@ -780,17 +781,9 @@ func (k *keyBudget) set(rate float64, burst int) {
 	}
 }
 
-func budgetAddr(a netip.Addr) netip.Addr {
-	if a.Is6() && !a.Is4In6() {
-		p, _ := a.Prefix(64)
-		return p.Addr()
-	}
-	return a.Unmap()
-}
-
 // allow spends one token of client's bucket.
 func (k *keyBudget) allow(client netip.Addr, now int64) bool {
-	a := budgetAddr(client)
+	a := acceptguard.ClientNetwork(client)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	b, ok := k.perIP[a]

@@ -39,6 +39,13 @@ func DefaultEdgeMaxConnections() int { return maxConnectionsFor(OpenFiles(), 1) 
 // the reserve when there are fewer.
 func DefaultGSLBMaxTCPConnections() int { return min(1000, maxConnectionsFor(OpenFiles(), 1)) }
 
+// DefaultGSLBMaxTCPConnectionsPerIP is gslb.max_tcp_connections_per_ip
+// when the file leaves it 0: a sixteenth of max_tcp_connections (at least
+// 1), so that it follows the total wherever that comes from.
+func DefaultGSLBMaxTCPConnectionsPerIP(maxTCPConnections int) int {
+	return max(1, maxTCPConnections/16)
+}
+
 // OpenFiles is the open-file limit the derived defaults start from: the
 // process's soft RLIMIT_NOFILE, or an assumed 65536 where there is none.
 func OpenFiles() int {

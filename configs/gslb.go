@@ -44,6 +44,15 @@ type GSLB struct {
 	// DefaultGSLBMaxTCPConnections). Each holds a descriptor and a
 	// goroutine until its read or write deadline, and anyone can open them.
 	MaxTCPConnections int `yaml:"max_tcp_connections"`
+	// MaxTCPConnectionsPerIP is one client's share of max_tcp_connections
+	// (an IPv4 address, an IPv6 /64): beyond it a new connection from that
+	// client is closed at once, without a word, so one client cannot take
+	// every slot (default max_tcp_connections / 16, at least 1:
+	// DefaultGSLBMaxTCPConnectionsPerIP; 62 of 1000). A resolver retries a
+	// truncated answer over TCP on a connection or a few; 16 clients are
+	// needed to fill the port. A SIGHUP changes it, as it does
+	// max_tcp_connections.
+	MaxTCPConnectionsPerIP int `yaml:"max_tcp_connections_per_ip"`
 	// StatsD optionally pushes the gslb's metrics to a StatsD server.
 	StatsD StatsD `yaml:"statsd"`
 }
@@ -307,6 +316,7 @@ func (g *GSLB) Provision() {
 	g.Admin.provision()
 	setDefaultInt(&g.MaxUDPSize, 1232)
 	setDefaultInt(&g.MaxTCPConnections, DefaultGSLBMaxTCPConnections())
+	setDefaultInt(&g.MaxTCPConnectionsPerIP, DefaultGSLBMaxTCPConnectionsPerIP(g.MaxTCPConnections))
 	g.StatsD.provision()
 	for k, m := range g.Monitors {
 		m.Provision()
@@ -436,6 +446,7 @@ func (g *GSLB) validate(ps *problems) {
 	// fragment on nearly every path, and amplify more.
 	checkRange(ps, "gslb.max_udp_size", g.MaxUDPSize, 512, 4096)
 	checkRange(ps, "gslb.max_tcp_connections", g.MaxTCPConnections, 1, maxDerivedConnections)
+	checkRange(ps, "gslb.max_tcp_connections_per_ip", g.MaxTCPConnectionsPerIP, 1, maxDerivedConnections)
 	checkRange(ps, "gslb.rate_limit.responses_per_second", rl.ResponsesPerSecond, 0, 10_000_000)
 	checkRange(ps, "gslb.rate_limit.slip", *rl.Slip, 0, 10)
 	checkRange(ps, "gslb.rate_limit.ipv4_prefix", rl.IPv4Prefix, 8, 32)

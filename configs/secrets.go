@@ -209,6 +209,14 @@ type Admin struct {
 	// without end. Raise it when many balancers read this node (each
 	// keeps up to two connections to it).
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP is one client's share of max_connections (an
+	// IPv4 address, an IPv6 /64; default 32): beyond it a new connection
+	// from that client is answered 429 and closed, so one client cannot
+	// take every slot and lock the operator out. A balancer reading this
+	// node keeps a few connections to it (one per dashboard view it
+	// serves at once), a browser up to six: a NAT or a host running
+	// several nodes fits.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	// RequestTimeout bounds reading one whole request, body included, and
 	// writing its answer (default 30s); it is also how long an idle
 	// keep-alive connection stays open. A client that sends a byte now and
@@ -229,6 +237,7 @@ func (a Admin) RestartChanges(section string, next Admin) error {
 		RestartNeeded(section+".admin.users_file", a.UsersFile, next.UsersFile),
 		RestartNeeded(section+".admin.history_interval", a.HistoryInterval, next.HistoryInterval),
 		RestartNeeded(section+".admin.max_connections", a.MaxConnections, next.MaxConnections),
+		RestartNeeded(section+".admin.max_connections_per_ip", a.MaxConnectionsPerIP, next.MaxConnectionsPerIP),
 		RestartNeeded(section+".admin.request_timeout", a.RequestTimeout, next.RequestTimeout),
 	)
 }
@@ -241,6 +250,9 @@ const (
 	// DefaultAdminMaxConnections is admin.max_connections when unset.
 	DefaultAdminMaxConnections = 128
 	maxAdminMaxConnections     = 10_000
+	// DefaultAdminMaxConnectionsPerIP is admin.max_connections_per_ip when
+	// unset: a quarter of the default max_connections.
+	DefaultAdminMaxConnectionsPerIP = 32
 	// DefaultAdminRequestTimeout is admin.request_timeout when unset.
 	DefaultAdminRequestTimeout = 30 * time.Second
 	minAdminRequestTimeout     = time.Second
@@ -257,6 +269,7 @@ const (
 func (a *Admin) provision() {
 	setDefaultDuration(&a.HistoryInterval, DefaultHistoryInterval)
 	setDefaultInt(&a.MaxConnections, DefaultAdminMaxConnections)
+	setDefaultInt(&a.MaxConnectionsPerIP, DefaultAdminMaxConnectionsPerIP)
 	setDefaultDuration(&a.RequestTimeout, DefaultAdminRequestTimeout)
 }
 
@@ -378,6 +391,7 @@ func checkAdmin(ps *problems, path string, a Admin) {
 		ps.add(path+".history_interval", "must be in range [%s, %s], got %s", minHistoryInterval, maxHistoryInterval, d)
 	}
 	checkRange(ps, path+".max_connections", a.MaxConnections, 1, maxAdminMaxConnections)
+	checkRange(ps, path+".max_connections_per_ip", a.MaxConnectionsPerIP, 1, maxAdminMaxConnections)
 	if d := a.RequestTimeout.D(); d < minAdminRequestTimeout || d > maxAdminRequestTimeout {
 		ps.add(path+".request_timeout", "must be in range [%s, %s], got %s", minAdminRequestTimeout, maxAdminRequestTimeout, d)
 	}

@@ -112,6 +112,7 @@ func TestTCPClientThatNeverReads(t *testing.T) {
 func TestTCPConnectionsCapped(t *testing.T) {
 	cfg := gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), "")
 	cfg.MaxTCPConnections = 100
+	cfg.MaxTCPConnectionsPerIP = 100 // one client here: the total is what is tested
 	s := startGSLB(t, cfg)
 	const conns = 1000
 	var ms runtime.MemStats

@@ -31,6 +31,10 @@ type metrics struct {
 	// tcpRefused counts TCP connections closed unserved at
 	// max_tcp_connections.
 	tcpRefused prometheus.Counter
+	// tcpRefusedPerIP counts TCP connections closed unserved because their
+	// client held max_tcp_connections_per_ip: a counter of its own, so
+	// that tcpRefused keeps its meaning (and its one series).
+	tcpRefusedPerIP prometheus.Counter
 	// signatures counts RRset signatures put on answers, by where they came
 	// from: "cache" (made before, still fresh) or "signed" (made for this
 	// answer: a new or changed RRset, a negative answer's NSEC, a refresh);
@@ -126,6 +130,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_gslb_tcp_refused_total",
 			Help: "TCP DNS connections closed unserved because gslb.max_tcp_connections were open.",
 		}),
+		tcpRefusedPerIP: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_gslb_tcp_refused_per_ip_total",
+			Help: "TCP DNS connections closed unserved because their client (an IPv4 address, an IPv6 /64) held gslb.max_tcp_connections_per_ip.",
+		}),
 	}
 	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ringlb_gslb_signatures_total",
@@ -140,7 +148,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "ringlb_gslb_region_load",
 		Help: "Load of a region's edges as they announce it in gossip, averaged per edge, by region and measure (sessions_per_edge, connections_per_edge, cpu_percent, edges).",
 	}, []string{"region", "measure"})
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.tcpRefused, m.signatures, m.steeredShare, m.regionLoad} {
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.tcpRefused, m.tcpRefusedPerIP, m.signatures, m.steeredShare, m.regionLoad} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -230,10 +230,14 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	// miekg/dns retries a temporary accept error (EMFILE) at once, a busy
 	// loop on a whole core while descriptors are short, and returns on any
 	// other: the guard backs off instead and never ends serving.
-	// It also caps the connections (gslb.max_tcp_connections): beyond it a
-	// new one is closed at once (tcp.go).
+	// It also caps the connections (gslb.max_tcp_connections) and one
+	// client's share of them (max_tcp_connections_per_ip): beyond either a
+	// new one is closed at once, without a word — DNS has no refusal to
+	// send before a query (tcp.go).
+	cfg := s.state.Load().cfg
 	guard := acceptguard.Wrap(ln, acceptguard.Config{Name: "gslb tcp", Logger: s.logger, Errors: s.metrics.acceptErrors,
-		MaxConns: s.state.Load().cfg.MaxTCPConnections, Refused: s.metrics.tcpRefused})
+		MaxConns: cfg.MaxTCPConnections, Refused: s.metrics.tcpRefused,
+		MaxConnsPerIP: cfg.MaxTCPConnectionsPerIP, RefusedPerIP: s.metrics.tcpRefusedPerIP})
 	s.tcpGuard.Store(guard)
 	ln = guard
 	served := writeDeadlineListener{Listener: ln, timeout: s.tcpWriteTimeout}
@@ -337,6 +341,7 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 	st.pools.inherit(old.pools)
 	if g := s.tcpGuard.Load(); g != nil {
 		g.SetMax(cfg.MaxTCPConnections) // connections open stay open
+		g.SetMaxPerIP(cfg.MaxTCPConnectionsPerIP)
 	}
 	st.rrl = st.rrl.carryOver(old.rrl)
 	for _, z := range st.zones {

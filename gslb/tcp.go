@@ -17,7 +17,10 @@ import (
 // its own deadline here. It also allocates the whole length a query's
 // prefix announces (up to 64 KiB) before reading a byte of it: queryReader
 // ends a connection announcing more than a query can be. And the number of
-// connections is capped (gslb.max_tcp_connections, acceptguard).
+// connections is capped (gslb.max_tcp_connections, acceptguard), and so is
+// one client's share of them (max_tcp_connections_per_ip), or one address
+// could hold every slot until its connections' deadlines, and open them
+// again.
 const (
 	tcpReadTimeout = 5 * time.Second
 	tcpIdleTimeout = 10 * time.Second

@@ -1,13 +1,15 @@
 // Package acceptguard keeps a server's accept loop alive when the process
-// runs out of file descriptors (or buffers, or memory), and keeps
-// descriptors for the process's own work by capping how many connections a
-// listener holds open.
+// runs out of file descriptors (or buffers, or memory), keeps descriptors
+// for the process's own work by capping how many connections a listener
+// holds open, and keeps one client from taking every one of them.
 //
-// It is for the fasthttp and miekg/dns servers of ringlb (balancer, edge,
-// gslb TCP): fasthttp's Serve returns on EMFILE, which ended the process,
-// and miekg/dns retries at once, spinning a core. It is not for net/http
-// servers (http.Server.Serve backs off by itself), and not for per-client
-// limits (the balancer's listener.go keeps those).
+// Its Listener is for the fasthttp and miekg/dns servers of ringlb
+// (balancer, edge, gslb TCP): fasthttp's Serve returns on EMFILE, which
+// ended the process, and miekg/dns retries at once, spinning a core. The
+// admin ports (net/http, whose Serve backs off by itself) use it for its
+// per-client cap alone. PerAddr is the one bookkeeping of per-client
+// limits: the Listener's (at Accept) and the balancer's data port's
+// (behind PROXY protocol, on a connection's first read) count with it.
 package acceptguard
 
 import (
@@ -41,6 +43,7 @@ const refusalWriteTimeout = 100 * time.Millisecond
 const (
 	msgAcceptFailed = "accept failed; backing off"
 	msgRefused      = "connection refused: max_connections reached"
+	msgRefusedPerIP = "connection refused: max_connections_per_ip reached"
 )
 
 // Counter is what a Listener counts with (a prometheus.Counter is one).
@@ -61,9 +64,18 @@ type Config struct {
 	// Refusal is written to a connection refused at the cap before it is
 	// closed (HTTPAnswer builds one); nil: closed without a word.
 	Refusal []byte
+	// MaxConnsPerIP caps the connections one client (ClientNetwork: an
+	// IPv4 address, an IPv6 /64) holds open, so that one client cannot
+	// take every slot under MaxConns; 0: no cap. SetMaxPerIP changes it.
+	MaxConnsPerIP int
+	// RefusedPerIP counts connections refused at MaxConnsPerIP.
+	RefusedPerIP Counter
+	// RefusalPerIP is written to a connection refused at MaxConnsPerIP
+	// before it is closed; nil: closed without a word.
+	RefusalPerIP []byte
 	// LogEvery bounds logging to one line per LogEvery for failed accepts
-	// and one for refusals, each line with the count it stands for
-	// (default DefaultLogEvery).
+	// and one for each kind of refusal, each line with the count it
+	// stands for (default DefaultLogEvery).
 	LogEvery time.Duration
 }
 
@@ -79,10 +91,14 @@ type Listener struct {
 	refusal   []byte
 	max, open atomic.Int64
 
+	perIP        *PerAddr
+	refusedPerIP Counter
+	refusalPerIP []byte
+
 	done      chan struct{} // closed by Close: a backoff in progress ends
 	closeOnce sync.Once
 
-	errLog, refuseLog rateLog
+	errLog, refuseLog, refuseIPLog rateLog
 
 	// waited, when set (tests), is told each backoff before it is slept.
 	waited func(time.Duration)
@@ -98,14 +114,16 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 	}
 	l := &Listener{
 		Listener: ln, name: cfg.Name, log: cfg.Logger, errs: cfg.Errors, refused: cfg.Refused, refusal: cfg.Refusal,
+		perIP:        NewPerAddr(ByNetwork, PerAddrLimits{MaxConns: cfg.MaxConnsPerIP}),
+		refusedPerIP: cfg.RefusedPerIP, refusalPerIP: cfg.RefusalPerIP,
 		done:   make(chan struct{}),
-		errLog: rateLog{every: cfg.LogEvery}, refuseLog: rateLog{every: cfg.LogEvery},
+		errLog: rateLog{every: cfg.LogEvery}, refuseLog: rateLog{every: cfg.LogEvery}, refuseIPLog: rateLog{every: cfg.LogEvery},
 	}
 	l.max.Store(int64(cfg.MaxConns))
 	return l
 }
 
-// Accept returns the next connection under the cap. A failed accept is
+// Accept returns the next connection under the caps. A failed accept is
 // counted, logged at a bounded rate and retried after a backoff, whatever
 // the error: EMFILE and ENFILE (descriptors), ENOBUFS and ENOMEM (kernel
 // memory) pass once connections close, ECONNABORTED and the network errors
@@ -134,7 +152,12 @@ func (l *Listener) Accept() (net.Conn, error) {
 			l.refuse(c)
 			continue
 		}
-		return &Conn{Conn: c, l: l}, nil
+		slot, ok := l.admitClient(c)
+		if !ok {
+			l.open.Add(-1)
+			continue
+		}
+		return &Conn{Conn: c, l: l, slot: slot}, nil
 	}
 }
 
@@ -157,6 +180,33 @@ func (l *Listener) admit() bool {
 			return true
 		}
 	}
+}
+
+// admitClient takes a slot of c's client under the per-client cap, or
+// refuses c. A connection without an IP address (a Unix socket) is not
+// counted.
+func (l *Listener) admitClient(c net.Conn) (Slot, bool) {
+	ta, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return Slot{}, true
+	}
+	addr := ta.AddrPort().Addr()
+	slot, v := l.perIP.Admit(addr, time.Now())
+	if v == Admitted {
+		return slot, true
+	}
+	if l.refusedPerIP != nil {
+		l.refusedPerIP.Inc()
+	}
+	if ok, suppressed := l.refuseIPLog.allow(time.Now()); ok {
+		l.log.Warn(msgRefusedPerIP, "listener", l.name, "client", ClientNetwork(addr), "max_connections_per_ip", l.perIP.Limits().MaxConns, "suppressed", suppressed)
+	}
+	if l.refusalPerIP == nil {
+		c.Close()
+	} else {
+		Refuse(c, l.refusalPerIP)
+	}
+	return Slot{}, false
 }
 
 func (l *Listener) failed(err error, delay time.Duration) {
@@ -214,10 +264,16 @@ func (l *Listener) Close() error {
 // Connections already open stay open.
 func (l *Listener) SetMax(n int) { l.max.Store(int64(n)) }
 
+// SetMaxPerIP changes the per-client cap for connections accepted from now
+// on; 0: no cap. Connections already open stay open, and count.
+func (l *Listener) SetMaxPerIP(n int) { l.perIP.SetLimits(PerAddrLimits{MaxConns: n}) }
+
 // Hold counts a connection this listener did not accept — one taken over
 // from the process this one replaced, admitted there — until release is
 // called (once). It may take the count beyond the cap: the connection is
 // open already; new ones are refused until the count is back under it.
+// It counts under the total cap only: a user with per-client limits of its
+// own (the balancer) holds the client's place in its PerAddr.
 func (l *Listener) Hold() (release func()) {
 	l.open.Add(1)
 	var once sync.Once
@@ -227,11 +283,12 @@ func (l *Listener) Hold() (release func()) {
 // Open is the number of connections accepted and not yet closed.
 func (l *Listener) Open() int { return int(l.open.Load()) }
 
-// Conn is an accepted connection; it holds its slot under the cap until
+// Conn is an accepted connection; it holds its slots under the caps until
 // its first Close.
 type Conn struct {
 	net.Conn
 	l        *Listener
+	slot     Slot
 	released atomic.Bool
 }
 
@@ -239,6 +296,7 @@ func (c *Conn) Close() error {
 	err := c.Conn.Close()
 	if c.released.CompareAndSwap(false, true) {
 		c.l.open.Add(-1)
+		c.l.perIP.Release(c.slot)
 	}
 	return err
 }

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/time/rate"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -265,7 +266,8 @@ func (l *Logins) fail(table map[string]*failures, key string, now time.Time) {
 }
 
 // clientNetwork is what failed logins are counted by: the client's IPv4
-// address, or its IPv6 /64 (one host holds a whole /64).
+// address, or its IPv6 /64 (one host holds a whole /64), as the admin
+// port's connections are (acceptguard.ClientNetwork).
 func clientNetwork(remote string) string {
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
@@ -275,12 +277,7 @@ func clientNetwork(remote string) string {
 	if err != nil {
 		return host
 	}
-	a = a.Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.String()
+	return acceptguard.ClientNetwork(a).String()
 }
 
 // newSession starts a login session for user and returns its cookie value.

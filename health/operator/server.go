@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/net/netutil"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -28,7 +29,7 @@ const (
 // request (head and body: a body trickled in a byte at a time holds its
 // connection no longer) and for writing the answer, and for an idle
 // keep-alive connection; heads of at most 64 KiB; bodies of at most
-// MaxRequestBody. Serve it on Listener(ln, admin).
+// MaxRequestBody. Serve it on Listener(ln, admin, log).
 func NewServer(h http.Handler, admin configs.Admin, log *slog.Logger) *http.Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -52,15 +53,34 @@ func NewServer(h http.Handler, admin configs.Admin, log *slog.Logger) *http.Serv
 	}
 }
 
+// refusedPerIP answers a connection beyond its client's share: constant,
+// nothing of the request read or echoed.
+var refusedPerIP = acceptguard.HTTPAnswer(http.StatusTooManyRequests, "too many connections from your address to this admin port; try again shortly")
+
 // Listener caps the connections an admin port holds open at
 // admin.MaxConnections. Each is a descriptor of the process, which the
 // data port and gossip share: a flood of connections to the admin port
 // must not starve them. Beyond the cap, connections wait in the kernel's
 // accept queue (no descriptor, no goroutine) until one closes.
-func Listener(ln net.Listener, admin configs.Admin) net.Listener {
+//
+// One client (an IPv4 address, an IPv6 /64) holds at most
+// admin.MaxConnectionsPerIP of them, or it could take every slot and hold
+// the operator out for as long as it keeps them open: a connection beyond
+// its share is answered 429 and closed at once, and logged at most once
+// per 10 s (acceptguard's refusal line, with the client's network).
+func Listener(ln net.Listener, admin configs.Admin, log *slog.Logger) net.Listener {
 	n := admin.MaxConnections
 	if n <= 0 {
 		n = configs.DefaultAdminMaxConnections
 	}
-	return netutil.LimitListener(ln, n)
+	perIP := admin.MaxConnectionsPerIP
+	if perIP <= 0 {
+		perIP = configs.DefaultAdminMaxConnectionsPerIP
+	}
+	// The share is checked inside the total's Accept: a connection refused
+	// never counts against the total.
+	return netutil.LimitListener(acceptguard.Wrap(ln, acceptguard.Config{
+		Name: "admin " + ln.Addr().String(), Logger: log,
+		MaxConnsPerIP: perIP, RefusalPerIP: refusedPerIP,
+	}), n)
 }
