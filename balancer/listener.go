@@ -49,7 +49,7 @@ func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
 		ln = &proxyproto.Listener{Listener: ln, ConnPolicy: policy, ReadHeaderTimeout: proxyHeaderTimeout}
 	}
 	// Always in place, even with no limit set, so Reload can turn one on.
-	l := &limitListener{Listener: ln, guard: guard, perIP: acceptguard.NewPerAddr(acceptguard.ByAddress, perAddrLimits(limits)), rejected: b.metrics.rejectedTotal}
+	l := &limitListener{Listener: ln, guard: guard, perIP: acceptguard.NewPerAddr(perAddrLimits(limits)), rejected: b.metrics.rejectedTotal}
 	b.mu.Lock()
 	b.limiter = l
 	b.mu.Unlock()
@@ -121,8 +121,7 @@ func proxyPolicy(trusted []string) (proxyproto.ConnPolicyFunc, error) {
 // read, because with PROXY protocol the client address is only known once
 // the header has been read, and the accept loop must not wait for it. The
 // total is the accept guard's (guard), checked at Accept. The per-address
-// counts are perIP's, by whole address (an IPv6 address on its own, not by
-// its /64 as the gslb's and admin ports' limits count).
+// counts are perIP's, by client network (an IPv4 address, an IPv6 /64).
 type limitListener struct {
 	net.Listener
 	guard    *acceptguard.Listener

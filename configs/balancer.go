@@ -92,12 +92,13 @@ type Limits struct {
 	// MaxConnections open at once, WebSocket tunnels included (default 0:
 	// derived from the open-file limit, DefaultBalancerMaxConnections).
 	MaxConnections int `yaml:"max_connections"`
-	// MaxConnectionsPerIP open at once from one client address.
+	// MaxConnectionsPerIP open at once from one client (an IPv4 address, an
+	// IPv6 /64).
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
-	// NewConnectionsPerIP per second from one client address (a token
+	// NewConnectionsPerIP per second from one client (a token
 	// bucket; 0: no limit).
 	NewConnectionsPerIP float64 `yaml:"new_connections_per_ip"`
-	// NewConnectionsBurst is the bucket's size: new connections one address
+	// NewConnectionsBurst is the bucket's size: new connections one client
 	// may open at once (default twice new_connections_per_ip).
 	NewConnectionsBurst int `yaml:"new_connections_burst"`
 	// RequestTimeout bounds reading a request's head and body, so slow

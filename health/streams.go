@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 )
 
 // Anyone who reaches the gossip port can open TCP streams to it, and
@@ -256,14 +258,15 @@ func (g *streamGuard) refuseLocked(reason string, addr netip.Addr) {
 	}
 }
 
-// remoteAddr is the client address a stream is counted under (the zero
-// Addr, one bucket, when the transport gives none: not a TCP stream).
+// remoteAddr is the client a stream is counted under: an IPv4 address, an
+// IPv6 /64, as every per-client limit of ringlb counts (the zero Addr, one
+// bucket, when the transport gives no address).
 func remoteAddr(c net.Conn) netip.Addr {
 	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
 	if err != nil {
 		return netip.Addr{}
 	}
-	return ap.Addr().Unmap()
+	return acceptguard.ClientNetwork(ap.Addr())
 }
 
 // guardedStream draws every read on the guard's budget and gives it back,

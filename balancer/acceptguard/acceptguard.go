@@ -114,7 +114,7 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 	}
 	l := &Listener{
 		Listener: ln, name: cfg.Name, log: cfg.Logger, errs: cfg.Errors, refused: cfg.Refused, refusal: cfg.Refusal,
-		perIP:        NewPerAddr(ByNetwork, PerAddrLimits{MaxConns: cfg.MaxConnsPerIP}),
+		perIP:        NewPerAddr(PerAddrLimits{MaxConns: cfg.MaxConnsPerIP}),
 		refusedPerIP: cfg.RefusedPerIP, refusalPerIP: cfg.RefusalPerIP,
 		done:   make(chan struct{}),
 		errLog: rateLog{every: cfg.LogEvery}, refuseLog: rateLog{every: cfg.LogEvery}, refuseIPLog: rateLog{every: cfg.LogEvery},

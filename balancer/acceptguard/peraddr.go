@@ -18,17 +18,6 @@ func ClientNetwork(a netip.Addr) netip.Addr {
 	return a
 }
 
-// Keying says what a PerAddr counts a connection under.
-type Keying uint8
-
-const (
-	// ByNetwork counts by ClientNetwork (an IPv4 address, an IPv6 /64).
-	ByNetwork Keying = iota
-	// ByAddress counts every address on its own (IPv6 included): the
-	// balancer's data port, whose limits have always been per address.
-	ByAddress
-)
-
 // PerAddrLimits are a PerAddr's limits; each 0 is no limit.
 type PerAddrLimits struct {
 	// MaxConns is the connections one client may hold open at once.
@@ -62,8 +51,6 @@ const (
 // tokens are kept, so the map is bounded by the open connections plus the
 // clients of the last burst/rate seconds. Safe for concurrent use.
 type PerAddr struct {
-	keying Keying
-
 	mu     sync.Mutex
 	limits PerAddrLimits
 	addrs  map[netip.Addr]*addrState
@@ -88,9 +75,10 @@ type Slot struct {
 // and never came back must not stay in the map for ever.
 const sweepEvery = time.Minute
 
-// NewPerAddr counts by keying, under limits (SetLimits changes them).
-func NewPerAddr(keying Keying, limits PerAddrLimits) *PerAddr {
-	return &PerAddr{keying: keying, limits: limits, addrs: map[netip.Addr]*addrState{}}
+// NewPerAddr counts clients by ClientNetwork, under limits (SetLimits
+// changes them).
+func NewPerAddr(limits PerAddrLimits) *PerAddr {
+	return &PerAddr{limits: limits, addrs: map[netip.Addr]*addrState{}}
 }
 
 // SetLimits changes the limits for connections admitted from now on; the
@@ -108,18 +96,11 @@ func (p *PerAddr) Limits() PerAddrLimits {
 	return p.limits
 }
 
-func (p *PerAddr) key(a netip.Addr) netip.Addr {
-	if p.keying == ByAddress {
-		return a.Unmap()
-	}
-	return ClientNetwork(a)
-}
-
 // Admit applies the limits to a new connection from addr at now. Admitted,
 // the Slot holds the connection's place until Release (with every limit
 // off, it holds nothing and nothing is kept).
 func (p *PerAddr) Admit(addr netip.Addr, now time.Time) (Slot, Verdict) {
-	k := p.key(addr)
+	k := ClientNetwork(addr)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	l := p.limits
@@ -157,7 +138,7 @@ func (p *PerAddr) Hold(addr netip.Addr) Slot {
 	if !addr.IsValid() {
 		return Slot{}
 	}
-	k := p.key(addr)
+	k := ClientNetwork(addr)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.limits.off() {

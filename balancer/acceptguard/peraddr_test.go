@@ -27,14 +27,13 @@ func TestClientNetwork(t *testing.T) {
 	}
 }
 
-// A host holds a whole IPv6 /64: counted by network, its addresses share
-// one client's cap; counted by address, each is a client.
+// A host holds a whole IPv6 /64: its addresses share one client's cap.
 func TestPerAddrKeying(t *testing.T) {
 	now := time.Unix(1000, 0)
 	a1, a2 := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
 	other := netip.MustParseAddr("2001:db8:0:1::1")
 
-	p := NewPerAddr(ByNetwork, PerAddrLimits{MaxConns: 2})
+	p := NewPerAddr(PerAddrLimits{MaxConns: 2})
 	s1, v1 := p.Admit(a1, now)
 	s2, v2 := p.Admit(a2, now)
 	_, v3 := p.Admit(a1, now)
@@ -48,13 +47,11 @@ func TestPerAddrKeying(t *testing.T) {
 	}
 	p.Release(s2)
 
-	q := NewPerAddr(ByAddress, PerAddrLimits{MaxConns: 1})
-	_, v1 = q.Admit(a1, now)
-	_, v2 = q.Admit(a2, now)
-	_, v3 = q.Admit(netip.MustParseAddr("::ffff:"+"192.0.2.1"), now)
-	_, v4 = q.Admit(netip.MustParseAddr("192.0.2.1"), now)
-	if v1 != Admitted || v2 != Admitted || v3 != Admitted || v4 != TooManyOpen {
-		t.Fatalf("by address: %v %v %v %v, want two addresses of a /64 admitted, a 4-in-6 address the same as its IPv4 one", v1, v2, v3, v4)
+	q := NewPerAddr(PerAddrLimits{MaxConns: 1})
+	_, v1 = q.Admit(netip.MustParseAddr("::ffff:"+"192.0.2.1"), now)
+	_, v2 = q.Admit(netip.MustParseAddr("192.0.2.1"), now)
+	if v1 != Admitted || v2 != TooManyOpen {
+		t.Fatalf("%v %v, want a 4-in-6 address counted as its IPv4 one", v1, v2)
 	}
 }
 
@@ -62,7 +59,7 @@ func TestPerAddrRate(t *testing.T) {
 	// Release refills with the clock: real times.
 	now := time.Now()
 	a := netip.MustParseAddr("192.0.2.1")
-	p := NewPerAddr(ByNetwork, PerAddrLimits{NewPerSecond: 1, NewBurst: 2})
+	p := NewPerAddr(PerAddrLimits{NewPerSecond: 1, NewBurst: 2})
 	var got []Verdict
 	for range 3 {
 		s, v := p.Admit(a, now)
@@ -77,7 +74,7 @@ func TestPerAddrRate(t *testing.T) {
 
 // Every limit off: nothing is kept, a Slot holds nothing.
 func TestPerAddrOff(t *testing.T) {
-	p := NewPerAddr(ByNetwork, PerAddrLimits{})
+	p := NewPerAddr(PerAddrLimits{})
 	for range 3 {
 		if _, v := p.Admit(netip.MustParseAddr("192.0.2.1"), time.Now()); v != Admitted {
 			t.Fatal(v)
@@ -94,7 +91,7 @@ func TestPerAddrOff(t *testing.T) {
 // connected. Admit forgets them once their bucket has refilled.
 func TestPerAddrForgetsClientsGone(t *testing.T) {
 	t0 := time.Now() // Release refills with the clock
-	p := NewPerAddr(ByAddress, PerAddrLimits{MaxConns: 10, NewPerSecond: 10, NewBurst: 20})
+	p := NewPerAddr(PerAddrLimits{MaxConns: 10, NewPerSecond: 10, NewBurst: 20})
 	const clients = 1000
 	for i := range clients {
 		s, v := p.Admit(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), t0)
@@ -187,7 +184,7 @@ func TestMaxConnsPerIP(t *testing.T) {
 // Admit and Release of a client already kept (it holds a connection): the
 // accept path, no allocation.
 func BenchmarkPerAddrAdmitRelease(b *testing.B) {
-	p := NewPerAddr(ByNetwork, PerAddrLimits{MaxConns: 1 << 20, NewPerSecond: 1e9, NewBurst: 1 << 20})
+	p := NewPerAddr(PerAddrLimits{MaxConns: 1 << 20, NewPerSecond: 1e9, NewBurst: 1 << 20})
 	a := netip.MustParseAddr("2001:db8::1")
 	held, _ := p.Admit(a, time.Now())
 	defer p.Release(held)
