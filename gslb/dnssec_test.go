@@ -750,6 +750,22 @@ func TestDigShowsSignatures(t *testing.T) {
 	}
 }
 
+// startTCPSigner starts cfg's server on a test clock, which stands still
+// until the test moves it (no signing budget refills meanwhile), with a TCP
+// answer waiting 20 ms at most for a signature.
+func startTCPSigner(t *testing.T, cfg configs.GSLB) (*Server, *testClock) {
+	t.Helper()
+	clock := newTestClock()
+	return startGSLBWith(t, cfg, func(s *Server) {
+		clock.use(s)
+		for _, z := range s.state.Load().zones {
+			if z.signer != nil {
+				z.signer.tcpPatience = 20 * time.Millisecond
+			}
+		}
+	}), clock
+}
+
 // A flood of DO queries over UDP for names never asked before (spoofed
 // sources, a random-subdomain attack) would cost one ECDSA signature each.
 // Beyond signatures_per_second (with a second of burst) such a UDP query
@@ -767,15 +783,7 @@ func TestFreshSignaturesBoundedOverTCP(t *testing.T) {
 	cfg := signed(fuzzConfig(t), ksk, zsk)
 	cfg.Zones[0].DNSSEC.SignaturesPerSecond = 100
 	cfg.Zones[0].DNSSEC.TCPClientShare = 1
-	clock := newTestClock()
-	s := startGSLBWith(t, cfg, func(s *Server) {
-		clock.use(s)
-		for _, z := range s.state.Load().zones {
-			if z.signer != nil {
-				z.signer.tcpPatience = 20 * time.Millisecond
-			}
-		}
-	})
+	s, clock := startTCPSigner(t, cfg)
 	keys := dnskeys(t, s)
 	before := counterValue(t, s, "ringlb_gslb_signatures_total", "from", "signed")
 	const flood = 300

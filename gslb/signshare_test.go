@@ -28,15 +28,7 @@ func TestFreshSignaturesSharedOverTCP(t *testing.T) {
 	cfg := signed(fuzzConfig(t), ksk, zsk)
 	cfg.Zones[0].DNSSEC.SignaturesPerSecond = 100
 	cfg.RateLimit.IPv4Prefix = 32
-	clock := newTestClock()
-	s := startGSLBWith(t, cfg, func(s *Server) {
-		clock.use(s)
-		for _, z := range s.state.Load().zones {
-			if z.signer != nil {
-				z.signer.tcpPatience = 20 * time.Millisecond
-			}
-		}
-	})
+	s, clock := startTCPSigner(t, cfg)
 	keys := dnskeys(t, s)
 	signedBefore := counterValue(t, s, "ringlb_gslb_signatures_total", "from", "signed")
 	refusedNow := func() float64 {

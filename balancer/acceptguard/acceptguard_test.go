@@ -96,6 +96,24 @@ func acceptLoop(l net.Listener) (<-chan net.Conn, <-chan error) {
 	return conns, failed
 }
 
+// acceptNext runs acceptLoop on l; next returns the next connection
+// accepted (the test fails when Accept does, or when none comes).
+func acceptNext(t *testing.T, l net.Listener) (next func() net.Conn) {
+	conns, failed := acceptLoop(l)
+	return func() net.Conn {
+		t.Helper()
+		select {
+		case c := <-conns:
+			return c
+		case err := <-failed:
+			t.Fatalf("Accept: %v", err)
+		case <-time.After(testWait):
+			t.Fatal("no connection accepted")
+		}
+		return nil
+	}
+}
+
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -123,19 +141,7 @@ func TestMaxConns(t *testing.T) {
 	g := Wrap(listen(t), Config{Name: "test", Logger: logs.logger(), MaxConns: 2, Refused: &refused,
 		Refusal: HTTPAnswer(http.StatusServiceUnavailable, "too many connections"), LogEvery: time.Hour})
 	defer g.Close()
-	conns, failed := acceptLoop(g)
-	next := func() net.Conn {
-		t.Helper()
-		select {
-		case c := <-conns:
-			return c
-		case err := <-failed:
-			t.Fatalf("Accept: %v", err)
-		case <-time.After(testWait):
-			t.Fatal("no connection accepted")
-		}
-		return nil
-	}
+	next := acceptNext(t, g)
 	dial(t, g.Addr().String())
 	dial(t, g.Addr().String())
 	held := []net.Conn{next(), next()}

@@ -117,19 +117,7 @@ func TestMaxConnsPerIP(t *testing.T) {
 		MaxConnsPerIP: 2, RefusedPerIP: &refusedIP,
 		RefusalPerIP: HTTPAnswer(http.StatusTooManyRequests, "too many connections from your address"), LogEvery: time.Hour})
 	defer g.Close()
-	conns, failed := acceptLoop(g)
-	next := func() net.Conn {
-		t.Helper()
-		select {
-		case c := <-conns:
-			return c
-		case err := <-failed:
-			t.Fatalf("Accept: %v", err)
-		case <-time.After(testWait):
-			t.Fatal("no connection accepted")
-		}
-		return nil
-	}
+	next := acceptNext(t, g)
 	from := func(src string) net.Conn {
 		t.Helper()
 		d := net.Dialer{Timeout: testWait, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
