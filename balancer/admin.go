@@ -49,7 +49,7 @@ func (b *Balancer) ServeAdmin(ln net.Listener) error {
 	}
 	// The history is sampled while the admin port serves.
 	defer b.op.History.Start()()
-	if err := b.admin.Serve(operator.Listener(ln, b.cfg.Admin, b.log)); !errors.Is(err, http.ErrServerClosed) {
+	if err := b.admin.Serve(operator.Listener(ln, b.cfg.Admin, b.log, b.reg)); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -121,7 +121,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	s.admin.mu.Unlock()
 	// The history is sampled while the admin port serves.
 	defer s.op.History.Start()()
-	if err := srv.Serve(operator.Listener(ln, admin, s.logger)); !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(operator.Listener(ln, admin, s.logger, s.reg)); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

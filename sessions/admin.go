@@ -40,7 +40,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	// The history is sampled while the admin port serves.
 	defer s.op.History.Start()()
 	// http.Server handles a Serve racing with its Shutdown itself.
-	if err := s.admin.Serve(operator.Listener(ln, s.cfg.Admin, s.log)); !errors.Is(err, http.ErrServerClosed) {
+	if err := s.admin.Serve(operator.Listener(ln, s.cfg.Admin, s.log, s.reg)); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -129,7 +129,7 @@ func serveBounded(t *testing.T, n *Node, admin configs.Admin, read *atomic.Int64
 func serveCounted(t *testing.T, h http.Handler, admin configs.Admin, ln net.Listener, read *atomic.Int64) string {
 	t.Helper()
 	srv := NewServer(h, admin, nil)
-	go srv.Serve(Listener(countingListener{ln, read}, admin, nil))
+	go srv.Serve(Listener(countingListener{ln, read}, admin, nil, nil))
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }

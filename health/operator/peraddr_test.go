@@ -3,6 +3,8 @@ package operator
 import (
 	"bufio"
 	"context"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"io"
 	"log/slog"
 	"net"
@@ -64,7 +66,8 @@ func TestAdminOneClientCannotTakeEverySlot(t *testing.T) {
 	addr := ln.Addr().String()
 	var open atomic.Int64
 	srv := NewServer(mux, admin, nil)
-	go srv.Serve(Listener(openListener{ln, &open}, admin, slog.New(slog.DiscardHandler)))
+	reg := prometheus.NewRegistry()
+	go srv.Serve(Listener(openListener{ln, &open}, admin, slog.New(slog.DiscardHandler), reg))
 	t.Cleanup(func() { srv.Close() })
 
 	// The flood, from 127.0.0.2: each connection sends half a request head
@@ -124,5 +127,12 @@ func TestAdminOneClientCannotTakeEverySlot(t *testing.T) {
 	}
 	if got, want := refused.Load(), int64(flood-perIP); got != want {
 		t.Errorf("%d of the flood's connections refused with 429, want %d", got, want)
+	}
+	var m dto.Metric
+	if err := refusedCounter(reg).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetCounter().GetValue(); got != float64(refused.Load()) {
+		t.Errorf("ringlb_admin_refused_connections_total = %v, want the %d refused", got, refused.Load())
 	}
 }

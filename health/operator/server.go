@@ -1,10 +1,12 @@
 package operator
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
@@ -66,9 +68,11 @@ var refusedPerIP = acceptguard.HTTPAnswer(http.StatusTooManyRequests, "too many 
 // One client (an IPv4 address, an IPv6 /64) holds at most
 // admin.MaxConnectionsPerIP of them, or it could take every slot and hold
 // the operator out for as long as it keeps them open: a connection beyond
-// its share is answered 429 and closed at once, and logged at most once
-// per 10 s (acceptguard's refusal line, with the client's network).
-func Listener(ln net.Listener, admin configs.Admin, log *slog.Logger) net.Listener {
+// its share is answered 429 and closed at once, counted in
+// ringlb_admin_refused_connections_total (registered on reg; nil: not
+// counted) and logged at most once per 10 s (acceptguard's refusal line,
+// with the client's network).
+func Listener(ln net.Listener, admin configs.Admin, log *slog.Logger, reg prometheus.Registerer) net.Listener {
 	n := admin.MaxConnections
 	if n <= 0 {
 		n = configs.DefaultAdminMaxConnections
@@ -81,6 +85,26 @@ func Listener(ln net.Listener, admin configs.Admin, log *slog.Logger) net.Listen
 	// never counts against the total.
 	return netutil.LimitListener(acceptguard.Wrap(ln, acceptguard.Config{
 		Name: "admin " + ln.Addr().String(), Logger: log,
-		MaxConnsPerIP: perIP, RefusalPerIP: refusedPerIP,
+		MaxConnsPerIP: perIP, RefusalPerIP: refusedPerIP, RefusedPerIP: refusedCounter(reg),
 	}), n)
+}
+
+// refusedCounter is reg's ringlb_admin_refused_connections_total, made on
+// first use (a role serves one admin port; a test may serve more on one
+// registry).
+func refusedCounter(reg prometheus.Registerer) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ringlb_admin_refused_connections_total",
+		Help: "Connections to the admin port answered 429 and closed: their client (an IPv4 address, an IPv6 /64) held admin.max_connections_per_ip.",
+	})
+	if reg == nil {
+		return c
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			return are.ExistingCollector.(prometheus.Counter)
+		}
+	}
+	return c
 }
