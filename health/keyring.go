@@ -36,6 +36,9 @@ import (
 type Keyring struct {
 	ml   *memberlist.Keyring // gossip's; nil without keys
 	sign atomic.Pointer[[][]byte]
+	// members looks a node up in the membership the keyring serves (set
+	// before gossip starts; nil: every node signs bound signatures).
+	members func(name string) (Node, bool)
 }
 
 // A node's signature on a request to another node travels in
@@ -44,12 +47,15 @@ type Keyring struct {
 // derived from the primary gossip key. Naming the receiver keeps a request
 // captured on its way to one node from being replayed to another.
 //
-// Nodes of earlier releases sign "NODE UNIXSECONDS MAC", for whichever
-// node receives it. Such a signature is still accepted, so a rolling
-// upgrade keeps claims, hand-offs and peer reads working; only nodes of an
-// earlier release make one (it takes the key), and the time window ends
-// each within PeerWindow, so once every node runs this release no
-// replayable signature is left.
+// Nodes of earlier releases sign "NODE UNIXSECONDS MAC", for whichever node
+// receives it, and refuse a fourth field. So that a rolling upgrade keeps
+// claims, hand-offs, replication and peer reads working, each node
+// announces the form it signs in its metadata (Meta.PeerSigning): a node
+// signs for an earlier release's node in that node's form, and accepts the
+// unbound form only from a member that announces no other — never from one
+// that signs bound signatures, whose unbound signature can only be one made
+// for an earlier release's node, replayed. Once every node is upgraded, no
+// unbound signature is accepted anywhere.
 
 // PeerWindow is how far a signature's time may be from the receiver's clock.
 // A replay inside it repeats a request the cluster itself made: claims and
@@ -65,6 +71,7 @@ var (
 	ErrPeerExpired  = errors.New("peer signature outside the time window (are the clocks in sync?)")
 	ErrPeerBadMAC   = errors.New("peer signature does not verify with the cluster's keys")
 	ErrPeerNotOurs  = errors.New("peer signature is for another node")
+	ErrPeerUnbound  = errors.New("peer signature names no receiver, and its signer signs for its receivers (a replay?)")
 	errKeylessSwap  = errors.New("cluster.secret_key_file: adding or removing the cluster key needs a restart of every node")
 	peerSigningInfo = "ringlb peer request v1"
 )
@@ -149,8 +156,23 @@ func (k *Keyring) SignRequest(h http.Header, node, to, method, uri string, body 
 	}
 	keys := *k.sign.Load()
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	if !k.signsBound(to) {
+		mac := peerMAC(keys[0], node, "", ts, method, uri, body)
+		h.Set(configs.HeaderPeer, node+" "+ts+" "+base64.RawURLEncoding.EncodeToString(mac))
+		return
+	}
 	mac := peerMAC(keys[0], node, to, ts, method, uri, body)
 	h.Set(configs.HeaderPeer, node+" "+ts+" "+base64.RawURLEncoding.EncodeToString(mac)+" "+to)
+}
+
+// signsBound reports whether node makes (and so takes) signatures that name
+// their receiver: any node but a member announcing an earlier release's form.
+func (k *Keyring) signsBound(node string) bool {
+	if k.members == nil {
+		return true
+	}
+	n, ok := k.members(node)
+	return !ok || n.Meta.PeerSigning >= PeerSigningBound
 }
 
 // VerifyRequest checks a configs.HeaderPeer value for a request (method,
@@ -186,6 +208,9 @@ func (k *Keyring) VerifyRequest(header, self, method, uri string, body []byte, n
 	}
 	if bound && to != self {
 		return "", ErrPeerNotOurs
+	}
+	if !bound && k.signsBound(node) {
+		return "", ErrPeerUnbound
 	}
 	for _, key := range *k.sign.Load() {
 		if hmac.Equal(mac, peerMAC(key, node, to, ts, method, uri, body)) {

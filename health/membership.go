@@ -62,7 +62,15 @@ type Meta struct {
 	// Load is an edge's load, refreshed every few seconds (sessions.PublishLoad);
 	// gslb nodes steer clients away from a loaded region by it.
 	Load *Load `json:"load,omitempty"`
+	// PeerSigning is the form of the peer signatures (configs.HeaderPeer)
+	// the node makes and, from nodes announcing it, requires:
+	// PeerSigningBound. Absent (0): a node of an earlier release, whose
+	// signatures name no receiver. Join sets it.
+	PeerSigning int `json:"peer_signing,omitempty"`
 }
+
+// PeerSigningBound is the form of peer signatures that name their receiver.
+const PeerSigningBound = 2
 
 // Load is what an edge carries: live sessions, WebSocket connections, and
 // how busy its CPUs are (percent of those its Go runtime uses, 0–100).
@@ -158,6 +166,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	meta.PeerSigning = PeerSigningBound
 	enc, err := meta.Encode()
 	if err != nil {
 		return nil, err
@@ -179,6 +188,10 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	}
 	m := &Membership{logger: logger, meta: meta, encMet: enc, keyring: kr, allowed: allowed,
 		nodes: map[string]Node{}, ignored: map[string]string{}, subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{})}
+	if kr != nil {
+		// Before gossip starts: which form of signature each member makes.
+		kr.members = m.Node
+	}
 	mc, err := memberlistConfig(cfg, kr, logger)
 	if err != nil {
 		return nil, err

@@ -159,6 +159,13 @@ func TestMetadataUpdatePropagates(t *testing.T) {
 		if other := m.Edges("west"); len(other) != 0 {
 			t.Errorf("%s: Edges(west) = %v", m.LocalName(), other)
 		}
+		// What form of peer signature each makes travels with the rest,
+		// through an update too.
+		for _, n := range m.Members() {
+			if n.Meta.PeerSigning != PeerSigningBound {
+				t.Errorf("%s sees %s announce peer signing %d, want %d", m.LocalName(), n.Name, n.Meta.PeerSigning, PeerSigningBound)
+			}
+		}
 	}
 }
 

@@ -176,12 +176,36 @@ func TestPeerSignatures(t *testing.T) {
 		t.Errorf("rotating keyring refused the old primary's signature: %v", err)
 	}
 	header := h.Get(configs.HeaderPeer)
-	// An earlier release's signature names no receiver (rolling upgrades).
+	// An earlier release's signature names no receiver: accepted only from a
+	// member announcing that release's form (a rolling upgrade), never from
+	// one that signs bound signatures, nor from a stranger.
 	ts := strconv.FormatInt(now.Unix(), 10)
 	legacy := "edge-2 " + ts + " " + base64.RawURLEncoding.EncodeToString(peerMAC((*signer.sign.Load())[0], "edge-2", "", ts, http.MethodPost, "/_ringlb/claim", body))
+	members := map[string]Node{"edge-old": {Name: "edge-old"}, "edge-2": {Name: "edge-2", Meta: Meta{PeerSigning: PeerSigningBound}}}
+	lookup := func(name string) (Node, bool) { n, ok := members[name]; return n, ok }
+	verifier.members = lookup
+	if _, err := verifier.VerifyRequest(legacy, "edge-1", http.MethodPost, "/_ringlb/claim", body, now); err != ErrPeerUnbound {
+		t.Errorf("an unbound signature from a node that signs bound ones: %v, want %v", err, ErrPeerUnbound)
+	}
+	members["edge-2"] = Node{Name: "edge-2"} // an earlier release's node
 	if node, err := verifier.VerifyRequest(legacy, "edge-1", http.MethodPost, "/_ringlb/claim", body, now); err != nil || node != "edge-2" {
 		t.Errorf("an earlier release's signature: %q %v", node, err)
 	}
+	delete(members, "edge-2")
+	if _, err := verifier.VerifyRequest(legacy, "edge-1", http.MethodPost, "/_ringlb/claim", body, now); err != ErrPeerUnbound {
+		t.Errorf("an unbound signature from no member: %v, want %v", err, ErrPeerUnbound)
+	}
+	verifier.members = nil
+	// For an earlier release's node, a node signs in that node's form: no
+	// fourth field, the MAC over no receiver.
+	signer.members = lookup
+	old := http.Header{}
+	signer.SignRequest(old, "edge-2", "edge-old", http.MethodPost, "/_ringlb/claim", body)
+	f := strings.Fields(old.Get(configs.HeaderPeer))
+	if len(f) != 3 || f[2] != base64.RawURLEncoding.EncodeToString(peerMAC((*signer.sign.Load())[0], "edge-2", "", f[1], http.MethodPost, "/_ringlb/claim", body)) {
+		t.Errorf("signed for an earlier release's node: %q, want its unbound form", old.Get(configs.HeaderPeer))
+	}
+	signer.members = nil
 	unbound, _, _ := strings.Cut(header, " edge-1")
 	for _, tt := range []struct {
 		name, header, self, method, uri string
@@ -191,7 +215,7 @@ func TestPeerSignatures(t *testing.T) {
 	}{
 		{"for another node", header, "edge-3", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerNotOurs},
 		{"receiver rewritten", strings.Replace(header, " edge-1", " edge-3", 1), "edge-3", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerBadMAC},
-		{"receiver stripped", unbound, "edge-3", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerBadMAC},
+		{"receiver stripped", unbound, "edge-3", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerUnbound},
 		{"empty receiver", header[:len(header)-len("edge-1")], "", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMalform},
 		{"other body", header, "edge-1", http.MethodPost, "/_ringlb/claim", []byte("other-key"), now, ErrPeerBadMAC},
 		{"other path", header, "edge-1", http.MethodPost, "/_ringlb/handoff", body, now, ErrPeerBadMAC},
