@@ -49,6 +49,9 @@ const headerSkip = configs.HeaderSkip
 // errNoEdge: every edge tried could not be dialed.
 var errNoEdge = errors.New("no edge reachable")
 
+// errUnrequestedSwitch: an edge answered a plain request with 101.
+var errUnrequestedSwitch = errors.New("101 Switching Protocols to a request that asked for no upgrade")
+
 // serveData is the data port's handler.
 func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 	if b.access.on.Load() {
@@ -412,6 +415,16 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 				err = fmt.Errorf("edge %s: %w", m.Name, err)
 			}
 			return "", err
+		}
+		if ctx.Response.StatusCode() == fasthttp.StatusSwitchingProtocols {
+			// Never asked for (Upgrade is stripped): the connection now
+			// speaks something else, yet HostClient keeps it for the next
+			// request, whose answer would be whatever comes next on it —
+			// another client's. Its idle connections close, that one among
+			// them; nothing of the switch reaches the client.
+			e.client.CloseIdleConnections()
+			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindResponse).Inc()
+			return "", fmt.Errorf("edge %s: %w", m.Name, errUnrequestedSwitch)
 		}
 		// A body is sent once: after it streamed to this edge the 421
 		// is relayed, not followed with an empty body.
