@@ -15,6 +15,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
@@ -447,12 +448,14 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 		case errors.As(fault, &ne) && ne.Timeout():
 			code, reason = fasthttp.StatusRequestTimeout, errBodyTimeout
 		}
-		b.log.Debug("request body failed", "edge", edge, "err", fault)
+		b.log.Debug("request body failed", "edge", edge, "err", httplog.Redact(fault.Error()))
 		b.refuse(ctx, code, reason)
 		return
 	}
 	if err != nil {
-		b.log.Warn("proxy failed", "edge", edge, "err", err)
+		// fasthttp's error quotes the edge's answer (a session cookie it
+		// sets for the client) or the client's body: redacted.
+		b.log.Warn("proxy failed", "edge", edge, "err", httplog.Redact(err.Error()))
 		b.reply(ctx, edge, fasthttp.StatusBadGateway, []byte("bad gateway: no edge answered\n"))
 		return
 	}
