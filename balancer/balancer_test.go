@@ -852,6 +852,31 @@ func TestReservedPathsAndHeaders(t *testing.T) {
 			t.Errorf("%s: %d from edge %q, want 404 from the balancer", path, resp.StatusCode, resp.Header.Get("X-Ringlb-Edge"))
 		}
 	}
+	// Spellings a client may try, raw (an HTTP client would clean some):
+	// each is refused, or reaches the edge as a path outside /_ringlb/
+	// (the balancer checks the path as fasthttp reads it, decoded and
+	// cleaned, which is how the edge's own fasthttp routes it).
+	for _, uri := range []string{
+		"//_ringlb/claim", "/_ringlb/../_ringlb/claim", "/./_ringlb/claim", "/x/../_ringlb/claim",
+		"/x/..%2F_ringlb/claim", "/x/%2e%2e/_ringlb/claim", "/%5Fringlb/claim", "/%5fringlb%2fclaim",
+		"/_ringlb%2Fhandoff", "/%2F_ringlb/claim", "/_ringlb/claim%00", "/_ringlb/health/../claim",
+		"/_ringlb/claim?x=1", "/_ringlb/claim#x", "/_RINGLB/claim", "/_ringlb;x/claim", "/_ringlb\\claim",
+		"/%255Fringlb/claim", "//x/_ringlb/claim", "http://x/_ringlb/claim", "http://x//_ringlb/claim",
+		"HTTP://x/_ringlb/claim", "https://x/_ringlb/handoff", "ws://x/_ringlb/replicate", "http:///_ringlb/claim",
+		"_ringlb/claim", "*",
+	} {
+		for _, extra := range []string{"", "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"} {
+			exchange(t, h.addr, "GET "+uri+" HTTP/1.1\r\nHost: bal\r\nctstickiness: "+key+"\r\n"+extra+"Connection: close\r\n\r\n", 1, false)
+		}
+	}
+	for _, e := range h.edges {
+		e.mu.Lock()
+		if len(e.reserved) > 0 {
+			t.Errorf("%s was asked for %q through the balancer", e.name, e.reserved)
+		}
+		e.mu.Unlock()
+	}
+
 	conn, _ := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}, "X-Ringlb-Skip": {"edge-2,edge-3"}})
 	conn.Close()
 	if got := h.byName["edge-1"].skips(); len(got) != 1 || got[0] != "" {

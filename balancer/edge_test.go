@@ -28,6 +28,9 @@ type testEdge struct {
 	mu   sync.Mutex
 	pins map[string]string // ctstickiness key → owning edge name
 	skip []string          // X-Ringlb-Skip of each WebSocket upgrade, in order
+	// reserved are the paths under /_ringlb/ the edge was asked for (as
+	// its fasthttp server reads them: the prefix a real edge routes by)
+	reserved []string
 }
 
 // whoami is the /whoami answer of a testEdge.
@@ -57,6 +60,11 @@ func startTestEdge(t testing.TB, name string) *testEdge {
 	}
 	e.srv = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("X-Ringlb-Edge", name)
+		if strings.HasPrefix(string(ctx.Path()), "/_ringlb/") {
+			e.mu.Lock()
+			e.reserved = append(e.reserved, string(ctx.Path()))
+			e.mu.Unlock()
+		}
 		key := string(ctx.Request.Header.Peek("ctstickiness"))
 		e.mu.Lock()
 		owner := e.pins[key]

@@ -177,6 +177,9 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 		DisablePathNormalizing:        true,
 		DisableHeaderNamesNormalizing: true,
 		NoDefaultUserAgentHeader:      true,
+		// A malformed answer's error would quote what was read of it —
+		// the client's cookies the edge sets among it — into the log.
+		SecureErrorLogMessage: true,
 	}
 	return e, nil
 }

@@ -43,6 +43,7 @@ type backendRequest struct {
 	cl           int64    // Content-Length as parsed (-1: none or chunked)
 	body         int64    // body bytes read
 	complete     bool     // the body was read to its end
+	header       http.Header
 }
 
 func startRawBackend(t *testing.T) *rawBackend {
@@ -102,7 +103,7 @@ func (b *rawBackend) serve(c net.Conn) {
 		}
 		n, err := io.Copy(io.Discard, req.Body)
 		b.mu.Lock()
-		b.reqs = append(b.reqs, backendRequest{req.Method, req.URL.Path, req.TransferEncoding, req.ContentLength, n, err == nil})
+		b.reqs = append(b.reqs, backendRequest{req.Method, req.URL.Path, req.TransferEncoding, req.ContentLength, n, err == nil, req.Header})
 		b.mu.Unlock()
 		if err != nil {
 			return

@@ -15,6 +15,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
@@ -48,6 +49,9 @@ const headerSkip = configs.HeaderSkip
 
 // errNoEdge: every edge tried could not be dialed.
 var errNoEdge = errors.New("no edge reachable")
+
+// errUnrequestedSwitch: an edge answered a plain request with 101.
+var errUnrequestedSwitch = errors.New("101 Switching Protocols to a request that asked for no upgrade")
 
 // serveData is the data port's handler.
 func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
@@ -413,6 +417,16 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 			}
 			return "", err
 		}
+		if ctx.Response.StatusCode() == fasthttp.StatusSwitchingProtocols {
+			// Never asked for (Upgrade is stripped): the connection now
+			// speaks something else, yet HostClient keeps it for the next
+			// request, whose answer would be whatever comes next on it —
+			// another client's. Its idle connections close, that one among
+			// them; nothing of the switch reaches the client.
+			e.client.CloseIdleConnections()
+			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindResponse).Inc()
+			return "", fmt.Errorf("edge %s: %w", m.Name, errUnrequestedSwitch)
+		}
 		// A body is sent once: after it streamed to this edge the 421
 		// is relayed, not followed with an empty body.
 		if ctx.Response.StatusCode() == fasthttp.StatusMisdirectedRequest && body == nil {
@@ -434,12 +448,14 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 		case errors.As(fault, &ne) && ne.Timeout():
 			code, reason = fasthttp.StatusRequestTimeout, errBodyTimeout
 		}
-		b.log.Debug("request body failed", "edge", edge, "err", fault)
+		b.log.Debug("request body failed", "edge", edge, "err", httplog.Redact(fault.Error()))
 		b.refuse(ctx, code, reason)
 		return
 	}
 	if err != nil {
-		b.log.Warn("proxy failed", "edge", edge, "err", err)
+		// fasthttp's error quotes the edge's answer (a session cookie it
+		// sets for the client) or the client's body: redacted.
+		b.log.Warn("proxy failed", "edge", edge, "err", httplog.Redact(err.Error()))
 		b.reply(ctx, edge, fasthttp.StatusBadGateway, []byte("bad gateway: no edge answered\n"))
 		return
 	}
@@ -471,19 +487,22 @@ func prepareRequestHeader(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, k
 		h.Del(fasthttp.HeaderConnection)
 		h.Del(fasthttp.HeaderUpgrade)
 	}
-	// Ours to set, never the client's: it makes an edge ignore owners.
-	h.Del(headerSkip)
 	for _, name := range [...]string{"Keep-Alive", "Proxy-Connection", fasthttp.HeaderProxyAuthorization, fasthttp.HeaderTE, fasthttp.HeaderTrailer} {
 		h.Del(name)
 	}
 
 	// X-Forwarded-For is appended to, never trusted: every entry but the
-	// last (ours, the peer address) may be forged by the client.
+	// last (ours, the peer address) may be forged by the client. Every line
+	// the client sent is merged into one before ours, so the last entry of
+	// the last line is the peer however a backend joins them.
 	// X-Forwarded-Proto and -Host are overwritten, so a client cannot claim
-	// https or another host to the edge.
+	// https or another host to the edge; dropClientVouched removes what
+	// would say otherwise (their second lines included).
 	ip := ctx.RemoteIP().String()
-	if prior := h.Peek(fasthttp.HeaderXForwardedFor); len(prior) > 0 {
-		h.Set(fasthttp.HeaderXForwardedFor, string(prior)+", "+ip)
+	prior := forwardedFor(h, ip)
+	dropClientVouched(h)
+	if prior != nil {
+		h.SetBytesV(fasthttp.HeaderXForwardedFor, prior)
 	} else {
 		h.Set(fasthttp.HeaderXForwardedFor, ip)
 	}
@@ -500,6 +519,68 @@ func prepareRequestHeader(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, k
 	// repeated client header must not leave a second, different value.
 	h.Del(keyHeader)
 	h.SetBytesV(keyHeader, key)
+}
+
+// forwardedFor is the X-Forwarded-For the edge gets when the client sent
+// one: every line of the client's, in order, then ip; nil when it sent none.
+func forwardedFor(h *fasthttp.RequestHeader, ip string) []byte {
+	var xff []byte
+	for k, v := range h.All() {
+		if asciiEqualFold(k, fasthttp.HeaderXForwardedFor) && len(v) > 0 {
+			xff = append(append(xff, v...), ", "...)
+		}
+	}
+	if xff == nil {
+		return nil
+	}
+	return append(xff, ip...)
+}
+
+// dropClientVouched removes the client's headers that a backend reads as the
+// balancer's word: the X-Ringlb- namespace (the cluster's own: the skip list
+// that makes an edge ignore owners, peer signatures, claims), every
+// X-Forwarded- header (the balancer writes -For, -Proto and -Host after this;
+// a second line of one of them, or -Port or -Prefix, would contradict it),
+// Forwarded (RFC 7239, which Spring and Rack prefer to X-Forwarded-*) and
+// X-Real-IP. Names compare with ASCII case folded and '_' read as '-', as
+// CGI-style backends (PHP, Rack, WSGI) do. No allocation when the client
+// sent none of them.
+func dropClientVouched(h *fasthttp.RequestHeader) {
+	var names [][]byte
+	for k := range h.All() {
+		if clientVouched(k) && !slices.ContainsFunc(names, func(n []byte) bool { return bytes.Equal(n, k) }) {
+			names = append(names, bytes.Clone(k))
+		}
+	}
+	for _, k := range names {
+		h.DelBytes(k) // every line of that name
+	}
+}
+
+// clientVouched reports whether a client's header name is one of
+// dropClientVouched's.
+func clientVouched(name []byte) bool {
+	return nameHasPrefix(name, "x-ringlb-") || nameHasPrefix(name, "x-forwarded-") ||
+		len(name) == len("forwarded") && nameHasPrefix(name, "forwarded") ||
+		len(name) == len("x-real-ip") && nameHasPrefix(name, "x-real-ip")
+}
+
+// nameHasPrefix reports whether name starts with prefix (lower case, dashes),
+// ASCII case folded and '_' read as '-'.
+func nameHasPrefix(name []byte, prefix string) bool {
+	if len(name) < len(prefix) {
+		return false
+	}
+	for i := range len(prefix) {
+		c := asciiLower(name[i])
+		if c == '_' {
+			c = '-'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // stripHopByHopResponse removes the edge connection's hop-by-hop headers.

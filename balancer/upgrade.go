@@ -15,6 +15,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/health"
 )
@@ -102,7 +103,9 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 	})
 	switch {
 	case err != nil:
-		b.log.Warn("websocket upgrade failed", "edge", edge, "err", err)
+		// The error quotes the edge's answer (its status line, a header
+		// line, a cookie it sets for the client): redacted.
+		b.log.Warn("websocket upgrade failed", "edge", edge, "err", httplog.Redact(err.Error()))
 		b.reply(ctx, edge, fasthttp.StatusBadGateway, []byte("bad gateway: no edge answered\n"))
 	case tun != nil:
 		if !b.registerTunnel(tun) {

@@ -1,0 +1,112 @@
+package balancer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+)
+
+// lockedBuffer is a log destination safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A backend's answer is the client's: a session cookie it sets belongs in
+// the client's response, never in the balancer's log — even when the answer
+// is malformed, or its head longer than the balancer reads (a long Location
+// that echoes the client's URL is enough), and fasthttp's error quotes what
+// it read. Plain requests and WebSocket upgrades, at debug level.
+func TestBackendAnswersStayOutOfLogs(t *testing.T) {
+	const secret = "s3ss10n-c00k1e-planted"
+	cookie := "Set-Cookie: session=" + secret + "\r\n"
+	answers := []string{
+		"HTTP/1.1 200 OK\r\n" + cookie + "A header line without a colon\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\n" + cookie + "Content-Length: x\r\n\r\n",
+		"HTTP/1.1 302 Found\r\n" + cookie + "Location: /" + strings.Repeat("a", 8000) + "\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 2x0 " + secret + "\r\n\r\n",
+		"HTTP/1.1 403 Forbidden\r\n" + cookie + "Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+	}
+	var logs lockedBuffer
+	r := ring.New(ring.DefaultConfig())
+	cfg := configs.Balancer{}
+	cfg.Provision()
+	b, err := New(cfg, "bal-test", r, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- b.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = b.Shutdown(ctx)
+		<-served
+	})
+
+	for i, answer := range answers {
+		backend, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := backend.Accept()
+				if err != nil {
+					return
+				}
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					_, _ = io.WriteString(c, answer)
+				}
+				c.Close()
+			}
+		}()
+		r.Update([]ring.Member{{Name: "backend", URL: "http://" + backend.Addr().String(), Weight: 1}})
+		for _, head := range []string{"GET /page HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n", wsHead} {
+			statuses := exchange(t, ln.Addr().String(), head+"\r\n", 1, false)
+			if len(statuses) != 1 || statuses[0] != http.StatusBadGateway {
+				t.Errorf("answer %d to %q: %v, want 502", i, head[:8], statuses)
+			}
+		}
+		backend.Close()
+		wg.Wait()
+	}
+	if strings.Contains(logs.String(), secret) {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, secret) {
+				t.Errorf("log line carries the backend's cookie: %.300s", line)
+			}
+		}
+	}
+}

@@ -1,0 +1,179 @@
+package balancer
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+)
+
+// What a client sends to make a backend believe another address, scheme or
+// host, or one of the cluster's own headers: second lines of the headers the
+// balancer writes, their standard and single-address forms, spellings with
+// underscores (which CGI-style backends, PHP and Rack read as the dashed
+// name), and the X-Ringlb- namespace.
+const forgedHeaders = "X-Forwarded-For: 192.0.2.1\r\n" +
+	"X-Forwarded-For: 192.0.2.2\r\n" +
+	"X-Forwarded-Proto: https\r\n" +
+	"x-forwarded-proto: https\r\n" +
+	"X-Forwarded-Host: evil.example\r\n" +
+	"X-Forwarded-Host: evil.example\r\n" +
+	"X_Forwarded_For: 192.0.2.3\r\n" +
+	"X-Forwarded-Port: 443\r\n" +
+	"X-Forwarded-Prefix: /evil\r\n" +
+	"Forwarded: for=192.0.2.4;proto=https;host=evil.example\r\n" +
+	"X-Real-IP: 192.0.2.5\r\n" +
+	"X-Ringlb-Skip: edge-2\r\n" +
+	"X-Ringlb-Peer: edge-2 1 mac edge-1\r\n" +
+	"X-Ringlb-Claim-By: edge-2\r\n" +
+	"X-Ringlb-Admin: 1\r\n" +
+	"X-Ringlb-On-Behalf: user:admin\r\n" +
+	"X-Ringlb-Owner: edge-2\r\n" +
+	"x_ringlb_skip: edge-3\r\n"
+
+// A backend trusts the balancer for who the client is: X-Forwarded-For ends
+// with the peer address, X-Forwarded-Proto and -Host are the balancer's, no
+// other header says otherwise, and nothing of the cluster's X-Ringlb-
+// namespace comes from a client. Plain requests and WebSocket upgrades alike.
+func TestClientCannotForgeForwardedHeaders(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	backend := startRawBackend(t)
+	h.ring.Update([]ring.Member{{Name: "raw", URL: backend.url, Weight: 1}})
+
+	for _, tt := range []struct {
+		name, head string
+		status     int
+	}{
+		{"plain", "GET /whoami HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n", 200},
+		{"plain naming X-Forwarded-Proto in Connection", "GET /whoami HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\nConnection: keep-alive, X-Forwarded-Proto\r\n", 200},
+		{"upgrade", wsHead, 101},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			statuses := exchange(t, h.addr, tt.head+forgedHeaders+"\r\n", 1, false)
+			reqs := backend.settle(t, h.bal)
+			if len(statuses) != 1 || statuses[0] != tt.status || len(reqs) != 1 {
+				t.Fatalf("answers %v, backend parsed %d requests; want %d and one request", statuses, len(reqs), tt.status)
+			}
+			got := reqs[0].header
+			if xff := got.Values("X-Forwarded-For"); len(xff) != 1 || !strings.HasSuffix(xff[0], ", 127.0.0.1") {
+				t.Errorf("X-Forwarded-For lines %q, want one ending with the peer address", xff)
+			}
+			if p := got.Values("X-Forwarded-Proto"); !slices.Equal(p, []string{"http"}) {
+				t.Errorf("X-Forwarded-Proto lines %q, want only the balancer's http", p)
+			}
+			if host := got.Values("X-Forwarded-Host"); !slices.Equal(host, []string{"bal"}) {
+				t.Errorf("X-Forwarded-Host lines %q, want only the request's host", host)
+			}
+			if k := got.Values("Ctstickiness"); !slices.Equal(k, []string{"k"}) {
+				t.Errorf("ctstickiness lines %q, want the key routed with", k)
+			}
+			for name, values := range got {
+				n := strings.ReplaceAll(strings.ToLower(name), "_", "-")
+				switch {
+				case n == "forwarded", n == "x-real-ip", n == "x-forwarded-port", n == "x-forwarded-prefix",
+					strings.HasPrefix(n, "x-ringlb-"), strings.HasPrefix(n, "x-forwarded-") && name != http.CanonicalHeaderKey(n):
+					t.Errorf("the client's %s: %q reached the backend", name, values)
+				}
+			}
+		})
+	}
+}
+
+// A backend that answers a plain request with 101 has switched its
+// connection to another protocol: what it writes next is not an answer to a
+// request the balancer sends on that connection. (The balancer never asks a
+// plain request to switch: it strips Upgrade and Connection.) The backend
+// here answers whatever it reads after its 101 with a planted HTTP
+// response, as the switched protocol's peer could; the next client, with
+// another key and its own connection, must get the backend's answer to its
+// own request, over a connection that never switched.
+func TestUnrequestedSwitchNotReused(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		reused int // requests sent on a switched connection
+		conns  []net.Conn
+	)
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if req.URL.Path != "/switch" {
+						if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nyour page\n"); err != nil {
+							return
+						}
+						continue
+					}
+					if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: other\r\n\r\n"); err != nil {
+						return
+					}
+					if _, err := br.ReadByte(); err != nil {
+						return // the balancer closed it: not reused
+					}
+					mu.Lock()
+					reused++
+					mu.Unlock()
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nplanted!\n")
+					return
+				}
+			}()
+		}
+	}()
+	h.ring.Update([]ring.Member{{Name: "switching", URL: "http://" + ln.Addr().String(), Weight: 1}})
+
+	statuses := exchange(t, h.addr, "GET /switch HTTP/1.1\r\nHost: bal\r\nctstickiness: attacker\r\n\r\n", 1, false)
+	if len(statuses) != 1 || statuses[0] != http.StatusBadGateway {
+		t.Errorf("a 101 to a plain request answered %v, want 502", statuses)
+	}
+	for i := range 3 {
+		resp, body := h.get(t, "/page", http.Header{"Ctstickiness": {"victim"}})
+		if resp.StatusCode != http.StatusOK || string(body) != "your page\n" {
+			t.Errorf("request %d after the switch: %d %q, want 200 and the backend's answer to it", i, resp.StatusCode, body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if reused != 0 {
+		t.Errorf("%d requests went down the switched connection", reused)
+	}
+}
