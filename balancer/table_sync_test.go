@@ -270,8 +270,11 @@ func TestTableIgnoresWhatItCannotTrust(t *testing.T) {
 	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
 
 	// A member of the cluster that is an edge, and one that calls itself a
-	// balancer but names a backend bal-1 does not know.
-	intruder := cl.Join("edge-x", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Weight: 1, State: health.StateAlive})
+	// balancer but names a backend bal-1 does not know. The edge is
+	// draining, so it never joins bal-1's ring: alive, it would, at a moment
+	// of gossip's choosing, and the key below could move to it (and, its
+	// address dead, on to edge-2) after it was picked as edge-1's.
+	intruder := cl.Join("edge-x", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Weight: 1, State: health.StateDraining})
 	odd := cl.Join("bal-x", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
 	healthtest.WaitMembers(t, b1.m, "both members", func(ns []health.Node) bool { return len(ns) == 3 })
 	key := b1.keyOwnedBy(t, "edge-1")
