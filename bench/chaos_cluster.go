@@ -81,8 +81,19 @@ func (a *ChaosAdmin) client() *http.Client {
 	if a.Client != nil {
 		return a.Client
 	}
-	return &http.Client{Timeout: 10 * time.Second}
+	return &http.Client{Timeout: 10 * time.Second, Transport: adminTransport}
 }
+
+// adminTransport keeps as many connections to an admin port as a check
+// point's lookups run at once: with net/http's default of two, each round
+// of lookups closes and reopens the rest, and the port counts a closed
+// connection toward the client's share (admin.max_connections_per_ip)
+// until it has read its end.
+var adminTransport = func() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = ownerLookups
+	return t
+}()
 
 // do sends one admin request and decodes a 2xx JSON answer into out (nil:
 // ignore it). An error answer's text comes back in the error: the admin

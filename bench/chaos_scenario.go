@@ -228,8 +228,8 @@ func (s ChaosScenario) checkPoint(ctx context.Context, w *Chaos, name string) {
 		err       error
 	}
 	results := make([]found, len(disconnected))
-	lookCtx, stop := context.WithCancel(ctx)
-	defer stop()
+	lookCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	for range min(ownerLookups, len(disconnected)) {
@@ -245,7 +245,10 @@ func (s ChaosScenario) checkPoint(ctx context.Context, w *Chaos, name string) {
 				}
 				owner, err := s.Owner(lookCtx, disconnected[i].key)
 				if err != nil {
-					stop() // the admin API is not answering: do not try the rest
+					// The admin API is not answering: do not try the rest.
+					// The first failure is the cause, not the cancels it
+					// brings about.
+					stop(fmt.Errorf("owner of %s: %w", disconnected[i].key, err))
 				}
 				results[i] = found{joinSorted(edges), owner, err}
 			}
@@ -258,12 +261,8 @@ func (s ChaosScenario) checkPoint(ctx context.Context, w *Chaos, name string) {
 	wg.Wait()
 	checked, off := 0, 0
 	var details []string
-	var firstErr error
 	for i, r := range results {
 		if r.err != nil {
-			if firstErr == nil {
-				firstErr = fmt.Errorf("owner of %s: %w", disconnected[i].key, r.err)
-			}
 			continue
 		}
 		checked++
@@ -274,8 +273,8 @@ func (s ChaosScenario) checkPoint(ctx context.Context, w *Chaos, name string) {
 			}
 		}
 	}
-	if firstErr != nil {
-		w.logf("check point %s: %v (owner check stopped)", name, firstErr)
+	if cause := context.Cause(lookCtx); cause != nil {
+		w.logf("check point %s: %v (owner check stopped)", name, cause)
 	}
 	w.mu.Lock()
 	p.OwnerChecked, p.OffOwner, p.OffOwnerDetails = checked, off, details
