@@ -3,7 +3,6 @@ package balancer
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -52,24 +51,7 @@ func TestBackendAnswersStayOutOfLogs(t *testing.T) {
 	}
 	var logs lockedBuffer
 	r := ring.New(ring.DefaultConfig())
-	cfg := configs.Balancer{}
-	cfg.Provision()
-	b, err := New(cfg, "bal-test", r, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- b.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = b.Shutdown(ctx)
-		<-served
-	})
+	_, addr := serveBalancerLogging(t, configs.Balancer{}, r, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 
 	for i, answer := range answers {
 		backend, err := net.Listen("tcp", "127.0.0.1:0")
@@ -94,7 +76,7 @@ func TestBackendAnswersStayOutOfLogs(t *testing.T) {
 		}()
 		r.Update([]ring.Member{{Name: "backend", URL: "http://" + backend.Addr().String(), Weight: 1}})
 		for _, head := range []string{"GET /page HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n", wsHead} {
-			statuses := exchange(t, ln.Addr().String(), head+"\r\n", 1, false)
+			statuses := exchange(t, addr, head+"\r\n", 1, false)
 			if len(statuses) != 1 || statuses[0] != http.StatusBadGateway {
 				t.Errorf("answer %d to %q: %v, want 502", i, head[:8], statuses)
 			}

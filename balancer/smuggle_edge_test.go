@@ -161,8 +161,14 @@ func TestSmuggledHandoffNeverReachesAnEdge(t *testing.T) {
 // with its data address.
 func serveBalancer(t *testing.T, cfg configs.Balancer, r *ring.Ring) (*Balancer, string) {
 	t.Helper()
+	return serveBalancerLogging(t, cfg, r, slog.New(slog.DiscardHandler))
+}
+
+// serveBalancerLogging is serveBalancer logging to logger.
+func serveBalancerLogging(t *testing.T, cfg configs.Balancer, r *ring.Ring, logger *slog.Logger) (*Balancer, string) {
+	t.Helper()
 	cfg.Provision()
-	b, err := New(cfg, "bal-test", r, slog.New(slog.DiscardHandler), nil)
+	b, err := New(cfg, "bal-test", r, logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
