@@ -171,6 +171,9 @@ type ChaosResult struct {
 	// nothing sent, a frame that is not JSON: the edge broke the protocol,
 	// whatever the phase.
 	ProtocolViolations int `json:"protocol_violations"`
+	// ProtocolViolationDetails describe the first of them (at most 10):
+	// what a failed run's log says besides a count.
+	ProtocolViolationDetails []string `json:"protocol_violation_details,omitempty"`
 	// GaveUp counts participants that could not reconnect within their
 	// bounded retries.
 	GaveUp      int           `json:"gave_up"`
@@ -299,6 +302,11 @@ type Chaos struct {
 	progressEnd chan struct{}
 
 	sessions []*chaosSession
+
+	// violations describes the first maxViolationDetails protocol
+	// violations; its own lock, taken under a client's or a session's.
+	violMu     sync.Mutex
+	violations []string
 
 	mu          sync.Mutex // guards the fields below
 	phases      []*chaosPhase
@@ -977,7 +985,7 @@ func (c *chaosClient) read(conn *websocket.Conn) (reason string) {
 		var f chaosFrame
 		if json.Unmarshal(data, &f) != nil {
 			c.mu.Lock()
-			c.violations++
+			c.violate("a frame that is not JSON (%d bytes)", len(data))
 			c.mu.Unlock()
 			continue
 		}
@@ -1150,15 +1158,43 @@ func (c *chaosClient) onAck(seq uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateLive || c.sentOnConn == 0 || seq <= c.last {
-		c.violations++
+		c.violate("ack %d in state %d with %d sent on this connection, last seq %d", seq, c.state, c.sentOnConn, c.last)
 		return
 	}
 	m := c.unacked[0]
 	c.unacked = c.unacked[1:]
 	c.sentOnConn--
-	c.s.record(c.epoch, seq, msgID{c.slot, m.n}, at)
+	c.recordAt(seq, msgID{c.slot, m.n}, at)
 	c.advance(seq)
 	c.ackedOne()
+}
+
+// violate counts a protocol violation seen by c, described in the
+// result's details while there is room. Called with c.mu held.
+func (c *chaosClient) violate(format string, args ...any) {
+	c.violations++
+	c.w.noteViolation(fmt.Sprintf("%s slot %d on %s (epoch %s): ", c.s.key, c.slot, c.edge, c.epoch) + fmt.Sprintf(format, args...))
+}
+
+// recordAt records msg id at seq of c's epoch in the session's ledger; a
+// seq that names another msg is a violation, described. Called with c.mu
+// held.
+func (c *chaosClient) recordAt(seq uint64, id msgID, at time.Duration) {
+	if other, twice := c.s.record(c.epoch, seq, id, at); twice {
+		c.w.noteViolation(fmt.Sprintf("%s (epoch %s): seq %d names two msgs, %v and %v (the second seen by slot %d on %s)", c.s.key, c.epoch, seq, other, id, c.slot, c.edge))
+	}
+}
+
+// maxViolationDetails bounds ChaosResult.ProtocolViolationDetails.
+const maxViolationDetails = 10
+
+// noteViolation keeps desc among the first violations described.
+func (w *Chaos) noteViolation(desc string) {
+	w.violMu.Lock()
+	defer w.violMu.Unlock()
+	if len(w.violations) < maxViolationDetails {
+		w.violations = append(w.violations, desc)
+	}
 }
 
 // ackedOne tells a leaving participant waiting for its acks when the last
@@ -1175,7 +1211,7 @@ func (c *chaosClient) onMsg(f *chaosFrame) {
 	var d chaosData
 	if json.Unmarshal(f.Data, &d) != nil {
 		c.mu.Lock()
-		c.violations++
+		c.violate("msg %d with data that is not a chaos msg", f.Seq)
 		c.mu.Unlock()
 		return
 	}
@@ -1185,7 +1221,7 @@ func (c *chaosClient) onMsg(f *chaosFrame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !ok || (c.state != stateLive && c.state != stateReplay) {
-		c.violations++
+		c.violate("msg %d from sender %q in state %d (a known sender: %v)", f.Seq, d.C, c.state, ok)
 		return
 	}
 	if f.Seq <= c.last {
@@ -1195,7 +1231,7 @@ func (c *chaosClient) onMsg(f *chaosFrame) {
 	if slices.Contains(c.pids, f.From) {
 		// Its own msg, sequenced before its ack could arrive: acked now.
 		if len(c.unacked) == 0 || c.sentOnConn > 0 || slot != c.slot || c.unacked[0].n != d.N {
-			c.violations++
+			c.violate("own msg n=%d replayed at seq %d: %d unacked, %d sent on this connection", d.N, f.Seq, len(c.unacked), c.sentOnConn)
 		} else {
 			c.unacked = c.unacked[1:]
 			c.ackedOne()
@@ -1212,7 +1248,7 @@ func (c *chaosClient) onMsg(f *chaosFrame) {
 		words[d.N/64] |= 1 << (d.N % 64)
 		w.delivered.Add(1)
 	}
-	c.s.record(c.epoch, f.Seq, id, at)
+	c.recordAt(f.Seq, id, at)
 	c.advance(f.Seq)
 	if c.state == stateReplay && f.Seq >= c.replayEnd {
 		c.goLive()
@@ -1316,7 +1352,7 @@ func (s *chaosSession) welcomedOn(epoch, edge string) {
 }
 
 // record notes msg id at (epoch, seq), sequenced at about at.
-func (s *chaosSession) record(epoch string, seq uint64, id msgID, at time.Duration) {
+func (s *chaosSession) record(epoch string, seq uint64, id msgID, at time.Duration) (other msgID, twice bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.epoch(epoch)
@@ -1327,8 +1363,9 @@ func (s *chaosSession) record(epoch string, seq uint64, id msgID, at time.Durati
 	if e.set {
 		if e.id != id {
 			s.order++
+			return e.id, true
 		}
-		return
+		return msgID{}, false
 	}
 	*e = seqEntry{id: id, at: at, set: true}
 	if !l.sequenced {
@@ -1340,6 +1377,7 @@ func (s *chaosSession) record(epoch string, seq uint64, id msgID, at time.Durati
 	} else if prev != (epochSeq{epoch, seq}) {
 		s.dupSeq = append(s.dupSeq, at)
 	}
+	return msgID{}, false
 }
 
 // count applies f to the phase now.
@@ -1532,6 +1570,9 @@ func (w *Chaos) tally() *ChaosResult {
 		res.Resets += p.Resets
 		res.Phases = append(res.Phases, p.ChaosPhase)
 	}
+	w.violMu.Lock()
+	res.ProtocolViolationDetails = slices.Clone(w.violations)
+	w.violMu.Unlock()
 	return res
 }
 

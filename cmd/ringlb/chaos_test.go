@@ -494,7 +494,7 @@ func checkRinglbChaos(t *testing.T, res *bench.ChaosResult, degraded string) {
 		t.Logf("replication was not sync at the crash: %s; the crash's losses, resets and protocol violations are reported, not asserted", degraded)
 	}
 	if (res.ProtocolViolations != 0 && degraded == "") || res.GaveUp != 0 {
-		t.Errorf("%d protocol violations, %d participants gave up reconnecting; want 0", res.ProtocolViolations, res.GaveUp)
+		t.Errorf("%d protocol violations %q, %d participants gave up reconnecting; want 0", res.ProtocolViolations, res.ProtocolViolationDetails, res.GaveUp)
 	}
 	if p := phase("scale-out"); p.SessionsDisconnected != 0 {
 		t.Errorf("scale-out disconnected %d sessions (%v), want 0: %v", p.SessionsDisconnected, p.Closes, firstKeys(p.DisconnectedKeys))

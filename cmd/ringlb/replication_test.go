@@ -178,8 +178,8 @@ func TestReplicationCrash(t *testing.T) {
 					cl.promotedBeforeKill, crash.Resets, crash.ResetReasons, res.ProtocolViolations, res.Lost+res.LostToReset)
 			}
 			if res.SplitSessions != 0 || (res.ProtocolViolations != 0 && !falseDeath) || crash.Unresumed != 0 || crash.OffOwner != 0 {
-				t.Errorf("%d split, %d protocol violations, %d participants not back, %d sessions off their owner; want none",
-					res.SplitSessions, res.ProtocolViolations, crash.Unresumed, crash.OffOwner)
+				t.Errorf("%d split, %d protocol violations %q, %d participants not back, %d sessions off their owner; want none",
+					res.SplitSessions, res.ProtocolViolations, res.ProtocolViolationDetails, crash.Unresumed, crash.OffOwner)
 			}
 			switch {
 			case falseDeath:
@@ -269,7 +269,7 @@ func TestReplicationPartition(t *testing.T) {
 		for _, ph := range res.Phases {
 			t.Logf("%s: %d split: %s", ph.Name, ph.SplitSessions, strings.Join(firstKeys(ph.SplitDetails), "; "))
 		}
-		t.Errorf("%d split, %d protocol violations; want none", res.SplitSessions, res.ProtocolViolations)
+		t.Errorf("%d split, %d protocol violations %q; want none", res.SplitSessions, res.ProtocolViolations, res.ProtocolViolationDetails)
 	}
 	if p.Resets != 0 || p.Lost+p.LostToReset != 0 || res.Lost+res.LostToReset != 0 || p.DuplicatedSequenced+p.DuplicatedDeliveries != 0 {
 		t.Errorf("across the partition: %d resets (%v), %d lost, %d lost to resets, %d duplicated (run: %d lost); want none",
