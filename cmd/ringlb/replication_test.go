@@ -174,8 +174,8 @@ func TestReplicationCrash(t *testing.T) {
 			}
 			falseDeath := mode == "async" && cl.promotedBeforeKill > 0
 			if falseDeath {
-				t.Logf("async: %v sessions were promoted before the kill: gossip took a stalled edge for dead (false death) and its acknowledged msgs not yet on its replicas were lost with it: %d resets %v, %d protocol violations, %d msgs lost — the async trade-off, not the crash's",
-					cl.promotedBeforeKill, crash.Resets, crash.ResetReasons, res.ProtocolViolations, res.Lost+res.LostToReset)
+				t.Logf("async: %v sessions were promoted before the kill: gossip took a stalled edge for dead (false death) and its acknowledged msgs not yet on its replicas were lost with it: %d resets %v, %d protocol violations %q, %d msgs lost — the async trade-off, not the crash's",
+					cl.promotedBeforeKill, crash.Resets, crash.ResetReasons, res.ProtocolViolations, res.ProtocolViolationDetails, res.Lost+res.LostToReset)
 			}
 			if res.SplitSessions != 0 || (res.ProtocolViolations != 0 && !falseDeath) || crash.Unresumed != 0 || crash.OffOwner != 0 {
 				t.Errorf("%d split, %d protocol violations %q, %d participants not back, %d sessions off their owner; want none",
