@@ -159,8 +159,11 @@ func TestCrashedOwnersSessionResumesOnReplica(t *testing.T) {
 		}
 	}
 	r1.msg(t, "after")
-	if m := r2.readType(t, "msg"); m.Seq != 11 || m.Epoch != "" && m.Epoch != epoch {
-		t.Fatalf("first msg after the promotion %+v, want seq 11", m)
+	// Past the reserve for what the dead owner may have sequenced beyond
+	// the copy (reserveLost).
+	want := 10 + promotionSkip(configs.DefaultHistoryMessages) + 1
+	if m := r2.readType(t, "msg"); m.Seq != want || m.Epoch != "" && m.Epoch != epoch {
+		t.Fatalf("first msg after the promotion %+v, want seq %d", m, want)
 	}
 }
 
@@ -402,10 +405,11 @@ func TestStaleOwnerIsFenced(t *testing.T) {
 	// p1 resumes on edge-b and resends its unacknowledged msg.
 	r1 := b.joinV1(t, key, "resume=5&epoch="+epoch, nil)
 	r1.msg(t, "late")
-	if ack := r1.readType(t, "ack"); ack.Seq != 6 {
-		t.Fatalf("resent msg acked %d, want 6", ack.Seq)
+	late := 5 + promotionSkip(configs.DefaultHistoryMessages) + 1 // past reserveLost's reserve
+	if ack := r1.readType(t, "ack"); ack.Seq != late {
+		t.Fatalf("resent msg acked %d, want %d", ack.Seq, late)
 	}
-	if m := g.readType(t, "msg"); m.Seq != 6 || string(m.Data) != `"late"` {
+	if m := g.readType(t, "msg"); m.Seq != late || string(m.Data) != `"late"` {
 		t.Fatalf("after the takeover %+v, want seq 6 late", m)
 	}
 }
@@ -483,11 +487,14 @@ func TestPromotedSessionReplicatesOnward(t *testing.T) {
 		live, _ := edges[second].s.hub.lookup([]byte(key), second, nil)
 		return live
 	})
+	// x came past the first promotion's reserve (reserveLost); the reserve
+	// is holes, skipped by the replay.
+	x := 3 + promotionSkip(configs.DefaultHistoryMessages) + 1
 	r := edges[second].joinV1(t, key, "resume=0&epoch="+epoch, nil)
-	if r.welcome.Epoch != epoch || r.welcome.Seq != 4 {
-		t.Fatalf("welcome after the second crash %+v, want epoch %s seq 4", r.welcome, epoch)
+	if r.welcome.Epoch != epoch || r.welcome.Seq != x {
+		t.Fatalf("welcome after the second crash %+v, want epoch %s seq %d", r.welcome, epoch, x)
 	}
-	for want := uint64(1); want <= 4; want++ {
+	for _, want := range []uint64{1, 2, 3, x} {
 		if m := r.readType(t, "msg"); m.Seq != want {
 			t.Fatalf("replay %+v, want seq %d", m, want)
 		}
@@ -600,16 +607,19 @@ func TestAsyncTakeoverSkipsLostSeqs(t *testing.T) {
 		t.Errorf("lost %v, want 3", v)
 	}
 	g.msg(t, "new")
-	if ack := g.readType(t, "ack"); ack.Seq != 5 {
-		t.Fatalf("first msg after the takeover got seq %d, want 5", ack.Seq)
+	// Past the reserve for what edge-a may have sequenced beyond seq 4
+	// that no client has resumed with yet (reserveLost).
+	first := 4 + promotionSkip(configs.DefaultHistoryMessages) + 1
+	if ack := g.readType(t, "ack"); ack.Seq != first {
+		t.Fatalf("first msg after the takeover got seq %d, want %d", ack.Seq, first)
 	}
 	// A client that saw only seq 1 gets no reset either: the gap is its loss.
 	h := b.joinV1(t, key, "resume=1&epoch="+epoch, nil)
-	if h.welcome.Seq != 5 {
-		t.Fatalf("welcome %+v, want seq 5", h.welcome)
+	if h.welcome.Seq != first {
+		t.Fatalf("welcome %+v, want seq %d", h.welcome, first)
 	}
-	if m := h.readType(t, "msg"); m.Seq != 5 {
-		t.Fatalf("replay %+v, want only seq 5", m)
+	if m := h.readType(t, "msg"); m.Seq != first {
+		t.Fatalf("replay %+v, want only seq %d", m, first)
 	}
 	proxy.setPaused(false) // edge-a's late records reach edge-b: fenced
 	if code := closeCode(t, p1.Conn); code != closeServiceRestart {
@@ -618,6 +628,69 @@ func TestAsyncTakeoverSkipsLostSeqs(t *testing.T) {
 	if seq, _, _, _ := copyOf(b, key); seq != 0 {
 		t.Errorf("a copy reappeared on edge-b")
 	}
+}
+
+// Async, the other order: a client behind the copy resumes first and
+// sends before a client that saw the lost msgs resumes. Sequenced at the
+// copy's seq + 1, its msgs took seqs the ahead client already held other
+// msgs at, and that client resumed without a reset, holding them (the
+// chaos crash under load: "seq 17 names two msgs"). Now they come past a
+// reserve (reserveLost), and the ahead client gets them, at seqs it never
+// held.
+func TestAsyncTakeoverBehindClientSendsFirst(t *testing.T) {
+	cl := healthtest.New(t)
+	a := startReplEdge(t, cl, "edge-a", configs.ReplicationAsync, nil)
+	var proxy *pausableProxy
+	b := startReplEdge(t, cl, "edge-b", configs.ReplicationAsync, func(data string) string {
+		proxy = startPausableProxy(t, data)
+		return proxy.ln.Addr().String()
+	})
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	key := keyOwnedBy("behind", "edge-a", "edge-a", "edge-b")
+	p1 := a.joinV1(t, key, "", nil)
+	p2 := a.joinV1(t, key, "", nil)
+	p1.readType(t, "join")
+	p1.msg(t, "replicated")
+	p1.readType(t, "ack")
+	p2.readType(t, "msg")
+	healthtest.WaitUntil(t, "the replica has seq 1", func() bool {
+		seq, _, _, _ := copyOf(b, key)
+		return seq == 1
+	})
+	proxy.setPaused(true)
+	for i := 1; i <= 3; i++ { // seqs 2–4, on edge-a only
+		p1.msg(t, i)
+		p1.readType(t, "ack")
+		p2.readType(t, "msg")
+	}
+	epoch := p1.welcome.Epoch
+	// A client that saw only seq 1 takes the session over on edge-b and
+	// sends three msgs before anyone else comes back.
+	behind := b.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-a")
+	var sent []uint64
+	for i := range 3 {
+		behind.msg(t, fmt.Sprintf("new-%d", i))
+		sent = append(sent, behind.readType(t, "ack").Seq)
+	}
+	// p2, which holds seqs 2–4 from edge-a, resumes.
+	ahead := b.joinSkipping(t, key, "resume=4&epoch="+epoch, "edge-a")
+	if ahead.welcome.Epoch != epoch {
+		t.Fatalf("welcome %+v, want epoch %s", ahead.welcome, epoch)
+	}
+	for i, seq := range sent {
+		if seq <= 4 {
+			t.Errorf("the behind client's msg %d got seq %d, one the ahead client holds another msg at", i, seq)
+		}
+	}
+	if sent[0] > 4 {
+		for i := range sent {
+			m := ahead.readType(t, "msg")
+			if m.Seq != sent[i] || string(m.Data) != fmt.Sprintf("%q", fmt.Sprintf("new-%d", i)) {
+				t.Fatalf("the ahead client's replay %+v, want new-%d at seq %d", m, i, sent[i])
+			}
+		}
+	}
+	proxy.setPaused(false)
 }
 
 // A replication stream plants state a client may resume into, so it is

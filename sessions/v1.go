@@ -403,6 +403,37 @@ func (h *hub) skipLost(s *session, after uint64, epoch string) {
 	}
 }
 
+// reserveLost starts a promoted session's first msg past a reserve of
+// seqs: the dead owner may have sequenced msgs beyond the copy (async, or a
+// sync stream fallen back) that clients saw and have not resumed with yet
+// — skipLost moves seq past those of the clients that did. Sequenced at
+// seq+1, such a seq would name a second msg, and a client holding the first
+// would resume without a reset and never know (seen under load in the
+// chaos crash: "seq 17 names two msgs"). The reserve is holes, kept in the
+// history like any, so a client behind the copy still replays what the
+// copy holds; it is a quarter of the history, at most promotionReserve. A
+// dead owner further ahead than that is beyond what the reserve covers.
+// Called with s.mu held, before anything is sequenced.
+func (h *hub) reserveLost(s *session) {
+	v := s.v1
+	v.skipTo(v.seq + promotionSkip(v.maxMessages))
+	v.committed = v.seq
+	v.bumpable = false
+	if r := h.repl.Load(); r != nil {
+		r.skipped(s)
+	}
+}
+
+// promotionReserve bounds reserveLost's seqs: more than a session's msgs
+// in flight to a replica at any ordinary moment (a few milliseconds'
+// worth), and small beside a history of the default 1000 msgs.
+const promotionReserve = 256
+
+// promotionSkip is reserveLost's reserve for a history of maxMessages.
+func promotionSkip(maxMessages int) uint64 {
+	return uint64(min(promotionReserve, max(maxMessages/4, 1)))
+}
+
 // resume replays to p every msg after seq after, or sends reset when the
 // epoch is another incarnation's or the history no longer reaches back.
 // Called with s.mu held.
@@ -477,6 +508,9 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) {
 		return
 	}
 	v := s.v1
+	if v.bumpable {
+		h.reserveLost(s)
+	}
 	v.seq++
 	seq := v.seq
 	f := h.text(64+len(p.id)+len(data), func(b []byte) []byte {
