@@ -1352,6 +1352,20 @@ func (s *chaosSession) welcomedOn(epoch, edge string) {
 }
 
 // record notes msg id at (epoch, seq), sequenced at about at.
+// sequencedIn counts the seqs from..to of l at which a msg was seen.
+func sequencedIn(l *epochLog, from, to uint64) int64 {
+	if l == nil {
+		return 0
+	}
+	var n int64
+	for seq := max(from, 1); seq <= to && seq <= uint64(len(l.entries)); seq++ {
+		if l.entries[seq-1].set {
+			n++
+		}
+	}
+	return n
+}
+
 func (s *chaosSession) record(epoch string, seq uint64, id msgID, at time.Duration) (other msgID, twice bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -1485,26 +1499,32 @@ func (w *Chaos) tally() *ChaosResult {
 				res.GuestJoins++
 			}
 			for _, g := range c.gaps {
+				// Only seqs some participant saw a msg at: a seq the edge
+				// left empty (a promoted session's reserve) held nothing.
+				missed := sequencedIn(s.epochs[g.epoch], g.from, g.to)
 				if p := phases[w.phaseAt(g.at)]; g.reset {
-					p.LostToReset += int64(g.to - g.from + 1)
+					p.LostToReset += missed
 				} else {
-					p.Lost += int64(g.to - g.from + 1)
+					p.Lost += missed
 				}
 			}
 			for k, seg := range c.segments {
+				l := s.epochs[seg.epoch]
 				end := uint64(0)
-				if l := s.epochs[seg.epoch]; l != nil {
+				if l != nil {
 					end = uint64(len(l.entries))
 				}
 				switch {
 				case seg.reset && end > seg.last:
 					// It moved to another epoch: what it had not got of
 					// this one was lost with that epoch's history.
-					phases[seg.resetPhase].LostToReset += int64(end - seg.last)
+					phases[seg.resetPhase].LostToReset += sequencedIn(l, seg.last+1, end)
 				case k == len(c.segments)-1 && !c.departed && !c.gaveUp:
 					// In the session to the end: it should have got all.
 					for seq := seg.last + 1; seq <= end; seq++ {
-						phases[seqPhase(seg.epoch, seq, len(phases)-1)].Lost++
+						if l.entries[seq-1].set {
+							phases[seqPhase(seg.epoch, seq, len(phases)-1)].Lost++
+						}
 					}
 				}
 			}
