@@ -567,37 +567,55 @@ func TestRawSessionsAreNotReplicated(t *testing.T) {
 	}
 }
 
+// asyncLag is two async edges and a session owned by edge-a whose replica
+// on edge-b (behind a proxy, paused) has seq 1 of the 4 its participants
+// p1 (the sender) and p2 saw.
+type asyncLag struct {
+	a, b   *clusterEdge
+	proxy  *pausableProxy
+	key    string
+	p1, p2 *v1Client
+	epoch  string
+}
+
+func startAsyncLag(t *testing.T, prefix string) asyncLag {
+	t.Helper()
+	cl := healthtest.New(t)
+	var l asyncLag
+	l.a = startReplEdge(t, cl, "edge-a", configs.ReplicationAsync, nil)
+	l.b = startReplEdge(t, cl, "edge-b", configs.ReplicationAsync, func(data string) string {
+		l.proxy = startPausableProxy(t, data)
+		return l.proxy.ln.Addr().String()
+	})
+	waitRing(t, []*clusterEdge{l.a, l.b}, "edge-a", "edge-b")
+	l.key = keyOwnedBy(prefix, "edge-a", "edge-a", "edge-b")
+	l.p1 = l.a.joinV1(t, l.key, "", nil)
+	l.p2 = l.a.joinV1(t, l.key, "", nil)
+	l.p1.readType(t, "join")
+	l.p1.msg(t, 0)
+	l.p1.readType(t, "ack")
+	l.p2.readType(t, "msg")
+	healthtest.WaitUntil(t, "the replica has seq 1", func() bool {
+		seq, _, _, _ := copyOf(l.b, l.key)
+		return seq == 1
+	})
+	l.proxy.setPaused(true)
+	for i := 1; i <= 3; i++ { // seqs 2–4, on edge-a only
+		l.p1.msg(t, i)
+		l.p1.readType(t, "ack")
+		l.p2.readType(t, "msg")
+	}
+	l.epoch = l.p1.welcome.Epoch
+	return l
+}
+
 // Async: an ack means the owner has the msg; msgs its replica had not
 // received when it was taken over are lost — and counted. A client that saw
 // them resumes without a reset: the promoted session skips their seqs, so
 // no seq ever names two msgs. The late records of the old owner are fenced.
 func TestAsyncTakeoverSkipsLostSeqs(t *testing.T) {
-	cl := healthtest.New(t)
-	a := startReplEdge(t, cl, "edge-a", configs.ReplicationAsync, nil)
-	var proxy *pausableProxy
-	b := startReplEdge(t, cl, "edge-b", configs.ReplicationAsync, func(data string) string {
-		proxy = startPausableProxy(t, data)
-		return proxy.ln.Addr().String()
-	})
-	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
-	key := keyOwnedBy("async", "edge-a", "edge-a", "edge-b")
-	p1 := a.joinV1(t, key, "", nil)
-	p2 := a.joinV1(t, key, "", nil)
-	p1.readType(t, "join")
-	p1.msg(t, 0)
-	p1.readType(t, "ack")
-	p2.readType(t, "msg")
-	healthtest.WaitUntil(t, "the replica has seq 1", func() bool {
-		seq, _, _, _ := copyOf(b, key)
-		return seq == 1
-	})
-	proxy.setPaused(true)
-	for i := 1; i <= 3; i++ {
-		p1.msg(t, i)
-		p1.readType(t, "ack")
-		p2.readType(t, "msg")
-	}
-	epoch := p1.welcome.Epoch
+	l := startAsyncLag(t, "async")
+	b, proxy, key, p1, epoch := l.b, l.proxy, l.key, l.p1, l.epoch
 	// edge-a unreachable for a balancer: p2, which saw seq 4, resumes on edge-b.
 	g := b.joinSkipping(t, key, "resume=4&epoch="+epoch, "edge-a")
 	if g.welcome.Epoch != epoch || g.welcome.Seq != 4 {
@@ -638,32 +656,8 @@ func TestAsyncTakeoverSkipsLostSeqs(t *testing.T) {
 // reserve (reserveLost), and the ahead client gets them, at seqs it never
 // held.
 func TestAsyncTakeoverBehindClientSendsFirst(t *testing.T) {
-	cl := healthtest.New(t)
-	a := startReplEdge(t, cl, "edge-a", configs.ReplicationAsync, nil)
-	var proxy *pausableProxy
-	b := startReplEdge(t, cl, "edge-b", configs.ReplicationAsync, func(data string) string {
-		proxy = startPausableProxy(t, data)
-		return proxy.ln.Addr().String()
-	})
-	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
-	key := keyOwnedBy("behind", "edge-a", "edge-a", "edge-b")
-	p1 := a.joinV1(t, key, "", nil)
-	p2 := a.joinV1(t, key, "", nil)
-	p1.readType(t, "join")
-	p1.msg(t, "replicated")
-	p1.readType(t, "ack")
-	p2.readType(t, "msg")
-	healthtest.WaitUntil(t, "the replica has seq 1", func() bool {
-		seq, _, _, _ := copyOf(b, key)
-		return seq == 1
-	})
-	proxy.setPaused(true)
-	for i := 1; i <= 3; i++ { // seqs 2–4, on edge-a only
-		p1.msg(t, i)
-		p1.readType(t, "ack")
-		p2.readType(t, "msg")
-	}
-	epoch := p1.welcome.Epoch
+	l := startAsyncLag(t, "behind")
+	b, key, epoch := l.b, l.key, l.epoch
 	// A client that saw only seq 1 takes the session over on edge-b and
 	// sends three msgs before anyone else comes back.
 	behind := b.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-a")
@@ -690,7 +684,7 @@ func TestAsyncTakeoverBehindClientSendsFirst(t *testing.T) {
 			}
 		}
 	}
-	proxy.setPaused(false)
+	l.proxy.setPaused(false)
 }
 
 // A replication stream plants state a client may resume into, so it is
