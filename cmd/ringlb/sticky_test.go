@@ -395,9 +395,15 @@ func startRelay(t *testing.T, bin, name, addr string, args ...string) *relayProc
 // kernel's ephemeral range: processes of the test bind it later (a
 // restarted relay or balancer comes back on it, configs name it), and a
 // port in the ephemeral range may meanwhile be the source port of one of the
-// thousands of client connections, which bind refuses.
+// thousands of client connections, which bind refuses. Free for TCP and UDP
+// (gossip takes both), and never one it returned before: nothing holds a
+// port between this probe and the process binding it, and two draws of a
+// test (a balancer's data, admin and gossip ports among ~15) met on one
+// port about once a hundred runs.
 func freeAddr(t *testing.T) string {
 	t.Helper()
+	freePorts.Lock()
+	defer freePorts.Unlock()
 	lo := 20000
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
@@ -407,15 +413,33 @@ func freeAddr(t *testing.T) string {
 		}
 	}
 	for range 1000 {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(10000)))
-		if ln, err := net.Listen("tcp", addr); err == nil {
-			ln.Close()
-			return addr
+		port := lo + rand.IntN(10000)
+		if freePorts.given[port] {
+			continue
 		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		freePorts.given[port] = true
+		return addr
 	}
 	t.Fatal("no free port below the ephemeral range")
 	return ""
 }
+
+// freePorts are the ports freeAddr has returned in this test process.
+var freePorts = struct {
+	sync.Mutex
+	given map[int]bool
+}{given: map[int]bool{}}
 
 // startRelays starts relay-1..4 on fixed free addresses; start relaunches
 // any of them (relay-5 included) on its address.
