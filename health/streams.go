@@ -50,12 +50,15 @@ const (
 	gossipStreamBytesPerAddr = 24 << 20
 )
 
-// Reasons a stream is refused or cut, the values of the reason label of
+// Reasons a stream is refused or cut: indexes of streamGuard.refused, and
+// by refusalReasons the values of the reason label of
 // ringlb_gossip_streams_refused_total.
 const (
-	refusedStreams = "streams"
-	refusedBytes   = "bytes"
+	refusedStreams = iota
+	refusedBytes
 )
+
+var refusalReasons = [2]string{refusedStreams: "streams", refusedBytes: "bytes"}
 
 // refusalLogEvery bounds the refusal log to a line per interval, each with
 // the counts it stands for: a flood must not flood the log.
@@ -74,7 +77,7 @@ type streamGuard struct {
 	shutErr  error
 
 	log     *slog.Logger
-	refused [2]atomic.Uint64 // by reason: streams, bytes
+	refused [2]atomic.Uint64 // by reason (refusedStreams, refusedBytes)
 
 	mu       sync.Mutex
 	open     int
@@ -243,16 +246,12 @@ func (g *streamGuard) release(addr netip.Addr, read int64) {
 	}
 }
 
-func (g *streamGuard) refuseLocked(reason string, addr netip.Addr) {
-	i := 0 // the index of reason in refused and unlogged
-	if reason == refusedBytes {
-		i = 1
-	}
-	g.refused[i].Add(1)
-	g.unlogged[i]++
+func (g *streamGuard) refuseLocked(reason int, addr netip.Addr) {
+	g.refused[reason].Add(1)
+	g.unlogged[reason]++
 	if now := time.Now(); now.Sub(g.loggedAt) >= refusalLogEvery {
 		g.log.Warn("gossip streams refused: too many open, or holding too much, from one address or in all",
-			"streams", g.unlogged[0], "bytes", g.unlogged[1], "last_from", addr.String(),
+			"streams", g.unlogged[refusedStreams], "bytes", g.unlogged[refusedBytes], "last_from", addr.String(),
 			"open", g.open, "open_bytes", g.bytes)
 		g.loggedAt, g.unlogged = now, [2]uint64{}
 	}
@@ -311,7 +310,7 @@ var streamsRefusedDesc = prometheus.NewDesc("ringlb_gossip_streams_refused_total
 func (g *streamGuard) Describe(ch chan<- *prometheus.Desc) { ch <- streamsRefusedDesc }
 
 func (g *streamGuard) Collect(ch chan<- prometheus.Metric) {
-	for i, reason := range [2]string{refusedStreams, refusedBytes} {
+	for i, reason := range refusalReasons {
 		ch <- prometheus.MustNewConstMetric(streamsRefusedDesc, prometheus.CounterValue, float64(g.refused[i].Load()), reason)
 	}
 }

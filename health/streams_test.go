@@ -96,7 +96,7 @@ func TestGossipStreamFloodBounded(t *testing.T) {
 	if limit := int64(256 << 20); grew > limit {
 		t.Errorf("the heap grew %d MiB for one address's streams; want at most %d MiB", grew>>20, limit>>20)
 	}
-	if m.streams.refused[1].Load() == 0 {
+	if m.streams.refused[refusedBytes].Load() == 0 {
 		t.Error("no stream was cut at the byte budget")
 	}
 }
@@ -123,10 +123,10 @@ func TestGossipStreamsCappedPerAddress(t *testing.T) {
 		dial(9)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for m.streams.refused[0].Load() < extra && time.Now().Before(deadline) {
+	for m.streams.refused[refusedStreams].Load() < extra && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := m.streams.refused[0].Load(); got != extra {
+	if got := m.streams.refused[refusedStreams].Load(); got != extra {
 		t.Fatalf("refused %d of %d idle streams from one address; want the %d beyond its share of %d", got, maxGossipStreamsPerAddr+extra, extra, maxGossipStreamsPerAddr)
 	}
 	// Another address is not refused: the guard admits its stream beside
@@ -143,7 +143,7 @@ func TestGossipStreamsCappedPerAddress(t *testing.T) {
 	if !admitted() {
 		t.Errorf("another address's stream was not admitted beside the first's %d", maxGossipStreamsPerAddr)
 	}
-	if got := m.streams.refused[0].Load(); got != extra {
+	if got := m.streams.refused[refusedStreams].Load(); got != extra {
 		t.Errorf("refused %d after another address's stream, want %d", got, extra)
 	}
 }
