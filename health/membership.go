@@ -26,6 +26,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -732,6 +733,31 @@ func (d delegate) MergeRemoteState(buf []byte, join bool) {
 // events feeds memberlist's join/leave/update callbacks to subscribers.
 type events struct{ m *Membership }
 
-func (e events) NotifyJoin(n *memberlist.Node)   { e.m.record("join", n) }
-func (e events) NotifyLeave(n *memberlist.Node)  { e.m.record("leave", n) }
-func (e events) NotifyUpdate(n *memberlist.Node) { e.m.record("update", n) }
+func (e events) NotifyJoin(n *memberlist.Node) {
+	e.m.memberStreams(n, true)
+	e.m.record("join", n)
+}
+
+func (e events) NotifyLeave(n *memberlist.Node) {
+	e.m.memberStreams(n, false)
+	e.m.record("leave", n)
+}
+
+func (e events) NotifyUpdate(n *memberlist.Node) {
+	e.m.memberStreams(n, true)
+	e.m.record("update", n)
+}
+
+// memberStreams tells the stream guard where another member is (present)
+// or that it has left: streams from members' addresses have slots of
+// their own (streams.go).
+func (m *Membership) memberStreams(n *memberlist.Node, present bool) {
+	if n.Name == m.name {
+		return
+	}
+	addr, ok := netip.AddrFromSlice(n.Addr)
+	if !ok {
+		return
+	}
+	m.streams.member(n.Name, acceptguard.ClientNetwork(addr.Unmap()), present)
+}

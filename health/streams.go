@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,22 @@ import (
 // one exchange, which memberlist retries on its next interval; UDP gossip
 // is untouched. Outbound streams (this node dialing a member) are not
 // bounded here: they go only to members, which hold the key.
+//
+// Streams that send nothing hold their slots until memberlist's stream
+// timeout (10 s on a LAN), so a stranger with a few addresses, each within
+// its share, could hold every slot and open each again as it is closed:
+// no node could join, no member push/pull. Two things keep the slots for
+// the cluster:
+//
+//   - streams from a member's address (the address memberlist knows the
+//     member by, as counted per client) are counted in a pool of their own
+//     with the same caps, which strangers never reach. It is a priority,
+//     not trust: such a stream is still refused without the key;
+//   - when the strangers' pool is full, a new stranger's stream (a node
+//     joining is one) closes the oldest stranger's stream instead of being
+//     refused. Joins and members' exchanges take milliseconds; to shut a
+//     joiner out, a flood must open the whole pool's worth of streams
+//     within one exchange.
 const (
 	maxGossipStreams         = 64
 	maxGossipStreamsPerAddr  = 8
@@ -56,9 +73,18 @@ const (
 const (
 	refusedStreams = iota
 	refusedBytes
+	refusedEvicted
+	refusalKinds
 )
 
-var refusalReasons = [2]string{refusedStreams: "streams", refusedBytes: "bytes"}
+var refusalReasons = [refusalKinds]string{refusedStreams: "streams", refusedBytes: "bytes", refusedEvicted: "evicted"}
+
+// The pools inbound streams are counted in: strangers', and members'
+// (streams from an address a member has).
+const (
+	poolStrangers = iota
+	poolMembers
+)
 
 // refusalLogEvery bounds the refusal log to a line per interval, each with
 // the counts it stands for: a flood must not flood the log.
@@ -77,14 +103,17 @@ type streamGuard struct {
 	shutErr  error
 
 	log     *slog.Logger
-	refused [2]atomic.Uint64 // by reason (refusedStreams, refusedBytes)
+	refused [refusalKinds]atomic.Uint64 // by reason
 
-	mu       sync.Mutex
-	open     int
-	bytes    int64
-	perAddr  map[netip.Addr]*streamUse
-	loggedAt time.Time
-	unlogged [2]uint64
+	mu        sync.Mutex
+	pools     [2]streamUse // by pool (poolStrangers, poolMembers)
+	evicting  int          // strangers' streams closed to make room, not yet given back by memberlist
+	strangers []*guardedStream
+	perAddr   map[netip.Addr]*streamUse
+	members   map[string]netip.Addr // member name → its address, counted per client
+	memberAt  map[netip.Addr]int    // address → how many members have it
+	loggedAt  time.Time
+	unlogged  [refusalKinds]uint64
 }
 
 type streamUse struct {
@@ -119,7 +148,7 @@ func newGuardedTransport(addr string, port int, logger *slog.Logger, mlLogger *l
 // within the bounds above.
 func guardTransport(nt *memberlist.NetTransport, logger *slog.Logger) *streamGuard {
 	g := &streamGuard{NetTransport: nt, out: make(chan net.Conn), stop: make(chan struct{}), down: make(chan struct{}), done: make(chan struct{}),
-		log: logger, perAddr: map[netip.Addr]*streamUse{}}
+		log: logger, perAddr: map[netip.Addr]*streamUse{}, members: map[string]netip.Addr{}, memberAt: map[netip.Addr]int{}}
 	go g.forward()
 	return g
 }
@@ -187,62 +216,122 @@ func (g *streamGuard) drain(in <-chan net.Conn) {
 func (g *streamGuard) admit(c net.Conn) *guardedStream {
 	addr := remoteAddr(c)
 	g.mu.Lock()
+	pool := poolStrangers
+	if g.memberAt[addr] > 0 {
+		pool = poolMembers
+	}
 	u := g.perAddr[addr]
-	if g.open >= maxGossipStreams || (u != nil && u.open >= maxGossipStreamsPerAddr) {
+	if u != nil && u.open >= maxGossipStreamsPerAddr {
 		g.refuseLocked(refusedStreams, addr)
 		g.mu.Unlock()
 		c.Close()
 		return nil
+	}
+	open := g.pools[pool].open
+	if pool == poolStrangers {
+		open -= g.evicting
+	}
+	var evict *guardedStream
+	if open >= maxGossipStreams && pool == poolStrangers {
+		// The oldest stranger's stream not already closed makes room
+		// (memberlist gives its slot back when it sees it closed).
+		i := slices.IndexFunc(g.strangers, func(s *guardedStream) bool { return !s.evicted })
+		if i >= 0 {
+			evict = g.strangers[i]
+		}
+	}
+	if open >= maxGossipStreams && evict == nil {
+		g.refuseLocked(refusedStreams, addr)
+		g.mu.Unlock()
+		c.Close()
+		return nil
+	}
+	if evict != nil {
+		evict.evicted = true
+		g.evicting++
+		g.refuseLocked(refusedEvicted, evict.addr)
 	}
 	if u == nil {
 		u = &streamUse{}
 		g.perAddr[addr] = u
 	}
 	u.open++
-	g.open++
+	g.pools[pool].open++
+	s := &guardedStream{Conn: c, g: g, addr: addr, pool: pool}
+	if pool == poolStrangers {
+		g.strangers = append(g.strangers, s)
+	}
 	g.mu.Unlock()
-	return &guardedStream{Conn: c, g: g, addr: addr}
+	if evict != nil {
+		evict.Conn.Close()
+	}
+	return s
+}
+
+// member notes that the member called name is at addr (present), or has
+// left; the node's own name is never passed.
+func (g *streamGuard) member(name string, addr netip.Addr, present bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if was, ok := g.members[name]; ok {
+		if present && was == addr {
+			return
+		}
+		delete(g.members, name)
+		if g.memberAt[was]--; g.memberAt[was] == 0 {
+			delete(g.memberAt, was)
+		}
+	}
+	if present {
+		g.members[name] = addr
+		g.memberAt[addr]++
+	}
 }
 
 // maxStreamRead bounds one read's reservation, so the budget follows the
 // bytes a stream has read rather than the buffer it reads into.
 const maxStreamRead = 64 << 10
 
-// reserve takes up to want bytes of the read budget for a stream from addr;
-// 0: none left.
-func (g *streamGuard) reserve(addr netip.Addr, want int) int {
+// reserve takes up to want bytes of the read budget for s; 0: none left.
+func (g *streamGuard) reserve(s *guardedStream, want int) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	u := g.perAddr[addr]
-	n := min(int64(want), maxStreamRead, gossipStreamBytes-g.bytes, gossipStreamBytesPerAddr-u.bytes)
+	u, p := g.perAddr[s.addr], &g.pools[s.pool]
+	n := min(int64(want), maxStreamRead, gossipStreamBytes-p.bytes, gossipStreamBytesPerAddr-u.bytes)
 	if n <= 0 {
-		g.refuseLocked(refusedBytes, addr)
+		g.refuseLocked(refusedBytes, s.addr)
 		return 0
 	}
-	g.bytes += n
+	p.bytes += n
 	u.bytes += n
 	return int(n)
 }
 
-// giveBack returns bytes reserved for a stream from addr and not read.
-func (g *streamGuard) giveBack(addr netip.Addr, n int64) {
+// giveBack returns bytes reserved for s and not read.
+func (g *streamGuard) giveBack(s *guardedStream, n int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.perAddr[addr].bytes -= n
-	g.bytes -= n
+	g.perAddr[s.addr].bytes -= n
+	g.pools[s.pool].bytes -= n
 }
 
 // release gives back a closed stream's slot and the bytes it read.
-func (g *streamGuard) release(addr netip.Addr, read int64) {
+func (g *streamGuard) release(s *guardedStream) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	u := g.perAddr[addr]
+	u, p := g.perAddr[s.addr], &g.pools[s.pool]
 	u.open--
-	u.bytes -= read
-	g.open--
-	g.bytes -= read
+	u.bytes -= s.read
+	p.open--
+	p.bytes -= s.read
 	if u.open == 0 {
-		delete(g.perAddr, addr)
+		delete(g.perAddr, s.addr)
+	}
+	if s.pool == poolStrangers {
+		g.strangers = slices.DeleteFunc(g.strangers, func(o *guardedStream) bool { return o == s })
+	}
+	if s.evicted {
+		g.evicting--
 	}
 }
 
@@ -251,9 +340,10 @@ func (g *streamGuard) refuseLocked(reason int, addr netip.Addr) {
 	g.unlogged[reason]++
 	if now := time.Now(); now.Sub(g.loggedAt) >= refusalLogEvery {
 		g.log.Warn("gossip streams refused: too many open, or holding too much, from one address or in all",
-			"streams", g.unlogged[refusedStreams], "bytes", g.unlogged[refusedBytes], "last_from", addr.String(),
-			"open", g.open, "open_bytes", g.bytes)
-		g.loggedAt, g.unlogged = now, [2]uint64{}
+			"streams", g.unlogged[refusedStreams], "bytes", g.unlogged[refusedBytes], "evicted", g.unlogged[refusedEvicted],
+			"last_from", addr.String(), "open_strangers", g.pools[poolStrangers].open, "open_members", g.pools[poolMembers].open,
+			"open_bytes", g.pools[poolStrangers].bytes+g.pools[poolMembers].bytes)
+		g.loggedAt, g.unlogged = now, [refusalKinds]uint64{}
 	}
 }
 
@@ -272,9 +362,11 @@ func remoteAddr(c net.Conn) netip.Addr {
 // with its slot, when closed.
 type guardedStream struct {
 	net.Conn
-	g    *streamGuard
-	addr netip.Addr
-	read int64 // reads only in memberlist's one goroutine for the stream
+	g       *streamGuard
+	addr    netip.Addr
+	pool    int
+	read    int64 // reads only in memberlist's one goroutine for the stream
+	evicted bool  // under g.mu: closed to make room for a newer stranger's stream
 
 	once sync.Once
 }
@@ -283,28 +375,28 @@ func (s *guardedStream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n := s.g.reserve(s.addr, len(p))
+	n := s.g.reserve(s, len(p))
 	if n == 0 {
 		return 0, errStreamBudget
 	}
 	got, err := s.Conn.Read(p[:n])
 	s.read += int64(got)
 	if got < n {
-		s.g.giveBack(s.addr, int64(n-got))
+		s.g.giveBack(s, int64(n-got))
 	}
 	return got, err
 }
 
 func (s *guardedStream) Close() error {
 	err := s.Conn.Close()
-	s.once.Do(func() { s.g.release(s.addr, s.read) })
+	s.once.Do(func() { s.g.release(s) })
 	return err
 }
 
 // streamsRefusedDesc is ringlb_gossip_streams_refused_total, on every role
 // that gossips (Membership.Collector).
 var streamsRefusedDesc = prometheus.NewDesc("ringlb_gossip_streams_refused_total",
-	"Inbound gossip streams closed at once (reason streams: too many open, from the address or in all) or cut (reason bytes: their reads beyond the address's or the node's share of the read budget).",
+	"Inbound gossip streams closed at once (reason streams: too many open, from the address or in all), cut (reason bytes: their reads beyond the address's or the node's share of the read budget), or closed to make room for a newer stranger's stream (reason evicted: the oldest from an address no member has, when all strangers' slots are taken).",
 	[]string{"reason"}, nil)
 
 func (g *streamGuard) Describe(ch chan<- *prometheus.Desc) { ch <- streamsRefusedDesc }

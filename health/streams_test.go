@@ -135,7 +135,7 @@ func TestGossipStreamsCappedPerAddress(t *testing.T) {
 	admitted := func() bool {
 		m.streams.mu.Lock()
 		defer m.streams.mu.Unlock()
-		return m.streams.open == maxGossipStreamsPerAddr+1
+		return m.streams.pools[poolStrangers].open == maxGossipStreamsPerAddr+1
 	}
 	for deadline := time.Now().Add(30 * time.Second); !admitted() && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
@@ -145,5 +145,113 @@ func TestGossipStreamsCappedPerAddress(t *testing.T) {
 	}
 	if got := m.streams.refused[refusedStreams].Load(); got != extra {
 		t.Errorf("refused %d after another address's stream, want %d", got, extra)
+	}
+}
+
+// holdStreams keeps per streams open from each of the addresses 127.0.0.from
+// onwards, sending nothing, and opens another whenever the node closes one,
+// until the test ends: the slow stranger who holds the gossip port's
+// stream slots from many addresses.
+func holdStreams(t *testing.T, target string, from byte, addrs, per int) {
+	t.Helper()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		close(stop)
+		wg.Wait()
+	})
+	for a := range addrs {
+		local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, from+byte(a))}
+		for range per {
+			wg.Go(func() {
+				d := net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c, err := d.Dial("tcp", target)
+					if err != nil {
+						select {
+						case <-stop:
+							return
+						case <-time.After(50 * time.Millisecond):
+						}
+						continue
+					}
+					closed := make(chan struct{})
+					go func() {
+						c.SetReadDeadline(time.Now().Add(60 * time.Second))
+						c.Read(make([]byte, 1))
+						close(closed)
+					}()
+					select {
+					case <-stop:
+						c.Close()
+						<-closed
+						return
+					case <-closed:
+						c.Close()
+					}
+				}
+			})
+		}
+	}
+}
+
+// waitStreams waits until the guard holds want streams from strangers.
+func waitStreams(t *testing.T, m *Membership, want int) {
+	t.Helper()
+	held := func() int {
+		m.streams.mu.Lock()
+		defer m.streams.mu.Unlock()
+		return m.streams.pools[poolStrangers].open
+	}
+	for deadline := time.Now().Add(30 * time.Second); held() < want && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := held(); got < want {
+		t.Fatalf("the flood holds %d stream slots, want %d", got, want)
+	}
+}
+
+// Streams that send nothing, from enough addresses to stay within each
+// address's share, hold every stream slot until memberlist's stream
+// timeout (10 s on a LAN), and the flood opens them again at once: a node
+// joining meanwhile is refused, and so is a member's push/pull. The
+// node's oldest stranger stream now makes room for a new one, and streams
+// from members' addresses have slots of their own.
+func TestGossipStreamSlotsHeldFromManyAddresses(t *testing.T) {
+	cfg := testCluster("target")
+	cfg.Profile = "" // memberlist's LAN profile: streams may idle for 10 s
+	cfg.SecretKeyFile = writeKey(t, 32)
+	m := startNode(t, cfg, edgeMeta(0))
+	holdStreams(t, m.Addr(), 11, maxGossipStreams/maxGossipStreamsPerAddr, maxGossipStreamsPerAddr)
+	waitStreams(t, m, maxGossipStreams)
+
+	// A new node joins while every slot is held. It dials from 127.0.0.1,
+	// no member's address yet: a stranger like the flood.
+	start := time.Now()
+	pcfg := testCluster("joiner", m.Addr())
+	pcfg.Profile = ""
+	pcfg.SecretKeyFile = cfg.SecretKeyFile
+	joiner := startNode(t, pcfg, edgeMeta(1))
+	waitAll(t, []*Membership{m, joiner}, func(ns []Node) bool { return len(ns) == 2 })
+	t.Logf("a node joined in %s while strangers held all %d stream slots", time.Since(start).Round(time.Millisecond), maxGossipStreams)
+	if m.streams.refused[refusedEvicted].Load() == 0 {
+		t.Error("the joiner got in without a stranger's stream making room: the flood did not hold the slots")
+	}
+
+	// A member's push/pull while the flood holds the slots again: from a
+	// member's address it takes a slot of the members' own, and no
+	// stranger's stream is closed for it.
+	waitStreams(t, m, maxGossipStreams)
+	evicted := m.streams.refused[refusedEvicted].Load()
+	if _, err := joiner.ml.Join([]string{m.Addr()}); err != nil {
+		t.Errorf("a member's push/pull while strangers hold every slot: %v", err)
+	}
+	if got := m.streams.refused[refusedEvicted].Load(); got != evicted {
+		t.Errorf("a member's push/pull closed %d strangers' streams; want it in the members' slots", got-evicted)
 	}
 }
