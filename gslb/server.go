@@ -505,11 +505,19 @@ func typeLabel(t uint16) string {
 // answer builds the response to r from st; nil means send nothing.
 // tsigStatus is the verification of r's TSIG (nil when it has none).
 func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigStatus error) *dns.Msg {
+	m, _ := s.answerVia(st, r, remote, tcp, tsigStatus)
+	return m
+}
+
+// answerVia is answer, and the traffic-managed name the answer was made
+// for ("" when none): the name asked, or the one its CNAME chain led to.
+// Such an answer depends on who asks (region, steering, max_answers).
+func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigStatus error) (_ *dns.Msg, managed string) {
 	if r.Response {
-		return nil // never answer a response: reflection loops
+		return nil, "" // never answer a response: reflection loops
 	}
 	if m := s.screen(st, r, tcp, tsigStatus); m != nil {
-		return m
+		return m, ""
 	}
 	m := new(dns.Msg)
 	m.SetReply(r)
@@ -522,28 +530,28 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 	if len(r.Question) != 1 {
 		m.SetRcode(r, dns.RcodeFormatError)
 		m.Authoritative = false
-		return finish(nil)
+		return finish(nil), ""
 	}
 	q := r.Question[0]
 	qname := strings.ToLower(q.Name)
 	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
 		m.SetRcode(r, dns.RcodeRefused)
-		return finish(nil)
+		return finish(nil), ""
 	}
 	z := st.zoneFor(qname)
 	if z == nil {
 		m.Authoritative = false
 		m.SetRcode(r, dns.RcodeRefused)
-		return finish(nil)
+		return finish(nil), ""
 	}
 	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
 		m.SetRcode(r, dns.RcodeRefused) // transfers are served by serveTransfer over TCP
-		return finish(nil)
+		return finish(nil), ""
 	}
 	if z.signer != nil && q.Qtype == dns.TypeNXNAME {
 		// A meta-type, only ever in a compact answer's NSEC (RFC 9824 3.5).
 		m.SetRcode(r, dns.RcodeFormatError)
-		return finish(nil)
+		return finish(nil), ""
 	}
 	// sg signs the answer: nil for an unsigned zone or a query without DO,
 	// whose answer is then exactly what it was before DNSSEC.
@@ -615,7 +623,7 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 				ecsOut = &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: ecsIn.Family, SourceNetmask: ecsIn.SourceNetmask,
 					SourceScope: uint8(min(scope, 255)), Address: ecsIn.Address}
 			}
-			return finish(ecsOut)
+			return finish(ecsOut), name
 		}
 		byType, exists := z.lookup(name)
 		if !exists {
@@ -625,28 +633,28 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 				m.SetRcode(r, dns.RcodeNameError)
 			}
 			st.deny(m, z, owner, nil, false, sg)
-			return finish(ecsEcho(ecsIn))
+			return finish(ecsEcho(ecsIn)), ""
 		}
 		if z.signer != nil && name == z.origin {
 			if keys := z.signer.apexSet(q.Qtype); keys != nil {
 				m.Answer = append(m.Answer, keys...)
-				return finish(ecsEcho(ecsIn))
+				return finish(ecsEcho(ecsIn)), ""
 			}
 		}
 		if q.Qtype == dns.TypeANY {
 			// RFC 8482: a minimal answer instead of every record.
 			m.Answer = append(m.Answer, &dns.HINFO{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: 3600}, Cpu: "RFC8482"})
-			return finish(ecsEcho(ecsIn))
+			return finish(ecsEcho(ecsIn)), ""
 		}
 		if rrs := byType[q.Qtype]; len(rrs) > 0 {
 			m.Answer = append(m.Answer, st.owned(rrs, name, z)...)
-			return finish(ecsEcho(ecsIn))
+			return finish(ecsEcho(ecsIn)), ""
 		}
 		if cname := byType[dns.TypeCNAME]; len(cname) > 0 && hops < maxCNAMEChain {
 			m.Answer = append(m.Answer, st.owned(cname, name, z)...)
 			target := strings.ToLower(cname[0].(*dns.CNAME).Target)
 			if !dns.IsSubDomain(z.origin, target) {
-				return finish(ecsEcho(ecsIn)) // out of zone: the resolver follows it
+				return finish(ecsEcho(ecsIn)), "" // out of zone: the resolver follows it
 			}
 			name = target
 			continue
@@ -654,11 +662,11 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 		if sg != nil && q.Qtype == dns.TypeNSEC {
 			// The NSEC a negative answer here would carry, as asked.
 			m.Answer = append(m.Answer, compactNSEC(owner, z.typesAt(name, byType), st.negativeSOA(z).Header().Ttl))
-			return finish(ecsEcho(ecsIn))
+			return finish(ecsEcho(ecsIn)), ""
 		}
 		// NODATA: the name exists without this type.
 		st.deny(m, z, owner, z.typesAt(name, byType), true, sg)
-		return finish(ecsEcho(ecsIn))
+		return finish(ecsEcho(ecsIn)), ""
 	}
 }
 
