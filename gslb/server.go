@@ -782,6 +782,7 @@ func ecsEcho(in *dns.EDNS0_SUBNET) *dns.EDNS0_SUBNET {
 // sg proves a NODATA (nil: unsigned).
 func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, name string, nv *nameView, client netip.Addr, sg *signer) int {
 	region, bits := nv.clientRegion(client)
+	bits = nv.ecsScope(client, region, bits)
 	rv := nv.regions[region]
 	if rv.servfail {
 		m.Rcode = dns.RcodeServerFailure

@@ -1,0 +1,82 @@
+package gslb
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// ecsAnswer asks name A with ECS addr/24 over UDP; it returns the answer's
+// addresses and the scope the server claims them valid for.
+func ecsAnswer(t *testing.T, s *Server, name, addr string) (string, int) {
+	t.Helper()
+	m := query(t, s, "udp", name, dns.TypeA, ecs(addr, 24))
+	for _, o := range m.IsEdns0().Option {
+		if e, ok := o.(*dns.EDNS0_SUBNET); ok {
+			return answerIPs(m), int(e.SourceScope)
+		}
+	}
+	t.Fatalf("ECS %s/24: no ECS in the answer %v", addr, m)
+	return "", 0
+}
+
+// A resolver with EDNS Client Subnet caches an answer for every client in
+// the network the scope names (RFC 7871 7.3.1). The scope must therefore
+// leave out every network another region answers: east is 10.0.0.0/8 but
+// west 10.2.0.0/16 inside it, and the default region (east) answers the
+// rest. Each answer is checked as a resolver would use it: a client inside
+// the claimed network gets the same answer when it asks itself.
+func TestECSScopeCoversOnlyTheRegion(t *testing.T) {
+	east, west := newFakeBalancer(t), newFakeBalancer(t)
+	cfg := parseGSLB(t, "", east.addr(), west.addr())
+	cfg.Names[0].Geo = map[string][]string{"east": {"10.0.0.0/8", "127.0.0.1/32"}, "west": {"10.2.0.0/16", "127.0.0.2/32", "192.168.7.0/24"}}
+	s := cnameToManagedConfig2(t, cfg)
+	for _, c := range []struct{ client, inside, want string }{
+		{"10.5.0.0", "10.2.9.0", "192.0.2.1"},       // east's /8, around west's /16
+		{"10.2.9.0", "10.2.200.0", "192.0.2.2"},     // west's /16
+		{"11.0.0.0", "10.2.9.0", "192.0.2.1"},       // no prefix: the default region
+		{"192.168.6.0", "192.168.7.0", "192.0.2.1"}, // no prefix, next to west's /24
+	} {
+		for _, name := range []string{"ide.ringlb.test.", "app.ringlb.test."} {
+			got, scope := ecsAnswer(t, s, name, c.client)
+			if got != c.want {
+				t.Errorf("%s for %s: %s, want %s", name, c.client, got, c.want)
+				continue
+			}
+			claimed := netip.PrefixFrom(netip.MustParseAddr(c.client), scope).Masked()
+			t.Logf("%s for %s/24: %s, scope /%d (%s)", name, c.client, got, scope, claimed)
+			inside := netip.MustParseAddr(c.inside)
+			if !claimed.Contains(inside) {
+				continue // the scope leaves the other network out
+			}
+			if other, _ := ecsAnswer(t, s, name, c.inside); other != got {
+				t.Errorf("%s for %s: %s with scope /%d, claimed for %s, but %s gets %s", name, c.client, got, scope, claimed, c.inside, other)
+			}
+		}
+	}
+}
+
+func TestECSScopeIPv6(t *testing.T) {
+	nv := &nameView{deflt: "east", geo: []geoEntry{
+		{netip.MustParsePrefix("2001:db8:0:200::/56"), "west"},
+		{netip.MustParsePrefix("10.2.0.0/16"), "west"},
+		{netip.MustParsePrefix("2001:db8::/32"), "east"},
+	}}
+	for _, c := range []struct {
+		client string
+		want   int
+	}{
+		{"2001:db8:0:300::", 56}, // east's /32; west's /56 shares 55 bits with it
+		{"2001:db8:1::", 48},     // east's /32; shares 47 bits with west's /56
+		{"2001:db9::", 32},       // the default (east); shares 31 bits with west's /56
+		{"2001:db8:0:2ff::", 56}, // west's /56 itself
+		{"10.3.0.0", 16},         // the default, next to west's 10.2.0.0/16
+	} {
+		a := netip.MustParseAddr(c.client)
+		region, bits := nv.clientRegion(a)
+		if got := nv.ecsScope(a, region, bits); got != c.want {
+			t.Errorf("%s (%s /%d): scope /%d, want /%d", c.client, region, bits, got, c.want)
+		}
+	}
+}
