@@ -80,3 +80,22 @@ func TestECSScopeIPv6(t *testing.T) {
 		}
 	}
 }
+
+// ECS with a source prefix of 0 carries no client information: a client
+// opted out (RFC 7871 7.1.2), and its resolver passes the /0 on. The answer
+// is then the querier's own — as without ECS — with scope 0, the answer a
+// resolver keeps for /0 queries alone, not the default region's for
+// address 0.0.0.0 nor a scope naming a network no client is in.
+func TestECSSourcePrefixZero(t *testing.T) {
+	s := startGSLB(t, gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), ""))
+	for _, c := range []struct{ src, want string }{{"127.0.0.1", "192.0.2.1"}, {"127.0.0.2", "192.0.2.2"}} {
+		m := queryFrom(t, s, "udp", c.src, "ide.ringlb.test.", dns.TypeA, ecs("0.0.0.0", 0))
+		var e *dns.EDNS0_SUBNET
+		for _, o := range m.IsEdns0().Option {
+			e, _ = o.(*dns.EDNS0_SUBNET)
+		}
+		if got := answerIPs(m); got != c.want || e == nil || e.SourceNetmask != 0 || e.SourceScope != 0 {
+			t.Errorf("from %s with ECS /0: %s, ECS %v; want %s, scope 0", c.src, got, e, c.want)
+		}
+	}
+}

@@ -603,7 +603,9 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		}
 	}
 	client := addrOf(remote)
-	if ecsIn != nil {
+	// A source prefix of 0 carries no address (its client opted out, RFC
+	// 7871 7.1.2): the querier's own answer, scope 0.
+	if ecsIn != nil && ecsIn.SourceNetmask > 0 {
 		if a, ok := netip.AddrFromSlice(ecsIn.Address); ok {
 			client = a.Unmap()
 		}
@@ -620,6 +622,9 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		if nv := st.pools.view.Load().names[name]; nv != nil {
 			scope := s.answerManaged(st, m, z, q, name, nv, client, sg)
 			if ecsIn != nil {
+				if ecsIn.SourceNetmask == 0 {
+					scope = 0
+				}
 				ecsOut = &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: ecsIn.Family, SourceNetmask: ecsIn.SourceNetmask,
 					SourceScope: uint8(min(scope, 255)), Address: ecsIn.Address}
 			}
