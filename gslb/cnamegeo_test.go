@@ -1,6 +1,8 @@
 package gslb
 
 import (
+	"fmt"
+	"net"
 	"slices"
 	"testing"
 
@@ -51,5 +53,31 @@ func TestCNAMEToManagedNameAnswersByRegion(t *testing.T) {
 		if got := answerIPs(queryFrom(t, s, net, "127.0.0.2", "app.ringlb.test.", dns.TypeA, nil)); got != "192.0.2.2" {
 			t.Errorf("%s from west after east: %s, want west's 192.0.2.2", net, got)
 		}
+	}
+}
+
+// Names learnt to lead to a managed name are remembered only beside a cache
+// entry: a wildcard CNAME to a name with max_answers (never cached) makes
+// every name asked one, and would grow the loop's memory without bound.
+func TestCNAMEToManagedNameMemoryBounded(t *testing.T) {
+	cfg := withCNAMEToManaged(fuzzConfig(t))
+	cfg.Names[0].MaxAnswers = 1
+	cfg.Zones[0].Records = append(cfg.Zones[0].Records, "*.w 300 IN CNAME ide")
+	s, err := New(cfg, "gslb-test", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	l := newUDPLoop(s, sink, nil) // answers to itself, unread: only the loop's state counts
+	for i := range 1000 {
+		pkt, _ := question(fmt.Sprintf("n%d.w.ringlb.test.", i), dns.TypeA, 0).Pack()
+		l.handle(pkt, sink.LocalAddr().(*net.UDPAddr).AddrPort())
+	}
+	if len(l.via) != 0 || len(l.cache) != 0 {
+		t.Errorf("1000 names by a wildcard CNAME to a max_answers name: %d remembered, %d cached; want none", len(l.via), len(l.cache))
 	}
 }

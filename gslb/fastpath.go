@@ -263,6 +263,10 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 			if name := strings.ToLower(r.Question[0].Name); name != managed {
 				l.via[name] = managed
 				if key, cacheable = l.cacheKey(q, v, addr.Addr().Unmap()); !cacheable {
+					// Kept only beside a cache entry, so bounded as
+					// the cache is (a wildcard CNAME makes every
+					// name asked one).
+					delete(l.via, name)
 					return
 				}
 			}
