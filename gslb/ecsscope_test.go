@@ -1,10 +1,14 @@
 package gslb
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // ecsAnswer asks name A with ECS addr/24 over UDP; it returns the answer's
@@ -98,4 +102,36 @@ func TestECSSourcePrefixZero(t *testing.T) {
 			t.Errorf("from %s with ECS /0: %s, ECS %v; want %s, scope 0", c.src, got, e, c.want)
 		}
 	}
+}
+
+// With max_answers the subset answered is rotated by the client's /24
+// (/56): the answer then depends on that network, and the scope must say
+// so, or a resolver gives the first asker's subset to every client of the
+// region (or, for the default region, to all its clients) and the rotation
+// spreads nothing — and whoever asks first chooses the member they all get.
+func TestECSScopeWithMaxAnswers(t *testing.T) {
+	cfg := fuzzConfig(t)
+	cfg.Names[0].MaxAnswers = 1
+	east := cfg.Names[0].Regions["east"]
+	east.Members = append(slices.Clone(east.Members), configs.Member{Name: "bal-3", Address: "192.0.2.11", ServeMode: configs.ServeAlways})
+	cfg.Names[0].Regions["east"] = east
+	s := startGSLB(t, cfg)
+	checked := 0
+	for i := range 8 {
+		for _, c := range []struct{ client, inside string }{
+			{fmt.Sprintf("10.1.%d.0", i), fmt.Sprintf("10.1.%d.0", 100+i)}, // east's 10.1.0.0/16
+			{fmt.Sprintf("11.0.%d.0", i), fmt.Sprintf("11.0.%d.0", 100+i)}, // the default region (east)
+		} {
+			got, scope := ecsAnswer(t, s, "ide.ringlb.test.", c.client)
+			claimed := netip.PrefixFrom(netip.MustParseAddr(c.client), scope).Masked()
+			if !claimed.Contains(netip.MustParseAddr(c.inside)) {
+				continue
+			}
+			checked++
+			if other, _ := ecsAnswer(t, s, "ide.ringlb.test.", c.inside); other != got {
+				t.Errorf("for %s: %s with scope /%d, claimed for %s, but %s gets %s", c.client, got, scope, claimed, c.inside, other)
+			}
+		}
+	}
+	t.Logf("%d answers claimed for a network holding another client's", checked)
 }

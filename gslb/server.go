@@ -813,16 +813,23 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 	}
 	var addrs []netip.Addr
 	var buf [16]netip.Addr
+	from := v4
 	switch q.Qtype {
 	case dns.TypeA:
 		addrs = pick(buf[:0], v4, nv.cfg.MaxAnswers, client)
 	case dns.TypeAAAA:
+		from = v6
 		addrs = pick(buf[:0], v6, nv.cfg.MaxAnswers, client)
 	case dns.TypeANY:
 		addrs = pick(buf[:0], v4, nv.cfg.MaxAnswers, client)
 		if len(addrs) > 1 {
 			addrs = addrs[:1] // RFC 8482: one record is enough
 		}
+	}
+	if n := nv.cfg.MaxAnswers; n > 0 && n < len(from) {
+		// A subset rotated by the client's network: say so in the scope,
+		// or a resolver gives one network's subset to all its clients.
+		bits = steerScope(client, bits)
 	}
 	for _, a := range addrs {
 		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: ttl}
