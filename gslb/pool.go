@@ -474,7 +474,9 @@ func (nv *nameView) clientRegion(addr netip.Addr) (region string, bits int) {
 // it — or anywhere, for the default region's answer, scope 0 — and that
 // region's clients would get this one's answer. Each such prefix (longer,
 // so not containing addr) is left out by one bit more than addr shares with
-// it. Full path only; the geo list is longest first.
+// it. bits may be raised to the client's network already (steering,
+// max_answers): prefixes no longer than that need no bit more. For ECS
+// queries only, a pass over the geo list (longest first).
 func (nv *nameView) ecsScope(addr netip.Addr, region string, bits int) int {
 	scope := bits
 	for _, g := range nv.geo {

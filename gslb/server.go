@@ -630,8 +630,9 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			owner = q.Name
 		}
 		if nv := st.pools.view.Load().names[name]; nv != nil {
-			scope := s.answerManaged(st, m, z, q, name, nv, client, sg)
+			region, scope := s.answerManaged(st, m, z, q, name, nv, client, sg)
 			if ecsIn != nil {
+				scope = nv.ecsScope(client, region, scope)
 				if ecsIn.SourceNetmask == 0 {
 					scope = 0
 				}
@@ -793,15 +794,18 @@ func ecsEcho(in *dns.EDNS0_SUBNET) *dns.EDNS0_SUBNET {
 	return &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: in.Family, SourceNetmask: in.SourceNetmask, Address: in.Address}
 }
 
-// answerManaged answers a traffic-managed name and returns the ECS scope;
-// sg proves a NODATA (nil: unsigned).
-func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, name string, nv *nameView, client netip.Addr, sg *signer) int {
-	region, bits := nv.clientRegion(client)
-	bits = nv.ecsScope(client, region, bits)
+// answerManaged answers a traffic-managed name for client, whose region it
+// returns with the prefix length the answer depends on: the matched geo
+// prefix's, at least the client's network's when steering or max_answers
+// decide by it. (ecsScope makes that the ECS scope: only for ECS queries,
+// as it is another pass over the geo list.) sg proves a NODATA (nil:
+// unsigned).
+func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, name string, nv *nameView, client netip.Addr, sg *signer) (region string, bits int) {
+	region, bits = nv.clientRegion(client)
 	rv := nv.regions[region]
 	if rv.servfail {
 		m.Rcode = dns.RcodeServerFailure
-		return bits
+		return region, bits
 	}
 	v4, v6, ttl := rv.v4, rv.v6, rv.ttl
 	if rv.steer != nil {
@@ -857,7 +861,7 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 			st.deny(m, z, q.Name, types, true, sg)
 		}
 	}
-	return bits
+	return region, bits
 }
 
 // zoneFor returns the zone qname falls in, or nil.
