@@ -281,7 +281,7 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	}
 	s.tcpListener = ln
 	s.tcp = &dns.Server{Listener: served, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept, MsgInvalidFunc: invalid, TsigProvider: tsigProvider{s},
-		ReadTimeout: s.tcpReadTimeout, IdleTimeout: func() time.Duration { return tcpIdleTimeout },
+		ReadTimeout: s.tcpReadTimeout, IdleTimeout: func() time.Duration { return tcpIdleTimeout }, MaxTCPQueries: tcpMaxQueries,
 		DecorateReader: func(r dns.Reader) dns.Reader { return queryReader{r} }}
 	s.addr = pcs[0].LocalAddr().String()
 	udp := s.udp

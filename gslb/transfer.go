@@ -34,7 +34,7 @@ const xfrMessageBytes = 32 << 10
 func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 	q := r.Question[0]
 	refuse := func(rcode int, why string) {
-		// Anyone can ask, 128 times a connection: one line an interval,
+		// Anyone can ask, pipelined on a connection: one line an interval,
 		// saying how many it stands for; every refusal is in queries_total.
 		s.xfrRefused.Add(1)
 		s.xfrRefusedLog.Do(func() {
