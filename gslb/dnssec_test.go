@@ -790,7 +790,7 @@ func TestFreshSignaturesBoundedOverTCP(t *testing.T) {
 	refused := 0
 	var conn *dns.Conn
 	for i := range flood {
-		if i%100 == 0 { // the server takes 128 queries a connection
+		if i%100 == 0 { // a hundred queries a connection
 			if conn != nil {
 				conn.Close()
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -40,6 +41,11 @@ type udpLoop struct {
 	conn  *net.UDPConn
 	batch *udpBatch // nil: one write per answer
 	cache map[string]cachedAnswer
+	// via maps a name that is not traffic-managed but whose answer was made
+	// for one — a CNAME (chain) to it — to that managed name, learnt as the
+	// full path answers it, so that its cache key holds the asker's region
+	// as the managed name's does. Emptied with the cache.
+	via map[string]string
 	// what the cache was built from
 	st     *state
 	view   *view
@@ -51,7 +57,7 @@ type udpLoop struct {
 // newUDPLoop is the state of one reader loop on conn; batch nil: one write
 // per answer.
 func newUDPLoop(s *Server, conn *net.UDPConn, batch *udpBatch) *udpLoop {
-	return &udpLoop{s: s, conn: conn, batch: batch, cache: map[string]cachedAnswer{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
+	return &udpLoop{s: s, conn: conn, batch: batch, cache: map[string]cachedAnswer{}, via: map[string]string{}, key: make([]byte, 0, 512), out: make([]byte, 0, 4096)}
 }
 
 func (s *Server) serveUDP(conn *net.UDPConn) error {
@@ -154,6 +160,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	v := st.pools.view.Load()
 	if st != l.st || v != l.view || st.serial.Load() != l.serial || len(l.cache) >= maxCachedResponses {
 		clear(l.cache)
+		clear(l.via)
 		l.st, l.view, l.serial = st, v, st.serial.Load()
 	}
 	if st.rrl != nil {
@@ -222,7 +229,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	if r.IsTsig() != nil {
 		tsigStatus = s.verifyTSIG(pkt) // as the TCP server does (tsig.go)
 	}
-	m := s.answer(st, r, net.UDPAddrFromAddrPort(addr), false, tsigStatus)
+	m, managed := s.answerVia(st, r, net.UDPAddrFromAddrPort(addr), false, tsigStatus)
 	if m == nil {
 		return
 	}
@@ -248,6 +255,22 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	// A truncated answer to DO may be one deferred to TCP for want of a
 	// new signature: the next one may be signed, so it is not kept.
 	if cacheable && key != nil && !(m.Truncated && q.ednsFlags&dnsDO != 0) {
+		if managed != "" && v.names[managed] != nil {
+			// Made for the managed name a CNAME led to: keyed as that
+			// name's answers are, by region (or not kept, with
+			// max_answers). Else the first asker's region would answer
+			// every later client of this loop.
+			if name := strings.ToLower(r.Question[0].Name); name != managed {
+				l.via[name] = managed
+				if key, cacheable = l.cacheKey(q, v, addr.Addr().Unmap()); !cacheable {
+					// Kept only beside a cache entry, so bounded as
+					// the cache is (a wildcard CNAME makes every
+					// name asked one).
+					delete(l.via, name)
+					return
+				}
+			}
+		}
 		l.cache[string(key)] = cachedAnswer{packed: append([]byte(nil), out...), until: st.signedUntil(m)}
 	}
 }
@@ -310,7 +333,13 @@ func (l *udpLoop) cacheKey(q rawQuery, v *view, client netip.Addr) ([]byte, bool
 	if len(name) == 0 {
 		name = append(name, '.')
 	}
-	if nv := v.names[string(name)]; nv != nil {
+	nv := v.names[string(name)]
+	if nv == nil {
+		if managed, ok := l.via[string(name)]; ok {
+			nv = v.names[managed]
+		}
+	}
+	if nv != nil {
 		if nv.cfg.MaxAnswers > 0 {
 			return nil, false
 		}

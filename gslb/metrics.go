@@ -52,12 +52,12 @@ type metrics struct {
 	regionLoad *prometheus.GaugeVec
 	// counters caches queries' children: WithLabelValues hashes and locks,
 	// which costs more than answering the query.
-	counters sync.Map // uint32(qtype<<16 | rcode) → prometheus.Counter
+	counters sync.Map // uint64(qtype<<16 | rcode), or otherTypeKey | rcode → prometheus.Counter
 }
 
 // query counts one answered query (qtype 0: no question).
 func (m *metrics) query(qtype uint16, rcode int) {
-	key := uint32(qtype)<<16 | uint32(rcode&0xFFFF)
+	key := uint64(qtype)<<16 | uint64(rcode&0xFFFF)
 	if c, ok := m.counters.Load(key); ok {
 		c.(prometheus.Counter).Inc()
 		return
@@ -66,10 +66,25 @@ func (m *metrics) query(qtype uint16, rcode int) {
 	if qtype != 0 {
 		label = typeLabel(qtype)
 	}
+	if label == "other" {
+		// Keyed as labelled: one entry for every unknown type, not one
+		// for each of the 65536 a client can send (21 MB for three
+		// rcodes of each, kept for good). Such a query pays a second
+		// lookup.
+		key = otherTypeKey | uint64(rcode&0xFFFF)
+		if c, ok := m.counters.Load(key); ok {
+			c.(prometheus.Counter).Inc()
+			return
+		}
+	}
 	c := m.queries.WithLabelValues(label, rcodeLabel(rcode))
 	m.counters.Store(key, c)
 	c.Inc()
 }
+
+// otherTypeKey keys the counters of the query types labelled "other":
+// beyond every qtype<<16 | rcode.
+const otherTypeKey = 1 << 32
 
 // signed counts one RRset's signatures by where they came from.
 func (m *metrics) signed(from string) {

@@ -2,8 +2,10 @@ package gslb
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net"
 	"net/netip"
 	"slices"
@@ -453,7 +455,8 @@ func b2f(b bool) float64 {
 }
 
 // clientRegion maps a client address to a region: the longest matching geo
-// prefix, else the default. bits is the matching prefix length (ECS scope).
+// prefix, else the default. bits is the matching prefix length (0 for the
+// default): not the ECS scope of the answer on its own (ecsScope).
 func (nv *nameView) clientRegion(addr netip.Addr) (region string, bits int) {
 	for _, g := range nv.geo {
 		if g.prefix.Contains(addr) {
@@ -461,6 +464,45 @@ func (nv *nameView) clientRegion(addr netip.Addr) (region string, bits int) {
 		}
 	}
 	return nv.deflt, 0
+}
+
+// ecsScope is the ECS scope of an answer made for addr's region, matched by
+// a prefix of bits (clientRegion): the shortest network around addr whose
+// every address is in that region. A resolver reuses the answer for every
+// client in that network (RFC 7871 7.3.1), so the matched prefix's length
+// alone is too short wherever a longer prefix of another region lies inside
+// it — or anywhere, for the default region's answer, scope 0 — and that
+// region's clients would get this one's answer. Each such prefix (longer,
+// so not containing addr) is left out by one bit more than addr shares with
+// it. bits may be raised to the client's network already (steering,
+// max_answers): prefixes no longer than that need no bit more. For ECS
+// queries only, a pass over the geo list (longest first).
+func (nv *nameView) ecsScope(addr netip.Addr, region string, bits int) int {
+	scope := bits
+	for _, g := range nv.geo {
+		if g.prefix.Bits() <= bits {
+			break // shorter prefixes contain the matched one or miss addr's
+		}
+		if g.region != region && g.prefix.Addr().Is4() == addr.Is4() {
+			scope = max(scope, commonBits(addr, g.prefix.Addr())+1)
+		}
+	}
+	return scope
+}
+
+// commonBits is the length of the prefix a and b (one family) share.
+func commonBits(a, b netip.Addr) int {
+	x, y := a.As16(), b.As16()
+	hi := binary.BigEndian.Uint64(x[:8]) ^ binary.BigEndian.Uint64(y[:8])
+	lo := binary.BigEndian.Uint64(x[8:]) ^ binary.BigEndian.Uint64(y[8:])
+	n := bits.LeadingZeros64(hi)
+	if hi == 0 {
+		n += bits.LeadingZeros64(lo)
+	}
+	if a.Is4() {
+		n -= 96 // As16 of an IPv4 address is ::ffff:a.b.c.d
+	}
+	return n
 }
 
 // pick appends to dst at most max addresses of addrs (all when max is 0),

@@ -21,6 +21,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/configs"
@@ -83,7 +84,15 @@ type Server struct {
 	// tcpGuard caps the TCP connections (Reload changes the cap); nil
 	// until StartOn.
 	tcpGuard atomic.Pointer[acceptguard.Listener]
+	// xfrRefusedLog lets one refused zone transfer a refusalLogInterval
+	// be logged (transfer.go); xfrRefused counts those since that line.
+	xfrRefusedLog rate.Sometimes
+	xfrRefused    atomic.Int64
 }
+
+// refusalLogInterval spaces the log lines of refusals anyone can cause at
+// will, as acceptguard spaces its refused connections' lines.
+const refusalLogInterval = 10 * time.Second
 
 // state is everything a query reads, swapped whole by Reload.
 type state struct {
@@ -113,7 +122,8 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout,
+		xfrRefusedLog: rate.Sometimes{Interval: refusalLogInterval}}
 	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -271,7 +281,7 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	}
 	s.tcpListener = ln
 	s.tcp = &dns.Server{Listener: served, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept, MsgInvalidFunc: invalid, TsigProvider: tsigProvider{s},
-		ReadTimeout: s.tcpReadTimeout, IdleTimeout: func() time.Duration { return tcpIdleTimeout },
+		ReadTimeout: s.tcpReadTimeout, IdleTimeout: func() time.Duration { return tcpIdleTimeout }, MaxTCPQueries: tcpMaxQueries,
 		DecorateReader: func(r dns.Reader) dns.Reader { return queryReader{r} }}
 	s.addr = pcs[0].LocalAddr().String()
 	udp := s.udp
@@ -505,11 +515,19 @@ func typeLabel(t uint16) string {
 // answer builds the response to r from st; nil means send nothing.
 // tsigStatus is the verification of r's TSIG (nil when it has none).
 func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigStatus error) *dns.Msg {
+	m, _ := s.answerVia(st, r, remote, tcp, tsigStatus)
+	return m
+}
+
+// answerVia is answer, and the traffic-managed name the answer was made
+// for ("" when none): the name asked, or the one its CNAME chain led to.
+// Such an answer depends on who asks (region, steering, max_answers).
+func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigStatus error) (_ *dns.Msg, managed string) {
 	if r.Response {
-		return nil // never answer a response: reflection loops
+		return nil, "" // never answer a response: reflection loops
 	}
 	if m := s.screen(st, r, tcp, tsigStatus); m != nil {
-		return m
+		return m, ""
 	}
 	m := new(dns.Msg)
 	m.SetReply(r)
@@ -522,28 +540,28 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 	if len(r.Question) != 1 {
 		m.SetRcode(r, dns.RcodeFormatError)
 		m.Authoritative = false
-		return finish(nil)
+		return finish(nil), ""
 	}
 	q := r.Question[0]
 	qname := strings.ToLower(q.Name)
 	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
 		m.SetRcode(r, dns.RcodeRefused)
-		return finish(nil)
+		return finish(nil), ""
 	}
 	z := st.zoneFor(qname)
 	if z == nil {
 		m.Authoritative = false
 		m.SetRcode(r, dns.RcodeRefused)
-		return finish(nil)
+		return finish(nil), ""
 	}
 	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
 		m.SetRcode(r, dns.RcodeRefused) // transfers are served by serveTransfer over TCP
-		return finish(nil)
+		return finish(nil), ""
 	}
 	if z.signer != nil && q.Qtype == dns.TypeNXNAME {
 		// A meta-type, only ever in a compact answer's NSEC (RFC 9824 3.5).
 		m.SetRcode(r, dns.RcodeFormatError)
-		return finish(nil)
+		return finish(nil), ""
 	}
 	// sg signs the answer: nil for an unsigned zone or a query without DO,
 	// whose answer is then exactly what it was before DNSSEC.
@@ -595,7 +613,9 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 		}
 	}
 	client := addrOf(remote)
-	if ecsIn != nil {
+	// A source prefix of 0 carries no address (its client opted out, RFC
+	// 7871 7.1.2): the querier's own answer, scope 0.
+	if ecsIn != nil && ecsIn.SourceNetmask > 0 {
 		if a, ok := netip.AddrFromSlice(ecsIn.Address); ok {
 			client = a.Unmap()
 		}
@@ -610,12 +630,16 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 			owner = q.Name
 		}
 		if nv := st.pools.view.Load().names[name]; nv != nil {
-			scope := s.answerManaged(st, m, z, q, name, nv, client, sg)
+			region, scope := s.answerManaged(st, m, z, q, name, nv, client, sg)
 			if ecsIn != nil {
+				scope = nv.ecsScope(client, region, scope)
+				if ecsIn.SourceNetmask == 0 {
+					scope = 0
+				}
 				ecsOut = &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: ecsIn.Family, SourceNetmask: ecsIn.SourceNetmask,
 					SourceScope: uint8(min(scope, 255)), Address: ecsIn.Address}
 			}
-			return finish(ecsOut)
+			return finish(ecsOut), name
 		}
 		byType, exists := z.lookup(name)
 		if !exists {
@@ -625,28 +649,28 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 				m.SetRcode(r, dns.RcodeNameError)
 			}
 			st.deny(m, z, owner, nil, false, sg)
-			return finish(ecsEcho(ecsIn))
+			return finish(ecsEcho(ecsIn)), ""
 		}
 		if z.signer != nil && name == z.origin {
 			if keys := z.signer.apexSet(q.Qtype); keys != nil {
 				m.Answer = append(m.Answer, keys...)
-				return finish(ecsEcho(ecsIn))
+				return finish(ecsEcho(ecsIn)), ""
 			}
 		}
 		if q.Qtype == dns.TypeANY {
 			// RFC 8482: a minimal answer instead of every record.
 			m.Answer = append(m.Answer, &dns.HINFO{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: 3600}, Cpu: "RFC8482"})
-			return finish(ecsEcho(ecsIn))
+			return finish(ecsEcho(ecsIn)), ""
 		}
 		if rrs := byType[q.Qtype]; len(rrs) > 0 {
 			m.Answer = append(m.Answer, st.owned(rrs, name, z)...)
-			return finish(ecsEcho(ecsIn))
+			return finish(ecsEcho(ecsIn)), ""
 		}
 		if cname := byType[dns.TypeCNAME]; len(cname) > 0 && hops < maxCNAMEChain {
 			m.Answer = append(m.Answer, st.owned(cname, name, z)...)
 			target := strings.ToLower(cname[0].(*dns.CNAME).Target)
 			if !dns.IsSubDomain(z.origin, target) {
-				return finish(ecsEcho(ecsIn)) // out of zone: the resolver follows it
+				return finish(ecsEcho(ecsIn)), "" // out of zone: the resolver follows it
 			}
 			name = target
 			continue
@@ -654,11 +678,11 @@ func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigSt
 		if sg != nil && q.Qtype == dns.TypeNSEC {
 			// The NSEC a negative answer here would carry, as asked.
 			m.Answer = append(m.Answer, compactNSEC(owner, z.typesAt(name, byType), st.negativeSOA(z).Header().Ttl))
-			return finish(ecsEcho(ecsIn))
+			return finish(ecsEcho(ecsIn)), ""
 		}
 		// NODATA: the name exists without this type.
 		st.deny(m, z, owner, z.typesAt(name, byType), true, sg)
-		return finish(ecsEcho(ecsIn))
+		return finish(ecsEcho(ecsIn)), ""
 	}
 }
 
@@ -770,14 +794,18 @@ func ecsEcho(in *dns.EDNS0_SUBNET) *dns.EDNS0_SUBNET {
 	return &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: in.Family, SourceNetmask: in.SourceNetmask, Address: in.Address}
 }
 
-// answerManaged answers a traffic-managed name and returns the ECS scope;
-// sg proves a NODATA (nil: unsigned).
-func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, name string, nv *nameView, client netip.Addr, sg *signer) int {
-	region, bits := nv.clientRegion(client)
+// answerManaged answers a traffic-managed name for client, whose region it
+// returns with the prefix length the answer depends on: the matched geo
+// prefix's, at least the client's network's when steering or max_answers
+// decide by it. (ecsScope makes that the ECS scope: only for ECS queries,
+// as it is another pass over the geo list.) sg proves a NODATA (nil:
+// unsigned).
+func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, name string, nv *nameView, client netip.Addr, sg *signer) (region string, bits int) {
+	region, bits = nv.clientRegion(client)
 	rv := nv.regions[region]
 	if rv.servfail {
 		m.Rcode = dns.RcodeServerFailure
-		return bits
+		return region, bits
 	}
 	v4, v6, ttl := rv.v4, rv.v6, rv.ttl
 	if rv.steer != nil {
@@ -789,16 +817,23 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 	}
 	var addrs []netip.Addr
 	var buf [16]netip.Addr
+	from := v4
 	switch q.Qtype {
 	case dns.TypeA:
 		addrs = pick(buf[:0], v4, nv.cfg.MaxAnswers, client)
 	case dns.TypeAAAA:
+		from = v6
 		addrs = pick(buf[:0], v6, nv.cfg.MaxAnswers, client)
 	case dns.TypeANY:
 		addrs = pick(buf[:0], v4, nv.cfg.MaxAnswers, client)
 		if len(addrs) > 1 {
 			addrs = addrs[:1] // RFC 8482: one record is enough
 		}
+	}
+	if n := nv.cfg.MaxAnswers; n > 0 && n < len(from) {
+		// A subset rotated by the client's network: say so in the scope,
+		// or a resolver gives one network's subset to all its clients.
+		bits = steerScope(client, bits)
 	}
 	for _, a := range addrs {
 		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: ttl}
@@ -826,7 +861,7 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 			st.deny(m, z, q.Name, types, true, sg)
 		}
 	}
-	return bits
+	return region, bits
 }
 
 // zoneFor returns the zone qname falls in, or nil.

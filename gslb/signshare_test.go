@@ -36,7 +36,7 @@ func TestFreshSignaturesSharedOverTCP(t *testing.T) {
 			counterValue(t, s, "ringlb_gslb_signatures_total", "from", "client_share")
 	}
 
-	const conns, perConn = 3, 100 // the server takes 128 queries a connection
+	const conns, perConn = 3, 100
 	var mu sync.Mutex
 	aSigned, aRefused := 0, 0
 	var wg sync.WaitGroup

@@ -189,8 +189,9 @@ func steered(client netip.Addr, share float64) bool {
 	return float64(xxhash.Sum64(b[:])%10000) < share*10000
 }
 
-// steerScope is the ECS scope of a steering region's answer: the client
-// network steering decides by, or the geo prefix when longer.
+// steerScope is the ECS scope of a steering region's answer, or of a subset
+// max_answers rotates: the client network both decide by, or the scope
+// without them when longer.
 func steerScope(client netip.Addr, bits int) int {
 	if client.Is4() {
 		return max(bits, 24)

@@ -1,0 +1,137 @@
+package gslb
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// ecsAnswer asks name A with ECS addr/24 over UDP; it returns the answer's
+// addresses and the scope the server claims them valid for.
+func ecsAnswer(t *testing.T, s *Server, name, addr string) (string, int) {
+	t.Helper()
+	m := query(t, s, "udp", name, dns.TypeA, ecs(addr, 24))
+	for _, o := range m.IsEdns0().Option {
+		if e, ok := o.(*dns.EDNS0_SUBNET); ok {
+			return answerIPs(m), int(e.SourceScope)
+		}
+	}
+	t.Fatalf("ECS %s/24: no ECS in the answer %v", addr, m)
+	return "", 0
+}
+
+// A resolver with EDNS Client Subnet caches an answer for every client in
+// the network the scope names (RFC 7871 7.3.1). The scope must therefore
+// leave out every network another region answers: east is 10.0.0.0/8 but
+// west 10.2.0.0/16 inside it, and the default region (east) answers the
+// rest. Each answer is checked as a resolver would use it: a client inside
+// the claimed network gets the same answer when it asks itself.
+func TestECSScopeCoversOnlyTheRegion(t *testing.T) {
+	east, west := newFakeBalancer(t), newFakeBalancer(t)
+	cfg := parseGSLB(t, "", east.addr(), west.addr())
+	cfg.Names[0].Geo = map[string][]string{"east": {"10.0.0.0/8", "127.0.0.1/32"}, "west": {"10.2.0.0/16", "127.0.0.2/32", "192.168.7.0/24"}}
+	s := cnameToManagedConfig2(t, cfg)
+	for _, c := range []struct{ client, inside, want string }{
+		{"10.5.0.0", "10.2.9.0", "192.0.2.1"},       // east's /8, around west's /16
+		{"10.2.9.0", "10.2.200.0", "192.0.2.2"},     // west's /16
+		{"11.0.0.0", "10.2.9.0", "192.0.2.1"},       // no prefix: the default region
+		{"192.168.6.0", "192.168.7.0", "192.0.2.1"}, // no prefix, next to west's /24
+	} {
+		for _, name := range []string{"ide.ringlb.test.", "app.ringlb.test."} {
+			got, scope := ecsAnswer(t, s, name, c.client)
+			if got != c.want {
+				t.Errorf("%s for %s: %s, want %s", name, c.client, got, c.want)
+				continue
+			}
+			claimed := netip.PrefixFrom(netip.MustParseAddr(c.client), scope).Masked()
+			t.Logf("%s for %s/24: %s, scope /%d (%s)", name, c.client, got, scope, claimed)
+			inside := netip.MustParseAddr(c.inside)
+			if !claimed.Contains(inside) {
+				continue // the scope leaves the other network out
+			}
+			if other, _ := ecsAnswer(t, s, name, c.inside); other != got {
+				t.Errorf("%s for %s: %s with scope /%d, claimed for %s, but %s gets %s", name, c.client, got, scope, claimed, c.inside, other)
+			}
+		}
+	}
+}
+
+func TestECSScopeIPv6(t *testing.T) {
+	nv := &nameView{deflt: "east", geo: []geoEntry{
+		{netip.MustParsePrefix("2001:db8:0:200::/56"), "west"},
+		{netip.MustParsePrefix("10.2.0.0/16"), "west"},
+		{netip.MustParsePrefix("2001:db8::/32"), "east"},
+	}}
+	for _, c := range []struct {
+		client string
+		want   int
+	}{
+		{"2001:db8:0:300::", 56}, // east's /32; west's /56 shares 55 bits with it
+		{"2001:db8:1::", 48},     // east's /32; shares 47 bits with west's /56
+		{"2001:db9::", 32},       // the default (east); shares 31 bits with west's /56
+		{"2001:db8:0:2ff::", 56}, // west's /56 itself
+		{"10.3.0.0", 16},         // the default, next to west's 10.2.0.0/16
+	} {
+		a := netip.MustParseAddr(c.client)
+		region, bits := nv.clientRegion(a)
+		if got := nv.ecsScope(a, region, bits); got != c.want {
+			t.Errorf("%s (%s /%d): scope /%d, want /%d", c.client, region, bits, got, c.want)
+		}
+	}
+}
+
+// ECS with a source prefix of 0 carries no client information: a client
+// opted out (RFC 7871 7.1.2), and its resolver passes the /0 on. The answer
+// is then the querier's own — as without ECS — with scope 0, the answer a
+// resolver keeps for /0 queries alone, not the default region's for
+// address 0.0.0.0 nor a scope naming a network no client is in.
+func TestECSSourcePrefixZero(t *testing.T) {
+	s := startGSLB(t, gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), ""))
+	for _, c := range []struct{ src, want string }{{"127.0.0.1", "192.0.2.1"}, {"127.0.0.2", "192.0.2.2"}} {
+		m := queryFrom(t, s, "udp", c.src, "ide.ringlb.test.", dns.TypeA, ecs("0.0.0.0", 0))
+		var e *dns.EDNS0_SUBNET
+		for _, o := range m.IsEdns0().Option {
+			e, _ = o.(*dns.EDNS0_SUBNET)
+		}
+		if got := answerIPs(m); got != c.want || e == nil || e.SourceNetmask != 0 || e.SourceScope != 0 {
+			t.Errorf("from %s with ECS /0: %s, ECS %v; want %s, scope 0", c.src, got, e, c.want)
+		}
+	}
+}
+
+// With max_answers the subset answered is rotated by the client's /24
+// (/56): the answer then depends on that network, and the scope must say
+// so, or a resolver gives the first asker's subset to every client of the
+// region (or, for the default region, to all its clients) and the rotation
+// spreads nothing — and whoever asks first chooses the member they all get.
+func TestECSScopeWithMaxAnswers(t *testing.T) {
+	cfg := fuzzConfig(t)
+	cfg.Names[0].MaxAnswers = 1
+	east := cfg.Names[0].Regions["east"]
+	east.Members = append(slices.Clone(east.Members), configs.Member{Name: "bal-3", Address: "192.0.2.11", ServeMode: configs.ServeAlways})
+	cfg.Names[0].Regions["east"] = east
+	s := startGSLB(t, cfg)
+	checked := 0
+	for i := range 8 {
+		for _, c := range []struct{ client, inside string }{
+			{fmt.Sprintf("10.1.%d.0", i), fmt.Sprintf("10.1.%d.0", 100+i)}, // east's 10.1.0.0/16
+			{fmt.Sprintf("11.0.%d.0", i), fmt.Sprintf("11.0.%d.0", 100+i)}, // the default region (east)
+		} {
+			got, scope := ecsAnswer(t, s, "ide.ringlb.test.", c.client)
+			claimed := netip.PrefixFrom(netip.MustParseAddr(c.client), scope).Masked()
+			if !claimed.Contains(netip.MustParseAddr(c.inside)) {
+				continue
+			}
+			checked++
+			if other, _ := ecsAnswer(t, s, "ide.ringlb.test.", c.inside); other != got {
+				t.Errorf("for %s: %s with scope /%d, claimed for %s, but %s gets %s", c.client, got, scope, claimed, c.inside, other)
+			}
+		}
+	}
+	t.Logf("%d answers claimed for a network holding another client's", checked)
+}

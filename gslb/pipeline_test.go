@@ -1,0 +1,68 @@
+package gslb
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// A resolver may pipeline queries on one TCP connection (RFC 7766 6.2.1.1).
+// miekg/dns closes a connection after 128 queries by default; closed with
+// queries still unread, the kernel resets it, and the client's kernel
+// drops the answers it had received but not yet read. Every query sent on
+// an open connection is answered and read.
+func TestTCPPipelinedQueriesAllAnswered(t *testing.T) {
+	s := startGSLB(t, gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), ""))
+	const queries = 300
+	var burst []byte
+	for i := range queries {
+		m := new(dns.Msg)
+		m.SetQuestion("www.ringlb.test.", dns.TypeA)
+		m.Id = uint16(i + 1)
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		burst = append(binary.BigEndian.AppendUint16(burst, uint16(len(b))), b...)
+	}
+	c, err := net.DialTimeout("tcp", s.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	// Read only once the server has answered: a client busy elsewhere, or
+	// on a slow path, reads late.
+	answered := func() float64 { return counterValue(t, s, "ringlb_gslb_queries_total", "qtype", "A") }
+	for deadline := time.Now().Add(30 * time.Second); answered() < queries; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d queries pipelined on one connection: the server answered %v", queries, answered())
+		}
+	}
+	r := bufio.NewReader(c)
+	seen := map[uint16]bool{}
+	for len(seen) < queries {
+		var l [2]byte
+		if _, err := io.ReadFull(r, l[:]); err != nil {
+			t.Fatalf("after %d answers of %d: %v", len(seen), queries, err)
+		}
+		a := make([]byte, binary.BigEndian.Uint16(l[:]))
+		if _, err := io.ReadFull(r, a); err != nil {
+			t.Fatal(err)
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(a); err != nil || len(m.Answer) != 1 {
+			t.Fatalf("answer %d: %v %v", len(seen), m, err)
+		}
+		seen[m.Id] = true
+	}
+	t.Logf("%d pipelined queries on one connection: %d answers read", queries, len(seen))
+}
