@@ -75,6 +75,10 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 		b.reply(ctx, "", fasthttp.StatusNotFound, []byte("not found\n"))
 		return
 	}
+	if len(ctx.Host()) == 0 {
+		b.refuse(ctx, fasthttp.StatusBadRequest, errNoHost)
+		return
+	}
 
 	if len(ctx.Request.Header.Peek(headerRequestID)) == 0 {
 		var idBuf [32]byte
