@@ -215,13 +215,14 @@ func parseStatus(head []byte) (int, error) {
 }
 
 // relayAnswer makes resp the edge's non-101 answer to an upgrade: its head
-// (read starts with it, and holds any bytes after it too) and its body streamed from
-// conn as the client takes it, as a plain request's answer is. Read whole
-// first (up to 1 MiB), an answer the client did not read held that much of
-// the balancer per connection: a client asking for a download with upgrade
-// headers, the app ignoring them. relayAnswer owns conn: it is closed once
-// the body is relayed or resp is reset, or on an error. head: the request is
-// a HEAD (the answer has no body whatever its Content-Length says).
+// (read starts with it, and holds any bytes after it too) and its body,
+// streamed from conn as the client takes it, as a plain request's answer
+// is. Read whole first (up to 1 MiB), an answer the client did not read
+// held that much of the balancer per connection: a client asking for a
+// download with upgrade headers, the app ignoring them. relayAnswer owns
+// conn: it is closed once the body is relayed or resp is reset, or on an
+// error. head: the request is a HEAD (the answer has no body whatever its
+// Content-Length says).
 func relayAnswer(resp *fasthttp.Response, read []byte, conn net.Conn, head bool) error {
 	resp.Reset()
 	in := fasthttp.AcquireResponse()
