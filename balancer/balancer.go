@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
@@ -70,6 +71,9 @@ type Balancer struct {
 
 	data  *fasthttp.Server
 	admin *http.Server
+	// httpLog carries the data and redirect servers' own error lines:
+	// counted, written at most once per acceptguard.DefaultLogEvery.
+	httpLog httplog.Logger
 	// peerClient calls other nodes' admin APIs (dashboard.go).
 	peerClient *http.Client
 	// op is the admin plane: logins, audit log, operator state, history
@@ -158,6 +162,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 	if b.metrics, err = newMetrics(reg, r, b.certExpiry, b.tableGauges()); err != nil {
 		return nil, fmt.Errorf("balancer: register metrics: %w", err)
 	}
+	b.httpLog = httplog.Logger{L: b.log, Limit: &httplog.Limit{Every: acceptguard.DefaultLogEvery, Lines: b.metrics.connectionErrors}}
 	b.data = &fasthttp.Server{
 		Handler:               b.serveData,
 		ReadTimeout:           cfg.Limits.RequestTimeout.D(),
@@ -184,7 +189,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		// Malformed requests are anyone's to send: their content
 		// (tokens, cookies) stays out of the error lines (httplog).
 		SecureErrorLogMessage: true,
-		Logger:                httplog.Logger{L: b.log},
+		Logger:                b.httpLog,
 	}
 	b.current.Store(rl)
 	binary.LittleEndian.PutUint64(b.requestIDPrefix[:], rand.Uint64())

@@ -6,10 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -162,10 +164,12 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 			return c, nil
 		},
 		// A dial error goes to the next candidate at once (the balancer's
-		// own retry); other errors on idempotent requests (typically a
-		// pooled keep-alive connection the edge closed) are retried here.
+		// own retry); a GET or HEAD that met a pooled keep-alive connection
+		// the edge had closed is retried here. Nothing else is: retrying
+		// every error (fasthttp's default) sent one GET whose answer timed
+		// out or was broken to the edge 5 times, and held its client 5 × 30 s.
 		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
-			return false, !isDialError(err) && (req.Header.IsGet() || req.Header.IsHead())
+			return false, staleConnection(err) && (req.Header.IsGet() || req.Header.IsHead())
 		},
 		ReadTimeout:  responseTimeout,
 		WriteTimeout: responseTimeout,
@@ -211,6 +215,16 @@ func (p *edgePool) closeIdle() {
 	for _, e := range p.edges {
 		e.client.CloseIdleConnections()
 	}
+}
+
+// staleConnection reports whether err, from a request to an edge, says the
+// connection was closed before a byte of answer came: a keep-alive
+// connection the edge closed while it sat idle in the pool (io.EOF on the
+// answer's first byte, which is how HostClient reports a close or reset
+// there), or one the write found closed. A timeout or a malformed answer is
+// the edge's answer to this request, not a stale connection.
+func staleConnection(err error) bool {
+	return !isDialError(err) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET))
 }
 
 func isDialError(err error) bool {

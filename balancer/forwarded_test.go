@@ -5,6 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -175,5 +178,60 @@ func TestUnrequestedSwitchNotReused(t *testing.T) {
 	defer mu.Unlock()
 	if reused != 0 {
 		t.Errorf("%d requests went down the switched connection", reused)
+	}
+}
+
+// A header the client names in Connection is hop-by-hop: a proxy behind the
+// balancer (Go's httputil.ReverseProxy, Apache, Envoy in front of an app)
+// deletes it. On an upgrade the client's Connection went to the edge as it
+// was, so "Connection: Upgrade, ctstickiness, X-Forwarded-For" made such a
+// proxy drop the key the balancer routed with (the app then read the
+// client's other key from its cookie: one session on two backends) and the
+// client's address. The edge must get "Connection: Upgrade" and nothing the
+// client named but Upgrade.
+func TestUpgradeConnectionNamesNoHeaders(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	backend := startRawBackend(t)
+	h.ring.Update([]ring.Member{{Name: "raw", URL: backend.url, Weight: 1}})
+	// Through a hop-by-hop-honouring proxy, as a backend may sit.
+	u, err := url.Parse(backend.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
+	t.Cleanup(proxy.Close)
+
+	head := "GET /ws HTTP/1.1\r\nHost: bal\r\nctstickiness: routed\r\nCookie: ctstickiness=other\r\n" +
+		"Connection: Upgrade, ctstickiness, X-Forwarded-For, X-Forwarded-Proto, Cookie\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	// The proxy appends the balancer's address to the balancer's line:
+	// the client's (the balancer's peer) must still be there before it.
+	for _, via := range []struct{ name, url, xff string }{
+		{"direct", backend.url, "127.0.0.1"},
+		{"through a proxy", proxy.URL, "127.0.0.1, 127.0.0.1"},
+	} {
+		t.Run(via.name, func(t *testing.T) {
+			h.ring.Update([]ring.Member{{Name: "raw", URL: via.url, Weight: 1}})
+			if got := exchange(t, h.addr, head, 1, false); len(got) != 1 || got[0] != http.StatusSwitchingProtocols {
+				t.Fatalf("answers %v, want [101]", got)
+			}
+			reqs := backend.settle(t, h.bal)
+			if len(reqs) != 1 {
+				t.Fatalf("the backend parsed %d requests, want 1: %+v", len(reqs), reqs)
+			}
+			got := reqs[0].header
+			if c := got.Values("Connection"); len(c) != 1 || !strings.EqualFold(c[0], "Upgrade") {
+				t.Errorf("Connection %q, want Upgrade alone", c)
+			}
+			if k := got.Values("Ctstickiness"); len(k) != 1 || k[0] != "routed" {
+				t.Errorf("ctstickiness %q, want the routed key", k)
+			}
+			if xff := got.Get("X-Forwarded-For"); xff != via.xff {
+				t.Errorf("X-Forwarded-For %q, want %q", xff, via.xff)
+			}
+			if p := got.Get("X-Forwarded-Proto"); p != "http" {
+				t.Errorf("X-Forwarded-Proto %q, want http", p)
+			}
+		})
 	}
 }

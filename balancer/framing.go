@@ -42,6 +42,10 @@ var (
 	// A body that failed as it streamed: broken chunks, the client gone.
 	errBodyUnreadable = errors.New("unreadable request body")
 	errBodyTimeout    = errors.New("request body not received in time")
+	// errNoHost: a request without Host (HTTP/1.0 allows it) cannot be
+	// forwarded; the edge's pool found out only after dialing the edge, an
+	// error counted against it.
+	errNoHost = errors.New("no Host header")
 )
 
 // checkFraming reads the raw header block of h and reports whether the body

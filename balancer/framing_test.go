@@ -362,3 +362,34 @@ func TestRefusalAllocs(t *testing.T) {
 		t.Errorf("refusal allocates %v times per request", n)
 	}
 }
+
+// A request without Host (HTTP/1.0 allows it) cannot be forwarded: the
+// edge's pool dialed the edge, then refused to write it. Any client could so
+// have an error counted against an edge (backend_errors_total, which
+// alerts watch) and a WARN line written per request. The health path, which
+// probes send without Host, still answers.
+func TestRequestWithoutHost(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	backend := startRawBackend(t)
+	h.ring.Update([]ring.Member{{Name: "raw", URL: backend.url, Weight: 1}})
+	for _, tt := range []struct {
+		name, payload string
+		want          int
+	}{
+		{"plain", "GET /page HTTP/1.0\r\nctstickiness: k\r\n\r\n", 400},
+		{"upgrade", strings.Replace(strings.Replace(wsHead, "HTTP/1.1", "HTTP/1.0", 1), "Host: bal\r\n", "", 1) + "\r\n", 400},
+		{"health", "GET " + HealthPath + " HTTP/1.0\r\n\r\n", 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := exchange(t, h.addr, tt.payload, 1, false); fmt.Sprint(got) != fmt.Sprint([]int{tt.want}) {
+				t.Errorf("answers %v, want [%d]", got, tt.want)
+			}
+			if reqs := backend.settle(t, h.bal); len(reqs) != 0 {
+				t.Errorf("the backend got %+v", reqs)
+			}
+		})
+	}
+	if n := h.backendErrors(t); n != 0 {
+		t.Errorf("%v backend errors counted for requests without Host", n)
+	}
+}

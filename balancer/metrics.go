@@ -38,6 +38,11 @@ type metrics struct {
 	// acceptErrors counts failed accepts (EMFILE, ENFILE, ENOBUFS...), each
 	// retried after a backoff, by listener (data, redirect).
 	acceptErrors *prometheus.CounterVec
+	// connectionErrors counts client connections the data and redirect
+	// ports' HTTP server ended with an error (a malformed request head, one
+	// over max_header_bytes), each a line of fasthttp's own, rate-limited
+	// in the log (httplog.Limit).
+	connectionErrors prometheus.Counter
 
 	// The live-session table (table.go, table_sync.go).
 	//
@@ -99,6 +104,10 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 			Name: "ringlb_balancer_accept_errors_total",
 			Help: "Failed accepts (out of file descriptors or kernel memory), each retried after a backoff, by listener (data, redirect).",
 		}, []string{"listener"}),
+		connectionErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_balancer_connection_errors_total",
+			Help: "Client connections the data and redirect ports ended on an error of their HTTP server (a malformed request head, one over max_header_bytes); logged at most once per 10 s.",
+		}),
 		tableEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_session_table_evictions_total",
 			Help: "Live-session table entries removed, by reason (expired, capacity, backend_lost).",
@@ -156,7 +165,7 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 		Help: "1 once the live-session table routes (a starting balancer has a peer's table, or waited startup_wait), else 0.",
 	}, tg.ready)
 
-	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, m.rejectedTotal, m.acceptErrors, ringMembers, ringVersion, certExpires,
+	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, m.rejectedTotal, m.acceptErrors, m.connectionErrors, ringMembers, ringVersion, certExpires,
 		m.tableEvictions, m.tableRefused, m.tableConflicts, m.tableMoves, m.tableTunnelsClosed, m.tableIgnored, m.tableSyncLag, m.tableSyncBytes, tableEntries, tableReady} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -75,6 +75,10 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 		b.reply(ctx, "", fasthttp.StatusNotFound, []byte("not found\n"))
 		return
 	}
+	if len(ctx.Host()) == 0 {
+		b.refuse(ctx, fasthttp.StatusBadRequest, errNoHost)
+		return
+	}
 
 	if len(ctx.Request.Header.Peek(headerRequestID)) == 0 {
 		var idBuf [32]byte
@@ -475,16 +479,23 @@ func prepareRequestHeader(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, k
 	// Hop-by-hop headers describe the client's connection, not ours to the
 	// edge. Headers the client names in Connection go too — after which the
 	// X-Forwarded-* below are set, so a client cannot have them stripped by
-	// listing them.
-	if !upgrade {
-		if conn := h.Peek(fasthttp.HeaderConnection); len(conn) > 0 {
-			for name := range bytes.SplitSeq(conn, []byte{','}) {
-				if name = bytes.TrimSpace(name); len(name) > 0 {
-					h.DelBytes(name)
-				}
+	// listing them. An upgrade's too, but for Upgrade itself: a Connection
+	// header naming ctstickiness or X-Forwarded-For that reached the edge
+	// made a proxy in front of the app (which deletes what Connection
+	// names) drop the routed key, so the app took the client's cookie
+	// instead — another session than the one routed — and the client's
+	// address.
+	if conn := h.Peek(fasthttp.HeaderConnection); len(conn) > 0 {
+		for name := range bytes.SplitSeq(conn, []byte{','}) {
+			if name = bytes.TrimSpace(name); len(name) > 0 && !(upgrade && asciiEqualFold(name, fasthttp.HeaderUpgrade)) {
+				h.DelBytes(name)
 			}
 		}
-		h.Del(fasthttp.HeaderConnection)
+	}
+	h.Del(fasthttp.HeaderConnection)
+	if upgrade {
+		h.Set(fasthttp.HeaderConnection, "Upgrade")
+	} else {
 		h.Del(fasthttp.HeaderUpgrade)
 	}
 	for _, name := range [...]string{"Keep-Alive", "Proxy-Connection", fasthttp.HeaderProxyAuthorization, fasthttp.HeaderTE, fasthttp.HeaderTrailer} {

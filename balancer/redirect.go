@@ -5,8 +5,6 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
-
-	"github.com/ringlb/ringlb/balancer/httplog"
 )
 
 // ServeRedirect answers every request on ln with a permanent redirect to the
@@ -40,7 +38,7 @@ func (b *Balancer) ServeRedirect(ln net.Listener) error {
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
 		SecureErrorLogMessage: true,
-		Logger:                httplog.Logger{L: b.log},
+		Logger:                b.httpLog,
 	}
 	if !b.register(ln) {
 		return ErrClosed

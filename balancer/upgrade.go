@@ -25,12 +25,16 @@ const (
 	// maxResponseHead bounds the edge's response head; a 101 carries a
 	// handful of short headers, so more means a broken or hostile edge.
 	maxResponseHead = 16 << 10
-	// maxRelayBody bounds the body of a non-101 answer relayed to the client
-	// (an error page, a 421).
-	maxRelayBody = 1 << 20
+	// maxInterimAnswers bounds the 1xx answers (100 Continue to a
+	// forwarded Expect, 103 Early Hints) passed over before the edge's
+	// answer to an upgrade.
+	maxInterimAnswers = 16
 )
 
-var errHeadTooLarge = errors.New("response head too large")
+var (
+	errHeadTooLarge    = errors.New("response head too large")
+	errTooManyInterims = errors.New("too many 1xx answers before the answer")
+)
 
 // serveUpgrade handles a WebSocket upgrade: dial the owner first, hand it the
 // client's upgrade request and only when it answers 101 take the client
@@ -58,6 +62,9 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 
 	var tun *tunnel
 	edge, err := b.forward(snap, key, owner, func(m ring.Member, skipped []string) (string, error) {
+		// A 421 followed here left its answer streaming from the edge
+		// that sent it: closed with it.
+		ctx.Response.Reset()
 		e, err := b.edges.get(m)
 		if err != nil {
 			return "", &dialError{edge: m.Name, err: err}
@@ -89,9 +96,9 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 			tun = &tunnel{b: b, edge: m.Name, key: string(key), start: time.Now(), conn: conn, head: withCookie(head, n, cookie), idle: b.cfg.TunnelIdleTimeout.D()}
 			return "", nil
 		}
-		// Any other answer goes back to the client as an HTTP response.
-		err = readResponse(&ctx.Response, head, conn)
-		conn.Close()
+		// Any other answer goes back to the client as an HTTP response,
+		// its body streamed (relayAnswer owns conn from here).
+		err = relayAnswer(&ctx.Response, head, conn, ctx.IsHead())
 		if err != nil {
 			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()
 			return "", fmt.Errorf("edge %s: read response: %w", m.Name, err)
@@ -138,7 +145,9 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 
 // handshake writes the upgrade request to the edge and reads its response
 // head. It returns what it read — the head (head[:n]) and any bytes after it
-// — and the status code.
+// — and the status code. Interim answers (1xx but 101) before it are passed
+// over: taken for the answer, a 100 Continue was relayed as the final answer
+// and the edge's 101 behind it lost.
 func handshake(conn net.Conn, request []byte) (buf []byte, n, status int, err error) {
 	_ = conn.SetDeadline(time.Now().Add(responseTimeout))
 	if _, err := conn.Write(request); err != nil {
@@ -148,7 +157,21 @@ func handshake(conn net.Conn, request []byte) (buf []byte, n, status int, err er
 		return nil, 0, 0, err
 	}
 	buf = make([]byte, 0, 4096)
+	from, interims := 0, 0 // from: where the head's end may start
 	for {
+		if i := bytes.Index(buf[from:], []byte("\r\n\r\n")); i >= 0 {
+			n = from + i + 4
+			status, err := parseStatus(buf[:n])
+			if err != nil || status >= 200 || status == fasthttp.StatusSwitchingProtocols {
+				return buf, n, status, err
+			}
+			if interims++; interims > maxInterimAnswers {
+				return nil, 0, 0, errTooManyInterims
+			}
+			buf, from = buf[:copy(buf, buf[n:])], 0
+			continue
+		}
+		from = max(len(buf)-3, 0)
 		if len(buf) == cap(buf) {
 			if cap(buf) >= maxResponseHead {
 				return nil, 0, 0, errHeadTooLarge
@@ -156,15 +179,9 @@ func handshake(conn net.Conn, request []byte) (buf []byte, n, status int, err er
 			buf = slices.Grow(buf, cap(buf))
 		}
 		m, err := conn.Read(buf[len(buf):cap(buf)])
-		from := max(len(buf)-3, 0)
 		buf = buf[:len(buf)+m]
-		if i := bytes.Index(buf[from:], []byte("\r\n\r\n")); i >= 0 {
-			n = from + i + 4
-			status, err := parseStatus(buf[:n])
-			return buf, n, status, err
-		}
-		if err != nil {
-			if len(buf) == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
+		if err != nil && bytes.Index(buf[from:], []byte("\r\n\r\n")) < 0 {
+			if len(buf) == 0 && interims == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
 				// Closed before a byte of answer: the edge's process is
 				// dying (a kill closes its listener after accepting) or it
 				// shed the connection. Nothing reached the client and the
@@ -197,12 +214,64 @@ func parseStatus(head []byte) (int, error) {
 	return code, nil
 }
 
-// readResponse parses a complete non-101 response (the bytes already read,
-// then the rest from conn) into resp.
-func readResponse(resp *fasthttp.Response, read []byte, conn net.Conn) error {
+// relayAnswer makes resp the edge's non-101 answer to an upgrade: its head
+// (read starts with it, and holds any bytes after it too) and its body,
+// streamed from conn as the client takes it, as a plain request's answer
+// is. Read whole first (up to 1 MiB), an answer the client did not read
+// held that much of the balancer per connection: a client asking for a
+// download with upgrade headers, the app ignoring them. relayAnswer owns
+// conn: it is closed once the body is relayed or resp is reset, or on an
+// error. head: the request is a HEAD (the answer has no body whatever its
+// Content-Length says).
+func relayAnswer(resp *fasthttp.Response, read []byte, conn net.Conn, head bool) error {
 	resp.Reset()
+	in := fasthttp.AcquireResponse()
+	in.StreamBody, in.SkipBody = true, head
+	// The default 4 KiB buffer bounds the head, as HostClient's does a
+	// plain request's answer's (a 101's may be longer: handshake).
 	br := bufio.NewReader(io.MultiReader(bytes.NewReader(read), conn))
-	return resp.ReadLimitBody(br, maxRelayBody)
+	if err := in.ReadLimitBody(br, 0); err != nil {
+		fasthttp.ReleaseResponse(in)
+		conn.Close()
+		return err
+	}
+	in.Header.CopyTo(&resp.Header)
+	if in.BodyStream() == nil {
+		fasthttp.ReleaseResponse(in)
+		conn.Close()
+		return nil
+	}
+	size := in.Header.ContentLength()
+	if size < 0 {
+		size = -1 // chunked or until the edge closes: chunked to the client
+	}
+	resp.SetBodyStream(&relayedBody{in: in, conn: conn}, size)
+	return nil
+}
+
+// relayedBody is an edge's answer body on its way to the client; fasthttp
+// closes it once written (or when the response is reset).
+type relayedBody struct {
+	in   *fasthttp.Response
+	conn net.Conn
+}
+
+func (r *relayedBody) Read(p []byte) (int, error) {
+	if r.in == nil {
+		return 0, io.ErrClosedPipe
+	}
+	return r.in.BodyStream().Read(p)
+}
+
+func (r *relayedBody) Close() error {
+	if r.in == nil {
+		return nil
+	}
+	err := r.in.CloseBodyStream()
+	fasthttp.ReleaseResponse(r.in)
+	r.in = nil
+	r.conn.Close()
+	return err
 }
 
 // withCookie inserts a Set-Cookie line for an assigned key at the end of the

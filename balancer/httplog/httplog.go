@@ -8,7 +8,8 @@
 // package drops the rest (the one bad header line fasthttp still quotes).
 //
 // It is not an access log and does not decide what to log: only how a
-// server library's own lines reach slog.
+// server library's own lines reach slog, and, with a Limit, how many: a
+// malformed request is also anyone's to send at line rate.
 package httplog
 
 import (
@@ -17,15 +18,60 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Logger is a fasthttp.Logger writing to a slog.Logger at warn level,
 // with every quoted request fragment redacted.
-type Logger struct{ L *slog.Logger }
+type Logger struct {
+	L *slog.Logger
+	// Limit bounds the lines written; nil: every line. A server logs a
+	// line per connection it ends on a malformed request, which anyone
+	// can send as fast as the network carries it.
+	Limit *Limit
+}
+
+// Limit lets one line through per Every and counts every line in Lines
+// (nil: not counted); the line let through says how many were held back
+// since the one before ("suppressed").
+type Limit struct {
+	Every time.Duration
+	Lines prometheus.Counter
+
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether a line may be written at now and, if so, how many
+// were held back since the last one.
+func (l *Limit) allow(now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < l.Every {
+		l.suppressed++
+		return false, 0
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	return true, n
+}
 
 // Printf logs one fasthttp line.
 func (l Logger) Printf(format string, args ...any) {
-	l.L.Warn(Redact(fmt.Sprintf(format, args...)), "source", "fasthttp")
+	if l.Limit == nil {
+		l.L.Warn(Redact(fmt.Sprintf(format, args...)), "source", "fasthttp")
+		return
+	}
+	if l.Limit.Lines != nil {
+		l.Limit.Lines.Inc()
+	}
+	if ok, suppressed := l.Limit.allow(time.Now()); ok {
+		l.L.Warn(Redact(fmt.Sprintf(format, args...)), "source", "fasthttp", "suppressed", suppressed)
+	}
 }
 
 // Redacted replaces a quoted fragment of a request.

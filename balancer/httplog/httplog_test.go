@@ -1,10 +1,16 @@
 package httplog
 
 import (
+	"bytes"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestRedact(t *testing.T) {
@@ -55,4 +61,33 @@ func FuzzRedact(f *testing.F) {
 			rest = rest[i+len(q):]
 		}
 	})
+}
+
+// A limited Logger writes the first line, holds back the rest of its
+// interval (counting every one) and says how many it held back on the next.
+func TestLimit(t *testing.T) {
+	var out bytes.Buffer
+	lines := prometheus.NewCounter(prometheus.CounterOpts{Name: "lines_total"})
+	lim := &Limit{Every: time.Hour, Lines: lines}
+	l := Logger{L: slog.New(slog.NewTextHandler(&out, nil)), Limit: lim}
+	for range 5 {
+		l.Printf("error when serving connection %q<->%q: %s", "127.0.0.1:1", "127.0.0.1:2", "bad")
+	}
+	if n := strings.Count(out.String(), "\n"); n != 1 {
+		t.Fatalf("%d lines written, want 1: %s", n, out.String())
+	}
+	lim.mu.Lock()
+	lim.last = lim.last.Add(-time.Hour) // the interval is over
+	lim.mu.Unlock()
+	l.Printf("again")
+	if !strings.Contains(out.String(), "suppressed=4") {
+		t.Errorf("the next line does not say 4 were held back: %s", out.String())
+	}
+	var m dto.Metric
+	if err := lines.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetCounter().GetValue(); got != 6 {
+		t.Errorf("counted %v lines, want 6", got)
+	}
 }
