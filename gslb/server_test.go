@@ -54,7 +54,7 @@ func parseGSLB(t testing.TB, extra, eastProbe, westProbe string) configs.GSLB {
   listen: 127.0.0.1:0
   zones: [ { origin: ringlb.test, file: testdata/ringlb.test.zone } ]
   monitors:
-    bal: { type: http, interval: 50ms, timeout: 50ms, rise: 2, fall: 2, jitter: 0.01 }
+    bal: { type: http, interval: 200ms, timeout: 200ms, rise: 2, fall: 2, jitter: 0.01 }
   names:
     - name: ide.ringlb.test
       ttl: 30
@@ -392,7 +392,12 @@ func TestManualRecoverAndServeModes(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// ...until the operator recovers it.
+	// ...until the operator recovers it, once its monitor says it is up
+	// again (a recover while it is down would not hold).
+	waitFor(t, "east's monitor up again", func() bool {
+		up, _ := s.state.Load().pools.names["ide.ringlb.test."].regions["east"].members[0].prober.Up()
+		return up
+	})
 	if code := post("/api/pools/ide.ringlb.test/east/recover"); code != 200 {
 		t.Fatalf("recover: %d", code)
 	}
