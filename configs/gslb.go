@@ -241,10 +241,18 @@ type Member struct {
 	ServeMode string `yaml:"serve_mode"`
 }
 
+// DefaultRRLResponsesPerSecond is gslb.rate_limit.responses_per_second
+// when unset.
+const DefaultRRLResponsesPerSecond = 200
+
 // RateLimit is response rate limiting (RRL) against reflection floods.
 type RateLimit struct {
-	// ResponsesPerSecond per client prefix; 0 disables RRL (default 0).
-	ResponsesPerSecond int `yaml:"responses_per_second"`
+	// ResponsesPerSecond per client prefix, also the burst; 0 disables
+	// RRL (default 200, as NSD: an answer may be larger than its query, so
+	// a server without a limit lends its bandwidth to anyone who spoofs a
+	// victim's address; a resolver's clients over the limit get TC and
+	// ask over TCP).
+	ResponsesPerSecond *int `yaml:"responses_per_second"`
 	// Slip: every Nth limited UDP response is sent truncated (TC) instead of
 	// dropped, so real clients retry over TCP (default 2; 0 drops all).
 	Slip *int `yaml:"slip"`
@@ -357,6 +365,9 @@ func (g *GSLB) Provision() {
 		}
 	}
 	rl := &g.RateLimit
+	if rl.ResponsesPerSecond == nil {
+		rl.ResponsesPerSecond = ptr(DefaultRRLResponsesPerSecond)
+	}
 	if rl.Slip == nil {
 		rl.Slip = ptr(2)
 	}
@@ -447,7 +458,7 @@ func (g *GSLB) validate(ps *problems) {
 	checkRange(ps, "gslb.max_udp_size", g.MaxUDPSize, 512, 4096)
 	checkRange(ps, "gslb.max_tcp_connections", g.MaxTCPConnections, 1, maxDerivedConnections)
 	checkRange(ps, "gslb.max_tcp_connections_per_ip", g.MaxTCPConnectionsPerIP, 1, maxDerivedConnections)
-	checkRange(ps, "gslb.rate_limit.responses_per_second", rl.ResponsesPerSecond, 0, 10_000_000)
+	checkRange(ps, "gslb.rate_limit.responses_per_second", *rl.ResponsesPerSecond, 0, 10_000_000)
 	checkRange(ps, "gslb.rate_limit.slip", *rl.Slip, 0, 10)
 	checkRange(ps, "gslb.rate_limit.ipv4_prefix", rl.IPv4Prefix, 8, 32)
 	checkRange(ps, "gslb.rate_limit.ipv6_prefix", rl.IPv6Prefix, 16, 128)

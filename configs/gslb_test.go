@@ -89,7 +89,7 @@ func TestGSLBTransferAndRateLimit(t *testing.T) {
 	if tr := cfg.GSLB.Zones[0].Transfer; len(tr.Allow) != 1 || len(tr.Notify) != 1 {
 		t.Errorf("transfer %+v", tr)
 	}
-	if rl := cfg.GSLB.RateLimit; rl.ResponsesPerSecond != 20 || *rl.Slip != 2 || rl.IPv4Prefix != 24 || rl.IPv6Prefix != 56 {
+	if rl := cfg.GSLB.RateLimit; *rl.ResponsesPerSecond != 20 || *rl.Slip != 2 || rl.IPv4Prefix != 24 || rl.IPv6Prefix != 56 {
 		t.Errorf("rate limit %+v", rl)
 	}
 }

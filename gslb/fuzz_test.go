@@ -230,7 +230,7 @@ func FuzzUDPHandle(f *testing.F) {
 		f.Add(b)
 	}
 	cfg := fuzzTSIGConfig(f)
-	cfg.RateLimit.ResponsesPerSecond = 1000
+	cfg.RateLimit.ResponsesPerSecond = new(1000)
 	s, err := New(cfg, "fuzz", nil, nil)
 	if err != nil {
 		f.Fatal(err)

@@ -42,14 +42,14 @@ type rateLimiter struct {
 
 // newRateLimiter returns nil when RRL is off.
 func newRateLimiter(cfg configs.RateLimit, m *metrics) *rateLimiter {
-	if cfg.ResponsesPerSecond <= 0 {
+	if cfg.ResponsesPerSecond == nil || *cfg.ResponsesPerSecond <= 0 {
 		return nil
 	}
 	slip := 0
 	if cfg.Slip != nil {
 		slip = *cfg.Slip
 	}
-	rl := &rateLimiter{netBuckets: newNetBuckets(rrlShardBits, rrlSlotBits, float64(cfg.ResponsesPerSecond), cfg.IPv4Prefix, cfg.IPv6Prefix), slip: uint32(slip)}
+	rl := &rateLimiter{netBuckets: newNetBuckets(rrlShardBits, rrlSlotBits, float64(*cfg.ResponsesPerSecond), cfg.IPv4Prefix, cfg.IPv6Prefix), slip: uint32(slip)}
 	if m != nil {
 		drops, slips := m.rateLimited.WithLabelValues("drop"), m.rateLimited.WithLabelValues("slip")
 		rl.limitedDrops, rl.limitedSlips = drops.Inc, slips.Inc

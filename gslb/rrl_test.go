@@ -13,7 +13,7 @@ import (
 
 func TestRateLimiterDecide(t *testing.T) {
 	slip := 2
-	rl := newRateLimiter(configs.RateLimit{ResponsesPerSecond: 4, Slip: &slip, IPv4Prefix: 24, IPv6Prefix: 56}, nil)
+	rl := newRateLimiter(configs.RateLimit{ResponsesPerSecond: new(4), Slip: &slip, IPv4Prefix: 24, IPv6Prefix: 56}, nil)
 	now := time.Now()
 	a, sameNet, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.200"), netip.MustParseAddr("198.51.100.1")
 	var got []rrlAction
@@ -55,7 +55,7 @@ func TestRateLimiterDecide(t *testing.T) {
 	if d := rl.decide(v6c, now); d != rrlAllow {
 		t.Errorf("another /56 limited: %v", d)
 	}
-	if off := newRateLimiter(configs.RateLimit{}, nil); off != nil {
+	if off := newRateLimiter(configs.RateLimit{ResponsesPerSecond: new(0)}, nil); off != nil {
 		t.Error("rate limiter on with responses_per_second 0")
 	}
 }
@@ -89,7 +89,7 @@ func TestTruncatedReply(t *testing.T) {
 func TestRateLimitOverUDP(t *testing.T) {
 	east, west := newFakeBalancer(t), newFakeBalancer(t)
 	cfg := gslbConfig(t, east, west, "")
-	cfg.RateLimit.ResponsesPerSecond = 5
+	cfg.RateLimit.ResponsesPerSecond = new(5)
 	cfg.RateLimit.IPv4Prefix = 32 // so that 127.0.0.2 is another client prefix
 	s := startGSLB(t, cfg)
 	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s.Addr())))
@@ -185,7 +185,7 @@ func counterValue(t *testing.T, s *Server, name, label, value string) float64 {
 // handing the busy prefix (the reflection victim) a fresh budget.
 func TestRateLimiterKeepsBusyPrefix(t *testing.T) {
 	slip := 0
-	rl := newRateLimiter(configs.RateLimit{ResponsesPerSecond: 4, Slip: &slip, IPv4Prefix: 24, IPv6Prefix: 56}, nil)
+	rl := newRateLimiter(configs.RateLimit{ResponsesPerSecond: new(4), Slip: &slip, IPv4Prefix: 24, IPv6Prefix: 56}, nil)
 	now := time.Now()
 	victim := netip.MustParseAddr("192.0.2.1")
 	for range 4 {
@@ -211,7 +211,7 @@ func TestRateLimiterKeepsBusyPrefix(t *testing.T) {
 // BenchmarkRateLimiterDecide is RRL's cost per UDP response.
 func BenchmarkRateLimiterDecide(b *testing.B) {
 	slip := 2
-	rl := newRateLimiter(configs.RateLimit{ResponsesPerSecond: 1_000_000_000, Slip: &slip, IPv4Prefix: 24, IPv6Prefix: 56}, nil)
+	rl := newRateLimiter(configs.RateLimit{ResponsesPerSecond: new(1_000_000_000), Slip: &slip, IPv4Prefix: 24, IPv6Prefix: 56}, nil)
 	client, now := netip.MustParseAddr("192.0.2.1"), time.Now()
 	b.ReportAllocs()
 	for b.Loop() {

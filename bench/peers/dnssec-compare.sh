@@ -59,6 +59,7 @@ ringlb_config() { # port, signed (yes/no)
   echo "gslb:"
   echo "  listen: 127.0.0.1:$1"
   echo "  udp_workers: ${UDP_WORKERS:-1}"
+  echo "  rate_limit: { responses_per_second: 0 }   # off for a benchmark (one client asks at full speed)"
   echo "  admin: { listen: 127.0.0.1:0 }"
   echo "  zones:"
   echo "    - origin: ringlb.test"
