@@ -85,6 +85,45 @@ func TestTruncatedReply(t *testing.T) {
 	}
 }
 
+// A config that says nothing of rate limiting limits: a spoofed flood of
+// queries is not reflected whole at the address it names. Before RRL was
+// on by default, nothing was slipped or dropped.
+func TestRateLimitOnByDefault(t *testing.T) {
+	east, west := newFakeBalancer(t), newFakeBalancer(t)
+	s := startGSLB(t, parseGSLBYAML(t, gslbYAML("", "", east.addr(), west.addr())))
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s.Addr())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const sent = 2000
+	q := new(dns.Msg)
+	q.SetQuestion("www.ringlb.test.", dns.TypeA)
+	b, _ := q.Pack()
+	for range sent {
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The client's socket drops what overflows its buffer, so the server
+	// says what it did; the client reads until nothing more comes.
+	buf := make([]byte, 2048)
+	got := 0
+	for {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(buf); err != nil {
+			break
+		}
+		got++
+	}
+	drops, slips := int(rrlCount(t, s, "drop")), int(rrlCount(t, s, "slip"))
+	t.Logf("%d queries at once from one address, no rate_limit in the config: of those that reached it, the server slipped %d (TC) and dropped %d; the client read %d answers",
+		sent, slips, drops, got)
+	if drops == 0 || slips == 0 || drops+slips >= sent {
+		t.Errorf("dropped %d, slipped %d of %d: not rate-limited by default", drops, slips, sent)
+	}
+}
+
 // Over the limit, UDP answers stop (some slipped as TC), TCP still answers.
 func TestRateLimitOverUDP(t *testing.T) {
 	east, west := newFakeBalancer(t), newFakeBalancer(t)

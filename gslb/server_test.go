@@ -52,10 +52,15 @@ func parseGSLB(t testing.TB, extra, eastProbe, westProbe string) configs.GSLB {
 	t.Helper()
 	// RRL off: tests ask from one address far faster than its default
 	// rate; the tests of RRL turn it on.
-	y := fmt.Sprintf(`gslb:
+	return parseGSLBYAML(t, gslbYAML("  rate_limit: { responses_per_second: 0 }\n", extra, eastProbe, westProbe))
+}
+
+// gslbYAML is parseGSLB's gslb section, with rateLimit's lines (none: the
+// defaults).
+func gslbYAML(rateLimit, extra, eastProbe, westProbe string) string {
+	return fmt.Sprintf(`gslb:
   listen: 127.0.0.1:0
-  rate_limit: { responses_per_second: 0 }
-  zones: [ { origin: ringlb.test, file: testdata/ringlb.test.zone } ]
+%s  zones: [ { origin: ringlb.test, file: testdata/ringlb.test.zone } ]
   monitors:
     bal: { type: http, interval: 200ms, timeout: 200ms, rise: 2, fall: 2, jitter: 0.01 }
   names:
@@ -67,7 +72,11 @@ func parseGSLB(t testing.TB, extra, eastProbe, westProbe string) configs.GSLB {
 %s      regions:
         east: { monitor: bal, failover: [west], members: [ { name: bal-1, address: 192.0.2.1, probe: %q } ] }
         west: { monitor: bal, failover: [east], members: [ { name: bal-2, address: 192.0.2.2, probe: %q } ] }
-`, extra, eastProbe, westProbe)
+`, rateLimit, extra, eastProbe, westProbe)
+}
+
+func parseGSLBYAML(t testing.TB, y string) configs.GSLB {
+	t.Helper()
 	// Only the gslb section is used; gossip on loopback needs no key.
 	cfg, err := configs.Parse("gslb.yaml", []byte("cluster: { bind: 127.0.0.1:0 }\n"+y))
 	if err != nil {
