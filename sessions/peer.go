@@ -154,6 +154,7 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 // serveHandoff installs sessions handed on by a draining edge, each idle
 // (kept for idle_grace) until its clients resume.
 func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
+	defer s.bodies.give(&ctx.Request.Header) // its body's slot (bodies.go)
 	if !ctx.IsPost() {
 		ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
 		return

@@ -30,6 +30,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/time/rate"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/httplog"
@@ -122,6 +123,10 @@ type Server struct {
 	pollShut    bool      // Shutdown has closed it: never made again
 	data        *fasthttp.Server
 	admin       *http.Server
+	// bodies holds the hand-off bodies being read; bodyLog spaces the
+	// lines of refused bodies (bodies.go).
+	bodies  bodyGate
+	bodyLog rate.Sometimes
 
 	// Keepalive and close timings; fields so tests can shorten them.
 	pingInterval time.Duration
@@ -187,6 +192,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		readerLinger: defaultReaderLinger,
 		conns:        make(map[*participant]struct{}),
 		drainStarted: make(chan struct{}),
+		bodyLog:      rate.Sometimes{Interval: bodyLogEvery},
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -269,6 +275,10 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		// (tokens, cookies) stays out of the error lines (httplog).
 		SecureErrorLogMessage: true,
 		Logger:                httplog.Logger{L: s.log},
+		// Each request's body limit is set on its head, before fasthttp
+		// allocates the body it announces (bodies.go).
+		HeaderReceived: s.bodyLimit,
+		ErrorHandler:   s.requestError,
 	}
 	s.admin = s.newAdminServer()
 	return s
