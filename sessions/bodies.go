@@ -33,8 +33,6 @@ const (
 	// once, and no more than this many × maxHandoffBody is ever allotted.
 	// Beyond, a hand-off is answered 503 + Retry-After at once.
 	handoffBodies = 4
-	// bodyLogEvery spaces the "request body refused" lines.
-	bodyLogEvery = 10 * time.Second
 )
 
 // Reasons a request body is refused (ringlb_edge_request_bodies_refused_total).
@@ -116,7 +114,7 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 
 // requestError is the data port's ErrorHandler: fasthttp's answers, and
 // the refusals of bodyLimit's limits (413, or 503 for a hand-off that
-// found every slot taken), counted and logged at most once per 10 s.
+// found every slot taken), counted and logged sparingly (refusalLog).
 func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	h := &ctx.Request.Header
 	s.bodies.give(h)
@@ -129,9 +127,7 @@ func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 			reason = bodyBusy
 		}
 		s.metrics.bodiesRefused.WithLabelValues(reason).Inc()
-		s.bodyLog.Do(func() {
-			s.log.Warn("request body refused", "reason", reason, "remote", ctx.RemoteIP(), "announced", h.ContentLength())
-		})
+		s.bodyLog.warn(s.log, "request body refused", "reason", reason, "remote", ctx.RemoteIP(), "announced", h.ContentLength())
 		if reason == bodyBusy {
 			ctx.Error("service unavailable: hand-offs busy\n", fasthttp.StatusServiceUnavailable)
 			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")

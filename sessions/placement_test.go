@@ -34,8 +34,14 @@ type clusterEdge struct {
 // cluster cl (the first one seeds it) and checks ownership.
 func startClusterEdge(t *testing.T, cl *healthtest.Cluster, name string) *clusterEdge {
 	t.Helper()
+	return startClusterEdgeLog(t, cl, name, slog.New(slog.DiscardHandler))
+}
+
+// startClusterEdgeLog is startClusterEdge logging to logger.
+func startClusterEdgeLog(t *testing.T, cl *healthtest.Cluster, name string, logger *slog.Logger) *clusterEdge {
+	t.Helper()
 	// A short idle_grace, so an ended session (and its pin) goes soon.
-	s := New(provisioned(configs.Edge{IdleGrace: configs.Duration(time.Second)}), name, "east", slog.New(slog.DiscardHandler), nil)
+	s := New(provisioned(configs.Edge{IdleGrace: configs.Duration(time.Second)}), name, "east", logger, nil)
 	e := &testEdge{s: s, joined: make(chan string, 1024)}
 	s.joined = func(key string) { e.joined <- key }
 	dl, err := net.Listen("tcp", "127.0.0.1:0")
