@@ -41,7 +41,7 @@ func (h refusalLines) Handle(_ context.Context, r slog.Record) error {
 func TestPeerRefusalsLogSparingly(t *testing.T) {
 	var lines, refusals atomic.Int64
 	cl := healthtest.New(t)
-	a := startClusterEdgeLog(t, cl, "edge-a", slog.New(refusalLines{&lines, &refusals}))
+	a := startClusterEdgeWith(t, cl, "edge-a", slog.New(refusalLines{&lines, &refusals}), testRing)
 	b := startClusterEdge(t, cl, "edge-b")
 	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
 	c, err := net.Dial("tcp", a.data)

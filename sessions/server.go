@@ -142,11 +142,11 @@ type Server struct {
 	pollShut    bool      // Shutdown has closed it: never made again
 	data        *fasthttp.Server
 	admin       *http.Server
-	// bodies holds the hand-off bodies being read (bodies.go); bodyLog and
-	// peerLog space the lines of refused bodies and refused edge-to-edge
-	// requests.
-	bodies           bodyGate
-	bodyLog, peerLog refusalLog
+	// bodies holds the hand-off bodies being read (bodies.go); bodyLog,
+	// peerLog and skipLog space the lines of refused bodies, refused
+	// edge-to-edge requests and joins refused for their X-Ringlb-Skip.
+	bodies                    bodyGate
+	bodyLog, peerLog, skipLog refusalLog
 
 	// Keepalive and close timings; fields so tests can shorten them.
 	pingInterval time.Duration
@@ -214,6 +214,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		drainStarted: make(chan struct{}),
 		bodyLog:      refusalLog{every: rate.Sometimes{Interval: refusalLogEvery}},
 		peerLog:      refusalLog{every: rate.Sometimes{Interval: refusalLogEvery}},
+		skipLog:      refusalLog{every: rate.Sometimes{Interval: refusalLogEvery}},
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
