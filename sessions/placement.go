@@ -355,8 +355,9 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 // until the ring changes), and X-Ringlb-Skip is anyone's to send: every
 // ordering of every subset of the ring's edges was a ring of its own, so
 // joins naming new orderings held the edge's CPU and grew its heap without
-// bound (TestSkipSetsBounded: 1,099 joins of ~250 bytes, 5 s of CPU and
-// +35 MiB on an 8-edge ring; 8 names of 20 edges reach 10^8 rings).
+// bound (TestSkipSetsBounded: 1,099 joins of ~250 bytes held the edge
+// 2.6–5 s and +35 MiB on an 8-edge ring; 8 names of 20 edges reach 10^8
+// rings).
 // Balancers name the edges they failed to dial (at most 4, and the same
 // set while a failure lasts), so a few sets per version are all they use.
 const maxSkipSets = 32

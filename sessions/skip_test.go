@@ -45,7 +45,7 @@ func skipPermutations(names []string, k int) [][]string {
 // names is a ring to build (milliseconds) and keep until the ring changes.
 // The attack: token-less joins naming every ordering of up to 5 of an
 // 8-edge ring's edges. Before, each ordering was a ring of its own: 1,099
-// joins held 5 s of the edge's CPU and +35 MiB of heap (and 8 names of 20
+// joins held the edge 2.6–5 s and +35 MiB of heap (and 8 names of 20
 // edges reach 10^8 rings). Now the names are a set, any order builds its
 // one ring, at most maxSkipSets sets of two or more per ring version; a
 // join naming another is refused with 503 and counted.
