@@ -123,7 +123,9 @@ func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		reason := bodyTooLarge
-		if isHandoff(h) && h.ContentLength() <= maxHandoffBody {
+		// A hand-off within its limit was refused only for want of a slot
+		// (a chunked one, which edges never send, counts as too large).
+		if n := h.ContentLength(); isHandoff(h) && n > 0 && n <= maxHandoffBody {
 			reason = bodyBusy
 		}
 		s.metrics.bodiesRefused.WithLabelValues(reason).Inc()
