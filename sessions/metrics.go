@@ -46,6 +46,12 @@ type metrics struct {
 	// rejected counts data-port connections refused by a limit, by reason
 	// (max_connections).
 	rejected *prometheus.CounterVec
+	// bodiesRefused counts data-port requests whose body was refused on
+	// their head (bodies.go), by reason (too_large, busy).
+	bodiesRefused *prometheus.CounterVec
+	// skipRefused counts joins refused (503) because their X-Ringlb-Skip
+	// named a set of edges beyond maxSkipSets for the ring (placement.go).
+	skipRefused prometheus.Counter
 	// idleForgotten counts idle sessions forgotten before their idle_grace
 	// ran out, beyond edge.max_idle_sessions (idle.go).
 	idleForgotten prometheus.Counter
@@ -127,6 +133,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_edge_rejected_connections_total",
 			Help: "Data-port connections refused by a limit (answered 503 and closed), by reason.",
 		}, []string{"reason"}),
+		bodiesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_edge_request_bodies_refused_total",
+			Help: "Data-port requests refused on their head for the body they announced: over their path's limit (too_large: 413) or a hand-off while every hand-off slot was taken (busy: 503), by reason.",
+		}, []string{"reason"}),
+		skipRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_skip_sets_refused_total",
+			Help: "Joins refused with 503 because their X-Ringlb-Skip named a set of edges beyond the sets one ring version builds rings for.",
+		}),
 		idleForgotten: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_idle_sessions_forgotten_total",
 			Help: "Sessions without participants forgotten before their idle_grace ran out: the oldest idle beyond edge.max_idle_sessions.",
@@ -153,7 +167,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.peerRefused, m.lag,
-		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.rejected, m.idleForgotten,
+		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
 		m.replicationBytes, m.promotions, m.fencedOwners, m.replicationFallbacks, m.replicationLost} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

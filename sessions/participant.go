@@ -273,6 +273,10 @@ func (p *participant) run(key, head []byte, hijacked net.Conn) {
 	} else if s.joined != nil {
 		s.joined(string(key))
 	}
+	// The upgrade's resume has been replayed (v1) or is moot (raw, refused):
+	// its epoch, as long as the client made it (up to a request head,
+	// 16 KiB), is not kept for the connection's life.
+	p.resumeEpoch = ""
 	p.greet(head)
 	if !p.read(hijacked) {
 		p.finish()

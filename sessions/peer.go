@@ -154,6 +154,7 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 // serveHandoff installs sessions handed on by a draining edge, each idle
 // (kept for idle_grace) until its clients resume.
 func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
+	defer s.bodies.give(&ctx.Request.Header) // its body's slot (bodies.go)
 	if !ctx.IsPost() {
 		ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
 		return
@@ -165,7 +166,7 @@ func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
 	}
 	refuse := func(from string, err error) {
 		s.metrics.peerRefused.Inc()
-		s.log.Warn("hand-off refused", "from", from, "remote", ctx.RemoteIP(), "err", err)
+		s.peerLog.warn(s.log, "hand-off refused", "from", from, "remote", ctx.RemoteIP(), "err", err)
 		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
 	}
 	// With a cluster key the signature is checked before the body is

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -110,6 +111,12 @@ type ownership struct {
 	mu     sync.Mutex
 	past   []pastView
 	pinned map[string]uint64 // sessions pinned by us: key → hash
+
+	// skipMu guards the sets of two or more edges named in X-Ringlb-Skip
+	// whose ring skipSnap has built (without).
+	skipMu   sync.Mutex
+	skipSnap *ring.Snapshot
+	skipSets map[string]struct{}
 
 	repl *replicator // replication.go
 
@@ -280,9 +287,9 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		}
 		return n.Name, nil
 	}
-	snap := o.ring.Snapshot()
-	for _, name := range skip {
-		snap = snap.Without(name)
+	snap, err := o.without(o.ring.Snapshot(), skip)
+	if err != nil {
+		return "", err
 	}
 	owner, ok := snap.Locate(key)
 	if !ok {
@@ -342,6 +349,59 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 // errOwnerUnsure: a previous owner of the key could not say whether it hosts
 // the session (busy, or not yet aware of this edge); the join is refused
 // with 503 and retried.
+// maxSkipSets bounds the rings one ring version builds for X-Ringlb-Skip
+// sets of two edges or more (a single edge's are bounded by the ring's
+// size). Each is a ring rebuild (milliseconds of CPU, tens of KiB kept
+// until the ring changes), and X-Ringlb-Skip is anyone's to send: every
+// ordering of every subset of the ring's edges was a ring of its own, so
+// joins naming new orderings held the edge's CPU and grew its heap without
+// bound (TestSkipSetsBounded: 1,099 joins of ~250 bytes held the edge
+// 2.6–5 s and +35 MiB on an 8-edge ring; 8 names of 20 edges reach 10^8
+// rings).
+// Balancers name the edges they failed to dial (at most 4, and the same
+// set while a failure lasts), so a few sets per version are all they use.
+const maxSkipSets = 32
+
+// errSkipSets refuses a join whose X-Ringlb-Skip names a set of edges the
+// ring version has no room for (maxSkipSets): the client retries (503),
+// and a crashed edge's sessions need no skip once gossip has dropped it.
+var errSkipSets = errors.New("too many sets of unreachable edges named for this ring; retry")
+
+// without returns snap less the members skip names — the ring every node
+// builds once gossip has dropped them — or errSkipSets. The names are taken
+// as a set (sorted, once each, ring members only): in any order they make
+// the same ring, built and cached once.
+func (o *ownership) without(snap *ring.Snapshot, skip []string) (*ring.Snapshot, error) {
+	var buf [8]string // skipList reads at most 8
+	names := buf[:0]
+	for _, name := range skip {
+		if _, ok := snap.Member(name); ok && !slices.Contains(names, name) && len(names) < len(buf) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	if len(names) > 1 {
+		set := strings.Join(names, ",")
+		o.skipMu.Lock()
+		if o.skipSnap != snap {
+			o.skipSnap, o.skipSets = snap, make(map[string]struct{})
+		}
+		_, built := o.skipSets[set]
+		if !built && len(o.skipSets) >= maxSkipSets {
+			o.skipMu.Unlock()
+			o.srv.metrics.skipRefused.Inc()
+			o.srv.skipLog.warn(o.log, "join refused: X-Ringlb-Skip names one set of edges too many for this ring", "sets", maxSkipSets)
+			return nil, errSkipSets
+		}
+		o.skipSets[set] = struct{}{}
+		o.skipMu.Unlock()
+	}
+	for _, name := range names {
+		snap = snap.Without(name)
+	}
+	return snap, nil
+}
+
 var errOwnerUnsure = errors.New("cannot tell yet whether another edge hosts this session; retry")
 
 // takeForDead reports whether a claim's failure means the edge hosts

@@ -34,8 +34,14 @@ type clusterEdge struct {
 // cluster cl (the first one seeds it) and checks ownership.
 func startClusterEdge(t *testing.T, cl *healthtest.Cluster, name string) *clusterEdge {
 	t.Helper()
+	return startClusterEdgeWith(t, cl, name, slog.New(slog.DiscardHandler), testRing)
+}
+
+// startClusterEdgeWith is startClusterEdge logging to logger, on a ring of rc.
+func startClusterEdgeWith(t *testing.T, cl *healthtest.Cluster, name string, logger *slog.Logger, rc ring.Config) *clusterEdge {
+	t.Helper()
 	// A short idle_grace, so an ended session (and its pin) goes soon.
-	s := New(provisioned(configs.Edge{IdleGrace: configs.Duration(time.Second)}), name, "east", slog.New(slog.DiscardHandler), nil)
+	s := New(provisioned(configs.Edge{IdleGrace: configs.Duration(time.Second)}), name, "east", logger, nil)
 	e := &testEdge{s: s, joined: make(chan string, 1024)}
 	s.joined = func(key string) { e.joined <- key }
 	dl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -50,7 +56,7 @@ func startClusterEdge(t *testing.T, cl *healthtest.Cluster, name string) *cluste
 	go s.Serve(dl)
 	go s.ServeAdmin(al)
 	m := cl.Join(name, health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + e.data, Weight: 1, State: health.StateAlive})
-	s.UseCluster(m, testRing)
+	s.UseCluster(m, rc)
 	t.Cleanup(func() { // before the member leaves (cleanups run last first)
 		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 		defer cancel()

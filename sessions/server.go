@@ -30,6 +30,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/time/rate"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/httplog"
@@ -77,6 +78,25 @@ const (
 	writeBufferSize       = 4 << 10
 )
 
+// refusalLogEvery spaces the WARN lines of one kind of refusal.
+const refusalLogEvery = 10 * time.Second
+
+// refusalLog spaces the WARN lines of refusals anyone can provoke, each for
+// a few bytes of request: one line per refusalLogEvery, counting the
+// refusals it stands for. A line per refusal let one connection write
+// 2,000 WARN lines in 19 ms (TestPeerRefusalsLogSparingly).
+type refusalLog struct {
+	every rate.Sometimes
+	n     atomic.Int64
+}
+
+// warn counts a refusal and logs it with args, unless a line went out
+// less than refusalLogEvery ago.
+func (l *refusalLog) warn(log *slog.Logger, msg string, args ...any) {
+	l.n.Add(1)
+	l.every.Do(func() { log.Warn(msg, append(args, "refusals", l.n.Swap(0))...) })
+}
+
 // ErrClosed is returned by Serve and ServeAdmin after Shutdown.
 var ErrClosed = errors.New("sessions: shut down")
 
@@ -122,6 +142,11 @@ type Server struct {
 	pollShut    bool      // Shutdown has closed it: never made again
 	data        *fasthttp.Server
 	admin       *http.Server
+	// bodies holds the hand-off bodies being read (bodies.go); bodyLog,
+	// peerLog and skipLog space the lines of refused bodies, refused
+	// edge-to-edge requests and joins refused for their X-Ringlb-Skip.
+	bodies                    bodyGate
+	bodyLog, peerLog, skipLog refusalLog
 
 	// Keepalive and close timings; fields so tests can shorten them.
 	pingInterval time.Duration
@@ -187,6 +212,9 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		readerLinger: defaultReaderLinger,
 		conns:        make(map[*participant]struct{}),
 		drainStarted: make(chan struct{}),
+		bodyLog:      refusalLog{every: rate.Sometimes{Interval: refusalLogEvery}},
+		peerLog:      refusalLog{every: rate.Sometimes{Interval: refusalLogEvery}},
+		skipLog:      refusalLog{every: rate.Sometimes{Interval: refusalLogEvery}},
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -269,6 +297,10 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		// (tokens, cookies) stays out of the error lines (httplog).
 		SecureErrorLogMessage: true,
 		Logger:                httplog.Logger{L: s.log},
+		// Each request's body limit is set on its head, before fasthttp
+		// allocates the body it announces (bodies.go).
+		HeaderReceived: s.bodyLimit,
+		ErrorHandler:   s.requestError,
 	}
 	s.admin = s.newAdminServer()
 	return s

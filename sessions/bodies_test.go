@@ -1,0 +1,165 @@
+package sessions
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// heapInUse is the heap in use after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// declareBodies opens n connections to addr, each sending the head of a
+// POST to path that announces declared body bytes, and one byte of it.
+func declareBodies(t *testing.T, addr, path string, n, declared int) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(testDeadline))
+		if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\nx", path, declared); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// settledHeap samples the heap until it stops growing (a few samples
+// without growth) and returns its growth over base; a figure to log, not
+// to assert on.
+func settledHeap(base uint64) int64 {
+	var last uint64
+	still := 0
+	for range 50 {
+		h := heapInUse()
+		if h <= last+1<<20 {
+			still++
+			if still == 3 {
+				break
+			}
+		} else {
+			still = 0
+		}
+		last = h
+		time.Sleep(100 * time.Millisecond)
+	}
+	return int64(last) - int64(base)
+}
+
+// answers reads one answer from each of conns (each on a goroutine of its
+// own, so an answer that waits does not hold the others up) and sends its
+// status on the channel (0: the connection ended without one).
+func answers(conns []net.Conn) <-chan int {
+	ch := make(chan int, len(conns))
+	for _, c := range conns {
+		go func() {
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				ch <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			ch <- resp.StatusCode
+		}()
+	}
+	return ch
+}
+
+// A request head of a hundred bytes announcing a large body must not make
+// the data port allocate that body before any of it came. The attack:
+// POST heads announcing 4 MiB and sending one byte of it. Before, fasthttp
+// allocated the 4 MiB on every one and waited up to the read timeout
+// (30 s) for the rest: 64 heads held +257 MiB of heap. Now a body over its
+// path's limit is refused (413) on its head; hand-offs, the one large body
+// the data port takes, are read at most handoffBodies at once, and the
+// others answered 503 at once.
+func TestDeclaredBodiesAllocateNothing(t *testing.T) {
+	e := startEdge(t, configs.Edge{}, nil)
+	const n, declared = 64, 4 << 20
+	counts := func(ch <-chan int, want int) map[int]int {
+		got := map[int]int{}
+		for range want {
+			select {
+			case code := <-ch:
+				got[code]++
+			case <-time.After(testDeadline):
+				t.Fatalf("%d answers of %d came: %v", len(got), want, got)
+			}
+		}
+		return got
+	}
+
+	base := heapInUse()
+	plain := answers(declareBodies(t, e.data, "/whoami", n, declared))
+	if got := counts(plain, n); got[http.StatusRequestEntityTooLarge] != n {
+		t.Errorf("heads announcing %d MiB to /whoami answered %v, want %d × 413", declared>>20, got, n)
+	}
+	t.Logf("%d heads announcing %d MiB to /whoami: heap +%d MiB", n, declared>>20, settledHeap(base)>>20)
+
+	base = heapInUse()
+	handoffs := answers(declareBodies(t, e.data, pathHandoff, n, declared))
+	// The ones beyond the slots are answered at once; the others wait
+	// for their bodies until handoffTimeout (408).
+	if got := counts(handoffs, n-handoffBodies); got[http.StatusServiceUnavailable] != n-handoffBodies {
+		t.Errorf("hand-off heads beyond the %d slots answered %v, want %d × 503", handoffBodies, got, n-handoffBodies)
+	}
+	t.Logf("%d hand-off heads announcing %d MiB, %d read: heap +%d MiB", n, declared>>20, handoffBodies, settledHeap(base)>>20)
+	if got := counts(handoffs, handoffBodies); got[http.StatusRequestTimeout] != handoffBodies {
+		t.Errorf("hand-offs whose body never came answered %v, want %d × 408", got, handoffBodies)
+	}
+	for reason, want := range map[string]float64{bodyTooLarge: n, bodyBusy: n - handoffBodies} {
+		if got := counterValue(t, e.s, "ringlb_edge_request_bodies_refused_total", reason); got != want {
+			t.Errorf("ringlb_edge_request_bodies_refused_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+
+	// The slots are free again, and a head announcing more than a
+	// hand-off may carry is refused as too large.
+	over := answers(declareBodies(t, e.data, pathHandoff, 1, maxHandoffBody+1))
+	if got := counts(over, 1); got[http.StatusRequestEntityTooLarge] != 1 {
+		t.Errorf("a hand-off head announcing more than %d bytes answered %v, want 413", maxHandoffBody, got)
+	}
+	late := answers(declareBodies(t, e.data, pathHandoff, handoffBodies, declared))
+	if got := counts(late, handoffBodies); got[http.StatusRequestTimeout] != handoffBodies {
+		t.Errorf("hand-offs after the slots were freed answered %v, want %d × 408 (read, then timed out)", got, handoffBodies)
+	}
+}
+
+// counterValue is the value of the counter name whose one label has value
+// label (0 when it has not counted yet).
+func counterValue(t testing.TB, s *Server, name, label string) float64 {
+	t.Helper()
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == label {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
