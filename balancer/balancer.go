@@ -28,7 +28,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/valyala/fasthttp"
 
-	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
@@ -162,7 +161,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 	if b.metrics, err = newMetrics(reg, r, b.certExpiry, b.tableGauges()); err != nil {
 		return nil, fmt.Errorf("balancer: register metrics: %w", err)
 	}
-	b.httpLog = httplog.Logger{L: b.log, Limit: &httplog.Limit{Every: acceptguard.DefaultLogEvery, Lines: b.metrics.connectionErrors}}
+	b.httpLog = httplog.Logger{L: b.log, Limit: &httplog.Limit{Lines: b.metrics.connectionErrors}}
 	b.data = &fasthttp.Server{
 		Handler:               b.serveData,
 		ReadTimeout:           cfg.Limits.RequestTimeout.D(),

@@ -21,7 +21,6 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/configs"
@@ -84,15 +83,10 @@ type Server struct {
 	// tcpGuard caps the TCP connections (Reload changes the cap); nil
 	// until StartOn.
 	tcpGuard atomic.Pointer[acceptguard.Listener]
-	// xfrRefusedLog lets one refused zone transfer a refusalLogInterval
-	// be logged (transfer.go); xfrRefused counts those since that line.
-	xfrRefusedLog rate.Sometimes
-	xfrRefused    atomic.Int64
+	// xfrRefusedLog lets one refused zone transfer an interval be logged
+	// (transfer.go): anyone can ask, pipelined on a connection.
+	xfrRefusedLog acceptguard.LogLimit
 }
-
-// refusalLogInterval spaces the log lines of refusals anyone can cause at
-// will, as acceptguard spaces its refused connections' lines.
-const refusalLogInterval = 10 * time.Second
 
 // state is everything a query reads, swapped whole by Reload.
 type state struct {
@@ -122,8 +116,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout,
-		xfrRefusedLog: rate.Sometimes{Interval: refusalLogInterval}}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout}
 	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {

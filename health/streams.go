@@ -86,10 +86,6 @@ const (
 	poolMembers
 )
 
-// refusalLogEvery bounds the refusal log to a line per interval, each with
-// the counts it stands for: a flood must not flood the log.
-const refusalLogEvery = 10 * time.Second
-
 var errStreamBudget = errors.New("gossip stream cut: its address's share, or the node's, of the read budget for inbound streams is used up")
 
 type streamGuard struct {
@@ -112,8 +108,10 @@ type streamGuard struct {
 	perAddr   map[netip.Addr]*streamUse
 	members   map[string]netip.Addr // member name → its address, counted per client
 	memberAt  map[netip.Addr]int    // address → how many members have it
-	loggedAt  time.Time
-	unlogged  [refusalKinds]uint64
+	// logLimit bounds the refusal log to a line an interval, each with
+	// the counts it stands for: a flood must not flood the log.
+	logLimit acceptguard.LogLimit
+	unlogged [refusalKinds]uint64
 }
 
 type streamUse struct {
@@ -338,12 +336,12 @@ func (g *streamGuard) release(s *guardedStream) {
 func (g *streamGuard) refuseLocked(reason int, addr netip.Addr) {
 	g.refused[reason].Add(1)
 	g.unlogged[reason]++
-	if now := time.Now(); now.Sub(g.loggedAt) >= refusalLogEvery {
+	if ok, _ := g.logLimit.Allow(time.Now()); ok {
 		g.log.Warn("gossip streams refused: too many open, or holding too much, from one address or in all",
 			"streams", g.unlogged[refusedStreams], "bytes", g.unlogged[refusedBytes], "evicted", g.unlogged[refusedEvicted],
 			"last_from", addr.String(), "open_strangers", g.pools[poolStrangers].open, "open_members", g.pools[poolMembers].open,
 			"open_bytes", g.pools[poolStrangers].bytes+g.pools[poolMembers].bytes)
-		g.loggedAt, g.unlogged = now, [refusalKinds]uint64{}
+		g.unlogged = [refusalKinds]uint64{}
 	}
 }
 

@@ -114,7 +114,7 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 
 // requestError is the data port's ErrorHandler: fasthttp's answers, and
 // the refusals of bodyLimit's limits (413, or 503 for a hand-off that
-// found every slot taken), counted and logged sparingly (refusalLog).
+// found every slot taken), counted and logged sparingly (acceptguard.LogLimit).
 func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	h := &ctx.Request.Header
 	s.bodies.give(h)
@@ -129,7 +129,7 @@ func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 			reason = bodyBusy
 		}
 		s.metrics.bodiesRefused.WithLabelValues(reason).Inc()
-		s.bodyLog.warn(s.log, "request body refused", "reason", reason, "remote", ctx.RemoteIP(), "announced", h.ContentLength())
+		s.bodyLog.Warn(s.log, "request body refused", "reason", reason, "remote", ctx.RemoteIP(), "announced", h.ContentLength())
 		if reason == bodyBusy {
 			ctx.Error("service unavailable: hand-offs busy\n", fasthttp.StatusServiceUnavailable)
 			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")

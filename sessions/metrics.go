@@ -43,6 +43,9 @@ type metrics struct {
 	// acceptErrors counts failed accepts on the data port (EMFILE, ENFILE,
 	// ENOBUFS...), each retried after a backoff.
 	acceptErrors prometheus.Counter
+	// connectionErrors counts data-port connections its HTTP server ended
+	// on an error (a malformed request head).
+	connectionErrors prometheus.Counter
 	// rejected counts data-port connections refused by a limit, by reason
 	// (max_connections).
 	rejected *prometheus.CounterVec
@@ -129,6 +132,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_edge_accept_errors_total",
 			Help: "Failed accepts on the data port (out of file descriptors or kernel memory), each retried after a backoff.",
 		}),
+		connectionErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_connection_errors_total",
+			Help: "Data-port connections its HTTP server ended on an error (a malformed request head, one over the head buffer); logged at most once per 10 s.",
+		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_edge_rejected_connections_total",
 			Help: "Data-port connections refused by a limit (answered 503 and closed), by reason.",
@@ -167,7 +174,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.peerRefused, m.lag,
-		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
+		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.connectionErrors, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
 		m.replicationBytes, m.promotions, m.fencedOwners, m.replicationFallbacks, m.replicationLost} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -166,7 +166,7 @@ func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
 	}
 	refuse := func(from string, err error) {
 		s.metrics.peerRefused.Inc()
-		s.peerLog.warn(s.log, "hand-off refused", "from", from, "remote", ctx.RemoteIP(), "err", err)
+		s.peerLog.Warn(s.log, "hand-off refused", "from", from, "remote", ctx.RemoteIP(), "err", err)
 		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
 	}
 	// With a cluster key the signature is checked before the body is

@@ -390,7 +390,7 @@ func (o *ownership) without(snap *ring.Snapshot, skip []string) (*ring.Snapshot,
 		if !built && len(o.skipSets) >= maxSkipSets {
 			o.skipMu.Unlock()
 			o.srv.metrics.skipRefused.Inc()
-			o.srv.skipLog.warn(o.log, "join refused: X-Ringlb-Skip names one set of edges too many for this ring", "sets", maxSkipSets)
+			o.srv.skipLog.Warn(o.log, "join refused: X-Ringlb-Skip names one set of edges too many for this ring", "sets", maxSkipSets)
 			return nil, errSkipSets
 		}
 		o.skipSets[set] = struct{}{}

@@ -115,7 +115,7 @@ func (s *Server) serveReplicate(ctx *fasthttp.RequestCtx) {
 	}
 	if err := o.peerRequest(ctx, from); err != nil {
 		s.metrics.peerRefused.Inc()
-		s.peerLog.warn(s.log, "replication stream refused", "from", from, "remote", ctx.RemoteIP(), "err", err)
+		s.peerLog.Warn(s.log, "replication stream refused", "from", from, "remote", ctx.RemoteIP(), "err", err)
 		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
 		return
 	}

@@ -30,7 +30,6 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/time/rate"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/httplog"
@@ -77,25 +76,6 @@ const (
 	upgradeReadBufferSize = 128
 	writeBufferSize       = 4 << 10
 )
-
-// refusalLogEvery spaces the WARN lines of one kind of refusal.
-const refusalLogEvery = 10 * time.Second
-
-// refusalLog spaces the WARN lines of refusals anyone can provoke, each for
-// a few bytes of request: one line per refusalLogEvery, counting the
-// refusals it stands for. A line per refusal let one connection write
-// 2,000 WARN lines in 19 ms (TestPeerRefusalsLogSparingly).
-type refusalLog struct {
-	every rate.Sometimes
-	n     atomic.Int64
-}
-
-// warn counts a refusal and logs it with args, unless a line went out
-// less than refusalLogEvery ago.
-func (l *refusalLog) warn(log *slog.Logger, msg string, args ...any) {
-	l.n.Add(1)
-	l.every.Do(func() { log.Warn(msg, append(args, "refusals", l.n.Swap(0))...) })
-}
 
 // ErrClosed is returned by Serve and ServeAdmin after Shutdown.
 var ErrClosed = errors.New("sessions: shut down")
@@ -146,7 +126,10 @@ type Server struct {
 	// peerLog and skipLog space the lines of refused bodies, refused
 	// edge-to-edge requests and joins refused for their X-Ringlb-Skip.
 	bodies                    bodyGate
-	bodyLog, peerLog, skipLog refusalLog
+	bodyLog, peerLog, skipLog acceptguard.LogLimit
+	// httpLog spaces the data port's HTTP server lines (a connection
+	// ended on a malformed request head), counting each.
+	httpLog httplog.Limit
 
 	// Keepalive and close timings; fields so tests can shorten them.
 	pingInterval time.Duration
@@ -212,9 +195,6 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		readerLinger: defaultReaderLinger,
 		conns:        make(map[*participant]struct{}),
 		drainStarted: make(chan struct{}),
-		bodyLog:      refusalLog{every: rate.Sometimes{Interval: refusalLogEvery}},
-		peerLog:      refusalLog{every: rate.Sometimes{Interval: refusalLogEvery}},
-		skipLog:      refusalLog{every: rate.Sometimes{Interval: refusalLogEvery}},
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -223,6 +203,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		panic(fmt.Sprintf("sessions: register metrics: %v", err))
 	}
 	s.metrics = m
+	s.httpLog.Lines = m.connectionErrors
 	s.hub = newHub(cfg.MaxParticipants, m)
 	s.hub.edge = name
 	s.hub.idleGrace = cfg.IdleGrace.D()
@@ -296,7 +277,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		// Malformed requests are anyone's to send: their content
 		// (tokens, cookies) stays out of the error lines (httplog).
 		SecureErrorLogMessage: true,
-		Logger:                httplog.Logger{L: s.log},
+		Logger:                httplog.Logger{L: s.log, Limit: &s.httpLog},
 		// Each request's body limit is set on its head, before fasthttp
 		// allocates the body it announces (bodies.go).
 		HeaderReceived: s.bodyLimit,

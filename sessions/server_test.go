@@ -41,7 +41,13 @@ func provisioned(cfg configs.Edge) configs.Edge {
 // and checks that Serve and ServeAdmin returned nil.
 func startEdge(t testing.TB, cfg configs.Edge, tweak func(*Server)) *testEdge {
 	t.Helper()
-	s := New(provisioned(cfg), "edge-t", "east", slog.New(slog.DiscardHandler), nil)
+	return startEdgeLogging(t, cfg, slog.New(slog.DiscardHandler), tweak)
+}
+
+// startEdgeLogging is startEdge with the edge's log going to logger.
+func startEdgeLogging(t testing.TB, cfg configs.Edge, logger *slog.Logger, tweak func(*Server)) *testEdge {
+	t.Helper()
+	s := New(provisioned(cfg), "edge-t", "east", logger, nil)
 	e := &testEdge{s: s, joined: make(chan string, 1024)}
 	s.joined = func(key string) { e.joined <- key }
 	if tweak != nil {

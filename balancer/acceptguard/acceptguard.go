@@ -98,7 +98,7 @@ type Listener struct {
 	done      chan struct{} // closed by Close: a backoff in progress ends
 	closeOnce sync.Once
 
-	errLog, refuseLog, refuseIPLog rateLog
+	errLog, refuseLog, refuseIPLog LogLimit
 
 	// waited, when set (tests), is told each backoff before it is slept.
 	waited func(time.Duration)
@@ -117,7 +117,7 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 		perIP:        NewPerAddr(PerAddrLimits{MaxConns: cfg.MaxConnsPerIP}),
 		refusedPerIP: cfg.RefusedPerIP, refusalPerIP: cfg.RefusalPerIP,
 		done:   make(chan struct{}),
-		errLog: rateLog{every: cfg.LogEvery}, refuseLog: rateLog{every: cfg.LogEvery}, refuseIPLog: rateLog{every: cfg.LogEvery},
+		errLog: LogLimit{Every: cfg.LogEvery}, refuseLog: LogLimit{Every: cfg.LogEvery}, refuseIPLog: LogLimit{Every: cfg.LogEvery},
 	}
 	l.max.Store(int64(cfg.MaxConns))
 	return l
@@ -198,9 +198,7 @@ func (l *Listener) admitClient(c net.Conn) (Slot, bool) {
 	if l.refusedPerIP != nil {
 		l.refusedPerIP.Inc()
 	}
-	if ok, suppressed := l.refuseIPLog.allow(time.Now()); ok {
-		l.log.Warn(msgRefusedPerIP, "listener", l.name, "client", ClientNetwork(addr), "max_connections_per_ip", l.perIP.Limits().MaxConns, "suppressed", suppressed)
-	}
+	l.refuseIPLog.Warn(l.log, msgRefusedPerIP, "listener", l.name, "client", ClientNetwork(addr), "max_connections_per_ip", l.perIP.Limits().MaxConns)
 	if l.refusalPerIP == nil {
 		c.Close()
 	} else {
@@ -213,9 +211,7 @@ func (l *Listener) failed(err error, delay time.Duration) {
 	if l.errs != nil {
 		l.errs.Inc()
 	}
-	if ok, suppressed := l.errLog.allow(time.Now()); ok {
-		l.log.Warn(msgAcceptFailed, "listener", l.name, "err", err, "retry_in", delay, "suppressed", suppressed)
-	}
+	l.errLog.Warn(l.log, msgAcceptFailed, "listener", l.name, "err", err, "retry_in", delay)
 }
 
 // sleep waits d, or less if the listener is closed meanwhile.
@@ -235,9 +231,7 @@ func (l *Listener) refuse(c net.Conn) {
 	if l.refused != nil {
 		l.refused.Inc()
 	}
-	if ok, suppressed := l.refuseLog.allow(time.Now()); ok {
-		l.log.Warn(msgRefused, "listener", l.name, "max_connections", l.max.Load(), "suppressed", suppressed)
-	}
+	l.refuseLog.Warn(l.log, msgRefused, "listener", l.name, "max_connections", l.max.Load())
 	if l.refusal == nil {
 		c.Close()
 		return
@@ -325,27 +319,4 @@ func Refuse(c net.Conn, answer []byte) {
 	_ = c.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
 	_, _ = c.Write(answer)
 	_ = c.Close()
-}
-
-// rateLog allows one log line per every, counting the ones it suppresses.
-type rateLog struct {
-	every time.Duration
-
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-// allow reports whether a line may be logged at now and, if so, how many
-// were suppressed since the last one.
-func (r *rateLog) allow(now time.Time) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.last.IsZero() && now.Sub(r.last) < r.every {
-		r.suppressed++
-		return false, 0
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, n
 }

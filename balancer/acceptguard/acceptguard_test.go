@@ -58,8 +58,8 @@ func TestNextDelay(t *testing.T) {
 	}
 }
 
-func TestRateLog(t *testing.T) {
-	r := rateLog{every: 10 * time.Second}
+func TestLogLimit(t *testing.T) {
+	r := LogLimit{Every: 10 * time.Second}
 	t0 := time.Unix(1000, 0)
 	for _, step := range []struct {
 		at             time.Duration
@@ -73,7 +73,7 @@ func TestRateLog(t *testing.T) {
 		{11 * time.Second, false, 0},
 		{30 * time.Second, true, 1},
 	} {
-		ok, n := r.allow(t0.Add(step.at))
+		ok, n := r.Allow(t0.Add(step.at))
 		if ok != step.ok || n != step.wantSuppressed {
 			t.Fatalf("at +%s: allow = %v, %d; want %v, %d", step.at, ok, n, step.ok, step.wantSuppressed)
 		}

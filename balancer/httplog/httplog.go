@@ -18,10 +18,11 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 )
 
 // Logger is a fasthttp.Logger writing to a slog.Logger at warn level,
@@ -34,30 +35,12 @@ type Logger struct {
 	Limit *Limit
 }
 
-// Limit lets one line through per Every and counts every line in Lines
-// (nil: not counted); the line let through says how many were held back
-// since the one before ("suppressed").
+// Limit lets one line through per its Every and counts every line in
+// Lines (nil: not counted); the line let through says how many were held
+// back since the one before ("suppressed").
 type Limit struct {
-	Every time.Duration
+	acceptguard.LogLimit
 	Lines prometheus.Counter
-
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-// allow reports whether a line may be written at now and, if so, how many
-// were held back since the last one.
-func (l *Limit) allow(now time.Time) (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() && now.Sub(l.last) < l.Every {
-		l.suppressed++
-		return false, 0
-	}
-	n := l.suppressed
-	l.last, l.suppressed = now, 0
-	return true, n
 }
 
 // Printf logs one fasthttp line.
@@ -69,7 +52,7 @@ func (l Logger) Printf(format string, args ...any) {
 	if l.Limit.Lines != nil {
 		l.Limit.Lines.Inc()
 	}
-	if ok, suppressed := l.Limit.allow(time.Now()); ok {
+	if ok, suppressed := l.Limit.Allow(time.Now()); ok {
 		l.L.Warn(Redact(fmt.Sprintf(format, args...)), "source", "fasthttp", "suppressed", suppressed)
 	}
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 )
 
 func TestRedact(t *testing.T) {
@@ -68,7 +70,7 @@ func FuzzRedact(f *testing.F) {
 func TestLimit(t *testing.T) {
 	var out bytes.Buffer
 	lines := prometheus.NewCounter(prometheus.CounterOpts{Name: "lines_total"})
-	lim := &Limit{Every: time.Hour, Lines: lines}
+	lim := &Limit{LogLimit: acceptguard.LogLimit{Every: time.Hour}, Lines: lines}
 	l := Logger{L: slog.New(slog.NewTextHandler(&out, nil)), Limit: lim}
 	for range 5 {
 		l.Printf("error when serving connection %q<->%q: %s", "127.0.0.1:1", "127.0.0.1:2", "bad")
@@ -76,9 +78,8 @@ func TestLimit(t *testing.T) {
 	if n := strings.Count(out.String(), "\n"); n != 1 {
 		t.Fatalf("%d lines written, want 1: %s", n, out.String())
 	}
-	lim.mu.Lock()
-	lim.last = lim.last.Add(-time.Hour) // the interval is over
-	lim.mu.Unlock()
+	lim.Every = time.Nanosecond // the interval is over
+	time.Sleep(time.Millisecond)
 	l.Printf("again")
 	if !strings.Contains(out.String(), "suppressed=4") {
 		t.Errorf("the next line does not say 4 were held back: %s", out.String())
