@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
@@ -73,6 +74,10 @@ type Balancer struct {
 	// httpLog carries the data and redirect servers' own error lines:
 	// counted, written at most once per acceptguard.DefaultLogEvery.
 	httpLog httplog.Logger
+	// edgeFailLog, proxyFailLog and upgradeFailLog space the lines of an
+	// edge that does not answer: every client request to it would write
+	// one (backend_errors_total counts each).
+	edgeFailLog, proxyFailLog, upgradeFailLog acceptguard.LogLimit
 	// peerClient calls other nodes' admin APIs (dashboard.go).
 	peerClient *http.Client
 	// op is the admin plane: logins, audit log, operator state, history

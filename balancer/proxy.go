@@ -290,7 +290,7 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 		case isDialError(err):
 			b.metrics.backendErrorsTotal.WithLabelValues(target.Name, errorKindDial).Inc()
 			b.markSuspect(target.Name)
-			b.log.Warn("edge unreachable", "edge", target.Name, "err", err)
+			b.edgeFailLog.Warn(b.log, "edge unreachable", "edge", target.Name, "err", err)
 			if len(skipped) < cap(skipped) && !slices.Contains(skipped, target.Name) {
 				skipped = append(skipped, target.Name)
 			}
@@ -459,7 +459,7 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 	if err != nil {
 		// fasthttp's error quotes the edge's answer (a session cookie it
 		// sets for the client) or the client's body: redacted.
-		b.log.Warn("proxy failed", "edge", edge, "err", httplog.Redact(err.Error()))
+		b.proxyFailLog.Warn(b.log, "proxy failed", "edge", edge, "err", httplog.Redact(err.Error()))
 		b.reply(ctx, edge, fasthttp.StatusBadGateway, []byte("bad gateway: no edge answered\n"))
 		return
 	}
