@@ -454,6 +454,25 @@ func TestDeadEdgeFailsOver(t *testing.T) {
 	}
 }
 
+// A fallback edge takes X-Ringlb-Skip only with a balancer's signature
+// (a skip moves a session off its owner): the balancer signs it for that
+// edge, that request and that key with the cluster's key.
+func TestFallbackSkipIsSigned(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	bal := healthtest.New(t).Join("bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
+	h.bal.SetCluster(bal)
+	key := h.keyOwnedBy(t, "edge-2")
+	var buf [3]ring.Member
+	cands := h.ring.Snapshot().Candidates([]byte(key), buf[:0])
+	h.byName["edge-2"].stop()
+	h.expectFallback(t, key, cands[1].Name, "edge-2")
+	sigs := h.byName[cands[1].Name].skipSigs()
+	signer, err := bal.Keyring().VerifyRequest(sigs[0], cands[1].Name, http.MethodGet, "/ws", health.SkipMessage("edge-2", []byte(key)), time.Now())
+	if err != nil || signer != "bal-test" {
+		t.Fatalf("the fallback's X-Ringlb-Peer %q: signer %q, %v; want bal-test's signature for %s", sigs[0], signer, err, cands[1].Name)
+	}
+}
+
 // An edge that accepts the connection and closes it before answering (its
 // process dying: the listener still accepts for a moment after a kill) is
 // treated like one that cannot be dialed: the upgrade goes to the next

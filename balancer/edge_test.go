@@ -12,6 +12,8 @@ import (
 
 	"github.com/fasthttp/websocket"
 	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // testEdge is a minimal stand-in for a ringlb edge, enough to see where the
@@ -28,6 +30,7 @@ type testEdge struct {
 	mu   sync.Mutex
 	pins map[string]string // ctstickiness key → owning edge name
 	skip []string          // X-Ringlb-Skip of each WebSocket upgrade, in order
+	sigs []string          // and X-Ringlb-Peer of each
 	// reserved are the paths under /_ringlb/ the edge was asked for (as
 	// its fasthttp server reads them: the prefix a real edge routes by)
 	reserved []string
@@ -90,6 +93,7 @@ func startTestEdge(t testing.TB, name string) *testEdge {
 		case "/ws":
 			e.mu.Lock()
 			e.skip = append(e.skip, string(ctx.Request.Header.Peek("X-Ringlb-Skip")))
+			e.sigs = append(e.sigs, string(ctx.Request.Header.Peek(configs.HeaderPeer)))
 			e.mu.Unlock()
 			err := upgrader.Upgrade(ctx, func(c *websocket.Conn) {
 				defer c.Close()
@@ -133,6 +137,13 @@ func (e *testEdge) skips() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return append([]string(nil), e.skip...)
+}
+
+// skipSigs returns the X-Ringlb-Peer headers of the upgrades received.
+func (e *testEdge) skipSigs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.sigs...)
 }
 
 // stop closes the edge; afterwards dialing its address is refused.

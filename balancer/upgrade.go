@@ -17,6 +17,7 @@ import (
 
 	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
 
@@ -79,8 +80,14 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		}
 		if len(skipped) > 0 {
 			// Tell the fallback edge which edges we could not reach, so it
-			// checks ownership on the ring without them.
-			h.Set(headerSkip, strings.Join(skipped, ","))
+			// checks ownership on the ring without them — signed for it
+			// with the cluster's key: a skip moves a session to the edge
+			// it reaches, and an edge takes it from nobody else.
+			skip := strings.Join(skipped, ",")
+			h.Set(headerSkip, skip)
+			if sig := b.keyring().Sign(b.name, m.Name, fasthttp.MethodGet, string(h.RequestURI()), health.SkipMessage(skip, key)); sig != "" {
+				h.Set(configs.HeaderPeer, sig)
+			}
 		}
 		head, n, status, err := handshake(conn, h.Header())
 		if err != nil {

@@ -151,18 +151,32 @@ func containsKey(keys [][]byte, key []byte) bool {
 // (path and query, as the receiver sees it), time and body to h. Without a
 // key it adds nothing.
 func (k *Keyring) SignRequest(h http.Header, node, to, method, uri string, body []byte) {
+	if v := k.Sign(node, to, method, uri, body); v != "" {
+		h.Set(configs.HeaderPeer, v)
+	}
+}
+
+// Sign is SignRequest's configs.HeaderPeer value ("" without a key).
+func (k *Keyring) Sign(node, to, method, uri string, body []byte) string {
 	if !k.Enabled() {
-		return
+		return ""
 	}
 	keys := *k.sign.Load()
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	if !k.signsBound(to) {
 		mac := peerMAC(keys[0], node, "", ts, method, uri, body)
-		h.Set(configs.HeaderPeer, node+" "+ts+" "+base64.RawURLEncoding.EncodeToString(mac))
-		return
+		return node + " " + ts + " " + base64.RawURLEncoding.EncodeToString(mac)
 	}
 	mac := peerMAC(keys[0], node, to, ts, method, uri, body)
-	h.Set(configs.HeaderPeer, node+" "+ts+" "+base64.RawURLEncoding.EncodeToString(mac)+" "+to)
+	return node + " " + ts + " " + base64.RawURLEncoding.EncodeToString(mac) + " " + to
+}
+
+// SkipMessage is what a balancer's signature on a WebSocket upgrade that
+// carries configs.HeaderSkip covers besides the request line: the skip
+// list as sent and the session key it routed, so a signature made for one
+// key's fallback cannot move another's session.
+func SkipMessage(skip string, key []byte) []byte {
+	return append(append([]byte(skip), '\n'), key...)
 }
 
 // signsBound reports whether node makes (and so takes) signatures that name

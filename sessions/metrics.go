@@ -105,7 +105,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		peerRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_peer_requests_refused_total",
-			Help: "Edge-to-edge requests (claims, hand-offs) refused: not signed with the cluster's key by the edge they name.",
+			Help: "Edge-to-edge requests (claims, hand-offs, replication streams) refused: not signed with the cluster's key by the edge they name; and joins refused with 403: their X-Ringlb-Skip not signed by a balancer for this edge.",
 		}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ringlb_edge_lag_seconds",

@@ -110,6 +110,51 @@ func (o *ownership) peerRequest(ctx *fasthttp.RequestCtx, name string) error {
 	return nil
 }
 
+// errSkipUnsigned refuses a join whose X-Ringlb-Skip no node of the
+// cluster signed for this edge.
+var errSkipUnsigned = errors.New("X-Ringlb-Skip must be signed by a balancer of this cluster")
+
+// checkSkip refuses a join carrying X-Ringlb-Skip without a balancer's
+// signature (configs.HeaderPeer over the request line, the skip list and
+// the key: health.SkipMessage). A skip makes this edge place the session
+// on the ring without the edges it names — the replica takes a session
+// over from its live owner, whose participants are all closed — so it is
+// the balancer's word that it could not reach them, not anyone's who
+// reaches the data port and knows a key. Without a cluster key (the
+// documented insecure mode) any skip is taken; unsigned, only while a
+// balancer of an earlier release, which does not sign, is a member.
+func (s *Server) checkSkip(ctx *fasthttp.RequestCtx, key []byte) error {
+	skip := ctx.Request.Header.Peek(headerSkip)
+	o := s.hub.owner.Load()
+	if len(skip) == 0 || o == nil {
+		return nil
+	}
+	kr := o.m.Keyring()
+	if !kr.Enabled() {
+		return nil
+	}
+	sig := ctx.Request.Header.Peek(configs.HeaderPeer)
+	if len(sig) == 0 && o.unsigningBalancer() {
+		return nil
+	}
+	if _, err := kr.VerifyRequest(string(sig), o.self, string(ctx.Method()), string(ctx.RequestURI()), health.SkipMessage(string(skip), key), time.Now()); err != nil {
+		return fmt.Errorf("%w: %w", errSkipUnsigned, err)
+	}
+	return nil
+}
+
+// unsigningBalancer reports whether a balancer of an earlier release, which
+// sends X-Ringlb-Skip unsigned, is a member: during a rolling upgrade its
+// fallbacks must still land.
+func (o *ownership) unsigningBalancer() bool {
+	for _, n := range o.m.Members() {
+		if n.Meta.Role == health.RoleBalancer && n.Meta.PeerSigning < health.PeerSigningBound {
+			return true
+		}
+	}
+	return false
+}
+
 // signed prepares an edge-to-edge POST of body to the edge to at u+path,
 // signed as this edge.
 func (o *ownership) signed(ctx context.Context, to, u, path string, body []byte) (*http.Request, error) {

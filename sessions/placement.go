@@ -87,6 +87,8 @@ type Membership interface {
 	PinnedByGone(hash uint64) (string, bool)
 	// Keyring is the cluster key that signs and checks peer requests.
 	Keyring() *health.Keyring
+	// Members returns every live member, whatever its role or state.
+	Members() []health.Node
 }
 
 // pastView is a ring snapshot replaced less than settleWindow ago.

@@ -347,12 +347,25 @@ func TestStoppedReplicaFallsBackToAsync(t *testing.T) {
 }
 
 // joinSkipping joins key on e as a balancer does after failing to reach
-// the edges in skip (X-Ringlb-Skip), with query appended to /ws.
+// the edges in skip (X-Ringlb-Skip, signed), with query appended to /ws.
 func (e *clusterEdge) joinSkipping(t *testing.T, key, query string, skip ...string) *v1Client {
 	t.Helper()
+	return e.joinV1(t, key, query, e.skipHeader(key, query, skip...))
+}
+
+// skipHeader is what a balancer of the cluster sends e with a join of key
+// (query appended to /ws) after failing to reach the edges in skip: the
+// list, signed with the cluster's key.
+func (e *clusterEdge) skipHeader(key, query string, skip ...string) http.Header {
+	uri := "/ws"
+	if query != "" {
+		uri += "?" + query
+	}
+	list := strings.Join(skip, ",")
 	h := http.Header{}
-	h.Set(headerSkip, strings.Join(skip, ","))
-	return e.joinV1(t, key, query, h)
+	h.Set(headerSkip, list)
+	h.Set(configs.HeaderPeer, e.m.Keyring().Sign("balancer-test", e.s.name, http.MethodGet, uri, health.SkipMessage(list, []byte(key))))
+	return h
 }
 
 // A paused or cut-off owner is not dead: when a balancer cannot reach it,

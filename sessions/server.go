@@ -361,6 +361,12 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 		ctx.Error("bad request: "+err.Error()+"\n", fasthttp.StatusBadRequest)
 		return
 	}
+	if err := s.checkSkip(ctx, key); err != nil {
+		s.metrics.peerRefused.Inc()
+		s.peerLog.Warn(s.log, "join refused: its X-Ringlb-Skip is not signed by a node of this cluster", "remote", ctx.RemoteIP(), "err", err)
+		ctx.Error("forbidden: "+err.Error()+"\n", fasthttp.StatusForbidden)
+		return
+	}
 	info, ok := s.admit(ctx, key)
 	if !ok {
 		return
