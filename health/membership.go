@@ -64,14 +64,21 @@ type Meta struct {
 	// gslb nodes steer clients away from a loaded region by it.
 	Load *Load `json:"load,omitempty"`
 	// PeerSigning is the form of the peer signatures (configs.HeaderPeer)
-	// the node makes and, from nodes announcing it, requires:
-	// PeerSigningBound. Absent (0): a node of an earlier release, whose
-	// signatures name no receiver. Join sets it.
+	// the node makes and, from nodes announcing it, requires: Join sets
+	// PeerSigningSkip. Absent (0): a node of an earlier release, whose
+	// signatures name no receiver.
 	PeerSigning int `json:"peer_signing,omitempty"`
 }
 
-// PeerSigningBound is the form of peer signatures that name their receiver.
-const PeerSigningBound = 2
+// Forms of peer signatures, each including the ones before: a node takes
+// the later forms for the earlier ones it knows.
+const (
+	// PeerSigningBound: signatures name their receiver.
+	PeerSigningBound = 2
+	// PeerSigningSkip: and a balancer signs the X-Ringlb-Skip it sends a
+	// fallback edge (health.SkipMessage).
+	PeerSigningSkip = 3
+)
 
 // Load is what an edge carries: live sessions, WebSocket connections, and
 // how busy its CPUs are (percent of those its Go runtime uses, 0–100).
@@ -167,7 +174,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	meta.PeerSigning = PeerSigningBound
+	meta.PeerSigning = PeerSigningSkip
 	enc, err := meta.Encode()
 	if err != nil {
 		return nil, err

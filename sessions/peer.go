@@ -148,7 +148,7 @@ func (s *Server) checkSkip(ctx *fasthttp.RequestCtx, key []byte) error {
 // fallbacks must still land.
 func (o *ownership) unsigningBalancer() bool {
 	for _, n := range o.m.Members() {
-		if n.Meta.Role == health.RoleBalancer && n.Meta.PeerSigning < health.PeerSigningBound {
+		if n.Meta.Role == health.RoleBalancer && n.Meta.PeerSigning < health.PeerSigningSkip {
 			return true
 		}
 	}
