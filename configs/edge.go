@@ -37,6 +37,16 @@ type Edge struct {
 	MaxIdleSessions int `yaml:"max_idle_sessions"`
 	// SendQueue is each connection's outbound queue length in frames (default 256).
 	SendQueue int `yaml:"send_queue"`
+	// MaxQueuedBytes bounds the bytes every connection's send queue holds
+	// together, a frame counted once per queue it waits in. A participant
+	// that does not read holds up to send_queue frames, and a client with
+	// many connections, each in a session of its own beside one that
+	// sends, would make the edge hold sessions × send_queue ×
+	// max_message_bytes. Beyond it a frame for a connection that still has
+	// frames waiting closes that connection as a slow consumer (1013); one
+	// whose queue is empty always gets its frame, so readers that keep up
+	// are never closed (default 256 MiB).
+	MaxQueuedBytes int `yaml:"max_queued_bytes"`
 	// MaxConnections open at once on the data port; beyond it a connection
 	// is answered 503 and closed (default 0: derived from the open-file
 	// limit, DefaultEdgeMaxConnections).
@@ -166,7 +176,10 @@ const (
 	// default history.bytes; idle sessions give way first.
 	DefaultHistoryTotalBytes = 256 << 20
 	DefaultSendQueue         = 256
-	DefaultIdleGrace         = 60 * time.Second
+	// DefaultMaxQueuedBytes: 16 connections' full queues of the largest
+	// messages, thousands of ordinary ones.
+	DefaultMaxQueuedBytes = 256 << 20
+	DefaultIdleGrace      = 60 * time.Second
 	// DefaultMaxIdleSessions: an idle session without history costs about
 	// 0.6 KiB of heap (sessions/idle_test.go), so about 40 MiB at the cap;
 	// far above the sessions a client's reconnects leave idle.
@@ -205,6 +218,7 @@ func (e *Edge) Provision() {
 	setDefaultInt(&e.History.Bytes, DefaultHistoryBytes)
 	setDefaultInt(&e.History.TotalBytes, DefaultHistoryTotalBytes)
 	setDefaultInt(&e.SendQueue, DefaultSendQueue)
+	setDefaultInt(&e.MaxQueuedBytes, DefaultMaxQueuedBytes)
 	setDefaultInt(&e.MaxConnections, DefaultEdgeMaxConnections())
 	setDefaultDuration(&e.IdleGrace, DefaultIdleGrace)
 	setDefaultInt(&e.MaxIdleSessions, DefaultMaxIdleSessions)
@@ -242,6 +256,7 @@ func (e Edge) validate(ps *problems, cl Cluster) {
 		ps.add("edge.idle_grace", "must not be negative, got %s", e.IdleGrace.D())
 	}
 	checkRange(ps, "edge.max_idle_sessions", e.MaxIdleSessions, 1, 10_000_000)
+	checkRange(ps, "edge.max_queued_bytes", e.MaxQueuedBytes, 1<<20, 1<<40)
 	if e.DrainTimeout <= 0 {
 		ps.add("edge.drain_timeout", "must be positive, got %s", e.DrainTimeout.D())
 	}

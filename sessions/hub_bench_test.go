@@ -33,10 +33,13 @@ func BenchmarkHubBroadcast(b *testing.B) {
 			}
 			h := newHub(n, m)
 			var frames framePool
+			var budget sendBudget // counted, as on an edge
+			budget.limit.Store(configs.DefaultMaxQueuedBytes)
 			ps := make([]*participant, n)
 			for i := range ps {
 				ps[i] = &participant{}
 				ps[i].out.limit = 1
+				ps[i].out.budget = &budget
 				ps[i].out.writing = true // no writer goroutine: the loop below takes the frames
 				if err := h.join([]byte("bench"), ps[i]); err != nil {
 					b.Fatal(err)

@@ -96,6 +96,10 @@ type participant struct {
 		queue   []*frame
 		head, n int
 		limit   int
+		// bytes is what the queued frames count against the edge's
+		// send budget (sendbudget.go; nil: not counted).
+		bytes  int64
+		budget *sendBudget
 		// pong holds the payload of the latest ping from the peer until
 		// the writer answers it (RFC 6455 5.5.3 allows answering only the
 		// latest). Only the writer writes to the socket.
@@ -135,6 +139,7 @@ func newParticipant(s *Server, raw net.Conn) *participant {
 	p := &participant{srv: s, raw: raw}
 	p.fd, p.rc = socketFD(raw)
 	p.out.limit = s.cfg.SendQueue
+	p.out.budget = &s.sendBudget
 	p.out.greeting = true
 	p.writeFn, p.pingFn, p.resumeFn = p.writeLoop, p.pingDue, p.resume
 	return p
@@ -166,8 +171,9 @@ func socketFD(c net.Conn) (int32, syscall.RawConn) {
 }
 
 // enqueue adds f (one reference of the caller's, taken over) to the send
-// queue without blocking; false when the queue is full (the caller then
-// releases f: p is a slow consumer). The hub calls it under a session lock.
+// queue without blocking; false when the queue is full, or holds frames
+// while the edge's send budget is spent (the caller then releases f: p is
+// a slow consumer). The hub calls it under a session lock.
 func (p *participant) enqueue(f *frame) bool {
 	o := &p.out
 	o.mu.Lock()
@@ -175,6 +181,11 @@ func (p *participant) enqueue(f *frame) bool {
 	if o.n == o.limit {
 		return false
 	}
+	size := f.queuedSize()
+	if !o.budget.take(size, o.bytes) {
+		return false
+	}
+	o.bytes += size
 	if o.n == len(o.queue) {
 		// Idle participants never get here; a busy one settles at the
 		// depth its bursts reach.
@@ -194,6 +205,9 @@ func (p *participant) popFrame() *frame {
 	o.queue[o.head] = nil
 	o.head = (o.head + 1) % len(o.queue)
 	o.n--
+	size := f.queuedSize()
+	o.bytes -= size
+	o.budget.give(size)
 	return f
 }
 

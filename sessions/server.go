@@ -127,6 +127,9 @@ type Server struct {
 	// edge-to-edge requests and joins refused for their X-Ringlb-Skip.
 	bodies                    bodyGate
 	bodyLog, peerLog, skipLog acceptguard.LogLimit
+	// sendBudget bounds what every send queue holds together
+	// (edge.max_queued_bytes).
+	sendBudget sendBudget
 	// httpLog spaces the data port's HTTP server lines (a connection
 	// ended on a malformed request head), counting each.
 	httpLog httplog.Limit
@@ -210,7 +213,8 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.hub.historyMsgs, s.hub.historyByte = cfg.History.Messages, cfg.History.Bytes
 	s.hub.idle = newIdleSessions(cfg.MaxIdleSessions)
 	s.hub.budget = newHistoryBudget(cfg.History.TotalBytes, s.hub.idle)
-	for _, c := range []prometheus.Collector{historyBytesMetric(s.hub.budget), idleSessionsMetric(s.hub.idle)} {
+	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
+	for _, c := range []prometheus.Collector{historyBytesMetric(s.hub.budget), idleSessionsMetric(s.hub.idle), queuedBytesMetric(&s.sendBudget)} {
 		if err := reg.Register(c); err != nil {
 			panic(fmt.Sprintf("sessions: register metrics: %v", err))
 		}

@@ -330,7 +330,7 @@ func (h *hub) deliver(p *participant, f *frame) {
 	f.retain()
 	if !p.enqueue(f) {
 		f.release()
-		if p.stop(closeTryAgainLater, "send queue full") {
+		if p.stop(closeTryAgainLater, "send queue full, or the edge's send queues full together") {
 			h.metrics.slowConsumers.Inc()
 		}
 	}

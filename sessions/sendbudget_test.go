@@ -1,0 +1,82 @@
+package sessions
+
+import (
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// Each participant's send queue is bounded (send_queue frames), but not
+// what they hold together: a client that opens sessions of its own, each
+// with a participant that never reads and one that sends messages of the
+// largest size, just short of filling the reader's queue, makes the edge
+// hold sessions × send_queue × max_message_bytes for as long as
+// the writer's deadline lets it. The attack: 8 such sessions. Before,
+// the edge's heap grew by about 8 queues' worth. Now edge.max_queued_bytes
+// bounds them together: beyond it, a frame for a participant that still
+// has frames waiting closes it as a slow consumer (1013), and a
+// participant that keeps up is never touched.
+func TestSendQueuesBoundedTogether(t *testing.T) {
+	const (
+		sessions = 8
+		frames   = 200 // below send_queue (256): no queue overflows on its own
+		size     = 60 << 10
+		budget   = 32 << 20
+	)
+	e := startEdge(t, configs.Edge{MaxQueuedBytes: budget}, func(s *Server) {
+		s.writeWait = time.Minute // the non-readers are not dropped by their writer's deadline first
+	})
+	// A session that keeps up throughout.
+	reader := e.join(t, "reading")
+	readerPeer := e.join(t, "reading")
+
+	base := heapInUse()
+	slow := make([]*websocket.Conn, sessions)
+	for i := range sessions {
+		key := "hoard-" + string(rune('a'+i))
+		// A fixed receive buffer, so the kernel does not absorb the stream
+		// on the non-reader's behalf (see TestSlowConsumerClosed1013).
+		slow[i], _ = e.dialHeader(t, http.Header{"Ctstickiness": {key}}, func(network, addr string) (net.Conn, error) {
+			c, err := net.Dial(network, addr)
+			if err == nil {
+				err = c.(*net.TCPConn).SetReadBuffer(256 << 10)
+			}
+			return c, err
+		})
+		e.waitJoined(t)
+		sender := e.join(t, key)
+		payload := make([]byte, size)
+		for range frames {
+			if err := sender.WriteMessage(websocket.BinaryMessage, payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Every message has reached the edge and been handed to the queues.
+	for deadline := time.Now().Add(testDeadline); metricValue(t, e.s, "ringlb_edge_messages_total") < sessions*frames && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	grew := int64(heapInUse()) - int64(base)
+	queued := metricValue(t, e.s, "ringlb_edge_queued_bytes")
+	closed := metricValue(t, e.s, "ringlb_edge_slow_consumers_total")
+	t.Logf("%d sessions × %d msgs of %d KiB to a participant that does not read: heap +%d MiB, queued %.0f MiB (budget %d MiB), %v closed as slow consumers",
+		sessions, frames, size>>10, grew>>20, queued/(1<<20), budget>>20, closed)
+	if queued > budget+sessions*size {
+		t.Errorf("send queues hold %.0f MiB together, want at most the budget (%d MiB) and a frame each", queued/(1<<20), budget>>20)
+	}
+	if closed == 0 {
+		t.Error("no participant was closed for holding the budget")
+	}
+	// The session that keeps up was never touched.
+	if err := reader.WriteMessage(websocket.TextMessage, []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	if _, data, err := readerPeer.ReadMessage(); err != nil || string(data) != "still here" {
+		t.Fatalf("the reading session after the hoard: %q, %v", data, err)
+	}
+}
