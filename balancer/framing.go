@@ -30,6 +30,7 @@ import (
 var (
 	errBareLineEnd = errors.New("header line not ended by CRLF")
 	errFolded      = errors.New("folded header line")
+	errBadName     = errors.New("header name not a token")
 	errTwoLengths  = errors.New("more than one Content-Length")
 	errBadLength   = errors.New("malformed Content-Length")
 	errTwoCodings  = errors.New("more than one Transfer-Encoding")
@@ -66,17 +67,21 @@ func checkFraming(h *fasthttp.RequestHeader) (chunked bool, err error) {
 		if bytes.IndexByte(line, '\r') >= 0 {
 			return false, errBareLineEnd
 		}
-		// Only Content-Length and Transfer-Encoding matter from here.
-		if len(line) == 0 || asciiLower(line[0]) != 'c' && asciiLower(line[0]) != 't' {
-			continue
-		}
 		colon := bytes.IndexByte(line, ':')
 		if colon < 0 {
 			continue // fasthttp refuses a line without one
 		}
-		// fasthttp refuses "Name :" but a name is compared without its
-		// trailing blanks anyway, so such a line could not slip past.
-		name, value := bytes.TrimRight(line[:colon], " \t"), bytes.Trim(line[colon+1:], " \t")
+		// A name is a token (RFC 9110 §5.1). fasthttp passes "X A: b" on
+		// as it came, and backends read such a name each their own way
+		// (one takes it, another answers 400, a third splits it).
+		if !isToken(line[:colon]) {
+			return false, errBadName
+		}
+		// Only Content-Length and Transfer-Encoding matter from here.
+		if asciiLower(line[0]) != 'c' && asciiLower(line[0]) != 't' {
+			continue
+		}
+		name, value := line[:colon], bytes.Trim(line[colon+1:], " \t")
 		switch {
 		case asciiEqualFold(name, "Content-Length"):
 			lengths++
@@ -103,6 +108,34 @@ func checkFraming(h *fasthttp.RequestHeader) (chunked bool, err error) {
 	}
 	return codings == 1, nil
 }
+
+// isToken reports whether b is a non-empty RFC 9110 token: letters, digits
+// and !#$%&'*+-.^_`|~.
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c >= 0x80 || !tokenChar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenChar marks the bytes a token may hold.
+var tokenChar = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
 
 // asciiEqualFold compares b with s folding ASCII letters only.
 func asciiEqualFold(b []byte, s string) bool {

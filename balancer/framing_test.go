@@ -283,6 +283,12 @@ func TestSmugglingPayloads(t *testing.T) {
 		{"TE hidden by folding alone", teOnly("X-Pad: y\r\n Transfer-Encoding: chunked\r\n"), refused},
 		{"TE on HTTP/1.0", strings.Replace(teOnly("Transfer-Encoding: chunked\r\n"), "HTTP/1.1", "HTTP/1.0", 1), refused},
 
+		// A header name is a token (RFC 9110 §5.1): a proxy that passes
+		// another on lets each backend read it its own way.
+		{"space inside a header name", postHead + "X A: b\r\nContent-Length: 2\r\n\r\n{}", refused},
+		{"header name with a slash", postHead + "X/A: b\r\nContent-Length: 2\r\n\r\n{}", refused},
+		{"header name with a non-ASCII byte", postHead + "X\xc3\xa9: b\r\nContent-Length: 2\r\n\r\n{}", refused},
+
 		{"duplicate Content-Length", postHead + "Content-Length: 2\r\nContent-Length: " + fmt.Sprint(len(smuggled)+2) + "\r\n\r\n{}" + smuggled, refused},
 		{"Content-Length list", postHead + "Content-Length: 2, 2\r\n\r\n{}", refused},
 		{"Content-Length with sign", postHead + "Content-Length: +2\r\n\r\n{}", refused},
