@@ -47,6 +47,13 @@ type Edge struct {
 	// whose queue is empty always gets its frame, so readers that keep up
 	// are never closed (default 256 MiB).
 	MaxQueuedBytes int `yaml:"max_queued_bytes"`
+	// MaxIncomingBytes bounds the bytes of messages every connection is
+	// in the middle of receiving, together. A frame's announced length is
+	// taken before its payload comes, so a client that announces the
+	// largest message on each of its connections and sends one byte of it
+	// made the edge hold connections × max_message_bytes. Beyond it the
+	// connection whose frame would not fit is closed 1013 (default 64 MiB).
+	MaxIncomingBytes int `yaml:"max_incoming_bytes"`
 	// MaxConnections open at once on the data port; beyond it a connection
 	// is answered 503 and closed (default 0: derived from the open-file
 	// limit, DefaultEdgeMaxConnections).
@@ -179,7 +186,10 @@ const (
 	// DefaultMaxQueuedBytes: 16 connections' full queues of the largest
 	// messages, thousands of ordinary ones.
 	DefaultMaxQueuedBytes = 256 << 20
-	DefaultIdleGrace      = 60 * time.Second
+	// DefaultMaxIncomingBytes: a thousand of the largest messages arriving
+	// at once; an ordinary message arrives within a read.
+	DefaultMaxIncomingBytes = 64 << 20
+	DefaultIdleGrace        = 60 * time.Second
 	// DefaultMaxIdleSessions: an idle session without history costs about
 	// 0.6 KiB of heap (sessions/idle_test.go), so about 40 MiB at the cap;
 	// far above the sessions a client's reconnects leave idle.
@@ -219,6 +229,7 @@ func (e *Edge) Provision() {
 	setDefaultInt(&e.History.TotalBytes, DefaultHistoryTotalBytes)
 	setDefaultInt(&e.SendQueue, DefaultSendQueue)
 	setDefaultInt(&e.MaxQueuedBytes, DefaultMaxQueuedBytes)
+	setDefaultInt(&e.MaxIncomingBytes, DefaultMaxIncomingBytes)
 	setDefaultInt(&e.MaxConnections, DefaultEdgeMaxConnections())
 	setDefaultDuration(&e.IdleGrace, DefaultIdleGrace)
 	setDefaultInt(&e.MaxIdleSessions, DefaultMaxIdleSessions)
@@ -257,6 +268,10 @@ func (e Edge) validate(ps *problems, cl Cluster) {
 	}
 	checkRange(ps, "edge.max_idle_sessions", e.MaxIdleSessions, 1, 10_000_000)
 	checkRange(ps, "edge.max_queued_bytes", e.MaxQueuedBytes, 1<<20, 1<<40)
+	checkRange(ps, "edge.max_incoming_bytes", e.MaxIncomingBytes, 1<<20, 1<<40)
+	if e.MaxIncomingBytes < e.MaxMessageBytes {
+		ps.add("edge.max_incoming_bytes", "must be at least max_message_bytes (%d), got %d: no largest message could arrive", e.MaxMessageBytes, e.MaxIncomingBytes)
+	}
 	if e.DrainTimeout <= 0 {
 		ps.add("edge.drain_timeout", "must be positive, got %s", e.DrainTimeout.D())
 	}

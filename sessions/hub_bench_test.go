@@ -33,7 +33,7 @@ func BenchmarkHubBroadcast(b *testing.B) {
 			}
 			h := newHub(n, m)
 			var frames framePool
-			var budget sendBudget // counted, as on an edge
+			var budget byteBudget // counted, as on an edge
 			budget.limit.Store(configs.DefaultMaxQueuedBytes)
 			ps := make([]*participant, n)
 			for i := range ps {

@@ -46,6 +46,9 @@ type metrics struct {
 	// connectionErrors counts data-port connections its HTTP server ended
 	// on an error (a malformed request head).
 	connectionErrors prometheus.Counter
+	// incomingRefused counts connections closed 1013 because the frame
+	// they announced would pass edge.max_incoming_bytes.
+	incomingRefused prometheus.Counter
 	// rejected counts data-port connections refused by a limit, by reason
 	// (max_connections).
 	rejected *prometheus.CounterVec
@@ -132,6 +135,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_edge_accept_errors_total",
 			Help: "Failed accepts on the data port (out of file descriptors or kernel memory), each retried after a backoff.",
 		}),
+		incomingRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_incoming_refused_total",
+			Help: "Connections closed with 1013: the frame they announced would have taken the messages being received past edge.max_incoming_bytes.",
+		}),
 		connectionErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_connection_errors_total",
 			Help: "Data-port connections its HTTP server ended on an error (a malformed request head, one over the head buffer); logged at most once per 10 s.",
@@ -174,7 +181,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.peerRefused, m.lag,
-		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.connectionErrors, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
+		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.connectionErrors, m.incomingRefused, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
 		m.replicationBytes, m.promotions, m.fencedOwners, m.replicationFallbacks, m.replicationLost} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

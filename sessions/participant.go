@@ -99,7 +99,7 @@ type participant struct {
 		// bytes is what the queued frames count against the edge's
 		// send budget (sendbudget.go; nil: not counted).
 		bytes  int64
-		budget *sendBudget
+		budget *byteBudget
 		// pong holds the payload of the latest ping from the peer until
 		// the writer answers it (RFC 6455 5.5.3 allows answering only the
 		// latest). Only the writer writes to the socket.
@@ -182,7 +182,9 @@ func (p *participant) enqueue(f *frame) bool {
 		return false
 	}
 	size := f.queuedSize()
-	if !o.budget.take(size, o.bytes) {
+	if o.bytes == 0 {
+		o.budget.take(size) // written at once: never held back
+	} else if !o.budget.tryTake(size) {
 		return false
 	}
 	o.bytes += size

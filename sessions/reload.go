@@ -126,13 +126,14 @@ func (s *Server) Reload(cfg configs.Edge) error {
 	s.hub.idle.limit.Store(int64(cfg.MaxIdleSessions))
 	s.hub.trimIdle()
 	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
+	s.incoming.limit.Store(int64(cfg.MaxIncomingBytes))
 	s.applied = cfg
 	overlap := "none"
 	if auth.previous != nil {
 		overlap = auth.previousUntil.UTC().Format(time.RFC3339)
 	}
 	s.log.Info("configuration reloaded", "history_messages", cfg.History.Messages, "history_bytes", cfg.History.Bytes, "history_total_bytes", cfg.History.TotalBytes,
-		"max_idle_sessions", cfg.MaxIdleSessions, "max_queued_bytes", cfg.MaxQueuedBytes,
+		"max_idle_sessions", cfg.MaxIdleSessions, "max_queued_bytes", cfg.MaxQueuedBytes, "max_incoming_bytes", cfg.MaxIncomingBytes,
 		"anonymous", auth.anonymous, "previous_secret_accepted_until", overlap)
 	return nil
 }

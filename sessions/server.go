@@ -128,8 +128,9 @@ type Server struct {
 	bodies                    bodyGate
 	bodyLog, peerLog, skipLog acceptguard.LogLimit
 	// sendBudget bounds what every send queue holds together
-	// (edge.max_queued_bytes).
-	sendBudget sendBudget
+	// (edge.max_queued_bytes), incoming what every connection is in the
+	// middle of receiving (edge.max_incoming_bytes): sendbudget.go.
+	sendBudget, incoming byteBudget
 	// httpLog spaces the data port's HTTP server lines (a connection
 	// ended on a malformed request head), counting each.
 	httpLog httplog.Limit
@@ -214,7 +215,8 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.hub.idle = newIdleSessions(cfg.MaxIdleSessions)
 	s.hub.budget = newHistoryBudget(cfg.History.TotalBytes, s.hub.idle)
 	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
-	for _, c := range []prometheus.Collector{historyBytesMetric(s.hub.budget), idleSessionsMetric(s.hub.idle), queuedBytesMetric(&s.sendBudget)} {
+	s.incoming.limit.Store(int64(cfg.MaxIncomingBytes))
+	for _, c := range []prometheus.Collector{historyBytesMetric(s.hub.budget), idleSessionsMetric(s.hub.idle), queuedBytesMetric(&s.sendBudget), incomingBytesMetric(&s.incoming)} {
 		if err := reg.Register(c); err != nil {
 			panic(fmt.Sprintf("sessions: register metrics: %v", err))
 		}

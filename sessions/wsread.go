@@ -58,8 +58,10 @@ type wsReader struct {
 	r   int // buf[r:w] read from the socket, not parsed yet
 	w   int
 	// msg is the data message being assembled from its fragments; nil
-	// between messages.
-	msg *frame
+	// between messages. held is what its frames' announced lengths took
+	// of the edge's incoming budget (sendbudget.go).
+	msg  *frame
+	held int64
 	// hijacked, until it has nothing more, is fasthttp's view of the
 	// socket: bytes a client sent right behind its handshake (RFC 6455
 	// says wait for the 101; some do not) wait in fasthttp's reader.
@@ -93,9 +95,7 @@ func (s *Server) getReader(p *participant, hijacked net.Conn) *wsReader {
 
 // release puts rd back in the pool, with what it holds released.
 func (rd *wsReader) release() {
-	if rd.msg != nil {
-		rd.msg.release()
-	}
+	rd.dropMsg()
 	s := rd.p.srv
 	// Reset field by field: the buffer's bytes need no clearing.
 	rd.p, rd.r, rd.w, rd.msg, rd.hijacked = nil, 0, 0, nil, nil
@@ -190,8 +190,7 @@ func (rd *wsReader) next() error {
 	if p.stopping() {
 		// Closing: data is dropped until the peer's close frame.
 		if rd.msg != nil && fin {
-			rd.msg.release()
-			rd.msg = nil
+			rd.dropMsg()
 		} else if rd.msg == nil && !fin {
 			rd.msg = p.srv.frames.get() // only marks a message in progress
 		}
@@ -208,16 +207,37 @@ func (rd *wsReader) next() error {
 		rd.refuse(closeTooBig, "message too big")
 		return nil
 	}
+	// Taken from the edge's incoming budget for as long as the message
+	// is being received: the payload is made room for before it comes.
+	if !p.srv.incoming.tryTake(int64(length)) {
+		p.srv.metrics.incomingRefused.Inc()
+		rd.refuse(closeTryAgainLater, "edge busy: too many messages arriving at once")
+		return nil
+	}
+	rd.held += int64(length)
 	if err := rd.payload(rd.msg, int(length), key); err != nil {
 		return err
 	}
 	if fin {
 		f := rd.msg
 		rd.msg = nil
+		p.srv.incoming.give(rd.held)
+		rd.held = 0
 		p.received(f)
 		f.release()
 	}
 	return nil
+}
+
+// dropMsg releases the message being received, if any, and what it took
+// of the incoming budget.
+func (rd *wsReader) dropMsg() {
+	if rd.msg != nil {
+		rd.msg.release()
+		rd.msg = nil
+	}
+	rd.p.srv.incoming.give(rd.held)
+	rd.held = 0
 }
 
 // refuse closes the connection with code and reason, then drops whatever
@@ -225,10 +245,7 @@ func (rd *wsReader) next() error {
 func (rd *wsReader) refuse(code int, reason string) {
 	rd.p.stop(code, reason)
 	rd.discard = true
-	if rd.msg != nil {
-		rd.msg.release()
-		rd.msg = nil
-	}
+	rd.dropMsg()
 }
 
 func joinProblems(problems []string) string {
