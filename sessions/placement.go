@@ -216,14 +216,23 @@ func (o *ownership) update() {
 		n, ok := o.m.Node(edge)
 		return !ok || n.Meta.State == health.StateDraining
 	})
+	members := o.members()
+	// The new ring is published under o.mu, with the view it replaces
+	// already among the past ones: a join that reads the new ring reads
+	// the past views (previousOwners) after it, so it asks the old owner.
+	// Published first, a join placed in between saw a ring giving it the
+	// key and no previous owner to ask, and started a second session of a
+	// draining edge's session before the hand-off came (refused then:
+	// its clients were reset).
+	o.mu.Lock()
 	old := o.ring.Snapshot()
-	next := o.ring.Update(o.members())
+	next := o.ring.Update(members)
 	if next == old {
+		o.mu.Unlock()
 		o.repl.membershipChanged(false)
 		return
 	}
 	now := time.Now()
-	o.mu.Lock()
 	kept := o.past[:0]
 	for _, p := range o.past {
 		if now.Before(p.until) {
