@@ -537,7 +537,10 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 	}
 	q := r.Question[0]
 	qname := strings.ToLower(q.Name)
+	// A refusal claims no authority (AA clear), as NSD and Knot answer
+	// what they do not serve.
 	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
+		m.Authoritative = false
 		m.SetRcode(r, dns.RcodeRefused)
 		return finish(nil), ""
 	}
@@ -548,6 +551,7 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		return finish(nil), ""
 	}
 	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		m.Authoritative = false
 		m.SetRcode(r, dns.RcodeRefused) // transfers are served by serveTransfer over TCP
 		return finish(nil), ""
 	}
