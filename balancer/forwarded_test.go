@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
@@ -100,69 +99,36 @@ func TestClientCannotForgeForwardedHeaders(t *testing.T) {
 // own request, over a connection that never switched.
 func TestUnrequestedSwitchNotReused(t *testing.T) {
 	h := newHarness(t, configs.Balancer{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var (
-		wg     sync.WaitGroup
 		mu     sync.Mutex
 		reused int // requests sent on a switched connection
-		conns  []net.Conn
 	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	url := serveConns(t, func(c net.Conn, br *bufio.Reader) {
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					if req.URL.Path != "/switch" {
-						if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nyour page\n"); err != nil {
-							return
-						}
-						continue
-					}
-					if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: other\r\n\r\n"); err != nil {
-						return
-					}
-					if _, err := br.ReadByte(); err != nil {
-						return // the balancer closed it: not reused
-					}
-					mu.Lock()
-					reused++
-					mu.Unlock()
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nplanted!\n")
+			if req.URL.Path != "/switch" {
+				if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nyour page\n"); err != nil {
 					return
 				}
-			}()
+				continue
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: other\r\n\r\n"); err != nil {
+				return
+			}
+			if _, err := br.ReadByte(); err != nil {
+				return // the balancer closed it: not reused
+			}
+			mu.Lock()
+			reused++
+			mu.Unlock()
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nplanted!\n")
+			return
 		}
-	}()
-	h.ring.Update([]ring.Member{{Name: "switching", URL: "http://" + ln.Addr().String(), Weight: 1}})
+	})
+	h.ring.Update([]ring.Member{{Name: "switching", URL: url, Weight: 1}})
 
 	statuses := exchange(t, h.addr, "GET /switch HTTP/1.1\r\nHost: bal\r\nctstickiness: attacker\r\n\r\n", 1, false)
 	if len(statuses) != 1 || statuses[0] != http.StatusBadGateway {

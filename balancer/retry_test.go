@@ -10,7 +10,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -23,60 +22,27 @@ import (
 // keeps the connection unless answer says to close it.
 func countingBackend(t *testing.T, answer func(n int) (reply string, closeAfter bool)) (url string, parsed func() int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		n     int
-		conns []net.Conn
+		mu sync.Mutex
+		n  int
 	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	url = serveConns(t, func(c net.Conn, br *bufio.Reader) {
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
+			_, _ = io.Copy(io.Discard, req.Body)
 			mu.Lock()
-			conns = append(conns, c)
+			n++
+			reply, closeAfter := answer(n)
 			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					mu.Lock()
-					n++
-					reply, closeAfter := answer(n)
-					mu.Unlock()
-					if _, err := io.WriteString(c, reply); err != nil || closeAfter {
-						return
-					}
-				}
-			}()
+			if _, err := io.WriteString(c, reply); err != nil || closeAfter {
+				return
+			}
 		}
-	}()
-	return "http://" + ln.Addr().String(), func() int {
+	})
+	return url, func() int {
 		mu.Lock()
 		defer mu.Unlock()
 		return n

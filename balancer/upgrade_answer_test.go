@@ -18,9 +18,11 @@ import (
 	"github.com/ringlb/ringlb/configs"
 )
 
-// scriptedBackend answers every connection with answer, after reading the
-// request head; the connections end when the test does.
-func scriptedBackend(t *testing.T, answer func(c net.Conn, br *bufio.Reader)) string {
+// serveConns is a backend at the TCP level: serve runs on each connection
+// it accepts (with a reader over it and a 60 s deadline, a liveness bound)
+// until it returns; the listener and every connection close, and every
+// goroutine has returned, when the test ends. It returns the backend's URL.
+func serveConns(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,15 +58,22 @@ func scriptedBackend(t *testing.T, answer func(c net.Conn, br *bufio.Reader)) st
 				defer wg.Done()
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				answer(c, br)
+				serve(c, bufio.NewReader(c))
 			}()
 		}
 	}()
 	return "http://" + ln.Addr().String()
+}
+
+// scriptedBackend answers every connection with answer, after reading the
+// request head.
+func scriptedBackend(t *testing.T, answer func(c net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	return serveConns(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err == nil {
+			answer(c, br)
+		}
+	})
 }
 
 // dialSlowReader connects to addr with a 4 KiB receive buffer, so what the

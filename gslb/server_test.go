@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -93,7 +94,14 @@ func startGSLB(t *testing.T, cfg configs.GSLB) *Server {
 // startGSLBWith is startGSLB with prepare run on the server before it starts.
 func startGSLBWith(t *testing.T, cfg configs.GSLB, prepare func(*Server)) *Server {
 	t.Helper()
-	s, err := New(cfg, "gslb-test", nil, nil)
+	return startGSLBLogging(t, cfg, nil, prepare)
+}
+
+// startGSLBLogging is startGSLBWith with the server's log going to logger
+// (nil: discarded).
+func startGSLBLogging(t *testing.T, cfg configs.GSLB, logger *slog.Logger, prepare func(*Server)) *Server {
+	t.Helper()
+	s, err := New(cfg, "gslb-test", logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,18 +47,7 @@ func (h *lineCounter) count(msg string) int {
 // counted in queries_total and logged once per interval.
 func TestRefusedTransfersDoNotFloodTheLog(t *testing.T) {
 	h := &lineCounter{counts: map[string]int{}}
-	s, err := New(gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), ""), "gslb-test", slog.New(h), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
+	s := startGSLBLogging(t, gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), ""), slog.New(h), nil)
 	m := new(dns.Msg)
 	m.SetAxfr("ringlb.test.")
 	b, _ := m.Pack()

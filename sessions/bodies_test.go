@@ -126,7 +126,7 @@ func TestDeclaredBodiesAllocateNothing(t *testing.T) {
 		t.Errorf("hand-offs whose body never came answered %v, want %d × 408", got, handoffBodies)
 	}
 	for reason, want := range map[string]float64{bodyTooLarge: n, bodyBusy: n - handoffBodies} {
-		if got := counterValue(t, e.s, "ringlb_edge_request_bodies_refused_total", reason); got != want {
+		if got := labelledValue(t, e.s, "ringlb_edge_request_bodies_refused_total", reason); got != want {
 			t.Errorf("ringlb_edge_request_bodies_refused_total{reason=%q} = %v, want %v", reason, got, want)
 		}
 	}
@@ -141,25 +141,4 @@ func TestDeclaredBodiesAllocateNothing(t *testing.T) {
 	if got := counts(late, handoffBodies); got[http.StatusRequestTimeout] != handoffBodies {
 		t.Errorf("hand-offs after the slots were freed answered %v, want %d × 408 (read, then timed out)", got, handoffBodies)
 	}
-}
-
-// counterValue is the value of the counter name whose one label has value
-// label (0 when it has not counted yet).
-func counterValue(t testing.TB, s *Server, name, label string) float64 {
-	t.Helper()
-	mfs, err := s.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == label {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
 }

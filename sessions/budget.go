@@ -1,7 +1,5 @@
 package sessions
 
-import "sync/atomic"
-
 // historyBudget bounds the bytes of every ringlb.v1 history on this edge
 // together (edge.history.total_bytes): its sessions', idle ones included,
 // and the copies it keeps of other edges' sessions (replica.go). Without
@@ -14,8 +12,9 @@ import "sync/atomic"
 // session's own oldest msgs. Nothing is refused: a resume from before what
 // is kept gets a reset, as with the per-session bounds.
 type historyBudget struct {
-	limit atomic.Int64 // edge.history.total_bytes (Reload sets it)
-	used  atomic.Int64 // wire bytes of every frame held in a history
+	// Wire bytes of every frame held in a history, against
+	// edge.history.total_bytes (Reload sets the limit).
+	byteBudget
 
 	// idle are the sessions without participants (idle.go): their
 	// histories give way first, oldest idle first.
@@ -28,23 +27,11 @@ func newHistoryBudget(limit int, idle *idleSessions) *historyBudget {
 	return b
 }
 
-// take charges n bytes to the budget; false (nothing charged) when they
-// do not fit.
-func (b *historyBudget) take(n int) bool {
-	if b.used.Add(int64(n)) <= b.limit.Load() {
-		return true
-	}
-	b.used.Add(-int64(n))
-	return false
-}
-
-func (b *historyBudget) give(n int) { b.used.Add(-int64(n)) }
-
 // takeFromIdle empties the histories of idle sessions, oldest first, until
 // n bytes fit; it reports whether they were charged. The caller holds
 // some session's lock, so idle sessions' locks are only tried: one held
 // now (being revived or freed) is skipped.
-func (b *historyBudget) takeFromIdle(n int) bool {
+func (b *historyBudget) takeFromIdle(n int64) bool {
 	l := b.idle
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -58,11 +45,11 @@ func (b *historyBudget) takeFromIdle(n int) bool {
 			l.kept.Remove(e)
 			s.v1.keptElem = nil
 			s.mu.Unlock()
-			if b.take(n) {
+			if b.tryTake(n) {
 				return true
 			}
 		}
 		e = next
 	}
-	return b.take(n)
+	return b.tryTake(n)
 }

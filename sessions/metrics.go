@@ -1,6 +1,10 @@
 package sessions
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the edge's Prometheus metrics, named by the wire contract
 // (docs/CONTRACT.md, "Metrics"). All of them are declared here and nowhere else.
@@ -190,20 +194,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// historyBytesMetric reads the bytes every ringlb.v1 history on the edge
-// holds together (budget.go), against edge.history.total_bytes.
-func historyBytesMetric(b *historyBudget) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "ringlb_edge_history_bytes",
-		Help: "Bytes of msgs held in every ringlb.v1 history on this edge (idle sessions and replica copies included), bounded by edge.history.total_bytes.",
-	}, func() float64 { return float64(b.used.Load()) })
+// boundGauges are the gauges of the edge's edge-wide bounds, each read
+// from the counter the bound keeps.
+func boundGauges(s *Server) []prometheus.Collector {
+	return []prometheus.Collector{
+		counterGauge("ringlb_edge_history_bytes",
+			"Bytes of msgs held in every ringlb.v1 history on this edge (idle sessions and replica copies included), bounded by edge.history.total_bytes.",
+			&s.hub.budget.used),
+		counterGauge("ringlb_edge_idle_sessions",
+			"ringlb.v1 sessions kept without participants for idle_grace (so their clients can resume), at most edge.max_idle_sessions.",
+			&s.hub.idle.count),
+		counterGauge("ringlb_edge_queued_bytes",
+			"Bytes waiting in every connection's send queue on this edge, a frame counted once per queue, bounded by edge.max_queued_bytes (beyond it a connection with frames waiting is closed as a slow consumer).",
+			&s.sendBudget.used),
+		counterGauge("ringlb_edge_incoming_bytes",
+			"Bytes of the messages every connection is in the middle of receiving (announced lengths), bounded by edge.max_incoming_bytes (beyond it the connection whose frame would not fit is closed 1013).",
+			&s.incoming.used),
+	}
 }
 
-// idleSessionsMetric reads the sessions kept without participants (idle.go),
-// against edge.max_idle_sessions.
-func idleSessionsMetric(l *idleSessions) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "ringlb_edge_idle_sessions",
-		Help: "ringlb.v1 sessions kept without participants for idle_grace (so their clients can resume), at most edge.max_idle_sessions.",
-	}, func() float64 { return float64(l.count.Load()) })
+// counterGauge is a gauge that reads v when scraped.
+func counterGauge(name, help string, v *atomic.Int64) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
 }

@@ -183,7 +183,7 @@ func (p *participant) enqueue(f *frame) bool {
 	}
 	size := f.queuedSize()
 	if o.bytes == 0 {
-		o.budget.take(size) // written at once: never held back
+		o.budget.charge(size) // written at once: never held back
 	} else if !o.budget.tryTake(size) {
 		return false
 	}

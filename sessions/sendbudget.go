@@ -1,16 +1,13 @@
 package sessions
 
-import (
-	"sync/atomic"
+import "sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus"
-)
-
-// byteBudget bounds bytes held across every connection of the edge for
-// one purpose: what the send queues hold (edge.max_queued_bytes) and what
-// is being received (edge.max_incoming_bytes). Each connection is bounded
-// on its own (send_queue frames, max_message_bytes), but not their sum: a
-// client with many connections holds many times the per-connection bound.
+// byteBudget bounds bytes held across the edge for one purpose: what the
+// send queues hold (edge.max_queued_bytes), what is being received
+// (edge.max_incoming_bytes), what the histories keep (historyBudget,
+// edge.history.total_bytes). Each connection or session is bounded on its
+// own (send_queue frames, max_message_bytes, history.bytes), but not their
+// sum: a client with many connections holds many times the bound of one.
 type byteBudget struct {
 	used  atomic.Int64
 	limit atomic.Int64
@@ -29,8 +26,8 @@ func (b *byteBudget) tryTake(n int64) bool {
 	return true
 }
 
-// take charges n bytes whatever the limit.
-func (b *byteBudget) take(n int64) {
+// charge takes n bytes whatever the limit.
+func (b *byteBudget) charge(n int64) {
 	if b != nil {
 		b.used.Add(n)
 	}
@@ -67,22 +64,4 @@ func (f *frame) queuedSize() int64 {
 		return 0
 	}
 	return int64(len(f.buf))
-}
-
-// queuedBytesMetric reads what the send queues hold, against
-// edge.max_queued_bytes.
-func queuedBytesMetric(b *byteBudget) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "ringlb_edge_queued_bytes",
-		Help: "Bytes waiting in every connection's send queue on this edge, a frame counted once per queue, bounded by edge.max_queued_bytes (beyond it a connection with frames waiting is closed as a slow consumer).",
-	}, func() float64 { return float64(b.used.Load()) })
-}
-
-// incomingBytesMetric reads what the connections are in the middle of
-// receiving, against edge.max_incoming_bytes.
-func incomingBytesMetric(b *byteBudget) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "ringlb_edge_incoming_bytes",
-		Help: "Bytes of the messages every connection is in the middle of receiving (announced lengths), bounded by edge.max_incoming_bytes (beyond it the connection whose frame would not fit is closed 1013).",
-	}, func() float64 { return float64(b.used.Load()) })
 }

@@ -216,7 +216,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.hub.budget = newHistoryBudget(cfg.History.TotalBytes, s.hub.idle)
 	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
 	s.incoming.limit.Store(int64(cfg.MaxIncomingBytes))
-	for _, c := range []prometheus.Collector{historyBytesMetric(s.hub.budget), idleSessionsMetric(s.hub.idle), queuedBytesMetric(&s.sendBudget), incomingBytesMetric(&s.incoming)} {
+	for _, c := range boundGauges(s) {
 		if err := reg.Register(c); err != nil {
 			panic(fmt.Sprintf("sessions: register metrics: %v", err))
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -672,19 +673,41 @@ func TestSessionFreed(t *testing.T) {
 // metricValue reads a gauge or counter from the server's registry.
 func metricValue(t testing.TB, s *Server, name string) float64 {
 	t.Helper()
+	m := findMetric(t, s, name, func(*dto.Metric) bool { return true })
+	if m == nil {
+		t.Fatalf("no metric %s", name)
+	}
+	if c := m.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return m.GetGauge().GetValue()
+}
+
+// labelledValue reads the counter name whose one label has value label (0
+// when it has not counted yet).
+func labelledValue(t testing.TB, s *Server, name, label string) float64 {
+	t.Helper()
+	m := findMetric(t, s, name, func(m *dto.Metric) bool { return m.GetLabel()[0].GetValue() == label })
+	return m.GetCounter().GetValue() // nil-safe: 0
+}
+
+// findMetric returns the first series of name in the server's registry
+// that match accepts, nil when none does.
+func findMetric(t testing.TB, s *Server, name string, match func(*dto.Metric) bool) *dto.Metric {
+	t.Helper()
 	mfs, err := s.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if match(m) {
+				return m
 			}
-			return m.GetGauge().GetValue()
 		}
 	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	return nil
 }

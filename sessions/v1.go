@@ -126,8 +126,8 @@ func (v *v1Session) remember(f *frame) {
 	for v.n > 0 && (v.n >= v.maxMessages || v.bytes+size > v.maxBytes) {
 		v.dropOldest()
 	}
-	if !v.budget.take(size) && !v.budget.takeFromIdle(size) {
-		for !v.budget.take(size) {
+	if !v.budget.tryTake(int64(size)) && !v.budget.takeFromIdle(int64(size)) {
+		for !v.budget.tryTake(int64(size)) {
 			if v.n == 0 {
 				// The edge's histories are full of live sessions': this
 				// one keeps none, like a message over its own bound.
@@ -185,7 +185,7 @@ func (v *v1Session) dropOldest() {
 	v.n--
 	if f != nil {
 		v.bytes -= len(f.wire())
-		v.budget.give(len(f.wire()))
+		v.budget.give(int64(len(f.wire())))
 		f.release()
 	}
 }
