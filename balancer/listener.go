@@ -20,6 +20,7 @@ const (
 	rejectMaxConns   = "max_connections"
 	rejectPerIPConns = "max_connections_per_ip"
 	rejectPerIPRate  = "new_connections_per_ip"
+	rejectMemory     = "memory"
 )
 
 // proxyHeaderTimeout bounds waiting for a PROXY protocol header.
@@ -39,6 +40,8 @@ func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
 		MaxConns: limits.MaxConnections,
 		Refused:  b.metrics.rejectedTotal.WithLabelValues(rejectMaxConns),
 		Refusal:  acceptguard.HTTPAnswer(503, "too many connections to this balancer; try again shortly"),
+		Memory:   acceptguard.Process, RefusedMemory: b.metrics.rejectedTotal.WithLabelValues(rejectMemory),
+		RefusalMemory: acceptguard.HTTPAnswer(503, "this balancer is low on memory; try again shortly"),
 	})
 	ln = guard
 	if pp := b.cfg.ProxyProtocol; pp.Enabled {

@@ -141,7 +141,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		incomingRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_incoming_refused_total",
-			Help: "Connections closed with 1013: the frame they announced would have taken the messages being received past edge.max_incoming_bytes.",
+			Help: "Connections closed with 1013: the frame they announced would have taken the messages being received past edge.max_incoming_bytes, or their message past 16 KiB while the process was low on memory.",
 		}),
 		connectionErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_connection_errors_total",

@@ -184,7 +184,7 @@ func (p *participant) enqueue(f *frame) bool {
 	size := f.queuedSize()
 	if o.bytes == 0 {
 		o.budget.charge(size) // written at once: never held back
-	} else if !o.budget.tryTake(size) {
+	} else if !o.budget.tryTakeHeld(o.bytes, size) {
 		return false
 	}
 	o.bytes += size

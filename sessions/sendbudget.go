@@ -1,6 +1,10 @@
 package sessions
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard"
+)
 
 // byteBudget bounds bytes held across the edge for one purpose: what the
 // send queues hold (edge.max_queued_bytes), what is being received
@@ -11,7 +15,18 @@ import "sync/atomic"
 type byteBudget struct {
 	used  atomic.Int64
 	limit atomic.Int64
+	// mem, when low, leaves each holder at most lowMemoryHold (tryTakeHeld).
+	mem *acceptguard.Memory
 }
+
+// lowMemoryHold is what one holder — a participant's send queue, a
+// connection's message being received — may hold while the process is low
+// on memory (acceptguard.Memory): a participant that keeps up holds less
+// (its frames are written as they come), and the edit, cursor and presence
+// messages of a session are far smaller. Beyond it the holder is closed
+// 1013 (try again later), as when the budget itself is spent: the largest
+// holders go first, and the sessions that keep up go on.
+const lowMemoryHold = 16 << 10
 
 // tryTake charges n bytes unless that would pass the limit. A nil budget
 // (a participant made without a Server, in benchmarks) counts nothing.
@@ -24,6 +39,16 @@ func (b *byteBudget) tryTake(n int64) bool {
 		return false
 	}
 	return true
+}
+
+// tryTakeHeld is tryTake for a holder already holding held bytes, which
+// the process's memory may refuse as well: low on memory, a holder may not
+// grow past lowMemoryHold. Only a holder past it pays for the check.
+func (b *byteBudget) tryTakeHeld(held, n int64) bool {
+	if b != nil && held+n > lowMemoryHold && b.mem.LowFor(n) {
+		return false
+	}
+	return b.tryTake(n)
 }
 
 // charge takes n bytes whatever the limit.

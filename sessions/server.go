@@ -131,6 +131,9 @@ type Server struct {
 	// (edge.max_queued_bytes), incoming what every connection is in the
 	// middle of receiving (edge.max_incoming_bytes): sendbudget.go.
 	sendBudget, incoming byteBudget
+	// untrackMemory takes the budgets' counts out of acceptguard.Process's
+	// at Shutdown.
+	untrackMemory func()
 	// httpLog spaces the data port's HTTP server lines (a connection
 	// ended on a malformed request head), counting each.
 	httpLog httplog.Limit
@@ -216,6 +219,13 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.hub.budget = newHistoryBudget(cfg.History.TotalBytes, s.hub.idle)
 	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
 	s.incoming.limit.Store(int64(cfg.MaxIncomingBytes))
+	// Low on memory, the largest holders are shed (sendbudget.go); the
+	// messages being received and the histories are buffers a client
+	// makes the edge allocate, counted fresh where the process's memory
+	// is sampled. The send queues are not: a broadcast's frame is one
+	// buffer however many queues hold it.
+	s.sendBudget.mem, s.incoming.mem = acceptguard.Process, acceptguard.Process
+	s.untrackMemory = acceptguard.Process.Track(func() int64 { return s.incoming.used.Load() + s.hub.budget.used.Load() })
 	for _, c := range boundGauges(s) {
 		if err := reg.Register(c); err != nil {
 			panic(fmt.Sprintf("sessions: register metrics: %v", err))
@@ -305,6 +315,8 @@ func (s *Server) Serve(ln net.Listener) error {
 		Name: "edge data", Logger: s.log, Errors: s.metrics.acceptErrors,
 		MaxConns: s.cfg.MaxConnections, Refused: s.metrics.rejected.WithLabelValues("max_connections"),
 		Refusal: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, "too many connections to this edge; try again shortly"),
+		Memory:  acceptguard.Process, RefusedMemory: s.metrics.rejected.WithLabelValues("memory"),
+		RefusalMemory: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, "this edge is low on memory; try again shortly"),
 	})
 	if !s.addListener(guarded) {
 		return ErrClosed
@@ -595,6 +607,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	s.hub.close()
+	s.untrackMemory()
 	// Every connection has ended: no reader parks any more.
 	s.pollMu.Lock()
 	if s.poll != nil {

@@ -209,7 +209,7 @@ func (rd *wsReader) next() error {
 	}
 	// Taken from the edge's incoming budget for as long as the message
 	// is being received: the payload is made room for before it comes.
-	if !p.srv.incoming.tryTake(int64(length)) {
+	if !p.srv.incoming.tryTakeHeld(rd.held, int64(length)) {
 		p.srv.metrics.incomingRefused.Inc()
 		rd.refuse(closeTryAgainLater, "edge busy: too many messages arriving at once")
 		return nil

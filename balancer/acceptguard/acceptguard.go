@@ -73,6 +73,12 @@ type Config struct {
 	// RefusalPerIP is written to a connection refused at MaxConnsPerIP
 	// before it is closed; nil: closed without a word.
 	RefusalPerIP []byte
+	// Memory, when it is low (Process: near the process's memory limit),
+	// refuses every new connection, counted by RefusedMemory and written
+	// RefusalMemory (nil: closed without a word); nil: not consulted.
+	Memory        *Memory
+	RefusedMemory Counter
+	RefusalMemory []byte
 	// LogEvery bounds logging to one line per LogEvery for failed accepts
 	// and one for each kind of refusal, each line with the count it
 	// stands for (default DefaultLogEvery).
@@ -95,10 +101,14 @@ type Listener struct {
 	refusedPerIP Counter
 	refusalPerIP []byte
 
+	mem           *Memory
+	refusedMemory Counter
+	refusalMemory []byte
+
 	done      chan struct{} // closed by Close: a backoff in progress ends
 	closeOnce sync.Once
 
-	errLog, refuseLog, refuseIPLog LogLimit
+	errLog, refuseLog, refuseIPLog, refuseMemLog LogLimit
 
 	// waited, when set (tests), is told each backoff before it is slept.
 	waited func(time.Duration)
@@ -116,8 +126,10 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 		Listener: ln, name: cfg.Name, log: cfg.Logger, errs: cfg.Errors, refused: cfg.Refused, refusal: cfg.Refusal,
 		perIP:        NewPerAddr(PerAddrLimits{MaxConns: cfg.MaxConnsPerIP}),
 		refusedPerIP: cfg.RefusedPerIP, refusalPerIP: cfg.RefusalPerIP,
+		mem: cfg.Memory, refusedMemory: cfg.RefusedMemory, refusalMemory: cfg.RefusalMemory,
 		done:   make(chan struct{}),
 		errLog: LogLimit{Every: cfg.LogEvery}, refuseLog: LogLimit{Every: cfg.LogEvery}, refuseIPLog: LogLimit{Every: cfg.LogEvery},
+		refuseMemLog: LogLimit{Every: cfg.LogEvery},
 	}
 	l.max.Store(int64(cfg.MaxConns))
 	return l
@@ -146,6 +158,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 			delay = nextDelay(delay)
 			l.failed(err, delay)
 			l.sleep(delay)
+			continue
+		}
+		if l.mem.Low() {
+			l.refuseLowMemory(c)
 			continue
 		}
 		if !l.admit() {
@@ -237,6 +253,18 @@ func (l *Listener) refuse(c net.Conn) {
 		return
 	}
 	Refuse(c, l.refusal)
+}
+
+func (l *Listener) refuseLowMemory(c net.Conn) {
+	if l.refusedMemory != nil {
+		l.refusedMemory.Inc()
+	}
+	l.refuseMemLog.Warn(l.log, msgRefusedMemory, "listener", l.name)
+	if l.refusalMemory == nil {
+		c.Close()
+		return
+	}
+	Refuse(c, l.refusalMemory)
 }
 
 func (l *Listener) closed() bool {

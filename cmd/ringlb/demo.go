@@ -35,6 +35,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	useOpenFileLimit(logger) // before Load: the connection limits derive from it
+	defer useMemoryLimit(logger)()
 	cfg, err := configs.LoadDemo()
 	if *path != "" {
 		cfg, err = configs.Load(*path)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -16,10 +17,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ringlb/ringlb/balancer"
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/handoff"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
@@ -556,6 +559,34 @@ func useOpenFileLimit(logger *slog.Logger) {
 	logger.Info("open-file limit", "soft", soft, "hard", hard)
 }
 
+// useMemoryLimit sets the Go runtime's memory limit to 90 % of the
+// cgroup's (a container's, a systemd unit's MemoryMax) unless GOMEMLIMIT
+// sets one (AUTOMEMLIMIT=off leaves it unset, AUTOMEMLIMIT=0.8 takes
+// another share), logs it, and watches the process's memory against it
+// (acceptguard.Process: near it, listeners refuse and edges shed instead
+// of the process growing until the kernel kills it) until stop.
+func useMemoryLimit(logger *slog.Logger) (stop func()) {
+	limit, err := memlimit.Set(memlimit.WithProvider(memlimit.FromCgroup))
+	if err != nil {
+		logger.Warn("memory limit not derived from the cgroup", "err", err)
+	}
+	if limit <= 0 || limit == math.MaxInt64 {
+		logger.Info("memory limit: none; set GOMEMLIMIT (or run under a cgroup memory limit) for the node to refuse and shed near it instead of being killed")
+		return func() {}
+	}
+	logger.Info("memory limit", "bytes", limit, "low_at", acceptguard.LowMemoryMark(limit))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		acceptguard.Process.Watch(ctx, logger)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
 // runRole is the body of `ringlb edge`, `ringlb balancer` and `ringlb gslb`.
 func runRole(ctx context.Context, role string, args []string, stderr io.Writer) error {
 	fs := flagSet(role, fmt.Sprintf("Runs a %s node from a config file (only its cluster and %s sections are read).\nSIGINT or SIGTERM stops it gracefully; SIGHUP reloads the config file; SIGUSR2 (balancer, gslb)\nreplaces the process with the binary at its path without closing a connection (ringlb upgrade).", role, role), stderr)
@@ -591,6 +622,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		return err
 	}
 	useOpenFileLimit(logger) // before Load: the connection limits derive from it
+	defer useMemoryLimit(logger)()
 	cfg, err := configs.Load(*path)
 	if err != nil {
 		return refuse(fmt.Errorf("%w\n(run ringlb check -config %s)", err, *path))
