@@ -191,29 +191,8 @@ func TestLowMemoryDegradesTheEdge(t *testing.T) {
 	// The messages it holds took the edge to its low mark; what else a
 	// client makes it hold — connections — takes it past: from there new
 	// connections are refused.
-	var idle []net.Conn
-	defer func() { closeAll(idle) }()
-	refused := 0
-	for len(idle) < maxIdle && refused == 0 {
-		c, err := net.DialTimeout("tcp", listen, 10*time.Second)
-		if err != nil {
-			t.Fatalf("idle connection %d: %v", len(idle), err)
-		}
-		idle = append(idle, c)
-		// A request head (no body): fasthttp keeps the connection, and its
-		// buffers, until the request's read timeout.
-		io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: edge\r\nX-Pad: "+strings.Repeat("p", 2048))
-		if len(idle)%50 == 0 {
-			refused = refusedNow(listen)
-		}
-	}
-	status := "no answer"
-	// On a new connection: one kept alive from before is served still.
-	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	if resp, err := fresh.Get(whoami); err == nil {
-		resp.Body.Close()
-		status = resp.Status
-	}
+	idle := idleUntilRefused(t, listen)
+	status := freshStatus(whoami)
 	t.Logf("then %d idle connections; GET /whoami: %s; heap %.0f MiB in use, %.0f MiB of messages being received",
 		len(idle), status, scrape(t, metrics, "go_memstats_heap_inuse_bytes")/(1<<20), scrape(t, metrics, "ringlb_edge_incoming_bytes")/(1<<20))
 	w.running(t, "under the hoard")
@@ -235,22 +214,40 @@ func TestLowMemoryDegradesTheEdge(t *testing.T) {
 	relay("after")
 	w.running(t, "after the hoard")
 	// The line follows the state that let the request in.
-	for deadline := time.After(30 * time.Second); w.count(msgMemoryRecovered) == 0; {
-		select {
-		case <-w.more:
-		case <-time.After(100 * time.Millisecond):
-		case <-deadline:
-			t.Fatalf("no %q line within 30s", msgMemoryRecovered)
-		}
-	}
+	w.waitLine(t, msgMemoryRecovered)
 	if n := w.count(msgLowMemory); n == 0 {
 		t.Errorf("no %q line", msgLowMemory)
 	}
 }
 
-// maxIdle bounds the idle connections TestLowMemoryDegradesTheEdge opens
-// to take an edge past its low mark.
+// maxIdle bounds the idle connections idleUntilRefused opens.
 const maxIdle = 4000
+
+// idleUntilRefused opens connections to addr that each send part of a
+// request head and wait (a node keeps each, with its buffers, until its
+// request timeout) until the node refuses a new one with 503; they are
+// closed when the test ends. It fails the test if none is refused within
+// maxIdle connections.
+func idleUntilRefused(t *testing.T, addr string) []net.Conn {
+	t.Helper()
+	var idle []net.Conn
+	t.Cleanup(func() { closeAll(idle) })
+	for refused := 0; refused == 0; {
+		if len(idle) == maxIdle {
+			t.Fatalf("%d idle connections and none refused", maxIdle)
+		}
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatalf("idle connection %d: %v", len(idle), err)
+		}
+		idle = append(idle, c)
+		io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: node\r\nX-Pad: "+strings.Repeat("p", 2048))
+		if len(idle)%50 == 0 {
+			refused = refusedNow(addr)
+		}
+	}
+	return idle
+}
 
 // refusedNow opens one connection to addr and reports 1 when it is refused
 // with 503, else 0.
@@ -261,12 +258,114 @@ func refusedNow(addr string) int {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: edge\r\n\r\n")
+	io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: node\r\n\r\n")
 	line, _ := bufio.NewReader(c).ReadString('\n')
 	if strings.HasPrefix(line, "HTTP/1.1 503 ") {
 		return 1
 	}
 	return 0
+}
+
+// freshStatus is the status line of a GET of url on a new connection (one
+// kept alive from before is served still).
+func freshStatus(url string) string {
+	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := fresh.Get(url)
+	if err != nil {
+		return "no answer: " + err.Error()
+	}
+	resp.Body.Close()
+	return resp.Status
+}
+
+// waitLine waits (generously) until the process has logged msg.
+func (w *logWatch) waitLine(t *testing.T, msg string) {
+	t.Helper()
+	for deadline := time.After(30 * time.Second); w.count(msg) == 0; {
+		select {
+		case <-w.more:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no %q line within 30s", msg)
+		}
+	}
+}
+
+// A balancer low on memory refuses new connections with 503 and keeps
+// relaying the tunnels it has; it serves again once they are gone. Its
+// memory grows with its connections alone (a tunnel's buffers are fixed),
+// so the connections are what take it to its limit here: 32 MiB.
+func TestLowMemoryDegradesTheBalancer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "balancer.yaml")
+	writeFile(t, cfg, "cluster: { name: bal-1, bind: 127.0.0.1:0, profile: local, probe_interval: 200ms }\n"+
+		"balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 } }\n")
+	bal := startProc(t, memoryLimitedBinary(t, bin, "32MiB"), "balancer", "-config", cfg)
+	rec := bal.waitLog(t, "balancer started")
+	listen, admin, gossip := rec["listen"].(string), rec["admin"].(string), rec["gossip"].(string)
+	ecfg := filepath.Join(dir, "edge.yaml")
+	writeFile(t, ecfg, fmt.Sprintf("cluster: { name: edge-1, bind: 127.0.0.1:0, join: [%q], profile: local, probe_interval: 200ms }\n"+
+		"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0 }\n", gossip))
+	startProc(t, bin, "edge", "-config", ecfg).waitLog(t, "edge started")
+	w := watchLogs(bal)
+	health := "http://" + listen + "/_ringlb/health"
+	waitStatus(t, health, 200)
+
+	// A session through the balancer, once it routes to the edge.
+	var a, b *websocket.Conn
+	for deadline := time.Now().Add(30 * time.Second); a == nil; time.Sleep(50 * time.Millisecond) {
+		c, _, err := websocket.DefaultDialer.Dial("ws://"+listen+"/ws", http.Header{"Ctstickiness": {"steady"}})
+		if err == nil {
+			a = c
+			t.Cleanup(func() { c.Close() })
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no tunnel through the balancer within 30s: %v", err)
+		}
+	}
+	b = joinEdge(t, listen, "steady")
+	relay := func(when string) {
+		t.Helper()
+		msg := "through the balancer " + when
+		a.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if err := a.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatalf("%s: write: %v", when, err)
+		}
+		b.SetReadDeadline(time.Now().Add(30 * time.Second))
+		for {
+			_, data, err := b.ReadMessage()
+			if err != nil {
+				t.Fatalf("%s: read: %v", when, err)
+			}
+			if string(data) == msg {
+				return
+			}
+		}
+	}
+	relay("before")
+
+	idle := idleUntilRefused(t, listen)
+	status := freshStatus(health)
+	metrics := "http://" + admin + "/metrics"
+	t.Logf("%d idle connections; GET %s on a new one: %s; heap %.0f MiB in use", len(idle), health, status, scrape(t, metrics, "go_memstats_heap_inuse_bytes")/(1<<20))
+	w.running(t, "under the idle connections")
+	if !strings.HasPrefix(status, "503") {
+		t.Errorf("a new connection while low on memory: %s, want 503", status)
+	}
+	relay("while low on memory")
+	if v := scrape(t, metrics, `ringlb_balancer_rejected_connections_total{reason="memory"}`); v <= 0 {
+		t.Errorf(`ringlb_balancer_rejected_connections_total{reason="memory"} = %v, want > 0`, v)
+	}
+	closeAll(idle)
+	waitStatus(t, health, 200)
+	relay("after")
+	w.waitLine(t, msgMemoryRecovered)
+	if w.count(msgLowMemory) == 0 {
+		t.Errorf("no %q line", msgLowMemory)
+	}
 }
 
 // Log messages of the memory guard (balancer/acceptguard) the test waits for.
