@@ -30,6 +30,12 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok: %s\n", name, cfg.Summary())
+	// The memory limit a node started here would take (ExecStartPre runs
+	// in the unit's cgroup).
+	mem := "memory limit none (set GOMEMLIMIT or a cgroup limit)"
+	if limit, ok, _ := setMemoryLimit(); ok {
+		mem = fmt.Sprintf("memory limit %d MiB", limit>>20)
+	}
+	fmt.Fprintf(stdout, "%s: ok: %s; %s\n", name, cfg.Summary(), mem)
 	return nil
 }

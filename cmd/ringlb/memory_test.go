@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -373,3 +374,25 @@ const (
 	msgLowMemory       = "low on memory: refusing new connections and shedding the largest holders"
 	msgMemoryRecovered = "memory recovered: accepting connections again"
 )
+
+// `ringlb check` says which memory limit a node started alike would take.
+func TestCheckPrintsTheMemoryLimit(t *testing.T) {
+	bin := buildBinary(t)
+	cfg := filepath.Join(t.TempDir(), "edge.yaml")
+	writeFile(t, cfg, "cluster: { name: edge-1, bind: 127.0.0.1:0 }\nedge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0 }\n")
+	for _, tc := range []struct{ env, want string }{
+		{"GOMEMLIMIT=1GiB", "memory limit 1024 MiB"},
+		// Off: whatever this machine's cgroup says, the node would take none.
+		{"AUTOMEMLIMIT=off", "memory limit none (set GOMEMLIMIT or a cgroup limit)"},
+	} {
+		cmd := exec.Command(bin, "check", "-config", cfg)
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT=", tc.env)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s check: %v\n%s", tc.env, err, out)
+		}
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("%s: check says %q, want %q in it", tc.env, out, tc.want)
+		}
+	}
+}

@@ -566,12 +566,12 @@ func useOpenFileLimit(logger *slog.Logger) {
 // (acceptguard.Process: near it, listeners refuse and edges shed instead
 // of the process growing until the kernel kills it) until stop.
 func useMemoryLimit(logger *slog.Logger) (stop func()) {
-	limit, err := memlimit.Set(memlimit.WithProvider(memlimit.FromCgroup))
+	limit, ok, err := setMemoryLimit()
 	if err != nil {
 		logger.Warn("memory limit not derived from the cgroup", "err", err)
 	}
-	if limit <= 0 || limit == math.MaxInt64 {
-		logger.Info("memory limit: none; set GOMEMLIMIT (or run under a cgroup memory limit) for the node to refuse and shed near it instead of being killed")
+	if !ok {
+		logger.Info("memory limit: none; set GOMEMLIMIT, or run under a cgroup memory limit, for the node to refuse and shed near it instead of being killed")
 		return func() {}
 	}
 	logger.Info("memory limit", "bytes", limit, "low_at", acceptguard.LowMemoryMark(limit))
@@ -585,6 +585,13 @@ func useMemoryLimit(logger *slog.Logger) (stop func()) {
 		cancel()
 		<-done
 	}
+}
+
+// setMemoryLimit sets the runtime's memory limit as useMemoryLimit says
+// and returns it; ok is false when there is none.
+func setMemoryLimit() (limit int64, ok bool, err error) {
+	limit, err = memlimit.Set(memlimit.WithProvider(memlimit.FromCgroup))
+	return limit, limit > 0 && limit != math.MaxInt64, err
 }
 
 // runRole is the body of `ringlb edge`, `ringlb balancer` and `ringlb gslb`.
