@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"hash"
 	"log/slog"
 	"sync"
 	"time"
@@ -143,19 +144,95 @@ func (r *replicator) addStream() bool {
 	return true
 }
 
+// ownerStream is the replica's side of an owner's stream: the answers it
+// writes, numbered in the order written (the owner checks each batch's MAC
+// against the next number), and the fences it has to tell the owner
+// between two of the owner's batches.
+type ownerStream struct {
+	from string
+	conn *websocket.Conn
+
+	mu   sync.Mutex // one batch written at a time
+	mac  hash.Hash
+	sent uint64
+	head []byte
+
+	fenceMu sync.Mutex
+	fences  []pendingFence
+	wake    chan struct{} // cap 1: fences queued
+}
+
+// write writes records as the stream's next answer.
+func (o *ownerStream) write(records []byte, wait time.Duration) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.sent++
+	o.head = appendBatchHead(o.head[:0], o.mac, o.sent, records)
+	_ = o.conn.NetConn().SetWriteDeadline(time.Now().Add(wait))
+	return writeBatch(o.conn, o.head, records)
+}
+
+// queueFence has f told to the owner at once (pushFences), not only in
+// answer to its next batch: an owner whose sessions are idle sends none
+// for linkIdle.
+func (o *ownerStream) queueFence(f pendingFence) {
+	o.fenceMu.Lock()
+	if len(o.fences) == maxFences {
+		// An owner not reading: the replicator keeps them all the same.
+		o.fences = o.fences[1:]
+	}
+	o.fences = append(o.fences, f)
+	o.fenceMu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pushFences writes the fences queued for the owner as batches of their
+// own (an answer without an ack: the owner takes it as such), until done
+// or a write fails (the stream is then ending).
+func (o *ownerStream) pushFences(done <-chan struct{}, self string, wait time.Duration) {
+	var records []byte
+	for {
+		select {
+		case <-done:
+			return
+		case <-o.wake:
+		}
+		o.fenceMu.Lock()
+		records = records[:0]
+		for _, f := range o.fences {
+			records = appendFence(records, f.term, self, f.key)
+		}
+		o.fences = o.fences[:0]
+		o.fenceMu.Unlock()
+		if err := o.write(records, wait); err != nil {
+			return
+		}
+	}
+}
+
 // serveStream applies an owner's batches and answers each: resyncs and
-// fences for records it cannot apply, then the batch's ack. ownerKey is
-// the owner's public key for the stream (ownerPub, as sent).
+// fences for records it cannot apply, then the batch's ack. Fences for
+// sessions this edge took over from the owner meanwhile (fenceLater) go
+// back on the stream at once. ownerKey is the owner's public key for the
+// stream (ownerPub, as sent).
 func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ownerPub []byte) {
 	defer r.wg.Done()
 	raw := conn.NetConn()
 	defer raw.Close()
+	stream := &ownerStream{from: from, conn: conn, wake: make(chan struct{}, 1)}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return
 	}
-	r.inbound[conn] = struct{}{}
+	r.inbound[conn] = stream
+	// What the owner must be told already (it was unreachable, and is back).
+	for _, f := range r.fences[from] {
+		stream.queueFence(f)
+	}
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -179,7 +256,16 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 	r.store.mu.Lock()
 	r.store.streams[from] = time.Now()
 	r.store.mu.Unlock()
-	var msg, answers, head []byte
+	stream.mac = keys.send // before any answer or push is written
+	done := make(chan struct{})
+	var pusher sync.WaitGroup
+	pusher.Go(func() { stream.pushFences(done, r.o.self, r.srv.writeWait) })
+	defer func() {
+		close(done)
+		_ = raw.Close() // a push blocked on a write ends with it
+		pusher.Wait()
+	}()
+	var msg, answers []byte
 	for want := uint64(1); ; want++ {
 		_ = raw.SetReadDeadline(time.Now().Add(streamIdle))
 		var kind int
@@ -198,9 +284,7 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 			return
 		}
 		answers = appendAck(answers, want)
-		head = appendBatchHead(head[:0], keys.send, want, answers)
-		_ = raw.SetWriteDeadline(time.Now().Add(r.srv.writeWait))
-		if err := writeBatch(conn, head, answers); err != nil {
+		if err := stream.write(answers, r.srv.writeWait); err != nil {
 			return
 		}
 	}

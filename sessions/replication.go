@@ -94,9 +94,9 @@ type replicator struct {
 
 	mu      sync.Mutex
 	closed  bool
-	links   map[string]*link             // by replica edge
-	fences  map[string][]pendingFence    // by stale owner: fences to deliver once it is back
-	inbound map[*websocket.Conn]struct{} // streams from owners (replica.go)
+	links   map[string]*link                 // by replica edge
+	fences  map[string][]pendingFence        // by stale owner: fences to deliver once it is back
+	inbound map[*websocket.Conn]*ownerStream // streams from owners (replica.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup // watch, every link's goroutines, every inbound stream
@@ -169,7 +169,7 @@ func (s *Server) startReplication(o *ownership) *replicator {
 		timeout: s.cfg.ReplicationTimeout.D(),
 		store:   newReplicaStore(s.hub.historyMsgs, s.hub.historyByte, s.hub.budget),
 		links:   make(map[string]*link), fences: make(map[string][]pendingFence),
-		inbound: make(map[*websocket.Conn]struct{}),
+		inbound: make(map[*websocket.Conn]*ownerStream),
 		stop:    make(chan struct{}),
 	}
 	r.dialer = websocket.Dialer{
@@ -468,6 +468,14 @@ func (r *replicator) fenceLater(peer, key string, term uint64) {
 		r.fences[peer] = r.fences[peer][1:]
 	}
 	r.fences[peer] = append(r.fences[peer], f)
+	// At once on the peer's own streams to this edge, if it has one up:
+	// the peer may be out of this edge's reach (the reason a balancer
+	// skipped it) while its stream here still works.
+	for _, stream := range r.inbound {
+		if stream.from == peer {
+			stream.queueFence(f)
+		}
+	}
 	if l := r.links[peer]; l != nil {
 		l.queueFence(f)
 	} else if r.o.member(peer) {
