@@ -41,6 +41,8 @@ func FuzzMeta(f *testing.F) {
 		}
 		f.Add(enc)
 	}
+	// Kept before, on the fields decoded before the bad one: an edge in
+	// no region, an edge with a load of zeros.
 	f.Add([]byte(`{"role":"edge","url":"http://10.0.0.1:1","weight":1,"state":"alive","region":7}`))
 	f.Add([]byte(`{"role":"edge","url":"http://10.0.0.1:1","weight":1,"state":"alive","load":{"cpu":"x"}}`))
 	f.Add([]byte(`{"role":"edge","ROLE":"gslb","url":"http://10.0.0.1:1","weight":1,"state":"alive","region":"\xff"}`))
