@@ -202,6 +202,9 @@ func (r *readerRig) check(t *testing.T, in []byte, early bool) {
 		if kind == websocket.BinaryMessage && bytes.Equal(data, mark[:]) {
 			break
 		}
+		if len(data) > fuzzMaxMessage {
+			t.Fatalf("the edge relayed a message of %d bytes, over max_message_bytes", len(data))
+		}
 		got.msgs = append(got.msgs, wsMessage{kind, string(data)})
 	}
 	if !slices.Equal(got.msgs, want.msgs) || !bytes.Equal(got.close, want.close) {
