@@ -507,14 +507,18 @@ func (m *Membership) Edges(region string) []Node {
 	return out
 }
 
-func toNode(n *memberlist.Node, logger *slog.Logger) Node {
+// toNode copies n, its metadata decoded. Metadata that does not decode
+// whole is an error: json.Unmarshal leaves the fields it had filled before
+// a value of the wrong type, and a member believed on part of its metadata
+// (a region or a load read as nothing) was routed to.
+func toNode(n *memberlist.Node) (Node, error) {
 	node := Node{Name: n.Name, Addr: n.Address()}
 	if len(n.Meta) > 0 {
 		if err := json.Unmarshal(n.Meta, &node.Meta); err != nil {
-			logger.Warn("ignoring unreadable metadata", "node", n.Name, "err", err)
+			return node, fmt.Errorf("unreadable metadata: %w", err)
 		}
 	}
-	return node
+	return node, nil
 }
 
 // Subscribe returns a channel that receives a value after membership changes
@@ -634,9 +638,14 @@ func (m *Membership) crash() error {
 }
 
 func (m *Membership) record(kind string, n *memberlist.Node) {
-	ev := Event{Kind: kind, Node: toNode(n, m.logger), At: time.Now()}
+	node, err := toNode(n)
+	ev := Event{Kind: kind, Node: node, At: time.Now()}
 	var distrust, note string
-	if kind != "leave" && ev.Node.Name != m.name {
+	switch {
+	case kind == "leave" || ev.Node.Name == m.name:
+	case err != nil:
+		distrust = err.Error()
+	default:
 		distrust, note = trustMeta(&ev.Node, m.allowed)
 	}
 	m.mu.Lock()

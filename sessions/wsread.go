@@ -122,8 +122,16 @@ func (rd *wsReader) next() error {
 	// Every problem of the first two bytes at once, as the library
 	// reports them, before waiting for the rest of the header.
 	var problems []string
-	if b0&0x70 != 0 {
-		problems = append(problems, "RSV bits set") // no extension is negotiated
+	// No extension is negotiated (permessage-deflate included), so no
+	// RSV bit may be set.
+	if b0&0x40 != 0 {
+		problems = append(problems, "RSV1 set")
+	}
+	if b0&0x20 != 0 {
+		problems = append(problems, "RSV2 set")
+	}
+	if b0&0x10 != 0 {
+		problems = append(problems, "RSV3 set")
 	}
 	switch op {
 	case websocket.CloseMessage, websocket.PingMessage, websocket.PongMessage:
@@ -158,6 +166,15 @@ func (rd *wsReader) next() error {
 		head += 2
 	case 127:
 		head += 8
+		// RFC 6455 5.2: a 64-bit length has its top bit 0. Refused as
+		// soon as it is read, as the library's reader does.
+		if err := rd.need(2+8, false); err != nil {
+			return err
+		}
+		if rd.buf[rd.r+2]&0x80 != 0 {
+			rd.refuse(websocket.CloseProtocolError, "bad length")
+			return nil
+		}
 	}
 	if err := rd.need(head, false); err != nil {
 		return err
@@ -220,6 +237,13 @@ func (rd *wsReader) next() error {
 	}
 	if fin {
 		f := rd.msg
+		// RFC 6455 8.1: a text message that is not UTF-8 fails the
+		// connection. Relayed, it would fail the connection of every
+		// browser it reached: one participant could end a session's.
+		if f.kind == websocket.TextMessage && !utf8.Valid(f.payload()) {
+			rd.refuse(websocket.CloseInvalidFramePayloadData, "invalid utf8 payload in text message")
+			return nil
+		}
 		rd.msg = nil
 		p.srv.incoming.give(rd.held)
 		rd.held = 0

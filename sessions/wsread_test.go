@@ -129,12 +129,13 @@ func TestReaderRefusesBadFrames(t *testing.T) {
 		frames       []byte
 	}{
 		{"unmasked", "bad MASK", clientFrame(0x82, false, []byte("x"))},
-		{"reserved bits", "RSV bits set", clientFrame(0xc2, true, []byte("x"))},
+		{"reserved bits", "RSV1 set, RSV2 set", clientFrame(0xe2, true, []byte("x"))},
 		{"bad opcode", "bad opcode 3", clientFrame(0x83, true, []byte("x"))},
 		{"long control", "len > 125 for control", clientFrame(0x89, true, make([]byte, 126))},
 		{"fragmented control", "FIN not set on control", clientFrame(0x09, true, nil)},
 		{"continuation first", "continuation after FIN", clientFrame(0x80, true, []byte("x"))},
 		{"data inside a message", "data before FIN", append(clientFrame(0x02, true, []byte("a")), clientFrame(0x82, true, []byte("b"))...)},
+		{"length with its top bit", "bad length", []byte{0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0}}, // refused before its mask key
 		{"bad close code", "bad close code 1005", clientFrame(0x88, true, []byte{0x03, 0xed})},
 		{"close reason not UTF-8", "invalid utf8 payload in close frame", clientFrame(0x88, true, []byte{0x03, 0xe8, 0xff})},
 	} {
@@ -155,6 +156,41 @@ func TestReaderRefusesBadFrames(t *testing.T) {
 			}
 			if _, data, err := other.ReadMessage(); err != nil || string(data) != "after" {
 				t.Fatalf("other got %q, %v", data, err)
+			}
+		})
+	}
+}
+
+// TestTextNotUTF8Refused: a text message that is not UTF-8 closes its
+// sender with 1007 (RFC 6455 8.1) and reaches no one, whole or in
+// fragments; binary messages carry any bytes. The edge relayed it as it
+// came, and every browser that got it would have failed its own
+// connection: one participant could end a session's browsers.
+func TestTextNotUTF8Refused(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		frames []byte
+	}{
+		{"whole", clientFrame(0x81, true, []byte{'a', 0xff})},
+		{"surrogate", clientFrame(0x81, true, []byte{0xed, 0xa0, 0x80})},
+		{"cut by its end", append(clientFrame(0x01, true, []byte("ok")), clientFrame(0x80, true, []byte{0xc3})...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEdge(t, configs.Edge{}, nil)
+			bad := rawJoinKey(t, e, "s")
+			other := e.join(t, "s")
+			if _, err := bad.Write(tc.frames); err != nil {
+				t.Fatal(err)
+			}
+			third := e.join(t, "s")
+			if err := third.WriteMessage(websocket.BinaryMessage, []byte{0xff}); err != nil {
+				t.Fatal(err)
+			}
+			if kind, data, err := other.ReadMessage(); err != nil || kind != websocket.BinaryMessage || string(data) != "\xff" {
+				t.Fatalf("other got %d %q, %v: the text was relayed", kind, data, err)
+			}
+			if code, reason := closeOf(t, bad); code != websocket.CloseInvalidFramePayloadData || reason != "invalid utf8 payload in text message" {
+				t.Fatalf("close %d %q, want 1007", code, reason)
 			}
 		})
 	}
