@@ -290,6 +290,11 @@ func (rd *wsReader) control(op int, payload []byte) error {
 		}
 	case websocket.CloseMessage:
 		code, text := websocket.CloseNoStatusReceived, []byte(nil)
+		if len(payload) == 1 {
+			// RFC 6455 5.5.1: a body begins with a two-byte code.
+			rd.refuse(websocket.CloseProtocolError, "bad close payload")
+			return nil
+		}
 		if len(payload) >= 2 {
 			code, text = int(binary.BigEndian.Uint16(payload)), payload[2:]
 			if !validCloseCode(code) {

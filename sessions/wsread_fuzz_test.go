@@ -170,7 +170,7 @@ func (r *readerRig) drop() {
 // edge, against what the library reads of it.
 func (r *readerRig) check(t *testing.T, in []byte, early bool) {
 	t.Helper()
-	want := wantFromEdge(libraryReads(t, in, fuzzMaxMessage))
+	want := wantFromEdge(libraryReads(t, in, fuzzMaxMessage), in)
 	if r.recv == nil {
 		r.join(t)
 	}
@@ -224,9 +224,16 @@ func (r *readerRig) check(t *testing.T, in []byte, early bool) {
 //   - 1009 says why ("message too big"); the library's says nothing;
 //   - a 64-bit length with its top bit set (RFC 6455 5.2: it is 0), on
 //     which the library ends the connection without a word, is answered
-//     1002 "bad length".
-func wantFromEdge(lib libraryOutcome) wsOutcome {
+//     1002 "bad length";
+//   - a close frame with a body of one byte (RFC 6455 5.5.1: a body
+//     begins with a two-byte code), which the library takes for one
+//     without a body, is answered 1002 "bad close payload".
+func wantFromEdge(lib libraryOutcome, in []byte) wsOutcome {
 	want := wsOutcome{msgs: lib.msgs, close: lib.close}
+	var ce *websocket.CloseError
+	if errors.As(lib.err, &ce) && ce.Code == websocket.CloseNoStatusReceived && closeBodyLen(in) == 1 {
+		return wsOutcome{msgs: lib.msgs, close: websocket.FormatCloseMessage(websocket.CloseProtocolError, "bad close payload")}
+	}
 	for i, m := range lib.msgs {
 		if m.kind == websocket.TextMessage && !utf8.ValidString(m.payload) {
 			return wsOutcome{msgs: lib.msgs[:i], close: websocket.FormatCloseMessage(websocket.CloseInvalidFramePayloadData, "invalid utf8 payload in text message")}
@@ -240,6 +247,37 @@ func wantFromEdge(lib libraryOutcome) wsOutcome {
 		want.close = websocket.FormatCloseMessage(websocket.CloseProtocolError, "bad length")
 	}
 	return want
+}
+
+// closeBodyLen walks a client's frames up to its first close frame and
+// returns the length of its body (-1: no close frame is whole in in).
+func closeBodyLen(in []byte) int {
+	for len(in) >= 2 {
+		op, n, head := in[0]&0x0f, uint64(in[1]&0x7f), 2
+		switch n {
+		case 126:
+			if len(in) < 4 {
+				return -1
+			}
+			n, head = uint64(binary.BigEndian.Uint16(in[2:])), 4
+		case 127:
+			if len(in) < 10 {
+				return -1
+			}
+			n, head = binary.BigEndian.Uint64(in[2:]), 10
+		}
+		if in[1]&0x80 != 0 {
+			head += 4
+		}
+		if len(in) < head || uint64(len(in)-head) < n {
+			return -1
+		}
+		if op == websocket.CloseMessage {
+			return int(n)
+		}
+		in = in[head+int(n):]
+	}
+	return -1
 }
 
 // libraryOutcome is what the library's reader made of a client's bytes,

@@ -138,6 +138,7 @@ func TestReaderRefusesBadFrames(t *testing.T) {
 		{"length with its top bit", "bad length", []byte{0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0}}, // refused before its mask key
 		{"bad close code", "bad close code 1005", clientFrame(0x88, true, []byte{0x03, 0xed})},
 		{"close reason not UTF-8", "invalid utf8 payload in close frame", clientFrame(0x88, true, []byte{0x03, 0xe8, 0xff})},
+		{"close body of one byte", "bad close payload", clientFrame(0x88, true, []byte{0x03})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := startEdge(t, configs.Edge{}, nil)
