@@ -189,11 +189,15 @@ func (o *ownerStream) queueFence(f pendingFence) {
 	}
 }
 
-// pushFences writes the fences queued for the owner as batches of their
-// own (an answer without an ack: the owner takes it as such), until done
-// or a write fails (the stream is then ending).
-func (o *ownerStream) pushFences(done <-chan struct{}, self string, wait time.Duration) {
-	var records []byte
+// pushFences writes the fences queued for the owner that still hold
+// (replicator.fenceHolds) as batches of their own (an answer without an
+// ack: the owner takes it as such), until done or a write fails (the
+// stream is then ending).
+func (o *ownerStream) pushFences(done <-chan struct{}, r *replicator) {
+	var (
+		records []byte
+		fences  []pendingFence
+	)
 	for {
 		select {
 		case <-done:
@@ -201,13 +205,22 @@ func (o *ownerStream) pushFences(done <-chan struct{}, self string, wait time.Du
 		case <-o.wake:
 		}
 		o.fenceMu.Lock()
-		records = records[:0]
-		for _, f := range o.fences {
-			records = appendFence(records, f.term, self, f.key)
-		}
+		fences = append(fences[:0], o.fences...)
+		clear(o.fences)
 		o.fences = o.fences[:0]
 		o.fenceMu.Unlock()
-		if err := o.write(records, wait); err != nil {
+		// Checked without the fence lock: fenceHolds takes a shard's lock,
+		// which is taken before the replicator's and so before this one.
+		records = records[:0]
+		for _, f := range fences {
+			if r.fenceHolds(f) {
+				records = appendFence(records, f.term, r.o.self, f.key)
+			}
+		}
+		if len(records) == 0 {
+			continue
+		}
+		if err := o.write(records, r.srv.writeWait); err != nil {
 			return
 		}
 	}
@@ -259,7 +272,7 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 	stream.mac = keys.send // before any answer or push is written
 	done := make(chan struct{})
 	var pusher sync.WaitGroup
-	pusher.Go(func() { stream.pushFences(done, r.o.self, r.srv.writeWait) })
+	pusher.Go(func() { stream.pushFences(done, r) })
 	defer func() {
 		close(done)
 		_ = raw.Close() // a push blocked on a write ends with it
@@ -334,6 +347,16 @@ func (r *replicator) apply(from string, records, answers []byte) ([]byte, error)
 		}
 	}
 	return answers, rd.err
+}
+
+// fenceHolds reports whether f is still true: this edge holds the session
+// of f's key at f's term or later, not handed on. A fence is told only
+// then: once the session ended here the key is its ring owner's again, and
+// a new incarnation there (term 1) would yield to a fence of the old
+// takeover still waiting out fenceTTL.
+func (r *replicator) fenceHolds(f pendingFence) bool {
+	term, moved := r.liveTerm(f.key)
+	return term >= f.term && !moved
 }
 
 // liveTerm returns the term of the v1 session of key live here (0: none).

@@ -483,11 +483,13 @@ func (r *replicator) fenceLater(peer, key string, term uint64) {
 	}
 }
 
-// fencesFor returns the fences waiting for peer.
+// fencesFor returns the fences waiting for peer that still hold
+// (fenceHolds: checked without r.mu, which is taken under a shard's lock).
 func (r *replicator) fencesFor(peer string) []pendingFence {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]pendingFence(nil), r.fences[peer]...)
+	fences := append([]pendingFence(nil), r.fences[peer]...)
+	r.mu.Unlock()
+	return slices.DeleteFunc(fences, func(f pendingFence) bool { return !r.fenceHolds(f) })
 }
 
 // membershipChanged runs after every membership change (the ring already
