@@ -152,3 +152,103 @@ func vmRSS(t *testing.T, pid int) int64 {
 	t.Fatal("no VmRSS")
 	return 0
 }
+
+// Low on memory, a participant that keeps up must go on: its queue holds
+// what is being written to it, and a burst — a few participants speaking
+// at once — passes through it in a moment. Shed at 16 KiB, a reader that
+// read each round whole before the next was closed 1013 before it had read
+// a msg (4 senders × 2 msgs of 6 KiB at once); now a queue may pass a burst
+// (sessions/sendbudget.go, lowMemoryBurst and lowMemoryGrace).
+func TestLowMemoryKeepsAReaderOfBursts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	const (
+		senders  = 4
+		perBurst = 2
+		rounds   = 50
+		msgBytes = 6 << 10
+	)
+	bin := memoryLimitedBinary(t, buildBinary(t), "64MiB")
+	cfg := filepath.Join(t.TempDir(), "edge.yaml")
+	writeFile(t, cfg, "cluster: { name: edge-1, bind: 127.0.0.1:0, profile: local }\n"+
+		"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 1s, max_message_bytes: 1048576, max_incoming_bytes: 1073741824 }\n")
+	edge := startProc(t, bin, "edge", "-config", cfg)
+	rec := edge.waitLog(t, "edge started")
+	listen := rec["listen"].(string)
+	w := watchLogs(edge)
+	waitStatus(t, "http://"+listen+"/whoami", 200)
+
+	reader := joinEdge(t, listen, "burst")
+	var from []*websocket.Conn
+	for range senders {
+		c := joinEdge(t, listen, "burst")
+		from = append(from, c)
+		// The senders keep up too: they read what the others send.
+		go func() {
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	// Low on memory: large messages held, then idle connections.
+	var hs []*hoarder
+	for i := range 200 {
+		h, _ := openHoarder(t, listen, fmt.Sprintf("hoard-%d", i))
+		if h == nil {
+			break // refused: low already
+		}
+		hs = append(hs, h)
+	}
+	for _, h := range hs {
+		h.announce(1 << 20)
+	}
+	idleUntilRefused(t, listen)
+	w.waitLine(t, msgLowMemory)
+
+	// One msg at a time passes (the reader's queue is empty each time).
+	from[0].SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if err := from[0].WriteMessage(websocket.TextMessage, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	reader.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, data, err := reader.ReadMessage(); err != nil || string(data) != "one" {
+		t.Fatalf("low on memory, a single msg: %q, %v", data, err)
+	}
+
+	// Rounds: every sender sends its burst at once, the reader reads the
+	// round whole before the next — it keeps up with the session.
+	payload := make([]byte, msgBytes)
+	got, want := 0, 0
+	var end error
+	for range rounds {
+		var wg sync.WaitGroup
+		for _, c := range from {
+			wg.Go(func() {
+				for range perBurst {
+					c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+					_ = c.WriteMessage(websocket.BinaryMessage, payload)
+				}
+			})
+		}
+		wg.Wait()
+		want += senders * perBurst
+		for end == nil && got < want {
+			reader.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, _, err := reader.ReadMessage(); err != nil {
+				end = err
+				break
+			}
+			got++
+		}
+		if end != nil {
+			break
+		}
+	}
+	t.Logf("low on memory, %d rounds of %d senders × %d msgs of %d KiB at once: the reader got %d of %d (%v)", rounds, senders, perBurst, msgBytes>>10, got, rounds*senders*perBurst, end)
+	if end != nil {
+		t.Errorf("a reader that keeps up was ended after %d of %d msgs: %v", got, rounds*senders*perBurst, end)
+	}
+}
