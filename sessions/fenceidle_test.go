@@ -126,7 +126,7 @@ func TestFenceOfAnEndedTakeoverIsNotTold(t *testing.T) {
 	old.conn.NetConn().Close()
 	waitFor(t, "a new stream from edge-a", func() bool {
 		s := inboundFrom(rb, "edge-a")
-		return s != nil && s != old && s.sent > 0
+		return s != nil && s != old && answersSent(s) > 0
 	})
 	// Whatever the new stream's pusher had to tell is told by now: it was
 	// woken before the stream's first answer, and edge-a reads answers in
@@ -148,12 +148,17 @@ func inboundFrom(r *replicator, owner string) *ownerStream {
 	defer r.mu.Unlock()
 	for _, s := range r.inbound {
 		if s.from == owner {
-			s.mu.Lock()
-			defer s.mu.Unlock()
 			return s
 		}
 	}
 	return nil
+}
+
+// answersSent is how many answers s has written.
+func answersSent(s *ownerStream) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent
 }
 
 // readUntilClose reads c until it ends and returns the close code (-1:
@@ -287,7 +292,68 @@ func TestPushedFencesInterleaveWithAcks(t *testing.T) {
 	if now := inboundFrom(rb, "edge-a"); now != stream {
 		t.Errorf("edge-a's stream to edge-b began anew: an answer's number was out of order")
 	}
-	stream.mu.Lock()
-	t.Logf("%d answers written on the stream, fences pushed among them", stream.sent)
-	stream.mu.Unlock()
+	t.Logf("%d answers written on the stream, %d fences pushed among them", answersSent(stream), stream.pushed.Load())
+}
+
+// An owner reads its replica's answers up to maxAnswerBatch. Fences pushed
+// all in one batch — what waits for an owner that was declared dead and
+// comes back, every session of it promoted at once — passed that past
+// some eighteen thousand sessions with 200-byte keys: the owner ended the
+// stream, dialed again, and the new stream pushed the same batch, for as
+// long as the fences were kept (fenceTTL), and the owner was never told.
+// Pushed fences go in batches that fit.
+func TestManyPushedFencesFitTheOwnersBatches(t *testing.T) {
+	const fences = 20_000
+	a, b, key := replPair(t, configs.ReplicationSync, "manyfences")
+	p := a.joinV1(t, key, "", nil)
+	p.msg(t, "before")
+	p.readType(t, "ack")
+	rb := b.s.hub.repl.Load()
+	waitFor(t, "edge-a's stream to edge-b", func() bool { return inboundFrom(rb, "edge-a") != nil })
+	// edge-b cannot dial edge-a: the fences go on edge-a's stream alone.
+	a.s.mu.Lock()
+	for _, ln := range a.s.listeners {
+		ln.Close()
+	}
+	a.s.mu.Unlock()
+
+	// edge-b took over sessions of edge-a's while edge-a was away (term
+	// 2); their fences wait for edge-a.
+	now := time.Now()
+	for i := range fences {
+		k := fmt.Sprintf("taken-%0200d", i)
+		sh := b.s.hub.shardOf(k)
+		sh.mu.Lock()
+		sh.sessions[k] = &session{key: k, created: now, v1: &v1Session{epoch: "E", term: 2}}
+		sh.mu.Unlock()
+		rb.mu.Lock()
+		rb.fences["edge-a"] = append(rb.fences["edge-a"], pendingFence{key: k, term: 2, at: now})
+		rb.mu.Unlock()
+	}
+	// edge-a's stream begins anew: every fence waiting goes on it.
+	old := inboundFrom(rb, "edge-a")
+	old.conn.NetConn().Close()
+	waitFor(t, "a new stream from edge-a", func() bool {
+		s := inboundFrom(rb, "edge-a")
+		return s != nil && s != old && answersSent(s) > 0
+	})
+	stream := inboundFrom(rb, "edge-a")
+	waitFor(t, "the fences pushed, or the stream ended", func() bool {
+		return stream.pushed.Load() == fences || inboundFrom(rb, "edge-a") != stream
+	})
+	if inboundFrom(rb, "edge-a") != stream {
+		t.Fatalf("edge-a's stream to edge-b ended as %d fences were pushed (%d written)", fences, stream.pushed.Load())
+	}
+	// edge-a's session goes on, on that stream (sync: each ack waits for
+	// edge-b's, written after the fences: edge-a reads them first).
+	for i := range 3 {
+		p.msg(t, i)
+		if got, code := readAck(p); code != 0 {
+			t.Fatalf("edge-a's session was closed %d after %q", code, got)
+		}
+		if inboundFrom(rb, "edge-a") != stream {
+			t.Fatalf("edge-a's stream to edge-b began anew after %d fences were pushed (msg %d)", fences, i)
+		}
+	}
+	t.Logf("%d fences pushed at once; %d answers written on edge-a's stream", fences, answersSent(stream))
 }

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -160,6 +161,7 @@ type ownerStream struct {
 	fenceMu sync.Mutex
 	fences  []pendingFence
 	wake    chan struct{} // cap 1: fences queued
+	pushed  atomic.Int64  // fences written by pushFences (its debug line, tests)
 }
 
 // write writes records as the stream's next answer.
@@ -212,19 +214,29 @@ func (o *ownerStream) pushFences(done <-chan struct{}, r *replicator) {
 		// Checked without the fence lock: fenceHolds takes a shard's lock,
 		// which is taken before the replicator's and so before this one.
 		records = records[:0]
-		for _, f := range fences {
+		n := 0
+		for i, f := range fences {
 			if r.fenceHolds(f) {
 				records = appendFence(records, f.term, r.o.self, f.key)
+				n++
 			}
-		}
-		if len(records) == 0 {
-			continue
-		}
-		if err := o.write(records, r.srv.writeWait); err != nil {
-			return
+			// The owner reads an answer up to maxAnswerBatch: past it, it
+			// ends the stream, and the next one would push the same again.
+			if n > 0 && (len(records) >= maxFencePush || i == len(fences)-1) {
+				if err := o.write(records, r.srv.writeWait); err != nil {
+					return
+				}
+				o.pushed.Add(int64(n))
+				r.log.Debug("fences pushed on the owner's stream", "owner", o.from, "fences", n)
+				records, n = records[:0], 0
+			}
 		}
 	}
 }
+
+// maxFencePush bounds a batch of pushed fences: well within what an owner
+// reads (maxAnswerBatch), a fence being at most a few hundred bytes.
+const maxFencePush = maxAnswerBatch / 4
 
 // serveStream applies an owner's batches and answers each: resyncs and
 // fences for records it cannot apply, then the batch's ack. Fences for
