@@ -357,3 +357,43 @@ func TestManyPushedFencesFitTheOwnersBatches(t *testing.T) {
 	}
 	t.Logf("%d fences pushed at once; %d answers written on edge-a's stream", fences, answersSent(stream))
 }
+
+// The same on the stream the promoting edge opens to the stale owner: every
+// fence waiting for it went in the stream's first batch, past what the
+// owner reads of one (its read limit), and each new stream sent it again.
+func TestManyFencesFitTheReplicaStreamsBatches(t *testing.T) {
+	const fences = 20_000
+	_, b, _ := replPair(t, configs.ReplicationSync, "manylinkfences")
+	rb := b.s.hub.repl.Load()
+	now := time.Now()
+	for i := range fences {
+		k := fmt.Sprintf("taken-%0200d", i)
+		sh := b.s.hub.shardOf(k)
+		sh.mu.Lock()
+		sh.sessions[k] = &session{key: k, created: now, v1: &v1Session{epoch: "E", term: 2}}
+		sh.mu.Unlock()
+		rb.mu.Lock()
+		rb.fences["edge-a"] = append(rb.fences["edge-a"], pendingFence{key: k, term: 2, at: now})
+		rb.mu.Unlock()
+	}
+	// A membership change: edge-b opens a stream to edge-a to tell them.
+	rb.membershipChanged(false)
+	rb.mu.Lock()
+	l := rb.links["edge-a"]
+	rb.mu.Unlock()
+	if l == nil {
+		t.Fatal("no stream to edge-a for its fences")
+	}
+	told := func() (done bool, gen uint64) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.connected && len(l.fencesDue) == 0 && len(l.building) == 0 && len(l.inflight) == 0, l.gen
+	}
+	waitFor(t, "every fence told, or a second stream", func() bool {
+		done, gen := told()
+		return done || gen > 1
+	})
+	if _, gen := told(); gen != 1 {
+		t.Fatalf("edge-b's stream to edge-a began anew (stream %d) telling %d fences", gen, fences)
+	}
+}
