@@ -34,11 +34,11 @@ const lowMemoryHold = 16 << 10
 // may hold up to lowMemoryBurst, for up to lowMemoryGrace, before it must
 // be back under lowMemoryHold. Shedding it at lowMemoryHold closed a reader
 // that kept up (four senders of 6 KiB at once: closed 1013 before it had
-// read one) and freed little: a broadcast's frame is one buffer, held by
-// every queue and the history alike.
+// read one). A queue that does not read is shed past lowMemoryBurst: four
+// times lowMemoryHold, each holder's share of the room above the low mark.
 const (
-	lowMemoryBurst = 256 << 10
-	lowMemoryGrace = 250 * time.Millisecond
+	lowMemoryBurst = 64 << 10
+	lowMemoryGrace = time.Second
 )
 
 // tryTake charges n bytes unless that would pass the limit. A nil budget

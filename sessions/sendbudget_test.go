@@ -2,7 +2,6 @@ package sessions
 
 import (
 	"context"
-	"math"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -85,14 +84,15 @@ func TestSendQueuesBoundedTogether(t *testing.T) {
 	}
 }
 
-// lowMemory returns a Memory that is low on memory (a tracker holding more
-// than any limit) for as long as the test runs.
+// lowMemory returns a Memory that is low on memory (a tracker holding 95 %
+// of its limit) for as long as the test runs.
 func lowMemory(t *testing.T) *acceptguard.Memory {
 	t.Helper()
-	prev := debug.SetMemoryLimit(1 << 40)
+	const limit = 1 << 40
+	prev := debug.SetMemoryLimit(limit)
 	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
 	m := &acceptguard.Memory{}
-	untrack := m.Track(func() int64 { return math.MaxInt64 / 4 })
+	untrack := m.Track(func() int64 { return limit / 100 * 95 })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -104,7 +104,7 @@ func lowMemory(t *testing.T) *acceptguard.Memory {
 		<-done
 		untrack()
 	})
-	for deadline := time.Now().Add(testDeadline); !m.LowFor(1); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(testDeadline); !m.Low(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("never low")
 		}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,7 +182,8 @@ func TestLowMemoryKeepsAReaderOfBursts(t *testing.T) {
 
 	reader := joinEdge(t, listen, "burst")
 	var from []*websocket.Conn
-	for range senders {
+	read := make([]atomic.Int64, senders)
+	for i := range senders {
 		c := joinEdge(t, listen, "burst")
 		from = append(from, c)
 		// The senders keep up too: they read what the others send.
@@ -190,6 +192,7 @@ func TestLowMemoryKeepsAReaderOfBursts(t *testing.T) {
 				if _, _, err := c.ReadMessage(); err != nil {
 					return
 				}
+				read[i].Add(1)
 			}
 		}()
 	}
@@ -245,6 +248,14 @@ func TestLowMemoryKeepsAReaderOfBursts(t *testing.T) {
 		}
 		if end != nil {
 			break
+		}
+		// Every sender has read the round too before the next.
+		for i := range read {
+			for deadline := time.Now().Add(30 * time.Second); read[i].Load() < int64(want/senders*(senders-1)); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("sender %d read %d of the others' %d msgs", i, read[i].Load(), want/senders*(senders-1))
+				}
+			}
 		}
 	}
 	t.Logf("low on memory, %d rounds of %d senders × %d msgs of %d KiB at once: the reader got %d of %d (%v)", rounds, senders, perBurst, msgBytes>>10, got, rounds*senders*perBurst, end)
