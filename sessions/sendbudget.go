@@ -34,8 +34,8 @@ const lowMemoryHold = 16 << 10
 // may hold up to lowMemoryBurst, for up to lowMemoryGrace, before it must
 // be back under lowMemoryHold. Shedding it at lowMemoryHold closed a reader
 // that kept up (four senders of 6 KiB at once: closed 1013 before it had
-// read one). A queue that does not read is shed past lowMemoryBurst: four
-// times lowMemoryHold, each holder's share of the room above the low mark.
+// read one). The price: a queue that does not read is shed past
+// lowMemoryBurst, four times lowMemoryHold, not at lowMemoryHold itself.
 const (
 	lowMemoryBurst = 64 << 10
 	lowMemoryGrace = time.Second
