@@ -28,10 +28,14 @@ func newHistoryBudget(limit int, idle *idleSessions) *historyBudget {
 }
 
 // takeFromIdle empties the histories of idle sessions, oldest first, until
-// n bytes fit; it reports whether they were charged. The caller holds
-// some session's lock, so idle sessions' locks are only tried: one held
-// now (being revived or freed) is skipped.
+// n bytes fit; it reports whether they were charged. Low on memory (the
+// process's, not the budget), the idle histories emptied must free n bytes
+// themselves: the histories may not grow. The caller holds some session's
+// lock, so idle sessions' locks are only tried: one held now (being revived
+// or freed) is skipped.
 func (b *historyBudget) takeFromIdle(n int64) bool {
+	low := b.mem.LowFor(n)
+	var freed int64
 	l := b.idle
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -41,15 +45,16 @@ func (b *historyBudget) takeFromIdle(n int64) bool {
 		if s.mu.TryLock() {
 			// Its history goes; the session stays idle for idle_grace (a
 			// resume gets a reset), off the kept list: nothing left to take.
+			freed += int64(s.v1.bytes)
 			s.v1.forget()
 			l.kept.Remove(e)
 			s.v1.keptElem = nil
 			s.mu.Unlock()
-			if b.tryTake(n) {
+			if (!low || freed >= n) && b.tryTake(n) {
 				return true
 			}
 		}
 		e = next
 	}
-	return b.tryTake(n)
+	return (!low || freed >= n) && b.tryTake(n)
 }

@@ -2,6 +2,9 @@ package sessions
 
 import (
 	"errors"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,5 +65,335 @@ func TestIdleStaleOwnerFencedOnItsOwnStream(t *testing.T) {
 	t.Logf("the idle stale owner's participants were closed %s after the takeover", time.Since(took).Round(time.Millisecond))
 	if v := metricValue(t, a.s, "ringlb_edge_replication_fenced_total"); v != 1 {
 		t.Errorf("fenced %v, want 1", v)
+	}
+}
+
+// A fence is kept for fenceTTL and told on every new stream with its stale
+// owner — but it says "this edge holds the session at a higher term", and
+// that stops being true when the session ends here. The key then belongs
+// to its ring owner again, which starts a new incarnation at term 1: a
+// fence of the old takeover (term 2) still waiting here made that healthy
+// session yield the first time the owner's stream began anew (any network
+// blip), its participants closed 1012 and sent to an edge that does not
+// have it. A fence is told only while this edge still holds the session it
+// fences for.
+func TestFenceOfAnEndedTakeoverIsNotTold(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "stalefence")
+	p1 := a.joinV1(t, key, "", nil)
+	p1.msg(t, "before")
+	p1.readType(t, "ack")
+	epoch := p1.welcome.Epoch
+
+	// A balancer could not reach edge-a: edge-b takes over, edge-a yields.
+	g := b.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-a")
+	if _, code := readUntilClose(p1); code != closeServiceRestart {
+		t.Fatalf("the stale owner's participant ended with %d, want 1012", code)
+	}
+	// The session ends on edge-b, and edge-a's frozen one with it, their
+	// idle_grace run out (a minute or two after the takeover; the fence is
+	// kept for five); edge-a's hand-over window has passed.
+	g.leave(t)
+	for _, e := range []*clusterEdge{a, b} {
+		waitFor(t, e.s.name+"'s session idle", func() bool { return e.s.hub.idle.count.Load() == 1 })
+		e.s.hub.idle.limit.Store(0)
+		e.s.hub.trimIdle()
+		e.s.hub.idle.limit.Store(int64(configs.DefaultMaxIdleSessions))
+	}
+	sh := a.s.hub.shardOf(key)
+	sh.mu.Lock()
+	delete(sh.moved, key)
+	sh.mu.Unlock()
+
+	// A new incarnation on its ring owner, healthy (once edge-b's pin of
+	// the ended session is withdrawn over gossip).
+	waitFor(t, "edge-a to take joins for the key", func() bool {
+		c, _, err := a.dialV1(t, key, "", nil)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	p3 := a.joinV1(t, key, "", nil)
+	if p3.welcome.Epoch == epoch {
+		t.Fatalf("a new session kept the old epoch %s", epoch)
+	}
+	p3.msg(t, "new")
+	p3.readType(t, "ack")
+
+	// edge-a's stream to edge-b begins anew.
+	rb := b.s.hub.repl.Load()
+	old := inboundFrom(rb, "edge-a")
+	old.conn.NetConn().Close()
+	waitFor(t, "a new stream from edge-a", func() bool {
+		s := inboundFrom(rb, "edge-a")
+		return s != nil && s != old && answersSent(s) > 0
+	})
+	// Whatever the new stream's pusher had to tell is told by now: it was
+	// woken before the stream's first answer, and edge-a reads answers in
+	// order.
+	for i := range 3 {
+		p3.msg(t, i)
+		if got, code := readAck(p3); code != 0 {
+			t.Fatalf("the new session of its ring owner was closed %d after %q: yielded to a fence of an ended takeover", code, got)
+		}
+	}
+	if v := metricValue(t, a.s, "ringlb_edge_replication_fenced_total"); v != 1 {
+		t.Errorf("edge-a fenced %v times, want 1 (the takeover's, not the new session)", v)
+	}
+}
+
+// inboundFrom returns r's current stream from owner (nil: none).
+func inboundFrom(r *replicator, owner string) *ownerStream {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.inbound {
+		if s.from == owner {
+			return s
+		}
+	}
+	return nil
+}
+
+// answersSent is how many answers s has written.
+func answersSent(s *ownerStream) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent
+}
+
+// readUntilClose reads c until it ends and returns the close code (-1:
+// ended without one).
+func readUntilClose(c *v1Client) ([]string, int) {
+	var got []string
+	_ = c.SetReadDeadline(time.Now().Add(testDeadline))
+	for {
+		_, data, err := c.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return got, ce.Code
+			}
+			return got, -1
+		}
+		got = append(got, string(data))
+	}
+}
+
+// waitFor waits (generously) until cond holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(testDeadline); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %s", what, testDeadline)
+		}
+	}
+}
+
+// readAck reads c until an ack (code 0) or its end (the close code, -1
+// without one), returning what came before.
+func readAck(c *v1Client) ([]string, int) {
+	var got []string
+	_ = c.SetReadDeadline(time.Now().Add(testDeadline))
+	for {
+		_, data, err := c.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return got, ce.Code
+			}
+			return got, -1
+		}
+		if strings.Contains(string(data), `"type":"ack"`) {
+			return got, 0
+		}
+		got = append(got, string(data))
+	}
+}
+
+// Fences pushed on an owner's stream are answers numbered as written, in
+// between the acks of the owner's batches: the owner checks each answer's
+// MAC against the next number, so a push and an ack written out of their
+// numbers' order would end the stream. Many takeovers at once, on a stream
+// busy with msgs (sync: each ack waits for the replica's), must fence
+// exactly the sessions taken over, keep every other session acknowledging,
+// and never break the stream.
+func TestPushedFencesInterleaveWithAcks(t *testing.T) {
+	const (
+		sessions  = 40
+		takenOver = 20
+		msgs      = 60
+	)
+	a, b, _ := replPair(t, configs.ReplicationSync, "interleave")
+	keys := make([]string, sessions)
+	clients := make([]*v1Client, sessions)
+	for i := range keys {
+		keys[i] = keyOwnedBy(fmt.Sprintf("interleave%d", i), "edge-a", "edge-a", "edge-b")
+		clients[i] = a.joinV1(t, keys[i], "", nil)
+	}
+	rb := b.s.hub.repl.Load()
+	waitFor(t, "edge-a's stream to edge-b", func() bool { return inboundFrom(rb, "edge-a") != nil })
+	stream := inboundFrom(rb, "edge-a")
+	// edge-b cannot dial edge-a: every fence goes on edge-a's own stream,
+	// pushed or in answer to a record of a session taken over.
+	a.s.mu.Lock()
+	for _, ln := range a.s.listeners {
+		ln.Close()
+	}
+	a.s.mu.Unlock()
+
+	type result struct {
+		acked int
+		code  int // 0: every msg acknowledged
+	}
+	results := make([]result, sessions)
+	started := make(chan struct{}, sessions)
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Go(func() {
+			for n := range msgs {
+				if n == 5 {
+					started <- struct{}{}
+				}
+				// A write to a fenced session may fail: its end is read below.
+				_ = c.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"type":"msg","data":%d}`, n))
+				if _, code := readAck(c); code != 0 {
+					results[i].code = code
+					return
+				}
+				results[i].acked++
+			}
+		})
+	}
+	for range sessions {
+		<-started
+	}
+	// The takeovers, all at once, while the msgs flow.
+	var takeovers sync.WaitGroup
+	for i := range takenOver {
+		takeovers.Go(func() {
+			g := b.joinSkipping(t, keys[i], "", "edge-a")
+			g.Close()
+		})
+	}
+	takeovers.Wait()
+	wg.Wait()
+
+	for i, r := range results {
+		switch {
+		case i < takenOver && r.code != closeServiceRestart:
+			t.Errorf("session %d, taken over: ended %d after %d acks, want 1012", i, r.code, r.acked)
+		case i >= takenOver && (r.code != 0 || r.acked != msgs):
+			t.Errorf("session %d, not taken over: %d of %d msgs acknowledged, ended %d", i, r.acked, msgs, r.code)
+		}
+	}
+	if v := metricValue(t, a.s, "ringlb_edge_replication_fenced_total"); v != takenOver {
+		t.Errorf("edge-a fenced %v sessions, want %d", v, takenOver)
+	}
+	if now := inboundFrom(rb, "edge-a"); now != stream {
+		t.Errorf("edge-a's stream to edge-b began anew: an answer's number was out of order")
+	}
+	t.Logf("%d answers written on the stream, %d fences pushed among them", answersSent(stream), stream.pushed.Load())
+}
+
+// An owner reads its replica's answers up to maxAnswerBatch. Fences pushed
+// all in one batch — what waits for an owner that was declared dead and
+// comes back, every session of it promoted at once — passed that past
+// some eighteen thousand sessions with 200-byte keys: the owner ended the
+// stream, dialed again, and the new stream pushed the same batch, for as
+// long as the fences were kept (fenceTTL), and the owner was never told.
+// Pushed fences go in batches that fit.
+func TestManyPushedFencesFitTheOwnersBatches(t *testing.T) {
+	const fences = 20_000
+	a, b, key := replPair(t, configs.ReplicationSync, "manyfences")
+	p := a.joinV1(t, key, "", nil)
+	p.msg(t, "before")
+	p.readType(t, "ack")
+	rb := b.s.hub.repl.Load()
+	waitFor(t, "edge-a's stream to edge-b", func() bool { return inboundFrom(rb, "edge-a") != nil })
+	// edge-b cannot dial edge-a: the fences go on edge-a's stream alone.
+	a.s.mu.Lock()
+	for _, ln := range a.s.listeners {
+		ln.Close()
+	}
+	a.s.mu.Unlock()
+
+	// edge-b took over sessions of edge-a's while edge-a was away (term
+	// 2); their fences wait for edge-a.
+	now := time.Now()
+	for i := range fences {
+		k := fmt.Sprintf("taken-%0200d", i)
+		sh := b.s.hub.shardOf(k)
+		sh.mu.Lock()
+		sh.sessions[k] = &session{key: k, created: now, v1: &v1Session{epoch: "E", term: 2}}
+		sh.mu.Unlock()
+		rb.mu.Lock()
+		rb.fences["edge-a"] = append(rb.fences["edge-a"], pendingFence{key: k, term: 2, at: now})
+		rb.mu.Unlock()
+	}
+	// edge-a's stream begins anew: every fence waiting goes on it.
+	old := inboundFrom(rb, "edge-a")
+	old.conn.NetConn().Close()
+	waitFor(t, "a new stream from edge-a", func() bool {
+		s := inboundFrom(rb, "edge-a")
+		return s != nil && s != old && answersSent(s) > 0
+	})
+	stream := inboundFrom(rb, "edge-a")
+	waitFor(t, "the fences pushed, or the stream ended", func() bool {
+		return stream.pushed.Load() == fences || inboundFrom(rb, "edge-a") != stream
+	})
+	if inboundFrom(rb, "edge-a") != stream {
+		t.Fatalf("edge-a's stream to edge-b ended as %d fences were pushed (%d written)", fences, stream.pushed.Load())
+	}
+	// edge-a's session goes on, on that stream (sync: each ack waits for
+	// edge-b's, written after the fences: edge-a reads them first).
+	for i := range 3 {
+		p.msg(t, i)
+		if got, code := readAck(p); code != 0 {
+			t.Fatalf("edge-a's session was closed %d after %q", code, got)
+		}
+		if inboundFrom(rb, "edge-a") != stream {
+			t.Fatalf("edge-a's stream to edge-b began anew after %d fences were pushed (msg %d)", fences, i)
+		}
+	}
+	t.Logf("%d fences pushed at once; %d answers written on edge-a's stream", fences, answersSent(stream))
+}
+
+// The same on the stream the promoting edge opens to the stale owner: every
+// fence waiting for it went in the stream's first batch, past what the
+// owner reads of one (its read limit), and each new stream sent it again.
+func TestManyFencesFitTheReplicaStreamsBatches(t *testing.T) {
+	const fences = 20_000
+	_, b, _ := replPair(t, configs.ReplicationSync, "manylinkfences")
+	rb := b.s.hub.repl.Load()
+	now := time.Now()
+	for i := range fences {
+		k := fmt.Sprintf("taken-%0200d", i)
+		sh := b.s.hub.shardOf(k)
+		sh.mu.Lock()
+		sh.sessions[k] = &session{key: k, created: now, v1: &v1Session{epoch: "E", term: 2}}
+		sh.mu.Unlock()
+		rb.mu.Lock()
+		rb.fences["edge-a"] = append(rb.fences["edge-a"], pendingFence{key: k, term: 2, at: now})
+		rb.mu.Unlock()
+	}
+	// A membership change: edge-b opens a stream to edge-a to tell them.
+	rb.membershipChanged(false)
+	rb.mu.Lock()
+	l := rb.links["edge-a"]
+	rb.mu.Unlock()
+	if l == nil {
+		t.Fatal("no stream to edge-a for its fences")
+	}
+	told := func() (done bool, gen uint64) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.connected && len(l.fencesDue) == 0 && len(l.building) == 0 && len(l.inflight) == 0, l.gen
+	}
+	waitFor(t, "every fence told, or a second stream", func() bool {
+		done, gen := told()
+		return done || gen > 1
+	})
+	if _, gen := told(); gen != 1 {
+		t.Fatalf("edge-b's stream to edge-a began anew (stream %d) telling %d fences", gen, fences)
 	}
 }

@@ -100,6 +100,10 @@ type participant struct {
 		// send budget (sendbudget.go; nil: not counted).
 		bytes  int64
 		budget *byteBudget
+		// overHold is when the queue last went over lowMemoryHold while
+		// the process was low on memory (Unix ns; 0: under it since),
+		// for the burst it may pass on (sendbudget.go).
+		overHold int64
 		// pong holds the payload of the latest ping from the peer until
 		// the writer answers it (RFC 6455 5.5.3 allows answering only the
 		// latest). Only the writer writes to the socket.
@@ -184,7 +188,7 @@ func (p *participant) enqueue(f *frame) bool {
 	size := f.queuedSize()
 	if o.bytes == 0 {
 		o.budget.charge(size) // written at once: never held back
-	} else if !o.budget.tryTakeHeld(o.bytes, size) {
+	} else if !o.budget.tryTakeQueued(o.bytes, size, &o.overHold) {
 		return false
 	}
 	o.bytes += size
@@ -210,6 +214,9 @@ func (p *participant) popFrame() *frame {
 	size := f.queuedSize()
 	o.bytes -= size
 	o.budget.give(size)
+	if o.bytes <= lowMemoryHold {
+		o.overHold = 0 // kept up: the burst passed
+	}
 	return f
 }
 

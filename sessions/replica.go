@@ -10,6 +10,7 @@ import (
 	"hash"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -160,6 +161,7 @@ type ownerStream struct {
 	fenceMu sync.Mutex
 	fences  []pendingFence
 	wake    chan struct{} // cap 1: fences queued
+	pushed  atomic.Int64  // fences written by pushFences (its debug line, tests)
 }
 
 // write writes records as the stream's next answer.
@@ -189,11 +191,15 @@ func (o *ownerStream) queueFence(f pendingFence) {
 	}
 }
 
-// pushFences writes the fences queued for the owner as batches of their
-// own (an answer without an ack: the owner takes it as such), until done
-// or a write fails (the stream is then ending).
-func (o *ownerStream) pushFences(done <-chan struct{}, self string, wait time.Duration) {
-	var records []byte
+// pushFences writes the fences queued for the owner that still hold
+// (replicator.fenceHolds) as batches of their own (an answer without an
+// ack: the owner takes it as such), until done or a write fails (the
+// stream is then ending).
+func (o *ownerStream) pushFences(done <-chan struct{}, r *replicator) {
+	var (
+		records []byte
+		fences  []pendingFence
+	)
 	for {
 		select {
 		case <-done:
@@ -201,17 +207,36 @@ func (o *ownerStream) pushFences(done <-chan struct{}, self string, wait time.Du
 		case <-o.wake:
 		}
 		o.fenceMu.Lock()
-		records = records[:0]
-		for _, f := range o.fences {
-			records = appendFence(records, f.term, self, f.key)
-		}
+		fences = append(fences[:0], o.fences...)
+		clear(o.fences)
 		o.fences = o.fences[:0]
 		o.fenceMu.Unlock()
-		if err := o.write(records, wait); err != nil {
-			return
+		// Checked without the fence lock: fenceHolds takes a shard's lock,
+		// which is taken before the replicator's and so before this one.
+		records = records[:0]
+		n := 0
+		for i, f := range fences {
+			if r.fenceHolds(f) {
+				records = appendFence(records, f.term, r.o.self, f.key)
+				n++
+			}
+			// The owner reads an answer up to maxAnswerBatch: past it, it
+			// ends the stream, and the next one would push the same again.
+			if n > 0 && (len(records) >= maxFencePush || i == len(fences)-1) {
+				if err := o.write(records, r.srv.writeWait); err != nil {
+					return
+				}
+				o.pushed.Add(int64(n))
+				r.log.Debug("fences pushed on the owner's stream", "owner", o.from, "fences", n)
+				records, n = records[:0], 0
+			}
 		}
 	}
 }
+
+// maxFencePush bounds a batch of pushed fences: well within what an owner
+// reads (maxAnswerBatch), a fence being at most a few hundred bytes.
+const maxFencePush = maxAnswerBatch / 4
 
 // serveStream applies an owner's batches and answers each: resyncs and
 // fences for records it cannot apply, then the batch's ack. Fences for
@@ -259,7 +284,7 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 	stream.mac = keys.send // before any answer or push is written
 	done := make(chan struct{})
 	var pusher sync.WaitGroup
-	pusher.Go(func() { stream.pushFences(done, r.o.self, r.srv.writeWait) })
+	pusher.Go(func() { stream.pushFences(done, r) })
 	defer func() {
 		close(done)
 		_ = raw.Close() // a push blocked on a write ends with it
@@ -334,6 +359,16 @@ func (r *replicator) apply(from string, records, answers []byte) ([]byte, error)
 		}
 	}
 	return answers, rd.err
+}
+
+// fenceHolds reports whether f is still true: this edge holds the session
+// of f's key at f's term or later, not handed on. A fence is told only
+// then: once the session ended here the key is its ring owner's again, and
+// a new incarnation there (term 1) would yield to a fence of the old
+// takeover still waiting out fenceTTL.
+func (r *replicator) fenceHolds(f pendingFence) bool {
+	term, moved := r.liveTerm(f.key)
+	return term >= f.term && !moved
 }
 
 // liveTerm returns the term of the v1 session of key live here (0: none).

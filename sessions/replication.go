@@ -149,6 +149,10 @@ type link struct {
 	// sent yet), with when the oldest began to wait: the session's next
 	// snapshot carries them (its ack commits them), or the fallback does.
 	orphans map[*session]time.Time
+	// fencesDue are the fences waiting for the peer when the stream
+	// began, told a part at a time (tellFences): all in its first batch,
+	// they could pass what the peer reads of one.
+	fencesDue []pendingFence
 	// gen counts streams; a session is in step with the replica when its
 	// replGen is the current gen (its snapshot went on this stream).
 	gen       uint64
@@ -483,11 +487,13 @@ func (r *replicator) fenceLater(peer, key string, term uint64) {
 	}
 }
 
-// fencesFor returns the fences waiting for peer.
+// fencesFor returns the fences waiting for peer that still hold
+// (fenceHolds: checked without r.mu, which is taken under a shard's lock).
 func (r *replicator) fencesFor(peer string) []pendingFence {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]pendingFence(nil), r.fences[peer]...)
+	fences := append([]pendingFence(nil), r.fences[peer]...)
+	r.mu.Unlock()
+	return slices.DeleteFunc(fences, func(f pendingFence) bool { return !r.fenceHolds(f) })
 }
 
 // membershipChanged runs after every membership change (the ring already
@@ -790,9 +796,7 @@ func (l *link) serve(conn *websocket.Conn, keys streamKeys) {
 	for s := range l.sessions {
 		l.resync[s] = struct{}{}
 	}
-	for _, f := range fences {
-		l.appendFenceLocked(f)
-	}
+	l.fencesDue = fences
 	gen := l.gen
 	l.mu.Unlock()
 	r.log.Debug("replica stream up", "replica", l.peer)
@@ -813,6 +817,7 @@ func (l *link) serve(conn *websocket.Conn, keys streamKeys) {
 	var head []byte
 stream:
 	for {
+		l.tellFences()
 		l.syncSessions(gen)
 		l.mu.Lock()
 		idle := len(l.building) == 0
@@ -894,6 +899,23 @@ func writeBatch(conn *websocket.Conn, head, body []byte) error {
 		return err
 	}
 	return w.Close()
+}
+
+// tellFences queues the fences due on the stream while the batch being
+// filled has room (maxFencePush): the peer reads a batch up to its read
+// limit, and past it ends the stream.
+func (l *link) tellFences() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for n < len(l.fencesDue) && len(l.building) < maxFencePush {
+		l.appendFenceLocked(l.fencesDue[n])
+		n++
+	}
+	l.fencesDue = l.fencesDue[n:]
+	if len(l.fencesDue) == 0 {
+		l.fencesDue = nil
+	}
 }
 
 // syncSessions sends the sessions marked for it whole, while the queue has

@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
 )
@@ -28,6 +29,18 @@ type byteBudget struct {
 // holders go first, and the sessions that keep up go on.
 const lowMemoryHold = 16 << 10
 
+// A send queue that keeps up still takes in a burst — a few participants
+// speaking at once — faster than its writer passes it on: low on memory it
+// may hold up to lowMemoryBurst, for up to lowMemoryGrace, before it must
+// be back under lowMemoryHold. Shedding it at lowMemoryHold closed a reader
+// that kept up (four senders of 6 KiB at once: closed 1013 before it had
+// read one). The price: a queue that does not read is shed past
+// lowMemoryBurst, four times lowMemoryHold, not at lowMemoryHold itself.
+const (
+	lowMemoryBurst = 64 << 10
+	lowMemoryGrace = time.Second
+)
+
 // tryTake charges n bytes unless that would pass the limit. A nil budget
 // (a participant made without a Server, in benchmarks) counts nothing.
 func (b *byteBudget) tryTake(n int64) bool {
@@ -47,6 +60,24 @@ func (b *byteBudget) tryTake(n int64) bool {
 func (b *byteBudget) tryTakeHeld(held, n int64) bool {
 	if b != nil && held+n > lowMemoryHold && b.mem.LowFor(n) {
 		return false
+	}
+	return b.tryTake(n)
+}
+
+// tryTakeQueued is tryTakeHeld for a send queue holding held bytes: low on
+// memory it may pass lowMemoryHold by a burst, under lowMemoryBurst and for
+// lowMemoryGrace from *over (when it went over: Unix ns, 0 when under,
+// which popFrame resets). Only a queue past lowMemoryHold while low reads
+// the clock.
+func (b *byteBudget) tryTakeQueued(held, n int64, over *int64) bool {
+	if b != nil && held+n > lowMemoryHold && b.mem.LowFor(n) {
+		now := time.Now().UnixNano()
+		if *over == 0 {
+			*over = now
+		}
+		if held+n > lowMemoryBurst || now-*over > int64(lowMemoryGrace) {
+			return false
+		}
 	}
 	return b.tryTake(n)
 }

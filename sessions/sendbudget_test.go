@@ -1,13 +1,16 @@
 package sessions
 
 import (
+	"context"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -78,5 +81,61 @@ func TestSendQueuesBoundedTogether(t *testing.T) {
 	}
 	if _, data, err := readerPeer.ReadMessage(); err != nil || string(data) != "still here" {
 		t.Fatalf("the reading session after the hoard: %q, %v", data, err)
+	}
+}
+
+// lowMemory returns a Memory that is low on memory (a tracker holding 95 %
+// of its limit) for as long as the test runs.
+func lowMemory(t *testing.T) *acceptguard.Memory {
+	t.Helper()
+	const limit = 1 << 40
+	prev := debug.SetMemoryLimit(limit)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	m := &acceptguard.Memory{}
+	untrack := m.Track(func() int64 { return limit / 100 * 95 })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Watch(ctx, nil)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		untrack()
+	})
+	for deadline := time.Now().Add(testDeadline); !m.Low(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("never low")
+		}
+	}
+	return m
+}
+
+// Low on memory, a send queue passes a burst (up to lowMemoryBurst, for
+// lowMemoryGrace) and is refused past either; a holder receiving a
+// message (tryTakeHeld) gets no burst.
+func TestLowMemoryQueueBurst(t *testing.T) {
+	b := &byteBudget{mem: lowMemory(t)}
+	b.limit.Store(1 << 30)
+	var over int64
+	if !b.tryTakeQueued(0, lowMemoryHold, &over) || over != 0 {
+		t.Fatalf("within lowMemoryHold: refused, or counted as over (%d)", over)
+	}
+	if !b.tryTakeQueued(lowMemoryHold, 8<<10, &over) || over == 0 {
+		t.Fatalf("a burst past lowMemoryHold: refused, or not counted as over (%d)", over)
+	}
+	if b.tryTakeQueued(lowMemoryBurst-4<<10, 8<<10, &over) {
+		t.Error("a queue past lowMemoryBurst was let grow")
+	}
+	over = time.Now().Add(-2 * lowMemoryGrace).UnixNano() // over for longer than the grace
+	if b.tryTakeQueued(lowMemoryHold, 1, &over) {
+		t.Error("a queue over lowMemoryHold past lowMemoryGrace was let grow")
+	}
+	if b.tryTakeHeld(lowMemoryHold, 1) {
+		t.Error("a message arriving past lowMemoryHold was let grow")
+	}
+	if !b.tryTakeHeld(0, lowMemoryHold) {
+		t.Error("a message within lowMemoryHold refused")
 	}
 }

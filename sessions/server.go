@@ -219,12 +219,12 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.hub.budget = newHistoryBudget(cfg.History.TotalBytes, s.hub.idle)
 	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
 	s.incoming.limit.Store(int64(cfg.MaxIncomingBytes))
-	// Low on memory, the largest holders are shed (sendbudget.go); the
-	// messages being received and the histories are buffers a client
-	// makes the edge allocate, counted fresh where the process's memory
-	// is sampled. The send queues are not: a broadcast's frame is one
-	// buffer however many queues hold it.
-	s.sendBudget.mem, s.incoming.mem = acceptguard.Process, acceptguard.Process
+	// Low on memory, the largest holders are shed (sendbudget.go) and the
+	// histories grow no more (v1.remember); the messages being received
+	// and the histories are buffers a client makes the edge allocate,
+	// counted fresh where the process's memory is sampled. The send queues
+	// are not: a broadcast's frame is one buffer however many queues hold it.
+	s.sendBudget.mem, s.incoming.mem, s.hub.budget.mem = acceptguard.Process, acceptguard.Process, acceptguard.Process
 	s.untrackMemory = acceptguard.Process.Track(func() int64 { return s.incoming.used.Load() + s.hub.budget.used.Load() })
 	for _, c := range boundGauges(s) {
 		if err := reg.Register(c); err != nil {

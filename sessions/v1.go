@@ -126,8 +126,11 @@ func (v *v1Session) remember(f *frame) {
 	for v.n > 0 && (v.n >= v.maxMessages || v.bytes+size > v.maxBytes) {
 		v.dropOldest()
 	}
-	if !v.budget.tryTake(int64(size)) && !v.budget.takeFromIdle(int64(size)) {
-		for !v.budget.tryTake(int64(size)) {
+	// A history is a holder (sendbudget.go): low on memory it may not grow
+	// past lowMemoryHold, as at the budget idle histories give way first,
+	// then this one's oldest msgs — a resume from before them gets a reset.
+	if !v.budget.tryTakeHeld(int64(v.bytes), int64(size)) && !v.budget.takeFromIdle(int64(size)) {
+		for !v.budget.tryTakeHeld(int64(v.bytes), int64(size)) {
 			if v.n == 0 {
 				// The edge's histories are full of live sessions': this
 				// one keeps none, like a message over its own bound.
