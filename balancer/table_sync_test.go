@@ -96,7 +96,11 @@ func TestTablesShareOverGossip(t *testing.T) {
 	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2"), startTestEdge(t, "edge-3")}
 	e4 := startTestEdge(t, "edge-4")
 	cl := healthtest.New(t)
-	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}
+	// The startup wait is the fallback for a peer that never answers; here
+	// every peer answers, and what is tested is that a balancer routes once
+	// it has their table. At 1 s it raced the answer on a busy machine (a
+	// peer's took 1.001 s, and bal-3 once routed without the live key).
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(healthtest.Patience)}}
 	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
 	b2 := startClusterBalancer(t, cl, "bal-2", cfg)
 	waitRing(t, b1, "edge-1", "edge-2", "edge-3")

@@ -146,6 +146,13 @@ func TestRateLimitOverUDP(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The server has decided every query (answers are counted before they
+	// are written) before the client counts what came: a quiet second
+	// ends the count, and a server that had not yet got to the rest (a
+	// busy machine, the race detector) made them look dropped.
+	waitFor(t, "every query answered, slipped or dropped", func() bool {
+		return counterValue(t, s, "ringlb_gslb_queries_total", "qtype", "A")+rrlCount(t, s, "drop")+rrlCount(t, s, "slip") >= sent
+	})
 	answered, slipped := 0, 0
 	buf := make([]byte, 2048)
 	for {

@@ -193,34 +193,37 @@ func (s *Server) Start(ctx context.Context) error {
 	return s.StartOn(ctx, pcs, ln)
 }
 
-// Bind opens the DNS sockets of gslb.listen: udp_workers UDP sockets sharing
-// the port (SO_REUSEPORT; one per CPU when 0) and a TCP listener on the same
-// port (with port 0, the UDP one's).
+// Bind opens the DNS sockets of gslb.listen: a TCP listener and udp_workers
+// UDP sockets sharing its port (SO_REUSEPORT; one per CPU when 0).
+//
+// With port 0 the TCP listener picks the port: the kernel's choice for a
+// listener skips the ports TCP connections hold, while its choice for UDP
+// knows only UDP. Beside thousands of client connections, whose source
+// ports (connect takes even ones first) stay held in TIME_WAIT for a
+// minute, half the UDP choices were taken for TCP, and ten tries in a row
+// failed often enough to fail test runs ("bind: address already in use").
+// UDP ports are rarely held, and another try takes a new port.
 func Bind(listen string, workers int) ([]net.PacketConn, net.Listener, error) {
 	if workers <= 0 || udpSockets() == 1 {
 		workers = udpSockets()
 	}
-	var pcs []net.PacketConn
-	var ln net.Listener
 	var err error
 	for attempt := 0; attempt < 10; attempt++ {
-		pcs, err = listenUDP(listen, workers)
-		if err != nil {
-			return nil, nil, err
+		ln, lerr := net.Listen("tcp", listen)
+		if lerr != nil {
+			return nil, nil, fmt.Errorf("gslb listen tcp %s: %w", listen, lerr)
 		}
-		// TCP on the same port as UDP: with port 0, the UDP one.
-		ln, err = net.Listen("tcp", pcs[0].LocalAddr().String())
+		var pcs []net.PacketConn
+		pcs, err = listenUDP(ln.Addr().String(), workers)
 		if err == nil {
 			return pcs, ln, nil
 		}
-		for _, pc := range pcs {
-			pc.Close()
-		}
+		ln.Close()
 		if !strings.HasSuffix(listen, ":0") {
-			return nil, nil, fmt.Errorf("gslb listen tcp %s: %w", listen, err)
+			return nil, nil, err
 		}
 	}
-	return nil, nil, fmt.Errorf("gslb listen tcp: %w", err)
+	return nil, nil, err
 }
 
 // StartOn serves DNS on sockets from Bind, or inherited from the process

@@ -193,11 +193,15 @@ func runSticky(t *testing.T, f *stickyFront, o stickyOptions) *stickyReport {
 	phase("drain", func(ctx context.Context) error { return f.drain(ctx, "relay-1") })
 	phase("crash", func(ctx context.Context) error {
 		r := f.relays["relay-2"]
+		// Dead before the kill, not after Wait: its participants reconnect
+		// the moment its sockets close, and a join elsewhere that still saw
+		// a sibling counted on relay-2 was taken for a split (on a busy
+		// machine, 5-9 joins a run, all beside a relay-2 sibling).
+		l.killed("relay-2 " + r.instance)
 		if err := r.cmd.Process.Kill(); err != nil {
 			return err
 		}
 		r.cmd.Wait()
-		l.killed("relay-2 " + r.instance)
 		return f.await(ctx, "relay-2", false)
 	})
 	phase("backend back", func(ctx context.Context) error {
