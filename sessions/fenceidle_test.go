@@ -3,6 +3,7 @@ package sessions
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -106,14 +107,17 @@ func TestFenceOfAnEndedTakeoverIsNotTold(t *testing.T) {
 
 	// A new incarnation on its ring owner, healthy (once edge-b's pin of
 	// the ended session is withdrawn over gossip).
+	var p3 *v1Client
 	waitFor(t, "edge-a to take joins for the key", func() bool {
 		c, _, err := a.dialV1(t, key, "", nil)
-		if err == nil {
-			c.Close()
+		if err != nil {
+			return false
 		}
-		return err == nil
+		a.waitJoined(t)
+		p3 = &v1Client{Conn: c}
+		p3.welcome = p3.read(t)
+		return true
 	})
-	p3 := a.joinV1(t, key, "", nil)
 	if p3.welcome.Epoch == epoch {
 		t.Fatalf("a new session kept the old epoch %s", epoch)
 	}
@@ -250,9 +254,18 @@ func TestPushedFencesInterleaveWithAcks(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, c := range clients {
 		wg.Go(func() {
-			for n := range msgs {
+			// A session taken over sends until it is fenced (its takeover
+			// may come after any number of msgs), for testDeadline at most.
+			limit, until := msgs, time.Now().Add(testDeadline)
+			if i < takenOver {
+				limit = math.MaxInt
+			}
+			for n := range limit {
 				if n == 5 {
 					started <- struct{}{}
+				}
+				if time.Now().After(until) {
+					return // never fenced: code 0, reported below
 				}
 				// A write to a fenced session may fail: its end is read below.
 				_ = c.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"type":"msg","data":%d}`, n))
