@@ -37,11 +37,7 @@ func TestIdleStaleOwnerFencedOnItsOwnStream(t *testing.T) {
 
 	// edge-a takes no new connection from now on (its backlog full, as
 	// far as anyone dialing it can tell); what it has keeps working.
-	a.s.mu.Lock()
-	for _, ln := range a.s.listeners {
-		ln.Close()
-	}
-	a.s.mu.Unlock()
+	stopAccepting(a)
 
 	took := time.Now()
 	g := b.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-a")
@@ -50,17 +46,8 @@ func TestIdleStaleOwnerFencedOnItsOwnStream(t *testing.T) {
 	}
 	// Nobody on edge-a says a word: its participants are moved all the same.
 	for _, p := range []*v1Client{p1, p2} {
-		p.SetReadDeadline(time.Now().Add(testDeadline))
-		for {
-			_, data, err := p.ReadMessage()
-			if err != nil {
-				var ce *websocket.CloseError
-				if !errors.As(err, &ce) || ce.Code != closeServiceRestart {
-					t.Fatalf("the stale owner's idle participant ended with %v, want 1012", err)
-				}
-				break
-			}
-			t.Logf("the stale owner's participant got %s", data)
+		if got, code := readUntilClose(p); code != closeServiceRestart {
+			t.Fatalf("the stale owner's idle participant ended with %d (after %q), want 1012", code, got)
 		}
 	}
 	t.Logf("the idle stale owner's participants were closed %s after the takeover", time.Since(took).Round(time.Millisecond))
@@ -167,21 +154,7 @@ func answersSent(s *ownerStream) uint64 {
 
 // readUntilClose reads c until it ends and returns the close code (-1:
 // ended without one).
-func readUntilClose(c *v1Client) ([]string, int) {
-	var got []string
-	_ = c.SetReadDeadline(time.Now().Add(testDeadline))
-	for {
-		_, data, err := c.ReadMessage()
-		if err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				return got, ce.Code
-			}
-			return got, -1
-		}
-		got = append(got, string(data))
-	}
-}
+func readUntilClose(c *v1Client) ([]string, int) { return readUntil(c, "") }
 
 // waitFor waits (generously) until cond holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -195,7 +168,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // readAck reads c until an ack (code 0) or its end (the close code, -1
 // without one), returning what came before.
-func readAck(c *v1Client) ([]string, int) {
+func readAck(c *v1Client) ([]string, int) { return readUntil(c, `"type":"ack"`) }
+
+// readUntil reads c until a frame holding mark (code 0; "": none does) or
+// its end (the close code, -1 without one), returning what came before.
+func readUntil(c *v1Client, mark string) ([]string, int) {
 	var got []string
 	_ = c.SetReadDeadline(time.Now().Add(testDeadline))
 	for {
@@ -207,7 +184,7 @@ func readAck(c *v1Client) ([]string, int) {
 			}
 			return got, -1
 		}
-		if strings.Contains(string(data), `"type":"ack"`) {
+		if mark != "" && strings.Contains(string(data), mark) {
 			return got, 0
 		}
 		got = append(got, string(data))
@@ -239,11 +216,7 @@ func TestPushedFencesInterleaveWithAcks(t *testing.T) {
 	stream := inboundFrom(rb, "edge-a")
 	// edge-b cannot dial edge-a: every fence goes on edge-a's own stream,
 	// pushed or in answer to a record of a session taken over.
-	a.s.mu.Lock()
-	for _, ln := range a.s.listeners {
-		ln.Close()
-	}
-	a.s.mu.Unlock()
+	stopAccepting(a)
 
 	type result struct {
 		acked int
@@ -324,25 +297,11 @@ func TestManyPushedFencesFitTheOwnersBatches(t *testing.T) {
 	rb := b.s.hub.repl.Load()
 	waitFor(t, "edge-a's stream to edge-b", func() bool { return inboundFrom(rb, "edge-a") != nil })
 	// edge-b cannot dial edge-a: the fences go on edge-a's stream alone.
-	a.s.mu.Lock()
-	for _, ln := range a.s.listeners {
-		ln.Close()
-	}
-	a.s.mu.Unlock()
+	stopAccepting(a)
 
 	// edge-b took over sessions of edge-a's while edge-a was away (term
 	// 2); their fences wait for edge-a.
-	now := time.Now()
-	for i := range fences {
-		k := fmt.Sprintf("taken-%0200d", i)
-		sh := b.s.hub.shardOf(k)
-		sh.mu.Lock()
-		sh.sessions[k] = &session{key: k, created: now, v1: &v1Session{epoch: "E", term: 2}}
-		sh.mu.Unlock()
-		rb.mu.Lock()
-		rb.fences["edge-a"] = append(rb.fences["edge-a"], pendingFence{key: k, term: 2, at: now})
-		rb.mu.Unlock()
-	}
+	fencesWaiting(b, "edge-a", fences)
 	// edge-a's stream begins anew: every fence waiting goes on it.
 	old := inboundFrom(rb, "edge-a")
 	old.conn.NetConn().Close()
@@ -378,17 +337,7 @@ func TestManyFencesFitTheReplicaStreamsBatches(t *testing.T) {
 	const fences = 20_000
 	_, b, _ := replPair(t, configs.ReplicationSync, "manylinkfences")
 	rb := b.s.hub.repl.Load()
-	now := time.Now()
-	for i := range fences {
-		k := fmt.Sprintf("taken-%0200d", i)
-		sh := b.s.hub.shardOf(k)
-		sh.mu.Lock()
-		sh.sessions[k] = &session{key: k, created: now, v1: &v1Session{epoch: "E", term: 2}}
-		sh.mu.Unlock()
-		rb.mu.Lock()
-		rb.fences["edge-a"] = append(rb.fences["edge-a"], pendingFence{key: k, term: 2, at: now})
-		rb.mu.Unlock()
-	}
+	fencesWaiting(b, "edge-a", fences)
 	// A membership change: edge-b opens a stream to edge-a to tell them.
 	rb.membershipChanged(false)
 	rb.mu.Lock()
@@ -408,5 +357,33 @@ func TestManyFencesFitTheReplicaStreamsBatches(t *testing.T) {
 	})
 	if _, gen := told(); gen != 1 {
 		t.Fatalf("edge-b's stream to edge-a began anew (stream %d) telling %d fences", gen, fences)
+	}
+}
+
+// fencesWaiting makes e hold n sessions it took over from stale (term 2,
+// keys of 206 bytes), their fences waiting for stale.
+func fencesWaiting(e *clusterEdge, stale string, n int) {
+	r := e.s.hub.repl.Load()
+	now := time.Now()
+	for i := range n {
+		k := fmt.Sprintf("taken-%0200d", i)
+		sh := e.s.hub.shardOf(k)
+		sh.mu.Lock()
+		sh.sessions[k] = &session{key: k, created: now, v1: &v1Session{epoch: "E", term: 2}}
+		sh.mu.Unlock()
+		r.mu.Lock()
+		r.fences[stale] = append(r.fences[stale], pendingFence{key: k, term: 2, at: now})
+		r.mu.Unlock()
+	}
+}
+
+// stopAccepting closes e's listeners: e takes no new connection (its
+// backlog full, as far as anyone dialing it can tell); what it has keeps
+// working.
+func stopAccepting(e *clusterEdge) {
+	e.s.mu.Lock()
+	defer e.s.mu.Unlock()
+	for _, ln := range e.s.listeners {
+		ln.Close()
 	}
 }

@@ -194,8 +194,11 @@ func (s *memorySampler) sample(now time.Time) {
 	nonHeap := int64(total - released - free - objects - unused)
 	// The live heap is as of the last collection, the trackers' counts are
 	// now: what the live heap holds of theirs is their count when it was
-	// measured, taken as the count at the first sample after it (off by
-	// what they took in between: at most a sampling interval's worth).
+	// measured, taken as the count at the first sample after it. Off by
+	// what changed in between: what they took then is missed until the
+	// next collection (at most a sampling interval's worth of buffers),
+	// what they gave back is counted twice until the next collection —
+	// while low, one is forced within memoryCollectAfter.
 	tracked := s.m.tracked()
 	if cycles != s.cycles {
 		s.cycles, s.cycleAt, s.trackedAtGC = cycles, now, tracked

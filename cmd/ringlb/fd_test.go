@@ -29,9 +29,15 @@ const (
 // limitedBinary returns a script that runs bin with RLIMIT_NOFILE n, soft
 // and hard, the way an operator's `ulimit -n` or systemd's LimitNOFILE does.
 func limitedBinary(t *testing.T, bin string, n int) string {
+	return wrappedBinary(t, bin, "ringlb-nofile", fmt.Sprintf("ulimit -n %d || exit 1", n))
+}
+
+// wrappedBinary returns a script, named name, that runs the shell line
+// setup and then execs bin with the script's arguments.
+func wrappedBinary(t *testing.T, bin, name, setup string) string {
 	t.Helper()
-	script := filepath.Join(t.TempDir(), "ringlb-nofile")
-	writeFile(t, script, fmt.Sprintf("#!/bin/sh\nulimit -n %d || exit 1\nexec '%s' \"$@\"\n", n, bin))
+	script := filepath.Join(t.TempDir(), name)
+	writeFile(t, script, fmt.Sprintf("#!/bin/sh\n%s\nexec '%s' \"$@\"\n", setup, bin))
 	if err := os.Chmod(script, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,15 +36,7 @@ func TestLowMemoryBoundsTheHistories(t *testing.T) {
 		msgBytes = 8 << 10 // under the 16 KiB a holder may hold when low
 		limitMiB = 64
 	)
-	bin := memoryLimitedBinary(t, buildBinary(t), fmt.Sprintf("%dMiB", limitMiB))
-	cfg := filepath.Join(t.TempDir(), "edge.yaml")
-	writeFile(t, cfg, "cluster: { name: edge-1, bind: 127.0.0.1:0, profile: local }\n"+
-		"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 1s }\n")
-	edge := startProc(t, bin, "edge", "-config", cfg)
-	rec := edge.waitLog(t, "edge started")
-	listen, admin := rec["listen"].(string), rec["admin"].(string)
-	w := watchLogs(edge)
-	waitStatus(t, "http://"+listen+"/whoami", 200)
+	edge, listen, admin, w := startLimitedEdge(t, fmt.Sprintf("%dMiB", limitMiB), "")
 	metrics := "http://" + admin + "/metrics"
 
 	// The connections first (before the edge is low and refuses them).
@@ -170,15 +161,7 @@ func TestLowMemoryKeepsAReaderOfBursts(t *testing.T) {
 		rounds   = 50
 		msgBytes = 6 << 10
 	)
-	bin := memoryLimitedBinary(t, buildBinary(t), "64MiB")
-	cfg := filepath.Join(t.TempDir(), "edge.yaml")
-	writeFile(t, cfg, "cluster: { name: edge-1, bind: 127.0.0.1:0, profile: local }\n"+
-		"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 1s, max_message_bytes: 1048576, max_incoming_bytes: 1073741824 }\n")
-	edge := startProc(t, bin, "edge", "-config", cfg)
-	rec := edge.waitLog(t, "edge started")
-	listen := rec["listen"].(string)
-	w := watchLogs(edge)
-	waitStatus(t, "http://"+listen+"/whoami", 200)
+	_, listen, _, w := startLimitedEdge(t, "64MiB", ", max_message_bytes: 1048576, max_incoming_bytes: 1073741824")
 
 	reader := joinEdge(t, listen, "burst")
 	var from []*websocket.Conn

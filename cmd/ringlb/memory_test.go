@@ -22,13 +22,23 @@ import (
 // environment sets it (without one, ringlb derives the limit from its
 // cgroup's).
 func memoryLimitedBinary(t *testing.T, bin, limit string) string {
+	return wrappedBinary(t, bin, "ringlb-memlimit", "export GOMEMLIMIT="+limit)
+}
+
+// startLimitedEdge runs an edge under GOMEMLIMIT=limit with the edge
+// section's extra settings (", key: value"...) and returns it, its data
+// and admin addresses and its log, once it serves.
+func startLimitedEdge(t *testing.T, limit, extra string) (edge *proc, listen, admin string, w *logWatch) {
 	t.Helper()
-	script := filepath.Join(t.TempDir(), "ringlb-memlimit")
-	writeFile(t, script, fmt.Sprintf("#!/bin/sh\nGOMEMLIMIT=%s exec '%s' \"$@\"\n", limit, bin))
-	if err := os.Chmod(script, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return script
+	cfg := filepath.Join(t.TempDir(), "edge.yaml")
+	writeFile(t, cfg, "cluster: { name: edge-1, bind: 127.0.0.1:0, profile: local }\n"+
+		"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 1s"+extra+" }\n")
+	edge = startProc(t, memoryLimitedBinary(t, buildBinary(t), limit), "edge", "-config", cfg)
+	rec := edge.waitLog(t, "edge started")
+	listen, admin = rec["listen"].(string), rec["admin"].(string)
+	w = watchLogs(edge)
+	waitStatus(t, "http://"+listen+"/whoami", 200)
+	return edge, listen, admin, w
 }
 
 // hoarder is a WebSocket connection to an edge that announced the largest
@@ -118,16 +128,8 @@ func TestLowMemoryDegradesTheEdge(t *testing.T) {
 		hoarders = 200
 		message  = 1 << 20
 	)
-	bin := memoryLimitedBinary(t, buildBinary(t), "64MiB")
-	cfg := filepath.Join(t.TempDir(), "edge.yaml")
-	writeFile(t, cfg, "cluster: { name: edge-1, bind: 127.0.0.1:0, profile: local }\n"+
-		"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 1s, max_message_bytes: 1048576, max_incoming_bytes: 1073741824 }\n")
-	edge := startProc(t, bin, "edge", "-config", cfg)
-	rec := edge.waitLog(t, "edge started")
-	listen, admin := rec["listen"].(string), rec["admin"].(string)
-	w := watchLogs(edge)
+	_, listen, admin, w := startLimitedEdge(t, "64MiB", ", max_message_bytes: 1048576, max_incoming_bytes: 1073741824")
 	whoami := "http://" + listen + "/whoami"
-	waitStatus(t, whoami, 200)
 
 	// A session that keeps relaying throughout.
 	a, b := joinEdge(t, listen, "steady"), joinEdge(t, listen, "steady")
