@@ -15,9 +15,11 @@ package acceptguard
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -342,9 +344,65 @@ func HTTPAnswer(code int, msg string) []byte {
 }
 
 // Refuse writes answer to a connection that will not be served, bounded in
-// time, and closes it.
+// time, and closes it (see linger for when the answer is written).
 func Refuse(c net.Conn, answer []byte) {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || lingering.Add(1) > lingerMax {
+		if ok {
+			lingering.Add(-1)
+		}
+		writeRefusal(c, answer)
+		_ = c.Close()
+		return
+	}
+	go func() {
+		defer lingering.Add(-1)
+		linger(c, cw, answer)
+	}()
+}
+
+// A refusal is an answer to the client's request, so it is written once
+// the request has begun to arrive: an HTTP client takes a response that
+// comes before its request for a stray one on an idle connection and drops
+// it (Go's transport: "unsolicited response"), and the refused client saw
+// the connection fail without the 503 that says why. And its request is
+// read and dropped after the answer before the close: a socket closed with
+// bytes unread answers them with a reset, which can destroy the answer
+// before the client reads it (RFC 9112 9.6; nginx and net/http linger so).
+// Bounded: lingerTime to see the request begin, as long again and
+// lingerBytes to drop the rest, lingerMax connections at once (beyond, the
+// answer is written and the connection closed at once: a refusal flood
+// must not hold descriptors). A client that sends nothing gets the answer
+// after lingerTime.
+const (
+	lingerTime  = 500 * time.Millisecond
+	lingerBytes = 64 << 10
+	lingerMax   = 64
+)
+
+// lingering counts the connections being refused by linger.
+var lingering atomic.Int64
+
+// linger waits for c's request to begin, answers, shuts its write side and
+// drops what else comes, then closes c. It ends by its deadlines.
+func linger(c net.Conn, cw interface{ CloseWrite() error }, answer []byte) {
+	defer c.Close()
+	var first [1]byte
+	_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+	n, err := c.Read(first[:])
+	if n == 0 && err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return // gone, or reset: nobody to answer
+	}
+	writeRefusal(c, answer)
+	if cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.CopyN(io.Discard, c, lingerBytes)
+}
+
+// writeRefusal writes answer, bounded in time.
+func writeRefusal(c net.Conn, answer []byte) {
 	_ = c.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
 	_, _ = c.Write(answer)
-	_ = c.Close()
 }

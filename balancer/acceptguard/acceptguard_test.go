@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -197,5 +198,39 @@ func TestCloseEndsAccept(t *testing.T) {
 		}
 	case <-time.After(testWait):
 		t.Fatal("Accept still running after Close")
+	}
+}
+
+// A refused client reads the refusal as the answer to its request: written
+// as soon as the connection was accepted, it reached an HTTP client before
+// its request went out, and Go's transport took it for a stray response on
+// an idle connection and dropped it — the client saw the connection fail,
+// not the 503. And a request still on its way when the connection closed
+// unread was answered with a reset, which can destroy the refusal before
+// it is read. Each client here sends a POST of 32 KiB.
+func TestRefusalAnswersTheRequest(t *testing.T) {
+	var refused counter
+	g := Wrap(listen(t), Config{MaxConns: 1, Refused: &refused, Refusal: HTTPAnswer(http.StatusServiceUnavailable, "too many connections")})
+	defer g.Close()
+	next := acceptNext(t, g)
+	dial(t, g.Addr().String())
+	next() // the one slot, held
+	const clients = 100
+	got503 := 0
+	var others []string
+	for range clients {
+		client := &http.Client{Timeout: testWait, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Post("http://"+g.Addr().String()+"/", "text/plain", strings.NewReader(strings.Repeat("x", 32<<10)))
+		if err == nil && resp.StatusCode == http.StatusServiceUnavailable {
+			got503++
+		} else if len(others) < 3 {
+			others = append(others, fmt.Sprint(resp, err))
+		}
+		if err == nil {
+			resp.Body.Close()
+		}
+	}
+	if got503 != clients {
+		t.Errorf("%d of %d refused clients read the 503; others: %v", got503, clients, others)
 	}
 }
