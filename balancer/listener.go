@@ -20,7 +20,7 @@ const (
 	rejectMaxConns   = "max_connections"
 	rejectPerIPConns = "max_connections_per_ip"
 	rejectPerIPRate  = "new_connections_per_ip"
-	rejectMemory     = "memory"
+	rejectMemory     = acceptguard.ReasonMemory
 )
 
 // proxyHeaderTimeout bounds waiting for a PROXY protocol header.

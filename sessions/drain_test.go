@@ -105,14 +105,7 @@ func TestAdminDrainNeedsProof(t *testing.T) {
 // nothing lost, and a join sent to the draining edge gets 421.
 func TestDrainHandsSessionsOn(t *testing.T) {
 	a, b, key := startDrainPair(t, "drained")
-	p1 := a.joinV1(t, key, "", nil)
-	p2 := a.joinV1(t, key, "", nil)
-	p1.readType(t, "join")
-	for i := range 5 {
-		p1.msg(t, i)
-		p1.readType(t, "ack")
-		p2.readType(t, "msg")
-	}
+	p1, p2 := a.twoTalking(t, key, 5)
 	epoch := p1.welcome.Epoch
 
 	drained := startDrain(a)

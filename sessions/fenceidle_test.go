@@ -27,12 +27,7 @@ import (
 // back on it at once.
 func TestIdleStaleOwnerFencedOnItsOwnStream(t *testing.T) {
 	a, b, key := replPair(t, configs.ReplicationSync, "idlefence")
-	p1 := a.joinV1(t, key, "", nil)
-	p2 := a.joinV1(t, key, "", nil)
-	p1.readType(t, "join")
-	p1.msg(t, "before")
-	p1.readType(t, "ack")
-	p2.readType(t, "msg")
+	p1, p2 := a.twoTalking(t, key, 1)
 	epoch := p1.welcome.Epoch
 
 	// edge-a takes no new connection from now on (its backlog full, as

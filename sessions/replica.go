@@ -179,11 +179,9 @@ func (o *ownerStream) write(records []byte, wait time.Duration) error {
 // for linkIdle.
 func (o *ownerStream) queueFence(f pendingFence) {
 	o.fenceMu.Lock()
-	if len(o.fences) == maxFences {
-		// An owner not reading: the replicator keeps them all the same.
-		o.fences = o.fences[1:]
-	}
-	o.fences = append(o.fences, f)
+	// An owner not reading loses the oldest: the replicator keeps them
+	// all the same, for its next stream.
+	o.fences = keepFence(o.fences, f)
 	o.fenceMu.Unlock()
 	select {
 	case o.wake <- struct{}{}:

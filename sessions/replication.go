@@ -468,10 +468,7 @@ func (r *replicator) fenceLater(peer, key string, term uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f := pendingFence{key: key, term: term, at: time.Now()}
-	if n := len(r.fences[peer]); n >= maxFences {
-		r.fences[peer] = r.fences[peer][1:]
-	}
-	r.fences[peer] = append(r.fences[peer], f)
+	r.fences[peer] = keepFence(r.fences[peer], f)
 	// At once on the peer's own streams to this edge, if it has one up:
 	// the peer may be out of this edge's reach (the reason a balancer
 	// skipped it) while its stream here still works.
@@ -485,6 +482,14 @@ func (r *replicator) fenceLater(peer, key string, term uint64) {
 	} else if r.o.member(peer) {
 		r.linkLocked(peer)
 	}
+}
+
+// keepFence appends f to fs, the oldest giving way past maxFences.
+func keepFence(fs []pendingFence, f pendingFence) []pendingFence {
+	if len(fs) >= maxFences {
+		fs = fs[1:]
+	}
+	return append(fs, f)
 }
 
 // fencesFor returns the fences waiting for peer that still hold

@@ -376,14 +376,7 @@ func (e *clusterEdge) skipHeader(key, query string, skip ...string) http.Header 
 // and resend what was not acknowledged: nothing lost, nothing split.
 func TestStaleOwnerIsFenced(t *testing.T) {
 	a, b, key := replPair(t, configs.ReplicationSync, "fence")
-	p1 := a.joinV1(t, key, "", nil)
-	p2 := a.joinV1(t, key, "", nil)
-	p1.readType(t, "join")
-	for i := range 5 {
-		p1.msg(t, i)
-		p1.readType(t, "ack")
-		p2.readType(t, "msg")
-	}
+	p1, p2 := a.twoTalking(t, key, 5)
 	epoch := p1.welcome.Epoch
 
 	// A balancer could not reach edge-a: edge-b takes the session over.

@@ -57,20 +57,18 @@ func (b *byteBudget) tryTake(n int64) bool {
 // tryTakeHeld is tryTake for a holder already holding held bytes, which
 // the process's memory may refuse as well: low on memory, a holder may not
 // grow past lowMemoryHold. Only a holder past it pays for the check.
-func (b *byteBudget) tryTakeHeld(held, n int64) bool {
-	if b != nil && held+n > lowMemoryHold && b.mem.LowFor(n) {
-		return false
-	}
-	return b.tryTake(n)
-}
+func (b *byteBudget) tryTakeHeld(held, n int64) bool { return b.tryTakeQueued(held, n, nil) }
 
 // tryTakeQueued is tryTakeHeld for a send queue holding held bytes: low on
 // memory it may pass lowMemoryHold by a burst, under lowMemoryBurst and for
 // lowMemoryGrace from *over (when it went over: Unix ns, 0 when under,
-// which popFrame resets). Only a queue past lowMemoryHold while low reads
-// the clock.
+// which popFrame resets; nil: no burst). Only a queue past lowMemoryHold
+// while low reads the clock.
 func (b *byteBudget) tryTakeQueued(held, n int64, over *int64) bool {
 	if b != nil && held+n > lowMemoryHold && b.mem.LowFor(n) {
+		if over == nil {
+			return false
+		}
 		now := time.Now().UnixNano()
 		if *over == 0 {
 			*over = now

@@ -315,7 +315,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		Name: "edge data", Logger: s.log, Errors: s.metrics.acceptErrors,
 		MaxConns: s.cfg.MaxConnections, Refused: s.metrics.rejected.WithLabelValues("max_connections"),
 		Refusal: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, "too many connections to this edge; try again shortly"),
-		Memory:  acceptguard.Process, RefusedMemory: s.metrics.rejected.WithLabelValues("memory"),
+		Memory:  acceptguard.Process, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory),
 		RefusalMemory: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, "this edge is low on memory; try again shortly"),
 	})
 	if !s.addListener(guarded) {

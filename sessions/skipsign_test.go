@@ -16,12 +16,7 @@ import (
 // this edge, this request and this key.
 func TestUnsignedSkipMovesNoSession(t *testing.T) {
 	a, b, key := replPair(t, configs.ReplicationSync, "unsigned")
-	p1 := a.joinV1(t, key, "", nil)
-	p2 := a.joinV1(t, key, "", nil)
-	p1.readType(t, "join")
-	p1.msg(t, "before")
-	p1.readType(t, "ack")
-	p2.readType(t, "msg")
+	p1, p2 := a.twoTalking(t, key, 1)
 
 	forged := map[string]http.Header{
 		"unsigned":               {headerSkip: {"edge-a"}},

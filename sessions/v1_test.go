@@ -67,6 +67,21 @@ func (e *testEdge) dialV1(t testing.TB, key, query string, h http.Header) (*webs
 	return c, resp, err
 }
 
+// twoTalking joins two participants to key's session on e, the first
+// having sent msgs msgs (0, 1, ...), each acknowledged and delivered.
+func (e *testEdge) twoTalking(t testing.TB, key string, msgs int) (p1, p2 *v1Client) {
+	t.Helper()
+	p1 = e.joinV1(t, key, "", nil)
+	p2 = e.joinV1(t, key, "", nil)
+	p1.readType(t, "join")
+	for i := range msgs {
+		p1.msg(t, i)
+		p1.readType(t, "ack")
+		p2.readType(t, "msg")
+	}
+	return p1, p2
+}
+
 // joinV1 connects and reads the welcome.
 func (e *testEdge) joinV1(t testing.TB, key, query string, h http.Header) *v1Client {
 	t.Helper()

@@ -95,22 +95,18 @@ type Listener struct {
 	name      string
 	log       *slog.Logger
 	errs      Counter
-	refused   Counter
-	refusal   []byte
 	max, open atomic.Int64
+	perIP     *PerAddr
+	mem       *Memory
 
-	perIP        *PerAddr
-	refusedPerIP Counter
-	refusalPerIP []byte
-
-	mem           *Memory
-	refusedMemory Counter
-	refusalMemory []byte
+	// atCap, perClient and lowMemory are the three reasons a connection
+	// is refused.
+	atCap, perClient, lowMemory refusalKind
 
 	done      chan struct{} // closed by Close: a backoff in progress ends
 	closeOnce sync.Once
 
-	errLog, refuseLog, refuseIPLog, refuseMemLog LogLimit
+	errLog LogLimit
 
 	// waited, when set (tests), is told each backoff before it is slept.
 	waited func(time.Duration)
@@ -125,13 +121,14 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 		cfg.LogEvery = DefaultLogEvery
 	}
 	l := &Listener{
-		Listener: ln, name: cfg.Name, log: cfg.Logger, errs: cfg.Errors, refused: cfg.Refused, refusal: cfg.Refusal,
-		perIP:        NewPerAddr(PerAddrLimits{MaxConns: cfg.MaxConnsPerIP}),
-		refusedPerIP: cfg.RefusedPerIP, refusalPerIP: cfg.RefusalPerIP,
-		mem: cfg.Memory, refusedMemory: cfg.RefusedMemory, refusalMemory: cfg.RefusalMemory,
-		done:   make(chan struct{}),
-		errLog: LogLimit{Every: cfg.LogEvery}, refuseLog: LogLimit{Every: cfg.LogEvery}, refuseIPLog: LogLimit{Every: cfg.LogEvery},
-		refuseMemLog: LogLimit{Every: cfg.LogEvery},
+		Listener: ln, name: cfg.Name, log: cfg.Logger, errs: cfg.Errors,
+		perIP:     NewPerAddr(PerAddrLimits{MaxConns: cfg.MaxConnsPerIP}),
+		mem:       cfg.Memory,
+		atCap:     refusalKind{count: cfg.Refused, answer: cfg.Refusal, log: LogLimit{Every: cfg.LogEvery}},
+		perClient: refusalKind{count: cfg.RefusedPerIP, answer: cfg.RefusalPerIP, log: LogLimit{Every: cfg.LogEvery}},
+		lowMemory: refusalKind{count: cfg.RefusedMemory, answer: cfg.RefusalMemory, log: LogLimit{Every: cfg.LogEvery}},
+		done:      make(chan struct{}),
+		errLog:    LogLimit{Every: cfg.LogEvery},
 	}
 	l.max.Store(int64(cfg.MaxConns))
 	return l
@@ -163,11 +160,11 @@ func (l *Listener) Accept() (net.Conn, error) {
 			continue
 		}
 		if l.mem.Low() {
-			l.refuseLowMemory(c)
+			l.lowMemory.refuse(l, c, msgRefusedMemory)
 			continue
 		}
 		if !l.admit() {
-			l.refuse(c)
+			l.atCap.refuse(l, c, msgRefused, "max_connections", l.max.Load())
 			continue
 		}
 		slot, ok := l.admitClient(c)
@@ -213,15 +210,7 @@ func (l *Listener) admitClient(c net.Conn) (Slot, bool) {
 	if v == Admitted {
 		return slot, true
 	}
-	if l.refusedPerIP != nil {
-		l.refusedPerIP.Inc()
-	}
-	l.refuseIPLog.Warn(l.log, msgRefusedPerIP, "listener", l.name, "client", ClientNetwork(addr), "max_connections_per_ip", l.perIP.Limits().MaxConns)
-	if l.refusalPerIP == nil {
-		c.Close()
-	} else {
-		Refuse(c, l.refusalPerIP)
-	}
+	l.perClient.refuse(l, c, msgRefusedPerIP, "client", ClientNetwork(addr), "max_connections_per_ip", l.perIP.Limits().MaxConns)
 	return Slot{}, false
 }
 
@@ -245,28 +234,27 @@ func (l *Listener) sleep(d time.Duration) {
 	}
 }
 
-func (l *Listener) refuse(c net.Conn) {
-	if l.refused != nil {
-		l.refused.Inc()
-	}
-	l.refuseLog.Warn(l.log, msgRefused, "listener", l.name, "max_connections", l.max.Load())
-	if l.refusal == nil {
-		c.Close()
-		return
-	}
-	Refuse(c, l.refusal)
+// refusalKind is one reason a Listener refuses connections: what counts
+// them, the answer they get (nil: closed without a word) and the spacing of
+// their log line.
+type refusalKind struct {
+	count  Counter
+	answer []byte
+	log    LogLimit
 }
 
-func (l *Listener) refuseLowMemory(c net.Conn) {
-	if l.refusedMemory != nil {
-		l.refusedMemory.Inc()
+// refuse counts c, logs msg (spaced) with the listener's name and attrs,
+// and answers and closes c.
+func (k *refusalKind) refuse(l *Listener, c net.Conn, msg string, attrs ...any) {
+	if k.count != nil {
+		k.count.Inc()
 	}
-	l.refuseMemLog.Warn(l.log, msgRefusedMemory, "listener", l.name)
-	if l.refusalMemory == nil {
+	k.log.Warn(l.log, msg, append([]any{"listener", l.name}, attrs...)...)
+	if k.answer == nil {
 		c.Close()
 		return
 	}
-	Refuse(c, l.refusalMemory)
+	Refuse(c, k.answer)
 }
 
 func (l *Listener) closed() bool {

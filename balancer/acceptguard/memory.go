@@ -40,6 +40,11 @@ const (
 	memoryCollectAfter = time.Second
 )
 
+// ReasonMemory is the reason label value of a connection refused while the
+// process is low on memory, in each role's rejected-connections counter
+// (what operators alert on).
+const ReasonMemory = "memory"
+
 // Log messages, stable so operators can alert on them.
 const (
 	msgLowMemory       = "low on memory: refusing new connections and shedding the largest holders"

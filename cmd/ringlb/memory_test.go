@@ -133,24 +133,7 @@ func TestLowMemoryDegradesTheEdge(t *testing.T) {
 
 	// A session that keeps relaying throughout.
 	a, b := joinEdge(t, listen, "steady"), joinEdge(t, listen, "steady")
-	relay := func(when string) {
-		t.Helper()
-		msg := "still here " + when
-		a.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		if err := a.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
-			t.Fatalf("steady session %s: write: %v", when, err)
-		}
-		b.SetReadDeadline(time.Now().Add(30 * time.Second))
-		for {
-			_, data, err := b.ReadMessage()
-			if err != nil {
-				t.Fatalf("steady session %s: read: %v", when, err)
-			}
-			if string(data) == msg {
-				return
-			}
-		}
-	}
+	relay := relayer(t, a, b, "steady session")
 	relay("before")
 
 	// The connections first (a few KiB each), then their announcements.
@@ -269,6 +252,30 @@ func refusedNow(addr string) int {
 	return 0
 }
 
+// relayer returns a check that a message from a reaches b, named what and
+// when in the message and in failures: the session that must keep relaying
+// while the node is low on memory.
+func relayer(t *testing.T, a, b *websocket.Conn, what string) func(when string) {
+	return func(when string) {
+		t.Helper()
+		msg := what + " " + when
+		a.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if err := a.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatalf("%s: write: %v", msg, err)
+		}
+		b.SetReadDeadline(time.Now().Add(30 * time.Second))
+		for {
+			_, data, err := b.ReadMessage()
+			if err != nil {
+				t.Fatalf("%s: read: %v", msg, err)
+			}
+			if string(data) == msg {
+				return
+			}
+		}
+	}
+}
+
 // freshStatus is the status line of a GET of url on a new connection (one
 // kept alive from before is served still).
 func freshStatus(url string) string {
@@ -330,24 +337,7 @@ func TestLowMemoryDegradesTheBalancer(t *testing.T) {
 		}
 	}
 	b = joinEdge(t, listen, "steady")
-	relay := func(when string) {
-		t.Helper()
-		msg := "through the balancer " + when
-		a.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		if err := a.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
-			t.Fatalf("%s: write: %v", when, err)
-		}
-		b.SetReadDeadline(time.Now().Add(30 * time.Second))
-		for {
-			_, data, err := b.ReadMessage()
-			if err != nil {
-				t.Fatalf("%s: read: %v", when, err)
-			}
-			if string(data) == msg {
-				return
-			}
-		}
-	}
+	relay := relayer(t, a, b, "through the balancer")
 	relay("before")
 
 	idle := idleUntilRefused(t, listen)
