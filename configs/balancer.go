@@ -120,6 +120,14 @@ type TLS struct {
 	// RedirectFrom is a plain HTTP listener (host:port) answering every
 	// request with a redirect to HTTPS (and PathHealth as itself).
 	RedirectFrom string `yaml:"redirect_from"`
+	// RedirectHost is where that redirect sends every client, HOST or
+	// HOST:PORT (an IPv6 address in brackets; without a port, the data
+	// port's, none for 443), whatever Host the request named, as nginx's
+	// "return 301 https://NAME$request_uri": a cache in front then never
+	// keeps a Location a client chose. Default "": the request's Host,
+	// when it is a host name or an IP address with an optional port
+	// (SplitHost); any other Host gets 400.
+	RedirectHost string `yaml:"redirect_host"`
 }
 
 // StaticEdge is an edge listed in config instead of found by gossip.
@@ -420,6 +428,14 @@ func (b Balancer) validate(ps *problems) {
 	checkFile(ps, "balancer.tls.key_file", b.TLS.KeyFile)
 	if b.TLS.RedirectFrom != "" {
 		checkHostPort(ps, "balancer.tls.redirect_from", b.TLS.RedirectFrom, true)
+	}
+	if b.TLS.RedirectHost != "" {
+		if _, _, err := SplitHost(b.TLS.RedirectHost); err != nil {
+			ps.add("balancer.tls.redirect_host", "%v: want HOST or HOST:PORT, an IPv6 address in brackets", err)
+		}
+		if b.TLS.RedirectFrom == "" {
+			ps.add("balancer.tls.redirect_host", "is set but redirect_from is not, so no redirect uses it; set redirect_from too")
+		}
 	}
 	b.Key.validate(ps)
 	names := map[string]bool{}
