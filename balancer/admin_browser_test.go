@@ -1,0 +1,118 @@
+package balancer
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/operator"
+	"github.com/ringlb/ringlb/health/operator/operatortest"
+)
+
+// balancerChanges are the balancer admin port's state-changing endpoints
+// (ServeAdmin, handleDashboard, operator.Node.Mount).
+var balancerChanges = [][2]string{
+	{http.MethodPost, "/api/maintenance?state=on"},
+	{http.MethodPost, "/api/nodes/edge-1/drain"},
+	{http.MethodPost, "/api/nodes/edge-1/undrain"},
+	{http.MethodPost, "/api/gslb/pools/ide.ringlb.test./east/bal-1/mode?mode=remove"},
+	{http.MethodPost, operator.PathLogout},
+	{http.MethodPost, "/api/config/check"},
+	{http.MethodPut, "/api/config"},
+}
+
+// balancerReads are its endpoints that answer data.
+var balancerReads = []string{
+	"/metrics", "/api/ring", "/api/lookup?key=k", "/api/nodes", "/api/maintenance", "/api/cluster",
+	"/api/history", "/api/audit", "/api/whoami", "/api/config",
+}
+
+// Every state-changing endpoint of the balancer's admin port, sent every
+// request a web page can make an operator's browser send — cross-site
+// simple requests to the port's loopback address, and a DNS-rebinding
+// page's same-origin requests by the attacker's name — on a port without a
+// token, with one, and with a logged-in user whose cookie goes along: none
+// gets through, nothing changes, nothing is audited. The operator's own
+// request then does, which shows the credential was good.
+func TestAdminRefusesBrowserAttacks(t *testing.T) {
+	for _, setup := range operatortest.Setups() {
+		t.Run(setup.Name, func(t *testing.T) {
+			h := newHarness(t, configs.Balancer{Admin: setup.Admin(t)})
+			browser := setup.Browser(t, h.admin)
+			before := len(h.bal.op.Audit.List(1000))
+			through, sent := operatortest.AttackAll(t, h.admin, balancerChanges, balancerReads, browser)
+			t.Logf("%d of %d browser attacks got through", through, sent)
+			if h.bal.maintenance.Load() {
+				t.Error("maintenance mode switched on")
+			}
+			if after := h.bal.op.Audit.List(1000); len(after) != before {
+				t.Errorf("audit records %d → %d: a change went through: %+v", before, len(after), after[0])
+			}
+			legit := setup.Operator(h.admin, http.MethodPost, "/api/maintenance?state=on")
+			if resp, body := operatortest.Send(t, h.admin, legit, browser); resp.StatusCode != http.StatusOK || !h.bal.maintenance.Load() {
+				t.Errorf("the operator's change: %d %s, maintenance %v", resp.StatusCode, body, h.bal.maintenance.Load())
+			}
+		})
+	}
+}
+
+// What another origin could read of the admin port: no answer carries a
+// CORS header (a preflight included, so no page may send the admin header
+// or a token), none wraps JSON in a caller's function (JSONP), the
+// dashboard and the login page may not be framed, and no page the port
+// serves without credentials holds the admin token.
+func TestAdminGivesOtherOriginsNothing(t *testing.T) {
+	h := newHarness(t, configs.Balancer{Admin: operatortest.Setups()[1].Admin(t)}) // the token
+	bearer := map[string]string{"Authorization": "Bearer " + operatortest.Token}
+	for _, ep := range balancerChanges {
+		resp, _ := operatortest.Send(t, h.admin, operatortest.Preflight(ep[1], ep[0]), nil)
+		if cors := operatortest.CORS(resp.Header); cors != "" || resp.StatusCode < 400 {
+			t.Errorf("preflight for %s %s: %d %s, want refused without CORS headers", ep[0], ep[1], resp.StatusCode, cors)
+		}
+	}
+	for _, path := range balancerReads {
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		r := operatortest.Request{Name: "a cross-origin read", Method: http.MethodGet, Path: path + sep + "callback=steal&jsonp=steal", Credentialed: true,
+			Header: map[string]string{"Origin": "http://" + operatortest.Attacker, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"}}
+		resp, body := operatortest.Send(t, h.admin, r, bearer)
+		if cors := operatortest.CORS(resp.Header); cors != "" {
+			t.Errorf("GET %s: %s", path, cors)
+		}
+		if strings.HasPrefix(strings.TrimSpace(string(body)), "steal") {
+			t.Errorf("GET %s wraps its answer in the caller's function: %.60s", path, body)
+		}
+		if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") && resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: JSON without X-Content-Type-Options: nosniff", path)
+		}
+	}
+	for _, path := range []string{"/", "/dashboard/app.js", "/dashboard/style.css", operator.PathLogin} {
+		resp, body := operatortest.Send(t, h.admin, operatortest.Request{Name: "open page", Method: http.MethodGet, Path: path}, nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %d", path, resp.StatusCode)
+		}
+		if strings.Contains(string(body), operatortest.Token) {
+			t.Errorf("GET %s, open to anyone, holds the admin token", path)
+		}
+		if resp.Header.Get("X-Frame-Options") != "DENY" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+			t.Errorf("GET %s may be framed: X-Frame-Options %q, CSP %q", path, resp.Header.Get("X-Frame-Options"), resp.Header.Get("Content-Security-Policy"))
+		}
+	}
+	// The page keeps the token in the tab (sessionStorage), sends it only as
+	// a header, and only to its own origin (relative URLs).
+	_, app := operatortest.Send(t, h.admin, operatortest.Request{Name: "app.js", Method: http.MethodGet, Path: "/dashboard/app.js"}, nil)
+	for _, leak := range []string{"localStorage", "document.cookie", "postMessage", "?token=", "&token="} {
+		if strings.Contains(string(app), leak) {
+			t.Errorf("the dashboard's script uses %s: the token could leave the tab or reach another origin", leak)
+		}
+	}
+	var whoami map[string]any
+	resp, body := operatortest.Send(t, h.admin, operatortest.Request{Name: "whoami", Method: http.MethodGet, Path: "/api/whoami", Credentialed: true}, bearer)
+	if err := json.Unmarshal(body, &whoami); err != nil || resp.StatusCode != http.StatusOK || strings.Contains(string(body), operatortest.Token) {
+		t.Errorf("GET /api/whoami with the token: %d %s %v", resp.StatusCode, body, err)
+	}
+}
