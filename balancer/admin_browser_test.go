@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health/operator"
 	"github.com/ringlb/ringlb/health/operator/operatortest"
@@ -114,5 +115,45 @@ func TestAdminGivesOtherOriginsNothing(t *testing.T) {
 	resp, body := operatortest.Send(t, h.admin, operatortest.Request{Name: "whoami", Method: http.MethodGet, Path: "/api/whoami", Credentialed: true}, bearer)
 	if err := json.Unmarshal(body, &whoami); err != nil || resp.StatusCode != http.StatusOK || strings.Contains(string(body), operatortest.Token) {
 		t.Errorf("GET /api/whoami with the token: %d %s %v", resp.StatusCode, body, err)
+	}
+}
+
+// Cookies go by host, not port (RFC 6265, 8.5): an operator logged in to
+// an admin port sends its session cookie to every port of that host, the
+// data port included — the demo's dashboard and pad are both 127.0.0.1 —
+// and the balancer forwarded it to whichever backend the key routes to, a
+// third-party static edge included, where it is a login to the admin port
+// for 12 hours. The cookie is the admin port's alone: no backend may get
+// it, plain request or upgrade, whatever else the Cookie lines carry.
+func TestAdminSessionCookieNeverReachesABackend(t *testing.T) {
+	setup := operatortest.Setups()[2] // a logged-in user
+	h := newHarness(t, configs.Balancer{Admin: setup.Admin(t)})
+	session := setup.Browser(t, h.admin)["Cookie"]
+	backend := startRawBackend(t)
+	h.ring.Update([]ring.Member{{Name: "raw", URL: backend.url, Weight: 1}})
+	cookies := "Cookie: theme=dark; " + session + "; ctstickiness=k\r\nCookie: " + session + "; lang=en\r\n"
+	for _, tt := range []struct {
+		name, head string
+		status     int
+	}{
+		{"plain", "GET /whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n", 200},
+		{"upgrade", wsHead, 101},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			statuses := exchange(t, h.addr, tt.head+cookies+"\r\n", 1, false)
+			reqs := backend.settle(t, h.bal)
+			if len(statuses) != 1 || statuses[0] != tt.status || len(reqs) != 1 {
+				t.Fatalf("answers %v, backend parsed %d requests; want %d and one request", statuses, len(reqs), tt.status)
+			}
+			got := strings.Join(reqs[0].header.Values("Cookie"), "; ")
+			if strings.Contains(got, session[len(operator.SessionCookie)+1:]) {
+				t.Errorf("the backend got the admin session: Cookie %q", got)
+			}
+			for _, kept := range []string{"theme=dark", "ctstickiness=k", "lang=en"} {
+				if !strings.Contains(got, kept) {
+					t.Errorf("the backend's Cookie %q lacks %s", got, kept)
+				}
+			}
+		})
 	}
 }

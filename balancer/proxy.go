@@ -19,6 +19,7 @@ import (
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // Routing limits (docs/DESIGN.md, "Data path", step 5).
@@ -512,6 +513,13 @@ func prepareRequestHeader(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, k
 	ip := ctx.RemoteIP().String()
 	prior := forwardedFor(h, ip)
 	dropClientVouched(h)
+	// The admin ports' login session is a credential for them alone, but
+	// cookies go by host, not port (RFC 6265, 8.5): an operator logged in
+	// to an admin port on this host's name sends it here too, and a
+	// backend — a third-party static edge — would get a 12-hour login to
+	// the admin API. The Cookie lines are parsed already (h.All above):
+	// no allocation.
+	h.DelCookie(operator.SessionCookie)
 	if prior != nil {
 		h.SetBytesV(fasthttp.HeaderXForwardedFor, prior)
 	} else {
