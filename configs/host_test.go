@@ -69,3 +69,34 @@ func TestRedirectHost(t *testing.T) {
 		t.Errorf("default redirect_host %q, want \"\" (the request's Host)", got)
 	}
 }
+
+func TestAdminHosts(t *testing.T) {
+	const head = "cluster: { bind: 127.0.0.1:7946 }\n"
+	for _, tt := range []struct {
+		name, yaml, path string
+		line             int
+	}{
+		{"a port", "edge:\n  admin:\n    hosts: [admin.example.com:9101]\n", "edge.admin.hosts[0]", 4},
+		{"userinfo", "gslb:\n  admin:\n    hosts:\n      - admin.example.com\n      - a@admin.example.com\n", "gslb.admin.hosts[1]", 6},
+		{"a URL", "balancer:\n  admin:\n    hosts: [\"http://admin.example.com\"]\n", "balancer.admin.hosts[0]", 4},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("a.yaml", []byte(head+tt.yaml))
+			if e := expectProblem(t, err, tt.path, "is not a host name"); e != nil && e.Line != tt.line {
+				t.Errorf("located at line %d, want %d", e.Line, tt.line)
+			}
+		})
+	}
+	cfg, err := Parse("a.yaml", []byte(head+"balancer:\n  admin: { hosts: [admin.example.com, Bal-1.example.com.] }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Balancer.Admin.Hosts; len(got) != 2 || cfg.Edge.Admin.Hosts != nil {
+		t.Errorf("hosts %q; the edge's %q (default none)", got, cfg.Edge.Admin.Hosts)
+	}
+	next := cfg.Balancer.Admin
+	next.Hosts = []string{"admin.example.com"}
+	if err := cfg.Balancer.Admin.RestartChanges("balancer", next); err == nil || !strings.Contains(err.Error(), "balancer.admin.hosts") {
+		t.Errorf("changing hosts: %v, want a restart named", err)
+	}
+}

@@ -222,6 +222,13 @@ type Admin struct {
 	// keep-alive connection stays open. A client that sends a byte now and
 	// then holds nothing longer.
 	RequestTimeout Duration `yaml:"request_timeout"`
+	// Hosts are the names the admin port answers to in a request's Host,
+	// besides an IP address, localhost and listen's own name (default
+	// none): a request naming it otherwise gets 403, GET /healthz alone
+	// excepted. A web page that rebinds its own name to this address is
+	// then answered nothing, the login form included. List the names
+	// operators and proxies open the port by, e.g. [admin.example.com].
+	Hosts []string `yaml:"hosts"`
 
 	// StateDir is cluster.state_dir, copied here by Config.Provision so that
 	// a role, which reads only its own section, finds it.
@@ -239,6 +246,7 @@ func (a Admin) RestartChanges(section string, next Admin) error {
 		RestartNeeded(section+".admin.max_connections", a.MaxConnections, next.MaxConnections),
 		RestartNeeded(section+".admin.max_connections_per_ip", a.MaxConnectionsPerIP, next.MaxConnectionsPerIP),
 		RestartNeeded(section+".admin.request_timeout", a.RequestTimeout, next.RequestTimeout),
+		RestartNeeded(section+".admin.hosts", strings.Join(a.Hosts, ", "), strings.Join(next.Hosts, ", ")),
 	)
 }
 
@@ -394,5 +402,10 @@ func checkAdmin(ps *problems, path string, a Admin) {
 	checkRange(ps, path+".max_connections_per_ip", a.MaxConnectionsPerIP, 1, maxAdminMaxConnections)
 	if d := a.RequestTimeout.D(); d < minAdminRequestTimeout || d > maxAdminRequestTimeout {
 		ps.add(path+".request_timeout", "must be in range [%s, %s], got %s", minAdminRequestTimeout, maxAdminRequestTimeout, d)
+	}
+	for i, h := range a.Hosts {
+		if !validHostname(strings.TrimSuffix(h, ".")) {
+			ps.add(fmt.Sprintf("%s.hosts[%d]", path, i), "%q is not a host name (an IP address and localhost are always answered; list names only, without a port)", h)
+		}
 	}
 }
