@@ -222,12 +222,14 @@ type Admin struct {
 	// keep-alive connection stays open. A client that sends a byte now and
 	// then holds nothing longer.
 	RequestTimeout Duration `yaml:"request_timeout"`
-	// Hosts are the names the admin port answers to in a request's Host,
-	// besides an IP address, localhost and listen's own name (default
-	// none): a request naming it otherwise gets 403, GET /healthz alone
-	// excepted. A web page that rebinds its own name to this address is
-	// then answered nothing, the login form included. List the names
-	// operators and proxies open the port by, e.g. [admin.example.com].
+	// Hosts are the names a browser may log in to the admin port by
+	// (POST /login), besides an IP address, localhost and listen's own
+	// name (default none): a login addressed otherwise gets 403. A web page
+	// that rebinds its own name to this address is same-origin to it and
+	// would guess passwords from the operator's own address, locking the
+	// operator out; everything else on the port needs credentials such a
+	// page never holds. List the names operators open the dashboard by,
+	// e.g. [admin.example.com].
 	Hosts []string `yaml:"hosts"`
 
 	// StateDir is cluster.state_dir, copied here by Config.Provision so that

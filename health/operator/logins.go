@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -428,6 +429,16 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusForbidden, "cross-origin login refused")
 		return
 	}
+	// DNS rebinding: a page that rebinds its own name to this port is
+	// same-origin to that name, so the checks above pass it, and its
+	// guesses would come from the operator's own address — five lock the
+	// operator out (the failure tables count by address and by user). It
+	// needs a name, the attacker's: a login names the port as its
+	// operators do or not at all (addressedAs).
+	if !addressedAs(r.Host, n.names) {
+		answer(http.StatusForbidden, "log in by this admin port's IP address, localhost or a name in its admin.hosts")
+		return
+	}
 	if err := r.ParseForm(); err != nil {
 		answer(http.StatusBadRequest, "bad login form")
 		return
@@ -485,4 +496,40 @@ func (n *Node) serveLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	WriteJSON(w, http.StatusOK, map[string]bool{"logged_out": true})
+}
+
+// loginNames are the host names a login may address an admin port by
+// besides IP addresses and localhost: admin.hosts and listen's own name,
+// lower case, without a trailing dot.
+func loginNames(admin configs.Admin) []string {
+	names := make([]string, 0, len(admin.Hosts)+1)
+	for _, h := range admin.Hosts {
+		names = append(names, strings.ToLower(strings.TrimSuffix(h, ".")))
+	}
+	if host, _, err := net.SplitHostPort(admin.Listen); err == nil && host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			names = append(names, strings.ToLower(strings.TrimSuffix(host, ".")))
+		}
+	}
+	return names
+}
+
+// addressedAs reports whether a request's Host names the admin port as
+// its operators do: an IP address (which no page can rebind), localhost
+// (which browsers resolve themselves), or one of names. No Host at all
+// (HTTP/1.0) names nothing a page could rebind either.
+func addressedAs(hostport string, names []string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if host == "" {
+		return true
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return host == "localhost" || slices.Contains(names, host)
 }

@@ -55,7 +55,10 @@ type Node struct {
 	Store      *Store
 	Audit      *AuditLog
 	// Logins is nil when nobody logs in on this port (no user, loopback).
-	Logins  *Logins
+	Logins *Logins
+	// names are what a login may address the port by besides an IP
+	// address and localhost (loginNames).
+	names   []string
 	History *History
 	// configFile serves /api/config once UseConfigFile gave it one.
 	configFile atomic.Pointer[ConfigFile]
@@ -115,7 +118,7 @@ func New(cfg Config) *Node {
 		reg = prometheus.NewRegistry()
 	}
 	m := newMetrics(reg)
-	n := &Node{name: cfg.Node, role: cfg.Role, home: cfg.Home, log: log}
+	n := &Node{name: cfg.Node, role: cfg.Role, home: cfg.Home, log: log, names: loginNames(cfg.Admin)}
 	if n.home == "" {
 		n.home = "/api/whoami"
 	}

@@ -11,14 +11,13 @@ import (
 	"github.com/ringlb/ringlb/health/operator/operatortest"
 )
 
-// serveAdmin serves n's admin plane with a read and a write endpoint as a
-// role does: NewServer on Listener, on a real loopback listener. It returns
-// the port's address.
-func serveAdmin(t *testing.T, n *Node, admin configs.Admin) string {
+// serveAdmin serves n's admin plane as a role does (NewServer on Listener),
+// the operator's token token, on a real loopback listener, and returns the
+// port's address.
+func serveAdmin(t *testing.T, n *Node, admin configs.Admin, token string) string {
 	t.Helper()
-	access := Access{Node: n}
+	access := Access{Token: func() []byte { return []byte(token) }, Node: n}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	n.Mount(mux, access, true)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,13 +34,16 @@ func serveAdmin(t *testing.T, n *Node, admin configs.Admin) string {
 // rule (Origin must be the Host) lets it post, from the operator's own
 // address. Five wrong passwords locked the operator's address and user
 // out of the login for 5 minutes, as often as the page liked, and each
-// guess was checked — a password oracle inside the network. A port that
-// answers only the names it is addressed by (an IP address, localhost,
-// admin.hosts) gives the page nothing.
+// guess was checked — a password oracle inside the network. A login must
+// name the port as its operators do (an IP address, localhost,
+// admin.hosts). The rest of the port needs credentials the page never
+// holds, and a script or scraper with the token may name the port as it
+// likes.
 func TestRebindingPageCannotUseTheLogin(t *testing.T) {
+	const token = "operator-token-0123456789"
 	admin := configs.Admin{UsersFile: usersFile(t), Hosts: []string{"admin.example.com"}}
 	n := newTestNode(t, admin)
-	addr := serveAdmin(t, n, admin)
+	addr := serveAdmin(t, n, admin, token)
 	_, port, _ := net.SplitHostPort(addr)
 	rebound := operatortest.Attacker + ":" + port
 	login := func(host, password string) int {
@@ -67,16 +69,17 @@ func TestRebindingPageCannotUseTheLogin(t *testing.T) {
 			t.Errorf("the operator's login by %s: %d, want 200", host, code)
 		}
 	}
-	for _, path := range []string{"/healthz"} {
-		resp, _ := operatortest.Send(t, addr, operatortest.Request{Name: "probe", Method: http.MethodGet, Path: path, Host: rebound}, nil)
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("GET %s by any name: %d, want 200 (liveness probes)", path, resp.StatusCode)
-		}
-	}
-	for _, path := range []string{PathLogin, "/login.css", "/api/whoami"} {
-		resp, body := operatortest.Send(t, addr, operatortest.Request{Name: "rebinding", Method: http.MethodGet, Path: path, Host: rebound}, nil)
-		if resp.StatusCode != http.StatusForbidden {
-			t.Errorf("GET %s by the rebinding page: %d %s, want 403", path, resp.StatusCode, body)
+	for _, tt := range []struct {
+		path  string
+		creds map[string]string
+		want  int
+	}{
+		{"/api/whoami", nil, http.StatusUnauthorized},
+		{"/api/whoami", map[string]string{"Authorization": "Bearer " + token}, http.StatusOK}, // a scraper by name
+	} {
+		r := operatortest.Request{Name: "by name", Method: http.MethodGet, Path: tt.path, Host: "bal-1.internal:" + port, Credentialed: true}
+		if resp, body := operatortest.Send(t, addr, r, tt.creds); resp.StatusCode != tt.want {
+			t.Errorf("GET %s by an unlisted name with %v: %d %s, want %d", tt.path, tt.creds, resp.StatusCode, body, tt.want)
 		}
 	}
 }

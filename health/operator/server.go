@@ -5,9 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
-	"slices"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
@@ -29,13 +26,8 @@ const (
 	maxHeaderBytes = 64 << 10
 )
 
-// PathHealthz is every admin port's liveness path: answered whatever Host
-// a request names (probes name what they like).
-const PathHealthz = "/healthz"
-
 // NewServer is the http.Server of an admin port serving h, with the bounds
-// a port anyone may reach needs, and the names it answers to (a request
-// addressed to it by another gets 403, PathHealthz excepted: addressedAs); admin.RequestTimeout for reading a whole
+// a port anyone may reach needs: admin.RequestTimeout for reading a whole
 // request (head and body: a body trickled in a byte at a time holds its
 // connection no longer) and for writing the answer, and for an idle
 // keep-alive connection; heads of at most 64 KiB; bodies of at most
@@ -48,14 +40,9 @@ func NewServer(h http.Handler, admin configs.Admin, log *slog.Logger) *http.Serv
 	if timeout <= 0 {
 		timeout = configs.DefaultAdminRequestTimeout
 	}
-	names := adminNames(admin)
 	return &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBody)
-			if !addressedAs(r.Host, names) && r.URL.Path != PathHealthz {
-				refuse(w, http.StatusForbidden, "this admin port answers requests addressed to it by an IP address, localhost or a name in its admin.hosts", false)
-				return
-			}
 			h.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: timeout,
@@ -120,43 +107,4 @@ func refusedCounter(reg prometheus.Registerer) prometheus.Counter {
 		}
 	}
 	return c
-}
-
-// adminNames are the host names an admin port answers to besides IP
-// addresses and localhost: admin.hosts and listen's own name, lower case,
-// without a trailing dot.
-func adminNames(admin configs.Admin) []string {
-	names := make([]string, 0, len(admin.Hosts)+1)
-	for _, h := range admin.Hosts {
-		names = append(names, strings.ToLower(strings.TrimSuffix(h, ".")))
-	}
-	if host, _, err := net.SplitHostPort(admin.Listen); err == nil && host != "" {
-		if _, err := netip.ParseAddr(host); err != nil {
-			names = append(names, strings.ToLower(strings.TrimSuffix(host, ".")))
-		}
-	}
-	return names
-}
-
-// addressedAs reports whether a request's Host names the admin port as
-// its operators do: an IP address, localhost, or one of names. DNS
-// rebinding needs a name, the attacker's: a page that rebinds its own name
-// to this address is same-origin to it, so the port's Origin checks pass
-// and its login form would take guesses from the operator's own address
-// (locking the operator out after five) — unless the name is refused. No
-// Host at all (HTTP/1.0) names nothing a page could rebind.
-func addressedAs(hostport string, names []string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if host == "" {
-		return true
-	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return true
-	}
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	return host == "localhost" || slices.Contains(names, host)
 }
