@@ -407,7 +407,7 @@ func checkAdmin(ps *problems, path string, a Admin) {
 	}
 	for i, h := range a.Hosts {
 		if !validHostname(strings.TrimSuffix(h, ".")) {
-			ps.add(fmt.Sprintf("%s.hosts[%d]", path, i), "%q is not a host name (an IP address and localhost are always answered; list names only, without a port)", h)
+			ps.add(fmt.Sprintf("%s.hosts[%d]", path, i), "%q is not a host name (an IP address and localhost are always accepted; list names only, without a port)", h)
 		}
 	}
 }
