@@ -144,7 +144,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 // understand, then closes it.
 func (l *limitListener) refuse(c net.Conn, reason string, code int, msg string) {
 	l.rejected.WithLabelValues(reason).Inc()
-	acceptguard.Refuse(c, acceptguard.HTTPAnswer(code, msg))
+	l.guard.Refuse(c, acceptguard.HTTPAnswer(code, msg))
 }
 
 // held counts a tunnel taken over from the previous process against the
