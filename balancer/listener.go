@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -144,7 +145,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 // understand, then closes it.
 func (l *limitListener) refuse(c net.Conn, reason string, code int, msg string) {
 	l.rejected.WithLabelValues(reason).Inc()
-	acceptguard.Refuse(c, acceptguard.HTTPAnswer(code, msg))
+	l.guard.Refuse(c, acceptguard.HTTPAnswer(code, msg))
 }
 
 // held counts a tunnel taken over from the previous process against the
@@ -231,3 +232,33 @@ func (c *limitConn) clientAddr() netip.Addr { return c.addr }
 
 // inner returns the connection c wraps; the relay reaches the socket through it.
 func (c *limitConn) inner() net.Conn { return c.Conn }
+
+// wrapped is the connection that one of the balancer's own transparent
+// wrappers of an accepted connection (limits, PROXY protocol, the accept
+// guard) wraps; nil for any other connection.
+func wrapped(c net.Conn) net.Conn {
+	switch w := c.(type) {
+	case *limitConn:
+		return w.inner()
+	case *proxyproto.Conn:
+		return w.Raw()
+	case *acceptguard.Conn:
+		return w.NetConn()
+	}
+	return nil
+}
+
+// guardConn is the accept guard's connection inside c — the connection
+// fasthttp serves, TLS and all — or nil.
+func guardConn(c net.Conn) *acceptguard.Conn {
+	if t, ok := c.(*tls.Conn); ok {
+		c = t.NetConn()
+	}
+	for c != nil {
+		if g, ok := c.(*acceptguard.Conn); ok {
+			return g
+		}
+		c = wrapped(c)
+	}
+	return nil
+}

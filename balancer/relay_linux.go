@@ -16,7 +16,6 @@ import (
 	"time"
 	"unsafe"
 
-	proxyproto "github.com/pires/go-proxyproto"
 	"golang.org/x/sys/unix"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
@@ -170,16 +169,11 @@ func rawFD(c net.Conn) (int, *net.TCPConn, bool) {
 // wrappers (limits, PROXY protocol, the accept guard).
 func unwrapConn(c net.Conn) net.Conn {
 	for {
-		switch w := c.(type) {
-		case *limitConn:
-			c = w.inner()
-		case *proxyproto.Conn:
-			c = w.Raw()
-		case *acceptguard.Conn:
-			c = w.NetConn()
-		default:
+		in := wrapped(c)
+		if in == nil {
 			return c
 		}
+		c = in
 	}
 }
 

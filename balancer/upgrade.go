@@ -140,6 +140,12 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		// No response from fasthttp: the client gets the edge's own 101
 		// head, byte for byte, from the tunnel.
 		ctx.HijackSetNoResponse(true)
+		// The tunnel closes the connection when it ends, at once: no
+		// linger, whose shutdown of the write side would reach a socket
+		// the relay or the next process holds.
+		if g := guardConn(ctx.Conn()); g != nil {
+			g.NoLinger()
+		}
 		ctx.Hijack(tun.run)
 	default:
 		stripHopByHopResponse(&ctx.Response.Header)

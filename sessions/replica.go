@@ -125,7 +125,7 @@ func (s *Server) serveReplicate(ctx *fasthttp.RequestCtx) {
 		ctx.Error("service unavailable: shutting down\n", fasthttp.StatusServiceUnavailable)
 		return
 	}
-	if err := s.upgrader.Upgrade(ctx, func(conn *websocket.Conn) {
+	if err := s.upgrade(ctx, func(conn *websocket.Conn) {
 		// fasthttp's hijack goroutine: the stream runs on one of ours, so
 		// fasthttp releases the request at once (KeepHijackedConns).
 		go r.serveStream(conn, from, ownerKey, ownerPub)

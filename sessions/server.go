@@ -404,7 +404,7 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 	// The request (and key with it) is recycled once this returns; the
 	// connection handler runs after that.
 	owned := []byte(string(key))
-	if err := s.upgrader.Upgrade(ctx, func(conn *websocket.Conn) {
+	if err := s.upgrade(ctx, func(conn *websocket.Conn) {
 		info.v1 = conn.Subprotocol() == protocolV1
 		// ctx is valid until this handler returns: the 101 fasthttp would
 		// have written, headers and all (X-Ringlb-Edge, set last).
@@ -418,6 +418,21 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 	}
 	// The participant writes the 101 itself once it has joined (run).
 	ctx.HijackSetNoResponse(true)
+}
+
+// upgrade upgrades ctx's connection to a WebSocket that handler serves once
+// the request handler has returned, and tells the accept guard that the
+// connection is handler's from now on: it is closed when its session or
+// stream ends, at once, without the linger of a connection the HTTP server
+// closes.
+func (s *Server) upgrade(ctx *fasthttp.RequestCtx, handler websocket.FastHTTPHandler) error {
+	if err := s.upgrader.Upgrade(ctx, handler); err != nil {
+		return err
+	}
+	if g, ok := ctx.Conn().(*acceptguard.Conn); ok {
+		g.NoLinger()
+	}
+	return nil
 }
 
 // placeTimeout bounds a new session's ownership checks: claims to the

@@ -1,7 +1,9 @@
 // Package acceptguard keeps a server's accept loop alive when the process
 // runs out of file descriptors (or buffers, or memory), keeps descriptors
 // for the process's own work by capping how many connections a listener
-// holds open, and keeps one client from taking every one of them.
+// holds open, keeps one client from taking every one of them, and closes
+// the connections it accepted with a linger, so that a client still sending
+// does not lose its answer to a reset (linger.go).
 //
 // Its Listener is for the fasthttp and miekg/dns servers of ringlb
 // (balancer, edge, gslb TCP): fasthttp's Serve returns on EMFILE, which
@@ -15,7 +17,6 @@ package acceptguard
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -106,6 +107,10 @@ type Listener struct {
 	done      chan struct{} // closed by Close: a backoff in progress ends
 	closeOnce sync.Once
 
+	// lingering is the connections being closed with a linger
+	// (linger.go): at most lingerMax at once, ended by Close.
+	lingering lingering
+
 	errLog LogLimit
 
 	// waited, when set (tests), is told each backoff before it is slept.
@@ -130,6 +135,7 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 		done:      make(chan struct{}),
 		errLog:    LogLimit{Every: cfg.LogEvery},
 	}
+	l.lingering.timeout = lingerTime
 	l.max.Store(int64(cfg.MaxConns))
 	return l
 }
@@ -254,7 +260,7 @@ func (k *refusalKind) refuse(l *Listener, c net.Conn, msg string, attrs ...any) 
 		c.Close()
 		return
 	}
-	Refuse(c, k.answer)
+	l.Refuse(c, k.answer)
 }
 
 func (l *Listener) closed() bool {
@@ -266,10 +272,15 @@ func (l *Listener) closed() bool {
 	}
 }
 
-// Close closes the listener; an Accept waiting out a backoff returns.
+// Close closes the listener; an Accept waiting out a backoff returns. The
+// connections being closed with a linger (or refused) are closed at once,
+// their goroutines waited for; from now on the connections accepted close
+// at once: shutdown stays bounded.
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() { close(l.done) })
-	return l.Listener.Close()
+	err := l.Listener.Close()
+	l.lingering.stop()
+	return err
 }
 
 // SetMax changes the cap for connections accepted from now on; 0: no cap.
@@ -292,26 +303,78 @@ func (l *Listener) Hold() (release func()) {
 	return func() { once.Do(func() { l.open.Add(-1) }) }
 }
 
-// Open is the number of connections accepted and not yet closed.
+// Open is the number of connections accepted and not yet closed (one
+// closing with a linger counts until its socket is closed).
 func (l *Listener) Open() int { return int(l.open.Load()) }
 
-// Conn is an accepted connection; it holds its slots under the caps until
-// its first Close.
+// Conn is an accepted connection. It holds its slots under the caps until
+// its socket is closed, and its first Close lingers (linger.go) unless
+// NoLinger was called or the client is known to be gone.
 type Conn struct {
 	net.Conn
-	l        *Listener
-	slot     Slot
-	released atomic.Bool
+	l     *Listener
+	slot  Slot
+	state atomic.Uint32 // connClosed, connNoLinger
 }
 
-func (c *Conn) Close() error {
-	err := c.Conn.Close()
-	if c.released.CompareAndSwap(false, true) {
-		c.l.open.Add(-1)
-		c.l.perIP.Release(c.slot)
+// Conn.state bits.
+const (
+	connClosed   = 1 << iota // Close was called
+	connNoLinger             // Close closes at once (NoLinger, or the client is gone)
+)
+
+// Read notes a client gone (its FIN, a reset): there is nothing left to
+// drain, and the close need not linger. A timeout is not that: the client
+// may still be sending.
+func (c *Conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		c.state.Or(connNoLinger)
 	}
+	return n, err
+}
+
+// Write notes a failed write: the answer did not go out whole, so there is
+// nothing for a linger to protect.
+func (c *Conn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.state.Or(connNoLinger)
+	}
+	return n, err
+}
+
+// Close closes the connection, lingering first (linger.go): the server
+// closes it after an error answer (a 431, a 400, a timeout) or on its own
+// idle timeout while the client may still be sending, and closed with bytes
+// unread, or receiving more, the socket would answer with a reset that can
+// destroy the answer. The slots are released once the socket is closed. A
+// second Close closes the socket at once (a linger in progress ends).
+//
+// Close returns once the socket is closed: up to lingerTime after the write
+// side was shut. Code that must not wait (it holds a lock, or the socket is
+// not its own any more) calls NoLinger first; a server's Shutdown closes
+// its listener first, which ends every linger.
+func (c *Conn) Close() error {
+	if c.state.Or(connClosed)&connClosed != 0 {
+		return c.Conn.Close()
+	}
+	if c.state.Load()&connNoLinger == 0 {
+		c.l.lingering.linger(c.Conn)
+	}
+	err := c.Conn.Close()
+	c.l.open.Add(-1)
+	c.l.perIP.Release(c.slot)
 	return err
 }
+
+// NoLinger makes c's Close close at once. For a connection the server has
+// handed over (hijacked for a WebSocket session or a tunnel): its new owner
+// closes it when the session ends and must not wait, and its socket may be
+// in other hands by then (the balancer's relay holds a duplicate; a
+// hand-off passes it to the next process), where shutting its write side
+// would end the session.
+func (c *Conn) NoLinger() { c.state.Or(connNoLinger) }
 
 // NetConn returns the connection c wraps (as tls.Conn.NetConn does), for
 // code that needs the socket itself.
@@ -329,68 +392,4 @@ func HTTPAnswer(code int, msg string) []byte {
 	body := msg + "\n"
 	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
 		code, http.StatusText(code), len(body), body)
-}
-
-// Refuse writes answer to a connection that will not be served, bounded in
-// time, and closes it (see linger for when the answer is written).
-func Refuse(c net.Conn, answer []byte) {
-	cw, ok := c.(interface{ CloseWrite() error })
-	if !ok || lingering.Add(1) > lingerMax {
-		if ok {
-			lingering.Add(-1)
-		}
-		writeRefusal(c, answer)
-		_ = c.Close()
-		return
-	}
-	go func() {
-		defer lingering.Add(-1)
-		linger(c, cw, answer)
-	}()
-}
-
-// A refusal is an answer to the client's request, so it is written once
-// the request has begun to arrive: an HTTP client takes a response that
-// comes before its request for a stray one on an idle connection and drops
-// it (Go's transport: "unsolicited response"), and the refused client saw
-// the connection fail without the 503 that says why. And its request is
-// read and dropped after the answer before the close: a socket closed with
-// bytes unread answers them with a reset, which can destroy the answer
-// before the client reads it (RFC 9112 9.6; nginx and net/http linger so).
-// Bounded: lingerTime to see the request begin, as long again and
-// lingerBytes to drop the rest, lingerMax connections at once (beyond, the
-// answer is written and the connection closed at once: a refusal flood
-// must not hold descriptors). A client that sends nothing gets the answer
-// after lingerTime.
-const (
-	lingerTime  = 500 * time.Millisecond
-	lingerBytes = 64 << 10
-	lingerMax   = 64
-)
-
-// lingering counts the connections being refused by linger.
-var lingering atomic.Int64
-
-// linger waits for c's request to begin, answers, shuts its write side and
-// drops what else comes, then closes c. It ends by its deadlines.
-func linger(c net.Conn, cw interface{ CloseWrite() error }, answer []byte) {
-	defer c.Close()
-	var first [1]byte
-	_ = c.SetReadDeadline(time.Now().Add(lingerTime))
-	n, err := c.Read(first[:])
-	if n == 0 && err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return // gone, or reset: nobody to answer
-	}
-	writeRefusal(c, answer)
-	if cw.CloseWrite() != nil {
-		return
-	}
-	_ = c.SetReadDeadline(time.Now().Add(lingerTime))
-	_, _ = io.CopyN(io.Discard, c, lingerBytes)
-}
-
-// writeRefusal writes answer, bounded in time.
-func writeRefusal(c net.Conn, answer []byte) {
-	_ = c.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
-	_, _ = c.Write(answer)
 }
