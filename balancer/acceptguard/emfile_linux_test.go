@@ -3,6 +3,7 @@ package acceptguard
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"sync"
 	"syscall"
 	"testing"
@@ -19,8 +21,40 @@ import (
 )
 
 // These tests make the kernel itself answer accept(2) with EMFILE: they
-// lower this test process's soft RLIMIT_NOFILE to a few above what it holds
-// and take the rest with /dev/null. None of them runs in parallel.
+// lower their process's soft RLIMIT_NOFILE to a few above what it holds and
+// take the rest with /dev/null. Each runs in a process of its own (alone):
+// in the test binary's, a descriptor an earlier test still held (a
+// connection lingering before its close) could be freed while descriptors
+// are exhausted, and accept would take it.
+
+// aloneEnv names the one test a child process of the test binary runs.
+const aloneEnv = "ACCEPTGUARD_ALONE"
+
+// alone reports whether the calling test is to run its body here: in the
+// child process alone starts for it (with nothing else open), yes; in the
+// test binary's own, it runs that child, reports its output, fails or skips
+// as the child did, and says no.
+func alone(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(aloneEnv) == t.Name() {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*testWait)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), aloneEnv+"="+t.Name())
+	out, err := cmd.CombinedOutput()
+	t.Logf("in a process of its own:\n%s", out)
+	switch {
+	case err != nil:
+		t.Fatalf("%s in a process of its own: %v", t.Name(), err)
+	case bytes.Contains(out, []byte("--- SKIP: "+t.Name())):
+		t.Skip("skipped in a process of its own")
+	case !bytes.Contains(out, []byte("--- PASS: "+t.Name())):
+		t.Fatalf("%s did not run in a process of its own", t.Name())
+	}
+	return false
+}
 
 // exhaustFDs leaves the process without a free descriptor until release
 // (also run at cleanup) gives them back and restores the limit.
@@ -81,6 +115,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // failure, backs off 5 ms doubling, logs once, and hands out the waiting
 // connections once descriptors are free again.
 func TestAcceptBacksOffOnEMFILE(t *testing.T) {
+	if !alone(t) {
+		return
+	}
 	ln := listen(t)
 	var errs counter
 	var logs logLines
@@ -142,6 +179,9 @@ func TestAcceptBacksOffOnEMFILE(t *testing.T) {
 // fasthttp's Serve ends on an accept error it does not know as a timeout
 // (EMFILE included): behind the guard it keeps serving.
 func TestFasthttpServesThroughEMFILE(t *testing.T) {
+	if !alone(t) {
+		return
+	}
 	ln := listen(t)
 	var errs counter
 	g := Wrap(ln, Config{Name: "test", Errors: &errs})
@@ -172,6 +212,9 @@ func TestFasthttpServesThroughEMFILE(t *testing.T) {
 // The admin ports are net/http servers, which are not guarded: Go's
 // http.Server.Serve backs off on EMFILE by itself. This checks it does.
 func TestNetHTTPBacksOffOnEMFILE(t *testing.T) {
+	if !alone(t) {
+		return
+	}
 	ln := listen(t)
 	var logs logLines
 	srv := &http.Server{
