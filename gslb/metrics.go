@@ -35,6 +35,11 @@ type metrics struct {
 	// client held max_tcp_connections_per_ip: a counter of its own, so
 	// that tcpRefused keeps its meaning (and its one series).
 	tcpRefusedPerIP prometheus.Counter
+	// rejected counts TCP connections closed unserved for a reason the
+	// balancer and the edge count theirs under too (their
+	// rejected_connections_total): "memory", while the process is low on
+	// memory. The caps keep their counters above.
+	rejected *prometheus.CounterVec
 	// signatures counts RRset signatures put on answers, by where they came
 	// from: "cache" (made before, still fresh) or "signed" (made for this
 	// answer: a new or changed RRset, a negative answer's NSEC, a refresh);
@@ -149,6 +154,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_gslb_tcp_refused_per_ip_total",
 			Help: "TCP DNS connections closed unserved because their client (an IPv4 address, an IPv6 /64) held gslb.max_tcp_connections_per_ip.",
 		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_gslb_rejected_connections_total",
+			Help: "TCP DNS connections closed unserved, by reason: memory (the process near its memory limit). Refusals at the caps are counted in ringlb_gslb_tcp_refused_total and ringlb_gslb_tcp_refused_per_ip_total.",
+		}, []string{"reason"}),
 	}
 	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ringlb_gslb_signatures_total",
@@ -163,7 +172,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "ringlb_gslb_region_load",
 		Help: "Load of a region's edges as they announce it in gossip, averaged per edge, by region and measure (sessions_per_edge, connections_per_edge, cpu_percent, edges).",
 	}, []string{"region", "measure"})
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.tcpRefused, m.tcpRefusedPerIP, m.signatures, m.steeredShare, m.regionLoad} {
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.tcpRefused, m.tcpRefusedPerIP, m.rejected, m.signatures, m.steeredShare, m.regionLoad} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -83,6 +83,9 @@ type Server struct {
 	// tcpGuard caps the TCP connections (Reload changes the cap); nil
 	// until StartOn.
 	tcpGuard atomic.Pointer[acceptguard.Listener]
+	// mem is the process's memory (acceptguard.Process; a test's own):
+	// while it is low, new TCP connections are refused.
+	mem *acceptguard.Memory
 	// xfrRefusedLog lets one refused zone transfer an interval be logged
 	// (transfer.go): anyone can ask, pipelined on a connection.
 	xfrRefusedLog acceptguard.LogLimit
@@ -116,7 +119,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, mem: acceptguard.Process}
 	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -239,11 +242,16 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	// It also caps the connections (gslb.max_tcp_connections) and one
 	// client's share of them (max_tcp_connections_per_ip): beyond either a
 	// new one is closed at once, without a word — DNS has no refusal to
-	// send before a query (tcp.go).
+	// send before a query (tcp.go). And while the process is low on memory
+	// it takes no new one (closed so too): a connection holds a goroutine
+	// and its buffers until its deadlines, where a UDP answer holds
+	// nothing past its send: UDP goes on answering (a resolver sent to TCP
+	// by a truncated answer asks another of the zone's servers).
 	cfg := s.state.Load().cfg
 	guard := acceptguard.Wrap(ln, acceptguard.Config{Name: "gslb tcp", Logger: s.logger, Errors: s.metrics.acceptErrors,
 		MaxConns: cfg.MaxTCPConnections, Refused: s.metrics.tcpRefused,
-		MaxConnsPerIP: cfg.MaxTCPConnectionsPerIP, RefusedPerIP: s.metrics.tcpRefusedPerIP})
+		MaxConnsPerIP: cfg.MaxTCPConnectionsPerIP, RefusedPerIP: s.metrics.tcpRefusedPerIP,
+		Memory: s.mem, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory)})
 	s.tcpGuard.Store(guard)
 	ln = guard
 	served := writeDeadlineListener{Listener: ln, timeout: s.tcpWriteTimeout}

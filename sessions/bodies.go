@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 )
 
 // Request bodies on the data port. fasthttp reads a request's body whole
@@ -37,8 +39,9 @@ const (
 
 // Reasons a request body is refused (ringlb_edge_request_bodies_refused_total).
 const (
-	bodyTooLarge = "too_large" // over its path's limit
-	bodyBusy     = "busy"      // a hand-off while handoffBodies are being read
+	bodyTooLarge = "too_large"              // over its path's limit
+	bodyBusy     = "busy"                   // a hand-off while handoffBodies are being read
+	bodyMemory   = acceptguard.ReasonMemory // a hand-off while the process is low on memory
 )
 
 // bodyGate holds the hand-off bodies being read: each slot is the request
@@ -103,6 +106,14 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	if !isHandoff(h) || h.ContentLength() == 0 {
 		return fasthttp.RequestConfig{MaxRequestBodySize: maxPlainBody}
 	}
+	if s.handoffLowMemory(h.ContentLength()) {
+		// Refused before a byte of it is allotted, whatever its size
+		// (every hand-off body is longer than a byte): its sessions are
+		// new holders, as a new connection is, and installed while low
+		// their histories would be cut to what a holder may keep. The
+		// draining sender keeps them and tries again (drain.go).
+		return fasthttp.RequestConfig{MaxRequestBodySize: 1}
+	}
 	now := time.Now()
 	// The sender gives the whole request handoffTimeout: a body that has
 	// not come by then never will, and its slot is free again.
@@ -112,9 +123,14 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	return fasthttp.RequestConfig{MaxRequestBodySize: maxHandoffBody, ReadTimeout: handoffTimeout}
 }
 
+// handoffLowMemory reports whether a hand-off announcing n bytes is refused
+// for the process's memory: low, or it would be with n more bytes.
+func (s *Server) handoffLowMemory(n int) bool { return s.incoming.mem.LowFor(int64(n)) }
+
 // requestError is the data port's ErrorHandler: fasthttp's answers, and
-// the refusals of bodyLimit's limits (413, or 503 for a hand-off that
-// found every slot taken), counted and logged sparingly (acceptguard.LogLimit).
+// the refusals of bodyLimit's limits (413, or 503 for a hand-off refused
+// for now: every slot taken, or the process low on memory), counted and
+// logged sparingly (acceptguard.LogLimit).
 func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	h := &ctx.Request.Header
 	s.bodies.give(h)
@@ -123,19 +139,30 @@ func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		reason := bodyTooLarge
-		// A hand-off within its limit was refused only for want of a slot
-		// (a chunked one, which edges never send, counts as too large).
+		// A hand-off within its limit was refused only for want of memory
+		// or of a slot (a chunked one, which edges never send, counts as
+		// too large). Which, is asked again: the memory's verdict can only
+		// have changed at a sample since the head, microseconds ago, and
+		// either way the answer is the same 503.
 		if n := h.ContentLength(); isHandoff(h) && n > 0 && n <= maxHandoffBody {
 			reason = bodyBusy
+			if s.handoffLowMemory(n) {
+				reason = bodyMemory
+			}
 		}
 		s.metrics.bodiesRefused.WithLabelValues(reason).Inc()
 		s.bodyLog.Warn(s.log, "request body refused", "reason", reason, "remote", ctx.RemoteIP(), "announced", h.ContentLength())
-		if reason == bodyBusy {
+		switch reason {
+		case bodyBusy:
 			ctx.Error("service unavailable: hand-offs busy\n", fasthttp.StatusServiceUnavailable)
-			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		case bodyMemory:
+			ctx.Error("service unavailable: this edge is low on memory\n", fasthttp.StatusServiceUnavailable)
+		default:
+			ctx.Error("request body too large\n", fasthttp.StatusRequestEntityTooLarge)
 			return
 		}
-		ctx.Error("request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+		// The draining edge that sent it tries again then (drain.go).
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 	// The rest as fasthttp's own error handler answers them.
 	case errors.As(err, &small):
 		ctx.Error("Too big request header", fasthttp.StatusRequestHeaderFieldsTooLarge)

@@ -10,11 +10,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
+	"github.com/ringlb/ringlb/balancer/acceptguard/acceptguardtest"
 	"github.com/ringlb/ringlb/configs"
 )
 
-// heapInUse is the heap in use after a collection.
+// heapInUse is the heap in use after two collections: the second frees
+// what sync.Pools held at the first (their victim caches) — a 4 MiB
+// hand-off body kept by fasthttp's pool after another test, freed between
+// two of a test's figures, counted against that test.
 func heapInUse() uint64 {
+	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
@@ -61,6 +67,19 @@ func settledHeap(base uint64) int64 {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return int64(last) - int64(base)
+}
+
+// taken is the number of hand-off slots held at now.
+func (g *bodyGate) taken(now time.Time) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, sl := range g.slots {
+		if sl.req != nil && now.Before(sl.until) {
+			n++
+		}
+	}
+	return n
 }
 
 // answers reads one answer from each of conns (each on a goroutine of its
@@ -140,5 +159,60 @@ func TestDeclaredBodiesAllocateNothing(t *testing.T) {
 	late := answers(declareBodies(t, e.data, pathHandoff, handoffBodies, declared))
 	if got := counts(late, handoffBodies); got[http.StatusRequestTimeout] != handoffBodies {
 		t.Errorf("hand-offs after the slots were freed answered %v, want %d × 408 (read, then timed out)", got, handoffBodies)
+	}
+}
+
+// Low on memory, an edge reads no hand-off body: each is up to 4 MiB,
+// allotted on its head, and four of them (from anyone: the signature is
+// checked once the body has come) took 16 MiB of a process near its
+// limit. They are answered 503 + Retry-After at once, before anything is
+// allotted — the draining edge that sent one tries again (drain.go) —
+// and counted with reason "memory"; once the memory is back a hand-off
+// is read again.
+func TestLowMemoryRefusesHandoffBodies(t *testing.T) {
+	mem, release := acceptguardtest.Low(t)
+	e := startEdge(t, configs.Edge{}, func(s *Server) { s.incoming.mem = mem })
+	const declared = maxHandoffBody
+
+	base := heapInUse()
+	low := answers(declareBodies(t, e.data, pathHandoff, handoffBodies, declared))
+	held := settledHeap(base) // while the heads wait for their bodies, if they do
+	got := map[int]int{}
+	for range handoffBodies {
+		select {
+		case code := <-low:
+			got[code]++
+		case <-time.After(testDeadline):
+			t.Fatalf("%d answers of %d came: %v", len(got), handoffBodies, got)
+		}
+	}
+	t.Logf("low on memory, %d hand-off heads announcing %d MiB: answered %v; heap +%d MiB meanwhile", handoffBodies, declared>>20, got, held>>20)
+	if got[http.StatusServiceUnavailable] != handoffBodies {
+		t.Errorf("low on memory, hand-off heads answered %v, want %d × 503", got, handoffBodies)
+	}
+	if v := labelledValue(t, e.s, "ringlb_edge_request_bodies_refused_total", acceptguard.ReasonMemory); v != handoffBodies {
+		t.Errorf(`ringlb_edge_request_bodies_refused_total{reason="memory"} = %v, want %d`, v, handoffBodies)
+	}
+
+	// The answer says when to try again.
+	c := declareBodies(t, e.data, pathHandoff, 1, declared)[0]
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("low on memory, a hand-off head answered %s with Retry-After %q, want 503 with one", resp.Status, resp.Header.Get("Retry-After"))
+	}
+
+	release()
+	back := answers(declareBodies(t, e.data, pathHandoff, 1, declared))
+	select {
+	case code := <-back:
+		if code != http.StatusRequestTimeout {
+			t.Errorf("a hand-off head once the memory is back answered %d, want 408 (read, then timed out)", code)
+		}
+	case <-time.After(testDeadline):
+		t.Fatal("no answer to a hand-off head once the memory is back")
 	}
 }

@@ -3,6 +3,8 @@ package sessions
 import (
 	"bytes"
 	"testing"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard/acceptguardtest"
 )
 
 // Low on memory a history grows no more past lowMemoryHold: idle
@@ -11,7 +13,7 @@ import (
 func TestLowMemoryHistoryGrowsNoMore(t *testing.T) {
 	idle := newIdleSessions(100)
 	budget := newHistoryBudget(1<<30, idle)
-	budget.mem = lowMemory(t)
+	budget.mem, _ = acceptguardtest.Low(t)
 	msg := func(n int) *frame {
 		p := bytes.Repeat([]byte{'m'}, n)
 		return textFrame(n, func(b []byte) []byte { return append(b, p...) })

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -143,34 +144,65 @@ func (o *ownership) handOff(ctx context.Context) int {
 		groups[target.Name] = append(groups[target.Name], mv)
 		urls[target.Name] = target.URL
 	})
-	moved := 0
+	// Batches, each sent whole: a refusal for now (503: the new owner's
+	// hand-off slots taken, or it is low on memory) is sent again, the
+	// others go on meanwhile.
+	var out []*outgoing
 	for target, list := range groups {
 		for len(list) > 0 {
-			n, size := 0, 0
-			var batch handoffRequest
-			batch.From = o.self
+			b := &outgoing{target: target, url: urls[target]}
+			b.req.From = o.self
+			size := 0
+			n := 0
 			for n < len(list) && (n == 0 || size+list[n].size <= maxHandoffBytes) {
 				if list[n].state != nil {
-					batch.Sessions = append(batch.Sessions, *list[n].state)
+					b.req.Sessions = append(b.req.Sessions, *list[n].state)
 				}
 				size += list[n].size
 				n++
 			}
-			if len(batch.Sessions) > 0 {
-				if err := o.send(ctx, target, urls[target], &batch); err != nil {
-					o.log.Error("hand-off failed: these sessions' clients will get reset on the new edge", "edge", target, "sessions", len(batch.Sessions), "err", err)
-					o.srv.hub.nothingComing(batch.Sessions)
-				}
-			}
-			for _, mv := range list[:n] {
-				o.unpin(mv.key) // the new owner has it: the ring sends joins there
-				for _, p := range mv.participants {
-					p.stop(closeServiceRestart, "session moved to "+target)
-				}
-			}
-			moved += n
+			b.sessions = list[:n]
+			out = append(out, b)
 			list = list[n:]
 		}
+	}
+	moved := 0
+	for round := 0; len(out) > 0; round++ {
+		var later []*outgoing
+		var wait time.Duration
+		for _, b := range out {
+			var err error
+			if len(b.req.Sessions) > 0 { // raw sessions carry nothing
+				var retry time.Duration
+				retry, err = o.send(ctx, b.target, b.url, &b.req)
+				if retry > 0 && ctx.Err() == nil {
+					later = append(later, b)
+					wait = max(wait, retry)
+					continue
+				}
+			}
+			if err != nil {
+				o.log.Error("hand-off failed: these sessions' clients will get reset on the new edge", "edge", b.target, "sessions", len(b.req.Sessions), "err", err)
+				o.srv.hub.nothingComing(b.req.Sessions)
+			}
+			o.handedOn(b)
+			moved += len(b.sessions)
+		}
+		if len(later) > 0 {
+			n := 0
+			for _, b := range later {
+				n += len(b.req.Sessions)
+			}
+			o.log.Warn("hand-off refused for now; trying again", "sessions", n, "batches", len(later), "retry_in", wait)
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				// The next round finds ctx done and gives up on them.
+			}
+			t.Stop()
+		}
+		out = later
 	}
 	o.srv.metrics.handedOff.Add(float64(moved))
 	if moved > 0 {
@@ -179,32 +211,78 @@ func (o *ownership) handOff(ctx context.Context) int {
 	return moved
 }
 
-func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequest) error {
+// outgoing is one hand-off request of a drain: a batch of sessions moving
+// to the edge target.
+type outgoing struct {
+	target, url string
+	req         handoffRequest
+	sessions    []moving
+}
+
+// handedOn lets b's sessions go: their new owner has them (or the hand-off
+// failed, and it starts them anew): joins go there, and their participants
+// are closed with 1012 to resume there.
+func (o *ownership) handedOn(b *outgoing) {
+	for _, mv := range b.sessions {
+		o.unpin(mv.key) // the new owner has it: the ring sends joins there
+		for _, p := range mv.participants {
+			p.stop(closeServiceRestart, "session moved to "+b.target)
+		}
+	}
+}
+
+// handoffRetry bounds the wait before a refused hand-off is sent again:
+// the new owner's Retry-After, within [handoffRetryMin, handoffRetryMax].
+const (
+	handoffRetryMin = 100 * time.Millisecond
+	handoffRetryMax = handoffTimeout
+)
+
+// send posts batch to the edge to at url. A refusal for now — 503, from
+// the hand-off's own limits or the new owner's listener (at its cap, or
+// low on memory) — is answered before the body is read, so nothing was
+// installed: retry is then how long to wait before sending it again.
+// Any other failure is final (a timeout may have been installed).
+func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequest) (retry time.Duration, err error) {
 	body, err := json.Marshal(batch)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)
 	defer cancel()
 	req, err := o.signed(ctx, to, url, pathHandoff, body)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := o.http.Do(req)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer resp.Body.Close()
 	var out handoffResponse
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return retryAfter(resp.Header.Get("Retry-After")), fmt.Errorf("answered %s", resp.Status)
+	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("answered %s", resp.Status)
+		return 0, fmt.Errorf("answered %s", resp.Status)
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
-		return err
+		return 0, err
 	}
 	if len(out.Refused) > 0 {
 		o.log.Warn("hand-off: the new edge already hosts some of these sessions", "refused", len(out.Refused))
 	}
-	return nil
+	return 0, nil
+}
+
+// retryAfter is the wait a Retry-After of delay-seconds asks for, within
+// [handoffRetryMin, handoffRetryMax]; a second when it is absent or
+// unreadable (an HTTP date: edges send seconds).
+func retryAfter(v string) time.Duration {
+	secs, err := strconv.Atoi(v)
+	if err != nil || secs < 0 {
+		return time.Second
+	}
+	return min(max(time.Duration(secs)*time.Second, handoffRetryMin), handoffRetryMax)
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
+	"github.com/ringlb/ringlb/balancer/acceptguard/acceptguardtest"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/healthtest"
@@ -197,5 +199,80 @@ func TestDrainRawSessionsReconnectAtOnce(t *testing.T) {
 	defer again.Close()
 	if err := <-drained; err != nil {
 		t.Fatalf("drain: %v", err)
+	}
+}
+
+// A hand-off the new owner refuses for now (503 + Retry-After: every
+// hand-off slot taken — anyone may take them, announcing bodies it never
+// sends — or the new owner low on memory) loses nothing: the draining edge
+// keeps those sessions frozen and sends them again, and their participants,
+// closed with 1012 once the new owner has them, resume there with every
+// msg. Before, a refused hand-off was a failed one: the new owner started
+// the sessions afresh and their clients got a reset, their history gone.
+func TestDrainRetriesARefusedHandoff(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		reason string
+		// refuse makes edge b refuse hand-offs for a while; the returned
+		// function (nil: none) ends it, once b has refused one.
+		refuse func(t *testing.T, b *clusterEdge) func()
+	}{
+		{"slots taken", bodyBusy, func(t *testing.T, b *clusterEdge) func() {
+			// Freed at their read deadline (handoffTimeout).
+			declareBodies(t, b.data, pathHandoff, handoffBodies, maxHandoffBody)
+			waitFor(t, "every hand-off slot taken", func() bool { return b.s.bodies.taken(time.Now()) == handoffBodies })
+			return nil
+		}},
+		{"low on memory", acceptguard.ReasonMemory, func(t *testing.T, b *clusterEdge) func() {
+			mem, release := acceptguardtest.Low(t)
+			b.s.incoming.mem = mem
+			return release
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b, key := startDrainPair(t, "refused")
+			p1, p2 := a.twoTalking(t, key, 0)
+			// A history larger than a plain request's body, so that its
+			// hand-off needs one of the hand-off slots.
+			pad := strings.Repeat("x", maxPlainBody/4)
+			for i := range 5 {
+				p1.msg(t, pad+fmt.Sprint(i))
+				p1.readType(t, "ack")
+				p2.readType(t, "msg")
+			}
+			epoch := p1.welcome.Epoch
+			end := tc.refuse(t, b)
+
+			drained := startDrain(a)
+			// What ringlb edge does on a drain: announce it, so the ring
+			// leaves a.
+			if err := a.m.UpdateMeta(t.Context(), func(m *health.Meta) { m.State = health.StateDraining }); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "edge-b refusing the hand-off", func() bool {
+				return labelledValue(t, b.s, "ringlb_edge_request_bodies_refused_total", tc.reason) > 0
+			})
+			if end != nil {
+				end()
+			}
+			for _, p := range []*v1Client{p1, p2} {
+				if code := closeCode(t, p.Conn); code != closeServiceRestart {
+					t.Fatalf("close code %d, want 1012", code)
+				}
+			}
+			waitRing(t, []*clusterEdge{b}, "edge-b")
+			r := b.joinV1(t, key, "resume=0&epoch="+epoch, nil)
+			if r.welcome.Epoch != epoch || r.welcome.Seq != 5 {
+				t.Fatalf("resumed on the new owner after a refused hand-off: welcome epoch %s seq %d, want epoch %s seq 5 (the session's history lost)", r.welcome.Epoch, r.welcome.Seq, epoch)
+			}
+			for i := range 5 {
+				if m := r.readType(t, "msg"); m.Seq != uint64(i+1) || string(m.Data) != `"`+pad+fmt.Sprint(i)+`"` {
+					t.Fatalf("replay %d: seq %d, %d bytes of data", i, m.Seq, len(m.Data))
+				}
+			}
+			if err := <-drained; err != nil {
+				t.Fatalf("drain: %v", err)
+			}
+		})
 	}
 }

@@ -40,10 +40,20 @@ func startClusterEdge(t *testing.T, cl *healthtest.Cluster, name string) *cluste
 // startClusterEdgeWith is startClusterEdge logging to logger, on a ring of rc.
 func startClusterEdgeWith(t *testing.T, cl *healthtest.Cluster, name string, logger *slog.Logger, rc ring.Config) *clusterEdge {
 	t.Helper()
+	return startClusterEdgeTweaked(t, cl, name, logger, rc, nil)
+}
+
+// startClusterEdgeTweaked is startClusterEdgeWith with tweak (unless nil)
+// run on the server before it serves.
+func startClusterEdgeTweaked(t *testing.T, cl *healthtest.Cluster, name string, logger *slog.Logger, rc ring.Config, tweak func(*Server)) *clusterEdge {
+	t.Helper()
 	// A short idle_grace, so an ended session (and its pin) goes soon.
 	s := New(provisioned(configs.Edge{IdleGrace: configs.Duration(time.Second)}), name, "east", logger, nil)
 	e := &testEdge{s: s, joined: make(chan string, 1024)}
 	s.joined = func(key string) { e.joined <- key }
+	if tweak != nil {
+		tweak(s)
+	}
 	dl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

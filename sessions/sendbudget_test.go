@@ -1,16 +1,14 @@
 package sessions
 
 import (
-	"context"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
 
-	"github.com/ringlb/ringlb/balancer/acceptguard"
+	"github.com/ringlb/ringlb/balancer/acceptguard/acceptguardtest"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -84,39 +82,12 @@ func TestSendQueuesBoundedTogether(t *testing.T) {
 	}
 }
 
-// lowMemory returns a Memory that is low on memory (a tracker holding 95 %
-// of its limit) for as long as the test runs.
-func lowMemory(t *testing.T) *acceptguard.Memory {
-	t.Helper()
-	const limit = 1 << 40
-	prev := debug.SetMemoryLimit(limit)
-	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
-	m := &acceptguard.Memory{}
-	untrack := m.Track(func() int64 { return limit / 100 * 95 })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		m.Watch(ctx, nil)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		untrack()
-	})
-	for deadline := time.Now().Add(testDeadline); !m.Low(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("never low")
-		}
-	}
-	return m
-}
-
 // Low on memory, a send queue passes a burst (up to lowMemoryBurst, for
 // lowMemoryGrace) and is refused past either; a holder receiving a
 // message (tryTakeHeld) gets no burst.
 func TestLowMemoryQueueBurst(t *testing.T) {
-	b := &byteBudget{mem: lowMemory(t)}
+	mem, _ := acceptguardtest.Low(t)
+	b := &byteBudget{mem: mem}
 	b.limit.Store(1 << 30)
 	var over int64
 	if !b.tryTakeQueued(0, lowMemoryHold, &over) || over != 0 {

@@ -40,6 +40,20 @@ const (
 	memoryCollectAfter = time.Second
 )
 
+// CgroupShare is the share of a memory cgroup's limit that the processes
+// in it may hold together, as counted by WatchWithCgroup (and what
+// cmd/ringlb derives a process's own limit with): the rest is for what the
+// kernel charges the cgroup besides their heaps and stacks (socket
+// buffers, page cache) and for the room between the low mark and the
+// limit.
+const CgroupShare = 0.9
+
+// minLimitShare: however much the cgroup's other processes hold, a
+// process's limit is not lowered below this share of its own — below it
+// the collector would do little else (it still caps its own work at half
+// the CPU).
+const minLimitShare = 1.0 / 16
+
 // ReasonMemory is the reason label value of a connection refused while the
 // process is low on memory, in each role's rejected-connections counter
 // (what operators alert on).
@@ -50,6 +64,8 @@ const (
 	msgLowMemory       = "low on memory: refusing new connections and shedding the largest holders"
 	msgMemoryRecovered = "memory recovered: accepting connections again"
 	msgRefusedMemory   = "connection refused: low on memory"
+	msgLimitShared     = "memory limit lowered: other processes of the memory cgroup hold memory"
+	msgLimitOwn        = "memory limit back to the process's own"
 )
 
 // Memory says whether the process is low on memory. The zero value (and
@@ -130,7 +146,22 @@ func recoveredMark(limit int64) int64 { return int64(float64(limit) * memoryReco
 // Watch follows the process's memory against the runtime's memory limit
 // until ctx ends; it returns at once when the process has none. Call it
 // once, after the limit is set.
-func (m *Memory) Watch(ctx context.Context, log *slog.Logger) {
+func (m *Memory) Watch(ctx context.Context, log *slog.Logger) { m.watch(ctx, log, false) }
+
+// WatchWithCgroup is Watch for a process that shares its memory cgroup:
+// two processes of one unit during a hitless upgrade (the new one started
+// by the old), or any other process beside it. Each took its limit as if
+// it were alone — 90 % of the cgroup's — so together they could pass the
+// cgroup's limit, and the kernel kills one of them, neither near its own.
+// So what the cgroup's other processes hold (its anonymous memory less
+// this process's) comes out of this one's limit: the runtime's limit is
+// brought down to CgroupShare of the cgroup's limit less that, never above
+// the limit it was given, and back up as they give it back; the low mark
+// follows it, and the collector keeps the process under it. Without a
+// cgroup limit (or off Linux) it is Watch.
+func (m *Memory) WatchWithCgroup(ctx context.Context, log *slog.Logger) { m.watch(ctx, log, true) }
+
+func (m *Memory) watch(ctx context.Context, log *slog.Logger, withCgroup bool) {
 	limit := debug.SetMemoryLimit(-1)
 	if limit <= 0 || limit == math.MaxInt64 {
 		return
@@ -138,12 +169,26 @@ func (m *Memory) Watch(ctx context.Context, log *slog.Logger) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	s := memorySampler{m: m, limit: limit, own: limit, log: log}
+	if withCgroup {
+		cg, err := openCgroup()
+		if err != nil {
+			log.Warn("memory cgroup not read: the memory its other processes hold is not counted", "err", err)
+		}
+		if cg != nil {
+			defer cg.close()
+			s.cg = cg
+			log.Info("memory limit shared with the memory cgroup's other processes", "cgroups", cg.dirs(), "share", CgroupShare)
+		}
+	}
 	m.limit.Store(limit)
 	defer func() {
 		m.limit.Store(0)
 		m.low.Store(false)
+		if s.limit != s.own {
+			debug.SetMemoryLimit(s.own)
+		}
 	}()
-	s := memorySampler{m: m, limit: limit, log: log}
 	tick := time.NewTicker(memoryEvery)
 	defer tick.Stop()
 	for {
@@ -158,8 +203,11 @@ func (m *Memory) Watch(ctx context.Context, log *slog.Logger) {
 
 // memorySampler is Watch's state between samples.
 type memorySampler struct {
-	m           *Memory
-	limit       int64
+	m *Memory
+	// limit is the runtime's limit now: own, less what the cgroup's other
+	// processes hold (cg).
+	limit, own  int64
+	cg          *cgroup
 	log         *slog.Logger
 	samples     [len(memoryMetrics)]metrics.Sample
 	cycles      uint64
@@ -183,6 +231,9 @@ var memoryMetrics = [...]string{
 }
 
 func (s *memorySampler) sample(now time.Time) {
+	if s.cg != nil {
+		s.shareCgroup()
+	}
 	if s.samples[0].Name == "" {
 		for i, name := range memoryMetrics {
 			s.samples[i].Name = name
@@ -222,5 +273,31 @@ func (s *memorySampler) sample(now time.Time) {
 		// Low and idle: only a collection shows what was given back.
 		runtime.GC()
 		s.cycleAt = now
+	}
+}
+
+// shareCgroup brings the runtime's limit to the room the cgroup leaves this
+// process (WatchWithCgroup). Changes under 1/64 of the process's own limit
+// are let be, but the way back to it: the runtime retunes its collector on
+// every change.
+func (s *memorySampler) shareCgroup() {
+	room, cgLimit, ok := s.cg.read(CgroupShare)
+	if !ok {
+		return
+	}
+	limit := min(s.own, max(room, int64(float64(s.own)*minLimitShare)))
+	if d := limit - s.limit; limit == s.limit || (limit != s.own && max(d, -d) < s.own/64) {
+		return
+	}
+	was := s.limit
+	s.limit = limit
+	debug.SetMemoryLimit(limit)
+	s.m.limit.Store(limit)
+	others := int64(CgroupShare*float64(cgLimit)) - room
+	switch {
+	case limit == s.own:
+		s.log.Info(msgLimitOwn, "limit", limit, "cgroup_limit", cgLimit, "others", others)
+	case was == s.own:
+		s.log.Warn(msgLimitShared, "limit", limit, "own_limit", s.own, "cgroup_limit", cgLimit, "others", others)
 	}
 }

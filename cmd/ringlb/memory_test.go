@@ -30,10 +30,16 @@ func memoryLimitedBinary(t *testing.T, bin, limit string) string {
 // and admin addresses and its log, once it serves.
 func startLimitedEdge(t *testing.T, limit, extra string) (edge *proc, listen, admin string, w *logWatch) {
 	t.Helper()
+	return startEdgeOf(t, memoryLimitedBinary(t, buildBinary(t), limit), extra)
+}
+
+// startEdgeOf is startLimitedEdge with the binary (or script) bin.
+func startEdgeOf(t *testing.T, bin, extra string) (edge *proc, listen, admin string, w *logWatch) {
+	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "edge.yaml")
 	writeFile(t, cfg, "cluster: { name: edge-1, bind: 127.0.0.1:0, profile: local }\n"+
 		"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 1s"+extra+" }\n")
-	edge = startProc(t, memoryLimitedBinary(t, buildBinary(t), limit), "edge", "-config", cfg)
+	edge = startProc(t, bin, "edge", "-config", cfg)
 	rec := edge.waitLog(t, "edge started")
 	listen, admin = rec["listen"].(string), rec["admin"].(string)
 	w = watchLogs(edge)
@@ -365,6 +371,8 @@ func TestLowMemoryDegradesTheBalancer(t *testing.T) {
 const (
 	msgLowMemory       = "low on memory: refusing new connections and shedding the largest holders"
 	msgMemoryRecovered = "memory recovered: accepting connections again"
+	msgLimitShared     = "memory limit lowered: other processes of the memory cgroup hold memory"
+	msgLimitOwn        = "memory limit back to the process's own"
 )
 
 // `ringlb check` says which memory limit a node started alike would take.

@@ -564,7 +564,9 @@ func useOpenFileLimit(logger *slog.Logger) {
 // sets one (AUTOMEMLIMIT=off leaves it unset, AUTOMEMLIMIT=0.8 takes
 // another share), logs it, and watches the process's memory against it
 // (acceptguard.Process: near it, listeners refuse and edges shed instead
-// of the process growing until the kernel kills it) until stop.
+// of the process growing until the kernel kills it) until stop. What the
+// cgroup's other processes hold — the old or new process of a hitless
+// upgrade, both in the unit's cgroup — comes out of it meanwhile.
 func useMemoryLimit(logger *slog.Logger) (stop func()) {
 	limit, ok, err := setMemoryLimit()
 	if err != nil {
@@ -579,7 +581,7 @@ func useMemoryLimit(logger *slog.Logger) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		acceptguard.Process.Watch(ctx, logger)
+		acceptguard.Process.WatchWithCgroup(ctx, logger)
 	}()
 	return func() {
 		cancel()
@@ -590,7 +592,7 @@ func useMemoryLimit(logger *slog.Logger) (stop func()) {
 // setMemoryLimit sets the runtime's memory limit as useMemoryLimit says
 // and returns it; ok is false when there is none.
 func setMemoryLimit() (limit int64, ok bool, err error) {
-	limit, err = memlimit.Set(memlimit.WithProvider(memlimit.FromCgroup))
+	limit, err = memlimit.Set(memlimit.WithProvider(memlimit.FromCgroup), memlimit.WithRatio(acceptguard.CgroupShare))
 	return limit, limit > 0 && limit != math.MaxInt64, err
 }
 
