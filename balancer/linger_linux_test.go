@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringlb/ringlb/balancer/acceptguard/guardtest"
+	"github.com/ringlb/ringlb/balancer/acceptguard/acceptguardtest"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health/healthtest"
 )
@@ -53,7 +53,7 @@ func TestErrorAnswerNotReset(t *testing.T) {
 		{"admin port malformed head", h.admin, malformed, body, "HTTP/1.1 400 "},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			guardtest.NotReset(t, tt.addr, tt.first, tt.rest, tt.want)
+			acceptguardtest.NotReset(t, tt.addr, tt.first, tt.rest, tt.want)
 		})
 	}
 }
@@ -76,12 +76,12 @@ func TestTunnelClosesAtOnce(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			b, addr := startRawBalancer(t, configs.Balancer{TLS: tt.tls, TunnelIdleTimeout: configs.Duration(50 * time.Millisecond)})
-			raw, err := net.DialTimeout("tcp", addr, guardtest.Patience)
+			raw, err := net.DialTimeout("tcp", addr, acceptguardtest.Patience)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer raw.Close()
-			_ = raw.SetDeadline(time.Now().Add(guardtest.Patience))
+			_ = raw.SetDeadline(time.Now().Add(acceptguardtest.Patience))
 			c := raw
 			if tt.tls.CertFile != "" {
 				c = tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
@@ -98,10 +98,10 @@ func TestTunnelClosesAtOnce(t *testing.T) {
 			if _, err := io.Copy(io.Discard, br); err != nil {
 				t.Fatalf("reading to the tunnel's end: %v", err)
 			}
-			if !guardtest.ResetAfterWrite(t, raw.(*net.TCPConn), []byte("after the end")) {
+			if !acceptguardtest.ResetAfterWrite(t, raw.(*net.TCPConn), []byte("after the end")) {
 				t.Error("a write after the tunnel's end was taken in; want a reset (the balancer's socket closed at once)")
 			}
-			l := b.limiterOrNil(guardtest.Patience)
+			l := b.limiterOrNil(acceptguardtest.Patience)
 			healthtest.WaitUntil(t, "the tunnel released", func() bool { return b.Tunnels() == 0 })
 			if n := l.guard.Open(); n != 0 {
 				t.Errorf("the guard counts %d connections open, want 0", n)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringlb/ringlb/balancer/acceptguard/guardtest"
+	"github.com/ringlb/ringlb/balancer/acceptguard/acceptguardtest"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -36,7 +36,7 @@ func TestErrorAnswerNotReset(t *testing.T) {
 		{"admin port malformed head", e.admin, malformed, body[:8<<10], "HTTP/1.1 400 "},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			guardtest.NotReset(t, tt.addr, tt.first, tt.rest, tt.want)
+			acceptguardtest.NotReset(t, tt.addr, tt.first, tt.rest, tt.want)
 		})
 	}
 }
@@ -49,7 +49,7 @@ func TestErrorAnswerNotReset(t *testing.T) {
 func TestParticipantClosesAtOnce(t *testing.T) {
 	e := startEdge(t, configs.Edge{DrainTimeout: configs.Duration(100 * time.Millisecond)}, nil)
 	c := rawJoinKey(t, e, "leaving")
-	_ = c.SetDeadline(time.Now().Add(guardtest.Patience))
+	_ = c.SetDeadline(time.Now().Add(acceptguardtest.Patience))
 	req, _ := http.NewRequest(http.MethodPost, "http://"+e.admin+"/api/drain", nil)
 	req.Header.Set(configs.HeaderAdmin, "1")
 	resp, err := http.DefaultClient.Do(req)
@@ -73,7 +73,7 @@ func TestParticipantClosesAtOnce(t *testing.T) {
 	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
 		t.Fatalf("after the close frames: %q, %v; want the FIN", rest, err)
 	}
-	if !guardtest.ResetAfterWrite(t, c.(*net.TCPConn), []byte("after the end")) {
+	if !acceptguardtest.ResetAfterWrite(t, c.(*net.TCPConn), []byte("after the end")) {
 		t.Error("a write after the participant's end was taken in; want a reset (the edge's socket closed at once)")
 	}
 }

@@ -1,8 +1,11 @@
-// Package acceptguardtest makes an acceptguard.Memory low on memory for the
-// tests of the packages that consult one (sessions, gslb): the real
+// Package acceptguardtest holds what the tests of the packages behind the
+// accept guard share: Low makes an acceptguard.Memory low on memory for the
+// tests of the packages that consult one (sessions, gslb) — the real
 // watcher, against the runtime's real memory limit, with a tracker holding
 // most of it, so a test reaches the low state at once and leaves it when it
-// says, without filling the test process's memory.
+// says, without filling the test process's memory; on Linux,
+// SendAfterAnswer, NotReset and ResetAfterWrite are the raw client that
+// checks an answer to a bad request survives the close after it.
 //
 // It is for tests only: nothing in a binary imports it.
 package acceptguardtest

@@ -1,12 +1,10 @@
-// Package guardtest is the client of the tests that check that a server's
-// answer to a bad request survives the close that follows it (acceptguard's
-// lingering close): a raw TCP client that keeps sending after the server
-// has answered, as a client still sending its request does, then reads to
-// the end. Linux, whose TCP answers bytes unread at a close (or arriving
-// after it) with a reset.
-//
-// It is for tests only: nothing in a binary imports it.
-package guardtest
+// The raw client of the tests that check that a server's answer to a bad
+// request survives the close that follows it (acceptguard's lingering
+// close): it keeps sending after the server has answered, as a client still
+// sending its request does, then reads to the end. Linux, whose TCP answers
+// bytes unread at a close (or arriving after it) with a reset.
+
+package acceptguardtest
 
 import (
 	"errors"
