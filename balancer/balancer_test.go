@@ -537,6 +537,9 @@ func TestWebSocketTunnel(t *testing.T) {
 	h := newHarness(t, configs.Balancer{})
 	for _, edge := range []string{"edge-1", "edge-2", "edge-3"} {
 		t.Run(edge, func(t *testing.T) {
+			// The last subtest's tunnel is released after its client
+			// read the close, not before.
+			waitTunnels(t, h.bal, 0)
 			key := h.keyOwnedBy(t, edge)
 			conn, resp := dialWS(t, h.addr, "/ws", http.Header{"Ctstickiness": {key}}, "ringlb.v1")
 			defer conn.Close()
