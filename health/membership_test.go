@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,12 +33,17 @@ func startNode(t *testing.T, cfg configs.Cluster, meta Meta) *Membership {
 	if err != nil {
 		t.Fatalf("join %s: %v", cfg.Name, err)
 	}
+	stopAtCleanup(t, m)
+	return m
+}
+
+// stopAtCleanup shuts m down when the test ends.
+func stopAtCleanup(t *testing.T, m *Membership) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		m.Shutdown(ctx)
 	})
-	return m
 }
 
 func edgeMeta(i int) Meta {
@@ -243,15 +249,49 @@ func TestMetaLimit(t *testing.T) {
 }
 
 func TestJoinRetriesUntilSeedIsUp(t *testing.T) {
-	// Reserve an address for the seed, start the joiner first, then the seed.
-	seedCfg := testCluster("late-seed")
-	probe := startNode(t, testCluster("probe"), edgeMeta(9))
-	addr := probe.Addr()
-	probe.crash()
-	seedCfg.Bind = addr
-	joiner := startNode(t, testCluster("early", addr), edgeMeta(1))
-	seed := startNode(t, seedCfg, edgeMeta(0))
-	waitAll(t, []*Membership{joiner, seed}, func(ns []Node) bool { return len(ns) == 2 })
+	// Reserve an address for the seed, start the joiner first, then the
+	// seed. The address is free between the probe's crash and the seed's
+	// bind, and anyone on the machine may take it then: another attempt
+	// on a new address.
+	for attempt := 1; ; attempt++ {
+		probe := startNode(t, testCluster("probe"), edgeMeta(9))
+		addr := probe.Addr()
+		probe.crash()
+		seedCfg := testCluster("late-seed")
+		seedCfg.Bind = addr
+		joiner := startNode(t, testCluster("early", addr), edgeMeta(1))
+		seed := rebind(t, seedCfg, edgeMeta(0), attempt)
+		if seed == nil {
+			continue
+		}
+		waitAll(t, []*Membership{joiner, seed}, func(ns []Node) bool { return len(ns) == 2 })
+		return
+	}
+}
+
+// rebindAttempts bounds the scenarios a test runs again because the address
+// it had freed for a node to bind again was taken meanwhile.
+const rebindAttempts = 5
+
+// rebind starts a node on the address cfg.Bind, which the test freed: nil
+// when something else holds it now (another package's test, a dial's
+// ephemeral port) and the test should run its scenario again on a new one,
+// a failure after the attempt-th time.
+func rebind(t *testing.T, cfg configs.Cluster, meta Meta, attempt int) *Membership {
+	t.Helper()
+	m, err := Join(t.Context(), cfg, meta, nil)
+	if errors.Is(err, syscall.EADDRINUSE) || (err != nil && strings.Contains(err.Error(), "address already in use")) {
+		if attempt >= rebindAttempts {
+			t.Fatalf("join %s: %v, %d times", cfg.Name, err, attempt)
+		}
+		t.Logf("attempt %d: %s was taken before %s bound it again (%v); once more", attempt, cfg.Bind, cfg.Name, err)
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("join %s: %v", cfg.Name, err)
+	}
+	stopAtCleanup(t, m)
+	return m
 }
 
 // TestRestartedSeedRejoins: the first node (the seed, which has no seeds of
@@ -259,18 +299,24 @@ func TestJoinRetriesUntilSeedIsUp(t *testing.T) {
 // same address with an empty view. The nodes that list it as their seed join
 // it again, so it sees the whole cluster, not only itself.
 func TestRestartedSeedRejoins(t *testing.T) {
-	nodes, _ := startCluster(t, 3)
-	seedAddr := nodes[0].Addr()
-	if err := nodes[0].crash(); err != nil {
-		t.Fatal(err)
+	for attempt := 1; ; attempt++ {
+		nodes, _ := startCluster(t, 3)
+		seedAddr := nodes[0].Addr()
+		if err := nodes[0].crash(); err != nil {
+			t.Fatal(err)
+		}
+		waitAll(t, nodes[1:], func(ns []Node) bool { return len(ns) == 2 })
+		cfg := testCluster("node-0")
+		cfg.Bind = seedAddr
+		start := time.Now()
+		restarted := rebind(t, cfg, edgeMeta(0), attempt)
+		if restarted == nil {
+			continue
+		}
+		waitAll(t, append([]*Membership{restarted}, nodes[1:]...), func(ns []Node) bool { return len(ns) == 3 })
+		t.Logf("restarted seed back in every view %s after it started (seed check every %s)", time.Since(start), seedCheckLocal)
+		return
 	}
-	waitAll(t, nodes[1:], func(ns []Node) bool { return len(ns) == 2 })
-	cfg := testCluster("node-0")
-	cfg.Bind = seedAddr
-	start := time.Now()
-	restarted := startNode(t, cfg, edgeMeta(0))
-	waitAll(t, append([]*Membership{restarted}, nodes[1:]...), func(ns []Node) bool { return len(ns) == 3 })
-	t.Logf("restarted seed back in every view %s after it started (seed check every %s)", time.Since(start), seedCheckLocal)
 }
 
 // TestUnreachedSeeds: a seed is reached when any of its addresses is a live
