@@ -24,6 +24,13 @@ const (
 	// HeaderPeer carries a node's signature on a request to another node
 	// (health.Keyring).
 	HeaderPeer = "X-Ringlb-Peer"
+	// HeaderPeerHead carries a node's signature on the head of a request
+	// whose body the receiver reads only in a slot it has few of (a
+	// hand-off): over the request line and the Content-Length it
+	// announces (health.Keyring.SignHead), so the receiver knows the
+	// sender before it allots the body anything. HeaderPeer, over the
+	// body, is checked once the body has come.
+	HeaderPeerHead = "X-Ringlb-Peer-Head"
 	// HeaderAdmin marks an admin request as an admin client's, not another
 	// web site's (operator.Access).
 	HeaderAdmin = "X-Ringlb-Admin"

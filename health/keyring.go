@@ -171,6 +171,40 @@ func (k *Keyring) Sign(node, to, method, uri string, body []byte) string {
 	return node + " " + ts + " " + base64.RawURLEncoding.EncodeToString(mac) + " " + to
 }
 
+// A request's head may be signed too (configs.HeaderPeerHead), where its
+// receiver must know the sender before it reads the body: a hand-off's
+// body is read in one of a few slots, and its configs.HeaderPeer, a MAC
+// over the body, can be checked only once the body has come. A head's
+// signature is a request's (Sign, VerifyRequest: the same keys, window and
+// receiver) over the method with headTag after it, the URI, and
+// headMessage of the body's announced length. A request line's method
+// holds no space, so no request's signature has a head's message — not
+// even one whose body spells headMessage — nor a head's a request's.
+const headTag = " head"
+
+// headMessage is what a head's signature covers in place of a body: a
+// fixed tag and the body's announced length (Content-Length), so a head
+// signed for one length takes no slot for a larger body.
+func headMessage(length int) []byte {
+	return strconv.AppendInt([]byte("ringlb request head\n"), int64(length), 10)
+}
+
+// SignHead is the configs.HeaderPeerHead value of node's request to the
+// node to (method, uri) announcing a body of length bytes ("" without a
+// key).
+func (k *Keyring) SignHead(node, to, method, uri string, length int) string {
+	return k.Sign(node, to, method+headTag, uri, headMessage(length))
+}
+
+// VerifyHead checks a configs.HeaderPeerHead value for the head of a
+// request (method, uri, the body length it announces) received by the node
+// self, as VerifyRequest checks a request's, and returns the signing
+// node's name. A head signature seen on the wire can be sent again to
+// self within PeerWindow; the receiver bounds what that replay takes.
+func (k *Keyring) VerifyHead(header, self, method, uri string, length int, now time.Time) (string, error) {
+	return k.VerifyRequest(header, self, method+headTag, uri, headMessage(length), now)
+}
+
 // SkipMessage is what a balancer's signature on a WebSocket upgrade that
 // carries configs.HeaderSkip covers besides the request line: the skip
 // list as sent and the session key it routed, so a signature made for one
@@ -213,7 +247,11 @@ func (k *Keyring) VerifyRequest(header, self, method, uri string, body []byte, n
 	if err != nil {
 		return "", ErrPeerMalform
 	}
-	mac, err := base64.RawURLEncoding.DecodeString(sig)
+	// Strict: one spelling per MAC (as Sign writes it), so a signature
+	// sent again with other padding bits is the same header, which a
+	// receiver that remembers the signatures it took (a hand-off's head)
+	// knows again.
+	mac, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	if err != nil || len(mac) != sha256.Size {
 		return "", ErrPeerMalform
 	}

@@ -65,7 +65,7 @@ type Meta struct {
 	Load *Load `json:"load,omitempty"`
 	// PeerSigning is the form of the peer signatures (configs.HeaderPeer)
 	// the node makes and, from nodes announcing it, requires: Join sets
-	// PeerSigningSkip. Absent (0): a node of an earlier release, whose
+	// PeerSigningHead. Absent (0): a node of an earlier release, whose
 	// signatures name no receiver.
 	PeerSigning int `json:"peer_signing,omitempty"`
 }
@@ -78,6 +78,10 @@ const (
 	// PeerSigningSkip: and a balancer signs the X-Ringlb-Skip it sends a
 	// fallback edge (health.SkipMessage).
 	PeerSigningSkip = 3
+	// PeerSigningHead: and an edge signs the head of each hand-off it
+	// sends (configs.HeaderPeerHead, Keyring.SignHead), so the receiver
+	// gives a hand-off's body a slot only when the head is a member's.
+	PeerSigningHead = 4
 )
 
 // Load is what an edge carries: live sessions, WebSocket connections, and
@@ -174,7 +178,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	meta.PeerSigning = PeerSigningSkip
+	meta.PeerSigning = PeerSigningHead
 	enc, err := meta.Encode()
 	if err != nil {
 		return nil, err

@@ -225,6 +225,7 @@ func TestPeerSignatures(t *testing.T) {
 		{"early", header, "edge-1", http.MethodPost, "/_ringlb/claim", body, now.Add(-PeerWindow - 2*time.Second), ErrPeerExpired},
 		{"missing", "", "edge-1", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMissing},
 		{"garbage", "edge-2 x y", "edge-1", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMalform},
+		{"MAC spelled with other padding bits", respell(header), "edge-1", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMalform},
 		{"huge", strings.Repeat("a", 10000), "edge-1", http.MethodPost, "/_ringlb/claim", body, now, ErrPeerMalform},
 	} {
 		if _, err := verifier.VerifyRequest(tt.header, tt.self, tt.method, tt.uri, tt.body, tt.at); err != tt.want {
@@ -242,5 +243,74 @@ func TestPeerSignatures(t *testing.T) {
 	none.SignRequest(h2, "edge-2", "edge-1", http.MethodGet, "/metrics", nil)
 	if len(h2) != 0 {
 		t.Errorf("keyless signing set %v", h2)
+	}
+}
+
+// respell returns a signature whose MAC is spelled with other padding
+// bits: the same 32 bytes to a lenient base64 decoder.
+func respell(header string) string {
+	f := strings.Fields(header)
+	mac := []byte(f[2])
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	i := strings.IndexByte(alphabet, mac[len(mac)-1])
+	mac[len(mac)-1] = alphabet[i^1] // the lowest of the two bits past the 256th
+	f[2] = string(mac)
+	return strings.Join(f, " ")
+}
+
+// A head's signature (configs.HeaderPeerHead) is checked as a request's,
+// over the request line and the announced length; it never passes for a
+// request's signature, nor a request's for a head's, whatever the body.
+func TestHeadSignatures(t *testing.T) {
+	kr, err := loadKeyring(configs.Cluster{SecretKeyFile: keyringFile(t, configs.GenerateKey())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const uri = "/_ringlb/handoff"
+	now := time.Now()
+	head := kr.SignHead("edge-2", "edge-1", http.MethodPost, uri, 4096)
+	if node, err := kr.VerifyHead(head, "edge-1", http.MethodPost, uri, 4096, now); err != nil || node != "edge-2" {
+		t.Fatalf("valid head signature: %q %v", node, err)
+	}
+	// The body that spells a head's message, signed as a request: the
+	// same bytes a head's MAC covers but for the method field.
+	spelled := headMessage(4096)
+	request := kr.Sign("edge-2", "edge-1", http.MethodPost, uri, spelled)
+	for _, tt := range []struct {
+		name   string
+		verify func() error
+		want   error
+	}{
+		{"another length", func() error { _, err := kr.VerifyHead(head, "edge-1", http.MethodPost, uri, 4097, now); return err }, ErrPeerBadMAC},
+		{"another path", func() error {
+			_, err := kr.VerifyHead(head, "edge-1", http.MethodPost, "/_ringlb/claim", 4096, now)
+			return err
+		}, ErrPeerBadMAC},
+		{"another method", func() error { _, err := kr.VerifyHead(head, "edge-1", http.MethodPut, uri, 4096, now); return err }, ErrPeerBadMAC},
+		{"another receiver", func() error { _, err := kr.VerifyHead(head, "edge-3", http.MethodPost, uri, 4096, now); return err }, ErrPeerNotOurs},
+		{"late", func() error {
+			_, err := kr.VerifyHead(head, "edge-1", http.MethodPost, uri, 4096, now.Add(PeerWindow+2*time.Second))
+			return err
+		}, ErrPeerExpired},
+		{"a head's as a request's", func() error {
+			_, err := kr.VerifyRequest(head, "edge-1", http.MethodPost, uri, spelled, now)
+			return err
+		}, ErrPeerBadMAC},
+		{"a request's as a head's", func() error {
+			_, err := kr.VerifyHead(request, "edge-1", http.MethodPost, uri, 4096, now)
+			return err
+		}, ErrPeerBadMAC},
+		{"missing", func() error { _, err := kr.VerifyHead("", "edge-1", http.MethodPost, uri, 4096, now); return err }, ErrPeerMissing},
+	} {
+		if err := tt.verify(); err != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	var none *Keyring
+	if v := none.SignHead("edge-2", "edge-1", http.MethodPost, uri, 4096); v != "" {
+		t.Errorf("keyless SignHead = %q", v)
+	}
+	if _, err := none.VerifyHead(head, "edge-1", http.MethodPost, uri, 4096, now); err != ErrNoKeyring {
+		t.Errorf("keyless VerifyHead: %v", err)
 	}
 }

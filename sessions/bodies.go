@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
+	"github.com/ringlb/ringlb/health"
 )
 
 // Request bodies on the data port. fasthttp reads a request's body whole
@@ -29,12 +30,21 @@ const (
 	// default limit, which bounded it before.
 	maxHandoffBody = 4 << 20
 	// handoffBodies is how many hand-off bodies the data port reads at
-	// once. Its signature is checked only once its body has come (the
-	// MAC covers it), so anyone may announce one; a draining edge sends
-	// its batches one at a time, so a few cover several edges draining at
-	// once, and no more than this many × maxHandoffBody is ever allotted.
-	// Beyond, a hand-off is answered 503 + Retry-After at once.
+	// once. A hand-off's signature covers its body, so it is checked only
+	// once the body has come; the head is signed too (checkHead), so with
+	// a cluster key only an edge of the cluster gets a slot. A draining
+	// edge sends its batches one at a time, so a few cover several edges
+	// draining at once, and no more than this many × maxHandoffBody is
+	// ever allotted. Beyond, a hand-off is answered 503 + Retry-After at
+	// once.
 	handoffBodies = 4
+	// handoffHeads is how many head signatures that took a slot the data
+	// port remembers, each until it could no longer verify: one seen on
+	// the wire and sent again within health.PeerWindow takes no second
+	// slot. Past that many in 2 × PeerWindow (a hand-off of up to 2 MiB
+	// every quarter second, from every edge together) the oldest is
+	// forgotten first, and could take one slot once more.
+	handoffHeads = 256
 )
 
 // Reasons a request body is refused (ringlb_edge_request_bodies_refused_total).
@@ -42,29 +52,65 @@ const (
 	bodyTooLarge = "too_large"              // over its path's limit
 	bodyBusy     = "busy"                   // a hand-off while handoffBodies are being read
 	bodyMemory   = acceptguard.ReasonMemory // a hand-off while the process is low on memory
+	bodyReplayed = "replayed"               // a hand-off whose head signature already took a slot
 )
 
 // bodyGate holds the hand-off bodies being read: each slot is the request
 // (its header, which fasthttp keeps at one address for the request's life)
 // until its handler or the error handler gives it back, or until its read
 // deadline has passed, whichever comes first (a read that failed without
-// either running still frees its slot).
+// either running still frees its slot). It remembers the head signatures
+// that took a slot (handoffHeads), oldest overwritten first.
 type bodyGate struct {
 	mu    sync.Mutex
 	slots [handoffBodies]struct {
 		req   *fasthttp.RequestHeader
 		until time.Time
 	}
+	heads [handoffHeads]struct {
+		sig   string
+		until time.Time
+	}
+	next int // the entry of heads overwritten next
 }
 
-// take gives req a slot until until, if one is free.
-func (g *bodyGate) take(req *fasthttp.RequestHeader, now, until time.Time) bool {
+// take gives req a slot until until, if one is free and its head's
+// signature (sig; "" for none: not remembered) has taken none before.
+func (g *bodyGate) take(req *fasthttp.RequestHeader, sig string, now, until time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.tookLocked(sig, now) {
+		return false
+	}
 	for i := range g.slots {
 		sl := &g.slots[i]
 		if sl.req == nil || !now.Before(sl.until) {
 			sl.req, sl.until = req, until
+			if sig != "" {
+				// Its time is within PeerWindow of now, either way: it
+				// verifies until 2 × PeerWindow from now at most.
+				g.heads[g.next].sig, g.heads[g.next].until = sig, now.Add(2*health.PeerWindow)
+				g.next = (g.next + 1) % len(g.heads)
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// took reports whether the head signature sig has taken a slot before.
+func (g *bodyGate) took(sig string, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.tookLocked(sig, now)
+}
+
+func (g *bodyGate) tookLocked(sig string, now time.Time) bool {
+	if sig == "" {
+		return false
+	}
+	for i := range g.heads {
+		if g.heads[i].sig == sig && now.Before(g.heads[i].until) {
 			return true
 		}
 	}
@@ -106,6 +152,13 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	if !isHandoff(h) || h.ContentLength() == 0 {
 		return fasthttp.RequestConfig{MaxRequestBodySize: maxPlainBody}
 	}
+	now := time.Now()
+	sig, err := s.handoffHead(h, now)
+	if err != nil {
+		// Not an edge of the cluster: no slot, nothing allotted;
+		// requestError answers 403.
+		return fasthttp.RequestConfig{MaxRequestBodySize: 1}
+	}
 	if s.handoffLowMemory(h.ContentLength()) {
 		// Refused before a byte of it is allotted, whatever its size
 		// (every hand-off body is longer than a byte): its sessions are
@@ -114,13 +167,24 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 		// draining sender keeps them and tries again (drain.go).
 		return fasthttp.RequestConfig{MaxRequestBodySize: 1}
 	}
-	now := time.Now()
 	// The sender gives the whole request handoffTimeout: a body that has
 	// not come by then never will, and its slot is free again.
-	if !s.bodies.take(h, now, now.Add(handoffTimeout)) {
+	if !s.bodies.take(h, sig, now, now.Add(handoffTimeout)) {
 		return fasthttp.RequestConfig{MaxRequestBodySize: maxPlainBody}
 	}
 	return fasthttp.RequestConfig{MaxRequestBodySize: maxHandoffBody, ReadTimeout: handoffTimeout}
+}
+
+// handoffHead checks the head of a hand-off h before it may have a slot
+// (ownership.checkHead), and returns its signature ("" when none is
+// checked). An edge outside a cluster checks none: it refuses every
+// hand-off (serveHandoff).
+func (s *Server) handoffHead(h *fasthttp.RequestHeader, now time.Time) (string, error) {
+	o := s.hub.owner.Load()
+	if o == nil {
+		return "", nil
+	}
+	return o.checkHead(h, now)
 }
 
 // handoffLowMemory reports whether a hand-off announcing n bytes is refused
@@ -128,9 +192,10 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 func (s *Server) handoffLowMemory(n int) bool { return s.incoming.mem.LowFor(int64(n)) }
 
 // requestError is the data port's ErrorHandler: fasthttp's answers, and
-// the refusals of bodyLimit's limits (413, or 503 for a hand-off refused
-// for now: every slot taken, or the process low on memory), counted and
-// logged sparingly (acceptguard.LogLimit).
+// the refusals of bodyLimit's limits (413; 403 for a hand-off whose head
+// is not an edge's; 503 for a hand-off refused for now: every slot taken,
+// its head signature already used, or the process low on memory),
+// counted and logged sparingly (acceptguard.LogLimit).
 func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	h := &ctx.Request.Header
 	s.bodies.give(h)
@@ -139,21 +204,36 @@ func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		reason := bodyTooLarge
-		// A hand-off within its limit was refused only for want of memory
-		// or of a slot (a chunked one, which edges never send, counts as
-		// too large). Which, is asked again: the memory's verdict can only
-		// have changed at a sample since the head, microseconds ago, and
-		// either way the answer is the same 503.
+		// A hand-off within its limit was refused for its head, or for
+		// want of memory or of a slot (a chunked one, which edges never
+		// send, counts as too large). Which, is asked again: each verdict
+		// can only have changed since the head, microseconds ago, at a
+		// membership change or a memory sample, or for a signature at the
+		// very edge of its time window.
 		if n := h.ContentLength(); isHandoff(h) && n > 0 && n <= maxHandoffBody {
-			reason = bodyBusy
-			if s.handoffLowMemory(n) {
+			now := time.Now()
+			sig, err := s.handoffHead(h, now)
+			if err != nil {
+				s.metrics.peerRefused.Inc()
+				s.peerLog.Warn(s.log, "hand-off head refused: no slot", "remote", ctx.RemoteIP(), "announced", n, "err", err)
+				ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
+				return
+			}
+			switch {
+			case s.handoffLowMemory(n):
 				reason = bodyMemory
+			case s.bodies.took(sig, now):
+				reason = bodyReplayed
+			default:
+				reason = bodyBusy
 			}
 		}
 		s.metrics.bodiesRefused.WithLabelValues(reason).Inc()
 		s.bodyLog.Warn(s.log, "request body refused", "reason", reason, "remote", ctx.RemoteIP(), "announced", h.ContentLength())
 		switch reason {
-		case bodyBusy:
+		case bodyBusy, bodyReplayed:
+			// Replayed: an edge's own hand-off sent twice in the second
+			// its signature names is signed anew when sent again.
 			ctx.Error("service unavailable: hand-offs busy\n", fasthttp.StatusServiceUnavailable)
 		case bodyMemory:
 			ctx.Error("service unavailable: this edge is low on memory\n", fasthttp.StatusServiceUnavailable)

@@ -31,15 +31,23 @@ func heapInUse() uint64 {
 // POST to path that announces declared body bytes, and one byte of it.
 func declareBodies(t *testing.T, addr, path string, n, declared int) []net.Conn {
 	t.Helper()
+	return declareBodiesWith(t, addr, path, n, func(int) (int, string) { return declared, "" })
+}
+
+// declareBodiesWith is declareBodies where the i-th head announces
+// length bytes and carries the header lines extra ("Name: value\r\n"...).
+func declareBodiesWith(t *testing.T, addr, path string, n int, head func(i int) (length int, extra string)) []net.Conn {
+	t.Helper()
 	conns := make([]net.Conn, 0, n)
-	for range n {
+	for i := range n {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
 		_ = c.SetDeadline(time.Now().Add(testDeadline))
-		if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\nx", path, declared); err != nil {
+		length, extra := head(i)
+		if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\nx", path, length, extra); err != nil {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // has reports whether a session of key is live here.
@@ -255,6 +257,11 @@ func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequ
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// The head's own signature: the new owner gives the body one of its
+	// few hand-off slots only for it (bodies.go).
+	if v := o.m.Keyring().SignHead(o.self, to, req.Method, req.URL.RequestURI(), len(body)); v != "" {
+		req.Header.Set(configs.HeaderPeerHead, v)
+	}
 	resp, err := o.http.Do(req)
 	if err != nil {
 		return 0, err

@@ -203,8 +203,9 @@ func TestDrainRawSessionsReconnectAtOnce(t *testing.T) {
 }
 
 // A hand-off the new owner refuses for now (503 + Retry-After: every
-// hand-off slot taken — anyone may take them, announcing bodies it never
-// sends — or the new owner low on memory) loses nothing: the draining edge
+// hand-off slot taken — by the hand-offs of other edges of the cluster,
+// or of one that announced bodies it never sends — or the new owner low
+// on memory) loses nothing: the draining edge
 // keeps those sessions frozen and sends them again, and their participants,
 // closed with 1012 once the new owner has them, resume there with every
 // msg. Before, a refused hand-off was a failed one: the new owner started
@@ -215,15 +216,18 @@ func TestDrainRetriesARefusedHandoff(t *testing.T) {
 		reason string
 		// refuse makes edge b refuse hand-offs for a while; the returned
 		// function (nil: none) ends it, once b has refused one.
-		refuse func(t *testing.T, b *clusterEdge) func()
+		refuse func(t *testing.T, a, b *clusterEdge) func()
 	}{
-		{"slots taken", bodyBusy, func(t *testing.T, b *clusterEdge) func() {
-			// Freed at their read deadline (handoffTimeout).
-			declareBodies(t, b.data, pathHandoff, handoffBodies, maxHandoffBody)
+		{"slots taken", bodyBusy, func(t *testing.T, a, b *clusterEdge) func() {
+			// By hand-offs whose heads an edge of the cluster signed (a
+			// stranger's get no slot:
+			// TestStrangerHoldsNoHandoffSlotsThroughADrain), freed at
+			// their read deadline (handoffTimeout).
+			declareSignedHandoffs(t, a, b, handoffBodies, maxHandoffBody)
 			waitFor(t, "every hand-off slot taken", func() bool { return b.s.bodies.taken(time.Now()) == handoffBodies })
 			return nil
 		}},
-		{"low on memory", acceptguard.ReasonMemory, func(t *testing.T, b *clusterEdge) func() {
+		{"low on memory", acceptguard.ReasonMemory, func(t *testing.T, _, b *clusterEdge) func() {
 			mem, release := acceptguardtest.Low(t)
 			b.s.incoming.mem = mem
 			return release
@@ -241,7 +245,7 @@ func TestDrainRetriesARefusedHandoff(t *testing.T) {
 				p2.readType(t, "msg")
 			}
 			epoch := p1.welcome.Epoch
-			end := tc.refuse(t, b)
+			end := tc.refuse(t, a, b)
 
 			drained := startDrain(a)
 			// What ringlb edge does on a drain: announce it, so the ring

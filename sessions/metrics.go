@@ -112,7 +112,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		peerRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_peer_requests_refused_total",
-			Help: "Edge-to-edge requests (claims, hand-offs, replication streams) refused: not signed with the cluster's key by the edge they name; and joins refused with 403: their X-Ringlb-Skip not signed by a balancer for this edge.",
+			Help: "Edge-to-edge requests (claims, hand-offs, replication streams) refused: not signed with the cluster's key by the edge they name (a hand-off's head: not signed by an edge, before its body is read); and joins refused with 403: their X-Ringlb-Skip not signed by a balancer for this edge.",
 		}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ringlb_edge_lag_seconds",
@@ -153,7 +153,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		bodiesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_edge_request_bodies_refused_total",
-			Help: "Data-port requests refused on their head for the body they announced: over their path's limit (too_large: 413) or a hand-off while every hand-off slot was taken (busy: 503), by reason.",
+			Help: "Data-port requests refused on their head for the body they announced: over their path's limit (too_large: 413), a hand-off while every hand-off slot was taken (busy: 503), while low on memory (memory: 503), or whose head signature already took a slot (replayed: 503), by reason.",
 		}, []string{"reason"}),
 		skipRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_skip_sets_refused_total",

@@ -110,6 +110,47 @@ func (o *ownership) peerRequest(ctx *fasthttp.RequestCtx, name string) error {
 	return nil
 }
 
+// errHeadUnsigned refuses a hand-off's head without configs.HeaderPeerHead
+// from anyone but an edge of an earlier release.
+var errHeadUnsigned = errors.New("hand-off head not signed (" + configs.HeaderPeerHead + ")")
+
+// checkHead says whether the head of a hand-off h (isHandoff) may have one
+// of the data port's hand-off slots, before any of its body is read: the
+// body's own signature (configs.HeaderPeer) covers the body, so it can
+// only be checked once the body has come, and until then anyone could hold
+// the slots. With a cluster key the head must carry an edge's signature
+// for this edge over its request line and the length it announces
+// (configs.HeaderPeerHead); sig is that signature, which takes a slot
+// once (bodyGate). An edge of an earlier release signs no head: an
+// unsigned head is taken as before — sig "" — while the edge its
+// configs.HeaderPeer names is a member announcing an earlier
+// peer_signing (a rolling upgrade; its body is checked as any). Without a
+// key (the documented insecure mode) the head is not checked: the sender's
+// address is, with the body.
+func (o *ownership) checkHead(h *fasthttp.RequestHeader, now time.Time) (sig string, err error) {
+	kr := o.m.Keyring()
+	if !kr.Enabled() {
+		return "", nil
+	}
+	v := h.Peek(configs.HeaderPeerHead)
+	if len(v) == 0 {
+		name, _, _ := strings.Cut(string(h.Peek(configs.HeaderPeer)), " ")
+		if n, ok := o.m.Node(name); ok && n.Meta.Role == health.RoleEdge && n.Meta.PeerSigning < health.PeerSigningHead && name != o.self {
+			return "", nil
+		}
+		return "", errHeadUnsigned
+	}
+	sig = string(v)
+	signer, err := kr.VerifyHead(sig, o.self, string(h.Method()), string(h.RequestURI()), h.ContentLength(), now)
+	if err != nil {
+		return "", err
+	}
+	if n, ok := o.m.Node(signer); !ok || n.Meta.Role != health.RoleEdge || signer == o.self {
+		return "", fmt.Errorf("head signed by %s: not an edge of this cluster", signer)
+	}
+	return sig, nil
+}
+
 // errSkipUnsigned refuses a join whose X-Ringlb-Skip no node of the
 // cluster signed for this edge.
 var errSkipUnsigned = errors.New("X-Ringlb-Skip must be signed by a balancer of this cluster")

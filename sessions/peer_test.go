@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/healthtest"
 )
@@ -32,6 +33,12 @@ func TestPeerRequestsFromStrangersRefused(t *testing.T) {
 			to = "edge-a"
 		}
 		signer.SignRequest(req.Header, as, to, http.MethodPost, path, []byte(body))
+		if path == pathHandoff {
+			// Its head signed by edge-b for edge-a, so that what is
+			// refused is the body's signature, checked once the body has
+			// come (a head's: TestHandoffHeadOfAStrangerGetsNoSlot).
+			req.Header.Set(configs.HeaderPeerHead, b.m.Keyring().SignHead("edge-b", "edge-a", http.MethodPost, path, len(body)))
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
