@@ -4,13 +4,16 @@
 # wire between them (gossip metadata, signed peer requests, signed skips,
 # replication streams, fences, hand-offs) must work both ways. This runs the
 # mixes a rolling upgrade passes through under `ringlb bench chaos` (one
-# balancer, three edges, sync replication, 60 sessions x 2, one edge killed
-# with -9 mid-run):
+# balancer, three edges, sync replication, 60 sessions x 2; edge-1 drained,
+# its sessions handed off, then edge-2 killed with -9):
 #
 #   old-bal     previous balancer, edges of this tree
 #   new-bal     balancer of this tree, previous edges
-#   mixed-old   balancer of this tree; edges new, previous (killed), previous
-#   mixed-new   balancer of this tree; edges previous, new (killed), previous
+#   mixed-old   balancer of this tree; edges new (drained: hands off to the
+#               previous release), previous (killed), previous
+#   mixed-new   balancer of this tree; edges previous (drained: hands off
+#               to this tree's edge-2 and the previous edge-3), new
+#               (killed), previous
 #
 # and prints, for each, what the chaos run saw (split sessions, lost msgs,
 # resets, resume p50) and how many replication streams ended on a bad batch
@@ -58,7 +61,7 @@ wait_http() {
   echo "no answer from $1" >&2; return 1
 }
 
-# run LABEL BALANCER EDGE1 EDGE2 EDGE3 (edge-2 is killed)
+# run LABEL BALANCER EDGE1 EDGE2 EDGE3 (edge-1 is drained, edge-2 killed)
 failed=0
 run() {
   local label=$1 bal=$2 d=$WORK/$1
@@ -74,21 +77,25 @@ run() {
   done
   echo "$label: chaos (balancer $(basename "$bal"), edges $(basename "$3") $(basename "$4") $(basename "$5"))..." >&2
   "$NEW" bench chaos -url ws://127.0.0.1:27080/ws -admin http://127.0.0.1:29080 -sessions 60 -participants 2 \
-    -hold 4s -kill "kill -9 $e2" -kill-edge edge-2 -duration 120s -json "$d/chaos.json" >"$d/chaos.log" 2>&1 || true
+    -hold 4s -drain edge-1 -kill "kill -9 $e2" -kill-edge edge-2 -duration 120s -json "$d/chaos.json" >"$d/chaos.log" 2>&1 || true
   stop_all
   local broke
   broke=$(cat "$d"/e*.log | grep -c 'replication stream ended: bad \(batch\|record\)' || true)
-  python3 - "$label" "$d/chaos.json" "$broke" <<'PY' || failed=1
+  # What edge-1's drain handed on (its log's JSON or text line).
+  handed=$(grep -o '"drain: sessions handed on".*"sessions":[0-9]*\|drain: sessions handed on.*sessions=[0-9]*' "$d/e1.log" | grep -o '[0-9]*$' | tail -1 || true)
+  python3 - "$label" "$d/chaos.json" "$broke" "${handed:-0}" <<'PY' || failed=1
 import json, sys
-label, path, broke = sys.argv[1], sys.argv[2], int(sys.argv[3])
+label, path, broke, handed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 try:
     r = json.load(open(path))
 except (OSError, ValueError) as e:
     print(f"{label:10s} no result ({e})"); sys.exit(1)
 p50 = max((p.get("resume") or {}).get("P50", 0) for p in r["phases"]) / 1e6
 print(f"{label:10s} split {r['split_sessions']}  lost {r['messages_lost']}  lost-to-reset {r['messages_lost_to_reset']}"
-      f"  resets {r['resets']}  duplicated {r['messages_duplicated']}  resume p50 {p50:.0f} ms  streams broken {broke}")
-bad = r["split_sessions"] or r["messages_lost"] or r["messages_lost_to_reset"] or r["resets"] or r["messages_duplicated"] or broke
+      f"  resets {r['resets']}  duplicated {r['messages_duplicated']}  resume p50 {p50:.0f} ms  streams broken {broke}"
+      f"  handed off {handed}")
+# A drain that handed nothing on checked no hand-off between the releases.
+bad = r["split_sessions"] or r["messages_lost"] or r["messages_lost_to_reset"] or r["resets"] or r["messages_duplicated"] or broke or not handed
 sys.exit(1 if bad else 0)
 PY
 }
