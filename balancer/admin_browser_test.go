@@ -1,10 +1,15 @@
 package balancer
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
@@ -155,5 +160,116 @@ func TestAdminSessionCookieNeverReachesABackend(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// adminCookieLines are a backend's Set-Cookie lines for the admin ports'
+// login cookie (each value marked "planted"), in the forms a browser reads
+// as that cookie: any case of the header name, space before the colon or
+// around the cookie name, another path (sent before the Path=/ one to the
+// admin port's paths), no value at all (a nameless cookie, sent as
+// "ringlb_admin", which a server reads as that name with no value).
+var adminCookieLines = []string{
+	"Set-Cookie: ringlb_admin=planted-plain; Path=/; HttpOnly",
+	"set-cookie:  ringlb_admin =planted-spaced; Path=/api",
+	"SET-COOKIE : ringlb_admin=planted-colon",
+	"Set-Cookie: ringlb_admin; Path=/api/planted-nameless",
+}
+
+// keptCookieLines are Set-Cookie lines of other cookies, which reach the
+// client (cookie names are case-sensitive: RINGLB_ADMIN is another one).
+var keptCookieLines = []string{"Set-Cookie: theme=dark; Path=/", "Set-Cookie: RINGLB_ADMIN=other", "Set-Cookie: lang=en"}
+
+// Cookies go by host, not port: a backend behind the balancer (a
+// third-party static edge) that answers Set-Cookie: ringlb_admin=...
+// through the data port sets the operator's admin login cookie for that
+// host name — logging the operator out, or logging their browser in to the
+// admin port as a session of the backend's choosing (login CSRF). No answer
+// the balancer relays carries a Set-Cookie for that name: a plain answer,
+// a non-101 answer to an upgrade, a 101 (otherwise passed byte for byte:
+// there folded, bare-LF and bare-CR lines too). Every other Set-Cookie line
+// reaches the client, and so does the balancer's assigned key.
+func TestBackendCannotSetTheAdminCookie(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	cookies := strings.Join(append(append([]string{}, keptCookieLines[:1]...), append(adminCookieLines, keptCookieLines[1:]...)...), "\r\n") + "\r\n"
+	// Forms only the raw 101 head can carry (fasthttp re-frames the other
+	// answers: it joins folds, ends lines at a bare LF, refuses a bare CR).
+	obsolete := "Set-Cookie:\r\n ringlb_admin=planted-folded\r\n" +
+		"Set-Cookie: fold=kept\r\n\tringlb_admin=not-a-cookie-of-its-own\r\n" +
+		"X-A: 1\nSet-Cookie: ringlb_admin=planted-lf\r\n" +
+		"X-B: 2\rSet-Cookie: ringlb_admin=after-a-bare-cr\r\n"
+	for _, tt := range []struct {
+		name, request, answer string
+		status                int
+	}{
+		{"plain", "GET /page HTTP/1.1\r\nHost: bal\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n" + cookies + "\r\nok\n", 200},
+		{"upgrade refused", wsHead, "HTTP/1.1 426 Upgrade Required\r\nContent-Length: 3\r\n" + cookies + "\r\nno\n", 426},
+		{"upgrade", wsHead, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + cookies + obsolete + "\r\nfrom the edge", 101},
+	} {
+		for _, assigned := range []bool{false, true} {
+			request := tt.request
+			if assigned {
+				request = strings.Replace(request, "ctstickiness: k\r\n", "", 1)
+			} else if !strings.Contains(request, "ctstickiness") {
+				request += "ctstickiness: k\r\n"
+			}
+			t.Run(fmt.Sprintf("%s/assigned=%v", tt.name, assigned), func(t *testing.T) {
+				url := scriptedBackend(t, func(c net.Conn, br *bufio.Reader) {
+					_, _ = io.WriteString(c, tt.answer)
+					_, _ = io.Copy(io.Discard, br)
+				})
+				h.ring.Update([]ring.Member{{Name: "cookie-setter", URL: url, Weight: 1}})
+				c, err := net.Dial("tcp", h.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				if _, err := io.WriteString(c, request+"\r\n"); err != nil {
+					t.Fatal(err)
+				}
+				// The head as the browser gets it, byte for byte.
+				br := bufio.NewReader(c)
+				var head strings.Builder
+				for !strings.HasSuffix(head.String(), "\r\n\r\n") {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						t.Fatalf("head %q: %v", head.String(), err)
+					}
+					head.WriteString(line)
+				}
+				got := head.String()
+				if !strings.HasPrefix(got, fmt.Sprintf("HTTP/1.1 %d ", tt.status)) {
+					t.Fatalf("answer %q, want %d", got, tt.status)
+				}
+				if n := strings.Count(got, "planted"); n > 0 {
+					t.Errorf("%d Set-Cookie lines for %s reached the client:\n%s", n, operator.SessionCookie, got)
+				}
+				for _, kept := range []string{"theme=dark", "RINGLB_ADMIN=other", "lang=en"} {
+					if !strings.Contains(got, kept) {
+						t.Errorf("the backend's cookie %s was dropped:\n%s", kept, got)
+					}
+				}
+				if assigned != strings.Contains(got, "Set-Cookie: ctstickiness=") {
+					t.Errorf("assigned key %v, head:\n%s", assigned, got)
+				}
+				if tt.status == 101 {
+					// What is left of the obsolete forms is no line of its
+					// own for any client: no bare CR, no obs-fold.
+					for i := range len(got) - 1 {
+						if got[i] == '\r' && got[i+1] != '\n' || got[i] == '\n' && (got[i+1] == ' ' || got[i+1] == '\t') {
+							t.Errorf("a bare CR or an obs-fold reached the client at %d: %q", i, got[max(i-20, 0):min(i+40, len(got))])
+						}
+					}
+					if !strings.Contains(got, "fold=kept") {
+						t.Errorf("the folded cookie fold=kept was dropped:\n%s", got)
+					}
+					rest := make([]byte, len("from the edge"))
+					if _, err := io.ReadFull(br, rest); err != nil || string(rest) != "from the edge" {
+						t.Errorf("after the 101: %q %v, want the edge's bytes", rest, err)
+					}
+				}
+			})
+		}
 	}
 }

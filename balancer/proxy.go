@@ -465,6 +465,7 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 		return
 	}
 	stripHopByHopResponse(&ctx.Response.Header)
+	dropAdminCookie(&ctx.Response.Header)
 	if cookie != nil {
 		ctx.Response.Header.Add(fasthttp.HeaderSetCookie, string(cookie))
 	}
@@ -610,6 +611,74 @@ func stripHopByHopResponse(h *fasthttp.ResponseHeader) {
 	for _, name := range [...]string{fasthttp.HeaderConnection, "Keep-Alive", "Proxy-Connection", fasthttp.HeaderTE, fasthttp.HeaderTrailer, fasthttp.HeaderUpgrade} {
 		h.Del(name)
 	}
+}
+
+// dropAdminCookie removes a backend's Set-Cookie lines for the admin ports'
+// login cookie from its answer; the others stay, in their order. Cookies
+// go by host, not port (RFC 6265, 8.5): a backend — a third-party static
+// edge — answering through the balancer sets cookies for the host name the
+// admin ports are opened by too, and one named operator.SessionCookie
+// would overwrite the operator's login (a logout), or log their browser in
+// to the admin port as a session of the backend's choosing (login CSRF).
+// fasthttp has parsed the lines (joined folds, ended lines at a bare LF,
+// refused a bare CR, trimmed the header name): only the values are read
+// here. No allocation unless there is a line to drop.
+func dropAdminCookie(h *fasthttp.ResponseHeader) {
+	drop := false
+	for _, v := range h.Cookies() {
+		if drop = setsAdminCookie(v); drop {
+			break
+		}
+	}
+	if !drop {
+		return
+	}
+	var kept [][]byte
+	for _, v := range h.Cookies() {
+		if !setsAdminCookie(v) {
+			kept = append(kept, bytes.Clone(v)) // Del below lets the next Add reuse v's bytes
+		}
+	}
+	h.Del(fasthttp.HeaderSetCookie)
+	for _, v := range kept {
+		h.AddBytesV(fasthttp.HeaderSetCookie, v)
+	}
+}
+
+// setsAdminCookie reports whether a Set-Cookie value sets the admin ports'
+// login cookie as a browser reads it (RFC 6265bis, 5.6): the name-value
+// pair ends at the first ';', the name at its first '=', both trimmed of
+// whitespace; names are case-sensitive. A cookie with no name ("NAME" or
+// "=NAME...") is sent as its value alone, which a server — Go's net/http,
+// the admin port's — reads as a cookie named by it, first on the paths
+// where it is the more specific: so is one whose value names the cookie.
+func setsAdminCookie(v []byte) bool {
+	if i := bytes.IndexByte(v, ';'); i >= 0 {
+		v = v[:i]
+	}
+	name, value := v, []byte(nil)
+	if i := bytes.IndexByte(v, '='); i >= 0 {
+		name, value = v[:i], v[i+1:]
+	}
+	if name = trimCookieSpace(name); len(name) == 0 {
+		if i := bytes.IndexByte(value, '='); i >= 0 {
+			value = value[:i]
+		}
+		name = trimCookieSpace(value)
+	}
+	return string(name) == operator.SessionCookie
+}
+
+// trimCookieSpace trims whitespace and control bytes from both ends of b,
+// more than browsers trim, so no padding hides a name.
+func trimCookieSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] <= ' ' || b[0] == 0x7f) {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] <= ' ' || b[len(b)-1] == 0x7f) {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 func isWebSocketUpgrade(h *fasthttp.RequestHeader) bool {

@@ -74,8 +74,14 @@ func openRawTunnel(tb testing.TB, addr string) (net.Conn, *bufio.Reader) {
 
 func startRawBalancer(tb testing.TB, cfg configs.Balancer) (*Balancer, string) {
 	tb.Helper()
+	return startBalancerFor(tb, cfg, startRawEdge(tb))
+}
+
+// startBalancerFor serves a balancer whose ring is the one backend at url.
+func startBalancerFor(tb testing.TB, cfg configs.Balancer, url string) (*Balancer, string) {
+	tb.Helper()
 	r := ring.New(ring.DefaultConfig())
-	r.Update([]ring.Member{{Name: "raw", URL: startRawEdge(tb), Weight: 1}})
+	r.Update([]ring.Member{{Name: "raw", URL: url, Weight: 1}})
 	cfg.Provision()
 	b, err := New(cfg, "bal-bench", r, slog.New(slog.DiscardHandler), nil)
 	if err != nil {

@@ -100,7 +100,7 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		}
 		if status == fasthttp.StatusSwitchingProtocols {
 			_ = conn.SetDeadline(time.Time{})
-			tun = &tunnel{b: b, edge: m.Name, key: string(key), start: time.Now(), conn: conn, head: withCookie(head, n, cookie), idle: b.cfg.TunnelIdleTimeout.D()}
+			tun = &tunnel{b: b, edge: m.Name, key: string(key), start: time.Now(), conn: conn, head: switchedHead(head, n, cookie), idle: b.cfg.TunnelIdleTimeout.D()}
 			return "", nil
 		}
 		// Any other answer goes back to the client as an HTTP response,
@@ -149,6 +149,7 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		ctx.Hijack(tun.run)
 	default:
 		stripHopByHopResponse(&ctx.Response.Header)
+		dropAdminCookie(&ctx.Response.Header)
 		if cookie != nil {
 			ctx.Response.Header.Add(fasthttp.HeaderSetCookie, string(cookie))
 		}
@@ -287,16 +288,91 @@ func (r *relayedBody) Close() error {
 	return err
 }
 
-// withCookie inserts a Set-Cookie line for an assigned key at the end of the
-// response head buf[:n]; the edge's own header lines stay byte for byte.
-func withCookie(buf []byte, n int, cookie []byte) []byte {
-	if cookie == nil {
+// switchedHead is what the client gets of the edge's 101 head buf[:n] (the
+// bytes after it, the edge's first frames, follow unchanged): the edge's
+// header lines byte for byte, but for its Set-Cookie lines for the admin
+// ports' login cookie, which are dropped (dropAdminCookie says why), and a
+// Set-Cookie line for an assigned key (cookie, when not nil) added at the
+// end. No allocation when there is nothing to drop or add.
+//
+// The head is not re-framed, so the lines are read here as a browser reads
+// them: a line ends at LF (a CR before it is part of the end), a line
+// starting with a space or tab continues the one before (obs-fold), and a
+// header name is compared with case folded and trailing whitespace
+// trimmed. Before that, as RFC 9112 asks of a gateway (2.2, 5.2), every
+// bare CR and every obs-fold is replaced in place with spaces, so no client
+// that ends lines at a bare CR or ignores folds reads a line here unseen.
+// Two passes over the head, which handshake bounds (maxResponseHead).
+func switchedHead(buf []byte, n int, cookie []byte) []byte {
+	end := n - 2 // the blank line: every header line before it ends in LF
+	// Backwards, so a line that starts with a bare CR, a space once
+	// replaced, is a fold too.
+	for i := end - 1; i >= 0; i-- {
+		switch buf[i] {
+		case '\r':
+			if buf[i+1] != '\n' {
+				buf[i] = ' '
+			}
+		case '\n':
+			if c := buf[i+1]; c == ' ' || c == '\t' {
+				buf[i] = ' '
+				if i > 0 && buf[i-1] == '\r' {
+					buf[i-1] = ' '
+				}
+			}
+		}
+	}
+	first := nextLine(buf, 0, end) // past the status line
+	drop := false
+	for s := first; s < end && !drop; {
+		e := nextLine(buf, s, end)
+		drop = setsAdminCookieLine(buf[s:e])
+		s = e
+	}
+	if !drop && cookie == nil {
 		return buf
 	}
 	out := make([]byte, 0, len(buf)+len(cookie)+16)
-	out = append(out, buf[:n-2]...) // head without the blank line
-	out = append(out, "Set-Cookie: "...)
-	out = append(out, cookie...)
-	out = append(out, "\r\n\r\n"...)
+	if !drop {
+		out = append(out, buf[:end]...)
+	} else {
+		out = append(out, buf[:first]...)
+		for s := first; s < end; {
+			e := nextLine(buf, s, end)
+			if !setsAdminCookieLine(buf[s:e]) {
+				out = append(out, buf[s:e]...)
+			}
+			s = e
+		}
+	}
+	if cookie != nil {
+		out = append(out, "Set-Cookie: "...)
+		out = append(out, cookie...)
+		out = append(out, "\r\n"...)
+	}
+	out = append(out, "\r\n"...)
 	return append(out, buf[n:]...)
+}
+
+// nextLine is where the line of buf starting at s ends: past its LF, or at
+// end.
+func nextLine(buf []byte, s, end int) int {
+	if i := bytes.IndexByte(buf[s:end], '\n'); i >= 0 {
+		return s + i + 1
+	}
+	return end
+}
+
+// setsAdminCookieLine reports whether a raw header line (its line end
+// included) is a Set-Cookie for the admin ports' login cookie.
+func setsAdminCookieLine(line []byte) bool {
+	colon := bytes.IndexByte(line, ':')
+	if colon < 0 {
+		return false
+	}
+	name := line[:colon]
+	for len(name) > 0 && (name[len(name)-1] == ' ' || name[len(name)-1] == '\t') {
+		name = name[:len(name)-1]
+	}
+	return asciiEqualFold(name, fasthttp.HeaderSetCookie) && setsAdminCookie(line[colon+1:])
 }

@@ -22,7 +22,7 @@ import (
 // it accepts (with a reader over it and a 60 s deadline, a liveness bound)
 // until it returns; the listener and every connection close, and every
 // goroutine has returned, when the test ends. It returns the backend's URL.
-func serveConns(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) string {
+func serveConns(t testing.TB, serve func(c net.Conn, br *bufio.Reader)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

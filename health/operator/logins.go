@@ -51,6 +51,15 @@ type Logins struct {
 	sessions map[[sha256.Size]byte]session
 	// Failed logins per client network and per user name, in the window.
 	byAddr, byUser map[string]*failures
+	// known: the networks each user has logged in from (the last success),
+	// which the user name's failure count does not refuse.
+	known map[knownNetwork]time.Time
+}
+
+// knownNetwork is a client network a user has logged in from.
+type knownNetwork struct {
+	User    string `json:"user"`
+	Network string `json:"network"`
 }
 
 type session struct {
@@ -77,7 +86,10 @@ const (
 	maxSessions = 256
 	// failuresAllowed failed logins per client network, and per user name,
 	// within failureWindow; more are refused with 429 until the window
-	// ends, without checking the password.
+	// ends, without checking the password. The name's count does not
+	// refuse a network the user has logged in from before (knownNetworks):
+	// anyone may send a name's wrong passwords, and the lockout must not
+	// become a way to keep its operator out.
 	failuresAllowed = 5
 	failureWindow   = 5 * time.Minute
 	// maxFailureEntries bounds each failure table (one entry per network
@@ -94,10 +106,19 @@ const (
 	// operators log in a few times a day.
 	checksPerSecond = 2
 	checkBurst      = 5
+	// knownNetworkTTL is how long a network a user logged in from stays
+	// known after its last login; maxKnownPerUser and maxKnownNetworks bound
+	// the table (the user's, then the whole table's, oldest is forgotten).
+	// Only a login with the right password adds to it.
+	knownNetworkTTL  = 30 * 24 * time.Hour
+	maxKnownPerUser  = 16
+	maxKnownNetworks = 256
 	// maxLoginForm bounds a login request's body.
 	maxLoginForm = 4 << 10
-	// sessionsConcern is the state file of the sessions.
-	sessionsConcern = "sessions"
+	// sessionsConcern is the state file of the sessions, and
+	// knownNetworksConcern that of the networks users logged in from.
+	sessionsConcern      = "sessions"
+	knownNetworksConcern = "login-networks"
 )
 
 // PathLogin and PathLogout are the login page and the logout action.
@@ -108,7 +129,8 @@ const (
 
 func newLogins(users map[string][]byte, store *Store, audit *AuditLog, log *slog.Logger, m *metrics) *Logins {
 	l := &Logins{store: store, audit: audit, log: log, now: time.Now, checks: make(chan struct{}, concurrentChecks), rate: rate.NewLimiter(checksPerSecond, checkBurst),
-		results: m.logins, sessions: map[[sha256.Size]byte]session{}, byAddr: map[string]*failures{}, byUser: map[string]*failures{}}
+		results: m.logins, sessions: map[[sha256.Size]byte]session{}, byAddr: map[string]*failures{}, byUser: map[string]*failures{},
+		known: map[knownNetwork]time.Time{}}
 	l.users.Store(&users)
 	// A wrong name is checked against a hash of the users' own cost, so it
 	// costs the time a wrong password does (no user enumeration by timing).
@@ -137,6 +159,22 @@ func newLogins(users map[string][]byte, store *Store, audit *AuditLog, log *slog
 			if b, err := hex.DecodeString(s.ID); err == nil && len(b) == len(id) && s.Expires.After(now) {
 				copy(id[:], b)
 				l.sessions[id] = s.session
+			}
+		}
+	}
+	var networks []struct {
+		knownNetwork
+		Last time.Time `json:"last"`
+	}
+	switch err := store.Load(knownNetworksConcern, &networks); {
+	case errors.Is(err, ErrNoState):
+	case err != nil:
+		log.Warn("networks users logged in from not restored: a locked user name refuses them until their next login", "err", err)
+	default:
+		now := l.now()
+		for _, k := range networks {
+			if now.Sub(k.Last) < knownNetworkTTL && len(l.known) < maxKnownNetworks {
+				l.known[k.knownNetwork] = k.Last
 			}
 		}
 	}
@@ -199,7 +237,13 @@ func (l *Logins) attempt(ctx context.Context, user, password, addr string) login
 	net := clientNetwork(addr)
 	now := l.now()
 	l.mu.Lock()
-	locked := l.failed(l.byAddr, net, now) >= failuresAllowed || l.failed(l.byUser, user, now) >= failuresAllowed
+	// A network the user logged in from before is refused by its own
+	// count only: five wrong passwords for a name, sent from anywhere, would
+	// otherwise keep its operator out for as long as they are repeated. A
+	// guesser there is held to that network's count and to the check rate;
+	// guessers elsewhere are held to the name's count too.
+	locked := l.failed(l.byAddr, net, now) >= failuresAllowed ||
+		l.failed(l.byUser, user, now) >= failuresAllowed && !l.knownFrom(user, net, now)
 	l.mu.Unlock()
 	if locked {
 		return loginLocked
@@ -227,8 +271,66 @@ func (l *Logins) attempt(ctx context.Context, user, password, addr string) login
 		l.fail(l.byUser, user, now)
 		return loginWrong
 	}
-	delete(l.byUser, user)
+	// A success clears neither count: the name's counts guesses sent from
+	// anywhere, and a guesser elsewhere keeps guessing while the operator
+	// logs in; both end with their window.
+	l.remember(user, net, now)
 	return loginOK
+}
+
+// knownFrom reports whether user logged in from network within
+// knownNetworkTTL (l.mu held).
+func (l *Logins) knownFrom(user, network string, now time.Time) bool {
+	last, ok := l.known[knownNetwork{user, network}]
+	return ok && now.Sub(last) < knownNetworkTTL
+}
+
+// remember records a login of user from network (l.mu held) and saves the
+// table. It holds at most maxKnownPerUser networks of one user and
+// maxKnownNetworks in all, forgetting the oldest logins first; only a
+// login with the right password gets here, so no guesser fills it.
+func (l *Logins) remember(user, network string, now time.Time) {
+	k := knownNetwork{user, network}
+	if _, ok := l.known[k]; !ok {
+		var mine int
+		var oldestMine, oldest knownNetwork
+		var oldestMineAt, oldestAt time.Time
+		for o, at := range l.known {
+			if now.Sub(at) >= knownNetworkTTL {
+				delete(l.known, o)
+				continue
+			}
+			if o.User == user {
+				if mine++; oldestMineAt.IsZero() || at.Before(oldestMineAt) {
+					oldestMine, oldestMineAt = o, at
+				}
+			}
+			if oldestAt.IsZero() || at.Before(oldestAt) {
+				oldest, oldestAt = o, at
+			}
+		}
+		switch {
+		case mine >= maxKnownPerUser:
+			delete(l.known, oldestMine)
+		case len(l.known) >= maxKnownNetworks:
+			delete(l.known, oldest)
+		}
+	}
+	l.known[k] = now
+	type saved struct {
+		knownNetwork
+		Last time.Time `json:"last"`
+	}
+	out := make([]saved, 0, len(l.known))
+	for o, at := range l.known {
+		out = append(out, saved{o, at.UTC()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Last.Before(out[j].Last) })
+	// Written under l.mu: a few writes a day (one per login with the right
+	// password), and two logins must not write their tables out of order.
+	if err := l.store.Save(knownNetworksConcern, out); err != nil {
+		l.log.Error("networks users logged in from not saved: after a restart a locked user name refuses them until their next login", "err", err)
+	}
 }
 
 // failed is the count of failures of key in the current window (l.mu held).

@@ -377,3 +377,106 @@ func TestLoginSprayBounded(t *testing.T) {
 		t.Errorf("%d bcrypt checks for 60 sprayed logins, want at most %d", checked, limit)
 	}
 }
+
+// fromAddress is a client whose connections leave from source (a loopback
+// address such as 127.0.0.2): a client network of its own to the port.
+func fromAddress(source string) *http.Client {
+	c := noRedirects()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}, Timeout: 10 * time.Second}
+	c.Transport = &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}
+	return c
+}
+
+// Anyone who reaches an admin port can send 5 wrong passwords for the
+// operator's user name every 5 minutes, from anywhere: the per-name count
+// then refused every login for that name, the operator's own from the
+// network they always log in from included — the lockout was itself a
+// denial of service. A network that has logged in as a user before is
+// not refused by that user's name count (only by its own network's and by
+// the overall check rate); an unknown network still is, so guessing one
+// name from many networks stays slowed. The known network is kept across a
+// restart (state_dir).
+func TestLoginLockoutSparesTheOperatorsNetwork(t *testing.T) {
+	dir := t.TempDir()
+	users := usersFile(t)
+	admin := configs.Admin{UsersFile: users, StateDir: dir}
+	n := newTestNode(t, admin)
+	// The overall check rate has a test of its own (TestLoginSprayBounded).
+	n.Logins.rate = rate.NewLimiter(rate.Inf, 0)
+	base := loginServer(t, n, "")
+
+	const operator = "127.0.0.1"
+	if resp := postLogin(t, fromAddress(operator), base, "alice", testPassword, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the operator's first login: %s", resp.Status)
+	}
+	// The attacker: one wrong password from each of 5 other networks.
+	attack := func(base string) {
+		for i := 2; i <= 1+failuresAllowed; i++ {
+			resp := postLogin(t, fromAddress(fmt.Sprintf("127.0.0.%d", i)), base, "alice", "a guess", nil)
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("guess %d: %s, want 401", i, resp.Status)
+			}
+		}
+	}
+	attack(base)
+	resp := postLogin(t, fromAddress(operator), base, "alice", testPassword, nil)
+	t.Logf("after %d guesses from other networks, the operator's login from its usual network: %s", failuresAllowed, resp.Status)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("the operator's login from the network it logged in from before: %s, want 303", resp.Status)
+	}
+	resp = postLogin(t, fromAddress("127.0.0.20"), base, "alice", testPassword, nil)
+	t.Logf("a login for the name from an unknown network: %s", resp.Status)
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("a login for the locked name from an unknown network: %s, want 429", resp.Status)
+	}
+	// Guesses from the known network are still counted by its own table.
+	checked := 0
+	for range failuresAllowed + 3 {
+		if resp := postLogin(t, fromAddress(operator), base, "alice", "a guess", nil); resp.StatusCode == http.StatusUnauthorized {
+			checked++
+		}
+	}
+	if checked != failuresAllowed {
+		t.Errorf("guesses from the known network: %d checked, want %d", checked, failuresAllowed)
+	}
+
+	// A restart remembers the network.
+	n2 := newTestNode(t, admin)
+	n2.Logins.rate = rate.NewLimiter(rate.Inf, 0)
+	base2 := loginServer(t, n2, "")
+	attack(base2)
+	if resp := postLogin(t, fromAddress(operator), base2, "alice", testPassword, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("after a restart, the operator's login from its usual network while the name is locked: %s, want 303", resp.Status)
+	}
+	if resp := postLogin(t, fromAddress("127.0.0.20"), base2, "alice", testPassword, nil); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("after a restart, a login for the locked name from an unknown network: %s, want 429", resp.Status)
+	}
+}
+
+// The known-network table is bounded: one user's networks, then the whole
+// table, forget the oldest login first; a network unseen for
+// knownNetworkTTL is no longer known.
+func TestKnownNetworksBounded(t *testing.T) {
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t)})
+	l := n.Logins
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range maxKnownPerUser + 10 {
+		l.remember("alice", fmt.Sprintf("198.51.100.%d", i), now.Add(time.Duration(i)*time.Second))
+	}
+	if len(l.known) != maxKnownPerUser || l.knownFrom("alice", "198.51.100.0", now) || !l.knownFrom("alice", fmt.Sprintf("198.51.100.%d", maxKnownPerUser+9), now) {
+		t.Fatalf("one user's %d networks: %d kept, oldest kept %v", maxKnownPerUser+10, len(l.known), l.knownFrom("alice", "198.51.100.0", now))
+	}
+	later := now.Add(time.Hour)
+	for i := range maxKnownNetworks + 10 {
+		l.remember(fmt.Sprintf("user%d", i), "203.0.113.1", later.Add(time.Duration(i)*time.Second))
+	}
+	if len(l.known) != maxKnownNetworks || l.knownFrom("user0", "203.0.113.1", later) {
+		t.Fatalf("%d users' networks: %d kept, want %d, the oldest forgotten", maxKnownNetworks+10, len(l.known), maxKnownNetworks)
+	}
+	last := fmt.Sprintf("user%d", maxKnownNetworks+9)
+	if !l.knownFrom(last, "203.0.113.1", later) || l.knownFrom(last, "203.0.113.1", later.Add(knownNetworkTTL+time.Hour)) {
+		t.Fatal("the newest network: want known now and forgotten after knownNetworkTTL")
+	}
+}
