@@ -5,6 +5,16 @@ package configs
 // here once and used by every role; extend the list, never rename an entry
 // (docs/CONTRACT.md describes each).
 
+// Cookies.
+const (
+	// CookieAdmin is the admin ports' login session (operator.Logins): a
+	// credential for them alone. Cookies go by host, not port, so a
+	// browser sends it to the data port of the same name too: a balancer
+	// neither forwards it to a backend nor lets a backend set it, and no
+	// key source may read it.
+	CookieAdmin = "ringlb_admin"
+)
+
 // HTTP headers.
 const (
 	// HeaderKey is the stickiness key's header and cookie name; a balancer

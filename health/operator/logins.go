@@ -78,7 +78,7 @@ const (
 	// SessionCookie is the login session's cookie: HttpOnly (no script
 	// reads it), SameSite=Strict (no other site's request carries it),
 	// Secure under TLS, Path=/.
-	SessionCookie = "ringlb_admin"
+	SessionCookie = configs.CookieAdmin
 	// SessionTTL is how long a login lasts.
 	SessionTTL = 12 * time.Hour
 	// maxSessions bounds the sessions kept; a login beyond it ends the
