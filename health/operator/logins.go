@@ -62,6 +62,12 @@ type knownNetwork struct {
 	Network string `json:"network"`
 }
 
+// savedNetwork is a knownNetwork as the state file keeps it.
+type savedNetwork struct {
+	knownNetwork
+	Last time.Time `json:"last"`
+}
+
 type session struct {
 	User    string    `json:"user"`
 	Created time.Time `json:"created"`
@@ -162,10 +168,7 @@ func newLogins(users map[string][]byte, store *Store, audit *AuditLog, log *slog
 			}
 		}
 	}
-	var networks []struct {
-		knownNetwork
-		Last time.Time `json:"last"`
-	}
+	var networks []savedNetwork
 	switch err := store.Load(knownNetworksConcern, &networks); {
 	case errors.Is(err, ErrNoState):
 	case err != nil:
@@ -317,13 +320,9 @@ func (l *Logins) remember(user, network string, now time.Time) {
 		}
 	}
 	l.known[k] = now
-	type saved struct {
-		knownNetwork
-		Last time.Time `json:"last"`
-	}
-	out := make([]saved, 0, len(l.known))
+	out := make([]savedNetwork, 0, len(l.known))
 	for o, at := range l.known {
-		out = append(out, saved{o, at.UTC()})
+		out = append(out, savedNetwork{o, at.UTC()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Last.Before(out[j].Last) })
 	// Written under l.mu: a few writes a day (one per login with the right
