@@ -213,6 +213,28 @@ func SkipMessage(skip string, key []byte) []byte {
 	return append(append([]byte(skip), '\n'), key...)
 }
 
+// upgradeTag follows the method of an upgrade's signature (SignUpgrade) as
+// headTag follows a head's: a request line's method holds no space, so no
+// other signature — a skip's (SkipMessage, over the bare method) or a
+// head's — is an upgrade's, nor an upgrade's one of theirs.
+const upgradeTag = " upgrade"
+
+// SignUpgrade is the configs.HeaderPeer value of node's WebSocket upgrade
+// (GET uri) of the session key, forwarded to the edge to without
+// X-Ringlb-Skip ("" without a key). It tells the edge the participant came
+// through a balancer of the cluster; an upgrade with a skip is signed over
+// SkipMessage instead, which says as much.
+func (k *Keyring) SignUpgrade(node, to, uri string, key []byte) string {
+	return k.Sign(node, to, http.MethodGet+upgradeTag, uri, key)
+}
+
+// VerifyUpgrade checks a SignUpgrade value for an upgrade (uri, key)
+// received by the node self, as VerifyRequest checks a request's, and
+// returns the signing node's name.
+func (k *Keyring) VerifyUpgrade(header, self, uri string, key []byte, now time.Time) (string, error) {
+	return k.VerifyRequest(header, self, http.MethodGet+upgradeTag, uri, key, now)
+}
+
 // signsBound reports whether node makes (and so takes) signatures that name
 // their receiver: any node but a member announcing an earlier release's form.
 func (k *Keyring) signsBound(node string) bool {
