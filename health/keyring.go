@@ -299,18 +299,26 @@ func (k *Keyring) VerifyRequest(header, self, method, uri string, body []byte, n
 // message: each begins with its own version line.
 func peerMAC(key []byte, node, to, ts, method, uri string, body []byte) []byte {
 	sum := sha256.Sum256(body)
-	m := hmac.New(sha256.New, key)
-	fields := []string{"ringlb-peer-v1", node, ts, method, uri, hex.EncodeToString(sum[:])}
-	if to != "" {
-		fields = []string{"ringlb-peer-v2", node, to, ts, method, uri, hex.EncodeToString(sum[:])}
+	version := "ringlb-peer-v2"
+	if to == "" {
+		version = "ringlb-peer-v1"
 	}
 	// Fields separated by newlines, none of which may hold one (a node
 	// name, a decimal time, a method, a request URI on the wire), so no
-	// two requests share a message.
-	for _, f := range fields {
-		m.Write([]byte(f))
-		m.Write([]byte{'\n'})
+	// two requests share a message. Written as one buffer: a Write per
+	// field allocated a copy of each (every forwarded upgrade is signed).
+	msg := make([]byte, 0, len(version)+len(node)+len(to)+len(ts)+len(method)+len(uri)+2*sha256.Size+7)
+	msg = append(append(msg, version...), '\n')
+	msg = append(append(msg, node...), '\n')
+	if to != "" { // v1 names no receiver
+		msg = append(append(msg, to...), '\n')
 	}
+	for _, f := range [...]string{ts, method, uri} {
+		msg = append(append(msg, f...), '\n')
+	}
+	msg = append(hex.AppendEncode(msg, sum[:]), '\n')
+	m := hmac.New(sha256.New, key)
+	m.Write(msg)
 	return m.Sum(nil)
 }
 
