@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // Whole-path benchmarks: a client's request through a balancer to a
@@ -56,6 +58,40 @@ func BenchmarkUpgradeHandshake(b *testing.B) {
 	for _, tt := range []struct{ name, key string }{{"key", "ctstickiness: bench\r\n"}, {"assigned", ""}} {
 		b.Run(tt.name, func(b *testing.B) {
 			req := []byte("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + tt.key + "\r\n")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_ = c.SetDeadline(time.Now().Add(time.Minute))
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+					b.Fatalf("upgrade %v %v", resp, err)
+				}
+				c.Close()
+			}
+		})
+	}
+}
+
+// BenchmarkUpgradeHandshakeSigned is BenchmarkUpgradeHandshake's "key"
+// with the balancer in a cluster, without and with a cluster key: with
+// one, it signs every upgrade it forwards (Keyring.SignUpgrade), and the
+// difference is the signature's cost.
+func BenchmarkUpgradeHandshakeSigned(b *testing.B) {
+	for _, tt := range []struct {
+		name    string
+		cluster func(testing.TB) *healthtest.Cluster
+	}{{"keyless", healthtest.NewKeyless}, {"key", healthtest.New}} {
+		b.Run(tt.name, func(b *testing.B) {
+			bal, addr := startRawBalancer(b, configs.Balancer{})
+			bal.SetCluster(tt.cluster(b).Join("bal-bench", health.Meta{Role: health.RoleBalancer, State: health.StateAlive}))
+			req := []byte("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: bench\r\n\r\n")
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {

@@ -78,16 +78,26 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		if err != nil {
 			return "", err
 		}
+		// Every upgrade is signed for the edge it goes to with the
+		// cluster's key: the edge holds participants that did not come
+		// through a balancer to a per-address share, and ours, all from
+		// this balancer's few addresses, to none. Each attempt signs anew
+		// (another edge, maybe a skip).
+		kr := b.keyring()
+		var sig string
 		if len(skipped) > 0 {
 			// Tell the fallback edge which edges we could not reach, so it
-			// checks ownership on the ring without them — signed for it
-			// with the cluster's key: a skip moves a session to the edge
-			// it reaches, and an edge takes it from nobody else.
+			// checks ownership on the ring without them — the signature
+			// covering the skip: a skip moves a session to the edge it
+			// reaches, and an edge takes it from nobody else.
 			skip := strings.Join(skipped, ",")
 			h.Set(headerSkip, skip)
-			if sig := b.keyring().Sign(b.name, m.Name, fasthttp.MethodGet, string(h.RequestURI()), health.SkipMessage(skip, key)); sig != "" {
-				h.Set(configs.HeaderPeer, sig)
-			}
+			sig = kr.Sign(b.name, m.Name, fasthttp.MethodGet, string(h.RequestURI()), health.SkipMessage(skip, key))
+		} else if kr.Enabled() { // (without a key, not even the URI's string)
+			sig = kr.SignUpgrade(b.name, m.Name, string(h.RequestURI()), key)
+		}
+		if sig != "" {
+			h.Set(configs.HeaderPeer, sig)
 		}
 		head, n, status, err := handshake(conn, h.Header())
 		if err != nil {

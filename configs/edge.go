@@ -58,6 +58,16 @@ type Edge struct {
 	// is answered 503 and closed (default 0: derived from the open-file
 	// limit, DefaultEdgeMaxConnections).
 	MaxConnections int `yaml:"max_connections"`
+	// MaxDirectPerIP is one client's share of max_connections for WebSocket
+	// participants that did not come through a balancer of the cluster (an
+	// IPv4 address, an IPv6 /64; default max_connections/16, at least 1):
+	// beyond it a join is answered 429 and closed, so one client that
+	// reaches the data port directly cannot hold every connection. A
+	// balancer signs each upgrade it forwards with the cluster key and its
+	// participants count against no share. Without a cluster key no share
+	// applies (a balancer cannot be told from a client), nor while a
+	// balancer of an earlier release, which does not sign, is a member.
+	MaxDirectPerIP int `yaml:"max_direct_per_ip"`
 	// DrainTimeout bounds a graceful drain (default 30s).
 	DrainTimeout Duration `yaml:"drain_timeout"`
 	// Auth configures signed join tokens.
@@ -195,7 +205,12 @@ const (
 	// far above the sessions a client's reconnects leave idle.
 	DefaultMaxIdleSessions = 65536
 	DefaultDrainTimeout    = 30 * time.Second
-	DefaultStatsDInterval  = 10 * time.Second
+	// DirectShareDivisor: max_direct_per_ip defaults to max_connections
+	// over it, so 16 clients reaching the data port directly (tests,
+	// monitors, a third-party balancer's few addresses) fit at once and
+	// none alone holds more than a sixteenth of the edge.
+	DirectShareDivisor    = 16
+	DefaultStatsDInterval = 10 * time.Second
 	// DefaultReplication: sync, so that an ack means what a user assumes
 	// it means (the msg survives the edge), at the price measured in
 	// sessions/README.md ("Replication").
@@ -231,6 +246,7 @@ func (e *Edge) Provision() {
 	setDefaultInt(&e.MaxQueuedBytes, DefaultMaxQueuedBytes)
 	setDefaultInt(&e.MaxIncomingBytes, DefaultMaxIncomingBytes)
 	setDefaultInt(&e.MaxConnections, DefaultEdgeMaxConnections())
+	setDefaultInt(&e.MaxDirectPerIP, max(1, e.MaxConnections/DirectShareDivisor))
 	setDefaultDuration(&e.IdleGrace, DefaultIdleGrace)
 	setDefaultInt(&e.MaxIdleSessions, DefaultMaxIdleSessions)
 	setDefaultDuration(&e.DrainTimeout, DefaultDrainTimeout)
@@ -263,6 +279,11 @@ func (e Edge) validate(ps *problems, cl Cluster) {
 	}
 	checkRange(ps, "edge.send_queue", e.SendQueue, 1, 1<<20)
 	checkRange(ps, "edge.max_connections", e.MaxConnections, 0, 10_000_000)
+	if e.MaxConnections > 0 && (e.MaxDirectPerIP < 1 || e.MaxDirectPerIP > e.MaxConnections) {
+		ps.add("edge.max_direct_per_ip", "must be in range [1, edge.max_connections (%d)], got %d", e.MaxConnections, e.MaxDirectPerIP)
+	} else {
+		checkRange(ps, "edge.max_direct_per_ip", e.MaxDirectPerIP, 1, 10_000_000)
+	}
 	if e.IdleGrace < 0 {
 		ps.add("edge.idle_grace", "must not be negative, got %s", e.IdleGrace.D())
 	}

@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -52,5 +53,26 @@ func TestMaxConnectionsDefaults(t *testing.T) {
 	_, err = Parse("bad.yaml", []byte("edge: { max_connections: -1 }\n"))
 	if err == nil || !strings.Contains(err.Error(), "edge.max_connections: must be in range [0, 10000000], got -1") {
 		t.Errorf("negative edge.max_connections: %v", err)
+	}
+}
+
+func TestMaxDirectPerIP(t *testing.T) {
+	// Unset: a sixteenth of max_connections, at least 1.
+	for conns, want := range map[int]int{64: 4, 960: 60, 7: 1} {
+		cfg, err := Parse("share.yaml", []byte(fmt.Sprintf("cluster: { bind: 127.0.0.1:7946 }\nedge: { max_connections: %d }\n", conns)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Edge.MaxDirectPerIP != want {
+			t.Errorf("max_connections %d: edge.max_direct_per_ip = %d, want %d", conns, cfg.Edge.MaxDirectPerIP, want)
+		}
+	}
+	_, err := Parse("bad.yaml", []byte("cluster: { bind: 127.0.0.1:7946 }\nedge:\n  max_connections: 64\n  max_direct_per_ip: 65\n"))
+	if err == nil || !strings.Contains(err.Error(), "bad.yaml:4") || !strings.Contains(err.Error(), "edge.max_direct_per_ip: must be in range [1, edge.max_connections (64)], got 65") {
+		t.Errorf("max_direct_per_ip above max_connections: %v", err)
+	}
+	_, err = Parse("neg.yaml", []byte("edge: { max_direct_per_ip: -1 }\n"))
+	if err == nil || !strings.Contains(err.Error(), "edge.max_direct_per_ip: must be in range [1,") {
+		t.Errorf("negative max_direct_per_ip: %v", err)
 	}
 }

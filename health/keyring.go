@@ -213,6 +213,28 @@ func SkipMessage(skip string, key []byte) []byte {
 	return append(append([]byte(skip), '\n'), key...)
 }
 
+// upgradeTag follows the method of an upgrade's signature (SignUpgrade) as
+// headTag follows a head's: a request line's method holds no space, so no
+// other signature — a skip's (SkipMessage, over the bare method) or a
+// head's — is an upgrade's, nor an upgrade's one of theirs.
+const upgradeTag = " upgrade"
+
+// SignUpgrade is the configs.HeaderPeer value of node's WebSocket upgrade
+// (GET uri) of the session key, forwarded to the edge to without
+// X-Ringlb-Skip ("" without a key). It tells the edge the participant came
+// through a balancer of the cluster; an upgrade with a skip is signed over
+// SkipMessage instead, which says as much.
+func (k *Keyring) SignUpgrade(node, to, uri string, key []byte) string {
+	return k.Sign(node, to, http.MethodGet+upgradeTag, uri, key)
+}
+
+// VerifyUpgrade checks a SignUpgrade value for an upgrade (uri, key)
+// received by the node self, as VerifyRequest checks a request's, and
+// returns the signing node's name.
+func (k *Keyring) VerifyUpgrade(header, self, uri string, key []byte, now time.Time) (string, error) {
+	return k.VerifyRequest(header, self, http.MethodGet+upgradeTag, uri, key, now)
+}
+
 // signsBound reports whether node makes (and so takes) signatures that name
 // their receiver: any node but a member announcing an earlier release's form.
 func (k *Keyring) signsBound(node string) bool {
@@ -277,18 +299,26 @@ func (k *Keyring) VerifyRequest(header, self, method, uri string, body []byte, n
 // message: each begins with its own version line.
 func peerMAC(key []byte, node, to, ts, method, uri string, body []byte) []byte {
 	sum := sha256.Sum256(body)
-	m := hmac.New(sha256.New, key)
-	fields := []string{"ringlb-peer-v1", node, ts, method, uri, hex.EncodeToString(sum[:])}
-	if to != "" {
-		fields = []string{"ringlb-peer-v2", node, to, ts, method, uri, hex.EncodeToString(sum[:])}
+	version := "ringlb-peer-v2"
+	if to == "" {
+		version = "ringlb-peer-v1"
 	}
 	// Fields separated by newlines, none of which may hold one (a node
 	// name, a decimal time, a method, a request URI on the wire), so no
-	// two requests share a message.
-	for _, f := range fields {
-		m.Write([]byte(f))
-		m.Write([]byte{'\n'})
+	// two requests share a message. Written as one buffer: a Write per
+	// field allocated a copy of each (every forwarded upgrade is signed).
+	msg := make([]byte, 0, len(version)+len(node)+len(to)+len(ts)+len(method)+len(uri)+2*sha256.Size+7)
+	msg = append(append(msg, version...), '\n')
+	msg = append(append(msg, node...), '\n')
+	if to != "" { // v1 names no receiver
+		msg = append(append(msg, to...), '\n')
 	}
+	for _, f := range [...]string{ts, method, uri} {
+		msg = append(append(msg, f...), '\n')
+	}
+	msg = append(hex.AppendEncode(msg, sum[:]), '\n')
+	m := hmac.New(sha256.New, key)
+	m.Write(msg)
 	return m.Sum(nil)
 }
 

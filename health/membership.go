@@ -65,7 +65,7 @@ type Meta struct {
 	Load *Load `json:"load,omitempty"`
 	// PeerSigning is the form of the peer signatures (configs.HeaderPeer)
 	// the node makes and, from nodes announcing it, requires: Join sets
-	// PeerSigningHead. Absent (0): a node of an earlier release, whose
+	// PeerSigningUpgrade. Absent (0): a node of an earlier release, whose
 	// signatures name no receiver.
 	PeerSigning int `json:"peer_signing,omitempty"`
 }
@@ -82,6 +82,10 @@ const (
 	// sends (configs.HeaderPeerHead, Keyring.SignHead), so the receiver
 	// gives a hand-off's body a slot only when the head is a member's.
 	PeerSigningHead = 4
+	// PeerSigningUpgrade: and a balancer signs every WebSocket upgrade it
+	// forwards (Keyring.SignUpgrade), so an edge tells a balancer's
+	// participants from a direct client's (edge.max_direct_per_ip).
+	PeerSigningUpgrade = 5
 )
 
 // Load is what an edge carries: live sessions, WebSocket connections, and
@@ -178,7 +182,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	meta.PeerSigning = PeerSigningHead
+	meta.PeerSigning = PeerSigningUpgrade
 	enc, err := meta.Encode()
 	if err != nil {
 		return nil, err

@@ -314,3 +314,45 @@ func TestHeadSignatures(t *testing.T) {
 		t.Errorf("keyless VerifyHead: %v", err)
 	}
 }
+
+// An upgrade's signature (SignUpgrade) covers the edge, URI and key, and
+// is no skip's, request's or head's signature, nor any of theirs an
+// upgrade's.
+func TestUpgradeSignatures(t *testing.T) {
+	kr, err := loadKeyring(configs.Cluster{SecretKeyFile: keyringFile(t, configs.GenerateKey())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const uri = "/ws"
+	key := []byte("k1")
+	now := time.Now()
+	up := kr.SignUpgrade("bal-1", "edge-1", uri, key)
+	if node, err := kr.VerifyUpgrade(up, "edge-1", uri, key, now); err != nil || node != "bal-1" {
+		t.Fatalf("valid upgrade signature: %q %v", node, err)
+	}
+	skip := kr.Sign("bal-1", "edge-1", http.MethodGet, uri, SkipMessage("edge-2", key))
+	request := kr.Sign("bal-1", "edge-1", http.MethodGet, uri, key)
+	for _, tt := range []struct {
+		name   string
+		verify func() error
+		want   error
+	}{
+		{"another key", func() error { _, err := kr.VerifyUpgrade(up, "edge-1", uri, []byte("k2"), now); return err }, ErrPeerBadMAC},
+		{"another uri", func() error { _, err := kr.VerifyUpgrade(up, "edge-1", "/ws?resume=1", key, now); return err }, ErrPeerBadMAC},
+		{"another edge", func() error { _, err := kr.VerifyUpgrade(up, "edge-2", uri, key, now); return err }, ErrPeerNotOurs},
+		{"a skip's as an upgrade's", func() error { _, err := kr.VerifyUpgrade(skip, "edge-1", uri, key, now); return err }, ErrPeerBadMAC},
+		{"a request's over the key as an upgrade's", func() error { _, err := kr.VerifyUpgrade(request, "edge-1", uri, key, now); return err }, ErrPeerBadMAC},
+		{"an upgrade's as a request's", func() error {
+			_, err := kr.VerifyRequest(up, "edge-1", http.MethodGet, uri, key, now)
+			return err
+		}, ErrPeerBadMAC},
+	} {
+		if err := tt.verify(); err != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	var none *Keyring
+	if v := none.SignUpgrade("bal-1", "edge-1", uri, key); v != "" {
+		t.Errorf("keyless SignUpgrade = %q", v)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -50,6 +51,10 @@ type participant struct {
 	// admitted: the join was counted in its shard's admitting
 	// (hub.reserve) and hub.join uncounts it.
 	admitted bool
+	// share is the participant's place in its address's share of the
+	// data port (directshare.go; the zero Slot: none), given back when it
+	// unregisters.
+	share acceptguard.Slot
 	// armed: the socket is in the poller's epoll set (under its lock).
 	armed bool
 	// fd is the socket's descriptor, the poller's key, and rc reaches it

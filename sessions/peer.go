@@ -187,9 +187,13 @@ func (s *Server) checkSkip(ctx *fasthttp.RequestCtx, key []byte) error {
 // unsigningBalancer reports whether a balancer of an earlier release, which
 // sends X-Ringlb-Skip unsigned, is a member: during a rolling upgrade its
 // fallbacks must still land.
-func (o *ownership) unsigningBalancer() bool {
+func (o *ownership) unsigningBalancer() bool { return o.balancerBelow(health.PeerSigningSkip) }
+
+// balancerBelow reports whether a member balancer announces a peer_signing
+// below level: an earlier release, which does not sign what level adds.
+func (o *ownership) balancerBelow(level int) bool {
 	for _, n := range o.m.Members() {
-		if n.Meta.Role == health.RoleBalancer && n.Meta.PeerSigning < health.PeerSigningSkip {
+		if n.Meta.Role == health.RoleBalancer && n.Meta.PeerSigning < level {
 			return true
 		}
 	}

@@ -48,7 +48,14 @@ func startClusterEdgeWith(t *testing.T, cl *healthtest.Cluster, name string, log
 func startClusterEdgeTweaked(t *testing.T, cl *healthtest.Cluster, name string, logger *slog.Logger, rc ring.Config, tweak func(*Server)) *clusterEdge {
 	t.Helper()
 	// A short idle_grace, so an ended session (and its pin) goes soon.
-	s := New(provisioned(configs.Edge{IdleGrace: configs.Duration(time.Second)}), name, "east", logger, nil)
+	return startClusterEdgeConfig(t, cl, name, configs.Edge{IdleGrace: configs.Duration(time.Second)}, logger, rc, tweak)
+}
+
+// startClusterEdgeConfig is startClusterEdgeTweaked with the edge section
+// cfg (provisioned here).
+func startClusterEdgeConfig(t *testing.T, cl *healthtest.Cluster, name string, cfg configs.Edge, logger *slog.Logger, rc ring.Config, tweak func(*Server)) *clusterEdge {
+	t.Helper()
+	s := New(provisioned(cfg), name, "east", logger, nil)
 	e := &testEdge{s: s, joined: make(chan string, 1024)}
 	s.joined = func(key string) { e.joined <- key }
 	if tweak != nil {

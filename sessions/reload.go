@@ -92,7 +92,9 @@ func adminToken(a configs.Admin) ([]byte, error) {
 //     beyond it at once;
 //   - edge.auth: the join-token secret (re-read from its file, with
 //     rotation_overlap for tokens signed with the previous one), anonymous;
-//   - edge.admin.token_file: the admin token (re-read).
+//   - edge.admin.token_file: the admin token (re-read);
+//   - edge.max_direct_per_ip: for joins from now on (the participants
+//     open stay, and count).
 //
 // (edge.statsd and cluster.log_level are the caller's: cmd/ringlb.) A
 // field read only at start that changed is named in a *configs.RestartError
@@ -127,6 +129,7 @@ func (s *Server) Reload(cfg configs.Edge) error {
 	s.hub.trimIdle()
 	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
 	s.incoming.limit.Store(int64(cfg.MaxIncomingBytes))
+	s.direct.SetLimits(directLimits(cfg))
 	s.applied = cfg
 	overlap := "none"
 	if auth.previous != nil {
@@ -134,7 +137,7 @@ func (s *Server) Reload(cfg configs.Edge) error {
 	}
 	s.log.Info("configuration reloaded", "history_messages", cfg.History.Messages, "history_bytes", cfg.History.Bytes, "history_total_bytes", cfg.History.TotalBytes,
 		"max_idle_sessions", cfg.MaxIdleSessions, "max_queued_bytes", cfg.MaxQueuedBytes, "max_incoming_bytes", cfg.MaxIncomingBytes,
-		"anonymous", auth.anonymous, "previous_secret_accepted_until", overlap)
+		"max_direct_per_ip", cfg.MaxDirectPerIP, "anonymous", auth.anonymous, "previous_secret_accepted_until", overlap)
 	return nil
 }
 

@@ -127,6 +127,11 @@ type Server struct {
 	// edge-to-edge requests and joins refused for their X-Ringlb-Skip.
 	bodies                    bodyGate
 	bodyLog, peerLog, skipLog acceptguard.LogLimit
+	// direct counts the participants that did not come through a
+	// balancer of the cluster, by address (edge.max_direct_per_ip:
+	// directshare.go); shareLog spaces the lines of joins it refuses.
+	direct   *acceptguard.PerAddr
+	shareLog acceptguard.LogLimit
 	// sendBudget bounds what every send queue holds together
 	// (edge.max_queued_bytes), incoming what every connection is in the
 	// middle of receiving (edge.max_incoming_bytes): sendbudget.go.
@@ -219,6 +224,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.hub.budget = newHistoryBudget(cfg.History.TotalBytes, s.hub.idle)
 	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
 	s.incoming.limit.Store(int64(cfg.MaxIncomingBytes))
+	s.direct = acceptguard.NewPerAddr(directLimits(cfg))
 	// Low on memory, the largest holders are shed (sendbudget.go) and the
 	// histories grow no more (v1.remember); the messages being received
 	// and the histories are buffers a client makes the edge allocate,
@@ -389,7 +395,14 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
+	share, ok := s.directShare(ctx, key)
+	if !ok {
+		return
+	}
 	owner, err := s.place(ctx, key)
+	if err != nil || owner != "" {
+		s.direct.Release(share)
+	}
 	switch {
 	case err != nil:
 		ctx.Error("service unavailable: "+err.Error()+"\n", fasthttp.StatusServiceUnavailable)
@@ -411,9 +424,10 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 		head := append([]byte(nil), ctx.Response.Header.Header()...)
 		// Only the socket is kept: the library's Conn (and its buffers)
 		// is left to the GC (wsread.go says why).
-		s.serveConn(conn.NetConn(), owned, head, info)
+		s.serveConn(conn.NetConn(), owned, head, info, share)
 	}); err != nil {
 		s.hub.unreserve(owned)
+		s.direct.Release(share)
 		return
 	}
 	// The participant writes the 101 itself once it has joined (run).
@@ -502,12 +516,14 @@ func skipList(h []byte) []string {
 // of its socket) and runs it on a goroutine of its own (counted in s.wg),
 // returning at once so that fasthttp's hijack goroutine ends and releases
 // the request (KeepHijackedConns).
-func (s *Server) serveConn(hijacked net.Conn, key, head []byte, info joinInfo) {
+func (s *Server) serveConn(hijacked net.Conn, key, head []byte, info joinInfo, share acceptguard.Slot) {
 	p := newParticipant(s, rawConn(hijacked))
 	p.joinInfo = info
 	p.admitted = true
+	p.share = share
 	if !s.register(p) {
 		s.hub.unreserve(key)
+		s.direct.Release(share)
 		// Shutdown began during the handshake: upgrade, then say so.
 		_ = p.raw.SetWriteDeadline(time.Now().Add(s.closeWait))
 		_, _ = p.raw.Write(head)
@@ -568,6 +584,7 @@ func (s *Server) unregister(p *participant) {
 	s.mu.Lock()
 	delete(s.conns, p)
 	s.mu.Unlock()
+	s.direct.Release(p.share)
 	s.metrics.connectionsActive.Dec()
 	s.wg.Done()
 }

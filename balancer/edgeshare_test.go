@@ -1,0 +1,84 @@
+package balancer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
+	"github.com/ringlb/ringlb/sessions"
+)
+
+// A real edge (max_connections 16, max_direct_per_ip 4) behind a real
+// balancer, in a cluster with a key. Anyone reaches the edge's data port:
+// before the share one address opened 16 WebSocket participants straight
+// to it, and the balancer's next client was refused (503). Now the direct
+// client stops at its share (429) and the balancer's clients — from the
+// same loopback address, told apart by the balancer's signature on each
+// upgrade — join beyond it.
+func TestDirectClientCannotShutBalancerClientsOut(t *testing.T) {
+	const maxConns, share = 16, 4
+	cl := healthtest.New(t)
+	edgeCfg := configs.Edge{MaxConnections: maxConns, MaxDirectPerIP: share}
+	edgeCfg.Provision()
+	edge := sessions.New(edgeCfg, "edge-a", "east", slog.New(slog.DiscardHandler), nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edgeAddr := ln.Addr().String()
+	ma := cl.Join("edge-a", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + edgeAddr, Weight: 1, State: health.StateAlive})
+	edge.UseCluster(ma, ring.DefaultConfig())
+	served := make(chan error, 1)
+	go func() { served <- edge.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = edge.Shutdown(ctx)
+		<-served
+	})
+	r := ring.New(ring.DefaultConfig())
+	r.Update([]ring.Member{{Name: "edge-a", URL: "http://" + edgeAddr, Weight: 1}})
+	bal, balAddr := serveBalancer(t, configs.Balancer{}, r)
+	bal.SetCluster(cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive}))
+	healthtest.WaitMembers(t, ma, "edge-a sees the balancer", func(ns []health.Node) bool { return len(ns) == 2 })
+
+	// joinAll opens up to n participants at addr, each in a session of its
+	// own, until one is refused: the open ones and the refusal's status.
+	joinAll := func(addr, prefix string, n int) ([]*websocket.Conn, int) {
+		var open []*websocket.Conn
+		d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+		for i := range n {
+			c, resp, err := d.Dial("ws://"+addr+"/ws", http.Header{"Ctstickiness": {fmt.Sprintf("%s-%d", prefix, i)}})
+			if err != nil {
+				if resp == nil {
+					t.Fatalf("dial %s: %v", addr, err)
+				}
+				return open, resp.StatusCode
+			}
+			t.Cleanup(func() { c.Close() })
+			open = append(open, c)
+		}
+		return open, 0
+	}
+
+	direct, refusal := joinAll(edgeAddr, "direct", maxConns+1)
+	t.Logf("straight to the edge, one address opened %d participants (max_connections %d), then %d", len(direct), maxConns, refusal)
+	if len(direct) != share || refusal != http.StatusTooManyRequests {
+		t.Errorf("a direct client opened %d participants, then %d; want its share %d, then 429", len(direct), refusal, share)
+	}
+	via, refusal := joinAll(balAddr, "via", 2*share)
+	t.Logf("through the balancer: %d participants joined (refusal %d)", len(via), refusal)
+	if len(via) != 2*share {
+		t.Errorf("through the balancer %d of %d participants joined, then %d", len(via), 2*share, refusal)
+	}
+}
