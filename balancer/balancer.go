@@ -119,7 +119,10 @@ type Balancer struct {
 	listeners []net.Listener
 	tunnels   map[*tunnel]struct{}
 	conns     map[net.Conn]struct{} // client connections fasthttp serves, for a forced stop
-	wg        sync.WaitGroup        // one per registered tunnel
+	// handovers: upgrades answered 101 whose connection fasthttp has not
+	// handed to the tunnel yet (ended if it closes the connection instead).
+	handovers acceptguard.Handovers
+	wg        sync.WaitGroup // one per registered tunnel
 }
 
 // New returns a Balancer named name (its cluster node name, for logs and
@@ -395,11 +398,16 @@ func (b *Balancer) releaseTunnel(t *tunnel) {
 // can close them when its context expires.
 func (b *Balancer) trackConn(c net.Conn, state fasthttp.ConnState) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	switch state {
 	case fasthttp.StateNew:
 		b.conns[c] = struct{}{}
 	case fasthttp.StateHijacked, fasthttp.StateClosed:
 		delete(b.conns, c) // a hijacked connection belongs to its tunnel
+	}
+	b.mu.Unlock()
+	if state == fasthttp.StateClosed {
+		// An upgrade's tunnel whose hijack never came: fasthttp closed
+		// the connection instead.
+		b.handovers.Closed(c)
 	}
 }

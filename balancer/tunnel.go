@@ -347,6 +347,13 @@ func (t *tunnel) close() {
 	}
 }
 
+// abandon ends a tunnel whose client connection the server closed instead
+// of handing it over: run never starts.
+func (t *tunnel) abandon() {
+	t.endAs(endClient)
+	t.close()
+}
+
 // release unregisters the tunnel, once.
 func (t *tunnel) release() {
 	t.doneOnce.Do(func() { t.b.releaseTunnel(t) })

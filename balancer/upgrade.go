@@ -156,7 +156,15 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		if g := guardConn(ctx.Conn()); g != nil {
 			g.NoLinger()
 		}
-		ctx.Hijack(tun.run)
+		// fasthttp may still close the connection instead of handing it
+		// over (a failed write of an earlier pipelined answer): the tunnel
+		// and its edge connection are then ended with it.
+		client := ctx.Conn()
+		b.handovers.Pending(client, tun.abandon)
+		ctx.Hijack(func(c net.Conn) {
+			b.handovers.Taken(client)
+			tun.run(c)
+		})
 	default:
 		stripHopByHopResponse(&ctx.Response.Header)
 		dropAdminCookie(&ctx.Response.Header)

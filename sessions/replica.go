@@ -125,13 +125,11 @@ func (s *Server) serveReplicate(ctx *fasthttp.RequestCtx) {
 		ctx.Error("service unavailable: shutting down\n", fasthttp.StatusServiceUnavailable)
 		return
 	}
-	if err := s.upgrade(ctx, func(conn *websocket.Conn) {
+	_ = s.upgrade(ctx, func(conn *websocket.Conn) {
 		// fasthttp's hijack goroutine: the stream runs on one of ours, so
 		// fasthttp releases the request at once (KeepHijackedConns).
 		go r.serveStream(conn, from, ownerKey, ownerPub)
-	}); err != nil {
-		r.wg.Done()
-	}
+	}, r.wg.Done)
 }
 
 // addStream counts an inbound stream in r.wg unless Shutdown began.

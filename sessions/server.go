@@ -91,7 +91,10 @@ type Server struct {
 	metrics *metrics
 	hub     *hub
 	frames  framePool
-	whoami  []byte
+	// handovers: upgraded connections fasthttp has not handed to their
+	// handler yet (upgrade).
+	handovers acceptguard.Handovers
+	whoami    []byte
 	// auth is how joins are admitted (edge.auth: the join-token secret,
 	// what a join without a token becomes); Reload swaps it (reload.go).
 	auth        atomic.Pointer[authState]
@@ -304,6 +307,11 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		// allocates the body it announces (bodies.go).
 		HeaderReceived: s.bodyLimit,
 		ErrorHandler:   s.requestError,
+		ConnState: func(c net.Conn, st fasthttp.ConnState) {
+			if st == fasthttp.StateClosed {
+				s.handovers.Closed(c)
+			}
+		},
 	}
 	s.admin = s.newAdminServer()
 	return s
@@ -425,9 +433,10 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 		// Only the socket is kept: the library's Conn (and its buffers)
 		// is left to the GC (wsread.go says why).
 		s.serveConn(conn.NetConn(), owned, head, info, share)
-	}); err != nil {
+	}, func() {
 		s.hub.unreserve(owned)
 		s.direct.Release(share)
+	}); err != nil {
 		return
 	}
 	// The participant writes the 101 itself once it has joined (run).
@@ -438,12 +447,20 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 // the request handler has returned, and tells the accept guard that the
 // connection is handler's from now on: it is closed when its session or
 // stream ends, at once, without the linger of a connection the HTTP server
-// closes.
-func (s *Server) upgrade(ctx *fasthttp.RequestCtx, handler websocket.FastHTTPHandler) error {
-	if err := s.upgrader.Upgrade(ctx, handler); err != nil {
+// closes. undo gives back what the handler was to own (a share, a place in
+// a wait group) when the upgrade fails, and when fasthttp closes the
+// connection instead of running handler (Handovers says when).
+func (s *Server) upgrade(ctx *fasthttp.RequestCtx, handler websocket.FastHTTPHandler, undo func()) error {
+	conn := ctx.Conn()
+	if err := s.upgrader.Upgrade(ctx, func(c *websocket.Conn) {
+		s.handovers.Taken(conn)
+		handler(c)
+	}); err != nil {
+		undo()
 		return err
 	}
-	if g, ok := ctx.Conn().(*acceptguard.Conn); ok {
+	s.handovers.Pending(conn, undo)
+	if g, ok := conn.(*acceptguard.Conn); ok {
 		g.NoLinger()
 	}
 	return nil
