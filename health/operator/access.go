@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -248,15 +248,23 @@ func (s *statusWriter) status() int {
 // loopbackHost reports whether a Host header names this host by a loopback
 // IP ("localhost" included: browsers resolve it to loopback themselves).
 func loopbackHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	name, ip, ok := requestHost(host)
+	return ok && (name == "localhost" || ip.IsLoopback())
+}
+
+// requestHost is what a request's Host names, by configs.SplitHost's one
+// rule (the port set aside): an IP address (ip valid), or a host name, lower
+// case, as sent (a trailing dot kept). ok is false for a Host that is
+// neither.
+func requestHost(hostport string) (name string, ip netip.Addr, ok bool) {
+	host, _, err := configs.SplitHost(hostport)
+	if err != nil {
+		return "", netip.Addr{}, false
 	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if strings.EqualFold(host, "localhost") {
-		return true
+	if ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
+		return "", ip.Unmap(), true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return strings.ToLower(host), netip.Addr{}, true
 }
 
 // sameOrigin reports whether a browser's Origin is the admin port itself.

@@ -137,3 +137,39 @@ func TestPeerReadReplayedToAnotherNode(t *testing.T) {
 		t.Errorf("the same signed read replayed to another node: %d, want 401", code)
 	}
 }
+
+// The Host a request names its admin port by, read by configs.SplitHost's
+// one rule: loopback for the operator's own machine, any IP address or a
+// configured name for a login (never a name a page could rebind).
+func TestRequestHost(t *testing.T) {
+	names := []string{"admin.example"}
+	for _, tt := range []struct {
+		host                string
+		loopback, addressed bool
+	}{
+		{"127.0.0.1:9101", true, true},
+		{"127.8.0.1", true, true},
+		{"[::1]:9101", true, true},
+		{"[::ffff:127.0.0.1]", true, true},
+		{"localhost:9101", true, true},
+		{"LocalHost", true, true},
+		{"localhost.", false, false}, // a name the resolver is asked for
+		{"192.0.2.7:9101", false, true},
+		{"[2001:db8::7]", false, true},
+		{"Admin.Example.:9101", false, true},
+		{"evil.example:9101", false, false},
+		{"a@127.0.0.1", false, false},
+		{"127.0.0.1@evil.example", false, false},
+		{"::1", false, false}, // an IPv6 address must be in brackets
+		{"[fe80::1%25eth0]", false, false},
+		{"127.0.0.1:0", false, false},
+		{"", false, true}, // HTTP/1.0: names nothing a page could rebind
+	} {
+		if got := loopbackHost(tt.host); got != tt.loopback {
+			t.Errorf("loopbackHost(%q) = %v, want %v", tt.host, got, tt.loopback)
+		}
+		if got := addressedAs(tt.host, names); got != tt.addressed {
+			t.Errorf("addressedAs(%q) = %v, want %v", tt.host, got, tt.addressed)
+		}
+	}
+}

@@ -620,17 +620,12 @@ func loginNames(admin configs.Admin) []string {
 // (which browsers resolve themselves), or one of names. No Host at all
 // (HTTP/1.0) names nothing a page could rebind either.
 func addressedAs(hostport string, names []string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if host == "" {
+	if hostport == "" {
 		return true
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return true
+	name, ip, ok := requestHost(hostport)
+	if !ok {
+		return false
 	}
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	return host == "localhost" || slices.Contains(names, host)
+	return ip.IsValid() || name == "localhost" || slices.Contains(names, strings.TrimSuffix(name, "."))
 }
