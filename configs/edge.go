@@ -64,9 +64,14 @@ type Edge struct {
 	// beyond it a join is answered 429 and closed, so one client that
 	// reaches the data port directly cannot hold every connection. A
 	// balancer signs each upgrade it forwards with the cluster key and its
-	// participants count against no share. Without a cluster key no share
-	// applies (a balancer cannot be told from a client), nor while a
-	// balancer of an earlier release, which does not sign, is a member.
+	// participants count against no share. The same share, counted apart,
+	// bounds the address's connections that carry nothing: from accept until
+	// a request has arrived, and idle between requests (beyond it a new
+	// connection is answered 429, an idle one closed after its answer;
+	// connections a member edge signed a request on are not counted idle).
+	// Without a cluster key no share applies (a balancer cannot be told from
+	// a client); while a balancer of an earlier release, which does not
+	// sign, is a member, participants are counted but none refused.
 	MaxDirectPerIP int `yaml:"max_direct_per_ip"`
 	// DrainTimeout bounds a graceful drain (default 30s).
 	DrainTimeout Duration `yaml:"drain_timeout"`

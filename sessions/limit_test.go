@@ -34,8 +34,8 @@ func TestMaxConnectionsRefused(t *testing.T) {
 	if body, _ := io.ReadAll(resp.Body); !strings.Contains(string(body), "too many connections to this edge") {
 		t.Errorf("refusal body %q", body)
 	}
-	if got := metricValue(t, e.s, "ringlb_edge_rejected_connections_total"); got != 1 {
-		t.Errorf("ringlb_edge_rejected_connections_total = %v, want 1", got)
+	if got := labelledValue(t, e.s, "ringlb_edge_rejected_connections_total", "max_connections"); got != 1 {
+		t.Errorf("ringlb_edge_rejected_connections_total{reason=max_connections} = %v, want 1", got)
 	}
 
 	first.Close()

@@ -98,6 +98,7 @@ func (o *ownership) peerRequest(ctx *fasthttp.RequestCtx, name string) error {
 		if signer != name {
 			return fmt.Errorf("signed by %s, not by %s", signer, name)
 		}
+		o.srv.idleShare.member(ctx.Conn())
 		return nil
 	}
 	u, err := url.Parse(n.Meta.URL)

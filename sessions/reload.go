@@ -130,6 +130,7 @@ func (s *Server) Reload(cfg configs.Edge) error {
 	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
 	s.incoming.limit.Store(int64(cfg.MaxIncomingBytes))
 	s.direct.SetLimits(directLimits(cfg))
+	s.idleShare.per.SetLimits(directLimits(cfg))
 	s.applied = cfg
 	overlap := "none"
 	if auth.previous != nil {

@@ -135,6 +135,10 @@ type Server struct {
 	// directshare.go); shareLog spaces the lines of joins it refuses.
 	direct   *acceptguard.PerAddr
 	shareLog acceptguard.LogLimit
+	// idleShare counts the data port's connections that carry nothing
+	// yet (no request, or idle between requests) by address, under the
+	// same share (connshare.go).
+	idleShare *connShare
 	// sendBudget bounds what every send queue holds together
 	// (edge.max_queued_bytes), incoming what every connection is in the
 	// middle of receiving (edge.max_incoming_bytes): sendbudget.go.
@@ -228,6 +232,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
 	s.incoming.limit.Store(int64(cfg.MaxIncomingBytes))
 	s.direct = acceptguard.NewPerAddr(directLimits(cfg))
+	s.idleShare = newConnShare(s, directLimits(cfg))
 	// Low on memory, the largest holders are shed (sendbudget.go) and the
 	// histories grow no more (v1.remember); the messages being received
 	// and the histories are buffers a client makes the edge allocate,
@@ -308,6 +313,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		HeaderReceived: s.bodyLimit,
 		ErrorHandler:   s.requestError,
 		ConnState: func(c net.Conn, st fasthttp.ConnState) {
+			s.idleShare.connState(c, st)
 			if st == fasthttp.StateClosed {
 				s.handovers.Closed(c)
 			}
@@ -329,7 +335,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		Name: "edge data", Logger: s.log, Errors: s.metrics.acceptErrors,
 		MaxConns: s.cfg.MaxConnections, Refused: s.metrics.rejected.WithLabelValues("max_connections"),
 		Refusal: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, "too many connections to this edge; try again shortly"),
-		Memory:  acceptguard.Process, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory),
+		Clients: s.idleShare, PerIPSetting: "max_direct_per_ip", RefusedPerIP: s.metrics.rejected.WithLabelValues(reasonDirectShare),
+		RefusalPerIP: acceptguard.HTTPAnswer(fasthttp.StatusTooManyRequests, "too many connections from this address to this edge; connect through a balancer"),
+		Memory:       acceptguard.Process, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory),
 		RefusalMemory: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, "this edge is low on memory; try again shortly"),
 	})
 	if !s.addListener(guarded) {
@@ -352,6 +360,7 @@ func (s *Server) addListener(ln net.Listener) bool {
 }
 
 func (s *Server) serveData(ctx *fasthttp.RequestCtx) {
+	s.idleShare.active(ctx.Conn())
 	// Set last, so it survives ctx.Error (which resets the response) and
 	// lands on the 101, which fasthttp writes after this returns.
 	defer ctx.Response.Header.Set(headerEdge, s.name)

@@ -76,6 +76,13 @@ type Config struct {
 	// RefusalPerIP is written to a connection refused at MaxConnsPerIP
 	// before it is closed; nil: closed without a word.
 	RefusalPerIP []byte
+	// Clients, when set, counts each client's connections instead of a
+	// PerAddr of MaxConnsPerIP's (which is then unused): a user's own
+	// PerAddr, or a policy over one. Its refusals are counted and answered
+	// as MaxConnsPerIP's; PerIPSetting names its limit in their log line
+	// (default "max_connections_per_ip").
+	Clients      Clients
+	PerIPSetting string
 	// Memory, when it is low (Process: near the process's memory limit),
 	// refuses every new connection, counted by RefusedMemory and written
 	// RefusalMemory (nil: closed without a word); nil: not consulted.
@@ -97,8 +104,12 @@ type Listener struct {
 	log       *slog.Logger
 	errs      Counter
 	max, open atomic.Int64
-	perIP     *PerAddr
+	perIP     Clients
+	own       *PerAddr // perIP when it is the listener's own (SetMaxPerIP)
 	mem       *Memory
+	// perIPMsg and perIPSetting are the per-client refusal's log line and
+	// the name of its limit there.
+	perIPMsg, perIPSetting string
 
 	// atCap, perClient and lowMemory are the three reasons a connection
 	// is refused.
@@ -127,13 +138,23 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 	}
 	l := &Listener{
 		Listener: ln, name: cfg.Name, log: cfg.Logger, errs: cfg.Errors,
-		perIP:     NewPerAddr(PerAddrLimits{MaxConns: cfg.MaxConnsPerIP}),
-		mem:       cfg.Memory,
-		atCap:     refusalKind{count: cfg.Refused, answer: cfg.Refusal, log: LogLimit{Every: cfg.LogEvery}},
-		perClient: refusalKind{count: cfg.RefusedPerIP, answer: cfg.RefusalPerIP, log: LogLimit{Every: cfg.LogEvery}},
-		lowMemory: refusalKind{count: cfg.RefusedMemory, answer: cfg.RefusalMemory, log: LogLimit{Every: cfg.LogEvery}},
-		done:      make(chan struct{}),
-		errLog:    LogLimit{Every: cfg.LogEvery},
+		perIP:        cfg.Clients,
+		perIPMsg:     msgRefusedPerIP,
+		perIPSetting: "max_connections_per_ip",
+		mem:          cfg.Memory,
+		atCap:        refusalKind{count: cfg.Refused, answer: cfg.Refusal, log: LogLimit{Every: cfg.LogEvery}},
+		perClient:    refusalKind{count: cfg.RefusedPerIP, answer: cfg.RefusalPerIP, log: LogLimit{Every: cfg.LogEvery}},
+		lowMemory:    refusalKind{count: cfg.RefusedMemory, answer: cfg.RefusalMemory, log: LogLimit{Every: cfg.LogEvery}},
+		done:         make(chan struct{}),
+		errLog:       LogLimit{Every: cfg.LogEvery},
+	}
+	if l.perIP == nil {
+		l.own = NewPerAddr(PerAddrLimits{MaxConns: cfg.MaxConnsPerIP})
+		l.perIP = l.own
+	}
+	if cfg.PerIPSetting != "" {
+		l.perIPSetting = cfg.PerIPSetting
+		l.perIPMsg = "connection refused: " + cfg.PerIPSetting + " reached"
 	}
 	l.lingering.timeout = lingerTime
 	l.max.Store(int64(cfg.MaxConns))
@@ -216,7 +237,7 @@ func (l *Listener) admitClient(c net.Conn) (Slot, bool) {
 	if v == Admitted {
 		return slot, true
 	}
-	l.perClient.refuse(l, c, msgRefusedPerIP, "client", ClientNetwork(addr), "max_connections_per_ip", l.perIP.Limits().MaxConns)
+	l.perClient.refuse(l, c, l.perIPMsg, "client", ClientNetwork(addr), l.perIPSetting, l.perIP.Limits().MaxConns)
 	return Slot{}, false
 }
 
@@ -288,8 +309,14 @@ func (l *Listener) Close() error {
 func (l *Listener) SetMax(n int) { l.max.Store(int64(n)) }
 
 // SetMaxPerIP changes the per-client cap for connections accepted from now
-// on; 0: no cap. Connections already open stay open, and count.
-func (l *Listener) SetMaxPerIP(n int) { l.perIP.SetLimits(PerAddrLimits{MaxConns: n}) }
+// on; 0: no cap. Connections already open stay open, and count. A listener
+// counting with Config.Clients has no cap of its own: its user sets the
+// limits of what it counts with.
+func (l *Listener) SetMaxPerIP(n int) {
+	if l.own != nil {
+		l.own.SetLimits(PerAddrLimits{MaxConns: n})
+	}
+}
 
 // Hold counts a connection this listener did not accept — one taken over
 // from the process this one replaced, admitted there — until release is
@@ -319,9 +346,21 @@ type Conn struct {
 
 // Conn.state bits.
 const (
-	connClosed   = 1 << iota // Close was called
-	connNoLinger             // Close closes at once (NoLinger, or the client is gone)
+	connClosed     = 1 << iota // Close was called
+	connNoLinger               // Close closes at once (NoLinger, or the client is gone)
+	connClientGone             // the per-client slot is given back (ReleaseClient or Close)
 )
+
+// ReleaseClient gives back c's slot under its client's share before c
+// closes: from now on c does not count against its client (c stays
+// counted under the listener's total cap until closed). For a user whose
+// share covers a phase of a connection only (the edge's: until a request
+// arrives). Safe against a concurrent Close: the slot is given back once.
+func (c *Conn) ReleaseClient() {
+	if c.state.Or(connClientGone)&connClientGone == 0 {
+		c.l.perIP.Release(c.slot)
+	}
+}
 
 // Read notes a client gone (its FIN, a reset): there is nothing left to
 // drain, and the close need not linger. A timeout is not that: the client
@@ -364,7 +403,7 @@ func (c *Conn) Close() error {
 	}
 	err := c.Conn.Close()
 	c.l.open.Add(-1)
-	c.l.perIP.Release(c.slot)
+	c.ReleaseClient()
 	return err
 }
 

@@ -63,6 +63,17 @@ type addrState struct {
 	last   time.Time
 }
 
+// Clients is what a Listener counts each client's connections with
+// (Config.Clients): a *PerAddr, or a user's policy over one (the edge's
+// share applies only in a cluster with a key).
+type Clients interface {
+	Admit(addr netip.Addr, now time.Time) (Slot, Verdict)
+	Release(Slot)
+	Limits() PerAddrLimits
+}
+
+var _ Clients = (*PerAddr)(nil)
+
 // A Slot is what Admit or Hold gave a connection; Release gives it back.
 // The zero Slot holds nothing.
 type Slot struct {

@@ -1,0 +1,166 @@
+package sessions
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard"
+)
+
+// connShare is the data port's per-address share of connections that carry
+// nothing yet: from accept until a request has been read (the request
+// timeout is 30 s, and a head may trickle in for all of it) and idle between
+// requests (a minute). Such a connection holds a slot of max_connections all
+// the same, and anyone reaches the data port, so one address could hold all
+// of them — and the balancers' clients were refused, again each time the
+// connections timed out. Each counts against its address's share
+// (acceptguard.ClientNetwork, edge.max_direct_per_ip, its own count beside
+// directShare's count of participants): at accept through the listener
+// (beyond it answered 429 as it asks), given back when the request handler
+// starts, taken again when the connection goes idle after its answer
+// (beyond it closed then: an idle keep-alive connection is the client's to
+// open again). A connection a member edge signed a request on is not taken
+// again: edges keep a few idle connections to each other, from one address.
+// A balancer's upgrade holds it for the moment its head takes to arrive.
+//
+// In force where the direct share is (a cluster with a key): without one a
+// member's request cannot be told from anyone's.
+type connShare struct {
+	s   *Server
+	per *acceptguard.PerAddr
+
+	// n is how many connections the maps hold: a join's connection
+	// (forgotten when it starts and when it is hijacked) takes no lock
+	// while none is.
+	n       atomic.Int64
+	mu      sync.Mutex
+	idle    map[net.Conn]acceptguard.Slot // connections idle, counted
+	members map[net.Conn]struct{}         // connections a member edge signed on
+}
+
+func newConnShare(s *Server, limits acceptguard.PerAddrLimits) *connShare {
+	return &connShare{
+		s: s, per: acceptguard.NewPerAddr(limits),
+		idle: map[net.Conn]acceptguard.Slot{}, members: map[net.Conn]struct{}{},
+	}
+}
+
+// on reports whether the share is in force.
+func (c *connShare) on() bool {
+	o := c.s.hub.owner.Load()
+	return o != nil && o.m.Keyring().Enabled()
+}
+
+// Admit is the listener's: a new connection from addr.
+func (c *connShare) Admit(addr netip.Addr, now time.Time) (acceptguard.Slot, acceptguard.Verdict) {
+	if !c.on() {
+		return acceptguard.Slot{}, acceptguard.Admitted
+	}
+	return c.per.Admit(addr, now)
+}
+
+// Release is the listener's: gives back an accepted connection's slot.
+func (c *connShare) Release(slot acceptguard.Slot) { c.per.Release(slot) }
+
+// Limits is the listener's.
+func (c *connShare) Limits() acceptguard.PerAddrLimits { return c.per.Limits() }
+
+// active gives back what conn holds: a request has arrived on it whole.
+func (c *connShare) active(conn net.Conn) {
+	if g, ok := conn.(*acceptguard.Conn); ok {
+		g.ReleaseClient()
+	}
+	c.forget(conn, false)
+}
+
+// member records that a member edge signed a request on conn: it is not
+// counted when idle.
+func (c *connShare) member(conn net.Conn) {
+	c.mu.Lock()
+	if _, ok := c.members[conn]; !ok {
+		c.members[conn] = struct{}{}
+		c.n.Add(1)
+	}
+	c.mu.Unlock()
+}
+
+// connState is the data port's ConnState hook's part.
+func (c *connShare) connState(conn net.Conn, st fasthttp.ConnState) {
+	switch st {
+	case fasthttp.StateIdle:
+		c.idled(conn)
+	case fasthttp.StateHijacked, fasthttp.StateClosed:
+		c.forget(conn, true)
+	}
+}
+
+// idled counts conn, idle after an answer, against its address's share,
+// or closes it beyond the share.
+func (c *connShare) idled(conn net.Conn) {
+	if !c.on() {
+		return
+	}
+	if c.n.Load() > 0 {
+		c.mu.Lock()
+		_, member := c.members[conn]
+		_, counted := c.idle[conn] // idle again with no request handled between
+		c.mu.Unlock()
+		if member || counted {
+			return
+		}
+	}
+	addr := remoteAddr(conn)
+	if !addr.IsValid() {
+		return
+	}
+	slot, v := c.per.Admit(addr, time.Now())
+	if v != acceptguard.Admitted {
+		c.s.metrics.rejected.WithLabelValues(reasonDirectShare).Inc()
+		c.s.shareLog.Warn(c.s.log, "idle connection closed: its address holds its share of connections not forwarded by a balancer (edge.max_direct_per_ip)", "remote", addr)
+		// Its answer is written whole (the data port writes each one
+		// before it reads on): nothing for a linger to protect.
+		if g, ok := conn.(*acceptguard.Conn); ok {
+			g.NoLinger()
+		}
+		_ = conn.Close()
+		return
+	}
+	c.mu.Lock()
+	c.idle[conn] = slot
+	c.n.Add(1)
+	c.mu.Unlock()
+}
+
+// forget gives back conn's idle slot, and with gone its member mark.
+func (c *connShare) forget(conn net.Conn, gone bool) {
+	if c.n.Load() == 0 {
+		return
+	}
+	c.mu.Lock()
+	slot, ok := c.idle[conn]
+	if ok {
+		delete(c.idle, conn)
+		c.n.Add(-1)
+	}
+	if _, member := c.members[conn]; member && gone {
+		delete(c.members, conn)
+		c.n.Add(-1)
+	}
+	c.mu.Unlock()
+	if ok {
+		c.per.Release(slot)
+	}
+}
+
+// remoteAddr is conn's peer's IP address (invalid for a Unix socket).
+func remoteAddr(conn net.Conn) netip.Addr {
+	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}

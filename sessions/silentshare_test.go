@@ -1,0 +1,148 @@
+package sessions
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
+)
+
+// A connection that carries no participant holds a slot of max_connections
+// too: before a request arrives (the request timeout is 30 s), while its
+// head trickles in, and idle between requests (a minute). Anyone reaches the
+// data port, so one address could hold all of them and refuse the
+// balancers' clients — again and again, as each connection times out. A
+// connection counts against its address's share (edge.max_direct_per_ip)
+// whenever it carries no request and nothing a member signed: from accept
+// until a request has arrived, and idle after an answer. (An address at its
+// share is refused new connections whoever opens them: a balancer sharing
+// an address with such a client — a NAT — is refused with it.)
+func TestIdleConnectionsCannotShutBalancerClientsOut(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// hold opens one connection the way the attack does, and says
+		// whether the edge took it.
+		hold func(t *testing.T, c net.Conn) bool
+	}{
+		{"silent", func(t *testing.T, c net.Conn) bool { return true }},
+		{"a head trickling in", func(t *testing.T, c net.Conn) bool {
+			_, err := io.WriteString(c, "GET /whoami HTTP/1.1\r\n")
+			return err == nil
+		}},
+		{"idle after an answer", func(t *testing.T, c net.Conn) bool {
+			if _, err := io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: e\r\n\r\n"); err != nil {
+				return false
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cl := healthtest.New(t)
+			bal := cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
+			e := startShareEdge(t, cl)
+			healthtest.WaitMembers(t, e.m, "edge-a sees bal-1", func(ns []health.Node) bool { return len(ns) == 2 })
+
+			// The attack: one address (not the balancer's) fills the data
+			// port.
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+			for range shareMaxConns {
+				c, err := d.Dial("tcp", e.data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				_ = c.SetDeadline(time.Now().Add(testDeadline))
+				tt.hold(t, c)
+			}
+			// What the edge refused or closed is gone once its refusal
+			// waited for a request (at most half a second) and lingered.
+			held := 0
+			waitFor(t, "the edge's count of the attack's connections settled", func() bool {
+				n := dataOpen(e)
+				settled := n == held
+				held = n
+				if !settled {
+					time.Sleep(700 * time.Millisecond)
+				}
+				return settled
+			})
+
+			via, refusal := openJoins(t, e, "via", shareMaxConns, func(key string) http.Header { return signedUpgrade(bal, "bal-1", "edge-a", key) })
+			t.Logf("one address opened %d connections %s: the edge holds %d; then %d of %d balancer clients joined (refusal %d)",
+				shareMaxConns, tt.name, held, len(via), shareMaxConns-shareDirect, refusal)
+			if held > shareDirect {
+				t.Errorf("the edge holds %d of the attack's connections, more than the address's share %d", held, shareDirect)
+			}
+			if len(via) != shareMaxConns-held {
+				t.Errorf("%d balancer clients joined, then %d; want %d (max_connections %d less the %d the attack holds)", len(via), refusal, shareMaxConns-held, shareMaxConns, held)
+			}
+			closeAll(via)
+		})
+	}
+}
+
+// An idle connection is counted again after each answer; beyond the share
+// then (here: the share lowered by a reload while silent connections hold
+// the rest) it is closed once its answer is out, and the answer is whole.
+func TestIdleConnectionBeyondTheShareClosed(t *testing.T) {
+	cl := healthtest.New(t)
+	cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
+	e := startShareEdge(t, cl)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	dial := func() net.Conn {
+		c, err := d.Dial("tcp", e.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(testDeadline))
+		return c
+	}
+	get := func(c net.Conn, br *bufio.Reader) int {
+		if _, err := io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: e\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(resp.Body); err != nil {
+			t.Fatalf("the answer cut short: %v", err)
+		}
+		return resp.StatusCode
+	}
+	a := dial()
+	br := bufio.NewReader(a)
+	if code := get(a, br); code != http.StatusOK {
+		t.Fatalf("whoami: %d", code)
+	}
+	for range shareDirect - 1 { // the rest of the share, silent
+		dial()
+	}
+	waitFor(t, "the share held", func() bool { return dataOpen(e) == shareDirect })
+
+	cfg := e.s.cfg
+	cfg.MaxDirectPerIP = 2
+	if err := e.s.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if code := get(a, br); code != http.StatusOK {
+		t.Fatalf("whoami again: %d", code)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after its answer the idle connection beyond the share read %v, want EOF (closed)", err)
+	}
+	if got := labelledValue(t, e.s, "ringlb_edge_rejected_connections_total", reasonDirectShare); got != 1 {
+		t.Errorf("ringlb_edge_rejected_connections_total{reason=direct_per_ip} = %v, want 1", got)
+	}
+}
