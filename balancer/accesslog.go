@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"bufio"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,10 +15,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -77,7 +76,7 @@ type accessEntry struct {
 	at          time.Time
 	kind        uint8
 	client      netip.AddrPort
-	key         uint64
+	key         httplog.KeyHash
 	hasKey      bool
 	edge        [maxEdgeName]byte
 	edgeLen     uint8
@@ -259,7 +258,7 @@ func (a *accessLog) request(ctx *fasthttp.RequestCtx, start time.Time) {
 	// The key the request was routed by is in the header the balancer
 	// forwards (the client's own before routing, when it was refused).
 	if key := ctx.Request.Header.Peek(keyHeader); len(key) > 0 {
-		e.key, e.hasKey = xxhash.Sum64(key), true
+		e.key, e.hasKey = httplog.Key(key), true
 	}
 	e.setEdge(ctx.Response.Header.Peek(headerEdge))
 	if n := ctx.Request.Header.ContentLength(); n > 0 {
@@ -297,7 +296,7 @@ func (a *accessLog) tunnel(t *tunnel) {
 		return
 	}
 	e := accessEntry{at: t.start, kind: accessTunnel, status: fasthttp.StatusSwitchingProtocols, duration: time.Since(t.start),
-		in: in, out: out, closeReason: reason, key: xxhash.Sum64String(t.key), hasKey: t.key != "", client: client}
+		in: in, out: out, closeReason: reason, key: httplog.KeyString(t.key), hasKey: t.key != "", client: client}
 	e.setEdge([]byte(t.edge))
 	a.enqueue(&e)
 }
@@ -401,11 +400,7 @@ func (e *accessEntry) appendJSON(b []byte) []byte {
 	}
 	b = append(b, `","key":"`...)
 	if e.hasKey {
-		var raw [8]byte
-		for i := range 8 {
-			raw[i] = byte(e.key >> (56 - 8*i))
-		}
-		b = hex.AppendEncode(b, raw[:])
+		b = e.key.AppendText(b)
 	}
 	b = append(b, `","edge":"`...)
 	b = append(b, e.edge[:e.edgeLen]...)

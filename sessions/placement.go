@@ -16,6 +16,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/health"
 )
@@ -294,7 +295,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 	debug := o.log.Enabled(ctx, slog.LevelDebug)
 	if n, ok := o.m.PinnedTo(xxhash.Sum64(key)); ok && n.Name != o.self && !contains(skip, n.Name) {
 		if debug {
-			o.log.Debug("join redirected: pinned", "key", string(key), "owner", n.Name)
+			o.log.Debug("join redirected: pinned", "key", httplog.Key(key), "owner", n.Name)
 		}
 		return n.Name, nil
 	}
@@ -308,7 +309,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 	}
 	if owner.Name != o.self {
 		if debug {
-			o.log.Debug("join redirected: ring", "key", string(key), "owner", owner.Name, "skip", skip)
+			o.log.Debug("join redirected: ring", "key", httplog.Key(key), "owner", owner.Name, "skip", skip)
 		}
 		return owner.Name, nil
 	}
@@ -321,11 +322,11 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		holder, err := o.claimKnown(ctx, prev, key)
 		if err != nil {
 			if !o.takeForDead(prev, err) {
-				o.log.Warn("claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", string(key), "err", err)
+				o.log.Warn("claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", httplog.Key(key), "err", err)
 				return "", fmt.Errorf("%w: %s: %w", errOwnerUnsure, prev.Name, err)
 			}
 			if debug {
-				o.log.Debug("claim unanswered; taking the edge for dead", "edge", prev.Name, "key", string(key), "err", err)
+				o.log.Debug("claim unanswered; taking the edge for dead", "edge", prev.Name, "key", httplog.Key(key), "err", err)
 			}
 			continue
 		}
@@ -341,18 +342,18 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 			// The asked edge hosts it: definitive, even when our gossip
 			// has (wrongly) taken that edge for dead.
 			if debug {
-				o.log.Debug("join redirected: claim", "key", string(key), "owner", holder)
+				o.log.Debug("join redirected: claim", "key", httplog.Key(key), "owner", holder)
 			}
 			return holder, nil
 		case !contains(skip, holder) && o.member(holder):
 			if debug {
-				o.log.Debug("join redirected: claim", "key", string(key), "asked", prev.Name, "owner", holder)
+				o.log.Debug("join redirected: claim", "key", httplog.Key(key), "asked", prev.Name, "owner", holder)
 			}
 			return holder, nil
 		}
 	}
 	if debug {
-		o.log.Debug("new session here", "key", string(key), "skip", skip)
+		o.log.Debug("new session here", "key", httplog.Key(key), "skip", skip)
 	}
 	return "", nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/health"
 )
 
@@ -499,7 +500,7 @@ func (r *replicator) promote(key, why string) bool {
 	s.mu.Unlock()
 	r.fenceLater(c.from, key, v.term)
 	if r.log.Enabled(context.Background(), slog.LevelDebug) {
-		r.log.Debug("session promoted", "key", key, "from", c.from, "term", v.term, "seq", v.seq, "why", why)
+		r.log.Debug("session promoted", "key", httplog.KeyString(key), "from", c.from, "term", v.term, "seq", v.seq, "why", why)
 	}
 	return true
 }
@@ -624,7 +625,7 @@ func (r *replicator) yield(key, holder string, term uint64) {
 		h.free(sh, s)
 	}
 	h.metrics.fencedOwners.Inc()
-	r.log.Warn("fenced: another edge took this session over while this one was unreachable; handing its participants over", "key", key, "holder", holder, "term", term)
+	r.log.Warn("fenced: another edge took this session over while this one was unreachable; handing its participants over", "key", httplog.KeyString(key), "holder", holder, "term", term)
 }
 
 // handoffState is s's v1 state as a hand-off entry: every seq the history

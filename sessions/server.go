@@ -500,7 +500,7 @@ func (s *Server) place(ctx *fasthttp.RequestCtx, key []byte) (string, error) {
 	live, owner := s.hub.lookup(key, s.name, gone)
 	if owner != "" {
 		if s.log.Enabled(ctx, slog.LevelDebug) {
-			s.log.Debug("join redirected: moved or claimed", "key", string(key), "owner", owner)
+			s.log.Debug("join redirected: moved or claimed", "key", httplog.Key(key), "owner", owner)
 		}
 		return owner, nil
 	}

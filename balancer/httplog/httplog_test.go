@@ -92,3 +92,22 @@ func TestLimit(t *testing.T) {
 		t.Errorf("counted %v lines, want 6", got)
 	}
 }
+
+// A key reaches a log line as its hash only: the 16 hex digits of the
+// ring's xxhash, the same from []byte and string, in text and JSON lines.
+func TestKeyHashInLogs(t *testing.T) {
+	const key = "team-42/secret-pad"
+	if Key([]byte(key)) != KeyString(key) {
+		t.Fatal("Key and KeyString differ")
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "key", KeyString(key))
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "key", KeyString(key))
+	out := buf.String()
+	if strings.Contains(out, key) || strings.Count(out, KeyString(key).String()) != 2 || len(KeyString(key).String()) != 16 {
+		t.Errorf("log lines %q: want the key's 16-digit hash twice and never the key", out)
+	}
+	if got := string(KeyHash(0x9f86d081884c7d65).AppendText(nil)); got != "9f86d081884c7d65" {
+		t.Errorf("AppendText = %q", got)
+	}
+}
