@@ -242,9 +242,11 @@ const (
 
 // send posts batch to the edge to at url. A refusal for now — 503, from
 // the hand-off's own limits or the new owner's listener (at its cap, or
-// low on memory) — is answered before the body is read, so nothing was
-// installed: retry is then how long to wait before sending it again.
-// Any other failure is final (a timeout may have been installed).
+// low on memory), or 429 from its listener (this edge's address at its
+// share of connections that carry nothing yet, connshare.go) — is answered
+// before the body is read, so nothing was installed: retry is then how
+// long to wait before sending it again. Any other failure is final (a
+// timeout may have been installed).
 func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequest) (retry time.Duration, err error) {
 	body, err := json.Marshal(batch)
 	if err != nil {
@@ -268,7 +270,7 @@ func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequ
 	}
 	defer resp.Body.Close()
 	var out handoffResponse
-	if resp.StatusCode == http.StatusServiceUnavailable {
+	if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests {
 		return retryAfter(resp.Header.Get("Retry-After")), fmt.Errorf("answered %s", resp.Status)
 	}
 	if resp.StatusCode != http.StatusOK {

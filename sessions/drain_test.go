@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -217,6 +218,9 @@ func TestDrainRetriesARefusedHandoff(t *testing.T) {
 		// refuse makes edge b refuse hand-offs for a while; the returned
 		// function (nil: none) ends it, once b has refused one.
 		refuse func(t *testing.T, a, b *clusterEdge) func()
+		// refused is the counter of b's refusals (nil: its hand-off
+		// bodies refused for reason).
+		refused func(t *testing.T, b *clusterEdge) float64
 	}{
 		{"slots taken", bodyBusy, func(t *testing.T, a, b *clusterEdge) func() {
 			// By hand-offs whose heads an edge of the cluster signed (a
@@ -226,11 +230,35 @@ func TestDrainRetriesARefusedHandoff(t *testing.T) {
 			declareSignedHandoffs(t, a, b, handoffBodies, maxHandoffBody)
 			waitFor(t, "every hand-off slot taken", func() bool { return b.s.bodies.taken(time.Now()) == handoffBodies })
 			return nil
-		}},
+		}, nil},
 		{"low on memory", acceptguard.ReasonMemory, func(t *testing.T, _, b *clusterEdge) func() {
 			mem, release := acceptguardtest.Low(t)
 			b.s.incoming.mem = mem
 			return release
+		}, nil},
+		{"the sender's address at its share", reasonDirectShare, func(t *testing.T, a, b *clusterEdge) func() {
+			// Edge a's address (loopback, as everyone's here) holds its
+			// share of b's connections that carry nothing: a's new
+			// connection for the hand-off is answered 429 at accept.
+			cfg := b.s.cfg
+			cfg.MaxDirectPerIP = 1
+			if err := b.s.Reload(cfg); err != nil {
+				t.Fatal(err)
+			}
+			silent, err := net.Dial("tcp", b.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the silent connection counted", func() bool { return dataOpen(b) >= 1 })
+			if o := a.s.hub.owner.Load(); o != nil {
+				o.http.CloseIdleConnections() // the hand-off opens a new one
+			}
+			return func() {
+				silent.Close()
+				waitFor(t, "the silent connection gone", func() bool { return b.s.idleShare.per.Clients() == 0 })
+			}
+		}, func(t *testing.T, b *clusterEdge) float64 {
+			return labelledValue(t, b.s, "ringlb_edge_rejected_connections_total", reasonDirectShare)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -254,6 +282,9 @@ func TestDrainRetriesARefusedHandoff(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitFor(t, "edge-b refusing the hand-off", func() bool {
+				if tc.refused != nil {
+					return tc.refused(t, b) > 0
+				}
 				return labelledValue(t, b.s, "ringlb_edge_request_bodies_refused_total", tc.reason) > 0
 			})
 			if end != nil {
