@@ -18,6 +18,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/miekg/dns"
 
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/sessions"
 )
@@ -110,7 +111,7 @@ func TestConfigRoundTrip(t *testing.T) {
 	edge.waitLogWith(t, "configuration reloaded", func(r map[string]any) bool { return r["history_messages"] == float64(7) })
 	joinEdge(t, listen, "after")
 	rec = edge.waitLog(t, "new session here") // debug, logged now
-	if rec["key"] != "after" {
+	if rec["key"] != httplog.KeyString("after").String() {
 		t.Fatalf("the first debug line is for %v: the session joined at info level was logged", rec["key"])
 	}
 	if raw, _ := os.ReadFile(path); string(raw) != good {
@@ -168,7 +169,7 @@ func TestEdgeReloadLive(t *testing.T) {
 	edge.waitLogWith(t, "configuration reloaded", func(r map[string]any) bool { return r["history_messages"] == float64(3) })
 	edge.waitLog(t, "SIGHUP: configuration reloaded")
 	joinEdge(t, listen, "loud")
-	if rec := edge.waitLog(t, "new session here"); rec["key"] != "loud" {
+	if rec := edge.waitLog(t, "new session here"); rec["key"] != httplog.KeyString("loud").String() {
 		t.Fatalf("debug line for %v", rec["key"])
 	}
 
