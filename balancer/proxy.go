@@ -403,6 +403,14 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 		if err != nil {
 			return "", &dialError{edge: m.Name, err: err}
 		}
+		// Signed for the edge it goes to with the cluster's key: the edge
+		// counts a connection idle between requests against its address's
+		// share unless a member signed a request on it, and this pool's
+		// connections, all from this balancer's few addresses, idle there
+		// between requests. Each attempt signs anew (another edge).
+		if kr := b.keyring(); kr.Enabled() {
+			req.Header.Set(configs.HeaderPeer, kr.SignForwarded(b.name, m.Name, string(req.Header.Method()), key))
+		}
 		// The client's scheme (https when the balancer terminates TLS) is
 		// not the edge's; HostClient refuses a mismatch.
 		if e.tls {

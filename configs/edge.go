@@ -68,7 +68,10 @@ type Edge struct {
 	// bounds the address's connections that carry nothing: from accept until
 	// a request has arrived, and idle between requests (beyond it a new
 	// connection is answered 429, an idle one closed after its answer;
-	// connections a member edge signed a request on are not counted idle).
+	// connections a member signed a request on are not counted idle — an
+	// edge's claims, a balancer's forwarded plain requests — nor any while
+	// a balancer of an earlier release, which does not sign those, is a
+	// member).
 	// Without a cluster key no share applies (a balancer cannot be told from
 	// a client); while a balancer of an earlier release, which does not
 	// sign, is a member, participants are counted but none refused.

@@ -235,6 +235,29 @@ func (k *Keyring) VerifyUpgrade(header, self, uri string, key []byte, now time.T
 	return k.VerifyRequest(header, self, http.MethodGet+upgradeTag, uri, key, now)
 }
 
+// forwardedTag follows the method of the signature a balancer puts on each
+// plain request it forwards to an edge (SignForwarded), as upgradeTag does
+// an upgrade's: no other signature is a forwarded request's, nor the other
+// way round.
+const forwardedTag = " forwarded"
+
+// SignForwarded is the configs.HeaderPeer value of a plain request (method)
+// that node forwards to the edge to for the session key it routed ("" without
+// a key). It tells the edge that the connection it came on is the
+// balancer's keep-alive connection, which the edge then does not count
+// against its address's share while idle (sessions' connshare.go). The
+// request URI is not covered: the balancer's HTTP client writes it anew.
+func (k *Keyring) SignForwarded(node, to, method string, key []byte) string {
+	return k.Sign(node, to, method+forwardedTag, "", key)
+}
+
+// VerifyForwarded checks a SignForwarded value for a plain request (method,
+// key) received by the node self, as VerifyRequest checks a request's, and
+// returns the signing node's name.
+func (k *Keyring) VerifyForwarded(header, self, method string, key []byte, now time.Time) (string, error) {
+	return k.VerifyRequest(header, self, method+forwardedTag, "", key, now)
+}
+
 // signsBound reports whether node makes (and so takes) signatures that name
 // their receiver: any node but a member announcing an earlier release's form.
 func (k *Keyring) signsBound(node string) bool {

@@ -65,7 +65,7 @@ type Meta struct {
 	Load *Load `json:"load,omitempty"`
 	// PeerSigning is the form of the peer signatures (configs.HeaderPeer)
 	// the node makes and, from nodes announcing it, requires: Join sets
-	// PeerSigningUpgrade. Absent (0): a node of an earlier release, whose
+	// PeerSigningForwarded. Absent (0): a node of an earlier release, whose
 	// signatures name no receiver.
 	PeerSigning int `json:"peer_signing,omitempty"`
 }
@@ -86,6 +86,11 @@ const (
 	// forwards (Keyring.SignUpgrade), so an edge tells a balancer's
 	// participants from a direct client's (edge.max_direct_per_ip).
 	PeerSigningUpgrade = 5
+	// PeerSigningForwarded: and a balancer signs every plain request it
+	// forwards to an edge (Keyring.SignForwarded), so an edge does not
+	// count the balancer's keep-alive connections idle against its
+	// address's share (edge.max_direct_per_ip).
+	PeerSigningForwarded = 6
 )
 
 // Load is what an edge carries: live sessions, WebSocket connections, and
@@ -182,7 +187,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	meta.PeerSigning = PeerSigningUpgrade
+	meta.PeerSigning = PeerSigningForwarded
 	enc, err := meta.Encode()
 	if err != nil {
 		return nil, err

@@ -356,3 +356,45 @@ func TestUpgradeSignatures(t *testing.T) {
 		t.Errorf("keyless SignUpgrade = %q", v)
 	}
 }
+
+// A forwarded plain request's signature (SignForwarded) covers the edge,
+// method and key, and is no upgrade's or request's signature, nor theirs a
+// forwarded request's.
+func TestForwardedSignatures(t *testing.T) {
+	kr, err := loadKeyring(configs.Cluster{SecretKeyFile: keyringFile(t, configs.GenerateKey())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := []byte("k1")
+	now := time.Now()
+	fw := kr.SignForwarded("bal-1", "edge-1", http.MethodGet, key)
+	if node, err := kr.VerifyForwarded(fw, "edge-1", http.MethodGet, key, now); err != nil || node != "bal-1" {
+		t.Fatalf("valid forwarded signature: %q %v", node, err)
+	}
+	up := kr.SignUpgrade("bal-1", "edge-1", "", key)
+	request := kr.Sign("bal-1", "edge-1", http.MethodGet, "", key)
+	for _, tt := range []struct {
+		name   string
+		verify func() error
+		want   error
+	}{
+		{"another key", func() error {
+			_, err := kr.VerifyForwarded(fw, "edge-1", http.MethodGet, []byte("k2"), now)
+			return err
+		}, ErrPeerBadMAC},
+		{"another method", func() error { _, err := kr.VerifyForwarded(fw, "edge-1", http.MethodHead, key, now); return err }, ErrPeerBadMAC},
+		{"another edge", func() error { _, err := kr.VerifyForwarded(fw, "edge-2", http.MethodGet, key, now); return err }, ErrPeerNotOurs},
+		{"an upgrade's as a forwarded request's", func() error { _, err := kr.VerifyForwarded(up, "edge-1", http.MethodGet, key, now); return err }, ErrPeerBadMAC},
+		{"a request's as a forwarded request's", func() error { _, err := kr.VerifyForwarded(request, "edge-1", http.MethodGet, key, now); return err }, ErrPeerBadMAC},
+		{"a forwarded request's as an upgrade's", func() error { _, err := kr.VerifyUpgrade(fw, "edge-1", "", key, now); return err }, ErrPeerBadMAC},
+		{"a forwarded request's as a request's", func() error { _, err := kr.VerifyRequest(fw, "edge-1", http.MethodGet, "", key, now); return err }, ErrPeerBadMAC},
+	} {
+		if err := tt.verify(); err != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	var none *Keyring
+	if v := none.SignForwarded("bal-1", "edge-1", http.MethodGet, key); v != "" {
+		t.Errorf("keyless SignForwarded = %q", v)
+	}
+}

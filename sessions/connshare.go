@@ -10,6 +10,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
 )
 
 // connShare is the data port's per-address share of connections that carry
@@ -24,9 +26,15 @@ import (
 // (beyond it answered 429 as it asks), given back when the request handler
 // starts, taken again when the connection goes idle after its answer
 // (beyond it closed then: an idle keep-alive connection is the client's to
-// open again). A connection a member edge signed a request on is not taken
-// again: edges keep a few idle connections to each other, from one address.
-// A balancer's upgrade holds it for the moment its head takes to arrive.
+// open again). A connection a member signed a request on is not taken
+// again: edges keep a few idle connections to each other (claims,
+// hand-offs), and a balancer its keep-alive pool of plain requests it
+// forwards (health.Keyring.SignForwarded), each from one address. While a
+// member balancer announces a peer_signing below PeerSigningForwarded (an
+// earlier release: it signs no plain request) no idle connection is
+// counted: its pool would fill its own share, and every upgrade it
+// forwards then, a new connection from that address, be refused. A
+// balancer's upgrade holds a slot for the moment its head takes to arrive.
 //
 // In force where the direct share is (a cluster with a key): without one a
 // member's request cannot be told from anyone's.
@@ -40,7 +48,7 @@ type connShare struct {
 	n       atomic.Int64
 	mu      sync.Mutex
 	idle    map[net.Conn]acceptguard.Slot // connections idle, counted
-	members map[net.Conn]struct{}         // connections a member edge signed on
+	members map[net.Conn]struct{}         // connections a member signed on
 }
 
 func newConnShare(s *Server, limits acceptguard.PerAddrLimits) *connShare {
@@ -78,8 +86,40 @@ func (c *connShare) active(conn net.Conn) {
 	c.forget(conn, false)
 }
 
-// member records that a member edge signed a request on conn: it is not
-// counted when idle.
+// forwarded marks ctx's connection as a member balancer's when the plain
+// request on it carries that balancer's signature for this edge
+// (SignForwarded over its method and the key it routed).
+func (c *connShare) forwarded(ctx *fasthttp.RequestCtx) {
+	sig := ctx.Request.Header.Peek(configs.HeaderPeer)
+	if len(sig) == 0 {
+		return
+	}
+	o := c.s.hub.owner.Load()
+	if o == nil || !o.m.Keyring().Enabled() || c.isMember(ctx.Conn()) {
+		return
+	}
+	signer, err := o.m.Keyring().VerifyForwarded(string(sig), o.self, string(ctx.Method()), ctx.Request.Header.Peek(configs.HeaderKey), time.Now())
+	if err != nil {
+		return
+	}
+	if n, ok := o.m.Node(signer); ok && n.Meta.Role == health.RoleBalancer {
+		c.member(ctx.Conn())
+	}
+}
+
+// isMember reports whether a member signed a request on conn.
+func (c *connShare) isMember(conn net.Conn) bool {
+	if c.n.Load() == 0 {
+		return false
+	}
+	c.mu.Lock()
+	_, ok := c.members[conn]
+	c.mu.Unlock()
+	return ok
+}
+
+// member records that a member (an edge, a balancer) signed a request on
+// conn: it is not counted when idle.
 func (c *connShare) member(conn net.Conn) {
 	c.mu.Lock()
 	if _, ok := c.members[conn]; !ok {
@@ -116,6 +156,9 @@ func (c *connShare) idled(conn net.Conn) {
 	}
 	addr := remoteAddr(conn)
 	if !addr.IsValid() {
+		return
+	}
+	if o := c.s.hub.owner.Load(); o != nil && o.balancerBelow(health.PeerSigningForwarded) {
 		return
 	}
 	slot, v := c.per.Admit(addr, time.Now())

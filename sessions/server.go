@@ -375,14 +375,17 @@ func (s *Server) serveData(ctx *fasthttp.RequestCtx) {
 	case pathReplicate:
 		s.serveReplicate(ctx)
 	case "/whoami":
+		s.idleShare.forwarded(ctx)
 		if !getOrHead(ctx) {
 			return
 		}
 		ctx.SetContentType("application/json")
 		ctx.SetBody(s.whoami)
 	case "/", padScriptPath, padStylePath:
+		s.idleShare.forwarded(ctx)
 		servePad(ctx, path)
 	default:
+		s.idleShare.forwarded(ctx)
 		ctx.Error("not found\n", fasthttp.StatusNotFound)
 	}
 }

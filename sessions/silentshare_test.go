@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -144,5 +145,82 @@ func TestIdleConnectionBeyondTheShareClosed(t *testing.T) {
 	}
 	if got := labelledValue(t, e.s, "ringlb_edge_rejected_connections_total", reasonDirectShare); got != 1 {
 		t.Errorf("ringlb_edge_rejected_connections_total{reason=direct_per_ip} = %v, want 1", got)
+	}
+}
+
+// A balancer's keep-alive pool of the plain requests it forwards idles on
+// the edge between requests, from the balancer's address. A balancer signs
+// each such request (SignForwarded) and the edge counts its connection
+// idle against nothing; one of an earlier release (peer_signing below
+// PeerSigningForwarded) signs none, and its pool filled its own share: every
+// upgrade it forwarded next, a new connection from that address, was
+// refused 429. While such a balancer is a member no idle connection is
+// counted; once it has upgraded they are again.
+func TestIdleNotCountedWhileAnEarlierBalancerIsAMember(t *testing.T) {
+	cl := healthtest.New(t)
+	old := cl.Join("bal-old", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
+	e := startShareEdge(t, cl)
+	announce := func(level int) {
+		t.Helper()
+		if err := old.UpdateMeta(t.Context(), func(m *health.Meta) { m.PeerSigning = level }); err != nil {
+			t.Fatal(err)
+		}
+		healthtest.WaitMembers(t, e.m, fmt.Sprintf("bal-old announcing peer_signing %d", level), func(ns []health.Node) bool {
+			for _, n := range ns {
+				if n.Name == "bal-old" {
+					return n.Meta.PeerSigning == level
+				}
+			}
+			return false
+		})
+	}
+	// get sends an unsigned plain request on c, as the earlier balancer's
+	// pool does, and reads its answer.
+	get := func(c net.Conn, br *bufio.Reader) error {
+		if _, err := io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: e\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return err
+	}
+	announce(health.PeerSigningUpgrade)
+	pool := make([]net.Conn, shareDirect)
+	readers := make([]*bufio.Reader, shareDirect)
+	for i := range pool {
+		c, err := net.Dial("tcp", e.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(testDeadline))
+		pool[i], readers[i] = c, bufio.NewReader(c)
+		if err := get(c, readers[i]); err != nil {
+			t.Fatalf("a pooled request: %v", err)
+		}
+	}
+	via, refusal := openJoins(t, e, "via", shareDirect, func(key string) http.Header { return signedUpgrade(old, "bal-old", "edge-a", key) })
+	if len(via) != shareDirect {
+		t.Errorf("an earlier balancer's pool of %d idle connections: %d of its %d upgrades joined, then %d; want all", shareDirect, len(via), shareDirect, refusal)
+	}
+	closeAll(via)
+
+	announce(health.PeerSigningForwarded)
+	for i, c := range pool {
+		if err := get(c, readers[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the unsigned idle connections counted again", func() bool {
+		e.s.idleShare.mu.Lock()
+		defer e.s.idleShare.mu.Unlock()
+		return len(e.s.idleShare.idle) == shareDirect
+	})
+	if more, refusal := openJoins(t, e, "after", 1, func(key string) http.Header { return signedUpgrade(old, "bal-old", "edge-a", key) }); len(more) != 0 || refusal != http.StatusTooManyRequests {
+		t.Errorf("every balancer signing its plain requests, an address holding %d unsigned idle connections: joined %d, then %d; want 429", shareDirect, len(more), refusal)
 	}
 }

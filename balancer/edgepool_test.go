@@ -1,0 +1,135 @@
+package balancer
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
+	"github.com/ringlb/ringlb/sessions"
+)
+
+// acceptsSeen is a listener that tells accepted each connection it accepts:
+// the test's view of what reaches the edge.
+type acceptsSeen struct {
+	net.Listener
+	accepted chan struct{}
+}
+
+func (l *acceptsSeen) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		select {
+		case l.accepted <- struct{}{}:
+		default:
+		}
+	}
+	return c, err
+}
+
+// The balancer forwards plain requests to an edge through a keep-alive
+// pool; between requests those connections sit idle on the edge. An edge
+// in a cluster with a key counts an idle connection against its address's
+// share (edge.max_direct_per_ip) unless a member signed a request on it.
+// The balancer signed none of its plain requests: 4 concurrent plain
+// requests filled its own share with its idle pool, and every upgrade it
+// forwarded next — a new connection from the same address — was refused
+// 429 at accept (0 of 8 joined), for as long as plain traffic kept the pool
+// in use. It signs each now (health.Keyring.SignForwarded): 8 of 8 join.
+func TestPooledPlainRequestsDoNotShutTheBalancersClientsOut(t *testing.T) {
+	const maxConns, share = 16, 4
+	cl := healthtest.New(t)
+	edgeCfg := configs.Edge{MaxConnections: maxConns, MaxDirectPerIP: share}
+	edgeCfg.Provision()
+	edge := sessions.New(edgeCfg, "edge-a", "east", slog.New(slog.DiscardHandler), nil)
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &acceptsSeen{Listener: raw, accepted: make(chan struct{}, maxConns)}
+	edgeAddr := ln.Addr().String()
+	ma := cl.Join("edge-a", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + edgeAddr, Weight: 1, State: health.StateAlive})
+	edge.UseCluster(ma, ring.DefaultConfig())
+	served := make(chan error, 1)
+	go func() { served <- edge.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = edge.Shutdown(ctx)
+		<-served
+	})
+	r := ring.New(ring.DefaultConfig())
+	r.Update([]ring.Member{{Name: "edge-a", URL: "http://" + edgeAddr, Weight: 1}})
+	bal, balAddr := serveBalancer(t, configs.Balancer{}, r)
+	bal.SetCluster(cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive}))
+	healthtest.WaitMembers(t, ma, "edge-a sees the balancer", func(ns []health.Node) bool { return len(ns) == 2 })
+
+	// share plain requests at once through the balancer, each holding its
+	// connection to the edge until its body comes: the pool opens share
+	// connections, idle on the edge once answered.
+	clients := make([]net.Conn, share)
+	for i := range clients {
+		c, err := net.Dial("tcp", balAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(healthtest.Patience))
+		if _, err := fmt.Fprintf(c, "POST /whoami HTTP/1.1\r\nHost: bal\r\nctstickiness: plain-%d\r\nTransfer-Encoding: chunked\r\n\r\n", i); err != nil {
+			t.Fatal(err)
+		}
+		clients[i] = c
+	}
+	for i := range share {
+		select {
+		case <-ln.accepted:
+		case <-time.After(healthtest.Patience):
+			t.Fatalf("the edge accepted %d of the balancer's %d pooled connections", i, share)
+		}
+	}
+	for _, c := range clients {
+		if _, err := io.WriteString(c, "1\r\nx\r\n0\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Fatalf("a plain POST /whoami through the balancer: %d, want the edge's 405", resp.StatusCode)
+		}
+	}
+
+	// Now the balancer's clients join.
+	joined, refusal := 0, 0
+	d := websocket.Dialer{HandshakeTimeout: healthtest.Patience}
+	for i := range 2 * share {
+		c, resp, err := d.Dial("ws://"+balAddr+"/ws", http.Header{"Ctstickiness": {fmt.Sprintf("via-%d", i)}})
+		if err != nil {
+			if resp == nil {
+				t.Fatalf("dial the balancer: %v", err)
+			}
+			refusal = resp.StatusCode
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+		joined++
+	}
+	t.Logf("after %d plain requests through the balancer, %d of %d of its clients joined (refusal %d)", share, joined, 2*share, refusal)
+	if joined != 2*share {
+		t.Errorf("after %d plain requests through the balancer %d of %d of its clients joined, then %d; want all", share, joined, 2*share, refusal)
+	}
+}
