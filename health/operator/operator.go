@@ -192,13 +192,15 @@ func (n *Node) generatedPassword() []byte {
 	return hash
 }
 
-// loopbackListen reports whether an admin listen address is on loopback.
+// loopbackListen reports whether an admin listen address is on loopback:
+// its host, written as a Host names it (an IPv6 address in brackets, which
+// SplitHostPort takes off), is one loopbackHost takes.
 func loopbackListen(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if err != nil || host == "" {
 		return false
 	}
-	return host == "localhost" || loopbackHost(host)
+	return loopbackHost(net.JoinHostPort(host, ""))
 }
 
 // Close releases the audit log's file.
