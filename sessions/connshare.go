@@ -166,9 +166,17 @@ func (c *connShare) idled(conn net.Conn) {
 		c.s.metrics.rejected.WithLabelValues(reasonDirectShare).Inc()
 		c.s.shareLog.Warn(c.s.log, "idle connection closed: its address holds its share of connections not forwarded by a balancer (edge.max_direct_per_ip)", "remote", addr)
 		// Its answer is written whole (the data port writes each one
-		// before it reads on): nothing for a linger to protect.
+		// before it reads on): nothing for a linger to protect. Its read
+		// side is shut rather than the socket closed under the server,
+		// whose next step, setting the idle deadline, then failed: a
+		// connection error for each, logged and counted
+		// (ringlb_edge_connection_errors_total). Shut, the server reads
+		// the end of the stream and closes it as a client's close.
 		if g, ok := conn.(*acceptguard.Conn); ok {
 			g.NoLinger()
+			if r, ok := g.NetConn().(interface{ CloseRead() error }); ok && r.CloseRead() == nil {
+				return
+			}
 		}
 		_ = conn.Close()
 		return

@@ -95,6 +95,10 @@ func TestIdleConnectionsCannotShutBalancerClientsOut(t *testing.T) {
 // An idle connection is counted again after each answer; beyond the share
 // then (here: the share lowered by a reload while silent connections hold
 // the rest) it is closed once its answer is out, and the answer is whole.
+// Its socket was closed under the HTTP server, whose next step failed on
+// it: each such close was also a connection error, logged and counted
+// (ringlb_edge_connection_errors_total 1 here); now its read side is shut
+// and the server ends it as a client's close (0).
 func TestIdleConnectionBeyondTheShareClosed(t *testing.T) {
 	cl := healthtest.New(t)
 	cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
@@ -145,6 +149,13 @@ func TestIdleConnectionBeyondTheShareClosed(t *testing.T) {
 	}
 	if got := labelledValue(t, e.s, "ringlb_edge_rejected_connections_total", reasonDirectShare); got != 1 {
 		t.Errorf("ringlb_edge_rejected_connections_total{reason=direct_per_ip} = %v, want 1", got)
+	}
+	// Closed by the edge's own rule, not on an error: no connection error
+	// is counted or logged for it (the server closes it as a client's
+	// close, after the point where it would have).
+	waitFor(t, "the idle connection's slot given back", func() bool { return dataOpen(e) == shareDirect-1 })
+	if got := metricValue(t, e.s, "ringlb_edge_connection_errors_total"); got != 0 {
+		t.Errorf("ringlb_edge_connection_errors_total = %v after an idle connection closed beyond its share, want 0", got)
 	}
 }
 
