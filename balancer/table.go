@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 )
@@ -384,7 +385,7 @@ func (t *sessionTable) logConflict(h uint64, mine, theirs entry) {
 	if !t.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
 	}
-	t.log.Debug("session table: a placement made here lost to another balancer's", "key_hash", h,
+	t.log.Debug("session table: a placement made here lost to another balancer's", "key", httplog.KeyHash(h),
 		"mine", t.names.name(mine.backend), "mine_version", mine.version, "mine_placed", time.Unix(0, mine.placedAt),
 		"theirs", t.names.name(theirs.backend), "theirs_version", theirs.version, "theirs_placed", time.Unix(0, theirs.placedAt), "theirs_by", t.names.name(theirs.placer))
 }
