@@ -51,6 +51,44 @@ func BenchmarkProxyRequest(b *testing.B) {
 	}
 }
 
+// BenchmarkProxyRequestSigned is BenchmarkProxyRequest's "key" with the
+// balancer in a cluster, without and with a cluster key: with one, it signs
+// every plain request it forwards (Keyring.SignForwarded), and the
+// difference is the signature's cost.
+func BenchmarkProxyRequestSigned(b *testing.B) {
+	url := servePlainBackend(b, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Ringlb-Edge: raw\r\n\r\nok\n")
+	for _, tt := range []struct {
+		name    string
+		cluster func(testing.TB) *healthtest.Cluster
+	}{{"keyless", healthtest.NewKeyless}, {"key", healthtest.New}} {
+		b.Run(tt.name, func(b *testing.B) {
+			bal, addr := startBalancerFor(b, configs.Balancer{}, url)
+			bal.SetCluster(tt.cluster(b).Join("bal-bench", health.Meta{Role: health.RoleBalancer, State: health.StateAlive}))
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
+			req := []byte("GET /page HTTP/1.1\r\nHost: bal\r\nctstickiness: bench\r\n\r\n")
+			br := bufio.NewReader(c)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					b.Fatalf("answer %v %v", resp, err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+}
+
 // BenchmarkUpgradeHandshake: one WebSocket upgrade on a new connection,
 // answered 101 by the backend, read by the client, closed.
 func BenchmarkUpgradeHandshake(b *testing.B) {
