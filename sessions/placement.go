@@ -16,6 +16,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/health"
@@ -106,6 +107,9 @@ type ownership struct {
 	ring *ring.Ring
 	log  *slog.Logger
 	http *http.Client
+	// unsureLog spaces the lines of joins refused because a previous
+	// owner did not answer its claim: anyone's joins during a partition.
+	unsureLog acceptguard.LogLimit
 
 	// joined is when this edge joined: for settleWindow after, balancers may
 	// still route by rings without it.
@@ -322,7 +326,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		holder, err := o.claimKnown(ctx, prev, key)
 		if err != nil {
 			if !o.takeForDead(prev, err) {
-				o.log.Warn("claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", httplog.Key(key), "err", err)
+				o.unsureLog.Warn(o.log, "claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", httplog.Key(key), "err", err)
 				return "", fmt.Errorf("%w: %s: %w", errOwnerUnsure, prev.Name, err)
 			}
 			if debug {
