@@ -73,9 +73,9 @@ func TestIdleConnectionsCannotShutBalancerClientsOut(t *testing.T) {
 					t.Logf("the edge holds %d of the attack's %d connections", held, shareMaxConns)
 				}
 			}()
-			waitFor(t, "the edge holding no more than the address's share", func() bool {
+			waitFor(t, "the edge holding the address's share", func() bool {
 				held = dataOpen(e)
-				return held <= shareDirect
+				return held == shareDirect
 			})
 
 			via, refusal := openJoins(t, e, "via", shareMaxConns, func(key string) http.Header { return signedUpgrade(bal, "bal-1", "edge-a", key) })
