@@ -2,22 +2,15 @@ package balancer
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/fasthttp/websocket"
-
-	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
-	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/healthtest"
-	"github.com/ringlb/ringlb/sessions"
 )
 
 // acceptsSeen is a listener that tells accepted each connection it accepts:
@@ -49,31 +42,12 @@ func (l *acceptsSeen) Accept() (net.Conn, error) {
 // in use. It signs each now (health.Keyring.SignForwarded): 8 of 8 join.
 func TestPooledPlainRequestsDoNotShutTheBalancersClientsOut(t *testing.T) {
 	const maxConns, share = 16, 4
-	cl := healthtest.New(t)
-	edgeCfg := configs.Edge{MaxConnections: maxConns, MaxDirectPerIP: share}
-	edgeCfg.Provision()
-	edge := sessions.New(edgeCfg, "edge-a", "east", slog.New(slog.DiscardHandler), nil)
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln := &acceptsSeen{Listener: raw, accepted: make(chan struct{}, maxConns)}
-	edgeAddr := ln.Addr().String()
-	ma := cl.Join("edge-a", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + edgeAddr, Weight: 1, State: health.StateAlive})
-	edge.UseCluster(ma, ring.DefaultConfig())
-	served := make(chan error, 1)
-	go func() { served <- edge.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = edge.Shutdown(ctx)
-		<-served
-	})
-	r := ring.New(ring.DefaultConfig())
-	r.Update([]ring.Member{{Name: "edge-a", URL: "http://" + edgeAddr, Weight: 1}})
-	bal, balAddr := serveBalancer(t, configs.Balancer{}, r)
-	bal.SetCluster(cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive}))
-	healthtest.WaitMembers(t, ma, "edge-a sees the balancer", func(ns []health.Node) bool { return len(ns) == 2 })
+	balAddr := edgeBehindBalancer(t, configs.Edge{MaxConnections: maxConns, MaxDirectPerIP: share}, ln)
 
 	// share plain requests at once through the balancer, each holding its
 	// connection to the edge until its body comes: the pool opens share
@@ -114,20 +88,8 @@ func TestPooledPlainRequestsDoNotShutTheBalancersClientsOut(t *testing.T) {
 	}
 
 	// Now the balancer's clients join.
-	joined, refusal := 0, 0
-	d := websocket.Dialer{HandshakeTimeout: healthtest.Patience}
-	for i := range 2 * share {
-		c, resp, err := d.Dial("ws://"+balAddr+"/ws", http.Header{"Ctstickiness": {fmt.Sprintf("via-%d", i)}})
-		if err != nil {
-			if resp == nil {
-				t.Fatalf("dial the balancer: %v", err)
-			}
-			refusal = resp.StatusCode
-			break
-		}
-		t.Cleanup(func() { c.Close() })
-		joined++
-	}
+	via, refusal := joinAll(t, balAddr, "via", 2*share)
+	joined := len(via)
 	t.Logf("after %d plain requests through the balancer, %d of %d of its clients joined (refusal %d)", share, joined, 2*share, refusal)
 	if joined != 2*share {
 		t.Errorf("after %d plain requests through the balancer %d of %d of its clients joined, then %d; want all", share, joined, 2*share, refusal)

@@ -27,16 +27,35 @@ import (
 // upgrade — join beyond it.
 func TestDirectClientCannotShutBalancerClientsOut(t *testing.T) {
 	const maxConns, share = 16, 4
-	cl := healthtest.New(t)
-	edgeCfg := configs.Edge{MaxConnections: maxConns, MaxDirectPerIP: share}
-	edgeCfg.Provision()
-	edge := sessions.New(edgeCfg, "edge-a", "east", slog.New(slog.DiscardHandler), nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	edgeAddr := ln.Addr().String()
-	ma := cl.Join("edge-a", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + edgeAddr, Weight: 1, State: health.StateAlive})
+	balAddr := edgeBehindBalancer(t, configs.Edge{MaxConnections: maxConns, MaxDirectPerIP: share}, ln)
+
+	direct, refusal := joinAll(t, edgeAddr, "direct", maxConns+1)
+	t.Logf("straight to the edge, one address opened %d participants (max_connections %d), then %d", len(direct), maxConns, refusal)
+	if len(direct) != share || refusal != http.StatusTooManyRequests {
+		t.Errorf("a direct client opened %d participants, then %d; want its share %d, then 429", len(direct), refusal, share)
+	}
+	via, refusal := joinAll(t, balAddr, "via", 2*share)
+	t.Logf("through the balancer: %d participants joined (refusal %d)", len(via), refusal)
+	if len(via) != 2*share {
+		t.Errorf("through the balancer %d of %d participants joined, then %d", len(via), 2*share, refusal)
+	}
+}
+
+// edgeBehindBalancer serves a real edge (edge-a, cfg) on ln behind a real
+// balancer, both members of a cluster with a key, until the test ends; it
+// returns the balancer's data address once the edge sees the balancer.
+func edgeBehindBalancer(t *testing.T, cfg configs.Edge, ln net.Listener) string {
+	t.Helper()
+	cl := healthtest.New(t)
+	cfg.Provision()
+	edge := sessions.New(cfg, "edge-a", "east", slog.New(slog.DiscardHandler), nil)
+	url := "http://" + ln.Addr().String()
+	ma := cl.Join("edge-a", health.Meta{Role: health.RoleEdge, Region: "east", URL: url, Weight: 1, State: health.StateAlive})
 	edge.UseCluster(ma, ring.DefaultConfig())
 	served := make(chan error, 1)
 	go func() { served <- edge.Serve(ln) }()
@@ -47,38 +66,30 @@ func TestDirectClientCannotShutBalancerClientsOut(t *testing.T) {
 		<-served
 	})
 	r := ring.New(ring.DefaultConfig())
-	r.Update([]ring.Member{{Name: "edge-a", URL: "http://" + edgeAddr, Weight: 1}})
+	r.Update([]ring.Member{{Name: "edge-a", URL: url, Weight: 1}})
 	bal, balAddr := serveBalancer(t, configs.Balancer{}, r)
 	bal.SetCluster(cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive}))
 	healthtest.WaitMembers(t, ma, "edge-a sees the balancer", func(ns []health.Node) bool { return len(ns) == 2 })
+	return balAddr
+}
 
-	// joinAll opens up to n participants at addr, each in a session of its
-	// own, until one is refused: the open ones and the refusal's status.
-	joinAll := func(addr, prefix string, n int) ([]*websocket.Conn, int) {
-		var open []*websocket.Conn
-		d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-		for i := range n {
-			c, resp, err := d.Dial("ws://"+addr+"/ws", http.Header{"Ctstickiness": {fmt.Sprintf("%s-%d", prefix, i)}})
-			if err != nil {
-				if resp == nil {
-					t.Fatalf("dial %s: %v", addr, err)
-				}
-				return open, resp.StatusCode
+// joinAll opens up to n WebSocket participants at addr, each in a session
+// of its own (keys prefix-0, prefix-1, ...), until one is refused: the open
+// ones and the refusal's status (0: none refused).
+func joinAll(t *testing.T, addr, prefix string, n int) ([]*websocket.Conn, int) {
+	t.Helper()
+	var open []*websocket.Conn
+	d := websocket.Dialer{HandshakeTimeout: healthtest.Patience}
+	for i := range n {
+		c, resp, err := d.Dial("ws://"+addr+"/ws", http.Header{"Ctstickiness": {fmt.Sprintf("%s-%d", prefix, i)}})
+		if err != nil {
+			if resp == nil {
+				t.Fatalf("dial %s: %v", addr, err)
 			}
-			t.Cleanup(func() { c.Close() })
-			open = append(open, c)
+			return open, resp.StatusCode
 		}
-		return open, 0
+		t.Cleanup(func() { c.Close() })
+		open = append(open, c)
 	}
-
-	direct, refusal := joinAll(edgeAddr, "direct", maxConns+1)
-	t.Logf("straight to the edge, one address opened %d participants (max_connections %d), then %d", len(direct), maxConns, refusal)
-	if len(direct) != share || refusal != http.StatusTooManyRequests {
-		t.Errorf("a direct client opened %d participants, then %d; want its share %d, then 429", len(direct), refusal, share)
-	}
-	via, refusal := joinAll(balAddr, "via", 2*share)
-	t.Logf("through the balancer: %d participants joined (refusal %d)", len(via), refusal)
-	if len(via) != 2*share {
-		t.Errorf("through the balancer %d of %d participants joined, then %d", len(via), 2*share, refusal)
-	}
+	return open, 0
 }

@@ -2,7 +2,6 @@ package sessions
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -36,15 +35,8 @@ func TestIdleConnectionsCannotShutBalancerClientsOut(t *testing.T) {
 			return err == nil
 		}},
 		{"idle after an answer", func(t *testing.T, c net.Conn) bool {
-			if _, err := io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: e\r\n\r\n"); err != nil {
-				return false
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
+			code, err := getWhoami(c, bufio.NewReader(c))
+			return err == nil && code == http.StatusOK
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,17 +106,11 @@ func TestIdleConnectionBeyondTheShareClosed(t *testing.T) {
 		return c
 	}
 	get := func(c net.Conn, br *bufio.Reader) int {
-		if _, err := io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: e\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(br, nil)
+		code, err := getWhoami(c, br)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("whoami (the answer whole): %v", err)
 		}
-		if _, err := io.ReadAll(resp.Body); err != nil {
-			t.Fatalf("the answer cut short: %v", err)
-		}
-		return resp.StatusCode
+		return code
 	}
 	a := dial()
 	br := bufio.NewReader(a)
@@ -171,32 +157,11 @@ func TestIdleNotCountedWhileAnEarlierBalancerIsAMember(t *testing.T) {
 	cl := healthtest.New(t)
 	old := cl.Join("bal-old", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
 	e := startShareEdge(t, cl)
-	announce := func(level int) {
-		t.Helper()
-		if err := old.UpdateMeta(t.Context(), func(m *health.Meta) { m.PeerSigning = level }); err != nil {
-			t.Fatal(err)
-		}
-		healthtest.WaitMembers(t, e.m, fmt.Sprintf("bal-old announcing peer_signing %d", level), func(ns []health.Node) bool {
-			for _, n := range ns {
-				if n.Name == "bal-old" {
-					return n.Meta.PeerSigning == level
-				}
-			}
-			return false
-		})
-	}
+	announce := func(level int) { announcePeerSigning(t, old, "bal-old", e, level) }
 	// get sends an unsigned plain request on c, as the earlier balancer's
 	// pool does, and reads its answer.
 	get := func(c net.Conn, br *bufio.Reader) error {
-		if _, err := io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: e\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		_, err := getWhoami(c, br)
 		return err
 	}
 	announce(health.PeerSigningUpgrade)
@@ -234,4 +199,21 @@ func TestIdleNotCountedWhileAnEarlierBalancerIsAMember(t *testing.T) {
 	if more, refusal := openJoins(t, e, "after", 1, func(key string) http.Header { return signedUpgrade(old, "bal-old", "edge-a", key) }); len(more) != 0 || refusal != http.StatusTooManyRequests {
 		t.Errorf("every balancer signing its plain requests, an address holding %d unsigned idle connections: joined %d, then %d; want 429", shareDirect, len(more), refusal)
 	}
+}
+
+// getWhoami sends an unsigned GET /whoami on c and reads its answer whole
+// (through br): the status, or what cut it short.
+func getWhoami(c net.Conn, br *bufio.Reader) (int, error) {
+	if _, err := io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: e\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return 0, err
+	}
+	return resp.StatusCode, nil
 }
