@@ -562,6 +562,28 @@ func (m *Membership) Recent() []Event {
 	return slices.Clone(m.recent)
 }
 
+// Left returns the member name as it was when it left this node's view, if
+// it left less than within ago and has not come back since. It knows what
+// the recent events (Recent) still hold: a member of a cluster with much
+// churn since is not found.
+func (m *Membership) Left(name string, within time.Duration) (Node, bool) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.nodes[name]; ok {
+		return Node{}, false
+	}
+	for i := len(m.recent) - 1; i >= 0; i-- {
+		if ev := m.recent[i]; ev.Node.Name == name {
+			if ev.Kind == "leave" && now.Sub(ev.At) < within {
+				return ev.Node, true
+			}
+			return Node{}, false
+		}
+	}
+	return Node{}, false
+}
+
 // Wait returns once cond holds for the live members, or ctx ends.
 func (m *Membership) Wait(ctx context.Context, cond func([]Node) bool) error {
 	ch, unsubscribe := m.Subscribe()

@@ -116,6 +116,18 @@ func TestCrashedNodeIsDetected(t *testing.T) {
 	if kinds[len(kinds)-1] != "leave" {
 		t.Errorf("events for node-3: %v, want a final leave", kinds)
 	}
+	// Left finds it as it was, within the time asked, and no live member.
+	if n, ok := nodes[0].Left("node-3", time.Minute); !ok || n.Meta.URL != edgeMeta(3).URL {
+		t.Errorf("Left(node-3, 1m) = %+v, %v; want its last metadata", n, ok)
+	}
+	if _, ok := nodes[0].Left("node-3", 0); ok {
+		t.Error("Left(node-3, 0) found it")
+	}
+	for _, name := range []string{"node-1", "node-9"} {
+		if _, ok := nodes[0].Left(name, time.Minute); ok {
+			t.Errorf("Left(%s) found a member that did not leave", name)
+		}
+	}
 }
 
 func TestGracefulLeave(t *testing.T) {
