@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,4 +93,59 @@ func joinAll(t *testing.T, addr, prefix string, n int) ([]*websocket.Conn, int) 
 		open = append(open, c)
 	}
 	return open, 0
+}
+
+// A balancer forwards every client's upgrade to an edge from one address,
+// and an edge counts each new connection against its address's share until
+// its head — the balancer's signature — has arrived. A wave of
+// reconnections (an edge gone, its sessions moving) reaches an edge as a
+// burst of such connections at once: before, those beyond the share
+// (max_connections/16) were refused 429 with room to spare: 492 of these
+// 800 joins (665 of 2000 to an edge of 6000). The edge admits them now
+// while it has room, and ends them first only when it has none.
+func TestBurstOfUpgradesThroughOneBalancer(t *testing.T) {
+	const maxConns, burst = 1600, 800 // the share: 100
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	balAddr := edgeBehindBalancer(t, configs.Edge{MaxConnections: maxConns}, ln)
+	var (
+		mu      sync.Mutex
+		refused = map[int]int{}
+		joined  int
+		wg      sync.WaitGroup
+	)
+	start := make(chan struct{})
+	for i := range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The clients' addresses spread over 127.0.0.x, as many
+			// users' would be.
+			d := websocket.Dialer{HandshakeTimeout: healthtest.Patience, NetDial: func(network, addr string) (net.Conn, error) {
+				nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, byte(1+i%50), byte(2+i/50))}, Timeout: healthtest.Patience}
+				return nd.Dial(network, addr)
+			}}
+			<-start
+			c, resp, err := d.Dial("ws://"+balAddr+"/ws", http.Header{"Ctstickiness": {fmt.Sprintf("burst-%d", i)}})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				joined++
+				t.Cleanup(func() { c.Close() })
+			case resp != nil:
+				refused[resp.StatusCode]++
+			default:
+				t.Errorf("join %d: %v", i, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	t.Logf("a burst of %d joins through one balancer to an edge of %d connections: %d joined, refused %v", burst, maxConns, joined, refused)
+	if joined != burst {
+		t.Errorf("%d of a burst of %d joins through one balancer joined (refused: %v); want all, the edge has room", joined, burst, refused)
+	}
 }

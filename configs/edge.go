@@ -67,7 +67,9 @@ type Edge struct {
 	// participants count against no share. The same share, counted apart,
 	// bounds the address's connections that carry nothing: from accept until
 	// a request has arrived, and idle between requests (beyond it a new
-	// connection is answered 429, an idle one closed after its answer;
+	// connection is admitted while the edge is under max_connections and
+	// the first ended to make room at it, an idle one closed after its
+	// answer;
 	// connections a member signed a request on are not counted idle — an
 	// edge's claims, a balancer's forwarded plain requests — nor any while
 	// a balancer of an earlier release, which does not sign those, is a

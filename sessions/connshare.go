@@ -23,8 +23,9 @@ import (
 // connections timed out. Each counts against its address's share
 // (acceptguard.ClientNetwork, edge.max_direct_per_ip, its own count beside
 // directShare's count of participants): at accept through the listener
-// (beyond it answered 429 as it asks), given back when the request handler
-// starts, taken again when the connection goes idle after its answer
+// (beyond it admitted while the edge has room, and the first ended to make
+// room when it has none: acceptguard.Config.Spill), given back when the
+// request handler starts, taken again when the connection goes idle after its answer
 // (beyond it closed then: an idle keep-alive connection is the client's to
 // open again). A connection a member signed a request on is not taken
 // again: edges keep a few idle connections to each other (claims,
@@ -79,11 +80,14 @@ func (c *connShare) Release(slot acceptguard.Slot) { c.per.Release(slot) }
 func (c *connShare) Limits() acceptguard.PerAddrLimits { return c.per.Limits() }
 
 // active gives back what conn holds: a request has arrived on it whole.
-func (c *connShare) active(conn net.Conn) {
-	if g, ok := conn.(*acceptguard.Conn); ok {
-		g.ReleaseClient()
-	}
+// False: conn was admitted beyond its address's share and ended since to
+// make room (acceptguard.Config.Spill); its request is refused.
+func (c *connShare) active(conn net.Conn) bool {
 	c.forget(conn, false)
+	if g, ok := conn.(*acceptguard.Conn); ok {
+		return g.ReleaseClient()
+	}
+	return true
 }
 
 // forwarded marks ctx's connection as a member balancer's when the plain
@@ -102,7 +106,7 @@ func (c *connShare) forwarded(ctx *fasthttp.RequestCtx) {
 	if err != nil {
 		return
 	}
-	if n, ok := o.m.Node(signer); ok && n.Meta.Role == health.RoleBalancer {
+	if o.signedByBalancer(signer) {
 		c.member(ctx.Conn())
 	}
 }

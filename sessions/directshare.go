@@ -15,6 +15,10 @@ import (
 // join refused beyond its address's share (edge.max_direct_per_ip).
 const reasonDirectShare = "direct_per_ip"
 
+// msgDirectShare is the answer to a connection or a join refused beyond its
+// address's share.
+const msgDirectShare = "too many connections from this address to this edge; connect through a balancer"
+
 // directLimits are the per-address limits of direct participants.
 func directLimits(cfg configs.Edge) acceptguard.PerAddrLimits {
 	return acceptguard.PerAddrLimits{MaxConns: cfg.MaxDirectPerIP}
@@ -54,7 +58,7 @@ func (s *Server) directShare(ctx *fasthttp.RequestCtx, key []byte) (acceptguard.
 	}
 	s.metrics.rejected.WithLabelValues(reasonDirectShare).Inc()
 	s.shareLog.Warn(s.log, "join refused: its address holds its share of participants not forwarded by a balancer (edge.max_direct_per_ip)", "remote", ctx.RemoteIP())
-	ctx.Error("too many connections from this address to this edge; connect through a balancer\n", fasthttp.StatusTooManyRequests)
+	ctx.Error(msgDirectShare+"\n", fasthttp.StatusTooManyRequests)
 	ctx.SetConnectionClose()
 	return acceptguard.Slot{}, false
 }
@@ -81,6 +85,20 @@ func (o *ownership) fromBalancer(ctx *fasthttp.RequestCtx, key []byte) bool {
 	if err != nil {
 		return false
 	}
+	return o.signedByBalancer(signer)
+}
+
+// signedByBalancer reports whether signer, whose signature is verified, is
+// a member balancer — or was one until gossip lost it less than a
+// signature's window (health.PeerWindow) ago: a balancer overloaded by the
+// very wave of reconnections it forwards can miss its gossip probes and be
+// taken for dead for a moment, and the upgrades it forwards must not then
+// count against its address's share (they all come from it: beyond the
+// share they were refused). Its signatures are no less the cluster's.
+func (o *ownership) signedByBalancer(signer string) bool {
 	n, ok := o.m.Node(signer)
+	if !ok {
+		n, ok = o.m.Left(signer, health.PeerWindow)
+	}
 	return ok && n.Meta.Role == health.RoleBalancer
 }

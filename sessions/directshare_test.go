@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -76,6 +77,18 @@ func dataOpen(e *clusterEdge) int {
 		}
 	}
 	return n
+}
+
+// setDataMax sets the cap of e's data listeners (edge.max_connections,
+// which a reload does not change).
+func setDataMax(e *clusterEdge, n int) {
+	e.s.mu.Lock()
+	defer e.s.mu.Unlock()
+	for _, ln := range e.s.listeners {
+		if g, ok := ln.(*acceptguard.Listener); ok {
+			g.SetMax(n)
+		}
+	}
 }
 
 func closeAll(cs []*websocket.Conn) {
@@ -193,4 +206,30 @@ func announcePeerSigning(t *testing.T, m *health.Membership, name string, e *clu
 		}
 		return false
 	})
+}
+
+// A balancer overloaded by the wave of reconnections it forwards can miss
+// its gossip probes and be taken for dead (seen: a burst of 800 joins under
+// the race detector, in a test cluster's timings). Its upgrades still carry
+// the cluster's signature, all from its address: before, beyond the share
+// they were refused 429 until it was back. They count against nothing for
+// a signature's window after it left.
+func TestBalancerTakenForDeadStillForwards(t *testing.T) {
+	cl := healthtest.New(t)
+	bal := cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
+	e := startShareEdge(t, cl)
+	healthtest.WaitMembers(t, e.m, "edge-a sees bal-1", func(ns []health.Node) bool { return len(ns) == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), healthtest.Patience)
+	defer cancel()
+	if err := bal.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	healthtest.WaitMembers(t, e.m, "edge-a sees bal-1 gone", func(ns []health.Node) bool { return len(ns) == 1 })
+
+	via, refusal := openJoins(t, e, "via", 2*shareDirect, func(key string) http.Header { return signedUpgrade(bal, "bal-1", "edge-a", key) })
+	t.Logf("bal-1 gone from edge-a's view: %d of its %d upgrades joined (refusal %d)", len(via), 2*shareDirect, refusal)
+	if len(via) != 2*shareDirect {
+		t.Errorf("bal-1 gone from edge-a's view: %d of its %d upgrades joined, then %d; want all (share %d)", len(via), 2*shareDirect, refusal, shareDirect)
+	}
+	closeAll(via)
 }

@@ -205,8 +205,8 @@ func TestDrainRawSessionsReconnectAtOnce(t *testing.T) {
 
 // A hand-off the new owner refuses for now (503 + Retry-After: every
 // hand-off slot taken — by the hand-offs of other edges of the cluster,
-// or of one that announced bodies it never sends — or the new owner low
-// on memory) loses nothing: the draining edge
+// or of one that announced bodies it never sends — the new owner low on
+// memory, or at its max_connections) loses nothing: the draining edge
 // keeps those sessions frozen and sends them again, and their participants,
 // closed with 1012 once the new owner has them, resume there with every
 // msg. Before, a refused hand-off was a failed one: the new owner started
@@ -236,29 +236,25 @@ func TestDrainRetriesARefusedHandoff(t *testing.T) {
 			b.s.incoming.mem = mem
 			return release
 		}, nil},
-		{"the sender's address at its share", reasonDirectShare, func(t *testing.T, a, b *clusterEdge) func() {
-			// Edge a's address (loopback, as everyone's here) holds its
-			// share of b's connections that carry nothing: a's new
-			// connection for the hand-off is answered 429 at accept.
-			cfg := b.s.cfg
-			cfg.MaxDirectPerIP = 1
-			if err := b.s.Reload(cfg); err != nil {
-				t.Fatal(err)
-			}
+		{"the new owner at its cap", "max_connections", func(t *testing.T, a, b *clusterEdge) func() {
+			// Edge b holds max_connections, none of them admitted beyond
+			// its client's share (those would make room): a's new
+			// connection for the hand-off is answered 503 at accept.
 			silent, err := net.Dial("tcp", b.data)
 			if err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, "the silent connection counted", func() bool { return dataOpen(b) >= 1 })
+			setDataMax(b, 1)
 			if o := a.s.hub.owner.Load(); o != nil {
 				o.http.CloseIdleConnections() // the hand-off opens a new one
 			}
 			return func() {
+				setDataMax(b, b.s.cfg.MaxConnections)
 				silent.Close()
-				waitFor(t, "the silent connection gone", func() bool { return b.s.idleShare.per.Clients() == 0 })
 			}
 		}, func(t *testing.T, b *clusterEdge) float64 {
-			return labelledValue(t, b.s, "ringlb_edge_rejected_connections_total", reasonDirectShare)
+			return labelledValue(t, b.s, "ringlb_edge_rejected_connections_total", "max_connections")
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

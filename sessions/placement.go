@@ -76,6 +76,9 @@ type Membership interface {
 	Edges(region string) []health.Node
 	// Node returns the live member named name, whatever its role or state.
 	Node(name string) (health.Node, bool)
+	// Left returns the member named name as it was when it left, if it
+	// did less than within ago and has not come back.
+	Left(name string, within time.Duration) (health.Node, bool)
 	// Subscribe signals membership changes (coalesced) until ended.
 	Subscribe() (changes <-chan struct{}, unsubscribe func())
 	// Pin and Unpin announce that a session of hash lives on this edge

@@ -336,8 +336,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		MaxConns: s.cfg.MaxConnections, Refused: s.metrics.rejected.WithLabelValues("max_connections"),
 		Refusal: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, "too many connections to this edge; try again shortly"),
 		Clients: s.idleShare, PerIPSetting: "max_direct_per_ip", RefusedPerIP: s.metrics.rejected.WithLabelValues(reasonDirectShare),
-		RefusalPerIP: acceptguard.HTTPAnswer(fasthttp.StatusTooManyRequests, "too many connections from this address to this edge; connect through a balancer"),
-		Memory:       acceptguard.Process, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory),
+		RefusalPerIP: acceptguard.HTTPAnswer(fasthttp.StatusTooManyRequests, msgDirectShare),
+		// A balancer's burst of upgrades arrives from one address before
+		// any head shows its signature: beyond the share, connections are
+		// admitted while there is room and ended first when there is none.
+		Spill:  true,
+		Memory: acceptguard.Process, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory),
 		RefusalMemory: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, "this edge is low on memory; try again shortly"),
 	})
 	if !s.addListener(guarded) {
@@ -360,7 +364,11 @@ func (s *Server) addListener(ln net.Listener) bool {
 }
 
 func (s *Server) serveData(ctx *fasthttp.RequestCtx) {
-	s.idleShare.active(ctx.Conn())
+	if !s.idleShare.active(ctx.Conn()) {
+		ctx.SetConnectionClose()
+		ctx.Error(msgDirectShare+"\n", fasthttp.StatusTooManyRequests)
+		return
+	}
 	// Set last, so it survives ctx.Error (which resets the response) and
 	// lands on the 101, which fasthttp writes after this returns.
 	defer ctx.Response.Header.Set(headerEdge, s.name)

@@ -15,11 +15,13 @@
 package acceptguard
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -83,6 +85,15 @@ type Config struct {
 	// (default "max_connections_per_ip").
 	Clients      Clients
 	PerIPSetting string
+	// Spill admits a connection beyond its client's share (MaxConnsPerIP,
+	// Clients: TooManyOpen) while the listener is under its cap, instead
+	// of refusing it; at the cap a new connection takes the place of a
+	// spilled one that has not been served yet (Conn.ReleaseClient): the
+	// client holding the most loses its oldest, counted by RefusedPerIP.
+	// A share then bounds what a client holds only when others need the
+	// room, and a burst from one address (a balancer forwarding a wave of
+	// reconnections) is not refused while there is room for it.
+	Spill bool
 	// Memory, when it is low (Process: near the process's memory limit),
 	// refuses every new connection, counted by RefusedMemory and written
 	// RefusalMemory (nil: closed without a word); nil: not consulted.
@@ -107,6 +118,7 @@ type Listener struct {
 	perIP     Clients
 	own       *PerAddr // perIP when it is the listener's own (SetMaxPerIP)
 	mem       *Memory
+	spill     *spill // nil: Config.Spill unset
 	// perIPMsg and perIPSetting are the per-client refusal's log line and
 	// the name of its limit there.
 	perIPMsg, perIPSetting string
@@ -122,7 +134,7 @@ type Listener struct {
 	// (linger.go): at most lingerMax at once, ended by Close.
 	lingering lingering
 
-	errLog LogLimit
+	errLog, evictLog LogLimit
 
 	// waited, when set (tests), is told each backoff before it is slept.
 	waited func(time.Duration)
@@ -147,6 +159,10 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 		lowMemory:    refusalKind{count: cfg.RefusedMemory, answer: cfg.RefusalMemory, log: LogLimit{Every: cfg.LogEvery}},
 		done:         make(chan struct{}),
 		errLog:       LogLimit{Every: cfg.LogEvery},
+		evictLog:     LogLimit{Every: cfg.LogEvery},
+	}
+	if cfg.Spill {
+		l.spill = &spill{}
 	}
 	if l.perIP == nil {
 		l.own = NewPerAddr(PerAddrLimits{MaxConns: cfg.MaxConnsPerIP})
@@ -190,16 +206,20 @@ func (l *Listener) Accept() (net.Conn, error) {
 			l.lowMemory.refuse(l, c, msgRefusedMemory)
 			continue
 		}
-		if !l.admit() {
+		if !l.admit() && !l.evict() {
 			l.atCap.refuse(l, c, msgRefused, "max_connections", l.max.Load())
 			continue
 		}
-		slot, ok := l.admitClient(c)
+		slot, spilled, ok := l.admitClient(c)
 		if !ok {
 			l.open.Add(-1)
 			continue
 		}
-		return &Conn{Conn: c, l: l, slot: slot}, nil
+		conn := &Conn{Conn: c, l: l, slot: slot}
+		if spilled.IsValid() {
+			l.spill.add(spilled, conn)
+		}
+		return conn, nil
 	}
 }
 
@@ -224,21 +244,43 @@ func (l *Listener) admit() bool {
 	}
 }
 
+// evict makes room under the cap by ending a spilled connection
+// (Config.Spill), whose slot passes to the one being accepted; false: none
+// is spilled.
+func (l *Listener) evict() bool {
+	if l.spill == nil {
+		return false
+	}
+	c := l.spill.evict()
+	if c == nil {
+		return false
+	}
+	c.end()
+	if l.perClient.count != nil {
+		l.perClient.count.Inc()
+	}
+	l.evictLog.Warn(l.log, msgEvicted, "listener", l.name, "client", c.spillKey, l.perIPSetting, l.perIP.Limits().MaxConns)
+	return true
+}
+
 // admitClient takes a slot of c's client under the per-client cap, or
-// refuses c. A connection without an IP address (a Unix socket) is not
-// counted.
-func (l *Listener) admitClient(c net.Conn) (Slot, bool) {
+// admits c beyond it (Config.Spill: spilled is its client), or refuses c.
+// A connection without an IP address (a Unix socket) is not counted.
+func (l *Listener) admitClient(c net.Conn) (slot Slot, spilled netip.Addr, ok bool) {
 	ta, ok := c.RemoteAddr().(*net.TCPAddr)
 	if !ok {
-		return Slot{}, true
+		return Slot{}, netip.Addr{}, true
 	}
 	addr := ta.AddrPort().Addr()
 	slot, v := l.perIP.Admit(addr, time.Now())
 	if v == Admitted {
-		return slot, true
+		return slot, netip.Addr{}, true
+	}
+	if v == TooManyOpen && l.spill != nil {
+		return Slot{}, ClientNetwork(addr), true
 	}
 	l.perClient.refuse(l, c, l.perIPMsg, "client", ClientNetwork(addr), l.perIPSetting, l.perIP.Limits().MaxConns)
-	return Slot{}, false
+	return Slot{}, netip.Addr{}, false
 }
 
 func (l *Listener) failed(err error, delay time.Duration) {
@@ -341,7 +383,11 @@ type Conn struct {
 	net.Conn
 	l     *Listener
 	slot  Slot
-	state atomic.Uint32 // connClosed, connNoLinger
+	state atomic.Uint32 // connClosed, connNoLinger, ...
+	// spillKey and spillAt are its place in the listener's spill
+	// (Config.Spill), under the spill's lock; spillAt nil: not in it.
+	spillKey netip.Addr
+	spillAt  *list.Element
 }
 
 // Conn.state bits.
@@ -349,17 +395,26 @@ const (
 	connClosed     = 1 << iota // Close was called
 	connNoLinger               // Close closes at once (NoLinger, or the client is gone)
 	connClientGone             // the per-client slot is given back (ReleaseClient or Close)
+	connSpilled                // admitted beyond its client's share (Config.Spill)
+	connEvicted                // ended to make room: its slot under the cap passed on
 )
 
 // ReleaseClient gives back c's slot under its client's share before c
 // closes: from now on c does not count against its client (c stays
-// counted under the listener's total cap until closed). For a user whose
+// counted under the listener's total cap until closed), and a spilled c
+// (Config.Spill) can no longer be ended to make room. For a user whose
 // share covers a phase of a connection only (the edge's: until a request
 // arrives). Safe against a concurrent Close: the slot is given back once.
-func (c *Conn) ReleaseClient() {
+// False: c was ended to make room before (its read side is shut); its
+// request is to be refused and the connection closed.
+func (c *Conn) ReleaseClient() bool {
 	if c.state.Or(connClientGone)&connClientGone == 0 {
 		c.l.perIP.Release(c.slot)
+		if c.l.spill != nil && c.l.spill.leave(c) {
+			return false
+		}
 	}
+	return c.state.Load()&connEvicted == 0
 }
 
 // Read notes a client gone (its FIN, a reset): there is nothing left to
@@ -368,7 +423,9 @@ func (c *Conn) ReleaseClient() {
 func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		c.state.Or(connNoLinger)
+		if c.state.Or(connNoLinger)&connEvicted != 0 {
+			err = errEnded
+		}
 	}
 	return n, err
 }
@@ -398,11 +455,16 @@ func (c *Conn) Close() error {
 	if c.state.Or(connClosed)&connClosed != 0 {
 		return c.Conn.Close()
 	}
+	if c.l.spill != nil {
+		c.l.spill.leave(c) // a closing connection makes no room for another
+	}
 	if c.state.Load()&connNoLinger == 0 {
 		c.l.lingering.linger(c.Conn)
 	}
 	err := c.Conn.Close()
-	c.l.open.Add(-1)
+	if c.state.Load()&connEvicted == 0 {
+		c.l.open.Add(-1)
+	}
 	c.ReleaseClient()
 	return err
 }

@@ -1,0 +1,84 @@
+package acceptguard
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// With Spill a client's connections beyond its share are admitted while
+// the listener has room; at the cap a new connection, whoever's, takes the
+// place of the oldest spilled connection of the client holding the most,
+// as long as that one has not been served (ReleaseClient). Without it a
+// burst from one address beyond its share — a balancer forwarding a wave of
+// reconnections to an edge — was refused with room to spare.
+func TestSpill(t *testing.T) {
+	var refused counter
+	var logs logLines
+	g := Wrap(listen(t), Config{Name: "test", Logger: logs.logger(), MaxConns: 4, MaxConnsPerIP: 1, Spill: true,
+		Refusal: HTTPAnswer(http.StatusServiceUnavailable, "too many connections"), RefusedPerIP: &refused, LogEvery: time.Hour})
+	defer g.Close()
+	next := acceptNext(t, g)
+	from := func(last byte) *Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, last)}, Timeout: testWait}
+		c, err := d.Dial("tcp", g.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return next().(*Conn)
+	}
+	ended := func(c *Conn) bool {
+		_ = c.SetReadDeadline(time.Now().Add(testWait))
+		_, err := c.Read(make([]byte, 1))
+		return errors.Is(err, errEnded) && errors.Is(err, net.ErrClosed) // a server's own close
+	}
+
+	a := []*Conn{from(2), from(2), from(2), from(2)} // a[0] in the share, a[1:] spilled
+	if g.Open() != 4 || g.spill.Len() != 3 || refused.value() != 0 {
+		t.Fatalf("4 connections from one address under a share of 1, with room for 4: open %d, spilled %d, refused %d; want 4, 3, 0",
+			g.Open(), g.spill.Len(), refused.value())
+	}
+
+	// At the cap another client's connection takes a[1]'s place.
+	from(3)
+	if !ended(a[1]) || a[1].ReleaseClient() {
+		t.Fatal("the oldest spilled connection was not ended to make room")
+	}
+	if g.Open() != 4 || refused.value() != 1 || logs.count(msgEvicted) != 1 {
+		t.Fatalf("after one made room: open %d, counted %d, logged %d; want 4, 1, 1", g.Open(), refused.value(), logs.count(msgEvicted))
+	}
+	a[1].Close() // its slot went to the new connection
+	if g.Open() != 4 {
+		t.Fatalf("open %d after the ended connection closed, want 4 (its slot passed on)", g.Open())
+	}
+
+	// Served, a spilled connection is not ended: a[3] makes room next.
+	if !a[2].ReleaseClient() {
+		t.Fatal("a spilled connection not ended: ReleaseClient false")
+	}
+	b := from(3) // beyond its client's share (from(3) above holds it): spilled
+	if !ended(a[3]) {
+		t.Fatal("a[3] was not ended to make room")
+	}
+	if a[2].state.Load()&connEvicted != 0 {
+		t.Fatal("a served connection was ended to make room")
+	}
+
+	// Nothing left spilled (a[0] and the first from(3) are within their
+	// shares, a[2] and b served): refused at the cap.
+	b.ReleaseClient()
+	c := dial(t, g.Addr().String())
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("at the cap with nothing spilled: %v %v, want 503", resp, err)
+	}
+	a[0].Close()
+	if g.Open() != 3 {
+		t.Errorf("open %d after a counted connection closed, want 3", g.Open())
+	}
+}
