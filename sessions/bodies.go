@@ -202,6 +202,8 @@ func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var netErr *net.OpError
 	switch {
+	case endedForRoom(ctx.Conn()):
+		refuseFull(ctx)
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		reason := bodyTooLarge
 		// A hand-off within its limit was refused for its head, or for

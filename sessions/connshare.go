@@ -79,6 +79,28 @@ func (c *connShare) Release(slot acceptguard.Slot) { c.per.Release(slot) }
 // Limits is the listener's.
 func (c *connShare) Limits() acceptguard.PerAddrLimits { return c.per.Limits() }
 
+// msgFull answers a connection refused at edge.max_connections, or ended to
+// make room there.
+const msgFull = "too many connections to this edge; try again shortly"
+
+// endedForRoom reports whether conn was admitted beyond its address's
+// share and ended since to make room (acceptguard.Config.Spill): whatever
+// it was sent, the edge was full.
+func endedForRoom(conn net.Conn) bool {
+	g, ok := conn.(*acceptguard.Conn)
+	return ok && g.Ended()
+}
+
+// refuseFull answers ctx as a connection refused at the cap is: 503, to
+// retry in a second. A balancer relays it to its client; closed unanswered
+// instead, the connection was taken for this edge dying, and the session
+// tried on its next edge.
+func refuseFull(ctx *fasthttp.RequestCtx) {
+	ctx.Error(msgFull+"\n", fasthttp.StatusServiceUnavailable)
+	ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+	ctx.SetConnectionClose()
+}
+
 // active gives back what conn holds: a request has arrived on it whole.
 // False: conn was admitted beyond its address's share and ended since to
 // make room (acceptguard.Config.Spill); its request is refused.

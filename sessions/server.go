@@ -334,7 +334,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	guarded := acceptguard.Wrap(ln, acceptguard.Config{
 		Name: "edge data", Logger: s.log, Errors: s.metrics.acceptErrors,
 		MaxConns: s.cfg.MaxConnections, Refused: s.metrics.rejected.WithLabelValues("max_connections"),
-		Refusal: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, "too many connections to this edge; try again shortly"),
+		Refusal: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, msgFull),
 		Clients: s.idleShare, PerIPSetting: "max_direct_per_ip", RefusedPerIP: s.metrics.rejected.WithLabelValues(reasonDirectShare),
 		RefusalPerIP: acceptguard.HTTPAnswer(fasthttp.StatusTooManyRequests, msgDirectShare),
 		// A balancer's burst of upgrades arrives from one address before
@@ -365,8 +365,7 @@ func (s *Server) addListener(ln net.Listener) bool {
 
 func (s *Server) serveData(ctx *fasthttp.RequestCtx) {
 	if !s.idleShare.active(ctx.Conn()) {
-		ctx.SetConnectionClose()
-		ctx.Error(msgDirectShare+"\n", fasthttp.StatusTooManyRequests)
+		refuseFull(ctx)
 		return
 	}
 	// Set last, so it survives ctx.Error (which resets the response) and

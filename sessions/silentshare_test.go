@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,16 +36,20 @@ func TestIdleConnectionsCannotShutBalancerClientsOut(t *testing.T) {
 		// kept is how many of the attack's connections the edge keeps
 		// while it has room.
 		kept int
+		// answered: the connections the edge ends are answered 503 (a
+		// request had begun), not closed (they sent nothing, or idle and
+		// answered).
+		answered bool
 	}{
-		{"silent", func(t *testing.T, c net.Conn) bool { return true }, shareMaxConns},
+		{"silent", func(t *testing.T, c net.Conn) bool { return true }, shareMaxConns, false},
 		{"a head trickling in", func(t *testing.T, c net.Conn) bool {
 			_, err := io.WriteString(c, "GET /whoami HTTP/1.1\r\n")
 			return err == nil
-		}, shareMaxConns},
+		}, shareMaxConns, true},
 		{"idle after an answer", func(t *testing.T, c net.Conn) bool {
 			code, err := getWhoami(c, bufio.NewReader(c))
 			return err == nil && code == http.StatusOK
-		}, shareDirect},
+		}, shareDirect, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cl := healthtest.New(t)
@@ -76,13 +81,16 @@ func TestIdleConnectionsCannotShutBalancerClientsOut(t *testing.T) {
 				held = dataOpen(e)
 				return held == tt.kept
 			})
-			// The edge reads each of the attack's connections to its end
-			// (or the deadline): ended counts those it closed.
-			ended := make(chan struct{}, shareMaxConns)
+			// The test reads each of the attack's connections to its end
+			// (or the deadline): ended gets the first line of each the
+			// edge ended ("" for none).
+			ended := make(chan string, shareMaxConns)
 			for _, c := range attack {
 				go func() {
-					if _, err := io.Copy(io.Discard, c); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
-						ended <- struct{}{}
+					br := bufio.NewReader(c)
+					line, _ := br.ReadString('\n')
+					if _, err := io.Copy(io.Discard, br); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+						ended <- line
 					}
 				}()
 			}
@@ -96,7 +104,13 @@ func TestIdleConnectionsCannotShutBalancerClientsOut(t *testing.T) {
 			}
 			for i := range want {
 				select {
-				case <-ended:
+				case line := <-ended:
+					// A request begun is answered as at the cap (closed
+					// unanswered, a balancer took the edge for dying and
+					// sent the session to its next edge).
+					if got := strings.HasPrefix(line, "HTTP/1.1 503 "); got != tt.answered {
+						t.Errorf("an ended connection read %q first; answered 503: %v, want %v", line, got, tt.answered)
+					}
 				case <-time.After(testDeadline):
 					t.Fatalf("the edge ended %d of the attack's connections, want %d (all beyond its share)", i, want)
 				}

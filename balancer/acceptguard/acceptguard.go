@@ -88,8 +88,9 @@ type Config struct {
 	// Spill admits a connection beyond its client's share (MaxConnsPerIP,
 	// Clients: TooManyOpen) while the listener is under its cap, instead
 	// of refusing it; at the cap a new connection takes the place of a
-	// spilled one that has not been served yet (Conn.ReleaseClient): the
-	// client holding the most loses its oldest, counted by RefusedPerIP.
+	// spilled one that has not been served yet (Conn.ReleaseClient) and on
+	// which no request is arriving: the client holding the most loses its
+	// oldest, counted by RefusedPerIP (spill.go).
 	// A share then bounds what a client holds only when others need the
 	// room, and a burst from one address (a balancer forwarding a wave of
 	// reconnections) is not refused while there is room for it.
@@ -422,9 +423,12 @@ func (c *Conn) ReleaseClient() bool {
 // may still be sending.
 func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		if c.state.Or(connNoLinger)&connEvicted != 0 {
-			err = errEnded
+	if err != nil {
+		if c.Ended() {
+			return n, ErrEnded
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			c.state.Or(connNoLinger)
 		}
 	}
 	return n, err

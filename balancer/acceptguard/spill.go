@@ -3,18 +3,24 @@ package acceptguard
 import (
 	"container/list"
 	"fmt"
-	"net"
 	"net/netip"
+	"os"
+	"slices"
 	"sync"
+	"time"
 )
 
 // msgEvicted is the log line of a connection closed to make room.
-const msgEvicted = "connection closed to make room: its client holds more than its share of connections not yet served"
+const msgEvicted = "connection ended to make room: its client holds more than its share of connections not yet served"
 
-// errEnded is what a connection ended to make room reads: the server
-// closed it (net.ErrClosed), which a server takes for its own close — no
-// error answer, no error logged — though a request had begun to arrive.
-var errEnded = fmt.Errorf("acceptguard: connection ended to make room: %w", net.ErrClosed)
+// ErrEnded is what a connection ended to make room reads from then on
+// (Conn.Ended): a timeout (it wraps os.ErrDeadlineExceeded), so that an
+// HTTP server answers the request it was waiting for with its error
+// handler — whose user answers it as the refusal it is — and logs nothing.
+var ErrEnded = fmt.Errorf("acceptguard: connection ended to make room: %w", os.ErrDeadlineExceeded)
+
+// past is the read deadline of a connection ended to make room.
+var past = time.Unix(1, 0)
 
 // spill is a Listener's connections admitted beyond their client's share
 // (Config.Spill): kept while the listener has room, the first closed when
@@ -57,29 +63,46 @@ func (s *spill) leave(c *Conn) (evicted bool) {
 	return c.state.Load()&connEvicted != 0
 }
 
-// evict takes out the oldest connection of the client holding the most,
-// marked evicted (its slot under the cap passes to the connection that
-// needs the room: its Close does not give it back), or nil when the spill
-// is empty. The caller ends it (end).
+// maxEvictChecks bounds the connections evict looks at for one room.
+const maxEvictChecks = 16
+
+// evict takes out a connection to end for room, marked evicted (its slot
+// under the cap passes to the connection that needs the room: its Close
+// does not give it back), or nil when none will do. The candidates are the
+// oldest of the client holding the most, then of the next, and so on; one
+// that a request has reached already (bytes unread on its socket: a
+// balancer's upgrade a moment from being served) is passed over, since
+// ending it would leave that request unanswered — a balancer takes such a
+// close for the edge dying, and tries the session's next edge. At most
+// maxEvictChecks are looked at. The caller ends it (end).
 func (s *spill) evict() *Conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var most *list.List
-	var key netip.Addr
-	for k, l := range s.by {
-		if most == nil || l.Len() > most.Len() {
-			most, key = l, k
-		}
-	}
-	if most == nil {
+	if len(s.by) == 0 {
 		return nil
 	}
-	e := most.Front()
-	c := e.Value.(*Conn)
-	s.removeLocked(key, e)
-	c.spillAt = nil
-	c.state.Or(connEvicted | connNoLinger)
-	return c
+	clients := make([]netip.Addr, 0, len(s.by))
+	for k := range s.by {
+		clients = append(clients, k)
+	}
+	slices.SortFunc(clients, func(a, b netip.Addr) int { return s.by[b].Len() - s.by[a].Len() })
+	checks := 0
+	for _, k := range clients {
+		for e := s.by[k].Front(); e != nil; e = e.Next() {
+			if checks++; checks > maxEvictChecks {
+				return nil
+			}
+			c := e.Value.(*Conn)
+			if pending(c.Conn) {
+				continue
+			}
+			s.removeLocked(k, e)
+			c.spillAt = nil
+			c.state.Or(connEvicted)
+			return c
+		}
+	}
+	return nil
 }
 
 func (s *spill) removeLocked(key netip.Addr, e *list.Element) {
@@ -91,15 +114,36 @@ func (s *spill) removeLocked(key netip.Addr, e *list.Element) {
 }
 
 // end ends an evicted connection without closing its socket under the
-// server reading it: its read side is shut, so the server's read ends
-// (errEnded: closed, no error answer, nothing logged) and it closes the
-// connection (a request that arrived whole meanwhile is answered by
-// ReleaseClient's false). A socket that cannot be shut so is closed.
-func (c *Conn) end() {
-	if r, ok := c.Conn.(interface{ CloseRead() error }); ok && r.CloseRead() == nil {
-		return
+// server reading it, so that it can still answer: a read it waits in ends
+// at once, and any read from now on (Read, SetReadDeadline), with
+// ErrEnded. A client that sent a request gets the server's answer to that
+// error, not a connection closed unanswered — which a balancer takes for an
+// edge dying, and tries the session's next edge. The close lingers (the
+// request is read and dropped), so that the answer is not lost to a reset.
+func (c *Conn) end() { _ = c.Conn.SetReadDeadline(past) }
+
+// Ended reports whether c was ended to make room (Config.Spill): its
+// request, if one arrives, is to be refused as at the cap.
+func (c *Conn) Ended() bool { return c.state.Load()&connEvicted != 0 }
+
+// SetReadDeadline sets the read deadline of c's socket; an ended c keeps
+// its deadline in the past.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	err := c.Conn.SetReadDeadline(t)
+	if c.Ended() {
+		_ = c.Conn.SetReadDeadline(past)
 	}
-	_ = c.Conn.Close()
+	return err
+}
+
+// SetDeadline sets both deadlines of c's socket; an ended c keeps its
+// read deadline in the past.
+func (c *Conn) SetDeadline(t time.Time) error {
+	err := c.Conn.SetDeadline(t)
+	if c.Ended() {
+		_ = c.Conn.SetReadDeadline(past)
+	}
+	return err
 }
 
 // Len is how many connections are spilled (tests, an operator's view).

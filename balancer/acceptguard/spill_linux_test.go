@@ -3,8 +3,10 @@ package acceptguard
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 )
@@ -22,7 +24,9 @@ func TestSpill(t *testing.T) {
 		Refusal: HTTPAnswer(http.StatusServiceUnavailable, "too many connections"), RefusedPerIP: &refused, LogEvery: time.Hour})
 	defer g.Close()
 	next := acceptNext(t, g)
-	from := func(last byte) *Conn {
+	// from opens a connection from 127.0.0.last: the client's end and the
+	// listener's.
+	from := func(last byte) (net.Conn, *Conn) {
 		t.Helper()
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, last)}, Timeout: testWait}
 		c, err := d.Dial("tcp", g.Addr().String())
@@ -30,47 +34,65 @@ func TestSpill(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		return next().(*Conn)
+		return c, next().(*Conn)
 	}
+	// ended: c's reads end at once, as timeouts (a server answers the
+	// request it waited for), even with a later deadline set — as a server
+	// sets one before it reads a request.
 	ended := func(c *Conn) bool {
 		_ = c.SetReadDeadline(time.Now().Add(testWait))
 		_, err := c.Read(make([]byte, 1))
-		return errors.Is(err, errEnded) && errors.Is(err, net.ErrClosed) // a server's own close
+		return c.Ended() && errors.Is(err, ErrEnded) && errors.Is(err, os.ErrDeadlineExceeded)
 	}
 
-	a := []*Conn{from(2), from(2), from(2), from(2)} // a[0] in the share, a[1:] spilled
+	var a [4]*Conn // a[0] in the share, a[1:] spilled
+	var a1 net.Conn
+	_, a[0] = from(2)
+	a1, a[1] = from(2)
+	_, a[2] = from(2)
+	_, a[3] = from(2)
 	if g.Open() != 4 || g.spill.Len() != 3 || refused.value() != 0 {
 		t.Fatalf("4 connections from one address under a share of 1, with room for 4: open %d, spilled %d, refused %d; want 4, 3, 0",
 			g.Open(), g.spill.Len(), refused.value())
 	}
 
-	// At the cap another client's connection takes a[1]'s place.
+	// At the cap another client's connection takes the place of the
+	// oldest spilled one nothing has arrived on: a[1] has a request on
+	// its way in (bytes unread), a[2] is ended.
+	if _, err := io.WriteString(a1, "GET / HTTP/1.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a[1]'s bytes arrived", func() bool { return pending(a[1].Conn) })
 	from(3)
-	if !ended(a[1]) || a[1].ReleaseClient() {
-		t.Fatal("the oldest spilled connection was not ended to make room")
+	if !ended(a[2]) || a[2].ReleaseClient() {
+		t.Fatal("the oldest spilled connection with nothing on its way was not ended to make room")
+	}
+	if a[1].Ended() {
+		t.Fatal("a spilled connection with a request on its way was ended")
 	}
 	if g.Open() != 4 || refused.value() != 1 || logs.count(msgEvicted) != 1 {
 		t.Fatalf("after one made room: open %d, counted %d, logged %d; want 4, 1, 1", g.Open(), refused.value(), logs.count(msgEvicted))
 	}
-	a[1].Close() // its slot went to the new connection
+	a[2].NoLinger()
+	a[2].Close() // its slot went to the new connection
 	if g.Open() != 4 {
 		t.Fatalf("open %d after the ended connection closed, want 4 (its slot passed on)", g.Open())
 	}
 
 	// Served, a spilled connection is not ended: a[3] makes room next.
-	if !a[2].ReleaseClient() {
+	if !a[1].ReleaseClient() {
 		t.Fatal("a spilled connection not ended: ReleaseClient false")
 	}
-	b := from(3) // beyond its client's share (from(3) above holds it): spilled
+	_, b := from(3) // beyond its client's share (from(3) above holds it): spilled
 	if !ended(a[3]) {
 		t.Fatal("a[3] was not ended to make room")
 	}
-	if a[2].state.Load()&connEvicted != 0 {
+	if a[1].Ended() {
 		t.Fatal("a served connection was ended to make room")
 	}
 
 	// Nothing left spilled (a[0] and the first from(3) are within their
-	// shares, a[2] and b served): refused at the cap.
+	// shares, a[1] and b served): refused at the cap.
 	b.ReleaseClient()
 	c := dial(t, g.Addr().String())
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
