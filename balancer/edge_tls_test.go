@@ -137,9 +137,6 @@ func TestStaticEdgesOverTLS(t *testing.T) {
 	clientCert, clientKey := clients.issue(t, "bal", "bal.test", x509.ExtKeyUsageClientAuth)
 	url := startTLSBackend(t, "relay-1", ca, clients)
 
-	mon := func() *configs.Monitor {
-		return &configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(50 * time.Millisecond), Timeout: configs.Duration(40 * time.Millisecond), Rise: 1, Fall: 1}
-	}
 	for _, tt := range []struct {
 		name  string
 		tls   configs.EdgeTLS
@@ -155,7 +152,7 @@ func TestStaticEdgesOverTLS(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cl := healthtest.New(t)
 			b := startClusterBalancer(t, cl, "bal-1", configs.Balancer{
-				Edges:        []configs.StaticEdge{{Name: "relay-1", URL: url, Monitor: mon(), TLS: tt.tls}},
+				Edges:        []configs.StaticEdge{{Name: "relay-1", URL: url, Monitor: testMonitor(), TLS: tt.tls}},
 				SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)},
 			})
 			waitRing(t, b, "relay-1")

@@ -55,14 +55,23 @@ func startClusterBalancer(t *testing.T, cl *healthtest.Cluster, name string, cfg
 	return &clusterBalancer{harness: h, m: m}
 }
 
-// staticEdgesOf lists test edges as static edges, monitored every 50 ms.
+// staticEdgesOf lists test edges as static edges, under testMonitor.
 func staticEdgesOf(edges ...*testEdge) []configs.StaticEdge {
 	var out []configs.StaticEdge
 	for _, e := range edges {
-		mon := configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(50 * time.Millisecond), Timeout: configs.Duration(40 * time.Millisecond), Rise: 1, Fall: 1}
-		out = append(out, configs.StaticEdge{Name: e.name, URL: e.url, Monitor: &mon})
+		out = append(out, configs.StaticEdge{Name: e.name, URL: e.url, Monitor: testMonitor()})
 	}
 	return out
+}
+
+// testMonitor checks a static test edge every 50 ms by TCP. A stopped
+// edge refuses the connection at once and is down after three checks; a
+// live one is not taken down by one slow connect of a busy machine (with
+// one check of 40 ms it was, under a full run's load:
+// TestStaticDrainAcrossBalancers found edge-1 off the ring it had just
+// waited for).
+func testMonitor() *configs.Monitor {
+	return &configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(50 * time.Millisecond), Timeout: configs.Duration(50 * time.Millisecond), Rise: 1, Fall: 3}
 }
 
 // waitRing waits until b's ring has exactly names.
