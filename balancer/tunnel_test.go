@@ -103,16 +103,17 @@ func startBalancerFor(tb testing.TB, cfg configs.Balancer, url string) (*Balance
 // An active tunnel outlives many idle rounds; a half-close from the client
 // reaches the edge, whose close ends the tunnel.
 func TestTunnelRoundsAndHalfClose(t *testing.T) {
-	// Rounds of 500 ms with a write every 25 ms: a busy machine would have
-	// to stall the test for a whole round to make the tunnel look idle.
-	b, addr := startRawBalancer(t, configs.Balancer{TunnelIdleTimeout: configs.Duration(500 * time.Millisecond)})
+	// Rounds of 1.5 s with a write every 25 ms: a busy machine would have
+	// to stall the test for a whole round to make the tunnel look idle
+	// (rounds of 500 ms were, once, under a full run beside others).
+	b, addr := startRawBalancer(t, configs.Balancer{TunnelIdleTimeout: configs.Duration(1500 * time.Millisecond)})
 	c, br := openRawTunnel(t, addr)
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 	msg := []byte("ping")
 	got := make([]byte, len(msg))
 	// Traffic for ~3 rounds: the tunnel must stay up.
-	for range 60 {
+	for range 180 {
 		if _, err := c.Write(msg); err != nil {
 			t.Fatal(err)
 		}
