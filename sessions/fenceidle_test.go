@@ -116,7 +116,11 @@ func TestFenceOfAnEndedTakeoverIsNotTold(t *testing.T) {
 
 	// edge-a's stream to edge-b begins anew.
 	rb := b.s.hub.repl.Load()
-	old := inboundFrom(rb, "edge-a")
+	var old *ownerStream
+	waitFor(t, "edge-a's stream to edge-b", func() bool {
+		old = inboundFrom(rb, "edge-a")
+		return old != nil
+	})
 	old.conn.NetConn().Close()
 	ra := a.s.hub.repl.Load()
 	waitFor(t, "a new stream from edge-a", func() bool {
