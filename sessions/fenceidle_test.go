@@ -86,6 +86,14 @@ func TestFenceOfAnEndedTakeoverIsNotTold(t *testing.T) {
 	sh.mu.Lock()
 	delete(sh.moved, key)
 	sh.mu.Unlock()
+	// That window (settleWindow) is ten seconds: long after whatever
+	// edge-b told edge-a of the takeover while it held the session (the
+	// fence pushed on edge-a's stream, the fence and snapshot on the
+	// stream edge-b opened for the promoted session) has reached edge-a.
+	// Here it was milliseconds, and some of it may still be on its way: a
+	// new incarnation would yield to it. edge-a's streams with edge-b
+	// begin anew, so what came on them is applied by now or never will be.
+	streamsBeginAnew(t, a, "edge-b")
 
 	// A new incarnation on its ring owner, healthy (once edge-b's pin of
 	// the ended session is withdrawn over gossip).
@@ -108,9 +116,17 @@ func TestFenceOfAnEndedTakeoverIsNotTold(t *testing.T) {
 
 	// edge-a's stream to edge-b begins anew.
 	rb := b.s.hub.repl.Load()
-	old := inboundFrom(rb, "edge-a")
+	var old *ownerStream
+	waitFor(t, "edge-a's stream to edge-b", func() bool {
+		old = inboundFrom(rb, "edge-a")
+		return old != nil
+	})
 	old.conn.NetConn().Close()
+	ra := a.s.hub.repl.Load()
 	waitFor(t, "a new stream from edge-a", func() bool {
+		if term, moved := ra.liveTerm(key); term == 0 || moved {
+			return true // the session yielded (and sends nothing more): the msgs below say so
+		}
 		s := inboundFrom(rb, "edge-a")
 		return s != nil && s != old && answersSent(s) > 0
 	})
@@ -126,6 +142,66 @@ func TestFenceOfAnEndedTakeoverIsNotTold(t *testing.T) {
 	if v := metricValue(t, a.s, "ringlb_edge_replication_fenced_total"); v != 1 {
 		t.Errorf("edge-a fenced %v times, want 1 (the takeover's, not the new session)", v)
 	}
+}
+
+// streamsBeginAnew cuts, from e's side, its replication streams with peer
+// (its own to peer, and peer's to it) and returns once the goroutines that
+// read them have ended: whatever peer wrote on them e has applied, or never
+// will. Fences peer tells on the streams that follow are checked after the
+// call (when each begins, when pushed).
+func streamsBeginAnew(t *testing.T, e *clusterEdge, peer string) {
+	t.Helper()
+	r := e.s.hub.repl.Load()
+	r.mu.Lock()
+	var inbound []*websocket.Conn
+	for c, s := range r.inbound {
+		if s.from == peer {
+			inbound = append(inbound, c)
+			_ = c.NetConn().Close()
+		}
+	}
+	r.mu.Unlock()
+	waitFor(t, e.s.name+"'s streams from "+peer+" to end", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, c := range inbound {
+			if r.inbound[c] != nil {
+				return false
+			}
+		}
+		return true
+	})
+	// The stream to peer cut is one that is up (one being dialed may have
+	// begun on peer's side already); a ring change may replace the link.
+	var (
+		cut *link
+		gen uint64
+	)
+	waitFor(t, e.s.name+"'s stream to "+peer, func() bool {
+		r.mu.Lock()
+		l := r.links[peer]
+		r.mu.Unlock()
+		if l == nil {
+			return true // none
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if !l.connected {
+			return false
+		}
+		cut, gen = l, l.gen
+		_ = l.conn.NetConn().Close()
+		return true
+	})
+	if cut == nil {
+		return
+	}
+	// A stream ends (and the next begins) once its reader has ended.
+	waitFor(t, e.s.name+"'s stream to "+peer+" to end", func() bool {
+		cut.mu.Lock()
+		defer cut.mu.Unlock()
+		return cut.gen > gen || (cut.closed && !cut.connected)
+	})
 }
 
 // inboundFrom returns r's current stream from owner (nil: none).

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -158,6 +159,7 @@ type link struct {
 	gen       uint64
 	connected bool
 	conn      *websocket.Conn
+	stream    *streamConn // conn's connection, under the WebSocket
 	nextBatch uint64
 	// degraded: under sync, the replica took longer than
 	// replication_timeout; msgs no longer wait for it until it catches up.
@@ -666,6 +668,14 @@ func (l *link) checkTimeout(now time.Time) {
 		l.mu.Unlock()
 		return
 	}
+	// Only a silent replica is slow. Answers it sent that this edge has
+	// yet to read or handle (this edge was paused past the timeout, or is
+	// behind its own backlog) are this edge's delay, and may be fences: a
+	// msg shown before them is one the new holder lacks.
+	if l.connected && l.stream != nil && !l.stream.silent() {
+		l.mu.Unlock()
+		return
+	}
 	l.fallBackLocked(fmt.Sprintf("no acknowledgement for %s (replication_timeout %s)", now.Sub(oldest).Round(time.Millisecond), l.r.timeout))
 }
 
@@ -694,7 +704,7 @@ func (l *link) run() {
 			return
 		default:
 		}
-		conn, keys, err := l.dial()
+		conn, stream, keys, err := l.dial()
 		if err != nil {
 			l.r.log.Debug("replica not reached", "replica", l.peer, "err", err)
 			if errors.Is(err, syscall.ECONNREFUSED) && l.r.sync {
@@ -712,22 +722,22 @@ func (l *link) run() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		l.serve(conn, keys)
+		l.serve(conn, stream, keys)
 	}
 }
 
 // dial opens a stream to the replica: the signed upgrade with our public
 // key for the stream, then its hello with its own, from which both sides
 // derive the stream's MAC keys (replwire.go).
-func (l *link) dial() (*websocket.Conn, streamKeys, error) {
+func (l *link) dial() (*websocket.Conn, *streamConn, streamKeys, error) {
 	r := l.r
 	n, ok := r.o.m.Node(l.peer)
 	if !ok || n.Meta.URL == "" {
-		return nil, streamKeys{}, fmt.Errorf("edge %s is not in the cluster", l.peer)
+		return nil, nil, streamKeys{}, fmt.Errorf("edge %s is not in the cluster", l.peer)
 	}
 	u, err := url.Parse(n.Meta.URL)
 	if err != nil {
-		return nil, streamKeys{}, err
+		return nil, nil, streamKeys{}, err
 	}
 	scheme := "ws"
 	if u.Scheme == "https" {
@@ -735,7 +745,7 @@ func (l *link) dial() (*websocket.Conn, streamKeys, error) {
 	}
 	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, streamKeys{}, err
+		return nil, nil, streamKeys{}, err
 	}
 	ours := base64.RawURLEncoding.EncodeToString(priv.PublicKey().Bytes())
 	uri := configs.PathReplicate + "?from=" + url.QueryEscape(r.o.self) + "&key=" + ours
@@ -750,12 +760,22 @@ func (l *link) dial() (*websocket.Conn, streamKeys, error) {
 		case <-ctx.Done():
 		}
 	}()
-	conn, resp, err := r.dialer.DialContext(ctx, scheme+"://"+u.Host+uri, h)
+	var stream *streamConn
+	d := r.dialer
+	d.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := r.dialer.NetDialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		stream = &streamConn{Conn: c}
+		return stream, nil
+	}
+	conn, resp, err := d.DialContext(ctx, scheme+"://"+u.Host+uri, h)
 	if err != nil {
 		if resp != nil {
-			return nil, streamKeys{}, fmt.Errorf("%w (HTTP %d)", err, resp.StatusCode)
+			return nil, nil, streamKeys{}, fmt.Errorf("%w (HTTP %d)", err, resp.StatusCode)
 		}
-		return nil, streamKeys{}, err
+		return nil, nil, streamKeys{}, err
 	}
 	conn.SetReadLimit(maxAnswerBatch)
 	_ = conn.SetReadDeadline(time.Now().Add(linkDialTimeout))
@@ -766,12 +786,50 @@ func (l *link) dial() (*websocket.Conn, streamKeys, error) {
 			var keys streamKeys
 			if keys, err = newStreamKeys(priv, theirs, true); err == nil {
 				_ = conn.SetReadDeadline(time.Time{})
-				return conn, keys, nil
+				return conn, stream, keys, nil
 			}
 		}
 	}
 	conn.Close()
-	return nil, streamKeys{}, fmt.Errorf("hello: %w", err)
+	return nil, nil, streamKeys{}, fmt.Errorf("hello: %w", err)
+}
+
+// streamConn is the owner's end of a replica stream, under the WebSocket
+// (and TLS). Its one reader (the dial, then readAnswers) counts what it
+// takes from the kernel and says when it waits in a read, so the replica
+// is taken for slow (replication_timeout) only when it is silent.
+type streamConn struct {
+	net.Conn
+	reading   atomic.Bool
+	delivered atomic.Uint64 // bytes its reads returned
+}
+
+func (c *streamConn) Read(b []byte) (int, error) {
+	c.reading.Store(true)
+	n, err := c.Conn.Read(b)
+	// Cleared before the count grows: silent, seeing it set, reads a
+	// count without these bytes, which the kernel's includes.
+	c.reading.Store(false)
+	c.delivered.Add(uint64(n))
+	return n, err
+}
+
+// silent reports whether the replica owes the reader its next bytes: the
+// reader waits in a read (the layers above hold no whole message for it)
+// and the kernel has received nothing the reads have not returned. Where
+// the kernel does not say (bytesReceived), the reader's wait alone decides.
+func (c *streamConn) silent() bool {
+	before := c.delivered.Load()
+	if !c.reading.Load() {
+		return false
+	}
+	got, ok := bytesReceived(c.Conn)
+	if ok && got != before {
+		// More came than was read (got < before: a kernel that does not
+		// count, taken as not saying).
+		return got < before
+	}
+	return c.delivered.Load() == before
 }
 
 // maxAnswerBatch bounds a replica's batch of answers (acks, resyncs,
@@ -781,7 +839,7 @@ const maxAnswerBatch = 4 << 20
 // serve runs one stream: every session is sent whole first, then records
 // as they come, batched: whatever queued while the previous batch was
 // written goes in the next.
-func (l *link) serve(conn *websocket.Conn, keys streamKeys) {
+func (l *link) serve(conn *websocket.Conn, stream *streamConn, keys streamKeys) {
 	r := l.r
 	fences := r.fencesFor(l.peer)
 	l.mu.Lock()
@@ -791,7 +849,7 @@ func (l *link) serve(conn *websocket.Conn, keys streamKeys) {
 		return
 	}
 	l.gen++
-	l.conn, l.connected, l.nextBatch = conn, true, 1
+	l.conn, l.stream, l.connected, l.nextBatch = conn, stream, true, 1
 	// What queued for the previous stream is gone with it: every session
 	// goes again whole (its snapshot commits what waited).
 	for _, c := range l.commits {
@@ -848,7 +906,7 @@ stream:
 	_ = conn.NetConn().Close()
 	<-ended
 	l.mu.Lock()
-	l.connected, l.conn = false, nil
+	l.connected, l.conn, l.stream = false, nil, nil
 	for i := range l.inflight {
 		for _, c := range l.inflight[i].commits {
 			l.orphan(c.s, l.inflight[i].at)

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -343,6 +344,164 @@ func TestStoppedReplicaFallsBackToAsync(t *testing.T) {
 	p1.readType(t, "ack")
 	if seq, _, _, _ := copyOf(b, key); seq != 22 {
 		t.Fatalf("back to sync: acked 22, replica has %d", seq)
+	}
+}
+
+// A replica is slow only when it is silent. An owner that resumes from a
+// pause (SIGSTOP, a stall of its machine) past replication_timeout, or
+// that is behind its own backlog, finds msgs that have waited longer — and
+// its replica's answers to them not read yet. Those may be fences: gossip
+// took the paused owner for dead and the replica promoted its sessions.
+// Falling back to async before reading them showed the waiting msgs, and
+// acknowledged them, on a session that was no longer this edge's: the new
+// holder never had them (TestReplicationPartition lost dozens so, under
+// load). The owner falls back only once it has read and handled what the
+// replica sent.
+func TestNoFallbackBeforeTheReplicasAnswersAreRead(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "unread")
+	// other: a session of edge-a's in another shard, taken over first.
+	// edge-a's readers of edge-b's streams stop at its fence while its
+	// shard is locked here, so what edge-b sends after it waits unread.
+	other := keyOwnedBy("unread-other", "edge-a", "edge-a", "edge-b")
+	for i := 0; a.s.hub.shardOf(other) == a.s.hub.shardOf(key); i++ {
+		other = keyOwnedBy(fmt.Sprintf("unread-other%d", i), "edge-a", "edge-a", "edge-b")
+	}
+	p0 := a.joinV1(t, other, "", nil)
+	p0.msg(t, "before")
+	p0.readType(t, "ack")
+	p := a.joinV1(t, key, "", nil)
+	p.msg(t, "before")
+	p.readType(t, "ack")
+
+	sh := a.s.hub.shardOf(other)
+	sh.mu.Lock()
+	var unlock sync.Once
+	release := func() { unlock.Do(sh.mu.Unlock) }
+	t.Cleanup(release)
+
+	rb := b.s.hub.repl.Load()
+	stream := inboundFrom(rb, "edge-a")
+	b.joinSkipping(t, other, "resume=1&epoch="+p0.welcome.Epoch, "edge-a")
+	// Its fence is told first on both of edge-b's streams with edge-a.
+	waitFor(t, "the fence of the first takeover pushed", func() bool { return stream.pushed.Load() == 1 })
+	waitFor(t, "the fence of the first takeover told on edge-b's stream to edge-a", func() bool {
+		rb.mu.Lock()
+		l := rb.links["edge-a"]
+		rb.mu.Unlock()
+		if l == nil {
+			return false
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.connected && len(l.fencesDue) == 0
+	})
+
+	// edge-b takes key over too; edge-a, its answers unread, still
+	// sequences a msg of key, which waits for edge-b (sync).
+	b.joinSkipping(t, key, "resume=1&epoch="+p.welcome.Epoch, "edge-a")
+	waitFor(t, "the fence of the second takeover pushed", func() bool { return stream.pushed.Load() == 2 })
+	p.msg(t, "while superseded")
+	waiting := func() (pending int, committed uint64) {
+		sh := a.s.hub.shardOf(key)
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		s := sh.sessions[key]
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.v1.pending), s.v1.committed
+	}
+	waitFor(t, "the msg waiting for edge-b", func() bool {
+		n, _ := waiting()
+		return n == 1
+	})
+	// edge-a's watch wakes long past replication_timeout (a pause).
+	ra := a.s.hub.repl.Load()
+	ra.mu.Lock()
+	l := ra.links["edge-b"]
+	ra.mu.Unlock()
+	l.checkTimeout(time.Now().Add(time.Hour))
+	if n, committed := waiting(); n != 1 || committed != 1 {
+		t.Fatalf("edge-a showed the msg of a session edge-b had taken over, which edge-b never got (%d waiting, seq %d shown), its answers unread", n, committed)
+	}
+
+	release()
+	got, code := readUntilClose(p)
+	if code != closeServiceRestart {
+		t.Fatalf("the superseded session's participant ended with %d after %q, want 1012", code, got)
+	}
+	for _, f := range got {
+		if strings.Contains(f, `"type":"ack"`) {
+			t.Fatalf("edge-a acknowledged a msg of a session edge-b had taken over, which edge-b never got: %q (then 1012)", got)
+		}
+	}
+	if v := metricValue(t, a.s, "ringlb_edge_replication_fallbacks_total"); v != 0 {
+		t.Errorf("edge-a fell back to async %v times; its replica answered everything", v)
+	}
+}
+
+// A paused owner resumes with its stream's reader still in the read it was
+// in, and the replica's answers in the kernel: that replica is not silent.
+// Nor is one whose bytes the reader has taken and is handling. It is once
+// the reader waits in a read with everything read.
+func TestStreamConnSilentOnlyWithEverythingRead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	replica := <-accepted
+	defer replica.Close()
+	sc := &streamConn{Conn: c}
+	if _, ok := bytesReceived(c); !ok {
+		t.Skip("the kernel does not say what a connection received here")
+	}
+
+	if _, err := replica.Write([]byte("answers")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the answers in the kernel", func() bool {
+		n, _ := bytesReceived(c)
+		return n == 7
+	})
+	sc.reading.Store(true) // a reader blocked in a read before they came, not run since
+	if sc.silent() {
+		t.Fatal("silent with the replica's answers unread")
+	}
+	sc.reading.Store(false)
+
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(sc, buf); err != nil {
+		t.Fatal(err)
+	}
+	if sc.silent() {
+		t.Fatal("silent while the reader handles what it read")
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := sc.Read(buf)
+		read <- err
+	}()
+	waitFor(t, "the reader in a read", sc.reading.Load)
+	if !sc.silent() {
+		t.Fatal("not silent with everything read and the reader waiting")
+	}
+	if _, err := replica.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
 	}
 }
 
