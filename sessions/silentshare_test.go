@@ -14,6 +14,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/healthtest"
 )
@@ -288,4 +289,61 @@ func getWhoami(c net.Conn, br *bufio.Reader) (int, error) {
 		return 0, err
 	}
 	return resp.StatusCode, nil
+}
+
+// A balancer dials an edge and then writes its upgrade: the edge may accept
+// the connection, beyond the balancer address's share, before the head
+// arrives. Ended to make room in that moment, the connection read nothing,
+// and the HTTP server closed it without a word — the head, arriving a
+// moment later, was dropped and the balancer read the end of the stream:
+// closed unanswered, which it takes for the edge dying (502; with another
+// edge, the session tried there). Its request is answered as at the cap
+// instead: 503, to retry.
+func TestUpgradeArrivingAfterItsConnectionWasEnded(t *testing.T) {
+	cl := healthtest.New(t)
+	bal := cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
+	e := startShareEdge(t, cl)
+	healthtest.WaitMembers(t, e.m, "edge-a sees bal-1", func(ns []health.Node) bool { return len(ns) == 2 })
+
+	// The balancer's address fills the edge with connections whose heads
+	// have not arrived yet: its share, then connections beyond it.
+	from := func(last byte) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, last)}}
+		c, err := d.Dial("tcp", e.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(testDeadline))
+		return c
+	}
+	conns := make([]net.Conn, shareMaxConns)
+	for i := range conns {
+		conns[i] = from(3)
+		waitFor(t, "the connection accepted", func() bool { return dataOpen(e) == i+1 })
+	}
+	// One more connection, at the cap: the oldest beyond the share makes
+	// room.
+	from(4)
+	waitFor(t, "a connection ended to make room", func() bool {
+		return labelledValue(t, e.s, "ringlb_edge_rejected_connections_total", reasonDirectShare) == 1
+	})
+
+	// Its head arrives now.
+	c := conns[shareDirect]
+	head := "GET /ws HTTP/1.1\r\nHost: edge-a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: " + protocolV1 + "\r\n" +
+		configs.HeaderKey + ": late\r\n" + configs.HeaderPeer + ": " + bal.Keyring().SignUpgrade("bal-1", "edge-a", "/ws", []byte("late")) + "\r\n\r\n"
+	if _, err := io.WriteString(c, head); err != nil {
+		t.Fatalf("the upgrade's head: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("an upgrade arriving on a connection ended to make room read %v, want 503 (closed unanswered, a balancer takes the edge for dying)", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("an upgrade arriving on a connection ended to make room: %d, want 503", resp.StatusCode)
+	}
 }

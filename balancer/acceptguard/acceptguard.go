@@ -398,6 +398,7 @@ const (
 	connClientGone             // the per-client slot is given back (ReleaseClient or Close)
 	connSpilled                // admitted beyond its client's share (Config.Spill)
 	connEvicted                // ended to make room: its slot under the cap passed on
+	connWritten                // a byte was written on it: the server answered something
 )
 
 // ReleaseClient gives back c's slot under its client's share before c
@@ -441,6 +442,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if err != nil {
 		c.state.Or(connNoLinger)
 	}
+	if n > 0 && c.state.Load()&connWritten == 0 {
+		c.state.Or(connWritten)
+	}
 	return n, err
 }
 
@@ -462,8 +466,17 @@ func (c *Conn) Close() error {
 	if c.l.spill != nil {
 		c.l.spill.leave(c) // a closing connection makes no room for another
 	}
-	if c.state.Load()&connNoLinger == 0 {
-		c.l.lingering.linger(c.Conn)
+	if st := c.state.Load(); st&connNoLinger == 0 {
+		// Ended to make room and closed without a word: the server read
+		// nothing before the end, but a request may be a moment from
+		// arriving (a balancer writes its upgrade once connected). It is
+		// refused as at the cap — closed unanswered, a balancer takes the
+		// edge for dying and tries the session's next edge.
+		var asked []byte
+		if st&connEvicted != 0 && st&connWritten == 0 {
+			asked = c.l.atCap.answer
+		}
+		c.l.lingering.linger(c.Conn, asked)
 	}
 	err := c.Conn.Close()
 	if c.state.Load()&connEvicted == 0 {

@@ -63,14 +63,17 @@ type lingerSlot struct {
 
 // linger lingers on c before its close, if it can (c can shut its write
 // side, a slot is free, the Listener is open), and returns once the linger
-// has ended; the caller then closes c.
-func (g *lingering) linger(c net.Conn) {
+// has ended; the caller then closes c. asked, when set, is written first
+// if a request begins to arrive within the linger, else c is closed at
+// once: the refusal of a connection the server closes unanswered (one
+// ended to make room, spill.go).
+func (g *lingering) linger(c net.Conn, asked []byte) {
 	cw, ok := c.(closeWriter)
 	if !ok {
 		return
 	}
 	if s := g.take(c); s != nil {
-		s.linger(cw, nil, g.timeout)
+		s.linger(cw, asked, asked != nil, g.timeout)
 		g.give(s)
 	}
 }
@@ -118,16 +121,20 @@ func (g *lingering) stop() {
 	g.wg.Wait()
 }
 
-// linger writes answer (if any) once the request has begun to arrive, shuts
-// the write side and drops what else comes. It ends by its deadlines, the
-// client's close, or the connection's.
-func (s *lingerSlot) linger(cw closeWriter, answer []byte, timeout time.Duration) {
+// linger writes answer (if any) once the request has begun to arrive —
+// with onlyAsked, only if it begins within timeout — shuts the write side
+// and drops what else comes. It ends by its deadlines, the client's close,
+// or the connection's.
+func (s *lingerSlot) linger(cw closeWriter, answer []byte, onlyAsked bool, timeout time.Duration) {
 	c := s.c
 	if answer != nil {
 		_ = c.SetReadDeadline(time.Now().Add(timeout))
 		n, err := c.Read(s.one[:])
 		if n == 0 && err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return // gone, or reset: nobody to answer
+		}
+		if n == 0 && onlyAsked {
+			return // nothing asked: nothing to answer, nor to protect
 		}
 		writeRefusal(c, answer)
 	}
@@ -171,7 +178,7 @@ func (l *Listener) Refuse(c net.Conn, answer []byte) {
 	}
 	go func() {
 		defer l.lingering.give(s)
-		s.linger(cw, answer, l.lingering.timeout)
+		s.linger(cw, answer, false, l.lingering.timeout)
 		_ = c.Close()
 	}()
 }

@@ -104,3 +104,40 @@ func TestSpill(t *testing.T) {
 		t.Errorf("open %d after a counted connection closed, want 3", g.Open())
 	}
 }
+
+// A connection ended to make room before anything arrived on it is closed by
+// its server without a word (fasthttp's, reading the first byte). A client
+// that writes its request once connected — a balancer's upgrade — is a
+// moment behind: closed unanswered, a balancer took the edge for dying. Its
+// request, arriving within the linger, is refused as at the cap; a client
+// that sends nothing is closed without a word, as before.
+func TestEndedUnansweredRefusesALateRequest(t *testing.T) {
+	g := Wrap(listen(t), Config{Name: "test", MaxConns: 2, MaxConnsPerIP: 1, Spill: true,
+		Refusal: HTTPAnswer(http.StatusServiceUnavailable, "too many connections")})
+	defer g.Close()
+	next := acceptNext(t, g)
+	var clients []net.Conn
+	var conns []*Conn
+	for range 4 {
+		clients = append(clients, dial(t, g.Addr().String()))
+		conns = append(conns, next().(*Conn))
+	}
+	// conns[1] made room for conns[2], conns[2] for conns[3]; each is
+	// closed by its server, which read nothing.
+	for _, i := range []int{1, 2} {
+		if !conns[i].Ended() {
+			t.Fatalf("conns[%d] was not ended to make room", i)
+		}
+		go conns[i].Close()
+	}
+	if _, err := io.WriteString(clients[1], "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(clients[1]), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a request arriving on a connection ended and closed unanswered: %v %v, want 503", resp, err)
+	}
+	if b, err := io.ReadAll(clients[2]); len(b) != 0 || err != nil {
+		t.Errorf("a silent connection ended to make room read %q, %v; want the end of the stream, no answer", b, err)
+	}
+}
