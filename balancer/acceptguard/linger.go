@@ -66,16 +66,22 @@ type lingerSlot struct {
 // has ended; the caller then closes c. asked, when set, is written first
 // if a request begins to arrive within the linger, else c is closed at
 // once: the refusal of a connection the server closes unanswered (one
-// ended to make room, spill.go).
+// ended to make room, spill.go). Without a linger it is written at once,
+// as Refuse does then: a request on its way is still answered.
 func (g *lingering) linger(c net.Conn, asked []byte) {
 	cw, ok := c.(closeWriter)
-	if !ok {
+	var s *lingerSlot
+	if ok {
+		s = g.take(c)
+	}
+	if s == nil {
+		if asked != nil {
+			writeRefusal(c, asked)
+		}
 		return
 	}
-	if s := g.take(c); s != nil {
-		s.linger(cw, asked, asked != nil, g.timeout)
-		g.give(s)
-	}
+	s.linger(cw, asked, asked != nil, g.timeout)
+	g.give(s)
 }
 
 // take gives c a slot, or nil: every slot is taken, or the Listener is

@@ -141,3 +141,48 @@ func TestEndedUnansweredRefusesALateRequest(t *testing.T) {
 		t.Errorf("a silent connection ended to make room read %q, %v; want the end of the stream, no answer", b, err)
 	}
 }
+
+// With every linger taken (a burst of refusals and ends at the cap), a
+// connection ended to make room and closed unanswered by its server cannot
+// wait for its request: it is answered at once, as a refusal at the cap is
+// then (Refuse). Before, it was closed without a word: a burst of 600
+// upgrades through one balancer to an edge of 400 had 4–77 of them closed
+// unanswered so (502, TestBurstOfUpgradesThroughOneBalancer).
+func TestEndedUnansweredRefusedWithEveryLingerTaken(t *testing.T) {
+	g := Wrap(listen(t), Config{Name: "test", MaxConns: lingerMax + 2, MaxConnsPerIP: 1, Spill: true,
+		Refusal: HTTPAnswer(http.StatusServiceUnavailable, "too many connections")})
+	defer g.Close()
+	lingerForever(g)
+	next := acceptNext(t, g)
+	from := func(last byte) (net.Conn, *Conn) {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, last)}, Timeout: testWait}
+		c, err := d.Dial("tcp", g.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(testWait))
+		return c, next().(*Conn)
+	}
+	for range lingerMax {
+		_, c := from(2)
+		go c.Close()
+	}
+	waitFor(t, "every linger taken", func() bool { return lingeringNow(g) == lingerMax })
+	from(3)
+	client, ended := from(3) // beyond its client's share
+	from(4)                  // at the cap: ends it
+	if !ended.Ended() {
+		t.Fatal("the spilled connection was not ended to make room")
+	}
+	closed := closeAsync(ended) // by its server, which read nothing
+	waitClosed(t, closed, "the ended connection")
+	if _, err := io.WriteString(client, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatalf("the request: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(client), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a request on a connection ended and closed unanswered, every linger taken: %v %v, want 503", resp, err)
+	}
+}
