@@ -88,9 +88,9 @@ type Config struct {
 	// Spill admits a connection beyond its client's share (MaxConnsPerIP,
 	// Clients: TooManyOpen) while the listener is under its cap, instead
 	// of refusing it; at the cap a new connection takes the place of a
-	// spilled one that has not been served yet (Conn.ReleaseClient) and on
-	// which no request is arriving: the client holding the most loses its
-	// oldest, counted by RefusedPerIP (spill.go).
+	// spilled one that has not been served yet (Conn.ReleaseClient),
+	// preferably one on which no request is arriving: the client holding
+	// the most loses its oldest, counted by RefusedPerIP (spill.go).
 	// A share then bounds what a client holds only when others need the
 	// room, and a burst from one address (a balancer forwarding a wave of
 	// reconnections) is not refused while there is room for it.

@@ -94,35 +94,47 @@ const maxEvictChecks = 16
 
 // evict takes out a connection to end for room, marked evicted (its slot
 // under the cap passes to the connection that needs the room: its Close
-// does not give it back), or nil when none will do. The candidates are the
-// oldest of the client holding the most, then of the next, and so on; one
-// that a request has reached already (bytes unread on its socket: a
-// balancer's upgrade a moment from being served) is passed over, since
-// ending it would leave that request unanswered — a balancer takes such a
-// close for the edge dying, and tries the session's next edge. At most
-// maxEvictChecks are looked at. The caller ends it (end).
+// does not give it back), or nil when none is spilled. The candidates are
+// the oldest of the client holding the most, then of the next, and so on,
+// maxEvictChecks at most; one that a request has reached already (bytes
+// unread on its socket: a balancer's upgrade a moment from being served)
+// is passed over for one that nothing has reached, else the first of them
+// is taken all the same: bytes unread say only that the server has not
+// read them yet — under load, on every connection accepted a moment ago,
+// an attacker's as much as a balancer's — and kept, they held the room
+// against everyone. Ended, its request is answered as at the cap (Close,
+// a server's error handler). The caller ends it (end).
 func (s *spill) evict() *Conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var first *list.Element // the first passed over
 	checks := 0
-	for t := s.top; t != nil; t = t.lower {
-		for ce := t.clients.Front(); ce != nil; ce = ce.Next() {
-			for e := ce.Value.(*spillClient).conns.Front(); e != nil; e = e.Next() {
-				if checks++; checks > maxEvictChecks {
-					return nil
+	for t := s.top; t != nil && checks < maxEvictChecks; t = t.lower {
+		for ce := t.clients.Front(); ce != nil && checks < maxEvictChecks; ce = ce.Next() {
+			for e := ce.Value.(*spillClient).conns.Front(); e != nil && checks < maxEvictChecks; e = e.Next() {
+				checks++
+				if !pending(e.Value.(*Conn).Conn) {
+					return s.evictLocked(e)
 				}
-				c := e.Value.(*Conn)
-				if pending(c.Conn) {
-					continue
+				if first == nil {
+					first = e
 				}
-				s.removeLocked(c.spillKey, e)
-				c.spillAt = nil
-				c.state.Or(connEvicted)
-				return c
 			}
 		}
 	}
-	return nil
+	if first == nil {
+		return nil
+	}
+	return s.evictLocked(first)
+}
+
+// evictLocked takes out e's connection, marked evicted.
+func (s *spill) evictLocked(e *list.Element) *Conn {
+	c := e.Value.(*Conn)
+	s.removeLocked(c.spillKey, e)
+	c.spillAt = nil
+	c.state.Or(connEvicted)
+	return c
 }
 
 func (s *spill) removeLocked(key netip.Addr, e *list.Element) {
