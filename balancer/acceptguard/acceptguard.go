@@ -456,7 +456,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 // second Close closes the socket at once (a linger in progress ends).
 //
 // Close returns once the socket is closed: up to lingerTime after the write
-// side was shut. Code that must not wait (it holds a lock, or the socket is
+// side was shut (one ended to make room and unanswered waits up to
+// lingerTime more for its request first). Code that must not wait (it holds a lock, or the socket is
 // not its own any more) calls NoLinger first; a server's Shutdown closes
 // its listener first, which ends every linger.
 func (c *Conn) Close() error {
@@ -467,11 +468,12 @@ func (c *Conn) Close() error {
 		c.l.spill.leave(c) // a closing connection makes no room for another
 	}
 	if st := c.state.Load(); st&connNoLinger == 0 {
-		// Ended to make room and closed without a word: the server read
-		// nothing before the end, but a request may be a moment from
-		// arriving (a balancer writes its upgrade once connected). It is
-		// refused as at the cap — closed unanswered, a balancer takes the
-		// edge for dying and tries the session's next edge.
+		// Ended to make room and closed without a word: the server had
+		// read nothing of a request before the end, but one may be
+		// arriving (a balancer writes its upgrade once connected, and
+		// its bytes may be unread on the socket). It is refused as at the
+		// cap — closed unanswered, a balancer takes the edge for dying
+		// and tries the session's next edge.
 		var asked []byte
 		if st&connEvicted != 0 && st&connWritten == 0 {
 			asked = c.l.atCap.answer
