@@ -60,17 +60,10 @@ func TestIdleConnectionsCannotShutBalancerClientsOut(t *testing.T) {
 
 			// The attack: one address (not the balancer's) fills the data
 			// port.
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
 			attack := make([]net.Conn, shareMaxConns)
 			for i := range attack {
-				c, err := d.Dial("tcp", e.data)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { c.Close() })
-				_ = c.SetDeadline(time.Now().Add(testDeadline))
-				tt.hold(t, c)
-				attack[i] = c
+				attack[i] = dialFrom(t, e.data, 2)
+				tt.hold(t, attack[i])
 			}
 			held := dataOpen(e)
 			defer func() {
@@ -143,16 +136,7 @@ func TestIdleConnectionBeyondTheShareClosed(t *testing.T) {
 	cl := healthtest.New(t)
 	cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
 	e := startShareEdge(t, cl)
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
-	dial := func() net.Conn {
-		c, err := d.Dial("tcp", e.data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(testDeadline))
-		return c
-	}
+	dial := func() net.Conn { return dialFrom(t, e.data, 2) }
 	get := func(c net.Conn, br *bufio.Reader) int {
 		code, err := getWhoami(c, br)
 		if err != nil {
@@ -294,25 +278,14 @@ func TestUpgradeArrivingAfterItsConnectionWasEnded(t *testing.T) {
 
 	// The balancer's address fills the edge with connections whose heads
 	// have not arrived yet: its share, then connections beyond it.
-	from := func(last byte) net.Conn {
-		t.Helper()
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, last)}}
-		c, err := d.Dial("tcp", e.data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(testDeadline))
-		return c
-	}
 	conns := make([]net.Conn, shareMaxConns)
 	for i := range conns {
-		conns[i] = from(3)
+		conns[i] = dialFrom(t, e.data, 3)
 		waitFor(t, "the connection accepted", func() bool { return dataOpen(e) == i+1 })
 	}
 	// One more connection, at the cap: the oldest beyond the share makes
 	// room.
-	from(4)
+	dialFrom(t, e.data, 4)
 	waitFor(t, "a connection ended to make room", func() bool {
 		return labelledValue(t, e.s, "ringlb_edge_rejected_connections_total", reasonDirectShare) == 1
 	})
@@ -333,4 +306,18 @@ func TestUpgradeArrivingAfterItsConnectionWasEnded(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("an upgrade arriving on a connection ended to make room: %d, want 503", resp.StatusCode)
 	}
+}
+
+// dialFrom opens a connection to addr from 127.0.0.last (an address of its
+// own), closed when the test ends, its deadlines testDeadline away.
+func dialFrom(t *testing.T, addr string, last byte) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, last)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(testDeadline))
+	return c
 }

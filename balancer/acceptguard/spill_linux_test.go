@@ -26,16 +26,7 @@ func TestSpill(t *testing.T) {
 	next := acceptNext(t, g)
 	// from opens a connection from 127.0.0.last: the client's end and the
 	// listener's.
-	from := func(last byte) (net.Conn, *Conn) {
-		t.Helper()
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, last)}, Timeout: testWait}
-		c, err := d.Dial("tcp", g.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c, next().(*Conn)
-	}
+	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
 	// ended: c's reads end at once, as timeouts (a server answers the
 	// request it waited for), even with a later deadline set — as a server
 	// sets one before it reads a request.
@@ -154,17 +145,7 @@ func TestEndedUnansweredRefusedWithEveryLingerTaken(t *testing.T) {
 	defer g.Close()
 	lingerForever(g)
 	next := acceptNext(t, g)
-	from := func(last byte) (net.Conn, *Conn) {
-		t.Helper()
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, last)}, Timeout: testWait}
-		c, err := d.Dial("tcp", g.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(testWait))
-		return c, next().(*Conn)
-	}
+	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
 	for range lingerMax {
 		_, c := from(2)
 		go c.Close()
@@ -201,17 +182,7 @@ func TestSpillEndsOneWithARequestOnItsWayWhenNoneElse(t *testing.T) {
 		Refusal: HTTPAnswer(http.StatusServiceUnavailable, "too many connections")})
 	defer g.Close()
 	next := acceptNext(t, g)
-	from := func(last byte) (net.Conn, *Conn) {
-		t.Helper()
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, last)}, Timeout: testWait}
-		c, err := d.Dial("tcp", g.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(testWait))
-		return c, next().(*Conn)
-	}
+	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
 	from(2)
 	client, spilled := from(2) // beyond its client's share
 	if _, err := io.WriteString(client, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
@@ -246,4 +217,18 @@ func TestSpillEndsOneWithARequestOnItsWayWhenNoneElse(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("the request on its way to a connection ended to make room: %v %v, want 503", resp, err)
 	}
+}
+
+// dialFrom opens a connection to addr from 127.0.0.last (a client of its
+// own), closed when the test ends, its deadlines testWait away.
+func dialFrom(t *testing.T, addr string, last byte) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, last)}, Timeout: testWait}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(testWait))
+	return c
 }
