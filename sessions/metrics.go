@@ -149,7 +149,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_edge_rejected_connections_total",
-			Help: "Data-port connections refused by a limit, by reason: at accept (max_connections, memory: answered 503 and closed), or a WebSocket join beyond its address's share of participants not forwarded by a balancer (direct_per_ip: answered 429 and closed).",
+			Help: "Data-port connections refused by a limit, by reason: at accept (max_connections, memory: answered 503 and closed), or beyond its address's share of what no balancer forwarded (direct_per_ip: a WebSocket join answered 429 and closed; a connection not yet served ended at the cap to make room, a request on it answered 503; an idle connection closed after its answer).",
 		}, []string{"reason"}),
 		bodiesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_edge_request_bodies_refused_total",
