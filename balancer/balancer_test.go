@@ -306,6 +306,14 @@ func rawRequest(t *testing.T, addr, req string) (int, *http.Response) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	resp := requestOn(t, c, req)
+	return resp.StatusCode, resp
+}
+
+// requestOn writes req (or the rest of one) on c and reads the response
+// whole.
+func requestOn(t *testing.T, c net.Conn, req string) *http.Response {
+	t.Helper()
 	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +323,7 @@ func rawRequest(t *testing.T, addr, req string) (int, *http.Response) {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode, resp
+	return resp
 }
 
 func TestAssignsStickyCookie(t *testing.T) {

@@ -1,9 +1,7 @@
 package balancer
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -73,16 +71,7 @@ func TestPooledPlainRequestsDoNotShutTheBalancersClientsOut(t *testing.T) {
 		}
 	}
 	for _, c := range clients {
-		if _, err := io.WriteString(c, "1\r\nx\r\n0\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusMethodNotAllowed {
+		if resp := requestOn(t, c, "1\r\nx\r\n0\r\n\r\n"); resp.StatusCode != http.StatusMethodNotAllowed {
 			t.Fatalf("a plain POST /whoami through the balancer: %d, want the edge's 405", resp.StatusCode)
 		}
 	}

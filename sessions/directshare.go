@@ -15,10 +15,6 @@ import (
 // join refused beyond its address's share (edge.max_direct_per_ip).
 const reasonDirectShare = "direct_per_ip"
 
-// msgDirectShare is the answer to a connection or a join refused beyond its
-// address's share.
-const msgDirectShare = "too many connections from this address to this edge; connect through a balancer"
-
 // directLimits are the per-address limits of direct participants.
 func directLimits(cfg configs.Edge) acceptguard.PerAddrLimits {
 	return acceptguard.PerAddrLimits{MaxConns: cfg.MaxDirectPerIP}
@@ -58,7 +54,7 @@ func (s *Server) directShare(ctx *fasthttp.RequestCtx, key []byte) (acceptguard.
 	}
 	s.metrics.rejected.WithLabelValues(reasonDirectShare).Inc()
 	s.shareLog.Warn(s.log, "join refused: its address holds its share of participants not forwarded by a balancer (edge.max_direct_per_ip)", "remote", ctx.RemoteIP())
-	ctx.Error(msgDirectShare+"\n", fasthttp.StatusTooManyRequests)
+	ctx.Error("too many connections from this address to this edge; connect through a balancer\n", fasthttp.StatusTooManyRequests)
 	ctx.SetConnectionClose()
 	return acceptguard.Slot{}, false
 }

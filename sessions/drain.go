@@ -242,9 +242,9 @@ const (
 
 // send posts batch to the edge to at url. A refusal for now — 503, from
 // the hand-off's own limits or the new owner's listener (at its cap, or
-// low on memory), or 429 (the connection admitted beyond this edge's
-// address's share of connections that carry nothing yet and ended to make
-// room, connshare.go; an earlier release refused it at accept) — is answered
+// low on memory, or ending for room a connection admitted beyond this
+// edge's address's share, connshare.go), or 429 (an earlier release's
+// listener: this edge's address at that share) — is answered
 // before the body is read, so nothing was installed: retry is then how
 // long to wait before sending it again. Any other failure is final (a
 // timeout may have been installed).

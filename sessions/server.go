@@ -336,10 +336,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		MaxConns: s.cfg.MaxConnections, Refused: s.metrics.rejected.WithLabelValues("max_connections"),
 		Refusal: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, msgFull),
 		Clients: s.idleShare, PerIPSetting: "max_direct_per_ip", RefusedPerIP: s.metrics.rejected.WithLabelValues(reasonDirectShare),
-		RefusalPerIP: acceptguard.HTTPAnswer(fasthttp.StatusTooManyRequests, msgDirectShare),
 		// A balancer's burst of upgrades arrives from one address before
 		// any head shows its signature: beyond the share, connections are
-		// admitted while there is room and ended first when there is none.
+		// admitted while there is room and ended first when there is none
+		// (answered msgFull: refuseFull, or the listener's Refusal), never
+		// refused at accept, so no RefusalPerIP.
 		Spill:  true,
 		Memory: acceptguard.Process, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory),
 		RefusalMemory: acceptguard.HTTPAnswer(fasthttp.StatusServiceUnavailable, "this edge is low on memory; try again shortly"),

@@ -44,6 +44,7 @@ type spill struct {
 // spillClient is one client's spilled connections, oldest first, and its
 // place in its tier.
 type spillClient struct {
+	key   netip.Addr
 	conns list.List // *Conn
 	tier  *spillTier
 	at    *list.Element // in tier.clients
@@ -66,10 +67,10 @@ func (s *spill) add(client netip.Addr, c *Conn) {
 	}
 	sc := s.by[client]
 	if sc == nil {
-		sc = &spillClient{}
+		sc = &spillClient{key: client}
 		s.by[client] = sc
 	}
-	c.spillKey, c.spillAt = client, sc.conns.PushBack(c)
+	c.spillIn, c.spillAt = sc, sc.conns.PushBack(c)
 	s.retierLocked(sc)
 	c.state.Or(connSpilled)
 }
@@ -83,8 +84,7 @@ func (s *spill) leave(c *Conn) (evicted bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c.spillAt != nil {
-		s.removeLocked(c.spillKey, c.spillAt)
-		c.spillAt = nil
+		s.removeLocked(c)
 	}
 	return c.state.Load()&connEvicted != 0
 }
@@ -94,7 +94,7 @@ const maxEvictChecks = 16
 
 // evict takes out a connection to end for room, marked evicted (its slot
 // under the cap passes to the connection that needs the room: its Close
-// does not give it back), or nil when none is spilled. The candidates are
+// does not give it back) and its client, or nil when none is spilled. The candidates are
 // the oldest of the client holding the most, then of the next, and so on,
 // maxEvictChecks at most; one that a request has reached already (bytes
 // unread on its socket: a balancer's upgrade a moment from being served)
@@ -104,7 +104,7 @@ const maxEvictChecks = 16
 // an attacker's as much as a balancer's — and kept, they held the room
 // against everyone. Ended, its request is answered as at the cap (Close,
 // a server's error handler). The caller ends it (end).
-func (s *spill) evict() *Conn {
+func (s *spill) evict() (*Conn, netip.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var first *list.Element // the first passed over
@@ -123,26 +123,27 @@ func (s *spill) evict() *Conn {
 		}
 	}
 	if first == nil {
-		return nil
+		return nil, netip.Addr{}
 	}
 	return s.evictLocked(first)
 }
 
-// evictLocked takes out e's connection, marked evicted.
-func (s *spill) evictLocked(e *list.Element) *Conn {
+// evictLocked takes out e's connection, marked evicted, and its client.
+func (s *spill) evictLocked(e *list.Element) (*Conn, netip.Addr) {
 	c := e.Value.(*Conn)
-	s.removeLocked(c.spillKey, e)
-	c.spillAt = nil
+	s.removeLocked(c)
 	c.state.Or(connEvicted)
-	return c
+	return c, c.spillIn.key
 }
 
-func (s *spill) removeLocked(key netip.Addr, e *list.Element) {
-	sc := s.by[key]
-	sc.conns.Remove(e)
+// removeLocked takes c out of its client's list (c.spillAt nil after).
+func (s *spill) removeLocked(c *Conn) {
+	sc := c.spillIn
+	sc.conns.Remove(c.spillAt)
+	c.spillAt = nil
 	s.retierLocked(sc)
 	if sc.conns.Len() == 0 {
-		delete(s.by, key)
+		delete(s.by, sc.key)
 	}
 }
 

@@ -23,6 +23,7 @@ func TestSpillEndsTheOldestOfTheClientHoldingTheMost(t *testing.T) {
 	l := &Listener{}
 	s := &spill{}
 	model := map[netip.Addr][]*Conn{} // oldest first
+	keys := map[*Conn]netip.Addr{}
 	var all []*Conn
 	for step := range 20000 {
 		switch op := rng.IntN(10); {
@@ -30,6 +31,7 @@ func TestSpillEndsTheOldestOfTheClientHoldingTheMost(t *testing.T) {
 			k := spillClientAddr(rng.IntN(12))
 			c := &Conn{l: l}
 			s.add(k, c)
+			keys[c] = k
 			model[k] = append(model[k], c)
 			all = append(all, c)
 		case op < 8 && len(all) > 0: // one served or closed
@@ -39,7 +41,7 @@ func TestSpillEndsTheOldestOfTheClientHoldingTheMost(t *testing.T) {
 			if s.leave(c) {
 				t.Fatalf("step %d: a connection never ended reported ended", step)
 			}
-			k := c.spillKey
+			k := keys[c]
 			model[k] = slices.DeleteFunc(model[k], func(x *Conn) bool { return x == c })
 			if len(model[k]) == 0 {
 				delete(model, k)
@@ -49,7 +51,7 @@ func TestSpillEndsTheOldestOfTheClientHoldingTheMost(t *testing.T) {
 			for _, cs := range model {
 				most = max(most, len(cs))
 			}
-			c := s.evict()
+			c, k := s.evict()
 			if most == 0 {
 				if c != nil {
 					t.Fatalf("step %d: ended a connection with none spilled", step)
@@ -59,7 +61,9 @@ func TestSpillEndsTheOldestOfTheClientHoldingTheMost(t *testing.T) {
 			if c == nil {
 				t.Fatalf("step %d: ended none, %d spilled", step, len(all))
 			}
-			k := c.spillKey
+			if k != keys[c] {
+				t.Fatalf("step %d: ended a connection of %v, said %v", step, keys[c], k)
+			}
 			if cs := model[k]; len(cs) != most || cs[0] != c {
 				t.Fatalf("step %d: ended a connection of a client holding %d (its oldest: %v), want the oldest of one holding %d", step, len(cs), len(cs) > 0 && cs[0] == c, most)
 			}
@@ -116,7 +120,7 @@ func TestSpillEndsWithoutGoingThroughEveryClient(t *testing.T) {
 		s.add(spillClientAddr(i), &Conn{l: l})
 	}
 	allocs := testing.AllocsPerRun(1000, func() {
-		if s.evict() == nil {
+		if c, _ := s.evict(); c == nil {
 			t.Fatal("none ended")
 		}
 	})
@@ -136,9 +140,9 @@ func BenchmarkSpillEnd(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				c := s.evict()
+				c, k := s.evict()
 				c.state.Store(0)
-				s.add(c.spillKey, c)
+				s.add(k, c)
 			}
 		})
 	}
