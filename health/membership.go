@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -148,11 +150,15 @@ type Membership struct {
 	// memberlist.Members() hands out pointers that its own goroutines keep
 	// writing to, so reading them races (serf keeps its own copy for the same
 	// reason).
-	nodes  map[string]Node
-	subs   map[int]chan struct{}
-	nextID int
-	recent []Event
-	closed bool
+	nodes map[string]Node
+	// balancerSigning is the lowest peer_signing among nodes' balancers
+	// (math.MaxInt32: none), kept with nodes so that a check per
+	// request is one load (BalancerBelow).
+	balancerSigning atomic.Int32
+	subs            map[int]chan struct{}
+	nextID          int
+	recent          []Event
+	closed          bool
 
 	// ignored are members whose metadata this node does not trust, with
 	// why (logged once per reason); they are not in nodes.
@@ -209,6 +215,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	}
 	m := &Membership{logger: logger, meta: meta, encMet: enc, keyring: kr, allowed: allowed,
 		nodes: map[string]Node{}, ignored: map[string]string{}, subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{})}
+	m.balancerSigning.Store(math.MaxInt32)
 	if kr != nil {
 		// Before gossip starts: which form of signature each member makes.
 		kr.members = m.Node
@@ -693,7 +700,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		changed := m.ignored[ev.Node.Name] != distrust
 		m.ignored[ev.Node.Name] = distrust
 		if was {
-			m.notifyLocked()
+			m.nodesChangedLocked()
 		}
 		m.mu.Unlock()
 		if changed {
@@ -714,7 +721,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		m.nodes[ev.Node.Name] = ev.Node
 		m.pins.back(ev.Node.Name)
 	}
-	m.notifyLocked()
+	m.nodesChangedLocked()
 	m.mu.Unlock()
 	if note != "" {
 		m.logger.Warn("a gossip member announces metadata this node does not trust; ignoring that part", "member", ev.Node.Name, "why", note)
@@ -729,6 +736,26 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		level = slog.LevelInfo
 	}
 	m.logger.Log(context.Background(), level, "membership "+kind, "member", n.Name, "addr", n.Address(), "state", ev.Node.Meta.State)
+}
+
+// nodesChangedLocked follows a change of m.nodes: what is kept of them is
+// brought up to date and every subscriber woken. m.mu is held.
+func (m *Membership) nodesChangedLocked() {
+	lowest := int32(math.MaxInt32)
+	for _, n := range m.nodes {
+		if n.Meta.Role == RoleBalancer {
+			lowest = min(lowest, int32(min(n.Meta.PeerSigning, math.MaxInt32)))
+		}
+	}
+	m.balancerSigning.Store(lowest)
+	m.notifyLocked()
+}
+
+// BalancerBelow reports whether a live balancer announces a peer_signing
+// below level: one of an earlier release, which does not sign what level
+// adds. One atomic load: edges ask it per unsigned request.
+func (m *Membership) BalancerBelow(level int) bool {
+	return int(m.balancerSigning.Load()) < level
 }
 
 // notifyLocked wakes every subscriber (coalesced). m.mu is held.

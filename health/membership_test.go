@@ -401,3 +401,41 @@ func TestMemberlistLogsAtDebug(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// BalancerBelow follows the live balancers' peer_signing as gossip
+// changes it: an edge asks it for every request no balancer signed, so it
+// is kept with the member set, not computed per call.
+func TestBalancerBelowFollowsMembers(t *testing.T) {
+	edge := startNode(t, testCluster("edge"), edgeMeta(0))
+	// An edge's level is not a balancer's.
+	if err := edge.UpdateMeta(t.Context(), func(m *Meta) { m.PeerSigning = PeerSigningBound }); err != nil {
+		t.Fatal(err)
+	}
+	if edge.BalancerBelow(PeerSigningForwarded) {
+		t.Fatal("below with no balancer at all")
+	}
+	bal := startNode(t, testCluster("balancer", edge.Addr()), Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
+	waitAll(t, []*Membership{edge}, func(ns []Node) bool { return len(ns) == 2 })
+	if edge.BalancerBelow(PeerSigningForwarded) {
+		t.Error("a balancer of this release counted below PeerSigningForwarded")
+	}
+	if err := bal.UpdateMeta(t.Context(), func(m *Meta) { m.PeerSigning = PeerSigningHead }); err != nil {
+		t.Fatal(err)
+	}
+	waitAll(t, []*Membership{edge}, func(ns []Node) bool {
+		return slices.ContainsFunc(ns, func(n Node) bool { return n.Name == "balancer" && n.Meta.PeerSigning == PeerSigningHead })
+	})
+	if !edge.BalancerBelow(PeerSigningUpgrade) || edge.BalancerBelow(PeerSigningHead) {
+		t.Errorf("balancer at PeerSigningHead: below Upgrade %v (want true), below Head %v (want false)",
+			edge.BalancerBelow(PeerSigningUpgrade), edge.BalancerBelow(PeerSigningHead))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := bal.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitAll(t, []*Membership{edge}, func(ns []Node) bool { return len(ns) == 1 })
+	if edge.BalancerBelow(PeerSigningUpgrade) {
+		t.Error("a balancer that left still counted")
+	}
+}

@@ -184,7 +184,7 @@ func (c *connShare) idled(conn net.Conn) {
 	if !addr.IsValid() {
 		return
 	}
-	if o := c.s.hub.owner.Load(); o != nil && o.balancerBelow(health.PeerSigningForwarded) {
+	if o := c.s.hub.owner.Load(); o != nil && o.m.BalancerBelow(health.PeerSigningForwarded) {
 		return
 	}
 	slot, v := c.per.Admit(addr, time.Now())

@@ -45,7 +45,7 @@ func (s *Server) directShare(ctx *fasthttp.RequestCtx, key []byte) (acceptguard.
 		return acceptguard.Slot{}, true
 	}
 	addr, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	if o.balancerBelow(health.PeerSigningUpgrade) {
+	if o.m.BalancerBelow(health.PeerSigningUpgrade) {
 		return s.direct.Hold(addr), true
 	}
 	slot, v := s.direct.Admit(addr, time.Now())

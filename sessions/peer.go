@@ -188,18 +188,7 @@ func (s *Server) checkSkip(ctx *fasthttp.RequestCtx, key []byte) error {
 // unsigningBalancer reports whether a balancer of an earlier release, which
 // sends X-Ringlb-Skip unsigned, is a member: during a rolling upgrade its
 // fallbacks must still land.
-func (o *ownership) unsigningBalancer() bool { return o.balancerBelow(health.PeerSigningSkip) }
-
-// balancerBelow reports whether a member balancer announces a peer_signing
-// below level: an earlier release, which does not sign what level adds.
-func (o *ownership) balancerBelow(level int) bool {
-	for _, n := range o.m.Members() {
-		if n.Meta.Role == health.RoleBalancer && n.Meta.PeerSigning < level {
-			return true
-		}
-	}
-	return false
-}
+func (o *ownership) unsigningBalancer() bool { return o.m.BalancerBelow(health.PeerSigningSkip) }
 
 // signed prepares an edge-to-edge POST of body to the edge to at u+path,
 // signed as this edge.

@@ -92,8 +92,9 @@ type Membership interface {
 	PinnedByGone(hash uint64) (string, bool)
 	// Keyring is the cluster key that signs and checks peer requests.
 	Keyring() *health.Keyring
-	// Members returns every live member, whatever its role or state.
-	Members() []health.Node
+	// BalancerBelow reports whether a live balancer announces a
+	// peer_signing below level (an earlier release's).
+	BalancerBelow(level int) bool
 }
 
 // pastView is a ring snapshot replaced less than settleWindow ago.
