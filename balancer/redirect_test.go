@@ -75,12 +75,13 @@ func TestRedirectRefusesHostsThatAreNoHost(t *testing.T) {
 
 // With balancer.tls.redirect_host the client's Host is not read at all:
 // every redirect goes to the configured host, the poisoned ones included,
-// and a reload changes it.
+// and a reload changes it. A Host with userinfo is no request at all (RFC
+// 9110 section 4.2.4): the HTTP parser refuses it before any handler.
 func TestRedirectToConfiguredHost(t *testing.T) {
 	h, addr := startRedirect(t, configs.TLS{RedirectHost: "ide.example.com"})
 	checkRedirects(t, addr, []redirectCase{
 		{"a name", get("/p?q=1", "good.example"), 301, "https://ide.example.com:8443/p?q=1"},
-		{"userinfo", get("/p", "a@evil.example"), 301, "https://ide.example.com:8443/p"},
+		{"userinfo", get("/p", "a@evil.example"), 400, ""},
 		{"another site", get("/p", "evil.example"), 301, "https://ide.example.com:8443/p"},
 		{"markup", get("/p", "<script>"), 301, "https://ide.example.com:8443/p"},
 		{"absolute form", get("http://evil.example/x", "good.example"), 301, "https://ide.example.com:8443/x"},
