@@ -256,7 +256,6 @@ func (l *Listener) evict() bool {
 	if c == nil {
 		return false
 	}
-	c.end()
 	if l.perClient.count != nil {
 		l.perClient.count.Inc()
 	}

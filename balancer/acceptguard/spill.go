@@ -103,7 +103,7 @@ const maxEvictChecks = 16
 // read them yet — under load, on every connection accepted a moment ago,
 // an attacker's as much as a balancer's — and kept, they held the room
 // against everyone. Ended, its request is answered as at the cap (Close,
-// a server's error handler). The caller ends it (end).
+// a server's error handler).
 func (s *spill) evict() (*Conn, netip.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -128,11 +128,15 @@ func (s *spill) evict() (*Conn, netip.Addr) {
 	return s.evictLocked(first)
 }
 
-// evictLocked takes out e's connection, marked evicted, and its client.
+// evictLocked takes out e's connection, marked evicted and ended, and its
+// client. It is ended under s.mu: a Close of it waits there (leave) before
+// its linger sets a deadline of its own, which an end after the lock could
+// put in the past, closing it unanswered.
 func (s *spill) evictLocked(e *list.Element) (*Conn, netip.Addr) {
 	c := e.Value.(*Conn)
 	s.removeLocked(c)
 	c.state.Or(connEvicted)
+	c.end()
 	return c, c.spillIn.key
 }
 
