@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -173,6 +174,17 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 		},
 		ReadTimeout:  responseTimeout,
 		WriteTimeout: responseTimeout,
+		// No cap of the pool's own: a request holds its connection until
+		// its client's body has come, which a client sends as slowly as
+		// request_timeout lets it, and fasthttp's default (512 a host,
+		// any request beyond answered ErrNoFreeConns at once) let 512
+		// trickling uploads turn every other client's plain request to
+		// the edge into a 502, counted as the edge's failure
+		// (TestSlowUploadsCannotTakeTheEdgePool). What is in flight is
+		// bounded by the client connections (limits.max_connections,
+		// each one request at a time, per address by
+		// max_connections_per_ip), as a tunnel's edge connection is.
+		MaxConns: math.MaxInt32,
 		// Response bodies stream through (plugin downloads are large): the
 		// balancer never holds a whole body in memory.
 		StreamResponseBody: true,
