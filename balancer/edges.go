@@ -12,11 +12,13 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 )
@@ -162,15 +164,18 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 			if err != nil {
 				return nil, &dialError{edge: m.Name, err: err}
 			}
-			return c, nil
+			return &pooledConn{Conn: c}, nil
 		},
 		// A dial error goes to the next candidate at once (the balancer's
 		// own retry); a GET or HEAD that met a pooled keep-alive connection
-		// the edge had closed is retried here. Nothing else is: retrying
-		// every error (fasthttp's default) sent one GET whose answer timed
-		// out or was broken to the edge 5 times, and held its client 5 × 30 s.
+		// the edge had closed is retried here, and any request without a
+		// body that met one with stray bytes (pooledConn: nothing was
+		// sent). Nothing else is: retrying every error (fasthttp's
+		// default) sent one GET whose answer timed out or was broken to
+		// the edge 5 times, and held its client 5 × 30 s. (fasthttp never
+		// retries a request whose body streams.)
 		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
-			return false, staleConnection(err) && (req.Header.IsGet() || req.Header.IsHead())
+			return false, errors.Is(err, errStrayBytes) || staleConnection(err) && (req.Header.IsGet() || req.Header.IsHead())
 		},
 		ReadTimeout:  responseTimeout,
 		WriteTimeout: responseTimeout,
@@ -227,6 +232,40 @@ func (p *edgePool) closeIdle() {
 	for _, e := range p.edges {
 		e.client.CloseIdleConnections()
 	}
+}
+
+// errStrayBytes: a pooled connection to an edge had bytes waiting that no
+// request asked for when the next request was to go on it.
+var errStrayBytes = errors.New("bytes of no request waiting on a pooled edge connection")
+
+// pooledConn is a connection of the keep-alive pool to an edge (under TLS,
+// when the edge speaks it). It carries no request while bytes that answer
+// none wait on it: an edge's answer that holds more than its framing says
+// — a body on a HEAD, a Content-Length counted in characters, a stray
+// 408 of an idle connection — leaves them there, and HostClient reads
+// them as the next request's answer, which may be another client's: a
+// page reflecting a client's input let it forge the answer the next client
+// got (TestStrayBytesNeverAnswerAnotherClient). The first write of a
+// request (the first after a read) checks the socket first and fails,
+// writing nothing, when bytes wait (acceptguard.Pending, SIOCINQ): the
+// connection is closed and a request without a body goes on another one.
+// Bytes left in HostClient's own reader past the answer are dropped with
+// it when the answer ends.
+type pooledConn struct {
+	net.Conn
+	read atomic.Bool // a Read since the last Write: the next Write starts a request
+}
+
+func (c *pooledConn) Read(p []byte) (int, error) {
+	c.read.Store(true)
+	return c.Conn.Read(p)
+}
+
+func (c *pooledConn) Write(p []byte) (int, error) {
+	if c.read.Swap(false) && acceptguard.Pending(c.Conn) {
+		return 0, errStrayBytes
+	}
+	return c.Conn.Write(p)
 }
 
 // staleConnection reports whether err, from a request to an edge, says the

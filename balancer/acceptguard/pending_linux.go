@@ -7,10 +7,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pending reports whether bytes have arrived on c that nobody has read yet
+// Pending reports whether bytes have arrived on c that nobody has read yet
 // (SIOCINQ): a request on its way into the server, not a client that
-// sends nothing.
-func pending(c net.Conn) bool {
+// sends nothing (the spill); an answer to no request on a keep-alive
+// connection of the balancer's pool to an edge.
+func Pending(c net.Conn) bool {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return false

@@ -4,6 +4,6 @@ package acceptguard
 
 import "net"
 
-// pending reports whether bytes have arrived on c that nobody has read yet;
+// Pending reports whether bytes have arrived on c that nobody has read yet;
 // elsewhere than Linux it does not know, and says no.
-func pending(net.Conn) bool { return false }
+func Pending(net.Conn) bool { return false }
