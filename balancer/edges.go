@@ -164,7 +164,7 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 			if err != nil {
 				return nil, &dialError{edge: m.Name, err: err}
 			}
-			return &pooledConn{Conn: c}, nil
+			return &pooledConn{Conn: c, unread: acceptguard.NewUnread(c)}, nil
 		},
 		// A dial error goes to the next candidate at once (the balancer's
 		// own retry); a GET or HEAD that met a pooled keep-alive connection
@@ -247,13 +247,14 @@ var errStrayBytes = errors.New("bytes of no request waiting on a pooled edge con
 // page reflecting a client's input let it forge the answer the next client
 // got (TestStrayBytesNeverAnswerAnotherClient). The first write of a
 // request (the first after a read) checks the socket first and fails,
-// writing nothing, when bytes wait (acceptguard.Pending, SIOCINQ): the
+// writing nothing, when bytes wait (acceptguard.Unread, SIOCINQ): the
 // connection is closed and a request without a body goes on another one.
 // Bytes left in HostClient's own reader past the answer are dropped with
 // it when the answer ends.
 type pooledConn struct {
 	net.Conn
-	read atomic.Bool // a Read since the last Write: the next Write starts a request
+	unread *acceptguard.Unread
+	read   atomic.Bool // a Read since the last Write: the next Write starts a request
 }
 
 func (c *pooledConn) Read(p []byte) (int, error) {
@@ -262,7 +263,7 @@ func (c *pooledConn) Read(p []byte) (int, error) {
 }
 
 func (c *pooledConn) Write(p []byte) (int, error) {
-	if c.read.Swap(false) && acceptguard.Pending(c.Conn) {
+	if c.read.Swap(false) && c.unread.Pending() {
 		return 0, errStrayBytes
 	}
 	return c.Conn.Write(p)
