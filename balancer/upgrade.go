@@ -103,6 +103,15 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 	}
 	var h fasthttp.RequestHeader
 	ctx.Request.Header.CopyTo(&h)
+	if target := h.RequestURI(); absoluteTarget(target) {
+		// A target in absolute form names the host (RFC 9112, 3.2.2): the
+		// edge gets the origin form and the target's host, as HostClient
+		// sends a plain request — the client's Host, which the balancer's
+		// X-Forwarded-Host contradicted, would make a backend reading Host
+		// and one reading the target each see another site.
+		h.SetRequestURIBytes(originForm(target))
+		h.SetHostBytes(ctx.Host())
+	}
 	prepareRequestHeader(ctx, &h, key, true)
 	// An upgrade has no body (serveData refused any): nothing but this
 	// head and then WebSocket frames reaches the edge, and no framing
@@ -227,6 +236,20 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		}
 		b.countRequest(edge, ctx.Response.StatusCode())
 	}
+}
+
+// originForm is the path and query of an absolute-form target
+// (absoluteTarget), byte for byte: "/" when it has no path.
+func originForm(target []byte) []byte {
+	rest := target[bytes.Index(target, []byte("://"))+3:]
+	i := bytes.IndexAny(rest, "/?#")
+	switch {
+	case i < 0:
+		return []byte("/")
+	case rest[i] == '/':
+		return rest[i:]
+	}
+	return append([]byte("/"), rest[i:]...)
 }
 
 // handshake writes the upgrade request to the edge and reads its response
