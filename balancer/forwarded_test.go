@@ -232,12 +232,30 @@ func TestAbsoluteFormUpgradeForwardedAsItsHost(t *testing.T) {
 	})
 	h := newHarness(t, configs.Balancer{})
 	h.ring.Update([]ring.Member{{Name: "raw", URL: url, Weight: 1}})
-	upgrade := "GET http://evil.example/ws?x=1 HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if got := exchange(t, h.addr, upgrade, 1, false); len(got) != 1 || got[0] != http.StatusSwitchingProtocols {
-		t.Fatalf("answers %v, want [101]", got)
+	upgrade := func(target string) string {
+		return "GET " + target + " HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	}
-	head := <-heads
+	// A target that is neither a path nor a URL names nothing to upgrade.
+	for _, target := range []string{"*", "evil.example:443"} {
+		if got := exchange(t, h.addr, upgrade(target), 1, true); fmt.Sprint(got) != "[400]" {
+			t.Errorf("an upgrade of %q: %v, want [400]", target, got)
+		}
+	}
+	for _, scheme := range []string{"http", "ws"} {
+		t.Run(scheme, func(t *testing.T) {
+			if got := exchange(t, h.addr, upgrade(scheme+"://evil.example/ws?x=1"), 1, false); len(got) != 1 || got[0] != http.StatusSwitchingProtocols {
+				t.Fatalf("answers %v, want [101]", got)
+			}
+			checkOriginForm(t, <-heads)
+		})
+	}
+}
+
+// checkOriginForm checks the head an edge got for an upgrade of
+// "SCHEME://evil.example/ws?x=1" with "Host: bal".
+func checkOriginForm(t *testing.T, head string) {
+	t.Helper()
 	requestLine, _, _ := strings.Cut(head, "\r\n")
 	var hosts, forwardedHosts []string
 	for _, line := range strings.Split(head, "\r\n") {

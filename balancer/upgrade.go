@@ -103,12 +103,18 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 	}
 	var h fasthttp.RequestHeader
 	ctx.Request.Header.CopyTo(&h)
-	if target := h.RequestURI(); absoluteTarget(target) {
-		// A target in absolute form names the host (RFC 9112, 3.2.2): the
-		// edge gets the origin form and the target's host, as HostClient
-		// sends a plain request — the client's Host, which the balancer's
-		// X-Forwarded-Host contradicted, would make a backend reading Host
-		// and one reading the target each see another site.
+	if target := h.RequestURI(); len(target) == 0 || target[0] != '/' {
+		// A target in absolute form (any scheme: fasthttp takes ws://
+		// too) names the host (RFC 9112, 3.2.2): the edge gets the origin
+		// form and the target's host, as HostClient sends a plain request
+		// — the client's Host, which the balancer's X-Forwarded-Host
+		// contradicted, would make a backend reading Host and one reading
+		// the target each see another site. Any other form ("*", an
+		// authority) names no resource to upgrade.
+		if bytes.Index(target, []byte("://")) <= 0 {
+			b.refuse(ctx, fasthttp.StatusBadRequest, errUpgradeTarget)
+			return
+		}
 		h.SetRequestURIBytes(originForm(target))
 		h.SetHostBytes(ctx.Host())
 	}
@@ -238,8 +244,11 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 	}
 }
 
-// originForm is the path and query of an absolute-form target
-// (absoluteTarget), byte for byte: "/" when it has no path.
+// errUpgradeTarget: an upgrade whose target is neither a path nor a URL.
+var errUpgradeTarget = errors.New("upgrade request target is neither a path nor a URL")
+
+// originForm is the path and query of an absolute-form target (one holding
+// "://"), byte for byte: "/" when it has no path.
 func originForm(target []byte) []byte {
 	rest := target[bytes.Index(target, []byte("://"))+3:]
 	i := bytes.IndexAny(rest, "/?#")
