@@ -204,7 +204,7 @@ func TestBackendCannotSetTheAdminCookie(t *testing.T) {
 	}{
 		{"plain", "GET /page HTTP/1.1\r\nHost: bal\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n" + cookies + "\r\nok\n", 200},
 		{"upgrade refused", wsHead, "HTTP/1.1 426 Upgrade Required\r\nContent-Length: 3\r\n" + cookies + "\r\nno\n", 426},
-		{"upgrade", wsHead, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + cookies + obsolete + "\r\nfrom the edge", 101},
+		{"upgrade", wsHead, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + wsSampleAccept + "\r\n" + cookies + obsolete + "\r\nfrom the edge", 101},
 	} {
 		for _, assigned := range []bool{false, true} {
 			request := tt.request

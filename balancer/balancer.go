@@ -98,9 +98,13 @@ type Balancer struct {
 	requestIDPrefix [8]byte
 	requestIDs      atomic.Uint64
 	limiter         *limitListener // set by Serve, under mu
-	limiterSet      chan struct{}  // closed once limiter is set
-	limiterOnce     sync.Once
-	redirect        *fasthttp.Server // set by ServeRedirect
+	// connBudget is limits.max_connections: the data and redirect ports'
+	// connections together (listener.go).
+	connBudget    *acceptguard.Budget
+	redirectGuard *acceptguard.Listener // set by ServeRedirect, under mu
+	limiterSet    chan struct{}         // closed once limiter is set
+	limiterOnce   sync.Once
+	redirect      *fasthttp.Server // set by ServeRedirect
 	// stopWatch ends the certificate watcher (TLS only); watchDone is
 	// closed when it has.
 	stopWatch, watchDone chan struct{}
@@ -159,6 +163,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		tunnels:    make(map[*tunnel]struct{}),
 		conns:      make(map[net.Conn]struct{}),
 		limiterSet: make(chan struct{}),
+		connBudget: acceptguard.NewBudget(cfg.Limits.MaxConnections),
 		peerClient: newPeerClient(),
 	}
 	b.edges = newEdgePool(cfg.DialTimeout.D(), func(name string) configs.EdgeTLS {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +83,47 @@ func TestPooledPlainRequestsDoNotShutTheBalancersClientsOut(t *testing.T) {
 	t.Logf("after %d plain requests through the balancer, %d of %d of its clients joined (refusal %d)", share, joined, 2*share, refusal)
 	if joined != 2*share {
 		t.Errorf("after %d plain requests through the balancer %d of %d of its clients joined, then %d; want all", share, joined, 2*share, refusal)
+	}
+}
+
+// A plain request holds its connection of the balancer's keep-alive pool
+// to the edge until its body has come, and a client sends its body as
+// slowly as it likes (up to request_timeout). fasthttp's HostClient opens
+// at most 512 connections to one host (DefaultMaxConnsPerHost) and answers
+// a request beyond them at once with ErrNoFreeConns: 512 uploads trickling
+// from one address — three with max_connections_per_ip 200 — made every
+// other client's plain request to that edge a 502, counted as the edge's
+// failure. The pool has no cap of its own now: the client connections
+// (limits.max_connections, one request in flight each) bound it.
+func TestSlowUploadsCannotTakeTheEdgePool(t *testing.T) {
+	const uploads = 520 // beyond fasthttp's 512
+	h := newHarness(t, configs.Balancer{})
+	key := h.keyOwnedBy(t, "edge-1")
+	for range uploads {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		// The head and 8 KiB (what fasthttp reads before the handler) of a
+		// body of 100 kB: the rest never comes while the test runs.
+		if _, err := fmt.Fprintf(c, "POST /whoami HTTP/1.1\r\nHost: bal\r\nctstickiness: %s\r\nContent-Length: 100000\r\n\r\n%s", key, strings.Repeat("x", 8<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every upload's request is on its way to the edge, as far as the
+	// pool let it (512 before).
+	edge := h.byName["edge-1"]
+	healthtest.WaitUntil(t, "the uploads' requests reaching the edge", func() bool {
+		return edge.srv.GetOpenConnectionsCount() >= 512
+	})
+	resp, body := h.get(t, "/whoami", http.Header{"Ctstickiness": {key}})
+	errs := h.metric(t, "ringlb_balancer_backend_errors_total", map[string]string{"edge": "edge-1"})
+	t.Logf("%d slow uploads held: another client's GET got %d, edge-1's errors counted %v", uploads, resp.StatusCode, errs)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("another client's GET to the edge: %d %q, want 200", resp.StatusCode, body)
+	}
+	if errs != 0 {
+		t.Errorf("backend_errors_total{edge=edge-1} = %v, want 0: the edge never failed", errs)
 	}
 }

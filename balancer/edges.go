@@ -7,15 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 )
@@ -161,18 +164,32 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 			if err != nil {
 				return nil, &dialError{edge: m.Name, err: err}
 			}
-			return c, nil
+			return &pooledConn{Conn: c, unread: acceptguard.NewUnread(c)}, nil
 		},
 		// A dial error goes to the next candidate at once (the balancer's
 		// own retry); a GET or HEAD that met a pooled keep-alive connection
-		// the edge had closed is retried here. Nothing else is: retrying
-		// every error (fasthttp's default) sent one GET whose answer timed
-		// out or was broken to the edge 5 times, and held its client 5 × 30 s.
+		// the edge had closed is retried here, and any request without a
+		// body that met one with stray bytes (pooledConn: nothing was
+		// sent). Nothing else is: retrying every error (fasthttp's
+		// default) sent one GET whose answer timed out or was broken to
+		// the edge 5 times, and held its client 5 × 30 s. (fasthttp never
+		// retries a request whose body streams.)
 		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
-			return false, staleConnection(err) && (req.Header.IsGet() || req.Header.IsHead())
+			return false, errors.Is(err, errStrayBytes) || staleConnection(err) && (req.Header.IsGet() || req.Header.IsHead())
 		},
 		ReadTimeout:  responseTimeout,
 		WriteTimeout: responseTimeout,
+		// No cap of the pool's own: a request holds its connection until
+		// its client's body has come, which a client sends as slowly as
+		// request_timeout lets it, and fasthttp's default (512 a host,
+		// any request beyond answered ErrNoFreeConns at once) let 512
+		// trickling uploads turn every other client's plain request to
+		// the edge into a 502, counted as the edge's failure
+		// (TestSlowUploadsCannotTakeTheEdgePool). What is in flight is
+		// bounded by the client connections (limits.max_connections,
+		// each one request at a time, per address by
+		// max_connections_per_ip), as a tunnel's edge connection is.
+		MaxConns: math.MaxInt32,
 		// Response bodies stream through (plugin downloads are large): the
 		// balancer never holds a whole body in memory.
 		StreamResponseBody: true,
@@ -215,6 +232,41 @@ func (p *edgePool) closeIdle() {
 	for _, e := range p.edges {
 		e.client.CloseIdleConnections()
 	}
+}
+
+// errStrayBytes: a pooled connection to an edge had bytes waiting that no
+// request asked for when the next request was to go on it.
+var errStrayBytes = errors.New("bytes of no request waiting on a pooled edge connection")
+
+// pooledConn is a connection of the keep-alive pool to an edge (under TLS,
+// when the edge speaks it). It carries no request while bytes that answer
+// none wait on it: an edge's answer that holds more than its framing says
+// — a body on a HEAD, a Content-Length counted in characters, a stray
+// 408 of an idle connection — leaves them there, and HostClient reads
+// them as the next request's answer, which may be another client's: a
+// page reflecting a client's input let it forge the answer the next client
+// got (TestStrayBytesNeverAnswerAnotherClient). The first write of a
+// request (the first after a read) checks the socket first and fails,
+// writing nothing, when bytes wait (acceptguard.Unread, SIOCINQ): the
+// connection is closed and a request without a body goes on another one.
+// Bytes left in HostClient's own reader past the answer are dropped with
+// it when the answer ends.
+type pooledConn struct {
+	net.Conn
+	unread *acceptguard.Unread
+	read   atomic.Bool // a Read since the last Write: the next Write starts a request
+}
+
+func (c *pooledConn) Read(p []byte) (int, error) {
+	c.read.Store(true)
+	return c.Conn.Read(p)
+}
+
+func (c *pooledConn) Write(p []byte) (int, error) {
+	if c.read.Swap(false) && c.unread.Pending() {
+		return 0, errStrayBytes
+	}
+	return c.Conn.Write(p)
 }
 
 // staleConnection reports whether err, from a request to an edge, says the

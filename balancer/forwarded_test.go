@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -199,5 +200,88 @@ func TestUpgradeConnectionNamesNoHeaders(t *testing.T) {
 				t.Errorf("X-Forwarded-Proto %q, want http", p)
 			}
 		})
+	}
+}
+
+// A request target in absolute form names the host (RFC 9112, 3.2.2): a
+// proxy ignores the Host header then, and forwards a Host made from the
+// target. Plain requests went on so (HostClient writes the origin form and
+// the target's host), but an upgrade went to the edge as the client wrote
+// it — "GET http://evil.example/ws" with "Host: bal", and the balancer's
+// own X-Forwarded-Host saying evil.example — so a backend that reads Host
+// and one that reads the target (or the balancer's header) each took the
+// request for another site's. The edge gets the origin form and the
+// target's host now, as on a plain request.
+func TestAbsoluteFormUpgradeForwardedAsItsHost(t *testing.T) {
+	heads := make(chan string, 1)
+	url := serveConns(t, func(c net.Conn, br *bufio.Reader) {
+		var head strings.Builder
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			head.WriteString(line)
+			if line == "\r\n" {
+				break
+			}
+		}
+		heads <- head.String()
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\n\r\n")
+		_, _ = io.Copy(io.Discard, br)
+	})
+	h := newHarness(t, configs.Balancer{})
+	h.ring.Update([]ring.Member{{Name: "raw", URL: url, Weight: 1}})
+	upgrade := func(target string) string {
+		return "GET " + target + " HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	}
+	// A target that is neither a path nor a URL names nothing to upgrade.
+	for _, target := range []string{"*", "evil.example:443"} {
+		if got := exchange(t, h.addr, upgrade(target), 1, true); fmt.Sprint(got) != "[400]" {
+			t.Errorf("an upgrade of %q: %v, want [400]", target, got)
+		}
+	}
+	for _, scheme := range []string{"http", "ws"} {
+		t.Run(scheme, func(t *testing.T) {
+			if got := exchange(t, h.addr, upgrade(scheme+"://evil.example/ws?x=1"), 1, false); len(got) != 1 || got[0] != http.StatusSwitchingProtocols {
+				t.Fatalf("answers %v, want [101]", got)
+			}
+			checkOriginForm(t, <-heads)
+		})
+	}
+}
+
+// checkOriginForm checks the head an edge got for an upgrade of
+// "SCHEME://evil.example/ws?x=1" with "Host: bal".
+func checkOriginForm(t *testing.T, head string) {
+	t.Helper()
+	requestLine, _, _ := strings.Cut(head, "\r\n")
+	var hosts, forwardedHosts []string
+	for _, line := range strings.Split(head, "\r\n") {
+		name, value, _ := strings.Cut(line, ":")
+		switch strings.ToLower(name) {
+		case "host":
+			hosts = append(hosts, strings.TrimSpace(value))
+		case "x-forwarded-host":
+			forwardedHosts = append(forwardedHosts, strings.TrimSpace(value))
+		}
+	}
+	t.Logf("the edge got %q, Host %q, X-Forwarded-Host %q", requestLine, hosts, forwardedHosts)
+	if requestLine != "GET /ws?x=1 HTTP/1.1" || fmt.Sprint(hosts) != "[evil.example]" || fmt.Sprint(forwardedHosts) != "[evil.example]" {
+		t.Errorf("the edge got %q, Host %q, X-Forwarded-Host %q; want the origin form and evil.example in both", requestLine, hosts, forwardedHosts)
+	}
+}
+
+func TestOriginForm(t *testing.T) {
+	for target, want := range map[string]string{
+		"http://h":               "/",
+		"http://h?x=1":           "/?x=1",
+		"HTTPS://h:8443/a/b?c=d": "/a/b?c=d",
+		"http://u@h/%2F/x":       "/%2F/x",
+	} {
+		if got := string(originForm([]byte(target))); got != want {
+			t.Errorf("originForm(%q) = %q, want %q", target, got, want)
+		}
 	}
 }

@@ -109,7 +109,7 @@ func (b *rawBackend) serve(c net.Conn) {
 			return
 		}
 		if req.URL.Path == "/ws" && strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
-			if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Ringlb-Edge: raw\r\n\r\n"); err != nil {
+			if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\nX-Ringlb-Edge: raw\r\n\r\n"); err != nil {
 				return
 			}
 			_, _ = io.Copy(io.Discard, c)

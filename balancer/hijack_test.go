@@ -44,7 +44,7 @@ func TestUpgradeAbandonedBeforeItsHijack(t *testing.T) {
 			}
 			upgrades <- struct{}{}
 			<-proceed
-			if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"); err != nil {
+			if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\n\r\n"); err != nil {
 				return
 			}
 			_, _ = io.Copy(io.Discard, br) // until the balancer closes the tunnel

@@ -37,11 +37,11 @@ func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
 	limits := b.current.Load().cfg.Limits
 	guard := acceptguard.Wrap(ln, acceptguard.Config{
 		Name: "balancer data", Logger: b.log,
-		Errors:   b.metrics.acceptErrors.WithLabelValues("data"),
-		MaxConns: limits.MaxConnections,
-		Refused:  b.metrics.rejectedTotal.WithLabelValues(rejectMaxConns),
-		Refusal:  acceptguard.HTTPAnswer(503, "too many connections to this balancer; try again shortly"),
-		Memory:   acceptguard.Process, RefusedMemory: b.metrics.rejectedTotal.WithLabelValues(rejectMemory),
+		Errors:  b.metrics.acceptErrors.WithLabelValues("data"),
+		Budget:  b.connBudget,
+		Refused: b.metrics.rejectedTotal.WithLabelValues(rejectMaxConns),
+		Refusal: refusalAtCap,
+		Memory:  acceptguard.Process, RefusedMemory: b.metrics.rejectedTotal.WithLabelValues(rejectMemory),
 		RefusalMemory: acceptguard.HTTPAnswer(503, "this balancer is low on memory; try again shortly"),
 	})
 	ln = guard
@@ -74,19 +74,59 @@ func (b *Balancer) limiterOrNil(wait time.Duration) *limitListener {
 	return b.limiter
 }
 
+// Answers of the connections refused at a limit (the guard's part of
+// them: the per-address ones of the data port are limitListener's).
+var (
+	refusalAtCap = acceptguard.HTTPAnswer(503, "too many connections to this balancer; try again shortly")
+	refusalPerIP = acceptguard.HTTPAnswer(429, "too many open connections from your address")
+)
+
 // guardRedirect puts the accept guard in front of the TLS redirect
 // listener (balancer.tls.redirect_from), whose fasthttp server would
-// otherwise end on EMFILE like the data port's.
-func (b *Balancer) guardRedirect(ln net.Listener) net.Listener {
-	return acceptguard.Wrap(ln, acceptguard.Config{
+// otherwise end on EMFILE like the data port's. Its connections count
+// against limits.max_connections with the data port's (connBudget): the
+// limit is derived from the descriptors the process has, and uncapped the
+// plain port took connections from anyone until there were none left
+// (TestRedirectPortHeldToTheConnectionLimits). One client is held to
+// limits.max_connections_per_ip here too, but behind PROXY protocol, where
+// this port, which reads no header, would count every client under the
+// address of the proxy in front.
+func (b *Balancer) guardRedirect(ln net.Listener) *acceptguard.Listener {
+	perIP := 0
+	if !b.cfg.ProxyProtocol.Enabled {
+		perIP = b.current.Load().cfg.Limits.MaxConnectionsPerIP
+	}
+	g := acceptguard.Wrap(ln, acceptguard.Config{
 		Name: "balancer redirect", Logger: b.log, Errors: b.metrics.acceptErrors.WithLabelValues("redirect"),
+		Budget:        b.connBudget,
+		Refused:       b.metrics.rejectedTotal.WithLabelValues(rejectMaxConns),
+		Refusal:       refusalAtCap,
+		MaxConnsPerIP: perIP,
+		RefusedPerIP:  b.metrics.rejectedTotal.WithLabelValues(rejectPerIPConns),
+		RefusalPerIP:  refusalPerIP,
+		Memory:        acceptguard.Process, RefusedMemory: b.metrics.rejectedTotal.WithLabelValues(rejectMemory),
+		RefusalMemory: acceptguard.HTTPAnswer(503, "this balancer is low on memory; try again shortly"),
 	})
+	b.mu.Lock()
+	b.redirectGuard = g
+	b.mu.Unlock()
+	return g
 }
 
-// setLimits changes the limits for connections accepted from now on.
-func (l *limitListener) setLimits(limits configs.Limits) {
-	l.guard.SetMax(limits.MaxConnections)
-	l.perIP.SetLimits(perAddrLimits(limits))
+// setLimits changes the limits for connections accepted from now on: the
+// total shared by the data and redirect ports, and each one's per-address
+// limits.
+func (b *Balancer) setLimits(limits configs.Limits) {
+	b.connBudget.SetMax(limits.MaxConnections)
+	b.mu.Lock()
+	l, redirect := b.limiter, b.redirectGuard
+	b.mu.Unlock()
+	if l != nil {
+		l.perIP.SetLimits(perAddrLimits(limits))
+	}
+	if redirect != nil && !b.cfg.ProxyProtocol.Enabled {
+		redirect.SetMaxPerIP(limits.MaxConnectionsPerIP)
+	}
 }
 
 // perAddrLimits are the per-address part of limits.
@@ -141,11 +181,14 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	return &limitConn{Conn: c, l: l}, nil
 }
 
+// refusalPerIPRate answers a connection beyond its client's rate.
+var refusalPerIPRate = acceptguard.HTTPAnswer(429, "too many new connections from your address; slow down")
+
 // refuse answers a refused connection with a status line the client can
 // understand, then closes it.
-func (l *limitListener) refuse(c net.Conn, reason string, code int, msg string) {
+func (l *limitListener) refuse(c net.Conn, reason string, answer []byte) {
 	l.rejected.WithLabelValues(reason).Inc()
-	l.guard.Refuse(c, acceptguard.HTTPAnswer(code, msg))
+	l.guard.Refuse(c, answer)
 }
 
 // held counts a tunnel taken over from the previous process against the
@@ -210,10 +253,10 @@ func (c *limitConn) check() {
 		c.slot = slot
 	case acceptguard.TooManyNew:
 		c.refused = true
-		c.l.refuse(c.Conn, rejectPerIPRate, 429, "too many new connections from your address; slow down")
+		c.l.refuse(c.Conn, rejectPerIPRate, refusalPerIPRate)
 	default:
 		c.refused = true
-		c.l.refuse(c.Conn, rejectPerIPConns, 429, "too many open connections from your address")
+		c.l.refuse(c.Conn, rejectPerIPConns, refusalPerIP)
 	}
 }
 

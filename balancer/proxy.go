@@ -384,6 +384,14 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 	// The client's "Connection: close" is about its own connection, not
 	// about the pooled one to the edge.
 	req.Header.ResetConnectionClose()
+	if req.Header.IsHead() {
+		// A HEAD's connection to the edge is not kept: a handler that
+		// answers HEAD as GET sends a body after the head, maybe a moment
+		// after it, and on a kept connection it would be read as the next
+		// request's answer — another client's (pooledConn catches what
+		// has arrived by then; this, what has not).
+		req.Header.SetConnectionClose()
+	}
 	// Re-framed: the edge gets the balancer's own Content-Length or
 	// chunked coding for the body it streams, whatever the client wrote
 	// (or named in Connection, which prepareRequestHeader strips). The

@@ -1,9 +1,13 @@
 package balancer
 
 import (
+	"bufio"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -12,9 +16,16 @@ import (
 // 127.0.0.1:8443 and returns the plain HTTP redirect port's address.
 func startRedirect(t *testing.T, tls configs.TLS) (*harness, string) {
 	t.Helper()
-	cert, key, _ := writeTestCert(t)
-	tls.CertFile, tls.KeyFile = cert, key
-	h := newHarness(t, configs.Balancer{Listen: "127.0.0.1:8443", TLS: tls})
+	return startRedirectWith(t, configs.Balancer{TLS: tls})
+}
+
+// startRedirectWith is startRedirect for a whole balancer section (its
+// listen address and certificate are set here).
+func startRedirectWith(t *testing.T, cfg configs.Balancer) (*harness, string) {
+	t.Helper()
+	cfg.TLS.CertFile, cfg.TLS.KeyFile, _ = writeTestCert(t)
+	cfg.Listen = "127.0.0.1:8443"
+	h := newHarness(t, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -96,5 +107,63 @@ func TestRedirectToConfiguredHost(t *testing.T) {
 	}
 	checkRedirects(t, addr, []redirectCase{
 		{"after a reload, a configured port", get("/p", "evil.example"), 301, "https://[2001:db8::1]/p"},
+	})
+}
+
+// The redirect port's connections take descriptors from the process's
+// budget as the data port's do, and balancer.limits.max_connections is
+// derived from that budget (two a tunnel). Uncapped, the plain port took
+// connections from anyone without limit — each idle one held for up to
+// request_timeout, then opened again — until the process ran out of
+// descriptors: the data port could accept nothing, edges could not be
+// dialed. Both ports now share max_connections, and one client is held to
+// max_connections_per_ip on each.
+func TestRedirectPortHeldToTheConnectionLimits(t *testing.T) {
+	// holdOpen opens n connections to addr, each with a request answered
+	// on it (kept alive), and counts the answers by status; the
+	// connections stay open until the test ends.
+	holdOpen := func(t *testing.T, addr string, n int) map[int]int {
+		t.Helper()
+		statuses := map[int]int{}
+		for range n {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(c, get("/p", "good.example")); err != nil {
+				statuses[0]++
+				continue
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				statuses[0]++
+				continue
+			}
+			resp.Body.Close()
+			statuses[resp.StatusCode]++
+		}
+		return statuses
+	}
+	t.Run("max_connections", func(t *testing.T) {
+		h, addr := startRedirectWith(t, configs.Balancer{Limits: configs.Limits{MaxConnections: 16}})
+		got := holdOpen(t, addr, 40)
+		t.Logf("40 connections to the redirect port, max_connections 16: %v", got)
+		if got[301] != 16 || got[503] != 24 {
+			t.Errorf("redirect port answered %v, want 16 × 301 and 24 × 503", got)
+		}
+		// The budget is one: the data port has no room left either.
+		if status, _ := rawRequest(t, h.addr, get("/p", "good.example")); status != 503 {
+			t.Errorf("data port with the budget taken on the redirect port: %d, want 503", status)
+		}
+	})
+	t.Run("max_connections_per_ip", func(t *testing.T) {
+		_, addr := startRedirectWith(t, configs.Balancer{Limits: configs.Limits{MaxConnectionsPerIP: 4}})
+		got := holdOpen(t, addr, 10)
+		t.Logf("10 connections from one address to the redirect port, max_connections_per_ip 4: %v", got)
+		if got[301] != 4 || got[429] != 6 {
+			t.Errorf("redirect port answered %v, want 4 × 301 and 6 × 429", got)
+		}
 	})
 }

@@ -47,7 +47,7 @@ func TestRelayBackpressure(t *testing.T) {
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 			return
 		}
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\n\r\n")
 		c.Write(pattern(size)) // blocks until the client has read most of it
 	}()
 	b, addr := startBalancerTo(t, "http://"+ln.Addr().String())

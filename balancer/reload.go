@@ -70,12 +70,10 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 	}
 	b.current.Store(rl)
 	b.table.setSettings(cfg.SessionTable)
+	b.setLimits(cfg.Limits)
 	b.mu.Lock()
-	following, l := b.follower != nil, b.limiter
+	following := b.follower != nil
 	b.mu.Unlock()
-	if l != nil {
-		l.setLimits(cfg.Limits)
-	}
 	if following {
 		// New monitors first, then the old ones go: a static edge in both
 		// files is probed afresh (it starts up, as at start-up).

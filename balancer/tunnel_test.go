@@ -37,7 +37,7 @@ func startRawEdge(tb testing.TB) string {
 				if _, err := http.ReadRequest(br); err != nil {
 					return
 				}
-				if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Ringlb-Edge: raw\r\n\r\n"); err != nil {
+				if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\nX-Ringlb-Edge: raw\r\n\r\n"); err != nil {
 					return
 				}
 				if br.Buffered() > 0 {

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -35,7 +37,54 @@ const (
 var (
 	errHeadTooLarge    = errors.New("response head too large")
 	errTooManyInterims = errors.New("too many 1xx answers before the answer")
+	errNotWebSocket    = errors.New("101 that accepts no WebSocket handshake (Upgrade: websocket and the client key's Sec-WebSocket-Accept)")
 )
+
+// headerWebSocketKey is the client's handshake nonce (RFC 6455, 4.1).
+const headerWebSocketKey = "Sec-WebSocket-Key"
+
+// acceptsWebSocket reports whether the 101 head (its lines as switchedHead
+// reads them: LF ends a line, names in any case, blanks around values)
+// switches to WebSocket for the client that sent key: Upgrade names
+// websocket and Sec-WebSocket-Accept, once, is the key's (RFC 6455,
+// 4.2.2). After a 101 the balancer is a byte tunnel and reads nothing the
+// client sends: a 101 that is no WebSocket server's answer — a page that
+// answers with the status a client asks for, its connection staying HTTP
+// — let the client's next requests reach the backend raw, with the
+// X-Forwarded-For and the headers the balancer drops of its choosing. Only
+// a server that read the key computes its accept. No allocation.
+func acceptsWebSocket(head, key []byte) bool {
+	if len(key) == 0 || len(key) > 64 {
+		return false // RFC 6455's is 24 bytes
+	}
+	var in [64 + len(websocketGUID)]byte
+	sum := sha1.Sum(append(append(in[:0], key...), websocketGUID...))
+	var want [28]byte
+	base64.StdEncoding.Encode(want[:], sum[:])
+	accepts, upgrade := 0, false
+	for s := nextLine(head, 0, len(head)); s < len(head); {
+		e := nextLine(head, s, len(head))
+		line := head[s:e]
+		s = e
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
+			continue
+		}
+		name, value := bytes.TrimRight(line[:colon], " \t"), bytes.Trim(line[colon+1:], " \t\r\n")
+		switch {
+		case asciiEqualFold(name, "Sec-WebSocket-Accept"):
+			if accepts++; !bytes.Equal(value, want[:]) {
+				return false
+			}
+		case asciiEqualFold(name, fasthttp.HeaderUpgrade):
+			upgrade = asciiEqualFold(value, "websocket")
+		}
+	}
+	return accepts == 1 && upgrade
+}
+
+// websocketGUID is RFC 6455's, appended to a key for its accept.
+const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 // serveUpgrade handles a WebSocket upgrade: dial the owner first, hand it the
 // client's upgrade request and only when it answers 101 take the client
@@ -54,6 +103,21 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 	}
 	var h fasthttp.RequestHeader
 	ctx.Request.Header.CopyTo(&h)
+	if target := h.RequestURI(); len(target) == 0 || target[0] != '/' {
+		// A target in absolute form (any scheme: fasthttp takes ws://
+		// too) names the host (RFC 9112, 3.2.2): the edge gets the origin
+		// form and the target's host, as HostClient sends a plain request
+		// — the client's Host, which the balancer's X-Forwarded-Host
+		// contradicted, would make a backend reading Host and one reading
+		// the target each see another site. Any other form ("*", an
+		// authority) names no resource to upgrade.
+		if bytes.Index(target, []byte("://")) <= 0 {
+			b.refuse(ctx, fasthttp.StatusBadRequest, errUpgradeTarget)
+			return
+		}
+		h.SetRequestURIBytes(originForm(target))
+		h.SetHostBytes(ctx.Host())
+	}
 	prepareRequestHeader(ctx, &h, key, true)
 	// An upgrade has no body (serveData refused any): nothing but this
 	// head and then WebSocket frames reaches the edge, and no framing
@@ -107,6 +171,11 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 			}
 			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()
 			return "", fmt.Errorf("edge %s: websocket handshake: %w", m.Name, err)
+		}
+		if status == fasthttp.StatusSwitchingProtocols && !acceptsWebSocket(head[:n], ctx.Request.Header.Peek(headerWebSocketKey)) {
+			conn.Close()
+			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()
+			return "", fmt.Errorf("edge %s: websocket handshake: %w", m.Name, errNotWebSocket)
 		}
 		if status == fasthttp.StatusSwitchingProtocols {
 			_ = conn.SetDeadline(time.Time{})
@@ -173,6 +242,23 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		}
 		b.countRequest(edge, ctx.Response.StatusCode())
 	}
+}
+
+// errUpgradeTarget: an upgrade whose target is neither a path nor a URL.
+var errUpgradeTarget = errors.New("upgrade request target is neither a path nor a URL")
+
+// originForm is the path and query of an absolute-form target (one holding
+// "://"), byte for byte: "/" when it has no path.
+func originForm(target []byte) []byte {
+	rest := target[bytes.Index(target, []byte("://"))+3:]
+	i := bytes.IndexAny(rest, "/?#")
+	switch {
+	case i < 0:
+		return []byte("/")
+	case rest[i] == '/':
+		return rest[i:]
+	}
+	return append([]byte("/"), rest[i:]...)
 }
 
 // handshake writes the upgrade request to the edge and reads its response

@@ -178,7 +178,7 @@ func TestUpgradeAfterInterimAnswers(t *testing.T) {
 			url := scriptedBackend(t, func(c net.Conn, br *bufio.Reader) {
 				_, _ = io.WriteString(c, strings.Repeat("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", tt.interim/2)+
 					strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", tt.interim%2)+
-					"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nfrom the edge")
+					"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\n\r\nfrom the edge")
 				_, _ = io.Copy(io.Discard, br)
 			})
 			h.ring.Update([]ring.Member{{Name: "hinting", URL: url, Weight: 1}})

@@ -64,6 +64,11 @@ type Config struct {
 	// MaxConns caps the connections accepted and not yet closed; 0: no
 	// cap. SetMax changes it.
 	MaxConns int
+	// Budget, when set, is the cap instead of MaxConns (unused then): one
+	// count of open connections that every listener given it shares, so
+	// that the ports of a process together stay within what its
+	// descriptors allow. SetMax of any of them changes it.
+	Budget *Budget
 	// Refused counts connections refused at the cap.
 	Refused Counter
 	// Refusal is written to a connection refused at the cap before it is
@@ -112,14 +117,14 @@ type Config struct {
 // closing the listener ends Accept with an error. Create it with Wrap.
 type Listener struct {
 	net.Listener
-	name      string
-	log       *slog.Logger
-	errs      Counter
-	max, open atomic.Int64
-	perIP     Clients
-	own       *PerAddr // perIP when it is the listener's own (SetMaxPerIP)
-	mem       *Memory
-	spill     *spill // nil: Config.Spill unset
+	name   string
+	log    *slog.Logger
+	errs   Counter
+	budget *Budget
+	perIP  Clients
+	own    *PerAddr // perIP when it is the listener's own (SetMaxPerIP)
+	mem    *Memory
+	spill  *spill // nil: Config.Spill unset
 	// perIPMsg and perIPSetting are the per-client refusal's log line and
 	// the name of its limit there.
 	perIPMsg, perIPSetting string
@@ -174,9 +179,25 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 		l.perIPMsg = "connection refused: " + cfg.PerIPSetting + " reached"
 	}
 	l.lingering.timeout = lingerTime
-	l.max.Store(int64(cfg.MaxConns))
+	l.budget = cfg.Budget
+	if l.budget == nil {
+		l.budget = NewBudget(cfg.MaxConns)
+	}
 	return l
 }
+
+// Budget is a cap on open connections shared by listeners (Config.Budget).
+type Budget struct{ max, open atomic.Int64 }
+
+// NewBudget returns a budget of max connections; 0: no cap.
+func NewBudget(max int) *Budget {
+	b := &Budget{}
+	b.max.Store(int64(max))
+	return b
+}
+
+// SetMax changes the cap for connections accepted from now on; 0: no cap.
+func (b *Budget) SetMax(n int) { b.max.Store(int64(n)) }
 
 // Accept returns the next connection under the caps. A failed accept is
 // counted, logged at a bounded rate and retried after a backoff, whatever
@@ -208,12 +229,12 @@ func (l *Listener) Accept() (net.Conn, error) {
 			continue
 		}
 		if !l.admit() && !l.evict() {
-			l.atCap.refuse(l, c, msgRefused, "max_connections", l.max.Load())
+			l.atCap.refuse(l, c, msgRefused, "max_connections", l.budget.max.Load())
 			continue
 		}
 		slot, spilled, ok := l.admitClient(c)
 		if !ok {
-			l.open.Add(-1)
+			l.budget.open.Add(-1)
 			continue
 		}
 		conn := &Conn{Conn: c, l: l, slot: slot}
@@ -235,11 +256,11 @@ func nextDelay(d time.Duration) time.Duration {
 // admit takes a slot under the cap, if there is one.
 func (l *Listener) admit() bool {
 	for {
-		n, max := l.open.Load(), l.max.Load()
+		n, max := l.budget.open.Load(), l.budget.max.Load()
 		if max > 0 && n >= max {
 			return false
 		}
-		if l.open.CompareAndSwap(n, n+1) {
+		if l.budget.open.CompareAndSwap(n, n+1) {
 			return true
 		}
 	}
@@ -346,9 +367,10 @@ func (l *Listener) Close() error {
 	return err
 }
 
-// SetMax changes the cap for connections accepted from now on; 0: no cap.
-// Connections already open stay open.
-func (l *Listener) SetMax(n int) { l.max.Store(int64(n)) }
+// SetMax changes the cap for connections accepted from now on (the shared
+// Config.Budget's, for every listener sharing it); 0: no cap. Connections
+// already open stay open.
+func (l *Listener) SetMax(n int) { l.budget.SetMax(n) }
 
 // SetMaxPerIP changes the per-client cap for connections accepted from now
 // on; 0: no cap. Connections already open stay open, and count. A listener
@@ -367,14 +389,15 @@ func (l *Listener) SetMaxPerIP(n int) {
 // It counts under the total cap only: a user with per-client limits of its
 // own (the balancer) holds the client's place in its PerAddr.
 func (l *Listener) Hold() (release func()) {
-	l.open.Add(1)
+	l.budget.open.Add(1)
 	var once sync.Once
-	return func() { once.Do(func() { l.open.Add(-1) }) }
+	return func() { once.Do(func() { l.budget.open.Add(-1) }) }
 }
 
 // Open is the number of connections accepted and not yet closed (one
-// closing with a linger counts until its socket is closed).
-func (l *Listener) Open() int { return int(l.open.Load()) }
+// closing with a linger counts until its socket is closed), by every
+// listener sharing its Config.Budget.
+func (l *Listener) Open() int { return int(l.budget.open.Load()) }
 
 // Conn is an accepted connection. It holds its slots under the caps until
 // its socket is closed, and its first Close lingers (linger.go) unless
@@ -484,7 +507,7 @@ func (c *Conn) Close() error {
 	}
 	err := c.Conn.Close()
 	if c.state.Load()&connEvicted == 0 {
-		c.l.open.Add(-1)
+		c.l.budget.open.Add(-1)
 	}
 	c.ReleaseClient()
 	return err

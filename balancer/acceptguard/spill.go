@@ -113,7 +113,7 @@ func (s *spill) evict() (*Conn, netip.Addr) {
 		for ce := t.clients.Front(); ce != nil && checks < maxEvictChecks; ce = ce.Next() {
 			for e := ce.Value.(*spillClient).conns.Front(); e != nil && checks < maxEvictChecks; e = e.Next() {
 				checks++
-				if !pending(e.Value.(*Conn).Conn) {
+				if !Pending(e.Value.(*Conn).Conn) {
 					return s.evictLocked(e)
 				}
 				if first == nil {

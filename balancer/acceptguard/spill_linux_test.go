@@ -53,7 +53,7 @@ func TestSpill(t *testing.T) {
 	if _, err := io.WriteString(a1, "GET / HTTP/1.1\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a[1]'s bytes arrived", func() bool { return pending(a[1].Conn) })
+	waitFor(t, "a[1]'s bytes arrived", func() bool { return Pending(a[1].Conn) })
 	from(3)
 	if !ended(a[2]) || a[2].ReleaseClient() {
 		t.Fatal("the oldest spilled connection with nothing on its way was not ended to make room")
@@ -188,7 +188,7 @@ func TestSpillEndsOneWithARequestOnItsWayWhenNoneElse(t *testing.T) {
 	if _, err := io.WriteString(client, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the request arrived, unread", func() bool { return pending(spilled.Conn) })
+	waitFor(t, "the request arrived, unread", func() bool { return Pending(spilled.Conn) })
 
 	// At the cap: the new connection is let in, the spilled one ended —
 	// or the new one refused (answered: nothing else writes to it).
