@@ -621,11 +621,14 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		}
 	}
 	client := addrOf(remote)
+	// ecsAddr is the ECS address as written, in its family: an IPv4-mapped
+	// one in family 2 is answered as IPv4 (client), its scope in IPv6.
+	var ecsAddr netip.Addr
 	// A source prefix of 0 carries no address (its client opted out, RFC
 	// 7871 7.1.2): the querier's own answer, scope 0.
 	if ecsIn != nil && ecsIn.SourceNetmask > 0 {
 		if a, ok := netip.AddrFromSlice(ecsIn.Address); ok {
-			client = a.Unmap()
+			ecsAddr, client = a, a.Unmap()
 		}
 	}
 
@@ -641,6 +644,9 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			region, scope := s.answerManaged(st, m, z, q, name, nv, client, sg)
 			if ecsIn != nil {
 				scope = nv.ecsScope(client, region, scope)
+				if ecsIn.Family == 2 && ecsAddr.Is6() {
+					scope = ecsScopeIPv6(ecsAddr, scope)
+				}
 				if ecsIn.SourceNetmask == 0 {
 					scope = 0
 				}
