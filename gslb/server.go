@@ -242,7 +242,11 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	// It also caps the connections (gslb.max_tcp_connections) and one
 	// client's share of them (max_tcp_connections_per_ip): beyond either a
 	// new one is closed at once, without a word — DNS has no refusal to
-	// send before a query (tcp.go). And while the process is low on memory
+	// send before a query (tcp.go) — but at the cap one within its client's
+	// share takes the place of the connection that has waited the longest
+	// for its next query, if any does (EndWaiting): shares bound what one
+	// address holds, and many addresses' waiting connections held every
+	// slot. And while the process is low on memory
 	// it takes no new one (closed so too): a connection holds a goroutine
 	// and its buffers until its deadlines, where a UDP answer holds
 	// nothing past its send: UDP goes on answering (a resolver sent to TCP
@@ -251,6 +255,7 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	guard := acceptguard.Wrap(ln, acceptguard.Config{Name: "gslb tcp", Logger: s.logger, Errors: s.metrics.acceptErrors,
 		MaxConns: cfg.MaxTCPConnections, Refused: s.metrics.tcpRefused,
 		MaxConnsPerIP: cfg.MaxTCPConnectionsPerIP, RefusedPerIP: s.metrics.tcpRefusedPerIP,
+		EndWaiting: true, EndedWaiting: s.metrics.tcpEndedWaiting,
 		Memory: s.mem, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory)})
 	s.tcpGuard.Store(guard)
 	ln = guard

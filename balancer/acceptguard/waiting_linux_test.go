@@ -1,0 +1,89 @@
+package acceptguard
+
+import (
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// With EndWaiting, at the cap a new connection within its client's share
+// takes the place of the connection that has waited the longest for its
+// client's next request — accepted and sent nothing, or answered since the
+// last byte read — passing over one being served (read from, not answered
+// yet) and one with bytes unread (a request on its way in). A client beyond
+// its share ends nobody's.
+func TestEndWaiting(t *testing.T) {
+	var ended counter
+	var logs logLines
+	g := Wrap(listen(t), Config{Name: "test", Logger: logs.logger(), MaxConns: 3, MaxConnsPerIP: 2, EndWaiting: true, EndedWaiting: &ended, LogEvery: time.Hour})
+	defer g.Close()
+	next := acceptNext(t, g)
+	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
+	isEnded := func(c *Conn) bool {
+		_ = c.SetReadDeadline(time.Now().Add(testWait))
+		_, err := c.Read(make([]byte, 1))
+		return c.Ended() && errors.Is(err, ErrEnded)
+	}
+	read := func(client net.Conn, c *Conn) { // a request arrives and is read
+		if _, err := io.WriteString(client, "q"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	a0client, a0 := from(2)
+	read(a0client, a0) // being served
+	_, a1 := from(2)   // waits for its first request
+	b0client, b0 := from(3)
+	if _, err := io.WriteString(b0client, "q"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b0's request arrived", func() bool { return pending(b0.Conn) })
+
+	// At the cap, from a client at its share: refused, nobody ended.
+	over := dialFrom(t, g.Addr().String(), 2)
+	over.SetReadDeadline(time.Now().Add(testWait))
+	if _, err := over.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a connection beyond its client's share was served at the cap")
+	}
+	if a1.Ended() || ended.value() != 0 {
+		t.Fatal("a client beyond its share ended another connection")
+	}
+
+	// Within its share: a1 (waiting, nothing unread) makes room; a0 is
+	// being served, b0 has a request unread.
+	_, d := from(4)
+	if !isEnded(a1) || a0.Ended() || b0.Ended() {
+		t.Fatalf("ended: a1 %v (want true), a0 %v, b0 %v", a1.Ended(), a0.Ended(), b0.Ended())
+	}
+	a1.NoLinger()
+	a1.Close()
+	if g.Open() != 3 || ended.value() != 1 || logs.count(msgEndedWaiting) != 1 {
+		t.Fatalf("open %d, counted %d, logged %d; want 3, 1, 1", g.Open(), ended.value(), logs.count(msgEndedWaiting))
+	}
+
+	// a0 answered: it waits from now on, after d (waiting since accepted).
+	if _, err := a0.Write([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(b0, make([]byte, 1)); err != nil { // b0 served
+		t.Fatal(err)
+	}
+	_, e := from(5)
+	if !isEnded(d) || a0.Ended() || b0.Ended() {
+		t.Fatalf("ended: d %v (want true), a0 %v, b0 %v", d.Ended(), a0.Ended(), b0.Ended())
+	}
+	d.NoLinger()
+	d.Close()
+	from(6)
+	if !isEnded(a0) || b0.Ended() || e.Ended() {
+		t.Fatalf("ended: a0 %v (want true), b0 %v, e %v", a0.Ended(), b0.Ended(), e.Ended())
+	}
+	if g.Open() != 3 || ended.value() != 3 {
+		t.Fatalf("open %d, ended %d; want 3, 3", g.Open(), ended.value())
+	}
+}
