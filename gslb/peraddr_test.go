@@ -109,91 +109,105 @@ func TestTCPPerIPShareFollowsReload(t *testing.T) {
 
 // The per-address share bounds what one address holds, not what many do:
 // eight addresses (a few hosts, or one host's IPv6 /61: a /64 each) each
-// opening its share of connections that wait — some after one query, some
-// before any — held every slot until their deadlines (10 s between
-// queries; one query each within it keeps them for ever), and every other
-// client's TCP query was closed unanswered. At the cap a new connection
-// within its client's share takes the place of the one waiting the longest
-// (RFC 7766 6.2.3: a server may close an idle connection; its client
-// reconnects), so waiting connections cannot hold the port.
+// opening its share of connections that wait — before any query, after one,
+// or in the middle of one trickled a byte at a time — held every slot until
+// their deadlines (10 s between queries, 5 s for a query's bytes; a flood
+// that keeps to them holds the port for ever), and every other client's TCP
+// query was closed unanswered. At the cap a new connection within its
+// client's share takes the place of the one waiting the longest (RFC 7766
+// 6.2.3: a server may close an idle connection; its client reconnects), so
+// waiting connections cannot hold the port.
 func TestTCPWaitingConnectionsCannotHoldEverySlot(t *testing.T) {
-	cfg := gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), "")
-	cfg.MaxTCPConnections = 64
-	cfg.MaxTCPConnectionsPerIP = 8
-	// A first-read deadline beyond the test, as a flood that reopens its
-	// connections would hold them.
-	s := startGSLBWith(t, cfg, func(s *Server) { s.tcpReadTimeout = 2 * time.Minute })
-	guard := s.tcpGuard.Load()
 	q := tcpQuery(t, "www.ringlb.test.", dns.TypeA)
-	var flood []net.Conn
-	t.Cleanup(func() {
-		for _, c := range flood {
-			c.Close()
-		}
-	})
-	for a := range 8 {
-		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(10+a))}}
-		for i := range cfg.MaxTCPConnectionsPerIP {
-			c, err := d.Dial("tcp", s.Addr())
-			if err != nil {
-				t.Fatalf("flood: after %d connections: %v", len(flood), err)
-			}
-			flood = append(flood, c)
-			if i%2 == 0 {
-				continue // waits for its first query
-			}
-			// One query answered, then it waits for the next.
+	for _, flood := range []struct {
+		name string
+		wait func(t *testing.T, c net.Conn) // brings c to the waiting it tests
+	}{
+		{"before its first query", func(*testing.T, net.Conn) {}},
+		{"answered, before its next query", func(t *testing.T, c net.Conn) {
 			c.SetDeadline(time.Now().Add(10 * time.Second))
 			if _, err := c.Write(q); err != nil {
 				t.Fatal(err)
 			}
 			var l [2]byte
 			if _, err := io.ReadFull(c, l[:]); err != nil {
-				t.Fatalf("flood connection %d: its query: %v", len(flood), err)
+				t.Fatalf("a flood connection's query: %v", err)
 			}
 			if _, err := io.ReadFull(c, make([]byte, binary.BigEndian.Uint16(l[:]))); err != nil {
 				t.Fatal(err)
 			}
-		}
-	}
-	waitFor(t, "the flood's connections held", func() bool { return guard.Open() == cfg.MaxTCPConnections })
-	ended := func() int {
-		var m dto.Metric
-		s.metrics.tcpEndedWaiting.Write(&m)
-		return int(m.GetCounter().GetValue())
-	}
+		}},
+		{"in a query trickled a byte at a time", func(t *testing.T, c net.Conn) {
+			if _, err := c.Write(q[:3]); err != nil { // its length and a byte
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(flood.name, func(t *testing.T) {
+			cfg := gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), "")
+			cfg.MaxTCPConnections = 64
+			cfg.MaxTCPConnectionsPerIP = 8
+			// A first-read deadline beyond the test, as a flood that
+			// reopens its connections would hold them.
+			s := startGSLBWith(t, cfg, func(s *Server) { s.tcpReadTimeout = 2 * time.Minute })
+			guard := s.tcpGuard.Load()
+			var conns []net.Conn
+			t.Cleanup(func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			})
+			for a := range 8 {
+				d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(10+a))}}
+				for range cfg.MaxTCPConnectionsPerIP {
+					c, err := d.Dial("tcp", s.Addr())
+					if err != nil {
+						t.Fatalf("flood: after %d connections: %v", len(conns), err)
+					}
+					conns = append(conns, c)
+					flood.wait(t, c)
+				}
+			}
+			waitFor(t, "the flood's connections held", func() bool { return guard.Open() == cfg.MaxTCPConnections })
+			ended := func() int {
+				var m dto.Metric
+				s.metrics.tcpEndedWaiting.Write(&m)
+				return int(m.GetCounter().GetValue())
+			}
 
-	// Another client's queries, each on a connection of its own kept open
-	// (its share of them): each needs a room.
-	answered := 0
-	var last error
-	for range cfg.MaxTCPConnectionsPerIP {
-		m := new(dns.Msg)
-		m.SetQuestion("www.ringlb.test.", dns.TypeA)
-		c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second, Dialer: &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}}
-		conn, err := c.Dial(s.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		r, _, err := c.ExchangeWithConn(m, conn)
-		if err != nil {
-			last = err
-			continue
-		}
-		if len(r.Answer) == 1 {
-			answered++
-		}
-	}
-	t.Logf("8 addresses holding %d waiting connections (the cap): another client's TCP queries answered %d of %d (last error: %v); ended to make room: %d",
-		len(flood), answered, cfg.MaxTCPConnectionsPerIP, last, ended())
-	if answered != cfg.MaxTCPConnectionsPerIP {
-		t.Errorf("another client's TCP queries answered %d of %d while 8 addresses held every slot with waiting connections", answered, cfg.MaxTCPConnectionsPerIP)
-	}
-	if held := guard.Open(); held > cfg.MaxTCPConnections {
-		t.Errorf("the server holds %d connections, over its cap of %d", held, cfg.MaxTCPConnections)
-	}
-	if got := ended(); got != answered {
-		t.Errorf("ringlb_gslb_tcp_ended_waiting_total = %d, want one for each of the %d connections that needed room", got, answered)
+			// Another client's queries, each on a connection of its own
+			// kept open (its share of them): each needs a room.
+			answered := 0
+			var last error
+			for range cfg.MaxTCPConnectionsPerIP {
+				m := new(dns.Msg)
+				m.SetQuestion("www.ringlb.test.", dns.TypeA)
+				c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second, Dialer: &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}}
+				conn, err := c.Dial(s.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				r, _, err := c.ExchangeWithConn(m, conn)
+				if err != nil {
+					last = err
+					continue
+				}
+				if len(r.Answer) == 1 {
+					answered++
+				}
+			}
+			t.Logf("8 addresses holding %d connections waiting %s (the cap): another client's TCP queries answered %d of %d (last error: %v); ended to make room: %d",
+				len(conns), flood.name, answered, cfg.MaxTCPConnectionsPerIP, last, ended())
+			if answered != cfg.MaxTCPConnectionsPerIP {
+				t.Errorf("another client's TCP queries answered %d of %d while 8 addresses held every slot", answered, cfg.MaxTCPConnectionsPerIP)
+			}
+			if held := guard.Open(); held > cfg.MaxTCPConnections {
+				t.Errorf("the server holds %d connections, over its cap of %d", held, cfg.MaxTCPConnections)
+			}
+			if got := ended(); got != answered {
+				t.Errorf("ringlb_gslb_tcp_ended_waiting_total = %d, want one for each of the %d connections that needed room", got, answered)
+			}
+		})
 	}
 }

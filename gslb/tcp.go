@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 )
 
 // DNS over TCP is open to anyone, and a connection costs the server a
@@ -89,7 +91,19 @@ var errQueryTooLong = fmt.Errorf("DNS query over TCP longer than %d bytes", maxQ
 type queryReader struct{ dns.Reader }
 
 func (r queryReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error) {
-	return r.Reader.ReadTCP(&lengthCheck{Conn: conn}, timeout)
+	m, err := r.Reader.ReadTCP(&lengthCheck{Conn: conn}, timeout)
+	if err == nil {
+		// A query read whole: its connection is being answered, not
+		// waiting, and is not ended to make room at the cap until it is
+		// (acceptguard's EndWaiting). Not at its first byte: a query
+		// trickled a byte at a time would hold the connection so.
+		if wc, ok := conn.(*writeDeadlineConn); ok {
+			if gc, ok := wc.Conn.(*acceptguard.Conn); ok {
+				gc.Serving()
+			}
+		}
+	}
+	return m, err
 }
 
 // lengthCheck is a connection for reading one message: it fails the read

@@ -97,13 +97,14 @@ type Config struct {
 	Spill bool
 	// EndWaiting: at the cap, a new connection within its client's share
 	// takes the place of the connection that has waited the longest for
-	// its client's next request — accepted and sent nothing yet, or
-	// answered (written to) since the last byte it was sent — and has no
-	// bytes unread (waiting.go): ended as a spilled one is (its reads end,
-	// ErrEnded; its slot passes on), counted by EndedWaiting. For a server
-	// of requests and answers whose clients reconnect when an idle
-	// connection closes (DNS over TCP): waiting connections, whoever's,
-	// cannot hold every slot. Not with Spill (Spill wins).
+	// its client's next request — accepted, or answered (written to),
+	// and no request read whole since (the server says so: Conn.Serving)
+	// — and has no bytes unread (waiting.go): ended as a spilled one is
+	// (its reads end, ErrEnded; its slot passes on), counted by
+	// EndedWaiting. For a server of requests and answers whose clients
+	// reconnect when an idle connection closes (DNS over TCP): waiting
+	// connections, whoever's, cannot hold every slot, nor can requests
+	// trickled a byte at a time. Not with Spill (Spill wins).
 	EndWaiting   bool
 	EndedWaiting Counter
 	// Memory, when it is low (Process: near the process's memory limit),
@@ -478,9 +479,6 @@ func (c *Conn) ReleaseClient() bool {
 // may still be sending.
 func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 && c.l.waiting != nil {
-		c.l.waiting.busy(c) // a request is arriving
-	}
 	if err != nil {
 		if c.Ended() {
 			return n, ErrEnded
@@ -490,6 +488,17 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// Serving tells c's listener that a request was read whole on c and is
+// being answered: c does not wait for one any more, and is not ended to
+// make room (Config.EndWaiting) until it is answered (written to). A
+// request's bytes read are not enough: trickled a byte at a time, they
+// would keep a connection from ever waiting.
+func (c *Conn) Serving() {
+	if c.l.waiting != nil {
+		c.l.waiting.busy(c)
+	}
 }
 
 // Write notes a failed write: the answer did not go out whole, so there is

@@ -9,8 +9,8 @@ import (
 const msgEndedWaiting = "connection ended to make room: it waited the longest for its client's next request"
 
 // waiting is a Listener's connections waiting for their client's next
-// request (Config.EndWaiting), the longest waiting first: accepted and sent
-// nothing yet, or answered (written to) since the last byte read. At the
+// request (Config.EndWaiting), the longest waiting first: accepted, or
+// answered (written to), and no request read whole since (Conn.Serving). At the
 // cap a new connection takes the place of the first without bytes unread
 // (Listener.evict). Bounded by the cap: every connection in it holds a slot
 // under it.
@@ -20,7 +20,8 @@ const msgEndedWaiting = "connection ended to make room: it waited the longest fo
 // of connections that send a request now and then, within the server's
 // idle deadline, held every slot of a DNS port for as long as they liked
 // (gslb's TestTCPWaitingConnectionsCannotHoldEverySlot: another client's
-// 10 queries closed unanswered). Ending the one that waited the longest
+// queries closed unanswered) — and so would requests trickled a byte at a
+// time, were a connection busy once a byte is read. Ending the one that waited the longest
 // costs a client that keeps a connection for later a reconnection (RFC
 // 7766 6.2.3 lets a DNS server close idle connections), and one that wants
 // to hold slots has to keep each of them busy.
@@ -43,7 +44,7 @@ func (w *waiting) wait(c *Conn) {
 	}
 }
 
-// busy takes c out, if it waits.
+// busy takes c out, if it waits (Conn.Serving, Close).
 func (w *waiting) busy(c *Conn) {
 	if c.state.Load()&connWaiting == 0 {
 		return

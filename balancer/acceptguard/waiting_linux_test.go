@@ -10,10 +10,11 @@ import (
 
 // With EndWaiting, at the cap a new connection within its client's share
 // takes the place of the connection that has waited the longest for its
-// client's next request — accepted and sent nothing, or answered since the
-// last byte read — passing over one being served (read from, not answered
-// yet) and one with bytes unread (a request on its way in). A client beyond
-// its share ends nobody's.
+// client's next request — accepted, or answered, and no request read whole
+// since (Serving) — passing over one being served (a request read, not
+// answered yet) and one with bytes unread (a request on its way in). A
+// request's first bytes read do not make a connection busy: trickled, they
+// would hold it. A client beyond its share ends nobody's.
 func TestEndWaiting(t *testing.T) {
 	var ended counter
 	var logs logLines
@@ -36,8 +37,9 @@ func TestEndWaiting(t *testing.T) {
 	}
 
 	a0client, a0 := from(2)
-	read(a0client, a0) // being served
-	_, a1 := from(2)   // waits for its first request
+	read(a0client, a0) // a request read whole: being served
+	a0.Serving()
+	_, a1 := from(2) // waits for its first request
 	b0client, b0 := from(3)
 	if _, err := io.WriteString(b0client, "q"); err != nil {
 		t.Fatal(err)
@@ -73,6 +75,7 @@ func TestEndWaiting(t *testing.T) {
 	if _, err := io.ReadFull(b0, make([]byte, 1)); err != nil { // b0 served
 		t.Fatal(err)
 	}
+	b0.Serving()
 	_, e := from(5)
 	if !isEnded(d) || a0.Ended() || b0.Ended() {
 		t.Fatalf("ended: d %v (want true), a0 %v, b0 %v", d.Ended(), a0.Ended(), b0.Ended())
@@ -85,5 +88,29 @@ func TestEndWaiting(t *testing.T) {
 	}
 	if g.Open() != 3 || ended.value() != 3 {
 		t.Fatalf("open %d, ended %d; want 3, 3", g.Open(), ended.value())
+	}
+}
+
+// A request's first bytes read do not take a connection out of the waiting
+// ones: trickled a byte at a time, a request that never ends would hold
+// it. Only Serving does.
+func TestEndWaitingEndsARequestBegun(t *testing.T) {
+	var ended counter
+	g := Wrap(listen(t), Config{Name: "test", MaxConns: 3, EndWaiting: true, EndedWaiting: &ended})
+	defer g.Close()
+	next := acceptNext(t, g)
+	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
+	client, trickle := from(2)
+	if _, err := io.WriteString(client, "q"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(trickle, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	from(3)
+	from(4)
+	_, d := from(5) // at the cap: trickle has waited the longest
+	if !trickle.Ended() || d.Ended() || ended.value() != 1 {
+		t.Fatalf("a connection with a request's first byte read: ended %v, want true (%d ended)", trickle.Ended(), ended.value())
 	}
 }
