@@ -192,3 +192,39 @@ func TestECSScopeOfMappedAddresses(t *testing.T) {
 		}
 	}
 }
+
+// A resolver keys what it caches on the ECS source prefix (RFC 7871 7.3.1),
+// and the address bits beyond it are not its client's: they must be zero
+// (RFC 7871 6), and a resolver that passes its clients' ECS options on
+// passes whatever they wrote there. So the answer must not depend on them:
+// 10.2.9.0 sent as a /8 chose west (10.2.0.0/16) before, and a resolver
+// kept west for the /8 it asked for — for east's clients too. Sent with
+// bits beyond the prefix or without, an ECS option gets the answer of the
+// network it names.
+func TestECSBitsBeyondTheSourcePrefixIgnored(t *testing.T) {
+	s := startGSLB(t, fuzzConfig(t)) // east 10.1.0.0/16, west 10.2.0.0/16, default east
+	raw := func(family uint16, bits uint8, addr []byte) func(*dns.Msg) {
+		return func(m *dns.Msg) {
+			m.SetEdns0(1232, false)
+			data := append([]byte{byte(family >> 8), byte(family), bits, 0}, addr...)
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: data})
+		}
+	}
+	for _, c := range []struct {
+		what       string
+		family     uint16
+		bits       uint8
+		addr, bare []byte // with bits beyond the prefix, and without
+	}{
+		{"10.2.9.0 as a /8", 1, 8, []byte{10, 2, 9, 0}, []byte{10}},
+		{"10.2.9.0 as a /12", 1, 12, []byte{10, 2, 9, 0}, []byte{10, 0}},
+		{"::ffff:10.2.9.0 as a /104", 2, 104, netip.MustParseAddr("::ffff:10.2.9.0").AsSlice(), netip.MustParseAddr("::ffff:10.0.0.0").AsSlice()[:13]},
+	} {
+		got := answerIPs(query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, raw(c.family, c.bits, c.addr)))
+		want := answerIPs(query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, raw(c.family, c.bits, c.bare)))
+		t.Logf("%s: %s; the network it names: %s", c.what, got, want)
+		if got != want {
+			t.Errorf("%s: %s, but the network it names gets %s", c.what, got, want)
+		}
+	}
+}

@@ -633,6 +633,16 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 	// 7871 7.1.2): the querier's own answer, scope 0.
 	if ecsIn != nil && ecsIn.SourceNetmask > 0 {
 		if a, ok := netip.AddrFromSlice(ecsIn.Address); ok {
+			if ecsIn.Family == 1 {
+				a = a.Unmap() // miekg/dns keeps family 1 as a mapped address
+			}
+			// The bits beyond the source prefix are not the client's (RFC
+			// 7871 6: zero), and a resolver keys what it caches on the
+			// prefix alone: an answer chosen by them would be kept for
+			// every client of the prefix.
+			if p, err := a.Prefix(int(ecsIn.SourceNetmask)); err == nil {
+				a = p.Addr()
+			}
 			ecsAddr, client = a, a.Unmap()
 		}
 	}
