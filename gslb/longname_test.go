@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // wireName is the presentation form of a name built from labels (raw
@@ -111,4 +113,26 @@ func TestLongNamesGetNSECsThatParse(t *testing.T) {
 			})
 		}
 	}
+}
+
+// A query for type NSEC at a name that does not exist: in a NODATA its
+// proof was the NSEC at that name, whose own bitmap lists NSEC — the proof
+// contradicted the answer, and a validator found it bogus (delv: "no valid
+// RRSIG"). Answered as at a name that exists: the NSEC itself, in the
+// answer section, which validates.
+func TestNSECQueryForANameThatDoesNotExist(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	s := startGSLB(t, signed(gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), ""), ksk, zsk))
+	r := query(t, s, "udp", "nope.ringlb.test.", dns.TypeNSEC, withDO(false))
+	if len(r.Answer) == 0 {
+		t.Errorf("NSEC at a name that does not exist: nothing in the answer section:\n%v", r)
+	}
+	checkSigned(t, r, dnskeys(t, s))
+	key, _, err := configs.ReadDNSSECKey(ksk, "ringlb.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := delvRun(t, s, key, "127.0.0.1", "nope.ringlb.test", "NSEC")
+	t.Logf("delv: %s", firstLine(out))
+	validated(t, out, false, `\000.nope.ringlb.test. RRSIG NSEC TYPE128`)
 }

@@ -671,6 +671,13 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			return finish(ecsOut), name
 		}
 		byType, exists := z.lookup(name)
+		if !exists && sg != nil && q.Qtype == dns.TypeNSEC {
+			// The NSEC a negative answer here would carry, as asked, as at
+			// a name that exists: in a NODATA its own bitmap (NSEC) would
+			// contradict the answer it proves, and validators call it bogus.
+			m.Answer = append(m.Answer, compactNSEC(owner, []uint16{dns.TypeNXNAME}, st.negativeSOA(z).Header().Ttl))
+			return finish(ecsEcho(ecsIn)), ""
+		}
 		if !exists {
 			if hops == 0 && (sg == nil || compactOK(r)) {
 				// Signed, a name that does not exist is NOERROR with its
