@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,6 +122,14 @@ func TestTCPPerIPShareFollowsReload(t *testing.T) {
 // waiting connections cannot hold the port.
 func TestTCPWaitingConnectionsCannotHoldEverySlot(t *testing.T) {
 	q := tcpQuery(t, "www.ringlb.test.", dns.TypeA)
+	r := new(dns.Msg)
+	r.SetQuestion("www.ringlb.test.", dns.TypeA)
+	r.Response = true
+	b, err := r.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	response := append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
 	for _, flood := range []struct {
 		name string
 		wait func(t *testing.T, c net.Conn) // brings c to the waiting it tests
@@ -139,6 +150,11 @@ func TestTCPWaitingConnectionsCannotHoldEverySlot(t *testing.T) {
 		}},
 		{"in a query trickled a byte at a time", func(t *testing.T, c net.Conn) {
 			if _, err := c.Write(q[:3]); err != nil { // its length and a byte
+				t.Fatal(err)
+			}
+		}},
+		{"after a message it ignores (a response)", func(t *testing.T, c net.Conn) {
+			if _, err := c.Write(response); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -168,7 +184,10 @@ func TestTCPWaitingConnectionsCannotHoldEverySlot(t *testing.T) {
 					flood.wait(t, c)
 				}
 			}
-			waitFor(t, "the flood's connections held", func() bool { return guard.Open() == cfg.MaxTCPConnections })
+			_, port, _ := net.SplitHostPort(s.Addr())
+			waitFor(t, "the flood's connections held, all they sent read", func() bool {
+				return guard.Open() == cfg.MaxTCPConnections && unreadOnServer(t, port) == 0
+			})
 			ended := func() int {
 				var m dto.Metric
 				s.metrics.tcpEndedWaiting.Write(&m)
@@ -210,4 +229,31 @@ func TestTCPWaitingConnectionsCannotHoldEverySlot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// unreadOnServer is how many bytes wait unread on the server's side of the
+// TCP connections to port (Linux: the rx_queue of /proc/net/tcp's
+// established sockets bound to it).
+func unreadOnServer(t *testing.T, port string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skip("no /proc/net/tcp:", err)
+	}
+	want, _ := strconv.Atoi(port)
+	total := 0
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[3] != "01" { // ESTABLISHED
+			continue
+		}
+		_, p, _ := strings.Cut(f[1], ":")
+		if lp, err := strconv.ParseUint(p, 16, 16); err != nil || int(lp) != want {
+			continue
+		}
+		_, rx, _ := strings.Cut(f[4], ":")
+		n, _ := strconv.ParseUint(rx, 16, 32)
+		total += int(n)
+	}
+	return total
 }

@@ -91,17 +91,23 @@ var errQueryTooLong = fmt.Errorf("DNS query over TCP longer than %d bytes", maxQ
 type queryReader struct{ dns.Reader }
 
 func (r queryReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error) {
+	// The connection waits for a query (acceptguard's EndWaiting: at the
+	// cap, the one waiting the longest makes room) until one is read
+	// whole: not from its first byte, or a query trickled a byte at a time
+	// would hold the connection; and again from here on whatever became of
+	// the last one — a message ignored (a response, one shorter than a
+	// header) is answered with nothing, and would leave it busy for ever.
+	gc, _ := conn.(*writeDeadlineConn)
+	var guarded *acceptguard.Conn
+	if gc != nil {
+		guarded, _ = gc.Conn.(*acceptguard.Conn)
+	}
+	if guarded != nil {
+		guarded.Waiting()
+	}
 	m, err := r.Reader.ReadTCP(&lengthCheck{Conn: conn}, timeout)
-	if err == nil {
-		// A query read whole: its connection is being answered, not
-		// waiting, and is not ended to make room at the cap until it is
-		// (acceptguard's EndWaiting). Not at its first byte: a query
-		// trickled a byte at a time would hold the connection so.
-		if wc, ok := conn.(*writeDeadlineConn); ok {
-			if gc, ok := wc.Conn.(*acceptguard.Conn); ok {
-				gc.Serving()
-			}
-		}
+	if err == nil && guarded != nil {
+		guarded.Serving()
 	}
 	return m, err
 }

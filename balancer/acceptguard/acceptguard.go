@@ -501,6 +501,18 @@ func (c *Conn) Serving() {
 	}
 }
 
+// Waiting tells c's listener that the server waits for the client's next
+// request on c (Config.EndWaiting): from now on c may be ended to make room,
+// unless it waits already (it keeps its place). A server calls it before it
+// reads each request: a request it answers with nothing (DNS ignores
+// responses, and messages too short to hold a header) is not written to,
+// and without it would leave c busy for ever.
+func (c *Conn) Waiting() {
+	if c.l.waiting != nil {
+		c.l.waiting.wait(c)
+	}
+}
+
 // Write notes a failed write: the answer did not go out whole, so there is
 // nothing for a linger to protect.
 func (c *Conn) Write(p []byte) (int, error) {

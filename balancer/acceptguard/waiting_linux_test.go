@@ -114,3 +114,24 @@ func TestEndWaitingEndsARequestBegun(t *testing.T) {
 		t.Fatalf("a connection with a request's first byte read: ended %v, want true (%d ended)", trickle.Ended(), ended.value())
 	}
 }
+
+// A request read (Serving) and answered with nothing: the server's next
+// read (Waiting) puts the connection back among the waiting ones, or an
+// ignored message a while would keep it busy for ever.
+func TestEndWaitingAfterARequestIgnored(t *testing.T) {
+	var ended counter
+	g := Wrap(listen(t), Config{Name: "test", MaxConns: 2, EndWaiting: true, EndedWaiting: &ended})
+	defer g.Close()
+	next := acceptNext(t, g)
+	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
+	_, ignored := from(2)
+	_, other := from(3)
+	ignored.Serving() // a request read, never answered
+	other.Serving()
+	ignored.Waiting() // the server reads again
+	other.Waiting()   // answered (written to, or none) and read again, later
+	from(4)
+	if !ignored.Ended() || other.Ended() || ended.value() != 1 {
+		t.Fatalf("ended: ignored %v (want true), other %v", ignored.Ended(), other.Ended())
+	}
+}
