@@ -97,9 +97,10 @@ type Config struct {
 	Spill bool
 	// EndWaiting: at the cap, a new connection within its client's share
 	// takes the place of the connection that has waited the longest for
-	// its client's next request — accepted, or answered (written to),
-	// and no request read whole since (the server says so: Conn.Serving)
-	// — and has no bytes unread (waiting.go): ended as a spilled one is
+	// its client's next request — accepted, answered (written to) or
+	// waiting again (Conn.Waiting), and no request read whole since (the
+	// server says so: Conn.Serving) — and has no bytes unread
+	// (waiting.go): ended as a spilled one is
 	// (its reads end, ErrEnded; its slot passes on), counted by
 	// EndedWaiting. For a server of requests and answers whose clients
 	// reconnect when an idle connection closes (DNS over TCP): waiting
@@ -438,9 +439,10 @@ type Conn struct {
 	// spillIn and spillAt are its client and its place in the listener's
 	// spill (Config.Spill), under the spill's lock; spillAt nil: not in
 	// it. With Config.EndWaiting spillAt is its place among the waiting
-	// connections instead (waiting.go), under their lock. Pointers: every connection of every guarded listener carries
-	// them (with its client's address here a connection took 96 bytes
-	// where it had taken 64; 80 with these).
+	// connections instead (waiting.go), under their lock. Pointers: every
+	// connection of every guarded listener carries them (with its client's
+	// address here a connection took 96 bytes where it had taken 64; 80
+	// with these).
 	spillIn *spillClient
 	spillAt *list.Element
 }
