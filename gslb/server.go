@@ -247,10 +247,10 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	// for its next query, if any does (EndWaiting): shares bound what one
 	// address holds, and many addresses' waiting connections held every
 	// slot. And while the process is low on memory it takes no new one
-	// (closed so too): a connection holds a goroutine
-	// and its buffers until its deadlines, where a UDP answer holds
-	// nothing past its send: UDP goes on answering (a resolver sent to TCP
-	// by a truncated answer asks another of the zone's servers).
+	// (closed so too): a connection holds a goroutine and its buffers
+	// until its deadlines, where a UDP answer holds nothing past its send:
+	// UDP goes on answering (a resolver sent to TCP by a truncated answer
+	// asks another of the zone's servers).
 	cfg := s.state.Load().cfg
 	guard := acceptguard.Wrap(ln, acceptguard.Config{Name: "gslb tcp", Logger: s.logger, Errors: s.metrics.acceptErrors,
 		MaxConns: cfg.MaxTCPConnections, Refused: s.metrics.tcpRefused,

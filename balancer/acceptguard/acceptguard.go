@@ -100,9 +100,8 @@ type Config struct {
 	// its client's next request — accepted, answered (written to) or
 	// waiting again (Conn.Waiting), and no request read whole since (the
 	// server says so: Conn.Serving) — and has no bytes unread
-	// (waiting.go): ended as a spilled one is
-	// (its reads end, ErrEnded; its slot passes on), counted by
-	// EndedWaiting. For a server of requests and answers whose clients
+	// (waiting.go): ended as a spilled one is (its reads end, ErrEnded;
+	// its slot passes on), counted by EndedWaiting. For a server of requests and answers whose clients
 	// reconnect when an idle connection closes (DNS over TCP): waiting
 	// connections, whoever's, cannot hold every slot, nor can requests
 	// trickled a byte at a time. Not with Spill (Spill wins).
