@@ -9,11 +9,11 @@ import (
 const msgEndedWaiting = "connection ended to make room: it waited the longest for its client's next request"
 
 // waiting is a Listener's connections waiting for their client's next
-// request (Config.EndWaiting), the longest waiting first: accepted, or
-// answered (written to), and no request read whole since (Conn.Serving). At the
-// cap a new connection takes the place of the first without bytes unread
-// (Listener.evict). Bounded by the cap: every connection in it holds a slot
-// under it.
+// request (Config.EndWaiting), the longest waiting first: accepted,
+// answered (written to) or waiting again (Conn.Waiting), and no request
+// read whole since (Conn.Serving). At the cap a new connection takes the
+// place of the first without bytes unread (Listener.endWaiting). Bounded by
+// the cap: every connection in it holds a slot under it.
 //
 // Why: a per-client share bounds what one address holds, not what many do.
 // A few hosts (or one host's IPv6 prefix, a /64 each) opening their shares
@@ -21,10 +21,11 @@ const msgEndedWaiting = "connection ended to make room: it waited the longest fo
 // idle deadline, held every slot of a DNS port for as long as they liked
 // (gslb's TestTCPWaitingConnectionsCannotHoldEverySlot: another client's
 // queries closed unanswered) — and so would requests trickled a byte at a
-// time, were a connection busy once a byte is read. Ending the one that waited the longest
-// costs a client that keeps a connection for later a reconnection (RFC
-// 7766 6.2.3 lets a DNS server close idle connections), and one that wants
-// to hold slots has to keep each of them busy.
+// time, were a connection busy once a byte is read, or messages the server
+// ignores, were it busy until it writes. Ending the one that waited the
+// longest costs a client that keeps a connection for later a reconnection
+// (RFC 7766 6.2.3 lets a DNS server close idle connections), and one that
+// wants to hold slots has to keep each of them busy.
 type waiting struct {
 	mu    sync.Mutex
 	conns list.List // *Conn
