@@ -471,13 +471,68 @@ func (c *sigCache) len() int {
 }
 
 // compactNSEC is the NSEC of a compact negative answer (RFC 9824) at owner:
-// the next name is owner's immediate successor (\000.owner), so it covers
+// the next name is owner's immediate successor (successor), so it covers
 // no other name; types are those owner has (none for an empty
 // non-terminal), or NXNAME alone when it does not exist. Its TTL is the
 // negative answer's (RFC 9077).
 func compactNSEC(owner string, types []uint16, ttl uint32) *dns.NSEC {
 	return &dns.NSEC{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeNSEC, Class: dns.ClassINET, Ttl: ttl},
-		NextDomain: `\000.` + strings.ToLower(owner), TypeBitMap: typeBitmap(types)}
+		NextDomain: successor(owner), TypeBitMap: typeBitmap(types)}
+}
+
+// successor is name's immediate successor in canonical order (RFC 4034
+// 6.1), in lower case: RFC 4471 3.1.2's absolute method. \000.name while
+// that fits in 255 octets — every name but the longest. Clients choose the
+// names a compact answer is made for, the longest included: \000. in front
+// of a name of 254 or 255 octets made a next name of 256 or 257, which no
+// DNS message may carry, so the whole answer did not parse. For those, the
+// first label with a zero octet added, while the name then fits; else the
+// first label with its last octet below 0xff incremented and the octets
+// after it dropped (no name of this length lies between: a longer label or
+// a child would not fit); a label all of 0xff is the last of its parent's
+// children, and the parent's successor beside them is taken so, from its
+// first label.
+func successor(name string) string {
+	var buf [256]byte
+	n, err := dns.PackDomainName(dns.Fqdn(name), buf[:], 0, nil, false)
+	if err != nil || n+2 <= 255 {
+		return `\000.` + strings.ToLower(name)
+	}
+	wire := buf[:n]
+	for i, c := range wire {
+		if 'A' <= c && c <= 'Z' { // length octets are at most 63: never letters
+			wire[i] = c + 'a' - 'A'
+		}
+	}
+	for off := 0; off < len(wire) && wire[off] != 0; off += int(wire[off]) + 1 {
+		l := int(wire[off])
+		label, rest := wire[off+1:off+1+l], wire[off+1+l:]
+		if l < 63 && (off > 0 || n+1 <= 255) {
+			// A parent is at least 64 octets shorter: room for one more.
+			return unpackName(append(append(append([]byte{byte(l + 1)}, label...), 0), rest...))
+		}
+		for i := l - 1; i >= 0; i-- {
+			if label[i] == 0xff {
+				continue
+			}
+			c := label[i] + 1
+			if 'A' <= c && c <= 'Z' {
+				c = 'Z' + 1 // upper case sorts as lower case: '@' is followed by '['
+			}
+			out := append(append([]byte{byte(i + 1)}, label[:i]...), c)
+			return unpackName(append(out, rest...))
+		}
+	}
+	return "." // a zone's names of 0xff all the way up: none follows, the chain wraps
+}
+
+// unpackName is the presentation form of a name in wire form.
+func unpackName(wire []byte) string {
+	name, _, err := dns.UnpackDomainName(wire, 0)
+	if err != nil {
+		return "."
+	}
+	return name
 }
 
 // typeBitmap is types plus RRSIG and NSEC (a signed name has both),

@@ -135,3 +135,96 @@ func TestECSScopeWithMaxAnswers(t *testing.T) {
 	}
 	t.Logf("%d answers claimed for a network holding another client's", checked)
 }
+
+// ecs6Answer asks name A with ECS family 2 (IPv6), addr/bits, as a resolver
+// does that writes its IPv4 clients as IPv4-mapped IPv6 addresses
+// (::ffff:a.b.c.d/120); it returns the answer's addresses and scope.
+func ecs6Answer(t *testing.T, s *Server, name, addr string, bits uint8) (string, int) {
+	t.Helper()
+	m := query(t, s, "udp", name, dns.TypeA, func(m *dns.Msg) {
+		m.SetEdns0(1232, false)
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 2, SourceNetmask: bits, Address: netip.MustParseAddr(addr).AsSlice()})
+	})
+	for _, o := range m.IsEdns0().Option {
+		if e, ok := o.(*dns.EDNS0_SUBNET); ok {
+			return answerIPs(m), int(e.SourceScope)
+		}
+	}
+	t.Fatalf("ECS %s/%d: no ECS in the answer %v", addr, bits, m)
+	return "", 0
+}
+
+// The scope is a length in the ECS option's family: a resolver keeps an
+// answer for the IPv6 network of that length around its client (RFC 7871
+// 7.3.1). An IPv4-mapped address in family 2 is answered by the IPv4 geo
+// prefixes, so its scope must count the 96 bits of ::ffff:0:0/96 too: an
+// IPv4 length alone claimed a network of IPv6 that holds every mapped
+// address — every IPv4 client of a resolver that writes them so — and a
+// native IPv6 client's answer, decided without the IPv4 prefixes, must not
+// claim the mapped ones either (scope 0 did, for the default region).
+func TestECSScopeOfMappedAddresses(t *testing.T) {
+	s := startGSLB(t, fuzzConfig(t)) // east 10.1.0.0/16 and 127.0.0.1, west 10.2.0.0/16 and 127.0.0.2, default east
+	for _, c := range []struct {
+		client string
+		bits   uint8
+		inside []string // other clients of the same resolver
+	}{
+		{"::ffff:10.2.9.0", 120, []string{"::ffff:10.1.9.0", "::ffff:11.0.0.0"}}, // west's 10.2.0.0/16
+		{"::ffff:10.1.9.0", 120, []string{"::ffff:10.2.9.0", "::ffff:11.0.0.0"}}, // east's 10.1.0.0/16
+		{"::ffff:11.0.0.0", 120, []string{"::ffff:10.2.9.0", "::ffff:10.3.0.0"}}, // the default region
+		{"2001:db8::", 56, []string{"::ffff:10.2.9.0", "2001:db8:1::"}},          // native IPv6: the default region
+	} {
+		got, scope := ecs6Answer(t, s, "ide.ringlb.test.", c.client, c.bits)
+		claimed := netip.PrefixFrom(netip.MustParseAddr(c.client), scope).Masked()
+		t.Logf("%s/%d: %s, scope /%d (%s)", c.client, c.bits, got, scope, claimed)
+		for _, in := range c.inside {
+			inside := netip.MustParseAddr(in)
+			if !claimed.Contains(inside) {
+				continue
+			}
+			bits := uint8(120)
+			if !inside.Is4In6() {
+				bits = 56
+			}
+			if other, _ := ecs6Answer(t, s, "ide.ringlb.test.", in, bits); other != got {
+				t.Errorf("%s: %s with scope /%d, claimed for %s, but %s gets %s", c.client, got, scope, claimed, in, other)
+			}
+		}
+	}
+}
+
+// A resolver keys what it caches on the ECS source prefix (RFC 7871 7.3.1),
+// and the address bits beyond it are not its client's: they must be zero
+// (RFC 7871 6), and a resolver that passes its clients' ECS options on
+// passes whatever they wrote there. So the answer must not depend on them:
+// 10.2.9.0 sent as a /8 chose west (10.2.0.0/16) before, and a resolver
+// kept west for the /8 it asked for — for east's clients too. Sent with
+// bits beyond the prefix or without, an ECS option gets the answer of the
+// network it names.
+func TestECSBitsBeyondTheSourcePrefixIgnored(t *testing.T) {
+	s := startGSLB(t, fuzzConfig(t)) // east 10.1.0.0/16, west 10.2.0.0/16, default east
+	raw := func(family uint16, bits uint8, addr []byte) func(*dns.Msg) {
+		return func(m *dns.Msg) {
+			m.SetEdns0(1232, false)
+			data := append([]byte{byte(family >> 8), byte(family), bits, 0}, addr...)
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: data})
+		}
+	}
+	for _, c := range []struct {
+		what       string
+		family     uint16
+		bits       uint8
+		addr, bare []byte // with bits beyond the prefix, and without
+	}{
+		{"10.2.9.0 as a /8", 1, 8, []byte{10, 2, 9, 0}, []byte{10}},
+		{"10.2.9.0 as a /12", 1, 12, []byte{10, 2, 9, 0}, []byte{10, 0}},
+		{"::ffff:10.2.9.0 as a /104", 2, 104, netip.MustParseAddr("::ffff:10.2.9.0").AsSlice(), netip.MustParseAddr("::ffff:10.0.0.0").AsSlice()[:13]},
+	} {
+		got := answerIPs(query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, raw(c.family, c.bits, c.addr)))
+		want := answerIPs(query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, raw(c.family, c.bits, c.bare)))
+		t.Logf("%s: %s; the network it names: %s", c.what, got, want)
+		if got != want {
+			t.Errorf("%s: %s, but the network it names gets %s", c.what, got, want)
+		}
+	}
+}

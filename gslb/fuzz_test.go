@@ -3,6 +3,7 @@ package gslb
 import (
 	"encoding/binary"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,7 +97,10 @@ func FuzzAnswer(f *testing.F) {
 		f.Add(b)
 	}
 	// With DO: the zone is signed, so these take the signing path.
-	for _, q := range []string{"ide.ringlb.test.", "nope.ringlb.test.", "bigalias.ringlb.test.", "ringlb.test."} {
+	// The last one is 255 octets long, the most a name may be: its compact
+	// NSEC's next name must be no longer.
+	a63 := strings.Repeat("a", 63) + "."
+	for _, q := range []string{"ide.ringlb.test.", "nope.ringlb.test.", "bigalias.ringlb.test.", "ringlb.test.", a63 + a63 + a63 + strings.Repeat("a", 49) + ".ringlb.test."} {
 		m := new(dns.Msg)
 		m.SetQuestion(q, dns.TypeTXT)
 		m.SetEdns0(512, true)

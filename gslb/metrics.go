@@ -35,6 +35,10 @@ type metrics struct {
 	// client held max_tcp_connections_per_ip: a counter of its own, so
 	// that tcpRefused keeps its meaning (and its one series).
 	tcpRefusedPerIP prometheus.Counter
+	// tcpEndedWaiting counts TCP connections ended at max_tcp_connections
+	// to make room for a new one: each the connection that had waited the
+	// longest for its client's next query.
+	tcpEndedWaiting prometheus.Counter
 	// rejected counts TCP connections closed unserved for a reason the
 	// balancer and the edge count theirs under too (their
 	// rejected_connections_total): "memory", while the process is low on
@@ -154,6 +158,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_gslb_tcp_refused_per_ip_total",
 			Help: "TCP DNS connections closed unserved because their client (an IPv4 address, an IPv6 /64) held gslb.max_tcp_connections_per_ip.",
 		}),
+		tcpEndedWaiting: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_gslb_tcp_ended_waiting_total",
+			Help: "TCP DNS connections ended at gslb.max_tcp_connections to make room for a new one: each the one that had waited the longest for its client's next query.",
+		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_gslb_rejected_connections_total",
 			Help: "TCP DNS connections closed unserved, by reason: memory (the process near its memory limit). Refusals at the caps are counted in ringlb_gslb_tcp_refused_total and ringlb_gslb_tcp_refused_per_ip_total.",
@@ -172,7 +180,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "ringlb_gslb_region_load",
 		Help: "Load of a region's edges as they announce it in gossip, averaged per edge, by region and measure (sessions_per_edge, connections_per_edge, cpu_percent, edges).",
 	}, []string{"region", "measure"})
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.tcpRefused, m.tcpRefusedPerIP, m.rejected, m.signatures, m.steeredShare, m.regionLoad} {
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.tcpRefused, m.tcpRefusedPerIP, m.tcpEndedWaiting, m.rejected, m.signatures, m.steeredShare, m.regionLoad} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -1,7 +1,12 @@
 package gslb
 
 import (
+	"encoding/binary"
+	"io"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,4 +108,152 @@ func TestTCPPerIPShareFollowsReload(t *testing.T) {
 	if err := exchange(); err != nil {
 		t.Fatalf("a third connection from 127.0.0.2 after the share was raised to 3: %v", err)
 	}
+}
+
+// The per-address share bounds what one address holds, not what many do:
+// eight addresses (a few hosts, or one host's IPv6 /61: a /64 each) each
+// opening its share of connections that wait — before any query, after one,
+// or in the middle of one trickled a byte at a time — held every slot until
+// their deadlines (10 s between queries, 5 s for a query's bytes; a flood
+// that keeps to them holds the port for ever), and every other client's TCP
+// query was closed unanswered. At the cap a new connection within its
+// client's share takes the place of the one waiting the longest (RFC 7766
+// 6.2.3: a server may close an idle connection; its client reconnects), so
+// waiting connections cannot hold the port.
+func TestTCPWaitingConnectionsCannotHoldEverySlot(t *testing.T) {
+	q := tcpQuery(t, "www.ringlb.test.", dns.TypeA)
+	r := new(dns.Msg)
+	r.SetQuestion("www.ringlb.test.", dns.TypeA)
+	r.Response = true
+	b, err := r.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	response := append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
+	for _, flood := range []struct {
+		name string
+		wait func(t *testing.T, c net.Conn) // brings c to the waiting it tests
+	}{
+		{"before its first query", func(*testing.T, net.Conn) {}},
+		{"answered, before its next query", func(t *testing.T, c net.Conn) {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write(q); err != nil {
+				t.Fatal(err)
+			}
+			var l [2]byte
+			if _, err := io.ReadFull(c, l[:]); err != nil {
+				t.Fatalf("a flood connection's query: %v", err)
+			}
+			if _, err := io.ReadFull(c, make([]byte, binary.BigEndian.Uint16(l[:]))); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"in a query trickled a byte at a time", func(t *testing.T, c net.Conn) {
+			if _, err := c.Write(q[:3]); err != nil { // its length and a byte
+				t.Fatal(err)
+			}
+		}},
+		{"after a message it ignores (a response)", func(t *testing.T, c net.Conn) {
+			if _, err := c.Write(response); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(flood.name, func(t *testing.T) {
+			cfg := gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), "")
+			cfg.MaxTCPConnections = 64
+			cfg.MaxTCPConnectionsPerIP = 8
+			// A first-read deadline beyond the test, as a flood that
+			// reopens its connections would hold them.
+			s := startGSLBWith(t, cfg, func(s *Server) { s.tcpReadTimeout = 2 * time.Minute })
+			guard := s.tcpGuard.Load()
+			var conns []net.Conn
+			t.Cleanup(func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			})
+			for a := range 8 {
+				d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(10+a))}}
+				for range cfg.MaxTCPConnectionsPerIP {
+					c, err := d.Dial("tcp", s.Addr())
+					if err != nil {
+						t.Fatalf("flood: after %d connections: %v", len(conns), err)
+					}
+					conns = append(conns, c)
+					flood.wait(t, c)
+				}
+			}
+			_, port, _ := net.SplitHostPort(s.Addr())
+			waitFor(t, "the flood's connections held, all they sent read", func() bool {
+				return guard.Open() == cfg.MaxTCPConnections && unreadOnServer(t, port) == 0
+			})
+			ended := func() int {
+				var m dto.Metric
+				s.metrics.tcpEndedWaiting.Write(&m)
+				return int(m.GetCounter().GetValue())
+			}
+
+			// Another client's queries, each on a connection of its own
+			// kept open (its share of them): each needs a room.
+			answered := 0
+			var last error
+			for range cfg.MaxTCPConnectionsPerIP {
+				m := new(dns.Msg)
+				m.SetQuestion("www.ringlb.test.", dns.TypeA)
+				c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second, Dialer: &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}}
+				conn, err := c.Dial(s.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				r, _, err := c.ExchangeWithConn(m, conn)
+				if err != nil {
+					last = err
+					continue
+				}
+				if len(r.Answer) == 1 {
+					answered++
+				}
+			}
+			t.Logf("8 addresses holding %d connections waiting %s (the cap): another client's TCP queries answered %d of %d (last error: %v); ended to make room: %d",
+				len(conns), flood.name, answered, cfg.MaxTCPConnectionsPerIP, last, ended())
+			if answered != cfg.MaxTCPConnectionsPerIP {
+				t.Errorf("another client's TCP queries answered %d of %d while 8 addresses held every slot", answered, cfg.MaxTCPConnectionsPerIP)
+			}
+			if held := guard.Open(); held > cfg.MaxTCPConnections {
+				t.Errorf("the server holds %d connections, over its cap of %d", held, cfg.MaxTCPConnections)
+			}
+			if got := ended(); got != answered {
+				t.Errorf("ringlb_gslb_tcp_ended_waiting_total = %d, want one for each of the %d connections that needed room", got, answered)
+			}
+		})
+	}
+}
+
+// unreadOnServer is how many bytes wait unread on the server's side of the
+// TCP connections to port (Linux: the rx_queue of /proc/net/tcp's
+// established sockets bound to it).
+func unreadOnServer(t *testing.T, port string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skip("no /proc/net/tcp:", err)
+	}
+	want, _ := strconv.Atoi(port)
+	total := 0
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[3] != "01" { // ESTABLISHED
+			continue
+		}
+		_, p, _ := strings.Cut(f[1], ":")
+		if lp, err := strconv.ParseUint(p, 16, 16); err != nil || int(lp) != want {
+			continue
+		}
+		_, rx, _ := strings.Cut(f[4], ":")
+		n, _ := strconv.ParseUint(rx, 16, 32)
+		total += int(n)
+	}
+	return total
 }

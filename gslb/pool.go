@@ -490,6 +490,22 @@ func (nv *nameView) ecsScope(addr netip.Addr, region string, bits int) int {
 	return scope
 }
 
+// ecsScopeIPv6 is scope, the ECS scope of an answer made for asked (an
+// address of ECS family 2, IPv6), as a length in IPv6, which is what a
+// resolver reads it as. An IPv4-mapped address (::ffff:a.b.c.d, from a
+// resolver that writes its IPv4 clients so) is answered as the IPv4 address
+// it maps, and scope counts IPv4 bits: the 96 of ::ffff:0:0/96 come first
+// (before, ::ffff:10.2.9.0 got west with scope /16, and a resolver kept it
+// for ::/16, every mapped address: each IPv4 client it has). A native IPv6
+// address is answered without the IPv4 prefixes, so its network must leave
+// the mapped ones out (scope 0, the default region's, claimed them all).
+func ecsScopeIPv6(asked netip.Addr, scope int) int {
+	if asked.Is4In6() {
+		return min(scope+96, 128)
+	}
+	return max(scope, commonBits(asked, netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff}))+1)
+}
+
 // commonBits is the length of the prefix a and b (one family) share.
 func commonBits(a, b netip.Addr) int {
 	x, y := a.As16(), b.As16()

@@ -242,15 +242,20 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	// It also caps the connections (gslb.max_tcp_connections) and one
 	// client's share of them (max_tcp_connections_per_ip): beyond either a
 	// new one is closed at once, without a word — DNS has no refusal to
-	// send before a query (tcp.go). And while the process is low on memory
-	// it takes no new one (closed so too): a connection holds a goroutine
-	// and its buffers until its deadlines, where a UDP answer holds
-	// nothing past its send: UDP goes on answering (a resolver sent to TCP
-	// by a truncated answer asks another of the zone's servers).
+	// send before a query (tcp.go) — but at the cap one within its client's
+	// share takes the place of the connection that has waited the longest
+	// for its next query, if any does (EndWaiting): shares bound what one
+	// address holds, and many addresses' waiting connections held every
+	// slot. And while the process is low on memory it takes no new one
+	// (closed so too): a connection holds a goroutine and its buffers
+	// until its deadlines, where a UDP answer holds nothing past its send:
+	// UDP goes on answering (a resolver sent to TCP by a truncated answer
+	// asks another of the zone's servers).
 	cfg := s.state.Load().cfg
 	guard := acceptguard.Wrap(ln, acceptguard.Config{Name: "gslb tcp", Logger: s.logger, Errors: s.metrics.acceptErrors,
 		MaxConns: cfg.MaxTCPConnections, Refused: s.metrics.tcpRefused,
 		MaxConnsPerIP: cfg.MaxTCPConnectionsPerIP, RefusedPerIP: s.metrics.tcpRefusedPerIP,
+		EndWaiting: true, EndedWaiting: s.metrics.tcpEndedWaiting,
 		Memory: s.mem, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory)})
 	s.tcpGuard.Store(guard)
 	ln = guard
@@ -621,11 +626,24 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		}
 	}
 	client := addrOf(remote)
+	// ecsAddr is the ECS address as written, in its family: an IPv4-mapped
+	// one in family 2 is answered as IPv4 (client), its scope in IPv6.
+	var ecsAddr netip.Addr
 	// A source prefix of 0 carries no address (its client opted out, RFC
 	// 7871 7.1.2): the querier's own answer, scope 0.
 	if ecsIn != nil && ecsIn.SourceNetmask > 0 {
 		if a, ok := netip.AddrFromSlice(ecsIn.Address); ok {
-			client = a.Unmap()
+			if ecsIn.Family == 1 {
+				a = a.Unmap() // miekg/dns keeps family 1 as a mapped address
+			}
+			// The bits beyond the source prefix are not the client's (RFC
+			// 7871 6: zero), and a resolver keys what it caches on the
+			// prefix alone: an answer chosen by them would be kept for
+			// every client of the prefix.
+			if p, err := a.Prefix(int(ecsIn.SourceNetmask)); err == nil {
+				a = p.Addr()
+			}
+			ecsAddr, client = a, a.Unmap()
 		}
 	}
 
@@ -641,6 +659,9 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			region, scope := s.answerManaged(st, m, z, q, name, nv, client, sg)
 			if ecsIn != nil {
 				scope = nv.ecsScope(client, region, scope)
+				if ecsIn.Family == 2 && ecsAddr.Is6() {
+					scope = ecsScopeIPv6(ecsAddr, scope)
+				}
 				if ecsIn.SourceNetmask == 0 {
 					scope = 0
 				}
@@ -650,6 +671,13 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			return finish(ecsOut), name
 		}
 		byType, exists := z.lookup(name)
+		if !exists && sg != nil && q.Qtype == dns.TypeNSEC {
+			// The NSEC a negative answer here would carry, as asked, as at
+			// a name that exists: in a NODATA its own bitmap (NSEC) would
+			// contradict the answer it proves, and validators call it bogus.
+			m.Answer = append(m.Answer, compactNSEC(owner, []uint16{dns.TypeNXNAME}, st.negativeSOA(z).Header().Ttl))
+			return finish(ecsEcho(ecsIn)), ""
+		}
 		if !exists {
 			if hops == 0 && (sg == nil || compactOK(r)) {
 				// Signed, a name that does not exist is NOERROR with its

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 )
 
 // DNS over TCP is open to anyone, and a connection costs the server a
@@ -89,7 +91,25 @@ var errQueryTooLong = fmt.Errorf("DNS query over TCP longer than %d bytes", maxQ
 type queryReader struct{ dns.Reader }
 
 func (r queryReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error) {
-	return r.Reader.ReadTCP(&lengthCheck{Conn: conn}, timeout)
+	// The connection waits for a query (acceptguard's EndWaiting: at the
+	// cap, the one waiting the longest makes room) until one is read
+	// whole: not from its first byte, or a query trickled a byte at a time
+	// would hold the connection; and again from here on whatever became of
+	// the last one — a message ignored (a response, one shorter than a
+	// header) is answered with nothing, and would leave it busy for ever.
+	gc, _ := conn.(*writeDeadlineConn)
+	var guarded *acceptguard.Conn
+	if gc != nil {
+		guarded, _ = gc.Conn.(*acceptguard.Conn)
+	}
+	if guarded != nil {
+		guarded.Waiting()
+	}
+	m, err := r.Reader.ReadTCP(&lengthCheck{Conn: conn}, timeout)
+	if err == nil && guarded != nil {
+		guarded.Serving()
+	}
+	return m, err
 }
 
 // lengthCheck is a connection for reading one message: it fails the read

@@ -33,7 +33,7 @@ import (
 const (
 	udpBatchSize = 32
 	// udpQueryBytes bounds a query (maxQueryBytes, tcp.go); longer ones
-	// are cut and answered FORMERR.
+	// (MSG_TRUNC) are dropped unanswered: nothing of them is reflected.
 	udpQueryBytes = maxQueryBytes
 )
 

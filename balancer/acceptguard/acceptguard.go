@@ -100,6 +100,18 @@ type Config struct {
 	// room, and a burst from one address (a balancer forwarding a wave of
 	// reconnections) is not refused while there is room for it.
 	Spill bool
+	// EndWaiting: at the cap, a new connection within its client's share
+	// takes the place of the connection that has waited the longest for
+	// its client's next request — accepted, answered (written to) or
+	// waiting again (Conn.Waiting), and no request read whole since (the
+	// server says so: Conn.Serving) — and has no bytes unread
+	// (waiting.go): ended as a spilled one is (its reads end, ErrEnded;
+	// its slot passes on), counted by EndedWaiting. For a server of requests and answers whose clients
+	// reconnect when an idle connection closes (DNS over TCP): waiting
+	// connections, whoever's, cannot hold every slot, nor can requests
+	// trickled a byte at a time. Not with Spill (Spill wins).
+	EndWaiting   bool
+	EndedWaiting Counter
 	// Memory, when it is low (Process: near the process's memory limit),
 	// refuses every new connection, counted by RefusedMemory and written
 	// RefusalMemory (nil: closed without a word); nil: not consulted.
@@ -125,6 +137,10 @@ type Listener struct {
 	own    *PerAddr // perIP when it is the listener's own (SetMaxPerIP)
 	mem    *Memory
 	spill  *spill // nil: Config.Spill unset
+	// waiting is the connections waiting for a request (Config.EndWaiting);
+	// nil: unset, or Spill.
+	waiting      *waiting
+	endedWaiting Counter
 	// perIPMsg and perIPSetting are the per-client refusal's log line and
 	// the name of its limit there.
 	perIPMsg, perIPSetting string
@@ -169,6 +185,8 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 	}
 	if cfg.Spill {
 		l.spill = &spill{}
+	} else if cfg.EndWaiting {
+		l.waiting, l.endedWaiting = &waiting{}, cfg.EndedWaiting
 	}
 	if l.perIP == nil {
 		l.own = NewPerAddr(PerAddrLimits{MaxConns: cfg.MaxConnsPerIP})
@@ -228,18 +246,34 @@ func (l *Listener) Accept() (net.Conn, error) {
 			l.lowMemory.refuse(l, c, msgRefusedMemory)
 			continue
 		}
-		if !l.admit() && !l.evict() {
-			l.atCap.refuse(l, c, msgRefused, "max_connections", l.budget.max.Load())
-			continue
+		took := l.admit()
+		if !took && l.waiting == nil {
+			if !l.evict() {
+				l.atCap.refuse(l, c, msgRefused, "max_connections", l.budget.max.Load())
+				continue
+			}
+			took = true // the evicted connection's slot
 		}
 		slot, spilled, ok := l.admitClient(c)
 		if !ok {
-			l.budget.open.Add(-1)
+			if took {
+				l.budget.open.Add(-1)
+			}
+			continue
+		}
+		// EndWaiting at the cap: the client's share is checked first, so
+		// that a client beyond it cannot end another's connection.
+		if !took && !l.endWaiting() {
+			l.perIP.Release(slot)
+			l.atCap.refuse(l, c, msgRefused, "max_connections", l.budget.max.Load())
 			continue
 		}
 		conn := &Conn{Conn: c, l: l, slot: slot}
 		if spilled.IsValid() {
 			l.spill.add(spilled, conn)
+		}
+		if l.waiting != nil {
+			l.waiting.wait(conn) // for its first request
 		}
 		return conn, nil
 	}
@@ -281,6 +315,20 @@ func (l *Listener) evict() bool {
 		l.perClient.count.Inc()
 	}
 	l.evictLog.Warn(l.log, msgEvicted, "listener", l.name, "client", client, l.perIPSetting, l.perIP.Limits().MaxConns)
+	return true
+}
+
+// endWaiting makes room under the cap by ending the connection that has
+// waited the longest for a request (Config.EndWaiting), whose slot passes to
+// the one being accepted; false: none waits.
+func (l *Listener) endWaiting() bool {
+	if l.waiting.end() == nil {
+		return false
+	}
+	if l.endedWaiting != nil {
+		l.endedWaiting.Inc()
+	}
+	l.evictLog.Warn(l.log, msgEndedWaiting, "listener", l.name, "max_connections", l.budget.max.Load())
 	return true
 }
 
@@ -409,9 +457,11 @@ type Conn struct {
 	state atomic.Uint32 // connClosed, connNoLinger, ...
 	// spillIn and spillAt are its client and its place in the listener's
 	// spill (Config.Spill), under the spill's lock; spillAt nil: not in
-	// it. Pointers: every connection of every guarded listener carries
-	// them (with its client's address here a connection took 96 bytes
-	// where it had taken 64; 80 with these).
+	// it. With Config.EndWaiting spillAt is its place among the waiting
+	// connections instead (waiting.go), under their lock. Pointers: every
+	// connection of every guarded listener carries them (with its client's
+	// address here a connection took 96 bytes where it had taken 64; 80
+	// with these).
 	spillIn *spillClient
 	spillAt *list.Element
 }
@@ -424,6 +474,7 @@ const (
 	connSpilled                // admitted beyond its client's share (Config.Spill)
 	connEvicted                // ended to make room: its slot under the cap passed on
 	connWritten                // a byte was written on it: the server answered something
+	connWaiting                // in the listener's waiting connections (Config.EndWaiting)
 )
 
 // ReleaseClient gives back c's slot under its client's share before c
@@ -460,6 +511,29 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Serving tells c's listener that a request was read whole on c and is
+// being answered: c does not wait for one any more, and is not ended to
+// make room (Config.EndWaiting) until it is answered (written to). A
+// request's bytes read are not enough: trickled a byte at a time, they
+// would keep a connection from ever waiting.
+func (c *Conn) Serving() {
+	if c.l.waiting != nil {
+		c.l.waiting.busy(c)
+	}
+}
+
+// Waiting tells c's listener that the server waits for the client's next
+// request on c (Config.EndWaiting): from now on c may be ended to make room,
+// unless it waits already (it keeps its place). A server calls it before it
+// reads each request: a request it answers with nothing (DNS ignores
+// responses, and messages too short to hold a header) is not written to,
+// and without it would leave c busy for ever.
+func (c *Conn) Waiting() {
+	if c.l.waiting != nil {
+		c.l.waiting.wait(c)
+	}
+}
+
 // Write notes a failed write: the answer did not go out whole, so there is
 // nothing for a linger to protect.
 func (c *Conn) Write(p []byte) (int, error) {
@@ -469,6 +543,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	if n > 0 && c.state.Load()&connWritten == 0 {
 		c.state.Or(connWritten)
+	}
+	if n > 0 && c.l.waiting != nil {
+		c.l.waiting.wait(c) // answered: it waits for the next request
 	}
 	return n, err
 }
@@ -491,6 +568,9 @@ func (c *Conn) Close() error {
 	}
 	if c.l.spill != nil {
 		c.l.spill.leave(c) // a closing connection makes no room for another
+	}
+	if c.l.waiting != nil {
+		c.l.waiting.busy(c) // nor does this one
 	}
 	if st := c.state.Load(); st&connNoLinger == 0 {
 		// Ended to make room and closed without a word: the server had

@@ -238,7 +238,8 @@ func (s *spill) unlink(t *spillTier) {
 // request is read and dropped), so that the answer is not lost to a reset.
 func (c *Conn) end() { _ = c.Conn.SetReadDeadline(past) }
 
-// Ended reports whether c was ended to make room (Config.Spill): its
+// Ended reports whether c was ended to make room (Config.Spill,
+// Config.EndWaiting): its
 // request, if one arrives, is to be refused as at the cap.
 func (c *Conn) Ended() bool { return c.state.Load()&connEvicted != 0 }
 
