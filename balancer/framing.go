@@ -47,7 +47,16 @@ var (
 	// forwarded; the edge's pool found out only after dialing the edge, an
 	// error counted against it.
 	errNoHost = errors.New("no Host header")
+	// errMethod: CONNECT asks the backend for a tunnel to anywhere (its 2xx
+	// was relayed one way until close) and TRACE reflects the request back,
+	// the headers this balancer adds included; no IDE backend serves either,
+	// and nginx refuses both.
+	errMethod = errors.New("method not allowed: CONNECT and TRACE are not forwarded")
 )
+
+// allowedMethods is the Allow header of the 405 that errMethod gets (RFC
+// 9110 section 15.5.6: a 405 names what the target allows).
+const allowedMethods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 // checkFraming reads the raw header block of h and reports whether the body
 // is chunked, or why its framing is ambiguous. No allocation.
@@ -167,9 +176,12 @@ func asciiLower(c byte) byte {
 }
 
 // refusal returns the status for a request the balancer refuses for its
-// framing or its body, with the reason, or 0 to let it on. maxBody is
+// method, its framing or its body, with the reason, or 0 to let it on. maxBody is
 // balancer.limits.max_body_bytes.
 func refusal(h *fasthttp.RequestHeader, maxBody int64) (int, error) {
+	if h.IsConnect() || h.IsTrace() {
+		return fasthttp.StatusMethodNotAllowed, errMethod
+	}
 	chunked, err := checkFraming(h)
 	if err != nil {
 		return fasthttp.StatusBadRequest, err

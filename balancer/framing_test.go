@@ -297,6 +297,13 @@ func TestSmugglingPayloads(t *testing.T) {
 		// request's head may have gone on, its body never completes.
 		{"chunk framing with bare LF", postHead + "Transfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n" + smuggled, want{statuses: []int{400}, closed: true}},
 
+		// Methods a reverse proxy has no business passing on (nginx answers
+		// both 405): CONNECT asks the backend for a tunnel to anywhere,
+		// its 2xx relayed one way until close; TRACE reflects the request,
+		// headers the balancer adds included.
+		{"CONNECT", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nctstickiness: k\r\n\r\n", want{statuses: []int{405}, closed: true}},
+		{"TRACE", "TRACE /whoami HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n", want{statuses: []int{405}, closed: true}},
+
 		// Accepted: the smuggled text stays a body.
 		{"smuggled text in a Content-Length body", postHead + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(smuggled)) + smuggled, want{statuses: []int{200}, bodies: []int64{int64(len(smuggled))}}},
 		{"smuggled text in a chunked body", postHead + "Transfer-Encoding: chunked\r\n\r\n" + chunk(smuggled) + "0\r\n\r\n", want{statuses: []int{200}, bodies: []int64{int64(len(smuggled))}}},
@@ -330,6 +337,10 @@ func TestSmugglingPayloads(t *testing.T) {
 	}
 	if n := h.backendErrors(t); n != 0 {
 		t.Errorf("%v backend errors counted for the clients' bad requests", n)
+	}
+	// A 405 names the methods that are forwarded (RFC 9110 section 15.5.6).
+	if code, resp := rawRequest(t, h.addr, "TRACE / HTTP/1.1\r\nHost: bal\r\n\r\n"); code != 405 || resp.Header.Get("Allow") != allowedMethods {
+		t.Errorf("TRACE: %d, Allow %q; want 405, Allow %q", code, resp.Header.Get("Allow"), allowedMethods)
 	}
 }
 

@@ -186,6 +186,9 @@ func (b *Balancer) refuse(ctx *fasthttp.RequestCtx, code int, reason error) {
 		body = "bad request: " + body
 	}
 	b.reply(ctx, "", code, []byte(body))
+	if code == fasthttp.StatusMethodNotAllowed {
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, allowedMethods)
+	}
 	ctx.SetConnectionClose()
 }
 
