@@ -337,7 +337,7 @@ func TestTableConflictRule(t *testing.T) {
 		}
 		cfg := configs.SessionTable{}
 		cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Minute), 1000, 100, 100
-		tb := newSessionTable(name, cfg, r, m, slog.New(slog.DiscardHandler))
+		tb := newSessionTable(name, cfg, r, m, slog.New(slog.DiscardHandler), tableHooks{})
 		t.Cleanup(tb.close)
 		return tb, reg
 	}
