@@ -199,6 +199,16 @@ func TestStaticDrainAcrossBalancers(t *testing.T) {
 	if code != http.StatusAccepted || !strings.Contains(body, `"draining": true`) {
 		t.Fatalf("drain: %d %s", code, body)
 	}
+	// Each balancer knows of the drain before its ring is looked at: a
+	// ring without edge-1 alone may be a monitor's false alarm, gone a
+	// check later, and bal-2 once routed a new key to edge-1 after such a
+	// ring, before the drain reached it.
+	for _, b := range []*clusterBalancer{b1, b2} {
+		healthtest.WaitUntil(t, b.bal.name+" knows edge-1 drains", func() bool {
+			st, ok := b.bal.table.drains.get("edge-1")
+			return ok && st.on
+		})
+	}
 	waitRing(t, b1, "edge-2", "edge-3")
 	waitRing(t, b2, "edge-2", "edge-3")
 	c2, edge := wsEdge(t, b2, key)
