@@ -225,8 +225,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 	}
 	// The table before the admin server: the operator state it restores
 	// holds the table's drains.
-	b.table = newSessionTable(name, cfg.SessionTable, r, b.metrics, b.log)
-	b.wireTable()
+	b.table = newSessionTable(name, cfg.SessionTable, r, b.metrics, b.log, b.tableHooks())
 	b.admin = b.newAdminServer()
 	if b.relay, err = newRelay(b.log, cfg.TunnelIdleTimeout.D()); err != nil {
 		return nil, fmt.Errorf("start tunnel relay: %w", err)

@@ -88,7 +88,10 @@ func (h *harness) serve(t *testing.T) {
 	served := make(chan error, 2)
 	go func() { served <- bal.Serve(data) }()
 	go func() { served <- bal.ServeAdmin(admin) }()
-	h.client = &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	// Patience, not a time a request is expected to take: a 32 MiB body
+	// through a race-built balancer on a starved machine (the suite beside
+	// another) took more than 10 s, the bound this client once had.
+	h.client = &http.Client{Transport: &http.Transport{}, Timeout: healthtest.Patience}
 	t.Cleanup(func() {
 		h.client.CloseIdleConnections()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

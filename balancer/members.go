@@ -127,37 +127,39 @@ func (b *Balancer) routeMembers(snap *ring.Snapshot) []ring.Member {
 	return out
 }
 
-// wireTable tells the session table what this balancer routes to.
-func (b *Balancer) wireTable() {
-	t := b.table
-	t.routesFor = b.routeMembers
-	t.isStatic = func(name string) bool {
+// tableHooks tell the session table what this balancer routes to.
+func (b *Balancer) tableHooks() tableHooks {
+	isStatic := func(name string) bool {
 		_, ok := b.static.Load().edge(name)
 		return ok
 	}
-	t.known = func(name string) bool {
-		if t.isStatic(name) {
-			return true
-		}
-		if c := b.clusterOrNil(); c != nil {
-			n, ok := c.Node(name)
-			return ok && n.Meta.Role == health.RoleEdge
-		}
-		return false
-	}
-	t.drainsPast = func() map[string]bool {
-		past := map[string]bool{}
-		now := time.Now()
-		for _, e := range b.static.Load().all() {
-			if draining, deadline := b.staticDrain(e); draining && !now.Before(deadline) {
-				past[e.member.Name] = true
+	return tableHooks{
+		routesFor: b.routeMembers,
+		isStatic:  isStatic,
+		known: func(name string) bool {
+			if isStatic(name) {
+				return true
 			}
-		}
-		return past
-	}
-	t.onDrain = func() {
-		b.saveState()
-		b.staticChanged()
+			if c := b.clusterOrNil(); c != nil {
+				n, ok := c.Node(name)
+				return ok && n.Meta.Role == health.RoleEdge
+			}
+			return false
+		},
+		drainsPast: func() map[string]bool {
+			past := map[string]bool{}
+			now := time.Now()
+			for _, e := range b.static.Load().all() {
+				if draining, deadline := b.staticDrain(e); draining && !now.Before(deadline) {
+					past[e.member.Name] = true
+				}
+			}
+			return past
+		},
+		onDrain: func() {
+			b.saveState()
+			b.staticChanged()
+		},
 	}
 }
 

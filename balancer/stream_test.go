@@ -18,6 +18,9 @@ import (
 // (the client's when it sent one).
 func TestStreamingBodiesAndRequestID(t *testing.T) {
 	const size = 32 << 20
+	// One body for the edge's download, the client's upload and both
+	// digests: the race detector makes each pass over 32 MiB cost.
+	body := pattern(size)
 	var seenIDs []string
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -32,7 +35,7 @@ func TestStreamingBodiesAndRequestID(t *testing.T) {
 			w.Write(h.Sum(nil))
 		default: // download
 			w.Header().Set("Content-Length", strconv.Itoa(size))
-			w.Write(pattern(size))
+			w.Write(body)
 		}
 	})}
 	go srv.Serve(ln)
@@ -40,12 +43,12 @@ func TestStreamingBodiesAndRequestID(t *testing.T) {
 	h := newHarness(t, configs.Balancer{Limits: configs.Limits{MaxBodyBytes: size}})
 	h.ring.Update([]ring.Member{{Name: "files", URL: "http://" + ln.Addr().String()}})
 
-	resp, body := h.get(t, "/plugin.zip", http.Header{"Ctstickiness": {"dl"}, "X-Request-Id": {"client-chosen-id"}})
-	want := sha256.Sum256(pattern(size))
-	if got := sha256.Sum256(body); resp.StatusCode != 200 || got != want {
-		t.Fatalf("download: status %d, %d bytes, digest mismatch %v", resp.StatusCode, len(body), got != want)
+	resp, got := h.get(t, "/plugin.zip", http.Header{"Ctstickiness": {"dl"}, "X-Request-Id": {"client-chosen-id"}})
+	want := sha256.Sum256(body)
+	if digest := sha256.Sum256(got); resp.StatusCode != 200 || digest != want {
+		t.Fatalf("download: status %d, %d bytes, digest mismatch %v", resp.StatusCode, len(got), digest != want)
 	}
-	req, _ := http.NewRequest(http.MethodPost, "http://"+h.addr+"/upload", bytes.NewReader(pattern(size)))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+h.addr+"/upload", bytes.NewReader(body))
 	req.Header.Set("Ctstickiness", "up")
 	up, err := h.client.Do(req)
 	if err != nil {

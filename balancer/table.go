@@ -100,7 +100,6 @@ type sessionTable struct {
 	// when the ring or a drain changes (routesFor).
 	routes    atomic.Pointer[routeSet]
 	routesMu  sync.Mutex
-	routesFor func(*ring.Snapshot) []ring.Member
 	routesGen atomic.Uint64 // bumped when something routesFor reads besides the ring changed
 	ring      *ring.Ring
 
@@ -123,15 +122,26 @@ type sessionTable struct {
 
 	sync   atomic.Pointer[tableSync] // nil without gossip
 	drains drainStates
+	tableHooks
+	stop chan struct{}
+	done chan struct{}
+}
+
+// tableHooks are what a session table asks of its balancer (the
+// balancer's tableHooks): given to newSessionTable, so they are in place
+// before the table's maintenance reads them, and never changed after. A
+// table on its own (tests) has none.
+type tableHooks struct {
+	// routesFor returns the members keys route to on snap: the ring's,
+	// less the static edges past their drain deadline.
+	routesFor func(snap *ring.Snapshot) []ring.Member
 	// known says whether a backend name is one this balancer knows (a
 	// static edge of its config or a gossip edge); isStatic, a static edge.
-	// onDrain is called when a drain changes (the ring is rebuilt);
-	// drainsPast names the static edges past their drain deadline.
 	known, isStatic func(name string) bool
-	onDrain         func()
-	drainsPast      func() map[string]bool
-	stop            chan struct{}
-	done            chan struct{}
+	// onDrain is called when a drain changes (the ring is rebuilt).
+	onDrain func()
+	// drainsPast names the static edges past their drain deadline.
+	drainsPast func() map[string]bool
 }
 
 // routeSet is an immutable map from name index to route.
@@ -146,9 +156,9 @@ type route struct {
 	ok     bool
 }
 
-func newSessionTable(self string, cfg configs.SessionTable, r *ring.Ring, m *metrics, log *slog.Logger) *sessionTable {
+func newSessionTable(self string, cfg configs.SessionTable, r *ring.Ring, m *metrics, log *slog.Logger, hooks tableHooks) *sessionTable {
 	t := &sessionTable{
-		self: self, log: log, metrics: m, ring: r,
+		self: self, log: log, metrics: m, ring: r, tableHooks: hooks,
 		tunnelKeys: map[*tunnel]uint64{},
 		drainsOver: map[string]bool{},
 		ready:      make(chan struct{}),

@@ -257,7 +257,7 @@ func memoryPerEntry(n int) float64 {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	t := newSessionTable("bal", cfg, r, m, nil)
+	t := newSessionTable("bal", cfg, r, m, nil, tableHooks{})
 	defer t.close()
 	bi, _ := t.names.intern("edge-1")
 	now := time.Now().UnixNano()
@@ -300,7 +300,7 @@ func BenchmarkTableLookup(b *testing.B) {
 	}
 	cfg := configs.SessionTable{}
 	cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Hour), 1_000_000, 1, 1
-	t := newSessionTable("bal", cfg, r, m, nil)
+	t := newSessionTable("bal", cfg, r, m, nil, tableHooks{})
 	defer t.close()
 	bi, _ := t.names.intern("edge-2")
 	now := time.Now().UnixNano()
@@ -336,7 +336,7 @@ func BenchmarkTableGossipPerSession(b *testing.B) {
 	}
 	cfg := configs.SessionTable{}
 	cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Minute), 1_000_000, 1, 1
-	t := newSessionTable("bal-1", cfg, r, m, nil)
+	t := newSessionTable("bal-1", cfg, r, m, nil, tableHooks{})
 	defer t.close()
 	bi, _ := t.names.intern("relay-3")
 	now := time.Now().UnixNano()
@@ -364,4 +364,15 @@ func (t *sessionTable) put(h uint64, e entry) {
 	s.mu.Lock()
 	s.entries[h] = e
 	s.mu.Unlock()
+}
+
+// A balancer's session table is whole before its maintenance runs: New
+// wired the table's hooks into it after starting the loop that reads them
+// each second, so a balancer nothing else touched for that second (an
+// empty ring, never updated) had the loop read what New wrote with nothing
+// ordering the two — a data race, which the race detector reported.
+func TestTableMaintenanceStartsWired(t *testing.T) {
+	b, _ := serveBalancer(t, configs.Balancer{}, ring.New(ring.DefaultConfig()))
+	first := b.table.routesGen.Load()
+	healthtest.WaitUntil(t, "two rounds of the table's maintenance", func() bool { return b.table.routesGen.Load() >= first+2 })
 }

@@ -63,7 +63,7 @@ func gslbYAML(rateLimit, extra, eastProbe, westProbe string) string {
   listen: 127.0.0.1:0
 %s  zones: [ { origin: ringlb.test, file: testdata/ringlb.test.zone } ]
   monitors:
-    bal: { type: http, interval: 200ms, timeout: 200ms, rise: 2, fall: 2, jitter: 0.01 }
+    bal: { type: http, interval: 1s, timeout: 1s, rise: 2, fall: 4, jitter: 0.01 }
   names:
     - name: ide.ringlb.test
       ttl: 30

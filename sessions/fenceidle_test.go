@@ -298,6 +298,17 @@ func TestPushedFencesInterleaveWithAcks(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, c := range clients {
 		wg.Go(func() {
+			// Every session says once that it is under way: after 5 msgs,
+			// or when it ends before (then its result below says how;
+			// before, the test waited for it for ever).
+			told := false
+			tell := func() {
+				if !told {
+					told = true
+					started <- struct{}{}
+				}
+			}
+			defer tell()
 			// A session taken over sends until it is fenced (its takeover
 			// may come after any number of msgs), for testDeadline at most.
 			limit, until := msgs, time.Now().Add(testDeadline)
@@ -306,7 +317,7 @@ func TestPushedFencesInterleaveWithAcks(t *testing.T) {
 			}
 			for n := range limit {
 				if n == 5 {
-					started <- struct{}{}
+					tell()
 				}
 				if time.Now().After(until) {
 					return // never fenced: code 0, reported below
