@@ -314,7 +314,7 @@ func rawRequest(t *testing.T, addr, req string) (int, *http.Response) {
 }
 
 // requestOn writes req (or the rest of one) on c and reads the response
-// whole.
+// whole; its Body holds what was read.
 func requestOn(t *testing.T, c net.Conn, req string) *http.Response {
 	t.Helper()
 	if _, err := io.WriteString(c, req); err != nil {
@@ -324,8 +324,9 @@ func requestOn(t *testing.T, c net.Conn, req string) *http.Response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
 	return resp
 }
 
