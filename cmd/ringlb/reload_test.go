@@ -228,7 +228,8 @@ func TestBalancerReloadUnderTraffic(t *testing.T) {
 // waitRingMembers polls a balancer's /api/ring until it routes to n edges.
 func waitRingMembers(t *testing.T, url string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	const within = 60 * time.Second
+	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get(url)
 		if err == nil {
@@ -241,5 +242,5 @@ func waitRingMembers(t *testing.T, url string, n int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("%s: ring did not reach %d members within 20s", url, n)
+	t.Fatalf("%s: ring did not reach %d members within %s", url, n, within)
 }
