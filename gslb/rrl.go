@@ -209,8 +209,10 @@ func (nb *netBuckets) refund(key uint64) {
 }
 
 // truncatedReply appends to dst the slip response to the query pkt: its
-// header and question with QR, AA and TC set and no records; ok is false when
-// pkt has no well-formed single question (then nothing is sent).
+// header and question with QR, AA and TC set, RA, Z and AD clear (a reply
+// with no records authenticates nothing, RFC 6840 section 5.8; CD stays the
+// query's) and no records; ok is false when pkt has no well-formed single
+// question (then nothing is sent).
 func truncatedReply(dst, pkt []byte) ([]byte, bool) {
 	if len(pkt) < 12 || pkt[4] != 0 || pkt[5] != 1 {
 		return dst, false
@@ -233,9 +235,9 @@ func truncatedReply(dst, pkt []byte) ([]byte, bool) {
 		return dst, false
 	}
 	dst = append(dst[:0], pkt[:off+4]...)
-	const qr, aa, tc, ra = 0x80, 0x04, 0x02, 0x80
+	const qr, aa, tc, ra, z, ad = 0x80, 0x04, 0x02, 0x80, 0x40, 0x20
 	dst[2] |= qr | aa | tc
-	dst[3] &^= ra | 0x0F // RA never; rcode NOERROR
+	dst[3] &^= ra | z | ad | 0x0F // RA never; rcode NOERROR
 	for i := 6; i < 12; i++ {
 		dst[i] = 0
 	}

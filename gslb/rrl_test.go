@@ -64,6 +64,10 @@ func TestTruncatedReply(t *testing.T) {
 	m := new(dns.Msg)
 	m.SetQuestion("Ide.RinglB.test.", dns.TypeA)
 	m.RecursionDesired = true
+	// AD in a query asks whether the answer would be authenticated; a reply
+	// with no records authenticates nothing (RFC 6840 section 5.8). CD is
+	// the query's, copied (section 5.9).
+	m.AuthenticatedData, m.CheckingDisabled = true, true
 	m.SetEdns0(1232, false)
 	pkt, _ := m.Pack()
 	out, ok := truncatedReply(nil, pkt)
@@ -77,6 +81,9 @@ func TestTruncatedReply(t *testing.T) {
 	if !r.Response || !r.Truncated || !r.Authoritative || r.Id != m.Id || !r.RecursionDesired || r.RecursionAvailable ||
 		len(r.Question) != 1 || r.Question[0].Name != "Ide.RinglB.test." || len(r.Answer)+len(r.Ns)+len(r.Extra) != 0 {
 		t.Fatalf("slip reply %v", r)
+	}
+	if r.AuthenticatedData || !r.CheckingDisabled || r.Zero {
+		t.Errorf("slip reply AD %v (want false), CD %v (want true), Z %v (want false)", r.AuthenticatedData, r.CheckingDisabled, r.Zero)
 	}
 	for _, bad := range [][]byte{nil, pkt[:11], pkt[:14], {0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1}} {
 		if _, ok := truncatedReply(nil, bad); ok {
