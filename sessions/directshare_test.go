@@ -33,6 +33,17 @@ func startShareEdge(t *testing.T, cl *healthtest.Cluster) *clusterEdge {
 	return e
 }
 
+// startShareEdgeWithBalancer starts startShareEdge's edge in a cluster with
+// a balancer, bal-1, and waits until the edge sees it.
+func startShareEdgeWithBalancer(t *testing.T) (*clusterEdge, *health.Membership) {
+	t.Helper()
+	cl := healthtest.New(t)
+	bal := cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
+	e := startShareEdge(t, cl)
+	healthtest.WaitMembers(t, e.m, "edge-a sees bal-1", func(ns []health.Node) bool { return len(ns) == 2 })
+	return e, bal
+}
+
 // signedUpgrade is the header a balancer (from, a member's keyring) sends
 // with an upgrade of key forwarded to the edge to.
 func signedUpgrade(m *health.Membership, from, to, key string) http.Header {
@@ -98,10 +109,7 @@ func closeAll(cs []*websocket.Conn) {
 }
 
 func TestDirectClientHeldToItsShare(t *testing.T) {
-	cl := healthtest.New(t)
-	bal := cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
-	e := startShareEdge(t, cl)
-	healthtest.WaitMembers(t, e.m, "edge-a sees bal-1", func(ns []health.Node) bool { return len(ns) == 2 })
+	e, bal := startShareEdgeWithBalancer(t)
 
 	// The attack: one address opens participants straight to the edge.
 	direct, refusal := openJoins(t, e, "direct", shareMaxConns+2, nil)
@@ -215,10 +223,7 @@ func announcePeerSigning(t *testing.T, m *health.Membership, name string, e *clu
 // they were refused 429 until it was back. They count against nothing for
 // a signature's window after it left.
 func TestBalancerTakenForDeadStillForwards(t *testing.T) {
-	cl := healthtest.New(t)
-	bal := cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
-	e := startShareEdge(t, cl)
-	healthtest.WaitMembers(t, e.m, "edge-a sees bal-1", func(ns []health.Node) bool { return len(ns) == 2 })
+	e, bal := startShareEdgeWithBalancer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), healthtest.Patience)
 	defer cancel()
 	if err := bal.Shutdown(ctx); err != nil {

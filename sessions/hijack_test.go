@@ -9,9 +9,6 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
-
-	"github.com/ringlb/ringlb/health"
-	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // fasthttp runs a hijack handler only if the connection is still fine once
@@ -25,10 +22,7 @@ import (
 // resetting at once finds the first write failing, not the hand-over, and
 // whatever fasthttp does instead, the share comes back (upgrade's undo).
 func TestJoinAbandonedBeforeItsHijack(t *testing.T) {
-	cl := healthtest.New(t)
-	cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
-	e := startShareEdge(t, cl)
-	healthtest.WaitMembers(t, e.m, "edge-a sees bal-1", func(ns []health.Node) bool { return len(ns) == 2 })
+	e, _ := startShareEdgeWithBalancer(t)
 
 	const attempts = 3 * shareDirect
 	for i := range attempts {

@@ -53,10 +53,7 @@ func TestIdleConnectionsCannotShutBalancerClientsOut(t *testing.T) {
 		}, shareDirect, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cl := healthtest.New(t)
-			bal := cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
-			e := startShareEdge(t, cl)
-			healthtest.WaitMembers(t, e.m, "edge-a sees bal-1", func(ns []health.Node) bool { return len(ns) == 2 })
+			e, bal := startShareEdgeWithBalancer(t)
 
 			// The attack: one address (not the balancer's) fills the data
 			// port.
@@ -133,9 +130,7 @@ func TestIdleConnectionsCannotShutBalancerClientsOut(t *testing.T) {
 // (ringlb_edge_connection_errors_total 1 here); now its read side is shut
 // and the server ends it as a client's close (0).
 func TestIdleConnectionBeyondTheShareClosed(t *testing.T) {
-	cl := healthtest.New(t)
-	cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
-	e := startShareEdge(t, cl)
+	e, _ := startShareEdgeWithBalancer(t)
 	dial := func() net.Conn { return dialFrom(t, e.data, 2) }
 	get := func(c net.Conn, br *bufio.Reader) int {
 		code, err := getWhoami(c, br)
@@ -271,10 +266,7 @@ func getWhoami(c net.Conn, br *bufio.Reader) (int, error) {
 // edge, the session tried there). Its request is answered as at the cap
 // instead: 503, to retry.
 func TestUpgradeArrivingAfterItsConnectionWasEnded(t *testing.T) {
-	cl := healthtest.New(t)
-	bal := cl.Join("bal-1", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
-	e := startShareEdge(t, cl)
-	healthtest.WaitMembers(t, e.m, "edge-a sees bal-1", func(ns []health.Node) bool { return len(ns) == 2 })
+	e, bal := startShareEdgeWithBalancer(t)
 
 	// The balancer's address fills the edge with connections whose heads
 	// have not arrived yet: its share, then connections beyond it.
