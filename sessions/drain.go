@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
@@ -98,6 +100,11 @@ func (s *Server) closeAll(reason string) int {
 // in several. Below fasthttp's default request body limit (4 MiB).
 const maxHandoffBytes = 2 << 20
 
+// handoffParallel bounds the new owners a drain sends to at once (each
+// one request at a time): what a drain holds encoded at once is
+// handoffParallel bodies of up to maxHandoffBytes.
+const handoffParallel = 8
+
 // moving is a session frozen for a hand-off, and who to close after it.
 type moving struct {
 	key          string
@@ -146,30 +153,58 @@ func (o *ownership) handOff(ctx context.Context) int {
 		groups[target.Name] = append(groups[target.Name], mv)
 		urls[target.Name] = target.URL
 	})
-	// Batches, each sent whole: a refusal for now (503: the new owner's
-	// hand-off slots taken, or it is low on memory) is sent again, the
-	// others go on meanwhile.
-	var out []*outgoing
+	// Each new owner's batches go on a goroutine of their own, at most
+	// handoffParallel at once, so an edge that stalls holds frozen only
+	// the sessions bound for it: sent one after another, every session
+	// behind it waited for its request's timeout, its participants
+	// connected and relaying nothing.
+	var (
+		wg    sync.WaitGroup
+		moved atomic.Int64
+		slots = make(chan struct{}, handoffParallel)
+	)
 	for target, list := range groups {
-		for len(list) > 0 {
-			b := &outgoing{target: target, url: urls[target]}
-			b.req.From = o.self
-			size := 0
-			n := 0
-			for n < len(list) && (n == 0 || size+list[n].size <= maxHandoffBytes) {
-				if list[n].state != nil {
-					b.req.Sessions = append(b.req.Sessions, *list[n].state)
-				}
-				size += list[n].size
-				n++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			moved.Add(int64(o.handOffTo(ctx, target, urls[target], list)))
+		}()
+	}
+	wg.Wait()
+	n := int(moved.Load())
+	o.srv.metrics.handedOff.Add(float64(n))
+	if n > 0 {
+		o.log.Info("drain: sessions handed on", "sessions", n, "edges", len(groups))
+	}
+	return n
+}
+
+// handOffTo sends list to the edge target at url in batches, each sent
+// whole: a refusal for now (503: the new owner's hand-off slots taken, or
+// it is low on memory) is sent again, the other batches go on meanwhile.
+// It returns the number of sessions let go (handedOn).
+func (o *ownership) handOffTo(ctx context.Context, target, url string, list []moving) int {
+	var out []*outgoing
+	for len(list) > 0 {
+		b := &outgoing{target: target, url: url}
+		b.req.From = o.self
+		size := 0
+		n := 0
+		for n < len(list) && (n == 0 || size+list[n].size <= maxHandoffBytes) {
+			if list[n].state != nil {
+				b.req.Sessions = append(b.req.Sessions, *list[n].state)
 			}
-			b.sessions = list[:n]
-			out = append(out, b)
-			list = list[n:]
+			size += list[n].size
+			n++
 		}
+		b.sessions = list[:n]
+		out = append(out, b)
+		list = list[n:]
 	}
 	moved := 0
-	for round := 0; len(out) > 0; round++ {
+	for len(out) > 0 {
 		var later []*outgoing
 		var wait time.Duration
 		for _, b := range out {
@@ -195,7 +230,7 @@ func (o *ownership) handOff(ctx context.Context) int {
 			for _, b := range later {
 				n += len(b.req.Sessions)
 			}
-			o.log.Warn("hand-off refused for now; trying again", "sessions", n, "batches", len(later), "retry_in", wait)
+			o.log.Warn("hand-off refused for now; trying again", "edge", target, "sessions", n, "batches", len(later), "retry_in", wait)
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
@@ -205,10 +240,6 @@ func (o *ownership) handOff(ctx context.Context) int {
 			t.Stop()
 		}
 		out = later
-	}
-	o.srv.metrics.handedOff.Add(float64(moved))
-	if moved > 0 {
-		o.log.Info("drain: sessions handed on", "sessions", moved, "edges", len(groups))
 	}
 	return moved
 }

@@ -3,11 +3,15 @@ package sessions
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -306,4 +310,141 @@ func TestDrainRetriesARefusedHandoff(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A drain hands its sessions to each new owner at once: one that stalls
+// (a hung process: it accepts the hand-off and never answers) holds
+// frozen only the sessions bound for it, not those bound for the others.
+// Before, the batches went one after another: a session whose new owner
+// came after the stalled one in the loop stayed frozen, its participants
+// connected and relaying nothing, until the stalled request timed out
+// (handoffTimeout) — under load, past a check point that counted them as
+// a split.
+func TestDrainHandOffNotHeldByAStalledEdge(t *testing.T) {
+	cl := healthtest.New(t)
+	// No replication: a replica stream to the stalled edge is not what
+	// this test is about.
+	cfg := configs.Edge{IdleGrace: configs.Duration(time.Second), Replication: configs.ReplicationOff}
+	discard := slog.New(slog.DiscardHandler)
+	a := startClusterEdgeConfig(t, cl, "edge-a", cfg, discard, testRing, nil)
+	b := startClusterEdgeConfig(t, cl, "edge-b", cfg, discard, testRing, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	// Keys edge-a owns with and without the stalled edge (their sessions
+	// start before it joins: a new edge asks the others for a while, and
+	// the stalled one would never answer), whose owner without edge-a is
+	// edge-b or the stalled edge.
+	keyTo := func(owner string) string {
+		for i := 0; ; i++ {
+			key := fmt.Sprintf("stalled-%s-%d", owner, i)
+			if ownerOf(key, "edge-a", "edge-b") == "edge-a" && ownerOf(key, "edge-a", "edge-b", "edge-s") == "edge-a" &&
+				ownerOf(key, "edge-b", "edge-s") == owner {
+				return key
+			}
+		}
+	}
+	keyB, keyS := keyTo("edge-b"), keyTo("edge-s")
+	b1, b2 := a.twoTalking(t, keyB, 3)
+	s1, s2 := a.twoTalking(t, keyS, 3)
+	stall := startStalledPeer(t)
+	cl.Join("edge-s", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + stall.addr, Weight: 1, State: health.StateAlive})
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b", "edge-s")
+	epoch := b1.welcome.Epoch
+
+	drained := startDrain(a)
+	for _, p := range []*v1Client{b1, b2} {
+		if code := closeCode(t, p.Conn); code != closeServiceRestart {
+			t.Fatalf("close code %d, want 1012", code)
+		}
+	}
+	if n := stall.ended.Load(); n > 0 {
+		t.Fatalf("the sessions bound for edge-b were let go only after edge-a gave up on the stalled edge (%d of its hand-off connections ended)", n)
+	}
+	waitFor(t, "edge-a's hand-off held by the stalled edge", func() bool { return stall.accepted.Load() > 0 })
+	if n := stall.ended.Load(); n > 0 {
+		t.Fatalf("edge-a gave up on the stalled edge (%d connections ended) before the test released it", n)
+	}
+	r := b.joinV1(t, keyB, "resume=3&epoch="+epoch, nil)
+	if r.welcome.Epoch != epoch || r.welcome.Seq != 3 {
+		t.Fatalf("resumed on edge-b while edge-s stalls: welcome epoch %s seq %d, want epoch %s seq 3", r.welcome.Epoch, r.welcome.Seq, epoch)
+	}
+	// The stalled edge's sessions go once its hand-off fails.
+	stall.release()
+	for _, p := range []*v1Client{s1, s2} {
+		if code := closeCode(t, p.Conn); code != closeServiceRestart {
+			t.Fatalf("close code %d, want 1012", code)
+		}
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}
+
+// stalledPeer is an edge's data port in a hung process: it accepts
+// connections and reads what comes, answering nothing.
+type stalledPeer struct {
+	addr            string
+	accepted, ended atomic.Int64
+	release         func() // closes every connection and the listener
+}
+
+func startStalledPeer(t *testing.T) *stalledPeer {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := &stalledPeer{addr: l.Addr().String()}
+	var (
+		mu       sync.Mutex
+		conns    []net.Conn
+		released bool
+		wg       sync.WaitGroup
+	)
+	sp.release = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if released {
+			return
+		}
+		released = true
+		l.Close()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if released {
+				mu.Unlock()
+				c.Close()
+				continue
+			}
+			conns = append(conns, c)
+			mu.Unlock()
+			sp.accepted.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _ = io.Copy(io.Discard, c)
+				mu.Lock()
+				byTest := released
+				mu.Unlock()
+				if !byTest {
+					sp.ended.Add(1) // the other side gave up
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		sp.release()
+		wg.Wait()
+	})
+	return sp
 }
