@@ -17,11 +17,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -223,7 +225,7 @@ type ChaosPhase struct {
 	SessionsDisconnected  int            `json:"sessions_disconnected"`
 	DisconnectedElsewhere int            `json:"disconnected_elsewhere"`
 	DisconnectedKeys      []string       `json:"disconnected_keys,omitempty"`
-	Closes                map[string]int `json:"closes,omitempty"` // by close code or "error"
+	Closes                map[string]int `json:"closes,omitempty"` // by close code, or how the connection failed (connEndKind)
 	// JoinFailures: participants that never got in (every dial failed);
 	// DialFailures: dials that failed or ended before a welcome.
 	JoinFailures int            `json:"join_failures"`
@@ -403,7 +405,10 @@ type chaosClient struct {
 	unacked    []outMsg
 	sentOnConn int // unacked[:sentOnConn] were sent on the current connection
 	nextN      uint32
-	leaving    bool          // asked to leave (guest's stay over, or Stop)
+	// writeFailed names why this client closed conn after a failed write
+	// ("" when none did): the reader then reports it, not its own error.
+	writeFailed string
+	leaving     bool          // asked to leave (guest's stay over, or Stop)
 	drained    chan struct{} // closed when unacked empties while leaving
 	closed     bool          // this side closed it: connection ends are planned
 	departed   bool          // left the session before the end (a guest), or never joined
@@ -965,22 +970,19 @@ type chaosData struct {
 	N uint32 `json:"n"`
 }
 
-// read handles conn's frames until it ends; it reports why it ended (the
-// close code, or "error").
+// read handles conn's frames until it ends; it reports why it ended
+// (connEndKind).
 func (c *chaosClient) read(conn *websocket.Conn) (reason string) {
 	defer conn.Close()
 	for {
 		_ = conn.SetReadDeadline(time.Now().Add(chaosReadTimeout))
 		_, data, err := conn.ReadMessage()
 		if err != nil {
-			var ce *websocket.CloseError
-			switch {
-			case errors.As(err, &ce):
-				reason = strconv.Itoa(ce.Code)
-			default:
-				reason = "error"
-			}
-			return reason
+			c.mu.Lock()
+			wrote := c.writeFailed
+			c.writeFailed = ""
+			c.mu.Unlock()
+			return connEndKind(err, wrote)
 		}
 		var f chaosFrame
 		if json.Unmarshal(data, &f) != nil {
@@ -1136,10 +1138,43 @@ func (c *chaosClient) write(n uint32) bool {
 	_ = c.conn.SetWriteDeadline(time.Now().Add(chaosWriteTimeout))
 	if err := c.conn.WriteMessage(websocket.TextMessage, b); err != nil {
 		// The reader ends now and the participant reconnects.
+		c.writeFailed = "write " + netErrorKind(err)
 		c.conn.Close()
 		return false
 	}
 	return true
+}
+
+// connEndKind names why a connection ended, for counting: its close code
+// ("1012"), "write timeout" and the like when this client closed it after
+// a failed write (wrote), else how the read failed: "read timeout",
+// "reset", "eof", or "error".
+func connEndKind(err error, wrote string) string {
+	var ce *websocket.CloseError
+	switch {
+	case errors.As(err, &ce):
+		return strconv.Itoa(ce.Code)
+	case wrote != "":
+		return wrote
+	default:
+		return "read " + netErrorKind(err)
+	}
+}
+
+// netErrorKind names a failed read or write: "timeout" (its deadline
+// passed — on a stalled machine, possibly before the call ran), "reset",
+// "eof", or "error".
+func netErrorKind(err error) string {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "eof"
+	default:
+		return "error"
+	}
 }
 
 // advance moves the seq seen in the current epoch to seq: within an epoch
