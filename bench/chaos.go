@@ -134,12 +134,19 @@ const maxResetDetails = 20
 // machine an outage lasts longer, and giving up early would turn a slow
 // resume into a failed one.
 const (
-	chaosBackoffMin   = 20 * time.Millisecond
-	chaosBackoffMax   = 200 * time.Millisecond
-	chaosRedialFor    = 60 * time.Second
-	chaosMaxRedials   = 2000
-	chaosDialTimeout  = 5 * time.Second
-	chaosWriteTimeout = 5 * time.Second
+	chaosBackoffMin  = 20 * time.Millisecond
+	chaosBackoffMax  = 200 * time.Millisecond
+	chaosRedialFor   = 60 * time.Second
+	chaosMaxRedials  = 2000
+	chaosDialTimeout = 5 * time.Second
+	// chaosWriteTimeout bounds a write the server does not read: at a
+	// msg a second of ~60 bytes, only a server that stops reading for
+	// minutes fills the socket's buffer. A bound of seconds could end a
+	// connection for this client's own stall instead (a goroutine
+	// descheduled between setting the deadline and writing finds it
+	// passed: a "write timeout" disconnect on a machine stalled for
+	// seconds, counted against the step).
+	chaosWriteTimeout = 30 * time.Second
 	// chaosReadTimeout ends a connection that hears nothing, not even the
 	// edge's pings (every 30 s).
 	chaosReadTimeout = 75 * time.Second
@@ -409,14 +416,14 @@ type chaosClient struct {
 	// ("" when none did): the reader then reports it, not its own error.
 	writeFailed string
 	leaving     bool          // asked to leave (guest's stay over, or Stop)
-	drained    chan struct{} // closed when unacked empties while leaving
-	closed     bool          // this side closed it: connection ends are planned
-	departed   bool          // left the session before the end (a guest), or never joined
-	gaveUp     bool
-	outages    []outage
-	segments   []segment
-	gaps       []gap
-	violations int
+	drained     chan struct{} // closed when unacked empties while leaving
+	closed      bool          // this side closed it: connection ends are planned
+	departed    bool          // left the session before the end (a guest), or never joined
+	gaveUp      bool
+	outages     []outage
+	segments    []segment
+	gaps        []gap
+	violations  int
 
 	seen map[int32][]uint64 // reader only: bitset of n received per sender slot
 }
