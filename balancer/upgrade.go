@@ -134,14 +134,6 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		if err != nil {
 			return "", &dialError{edge: m.Name, err: err}
 		}
-		// Not ctx itself: fasthttp cancels a request's context when its
-		// server shuts down, and a graceful stop (an upgrade's hand-off
-		// included) lets in-flight handshakes finish. The dial is bounded
-		// by dial_timeout either way.
-		conn, err := b.edges.dial(context.WithoutCancel(ctx), e)
-		if err != nil {
-			return "", err
-		}
 		// Every upgrade is signed for the edge it goes to with the
 		// cluster's key: the edge holds participants that did not come
 		// through a balancer to a per-address share, and ours, all from
@@ -163,10 +155,34 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		if sig != "" {
 			h.Set(configs.HeaderPeer, sig)
 		}
-		head, n, status, err := handshake(conn, h.Header())
-		if err != nil {
+		var (
+			conn      net.Conn
+			head      []byte
+			n, status int
+		)
+		for attempt := 0; ; attempt++ {
+			// Not ctx itself: fasthttp cancels a request's context when
+			// its server shuts down, and a graceful stop (an upgrade's
+			// hand-off included) lets in-flight handshakes finish. The
+			// dial is bounded by dial_timeout either way.
+			conn, err = b.edges.dial(context.WithoutCancel(ctx), e)
+			if err != nil {
+				return "", err
+			}
+			head, n, status, err = handshake(conn, h.Header())
+			if err == nil {
+				break
+			}
 			conn.Close()
 			if errors.Is(err, errClosedUnanswered) {
+				// Closed before a byte of answer: the edge is dying, or
+				// it ended the connection for room (its spill) before
+				// this balancer — starved, perhaps — wrote the request.
+				// Once more on a new connection: a dying edge refuses
+				// the dial, a live one answers.
+				if attempt == 0 {
+					continue
+				}
 				return "", &dialError{edge: m.Name, err: err}
 			}
 			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()

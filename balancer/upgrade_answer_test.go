@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -208,6 +209,55 @@ func TestUpgradeAfterInterimAnswers(t *testing.T) {
 			got := make([]byte, len("from the edge"))
 			if _, err := io.ReadFull(br, got); err != nil || string(got) != "from the edge" {
 				t.Errorf("tunnel gave %q %v, want the edge's bytes after its 101", got, err)
+			}
+		})
+	}
+}
+
+// An edge that closes an upgrade's connection before a byte of answer —
+// ending it for room while the balancer was too starved to write its
+// request in the edge's linger, or dying — gets the upgrade once more on a
+// new connection before the balancer takes it for unreachable: a live edge
+// answers it, a dying one refuses the dial. Before, the first close was
+// final: with one edge, the client got 502 from a live edge.
+func TestUpgradeClosedUnansweredTriedOnceMore(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		unanswered int // connections the edge closes before answering
+		want       int
+	}{
+		{"once", 1, http.StatusSwitchingProtocols},
+		{"every time", 1000, http.StatusBadGateway},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, configs.Balancer{})
+			var seen atomic.Int64
+			url := serveConns(t, func(c net.Conn, br *bufio.Reader) {
+				if seen.Add(1) <= int64(tc.unanswered) {
+					return // closed, nothing read or written
+				}
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\n\r\n")
+				_, _ = io.Copy(io.Discard, br)
+			})
+			h.ring.Update([]ring.Member{{Name: "shedding", URL: url, Weight: 1}})
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := io.WriteString(c, wsHead+"\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.want {
+				t.Errorf("%d after the edge closed %d connection(s) unanswered (%d seen), want %d", resp.StatusCode, min(tc.unanswered, int(seen.Load())), seen.Load(), tc.want)
 			}
 		})
 	}
