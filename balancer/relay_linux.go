@@ -332,23 +332,35 @@ func (l *relayLoop) run() {
 			return
 		}
 		now := time.Now()
-		for i := 0; i < n; i++ {
-			ev := events[i]
-			if int(ev.Fd) == l.wakefd {
-				continue
-			}
-			e, ok := l.ends[ev.Fd]
-			if !ok || e.pair.closed {
-				continue
-			}
-			l.handle(e, ev.Events, now)
-		}
+		l.serveLocked(events[:n], now)
 		if now.After(nextSweep) {
+			// What became ready since the wait ended is served first: a
+			// loop starved past its deadline (it woke with nothing and
+			// waited its turn) would otherwise close as idle a tunnel
+			// whose bytes arrived meanwhile. One non-blocking epoll call a
+			// sweep.
+			if m, err := epollPoll(l.epfd, events); err == nil && m > 0 {
+				l.serveLocked(events[:m], now)
+			}
 			l.sweepLocked(now)
 			nextSweep = now.Add(sweepEvery)
 			l.file.SetReadDeadline(nextSweep)
 		}
 		l.mu.Unlock()
+	}
+}
+
+// serveLocked serves a batch of readiness events. Called with l.mu held.
+func (l *relayLoop) serveLocked(events []unix.EpollEvent, now time.Time) {
+	for _, ev := range events {
+		if int(ev.Fd) == l.wakefd {
+			continue
+		}
+		e, ok := l.ends[ev.Fd]
+		if !ok || e.pair.closed {
+			continue
+		}
+		l.handle(e, ev.Events, now)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health/healthtest"
 )
@@ -65,4 +67,53 @@ func TestRelayedTunnelHoldsNoSocket(t *testing.T) {
 		resp, err := http.ReadResponse(bufio.NewReader(c2), nil)
 		return err == nil && resp.StatusCode != http.StatusServiceUnavailable
 	})
+}
+
+// A relay loop starved past its sweep's deadline (a busy machine: it woke
+// for the sweep and waited its turn) serves what became ready meanwhile
+// before it closes anything for idleness: a tunnel whose bytes arrived
+// while the loop waited is not closed as idle. Before, the sweep ran on
+// the wake-up's empty list of events and closed it, its bytes unsent.
+func TestStarvedRelayLoopClosesNoTunnelWithBytesWaiting(t *testing.T) {
+	idle := 200 * time.Millisecond
+	b, addr := startRawBalancer(t, configs.Balancer{TunnelIdleTimeout: configs.Duration(idle)})
+	c, br := openRawTunnel(t, addr)
+	defer c.Close()
+	var p *relayPair
+	healthtest.WaitUntil(t, "the tunnel in the relay", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for tun := range b.tunnels {
+			tun.mu.Lock()
+			p = tun.pair
+			tun.mu.Unlock()
+		}
+		return p != nil
+	})
+	l := p.t.loop
+	sweepEvery := min(max(idle/4, 10*time.Millisecond), time.Second)
+	// Starve the loop: it wakes for its sweep and waits for its lock.
+	l.mu.Lock()
+	time.Sleep(2 * sweepEvery)
+	if _, err := io.WriteString(c, "late"); err != nil {
+		l.mu.Unlock()
+		t.Fatal(err)
+	}
+	fd := p.client.fd
+	healthtest.WaitUntil(t, "the bytes waiting in the relay's socket", func() bool {
+		n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+		return err == nil && n > 0
+	})
+	// Past the idle timeout since the tunnel last moved a byte.
+	time.Sleep(idle)
+	l.mu.Unlock()
+
+	_ = c.SetReadDeadline(time.Now().Add(healthtest.Patience))
+	got := make([]byte, len("late"))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "late" {
+		t.Fatalf("the tunnel gave %q, %v; want the edge's echo of the bytes that waited (closed as idle?)", got, err)
+	}
+	if n := b.Tunnels(); n != 1 {
+		t.Errorf("%d tunnels after the starved sweep, want the one still open", n)
+	}
 }
