@@ -3,6 +3,7 @@ package balancer
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +22,7 @@ import (
 // the balancer's, never the test's. Its handlers end when the test does.
 type slowBackend struct {
 	h    *harness
+	tls  *tls.Config   // the client's, when the balancer terminates TLS
 	stop chan struct{} // closed when the test ends: every handler returns
 	// cut receives the error of a backend write that failed: the balancer
 	// closed the connection under an answer it was sending.
@@ -44,10 +46,19 @@ var slowTrickle = func() []byte {
 // so the balancer writes it for as long as the client takes to read it.
 var slowDownload = pattern(16 << 20)
 
-func newSlowBackend(t *testing.T) *slowBackend {
+// newSlowBackend starts a balancer with request_timeout slowTimeout
+// (terminating TLS with withTLS) in front of a slowBackend.
+func newSlowBackend(t *testing.T, withTLS bool) *slowBackend {
 	t.Helper()
-	h := newHarness(t, configs.Balancer{Limits: configs.Limits{RequestTimeout: configs.Duration(slowTimeout)}})
-	sb := &slowBackend{h: h, stop: make(chan struct{}), cut: make(chan error, 16)}
+	cfg := configs.Balancer{Limits: configs.Limits{RequestTimeout: configs.Duration(slowTimeout)}}
+	var clientTLS *tls.Config
+	if withTLS {
+		certFile, keyFile, pool := writeTestCert(t)
+		cfg.TLS = configs.TLS{CertFile: certFile, KeyFile: keyFile}
+		clientTLS = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	}
+	h := newHarness(t, cfg)
+	sb := &slowBackend{h: h, tls: clientTLS, stop: make(chan struct{}), cut: make(chan error, 16)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -130,14 +141,17 @@ func (sb *slowBackend) get(t *testing.T, path string, pace func(io.Reader) io.Re
 
 // dial opens a client connection with a small receive buffer (the
 // sockets on the way hold less) and sends GET path on it.
-func (sb *slowBackend) dial(t *testing.T, path string) *net.TCPConn {
+func (sb *slowBackend) dial(t *testing.T, path string) net.Conn {
 	t.Helper()
 	conn, err := net.Dial("tcp", sb.h.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := conn.(*net.TCPConn)
-	_ = c.SetReadBuffer(64 << 10)
+	_ = conn.(*net.TCPConn).SetReadBuffer(64 << 10)
+	c := conn
+	if sb.tls != nil {
+		c = tls.Client(conn, sb.tls)
+	}
 	_ = c.SetDeadline(time.Now().Add(healthtest.Patience))
 	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: bal\r\nctstickiness: slow\r\n\r\n", path); err != nil {
 		t.Fatal(err)
@@ -154,11 +168,18 @@ func steadily(r io.Reader) io.Reader {
 type pacedReader struct {
 	r     io.Reader
 	every *time.Ticker
+	left  int // bytes this tick still allows
 }
 
 func (p *pacedReader) Read(b []byte) (int, error) {
-	<-p.every.C
-	return p.r.Read(b[:min(len(b), 128<<10)])
+	if p.left == 0 {
+		<-p.every.C
+		p.left = 128 << 10
+	}
+	// Several reads a tick: one of a TLS connection returns one record.
+	n, err := p.r.Read(b[:min(len(b), p.left)])
+	p.left -= n
+	return n, err
 }
 
 func (sb *slowBackend) responseErrors(t *testing.T) float64 {
@@ -173,8 +194,45 @@ func (sb *slowBackend) responseErrors(t *testing.T) float64 {
 // head must still come within it, and only a backend's stall counts
 // against the backend.
 func TestSlowAnswers(t *testing.T) {
-	sb := newSlowBackend(t)
+	sb := newSlowBackend(t, false)
+	sb.clientSide(t)
 
+	t.Run("a backend that stalls after its head is cut and counted", func(t *testing.T) {
+		before := sb.responseErrors(t)
+		start := time.Now()
+		status, body, err := sb.get(t, "/stall", nil)
+		t.Logf("status %d, %d bytes in %v, read ended with %v", status, len(body), time.Since(start).Round(time.Millisecond), err)
+		if status != http.StatusOK || err == nil || len(body) >= 1<<20 {
+			t.Errorf("status %d, %d bytes, %v: want the head, then the body cut short", status, len(body), err)
+		}
+		healthtest.WaitUntil(t, "the stalled answer counted against its backend", func() bool {
+			return sb.responseErrors(t) > before
+		})
+	})
+
+	t.Run("a backend that sends no head is answered 502 and counted", func(t *testing.T) {
+		before := sb.responseErrors(t)
+		start := time.Now()
+		status, body, err := sb.get(t, "/nohead", nil)
+		t.Logf("status %d %q in %v, read ended with %v", status, body, time.Since(start).Round(time.Millisecond), err)
+		if status != http.StatusBadGateway {
+			t.Errorf("status %d, want 502", status)
+		}
+		if after := sb.responseErrors(t); after <= before {
+			t.Errorf("no backend error counted")
+		}
+	})
+}
+
+// The same client's side when the balancer terminates TLS: the write
+// deadlines are the TLS connection's.
+func TestSlowAnswersOverTLS(t *testing.T) {
+	newSlowBackend(t, true).clientSide(t)
+}
+
+// clientSide runs the subtests where the client sets the pace: a trickled
+// body, a client reading slowly, one that stops reading.
+func (sb *slowBackend) clientSide(t *testing.T) {
 	t.Run("a body trickled for three times the timeout arrives whole", func(t *testing.T) {
 		start := time.Now()
 		status, body, err := sb.get(t, "/trickle", nil)
@@ -191,19 +249,6 @@ func TestSlowAnswers(t *testing.T) {
 		if status != http.StatusOK || err != nil || !bytes.Equal(body, slowDownload) {
 			t.Errorf("status %d, %d of %d bytes, %v: want the whole body", status, len(body), len(slowDownload), err)
 		}
-	})
-
-	t.Run("a backend that stalls after its head is cut and counted", func(t *testing.T) {
-		before := sb.responseErrors(t)
-		start := time.Now()
-		status, body, err := sb.get(t, "/stall", nil)
-		t.Logf("status %d, %d bytes in %v, read ended with %v", status, len(body), time.Since(start).Round(time.Millisecond), err)
-		if status != http.StatusOK || err == nil || len(body) >= 1<<20 {
-			t.Errorf("status %d, %d bytes, %v: want the head, then the body cut short", status, len(body), err)
-		}
-		healthtest.WaitUntil(t, "the stalled answer counted against its backend", func() bool {
-			return sb.responseErrors(t) > before
-		})
 	})
 
 	t.Run("a client that stops reading is cut, not counted against the backend", func(t *testing.T) {
@@ -237,16 +282,4 @@ func TestSlowAnswers(t *testing.T) {
 		}
 	})
 
-	t.Run("a backend that sends no head is answered 502 and counted", func(t *testing.T) {
-		before := sb.responseErrors(t)
-		start := time.Now()
-		status, body, err := sb.get(t, "/nohead", nil)
-		t.Logf("status %d %q in %v, read ended with %v", status, body, time.Since(start).Round(time.Millisecond), err)
-		if status != http.StatusBadGateway {
-			t.Errorf("status %d, want 502", status)
-		}
-		if after := sb.responseErrors(t); after <= before {
-			t.Errorf("no backend error counted")
-		}
-	})
 }
