@@ -166,10 +166,10 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		connBudget: acceptguard.NewBudget(cfg.Limits.MaxConnections),
 		peerClient: newPeerClient(),
 	}
-	b.edges = newEdgePool(cfg.DialTimeout.D(), func(name string) configs.EdgeTLS {
+	b.edges = newEdgePool(cfg.DialTimeout.D(), cfg.Limits.RequestTimeout.D(), func(name string) configs.EdgeTLS {
 		e, _ := b.static.Load().edge(name)
 		return e.tls
-	})
+	}, b.answerStalled)
 	var err error
 	if b.metrics, err = newMetrics(reg, r, b.certExpiry, b.tableGauges()); err != nil {
 		return nil, fmt.Errorf("balancer: register metrics: %w", err)

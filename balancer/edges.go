@@ -23,9 +23,11 @@ import (
 	"github.com/ringlb/ringlb/configs"
 )
 
-// responseTimeout bounds how long a plain HTTP request waits for an edge's
-// response, and a WebSocket upgrade for the edge's response head. Edges answer
-// both at once (they do not long-poll), so a slow answer means a sick edge.
+// responseTimeout bounds how long a WebSocket upgrade waits for the edge's
+// response head, and writing a request to an edge. Edges answer at once
+// (they do not long-poll), so a slow answer means a sick edge. A plain
+// request's answer is bounded by limits.request_timeout instead (edgePool's
+// answerTimeout).
 const responseTimeout = 30 * time.Second
 
 // edge is how the balancer reaches one edge: its parsed address and a
@@ -60,6 +62,14 @@ func (e *dialError) Unwrap() error { return e.err }
 // few hundred bytes.
 type edgePool struct {
 	dialTimeout time.Duration
+	// answerTimeout (limits.request_timeout) bounds a plain answer: its
+	// head must come within it, then its body may pause for as long
+	// between two reads from the edge, and between two writes to the
+	// client (pooledConn.streamTo).
+	answerTimeout time.Duration
+	// stalled reports an answer cut because its edge sent nothing for
+	// answerTimeout in the middle of its body.
+	stalled func(edge string)
 	// tlsFor returns a static edge's TLS settings (the zero value for any
 	// other edge).
 	tlsFor func(name string) configs.EdgeTLS
@@ -68,8 +78,8 @@ type edgePool struct {
 	edges map[string]*edge // by member URL
 }
 
-func newEdgePool(dialTimeout time.Duration, tlsFor func(string) configs.EdgeTLS) *edgePool {
-	return &edgePool{dialTimeout: dialTimeout, tlsFor: tlsFor, edges: make(map[string]*edge)}
+func newEdgePool(dialTimeout, answerTimeout time.Duration, tlsFor func(string) configs.EdgeTLS, stalled func(edge string)) *edgePool {
+	return &edgePool{dialTimeout: dialTimeout, answerTimeout: answerTimeout, stalled: stalled, tlsFor: tlsFor, edges: make(map[string]*edge)}
 }
 
 // get returns the edge for m, creating it on first use and again when its
@@ -164,7 +174,9 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 			if err != nil {
 				return nil, &dialError{edge: m.Name, err: err}
 			}
-			return &pooledConn{Conn: c, unread: acceptguard.NewUnread(c)}, nil
+			pc := &pooledConn{Conn: c, unread: acceptguard.NewUnread(c), edge: m.Name, pool: p}
+			pc.peer = peerAddr{Addr: c.RemoteAddr(), conn: pc}
+			return pc, nil
 		},
 		// A dial error goes to the next candidate at once (the balancer's
 		// own retry); a GET or HEAD that met a pooled keep-alive connection
@@ -177,7 +189,9 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
 			return false, errors.Is(err, errStrayBytes) || staleConnection(err) && (req.Header.IsGet() || req.Header.IsHead())
 		},
-		ReadTimeout:  responseTimeout,
+		// The answer's head within request_timeout; its body streams
+		// after Do returns, timed per read from then on (streamTo).
+		ReadTimeout:  p.answerTimeout,
 		WriteTimeout: responseTimeout,
 		// No cap of the pool's own: a request holds its connection until
 		// its client's body has come, which a client sends as slowly as
@@ -251,22 +265,84 @@ var errStrayBytes = errors.New("bytes of no request waiting on a pooled edge con
 // connection is closed and a request without a body goes on another one.
 // Bytes left in HostClient's own reader past the answer are dropped with
 // it when the answer ends.
+//
+// It also times the body of an answer that streams to a client
+// (streamTo), and is found from the answer by its address (peerAddr).
 type pooledConn struct {
 	net.Conn
 	unread *acceptguard.Unread
 	read   atomic.Bool // a Read since the last Write: the next Write starts a request
+	edge   string
+	pool   *edgePool
+	peer   peerAddr // RemoteAddr
+	// client is the connection the body of the answer being read here
+	// streams to (streamTo); nil otherwise, and from the next request on.
+	// Set and read by the goroutine that holds the connection for a
+	// request (HostClient's pool hands it from one to the next).
+	client net.Conn
 }
 
 func (c *pooledConn) Read(p []byte) (int, error) {
 	c.read.Store(true)
-	return c.Conn.Read(p)
+	if c.client == nil {
+		return c.Conn.Read(p)
+	}
+	timeout := c.pool.answerTimeout
+	_ = c.Conn.SetReadDeadline(time.Now().Add(timeout))
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		// What was read is written to the client next, and that may
+		// take as long again: the client's own pace.
+		_ = c.client.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.client = nil // fasthttp closes the connection; reported once
+		c.pool.stalled(c.edge)
+	}
+	return n, err
 }
 
 func (c *pooledConn) Write(p []byte) (int, error) {
-	if c.read.Swap(false) && c.unread.Pending() {
-		return 0, errStrayBytes
+	if c.read.Swap(false) {
+		c.client = nil // a new request: the last answer is over
+		if c.unread.Pending() {
+			return 0, errStrayBytes
+		}
 	}
 	return c.Conn.Write(p)
+}
+
+// RemoteAddr is the edge's address, carrying c: fasthttp's
+// Response.RemoteAddr of an answer read here (answerConn).
+func (c *pooledConn) RemoteAddr() net.Addr { return &c.peer }
+
+// streamTo times the rest of the answer whose head HostClient has just read
+// on c — its body, which fasthttp's server copies to client after the
+// handler returns — by progress instead of as a whole: each read from the
+// edge may wait answerTimeout for bytes, and what it returned is given
+// answerTimeout to be written to the client (fasthttp's server gave the
+// whole answer WriteTimeout, and HostClient's ReadTimeout covered the head
+// and the whole body, so a download still flowing was cut at the timeout).
+// The head stays bounded by HostClient's ReadTimeout, the first bytes to
+// the client by the server's WriteTimeout. An edge that sends nothing for
+// answerTimeout is cut and counted (stalled); a client that takes nothing
+// is cut by its write deadline. The next request on c ends it.
+func (c *pooledConn) streamTo(client net.Conn) { c.client = client }
+
+// peerAddr is a pooled connection's remote address, with the connection.
+type peerAddr struct {
+	net.Addr
+	conn *pooledConn
+}
+
+// answerConn is the pooled connection an answer was read on, from the
+// answer's RemoteAddr (fasthttp's Response); nil for any other address.
+// Under TLS too: crypto/tls asks the connection it wraps.
+func answerConn(a net.Addr) *pooledConn {
+	if p, ok := a.(*peerAddr); ok {
+		return p.conn
+	}
+	return nil
 }
 
 // staleConnection reports whether err, from a request to an edge, says the

@@ -16,7 +16,8 @@ const (
 	// WebSocket upgrade was missing, too large or malformed.
 	errorKindHandshake = "handshake"
 	// errorKindResponse: a plain HTTP request reached the edge but no usable
-	// response came back (timeout, reset, malformed response).
+	// response came back (timeout, reset, malformed response), or its body
+	// stopped coming for request_timeout (pooledConn.streamTo).
 	errorKindResponse = "response"
 )
 

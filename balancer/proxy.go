@@ -492,7 +492,22 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 		// The key's backend answered: it lives there for linger more.
 		b.table.record(rt.hash, edge, rt.basis, clientAddr(ctx), nil)
 	}
+	if ctx.Response.IsBodyStream() {
+		// The body streams to the client after this handler returns,
+		// timed between reads and writes, not as a whole.
+		if c := answerConn(ctx.Response.RemoteAddr()); c != nil {
+			c.streamTo(ctx.Conn())
+		}
+	}
 	b.countRequest(edge, ctx.Response.StatusCode())
+}
+
+// answerStalled reports an answer cut in the middle of its body because
+// its edge sent nothing for limits.request_timeout (pooledConn.streamTo):
+// the answer was lost, as one whose head never came.
+func (b *Balancer) answerStalled(edge string) {
+	b.metrics.backendErrorsTotal.WithLabelValues(edge, errorKindResponse).Inc()
+	b.proxyFailLog.Warn(b.log, "edge answer stalled; cut", "edge", edge, "request_timeout", b.cfg.Limits.RequestTimeout.D())
 }
 
 // prepareRequestHeader readies a client request head to go to an edge.

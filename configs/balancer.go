@@ -102,7 +102,13 @@ type Limits struct {
 	// may open at once (default twice new_connections_per_ip).
 	NewConnectionsBurst int `yaml:"new_connections_burst"`
 	// RequestTimeout bounds reading a request's head and body, so slow
-	// (slowloris) clients cannot hold connections (default 30s).
+	// (slowloris) clients cannot hold connections (default 30s). It also
+	// times a plain answer: its head must come from the backend within
+	// it, then its body may pause for as long between two reads from the
+	// backend and between two writes to the client (as nginx's
+	// proxy_read_timeout and send_timeout, HAProxy's timeout server and
+	// client), so a long download goes on while bytes move; a backend or
+	// client that stalls for it is cut.
 	RequestTimeout Duration `yaml:"request_timeout"`
 	// MaxHeaderBytes bounds a request's head (default 8 KiB; 431 beyond).
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
