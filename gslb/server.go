@@ -571,6 +571,17 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		m.SetRcode(r, dns.RcodeRefused) // transfers are served by serveTransfer over TCP
 		return finish(nil), ""
 	}
+	if z.signer != nil && q.Qtype == dns.TypeRRSIG {
+		// An online signer holds no RRSIG RRset: it signs what an answer
+		// carries as it answers. A NODATA could not be proved — the NSEC of
+		// a signed name lists RRSIG, contradicting it, and validators call
+		// it bogus — and every set's signatures would cost a signature per
+		// RRset for one small query. Refused, with DO or without, as Knot's
+		// online signing refuses it.
+		m.Authoritative = false
+		m.SetRcode(r, dns.RcodeRefused)
+		return finish(nil), ""
+	}
 	if z.signer != nil && q.Qtype == dns.TypeNXNAME {
 		// A meta-type, only ever in a compact answer's NSEC (RFC 9824 3.5).
 		m.SetRcode(r, dns.RcodeFormatError)
