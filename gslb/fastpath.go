@@ -168,7 +168,17 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		case rrlDrop:
 			return
 		case rrlSlip:
-			if out, ok := truncatedReply(l.out[:0], pkt); ok && acceptHeader(pkt) == dns.MsgAccept {
+			if acceptHeader(pkt) != dns.MsgAccept {
+				return
+			}
+			out, ok := st.slipReply(l.out[:0], pkt)
+			if !ok {
+				return
+			}
+			if hasTSIG(pkt, len(out)) { // out is pkt's header and question
+				out = s.signedSlip(st, pkt, out)
+			}
+			if out != nil {
 				l.send(out, addr)
 			}
 			return
