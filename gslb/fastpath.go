@@ -208,9 +208,10 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	}
 	// The full path.
 	r := new(dns.Msg)
-	if err := r.Unpack(pkt); err != nil {
+	if err := r.Unpack(pkt); err != nil || badECS(pkt) > 0 {
 		if len(pkt) >= 12 && acceptHeader(pkt) != dns.MsgIgnore && int(pkt[2]>>3)&0xF == dns.OpcodeQuery {
-			// A query we cannot parse: FORMERR, header only. Bytes that do
+			// A query we cannot parse (or with a malformed Client Subnet
+			// option, RFC 7871 6): FORMERR, header only. Bytes that do
 			// not even claim to be a standard query (another protocol's,
 			// most likely) get nothing: no reflection.
 			m := new(dns.Msg)

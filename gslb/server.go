@@ -7,6 +7,7 @@ package gslb
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -472,6 +473,83 @@ func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 		return dns.MsgReject
 	}
 	return dns.MsgAccept
+}
+
+// badECS finds a malformed EDNS Client Subnet option in the message msg
+// and returns the offset of its FAMILY field; 0: none. Malformed (RFC 7871
+// 6, 7.1.2): an address of other than ceil(SOURCE PREFIX-LENGTH / 8)
+// bytes, a family but 1 (IPv4) and 2 (IPv6) — or 0 with a prefix of 0 and
+// no address, as dig once sent and BIND takes —, a prefix longer than its
+// family's address, an option too short for its fixed part. miekg/dns
+// refuses the last three when it unpacks, but pads or cuts an address of
+// the wrong length to its family's size, and keeps no trace of it: so the
+// raw message is read, as the UDP loop and the TCP reader have it.
+// Allocates nothing.
+func badECS(msg []byte) int {
+	if len(msg) < 12 {
+		return 0
+	}
+	qd := int(binary.BigEndian.Uint16(msg[4:]))
+	rrs := int(binary.BigEndian.Uint16(msg[6:])) + int(binary.BigEndian.Uint16(msg[8:])) + int(binary.BigEndian.Uint16(msg[10:]))
+	off := 12
+	skipName := func() bool {
+		for off < len(msg) {
+			l := int(msg[off])
+			switch {
+			case l&0xC0 == 0xC0:
+				off += 2
+				return off <= len(msg)
+			case l&0xC0 != 0:
+				return false
+			case l == 0:
+				off++
+				return true
+			}
+			off += 1 + l
+		}
+		return false
+	}
+	for range qd {
+		if !skipName() || off+4 > len(msg) {
+			return 0
+		}
+		off += 4
+	}
+	for range rrs {
+		if !skipName() || off+10 > len(msg) {
+			return 0
+		}
+		typ, rdlen := binary.BigEndian.Uint16(msg[off:]), int(binary.BigEndian.Uint16(msg[off+8:]))
+		off += 10
+		if off+rdlen > len(msg) {
+			return 0
+		}
+		if typ == dns.TypeOPT {
+			for o, end := off, off+rdlen; o+4 <= end; {
+				code, n := binary.BigEndian.Uint16(msg[o:]), int(binary.BigEndian.Uint16(msg[o+2:]))
+				o += 4
+				if o+n > end {
+					break
+				}
+				if code == dns.EDNS0SUBNET && n >= 4 {
+					family, source, addr := binary.BigEndian.Uint16(msg[o:]), int(msg[o+2]), n-4
+					bits := 0
+					switch family {
+					case 1:
+						bits = 32
+					case 2:
+						bits = 128
+					}
+					if (bits == 0 && (family != 0 || source != 0 || addr != 0)) || source > bits || addr != (source+7)/8 {
+						return o
+					}
+				}
+				o += n
+			}
+		}
+		off += rdlen
+	}
+	return 0
 }
 
 // serveDNS answers one query over TCP (UDP has its own loop, fastpath.go).

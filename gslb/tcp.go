@@ -109,6 +109,13 @@ func (r queryReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, erro
 	if err == nil && guarded != nil {
 		guarded.Serving()
 	}
+	if at := badECS(m); err == nil && at > 0 {
+		// A Client Subnet option miekg/dns would read padded or cut to
+		// its family's size (server.go): given a family it refuses, so
+		// that the query does not unpack and is answered FORMERR, as the
+		// UDP loop answers it, and counted so.
+		m[at], m[at+1] = 0xff, 0xff
+	}
 	return m, err
 }
 
