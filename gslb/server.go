@@ -81,6 +81,9 @@ type Server struct {
 	// tcpReadTimeout and tcpWriteTimeout bound a TCP connection's first
 	// read and each write (tcp.go).
 	tcpReadTimeout, tcpWriteTimeout time.Duration
+	// tcpWriteStall is how long a write waits on a client that does not
+	// read before the connection may be ended to make room (tcp.go).
+	tcpWriteStall time.Duration
 	// tcpGuard caps the TCP connections (Reload changes the cap); nil
 	// until StartOn.
 	tcpGuard atomic.Pointer[acceptguard.Listener]
@@ -120,7 +123,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, mem: acceptguard.Process}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, tcpWriteStall: tcpWriteStall, mem: acceptguard.Process}
 	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -256,7 +259,7 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	guard := acceptguard.Wrap(ln, acceptguard.Config{Name: "gslb tcp", Logger: s.logger, Errors: s.metrics.acceptErrors,
 		MaxConns: cfg.MaxTCPConnections, Refused: s.metrics.tcpRefused,
 		MaxConnsPerIP: cfg.MaxTCPConnectionsPerIP, RefusedPerIP: s.metrics.tcpRefusedPerIP,
-		EndWaiting: true, EndedWaiting: s.metrics.tcpEndedWaiting,
+		EndWaiting: true, EndedWaiting: s.metrics.tcpEndedWaiting, EndStalledWrites: s.tcpWriteStall,
 		Memory: s.mem, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory)})
 	s.tcpGuard.Store(guard)
 	ln = guard
