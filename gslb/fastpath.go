@@ -168,11 +168,9 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		case rrlDrop:
 			return
 		case rrlSlip:
-			if acceptHeader(pkt) != dns.MsgAccept {
-				return
-			}
+			// slipReply first: it checks there is a header to read.
 			out, ok := st.slipReply(l.out[:0], pkt)
-			if !ok {
+			if !ok || acceptHeader(pkt) != dns.MsgAccept {
 				return
 			}
 			if hasTSIG(pkt, len(out)) { // out is pkt's header and question

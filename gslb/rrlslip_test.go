@@ -171,3 +171,28 @@ func TestSlipToSignedQueryIsSigned(t *testing.T) {
 		t.Fatal("no slip to the queries with a wrong MAC")
 	}
 }
+
+// Packets too short for a header, over the rate limit, are dropped, not
+// read past their end: the slip's check of the header came after the
+// header was read (FuzzUDPHandle found it: a 1-byte packet over the limit
+// ended the UDP loop with a panic).
+func TestSlipOfAShortPacket(t *testing.T) {
+	cfg := fuzzConfig(t)
+	slip := 1
+	cfg.RateLimit.ResponsesPerSecond = new(1)
+	cfg.RateLimit.Slip = &slip
+	s, err := New(cfg, "test", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	l := newUDPLoop(s, conn, nil)
+	to := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	for _, p := range [][]byte{{'1'}, {'1'}, make([]byte, 11), {0, 1, 0, 0, 0, 1}} {
+		l.handle(p, to)
+	}
+}
