@@ -196,3 +196,29 @@ func TestSlipOfAShortPacket(t *testing.T) {
 		l.handle(p, to)
 	}
 }
+
+// A slip, and the look for a malformed Client Subnet option, allocate
+// nothing: RRL's slips are what a reflection flood costs the server.
+func TestSlipAllocatesNothing(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	s, err := New(signed(fuzzConfig(t), ksk, zsk), "test", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := s.state.Load()
+	buf := make([]byte, 0, 512)
+	for _, name := range []string{"WWW.ringlb.test.", "example.org."} {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeRRSIG)
+		ecs("10.2.3.4", 24)(m)
+		pkt, _ := m.Pack()
+		if n := testing.AllocsPerRun(100, func() {
+			out, ok := st.slipReply(buf[:0], pkt)
+			if !ok || hasTSIG(pkt, len(out)) || badECS(pkt) != 0 {
+				t.Fatal("slip")
+			}
+		}); n != 0 {
+			t.Errorf("%s: a slip allocates %v times", name, n)
+		}
+	}
+}
