@@ -168,7 +168,15 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		case rrlDrop:
 			return
 		case rrlSlip:
-			if out, ok := truncatedReply(l.out[:0], pkt); ok && acceptHeader(pkt) == dns.MsgAccept {
+			// slipReply first: it checks there is a header to read.
+			out, ok := st.slipReply(l.out[:0], pkt)
+			if !ok || acceptHeader(pkt) != dns.MsgAccept {
+				return
+			}
+			if hasTSIG(pkt, len(out)) { // out is pkt's header and question
+				out = s.signedSlip(st, pkt, out)
+			}
+			if out != nil {
 				l.send(out, addr)
 			}
 			return
@@ -198,9 +206,10 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	}
 	// The full path.
 	r := new(dns.Msg)
-	if err := r.Unpack(pkt); err != nil {
+	if err := r.Unpack(pkt); err != nil || badECS(pkt) > 0 {
 		if len(pkt) >= 12 && acceptHeader(pkt) != dns.MsgIgnore && int(pkt[2]>>3)&0xF == dns.OpcodeQuery {
-			// A query we cannot parse: FORMERR, header only. Bytes that do
+			// A query we cannot parse (or with a malformed Client Subnet
+			// option, RFC 7871 6): FORMERR, header only. Bytes that do
 			// not even claim to be a standard query (another protocol's,
 			// most likely) get nothing: no reflection.
 			m := new(dns.Msg)

@@ -55,6 +55,19 @@ func hostileSeeds(tb testing.TB) [][]byte {
 		func(m *dns.Msg) {
 			m.Question[0] = dns.Question{Name: "bigalias.ringlb.test.", Qtype: dns.TypeTXT, Qclass: dns.ClassINET}
 		},
+		// Type RRSIG, refused in a signed zone; names outside the zone and
+		// a class but IN, which RRL slips refuse too.
+		func(m *dns.Msg) { m.Question[0].Qtype = dns.TypeRRSIG; m.SetEdns0(1232, true) },
+		func(m *dns.Msg) { m.Question[0].Qtype = dns.TypeRRSIG },
+		func(m *dns.Msg) { m.Question[0].Name = "xringlb.test." },
+		func(m *dns.Msg) { m.Question[0].Name = "test." },
+		func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS },
+		// Client Subnet addresses of the wrong length for their prefix.
+		rawECS(1, 24, 10, 2, 9, 0),
+		rawECS(1, 24, 10, 2),
+		rawECS(2, 56, 0x20, 0x01, 0x0d, 0xb8, 0, 0),
+		rawECS(0, 0),
+		rawECS(1, 22, 10, 2, 9),
 	} {
 		m := new(dns.Msg)
 		m.SetQuestion("www.ringlb.test.", dns.TypeA)
@@ -165,6 +178,66 @@ func FuzzAnswer(f *testing.F) {
 			if n != full[set] {
 				t.Fatalf("UDP answer has %d of the %d records of %s\n%v", n, full[set], set, answers[0])
 			}
+		}
+	})
+}
+
+// FuzzSlip feeds arbitrary packets to what an RRL slip is made of: the
+// slip (header and question, the rcode and AA the answer would have), the
+// look for a TSIG, the signed slip, and the look for a malformed Client
+// Subnet option. None may panic; a slip must unpack as a truncated response
+// with the query's question and no records; and a query the full path
+// refuses (REFUSED) gets a slip that refuses it, and only such a query.
+func FuzzSlip(f *testing.F) {
+	for _, b := range hostileSeeds(f) {
+		f.Add(b)
+	}
+	for _, name := range []string{"www.ringlb.test.", "WWW.RingLB.Test.", "ringlb.test.", "example.org.", "."} {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		b, _ := m.Pack()
+		f.Add(b)
+	}
+	ksk, zsk := testKeys(f)
+	s, err := New(signed(fuzzTSIGConfig(f), ksk, zsk), "fuzz", nil, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	st := s.state.Load()
+	remote := &net.UDPAddr{IP: net.ParseIP("10.1.2.3"), Port: 5353}
+	f.Fuzz(func(t *testing.T, packet []byte) {
+		badECS(packet)
+		slip, ok := st.slipReply(nil, packet)
+		if !ok {
+			return
+		}
+		if hasTSIG(packet, len(slip)) {
+			if b := s.signedSlip(st, packet, slip); b != nil {
+				if err := new(dns.Msg).Unpack(b); err != nil {
+					t.Fatalf("signed slip %x does not unpack: %v", b, err)
+				}
+			}
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(slip); err != nil || !m.Response || !m.Truncated || len(m.Question) != 1 || len(m.Answer)+len(m.Ns)+len(m.Extra) != 0 {
+			t.Fatalf("slip %x: %v\n%v", slip, err, m)
+		}
+		r := new(dns.Msg)
+		if r.Unpack(packet) != nil || len(r.Question) != 1 || r.IsTsig() != nil || malformed(r) != "" || r.Opcode != dns.OpcodeQuery || r.Response {
+			return
+		}
+		if opt := r.IsEdns0(); opt != nil && opt.Version() != 0 {
+			return
+		}
+		if m.Question[0] != r.Question[0] {
+			t.Fatalf("slip's question %v, the query's %v", m.Question[0], r.Question[0])
+		}
+		full := s.answer(st, r, remote, false, nil)
+		if full == nil {
+			return
+		}
+		if (full.Rcode == dns.RcodeRefused) != (m.Rcode == dns.RcodeRefused) || (m.Rcode == dns.RcodeRefused && m.Authoritative) {
+			t.Fatalf("slip %s AA %v, the full answer %s AA %v\n%v", dns.RcodeToString[m.Rcode], m.Authoritative, dns.RcodeToString[full.Rcode], full.Authoritative, r)
 		}
 	})
 }

@@ -1,10 +1,13 @@
 package gslb
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -212,27 +215,27 @@ func (nb *netBuckets) refund(key uint64) {
 // header and question with QR, AA and TC set, RA, Z and AD clear (a reply
 // with no records authenticates nothing, RFC 6840 section 5.8; CD stays the
 // query's) and no records; ok is false when pkt has no well-formed single
-// question (then nothing is sent).
-func truncatedReply(dst, pkt []byte) ([]byte, bool) {
+// question (then nothing is sent). end is where the question ends.
+func truncatedReply(dst, pkt []byte) (_ []byte, end int, ok bool) {
 	if len(pkt) < 12 || pkt[4] != 0 || pkt[5] != 1 {
-		return dst, false
+		return dst, 0, false
 	}
 	off := 12
 	for {
 		if off >= len(pkt) {
-			return dst, false
+			return dst, 0, false
 		}
 		l := int(pkt[off])
 		if l&0xC0 != 0 {
-			return dst, false
+			return dst, 0, false
 		}
 		off += 1 + l
 		if l == 0 {
 			break
 		}
 	}
-	if off+4 > len(pkt) {
-		return dst, false
+	if off+4 > len(pkt) || off-12 > 255 {
+		return dst, 0, false
 	}
 	dst = append(dst[:0], pkt[:off+4]...)
 	const qr, aa, tc, ra, z, ad = 0x80, 0x04, 0x02, 0x80, 0x40, 0x20
@@ -241,5 +244,140 @@ func truncatedReply(dst, pkt []byte) ([]byte, bool) {
 	for i := 6; i < 12; i++ {
 		dst[i] = 0
 	}
+	return dst, off + 4, true
+}
+
+// slipReply is the slip response to pkt (truncatedReply) with the rcode and
+// AA its full answer would have, as far as the header and question say
+// (answerVia, screen): NOTIMP for an opcode but QUERY; REFUSED, AA clear,
+// for a class but IN and ANY, a name outside every zone, a transfer over
+// UDP, type RRSIG in a signed zone; FORMERR for type NXNAME there; else
+// NOERROR with AA (a name that does not exist too: its NXDOMAIN would take
+// a lookup, and a client retrying over TCP learns it there). Before, every
+// slip claimed authority (AA) with NOERROR, for any name asked. As Knot's
+// slips, which keep the answer's rcode. Allocates nothing.
+func (st *state) slipReply(dst, pkt []byte) ([]byte, bool) {
+	dst, end, ok := truncatedReply(dst, pkt)
+	if !ok {
+		return dst, false
+	}
+	rcode, aa := st.slipVerdict(pkt, end)
+	const aaBit = 0x04
+	if !aa {
+		dst[2] &^= aaBit
+	}
+	dst[3] |= byte(rcode)
 	return dst, true
+}
+
+func (st *state) slipVerdict(pkt []byte, end int) (rcode int, aa bool) {
+	if int(pkt[2]>>3)&0xF != dns.OpcodeQuery {
+		return dns.RcodeNotImplemented, false
+	}
+	qtype, qclass := binary.BigEndian.Uint16(pkt[end-4:]), binary.BigEndian.Uint16(pkt[end-2:])
+	if qclass != dns.ClassINET && qclass != dns.ClassANY {
+		return dns.RcodeRefused, false
+	}
+	z := st.zoneForWire(pkt[12 : end-4])
+	switch {
+	case z == nil, qtype == dns.TypeAXFR, qtype == dns.TypeIXFR, z.signer != nil && qtype == dns.TypeRRSIG:
+		return dns.RcodeRefused, false
+	case z.signer != nil && qtype == dns.TypeNXNAME:
+		return dns.RcodeFormatError, true
+	}
+	return dns.RcodeSuccess, true
+}
+
+// zoneForWire is zoneFor for a well-formed name in wire form, in any case
+// (a question's, uncompressed), allocating nothing.
+func (st *state) zoneForWire(name []byte) *zone {
+	for _, z := range st.zones {
+		off := 0
+		for len(name)-off > len(z.wire) && off < len(name) {
+			off += int(name[off]) + 1
+		}
+		if len(name)-off == len(z.wire) && asciiFold(name[off:], z.wire) {
+			return z
+		}
+	}
+	return nil
+}
+
+// asciiFold says whether a and b, of one length, are equal but for the
+// case of ASCII letters (length octets are at most 63: never letters).
+func asciiFold(a, b []byte) bool {
+	for i := range a {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// hasTSIG says whether the query pkt, whose question ends at end, carries a
+// TSIG record (where the full path would refuse it too, FORMERR), without
+// unpacking it.
+func hasTSIG(pkt []byte, end int) bool {
+	n := int(binary.BigEndian.Uint16(pkt[6:])) + int(binary.BigEndian.Uint16(pkt[8:])) + int(binary.BigEndian.Uint16(pkt[10:]))
+	off := end
+	for range n {
+		for {
+			if off >= len(pkt) {
+				return false
+			}
+			l := int(pkt[off])
+			if l&0xC0 == 0xC0 {
+				off += 2
+				break
+			}
+			off += 1 + l
+			if l == 0 {
+				break
+			}
+		}
+		if off+10 > len(pkt) {
+			return false
+		}
+		if binary.BigEndian.Uint16(pkt[off:]) == dns.TypeTSIG {
+			return true
+		}
+		off += 10 + int(binary.BigEndian.Uint16(pkt[off+8:]))
+	}
+	return false
+}
+
+// signedSlip is the slip to pkt, a query carrying a TSIG, as the full
+// answer to it would be signed (RFC 8945 5.3): with the query's key when its
+// TSIG verifies, so that a TSIG client takes it and retries over TCP
+// (unsigned, it drops it as forged: dig and kdig do); else, as screen
+// refuses such a query, NOTAUTH with the TSIG error (signed for BADTIME).
+// plain is the unsigned slip, sent as it is when pkt does not unpack. Only
+// signed queries take this path; it allocates as the full path does.
+func (s *Server) signedSlip(st *state, pkt, plain []byte) []byte {
+	r := new(dns.Msg)
+	m := new(dns.Msg)
+	if r.Unpack(pkt) != nil || r.IsTsig() == nil || malformed(r) != "" || m.Unpack(plain) != nil {
+		return plain
+	}
+	status := s.verifyTSIG(pkt)
+	if status != nil {
+		m.Rcode, m.Authoritative = dns.RcodeNotAuth, false
+		s.metrics.tsigErrors.WithLabelValues(tsigErrorName(tsigError(status))).Inc()
+	}
+	s.signReply(m, r, status)
+	if m.IsTsig() == nil {
+		return plain // the key went with a reload: as the full path, unsigned
+	}
+	b, _, err := dns.TsigGenerateWithProvider(m, tsigProvider{s}, r.IsTsig().MAC, false)
+	if err != nil {
+		return nil
+	}
+	return b
 }

@@ -70,7 +70,7 @@ func TestTruncatedReply(t *testing.T) {
 	m.AuthenticatedData, m.CheckingDisabled = true, true
 	m.SetEdns0(1232, false)
 	pkt, _ := m.Pack()
-	out, ok := truncatedReply(nil, pkt)
+	out, _, ok := truncatedReply(nil, pkt)
 	if !ok {
 		t.Fatal("no slip reply")
 	}
@@ -86,7 +86,7 @@ func TestTruncatedReply(t *testing.T) {
 		t.Errorf("slip reply AD %v (want false), CD %v (want true), Z %v (want false)", r.AuthenticatedData, r.CheckingDisabled, r.Zero)
 	}
 	for _, bad := range [][]byte{nil, pkt[:11], pkt[:14], {0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1}} {
-		if _, ok := truncatedReply(nil, bad); ok {
+		if _, _, ok := truncatedReply(nil, bad); ok {
 			t.Errorf("slip reply to %v", bad)
 		}
 	}

@@ -7,6 +7,7 @@ package gslb
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,6 +81,9 @@ type Server struct {
 	// tcpReadTimeout and tcpWriteTimeout bound a TCP connection's first
 	// read and each write (tcp.go).
 	tcpReadTimeout, tcpWriteTimeout time.Duration
+	// tcpWriteStall is how long a write waits on a client that does not
+	// read before the connection may be ended to make room (tcp.go).
+	tcpWriteStall time.Duration
 	// tcpGuard caps the TCP connections (Reload changes the cap); nil
 	// until StartOn.
 	tcpGuard atomic.Pointer[acceptguard.Listener]
@@ -119,7 +123,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, mem: acceptguard.Process}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, tcpWriteStall: tcpWriteStall, mem: acceptguard.Process}
 	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -255,7 +259,7 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	guard := acceptguard.Wrap(ln, acceptguard.Config{Name: "gslb tcp", Logger: s.logger, Errors: s.metrics.acceptErrors,
 		MaxConns: cfg.MaxTCPConnections, Refused: s.metrics.tcpRefused,
 		MaxConnsPerIP: cfg.MaxTCPConnectionsPerIP, RefusedPerIP: s.metrics.tcpRefusedPerIP,
-		EndWaiting: true, EndedWaiting: s.metrics.tcpEndedWaiting,
+		EndWaiting: true, EndedWaiting: s.metrics.tcpEndedWaiting, EndStalledWrites: s.tcpWriteStall,
 		Memory: s.mem, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory)})
 	s.tcpGuard.Store(guard)
 	ln = guard
@@ -474,6 +478,83 @@ func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 	return dns.MsgAccept
 }
 
+// badECS finds a malformed EDNS Client Subnet option in the message msg
+// and returns the offset of its FAMILY field; 0: none. Malformed (RFC 7871
+// 6, 7.1.2): an address of other than ceil(SOURCE PREFIX-LENGTH / 8)
+// bytes, a family but 1 (IPv4) and 2 (IPv6) — or 0 with a prefix of 0 and
+// no address, as dig once sent and BIND takes —, a prefix longer than its
+// family's address, an option too short for its fixed part. miekg/dns
+// refuses the last three when it unpacks, but pads or cuts an address of
+// the wrong length to its family's size, and keeps no trace of it: so the
+// raw message is read, as the UDP loop and the TCP reader have it.
+// Allocates nothing.
+func badECS(msg []byte) int {
+	if len(msg) < 12 {
+		return 0
+	}
+	qd := int(binary.BigEndian.Uint16(msg[4:]))
+	rrs := int(binary.BigEndian.Uint16(msg[6:])) + int(binary.BigEndian.Uint16(msg[8:])) + int(binary.BigEndian.Uint16(msg[10:]))
+	off := 12
+	skipName := func() bool {
+		for off < len(msg) {
+			l := int(msg[off])
+			switch {
+			case l&0xC0 == 0xC0:
+				off += 2
+				return off <= len(msg)
+			case l&0xC0 != 0:
+				return false
+			case l == 0:
+				off++
+				return true
+			}
+			off += 1 + l
+		}
+		return false
+	}
+	for range qd {
+		if !skipName() || off+4 > len(msg) {
+			return 0
+		}
+		off += 4
+	}
+	for range rrs {
+		if !skipName() || off+10 > len(msg) {
+			return 0
+		}
+		typ, rdlen := binary.BigEndian.Uint16(msg[off:]), int(binary.BigEndian.Uint16(msg[off+8:]))
+		off += 10
+		if off+rdlen > len(msg) {
+			return 0
+		}
+		if typ == dns.TypeOPT {
+			for o, end := off, off+rdlen; o+4 <= end; {
+				code, n := binary.BigEndian.Uint16(msg[o:]), int(binary.BigEndian.Uint16(msg[o+2:]))
+				o += 4
+				if o+n > end {
+					break
+				}
+				if code == dns.EDNS0SUBNET && n >= 4 {
+					family, source, addr := binary.BigEndian.Uint16(msg[o:]), int(msg[o+2]), n-4
+					bits := 0
+					switch family {
+					case 1:
+						bits = 32
+					case 2:
+						bits = 128
+					}
+					if (bits == 0 && (family != 0 || source != 0 || addr != 0)) || source > bits || addr != (source+7)/8 {
+						return o
+					}
+				}
+				o += n
+			}
+		}
+		off += rdlen
+	}
+	return 0
+}
+
 // serveDNS answers one query over TCP (UDP has its own loop, fastpath.go).
 // Authoritative only: RD is ignored, RA never set.
 func (s *Server) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
@@ -569,6 +650,17 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
 		m.Authoritative = false
 		m.SetRcode(r, dns.RcodeRefused) // transfers are served by serveTransfer over TCP
+		return finish(nil), ""
+	}
+	if z.signer != nil && q.Qtype == dns.TypeRRSIG {
+		// An online signer holds no RRSIG RRset: it signs what an answer
+		// carries as it answers. A NODATA could not be proved — the NSEC of
+		// a signed name lists RRSIG, contradicting it, and validators call
+		// it bogus — and every set's signatures would cost a signature per
+		// RRset for one small query. Refused, with DO or without, as Knot's
+		// online signing refuses it.
+		m.Authoritative = false
+		m.SetRcode(r, dns.RcodeRefused)
 		return finish(nil), ""
 	}
 	if z.signer != nil && q.Qtype == dns.TypeNXNAME {

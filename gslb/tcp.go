@@ -31,6 +31,15 @@ const (
 	// and without a deadline holds the connection for ever — and Shutdown
 	// too, which unblocks only reads.
 	tcpWriteTimeout = 5 * time.Second
+	// tcpWriteStall: a write that has waited this long on a client that
+	// does not read makes its connection wait on the client as an idle one
+	// does: at max_tcp_connections it may be ended to make room
+	// (acceptguard's EndStalledWrites). Without it a flood that pipelines
+	// queries for big answers, never reads, and reconnects each connection
+	// as soon as its write deadline closes it held every slot: another
+	// client's TCP queries answered 0 of 8. A client reading its answers
+	// takes a 64 KiB answer from the kernel's buffers in far less.
+	tcpWriteStall = 500 * time.Millisecond
 	// tcpMaxQueries: no cap on the queries of a connection (miekg/dns's
 	// default closes it after 128). A close with queries still unread
 	// resets the connection, and the client's kernel drops the answers it
@@ -108,6 +117,13 @@ func (r queryReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, erro
 	m, err := r.Reader.ReadTCP(&lengthCheck{Conn: conn}, timeout)
 	if err == nil && guarded != nil {
 		guarded.Serving()
+	}
+	if at := badECS(m); err == nil && at > 0 {
+		// A Client Subnet option miekg/dns would read padded or cut to
+		// its family's size (server.go): given a family it refuses, so
+		// that the query does not unpack and is answered FORMERR, as the
+		// UDP loop answers it, and counted so.
+		m[at], m[at+1] = 0xff, 0xff
 	}
 	return m, err
 }

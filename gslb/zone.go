@@ -15,6 +15,9 @@ import (
 // by lower-case owner name and type.
 type zone struct {
 	origin string // lower case, fully qualified
+	// wire is origin in wire form, for matching a question's name without
+	// unpacking it (an RRL slip, rrl.go).
+	wire []byte
 	soa    *dns.SOA
 	names  map[string]map[uint16][]dns.RR
 	// cfg is the zone's configuration (transfer rules).
@@ -59,6 +62,12 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 	if z.soa == nil {
 		return nil, fmt.Errorf("zone %s: no SOA record at the apex", z.origin)
 	}
+	z.wire = make([]byte, 256)
+	n, err := dns.PackDomainName(z.origin, z.wire, 0, nil, false)
+	if err != nil {
+		return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+	}
+	z.wire = z.wire[:n]
 	if zc.DNSSEC != nil {
 		sg, err := newSigner(z.origin, zc.DNSSEC, nets)
 		if err != nil {

@@ -112,6 +112,17 @@ type Config struct {
 	// trickled a byte at a time. Not with Spill (Spill wins).
 	EndWaiting   bool
 	EndedWaiting Counter
+	// EndStalledWrites, with EndWaiting: a connection whose write has
+	// waited this long for its client to read (the socket's buffers full)
+	// waits on its client as an idle one does, and may be ended to make
+	// room so too, whatever is unread on its socket (a client that
+	// pipelines requests and reads no answer has them), its write ended
+	// with it — until the write completes. Else a client that never reads
+	// holds its slot for the server's whole write deadline, and clients
+	// reconnecting at once hold every slot (gslb's
+	// TestTCPBlockedWritersCannotHoldEverySlot). 0: a writing connection
+	// is never ended.
+	EndStalledWrites time.Duration
 	// Memory, when it is low (Process: near the process's memory limit),
 	// refuses every new connection, counted by RefusedMemory and written
 	// RefusalMemory (nil: closed without a word); nil: not consulted.
@@ -141,6 +152,8 @@ type Listener struct {
 	// nil: unset, or Spill.
 	waiting      *waiting
 	endedWaiting Counter
+	// stall is Config.EndStalledWrites (0 without waiting).
+	stall time.Duration
 	// perIPMsg and perIPSetting are the per-client refusal's log line and
 	// the name of its limit there.
 	perIPMsg, perIPSetting string
@@ -186,7 +199,7 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 	if cfg.Spill {
 		l.spill = &spill{}
 	} else if cfg.EndWaiting {
-		l.waiting, l.endedWaiting = &waiting{}, cfg.EndedWaiting
+		l.waiting, l.endedWaiting, l.stall = &waiting{}, cfg.EndedWaiting, cfg.EndStalledWrites
 	}
 	if l.perIP == nil {
 		l.own = NewPerAddr(PerAddrLimits{MaxConns: cfg.MaxConnsPerIP})
@@ -464,6 +477,9 @@ type Conn struct {
 	// with these).
 	spillIn *spillClient
 	spillAt *list.Element
+	// stallTimer marks a write stalled (Config.EndStalledWrites): made on
+	// the first write, reset for each.
+	stallTimer *time.Timer
 }
 
 // Conn.state bits.
@@ -475,6 +491,9 @@ const (
 	connEvicted                // ended to make room: its slot under the cap passed on
 	connWritten                // a byte was written on it: the server answered something
 	connWaiting                // in the listener's waiting connections (Config.EndWaiting)
+	connWriting                // in Write (Config.EndStalledWrites)
+	connStalled                // its write has waited EndStalledWrites for the client to read
+	connWriteEnded             // ended while stalled: its writes end too
 )
 
 // ReleaseClient gives back c's slot under its client's share before c
@@ -537,7 +556,22 @@ func (c *Conn) Waiting() {
 // Write notes a failed write: the answer did not go out whole, so there is
 // nothing for a linger to protect.
 func (c *Conn) Write(p []byte) (int, error) {
+	stall := c.l.stall > 0
+	if stall {
+		c.state.Or(connWriting)
+		if c.stallTimer == nil {
+			c.stallTimer = time.AfterFunc(c.l.stall, c.stalled)
+		} else {
+			c.stallTimer.Reset(c.l.stall)
+		}
+	}
 	n, err := c.Conn.Write(p)
+	if stall {
+		c.stallTimer.Stop()
+		if c.state.And(^uint32(connWriting))&connStalled != 0 {
+			c.state.And(^uint32(connStalled)) // written: it waits for a request, if anything
+		}
+	}
 	if err != nil {
 		c.state.Or(connNoLinger)
 	}

@@ -254,14 +254,32 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 }
 
 // SetDeadline sets both deadlines of c's socket; an ended c keeps its
-// read deadline in the past.
+// read deadline in the past, and its write deadline too when it was ended
+// stalled writing (Config.EndStalledWrites).
 func (c *Conn) SetDeadline(t time.Time) error {
 	err := c.Conn.SetDeadline(t)
 	if c.Ended() {
 		_ = c.Conn.SetReadDeadline(past)
 	}
+	if c.state.Load()&connWriteEnded != 0 {
+		_ = c.Conn.SetWriteDeadline(past)
+	}
 	return err
 }
+
+// SetWriteDeadline sets the write deadline of c's socket; c ended while
+// stalled writing keeps it in the past: a server that sets a deadline for
+// each write (gslb's) would otherwise wait out its own again.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	err := c.Conn.SetWriteDeadline(t)
+	if c.state.Load()&connWriteEnded != 0 {
+		_ = c.Conn.SetWriteDeadline(past)
+	}
+	return err
+}
+
+// stalled: c's write has waited Config.EndStalledWrites (its timer).
+func (c *Conn) stalled() { c.l.waiting.stalled(c) }
 
 // Len is how many connections are spilled (tests, an operator's view).
 func (s *spill) Len() int {

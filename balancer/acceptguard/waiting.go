@@ -59,11 +59,36 @@ func (w *waiting) busy(c *Conn) {
 	}
 }
 
+// stalled puts c at the back, unless it waits already, as a connection
+// whose write has waited Config.EndStalledWrites for its client to read: the
+// server waits on its client, as for an idle one. Not once the write has
+// completed (a timer that fired late), nor for a closed or ended c.
+func (w *waiting) stalled(c *Conn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		st := c.state.Load()
+		if st&connWriting == 0 || st&(connClosed|connEvicted) != 0 {
+			return
+		}
+		if c.state.CompareAndSwap(st, st|connStalled) {
+			break
+		}
+	}
+	if c.state.Load()&connWaiting == 0 {
+		c.spillAt = w.conns.PushBack(c)
+		c.state.Or(connWaiting)
+	}
+}
+
 // end takes out the connection that has waited the longest with nothing
 // unread on its socket (maxEvictChecks looked at; one with bytes unread has
-// a request on its way in, and is busy), marked evicted: its slot under the
+// a request on its way in, and is busy) — or stalled writing to a client
+// that does not read, whatever is unread: the requests of a client that
+// pipelines them and reads no answer —, marked evicted: its slot under the
 // cap passes to the connection that needs the room (its Close does not
-// give it back), and ended (as the spill's are: under the lock). nil: none.
+// give it back), and ended (as the spill's are: under the lock; a stalled
+// one's write too). nil: none.
 func (w *waiting) end() *Conn {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -71,7 +96,8 @@ func (w *waiting) end() *Conn {
 	for e := w.conns.Front(); e != nil && checks < maxEvictChecks; e = e.Next() {
 		checks++
 		c := e.Value.(*Conn)
-		if Pending(c.Conn) {
+		stalled := c.state.Load()&connStalled != 0
+		if !stalled && Pending(c.Conn) {
 			continue
 		}
 		w.conns.Remove(e)
@@ -79,9 +105,30 @@ func (w *waiting) end() *Conn {
 		c.state.And(^uint32(connWaiting))
 		c.state.Or(connEvicted)
 		c.end()
+		if stalled {
+			c.state.Or(connWriteEnded)
+			_ = c.Conn.SetWriteDeadline(past)
+		}
 		return c
 	}
 	return nil
+}
+
+// Stalled is how many connections wait with a write stalled
+// (Config.EndStalledWrites; tests, an operator's view).
+func (l *Listener) Stalled() int {
+	if l.waiting == nil {
+		return 0
+	}
+	l.waiting.mu.Lock()
+	defer l.waiting.mu.Unlock()
+	n := 0
+	for e := l.waiting.conns.Front(); e != nil; e = e.Next() {
+		if e.Value.(*Conn).state.Load()&connStalled != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // Len is how many connections wait (tests, an operator's view).

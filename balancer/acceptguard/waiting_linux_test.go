@@ -135,3 +135,72 @@ func TestEndWaitingAfterARequestIgnored(t *testing.T) {
 		t.Fatalf("ended: ignored %v (want true), other %v", ignored.Ended(), other.Ended())
 	}
 }
+
+// With EndStalledWrites, a connection whose write waits on a client that
+// does not read — with its requests unread, as a client that pipelines them
+// leaves them — is ended to make room at the cap once its write has waited
+// that long, its write ended with it; a write that completes in time, or
+// a connection with a request unread and no write, is not.
+func TestEndStalledWrites(t *testing.T) {
+	var ended counter
+	g := Wrap(listen(t), Config{Name: "test", MaxConns: 2, EndWaiting: true, EndedWaiting: &ended, EndStalledWrites: 50 * time.Millisecond, LogEvery: time.Hour})
+	defer g.Close()
+	next := acceptNext(t, g)
+	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
+
+	// a: a request read, served (being answered), more requests unread;
+	// its client reads nothing.
+	aClient, a := from(2)
+	if _, err := io.WriteString(aClient, "qq"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(a, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	a.Serving()
+	// b: a request arrived, unread: busy, not ended.
+	bClient, b := from(3)
+	if _, err := io.WriteString(bClient, "q"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "requests unread on a and b", func() bool { return Pending(a.Conn) && Pending(b.Conn) })
+
+	// a's answer is far more than the sockets' buffers: its write blocks.
+	wrote := make(chan error, 1)
+	go func() {
+		_ = a.SetWriteDeadline(time.Now().Add(time.Minute))
+		_, err := a.Write(make([]byte, 16<<20))
+		wrote <- err
+	}()
+	waitFor(t, "a's write stalled", func() bool { return g.Stalled() == 1 })
+
+	_, d := from(4) // at the cap: a makes room
+	if !a.Ended() || b.Ended() || d.Ended() {
+		t.Fatalf("ended: a %v (want true), b %v, d %v", a.Ended(), b.Ended(), d.Ended())
+	}
+	select {
+	case err := <-wrote:
+		if err == nil {
+			t.Fatal("a's stalled write completed")
+		}
+	case <-time.After(testWait):
+		t.Fatal("a's stalled write not ended with it")
+	}
+	// A later deadline does not bring a's writes back.
+	_ = a.SetWriteDeadline(time.Now().Add(time.Minute))
+	if _, err := a.Write([]byte("x")); err == nil {
+		t.Error("a write on a connection ended stalled went through")
+	}
+	a.NoLinger()
+	a.Close()
+	if g.Open() != 2 || ended.value() != 1 {
+		t.Fatalf("open %d, ended %d; want 2, 1", g.Open(), ended.value())
+	}
+	// A write that completes (d's client reads it) leaves nothing stalled.
+	if _, err := d.Write([]byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	if g.Stalled() != 0 {
+		t.Errorf("%d stalled after a write that completed", g.Stalled())
+	}
+}
