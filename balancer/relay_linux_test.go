@@ -26,19 +26,10 @@ func TestRelayedTunnelHoldsNoSocket(t *testing.T) {
 	b, addr := startRawBalancer(t, configs.Balancer{Limits: configs.Limits{MaxConnections: 1}})
 	c, _ := openRawTunnel(t, addr)
 	waitTunnels(t, b, 1)
-	var p *relayPair
-	healthtest.WaitUntil(t, "the tunnel in the relay", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for tun := range b.tunnels {
-			tun.mu.Lock()
-			p = tun.pair
-			if p != nil && (tun.conn != nil || tun.client != nil) {
-				t.Errorf("the relayed tunnel still holds its connections: %T %T", tun.conn, tun.client)
-			}
-			tun.mu.Unlock()
+	p := relayedPair(t, b, func(tun *tunnel) {
+		if tun.conn != nil || tun.client != nil {
+			t.Errorf("the relayed tunnel still holds its connections: %T %T", tun.conn, tun.client)
 		}
-		return p != nil
 	})
 	p.t.loop.mu.Lock()
 	clientEnd, edgeEnd := p.client.conn, p.edge.conn
@@ -79,17 +70,7 @@ func TestStarvedRelayLoopClosesNoTunnelWithBytesWaiting(t *testing.T) {
 	b, addr := startRawBalancer(t, configs.Balancer{TunnelIdleTimeout: configs.Duration(idle)})
 	c, br := openRawTunnel(t, addr)
 	defer c.Close()
-	var p *relayPair
-	healthtest.WaitUntil(t, "the tunnel in the relay", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for tun := range b.tunnels {
-			tun.mu.Lock()
-			p = tun.pair
-			tun.mu.Unlock()
-		}
-		return p != nil
-	})
+	p := relayedPair(t, b, nil)
 	l := p.t.loop
 	sweepEvery := min(max(idle/4, 10*time.Millisecond), time.Second)
 	// Starve the loop: it wakes for its sweep and waits for its lock.
@@ -116,4 +97,25 @@ func TestStarvedRelayLoopClosesNoTunnelWithBytesWaiting(t *testing.T) {
 	if n := b.Tunnels(); n != 1 {
 		t.Errorf("%d tunnels after the starved sweep, want the one still open", n)
 	}
+}
+
+// relayedPair waits until b's one tunnel is in a relay loop and returns its
+// pair; check (unless nil) looks at the tunnel then, under its lock.
+func relayedPair(t *testing.T, b *Balancer, check func(*tunnel)) *relayPair {
+	t.Helper()
+	var p *relayPair
+	healthtest.WaitUntil(t, "the tunnel in the relay", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for tun := range b.tunnels {
+			tun.mu.Lock()
+			p = tun.pair
+			if p != nil && check != nil {
+				check(tun)
+			}
+			tun.mu.Unlock()
+		}
+		return p != nil
+	})
+	return p
 }

@@ -183,20 +183,7 @@ func TestUpgradeAfterInterimAnswers(t *testing.T) {
 				_, _ = io.Copy(io.Discard, br)
 			})
 			h.ring.Update([]ring.Member{{Name: "hinting", URL: url, Weight: 1}})
-			c, err := net.Dial("tcp", h.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-			if _, err := io.WriteString(c, wsHead+"\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			br := bufio.NewReader(c)
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp, br := upgradeThrough(t, h.addr)
 			if !tt.tunnel {
 				if resp.StatusCode != http.StatusBadGateway {
 					t.Errorf("%d, want 502 for %d interim answers", resp.StatusCode, tt.interim)
@@ -243,22 +230,33 @@ func TestUpgradeClosedUnansweredTriedOnceMore(t *testing.T) {
 				_, _ = io.Copy(io.Discard, br)
 			})
 			h.ring.Update([]ring.Member{{Name: "shedding", URL: url, Weight: 1}})
-			c, err := net.Dial("tcp", h.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-			if _, err := io.WriteString(c, wsHead+"\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp, _ := upgradeThrough(t, h.addr)
 			if resp.StatusCode != tc.want {
 				t.Errorf("%d after the edge closed %d connection(s) unanswered (%d seen), want %d", resp.StatusCode, min(tc.unanswered, int(seen.Load())), seen.Load(), tc.want)
 			}
 		})
 	}
+}
+
+// upgradeThrough sends the sample upgrade (wsHead) to the balancer at addr
+// on a connection of its own and reads the answer's head: the answer, and
+// a reader for what follows it (the tunnel's bytes). The connection closes
+// when the test ends.
+func upgradeThrough(t *testing.T, addr string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, wsHead+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, br
 }

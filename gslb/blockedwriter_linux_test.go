@@ -97,26 +97,7 @@ func TestTCPBlockedWritersCannotHoldEverySlot(t *testing.T) {
 	})
 	waitStalled(t, s, cfg.MaxTCPConnections)
 
-	answered := 0
-	var last error
-	for range 8 {
-		m := new(dns.Msg)
-		m.SetQuestion("www.ringlb.test.", dns.TypeA)
-		c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second, Dialer: &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}}
-		conn, err := c.Dial(s.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		r, _, err := c.ExchangeWithConn(m, conn)
-		if err != nil {
-			last = err
-			continue
-		}
-		if len(r.Answer) == 1 {
-			answered++
-		}
-	}
+	answered, last := queriesOnOwnConns(t, s, 8)
 	var ended dto.Metric
 	s.metrics.tcpEndedWaiting.Write(&ended)
 	t.Logf("4 addresses holding the %d slots with connections blocked writing to clients that never read, reconnecting at once: another client's TCP queries answered %d of 8 (last error: %v); ended to make room: %v",

@@ -124,13 +124,7 @@ func FuzzAnswer(f *testing.F) {
 	for _, b := range hostileSeeds(f) {
 		f.Add(b)
 	}
-	ksk, zsk := testKeys(f)
-	s, err := New(signed(fuzzTSIGConfig(f), ksk, zsk), "fuzz", nil, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	st := s.state.Load()
-	remote := &net.UDPAddr{IP: net.ParseIP("10.1.2.3"), Port: 5353}
+	s, st, remote := fuzzServer(f)
 	f.Fuzz(func(t *testing.T, packet []byte) {
 		r := new(dns.Msg)
 		if r.Unpack(packet) != nil {
@@ -198,13 +192,7 @@ func FuzzSlip(f *testing.F) {
 		b, _ := m.Pack()
 		f.Add(b)
 	}
-	ksk, zsk := testKeys(f)
-	s, err := New(signed(fuzzTSIGConfig(f), ksk, zsk), "fuzz", nil, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	st := s.state.Load()
-	remote := &net.UDPAddr{IP: net.ParseIP("10.1.2.3"), Port: 5353}
+	s, st, remote := fuzzServer(f)
 	f.Fuzz(func(t *testing.T, packet []byte) {
 		badECS(packet)
 		slip, ok := st.slipReply(nil, packet)
@@ -414,4 +402,16 @@ func malformedSeeds() []struct {
 		{"name-127-labels", cat(header(1, 0), labels(127))},
 		{"name-128-labels", cat(header(1, 0), labels(128))},
 	}
+}
+
+// fuzzServer is a server with a signed zone and a TSIG key, its answering
+// state, and the client address the fuzz targets answer.
+func fuzzServer(f *testing.F) (*Server, *state, *net.UDPAddr) {
+	f.Helper()
+	ksk, zsk := testKeys(f)
+	s, err := New(signed(fuzzTSIGConfig(f), ksk, zsk), "fuzz", nil, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return s, s.state.Load(), &net.UDPAddr{IP: net.ParseIP("10.1.2.3"), Port: 5353}
 }

@@ -196,26 +196,7 @@ func TestTCPWaitingConnectionsCannotHoldEverySlot(t *testing.T) {
 
 			// Another client's queries, each on a connection of its own
 			// kept open (its share of them): each needs a room.
-			answered := 0
-			var last error
-			for range cfg.MaxTCPConnectionsPerIP {
-				m := new(dns.Msg)
-				m.SetQuestion("www.ringlb.test.", dns.TypeA)
-				c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second, Dialer: &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}}
-				conn, err := c.Dial(s.Addr())
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { conn.Close() })
-				r, _, err := c.ExchangeWithConn(m, conn)
-				if err != nil {
-					last = err
-					continue
-				}
-				if len(r.Answer) == 1 {
-					answered++
-				}
-			}
+			answered, last := queriesOnOwnConns(t, s, cfg.MaxTCPConnectionsPerIP)
 			t.Logf("8 addresses holding %d connections waiting %s (the cap): another client's TCP queries answered %d of %d (last error: %v); ended to make room: %d",
 				len(conns), flood.name, answered, cfg.MaxTCPConnectionsPerIP, last, ended())
 			if answered != cfg.MaxTCPConnectionsPerIP {
@@ -256,4 +237,31 @@ func unreadOnServer(t *testing.T, port string) int {
 		total += int(n)
 	}
 	return total
+}
+
+// queriesOnOwnConns sends n TCP queries for www.ringlb.test A to s from
+// 127.0.0.3, each on a connection of its own kept open until the test
+// ends (each needs a slot): how many were answered with the one address,
+// and the last error.
+func queriesOnOwnConns(t *testing.T, s *Server, n int) (answered int, last error) {
+	t.Helper()
+	for range n {
+		m := new(dns.Msg)
+		m.SetQuestion("www.ringlb.test.", dns.TypeA)
+		c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second, Dialer: &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}}
+		conn, err := c.Dial(s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		r, _, err := c.ExchangeWithConn(m, conn)
+		if err != nil {
+			last = err
+			continue
+		}
+		if len(r.Answer) == 1 {
+			answered++
+		}
+	}
+	return answered, last
 }

@@ -17,9 +17,9 @@ type zone struct {
 	origin string // lower case, fully qualified
 	// wire is origin in wire form, for matching a question's name without
 	// unpacking it (an RRL slip, rrl.go).
-	wire []byte
-	soa    *dns.SOA
-	names  map[string]map[uint16][]dns.RR
+	wire  []byte
+	soa   *dns.SOA
+	names map[string]map[uint16][]dns.RR
 	// cfg is the zone's configuration (transfer rules).
 	cfg configs.Zone
 	// allow is cfg.Transfer.Allow, parsed: who may AXFR.
