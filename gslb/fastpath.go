@@ -169,11 +169,11 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 			return
 		case rrlSlip:
 			// slipReply first: it checks there is a header to read.
-			out, ok := st.slipReply(l.out[:0], pkt)
+			out, tsig, ok := st.slipReply(l.out[:0], pkt)
 			if !ok || acceptHeader(pkt) != dns.MsgAccept {
 				return
 			}
-			if hasTSIG(pkt, len(out)) { // out is pkt's header and question
+			if tsig {
 				out = s.signedSlip(st, pkt, out)
 			}
 			if out != nil {

@@ -195,11 +195,11 @@ func FuzzSlip(f *testing.F) {
 	s, st, remote := fuzzServer(f)
 	f.Fuzz(func(t *testing.T, packet []byte) {
 		badECS(packet)
-		slip, ok := st.slipReply(nil, packet)
+		slip, tsig, ok := st.slipReply(nil, packet)
 		if !ok {
 			return
 		}
-		if hasTSIG(packet, len(slip)) {
+		if tsig {
 			if b := s.signedSlip(st, packet, slip); b != nil {
 				if err := new(dns.Msg).Unpack(b); err != nil {
 					t.Fatalf("signed slip %x does not unpack: %v", b, err)
@@ -207,15 +207,24 @@ func FuzzSlip(f *testing.F) {
 			}
 		}
 		m := new(dns.Msg)
-		if err := m.Unpack(slip); err != nil || !m.Response || !m.Truncated || len(m.Question) != 1 || len(m.Answer)+len(m.Ns)+len(m.Extra) != 0 {
+		if err := m.Unpack(slip); err != nil || !m.Response || !m.Truncated || len(m.Question) != 1 || len(m.Answer)+len(m.Ns) != 0 || len(m.Extra) > 1 || len(m.Extra) == 1 && m.IsEdns0() == nil {
 			t.Fatalf("slip %x: %v\n%v", slip, err, m)
 		}
 		r := new(dns.Msg)
 		if r.Unpack(packet) != nil || len(r.Question) != 1 || r.IsTsig() != nil || malformed(r) != "" || r.Opcode != dns.OpcodeQuery || r.Response {
 			return
 		}
+		if (r.IsEdns0() != nil) != (m.IsEdns0() != nil) {
+			t.Fatalf("the query's OPT %v, the slip's %v", r.IsEdns0(), m.IsEdns0())
+		}
 		if opt := r.IsEdns0(); opt != nil && opt.Version() != 0 {
+			if m.Rcode != dns.RcodeBadVers {
+				t.Fatalf("slip to EDNS version %d: %s, want BADVERS", opt.Version(), dns.RcodeToString[m.Rcode])
+			}
 			return
+		}
+		if opt := r.IsEdns0(); opt != nil && opt.Do() != m.IsEdns0().Do() {
+			t.Fatalf("slip's DO %v, the query's %v", m.IsEdns0().Do(), opt.Do())
 		}
 		if m.Question[0] != r.Question[0] {
 			t.Fatalf("slip's question %v, the query's %v", m.Question[0], r.Question[0])

@@ -255,19 +255,51 @@ func truncatedReply(dst, pkt []byte) (_ []byte, end int, ok bool) {
 // NOERROR with AA (a name that does not exist too: its NXDOMAIN would take
 // a lookup, and a client retrying over TCP learns it there). Before, every
 // slip claimed authority (AA) with NOERROR, for any name asked. As Knot's
-// slips, which keep the answer's rcode. Allocates nothing.
-func (st *state) slipReply(dst, pkt []byte) ([]byte, bool) {
+// slips, which keep the answer's rcode. A query with EDNS gets an OPT as
+// the full answer's (RFC 6891 7: a reply without one tells a resolver the
+// server has no EDNS, and it may ask again without, DO and all): this
+// server's UDP size, the query's DO; BADVERS for a version above 0; two
+// OPTs are FORMERR with none (screen). tsig says pkt carries a TSIG (the
+// caller signs the slip, signedSlip). Allocates nothing.
+func (st *state) slipReply(dst, pkt []byte) (_ []byte, tsig, ok bool) {
 	dst, end, ok := truncatedReply(dst, pkt)
 	if !ok {
-		return dst, false
+		return dst, false, false
 	}
+	x := scanRecords(pkt, end)
 	rcode, aa := st.slipVerdict(pkt, end)
+	switch {
+	case x.opts > 1:
+		rcode, aa = dns.RcodeFormatError, false
+	case x.opts == 1:
+		dst = appendSlipOPT(dst, uint16(st.maxUDP), x.optVersion, x.optDO)
+		if x.optVersion != 0 {
+			rcode, aa = dns.RcodeBadVers&0xF, false // the rest in the OPT
+		}
+	}
 	const aaBit = 0x04
 	if !aa {
 		dst[2] &^= aaBit
 	}
 	dst[3] |= byte(rcode)
-	return dst, true
+	return dst, x.tsig, true
+}
+
+// appendSlipOPT appends a bare OPT record to the slip dst (ARCOUNT 1): UDP
+// size size, DO as asked, and for a version above 0 (which this server does
+// not speak) the upper bits of BADVERS and version 0 (RFC 6891 6.1.3).
+func appendSlipOPT(dst []byte, size uint16, version uint8, do bool) []byte {
+	var extRcode byte
+	if version != 0 {
+		extRcode = byte(dns.RcodeBadVers >> 4)
+	}
+	var flags byte
+	if do {
+		flags = 0x80
+	}
+	dst = append(dst, 0, byte(dns.TypeOPT>>8), byte(dns.TypeOPT), byte(size>>8), byte(size), extRcode, 0, flags, 0, 0, 0)
+	dst[11] = 1
+	return dst
 }
 
 func (st *state) slipVerdict(pkt []byte, end int) (rcode int, aa bool) {
@@ -321,16 +353,24 @@ func asciiFold(a, b []byte) bool {
 	return true
 }
 
-// hasTSIG says whether the query pkt, whose question ends at end, carries a
-// TSIG record (where the full path would refuse it too, FORMERR), without
-// unpacking it.
-func hasTSIG(pkt []byte, end int) bool {
+// records is what a slip reads of a query's records past its question.
+type records struct {
+	tsig       bool  // a TSIG (where the full path would refuse it too, FORMERR)
+	opts       int   // OPT records
+	optVersion uint8 // the OPT's EDNS version
+	optDO      bool  // the OPT's DO bit
+}
+
+// scanRecords reads the records of the query pkt past its question (which
+// ends at end) without unpacking them; it stops at the first that runs
+// past the packet.
+func scanRecords(pkt []byte, end int) (x records) {
 	n := int(binary.BigEndian.Uint16(pkt[6:])) + int(binary.BigEndian.Uint16(pkt[8:])) + int(binary.BigEndian.Uint16(pkt[10:]))
 	off := end
 	for range n {
 		for {
 			if off >= len(pkt) {
-				return false
+				return x
 			}
 			l := int(pkt[off])
 			if l&0xC0 == 0xC0 {
@@ -343,14 +383,19 @@ func hasTSIG(pkt []byte, end int) bool {
 			}
 		}
 		if off+10 > len(pkt) {
-			return false
+			return x
 		}
-		if binary.BigEndian.Uint16(pkt[off:]) == dns.TypeTSIG {
-			return true
+		switch binary.BigEndian.Uint16(pkt[off:]) {
+		case dns.TypeTSIG:
+			x.tsig = true
+		case dns.TypeOPT:
+			x.opts++
+			x.optVersion = pkt[off+5]
+			x.optDO = pkt[off+6]&0x80 != 0
 		}
 		off += 10 + int(binary.BigEndian.Uint16(pkt[off+8:]))
 	}
-	return false
+	return x
 }
 
 // signedSlip is the slip to pkt, a query carrying a TSIG, as the full

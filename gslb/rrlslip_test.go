@@ -99,6 +99,63 @@ func TestSlipSaysWhatTheAnswerWould(t *testing.T) {
 	}
 }
 
+// A slip to a query with EDNS carries an OPT as the full answer does (RFC
+// 6891 7): the server's UDP size and the query's DO. Without one a
+// resolver takes the server for one without EDNS and may ask it again
+// without — DO and the signatures gone. A version above 0 gets BADVERS, as
+// the full answer. Before, 0 of the slips carried an OPT.
+func TestSlipToEDNSQueryHasOPT(t *testing.T) {
+	s := slipServer(t)
+	for _, tt := range []struct {
+		name, src string
+		version   uint8
+		do        bool
+	}{
+		{"DO", "127.0.0.9", 0, true},
+		{"no DO", "127.0.0.10", 0, false},
+		{"version 1", "127.0.0.11", 1, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion("www.ringlb.test.", dns.TypeA)
+			m.SetEdns0(4096, tt.do)
+			m.IsEdns0().SetVersion(tt.version)
+			q, _ := m.Pack()
+			full := new(dns.Msg)
+			if err := full.Unpack(udpFrom(t, s, tt.src, q)); err != nil {
+				t.Fatal(err)
+			}
+			slips, withOPT := 0, 0
+			for range 4 {
+				r := new(dns.Msg)
+				if err := r.Unpack(udpFrom(t, s, tt.src, q)); err != nil {
+					t.Fatal(err)
+				}
+				if !r.Truncated {
+					continue // a token came back meanwhile
+				}
+				slips++
+				opt, fopt := r.IsEdns0(), full.IsEdns0()
+				switch {
+				case opt == nil:
+					t.Errorf("slip without an OPT to a query with one (the full answer's: %v)", fopt)
+				case fopt == nil:
+					t.Fatalf("the full answer has no OPT: %v", full)
+				case opt.UDPSize() != fopt.UDPSize() || opt.Do() != fopt.Do() || opt.Version() != 0 || r.Rcode != full.Rcode:
+					t.Errorf("slip's OPT: size %d, DO %v, version %d, rcode %s; the full answer's: size %d, DO %v, rcode %s",
+						opt.UDPSize(), opt.Do(), opt.Version(), dns.RcodeToString[r.Rcode], fopt.UDPSize(), fopt.Do(), dns.RcodeToString[full.Rcode])
+				default:
+					withOPT++
+				}
+			}
+			if slips == 0 {
+				t.Fatal("no slip in 4 queries over a limit of 1 a second")
+			}
+			t.Logf("EDNS %s: %d slips, %d with the full answer's OPT (%s)", tt.name, slips, withOPT, rcodeLabel(full.Rcode))
+		})
+	}
+}
+
 // A slip answering a TSIG-signed query is signed with the query's key (RFC
 // 8945 5.3: a response to a signed request is signed), as BIND's are:
 // unsigned, a TSIG client (dig, kdig: "expected a TSIG") drops it and never
@@ -213,8 +270,8 @@ func TestSlipAllocatesNothing(t *testing.T) {
 		ecs("10.2.3.4", 24)(m)
 		pkt, _ := m.Pack()
 		if n := testing.AllocsPerRun(100, func() {
-			out, ok := st.slipReply(buf[:0], pkt)
-			if !ok || hasTSIG(pkt, len(out)) || badECS(pkt) != 0 {
+			_, tsig, ok := st.slipReply(buf[:0], pkt)
+			if !ok || tsig || badECS(pkt) != 0 {
 				t.Fatal("slip")
 			}
 		}); n != 0 {
