@@ -170,19 +170,30 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 		IsTLS:     e.tls,
 		TLSConfig: e.tlsConfig,
 		Dial: func(addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{Timeout: p.dialTimeout}).Dial("tcp", addr)
+			dial := func() (net.Conn, error) {
+				c, err := (&net.Dialer{Timeout: p.dialTimeout}).Dial("tcp", addr)
+				if err != nil {
+					return nil, &dialError{edge: m.Name, err: err}
+				}
+				return c, nil
+			}
+			c, err := dial()
 			if err != nil {
-				return nil, &dialError{edge: m.Name, err: err}
+				return nil, err
 			}
 			pc := &pooledConn{Conn: c, unread: acceptguard.NewUnread(c), edge: m.Name, pool: p}
 			pc.peer = peerAddr{Addr: c.RemoteAddr(), conn: pc}
+			if !e.tls { // under TLS the session is the connection's
+				pc.redial = dial
+			}
 			return pc, nil
 		},
 		// A dial error goes to the next candidate at once (the balancer's
 		// own retry); a GET or HEAD that met a pooled keep-alive connection
-		// the edge had closed is retried here, and any request without a
-		// body that met one with stray bytes (pooledConn: nothing was
-		// sent). Nothing else is: retrying every error (fasthttp's
+		// the edge had closed is retried here, and, to a TLS edge, any
+		// request without a body that met one with stray bytes
+		// (pooledConn: nothing was sent; to a plain one it went on a new
+		// connection). Nothing else is: retrying every error (fasthttp's
 		// default) sent one GET whose answer timed out or was broken to
 		// the edge 5 times, and held its client 5 × 30 s. (fasthttp never
 		// retries a request whose body streams.)
@@ -262,7 +273,9 @@ var errStrayBytes = errors.New("bytes of no request waiting on a pooled edge con
 // got (TestStrayBytesNeverAnswerAnotherClient). The first write of a
 // request (the first after a read) checks the socket first and fails,
 // writing nothing, when bytes wait (acceptguard.Unread, SIOCINQ): the
-// connection is closed and a request without a body goes on another one.
+// request goes on a new connection put in its place (replace), whatever
+// its body; under TLS the connection is closed and a request without a
+// body goes on another one.
 // Bytes left in HostClient's own reader past the answer are dropped with
 // it when the answer ends.
 //
@@ -280,6 +293,27 @@ type pooledConn struct {
 	// Set and read by the goroutine that holds the connection for a
 	// request (HostClient's pool hands it from one to the next).
 	client net.Conn
+	// redial, for a plain TCP edge (nil under TLS), dials a connection to
+	// replace this one's when bytes of no request wait on it as a request
+	// is to go out; rd and wd are the deadlines HostClient set, carried to
+	// the new one.
+	redial func() (net.Conn, error)
+	rd, wd time.Time
+}
+
+func (c *pooledConn) SetDeadline(t time.Time) error {
+	c.rd, c.wd = t, t
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *pooledConn) SetReadDeadline(t time.Time) error {
+	c.rd = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *pooledConn) SetWriteDeadline(t time.Time) error {
+	c.wd = t
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *pooledConn) Read(p []byte) (int, error) {
@@ -306,10 +340,34 @@ func (c *pooledConn) Write(p []byte) (int, error) {
 	if c.read.Swap(false) {
 		c.client = nil // a new request: the last answer is over
 		if c.unread.Pending() {
-			return 0, errStrayBytes
+			if err := c.replace(); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return c.Conn.Write(p)
+}
+
+// replace puts a new connection to the edge under c, its deadlines
+// carried over, when bytes of no request wait on c's as a request is to
+// go out: nothing of the request was sent, so it goes on the new one
+// whatever its body (a streamed body could not be sent again, and such a
+// request got 502). Under TLS (no redial) it fails with errStrayBytes:
+// HostClient closes c and sends a request without a body again.
+func (c *pooledConn) replace() error {
+	if c.redial == nil {
+		return errStrayBytes
+	}
+	nc, err := c.redial()
+	if err != nil {
+		return err
+	}
+	_ = nc.SetReadDeadline(c.rd)
+	_ = nc.SetWriteDeadline(c.wd)
+	c.Conn.Close()
+	c.Conn, c.unread = nc, acceptguard.NewUnread(nc)
+	c.peer.Addr = nc.RemoteAddr()
+	return nil
 }
 
 // RemoteAddr is the edge's address, carrying c: fasthttp's
