@@ -42,10 +42,12 @@ type Edge struct {
 	// that does not read holds up to send_queue frames, and a client with
 	// many connections, each in a session of its own beside one that
 	// sends, would make the edge hold sessions × send_queue ×
-	// max_message_bytes. Beyond it a frame for a connection that still has
-	// frames waiting closes that connection as a slow consumer (1013); one
-	// whose queue is empty always gets its frame, so readers that keep up
-	// are never closed (default 256 MiB).
+	// max_message_bytes. A queue with frames waiting may grow only while
+	// it would hold no more than the budget has left free, so queues that
+	// do not read stop at a share of it and never spend it all; a frame
+	// beyond closes that connection as a slow consumer (1013). One whose
+	// queue is empty always gets its frame, so readers that keep up are
+	// never closed (default 256 MiB).
 	MaxQueuedBytes int `yaml:"max_queued_bytes"`
 	// MaxIncomingBytes bounds the bytes of messages every connection is
 	// in the middle of receiving, together. A frame's announced length is

@@ -483,6 +483,7 @@ func (r *replicator) promote(key, why string) bool {
 	v.term++
 	v.committed = v.seq
 	v.bumpable = true
+	v.promotedSeq = v.seq
 	s := &session{key: key, created: time.Now(), v1: v}
 	delete(sh.claims, key)
 	delete(sh.moved, key)

@@ -951,3 +951,44 @@ func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
 		t.Fatal("edge-b's own batch planted nothing")
 	}
 }
+
+// A promoted session skips the seqs a resuming client saw beyond its copy
+// (skipLost), at most maxPromotionSkip: the client's word is all there is.
+// But the bound was per resume, from wherever the last one left seq, and
+// nothing ends the window before a msg is sequenced: any participant — a
+// viewer too, as resume is reading — could send resume after resume, each
+// past the last, and push the session's seq as far as it liked, every
+// step counted as msgs lost and sent to the replica as a skip record. Now
+// the bound is from the copy's seq, whatever the number of resumes.
+func TestResumesCannotPushAPromotedSessionsSeq(t *testing.T) {
+	const resumes = 20
+	l := startAsyncLag(t, "push")
+	b, key, epoch := l.b, l.key, l.epoch
+	// The honest client that saw seq 4 takes the session over on edge-b.
+	g := b.joinSkipping(t, key, "resume=4&epoch="+epoch, "edge-a")
+	if g.welcome.Seq != 4 {
+		t.Fatalf("welcome %+v, want seq 4", g.welcome)
+	}
+	// Another participant of the session claims ever later seqs, before
+	// anyone sends.
+	m := b.joinV1(t, key, "", nil)
+	after := uint64(4)
+	for range resumes {
+		after += maxPromotionSkip
+		m.send(t, map[string]any{"type": "resume", "after": after, "epoch": epoch})
+		m.send(t, map[string]any{"type": "ping"})
+		for m.read(t).Type != "pong" { // the resume was acted on (a reset, once refused)
+		}
+	}
+	w := b.joinV1(t, key, "", nil)
+	lost := metricValue(t, b.s, "ringlb_edge_replication_lost_total")
+	t.Logf("%d resumes each %d past the last: the session's seq %d (copy 1, honest client 4), %v seqs counted lost",
+		resumes, maxPromotionSkip, w.welcome.Seq, lost)
+	if w.welcome.Seq > 1+maxPromotionSkip {
+		t.Errorf("seq pushed to %d by resumes, want at most the copy's 1 + %d", w.welcome.Seq, maxPromotionSkip)
+	}
+	if lost > maxPromotionSkip {
+		t.Errorf("%v seqs counted lost, want at most %d", lost, maxPromotionSkip)
+	}
+	l.proxy.setPaused(false)
+}

@@ -54,30 +54,58 @@ func (b *byteBudget) tryTake(n int64) bool {
 	return true
 }
 
+// tryTakeShare is tryTake for a send queue holding held bytes: it may
+// grow only while it would hold no more than the budget has left free
+// after the take (a dynamic threshold, as switches share one packet
+// buffer between ports). k queues that never read stop at limit/(k+1)
+// each, so they never spend the whole budget, and what stays free takes
+// every queue holding less — the readers that keep up, a moment behind a
+// burst. Taking the whole budget, the hoarders closed those instead:
+// another session's reader got 0–11 of 50 msgs, closed 1013
+// (TestHoardedBudgetShedsOnlyTheHoarders). Nothing passes the limit.
+func (b *byteBudget) tryTakeShare(held, n int64) bool {
+	if b == nil {
+		return true
+	}
+	if u := b.used.Add(n); held+n > b.limit.Load()-u {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
 // tryTakeHeld is tryTake for a holder already holding held bytes, which
 // the process's memory may refuse as well: low on memory, a holder may not
 // grow past lowMemoryHold. Only a holder past it pays for the check.
-func (b *byteBudget) tryTakeHeld(held, n int64) bool { return b.tryTakeQueued(held, n, nil) }
+func (b *byteBudget) tryTakeHeld(held, n int64) bool {
+	return b.memoryLets(held, n, nil) && b.tryTake(n)
+}
 
-// tryTakeQueued is tryTakeHeld for a send queue holding held bytes: low on
-// memory it may pass lowMemoryHold by a burst, under lowMemoryBurst and for
-// lowMemoryGrace from *over (when it went over: Unix ns, 0 when under,
-// which popFrame resets; nil: no burst). Only a queue past lowMemoryHold
-// while low reads the clock.
+// tryTakeQueued is tryTakeShare for a send queue holding held bytes, which
+// the process's memory may refuse as well: low on memory it may pass
+// lowMemoryHold by a burst, under lowMemoryBurst and for lowMemoryGrace
+// from *over (when it went over: Unix ns, 0 when under, which popFrame
+// resets).
 func (b *byteBudget) tryTakeQueued(held, n int64, over *int64) bool {
-	if b != nil && held+n > lowMemoryHold && b.mem.LowFor(n) {
-		if over == nil {
-			return false
-		}
-		now := time.Now().UnixNano()
-		if *over == 0 {
-			*over = now
-		}
-		if held+n > lowMemoryBurst || now-*over > int64(lowMemoryGrace) {
-			return false
-		}
+	return b.memoryLets(held, n, over) && b.tryTakeShare(held, n)
+}
+
+// memoryLets reports whether the process's memory lets a holder of held
+// bytes take n more: always while it is not low or the holder stays
+// within lowMemoryHold; a send queue (over not nil) also within a burst.
+// Only a queue past lowMemoryHold while low reads the clock.
+func (b *byteBudget) memoryLets(held, n int64, over *int64) bool {
+	if b == nil || held+n <= lowMemoryHold || !b.mem.LowFor(n) {
+		return true
 	}
-	return b.tryTake(n)
+	if over == nil {
+		return false
+	}
+	now := time.Now().UnixNano()
+	if *over == 0 {
+		*over = now
+	}
+	return held+n <= lowMemoryBurst && now-*over <= int64(lowMemoryGrace)
 }
 
 // charge takes n bytes whatever the limit.
@@ -101,8 +129,9 @@ func (b *byteBudget) give(n int64) {
 // empty is always taken (it is written at once: a reader that keeps up
 // never waits on the budget, and the overshoot is at most a frame per
 // participant); a frame for one that still has frames waiting is refused
-// once the budget is spent, and that participant is closed as a slow
-// consumer (1013), giving its queue back (participant.enqueue).
+// once its queue would hold more than the budget has left free
+// (tryTakeShare), and that participant is closed as a slow consumer
+// (1013), giving its queue back (participant.enqueue).
 //
 // The incoming messages: a frame's announced length is taken before its
 // payload comes (wsReader.next), so connections that each announce the

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"testing"
@@ -108,5 +109,94 @@ func TestLowMemoryQueueBurst(t *testing.T) {
 	}
 	if !b.tryTakeHeld(0, lowMemoryHold) {
 		t.Error("a message within lowMemoryHold refused")
+	}
+}
+
+// The send budget is the edge's, shared by every session: a client that
+// fills it with participants of its own that never read leaves nothing
+// for anyone else, and a participant of another session whose queue holds
+// a frame when the next comes — a reader that keeps up, a moment behind a
+// burst — was the one closed 1013, not the hoarders. The attack: one
+// session of four non-readers and a sender filling their queues past the
+// budget (each below send_queue), then, in another session, an honest
+// sender's 50 msgs of 4 KiB in bursts of 10 to a reader that reads them
+// all. Now a queue may grow only while it holds less than the budget has
+// left free (sendbudget.go): hoarders stop at a share of it, and what is
+// left free takes every small queue.
+func TestHoardedBudgetShedsOnlyTheHoarders(t *testing.T) {
+	const (
+		hoarders = 4
+		size     = 60 << 10
+		budget   = 16 << 20
+		frames   = 2 * budget / (hoarders * size) // twice the budget, below send_queue each
+		honest   = 50
+		burst    = 10
+	)
+	e := startEdge(t, configs.Edge{MaxQueuedBytes: budget}, func(s *Server) {
+		s.writeWait = time.Minute // the hoarders hold for as long as their writer's deadline: the attack's best case
+	})
+	for range hoarders {
+		_, _ = e.dialHeader(t, http.Header{"Ctstickiness": {"hoard"}}, func(network, addr string) (net.Conn, error) {
+			c, err := net.Dial(network, addr)
+			if err == nil {
+				err = c.(*net.TCPConn).SetReadBuffer(64 << 10)
+			}
+			return c, err
+		})
+		e.waitJoined(t)
+	}
+	sender := e.join(t, "hoard")
+	payload := make([]byte, size)
+	for range frames {
+		if err := sender.WriteMessage(websocket.BinaryMessage, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the hoard's msgs handed to the queues", func() bool {
+		return metricValue(t, e.s, "ringlb_edge_messages_total") >= frames
+	})
+	hoarded := metricValue(t, e.s, "ringlb_edge_queued_bytes")
+
+	// Another session, honest: every msg is read as it comes.
+	talker := e.join(t, "talk")
+	reader := e.join(t, "talk")
+	got, code := make(chan int, 1), make(chan int, 1)
+	go func() {
+		n := 0
+		for n < honest {
+			if _, _, err := reader.ReadMessage(); err != nil {
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					code <- ce.Code
+				}
+				break
+			}
+			n++
+		}
+		got <- n
+	}()
+	msg := make([]byte, 4<<10)
+	for i := 0; i < honest; i += burst {
+		for range burst {
+			if err := talker.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // bursts, as people type: not part of any assertion
+	}
+	n := <-got
+	closedWith := 0
+	select {
+	case closedWith = <-code:
+	default:
+	}
+	queued := metricValue(t, e.s, "ringlb_edge_queued_bytes")
+	t.Logf("hoard: %d non-readers × %d msgs of %d KiB held %.1f MiB of a %d MiB budget; the other session's reader got %d of %d msgs (close %d); queued %.1f MiB, %v slow consumers",
+		hoarders, frames, size>>10, hoarded/(1<<20), budget>>20, n, honest, closedWith, queued/(1<<20), metricValue(t, e.s, "ringlb_edge_slow_consumers_total"))
+	if n != honest {
+		t.Errorf("another session's reader got %d of %d msgs (closed %d) while one client hoarded the send budget", n, honest, closedWith)
+	}
+	if queued > budget+(hoarders+2)*size {
+		t.Errorf("send queues hold %.1f MiB, want at most the budget (%d MiB) and a frame each", queued/(1<<20), budget>>20)
 	}
 }

@@ -76,6 +76,9 @@ type v1Session struct {
 	// resume from beyond seq names msgs the dead owner sequenced that never
 	// reached the replica (async): seq skips past them (resume).
 	bumpable bool
+	// promotedSeq is seq when the copy was promoted: resumes may move seq
+	// at most maxPromotionSkip past it in all (skipLost).
+	promotedSeq uint64
 	// history holds the last msg frames sent to recipients (seq
 	// seq-len+1 .. seq), each holding one reference, oldest at head. A nil
 	// entry is a hole: a seq the dead owner gave that never reached this
@@ -395,7 +398,7 @@ func (h *hub) leaveV1(s *session, p *participant) {
 // a seq a client holds another msg at). Called with s.mu held.
 func (h *hub) skipLost(s *session, after uint64, epoch string) {
 	v := s.v1
-	if epoch != v.epoch || after <= v.committed || !v.bumpable || after-v.seq > maxPromotionSkip {
+	if epoch != v.epoch || after <= v.committed || !v.bumpable || after-v.promotedSeq > maxPromotionSkip {
 		return
 	}
 	h.metrics.replicationLost.Add(float64(after - v.seq))
@@ -490,9 +493,13 @@ func (p *participant) writeBatch(b *frame) bool {
 	return true
 }
 
-// maxPromotionSkip bounds how far a resume may move a promoted session's
-// seq (resume): further than any replica lag a client could have seen, and
-// a client may not make a session skip more.
+// maxPromotionSkip bounds how far resumes may move a promoted session's
+// seq past its copy's (skipLost), all of them together: further than any
+// replica lag a client could have seen, and a client may not make a
+// session skip more. Bounded per resume instead, from wherever the last
+// left seq, resume after resume pushed it as far as a client liked
+// (TestResumesCannotPushAPromotedSessionsSeq: 20 resumes, seq 1,310,724
+// and as many seqs counted lost).
 const maxPromotionSkip = 1 << 16
 
 // publish sequences data from p: the others get msg, the history keeps it,
