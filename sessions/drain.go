@@ -280,10 +280,7 @@ const (
 // long to wait before sending it again. Any other failure is final (a
 // timeout may have been installed).
 func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequest) (retry time.Duration, err error) {
-	body, err := json.Marshal(batch)
-	if err != nil {
-		return 0, err
-	}
+	body := batch.appendJSON(nil)
 	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)
 	defer cancel()
 	req, err := o.signed(ctx, to, url, pathHandoff, body)
