@@ -1,7 +1,6 @@
 package sessions
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
@@ -635,12 +634,27 @@ func (r *replicator) yield(key, holder string, term uint64) {
 // shows them). Called with s.mu held.
 func handoffState(key string, v *v1Session) handoffSession {
 	hs := handoffSession{Key: key, Epoch: v.epoch, Seq: v.seq, Term: v.term}
+	// The envelopes are copied (frames go back to their pool) into one
+	// array for the session, not one each: a drain copies every session's
+	// history at once, under its lock.
+	size := 0
+	v.entries(func(_ uint64, f *frame) {
+		if f != nil {
+			size += len(f.payload())
+		}
+	})
+	buf := make([]byte, 0, size)
+	if v.n > 0 {
+		hs.History = make([]json.RawMessage, 0, v.n)
+	}
 	v.entries(func(_ uint64, f *frame) {
 		if f == nil {
 			hs.History = append(hs.History, json.RawMessage("null"))
 			return
 		}
-		hs.History = append(hs.History, json.RawMessage(bytes.Clone(f.payload())))
+		start := len(buf)
+		buf = append(buf, f.payload()...)
+		hs.History = append(hs.History, json.RawMessage(buf[start:len(buf):len(buf)]))
 	})
 	return hs
 }
