@@ -329,7 +329,7 @@ func (c *pooledConn) Read(p []byte) (int, error) {
 		// take as long again: the client's own pace.
 		_ = c.client.SetWriteDeadline(time.Now().Add(timeout))
 	}
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
 		c.client = nil // fasthttp closes the connection; reported once
 		c.pool.stalled(c.edge)
 	}

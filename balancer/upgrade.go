@@ -40,9 +40,6 @@ var (
 	errNotWebSocket    = errors.New("101 that accepts no WebSocket handshake (Upgrade: websocket and the client key's Sec-WebSocket-Accept)")
 )
 
-// headerWebSocketKey is the client's handshake nonce (RFC 6455, 4.1).
-const headerWebSocketKey = "Sec-WebSocket-Key"
-
 // acceptsWebSocket reports whether the 101 head (its lines as switchedHead
 // reads them: LF ends a line, names in any case, blanks around values)
 // switches to WebSocket for the client that sent key: Upgrade names
@@ -72,7 +69,7 @@ func acceptsWebSocket(head, key []byte) bool {
 		}
 		name, value := bytes.TrimRight(line[:colon], " \t"), bytes.Trim(line[colon+1:], " \t\r\n")
 		switch {
-		case asciiEqualFold(name, "Sec-WebSocket-Accept"):
+		case asciiEqualFold(name, fasthttp.HeaderSecWebSocketAccept):
 			if accepts++; !bytes.Equal(value, want[:]) {
 				return false
 			}
@@ -188,7 +185,7 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()
 			return "", fmt.Errorf("edge %s: websocket handshake: %w", m.Name, err)
 		}
-		if status == fasthttp.StatusSwitchingProtocols && !acceptsWebSocket(head[:n], ctx.Request.Header.Peek(headerWebSocketKey)) {
+		if status == fasthttp.StatusSwitchingProtocols && !acceptsWebSocket(head[:n], ctx.Request.Header.Peek(fasthttp.HeaderSecWebSocketKey)) {
 			conn.Close()
 			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()
 			return "", fmt.Errorf("edge %s: websocket handshake: %w", m.Name, errNotWebSocket)

@@ -366,35 +366,17 @@ type records struct {
 // past the packet.
 func scanRecords(pkt []byte, end int) (x records) {
 	n := int(binary.BigEndian.Uint16(pkt[6:])) + int(binary.BigEndian.Uint16(pkt[8:])) + int(binary.BigEndian.Uint16(pkt[10:]))
-	off := end
-	for range n {
-		for {
-			if off >= len(pkt) {
-				return x
-			}
-			l := int(pkt[off])
-			if l&0xC0 == 0xC0 {
-				off += 2
-				break
-			}
-			off += 1 + l
-			if l == 0 {
-				break
-			}
-		}
-		if off+10 > len(pkt) {
-			return x
-		}
-		switch binary.BigEndian.Uint16(pkt[off:]) {
+	eachRecord(pkt, end, n, func(at int) bool {
+		switch binary.BigEndian.Uint16(pkt[at:]) {
 		case dns.TypeTSIG:
 			x.tsig = true
 		case dns.TypeOPT:
 			x.opts++
-			x.optVersion = pkt[off+5]
-			x.optDO = pkt[off+6]&0x80 != 0
+			x.optVersion = pkt[at+5]
+			x.optDO = pkt[at+6]&0x80 != 0
 		}
-		off += 10 + int(binary.BigEndian.Uint16(pkt[off+8:]))
-	}
+		return true
+	})
 	return x
 }
 

@@ -495,64 +495,80 @@ func badECS(msg []byte) int {
 	qd := int(binary.BigEndian.Uint16(msg[4:]))
 	rrs := int(binary.BigEndian.Uint16(msg[6:])) + int(binary.BigEndian.Uint16(msg[8:])) + int(binary.BigEndian.Uint16(msg[10:]))
 	off := 12
-	skipName := func() bool {
-		for off < len(msg) {
-			l := int(msg[off])
-			switch {
-			case l&0xC0 == 0xC0:
-				off += 2
-				return off <= len(msg)
-			case l&0xC0 != 0:
-				return false
-			case l == 0:
-				off++
-				return true
-			}
-			off += 1 + l
-		}
-		return false
-	}
 	for range qd {
-		if !skipName() || off+4 > len(msg) {
+		if off = skipName(msg, off); off < 0 || off+4 > len(msg) {
 			return 0
 		}
 		off += 4
 	}
-	for range rrs {
-		if !skipName() || off+10 > len(msg) {
-			return 0
+	found := 0
+	eachRecord(msg, off, rrs, func(at int) bool {
+		if binary.BigEndian.Uint16(msg[at:]) != dns.TypeOPT {
+			return true
 		}
-		typ, rdlen := binary.BigEndian.Uint16(msg[off:]), int(binary.BigEndian.Uint16(msg[off+8:]))
-		off += 10
-		if off+rdlen > len(msg) {
-			return 0
-		}
-		if typ == dns.TypeOPT {
-			for o, end := off, off+rdlen; o+4 <= end; {
-				code, n := binary.BigEndian.Uint16(msg[o:]), int(binary.BigEndian.Uint16(msg[o+2:]))
-				o += 4
-				if o+n > end {
-					break
-				}
-				if code == dns.EDNS0SUBNET && n >= 4 {
-					family, source, addr := binary.BigEndian.Uint16(msg[o:]), int(msg[o+2]), n-4
-					bits := 0
-					switch family {
-					case 1:
-						bits = 32
-					case 2:
-						bits = 128
-					}
-					if (bits == 0 && (family != 0 || source != 0 || addr != 0)) || source > bits || addr != (source+7)/8 {
-						return o
-					}
-				}
-				o += n
+		for o, end := at+10, at+10+int(binary.BigEndian.Uint16(msg[at+8:])); o+4 <= end; {
+			code, n := binary.BigEndian.Uint16(msg[o:]), int(binary.BigEndian.Uint16(msg[o+2:]))
+			o += 4
+			if o+n > end {
+				break
 			}
+			if code == dns.EDNS0SUBNET && n >= 4 {
+				family, source, addr := binary.BigEndian.Uint16(msg[o:]), int(msg[o+2]), n-4
+				bits := 0
+				switch family {
+				case 1:
+					bits = 32
+				case 2:
+					bits = 128
+				}
+				if (bits == 0 && (family != 0 || source != 0 || addr != 0)) || source > bits || addr != (source+7)/8 {
+					found = o
+					return false
+				}
+			}
+			o += n
 		}
-		off += rdlen
+		return true
+	})
+	return found
+}
+
+// skipName is the offset past the name at off in msg (compressed or not),
+// or -1 when it runs past msg or uses a reserved label type.
+func skipName(msg []byte, off int) int {
+	for off < len(msg) {
+		l := int(msg[off])
+		switch {
+		case l&0xC0 == 0xC0:
+			if off+2 > len(msg) {
+				return -1
+			}
+			return off + 2
+		case l&0xC0 != 0:
+			return -1
+		case l == 0:
+			return off + 1
+		}
+		off += 1 + l
 	}
-	return 0
+	return -1
+}
+
+// eachRecord calls fn with the offset of the TYPE field of each of the n
+// resource records in msg from off, each known to fit in msg whole, until
+// fn returns false or a record does not fit (its name unreadable, its
+// RDATA past the end). Allocates nothing.
+func eachRecord(msg []byte, off, n int, fn func(at int) bool) {
+	for range n {
+		if off = skipName(msg, off); off < 0 || off+10 > len(msg) {
+			return
+		}
+		next := off + 10 + int(binary.BigEndian.Uint16(msg[off+8:]))
+		if next > len(msg) || !fn(off) {
+			return
+		}
+		off = next
+	}
 }
 
 // serveDNS answers one query over TCP (UDP has its own loop, fastpath.go).

@@ -39,7 +39,15 @@ func (w *waiting) wait(c *Conn) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if c.state.Load()&(connWaiting|connClosed|connEvicted) == 0 {
+	if c.state.Load()&(connClosed|connEvicted) == 0 {
+		w.pushLocked(c)
+	}
+}
+
+// pushLocked puts c at the back, unless it waits already. Called with
+// w.mu held.
+func (w *waiting) pushLocked(c *Conn) {
+	if c.state.Load()&connWaiting == 0 {
 		c.spillAt = w.conns.PushBack(c)
 		c.state.Or(connWaiting)
 	}
@@ -75,10 +83,7 @@ func (w *waiting) stalled(c *Conn) {
 			break
 		}
 	}
-	if c.state.Load()&connWaiting == 0 {
-		c.spillAt = w.conns.PushBack(c)
-		c.state.Or(connWaiting)
-	}
+	w.pushLocked(c)
 }
 
 // end takes out the connection that has waited the longest with nothing
