@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,10 +97,8 @@ func TestTCPBlockedWritersCannotHoldEverySlot(t *testing.T) {
 	waitStalled(t, s, cfg.MaxTCPConnections)
 
 	answered, last := queriesOnOwnConns(t, s, 8)
-	var ended dto.Metric
-	s.metrics.tcpEndedWaiting.Write(&ended)
 	t.Logf("4 addresses holding the %d slots with connections blocked writing to clients that never read, reconnecting at once: another client's TCP queries answered %d of 8 (last error: %v); ended to make room: %v",
-		cfg.MaxTCPConnections, answered, last, ended.GetCounter().GetValue())
+		cfg.MaxTCPConnections, answered, last, counterOf(s.metrics.tcpEndedWaiting))
 	if answered != 8 {
 		t.Errorf("another client's TCP queries answered %d of 8", answered)
 	}

@@ -15,13 +15,19 @@ import (
 // addresses and the scope the server claims them valid for.
 func ecsAnswer(t *testing.T, s *Server, name, addr string) (string, int) {
 	t.Helper()
-	m := query(t, s, "udp", name, dns.TypeA, ecs(addr, 24))
+	return scopedAnswer(t, query(t, s, "udp", name, dns.TypeA, ecs(addr, 24)), fmt.Sprintf("%s/24", addr))
+}
+
+// scopedAnswer is m's addresses and the scope its ECS option claims them
+// valid for; asked names the ECS the query sent.
+func scopedAnswer(t *testing.T, m *dns.Msg, asked string) (string, int) {
+	t.Helper()
 	for _, o := range m.IsEdns0().Option {
 		if e, ok := o.(*dns.EDNS0_SUBNET); ok {
 			return answerIPs(m), int(e.SourceScope)
 		}
 	}
-	t.Fatalf("ECS %s/24: no ECS in the answer %v", addr, m)
+	t.Fatalf("ECS %s: no ECS in the answer %v", asked, m)
 	return "", 0
 }
 
@@ -145,13 +151,7 @@ func ecs6Answer(t *testing.T, s *Server, name, addr string, bits uint8) (string,
 		m.SetEdns0(1232, false)
 		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 2, SourceNetmask: bits, Address: netip.MustParseAddr(addr).AsSlice()})
 	})
-	for _, o := range m.IsEdns0().Option {
-		if e, ok := o.(*dns.EDNS0_SUBNET); ok {
-			return answerIPs(m), int(e.SourceScope)
-		}
-	}
-	t.Fatalf("ECS %s/%d: no ECS in the answer %v", addr, bits, m)
-	return "", 0
+	return scopedAnswer(t, m, fmt.Sprintf("%s/%d", addr, bits))
 }
 
 // The scope is a length in the ECS option's family: a resolver keeps an
@@ -203,13 +203,6 @@ func TestECSScopeOfMappedAddresses(t *testing.T) {
 // network it names.
 func TestECSBitsBeyondTheSourcePrefixIgnored(t *testing.T) {
 	s := startGSLB(t, fuzzConfig(t)) // east 10.1.0.0/16, west 10.2.0.0/16, default east
-	raw := func(family uint16, bits uint8, addr []byte) func(*dns.Msg) {
-		return func(m *dns.Msg) {
-			m.SetEdns0(1232, false)
-			data := append([]byte{byte(family >> 8), byte(family), bits, 0}, addr...)
-			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: data})
-		}
-	}
 	for _, c := range []struct {
 		what       string
 		family     uint16
@@ -222,8 +215,8 @@ func TestECSBitsBeyondTheSourcePrefixIgnored(t *testing.T) {
 		{"10.2.0.0 as a /12", 1, 12, []byte{10, 2}, []byte{10, 0}},
 		{"::ffff:10.2.0.0 as a /108", 2, 108, netip.MustParseAddr("::ffff:10.2.0.0").AsSlice()[:14], netip.MustParseAddr("::ffff:10.0.0.0").AsSlice()[:14]},
 	} {
-		got := answerIPs(query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, raw(c.family, c.bits, c.addr)))
-		want := answerIPs(query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, raw(c.family, c.bits, c.bare)))
+		got := answerIPs(query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, rawECS(c.family, c.bits, c.addr...)))
+		want := answerIPs(query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, rawECS(c.family, c.bits, c.bare...)))
 		t.Logf("%s: %s; the network it names: %s", c.what, got, want)
 		if got != want {
 			t.Errorf("%s: %s, but the network it names gets %s", c.what, got, want)

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -143,13 +141,7 @@ func TestTCPConnectionsCapped(t *testing.T) {
 	// for a new one's room, having waited the longest with nothing read
 	// (those accepted before their client's first bytes arrived).
 	refused := func() int {
-		n := 0
-		for _, c := range []prometheus.Counter{s.metrics.tcpRefused, s.metrics.tcpEndedWaiting} {
-			var m dto.Metric
-			c.Write(&m)
-			n += int(m.GetCounter().GetValue())
-		}
-		return n
+		return counterOf(s.metrics.tcpRefused) + counterOf(s.metrics.tcpEndedWaiting)
 	}
 	for deadline := time.Now().Add(30 * time.Second); guard.Open()+refused() < conns && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)

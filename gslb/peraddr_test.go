@@ -27,12 +27,7 @@ func TestTCPOneClientCannotTakeEverySlot(t *testing.T) {
 	// held for as long as the test runs, as a flood that reopens them would.
 	s := startGSLBWith(t, cfg, func(s *Server) { s.tcpReadTimeout = 2 * time.Minute })
 	guard := s.tcpGuard.Load()
-	counter := func(c interface{ Write(*dto.Metric) error }) int {
-		var m dto.Metric
-		c.Write(&m)
-		return int(m.GetCounter().GetValue())
-	}
-	refused := func() int { return counter(s.metrics.tcpRefused) + counter(s.metrics.tcpRefusedPerIP) }
+	refused := func() int { return counterOf(s.metrics.tcpRefused) + counterOf(s.metrics.tcpRefusedPerIP) }
 
 	flood := make([]net.Conn, 0, cfg.MaxTCPConnections)
 	t.Cleanup(func() {
@@ -53,7 +48,7 @@ func TestTCPOneClientCannotTakeEverySlot(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("127.0.0.2 opened %d idle connections: the server holds %d, refused %d (at max_tcp_connections %d, at the per-address share %d)",
-		len(flood), guard.Open(), refused(), counter(s.metrics.tcpRefused), counter(s.metrics.tcpRefusedPerIP))
+		len(flood), guard.Open(), refused(), counterOf(s.metrics.tcpRefused), counterOf(s.metrics.tcpRefusedPerIP))
 
 	// Another client's query over TCP, from 127.0.0.3.
 	m := new(dns.Msg)
@@ -69,7 +64,7 @@ func TestTCPOneClientCannotTakeEverySlot(t *testing.T) {
 	if held := guard.Open(); held > cfg.MaxTCPConnectionsPerIP+1 {
 		t.Errorf("the server holds %d connections, want at most 127.0.0.2's share %d (and 127.0.0.3's)", held, cfg.MaxTCPConnectionsPerIP)
 	}
-	if got, want := counter(s.metrics.tcpRefusedPerIP), len(flood)-cfg.MaxTCPConnectionsPerIP; got != want {
+	if got, want := counterOf(s.metrics.tcpRefusedPerIP), len(flood)-cfg.MaxTCPConnectionsPerIP; got != want {
 		t.Errorf("ringlb_gslb_tcp_refused_per_ip_total = %d, want %d", got, want)
 	}
 }
@@ -188,11 +183,7 @@ func TestTCPWaitingConnectionsCannotHoldEverySlot(t *testing.T) {
 			waitFor(t, "the flood's connections held, all they sent read", func() bool {
 				return guard.Open() == cfg.MaxTCPConnections && unreadOnServer(t, port) == 0
 			})
-			ended := func() int {
-				var m dto.Metric
-				s.metrics.tcpEndedWaiting.Write(&m)
-				return int(m.GetCounter().GetValue())
-			}
+			ended := func() int { return counterOf(s.metrics.tcpEndedWaiting) }
 
 			// Another client's queries, each on a connection of its own
 			// kept open (its share of them): each needs a room.
@@ -264,4 +255,11 @@ func queriesOnOwnConns(t *testing.T, s *Server, n int) (answered int, last error
 		}
 	}
 	return answered, last
+}
+
+// counterOf is the value of one of a server's own counters (s.metrics).
+func counterOf(c interface{ Write(*dto.Metric) error }) int {
+	var m dto.Metric
+	c.Write(&m)
+	return int(m.GetCounter().GetValue())
 }

@@ -2,7 +2,6 @@ package gslb
 
 import (
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -22,26 +21,6 @@ func slipServer(t *testing.T) *Server {
 	cfg.RateLimit.Slip = &slip
 	cfg.RateLimit.IPv4Prefix = 32
 	return startGSLB(t, cfg)
-}
-
-// udpFrom sends q from src to s over UDP and returns the reply's bytes.
-func udpFrom(t *testing.T, s *Server, src string, q []byte) []byte {
-	t.Helper()
-	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s.Addr())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write(q); err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 65535)
-	n, err := c.Read(buf)
-	if err != nil {
-		t.Fatalf("no reply: %v", err)
-	}
-	return buf[:n]
 }
 
 // A slip (a truncated reply sent for a response RRL holds back) says what
@@ -140,7 +119,7 @@ func TestSlipToSignedQueryIsSigned(t *testing.T) {
 	slips, signedOK := 0, 0
 	for range 6 {
 		q, mac := signedQuery(t, "www.ringlb.test.", dns.TypeA, key, dns.HmacSHA256, testTSIGSecret, time.Now().Unix())
-		p := udpFrom(t, s, "127.0.0.9", q)
+		p := exchangeFrom(t, s, "udp", "127.0.0.9", q)
 		r := new(dns.Msg)
 		if err := r.Unpack(p); err != nil {
 			t.Fatal(err)
@@ -185,7 +164,7 @@ func TestSlipToSignedQueryIsSigned(t *testing.T) {
 	for range 4 {
 		q, _ := signedQuery(t, "www.ringlb.test.", dns.TypeA, key, dns.HmacSHA256, wrongSecret, time.Now().Unix())
 		r := new(dns.Msg)
-		if err := r.Unpack(udpFrom(t, s, "127.0.0.10", q)); err != nil {
+		if err := r.Unpack(exchangeFrom(t, s, "udp", "127.0.0.10", q)); err != nil {
 			t.Fatal(err)
 		}
 		if !r.Truncated {
@@ -259,13 +238,13 @@ func TestSlipAllocatesNothing(t *testing.T) {
 func fullThenSlips(t *testing.T, s *Server, src string, q []byte) (*dns.Msg, []*dns.Msg) {
 	t.Helper()
 	full := new(dns.Msg)
-	if err := full.Unpack(udpFrom(t, s, src, q)); err != nil {
+	if err := full.Unpack(exchangeFrom(t, s, "udp", src, q)); err != nil {
 		t.Fatal(err)
 	}
 	var slips []*dns.Msg
 	for range 4 {
 		r := new(dns.Msg)
-		if err := r.Unpack(udpFrom(t, s, src, q)); err != nil {
+		if err := r.Unpack(exchangeFrom(t, s, "udp", src, q)); err != nil {
 			t.Fatal(err)
 		}
 		if r.Truncated {
