@@ -214,6 +214,7 @@ func TestUpgradeConnectionNamesNoHeaders(t *testing.T) {
 // target's host now, as on a plain request.
 func TestAbsoluteFormUpgradeForwardedAsItsHost(t *testing.T) {
 	heads := make(chan string, 1)
+	done := make(chan struct{}) // a head nobody takes does not hold serveConns's cleanup
 	url := serveConns(t, func(c net.Conn, br *bufio.Reader) {
 		var head strings.Builder
 		for {
@@ -226,25 +227,26 @@ func TestAbsoluteFormUpgradeForwardedAsItsHost(t *testing.T) {
 				break
 			}
 		}
-		heads <- head.String()
+		select {
+		case heads <- head.String():
+		case <-done:
+			return
+		}
 		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\n\r\n")
 		_, _ = io.Copy(io.Discard, br)
 	})
+	t.Cleanup(func() { close(done) }) // before serveConns's
 	h := newHarness(t, configs.Balancer{})
 	h.ring.Update([]ring.Member{{Name: "raw", URL: url, Weight: 1}})
-	upgrade := func(target string) string {
-		return "GET " + target + " HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	}
 	// A target that is neither a path nor a URL names nothing to upgrade.
 	for _, target := range []string{"*", "evil.example:443"} {
-		if got := exchange(t, h.addr, upgrade(target), 1, true); fmt.Sprint(got) != "[400]" {
+		if got := exchange(t, h.addr, wsUpgrade(target), 1, true); fmt.Sprint(got) != "[400]" {
 			t.Errorf("an upgrade of %q: %v, want [400]", target, got)
 		}
 	}
 	for _, scheme := range []string{"http", "ws"} {
 		t.Run(scheme, func(t *testing.T) {
-			if got := exchange(t, h.addr, upgrade(scheme+"://evil.example/ws?x=1"), 1, false); len(got) != 1 || got[0] != http.StatusSwitchingProtocols {
+			if got := exchange(t, h.addr, wsUpgrade(scheme+"://evil.example/ws?x=1"), 1, false); len(got) != 1 || got[0] != http.StatusSwitchingProtocols {
 				t.Fatalf("answers %v, want [101]", got)
 			}
 			checkOriginForm(t, <-heads)

@@ -219,6 +219,9 @@ const (
 	postHead = "POST /up HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n"
 )
 
+// wsUpgrade is the sample upgrade (wsHead), whole, of target instead of /ws.
+func wsUpgrade(target string) string { return strings.Replace(wsHead, "/ws", target, 1) + "\r\n" }
+
 // withBoth is a TE.TE probe: one Transfer-Encoding variant (teLines) plus a
 // Content-Length covering a body that, read as chunked, ends at once and
 // leaves the smuggled request behind.

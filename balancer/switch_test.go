@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
@@ -73,26 +72,9 @@ func TestA101ThatIsNoWebSocketOpensNoTunnel(t *testing.T) {
 	b, addr := startRawBalancer(t, configs.Balancer{})
 	b.ring.Update([]ring.Member{{Name: "app", URL: url, Weight: 1}})
 
-	upgrade := func(path string) string {
-		return "GET " + path + " HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	}
 	for _, path := range []string{"/status/101", "/status/101-upgrade", "/status/101-wrong-accept"} {
 		t.Run(path, func(t *testing.T) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			br := bufio.NewReader(c)
-			if _, err := io.WriteString(c, upgrade(path)); err != nil {
-				t.Fatal(err)
-			}
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp, br, c := upgradeThrough(t, addr, wsUpgrade(path))
 			_, _ = io.Copy(io.Discard, resp.Body)
 			seen := fmt.Sprint(resp.StatusCode)
 			if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -110,7 +92,7 @@ func TestA101ThatIsNoWebSocketOpensNoTunnel(t *testing.T) {
 		})
 	}
 	// A WebSocket handshake's 101 still opens its tunnel.
-	if status, _ := rawRequest(t, addr, upgrade("/ws")); status != http.StatusSwitchingProtocols {
+	if status, _ := rawRequest(t, addr, wsUpgrade("/ws")); status != http.StatusSwitchingProtocols {
 		t.Errorf("a WebSocket handshake: %d, want 101", status)
 	}
 }

@@ -183,7 +183,7 @@ func TestUpgradeAfterInterimAnswers(t *testing.T) {
 				_, _ = io.Copy(io.Discard, br)
 			})
 			h.ring.Update([]ring.Member{{Name: "hinting", URL: url, Weight: 1}})
-			resp, br := upgradeThrough(t, h.addr)
+			resp, br, _ := upgradeThrough(t, h.addr, wsHead+"\r\n")
 			if !tt.tunnel {
 				if resp.StatusCode != http.StatusBadGateway {
 					t.Errorf("%d, want 502 for %d interim answers", resp.StatusCode, tt.interim)
@@ -230,7 +230,7 @@ func TestUpgradeClosedUnansweredTriedOnceMore(t *testing.T) {
 				_, _ = io.Copy(io.Discard, br)
 			})
 			h.ring.Update([]ring.Member{{Name: "shedding", URL: url, Weight: 1}})
-			resp, _ := upgradeThrough(t, h.addr)
+			resp, _, _ := upgradeThrough(t, h.addr, wsHead+"\r\n")
 			if resp.StatusCode != tc.want {
 				t.Errorf("%d after the edge closed %d connection(s) unanswered (%d seen), want %d", resp.StatusCode, min(tc.unanswered, int(seen.Load())), seen.Load(), tc.want)
 			}
@@ -238,11 +238,11 @@ func TestUpgradeClosedUnansweredTriedOnceMore(t *testing.T) {
 	}
 }
 
-// upgradeThrough sends the sample upgrade (wsHead) to the balancer at addr
-// on a connection of its own and reads the answer's head: the answer, and
-// a reader for what follows it (the tunnel's bytes). The connection closes
-// when the test ends.
-func upgradeThrough(t *testing.T, addr string) (*http.Response, *bufio.Reader) {
+// upgradeThrough sends req, an upgrade (wsHead, wsUpgrade), to the balancer
+// at addr on a connection of its own and reads the answer's head: the
+// answer, a reader for what follows it (the tunnel's bytes) and the
+// connection, which closes when the test ends.
+func upgradeThrough(t *testing.T, addr, req string) (*http.Response, *bufio.Reader, net.Conn) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -250,7 +250,7 @@ func upgradeThrough(t *testing.T, addr string) (*http.Response, *bufio.Reader) {
 	}
 	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.WriteString(c, wsHead+"\r\n"); err != nil {
+	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
@@ -258,5 +258,5 @@ func upgradeThrough(t *testing.T, addr string) (*http.Response, *bufio.Reader) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp, br
+	return resp, br, c
 }

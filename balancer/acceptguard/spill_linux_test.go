@@ -23,10 +23,7 @@ func TestSpill(t *testing.T) {
 	g := Wrap(listen(t), Config{Name: "test", Logger: logs.logger(), MaxConns: 4, MaxConnsPerIP: 1, Spill: true,
 		Refusal: HTTPAnswer(http.StatusServiceUnavailable, "too many connections"), RefusedPerIP: &refused, LogEvery: time.Hour})
 	defer g.Close()
-	next := acceptNext(t, g)
-	// from opens a connection from 127.0.0.last: the client's end and the
-	// listener's.
-	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
+	from := acceptFrom(t, g)
 	// ended: c's reads end at once, as timeouts (a server answers the
 	// request it waited for), even with a later deadline set — as a server
 	// sets one before it reads a request.
@@ -144,8 +141,7 @@ func TestEndedUnansweredRefusedWithEveryLingerTaken(t *testing.T) {
 		Refusal: HTTPAnswer(http.StatusServiceUnavailable, "too many connections")})
 	defer g.Close()
 	lingerForever(g)
-	next := acceptNext(t, g)
-	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
+	from := acceptFrom(t, g)
 	for range lingerMax {
 		_, c := from(2)
 		go c.Close()
@@ -216,6 +212,17 @@ func TestSpillEndsOneWithARequestOnItsWayWhenNoneElse(t *testing.T) {
 	resp, err := http.ReadResponse(bufio.NewReader(client), nil)
 	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("the request on its way to a connection ended to make room: %v %v, want 503", resp, err)
+	}
+}
+
+// acceptFrom returns from: from(last) opens a connection to g from
+// 127.0.0.last (dialFrom) and returns the client's end and the listener's,
+// accepted.
+func acceptFrom(t *testing.T, g *Listener) (from func(last byte) (net.Conn, *Conn)) {
+	next := acceptNext(t, g)
+	return func(last byte) (net.Conn, *Conn) {
+		t.Helper()
+		return dialFrom(t, g.Addr().String(), last), next().(*Conn)
 	}
 }
 

@@ -20,8 +20,7 @@ func TestEndWaiting(t *testing.T) {
 	var logs logLines
 	g := Wrap(listen(t), Config{Name: "test", Logger: logs.logger(), MaxConns: 3, MaxConnsPerIP: 2, EndWaiting: true, EndedWaiting: &ended, LogEvery: time.Hour})
 	defer g.Close()
-	next := acceptNext(t, g)
-	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
+	from := acceptFrom(t, g)
 	isEnded := func(c *Conn) bool {
 		_ = c.SetReadDeadline(time.Now().Add(testWait))
 		_, err := c.Read(make([]byte, 1))
@@ -98,8 +97,7 @@ func TestEndWaitingEndsARequestBegun(t *testing.T) {
 	var ended counter
 	g := Wrap(listen(t), Config{Name: "test", MaxConns: 3, EndWaiting: true, EndedWaiting: &ended})
 	defer g.Close()
-	next := acceptNext(t, g)
-	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
+	from := acceptFrom(t, g)
 	client, trickle := from(2)
 	if _, err := io.WriteString(client, "q"); err != nil {
 		t.Fatal(err)
@@ -122,8 +120,7 @@ func TestEndWaitingAfterARequestIgnored(t *testing.T) {
 	var ended counter
 	g := Wrap(listen(t), Config{Name: "test", MaxConns: 2, EndWaiting: true, EndedWaiting: &ended})
 	defer g.Close()
-	next := acceptNext(t, g)
-	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
+	from := acceptFrom(t, g)
 	_, ignored := from(2)
 	_, other := from(3)
 	ignored.Serving() // a request read, never answered
@@ -145,8 +142,7 @@ func TestEndStalledWrites(t *testing.T) {
 	var ended counter
 	g := Wrap(listen(t), Config{Name: "test", MaxConns: 2, EndWaiting: true, EndedWaiting: &ended, EndStalledWrites: 50 * time.Millisecond, LogEvery: time.Hour})
 	defer g.Close()
-	next := acceptNext(t, g)
-	from := func(last byte) (net.Conn, *Conn) { return dialFrom(t, g.Addr().String(), last), next().(*Conn) }
+	from := acceptFrom(t, g)
 
 	// a: a request read, served (being answered), more requests unread;
 	// its client reads nothing.
