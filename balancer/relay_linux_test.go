@@ -72,22 +72,24 @@ func TestStarvedRelayLoopClosesNoTunnelWithBytesWaiting(t *testing.T) {
 	defer c.Close()
 	p := relayedPair(t, b, nil)
 	l := p.t.loop
-	sweepEvery := min(max(idle/4, 10*time.Millisecond), time.Second)
-	// Starve the loop: it wakes for its sweep and waits for its lock.
-	l.mu.Lock()
-	time.Sleep(2 * sweepEvery)
-	if _, err := io.WriteString(c, "late"); err != nil {
-		l.mu.Unlock()
-		t.Fatal(err)
-	}
-	fd := p.client.fd
-	healthtest.WaitUntil(t, "the bytes waiting in the relay's socket", func() bool {
-		n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
-		return err == nil && n > 0
-	})
-	// Past the idle timeout since the tunnel last moved a byte.
-	time.Sleep(idle)
-	l.mu.Unlock()
+	// Starve the loop: it wakes for its sweep and waits for its lock
+	// (released however this block ends: a failed wait must not leave the
+	// balancer's shutdown waiting on it).
+	func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		time.Sleep(2 * sweepInterval(idle))
+		if _, err := io.WriteString(c, "late"); err != nil {
+			t.Fatal(err)
+		}
+		fd := p.client.fd
+		healthtest.WaitUntil(t, "the bytes waiting in the relay's socket", func() bool {
+			n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+			return err == nil && n > 0
+		})
+		// Past the idle timeout since the tunnel last moved a byte.
+		time.Sleep(idle)
+	}()
 
 	_ = c.SetReadDeadline(time.Now().Add(healthtest.Patience))
 	got := make([]byte, len("late"))
