@@ -56,6 +56,18 @@ type Edge struct {
 	// made the edge hold connections × max_message_bytes. Beyond it the
 	// connection whose frame would not fit is closed 1013 (default 64 MiB).
 	MaxIncomingBytes int `yaml:"max_incoming_bytes"`
+	// MaxFanoutBytesPerSecond paces each participant by what its messages
+	// make the edge send: a message counts its bytes plus
+	// FanoutDeliveryBytes once for every participant it goes to (at least
+	// once: a ping's pong, an error). A participant may spend a second's
+	// worth at once; past it the edge reads its next message only once the
+	// rate has paid for the last (at most a second later), so the sender's
+	// TCP window closes and nothing is dropped or reordered. Without it one
+	// editor sending small messages as fast as its socket takes them to a
+	// full session kept an edge core busy with deliveries alone. The
+	// default carries a whole-text editor's 64 KiB snapshots ten times a
+	// second to about 50 others (default 32 MiB).
+	MaxFanoutBytesPerSecond int `yaml:"max_fanout_bytes_per_second"`
 	// MaxConnections open at once on the data port; beyond it a connection
 	// is answered 503 and closed (default 0: derived from the open-file
 	// limit, DefaultEdgeMaxConnections).
@@ -211,7 +223,13 @@ const (
 	// DefaultMaxIncomingBytes: a thousand of the largest messages arriving
 	// at once; an ordinary message arrives within a read.
 	DefaultMaxIncomingBytes = 64 << 20
-	DefaultIdleGrace        = 60 * time.Second
+	// DefaultMaxFanoutBytesPerSecond: see Edge.MaxFanoutBytesPerSecond.
+	DefaultMaxFanoutBytesPerSecond = 32 << 20
+	// FanoutDeliveryBytes is what one delivery of a message counts beyond
+	// its bytes against max_fanout_bytes_per_second: a delivery's cost is
+	// mostly its queueing and its write, whatever its size.
+	FanoutDeliveryBytes = 1 << 10
+	DefaultIdleGrace    = 60 * time.Second
 	// DefaultMaxIdleSessions: an idle session without history costs about
 	// 0.6 KiB of heap (sessions/idle_test.go), so about 40 MiB at the cap;
 	// far above the sessions a client's reconnects leave idle.
@@ -257,6 +275,7 @@ func (e *Edge) Provision() {
 	setDefaultInt(&e.SendQueue, DefaultSendQueue)
 	setDefaultInt(&e.MaxQueuedBytes, DefaultMaxQueuedBytes)
 	setDefaultInt(&e.MaxIncomingBytes, DefaultMaxIncomingBytes)
+	setDefaultInt(&e.MaxFanoutBytesPerSecond, DefaultMaxFanoutBytesPerSecond)
 	setDefaultInt(&e.MaxConnections, DefaultEdgeMaxConnections())
 	setDefaultInt(&e.MaxDirectPerIP, max(1, e.MaxConnections/DirectShareDivisor))
 	setDefaultDuration(&e.IdleGrace, DefaultIdleGrace)
@@ -302,6 +321,7 @@ func (e Edge) validate(ps *problems, cl Cluster) {
 	checkRange(ps, "edge.max_idle_sessions", e.MaxIdleSessions, 1, 10_000_000)
 	checkRange(ps, "edge.max_queued_bytes", e.MaxQueuedBytes, 1<<20, 1<<40)
 	checkRange(ps, "edge.max_incoming_bytes", e.MaxIncomingBytes, 1<<20, 1<<40)
+	checkRange(ps, "edge.max_fanout_bytes_per_second", e.MaxFanoutBytesPerSecond, 64<<10, 1<<40)
 	if e.MaxIncomingBytes < e.MaxMessageBytes {
 		ps.add("edge.max_incoming_bytes", "must be at least max_message_bytes (%d), got %d: no largest message could arrive", e.MaxMessageBytes, e.MaxIncomingBytes)
 	}

@@ -343,16 +343,18 @@ func (h *hub) userOffline(p *participant) {
 // broadcast enqueues f to every participant of from's session but from,
 // in one order for all: the session lock is held across the whole fan-out
 // and every send is non-blocking. A recipient whose queue is full is a slow
-// consumer: it is closed with 1013 instead of delaying the others.
-func (h *hub) broadcast(from *participant, f *frame) {
+// consumer: it is closed with 1013 instead of delaying the others. It
+// returns how many participants f went to.
+func (h *hub) broadcast(from *participant, f *frame) int {
 	s := from.session
 	s.mu.Lock()
 	if s.movedTo != "" {
 		s.mu.Unlock()
-		return // handed to another edge: its participants are being closed
+		return 0 // handed to another edge: its participants are being closed
 	}
-	h.deliverOthers(s, from, f)
+	n := h.deliverOthers(s, from, f)
 	s.mu.Unlock()
+	return n
 }
 
 // sessionInfo is one row of GET /api/sessions.

@@ -24,6 +24,9 @@ type metrics struct {
 	// slowConsumers counts participants closed with 1013 because their send
 	// queue was full.
 	slowConsumers prometheus.Counter
+	// fanoutPaced counts the times a participant's reader waited for its
+	// fan-out's pace (pace.go), fanoutPacedSeconds how long in all.
+	fanoutPaced, fanoutPacedSeconds prometheus.Counter
 	// misdirected counts joins answered 421 (the session belongs to
 	// another edge: pinned, claimed, moved, or the ring's owner).
 	misdirected prometheus.Counter
@@ -101,6 +104,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_slow_consumers_total",
 			Help: "Participants closed with 1013 because their send queue was full.",
+		}),
+		fanoutPaced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_fanout_paced_total",
+			Help: "Times a participant's next message was held back because its messages had made the edge send more than edge.max_fanout_bytes_per_second.",
+		}),
+		fanoutPacedSeconds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_fanout_paced_seconds_total",
+			Help: "Time participants' next messages were held back for edge.max_fanout_bytes_per_second, in all.",
 		}),
 		misdirected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_misdirected_total",
@@ -184,7 +195,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Seqs a promoted session skipped: msgs its dead owner sequenced that never reached this edge (async, or sync fallen back).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.misdirected, m.handedOff, m.peerRefused, m.lag,
+	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.fanoutPaced, m.fanoutPacedSeconds, m.misdirected, m.handedOff, m.peerRefused, m.lag,
 		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.connectionErrors, m.incomingRefused, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
 		m.replicationBytes, m.promotions, m.fencedOwners, m.replicationFallbacks, m.replicationLost} {
 		if err := reg.Register(c); err != nil {

@@ -90,6 +90,9 @@ type participant struct {
 	// through p.reader); the writer sets one only once closing, when
 	// readers follow closeDeadline, which it also sets.
 	readDeadline int64
+	// fanout paces what this participant's messages make the edge send
+	// (pace.go); the running reader's, as readDeadline.
+	fanout fanoutBucket
 
 	// out is what the writer has to do, under its own lock (never held
 	// while taking a session lock, nor across a write).
@@ -411,15 +414,16 @@ func (p *participant) closeDeadline(now time.Time) time.Time {
 	return now.Add(p.srv.writeWait + p.srv.closeWait)
 }
 
-// received acts on one whole data message f from the peer.
-func (p *participant) received(f *frame) {
+// received acts on one whole data message f from the peer and returns
+// how many participants it was delivered to (pace.go).
+func (p *participant) received(f *frame) (deliveries int) {
 	s := p.srv
 	readAt := time.Now()
 	if p.v1 {
 		if p.session != nil {
-			p.handleV1(f.kind, f.payload(), readAt)
+			return p.handleV1(f.kind, f.payload(), readAt)
 		}
-		return
+		return 0
 	}
 	f.encode()
 	f.readAt = readAt
@@ -427,8 +431,9 @@ func (p *participant) received(f *frame) {
 	// A viewer's frames are dropped: raw mode has no envelope to
 	// refuse them with, and closing would cost a viewer its view.
 	if p.session != nil && !p.viewer {
-		s.hub.broadcast(p, f)
+		return s.hub.broadcast(p, f)
 	}
+	return 0
 }
 
 // finish ends the connection once its reader has: the participant leaves

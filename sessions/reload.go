@@ -129,6 +129,7 @@ func (s *Server) Reload(cfg configs.Edge) error {
 	s.hub.trimIdle()
 	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
 	s.incoming.limit.Store(int64(cfg.MaxIncomingBytes))
+	s.fanoutRate.Store(int64(cfg.MaxFanoutBytesPerSecond))
 	s.direct.SetLimits(directLimits(cfg))
 	s.idleShare.per.SetLimits(directLimits(cfg))
 	s.applied = cfg
@@ -138,6 +139,7 @@ func (s *Server) Reload(cfg configs.Edge) error {
 	}
 	s.log.Info("configuration reloaded", "history_messages", cfg.History.Messages, "history_bytes", cfg.History.Bytes, "history_total_bytes", cfg.History.TotalBytes,
 		"max_idle_sessions", cfg.MaxIdleSessions, "max_queued_bytes", cfg.MaxQueuedBytes, "max_incoming_bytes", cfg.MaxIncomingBytes,
+		"max_fanout_bytes_per_second", cfg.MaxFanoutBytesPerSecond,
 		"max_direct_per_ip", cfg.MaxDirectPerIP, "anonymous", auth.anonymous, "previous_secret_accepted_until", overlap)
 	return nil
 }

@@ -143,6 +143,8 @@ type Server struct {
 	// (edge.max_queued_bytes), incoming what every connection is in the
 	// middle of receiving (edge.max_incoming_bytes): sendbudget.go.
 	sendBudget, incoming byteBudget
+	// fanoutRate is edge.max_fanout_bytes_per_second (pace.go).
+	fanoutRate atomic.Int64
 	// untrackMemory takes the budgets' counts out of acceptguard.Process's
 	// at Shutdown.
 	untrackMemory func()
@@ -231,6 +233,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 	s.hub.budget = newHistoryBudget(cfg.History.TotalBytes, s.hub.idle)
 	s.sendBudget.limit.Store(int64(cfg.MaxQueuedBytes))
 	s.incoming.limit.Store(int64(cfg.MaxIncomingBytes))
+	s.fanoutRate.Store(int64(cfg.MaxFanoutBytesPerSecond))
 	s.direct = acceptguard.NewPerAddr(directLimits(cfg))
 	s.idleShare = newConnShare(s, directLimits(cfg))
 	// Low on memory, the largest holders are shed (sendbudget.go) and the

@@ -342,13 +342,16 @@ func (h *hub) deliver(p *participant, f *frame) {
 	}
 }
 
-// deliverOthers enqueues f to every participant of s but except (nil: all).
-func (h *hub) deliverOthers(s *session, except *participant, f *frame) {
+// deliverOthers enqueues f to every participant of s but except (nil: all)
+// and returns how many that is.
+func (h *hub) deliverOthers(s *session, except *participant, f *frame) (n int) {
 	for _, q := range s.participants {
 		if q != except {
 			h.deliver(q, f)
+			n++
 		}
 	}
+	return n
 }
 
 // joinV1 greets p (already in s.participants) with welcome, replays the
@@ -507,7 +510,7 @@ const maxPromotionSkip = 1 << 16
 // order and a resume sees exactly what was live. Under sync replication
 // the msg is sequenced and kept, and the rest waits for its replica
 // (commit).
-func (h *hub) publish(p *participant, data []byte, readAt time.Time) {
+func (h *hub) publish(p *participant, data []byte, readAt time.Time) (deliveries int) {
 	s := p.session
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -515,7 +518,7 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) {
 		// Handed to another edge by a drain: not sequenced, not acked. The
 		// client resends it after resuming on the new owner, so it is
 		// neither lost nor duplicated.
-		return
+		return 0
 	}
 	v := s.v1
 	if v.bumpable {
@@ -540,13 +543,14 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) {
 		// Sync: nobody sees it before the replica has it.
 		f.retain()
 		v.pending = append(v.pending, pendingMsg{f: f, from: p, seq: seq})
-		v.remember(f) // takes over our reference
-		return
+		v.remember(f)                  // takes over our reference
+		return len(s.participants) - 1 // at its commit
 	}
-	h.deliverOthers(s, p, f)
+	deliveries = h.deliverOthers(s, p, f)
 	v.remember(f) // takes over our reference
 	v.committed = seq
 	h.ack(p, seq)
+	return deliveries
 }
 
 // ack tells p its msg got seq.
@@ -586,9 +590,10 @@ func (h *hub) commit(s *session, upTo uint64) {
 	v.pending = v.pending[:rest]
 }
 
-// handleV1 acts on one client envelope. Mistakes get an error frame, not
-// a close: an IDE plugin's bug should not cost its user the session.
-func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) {
+// handleV1 acts on one client envelope and returns how many other
+// participants it went to. Mistakes get an error frame, not a close: an
+// IDE plugin's bug should not cost its user the session.
+func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) (deliveries int) {
 	h := p.srv.hub
 	if kind != websocket.TextMessage {
 		p.sendError("bad_request", protocolV1+" frames are JSON text")
@@ -610,7 +615,7 @@ func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) {
 			return
 		}
 		p.srv.metrics.messages.Inc()
-		h.publish(p, in.data, readAt)
+		deliveries = h.publish(p, in.data, readAt)
 	case "ping":
 		ts := in.ts
 		if len(ts) == 0 {
@@ -643,6 +648,7 @@ func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) {
 	default:
 		p.sendError("bad_request", "unknown type "+strconv.Quote(string(in.typ)))
 	}
+	return deliveries
 }
 
 func (p *participant) sendError(code, message string) {

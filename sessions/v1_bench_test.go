@@ -25,7 +25,7 @@ func BenchmarkFanoutV1(b *testing.B) {
 
 func benchmarkFanoutV1(b *testing.B, n int, data []byte) {
 	const batch = 64
-	e := startEdge(b, configs.Edge{SendQueue: 4 * batch}, nil)
+	e := startEdge(b, configs.Edge{SendQueue: 4 * batch, MaxFanoutBytesPerSecond: unpaced}, nil)
 	sender := rawJoinV1(b, e, "bench")
 	// The sender's acks are waited for like the recipients' msgs. Waiting
 	// only for the recipients let the sender's writer fall rounds behind

@@ -247,8 +247,9 @@ func (rd *wsReader) next() error {
 		rd.msg = nil
 		p.srv.incoming.give(rd.held)
 		rd.held = 0
-		p.received(f)
+		cost := fanoutCost(len(f.payload()), p.received(f))
 		f.release()
+		p.pace(cost)
 	}
 	return nil
 }
