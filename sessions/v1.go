@@ -543,8 +543,9 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) (deliveries
 		// Sync: nobody sees it before the replica has it.
 		f.retain()
 		v.pending = append(v.pending, pendingMsg{f: f, from: p, seq: seq})
-		v.remember(f)                  // takes over our reference
-		return len(s.participants) - 1 // at its commit
+		v.remember(f) // takes over our reference
+		// Delivered to the others at its commit.
+		return len(s.participants) - 1
 	}
 	deliveries = h.deliverOthers(s, p, f)
 	v.remember(f) // takes over our reference
