@@ -233,6 +233,9 @@ type ChaosPhase struct {
 	DisconnectedElsewhere int            `json:"disconnected_elsewhere"`
 	DisconnectedKeys      []string       `json:"disconnected_keys,omitempty"`
 	Closes                map[string]int `json:"closes,omitempty"` // by close code, or how the connection failed (connEndKind)
+	// ClientStalls: connections this client ended for its own stall
+	// (endClientStalled), in Closes too but not in SessionsDisconnected.
+	ClientStalls int `json:"client_stalls,omitempty"`
 	// JoinFailures: participants that never got in (every dial failed);
 	// DialFailures: dials that failed or ended before a welcome.
 	JoinFailures int            `json:"join_failures"`
@@ -989,7 +992,7 @@ func (c *chaosClient) read(conn *websocket.Conn) (reason string) {
 			wrote := c.writeFailed
 			c.writeFailed = ""
 			c.mu.Unlock()
-			return connEndKind(err, wrote)
+			return connEndKind(conn, err, wrote)
 		}
 		var f chaosFrame
 		if json.Unmarshal(data, &f) != nil {
@@ -1041,7 +1044,11 @@ func (c *chaosClient) disconnected(reason string) bool {
 		w.mu.Lock()
 		i := w.phaseAt(at)
 		p := w.phases[i]
-		p.disconnected[c.s.idx] = true
+		if reason == endClientStalled {
+			p.ClientStalls++ // back it must come, but the step did not end it
+		} else {
+			p.disconnected[c.s.idx] = true
+		}
 		p.Closes[reason]++
 		w.lastDown = at
 		w.mu.Unlock()
@@ -1145,27 +1152,49 @@ func (c *chaosClient) write(n uint32) bool {
 	_ = c.conn.SetWriteDeadline(time.Now().Add(chaosWriteTimeout))
 	if err := c.conn.WriteMessage(websocket.TextMessage, b); err != nil {
 		// The reader ends now and the participant reconnects.
-		c.writeFailed = "write " + netErrorKind(err)
+		c.writeFailed = writeEndKind(c.conn, err)
 		c.conn.Close()
 		return false
 	}
 	return true
 }
 
-// connEndKind names why a connection ended, for counting: its close code
-// ("1012"), "write timeout" and the like when this client closed it after
-// a failed write (wrote), else how the read failed: "read timeout",
-// "reset", "eof", or "error".
-func connEndKind(err error, wrote string) string {
+// endClientStalled is how a connection ended that this client closed
+// because a deadline passed while its own process did not run — a write
+// timeout with nothing unacknowledged on the socket, a read timeout with
+// bytes waiting to be read (socketQueues) —, as on a machine stalled for
+// tens of seconds. The server held nothing back: the session's
+// participant reconnects, and the step is not counted as having
+// disconnected it (ChaosPhase.ClientStalls).
+const endClientStalled = "client stalled"
+
+// connEndKind names why conn ended, its read having failed with err, for
+// counting: its close code ("1012"), what writeEndKind named when this
+// client closed it after a failed write (wrote), else how the read
+// failed: "read timeout" ("client stalled" when the server's bytes were
+// there, unread), "reset", "eof", or "error".
+func connEndKind(conn *websocket.Conn, err error, wrote string) string {
 	var ce *websocket.CloseError
 	switch {
 	case errors.As(err, &ce):
 		return strconv.Itoa(ce.Code)
 	case wrote != "":
 		return wrote
-	default:
-		return "read " + netErrorKind(err)
 	}
+	if in, _ := socketQueues(conn.NetConn()); in > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		return endClientStalled
+	}
+	return "read " + netErrorKind(err)
+}
+
+// writeEndKind names a write on conn that failed with err: "write timeout"
+// ("client stalled" when the server had acknowledged every byte written
+// before, so nothing could block this write), "write reset", and so on.
+func writeEndKind(conn *websocket.Conn, err error) string {
+	if _, out := socketQueues(conn.NetConn()); out == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		return endClientStalled
+	}
+	return "write " + netErrorKind(err)
 }
 
 // netErrorKind names a failed read or write: "timeout" (its deadline

@@ -8,11 +8,15 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // A participant's connection end is named by how it ended, so a table's
 // "disconnected" column says whose doing it was: the server's close code,
-// a reset, this client's own read or write deadline.
+// a reset, this client's own read or write deadline — and, when that
+// deadline passed with nothing of the server's holding the socket (bytes
+// waiting unread, nothing unacknowledged), this client's own stall.
 func TestConnEndKind(t *testing.T) {
 	ends := make(chan func(*websocket.Conn), 1)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -39,11 +43,12 @@ func TestConnEndKind(t *testing.T) {
 	}
 	held := make(chan struct{})
 	t.Cleanup(func() { close(held) })
+	send := make(chan struct{})
 	for _, tc := range []struct {
 		name string
 		end  func(*websocket.Conn)
 		// read makes the client's read fail as the case needs.
-		read func(*websocket.Conn) error
+		read func(*testing.T, *websocket.Conn) error
 		want string
 	}{
 		{"close frame", func(c *websocket.Conn) {
@@ -53,45 +58,80 @@ func TestConnEndKind(t *testing.T) {
 			_ = c.NetConn().(*net.TCPConn).SetLinger(0)
 			c.NetConn().Close()
 		}, nil, "read reset"},
-		{"read deadline", func(*websocket.Conn) { <-held }, func(c *websocket.Conn) error {
+		{"read deadline", func(*websocket.Conn) { <-held }, func(_ *testing.T, c *websocket.Conn) error {
 			_ = c.SetReadDeadline(time.Now().Add(-time.Second))
 			_, _, err := c.ReadMessage()
 			return err
 		}, "read timeout"},
+		{"read deadline with the server's bytes unread", func(c *websocket.Conn) {
+			<-send // after the handshake's answer has been read
+			_ = c.WriteMessage(websocket.TextMessage, []byte("here"))
+			<-held
+		}, func(t *testing.T, c *websocket.Conn) error {
+			// What a client that did not run for its read deadline sees:
+			// the bytes came, the deadline passed before the read.
+			send <- struct{}{}
+			healthtest.WaitUntil(t, "the server's msg in the socket", func() bool { in, _ := socketQueues(c.NetConn()); return in > 0 })
+			_ = c.SetReadDeadline(time.Now().Add(-time.Second))
+			_, _, err := c.ReadMessage()
+			return err
+		}, endClientStalled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ends <- tc.end
 			c := dial(t)
 			read := tc.read
 			if read == nil {
-				read = func(c *websocket.Conn) error {
+				read = func(_ *testing.T, c *websocket.Conn) error {
 					_ = c.SetReadDeadline(time.Now().Add(time.Minute))
 					_, _, err := c.ReadMessage()
 					return err
 				}
 			}
-			if got := connEndKind(read(c), ""); got != tc.want {
+			if got := connEndKind(c, read(t, c), ""); got != tc.want {
 				t.Errorf("ended as %q, want %q", got, tc.want)
 			}
 		})
 	}
-	t.Run("write deadline", func(t *testing.T) {
+	t.Run("write deadline with nothing unsent", func(t *testing.T) {
 		ends <- func(*websocket.Conn) { <-held }
 		c := dial(t)
 		// A deadline already past when the write runs: what a client
-		// stalled between setting it and writing sees.
+		// stalled between setting it and writing sees. The server took
+		// everything before (the handshake): nothing held the write.
 		_ = c.SetWriteDeadline(time.Now().Add(-time.Second))
 		werr := c.WriteMessage(websocket.TextMessage, []byte("x"))
 		if werr == nil {
 			t.Fatal("a write past its deadline succeeded")
 		}
+		wrote := writeEndKind(c, werr)
 		c.Close()
 		_, _, rerr := c.ReadMessage()
-		if got := connEndKind(rerr, "write "+netErrorKind(werr)); got != "write timeout" {
-			t.Errorf("ended as %q, want %q", got, "write timeout")
+		if got := connEndKind(c, rerr, wrote); got != endClientStalled {
+			t.Errorf("ended as %q, want %q", got, endClientStalled)
 		}
 		if got := netErrorKind(errors.New("something else")); got != "error" {
 			t.Errorf("an unknown error named %q, want %q", got, "error")
+		}
+	})
+	t.Run("write deadline of a server that reads nothing", func(t *testing.T) {
+		ends <- func(*websocket.Conn) { <-held }
+		c := dial(t)
+		// Written until the socket's buffers are full, each write given
+		// a moment: the one that times out is held back by the server.
+		chunk := make([]byte, 1<<20)
+		var werr error
+		for range 256 {
+			_ = c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			if werr = c.WriteMessage(websocket.BinaryMessage, chunk); werr != nil {
+				break
+			}
+		}
+		if werr == nil {
+			t.Fatal("256 MiB written to a server that reads nothing")
+		}
+		if got := writeEndKind(c, werr); got != "write timeout" {
+			t.Errorf("ended as %q, want %q", got, "write timeout")
 		}
 	})
 }
