@@ -59,7 +59,8 @@ type Edge struct {
 	// MaxFanoutBytesPerSecond paces each participant by what its messages
 	// make the edge send: a message counts its bytes plus
 	// FanoutDeliveryBytes once for every participant it goes to (at least
-	// once: a ping's pong, an error). A participant may spend a second's
+	// once: a ping's pong, an error), a resume every msg of its replay the
+	// same way. A participant may spend a second's
 	// worth at once; past it the edge reads its next message only once the
 	// rate has paid for the last (at most a second later), so the sender's
 	// TCP window closes and nothing is dropped or reordered. Without it one

@@ -3,6 +3,7 @@ package sessions
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -147,4 +148,60 @@ func readMsgs(c *websocket.Conn, proto string, want int, each func(n int)) int {
 		}
 	}
 	return n
+}
+
+// A resume costs its replay: each msg of it written to the participant,
+// a write each. Charged as one small envelope, a client resuming from the
+// start again and again, each replay read as it came, made the edge write
+// the whole history over and over as fast as it could. The attack: a
+// history of 50 msgs of 1 KiB, replayed 10 times, at 256 KiB a second.
+// Before, all 10 replays (~1 MiB) within milliseconds; now what has been
+// replayed by any moment is at most a second's worth and the rate since
+// the first resume, plus the replay being paid for.
+func TestResumesArePaced(t *testing.T) {
+	const (
+		msgs    = 50
+		size    = 1 << 10
+		resumes = 10
+		rate    = 256 << 10
+	)
+	e := startEdge(t, configs.Edge{MaxFanoutBytesPerSecond: rate}, nil)
+	writer := e.joinV1(t, "replayed", "", nil)
+	data := strings.Repeat("x", size)
+	for i := range msgs {
+		writer.msg(t, fmt.Sprintf("%03d%s", i, data[3:]))
+		writer.readType(t, "ack")
+	}
+	c := e.joinV1(t, "replayed", "", nil)
+	epoch := c.welcome.Epoch
+	var perReplay int
+	start := time.Now()
+	var over []string
+	for r := range resumes {
+		c.send(t, map[string]any{"type": "resume", "after": 0, "epoch": epoch})
+		bytes := 0
+		for n := 0; n < msgs; {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				t.Fatalf("replay %d: after %d msgs: %v", r, n, err)
+			}
+			if strings.Contains(string(b), `"type":"msg"`) {
+				n++
+				bytes += len(b) + configs.FanoutDeliveryBytes
+			}
+		}
+		if perReplay == 0 {
+			perReplay = bytes
+		}
+		elapsed := time.Since(start)
+		allowed := rate + int(float64(rate)*elapsed.Seconds()) + perReplay
+		if replayed := (r + 1) * perReplay; replayed > allowed {
+			over = append(over, fmt.Sprintf("replay %d after %v: %d KiB replayed, at most %d KiB allowed", r+1, elapsed.Round(time.Millisecond), replayed>>10, allowed>>10))
+		}
+	}
+	t.Logf("%d replays of %d msgs (%d KiB each with their deliveries) at %d KiB/s: the last after %v",
+		resumes, msgs, perReplay>>10, rate>>10, time.Since(start).Round(time.Millisecond))
+	for _, o := range over {
+		t.Errorf("resumes not paced: %s", o)
+	}
 }

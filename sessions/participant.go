@@ -415,25 +415,26 @@ func (p *participant) closeDeadline(now time.Time) time.Time {
 }
 
 // received acts on one whole data message f from the peer and returns
-// how many participants it was delivered to (pace.go).
-func (p *participant) received(f *frame) (deliveries int) {
+// what it costs the participant's fan-out pace (pace.go).
+func (p *participant) received(f *frame) (cost int64) {
 	s := p.srv
 	readAt := time.Now()
 	if p.v1 {
 		if p.session != nil {
 			return p.handleV1(f.kind, f.payload(), readAt)
 		}
-		return 0
+		return fanoutCost(len(f.payload()), 1)
 	}
 	f.encode()
 	f.readAt = readAt
 	s.metrics.messages.Inc()
 	// A viewer's frames are dropped: raw mode has no envelope to
 	// refuse them with, and closing would cost a viewer its view.
+	deliveries := 0
 	if p.session != nil && !p.viewer {
-		return s.hub.broadcast(p, f)
+		deliveries = s.hub.broadcast(p, f)
 	}
-	return 0
+	return fanoutCost(len(f.payload()), deliveries)
 }
 
 // finish ends the connection once its reader has: the participant leaves

@@ -445,8 +445,9 @@ func promotionSkip(maxMessages int) uint64 {
 
 // resume replays to p every msg after seq after, or sends reset when the
 // epoch is another incarnation's or the history no longer reaches back.
-// Called with s.mu held.
-func (h *hub) resume(s *session, p *participant, after uint64, epoch string) {
+// It returns what the replay costs p's fan-out pace (pace.go). Called with
+// s.mu held.
+func (h *hub) resume(s *session, p *participant, after uint64, epoch string) (cost int64) {
 	v := s.v1
 	h.skipLost(s, after, epoch)
 	reason := ""
@@ -463,19 +464,21 @@ func (h *hub) resume(s *session, p *participant, after uint64, epoch string) {
 		f := jsonFrame(resetFrame{"reset", v.committed, v.epoch, reason})
 		h.deliver(p, f)
 		f.release()
-		return
+		return 0
 	}
 	if len(frames) == 0 {
-		return
+		return 0
 	}
 	for _, f := range frames {
 		f.retain()
+		cost += fanoutCost(len(f.wire()), 1)
 	}
 	b := &frame{batch: frames}
 	b.refs.Store(1)
 	p.replaying.Store(true) // cleared by the writer once it is written
 	h.deliver(p, b)
 	b.release()
+	return cost
 }
 
 // writeBatch writes the frames of batch b in order (see writeLoop for why a
@@ -591,11 +594,14 @@ func (h *hub) commit(s *session, upTo uint64) {
 	v.pending = v.pending[:rest]
 }
 
-// handleV1 acts on one client envelope and returns how many other
-// participants it went to. Mistakes get an error frame, not a close: an
-// IDE plugin's bug should not cost its user the session.
-func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) (deliveries int) {
+// handleV1 acts on one client envelope and returns what it costs p's
+// fan-out pace (pace.go): a delivery to each other participant for a msg,
+// the replay for a resume, one delivery for anything else. Mistakes get
+// an error frame, not a close: an IDE plugin's bug should not cost its
+// user the session.
+func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) (cost int64) {
 	h := p.srv.hub
+	cost = fanoutCost(len(payload), 1)
 	if kind != websocket.TextMessage {
 		p.sendError("bad_request", protocolV1+" frames are JSON text")
 		return
@@ -616,7 +622,7 @@ func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) (deli
 			return
 		}
 		p.srv.metrics.messages.Inc()
-		deliveries = h.publish(p, in.data, readAt)
+		cost = fanoutCost(len(payload), h.publish(p, in.data, readAt))
 	case "ping":
 		ts := in.ts
 		if len(ts) == 0 {
@@ -644,12 +650,12 @@ func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) (deli
 		}
 		s := p.session
 		s.mu.Lock()
-		h.resume(s, p, in.after, string(in.epoch))
+		cost += h.resume(s, p, in.after, string(in.epoch))
 		s.mu.Unlock()
 	default:
 		p.sendError("bad_request", "unknown type "+strconv.Quote(string(in.typ)))
 	}
-	return deliveries
+	return cost
 }
 
 func (p *participant) sendError(code, message string) {

@@ -247,7 +247,7 @@ func (rd *wsReader) next() error {
 		rd.msg = nil
 		p.srv.incoming.give(rd.held)
 		rd.held = 0
-		cost := fanoutCost(len(f.payload()), p.received(f))
+		cost := p.received(f)
 		f.release()
 		p.pace(cost)
 	}
