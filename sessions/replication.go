@@ -98,6 +98,9 @@ type replicator struct {
 	links   map[string]*link                 // by replica edge
 	fences  map[string][]pendingFence        // by stale owner: fences to deliver once it is back
 	inbound map[*websocket.Conn]*ownerStream // streams from owners (replica.go)
+	// upgrades are the signatures of the upgrades that opened a stream
+	// here: each opens one (serveReplicate).
+	upgrades onceSigs
 
 	stop chan struct{}
 	wg   sync.WaitGroup // watch, every link's goroutines, every inbound stream
