@@ -384,7 +384,7 @@ func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
 	}
 	var resp handoffResponse
 	for _, hs := range req.Sessions {
-		if len(hs.Key) == 0 || len(hs.Key) > maxKeyLength || hs.Epoch == "" || uint64(len(hs.History)) > hs.Seq {
+		if len(hs.Key) == 0 || len(hs.Key) > maxKeyLength || hs.Epoch == "" || len(hs.Epoch) > maxEpochLength || uint64(len(hs.History)) > hs.Seq {
 			resp.Refused = append(resp.Refused, hs.Key)
 			continue
 		}
