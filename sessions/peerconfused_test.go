@@ -70,3 +70,52 @@ func TestHandoffEpochTheStreamCannotCarryIsRefused(t *testing.T) {
 		t.Errorf("the stream to the replica began anew %d times", restarts)
 	}
 }
+
+// A session's replica drops its copy when the session ends or moves to
+// another replica: the owner sends a free. It sent one only while the
+// session was in step with the stream — not while it waited to be sent
+// whole again because its records had not fit the stream's queue (a
+// replica 4 MiB behind: unsync). A session that ended in that window left
+// its copy, history and all, on the replica for as long as the owner
+// lived: the stream never began anew, so no sweep dropped it, and copies
+// are never idle, so the edge's history budget never took it back.
+func TestCopyOfASessionEndedOutOfStepIsFreed(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "leak")
+	p1, p2 := a.twoTalking(t, key, 3)
+	healthtest.WaitUntil(t, "edge-b holds the copy", func() bool {
+		seq, _, _, ok := copyOf(b, key)
+		return ok && seq == 3
+	})
+	p1.leave(t)
+	p2.leave(t)
+
+	// The queue overflows (replicate's unsync) and the session ends before
+	// its snapshot goes out again: its idle_grace runs out, or the idle
+	// sessions' bound takes it.
+	h := a.s.hub
+	sh := h.shardOf(key)
+	sh.mu.Lock()
+	s := sh.sessions[key]
+	s.mu.Lock()
+	l := s.repl
+	l.mu.Lock()
+	l.unsync(s)
+	l.mu.Unlock()
+	h.freeIdle(sh, s)
+	s.mu.Unlock()
+	sh.mu.Unlock()
+
+	// A later session's msg, acknowledged by the replica, comes after
+	// whatever the owner queued for it before.
+	marker := keyOwnedBy("leak-marker", "edge-a", "edge-a", "edge-b")
+	a.twoTalking(t, marker, 1)
+	healthtest.WaitUntil(t, "edge-b holds the later session's msg", func() bool {
+		seq, _, _, ok := copyOf(b, marker)
+		return ok && seq == 1
+	})
+	_, _, _, kept := copyOf(b, key)
+	t.Logf("copy of the session ended out of step still on the replica: %v", kept)
+	if kept {
+		t.Error("the replica keeps the copy of a session its owner ended")
+	}
+}
