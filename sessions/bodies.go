@@ -10,7 +10,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
-	"github.com/ringlb/ringlb/health"
 )
 
 // Request bodies on the data port. fasthttp reads a request's body whole
@@ -38,13 +37,6 @@ const (
 	// ever allotted. Beyond, a hand-off is answered 503 + Retry-After at
 	// once.
 	handoffBodies = 4
-	// handoffHeads is how many head signatures that took a slot the data
-	// port remembers, each until it could no longer verify: one seen on
-	// the wire and sent again within health.PeerWindow takes no second
-	// slot. Past that many in 2 × PeerWindow (a hand-off of up to 2 MiB
-	// every quarter second, from every edge together) the oldest is
-	// forgotten first, and could take one slot once more.
-	handoffHeads = 256
 )
 
 // Reasons a request body is refused (ringlb_edge_request_bodies_refused_total).
@@ -60,18 +52,18 @@ const (
 // until its handler or the error handler gives it back, or until its read
 // deadline has passed, whichever comes first (a read that failed without
 // either running still frees its slot). It remembers the head signatures
-// that took a slot (handoffHeads), oldest overwritten first.
+// that took a slot (onceSigs): one seen on the wire and sent again within
+// health.PeerWindow takes no second slot. Past sigsKept of them in 2 ×
+// PeerWindow (a hand-off of up to 2 MiB every quarter second, from every
+// edge together) the oldest is forgotten first, and could take one slot
+// once more.
 type bodyGate struct {
 	mu    sync.Mutex
 	slots [handoffBodies]struct {
 		req   *fasthttp.RequestHeader
 		until time.Time
 	}
-	heads [handoffHeads]struct {
-		sig   string
-		until time.Time
-	}
-	next int // the entry of heads overwritten next
+	heads onceSigs
 }
 
 // take gives req a slot until until, if one is free and its head's
@@ -79,19 +71,14 @@ type bodyGate struct {
 func (g *bodyGate) take(req *fasthttp.RequestHeader, sig string, now, until time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.tookLocked(sig, now) {
+	if g.heads.seen(sig, now) {
 		return false
 	}
 	for i := range g.slots {
 		sl := &g.slots[i]
 		if sl.req == nil || !now.Before(sl.until) {
 			sl.req, sl.until = req, until
-			if sig != "" {
-				// Its time is within PeerWindow of now, either way: it
-				// verifies until 2 × PeerWindow from now at most.
-				g.heads[g.next].sig, g.heads[g.next].until = sig, now.Add(2*health.PeerWindow)
-				g.next = (g.next + 1) % len(g.heads)
-			}
+			g.heads.add(sig, now)
 			return true
 		}
 	}
@@ -102,19 +89,7 @@ func (g *bodyGate) take(req *fasthttp.RequestHeader, sig string, now, until time
 func (g *bodyGate) took(sig string, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.tookLocked(sig, now)
-}
-
-func (g *bodyGate) tookLocked(sig string, now time.Time) bool {
-	if sig == "" {
-		return false
-	}
-	for i := range g.heads {
-		if g.heads[i].sig == sig && now.Before(g.heads[i].until) {
-			return true
-		}
-	}
-	return false
+	return g.heads.seen(sig, now)
 }
 
 // give frees req's slot, if it holds one.

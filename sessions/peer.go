@@ -178,6 +178,47 @@ func (o *ownership) peerRequest(ctx *fasthttp.RequestCtx, name string) error {
 	return nil
 }
 
+// sigsKept is how many peer signatures an onceSigs remembers.
+const sigsKept = 256
+
+// onceSigs remembers peer signatures that took their effect once — a
+// hand-off head's body slot (bodyGate), a replication stream
+// (serveReplicate) — each until it could no longer verify, so that a copy
+// seen on the wire and sent again within health.PeerWindow takes none.
+// Past sigsKept in 2 × PeerWindow the oldest is forgotten first. Its
+// owner's lock guards it.
+type onceSigs struct {
+	sigs [sigsKept]struct {
+		sig   string
+		until time.Time
+	}
+	next int // the entry overwritten next
+}
+
+// seen reports whether sig ("" is never) took its effect before.
+func (o *onceSigs) seen(sig string, now time.Time) bool {
+	if sig == "" {
+		return false
+	}
+	for i := range o.sigs {
+		if o.sigs[i].sig == sig && now.Before(o.sigs[i].until) {
+			return true
+		}
+	}
+	return false
+}
+
+// add remembers sig ("": nothing).
+func (o *onceSigs) add(sig string, now time.Time) {
+	if sig == "" {
+		return
+	}
+	// Its time is within PeerWindow of now, either way: it verifies until
+	// 2 × PeerWindow from now at most.
+	o.sigs[o.next].sig, o.sigs[o.next].until = sig, now.Add(2*health.PeerWindow)
+	o.next = (o.next + 1) % len(o.sigs)
+}
+
 // errHeadUnsigned refuses a hand-off's head without configs.HeaderPeerHead
 // from anyone but an edge of an earlier release.
 var errHeadUnsigned = errors.New("hand-off head not signed (" + configs.HeaderPeerHead + ")")
@@ -343,7 +384,7 @@ func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
 	}
 	var resp handoffResponse
 	for _, hs := range req.Sessions {
-		if len(hs.Key) == 0 || len(hs.Key) > maxKeyLength || hs.Epoch == "" || uint64(len(hs.History)) > hs.Seq {
+		if len(hs.Key) == 0 || len(hs.Key) > maxKeyLength || hs.Epoch == "" || len(hs.Epoch) > maxEpochLength || uint64(len(hs.History)) > hs.Seq {
 			resp.Refused = append(resp.Refused, hs.Key)
 			continue
 		}

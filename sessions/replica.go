@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"hash"
 	"log/slog"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/balancer/httplog"
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
 
@@ -115,7 +117,11 @@ func (s *Server) serveReplicate(ctx *fasthttp.RequestCtx) {
 		ctx.Error("bad replication request\n", fasthttp.StatusBadRequest)
 		return
 	}
-	if err := o.peerRequest(ctx, from); err != nil {
+	err = o.peerRequest(ctx, from)
+	if err == nil && !r.opening(string(ctx.Request.Header.Peek(configs.HeaderPeer)), o.m.Keyring().Enabled()) {
+		err = errStreamReplayed
+	}
+	if err != nil {
 		s.metrics.peerRefused.Inc()
 		s.peerLog.Warn(s.log, "replication stream refused", "from", from, "remote", ctx.RemoteIP(), "err", err)
 		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
@@ -130,6 +136,29 @@ func (s *Server) serveReplicate(ctx *fasthttp.RequestCtx) {
 		// fasthttp releases the request at once (KeepHijackedConns).
 		go r.serveStream(conn, from, ownerKey, ownerPub)
 	}, r.wg.Done)
+}
+
+// errStreamReplayed refuses an upgrade whose signature opened a stream
+// already: a copy seen on the wire (edge-to-edge requests are plain HTTP
+// unless the network protects them) and sent again within
+// health.PeerWindow. Each took a connection and a goroutine for
+// streamIdle, however many copies came.
+var errStreamReplayed = errors.New("replication upgrade replayed: its signature opened a stream already")
+
+// opening reports whether the signed upgrade sig may open a stream: once
+// per signature (keyed: a keyless cluster signs nothing).
+func (r *replicator) opening(sig string, keyed bool) bool {
+	if !keyed {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.upgrades.seen(sig, now) {
+		return false
+	}
+	r.upgrades.add(sig, now)
+	return true
 }
 
 // addStream counts an inbound stream in r.wg unless Shutdown began.
@@ -274,9 +303,6 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 	if err := writeBatch(conn, signHello(r.o.m.Keyring(), r.o.self, from, ownerKey, priv.PublicKey().Bytes()), nil); err != nil {
 		return
 	}
-	r.store.mu.Lock()
-	r.store.streams[from] = time.Now()
-	r.store.mu.Unlock()
 	stream.mac = keys.send // before any answer or push is written
 	done := make(chan struct{})
 	var pusher sync.WaitGroup
@@ -298,6 +324,17 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 		if kind != websocket.BinaryMessage || err != nil {
 			r.log.Warn("replication stream ended: bad batch", "from", from, "err", err)
 			return
+		}
+		if want == 1 {
+			// The owner holds the stream's key: this is its stream, begun
+			// anew, on which it sends every session it has whole
+			// (sweepCopies). Not at the hello: anyone who saw the owner's
+			// signed upgrade on the wire can send it again and be
+			// answered one, and the owner's live stream would be taken
+			// for ended, its copies dropped a minute later.
+			r.store.mu.Lock()
+			r.store.streams[from] = time.Now()
+			r.store.mu.Unlock()
 		}
 		answers, err = r.apply(from, records, answers[:0])
 		if err != nil {

@@ -98,6 +98,9 @@ type replicator struct {
 	links   map[string]*link                 // by replica edge
 	fences  map[string][]pendingFence        // by stale owner: fences to deliver once it is back
 	inbound map[*websocket.Conn]*ownerStream // streams from owners (replica.go)
+	// upgrades are the signatures of the upgrades that opened a stream
+	// here: each opens one (serveReplicate).
+	upgrades onceSigs
 
 	stop chan struct{}
 	wg   sync.WaitGroup // watch, every link's goroutines, every inbound stream
@@ -554,7 +557,11 @@ func (l *link) detach(s *session) {
 	delete(l.sessions, s)
 	delete(l.resync, s)
 	delete(l.orphans, s)
-	if s.replGen == l.gen && l.connected && !l.closed {
+	// Whether or not s is in step with the stream: one waiting to be sent
+	// whole again (unsync: its records did not fit the queue) has a copy
+	// there all the same, which nothing else would drop while the stream
+	// lasts. A free for a copy the replica lacks drops nothing.
+	if l.connected && !l.closed {
 		if len(l.building) == 0 {
 			l.builtAt = time.Now()
 		}

@@ -872,8 +872,12 @@ func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	pubKey := base64.RawURLEncoding.EncodeToString(recorded.PublicKey().Bytes())
+	signed := 0
 	dial := func(from string, signer *health.Keyring, as string) (*websocket.Conn, int) {
-		uri := pathReplicate + "?from=" + from + "&key=" + pubKey
+		// Each upgrade signed anew (a signature opens one stream,
+		// TestReplayedUpgradeOpensOneStream), for the same public key.
+		signed++
+		uri := fmt.Sprintf("%s?from=%s&key=%s&n=%d", pathReplicate, from, pubKey, signed)
 		h := http.Header{}
 		signer.SignRequest(h, as, "edge-a", http.MethodGet, uri, nil)
 		d := websocket.Dialer{HandshakeTimeout: testDeadline}
@@ -904,8 +908,8 @@ func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
 		t.Errorf("refused %v, want 3", v)
 	}
 
-	// The upgrade edge-b signed is accepted again within its 30 s, but its
-	// batches need the stream's key: the X25519 secret of edge-b's key.
+	// An upgrade edge-b signed for a public key opens a stream, but its
+	// batches need the stream's key: the X25519 secret of that key.
 	plant := func(priv *ecdh.PrivateKey, counter uint64) bool {
 		c, code := dial("edge-b", b.m.Keyring(), "edge-b")
 		if code != http.StatusSwitchingProtocols {

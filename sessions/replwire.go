@@ -99,9 +99,16 @@ func appendStr16(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// maxEpochLength bounds a session's epoch: a str8 on the stream. This
+// edge's epochs are 16 bytes; a hand-off's are refused beyond it
+// (serveHandoff): an epoch the stream cannot carry would be a record the
+// replica cannot parse, its stream ended and begun anew for as long as
+// the session lived.
+const maxEpochLength = 255
+
 // appendSnapshot, appendMsg... append one record each. Keys are at most
-// maxKeyLength (< 64 KiB), epochs and names at most 255 bytes: the
-// callers' values are bounded so.
+// maxKeyLength (< 64 KiB), epochs (maxEpochLength) and names at most 255
+// bytes: the callers' values are bounded so.
 func appendSnapshot(b []byte, term, base uint64, epoch, key string) []byte {
 	b = appendRecordHead(b, recSnapshot, 8+8+1+len(epoch)+2+len(key))
 	b = binary.BigEndian.AppendUint64(b, term)
