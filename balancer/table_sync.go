@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -650,6 +651,20 @@ func (d *drainStates) set(name string, st drainState) bool {
 	return true
 }
 
+// change records a change made here (the operator's, through this
+// balancer), stamped after every change known here: stamps are balancers'
+// clocks, and one running ahead stamped its drain in this one's future,
+// where an undrain stamped by this clock could not end it.
+func (d *drainStates) change(name string, st drainState) drainState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur, ok := d.m[name]; ok && cur.stamp >= st.stamp && cur.stamp < math.MaxInt64 {
+		st.stamp = cur.stamp + 1
+	}
+	d.m[name] = st
+	return st
+}
+
 func (d *drainStates) get(name string) (drainState, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -696,12 +711,11 @@ func (t *sessionTable) setDrain(name string, on bool, deadline time.Time) {
 	if on {
 		st.deadline = deadline.UnixNano()
 	}
-	if t.drains.set(name, st) {
-		t.routesGen.Add(1)
-		t.onDrain()
-		if sy := t.sync.Load(); sy != nil {
-			sy.queueDrain(name)
-		}
+	t.drains.change(name, st)
+	t.routesGen.Add(1)
+	t.onDrain()
+	if sy := t.sync.Load(); sy != nil {
+		sy.queueDrain(name)
 	}
 }
 

@@ -603,3 +603,49 @@ func TestTableSharesBackendsOfAnyConfigName(t *testing.T) {
 		t.Errorf("bal-2 took %v of bal-1's messages for malformed", v)
 	}
 }
+
+// A drain's changes meet by their stamps, each balancer's clock: the latest
+// wins. A balancer whose clock runs ahead stamps its drain in the others'
+// future, and an operator's undrain through another balancer, stamped by a
+// clock that is right, was older than the drain it ends: refused, on the
+// balancer that took it too, and the edge stayed off every ring until the
+// right clocks caught up. A change made here is stamped after every change
+// known here.
+func TestUndrainEndsADrainStampedAhead(t *testing.T) {
+	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	b2 := startClusterBalancer(t, cl, "bal-2", cfg)
+	waitRing(t, b1, "edge-1", "edge-2")
+	waitRing(t, b2, "edge-1", "edge-2")
+	healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+
+	// bal-2's clock is 5 minutes ahead: its drain of edge-1, as it holds
+	// and sends it (on its gossip channel, as its own drain goes).
+	ahead := time.Now().Add(5 * time.Minute)
+	st := drainState{on: true, deadline: ahead.Add(time.Hour).UnixNano(), stamp: ahead.UnixNano()}
+	b2.bal.table.drains.set("edge-1", st)
+	b2.bal.table.routesGen.Add(1)
+	b2.bal.table.onDrain()
+	w := newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
+	w.addDrain("edge-1", st)
+	healthtest.WaitUntil(t, "bal-1 takes bal-2's drain", func() bool {
+		if err := b2.bal.table.sync.Load().ch.SendPacket("bal-1", w.bytes()); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := b1.bal.table.drains.get("edge-1")
+		return ok && got.on
+	})
+	waitRing(t, b1, "edge-2")
+	waitRing(t, b2, "edge-2")
+
+	// The operator ends it through bal-1.
+	code, body := adminPost(t, b1.admin, "/api/nodes/edge-1/undrain")
+	t.Logf("undrain through bal-1: %d %s", code, body)
+	if code != http.StatusAccepted || !strings.Contains(body, `"draining": false`) {
+		t.Fatalf("undrain through bal-1 answered %d %s, want the drain over", code, body)
+	}
+	waitRing(t, b1, "edge-1", "edge-2")
+	waitRing(t, b2, "edge-1", "edge-2")
+}
