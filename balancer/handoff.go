@@ -328,8 +328,10 @@ func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
 		}
 		switch typ {
 		case handoff.TypeTable:
+			// A part that does not read costs its entries, never the
+			// tunnels that follow: each brings its key's entry (attach).
 			if _, err := b.table.inherit(p); err != nil {
-				return taken, fmt.Errorf("hand-off: the session table: %w", err)
+				b.log.Warn("hand-off: a part of the session table was refused; the tunnels go on", "bytes", len(p), "err", err)
 			}
 		case handoff.TypeTunnel:
 			b.table.endInherit()

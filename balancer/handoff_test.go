@@ -3,6 +3,7 @@
 package balancer
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -37,9 +38,16 @@ func newHandOffBalancer(t *testing.T, edgeURL string, ln net.Listener) *Balancer
 
 func newHandOffBalancerWith(t *testing.T, cfg configs.Balancer, edgeURL string, ln net.Listener) *Balancer {
 	t.Helper()
+	return newHandOffBalancerNamed(t, cfg, "raw", edgeURL, ln)
+}
+
+// newHandOffBalancerNamed is a balancer routing to edgeURL under the name
+// edge, serving ln.
+func newHandOffBalancerNamed(t *testing.T, cfg configs.Balancer, edge, edgeURL string, ln net.Listener) *Balancer {
+	t.Helper()
 	r := ring.New(ring.DefaultConfig())
 	if edgeURL != "" {
-		r.Update([]ring.Member{{Name: "raw", URL: edgeURL, Weight: 1}})
+		r.Update([]ring.Member{{Name: edge, URL: edgeURL, Weight: 1}})
 	}
 	cfg.Provision()
 	b, err := New(cfg, "bal", r, slog.New(slog.DiscardHandler), nil)
@@ -533,5 +541,96 @@ func TestHandOffState(t *testing.T) {
 	}
 	if m := next.static.Load().Members(); len(m) != 0 {
 		t.Errorf("a static edge the old process saw down is on the new ring from the start: %v", m)
+	}
+}
+
+// A hand-off carries the tunnels whatever the table beside them holds: a
+// backend named as the config allows ("app:7101": `ringlb check` asks only
+// for a unique name) travels in the table like any other, and a table part
+// the new process cannot read (a confused old process) costs that part's
+// entries, not the tunnels that follow. Before, the new process stopped
+// reading at such a part, and every tunnel sent after it was closed.
+func TestHandOffCarriesTunnelsPastTheTable(t *testing.T) {
+	for _, tc := range []struct {
+		name, edge string
+		badPart    bool
+	}{
+		{"a backend named as the config allows", "app:7101", false},
+		{"an unreadable table part first", "raw", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			edge := startRawEdge(t)
+			lnA := mustListen(t)
+			addr := lnA.Addr().String()
+			lnB := sameSocket(t, lnA)
+			old := newHandOffBalancerNamed(t, configs.Balancer{}, tc.edge, edge, lnA)
+			const n = 5
+			conns := make([]net.Conn, n)
+			readers := make([]*bufio.Reader, n)
+			for i := range n {
+				conns[i], readers[i] = openRawTunnel(t, addr)
+				defer conns[i].Close()
+			}
+			waitTunnels(t, old, n)
+			idle := xxhash.Sum64String("idle")
+			if r := old.table.record(idle, tc.edge, placement{at: time.Now().UnixNano()}, netip.MustParseAddr("127.0.0.9"), nil); r != recorded {
+				t.Fatalf("record an idle key: %d", r)
+			}
+
+			a, b, err := handoff.Pair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			defer b.Close()
+			next := newHandOffBalancerNamed(t, configs.Balancer{}, tc.edge, "", lnB)
+			errc := make(chan error, 1)
+			go func() { errc <- old.SendState(a) }()
+			if err := next.ReceiveState(b); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			type took struct {
+				n   int
+				err error
+			}
+			taken := make(chan took, 1)
+			go func() {
+				n, err := next.TakeOver(b)
+				taken <- took{n, err}
+			}()
+			if tc.badPart {
+				if err := a.Send(handoff.TypeTable, []byte{1, 3, 'a', ' ', 'b'}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			res, err := old.HandOff(ctx, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := <-taken
+			t.Logf("hand-off: moved %d, taken %d (%v)", res.Moved, got.n, got.err)
+			if got.n != n {
+				t.Fatalf("the new process took %d of %d tunnels (%v)", got.n, n, got.err)
+			}
+			for i := range n {
+				conns[i].SetDeadline(time.Now().Add(20 * time.Second))
+				msg := fmt.Sprintf("after %d;", i)
+				if _, err := io.WriteString(conns[i], msg); err != nil {
+					t.Fatalf("tunnel %d after the hand-off: %v", i, err)
+				}
+				b := make([]byte, len(msg))
+				if _, err := io.ReadFull(readers[i], b); err != nil || string(b) != msg {
+					t.Fatalf("tunnel %d after the hand-off: %q %v", i, b, err)
+				}
+			}
+			if v, ok := next.table.view(idle, next.ring.Snapshot()); !ok || v.Backend != tc.edge {
+				t.Errorf("the idle key in the new table: %+v (found %v), want on %s", v, ok, tc.edge)
+			}
+		})
 	}
 }

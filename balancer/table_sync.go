@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -194,6 +195,9 @@ type tableSync struct {
 	drains  []string // drains changed here, to send
 	kick    chan struct{}
 	answers chan askJob // peers that asked for the table
+	// answering are the asks queued or being answered: an ask again
+	// meanwhile (the asker had not all of it yet) is not answered twice.
+	answering map[askJob]bool
 	stop    chan struct{}
 	wg      sync.WaitGroup
 
@@ -220,6 +224,9 @@ type answerParts struct {
 	seen  map[uint32]bool
 	parts uint32
 	ready bool
+	// last is when a part last arrived or was applied: a peer whose
+	// answer is coming is not asked again.
+	last time.Time
 }
 
 // maxPending bounds the deltas waiting to go out; beyond it they are
@@ -242,7 +249,8 @@ const (
 
 func (t *sessionTable) startSync(c Cluster, startupWait time.Duration) error {
 	sy := &tableSync{t: t, cluster: c, kick: make(chan struct{}, 1), answers: make(chan askJob, 16), stop: make(chan struct{}),
-		started: time.Now(), wait: startupWait, askID: rand.Uint64(), asked: map[string]time.Time{}, parts: map[string]*answerParts{}}
+		started: time.Now(), wait: startupWait, askID: rand.Uint64(), asked: map[string]time.Time{}, parts: map[string]*answerParts{},
+		answering: map[askJob]bool{}}
 	ch, err := c.OpenChannel(tableChannel, sy.receive)
 	if err != nil {
 		return err
@@ -395,6 +403,9 @@ func (sy *tableSync) runStreams() {
 			return
 		case job := <-sy.answers:
 			sy.sendTable(job)
+			sy.mu.Lock()
+			delete(sy.answering, job)
+			sy.mu.Unlock()
 		case <-tick.C:
 			sy.sendRefresh()
 			if next := refreshInterval(sy.t.settings.Load().linger); next != every {
@@ -517,10 +528,21 @@ func (t *sessionTable) bodies(limit int) []*msgWriter {
 }
 
 // pendingAsk queues an answer to a peer's ask (dropped when many are
-// queued: the peer asks again).
+// queued: the peer asks again), unless the same ask is queued or being
+// answered already: a starting balancer asks again each second until it
+// has the whole table, and a large table takes longer than that to send
+// and apply — each of its asks was answered with the whole table (600,000
+// entries: 4.7 tables sent for one start, most after it had the first).
 func (sy *tableSync) pendingAsk(peer string, id uint64) {
+	job := askJob{peer, id}
+	sy.mu.Lock()
+	defer sy.mu.Unlock()
+	if sy.answering[job] {
+		return
+	}
 	select {
-	case sy.answers <- askJob{peer, id}:
+	case sy.answers <- job:
+		sy.answering[job] = true
 	default:
 	}
 }
@@ -541,16 +563,19 @@ func (sy *tableSync) receiveAnswer(from string, b []byte) error {
 	if !mine {
 		return nil // an answer to an ask of an earlier run, or to nobody
 	}
-	if err := readBody(b[17:], sy.t.mergeDrain, func(r tableRecord) { sy.t.merge(r, false) }); err != nil {
-		return err
-	}
 	sy.mu.Lock()
 	a := sy.parts[from]
 	if a == nil || a.parts != parts {
 		a = &answerParts{seen: map[uint32]bool{}, parts: parts}
 		sy.parts[from] = a
 	}
-	a.seen[part], a.ready = true, ready
+	a.last = time.Now()
+	sy.mu.Unlock()
+	if err := readBody(b[17:], sy.t.mergeDrain, func(r tableRecord) { sy.t.merge(r, false) }); err != nil {
+		return err
+	}
+	sy.mu.Lock()
+	a.seen[part], a.ready, a.last = true, ready, time.Now()
 	sy.mu.Unlock()
 	sy.checkReady()
 	return nil
@@ -582,7 +607,9 @@ func (sy *tableSync) checkReady() {
 			}
 			continue
 		}
-		if now.Sub(sy.asked[p]) >= askEvery {
+		// Asked again after a second without an answer; not while its
+		// parts are coming.
+		if now.Sub(sy.asked[p]) >= askEvery && (a == nil || now.Sub(a.last) >= askEvery) {
 			sy.asked[p] = now
 			ask = append(ask, p)
 		}
@@ -650,6 +677,20 @@ func (d *drainStates) set(name string, st drainState) bool {
 	return true
 }
 
+// change records a change made here (the operator's, through this
+// balancer), stamped after every change known here: stamps are balancers'
+// clocks, and one running ahead stamped its drain in this one's future,
+// where an undrain stamped by this clock could not end it.
+func (d *drainStates) change(name string, st drainState) drainState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur, ok := d.m[name]; ok && cur.stamp >= st.stamp && cur.stamp < math.MaxInt64 {
+		st.stamp = cur.stamp + 1
+	}
+	d.m[name] = st
+	return st
+}
+
 func (d *drainStates) get(name string) (drainState, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -696,12 +737,11 @@ func (t *sessionTable) setDrain(name string, on bool, deadline time.Time) {
 	if on {
 		st.deadline = deadline.UnixNano()
 	}
-	if t.drains.set(name, st) {
-		t.routesGen.Add(1)
-		t.onDrain()
-		if sy := t.sync.Load(); sy != nil {
-			sy.queueDrain(name)
-		}
+	t.drains.change(name, st)
+	t.routesGen.Add(1)
+	t.onDrain()
+	if sy := t.sync.Load(); sy != nil {
+		sy.queueDrain(name)
 	}
 }
 

@@ -166,8 +166,13 @@ func readBody(b []byte, drain func(name string, st drainState), rec func(tableRe
 		if len(b) < 1 || len(b) < 1+int(b[0]) {
 			return errTableMsg
 		}
+		// Any name the writer can write: a backend's is a static edge's
+		// name as the config gives it (`ringlb check` asks only for a
+		// unique one) or a member's, and a record counts only when its
+		// backend is one this balancer routes to (merge), a drain when it
+		// names a static edge of its config (mergeDrain).
 		n := string(b[1 : 1+int(b[0])])
-		if !validEdgeName(n) {
+		if n == "" {
 			return errTableMsg
 		}
 		names = append(names, n)
@@ -211,19 +216,4 @@ func readBody(b []byte, drain func(name string, st drainState), rec func(tableRe
 		})
 	}
 	return nil
-}
-
-// validEdgeName is the node name rule (health: 1 to 64 letters, digits,
-// '.', '-' or '_'): names travel in headers.
-func validEdgeName(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
