@@ -136,13 +136,18 @@ func TestUpgradeHandsTheListenerToTheNewProcess(t *testing.T) {
 func TestUpgradeRollback(t *testing.T) {
 	for _, tc := range []struct {
 		mode, reason, stderr string
+		// ready bounds the new process's start: generous but for the
+		// one that never gets ready, lest a slow start on a busy machine
+		// be reported instead of the exit or refusal under test.
+		ready time.Duration
 	}{
-		{"exit1", "exited before", "boom: this binary cannot start"},
-		{"fail", "refused to take over: config check: balancer.listen: bad address", ""},
-		{"hang", "not ready within 1s", "starting, slowly"},
+		{"exit1", "exited before", "boom: this binary cannot start", time.Minute},
+		{"fail", "refused to take over: config check: balancer.listen: bad address", "", time.Minute},
+		// 5 s: its line on stderr must have come by then.
+		{"hang", "not ready within 5s", "starting, slowly", 5 * time.Second},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			p, ln := upgradeProcess(t, tc.mode, time.Second)
+			p, ln := upgradeProcess(t, tc.mode, tc.ready)
 			_, err := p.Upgrade(context.Background(), func(c *Conn) error { return c.Send(TypeState, nil) })
 			var ue *UpgradeError
 			if !errors.As(err, &ue) {
