@@ -164,21 +164,8 @@ func TestHandOffMovesEveryTunnel(t *testing.T) {
 		}
 	}
 
-	a, b, err := handoff.Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	defer b.Close()
 	next := newHandOffBalancer(t, "", lnB)
-	errc := make(chan error, 1)
-	go func() { errc <- old.SendState(a) }()
-	if err := next.ReceiveState(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	a, b := stateHandedOver(t, old, next)
 	if n := next.ring.Snapshot().Len(); n != 1 {
 		t.Fatalf("new balancer's ring has %d members, want the old one's 1", n)
 	}
@@ -191,15 +178,7 @@ func TestHandOffMovesEveryTunnel(t *testing.T) {
 	if r := old.table.record(idle, "raw", placement{at: time.Now().UnixNano()}, netip.MustParseAddr("127.0.0.9"), nil); r != recorded {
 		t.Fatalf("record an idle key: %d", r)
 	}
-	type took struct {
-		n   int
-		err error
-	}
-	taken := make(chan took, 1)
-	go func() {
-		n, err := next.TakeOver(b)
-		taken <- took{n, err}
-	}()
+	taken := takeOverAsync(next, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	res, err := old.HandOff(ctx, a)
@@ -577,30 +556,9 @@ func TestHandOffCarriesTunnelsPastTheTable(t *testing.T) {
 				t.Fatalf("record an idle key: %d", r)
 			}
 
-			a, b, err := handoff.Pair()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
-			defer b.Close()
 			next := newHandOffBalancerNamed(t, configs.Balancer{}, tc.edge, "", lnB)
-			errc := make(chan error, 1)
-			go func() { errc <- old.SendState(a) }()
-			if err := next.ReceiveState(b); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-errc; err != nil {
-				t.Fatal(err)
-			}
-			type took struct {
-				n   int
-				err error
-			}
-			taken := make(chan took, 1)
-			go func() {
-				n, err := next.TakeOver(b)
-				taken <- took{n, err}
-			}()
+			a, b := stateHandedOver(t, old, next)
+			taken := takeOverAsync(next, b)
 			if tc.badPart {
 				if err := a.Send(handoff.TypeTable, []byte{1, 3, 'a', ' ', 'b'}); err != nil {
 					t.Fatal(err)
@@ -633,4 +591,43 @@ func TestHandOffCarriesTunnelsPastTheTable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stateHandedOver pairs old with next as an upgrade does and hands old's
+// state (ring, settings) to next: what is left is the table and the
+// tunnels (old.HandOff on a, next.TakeOver on b). Both ends close at the
+// test's end.
+func stateHandedOver(t *testing.T, old, next *Balancer) (a, b *handoff.Conn) {
+	t.Helper()
+	a, b, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	errc := make(chan error, 1)
+	go func() { errc <- old.SendState(a) }()
+	if err := next.ReceiveState(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+// took is what a new balancer's TakeOver returned.
+type took struct {
+	n   int
+	err error
+}
+
+// takeOverAsync runs next.TakeOver(b) on a goroutine of its own; its result
+// comes on the channel.
+func takeOverAsync(next *Balancer, b *handoff.Conn) <-chan took {
+	taken := make(chan took, 1)
+	go func() {
+		n, err := next.TakeOver(b)
+		taken <- took{n, err}
+	}()
+	return taken
 }

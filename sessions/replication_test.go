@@ -880,16 +880,7 @@ func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
 		uri := fmt.Sprintf("%s?from=%s&key=%s&n=%d", pathReplicate, from, pubKey, signed)
 		h := http.Header{}
 		signer.SignRequest(h, as, "edge-a", http.MethodGet, uri, nil)
-		d := websocket.Dialer{HandshakeTimeout: testDeadline}
-		c, resp, err := d.Dial("ws://"+a.data+uri, h)
-		if err != nil {
-			if resp == nil {
-				t.Fatal(err)
-			}
-			return nil, resp.StatusCode
-		}
-		t.Cleanup(func() { c.Close() })
-		return c, http.StatusSwitchingProtocols
+		return dialStream(t, a.data, uri, h)
 	}
 	for _, tt := range []struct {
 		name, from string

@@ -26,8 +26,16 @@ func replayUpgrade(t *testing.T, from, to *clusterEdge, fromName, toName, uri st
 		h = http.Header{}
 		from.m.Keyring().SignRequest(h, fromName, toName, http.MethodGet, uri, nil)
 	}
+	return dialStream(t, to.data, uri, h)
+}
+
+// dialStream sends a replication upgrade with head h to the edge whose
+// data port is addr. It returns the stream (nil when refused) and the
+// status.
+func dialStream(t *testing.T, addr, uri string, h http.Header) (*websocket.Conn, int) {
+	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: testDeadline}
-	c, resp, err := d.Dial("ws://"+to.data+uri, h)
+	c, resp, err := d.Dial("ws://"+addr+uri, h)
 	if err != nil {
 		if resp == nil {
 			t.Fatal(err)
