@@ -198,8 +198,8 @@ type tableSync struct {
 	// answering are the asks queued or being answered: an ask again
 	// meanwhile (the asker had not all of it yet) is not answered twice.
 	answering map[askJob]bool
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	stop      chan struct{}
+	wg        sync.WaitGroup
 
 	// Readiness (guarded by mu).
 	started     time.Time
