@@ -205,3 +205,32 @@ func TestResumesArePaced(t *testing.T) {
 		t.Errorf("resumes not paced: %s", o)
 	}
 }
+
+// The bucket itself, on a clock of its own: a second's worth at once, the
+// rate after it, at most a second's wait however costly one message is.
+func TestFanoutBucket(t *testing.T) {
+	const rate = 1000
+	var b fanoutBucket
+	at := int64(1e12)
+	steps := []struct {
+		after time.Duration // since the last charge
+		cost  int64
+		want  time.Duration
+	}{
+		{0, 600, 0},                                 // a full bucket: 400 left
+		{0, 400, 0},                                 // spent to the last byte
+		{0, 250, 250 * time.Millisecond},            // owed 250: a quarter second
+		{250 * time.Millisecond, 0, 0},              // paid
+		{100 * time.Millisecond, 5000, time.Second}, // owed at most a second's worth
+		{time.Second, 1000, 0},                      // a second idle: full again
+	}
+	for i, s := range steps {
+		at += int64(s.after)
+		if got := b.charge(s.cost, rate, at); got != s.want {
+			t.Errorf("step %d (%v later, cost %d): wait %v, want %v", i, s.after, s.cost, got, s.want)
+		}
+	}
+	if got := fanoutCost(100, 0); got != 100+configs.FanoutDeliveryBytes {
+		t.Errorf("a message delivered to nobody costs %d, want one delivery", got)
+	}
+}
