@@ -40,8 +40,8 @@ type fanoutBucket struct {
 // must wait until it is out of debt (0: it is not).
 func (b *fanoutBucket) charge(cost, rate, now int64) time.Duration {
 	switch elapsed := now - b.at; {
-	case b.at == 0 || elapsed >= int64(time.Second):
-		b.tokens = rate
+	case b.at == 0 || elapsed >= 2*int64(time.Second):
+		b.tokens = rate // full from any debt (at most a second's worth)
 	case elapsed > 0:
 		b.tokens = min(rate, b.tokens+int64(float64(rate)*float64(elapsed)/float64(time.Second)))
 	}

@@ -222,7 +222,8 @@ func TestFanoutBucket(t *testing.T) {
 		{0, 250, 250 * time.Millisecond},            // owed 250: a quarter second
 		{250 * time.Millisecond, 0, 0},              // paid
 		{100 * time.Millisecond, 5000, time.Second}, // owed at most a second's worth
-		{time.Second, 1000, 0},                      // a second idle: full again
+		{time.Second, 1, time.Millisecond},          // a second later: paid, nothing saved
+		{2 * time.Second, 1000, 0},                  // two seconds idle: full again
 	}
 	for i, s := range steps {
 		at += int64(s.after)
