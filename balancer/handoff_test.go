@@ -28,6 +28,7 @@ import (
 	"github.com/ringlb/ringlb/balancer/handoff"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // newHandOffBalancer is a balancer routing to edgeURL, serving ln.
@@ -178,14 +179,9 @@ func TestHandOffMovesEveryTunnel(t *testing.T) {
 	if r := old.table.record(idle, "raw", placement{at: time.Now().UnixNano()}, netip.MustParseAddr("127.0.0.9"), nil); r != recorded {
 		t.Fatalf("record an idle key: %d", r)
 	}
-	taken := takeOverAsync(next, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := old.HandOff(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := <-taken
+	res, got := handedOff(ctx, t, old, a, takeOverAsync(next, b))
 	if got.err != nil {
 		t.Fatal(got.err)
 	}
@@ -283,15 +279,10 @@ func TestHandOffKeepsTLSTunnels(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	next := newHandOffBalancer(t, "", mustListen(t))
-	taken := make(chan int, 1)
-	go func() { n, _ := next.TakeOver(b); taken <- n }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := old.HandOff(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Moved != 0 || res.Kept != 3 || <-taken != 0 {
+	res, got := handedOff(ctx, t, old, a, takeOverAsync(next, b))
+	if res.Moved != 0 || res.Kept != 3 || got.n != 0 {
 		t.Fatalf("hand-off of TLS tunnels: %+v; want all 3 kept", res)
 	}
 	for i, c := range conns {
@@ -422,15 +413,10 @@ func TestHandOffKeepsLimits(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	next := newHandOffBalancerWith(t, cfg, edge, lnB)
-	taken := make(chan int, 1)
-	go func() { n, _ := next.TakeOver(b); taken <- n }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := old.HandOff(ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	if n := <-taken; n != 3 {
-		t.Fatalf("took %d tunnels, want 3", n)
+	if _, got := handedOff(ctx, t, old, a, takeOverAsync(next, b)); got.n != 3 {
+		t.Fatalf("took %d tunnels, want 3", got.n)
 	}
 	if open := next.limiterOrNil(time.Second).guard.Open(); open != 3 {
 		t.Errorf("new balancer counts %d open connections, want the 3 taken over", open)
@@ -566,11 +552,7 @@ func TestHandOffCarriesTunnelsPastTheTable(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			res, err := old.HandOff(ctx, a)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := <-taken
+			res, got := handedOff(ctx, t, old, a, taken)
 			t.Logf("hand-off: moved %d, taken %d (%v)", res.Moved, got.n, got.err)
 			if got.n != n {
 				t.Fatalf("the new process took %d of %d tunnels (%v)", got.n, n, got.err)
@@ -630,4 +612,23 @@ func takeOverAsync(next *Balancer, b *handoff.Conn) <-chan took {
 		taken <- took{n, err}
 	}()
 	return taken
+}
+
+// handedOff runs the old balancer's side of a hand-off on a and returns its
+// result with what the new one's TakeOver (takeOverAsync) returned. A
+// TakeOver that does not return within healthtest.Patience of the
+// hand-off's end fails the test instead of hanging it.
+func handedOff(ctx context.Context, t *testing.T, old *Balancer, a *handoff.Conn, taken <-chan took) (HandOffResult, took) {
+	t.Helper()
+	res, err := old.HandOff(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-taken:
+		return res, got
+	case <-time.After(healthtest.Patience):
+		t.Fatalf("the new balancer's TakeOver had not returned %s after the hand-off (moved %d)", healthtest.Patience, res.Moved)
+		return res, took{}
+	}
 }
