@@ -69,10 +69,12 @@ func (p *participant) pace(cost int64) {
 		return
 	}
 	s.metrics.fanoutPaced.Inc()
-	s.metrics.fanoutPacedSeconds.Add(wait.Seconds())
-	for wait > 0 && !p.stopping() {
-		d := min(wait, paceSlice)
+	// What was waited, not what was owed: a stop ends the wait early.
+	var waited time.Duration
+	for waited < wait && !p.stopping() {
+		d := min(wait-waited, paceSlice)
 		time.Sleep(d)
-		wait -= d
+		waited += d
 	}
+	s.metrics.fanoutPacedSeconds.Add(waited.Seconds())
 }
