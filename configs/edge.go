@@ -57,17 +57,17 @@ type Edge struct {
 	// connection whose frame would not fit is closed 1013 (default 64 MiB).
 	MaxIncomingBytes int `yaml:"max_incoming_bytes"`
 	// MaxFanoutBytesPerSecond paces each participant by what its messages
-	// make the edge send: a message counts its bytes plus
-	// FanoutDeliveryBytes once for every participant it goes to (at least
+	// make the edge send: a message counts its bytes plus 1 KiB
+	// (FanoutDeliveryBytes) once for every participant it goes to (at least
 	// once: a ping's pong, an error), a resume every msg of its replay the
-	// same way. A participant may spend a second's
-	// worth at once; past it the edge reads its next message only once the
-	// rate has paid for the last (at most a second later), so the sender's
-	// TCP window closes and nothing is dropped or reordered. Without it one
-	// editor sending small messages as fast as its socket takes them to a
-	// full session kept an edge core busy with deliveries alone. The
-	// default carries a whole-text editor's 64 KiB snapshots ten times a
-	// second to about 50 others (default 32 MiB).
+	// same way. A participant may spend a second's worth at once; past it
+	// the edge reads its next message only once the rate has paid for the
+	// last (at most a second later), so the sender's TCP window closes and
+	// nothing is dropped or reordered. Without it one editor sending small
+	// messages as fast as its socket takes them to a full session kept an
+	// edge core busy with deliveries alone. The default carries a whole-text
+	// editor's 64 KiB snapshots ten times a second to about 50 others
+	// (default 32 MiB).
 	MaxFanoutBytesPerSecond int `yaml:"max_fanout_bytes_per_second"`
 	// MaxConnections open at once on the data port; beyond it a connection
 	// is answered 503 and closed (default 0: derived from the open-file
