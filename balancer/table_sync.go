@@ -681,14 +681,13 @@ func (d *drainStates) set(name string, st drainState) bool {
 // balancer), stamped after every change known here: stamps are balancers'
 // clocks, and one running ahead stamped its drain in this one's future,
 // where an undrain stamped by this clock could not end it.
-func (d *drainStates) change(name string, st drainState) drainState {
+func (d *drainStates) change(name string, st drainState) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if cur, ok := d.m[name]; ok && cur.stamp >= st.stamp && cur.stamp < math.MaxInt64 {
 		st.stamp = cur.stamp + 1
 	}
 	d.m[name] = st
-	return st
 }
 
 func (d *drainStates) get(name string) (drainState, bool) {
