@@ -117,21 +117,30 @@ func TestConnEndKind(t *testing.T) {
 	t.Run("write deadline of a server that reads nothing", func(t *testing.T) {
 		ends <- func(*websocket.Conn) { <-held }
 		c := dial(t)
-		// Written until the socket's buffers are full, each write given
-		// a moment: the one that times out is held back by the server.
-		chunk := make([]byte, 1<<20)
-		var werr error
-		for range 256 {
-			_ = c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-			if werr = c.WriteMessage(websocket.BinaryMessage, chunk); werr != nil {
-				break
+		// Written to until the server has shut its window with bytes
+		// waiting unacknowledged: they stay so, whatever this process
+		// does, and the write blocked behind them is the server's doing
+		// when a deadline ends it. (Each write given a short deadline
+		// instead, a client that stalled before the buffers were full
+		// found its write timed out with nothing held: "client stalled".)
+		_ = c.SetWriteDeadline(time.Now().Add(healthtest.Patience))
+		wrote := make(chan error, 1)
+		go func() {
+			chunk := make([]byte, 1<<20)
+			for {
+				if err := c.WriteMessage(websocket.BinaryMessage, chunk); err != nil {
+					wrote <- err
+					return
+				}
 			}
-		}
-		if werr == nil {
-			t.Fatal("256 MiB written to a server that reads nothing")
-		}
+		}()
+		healthtest.WaitUntil(t, "the server's window shut with bytes unacknowledged", func() bool { return windowShut(c.NetConn()) })
+		// The blocked write ends now, or at its own deadline if the next
+		// frame's write set that again first.
+		_ = c.NetConn().SetWriteDeadline(time.Now())
+		werr := <-wrote
 		if got := writeEndKind(c, werr); got != "write timeout" {
-			t.Errorf("ended as %q, want %q", got, "write timeout")
+			t.Errorf("ended as %q (%v), want %q", got, werr, "write timeout")
 		}
 	})
 }
