@@ -11,22 +11,26 @@ import (
 // (SIOCINQ) and those written to it that its peer has not acknowledged
 // (SIOCOUTQ); -1 each when c is not a socket it can ask.
 func socketQueues(c net.Conn) (in, out int) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return -1, -1
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1, -1
-	}
 	in, out = -1, -1
-	_ = rc.Control(func(fd uintptr) {
-		if n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+	controlSocket(c, func(fd int) {
+		if n, err := unix.IoctlGetInt(fd, unix.SIOCINQ); err == nil {
 			in = n
 		}
-		if n, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err == nil {
+		if n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil {
 			out = n
 		}
 	})
 	return in, out
+}
+
+// controlSocket calls f with c's socket descriptor, if c has one it can
+// reach.
+func controlSocket(c net.Conn, f func(fd int)) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	if rc, err := sc.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { f(int(fd)) })
+	}
 }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"net"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -11,17 +10,9 @@ import (
 // snd_wnd is 0) while bytes written to c wait unacknowledged (SIOCOUTQ): a
 // peer that reads nothing keeps them so.
 func windowShut(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
 	shut := false
-	_ = rc.Control(func(fd uintptr) {
-		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	controlSocket(c, func(fd int) {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		shut = err == nil && info.Snd_wnd == 0
 	})
 	_, out := socketQueues(c)
