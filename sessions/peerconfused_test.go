@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -117,5 +118,55 @@ func TestCopyOfASessionEndedOutOfStepIsFreed(t *testing.T) {
 	t.Logf("copy of the session ended out of step still on the replica: %v", kept)
 	if kept {
 		t.Error("the replica keeps the copy of a session its owner ended")
+	}
+}
+
+// What waits for a replica is bounded by maxLinkQueue for records of msgs
+// only: a session's free (it ended, or its replica moved) and a fence are
+// queued whatever the queue holds, and the whole queue went out as one
+// batch — past the replica's read limit (maxLinkQueue and a message, and
+// 64 KiB), which ended the stream: the owner dialled again and sent every
+// session whole. Many sessions ending or moving at once (a ring change
+// moving the replicas of tens of thousands) do it; the attack queues the
+// frees of 1,200 sessions of 4 KiB keys, about 4.7 MiB, on a live stream.
+// Now a batch carries records up to maxLinkQueue (one at least) and what
+// is left goes in the next, the waiting msgs' commits with the last.
+func TestManyFreesAtOnceKeepTheStream(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "frees")
+	a.twoTalking(t, key, 1)
+	healthtest.WaitUntil(t, "edge-b holds the copy", func() bool {
+		seq, _, _, ok := copyOf(b, key)
+		return ok && seq == 1
+	})
+	gen := streamGen(a, "edge-b")
+	r := a.s.hub.repl.Load()
+	r.mu.Lock()
+	l := r.links["edge-b"]
+	r.mu.Unlock()
+	// Queued while the writer is busy with the batch before (a replica
+	// behind, a stalled process): one batch's worth together, as detach
+	// appends each.
+	long := strings.Repeat("k", 4000) // with its number, within MaxKeyLength
+	l.mu.Lock()
+	for i := range 1200 {
+		l.building = appendFree(l.building, 1, fmt.Sprintf("%s-%d", long, i))
+	}
+	l.mu.Unlock()
+	l.kick()
+
+	// edge-a's own session goes on replicating, on the same stream.
+	p1 := a.joinV1(t, key, "", nil)
+	for i := range 5 {
+		p1.msg(t, i)
+		p1.readType(t, "ack")
+	}
+	healthtest.WaitUntil(t, "edge-b holds edge-a's msgs", func() bool {
+		seq, _, _, ok := copyOf(b, key)
+		return ok && seq == 6
+	})
+	restarts := streamGen(a, "edge-b") - gen
+	t.Logf("1,200 frees of 4 KiB keys queued at once: the stream to edge-b began anew %d times", restarts)
+	if restarts != 0 {
+		t.Errorf("the stream to the replica began anew %d times", restarts)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
@@ -940,8 +941,19 @@ func (l *link) writeNext(conn *websocket.Conn, mac hash.Hash, head *[]byte) erro
 		b.at = time.Now()
 	}
 	l.nextBatch++
+	if cut := recordsWithin(body, maxLinkQueue); cut > 0 && cut < len(body) {
+		// Frees and fences are queued whatever the queue holds: past the
+		// replica's read limit the whole would end the stream. The rest
+		// goes next, and with it the waiting msgs' commits (batches are
+		// acked in order: none is committed before its record is in).
+		b.commits = nil
+		l.building = append(l.spare[:0], body[cut:]...)
+		body = body[:cut]
+	} else {
+		l.building, l.commits = l.spare[:0], nil
+	}
 	l.inflight = append(l.inflight, b)
-	l.building, l.spare, l.commits = l.spare[:0], nil, nil
+	l.spare = nil
 	l.mu.Unlock()
 
 	*head = appendBatchHead((*head)[:0], mac, b.n, body)
@@ -954,6 +966,22 @@ func (l *link) writeNext(conn *websocket.Conn, mac hash.Hash, head *[]byte) erro
 	}
 	l.mu.Unlock()
 	return err
+}
+
+// recordsWithin returns the length of the longest run of whole records
+// at the start of b that is at most limit bytes, or of its first record
+// when that alone is longer (a msg's: the replica reads a batch of
+// maxLinkQueue and a message).
+func recordsWithin(b []byte, limit int) int {
+	n := 0
+	for n+recordHead <= len(b) {
+		next := n + recordHead + int(binary.BigEndian.Uint32(b[n+1:]))
+		if next > limit && n > 0 {
+			break
+		}
+		n = next
+	}
+	return min(n, len(b))
 }
 
 // writeBatch writes one batch as one binary message.
