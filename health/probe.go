@@ -11,9 +11,18 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ringlb/ringlb/configs"
 )
+
+// MaxReason bounds the text a check's failure leaves as the target's
+// "why" (kept, logged, shown by admin APIs and dashboards): net/http quotes
+// a malformed answer's line in its error, which the target writes.
+const MaxReason = 256
+
+// maxProbeHead bounds the head of an HTTP check's answer.
+const maxProbeHead = 64 << 10
 
 // Prober actively checks one target (host:port) with a monitor: an HTTP or
 // HTTPS GET that must answer the expected status, or a TCP connect. Rise
@@ -54,6 +63,9 @@ func NewProber(mon configs.Monitor, target string, onChange func(up bool, why st
 				DisableKeepAlives: true,
 				// The target is an address, not the certificate's name.
 				TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+				// A health endpoint's head is small; a target sending
+				// megabytes (net/http reads 10 MiB by default) fails.
+				MaxResponseHeaderBytes: maxProbeHead,
 			},
 			CheckRedirect: NoRedirect,
 		}
@@ -121,7 +133,7 @@ func (p *Prober) checkOnce(ctx context.Context) {
 			p.up, changed = false, true
 		}
 		if !p.up || p.failures >= p.mon.Fall {
-			p.why = err.Error()
+			p.why = reason(err)
 		}
 	}
 	up, why := p.up, p.why
@@ -169,4 +181,19 @@ func unwrapURLError(err error) error {
 		return fmt.Errorf("%s", msg[i+2:])
 	}
 	return err
+}
+
+// reason is err's text as a target's why, at most MaxReason bytes (cut on a
+// character's boundary).
+func reason(err error) string {
+	msg := err.Error()
+	if len(msg) <= MaxReason {
+		return msg
+	}
+	const more = "…"
+	cut := MaxReason - len(more)
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + more
 }
