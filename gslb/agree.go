@@ -239,13 +239,16 @@ func (p *pools) known() (probed, regions map[string]bool) {
 	return probed, regions
 }
 
-// localMonitors is this node's own probe view, for GET /api/monitors.
+// localMonitors is this node's own probe view, for GET /api/monitors: the
+// members whose state checks have confirmed. A prober starts up; a node
+// just started would otherwise vote a dead member up until its checks had
+// failed fall times (with two nameservers, a tie: served again).
 func (p *pools) localMonitors() map[string]bool {
 	out := map[string]bool{}
 	for _, n := range p.names {
 		for _, r := range n.regions {
 			for _, m := range r.members {
-				if m.prober != nil {
+				if m.prober != nil && m.prober.Settled() {
 					up, _ := m.prober.Up()
 					out[m.key.String()] = up
 				}
@@ -256,16 +259,21 @@ func (p *pools) localMonitors() map[string]bool {
 }
 
 // agreed turns this node's probe result for a member into the cluster's:
-// down when more than half of the gslb nodes probing it see it down.
-func (s *Server) agreed(k memberKey, localUp bool, localWhy string) (bool, string) {
+// down when more than half of the gslb nodes probing it see it down. A
+// local result no check has confirmed yet (settled false) is no vote: a
+// node just started goes by its peers' views while it has them.
+func (s *Server) agreed(k memberKey, localUp bool, localWhy string, settled bool) (bool, string) {
 	pv := s.peers.Load()
 	if pv == nil || len(pv.reports) == 0 {
 		return localUp, localWhy
 	}
 	key := k.String()
-	total, down := 1, 0
-	if !localUp {
-		down++
+	total, down := 0, 0
+	if settled {
+		total++
+		if !localUp {
+			down++
+		}
 	}
 	for _, r := range pv.reports {
 		if up, ok := r.members[key]; ok {
@@ -275,12 +283,15 @@ func (s *Server) agreed(k memberKey, localUp bool, localWhy string) (bool, strin
 			}
 		}
 	}
-	if total == 1 {
+	if total == 0 || settled && total == 1 {
 		return localUp, localWhy
 	}
 	up := down*2 <= total
 	why := fmt.Sprintf("down for %d of %d gslb nodes", down, total)
-	if !localUp {
+	switch {
+	case !settled:
+		why += "; here: not settled yet"
+	case !localUp:
 		why += "; here: " + localWhy
 	}
 	return up, why

@@ -91,7 +91,7 @@ func TestSlowPeersCostNoVote(t *testing.T) {
 	const bal1 = "ide.ringlb.test./east/bal-1"
 	healthtest.WaitUntil(t, "gslb-a's own probe sees bal-1 down", func() bool { return !a.state.Load().pools.localMonitors()[bal1] })
 	healthtest.WaitUntil(t, "gslb-b's view is in gslb-a's vote", func() bool {
-		up, why := a.agreed(memberKey{"ide.ringlb.test.", "east", "bal-1"}, false, "broken path")
+		up, why := a.agreed(memberKey{"ide.ringlb.test.", "east", "bal-1"}, false, "broken path", true)
 		return up && strings.HasPrefix(why, "down for 1 of 2")
 	})
 	waitAnswer(t, a, "127.0.0.1", "192.0.2.1")
@@ -160,7 +160,55 @@ func TestPeerReportsBounded(t *testing.T) {
 		t.Errorf("a peer answering an 8 MiB head was read whole and heard")
 	}
 	// The junk peer's word on bal-1 still counts: 1 of 2 down, no majority.
-	if up, why := a.agreed(memberKey{"ide.ringlb.test.", "east", "bal-1"}, true, ""); !up || !strings.HasPrefix(why, "down for 1 of 2") {
+	if up, why := a.agreed(memberKey{"ide.ringlb.test.", "east", "bal-1"}, true, "", true); !up || !strings.HasPrefix(why, "down for 1 of 2") {
 		t.Errorf("bal-1: up %v, %q; want up, down for 1 of 2", up, why)
+	}
+}
+
+// East's member is dead and gslb-a has failed east over. gslb-b starts
+// (a deploy, a crash and restart): its probers start up, as a fresh node's
+// must, until their first checks confirm a state. It reported that start
+// state to gslb-a as its view — "up" — so gslb-a had a tie, served the dead
+// member again until gslb-b's own checks had failed fall times, and failed
+// over once more; gslb-b served it all that while. A view no check has
+// confirmed is no vote, and a node whose own view is not confirmed yet
+// goes by its peers'.
+func TestRestartedPeerBringsNoDeadMemberBack(t *testing.T) {
+	west := newFakeBalancer(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	cfg := func() configs.GSLB {
+		y := gslbYAML("  rate_limit: { responses_per_second: 0 }\n", "", deadAddr, west.addr())
+		y = strings.Replace(y, "interval: 1s, timeout: 1s, rise: 2, fall: 4, jitter: 0.01", "interval: 200ms, timeout: 200ms, rise: 2, fall: 8", 1)
+		return parseGSLBYAML(t, y)
+	}
+	a, ma := startNameserver(t, "gslb-a", cfg(), "")
+	waitAnswer(t, a, "127.0.0.1", "192.0.2.2")
+	before := failovers(t, a, "east")
+
+	b, mb := startNameserver(t, "gslb-b", cfg(), ma.Addr())
+	healthtest.WaitMembers(t, mb, "gslb-b joins gslb-a", func(n []health.Node) bool { return len(n) == 2 })
+	healthtest.WaitUntil(t, "gslb-b hears gslb-a", func() bool { pv := b.peers.Load(); return pv != nil && len(pv.reports) == 1 })
+	first := answerIPs(queryFrom(t, b, "udp", "127.0.0.1", "ide.ringlb.test.", 1, nil))
+	const bal1 = "ide.ringlb.test./east/bal-1"
+	healthtest.WaitUntil(t, "gslb-b's own probe settles bal-1 down", func() bool {
+		up, ok := b.state.Load().pools.localMonitors()[bal1]
+		return ok && !up
+	})
+	healthtest.WaitUntil(t, "gslb-a counts gslb-b's settled view", func() bool {
+		_, why := a.agreed(memberKey{"ide.ringlb.test.", "east", "bal-1"}, false, "", true)
+		return strings.HasPrefix(why, "down for 2 of 2")
+	})
+	again := failovers(t, a, "east") - before
+	t.Logf("gslb-b's first answer to east's clients: %s; gslb-a failed east over again %.0f times", first, again)
+	if again != 0 {
+		t.Errorf("gslb-b's start brought the dead member back on gslb-a: east failed over again %.0f times", again)
+	}
+	if first != "192.0.2.2" {
+		t.Errorf("gslb-b, just started, answered east's clients %s (the dead member); gslb-a had it down", first)
 	}
 }

@@ -38,9 +38,13 @@ type Prober struct {
 	logger   *slog.Logger
 	client   *http.Client
 
-	mu        sync.Mutex
-	up        bool
-	why       string
+	mu  sync.Mutex
+	up  bool
+	why string
+	// settled: checks have confirmed the state (rise successes or fall
+	// failures in a row, once), or it was seeded; before, up is the
+	// prober's start state, not a finding.
+	settled   bool
 	successes int
 	failures  int
 	checked   time.Time
@@ -99,11 +103,22 @@ func (p *Prober) Up() (bool, string) {
 }
 
 // Seed sets the state a prober starts with, before Run (a reload carries the
-// state of the prober it replaces, so answers do not flap).
+// state of the prober it replaces, so answers do not flap): a state checks
+// found, so the prober counts as settled.
 func (p *Prober) Seed(up bool, why string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.up, p.why = up, why
+	p.up, p.why, p.settled = up, why, true
+}
+
+// Settled reports whether checks have confirmed the state Up reports (rise
+// successes or fall failures in a row, once since the start), or it was
+// seeded. A prober starts up; until it settles that is an assumption, not
+// something it saw.
+func (p *Prober) Settled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.settled
 }
 
 // Target is what the prober checks.
@@ -120,6 +135,7 @@ func (p *Prober) checkOnce(ctx context.Context) {
 	if err == nil {
 		p.failures = 0
 		p.successes++
+		p.settled = p.settled || p.successes >= p.mon.Rise
 		if !p.up && p.successes >= p.mon.Rise {
 			p.up, changed = true, true
 		}
@@ -129,6 +145,7 @@ func (p *Prober) checkOnce(ctx context.Context) {
 	} else {
 		p.successes = 0
 		p.failures++
+		p.settled = p.settled || p.failures >= p.mon.Fall
 		if p.up && p.failures >= p.mon.Fall {
 			p.up, changed = false, true
 		}
