@@ -144,11 +144,21 @@ func TestPeerReportsBounded(t *testing.T) {
 	bigHead.Start()
 	defer bigHead.Close()
 
-	a, ma := startNameserver(t, "gslb-a", fastAgreeConfig(t, east.addr(), west.addr()), "")
+	// Rounds of a second: the race detector's 1 MiB decode fits in one.
+	a, ma := startNameserver(t, "gslb-a", gslbConfig(t, east, west, ""), "")
 	joinPeer(t, ma.Addr(), "gslb-junk", junk.URL)
 	joinPeer(t, ma.Addr(), "gslb-bighead", bigHead.URL)
 	healthtest.WaitMembers(t, ma, "gslb-a sees its two peers", func(n []health.Node) bool { return len(n) == 3 })
-	healthtest.WaitUntil(t, "both peers read twice", func() bool { return junkReads.Load() >= 2 && headReads.Load() >= 2 })
+	const bal1 = "ide.ringlb.test./east/bal-1"
+	healthtest.WaitUntil(t, "gslb-a has heard the junk peer, read the other twice and settled bal-1", func() bool {
+		pv := a.peers.Load()
+		if pv == nil {
+			return false
+		}
+		_, heard := pv.reports["gslb-junk"]
+		_, settled := a.state.Load().pools.localMonitors()[bal1]
+		return heard && headReads.Load() >= 2 && settled
+	})
 	pv := a.peers.Load()
 	held := len(pv.reports["gslb-junk"].members)
 	_, bigHeard := pv.reports["gslb-bighead"]
