@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ringlb/ringlb/health"
@@ -23,8 +24,11 @@ import (
 // Peers are found through gossip membership (role gslb, their admin URL in
 // the metadata); each node reads the others' GET /api/monitors (its own
 // probes' view, never the agreed one, so views do not feed back) once per
-// shortest monitor interval. A peer that stops answering drops out of the
-// vote after peerStaleRounds rounds.
+// shortest monitor interval, all of them at once (at most maxPeerReads), each
+// read bounded by the interval: a slow peer delays no other's. A peer that
+// stops answering drops out of the vote after peerStaleRounds rounds unheard,
+// counted in rounds, not by the clock, so however long rounds take one
+// missed round costs no vote.
 
 // Peers lists the cluster's live members and holds its key;
 // *health.Membership is one.
@@ -35,10 +39,22 @@ type Peers interface {
 
 const peerStaleRounds = 3
 
-// peerReport is what one peer's probes saw, when we last heard it.
+// maxPeerReads bounds the reads of one round that run at once; a domain's
+// nameservers are a handful.
+const maxPeerReads = 16
+
+// Bounds of a peer's answer: its head, and its body (a JSON view of every
+// member a node probes, with a few regions' loads).
+const (
+	maxPeerHead = 64 << 10
+	maxPeerBody = 1 << 20
+)
+
+// peerReport is what one peer's probes saw when we last heard it, and how
+// many rounds since then it went unheard.
 type peerReport struct {
-	at      time.Time
-	members map[string]bool // memberKey.String() → up
+	missed  int
+	members map[string]bool // memberKey.String() → up; only members probed here
 	// loads are the regions' edges' loads the peer sees in its gossip (steer.go).
 	loads map[string]regionLoad
 }
@@ -87,7 +103,7 @@ func (s *Server) exchangeLoop(ctx context.Context, peers Peers) {
 	// a peer announced is checked against cluster.allowed_networks, where it
 	// redirects to is not, and the signed header would go along.
 	client := &http.Client{
-		Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1},
+		Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, MaxResponseHeaderBytes: maxPeerHead},
 		CheckRedirect: health.NoRedirect,
 	}
 	defer client.CloseIdleConnections()
@@ -109,22 +125,43 @@ func (s *Server) exchangeLoop(ctx context.Context, peers Peers) {
 func (s *Server) exchangeOnce(ctx context.Context, client *http.Client, peers Peers, interval time.Duration) {
 	old := s.peers.Load()
 	next := &peerViews{reports: map[string]peerReport{}}
-	now := time.Now()
-	for _, n := range peers.Members() {
-		if n.Meta.Role != health.RoleGSLB || n.Name == s.name || n.Meta.Admin == "" {
-			continue
+	members := peers.Members()
+	var targets []health.Node
+	for _, n := range members {
+		if n.Meta.Role == health.RoleGSLB && n.Name != s.name && n.Meta.Admin != "" {
+			targets = append(targets, n)
 		}
-		members, loads, err := s.fetchMonitors(ctx, client, n.Name, n.Meta.Admin, interval)
-		if ctx.Err() != nil {
-			return
+	}
+	probed, regions := s.state.Load().pools.known()
+	heard := make([]peerReport, len(targets))
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxPeerReads)
+	for i, n := range targets {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			heard[i], errs[i] = s.fetchMonitors(ctx, client, n.Name, n.Meta.Admin, interval, probed, regions)
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return
+	}
+	for i, n := range targets {
+		prev, known := peerReport{}, false
+		if old != nil {
+			prev, known = old.reports[n.Name]
 		}
 		switch {
-		case err == nil:
-			next.reports[n.Name] = peerReport{at: now, members: members, loads: loads}
-		case old != nil && now.Sub(old.reports[n.Name].at) < peerStaleRounds*interval:
-			next.reports[n.Name] = old.reports[n.Name] // one missed round is not a vote lost
+		case errs[i] == nil:
+			next.reports[n.Name] = heard[i]
+		case known && prev.missed+1 < peerStaleRounds:
+			prev.missed++ // one missed round is not a vote lost
+			next.reports[n.Name] = prev
 		default:
-			s.logger.Debug("gslb peer not heard", "peer", n.Name, "err", err)
+			s.logger.Debug("gslb peer not heard", "peer", n.Name, "err", errs[i])
 		}
 	}
 	s.peers.Store(next)
@@ -133,7 +170,7 @@ func (s *Server) exchangeOnce(ctx context.Context, client *http.Client, peers Pe
 	}
 	// One sample of the edges' load per round, from this node's gossip
 	// and, for regions it does not see, its peers'.
-	local := loadsOf(peers.Members())
+	local := loadsOf(members)
 	s.localLoads.Store(&local)
 	s.state.Load().pools.setLoads(mergeLoads(local, next.reports))
 }
@@ -152,42 +189,66 @@ func sameReports(a, b *peerViews) bool {
 }
 
 // fetchMonitors reads the peer node's GET /api/monitors at admin, bounded
-// by timeout: its own probes' view and the edges' loads it sees.
-func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, node, admin string, timeout time.Duration) (map[string]bool, map[string]regionLoad, error) {
+// by timeout: its own probes' view and the edges' loads it sees, keeping
+// only what can count here — the members probed here (probed) and the
+// regions of this node's names (regions).
+func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, node, admin string, timeout time.Duration, probed, regions map[string]bool) (peerReport, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(admin, "/")+"/api/monitors", nil)
 	if err != nil {
-		return nil, nil, err
+		return peerReport{}, err
 	}
 	// Read as a peer, signed with the cluster's key: the operator's
 	// token never leaves this node.
 	s.keyring.Load().SignRequest(req.Header, s.name, node, req.Method, req.URL.RequestURI(), nil)
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, nil, err
+		return peerReport{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("GET %s/api/monitors: status %d", admin, resp.StatusCode)
+		return peerReport{}, fmt.Errorf("GET %s/api/monitors: status %d", admin, resp.StatusCode)
 	}
 	var body struct {
 		Members map[string]bool       `json:"members"`
 		Loads   map[string]regionLoad `json:"loads"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body); err != nil {
-		return nil, nil, fmt.Errorf("GET %s/api/monitors: %w", admin, err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxPeerBody)).Decode(&body); err != nil {
+		return peerReport{}, fmt.Errorf("GET %s/api/monitors: %w", admin, err)
 	}
-	return body.Members, body.Loads, nil
+	maps.DeleteFunc(body.Members, func(k string, _ bool) bool { return !probed[k] })
+	maps.DeleteFunc(body.Loads, func(r string, _ regionLoad) bool { return !regions[r] })
+	return peerReport{members: body.Members, loads: body.Loads}, nil
 }
 
-// localMonitors is this node's own probe view, for GET /api/monitors.
+// known is what a peer's report can speak of here: the keys of the members
+// this node probes, and the regions of its names.
+func (p *pools) known() (probed, regions map[string]bool) {
+	probed, regions = map[string]bool{}, map[string]bool{}
+	for _, n := range p.names {
+		for rname, r := range n.regions {
+			regions[rname] = true
+			for _, m := range r.members {
+				if m.prober != nil {
+					probed[m.key.String()] = true
+				}
+			}
+		}
+	}
+	return probed, regions
+}
+
+// localMonitors is this node's own probe view, for GET /api/monitors: the
+// members whose state checks have confirmed. A prober starts up; a node
+// just started would otherwise vote a dead member up until its checks had
+// failed fall times (with two nameservers, a tie: served again).
 func (p *pools) localMonitors() map[string]bool {
 	out := map[string]bool{}
 	for _, n := range p.names {
 		for _, r := range n.regions {
 			for _, m := range r.members {
-				if m.prober != nil {
+				if m.prober != nil && m.prober.Settled() {
 					up, _ := m.prober.Up()
 					out[m.key.String()] = up
 				}
@@ -198,16 +259,21 @@ func (p *pools) localMonitors() map[string]bool {
 }
 
 // agreed turns this node's probe result for a member into the cluster's:
-// down when more than half of the gslb nodes probing it see it down.
-func (s *Server) agreed(k memberKey, localUp bool, localWhy string) (bool, string) {
+// down when more than half of the gslb nodes probing it see it down. A
+// local result no check has confirmed yet (settled false) is no vote: a
+// node just started goes by its peers' views while it has them.
+func (s *Server) agreed(k memberKey, localUp bool, localWhy string, settled bool) (bool, string) {
 	pv := s.peers.Load()
 	if pv == nil || len(pv.reports) == 0 {
 		return localUp, localWhy
 	}
 	key := k.String()
-	total, down := 1, 0
-	if !localUp {
-		down++
+	total, down := 0, 0
+	if settled {
+		total++
+		if !localUp {
+			down++
+		}
 	}
 	for _, r := range pv.reports {
 		if up, ok := r.members[key]; ok {
@@ -217,12 +283,15 @@ func (s *Server) agreed(k memberKey, localUp bool, localWhy string) (bool, strin
 			}
 		}
 	}
-	if total == 1 {
+	if total == 0 || settled && total == 1 {
 		return localUp, localWhy
 	}
 	up := down*2 <= total
 	why := fmt.Sprintf("down for %d of %d gslb nodes", down, total)
-	if !localUp {
+	switch {
+	case !settled:
+		why += "; here: not settled yet"
+	case !localUp:
 		why += "; here: " + localWhy
 	}
 	return up, why

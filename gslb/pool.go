@@ -34,7 +34,7 @@ type pools struct {
 	onChange func()
 	// agree turns this node's probe result for a member into the one all
 	// gslb nodes agree on (agree.go); nil: the probe's word is final.
-	agree func(k memberKey, up bool, why string) (bool, string)
+	agree func(k memberKey, up bool, why string, settled bool) (bool, string)
 	// onLatch is called after a rebuild that latched a region as failed
 	// over or cleared its latch (the operator state is saved then).
 	onLatch func()
@@ -213,7 +213,7 @@ func (p *pools) inherit(old *pools) {
 			}
 			for _, m := range r.members {
 				for _, om := range or.members {
-					if om.cfg.Name == m.cfg.Name && om.prober != nil && m.prober != nil && om.prober.Target() == m.prober.Target() {
+					if om.cfg.Name == m.cfg.Name && om.prober != nil && m.prober != nil && om.prober.Target() == m.prober.Target() && om.prober.Settled() {
 						up, why := om.prober.Up()
 						m.prober.Seed(up, why)
 					}
@@ -247,7 +247,7 @@ func (p *pools) servable(m *member) (bool, string) {
 	}
 	up, why := m.prober.Up()
 	if p.agree != nil {
-		return p.agree(m.key, up, why)
+		return p.agree(m.key, up, why, m.prober.Settled())
 	}
 	return up, why
 }

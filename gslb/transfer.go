@@ -2,6 +2,7 @@ package gslb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -278,7 +279,10 @@ func (s *Server) sendNotify(ctx context.Context, st *state, z *zone, serial uint
 	soa := st.soa(z)
 	m.Answer = []dns.RR{soa}
 	c := &dns.Client{Net: "udp", Timeout: notifyTimeout}
-	if key := z.cfg.Transfer.TSIG; key != nil {
+	// The message's TSIG is gone once it is sent: remember it was signed.
+	key := z.cfg.Transfer.TSIG
+	signed := key != nil
+	if signed {
 		m.SetTsig(dns.CanonicalName(key.Name), dns.CanonicalName(key.Algorithm), 300, time.Now().Unix())
 		c.TsigProvider = tsigProvider{s}
 	}
@@ -294,7 +298,13 @@ func (s *Server) sendNotify(ctx context.Context, st *state, z *zone, serial uint
 	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	r, _, err := c.ExchangeWithConnContext(ctx, m, conn)
 	if err != nil {
-		return err
+		return err // a TSIG on the answer that does not verify included
+	}
+	if signed && r.IsTsig() == nil {
+		// RFC 8945 5.3: an answer to a signed request without a TSIG is
+		// discarded. Whoever sent it does not hold the key: not the
+		// secondary, whose acknowledgement it would stand for.
+		return errors.New("answered NOTIFY unsigned")
 	}
 	if r.Opcode != dns.OpcodeNotify || r.Rcode != dns.RcodeSuccess {
 		return fmt.Errorf("answered %s to NOTIFY", dns.RcodeToString[r.Rcode])

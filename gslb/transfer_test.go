@@ -209,6 +209,9 @@ func newSigningSecondary(t *testing.T, secrets map[string]string) *fakeSecondary
 		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 			m := new(dns.Msg)
 			m.SetReply(r)
+			if t := r.IsTsig(); t != nil && secrets != nil && w.TsigStatus() == nil {
+				m.SetTsig(t.Hdr.Name, t.Algorithm, 300, time.Now().Unix()) // signed by WriteMsg
+			}
 			w.WriteMsg(m)
 			if secrets != nil && (r.IsTsig() == nil || w.TsigStatus() != nil) {
 				return

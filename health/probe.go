@@ -11,9 +11,18 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ringlb/ringlb/configs"
 )
+
+// MaxReason bounds the text a check's failure leaves as the target's
+// "why" (kept, logged, shown by admin APIs and dashboards): net/http quotes
+// a malformed answer's line in its error, which the target writes.
+const MaxReason = 256
+
+// maxProbeHead bounds the head of an HTTP check's answer.
+const maxProbeHead = 64 << 10
 
 // Prober actively checks one target (host:port) with a monitor: an HTTP or
 // HTTPS GET that must answer the expected status, or a TCP connect. Rise
@@ -29,9 +38,13 @@ type Prober struct {
 	logger   *slog.Logger
 	client   *http.Client
 
-	mu        sync.Mutex
-	up        bool
-	why       string
+	mu  sync.Mutex
+	up  bool
+	why string
+	// settled: checks have confirmed the state (rise successes or fall
+	// failures in a row, once), or it was seeded; before, up is the
+	// prober's start state, not a finding.
+	settled   bool
 	successes int
 	failures  int
 	checked   time.Time
@@ -54,6 +67,9 @@ func NewProber(mon configs.Monitor, target string, onChange func(up bool, why st
 				DisableKeepAlives: true,
 				// The target is an address, not the certificate's name.
 				TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+				// A health endpoint's head is small; a target sending
+				// megabytes (net/http reads 10 MiB by default) fails.
+				MaxResponseHeaderBytes: maxProbeHead,
 			},
 			CheckRedirect: NoRedirect,
 		}
@@ -87,11 +103,22 @@ func (p *Prober) Up() (bool, string) {
 }
 
 // Seed sets the state a prober starts with, before Run (a reload carries the
-// state of the prober it replaces, so answers do not flap).
+// state of the prober it replaces, so answers do not flap): a state checks
+// found, so the prober counts as settled.
 func (p *Prober) Seed(up bool, why string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.up, p.why = up, why
+	p.up, p.why, p.settled = up, why, true
+}
+
+// Settled reports whether checks have confirmed the state Up reports (rise
+// successes or fall failures in a row, once since the start), or it was
+// seeded. A prober starts up; until it settles that is an assumption, not
+// something it saw.
+func (p *Prober) Settled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.settled
 }
 
 // Target is what the prober checks.
@@ -108,6 +135,7 @@ func (p *Prober) checkOnce(ctx context.Context) {
 	if err == nil {
 		p.failures = 0
 		p.successes++
+		p.settled = p.settled || p.successes >= p.mon.Rise
 		if !p.up && p.successes >= p.mon.Rise {
 			p.up, changed = true, true
 		}
@@ -117,11 +145,12 @@ func (p *Prober) checkOnce(ctx context.Context) {
 	} else {
 		p.successes = 0
 		p.failures++
+		p.settled = p.settled || p.failures >= p.mon.Fall
 		if p.up && p.failures >= p.mon.Fall {
 			p.up, changed = false, true
 		}
 		if !p.up || p.failures >= p.mon.Fall {
-			p.why = err.Error()
+			p.why = reason(err)
 		}
 	}
 	up, why := p.up, p.why
@@ -169,4 +198,19 @@ func unwrapURLError(err error) error {
 		return fmt.Errorf("%s", msg[i+2:])
 	}
 	return err
+}
+
+// reason is err's text as a target's why, at most MaxReason bytes (cut on a
+// character's boundary).
+func reason(err error) string {
+	msg := err.Error()
+	if len(msg) <= MaxReason {
+		return msg
+	}
+	const more = "…"
+	cut := MaxReason - len(more)
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + more
 }

@@ -94,3 +94,27 @@ func TestTCPProbe(t *testing.T) {
 		t.Fatalf("Up() = %v %q", up, why)
 	}
 }
+
+// A prober starts up, unsettled: its first check confirms nothing until
+// rise successes (or fall failures) in a row; a seeded state is settled.
+func TestProberSettles(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	defer srv.Close()
+	mon := fastMonitor("http")
+	mon.Rise = 3
+	p := NewProber(mon, strings.TrimPrefix(srv.URL, "http://"), nil, nil)
+	if p.Settled() {
+		t.Fatal("a new prober is settled before any check")
+	}
+	for i := 1; i <= 3; i++ {
+		p.checkOnce(context.Background())
+		if got, want := p.Settled(), i >= 3; got != want {
+			t.Fatalf("after %d successes (rise 3): settled %v, want %v", i, got, want)
+		}
+	}
+	q := NewProber(mon, "127.0.0.1:1", nil, nil)
+	q.Seed(false, "as the prober it replaces saw it")
+	if !q.Settled() {
+		t.Error("a seeded prober is not settled")
+	}
+}
