@@ -35,8 +35,11 @@ func (s *Server) PublishLoad(m *health.Membership, every time.Duration) (stop fu
 				return
 			case <-t.C:
 			}
-			sessions, conns := s.Stats()
-			l := health.Load{Sessions: sessions, Connections: conns, CPU: cpu.sample()}
+			// Sessions someone is in: one kept for idle_grace without a
+			// participant is not load, and a client that joined made-up
+			// keys and left at once made the edge announce hundreds.
+			_, conns := s.Stats()
+			l := health.Load{Sessions: int(s.hub.active.Load()), Connections: conns, CPU: cpu.sample()}
 			if last != nil && *last == l {
 				continue
 			}

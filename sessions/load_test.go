@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -24,7 +25,7 @@ func joinCluster(t *testing.T, name, seed string, meta health.Meta) *health.Memb
 // An edge's sessions and connections reach the other members' view of its
 // metadata: what gslb nodes steer by.
 func TestPublishLoad(t *testing.T) {
-	e := startEdge(t, configs.Edge{}, nil)
+	e := startEdge(t, configs.Edge{IdleGrace: configs.Duration(time.Hour)}, nil)
 	edge := joinCluster(t, "edge-t", "", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + e.data, Weight: 1, State: health.StateAlive})
 	watcher := joinCluster(t, "gslb-t", edge.Addr(), health.Meta{Role: health.RoleGSLB, Region: "east", State: health.StateAlive})
 	stop := e.s.PublishLoad(edge, 50*time.Millisecond)
@@ -45,6 +46,22 @@ func TestPublishLoad(t *testing.T) {
 			t.Fatalf("the watcher never saw %d sessions and %d connections: %v", sessions, conns, watcher.Members())
 		}
 	}
+	seen(0, 0)
+	// ringlb.v1 sessions no one is in, kept for idle_grace, are not load:
+	// a client that joined made-up keys and left at once (600 in 0.19 s
+	// from one connection at a time) had the edge announce 600 sessions
+	// for idle_grace after it stopped, and gslb steer a region's clients
+	// away by sessions_per_edge, back and forth as it pleased.
+	held := e.joinV1(t, "held", "", nil)
+	for i := range 20 {
+		v := e.joinV1(t, fmt.Sprintf("made-up-%d", i), "", nil)
+		v.leave(t)
+	}
+	if sessions, _ := e.s.Stats(); sessions != 21 {
+		t.Fatalf("%d sessions kept, want the one held and the 20 left idle", sessions)
+	}
+	seen(1, 1)
+	held.leave(t)
 	seen(0, 0)
 	a := e.join(t, "session-a")
 	e.join(t, "session-a")
