@@ -56,12 +56,7 @@ func failovers(t *testing.T, s *Server, region string) float64 {
 // failed east over — a healthy member out, for everyone gslb-a answers.
 func TestSlowPeersCostNoVote(t *testing.T) {
 	west := newFakeBalancer(t)
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := closedAddr(t)
 
 	// gslb-b: sees bal-1 up; fails the read after failNext is set, once.
 	var honestReads, failNext atomic.Int32
@@ -185,12 +180,7 @@ func TestPeerReportsBounded(t *testing.T) {
 // goes by its peers'.
 func TestRestartedPeerBringsNoDeadMemberBack(t *testing.T) {
 	west := newFakeBalancer(t)
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := closedAddr(t)
 	cfg := func() configs.GSLB {
 		y := gslbYAML("  rate_limit: { responses_per_second: 0 }\n", "", deadAddr, west.addr())
 		y = strings.Replace(y, "interval: 1s, timeout: 1s, rise: 2, fall: 4, jitter: 0.01", "interval: 200ms, timeout: 200ms, rise: 2, fall: 8", 1)
@@ -221,4 +211,16 @@ func TestRestartedPeerBringsNoDeadMemberBack(t *testing.T) {
 	if first != "192.0.2.2" {
 		t.Errorf("gslb-b, just started, answered east's clients %s (the dead member); gslb-a had it down", first)
 	}
+}
+
+// closedAddr is the address of a loopback listener closed again: a pool
+// member that refuses every check.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

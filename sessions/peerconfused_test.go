@@ -53,15 +53,7 @@ func TestHandoffEpochTheStreamCannotCarryIsRefused(t *testing.T) {
 	installed, _ := a.s.hub.lookup([]byte(bad), "edge-a", nil)
 
 	// edge-a's own session goes on replicating, on the same stream.
-	p1 := a.joinV1(t, key, "", nil)
-	for i := range 5 {
-		p1.msg(t, i)
-		p1.readType(t, "ack")
-	}
-	healthtest.WaitUntil(t, "edge-b holds edge-a's msgs", func() bool {
-		seq, _, _, ok := copyOf(b, key)
-		return ok && seq == 6
-	})
+	fiveMoreReplicated(t, a, b, key)
 	restarts := streamGen(a, "edge-b") - gen
 	t.Logf("hand-off of a 300-byte epoch installed: %v; edge-a's stream to edge-b began anew %d times over 5 msgs", installed, restarts)
 	if installed {
@@ -155,18 +147,26 @@ func TestManyFreesAtOnceKeepTheStream(t *testing.T) {
 	l.kick()
 
 	// edge-a's own session goes on replicating, on the same stream.
-	p1 := a.joinV1(t, key, "", nil)
-	for i := range 5 {
-		p1.msg(t, i)
-		p1.readType(t, "ack")
-	}
-	healthtest.WaitUntil(t, "edge-b holds edge-a's msgs", func() bool {
-		seq, _, _, ok := copyOf(b, key)
-		return ok && seq == 6
-	})
+	fiveMoreReplicated(t, a, b, key)
 	restarts := streamGen(a, "edge-b") - gen
 	t.Logf("1,200 frees of 4 KiB keys queued at once: the stream to edge-b began anew %d times", restarts)
 	if restarts != 0 {
 		t.Errorf("the stream to the replica began anew %d times", restarts)
 	}
+}
+
+// fiveMoreReplicated has a participant of key's session on a (which holds
+// one msg) send five more, each acknowledged, and waits until b's copy
+// has them.
+func fiveMoreReplicated(t *testing.T, a, b *clusterEdge, key string) {
+	t.Helper()
+	p := a.joinV1(t, key, "", nil)
+	for i := range 5 {
+		p.msg(t, i)
+		p.readType(t, "ack")
+	}
+	healthtest.WaitUntil(t, "edge-b holds edge-a's msgs", func() bool {
+		seq, _, _, ok := copyOf(b, key)
+		return ok && seq == 6
+	})
 }
