@@ -326,6 +326,13 @@ func TestUnclearClaimRefusesTheJoin(t *testing.T) {
 // nobody: joins and claims are no longer sent to the dead edge.
 func TestMoveToAGoneEdgeIsDisregarded(t *testing.T) {
 	s := New(provisioned(configs.Edge{}), "edge-a", "east", slog.New(slog.DiscardHandler), nil)
+	// Shut down at the end: New counts its histories in the process's
+	// memory for as long as it is not.
+	t.Cleanup(func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
 	sh := s.hub.shardOf("k")
 	sh.mu.Lock()
 	sh.sessions["k"] = &session{key: "k", movedTo: "edge-b"}
