@@ -32,9 +32,6 @@ type hub struct {
 	metrics         *metrics
 	seed            maphash.Seed
 	shards          [hubShards]hubShard
-	// active counts the sessions with a participant (as the
-	// sessions_active gauge): the load an edge announces.
-	active atomic.Int64
 
 	// ringlb.v1 (v1.go): set by New before the hub is used.
 	edge        string         // this edge's name, in welcome
@@ -177,8 +174,7 @@ func (h *hub) join(key []byte, p *participant) error {
 		}
 	}
 	if len(s.participants) == 0 {
-		h.metrics.sessionsActive.Inc()
-		h.active.Add(1)
+		h.metrics.sessionsActive.Add(1)
 		if s.v1 != nil && s.v1.idleTimer != nil {
 			// Revived within idle_grace. If the timer already fired, its
 			// expire waits for the shard lock and then finds a newer
@@ -223,8 +219,7 @@ func (h *hub) leave(p *participant) {
 		h.leaveV1(s, p)
 	}
 	if len(s.participants) == 0 {
-		h.metrics.sessionsActive.Dec()
-		h.active.Add(-1)
+		h.metrics.sessionsActive.Add(-1)
 		if s.v1 != nil && h.idleGrace > 0 {
 			h.keepIdle(s)
 			return

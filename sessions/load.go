@@ -39,7 +39,7 @@ func (s *Server) PublishLoad(m *health.Membership, every time.Duration) (stop fu
 			// participant is not load, and a client that joined made-up
 			// keys and left at once made the edge announce hundreds.
 			_, conns := s.Stats()
-			l := health.Load{Sessions: int(s.hub.active.Load()), Connections: conns, CPU: cpu.sample()}
+			l := health.Load{Sessions: int(s.metrics.sessionsActive.Load()), Connections: conns, CPU: cpu.sample()}
 			if last != nil && *last == l {
 				continue
 			}

@@ -9,8 +9,9 @@ import (
 // metrics are the edge's Prometheus metrics, named by the wire contract
 // (docs/CONTRACT.md, "Metrics"). All of them are declared here and nowhere else.
 type metrics struct {
-	// sessionsActive counts sessions with at least one participant.
-	sessionsActive prometheus.Gauge
+	// sessionsActive counts sessions with at least one participant: the
+	// gauge, and the sessions an edge announces as its load (load.go).
+	sessionsActive atomic.Int64
 	// connectionsActive counts upgraded WebSocket connections, from the 101
 	// until the socket is closed (joined or not).
 	connectionsActive prometheus.Gauge
@@ -81,10 +82,6 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "ringlb_edge_sessions_active",
-			Help: "Sessions with at least one participant on this edge.",
-		}),
 		connectionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ringlb_edge_connections_active",
 			Help: "Open WebSocket connections on this edge.",
@@ -195,7 +192,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Seqs a promoted session skipped: msgs its dead owner sequenced that never reached this edge (async, or sync fallen back).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.sessionsActive, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.fanoutPaced, m.fanoutPacedSeconds, m.misdirected, m.handedOff, m.peerRefused, m.lag,
+	active := counterGauge("ringlb_edge_sessions_active", "Sessions with at least one participant on this edge.", &m.sessionsActive)
+	for _, c := range []prometheus.Collector{active, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.fanoutPaced, m.fanoutPacedSeconds, m.misdirected, m.handedOff, m.peerRefused, m.lag,
 		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.connectionErrors, m.incomingRefused, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
 		m.replicationBytes, m.promotions, m.fencedOwners, m.replicationFallbacks, m.replicationLost} {
 		if err := reg.Register(c); err != nil {
