@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/ringlb/ringlb/configs"
-	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // streamGen returns how many streams e's link to peer has begun (0: none).
@@ -36,10 +35,7 @@ func streamGen(e *clusterEdge, peer string) uint64 {
 func TestHandoffEpochTheStreamCannotCarryIsRefused(t *testing.T) {
 	a, b, key := replPair(t, configs.ReplicationSync, "epoch-poison")
 	a.twoTalking(t, key, 1)
-	healthtest.WaitUntil(t, "edge-b holds the copy", func() bool {
-		seq, _, _, ok := copyOf(b, key)
-		return ok && seq == 1
-	})
+	waitCopy(t, b, key, 1)
 	gen := streamGen(a, "edge-b")
 
 	bad := keyOwnedBy("epoch-poison-handed", "edge-a", "edge-a", "edge-b")
@@ -75,10 +71,7 @@ func TestHandoffEpochTheStreamCannotCarryIsRefused(t *testing.T) {
 func TestCopyOfASessionEndedOutOfStepIsFreed(t *testing.T) {
 	a, b, key := replPair(t, configs.ReplicationSync, "leak")
 	p1, p2 := a.twoTalking(t, key, 3)
-	healthtest.WaitUntil(t, "edge-b holds the copy", func() bool {
-		seq, _, _, ok := copyOf(b, key)
-		return ok && seq == 3
-	})
+	waitCopy(t, b, key, 3)
 	p1.leave(t)
 	p2.leave(t)
 
@@ -102,10 +95,7 @@ func TestCopyOfASessionEndedOutOfStepIsFreed(t *testing.T) {
 	// whatever the owner queued for it before.
 	marker := keyOwnedBy("leak-marker", "edge-a", "edge-a", "edge-b")
 	a.twoTalking(t, marker, 1)
-	healthtest.WaitUntil(t, "edge-b holds the later session's msg", func() bool {
-		seq, _, _, ok := copyOf(b, marker)
-		return ok && seq == 1
-	})
+	waitCopy(t, b, marker, 1)
 	_, _, _, kept := copyOf(b, key)
 	t.Logf("copy of the session ended out of step still on the replica: %v", kept)
 	if kept {
@@ -126,10 +116,7 @@ func TestCopyOfASessionEndedOutOfStepIsFreed(t *testing.T) {
 func TestManyFreesAtOnceKeepTheStream(t *testing.T) {
 	a, b, key := replPair(t, configs.ReplicationSync, "frees")
 	a.twoTalking(t, key, 1)
-	healthtest.WaitUntil(t, "edge-b holds the copy", func() bool {
-		seq, _, _, ok := copyOf(b, key)
-		return ok && seq == 1
-	})
+	waitCopy(t, b, key, 1)
 	gen := streamGen(a, "edge-b")
 	r := a.s.hub.repl.Load()
 	r.mu.Lock()
@@ -165,8 +152,5 @@ func fiveMoreReplicated(t *testing.T, a, b *clusterEdge, key string) {
 		p.msg(t, i)
 		p.readType(t, "ack")
 	}
-	healthtest.WaitUntil(t, "edge-b holds edge-a's msgs", func() bool {
-		seq, _, _, ok := copyOf(b, key)
-		return ok && seq == 6
-	})
+	waitCopy(t, b, key, 6)
 }

@@ -88,6 +88,15 @@ func copyOf(e *clusterEdge, key string) (seq uint64, epoch string, term uint64, 
 	return c.v.seq, c.v.epoch, c.v.term, true
 }
 
+// waitCopy waits until e holds a copy of key's session at seq.
+func waitCopy(t testing.TB, e *clusterEdge, key string, seq uint64) {
+	t.Helper()
+	healthtest.WaitUntil(t, fmt.Sprintf("%s holds %s's copy at seq %d", e.s.name, key, seq), func() bool {
+		got, _, _, ok := copyOf(e, key)
+		return ok && got == seq
+	})
+}
+
 // crash makes e vanish as a killed process does: its replication streams
 // and client connections are cut, its listeners closed, and it leaves the
 // gossip cluster — without a drain, a hand-off or a single record more.
@@ -330,10 +339,7 @@ func TestStoppedReplicaFallsBackToAsync(t *testing.T) {
 		t.Fatalf("the stopped replica applied up to %d", seq)
 	}
 	proxy.setPaused(false)
-	healthtest.WaitUntil(t, "the replica catches up", func() bool {
-		seq, _, _, _ := copyOf(b, key)
-		return seq == 21
-	})
+	waitCopy(t, b, key, 21) // the replica catches up
 	healthtest.WaitUntil(t, "the stream is sync again", func() bool {
 		l := a.s.hub.repl.Load().links["edge-b"]
 		l.mu.Lock()
@@ -760,10 +766,7 @@ func startAsyncLag(t *testing.T, prefix string) asyncLag {
 	l.p1.msg(t, 0)
 	l.p1.readType(t, "ack")
 	l.p2.readType(t, "msg")
-	healthtest.WaitUntil(t, "the replica has seq 1", func() bool {
-		seq, _, _, _ := copyOf(l.b, l.key)
-		return seq == 1
-	})
+	waitCopy(t, l.b, l.key, 1)
 	l.proxy.setPaused(true)
 	for i := 1; i <= 3; i++ { // seqs 2–4, on edge-a only
 		l.p1.msg(t, i)

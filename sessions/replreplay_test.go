@@ -11,7 +11,6 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/ringlb/ringlb/configs"
-	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // replayUpgrade opens a replication stream to to's data port as edge from,
@@ -138,8 +137,5 @@ func TestReplayedUpgradeOpensOneStream(t *testing.T) {
 	// edge-a's own streams are untouched: its sessions still replicate.
 	key := keyOwnedBy("replay-streams-after", "edge-a", "edge-a", "edge-b")
 	a.twoTalking(t, key, 1)
-	healthtest.WaitUntil(t, "edge-b holds the new session's copy", func() bool {
-		seq, _, _, ok := copyOf(b, key)
-		return ok && seq == 1
-	})
+	waitCopy(t, b, key, 1)
 }
