@@ -279,10 +279,8 @@ func (s *Server) sendNotify(ctx context.Context, st *state, z *zone, serial uint
 	soa := st.soa(z)
 	m.Answer = []dns.RR{soa}
 	c := &dns.Client{Net: "udp", Timeout: notifyTimeout}
-	// The message's TSIG is gone once it is sent: remember it was signed.
 	key := z.cfg.Transfer.TSIG
-	signed := key != nil
-	if signed {
+	if key != nil {
 		m.SetTsig(dns.CanonicalName(key.Name), dns.CanonicalName(key.Algorithm), 300, time.Now().Unix())
 		c.TsigProvider = tsigProvider{s}
 	}
@@ -300,7 +298,7 @@ func (s *Server) sendNotify(ctx context.Context, st *state, z *zone, serial uint
 	if err != nil {
 		return err // a TSIG on the answer that does not verify included
 	}
-	if signed && r.IsTsig() == nil {
+	if key != nil && r.IsTsig() == nil {
 		// RFC 8945 5.3: an answer to a signed request without a TSIG is
 		// discarded. Whoever sent it does not hold the key: not the
 		// secondary, whose acknowledgement it would stand for.
