@@ -59,12 +59,12 @@ func fanoutCost(size, deliveries int) int64 {
 	return int64(max(deliveries, 1)) * int64(size+configs.FanoutDeliveryBytes)
 }
 
-// pace charges p's bucket with a message's cost and, past it, waits —
-// its reader holding the next message back — until the rate has paid,
-// or until p is stopped.
-func (p *participant) pace(cost int64) {
+// pace charges p's bucket with the cost of a message read at now and,
+// past it, waits — its reader holding the next message back — until the
+// rate has paid, or until p is stopped.
+func (p *participant) pace(cost int64, now time.Time) {
 	s := p.srv
-	wait := p.fanout.charge(cost, s.fanoutRate.Load(), time.Now().UnixNano())
+	wait := p.fanout.charge(cost, s.fanoutRate.Load(), now.UnixNano())
 	if wait <= 0 {
 		return
 	}

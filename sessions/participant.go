@@ -414,11 +414,11 @@ func (p *participant) closeDeadline(now time.Time) time.Time {
 	return now.Add(p.srv.writeWait + p.srv.closeWait)
 }
 
-// received acts on one whole data message f from the peer and returns
-// what it costs the participant's fan-out pace (pace.go).
-func (p *participant) received(f *frame) (cost int64) {
+// received acts on one whole data message f from the peer, read at
+// readAt, and returns what it costs the participant's fan-out pace
+// (pace.go).
+func (p *participant) received(f *frame, readAt time.Time) (cost int64) {
 	s := p.srv
-	readAt := time.Now()
 	if p.v1 {
 		if p.session != nil {
 			return p.handleV1(f.kind, f.payload(), readAt)

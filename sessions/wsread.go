@@ -247,9 +247,10 @@ func (rd *wsReader) next() error {
 		rd.msg = nil
 		p.srv.incoming.give(rd.held)
 		rd.held = 0
-		cost := p.received(f)
+		now := time.Now()
+		cost := p.received(f, now)
 		f.release()
-		p.pace(cost)
+		p.pace(cost, now)
 	}
 	return nil
 }
