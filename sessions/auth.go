@@ -62,24 +62,24 @@ func (s *Server) admitToken(ctx *fasthttp.RequestCtx, auth *authState, key []byt
 		unauthorized(ctx, "join tokens cannot be verified")
 		return info, false
 	}
-	claims, err := auth.verify(token, time.Now(), s.cfg.Auth.MaxTokenTTL.D())
+	held, err := auth.verify(token, time.Now(), s.cfg.Auth.MaxTokenTTL.D())
 	if err != nil {
 		unauthorized(ctx, err.Error())
 		return info, false
 	}
 	// A token admits to one session only; otherwise a viewer token of
 	// one session would open every other.
-	if claims.Session != string(key) {
+	if held.Session != string(key) {
 		unauthorized(ctx, "token is for another session")
 		return info, false
 	}
-	if s.revocations.revoked(&claims) {
+	if s.revocations.revoked(&held.TokenClaims) {
 		s.metrics.revokedRefused.Inc()
 		unauthorized(ctx, "token revoked")
 		return info, false
 	}
-	info.user, info.shared, info.viewer = claims.User, true, claims.Role == RoleViewer
-	info.token = &claims
+	info.user, info.shared, info.viewer = held.User, true, held.Role == RoleViewer
+	info.token = held
 	return info, true
 }
 

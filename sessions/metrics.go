@@ -48,6 +48,10 @@ type metrics struct {
 	// revokedClosed, connections closed with 1008 when their token was
 	// revoked.
 	revokedRefused, revokedClosed prometheus.Counter
+	// lapsedExpired and lapsedRotated count connections closed with 1008
+	// because their token lapsed (lapse.go): it expired, or the secret
+	// that signed it stopped being accepted.
+	lapsedExpired, lapsedRotated prometheus.Counter
 	// acceptErrors counts failed accepts on the data port (EMFILE, ENFILE,
 	// ENOBUFS...), each retried after a backoff.
 	acceptErrors prometheus.Counter
@@ -192,9 +196,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Seqs a promoted session skipped: msgs its dead owner sequenced that never reached this edge (async, or sync fallen back).",
 		}),
 	}
+	lapsed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ringlb_edge_lapsed_tokens_closed_total",
+		Help: "Connections closed with 1008 because the join token they joined with lapsed, by reason: it expired (expired), or the secret that signed it was rotated out (secret_rotated).",
+	}, []string{"reason"})
+	m.lapsedExpired, m.lapsedRotated = lapsed.WithLabelValues("expired"), lapsed.WithLabelValues("secret_rotated")
 	active := counterGauge("ringlb_edge_sessions_active", "Sessions with at least one participant on this edge.", &m.sessionsActive)
 	for _, c := range []prometheus.Collector{active, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.fanoutPaced, m.fanoutPacedSeconds, m.misdirected, m.handedOff, m.peerRefused, m.lag,
-		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, m.acceptErrors, m.connectionErrors, m.incomingRefused, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
+		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, lapsed, m.acceptErrors, m.connectionErrors, m.incomingRefused, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
 		m.replicationBytes, m.promotions, m.fencedOwners, m.replicationFallbacks, m.replicationLost} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

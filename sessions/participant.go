@@ -137,7 +137,7 @@ type participant struct {
 	// writeFn, pingFn and resumeFn are p.writeLoop, p.pingDue and p.resume
 	// as func values, made once: `go p.writeFn()` then allocates nothing.
 	writeFn, pingFn, resumeFn func()
-	pinger                    *time.Timer // makes a ping due every pingInterval
+	pinger                    *time.Timer // makes a ping due every pingInterval (untilPing)
 }
 
 // Reader states (participant.reader).
@@ -241,9 +241,14 @@ func (p *participant) wakeWriter() {
 
 // pingDue makes the writer ping the peer (the pinger's callback). A parked
 // reader has no read deadline running: a peer silent for pongWait is found
-// here, and its reader started to end it.
+// here, and its reader started to end it. A participant whose join token
+// has lapsed is closed instead (lapse.go).
 func (p *participant) pingDue() {
-	if p.reader.Load() == readerParked && time.Now().UnixNano()-p.lastFrame.Load() >= int64(p.srv.pongWait) {
+	now := time.Now()
+	if p.closeIfLapsed(now) {
+		return
+	}
+	if p.reader.Load() == readerParked && now.UnixNano()-p.lastFrame.Load() >= int64(p.srv.pongWait) {
 		p.unpark()
 	}
 	p.out.mu.Lock()
@@ -291,7 +296,7 @@ func (p *participant) stopping() bool { return p.stopped.Load() }
 func (p *participant) run(key, head []byte, hijacked net.Conn) {
 	s := p.srv
 	p.lastFrame.Store(time.Now().UnixNano())
-	p.pinger = time.AfterFunc(s.pingInterval, p.pingFn)
+	p.pinger = time.AfterFunc(p.untilPing(time.Now()), p.pingFn)
 
 	if err := s.hub.join(key, p); errors.Is(err, errSessionMoved) {
 		// A drain handed the session on during the handshake: reconnect
@@ -578,7 +583,7 @@ func (p *participant) writeLoop() {
 				p.broken()
 				return
 			}
-			p.pinger.Reset(s.pingInterval)
+			p.pinger.Reset(p.untilPing(time.Now()))
 		}
 	}
 }

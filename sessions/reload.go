@@ -67,12 +67,23 @@ func newAuthState(cfg configs.EdgeAuth, prev *authState, now time.Time) (*authSt
 
 // verify checks a join token with the secret, then, while the overlap of a
 // rotation runs, with the previous one.
-func (a *authState) verify(token string, now time.Time, maxTTL time.Duration) (TokenClaims, error) {
+func (a *authState) verify(token string, now time.Time, maxTTL time.Duration) (*heldToken, error) {
 	claims, err := VerifyToken(a.secret, token, now, maxTTL)
+	signer := a.secret
 	if errors.Is(err, ErrTokenSignature) && a.previous != nil && now.Before(a.previousUntil) {
-		return VerifyToken(a.previous, token, now, maxTTL)
+		claims, err = VerifyToken(a.previous, token, now, maxTTL)
+		signer = a.previous
 	}
-	return claims, err
+	if err != nil {
+		return nil, err
+	}
+	return &heldToken{claims, signer}, nil
+}
+
+// accepts reports whether a token signed with signer still verifies at
+// now: signer is the secret, or the previous one while its overlap runs.
+func (a *authState) accepts(signer []byte, now time.Time) bool {
+	return bytes.Equal(signer, a.secret) || a.previous != nil && now.Before(a.previousUntil) && bytes.Equal(signer, a.previous)
 }
 
 // adminToken reads the admin port's bearer token (nil: none configured).
@@ -91,7 +102,9 @@ func adminToken(a configs.Admin) ([]byte, error) {
 //   - edge.max_idle_sessions: a lower cap forgets the oldest idle sessions
 //     beyond it at once;
 //   - edge.auth: the join-token secret (re-read from its file, with
-//     rotation_overlap for tokens signed with the previous one), anonymous;
+//     rotation_overlap for tokens signed with the previous one; participants
+//     holding a token of a secret no longer accepted are closed with 1008,
+//     lapse.go), anonymous;
 //   - edge.admin.token_file: the admin token (re-read);
 //   - edge.max_direct_per_ip: for joins from now on (the participants
 //     open stay, and count).
@@ -121,6 +134,22 @@ func (s *Server) Reload(cfg configs.Edge) error {
 	}
 	s.auth.Store(auth)
 	s.adminToken.Store(&token)
+	// Holders of a token whose secret is accepted no more go now, the
+	// previous secret's when its overlap ends.
+	if n := s.closeLapsedHolders(now); n > 0 {
+		s.log.Info("closed participants whose join token's secret was rotated out", "connections", n)
+	}
+	if s.overlapEnd != nil {
+		s.overlapEnd.Stop()
+		s.overlapEnd = nil
+	}
+	if auth.previous != nil {
+		s.overlapEnd = time.AfterFunc(auth.previousUntil.Sub(now), func() {
+			if n := s.closeLapsedHolders(time.Now()); n > 0 {
+				s.log.Info("rotation overlap ended: closed participants holding the previous secret's tokens", "connections", n)
+			}
+		})
+	}
 	if cfg.History != old.History {
 		s.hub.setHistoryBounds(cfg.History.Messages, cfg.History.Bytes)
 		s.hub.budget.limit.Store(int64(cfg.History.TotalBytes))

@@ -262,7 +262,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	// after registering (serveConn), so none slips through.
 	closed := 0
 	s.forTokenHolders(func(p *participant) {
-		if matches(p.token) && p.stop(closePolicy, "token revoked") {
+		if matches(&p.token.TokenClaims) && p.stop(closePolicy, "token revoked") {
 			closed++
 		}
 	})
@@ -286,7 +286,7 @@ func (s *Server) forTokenHolders(f func(*participant)) {
 // revokedAfterRegister closes p (once it has joined) when its token was
 // revoked while it was being admitted (see serveRevoke).
 func (s *Server) revokedAfterRegister(p *participant) {
-	if p.token != nil && s.revocations.revoked(p.token) && p.stop(closePolicy, "token revoked") {
+	if p.token != nil && s.revocations.revoked(&p.token.TokenClaims) && p.stop(closePolicy, "token revoked") {
 		s.metrics.revokedClosed.Inc()
 	}
 }

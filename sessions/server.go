@@ -108,6 +108,10 @@ type Server struct {
 	// reloadMu serializes Reload; applied is the section it last applied.
 	reloadMu sync.Mutex
 	applied  configs.Edge
+	// overlapEnd, under reloadMu, closes the previous secret's holders when
+	// a rotation's overlap ends (lapse.go); stopped by the next Reload and
+	// by Shutdown.
+	overlapEnd *time.Timer
 	// op is the admin plane: logins, audit log, history (admin.go).
 	op *operator.Node
 
@@ -637,6 +641,11 @@ func (s *Server) unregister(p *participant) {
 // port closes last.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.beginDrain()
+	s.reloadMu.Lock()
+	if s.overlapEnd != nil {
+		s.overlapEnd.Stop()
+	}
+	s.reloadMu.Unlock()
 	s.mu.Lock()
 	s.closing = true
 	if s.drainCancel != nil {

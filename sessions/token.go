@@ -62,8 +62,9 @@ type TokenClaims struct {
 	// IssuedAt is when the token was minted (whole seconds): a revocation
 	// of User refuses the tokens issued at or before it.
 	IssuedAt time.Time
-	// Expires: from then on the token is refused (401). Expires − IssuedAt
-	// is at most max_token_ttl.
+	// Expires: from then on the token is refused (401), and a participant
+	// that joined with it is closed (lapse.go). Expires − IssuedAt is at
+	// most max_token_ttl.
 	Expires time.Time
 }
 

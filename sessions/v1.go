@@ -37,8 +37,9 @@ type joinInfo struct {
 	shared bool   // user came from a token: several connections may share it
 	viewer bool   // token role viewer, or anonymous viewer: may not send
 	// token is the verified join token, nil without one: revocations
-	// match connected participants by its user, issue time and nonce.
-	token *TokenClaims
+	// match connected participants by its user, issue time and nonce; it
+	// lapses when it expires or its secret is rotated out (lapse.go).
+	token *heldToken
 	// resume is the ?resume=SEQ&epoch=E of the upgrade (resumeSet tells
 	// whether it was given).
 	resumeSet   bool

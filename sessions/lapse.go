@@ -1,0 +1,87 @@
+package sessions
+
+import "time"
+
+// A join token admits its holder when it joins, and keeps it only while it
+// would still admit a new join: until the token expires, and while the
+// secret that signed it is accepted (edge.auth rotation, reload.go). A
+// participant whose token lapsed is closed with 1008 and a reason saying
+// which; a ringlb.v1 client joins again with a fresh token and resumes,
+// losing nothing. Revocation (revoke.go) closes holders the same way.
+//
+// Expiry costs no timer of its own: the participant's ping timer waits
+// until the token's expiry when that comes before the next ping, and its
+// callback closes the participant instead of pinging. A secret stops being
+// accepted at a reload (every holder is looked at then) or when a
+// rotation's overlap ends (Server.overlapEnd runs then).
+
+// heldToken is a participant's verified join token and the secret it was
+// verified with (the authState's own slice), so that the participant can
+// be told when that secret is no longer accepted.
+type heldToken struct {
+	TokenClaims
+	signer []byte
+}
+
+// Close reasons of a lapsed token.
+const (
+	lapseExpired = "token expired"
+	lapseRotated = "token's secret rotated out"
+)
+
+// lapse says why p's token no longer admits at now under auth: "" while
+// it does, and for a participant without a token. An edge whose reload
+// turned auth off takes no token as a claim any more, so it closes none.
+func (p *participant) lapse(now time.Time, auth *authState) string {
+	t := p.token
+	switch {
+	case t == nil:
+		return ""
+	case !now.Before(t.Expires):
+		return lapseExpired
+	case auth.configured && !auth.accepts(t.signer, now):
+		return lapseRotated
+	}
+	return ""
+}
+
+// closeIfLapsed closes p with 1008 when its token lapsed at now, and
+// reports whether it did. It never blocks (stop does not).
+func (p *participant) closeIfLapsed(now time.Time) bool {
+	s := p.srv
+	reason := p.lapse(now, s.auth.Load())
+	if reason == "" || !p.stop(closePolicy, reason) {
+		return false
+	}
+	if reason == lapseExpired {
+		s.metrics.lapsedExpired.Inc()
+	} else {
+		s.metrics.lapsedRotated.Inc()
+	}
+	return true
+}
+
+// untilPing is how long from now p's ping timer waits: pingInterval, or
+// until its token expires when that is sooner (pingDue then closes p).
+func (p *participant) untilPing(now time.Time) time.Duration {
+	d := p.srv.pingInterval
+	if t := p.token; t != nil {
+		if left := t.Expires.Sub(now); left < d {
+			d = max(left, 0)
+		}
+	}
+	return d
+}
+
+// closeLapsedHolders closes every participant whose token lapsed at now
+// (after a reload changed the secrets accepted, or when an overlap ended)
+// and returns how many.
+func (s *Server) closeLapsedHolders(now time.Time) int {
+	n := 0
+	s.forTokenHolders(func(p *participant) {
+		if p.closeIfLapsed(now) {
+			n++
+		}
+	})
+	return n
+}

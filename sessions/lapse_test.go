@@ -1,0 +1,147 @@
+package sessions
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// closeWith reads c until its close frame and returns the close's code and
+// reason and how many frames came before it; code 0 when the read ended
+// without a close frame (its error in reason).
+func closeWith(c *websocket.Conn) (code int, reason string, frames int) {
+	for {
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			frames++
+			continue
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code, ce.Text, frames
+		}
+		return 0, err.Error(), frames
+	}
+}
+
+// TestExpiredTokenIsClosed is the attack of a token holder who stays: a
+// join token is checked when its holder joins, so a participant that
+// joined a minute before its token expired kept its seat — an editor's
+// included — for as long as it kept the connection, and a token handed out
+// for an hour granted a day. Now the holder is closed with 1008 when its
+// token expires (a ringlb.v1 client joins again with a fresh token and
+// resumes); a participant whose token is still good stays.
+func TestExpiredTokenIsClosed(t *testing.T) {
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousDeny}}, nil)
+	now := time.Now()
+	short := func(user string) string {
+		return mintClaims(t, secret, TokenClaims{Session: "doc", User: user, Role: RoleEditor, IssuedAt: now, Expires: now.Add(2 * time.Second)})
+	}
+	stays := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)
+	v1 := e.joinV1(t, "doc", "token="+short("eve"), nil)
+	stays.readType(t, "join")
+	h := http.Header{}
+	h.Set("ctstickiness", "raw-doc")
+	h.Set("Authorization", "Bearer "+mintClaims(t, secret, TokenClaims{Session: "raw-doc", User: "eve", Role: RoleEditor, IssuedAt: now, Expires: now.Add(2 * time.Second)}))
+	raw, _ := e.dialHeader(t, h, nil)
+	e.waitJoined(t)
+
+	// The tokens carry whole seconds: both have expired by then.
+	expired := now.Add(3 * time.Second)
+	time.Sleep(time.Until(expired))
+	// Liveness bound only: a holder still here 30 s after its token
+	// expired is one the edge kept.
+	for _, c := range []*websocket.Conn{v1.Conn, raw} {
+		_ = c.SetReadDeadline(time.Now().Add(testDeadline))
+	}
+	for name, c := range map[string]*websocket.Conn{"ringlb.v1": v1.Conn, "raw": raw} {
+		code, reason, frames := closeWith(c)
+		t.Logf("%s holder of an expired token: close %d %q after %d frames", name, code, reason, frames)
+		if code != websocket.ClosePolicyViolation || reason != "token expired" {
+			t.Errorf("%s holder of an expired token: close %d %q, want 1008 \"token expired\"", name, code, reason)
+		}
+	}
+	if l := stays.readType(t, "leave"); l.User != "eve" {
+		t.Fatalf("the holder of a good token saw %+v, want eve's leave", l)
+	}
+	stays.msg(t, "still here")
+	stays.readType(t, "ack")
+	if v := labelledValue(t, e.s, "ringlb_edge_lapsed_tokens_closed_total", "expired"); v != 2 {
+		t.Errorf("ringlb_edge_lapsed_tokens_closed_total{reason=\"expired\"} = %v, want 2", v)
+	}
+}
+
+// TestRotatedOutSecretClosesItsHolders is the attack of a leaked
+// join-token secret: the operator rotates it with rotation_overlap 0s, so
+// that its tokens are refused at once, and every participant that had
+// already joined with one stayed — the leak's holders among them. Now they
+// are closed with 1008 when the secret stops being accepted (at the
+// reload, or once its overlap has run); the new secret's holders and
+// token-less participants stay.
+func TestRotatedOutSecretClosesItsHolders(t *testing.T) {
+	path, oldSecret := writeSecret(t)
+	cfg := provisioned(configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousViewer}})
+	e := startEdge(t, cfg, nil)
+	leaked := e.joinV1(t, "doc", "token="+mint(t, oldSecret, "doc", "mallory", RoleEditor, time.Hour), nil)
+	viewer := e.joinV1(t, "doc", "", nil)
+	leaked.readType(t, "join")
+
+	newSecret := []byte("fedcba9876543210fedcba9876543210")
+	newPath := filepath.Join(t.TempDir(), "hmac-2.key")
+	if err := os.WriteFile(newPath, newSecret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// First with an overlap: the old secret's holders stay while it runs,
+	// then go.
+	overlap := configs.Duration(2 * time.Second)
+	next := cfg
+	next.Auth.HMACSecretFile, next.Auth.RotationOverlap = newPath, &overlap
+	if err := e.s.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	during := e.joinV1(t, "doc", "token="+mint(t, oldSecret, "doc", "bob", RoleEditor, time.Hour), nil)
+	fresh := e.joinV1(t, "doc", "token="+mint(t, newSecret, "doc", "ann", RoleEditor, time.Hour), nil)
+	leaked.msg(t, "during the overlap")
+	leaked.readType(t, "ack")
+	for name, c := range map[string]*v1Client{"joined before the rotation": leaked, "joined during the overlap": during} {
+		code, reason, _ := closeWith(c.Conn)
+		t.Logf("old secret's holder %s: close %d %q once the overlap ran", name, code, reason)
+		if code != websocket.ClosePolicyViolation || reason != "token's secret rotated out" {
+			t.Errorf("old secret's holder %s: close %d %q, want 1008 \"token's secret rotated out\"", name, code, reason)
+		}
+	}
+
+	// Then at once: rotated again with 0s, ann's secret is the leaked one.
+	zero := configs.Duration(0)
+	third := next
+	third.Auth.HMACSecretFile, third.Auth.RotationOverlap = path, &zero
+	if err := e.s.Reload(third); err != nil {
+		t.Fatal(err)
+	}
+	code, reason, _ := closeWith(fresh.Conn)
+	t.Logf("holder of a secret rotated out with 0s: close %d %q", code, reason)
+	if code != websocket.ClosePolicyViolation || reason != "token's secret rotated out" {
+		t.Errorf("holder of a secret rotated out with 0s: close %d %q, want 1008", code, reason)
+	}
+	// The token-less viewer stays, and a token of the current secret joins.
+	again := e.joinV1(t, "doc", "token="+mint(t, oldSecret, "doc", "carol", RoleEditor, time.Hour), nil)
+	again.msg(t, "back on the first secret")
+	again.readType(t, "ack")
+	for {
+		m := viewer.readType(t, "msg")
+		if string(m.Data) == `"back on the first secret"` {
+			break
+		}
+	}
+	if v := labelledValue(t, e.s, "ringlb_edge_lapsed_tokens_closed_total", "secret_rotated"); v != 3 {
+		t.Errorf("ringlb_edge_lapsed_tokens_closed_total{reason=\"secret_rotated\"} = %v, want 3", v)
+	}
+}
