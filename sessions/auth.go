@@ -79,7 +79,7 @@ func (s *Server) admitToken(ctx *fasthttp.RequestCtx, auth *authState, key []byt
 		return info, false
 	}
 	info.user, info.shared, info.viewer = held.User, true, held.Role == RoleViewer
-	info.token = held
+	info.joinToken = held
 	return info, true
 }
 

@@ -6,8 +6,10 @@ import "time"
 // would still admit a new join: until the token expires, and while the
 // secret that signed it is accepted (edge.auth rotation, reload.go). A
 // participant whose token lapsed is closed with 1008 and a reason saying
-// which; a ringlb.v1 client joins again with a fresh token and resumes,
-// losing nothing. Revocation (revoke.go) closes holders the same way.
+// which; a ringlb.v1 client refreshes its token before then
+// ({"type":"token","token":T}: refreshToken), or joins again with a fresh
+// one and resumes, losing nothing. Revocation (revoke.go) closes holders
+// the same way.
 //
 // Expiry costs no timer of its own: the participant's ping timer waits
 // until the token's expiry when that comes before the next ping, and its
@@ -33,7 +35,7 @@ const (
 // it does, and for a participant without a token. An edge whose reload
 // turned auth off takes no token as a claim any more, so it closes none.
 func (p *participant) lapse(now time.Time, auth *authState) string {
-	t := p.token
+	t := p.token.Load()
 	switch {
 	case t == nil:
 		return ""
@@ -65,7 +67,7 @@ func (p *participant) closeIfLapsed(now time.Time) bool {
 // until its token expires when that is sooner (pingDue then closes p).
 func (p *participant) untilPing(now time.Time) time.Duration {
 	d := p.srv.pingInterval
-	if t := p.token; t != nil {
+	if t := p.token.Load(); t != nil {
 		if left := t.Expires.Sub(now); left < d {
 			d = max(left, 0)
 		}
@@ -78,10 +80,69 @@ func (p *participant) untilPing(now time.Time) time.Duration {
 // and returns how many.
 func (s *Server) closeLapsedHolders(now time.Time) int {
 	n := 0
-	s.forTokenHolders(func(p *participant) {
+	s.forTokenHolders(func(p *participant, _ *heldToken) {
 		if p.closeIfLapsed(now) {
 			n++
 		}
 	})
 	return n
+}
+
+// tokenFrame answers a refresh: the fresh token's expiry (Unix seconds).
+type tokenFrame struct {
+	Type    string `json:"type"`
+	Expires int64  `json:"expires"`
+}
+
+// refreshToken takes a fresh join token from a ringlb.v1 participant in
+// place of the one it holds, so that its connection outlives the token it
+// joined with, and answers {"type":"token","expires":E}. The fresh token
+// must verify as a join would and be for the same session, user and role:
+// a refresh extends who the participant is, never changes it (a viewer
+// becomes an editor by joining as one). A refusal is an error frame, and
+// the connection stays until the token it holds lapses. Run by the reader.
+func (p *participant) refreshToken(token []byte) {
+	s := p.srv
+	cur := p.token.Load()
+	if cur == nil {
+		p.sendError("forbidden", "joined without a token: nothing to refresh (join again with one)")
+		return
+	}
+	if len(token) == 0 {
+		p.sendError("bad_request", "token needs its token")
+		return
+	}
+	auth := s.auth.Load()
+	if !auth.configured || auth.secret == nil {
+		p.sendError("forbidden", "join tokens cannot be verified")
+		return
+	}
+	now := time.Now()
+	held, err := auth.verify(string(token), now, s.cfg.Auth.MaxTokenTTL.D())
+	switch {
+	case err != nil:
+		p.sendError("forbidden", err.Error())
+		return
+	case held.Session != p.session.key:
+		p.sendError("forbidden", "token is for another session")
+		return
+	case held.User != cur.User || held.Role != cur.Role:
+		p.sendError("forbidden", "a refresh must be for the same user and role")
+		return
+	case s.revocations.revoked(&held.TokenClaims):
+		s.metrics.revokedRefused.Inc()
+		p.sendError("forbidden", "token revoked")
+		return
+	}
+	p.token.Store(held)
+	// A revocation recorded, or a reload done, between the checks above
+	// and the store walked the holders with the token held before: look
+	// again, as a join does once registered.
+	s.revokedAfterRegister(p)
+	if p.closeIfLapsed(time.Now()) || p.stopping() {
+		return
+	}
+	f := jsonFrame(tokenFrame{"token", held.Expires.Unix()})
+	s.hub.deliver(p, f)
+	f.release()
 }

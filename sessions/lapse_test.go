@@ -3,6 +3,7 @@ package sessions
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -143,5 +144,79 @@ func TestRotatedOutSecretClosesItsHolders(t *testing.T) {
 	}
 	if v := labelledValue(t, e.s, "ringlb_edge_lapsed_tokens_closed_total", "secret_rotated"); v != 3 {
 		t.Errorf("ringlb_edge_lapsed_tokens_closed_total{reason=\"secret_rotated\"} = %v, want 3", v)
+	}
+}
+
+// TestTokenRefreshKeepsTheConnection: a ringlb.v1 participant told when
+// its token expires (welcome.expires) sends a fresh one before then and
+// stays past the first token's expiry; a refresh that would not admit a
+// join as the same user and role is refused with an error frame, and the
+// connection stays.
+func TestTokenRefreshKeepsTheConnection(t *testing.T) {
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousViewer}}, nil)
+	now := time.Now()
+	first := TokenClaims{Session: "doc", User: "ann", Role: RoleEditor, IssuedAt: now, Expires: now.Add(3 * time.Second)}
+	ann := e.joinV1(t, "doc", "token="+mintClaims(t, secret, first), nil)
+	if ann.welcome.Expires != first.Expires.Unix() {
+		t.Fatalf("welcome.expires = %d, want the token's %d", ann.welcome.Expires, first.Expires.Unix())
+	}
+	anon := e.joinV1(t, "doc", "", nil)
+	ann.readType(t, "join")
+	if anon.welcome.Expires != 0 {
+		t.Fatalf("token-less welcome.expires = %d, want none", anon.welcome.Expires)
+	}
+
+	revoked := mint(t, secret, "doc", "ann", RoleEditor, time.Hour)
+	claims, err := VerifyToken(secret, revoked, time.Now(), configs.DefaultMaxTokenTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, body := e.adminPost(t, "/api/tokens/revoke", url.Values{"nonce": {claims.Nonce}}); status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	for _, tc := range []struct{ name, token, code string }{
+		{"another user's", mint(t, secret, "doc", "mallory", RoleEditor, time.Hour), "forbidden"},
+		{"another role's", mint(t, secret, "doc", "ann", RoleViewer, time.Hour), "forbidden"},
+		{"another session's", mint(t, secret, "other", "ann", RoleEditor, time.Hour), "forbidden"},
+		{"expired", mint(t, secret, "doc", "ann", RoleEditor, -time.Second), "forbidden"},
+		{"another secret's", mint(t, []byte("fedcba9876543210fedcba9876543210"), "doc", "ann", RoleEditor, time.Hour), "forbidden"},
+		{"malformed", "not-a-token", "forbidden"},
+		{"revoked", revoked, "forbidden"},
+		{"missing", "", "bad_request"},
+	} {
+		ann.send(t, map[string]string{"type": "token", "token": tc.token})
+		m := ann.readType(t, "error")
+		t.Logf("refresh with %s token: %s %q", tc.name, m.Code, m.Message)
+		if m.Code != tc.code {
+			t.Errorf("refresh with %s token: error %q, want %q", tc.name, m.Code, tc.code)
+		}
+	}
+	anon.send(t, map[string]string{"type": "token", "token": mint(t, secret, "doc", "ann", RoleEditor, time.Hour)})
+	if m := anon.readType(t, "error"); m.Code != "forbidden" {
+		t.Errorf("a token-less participant's refresh: %+v, want error forbidden (it joins again with a token)", m)
+	}
+
+	fresh := mintClaims(t, secret, TokenClaims{Session: "doc", User: "ann", Role: RoleEditor, IssuedAt: time.Now(), Expires: time.Now().Add(time.Hour)})
+	ann.send(t, map[string]string{"type": "token", "token": fresh})
+	if m := ann.readType(t, "token"); m.Expires <= first.Expires.Unix() {
+		t.Fatalf("refresh answered %+v, want the fresh token's expiry", m)
+	}
+	// Past the first token's expiry (whole seconds), ann is still there.
+	time.Sleep(time.Until(first.Expires.Add(time.Second)))
+	ann.msg(t, "after the first token expired")
+	ann.readType(t, "ack")
+	if m := anon.readType(t, "msg"); string(m.Data) != `"after the first token expired"` {
+		t.Fatalf("the others got %+v", m)
+	}
+	if v := labelledValue(t, e.s, "ringlb_edge_lapsed_tokens_closed_total", "expired"); v != 0 {
+		t.Errorf("ringlb_edge_lapsed_tokens_closed_total{reason=\"expired\"} = %v, want 0", v)
+	}
+	// The refreshed token is the one revocations match.
+	if status, body := e.adminPost(t, "/api/tokens/revoke", url.Values{"user": {"ann"}}); status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	if code, reason, _ := closeWith(ann.Conn); code != websocket.ClosePolicyViolation || reason != "token revoked" {
+		t.Fatalf("refreshed holder after its user's revocation: close %d %q, want 1008 \"token revoked\"", code, reason)
 	}
 }

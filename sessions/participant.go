@@ -68,6 +68,13 @@ type participant struct {
 	// session is set by hub.join before the reader relays anything and read
 	// by the reader only.
 	session *session
+	// token is the join token the participant holds, nil for none: the
+	// one it joined with, or the last a ringlb.v1 refresh gave it
+	// (lapse.go). Revocations match holders by its user, issue time and
+	// nonce; it lapses when it expires or its secret is rotated out.
+	// Written by the reader; read by revocations, the pinger and the
+	// writer.
+	token   atomic.Pointer[heldToken]
 	stopped atomic.Bool // set by the first stop
 	// replaying is set while a replay of history (a resume's batch) waits
 	// in the queue or is being written: a client may not queue another,

@@ -242,9 +242,9 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		// A connected holder tells the token's expiry: the entry need not
 		// outlive it.
 		var expires time.Time
-		s.forTokenHolders(func(p *participant) {
-			if p.token.Nonce == nonce {
-				expires = p.token.Expires
+		s.forTokenHolders(func(_ *participant, t *heldToken) {
+			if t.Nonce == nonce {
+				expires = t.Expires
 			}
 		})
 		until, err := s.revocations.revokeNonce(nonce, expires, now)
@@ -261,8 +261,8 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	// record is either registered by now (closed here) or checks again
 	// after registering (serveConn), so none slips through.
 	closed := 0
-	s.forTokenHolders(func(p *participant) {
-		if matches(&p.token.TokenClaims) && p.stop(closePolicy, "token revoked") {
+	s.forTokenHolders(func(p *participant, t *heldToken) {
+		if matches(&t.TokenClaims) && p.stop(closePolicy, "token revoked") {
 			closed++
 		}
 	})
@@ -271,22 +271,23 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	operator.WriteJSON(w, http.StatusOK, answer)
 }
 
-// forTokenHolders calls f for each connection that joined with a token,
-// under s.mu (f must not block).
-func (s *Server) forTokenHolders(f func(*participant)) {
+// forTokenHolders calls f for each connection that holds a token, with
+// that token, under s.mu (f must not block).
+func (s *Server) forTokenHolders(f func(*participant, *heldToken)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for p := range s.conns {
-		if p.token != nil {
-			f(p)
+		if t := p.token.Load(); t != nil {
+			f(p, t)
 		}
 	}
 }
 
-// revokedAfterRegister closes p (once it has joined) when its token was
-// revoked while it was being admitted (see serveRevoke).
+// revokedAfterRegister closes p (once it has joined, or once a refresh
+// gave it a token) when its token was revoked while it was being admitted
+// (see serveRevoke).
 func (s *Server) revokedAfterRegister(p *participant) {
-	if p.token != nil && s.revocations.revoked(&p.token.TokenClaims) && p.stop(closePolicy, "token revoked") {
+	if t := p.token.Load(); t != nil && s.revocations.revoked(&t.TokenClaims) && p.stop(closePolicy, "token revoked") {
 		s.metrics.revokedClosed.Inc()
 	}
 }

@@ -563,6 +563,8 @@ func skipList(h []byte) []string {
 func (s *Server) serveConn(hijacked net.Conn, key, head []byte, info joinInfo, share acceptguard.Slot) {
 	p := newParticipant(s, rawConn(hijacked))
 	p.joinInfo = info
+	p.token.Store(info.joinToken)
+	p.joinToken = nil
 	p.admitted = true
 	p.share = share
 	if !s.register(p) {

@@ -36,10 +36,9 @@ type joinInfo struct {
 	user   string // the token's user, else id
 	shared bool   // user came from a token: several connections may share it
 	viewer bool   // token role viewer, or anonymous viewer: may not send
-	// token is the verified join token, nil without one: revocations
-	// match connected participants by its user, issue time and nonce; it
-	// lapses when it expires or its secret is rotated out (lapse.go).
-	token *heldToken
+	// joinToken is the verified join token the upgrade came with, nil
+	// without one; serveConn moves it to participant.token.
+	joinToken *heldToken
 	// resume is the ?resume=SEQ&epoch=E of the upgrade (resumeSet tells
 	// whether it was given).
 	resumeSet   bool
@@ -253,6 +252,7 @@ type inbound struct {
 	TS    json.RawMessage `json:"ts"`
 	After *uint64         `json:"after"`
 	Epoch string          `json:"epoch"`
+	Token string          `json:"token"` // a refresh's join token
 }
 
 // memberInfo is one entry of welcome.participants and the body of
@@ -271,6 +271,9 @@ type welcomeFrame struct {
 	Seq          uint64       `json:"seq"`
 	Epoch        string       `json:"epoch"`
 	Participants []memberInfo `json:"participants"`
+	// Expires is when the participant's join token expires (Unix seconds;
+	// absent without one): refresh it before then (lapse.go).
+	Expires int64 `json:"expires,omitempty"`
 }
 
 type presenceFrame struct {
@@ -370,6 +373,9 @@ func (h *hub) joinV1(s *session, p *participant) {
 	}
 	for _, q := range s.participants {
 		w.Participants = append(w.Participants, memberInfo{q.id, q.user})
+	}
+	if t := p.token.Load(); t != nil {
+		w.Expires = t.Expires.Unix()
 	}
 	f := jsonFrame(w)
 	h.deliver(p, f)
@@ -653,6 +659,8 @@ func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) (cost
 		s.mu.Lock()
 		cost += h.resume(s, p, in.after, string(in.epoch))
 		s.mu.Unlock()
+	case "token":
+		p.refreshToken(in.token)
 	default:
 		p.sendError("bad_request", "unknown type "+strconv.Quote(string(in.typ)))
 	}

@@ -38,6 +38,8 @@ type env struct {
 	Data         json.RawMessage `json:"data"`
 	Reason       string          `json:"reason"`
 	Code         string          `json:"code"`
+	Message      string          `json:"message"`
+	Expires      int64           `json:"expires"`
 }
 
 // v1Client is a ringlb.v1 test client.

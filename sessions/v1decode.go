@@ -14,6 +14,7 @@ type inboundView struct {
 	after    uint64
 	afterSet bool
 	epoch    []byte
+	token    []byte // a refresh's join token
 }
 
 // decodeInbound decodes a ringlb.v1 client envelope. The usual envelope
@@ -40,7 +41,7 @@ func unmarshalInbound(payload []byte) (inboundView, error) {
 	if err := json.Unmarshal(payload, &in); err != nil {
 		return inboundView{}, err
 	}
-	v := inboundView{typ: []byte(in.Type), data: in.Data, ts: in.TS, epoch: []byte(in.Epoch)}
+	v := inboundView{typ: []byte(in.Type), data: in.Data, ts: in.TS, epoch: []byte(in.Epoch), token: []byte(in.Token)}
 	if in.After != nil {
 		v.after, v.afterSet = *in.After, true
 	}
@@ -71,7 +72,7 @@ func scanInbound(b []byte) (v inboundView, ok bool) {
 		valEnd := valueEnd(b, i)
 		val := b[i:valEnd]
 		switch string(key) {
-		case "type", "epoch":
+		case "type", "epoch", "token":
 			// A plain string; null leaves json's field as it was, an
 			// escape needs unquoting, invalid UTF-8 becomes U+FFFD: all
 			// to json.
@@ -81,10 +82,13 @@ func scanInbound(b []byte) (v inboundView, ok bool) {
 			if _, esc := stringEnd(b, i); esc || !utf8.Valid(val) {
 				return v, false
 			}
-			if string(key) == "type" {
+			switch string(key) {
+			case "type":
 				v.typ = val[1 : len(val)-1]
-			} else {
+			case "epoch":
 				v.epoch = val[1 : len(val)-1]
+			default:
+				v.token = val[1 : len(val)-1]
 			}
 		case "data":
 			v.data = val
@@ -103,7 +107,7 @@ func scanInbound(b []byte) (v inboundView, ok bool) {
 		default:
 			// json matches keys case-insensitively: another case of a
 			// field's name is a field.
-			for _, name := range [...]string{"type", "data", "ts", "after", "epoch"} {
+			for _, name := range [...]string{"type", "data", "ts", "after", "epoch", "token"} {
 				if bytes.EqualFold(key, []byte(name)) {
 					return v, false
 				}

@@ -28,6 +28,9 @@ func FuzzDecodeInbound(f *testing.F) {
 		`{"data":"\"}{"}`,
 		`{}`, `[]`, `"msg"`, `null`, `{"type":"msg",}`, `{"type":"msg"`, ``, `{"type":5}`,
 		`{"epoch":"a\"b","type":"resume","after":1}`,
+		`{"type":"token","token":"eyJzIjoiZG9jIn0.c2ln"}`,
+		`{"type":"token","Token":"a","token":null}`,
+		`{"type":"token","token":"\u0041"}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -38,7 +41,8 @@ func FuzzDecodeInbound(f *testing.F) {
 			t.Fatalf("%q: error %v, want %v", b, gotErr, wantErr)
 		}
 		if !bytes.Equal(got.typ, want.typ) || !bytes.Equal(got.data, want.data) || !bytes.Equal(got.ts, want.ts) ||
-			got.after != want.after || got.afterSet != want.afterSet || !bytes.Equal(got.epoch, want.epoch) {
+			got.after != want.after || got.afterSet != want.afterSet || !bytes.Equal(got.epoch, want.epoch) ||
+			!bytes.Equal(got.token, want.token) {
 			t.Fatalf("%q:\n got %+v\nwant %+v", b, got, want)
 		}
 	})
@@ -51,6 +55,7 @@ func TestDecodeInboundAllocates(t *testing.T) {
 		`{"type":"msg","data":"an edit: insert 'x' at line 42"}`,
 		`{"type":"ping","ts":1733212345678}`,
 		`{"type":"resume","after":42,"epoch":"Zx9-abc"}`,
+		`{"type":"token","token":"eyJzIjoiZG9jIn0.c2ln"}`,
 	} {
 		b := []byte(env)
 		decodeInbound(b) // warm encoding/json's scanner pool

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -17,7 +18,8 @@ import (
 // for the edge's secret (its nonce on stderr), a real `ringlb edge` admits
 // it, admits a token-less join only as a viewer, refuses a spoiled token,
 // and after POST /api/tokens/revoke nonce=N closes the holder with 1008
-// and refuses the token from then on.
+// and refuses the token from then on; a holder is closed when its token
+// expires, unless it refreshed it in time.
 func TestTokenEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
@@ -115,6 +117,47 @@ func TestTokenEndToEnd(t *testing.T) {
 	if _, resp, err := dial("?token=" + token); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("revoked token: %v %v, want 401", resp, err)
 	}
+
+	// A token's lifetime bounds its holder's: a participant whose token
+	// expires is closed with 1008, unless it sent a fresh one before
+	// (ringlb.v1's refresh).
+	var shortLived [2]*websocket.Conn
+	for i := range shortLived {
+		short, info, err := mint("-session", "doc", "-user", "ann", "-role", "editor", "-ttl", "3s")
+		if err != nil {
+			t.Fatalf("ringlb token -ttl 3s: %v\n%s", err, info)
+		}
+		if shortLived[i], resp, err = dial("?token=" + short); err != nil {
+			t.Fatalf("join with a short-lived token: %v %v", resp, err)
+		}
+		if w := readType(shortLived[i], "welcome"); w["expires"] == nil {
+			t.Fatalf("welcome %v: want the token's expiry", w)
+		}
+	}
+	lapsing, refreshed := shortLived[0], shortLived[1]
+	fresh, info, err := mint("-session", "doc", "-user", "ann", "-role", "editor", "-ttl", "1h")
+	if err != nil {
+		t.Fatalf("ringlb token: %v\n%s", err, info)
+	}
+	if err := refreshed.WriteJSON(map[string]any{"type": "token", "token": fresh}); err != nil {
+		t.Fatal(err)
+	}
+	readType(refreshed, "token")
+	for {
+		_, _, err := lapsing.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || ce.Text != "token expired" {
+			t.Fatalf("holder of an expired token: %v, want close 1008 \"token expired\"", err)
+		}
+		break
+	}
+	if err := refreshed.WriteJSON(map[string]any{"type": "msg", "data": "refreshed in time"}); err != nil {
+		t.Fatal(err)
+	}
+	readType(refreshed, "ack")
 }
 
 // TestCheckTokenAuthContradiction: `ringlb check` names a config whose
