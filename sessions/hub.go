@@ -108,6 +108,9 @@ type session struct {
 	// the stream its snapshot went on (replication.go).
 	repl    *link
 	replGen uint64
+	// viewersOnly: only anonymous viewers have joined it since it began
+	// here (seats.go), so it holds nothing a token holder could lose.
+	viewersOnly bool
 }
 
 func newHub(maxParticipants int, m *metrics) *hub {
@@ -132,7 +135,9 @@ func (h *hub) shardOf(key string) *hubShard {
 }
 
 // join adds p to the session of key, creating the session for its first
-// participant. It fails with errSessionFull at max_participants.
+// participant. It fails with errSessionFull at max_participants, and when
+// the session speaks the other mode; a token holder takes precedence over
+// anonymous viewers in both (seats.go).
 // Lock order: shard, then session.
 func (h *hub) join(key []byte, p *participant) error {
 	sh := h.shard(key)
@@ -146,9 +151,13 @@ func (h *hub) join(key []byte, p *participant) error {
 	if s != nil && s.movedTo != "" {
 		return errSessionMoved
 	}
+	holder := p.token.Load() != nil
+	if s != nil && holder && h.reclaim(sh, s, p) {
+		s = nil
+	}
 	created := s == nil
 	if s == nil {
-		s = &session{key: string(key), created: time.Now()}
+		s = &session{key: string(key), created: time.Now(), viewersOnly: anonymousViewer(p)}
 		if p.v1 {
 			s.v1 = newV1Session(h.historyMsgs, h.historyByte, h.budget)
 		}
@@ -165,8 +174,11 @@ func (h *hub) join(key []byte, p *participant) error {
 		return errSessionRaw
 	case s.v1 != nil && !p.v1:
 		return errSessionV1
-	case len(s.participants) >= h.maxParticipants:
+	case len(s.participants) >= h.maxParticipants && !(holder && h.unseatViewer(s)):
 		return errSessionFull
+	}
+	if !anonymousViewer(p) {
+		s.viewersOnly = false
 	}
 	if created && s.v1 != nil {
 		if r := h.repl.Load(); r != nil {

@@ -52,6 +52,9 @@ type metrics struct {
 	// because their token lapsed (lapse.go): it expired, or the secret
 	// that signed it stopped being accepted.
 	lapsedExpired, lapsedRotated prometheus.Counter
+	// unseated counts anonymous viewers closed with 1008 to give a token
+	// holder their seat (seats.go).
+	unseated prometheus.Counter
 	// acceptErrors counts failed accepts on the data port (EMFILE, ENFILE,
 	// ENOBUFS...), each retried after a backoff.
 	acceptErrors prometheus.Counter
@@ -147,6 +150,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_edge_revoked_connections_closed_total",
 			Help: "Connections closed with 1008 because their token was revoked.",
 		}),
+		unseated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_unseated_viewers_total",
+			Help: "Anonymous viewers closed with 1008 to give a token holder their seat: the session was full, or spoke the other mode with only anonymous viewers ever in it.",
+		}),
 		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_accept_errors_total",
 			Help: "Failed accepts on the data port (out of file descriptors or kernel memory), each retried after a backoff.",
@@ -203,7 +210,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.lapsedExpired, m.lapsedRotated = lapsed.WithLabelValues("expired"), lapsed.WithLabelValues("secret_rotated")
 	active := counterGauge("ringlb_edge_sessions_active", "Sessions with at least one participant on this edge.", &m.sessionsActive)
 	for _, c := range []prometheus.Collector{active, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.fanoutPaced, m.fanoutPacedSeconds, m.misdirected, m.handedOff, m.peerRefused, m.lag,
-		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, lapsed, m.acceptErrors, m.connectionErrors, m.incomingRefused, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
+		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, lapsed, m.unseated, m.acceptErrors, m.connectionErrors, m.incomingRefused, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
 		m.replicationBytes, m.promotions, m.fencedOwners, m.replicationFallbacks, m.replicationLost} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
