@@ -2,7 +2,9 @@ package balancer
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -164,6 +166,43 @@ func TestRedirectPortHeldToTheConnectionLimits(t *testing.T) {
 		t.Logf("10 connections from one address to the redirect port, max_connections_per_ip 4: %v", got)
 		if got[301] != 4 || got[429] != 6 {
 			t.Errorf("redirect port answered %v, want 4 × 301 and 6 × 429", got)
+		}
+	})
+	// Behind PROXY protocol the redirect port reads no header, so the
+	// proxies in front (trusted_from) carry every client under their own
+	// address and are not held to a client's share. Anyone else reaching
+	// the port comes in under an address of its own: uncapped, one such
+	// client took the whole max_connections, which the data port shares,
+	// and the data port refused everyone (503).
+	t.Run("max_connections_per_ip behind PROXY protocol", func(t *testing.T) {
+		for _, tt := range []struct {
+			name    string
+			trusted string
+			want    map[int]int
+		}{
+			{"from a client", "10.0.0.0/8", map[int]int{301: 4, 429: 16}},
+			{"from the proxy in front", "127.0.0.0/8", map[int]int{301: 10, 503: 10}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				h, addr := startRedirectWith(t, configs.Balancer{
+					ProxyProtocol: configs.ProxyProtocol{Enabled: true, TrustedFrom: []string{tt.trusted}},
+					Limits:        configs.Limits{MaxConnections: 10, MaxConnectionsPerIP: 4},
+				})
+				got := holdOpen(t, addr, 20)
+				t.Logf("20 connections from 127.0.0.1 to the redirect port, trusted_from %s, max_connections 10, max_connections_per_ip 4: %v", tt.trusted, got)
+				if !maps.Equal(got, tt.want) {
+					t.Errorf("redirect port answered %v, want %v", got, tt.want)
+				}
+				if tt.trusted != "10.0.0.0/8" {
+					return
+				}
+				// The data port still has room for a client.
+				c, err := tls.Dial("tcp", h.addr, &tls.Config{InsecureSkipVerify: true})
+				if err != nil {
+					t.Fatalf("TLS to the data port with a client holding the redirect port: %v", err)
+				}
+				c.Close()
+			})
 		}
 	})
 }
