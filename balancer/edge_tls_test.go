@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -194,3 +195,63 @@ func TestStaticEdgesOverTLS(t *testing.T) {
 type quietLog struct{}
 
 func (quietLog) Printf(string, ...any) {}
+
+// A static edge whose TLS handshake fails is a failed dial, for a plain
+// request as for a WebSocket: nothing was sent, so the request goes to the
+// next candidate. The handshake is bounded by dial_timeout with the
+// connect, so an edge (or anyone on the path to it) that accepts the
+// connection and never finishes the handshake holds no request for longer.
+func TestEdgeHandshakeFailureFailsOver(t *testing.T) {
+	ca := newTestCA(t, "backends CA")
+	other := newTestCA(t, "someone else's CA")
+	good := startTLSBackend(t, "relay-good", ca, nil)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // held, never answered
+		}
+	}()
+	for _, tt := range []struct {
+		name, url string
+	}{
+		{"a certificate of another CA", startTLSBackend(t, "relay-bad", other, nil)},
+		{"a handshake that never finishes", "https://" + silent.Addr().String()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cl := healthtest.New(t)
+			b := startClusterBalancer(t, cl, "bal-1", configs.Balancer{
+				Edges: []configs.StaticEdge{
+					{Name: "relay-bad", URL: tt.url, Monitor: testMonitor(), TLS: configs.EdgeTLS{CAFile: ca.file}},
+					{Name: "relay-good", URL: good, Monitor: testMonitor(), TLS: configs.EdgeTLS{CAFile: ca.file}},
+				},
+				DialTimeout:  configs.Duration(time.Second),
+				SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)},
+			})
+			waitRing(t, b, "relay-bad", "relay-good")
+			healthtest.WaitUntil(t, "table ready", b.bal.table.routable)
+			key := ""
+			for i := 0; key == ""; i++ {
+				if k := fmt.Sprint("k", i); b.owner(t, k) == "relay-bad" {
+					key = k
+				}
+			}
+			start := time.Now()
+			resp, body := b.get(t, "/whoami", http.Header{"Ctstickiness": {key}})
+			t.Logf("GET for a key of relay-bad: %d %s after %s; backend errors: dial %v, response %v", resp.StatusCode, body,
+				time.Since(start).Round(time.Millisecond),
+				b.metric(t, "ringlb_balancer_backend_errors_total", map[string]string{"edge": "relay-bad", "kind": "dial"}),
+				b.metric(t, "ringlb_balancer_backend_errors_total", map[string]string{"edge": "relay-bad", "kind": "response"}))
+			if resp.StatusCode != http.StatusOK || string(body) != `{"edge":"relay-good"}` {
+				t.Fatalf("GET for a key of an edge whose handshake fails: %d %s, want 200 from relay-good", resp.StatusCode, body)
+			}
+		})
+	}
+}

@@ -165,11 +165,11 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 		}
 	}
 	e.client = &fasthttp.HostClient{
-		Addr:      e.addr,
-		Name:      "ringlb-balancer",
-		IsTLS:     e.tls,
-		TLSConfig: e.tlsConfig,
+		Addr:  e.addr,
+		Name:  "ringlb-balancer",
+		IsTLS: e.tls, // the scheme; Dial does the handshake
 		Dial: func(addr string) (net.Conn, error) {
+			deadline := time.Now().Add(p.dialTimeout) // the handshake's too
 			dial := func() (net.Conn, error) {
 				c, err := (&net.Dialer{Timeout: p.dialTimeout}).Dial("tcp", addr)
 				if err != nil {
@@ -183,10 +183,29 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 			}
 			pc := &pooledConn{Conn: c, unread: acceptguard.NewUnread(c), edge: m.Name, pool: p}
 			pc.peer = peerAddr{Addr: c.RemoteAddr(), conn: pc}
-			if !e.tls { // under TLS the session is the connection's
+			if !e.tls {
 				pc.redial = dial
+				return pc, nil
 			}
-			return pc, nil
+			// The handshake is part of the dial, as a tunnel's is
+			// (edgePool.dial): within dial_timeout with the connect, and
+			// a failed one — a certificate refused, or none within it —
+			// is a failed dial (nothing was sent), so the request goes
+			// to the next candidate. Left to HostClient, the handshake
+			// had its write timeout (30 s) and its failure was the
+			// answer's: a 502, and an edge that took connections and
+			// never finished a handshake held each request 30 s
+			// (TestEdgeHandshakeFailureFailsOver). Under TLS the session
+			// is the connection's: a connection with stray bytes is not
+			// replaced (no redial).
+			tc := tls.Client(pc, e.tlsConfig)
+			_ = tc.SetDeadline(deadline)
+			if err := tc.Handshake(); err != nil {
+				tc.Close()
+				return nil, &dialError{edge: m.Name, err: err}
+			}
+			_ = tc.SetDeadline(time.Time{})
+			return tc, nil
 		},
 		// A dial error goes to the next candidate at once (the balancer's
 		// own retry); a GET or HEAD that met a pooled keep-alive connection
