@@ -7,11 +7,13 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // startRedirect serves cfg's balancer with its HTTPS data port said to be
@@ -204,5 +206,56 @@ func TestRedirectPortHeldToTheConnectionLimits(t *testing.T) {
 				c.Close()
 			})
 		}
+	})
+}
+
+// The redirect reads no body, and fasthttp would read one whole before the
+// handler, up to its default 4 MiB, allocating what the head declares at
+// once: 32 connections each sending a head that declared 4 MiB and one byte
+// held 128 MiB of the balancer's heap for request_timeout. A body beyond a
+// small form's is refused at its head (fasthttp's 400).
+func TestRedirectPortReadsNoLargeBody(t *testing.T) {
+	_, addr := startRedirectWith(t, configs.Balancer{Limits: configs.Limits{RequestTimeout: configs.Duration(2 * time.Second)}})
+	heap := func() int64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	before := heap()
+	conns := make([]net.Conn, 32)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, "POST /p HTTP/1.1\r\nHost: good.example\r\nContent-Length: 4194304\r\n\r\nx"); err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	statuses := map[int]int{}
+	var held int64
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(healthtest.Patience))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if i == 0 {
+			held = heap() - before // the others still wait for theirs
+		}
+		if err != nil {
+			statuses[0]++
+			continue
+		}
+		resp.Body.Close()
+		statuses[resp.StatusCode]++
+	}
+	t.Logf("32 heads declaring a 4 MiB body to the redirect port: %v; heap +%d KiB at the first answer", statuses, held>>10)
+	if statuses[http.StatusBadRequest] != len(conns) {
+		t.Errorf("answers %v, want %d × 400", statuses, len(conns))
+	}
+	// A small form sent to the plain port still gets its redirect.
+	checkRedirects(t, addr, []redirectCase{
+		{"a small form", "POST /login HTTP/1.1\r\nHost: good.example\r\nContent-Length: 9\r\n\r\nuser=ann&", 301, "https://good.example:8443/login"},
 	})
 }
