@@ -58,8 +58,8 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 // Reload applies a new configuration without dropping a connection: key
 // sources, limits, the TLS certificate and key and the static edges' TLS
 // files (all re-read) and the admin token take effect for the next request
-// or connection; live
-// tunnels and keep-alive connections go on. On any error nothing changes.
+// or connection; live tunnels and keep-alive connections go on. On any
+// error nothing changes.
 // Static edges are replaced while the ring follows the cluster
 // (FollowCluster).
 func (b *Balancer) Reload(cfg configs.Balancer) error {
