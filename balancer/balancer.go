@@ -100,11 +100,13 @@ type Balancer struct {
 	limiter         *limitListener // set by Serve, under mu
 	// connBudget is limits.max_connections: the data and redirect ports'
 	// connections together (listener.go).
-	connBudget    *acceptguard.Budget
-	redirectGuard *acceptguard.Listener // set by ServeRedirect, under mu
-	limiterSet    chan struct{}         // closed once limiter is set
-	limiterOnce   sync.Once
-	redirect      *fasthttp.Server // set by ServeRedirect
+	connBudget *acceptguard.Budget
+	// redirectClients are the redirect port's per-client counts (set by
+	// ServeRedirect, under mu).
+	redirectClients *acceptguard.PerAddr
+	limiterSet      chan struct{} // closed once limiter is set
+	limiterOnce     sync.Once
+	redirect        *fasthttp.Server // set by ServeRedirect
 	// stopWatch ends the certificate watcher (TLS only); watchDone is
 	// closed when it has.
 	stopWatch, watchDone chan struct{}

@@ -8,11 +8,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,3 +196,132 @@ func TestStaticEdgesOverTLS(t *testing.T) {
 type quietLog struct{}
 
 func (quietLog) Printf(string, ...any) {}
+
+// A static edge whose TLS handshake fails is a failed dial, for a plain
+// request as for a WebSocket: nothing was sent, so the request goes to the
+// next candidate. The handshake is bounded by dial_timeout with the
+// connect, so an edge (or anyone on the path to it) that accepts the
+// connection and never finishes the handshake holds no request for longer.
+func TestEdgeHandshakeFailureFailsOver(t *testing.T) {
+	ca := newTestCA(t, "backends CA")
+	other := newTestCA(t, "someone else's CA")
+	good := startTLSBackend(t, "relay-good", ca, nil)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // held, never answered
+		}
+	}()
+	for _, tt := range []struct {
+		name, url string
+	}{
+		{"a certificate of another CA", startTLSBackend(t, "relay-bad", other, nil)},
+		{"a handshake that never finishes", "https://" + silent.Addr().String()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cl := healthtest.New(t)
+			b := startClusterBalancer(t, cl, "bal-1", configs.Balancer{
+				Edges: []configs.StaticEdge{
+					{Name: "relay-bad", URL: tt.url, Monitor: testMonitor(), TLS: configs.EdgeTLS{CAFile: ca.file}},
+					{Name: "relay-good", URL: good, Monitor: testMonitor(), TLS: configs.EdgeTLS{CAFile: ca.file}},
+				},
+				DialTimeout:  configs.Duration(time.Second),
+				SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)},
+			})
+			waitRing(t, b, "relay-bad", "relay-good")
+			healthtest.WaitUntil(t, "table ready", b.bal.table.routable)
+			key := ""
+			for i := 0; key == ""; i++ {
+				if k := fmt.Sprint("k", i); b.owner(t, k) == "relay-bad" {
+					key = k
+				}
+			}
+			start := time.Now()
+			resp, body := b.get(t, "/whoami", http.Header{"Ctstickiness": {key}})
+			t.Logf("GET for a key of relay-bad: %d %s after %s; backend errors: dial %v, response %v", resp.StatusCode, body,
+				time.Since(start).Round(time.Millisecond),
+				b.metric(t, "ringlb_balancer_backend_errors_total", map[string]string{"edge": "relay-bad", "kind": "dial"}),
+				b.metric(t, "ringlb_balancer_backend_errors_total", map[string]string{"edge": "relay-bad", "kind": "response"}))
+			if resp.StatusCode != http.StatusOK || string(body) != `{"edge":"relay-good"}` {
+				t.Fatalf("GET for a key of an edge whose handshake fails: %d %s, want 200 from relay-good", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// A reload re-reads the files of a static edge's tls block: a renewed
+// client certificate (short-lived ones are renewed in place, under the same
+// file names) is what the balancer presents from then on, and a rotated CA
+// bundle is what it verifies with. Kept from the first request on, an
+// expiring client certificate could only be replaced by a restart.
+func TestEdgeTLSFilesReadAgainOnReload(t *testing.T) {
+	ca := newTestCA(t, "backends CA")
+	clients := newTestCA(t, "balancers CA")
+	clientCert, clientKey := clients.issue(t, "bal", "bal-old.test", x509.ExtKeyUsageClientAuth)
+
+	// The backend names the client certificate it was shown.
+	certFile, keyFile := ca.issue(t, "relay-1", "relay-1.backends.test", x509.ExtKeyUsageServerAuth)
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: x509.NewCertPool(), ClientAuth: tls.RequireAndVerifyClientCert}
+	cfg.ClientCAs.AddCert(clients.cert)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Logger: quietLog{}, Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.Response.Header.Set("X-Ringlb-Edge", "relay-1")
+		ctx.SetBodyString(ctx.TLSConnectionState().PeerCertificates[0].Subject.CommonName)
+	}}
+	go srv.Serve(tls.NewListener(ln, cfg))
+	t.Cleanup(func() { srv.Shutdown(); ln.Close() })
+
+	cl := healthtest.New(t)
+	b := startClusterBalancer(t, cl, "bal-1", configs.Balancer{
+		Edges: []configs.StaticEdge{{Name: "relay-1", URL: "https://" + ln.Addr().String(), Monitor: testMonitor(),
+			TLS: configs.EdgeTLS{CAFile: ca.file, CertFile: clientCert, KeyFile: clientKey}}},
+		SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)},
+	})
+	waitRing(t, b, "relay-1")
+	healthtest.WaitUntil(t, "table ready", b.bal.table.routable)
+	shown := func() string {
+		t.Helper()
+		resp, body := b.get(t, "/whoami", http.Header{"Ctstickiness": {"k"}})
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET: %d %s", resp.StatusCode, body)
+		}
+		return string(body)
+	}
+	if got := shown(); got != "bal-old.test" {
+		t.Fatalf("client certificate shown: %q", got)
+	}
+	clients.issue(t, "bal", "bal-new.test", x509.ExtKeyUsageClientAuth) // renewed in place
+	if err := b.bal.Reload(b.bal.current.Load().cfg); err != nil {
+		t.Fatal(err)
+	}
+	got := shown()
+	t.Logf("client certificate shown after its files were renewed and a reload: %q", got)
+	if got != "bal-new.test" {
+		t.Errorf("client certificate shown after a reload: %q, want the renewed bal-new.test", got)
+	}
+	// Files caught mid-write refuse the reload, which changes nothing.
+	if err := os.WriteFile(clientCert, []byte("-----BEGIN CERT"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.bal.Reload(b.bal.current.Load().cfg); err == nil || !strings.Contains(err.Error(), "balancer.edges[0].tls.cert_file") {
+		t.Fatalf("reload with a client certificate that does not load: %v", err)
+	}
+	if got := shown(); got != "bal-new.test" {
+		t.Errorf("client certificate shown after a refused reload: %q", got)
+	}
+}

@@ -41,6 +41,7 @@ type edge struct {
 	// edge's tls block, or none (the system's roots, the URL's host).
 	tlsConfig *tls.Config
 	settings  configs.EdgeTLS
+	tlsRead   uint64 // the edgePool's tlsRead when it was made
 	// client proxies plain HTTP requests; it is safe for concurrent use and
 	// keeps idle connections for reuse.
 	client *fasthttp.HostClient
@@ -73,6 +74,9 @@ type edgePool struct {
 	// tlsFor returns a static edge's TLS settings (the zero value for any
 	// other edge).
 	tlsFor func(name string) configs.EdgeTLS
+	// tlsRead numbers the reloads (rereadTLS): a TLS edge made before the
+	// last one is made again, its files read anew.
+	tlsRead atomic.Uint64
 
 	mu    sync.RWMutex
 	edges map[string]*edge // by member URL
@@ -83,29 +87,49 @@ func newEdgePool(dialTimeout, answerTimeout time.Duration, tlsFor func(string) c
 }
 
 // get returns the edge for m, creating it on first use and again when its
-// TLS settings changed (a reload).
+// TLS settings changed or, for a TLS edge, after a reload (rereadTLS).
 func (p *edgePool) get(m ring.Member) (*edge, error) {
 	var settings configs.EdgeTLS
 	if p.tlsFor != nil {
 		settings = p.tlsFor(m.Name)
 	}
+	read := p.tlsRead.Load()
 	p.mu.RLock()
 	e := p.edges[m.URL]
 	p.mu.RUnlock()
-	if e != nil && e.name == m.Name && e.settings == settings {
+	if e != nil && e.current(m, settings, read) {
 		return e, nil
 	}
 	e, err := p.newEdge(m, settings)
 	if err != nil {
 		return nil, err
 	}
+	e.tlsRead = read
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if old := p.edges[m.URL]; old != nil && old.name == m.Name && old.settings == settings {
+	old := p.edges[m.URL]
+	if old != nil && old.current(m, settings, read) {
 		return old, nil
+	}
+	if old != nil {
+		// Its connections were made with the files as they were.
+		old.client.CloseIdleConnections()
 	}
 	p.edges[m.URL] = e
 	return e, nil
+}
+
+// rereadTLS has the TLS edges made again on their next use, their files
+// (tls.ca_file, cert_file, key_file) read anew: a client certificate is
+// renewed in place, under the same names, and a reload is how it is taken
+// up. Without it an edge's files were read once, on its first request, for
+// as long as the process ran (TestEdgeTLSFilesReadAgainOnReload).
+func (p *edgePool) rereadTLS() { p.tlsRead.Add(1) }
+
+// current reports whether e is the edge for m with settings, its files read
+// since the reload numbered read when it speaks TLS.
+func (e *edge) current(m ring.Member, settings configs.EdgeTLS, read uint64) bool {
+	return e.name == m.Name && e.settings == settings && (!e.tls || e.tlsRead == read)
 }
 
 // edgeTLSConfig is how the balancer verifies an https edge: its
@@ -130,7 +154,7 @@ func edgeTLSConfig(host string, s configs.EdgeTLS) (*tls.Config, error) {
 	if s.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls client certificate: %w", err)
+			return nil, fmt.Errorf("tls.cert_file and key_file: %w", err)
 		}
 		c.Certificates = []tls.Certificate{cert}
 	}
@@ -165,11 +189,11 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 		}
 	}
 	e.client = &fasthttp.HostClient{
-		Addr:      e.addr,
-		Name:      "ringlb-balancer",
-		IsTLS:     e.tls,
-		TLSConfig: e.tlsConfig,
+		Addr:  e.addr,
+		Name:  "ringlb-balancer",
+		IsTLS: e.tls, // the scheme; Dial does the handshake
 		Dial: func(addr string) (net.Conn, error) {
+			deadline := time.Now().Add(p.dialTimeout) // the handshake's too
 			dial := func() (net.Conn, error) {
 				c, err := (&net.Dialer{Timeout: p.dialTimeout}).Dial("tcp", addr)
 				if err != nil {
@@ -183,10 +207,29 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 			}
 			pc := &pooledConn{Conn: c, unread: acceptguard.NewUnread(c), edge: m.Name, pool: p}
 			pc.peer = peerAddr{Addr: c.RemoteAddr(), conn: pc}
-			if !e.tls { // under TLS the session is the connection's
+			if !e.tls {
 				pc.redial = dial
+				return pc, nil
 			}
-			return pc, nil
+			// The handshake is part of the dial, as a tunnel's is
+			// (edgePool.dial): within dial_timeout with the connect, and
+			// a failed one — a certificate refused, or none within it —
+			// is a failed dial (nothing was sent), so the request goes
+			// to the next candidate. Left to HostClient, the handshake
+			// had its write timeout (30 s) and its failure was the
+			// answer's: a 502, and an edge that took connections and
+			// never finished a handshake held each request 30 s
+			// (TestEdgeHandshakeFailureFailsOver). Under TLS the session
+			// is the connection's: a connection with stray bytes is not
+			// replaced (no redial).
+			tc := tls.Client(pc, e.tlsConfig)
+			_ = tc.SetDeadline(deadline)
+			if err := tc.Handshake(); err != nil {
+				tc.Close()
+				return nil, &dialError{edge: m.Name, err: err}
+			}
+			_ = tc.SetDeadline(time.Time{})
+			return tc, nil
 		},
 		// A dial error goes to the next candidate at once (the balancer's
 		// own retry); a GET or HEAD that met a pooled keep-alive connection

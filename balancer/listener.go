@@ -88,29 +88,52 @@ var (
 // limit is derived from the descriptors the process has, and uncapped the
 // plain port took connections from anyone until there were none left
 // (TestRedirectPortHeldToTheConnectionLimits). One client is held to
-// limits.max_connections_per_ip here too, but behind PROXY protocol, where
-// this port, which reads no header, would count every client under the
-// address of the proxy in front.
+// limits.max_connections_per_ip here too (redirectClients).
 func (b *Balancer) guardRedirect(ln net.Listener) *acceptguard.Listener {
-	perIP := 0
-	if !b.cfg.ProxyProtocol.Enabled {
-		perIP = b.current.Load().cfg.Limits.MaxConnectionsPerIP
+	clients := &redirectClients{PerAddr: acceptguard.NewPerAddr(acceptguard.PerAddrLimits{MaxConns: b.current.Load().cfg.Limits.MaxConnectionsPerIP})}
+	if pp := b.cfg.ProxyProtocol; pp.Enabled {
+		// Validated by configs, and refused by Serve if not.
+		clients.proxies, _ = proxyPrefixes(pp.TrustedFrom)
+		clients.allProxies = len(clients.proxies) == 0
 	}
 	g := acceptguard.Wrap(ln, acceptguard.Config{
 		Name: "balancer redirect", Logger: b.log, Errors: b.metrics.acceptErrors.WithLabelValues("redirect"),
-		Budget:        b.connBudget,
-		Refused:       b.metrics.rejectedTotal.WithLabelValues(rejectMaxConns),
-		Refusal:       refusalAtCap,
-		MaxConnsPerIP: perIP,
-		RefusedPerIP:  b.metrics.rejectedTotal.WithLabelValues(rejectPerIPConns),
-		RefusalPerIP:  refusalPerIP,
-		Memory:        acceptguard.Process, RefusedMemory: b.metrics.rejectedTotal.WithLabelValues(rejectMemory),
+		Budget:       b.connBudget,
+		Refused:      b.metrics.rejectedTotal.WithLabelValues(rejectMaxConns),
+		Refusal:      refusalAtCap,
+		Clients:      clients,
+		RefusedPerIP: b.metrics.rejectedTotal.WithLabelValues(rejectPerIPConns),
+		RefusalPerIP: refusalPerIP,
+		Memory:       acceptguard.Process, RefusedMemory: b.metrics.rejectedTotal.WithLabelValues(rejectMemory),
 		RefusalMemory: acceptguard.HTTPAnswer(503, "this balancer is low on memory; try again shortly"),
 	})
 	b.mu.Lock()
-	b.redirectGuard = g
+	b.redirectClients = clients.PerAddr
 	b.mu.Unlock()
 	return g
+}
+
+// redirectClients counts the redirect port's connections by client under
+// limits.max_connections_per_ip, except those of the proxies in front when
+// the data port reads PROXY protocol: this port reads no header, so a
+// proxy's connections carry every client it forwards, under its address.
+// A connection from anywhere else is its client's own, and is counted:
+// exempting every connection behind PROXY protocol let one client reach
+// the port directly and take the whole max_connections, which the data
+// port shares, so that the data port refused everyone
+// (TestRedirectPortHeldToTheConnectionLimits). With trusted_from empty
+// every source may be a proxy, and none is counted.
+type redirectClients struct {
+	*acceptguard.PerAddr
+	proxies    []netip.Prefix
+	allProxies bool
+}
+
+func (c *redirectClients) Admit(addr netip.Addr, now time.Time) (acceptguard.Slot, acceptguard.Verdict) {
+	if c.allProxies || containsAddr(c.proxies, addr) {
+		return acceptguard.Slot{}, acceptguard.Admitted
+	}
+	return c.PerAddr.Admit(addr, now)
 }
 
 // setLimits changes the limits for connections accepted from now on: the
@@ -119,13 +142,13 @@ func (b *Balancer) guardRedirect(ln net.Listener) *acceptguard.Listener {
 func (b *Balancer) setLimits(limits configs.Limits) {
 	b.connBudget.SetMax(limits.MaxConnections)
 	b.mu.Lock()
-	l, redirect := b.limiter, b.redirectGuard
+	l, redirect := b.limiter, b.redirectClients
 	b.mu.Unlock()
 	if l != nil {
 		l.perIP.SetLimits(perAddrLimits(limits))
 	}
-	if redirect != nil && !b.cfg.ProxyProtocol.Enabled {
-		redirect.SetMaxPerIP(limits.MaxConnectionsPerIP)
+	if redirect != nil {
+		redirect.SetLimits(acceptguard.PerAddrLimits{MaxConns: limits.MaxConnectionsPerIP})
 	}
 }
 
@@ -141,6 +164,20 @@ func proxyPolicy(trusted []string) (proxyproto.ConnPolicyFunc, error) {
 	if len(trusted) == 0 {
 		return func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }, nil
 	}
+	prefixes, err := proxyPrefixes(trusted)
+	if err != nil {
+		return nil, err
+	}
+	return func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+		if ap, err := netip.ParseAddrPort(o.Upstream.String()); err == nil && containsAddr(prefixes, ap.Addr()) {
+			return proxyproto.REQUIRE, nil
+		}
+		return proxyproto.REJECT, nil
+	}, nil
+}
+
+// proxyPrefixes parses balancer.proxy_protocol.trusted_from.
+func proxyPrefixes(trusted []string) ([]netip.Prefix, error) {
 	prefixes := make([]netip.Prefix, 0, len(trusted))
 	for _, c := range trusted {
 		p, err := netip.ParsePrefix(c)
@@ -149,16 +186,19 @@ func proxyPolicy(trusted []string) (proxyproto.ConnPolicyFunc, error) {
 		}
 		prefixes = append(prefixes, p)
 	}
-	return func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
-		if ap, err := netip.ParseAddrPort(o.Upstream.String()); err == nil {
-			for _, p := range prefixes {
-				if p.Contains(ap.Addr().Unmap()) {
-					return proxyproto.REQUIRE, nil
-				}
-			}
+	return prefixes, nil
+}
+
+// containsAddr reports whether one of prefixes holds addr (an IPv4-mapped
+// IPv6 address as its IPv4 address).
+func containsAddr(prefixes []netip.Prefix, addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range prefixes {
+		if p.Contains(addr) {
+			return true
 		}
-		return proxyproto.REJECT, nil
-	}, nil
+	}
+	return false
 }
 
 // limitListener enforces the per-address limits on a connection's first

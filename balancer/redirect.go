@@ -33,6 +33,13 @@ func (b *Balancer) ServeRedirect(ln net.Listener) error {
 			ctx.Response.Header.Set(fasthttp.HeaderLocation, location)
 			ctx.SetStatusCode(fasthttp.StatusMovedPermanently)
 		},
+		// fasthttp reads a body whole before the handler, allocating
+		// what its head declares at once (by default up to 4 MiB): a
+		// head declaring 4 MiB, and a byte of it, held 4 MiB for
+		// request_timeout (TestRedirectPortReadsNoLargeBody). The
+		// redirect reads no body; a small form's is let through to its
+		// 301, anything larger is refused at its head (fasthttp's 400).
+		MaxRequestBodySize:    redirectMaxBody,
 		ReadTimeout:           b.cfg.Limits.RequestTimeout.D(),
 		WriteTimeout:          b.cfg.Limits.RequestTimeout.D(),
 		IdleTimeout:           b.cfg.IdleTimeout.D(),
@@ -49,6 +56,9 @@ func (b *Balancer) ServeRedirect(ln net.Listener) error {
 	b.mu.Unlock()
 	return b.served(srv.Serve(b.guardRedirect(ln)))
 }
+
+// redirectMaxBody bounds a request body on the redirect port.
+const redirectMaxBody = 8 << 10
 
 // Why a request to the redirect port gets 400 (constants: a refusal quotes
 // nothing of the request).

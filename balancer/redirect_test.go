@@ -2,14 +2,18 @@ package balancer
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // startRedirect serves cfg's balancer with its HTTPS data port said to be
@@ -165,5 +169,93 @@ func TestRedirectPortHeldToTheConnectionLimits(t *testing.T) {
 		if got[301] != 4 || got[429] != 6 {
 			t.Errorf("redirect port answered %v, want 4 × 301 and 6 × 429", got)
 		}
+	})
+	// Behind PROXY protocol the redirect port reads no header, so the
+	// proxies in front (trusted_from) carry every client under their own
+	// address and are not held to a client's share. Anyone else reaching
+	// the port comes in under an address of its own: uncapped, one such
+	// client took the whole max_connections, which the data port shares,
+	// and the data port refused everyone (503).
+	t.Run("max_connections_per_ip behind PROXY protocol", func(t *testing.T) {
+		for _, tt := range []struct {
+			name    string
+			trusted string
+			want    map[int]int
+		}{
+			{"from a client", "10.0.0.0/8", map[int]int{301: 4, 429: 16}},
+			{"from the proxy in front", "127.0.0.0/8", map[int]int{301: 10, 503: 10}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				h, addr := startRedirectWith(t, configs.Balancer{
+					ProxyProtocol: configs.ProxyProtocol{Enabled: true, TrustedFrom: []string{tt.trusted}},
+					Limits:        configs.Limits{MaxConnections: 10, MaxConnectionsPerIP: 4},
+				})
+				got := holdOpen(t, addr, 20)
+				t.Logf("20 connections from 127.0.0.1 to the redirect port, trusted_from %s, max_connections 10, max_connections_per_ip 4: %v", tt.trusted, got)
+				if !maps.Equal(got, tt.want) {
+					t.Errorf("redirect port answered %v, want %v", got, tt.want)
+				}
+				if tt.trusted != "10.0.0.0/8" {
+					return
+				}
+				// The data port still has room for a client.
+				c, err := tls.Dial("tcp", h.addr, &tls.Config{InsecureSkipVerify: true})
+				if err != nil {
+					t.Fatalf("TLS to the data port with a client holding the redirect port: %v", err)
+				}
+				c.Close()
+			})
+		}
+	})
+}
+
+// The redirect reads no body, and fasthttp would read one whole before the
+// handler, up to its default 4 MiB, allocating what the head declares at
+// once: 32 connections each sending a head that declared 4 MiB and one byte
+// held 128 MiB of the balancer's heap for request_timeout. A body beyond a
+// small form's is refused at its head (fasthttp's 400).
+func TestRedirectPortReadsNoLargeBody(t *testing.T) {
+	_, addr := startRedirectWith(t, configs.Balancer{Limits: configs.Limits{RequestTimeout: configs.Duration(2 * time.Second)}})
+	heap := func() int64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	before := heap()
+	conns := make([]net.Conn, 32)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, "POST /p HTTP/1.1\r\nHost: good.example\r\nContent-Length: 4194304\r\n\r\nx"); err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	statuses := map[int]int{}
+	var held int64
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(healthtest.Patience))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if i == 0 {
+			held = heap() - before // the others still wait for theirs
+		}
+		if err != nil {
+			statuses[0]++
+			continue
+		}
+		resp.Body.Close()
+		statuses[resp.StatusCode]++
+	}
+	t.Logf("32 heads declaring a 4 MiB body to the redirect port: %v; heap +%d KiB at the first answer", statuses, held>>10)
+	if statuses[http.StatusBadRequest] != len(conns) {
+		t.Errorf("answers %v, want %d × 400", statuses, len(conns))
+	}
+	// A small form sent to the plain port still gets its redirect.
+	checkRedirects(t, addr, []redirectCase{
+		{"a small form", "POST /login HTTP/1.1\r\nHost: good.example\r\nContent-Length: 9\r\n\r\nuser=ann&", 301, "https://good.example:8443/login"},
 	})
 }

@@ -36,6 +36,15 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 		}
 		rl.cert = &cert
 	}
+	for i, e := range cfg.Edges {
+		// Read here too, so that files that do not load refuse the start
+		// or the reload, rather than every request to the edge.
+		if e.TLS.Set() {
+			if _, err := edgeTLSConfig("", e.TLS); err != nil {
+				errs = append(errs, fmt.Errorf("balancer.edges[%d].%w", i, err))
+			}
+		}
+	}
 	if cfg.Admin.TokenFile != "" {
 		token, err := configs.ReadToken(cfg.Admin.TokenFile)
 		if err != nil {
@@ -47,9 +56,10 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 }
 
 // Reload applies a new configuration without dropping a connection: key
-// sources, limits, the TLS certificate and key (re-read from their files)
-// and the admin token take effect for the next request or connection; live
-// tunnels and keep-alive connections go on. On any error nothing changes.
+// sources, limits, the TLS certificate and key and the static edges' TLS
+// files (all re-read) and the admin token take effect for the next request
+// or connection; live tunnels and keep-alive connections go on. On any
+// error nothing changes.
 // Static edges are replaced while the ring follows the cluster
 // (FollowCluster).
 func (b *Balancer) Reload(cfg configs.Balancer) error {
@@ -69,6 +79,7 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
 	b.current.Store(rl)
+	b.edges.rereadTLS()
 	b.table.setSettings(cfg.SessionTable)
 	b.setLimits(cfg.Limits)
 	b.mu.Lock()
