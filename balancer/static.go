@@ -2,6 +2,8 @@ package balancer
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"net"
 	"net/url"
@@ -58,7 +60,7 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, prev *staticEdges, changed
 			target = net.JoinHostPort(u.Hostname(), strconv.Itoa(mon.Port))
 		}
 		name := e.Name
-		p := health.NewProber(mon, target, func(up bool, why string) {
+		p := health.NewVerifyingProber(mon, target, checkTLS(e, logger), func(up bool, why string) {
 			logger.Info("static edge state changed", "edge", name, "up", up, "why", why)
 			if changed != nil {
 				changed()
@@ -86,6 +88,24 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, prev *staticEdges, changed
 		}()
 	}
 	return s
+}
+
+// checkTLS is how e's https check verifies it: as the balancer's dials do
+// (edgeTLSConfig: its tls.ca_file or the system's roots, server_name or
+// the URL's host, its client certificate), so that an impostor answering
+// at its address does not keep it up. Files that do not load (a start or
+// reload checks them first) verify against no root: every check fails.
+func checkTLS(e configs.StaticEdge, logger *slog.Logger) *tls.Config {
+	host := ""
+	if u, err := url.Parse(e.URL); err == nil {
+		host = u.Hostname()
+	}
+	c, err := edgeTLSConfig(host, e.TLS)
+	if err != nil {
+		logger.Error("static edge's TLS files do not load: its https checks fail", "edge", e.Name, "err", err)
+		return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: x509.NewCertPool()}
+	}
+	return c
 }
 
 // edge returns the static edge named name.

@@ -51,8 +51,21 @@ type Prober struct {
 }
 
 // NewProber returns a prober of target; onChange (may be nil) is called on
-// each transition, from the prober's goroutine.
+// each transition, from the prober's goroutine. An https check does not
+// verify the target's certificate (the target is an address, not the
+// certificate's name): it finds whether the target answers, not who it
+// is; NewVerifyingProber does.
 func NewProber(mon configs.Monitor, target string, onChange func(up bool, why string), logger *slog.Logger) *Prober {
+	return NewVerifyingProber(mon, target, nil, onChange, logger)
+}
+
+// NewVerifyingProber is NewProber whose https checks verify the target as
+// verify says (its roots, server name and client certificate); nil
+// verifies nothing, as NewProber.
+func NewVerifyingProber(mon configs.Monitor, target string, verify *tls.Config, onChange func(up bool, why string), logger *slog.Logger) *Prober {
+	if verify == nil {
+		verify = &tls.Config{InsecureSkipVerify: true}
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -65,8 +78,7 @@ func NewProber(mon configs.Monitor, target string, onChange func(up bool, why st
 				// the environment, no connection reuse hiding a dead peer.
 				Proxy:             nil,
 				DisableKeepAlives: true,
-				// The target is an address, not the certificate's name.
-				TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+				TLSClientConfig: verify,
 				// A health endpoint's head is small; a target sending
 				// megabytes (net/http reads 10 MiB by default) fails.
 				MaxResponseHeaderBytes: maxProbeHead,
