@@ -243,8 +243,18 @@ func (sg *signer) apexSet(t uint16) []dns.RR {
 // sigEntry is one cached set of signatures over one RRset.
 type sigEntry struct {
 	sigs []*dns.RRSIG
-	// refreshAt (Unix seconds): from then on the entry is signed again.
-	refreshAt int64
+	// inception (Unix seconds): before it the signatures are not valid,
+	// and the entry is signed again (fresh), as from refreshAt on.
+	inception, refreshAt int64
+}
+
+// fresh reports whether e's signatures may still be served at now (Unix
+// seconds). Before their inception too they may not: made while the clock
+// ran ahead (a wrong clock at boot, a spoofed NTP answer), they are bogus
+// to every validator until the real time reaches it, and without this they
+// were served until their refresh, days later.
+func (e sigEntry) fresh(now int64) bool {
+	return e.inception <= now && now < e.refreshAt
 }
 
 // sigs returns the signatures of rrset (one per key that signs its type):
@@ -257,7 +267,7 @@ func (sg *signer) sigs(rrset []dns.RR, from spend, client netip.Addr) (sigEntry,
 		return sigEntry{}, err
 	}
 	now := sg.now()
-	if e, ok := sg.cache.get(key); ok && now.Unix() < e.refreshAt {
+	if e, ok := sg.cache.get(key); ok && e.fresh(now.Unix()) {
 		sg.count("cache")
 		return e, nil
 	}
@@ -294,7 +304,7 @@ func (sg *signer) sigs(rrset []dns.RR, from spend, client netip.Addr) (sigEntry,
 	keys := sg.keysFor(h.Rrtype)
 	// An hour back: a validator whose clock is behind ours still accepts it.
 	inception, expiration := now.Add(-time.Hour), now.Add(sg.validity)
-	e := sigEntry{refreshAt: expiration.Add(-sg.refresh).Unix()}
+	e := sigEntry{inception: inception.Unix(), refreshAt: expiration.Add(-sg.refresh).Unix()}
 	for _, k := range keys {
 		sig := &dns.RRSIG{Hdr: dns.RR_Header{Ttl: h.Ttl}, Algorithm: k.key.Algorithm, OrigTtl: h.Ttl,
 			Inception: uint32(inception.Unix()), Expiration: uint32(expiration.Unix()), KeyTag: k.tag, SignerName: sg.origin}
@@ -608,11 +618,11 @@ func dnssecType(t uint16) bool {
 	return false
 }
 
-// signedUntil is when the first signature of m is due for replacement (Unix
-// seconds), 0 when m has none: the UDP loop's cache keeps a packed signed
-// answer no longer than the signature cache keeps its signatures.
-func (st *state) signedUntil(m *dns.Msg) int64 {
-	var until int64
+// signedWindow is when m's signatures may be served (Unix seconds): from
+// the latest inception until the first is due for replacement; 0, 0 when m
+// has none. The UDP loop's cache keeps a packed signed answer no longer
+// than the signature cache keeps its signatures (sigEntry.fresh).
+func (st *state) signedWindow(m *dns.Msg) (from, until int64) {
 	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
 		for _, rr := range sec {
 			sig, ok := rr.(*dns.RRSIG)
@@ -628,9 +638,10 @@ func (st *state) signedUntil(m *dns.Msg) int64 {
 			if at := int64(sig.Expiration) - refresh; until == 0 || at < until {
 				until = at
 			}
+			from = max(from, int64(sig.Inception))
 		}
 	}
-	return until
+	return from, until
 }
 
 // signedTransfer is rrs, a transfer of z (SOA first and last), signed: the
