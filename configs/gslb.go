@@ -91,7 +91,8 @@ type DNSSEC struct {
 	DNSKEYTTL int `yaml:"dnskey_ttl"`
 	// SignaturesPerSecond bounds the new signatures UDP answers may cost
 	// (default 2000, with a second of burst): every query for a name never
-	// asked before needs one, and spoofed sources can ask millions. Beyond
+	// asked before needs one (one a key that signs it: two through a
+	// rollover), and spoofed sources can ask millions. Beyond
 	// it a UDP answer that needs a new signature goes out empty with TC,
 	// and the resolver retries over TCP. TCP answers have as many again,
 	// apart: beyond them one waits its turn up to 1 s, then gets SERVFAIL.

@@ -114,7 +114,7 @@ const (
 )
 
 // signBudget is a token bucket of new signatures: rate a second, and as
-// many in a burst.
+// many in a burst. An RRset spends one a key that signs it.
 type signBudget struct {
 	mu     sync.Mutex
 	rate   float64
@@ -122,35 +122,35 @@ type signBudget struct {
 	last   time.Time
 }
 
-func newSignBudget(rate int) *signBudget {
-	return &signBudget{rate: float64(rate), tokens: float64(rate)}
+func newSignBudget(rate float64) *signBudget {
+	return &signBudget{rate: rate, tokens: rate}
 }
 
-// take spends one signature, false when none is left at now.
-func (b *signBudget) take(now time.Time) bool {
+// take spends n signatures, false when fewer are left at now.
+func (b *signBudget) take(now time.Time, n float64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.last.IsZero() && now.After(b.last) {
 		b.tokens = min(b.rate, b.tokens+now.Sub(b.last).Seconds()*b.rate)
 	}
 	b.last = now
-	if b.tokens < 1 {
+	if b.tokens < n {
 		return false
 	}
-	b.tokens--
+	b.tokens -= n
 	return true
 }
 
-// wait spends one signature, waiting (by the real clock, at most
-// patience) for the bucket to refill at now's pace; false when it did not.
-func (b *signBudget) wait(now func() time.Time, patience time.Duration) bool {
+// wait spends n signatures, waiting (by the real clock, at most patience)
+// for the bucket to refill at now's pace; false when it did not.
+func (b *signBudget) wait(now func() time.Time, patience time.Duration, n float64) bool {
 	start := time.Now()
 	for {
-		if b.take(now()) {
+		if b.take(now(), n) {
 			return true
 		}
 		b.mu.Lock()
-		next := time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
+		next := time.Duration((n - b.tokens) / b.rate * float64(time.Second))
 		b.mu.Unlock()
 		if time.Since(start)+next > patience {
 			return false
@@ -168,15 +168,8 @@ type signingKey struct {
 // newSigner reads the keys of cfg for zone origin; nets says what a client
 // network is (the prefixes of gslb.rate_limit).
 func newSigner(origin string, cfg *configs.DNSSEC, nets configs.RateLimit) (*signer, error) {
-	rate := max(cfg.SignaturesPerSecond, 1)
 	sg := &signer{origin: origin, validity: cfg.SignatureValidity.D(), refresh: cfg.SignatureRefresh.D(), cache: newSigCache(),
-		budget: newSignBudget(rate), tcpBudget: newSignBudget(rate),
 		tcpPatience: tcpSignPatience, now: time.Now}
-	if share := cfg.TCPClientShare; share > 0 && share < 1 {
-		// At least one a second, or a bucket never holds a whole token.
-		nb := newNetBuckets(tcpShareShardBits, tcpShareSlotBits, max(share*float64(rate), 1), nets.IPv4Prefix, nets.IPv6Prefix)
-		sg.tcpShare = &nb
-	}
 	var fp strings.Builder
 	fmt.Fprintf(&fp, "%s %s %d", sg.validity, sg.refresh, cfg.DNSKEYTTL)
 	for _, kc := range cfg.Keys {
@@ -204,6 +197,17 @@ func newSigner(origin string, cfg *configs.DNSSEC, nets configs.RateLimit) (*sig
 		return nil, fmt.Errorf("zone %s dnssec: no active key-signing key", origin)
 	}
 	sg.fingerprint = fp.String()
+	// The budgets count signatures, and an RRset costs one a key that
+	// signs it (two through a rollover, up to 8 keys): each holds at least
+	// what the RRset with the most keys spends, or it would never be signed.
+	perSet := float64(max(len(sg.ksks), len(sg.zsks)))
+	rate := max(float64(cfg.SignaturesPerSecond), perSet)
+	sg.budget, sg.tcpBudget = newSignBudget(rate), newSignBudget(rate)
+	if share := cfg.TCPClientShare; share > 0 && share < 1 {
+		// At least one RRset a second, or a bucket never holds enough.
+		nb := newNetBuckets(tcpShareShardBits, tcpShareSlotBits, max(share*rate, perSet), nets.IPv4Prefix, nets.IPv6Prefix)
+		sg.tcpShare = &nb
+	}
 	return sg, nil
 }
 
@@ -271,9 +275,12 @@ func (sg *signer) sigs(rrset []dns.RR, from spend, client netip.Addr) (sigEntry,
 		sg.count("cache")
 		return e, nil
 	}
+	h := rrset[0].Header()
+	keys := sg.keysFor(h.Rrtype)
+	cost := float64(len(keys)) // one signature a key
 	switch from {
 	case spendUDP:
-		if !sg.budget.take(now) {
+		if !sg.budget.take(now, cost) {
 			return sigEntry{}, errSignBudget
 		}
 	case spendTCP:
@@ -288,20 +295,18 @@ func (sg *signer) sigs(rrset []dns.RR, from spend, client netip.Addr) (sigEntry,
 		var share uint64
 		if sg.tcpShare != nil {
 			var ok bool
-			if share, ok, _ = sg.tcpShare.take(client, now); !ok {
+			if share, ok, _ = sg.tcpShare.take(client, now, cost); !ok {
 				return sigEntry{}, errSignShareTCP
 			}
 		}
-		if !sg.tcpBudget.wait(sg.now, sg.tcpPatience) {
+		if !sg.tcpBudget.wait(sg.now, sg.tcpPatience, cost) {
 			if sg.tcpShare != nil {
-				sg.tcpShare.refund(share) // it got no signature
+				sg.tcpShare.refund(share, cost) // it got no signature
 			}
 			return sigEntry{}, errSignBudgetTCP
 		}
 		now = sg.now()
 	}
-	h := rrset[0].Header()
-	keys := sg.keysFor(h.Rrtype)
 	// An hour back: a validator whose clock is behind ours still accepts it.
 	inception, expiration := now.Add(-time.Hour), now.Add(sg.validity)
 	e := sigEntry{inception: inception.Unix(), refreshAt: expiration.Add(-sg.refresh).Unix()}
