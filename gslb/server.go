@@ -96,6 +96,11 @@ type Server struct {
 	// now is time.Now: the UDP loop's clock for signed answers; tests move
 	// it with the signers'.
 	now func() time.Time
+	// resignTick: how often the NOTIFY loop looks whether signed zones'
+	// secondaries are due a new serial (transfer.go); resignSeen, the
+	// signers' time it last looked at (Unix ns), for tests that move it.
+	resignTick time.Duration
+	resignSeen atomic.Int64
 }
 
 // state is everything a query reads, swapped whole by Reload.
@@ -126,7 +131,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, tcpWriteStall: tcpWriteStall, mem: acceptguard.Process, now: time.Now}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, tcpWriteStall: tcpWriteStall, mem: acceptguard.Process, now: time.Now, resignTick: resignTick}
 	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {
