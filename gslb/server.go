@@ -191,6 +191,7 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 	p.onLatch = s.saveState
 	p.onChange = func() {
 		st.serial.Add(1)
+		s.saveSerial()
 		s.kickNotify()
 	}
 	st.pools = p
@@ -384,8 +385,12 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 			}
 		}
 	}
-	st.serial.Store(old.serial.Load() + reloadBump(old, st))
+	bump := reloadBump(old, st)
+	st.serial.Store(old.serial.Load() + bump)
 	s.state.Store(st)
+	if bump > 0 {
+		s.saveSerial()
+	}
 	s.mu.Lock()
 	started := s.tcp != nil
 	s.mu.Unlock()

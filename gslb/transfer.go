@@ -286,6 +286,7 @@ func (s *Server) notifyLoop(ctx context.Context) {
 			if !bumped {
 				continue // a pending retry stays pending
 			}
+			s.saveSerial()
 			s.logger.Info("serial bumped: the signatures secondaries hold are due for replacement", "serial_offset", rs.serial)
 		case <-s.notifyKick:
 		case <-retry:
