@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -91,7 +92,8 @@ type DNSSEC struct {
 	DNSKEYTTL int `yaml:"dnskey_ttl"`
 	// SignaturesPerSecond bounds the new signatures UDP answers may cost
 	// (default 2000, with a second of burst): every query for a name never
-	// asked before needs one, and spoofed sources can ask millions. Beyond
+	// asked before needs one (one a key that signs it: two through a
+	// rollover), and spoofed sources can ask millions. Beyond
 	// it a UDP answer that needs a new signature goes out empty with TC,
 	// and the resolver retries over TCP. TCP answers have as many again,
 	// apart: beyond them one waits its turn up to 1 s, then gets SERVFAIL.
@@ -139,8 +141,34 @@ type TSIG struct {
 	Name string `yaml:"name"`
 	// Algorithm is hmac-sha256 (default), hmac-sha384, hmac-sha512 or hmac-sha1.
 	Algorithm string `yaml:"algorithm"`
-	// SecretFile holds the base64 secret.
+	// SecretFile holds the base64 secret (as tsig-keygen writes it; `ringlb
+	// keygen` makes one), at least 16 bytes decoded.
 	SecretFile string `yaml:"secret_file"`
+}
+
+// MinTSIGSecretBytes is the shortest TSIG secret accepted: every NOTIFY the
+// gslb sends carries a MAC made with it, and whoever sees one on the wire
+// (or asks with guesses: a wrong MAC is answered BADSIG) can try secrets
+// against it offline — two bytes were found from one NOTIFY in 24,931
+// HMACs. tsig-keygen and `ringlb keygen` make 32.
+const MinTSIGSecretBytes = 16
+
+// ReadTSIGSecret reads a TSIG secret file (transfer.tsig.secret_file):
+// base64 as BIND and NSD write it, at least MinTSIGSecretBytes decoded.
+// Errors never quote the file's content.
+func ReadTSIGSecret(path string) ([]byte, error) {
+	raw, err := readBounded(path)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil || len(secret) == 0 {
+		return nil, fmt.Errorf("%s does not hold a base64 secret", path)
+	}
+	if len(secret) < MinTSIGSecretBytes {
+		return nil, fmt.Errorf("%s: the secret is %d bytes, need at least %d: a short one can be found from one signed message (make one with: ringlb keygen, or tsig-keygen)", path, len(secret), MinTSIGSecretBytes)
+	}
+	return secret, nil
 }
 
 // Monitor is an active health check (health/), shared by the gslb's pool
@@ -440,8 +468,9 @@ func (g *GSLB) validate(ps *problems) {
 			}
 			if t.SecretFile == "" {
 				ps.add(p+".transfer.tsig.secret_file", "is required")
+			} else if _, err := ReadTSIGSecret(t.SecretFile); err != nil {
+				ps.add(p+".transfer.tsig.secret_file", "%v", err)
 			}
-			checkFile(ps, p+".transfer.tsig.secret_file", t.SecretFile)
 		}
 		if d := z.DNSSEC; d != nil {
 			d.validate(ps, p+".dnssec", z.Origin)

@@ -151,12 +151,22 @@ type poolsState struct {
 	Latches   []savedLatch    `json:"latches"`
 }
 
+// serialConcern is the state file of the serial's offset (serialState).
+const serialConcern = "gslb-serial"
+
+// serialState is what the server adds to its zones' serials (state.serial).
+type serialState struct {
+	Offset uint32 `json:"offset"`
+}
+
 // useOperator makes the admin plane and restores what an operator set
 // before the last stop: a gslb restarted while a member was taken out
 // (serve mode remove) keeps it out, and a failover latched with
-// auto_recover: false stays latched until someone recovers it.
+// auto_recover: false stays latched until someone recovers it. And the
+// zones' serials go on from one past where they were.
 func (s *Server) useOperator(cfg configs.GSLB) {
 	s.op = operator.New(operator.Config{Node: s.name, Role: "gslb", Admin: cfg.Admin, Registry: s.reg, Series: historySeries, Logger: s.logger})
+	s.restoreSerial()
 	var st poolsState
 	switch err := s.op.Store.Load(poolsConcern, &st); {
 	case errors.Is(err, operator.ErrNoState):
@@ -185,6 +195,40 @@ func (s *Server) saveState() {
 	overrides, latches := s.state.Load().pools.saved()
 	if err := s.op.Store.Save(poolsConcern, poolsState{overrides, latches}); err != nil {
 		s.logger.Error("operator state not saved: a restart will forget the change", "err", err)
+	}
+}
+
+// restoreSerial starts the serials one past the offset saved last: a
+// secondary transfers only a serial newer than its copy's (RFC 1982), and
+// starting the offset at 0 went back to the zone files' serials, so the
+// secondaries kept the copy of before the restart — its managed answers,
+// a signed zone's signatures until they expired — until as many changes
+// had passed again (TestRestartKeepsTheSerialGoing). One past it: what this
+// process serves may differ from what the last one served last.
+func (s *Server) restoreSerial() {
+	var saved serialState
+	switch err := s.op.Store.Load(serialConcern, &saved); {
+	case errors.Is(err, operator.ErrNoState):
+		return
+	case err != nil:
+		s.logger.Error("zone serial offset not restored: secondaries may keep their copy until the serial passes it", "err", err)
+		return
+	}
+	s.state.Load().serial.Store(saved.Offset + 1)
+	s.saveSerial()
+}
+
+// saveSerial writes the serials' offset now, after a change of it; a
+// failure is logged (the serial stands, in memory).
+func (s *Server) saveSerial() {
+	if s.op == nil { // New's first build: nothing changed yet
+		return
+	}
+	s.saving.Lock()
+	defer s.saving.Unlock()
+	// Read under the lock: the last save writes the latest offset.
+	if err := s.op.Store.Save(serialConcern, serialState{s.state.Load().serial.Load()}); err != nil {
+		s.logger.Error("zone serial offset not saved: after a restart secondaries may keep their copy", "err", err)
 	}
 }
 

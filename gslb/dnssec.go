@@ -114,7 +114,7 @@ const (
 )
 
 // signBudget is a token bucket of new signatures: rate a second, and as
-// many in a burst.
+// many in a burst. An RRset spends one a key that signs it.
 type signBudget struct {
 	mu     sync.Mutex
 	rate   float64
@@ -122,35 +122,35 @@ type signBudget struct {
 	last   time.Time
 }
 
-func newSignBudget(rate int) *signBudget {
-	return &signBudget{rate: float64(rate), tokens: float64(rate)}
+func newSignBudget(rate float64) *signBudget {
+	return &signBudget{rate: rate, tokens: rate}
 }
 
-// take spends one signature, false when none is left at now.
-func (b *signBudget) take(now time.Time) bool {
+// take spends n signatures, false when fewer are left at now.
+func (b *signBudget) take(now time.Time, n float64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.last.IsZero() && now.After(b.last) {
 		b.tokens = min(b.rate, b.tokens+now.Sub(b.last).Seconds()*b.rate)
 	}
 	b.last = now
-	if b.tokens < 1 {
+	if b.tokens < n {
 		return false
 	}
-	b.tokens--
+	b.tokens -= n
 	return true
 }
 
-// wait spends one signature, waiting (by the real clock, at most
-// patience) for the bucket to refill at now's pace; false when it did not.
-func (b *signBudget) wait(now func() time.Time, patience time.Duration) bool {
+// wait spends n signatures, waiting (by the real clock, at most patience)
+// for the bucket to refill at now's pace; false when it did not.
+func (b *signBudget) wait(now func() time.Time, patience time.Duration, n float64) bool {
 	start := time.Now()
 	for {
-		if b.take(now()) {
+		if b.take(now(), n) {
 			return true
 		}
 		b.mu.Lock()
-		next := time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
+		next := time.Duration((n - b.tokens) / b.rate * float64(time.Second))
 		b.mu.Unlock()
 		if time.Since(start)+next > patience {
 			return false
@@ -168,15 +168,8 @@ type signingKey struct {
 // newSigner reads the keys of cfg for zone origin; nets says what a client
 // network is (the prefixes of gslb.rate_limit).
 func newSigner(origin string, cfg *configs.DNSSEC, nets configs.RateLimit) (*signer, error) {
-	rate := max(cfg.SignaturesPerSecond, 1)
 	sg := &signer{origin: origin, validity: cfg.SignatureValidity.D(), refresh: cfg.SignatureRefresh.D(), cache: newSigCache(),
-		budget: newSignBudget(rate), tcpBudget: newSignBudget(rate),
 		tcpPatience: tcpSignPatience, now: time.Now}
-	if share := cfg.TCPClientShare; share > 0 && share < 1 {
-		// At least one a second, or a bucket never holds a whole token.
-		nb := newNetBuckets(tcpShareShardBits, tcpShareSlotBits, max(share*float64(rate), 1), nets.IPv4Prefix, nets.IPv6Prefix)
-		sg.tcpShare = &nb
-	}
 	var fp strings.Builder
 	fmt.Fprintf(&fp, "%s %s %d", sg.validity, sg.refresh, cfg.DNSKEYTTL)
 	for _, kc := range cfg.Keys {
@@ -204,6 +197,17 @@ func newSigner(origin string, cfg *configs.DNSSEC, nets configs.RateLimit) (*sig
 		return nil, fmt.Errorf("zone %s dnssec: no active key-signing key", origin)
 	}
 	sg.fingerprint = fp.String()
+	// The budgets count signatures, and an RRset costs one a key that
+	// signs it (two through a rollover, up to 8 keys): each holds at least
+	// what the RRset with the most keys spends, or it would never be signed.
+	perSet := float64(max(len(sg.ksks), len(sg.zsks)))
+	rate := max(float64(cfg.SignaturesPerSecond), perSet)
+	sg.budget, sg.tcpBudget = newSignBudget(rate), newSignBudget(rate)
+	if share := cfg.TCPClientShare; share > 0 && share < 1 {
+		// At least one RRset a second, or a bucket never holds enough.
+		nb := newNetBuckets(tcpShareShardBits, tcpShareSlotBits, max(share*rate, perSet), nets.IPv4Prefix, nets.IPv6Prefix)
+		sg.tcpShare = &nb
+	}
 	return sg, nil
 }
 
@@ -243,8 +247,18 @@ func (sg *signer) apexSet(t uint16) []dns.RR {
 // sigEntry is one cached set of signatures over one RRset.
 type sigEntry struct {
 	sigs []*dns.RRSIG
-	// refreshAt (Unix seconds): from then on the entry is signed again.
-	refreshAt int64
+	// inception (Unix seconds): before it the signatures are not valid,
+	// and the entry is signed again (fresh), as from refreshAt on.
+	inception, refreshAt int64
+}
+
+// fresh reports whether e's signatures may still be served at now (Unix
+// seconds). Before their inception too they may not: made while the clock
+// ran ahead (a wrong clock at boot, a spoofed NTP answer), they are bogus
+// to every validator until the real time reaches it, and without this they
+// were served until their refresh, days later.
+func (e sigEntry) fresh(now int64) bool {
+	return e.inception <= now && now < e.refreshAt
 }
 
 // sigs returns the signatures of rrset (one per key that signs its type):
@@ -257,13 +271,16 @@ func (sg *signer) sigs(rrset []dns.RR, from spend, client netip.Addr) (sigEntry,
 		return sigEntry{}, err
 	}
 	now := sg.now()
-	if e, ok := sg.cache.get(key); ok && now.Unix() < e.refreshAt {
+	if e, ok := sg.cache.get(key); ok && e.fresh(now.Unix()) {
 		sg.count("cache")
 		return e, nil
 	}
+	h := rrset[0].Header()
+	keys := sg.keysFor(h.Rrtype)
+	cost := float64(len(keys)) // one signature a key
 	switch from {
 	case spendUDP:
-		if !sg.budget.take(now) {
+		if !sg.budget.take(now, cost) {
 			return sigEntry{}, errSignBudget
 		}
 	case spendTCP:
@@ -278,23 +295,21 @@ func (sg *signer) sigs(rrset []dns.RR, from spend, client netip.Addr) (sigEntry,
 		var share uint64
 		if sg.tcpShare != nil {
 			var ok bool
-			if share, ok, _ = sg.tcpShare.take(client, now); !ok {
+			if share, ok, _ = sg.tcpShare.take(client, now, cost); !ok {
 				return sigEntry{}, errSignShareTCP
 			}
 		}
-		if !sg.tcpBudget.wait(sg.now, sg.tcpPatience) {
+		if !sg.tcpBudget.wait(sg.now, sg.tcpPatience, cost) {
 			if sg.tcpShare != nil {
-				sg.tcpShare.refund(share) // it got no signature
+				sg.tcpShare.refund(share, cost) // it got no signature
 			}
 			return sigEntry{}, errSignBudgetTCP
 		}
 		now = sg.now()
 	}
-	h := rrset[0].Header()
-	keys := sg.keysFor(h.Rrtype)
 	// An hour back: a validator whose clock is behind ours still accepts it.
 	inception, expiration := now.Add(-time.Hour), now.Add(sg.validity)
-	e := sigEntry{refreshAt: expiration.Add(-sg.refresh).Unix()}
+	e := sigEntry{inception: inception.Unix(), refreshAt: expiration.Add(-sg.refresh).Unix()}
 	for _, k := range keys {
 		sig := &dns.RRSIG{Hdr: dns.RR_Header{Ttl: h.Ttl}, Algorithm: k.key.Algorithm, OrigTtl: h.Ttl,
 			Inception: uint32(inception.Unix()), Expiration: uint32(expiration.Unix()), KeyTag: k.tag, SignerName: sg.origin}
@@ -412,7 +427,9 @@ func rrsetKey(rrset []dns.RR) ([32]byte, error) {
 }
 
 // sigCacheEntries bounds each of the cache's two generations: with the
-// other generation, at most 2×64Ki signed RRsets (~30 MB) are kept.
+// other generation, at most 2×64Ki signed RRsets (about 45 MiB a signed zone:
+// 353 bytes an entry with one signature, measured; a rollover's second key
+// adds one) are kept.
 const sigCacheEntries = 64 << 10
 
 // sigCache holds signatures by RRset content in two generations: lookups
@@ -608,11 +625,11 @@ func dnssecType(t uint16) bool {
 	return false
 }
 
-// signedUntil is when the first signature of m is due for replacement (Unix
-// seconds), 0 when m has none: the UDP loop's cache keeps a packed signed
-// answer no longer than the signature cache keeps its signatures.
-func (st *state) signedUntil(m *dns.Msg) int64 {
-	var until int64
+// signedWindow is when m's signatures may be served (Unix seconds): from
+// the latest inception until the first is due for replacement; 0, 0 when m
+// has none. The UDP loop's cache keeps a packed signed answer no longer
+// than the signature cache keeps its signatures (sigEntry.fresh).
+func (st *state) signedWindow(m *dns.Msg) (from, until int64) {
 	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
 		for _, rr := range sec {
 			sig, ok := rr.(*dns.RRSIG)
@@ -628,9 +645,10 @@ func (st *state) signedUntil(m *dns.Msg) int64 {
 			if at := int64(sig.Expiration) - refresh; until == 0 || at < until {
 				until = at
 			}
+			from = max(from, int64(sig.Inception))
 		}
 	}
-	return until
+	return from, until
 }
 
 // signedTransfer is rrs, a transfer of z (SOA first and last), signed: the

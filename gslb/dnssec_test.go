@@ -32,8 +32,10 @@ func newTestClock() *testClock {
 func (c *testClock) now() time.Time      { return time.Unix(0, c.ns.Load()) }
 func (c *testClock) add(d time.Duration) { c.ns.Add(int64(d)) }
 
-// use makes every signer of s read the clock (before s starts).
+// use makes every signer of s, and its UDP loops' cache of signed answers,
+// read the clock (before s starts).
 func (c *testClock) use(s *Server) {
+	s.now = c.now
 	for _, z := range s.state.Load().zones {
 		if z.signer != nil {
 			z.signer.now = c.now

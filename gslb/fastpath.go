@@ -30,10 +30,17 @@ const maxCachedResponses = 4096
 // cachedAnswer is a packed answer of the UDP loop's cache.
 type cachedAnswer struct {
 	packed []byte
-	// until (Unix seconds) ends a signed answer's use when its first
-	// signature is due for replacement (state.signedUntil); 0: unsigned,
-	// kept until the cache is dropped.
-	until int64
+	// A signed answer is used from (Unix seconds: its latest signature's
+	// inception) until its first signature is due for replacement
+	// (state.signedWindow); until 0: unsigned, kept until the cache is
+	// dropped.
+	from, until int64
+}
+
+// fresh reports whether a signed answer may still be served at now (Unix
+// seconds): see sigEntry.fresh.
+func (c cachedAnswer) fresh(now int64) bool {
+	return c.from <= now && now < c.until
 }
 
 type udpLoop struct {
@@ -190,7 +197,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		if cacheable {
 			// A signed answer leaves the cache with its signatures'
 			// freshness; time is read only for those.
-			if c, hit := l.cache[string(key)]; hit && (c.until == 0 || time.Now().Unix() < c.until) {
+			if c, hit := l.cache[string(key)]; hit && (c.until == 0 || c.fresh(s.now().Unix())) {
 				out := append(l.out[:0], c.packed...)
 				binary.BigEndian.PutUint16(out, q.id)
 				// RD and CD are copied from the query (RFC 1035, 4035).
@@ -280,7 +287,8 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 				}
 			}
 		}
-		l.cache[string(key)] = cachedAnswer{packed: append([]byte(nil), out...), until: st.signedUntil(m)}
+		from, until := st.signedWindow(m)
+		l.cache[string(key)] = cachedAnswer{packed: append([]byte(nil), out...), from: from, until: until}
 	}
 }
 

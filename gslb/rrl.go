@@ -72,7 +72,7 @@ func (rl *rateLimiter) carryOver(old *rateLimiter) *rateLimiter {
 
 // decide charges one response to client's prefix.
 func (rl *rateLimiter) decide(client netip.Addr, now time.Time) rrlAction {
-	_, ok, limited := rl.take(client, now)
+	_, ok, limited := rl.take(client, now, 1)
 	if ok {
 		return rrlAllow
 	}
@@ -167,11 +167,11 @@ func (nb *netBuckets) slot(sh *netShard, key uint64) *netBucket {
 	return slot
 }
 
-// take spends a token of client's prefix at now; a prefix new to the table
-// starts with a full bucket. ok is false when none was left, and limited
+// take spends n tokens of client's prefix at now; a prefix new to the table
+// starts with a full bucket. ok is false when fewer were left, and limited
 // counts the bucket's refusals so far. A client with no address (key 0) is
 // never refused.
-func (nb *netBuckets) take(client netip.Addr, now time.Time) (key uint64, ok bool, limited uint32) {
+func (nb *netBuckets) take(client netip.Addr, now time.Time, n float64) (key uint64, ok bool, limited uint32) {
 	key = nb.key(client)
 	if key == 0 {
 		return 0, true, 0
@@ -186,8 +186,8 @@ func (nb *netBuckets) take(client netip.Addr, now time.Time) (key uint64, ok boo
 		slot.tokens = min(nb.rate, slot.tokens+float64(t-slot.last)*nb.rate/1e9)
 		slot.last = t
 	}
-	if slot.tokens >= 1 {
-		slot.tokens--
+	if slot.tokens >= n {
+		slot.tokens -= n
 		sh.mu.Unlock()
 		return key, true, 0
 	}
@@ -197,16 +197,16 @@ func (nb *netBuckets) take(client netip.Addr, now time.Time) (key uint64, ok boo
 	return key, false, limited
 }
 
-// refund gives back a token take spent for key, when its bucket is still
-// key's (one evicted since starts full anyway).
-func (nb *netBuckets) refund(key uint64) {
+// refund gives back the n tokens take spent for key, when its bucket is
+// still key's (one evicted since starts full anyway).
+func (nb *netBuckets) refund(key uint64, n float64) {
 	if key == 0 {
 		return
 	}
 	sh := nb.shard(key)
 	sh.mu.Lock()
 	if slot := nb.slot(sh, key); slot.key == key {
-		slot.tokens = min(nb.rate, slot.tokens+1)
+		slot.tokens = min(nb.rate, slot.tokens+n)
 	}
 	sh.mu.Unlock()
 }

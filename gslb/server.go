@@ -93,6 +93,14 @@ type Server struct {
 	// xfrRefusedLog lets one refused zone transfer an interval be logged
 	// (transfer.go): anyone can ask, pipelined on a connection.
 	xfrRefusedLog acceptguard.LogLimit
+	// now is time.Now: the UDP loop's clock for signed answers; tests move
+	// it with the signers'.
+	now func() time.Time
+	// resignTick: how often the NOTIFY loop looks whether signed zones'
+	// secondaries are due a new serial (transfer.go); resignSeen, the
+	// signers' time it last looked at (Unix ns), for tests that move it.
+	resignTick time.Duration
+	resignSeen atomic.Int64
 }
 
 // state is everything a query reads, swapped whole by Reload.
@@ -123,7 +131,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, tcpWriteStall: tcpWriteStall, mem: acceptguard.Process}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, tcpWriteStall: tcpWriteStall, mem: acceptguard.Process, now: time.Now, resignTick: resignTick}
 	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -183,6 +191,7 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 	p.onLatch = s.saveState
 	p.onChange = func() {
 		st.serial.Add(1)
+		s.saveSerial()
 		s.kickNotify()
 	}
 	st.pools = p
@@ -376,8 +385,12 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 			}
 		}
 	}
-	st.serial.Store(old.serial.Load() + reloadBump(old, st))
+	bump := reloadBump(old, st)
+	st.serial.Store(old.serial.Load() + bump)
 	s.state.Store(st)
+	if bump > 0 {
+		s.saveSerial()
+	}
 	s.mu.Lock()
 	started := s.tcp != nil
 	s.mu.Unlock()

@@ -216,16 +216,78 @@ func (s *Server) kickNotify() {
 	}
 }
 
+// resignTick is how often the NOTIFY loop looks whether a signed zone's
+// secondaries are due a new serial (resign).
+const resignTick = time.Minute
+
+// resign keeps a signed zone's secondaries' signatures from expiring. A
+// secondary serves the signatures a transfer gave it until the serial
+// changes; online signing replaces signatures as they age but changed no
+// serial, so a zone whose managed answers stayed put left its secondaries
+// serving expired signatures (bogus to every validator) from 72 h after
+// their last transfer (TestSecondarysSignaturesNeverExpire). So the serial
+// changes every signature_refresh / 2 (by the signers' clock) when nothing
+// else has changed it: a transfer carries signatures with at least
+// signature_refresh left, and the next is due half of it later, which
+// leaves a secondary the other half (36 h by default) to notice, by NOTIFY
+// or its SOA refresh. As PowerDNS's SOA-EDIT and Knot's re-signing do.
+type resign struct {
+	serial uint32    // the serial offset last seen
+	at     time.Time // when it last changed, by the signers' clock
+}
+
+// check bumps st's serial when a secondary may hold signatures older than
+// the period of st's signed zones that transfer; true when it did. seen is
+// the signers' time it went by (zero: no such zone).
+func (r *resign) check(st *state) (bumped bool, seen time.Time) {
+	var period time.Duration
+	var now func() time.Time
+	for _, z := range st.zones {
+		if z.signer == nil || len(z.allow) == 0 && len(z.cfg.Transfer.Notify) == 0 {
+			continue
+		}
+		if p := z.signer.refresh / 2; period == 0 || p < period {
+			period, now = p, z.signer.now
+		}
+	}
+	if period == 0 {
+		return false, time.Time{}
+	}
+	t, serial := now(), st.serial.Load()
+	switch {
+	case r.at.IsZero() || serial != r.serial || t.Before(r.at):
+		// A change (secondaries transfer anew), or the clock set back.
+		r.serial, r.at = serial, t
+		return false, t
+	case t.Sub(r.at) < period:
+		return false, t
+	}
+	r.serial, r.at = st.serial.Add(1), t
+	return true, t
+}
+
 // notifyLoop sends NOTIFY for every zone whose serial differs from the last
-// one its secondaries acknowledged, until ctx ends. Started by Start, stopped
-// by Shutdown.
+// one its secondaries acknowledged, until ctx ends, and gives signed zones'
+// secondaries new signatures (resign). Started by Start, stopped by
+// Shutdown.
 func (s *Server) notifyLoop(ctx context.Context) {
 	sent := map[notifyKey]*notifyState{}
 	var retry <-chan time.Time
+	var rs resign
+	tick := time.NewTicker(s.resignTick)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			bumped, seen := rs.check(s.state.Load())
+			s.resignSeen.Store(seen.UnixNano())
+			if !bumped {
+				continue // a pending retry stays pending
+			}
+			s.saveSerial()
+			s.logger.Info("serial bumped: the signatures secondaries hold are due for replacement", "serial_offset", rs.serial)
 		case <-s.notifyKick:
 		case <-retry:
 		}

@@ -6,11 +6,9 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"hash"
-	"os"
 	"strings"
 	"time"
 
@@ -40,8 +38,8 @@ type tsigKey struct {
 	secret    []byte
 }
 
-// loadTSIGKeys reads every zone's TSIG secret (base64, as BIND and NSD
-// write them). A key name used by several zones must have one secret.
+// loadTSIGKeys reads every zone's TSIG secret (configs.ReadTSIGSecret). A
+// key name used by several zones must have one secret.
 func loadTSIGKeys(zones []configs.Zone) (map[string]tsigKey, error) {
 	keys := map[string]tsigKey{}
 	for _, z := range zones {
@@ -49,13 +47,9 @@ func loadTSIGKeys(zones []configs.Zone) (map[string]tsigKey, error) {
 		if t == nil {
 			continue
 		}
-		raw, err := os.ReadFile(t.SecretFile)
+		secret, err := configs.ReadTSIGSecret(t.SecretFile)
 		if err != nil {
 			return nil, fmt.Errorf("zone %s tsig key %s: %w", z.Origin, t.Name, err)
-		}
-		secret, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
-		if err != nil || len(secret) == 0 {
-			return nil, fmt.Errorf("zone %s tsig key %s: %s does not hold a base64 secret", z.Origin, t.Name, t.SecretFile)
 		}
 		name := dns.CanonicalName(t.Name)
 		k := tsigKey{algorithm: dns.CanonicalName(t.Algorithm), secret: secret}
