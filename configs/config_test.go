@@ -218,3 +218,29 @@ func TestEdgeStatsD(t *testing.T) {
 		}
 	}
 }
+
+// Aliases that repeat a block are read as if it were written out; aliases
+// that multiply (an alias of a list of aliases) are refused at the first
+// node past the file's own size, in one problem, before any work is done
+// on what they name.
+func TestAliases(t *testing.T) {
+	shared := "cluster: { bind: 127.0.0.1:7946 }\nedge:\n  admin:\n    hosts: &h [a.example.com, b.example.com]\nbalancer:\n  admin: { hosts: *h }\ngslb:\n  admin: { hosts: *h }\n"
+	cfg, err := Parse("shared.yaml", []byte(shared))
+	if err != nil {
+		t.Fatalf("a file that shares a list: %v", err)
+	}
+	if got := strings.Join(cfg.GSLB.Admin.Hosts, ","); got != "a.example.com,b.example.com" {
+		t.Errorf("gslb.admin.hosts through an alias = %q", got)
+	}
+
+	var b strings.Builder
+	b.WriteString("cluster: { bind: 127.0.0.1:7946 }\ngslb:\n  zones:\n  - &z\n    origin: example.com\n    records: [&s bad")
+	b.WriteString(strings.Repeat(",*s", 200))
+	b.WriteString("]\n")
+	b.WriteString(strings.Repeat("  - *z\n", 200))
+	_, err = Parse("product.yaml", []byte(b.String()))
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1 || !strings.Contains(errs[0].Error(), "aliases (*name) repeat more than the file holds") || errs[0].Line == 0 {
+		t.Fatalf("a %d-byte file of aliases of aliases: %d problems, first %.200v", b.Len(), len(errs), err)
+	}
+}

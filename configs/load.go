@@ -63,7 +63,7 @@ func Load(path string) (*Config, error) {
 
 // Parse is Load for data already in memory; name is used in messages.
 func Parse(name string, data []byte) (*Config, error) {
-	d := &decoder{file: name, lines: map[string]int{}}
+	d := &decoder{file: name, lines: map[string]int{}, aliasBudget: len(data) + minAliasBudget}
 	var cfg Config
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -73,6 +73,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
+	}
+	if d.overBudget {
+		return nil, d.errs // the config is cut short: its validation would only add noise
 	}
 	cfg.resolvePaths(filepath.Dir(name))
 	cfg.Provision()
@@ -110,6 +113,41 @@ type decoder struct {
 	file  string
 	errs  Errors
 	lines map[string]int // field path → line, for validation messages
+
+	// aliasBudget is what the nodes reached through an alias (*name) may
+	// still cost (aliasCost), aliasDepth how many aliases the walk is
+	// inside. yaml.v3 keeps an alias a pointer to its anchor's node, and
+	// this walk follows it each time: an alias of a list of aliases is a
+	// product, and a few kilobytes named gigabytes of config and errors.
+	// What aliases repeat may add up to the file's own size, no more.
+	aliasBudget int
+	aliasDepth  int
+	overBudget  bool
+}
+
+// minAliasBudget is the alias budget of a file beyond its size: a small
+// file may repeat a block a few times.
+const minAliasBudget = 4 << 10
+
+// aliasCost is what visiting n (at path) costs the alias budget: its
+// value, its path (each problem quotes both) and the node itself.
+func aliasCost(n *yaml.Node, path string) int { return 16 + len(path) + len(n.Value) }
+
+// spend charges a node reached through an alias to the budget; false when
+// it is spent, the walk then stops (one problem says why).
+func (d *decoder) spend(n *yaml.Node, path string) bool {
+	if d.overBudget {
+		return false
+	}
+	if d.aliasDepth == 0 {
+		return true
+	}
+	if d.aliasBudget -= aliasCost(n, path); d.aliasBudget >= 0 {
+		return true
+	}
+	d.overBudget = true
+	d.fail(n, path, "aliases (*name) repeat more than the file holds: write the repeated part out, or repeat it less")
+	return false
 }
 
 var (
@@ -126,7 +164,12 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.lines[path] = n.Line
 	}
 	if n.Kind == yaml.AliasNode {
+		d.aliasDepth++
+		defer func() { d.aliasDepth-- }()
 		n = n.Alias
+	}
+	if !d.spend(n, path) {
+		return
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // "field:" with no value keeps the default
@@ -170,6 +213,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
+			if !d.spend(n.Content[i], path) {
+				return
+			}
 			k := reflect.New(v.Type().Key()).Elem()
 			if err := n.Content[i].Decode(k.Addr().Interface()); err != nil {
 				d.fail(n.Content[i], path, "bad key %q", n.Content[i].Value)
@@ -203,6 +249,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		p := key.Value
 		if path != "" {
 			p = path + "." + key.Value
+		}
+		if !d.spend(key, p) { // an unknown field's problem quotes its key
+			return
 		}
 		idx, ok := fields[key.Value]
 		if !ok {
