@@ -65,7 +65,7 @@ func ReadDNSSECKey(file, zone string) (*dns.DNSKEY, crypto.Signer, error) {
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, nil, fmt.Errorf("%s is open to its group or others (mode %04o): whoever reads it can sign for %s; chmod 600 it", privFile, perm, zone)
 	}
-	raw, err := readBounded(privFile)
+	raw, err := readSecret(privFile, maxKeyFileBytes)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -99,7 +99,7 @@ func ReadDNSSECKey(file, zone string) (*dns.DNSKEY, crypto.Signer, error) {
 // readDNSKEY reads the one DNSKEY record of a .key file (comment lines
 // allowed, as BIND writes them).
 func readDNSKEY(path, zone string) (*dns.DNSKEY, error) {
-	raw, err := readBounded(path)
+	raw, err := readSecret(path, maxKeyFileBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -129,22 +129,6 @@ func readDNSKEY(path, zone string) (*dns.DNSKEY, error) {
 	}
 	key.Hdr.Name = dns.CanonicalName(key.Hdr.Name)
 	return key, nil
-}
-
-func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
-	}
-	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
-	}
-	if len(raw) > maxKeyFileBytes {
-		return nil, fmt.Errorf("%s: larger than %d bytes, not a key file", path, maxKeyFileBytes)
-	}
-	return raw, nil
 }
 
 // GenerateDNSSECKey makes a new ECDSA P-256 key for zone in dir — a KSK

@@ -7,9 +7,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // configFileServer is an admin port serving a config file (the one of an
@@ -82,4 +84,98 @@ func TestConfigCheckAliasesCannotMultiply(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkBody posts body to the config check and returns the status and the
+// answer.
+func checkBody(t *testing.T, base, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+"/api/config/check", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(answer)
+}
+
+// A config names its secret files by path, and a check (a PUT, a SIGHUP)
+// reads them: a path to a FIFO must not hold the node in open(2) or read(2)
+// until someone writes to it (a PUT holds the reload lock meanwhile: every
+// later PUT and SIGHUP waits behind it), and a path to a huge file must not
+// be read whole. Before, a FIFO as token_file held the check until the test
+// wrote to it, and a 256 MiB users_file was read whole (256 MiB allocated)
+// to say that its first line is not a user.
+func TestConfigCheckReadsNoEndlessSecretFile(t *testing.T) {
+	base, path := configFileServer(t, nil)
+	dir := filepath.Dir(path)
+	fifo := filepath.Join(dir, "token.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "users")
+	f, err := os.Create(huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(256 << 20); err != nil { // sparse: no disk used
+		t.Fatal(err)
+	}
+	f.Close()
+
+	t.Run("fifo", func(t *testing.T) {
+		type answer struct {
+			code int
+			body string
+		}
+		done := make(chan answer, 1)
+		go func() {
+			code, body := checkBody(t, base, "edge:\n  admin: { listen: 127.0.0.1:0, token_file: "+fifo+" }\n")
+			done <- answer{code, body}
+		}()
+		blocked := false
+		var got answer
+		healthtest.WaitUntil(t, "the check answered, or is held by the FIFO", func() bool {
+			select {
+			case got = <-done:
+				return true
+			default:
+			}
+			// A writer opened without blocking gets ENXIO unless a reader
+			// holds the FIFO: then the node is the one reading it.
+			w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+			if err != nil {
+				return false
+			}
+			blocked = true
+			w.Write([]byte("released-by-the-test-0123456789\n"))
+			w.Close()
+			got = <-done
+			return true
+		})
+		t.Logf("FIFO as token_file: held the check: %v; answered %d %.200s", blocked, got.code, got.body)
+		if blocked {
+			t.Errorf("the check opened the FIFO and waited for a writer")
+		}
+		if got.code != http.StatusBadRequest || !strings.Contains(got.body, "not a regular file") {
+			t.Errorf("FIFO as token_file: %d %.300s", got.code, got.body)
+		}
+	})
+
+	t.Run("huge", func(t *testing.T) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		code, body := checkBody(t, base, "edge:\n  admin: { listen: 127.0.0.1:0, users_file: "+huge+" }\n")
+		runtime.ReadMemStats(&after)
+		allocated := after.TotalAlloc - before.TotalAlloc
+		t.Logf("256 MiB users_file: %d MB allocated, answered %d %.200s", allocated>>20, code, body)
+		if allocated > 64<<20 {
+			t.Errorf("a check read a 256 MiB users file whole (%d MB allocated)", allocated>>20)
+		}
+		if code != http.StatusBadRequest || !strings.Contains(body, "larger than") {
+			t.Errorf("256 MiB users_file: %d %.300s", code, body)
+		}
+	})
 }
