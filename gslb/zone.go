@@ -1,15 +1,45 @@
 package gslb
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/miekg/dns"
 
 	"github.com/ringlb/ringlb/configs"
 )
+
+// withoutToken is a zone parser's error without the token it stopped at,
+// the line and column kept: a zone's file may be any file the config names
+// (a PUT of the config API names it), such as the cluster's keyring, which
+// is one token, and the error goes to the PUT's answer and to the log.
+// miekg/dns writes `FILE: dns: WHAT: "TOKEN" at line: L:C`.
+func withoutToken(err error) error {
+	var pe *dns.ParseError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	msg := pe.Error()
+	at := strings.LastIndex(msg, " at line: ")
+	if at < 0 {
+		return errors.New("not a zone file")
+	}
+	for i := strings.Index(msg, `: "`); i >= 0 && i < at; {
+		if q, qerr := strconv.QuotedPrefix(msg[i+2 : at]); qerr == nil && i+2+len(q) == at {
+			return errors.New(msg[:i] + msg[at:])
+		}
+		next := strings.Index(msg[i+1:], `: "`)
+		if next < 0 {
+			break
+		}
+		i += 1 + next
+	}
+	return errors.New("not a zone file" + msg[at:])
+}
 
 // zone is one authoritative zone, immutable once loaded: its records indexed
 // by lower-case owner name and type.
@@ -47,17 +77,19 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 		}
 		defer f.Close()
 		zp = dns.NewZoneParser(f, z.origin, zc.File)
+		zp.SetIncludeAllowed(true) // a file may include others, as in BIND
 	} else {
+		// Inline records include nothing: they come with the config, which
+		// the config API takes from an operator's client.
 		zp = dns.NewZoneParser(strings.NewReader(strings.Join(zc.Records, "\n")), z.origin, "records of "+z.origin)
 	}
-	zp.SetIncludeAllowed(true)
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
 		if err := z.add(rr); err != nil {
 			return nil, err
 		}
 	}
 	if err := zp.Err(); err != nil {
-		return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+		return nil, fmt.Errorf("zone %s: %w", z.origin, withoutToken(err))
 	}
 	if z.soa == nil {
 		return nil, fmt.Errorf("zone %s: no SOA record at the apex", z.origin)
