@@ -244,3 +244,25 @@ func TestAliases(t *testing.T) {
 		t.Fatalf("a %d-byte file of aliases of aliases: %d problems, first %.200v", b.Len(), len(errs), err)
 	}
 }
+
+// A config file is one YAML document. Before, only the first was read and
+// the rest was neither checked nor parsed: a check (or a PUT of the config
+// API, which writes the whole body) passed a file whose second half, an
+// edit meant to apply, was silently ignored, and that was not even YAML.
+func TestOneDocument(t *testing.T) {
+	for _, tc := range []struct{ name, file string }{
+		{"a second document", "cluster: { bind: 127.0.0.1:7946 }\n---\nedge: { listen: ':1' }\n"},
+		{"a second document that is not YAML", "cluster: { bind: 127.0.0.1:7946 }\n---\n[: :\n"},
+	} {
+		_, err := Parse("two.yaml", []byte(tc.file))
+		var errs Errors
+		if !errors.As(err, &errs) || len(errs) != 1 || !strings.Contains(errs[0].Msg, "one YAML document") || errs[0].Line < 2 {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	for _, file := range []string{"---\ncluster: { bind: 127.0.0.1:7946 }\n", "# a comment\n---\ncluster: { bind: 127.0.0.1:7946 }\n", "cluster: { bind: 127.0.0.1:7946 }\n...\n"} {
+		if _, err := Parse("one.yaml", []byte(file)); err != nil {
+			t.Errorf("%q: %v", file, err)
+		}
+	}
+}

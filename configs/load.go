@@ -71,6 +71,16 @@ func Parse(name string, data []byte) (*Config, error) {
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
 		return nil, Errors{{File: name, Line: yamlErrLine(err), Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
 	}
+	// One document: a second one would be written by a PUT and never
+	// read, the edit in it silently ignored.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		line := more.Line
+		if err != nil {
+			line = yamlErrLine(err)
+		}
+		return nil, Errors{{File: name, Line: line, Msg: "a config file is one YAML document; a second one starts here (remove it, or its \"---\")"}}
+	}
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
 	}
