@@ -179,3 +179,64 @@ func TestConfigCheckReadsNoEndlessSecretFile(t *testing.T) {
 		}
 	})
 }
+
+// A PUT replaces the file the node was started from as an editor would:
+// through a symlink (a config kept under version control and linked into
+// /etc), keeping its owner and mode. Before, the link itself was replaced
+// by a regular file — later edits of the linked file never reached the
+// node — and the file became the node's (root's, for a gslb on port 53),
+// which its owner could then no longer edit.
+func TestPutConfigKeepsTheLinkAndTheOwner(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "managed", "edge.yaml")
+	if err := os.Mkdir(filepath.Dir(target), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	orig := "cluster: { name: e1, bind: 127.0.0.1:7946 }\n"
+	if err := os.WriteFile(target, []byte(orig), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	owner := os.Getuid() == 0 // only root can give a file away
+	if owner {
+		if err := os.Chown(target, 4321, 4321); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "edge.yaml")
+	if err := os.Symlink(filepath.Join("managed", "edge.yaml"), path); err != nil {
+		t.Fatal(err)
+	}
+	running, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := newTestNode(t, configs.Admin{})
+	n.UseConfigFile(NewConfigFile(path, "edge", running, func(_, _ *configs.Config) error { return nil }, nil))
+	base := loginServer(t, n, testToken)
+
+	_, view, _ := configRequest(t, "GET", base+"/api/config", "", "")
+	next := "cluster: { name: e1, bind: 127.0.0.1:7946, log_level: debug }\n"
+	code, out, _ := configRequest(t, "PUT", base+"/api/config", `"`+view["version"].(string)+`"`, next)
+	if code != 200 {
+		t.Fatalf("PUT: %d %v", code, out)
+	}
+	st, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(target)
+	t.Logf("after the PUT: %s is %v; the linked file holds the new config: %v", filepath.Base(path), st.Mode().Type(), string(got) == next)
+	if st.Mode().Type() != os.ModeSymlink || string(got) != next {
+		t.Errorf("the PUT replaced the link (now %v) instead of the file it names (holding %q)", st.Mode().Type(), got)
+	}
+	if st, err := os.Stat(path); err == nil { // the file the node reads
+		sys := st.Sys().(*syscall.Stat_t)
+		t.Logf("the file: mode %v, owner %d:%d", st.Mode().Perm(), sys.Uid, sys.Gid)
+		if st.Mode().Perm() != 0o640 || owner && (sys.Uid != 4321 || sys.Gid != 4321) {
+			t.Errorf("the file's mode or owner changed: %v %d:%d, want 0640 4321:4321", st.Mode().Perm(), sys.Uid, sys.Gid)
+		}
+	}
+	if bak, _ := os.ReadFile(out["backup"].(string)); string(bak) != orig {
+		t.Errorf("backup %v holds %q", out["backup"], bak)
+	}
+}
