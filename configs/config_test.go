@@ -266,3 +266,35 @@ func TestOneDocument(t *testing.T) {
 		}
 	}
 }
+
+// FileChanges names the fields that name a file of the host the running
+// config does not name in the same field: a zone's file moves between
+// zones, a file goes away, and both are not changes; a new path, or a known
+// one moved to another field, is.
+func TestFileChanges(t *testing.T) {
+	dir := t.TempDir()
+	key := keyringFile(t, 1)
+	zone := filepath.Join(dir, "a.zone")
+	if err := os.WriteFile(zone, []byte("@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(s string) *Config {
+		t.Helper()
+		cfg, err := Parse(filepath.Join(dir, "c.yaml"), []byte("cluster: { bind: 127.0.0.1:7946, secret_key_file: "+key+" }\n"+s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	running := parse("gslb: { zones: [ { origin: a.test, file: a.zone }, { origin: b.test, records: [ '@ 60 IN SOA ns1 h 1 7200 3600 1209600 60' ] } ] }\n")
+	for _, tc := range []struct{ name, next, want string }{
+		{"the same", "gslb: { zones: [ { origin: a.test, file: a.zone } ] }\n", ""},
+		{"a zone's file at another index", "gslb: { zones: [ { origin: b.test, records: [ '@ 60 IN SOA ns1 h 1 7200 3600 1209600 60' ] }, { origin: a.test, file: " + zone + " } ] }\n", ""},
+		{"another file", "balancer: { access_log: { enabled: true, path: /etc/sudoers } }\n", "balancer.access_log.path"},
+		{"the keyring as a zone", "gslb: { zones: [ { origin: a.test, file: " + key + " } ] }\n", "gslb.zones[0].file"},
+	} {
+		if got := strings.Join(running.FileChanges(parse(tc.next)), ","); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -315,25 +315,91 @@ func kindName(k reflect.Kind) string {
 // resolvePaths makes relative file names relative to the config file's
 // directory, as operators expect of include-like settings.
 func (c *Config) resolvePaths(dir string) {
-	for _, p := range []*string{
-		&c.Cluster.SecretKeyFile, &c.Edge.Auth.HMACSecretFile,
-		&c.Balancer.TLS.CertFile, &c.Balancer.TLS.KeyFile, &c.Balancer.Admin.TokenFile, &c.GSLB.Admin.TokenFile, &c.Edge.Admin.TokenFile,
-		&c.Balancer.Admin.UsersFile, &c.GSLB.Admin.UsersFile, &c.Edge.Admin.UsersFile, &c.Cluster.StateDir,
-		&c.Balancer.AccessLog.Path,
-	} {
-		*p = resolve(dir, *p)
+	for _, f := range c.fileFields() {
+		*f.file = resolve(dir, *f.file)
+	}
+}
+
+// fileField is a field that names a file or directory of the host.
+type fileField struct {
+	path string // in the file: "balancer.access_log.path"
+	file *string
+}
+
+// fileFields are every field of c that names a file or directory of the
+// host the node reads or writes (a DNSSEC key's field names the base of
+// two files).
+func (c *Config) fileFields() []fileField {
+	fs := []fileField{
+		{"cluster.secret_key_file", &c.Cluster.SecretKeyFile},
+		{"cluster.state_dir", &c.Cluster.StateDir},
+		{"edge.auth.hmac_secret_file", &c.Edge.Auth.HMACSecretFile},
+		{"edge.admin.token_file", &c.Edge.Admin.TokenFile},
+		{"edge.admin.users_file", &c.Edge.Admin.UsersFile},
+		{"balancer.admin.token_file", &c.Balancer.Admin.TokenFile},
+		{"balancer.admin.users_file", &c.Balancer.Admin.UsersFile},
+		{"balancer.tls.cert_file", &c.Balancer.TLS.CertFile},
+		{"balancer.tls.key_file", &c.Balancer.TLS.KeyFile},
+		{"balancer.access_log.path", &c.Balancer.AccessLog.Path},
+		{"gslb.admin.token_file", &c.GSLB.Admin.TokenFile},
+		{"gslb.admin.users_file", &c.GSLB.Admin.UsersFile},
+	}
+	for i := range c.Balancer.Edges {
+		t, p := &c.Balancer.Edges[i].TLS, fmt.Sprintf("balancer.edges[%d].tls", i)
+		fs = append(fs, fileField{p + ".ca_file", &t.CAFile}, fileField{p + ".cert_file", &t.CertFile}, fileField{p + ".key_file", &t.KeyFile})
 	}
 	for i := range c.GSLB.Zones {
-		z := &c.GSLB.Zones[i]
-		z.File = resolve(dir, z.File)
+		z, p := &c.GSLB.Zones[i], fmt.Sprintf("gslb.zones[%d]", i)
+		fs = append(fs, fileField{p + ".file", &z.File})
 		if z.Transfer.TSIG != nil {
-			z.Transfer.TSIG.SecretFile = resolve(dir, z.Transfer.TSIG.SecretFile)
+			fs = append(fs, fileField{p + ".transfer.tsig.secret_file", &z.Transfer.TSIG.SecretFile})
 		}
 		if z.DNSSEC != nil {
 			for j := range z.DNSSEC.Keys {
-				z.DNSSEC.Keys[j].File = resolve(dir, z.DNSSEC.Keys[j].File)
+				fs = append(fs, fileField{fmt.Sprintf("%s.dnssec.keys[%d].file", p, j), &z.DNSSEC.Keys[j].File})
 			}
 		}
+	}
+	return fs
+}
+
+// FileChanges names the fields of next that name a file or directory of
+// the host that the same field of c (of any zone, edge or key, for a list)
+// does not: the config API changes settings through them, not which files
+// of the host a node reads or writes — that is for whoever edits the file
+// on the host (a SIGHUP applies it). Moving a file from one field to
+// another counts: an access log pointed at the keyring would append to it.
+func (c *Config) FileChanges(next *Config) []string {
+	known := map[string]bool{}
+	for _, f := range c.fileFields() {
+		known[fieldKind(f.path)+" "+*f.file] = true
+	}
+	var out []string
+	for _, f := range next.fileFields() {
+		if *f.file != "" && !known[fieldKind(f.path)+" "+*f.file] {
+			out = append(out, f.path)
+		}
+	}
+	return out
+}
+
+// fieldKind is a field's path without its list indexes:
+// "gslb.zones[2].file" is "gslb.zones[].file".
+func fieldKind(path string) string {
+	var b strings.Builder
+	for {
+		open := strings.IndexByte(path, '[')
+		if open < 0 {
+			b.WriteString(path)
+			return b.String()
+		}
+		end := strings.IndexByte(path[open:], ']')
+		if end < 0 {
+			b.WriteString(path)
+			return b.String()
+		}
+		b.WriteString(path[:open+1])
+		path = path[open+end:]
 	}
 }
 

@@ -5,19 +5,19 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/ringlb/ringlb/configs"
 )
 
-// A zone is read from any file its config names, and the config API lets
-// an operator name one (a PUT; SIGHUP reads the host's edits alike): the
-// gossip keyring named as a zone file, or $INCLUDEd by an inline record,
-// must not come back in the PUT's answer or in the log. Before, the zone
-// parser's problem quoted the token it stopped at, and the keyring is one
-// token: the cluster key was in the answer and in the warning logged (as
-// a zone file), and in the check's answer (as an $INCLUDE, which the check
-// of inline records followed).
+// A zone is read from any file its config names: the gossip keyring named
+// as a zone file, or $INCLUDEd by an inline record, must not come back in
+// the config API's answers or in the log. Before, the zone parser's problem
+// quoted the token it stopped at, and the keyring is one token: the cluster
+// key was in a PUT's answer and the warning logged (as a zone file; a PUT
+// may no longer name one, a SIGHUP reads it), and in the check's answer
+// (as an $INCLUDE, which the check of inline records followed).
 func TestZoneProblemsQuoteNoOtherFile(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
@@ -37,31 +37,32 @@ func TestZoneProblemsQuoteNoOtherFile(t *testing.T) {
 	g := startProc(t, bin, "gslb", "-config", path)
 	admin := "http://" + g.waitLog(t, "gslb started")["admin"].(string)
 
-	for _, tc := range []struct {
-		zone string
-		code int // 202: written, refused by the gslb; 400: refused by the check
-	}{
-		{"file: " + keyFile, 202},
-		{`records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "$INCLUDE ` + keyFile + `" ]`, 400},
-	} {
-		_, view := adminCall(t, "GET", admin+"/api/config", nil, "")
-		code, out := adminCall(t, "PUT", admin+"/api/config", map[string]string{"If-Match": `"` + view["version"].(string) + `"`}, fmt.Sprintf(file, tc.zone))
-		t.Logf("%s: %d %v", tc.zone, code, out["error"])
-		if strings.Contains(fmt.Sprint(out), key) {
-			t.Errorf("%s: the answer quotes the cluster key: %v", tc.zone, out["error"])
-		}
-		if code != tc.code || out["applied"] == true {
-			t.Fatalf("%s: %d %v, want %d", tc.zone, code, out, tc.code)
-		}
-		if code == 202 {
-			if rec := g.waitLog(t, "config file replaced through the admin API, but not applied"); strings.Contains(fmt.Sprint(rec), key) {
-				t.Errorf("%s: the log quotes the cluster key: %v", tc.zone, rec["err"])
-			}
-		}
+	// The host's file names the keyring as the zone's file, and SIGHUP
+	// (a PUT may not name another file of the host: it is refused).
+	_, view := adminCall(t, "GET", admin+"/api/config", nil, "")
+	asFile := fmt.Sprintf(file, "file: "+keyFile)
+	if code, out := adminCall(t, "PUT", admin+"/api/config", map[string]string{"If-Match": `"` + view["version"].(string) + `"`}, asFile); code != 403 || strings.Contains(fmt.Sprint(out), key) {
+		t.Errorf("PUT naming the keyring as a zone file: %d %v, want 403 and no key", code, out)
+	}
+	writeFile(t, path, asFile)
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	rec := g.waitLog(t, "SIGHUP: reload failed, still running the previous configuration")
+	t.Logf("SIGHUP with the keyring as a zone file: %v", rec["err"])
+	if strings.Contains(fmt.Sprint(rec), key) {
+		t.Errorf("the log quotes the cluster key: %v", rec["err"])
+	}
+
+	// An inline record that includes the keyring: the check refuses it.
+	_, view = adminCall(t, "GET", admin+"/api/config", nil, "")
+	included := `records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "$INCLUDE ` + keyFile + `" ]`
+	code, out := adminCall(t, "PUT", admin+"/api/config", map[string]string{"If-Match": `"` + view["version"].(string) + `"`}, fmt.Sprintf(file, included))
+	t.Logf("PUT with $INCLUDE of the keyring: %d %v", code, out["error"])
+	if code != 400 || strings.Contains(fmt.Sprint(out), key) {
+		t.Errorf("PUT with $INCLUDE of the keyring: %d %v, want 400 and no key", code, out)
 	}
 	// A last PUT that applies marks the log: every line before it is in
 	// the output read below.
-	_, view := adminCall(t, "GET", admin+"/api/config", nil, "")
+	_, view = adminCall(t, "GET", admin+"/api/config", nil, "")
 	if code, out := adminCall(t, "PUT", admin+"/api/config", map[string]string{"If-Match": `"` + view["version"].(string) + `"`}, fmt.Sprintf(file, records)); code != 200 {
 		t.Fatalf("PUT of the first file: %d %v", code, out)
 	}

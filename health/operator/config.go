@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -232,6 +233,15 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 		problems(w, err)
 		return
 	}
+	// Whoever holds a login may change settings, not the files of the host
+	// the node reads or writes: a node (root, for a gslb on port 53) told
+	// to write its access log to /etc/sudoers or /etc/nologin would, and a
+	// file it reads comes back in problems and logs.
+	if fields := f.newFiles(current, next); len(fields) > 0 {
+		WriteJSON(w, http.StatusForbidden, map[string]any{"fields": fields,
+			"error": "the config API does not change which files of the host the node reads or writes (" + strings.Join(fields, ", ") + "): edit the file on the host and send SIGHUP"})
+		return
+	}
 	backup, err := replaceFile(f.path, current, data)
 	if err != nil {
 		f.log.Error("config file not replaced", "path", f.path, "err", err)
@@ -251,6 +261,24 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 	f.running, f.runningVersion = next, v
 	f.log.Info("config file replaced and applied through the admin API", "path", f.path, "version", v, "by", by, "remote", r.RemoteAddr)
 	WriteJSON(w, http.StatusOK, map[string]any{"applied": true, "version": v, "backup": backup})
+}
+
+// newFiles names the fields of next that name a file of the host which
+// neither the running config nor the file on disk (current, perhaps edited
+// since) names there.
+func (f *ConfigFile) newFiles(current []byte, next *configs.Config) []string {
+	fields := f.running.FileChanges(next)
+	if len(fields) == 0 {
+		return nil
+	}
+	if onDisk, err := configs.Parse(f.path, current); err == nil {
+		also := map[string]bool{}
+		for _, p := range onDisk.FileChanges(next) {
+			also[p] = true
+		}
+		fields = slices.DeleteFunc(fields, func(p string) bool { return !also[p] })
+	}
+	return fields
 }
 
 // replaceFile keeps old in FILE.bak and puts data in FILE, each written to a
