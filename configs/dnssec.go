@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -113,7 +114,7 @@ func readDNSKEY(path, zone string) (*dns.DNSKEY, error) {
 		key = k
 	}
 	if err := zp.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, ZoneError(err) // names path
 	}
 	switch {
 	case key == nil:
@@ -129,6 +130,34 @@ func readDNSKEY(path, zone string) (*dns.DNSKEY, error) {
 	}
 	key.Hdr.Name = dns.CanonicalName(key.Hdr.Name)
 	return key, nil
+}
+
+// ZoneError is a zone parser's error without the token it stopped at, the
+// line and column kept, for a zone file or a DNSSEC key's .key file: either
+// may be any file a config names, such as the cluster's keyring, which is
+// one token, and the error goes to the log and the config API's answers.
+// miekg/dns writes `FILE: dns: WHAT: "TOKEN" at line: L:C`.
+func ZoneError(err error) error {
+	var pe *dns.ParseError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	msg := pe.Error()
+	at := strings.LastIndex(msg, " at line: ")
+	if at < 0 {
+		return errors.New("not a zone file")
+	}
+	for i := strings.Index(msg, `: "`); i >= 0 && i < at; {
+		if q, qerr := strconv.QuotedPrefix(msg[i+2 : at]); qerr == nil && i+2+len(q) == at {
+			return errors.New(msg[:i] + msg[at:])
+		}
+		next := strings.Index(msg[i+1:], `: "`)
+		if next < 0 {
+			break
+		}
+		i += 1 + next
+	}
+	return errors.New("not a zone file" + msg[at:])
 }
 
 // GenerateDNSSECKey makes a new ECDSA P-256 key for zone in dir — a KSK

@@ -1,45 +1,15 @@
 package gslb
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/miekg/dns"
 
 	"github.com/ringlb/ringlb/configs"
 )
-
-// withoutToken is a zone parser's error without the token it stopped at,
-// the line and column kept: a zone's file may be any file the config names
-// (a PUT of the config API names it), such as the cluster's keyring, which
-// is one token, and the error goes to the PUT's answer and to the log.
-// miekg/dns writes `FILE: dns: WHAT: "TOKEN" at line: L:C`.
-func withoutToken(err error) error {
-	var pe *dns.ParseError
-	if !errors.As(err, &pe) {
-		return err
-	}
-	msg := pe.Error()
-	at := strings.LastIndex(msg, " at line: ")
-	if at < 0 {
-		return errors.New("not a zone file")
-	}
-	for i := strings.Index(msg, `: "`); i >= 0 && i < at; {
-		if q, qerr := strconv.QuotedPrefix(msg[i+2 : at]); qerr == nil && i+2+len(q) == at {
-			return errors.New(msg[:i] + msg[at:])
-		}
-		next := strings.Index(msg[i+1:], `: "`)
-		if next < 0 {
-			break
-		}
-		i += 1 + next
-	}
-	return errors.New("not a zone file" + msg[at:])
-}
 
 // zone is one authoritative zone, immutable once loaded: its records indexed
 // by lower-case owner name and type.
@@ -89,7 +59,7 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 		}
 	}
 	if err := zp.Err(); err != nil {
-		return nil, fmt.Errorf("zone %s: %w", z.origin, withoutToken(err))
+		return nil, fmt.Errorf("zone %s: %w", z.origin, configs.ZoneError(err))
 	}
 	if z.soa == nil {
 		return nil, fmt.Errorf("zone %s: no SOA record at the apex", z.origin)

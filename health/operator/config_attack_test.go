@@ -240,3 +240,23 @@ func TestPutConfigKeepsTheLinkAndTheOwner(t *testing.T) {
 		t.Errorf("backup %v holds %q", out["backup"], bak)
 	}
 }
+
+// The check reads the files a body names (it is the only way to tell
+// whether a key file holds a key), and answers its problems: none may carry
+// the content of a file that is not what the field wants. Before, the
+// gossip keyring named as a zone's DNSSEC key (a .key file is its DNSKEY)
+// came back in the zone parser's problem, the cluster key quoted.
+func TestConfigCheckQuotesNoKeyFile(t *testing.T) {
+	base, path := configFileServer(t, nil)
+	key := configs.GenerateKey()
+	keyFile := filepath.Join(filepath.Dir(path), "gossip.key")
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	body := "gslb:\n  zones:\n  - origin: ringlb.test\n    records: [ '@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60' ]\n    dnssec: { keys: [ { file: " + keyFile + " } ] }\n"
+	code, answer := checkBody(t, base, body)
+	t.Logf("the keyring as a DNSSEC key: %d %.400s", code, answer)
+	if code != http.StatusBadRequest || strings.Contains(answer, key) {
+		t.Errorf("the check's answer quotes the cluster key (or passed): %d", code)
+	}
+}
