@@ -63,7 +63,7 @@ func Load(path string) (*Config, error) {
 
 // Parse is Load for data already in memory; name is used in messages.
 func Parse(name string, data []byte) (*Config, error) {
-	d := &decoder{file: name, lines: map[string]int{}, aliasBudget: len(data) + minAliasBudget}
+	d := &decoder{file: name, lines: map[string]int{}, aliasBudget: aliasBudget(len(data))}
 	var cfg Config
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -129,15 +129,16 @@ type decoder struct {
 	// inside. yaml.v3 keeps an alias a pointer to its anchor's node, and
 	// this walk follows it each time: an alias of a list of aliases is a
 	// product, and a few kilobytes named gigabytes of config and errors.
-	// What aliases repeat may add up to the file's own size, no more.
+	// What aliases repeat may add up to a few times the file, no more.
 	aliasBudget int
 	aliasDepth  int
 	overBudget  bool
 }
 
-// minAliasBudget is the alias budget of a file beyond its size: a small
-// file may repeat a block a few times.
-const minAliasBudget = 4 << 10
+// aliasBudget is what aliases may repeat in a file of size bytes: four
+// times the file and 256 KiB (a block of a hundred lines named by every
+// one of fifty names fits), a bound on the config and on its problems.
+func aliasBudget(size int) int { return 4*size + 256<<10 }
 
 // aliasCost is what visiting n (at path) costs the alias budget: its
 // value, its path (each problem quotes both) and the node itself.
@@ -156,7 +157,7 @@ func (d *decoder) spend(n *yaml.Node, path string) bool {
 		return true
 	}
 	d.overBudget = true
-	d.fail(n, path, "aliases (*name) repeat more than the file holds: write the repeated part out, or repeat it less")
+	d.fail(n, path, "aliases (*name) repeat more than a few times what the file holds: write the repeated part out, or repeat it less")
 	return false
 }
 
