@@ -87,7 +87,7 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 	b.mu.Unlock()
 	if following {
 		// New monitors first, then the old ones go: a static edge in both
-		// files is probed afresh (it starts up, as at start-up).
+		// files at the same URL keeps the state its monitor settled on.
 		if old := b.static.Swap(newStaticEdges(cfg.Edges, b.static.Load(), b.staticChanged, b.log)); old != nil {
 			old.Close()
 		}

@@ -38,7 +38,8 @@ type staticEdge struct {
 
 // newStaticEdges starts monitoring edges; changed is called (from a
 // prober's goroutine) whenever one comes up or goes down — the ring is
-// rebuilt then. prev are the edges being replaced (a reload), nil at start.
+// rebuilt then. prev are the edges being replaced (a reload), nil at start:
+// an edge of prev at the same URL keeps the state its monitor settled on.
 func newStaticEdges(edges []configs.StaticEdge, prev *staticEdges, changed func(), logger *slog.Logger) *staticEdges {
 	return newStaticEdgesSeeded(edges, prev, changed, logger, nil)
 }
@@ -68,6 +69,12 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, prev *staticEdges, changed
 		}, logger)
 		if up, ok := states[e.Name]; ok {
 			p.Seed(up, "as the process this one replaced saw it")
+		} else if old, ok := prev.edge(e.Name); ok && old.member.URL == e.URL && old.prober.Settled() {
+			// A reload: a monitor starts up, and one started afresh put an
+			// edge its predecessor saw down back on the ring for fall
+			// checks — for good, with reloads as often.
+			up, why := old.prober.Up()
+			p.Seed(up, why)
 		}
 		weight := 1
 		if e.Weight != nil {

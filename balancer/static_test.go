@@ -47,3 +47,37 @@ func TestStaticEdgesFollowTheirMonitor(t *testing.T) {
 		t.Fatalf("down edge still a member: %v", m)
 	}
 }
+
+// A reload keeps what the monitors saw: an edge found down stays off the
+// ring until it passes its rise checks, whatever reloads come meanwhile.
+// Before, every reload (a SIGHUP, a PUT of the config API, the same file
+// again) started each static edge's monitor afresh, and a monitor starts
+// up: a dead edge was back on the ring for fall checks, and reloads as
+// often as that kept it there.
+func TestReloadKeepsAStaticEdgeDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	_, port, _ := net.SplitHostPort(dead)
+	mon := configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(time.Hour), Timeout: configs.Duration(time.Second), Rise: 2, Fall: 2}
+	mon.Port, _ = strconv.Atoi(port)
+	one := 1
+	edges := []configs.StaticEdge{{Name: "legacy", URL: "http://" + dead, Weight: &one, Monitor: &mon}}
+	// Seen down (by the process this one replaced, or by its checks).
+	s := newStaticEdgesSeeded(edges, nil, nil, nil, map[string]bool{"legacy": false})
+	if m := s.Members(); len(m) != 0 {
+		t.Fatalf("a down edge is a member: %v", m)
+	}
+	for i := range 3 {
+		next := newStaticEdges(edges, s, nil, nil)
+		s.Close()
+		s = next
+		if m := s.Members(); len(m) != 0 {
+			t.Fatalf("reload %d put the down edge back on the ring: %v", i+1, m)
+		}
+	}
+	s.Close()
+}

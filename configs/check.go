@@ -159,8 +159,14 @@ func checkFile(ps *problems, path, file string) {
 	if file == "" {
 		return
 	}
-	if _, err := os.Stat(file); err != nil {
+	st, err := os.Stat(file)
+	switch {
+	case err != nil:
 		ps.add(path, "cannot read %s: %v", file, err)
+	case !st.Mode().IsRegular():
+		// The role reads it after the check: a FIFO would hold a reload
+		// (and the reload lock) in open(2), a device never ends.
+		ps.add(path, "cannot read %s: not a regular file (%s)", file, st.Mode().Type())
 	}
 }
 

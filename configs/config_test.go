@@ -2,6 +2,7 @@ package configs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,6 +216,96 @@ func TestEdgeStatsD(t *testing.T) {
 		_, err := Parse("statsd.yaml", []byte("edge:\n  statsd: "+tt.statsd+"\n"))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("statsd %s: error %v, want it to contain %q", tt.statsd, err, tt.want)
+		}
+	}
+}
+
+// Aliases that repeat a block are read as if it were written out; aliases
+// that multiply (an alias of a list of aliases) are refused at the first
+// node past a few times the file's size, in one problem, before any work
+// is done on what they name.
+func TestAliases(t *testing.T) {
+	shared := "cluster: { bind: 127.0.0.1:7946 }\nedge:\n  admin:\n    hosts: &h [a.example.com, b.example.com]\nbalancer:\n  admin: { hosts: *h }\ngslb:\n  admin: { hosts: *h }\n"
+	cfg, err := Parse("shared.yaml", []byte(shared))
+	if err != nil {
+		t.Fatalf("a file that shares a list: %v", err)
+	}
+	if got := strings.Join(cfg.GSLB.Admin.Hosts, ","); got != "a.example.com,b.example.com" {
+		t.Errorf("gslb.admin.hosts through an alias = %q", got)
+	}
+
+	// Fifty monitors of one block.
+	var m strings.Builder
+	m.WriteString("cluster: { bind: 127.0.0.1:7946 }\ngslb:\n  monitors:\n    m0: &m { type: http, port: 8080, path: /health, expect_status: 204, interval: 3s, timeout: 1s, rise: 3, fall: 3 }\n")
+	for i := 1; i < 50; i++ {
+		fmt.Fprintf(&m, "    m%d: *m\n", i)
+	}
+	if cfg, err := Parse("monitors.yaml", []byte(m.String())); err != nil || len(cfg.GSLB.Monitors) != 50 || cfg.GSLB.Monitors["m49"].Port != 8080 {
+		t.Fatalf("fifty monitors of one block (%d bytes): %v", m.Len(), err)
+	}
+
+	var b strings.Builder
+	b.WriteString("cluster: { bind: 127.0.0.1:7946 }\ngslb:\n  zones:\n  - &z\n    origin: example.com\n    records: [&s bad")
+	b.WriteString(strings.Repeat(",*s", 1000))
+	b.WriteString("]\n")
+	b.WriteString(strings.Repeat("  - *z\n", 1000))
+	_, err = Parse("product.yaml", []byte(b.String()))
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1 || !strings.Contains(errs[0].Error(), "aliases (*name) repeat more than") || errs[0].Line == 0 {
+		t.Fatalf("a %d-byte file of aliases of aliases: %d problems, first %.200v", b.Len(), len(errs), err)
+	}
+}
+
+// A config file is one YAML document. Before, only the first was read and
+// the rest was neither checked nor parsed: a check (or a PUT of the config
+// API, which writes the whole body) passed a file whose second half, an
+// edit meant to apply, was silently ignored, and that was not even YAML.
+func TestOneDocument(t *testing.T) {
+	for _, tc := range []struct{ name, file string }{
+		{"a second document", "cluster: { bind: 127.0.0.1:7946 }\n---\nedge: { listen: ':1' }\n"},
+		{"a second document that is not YAML", "cluster: { bind: 127.0.0.1:7946 }\n---\n[: :\n"},
+	} {
+		_, err := Parse("two.yaml", []byte(tc.file))
+		var errs Errors
+		if !errors.As(err, &errs) || len(errs) != 1 || !strings.Contains(errs[0].Msg, "one YAML document") || errs[0].Line < 2 {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	for _, file := range []string{"---\ncluster: { bind: 127.0.0.1:7946 }\n", "# a comment\n---\ncluster: { bind: 127.0.0.1:7946 }\n", "cluster: { bind: 127.0.0.1:7946 }\n...\n"} {
+		if _, err := Parse("one.yaml", []byte(file)); err != nil {
+			t.Errorf("%q: %v", file, err)
+		}
+	}
+}
+
+// FileChanges names the fields that name a file of the host the running
+// config does not name in the same field: a zone's file moves between
+// zones, a file goes away, and both are not changes; a new path, or a known
+// one moved to another field, is.
+func TestFileChanges(t *testing.T) {
+	dir := t.TempDir()
+	key := keyringFile(t, 1)
+	zone := filepath.Join(dir, "a.zone")
+	if err := os.WriteFile(zone, []byte("@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(s string) *Config {
+		t.Helper()
+		cfg, err := Parse(filepath.Join(dir, "c.yaml"), []byte("cluster: { bind: 127.0.0.1:7946, secret_key_file: "+key+" }\n"+s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	running := parse("gslb: { zones: [ { origin: a.test, file: a.zone }, { origin: b.test, records: [ '@ 60 IN SOA ns1 h 1 7200 3600 1209600 60' ] } ] }\n")
+	for _, tc := range []struct{ name, next, want string }{
+		{"the same", "gslb: { zones: [ { origin: a.test, file: a.zone } ] }\n", ""},
+		{"a zone's file at another index", "gslb: { zones: [ { origin: b.test, records: [ '@ 60 IN SOA ns1 h 1 7200 3600 1209600 60' ] }, { origin: a.test, file: " + zone + " } ] }\n", ""},
+		{"another file", "balancer: { access_log: { enabled: true, path: /etc/sudoers } }\n", "balancer.access_log.path"},
+		{"the keyring as a zone", "gslb: { zones: [ { origin: a.test, file: " + key + " } ] }\n", "gslb.zones[0].file"},
+	} {
+		if got := strings.Join(running.FileChanges(parse(tc.next)), ","); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,7 +66,7 @@ func ReadDNSSECKey(file, zone string) (*dns.DNSKEY, crypto.Signer, error) {
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, nil, fmt.Errorf("%s is open to its group or others (mode %04o): whoever reads it can sign for %s; chmod 600 it", privFile, perm, zone)
 	}
-	raw, err := readBounded(privFile)
+	raw, err := readSecret(privFile, maxKeyFileBytes)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -99,7 +100,7 @@ func ReadDNSSECKey(file, zone string) (*dns.DNSKEY, crypto.Signer, error) {
 // readDNSKEY reads the one DNSKEY record of a .key file (comment lines
 // allowed, as BIND writes them).
 func readDNSKEY(path, zone string) (*dns.DNSKEY, error) {
-	raw, err := readBounded(path)
+	raw, err := readSecret(path, maxKeyFileBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +114,7 @@ func readDNSKEY(path, zone string) (*dns.DNSKEY, error) {
 		key = k
 	}
 	if err := zp.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, ZoneError(err) // names path
 	}
 	switch {
 	case key == nil:
@@ -131,20 +132,32 @@ func readDNSKEY(path, zone string) (*dns.DNSKEY, error) {
 	return key, nil
 }
 
-func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+// ZoneError is a zone parser's error without the token it stopped at, the
+// line and column kept, for a zone file or a DNSSEC key's .key file: either
+// may be any file a config names, such as the cluster's keyring, which is
+// one token, and the error goes to the log and the config API's answers.
+// miekg/dns writes `FILE: dns: WHAT: "TOKEN" at line: L:C`.
+func ZoneError(err error) error {
+	var pe *dns.ParseError
+	if !errors.As(err, &pe) {
+		return err
 	}
-	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+	msg := pe.Error()
+	at := strings.LastIndex(msg, " at line: ")
+	if at < 0 {
+		return errors.New("not a zone file")
 	}
-	if len(raw) > maxKeyFileBytes {
-		return nil, fmt.Errorf("%s: larger than %d bytes, not a key file", path, maxKeyFileBytes)
+	for i := strings.Index(msg, `: "`); i >= 0 && i < at; {
+		if q, qerr := strconv.QuotedPrefix(msg[i+2 : at]); qerr == nil && i+2+len(q) == at {
+			return errors.New(msg[:i] + msg[at:])
+		}
+		next := strings.Index(msg[i+1:], `: "`)
+		if next < 0 {
+			break
+		}
+		i += 1 + next
 	}
-	return raw, nil
+	return errors.New("not a zone file" + msg[at:])
 }
 
 // GenerateDNSSECKey makes a new ECDSA P-256 key for zone in dir — a KSK

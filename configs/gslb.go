@@ -63,9 +63,11 @@ type Zone struct {
 	// Origin is the zone's apex (e.g. ide.example.com).
 	Origin string `yaml:"origin"`
 	// File is an RFC 1035 master file; relative names are relative to Origin.
+	// A problem in it names its line and column, not the text there.
 	File string `yaml:"file"`
 	// Records are master-file lines ("www 300 IN A 192.0.2.1"), used when
-	// File is empty. One SOA is required either way.
+	// File is empty; they include no file ($INCLUDE is refused: name the
+	// zone's File instead). One SOA is required either way.
 	Records []string `yaml:"records"`
 	// Transfer allows AXFR and sends NOTIFY.
 	Transfer Transfer `yaml:"transfer"`
@@ -430,7 +432,7 @@ func (g *GSLB) validate(ps *problems) {
 		default:
 			soa := 0
 			for j, line := range z.Records {
-				rr, err := dns.NewRR("$ORIGIN " + z.Origin + "\n" + line)
+				rr, err := inlineRR(z.Origin, line)
 				if err != nil {
 					ps.add(fmt.Sprintf("%s.records[%d]", p, j), "%q: %v", line, err)
 					continue
@@ -705,4 +707,14 @@ func sortedMapKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// inlineRR reads one line of a zone's inline records as the gslb reads them:
+// without $INCLUDE (the zone parser's default). dns.NewRR allows it, and a
+// check — `ringlb check`, the config API's — would have read whatever file a
+// record named and quoted it in its problem.
+func inlineRR(origin, line string) (dns.RR, error) {
+	zp := dns.NewZoneParser(strings.NewReader(line), dns.Fqdn(origin), "")
+	rr, _ := zp.Next()
+	return rr, zp.Err()
 }

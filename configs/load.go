@@ -63,7 +63,7 @@ func Load(path string) (*Config, error) {
 
 // Parse is Load for data already in memory; name is used in messages.
 func Parse(name string, data []byte) (*Config, error) {
-	d := &decoder{file: name, lines: map[string]int{}}
+	d := &decoder{file: name, lines: map[string]int{}, aliasBudget: aliasBudget(len(data))}
 	var cfg Config
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -71,8 +71,21 @@ func Parse(name string, data []byte) (*Config, error) {
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
 		return nil, Errors{{File: name, Line: yamlErrLine(err), Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
 	}
+	// One document: a second one would be written by a PUT and never
+	// read, the edit in it silently ignored.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		line := more.Line
+		if err != nil {
+			line = yamlErrLine(err)
+		}
+		return nil, Errors{{File: name, Line: line, Msg: "a config file is one YAML document; a second one starts here (remove it, or its \"---\")"}}
+	}
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
+	}
+	if d.overBudget {
+		return nil, d.errs // the config is cut short: its validation would only add noise
 	}
 	cfg.resolvePaths(filepath.Dir(name))
 	cfg.Provision()
@@ -110,6 +123,42 @@ type decoder struct {
 	file  string
 	errs  Errors
 	lines map[string]int // field path → line, for validation messages
+
+	// aliasBudget is what the nodes reached through an alias (*name) may
+	// still cost (aliasCost), aliasDepth how many aliases the walk is
+	// inside. yaml.v3 keeps an alias a pointer to its anchor's node, and
+	// this walk follows it each time: an alias of a list of aliases is a
+	// product, and a few kilobytes named gigabytes of config and errors.
+	// What aliases repeat may add up to a few times the file, no more.
+	aliasBudget int
+	aliasDepth  int
+	overBudget  bool
+}
+
+// aliasBudget is what aliases may repeat in a file of size bytes: four
+// times the file and 256 KiB (a block of a hundred lines named by every
+// one of fifty names fits), a bound on the config and on its problems.
+func aliasBudget(size int) int { return 4*size + 256<<10 }
+
+// aliasCost is what visiting n (at path) costs the alias budget: its
+// value, its path (each problem quotes both) and the node itself.
+func aliasCost(n *yaml.Node, path string) int { return 16 + len(path) + len(n.Value) }
+
+// spend charges a node reached through an alias to the budget; false when
+// it is spent, the walk then stops (one problem says why).
+func (d *decoder) spend(n *yaml.Node, path string) bool {
+	if d.overBudget {
+		return false
+	}
+	if d.aliasDepth == 0 {
+		return true
+	}
+	if d.aliasBudget -= aliasCost(n, path); d.aliasBudget >= 0 {
+		return true
+	}
+	d.overBudget = true
+	d.fail(n, path, "aliases (*name) repeat more than a few times what the file holds: write the repeated part out, or repeat it less")
+	return false
 }
 
 var (
@@ -126,7 +175,12 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.lines[path] = n.Line
 	}
 	if n.Kind == yaml.AliasNode {
+		d.aliasDepth++
+		defer func() { d.aliasDepth-- }()
 		n = n.Alias
+	}
+	if !d.spend(n, path) {
+		return
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // "field:" with no value keeps the default
@@ -170,6 +224,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
+			if !d.spend(n.Content[i], path) {
+				return
+			}
 			k := reflect.New(v.Type().Key()).Elem()
 			if err := n.Content[i].Decode(k.Addr().Interface()); err != nil {
 				d.fail(n.Content[i], path, "bad key %q", n.Content[i].Value)
@@ -203,6 +260,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		p := key.Value
 		if path != "" {
 			p = path + "." + key.Value
+		}
+		if !d.spend(key, p) { // an unknown field's problem quotes its key
+			return
 		}
 		idx, ok := fields[key.Value]
 		if !ok {
@@ -256,25 +316,91 @@ func kindName(k reflect.Kind) string {
 // resolvePaths makes relative file names relative to the config file's
 // directory, as operators expect of include-like settings.
 func (c *Config) resolvePaths(dir string) {
-	for _, p := range []*string{
-		&c.Cluster.SecretKeyFile, &c.Edge.Auth.HMACSecretFile,
-		&c.Balancer.TLS.CertFile, &c.Balancer.TLS.KeyFile, &c.Balancer.Admin.TokenFile, &c.GSLB.Admin.TokenFile, &c.Edge.Admin.TokenFile,
-		&c.Balancer.Admin.UsersFile, &c.GSLB.Admin.UsersFile, &c.Edge.Admin.UsersFile, &c.Cluster.StateDir,
-		&c.Balancer.AccessLog.Path,
-	} {
-		*p = resolve(dir, *p)
+	for _, f := range c.fileFields() {
+		*f.file = resolve(dir, *f.file)
+	}
+}
+
+// fileField is a field that names a file or directory of the host.
+type fileField struct {
+	path string // in the file: "balancer.access_log.path"
+	file *string
+}
+
+// fileFields are every field of c that names a file or directory of the
+// host the node reads or writes (a DNSSEC key's field names the base of
+// two files).
+func (c *Config) fileFields() []fileField {
+	fs := []fileField{
+		{"cluster.secret_key_file", &c.Cluster.SecretKeyFile},
+		{"cluster.state_dir", &c.Cluster.StateDir},
+		{"edge.auth.hmac_secret_file", &c.Edge.Auth.HMACSecretFile},
+		{"edge.admin.token_file", &c.Edge.Admin.TokenFile},
+		{"edge.admin.users_file", &c.Edge.Admin.UsersFile},
+		{"balancer.admin.token_file", &c.Balancer.Admin.TokenFile},
+		{"balancer.admin.users_file", &c.Balancer.Admin.UsersFile},
+		{"balancer.tls.cert_file", &c.Balancer.TLS.CertFile},
+		{"balancer.tls.key_file", &c.Balancer.TLS.KeyFile},
+		{"balancer.access_log.path", &c.Balancer.AccessLog.Path},
+		{"gslb.admin.token_file", &c.GSLB.Admin.TokenFile},
+		{"gslb.admin.users_file", &c.GSLB.Admin.UsersFile},
+	}
+	for i := range c.Balancer.Edges {
+		t, p := &c.Balancer.Edges[i].TLS, fmt.Sprintf("balancer.edges[%d].tls", i)
+		fs = append(fs, fileField{p + ".ca_file", &t.CAFile}, fileField{p + ".cert_file", &t.CertFile}, fileField{p + ".key_file", &t.KeyFile})
 	}
 	for i := range c.GSLB.Zones {
-		z := &c.GSLB.Zones[i]
-		z.File = resolve(dir, z.File)
+		z, p := &c.GSLB.Zones[i], fmt.Sprintf("gslb.zones[%d]", i)
+		fs = append(fs, fileField{p + ".file", &z.File})
 		if z.Transfer.TSIG != nil {
-			z.Transfer.TSIG.SecretFile = resolve(dir, z.Transfer.TSIG.SecretFile)
+			fs = append(fs, fileField{p + ".transfer.tsig.secret_file", &z.Transfer.TSIG.SecretFile})
 		}
 		if z.DNSSEC != nil {
 			for j := range z.DNSSEC.Keys {
-				z.DNSSEC.Keys[j].File = resolve(dir, z.DNSSEC.Keys[j].File)
+				fs = append(fs, fileField{fmt.Sprintf("%s.dnssec.keys[%d].file", p, j), &z.DNSSEC.Keys[j].File})
 			}
 		}
+	}
+	return fs
+}
+
+// FileChanges names the fields of next that name a file or directory of
+// the host that the same field of c (of any zone, edge or key, for a list)
+// does not: the config API changes settings through them, not which files
+// of the host a node reads or writes — that is for whoever edits the file
+// on the host (a SIGHUP applies it). Moving a file from one field to
+// another counts: an access log pointed at the keyring would append to it.
+func (c *Config) FileChanges(next *Config) []string {
+	known := map[string]bool{}
+	for _, f := range c.fileFields() {
+		known[fieldKind(f.path)+" "+*f.file] = true
+	}
+	var out []string
+	for _, f := range next.fileFields() {
+		if *f.file != "" && !known[fieldKind(f.path)+" "+*f.file] {
+			out = append(out, f.path)
+		}
+	}
+	return out
+}
+
+// fieldKind is a field's path without its list indexes:
+// "gslb.zones[2].file" is "gslb.zones[].file".
+func fieldKind(path string) string {
+	var b strings.Builder
+	for {
+		open := strings.IndexByte(path, '[')
+		if open < 0 {
+			b.WriteString(path)
+			return b.String()
+		}
+		end := strings.IndexByte(path[open:], ']')
+		if end < 0 {
+			b.WriteString(path)
+			return b.String()
+		}
+		b.WriteString(path[:open+1])
+		path = path[open+end:]
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -36,11 +37,50 @@ func GenerateKey() string {
 // SIGHUP: add the new key as a second line, move it to the first, remove the
 // old one.
 func ReadKeyring(path string) ([][]byte, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readSecret(path, maxSecretFileBytes)
+	if err != nil {
+		return nil, err
+	}
+	return parseKeyring(path, raw)
+}
+
+// maxSecretFileBytes bounds what is read of a keyring, token or users file:
+// a keyring and a token are a line, a users file of maxAdminUsers users
+// about 130 KiB.
+const maxSecretFileBytes = 256 << 10
+
+// readSecret reads a file a config names for a secret (a key, a token,
+// users), at most limit bytes of it. A config can name any path, and a
+// check, a PUT of the config API and a SIGHUP read it: a FIFO would hold the
+// reader in open(2) until someone writes to it (a PUT holds the reload lock
+// meanwhile), a device such as /dev/zero never ends, and a huge file would
+// be read whole. Only a regular file is opened (a symlink to one is one),
+// and no more of it than limit. Its content is never quoted in an error.
+func readSecret(path string, limit int) ([]byte, error) {
+	// Stat, then open: opening a FIFO is what blocks. A file swapped in
+	// between by someone who can write the secrets' directory is caught
+	// by the second look, after open.
+	if fi, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("cannot read %s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
 	}
-	return parseKeyring(path, raw)
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("cannot read %s: not a regular file", path)
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+	}
+	if len(raw) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes, not a file of this kind", path, limit)
+	}
+	return raw, nil
 }
 
 // maxKeyringKeys bounds a keyring: rotation needs two keys at a time.
@@ -100,9 +140,9 @@ const MinTokenLength = 16
 // ReadToken reads an admin bearer token file: its content, surrounding
 // whitespace trimmed, at least MinTokenLength bytes.
 func ReadToken(path string) ([]byte, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readSecret(path, maxSecretFileBytes)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+		return nil, err
 	}
 	token := bytes.TrimSpace(raw)
 	if len(token) < MinTokenLength {
@@ -289,9 +329,9 @@ func (a *Admin) provision() {
 func (a Admin) Users() (map[string][]byte, error) {
 	users := map[string][]byte{}
 	if a.UsersFile != "" {
-		raw, err := os.ReadFile(a.UsersFile)
+		raw, err := readSecret(a.UsersFile, maxSecretFileBytes)
 		if err != nil {
-			return nil, fmt.Errorf("cannot read %s: %w", a.UsersFile, unwrapPath(err))
+			return nil, err
 		}
 		if users, err = parseUsers(a.UsersFile, raw); err != nil {
 			return nil, err
@@ -328,7 +368,8 @@ func UsersLine(user, password string) (string, error) {
 }
 
 // parseUsers reads "user:bcrypt-hash" lines; blank lines and lines starting
-// with # are skipped. A hash is never quoted in an error.
+// with # are skipped. Nothing of the file but a valid user name is quoted
+// in an error.
 func parseUsers(path string, raw []byte) (map[string][]byte, error) {
 	users := map[string][]byte{}
 	sc := bufio.NewScanner(bytes.NewReader(raw))
@@ -362,7 +403,11 @@ func parseUsers(path string, raw []byte) (map[string][]byte, error) {
 // headers) and that its hash is a bcrypt hash (htpasswd -B: $2y$, $2b$, $2a$).
 func checkUser(name, hash string) error {
 	if !ValidUserName(name) {
-		return fmt.Errorf("user name %q: want 1-64 letters, digits, '.', '-' or '_'", name)
+		// Not quoted: a users file may be any file the config names (the
+		// config API checks an operator's), and what stands before a line's
+		// first colon may be anything — in /proc/self/environ, every
+		// variable up to PATH's.
+		return errors.New("the user name (before the first ':') is not 1-64 letters, digits, '.', '-' or '_'")
 	}
 	if _, err := bcrypt.Cost([]byte(hash)); err != nil {
 		return fmt.Errorf("user %s: the password hash is not a bcrypt hash (htpasswd -B or ringlb keygen -password make one)", name)

@@ -131,3 +131,58 @@ func nineKeys() string {
 	}
 	return b.String()
 }
+
+// Every file a config names for a secret, or reads after the check, is
+// refused when it is not a regular file: a FIFO would hold the reader in
+// open(2) until someone writes to it, a device would never end.
+func TestFilesMustBeRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := mkfifo(fifo); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	for _, tc := range []struct{ yaml, path string }{
+		{"cluster: { bind: 127.0.0.1:7946, secret_key_file: FILE }", "cluster.secret_key_file"},
+		{"edge: { admin: { token_file: FILE } }", "edge.admin.token_file"},
+		{"balancer: { admin: { users_file: FILE } }", "balancer.admin.users_file"},
+		{"edge: { auth: { hmac_secret_file: FILE } }", "edge.auth.hmac_secret_file"},
+		{"gslb: { admin: { token_file: /dev/zero } }", "gslb.admin.token_file"},
+	} {
+		file := strings.Replace(tc.yaml, "FILE", fifo, 1)
+		if !strings.HasPrefix(file, "cluster:") {
+			file = "cluster: { bind: 127.0.0.1:7946 }\n" + file
+		}
+		_, err := Parse(filepath.Join(dir, "c.yaml"), []byte(file))
+		if !hasProblem(err, tc.path, "not a regular file") {
+			t.Errorf("%s: %v", tc.path, err)
+		}
+	}
+}
+
+// hasProblem reports whether err holds a problem at path saying msg.
+func hasProblem(err error, path, msg string) bool {
+	var errs Errors
+	errors.As(err, &errs)
+	for _, e := range errs {
+		if e.Path == path && strings.Contains(e.Msg, msg) {
+			return true
+		}
+	}
+	return false
+}
+
+// A users file's problems never quote the file: a config can name any file
+// the node reads as users_file (the config API checks what an operator
+// sends), and the part of a line before its first colon held, for
+// /proc/self/environ, every variable up to PATH's first colon.
+func TestUsersFileProblemsQuoteNothing(t *testing.T) {
+	env := writeFile(t, "environ", "HOME=/root\x00API_SECRET=s3cr3t-from-the-environment\x00PATH=/usr/bin:/bin\x00")
+	_, err := Parse(filepath.Join(t.TempDir(), "c.yaml"), []byte("cluster: { bind: 127.0.0.1:7946 }\nedge: { admin: { users_file: "+env+" } }\n"))
+	t.Logf("users_file of an environment: %v", err)
+	if !hasProblem(err, "edge.admin.users_file", "") {
+		t.Fatalf("no problem for a users file that is an environment: %v", err)
+	}
+	if strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("the problem quotes the file: %v", err)
+	}
+}

@@ -149,10 +149,16 @@ func RestartFields(err error) []string {
 }
 
 // RestartChanges reports the cluster section's fields a reload cannot
-// change (gossip identity, seeds, timings, the ring, the state directory);
-// the keyring (secret_key_file) and log_level change live.
+// change (gossip identity, seeds, timings, the ring, the state directory,
+// whether there is a keyring); the keyring's keys (secret_key_file) and
+// log_level change live.
 func (c Cluster) RestartChanges(next Cluster) error {
 	return errors.Join(
+		// Gossip with a key or without is the whole cluster's choice, made
+		// at start (memberlist cannot drop or take up encryption live).
+		// Checked here, with the other fields, so that it refuses a reload
+		// before the role's section applies, not after.
+		RestartNeeded("cluster.secret_key_file", keyringState(c.SecretKeyFile), keyringState(next.SecretKeyFile)),
 		RestartNeeded("cluster.name", c.Name, next.Name),
 		RestartNeeded("cluster.region", c.Region, next.Region),
 		RestartNeeded("cluster.bind", c.Bind, next.Bind),
@@ -166,6 +172,14 @@ func (c Cluster) RestartChanges(next Cluster) error {
 		RestartNeeded("cluster.ring", c.Ring, next.Ring),
 		RestartNeeded("cluster.state_dir", c.StateDir, next.StateDir),
 	)
+}
+
+// keyringState names whether a cluster has a keyring, for RestartChanges.
+func keyringState(file string) string {
+	if file == "" {
+		return "no keyring"
+	}
+	return "a keyring"
 }
 
 // checkWritableDir checks that a file to be created has a directory to go in.

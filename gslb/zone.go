@@ -47,17 +47,19 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 		}
 		defer f.Close()
 		zp = dns.NewZoneParser(f, z.origin, zc.File)
+		zp.SetIncludeAllowed(true) // a file may include others, as in BIND
 	} else {
+		// Inline records include nothing: they come with the config, which
+		// the config API takes from an operator's client.
 		zp = dns.NewZoneParser(strings.NewReader(strings.Join(zc.Records, "\n")), z.origin, "records of "+z.origin)
 	}
-	zp.SetIncludeAllowed(true)
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
 		if err := z.add(rr); err != nil {
 			return nil, err
 		}
 	}
 	if err := zp.Err(); err != nil {
-		return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+		return nil, fmt.Errorf("zone %s: %w", z.origin, configs.ZoneError(err))
 	}
 	if z.soa == nil {
 		return nil, fmt.Errorf("zone %s: no SOA record at the apex", z.origin)

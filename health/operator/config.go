@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -231,7 +233,17 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 		problems(w, err)
 		return
 	}
-	if err := replaceFile(f.path, current, data); err != nil {
+	// Whoever holds a login may change settings, not the files of the host
+	// the node reads or writes: a node (root, for a gslb on port 53) told
+	// to write its access log to /etc/sudoers or /etc/nologin would, and a
+	// file it reads comes back in problems and logs.
+	if fields := f.newFiles(current, next); len(fields) > 0 {
+		WriteJSON(w, http.StatusForbidden, map[string]any{"fields": fields,
+			"error": "the config API does not change which files of the host the node reads or writes (" + strings.Join(fields, ", ") + "): edit the file on the host and send SIGHUP"})
+		return
+	}
+	backup, err := replaceFile(f.path, current, data)
+	if err != nil {
 		f.log.Error("config file not replaced", "path", f.path, "err", err)
 		WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "the config file was not replaced (it is as it was): " + err.Error()})
 		return
@@ -243,25 +255,52 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 		// the node runs what it ran.
 		f.log.Warn("config file replaced through the admin API, but not applied", "path", f.path, "version", v, "by", by, "remote", r.RemoteAddr, "err", err)
 		WriteJSON(w, http.StatusAccepted, map[string]any{"applied": false, "version": v, "running_version": f.runningVersion,
-			"error": err.Error(), "restart": configs.RestartFields(err), "backup": f.path + ".bak"})
+			"error": err.Error(), "restart": configs.RestartFields(err), "backup": backup})
 		return
 	}
 	f.running, f.runningVersion = next, v
 	f.log.Info("config file replaced and applied through the admin API", "path", f.path, "version", v, "by", by, "remote", r.RemoteAddr)
-	WriteJSON(w, http.StatusOK, map[string]any{"applied": true, "version": v, "backup": f.path + ".bak"})
+	WriteJSON(w, http.StatusOK, map[string]any{"applied": true, "version": v, "backup": backup})
 }
 
-// replaceFile keeps old in path.bak and puts data in path, each written to
-// a temporary file in the same directory, synced and renamed over, then the
+// newFiles names the fields of next that name a file of the host which
+// neither the running config nor the file on disk (current, perhaps edited
+// since) names there.
+func (f *ConfigFile) newFiles(current []byte, next *configs.Config) []string {
+	fields := f.running.FileChanges(next)
+	if len(fields) == 0 {
+		return nil
+	}
+	if onDisk, err := configs.Parse(f.path, current); err == nil {
+		also := map[string]bool{}
+		for _, p := range onDisk.FileChanges(next) {
+			also[p] = true
+		}
+		fields = slices.DeleteFunc(fields, func(p string) bool { return !also[p] })
+	}
+	return fields
+}
+
+// replaceFile keeps old in FILE.bak and puts data in FILE, each written to a
+// temporary file in the same directory, synced and renamed over, then the
 // directory synced: a crash leaves the old file or the new one, never a
-// torn one. The new file keeps the old one's mode.
-func replaceFile(path string, old, data []byte) error {
-	mode := os.FileMode(0o600)
+// torn one. FILE is the file path names, through symlinks, as an editor
+// writes it: renaming over the link would leave a file no later edit of
+// the linked one reaches. The new files keep the old one's mode, and its
+// owner where the process may give it (as root). It returns the backup's
+// path.
+func replaceFile(path string, old, data []byte) (string, error) {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
+	mode, like := os.FileMode(0o600), func(*os.File) error { return nil }
 	if st, err := os.Stat(path); err == nil {
 		mode = st.Mode().Perm()
+		like = func(f *os.File) error { keepOwner(f, st); return nil }
 	}
-	if err := writeFileAtomic(path+".bak", old, mode); err != nil {
-		return fmt.Errorf("backup: %w", err)
+	backup := path + ".bak"
+	if err := writeFileAtomic(backup, old, mode, like); err != nil {
+		return backup, fmt.Errorf("backup: %w", err)
 	}
-	return writeFileAtomic(path, data, mode)
+	return backup, writeFileAtomic(path, data, mode, like)
 }

@@ -110,16 +110,16 @@ func (s *Store) Save(concern string, v any) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	path := s.path(concern)
-	if err := writeFileAtomic(path, append(raw, '\n'), fileMode); err != nil {
+	if err := writeFileAtomic(path, append(raw, '\n'), fileMode, nil); err != nil {
 		return fmt.Errorf("write state %s: %w", path, err)
 	}
 	return nil
 }
 
 // writeFileAtomic replaces path with data (mode): a temporary file in the
-// same directory, synced, renamed over it, the directory synced; a crash
-// leaves the old file or the new, never a part.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+// same directory, prepared (nil: nothing more), synced, renamed over it, the
+// directory synced; a crash leaves the old file or the new, never a part.
+func writeFileAtomic(path string, data []byte, mode os.FileMode, prepare func(*os.File) error) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
@@ -129,6 +129,9 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	_, err = tmp.Write(data)
 	if err == nil {
 		err = tmp.Chmod(mode)
+	}
+	if err == nil && prepare != nil {
+		err = prepare(tmp)
 	}
 	if err == nil {
 		err = tmp.Sync()
