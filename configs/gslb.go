@@ -159,7 +159,7 @@ const MinTSIGSecretBytes = 16
 // base64 as BIND and NSD write it, at least MinTSIGSecretBytes decoded.
 // Errors never quote the file's content.
 func ReadTSIGSecret(path string) ([]byte, error) {
-	raw, err := readBounded(path)
+	raw, err := readSecret(path, maxSecretFileBytes)
 	if err != nil {
 		return nil, err
 	}
