@@ -100,9 +100,10 @@ func TestRotatedOutSecretClosesItsHolders(t *testing.T) {
 	if err := os.WriteFile(newPath, newSecret, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// First with an overlap: the old secret's holders stay while it runs,
-	// then go.
-	overlap := configs.Duration(2 * time.Second)
+	// First with an overlap: the old secret's holders stay while it runs
+	// (an hour: nothing here races it), then go when it ends (a reload
+	// with the same secret and a shorter overlap cuts it to 2 s).
+	overlap := configs.Duration(time.Hour)
 	next := cfg
 	next.Auth.HMACSecretFile, next.Auth.RotationOverlap = newPath, &overlap
 	if err := e.s.Reload(next); err != nil {
@@ -112,6 +113,11 @@ func TestRotatedOutSecretClosesItsHolders(t *testing.T) {
 	fresh := e.joinV1(t, "doc", "token="+mint(t, newSecret, "doc", "ann", RoleEditor, time.Hour), nil)
 	leaked.msg(t, "during the overlap")
 	leaked.readType(t, "ack")
+	short := configs.Duration(2 * time.Second)
+	next.Auth.RotationOverlap = &short
+	if err := e.s.Reload(next); err != nil {
+		t.Fatal(err)
+	}
 	for name, c := range map[string]*v1Client{"joined before the rotation": leaked, "joined during the overlap": during} {
 		code, reason, _ := closeWith(c.Conn)
 		t.Logf("old secret's holder %s: close %d %q once the overlap ran", name, code, reason)
@@ -155,18 +161,14 @@ func TestRotatedOutSecretClosesItsHolders(t *testing.T) {
 func TestTokenRefreshKeepsTheConnection(t *testing.T) {
 	path, secret := writeSecret(t)
 	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousViewer}}, nil)
-	now := time.Now()
-	first := TokenClaims{Session: "doc", User: "ann", Role: RoleEditor, IssuedAt: now, Expires: now.Add(3 * time.Second)}
-	ann := e.joinV1(t, "doc", "token="+mintClaims(t, secret, first), nil)
-	if ann.welcome.Expires != first.Expires.Unix() {
-		t.Fatalf("welcome.expires = %d, want the token's %d", ann.welcome.Expires, first.Expires.Unix())
-	}
+	ann := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)
 	anon := e.joinV1(t, "doc", "", nil)
 	ann.readType(t, "join")
 	if anon.welcome.Expires != 0 {
 		t.Fatalf("token-less welcome.expires = %d, want none", anon.welcome.Expires)
 	}
 
+	// Refusals, each an error frame; the connection stays.
 	revoked := mint(t, secret, "doc", "ann", RoleEditor, time.Hour)
 	claims, err := VerifyToken(secret, revoked, time.Now(), configs.DefaultMaxTokenTTL)
 	if err != nil {
@@ -196,18 +198,30 @@ func TestTokenRefreshKeepsTheConnection(t *testing.T) {
 	if m := anon.readType(t, "error"); m.Code != "forbidden" {
 		t.Errorf("a token-less participant's refresh: %+v, want error forbidden (it joins again with a token)", m)
 	}
+	ann.msg(t, "still here")
+	ann.readType(t, "ack")
 
-	fresh := mintClaims(t, secret, TokenClaims{Session: "doc", User: "ann", Role: RoleEditor, IssuedAt: time.Now(), Expires: time.Now().Add(time.Hour)})
-	ann.send(t, map[string]string{"type": "token", "token": fresh})
-	if m := ann.readType(t, "token"); m.Expires <= first.Expires.Unix() {
+	// A participant told its token expires in 4 s refreshes it at once
+	// and is still there past that.
+	now := time.Now()
+	first := TokenClaims{Session: "doc", User: "ann", Role: RoleEditor, IssuedAt: now, Expires: now.Add(4 * time.Second)}
+	fresh := mint(t, secret, "doc", "ann", RoleEditor, time.Hour)
+	tab := e.joinV1(t, "doc", "token="+mintClaims(t, secret, first), nil)
+	tab.send(t, map[string]string{"type": "token", "token": fresh})
+	if tab.welcome.Expires != first.Expires.Unix() {
+		t.Fatalf("welcome.expires = %d, want the token's %d", tab.welcome.Expires, first.Expires.Unix())
+	}
+	if m := tab.readType(t, "token"); m.Expires <= first.Expires.Unix() {
 		t.Fatalf("refresh answered %+v, want the fresh token's expiry", m)
 	}
-	// Past the first token's expiry (whole seconds), ann is still there.
+	// Past the first token's expiry (whole seconds), the tab is still there.
 	time.Sleep(time.Until(first.Expires.Add(time.Second)))
-	ann.msg(t, "after the first token expired")
-	ann.readType(t, "ack")
-	if m := anon.readType(t, "msg"); string(m.Data) != `"after the first token expired"` {
-		t.Fatalf("the others got %+v", m)
+	tab.msg(t, "after the first token expired")
+	tab.readType(t, "ack")
+	for {
+		if m := anon.readType(t, "msg"); string(m.Data) == `"after the first token expired"` {
+			break
+		}
 	}
 	if v := labelledValue(t, e.s, "ringlb_edge_lapsed_tokens_closed_total", "expired"); v != 0 {
 		t.Errorf("ringlb_edge_lapsed_tokens_closed_total{reason=\"expired\"} = %v, want 0", v)
@@ -216,7 +230,7 @@ func TestTokenRefreshKeepsTheConnection(t *testing.T) {
 	if status, body := e.adminPost(t, "/api/tokens/revoke", url.Values{"user": {"ann"}}); status != http.StatusOK {
 		t.Fatalf("revoke: %d %s", status, body)
 	}
-	if code, reason, _ := closeWith(ann.Conn); code != websocket.ClosePolicyViolation || reason != "token revoked" {
+	if code, reason, _ := closeWith(tab.Conn); code != websocket.ClosePolicyViolation || reason != "token revoked" {
 		t.Fatalf("refreshed holder after its user's revocation: close %d %q, want 1008 \"token revoked\"", code, reason)
 	}
 }

@@ -121,26 +121,28 @@ func TestTokenEndToEnd(t *testing.T) {
 	// A token's lifetime bounds its holder's: a participant whose token
 	// expires is closed with 1008, unless it sent a fresh one before
 	// (ringlb.v1's refresh).
-	var shortLived [2]*websocket.Conn
-	for i := range shortLived {
-		short, info, err := mint("-session", "doc", "-user", "ann", "-role", "editor", "-ttl", "3s")
-		if err != nil {
-			t.Fatalf("ringlb token -ttl 3s: %v\n%s", err, info)
-		}
-		if shortLived[i], resp, err = dial("?token=" + short); err != nil {
-			t.Fatalf("join with a short-lived token: %v %v", resp, err)
-		}
-		if w := readType(shortLived[i], "welcome"); w["expires"] == nil {
-			t.Fatalf("welcome %v: want the token's expiry", w)
-		}
-	}
-	lapsing, refreshed := shortLived[0], shortLived[1]
 	fresh, info, err := mint("-session", "doc", "-user", "ann", "-role", "editor", "-ttl", "1h")
 	if err != nil {
 		t.Fatalf("ringlb token: %v\n%s", err, info)
 	}
+	var shortLived [2]*websocket.Conn
+	for i := range shortLived {
+		short, info, err := mint("-session", "doc", "-user", "ann", "-role", "editor", "-ttl", "5s")
+		if err != nil {
+			t.Fatalf("ringlb token -ttl 5s: %v\n%s", err, info)
+		}
+		if shortLived[i], resp, err = dial("?token=" + short); err != nil {
+			t.Fatalf("join with a short-lived token: %v %v", resp, err)
+		}
+	}
+	lapsing, refreshed := shortLived[0], shortLived[1]
 	if err := refreshed.WriteJSON(map[string]any{"type": "token", "token": fresh}); err != nil {
 		t.Fatal(err)
+	}
+	for _, c := range shortLived {
+		if w := readType(c, "welcome"); w["expires"] == nil {
+			t.Fatalf("welcome %v: want the token's expiry", w)
+		}
 	}
 	readType(refreshed, "token")
 	for {
