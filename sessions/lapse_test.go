@@ -44,19 +44,19 @@ func TestExpiredTokenIsClosed(t *testing.T) {
 	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousDeny}}, nil)
 	now := time.Now()
 	short := func(user string) string {
-		return mintClaims(t, secret, TokenClaims{Session: "doc", User: user, Role: RoleEditor, IssuedAt: now, Expires: now.Add(2 * time.Second)})
+		return mintClaims(t, secret, TokenClaims{Session: "doc", User: user, Role: RoleEditor, IssuedAt: now, Expires: now.Add(4 * time.Second)})
 	}
 	stays := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)
 	v1 := e.joinV1(t, "doc", "token="+short("eve"), nil)
 	stays.readType(t, "join")
 	h := http.Header{}
 	h.Set("ctstickiness", "raw-doc")
-	h.Set("Authorization", "Bearer "+mintClaims(t, secret, TokenClaims{Session: "raw-doc", User: "eve", Role: RoleEditor, IssuedAt: now, Expires: now.Add(2 * time.Second)}))
+	h.Set("Authorization", "Bearer "+mintClaims(t, secret, TokenClaims{Session: "raw-doc", User: "eve", Role: RoleEditor, IssuedAt: now, Expires: now.Add(4 * time.Second)}))
 	raw, _ := e.dialHeader(t, h, nil)
 	e.waitJoined(t)
 
 	// The tokens carry whole seconds: both have expired by then.
-	expired := now.Add(3 * time.Second)
+	expired := now.Add(5 * time.Second)
 	time.Sleep(time.Until(expired))
 	// Liveness bound only: a holder still here 30 s after its token
 	// expired is one the edge kept.
