@@ -93,6 +93,9 @@ type Server struct {
 	// xfrRefusedLog lets one refused zone transfer an interval be logged
 	// (transfer.go): anyone can ask, pipelined on a connection.
 	xfrRefusedLog acceptguard.LogLimit
+	// transfersOut holds a token per zone transfer being sent, at most
+	// maxTransfersOut (transfer.go).
+	transfersOut chan struct{}
 	// now is time.Now: the UDP loop's clock for signed answers; tests move
 	// it with the signers'.
 	now func() time.Time
@@ -131,7 +134,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, tcpWriteStall: tcpWriteStall, mem: acceptguard.Process, now: time.Now, resignTick: resignTick}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), transfersOut: make(chan struct{}, maxTransfersOut), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, tcpWriteStall: tcpWriteStall, mem: acceptguard.Process, now: time.Now, resignTick: resignTick}
 	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {

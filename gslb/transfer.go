@@ -32,6 +32,14 @@ const xfrMessageBytes = 32 << 10
 // serveTransfer answers an AXFR or IXFR query received over TCP, once
 // screen (server.go) has passed it: a TSIG it carries has verified, so every
 // message, refusals included, is signed with that key.
+// maxTransfersOut bounds the zone transfers sent at once, as BIND's
+// transfers-out (its default too): each holds its zone's records, their
+// messages (signed, the zone's NSEC chain) and a goroutine until its
+// reader has taken it or the write deadline cuts it, and secondaries that
+// ask and do not read could otherwise hold any number. One more is
+// answered SERVFAIL at once; a secondary asks again at its retry.
+const maxTransfersOut = 10
+
 func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 	q := r.Question[0]
 	refuse := func(rcode int, why string) {
@@ -70,6 +78,13 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 			refuse(dns.RcodeNotAuth, why)
 			return
 		}
+	}
+	select {
+	case s.transfersOut <- struct{}{}:
+		defer func() { <-s.transfersOut }()
+	default:
+		refuse(dns.RcodeServerFailure, fmt.Sprintf("%d transfers are being sent already", maxTransfersOut))
+		return
 	}
 	rrs := st.transferRecords(z)
 	if z.signer != nil {
