@@ -58,6 +58,11 @@ func withSecrets(t *testing.T, data []byte) []byte {
 			t.Fatal(err)
 		}
 	}
+	// A users file of one user (password "secret", bcrypt's least cost).
+	users := "admin:$2a$04$lEfHSWNLiJdhzxRE17pzy.DpOobvVtLskaSwA51xe2mPZne/B78zG\n"
+	if err := os.WriteFile(filepath.Join(dir, "admin.users"), []byte(users), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out := strings.ReplaceAll(string(data), "/etc/ringlb-secrets/", dir+"/")
 	return []byte(strings.ReplaceAll(out, "/etc/ringlb/", dir+"/"))
 }

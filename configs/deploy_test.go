@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -270,6 +271,219 @@ func TestSystemdUnitSandboxed(t *testing.T) {
 		}
 		if out, err := exec.Command(analyze, "security", "--offline=yes", "--threshold=25", unit).CombinedOutput(); err != nil {
 			t.Errorf("systemd-analyze security %s: exposure above 2.5: %v\n%s", f, err, out)
+		}
+	}
+}
+
+// at walks a decoded YAML document by keys: nil where a key is missing.
+func at(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+// list is v as a list (nil when it is none).
+func list(v any) []any { l, _ := v.([]any); return l }
+
+// manifestDocuments decodes every document of the Kubernetes manifests.
+func manifestDocuments(t *testing.T) []map[string]any {
+	t.Helper()
+	files, _ := filepath.Glob("deploy/kubernetes/*.yaml")
+	var docs []map[string]any
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var doc map[string]any
+			err := dec.Decode(&doc)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			docs = append(docs, doc)
+		}
+	}
+	return docs
+}
+
+// Every pod of the manifests runs as an unprivileged user with nothing it
+// does not use: no capability (every port is 1024 or above), no privilege
+// escalation, a read-only root filesystem (the roles, their reloads and
+// upgrades write nothing there with state_dir unset: run under a read-only
+// root), RuntimeDefault seccomp, no service-account token (ringlb never calls
+// the Kubernetes API). Secrets are files (0400 or 0440, mounted read-only),
+// never environment variables (which every process of the container, and
+// whoever can read the pod spec, sees). Memory requests equal limits, so the
+// node knows its limit (it degrades near 90 % of its cgroup's) and is not the
+// first evicted; probes carry no token.
+func TestKubernetesPodsLocked(t *testing.T) {
+	workloads := 0
+	for _, doc := range manifestDocuments(t) {
+		kind, name := doc["kind"], at(doc, "metadata", "name")
+		if kind != "Deployment" && kind != "StatefulSet" && kind != "DaemonSet" {
+			continue
+		}
+		workloads++
+		w := fmt.Sprintf("%s %s", kind, name)
+		pod := at(doc, "spec", "template", "spec")
+		if at(pod, "automountServiceAccountToken") != false {
+			t.Errorf("%s: automountServiceAccountToken is not false: a compromised node would hold a token for the Kubernetes API", w)
+		}
+		psc := at(pod, "securityContext")
+		if at(psc, "runAsNonRoot") != true || at(psc, "runAsUser") == 0 || at(psc, "runAsUser") == nil {
+			t.Errorf("%s: pod securityContext %v: want runAsNonRoot and a non-zero runAsUser", w, psc)
+		}
+		if at(psc, "seccompProfile", "type") != "RuntimeDefault" {
+			t.Errorf("%s: seccompProfile %v, want RuntimeDefault", w, at(psc, "seccompProfile"))
+		}
+		secretVolumes := map[string]bool{}
+		for _, v := range list(at(pod, "volumes")) {
+			if s := at(v, "secret"); s != nil {
+				secretVolumes[at(v, "name").(string)] = true
+				if mode := at(s, "defaultMode"); mode != 0o400 && mode != 0o440 {
+					t.Errorf("%s: secret volume %v has defaultMode %v, want 0400 or 0440", w, at(v, "name"), mode)
+				}
+			}
+		}
+		for _, c := range list(at(pod, "containers")) {
+			cn := fmt.Sprintf("%s container %v", w, at(c, "name"))
+			sc := at(c, "securityContext")
+			if at(sc, "allowPrivilegeEscalation") != false || at(sc, "readOnlyRootFilesystem") != true {
+				t.Errorf("%s: securityContext %v: want allowPrivilegeEscalation false, readOnlyRootFilesystem true", cn, sc)
+			}
+			if drop := list(at(sc, "capabilities", "drop")); !slices.Contains(drop, any("ALL")) {
+				t.Errorf("%s: capabilities.drop %v lacks ALL", cn, drop)
+			}
+			if add := list(at(sc, "capabilities", "add")); len(add) > 0 {
+				t.Errorf("%s: capabilities.add %v: every port is above 1024, none is needed", cn, add)
+			}
+			for _, p := range list(at(c, "ports")) {
+				if port, _ := at(p, "containerPort").(int); port < 1024 {
+					t.Errorf("%s: containerPort %v: a user without capabilities cannot bind it", cn, at(p, "containerPort"))
+				}
+			}
+			limit, request := at(c, "resources", "limits", "memory"), at(c, "resources", "requests", "memory")
+			if limit == nil || limit != request {
+				t.Errorf("%s: memory request %v, limit %v: want a limit, and the request equal to it", cn, request, limit)
+			}
+			if at(c, "resources", "requests", "cpu") == nil {
+				t.Errorf("%s: no CPU request", cn)
+			}
+			if len(list(at(c, "envFrom"))) > 0 {
+				t.Errorf("%s: envFrom: secrets go in files", cn)
+			}
+			for _, e := range list(at(c, "env")) {
+				if at(e, "valueFrom", "secretKeyRef") != nil {
+					t.Errorf("%s: env %v from a Secret: secrets go in files", cn, at(e, "name"))
+				}
+			}
+			for _, m := range list(at(c, "volumeMounts")) {
+				if secretVolumes[at(m, "name").(string)] && at(m, "readOnly") != true {
+					t.Errorf("%s: secret volume %v mounted writable", cn, at(m, "name"))
+				}
+			}
+			for _, probe := range []string{"livenessProbe", "readinessProbe", "startupProbe"} {
+				p := at(c, probe)
+				if p == nil {
+					continue
+				}
+				text := fmt.Sprint(p)
+				if strings.Contains(text, "token") || strings.Contains(text, "Authorization") {
+					t.Errorf("%s: %s carries a token: /healthz and /_ringlb/health need none", cn, probe)
+				}
+				if !strings.Contains(text, "/healthz") && !strings.Contains(text, "/_ringlb/health") {
+					t.Errorf("%s: %s checks %v, not a health path", cn, probe, p)
+				}
+			}
+		}
+	}
+	if workloads < 3 {
+		t.Fatalf("%d workloads among the manifests, want the edge, balancer and gslb", workloads)
+	}
+}
+
+// The manifests keep each port to those the threat model lets reach it:
+// ingress is denied unless a policy allows it; gossip, an edge's data port
+// and its admin port are reachable from ringlb's own pods only (gossip is
+// keyed, but memberlist reads a stream before the key can refuse it; a
+// client on an edge's data port skips the balancers' routing and limits).
+// The public Services keep each client's own address (externalTrafficPolicy
+// Local): behind the node's SNAT, per-address limits and RRL would count
+// every client as one of a few node addresses. An admin port beyond
+// loopback has a token and a users file, so no generated password reaches
+// the pod's log at every start.
+func TestKubernetesNetworkConfined(t *testing.T) {
+	clusterOnly := map[int]string{7946: "gossip", 7101: "edge data", 9101: "edge admin"}
+	denyAll, allowed := false, map[int]bool{}
+	for _, doc := range manifestDocuments(t) {
+		name := at(doc, "metadata", "name")
+		switch doc["kind"] {
+		case "NetworkPolicy":
+			spec := at(doc, "spec")
+			if sel, _ := at(spec, "podSelector").(map[string]any); len(sel) == 0 && at(spec, "ingress") == nil && slices.Contains(list(at(spec, "policyTypes")), any("Ingress")) {
+				denyAll = true
+			}
+			for _, rule := range list(at(spec, "ingress")) {
+				for _, p := range list(at(rule, "ports")) {
+					port, _ := at(p, "port").(int)
+					what, ok := clusterOnly[port]
+					if !ok {
+						continue
+					}
+					allowed[port] = true
+					from := list(at(rule, "from"))
+					if len(from) == 0 {
+						t.Errorf("NetworkPolicy %v opens the %s port %d to everyone", name, what, port)
+					}
+					for _, peer := range from {
+						sel, _ := at(peer, "podSelector", "matchLabels").(map[string]any)
+						if at(peer, "ipBlock") != nil || at(peer, "namespaceSelector") != nil || len(sel) == 0 {
+							t.Errorf("NetworkPolicy %v opens the %s port %d to %v, beyond ringlb's pods", name, what, port, peer)
+						}
+					}
+				}
+			}
+		case "Service":
+			if at(doc, "spec", "type") == "LoadBalancer" && at(doc, "spec", "externalTrafficPolicy") != "Local" {
+				t.Errorf("Service %v: externalTrafficPolicy %v: behind the node's SNAT every client is a node address to the per-address limits", name, at(doc, "spec", "externalTrafficPolicy"))
+			}
+			for _, p := range list(at(doc, "spec", "ports")) {
+				if port, _ := at(p, "port").(int); clusterOnly[port] != "" && at(doc, "spec", "clusterIP") != "None" {
+					t.Errorf("Service %v exposes the %s port %d", name, clusterOnly[port], port)
+				}
+			}
+		case "ConfigMap":
+			raw, ok := at(doc, "data", "ringlb.yaml").(string)
+			if !ok {
+				continue
+			}
+			cfg, err := Parse("ConfigMap ringlb.yaml", withSecrets(t, []byte(raw)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for role, a := range map[string]Admin{"edge": cfg.Edge.Admin, "balancer": cfg.Balancer.Admin, "gslb": cfg.GSLB.Admin} {
+				if !isLoopback(a.Listen) && a.UsersFile == "" {
+					t.Errorf("ConfigMap: %s.admin listens on %s with no users_file: every start logs a new generated password", role, a.Listen)
+				}
+			}
+		}
+	}
+	if !denyAll {
+		t.Error("no NetworkPolicy denies ingress by default (podSelector {}, policyTypes [Ingress], no rule)")
+	}
+	for port, what := range clusterOnly {
+		if !allowed[port] {
+			t.Errorf("no NetworkPolicy lets ringlb's pods reach the %s port %d", what, port)
 		}
 	}
 }
