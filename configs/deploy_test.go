@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -485,5 +486,64 @@ func TestKubernetesNetworkConfined(t *testing.T) {
 		if !allowed[port] {
 			t.Errorf("no NetworkPolicy lets ringlb's pods reach the %s port %d", what, port)
 		}
+	}
+}
+
+// The keepalived example does not pretend VRRP is authenticated: no shipped
+// PASS word (clear text in every advert: whoever can forge an advert reads
+// it first, then takes the VIP with a higher priority), adverts unicast to
+// the peer, and health scripts run as the ringlb user under keepalived's
+// script security. Where keepalived is installed, it checks the file.
+func TestKeepalivedExample(t *testing.T) {
+	const f = "deploy/keepalived/keepalived.conf"
+	data, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf []string
+	for _, line := range strings.Split(string(data), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		conf = append(conf, strings.Fields(line)...)
+	}
+	if slices.Contains(conf, "auth_pass") || slices.Contains(conf, "authentication") {
+		t.Errorf("%s: a VRRP password: clear text on the wire, it authenticates nothing (and a shipped one is everyone's)", f)
+	}
+	for _, want := range []string{"unicast_peer", "enable_script_security", "script_user"} {
+		if !slices.Contains(conf, want) {
+			t.Errorf("%s: no %s", f, want)
+		}
+	}
+	if i := slices.Index(conf, "script_user"); i >= 0 && (i+1 == len(conf) || conf[i+1] == "root") {
+		t.Errorf("%s: health scripts run as root", f)
+	}
+
+	keepalived, err := exec.LookPath("keepalived")
+	if err != nil {
+		t.Skip("keepalived not installed (Debian's keepalived): the file is not checked by it")
+	}
+	// keepalived -t wants the user, the script and the interface to exist
+	// here: a user, a program and an interface of this machine stand in.
+	iface := ""
+	ifaces, _ := net.Interfaces()
+	for _, i := range ifaces {
+		if i.Flags&net.FlagLoopback == 0 && i.Flags&net.FlagUp != 0 {
+			iface = i.Name
+			break
+		}
+	}
+	if iface == "" {
+		t.Skip("no interface up here for keepalived -t")
+	}
+	text := strings.NewReplacer("ringlb probe", "/bin/true probe", "/usr/local/bin/ringlb", "/bin/true",
+		"script_user ringlb", "script_user nobody", "user ringlb", "user nobody", "eth0", iface).Replace(string(data))
+	conf0 := filepath.Join(t.TempDir(), "keepalived.conf")
+	if err := os.WriteFile(conf0, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// It prints each problem as a line and, on a good file, ends itself
+	// with SIGTERM (2.2.7): the output is the verdict, not the exit status.
+	out, _ := exec.Command(keepalived, "-t", "-l", "-f", conf0).CombinedOutput()
+	if len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("keepalived -t %s:\n%s", f, out)
 	}
 }
