@@ -547,3 +547,64 @@ func TestKeepalivedExample(t *testing.T) {
 		t.Errorf("keepalived -t %s:\n%s", f, out)
 	}
 }
+
+// The image is the static binary alone: its final stage is FROM scratch (no
+// shell, no package manager, nothing to exec into), runs no command of its
+// own, and runs as a numeric non-root user (Kubernetes' runAsNonRoot can
+// check only a number). Nothing copied into it, nor any example or deploy
+// file, holds a key: keys are made by `ringlb keygen` where they are used.
+func TestImageAndShippedFilesHoldNoKey(t *testing.T) {
+	data, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var final []string
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "FROM ") {
+			final = nil
+		}
+		if line != "" && !strings.HasPrefix(line, "#") {
+			final = append(final, line)
+		}
+	}
+	if len(final) == 0 || !strings.HasPrefix(final[0], "FROM scratch") {
+		t.Fatalf("the image's final stage does not start FROM scratch: %q", final)
+	}
+	user := ""
+	for _, line := range final[1:] {
+		if strings.HasPrefix(line, "RUN ") || strings.HasPrefix(line, "ADD ") {
+			t.Errorf("Dockerfile final stage: %q (only COPY of the binary and its files)", line)
+		}
+		if u, ok := strings.CutPrefix(line, "USER "); ok {
+			user = u
+		}
+	}
+	uid, _, _ := strings.Cut(user, ":")
+	if n, err := strconv.Atoi(uid); err != nil || n == 0 {
+		t.Errorf("Dockerfile final stage: USER %q, want a numeric non-root uid", user)
+	}
+
+	// A cluster key, token or secret is 32 random bytes in base64; a
+	// private key has a PEM header or a BIND Private-key-format line.
+	keyish := regexp.MustCompile(`(?m)^[A-Za-z0-9+/]{43}=$|PRIVATE KEY-----|Private-key-format`)
+	err = filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if !strings.HasPrefix(path, "examples/") && !strings.HasPrefix(path, "deploy/") && path != "demo.yaml" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if keyish.Match(b) || strings.HasSuffix(path, ".private") || strings.HasSuffix(path, ".key") || strings.HasSuffix(path, ".pem") {
+			t.Errorf("%s holds a key: a shipped key is every deployment's key", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
