@@ -608,3 +608,27 @@ func TestImageAndShippedFilesHoldNoKey(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Every example keeps its admin port behind the token, on loopback too: the
+// threat model has other processes on the host, and a token-less loopback
+// port takes a change (a drain, maintenance, a pool's answers) from any of
+// them, of any user, that adds the X-Ringlb-Admin header.
+func TestExampleAdminPortsHaveATokenOnLoopbackToo(t *testing.T) {
+	for file, admin := range map[string]func(*Config) Admin{
+		"examples/balancer.yaml": func(c *Config) Admin { return c.Balancer.Admin },
+		"examples/edge.yaml":     func(c *Config) Admin { return c.Edge.Admin },
+		"examples/gslb.yaml":     func(c *Config) Admin { return c.GSLB.Admin },
+	} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Parse(file, withSecrets(t, data))
+		if err != nil {
+			t.Fatalf("%s:\n%v", file, err)
+		}
+		if a := admin(cfg); a.TokenFile == "" {
+			t.Errorf("%s: admin %s has no token_file: any local process may change the node", file, a.Listen)
+		}
+	}
+}
