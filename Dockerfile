@@ -17,6 +17,10 @@ COPY configs/examples /etc/ringlb/examples
 USER 10001:10001
 # data (balancer 8080, edge 7101), admin (9090, 9101), gossip (7946 tcp+udp)
 EXPOSE 8080 7101 9090 9101 7946 7946/udp
+# The demo's (and a balancer's on 8080) health. Give another role its own, in exec form
+# (the image has no shell, so `docker run --health-cmd` cannot run), e.g. for an edge in
+# compose: healthcheck: { test: [CMD, /usr/local/bin/ringlb, probe, -url, "http://127.0.0.1:9101/healthz"] }
+# else an orchestrator that replaces unhealthy containers replaces it again and again.
 HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/ringlb", "probe", "-url", "http://127.0.0.1:8080/_ringlb/health"]
 ENTRYPOINT ["/usr/local/bin/ringlb"]
 CMD ["demo"]

@@ -92,7 +92,26 @@ func (c *Config) validateDemo(ps *problems) {
 			checkHostPort(ps, p+"."+f.field, f.addr, true)
 			claim(p+"."+f.field, f.addr)
 		}
+		// The node's admin listener is this address with its role's admin
+		// section: beyond loopback it needs that section's token, as
+		// checkAdmin asks of every other admin listener.
+		if a, ok := c.roleAdmin(n.Role); ok && n.Admin != "" && a.TokenFile == "" && !isLoopback(n.Admin) {
+			ps.add(p+".admin", "%s is not a loopback address: set %s.admin.token_file; %s", n.Admin, n.Role, adminTokenWhy)
+		}
 	}
+}
+
+// roleAdmin is the admin section a demo node of role takes its settings from.
+func (c *Config) roleAdmin(role string) (Admin, bool) {
+	switch role {
+	case "edge":
+		return c.Edge.Admin, true
+	case "balancer":
+		return c.Balancer.Admin, true
+	case "gslb":
+		return c.GSLB.Admin, true
+	}
+	return Admin{}, false
 }
 
 func checkHostPort(ps *problems, path, addr string, portZeroOK bool) {

@@ -42,7 +42,9 @@ type DemoNode struct {
 	Region string `yaml:"region"`
 	// Listen is the node's data address (DNS for a gslb).
 	Listen string `yaml:"listen"`
-	// Admin is the node's admin address.
+	// Admin is the node's admin address, with its role's admin settings:
+	// beyond loopback it needs that role's admin.token_file, as every admin
+	// listener does.
 	Admin string `yaml:"admin"`
 	// Gossip is the node's gossip address (cluster.bind).
 	Gossip string `yaml:"gossip"`

@@ -58,6 +58,11 @@ func withSecrets(t *testing.T, data []byte) []byte {
 			t.Fatal(err)
 		}
 	}
+	// A users file of one user (password "secret", bcrypt's least cost).
+	users := "admin:$2a$04$lEfHSWNLiJdhzxRE17pzy.DpOobvVtLskaSwA51xe2mPZne/B78zG\n"
+	if err := os.WriteFile(filepath.Join(dir, "admin.users"), []byte(users), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out := strings.ReplaceAll(string(data), "/etc/ringlb-secrets/", dir+"/")
 	return []byte(strings.ReplaceAll(out, "/etc/ringlb/", dir+"/"))
 }
@@ -162,6 +167,10 @@ func TestRules(t *testing.T) {
 		{"profile", "cluster: { profile: wan2 }", "cluster.profile", "must be lan or local"},
 		{"missing file", "cluster: { secret_key_file: /does/not/exist }", "cluster.secret_key_file", "cannot read"},
 		{"demo duplicate address", "demo: { nodes: [ {name: a, role: edge, listen: '127.0.0.1:1', admin: '127.0.0.1:2', gossip: '127.0.0.1:3'}, {name: b, role: balancer, listen: '127.0.0.1:1', admin: '127.0.0.1:4', gossip: '127.0.0.1:5'} ] }", "demo.nodes[1].listen", "already used by demo.nodes[0].listen"},
+		// A demo node's admin address is that role's admin listener: the
+		// same rule, or `ringlb demo` opened a token-less admin port on every
+		// interface that `ringlb check` passed.
+		{"demo admin beyond loopback needs a token", "demo: { nodes: [ {name: a, role: gslb, listen: '127.0.0.1:1', admin: '0.0.0.0:2', gossip: '127.0.0.1:3'} ] }", "demo.nodes[0].admin", "gslb.admin.token_file"},
 		{"demo role", "demo: { nodes: [ {name: a, role: dns, listen: '127.0.0.1:1', admin: '127.0.0.1:2', gossip: '127.0.0.1:3'} ] }", "demo.nodes[0].role", "must be edge, balancer or gslb"},
 		{"list expected", "cluster: { join: 127.0.0.1:7946 }", "cluster.join", "want a list"},
 		{"not yaml", "edge: [", "", "not valid YAML"},

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -145,6 +149,486 @@ func TestPrometheusRulesAndGrafanaDashboard(t *testing.T) {
 		cmd.Dir = "deploy/prometheus"
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// unitDirectives reads a systemd unit's [Service] section: every value of
+// every key, in order (a key may be given more than once).
+func unitDirectives(t *testing.T, path string) map[string][]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	section := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "["):
+			section = line
+		case section == "[Service]":
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				t.Errorf("%s: %q is not key=value", path, line)
+				continue
+			}
+			out[k] = append(out[k], v)
+		}
+	}
+	return out
+}
+
+// The systemd unit runs the node in a sandbox that leaves it what it needs
+// and nothing else: an unprivileged user, the one capability of a port below
+// 1024 and a bounding set holding only it, a read-only system with a state
+// and a runtime directory of its own (0700), the address families it uses
+// (AF_UNIX for the upgrade's hand-off socket and sd_notify, AF_NETLINK for
+// the interface list a 0.0.0.0 bind reads), the system calls of
+// @system-service, and what a hitless upgrade needs (NotifyAccess=all: the
+// new process names itself the main one). Where systemd-analyze is installed
+// it verifies the unit and holds its exposure rating at 2.5 or below (the
+// unit shipped before this sandbox rated 8.7, "EXPOSED").
+func TestSystemdUnitSandboxed(t *testing.T) {
+	files, _ := filepath.Glob("deploy/systemd/*.service")
+	if len(files) == 0 {
+		t.Fatal("no systemd unit")
+	}
+	for _, f := range files {
+		d := unitDirectives(t, f)
+		one := func(k string) string {
+			if v := d[k]; len(v) > 0 {
+				return v[len(v)-1]
+			}
+			return ""
+		}
+		for k, want := range map[string]string{
+			"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+			"PrivateDevices": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
+			"ProtectControlGroups": "yes", "RestrictNamespaces": "yes", "RestrictSUIDSGID": "yes",
+			"LockPersonality": "yes", "MemoryDenyWriteExecute": "yes", "SystemCallArchitectures": "native",
+			"UMask": "0077", "RuntimeDirectoryMode": "0700", "StateDirectoryMode": "0700", "NotifyAccess": "all",
+		} {
+			if got := one(k); got != want {
+				t.Errorf("%s: %s=%q, want %q", f, k, got, want)
+			}
+		}
+		if u := one("User"); u == "" || u == "root" || u == "0" {
+			t.Errorf("%s: User=%q: the node runs as a user of its own", f, u)
+		}
+		if one("RuntimeDirectory") == "" || one("StateDirectory") == "" {
+			t.Errorf("%s: no RuntimeDirectory (the hand-off socket) or StateDirectory (cluster.state_dir): under ProtectSystem=strict the node can write nowhere else", f)
+		}
+		bounding, ambient := one("CapabilityBoundingSet"), one("AmbientCapabilities")
+		if bounding != "CAP_NET_BIND_SERVICE" && bounding != "" || ambient != bounding {
+			t.Errorf("%s: CapabilityBoundingSet=%q AmbientCapabilities=%q: want both CAP_NET_BIND_SERVICE (or, for a node on high ports only, an empty bounding set)", f, bounding, ambient)
+		}
+		if _, set := d["CapabilityBoundingSet"]; !set {
+			t.Errorf("%s: no CapabilityBoundingSet: the bounding set is everything", f)
+		}
+		families := strings.Fields(one("RestrictAddressFamilies"))
+		slices.Sort(families)
+		if want := []string{"AF_INET", "AF_INET6", "AF_NETLINK", "AF_UNIX"}; !slices.Equal(families, want) {
+			t.Errorf("%s: RestrictAddressFamilies=%v, want %v", f, families, want)
+		}
+		if !slices.Contains(d["SystemCallFilter"], "@system-service") {
+			t.Errorf("%s: SystemCallFilter=%v lacks @system-service", f, d["SystemCallFilter"])
+		}
+		if n, err := strconv.Atoi(one("LimitNOFILE")); err != nil || n < 65536 {
+			t.Errorf("%s: LimitNOFILE=%q: the connection limits derive from it", f, one("LimitNOFILE"))
+		}
+		if one("MemoryMax") == "" {
+			t.Errorf("%s: no MemoryMax: without a limit the node cannot tell it is low on memory", f)
+		}
+		if strings.Contains(f, "balancer") || strings.Contains(f, "gslb") {
+			if !strings.Contains(one("ExecReload"), "ringlb upgrade -pid $MAINPID") {
+				t.Errorf("%s: ExecReload=%q is not the hitless upgrade", f, one("ExecReload"))
+			}
+		}
+	}
+
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed (Debian's systemd package): the unit is not verified by it")
+	}
+	// verify wants the commands to exist: any executable stands in.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unit := filepath.Join(t.TempDir(), filepath.Base(f))
+		if err := os.WriteFile(unit, []byte(strings.ReplaceAll(string(data), "/usr/local/bin/ringlb", self)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(analyze, "verify", unit).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("systemd-analyze verify %s: %v\n%s", f, err, out)
+		}
+		if out, err := exec.Command(analyze, "security", "--offline=yes", "--threshold=25", unit).CombinedOutput(); err != nil {
+			t.Errorf("systemd-analyze security %s: exposure above 2.5: %v\n%s", f, err, out)
+		}
+	}
+}
+
+// at walks a decoded YAML document by keys: nil where a key is missing.
+func at(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+// list is v as a list (nil when it is none).
+func list(v any) []any { l, _ := v.([]any); return l }
+
+// manifestDocuments decodes every document of the Kubernetes manifests.
+func manifestDocuments(t *testing.T) []map[string]any {
+	t.Helper()
+	files, _ := filepath.Glob("deploy/kubernetes/*.yaml")
+	var docs []map[string]any
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var doc map[string]any
+			err := dec.Decode(&doc)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			docs = append(docs, doc)
+		}
+	}
+	return docs
+}
+
+// Every pod of the manifests runs as an unprivileged user with nothing it
+// does not use: no capability (every port is 1024 or above), no privilege
+// escalation, a read-only root filesystem (the roles, their reloads and
+// upgrades write nothing there with state_dir unset: run under a read-only
+// root), RuntimeDefault seccomp, no service-account token (ringlb never calls
+// the Kubernetes API). Secrets are files (0400 or 0440, mounted read-only),
+// never environment variables (which every process of the container, and
+// whoever can read the pod spec, sees). Memory requests equal limits, so the
+// node knows its limit (it degrades near 90 % of its cgroup's) and is not the
+// first evicted; probes carry no token.
+func TestKubernetesPodsLocked(t *testing.T) {
+	workloads := 0
+	for _, doc := range manifestDocuments(t) {
+		kind, name := doc["kind"], at(doc, "metadata", "name")
+		if kind != "Deployment" && kind != "StatefulSet" && kind != "DaemonSet" {
+			continue
+		}
+		workloads++
+		w := fmt.Sprintf("%s %s", kind, name)
+		pod := at(doc, "spec", "template", "spec")
+		if at(pod, "automountServiceAccountToken") != false {
+			t.Errorf("%s: automountServiceAccountToken is not false: a compromised node would hold a token for the Kubernetes API", w)
+		}
+		psc := at(pod, "securityContext")
+		if at(psc, "runAsNonRoot") != true || at(psc, "runAsUser") == 0 || at(psc, "runAsUser") == nil {
+			t.Errorf("%s: pod securityContext %v: want runAsNonRoot and a non-zero runAsUser", w, psc)
+		}
+		if at(psc, "seccompProfile", "type") != "RuntimeDefault" {
+			t.Errorf("%s: seccompProfile %v, want RuntimeDefault", w, at(psc, "seccompProfile"))
+		}
+		secretVolumes := map[string]bool{}
+		for _, v := range list(at(pod, "volumes")) {
+			if s := at(v, "secret"); s != nil {
+				secretVolumes[at(v, "name").(string)] = true
+				if mode := at(s, "defaultMode"); mode != 0o400 && mode != 0o440 {
+					t.Errorf("%s: secret volume %v has defaultMode %v, want 0400 or 0440", w, at(v, "name"), mode)
+				}
+			}
+		}
+		for _, c := range list(at(pod, "containers")) {
+			cn := fmt.Sprintf("%s container %v", w, at(c, "name"))
+			sc := at(c, "securityContext")
+			if at(sc, "allowPrivilegeEscalation") != false || at(sc, "readOnlyRootFilesystem") != true {
+				t.Errorf("%s: securityContext %v: want allowPrivilegeEscalation false, readOnlyRootFilesystem true", cn, sc)
+			}
+			if drop := list(at(sc, "capabilities", "drop")); !slices.Contains(drop, any("ALL")) {
+				t.Errorf("%s: capabilities.drop %v lacks ALL", cn, drop)
+			}
+			if add := list(at(sc, "capabilities", "add")); len(add) > 0 {
+				t.Errorf("%s: capabilities.add %v: every port is above 1024, none is needed", cn, add)
+			}
+			for _, p := range list(at(c, "ports")) {
+				if port, _ := at(p, "containerPort").(int); port < 1024 {
+					t.Errorf("%s: containerPort %v: a user without capabilities cannot bind it", cn, at(p, "containerPort"))
+				}
+			}
+			limit, request := at(c, "resources", "limits", "memory"), at(c, "resources", "requests", "memory")
+			if limit == nil || limit != request {
+				t.Errorf("%s: memory request %v, limit %v: want a limit, and the request equal to it", cn, request, limit)
+			}
+			if at(c, "resources", "requests", "cpu") == nil {
+				t.Errorf("%s: no CPU request", cn)
+			}
+			if len(list(at(c, "envFrom"))) > 0 {
+				t.Errorf("%s: envFrom: secrets go in files", cn)
+			}
+			for _, e := range list(at(c, "env")) {
+				if at(e, "valueFrom", "secretKeyRef") != nil {
+					t.Errorf("%s: env %v from a Secret: secrets go in files", cn, at(e, "name"))
+				}
+			}
+			for _, m := range list(at(c, "volumeMounts")) {
+				if secretVolumes[at(m, "name").(string)] && at(m, "readOnly") != true {
+					t.Errorf("%s: secret volume %v mounted writable", cn, at(m, "name"))
+				}
+			}
+			for _, probe := range []string{"livenessProbe", "readinessProbe", "startupProbe"} {
+				p := at(c, probe)
+				if p == nil {
+					continue
+				}
+				text := fmt.Sprint(p)
+				if strings.Contains(text, "token") || strings.Contains(text, "Authorization") {
+					t.Errorf("%s: %s carries a token: /healthz and /_ringlb/health need none", cn, probe)
+				}
+				if !strings.Contains(text, "/healthz") && !strings.Contains(text, "/_ringlb/health") {
+					t.Errorf("%s: %s checks %v, not a health path", cn, probe, p)
+				}
+			}
+		}
+	}
+	if workloads < 3 {
+		t.Fatalf("%d workloads among the manifests, want the edge, balancer and gslb", workloads)
+	}
+}
+
+// The manifests keep each port to those the threat model lets reach it:
+// ingress is denied unless a policy allows it; gossip, an edge's data port
+// and its admin port are reachable from ringlb's own pods only (gossip is
+// keyed, but memberlist reads a stream before the key can refuse it; a
+// client on an edge's data port skips the balancers' routing and limits).
+// The public Services keep each client's own address (externalTrafficPolicy
+// Local): behind the node's SNAT, per-address limits and RRL would count
+// every client as one of a few node addresses. An admin port beyond
+// loopback has a token and a users file, so no generated password reaches
+// the pod's log at every start.
+func TestKubernetesNetworkConfined(t *testing.T) {
+	clusterOnly := map[int]string{7946: "gossip", 7101: "edge data", 9101: "edge admin"}
+	denyAll, allowed := false, map[int]bool{}
+	for _, doc := range manifestDocuments(t) {
+		name := at(doc, "metadata", "name")
+		switch doc["kind"] {
+		case "NetworkPolicy":
+			spec := at(doc, "spec")
+			if sel, _ := at(spec, "podSelector").(map[string]any); len(sel) == 0 && at(spec, "ingress") == nil && slices.Contains(list(at(spec, "policyTypes")), any("Ingress")) {
+				denyAll = true
+			}
+			for _, rule := range list(at(spec, "ingress")) {
+				for _, p := range list(at(rule, "ports")) {
+					port, _ := at(p, "port").(int)
+					what, ok := clusterOnly[port]
+					if !ok {
+						continue
+					}
+					allowed[port] = true
+					from := list(at(rule, "from"))
+					if len(from) == 0 {
+						t.Errorf("NetworkPolicy %v opens the %s port %d to everyone", name, what, port)
+					}
+					for _, peer := range from {
+						sel, _ := at(peer, "podSelector", "matchLabels").(map[string]any)
+						if at(peer, "ipBlock") != nil || at(peer, "namespaceSelector") != nil || len(sel) == 0 {
+							t.Errorf("NetworkPolicy %v opens the %s port %d to %v, beyond ringlb's pods", name, what, port, peer)
+						}
+					}
+				}
+			}
+		case "Service":
+			if at(doc, "spec", "type") == "LoadBalancer" && at(doc, "spec", "externalTrafficPolicy") != "Local" {
+				t.Errorf("Service %v: externalTrafficPolicy %v: behind the node's SNAT every client is a node address to the per-address limits", name, at(doc, "spec", "externalTrafficPolicy"))
+			}
+			for _, p := range list(at(doc, "spec", "ports")) {
+				if port, _ := at(p, "port").(int); clusterOnly[port] != "" && at(doc, "spec", "clusterIP") != "None" {
+					t.Errorf("Service %v exposes the %s port %d", name, clusterOnly[port], port)
+				}
+			}
+		case "ConfigMap":
+			raw, ok := at(doc, "data", "ringlb.yaml").(string)
+			if !ok {
+				continue
+			}
+			cfg, err := Parse("ConfigMap ringlb.yaml", withSecrets(t, []byte(raw)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for role, a := range map[string]Admin{"edge": cfg.Edge.Admin, "balancer": cfg.Balancer.Admin, "gslb": cfg.GSLB.Admin} {
+				if !isLoopback(a.Listen) && a.UsersFile == "" {
+					t.Errorf("ConfigMap: %s.admin listens on %s with no users_file: every start logs a new generated password", role, a.Listen)
+				}
+			}
+		}
+	}
+	if !denyAll {
+		t.Error("no NetworkPolicy denies ingress by default (podSelector {}, policyTypes [Ingress], no rule)")
+	}
+	for port, what := range clusterOnly {
+		if !allowed[port] {
+			t.Errorf("no NetworkPolicy lets ringlb's pods reach the %s port %d", what, port)
+		}
+	}
+}
+
+// The keepalived example does not pretend VRRP is authenticated: no shipped
+// PASS word (clear text in every advert: whoever can forge an advert reads
+// it first, then takes the VIP with a higher priority), adverts unicast to
+// the peer, and health scripts run as the ringlb user under keepalived's
+// script security. Where keepalived is installed, it checks the file.
+func TestKeepalivedExample(t *testing.T) {
+	const f = "deploy/keepalived/keepalived.conf"
+	data, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf []string
+	for _, line := range strings.Split(string(data), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		conf = append(conf, strings.Fields(line)...)
+	}
+	if slices.Contains(conf, "auth_pass") || slices.Contains(conf, "authentication") {
+		t.Errorf("%s: a VRRP password: clear text on the wire, it authenticates nothing (and a shipped one is everyone's)", f)
+	}
+	for _, want := range []string{"unicast_peer", "enable_script_security", "script_user"} {
+		if !slices.Contains(conf, want) {
+			t.Errorf("%s: no %s", f, want)
+		}
+	}
+	if i := slices.Index(conf, "script_user"); i >= 0 && (i+1 == len(conf) || conf[i+1] == "root") {
+		t.Errorf("%s: health scripts run as root", f)
+	}
+
+	keepalived, err := exec.LookPath("keepalived")
+	if err != nil {
+		t.Skip("keepalived not installed (Debian's keepalived): the file is not checked by it")
+	}
+	// keepalived -t wants the user, the script and the interface to exist
+	// here: a user, a program and an interface of this machine stand in.
+	iface := ""
+	ifaces, _ := net.Interfaces()
+	for _, i := range ifaces {
+		if i.Flags&net.FlagLoopback == 0 && i.Flags&net.FlagUp != 0 {
+			iface = i.Name
+			break
+		}
+	}
+	if iface == "" {
+		t.Skip("no interface up here for keepalived -t")
+	}
+	text := strings.NewReplacer("ringlb probe", "/bin/true probe", "/usr/local/bin/ringlb", "/bin/true",
+		"script_user ringlb", "script_user nobody", "user ringlb", "user nobody", "eth0", iface).Replace(string(data))
+	conf0 := filepath.Join(t.TempDir(), "keepalived.conf")
+	if err := os.WriteFile(conf0, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// It prints each problem as a line and, on a good file, ends itself
+	// with SIGTERM (2.2.7): the output is the verdict, not the exit status.
+	out, _ := exec.Command(keepalived, "-t", "-l", "-f", conf0).CombinedOutput()
+	if len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("keepalived -t %s:\n%s", f, out)
+	}
+}
+
+// The image is the static binary alone: its final stage is FROM scratch (no
+// shell, no package manager, nothing to exec into), runs no command of its
+// own, and runs as a numeric non-root user (Kubernetes' runAsNonRoot can
+// check only a number). Nothing copied into it, nor any example or deploy
+// file, holds a key: keys are made by `ringlb keygen` where they are used.
+func TestImageAndShippedFilesHoldNoKey(t *testing.T) {
+	data, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var final []string
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "FROM ") {
+			final = nil
+		}
+		if line != "" && !strings.HasPrefix(line, "#") {
+			final = append(final, line)
+		}
+	}
+	if len(final) == 0 || !strings.HasPrefix(final[0], "FROM scratch") {
+		t.Fatalf("the image's final stage does not start FROM scratch: %q", final)
+	}
+	user := ""
+	for _, line := range final[1:] {
+		if strings.HasPrefix(line, "RUN ") || strings.HasPrefix(line, "ADD ") {
+			t.Errorf("Dockerfile final stage: %q (only COPY of the binary and its files)", line)
+		}
+		if u, ok := strings.CutPrefix(line, "USER "); ok {
+			user = u
+		}
+	}
+	uid, _, _ := strings.Cut(user, ":")
+	if n, err := strconv.Atoi(uid); err != nil || n == 0 {
+		t.Errorf("Dockerfile final stage: USER %q, want a numeric non-root uid", user)
+	}
+
+	// A cluster key, token or secret is 32 random bytes in base64; a
+	// private key has a PEM header or a BIND Private-key-format line.
+	keyish := regexp.MustCompile(`(?m)^[A-Za-z0-9+/]{43}=$|PRIVATE KEY-----|Private-key-format`)
+	err = filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if !strings.HasPrefix(path, "examples/") && !strings.HasPrefix(path, "deploy/") && path != "demo.yaml" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if keyish.Match(b) || strings.HasSuffix(path, ".private") || strings.HasSuffix(path, ".key") || strings.HasSuffix(path, ".pem") {
+			t.Errorf("%s holds a key: a shipped key is every deployment's key", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Every example keeps its admin port behind the token, on loopback too: the
+// threat model has other processes on the host, and a token-less loopback
+// port takes a change (a drain, maintenance, a pool's answers) from any of
+// them, of any user, that adds the X-Ringlb-Admin header.
+func TestExampleAdminPortsHaveATokenOnLoopbackToo(t *testing.T) {
+	for file, admin := range map[string]func(*Config) Admin{
+		"examples/balancer.yaml": func(c *Config) Admin { return c.Balancer.Admin },
+		"examples/edge.yaml":     func(c *Config) Admin { return c.Edge.Admin },
+		"examples/gslb.yaml":     func(c *Config) Admin { return c.GSLB.Admin },
+	} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Parse(file, withSecrets(t, data))
+		if err != nil {
+			t.Fatalf("%s:\n%v", file, err)
+		}
+		if a := admin(cfg); a.TokenFile == "" {
+			t.Errorf("%s: admin %s has no token_file: any local process may change the node", file, a.Listen)
 		}
 	}
 }

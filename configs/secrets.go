@@ -428,8 +428,12 @@ func ValidUserName(name string) bool {
 	return true
 }
 
+// adminTokenWhy says why an admin port beyond loopback needs a token file.
+const adminTokenWhy = "the admin API drains nodes and changes answers. Make one with `ringlb keygen -o FILE`"
+
 // checkAdmin applies the admin rule to one role's admin listener: a port
 // beyond loopback needs a token file, and the token file must hold a token.
+// A demo node's admin address is held to the same rule (validateDemo).
 func checkAdmin(ps *problems, path string, a Admin) {
 	checkHostPort(ps, path+".listen", a.Listen, true)
 	if a.TokenFile != "" {
@@ -437,7 +441,7 @@ func checkAdmin(ps *problems, path string, a Admin) {
 			ps.add(path+".token_file", "%v", err)
 		}
 	} else if !isLoopback(a.Listen) {
-		ps.add(path+".token_file", "is required when %s.listen (%s) is not a loopback address: the admin API drains nodes and changes answers. Make one with `ringlb keygen -o FILE`", path, a.Listen)
+		ps.add(path+".token_file", "is required when %s.listen (%s) is not a loopback address: %s", path, a.Listen, adminTokenWhy)
 	}
 	if _, err := a.Users(); err != nil {
 		ps.add(path+".users_file", "%v", err)

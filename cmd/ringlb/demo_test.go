@@ -500,3 +500,29 @@ func TestVersionAndHelp(t *testing.T) {
 		t.Errorf("a role's registry: %v %v", mfs, err)
 	}
 }
+
+// `ringlb demo` with a node's admin address beyond loopback and no token for
+// its role is refused before anything listens, as `ringlb check` refuses it:
+// before, the demo opened that admin port on every interface, guarded only
+// by a password it generated and logged.
+func TestDemoRefusesAnAdminPortBeyondLoopbackWithoutToken(t *testing.T) {
+	open := strings.Replace(string(configs.DemoFile), "admin: 127.0.0.1:9090", "admin: 0.0.0.0:9090", 1)
+	if open == string(configs.DemoFile) {
+		t.Fatal("the demo's first balancer no longer has admin 127.0.0.1:9090")
+	}
+	f := filepath.Join(t.TempDir(), "demo.yaml")
+	if err := os.WriteFile(f, []byte(open), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"check", "demo"} {
+		// Refused, it returns at once; the bound only ends a demo that ran
+		// (as it did), so the test reports it instead of waiting forever.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var out, errOut strings.Builder
+		code := run(ctx, []string{cmd, "-config", f}, &out, &errOut)
+		cancel()
+		if code != 1 || !strings.Contains(errOut.String(), "demo.nodes[0].admin: 0.0.0.0:9090 is not a loopback address: set balancer.admin.token_file") {
+			t.Errorf("ringlb %s: exit %d\n%s%s", cmd, code, out.String(), errOut.String())
+		}
+	}
+}
