@@ -134,7 +134,7 @@ func (b *Balancer) newAdminServer() *http.Server {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	access := b.adminAccess()
-	mux.Handle("GET /metrics", access.Read(promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{ErrorLog: nil})))
+	mux.Handle("GET /metrics", access.Metrics(promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{ErrorLog: nil})))
 	mux.Handle("GET /api/ring", access.Read(http.HandlerFunc(b.serveRing)))
 	mux.Handle("GET /api/lookup", access.Read(http.HandlerFunc(b.serveLookup)))
 	mux.Handle("GET /api/nodes", access.Read(http.HandlerFunc(b.serveNodes)))
@@ -155,10 +155,11 @@ func (b *Balancer) Operator() *operator.Node { return b.op }
 // with the config) and peers signing with the cluster's key.
 func (b *Balancer) adminAccess() operator.Access {
 	return operator.Access{
-		Token:   func() []byte { return b.current.Load().adminToken },
-		Keyring: b.keyring,
-		Self:    b.name,
-		Node:    b.op,
+		Token:        func() []byte { return b.current.Load().adminToken },
+		MetricsToken: func() []byte { return b.current.Load().metricsToken },
+		Keyring:      b.keyring,
+		Self:         b.name,
+		Node:         b.op,
 	}
 }
 

@@ -20,6 +20,9 @@ type reloadable struct {
 	cert       *tls.Certificate // nil: no TLS
 	certStamp  string           // the files' modification times and sizes before cert was read
 	adminToken []byte           // empty: no token required
+	// metricsToken reads /metrics only (admin.metrics_token_file; empty:
+	// none).
+	metricsToken []byte
 }
 
 // prepareReloadable loads the reloadable settings of a provisioned cfg (the
@@ -52,6 +55,11 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 		}
 		rl.adminToken = token
 	}
+	metrics, err := cfg.Admin.ReadMetricsToken()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("balancer.admin.metrics_token_file: %w", err))
+	}
+	rl.metricsToken = metrics
 	return rl, errs
 }
 

@@ -336,13 +336,16 @@ func (c *Config) fileFields() []fileField {
 		{"cluster.state_dir", &c.Cluster.StateDir},
 		{"edge.auth.hmac_secret_file", &c.Edge.Auth.HMACSecretFile},
 		{"edge.admin.token_file", &c.Edge.Admin.TokenFile},
+		{"edge.admin.metrics_token_file", &c.Edge.Admin.MetricsTokenFile},
 		{"edge.admin.users_file", &c.Edge.Admin.UsersFile},
 		{"balancer.admin.token_file", &c.Balancer.Admin.TokenFile},
+		{"balancer.admin.metrics_token_file", &c.Balancer.Admin.MetricsTokenFile},
 		{"balancer.admin.users_file", &c.Balancer.Admin.UsersFile},
 		{"balancer.tls.cert_file", &c.Balancer.TLS.CertFile},
 		{"balancer.tls.key_file", &c.Balancer.TLS.KeyFile},
 		{"balancer.access_log.path", &c.Balancer.AccessLog.Path},
 		{"gslb.admin.token_file", &c.GSLB.Admin.TokenFile},
+		{"gslb.admin.metrics_token_file", &c.GSLB.Admin.MetricsTokenFile},
 		{"gslb.admin.users_file", &c.GSLB.Admin.UsersFile},
 	}
 	for i := range c.Balancer.Edges {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -228,6 +229,11 @@ type Admin struct {
 	// least 16 bytes); required when Listen is not loopback. Every POST needs
 	// it (or, without a token, the header X-Ringlb-Admin: 1).
 	TokenFile string `yaml:"token_file"`
+	// MetricsTokenFile holds a second bearer token (as TokenFile's) that
+	// reads GET /metrics and nothing else: give it to the Prometheus that
+	// scrapes the port (credentials_file), so that a scraper's credential
+	// drains nothing. Re-read on SIGHUP; it must differ from the token.
+	MetricsTokenFile string `yaml:"metrics_token_file"`
 	// UsersFile lists the operators who log in to the dashboard: one
 	// "user:bcrypt-hash" line each (htpasswd -B writes them; so does
 	// `ringlb keygen -password`). RINGLB_ADMIN_USER with
@@ -431,6 +437,23 @@ func ValidUserName(name string) bool {
 // adminTokenWhy says why an admin port beyond loopback needs a token file.
 const adminTokenWhy = "the admin API drains nodes and changes answers. Make one with `ringlb keygen -o FILE`"
 
+// ReadMetricsToken reads a's scrape-only token (nil: none configured), as
+// ReadToken reads a token; one equal to the operator's token is refused (a
+// scraper holding it could change everything).
+func (a Admin) ReadMetricsToken() ([]byte, error) {
+	if a.MetricsTokenFile == "" {
+		return nil, nil
+	}
+	metrics, err := ReadToken(a.MetricsTokenFile)
+	if err != nil || a.TokenFile == "" {
+		return metrics, err
+	}
+	if token, err := ReadToken(a.TokenFile); err == nil && subtle.ConstantTimeCompare(token, metrics) == 1 {
+		return nil, fmt.Errorf("%s holds the operator's token (token_file): a scraper holding it could change everything; make another with `ringlb keygen -o FILE`", a.MetricsTokenFile)
+	}
+	return metrics, nil
+}
+
 // checkAdmin applies the admin rule to one role's admin listener: a port
 // beyond loopback needs a token file, and the token file must hold a token.
 // A demo node's admin address is held to the same rule (validateDemo).
@@ -442,6 +465,9 @@ func checkAdmin(ps *problems, path string, a Admin) {
 		}
 	} else if !isLoopback(a.Listen) {
 		ps.add(path+".token_file", "is required when %s.listen (%s) is not a loopback address: %s", path, a.Listen, adminTokenWhy)
+	}
+	if _, err := a.ReadMetricsToken(); err != nil {
+		ps.add(path+".metrics_token_file", "%v", err)
 	}
 	if _, err := a.Users(); err != nil {
 		ps.add(path+".users_file", "%v", err)

@@ -58,13 +58,14 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	access := operator.Access{
-		Token:   func() []byte { return s.state.Load().adminToken },
-		Keyring: func() *health.Keyring { return s.keyring.Load() },
-		Self:    s.name,
-		Node:    s.op,
+		Token:        func() []byte { return s.state.Load().adminToken },
+		MetricsToken: func() []byte { return s.state.Load().metricsToken },
+		Keyring:      func() *health.Keyring { return s.keyring.Load() },
+		Self:         s.name,
+		Node:         s.op,
 	}
 	s.op.Mount(mux, access, true)
-	mux.Handle("GET /metrics", access.Read(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+	mux.Handle("GET /metrics", access.Metrics(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
 	mux.Handle("GET /api/pools", access.Read(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		st := s.state.Load()
 		operator.WriteJSON(w, http.StatusOK, map[string]any{"node": s.name, "serial_offset": st.serial.Load(), "query_log": s.queryLog.Load(), "names": st.pools.status()})

@@ -121,6 +121,9 @@ type state struct {
 	// adminToken is the operator's bearer token (gslb.admin.token_file);
 	// empty: none, the admin port is on loopback.
 	adminToken []byte
+	// metricsToken reads /metrics only (gslb.admin.metrics_token_file;
+	// nil: none).
+	metricsToken []byte
 	// maxUDP is gslb.max_udp_size: the most a UDP answer may hold, and the
 	// buffer size our OPT advertises (budget.go).
 	maxUDP int
@@ -165,6 +168,9 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 		if st.adminToken, err = configs.ReadToken(cfg.Admin.TokenFile); err != nil {
 			errs = append(errs, fmt.Errorf("gslb.admin.token_file: %w", err))
 		}
+	}
+	if st.metricsToken, err = cfg.Admin.ReadMetricsToken(); err != nil {
+		errs = append(errs, fmt.Errorf("gslb.admin.metrics_token_file: %w", err))
 	}
 	for _, zc := range cfg.Zones {
 		z, err := loadZone(zc, cfg.RateLimit)

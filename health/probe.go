@@ -78,7 +78,7 @@ func NewVerifyingProber(mon configs.Monitor, target string, verify *tls.Config, 
 				// the environment, no connection reuse hiding a dead peer.
 				Proxy:             nil,
 				DisableKeepAlives: true,
-				TLSClientConfig: verify,
+				TLSClientConfig:   verify,
 				// A health endpoint's head is small; a target sending
 				// megabytes (net/http reads 10 MiB by default) fails.
 				MaxResponseHeaderBytes: maxProbeHead,

@@ -78,13 +78,14 @@ func (s *Server) newAdminServer() *http.Server {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	access := operator.Access{
-		Token:   func() []byte { return *s.adminToken.Load() },
-		Keyring: func() *health.Keyring { return s.keyring.Load() },
-		Self:    s.name,
-		Node:    s.op,
+		Token:        func() []byte { return *s.adminToken.Load() },
+		MetricsToken: func() []byte { return *s.metricsToken.Load() },
+		Keyring:      func() *health.Keyring { return s.keyring.Load() },
+		Self:         s.name,
+		Node:         s.op,
 	}
 	s.op.Mount(mux, access, true)
-	mux.Handle("GET /metrics", access.Read(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+	mux.Handle("GET /metrics", access.Metrics(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
 	mux.Handle("POST /api/drain", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		operator.Describe(r.Context(), "drain", s.name)
 		s.log.Info("drain requested through the admin API", "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)

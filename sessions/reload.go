@@ -105,7 +105,7 @@ func adminToken(a configs.Admin) ([]byte, error) {
 //     rotation_overlap for tokens signed with the previous one; participants
 //     holding a token of a secret no longer accepted are closed with 1008,
 //     lapse.go), anonymous;
-//   - edge.admin.token_file: the admin token (re-read);
+//   - edge.admin.token_file, metrics_token_file: the admin tokens (re-read);
 //   - edge.max_direct_per_ip: for joins from now on (the participants
 //     open stay, and count).
 //
@@ -129,11 +129,16 @@ func (s *Server) Reload(cfg configs.Edge) error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("edge.admin.token_file: %w", err))
 	}
+	metrics, err := cfg.Admin.ReadMetricsToken()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("edge.admin.metrics_token_file: %w", err))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
 	s.auth.Store(auth)
 	s.adminToken.Store(&token)
+	s.metricsToken.Store(&metrics)
 	// Holders of a token whose secret is accepted no more go now, the
 	// previous secret's when its overlap ends.
 	if n := s.closeLapsedHolders(now); n > 0 {

@@ -104,7 +104,10 @@ type Server struct {
 	// cluster's key, with which peers sign their reads of the admin port
 	// and edges sign their claims and hand-offs (UseKeyring).
 	adminToken atomic.Pointer[[]byte]
-	keyring    atomic.Pointer[health.Keyring]
+	// metricsToken reads /metrics only (edge.admin.metrics_token_file;
+	// empty: none).
+	metricsToken atomic.Pointer[[]byte]
+	keyring      atomic.Pointer[health.Keyring]
 	// reloadMu serializes Reload; applied is the section it last applied.
 	reloadMu sync.Mutex
 	applied  configs.Edge
@@ -267,6 +270,12 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		token = []byte(configs.GenerateKey())
 	}
 	s.adminToken.Store(&token)
+	metrics, err := cfg.Admin.ReadMetricsToken()
+	if err != nil {
+		// Fail closed: no scrape-only token is taken.
+		s.log.Error("metrics token unreadable: /metrics takes only the operator's credentials", "err", err)
+	}
+	s.metricsToken.Store(&metrics)
 	s.whoami, _ = json.Marshal(struct {
 		Edge   string `json:"edge"`
 		Region string `json:"region"`

@@ -40,6 +40,10 @@ import (
 type Access struct {
 	// Token returns the operator's bearer token; empty: none configured.
 	Token func() []byte
+	// MetricsToken returns the scrape-only bearer token
+	// (*.admin.metrics_token_file), which Metrics takes and nothing else
+	// does; nil or empty: none configured.
+	MetricsToken func() []byte
 	// Keyring returns the cluster's key for peers' signed reads; nil or a
 	// keyring without keys: no peer reads.
 	Keyring func() *health.Keyring
@@ -56,6 +60,25 @@ const maxPeerReadBody = 0
 
 // Read allows h to the operator and to peers.
 func (a Access) Read(h http.Handler) http.Handler { return a.wrap(h, false) }
+
+// Metrics allows h (GET /metrics) to whom Read allows and to the
+// scrape-only token: Prometheus holds that one, not the operator's, so a
+// scraper's credential reads figures and drains nothing.
+func (a Access) Metrics(h http.Handler) http.Handler {
+	read := a.Read(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var token []byte
+		if a.MetricsToken != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			token = a.MetricsToken()
+		}
+		// Constant time, as the operator's token.
+		if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && len(token) > 0 && subtle.ConstantTimeCompare([]byte(bearer), token) == 1 {
+			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, CallerMetrics)))
+			return
+		}
+		read.ServeHTTP(w, r)
+	})
+}
 
 // Write allows h to the operator only, with the CSRF rule, and records it
 // in the audit log.
@@ -156,6 +179,7 @@ func (a Access) check(r *http.Request, write bool) (caller string, code int, msg
 // Callers, as Caller reports them and audit records name them.
 const (
 	CallerToken      = "token"
+	CallerMetrics    = "metrics token"
 	CallerLoopback   = "loopback"
 	CallerUserPrefix = "user:"
 	CallerPeerPrefix = "peer:"
