@@ -235,3 +235,40 @@ func TestFanoutBucket(t *testing.T) {
 		t.Errorf("a message delivered to nobody costs %d, want one delivery", got)
 	}
 }
+
+// TestResumeAfterAWholeReplay: a client that has read the last msg of a
+// replay may resume again at once. The edge cleared its "replay on its
+// way" mark only after writing that msg, so a client quick to resume (or
+// a writer descheduled after its write) was answered "a replay is already
+// on its way" for a replay it held whole — and, waiting for msgs, got none
+// (TestResumesArePaced timed out so once in a full run). The mark now
+// clears before the last msg goes out.
+func TestResumeAfterAWholeReplay(t *testing.T) {
+	e := startEdge(t, configs.Edge{}, nil)
+	writer := e.joinV1(t, "replayed", "", nil)
+	const msgs = 3
+	for i := range msgs {
+		writer.msg(t, i)
+		writer.readType(t, "ack")
+	}
+	c := e.joinV1(t, "replayed", "", nil)
+	refused := 0
+	const resumes = 2000
+	for range resumes {
+		c.send(t, map[string]any{"type": "resume", "after": 0, "epoch": c.welcome.Epoch})
+		for n := 0; n < msgs; {
+			m := c.read(t)
+			switch m.Type {
+			case "msg":
+				n++
+			case "error":
+				refused++
+				c.send(t, map[string]any{"type": "resume", "after": 0, "epoch": c.welcome.Epoch})
+			}
+		}
+	}
+	t.Logf("%d resumes, each sent once the last replay's msgs had all arrived: %d answered \"a replay is already on its way\"", resumes, refused)
+	if refused > 0 {
+		t.Errorf("%d of %d resumes refused for a replay the client held whole", refused, resumes)
+	}
+}

@@ -77,9 +77,9 @@ type participant struct {
 	token   atomic.Pointer[heldToken]
 	stopped atomic.Bool // set by the first stop
 	// replaying is set while a replay of history (a resume's batch) waits
-	// in the queue or is being written: a client may not queue another,
-	// or resumes of a few bytes each would pin a batch of the whole
-	// history apiece.
+	// in the queue or is being written, up to its last msg: a client may
+	// not queue another, or resumes of a few bytes each would pin a batch
+	// of the whole history apiece.
 	replaying atomic.Bool
 	// reader is readerRunning while a goroutine reads, readerParked while
 	// none does (the socket is armed), readerEnded at the end. Whoever
@@ -555,7 +555,7 @@ func (p *participant) writeLoop() {
 		case jobFrame:
 			if f.batch != nil {
 				ok := p.writeBatch(f)
-				p.replaying.Store(false)
+				p.replaying.Store(false) // an empty batch, a broken write
 				if !ok {
 					return
 				}

@@ -493,7 +493,14 @@ func (h *hub) resume(s *session, p *participant, after uint64, epoch string) (co
 // connection broke.
 func (p *participant) writeBatch(b *frame) bool {
 	defer b.release()
-	for _, f := range b.batch {
+	for i, f := range b.batch {
+		if i == len(b.batch)-1 {
+			// A client that has the replay's last msg may resume again:
+			// the mark clears before that msg goes out, not after (a
+			// client quick to resume, or this writer descheduled after
+			// its write, was told a replay was still on its way).
+			p.replaying.Store(false)
+		}
 		_ = p.raw.SetWriteDeadline(time.Now().Add(p.srv.writeWait))
 		if _, err := p.raw.Write(f.wire()); err != nil {
 			p.broken()
