@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )
 
@@ -210,4 +211,56 @@ func scrapeWithin(admin, series string) float64 {
 		}
 	}
 	return -1
+}
+
+// The gslb with its query log on logs every query on the UDP workers: with
+// stderr nobody reads, the DNS port answers on and the lines beyond the
+// queue are counted as dropped.
+func TestBlockedStderrKeepsAnsweringDNS(t *testing.T) {
+	bin := buildBinary(t)
+	cfg := filepath.Join(t.TempDir(), "gslb.yaml")
+	writeFile(t, cfg, `cluster: { name: gslb-1, bind: 127.0.0.1:0, profile: local }
+gslb:
+  listen: 127.0.0.1:0
+  admin: { listen: 127.0.0.1:0 }
+  query_log: true
+  rate_limit: { responses_per_second: 0 }   # the flood below is one client
+  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1" ] } ]
+`)
+	_, rec, r, w := startWithStderrPipe(t, bin, "gslb started", "gslb", "-config", cfg)
+	server, admin := rec["dns"].(string), rec["admin"].(string)
+	fillPipe(t, r, w)
+	query := func() bool {
+		m := new(dns.Msg)
+		m.SetQuestion("ns1.ringlb.test.", dns.TypeA)
+		c := &dns.Client{Net: "udp", Timeout: time.Second}
+		resp, _, err := c.Exchange(m, server)
+		return err == nil && resp.Rcode == dns.RcodeSuccess && len(resp.Answer) == 1
+	}
+	// Enough queries to fill the log's queue (4,096 lines): a client that
+	// gets no answer moves on after its timeout.
+	const flood, tries = 6000, 20
+	for range flood {
+		m := new(dns.Msg)
+		m.SetQuestion("ns1.ringlb.test.", dns.TypeA)
+		c := &dns.Client{Net: "udp", Timeout: 50 * time.Millisecond}
+		c.Exchange(m, server)
+		if scrapeWithin(admin, "ringlb_log_lines_dropped_total") > 0 {
+			break
+		}
+	}
+	answered := 0
+	for range tries {
+		if query() {
+			answered++
+		}
+	}
+	dropped := scrapeWithin(admin, "ringlb_log_lines_dropped_total")
+	t.Logf("with stderr blocked and the query log on: %d of %d queries answered, %v log lines dropped", answered, tries, dropped)
+	if answered != tries {
+		t.Errorf("the DNS port answered %d of %d queries while stderr was blocked", answered, tries)
+	}
+	if dropped <= 0 {
+		t.Errorf("ringlb_log_lines_dropped_total = %v, want > 0", dropped)
+	}
 }
