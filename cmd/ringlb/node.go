@@ -628,7 +628,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	// First: a process started by an upgrade takes its listeners and
 	// reports to the old process, which waits to hear why if this one
 	// cannot take over.
-	proc, err := handoff.Start(handoff.Options{Dir: *upgradeDir, ReadyTimeout: *upgradeTimeout, Stderr: stderr, Logger: logger})
+	proc, err := handoff.Start(handoff.Options{Dir: *upgradeDir, ReadyTimeout: *upgradeTimeout, Stderr: logs, Logger: logger})
 	if err != nil {
 		return err
 	}
