@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -214,8 +216,17 @@ func accessPathName(path string) string {
 	return path
 }
 
+// openAccessFile opens path for appending. O_NONBLOCK is for a FIFO (a log
+// shipper's): opening one nobody reads would wait in open(2), holding the
+// balancer's start, a reload or SIGUSR1; it fails instead (ENXIO), and an
+// open one takes write deadlines (accessWriteTimeout). A regular file
+// ignores the flag.
 func openAccessFile(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK, 0o640)
+	if errors.Is(err, syscall.ENXIO) {
+		return nil, fmt.Errorf("a FIFO nobody reads (start its reader first): %w", err)
+	}
+	return f, err
 }
 
 // reopen opens the file again at its path (SIGUSR1, after logrotate renamed

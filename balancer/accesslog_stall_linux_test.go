@@ -133,3 +133,26 @@ func TestAccessLogStalledFileCloses(t *testing.T) {
 		t.Fatal("close (the balancer's stop) did not return while the file was stalled")
 	}
 }
+
+// A FIFO nobody has open for reading (a log shipper not started yet) is
+// an error when the log is switched on, not a start that waits in open(2).
+func TestAccessLogFIFOWithoutReader(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a, err := newAccessLog(reg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	path := filepath.Join(t.TempDir(), "access.fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var applyErr error
+	if !returnsWithin(func() { applyErr = a.apply(configs.AccessLog{Enabled: true, Path: path, Sample: 1}) }) {
+		t.Fatal("switching the access log on to a FIFO without a reader did not return")
+	}
+	t.Logf("a FIFO without a reader: %v", applyErr)
+	if applyErr == nil {
+		t.Error("a FIFO without a reader was accepted")
+	}
+}
