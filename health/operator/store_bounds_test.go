@@ -1,12 +1,15 @@
 package operator
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // A state file that is not what the store writes — grown huge (a disk
@@ -56,5 +59,39 @@ func TestStoreLoadBounded(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("Load waited on a FIFO")
+	}
+}
+
+// An audit log that is a FIFO is not read or appended to (either would wait
+// in open(2) for a writer or a reader, at start): records are kept in
+// memory, as when the directory cannot be written.
+func TestAuditLogFIFOKeptInMemory(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{auditFile, auditPrevFile} {
+		if err := syscall.Mkfifo(filepath.Join(dir, name), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var a *AuditLog
+	if !returnsIn(func() {
+		a = newAuditLog("bal-1", dir, slog.New(slog.DiscardHandler), newMetrics(prometheus.NewRegistry()))
+	}) {
+		t.Fatal("the audit log waited on a FIFO at start")
+	}
+	a.Add(Record{Who: "token", Action: "drain", Target: "edge-1", Result: 202})
+	if got := a.List(10); len(got) != 1 {
+		t.Errorf("records in memory: %+v", got)
+	}
+}
+
+// returnsIn reports whether f returns within a generous wait.
+func returnsIn(f func()) bool {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(60 * time.Second):
+		return false
 	}
 }
