@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,9 +41,13 @@ import (
 //
 // The data path only copies a fixed-size entry into a bounded queue, never
 // waiting: when the writer falls behind (a slow disk) entries are dropped
-// and counted in ringlb_balancer_access_log_dropped_total. One goroutine
-// writes (buffered, flushed whenever the queue is empty); SIGUSR1 reopens
-// the file after logrotate renamed it.
+// and counted in ringlb_balancer_access_log_dropped_total, and so are lines
+// a write failed to write (a full disk). One goroutine writes (buffered,
+// flushed whenever the queue is empty); SIGUSR1 reopens the file after
+// logrotate renamed it. A write that does not return does not hold what
+// changes the destination (SIGUSR1, a reload, the balancer's stop): a file
+// that takes deadlines (a FIFO) fails a write after accessWriteTimeout, and
+// a change waits for the writer at most accessControlWait.
 type accessLog struct {
 	log     *slog.Logger
 	dropped prometheus.Counter
@@ -59,6 +65,18 @@ type accessLog struct {
 // accessQueue bounds the entries waiting for the writer (about 1.5 MB,
 // made when the log is first switched on).
 const accessQueue = 8192
+
+// accessWriteTimeout bounds one flush to a destination that takes write
+// deadlines (a FIFO, a pipe): one nobody reads fails the write, its lines
+// counted as dropped, instead of holding the writer. A regular file's write
+// cannot be bounded so (a filesystem that stopped answering holds it).
+const accessWriteTimeout = 2 * time.Second
+
+// accessControlWait bounds how long a change of destination (SIGUSR1's
+// reopen, a reload, the balancer's stop) waits for the writer: one stuck in a
+// write that cannot be bounded (stderr to a full pipe, a stalled
+// filesystem) must not hold the signal loop or the stop.
+const accessControlWait = 10 * time.Second
 
 // maxEdgeName bounds an edge's name as the log copies it: names are 1–64
 // characters (health checks them).
@@ -119,7 +137,7 @@ func newAccessLog(reg *prometheus.Registry, log *slog.Logger) (*accessLog, error
 		// Declared here, with the access log, rather than with the
 		// package's other metrics: it exists only for this queue.
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "ringlb_balancer_access_log_dropped_total",
-			Help: "Access log lines dropped because the writer fell behind (a slow disk): the data path never waits for it."}),
+			Help: "Access log lines dropped because the writer fell behind (a slow disk) or a write failed (a full disk, a stalled FIFO): the data path never waits for it."}),
 	}
 	if err := reg.Register(a.dropped); err != nil {
 		return nil, err
@@ -172,10 +190,17 @@ func (a *accessLog) apply(cfg configs.AccessLog) error {
 	// Lines logged while the destination changes go to the old one (the
 	// writer writes what is queued before it switches) or to the new one:
 	// none is lost. Switched off, lines stop before the switch.
+	wasOn := a.on.Load()
 	if !cfg.Enabled {
 		a.on.Store(false)
 	}
-	a.send(accessControl{w: w, file: file})
+	if taken, _ := a.send(accessControl{w: w, file: file}); !taken {
+		if file != nil {
+			_ = file.Close()
+		}
+		a.on.Store(wasOn)
+		return fmt.Errorf("balancer.access_log: not changed: the access log's writer is stuck writing to %s (a stalled disk or a pipe nobody reads)", accessPathName(a.cfg.Path))
+	}
 	a.cfg = cfg
 	a.on.Store(cfg.Enabled)
 	if cfg.Enabled {
@@ -191,8 +216,17 @@ func accessPathName(path string) string {
 	return path
 }
 
+// openAccessFile opens path for appending. O_NONBLOCK is for a FIFO (a log
+// shipper's): opening one nobody reads would wait in open(2), holding the
+// balancer's start, a reload or SIGUSR1; it fails instead (ENXIO), and an
+// open one takes write deadlines (accessWriteTimeout). A regular file
+// ignores the flag.
 func openAccessFile(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK, 0o640)
+	if errors.Is(err, syscall.ENXIO) {
+		return nil, fmt.Errorf("a FIFO nobody reads (start its reader first): %w", err)
+	}
+	return f, err
 }
 
 // reopen opens the file again at its path (SIGUSR1, after logrotate renamed
@@ -209,7 +243,10 @@ func (a *accessLog) reopen() {
 		a.log.Error("access log not reopened: still writing to the file it had open", "path", a.cfg.Path, "err", err)
 		return
 	}
-	a.send(accessControl{w: f, file: f})
+	if taken, _ := a.send(accessControl{w: f, file: f}); !taken {
+		_ = f.Close()
+		a.log.Error("access log not reopened: its writer is stuck writing to the file it had open (a stalled disk or a pipe nobody reads)", "path", a.cfg.Path)
+	}
 }
 
 // close writes what is queued and stops the writer.
@@ -225,14 +262,33 @@ func (a *accessLog) close() {
 	default:
 	}
 	a.on.Store(false)
-	a.send(accessControl{stop: true})
-	<-a.done
+	if _, done := a.send(accessControl{stop: true}); done {
+		<-a.done
+		return
+	}
+	// The writer is stuck in a write: it stops once the write returns; the
+	// balancer's stop goes on without it.
+	a.log.Warn("access log: its writer is stuck writing (a stalled disk or a pipe nobody reads); lines still queued are lost", "path", accessPathName(a.cfg.Path))
 }
 
-func (a *accessLog) send(c accessControl) {
+// send hands c to the writer and waits for it to be done, at most
+// accessControlWait in all: taken says whether the writer took c (it
+// applies it once its write returns), done whether it is done.
+func (a *accessLog) send(c accessControl) (taken, done bool) {
 	c.ack = make(chan struct{})
-	a.control <- c
-	<-c.ack
+	t := time.NewTimer(accessControlWait)
+	defer t.Stop()
+	select {
+	case a.control <- c:
+	case <-t.C:
+		return false, false
+	}
+	select {
+	case <-c.ack:
+		return true, true
+	case <-t.C:
+		return true, false
+	}
 }
 
 // enqueue queues e, or drops and counts it when the writer is behind.
@@ -329,19 +385,46 @@ func (a *accessLog) run() {
 	var w *bufio.Writer
 	var dst io.Writer
 	var file *os.File
+	deadlines := false // file takes write deadlines (a FIFO)
+	pending := 0       // lines in w, not yet written
 	buf := make([]byte, 0, 512)
 	failed := time.Time{}
-	flush := func() {
-		if w == nil {
-			return
+	// flush writes what w holds; false: the write failed and its lines,
+	// counted as dropped, are lost.
+	flush := func() bool {
+		if w == nil || w.Buffered() == 0 {
+			pending = 0
+			return true
 		}
-		if err := w.Flush(); err != nil {
-			if time.Since(failed) > time.Minute { // a full disk: once a minute
-				a.log.Warn("access log: write failed; lines are lost until it works again", "err", err)
-				failed = time.Now()
-			}
-			w.Reset(dst) // drop what failed; the next lines try again
+		if deadlines {
+			_ = file.SetWriteDeadline(time.Now().Add(accessWriteTimeout))
 		}
+		err := w.Flush()
+		if err == nil {
+			pending = 0
+			return true
+		}
+		// A line cut short is no line: every line the buffer held is lost.
+		a.dropped.Add(float64(pending))
+		pending = 0
+		if time.Since(failed) > time.Minute { // a full disk: once a minute
+			a.log.Warn("access log: write failed; lines are lost (counted in ringlb_balancer_access_log_dropped_total) until it works again", "err", err)
+			failed = time.Now()
+		}
+		w.Reset(dst) // drop what failed; the next lines try again
+		return false
+	}
+	// write buffers e's line, flushing first when it would not fit: every
+	// write to the destination is a flush, whose lines are counted.
+	write := func(e *accessEntry) bool {
+		buf = e.appendJSON(buf[:0])
+		ok := true
+		if w.Available() < len(buf) {
+			ok = flush()
+		}
+		_, _ = w.Write(buf)
+		pending++
+		return ok
 	}
 	for {
 		select {
@@ -349,16 +432,24 @@ func (a *accessLog) run() {
 			if w == nil {
 				continue // switched off meanwhile
 			}
-			buf = e.appendJSON(buf[:0])
-			_, _ = w.Write(buf)
+			write(&e)
 			if len(a.entries) == 0 {
 				flush()
 			}
 		case c := <-a.control:
-			for len(a.entries) > 0 && w != nil { // what was queued for the old destination
+			// What was queued for the old destination; once a write failed
+			// (a stalled FIFO times out each one), the rest is dropped, so
+			// that the change is not held a timeout per buffer.
+			for len(a.entries) > 0 && w != nil {
 				e := <-a.entries
-				buf = e.appendJSON(buf[:0])
-				_, _ = w.Write(buf)
+				if !write(&e) {
+					n := len(a.entries)
+					for range n {
+						<-a.entries
+					}
+					a.dropped.Add(float64(n))
+					break
+				}
 			}
 			flush()
 			if c.stop || c.file != file {
@@ -371,9 +462,13 @@ func (a *accessLog) run() {
 				close(c.ack)
 				return
 			}
-			w, dst, file = nil, c.w, c.file
+			w, dst, file, deadlines = nil, c.w, c.file, false
 			if c.w != nil {
 				w = bufio.NewWriterSize(c.w, 64<<10)
+			}
+			if file != nil {
+				// A regular file says os.ErrNoDeadline.
+				deadlines = file.SetWriteDeadline(time.Time{}) == nil
 			}
 			close(c.ack)
 		}

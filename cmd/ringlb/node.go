@@ -48,6 +48,8 @@ type node struct {
 	reload func(cfg *configs.Config) error
 	// op is the node's admin plane, where the config API is served.
 	op *operator.Node
+	// reg is the registry its admin port's /metrics serves.
+	reg *prometheus.Registry
 	// statsd pushes the role's figures (*.statsd), applied on every reload.
 	statsd *operator.StatsD
 	// reopen reopens the files the node appends to (SIGUSR1, after
@@ -183,6 +185,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		}
 	}()
 	return &node{
+		reg:  reg,
 		name: name, role: "edge", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
 		started: []any{"listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
 			"max_connections", cfg.Edge.MaxConnections},
@@ -298,6 +301,7 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	}
 	statsd.Apply(statsdSection("balancer", cfg))
 	return &node{
+		reg:  reg,
 		name: name, role: "balancer", listen: dl.Addr().String(), admin: al.Addr().String(), member: m, failed: failed,
 		started: []any{"listen", dl.Addr().String(), "admin", al.Addr().String(), "gossip", m.Addr(),
 			"max_connections", cfg.Balancer.Limits.MaxConnections},
@@ -467,6 +471,7 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	reg.MustRegister(m.Collector())
 	statsd.Apply(statsdSection("gslb", cfg))
 	return &node{
+		reg:  reg,
 		name: name, role: "gslb", listen: s.Addr(), admin: al.Addr().String(), member: m, failed: failed,
 		started: []any{"dns", s.Addr(), "admin", al.Addr().String(), "gossip", m.Addr()},
 		op:      s.Operator(),
@@ -603,7 +608,11 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	grace := fs.Duration("shutdown-timeout", 0, "bound on graceful stop (default: edge.drain_timeout + 5s for edges, 10s for balancers)")
 	upgradeDir := fs.String("upgrade-dir", "", "private directory (0700) of the hand-off socket for upgrades (default $RUNTIME_DIRECTORY, else $TMPDIR/ringlb-UID)")
 	upgradeTimeout := fs.Duration("upgrade-timeout", handoff.DefaultReadyTimeout, "how long a new process started by an upgrade has to be ready; then it is killed and this one keeps serving")
-	newLogger := logFlags(fs, stderr)
+	// The log never makes the node wait (logOutput); what is queued when
+	// the node stops is written before the process exits, for a bounded time.
+	logs := newLogOutput(stderr)
+	defer logs.closeWithin(logFlushTimeout)
+	newLogger := logFlags(fs, logs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -615,10 +624,11 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	logs.reportTo(logger)
 	// First: a process started by an upgrade takes its listeners and
 	// reports to the old process, which waits to hear why if this one
 	// cannot take over.
-	proc, err := handoff.Start(handoff.Options{Dir: *upgradeDir, ReadyTimeout: *upgradeTimeout, Stderr: stderr, Logger: logger})
+	proc, err := handoff.Start(handoff.Options{Dir: *upgradeDir, ReadyTimeout: *upgradeTimeout, Stderr: logs, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -674,6 +684,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	if err != nil {
 		return refuse(err)
 	}
+	n.reg.MustRegister(logs.collector())
 	// SIGHUP and PUT /api/config reload through the same file, one at a time.
 	file := operator.NewConfigFile(*path, role, cfg, n.apply(level), logger)
 	n.op.UseConfigFile(file)

@@ -100,6 +100,9 @@ func newAuditLog(node string, dir string, log *slog.Logger, m *metrics) *AuditLo
 // load reads a file of records into memory and returns how many lines it
 // has. A torn last line (the process killed mid-write) is skipped.
 func (a *AuditLog) load(path string) (int, error) {
+	if err := auditRegular(path); err != nil {
+		return 0, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
@@ -118,7 +121,21 @@ func (a *AuditLog) load(path string) (int, error) {
 	return n, sc.Err()
 }
 
+// auditRegular refuses an audit file that exists and is not a regular
+// file: opening a FIFO would wait in open(2), at start, for a writer or a
+// reader that never comes.
+func auditRegular(path string) error {
+	fi, err := os.Stat(path)
+	if err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	return err
+}
+
 func (a *AuditLog) open() error {
+	if err := auditRegular(filepath.Join(a.dir, auditFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("open audit log: %w", err)
+	}
 	f, err := os.OpenFile(filepath.Join(a.dir, auditFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, fileMode)
 	if err != nil {
 		return fmt.Errorf("open audit log: %w", err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -72,7 +73,7 @@ func (s *Store) Load(concern string, v any) error {
 	if s == nil || s.dir == "" {
 		return ErrNoState
 	}
-	raw, err := os.ReadFile(s.path(concern))
+	raw, err := readStateFile(s.path(concern))
 	if errors.Is(err, fs.ErrNotExist) {
 		return ErrNoState
 	}
@@ -90,6 +91,41 @@ func (s *Store) Load(concern string, v any) error {
 		return fmt.Errorf("state %s: %w", s.path(concern), err)
 	}
 	return nil
+}
+
+// maxStateFile bounds what Load reads of a state file: the largest the
+// store writes (256 login sessions, a gslb's overrides) is tens of KiB.
+const maxStateFile = 16 << 20
+
+// readStateFile reads a state file, refusing one that is not what the store
+// writes: not a regular file (a FIFO would hold the node's start in open(2))
+// or larger than maxStateFile (a disk fault, a runaway writer: read whole,
+// before, at start). The caller logs it and starts without that state.
+func readStateFile(path string) ([]byte, error) {
+	// Stat, then open: opening a FIFO is what waits.
+	if fi, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	} else if fi.Size() > maxStateFile {
+		return nil, fmt.Errorf("%s: %d bytes, larger than a state file can be (%d)", path, fi.Size(), maxStateFile)
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxStateFile {
+		return nil, fmt.Errorf("%s: larger than a state file can be (%d bytes)", path, maxStateFile)
+	}
+	return raw, nil
 }
 
 // Save replaces the concern's state with v: written to a temporary file in
