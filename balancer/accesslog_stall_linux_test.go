@@ -57,63 +57,10 @@ func stalledFIFO(t *testing.T) string {
 	return path
 }
 
-// returnsWithin reports whether f returns within a generous wait.
-func returnsWithin(f func()) bool {
-	done := make(chan struct{})
-	go func() { f(); close(done) }()
-	select {
-	case <-done:
-		return true
-	case <-time.After(60 * time.Second):
-		return false
-	}
-}
-
-// A stalled access log file does not stall what changes it: SIGUSR1's
-// reopen, a reload to another path and the balancer's stop return, and the
-// new path gets lines.
-func TestAccessLogStalledFileDoesNotHang(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	a, err := newAccessLog(reg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fifo := stalledFIFO(t)
-	if err := a.apply(configs.AccessLog{Enabled: true, Path: fifo, Sample: 1}); err != nil {
-		t.Fatal(err)
-	}
-	e := accessEntry{at: time.Now(), kind: accessHTTP, status: 200}
-	healthtest.WaitUntil(t, "the writer stuck on the FIFO (the queue full)", func() bool {
-		for range 1000 {
-			a.enqueue(&e)
-		}
-		return gatherCounter(t, reg, "ringlb_balancer_access_log_dropped_total") > 0
-	})
-
-	if !returnsWithin(a.reopen) {
-		t.Fatal("reopen (SIGUSR1) did not return while the file was stalled")
-	}
-	next := filepath.Join(t.TempDir(), "access.log")
-	var applyErr error
-	if !returnsWithin(func() { applyErr = a.apply(configs.AccessLog{Enabled: true, Path: next, Sample: 1}) }) {
-		t.Fatal("a reload to another path did not return while the file was stalled")
-	}
-	if applyErr != nil {
-		t.Fatalf("reload to another path: %v", applyErr)
-	}
-	healthtest.WaitUntil(t, "lines in the new file", func() bool {
-		a.enqueue(&e)
-		raw, _ := os.ReadFile(next)
-		return strings.Count(string(raw), "\n") > 0
-	})
-	if !returnsWithin(a.close) {
-		t.Fatal("close (the balancer's stop) did not return while the file was stalled")
-	}
-}
-
-// Stopping while the file is stalled returns: the balancer's stop is not
-// held by its access log.
-func TestAccessLogStalledFileCloses(t *testing.T) {
+// stalledAccessLog is an access log writing to a FIFO nobody reads, its
+// writer stuck and its queue full (lines dropped), and a line to log.
+func stalledAccessLog(t *testing.T) (*accessLog, accessEntry) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	a, err := newAccessLog(reg, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -129,7 +76,41 @@ func TestAccessLogStalledFileCloses(t *testing.T) {
 		}
 		return gatherCounter(t, reg, "ringlb_balancer_access_log_dropped_total") > 0
 	})
-	if !returnsWithin(a.close) {
+	return a, e
+}
+
+// A stalled access log file does not stall what changes it: SIGUSR1's
+// reopen, a reload to another path and the balancer's stop return, and the
+// new path gets lines.
+func TestAccessLogStalledFileDoesNotHang(t *testing.T) {
+	a, e := stalledAccessLog(t)
+
+	if !healthtest.Returns(a.reopen) {
+		t.Fatal("reopen (SIGUSR1) did not return while the file was stalled")
+	}
+	next := filepath.Join(t.TempDir(), "access.log")
+	var applyErr error
+	if !healthtest.Returns(func() { applyErr = a.apply(configs.AccessLog{Enabled: true, Path: next, Sample: 1}) }) {
+		t.Fatal("a reload to another path did not return while the file was stalled")
+	}
+	if applyErr != nil {
+		t.Fatalf("reload to another path: %v", applyErr)
+	}
+	healthtest.WaitUntil(t, "lines in the new file", func() bool {
+		a.enqueue(&e)
+		raw, _ := os.ReadFile(next)
+		return strings.Count(string(raw), "\n") > 0
+	})
+	if !healthtest.Returns(a.close) {
+		t.Fatal("close (the balancer's stop) did not return while the file was stalled")
+	}
+}
+
+// Stopping while the file is stalled returns: the balancer's stop is not
+// held by its access log.
+func TestAccessLogStalledFileCloses(t *testing.T) {
+	a, _ := stalledAccessLog(t)
+	if !healthtest.Returns(a.close) {
 		t.Fatal("close (the balancer's stop) did not return while the file was stalled")
 	}
 }
@@ -148,7 +129,7 @@ func TestAccessLogFIFOWithoutReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	var applyErr error
-	if !returnsWithin(func() { applyErr = a.apply(configs.AccessLog{Enabled: true, Path: path, Sample: 1}) }) {
+	if !healthtest.Returns(func() { applyErr = a.apply(configs.AccessLog{Enabled: true, Path: path, Sample: 1}) }) {
 		t.Fatal("switching the access log on to a FIFO without a reader did not return")
 	}
 	t.Logf("a FIFO without a reader: %v", applyErr)

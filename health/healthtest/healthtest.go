@@ -120,6 +120,19 @@ func WaitMembers(t testing.TB, m *health.Membership, what string, cond func([]he
 	}
 }
 
+// Returns reports whether f returns within Patience: for a call that must
+// not hang (a stop, a reopen) whatever a stalled peer or file does.
+func Returns(f func()) bool {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(Patience):
+		return false
+	}
+}
+
 // WaitUntil polls cond until it holds and fails the test after Patience.
 // Use it where no event says the state changed (a ring rebuilt on another
 // goroutine, a counter); prefer WaitMembers where gossip is what changes.

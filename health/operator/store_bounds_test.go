@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // A state file that is not what the store writes — grown huge (a disk
@@ -73,7 +75,7 @@ func TestAuditLogFIFOKeptInMemory(t *testing.T) {
 		}
 	}
 	var a *AuditLog
-	if !returnsIn(func() {
+	if !healthtest.Returns(func() {
 		a = newAuditLog("bal-1", dir, slog.New(slog.DiscardHandler), newMetrics(prometheus.NewRegistry()))
 	}) {
 		t.Fatal("the audit log waited on a FIFO at start")
@@ -84,14 +86,3 @@ func TestAuditLogFIFOKeptInMemory(t *testing.T) {
 	}
 }
 
-// returnsIn reports whether f returns within a generous wait.
-func returnsIn(f func()) bool {
-	done := make(chan struct{})
-	go func() { f(); close(done) }()
-	select {
-	case <-done:
-		return true
-	case <-time.After(60 * time.Second):
-		return false
-	}
-}
