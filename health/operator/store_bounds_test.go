@@ -85,4 +85,3 @@ func TestAuditLogFIFOKeptInMemory(t *testing.T) {
 		t.Errorf("records in memory: %+v", got)
 	}
 }
-
