@@ -174,14 +174,29 @@ func GenerateDNSSECKey(dir, zone string, ksk bool) (string, *dns.DNSKEY, error) 
 	if ksk {
 		flags, kind = FlagsKSK, "key-signing"
 	}
-	key := &dns.DNSKEY{Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: 3600},
-		Flags: flags, Protocol: 3, Algorithm: DNSSECAlgorithm}
-	pk, err := key.Generate(256)
-	if err != nil {
-		return "", nil, fmt.Errorf("generate a key for %s: %w", zone, err)
+	// A key tag is 16 bits: a new key may share one with a key of the
+	// zone already in dir (1 in 65,536 a key). Such a key is drawn again,
+	// as dnssec-keygen does — two keys of a zone under one tag cost
+	// validators work, and the files would collide.
+	var (
+		key               *dns.DNSKEY
+		pk                crypto.PrivateKey
+		base              string
+		pubFile, privFile string
+	)
+	for range maxKeyTagDraws {
+		key = &dns.DNSKEY{Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: 3600},
+			Flags: flags, Protocol: 3, Algorithm: DNSSECAlgorithm}
+		var err error
+		if pk, err = key.Generate(256); err != nil {
+			return "", nil, fmt.Errorf("generate a key for %s: %w", zone, err)
+		}
+		base = filepath.Join(dir, fmt.Sprintf("K%s+%03d+%05d", zone, DNSSECAlgorithm, key.KeyTag()))
+		pubFile, privFile = DNSSECKeyFiles(base)
+		if !exists(pubFile) && !exists(privFile) {
+			break
+		}
 	}
-	base := filepath.Join(dir, fmt.Sprintf("K%s+%03d+%05d", zone, DNSSECAlgorithm, key.KeyTag()))
-	pubFile, privFile := DNSSECKeyFiles(base)
 	now := time.Now().UTC().Format("20060102150405")
 	if err := CreateExclusive(privFile, 0o600, key.PrivateKeyString(pk)+"Created: "+now+"\nPublish: "+now+"\nActivate: "+now+"\n"); err != nil {
 		return "", nil, err
@@ -192,6 +207,16 @@ func GenerateDNSSECKey(dir, zone string, ksk bool) (string, *dns.DNSKEY, error) 
 		return "", nil, err
 	}
 	return base, key, nil
+}
+
+// maxKeyTagDraws bounds how often GenerateDNSSECKey draws a key whose tag
+// is taken in its directory before it gives up (CreateExclusive says so).
+const maxKeyTagDraws = 16
+
+// exists reports whether path names anything.
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 // CreateExclusive creates path with mode perm holding content (a key); an
