@@ -71,8 +71,7 @@ func (a Access) Metrics(h http.Handler) http.Handler {
 		if a.MetricsToken != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			token = a.MetricsToken()
 		}
-		// Constant time, as the operator's token.
-		if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && len(token) > 0 && subtle.ConstantTimeCompare([]byte(bearer), token) == 1 {
+		if bearer, ok := bearerOf(r); ok && tokenIs(bearer, token) {
 			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, CallerMetrics)))
 			return
 		}
@@ -124,18 +123,28 @@ func refuse(w http.ResponseWriter, code int, msg string, login bool) {
 	WriteJSON(w, code, body)
 }
 
+// bearerOf returns the request's bearer token, if it has one.
+func bearerOf(r *http.Request) (string, bool) {
+	return strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+}
+
+// tokenIs reports whether bearer is token, a configured (non-empty) one,
+// in constant time: a token must not leak through timing.
+func tokenIs(bearer string, token []byte) bool {
+	return len(token) > 0 && subtle.ConstantTimeCompare([]byte(bearer), token) == 1
+}
+
 // check returns who is calling, or the status and message that refuse it.
 func (a Access) check(r *http.Request, write bool) (caller string, code int, msg string) {
 	var token []byte
 	if a.Token != nil {
 		token = a.Token()
 	}
-	bearer, hasBearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	bearer, hasBearer := bearerOf(r)
 	logins := a.Node.loginEnabled()
 	operator := false
 	switch {
-	// Constant time: the token must not leak through timing.
-	case len(token) > 0 && hasBearer && subtle.ConstantTimeCompare([]byte(bearer), token) == 1:
+	case hasBearer && tokenIs(bearer, token):
 		operator, caller = true, CallerToken
 	case logins:
 		if user, ok := a.Node.Logins.user(r); ok {
