@@ -435,7 +435,7 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 		ctx.Error("forbidden: "+err.Error()+"\n", fasthttp.StatusForbidden)
 		return
 	}
-	info, ok := s.admit(ctx, key)
+	info, token, ok := s.admit(ctx, key)
 	if !ok {
 		return
 	}
@@ -468,7 +468,7 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 		head := append([]byte(nil), ctx.Response.Header.Header()...)
 		// Only the socket is kept: the library's Conn (and its buffers)
 		// is left to the GC (wsread.go says why).
-		s.serveConn(conn.NetConn(), owned, head, info, share)
+		s.serveConn(conn.NetConn(), owned, head, info, token, share)
 	}, func() {
 		s.hub.unreserve(owned)
 		s.direct.Release(share)
@@ -566,14 +566,14 @@ func skipList(h []byte) []string {
 }
 
 // serveConn registers one upgraded connection (hijacked: fasthttp's view
-// of its socket) and runs it on a goroutine of its own (counted in s.wg),
+// of its socket; token, the join token admit verified, nil for none) and
+// runs it on a goroutine of its own (counted in s.wg),
 // returning at once so that fasthttp's hijack goroutine ends and releases
 // the request (KeepHijackedConns).
-func (s *Server) serveConn(hijacked net.Conn, key, head []byte, info joinInfo, share acceptguard.Slot) {
+func (s *Server) serveConn(hijacked net.Conn, key, head []byte, info joinInfo, token *heldToken, share acceptguard.Slot) {
 	p := newParticipant(s, rawConn(hijacked))
 	p.joinInfo = info
-	p.token.Store(info.joinToken)
-	p.joinToken = nil
+	p.token.Store(token)
 	p.admitted = true
 	p.share = share
 	if !s.register(p) {

@@ -36,9 +36,6 @@ type joinInfo struct {
 	user   string // the token's user, else id
 	shared bool   // user came from a token: several connections may share it
 	viewer bool   // token role viewer, or anonymous viewer: may not send
-	// joinToken is the verified join token the upgrade came with, nil
-	// without one; serveConn moves it to participant.token.
-	joinToken *heldToken
 	// resume is the ?resume=SEQ&epoch=E of the upgrade (resumeSet tells
 	// whether it was given).
 	resumeSet   bool
