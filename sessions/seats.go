@@ -1,5 +1,7 @@
 package sessions
 
+import "slices"
+
 // Seats: a token holder takes precedence over anonymous viewers.
 //
 // With edge.auth.anonymous: viewer, anyone who has a session's key — a
@@ -52,7 +54,7 @@ func (h *hub) unseatViewer(s *session) bool {
 // Called with the shard and session locks held.
 func (h *hub) unseat(s *session, i int, reason string) {
 	q := s.participants[i]
-	s.participants = append(s.participants[:i], s.participants[i+1:]...)
+	s.participants = slices.Delete(s.participants, i, i+1)
 	h.userOffline(q)
 	if s.v1 != nil {
 		h.leaveV1(s, q)
