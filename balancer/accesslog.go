@@ -54,6 +54,7 @@ type accessLog struct {
 	on      atomic.Bool
 	sample  atomic.Uint64 // math.Float64bits of balancer.access_log.sample
 
+	stderr  io.Writer // where lines go with no path (os.Stderr)
 	entries chan accessEntry
 	control chan accessControl
 	done    chan struct{}
@@ -133,7 +134,8 @@ func (b *Balancer) ReopenAccessLog() { b.access.reopen() }
 
 func newAccessLog(reg *prometheus.Registry, log *slog.Logger) (*accessLog, error) {
 	a := &accessLog{
-		log: log,
+		log:    log,
+		stderr: os.Stderr,
 		// Declared here, with the access log, rather than with the
 		// package's other metrics: it exists only for this queue.
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "ringlb_balancer_access_log_dropped_total",
@@ -169,7 +171,7 @@ func (a *accessLog) apply(cfg configs.AccessLog) error {
 		a.cfg = cfg
 		return nil
 	}
-	var w io.Writer = os.Stderr
+	w := a.stderr
 	var file *os.File
 	if cfg.Enabled && cfg.Path != "" {
 		f, err := openAccessFile(cfg.Path)
