@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -629,6 +630,117 @@ func TestExampleAdminPortsHaveATokenOnLoopbackToo(t *testing.T) {
 		}
 		if a := admin(cfg); a.TokenFile == "" {
 			t.Errorf("%s: admin %s has no token_file: any local process may change the node", file, a.Listen)
+		}
+	}
+}
+
+// Nothing leaves a ringlb pod unless a policy lets it, and what is let is
+// what the role talks to: gossip between ringlb's pods, the cluster's DNS
+// for the gossip seeds' names, an edge's data port from balancers and
+// edges, its admin port from balancers, and from the gslb the members its
+// monitors check, each on the monitor's port (taken from the ConfigMap, so
+// that a member added without its rule fails here). Every egress rule names
+// its peers: ringlb's pods, kube-dns, or one address.
+func TestKubernetesEgressConfined(t *testing.T) {
+	type need struct {
+		from, to string // pod name label ("" any ringlb pod); peer: a pod name label, "kube-dns", or an address
+		port     int
+		proto    string
+	}
+	needs := map[need]bool{
+		{"", "", 7946, "TCP"}: false, {"", "", 7946, "UDP"}: false,
+		{"", "kube-dns", 53, "UDP"}: false, {"", "kube-dns", 53, "TCP"}: false,
+		{"ringlb-balancer", "ringlb-edge", 7101, "TCP"}: false, {"ringlb-balancer", "ringlb-edge", 9101, "TCP"}: false,
+		{"ringlb-edge", "ringlb-edge", 7101, "TCP"}: false,
+	}
+	denyAll := false
+	type rule struct {
+		from  string
+		peers []any
+		ports []any
+	}
+	var rules []rule
+	for _, doc := range manifestDocuments(t) {
+		switch doc["kind"] {
+		case "ConfigMap":
+			raw, ok := at(doc, "data", "ringlb.yaml").(string)
+			if !ok {
+				continue
+			}
+			cfg, err := Parse("ConfigMap ringlb.yaml", withSecrets(t, []byte(raw)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range cfg.GSLB.Names {
+				for _, r := range n.Regions {
+					m, ok := cfg.GSLB.Monitors[r.Monitor]
+					if !ok {
+						continue
+					}
+					for _, mem := range r.Members {
+						needs[need{"ringlb-gslb", mem.Address, m.Port, "TCP"}] = false
+					}
+				}
+			}
+		case "NetworkPolicy":
+			spec := at(doc, "spec")
+			sel, _ := at(spec, "podSelector", "matchLabels").(map[string]any)
+			egress := slices.Contains(list(at(spec, "policyTypes")), any("Egress"))
+			if len(sel) == 0 && egress && at(spec, "egress") == nil {
+				denyAll = true
+			}
+			from, _ := sel["app.kubernetes.io/name"].(string)
+			for _, r := range list(at(spec, "egress")) {
+				rules = append(rules, rule{from, list(at(r, "to")), list(at(r, "ports"))})
+			}
+		}
+	}
+	if !denyAll {
+		t.Error("no NetworkPolicy denies egress by default (podSelector {}, policyTypes [Egress], no rule)")
+	}
+	for _, r := range rules {
+		if len(r.peers) == 0 || len(r.ports) == 0 {
+			t.Errorf("an egress rule of %q pods opens every peer or every port: %v to %v", r.from, r.ports, r.peers)
+		}
+		for _, peer := range r.peers {
+			var to string
+			switch sel, _ := at(peer, "podSelector", "matchLabels").(map[string]any); {
+			case at(peer, "ipBlock") != nil:
+				cidr, _ := at(peer, "ipBlock", "cidr").(string)
+				p, err := netip.ParsePrefix(cidr)
+				if err != nil || !p.IsSingleIP() {
+					t.Errorf("an egress rule of %q pods opens %q: name one address", r.from, cidr)
+					continue
+				}
+				to = p.Addr().String()
+			case sel["k8s-app"] == "kube-dns" && at(peer, "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name") == "kube-system":
+				to = "kube-dns"
+			case at(peer, "namespaceSelector") == nil && sel["app.kubernetes.io/part-of"] == "ringlb":
+				to = ""
+			case at(peer, "namespaceSelector") == nil && strings.HasPrefix(fmt.Sprint(sel["app.kubernetes.io/name"]), "ringlb-"):
+				to = sel["app.kubernetes.io/name"].(string)
+			default:
+				t.Errorf("an egress rule of %q pods opens %v, beyond ringlb's pods, kube-dns and named addresses", r.from, peer)
+				continue
+			}
+			for _, p := range r.ports {
+				port, _ := at(p, "port").(int)
+				proto, _ := at(p, "protocol").(string)
+				for n := range needs {
+					if n.to == to && n.port == port && n.proto == proto && (r.from == "" || r.from == n.from) {
+						needs[n] = true
+					}
+				}
+			}
+		}
+	}
+	for n, met := range needs {
+		if !met {
+			from := n.from
+			if from == "" {
+				from = "ringlb"
+			}
+			t.Errorf("no NetworkPolicy lets %s pods reach %q on %s %d", from, n.to, n.proto, n.port)
 		}
 	}
 }
