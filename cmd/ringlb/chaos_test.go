@@ -46,6 +46,7 @@ func TestChaosSessionsNeverSplit(t *testing.T) {
 	if testing.Short() {
 		sessions = 100
 	}
+	sessions = scenarioSize(t, sessions)
 	bin := buildBinary(t)
 	results := map[string]*bench.ChaosResult{}
 	t.Run("ringlb", func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 // one (/etc/nologin, refusing every other login): the PUT applied, and the
 // next request's line was appended to the victim.
 func TestPutCannotPointTheNodeAtOtherFiles(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}

@@ -29,7 +29,34 @@ import (
 // cache makes it a link).
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	return goBuild(t, ".", "ringlb")
+	b := &sharedBinary
+	b.Lock()
+	defer b.Unlock()
+	if b.path == "" && b.err == nil {
+		var dir string
+		if dir, b.err = os.MkdirTemp("", "ringlb-e2e-"); b.err == nil {
+			b.dir = dir
+			path := filepath.Join(dir, "ringlb")
+			if b.out, b.err = exec.Command("go", "build", "-o", path, ".").CombinedOutput(); b.err == nil {
+				b.path = path
+			}
+		}
+	}
+	if b.err != nil {
+		t.Fatalf("go build: %v\n%s", b.err, b.out)
+	}
+	return b.path
+}
+
+// sharedBinary is the one build of the binary the package's tests run (a
+// link is seconds of CPU, and three dozen tests run it): read-only to them
+// (a test that replaces the binary at its path, as an upgrade's install
+// does, copies it first); TestMain removes it.
+var sharedBinary struct {
+	sync.Mutex
+	dir, path string
+	out       []byte
+	err       error
 }
 
 // goBuild compiles package pkg (a path or an import path) into a binary

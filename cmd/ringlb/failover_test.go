@@ -16,6 +16,7 @@ import (
 // client is cut off and reconnects at once to the next candidate, while the
 // session on edge-1 goes on untouched.
 func TestPassiveFailoverWhenAnEdgeDies(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}

@@ -14,6 +14,7 @@ import (
 // separate processes; kill -9 of the west balancer flips west clients to the
 // east address, within the monitor's interval × fall (+ 1 s).
 func TestGSLBFailsOverWhenABalancerDies(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}

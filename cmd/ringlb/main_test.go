@@ -3,6 +3,9 @@ package main
 import (
 	"flag"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -12,13 +15,25 @@ import (
 // minutes (about seven in all on a quiet two-core machine), so on a busy
 // one the default fired while every test was still making progress. Each
 // test bounds its own waits; this alarm is only the hang detector behind
-// them.
+// them. The go command itself still ends the package eleven minutes after
+// it started (its own -timeout plus a minute, whatever TestMain sets): the
+// scenarios size themselves to the machine (scenarioSize) and the short
+// tests that mostly wait run side by side (endToEndParallel), so that a
+// busy machine stays inside that.
 const endToEndTimeout = 30 * time.Minute
 
 // goTestDefaultTimeout is what go test passes as -test.timeout when given
 // none (it always passes one, so a default cannot be told from the same
 // value given): any other -timeout is kept.
 const goTestDefaultTimeout = 10 * time.Minute
+
+// endToEndParallel is how many of the tests that call t.Parallel run at
+// once when -parallel is not given (its default is GOMAXPROCS). They are
+// the short ones that spend their time waiting on processes, gossip rounds
+// and timers rather than on the CPU; the scenarios under load, and the
+// tests that measure memory, descriptors, cgroups or set the environment,
+// run alone, before them.
+const endToEndParallel = 4
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -27,5 +42,40 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 	}
-	os.Exit(m.Run())
+	if f := flag.Lookup("test.parallel"); f != nil && f.Value.String() == strconv.Itoa(runtime.GOMAXPROCS(0)) {
+		if err := flag.Set("test.parallel", strconv.Itoa(max(endToEndParallel, runtime.GOMAXPROCS(0)))); err != nil {
+			panic(err)
+		}
+	}
+	code := m.Run()
+	if sharedBinary.dir != "" {
+		os.RemoveAll(sharedBinary.dir)
+	}
+	os.Exit(code)
+}
+
+// scenarioSize is the size (sessions, tunnels) a scenario under load runs
+// at: full on a machine whose load average is at most twice its cores,
+// scaled down as the load rises past that (to a quarter at the least), so
+// that a scenario run beside other work does the same steps with fewer
+// participants rather than running past the go command's limit. Its
+// assertions are the same at any size; the size is logged.
+func scenarioSize(t *testing.T, full int) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return full
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return full
+	}
+	load, err := strconv.ParseFloat(f[0], 64)
+	cores := float64(runtime.NumCPU())
+	if err != nil || load <= 2*cores {
+		return full
+	}
+	n := max(int(float64(full)*2*cores/load), full/4)
+	t.Logf("a busy machine (load average %.1f on %.0f cores): %d instead of %d", load, cores, n, full)
+	return n
 }

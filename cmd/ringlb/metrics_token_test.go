@@ -19,6 +19,7 @@ import (
 // token keeps everything. `ringlb check` refuses a metrics token equal to
 // the operator's.
 func TestMetricsTokenScrapesOnly(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}

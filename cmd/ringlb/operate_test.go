@@ -69,6 +69,7 @@ func joinEdge(t *testing.T, listen, key string) *websocket.Conn {
 // an audit record; a PUT made from a version the file no longer has is
 // refused.
 func TestConfigRoundTrip(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}
@@ -152,6 +153,7 @@ func TestConfigRoundTrip(t *testing.T) {
 // SIGHUP on an edge changes its history bound and log level live, and a
 // change only a restart can make is refused, naming the fields.
 func TestEdgeReloadLive(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}
@@ -254,6 +256,7 @@ func (c *statsdCollector) waitFor(t *testing.T, names ...string) {
 // Every role pushes its figures to StatsD over TCP; a StatsD server that
 // goes away costs the nodes nothing: they keep serving and say so once.
 func TestStatsDOverTCPFromEveryRole(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}
@@ -325,6 +328,7 @@ gslb:
 // access log has a line for a request and one for a closed tunnel, and
 // SIGUSR1 reopens it after a rename.
 func TestUsersOnceAndAccessLog(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}

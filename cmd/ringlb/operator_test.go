@@ -180,6 +180,7 @@ func westAnswer(t *testing.T, server string) string {
 // cluster-wide. Before this, no admin port had an audit log (GET /api/audit
 // answered 404) and the only trace was a log line.
 func TestAuditOfEveryAdminPost(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}
@@ -318,6 +319,7 @@ func (c *operatorCluster) waitBody(t *testing.T, target string, session bool, co
 // restarted gslb answered west clients with the removed member again
 // (127.0.0.2) and the balancer came back out of maintenance.
 func TestOperatorStateSurvivesKill9(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}
@@ -386,6 +388,7 @@ func TestOperatorStateSurvivesKill9(t *testing.T) {
 // on standard input, which a config then accepts and which checks the
 // password; a short password is refused.
 func TestKeygenPassword(t *testing.T) {
+	t.Parallel()
 	var out strings.Builder
 	if err := keygen(strings.NewReader(operatorPassword+"\n"), []string{"-password", "alice"}, &out, io.Discard); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 // applied", GET /api/config showed the old config, and the edge ran the
 // new history bound.
 func TestReloadThatRemovesTheKeyChangesNothing(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}

@@ -153,6 +153,7 @@ func TestReplicationCrash(t *testing.T) {
 	if testing.Short() {
 		sessions = 100
 	}
+	sessions = scenarioSize(t, sessions)
 	bin := buildBinary(t)
 	results := map[string]*bench.ChaosResult{}
 	for _, mode := range []string{"off", "async", "sync"} {
@@ -223,12 +224,15 @@ func TestReplicationPartition(t *testing.T) {
 	if testing.Short() {
 		sessions = 60
 	}
+	sessions = scenarioSize(t, sessions)
 	bin := buildBinary(t)
 	cl := startReplCluster(t, bin, "replication: sync")
 	edge := cl.edges["edge-2"]
 	var stopped time.Duration
+	var ownFallbacks float64 // edge-2's own streams fallen back to async before it stopped
 	partition := bench.ChaosStep{Name: "partition", Edge: "edge-2", Do: func(ctx context.Context) error {
 		start := time.Now()
+		ownFallbacks = cl.metric("edge-2", "ringlb_edge_replication_fallbacks_total")
 		if err := cl.admin.AwaitLeave(ctx, "edge-2", func(context.Context) error {
 			return edge.cmd.Process.Signal(syscall.SIGSTOP)
 		}); err != nil {
@@ -260,8 +264,8 @@ func TestReplicationPartition(t *testing.T) {
 	if fallbacks < 1 {
 		t.Errorf("edge-1 and edge-3 fell back to async %v times while their replica was stopped; want at least once", fallbacks)
 	}
-	t.Logf("edge-2 stopped for %s (until taken for dead and its sessions promoted); %d sessions promoted, %d fenced on edge-2, %d fallbacks to async on the others; %d disconnected, back on %v, last after %s (they stay pinned on their new edges: %d of %d off the ring's owner, edge-2 being back)",
-		stopped.Round(time.Millisecond), int(promoted), int(fenced), int(fallbacks), p.SessionsDisconnected, p.ResumedOn, p.Resume.Max.Round(time.Millisecond), p.OffOwner, p.OwnerChecked)
+	t.Logf("edge-2 stopped for %s (until taken for dead and its sessions promoted; %d of its own streams had fallen back to async before); %d sessions promoted, %d fenced on edge-2, %d fallbacks to async on the others; %d disconnected, back on %v, last after %s (they stay pinned on their new edges: %d of %d off the ring's owner, edge-2 being back)",
+		stopped.Round(time.Millisecond), int(ownFallbacks), int(promoted), int(fenced), int(fallbacks), p.SessionsDisconnected, p.ResumedOn, p.Resume.Max.Round(time.Millisecond), p.OffOwner, p.OwnerChecked)
 	if fenced <= 0 || promoted <= 0 {
 		t.Errorf("fenced %v on edge-2, promoted %v elsewhere; want both", fenced, promoted)
 	}

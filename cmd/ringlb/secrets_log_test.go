@@ -21,6 +21,7 @@ import (
 // admits whoever knows it, reaches the logs only as its hash: before, the
 // edge's debug line about a new session carried it whole.
 func TestPlantedSecretsStayOutOfLogs(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}

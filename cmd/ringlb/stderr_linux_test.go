@@ -116,6 +116,7 @@ func answers(url string, n int) int {
 // loop, refusing a connection over max_connections: before, with stderr
 // blocked, the data port answered none of 20 requests after it.
 func TestBlockedStderrKeepsServing(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	cfg := filepath.Join(t.TempDir(), "edge.yaml")
 	writeFile(t, cfg, "cluster: { name: edge-1, bind: 127.0.0.1:0, profile: local }\n"+
@@ -217,6 +218,7 @@ func scrapeWithin(admin, series string) float64 {
 // stderr nobody reads, the DNS port answers on and the lines beyond the
 // queue are counted as dropped.
 func TestBlockedStderrKeepsAnsweringDNS(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	cfg := filepath.Join(t.TempDir(), "gslb.yaml")
 	writeFile(t, cfg, `cluster: { name: gslb-1, bind: 127.0.0.1:0, profile: local }

@@ -55,6 +55,8 @@ func TestThirdPartySessionsNeverSplit(t *testing.T) {
 		churnEvery: 50 * time.Millisecond, churnStay: 3 * time.Second, quietEvery: 4}
 	if n, err := strconv.Atoi(os.Getenv("RINGLB_STICKY_SESSIONS")); err == nil && n > 0 {
 		o.sessions = n
+	} else {
+		o.sessions = scenarioSize(t, o.sessions)
 	}
 	var err error
 	if o.sources, err = bench.ParseSources("127.0.0.1-127.0.0.8"); err != nil {

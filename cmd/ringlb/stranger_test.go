@@ -60,6 +60,7 @@ func (r *recorder) requests() []string {
 // no admin request (and so no token), and change no DNS answer. (Before the
 // cluster key, such an edge took 19 of 20 requests.)
 func TestStrangerGetsNowhere(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}

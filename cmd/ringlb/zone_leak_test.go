@@ -19,6 +19,7 @@ import (
 // may no longer name one, a SIGHUP reads it), and in the check's answer
 // (as an $INCLUDE, which the check of inline records followed).
 func TestZoneProblemsQuoteNoOtherFile(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}
