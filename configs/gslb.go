@@ -200,8 +200,8 @@ type Monitor struct {
 	// roots) and name server_name, sent as SNI; a certificate that does not
 	// verify is a failed check. Without it the check verifies nothing
 	// (anything answering at the address keeps the member up; `ringlb
-	// check` warns). Files are read at start and on every reload. A static
-	// edge's checks verify by the edge's own tls instead.
+	// check` warns). Files are read at start and on every reload. Refused
+	// on a static edge's monitor: its checks verify by the edge's own tls.
 	TLS *EdgeTLS `yaml:"tls"`
 }
 
