@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"weak"
@@ -213,4 +214,32 @@ func TestCachedTransferSignaturesFresh(t *testing.T) {
 			t.Error("the transfer was replayed with signatures not yet valid")
 		}
 	})
+}
+
+// Transfers of one serial at once share one build and its messages' records
+// (read only: each packs and signs its own message), and each gets the
+// whole zone; the race detector watches the sharing.
+func TestConcurrentTransfersShareOneBuild(t *testing.T) {
+	s := signedTransferServer(t, nil)
+	key := tsigConfig(t).Name
+	const n = 4
+	got := make([][]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			rrs, err := axfr(t, s, key, testTSIGSecret)
+			got[i], errs[i] = texts(rrs), err
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("transfer %d: %v", i, errs[i])
+		}
+		if d := sameRecords(got[0], got[i]); d != "" {
+			t.Errorf("transfer %d differs from transfer 0: %s", i, d)
+		}
+	}
+	t.Logf("%d transfers at once, %d records each", n, len(got[0]))
 }
