@@ -3,7 +3,6 @@ package balancer
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -132,35 +131,6 @@ func (e *edge) current(m ring.Member, settings configs.EdgeTLS, read uint64) boo
 	return e.name == m.Name && e.settings == settings && (!e.tls || e.tlsRead == read)
 }
 
-// edgeTLSConfig is how the balancer verifies an https edge: its
-// certificate must chain to ca_file (or the system's roots) and name
-// server_name (or the URL's host); cert_file and key_file are presented to
-// it. Verification cannot be turned off.
-func edgeTLSConfig(host string, s configs.EdgeTLS) (*tls.Config, error) {
-	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host, NextProtos: []string{"http/1.1"}}
-	if s.ServerName != "" {
-		c.ServerName = s.ServerName
-	}
-	if s.CAFile != "" {
-		pem, err := os.ReadFile(s.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificate in it", s.CAFile)
-		}
-	}
-	if s.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file and key_file: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
-}
-
 func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, error) {
 	u, err := url.Parse(m.URL)
 	if err != nil {
@@ -184,7 +154,7 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 		e.addr = net.JoinHostPort(u.Hostname(), port)
 	}
 	if e.tls {
-		if e.tlsConfig, err = edgeTLSConfig(u.Hostname(), settings); err != nil {
+		if e.tlsConfig, err = settings.ClientConfig(u.Hostname()); err != nil {
 			return nil, fmt.Errorf("edge %s: %w", m.Name, err)
 		}
 	}

@@ -43,7 +43,7 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 		// Read here too, so that files that do not load refuse the start
 		// or the reload, rather than every request to the edge.
 		if e.TLS.Set() {
-			if _, err := edgeTLSConfig("", e.TLS); err != nil {
+			if _, err := e.TLS.ClientConfig(""); err != nil {
 				errs = append(errs, fmt.Errorf("balancer.edges[%d].%w", i, err))
 			}
 		}

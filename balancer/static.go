@@ -98,7 +98,7 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, prev *staticEdges, changed
 }
 
 // checkTLS is how e's https check verifies it: as the balancer's dials do
-// (edgeTLSConfig: its tls.ca_file or the system's roots, server_name or
+// (EdgeTLS.ClientConfig: its tls.ca_file or the system's roots, server_name or
 // the URL's host, its client certificate), so that an impostor answering
 // at its address does not keep it up. Files that do not load (a start or
 // reload checks them first) verify against no root: every check fails.
@@ -107,7 +107,7 @@ func checkTLS(e configs.StaticEdge, logger *slog.Logger) *tls.Config {
 	if u, err := url.Parse(e.URL); err == nil {
 		host = u.Hostname()
 	}
-	c, err := edgeTLSConfig(host, e.TLS)
+	c, err := e.TLS.ClientConfig(host)
 	if err != nil {
 		logger.Error("static edge's TLS files do not load: its https checks fail", "edge", e.Name, "err", err)
 		return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: x509.NewCertPool()}

@@ -154,17 +154,18 @@ type StaticEdge struct {
 	TLS EdgeTLS `yaml:"tls"`
 }
 
-// EdgeTLS verifies a static edge's certificate and, for mutual TLS, gives
-// the balancer a client certificate. Used for plain requests and WebSocket
-// tunnels alike.
+// EdgeTLS verifies a peer's certificate and, for mutual TLS, gives the
+// node a client certificate: a static edge's (for plain requests, WebSocket
+// tunnels and its checks alike) and a gslb https monitor's members'
+// (ClientConfig builds both).
 type EdgeTLS struct {
-	// CAFile is the PEM bundle the edge's certificate must chain to
+	// CAFile is the PEM bundle the peer's certificate must chain to
 	// (default: the system's roots).
 	CAFile string `yaml:"ca_file"`
-	// ServerName is sent as SNI and must be in the edge's certificate
-	// (default: the URL's host).
+	// ServerName is sent as SNI and must be in the peer's certificate
+	// (default for a static edge: the URL's host; a gslb monitor needs it).
 	ServerName string `yaml:"server_name"`
-	// CertFile is a PEM client certificate the balancer presents (with
+	// CertFile is a PEM client certificate the node presents (with
 	// KeyFile).
 	CertFile string `yaml:"cert_file"`
 	// KeyFile is the client certificate's PEM private key.
@@ -461,6 +462,9 @@ func (b Balancer) validate(ps *problems) {
 			checkRange(ps, p+".weight", *se.Weight, 0, MaxEdgeWeight)
 		}
 		se.Monitor.validate(ps, p+".monitor")
+		if se.Monitor.TLS != nil {
+			ps.add(p+".monitor.tls", "a static edge's checks verify as its requests do: set %s.tls instead", p)
+		}
 		se.TLS.validate(ps, p+".tls", se.URL)
 	}
 	b.SessionTable.validate(ps)
@@ -500,6 +504,13 @@ func (t EdgeTLS) validate(ps *problems, path, rawURL string) {
 	if u, err := parseHTTPURL(rawURL); err == nil && u.Scheme != "https" {
 		ps.add(path, "is set but the url %q is not https://", rawURL)
 	}
+	t.validateFiles(ps, path)
+}
+
+// validateFiles checks what t's settings are, whoever uses them (a static
+// edge, a gslb monitor): both halves of a client certificate, files that
+// can be read, a server name that is a name.
+func (t EdgeTLS) validateFiles(ps *problems, path string) {
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		ps.add(path, "cert_file and key_file must be set together")
 	}

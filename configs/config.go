@@ -22,6 +22,23 @@ type Config struct {
 	// Demo describes the nodes `ringlb demo` starts in one process; the
 	// other sections are the settings they share.
 	Demo Demo `yaml:"demo"`
+
+	// warnings are what Parse found allowed but worth saying (Warnings).
+	warnings Errors
+}
+
+// Warnings are what the file allows but an operator should know of (an
+// https monitor that verifies nothing), located as problems are: `ringlb
+// check` prints them and still passes.
+func (c *Config) Warnings() Errors { return c.warnings }
+
+// warn lists c's warnings, as validate lists its problems.
+func (c *Config) warn() []problem {
+	var ps problems
+	for _, name := range sortedMapKeys(c.GSLB.Monitors) {
+		c.GSLB.Monitors[name].warnings(&ps, "gslb.monitors."+name)
+	}
+	return ps
 }
 
 // Demo lists the nodes `ringlb demo` runs in one process.

@@ -194,6 +194,15 @@ type Monitor struct {
 	Fall int `yaml:"fall"`
 	// Jitter spreads probes by up to this fraction of Interval (default 0.1).
 	Jitter float64 `yaml:"jitter"`
+	// TLS is how a gslb https monitor verifies each member, as HAProxy's
+	// "check-ssl verify required ca-file ... sni ...": with server_name set,
+	// a member's certificate must chain to ca_file (default: the system's
+	// roots) and name server_name, sent as SNI; a certificate that does not
+	// verify is a failed check. Without it the check verifies nothing
+	// (anything answering at the address keeps the member up; `ringlb
+	// check` warns). Files are read at start and on every reload. Refused
+	// on a static edge's monitor: its checks verify by the edge's own tls.
+	TLS *EdgeTLS `yaml:"tls"`
 }
 
 // ManagedName is a name answered from region pools.
@@ -689,6 +698,25 @@ func (m Monitor) validate(ps *problems, p string) {
 	checkRange(ps, p+".fall", m.Fall, 1, 100)
 	if m.Jitter < 0 || m.Jitter > 1 {
 		ps.add(p+".jitter", "must be in range [0, 1], got %g", m.Jitter)
+	}
+	if t := m.TLS; t != nil && t.Set() {
+		switch {
+		case m.Type != MonitorHTTPS:
+			ps.add(p+".tls", "is for type https, got type %s", m.Type)
+		case t.ServerName == "":
+			// A member is an address: without a name there is nothing
+			// its certificate could be checked against.
+			ps.add(p+".tls.server_name", "is required with tls: the name every member's certificate must carry (sent as SNI)")
+		}
+		t.validateFiles(ps, p+".tls")
+	}
+}
+
+// warnings are what a monitor lets through that an operator should know of
+// (`ringlb check` says them; they are not problems).
+func (m Monitor) warnings(ps *problems, p string) {
+	if m.Type == MonitorHTTPS && (m.TLS == nil || m.TLS.ServerName == "") {
+		ps.add(p+".type", "https verifies nothing without tls.server_name: anything answering at a member's address keeps it up; set tls.server_name (and tls.ca_file unless the system's roots sign the members' certificates)")
 	}
 }
 

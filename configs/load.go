@@ -96,6 +96,9 @@ func Parse(name string, data []byte) (*Config, error) {
 		sort.SliceStable(d.errs, func(i, j int) bool { return lineKey(d.errs[i]) < lineKey(d.errs[j]) })
 		return nil, d.errs
 	}
+	for _, p := range cfg.warn() {
+		cfg.warnings = append(cfg.warnings, &FieldError{File: name, Line: d.lines[p.path], Path: p.path, Msg: p.msg})
+	}
 	return &cfg, nil
 }
 
@@ -351,6 +354,14 @@ func (c *Config) fileFields() []fileField {
 	for i := range c.Balancer.Edges {
 		t, p := &c.Balancer.Edges[i].TLS, fmt.Sprintf("balancer.edges[%d].tls", i)
 		fs = append(fs, fileField{p + ".ca_file", &t.CAFile}, fileField{p + ".cert_file", &t.CertFile}, fileField{p + ".key_file", &t.KeyFile})
+	}
+	for _, name := range sortedMapKeys(c.GSLB.Monitors) {
+		// TLS is a pointer: a map's values cannot be addressed, what it
+		// points to can.
+		if t := c.GSLB.Monitors[name].TLS; t != nil {
+			p := "gslb.monitors." + name + ".tls"
+			fs = append(fs, fileField{p + ".ca_file", &t.CAFile}, fileField{p + ".cert_file", &t.CertFile}, fileField{p + ".key_file", &t.KeyFile})
+		}
 	}
 	for i := range c.GSLB.Zones {
 		z, p := &c.GSLB.Zones[i], fmt.Sprintf("gslb.zones[%d]", i)

@@ -2,7 +2,9 @@ package gslb
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/bits"
@@ -111,6 +113,10 @@ type regionView struct {
 func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error) {
 	p := &pools{names: map[string]*managedName{}, logger: logger, metrics: m,
 		failed: map[regionKey]string{}, overrides: map[memberKey]string{}, steering: map[regionKey]bool{}}
+	verify, err := monitorTLS(cfg.Monitors)
+	if err != nil {
+		return nil, err
+	}
 	for _, nc := range cfg.Names {
 		n := &managedName{cfg: nc, regions: map[string]*region{}}
 		for rname, rc := range nc.Regions {
@@ -128,7 +134,7 @@ func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error)
 						target = net.JoinHostPort(addr.String(), strconv.Itoa(mon.Port))
 					}
 					key := mem.key
-					mem.prober = health.NewProber(mon, target, func(up bool, why string) { p.memberChanged(key, up, why) }, logger)
+					mem.prober = health.NewVerifyingProber(mon, target, verify[rc.Monitor], func(up bool, why string) { p.memberChanged(key, up, why) }, logger)
 				}
 				r.members = append(r.members, mem)
 			}
@@ -150,6 +156,29 @@ func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error)
 	}
 	p.rebuild()
 	return p, nil
+}
+
+// monitorTLS is how each https monitor with tls.server_name verifies its
+// members (EdgeTLS.ClientConfig: tls.ca_file or the system's roots, the
+// name, a client certificate), by monitor name; the others verify nothing
+// (nil), which `ringlb check` warns of. The files are read here, so New and
+// every Reload read them anew (a renewed client certificate is taken up by
+// a SIGHUP), and files that do not load refuse the start or the reload.
+func monitorTLS(monitors map[string]configs.Monitor) (map[string]*tls.Config, error) {
+	out := map[string]*tls.Config{}
+	var errs []error
+	for name, mon := range monitors {
+		if mon.Type != configs.MonitorHTTPS || mon.TLS == nil || mon.TLS.ServerName == "" {
+			continue
+		}
+		c, err := mon.TLS.ClientConfig("")
+		if err != nil {
+			errs = append(errs, fmt.Errorf("gslb.monitors.%s.%w", name, err))
+			continue
+		}
+		out[name] = c
+	}
+	return out, errors.Join(errs...)
 }
 
 // start runs every member's monitor until stop.

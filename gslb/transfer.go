@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -86,29 +87,23 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 		refuse(dns.RcodeServerFailure, fmt.Sprintf("%d transfers are being sent already", maxTransfersOut))
 		return
 	}
-	rrs := st.transferRecords(z)
+	var xfr *builtTransfer
 	if z.signer != nil {
-		signed, err := st.signedTransfer(z, rrs)
-		if err != nil {
+		var err error
+		if xfr, err = st.signedTransferOf(z); err != nil {
 			s.logger.Error("cannot sign a zone transfer", "zone", z.origin, "err", err)
 			refuse(dns.RcodeServerFailure, "signing failed")
 			return
 		}
-		rrs = signed
+	} else {
+		xfr = newBuiltTransfer(st.transferRecords(z))
 	}
-	sent := 0
-	for len(rrs) > 0 {
-		n, size := 0, 0
-		for n < len(rrs) && (n == 0 || size+dns.Len(rrs[n]) <= xfrMessageBytes) {
-			size += dns.Len(rrs[n])
-			n++
-		}
+	for _, rrs := range xfr.msgs {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.Authoritative = true
 		m.Compress = true
-		m.Answer = rrs[:n]
-		rrs = rrs[n:]
+		m.Answer = rrs // shared with other transfers of the serial: read only
 		s.signReply(m, r, nil)
 		if err := w.WriteMsg(m); err != nil {
 			s.logger.Warn("zone transfer cut", "zone", z.origin, "client", w.RemoteAddr().String(), "err", err)
@@ -117,10 +112,83 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 		// Later messages of a signed transfer carry MACs over the timers
 		// only, chained to the previous one (RFC 8945 5.3.1).
 		w.TsigTimersOnly(true)
-		sent += n
 	}
 	s.metrics.query(q.Qtype, dns.RcodeSuccess)
-	s.logger.Info("zone transferred", "zone", z.origin, "client", w.RemoteAddr().String(), "records", sent, "serial", st.soa(z).Serial)
+	s.logger.Info("zone transferred", "zone", z.origin, "client", w.RemoteAddr().String(), "records", xfr.records, "serial", xfr.serial)
+}
+
+// builtTransfer is a transfer of a zone at one serial, split into its
+// messages' records (each at most xfrMessageBytes, uncompressed). Never
+// changed once built: a signed zone's is replayed to every transfer of
+// that serial (xfrCache), each message signed with TSIG for its request.
+type builtTransfer struct {
+	serial  uint32
+	records int
+	msgs    [][]dns.RR
+	// from and until (Unix seconds, by the signer's clock) are when its
+	// signatures may be handed out: from the latest inception until the
+	// first is due for replacement (state.signedWindow, as sigEntry.fresh).
+	from, until int64
+}
+
+// newBuiltTransfer splits rrs, a transfer (SOA first and last), into its
+// messages.
+func newBuiltTransfer(rrs []dns.RR) *builtTransfer {
+	t := &builtTransfer{serial: rrs[0].(*dns.SOA).Serial, records: len(rrs)}
+	for len(rrs) > 0 {
+		n, size := 0, 0
+		for n < len(rrs) && (n == 0 || size+dns.Len(rrs[n]) <= xfrMessageBytes) {
+			size += dns.Len(rrs[n])
+			n++
+		}
+		// Capped: nothing a message adds may land in the next one's records.
+		t.msgs = append(t.msgs, rrs[:n:n])
+		rrs = rrs[n:]
+	}
+	return t
+}
+
+// xfrCache keeps a signed zone's last transfer. Building one costs the
+// NSEC chain over every name, a sort in canonical order and a lookup of
+// every RRset's signatures (BenchmarkSignedAXFR, 20,000 names: 0.2–0.6 s
+// and 109 MB allocated with every signature cached, seconds without), and
+// every secondary asks for the same serial after a NOTIFY. One entry a
+// zone — its records, their NSECs and signatures, about the size of the
+// transfer (5.5 MiB sent for 20,000 names) — replaced when the serial
+// changes, gone with the zone when a reload replaces it. Kept only while
+// every signature in it may still be handed out: a transfer made from it
+// carries what one built afresh would, never a signature due for
+// replacement, expired or not yet valid (a clock set back). The serial
+// alone would not do: it changes every signature_refresh / 2 (resign),
+// which keeps a signature that had just over signature_refresh left at
+// the build for half of that again, and not at all when the clock is set
+// back.
+type xfrCache struct {
+	mu  sync.Mutex // held while one is built: the zone's other transfers wait for it
+	cur *builtTransfer
+}
+
+// signedTransferOf is the signed transfer of z at st's serial: the cached
+// one while it is current, else built (signedTransfer) and cached.
+func (st *state) signedTransferOf(z *zone) (*builtTransfer, error) {
+	c := &z.xfr
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := z.signer.now().Unix()
+	if t := c.cur; t != nil && t.serial == st.soa(z).Serial && t.from <= now && now < t.until {
+		return t, nil
+	}
+	// Dropped before the next is built: one at a time in memory, but for
+	// those still being sent.
+	c.cur = nil
+	rrs, err := st.signedTransfer(z, st.transferRecords(z))
+	if err != nil {
+		return nil, err
+	}
+	t := newBuiltTransfer(rrs)
+	t.from, t.until = st.signedWindow(&dns.Msg{Answer: rrs})
+	c.cur = t
+	return t, nil
 }
 
 // transferRecords is the zone as a transfer sends it: the SOA (current

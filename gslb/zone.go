@@ -26,6 +26,8 @@ type zone struct {
 	allow []netip.Prefix
 	// signer signs answers to queries with DO (dnssec.go); nil: unsigned.
 	signer *signer
+	// xfr is the signed zone's last transfer (transfer.go).
+	xfr xfrCache
 }
 
 // loadZone parses a zone from its master file or inline records; nets says

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -205,6 +206,13 @@ func (p *Prober) check(ctx context.Context) error {
 }
 
 func unwrapURLError(err error) error {
+	// A certificate that does not verify is said whole ("certificate
+	// signed by unknown authority (possibly because of ...)"): its text
+	// holds ": " of its own, where the cut below would leave a fragment.
+	var bad *tls.CertificateVerificationError
+	if errors.As(err, &bad) {
+		return errors.New(strings.TrimPrefix(bad.Err.Error(), "x509: "))
+	}
 	msg := err.Error()
 	if i := strings.LastIndex(msg, ": "); i >= 0 {
 		return fmt.Errorf("%s", msg[i+2:])

@@ -30,6 +30,11 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return err
 	}
+	// Allowed, but worth knowing (an https monitor that verifies nothing):
+	// said, and the check still passes.
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stderr, "warning: "+w.Error())
+	}
 	// The memory limit a node started here would take (ExecStartPre runs
 	// in the unit's cgroup).
 	mem := "memory limit none (set GOMEMLIMIT or a cgroup limit)"
