@@ -406,58 +406,75 @@ func TestChurnEdge(t *testing.T) {
 // without sockets: a participant joins a session of n-1 others (its
 // welcome, the others' presence) and leaves it again, the queues emptied
 // as writers would. Each iteration is one churn cycle, as fast as the hub
-// takes them.
+// takes them: most of their presence is held and coalesced (presence.go).
+// With quiet, the session's presence is taken as quiet before each join
+// and leave, so each is told at once, as in a session without churn.
 func BenchmarkHubJoinLeave(b *testing.B) {
-	for _, n := range []int{2, 50} {
-		b.Run(fmt.Sprintf("participants=%d", n), func(b *testing.B) {
-			m, err := newMetrics(prometheus.NewRegistry())
-			if err != nil {
-				b.Fatal(err)
-			}
-			h := newHub(n, m)
-			h.idle = newIdleSessions(16)
-			h.budget = newHistoryBudget(1<<20, h.idle)
-			h.historyMsgs, h.historyByte = 16, 1<<16
-			var budget byteBudget
-			budget.limit.Store(configs.DefaultMaxQueuedBytes)
-			newP := func() *participant {
-				p := &participant{}
-				p.v1 = true
-				p.id = newParticipantID()
-				p.user = p.id
-				p.out.limit = 1 << 20
-				p.out.budget = &budget
-				p.out.writing = true // no writer goroutine: drain takes the frames
-				return p
-			}
-			drain := func(p *participant) {
-				for p.out.n > 0 {
-					_, f, _ := p.nextJob()
-					f.release()
-				}
-			}
-			key := []byte("bench")
-			ps := make([]*participant, n-1)
-			for i := range ps {
-				ps[i] = newP()
-				if err := h.join(key, ps[i]); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				q := newP()
-				if err := h.join(key, q); err != nil {
-					b.Fatal(err)
-				}
-				h.leave(q)
-				drain(q)
-				for _, p := range ps {
-					drain(p)
-				}
-			}
-		})
+	for _, quiet := range []bool{false, true} {
+		for _, n := range []int{2, 50} {
+			b.Run(fmt.Sprintf("quiet=%v/participants=%d", quiet, n), func(b *testing.B) { benchmarkJoinLeave(b, n, quiet) })
+		}
+	}
+}
+
+func benchmarkJoinLeave(b *testing.B, n int, quiet bool) {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := newHub(n, m)
+	h.idle = newIdleSessions(16)
+	h.budget = newHistoryBudget(1<<20, h.idle)
+	h.historyMsgs, h.historyByte = 16, 1<<16
+	var budget byteBudget
+	budget.limit.Store(configs.DefaultMaxQueuedBytes)
+	newP := func() *participant {
+		p := &participant{}
+		p.v1 = true
+		p.id = newParticipantID()
+		p.user = p.id
+		p.out.limit = 1 << 20
+		p.out.budget = &budget
+		p.out.writing = true // no writer goroutine: drain takes the frames
+		return p
+	}
+	drain := func(p *participant) {
+		for p.out.n > 0 {
+			_, f, _ := p.nextJob()
+			f.release()
+		}
+	}
+	key := []byte("bench")
+	ps := make([]*participant, n-1)
+	for i := range ps {
+		ps[i] = newP()
+		if err := h.join(key, ps[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s := ps[0].session
+	h.flushPresence(s) // the joins above, told
+	quieten := func() {
+		if quiet {
+			s.mu.Lock()
+			s.v1.presenceAt = 0
+			s.mu.Unlock()
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		q := newP()
+		quieten()
+		if err := h.join(key, q); err != nil {
+			b.Fatal(err)
+		}
+		quieten()
+		h.leave(q)
+		drain(q)
+		for _, p := range ps {
+			drain(p)
+		}
 	}
 }
 
