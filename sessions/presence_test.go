@@ -187,8 +187,8 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 	var sent [senders]atomic.Int64
 	stop := make(chan struct{})
 	var sending sync.WaitGroup
-	var writeMu [senders]sync.Mutex
 	for s := range senders {
+		me := members[s].c
 		sending.Add(1)
 		go func() {
 			defer sending.Done()
@@ -201,10 +201,7 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 				case <-tick.C:
 				}
 				b, _ := json.Marshal(map[string]any{"type": "msg", "data": map[string]any{"s": s, "i": i, "t": time.Now().UnixNano()}})
-				writeMu[s].Lock()
-				err := members[s].c.WriteMessage(websocket.TextMessage, b)
-				writeMu[s].Unlock()
-				if err != nil {
+				if err := me.WriteMessage(websocket.TextMessage, b); err != nil {
 					return
 				}
 				sent[s].Add(1)
