@@ -37,7 +37,7 @@ import "time"
 
 // presenceInterval is how often a session's presence may go out: short
 // beside anything a person notices of who else is in a document, long
-// beside a handshake (a churning client's cycle took 1–6 ms on loopback).
+// beside a handshake (a churning client's cycle took 1–9 ms on loopback).
 const presenceInterval = 100 * time.Millisecond
 
 // heldPresence is what a session holds back for its next presence batch.
