@@ -30,8 +30,8 @@ type metrics struct {
 	fanoutPaced, fanoutPacedSeconds prometheus.Counter
 	// presencePaced counts join and leave events held back for their
 	// session's next presence batch (presence.go); presenceCoalesced,
-	// those of them never sent: a participant's join and leave within one
-	// interval, which cancel.
+	// those that cancelled: a participant's join and leave within one
+	// interval.
 	presencePaced, presenceCoalesced prometheus.Counter
 	// misdirected counts joins answered 421 (the session belongs to
 	// another edge: pinned, claimed, moved, or the ring's owner).
@@ -128,7 +128,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		presenceCoalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_presence_coalesced_total",
-			Help: "Held join and leave events never sent: a participant joined and left within one presence interval, and nobody was told either.",
+			Help: "Held join and leave events that cancelled: a participant joined and left within one presence interval (2 each), its join told to nobody, its leave only to those whose welcome listed it.",
 		}),
 		misdirected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_misdirected_total",
