@@ -65,7 +65,8 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 	type member struct {
 		c         *v1Client
 		mu        sync.Mutex
-		view      map[string]bool
+		view      presenceView
+		wrong     []string           // joins of someone already seen, leaves of someone never seen
 		presence  [2]int             // events about the churner, about the others
 		got       [senders]int       // the next msg expected of each sender
 		seen      [senders]bool      // one of its msgs came (a late joiner's first may be any)
@@ -77,7 +78,6 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 		honestMu sync.Mutex
 		honestID = map[string]bool{}
 		members  []*member
-		wg       sync.WaitGroup
 	)
 	isHonest := func(id string) bool {
 		honestMu.Lock()
@@ -89,18 +89,14 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dial: %v (%v)", err, resp)
 		}
-		m := &member{c: &v1Client{Conn: c}, view: map[string]bool{}}
+		m := &member{c: &v1Client{Conn: c}}
 		m.c.welcome = m.c.read(t)
 		honestMu.Lock()
 		honestID[m.c.welcome.Participant] = true
 		honestMu.Unlock()
-		for _, p := range m.c.welcome.Participants {
-			m.view[p.Participant] = true
-		}
+		m.view = m.c.presence()
 		_ = c.SetReadDeadline(time.Time{})
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
 			for {
 				_, b, err := c.ReadMessage()
 				if err != nil {
@@ -114,10 +110,10 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 				m.mu.Lock()
 				switch f.Type {
 				case "join", "leave":
-					m.view[f.Participant] = f.Type == "join"
-					if f.Type == "leave" {
-						delete(m.view, f.Participant)
+					if m.view[f.Participant] == (f.Type == "join") {
+						m.wrong = append(m.wrong, f.Type+" of "+f.Participant)
 					}
+					m.view.apply(f)
 					if isHonest(f.Participant) {
 						m.presence[1]++
 					} else {
@@ -146,7 +142,7 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 	for range honest {
 		addMember()
 	}
-	allSee := func(want func(map[string]bool) bool) func() bool {
+	allSee := func(want func(presenceView) bool) func() bool {
 		return func() bool {
 			for _, m := range members {
 				m.mu.Lock()
@@ -168,8 +164,8 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 		}
 		return out
 	}
-	sameAs := func(want map[string]bool) func(map[string]bool) bool {
-		return func(v map[string]bool) bool {
+	sameAs := func(want map[string]bool) func(presenceView) bool {
+		return func(v presenceView) bool {
 			if len(v) != len(want) {
 				return false
 			}
@@ -264,6 +260,9 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 		}
 		for _, o := range m.out {
 			t.Errorf("%s", o)
+		}
+		for _, w := range m.wrong {
+			t.Errorf("a participant was told a %s, which its view did not allow", w)
 		}
 		m.mu.Unlock()
 	}
