@@ -119,12 +119,20 @@ func (h *hub) holdLeave(s *session, p *participant) {
 	v.held.gone = gone
 }
 
-// flushPresence sends the presence batch of s: to each participant, a
-// leave for every participant gone it knows of, then a join for every
-// participant here it does not.
+// flushPresence sends the presence batch of s when its interval ends.
 func (h *hub) flushPresence(s *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	h.sendHeldPresence(s)
+}
+
+// sendHeldPresence sends what s holds back: to each participant, a leave
+// for every participant gone it knows of, then a join for every
+// participant here it does not. Sent before its interval ends when a
+// participant whose join is held publishes (publish): a join goes before
+// its participant's first msg, so nobody gets a msg from someone it has
+// not been told of. Called with s.mu held.
+func (h *hub) sendHeldPresence(s *session) {
 	v := s.v1
 	held := v.held
 	if held == nil {

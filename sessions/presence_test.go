@@ -517,7 +517,19 @@ func (v presenceView) is(ids []string) bool {
 // A of B's leave and D's join — not of C nor E, whom it never saw — and D
 // of C's leave; nobody of E. In the relay core, without sockets, so the
 // whole sequence falls within one interval.
-func TestPresenceBatchTellsEachItsNetChange(t *testing.T) {
+// presenceHub is a hub whose participants have no writer: what each is
+// sent stays queued for frames to read.
+type presenceHub struct {
+	h      *hub
+	m      *metrics
+	ps     map[string]*participant
+	join   func(name string)
+	leave  func(name string)
+	frames func(p *participant) []string // "welcome A,B", "join C", "msg C"…
+}
+
+func newPresenceHub(t *testing.T) *presenceHub {
+	t.Helper()
 	m, err := newMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -528,8 +540,8 @@ func TestPresenceBatchTellsEachItsNetChange(t *testing.T) {
 	var budget byteBudget
 	budget.limit.Store(configs.DefaultMaxQueuedBytes)
 	key := []byte("net")
-	ps := map[string]*participant{}
-	join := func(name string) {
+	ph := &presenceHub{h: h, m: m, ps: map[string]*participant{}}
+	ph.join = func(name string) {
 		p := &participant{}
 		p.v1 = true
 		p.id, p.user = name, name
@@ -539,11 +551,10 @@ func TestPresenceBatchTellsEachItsNetChange(t *testing.T) {
 		if err := h.join(key, p); err != nil {
 			t.Fatal(err)
 		}
-		ps[name] = p
+		ph.ps[name] = p
 	}
-	leave := func(name string) { h.leave(ps[name]) }
-	// frames takes what p has been sent: welcome lists, presence events.
-	frames := func(p *participant) []string {
+	ph.leave = func(name string) { h.leave(ph.ps[name]) }
+	ph.frames = func(p *participant) []string {
 		var out []string
 		for p.out.n > 0 {
 			_, f, _ := p.nextJob()
@@ -559,12 +570,20 @@ func TestPresenceBatchTellsEachItsNetChange(t *testing.T) {
 					names = append(names, q.Participant)
 				}
 				out = append(out, "welcome "+strings.Join(names, ","))
+			case "msg":
+				out = append(out, "msg "+e.From)
 			default:
 				out = append(out, e.Type+" "+e.Participant)
 			}
 		}
 		return out
 	}
+	return ph
+}
+
+func TestPresenceBatchTellsEachItsNetChange(t *testing.T) {
+	ph := newPresenceHub(t)
+	h, m, ps, join, leave, frames := ph.h, ph.m, ph.ps, ph.join, ph.leave, ph.frames
 	join("A")
 	join("B")
 	join("C")
@@ -609,4 +628,28 @@ func counterValue(c prometheus.Counter) float64 {
 	var d dto.Metric
 	_ = c.Write(&d)
 	return d.GetCounter().GetValue()
+}
+
+// A participant whose join is held that publishes at once: the others are
+// told of its join before they get its msg (and not again with the batch).
+func TestPresenceJoinGoesBeforeItsMsgs(t *testing.T) {
+	ph := newPresenceHub(t)
+	ph.join("A")
+	ph.join("B") // the first change after a quiet interval: told at once
+	ph.join("C") // held for the batch
+	for name, want := range map[string][]string{"A": {"welcome A", "join B"}, "B": {"welcome A,B"}} {
+		if got := ph.frames(ph.ps[name]); !slices.Equal(got, want) {
+			t.Fatalf("%s before C publishes: %q, want %q (C's join held)", name, got, want)
+		}
+	}
+	ph.h.publish(ph.ps["C"], []byte(`"hello"`), time.Now())
+	for _, name := range []string{"A", "B"} {
+		if got := ph.frames(ph.ps[name]); !slices.Equal(got, []string{"join C", "msg C"}) {
+			t.Errorf("%s got %q, want C's join before its msg", name, got)
+		}
+	}
+	ph.h.flushPresence(ph.ps["A"].session) // the interval's end: nothing left to tell
+	if got := ph.frames(ph.ps["A"]); len(got) != 0 {
+		t.Errorf("A got %q from the batch, want nothing (C's join told already)", got)
+	}
 }

@@ -557,6 +557,9 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) (deliveries
 		return 0
 	}
 	v := s.v1
+	if !p.announced {
+		h.sendHeldPresence(s) // its join before its msg
+	}
 	if v.bumpable {
 		h.reserveLost(s)
 	}
