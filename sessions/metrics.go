@@ -28,6 +28,11 @@ type metrics struct {
 	// fanoutPaced counts the times a participant's reader waited for its
 	// fan-out's pace (pace.go), fanoutPacedSeconds how long in all.
 	fanoutPaced, fanoutPacedSeconds prometheus.Counter
+	// presencePaced counts join and leave events held back for their
+	// session's next presence batch (presence.go); presenceCoalesced,
+	// those that cancelled: a participant's join and leave within one
+	// interval.
+	presencePaced, presenceCoalesced prometheus.Counter
 	// misdirected counts joins answered 421 (the session belongs to
 	// another edge: pinned, claimed, moved, or the ring's owner).
 	misdirected prometheus.Counter
@@ -116,6 +121,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		fanoutPacedSeconds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_fanout_paced_seconds_total",
 			Help: "Time participants' next messages were held back for edge.max_fanout_bytes_per_second, in all.",
+		}),
+		presencePaced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_presence_paced_total",
+			Help: "ringlb.v1 join and leave events held back for their session's next presence batch (a session sends presence at most every 100ms).",
+		}),
+		presenceCoalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_presence_coalesced_total",
+			Help: "Held join and leave events that cancelled: a participant joined and left within one presence interval (2 each), its join told to nobody, its leave only to those whose welcome listed it.",
 		}),
 		misdirected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_misdirected_total",
@@ -209,7 +222,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"reason"})
 	m.lapsedExpired, m.lapsedRotated = lapsed.WithLabelValues("expired"), lapsed.WithLabelValues("secret_rotated")
 	active := counterGauge("ringlb_edge_sessions_active", "Sessions with at least one participant on this edge.", &m.sessionsActive)
-	for _, c := range []prometheus.Collector{active, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.fanoutPaced, m.fanoutPacedSeconds, m.misdirected, m.handedOff, m.peerRefused, m.lag,
+	for _, c := range []prometheus.Collector{active, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.fanoutPaced, m.fanoutPacedSeconds, m.presencePaced, m.presenceCoalesced, m.misdirected, m.handedOff, m.peerRefused, m.lag,
 		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, lapsed, m.unseated, m.acceptErrors, m.connectionErrors, m.incomingRefused, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
 		m.replicationBytes, m.promotions, m.fencedOwners, m.replicationFallbacks, m.replicationLost} {
 		if err := reg.Register(c); err != nil {

@@ -51,6 +51,11 @@ type participant struct {
 	// admitted: the join was counted in its shard's admitting
 	// (hub.reserve) and hub.join uncounts it.
 	admitted bool
+	// announced: the others have been told it joined; joinTick, its
+	// session's presence tick at its join (presence.go). Under its
+	// session's lock.
+	announced bool
+	joinTick  uint32
 	// share is the participant's place in its address's share of the
 	// data port (directshare.go; the zero Slot: none), given back when it
 	// unregisters.

@@ -90,6 +90,12 @@ type v1Session struct {
 	idleTimer   *time.Timer // runs while no participant is left
 	// budget is the edge's bound on all histories together (budget.go).
 	budget *historyBudget
+	// presenceAt is when presence last went out (Unix ns; 0: never);
+	// presenceTick counts joins and leaves, so a batch knows who was told
+	// what; held, while not nil, is what waits for the batch (presence.go).
+	presenceAt   int64
+	presenceTick uint32
+	held         *heldPresence
 	// idleElem is this session's place among the idle sessions (idle.go),
 	// nil while it has participants; keptElem its place among those
 	// holding a history, nil too once the budget took it.
@@ -364,6 +370,14 @@ func (h *hub) joinV1(s *session, p *participant) {
 	if p.resumeSet {
 		h.skipLost(s, p.resumeAfter, p.resumeEpoch) // before the welcome names seq
 	}
+	// Told to the others now, or with the next presence batch (alone:
+	// nobody to tell).
+	v.presenceTick++
+	p.joinTick = v.presenceTick
+	p.announced = len(s.participants) == 1 || h.presenceDue(s, time.Now())
+	if !p.announced {
+		h.metrics.presencePaced.Inc()
+	}
 	w := welcomeFrame{
 		Type: "welcome", Session: s.key, Participant: p.id, User: p.user, Edge: h.edge,
 		Seq: v.committed, Epoch: v.epoch, Participants: make([]memberInfo, 0, len(s.participants)),
@@ -380,16 +394,24 @@ func (h *hub) joinV1(s *session, p *participant) {
 	if p.resumeSet {
 		h.resume(s, p, p.resumeAfter, p.resumeEpoch)
 	}
-	if len(s.participants) > 1 {
+	if len(s.participants) > 1 && p.announced {
 		f := jsonFrame(presenceFrame{"join", memberInfo{p.id, p.user}})
 		h.deliverOthers(s, p, f)
 		f.release()
 	}
 }
 
-// leaveV1 tells the remaining participants p left. Called with s.mu held.
+// leaveV1 tells the remaining participants p left: now, or with the next
+// presence batch those that knew of it (presence.go). Called with s.mu
+// held.
 func (h *hub) leaveV1(s *session, p *participant) {
 	if len(s.participants) == 0 {
+		h.endPresence(s)
+		return
+	}
+	s.v1.presenceTick++
+	if !p.announced || !h.presenceDue(s, time.Now()) {
+		h.holdLeave(s, p)
 		return
 	}
 	f := jsonFrame(presenceFrame{"leave", memberInfo{p.id, p.user}})
@@ -535,6 +557,9 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) (deliveries
 		return 0
 	}
 	v := s.v1
+	if !p.announced {
+		h.sendHeldPresence(s) // its join before its msg
+	}
 	if v.bumpable {
 		h.reserveLost(s)
 	}
