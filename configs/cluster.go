@@ -164,6 +164,7 @@ func (c Cluster) validateTrust(ps *problems) {
 		if _, err := ReadKeyring(c.SecretKeyFile); err != nil {
 			ps.add("cluster.secret_key_file", "%v", err)
 		}
+		ps.warnSecret("cluster.secret_key_file", c.SecretKeyFile, whatKeyring)
 	} else if !c.InsecureGossip && !isLoopback(c.Bind) {
 		ps.add("cluster.secret_key_file", "is required when cluster.bind (%s) is not a loopback address: without a key anyone who reaches the gossip port can join the cluster and take its traffic. Make one with `ringlb keygen -o /etc/ringlb/gossip.key` and copy it to every node (or set cluster.insecure_gossip: true to run without, not recommended)", c.Bind)
 	}

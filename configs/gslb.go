@@ -113,7 +113,7 @@ type DNSSEC struct {
 type DNSSECKey struct {
 	// File is the key's base name as dnssec-keygen and `ringlb keygen
 	// -dnssec` print it (K<zone>+013+<tag>), with <File>.key (its DNSKEY)
-	// and <File>.private (mode 0600 or stricter) beside it.
+	// and <File>.private (a secret file) beside it.
 	File string `yaml:"file"`
 	// State: active (default) — published in the DNSKEY set and signing;
 	// published — in the DNSKEY set only (a new ZSK before it takes over,
@@ -159,7 +159,7 @@ const MinTSIGSecretBytes = 16
 // base64 as BIND and NSD write it, at least MinTSIGSecretBytes decoded.
 // Errors never quote the file's content.
 func ReadTSIGSecret(path string) ([]byte, error) {
-	raw, err := readSecret(path, maxSecretFileBytes)
+	raw, err := readSecret(path, whatTSIG, maxSecretFileBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -470,8 +470,11 @@ func (g *GSLB) validate(ps *problems) {
 			}
 			if t.SecretFile == "" {
 				ps.add(p+".transfer.tsig.secret_file", "is required")
-			} else if _, err := ReadTSIGSecret(t.SecretFile); err != nil {
-				ps.add(p+".transfer.tsig.secret_file", "%v", err)
+			} else {
+				if _, err := ReadTSIGSecret(t.SecretFile); err != nil {
+					ps.add(p+".transfer.tsig.secret_file", "%v", err)
+				}
+				ps.warnSecret(p+".transfer.tsig.secret_file", t.SecretFile, whatTSIG)
 			}
 		}
 		if d := z.DNSSEC; d != nil {
@@ -625,6 +628,8 @@ func (d *DNSSEC) validate(ps *problems, p, origin string) {
 			ps.add(kp+".file", "%v", err)
 			continue
 		}
+		_, priv := DNSSECKeyFiles(k.File)
+		ps.warnSecret(kp+".file", priv, whatDNSSECKey(dns.Fqdn(origin)))
 		if j, dup := tags[key.KeyTag()]; dup {
 			ps.add(kp+".file", "key tag %d is also keys[%d]'s: list a key once, or make another", key.KeyTag(), j)
 		}

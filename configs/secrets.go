@@ -38,7 +38,7 @@ func GenerateKey() string {
 // SIGHUP: add the new key as a second line, move it to the first, remove the
 // old one.
 func ReadKeyring(path string) ([][]byte, error) {
-	raw, err := readSecret(path, maxSecretFileBytes)
+	raw, err := readSecret(path, whatKeyring, maxSecretFileBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -51,16 +51,27 @@ func ReadKeyring(path string) ([][]byte, error) {
 const maxSecretFileBytes = 256 << 10
 
 // readSecret reads a file a config names for a secret (a key, a token,
-// users), at most limit bytes of it. A config can name any path, and a
-// check, a PUT of the config API and a SIGHUP read it: a FIFO would hold the
-// reader in open(2) until someone writes to it (a PUT holds the reload lock
-// meanwhile), a device such as /dev/zero never ends, and a huge file would
-// be read whole. Only a regular file is opened (a symlink to one is one),
-// and no more of it than limit. Its content is never quoted in an error.
-func readSecret(path string, limit int) ([]byte, error) {
+// users; what says which, for messages), at most limit bytes of it, and
+// refuses one whose mode breaks the rule of secret files (secretFileMode).
+// Its content is never quoted in an error.
+func readSecret(path, what string, limit int) ([]byte, error) {
+	return readFile(path, limit, func(fi fs.FileInfo) error {
+		_, err := secretFileMode(path, what, fi)
+		return err
+	})
+}
+
+// readFile reads a file a config names, at most limit bytes of it, after
+// check (nil: none) has accepted what the open file is. A config can name
+// any path, and a check, a PUT of the config API and a SIGHUP read it: a
+// FIFO would hold the reader in open(2) until someone writes to it (a PUT
+// holds the reload lock meanwhile), a device such as /dev/zero never ends,
+// and a huge file would be read whole. Only a regular file is opened (a
+// symlink to one is one), and no more of it than limit.
+func readFile(path string, limit int, check func(fs.FileInfo) error) ([]byte, error) {
 	// Stat, then open: opening a FIFO is what blocks. A file swapped in
 	// between by someone who can write the secrets' directory is caught
-	// by the second look, after open.
+	// by the second look, after open, which is also what check sees.
 	if fi, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
 	} else if !fi.Mode().IsRegular() {
@@ -71,8 +82,14 @@ func readSecret(path string, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("cannot read %s: not a regular file", path)
+	}
+	if check != nil {
+		if err := check(fi); err != nil {
+			return nil, err
+		}
 	}
 	raw, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
@@ -141,7 +158,7 @@ const MinTokenLength = 16
 // ReadToken reads an admin bearer token file: its content, surrounding
 // whitespace trimmed, at least MinTokenLength bytes.
 func ReadToken(path string) ([]byte, error) {
-	raw, err := readSecret(path, maxSecretFileBytes)
+	raw, err := readSecret(path, whatToken, maxSecretFileBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +173,25 @@ func ReadToken(path string) ([]byte, error) {
 		}
 	}
 	return token, nil
+}
+
+// MinJoinSecretLength is the shortest join-token secret accepted: a short
+// one is found offline from one leaked token.
+const MinJoinSecretLength = 16
+
+// ReadJoinSecret reads the join-token HMAC secret (edge.auth.hmac_secret_file):
+// the file's bytes, surrounding whitespace trimmed, at least
+// MinJoinSecretLength of them.
+func ReadJoinSecret(path string) ([]byte, error) {
+	raw, err := readSecret(path, whatJoinSecret, maxSecretFileBytes)
+	if err != nil {
+		return nil, err
+	}
+	secret := bytes.TrimSpace(raw)
+	if len(secret) < MinJoinSecretLength {
+		return nil, fmt.Errorf("%s: the secret is %d bytes, need at least %d (make one with: ringlb keygen -o %s)", path, len(secret), MinJoinSecretLength, path)
+	}
+	return secret, nil
 }
 
 // DefaultAllowedNetworks is cluster.allowed_networks when unset: loopback,
@@ -335,7 +371,7 @@ func (a *Admin) provision() {
 func (a Admin) Users() (map[string][]byte, error) {
 	users := map[string][]byte{}
 	if a.UsersFile != "" {
-		raw, err := readSecret(a.UsersFile, maxSecretFileBytes)
+		raw, err := readSecret(a.UsersFile, whatUsers, maxSecretFileBytes)
 		if err != nil {
 			return nil, err
 		}
@@ -463,14 +499,21 @@ func checkAdmin(ps *problems, path string, a Admin) {
 		if _, err := ReadToken(a.TokenFile); err != nil {
 			ps.add(path+".token_file", "%v", err)
 		}
+		ps.warnSecret(path+".token_file", a.TokenFile, whatToken)
 	} else if !isLoopback(a.Listen) {
 		ps.add(path+".token_file", "is required when %s.listen (%s) is not a loopback address: %s", path, a.Listen, adminTokenWhy)
 	}
 	if _, err := a.ReadMetricsToken(); err != nil {
 		ps.add(path+".metrics_token_file", "%v", err)
 	}
+	if a.MetricsTokenFile != "" {
+		ps.warnSecret(path+".metrics_token_file", a.MetricsTokenFile, whatToken)
+	}
 	if _, err := a.Users(); err != nil {
 		ps.add(path+".users_file", "%v", err)
+	}
+	if a.UsersFile != "" {
+		ps.warnSecret(path+".users_file", a.UsersFile, whatUsers)
 	}
 	if d := a.HistoryInterval.D(); d < minHistoryInterval || d > maxHistoryInterval {
 		ps.add(path+".history_interval", "must be in range [%s, %s], got %s", minHistoryInterval, maxHistoryInterval, d)

@@ -9,7 +9,7 @@ import (
 )
 
 func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flagSet("check", "Validates a config file: prints every problem (file:line: field.path: what is wrong)\nand exits 1, or prints a one-line summary and exits 0.", stderr)
+	fs := flagSet("check", "Validates a config file: prints every problem (file:line: field.path: what is wrong)\nand exits 1, or prints its warnings and a one-line summary and exits 0.", stderr)
 	path := fs.String("config", "", "config file to check (default: the embedded demo config)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -29,6 +29,9 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 			return fmt.Errorf("%s: %d problem(s); fix them and run ringlb check again", name, len(errs))
 		}
 		return err
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stderr, "warning: "+w.Error())
 	}
 	// The memory limit a node started here would take (ExecStartPre runs
 	// in the unit's cgroup).
