@@ -45,6 +45,38 @@ func ReadKeyring(path string) ([][]byte, error) {
 	return parseKeyring(path, raw)
 }
 
+// checked is a secret as the check of a config read it, with the file it
+// read it from. A reload checks the file, then applies it: were the secret
+// read again to apply, a file swapped between the two would apply what was
+// never checked, or fail after part of the reload had applied (the role's
+// section, then the keyring). So the check keeps what it read, and the
+// config's readers (Cluster.Keyring) hand that out for as long as the
+// field names the same file; a config built in code, never checked, reads
+// it.
+type checked[T any] struct {
+	file string
+	v    T
+}
+
+// of is the value checked for file, if file is the one it was read from.
+func (c checked[T]) of(file string) (T, bool) {
+	if c.file == "" || c.file != file {
+		var zero T
+		return zero, false
+	}
+	return c.v, true
+}
+
+// keep reads file with read and records what it read; an error keeps
+// nothing (the check refuses the config).
+func keep[T any](file string, read func(string) (T, error)) (checked[T], error) {
+	v, err := read(file)
+	if err != nil {
+		return checked[T]{}, err
+	}
+	return checked[T]{file: file, v: v}, nil
+}
+
 // maxSecretFileBytes bounds what is read of a keyring, token or users file:
 // a keyring and a token are a line, a users file of maxAdminUsers users
 // about 130 KiB.
