@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"crypto"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -119,6 +120,26 @@ type DNSSECKey struct {
 	// published — in the DNSKEY set only (a new ZSK before it takes over,
 	// an old one while signatures made with it are still cached).
 	State string `yaml:"state"`
+
+	// pair is the key pair as the check read it (checked).
+	pair checked[dnssecPair]
+}
+
+// dnssecPair is a DNSSEC key pair read for zone.
+type dnssecPair struct {
+	zone   string
+	key    *dns.DNSKEY
+	signer crypto.Signer
+}
+
+// Read is the key pair of zone (ReadDNSSECKey): the one the check of k
+// read, when k was checked (as Cluster.Keyring), else its files'.
+func (k DNSSECKey) Read(zone string) (*dns.DNSKEY, crypto.Signer, error) {
+	if p, ok := k.pair.of(k.File); ok && p.zone == dns.CanonicalName(zone) {
+		key := *p.key // the caller's to change (its TTL)
+		return &key, p.signer, nil
+	}
+	return ReadDNSSECKey(k.File, zone)
 }
 
 // DNSSEC key states (see DNSSECKey.State).
@@ -146,6 +167,18 @@ type TSIG struct {
 	// SecretFile holds the base64 secret (as tsig-keygen writes it; `ringlb
 	// keygen` makes one), at least 16 bytes decoded.
 	SecretFile string `yaml:"secret_file"`
+
+	// secret is SecretFile's secret as the check read it (checked).
+	secret checked[[]byte]
+}
+
+// Secret is the TSIG secret: the one the check of t read, when t was checked
+// (as Cluster.Keyring), else the file's (ReadTSIGSecret).
+func (t TSIG) Secret() ([]byte, error) {
+	if secret, ok := t.secret.of(t.SecretFile); ok {
+		return secret, nil
+	}
+	return ReadTSIGSecret(t.SecretFile)
 }
 
 // MinTSIGSecretBytes is the shortest TSIG secret accepted: every NOTIFY the
@@ -407,7 +440,7 @@ func (g *GSLB) Provision() {
 
 func (g *GSLB) validate(ps *problems) {
 	checkHostPort(ps, "gslb.listen", g.Listen, true)
-	checkAdmin(ps, "gslb.admin", g.Admin)
+	checkAdmin(ps, "gslb.admin", &g.Admin)
 	checkStatsD(ps, "gslb.statsd", g.StatsD)
 	for _, name := range sortedMapKeys(g.Monitors) {
 		g.Monitors[name].validate(ps, "gslb.monitors."+name)
@@ -471,7 +504,8 @@ func (g *GSLB) validate(ps *problems) {
 			if t.SecretFile == "" {
 				ps.add(p+".transfer.tsig.secret_file", "is required")
 			} else {
-				if _, err := ReadTSIGSecret(t.SecretFile); err != nil {
+				var err error
+				if t.secret, err = keep(t.SecretFile, ReadTSIGSecret); err != nil {
 					ps.add(p+".transfer.tsig.secret_file", "%v", err)
 				}
 				ps.warnSecret(p+".transfer.tsig.secret_file", t.SecretFile, whatTSIG)
@@ -623,11 +657,12 @@ func (d *DNSSEC) validate(ps *problems, p, origin string) {
 			ps.add(kp+".file", "is required: the key's base name (K%s+013+<tag>)", origin)
 			continue
 		}
-		key, _, err := ReadDNSSECKey(k.File, origin)
+		key, signer, err := ReadDNSSECKey(k.File, origin)
 		if err != nil {
 			ps.add(kp+".file", "%v", err)
 			continue
 		}
+		d.Keys[i].pair = checked[dnssecPair]{file: k.File, v: dnssecPair{zone: dns.CanonicalName(origin), key: key, signer: signer}}
 		_, priv := DNSSECKeyFiles(k.File)
 		ps.warnSecret(kp+".file", priv, whatDNSSECKey(dns.Fqdn(origin)))
 		if j, dup := tags[key.KeyTag()]; dup {

@@ -139,3 +139,49 @@ func TestGroupReadableSecretsWarn(t *testing.T) {
 		t.Errorf("root's 0640 secrets warned:\n%v", cfg.Warnings())
 	}
 }
+
+// What a start or reload applies is what the check read: every secret
+// reader of a checked config hands out what the check read, though each
+// file was swapped since for one that does not read; a config whose field
+// names another file (one built in code) reads that file.
+func TestCheckedSecretsAreTheOnesApplied(t *testing.T) {
+	src, files := secretFiles(t, 0o600)
+	cfg, err := Parse("t.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if err := os.WriteFile(f, []byte("swapped\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zone := cfg.GSLB.Zones[0]
+	readers := map[string]func() error{
+		"cluster.secret_key_file":                 func() error { _, err := cfg.Cluster.Keyring(); return err },
+		"edge.admin.token_file":                   func() error { _, err := cfg.Edge.Admin.Token(); return err },
+		"edge.admin.metrics_token_file":           func() error { _, err := cfg.Edge.Admin.ReadMetricsToken(); return err },
+		"edge.admin.users_file":                   func() error { _, err := cfg.Edge.Admin.Users(); return err },
+		"edge.auth.hmac_secret_file":              func() error { _, err := cfg.Edge.Auth.Secret(); return err },
+		"gslb.zones[0].transfer.tsig.secret_file": func() error { _, err := zone.Transfer.TSIG.Secret(); return err },
+		"gslb.zones[0].dnssec.keys[0].file":       func() error { _, _, err := zone.DNSSEC.Keys[0].Read("ringlb.test"); return err },
+	}
+	for field := range files {
+		read := readers[field]
+		if read == nil {
+			t.Errorf("%s: no reader", field)
+			continue
+		}
+		if err := read(); err != nil {
+			t.Errorf("%s swapped after the check: %v", field, err)
+		}
+	}
+	// A keyring named in code is read.
+	other := keyringFile(t, 2)
+	cfg.Cluster.SecretKeyFile = other
+	if keys, err := cfg.Cluster.Keyring(); err != nil || len(keys) != 2 {
+		t.Errorf("another keyring named in code: %d keys, %v", len(keys), err)
+	}
+	if _, err := (Cluster{SecretKeyFile: files["cluster.secret_key_file"]}).Keyring(); err == nil {
+		t.Error("a keyring never checked was not read")
+	}
+}

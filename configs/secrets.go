@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -50,9 +51,10 @@ func ReadKeyring(path string) ([][]byte, error) {
 // read again to apply, a file swapped between the two would apply what was
 // never checked, or fail after part of the reload had applied (the role's
 // section, then the keyring). So the check keeps what it read, and the
-// config's readers (Cluster.Keyring) hand that out for as long as the
-// field names the same file; a config built in code, never checked, reads
-// it.
+// config's readers (Cluster.Keyring, Admin.Token, Admin.ReadMetricsToken,
+// Admin.Users, EdgeAuth.Secret, TSIG.Secret, DNSSECKey.Read) hand that out
+// for as long as the field names the same file; a config built in code,
+// never checked, reads it.
 type checked[T any] struct {
 	file string
 	v    T
@@ -349,6 +351,24 @@ type Admin struct {
 	// StateDir is cluster.state_dir, copied here by Config.Provision so that
 	// a role, which reads only its own section, finds it.
 	StateDir string `yaml:"-"`
+
+	// The secrets as the check read them (checked): the token, the
+	// metrics token and the users of UsersFile.
+	token, metricsToken checked[[]byte]
+	users               checked[map[string][]byte]
+}
+
+// Token is the operator's bearer token (nil without TokenFile): the one the
+// check of a read, when a was checked (as Cluster.Keyring), else the
+// file's (ReadToken).
+func (a Admin) Token() ([]byte, error) {
+	if a.TokenFile == "" {
+		return nil, nil
+	}
+	if token, ok := a.token.of(a.TokenFile); ok {
+		return token, nil
+	}
+	return ReadToken(a.TokenFile)
 }
 
 // RestartChanges names the admin fields that differ between a and next and
@@ -400,29 +420,53 @@ func (a *Admin) provision() {
 // Users returns the admin users: those of UsersFile and the one of the
 // environment (EnvAdminUser, EnvAdminPasswordHash), name → bcrypt hash.
 // None configured: an empty map and no error.
+// Those of UsersFile are the ones the check of a read, when a was checked
+// (as Cluster.Keyring).
 func (a Admin) Users() (map[string][]byte, error) {
 	users := map[string][]byte{}
 	if a.UsersFile != "" {
-		raw, err := readSecret(a.UsersFile, whatUsers, maxSecretFileBytes)
-		if err != nil {
-			return nil, err
+		fromFile, ok := a.users.of(a.UsersFile)
+		if !ok {
+			var err error
+			if fromFile, err = readUsers(a.UsersFile); err != nil {
+				return nil, err
+			}
 		}
-		if users, err = parseUsers(a.UsersFile, raw); err != nil {
-			return nil, err
-		}
+		maps.Copy(users, fromFile)
 	}
-	name, hash := os.Getenv(EnvAdminUser), os.Getenv(EnvAdminPasswordHash)
-	switch {
-	case name == "" && hash == "":
-	case name == "" || hash == "":
-		return nil, fmt.Errorf("set both %s and %s, or neither", EnvAdminUser, EnvAdminPasswordHash)
-	default:
-		if err := checkUser(name, hash); err != nil {
-			return nil, fmt.Errorf("%s/%s: %w", EnvAdminUser, EnvAdminPasswordHash, err)
-		}
+	name, hash, err := envAdminUser()
+	if err != nil {
+		return nil, err
+	}
+	if name != "" {
 		users[name] = []byte(hash)
 	}
 	return users, nil
+}
+
+// envAdminUser is the admin user of the environment (EnvAdminUser,
+// EnvAdminPasswordHash); "" when none is set.
+func envAdminUser() (name, hash string, err error) {
+	name, hash = os.Getenv(EnvAdminUser), os.Getenv(EnvAdminPasswordHash)
+	switch {
+	case name == "" && hash == "":
+		return "", "", nil
+	case name == "" || hash == "":
+		return "", "", fmt.Errorf("set both %s and %s, or neither", EnvAdminUser, EnvAdminPasswordHash)
+	}
+	if err := checkUser(name, hash); err != nil {
+		return "", "", fmt.Errorf("%s/%s: %w", EnvAdminUser, EnvAdminPasswordHash, err)
+	}
+	return name, hash, nil
+}
+
+// readUsers reads a users file (Admin.UsersFile).
+func readUsers(path string) (map[string][]byte, error) {
+	raw, err := readSecret(path, whatUsers, maxSecretFileBytes)
+	if err != nil {
+		return nil, err
+	}
+	return parseUsers(path, raw)
 }
 
 // UsersLine is a line of a users file for user with password: the name and
@@ -507,16 +551,24 @@ const adminTokenWhy = "the admin API drains nodes and changes answers. Make one 
 
 // ReadMetricsToken reads a's scrape-only token (nil: none configured), as
 // ReadToken reads a token; one equal to the operator's token is refused (a
-// scraper holding it could change everything).
+// scraper holding it could change everything). It is the one the check of
+// a read, when a was checked (as Cluster.Keyring).
 func (a Admin) ReadMetricsToken() ([]byte, error) {
 	if a.MetricsTokenFile == "" {
 		return nil, nil
 	}
-	metrics, err := ReadToken(a.MetricsTokenFile)
+	if metrics, ok := a.metricsToken.of(a.MetricsTokenFile); ok {
+		return metrics, nil
+	}
+	return a.readMetricsToken(a.MetricsTokenFile)
+}
+
+func (a Admin) readMetricsToken(path string) ([]byte, error) {
+	metrics, err := ReadToken(path)
 	if err != nil || a.TokenFile == "" {
 		return metrics, err
 	}
-	if token, err := ReadToken(a.TokenFile); err == nil && subtle.ConstantTimeCompare(token, metrics) == 1 {
+	if token, err := a.Token(); err == nil && subtle.ConstantTimeCompare(token, metrics) == 1 {
 		return nil, fmt.Errorf("%s holds the operator's token (token_file): a scraper holding it could change everything; make another with `ringlb keygen -o FILE`", a.MetricsTokenFile)
 	}
 	return metrics, nil
@@ -525,27 +577,32 @@ func (a Admin) ReadMetricsToken() ([]byte, error) {
 // checkAdmin applies the admin rule to one role's admin listener: a port
 // beyond loopback needs a token file, and the token file must hold a token.
 // A demo node's admin address is held to the same rule (validateDemo).
-func checkAdmin(ps *problems, path string, a Admin) {
+// What it reads of the secret files it keeps in a (checked).
+func checkAdmin(ps *problems, path string, a *Admin) {
 	checkHostPort(ps, path+".listen", a.Listen, true)
+	var err error
 	if a.TokenFile != "" {
-		if _, err := ReadToken(a.TokenFile); err != nil {
+		if a.token, err = keep(a.TokenFile, ReadToken); err != nil {
 			ps.add(path+".token_file", "%v", err)
 		}
 		ps.warnSecret(path+".token_file", a.TokenFile, whatToken)
 	} else if !isLoopback(a.Listen) {
 		ps.add(path+".token_file", "is required when %s.listen (%s) is not a loopback address: %s", path, a.Listen, adminTokenWhy)
 	}
-	if _, err := a.ReadMetricsToken(); err != nil {
-		ps.add(path+".metrics_token_file", "%v", err)
-	}
 	if a.MetricsTokenFile != "" {
+		if a.metricsToken, err = keep(a.MetricsTokenFile, a.readMetricsToken); err != nil {
+			ps.add(path+".metrics_token_file", "%v", err)
+		}
 		ps.warnSecret(path+".metrics_token_file", a.MetricsTokenFile, whatToken)
 	}
-	if _, err := a.Users(); err != nil {
-		ps.add(path+".users_file", "%v", err)
-	}
 	if a.UsersFile != "" {
+		if a.users, err = keep(a.UsersFile, readUsers); err != nil {
+			ps.add(path+".users_file", "%v", err)
+		}
 		ps.warnSecret(path+".users_file", a.UsersFile, whatUsers)
+	}
+	if _, _, err := envAdminUser(); err != nil {
+		ps.add(path+".users_file", "%v", err)
 	}
 	if d := a.HistoryInterval.D(); d < minHistoryInterval || d > maxHistoryInterval {
 		ps.add(path+".history_interval", "must be in range [%s, %s], got %s", minHistoryInterval, maxHistoryInterval, d)
