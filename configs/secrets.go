@@ -419,9 +419,8 @@ func (a *Admin) provision() {
 
 // Users returns the admin users: those of UsersFile and the one of the
 // environment (EnvAdminUser, EnvAdminPasswordHash), name → bcrypt hash.
-// None configured: an empty map and no error.
-// Those of UsersFile are the ones the check of a read, when a was checked
-// (as Cluster.Keyring).
+// None configured: an empty map and no error. Those of UsersFile are the
+// ones the check of a read, when a was checked (as Cluster.Keyring).
 func (a Admin) Users() (map[string][]byte, error) {
 	users := map[string][]byte{}
 	if a.UsersFile != "" {
