@@ -48,13 +48,12 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 			}
 		}
 	}
-	if cfg.Admin.TokenFile != "" {
-		token, err := configs.ReadToken(cfg.Admin.TokenFile)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("balancer.admin.token_file: %w", err))
-		}
-		rl.adminToken = token
+	// The tokens as the config's check read them (configs.Admin.Token).
+	token, err := cfg.Admin.Token()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("balancer.admin.token_file: %w", err))
 	}
+	rl.adminToken = token
 	metrics, err := cfg.Admin.ReadMetricsToken()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("balancer.admin.metrics_token_file: %w", err))

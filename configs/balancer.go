@@ -428,9 +428,9 @@ func (e *StaticEdge) provision() {
 	e.Monitor.Provision()
 }
 
-func (b Balancer) validate(ps *problems) {
+func (b *Balancer) validate(ps *problems) {
 	checkHostPort(ps, "balancer.listen", b.Listen, true)
-	checkAdmin(ps, "balancer.admin", b.Admin)
+	checkAdmin(ps, "balancer.admin", &b.Admin)
 	if (b.TLS.CertFile == "") != (b.TLS.KeyFile == "") {
 		ps.add("balancer.tls", "cert_file and key_file must be set together")
 	}

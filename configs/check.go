@@ -35,13 +35,30 @@ func (c *Config) Provision() {
 	}
 }
 
-// problem is a validation finding before it is located in the file.
-type problem struct{ path, msg string }
+// problem is a validation finding before it is located in the file; a
+// warning refuses nothing (Config.Warnings).
+type problem struct {
+	path, msg string
+	warning   bool
+}
 
 type problems []problem
 
 func (ps *problems) add(path, format string, args ...any) {
-	*ps = append(*ps, problem{path, fmt.Sprintf(format, args...)})
+	*ps = append(*ps, problem{path: path, msg: fmt.Sprintf(format, args...)})
+}
+
+// warn adds a warning: allowed, but worth saying (Config.Warnings).
+func (ps *problems) warn(path, format string, args ...any) {
+	*ps = append(*ps, problem{path: path, msg: fmt.Sprintf(format, args...), warning: true})
+}
+
+// warnSecret adds the warning secretFileMode has for the secret file at
+// path (what it holds: what), if any.
+func (ps *problems) warnSecret(path, file, what string) {
+	if w := secretWarning(file, what); w != "" {
+		ps.warn(path, "%s", w)
+	}
 }
 
 // validate checks every rule and returns every violation; each message says

@@ -67,6 +67,22 @@ type Cluster struct {
 	LogLevel string `yaml:"log_level"`
 
 	ringPath string // where Ring came from, when not cluster.ring
+	// keys are SecretKeyFile's keys as the check read them (Keyring).
+	keys checked[[][]byte]
+}
+
+// Keyring is the cluster's keys (nil without SecretKeyFile): those the
+// check of c read, when c was checked (Load, Parse) — what a start or a
+// reload applies is what was checked, whatever the file holds by then —
+// else the file's (ReadKeyring).
+func (c Cluster) Keyring() ([][]byte, error) {
+	if c.SecretKeyFile == "" {
+		return nil, nil
+	}
+	if keys, ok := c.keys.of(c.SecretKeyFile); ok {
+		return keys, nil
+	}
+	return ReadKeyring(c.SecretKeyFile)
 }
 
 // Ring parameters of bounded-load consistent hashing.
@@ -121,7 +137,7 @@ func (r *Ring) provision() {
 	}
 }
 
-func (c Cluster) validate(ps *problems) {
+func (c *Cluster) validate(ps *problems) {
 	checkHostPort(ps, "cluster.bind", c.Bind, true)
 	if c.Advertise != "" {
 		checkHostPort(ps, "cluster.advertise", c.Advertise, false)
@@ -159,11 +175,13 @@ func (r Ring) validate(ps *problems, path string) {
 // validateTrust applies the cluster's trust rules: a gossip port beyond
 // loopback needs a keyring (or an explicit insecure_gossip), a keyring file
 // must parse, and the allowed networks must be prefixes.
-func (c Cluster) validateTrust(ps *problems) {
+func (c *Cluster) validateTrust(ps *problems) {
 	if c.SecretKeyFile != "" {
-		if _, err := ReadKeyring(c.SecretKeyFile); err != nil {
+		var err error
+		if c.keys, err = keep(c.SecretKeyFile, ReadKeyring); err != nil {
 			ps.add("cluster.secret_key_file", "%v", err)
 		}
+		ps.warnSecret("cluster.secret_key_file", c.SecretKeyFile, whatKeyring)
 	} else if !c.InsecureGossip && !isLoopback(c.Bind) {
 		ps.add("cluster.secret_key_file", "is required when cluster.bind (%s) is not a loopback address: without a key anyone who reaches the gossip port can join the cluster and take its traffic. Make one with `ringlb keygen -o /etc/ringlb/gossip.key` and copy it to every node (or set cluster.insecure_gossip: true to run without, not recommended)", c.Bind)
 	}

@@ -5,7 +5,10 @@
 // its own section. It imports no other ringlb package.
 package configs
 
-import "time"
+import (
+	"log/slog"
+	"time"
+)
 
 // Config is one ringlb configuration file. Each role reads its own section.
 type Config struct {
@@ -23,22 +26,24 @@ type Config struct {
 	// other sections are the settings they share.
 	Demo Demo `yaml:"demo"`
 
-	// warnings are what Parse found allowed but worth saying (Warnings).
+	// warnings are what Parse found worth saying that refuses nothing
+	// (Warnings).
 	warnings Errors
 }
 
-// Warnings are what the file allows but an operator should know of (an
-// https monitor that verifies nothing), located as problems are: `ringlb
-// check` prints them and still passes.
+// Warnings are what the check of c found worth saying that refuses
+// nothing (a secret file its group may read: secretFileMode; an https
+// monitor that verifies nothing), located as
+// its errors are. Whoever parsed the file says them once: `ringlb check`
+// prints them, a start or a reload logs them.
 func (c *Config) Warnings() Errors { return c.warnings }
 
-// warn lists c's warnings, as validate lists its problems.
-func (c *Config) warn() []problem {
-	var ps problems
-	for _, name := range sortedMapKeys(c.GSLB.Monitors) {
-		c.GSLB.Monitors[name].warnings(&ps, "gslb.monitors."+name)
+// LogWarnings logs c's warnings, one line each, where a start or a reload
+// says them.
+func (c *Config) LogWarnings(log *slog.Logger) {
+	for _, w := range c.warnings {
+		log.Warn("config: "+w.Msg, "config", w.File, "line", w.Line, "field", w.Path)
 	}
-	return ps
 }
 
 // Demo lists the nodes `ringlb demo` runs in one process.

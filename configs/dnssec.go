@@ -59,14 +59,7 @@ func ReadDNSSECKey(file, zone string) (*dns.DNSKEY, crypto.Signer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	fi, err := os.Stat(privFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot read %s: %w", privFile, unwrapPath(err))
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, nil, fmt.Errorf("%s is open to its group or others (mode %04o): whoever reads it can sign for %s; chmod 600 it", privFile, perm, zone)
-	}
-	raw, err := readSecret(privFile, maxKeyFileBytes)
+	raw, err := readSecret(privFile, whatDNSSECKey(dns.Fqdn(zone)), maxKeyFileBytes)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -100,7 +93,7 @@ func ReadDNSSECKey(file, zone string) (*dns.DNSKEY, crypto.Signer, error) {
 // readDNSKEY reads the one DNSKEY record of a .key file (comment lines
 // allowed, as BIND writes them).
 func readDNSKEY(path, zone string) (*dns.DNSKEY, error) {
-	raw, err := readSecret(path, maxKeyFileBytes)
+	raw, err := readFile(path, maxKeyFileBytes, nil) // public
 	if err != nil {
 		return nil, err
 	}

@@ -73,11 +73,12 @@ func TestDNSSECKeyRules(t *testing.T) {
 	zsk := newKey(t, dir, "ringlb.test", false)
 	other := newKey(t, dir, "example.com", true)
 
-	// A private file its group may read: the attack is anyone in the group
-	// signing for the zone. Refused at check time.
+	// A private file others may read: the attack is any user of the host
+	// signing for the zone. Refused at check time (secretFileMode; the
+	// group may read one, as every secret: TestSecretFilesAsDeployedAreAccepted).
 	open := newKey(t, dir, "ringlb.test", true)
 	_, openPriv := DNSSECKeyFiles(open)
-	if err := os.Chmod(openPriv, 0o640); err != nil {
+	if err := os.Chmod(openPriv, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// A .key with another key's .private.
@@ -99,7 +100,7 @@ func TestDNSSECKeyRules(t *testing.T) {
 		path  string
 		msg   string
 	}{
-		{"group-readable private key", []string{open, zsk}, "", "gslb.zones[0].dnssec.keys[0].file", "mode 0640"},
+		{"private key open to others", []string{open, zsk}, "", "gslb.zones[0].dnssec.keys[0].file", "mode 0644"},
 		{"key of another zone", []string{other}, "", "gslb.zones[0].dnssec.keys[0].file", "not of zone ringlb.test."},
 		{"pair that does not belong together", []string{mixed}, "", "gslb.zones[0].dnssec.keys[0].file", "is not the private key of"},
 		{"algorithm", []string{rsa}, "", "gslb.zones[0].dnssec.keys[0].file", "only 13"},

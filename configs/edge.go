@@ -197,6 +197,22 @@ type EdgeAuth struct {
 	// then; 0s: at once, for a leaked secret). The previous secret is kept
 	// in memory only: a restart ends the overlap.
 	RotationOverlap *Duration `yaml:"rotation_overlap"`
+
+	// secret is HMACSecretFile's secret as the check read it (checked).
+	secret checked[[]byte]
+}
+
+// Secret is the join-token secret (nil without HMACSecretFile): the one the
+// check of a read, when a was checked (as Cluster.Keyring), else the
+// file's (ReadJoinSecret).
+func (a EdgeAuth) Secret() ([]byte, error) {
+	if a.HMACSecretFile == "" {
+		return nil, nil
+	}
+	if secret, ok := a.secret.of(a.HMACSecretFile); ok {
+		return secret, nil
+	}
+	return ReadJoinSecret(a.HMACSecretFile)
 }
 
 // What a join without a token becomes (edge.auth.anonymous).
@@ -294,9 +310,9 @@ func (e *Edge) Provision() {
 // provisioned section (it sets no default of its own).
 func (e *Edge) Provisioned() bool { return e.provisioned }
 
-func (e Edge) validate(ps *problems, cl Cluster) {
+func (e *Edge) validate(ps *problems, cl Cluster) {
 	checkHostPort(ps, "edge.listen", e.Listen, true)
-	checkAdmin(ps, "edge.admin", e.Admin)
+	checkAdmin(ps, "edge.admin", &e.Admin)
 	checkURL(ps, "edge.advertise_url", e.AdvertiseURL)
 	if err := CheckAdvertisedURL(e.AdvertiseURL, cl.AllowedPrefixes()); err != nil {
 		ps.add("edge.advertise_url", "%v: balancers would ignore this edge (set advertise_url to an address in cluster.allowed_networks, or add its network there)", err)
@@ -370,8 +386,14 @@ func (a *EdgeAuth) Provision() {
 // that long, and a token valid for more than a month is a password.
 const maxMaxTokenTTL = 30 * 24 * time.Hour
 
-func (a EdgeAuth) validate(ps *problems) {
-	checkFile(ps, "edge.auth.hmac_secret_file", a.HMACSecretFile)
+func (a *EdgeAuth) validate(ps *problems) {
+	if a.HMACSecretFile != "" {
+		var err error
+		if a.secret, err = keep(a.HMACSecretFile, ReadJoinSecret); err != nil {
+			ps.add("edge.auth.hmac_secret_file", "%v", err)
+		}
+		ps.warnSecret("edge.auth.hmac_secret_file", a.HMACSecretFile, whatJoinSecret)
+	}
 	switch a.Anonymous {
 	case AnonymousEditor, AnonymousViewer, AnonymousDeny:
 	default:

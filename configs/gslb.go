@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"crypto"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -113,12 +114,32 @@ type DNSSEC struct {
 type DNSSECKey struct {
 	// File is the key's base name as dnssec-keygen and `ringlb keygen
 	// -dnssec` print it (K<zone>+013+<tag>), with <File>.key (its DNSKEY)
-	// and <File>.private (mode 0600 or stricter) beside it.
+	// and <File>.private (a secret file) beside it.
 	File string `yaml:"file"`
 	// State: active (default) — published in the DNSKEY set and signing;
 	// published — in the DNSKEY set only (a new ZSK before it takes over,
 	// an old one while signatures made with it are still cached).
 	State string `yaml:"state"`
+
+	// pair is the key pair as the check read it (checked).
+	pair checked[dnssecPair]
+}
+
+// dnssecPair is a DNSSEC key pair read for zone.
+type dnssecPair struct {
+	zone   string
+	key    *dns.DNSKEY
+	signer crypto.Signer
+}
+
+// Read is the key pair of zone (ReadDNSSECKey): the one the check of k
+// read, when k was checked (as Cluster.Keyring), else its files'.
+func (k DNSSECKey) Read(zone string) (*dns.DNSKEY, crypto.Signer, error) {
+	if p, ok := k.pair.of(k.File); ok && p.zone == dns.CanonicalName(zone) {
+		key := *p.key // the caller's to change (its TTL)
+		return &key, p.signer, nil
+	}
+	return ReadDNSSECKey(k.File, zone)
 }
 
 // DNSSEC key states (see DNSSECKey.State).
@@ -146,6 +167,18 @@ type TSIG struct {
 	// SecretFile holds the base64 secret (as tsig-keygen writes it; `ringlb
 	// keygen` makes one), at least 16 bytes decoded.
 	SecretFile string `yaml:"secret_file"`
+
+	// secret is SecretFile's secret as the check read it (checked).
+	secret checked[[]byte]
+}
+
+// Secret is the TSIG secret: the one the check of t read, when t was checked
+// (as Cluster.Keyring), else the file's (ReadTSIGSecret).
+func (t TSIG) Secret() ([]byte, error) {
+	if secret, ok := t.secret.of(t.SecretFile); ok {
+		return secret, nil
+	}
+	return ReadTSIGSecret(t.SecretFile)
 }
 
 // MinTSIGSecretBytes is the shortest TSIG secret accepted: every NOTIFY the
@@ -159,7 +192,7 @@ const MinTSIGSecretBytes = 16
 // base64 as BIND and NSD write it, at least MinTSIGSecretBytes decoded.
 // Errors never quote the file's content.
 func ReadTSIGSecret(path string) ([]byte, error) {
-	raw, err := readSecret(path, maxSecretFileBytes)
+	raw, err := readSecret(path, whatTSIG, maxSecretFileBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -416,10 +449,11 @@ func (g *GSLB) Provision() {
 
 func (g *GSLB) validate(ps *problems) {
 	checkHostPort(ps, "gslb.listen", g.Listen, true)
-	checkAdmin(ps, "gslb.admin", g.Admin)
+	checkAdmin(ps, "gslb.admin", &g.Admin)
 	checkStatsD(ps, "gslb.statsd", g.StatsD)
 	for _, name := range sortedMapKeys(g.Monitors) {
 		g.Monitors[name].validate(ps, "gslb.monitors."+name)
+		g.Monitors[name].warnings(ps, "gslb.monitors."+name)
 	}
 	origins := map[string]bool{}
 	for i, z := range g.Zones {
@@ -479,8 +513,12 @@ func (g *GSLB) validate(ps *problems) {
 			}
 			if t.SecretFile == "" {
 				ps.add(p+".transfer.tsig.secret_file", "is required")
-			} else if _, err := ReadTSIGSecret(t.SecretFile); err != nil {
-				ps.add(p+".transfer.tsig.secret_file", "%v", err)
+			} else {
+				var err error
+				if t.secret, err = keep(t.SecretFile, ReadTSIGSecret); err != nil {
+					ps.add(p+".transfer.tsig.secret_file", "%v", err)
+				}
+				ps.warnSecret(p+".transfer.tsig.secret_file", t.SecretFile, whatTSIG)
 			}
 		}
 		if d := z.DNSSEC; d != nil {
@@ -629,11 +667,14 @@ func (d *DNSSEC) validate(ps *problems, p, origin string) {
 			ps.add(kp+".file", "is required: the key's base name (K%s+013+<tag>)", origin)
 			continue
 		}
-		key, _, err := ReadDNSSECKey(k.File, origin)
+		key, signer, err := ReadDNSSECKey(k.File, origin)
 		if err != nil {
 			ps.add(kp+".file", "%v", err)
 			continue
 		}
+		d.Keys[i].pair = checked[dnssecPair]{file: k.File, v: dnssecPair{zone: dns.CanonicalName(origin), key: key, signer: signer}}
+		_, priv := DNSSECKeyFiles(k.File)
+		ps.warnSecret(kp+".file", priv, whatDNSSECKey(dns.Fqdn(origin)))
 		if j, dup := tags[key.KeyTag()]; dup {
 			ps.add(kp+".file", "key tag %d is also keys[%d]'s: list a key once, or make another", key.KeyTag(), j)
 		}
@@ -716,7 +757,7 @@ func (m Monitor) validate(ps *problems, p string) {
 // (`ringlb check` says them; they are not problems).
 func (m Monitor) warnings(ps *problems, p string) {
 	if m.Type == MonitorHTTPS && (m.TLS == nil || m.TLS.ServerName == "") {
-		ps.add(p+".type", "https verifies nothing without tls.server_name: anything answering at a member's address keeps it up; set tls.server_name (and tls.ca_file unless the system's roots sign the members' certificates)")
+		ps.warn(p+".type", "https verifies nothing without tls.server_name: anything answering at a member's address keeps it up; set tls.server_name (and tls.ca_file unless the system's roots sign the members' certificates)")
 	}
 }
 

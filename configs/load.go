@@ -90,14 +90,16 @@ func Parse(name string, data []byte) (*Config, error) {
 	cfg.resolvePaths(filepath.Dir(name))
 	cfg.Provision()
 	for _, p := range cfg.validate() {
-		d.errs = append(d.errs, &FieldError{File: name, Line: d.lines[p.path], Path: p.path, Msg: p.msg})
+		e := &FieldError{File: name, Line: d.lines[p.path], Path: p.path, Msg: p.msg}
+		if p.warning {
+			cfg.warnings = append(cfg.warnings, e)
+		} else {
+			d.errs = append(d.errs, e)
+		}
 	}
 	if len(d.errs) > 0 {
 		sort.SliceStable(d.errs, func(i, j int) bool { return lineKey(d.errs[i]) < lineKey(d.errs[j]) })
 		return nil, d.errs
-	}
-	for _, p := range cfg.warn() {
-		cfg.warnings = append(cfg.warnings, &FieldError{File: name, Line: d.lines[p.path], Path: p.path, Msg: p.msg})
 	}
 	return &cfg, nil
 }

@@ -163,6 +163,11 @@ is an error naming its file, line and path) and ` + "`ringlb check -config FILE`
 problem at once. Durations are written like ` + "`500ms`, `5s`, `2m`" + `; relative file names are
 relative to the config file's directory. A field left out takes the default its description
 gives. Annotated examples: ` + "[`configs/examples/`](../configs/examples)" + `.
+
+A file a field names for a secret (the keyring, the admin and metrics tokens, the users file,
+the join-token and TSIG secrets, a DNSSEC key's ` + "`.private`" + `) is refused when others may read,
+write or run it, or its group may write it; its group may read it (0640, 0440), with a warning
+unless root owns it ([SECURITY.md](SECURITY.md#secret-files)).
 `)
 	section := ""
 	walkFields(reflect.TypeOf(Config{}), "", func(path string, f reflect.StructField, owner reflect.Type) {

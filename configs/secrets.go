@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -38,11 +39,44 @@ func GenerateKey() string {
 // SIGHUP: add the new key as a second line, move it to the first, remove the
 // old one.
 func ReadKeyring(path string) ([][]byte, error) {
-	raw, err := readSecret(path, maxSecretFileBytes)
+	raw, err := readSecret(path, whatKeyring, maxSecretFileBytes)
 	if err != nil {
 		return nil, err
 	}
 	return parseKeyring(path, raw)
+}
+
+// checked is a secret as the check of a config read it, with the file it
+// read it from. A reload checks the file, then applies it: were the secret
+// read again to apply, a file swapped between the two would apply what was
+// never checked, or fail after part of the reload had applied (the role's
+// section, then the keyring). So the check keeps what it read, and the
+// config's readers (Cluster.Keyring, Admin.Token, Admin.ReadMetricsToken,
+// Admin.Users, EdgeAuth.Secret, TSIG.Secret, DNSSECKey.Read) hand that out
+// for as long as the field names the same file; a config built in code,
+// never checked, reads it.
+type checked[T any] struct {
+	file string
+	v    T
+}
+
+// of is the value checked for file, if file is the one it was read from.
+func (c checked[T]) of(file string) (T, bool) {
+	if c.file == "" || c.file != file {
+		var zero T
+		return zero, false
+	}
+	return c.v, true
+}
+
+// keep reads file with read and records what it read; an error keeps
+// nothing (the check refuses the config).
+func keep[T any](file string, read func(string) (T, error)) (checked[T], error) {
+	v, err := read(file)
+	if err != nil {
+		return checked[T]{}, err
+	}
+	return checked[T]{file: file, v: v}, nil
 }
 
 // maxSecretFileBytes bounds what is read of a keyring, token or users file:
@@ -51,16 +85,27 @@ func ReadKeyring(path string) ([][]byte, error) {
 const maxSecretFileBytes = 256 << 10
 
 // readSecret reads a file a config names for a secret (a key, a token,
-// users), at most limit bytes of it. A config can name any path, and a
-// check, a PUT of the config API and a SIGHUP read it: a FIFO would hold the
-// reader in open(2) until someone writes to it (a PUT holds the reload lock
-// meanwhile), a device such as /dev/zero never ends, and a huge file would
-// be read whole. Only a regular file is opened (a symlink to one is one),
-// and no more of it than limit. Its content is never quoted in an error.
-func readSecret(path string, limit int) ([]byte, error) {
+// users; what says which, for messages), at most limit bytes of it, and
+// refuses one whose mode breaks the rule of secret files (secretFileMode).
+// Its content is never quoted in an error.
+func readSecret(path, what string, limit int) ([]byte, error) {
+	return readFile(path, limit, func(fi fs.FileInfo) error {
+		_, err := secretFileMode(path, what, fi)
+		return err
+	})
+}
+
+// readFile reads a file a config names, at most limit bytes of it, after
+// check (nil: none) has accepted what the open file is. A config can name
+// any path, and a check, a PUT of the config API and a SIGHUP read it: a
+// FIFO would hold the reader in open(2) until someone writes to it (a PUT
+// holds the reload lock meanwhile), a device such as /dev/zero never ends,
+// and a huge file would be read whole. Only a regular file is opened (a
+// symlink to one is one), and no more of it than limit.
+func readFile(path string, limit int, check func(fs.FileInfo) error) ([]byte, error) {
 	// Stat, then open: opening a FIFO is what blocks. A file swapped in
 	// between by someone who can write the secrets' directory is caught
-	// by the second look, after open.
+	// by the second look, after open, which is also what check sees.
 	if fi, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
 	} else if !fi.Mode().IsRegular() {
@@ -71,8 +116,14 @@ func readSecret(path string, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("cannot read %s: not a regular file", path)
+	}
+	if check != nil {
+		if err := check(fi); err != nil {
+			return nil, err
+		}
 	}
 	raw, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
@@ -141,7 +192,7 @@ const MinTokenLength = 16
 // ReadToken reads an admin bearer token file: its content, surrounding
 // whitespace trimmed, at least MinTokenLength bytes.
 func ReadToken(path string) ([]byte, error) {
-	raw, err := readSecret(path, maxSecretFileBytes)
+	raw, err := readSecret(path, whatToken, maxSecretFileBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +207,25 @@ func ReadToken(path string) ([]byte, error) {
 		}
 	}
 	return token, nil
+}
+
+// MinJoinSecretLength is the shortest join-token secret accepted: a short
+// one is found offline from one leaked token.
+const MinJoinSecretLength = 16
+
+// ReadJoinSecret reads the join-token HMAC secret (edge.auth.hmac_secret_file):
+// the file's bytes, surrounding whitespace trimmed, at least
+// MinJoinSecretLength of them.
+func ReadJoinSecret(path string) ([]byte, error) {
+	raw, err := readSecret(path, whatJoinSecret, maxSecretFileBytes)
+	if err != nil {
+		return nil, err
+	}
+	secret := bytes.TrimSpace(raw)
+	if len(secret) < MinJoinSecretLength {
+		return nil, fmt.Errorf("%s: the secret is %d bytes, need at least %d (make one with: ringlb keygen -o %s)", path, len(secret), MinJoinSecretLength, path)
+	}
+	return secret, nil
 }
 
 // DefaultAllowedNetworks is cluster.allowed_networks when unset: loopback,
@@ -281,6 +351,24 @@ type Admin struct {
 	// StateDir is cluster.state_dir, copied here by Config.Provision so that
 	// a role, which reads only its own section, finds it.
 	StateDir string `yaml:"-"`
+
+	// The secrets as the check read them (checked): the token, the
+	// metrics token and the users of UsersFile.
+	token, metricsToken checked[[]byte]
+	users               checked[map[string][]byte]
+}
+
+// Token is the operator's bearer token (nil without TokenFile): the one the
+// check of a read, when a was checked (as Cluster.Keyring), else the
+// file's (ReadToken).
+func (a Admin) Token() ([]byte, error) {
+	if a.TokenFile == "" {
+		return nil, nil
+	}
+	if token, ok := a.token.of(a.TokenFile); ok {
+		return token, nil
+	}
+	return ReadToken(a.TokenFile)
 }
 
 // RestartChanges names the admin fields that differ between a and next and
@@ -331,30 +419,53 @@ func (a *Admin) provision() {
 
 // Users returns the admin users: those of UsersFile and the one of the
 // environment (EnvAdminUser, EnvAdminPasswordHash), name → bcrypt hash.
-// None configured: an empty map and no error.
+// None configured: an empty map and no error. Those of UsersFile are the
+// ones the check of a read, when a was checked (as Cluster.Keyring).
 func (a Admin) Users() (map[string][]byte, error) {
 	users := map[string][]byte{}
 	if a.UsersFile != "" {
-		raw, err := readSecret(a.UsersFile, maxSecretFileBytes)
-		if err != nil {
-			return nil, err
+		fromFile, ok := a.users.of(a.UsersFile)
+		if !ok {
+			var err error
+			if fromFile, err = readUsers(a.UsersFile); err != nil {
+				return nil, err
+			}
 		}
-		if users, err = parseUsers(a.UsersFile, raw); err != nil {
-			return nil, err
-		}
+		maps.Copy(users, fromFile)
 	}
-	name, hash := os.Getenv(EnvAdminUser), os.Getenv(EnvAdminPasswordHash)
-	switch {
-	case name == "" && hash == "":
-	case name == "" || hash == "":
-		return nil, fmt.Errorf("set both %s and %s, or neither", EnvAdminUser, EnvAdminPasswordHash)
-	default:
-		if err := checkUser(name, hash); err != nil {
-			return nil, fmt.Errorf("%s/%s: %w", EnvAdminUser, EnvAdminPasswordHash, err)
-		}
+	name, hash, err := envAdminUser()
+	if err != nil {
+		return nil, err
+	}
+	if name != "" {
 		users[name] = []byte(hash)
 	}
 	return users, nil
+}
+
+// envAdminUser is the admin user of the environment (EnvAdminUser,
+// EnvAdminPasswordHash); "" when none is set.
+func envAdminUser() (name, hash string, err error) {
+	name, hash = os.Getenv(EnvAdminUser), os.Getenv(EnvAdminPasswordHash)
+	switch {
+	case name == "" && hash == "":
+		return "", "", nil
+	case name == "" || hash == "":
+		return "", "", fmt.Errorf("set both %s and %s, or neither", EnvAdminUser, EnvAdminPasswordHash)
+	}
+	if err := checkUser(name, hash); err != nil {
+		return "", "", fmt.Errorf("%s/%s: %w", EnvAdminUser, EnvAdminPasswordHash, err)
+	}
+	return name, hash, nil
+}
+
+// readUsers reads a users file (Admin.UsersFile).
+func readUsers(path string) (map[string][]byte, error) {
+	raw, err := readSecret(path, whatUsers, maxSecretFileBytes)
+	if err != nil {
+		return nil, err
+	}
+	return parseUsers(path, raw)
 }
 
 // UsersLine is a line of a users file for user with password: the name and
@@ -439,16 +550,24 @@ const adminTokenWhy = "the admin API drains nodes and changes answers. Make one 
 
 // ReadMetricsToken reads a's scrape-only token (nil: none configured), as
 // ReadToken reads a token; one equal to the operator's token is refused (a
-// scraper holding it could change everything).
+// scraper holding it could change everything). It is the one the check of
+// a read, when a was checked (as Cluster.Keyring).
 func (a Admin) ReadMetricsToken() ([]byte, error) {
 	if a.MetricsTokenFile == "" {
 		return nil, nil
 	}
-	metrics, err := ReadToken(a.MetricsTokenFile)
+	if metrics, ok := a.metricsToken.of(a.MetricsTokenFile); ok {
+		return metrics, nil
+	}
+	return a.readMetricsToken(a.MetricsTokenFile)
+}
+
+func (a Admin) readMetricsToken(path string) ([]byte, error) {
+	metrics, err := ReadToken(path)
 	if err != nil || a.TokenFile == "" {
 		return metrics, err
 	}
-	if token, err := ReadToken(a.TokenFile); err == nil && subtle.ConstantTimeCompare(token, metrics) == 1 {
+	if token, err := a.Token(); err == nil && subtle.ConstantTimeCompare(token, metrics) == 1 {
 		return nil, fmt.Errorf("%s holds the operator's token (token_file): a scraper holding it could change everything; make another with `ringlb keygen -o FILE`", a.MetricsTokenFile)
 	}
 	return metrics, nil
@@ -457,19 +576,31 @@ func (a Admin) ReadMetricsToken() ([]byte, error) {
 // checkAdmin applies the admin rule to one role's admin listener: a port
 // beyond loopback needs a token file, and the token file must hold a token.
 // A demo node's admin address is held to the same rule (validateDemo).
-func checkAdmin(ps *problems, path string, a Admin) {
+// What it reads of the secret files it keeps in a (checked).
+func checkAdmin(ps *problems, path string, a *Admin) {
 	checkHostPort(ps, path+".listen", a.Listen, true)
+	var err error
 	if a.TokenFile != "" {
-		if _, err := ReadToken(a.TokenFile); err != nil {
+		if a.token, err = keep(a.TokenFile, ReadToken); err != nil {
 			ps.add(path+".token_file", "%v", err)
 		}
+		ps.warnSecret(path+".token_file", a.TokenFile, whatToken)
 	} else if !isLoopback(a.Listen) {
 		ps.add(path+".token_file", "is required when %s.listen (%s) is not a loopback address: %s", path, a.Listen, adminTokenWhy)
 	}
-	if _, err := a.ReadMetricsToken(); err != nil {
-		ps.add(path+".metrics_token_file", "%v", err)
+	if a.MetricsTokenFile != "" {
+		if a.metricsToken, err = keep(a.MetricsTokenFile, a.readMetricsToken); err != nil {
+			ps.add(path+".metrics_token_file", "%v", err)
+		}
+		ps.warnSecret(path+".metrics_token_file", a.MetricsTokenFile, whatToken)
 	}
-	if _, err := a.Users(); err != nil {
+	if a.UsersFile != "" {
+		if a.users, err = keep(a.UsersFile, readUsers); err != nil {
+			ps.add(path+".users_file", "%v", err)
+		}
+		ps.warnSecret(path+".users_file", a.UsersFile, whatUsers)
+	}
+	if _, _, err := envAdminUser(); err != nil {
 		ps.add(path+".users_file", "%v", err)
 	}
 	if d := a.HistoryInterval.D(); d < minHistoryInterval || d > maxHistoryInterval {

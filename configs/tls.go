@@ -17,8 +17,9 @@ const maxPEMFileBytes = 1 << 20
 // system's roots) and name server_name (default: host), which is also sent
 // as SNI; cert_file and key_file are presented to it. Verification cannot
 // be turned off here. The files are read now, through the bounded reader
-// of secrets (a regular file, at most 1 MiB; a key's content is never
-// quoted): a caller builds a new config to take up renewed files (a
+// of config files (a regular file, at most 1 MiB; a key's content is never
+// quoted; not held to the mode rule of secret files: TLS keys are commonly
+// mounted 0644, as Kubernetes TLS Secrets are): a caller builds a new config to take up renewed files (a
 // reload does).
 func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host, NextProtos: []string{"http/1.1"}}
@@ -26,7 +27,7 @@ func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 		c.ServerName = t.ServerName
 	}
 	if t.CAFile != "" {
-		pem, err := readSecret(t.CAFile, maxPEMFileBytes)
+		pem, err := readFile(t.CAFile, maxPEMFileBytes, nil)
 		if err != nil {
 			return nil, fmt.Errorf("tls.ca_file: %w", err)
 		}
@@ -36,11 +37,11 @@ func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 		}
 	}
 	if t.CertFile != "" {
-		certPEM, err := readSecret(t.CertFile, maxPEMFileBytes)
+		certPEM, err := readFile(t.CertFile, maxPEMFileBytes, nil)
 		if err != nil {
 			return nil, fmt.Errorf("tls.cert_file: %w", err)
 		}
-		keyPEM, err := readSecret(t.KeyFile, maxPEMFileBytes)
+		keyPEM, err := readFile(t.KeyFile, maxPEMFileBytes, nil)
 		if err != nil {
 			return nil, fmt.Errorf("tls.key_file: %w", err)
 		}

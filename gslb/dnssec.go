@@ -173,7 +173,7 @@ func newSigner(origin string, cfg *configs.DNSSEC, nets configs.RateLimit) (*sig
 	var fp strings.Builder
 	fmt.Fprintf(&fp, "%s %s %d", sg.validity, sg.refresh, cfg.DNSKEYTTL)
 	for _, kc := range cfg.Keys {
-		key, priv, err := configs.ReadDNSSECKey(kc.File, origin)
+		key, priv, err := kc.Read(origin) // as the config's check read it
 		if err != nil {
 			return nil, fmt.Errorf("zone %s dnssec: %w", origin, err)
 		}

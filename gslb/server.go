@@ -164,10 +164,9 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 		errs = append(errs, err)
 	}
 	st.tsig = keys
-	if cfg.Admin.TokenFile != "" {
-		if st.adminToken, err = configs.ReadToken(cfg.Admin.TokenFile); err != nil {
-			errs = append(errs, fmt.Errorf("gslb.admin.token_file: %w", err))
-		}
+	// The tokens as the config's check read them (configs.Admin.Token).
+	if st.adminToken, err = cfg.Admin.Token(); err != nil {
+		errs = append(errs, fmt.Errorf("gslb.admin.token_file: %w", err))
 	}
 	if st.metricsToken, err = cfg.Admin.ReadMetricsToken(); err != nil {
 		errs = append(errs, fmt.Errorf("gslb.admin.metrics_token_file: %w", err))

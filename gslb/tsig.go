@@ -38,8 +38,9 @@ type tsigKey struct {
 	secret    []byte
 }
 
-// loadTSIGKeys reads every zone's TSIG secret (configs.ReadTSIGSecret). A
-// key name used by several zones must have one secret.
+// loadTSIGKeys is every zone's TSIG secret, as the config's check read it
+// (configs.TSIG.Secret). A key name used by several zones must have one
+// secret.
 func loadTSIGKeys(zones []configs.Zone) (map[string]tsigKey, error) {
 	keys := map[string]tsigKey{}
 	for _, z := range zones {
@@ -47,7 +48,7 @@ func loadTSIGKeys(zones []configs.Zone) (map[string]tsigKey, error) {
 		if t == nil {
 			continue
 		}
-		secret, err := configs.ReadTSIGSecret(t.SecretFile)
+		secret, err := t.Secret()
 		if err != nil {
 			return nil, fmt.Errorf("zone %s tsig key %s: %w", z.Origin, t.Name, err)
 		}

@@ -345,12 +345,13 @@ func peerMAC(key []byte, node, to, ts, method, uri string, body []byte) []byte {
 	return m.Sum(nil)
 }
 
-// loadKeyring reads cluster.secret_key_file (none: nil).
+// loadKeyring is the keyring of cluster.secret_key_file (none: nil), with
+// the keys the check of cfg read (configs.Cluster.Keyring).
 func loadKeyring(cfg configs.Cluster) (*Keyring, error) {
 	if cfg.SecretKeyFile == "" {
 		return nil, nil
 	}
-	keys, err := configs.ReadKeyring(cfg.SecretKeyFile)
+	keys, err := cfg.Keyring()
 	if err != nil {
 		return nil, fmt.Errorf("cluster.secret_key_file: %w", err)
 	}

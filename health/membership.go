@@ -464,16 +464,16 @@ func (w *logWriter) Write(p []byte) (int, error) {
 // requests to each other with it and verify those they get.
 func (m *Membership) Keyring() *Keyring { return m.keyring }
 
-// ReloadKeys re-reads cluster.secret_key_file (SIGHUP) and installs its keys
-// without a partition: keys new to the file are accepted first, then the
-// first line becomes primary, then keys gone from the file are removed.
+// ReloadKeys installs the keys of cluster.secret_key_file (SIGHUP) without
+// a partition: keys new to the file are accepted first, then the first line
+// becomes primary, then keys gone from the file are removed. The keys are
+// those the check of cfg read (configs.Cluster.Keyring): the file is not
+// read again between the check and here, where a swap would fail the
+// reload after the role's section had applied.
 func (m *Membership) ReloadKeys(cfg configs.Cluster) error {
-	var keys [][]byte
-	if cfg.SecretKeyFile != "" {
-		var err error
-		if keys, err = configs.ReadKeyring(cfg.SecretKeyFile); err != nil {
-			return fmt.Errorf("cluster.secret_key_file: %w", err)
-		}
+	keys, err := cfg.Keyring()
+	if err != nil {
+		return fmt.Errorf("cluster.secret_key_file: %w", err)
 	}
 	if err := m.keyring.replace(keys); err != nil {
 		return err

@@ -34,7 +34,7 @@ func newAuthState(cfg configs.EdgeAuth, prev *authState, now time.Time) (*authSt
 	if !a.configured {
 		return a, nil
 	}
-	secret, err := ReadSecretFile(cfg.HMACSecretFile)
+	secret, err := cfg.Secret() // the one checked: configs.EdgeAuth.Secret
 	if err != nil {
 		return a, err
 	}
@@ -86,14 +86,6 @@ func (a *authState) accepts(signer []byte, now time.Time) bool {
 	return bytes.Equal(signer, a.secret) || a.previous != nil && now.Before(a.previousUntil) && bytes.Equal(signer, a.previous)
 }
 
-// adminToken reads the admin port's bearer token (nil: none configured).
-func adminToken(a configs.Admin) ([]byte, error) {
-	if a.TokenFile == "" {
-		return nil, nil
-	}
-	return configs.ReadToken(a.TokenFile)
-}
-
 // Reload applies a new edge section without dropping a connection or a
 // session:
 //
@@ -101,11 +93,12 @@ func adminToken(a configs.Admin) ([]byte, error) {
 //     ones included (a shorter bound trims at their next message);
 //   - edge.max_idle_sessions: a lower cap forgets the oldest idle sessions
 //     beyond it at once;
-//   - edge.auth: the join-token secret (re-read from its file, with
+//   - edge.auth: the join-token secret (as the config's check read it, with
 //     rotation_overlap for tokens signed with the previous one; participants
 //     holding a token of a secret no longer accepted are closed with 1008,
 //     lapse.go), anonymous;
-//   - edge.admin.token_file, metrics_token_file: the admin tokens (re-read);
+//   - edge.admin.token_file, metrics_token_file: the admin tokens (as the
+//     config's check read them);
 //   - edge.max_direct_per_ip: for joins from now on (the participants
 //     open stay, and count).
 //
@@ -125,7 +118,7 @@ func (s *Server) Reload(cfg configs.Edge) error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("edge.auth.hmac_secret_file: %w", err))
 	}
-	token, err := adminToken(cfg.Admin)
+	token, err := cfg.Admin.Token()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("edge.admin.token_file: %w", err))
 	}

@@ -262,7 +262,7 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		s.log.Error("join tokens will be refused", "err", err)
 	}
 	s.auth.Store(auth)
-	token, err := adminToken(cfg.Admin)
+	token, err := cfg.Admin.Token()
 	if err != nil {
 		// Fail closed: a token nobody knows, so the admin API
 		// answers only /healthz until the file is fixed.

@@ -9,7 +9,7 @@ import (
 )
 
 func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flagSet("check", "Validates a config file: prints every problem (file:line: field.path: what is wrong)\nand exits 1, or prints a one-line summary and exits 0.", stderr)
+	fs := flagSet("check", "Validates a config file: prints every problem (file:line: field.path: what is wrong)\nand exits 1, or prints its warnings and a one-line summary and exits 0.", stderr)
 	path := fs.String("config", "", "config file to check (default: the embedded demo config)")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -43,6 +43,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	cfg.LogWarnings(logger)
 	if len(cfg.Demo.Nodes) == 0 {
 		return errors.New("the config has no demo.nodes to run")
 	}

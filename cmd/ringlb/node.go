@@ -647,6 +647,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		return refuse(fmt.Errorf("%w\n(run ringlb check -config %s)", err, *path))
 	}
 	level.use(cfg.Cluster.LogLevel)
+	cfg.LogWarnings(logger)
 	start, timeout := startBalancer, 10*time.Second
 	switch role {
 	case "edge":

@@ -23,7 +23,7 @@ import (
 // Apply, one at a time.
 //
 //	GET  /api/config        {node, role, path, version, running_version, effective, file}; ETag: "version"
-//	POST /api/config/check  body: YAML → 200 {ok, summary} | 400 {ok: false, error, problems}
+//	POST /api/config/check  body: YAML → 200 {ok, summary, warnings} | 400 {ok: false, error, problems}
 //	PUT  /api/config        body: YAML, If-Match: "version" → the file replaced and applied
 //
 // version is the SHA-256 of the file's bytes on disk (32 hex digits):
@@ -91,6 +91,7 @@ func (f *ConfigFile) applyLocked(data []byte) error {
 	if err != nil {
 		return err
 	}
+	next.LogWarnings(f.log)
 	if err := f.apply(f.running, next); err != nil {
 		return err
 	}
@@ -170,6 +171,16 @@ func problems(w http.ResponseWriter, err error) {
 	WriteJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": strings.Join(list, "\n"), "problems": list})
 }
 
+// warnings are a checked config's warnings as `ringlb check` prints them
+// (an empty list: none).
+func warnings(cfg *configs.Config) []string {
+	list := []string{}
+	for _, w := range cfg.Warnings() {
+		list = append(list, w.Error())
+	}
+	return list
+}
+
 // configFileFor names the change a config request makes in its audit
 // record (action, the file) and returns the node's config file, or answers
 // 404 and returns nil when the node has none.
@@ -200,7 +211,7 @@ func (n *Node) serveConfigCheck(w http.ResponseWriter, r *http.Request) {
 		problems(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "summary": cfg.Summary()})
+	WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "summary": cfg.Summary(), "warnings": warnings(cfg)})
 }
 
 func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
@@ -233,6 +244,7 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 		problems(w, err)
 		return
 	}
+	next.LogWarnings(f.log)
 	// Whoever holds a login may change settings, not the files of the host
 	// the node reads or writes: a node (root, for a gslb on port 53) told
 	// to write its access log to /etc/sudoers or /etc/nologin would, and a

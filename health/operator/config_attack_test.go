@@ -116,7 +116,7 @@ func TestConfigCheckReadsNoEndlessSecretFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	huge := filepath.Join(dir, "users")
-	f, err := os.Create(huge)
+	f, err := os.OpenFile(huge, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600) // a secret file, as it should be
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package operator
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -89,8 +90,24 @@ func TestConfigAPI(t *testing.T) {
 			t.Errorf("check: %q not in %q", want, out["error"])
 		}
 	}
-	if code, out, _ := configRequest(t, "POST", base+"/api/config/check", "", orig); code != 200 || out["ok"] != true {
+	if code, out, _ := configRequest(t, "POST", base+"/api/config/check", "", orig); code != 200 || out["ok"] != true || fmt.Sprint(out["warnings"]) != "[]" {
 		t.Errorf("check of a good file: %d %v", code, out)
+	}
+	// A keyring its group may read, not root's: checked, with a warning
+	// (configs/secretmode.go), as `ringlb check` prints it.
+	keyring := filepath.Join(dir, "gossip.key")
+	if err := os.WriteFile(keyring, []byte(configs.GenerateKey()+"\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chown(keyring, 4321, 4321); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keyed := strings.Replace(orig, "bind: 127.0.0.1:7946", "bind: 127.0.0.1:7946, secret_key_file: gossip.key", 1)
+	if code, out, _ := configRequest(t, "POST", base+"/api/config/check", "", keyed); code != 200 || out["ok"] != true ||
+		!strings.Contains(fmt.Sprint(out["warnings"]), path+":1: cluster.secret_key_file: "+keyring+" is readable by its group") {
+		t.Errorf("check of a file with a group-readable keyring: %d %v", code, out)
 	}
 
 	// PUT: no version, a bad file, a stale version.
