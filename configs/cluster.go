@@ -30,7 +30,10 @@ type Cluster struct {
 	// authenticated with it (a node without a key of the ring cannot join or
 	// read), and edge-to-edge requests and peers' admin reads are signed with
 	// keys derived from it. Make one with `ringlb keygen`. Required when Bind
-	// is not a loopback address, unless InsecureGossip is set.
+	// is not a loopback address, unless InsecureGossip is set. Like every
+	// secret file a config names (admin tokens, users, join-token and TSIG
+	// secrets), it is refused when other users of the host may read it, or
+	// write it: mode 0600, or 0640 for the node's group.
 	SecretKeyFile string `yaml:"secret_key_file"`
 	// InsecureGossip allows a non-loopback gossip bind without a key: anyone
 	// who reaches the gossip port can then join the cluster and take its
@@ -58,7 +61,9 @@ type Cluster struct {
 	// StateDir keeps this node's operator state across restarts: drains,
 	// serve-mode overrides, maintenance, failover latches, login sessions,
 	// a generated admin password and the audit log (created with mode
-	// 0700; files 0600, each written atomically). One node per directory.
+	// 0700; files 0600, each written atomically). An existing one must be
+	// this user's and writable by nobody else (whoever writes it can log
+	// in as the operator): refused otherwise. One node per directory.
 	// Empty (the default): all of it lives in memory and a restart forgets
 	// it.
 	StateDir string `yaml:"state_dir"`

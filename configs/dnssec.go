@@ -100,7 +100,7 @@ func ReadDNSSECKey(file, zone string) (*dns.DNSKEY, crypto.Signer, error) {
 // readDNSKEY reads the one DNSKEY record of a .key file (comment lines
 // allowed, as BIND writes them).
 func readDNSKEY(path, zone string) (*dns.DNSKEY, error) {
-	raw, err := readSecret(path, maxKeyFileBytes)
+	raw, err := readFile(path, maxKeyFileBytes, false)
 	if err != nil {
 		return nil, err
 	}

@@ -371,7 +371,11 @@ func (a *EdgeAuth) Provision() {
 const maxMaxTokenTTL = 30 * 24 * time.Hour
 
 func (a EdgeAuth) validate(ps *problems) {
-	checkFile(ps, "edge.auth.hmac_secret_file", a.HMACSecretFile)
+	if a.HMACSecretFile != "" {
+		if _, err := ReadHMACSecret(a.HMACSecretFile); err != nil {
+			ps.add("edge.auth.hmac_secret_file", "%v", err)
+		}
+	}
 	switch a.Anonymous {
 	case AnonymousEditor, AnonymousViewer, AnonymousDeny:
 	default:

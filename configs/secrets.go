@@ -51,13 +51,20 @@ func ReadKeyring(path string) ([][]byte, error) {
 const maxSecretFileBytes = 256 << 10
 
 // readSecret reads a file a config names for a secret (a key, a token,
-// users), at most limit bytes of it. A config can name any path, and a
+// users), at most limit bytes of it, refusing one other users of the host
+// may read or write (privateFile). A config can name any path, and a
 // check, a PUT of the config API and a SIGHUP read it: a FIFO would hold the
 // reader in open(2) until someone writes to it (a PUT holds the reload lock
 // meanwhile), a device such as /dev/zero never ends, and a huge file would
 // be read whole. Only a regular file is opened (a symlink to one is one),
 // and no more of it than limit. Its content is never quoted in an error.
 func readSecret(path string, limit int) ([]byte, error) {
+	return readFile(path, limit, true)
+}
+
+// readFile is readSecret, for a file that may be public too (private
+// false: a DNSSEC .key).
+func readFile(path string, limit int, private bool) ([]byte, error) {
 	// Stat, then open: opening a FIFO is what blocks. A file swapped in
 	// between by someone who can write the secrets' directory is caught
 	// by the second look, after open.
@@ -71,8 +78,14 @@ func readSecret(path string, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("cannot read %s: not a regular file", path)
+	}
+	if private {
+		if err := privateFile(path, fi.Mode().Perm()); err != nil {
+			return nil, err
+		}
 	}
 	raw, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
@@ -82,6 +95,20 @@ func readSecret(path string, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("%s: larger than %d bytes, not a file of this kind", path, limit)
 	}
 	return raw, nil
+}
+
+// privateFile refuses a secret file other users of the host may read (the
+// cluster keyring makes its reader a member, a token or a users file's
+// hashes the operator) or write (replace the secret with theirs): any
+// access for others, or write for the group. The node's group may read it
+// (0640 under a unit's Group=, a Kubernetes Secret's 0440), as OpenSSH
+// refuses a private key others can read. The DNSSEC .private file is held
+// to 0600 (ReadDNSSECKey).
+func privateFile(path string, perm fs.FileMode) error {
+	if perm&0o027 == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s is open to other users of this host (mode %04o): whoever reads it holds the secret, whoever writes it chooses it; chmod 600 %s (640 for the node's group)", path, perm, path)
 }
 
 // maxKeyringKeys bounds a keyring: rotation needs two keys at a time.
@@ -132,6 +159,22 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// ReadHMACSecret reads a join-token secret (edge.auth.hmac_secret_file):
+// the file's bytes, surrounding whitespace trimmed, at least 16 bytes. The
+// edge and `ringlb token` read it alike.
+func ReadHMACSecret(path string) ([]byte, error) {
+	raw, err := readSecret(path, maxSecretFileBytes)
+	if err != nil {
+		return nil, err
+	}
+	b := bytes.TrimSpace(raw)
+	// A short secret makes tokens guessable offline from one leaked token.
+	if len(b) < 16 {
+		return nil, fmt.Errorf("hmac secret %s: %d bytes, need at least 16", path, len(b))
+	}
+	return b, nil
 }
 
 // MinTokenLength is the shortest admin token accepted: a short token can be

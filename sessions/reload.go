@@ -34,7 +34,7 @@ func newAuthState(cfg configs.EdgeAuth, prev *authState, now time.Time) (*authSt
 	if !a.configured {
 		return a, nil
 	}
-	secret, err := ReadSecretFile(cfg.HMACSecretFile)
+	secret, err := configs.ReadHMACSecret(cfg.HMACSecretFile)
 	if err != nil {
 		return a, err
 	}

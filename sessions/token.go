@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -207,20 +206,4 @@ func tokenMAC(secret []byte, payload string) []byte {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(payload))
 	return m.Sum(nil)
-}
-
-// ReadSecretFile reads an HMAC secret (edge.auth.hmac_secret_file): the
-// file's bytes, surrounding whitespace trimmed, at least 16 bytes. The edge
-// and `ringlb token` read it alike.
-func ReadSecretFile(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read hmac secret: %w", err)
-	}
-	b = bytes.TrimSpace(b)
-	// A short secret makes tokens guessable offline from one leaked token.
-	if len(b) < 16 {
-		return nil, fmt.Errorf("hmac secret %s: %d bytes, need at least 16", path, len(b))
-	}
-	return b, nil
 }

@@ -151,7 +151,7 @@ func (p *proc) waitLogWith(t *testing.T, msg string, match func(map[string]any) 
 
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

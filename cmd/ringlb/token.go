@@ -47,7 +47,7 @@ func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	if *ttl <= 0 || *ttl > *maxTTL {
 		return fmt.Errorf("-ttl must be positive and at most %s (edge.auth.max_token_ttl), got %s", *maxTTL, *ttl)
 	}
-	secret, err := sessions.ReadSecretFile(*secretFile)
+	secret, err := configs.ReadHMACSecret(*secretFile)
 	if err != nil {
 		return err
 	}

@@ -116,7 +116,7 @@ func TestConfigCheckReadsNoEndlessSecretFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	huge := filepath.Join(dir, "users")
-	f, err := os.Create(huge)
+	f, err := os.OpenFile(huge, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
