@@ -18,15 +18,16 @@ const maxPEMFileBytes = 1 << 20
 // as SNI; cert_file and key_file are presented to it. Verification cannot
 // be turned off here. The files are read now, through the bounded reader
 // of secrets (a regular file, at most 1 MiB; a key's content is never
-// quoted): a caller builds a new config to take up renewed files (a
-// reload does).
+// quoted; key_file, a secret, closed to other users of the host as every
+// secret file is, the certificates public): a caller builds a new config
+// to take up renewed files (a reload does).
 func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host, NextProtos: []string{"http/1.1"}}
 	if t.ServerName != "" {
 		c.ServerName = t.ServerName
 	}
 	if t.CAFile != "" {
-		pem, err := readSecret(t.CAFile, maxPEMFileBytes)
+		pem, err := readFile(t.CAFile, maxPEMFileBytes, false)
 		if err != nil {
 			return nil, fmt.Errorf("tls.ca_file: %w", err)
 		}
@@ -36,7 +37,7 @@ func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 		}
 	}
 	if t.CertFile != "" {
-		certPEM, err := readSecret(t.CertFile, maxPEMFileBytes)
+		certPEM, err := readFile(t.CertFile, maxPEMFileBytes, false)
 		if err != nil {
 			return nil, fmt.Errorf("tls.cert_file: %w", err)
 		}
