@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Cluster is gossip membership (health/): who this node is and whom it joins.
@@ -29,7 +30,10 @@ type Cluster struct {
 	// authenticated with it (a node without a key of the ring cannot join or
 	// read), and edge-to-edge requests and peers' admin reads are signed with
 	// keys derived from it. Make one with `ringlb keygen`. Required when Bind
-	// is not a loopback address, unless InsecureGossip is set.
+	// is not a loopback address, unless InsecureGossip is set. Like every
+	// secret file a config names (admin tokens, users, join-token and TSIG
+	// secrets), it is refused when other users of the host may read it, or
+	// write it: mode 0600, or 0640 for the node's group.
 	SecretKeyFile string `yaml:"secret_key_file"`
 	// InsecureGossip allows a non-loopback gossip bind without a key: anyone
 	// who reaches the gossip port can then join the cluster and take its
@@ -57,7 +61,9 @@ type Cluster struct {
 	// StateDir keeps this node's operator state across restarts: drains,
 	// serve-mode overrides, maintenance, failover latches, login sessions,
 	// a generated admin password and the audit log (created with mode
-	// 0700; files 0600, each written atomically). One node per directory.
+	// 0700; files 0600, each written atomically). An existing one must be
+	// this user's and writable by nobody else (whoever writes it can log
+	// in as the operator): refused otherwise. One node per directory.
 	// Empty (the default): all of it lives in memory and a restart forgets
 	// it.
 	StateDir string `yaml:"state_dir"`
@@ -207,14 +213,17 @@ func (c Cluster) AllowedPrefixes() []netip.Prefix {
 	return out
 }
 
-// checkStateDir checks cluster.state_dir: a directory, or one that can be
-// made in an existing parent.
+// checkStateDir checks cluster.state_dir: a directory only this user can
+// write (CheckStateDir), or one that can be made in an existing parent.
 func checkStateDir(ps *problems, dir string) {
 	st, err := os.Stat(dir)
 	switch {
 	case err == nil && !st.IsDir():
 		ps.add("cluster.state_dir", "%s is not a directory", dir)
 	case err == nil:
+		if err := CheckStateDir(dir); err != nil {
+			ps.add("cluster.state_dir", "%v", err)
+		}
 	case errors.Is(err, fs.ErrNotExist):
 		if pst, perr := os.Stat(filepath.Dir(dir)); perr != nil || !pst.IsDir() {
 			ps.add("cluster.state_dir", "%s does not exist, nor does its parent directory", dir)
@@ -222,4 +231,30 @@ func checkStateDir(ps *problems, dir string) {
 	default:
 		ps.add("cluster.state_dir", "%s: %v", dir, unwrapPath(err))
 	}
+}
+
+// CheckStateDir refuses a state directory (cluster.state_dir) that another
+// local user could write: one owned by another user, or with write access
+// for group or others (a sticky bit does not help: a file planted before
+// the node writes its own is as good). What the directory holds is
+// believed at start — login sessions (by their cookies' hashes), the
+// generated admin password's hash, drains and overrides — so whoever can
+// write it can log in as the operator; and a symlink placed where the node
+// writes redirects its writes. The directory itself may be a symlink: its
+// target is what is checked.
+func CheckStateDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("state directory %s: %w", dir, unwrapPath(err))
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("state directory %s is not a directory", dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("state directory %s is owned by uid %d, not this user (%d), who could fill it with logins and state: chown it to the node's user, then chmod 700 %s", dir, st.Uid, os.Geteuid(), dir)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("state directory %s has mode %v: other users can write it, and fill it with logins and state; chmod 700 %s", dir, perm, dir)
+	}
+	return nil
 }

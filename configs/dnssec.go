@@ -48,9 +48,9 @@ func DNSSECKeyFiles(file string) (public, private string) {
 }
 
 // ReadDNSSECKey reads the key pair named file (see DNSSECKeyFiles) of zone:
-// its DNSKEY record and its private key. It refuses a private file that its
-// group or others may read or write (mode 0600 or stricter: whoever reads it
-// can sign for the zone), a key of another zone or another algorithm than 13,
+// its DNSKEY record and its private key. It refuses a private file the rule
+// of secret files refuses (secretFileMode: whoever reads it can sign for
+// the zone), a key of another zone or another algorithm than 13,
 // flags other than 256 (ZSK) or 257 (KSK), and a private key that is not the
 // DNSKEY's. Errors never quote the private file's content.
 func ReadDNSSECKey(file, zone string) (*dns.DNSKEY, crypto.Signer, error) {

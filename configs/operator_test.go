@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +20,27 @@ func TestOperatorSettings(t *testing.T) {
 	dup := writeFile(t, "dup", line+"\n"+line+"\n")
 	badName := writeFile(t, "badname", "al ice:"+strings.SplitN(line, ":", 2)[1]+"\n")
 	notDir := writeFile(t, "file", "")
+	openDir := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(openDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	groupDir := filepath.Join(t.TempDir(), "group")
+	if err := os.Mkdir(groupDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(groupDir, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	readable := filepath.Join(t.TempDir(), "readable")
+	if err := os.Mkdir(readable, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(readable, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, yaml, path, msg string
 	}{
@@ -33,6 +55,9 @@ func TestOperatorSettings(t *testing.T) {
 		{"a state directory to make", "cluster: { state_dir: " + filepath.Join(t.TempDir(), "state") + " }", "", ""},
 		{"a state directory that is a file", "cluster: { state_dir: " + notDir + " }", "cluster.state_dir", "is not a directory"},
 		{"a state directory without a parent", "cluster: { state_dir: /does/not/exist/state }", "cluster.state_dir", "nor does its parent"},
+		{"a state directory others can write", "cluster: { state_dir: " + openDir + " }", "cluster.state_dir", "chmod 700 " + openDir},
+		{"a state directory its group can write", "cluster: { state_dir: " + groupDir + " }", "cluster.state_dir", "other users can write it"},
+		{"a state directory others can read", "cluster: { state_dir: " + readable + " }", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

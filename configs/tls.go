@@ -18,9 +18,9 @@ const maxPEMFileBytes = 1 << 20
 // as SNI; cert_file and key_file are presented to it. Verification cannot
 // be turned off here. The files are read now, through the bounded reader
 // of config files (a regular file, at most 1 MiB; a key's content is never
-// quoted; not held to the mode rule of secret files: TLS keys are commonly
-// mounted 0644, as Kubernetes TLS Secrets are): a caller builds a new config to take up renewed files (a
-// reload does).
+// quoted): key_file, a secret, is held to the rule of secret files (closed
+// to other users of the host), the certificates are public. A caller builds
+// a new config to take up renewed files (a reload does).
 func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host, NextProtos: []string{"http/1.1"}}
 	if t.ServerName != "" {
@@ -41,7 +41,7 @@ func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tls.cert_file: %w", err)
 		}
-		keyPEM, err := readFile(t.KeyFile, maxPEMFileBytes, nil)
+		keyPEM, err := readSecret(t.KeyFile, "TLS key", maxPEMFileBytes)
 		if err != nil {
 			return nil, fmt.Errorf("tls.key_file: %w", err)
 		}

@@ -35,20 +35,32 @@ func PrivateDir(dir string) (string, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", fmt.Errorf("hand-off directory: %w", err)
 	}
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return "", fmt.Errorf("hand-off directory: %w", err)
-	}
-	if !fi.IsDir() {
-		return "", fmt.Errorf("hand-off directory %s: not a directory (a symlink?)", dir)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return "", fmt.Errorf("hand-off directory %s: owned by uid %d, not this user (%d)", dir, st.Uid, os.Getuid())
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("hand-off directory %s: mode %v lets others in; want 0700", dir, fi.Mode().Perm())
+	if err := CheckDir(dir, os.Getuid()); err != nil {
+		return "", err
 	}
 	return dir, nil
+}
+
+// CheckDir is PrivateDir's rule for an existing directory: a real
+// directory (not a symlink) owned by uid, with no access for group or
+// others. `ringlb upgrade` holds the directory of the process it upgrades
+// (uid: that process's user) to it before it believes what is recorded
+// there.
+func CheckDir(dir string, uid int) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("hand-off directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("hand-off directory %s: not a directory (a symlink?)", dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid {
+		return fmt.Errorf("hand-off directory %s: owned by uid %d, not the process's user (%d)", dir, st.Uid, uid)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("hand-off directory %s: mode %v lets others in; want 0700", dir, fi.Mode().Perm())
+	}
+	return nil
 }
 
 // StatusPath is the file where process pid records how its last upgrade

@@ -96,7 +96,27 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.Usage()
 		return errors.New("-pid is required")
 	}
-	status := handoff.StatusPath(*dir, *pid)
+	uid, err := processUser(*pid)
+	if err != nil {
+		return err
+	}
+	// The outcome is read from the process's private directory (it makes
+	// it at its first upgrade): one another user made, or can enter,
+	// would let them answer for it.
+	d := *dir
+	if d == "" {
+		d = handoff.DefaultDir()
+	}
+	checkDir := func() error {
+		if err := handoff.CheckDir(d, uid); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	if err := checkDir(); err != nil {
+		return err
+	}
+	status := handoff.StatusPath(d, *pid)
 	_ = os.Remove(status) // a previous attempt's
 	if err := syscall.Kill(*pid, syscall.SIGUSR2); err != nil {
 		return fmt.Errorf("signal pid %d: %w", *pid, err)
@@ -111,6 +131,9 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		case <-deadline:
 			return fmt.Errorf("pid %d still running after %s: the upgrade is still under way or failed (see its log)", *pid, *timeout)
 		case <-tick.C:
+		}
+		if err := checkDir(); err != nil {
+			return err
 		}
 		data, _ := os.ReadFile(status)
 		line := strings.TrimSpace(string(data))
@@ -141,4 +164,17 @@ func exited(pid int) bool {
 		}
 	}
 	return syscall.Kill(pid, 0) == syscall.ESRCH
+}
+
+// processUser is the user pid runs as: the owner of its /proc entry.
+func processUser(pid int) (int, error) {
+	fi, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, fmt.Errorf("pid %d: no owner", pid)
+	}
+	return int(st.Uid), nil
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -21,9 +23,10 @@ import (
 //   - the operator by login: a session cookie from POST /login, for a user of
 //     *.admin.users_file (browsers);
 //   - the operator by address: when neither a token nor a user is configured,
-//     which configs allows only on loopback, anyone on this host who names it
-//     by a loopback address (not a name: a web page that rebinds its own
-//     domain to 127.0.0.1 must not get in);
+//     which configs allows only on loopback, this node's user or root on this
+//     host (ownUser: the kernel says who holds the connection's other end)
+//     naming it by a loopback address (not a name: a web page that rebinds
+//     its own domain to 127.0.0.1 must not get in);
 //   - a peer: another node of the cluster, proving it with a request signed
 //     by the cluster's key (configs.HeaderPeer). A peer may read, never change:
 //     a leaked peer credential drains nothing;
@@ -152,14 +155,14 @@ func (a Access) check(r *http.Request, write bool) (caller string, code int, msg
 		}
 	case len(token) == 0:
 		// Neither a token nor a user: the loopback rule.
-		operator, caller = loopbackHost(r.Host), CallerLoopback
+		operator, caller = loopbackHost(r.Host) && ownUser(r), CallerLoopback
 	}
 	if write {
 		switch {
 		case !operator && (len(token) > 0 || logins):
 			return "", http.StatusUnauthorized, "missing or wrong bearer token, and no login session"
 		case !operator:
-			return "", http.StatusForbidden, "without a token the admin API answers only requests addressed to a loopback IP"
+			return "", http.StatusForbidden, refusedWithoutToken
 		case !hasBearer && r.Header.Get(configs.HeaderAdmin) != "1":
 			return "", http.StatusForbidden, "a change needs the bearer token or the header X-Ringlb-Admin: 1"
 		case r.Header.Get("Sec-Fetch-Site") == "cross-site":
@@ -182,7 +185,7 @@ func (a Access) check(r *http.Request, write bool) (caller string, code int, msg
 	if len(token) > 0 || logins {
 		return "", http.StatusUnauthorized, "missing or wrong bearer token, and no login session"
 	}
-	return "", http.StatusForbidden, "without a token the admin API answers only requests addressed to a loopback IP"
+	return "", http.StatusForbidden, refusedWithoutToken
 }
 
 // Callers, as Caller reports them and audit records name them.
@@ -276,6 +279,30 @@ func (s *statusWriter) status() int {
 		return http.StatusOK
 	}
 	return s.code
+}
+
+// refusedWithoutToken answers whoever the loopback rule does not let in.
+const refusedWithoutToken = "without a token the admin API answers only requests addressed to a loopback IP, from this node's user or root on this host"
+
+// ownUser reports whether r comes over a connection whose other end, on
+// this host, belongs to this process's user or root (peerUID): the
+// loopback rule's caller. Every local user can reach a loopback port; only
+// these two could read the node's token or memory anyway.
+func ownUser(r *http.Request) bool {
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	local, err := netip.ParseAddrPort(la.String())
+	if err != nil {
+		return false
+	}
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !remote.Addr().Unmap().IsLoopback() {
+		return false
+	}
+	uid, err := peerUID(local, remote)
+	return err == nil && (uid == 0 || int(uid) == os.Geteuid())
 }
 
 // loopbackHost reports whether a Host header names this host by a loopback

@@ -103,11 +103,16 @@ func (a *AuditLog) load(path string) (int, error) {
 	if err := auditRegular(path); err != nil {
 		return 0, err
 	}
-	f, err := os.Open(path)
+	f, err := openNoFollow(path, os.O_RDONLY, 0)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return 0, err
+	} else if err := ownFile(path, fi); err != nil {
+		return 0, err
+	}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 4096), 64<<10)
 	n := 0
@@ -123,9 +128,10 @@ func (a *AuditLog) load(path string) (int, error) {
 
 // auditRegular refuses an audit file that exists and is not a regular
 // file: opening a FIFO would wait in open(2), at start, for a writer or a
-// reader that never comes.
+// reader that never comes, and a symlink would have records appended to
+// the file it names.
 func auditRegular(path string) error {
-	fi, err := os.Stat(path)
+	fi, err := os.Lstat(path)
 	if err == nil && !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
 	}
@@ -136,15 +142,19 @@ func (a *AuditLog) open() error {
 	if err := auditRegular(filepath.Join(a.dir, auditFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("open audit log: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(a.dir, auditFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, fileMode)
+	f, err := openNoFollow(filepath.Join(a.dir, auditFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, fileMode)
 	if err != nil {
 		return fmt.Errorf("open audit log: %w", err)
+	}
+	if st, err := f.Stat(); err != nil || ownFile(f.Name(), st) != nil {
+		f.Close()
+		return fmt.Errorf("open audit log: %s is not this node's file", f.Name())
 	}
 	// A record torn by a crash ends without a newline: end it, so the
 	// next record starts a line of its own (the torn one is skipped at load).
 	if st, err := f.Stat(); err == nil && st.Size() > 0 {
 		last := make([]byte, 1)
-		if r, err := os.Open(f.Name()); err == nil {
+		if r, err := openNoFollow(f.Name(), os.O_RDONLY, 0); err == nil {
 			if _, err := r.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
 				_, _ = f.Write([]byte{'\n'})
 			}

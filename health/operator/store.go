@@ -9,7 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // Store keeps operator state in cluster.state_dir: one versioned JSON file
@@ -54,12 +57,19 @@ func OpenStore(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	// Prove it is writable now, not at the first drain.
-	probe := filepath.Join(dir, ".probe")
-	if err := os.WriteFile(probe, nil, fileMode); err != nil {
+	// One another user can write is refused (the config check says so
+	// first; this is the same rule at the moment of use).
+	if err := configs.CheckStateDir(dir); err != nil {
+		return nil, err
+	}
+	// Prove it is writable now, not at the first drain: a new file of
+	// its own (O_EXCL), never one found there.
+	probe, err := os.CreateTemp(dir, ".probe.*")
+	if err != nil {
 		return nil, fmt.Errorf("state directory %s is not writable: %w", dir, err)
 	}
-	_ = os.Remove(probe)
+	probe.Close()
+	_ = os.Remove(probe.Name())
 	return &Store{dir: dir}, nil
 }
 
@@ -98,23 +108,26 @@ func (s *Store) Load(concern string, v any) error {
 const maxStateFile = 16 << 20
 
 // readStateFile reads a state file, refusing one that is not what the store
-// writes: not a regular file (a FIFO would hold the node's start in open(2))
+// writes: not a regular file (a FIFO would hold the node's start in open(2);
+// a symlink would have the node believe a file elsewhere), not this user's,
 // or larger than maxStateFile (a disk fault, a runaway writer: read whole,
 // before, at start). The caller logs it and starts without that state.
 func readStateFile(path string) ([]byte, error) {
-	// Stat, then open: opening a FIFO is what waits.
-	if fi, err := os.Stat(path); err != nil {
+	// Lstat, then open: opening a FIFO is what waits.
+	if fi, err := os.Lstat(path); err != nil {
 		return nil, err
 	} else if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
 	}
-	f, err := os.Open(path)
+	f, err := openNoFollow(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file", path)
+	} else if err := ownFile(path, fi); err != nil {
+		return nil, err
 	} else if fi.Size() > maxStateFile {
 		return nil, fmt.Errorf("%s: %d bytes, larger than a state file can be (%d)", path, fi.Size(), maxStateFile)
 	}
@@ -194,6 +207,23 @@ func syncDir(dir string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("sync state directory: %w", err)
+	}
+	return nil
+}
+
+// openNoFollow opens a file of the state directory, never through a
+// symlink (O_NOFOLLOW: ELOOP): the node reads and writes its own files,
+// not files elsewhere that a link in their place names.
+func openNoFollow(path string, flag int, perm os.FileMode) (*os.File, error) {
+	return os.OpenFile(path, flag|syscall.O_NOFOLLOW, perm)
+}
+
+// ownFile refuses a file of the state directory that another user owns:
+// the store writes every file as this user, so one of another owner was
+// put there by someone else.
+func ownFile(path string, fi os.FileInfo) error {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s: owned by uid %d, not this user (%d): not written by this node", path, st.Uid, os.Geteuid())
 	}
 	return nil
 }

@@ -1,0 +1,90 @@
+package operator
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// sockDiagByFamily is SOCK_DIAG_BY_FAMILY, the sock_diag request for one
+// address family's sockets.
+const sockDiagByFamily = 20
+
+// peerUID returns the user owning the socket at the other end of a TCP
+// connection on this host — local is this server's end, remote the
+// client's — as the kernel's socket table records it (NETLINK_SOCK_DIAG,
+// one exact lookup, as ss -e shows it). A connection from another host (or
+// another network namespace) has no such socket here: an error.
+func peerUID(local, remote netip.AddrPort) (uint32, error) {
+	src, dst := remote.Addr().Unmap(), local.Addr().Unmap()
+	family := byte(unix.AF_INET6)
+	if src.Is4() && dst.Is4() {
+		family = unix.AF_INET
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return 0, fmt.Errorf("sock_diag: %w", err)
+	}
+	defer unix.Close(fd)
+	tv := unix.NsecToTimeval(time.Second.Nanoseconds())
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+
+	// nlmsghdr (16 bytes), then inet_diag_req_v2 (56): family, protocol,
+	// ext, pad, states, and the socket's id from the client's side.
+	req := make([]byte, 16+56)
+	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
+	binary.NativeEndian.PutUint16(req[4:], sockDiagByFamily)
+	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST)
+	binary.NativeEndian.PutUint32(req[8:], 1) // seq
+	p := req[16:]
+	p[0], p[1] = family, unix.IPPROTO_TCP
+	binary.NativeEndian.PutUint32(p[4:], 0xffffffff) // every state
+	id := p[8:]
+	binary.BigEndian.PutUint16(id[0:], remote.Port())
+	binary.BigEndian.PutUint16(id[2:], local.Port())
+	if family == unix.AF_INET {
+		s, d := src.As4(), dst.As4()
+		copy(id[4:], s[:])
+		copy(id[20:], d[:])
+	} else {
+		s, d := src.As16(), dst.As16()
+		copy(id[4:], s[:])
+		copy(id[20:], d[:])
+	}
+	binary.NativeEndian.PutUint32(id[40:], 0xffffffff) // INET_DIAG_NOCOOKIE
+	binary.NativeEndian.PutUint32(id[44:], 0xffffffff)
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return 0, fmt.Errorf("sock_diag: %w", err)
+	}
+	buf := make([]byte, 4096)
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		return 0, fmt.Errorf("sock_diag: %w", err)
+	}
+	buf = buf[:n]
+	if len(buf) < 16 {
+		return 0, errors.New("sock_diag: short answer")
+	}
+	switch typ := binary.NativeEndian.Uint16(buf[4:]); typ {
+	case unix.NLMSG_ERROR:
+		if len(buf) >= 20 {
+			if errno := -int32(binary.NativeEndian.Uint32(buf[16:])); errno != 0 {
+				return 0, fmt.Errorf("sock_diag: %w", unix.Errno(errno))
+			}
+		}
+		return 0, errors.New("sock_diag: no such socket")
+	case sockDiagByFamily:
+		// inet_diag_msg: family, state, timer, retrans (4), id (48),
+		// expires, rqueue, wqueue (12), uid.
+		if len(buf) < 16+68 {
+			return 0, errors.New("sock_diag: short answer")
+		}
+		return binary.NativeEndian.Uint32(buf[16+64:]), nil
+	default:
+		return 0, fmt.Errorf("sock_diag: answer of type %d", typ)
+	}
+}
