@@ -18,7 +18,11 @@ const sockDiagByFamily = 20
 // connection on this host — local is this server's end, remote the
 // client's — as the kernel's socket table records it (NETLINK_SOCK_DIAG,
 // one exact lookup, as ss -e shows it). A connection from another host (or
-// another network namespace) has no such socket here: an error.
+// another network namespace) has no such socket here: an error. Written
+// here rather than taken from a netlink library: vishvananda/netlink's
+// SocketGet asks with NLM_F_DUMP, which walks the host's whole TCP table per
+// request (a balancer holds thousands of connections), where a request
+// without it is the kernel's hashed lookup of the one socket.
 func peerUID(local, remote netip.AddrPort) (uint32, error) {
 	src, dst := remote.Addr().Unmap(), local.Addr().Unmap()
 	family := byte(unix.AF_INET6)
