@@ -163,6 +163,15 @@ type Membership struct {
 	// ignored are members whose metadata this node does not trust, with
 	// why (logged once per reason); they are not in nodes.
 	ignored map[string]string
+	// pending are members memberlist took in that have not answered this
+	// node's ping yet (joins.go); they are not in nodes.
+	pending        map[string]*pendingJoin
+	pings          chan struct{} // a slot per ping in flight (maxConfirmPings)
+	unconfirmed    atomic.Uint64 // pings of pending members unanswered
+	unconfirmedLog acceptguard.LogLimit
+	probeInterval  time.Duration
+	// ready is closed once ml is set (or Join failed before).
+	ready chan struct{}
 
 	pins *pinTable
 	// streams bounds the inbound gossip streams (streams.go).
@@ -214,7 +223,9 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		allowed = configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes()
 	}
 	m := &Membership{logger: logger, meta: meta, encMet: enc, keyring: kr, allowed: allowed,
-		nodes: map[string]Node{}, ignored: map[string]string{}, subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{})}
+		nodes: map[string]Node{}, ignored: map[string]string{}, pending: map[string]*pendingJoin{}, pings: make(chan struct{}, maxConfirmPings),
+		subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{}), ready: make(chan struct{})}
+
 	m.balancerSigning.Store(math.MaxInt32)
 	if kr != nil {
 		// Before gossip starts: which form of signature each member makes.
@@ -231,6 +242,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	}, pinRetransmitFactor*mc.RetransmitMult)
 	// Before Create: peers' events (record) read it as soon as gossip runs.
 	m.name = mc.Name
+	m.probeInterval = mc.ProbeInterval
 	mc.Delegate = delegate{m}
 	mc.Events = events{m}
 	// Inbound streams bounded (streams.go): memberlist's own transport
@@ -248,9 +260,11 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		guard.Shutdown()
+		m.markClosed()
 		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
 	}
 	m.ml = ml
+	close(m.ready)
 	// LocalNode's fields are written by memberlist later (UpdateNode), so
 	// read the identity once, now.
 	local := ml.LocalNode()
@@ -811,17 +825,22 @@ func (d delegate) MergeRemoteState(buf []byte, join bool) {
 // events feeds memberlist's join/leave/update callbacks to subscribers.
 type events struct{ m *Membership }
 
-func (e events) NotifyJoin(n *memberlist.Node) {
-	e.m.memberStreams(n, true)
-	e.m.record("join", n)
-}
+// A join is believed once the member answers a ping (joins.go); until
+// then its updates and its leave only change or drop what is pending.
+func (e events) NotifyJoin(n *memberlist.Node) { e.m.joined(n) }
 
 func (e events) NotifyLeave(n *memberlist.Node) {
+	if e.m.leftPending(n) {
+		return
+	}
 	e.m.memberStreams(n, false)
 	e.m.record("leave", n)
 }
 
 func (e events) NotifyUpdate(n *memberlist.Node) {
+	if e.m.updatedPending(n) {
+		return
+	}
 	e.m.memberStreams(n, true)
 	e.m.record("update", n)
 }
