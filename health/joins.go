@@ -1,6 +1,7 @@
 package health
 
 import (
+	"math"
 	"net"
 	"slices"
 	"time"
@@ -25,18 +26,35 @@ import (
 //
 // A ping carries a fresh sequence number, and only a node holding the key
 // answers it, under the name asked for: a replayed join never answers, a
-// real one does within a round trip. memberlist's own failure detection
-// still decides when a believed member is gone. A node that answers no UDP
+// real one does within a round trip (or, when memberlist.Ping's fixed
+// timeout is too short for a loaded node, when memberlist's own probe of
+// it is answered, or memberlist has kept it alive longer than a node that
+// answers nothing lasts: probation). memberlist's own failure detection still decides when
+// a believed member is gone. A node that answers no UDP
 // ping (TCP alone works: memberlist's probes fall back to TCP) is not
 // believed until it does; it is retried every probe interval and logged.
+//
+// A replay can make a join only once memberlist has forgotten the node,
+// GossipToTheDeadTime after it was taken for dead or left; before, a join
+// needs an alive message of a higher incarnation than memberlist holds,
+// which only the node itself makes. So a member back within half that time
+// of its leave (a busy node taken for dead, and refuting it; pending or
+// believed before) is believed at once, as memberlist believes it: under load, pings go unanswered as
+// memberlist's probes do, and a flapping member would otherwise stay out
+// until one is answered.
 //
 // Nothing changes on the wire: every release answers pings.
 
 // pendingJoin is a member memberlist has taken in and this node has not yet
 // heard answer: the latest of its node as memberlist told it.
 type pendingJoin struct {
-	node memberlist.Node
+	node  memberlist.Node
+	since time.Time
 }
+
+// maxConfirmWait bounds the wait between pings of a pending member, in
+// probe intervals.
+const maxConfirmWait = 8
 
 // maxConfirmPings bounds the pings in flight for joins (a node joining a
 // large cluster hears of every member at once).
@@ -58,13 +76,30 @@ func (m *Membership) joined(n *memberlist.Node) {
 		m.record("join", n)
 		return
 	}
+	now := time.Now()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
 		return
 	}
+	for name, at := range m.departed {
+		if now.Sub(at) >= m.rejoinWithin {
+			delete(m.departed, name)
+		}
+	}
+	if _, back := m.departed[n.Name]; back {
+		delete(m.departed, n.Name)
+		m.mu.Unlock()
+		m.memberStreams(n, true)
+		m.record("join", n)
+		return
+	}
 	_, confirming := m.pending[n.Name]
-	m.pending[n.Name] = &pendingJoin{node: copyNode(n)}
+	since := now
+	if p, ok := m.pending[n.Name]; ok {
+		since = p.since
+	}
+	m.pending[n.Name] = &pendingJoin{node: copyNode(n), since: since}
 	if !confirming {
 		m.retry.Add(1)
 		go m.confirm(n.Name)
@@ -94,6 +129,52 @@ func (m *Membership) leftPending(n *memberlist.Node) bool {
 	return ok
 }
 
+// answered believes name, if it is pending: it answered a ping.
+func (m *Membership) answered(name string) {
+	m.mu.Lock()
+	p, ok := m.pending[name]
+	delete(m.pending, name)
+	m.mu.Unlock()
+	if ok {
+		m.memberStreams(&p.node, true)
+		m.record("join", &p.node)
+	}
+}
+
+// pingDelegate hears memberlist's own probes answered: a member whose
+// answers to this node's pings come too late for memberlist.Ping's fixed
+// timeout (a loaded node: memberlist's probes scale theirs) is believed
+// when memberlist's probe of it is answered.
+type pingDelegate struct{ m *Membership }
+
+func (d pingDelegate) AckPayload() []byte { return nil }
+
+func (d pingDelegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	d.m.answered(other.Name)
+}
+
+// probation is how long memberlist keeps a node that answers nothing
+// alive at most: probed within two rounds of the members (a new node goes
+// in at a random place of the probe order, which is shuffled every
+// round), then suspected for at most its longest suspicion timeout. A
+// pending member memberlist still holds after twice that is believed: it
+// answers memberlist's probes, directly, through another member or over
+// TCP, which a replay cannot.
+func (m *Membership) probation() time.Duration {
+	n := max(m.ml.NumMembers(), 1)
+	pi := m.probeInterval
+	suspicion := time.Duration(float64(m.suspicionMult*m.suspicionMaxMult) * max(1, math.Log10(float64(n))) * float64(pi))
+	return 2 * (2*time.Duration(n+1)*pi + suspicion)
+}
+
+// departedNow notes that memberlist took name for dead or gone (believed
+// or pending): a join of it within rejoinWithin is believed at once.
+func (m *Membership) departedNow(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.departed[name] = time.Now()
+}
+
 // confirm pings name until it answers (then it is a member), it leaves, or
 // the membership shuts down.
 func (m *Membership) confirm(name string) {
@@ -104,15 +185,23 @@ func (m *Membership) confirm(name string) {
 		return
 	}
 	warned := false
+	wait := m.probeInterval
 	for {
 		m.mu.Lock()
 		p, ok := m.pending[name]
 		var addr net.UDPAddr
+		var since time.Time
 		if ok {
 			addr = net.UDPAddr{IP: slices.Clone(p.node.Addr), Port: int(p.node.Port)}
+			since = p.since
 		}
 		m.mu.Unlock()
 		if !ok {
+			return
+		}
+		if time.Since(since) > m.probation() {
+			m.logger.Info("believing a gossip member that memberlist has kept alive longer than it takes to find a node that does not answer, though it answered none of this node's pings", "member", name, "addr", addr.String())
+			m.answered(name)
 			return
 		}
 		var err error
@@ -124,14 +213,7 @@ func (m *Membership) confirm(name string) {
 			return
 		}
 		if err == nil {
-			m.mu.Lock()
-			p, ok := m.pending[name]
-			delete(m.pending, name)
-			m.mu.Unlock()
-			if ok {
-				m.memberStreams(&p.node, true)
-				m.record("join", &p.node)
-			}
+			m.answered(name)
 			return
 		}
 		m.unconfirmed.Add(1)
@@ -142,10 +224,14 @@ func (m *Membership) confirm(name string) {
 					"member", name, "addr", addr.String(), "others_not_logged", suppressed)
 			}
 		}
+		// Backing off: under load pings go unanswered for a while, and
+		// pinging every pending member every interval added to the load
+		// that made memberlist take members for dead.
 		select {
-		case <-time.After(m.probeInterval):
+		case <-time.After(wait):
 		case <-m.stop:
 			return
 		}
+		wait = min(2*wait, maxConfirmWait*m.probeInterval)
 	}
 }

@@ -63,15 +63,23 @@ func (d metaDelegate) MergeRemoteState([]byte, bool)   {}
 // packets it sends there.
 func startRecordedMember(t *testing.T, name, keyFile string, meta Meta, seed string) (*memberlist.Memberlist, *recordingTransport) {
 	t.Helper()
+	enc, err := meta.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startPlainMember(t, name, keyFile, metaDelegate{meta: enc}, seed)
+}
+
+// startPlainMember starts a plain memberlist member named name holding the
+// cluster's key, with del as its delegate, which joins seed and records
+// the packets it sends there: what a node of another build can do.
+func startPlainMember(t *testing.T, name, keyFile string, del memberlist.Delegate, seed string) (*memberlist.Memberlist, *recordingTransport) {
+	t.Helper()
 	keys, err := configs.ReadKeyring(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	kr, err := memberlist.NewKeyring(keys, keys[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc, err := meta.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +94,7 @@ func startRecordedMember(t *testing.T, name, keyFile string, meta Meta, seed str
 	mc.AdvertisePort = mc.BindPort
 	mc.ProbeInterval, mc.ProbeTimeout, mc.GossipInterval = 100*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
 	mc.Keyring, mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = kr, true, true
-	mc.Delegate = metaDelegate{meta: enc}
+	mc.Delegate = del
 	mc.Transport = rt
 	mc.LogOutput = discard{}
 	ml, err := memberlist.Create(mc)
