@@ -3,6 +3,7 @@ package health
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"strings"
 
 	"github.com/ringlb/ringlb/configs"
@@ -47,15 +48,54 @@ func trustMeta(n *Node, allowed []netip.Prefix) (distrust, note string) {
 		if err := configs.CheckAdvertisedURL(m.URL, allowed); err != nil {
 			return "edge url " + err.Error(), ""
 		}
+		if err := notThisHost(m.URL, n.Addr); err != nil {
+			return "edge url " + err.Error(), ""
+		}
 	} else {
 		m.URL, m.Weight = "", 0 // only edges are dialed for traffic
 	}
 	if m.Admin != "" {
-		if err := configs.CheckAdvertisedURL(m.Admin, allowed); err != nil {
+		err := configs.CheckAdvertisedURL(m.Admin, allowed)
+		if err == nil {
+			err = notThisHost(m.Admin, n.Addr)
+		}
+		if err != nil {
 			m.Admin, note = "", strings.TrimSpace(note+"; admin url "+err.Error())
 		}
 	}
 	return "", note
+}
+
+// notThisHost refuses a URL (already checked by CheckAdvertisedURL) that
+// would have the receiving node call its own host: a loopback or
+// unspecified address (0.0.0.0 dials the local host) from a member whose
+// gossip address (gossip, host:port) is not loopback — a member on one
+// host with this one, the demo, may — and a link-local or multicast
+// address from anyone. Loopback is among the default allowed networks: a
+// member holding the key announcing 127.0.0.1:ADMIN had every balancer
+// forward clients to its own admin port, whose tokenless reads trust a
+// loopback Host, to its own data port, or to any local service; with
+// wide allowed networks, 169.254.169.254 is a cloud's metadata service.
+func notThisHost(raw, gossip string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	if err != nil {
+		return err
+	}
+	ip = ip.Unmap()
+	switch {
+	case ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast():
+		return fmt.Errorf("%q: a link-local or multicast address is never a member's", raw)
+	case ip.IsLoopback() || ip.IsUnspecified():
+		from, err := netip.ParseAddrPort(gossip)
+		if err != nil || !from.Addr().Unmap().IsLoopback() {
+			return fmt.Errorf("%q: the receiving node's own host, announced by a member gossiping from %s", raw, gossip)
+		}
+	}
+	return nil
 }
 
 // validNodeName: node names travel in headers (X-Ringlb-Owner,
