@@ -39,17 +39,17 @@ import (
 // needs an alive message of a higher incarnation than memberlist holds,
 // which only the node itself makes. So a member back within half that time
 // of its leave (a busy node taken for dead, and refuting it; pending or
-// believed before) is believed at once, as memberlist believes it: under load, pings go unanswered as
-// memberlist's probes do, and a flapping member would otherwise stay out
-// until one is answered.
+// believed before) is believed at once, as memberlist believes it: under
+// load, pings go unanswered as memberlist's probes do, and a flapping
+// member would otherwise stay out until one is answered.
 //
 // Nothing changes on the wire: every release answers pings.
 
 // pendingJoin is a member memberlist has taken in and this node has not yet
 // heard answer: the latest of its node as memberlist told it.
 type pendingJoin struct {
-	node  memberlist.Node
-	since time.Time
+	node  memberlist.Node // under Membership.mu
+	since time.Time       // set once
 }
 
 // maxConfirmWait bounds the wait between pings of a pending member, in
@@ -94,16 +94,15 @@ func (m *Membership) joined(n *memberlist.Node) {
 		m.record("join", n)
 		return
 	}
-	_, confirming := m.pending[n.Name]
-	since := now
 	if p, ok := m.pending[n.Name]; ok {
-		since = p.since
+		p.node = copyNode(n) // its confirm goes on
+		m.mu.Unlock()
+		return
 	}
-	m.pending[n.Name] = &pendingJoin{node: copyNode(n), since: since}
-	if !confirming {
-		m.retry.Add(1)
-		go m.confirm(n.Name)
-	}
+	p := &pendingJoin{node: copyNode(n), since: now}
+	m.pending[n.Name] = p
+	m.retry.Add(1)
+	go m.confirm(n.Name, p)
 	m.mu.Unlock()
 }
 
@@ -175,9 +174,10 @@ func (m *Membership) departedNow(name string) {
 	m.departed[name] = time.Now()
 }
 
-// confirm pings name until it answers (then it is a member), it leaves, or
-// the membership shuts down.
-func (m *Membership) confirm(name string) {
+// confirm pings name, pending as p, until it answers (then it is a
+// member), it leaves (p is no longer what is pending), or the membership
+// shuts down.
+func (m *Membership) confirm(name string, p *pendingJoin) {
 	defer m.retry.Done()
 	select {
 	case <-m.ready:
@@ -188,18 +188,16 @@ func (m *Membership) confirm(name string) {
 	wait := m.probeInterval
 	for {
 		m.mu.Lock()
-		p, ok := m.pending[name]
+		ok := m.pending[name] == p
 		var addr net.UDPAddr
-		var since time.Time
 		if ok {
 			addr = net.UDPAddr{IP: slices.Clone(p.node.Addr), Port: int(p.node.Port)}
-			since = p.since
 		}
 		m.mu.Unlock()
 		if !ok {
 			return
 		}
-		if time.Since(since) > m.probation() {
+		if time.Since(p.since) > m.probation() {
 			m.logger.Info("believing a gossip member that memberlist has kept alive longer than it takes to find a node that does not answer, though it answered none of this node's pings", "member", name, "addr", addr.String())
 			m.answered(name)
 			return
