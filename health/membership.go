@@ -568,8 +568,15 @@ func (m *Membership) Edges(region string) []Node {
 // whole is an error: json.Unmarshal leaves the fields it had filled before
 // a value of the wrong type, and a member believed on part of its metadata
 // (a region or a load read as nothing) was routed to.
+//
+// Metadata over memberlist's limit is not read at all: memberlist bounds
+// what a node announces, not what it takes from others, and a member
+// holding the key can gossip as much as a push/pull carries (20 MB).
 func toNode(n *memberlist.Node) (Node, error) {
 	node := Node{Name: n.Name, Addr: n.Address()}
+	if len(n.Meta) > memberlist.MetaMaxSize {
+		return node, fmt.Errorf("metadata of %d bytes, over memberlist's limit of %d: not read", len(n.Meta), memberlist.MetaMaxSize)
+	}
 	if len(n.Meta) > 0 {
 		if err := json.Unmarshal(n.Meta, &node.Meta); err != nil {
 			return node, fmt.Errorf("unreadable metadata: %w", err)
@@ -745,7 +752,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		}
 		m.mu.Unlock()
 		if changed {
-			m.logger.Warn("ignoring a gossip member whose metadata this node does not trust", "member", ev.Node.Name, "addr", n.Address(), "why", distrust)
+			m.logger.Warn("ignoring a gossip member whose metadata this node does not trust", "member", bounded(ev.Node.Name), "addr", n.Address(), "why", distrust)
 		}
 		return
 	}
@@ -776,7 +783,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 	if kind == "leave" {
 		level = slog.LevelInfo
 	}
-	m.logger.Log(context.Background(), level, "membership "+kind, "member", n.Name, "addr", n.Address(), "state", ev.Node.Meta.State)
+	m.logger.Log(context.Background(), level, "membership "+kind, "member", bounded(n.Name), "addr", n.Address(), "state", ev.Node.Meta.State)
 }
 
 // nodesChangedLocked follows a change of m.nodes: what is kept of them is

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/ringlb/ringlb/configs"
@@ -20,7 +21,7 @@ import (
 // address, its load) while the member stays.
 func trustMeta(n *Node, allowed []netip.Prefix) (distrust, note string) {
 	if !validNodeName(n.Name) {
-		return fmt.Sprintf("name %q: want 1 to 64 letters, digits, '.', '-' or '_'", n.Name), ""
+		return fmt.Sprintf("name %s: want 1 to 64 letters, digits, '.', '-' or '_'", quoted(n.Name)), ""
 	}
 	m := &n.Meta
 	switch m.Role {
@@ -96,6 +97,25 @@ func notThisHost(raw, gossip string) error {
 		}
 	}
 	return nil
+}
+
+// quoted is s quoted for a reason or a log line, at most 64 bytes of it:
+// a member's name and metadata are the member's to choose, and memberlist
+// bounds neither in what it takes from others.
+func quoted(s string) string {
+	if len(s) <= 64 {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%q… (%d bytes)", s[:64], len(s))
+}
+
+// bounded is s as it is for a log line when at most 64 bytes, else as
+// quoted cuts it.
+func bounded(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	return quoted(s)
 }
 
 // validNodeName: node names travel in headers (X-Ringlb-Owner,
