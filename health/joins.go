@@ -1,6 +1,7 @@
 package health
 
 import (
+	"context"
 	"math"
 	"net"
 	"slices"
@@ -165,6 +166,32 @@ func (m *Membership) probation() time.Duration {
 	pi := m.probeInterval
 	suspicion := time.Duration(float64(m.suspicionMult*m.suspicionMaxMult) * max(1, math.Log10(float64(n))) * float64(pi))
 	return 2 * (2*time.Duration(n+1)*pi + suspicion)
+}
+
+// joinConfirmWait bounds how long Join waits for the members its seeds
+// told of to answer.
+const joinConfirmWait = 2 * time.Second
+
+// waitConfirmed returns once no member is pending, or within ctx and at
+// most bound.
+func (m *Membership) waitConfirmed(ctx context.Context, bound time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		m.mu.Lock()
+		n := len(m.pending)
+		m.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // departedNow notes that memberlist took name for dead or gone (believed

@@ -297,6 +297,11 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		_, err := ml.Join(seeds)
 		if err != nil {
 			logger.Warn("no gossip seed answered yet; retrying in the background", "seeds", seeds, "err", err)
+		} else {
+			// The members the seeds told of are believed once they
+			// answer (joins.go): a round trip, which callers expect
+			// Join to have waited for.
+			m.waitConfirmed(ctx, joinConfirmWait)
 		}
 		every := seedCheckLAN
 		if cfg.Profile == "local" {
