@@ -136,6 +136,17 @@ type Event struct {
 
 const recentEvents = 64
 
+// notifyEvery spaces the notifications of subscribers: a change after a
+// quiet spell is told at once, changes within notifyEvery of the last
+// notification are told together once it has passed. Each notification
+// is a ring rebuild on every balancer and edge (and on an edge a log
+// line, a ring kept for the settle window and its sessions re-pinned),
+// and a member holding the key can change its metadata as fast as gossip
+// carries it: 400 flips of an edge's weight in 2.5 s were 128 rebuilds of
+// a balancer's ring (TestMetadataFlipStormCoalesced). At most 4 a second,
+// whatever a member does; a real change waits at most this long.
+const notifyEvery = 250 * time.Millisecond
+
 // Membership is this node's membership in a gossip cluster. Its goroutines
 // are memberlist's and the seed-retry loop; Shutdown stops them all.
 type Membership struct {
@@ -157,12 +168,31 @@ type Membership struct {
 	balancerSigning atomic.Int32
 	subs            map[int]chan struct{}
 	nextID          int
-	recent          []Event
-	closed          bool
+	// lastNotify is when subscribers were last told; notifyDue, when set,
+	// tells them of the changes since (notifyEvery).
+	lastNotify time.Time
+	notifyDue  *time.Timer
+	recent     []Event
+	closed     bool
 
 	// ignored are members whose metadata this node does not trust, with
 	// why (logged once per reason); they are not in nodes.
 	ignored map[string]string
+	// pending are members memberlist took in that have not answered this
+	// node's ping yet (joins.go); they are not in nodes.
+	pending map[string]*pendingJoin
+	// departed are believed members that left less than rejoinWithin
+	// ago (half of memberlist's GossipToTheDeadTime), when they did.
+	departed       map[string]time.Time
+	rejoinWithin   time.Duration
+	pings          chan struct{} // a slot per ping in flight (maxConfirmPings)
+	unconfirmed    atomic.Uint64 // pings of pending members unanswered
+	unconfirmedLog acceptguard.LogLimit
+	// memberlist's timings, for probation (joins.go).
+	probeInterval                   time.Duration
+	suspicionMult, suspicionMaxMult int
+	// ready is closed once ml is set (or Join failed before).
+	ready chan struct{}
 
 	pins *pinTable
 	// streams bounds the inbound gossip streams (streams.go).
@@ -214,7 +244,9 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		allowed = configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes()
 	}
 	m := &Membership{logger: logger, meta: meta, encMet: enc, keyring: kr, allowed: allowed,
-		nodes: map[string]Node{}, ignored: map[string]string{}, subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{})}
+		nodes: map[string]Node{}, ignored: map[string]string{}, pending: map[string]*pendingJoin{}, departed: map[string]time.Time{}, pings: make(chan struct{}, maxConfirmPings),
+		subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{}), ready: make(chan struct{})}
+
 	m.balancerSigning.Store(math.MaxInt32)
 	if kr != nil {
 		// Before gossip starts: which form of signature each member makes.
@@ -231,8 +263,11 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	}, pinRetransmitFactor*mc.RetransmitMult)
 	// Before Create: peers' events (record) read it as soon as gossip runs.
 	m.name = mc.Name
+	m.probeInterval, m.suspicionMult, m.suspicionMaxMult = mc.ProbeInterval, mc.SuspicionMult, mc.SuspicionMaxTimeoutMult
+	m.rejoinWithin = mc.GossipToTheDeadTime / 2
 	mc.Delegate = delegate{m}
 	mc.Events = events{m}
+	mc.Ping = pingDelegate{m}
 	// Inbound streams bounded (streams.go): memberlist's own transport
 	// takes any number, each up to 20 MB.
 	guard, err := newGuardedTransport(mc.BindAddr, mc.BindPort, logger, mc.Logger)
@@ -248,9 +283,11 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		guard.Shutdown()
+		m.markClosed()
 		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
 	}
 	m.ml = ml
+	close(m.ready)
 	// LocalNode's fields are written by memberlist later (UpdateNode), so
 	// read the identity once, now.
 	local := ml.LocalNode()
@@ -260,6 +297,11 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		_, err := ml.Join(seeds)
 		if err != nil {
 			logger.Warn("no gossip seed answered yet; retrying in the background", "seeds", seeds, "err", err)
+		} else {
+			// The members the seeds told of are believed once they
+			// answer (joins.go): a round trip, which callers expect
+			// Join to have waited for.
+			m.waitConfirmed(ctx, joinConfirmWait)
 		}
 		every := seedCheckLAN
 		if cfg.Profile == "local" {
@@ -531,8 +573,15 @@ func (m *Membership) Edges(region string) []Node {
 // whole is an error: json.Unmarshal leaves the fields it had filled before
 // a value of the wrong type, and a member believed on part of its metadata
 // (a region or a load read as nothing) was routed to.
+//
+// Metadata over memberlist's limit is not read at all: memberlist bounds
+// what a node announces, not what it takes from others, and a member
+// holding the key can gossip as much as a push/pull carries (20 MB).
 func toNode(n *memberlist.Node) (Node, error) {
 	node := Node{Name: n.Name, Addr: n.Address()}
+	if len(n.Meta) > memberlist.MetaMaxSize {
+		return node, fmt.Errorf("metadata of %d bytes, over memberlist's limit of %d: not read", len(n.Meta), memberlist.MetaMaxSize)
+	}
 	if len(n.Meta) > 0 {
 		if err := json.Unmarshal(n.Meta, &node.Meta); err != nil {
 			return node, fmt.Errorf("unreadable metadata: %w", err)
@@ -665,6 +714,10 @@ func (m *Membership) Shutdown(ctx context.Context) error {
 func (m *Membership) markClosed() {
 	m.mu.Lock()
 	m.closed = true
+	if m.notifyDue != nil && m.notifyDue.Stop() {
+		m.notifyDue = nil
+		m.wakeLocked(time.Now())
+	}
 	m.mu.Unlock()
 	close(m.stop)
 	m.retry.Wait()
@@ -704,7 +757,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		}
 		m.mu.Unlock()
 		if changed {
-			m.logger.Warn("ignoring a gossip member whose metadata this node does not trust", "member", ev.Node.Name, "addr", n.Address(), "why", distrust)
+			m.logger.Warn("ignoring a gossip member whose metadata this node does not trust", "member", bounded(ev.Node.Name), "addr", n.Address(), "why", distrust)
 		}
 		return
 	}
@@ -735,7 +788,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 	if kind == "leave" {
 		level = slog.LevelInfo
 	}
-	m.logger.Log(context.Background(), level, "membership "+kind, "member", n.Name, "addr", n.Address(), "state", ev.Node.Meta.State)
+	m.logger.Log(context.Background(), level, "membership "+kind, "member", bounded(n.Name), "addr", n.Address(), "state", ev.Node.Meta.State)
 }
 
 // nodesChangedLocked follows a change of m.nodes: what is kept of them is
@@ -758,8 +811,27 @@ func (m *Membership) BalancerBelow(level int) bool {
 	return int(m.balancerSigning.Load()) < level
 }
 
-// notifyLocked wakes every subscriber (coalesced). m.mu is held.
+// notifyLocked wakes every subscriber (coalesced), now or, within
+// notifyEvery of the last time, once it has passed. m.mu is held.
 func (m *Membership) notifyLocked() {
+	if m.notifyDue != nil {
+		return // the changes so far will be told then
+	}
+	now := time.Now()
+	if wait := m.lastNotify.Add(notifyEvery).Sub(now); wait > 0 && !m.closed {
+		m.notifyDue = time.AfterFunc(wait, func() {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			m.notifyDue = nil
+			m.wakeLocked(time.Now())
+		})
+		return
+	}
+	m.wakeLocked(now)
+}
+
+func (m *Membership) wakeLocked(now time.Time) {
+	m.lastNotify = now
 	for _, ch := range m.subs {
 		select {
 		case ch <- struct{}{}:
@@ -811,17 +883,25 @@ func (d delegate) MergeRemoteState(buf []byte, join bool) {
 // events feeds memberlist's join/leave/update callbacks to subscribers.
 type events struct{ m *Membership }
 
-func (e events) NotifyJoin(n *memberlist.Node) {
-	e.m.memberStreams(n, true)
-	e.m.record("join", n)
-}
+// A join is believed once the member answers a ping (joins.go); until
+// then its updates and its leave only change or drop what is pending.
+func (e events) NotifyJoin(n *memberlist.Node) { e.m.joined(n) }
 
 func (e events) NotifyLeave(n *memberlist.Node) {
+	if n.Name != e.m.name {
+		e.m.departedNow(n.Name)
+	}
+	if e.m.leftPending(n) {
+		return
+	}
 	e.m.memberStreams(n, false)
 	e.m.record("leave", n)
 }
 
 func (e events) NotifyUpdate(n *memberlist.Node) {
+	if e.m.updatedPending(n) {
+		return
+	}
 	e.m.memberStreams(n, true)
 	e.m.record("update", n)
 }

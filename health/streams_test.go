@@ -255,3 +255,40 @@ func TestGossipStreamSlotsHeldFromManyAddresses(t *testing.T) {
 		t.Errorf("a member's push/pull closed %d strangers' streams; want it in the members' slots", got-evicted)
 	}
 }
+
+// A stream without the key announcing 4 GiB: memberlist refuses a length
+// over its 20 MB push/pull limit before it reads or allocates any of it,
+// and closes the stream; the node takes the next member's join as ever.
+func TestGossipStreamHugeLengthReadNoFurther(t *testing.T) {
+	cfg := testCluster("target")
+	cfg.SecretKeyFile = writeKey(t, 32)
+	m := startNode(t, cfg, edgeMeta(0))
+	c, err := net.DialTimeout("tcp", m.Addr(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte{10, 0xff, 0xff, 0xff, 0xff}); err != nil { // encryptMsg, 4 GiB
+		t.Fatal(err)
+	}
+	// The node answers (an encrypted error) and closes: reading ends
+	// without the attacker sending another byte.
+	buf := make([]byte, 4096)
+	var got int
+	for {
+		n, err := c.Read(buf)
+		got += n
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("the node held a stream announcing 4 GiB open, waiting for it (%d bytes answered)", got)
+			}
+			break
+		}
+	}
+	t.Logf("a stream announcing 4 GiB: answered (%d bytes) and closed on its 5-byte head", got)
+	pcfg := testCluster("peer", m.Addr())
+	pcfg.SecretKeyFile = cfg.SecretKeyFile
+	peer := startNode(t, pcfg, edgeMeta(1))
+	waitAll(t, []*Membership{m, peer}, func(ns []Node) bool { return len(ns) == 2 })
+}

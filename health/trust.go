@@ -3,6 +3,8 @@ package health
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/ringlb/ringlb/configs"
@@ -19,7 +21,7 @@ import (
 // address, its load) while the member stays.
 func trustMeta(n *Node, allowed []netip.Prefix) (distrust, note string) {
 	if !validNodeName(n.Name) {
-		return fmt.Sprintf("name %q: want 1 to 64 letters, digits, '.', '-' or '_'", n.Name), ""
+		return fmt.Sprintf("name %s: want 1 to 64 letters, digits, '.', '-' or '_'", quoted(n.Name)), ""
 	}
 	m := &n.Meta
 	switch m.Role {
@@ -47,15 +49,73 @@ func trustMeta(n *Node, allowed []netip.Prefix) (distrust, note string) {
 		if err := configs.CheckAdvertisedURL(m.URL, allowed); err != nil {
 			return "edge url " + err.Error(), ""
 		}
+		if err := notThisHost(m.URL, n.Addr); err != nil {
+			return "edge url " + err.Error(), ""
+		}
 	} else {
 		m.URL, m.Weight = "", 0 // only edges are dialed for traffic
 	}
 	if m.Admin != "" {
-		if err := configs.CheckAdvertisedURL(m.Admin, allowed); err != nil {
+		err := configs.CheckAdvertisedURL(m.Admin, allowed)
+		if err == nil {
+			err = notThisHost(m.Admin, n.Addr)
+		}
+		if err != nil {
 			m.Admin, note = "", strings.TrimSpace(note+"; admin url "+err.Error())
 		}
 	}
 	return "", note
+}
+
+// notThisHost refuses a URL (already checked by CheckAdvertisedURL) that
+// would have the receiving node call its own host: a loopback or
+// unspecified address (0.0.0.0 dials the local host) from a member whose
+// gossip address (gossip, host:port) is not loopback — a member on one
+// host with this one, the demo, may — and a link-local or multicast
+// address from anyone. Loopback is among the default allowed networks: a
+// member holding the key announcing 127.0.0.1:ADMIN had every balancer
+// forward clients to its own admin port, whose tokenless reads trust a
+// loopback Host, to its own data port, or to any local service; with
+// wide allowed networks, 169.254.169.254 is a cloud's metadata service.
+func notThisHost(raw, gossip string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	if err != nil {
+		return err
+	}
+	ip = ip.Unmap()
+	switch {
+	case ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast():
+		return fmt.Errorf("%q: a link-local or multicast address is never a member's", raw)
+	case ip.IsLoopback() || ip.IsUnspecified():
+		from, err := netip.ParseAddrPort(gossip)
+		if err != nil || !from.Addr().Unmap().IsLoopback() {
+			return fmt.Errorf("%q: the receiving node's own host, announced by a member gossiping from %s", raw, gossip)
+		}
+	}
+	return nil
+}
+
+// quoted is s quoted for a reason or a log line, at most 64 bytes of it:
+// a member's name and metadata are the member's to choose, and memberlist
+// bounds neither in what it takes from others.
+func quoted(s string) string {
+	if len(s) <= 64 {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%q… (%d bytes)", s[:64], len(s))
+}
+
+// bounded is s as it is for a log line when at most 64 bytes, else as
+// quoted cuts it.
+func bounded(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	return quoted(s)
 }
 
 // validNodeName: node names travel in headers (X-Ringlb-Owner,

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -396,5 +397,44 @@ func TestForwardedSignatures(t *testing.T) {
 	var none *Keyring
 	if v := none.SignForwarded("bal-1", "edge-1", http.MethodGet, key); v != "" {
 		t.Errorf("keyless SignForwarded = %q", v)
+	}
+}
+
+// A member holding the key announces a data URL on the receiving node's
+// own host: 127.0.0.1 (within the default allowed networks) made every
+// balancer forward clients to its own loopback — its admin port, whose
+// tokenless reads trust a loopback Host, its own data port (a loop), any
+// local service — and 0.0.0.0 dials the local host too. Such a URL is
+// believed only from a member whose gossip address is loopback (a single
+// host: the demo); link-local ones (a cloud's metadata service at
+// 169.254.169.254) and multicast never, whatever allowed_networks says.
+func TestMemberCannotPointAtTheReceiversOwnHost(t *testing.T) {
+	wide := configs.Cluster{AllowedNetworks: []string{"0.0.0.0/0", "::/0"}}.AllowedPrefixes()
+	local := configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes()
+	for _, tt := range []struct {
+		name, addr, url string
+		allowed         []netip.Prefix
+		trusted         bool
+	}{
+		{"loopback from another host", "10.0.0.7:7946", "http://127.0.0.1:9000", local, false},
+		{"loopback v6 from another host", "10.0.0.7:7946", "http://[::1]:9000", local, false},
+		{"unspecified from another host", "10.0.0.7:7946", "http://0.0.0.0:7101", wide, false},
+		{"metadata service", "10.0.0.7:7946", "http://169.254.169.254:80", wide, false},
+		{"link-local v6", "10.0.0.7:7946", "http://[fe80::1]:7101", wide, false},
+		{"multicast", "10.0.0.7:7946", "http://224.0.0.1:7101", wide, false},
+		{"loopback on one host (demo)", "127.0.0.1:7946", "http://127.0.0.1:7101", local, true},
+		{"its own network", "10.0.0.7:7946", "http://10.0.0.7:7101", local, true},
+		{"another address of the cluster", "10.0.0.7:7946", "http://10.0.1.9:7101", local, true},
+	} {
+		n := Node{Name: "edge-x", Addr: tt.addr, Meta: Meta{Role: RoleEdge, URL: tt.url, Weight: 1, State: StateAlive}}
+		distrust, _ := trustMeta(&n, tt.allowed)
+		if (distrust == "") != tt.trusted {
+			t.Errorf("%s: url %s from %s: distrust %q, want trusted %v", tt.name, tt.url, tt.addr, distrust, tt.trusted)
+		}
+		// An admin URL so is dropped, the member kept.
+		g := Node{Name: "gslb-x", Addr: tt.addr, Meta: Meta{Role: RoleGSLB, Admin: tt.url, State: StateAlive}}
+		if distrust, _ := trustMeta(&g, tt.allowed); distrust != "" || (g.Meta.Admin != "") != tt.trusted {
+			t.Errorf("%s: admin url %s from %s: kept %q (distrust %q), want kept %v", tt.name, tt.url, tt.addr, g.Meta.Admin, distrust, tt.trusted)
+		}
 	}
 }

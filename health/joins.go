@@ -1,0 +1,263 @@
+package health
+
+import (
+	"context"
+	"math"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// A member memberlist takes in is believed only once it has answered this
+// node's ping.
+//
+// memberlist encrypts and authenticates every packet, but it keeps no
+// record of the packets it has taken: a capture decrypts as well later as
+// it did then. An alive message is news whenever memberlist has no newer
+// one for its node, and memberlist forgets a node that left or died
+// GossipToTheDeadTime after (30 s on a LAN). Anyone who captured the UDP
+// packets of an edge that has since left could replay them, without the
+// key, and the edge was back on every ring until probes took it for dead
+// again (suspicion: seconds) — then again at the next replay, as long as
+// the attacker liked (TestReplayedAliveDoesNotResurrectADepartedEdge).
+// memberlist's incarnation numbers keep a replay from changing a member
+// that is still known; a join is the one change a replay can make.
+//
+// A ping carries a fresh sequence number, and only a node holding the key
+// answers it, under the name asked for: a replayed join never answers, a
+// real one does within a round trip (or, when memberlist.Ping's fixed
+// timeout is too short for a loaded node, when memberlist's own probe of
+// it is answered, or memberlist has kept it alive longer than a node that
+// answers nothing lasts: probation). memberlist's own failure detection still decides when
+// a believed member is gone. A node that answers no UDP
+// ping (TCP alone works: memberlist's probes fall back to TCP) is not
+// believed until it does; it is retried every probe interval and logged.
+//
+// A replay can make a join only once memberlist has forgotten the node,
+// GossipToTheDeadTime after it was taken for dead or left; before, a join
+// needs an alive message of a higher incarnation than memberlist holds,
+// which only the node itself makes. So a member back within half that time
+// of its leave (a busy node taken for dead, and refuting it; pending or
+// believed before) is believed at once, as memberlist believes it: under
+// load, pings go unanswered as memberlist's probes do, and a flapping
+// member would otherwise stay out until one is answered.
+//
+// Nothing changes on the wire: every release answers pings.
+
+// pendingJoin is a member memberlist has taken in and this node has not yet
+// heard answer: the latest of its node as memberlist told it.
+type pendingJoin struct {
+	node  memberlist.Node // under Membership.mu
+	since time.Time       // set once
+}
+
+// maxConfirmWait bounds the wait between pings of a pending member, in
+// probe intervals.
+const maxConfirmWait = 8
+
+// maxConfirmPings bounds the pings in flight for joins (a node joining a
+// large cluster hears of every member at once).
+const maxConfirmPings = 16
+
+// copyNode copies what memberlist hands its event callbacks: its own
+// goroutines keep writing to n afterwards.
+func copyNode(n *memberlist.Node) memberlist.Node {
+	c := *n
+	c.Addr = slices.Clone(n.Addr)
+	c.Meta = slices.Clone(n.Meta)
+	return c
+}
+
+// joined is memberlist's join of n: the node itself is believed at once,
+// any other once it answers (confirm).
+func (m *Membership) joined(n *memberlist.Node) {
+	if n.Name == m.name || !validNodeName(n.Name) || len(n.Meta) > memberlist.MetaMaxSize {
+		// Itself, or a member record ignores whatever it answers.
+		m.record("join", n)
+		return
+	}
+	now := time.Now()
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	for name, at := range m.departed {
+		if now.Sub(at) >= m.rejoinWithin {
+			delete(m.departed, name)
+		}
+	}
+	if _, back := m.departed[n.Name]; back {
+		delete(m.departed, n.Name)
+		m.mu.Unlock()
+		m.memberStreams(n, true)
+		m.record("join", n)
+		return
+	}
+	if p, ok := m.pending[n.Name]; ok {
+		p.node = copyNode(n) // its confirm goes on
+		m.mu.Unlock()
+		return
+	}
+	p := &pendingJoin{node: copyNode(n), since: now}
+	m.pending[n.Name] = p
+	m.retry.Add(1)
+	go m.confirm(n.Name, p)
+	m.mu.Unlock()
+}
+
+// updatedPending is memberlist's update of n: a member not yet confirmed only has
+// its pending copy brought up to date. It reports whether n was pending.
+func (m *Membership) updatedPending(n *memberlist.Node) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.pending[n.Name]
+	if ok {
+		p.node = copyNode(n)
+	}
+	return ok
+}
+
+// leftPending drops n when it leaves before it was confirmed (a replayed
+// join, taken for dead by memberlist's probes): it was never a member here.
+func (m *Membership) leftPending(n *memberlist.Node) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.pending[n.Name]
+	delete(m.pending, n.Name)
+	return ok
+}
+
+// answered believes name, if it is pending: it answered a ping.
+func (m *Membership) answered(name string) {
+	m.mu.Lock()
+	p, ok := m.pending[name]
+	delete(m.pending, name)
+	m.mu.Unlock()
+	if ok {
+		m.memberStreams(&p.node, true)
+		m.record("join", &p.node)
+	}
+}
+
+// pingDelegate hears memberlist's own probes answered: a member whose
+// answers to this node's pings come too late for memberlist.Ping's fixed
+// timeout (a loaded node: memberlist's probes scale theirs) is believed
+// when memberlist's probe of it is answered.
+type pingDelegate struct{ m *Membership }
+
+func (d pingDelegate) AckPayload() []byte { return nil }
+
+func (d pingDelegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	d.m.answered(other.Name)
+}
+
+// probation is how long memberlist keeps a node that answers nothing
+// alive at most: probed within two rounds of the members (a new node goes
+// in at a random place of the probe order, which is shuffled every
+// round), then suspected for at most its longest suspicion timeout. A
+// pending member memberlist still holds after twice that is believed: it
+// answers memberlist's probes, directly, through another member or over
+// TCP, which a replay cannot.
+func (m *Membership) probation() time.Duration {
+	n := max(m.ml.NumMembers(), 1)
+	pi := m.probeInterval
+	suspicion := time.Duration(float64(m.suspicionMult*m.suspicionMaxMult) * max(1, math.Log10(float64(n))) * float64(pi))
+	return 2 * (2*time.Duration(n+1)*pi + suspicion)
+}
+
+// joinConfirmWait bounds how long Join waits for the members its seeds
+// told of to answer.
+const joinConfirmWait = 2 * time.Second
+
+// waitConfirmed returns once no member is pending, or within ctx and at
+// most bound.
+func (m *Membership) waitConfirmed(ctx context.Context, bound time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		m.mu.Lock()
+		n := len(m.pending)
+		m.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// departedNow notes that memberlist took name for dead or gone (believed
+// or pending): a join of it within rejoinWithin is believed at once.
+func (m *Membership) departedNow(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.departed[name] = time.Now()
+}
+
+// confirm pings name, pending as p, until it answers (then it is a
+// member), it leaves (p is no longer what is pending), or the membership
+// shuts down.
+func (m *Membership) confirm(name string, p *pendingJoin) {
+	defer m.retry.Done()
+	select {
+	case <-m.ready:
+	case <-m.stop:
+		return
+	}
+	warned := false
+	wait := m.probeInterval
+	for {
+		m.mu.Lock()
+		ok := m.pending[name] == p
+		var addr net.UDPAddr
+		if ok {
+			addr = net.UDPAddr{IP: slices.Clone(p.node.Addr), Port: int(p.node.Port)}
+		}
+		m.mu.Unlock()
+		if !ok {
+			return
+		}
+		if time.Since(p.since) > m.probation() {
+			m.logger.Info("believing a gossip member that memberlist has kept alive longer than it takes to find a node that does not answer, though it answered none of this node's pings", "member", name, "addr", addr.String())
+			m.answered(name)
+			return
+		}
+		var err error
+		select {
+		case m.pings <- struct{}{}:
+			_, err = m.ml.Ping(name, &addr)
+			<-m.pings
+		case <-m.stop:
+			return
+		}
+		if err == nil {
+			m.answered(name)
+			return
+		}
+		m.unconfirmed.Add(1)
+		if !warned {
+			warned = true
+			if ok, suppressed := m.unconfirmedLog.Allow(time.Now()); ok {
+				m.logger.Warn("a gossip member does not answer this node's pings; not believed until it does (a replayed capture of a node that is gone, or UDP blocked)",
+					"member", name, "addr", addr.String(), "others_not_logged", suppressed)
+			}
+		}
+		// Backing off: under load pings go unanswered for a while, and
+		// pinging every pending member every interval added to the load
+		// that made memberlist take members for dead.
+		select {
+		case <-time.After(wait):
+		case <-m.stop:
+			return
+		}
+		wait = min(2*wait, maxConfirmWait*m.probeInterval)
+	}
+}
