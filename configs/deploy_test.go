@@ -465,13 +465,9 @@ func TestKubernetesNetworkConfined(t *testing.T) {
 				}
 			}
 		case "ConfigMap":
-			raw, ok := at(doc, "data", "ringlb.yaml").(string)
-			if !ok {
+			cfg := manifestConfig(t, doc)
+			if cfg == nil {
 				continue
-			}
-			cfg, err := Parse("ConfigMap ringlb.yaml", withSecrets(t, []byte(raw)))
-			if err != nil {
-				t.Fatal(err)
 			}
 			for role, a := range map[string]Admin{"edge": cfg.Edge.Admin, "balancer": cfg.Balancer.Admin, "gslb": cfg.GSLB.Admin} {
 				if !isLoopback(a.Listen) && a.UsersFile == "" {
@@ -663,13 +659,9 @@ func TestKubernetesEgressConfined(t *testing.T) {
 	for _, doc := range manifestDocuments(t) {
 		switch doc["kind"] {
 		case "ConfigMap":
-			raw, ok := at(doc, "data", "ringlb.yaml").(string)
-			if !ok {
+			cfg := manifestConfig(t, doc)
+			if cfg == nil {
 				continue
-			}
-			cfg, err := Parse("ConfigMap ringlb.yaml", withSecrets(t, []byte(raw)))
-			if err != nil {
-				t.Fatal(err)
 			}
 			for _, n := range cfg.GSLB.Names {
 				for _, r := range n.Regions {
@@ -743,4 +735,18 @@ func TestKubernetesEgressConfined(t *testing.T) {
 			t.Errorf("no NetworkPolicy lets %s pods reach %q on %s %d", from, n.to, n.proto, n.port)
 		}
 	}
+}
+
+// manifestConfig parses the ringlb config a ConfigMap carries (nil: none).
+func manifestConfig(t *testing.T, doc map[string]any) *Config {
+	t.Helper()
+	raw, ok := at(doc, "data", "ringlb.yaml").(string)
+	if !ok {
+		return nil
+	}
+	cfg, err := Parse("ConfigMap ringlb.yaml", withSecrets(t, []byte(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

@@ -209,16 +209,7 @@ func TestHTTPSMonitorVerifiesTheMember(t *testing.T) {
 				return false
 			}
 		}
-		for _, n := range s.state.Load().pools.names {
-			for _, r := range n.regions {
-				for _, m := range r.members {
-					if !m.prober.Settled() {
-						return false
-					}
-				}
-			}
-		}
-		return true
+		return allSettled(s)
 	})
 	// A few more failed checks of the impostor: its reason is logged once.
 	seen := impostor.conns.Load()
@@ -289,18 +280,21 @@ func httpsMonitor(caFile, certFile, keyFile string) string {
 // settled waits until every member of s has been checked to a state.
 func settled(t *testing.T, s *Server) {
 	t.Helper()
-	waitFor(t, "every member checked", func() bool {
-		for _, n := range s.state.Load().pools.names {
-			for _, r := range n.regions {
-				for _, m := range r.members {
-					if !m.prober.Settled() {
-						return false
-					}
+	waitFor(t, "every member checked", func() bool { return allSettled(s) })
+}
+
+// allSettled reports whether every member of s has been checked to a state.
+func allSettled(s *Server) bool {
+	for _, n := range s.state.Load().pools.names {
+		for _, r := range n.regions {
+			for _, m := range r.members {
+				if !m.prober.Settled() {
+					return false
 				}
 			}
 		}
-		return true
-	})
+	}
+	return true
 }
 
 // An https monitor presents its tls.cert_file to members that ask for a
