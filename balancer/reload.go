@@ -70,8 +70,20 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 // Static edges are replaced while the ring follows the cluster
 // (FollowCluster).
 func (b *Balancer) Reload(cfg configs.Balancer) error {
+	rl, err := b.admitReload(cfg)
+	if err != nil {
+		return err
+	}
+	b.applyReload(rl)
+	return nil
+}
+
+// admitReload is a reload's check: cfg's files read and every problem
+// found (nothing has changed when it fails), or the state applyReload
+// puts in place. Only the access log, checked last, takes effect here.
+func (b *Balancer) admitReload(cfg configs.Balancer) (*reloadable, error) {
 	if !cfg.Provisioned() {
-		return errNotProvisioned
+		return nil, errNotProvisioned
 	}
 	rl, errs := prepareReloadable(cfg)
 	old := b.current.Load()
@@ -83,8 +95,14 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 		errs = append(errs, b.access.apply(cfg.AccessLog)) // last: it takes effect when it works
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("reload refused, nothing changed: %w", err)
+		return nil, fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
+	return rl, nil
+}
+
+// applyReload puts in place what admitReload read and checked.
+func (b *Balancer) applyReload(rl *reloadable) {
+	cfg := rl.cfg
 	b.current.Store(rl)
 	b.edges.rereadTLS()
 	b.table.setSettings(cfg.SessionTable)
@@ -101,7 +119,6 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 		b.rebuildRing()
 	}
 	b.log.Info("configuration reloaded", "key_sources", cfg.Key.Sources, "tls", rl.cert != nil)
-	return nil
 }
 
 // restartChanges names the fields read only at start (listeners, their
