@@ -23,6 +23,11 @@ type reloadable struct {
 	// metricsToken reads /metrics only (admin.metrics_token_file; empty:
 	// none).
 	metricsToken []byte
+	// edgeTLS is how each static edge is verified and what it is shown
+	// (its tls block), by name: built here, its files read once, and
+	// handed to the edge's monitor and to the edge pool alike, so what
+	// the start or reload checked is what its requests and checks use.
+	edgeTLS map[string]*tls.Config
 }
 
 // prepareReloadable loads the reloadable settings of a provisioned cfg (the
@@ -39,15 +44,14 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 		}
 		rl.cert = &cert
 	}
-	for i, e := range cfg.Edges {
-		// Read here too, so that files that do not load refuse the start
-		// or the reload, rather than every request to the edge.
-		if e.TLS.Set() {
-			if _, err := e.TLS.ClientConfig(""); err != nil {
-				errs = append(errs, fmt.Errorf("balancer.edges[%d].%w", i, err))
-			}
-		}
-	}
+	// Read here, and only here: files that do not load refuse the start or
+	// the reload rather than every request to the edge, and a file swapped
+	// after this read (a renewal landing mid-reload, or anyone who can
+	// write there) is not what the edge's requests or checks take up
+	// instead (TestEdgeTLSAppliedAsChecked).
+	edgeTLS, tlsErrs := edgeTLSConfigs(cfg.Edges)
+	errs = append(errs, tlsErrs...)
+	rl.edgeTLS = edgeTLS
 	// The tokens as the config's check read them (configs.Admin.Token).
 	token, err := cfg.Admin.Token()
 	if err != nil {
@@ -64,9 +68,9 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 
 // Reload applies a new configuration without dropping a connection: key
 // sources, limits, the TLS certificate and key and the static edges' TLS
-// files (all re-read) and the admin token take effect for the next request
-// or connection; live tunnels and keep-alive connections go on. On any
-// error nothing changes.
+// files (all re-read, once: what was checked is what is applied) and the
+// admin token take effect for the next request or connection; live
+// tunnels and keep-alive connections go on. On any error nothing changes.
 // Static edges are replaced while the ring follows the cluster
 // (FollowCluster).
 func (b *Balancer) Reload(cfg configs.Balancer) error {
@@ -104,7 +108,6 @@ func (b *Balancer) admitReload(cfg configs.Balancer) (*reloadable, error) {
 func (b *Balancer) applyReload(rl *reloadable) {
 	cfg := rl.cfg
 	b.current.Store(rl)
-	b.edges.rereadTLS()
 	b.table.setSettings(cfg.SessionTable)
 	b.setLimits(cfg.Limits)
 	b.mu.Lock()
@@ -113,7 +116,7 @@ func (b *Balancer) applyReload(rl *reloadable) {
 	if following {
 		// New monitors first, then the old ones go: a static edge in both
 		// files at the same URL keeps the state its monitor settled on.
-		if old := b.static.Swap(newStaticEdges(cfg.Edges, b.static.Load(), b.staticChanged, b.log)); old != nil {
+		if old := b.static.Swap(newStaticEdges(cfg.Edges, rl.edgeTLS, b.static.Load(), b.staticChanged, b.log)); old != nil {
 			old.Close()
 		}
 		b.rebuildRing()
