@@ -168,9 +168,13 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		connBudget: acceptguard.NewBudget(cfg.Limits.MaxConnections),
 		peerClient: newPeerClient(),
 	}
-	b.edges = newEdgePool(cfg.DialTimeout.D(), cfg.Limits.RequestTimeout.D(), func(name string) configs.EdgeTLS {
-		e, _ := b.static.Load().edge(name)
-		return e.tls
+	b.edges = newEdgePool(cfg.DialTimeout.D(), cfg.Limits.RequestTimeout.D(), func(m ring.Member) *tls.Config {
+		// The static edge's own config, which its monitor checks with;
+		// a member at another URL is not that edge.
+		if e, ok := b.static.Load().edge(m.Name); ok && e.member.URL == m.URL {
+			return e.verify
+		}
+		return nil
 	}, b.answerStalled)
 	var err error
 	if b.metrics, err = newMetrics(reg, r, b.certExpiry, b.tableGauges()); err != nil {

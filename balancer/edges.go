@@ -36,11 +36,13 @@ type edge struct {
 	url  string
 	addr string // host:port
 	tls  bool
-	// tlsConfig verifies the edge (https), built from settings: a static
-	// edge's tls block, or none (the system's roots, the URL's host).
+	// tlsConfig verifies the edge (https): a static edge's, as its start
+	// or reload built it (staticEdge.verify, also its monitor's), or for
+	// any other edge the system's roots and the URL's host.
 	tlsConfig *tls.Config
-	settings  configs.EdgeTLS
-	tlsRead   uint64 // the edgePool's tlsRead when it was made
+	// static is the static edge's config it was made with (nil for any
+	// other edge): a reload builds a new one, and the edge is made again.
+	static *tls.Config
 	// client proxies plain HTTP requests; it is safe for concurrent use and
 	// keeps idle connections for reuse.
 	client *fasthttp.HostClient
@@ -70,73 +72,66 @@ type edgePool struct {
 	// stalled reports an answer cut because its edge sent nothing for
 	// answerTimeout in the middle of its body.
 	stalled func(edge string)
-	// tlsFor returns a static edge's TLS settings (the zero value for any
-	// other edge).
-	tlsFor func(name string) configs.EdgeTLS
-	// tlsRead numbers the reloads (rereadTLS): a TLS edge made before the
-	// last one is made again, its files read anew.
-	tlsRead atomic.Uint64
+	// tlsFor returns the TLS config of the static edge m is (nil for any
+	// other member): built by the start or reload that checked its files,
+	// never read again here.
+	tlsFor func(m ring.Member) *tls.Config
 
 	mu    sync.RWMutex
 	edges map[string]*edge // by member URL
 }
 
-func newEdgePool(dialTimeout, answerTimeout time.Duration, tlsFor func(string) configs.EdgeTLS, stalled func(edge string)) *edgePool {
+func newEdgePool(dialTimeout, answerTimeout time.Duration, tlsFor func(ring.Member) *tls.Config, stalled func(edge string)) *edgePool {
 	return &edgePool{dialTimeout: dialTimeout, answerTimeout: answerTimeout, stalled: stalled, tlsFor: tlsFor, edges: make(map[string]*edge)}
 }
 
-// get returns the edge for m, creating it on first use and again when its
-// TLS settings changed or, for a TLS edge, after a reload (rereadTLS).
+// get returns the edge for m, creating it on first use and again when it
+// became, or stopped being, a static edge, or a reload built its TLS config
+// anew: a client certificate is renewed in place, under the same names,
+// and a reload is how it is taken up. Before, an edge's files were read
+// once, on its first request, for as long as the process ran
+// (TestEdgeTLSFilesReadAgainOnReload).
 func (p *edgePool) get(m ring.Member) (*edge, error) {
-	var settings configs.EdgeTLS
+	var static *tls.Config
 	if p.tlsFor != nil {
-		settings = p.tlsFor(m.Name)
+		static = p.tlsFor(m)
 	}
-	read := p.tlsRead.Load()
 	p.mu.RLock()
 	e := p.edges[m.URL]
 	p.mu.RUnlock()
-	if e != nil && e.current(m, settings, read) {
+	if e != nil && e.current(m, static) {
 		return e, nil
 	}
-	e, err := p.newEdge(m, settings)
+	e, err := p.newEdge(m, static)
 	if err != nil {
 		return nil, err
 	}
-	e.tlsRead = read
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := p.edges[m.URL]
-	if old != nil && old.current(m, settings, read) {
+	if old != nil && old.current(m, static) {
 		return old, nil
 	}
 	if old != nil {
-		// Its connections were made with the files as they were.
+		// Its connections were made with the config as it was.
 		old.client.CloseIdleConnections()
 	}
 	p.edges[m.URL] = e
 	return e, nil
 }
 
-// rereadTLS has the TLS edges made again on their next use, their files
-// (tls.ca_file, cert_file, key_file) read anew: a client certificate is
-// renewed in place, under the same names, and a reload is how it is taken
-// up. Without it an edge's files were read once, on its first request, for
-// as long as the process ran (TestEdgeTLSFilesReadAgainOnReload).
-func (p *edgePool) rereadTLS() { p.tlsRead.Add(1) }
-
-// current reports whether e is the edge for m with settings, its files read
-// since the reload numbered read when it speaks TLS.
-func (e *edge) current(m ring.Member, settings configs.EdgeTLS, read uint64) bool {
-	return e.name == m.Name && e.settings == settings && (!e.tls || e.tlsRead == read)
+// current reports whether e is the edge for m, made with static, its
+// static edge's TLS config, when it speaks TLS.
+func (e *edge) current(m ring.Member, static *tls.Config) bool {
+	return e.name == m.Name && (!e.tls || e.static == static)
 }
 
-func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, error) {
+func (p *edgePool) newEdge(m ring.Member, static *tls.Config) (*edge, error) {
 	u, err := url.Parse(m.URL)
 	if err != nil {
 		return nil, fmt.Errorf("edge %s: bad url %q: %w", m.Name, m.URL, err)
 	}
-	e := &edge{name: m.Name, url: m.URL, settings: settings}
+	e := &edge{name: m.Name, url: m.URL, static: static}
 	port := ""
 	switch u.Scheme {
 	case "http", "ws":
@@ -153,8 +148,13 @@ func (p *edgePool) newEdge(m ring.Member, settings configs.EdgeTLS) (*edge, erro
 	if u.Port() == "" {
 		e.addr = net.JoinHostPort(u.Hostname(), port)
 	}
-	if e.tls {
-		if e.tlsConfig, err = settings.ClientConfig(u.Hostname()); err != nil {
+	switch {
+	case !e.tls:
+	case static != nil:
+		e.tlsConfig = static
+	default:
+		// No tls block: no file to read, the system's roots.
+		if e.tlsConfig, err = (configs.EdgeTLS{}).ClientConfig(u.Hostname()); err != nil {
 			return nil, fmt.Errorf("edge %s: %w", m.Name, err)
 		}
 	}

@@ -195,7 +195,7 @@ func (b *Balancer) ReceiveState(c *handoff.Conn) error {
 	// The old process's table comes with its tunnels (TakeOver): until
 	// then requests wait, rather than route live keys by the ring alone.
 	// It is checked against the static edges as against the ring.
-	b.startStatic(b.current.Load().cfg.Edges)
+	b.startStatic(b.current.Load())
 	b.table.inheriting.Store(true)
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/ringlb/ringlb/balancer/ring"
-	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
 
@@ -43,8 +42,9 @@ func (b *Balancer) FollowCluster() error {
 	if c == nil {
 		return errNoCluster
 	}
-	cfg := b.current.Load().cfg
-	b.startStatic(cfg.Edges)
+	rl := b.current.Load()
+	cfg := rl.cfg
+	b.startStatic(rl)
 	// The ring first: a peer's table is checked against it as it comes in.
 	b.rebuildRing()
 	if err := b.table.startSync(c, cfg.SessionTable.StartupWait.D()); err != nil {
@@ -163,10 +163,11 @@ func (b *Balancer) tableHooks() tableHooks {
 	}
 }
 
-// startStatic starts monitoring the config's static edges, from the states
-// the process this one replaced saw (an upgrade); once only: ReceiveState
-// starts them early, for the table it takes over to route to them.
-func (b *Balancer) startStatic(edges []configs.StaticEdge) {
+// startStatic starts monitoring rl's static edges, with the TLS configs
+// its start or reload built, from the states the process this one replaced
+// saw (an upgrade); once only: ReceiveState starts them early, for the
+// table it takes over to route to them.
+func (b *Balancer) startStatic(rl *reloadable) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.static.Load() != nil {
@@ -174,7 +175,7 @@ func (b *Balancer) startStatic(edges []configs.StaticEdge) {
 	}
 	st := b.staticStates
 	b.staticStates = nil
-	b.static.Store(newStaticEdgesSeeded(edges, nil, b.staticChanged, b.log, st))
+	b.static.Store(newStaticEdgesSeeded(rl.cfg.Edges, rl.edgeTLS, nil, b.staticChanged, b.log, st))
 }
 
 // staticChanged rebuilds the ring once it follows the cluster (a static

@@ -23,6 +23,11 @@ type reloadable struct {
 	// metricsToken reads /metrics only (admin.metrics_token_file; empty:
 	// none).
 	metricsToken []byte
+	// edgeTLS is how each static edge is verified and what it is shown
+	// (its tls block), by name: built here, its files read once, and
+	// handed to the edge's monitor and to the edge pool alike, so what
+	// the start or reload checked is what its requests and checks use.
+	edgeTLS map[string]*tls.Config
 }
 
 // prepareReloadable loads the reloadable settings of a provisioned cfg (the
@@ -39,15 +44,14 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 		}
 		rl.cert = &cert
 	}
-	for i, e := range cfg.Edges {
-		// Read here too, so that files that do not load refuse the start
-		// or the reload, rather than every request to the edge.
-		if e.TLS.Set() {
-			if _, err := e.TLS.ClientConfig(""); err != nil {
-				errs = append(errs, fmt.Errorf("balancer.edges[%d].%w", i, err))
-			}
-		}
-	}
+	// Read here, and only here: files that do not load refuse the start or
+	// the reload rather than every request to the edge, and a file swapped
+	// after this read (a renewal landing mid-reload, or anyone who can
+	// write there) is not what the edge's requests or checks take up
+	// instead (TestEdgeTLSAppliedAsChecked).
+	edgeTLS, tlsErrs := edgeTLSConfigs(cfg.Edges)
+	errs = append(errs, tlsErrs...)
+	rl.edgeTLS = edgeTLS
 	// The tokens as the config's check read them (configs.Admin.Token).
 	token, err := cfg.Admin.Token()
 	if err != nil {
@@ -64,14 +68,26 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 
 // Reload applies a new configuration without dropping a connection: key
 // sources, limits, the TLS certificate and key and the static edges' TLS
-// files (all re-read) and the admin token take effect for the next request
-// or connection; live tunnels and keep-alive connections go on. On any
-// error nothing changes.
+// files (all re-read, once: what was checked is what is applied) and the
+// admin token take effect for the next request or connection; live
+// tunnels and keep-alive connections go on. On any error nothing changes.
 // Static edges are replaced while the ring follows the cluster
 // (FollowCluster).
 func (b *Balancer) Reload(cfg configs.Balancer) error {
+	rl, err := b.admitReload(cfg)
+	if err != nil {
+		return err
+	}
+	b.applyReload(rl)
+	return nil
+}
+
+// admitReload is a reload's check: cfg's files read and every problem
+// found (nothing has changed when it fails), or the state applyReload
+// puts in place. Only the access log, checked last, takes effect here.
+func (b *Balancer) admitReload(cfg configs.Balancer) (*reloadable, error) {
 	if !cfg.Provisioned() {
-		return errNotProvisioned
+		return nil, errNotProvisioned
 	}
 	rl, errs := prepareReloadable(cfg)
 	old := b.current.Load()
@@ -83,10 +99,15 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 		errs = append(errs, b.access.apply(cfg.AccessLog)) // last: it takes effect when it works
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("reload refused, nothing changed: %w", err)
+		return nil, fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
+	return rl, nil
+}
+
+// applyReload puts in place what admitReload read and checked.
+func (b *Balancer) applyReload(rl *reloadable) {
+	cfg := rl.cfg
 	b.current.Store(rl)
-	b.edges.rereadTLS()
 	b.table.setSettings(cfg.SessionTable)
 	b.setLimits(cfg.Limits)
 	b.mu.Lock()
@@ -95,13 +116,12 @@ func (b *Balancer) Reload(cfg configs.Balancer) error {
 	if following {
 		// New monitors first, then the old ones go: a static edge in both
 		// files at the same URL keeps the state its monitor settled on.
-		if old := b.static.Swap(newStaticEdges(cfg.Edges, b.static.Load(), b.staticChanged, b.log)); old != nil {
+		if old := b.static.Swap(newStaticEdges(cfg.Edges, rl.edgeTLS, b.static.Load(), b.staticChanged, b.log)); old != nil {
 			old.Close()
 		}
 		b.rebuildRing()
 	}
 	b.log.Info("configuration reloaded", "key_sources", cfg.Key.Sources, "tls", rl.cert != nil)
-	return nil
 }
 
 // restartChanges names the fields read only at start (listeners, their

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
@@ -30,24 +31,28 @@ type staticEdges struct {
 type staticEdge struct {
 	member ring.Member
 	prober *health.Prober
-	tls    configs.EdgeTLS
+	// verify is how the edge is verified and what it is shown, for its
+	// checks (prober) and its requests (edgePool) alike: one value, built
+	// from its tls block's files by the start or reload that checked them.
+	verify *tls.Config
 	// zeroSince is when the config gave the edge weight 0 (a drain), kept
 	// over reloads that keep it; zero otherwise.
 	zeroSince time.Time
 }
 
-// newStaticEdges starts monitoring edges; changed is called (from a
-// prober's goroutine) whenever one comes up or goes down — the ring is
-// rebuilt then. prev are the edges being replaced (a reload), nil at start:
-// an edge of prev at the same URL keeps the state its monitor settled on.
-func newStaticEdges(edges []configs.StaticEdge, prev *staticEdges, changed func(), logger *slog.Logger) *staticEdges {
-	return newStaticEdgesSeeded(edges, prev, changed, logger, nil)
+// newStaticEdges starts monitoring edges, each verified by its config in
+// verify (edgeTLSConfigs; by name); changed is called (from a prober's
+// goroutine) whenever one comes up or goes down — the ring is rebuilt then.
+// prev are the edges being replaced (a reload), nil at start: an edge of
+// prev at the same URL keeps the state its monitor settled on.
+func newStaticEdges(edges []configs.StaticEdge, verify map[string]*tls.Config, prev *staticEdges, changed func(), logger *slog.Logger) *staticEdges {
+	return newStaticEdgesSeeded(edges, verify, prev, changed, logger, nil)
 }
 
 // newStaticEdgesSeeded is newStaticEdges with each monitor starting from the
 // state in states (name → up), the one the process this one replaced had:
 // an edge it saw down stays off the ring until it passes Rise checks here.
-func newStaticEdgesSeeded(edges []configs.StaticEdge, prev *staticEdges, changed func(), logger *slog.Logger, states map[string]bool) *staticEdges {
+func newStaticEdgesSeeded(edges []configs.StaticEdge, verify map[string]*tls.Config, prev *staticEdges, changed func(), logger *slog.Logger, states map[string]bool) *staticEdges {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -61,7 +66,15 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, prev *staticEdges, changed
 			target = net.JoinHostPort(u.Hostname(), strconv.Itoa(mon.Port))
 		}
 		name := e.Name
-		p := health.NewVerifyingProber(mon, target, checkTLS(e, logger), func(up bool, why string) {
+		c := verify[e.Name]
+		if c == nil {
+			// Not built (its files did not load, which refuses a start
+			// or reload): nothing verifies, so its checks and requests
+			// fail rather than trust anyone.
+			logger.Error("static edge has no TLS configuration: its https checks and requests fail", "edge", e.Name)
+			c = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: x509.NewCertPool()}
+		}
+		p := health.NewVerifyingProber(mon, target, c, func(up bool, why string) {
 			logger.Info("static edge state changed", "edge", name, "up", up, "why", why)
 			if changed != nil {
 				changed()
@@ -80,7 +93,7 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, prev *staticEdges, changed
 		if e.Weight != nil {
 			weight = *e.Weight
 		}
-		se := staticEdge{member: ring.Member{Name: e.Name, URL: e.URL, Weight: weight}, prober: p, tls: e.TLS}
+		se := staticEdge{member: ring.Member{Name: e.Name, URL: e.URL, Weight: weight}, prober: p, verify: c}
 		if weight == 0 {
 			se.zeroSince = now
 			if old, ok := prev.edge(e.Name); ok && !old.zeroSince.IsZero() {
@@ -97,22 +110,29 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, prev *staticEdges, changed
 	return s
 }
 
-// checkTLS is how e's https check verifies it: as the balancer's dials do
-// (EdgeTLS.ClientConfig: its tls.ca_file or the system's roots, server_name or
-// the URL's host, its client certificate), so that an impostor answering
-// at its address does not keep it up. Files that do not load (a start or
-// reload checks them first) verify against no root: every check fails.
-func checkTLS(e configs.StaticEdge, logger *slog.Logger) *tls.Config {
-	host := ""
-	if u, err := url.Parse(e.URL); err == nil {
-		host = u.Hostname()
+// edgeTLSConfigs builds how each static edge is verified, by name: as its
+// requests are and as its https checks are (EdgeTLS.ClientConfig: its
+// tls.ca_file or the system's roots, server_name or the URL's host, its
+// client certificate), so that an impostor answering at its address does
+// not keep it up. Its files are read here, and nowhere else: a start or
+// reload calls it once (prepareReloadable), and an edge's files that do not
+// load are one error each, naming the edge.
+func edgeTLSConfigs(edges []configs.StaticEdge) (map[string]*tls.Config, []error) {
+	out := make(map[string]*tls.Config, len(edges))
+	var errs []error
+	for i, e := range edges {
+		host := ""
+		if u, err := url.Parse(e.URL); err == nil {
+			host = u.Hostname()
+		}
+		c, err := e.TLS.ClientConfig(host)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("balancer.edges[%d].%w", i, err))
+			continue
+		}
+		out[e.Name] = c
 	}
-	c, err := e.TLS.ClientConfig(host)
-	if err != nil {
-		logger.Error("static edge's TLS files do not load: its https checks fail", "edge", e.Name, "err", err)
-		return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: x509.NewCertPool()}
-	}
-	return c
+	return out, errs
 }
 
 // edge returns the static edge named name.

@@ -37,7 +37,11 @@ func TestHTTPSCheckOfAStaticEdgeVerifiesIt(t *testing.T) {
 		edges = append(edges, configs.StaticEdge{Name: name, URL: url, Monitor: &m,
 			TLS: configs.EdgeTLS{CAFile: ca.file, ServerName: "relay-1.backends.test"}})
 	}
-	s := newStaticEdges(edges, nil, nil, nil)
+	verify, errs := edgeTLSConfigs(edges)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	s := newStaticEdges(edges, verify, nil, nil, nil)
 	defer s.Close()
 	healthtest.WaitUntil(t, "both checks settled", func() bool {
 		for _, e := range s.edges {

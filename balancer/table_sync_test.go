@@ -35,6 +35,14 @@ type clusterBalancer struct {
 // edges and the table's settings).
 func startClusterBalancer(t *testing.T, cl *healthtest.Cluster, name string, cfg configs.Balancer) *clusterBalancer {
 	t.Helper()
+	return startClusterBalancerAfter(t, cl, name, cfg, nil)
+}
+
+// startClusterBalancerAfter is startClusterBalancer calling created (when
+// not nil) between New, which checked cfg, and FollowCluster, which starts
+// the static edges' monitors.
+func startClusterBalancerAfter(t *testing.T, cl *healthtest.Cluster, name string, cfg configs.Balancer, created func()) *clusterBalancer {
+	t.Helper()
 	h := &harness{byName: map[string]*testEdge{}, reg: prometheus.NewRegistry()}
 	h.ring = ring.New(ring.DefaultConfig())
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -47,6 +55,9 @@ func startClusterBalancer(t *testing.T, cl *healthtest.Cluster, name string, cfg
 		t.Fatal(err)
 	}
 	h.bal = bal
+	if created != nil {
+		created()
+	}
 	m := cl.Join(name, health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
 	bal.SetCluster(m)
 	if err := bal.FollowCluster(); err != nil {

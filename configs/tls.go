@@ -20,7 +20,9 @@ const maxPEMFileBytes = 1 << 20
 // of config files (a regular file, at most 1 MiB; a key's content is never
 // quoted): key_file, a secret, is held to the rule of secret files (closed
 // to other users of the host), the certificates are public. A caller builds
-// a new config to take up renewed files (a reload does).
+// a new config to take up renewed files (a reload does), once, and hands
+// that value to every user of it: a file read again later may have been
+// swapped since the read that was checked.
 func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host, NextProtos: []string{"http/1.1"}}
 	if t.ServerName != "" {

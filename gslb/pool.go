@@ -164,6 +164,9 @@ func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error)
 // (nil), which `ringlb check` warns of. The files are read here, so New and
 // every Reload read them anew (a renewed client certificate is taken up by
 // a SIGHUP), and files that do not load refuse the start or the reload.
+// Here only, once per start or reload: every member the monitor checks is
+// given the config built here, so what the start or reload checked is what
+// its checks use.
 func monitorTLS(monitors map[string]configs.Monitor) (map[string]*tls.Config, error) {
 	out := map[string]*tls.Config{}
 	var errs []error
