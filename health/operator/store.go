@@ -117,7 +117,10 @@ func loadNewest[T any](s *Store, concern string, max int, keep func(T) bool, new
 		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+	switch tok, err := dec.Token(); {
+	case err == nil && tok == nil: // null: an empty list
+		return nil, nil
+	case err != nil || tok != json.Delim('['):
 		return nil, fmt.Errorf("state %s: not a list", s.path(concern))
 	}
 	trim := func(out []T) []T {
