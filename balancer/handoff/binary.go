@@ -16,7 +16,8 @@ const maxLinks = 40
 // checkBinary holds the binary an upgrade is about to start, at path, to
 // what sudo and OpenSSH hold what they run to: nobody but root and uid
 // (this process's user) may change what runs. The file must be a regular
-// file that root or uid owns and neither group nor others can write; every
+// file that root or uid owns and neither group nor others can write, each
+// symlink on the way root's or uid's; every
 // directory the path passes through (each symlink resolved, as the kernel
 // will) must be owned by root or uid and writable by neither group nor
 // others unless it is sticky (then only an entry's owner may rename or
@@ -55,8 +56,13 @@ func checkBinary(path string, uid int) error {
 			return fmt.Errorf("binary %s: %w", path, err)
 		}
 		if fi.Mode()&fs.ModeSymlink != 0 {
-			// The link is an entry of dir (checked): only root or uid
-			// can change it. Where it points is checked in turn.
+			// The link is an entry of dir (checked): only root, uid or,
+			// in a sticky directory, the link's owner can change it.
+			// Where it points is checked in turn.
+			if owner, ok := ownerOf(fi); ok && owner != 0 && owner != uid {
+				return fmt.Errorf("binary %s: symlink %s is owned by uid %d, not root or the process's user (%d), who could point it elsewhere: chown -h root %s",
+					path, p, owner, uid, p)
+			}
 			if links++; links > maxLinks {
 				return fmt.Errorf("binary %s: too many symlinks", path)
 			}

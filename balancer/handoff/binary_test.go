@@ -104,6 +104,17 @@ func TestUpgradeRefusesABinaryOthersCanWrite(t *testing.T) {
 			chown(t, dir, nobody)
 			return filepath.Join(dir, "ringlb")
 		}},
+		{name: "another user's symlink in a sticky directory", reason: "chown -h", asRoot: true, setup: func(t *testing.T, root string) string {
+			shared := filepath.Join(root, "shared")
+			mkdir(t, shared, 0o777|os.ModeSticky)
+			installBinary(t, filepath.Join(root, "ringlb-real"), 0o755)
+			link := filepath.Join(shared, "ringlb")
+			if err := os.Symlink(filepath.Join(root, "ringlb-real"), link); err != nil {
+				t.Fatal(err)
+			}
+			chown(t, link, nobody) // theirs to point elsewhere
+			return link
+		}},
 		// What a careful install looks like still upgrades: a sticky
 		// directory (only an entry's owner may rename it), a symlink
 		// switch between release directories.
