@@ -109,7 +109,13 @@ gslb:
 
 	out, err := exec.Command(bin, "upgrade", "-pid", strconv.Itoa(pid), "-upgrade-dir", upgradeDir, "-timeout", "60s").CombinedOutput()
 	t.Logf("ringlb upgrade, binary mode 0775: %v: %s", err, strings.TrimSpace(string(out)))
-	if err == nil || !strings.Contains(string(out), "chmod go-w "+bin) {
+	if err == nil {
+		// It ran: the new process is not the test's child, stop it too.
+		next := int(g.waitLog(t, "upgrade done; the old process exits")["new_pid"].(float64))
+		syscall.Kill(next, syscall.SIGTERM)
+		t.Fatalf("ringlb upgrade ran a binary its group can write: %s", out)
+	}
+	if !strings.Contains(string(out), "chmod go-w "+bin) {
 		t.Errorf("ringlb upgrade of a process whose binary its group can write: %v\n%s", err, out)
 	}
 	failed := g.waitLog(t, "upgrade failed; this process keeps serving")
