@@ -121,12 +121,18 @@ func (m *Membership) updatedPending(n *memberlist.Node) bool {
 }
 
 // leftPending drops n when it leaves before it was confirmed (a replayed
-// join, taken for dead by memberlist's probes): it was never a member here.
+// join, taken for dead by memberlist's probes): it was never a member here,
+// and ringlb_gossip_joins_unconfirmed_total counts it — the warning of its
+// unanswered ping is rate-limited, and a replay repeats as often as the
+// attacker likes.
 func (m *Membership) leftPending(n *memberlist.Node) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, ok := m.pending[n.Name]
 	delete(m.pending, n.Name)
+	if ok {
+		m.joinsUnconfirmed.Add(1)
+	}
 	return ok
 }
 

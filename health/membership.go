@@ -183,11 +183,14 @@ type Membership struct {
 	pending map[string]*pendingJoin
 	// departed are believed members that left less than rejoinWithin
 	// ago (half of memberlist's GossipToTheDeadTime), when they did.
-	departed       map[string]time.Time
-	rejoinWithin   time.Duration
-	pings          chan struct{} // a slot per ping in flight (maxConfirmPings)
-	unconfirmed    atomic.Uint64 // pings of pending members unanswered
-	unconfirmedLog acceptguard.LogLimit
+	departed     map[string]time.Time
+	rejoinWithin time.Duration
+	pings        chan struct{} // a slot per ping in flight (maxConfirmPings)
+	unconfirmed  atomic.Uint64 // pings of pending members unanswered
+	// joinsUnconfirmed counts pending members dropped before they
+	// answered (ringlb_gossip_joins_unconfirmed_total).
+	joinsUnconfirmed atomic.Uint64
+	unconfirmedLog   acceptguard.LogLimit
 	// memberlist's timings, for probation (joins.go).
 	probeInterval                   time.Duration
 	suspicionMult, suspicionMaxMult int
@@ -526,9 +529,10 @@ func (m *Membership) ReloadKeys(cfg configs.Cluster) error {
 	return nil
 }
 
-// Collector is the gossip's own metrics for the role's registry:
-// ringlb_gossip_streams_refused_total.
-func (m *Membership) Collector() prometheus.Collector { return m.streams }
+// Collector is the gossip's own metrics for the role's registry
+// (metrics.go): ringlb_gossip_streams_refused_total,
+// ringlb_gossip_joins_unconfirmed_total.
+func (m *Membership) Collector() prometheus.Collector { return collector{m} }
 
 // LocalName is this node's name.
 func (m *Membership) LocalName() string { return m.name }

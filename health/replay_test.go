@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -126,6 +127,8 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 	cfg := testCluster("target")
 	cfg.SecretKeyFile = writeKey(t, 32)
 	target := startNode(t, cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(target.Collector())
 
 	ghostMeta := edgeMeta(7)
 	ghostMeta.PeerSigning = PeerSigningForwarded
@@ -141,6 +144,9 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 	ghost.Shutdown()
 	waitAll(t, []*Membership{target}, func(ns []Node) bool { return !hasMember("ghost")(ns) })
 	t.Logf("captured %d encrypted packets from the edge before it left", len(capture))
+	if n := joinsUnconfirmed(t, reg); n != 0 {
+		t.Fatalf("ringlb_gossip_joins_unconfirmed_total %v after a member joined, answered and left; want 0", n)
+	}
 
 	// The attacker: a UDP socket without the key, replaying the capture
 	// every 200 ms until the target takes the departed edge in again (its
@@ -184,6 +190,20 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 		}
 	}
 
+	// Not believed, and counted once memberlist takes it for dead: an
+	// operator sees replays on a graph, not only in a rate-limited log.
+	deadline := time.Now().Add(60 * time.Second)
+	for joinsUnconfirmed(t, reg) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("ringlb_gossip_joins_unconfirmed_total did not count the replayed join")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("ringlb_gossip_joins_unconfirmed_total counted the replayed join %s after the replay began", time.Since(start).Round(time.Millisecond))
+	if hasMember("ghost")(target.Members()) {
+		t.Fatalf("a replayed capture put the departed edge back in the target's view: %v", target.Members())
+	}
+
 	// The edge itself, started again on its address, answers and is
 	// believed, the replay going on. (On another address memberlist
 	// refuses it while it still holds the replayed one, whatever this node
@@ -210,4 +230,20 @@ func waitUnanswered(t *testing.T, m *Membership) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// joinsUnconfirmed reads ringlb_gossip_joins_unconfirmed_total from reg, as
+// a scrape would (-1: not exported).
+func joinsUnconfirmed(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "ringlb_gossip_joins_unconfirmed_total" && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return -1
 }

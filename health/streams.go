@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
 )
@@ -389,18 +388,4 @@ func (s *guardedStream) Close() error {
 	err := s.Conn.Close()
 	s.once.Do(func() { s.g.release(s) })
 	return err
-}
-
-// streamsRefusedDesc is ringlb_gossip_streams_refused_total, on every role
-// that gossips (Membership.Collector).
-var streamsRefusedDesc = prometheus.NewDesc("ringlb_gossip_streams_refused_total",
-	"Inbound gossip streams closed at once (reason streams: too many open, from the address or in all), cut (reason bytes: their reads beyond the address's or the node's share of the read budget), or closed to make room for a newer stranger's stream (reason evicted: the oldest from an address no member has, when all strangers' slots are taken).",
-	[]string{"reason"}, nil)
-
-func (g *streamGuard) Describe(ch chan<- *prometheus.Desc) { ch <- streamsRefusedDesc }
-
-func (g *streamGuard) Collect(ch chan<- prometheus.Metric) {
-	for i, reason := range refusalReasons {
-		ch <- prometheus.MustNewConstMetric(streamsRefusedDesc, prometheus.CounterValue, float64(g.refused[i].Load()), reason)
-	}
 }

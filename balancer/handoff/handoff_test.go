@@ -85,6 +85,15 @@ func upgradeProcess(t *testing.T, mode string, timeout time.Duration) (*Process,
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
+	// The new process is this test binary, installed as an operator
+	// would: go's build directory follows the umask, and an upgrade
+	// refuses a binary that group or others can write.
+	bin := filepath.Join(t.TempDir(), "ringlb")
+	if err := os.Chmod(filepath.Dir(bin), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	installBinary(t, bin, 0o755)
+	p.exe = bin
 	ln, err := p.Listen("data", "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -24,8 +24,9 @@ type Child struct {
 	Conn *Conn
 }
 
-// UpgradeError is a failed upgrade: the new process did not start, failed
-// its checks, died, or was not ready in time. The old process keeps serving.
+// UpgradeError is a failed upgrade: the new process was not started (its
+// binary is one other users could change), did not start, failed its
+// checks, died, or was not ready in time. The old process keeps serving.
 type UpgradeError struct {
 	Reason string
 	// StderrTail is the end of what the new process wrote to stderr.
@@ -59,6 +60,10 @@ func (p *Process) Upgrade(ctx context.Context, state func(*Conn) error) (*Child,
 }
 
 func (p *Process) upgrade(ctx context.Context, state func(*Conn) error) (*Child, error) {
+	// Whatever is at the path runs as this user, with every listener.
+	if err := checkBinary(p.exe, os.Geteuid()); err != nil {
+		return nil, &UpgradeError{Reason: "not started: " + err.Error()}
+	}
 	dir, err := PrivateDir(p.opts.Dir)
 	if err != nil {
 		return nil, err

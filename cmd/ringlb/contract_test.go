@@ -15,7 +15,8 @@ func TestMetricsAreDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	declared := regexp.MustCompile(`Name:\s+"(ringlb_[a-z_]+)"`)
+	// Options' Name fields and collectors' own descriptions (NewDesc).
+	declared := regexp.MustCompile(`(?:Name:|NewDesc\()\s*"(ringlb_[a-z_]+)"`)
 	found := 0
 	for _, pkg := range []string{"balancer", "sessions", "gslb", "health"} {
 		files, _ := filepath.Glob(filepath.Join("../..", pkg, "*.go"))

@@ -38,7 +38,11 @@ func buildBinary(t *testing.T) string {
 			b.dir = dir
 			path := filepath.Join(dir, "ringlb")
 			if b.out, b.err = exec.Command("go", "build", "-o", path, ".").CombinedOutput(); b.err == nil {
-				b.path = path
+				// Its mode follows the umask; an upgrade refuses a
+				// binary its group can write (umask 002).
+				if b.err = os.Chmod(path, 0o755); b.err == nil {
+					b.path = path
+				}
 			}
 		}
 	}

@@ -7,7 +7,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/miekg/dns"
 )
 
 // `ringlb upgrade` reads how the upgrade ended from the hand-off directory:
@@ -59,5 +63,79 @@ func TestUpgradeCommandRefusesAnOpenDirectory(t *testing.T) {
 	t.Logf("exit %d: %s%s", code, out.String(), errOut.String())
 	if code == 0 || !strings.Contains(errOut.String(), "owned by uid 65534") || exited(pid) {
 		t.Errorf("ringlb upgrade with another user's directory: exit %d %s", code, errOut.String())
+	}
+}
+
+// An upgrade runs whatever binary is at the path the process was started
+// from: one the node's group or other users can write is their code run as
+// the node's user. The old process refuses to start it and keeps serving;
+// `ringlb upgrade` says why and what fixes it. Fixed, the upgrade goes on.
+func TestUpgradeRefusesABinaryOthersCanWriteEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil { // whatever the umask made it
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "ringlb")
+	data, err := os.ReadFile(buildBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(bin, 0o775); err != nil { // as installed under umask 002
+		t.Fatal(err)
+	}
+	gcfg := filepath.Join(dir, "gslb.yaml")
+	writeFile(t, gcfg, `cluster: { name: gslb-1, bind: 127.0.0.1:0, profile: local }
+gslb:
+  listen: 127.0.0.1:0
+  admin: { listen: 127.0.0.1:0 }
+  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1", "www 60 IN A 127.0.0.9" ] } ]
+`)
+	upgradeDir := filepath.Join(dir, "run")
+	g := startProc(t, bin, "gslb", "-config", gcfg, "-upgrade-dir", upgradeDir)
+	server := g.waitLog(t, "gslb started")["dns"].(string)
+	pid := g.cmd.Process.Pid
+	answers := func() bool {
+		m := new(dns.Msg)
+		m.SetQuestion("www.ringlb.test.", dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(m, server)
+		return err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) == 1
+	}
+
+	out, err := exec.Command(bin, "upgrade", "-pid", strconv.Itoa(pid), "-upgrade-dir", upgradeDir, "-timeout", "60s").CombinedOutput()
+	t.Logf("ringlb upgrade, binary mode 0775: %v: %s", err, strings.TrimSpace(string(out)))
+	if err == nil {
+		// It ran: the new process is not the test's child, stop it too.
+		next := int(g.waitLog(t, "upgrade done; the old process exits")["new_pid"].(float64))
+		syscall.Kill(next, syscall.SIGTERM)
+		t.Fatalf("ringlb upgrade ran a binary its group can write: %s", out)
+	}
+	if !strings.Contains(string(out), "chmod go-w "+bin) {
+		t.Errorf("ringlb upgrade of a process whose binary its group can write: %v\n%s", err, out)
+	}
+	failed := g.waitLog(t, "upgrade failed; this process keeps serving")
+	if reason, _ := failed["err"].(string); !strings.Contains(reason, "chmod go-w") {
+		t.Errorf("the old process logged %q, want the mode and its fix", reason)
+	}
+	if !alive(pid) || !answers() {
+		t.Fatal("the gslb stopped serving after a refused upgrade")
+	}
+
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(bin, "upgrade", "-pid", strconv.Itoa(pid), "-upgrade-dir", upgradeDir, "-timeout", "60s").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "upgraded: pid") {
+		t.Fatalf("ringlb upgrade once the binary is 0755: %v\n%s", err, out)
+	}
+	next := int(g.waitLog(t, "upgrade done; the old process exits")["new_pid"].(float64))
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	if !answers() {
+		t.Error("the new gslb does not answer")
 	}
 }

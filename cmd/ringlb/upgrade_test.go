@@ -331,6 +331,9 @@ func TestHitlessUpgrade(t *testing.T) {
 		n = fit
 	}
 	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil { // an upgrade refuses a directory others can write
+		t.Fatal(err)
+	}
 	bin := filepath.Join(dir, "ringlb") // the installed path the balancer runs from
 	if data, err := os.ReadFile(buildBinary(t)); err != nil {
 		t.Fatal(err)

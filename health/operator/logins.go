@@ -68,6 +68,12 @@ type savedNetwork struct {
 	Last time.Time `json:"last"`
 }
 
+// savedSession is a session as the state file keeps it.
+type savedSession struct {
+	ID string `json:"id"` // hex SHA-256 of the cookie
+	session
+}
+
 type session struct {
 	User    string    `json:"user"`
 	Created time.Time `json:"created"`
@@ -150,33 +156,39 @@ func newLogins(users map[string][]byte, store *Store, audit *AuditLog, log *slog
 	var random [18]byte
 	_, _ = rand.Read(random[:]) // crypto/rand.Read never fails on Linux (it panics first)
 	l.unknownHash, _ = bcrypt.GenerateFromPassword(random[:], cost)
-	var saved []struct {
-		ID string `json:"id"` // hex SHA-256 of the cookie
-		session
+	// Held to the cap of a live node, the newest kept, as newSession
+	// would have: a file of more was restored whole, and a login then
+	// ended only the oldest, never bringing the table back under it.
+	now := l.now()
+	valid := func(s savedSession) bool {
+		b, err := hex.DecodeString(s.ID)
+		return err == nil && len(b) == sha256.Size && s.Expires.After(now)
 	}
-	switch err := store.Load(sessionsConcern, &saved); {
+	newer := func(a, b savedSession) bool { return a.Created.After(b.Created) }
+	switch saved, err := loadNewest(store, sessionsConcern, maxSessions, valid, newer); {
 	case errors.Is(err, ErrNoState):
 	case err != nil:
 		log.Warn("login sessions not restored: everyone logs in again", "err", err)
 	default:
-		now := l.now()
 		for _, s := range saved {
 			var id [sha256.Size]byte
-			if b, err := hex.DecodeString(s.ID); err == nil && len(b) == len(id) && s.Expires.After(now) {
-				copy(id[:], b)
-				l.sessions[id] = s.session
-			}
+			hex.Decode(id[:], []byte(s.ID))
+			l.sessions[id] = s.session
 		}
 	}
-	var networks []savedNetwork
-	switch err := store.Load(knownNetworksConcern, &networks); {
+	// The same for the networks users logged in from: the newest, at most
+	// maxKnownPerUser of a user, as remember keeps them.
+	recent := func(k savedNetwork) bool { return now.Sub(k.Last) < knownNetworkTTL }
+	later := func(a, b savedNetwork) bool { return a.Last.After(b.Last) }
+	switch networks, err := loadNewest(store, knownNetworksConcern, maxKnownNetworks, recent, later); {
 	case errors.Is(err, ErrNoState):
 	case err != nil:
 		log.Warn("networks users logged in from not restored: a locked user name refuses them until their next login", "err", err)
 	default:
-		now := l.now()
+		perUser := map[string]int{}
 		for _, k := range networks {
-			if now.Sub(k.Last) < knownNetworkTTL && len(l.known) < maxKnownNetworks {
+			if perUser[k.User] < maxKnownPerUser {
+				perUser[k.User]++
 				l.known[k.knownNetwork] = k.Last
 			}
 		}
@@ -428,14 +440,10 @@ func (l *Logins) endSession(r *http.Request) {
 // save writes the sessions to the state directory, so a restart does not
 // log everyone out.
 func (l *Logins) save() {
-	type saved struct {
-		ID string `json:"id"`
-		session
-	}
 	l.mu.Lock()
-	out := make([]saved, 0, len(l.sessions))
+	out := make([]savedSession, 0, len(l.sessions))
 	for id, s := range l.sessions {
-		out = append(out, saved{hex.EncodeToString(id[:]), s})
+		out = append(out, savedSession{hex.EncodeToString(id[:]), s})
 	}
 	l.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })

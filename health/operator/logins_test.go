@@ -1,9 +1,13 @@
 package operator
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -481,5 +485,116 @@ func TestKnownNetworksBounded(t *testing.T) {
 	last := fmt.Sprintf("user%d", maxKnownNetworks+9)
 	if !l.knownFrom(last, "203.0.113.1", later) || l.knownFrom(last, "203.0.113.1", later.Add(knownNetworkTTL+time.Hour)) {
 		t.Fatal("the newest network: want known now and forgotten after knownNetworkTTL")
+	}
+}
+
+// Sessions restored at start are held to the cap a live node keeps
+// (maxSessions), the newest kept: a sessions file of many (a runaway
+// writer, an old bug, a planted file of the node's own user) was
+// restored whole, and a login beyond the cap then ended only the oldest
+// one, so the table never came back under it.
+func TestRestoredSessionsCapped(t *testing.T) {
+	dir := t.TempDir()
+	store, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const planted = 20 * maxSessions
+	now := time.Now()
+	cookies := make([]string, planted)
+	out := make([]savedSession, planted)
+	for i := range out {
+		var raw [32]byte
+		copy(raw[:], fmt.Sprintf("cookie-%d", i))
+		cookies[i] = base64.RawURLEncoding.EncodeToString(raw[:])
+		id := sha256.Sum256(raw[:])
+		created := now.Add(-time.Hour + time.Duration(i)*time.Millisecond) // the last written is the newest
+		out[i] = savedSession{ID: hex.EncodeToString(id[:]), session: session{User: "alice", Created: created, Expires: created.Add(SessionTTL)}}
+	}
+	// Not in order of age: the newest are kept whatever the file's order.
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	if err := store.Save(sessionsConcern, out); err != nil {
+		t.Fatal(err)
+	}
+
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t), StateDir: dir})
+	n.Logins.mu.Lock()
+	restored := len(n.Logins.sessions)
+	n.Logins.mu.Unlock()
+	t.Logf("%d sessions in the state file, %d restored (cap %d)", planted, restored, maxSessions)
+	if restored > maxSessions {
+		t.Fatalf("%d sessions restored, more than the %d a node keeps", restored, maxSessions)
+	}
+	base := loginServer(t, n, "")
+	status := func(cookie string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, base+"/api/sessions", nil)
+		req.AddCookie(&http.Cookie{Name: SessionCookie, Value: cookie})
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status(cookies[planted-1]); got != http.StatusOK {
+		t.Errorf("the newest session after the restart: %d, want 200", got)
+	}
+	if got := status(cookies[planted-maxSessions]); got != http.StatusOK {
+		t.Errorf("the %dth newest session after the restart: %d, want 200", maxSessions, got)
+	}
+	if got := status(cookies[planted-maxSessions-1]); got != http.StatusUnauthorized {
+		t.Errorf("a session beyond the newest %d after the restart: %d, want 401", maxSessions, got)
+	}
+	if got := status(cookies[0]); got != http.StatusUnauthorized {
+		t.Errorf("the oldest session after the restart: %d, want 401", got)
+	}
+	// A login now keeps the table at the cap.
+	if resp := postLogin(t, noRedirects(), base, "alice", testPassword, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: %s", resp.Status)
+	}
+	n.Logins.mu.Lock()
+	after := len(n.Logins.sessions)
+	n.Logins.mu.Unlock()
+	if after > maxSessions {
+		t.Errorf("after a login %d sessions, more than %d", after, maxSessions)
+	}
+}
+
+// The networks users logged in from are restored as remember keeps them:
+// the newest, at most maxKnownPerUser of one user, maxKnownNetworks in all.
+func TestRestoredKnownNetworksCapped(t *testing.T) {
+	dir := t.TempDir()
+	store, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var out []savedNetwork
+	for i := range 4 * maxKnownNetworks { // oldest first, as a file would be
+		user := "alice"
+		if i%2 == 1 {
+			user = fmt.Sprintf("user%d", i)
+		}
+		out = append(out, savedNetwork{knownNetwork{user, fmt.Sprintf("10.%d.%d.0/24", i/256, i%256)}, now.Add(-time.Hour + time.Duration(i)*time.Second).UTC()})
+	}
+	if err := store.Save(knownNetworksConcern, out); err != nil {
+		t.Fatal(err)
+	}
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t), StateDir: dir})
+	l := n.Logins
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	alice := 0
+	for k := range l.known {
+		if k.User == "alice" {
+			alice++
+		}
+	}
+	t.Logf("%d networks in the state file, %d restored, %d of them alice's", len(out), len(l.known), alice)
+	newest := out[len(out)-1]
+	if len(l.known) > maxKnownNetworks || alice > maxKnownPerUser || !l.knownFrom(newest.User, newest.Network, now) {
+		t.Fatalf("restored %d networks (cap %d), %d of one user (cap %d), the newest kept: %v",
+			len(l.known), maxKnownNetworks, alice, maxKnownPerUser, l.knownFrom(newest.User, newest.Network, now))
 	}
 }

@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -101,6 +103,44 @@ func (s *Store) Load(concern string, v any) error {
 		return fmt.Errorf("state %s: %w", s.path(concern), err)
 	}
 	return nil
+}
+
+// loadNewest reads the concern's state, a JSON array, keeping at most max
+// of its elements for which keep holds: the newest by newer. A file of
+// more than the node keeps (a runaway writer, an older release's bug, a
+// file planted by the node's own user) costs at most 2×max elements at a
+// time beyond the file's bounded bytes, and never a table over its cap.
+// The result is newest first.
+func loadNewest[T any](s *Store, concern string, max int, keep func(T) bool, newer func(a, b T) bool) ([]T, error) {
+	var raw json.RawMessage
+	if err := s.Load(concern, &raw); err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	switch tok, err := dec.Token(); {
+	case err == nil && tok == nil: // null: an empty list
+		return nil, nil
+	case err != nil || tok != json.Delim('['):
+		return nil, fmt.Errorf("state %s: not a list", s.path(concern))
+	}
+	trim := func(out []T) []T {
+		sort.SliceStable(out, func(i, j int) bool { return newer(out[i], out[j]) })
+		return out[:min(len(out), max)]
+	}
+	out := make([]T, 0, 2*max)
+	for dec.More() {
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("state %s: %w", s.path(concern), err)
+		}
+		if !keep(v) {
+			continue
+		}
+		if out = append(out, v); len(out) == 2*max {
+			out = trim(out)
+		}
+	}
+	return trim(out), nil
 }
 
 // maxStateFile bounds what Load reads of a state file: the largest the

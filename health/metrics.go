@@ -1,0 +1,29 @@
+package health
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// The gossip's own metrics, on every role that gossips
+// (Membership.Collector).
+var (
+	streamsRefusedDesc = prometheus.NewDesc("ringlb_gossip_streams_refused_total",
+		"Inbound gossip streams closed at once (reason streams: too many open, from the address or in all), cut (reason bytes: their reads beyond the address's or the node's share of the read budget), or closed to make room for a newer stranger's stream (reason evicted: the oldest from an address no member has, when all strangers' slots are taken).",
+		[]string{"reason"}, nil)
+	joinsUnconfirmedDesc = prometheus.NewDesc("ringlb_gossip_joins_unconfirmed_total",
+		"Members memberlist took in that this node never believed: taken for dead or gone before they answered one of its pings (a replayed capture of a node that has left, or a node whose UDP is blocked).",
+		nil, nil)
+)
+
+// collector is Membership.Collector.
+type collector struct{ m *Membership }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- streamsRefusedDesc
+	ch <- joinsUnconfirmedDesc
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	for i, reason := range refusalReasons {
+		ch <- prometheus.MustNewConstMetric(streamsRefusedDesc, prometheus.CounterValue, float64(c.m.streams.refused[i].Load()), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(joinsUnconfirmedDesc, prometheus.CounterValue, float64(c.m.joinsUnconfirmed.Load()))
+}
