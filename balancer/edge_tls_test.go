@@ -267,28 +267,11 @@ func TestEdgeTLSFilesReadAgainOnReload(t *testing.T) {
 	clients := newTestCA(t, "balancers CA")
 	clientCert, clientKey := clients.issue(t, "bal", "bal-old.test", x509.ExtKeyUsageClientAuth)
 
-	// The backend names the client certificate it was shown.
-	certFile, keyFile := ca.issue(t, "relay-1", "relay-1.backends.test", x509.ExtKeyUsageServerAuth)
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: x509.NewCertPool(), ClientAuth: tls.RequireAndVerifyClientCert}
-	cfg.ClientCAs.AddCert(clients.cert)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &fasthttp.Server{Logger: quietLog{}, Handler: func(ctx *fasthttp.RequestCtx) {
-		ctx.Response.Header.Set("X-Ringlb-Edge", "relay-1")
-		ctx.SetBodyString(ctx.TLSConnectionState().PeerCertificates[0].Subject.CommonName)
-	}}
-	go srv.Serve(tls.NewListener(ln, cfg))
-	t.Cleanup(func() { srv.Shutdown(); ln.Close() })
+	backend := startMTLSBackend(t, ca, clients) // names the client certificate it was shown
 
 	cl := healthtest.New(t)
 	b := startClusterBalancer(t, cl, "bal-1", configs.Balancer{
-		Edges: []configs.StaticEdge{{Name: "relay-1", URL: "https://" + ln.Addr().String(), Monitor: testMonitor(),
+		Edges: []configs.StaticEdge{{Name: "relay-1", URL: backend.url, Monitor: testMonitor(),
 			TLS: configs.EdgeTLS{CAFile: ca.file, CertFile: clientCert, KeyFile: clientKey}}},
 		SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)},
 	})
