@@ -59,9 +59,14 @@ func (p *Process) Upgrade(ctx context.Context, state func(*Conn) error) (*Child,
 	return child, err
 }
 
+// CheckBinary says whether the binary at this process's path would be
+// started by an upgrade now (checkBinary's rule), so that a node can say so
+// at its start rather than when an upgrade is refused.
+func (p *Process) CheckBinary() error { return checkBinary(p.exe, os.Geteuid()) }
+
 func (p *Process) upgrade(ctx context.Context, state func(*Conn) error) (*Child, error) {
 	// Whatever is at the path runs as this user, with every listener.
-	if err := checkBinary(p.exe, os.Geteuid()); err != nil {
+	if err := p.CheckBinary(); err != nil {
 		return nil, &UpgradeError{Reason: "not started: " + err.Error()}
 	}
 	dir, err := PrivateDir(p.opts.Dir)

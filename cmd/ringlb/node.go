@@ -648,6 +648,11 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	}
 	level.use(cfg.Cluster.LogLevel)
 	cfg.LogWarnings(logger)
+	if role != "edge" { // the roles SIGUSR2 upgrades
+		if err := proc.CheckBinary(); err != nil {
+			logger.Warn("an upgrade of this node would be refused", "err", err)
+		}
+	}
 	start, timeout := startBalancer, 10*time.Second
 	switch role {
 	case "edge":

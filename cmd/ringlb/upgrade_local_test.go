@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,6 +99,10 @@ gslb:
 `)
 	upgradeDir := filepath.Join(dir, "run")
 	g := startProc(t, bin, "gslb", "-config", gcfg, "-upgrade-dir", upgradeDir)
+	// Said at the start, not only when an upgrade is refused.
+	if warned := g.waitLog(t, "an upgrade of this node would be refused"); !strings.Contains(fmt.Sprint(warned["err"]), "chmod go-w "+bin) {
+		t.Errorf("the start's warning: %v, want the binary's mode and its fix", warned["err"])
+	}
 	server := g.waitLog(t, "gslb started")["dns"].(string)
 	pid := g.cmd.Process.Pid
 	answers := func() bool {
