@@ -160,9 +160,13 @@ func newLogins(users map[string][]byte, store *Store, audit *AuditLog, log *slog
 	// would have: a file of more was restored whole, and a login then
 	// ended only the oldest, never bringing the table back under it.
 	now := l.now()
+	// A login lasts SessionTTL from its creation (newSession): one that
+	// claims to be created later than now (a minute of clock skew aside)
+	// or to last longer was not made by a login here.
 	valid := func(s savedSession) bool {
 		b, err := hex.DecodeString(s.ID)
-		return err == nil && len(b) == sha256.Size && s.Expires.After(now)
+		return err == nil && len(b) == sha256.Size && s.Expires.After(now) &&
+			!s.Created.After(now.Add(time.Minute)) && s.Expires.Sub(s.Created) <= SessionTTL
 	}
 	newer := func(a, b savedSession) bool { return a.Created.After(b.Created) }
 	switch saved, err := loadNewest(store, sessionsConcern, maxSessions, valid, newer); {

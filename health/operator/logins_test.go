@@ -598,3 +598,48 @@ func TestRestoredKnownNetworksCapped(t *testing.T) {
 			len(l.known), maxKnownNetworks, alice, maxKnownPerUser, l.knownFrom(newest.User, newest.Network, now))
 	}
 }
+
+// A login lasts SessionTTL from its creation: a restored session that
+// claims more — created in the future, or expiring further off than a
+// login lasts — was not made by a login (the state file is the node's
+// user's alone, but a clock set back or a file restored from elsewhere
+// must not keep a cookie working for years), and is not restored.
+func TestRestoredSessionsHeldToTheirLifetime(t *testing.T) {
+	dir := t.TempDir()
+	store, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	plant := map[string]session{
+		"normal":     {User: "alice", Created: now.Add(-time.Hour), Expires: now.Add(-time.Hour + SessionTTL)},
+		"for years":  {User: "alice", Created: now.Add(-time.Hour), Expires: now.Add(10 * 365 * 24 * time.Hour)},
+		"future one": {User: "alice", Created: now.Add(24 * time.Hour), Expires: now.Add(24*time.Hour + SessionTTL)},
+	}
+	cookies := map[string]string{}
+	var out []savedSession
+	for name, s := range plant {
+		var raw [32]byte
+		copy(raw[:], name)
+		cookies[name] = base64.RawURLEncoding.EncodeToString(raw[:])
+		id := sha256.Sum256(raw[:])
+		out = append(out, savedSession{ID: hex.EncodeToString(id[:]), session: s})
+	}
+	if err := store.Save(sessionsConcern, out); err != nil {
+		t.Fatal(err)
+	}
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t), StateDir: dir})
+	base := loginServer(t, n, "")
+	for name, want := range map[string]int{"normal": http.StatusOK, "for years": http.StatusUnauthorized, "future one": http.StatusUnauthorized} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/api/sessions", nil)
+		req.AddCookie(&http.Cookie{Name: SessionCookie, Value: cookies[name]})
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("the %s session after a restart: %d, want %d", name, resp.StatusCode, want)
+		}
+	}
+}
