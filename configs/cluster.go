@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"syscall"
 )
 
 // Cluster is gossip membership (health/): who this node is and whom it joins.
@@ -250,8 +249,8 @@ func CheckStateDir(dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("state directory %s is not a directory", dir)
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("state directory %s is owned by uid %d, not this user (%d), who could fill it with logins and state: chown it to the node's user, then chmod 700 %s", dir, st.Uid, os.Geteuid(), dir)
+	if uid, _, ok := FileOwner(fi); ok && int(uid) != os.Geteuid() {
+		return fmt.Errorf("state directory %s is owned by uid %d, not this user (%d), who could fill it with logins and state: chown it to the node's user, then chmod 700 %s", dir, uid, os.Geteuid(), dir)
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
 		return fmt.Errorf("state directory %s has mode %v: other users can write it, and fill it with logins and state; chmod 700 %s", dir, perm, dir)

@@ -30,7 +30,7 @@ import (
 // Where the mode says nothing about who may read a file (no Unix owner),
 // nothing is checked.
 func secretFileMode(path, what string, fi fs.FileInfo) (warning string, err error) {
-	uid, gid, ok := fileOwner(fi)
+	uid, gid, ok := FileOwner(fi)
 	if !ok {
 		return "", nil
 	}

@@ -4,6 +4,6 @@ package configs
 
 import "io/fs"
 
-// fileOwner: no Unix owner here, and the mode does not say who may read a
+// FileOwner: no Unix owner here, and the mode does not say who may read a
 // file (secretFileMode checks nothing).
-func fileOwner(fs.FileInfo) (uid, gid uint32, ok bool) { return 0, 0, false }
+func FileOwner(fs.FileInfo) (uid, gid uint32, ok bool) { return 0, 0, false }

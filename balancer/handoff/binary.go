@@ -6,7 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // maxLinks is how many symlinks checkBinary follows on one path (the
@@ -134,10 +135,8 @@ func checkDirOnPath(p string, fi fs.FileInfo, path string, uid int) error {
 	return nil
 }
 
+// ownerOf is fi's owner as a uid (configs.FileOwner).
 func ownerOf(fi fs.FileInfo) (int, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, false
-	}
-	return int(st.Uid), true
+	uid, _, ok := configs.FileOwner(fi)
+	return int(uid), ok
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // DefaultDir is where the hand-off socket goes when no directory is given:
@@ -54,8 +56,8 @@ func CheckDir(dir string, uid int) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("hand-off directory %s: not a directory (a symlink?)", dir)
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid {
-		return fmt.Errorf("hand-off directory %s: owned by uid %d, not the process's user (%d)", dir, st.Uid, uid)
+	if owner, _, ok := configs.FileOwner(fi); ok && int(owner) != uid {
+		return fmt.Errorf("hand-off directory %s: owned by uid %d, not the process's user (%d)", dir, owner, uid)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		return fmt.Errorf("hand-off directory %s: mode %v lets others in; want 0700", dir, fi.Mode().Perm())

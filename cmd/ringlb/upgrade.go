@@ -15,6 +15,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/ringlb/ringlb/balancer/handoff"
+	"github.com/ringlb/ringlb/configs"
 )
 
 // upgradeNode replaces this process with the binary at its path (SIGUSR2):
@@ -172,9 +173,9 @@ func processUser(pid int) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
+	uid, _, ok := configs.FileOwner(fi)
 	if !ok {
 		return 0, fmt.Errorf("pid %d: no owner", pid)
 	}
-	return int(st.Uid), nil
+	return int(uid), nil
 }

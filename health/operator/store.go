@@ -262,8 +262,8 @@ func openNoFollow(path string, flag int, perm os.FileMode) (*os.File, error) {
 // the store writes every file as this user, so one of another owner was
 // put there by someone else.
 func ownFile(path string, fi os.FileInfo) error {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s: owned by uid %d, not this user (%d): not written by this node", path, st.Uid, os.Geteuid())
+	if uid, _, ok := configs.FileOwner(fi); ok && int(uid) != os.Geteuid() {
+		return fmt.Errorf("%s: owned by uid %d, not this user (%d): not written by this node", path, uid, os.Geteuid())
 	}
 	return nil
 }
