@@ -277,14 +277,7 @@ func TestEdgeTLSFilesReadAgainOnReload(t *testing.T) {
 	})
 	waitRing(t, b, "relay-1")
 	healthtest.WaitUntil(t, "table ready", b.bal.table.routable)
-	shown := func() string {
-		t.Helper()
-		resp, body := b.get(t, "/whoami", http.Header{"Ctstickiness": {"k"}})
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET: %d %s", resp.StatusCode, body)
-		}
-		return string(body)
-	}
+	shown := func() string { t.Helper(); return certShown(t, b) }
 	if got := shown(); got != "bal-old.test" {
 		t.Fatalf("client certificate shown: %q", got)
 	}
@@ -307,4 +300,15 @@ func TestEdgeTLSFilesReadAgainOnReload(t *testing.T) {
 	if got := shown(); got != "bal-new.test" {
 		t.Errorf("client certificate shown after a refused reload: %q", got)
 	}
+}
+
+// certShown is the client certificate name the mutual-TLS backend behind b
+// (startMTLSBackend) was shown by a request through b.
+func certShown(t *testing.T, b *clusterBalancer) string {
+	t.Helper()
+	resp, body := b.get(t, "/whoami", http.Header{"Ctstickiness": {"k"}})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET through the TLS edge: %d %s", resp.StatusCode, body)
+	}
+	return string(body)
 }
