@@ -526,17 +526,7 @@ func TestRestoredSessionsCapped(t *testing.T) {
 		t.Fatalf("%d sessions restored, more than the %d a node keeps", restored, maxSessions)
 	}
 	base := loginServer(t, n, "")
-	status := func(cookie string) int {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, base+"/api/sessions", nil)
-		req.AddCookie(&http.Cookie{Name: SessionCookie, Value: cookie})
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	status := func(cookie string) int { t.Helper(); return cookieStatus(t, base, cookie) }
 	if got := status(cookies[planted-1]); got != http.StatusOK {
 		t.Errorf("the newest session after the restart: %d, want 200", got)
 	}
@@ -631,15 +621,22 @@ func TestRestoredSessionsHeldToTheirLifetime(t *testing.T) {
 	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t), StateDir: dir})
 	base := loginServer(t, n, "")
 	for name, want := range map[string]int{"normal": http.StatusOK, "for years": http.StatusUnauthorized, "future one": http.StatusUnauthorized} {
-		req, _ := http.NewRequest(http.MethodGet, base+"/api/sessions", nil)
-		req.AddCookie(&http.Cookie{Name: SessionCookie, Value: cookies[name]})
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("the %s session after a restart: %d, want %d", name, resp.StatusCode, want)
+		if got := cookieStatus(t, base, cookies[name]); got != want {
+			t.Errorf("the %s session after a restart: %d, want %d", name, got, want)
 		}
 	}
+}
+
+// cookieStatus is the status of GET /api/sessions at base with cookie as
+// the login session's.
+func cookieStatus(t *testing.T, base, cookie string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/sessions", nil)
+	req.AddCookie(&http.Cookie{Name: SessionCookie, Value: cookie})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
