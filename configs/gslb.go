@@ -64,7 +64,9 @@ type Zone struct {
 	// Origin is the zone's apex (e.g. ide.example.com).
 	Origin string `yaml:"origin"`
 	// File is an RFC 1035 master file; relative names are relative to Origin.
-	// A problem in it names its line and column, not the text there.
+	// A problem in it names its line and column, not the text there. It may
+	// include others ($INCLUDE, a relative path from its directory); it and
+	// they are read only when regular files.
 	File string `yaml:"file"`
 	// Records are master-file lines ("www 300 IN A 192.0.2.1"), used when
 	// File is empty; they include no file ($INCLUDE is refused: name the

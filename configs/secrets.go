@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -98,28 +99,15 @@ func readSecret(path, what string, limit int) ([]byte, error) {
 // readFile reads a file a config names, at most limit bytes of it, after
 // check (nil: none) has accepted what the open file is. A config can name
 // any path, and a check, a PUT of the config API and a SIGHUP read it: a
-// FIFO would hold the reader in open(2) until someone writes to it (a PUT
-// holds the reload lock meanwhile), a device such as /dev/zero never ends,
-// and a huge file would be read whole. Only a regular file is opened (a
-// symlink to one is one), and no more of it than limit.
+// huge file would be read whole, and what OpenRegular refuses would hold
+// the reader. Only a regular file is read (a symlink to one is one), and no
+// more of it than limit.
 func readFile(path string, limit int, check func(fs.FileInfo) error) ([]byte, error) {
-	// Stat, then open: opening a FIFO is what blocks. A file swapped in
-	// between by someone who can write the secrets' directory is caught
-	// by the second look, after open, which is also what check sees.
-	if fi, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("cannot read %s: not a regular file (%s)", path, fi.Mode().Type())
-	}
-	f, err := os.Open(path)
+	f, fi, err := OpenRegular(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("cannot read %s: not a regular file", path)
-	}
 	if check != nil {
 		if err := check(fi); err != nil {
 			return nil, err
@@ -133,6 +121,37 @@ func readFile(path string, limit int, check func(fs.FileInfo) error) ([]byte, er
 		return nil, fmt.Errorf("%s: larger than %d bytes, not a file of this kind", path, limit)
 	}
 	return raw, nil
+}
+
+// OpenRegular opens a file a config names for reading, and only if it is a
+// regular file (a symlink to one is one); its error says which path and
+// why. A FIFO would hold the reader in open(2) until someone writes to it (a
+// reload holds the reload lock meanwhile), a device such as /dev/zero never
+// ends, and opening some devices does something. What is not a regular
+// file is refused before it is opened; then the open does not wait
+// (O_NONBLOCK, which changes nothing for a regular file) and what is judged
+// again is what was opened, so a FIFO swapped in between by someone who can
+// write its directory is refused too, not waited on.
+func OpenRegular(path string) (*os.File, fs.FileInfo, error) {
+	if fi, err := os.Stat(path); err != nil {
+		return nil, nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+	} else if !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("cannot read %s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("cannot read %s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	return f, fi, nil
 }
 
 // maxKeyringKeys bounds a keyring: rotation needs two keys at a time.

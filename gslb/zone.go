@@ -2,8 +2,9 @@ package gslb
 
 import (
 	"fmt"
+	"io/fs"
 	"net/netip"
-	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -30,6 +31,20 @@ type zone struct {
 	xfr xfrCache
 }
 
+// regularFiles opens a zone file's $INCLUDEs as the file itself is opened
+// (configs.OpenRegular). The parser hands it absolute paths (the zone's
+// file is made absolute, relative includes are joined to its directory)
+// without their leading slash, as an fs.FS takes names.
+type regularFiles struct{}
+
+func (regularFiles) Open(name string) (fs.File, error) {
+	f, _, err := configs.OpenRegular("/" + name)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
 // loadZone parses a zone from its master file or inline records; nets says
 // what a client network is, for its signer.
 func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
@@ -43,13 +58,20 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 	}
 	var zp *dns.ZoneParser
 	if zc.File != "" {
-		f, err := os.Open(zc.File)
+		// A regular file only, its includes too: a FIFO put in the place
+		// of either after the check would hold a reload in open(2).
+		file, err := filepath.Abs(zc.File)
+		if err != nil {
+			return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+		}
+		f, _, err := configs.OpenRegular(file)
 		if err != nil {
 			return nil, fmt.Errorf("zone %s: %w", z.origin, err)
 		}
 		defer f.Close()
-		zp = dns.NewZoneParser(f, z.origin, zc.File)
+		zp = dns.NewZoneParser(f, z.origin, file)
 		zp.SetIncludeAllowed(true) // a file may include others, as in BIND
+		zp.SetIncludeFS(regularFiles{})
 	} else {
 		// Inline records include nothing: they come with the config, which
 		// the config API takes from an operator's client.

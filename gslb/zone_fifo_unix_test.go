@@ -1,0 +1,119 @@
+//go:build unix
+
+package gslb
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// A zone file swapped for a FIFO after the config's check is refused when
+// the zone is loaded, not waited on: opened as it was, the load (a start, a
+// SIGHUP, a PUT of the config holding the reload lock) waited in open(2)
+// for a writer that never came.
+func TestZoneFileSwappedForAFIFOIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "zone")
+	if err := os.WriteFile(file, []byte("@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	zc := configs.Zone{Origin: "ringlb.test", File: file}
+	if _, err := loadZone(zc, configs.RateLimit{}); err != nil {
+		t.Fatalf("the regular zone file: %v", err)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(file, 0o600); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := loadZone(zc, configs.RateLimit{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Logf("the FIFO: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("the FIFO in the zone file's place: %v, want not a regular file", err)
+		}
+	case <-time.After(30 * time.Second):
+		// Unblock the open so the goroutine ends with the test.
+		if w, err := os.OpenFile(file, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+		<-done
+		t.Fatal("loading a zone whose file is a FIFO waited for a writer")
+	}
+}
+
+// OpenRegular judges what it opened: a FIFO is refused without waiting for
+// a writer, whether it was there at the first look or not.
+func TestOpenRegularNeverWaitsOnAFIFO(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	if _, _, err := configs.OpenRegular(fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("OpenRegular(a FIFO): %v, want not a regular file", err)
+	}
+}
+
+// A zone file's $INCLUDEs are read as the file is — relative to its
+// directory or absolute — and one that is a FIFO is refused, not waited on.
+func TestZoneIncludesAreRegularFilesOnly(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	abs := write("abs.inc", "b 60 IN A 192.0.2.2\n")
+	write("rel.inc", "a 60 IN A 192.0.2.1\n")
+	file := write("zone", "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60\n$INCLUDE rel.inc\n$INCLUDE "+abs+"\n")
+	// The zone named relative to the working directory, as a config may.
+	t.Chdir(dir)
+	z, err := loadZone(configs.Zone{Origin: "ringlb.test", File: "zone"}, configs.RateLimit{})
+	if err != nil {
+		t.Fatalf("a zone with a relative and an absolute include: %v", err)
+	}
+	for _, name := range []string{"a.ringlb.test.", "b.ringlb.test."} {
+		if len(z.names[name]) == 0 {
+			t.Errorf("%s not loaded from its include", name)
+		}
+	}
+
+	fifo := filepath.Join(dir, "fifo.inc")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	write("zone", "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60\n$INCLUDE fifo.inc\n")
+	done := make(chan error, 1)
+	go func() {
+		_, err := loadZone(configs.Zone{Origin: "ringlb.test", File: file}, configs.RateLimit{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Logf("an included FIFO: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("an included FIFO: %v, want not a regular file", err)
+		}
+	case <-time.After(30 * time.Second):
+		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+		<-done
+		t.Fatal("loading a zone that includes a FIFO waited for a writer")
+	}
+}
