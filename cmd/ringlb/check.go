@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -9,7 +10,7 @@ import (
 )
 
 func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flagSet("check", "Validates a config file: prints every problem (file:line: field.path: what is wrong)\nand exits 1, or prints its warnings and a one-line summary and exits 0.", stderr)
+	fs := flagSet("check", "Validates a config file: prints every problem (file:line: field.path: what is wrong)\nand its warnings and exits 1, or prints its warnings and a one-line summary and exits 0.", stderr)
 	path := fs.String("config", "", "config file to check (default: the embedded demo config)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -24,17 +25,22 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg, err = configs.Load(name)
 	}
 	if err != nil {
-		if errs, ok := err.(configs.Errors); ok {
-			fmt.Fprintln(stderr, errs.Error())
-			return fmt.Errorf("%s: %d problem(s); fix them and run ringlb check again", name, len(errs))
+		var errs configs.Errors
+		if !errors.As(err, &errs) {
+			return err
 		}
-		return err
+		// The problems, then what the file would be warned of besides:
+		// all of it in one pass.
+		fmt.Fprintln(stderr, errs.Error())
+		var refused *configs.Refused
+		if errors.As(err, &refused) {
+			printWarnings(stderr, refused.Warnings)
+		}
+		return fmt.Errorf("%s: %d problem(s); fix them and run ringlb check again", name, len(errs))
 	}
 	// Allowed, but worth knowing (an https monitor that verifies nothing):
 	// said, and the check still passes.
-	for _, w := range cfg.Warnings() {
-		fmt.Fprintln(stderr, "warning: "+w.Error())
-	}
+	printWarnings(stderr, cfg.Warnings())
 	// The memory limit a node started here would take (ExecStartPre runs
 	// in the unit's cgroup).
 	mem := "memory limit none (set GOMEMLIMIT or a cgroup limit)"
@@ -43,4 +49,11 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "%s: ok: %s; %s\n", name, cfg.Summary(), mem)
 	return nil
+}
+
+// printWarnings says a checked file's warnings, one "warning: " line each.
+func printWarnings(w io.Writer, warnings configs.Errors) {
+	for _, e := range warnings {
+		fmt.Fprintln(w, "warning: "+e.Error())
+	}
 }
