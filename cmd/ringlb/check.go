@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/ringlb/ringlb/balancer/handoff"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -35,12 +36,14 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		var refused *configs.Refused
 		if errors.As(err, &refused) {
 			printWarnings(stderr, refused.Warnings)
+			warnOfUpgrade(stderr, refused.Roles)
 		}
 		return fmt.Errorf("%s: %d problem(s); fix them and run ringlb check again", name, len(errs))
 	}
 	// Allowed, but worth knowing (an https monitor that verifies nothing):
 	// said, and the check still passes.
 	printWarnings(stderr, cfg.Warnings())
+	warnOfUpgrade(stderr, cfg.Roles())
 	// The memory limit a node started here would take (ExecStartPre runs
 	// in the unit's cgroup).
 	mem := "memory limit none (set GOMEMLIMIT or a cgroup limit)"
@@ -55,5 +58,19 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 func printWarnings(w io.Writer, warnings configs.Errors) {
 	for _, e := range warnings {
 		fmt.Fprintln(w, "warning: "+e.Error())
+	}
+}
+
+// warnOfUpgrade says, for a file with a role upgraded in place, that an
+// upgrade of a node run from this binary would be refused, and why: what
+// the node says at its start, said before it runs.
+func warnOfUpgrade(w io.Writer, roles []string) {
+	for _, role := range roles {
+		if upgradedInPlace(role) {
+			if err := handoff.CheckExecutable(); err != nil {
+				fmt.Fprintf(w, "warning: %s: %v\n", upgradeRefused, err)
+			}
+			return
+		}
 	}
 }
