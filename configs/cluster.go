@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 )
 
 // Cluster is gossip membership (health/): who this node is and whom it joins.
@@ -242,19 +241,19 @@ func CheckStateDir(dir string) error {
 	uid := os.Geteuid()
 	p, fi, err := CheckPath("state directory", dir, uid)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s does not exist, nor does its parent directory", dir)
+		return fmt.Errorf("state directory %s does not exist, nor does its parent directory", dir)
 	}
 	if err != nil {
 		return err
 	}
 	if fi == nil {
-		if pst, err := os.Stat(filepath.Dir(p)); err != nil || !pst.IsDir() {
-			return fmt.Errorf("%s does not exist, nor does its parent directory", dir)
-		}
-		return nil
+		return nil // every directory on the way to it is there, and passed
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", dir)
+		if p != dir {
+			return fmt.Errorf("state directory %s names %s, not a directory", dir, p)
+		}
+		return fmt.Errorf("state directory %s is not a directory", dir)
 	}
 	if owner, _, ok := FileOwner(fi); ok && int(owner) != uid {
 		return fmt.Errorf("state directory %s is owned by uid %d, not this user (%d), who could fill it with logins and state: chown it to the node's user, then chmod 700 %s", dir, owner, uid, dir)
