@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 )
 
 // Cluster is gossip membership (health/): who this node is and whom it joins.
@@ -62,7 +61,11 @@ type Cluster struct {
 	// a generated admin password and the audit log (created with mode
 	// 0700; files 0600, each written atomically). An existing one must be
 	// this user's and writable by nobody else (whoever writes it can log
-	// in as the operator): refused otherwise. One node per directory.
+	// in as the operator), and every directory on the way to it root's or
+	// this user's, writable by neither group nor others unless sticky
+	// (whoever can rename it can put another in its place): refused
+	// otherwise, naming the chmod or chown that fixes it. /var/lib/NAME
+	// (systemd's StateDirectory=) passes. One node per directory.
 	// Empty (the default): all of it lives in memory and a restart forgets
 	// it.
 	StateDir string `yaml:"state_dir"`
@@ -213,22 +216,10 @@ func (c Cluster) AllowedPrefixes() []netip.Prefix {
 }
 
 // checkStateDir checks cluster.state_dir: a directory only this user can
-// write (CheckStateDir), or one that can be made in an existing parent.
+// write, or one that can be made in an existing parent (CheckStateDir).
 func checkStateDir(ps *problems, dir string) {
-	st, err := os.Stat(dir)
-	switch {
-	case err == nil && !st.IsDir():
-		ps.add("cluster.state_dir", "%s is not a directory", dir)
-	case err == nil:
-		if err := CheckStateDir(dir); err != nil {
-			ps.add("cluster.state_dir", "%v", err)
-		}
-	case errors.Is(err, fs.ErrNotExist):
-		if pst, perr := os.Stat(filepath.Dir(dir)); perr != nil || !pst.IsDir() {
-			ps.add("cluster.state_dir", "%s does not exist, nor does its parent directory", dir)
-		}
-	default:
-		ps.add("cluster.state_dir", "%s: %v", dir, unwrapPath(err))
+	if err := CheckStateDir(dir); err != nil {
+		ps.add("cluster.state_dir", "%v", err)
 	}
 }
 
@@ -239,18 +230,33 @@ func checkStateDir(ps *problems, dir string) {
 // believed at start — login sessions (by their cookies' hashes), the
 // generated admin password's hash, drains and overrides — so whoever can
 // write it can log in as the operator; and a symlink placed where the node
-// writes redirects its writes. The directory itself may be a symlink: its
-// target is what is checked.
+// writes redirects its writes. The way to it is held to CheckPath, as an
+// upgrade's binary is: whoever can rename the directory can put another in
+// its place (the node's own of an earlier day: a login since ended is
+// believed again). The directory itself may be a symlink (root's or this
+// user's): its target is what is checked. One that does not exist yet
+// passes when its parent does and the way to it passes: the node makes it,
+// mode 0700.
 func CheckStateDir(dir string) error {
-	fi, err := os.Stat(dir)
+	uid := os.Geteuid()
+	p, fi, err := CheckPath("state directory", dir, uid)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("state directory %s does not exist, nor does its parent directory", dir)
+	}
 	if err != nil {
-		return fmt.Errorf("state directory %s: %w", dir, unwrapPath(err))
+		return err
+	}
+	if fi == nil {
+		return nil // every directory on the way to it is there, and passed
 	}
 	if !fi.IsDir() {
+		if p != dir {
+			return fmt.Errorf("state directory %s names %s, not a directory", dir, p)
+		}
 		return fmt.Errorf("state directory %s is not a directory", dir)
 	}
-	if uid, _, ok := FileOwner(fi); ok && int(uid) != os.Geteuid() {
-		return fmt.Errorf("state directory %s is owned by uid %d, not this user (%d), who could fill it with logins and state: chown it to the node's user, then chmod 700 %s", dir, uid, os.Geteuid(), dir)
+	if owner, _, ok := FileOwner(fi); ok && int(owner) != uid {
+		return fmt.Errorf("state directory %s is owned by uid %d, not this user (%d), who could fill it with logins and state: chown it to the node's user, then chmod 700 %s", dir, owner, uid, dir)
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
 		return fmt.Errorf("state directory %s has mode %v: other users can write it, and fill it with logins and state; chmod 700 %s", dir, perm, dir)

@@ -29,13 +29,21 @@ type Config struct {
 	// warnings are what Parse found worth saying that refuses nothing
 	// (Warnings).
 	warnings Errors
+	// roles are the role sections the file has (Roles).
+	roles []string
 }
+
+// Roles are the roles c's file has a section for, of edge, balancer and
+// gslb, in that order: what `ringlb ROLE -config FILE` is meant to run
+// from it (a section left out takes its defaults, and is not listed).
+func (c *Config) Roles() []string { return c.roles }
 
 // Warnings are what the check of c found worth saying that refuses
 // nothing (a secret file its group may read: secretFileMode; an https
 // monitor that verifies nothing), located as
 // its errors are. Whoever parsed the file says them once: `ringlb check`
-// prints them, a start or a reload logs them.
+// prints them, a start or a reload logs them. A file refused for its
+// problems has them too, in its *Refused, said after the problems.
 func (c *Config) Warnings() Errors { return c.warnings }
 
 // LogWarnings logs c's warnings, one line each, where a start or a reload

@@ -51,8 +51,29 @@ func (es Errors) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// Refused is Load's and Parse's error for a file that was read and
+// validated and does not check: its problems (Errors, which errors.As
+// finds through it) and what is known of it besides, so that a check
+// says everything in one pass. A file that is not YAML, or not one
+// document, is refused with its Errors alone.
+type Refused struct {
+	Errors Errors
+	// Warnings are what the file would be warned of (Config.Warnings):
+	// said after its problems, as `ringlb check` and POST
+	// /api/config/check say them.
+	Warnings Errors
+	// Roles are the roles the file has a section for (Config.Roles).
+	Roles []string
+}
+
+func (r *Refused) Error() string { return r.Errors.Error() }
+
+// Unwrap is the file's problems.
+func (r *Refused) Unwrap() error { return r.Errors }
+
 // Load reads, strictly decodes, defaults and validates the file at path.
-// Every problem is reported at once, as Errors.
+// Every problem is reported at once, as Errors (in a *Refused once the
+// file was validated).
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -87,6 +108,11 @@ func Parse(name string, data []byte) (*Config, error) {
 	if d.overBudget {
 		return nil, d.errs // the config is cut short: its validation would only add noise
 	}
+	for _, role := range []string{"edge", "balancer", "gslb"} {
+		if _, ok := d.lines[role]; ok {
+			cfg.roles = append(cfg.roles, role)
+		}
+	}
 	cfg.resolvePaths(filepath.Dir(name))
 	cfg.Provision()
 	for _, p := range cfg.validate() {
@@ -99,7 +125,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	if len(d.errs) > 0 {
 		sort.SliceStable(d.errs, func(i, j int) bool { return lineKey(d.errs[i]) < lineKey(d.errs[j]) })
-		return nil, d.errs
+		return nil, &Refused{Errors: d.errs, Warnings: cfg.warnings, Roles: cfg.roles}
 	}
 	return &cfg, nil
 }

@@ -41,6 +41,18 @@ func TestOperatorSettings(t *testing.T) {
 	if err := os.Chmod(readable, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A parent others can write: they rename the directory away and put
+	// another in its place (CheckPath).
+	openParent := filepath.Join(t.TempDir(), "shared")
+	if err := os.Mkdir(openParent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(openParent, "state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openParent, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, yaml, path, msg string
 	}{
@@ -58,6 +70,8 @@ func TestOperatorSettings(t *testing.T) {
 		{"a state directory others can write", "cluster: { state_dir: " + openDir + " }", "cluster.state_dir", "chmod 700 " + openDir},
 		{"a state directory its group can write", "cluster: { state_dir: " + groupDir + " }", "cluster.state_dir", "other users can write it"},
 		{"a state directory others can read", "cluster: { state_dir: " + readable + " }", "", ""},
+		{"a state directory in a directory others can write", "cluster: { state_dir: " + filepath.Join(openParent, "state") + " }", "cluster.state_dir", "directory " + openParent + " has mode 0777, so other users could put another state directory in its place: chmod go-w " + openParent},
+		{"a state directory to make in a directory others can write", "cluster: { state_dir: " + filepath.Join(openParent, "new") + " }", "cluster.state_dir", "chmod go-w " + openParent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -64,6 +64,18 @@ func (p *Process) Upgrade(ctx context.Context, state func(*Conn) error) (*Child,
 // at its start rather than when an upgrade is refused.
 func (p *Process) CheckBinary() error { return checkBinary(p.exe, os.Geteuid()) }
 
+// CheckExecutable asks CheckBinary's question without a Process: would an
+// upgrade of a node started as this process was (the same path, the same
+// user) start the binary there now. `ringlb check` asks it, as the unit's
+// ExecStartPre, before the node runs.
+func CheckExecutable() error {
+	exe, err := executable()
+	if err != nil {
+		return err
+	}
+	return checkBinary(exe, os.Geteuid())
+}
+
 func (p *Process) upgrade(ctx context.Context, state func(*Conn) error) (*Child, error) {
 	// Whatever is at the path runs as this user, with every listener.
 	if err := p.CheckBinary(); err != nil {

@@ -2,14 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
+	"github.com/ringlb/ringlb/balancer/handoff"
 	"github.com/ringlb/ringlb/configs"
 )
 
 func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flagSet("check", "Validates a config file: prints every problem (file:line: field.path: what is wrong)\nand exits 1, or prints its warnings and a one-line summary and exits 0.", stderr)
+	fs := flagSet("check", "Validates a config file: prints every problem (file:line: field.path: what is wrong)\nand its warnings and exits 1, or prints its warnings and a one-line summary and exits 0.", stderr)
 	path := fs.String("config", "", "config file to check (default: the embedded demo config)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -24,17 +26,24 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg, err = configs.Load(name)
 	}
 	if err != nil {
-		if errs, ok := err.(configs.Errors); ok {
-			fmt.Fprintln(stderr, errs.Error())
-			return fmt.Errorf("%s: %d problem(s); fix them and run ringlb check again", name, len(errs))
+		var errs configs.Errors
+		if !errors.As(err, &errs) {
+			return err
 		}
-		return err
+		// The problems, then what the file would be warned of besides:
+		// all of it in one pass.
+		fmt.Fprintln(stderr, errs.Error())
+		var refused *configs.Refused
+		if errors.As(err, &refused) {
+			printWarnings(stderr, refused.Warnings)
+			warnOfUpgrade(stderr, refused.Roles)
+		}
+		return fmt.Errorf("%s: %d problem(s); fix them and run ringlb check again", name, len(errs))
 	}
 	// Allowed, but worth knowing (an https monitor that verifies nothing):
 	// said, and the check still passes.
-	for _, w := range cfg.Warnings() {
-		fmt.Fprintln(stderr, "warning: "+w.Error())
-	}
+	printWarnings(stderr, cfg.Warnings())
+	warnOfUpgrade(stderr, cfg.Roles())
 	// The memory limit a node started here would take (ExecStartPre runs
 	// in the unit's cgroup).
 	mem := "memory limit none (set GOMEMLIMIT or a cgroup limit)"
@@ -43,4 +52,25 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "%s: ok: %s; %s\n", name, cfg.Summary(), mem)
 	return nil
+}
+
+// printWarnings says a checked file's warnings, one "warning: " line each.
+func printWarnings(w io.Writer, warnings configs.Errors) {
+	for _, e := range warnings {
+		fmt.Fprintln(w, "warning: "+e.Error())
+	}
+}
+
+// warnOfUpgrade says, for a file with a role upgraded in place, that an
+// upgrade of a node run from this binary would be refused, and why: what
+// the node says at its start, said before it runs.
+func warnOfUpgrade(w io.Writer, roles []string) {
+	for _, role := range roles {
+		if upgradedInPlace(role) {
+			if err := handoff.CheckExecutable(); err != nil {
+				fmt.Fprintf(w, "warning: %s: %v\n", upgradeRefused, err)
+			}
+			return
+		}
+	}
 }

@@ -42,3 +42,31 @@ gslb:
 		}
 	}
 }
+
+// A file with problems is refused with its warnings said too, after the
+// problems: fixing them, the operator learns of the warnings in the same
+// pass.
+func TestCheckSaysWarningsWithProblems(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "g.yaml")
+	writeFile(t, f, `cluster: { bind: 127.0.0.1:7946 }
+gslb:
+  listen: 127.0.0.1:5353
+  nope: 1
+  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60" ] } ]
+  monitors:
+    bal: { type: https }
+  names:
+    - name: ide.ringlb.test
+      regions:
+        east: { monitor: bal, members: [ { name: bal-1, address: 192.0.2.1 } ] }
+`)
+	var out, errOut strings.Builder
+	code := run(context.Background(), []string{"check", "-config", f}, &out, &errOut)
+	stderr := errOut.String()
+	t.Logf("exit %d; stderr:\n%s", code, stderr)
+	problem := strings.Index(stderr, f+":4: gslb.nope: unknown field")
+	warning := strings.Index(stderr, "warning: "+f+":7: gslb.monitors.bal.type: https verifies nothing without tls.server_name")
+	if code != 1 || problem < 0 || warning < problem || !strings.Contains(stderr, "1 problem(s)") {
+		t.Errorf("check of a file with a problem and a warning: exit %d, want 1, the problem, then the warning", code)
+	}
+}

@@ -602,6 +602,15 @@ func setMemoryLimit() (limit int64, ok bool, err error) {
 }
 
 // runRole is the body of `ringlb edge`, `ringlb balancer` and `ringlb gslb`.
+// upgradeRefused is what a balancer or gslb whose binary an upgrade would
+// refuse (handoff's rule) is told: at its start (logged) and by `ringlb
+// check` of its file (printed), not only when the upgrade comes.
+const upgradeRefused = "an upgrade of this node would be refused"
+
+// upgradedInPlace says whether role is one SIGUSR2 upgrades (an edge
+// drains and restarts instead).
+func upgradedInPlace(role string) bool { return role == "balancer" || role == "gslb" }
+
 func runRole(ctx context.Context, role string, args []string, stderr io.Writer) error {
 	fs := flagSet(role, fmt.Sprintf("Runs a %s node from a config file (only its cluster and %s sections are read).\nSIGINT or SIGTERM stops it gracefully; SIGHUP reloads the config file; SIGUSR2 (balancer, gslb)\nreplaces the process with the binary at its path without closing a connection (ringlb upgrade).", role, role), stderr)
 	path := fs.String("config", "", "config file (required)")
@@ -648,9 +657,9 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	}
 	level.use(cfg.Cluster.LogLevel)
 	cfg.LogWarnings(logger)
-	if role != "edge" { // the roles SIGUSR2 upgrades
+	if upgradedInPlace(role) {
 		if err := proc.CheckBinary(); err != nil {
-			logger.Warn("an upgrade of this node would be refused", "err", err)
+			logger.Warn(upgradeRefused, "err", err)
 		}
 	}
 	start, timeout := startBalancer, 10*time.Second

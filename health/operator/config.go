@@ -157,7 +157,9 @@ func readConfigBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 }
 
 // problems answers a config that does not check: every problem, as `ringlb
-// check` prints it (file:line: field.path: what).
+// check` prints it (file:line: field.path: what), and the warnings the
+// file has besides (configs.Refused), as a file that checks is answered
+// with its own.
 func problems(w http.ResponseWriter, err error) {
 	var list []string
 	var errs configs.Errors
@@ -168,14 +170,19 @@ func problems(w http.ResponseWriter, err error) {
 	} else {
 		list = []string{err.Error()}
 	}
-	WriteJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": strings.Join(list, "\n"), "problems": list})
+	var refused *configs.Refused
+	var warned configs.Errors
+	if errors.As(err, &refused) {
+		warned = refused.Warnings
+	}
+	WriteJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": strings.Join(list, "\n"), "problems": list, "warnings": warnings(warned)})
 }
 
 // warnings are a checked config's warnings as `ringlb check` prints them
 // (an empty list: none).
-func warnings(cfg *configs.Config) []string {
+func warnings(warned configs.Errors) []string {
 	list := []string{}
-	for _, w := range cfg.Warnings() {
+	for _, w := range warned {
 		list = append(list, w.Error())
 	}
 	return list
@@ -211,7 +218,7 @@ func (n *Node) serveConfigCheck(w http.ResponseWriter, r *http.Request) {
 		problems(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "summary": cfg.Summary(), "warnings": warnings(cfg)})
+	WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "summary": cfg.Summary(), "warnings": warnings(cfg.Warnings())})
 }
 
 func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {

@@ -109,6 +109,14 @@ func TestConfigAPI(t *testing.T) {
 		!strings.Contains(fmt.Sprint(out["warnings"]), path+":1: cluster.secret_key_file: "+keyring+" is readable by its group") {
 		t.Errorf("check of a file with a group-readable keyring: %d %v", code, out)
 	}
+	// With a problem too: refused, and the warning said with it.
+	keyedBad := strings.Replace(keyed, "edge: {", "edge: { nope: 1,", 1)
+	code, out, _ = configRequest(t, "POST", base+"/api/config/check", "", keyedBad)
+	t.Logf("check of a file with a problem and a warning: %d %v", code, out)
+	if code != 400 || out["ok"] != false || !strings.Contains(fmt.Sprint(out["problems"]), path+":2: edge.nope: unknown field") ||
+		!strings.Contains(fmt.Sprint(out["warnings"]), path+":1: cluster.secret_key_file: "+keyring+" is readable by its group") {
+		t.Errorf("check of a file with a problem and a warning: %d %v, want 400 with both", code, out)
+	}
 
 	// PUT: no version, a bad file, a stale version.
 	if code, _, _ := configRequest(t, "PUT", base+"/api/config", "", orig); code != http.StatusPreconditionRequired {

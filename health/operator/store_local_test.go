@@ -161,3 +161,172 @@ func plantSession(t *testing.T, dir, user string) string {
 	}
 	return base64.RawURLEncoding.EncodeToString(raw)
 }
+
+// A state directory is only as private as the directories on the way to
+// it: another user who can write one of them (a parent of mode 0777, one
+// its group can write, one they own) renames the node's directory away and
+// puts another in its place. The node's own earlier directory put back
+// after a restart is believed again: a login the operator ended since
+// logs in, the audit records of what was done in between are gone. So the
+// way to the directory is held to the rule an upgrade's binary is
+// (configs.CheckPath): every directory root's or the node's user's,
+// writable by neither group nor others unless sticky, every symlink root's
+// or the node's user's.
+func TestStateDirInADirectoryOthersCanWriteIsRefused(t *testing.T) {
+	const nobody = 65534
+	type setup struct {
+		dir   string // the state directory, as configured
+		entry string // what another user renames to swap it ("": not shown here)
+		fix   string // what the refusal must say
+	}
+	for _, tc := range []struct {
+		name   string
+		asRoot bool // needs chown
+		setup  func(t *testing.T, root string) setup
+	}{
+		{name: "parent others can write", setup: func(t *testing.T, root string) setup {
+			parent := mkdirMode(t, filepath.Join(root, "shared"), 0o777)
+			return setup{dir: filepath.Join(parent, "state"), entry: filepath.Join(parent, "state"), fix: "chmod go-w " + parent}
+		}},
+		{name: "parent its group can write", setup: func(t *testing.T, root string) setup {
+			parent := mkdirMode(t, filepath.Join(root, "team"), 0o770)
+			return setup{dir: filepath.Join(parent, "state"), entry: filepath.Join(parent, "state"), fix: "chmod go-w " + parent}
+		}},
+		{name: "setgid parent its group can write", setup: func(t *testing.T, root string) setup {
+			// Debian's /usr/local where it is 2775 root:staff: staff
+			// renames what is in it.
+			parent := mkdirMode(t, filepath.Join(root, "local"), os.ModeSetgid|0o775)
+			return setup{dir: filepath.Join(parent, "state"), entry: filepath.Join(parent, "state"), fix: "chmod go-w " + parent}
+		}},
+		{name: "grandparent others can write", setup: func(t *testing.T, root string) setup {
+			open := mkdirMode(t, filepath.Join(root, "srv"), 0o777)
+			parent := mkdirMode(t, filepath.Join(open, "ringlb"), 0o755)
+			return setup{dir: filepath.Join(parent, "state"), entry: parent, fix: "chmod go-w " + open}
+		}},
+		{name: "symlink to a directory in one others can write", setup: func(t *testing.T, root string) setup {
+			open := mkdirMode(t, filepath.Join(root, "data"), 0o777)
+			mkdirMode(t, filepath.Join(open, "state"), 0o700)
+			link := filepath.Join(root, "state")
+			if err := os.Symlink(filepath.Join(open, "state"), link); err != nil {
+				t.Fatal(err)
+			}
+			return setup{dir: link, fix: "chmod go-w " + open}
+		}},
+		{name: "parent of another user", asRoot: true, setup: func(t *testing.T, root string) setup {
+			parent := mkdirMode(t, filepath.Join(root, "theirs"), 0o755)
+			if err := os.Chown(parent, nobody, nobody); err != nil {
+				t.Fatal(err)
+			}
+			return setup{dir: filepath.Join(parent, "state"), entry: filepath.Join(parent, "state"), fix: "chown root " + parent}
+		}},
+		{name: "another user's symlink in a sticky directory", asRoot: true, setup: func(t *testing.T, root string) setup {
+			shared := mkdirMode(t, filepath.Join(root, "shared"), os.ModeSticky|0o777)
+			real := mkdirMode(t, filepath.Join(root, "real"), 0o700)
+			link := filepath.Join(shared, "state")
+			if err := os.Symlink(real, link); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Lchown(link, nobody, nobody); err != nil { // theirs to point elsewhere
+				t.Fatal(err)
+			}
+			return setup{dir: link, fix: "chown -h root " + link}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.asRoot && os.Geteuid() != 0 {
+				t.Skip("needs root to give a file to another user")
+			}
+			root := mkdirMode(t, filepath.Join(t.TempDir(), "root"), 0o755)
+			s := tc.setup(t, root)
+			store, err := OpenStore(s.dir)
+			t.Logf("state directory %s: %v", s.dir, err)
+			if err != nil {
+				if !strings.Contains(err.Error(), s.fix) {
+					t.Errorf("the refusal does not say %q: %v", s.fix, err)
+				}
+				if _, cerr := configs.Parse("t.yaml", []byte("cluster: { bind: 127.0.0.1:7946, state_dir: "+s.dir+" }\n")); cerr == nil || !strings.Contains(cerr.Error(), s.fix) {
+					t.Errorf("ringlb check of the directory: %v, want it refused with %q", cerr, s.fix)
+				}
+				return
+			}
+			if s.entry == "" {
+				t.Fatalf("a state directory another user can swap or point elsewhere was used")
+			}
+			// What the other user does with it: keep the node's
+			// directory as it is now, let a restart make a new one, and
+			// put the old one back before the next.
+			type session struct{ ID, User string }
+			if err := store.Save(sessionsConcern, []session{{"c0ffee", "alice"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(s.entry, s.entry+".kept"); err != nil {
+				t.Fatal(err)
+			}
+			restarted, err := OpenStore(s.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := restarted.Save(sessionsConcern, []session{}); err != nil { // alice logged out
+				t.Fatal(err)
+			}
+			if err := os.Rename(s.entry, s.entry+".new"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(s.entry+".kept", s.entry); err != nil {
+				t.Fatal(err)
+			}
+			again, err := OpenStore(s.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back []session
+			err = again.Load(sessionsConcern, &back)
+			t.Errorf("a state directory another user can swap was used: after their swap, the sessions believed are %v (err %v): the login the operator ended is back", back, err)
+		})
+	}
+	// What a careful host has still opens: a directory under root's 0755
+	// ones, one in a sticky directory (only an entry's owner renames it),
+	// one behind the node's own symlink.
+	for _, tc := range []struct {
+		name string
+		dir  func(t *testing.T, root string) string
+	}{
+		{"under root's directories", func(t *testing.T, root string) string {
+			return filepath.Join(mkdirMode(t, filepath.Join(root, "lib"), 0o755), "state")
+		}},
+		{"in a sticky directory", func(t *testing.T, root string) string {
+			return filepath.Join(mkdirMode(t, filepath.Join(root, "tmp"), os.ModeSticky|0o777), "state")
+		}},
+		{"behind the node's own symlink", func(t *testing.T, root string) string {
+			real := mkdirMode(t, filepath.Join(root, "real"), 0o700)
+			link := filepath.Join(root, "state")
+			if err := os.Symlink(real, link); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := mkdirMode(t, filepath.Join(t.TempDir(), "root"), 0o755)
+			dir := tc.dir(t, root)
+			if _, err := OpenStore(dir); err != nil {
+				t.Errorf("state directory %s: %v", dir, err)
+			}
+			if _, err := configs.Parse("t.yaml", []byte("cluster: { bind: 127.0.0.1:7946, state_dir: "+dir+" }\n")); err != nil {
+				t.Errorf("ringlb check of %s: %v", dir, err)
+			}
+		})
+	}
+}
+
+// mkdirMode makes dir with mode (past the umask) and returns it.
+func mkdirMode(t *testing.T, dir string, mode os.FileMode) string {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, mode); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
