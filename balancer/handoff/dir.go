@@ -45,10 +45,15 @@ func PrivateDir(dir string) (string, error) {
 
 // CheckDir is PrivateDir's rule for an existing directory: a real
 // directory (not a symlink) owned by uid, with no access for group or
-// others. `ringlb upgrade` holds the directory of the process it upgrades
-// (uid: that process's user) to it before it believes what is recorded
-// there.
+// others, on a way only root and uid can change (configs.CheckPath: in a
+// directory another user could write, they could swap it between this
+// check and the socket's or a status file's use). `ringlb upgrade` holds
+// the directory of the process it upgrades (uid: that process's user) to it
+// before it believes what is recorded there.
 func CheckDir(dir string, uid int) error {
+	if _, _, err := configs.CheckPath("hand-off directory", dir, uid); err != nil {
+		return err
+	}
 	fi, err := os.Lstat(dir)
 	if err != nil {
 		return fmt.Errorf("hand-off directory: %w", err)

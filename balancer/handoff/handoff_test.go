@@ -327,4 +327,13 @@ func TestPrivateDir(t *testing.T) {
 	if _, err := PrivateDir(link); err == nil {
 		t.Error("a symlink was accepted")
 	}
+	// A private directory in one others can write: they could swap it.
+	shared := filepath.Join(base, "shared")
+	os.Mkdir(shared, 0o777)
+	os.Chmod(shared, 0o777)
+	if _, err := PrivateDir(filepath.Join(shared, "ringlb")); err == nil || !strings.Contains(err.Error(), "chmod go-w") {
+		t.Errorf("a private directory in a 0777 one: %v, want refused with the fix", err)
+	} else {
+		t.Log(err)
+	}
 }
