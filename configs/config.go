@@ -48,8 +48,13 @@ func (c *Config) Warnings() Errors { return c.warnings }
 
 // LogWarnings logs c's warnings, one line each, where a start or a reload
 // says them.
-func (c *Config) LogWarnings(log *slog.Logger) {
-	for _, w := range c.warnings {
+func (c *Config) LogWarnings(log *slog.Logger) { c.warnings.LogWarnings(log) }
+
+// LogWarnings logs ws as warnings, one line each: a config's
+// (Config.LogWarnings), or a refused file's (Refused.Warnings), which a
+// reload says beside the problems that refused it.
+func (ws Errors) LogWarnings(log *slog.Logger) {
+	for _, w := range ws {
 		log.Warn("config: "+w.Msg, "config", w.File, "line", w.Line, "field", w.Path)
 	}
 }

@@ -83,7 +83,14 @@ func (f *ConfigFile) Reload() error {
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	return f.applyLocked(data)
+	err = f.applyLocked(data)
+	// A file refused for its problems: what it would be warned of is
+	// logged too, as `ringlb check` says it after them (a PUT answers it).
+	var refused *configs.Refused
+	if errors.As(err, &refused) {
+		refused.Warnings.LogWarnings(f.log)
+	}
+	return err
 }
 
 func (f *ConfigFile) applyLocked(data []byte) error {

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -214,3 +216,60 @@ func TestConfigAPIWithoutFile(t *testing.T) {
 		t.Errorf("PUT: %d", code)
 	}
 }
+
+// A SIGHUP of a file with a problem changes nothing and logs, beside the
+// problem (its caller's), what the file would be warned of, as `ringlb
+// check` prints both; before, a refused reload said no warning.
+func TestRefusedReloadLogsItsWarnings(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the warning is for a keyring its group may read that root does not own: needs root to chown")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edge.yaml")
+	orig := "cluster: { name: e1, bind: 127.0.0.1:7946 }\nedge: { history: { messages: 100 } }\n"
+	if err := os.WriteFile(path, []byte(orig), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	running, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyring := filepath.Join(dir, "gossip.key")
+	if err := os.WriteFile(keyring, []byte(configs.GenerateKey()+"\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(keyring, 4321, 4321); err != nil {
+		t.Fatal(err)
+	}
+	var logged strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	cf := NewConfigFile(path, "edge", running, func(_, _ *configs.Config) error { return nil }, log)
+	bad := "cluster: { name: e1, bind: 127.0.0.1:7946, secret_key_file: gossip.key }\nedge: { nope: 1 }\n"
+	if err := os.WriteFile(path, []byte(bad), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	err = cf.Reload()
+	mu.Lock()
+	out := logged.String()
+	mu.Unlock()
+	t.Logf("reload: %v; logged: %s", err, out)
+	if err == nil || !strings.Contains(err.Error(), "edge.nope: unknown field") {
+		t.Fatalf("reload of a file with a problem: %v", err)
+	}
+	if !strings.Contains(out, "is readable by its group") || !strings.Contains(out, "field=cluster.secret_key_file") {
+		t.Errorf("the refused file's warning was not logged: %q", out)
+	}
+	if cf.Running() != running {
+		t.Error("a refused reload changed the running config")
+	}
+}
+
+// writerFunc is a func as an io.Writer.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
