@@ -113,7 +113,8 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 // message unpacked and packed again behind it: the packed ones compress
 // names against the question as the zone spells it, and the asker's case
 // in the question would become every name's. Secondaries ask in the
-// zone's case; the slower way costs about what every replay did before.
+// zone's case; the slower way costs more than a replay of before
+// (BenchmarkSignedAXFR, same-serial-other-case), less than a build.
 func (s *Server) sendTransfer(w dns.ResponseWriter, r *dns.Msg, xfr *builtTransfer) error {
 	reply := new(dns.Msg)
 	reply.SetReply(r)
