@@ -163,7 +163,8 @@ type EdgeTLS struct {
 	// (default: the system's roots).
 	CAFile string `yaml:"ca_file"`
 	// ServerName is sent as SNI and must be in the peer's certificate
-	// (default for a static edge: the URL's host; a gslb monitor needs it).
+	// (default for a static edge: the URL's host; a gslb monitor needs it,
+	// and sends it as its checks' Host too).
 	ServerName string `yaml:"server_name"`
 	// CertFile is a PEM client certificate the node presents (with
 	// KeyFile).

@@ -232,8 +232,9 @@ type Monitor struct {
 	// TLS is how a gslb https monitor verifies each member, as HAProxy's
 	// "check-ssl verify required ca-file ... sni ...": with server_name set,
 	// a member's certificate must chain to ca_file (default: the system's
-	// roots) and name server_name, sent as SNI; a certificate that does not
-	// verify is a failed check. Without it the check verifies nothing
+	// roots) and name server_name, sent as SNI and as the check's Host (with
+	// the port unless 443: a member holding several sites answers for that
+	// one); a certificate that does not verify is a failed check. Without it the check verifies nothing
 	// (anything answering at the address keeps the member up; `ringlb
 	// check` warns). Files are read at start and on every reload. Refused
 	// on a static edge's monitor: its checks verify by the edge's own tls.

@@ -13,12 +13,14 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -354,5 +356,53 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A member serving several names by their Host (a virtual-hosted web
+// server) answers its health check for the name it serves: an https
+// monitor with tls.server_name asks for that name, in the Host header as
+// in SNI, with the port the check goes to (not 443). Before, the Host was
+// the member's address, which such a server does not serve (421 here), and
+// a member whose certificate verified was down. A monitor that verifies
+// nothing has no name to ask for and asks for the address, as before.
+func TestHTTPSMonitorAsksForTheServerName(t *testing.T) {
+	ca := newMemberCA(t, "members CA")
+	pair, _, _ := ca.issue(t, "bal.ringlb.test", x509.ExtKeyUsageServerAuth)
+	var mu sync.Mutex
+	hosts := map[string]bool{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hosts[r.Host] = true
+		mu.Unlock()
+		if host, _, err := net.SplitHostPort(r.Host); err != nil || host != "bal.ringlb.test" {
+			http.Error(w, "no such site here", http.StatusMisdirectedRequest)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	member := strings.TrimPrefix(srv.URL, "https://")
+	cfg := tlsMonitorConfig(t, "named", "unnamed", member, member,
+		"named: "+httpsMonitor(ca.file, "", ""), "unnamed: "+httpsMonitor("", "", ""))
+	s := startGSLB(t, cfg)
+	settled(t, s)
+	namedUp, namedWhy := memberWhy(t, s, "east", "bal-1")
+	unnamedUp, unnamedWhy := memberWhy(t, s, "west", "bal-2")
+	mu.Lock()
+	seen := slices.Sorted(maps.Keys(hosts))
+	mu.Unlock()
+	_, port, _ := net.SplitHostPort(member)
+	t.Logf("Host headers seen: %v; with tls.server_name serving %v (%s), without %v (%s)", seen, namedUp, namedWhy, unnamedUp, unnamedWhy)
+	if !namedUp {
+		t.Errorf("the member checked for bal.ringlb.test is down: %s", namedWhy)
+	}
+	if !slices.Contains(seen, "bal.ringlb.test:"+port) {
+		t.Errorf("no check asked for bal.ringlb.test:%s: %v", port, seen)
+	}
+	if unnamedUp || !slices.Contains(seen, member) {
+		t.Errorf("without tls.server_name: serving %v (%s), Host headers %v; want down, asked for %s", unnamedUp, unnamedWhy, seen, member)
 	}
 }

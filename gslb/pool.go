@@ -134,7 +134,13 @@ func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error)
 						target = net.JoinHostPort(addr.String(), strconv.Itoa(mon.Port))
 					}
 					key := mem.key
-					mem.prober = health.NewVerifyingProber(mon, target, verify[rc.Monitor], func(up bool, why string) { p.memberChanged(key, up, why) }, logger)
+					// A monitor that verifies a name asks for it too: a
+					// member holding several sites answers for that one.
+					host := ""
+					if v := verify[rc.Monitor]; v != nil {
+						host = v.ServerName
+					}
+					mem.prober = health.NewNamedProber(mon, target, host, verify[rc.Monitor], func(up bool, why string) { p.memberChanged(key, up, why) }, logger)
 				}
 				r.members = append(r.members, mem)
 			}

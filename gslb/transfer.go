@@ -1,10 +1,13 @@
 package gslb
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -30,17 +33,18 @@ import (
 // length), well under the 64 KiB a TCP message can hold.
 const xfrMessageBytes = 32 << 10
 
-// serveTransfer answers an AXFR or IXFR query received over TCP, once
-// screen (server.go) has passed it: a TSIG it carries has verified, so every
-// message, refusals included, is signed with that key.
 // maxTransfersOut bounds the zone transfers sent at once, as BIND's
-// transfers-out (its default too): each holds its zone's records, their
-// messages (signed, the zone's NSEC chain) and a goroutine until its
-// reader has taken it or the write deadline cuts it, and secondaries that
-// ask and do not read could otherwise hold any number. One more is
+// transfers-out (its default too): each holds its zone's transfer (shared
+// by the transfers of a serial, but an older serial's is kept by those
+// still sending it), a message's buffer and a goroutine until its reader
+// has taken it or the write deadline cuts it, and secondaries that ask
+// and do not read could otherwise hold any number. One more is
 // answered SERVFAIL at once; a secondary asks again at its retry.
 const maxTransfersOut = 10
 
+// serveTransfer answers an AXFR or IXFR query received over TCP, once
+// screen (server.go) has passed it: a TSIG it carries has verified, so every
+// message, refusals included, is signed with that key.
 func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 	q := r.Question[0]
 	refuse := func(rcode int, why string) {
@@ -87,106 +91,168 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 		refuse(dns.RcodeServerFailure, fmt.Sprintf("%d transfers are being sent already", maxTransfersOut))
 		return
 	}
-	var xfr *builtTransfer
-	if z.signer != nil {
-		var err error
-		if xfr, err = st.signedTransferOf(z); err != nil {
-			s.logger.Error("cannot sign a zone transfer", "zone", z.origin, "err", err)
-			refuse(dns.RcodeServerFailure, "signing failed")
-			return
-		}
-	} else {
-		xfr = newBuiltTransfer(st.transferRecords(z))
+	xfr, err := st.transferOf(z)
+	if err != nil {
+		s.logger.Error("cannot build a zone transfer", "zone", z.origin, "err", err)
+		refuse(dns.RcodeServerFailure, "building it failed")
+		return
 	}
-	for _, rrs := range xfr.msgs {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.Authoritative = true
-		m.Compress = true
-		m.Answer = rrs // shared with other transfers of the serial: read only
-		s.signReply(m, r, nil)
-		if err := w.WriteMsg(m); err != nil {
-			s.logger.Warn("zone transfer cut", "zone", z.origin, "client", w.RemoteAddr().String(), "err", err)
-			return
-		}
-		// Later messages of a signed transfer carry MACs over the timers
-		// only, chained to the previous one (RFC 8945 5.3.1).
-		w.TsigTimersOnly(true)
+	if err := s.sendTransfer(w, r, xfr); err != nil {
+		s.logger.Warn("zone transfer cut", "zone", z.origin, "client", w.RemoteAddr().String(), "err", err)
+		return
 	}
 	s.metrics.query(q.Qtype, dns.RcodeSuccess)
 	s.logger.Info("zone transferred", "zone", z.origin, "client", w.RemoteAddr().String(), "records", xfr.records, "serial", xfr.serial)
 }
 
+// sendTransfer writes xfr as the answer to r. Each message goes as it was
+// packed once for every transfer of the serial: only its ID and flags and
+// its question's type and class are made r's, and it is signed with TSIG
+// when r is (tsigChain) — all a replay computes anew. A question in
+// another case than the zone's (RingLB.test.) is echoed as asked, each
+// message unpacked and packed again behind it: the packed ones compress
+// names against the question as the zone spells it, and the asker's case
+// in the question would become every name's. Secondaries ask in the
+// zone's case; the slower way costs more than a replay of before
+// (BenchmarkSignedAXFR, same-serial-other-case), less than a build.
+func (s *Server) sendTransfer(w dns.ResponseWriter, r *dns.Msg, xfr *builtTransfer) error {
+	reply := new(dns.Msg)
+	reply.SetReply(r)
+	reply.Authoritative = true
+	reply.Compress = true
+	head, err := reply.Pack()
+	if err != nil {
+		return err
+	}
+	chain := s.tsigChainFor(r)
+	q := r.Question[0]
+	buf := make([]byte, 0, dns.MaxMsgSize)
+	for _, msg := range xfr.msgs {
+		if q.Name == xfr.origin {
+			buf = append(buf[:0], msg...)
+			copy(buf, head[:4]) // ID, flags
+			binary.BigEndian.PutUint16(buf[xfr.qend-4:], q.Qtype)
+			binary.BigEndian.PutUint16(buf[xfr.qend-2:], q.Qclass)
+		} else {
+			m := new(dns.Msg)
+			if err := m.Unpack(msg); err != nil {
+				return err
+			}
+			reply.Answer = m.Answer
+			if buf, err = reply.PackBuffer(buf[:cap(buf)]); err != nil {
+				return err
+			}
+		}
+		if chain != nil {
+			if buf, err = chain.sign(buf, time.Now().Unix()); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // builtTransfer is a transfer of a zone at one serial, split into its
-// messages' records (each at most xfrMessageBytes, uncompressed). Never
-// changed once built: a signed zone's is replayed to every transfer of
-// that serial (xfrCache), each message signed with TSIG for its request.
+// messages (each at most xfrMessageBytes of records, uncompressed), each
+// packed. Never changed once built: it is replayed to every transfer of
+// that serial (xfrCache).
 type builtTransfer struct {
 	serial  uint32
 	records int
-	msgs    [][]dns.RR
-	// from and until (Unix seconds, by the signer's clock) are when its
-	// signatures may be handed out: from the latest inception until the
-	// first is due for replacement (state.signedWindow, as sigEntry.fresh).
+	// origin is the question the messages were packed behind (the zone's
+	// name, AXFR, IN), qend where that question ends in each.
+	origin string
+	qend   int
+	msgs   [][]byte
+	// from and until (Unix seconds, by the signer's clock) are when a
+	// signed zone's signatures in it may be handed out: from the latest
+	// inception until the first is due for replacement
+	// (state.signedWindow, as sigEntry.fresh). Always, for an unsigned one.
 	from, until int64
 }
 
-// newBuiltTransfer splits rrs, a transfer (SOA first and last), into its
-// messages.
-func newBuiltTransfer(rrs []dns.RR) *builtTransfer {
-	t := &builtTransfer{serial: rrs[0].(*dns.SOA).Serial, records: len(rrs)}
+// newBuiltTransfer splits rrs, a transfer of the zone origin (SOA first
+// and last), into its messages, and packs each.
+func newBuiltTransfer(origin string, rrs []dns.RR) (*builtTransfer, error) {
+	t := &builtTransfer{serial: rrs[0].(*dns.SOA).Serial, records: len(rrs), origin: origin, from: math.MinInt64, until: math.MaxInt64}
+	m := &dns.Msg{Compress: true, Question: []dns.Question{{Name: origin, Qtype: dns.TypeAXFR, Qclass: dns.ClassINET}}}
+	m.Response, m.Authoritative = true, true
+	scratch := make([]byte, dns.MaxMsgSize)
+	head, err := m.PackBuffer(scratch) // the header, then the question
+	if err != nil {
+		return nil, err
+	}
+	t.qend = len(head)
 	for len(rrs) > 0 {
 		n, size := 0, 0
 		for n < len(rrs) && (n == 0 || size+dns.Len(rrs[n]) <= xfrMessageBytes) {
 			size += dns.Len(rrs[n])
 			n++
 		}
-		// Capped: nothing a message adds may land in the next one's records.
-		t.msgs = append(t.msgs, rrs[:n:n])
+		m.Answer = rrs[:n]
+		wire, err := m.PackBuffer(scratch)
+		if err != nil {
+			return nil, err
+		}
+		t.msgs = append(t.msgs, bytes.Clone(wire))
 		rrs = rrs[n:]
 	}
-	return t
+	return t, nil
 }
 
-// xfrCache keeps a signed zone's last transfer. Building one costs the
-// NSEC chain over every name, a sort in canonical order and a lookup of
-// every RRset's signatures (BenchmarkSignedAXFR, 20,000 names: 0.2–0.6 s
-// and 109 MB allocated with every signature cached, seconds without), and
-// every secondary asks for the same serial after a NOTIFY. One entry a
-// zone — its records, their NSECs and signatures, about the size of the
-// transfer (5.5 MiB sent for 20,000 names) — replaced when the serial
-// changes, gone with the zone when a reload replaces it. Kept only while
-// every signature in it may still be handed out: a transfer made from it
-// carries what one built afresh would, never a signature due for
-// replacement, expired or not yet valid (a clock set back). The serial
-// alone would not do: it changes every signature_refresh / 2 (resign),
-// which keeps a signature that had just over signature_refresh left at
-// the build for half of that again, and not at all when the clock is set
-// back.
+// xfrCache keeps a zone's last transfer: every secondary asks for the
+// same serial after a NOTIFY. A signed zone's costs the NSEC chain over
+// every name, a sort in canonical order and a lookup of every RRset's
+// signatures to build (BenchmarkSignedAXFR, 20,000 names: 0.2–0.6 s and
+// 109 MB allocated with every signature cached, seconds without); any
+// zone's, packing every message. One entry a zone — its messages packed,
+// the size of the transfer (5.5 MiB for 20,000 signed names) — replaced
+// when the serial changes, gone with the zone when a reload replaces it. A signed zone's is kept only while every signature in it
+// may still be handed out: a transfer made from it carries what one built
+// afresh would, never a signature due for replacement, expired or not yet
+// valid (a clock set back). The serial alone would not do: it changes
+// every signature_refresh / 2 (resign), which keeps a signature that had
+// just over signature_refresh left at the build for half of that again,
+// and not at all when the clock is set back.
 type xfrCache struct {
 	mu  sync.Mutex // held while one is built: the zone's other transfers wait for it
 	cur *builtTransfer
 }
 
-// signedTransferOf is the signed transfer of z at st's serial: the cached
-// one while it is current, else built (signedTransfer) and cached.
-func (st *state) signedTransferOf(z *zone) (*builtTransfer, error) {
+// transferOf is the transfer of z at st's serial: the cached one while it
+// is current, else built (transferRecords, signedTransfer for a signed
+// zone) and cached.
+func (st *state) transferOf(z *zone) (*builtTransfer, error) {
 	c := &z.xfr
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := z.signer.now().Unix()
+	now := int64(0)
+	if z.signer != nil {
+		now = z.signer.now().Unix()
+	}
 	if t := c.cur; t != nil && t.serial == st.soa(z).Serial && t.from <= now && now < t.until {
 		return t, nil
 	}
 	// Dropped before the next is built: one at a time in memory, but for
 	// those still being sent.
 	c.cur = nil
-	rrs, err := st.signedTransfer(z, st.transferRecords(z))
-	if err != nil {
-		return nil, err
+	rrs := st.transferRecords(z)
+	if z.signer != nil {
+		var err error
+		if rrs, err = st.signedTransfer(z, rrs); err != nil {
+			return nil, fmt.Errorf("signing: %w", err)
+		}
 	}
-	t := newBuiltTransfer(rrs)
-	t.from, t.until = st.signedWindow(&dns.Msg{Answer: rrs})
+	t, err := newBuiltTransfer(z.origin, rrs)
+	if err != nil {
+		return nil, fmt.Errorf("packing: %w", err)
+	}
+	if z.signer != nil {
+		t.from, t.until = st.signedWindow(&dns.Msg{Answer: rrs})
+	}
 	c.cur = t
 	return t, nil
 }

@@ -6,9 +6,11 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"slices"
 	"strings"
 	"time"
 
@@ -186,4 +188,96 @@ func (s *Server) signReply(m, r *dns.Msg, status error) {
 	t.MACSize = uint16(h.Size())
 	t.MAC = strings.Repeat("00", h.Size())
 	m.Extra = append(m.Extra, t)
+}
+
+// tsigChain signs the messages of one answer in several — a zone transfer —
+// from their bytes, packed beforehand (transfer.go packs a transfer once
+// for every request of its serial): what miekg/dns's writer does while it
+// packs each (dns.TsigGenerate), with the TSIG signReply gives the answer
+// to the request. RFC 8945 5.3.1: the first message's MAC covers the
+// request's MAC, the message and every TSIG variable; each later one's the
+// MAC before it, the message and the timers only. Only for a request that
+// verified (no TSIG error to answer).
+type tsigChain struct {
+	t     dns.TSIG
+	h     hash.Hash
+	prev  []byte // the MAC the next message is chained to
+	first []byte // the variables the first message's MAC covers but for the timers
+	n     int    // messages signed
+}
+
+// tsigChainFor is the chain for the answer to r, which verified; nil when
+// r carries no TSIG (or its key went with a reload since: signReply).
+func (s *Server) tsigChainFor(r *dns.Msg) *tsigChain {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	s.signReply(m, r, nil)
+	t := m.IsTsig()
+	if t == nil {
+		return nil
+	}
+	c := &tsigChain{t: *t}
+	var err error
+	if c.h, err = (tsigProvider{s}).key(t); err != nil {
+		return nil
+	}
+	if c.prev, err = hex.DecodeString(r.IsTsig().MAC); err != nil {
+		return nil // cannot be: it verified
+	}
+	// Key name, class, TTL, algorithm (RFC 8945 4.3.3), names uncompressed
+	// and in canonical form.
+	buf := make([]byte, 2*255+6)
+	off, err := dns.PackDomainName(dns.CanonicalName(t.Hdr.Name), buf, 0, nil, false)
+	if err != nil {
+		return nil
+	}
+	binary.BigEndian.PutUint16(buf[off:], dns.ClassANY)
+	binary.BigEndian.PutUint32(buf[off+2:], t.Hdr.Ttl)
+	if off, err = dns.PackDomainName(dns.CanonicalName(t.Algorithm), buf, off+6, nil, false); err != nil {
+		return nil
+	}
+	c.first = buf[:off]
+	return c
+}
+
+// sign appends to msg, a message of the answer packed without its TSIG,
+// the TSIG signed at now, chained to the message before.
+func (c *tsigChain) sign(msg []byte, now int64) ([]byte, error) {
+	c.t.TimeSigned = uint64(now)
+	c.h.Reset()
+	var b [8]byte
+	binary.BigEndian.PutUint16(b[:], uint16(len(c.prev)))
+	c.h.Write(b[:2])
+	c.h.Write(c.prev)
+	c.h.Write(msg) // its ID the request's, the TSIG's original ID
+	if c.n == 0 {
+		c.h.Write(c.first)
+	}
+	binary.BigEndian.PutUint16(b[:], uint16(c.t.TimeSigned>>32))
+	binary.BigEndian.PutUint32(b[2:], uint32(c.t.TimeSigned))
+	binary.BigEndian.PutUint16(b[6:], c.t.Fudge)
+	c.h.Write(b[:8])
+	if c.n == 0 {
+		other, err := hex.DecodeString(c.t.OtherData)
+		if err != nil {
+			return nil, err
+		}
+		binary.BigEndian.PutUint16(b[:], c.t.Error)
+		binary.BigEndian.PutUint16(b[2:], uint16(len(other)))
+		c.h.Write(b[:4])
+		c.h.Write(other)
+	}
+	c.prev = c.h.Sum(c.prev[:0])
+	c.n++
+	c.t.MAC = hex.EncodeToString(c.prev)
+	c.t.MACSize = uint16(len(c.prev))
+	off := len(msg)
+	msg = slices.Grow(msg, dns.Len(&c.t))
+	end, err := dns.PackRR(&c.t, msg[:cap(msg)], off, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	msg = msg[:end]
+	binary.BigEndian.PutUint16(msg[10:], binary.BigEndian.Uint16(msg[10:])+1) // ARCOUNT
+	return msg, nil
 }

@@ -41,7 +41,13 @@ func sameRecords(a, b []string) string {
 // test moves the serial itself), on clock.
 func signedTransferServer(t *testing.T, clock *testClock) *Server {
 	t.Helper()
-	return startGSLBWith(t, bigSignedZone(t, 200), func(s *Server) {
+	return transferServer(t, bigSignedZone(t, 200), clock)
+}
+
+// transferServer serves cfg, the resign bump out of the way, on clock.
+func transferServer(t *testing.T, cfg configs.GSLB, clock *testClock) *Server {
+	t.Helper()
+	return startGSLBWith(t, cfg, func(s *Server) {
 		if clock != nil {
 			clock.use(s)
 		}
@@ -49,11 +55,43 @@ func signedTransferServer(t *testing.T, clock *testClock) *Server {
 	})
 }
 
+// bothZones is a zone of fuzzConfig's records and 200 names more,
+// transferred with TSIG, unsigned and signed.
+func bothZones(t *testing.T) []struct {
+	name string
+	cfg  configs.GSLB
+} {
+	return []struct {
+		name string
+		cfg  configs.GSLB
+	}{{"unsigned", bigZone(t, 200)}, {"signed", bigSignedZone(t, 200)}}
+}
+
+// freshTransfer is z's transfer built afresh, not cached.
+func freshTransfer(t *testing.T, st *state, z *zone) []dns.RR {
+	t.Helper()
+	rrs := st.transferRecords(z)
+	if z.signer == nil {
+		return rrs
+	}
+	rrs, err := st.signedTransfer(z, rrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rrs
+}
+
 // A second transfer of a serial is the first one replayed — record for
 // record what a transfer built afresh holds, every message signed with
-// TSIG for its own request (dns.Transfer verifies each).
+// TSIG for its own request (dns.Transfer verifies each) — of an unsigned
+// zone as of a signed one.
 func TestCachedTransferEqualsAFreshOne(t *testing.T) {
-	s := signedTransferServer(t, nil)
+	for _, tc := range bothZones(t) {
+		t.Run(tc.name, func(t *testing.T) { testCachedTransferEqualsAFreshOne(t, transferServer(t, tc.cfg, nil)) })
+	}
+}
+
+func testCachedTransferEqualsAFreshOne(t *testing.T, s *Server) {
 	key := tsigConfig(t).Name
 	first, err := axfr(t, s, key, testTSIGSecret)
 	if err != nil {
@@ -72,10 +110,7 @@ func TestCachedTransferEqualsAFreshOne(t *testing.T) {
 	if z.xfr.cur != cached {
 		t.Error("the second transfer of the serial was built again")
 	}
-	fresh, err := st.signedTransfer(z, st.transferRecords(z))
-	if err != nil {
-		t.Fatal(err)
-	}
+	fresh := freshTransfer(t, st, z)
 	t.Logf("%d records in %d messages, serial %d", len(second), len(cached.msgs), cached.serial)
 	if d := sameRecords(texts(first), texts(second)); d != "" {
 		t.Errorf("the replayed transfer differs from the first: %s", d)
@@ -87,9 +122,15 @@ func TestCachedTransferEqualsAFreshOne(t *testing.T) {
 
 // A new serial (a managed answer changed) is a new transfer, built again
 // with the new answer; the entry of the old serial is dropped (collected:
-// one entry a zone), and a reload drops the zone's with the zone.
+// one entry a zone), and a reload drops the zone's with the zone — of an
+// unsigned zone as of a signed one.
 func TestTransferCacheFollowsTheSerial(t *testing.T) {
-	s := signedTransferServer(t, nil)
+	for _, tc := range bothZones(t) {
+		t.Run(tc.name, func(t *testing.T) { testTransferCacheFollowsTheSerial(t, transferServer(t, tc.cfg, nil)) })
+	}
+}
+
+func testTransferCacheFollowsTheSerial(t *testing.T, s *Server) {
 	key := tsigConfig(t).Name
 	soaOf := func(rrs []dns.RR) uint32 { return rrs[0].(*dns.SOA).Serial }
 	rrs, err := axfr(t, s, key, testTSIGSecret)
@@ -216,9 +257,9 @@ func TestCachedTransferSignaturesFresh(t *testing.T) {
 	})
 }
 
-// Transfers of one serial at once share one build and its messages' records
-// (read only: each packs and signs its own message), and each gets the
-// whole zone; the race detector watches the sharing.
+// Transfers of one serial at once share one build and its messages (read
+// only: each copies a message to make it its own and sign it), and each
+// gets the whole zone; the race detector watches the sharing.
 func TestConcurrentTransfersShareOneBuild(t *testing.T) {
 	s := signedTransferServer(t, nil)
 	key := tsigConfig(t).Name

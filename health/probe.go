@@ -38,6 +38,7 @@ type Prober struct {
 	onChange func(up bool, why string)
 	logger   *slog.Logger
 	client   *http.Client
+	host     string // an HTTP check's Host ("": the target)
 
 	mu  sync.Mutex
 	up  bool
@@ -64,6 +65,15 @@ func NewProber(mon configs.Monitor, target string, onChange func(up bool, why st
 // verify says (its roots, server name and client certificate); nil
 // verifies nothing, as NewProber.
 func NewVerifyingProber(mon configs.Monitor, target string, verify *tls.Config, onChange func(up bool, why string), logger *slog.Logger) *Prober {
+	return NewNamedProber(mon, target, "", verify, onChange, logger)
+}
+
+// NewNamedProber is NewVerifyingProber whose HTTP checks ask the target
+// for host (their Host header; "": the target's address, as
+// NewVerifyingProber), with the target's port unless it is the scheme's
+// own: a server holding several sites answers for the one named, as it
+// would a browser's https://host:port/.
+func NewNamedProber(mon configs.Monitor, target, host string, verify *tls.Config, onChange func(up bool, why string), logger *slog.Logger) *Prober {
 	if verify == nil {
 		verify = &tls.Config{InsecureSkipVerify: true}
 	}
@@ -71,6 +81,13 @@ func NewVerifyingProber(mon configs.Monitor, target string, verify *tls.Config, 
 		logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Prober{mon: mon, target: target, onChange: onChange, logger: logger, up: true, why: "not checked yet"}
+	if host != "" {
+		_, port, _ := net.SplitHostPort(target)
+		if port != "" && !(mon.Type == configs.MonitorHTTPS && port == "443" || mon.Type == configs.MonitorHTTP && port == "80") {
+			host = net.JoinHostPort(host, port)
+		}
+		p.host = host
+	}
 	if mon.Type == configs.MonitorHTTP || mon.Type == configs.MonitorHTTPS {
 		p.client = &http.Client{
 			Timeout: mon.Timeout.D(),
@@ -193,6 +210,10 @@ func (p *Prober) check(ctx context.Context) error {
 			return err
 		}
 		req.Header.Set("User-Agent", "ringlb-monitor")
+		if p.host != "" {
+			req.Host = p.host
+			url += " (Host " + p.host + ")"
+		}
 		resp, err := p.client.Do(req)
 		if err != nil {
 			return fmt.Errorf("GET %s: %w", url, unwrapURLError(err))

@@ -118,3 +118,26 @@ func TestProberSettles(t *testing.T) {
 		t.Error("a seeded prober is not settled")
 	}
 }
+
+// A named prober's Host carries the target's port unless it is the
+// scheme's own, as a browser's request for https://host:port/ does.
+func TestNamedProberHost(t *testing.T) {
+	for _, tc := range []struct {
+		typ          configs.MonitorType
+		target, want string
+	}{
+		{configs.MonitorHTTPS, "192.0.2.1:443", "bal.ringlb.test"},
+		{configs.MonitorHTTPS, "192.0.2.1:8443", "bal.ringlb.test:8443"},
+		{configs.MonitorHTTPS, "[2001:db8::1]:8443", "bal.ringlb.test:8443"},
+		{configs.MonitorHTTP, "192.0.2.1:80", "bal.ringlb.test"},
+		{configs.MonitorHTTP, "192.0.2.1:443", "bal.ringlb.test:443"},
+	} {
+		p := NewNamedProber(configs.Monitor{Type: tc.typ}, tc.target, "bal.ringlb.test", nil, nil, nil)
+		if p.host != tc.want {
+			t.Errorf("%s check of %s: Host %q, want %q", tc.typ, tc.target, p.host, tc.want)
+		}
+	}
+	if p := NewVerifyingProber(configs.Monitor{Type: configs.MonitorHTTPS}, "192.0.2.1:8443", nil, nil, nil); p.host != "" {
+		t.Errorf("a prober without a name asks for %q, want the target", p.host)
+	}
+}
