@@ -344,7 +344,9 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 // status and body (≤ peerBodyLimit).
 //
 // A read is signed as this node with the cluster's key: a peer credential,
-// which can read and change nothing. The operator's own credential never
+// which can read and change nothing; and its answer is taken only signed by
+// the node read, for this read (health.Keyring.ReadAnswer), from a node
+// announcing it signs answers. The operator's own credential never
 // goes along with a read. A change (operator non-nil: the operator's request
 // it carries out) forwards the operator's bearer token, so the node acted on
 // checks the operator itself, and HeaderAdmin for its CSRF rule.
@@ -377,7 +379,13 @@ func (b *Balancer) callPeer(ctx context.Context, method, node, target string, op
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, peerBodyLimit))
+	var body []byte
+	if operator != nil {
+		body, err = io.ReadAll(io.LimitReader(resp.Body, peerBodyLimit))
+	} else {
+		// A read's answer only as the node signed it for this read.
+		body, err = b.keyring().ReadAnswer(resp, b.name, node, peerBodyLimit)
+	}
 	if err != nil {
 		return 0, nil, fmt.Errorf("read %s %s: %w", method, target, err)
 	}

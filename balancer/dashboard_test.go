@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/healthtest"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // fakeEdgeMetrics is what an edge's admin /metrics says (the contract names).
@@ -43,16 +45,18 @@ type fakeGSLB struct {
 	auth  []string
 }
 
-func startFakeGSLB(t *testing.T) *fakeGSLB {
+// startFakeGSLB serves a gslb node's admin API (its reads answered to
+// peers as a node answers them, signed with kr: peerReads).
+func startFakeGSLB(t *testing.T, kr *health.Keyring) *fakeGSLB {
 	f := &fakeGSLB{}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/pools", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /api/pools", peerReads("gslb-t", kr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.record("", r)
 		w.Write([]byte(`{"node":"gslb-t","names":[{"name":"ide.ringlb.test.","regions":[{"region":"west","failover_to":"east","members":[{"member":"bal-2","serving":false}]}]}]}`))
-	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+	})))
+	mux.Handle("GET /metrics", peerReads("gslb-t", kr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("# TYPE ringlb_gslb_queries_total counter\nringlb_gslb_queries_total{qtype=\"A\",rcode=\"NOERROR\"} 5\nringlb_gslb_queries_total{qtype=\"AAAA\",rcode=\"NOERROR\"} 2\n"))
-	})
+	})))
 	mux.HandleFunc("POST /api/pools/{name}/{region}/{member}/mode", func(w http.ResponseWriter, r *http.Request) {
 		mode := r.URL.Query().Get("mode")
 		f.record(r.PathValue("name")+"/"+r.PathValue("region")+"/"+r.PathValue("member")+"="+mode, r)
@@ -66,6 +70,13 @@ func startFakeGSLB(t *testing.T) *fakeGSLB {
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// peerReads is h behind the admin rule every node's reads follow
+// (operator.Access, as the node self, with the cluster's key kr): a read a
+// peer signed for it is answered signed, as a node of this release answers.
+func peerReads(self string, kr *health.Keyring, h http.Handler) http.Handler {
+	return operator.Access{Token: func() []byte { return []byte(testToken) }, Keyring: func() *health.Keyring { return kr }, Self: self}.Read(h)
 }
 
 func (f *fakeGSLB) record(mode string, r *http.Request) {
@@ -88,18 +99,18 @@ func TestDashboardClusterView(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
-	edgeAdmin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	cl := healthtest.New(t)
+	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	edgeAdmin := httptest.NewServer(peerReads("gossip-edge", self.Keyring(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/metrics" {
 			w.Write([]byte(fakeEdgeMetrics))
 			return
 		}
 		http.NotFound(w, r)
-	}))
+	})))
 	defer edgeAdmin.Close()
-	gslb := startFakeGSLB(t)
+	gslb := startFakeGSLB(t, self.Keyring())
 
-	cl := healthtest.New(t)
-	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
 	cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, Weight: 1, State: health.StateAlive})
 	cl.Join("gslb-t", health.Meta{Role: health.RoleGSLB, Region: "east", Admin: gslb.srv.URL, State: health.StateAlive})
 	healthtest.WaitMembers(t, self, "the edge and the gslb in gossip", func(ns []health.Node) bool { return len(ns) == 3 })
@@ -248,5 +259,76 @@ func TestDashboardWithoutGossip(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("serve mode without gslb nodes: %d, want 404", resp.StatusCode)
+	}
+}
+
+// An edge's admin answers reach the dashboard through whoever is on the
+// path; one of this release (peer_signing 7) signs each for the read, and
+// an answer without its signature — rewritten on the way, here never
+// signed — is shown as the edge's error, not as its figures. An edge of an
+// earlier release, which signs no answer, is read as before.
+func TestDashboardTakesOnlySignedAnswers(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	unsigned := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(fakeEdgeMetrics)) }))
+	defer unsigned.Close()
+	cl := healthtest.New(t)
+	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: unsigned.URL, Weight: 1, State: health.StateAlive})
+	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
+	h.bal.SetCluster(self)
+
+	stats := func() string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+h.admin+"/api/cluster", nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var view struct {
+			Nodes []struct {
+				Name  string
+				Stats *struct {
+					Sessions float64
+					Error    string
+				}
+			}
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&view); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range view.Nodes {
+			if n.Name == "gossip-edge" && n.Stats != nil {
+				if n.Stats.Error != "" {
+					return n.Stats.Error
+				}
+				return fmt.Sprintf("sessions %.0f", n.Stats.Sessions)
+			}
+		}
+		return "not shown"
+	}
+	got := stats()
+	t.Logf("an edge announcing peer_signing %d, answering unsigned: %s", health.PeerSigningAnswer, got)
+	if !strings.Contains(got, "not signed") {
+		t.Errorf("the dashboard showed an unsigned answer of an edge that signs them: %s", got)
+	}
+	if err := edge.UpdateMeta(t.Context(), func(m *health.Meta) { m.PeerSigning = health.PeerSigningForwarded }); err != nil {
+		t.Fatal(err)
+	}
+	healthtest.WaitMembers(t, self, "the edge announcing an earlier release's peer_signing", func(ns []health.Node) bool {
+		for _, n := range ns {
+			if n.Name == "gossip-edge" {
+				return n.Meta.PeerSigning == health.PeerSigningForwarded
+			}
+		}
+		return false
+	})
+	if got := stats(); got != "sessions 3" {
+		t.Errorf("an earlier release's edge, which signs no answer: %s, want its figures", got)
 	}
 }

@@ -41,6 +41,11 @@ const (
 	// sender before it allots the body anything. HeaderPeer, over the
 	// body, is checked once the body has come.
 	HeaderPeerHead = "X-Ringlb-Peer-Head"
+	// HeaderPeerAnswer carries a node's signature on its answer to another
+	// node's signed read of its admin API: over the request's MAC, the
+	// status and the body (health.Keyring.SignAnswer), so the reader takes
+	// no answer altered on the way, nor one made for another request.
+	HeaderPeerAnswer = "X-Ringlb-Peer-Answer"
 	// HeaderAdmin marks an admin request as an admin client's, not another
 	// web site's (operator.Access).
 	HeaderAdmin = "X-Ringlb-Admin"

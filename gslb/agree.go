@@ -1,10 +1,10 @@
 package gslb
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"strings"
@@ -210,11 +210,17 @@ func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, node, a
 	if resp.StatusCode != http.StatusOK {
 		return peerReport{}, fmt.Errorf("GET %s/api/monitors: status %d", admin, resp.StatusCode)
 	}
+	// Its view only as the peer signed it for this read: an answer
+	// altered or replayed on the way is no view (a peer unheard).
+	raw, err := s.keyring.Load().ReadAnswer(resp, s.name, node, maxPeerBody)
+	if err != nil {
+		return peerReport{}, fmt.Errorf("GET %s/api/monitors: %w", admin, err)
+	}
 	var body struct {
 		Members map[string]bool       `json:"members"`
 		Loads   map[string]regionLoad `json:"loads"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxPeerBody)).Decode(&body); err != nil {
+	if err := json.NewDecoder(bytes.NewReader(raw)).Decode(&body); err != nil {
 		return peerReport{}, fmt.Errorf("GET %s/api/monitors: %w", admin, err)
 	}
 	maps.DeleteFunc(body.Members, func(k string, _ bool) bool { return !probed[k] })

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -25,7 +26,9 @@ import (
 // request one node makes to another (an edge's claim or hand-off, a
 // dashboard or gslb peer reading an admin API) carries configs.HeaderPeer, an HMAC
 // over the request under the derived key, so the receiver knows it comes
-// from a node holding the cluster's key — never from its source address.
+// from a node holding the cluster's key — never from its source address;
+// and the answer to such a read carries configs.HeaderPeerAnswer, so the
+// reader knows it too (answer.go).
 //
 // Rotation keeps the cluster whole: every key of the file is accepted, the
 // first one is used. Reload swaps the keys of gossip and of signing at once.
@@ -37,8 +40,13 @@ type Keyring struct {
 	ml   *memberlist.Keyring // gossip's; nil without keys
 	sign atomic.Pointer[[][]byte]
 	// members looks a node up in the membership the keyring serves (set
-	// before gossip starts; nil: every node signs bound signatures).
+	// before gossip starts; nil: every node signs bound signatures, and
+	// its answers).
 	members func(name string) (Node, bool)
+	// log is the membership's logger (nil: none).
+	log *slog.Logger
+	// answers are the peers' answers refused (answer.go).
+	answers answerRefusals
 }
 
 // A node's signature on a request to another node travels in

@@ -67,7 +67,7 @@ type Meta struct {
 	Load *Load `json:"load,omitempty"`
 	// PeerSigning is the form of the peer signatures (configs.HeaderPeer)
 	// the node makes and, from nodes announcing it, requires: Join sets
-	// PeerSigningForwarded. Absent (0): a node of an earlier release, whose
+	// PeerSigningAnswer. Absent (0): a node of an earlier release, whose
 	// signatures name no receiver.
 	PeerSigning int `json:"peer_signing,omitempty"`
 }
@@ -93,6 +93,11 @@ const (
 	// count the balancer's keep-alive connections idle against its
 	// address's share (edge.max_direct_per_ip).
 	PeerSigningForwarded = 6
+	// PeerSigningAnswer: and a node signs its answer to each signed read
+	// of its admin API (configs.HeaderPeerAnswer, Keyring.SignAnswer), so
+	// the reader takes no view altered or replayed on the way
+	// (Keyring.ReadAnswer).
+	PeerSigningAnswer = 7
 )
 
 // Load is what an edge carries: live sessions, WebSocket connections, and
@@ -226,7 +231,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	meta.PeerSigning = PeerSigningForwarded
+	meta.PeerSigning = PeerSigningAnswer
 	enc, err := meta.Encode()
 	if err != nil {
 		return nil, err
@@ -253,7 +258,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	m.balancerSigning.Store(math.MaxInt32)
 	if kr != nil {
 		// Before gossip starts: which form of signature each member makes.
-		kr.members = m.Node
+		kr.members, kr.log = m.Node, logger
 	}
 	mc, err := memberlistConfig(cfg, kr, logger)
 	if err != nil {
@@ -531,7 +536,8 @@ func (m *Membership) ReloadKeys(cfg configs.Cluster) error {
 
 // Collector is the gossip's own metrics for the role's registry
 // (metrics.go): ringlb_gossip_streams_refused_total,
-// ringlb_gossip_joins_unconfirmed_total.
+// ringlb_gossip_joins_unconfirmed_total, ringlb_peer_answers_refused_total
+// (the keyring's: answer.go).
 func (m *Membership) Collector() prometheus.Collector { return collector{m} }
 
 // LocalName is this node's name.

@@ -11,6 +11,9 @@ var (
 	joinsUnconfirmedDesc = prometheus.NewDesc("ringlb_gossip_joins_unconfirmed_total",
 		"Members memberlist took in that this node never believed: taken for dead or gone before they answered one of its pings (a replayed capture of a node that has left, or a node whose UDP is blocked).",
 		nil, nil)
+	answersRefusedDesc = prometheus.NewDesc("ringlb_peer_answers_refused_total",
+		"Answers to this node's signed reads of other nodes' admin APIs refused: from a node announcing peer_signing 7 or more, without its valid X-Ringlb-Peer-Answer for the request they answer (altered or replayed on the way); each is read as no answer.",
+		nil, nil)
 )
 
 // collector is Membership.Collector.
@@ -19,6 +22,7 @@ type collector struct{ m *Membership }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- streamsRefusedDesc
 	ch <- joinsUnconfirmedDesc
+	ch <- answersRefusedDesc
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -26,4 +30,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(streamsRefusedDesc, prometheus.CounterValue, float64(c.m.streams.refused[i].Load()), reason)
 	}
 	ch <- prometheus.MustNewConstMetric(joinsUnconfirmedDesc, prometheus.CounterValue, float64(c.m.joinsUnconfirmed.Load()))
+	var refused uint64
+	if c.m.keyring != nil {
+		refused = c.m.keyring.answers.refused.Load()
+	}
+	ch <- prometheus.MustNewConstMetric(answersRefusedDesc, prometheus.CounterValue, float64(refused))
 }

@@ -131,7 +131,7 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 	reg.MustRegister(target.Collector())
 
 	ghostMeta := edgeMeta(7)
-	ghostMeta.PeerSigning = PeerSigningForwarded
+	ghostMeta.PeerSigning = PeerSigningAnswer
 	ghost, rec := startRecordedMember(t, "ghost", cfg.SecretKeyFile, ghostMeta, target.Addr())
 	waitAll(t, []*Membership{target}, hasMember("ghost"))
 	// Gossip rounds after the join carry the ghost's own alive message.

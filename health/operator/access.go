@@ -29,7 +29,9 @@ import (
 //     its own domain to 127.0.0.1 must not get in);
 //   - a peer: another node of the cluster, proving it with a request signed
 //     by the cluster's key (configs.HeaderPeer). A peer may read, never change:
-//     a leaked peer credential drains nothing;
+//     a leaked peer credential drains nothing. A read signed for this node
+//     is answered signed (configs.HeaderPeerAnswer, answer.go), whoever
+//     else it passes for;
 //   - anyone else: nothing but /healthz and the login page, which are not
 //     wrapped.
 //
@@ -94,7 +96,16 @@ func (a Access) wrap(h http.Handler, write bool) http.Handler {
 			refuse(w, code, msg, a.Node.loginEnabled())
 			return
 		}
-		if !write || a.Node == nil {
+		if !write {
+			r = r.WithContext(context.WithValue(r.Context(), callerKey{}, caller))
+			if reader := a.peerReader(r, caller); reader != "" {
+				a.serveSigned(w, r, h, reader)
+				return
+			}
+			h.ServeHTTP(w, r)
+			return
+		}
+		if a.Node == nil {
 			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
 			return
 		}

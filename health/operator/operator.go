@@ -62,6 +62,8 @@ type Node struct {
 	History *History
 	// configFile serves /api/config once UseConfigFile gave it one.
 	configFile atomic.Pointer[ConfigFile]
+	// answers are the slots of signed answers to peers' reads (answer.go).
+	answers chan struct{}
 }
 
 // UseConfigFile serves f on /api/config (cmd/ringlb: the -config file).
@@ -118,7 +120,7 @@ func New(cfg Config) *Node {
 		reg = prometheus.NewRegistry()
 	}
 	m := newMetrics(reg)
-	n := &Node{name: cfg.Node, role: cfg.Role, home: cfg.Home, log: log, names: loginNames(cfg.Admin)}
+	n := &Node{name: cfg.Node, role: cfg.Role, home: cfg.Home, log: log, names: loginNames(cfg.Admin), answers: make(chan struct{}, signedAnswerSlots)}
 	if n.home == "" {
 		n.home = "/api/whoami"
 	}
