@@ -15,24 +15,13 @@ import (
 // gossip cluster (through seed, when set) as role gslb.
 func startNameserver(t *testing.T, name string, cfg configs.GSLB, seed string) (*Server, *health.Membership) {
 	t.Helper()
-	s, err := New(cfg, name, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.ServeAdmin(ln)
+	s, admin := serveWithAdmin(t, name, cfg)
 	cluster := configs.Cluster{Name: name, Region: "east", Bind: "127.0.0.1:0", Profile: "local",
 		ProbeInterval: configs.Duration(100 * time.Millisecond), GossipInterval: configs.Duration(50 * time.Millisecond)}
 	if seed != "" {
 		cluster.Join = []string{seed}
 	}
-	m, err := health.Join(t.Context(), cluster, health.Meta{Role: health.RoleGSLB, Region: "east", Admin: "http://" + ln.Addr().String(), State: health.StateAlive}, nil)
+	m, err := health.Join(t.Context(), cluster, health.Meta{Role: health.RoleGSLB, Region: "east", Admin: admin, State: health.StateAlive}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,4 +86,23 @@ func TestTwoNameserversAgree(t *testing.T) {
 	east.healthy.Store(false)
 	waitAnswer(t, a, "127.0.0.1", "192.0.2.2")
 	waitAnswer(t, b, "127.0.0.1", "192.0.2.2")
+}
+
+// serveWithAdmin starts a nameserver named name and its admin API on a free
+// loopback port; the admin URL is returned with it.
+func serveWithAdmin(t *testing.T, name string, cfg configs.GSLB) (*Server, string) {
+	t.Helper()
+	s, err := New(cfg, name, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.ServeAdmin(ln)
+	return s, "http://" + ln.Addr().String()
 }

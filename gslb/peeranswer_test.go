@@ -42,19 +42,7 @@ func keyedAgreeConfig(t *testing.T, eastProbe, westProbe string) configs.GSLB {
 // the admin URL itself).
 func startKeyedNameserver(t *testing.T, kc *healthtest.Cluster, name string, cfg configs.GSLB, announce func(string) string) (*Server, *health.Membership) {
 	t.Helper()
-	s, err := New(cfg, name, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.ServeAdmin(ln)
-	admin := "http://" + ln.Addr().String()
+	s, admin := serveWithAdmin(t, name, cfg)
 	if announce != nil {
 		admin = announce(admin)
 	}

@@ -17,19 +17,8 @@ func TestCheckWarnsOfABinaryAnUpgradeWouldRefuse(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the real binary; skipped with -short")
 	}
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o700); err != nil { // whatever the umask made it
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "ringlb")
-	data, err := os.ReadFile(buildBinary(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	chmod(t, bin, 0o775) // as installed under umask 002
+	bin := installBinary(t, 0o775) // as installed under umask 002
+	dir := filepath.Dir(bin)
 	gslb := filepath.Join(dir, "gslb.yaml")
 	writeFile(t, gslb, "cluster: { bind: 127.0.0.1:7946 }\ngslb:\n  listen: 127.0.0.1:5353\n  zones: [ { origin: ringlb.test, records: [ \"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60\" ] } ]\n")
 	broken := filepath.Join(dir, "broken.yaml")
@@ -75,4 +64,22 @@ func TestCheckWarnsOfABinaryAnUpgradeWouldRefuse(t *testing.T) {
 	if code, out := check("-config", gslb); code != 0 || strings.Contains(out, "an upgrade of this node would be refused") {
 		t.Errorf("a gslb, binary 0755: exit %d\n%s", code, out)
 	}
+}
+
+// installBinary copies the package's binary into a directory of the test's
+// own (mode 0700, whatever the umask made it) at mode and returns its path.
+func installBinary(t *testing.T, mode os.FileMode) string {
+	t.Helper()
+	dir := t.TempDir()
+	chmod(t, dir, 0o700)
+	bin := filepath.Join(dir, "ringlb")
+	data, err := os.ReadFile(buildBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	chmod(t, bin, mode)
+	return bin
 }

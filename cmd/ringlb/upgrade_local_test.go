@@ -75,21 +75,8 @@ func TestUpgradeRefusesABinaryOthersCanWriteEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o700); err != nil { // whatever the umask made it
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "ringlb")
-	data, err := os.ReadFile(buildBinary(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(bin, 0o775); err != nil { // as installed under umask 002
-		t.Fatal(err)
-	}
+	bin := installBinary(t, 0o775) // as installed under umask 002
+	dir := filepath.Dir(bin)
 	gcfg := filepath.Join(dir, "gslb.yaml")
 	writeFile(t, gcfg, `cluster: { name: gslb-1, bind: 127.0.0.1:0, profile: local }
 gslb:
