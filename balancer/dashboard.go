@@ -5,8 +5,8 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math"
 	"net/http"
@@ -343,12 +343,15 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 // cluster.allowed_networks), bounded by peerFetchTimeout, and returns the
 // status and body (≤ peerBodyLimit).
 //
-// A read is signed as this node with the cluster's key: a peer credential,
-// which can read and change nothing; and its answer is taken only signed by
-// the node read, for this read (health.Keyring.ReadAnswer), from a node
-// announcing it signs answers. The operator's own credential never
-// goes along with a read. A change (operator non-nil: the operator's request
-// it carries out) forwards the operator's bearer token, so the node acted on
+// Every request is signed as this node with the cluster's key, and its
+// answer is taken only signed by the node asked, for this request
+// (health.Keyring.ReadAnswer), from a node announcing it signs answers:
+// else someone on the path, no key needed, could show the operator a
+// node's figures it never sent, or a drain done that the node never got,
+// or refused that it made. The signature is a peer credential, which can
+// read and change nothing. The operator's own credential never goes along
+// with a read. A change (operator non-nil: the operator's request it
+// carries out) forwards the operator's bearer token, so the node acted on
 // checks the operator itself, and HeaderAdmin for its CSRF rule.
 func (b *Balancer) callPeer(ctx context.Context, method, node, target string, operator *http.Request) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, peerFetchTimeout)
@@ -371,22 +374,19 @@ func (b *Balancer) callPeer(ctx context.Context, method, node, target string, op
 			req.Header.Set(configs.HeaderOnBehalf, op.CallerUserPrefix+user+" via "+b.name)
 		}
 		req.Header.Set(configs.HeaderAdmin, "1")
-	} else {
-		b.keyring().SignRequest(req.Header, b.name, node, method, req.URL.RequestURI(), nil)
 	}
+	b.keyring().SignRequest(req.Header, b.name, node, method, req.URL.RequestURI(), nil)
 	resp, err := b.peerClient.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	var body []byte
-	if operator != nil {
-		body, err = io.ReadAll(io.LimitReader(resp.Body, peerBodyLimit))
-	} else {
-		// A read's answer only as the node signed it for this read.
-		body, err = b.keyring().ReadAnswer(resp, b.name, node, peerBodyLimit)
-	}
-	if err != nil {
+	body, err := b.keyring().ReadAnswer(resp, b.name, node, peerBodyLimit)
+	switch {
+	case err != nil && operator != nil && errors.Is(err, health.ErrAnswerUnsigned):
+		// Neither done nor refused: the node's audit log says which.
+		return 0, nil, fmt.Errorf("%s %s: %w; whether %s made the change is not known (its audit log says)", method, target, err, node)
+	case err != nil:
 		return 0, nil, fmt.Errorf("read %s %s: %w", method, target, err)
 	}
 	return resp.StatusCode, body, nil

@@ -37,7 +37,8 @@ ringlb_edge_lag_seconds_count 100
 `
 
 // fakeGSLB is a gslb admin API: /api/pools, /metrics and the mode override,
-// recording the overrides and the Authorization header it was sent.
+// recording the overrides and the Authorization header it was sent; it
+// answers as a node answers (peerReads, peerChanges).
 type fakeGSLB struct {
 	srv   *httptest.Server
 	mu    sync.Mutex
@@ -57,7 +58,7 @@ func startFakeGSLB(t *testing.T, kr *health.Keyring) *fakeGSLB {
 	mux.Handle("GET /metrics", peerReads("gslb-t", kr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("# TYPE ringlb_gslb_queries_total counter\nringlb_gslb_queries_total{qtype=\"A\",rcode=\"NOERROR\"} 5\nringlb_gslb_queries_total{qtype=\"AAAA\",rcode=\"NOERROR\"} 2\n"))
 	})))
-	mux.HandleFunc("POST /api/pools/{name}/{region}/{member}/mode", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /api/pools/{name}/{region}/{member}/mode", peerChanges("gslb-t", kr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mode := r.URL.Query().Get("mode")
 		f.record(r.PathValue("name")+"/"+r.PathValue("region")+"/"+r.PathValue("member")+"="+mode, r)
 		if mode == "bogus" {
@@ -66,7 +67,7 @@ func startFakeGSLB(t *testing.T, kr *health.Keyring) *fakeGSLB {
 			return
 		}
 		w.Write([]byte(`{"mode":"` + mode + `"}`))
-	})
+	})))
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
 	return f
@@ -77,6 +78,13 @@ func startFakeGSLB(t *testing.T, kr *health.Keyring) *fakeGSLB {
 // peer signed for it is answered signed, as a node of this release answers.
 func peerReads(self string, kr *health.Keyring, h http.Handler) http.Handler {
 	return operator.Access{Token: func() []byte { return []byte(testToken) }, Keyring: func() *health.Keyring { return kr }, Self: self}.Read(h)
+}
+
+// peerChanges is h behind the admin rule every node's changes follow: the
+// operator's token lets one through, and one a peer signed for the node
+// self is answered signed, as a node of this release answers.
+func peerChanges(self string, kr *health.Keyring, h http.Handler) http.Handler {
+	return operator.Access{Token: func() []byte { return []byte(testToken) }, Keyring: func() *health.Keyring { return kr }, Self: self}.Write(h)
 }
 
 func (f *fakeGSLB) record(mode string, r *http.Request) {

@@ -2,8 +2,11 @@ package balancer
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -12,6 +15,11 @@ import (
 	"github.com/ringlb/ringlb/health/healthtest"
 )
 
+// TestAdminNodesAndDrain: /api/nodes lists gossip members and static
+// edges; a drain of a gossip edge is asked of the edge's admin port. The
+// edge here is an earlier release's (peer_signing 6): it signs no answer,
+// and its answer is shown as before; the same unsigned answer from an edge
+// announcing 7 is shown as the edge's error.
 func TestAdminNodesAndDrain(t *testing.T) {
 	h := newHarness(t, configs.Balancer{})
 	var drains atomic.Int32
@@ -27,8 +35,22 @@ func TestAdminNodesAndDrain(t *testing.T) {
 	defer edgeAdmin.Close()
 	cl := healthtest.New(t)
 	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
-	cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, Weight: 1, State: health.StateAlive})
-	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
+	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, Weight: 1, State: health.StateAlive})
+	announce := func(level int) {
+		t.Helper()
+		if err := edge.UpdateMeta(t.Context(), func(m *health.Meta) { m.PeerSigning = level }); err != nil {
+			t.Fatal(err)
+		}
+		healthtest.WaitMembers(t, self, fmt.Sprintf("the edge announcing peer_signing %d", level), func(ns []health.Node) bool {
+			for _, n := range ns {
+				if n.Name == "gossip-edge" {
+					return n.Meta.PeerSigning == level
+				}
+			}
+			return false
+		})
+	}
+	announce(health.PeerSigningForwarded)
 	h.bal.SetCluster(self)
 
 	resp, err := h.client.Get("http://" + h.admin + "/api/nodes")
@@ -58,16 +80,26 @@ func TestAdminNodesAndDrain(t *testing.T) {
 		t.Error("no recent membership events")
 	}
 
-	post := func(name string) int {
+	postBody := func(name string) (int, string) {
+		t.Helper()
 		resp, err := postAdmin(h.client, "http://"+h.admin+"/api/nodes/"+name+"/drain")
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		return resp.StatusCode
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	post := func(name string) int {
+		code, _ := postBody(name)
+		return code
 	}
 	if code := post("gossip-edge"); code != 200 || drains.Load() != 1 {
 		t.Errorf("drain gossip-edge: %d, edge saw %d drain requests", code, drains.Load())
+	}
+	announce(health.PeerSigningAnswer)
+	if code, body := postBody("gossip-edge"); code != http.StatusBadGateway || !strings.Contains(body, "not signed") {
+		t.Errorf("drain an edge announcing peer_signing %d that answers unsigned: %d %s, want its error", health.PeerSigningAnswer, code, body)
 	}
 	if code := post("nobody"); code != 404 {
 		t.Errorf("drain unknown node: %d, want 404", code)

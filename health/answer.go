@@ -17,7 +17,10 @@ import (
 
 // A signed read of a node's admin API (a gslb node reading a peer's
 // /api/monitors, a balancer's dashboard reading an edge) proves the reader
-// with its configs.HeaderPeer; the answer proves its node the same way.
+// with its configs.HeaderPeer; the answer proves its node the same way. So
+// does the answer to a change a dashboard forwards signed (a drain, a
+// serve mode, beside the operator's credential, which alone makes it):
+// below, a read is either.
 // Whoever can change traffic between two nodes (a spoofed address on the
 // LAN) needs no key to rewrite an unsigned answer: enough forged views and
 // a gslb majority takes a healthy member out of its answers or keeps a

@@ -94,9 +94,10 @@ const (
 	// address's share (edge.max_direct_per_ip).
 	PeerSigningForwarded = 6
 	// PeerSigningAnswer: and a node signs its answer to each signed read
-	// of its admin API (configs.HeaderPeerAnswer, Keyring.SignAnswer), so
-	// the reader takes no view altered or replayed on the way
-	// (Keyring.ReadAnswer).
+	// of its admin API and to each signed change (a balancer's dashboard
+	// forwarding the operator's) with configs.HeaderPeerAnswer
+	// (Keyring.SignAnswer), so the reader takes no view, and the operator
+	// no outcome, altered or replayed on the way (Keyring.ReadAnswer).
 	PeerSigningAnswer = 7
 )
 

@@ -12,7 +12,7 @@ var (
 		"Members memberlist took in that this node never believed: taken for dead or gone before they answered one of its pings (a replayed capture of a node that has left, or a node whose UDP is blocked).",
 		nil, nil)
 	answersRefusedDesc = prometheus.NewDesc("ringlb_peer_answers_refused_total",
-		"Answers to this node's signed reads of other nodes' admin APIs refused: from a node announcing peer_signing 7 or more, without its valid X-Ringlb-Peer-Answer for the request they answer (altered or replayed on the way); each is read as no answer.",
+		"Answers to this node's signed reads of other nodes' admin APIs, and to the changes its dashboard forwards, refused: from a node announcing peer_signing 7 or more, without its valid X-Ringlb-Peer-Answer for the request they answer (altered or replayed on the way); each is read as no answer.",
 		nil, nil)
 )
 

@@ -31,7 +31,9 @@ import (
 //     by the cluster's key (configs.HeaderPeer). A peer may read, never change:
 //     a leaked peer credential drains nothing. A read signed for this node
 //     is answered signed (configs.HeaderPeerAnswer, answer.go), whoever
-//     else it passes for;
+//     else it passes for; so is a change signed for it, which only the
+//     operator's credential beside the signature lets through (a balancer's
+//     dashboard forwards the operator's changes so);
 //   - anyone else: nothing but /healthz and the login page, which are not
 //     wrapped.
 //
@@ -91,36 +93,53 @@ func (a Access) Write(h http.Handler) http.Handler { return a.wrap(h, true) }
 func (a Access) wrap(h http.Handler, write bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		write := write || (r.Method != http.MethodGet && r.Method != http.MethodHead)
-		caller, code, msg := a.check(r, write)
-		if code != 0 {
-			refuse(w, code, msg, a.Node.loginEnabled())
-			return
-		}
 		if !write {
-			r = r.WithContext(context.WithValue(r.Context(), callerKey{}, caller))
-			if reader := a.peerReader(r, caller); reader != "" {
-				a.serveSigned(w, r, h, reader)
-				return
-			}
-			h.ServeHTTP(w, r)
+			a.serve(w, r, h, false)
 			return
 		}
-		if a.Node == nil {
-			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
+		// A change a peer forwarded signed for this node (a balancer's
+		// dashboard, beside the operator's credential) is answered signed,
+		// let through or refused; the signature lets nothing through.
+		if changer := a.peerChanger(r); changer != "" {
+			a.serveSigned(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.serve(w, r, h, true) }), changer)
 			return
 		}
-		// A change: the handler names what it did (Describe), this wrapper
-		// knows who and how it ended; each change is one record.
-		rec := &Record{At: time.Now().UTC(), Who: caller, For: onBehalf(r, caller), Remote: r.RemoteAddr,
-			Action: r.Method + " " + r.URL.Path}
-		ctx := context.WithValue(context.WithValue(r.Context(), callerKey{}, caller), recordKey{}, rec)
-		sw := &statusWriter{ResponseWriter: w}
-		defer func() {
-			rec.Result = sw.status()
-			a.Node.Audit.Add(*rec)
-		}()
-		h.ServeHTTP(sw, r.WithContext(ctx))
+		a.serve(w, r, h, true)
 	})
+}
+
+// serve answers r with h when the rule lets its caller through, else with
+// the refusal.
+func (a Access) serve(w http.ResponseWriter, r *http.Request, h http.Handler, write bool) {
+	caller, code, msg := a.check(r, write)
+	if code != 0 {
+		refuse(w, code, msg, a.Node.loginEnabled())
+		return
+	}
+	if !write {
+		r = r.WithContext(context.WithValue(r.Context(), callerKey{}, caller))
+		if reader := a.peerReader(r, caller); reader != "" {
+			a.serveSigned(w, r, h, reader)
+			return
+		}
+		h.ServeHTTP(w, r)
+		return
+	}
+	if a.Node == nil {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
+		return
+	}
+	// A change: the handler names what it did (Describe), this wrapper
+	// knows who and how it ended; each change is one record.
+	rec := &Record{At: time.Now().UTC(), Who: caller, For: onBehalf(r, caller), Remote: r.RemoteAddr,
+		Action: r.Method + " " + r.URL.Path}
+	ctx := context.WithValue(context.WithValue(r.Context(), callerKey{}, caller), recordKey{}, rec)
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		rec.Result = sw.status()
+		a.Node.Audit.Add(*rec)
+	}()
+	h.ServeHTTP(sw, r.WithContext(ctx))
 }
 
 // refuse answers a request the rule refuses. Messages are constants: nothing

@@ -2,6 +2,7 @@ package operator
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,6 +18,13 @@ import (
 // key makes such a read, but its requests can be seen on the wire and
 // sent again within the signature's window; so what is held is bounded,
 // each answer and all of them together.
+//
+// So is a change another node signed for this one (a balancer's dashboard
+// forwarding the operator's drain or serve mode, over its method, URI and
+// body): answered signed whether the rule lets it through or refuses it,
+// so that its sender tells this node's answer from one made on the way.
+// The signature asks for that and grants nothing: the change is the
+// operator's credential's to make, as without it.
 const (
 	// maxSignedAnswer bounds one answer held to be signed: what a reader
 	// takes at most (a balancer's dashboard 4 MiB, a gslb node 1 MiB). A
@@ -29,6 +37,12 @@ const (
 	// within the window, takes one; a read's answer is held while it is
 	// built and sent (a reader that does not read: admin.request_timeout).
 	signedAnswerSlots = 8
+	// maxPeerChangeBody bounds the body of a change read to check its
+	// signature, before the rule has looked at the caller: no more than
+	// the server would read of a body left unread to keep the connection.
+	// A peer's change with a larger body, or none announced, is answered
+	// unsigned (the dashboard forwards changes without one).
+	maxPeerChangeBody = 64 << 10
 )
 
 // answerSlots are the port's slots for signed answers (nil: not bounded,
@@ -59,8 +73,35 @@ func (a Access) peerReader(r *http.Request, caller string) string {
 	return node
 }
 
-// serveSigned answers the read r of the node reader with h's answer,
-// signed for it.
+// peerChanger is the node whose change r is, signed for this one over its
+// method, URI and body, or "" when r is not such a change. r's body, when
+// it has one, is read to check it and left for the handler as it came.
+func (a Access) peerChanger(r *http.Request) string {
+	sig := r.Header.Get(configs.HeaderPeer)
+	if sig == "" || a.Keyring == nil || r.ContentLength < 0 || r.ContentLength > maxPeerChangeBody {
+		return ""
+	}
+	var body []byte
+	if r.ContentLength > 0 {
+		body = make([]byte, r.ContentLength)
+		n, err := io.ReadFull(r.Body, body)
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body[:n]), r.Body), r.Body}
+		if err != nil {
+			return ""
+		}
+	}
+	node, err := a.Keyring().VerifyRequest(sig, a.Self, r.Method, r.URL.RequestURI(), body, time.Now())
+	if err != nil {
+		return ""
+	}
+	return node
+}
+
+// serveSigned answers r, a read or a change the node reader signed for
+// this one, with h's answer, signed for it.
 func (a Access) serveSigned(w http.ResponseWriter, r *http.Request, h http.Handler, reader string) {
 	if slots := a.Node.answerSlots(); slots != nil {
 		select {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,5 +93,101 @@ func TestPeerReadsAnsweredSigned(t *testing.T) {
 				t.Errorf("a signed answer's handler was asked to compress it")
 			}
 		})
+	}
+}
+
+// A change another node signed for this one (a balancer's dashboard
+// forwarding the operator's drain) is answered signed for it, let through
+// or refused, so that the dashboard tells this node's answer from one made
+// on the way. The signature lets nothing through that the operator's
+// credential beside it does not: alone, the change is refused (signed);
+// over another body, or beside no credential, it changes nothing of the
+// rule. The handler gets the body as it came.
+func TestPeerChangesAnsweredSigned(t *testing.T) {
+	kr := healthtest.New(t).Join("keyring", health.Meta{Role: health.RoleBalancer, State: health.StateAlive}).Keyring()
+	const token = "operator-token-0123456789"
+	node := New(Config{Node: "edge-1", Role: "edge", Admin: configs.Admin{Listen: "127.0.0.1:9101"}})
+	access := Access{Token: func() []byte { return []byte(token) }, Keyring: func() *health.Keyring { return kr }, Self: "edge-1", Node: node}
+	var changes atomic.Int32
+	mux := http.NewServeMux()
+	mux.Handle("POST /api/drain", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		changes.Add(1)
+		Describe(r.Context(), "drain", "edge-1")
+		body, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusAccepted)
+		io.WriteString(w, Caller(r.Context())+" body:"+string(body))
+	})))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	for _, tt := range []struct {
+		name         string
+		operator     bool
+		body, signed string // signed: the body the peer signed over
+		peer         bool
+		status       int
+		answer       string // "": not checked
+		signedAnswer bool
+	}{
+		{"the operator's change a peer forwarded", true, "", "", true, 202, "token body:", true},
+		{"with a body", true, `{"deadline":"5m"}`, `{"deadline":"5m"}`, true, 202, `token body:{"deadline":"5m"}`, true},
+		{"a peer's signature alone", false, "", "", true, 401, "", true},
+		{"the operator's own change", true, "", "", false, 202, "token body:", false},
+		{"signed over another body", true, `{"deadline":"1s"}`, `{"deadline":"5m"}`, true, 202, `token body:{"deadline":"1s"}`, false},
+		{"a body beyond what is checked", true, strings.Repeat("x", maxPeerChangeBody+1), strings.Repeat("x", maxPeerChangeBody+1), true, 202, "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := changes.Load()
+			r, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/api/drain", strings.NewReader(tt.body))
+			r.Header.Set(configs.HeaderAdmin, "1")
+			if tt.operator {
+				r.Header.Set("Authorization", "Bearer "+token)
+			}
+			if tt.peer {
+				kr.SignRequest(r.Header, "bal-1", "edge-1", http.MethodPost, "/api/drain", []byte(tt.signed))
+			}
+			resp, err := http.DefaultClient.Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || tt.answer != "" && string(body) != tt.answer {
+				t.Errorf("%d %.80q, want %d %q", resp.StatusCode, body, tt.status, tt.answer)
+			}
+			if made := changes.Load() - before; (tt.status == 202) != (made == 1) {
+				t.Errorf("the change was made %d times, answered %d", made, resp.StatusCode)
+			}
+			sig := resp.Header.Get(configs.HeaderPeerAnswer)
+			if !tt.signedAnswer {
+				if sig != "" {
+					t.Errorf("signed: %q", sig)
+				}
+				return
+			}
+			if err := kr.VerifyAnswer(sig, "bal-1", "edge-1", r.Header.Get(configs.HeaderPeer), resp.StatusCode, body, time.Now()); err != nil {
+				t.Errorf("answer signature %q: %v", sig, err)
+			}
+		})
+	}
+	// Each change the operator made is the operator's in the audit log,
+	// signed by a peer or not.
+	drains := 0
+	for _, rec := range node.Audit.List(10) {
+		if rec.Action != "drain" {
+			continue
+		}
+		drains++
+		if rec.Who != CallerToken {
+			t.Errorf("audit record %+v: a change made by %q, want the operator's token", rec, rec.Who)
+		}
+	}
+	if made := int(changes.Load()); drains != made {
+		t.Errorf("%d drains in the audit log, %d made", drains, made)
 	}
 }
