@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringlb/ringlb/configs"
@@ -318,4 +319,103 @@ func TestReplayedPushPullNeitherResurrectsNorKills(t *testing.T) {
 	// (older than the incarnation it refuted with), so the victim had
 	// nothing more to refute.
 	t.Logf("the victim refuted %d accusation(s) on its restart and %d during the replay", refutedBefore, refuted.Load()-refutedBefore)
+}
+
+// memberlist's incarnation numbers start again at 1 with each process, so
+// once the cluster has forgotten an edge (GossipToTheDeadTime after it
+// left), the edge started again has lower ones than its previous life had.
+// Push/pulls captured during that life, replayed, are news about the live
+// edge: its old metadata, then its leave, each until it hears of it and
+// refutes. What this test holds is that it comes back by itself, believed
+// at once, with its current metadata; how long it was out, and how often,
+// it logs (see SECURITY.md: left).
+func TestReplayedEarlierLifeOfARestartedEdge(t *testing.T) {
+	key := writeKey(t, 32)
+	keyed := func(name string, join ...string) configs.Cluster {
+		c := testCluster(name, join...)
+		c.SecretKeyFile = key
+		return c
+	}
+	target := startNode(t, keyed("target"), Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
+	tap := newStreamTap(t, target.Addr())
+	edgeCfg := keyed("edge", target.Addr())
+	edge := startNode(t, edgeCfg, edgeMeta(1))
+	edgeAddr := edge.Addr()
+	witness := startNode(t, keyed("witness", tap.addr()), Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
+	views := []*Membership{target, witness}
+	waitAll(t, append(views, edge), func(ns []Node) bool { return len(ns) == 3 })
+	weighs := func(w int) func([]Node) bool {
+		return func(ns []Node) bool {
+			i := slices.IndexFunc(ns, func(n Node) bool { return n.Name == "edge" })
+			return i >= 0 && ns[i].Meta.Weight == w
+		}
+	}
+	// Its previous life: three weights (each a newer incarnation), each
+	// in a push/pull captured, then its leave, also captured.
+	for w := 2; w <= 4; w++ {
+		if err := edge.UpdateMeta(t.Context(), func(m *Meta) { m.Weight = w }); err != nil {
+			t.Fatal(err)
+		}
+		waitAll(t, views, weighs(w))
+		from := tap.completed()
+		waitFor(t, "a push/pull through the tap", func() bool { return tap.completed() > from })
+	}
+	if err := edge.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitAll(t, views, func(ns []Node) bool { return !hasMember("edge")(ns) })
+	leftAt := time.Now()
+	from := tap.completed()
+	waitFor(t, "a push/pull through the tap", func() bool { return tap.completed() > from })
+	capture := tap.captured()
+
+	// Forgotten, it starts again on its address, weight 1.
+	time.Sleep(memberlist.DefaultLocalConfig().GossipToTheDeadTime + 5*time.Second - time.Since(leftAt))
+	var refuted atomic.Int64
+	for attempt := 1; ; attempt++ {
+		edgeCfg.Bind = edgeAddr
+		if edge = rebindLogged(t, edgeCfg, edgeMeta(1), countingLogger("Refuting", &refuted), attempt); edge != nil {
+			break
+		}
+	}
+	if refuted.Load() != 0 {
+		t.Skip("the cluster still held the edge's leave when it started again (a loaded machine): not the scenario")
+	}
+	waitAll(t, views, weighs(1))
+
+	// The replay: the whole capture, in the order captured, five times.
+	start := time.Now()
+	for range 5 {
+		for _, s := range capture {
+			replayStream(target.Addr(), s)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	waitAll(t, views, weighs(1))
+	t.Logf("replayed the %d streams of the edge's previous life 5 times; it refuted %d accusation(s)", len(capture), refuted.Load())
+	for _, m := range views {
+		var out time.Duration
+		var outAt time.Time
+		flaps, stale := 0, 0
+		for _, ev := range m.Recent() {
+			if ev.Node.Name != "edge" || ev.At.Before(start) {
+				continue
+			}
+			switch {
+			case ev.Kind == "leave":
+				flaps++
+				outAt = ev.At
+			case ev.Kind == "join" && !outAt.IsZero():
+				out += ev.At.Sub(outAt)
+				outAt = time.Time{}
+			}
+			if ev.Kind != "leave" && ev.Node.Meta.Weight != 1 {
+				stale++
+			}
+		}
+		t.Logf("%s: the live edge out of its view %d time(s), %s in all; shown with its previous life's weight %d time(s)", m.LocalName(), flaps, out.Round(time.Millisecond), stale)
+		if _, ok := m.Node("edge"); !ok {
+			t.Errorf("%s does not list the live edge after the replay: %v", m.LocalName(), m.Members())
+		}
+	}
 }
