@@ -181,6 +181,17 @@ func watchPending(m *Membership, names []string, done <-chan struct{}) (seen fun
 	}
 }
 
+// keyedClusters returns the test configuration of a node (testCluster)
+// holding a key shared by every node it makes.
+func keyedClusters(t *testing.T) func(name string, join ...string) configs.Cluster {
+	key := writeKey(t, 32)
+	return func(name string, join ...string) configs.Cluster {
+		c := testCluster(name, join...)
+		c.SecretKeyFile = key
+		return c
+	}
+}
+
 // A push/pull stream carries the sender's whole member list: every node it
 // knows, with its state, incarnation, address and metadata, encrypted with
 // the cluster's key. Someone without the key who captured such streams
@@ -195,12 +206,7 @@ func watchPending(m *Membership, names []string, done <-chan struct{}) (seen fun
 //     and refuted its death with a newer incarnation: the replay must not
 //     take it out of any view.
 func TestReplayedPushPullNeitherResurrectsNorKills(t *testing.T) {
-	key := writeKey(t, 32)
-	keyed := func(name string, join ...string) configs.Cluster {
-		c := testCluster(name, join...)
-		c.SecretKeyFile = key
-		return c
-	}
+	keyed := keyedClusters(t)
 	target := startNode(t, keyed("target"), Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(target.Collector())
@@ -330,12 +336,7 @@ func TestReplayedPushPullNeitherResurrectsNorKills(t *testing.T) {
 // at once, with its current metadata; how long it was out, and how often,
 // it logs (see SECURITY.md: left).
 func TestReplayedEarlierLifeOfARestartedEdge(t *testing.T) {
-	key := writeKey(t, 32)
-	keyed := func(name string, join ...string) configs.Cluster {
-		c := testCluster(name, join...)
-		c.SecretKeyFile = key
-		return c
-	}
+	keyed := keyedClusters(t)
 	target := startNode(t, keyed("target"), Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
 	tap := newStreamTap(t, target.Addr())
 	edgeCfg := keyed("edge", target.Addr())
