@@ -293,7 +293,13 @@ const rebindAttempts = 5
 // a failure after the attempt-th time.
 func rebind(t *testing.T, cfg configs.Cluster, meta Meta, attempt int) *Membership {
 	t.Helper()
-	m, err := Join(t.Context(), cfg, meta, nil)
+	return rebindLogged(t, cfg, meta, nil, attempt)
+}
+
+// rebindLogged is rebind with the node's logger.
+func rebindLogged(t *testing.T, cfg configs.Cluster, meta Meta, logger *slog.Logger, attempt int) *Membership {
+	t.Helper()
+	m, err := Join(t.Context(), cfg, meta, logger)
 	if errors.Is(err, syscall.EADDRINUSE) || (err != nil && strings.Contains(err.Error(), "address already in use")) {
 		if attempt >= rebindAttempts {
 			t.Fatalf("join %s: %v, %d times", cfg.Name, err, attempt)
