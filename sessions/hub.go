@@ -111,6 +111,12 @@ type session struct {
 	// viewersOnly: only anonymous viewers have joined it since it began
 	// here (seats.go), so it holds nothing a token holder could lose.
 	viewersOnly bool
+	// joiners paces what its newcomers fan out together (pace.go), at
+	// newcomers times the rate: those joined less than joinerWindow ago
+	// and still connected, counted at newcomersAt (Unix ns).
+	joiners     fanoutBucket
+	newcomers   int
+	newcomersAt int64
 }
 
 func newHub(maxParticipants int, m *metrics) *hub {
@@ -198,6 +204,7 @@ func (h *hub) join(key []byte, p *participant) error {
 	}
 	s.participants = append(s.participants, p)
 	p.session = s
+	p.joinedAt = time.Now().UnixNano()
 	h.userOnline(p)
 	if s.v1 != nil {
 		h.joinV1(s, p)

@@ -23,6 +23,40 @@ import (
 // server. A reader waits at most a second per message (the debt is
 // capped at a second's worth), so pacing never outlasts a participant's
 // keepalive and a stop ends the wait within paceSlice.
+//
+// A bucket starts full, so a participant's first second cost nobody
+// anything: one client holding a session's key as an editor that joined,
+// sent one msg and left, in a loop, paid every msg from a bucket nobody
+// had drawn on and cost the edge N-1 deliveries a cycle, as fast as it
+// could connect (TestChurningEditorsFanoutIsPaced). So the messages a
+// participant sends in its first second in a session (joinerWindow) are
+// paid from its session's joiners' bucket too, which its newcomers share:
+// the rate and a second's worth for each newcomer still connected (at
+// least one). A participant that has stayed a second no longer draws on
+// it — its own bucket would have refilled by then anyway.
+//
+// Unlike its own bucket, the joiners' bucket is paid before a message
+// goes, not after: a newcomer's message that finds it in debt waits, read
+// but not relayed, until the rate has paid (joinersTurn), and is charged
+// when it goes, so newcomers' messages go one at a time once it is spent.
+// Paid after, a message would always go: a connection that leaves once it
+// has sent has no next message to hold back.
+//
+// Leaving is what tells a churner from a crowd. A class of 50 opening a
+// link at once stays: each brings its own second's worth, as if each had
+// its own bucket, and nobody waits (TestJoiningCrowdIsNotPaced). A churner
+// leaves: one connection at a time, it brings one participant's pace,
+// which all its connections share. One whose connections close without
+// waiting for their ack has its waiting connections counted out as soon
+// as each has closed its side (TCP_INFO: connected), though their
+// messages are not yet read; the edge holds them, each a seat and the
+// message read, until their turn comes or a write to them fails (the
+// message is then dropped, as any a broken connection had not got
+// relayed): at most max_participants, which a key's holder could fill
+// with connections anyway. A client that keeps its connections open
+// brings a second's worth for each, as any participant that stays does.
+// Nothing else of a newcomer waits: its welcome, resumes and pings are
+// its own bucket's, as before.
 
 // paceSlice is how long a pacing reader sleeps before looking whether its
 // participant was stopped.
@@ -51,6 +85,66 @@ func (b *fanoutBucket) charge(cost, rate, now int64) time.Duration {
 		return 0
 	}
 	return time.Duration(float64(-b.tokens) / float64(rate) * float64(time.Second))
+}
+
+// joinerWindow is how long a participant's messages draw on its session's
+// joiners' bucket after it joined: the time its own bucket takes to refill
+// from empty, so a connection that stays no longer saves anything by
+// having started full.
+const joinerWindow = time.Second
+
+// joinerTurn charges the joiners' bucket of p's session with what a
+// message of size bytes from p, a newcomer, costs fanned out to the others
+// now, and returns 0; or, while the bucket is in debt, charges nothing and
+// returns how long until it is not. The bucket's rate is rate for each
+// newcomer still connected, counted at most every paceSlice (a scan of the
+// session, a getsockopt for each newcomer). Takes s.mu.
+func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
+	s := p.session
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now().UnixNano()
+	if now-s.newcomersAt >= int64(paceSlice) {
+		s.newcomersAt, s.newcomers = now, 0
+		for _, r := range s.participants {
+			if now-r.joinedAt < int64(joinerWindow) && connected(r) {
+				s.newcomers++
+			}
+		}
+	}
+	rate *= int64(max(s.newcomers, 1))
+	if wait := s.joiners.charge(0, rate, now); wait > 0 {
+		return wait
+	}
+	s.joiners.charge(fanoutCost(size, len(s.participants)-1), rate, now)
+	return 0
+}
+
+// joinersTurn waits, for a message of size bytes p read at readAt, until
+// its session's joiners' bucket lets it go (joinerTurn), if p had joined
+// less than joinerWindow before; false when p was stopped meanwhile: the
+// message is dropped, as any a closing participant sends.
+func (p *participant) joinersTurn(size int, readAt time.Time) bool {
+	if readAt.UnixNano()-p.joinedAt >= int64(joinerWindow) {
+		return true
+	}
+	s := p.srv
+	rate := s.fanoutRate.Load()
+	for held := false; ; held = true {
+		wait := s.hub.joinerTurn(p, size, rate)
+		if wait <= 0 {
+			return true
+		}
+		if p.stopping() {
+			return false
+		}
+		if !held {
+			s.metrics.joinersPaced.Inc()
+		}
+		// Slices, not the whole wait: the other newcomers waiting may
+		// take the bucket first, and a stop ends the wait.
+		time.Sleep(min(wait, paceSlice))
+	}
 }
 
 // fanoutCost is what a message of size bytes delivered deliveries times

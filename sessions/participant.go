@@ -105,6 +105,10 @@ type participant struct {
 	// fanout paces what this participant's messages make the edge send
 	// (pace.go); the running reader's, as readDeadline.
 	fanout fanoutBucket
+	// joinedAt is when it joined its session (Unix ns): for its first
+	// joinerWindow its messages draw on the session's joiners' bucket
+	// too (pace.go). Set by hub.join before the reader relays anything.
+	joinedAt int64
 
 	// out is what the writer has to do, under its own lock (never held
 	// while taking a session lock, nor across a write).
@@ -448,7 +452,7 @@ func (p *participant) received(f *frame, readAt time.Time) (cost int64) {
 	// A viewer's frames are dropped: raw mode has no envelope to
 	// refuse them with, and closing would cost a viewer its view.
 	deliveries := 0
-	if p.session != nil && !p.viewer {
+	if p.session != nil && !p.viewer && p.joinersTurn(len(f.payload()), readAt) {
 		deliveries = s.hub.broadcast(p, f)
 	}
 	return fanoutCost(len(f.payload()), deliveries)
