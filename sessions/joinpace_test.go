@@ -21,14 +21,16 @@ import (
 // could connect. The attack: 49 honest participants who only read; one
 // client joins, sends a msg of 64 bytes and leaves, one connection at a
 // time, for a bounded count of cycles, on an edge paced at 2 MiB a second
-// (a msg to the 49 counts ~50 KiB: ~40 a second). Two churners: one that
+// (a msg to the 49 counts ~50 KiB, the join and leave told to them ~100
+// KiB more: ~14 cycles a second). Two churners: one that
 // waits for its ack and the edge's close before the next cycle, one that
 // sends its msg and a close and drops the connection at once. The edge
 // runs in a child process (TestChurnEdge), so its CPU is its own.
 //
 // Before: each cycle's msg reached the 49 at once, as many a second as the
-// churner connected. Now what the session's newcomers fan out together is
-// paced like one participant (joinerWindow): what an honest reader has
+// churner connected, with its join and leave. Now what the session's
+// newcomers fan out together is paced like one participant while only one
+// of them is there at a time (joinerWindow): what an honest reader has
 // received of the churner by any moment is at most a second's worth and
 // the rate since the first cycle, plus the msg being paid for. The polite
 // churner's msgs all reach every honest participant, in order; nobody
@@ -39,9 +41,9 @@ func TestChurningEditorsFanoutIsPaced(t *testing.T) {
 		honest = 49
 		rate   = 2 << 20
 	)
-	cycles := 400
+	cycles := 300
 	if testing.Short() {
-		cycles = 150
+		cycles = 120
 	}
 	for _, polite := range []bool{true, false} {
 		name := "waits for its ack and close"
@@ -54,10 +56,11 @@ func TestChurningEditorsFanoutIsPaced(t *testing.T) {
 			key := "churned-editor"
 
 			type member struct {
-				mu     sync.Mutex
-				got    int // the churner's msgs, in order
-				out    []string
-				closed error
+				mu       sync.Mutex
+				got      int // the churner's msgs, in order
+				presence int // joins and leaves of the churner's connections
+				out      []string
+				closed   error
 			}
 			var (
 				start   atomic.Int64 // Unix ns of the first cycle
@@ -96,13 +99,21 @@ func TestChurningEditorsFanoutIsPaced(t *testing.T) {
 							return
 						}
 						var f env
-						if json.Unmarshal(b, &f) != nil || f.Type != "msg" {
+						if json.Unmarshal(b, &f) != nil {
 							continue
 						}
 						honestM.Lock()
-						fromHonest := ids[f.From]
+						fromHonest := ids[f.From] || ids[f.Participant]
 						honestM.Unlock()
 						if fromHonest {
+							continue
+						}
+						if f.Type == "join" || f.Type == "leave" {
+							m.mu.Lock()
+							m.presence++
+							m.mu.Unlock()
+						}
+						if f.Type != "msg" {
 							continue
 						}
 						var d struct{ I int }
@@ -131,7 +142,9 @@ func TestChurningEditorsFanoutIsPaced(t *testing.T) {
 				}()
 			}
 			// Past their own first second, the honest are old participants.
+			idle0, idleAt := edge.cpu(t), time.Now()
 			time.Sleep(time.Second + 100*time.Millisecond) // joinerWindow
+			idle := float64(edge.cpu(t)-idle0) / time.Since(idleAt).Seconds() / float64(time.Millisecond)
 
 			cpu0 := edge.cpu(t)
 			start.Store(time.Now().UnixNano())
@@ -182,10 +195,11 @@ func TestChurningEditorsFanoutIsPaced(t *testing.T) {
 			drained := time.Since(time.Unix(0, start.Load()))
 			cpu := edge.cpu(t) - cpu0
 
-			deliveries := 0
+			deliveries, presence := 0, 0
 			for _, m := range members {
 				m.mu.Lock()
 				deliveries += m.got
+				presence += m.presence
 				for _, o := range m.out {
 					t.Errorf("%s", o)
 				}
@@ -194,10 +208,11 @@ func TestChurningEditorsFanoutIsPaced(t *testing.T) {
 				}
 				m.mu.Unlock()
 			}
-			t.Logf("%d cycles in %v (%.0f a second; %d refused, the session full): %d deliveries to the %d honest, %.1f a cycle, %.0f a second until the last came (%v); edge CPU %v, %.0f µs a cycle; ringlb_edge_joiners_paced_total %v",
+			t.Logf("%d cycles in %v (%.0f a second; %d refused, the session full): %d msg deliveries to the %d honest, %.1f a cycle, %.0f a second until the last came (%v); %.1f presence deliveries a cycle; edge CPU %v, %.0f µs a cycle, %.2f of a core (idle before: %.0f ms a second); ringlb_edge_joiners_paced_total %v",
 				cycles, elapsed.Round(time.Millisecond), float64(cycles)/elapsed.Seconds(), refused, deliveries, honest,
 				float64(deliveries)/float64(cycles), float64(deliveries)/drained.Seconds(), drained.Round(time.Millisecond),
-				cpu, float64(cpu.Microseconds())/float64(cycles), edge.metric(t, "ringlb_edge_joiners_paced_total"))
+				float64(presence)/float64(cycles), cpu, float64(cpu.Microseconds())/float64(cycles), cpu.Seconds()/drained.Seconds(), idle,
+				edge.metric(t, "ringlb_edge_joiners_paced_total"))
 			for _, o := range over {
 				t.Errorf("churning editors' fan-out not paced: %s", o)
 			}

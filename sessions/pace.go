@@ -95,7 +95,7 @@ const joinerWindow = time.Second
 
 // joinerTurn charges the joiners' bucket of p's session with what a
 // message of size bytes from p, a newcomer, costs fanned out to the others
-// now, and returns 0; or, while the bucket is in debt, charges nothing and
+// now (its first, its join and leave too), and returns 0; or, while the bucket is in debt, charges nothing and
 // returns how long until it is not. The bucket's rate is rate for each
 // newcomer still connected, counted at most every paceSlice (a scan of the
 // session, a getsockopt for each newcomer). Takes s.mu.
@@ -116,7 +116,18 @@ func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
 	if wait := s.joiners.charge(0, rate, now); wait > 0 {
 		return wait
 	}
-	s.joiners.charge(fanoutCost(size, len(s.participants)-1), rate, now)
+	others := len(s.participants) - 1
+	cost := fanoutCost(size, others)
+	if s.v1 != nil && !p.presencePaid {
+		// Its join and its leave are told to every other participant,
+		// at once or with the batch its first msg takes out with it
+		// (publish): a churner sending a msg from each connection
+		// made three times a msg's deliveries a cycle so. Its first msg
+		// pays for both.
+		p.presencePaid = true
+		cost += fanoutCost(0, 2*others)
+	}
+	s.joiners.charge(cost, rate, now)
 	return 0
 }
 

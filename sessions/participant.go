@@ -109,6 +109,9 @@ type participant struct {
 	// joinerWindow its messages draw on the session's joiners' bucket
 	// too (pace.go). Set by hub.join before the reader relays anything.
 	joinedAt int64
+	// presencePaid: a msg of its has paid its session's joiners' bucket
+	// for its join and leave (pace.go). The running reader's.
+	presencePaid bool
 
 	// out is what the writer has to do, under its own lock (never held
 	// while taking a session lock, nor across a write).
