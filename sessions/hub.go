@@ -114,8 +114,8 @@ type session struct {
 	// joiners paces what its newcomers fan out together (pace.go), at
 	// newcomers times the rate: those joined less than joinerWindow ago
 	// and still connected, counted at newcomersAt (Unix ns).
+	newcomers   int32
 	joiners     fanoutBucket
-	newcomers   int
 	newcomersAt int64
 }
 
@@ -204,7 +204,7 @@ func (h *hub) join(key []byte, p *participant) error {
 	}
 	s.participants = append(s.participants, p)
 	p.session = s
-	p.joinedAt = time.Now().UnixNano()
+	p.joinedMs = uint32(time.Now().UnixMilli())
 	h.userOnline(p)
 	if s.v1 != nil {
 		h.joinV1(s, p)

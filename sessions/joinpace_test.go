@@ -173,6 +173,7 @@ func TestChurningEditorsFanoutIsPaced(t *testing.T) {
 				c.Close()
 			}
 			elapsed := time.Since(time.Unix(0, start.Load()))
+			waiting := sessionParticipants(t, edge.admin, key) - honest
 			if polite {
 				waitFor(t, "every churner msg at every honest participant", func() bool {
 					for _, m := range members {
@@ -208,10 +209,10 @@ func TestChurningEditorsFanoutIsPaced(t *testing.T) {
 				}
 				m.mu.Unlock()
 			}
-			t.Logf("%d cycles in %v (%.0f a second; %d refused, the session full): %d msg deliveries to the %d honest, %.1f a cycle, %.0f a second until the last came (%v); %.1f presence deliveries a cycle; edge CPU %v, %.0f µs a cycle, %.2f of a core (idle before: %.0f ms a second); ringlb_edge_joiners_paced_total %v",
+			t.Logf("%d cycles in %v (%.0f a second; %d refused, the session full): %d msg deliveries to the %d honest, %.1f a cycle, %.0f a second until the last came (%v); %.1f presence deliveries a cycle; %d of its connections still on the edge at its last cycle; edge CPU %v, %.0f µs a cycle, %.2f of a core (idle before: %.0f ms a second); ringlb_edge_joiners_paced_total %v",
 				cycles, elapsed.Round(time.Millisecond), float64(cycles)/elapsed.Seconds(), refused, deliveries, honest,
 				float64(deliveries)/float64(cycles), float64(deliveries)/drained.Seconds(), drained.Round(time.Millisecond),
-				float64(presence)/float64(cycles), cpu, float64(cpu.Microseconds())/float64(cycles), cpu.Seconds()/drained.Seconds(), idle,
+				float64(presence)/float64(cycles), waiting, cpu, float64(cpu.Microseconds())/float64(cycles), cpu.Seconds()/drained.Seconds(), idle,
 				edge.metric(t, "ringlb_edge_joiners_paced_total"))
 			for _, o := range over {
 				t.Errorf("churning editors' fan-out not paced: %s", o)

@@ -93,6 +93,13 @@ func (b *fanoutBucket) charge(cost, rate, now int64) time.Duration {
 // having started full.
 const joinerWindow = time.Second
 
+// newcomer reports whether p had joined its session less than
+// joinerWindow before now (Unix ns). Modulo 2³² ms, as joinedMs: a
+// participant there for 49.7 days counts as one again for a second.
+func (p *participant) newcomer(now int64) bool {
+	return uint32(now/int64(time.Millisecond))-p.joinedMs < uint32(joinerWindow/time.Millisecond)
+}
+
 // joinerTurn charges the joiners' bucket of p's session with what a
 // message of size bytes from p, a newcomer, costs fanned out to the others
 // now (its first, its join and leave too), and returns 0; or, while the bucket is in debt, charges nothing and
@@ -107,7 +114,7 @@ func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
 	if now-s.newcomersAt >= int64(paceSlice) {
 		s.newcomersAt, s.newcomers = now, 0
 		for _, r := range s.participants {
-			if now-r.joinedAt < int64(joinerWindow) && connected(r) {
+			if r.newcomer(now) && connected(r) {
 				s.newcomers++
 			}
 		}
@@ -136,7 +143,7 @@ func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
 // less than joinerWindow before; false when p was stopped meanwhile: the
 // message is dropped, as any a closing participant sends.
 func (p *participant) joinersTurn(size int, readAt time.Time) bool {
-	if readAt.UnixNano()-p.joinedAt >= int64(joinerWindow) {
+	if !p.newcomer(readAt.UnixNano()) {
 		return true
 	}
 	s := p.srv

@@ -55,7 +55,10 @@ type participant struct {
 	// session's presence tick at its join (presence.go). Under its
 	// session's lock.
 	announced bool
-	joinTick  uint32
+	// presencePaid: a msg of its has paid its session's joiners' bucket
+	// for its join and leave (pace.go). The running reader's.
+	presencePaid bool
+	joinTick     uint32
 	// share is the participant's place in its address's share of the
 	// data port (directshare.go; the zero Slot: none), given back when it
 	// unregisters.
@@ -90,6 +93,12 @@ type participant struct {
 	// none does (the socket is armed), readerEnded at the end. Whoever
 	// moves it from parked to running starts the reader (unpark).
 	reader atomic.Int32
+	// joinedMs is when it joined its session, Unix ms modulo 2³² (in what
+	// padding leaves here: a participant stays within its size class):
+	// for its first joinerWindow its messages draw on the session's
+	// joiners' bucket too (newcomer, pace.go). Set by hub.join before
+	// the reader relays anything.
+	joinedMs uint32
 	// lastFrame is when the last frame (data or control) began (Unix ns):
 	// a peer silent for pongWait is dropped.
 	lastFrame atomic.Int64
@@ -105,13 +114,6 @@ type participant struct {
 	// fanout paces what this participant's messages make the edge send
 	// (pace.go); the running reader's, as readDeadline.
 	fanout fanoutBucket
-	// joinedAt is when it joined its session (Unix ns): for its first
-	// joinerWindow its messages draw on the session's joiners' bucket
-	// too (pace.go). Set by hub.join before the reader relays anything.
-	joinedAt int64
-	// presencePaid: a msg of its has paid its session's joiners' bucket
-	// for its join and leave (pace.go). The running reader's.
-	presencePaid bool
 
 	// out is what the writer has to do, under its own lock (never held
 	// while taking a session lock, nor across a write).
