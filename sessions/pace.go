@@ -46,17 +46,16 @@ import (
 // link at once stays: each brings its own second's worth, as if each had
 // its own bucket, and nobody waits (TestJoiningCrowdIsNotPaced). A churner
 // leaves: one connection at a time, it brings one participant's pace,
-// which all its connections share. One whose connections close without
-// waiting for their ack has its waiting connections counted out as soon
-// as each has closed its side (TCP_INFO: connected), though their
-// messages are not yet read; the edge holds them, each a seat and the
-// message read, until their turn comes or a write to them fails (the
-// message is then dropped, as any a broken connection had not got
-// relayed): at most max_participants, which a key's holder could fill
-// with connections anyway. A client that keeps its connections open
-// brings a second's worth for each, as any participant that stays does.
-// Nothing else of a newcomer waits: its welcome, resumes and pings are
-// its own bucket's, as before.
+// which all its connections share. A connection whose message waits its
+// turn and that closes its side meanwhile (TCP_INFO: connected) has its
+// message dropped, as any a closing participant sends: a ringlb.v1 client
+// that left without its ack sends it again on its next connection. Kept
+// waiting, a churner that sent and dropped each connection at once had
+// the edge hold them, each a seat, and filled the session (15 free seats
+// of 15, TestChurningEditorsFanoutIsPaced). A client that keeps its
+// connections open brings a second's worth for each, as any participant
+// that stays does. Nothing else of a newcomer waits: its welcome,
+// resumes and pings are its own bucket's, as before.
 
 // paceSlice is how long a pacing reader sleeps before looking whether its
 // participant was stopped.
@@ -140,8 +139,9 @@ func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
 
 // joinersTurn waits, for a message of size bytes p read at readAt, until
 // its session's joiners' bucket lets it go (joinerTurn), if p had joined
-// less than joinerWindow before; false when p was stopped meanwhile: the
-// message is dropped, as any a closing participant sends.
+// less than joinerWindow before; false when p was stopped meanwhile, or
+// its peer closed its side of the connection: the message is dropped, as
+// any a closing participant sends.
 func (p *participant) joinersTurn(size int, readAt time.Time) bool {
 	if !p.newcomer(readAt.UnixNano()) {
 		return true
@@ -153,11 +153,13 @@ func (p *participant) joinersTurn(size int, readAt time.Time) bool {
 		if wait <= 0 {
 			return true
 		}
-		if p.stopping() {
-			return false
-		}
 		if !held {
 			s.metrics.joinersPaced.Inc()
+		}
+		// A client that sent and left without its ack: waiting, its
+		// connection would hold a seat of the session for nothing.
+		if p.stopping() || !connected(p) {
+			return false
 		}
 		// Slices, not the whole wait: the other newcomers waiting may
 		// take the bucket first, and a stop ends the wait.
