@@ -29,7 +29,8 @@ type metrics struct {
 	// fan-out's pace (pace.go), fanoutPacedSeconds how long in all.
 	fanoutPaced, fanoutPacedSeconds prometheus.Counter
 	// joinersPaced counts the messages of participants in their first
-	// second held back for their session's joiners' bucket (pace.go).
+	// second held back for their session's joiners' bucket (pace.go),
+	// those dropped when their connection closed meanwhile included.
 	joinersPaced prometheus.Counter
 	// presencePaced counts join and leave events held back for their
 	// session's next presence batch (presence.go); presenceCoalesced,
@@ -127,7 +128,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		joinersPaced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_joiners_paced_total",
-			Help: "Messages of participants in their first second in a session held back because the session's newcomers together had made the edge send more than edge.max_fanout_bytes_per_second.",
+			Help: "Messages of participants in their first second in a session held back because the session's newcomers together had made the edge send more than edge.max_fanout_bytes_per_second (the rate and a second's worth for each newcomer still connected); one whose connection closed while held is dropped.",
 		}),
 		presencePaced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_presence_paced_total",
