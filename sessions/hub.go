@@ -233,6 +233,9 @@ func (h *hub) leave(p *participant) {
 		return
 	}
 	s.participants = slices.Delete(s.participants, i, i+1)
+	if p.pooled {
+		s.newcomerLeft(p)
+	}
 	h.userOffline(p)
 	if s.v1 != nil {
 		h.leaveV1(s, p)

@@ -108,25 +108,39 @@ func (p *participant) newcomer(now int64) bool {
 
 // joinerTurn charges the joiners' bucket of p's session with what a
 // message of size bytes from p, a newcomer, costs fanned out to the others
-// now (its first, its join and leave too), and returns 0; or, while the bucket is in debt, charges nothing and
-// returns how long until it is not. The bucket's rate is rate for each
-// newcomer still connected, counted at most every paceSlice (a scan of the
-// session, a getsockopt for each newcomer). Takes s.mu.
+// now (its first, its join and leave too), and returns 0; or, while the
+// bucket is past what its newcomers bring, charges nothing and returns
+// how long until it is not. The newcomers still connected are counted
+// again (a scan of the session, a getsockopt for each newcomer) when p
+// joined since the last count or that is paceSlice old: each brings a
+// second's worth at once, so a crowd's last joiner finds its own there.
+// Takes s.mu.
 func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
 	s := p.session
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now().UnixNano()
-	if now-s.newcomersAt >= int64(paceSlice) {
+	if now-s.newcomersAt >= int64(paceSlice) || !tickBefore(p.joinedMs, uint32(s.newcomersAt/int64(time.Millisecond))) {
 		s.newcomersAt, s.newcomers = now, 0
+		stayed := int64(0)
 		for _, r := range s.participants {
-			if r.newcomer(now) && connected(r) {
+			switch {
+			case r.newcomer(now) && connected(r):
 				s.newcomers++
+				r.pooled = true
+			case r.pooled && !r.newcomer(now):
+				stayed++ // out of its first second, still here
+				r.pooled = false
+			default:
+				r.pooled = false // its connection closed: left
 			}
 		}
+		// A newcomer that stayed takes its second's worth with it and
+		// what it spent of the pool: what it spent was its own. One
+		// that left took its second's worth and left what it spent.
+		s.joiners.tokens = min(s.joiners.tokens+stayed*rate, rate)
 	}
-	rate *= int64(max(s.newcomers, 1))
-	if wait := s.joiners.charge(0, rate, now); wait > 0 {
+	if wait := s.joiners.share(0, rate, int64(max(s.newcomers, 1)), now); wait > 0 {
 		return wait
 	}
 	others := len(s.participants) - 1
@@ -140,7 +154,7 @@ func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
 		p.presencePaid = true
 		cost += fanoutCost(0, 2*others)
 	}
-	s.joiners.charge(cost, rate, now)
+	s.joiners.share(cost, rate, int64(max(s.newcomers, 1)), now)
 	return 0
 }
 
@@ -172,6 +186,42 @@ func (p *participant) joinersTurn(size int, readAt time.Time) bool {
 		// take the bucket first, and a stop or a close ends the wait.
 		time.Sleep(min(wait, joinerSlice))
 	}
+}
+
+// newcomerLeft counts p, counted among its session's newcomers, out as it
+// leaves: within its first second it leaves what it spent of the pool
+// (a churner's connections pay one another's way); past it, what it spent
+// was its own second's worth, and goes with it. Called with s.mu held.
+func (s *session) newcomerLeft(p *participant) {
+	p.pooled = false
+	s.newcomers = max(s.newcomers-1, 0)
+	if p.srv != nil && !p.newcomer(time.Now().UnixNano()) {
+		rate := p.srv.fanoutRate.Load()
+		s.joiners.tokens = min(s.joiners.tokens+rate, rate)
+	}
+}
+
+// share is charge for a bucket n participants share, each bringing a
+// second's worth at rate: it holds one's above zero and may go n-1 more
+// below before anyone waits, refilled at n times the rate. It charges cost
+// unless the bucket is past that, and then returns how long until it is
+// not, charging nothing. n may change from one call to the next: a
+// participant counted in brings its second's worth at once, one counted
+// out takes it away.
+func (b *fanoutBucket) share(cost, rate, n, now int64) time.Duration {
+	floor := -(n - 1) * rate
+	switch elapsed := now - b.at; {
+	case b.at == 0 || elapsed >= 2*int64(time.Second):
+		b.tokens = rate // full from any debt (at most a second's worth past the floor)
+	case elapsed > 0:
+		b.tokens = min(rate, b.tokens+int64(float64(n*rate)*float64(elapsed)/float64(time.Second)))
+	}
+	b.at = now
+	if b.tokens < floor {
+		return time.Duration(float64(floor-b.tokens) / float64(n*rate) * float64(time.Second))
+	}
+	b.tokens = max(b.tokens-cost, floor-rate)
+	return 0
 }
 
 // fanoutCost is what a message of size bytes delivered deliveries times

@@ -58,6 +58,9 @@ type participant struct {
 	// presencePaid: a msg of its has paid its session's joiners' bucket
 	// for its join and leave (pace.go). The running reader's.
 	presencePaid bool
+	// pooled: counted among its session's newcomers by the last count
+	// (pace.go). Under its session's lock.
+	pooled bool
 	joinTick     uint32
 	// share is the participant's place in its address's share of the
 	// data port (directshare.go; the zero Slot: none), given back when it
