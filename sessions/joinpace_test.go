@@ -327,3 +327,35 @@ func TestJoiningCrowdIsNotPaced(t *testing.T) {
 		t.Errorf("a crowd was paced: ringlb_edge_joiners_paced_total %v, ringlb_edge_fanout_paced_total %v", held, paced)
 	}
 }
+
+// The joiners' bucket on a clock of its own: one participant's second's
+// worth above zero, each newcomer counted in another below it, paid
+// before a message goes; what newcomers that left spent stays.
+func TestJoinersBucketShare(t *testing.T) {
+	const rate = 1000
+	var b fanoutBucket
+	at := int64(1e12)
+	steps := []struct {
+		after time.Duration // since the last call
+		n     int64         // newcomers counted
+		cost  int64
+		want  time.Duration
+	}{
+		{0, 1, 600, 0},                       // full: 400 left
+		{0, 1, 600, 0},                       // not in debt: goes, 200 owed
+		{0, 1, 1, 200 * time.Millisecond},    // owed: waits, charged nothing
+		{0, 3, 1500, 0},                      // two more counted in: 2000 below zero before anyone waits
+		{0, 3, 1000, 0},                      // 1700 owed, goes: 2700 owed
+		{0, 3, 1, 233333333},                 // 700 past the two's: at 3000 a second
+		{0, 1, 1, 2700 * time.Millisecond},   // the two left: what they spent stays
+		{2 * time.Second, 1, 1000, 0},        // two seconds quiet: full again
+		{100 * time.Millisecond, 1, 5000, 0}, // 100 back at one's rate: goes
+		{0, 1, 1, time.Second},               // owed at most a second's worth past the floor
+	}
+	for i, s := range steps {
+		at += int64(s.after)
+		if got := b.share(s.cost, rate, s.n, at); got != s.want {
+			t.Errorf("step %d (%v later, %d newcomers, cost %d): wait %v, want %v", i, s.after, s.n, s.cost, got, s.want)
+		}
+	}
+}
