@@ -176,6 +176,10 @@ func (p *participant) joinersTurn(size int, readAt time.Time) bool {
 		}
 		if !held {
 			s.metrics.joinersPaced.Inc()
+			// Held while it waits: counted as being received again
+			// (max_incoming_bytes), though never refused for it.
+			s.incoming.charge(int64(size))
+			defer s.incoming.give(int64(size))
 		}
 		// A client that sent and left without its ack: waiting, its
 		// connection would hold a seat of the session for nothing.

@@ -245,12 +245,10 @@ func (rd *wsReader) next() error {
 			return nil
 		}
 		rd.msg = nil
-		now := time.Now()
-		// Still counted as being received while it waits for its
-		// session's newcomers' turn (pace.go): such a wait holds it.
-		cost := p.received(f, now)
 		p.srv.incoming.give(rd.held)
 		rd.held = 0
+		now := time.Now()
+		cost := p.received(f, now)
 		f.release()
 		p.pace(cost, now)
 	}
