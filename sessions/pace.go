@@ -42,11 +42,15 @@ import (
 // Paid after, a message would always go: a connection that leaves once it
 // has sent has no next message to hold back.
 //
-// Leaving is what tells a churner from a crowd. A class of 50 opening a
-// link at once stays: each brings its own second's worth, as if each had
-// its own bucket, and nobody waits (TestJoiningCrowdIsNotPaced). A churner
-// leaves: one connection at a time, it brings one participant's pace,
-// which all its connections share. A connection whose message waits its
+// Leaving is what tells a churner from a crowd. A newcomer counted in
+// brings its second's worth at once (and the rate again); one that stays
+// past its first second, or leaves after it, takes its second's worth and
+// what it spent with it, and one that leaves within it takes its second's
+// worth and leaves what it spent. A class of 50 opening a link at once
+// stays: each brings its own, as if each had its own bucket, and nobody
+// waits (TestJoiningCrowdIsNotPaced). A churner leaves: one connection at
+// a time, it brings one participant's pace, which all its connections
+// share. Its first msg pays for its join and leave too. A connection whose message waits its
 // turn and that closes its side meanwhile (TCP_INFO: connected) has its
 // message dropped, as any a closing participant sends: a ringlb.v1 client
 // that left without its ack sends it again on its next connection. Kept
