@@ -51,16 +51,16 @@ type participant struct {
 	// admitted: the join was counted in its shard's admitting
 	// (hub.reserve) and hub.join uncounts it.
 	admitted bool
-	// announced: the others have been told it joined; joinTick, its
-	// session's presence tick at its join (presence.go). Under its
-	// session's lock.
-	announced bool
 	// presencePaid: a msg of its has paid its session's joiners' bucket
 	// for its join and leave (pace.go). The running reader's.
 	presencePaid bool
 	// pooled: counted among its session's newcomers by the last count
 	// (pace.go). Under its session's lock.
 	pooled bool
+	// announced: the others have been told it joined; joinTick, its
+	// session's presence tick at its join (presence.go). Under its
+	// session's lock.
+	announced bool
 	joinTick     uint32
 	// share is the participant's place in its address's share of the
 	// data port (directshare.go; the zero Slot: none), given back when it
