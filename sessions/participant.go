@@ -61,7 +61,7 @@ type participant struct {
 	// session's presence tick at its join (presence.go). Under its
 	// session's lock.
 	announced bool
-	joinTick     uint32
+	joinTick  uint32
 	// share is the participant's place in its address's share of the
 	// data port (directshare.go; the zero Slot: none), given back when it
 	// unregisters.
