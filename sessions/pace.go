@@ -106,8 +106,12 @@ const joinerSlice = 10 * time.Millisecond
 // newcomer reports whether p had joined its session less than
 // joinerWindow before now (Unix ns). Modulo 2³² ms, as joinedMs: a
 // participant there for 49.7 days counts as one again for a second.
-func (p *participant) newcomer(now int64) bool {
-	return uint32(now/int64(time.Millisecond))-p.joinedMs < uint32(joinerWindow/time.Millisecond)
+func (p *participant) newcomer(now int64) bool { return p.joinedWithin(now, joinerWindow) }
+
+// joinedWithin reports whether p had joined its session less than d
+// before now (Unix ns), modulo 2³² ms as joinedMs.
+func (p *participant) joinedWithin(now int64, d time.Duration) bool {
+	return uint32(now/int64(time.Millisecond))-p.joinedMs < uint32(d/time.Millisecond)
 }
 
 // joinerTurn charges the joiners' bucket of p's session with what a
@@ -124,16 +128,21 @@ func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now().UnixNano()
+	p.gating = true
 	if now-s.newcomersAt >= int64(paceSlice) || !tickBefore(p.joinedMs, uint32(s.newcomersAt/int64(time.Millisecond))) {
 		s.newcomersAt, s.newcomers = now, 0
 		stayed := int64(0)
 		for _, r := range s.participants {
 			switch {
-			case r.newcomer(now) && connected(r):
+			case (r.gating || r.joinedWithin(now, 2*joinerWindow)) && connected(r) && !r.stopping():
+				// Counted a second longer than its messages draw on
+				// the pool: one read in its first second may come to
+				// its turn later (its reader, a lock, its wait), and
+				// counts until it has gone.
 				s.newcomers++
 				r.pooled = true
-			case r.pooled && !r.newcomer(now):
-				stayed++ // out of its first second, still here
+			case r.pooled && !r.joinedWithin(now, 2*joinerWindow):
+				stayed++ // past its count, still here
 				r.pooled = false
 			default:
 				r.pooled = false // its connection closed: left
@@ -159,6 +168,7 @@ func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
 		cost += fanoutCost(0, 2*others)
 	}
 	s.joiners.share(cost, rate, int64(max(s.newcomers, 1)), now)
+	p.gating = false
 	return 0
 }
 

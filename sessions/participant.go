@@ -68,6 +68,9 @@ type participant struct {
 	share acceptguard.Slot
 	// armed: the socket is in the poller's epoll set (under its lock).
 	armed bool
+	// gating: a message of its, read in its first second, waits its
+	// session's joiners' turn (pace.go). Under its session's lock.
+	gating bool
 	// fd is the socket's descriptor, the poller's key, and rc reaches it
 	// for the reader's non-blocking reads; rc nil: the reader never parks.
 	fd int32
