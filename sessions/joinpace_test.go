@@ -141,9 +141,11 @@ func TestChurningEditorsFanoutIsPaced(t *testing.T) {
 					}
 				}()
 			}
-			// Past their own first second, the honest are old participants.
+			// Past their first two seconds the honest are counted out of
+			// the session's newcomers (2 × joinerWindow): a crowd's
+			// second's worth each is theirs, not a churner's.
 			idle0, idleAt := edge.cpu(t), time.Now()
-			time.Sleep(time.Second + 100*time.Millisecond) // joinerWindow
+			time.Sleep(2*time.Second + 100*time.Millisecond)
 			idle := float64(edge.cpu(t)-idle0) / time.Since(idleAt).Seconds() / float64(time.Millisecond)
 
 			cpu0 := edge.cpu(t)
