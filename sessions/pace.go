@@ -43,10 +43,12 @@ import (
 // has sent has no next message to hold back.
 //
 // Leaving is what tells a churner from a crowd. A newcomer counted in
-// brings its second's worth at once (and the rate again); one that stays
-// past its first second, or leaves after it, takes its second's worth and
-// what it spent with it, and one that leaves within it takes its second's
-// worth and leaves what it spent. A class of 50 opening a link at once
+// brings its second's worth at once (and the rate again); it is counted
+// for two seconds, or while a message of its waits (one read in its first
+// second may reach its turn later). One that stays past that, or leaves
+// after its first second, takes its second's worth and what it spent with
+// it; one that leaves within it takes its second's worth and leaves what
+// it spent. A class of 50 opening a link at once
 // stays: each brings its own, as if each had its own bucket, and nobody
 // waits (TestJoiningCrowdIsNotPaced). A churner leaves: one connection at
 // a time, it brings one participant's pace, which all its connections
