@@ -111,6 +111,12 @@ type session struct {
 	// viewersOnly: only anonymous viewers have joined it since it began
 	// here (seats.go), so it holds nothing a token holder could lose.
 	viewersOnly bool
+	// joiners paces what its newcomers fan out together (pace.go), at
+	// newcomers times the rate: those joined less than joinerWindow ago
+	// and still connected, counted at newcomersAt (Unix ns).
+	newcomers   int32
+	joiners     fanoutBucket
+	newcomersAt int64
 }
 
 func newHub(maxParticipants int, m *metrics) *hub {
@@ -198,6 +204,7 @@ func (h *hub) join(key []byte, p *participant) error {
 	}
 	s.participants = append(s.participants, p)
 	p.session = s
+	p.joinedMs = uint32(time.Now().UnixMilli())
 	h.userOnline(p)
 	if s.v1 != nil {
 		h.joinV1(s, p)
@@ -226,6 +233,9 @@ func (h *hub) leave(p *participant) {
 		return
 	}
 	s.participants = slices.Delete(s.participants, i, i+1)
+	if p.pooled {
+		s.newcomerLeft(p)
+	}
 	h.userOffline(p)
 	if s.v1 != nil {
 		h.leaveV1(s, p)

@@ -28,6 +28,10 @@ type metrics struct {
 	// fanoutPaced counts the times a participant's reader waited for its
 	// fan-out's pace (pace.go), fanoutPacedSeconds how long in all.
 	fanoutPaced, fanoutPacedSeconds prometheus.Counter
+	// joinersPaced counts the messages of participants in their first
+	// second held back for their session's joiners' bucket (pace.go),
+	// those dropped when their connection closed meanwhile included.
+	joinersPaced prometheus.Counter
 	// presencePaced counts join and leave events held back for their
 	// session's next presence batch (presence.go); presenceCoalesced,
 	// those that cancelled: a participant's join and leave within one
@@ -121,6 +125,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		fanoutPacedSeconds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_fanout_paced_seconds_total",
 			Help: "Time participants' next messages were held back for edge.max_fanout_bytes_per_second, in all.",
+		}),
+		joinersPaced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringlb_edge_joiners_paced_total",
+			Help: "Messages of participants in their first second in a session held back because the session's newcomers together had made the edge send more than edge.max_fanout_bytes_per_second (the rate and a second's worth for each newcomer still connected); one whose connection closed while held is dropped.",
 		}),
 		presencePaced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_presence_paced_total",
@@ -222,7 +230,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"reason"})
 	m.lapsedExpired, m.lapsedRotated = lapsed.WithLabelValues("expired"), lapsed.WithLabelValues("secret_rotated")
 	active := counterGauge("ringlb_edge_sessions_active", "Sessions with at least one participant on this edge.", &m.sessionsActive)
-	for _, c := range []prometheus.Collector{active, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.fanoutPaced, m.fanoutPacedSeconds, m.presencePaced, m.presenceCoalesced, m.misdirected, m.handedOff, m.peerRefused, m.lag,
+	for _, c := range []prometheus.Collector{active, m.connectionsActive, m.usersOnline, m.sessionsHosted, m.messages, m.slowConsumers, m.fanoutPaced, m.fanoutPacedSeconds, m.joinersPaced, m.presencePaced, m.presenceCoalesced, m.misdirected, m.handedOff, m.peerRefused, m.lag,
 		m.tokensRevoked, m.revocationsHeld, m.revokedRefused, m.revokedClosed, lapsed, m.unseated, m.acceptErrors, m.connectionErrors, m.incomingRefused, m.rejected, m.bodiesRefused, m.skipRefused, m.idleForgotten,
 		m.replicationBytes, m.promotions, m.fencedOwners, m.replicationFallbacks, m.replicationLost} {
 		if err := reg.Register(c); err != nil {

@@ -23,6 +23,45 @@ import (
 // server. A reader waits at most a second per message (the debt is
 // capped at a second's worth), so pacing never outlasts a participant's
 // keepalive and a stop ends the wait within paceSlice.
+//
+// A bucket starts full, so a participant's first second cost nobody
+// anything: one client holding a session's key as an editor that joined,
+// sent one msg and left, in a loop, paid every msg from a bucket nobody
+// had drawn on and cost the edge N-1 deliveries a cycle, as fast as it
+// could connect (TestChurningEditorsFanoutIsPaced). So the messages a
+// participant sends in its first second in a session (joinerWindow) are
+// paid from its session's joiners' bucket too, which its newcomers share:
+// the rate and a second's worth for each newcomer still connected (at
+// least one). A participant that has stayed a second no longer draws on
+// it — its own bucket would have refilled by then anyway.
+//
+// Unlike its own bucket, the joiners' bucket is paid before a message
+// goes, not after: a newcomer's message that finds it in debt waits, read
+// but not relayed, until the rate has paid (joinersTurn), and is charged
+// when it goes, so newcomers' messages go one at a time once it is spent.
+// Paid after, a message would always go: a connection that leaves once it
+// has sent has no next message to hold back.
+//
+// Leaving is what tells a churner from a crowd. A newcomer counted in
+// brings its second's worth at once (and the rate again); it is counted
+// for two seconds, or while a message of its waits (one read in its first
+// second may reach its turn later). One that stays past that, or leaves
+// after its first second, takes its second's worth and what it spent with
+// it; one that leaves within it takes its second's worth and leaves what
+// it spent. A class of 50 opening a link at once
+// stays: each brings its own, as if each had its own bucket, and nobody
+// waits (TestJoiningCrowdIsNotPaced). A churner leaves: one connection at
+// a time, it brings one participant's pace, which all its connections
+// share. Its first msg pays for its join and leave too. A connection whose message waits its
+// turn and that closes its side meanwhile (TCP_INFO: connected) has its
+// message dropped, as any a closing participant sends: a ringlb.v1 client
+// that left without its ack sends it again on its next connection. Kept
+// waiting, a churner that sent and dropped each connection at once had
+// the edge hold them, each a seat, and filled the session (15 free seats
+// of 15, TestChurningEditorsFanoutIsPaced). A client that keeps its
+// connections open brings a second's worth for each, as any participant
+// that stays does. Nothing else of a newcomer waits: its welcome,
+// resumes and pings are its own bucket's, as before.
 
 // paceSlice is how long a pacing reader sleeps before looking whether its
 // participant was stopped.
@@ -51,6 +90,158 @@ func (b *fanoutBucket) charge(cost, rate, now int64) time.Duration {
 		return 0
 	}
 	return time.Duration(float64(-b.tokens) / float64(rate) * float64(time.Second))
+}
+
+// joinerWindow is how long a participant's messages draw on its session's
+// joiners' bucket after it joined: the time its own bucket takes to refill
+// from empty, so a connection that stays no longer saves anything by
+// having started full.
+const joinerWindow = time.Second
+
+// joinerSlice is how long a newcomer waiting its turn sleeps before it
+// looks again: shorter than paceSlice, since it also looks whether its
+// connection has closed, and a churner dropping connections as fast as
+// it can held 6–15 of a session's 15 free seats with waiting ones at 50
+// ms, 2–4 at 10 ms (TestChurningEditorsFanoutIsPaced).
+const joinerSlice = 10 * time.Millisecond
+
+// newcomer reports whether p had joined its session less than
+// joinerWindow before now (Unix ns). Modulo 2³² ms, as joinedMs: a
+// participant there for 49.7 days counts as one again for a second.
+func (p *participant) newcomer(now int64) bool { return p.joinedWithin(now, joinerWindow) }
+
+// joinedWithin reports whether p had joined its session less than d
+// before now (Unix ns), modulo 2³² ms as joinedMs.
+func (p *participant) joinedWithin(now int64, d time.Duration) bool {
+	return uint32(now/int64(time.Millisecond))-p.joinedMs < uint32(d/time.Millisecond)
+}
+
+// joinerTurn charges the joiners' bucket of p's session with what a
+// message of size bytes from p, a newcomer, costs fanned out to the others
+// now (its first, its join and leave too), and returns 0; or, while the
+// bucket is past what its newcomers bring, charges nothing and returns
+// how long until it is not. The newcomers still connected are counted
+// again (a scan of the session, a getsockopt for each newcomer) when p
+// joined since the last count or that is paceSlice old: each brings a
+// second's worth at once, so a crowd's last joiner finds its own there.
+// Takes s.mu.
+func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
+	s := p.session
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now().UnixNano()
+	p.gating = true
+	if now-s.newcomersAt >= int64(paceSlice) || !tickBefore(p.joinedMs, uint32(s.newcomersAt/int64(time.Millisecond))) {
+		s.newcomersAt, s.newcomers = now, 0
+		stayed := int64(0)
+		for _, r := range s.participants {
+			switch {
+			case (r.gating || r.joinedWithin(now, 2*joinerWindow)) && connected(r) && !r.stopping():
+				// Counted a second longer than its messages draw on
+				// the pool: one read in its first second may come to
+				// its turn later (its reader, a lock, its wait), and
+				// counts until it has gone.
+				s.newcomers++
+				r.pooled = true
+			case r.pooled && !r.joinedWithin(now, 2*joinerWindow):
+				stayed++ // past its count, still here
+				r.pooled = false
+			default:
+				r.pooled = false // its connection closed: left
+			}
+		}
+		// A newcomer that stayed takes its second's worth with it and
+		// what it spent of the pool: what it spent was its own. One
+		// that left took its second's worth and left what it spent.
+		s.joiners.tokens = min(s.joiners.tokens+stayed*rate, rate)
+	}
+	if wait := s.joiners.share(0, rate, int64(max(s.newcomers, 1)), now); wait > 0 {
+		return wait
+	}
+	others := len(s.participants) - 1
+	cost := fanoutCost(size, others)
+	if s.v1 != nil && !p.presencePaid {
+		// Its join and its leave are told to every other participant,
+		// at once or with the batch its first msg takes out with it
+		// (publish): a churner sending a msg from each connection
+		// made three times a msg's deliveries a cycle so. Its first msg
+		// pays for both.
+		p.presencePaid = true
+		cost += fanoutCost(0, 2*others)
+	}
+	s.joiners.share(cost, rate, int64(max(s.newcomers, 1)), now)
+	p.gating = false
+	return 0
+}
+
+// joinersTurn waits, for a message of size bytes p read at readAt, until
+// its session's joiners' bucket lets it go (joinerTurn), if p had joined
+// less than joinerWindow before; false when p was stopped meanwhile, or
+// its peer closed its side of the connection: the message is dropped, as
+// any a closing participant sends.
+func (p *participant) joinersTurn(size int, readAt time.Time) bool {
+	if !p.newcomer(readAt.UnixNano()) {
+		return true
+	}
+	s := p.srv
+	rate := s.fanoutRate.Load()
+	for held := false; ; held = true {
+		wait := s.hub.joinerTurn(p, size, rate)
+		if wait <= 0 {
+			return true
+		}
+		if !held {
+			s.metrics.joinersPaced.Inc()
+			// Held while it waits: counted as being received again
+			// (max_incoming_bytes), though never refused for it.
+			s.incoming.charge(int64(size))
+			defer s.incoming.give(int64(size))
+		}
+		// A client that sent and left without its ack: waiting, its
+		// connection would hold a seat of the session for nothing.
+		if p.stopping() || !connected(p) {
+			return false
+		}
+		// Slices, not the whole wait: the other newcomers waiting may
+		// take the bucket first, and a stop or a close ends the wait.
+		time.Sleep(min(wait, joinerSlice))
+	}
+}
+
+// newcomerLeft counts p, counted among its session's newcomers, out as it
+// leaves: within its first second it leaves what it spent of the pool
+// (a churner's connections pay one another's way); past it, what it spent
+// was its own second's worth, and goes with it. Called with s.mu held.
+func (s *session) newcomerLeft(p *participant) {
+	p.pooled = false
+	s.newcomers = max(s.newcomers-1, 0)
+	if p.srv != nil && !p.newcomer(time.Now().UnixNano()) {
+		rate := p.srv.fanoutRate.Load()
+		s.joiners.tokens = min(s.joiners.tokens+rate, rate)
+	}
+}
+
+// share is charge for a bucket n participants share, each bringing a
+// second's worth at rate: it holds one's above zero and may go n-1 more
+// below before anyone waits, refilled at n times the rate. It charges cost
+// unless the bucket is past that, and then returns how long until it is
+// not, charging nothing. n may change from one call to the next: a
+// participant counted in brings its second's worth at once, one counted
+// out takes it away.
+func (b *fanoutBucket) share(cost, rate, n, now int64) time.Duration {
+	floor := -(n - 1) * rate
+	switch elapsed := now - b.at; {
+	case b.at == 0 || elapsed >= 2*int64(time.Second):
+		b.tokens = rate // full from any debt (at most a second's worth past the floor)
+	case elapsed > 0:
+		b.tokens = min(rate, b.tokens+int64(float64(n*rate)*float64(elapsed)/float64(time.Second)))
+	}
+	b.at = now
+	if b.tokens < floor {
+		return time.Duration(float64(floor-b.tokens) / float64(n*rate) * float64(time.Second))
+	}
+	b.tokens = max(b.tokens-cost, floor-rate)
+	return 0
 }
 
 // fanoutCost is what a message of size bytes delivered deliveries times

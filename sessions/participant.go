@@ -51,6 +51,12 @@ type participant struct {
 	// admitted: the join was counted in its shard's admitting
 	// (hub.reserve) and hub.join uncounts it.
 	admitted bool
+	// presencePaid: a msg of its has paid its session's joiners' bucket
+	// for its join and leave (pace.go). The running reader's.
+	presencePaid bool
+	// pooled: counted among its session's newcomers by the last count
+	// (pace.go). Under its session's lock.
+	pooled bool
 	// announced: the others have been told it joined; joinTick, its
 	// session's presence tick at its join (presence.go). Under its
 	// session's lock.
@@ -62,6 +68,9 @@ type participant struct {
 	share acceptguard.Slot
 	// armed: the socket is in the poller's epoll set (under its lock).
 	armed bool
+	// gating: a message of its, read in its first second, waits its
+	// session's joiners' turn (pace.go). Under its session's lock.
+	gating bool
 	// fd is the socket's descriptor, the poller's key, and rc reaches it
 	// for the reader's non-blocking reads; rc nil: the reader never parks.
 	fd int32
@@ -90,6 +99,12 @@ type participant struct {
 	// none does (the socket is armed), readerEnded at the end. Whoever
 	// moves it from parked to running starts the reader (unpark).
 	reader atomic.Int32
+	// joinedMs is when it joined its session, Unix ms modulo 2³² (in what
+	// padding leaves here: a participant stays within its size class):
+	// for its first joinerWindow its messages draw on the session's
+	// joiners' bucket too (newcomer, pace.go). Set by hub.join before
+	// the reader relays anything.
+	joinedMs uint32
 	// lastFrame is when the last frame (data or control) began (Unix ns):
 	// a peer silent for pongWait is dropped.
 	lastFrame atomic.Int64
@@ -448,7 +463,7 @@ func (p *participant) received(f *frame, readAt time.Time) (cost int64) {
 	// A viewer's frames are dropped: raw mode has no envelope to
 	// refuse them with, and closing would cost a viewer its view.
 	deliveries := 0
-	if p.session != nil && !p.viewer {
+	if p.session != nil && !p.viewer && p.joinersTurn(len(f.payload()), readAt) {
 		deliveries = s.hub.broadcast(p, f)
 	}
 	return fanoutCost(len(f.payload()), deliveries)

@@ -56,7 +56,7 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 	if testing.Short() {
 		cycles = 200
 	}
-	edge := startChurnEdge(t)
+	edge := startChurnEdge(t, 0)
 	e := &testEdge{data: edge.data}
 	key := "churned"
 
@@ -304,12 +304,13 @@ type churnEdge struct {
 	pid         int
 }
 
-// startChurnEdge starts this test binary as an edge (TestChurnEdge) and
-// returns its addresses; it ends when the test does.
-func startChurnEdge(t *testing.T) *churnEdge {
+// startChurnEdge starts this test binary as an edge (TestChurnEdge),
+// paced at fanoutRate bytes a second (0: the default), and returns its
+// addresses; it ends when the test does.
+func startChurnEdge(t *testing.T, fanoutRate int) *churnEdge {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestChurnEdge$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), churnEdgeEnv+"=1")
+	cmd.Env = append(os.Environ(), churnEdgeEnv+"="+strconv.Itoa(max(fanoutRate, 1)))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -386,14 +387,19 @@ func (ce *churnEdge) metric(t *testing.T, name string) float64 {
 	return -1
 }
 
-// TestChurnEdge is TestPresenceChurnIsPaced's edge: it serves on loopback,
-// says where on stdout, and serves until stdin closes. Skipped in a
-// normal run.
+// TestChurnEdge is the edge of TestPresenceChurnIsPaced and
+// TestChurningEditorsFanoutIsPaced: it serves on loopback, says where on
+// stdout, and serves until stdin closes. Skipped in a normal run.
 func TestChurnEdge(t *testing.T) {
-	if os.Getenv(churnEdgeEnv) == "" {
+	v := os.Getenv(churnEdgeEnv)
+	if v == "" {
 		t.Skip("the edge process of TestPresenceChurnIsPaced")
 	}
-	e := startEdge(t, configs.Edge{}, func(s *Server) { s.joined = nil })
+	var cfg configs.Edge
+	if rate, _ := strconv.Atoi(v); rate > 1 {
+		cfg.MaxFanoutBytesPerSecond = rate
+	}
+	e := startEdge(t, cfg, func(s *Server) { s.joined = nil })
 	fmt.Printf("churn edge %s %s\n", e.data, e.admin)
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }

@@ -657,6 +657,9 @@ func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) (cost
 			p.sendError("bad_request", "msg needs data")
 			return
 		}
+		if !p.joinersTurn(len(payload), readAt) {
+			return
+		}
 		p.srv.metrics.messages.Inc()
 		cost = fanoutCost(len(payload), h.publish(p, in.data, readAt))
 	case "ping":
