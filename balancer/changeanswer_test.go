@@ -134,9 +134,10 @@ func TestForgedChangeAnswersFoolNoOperator(t *testing.T) {
 	healthtest.WaitMembers(t, self, "edge-a and gslb-t in gossip", func(ns []health.Node) bool { return len(ns) == 3 })
 	h.bal.SetCluster(self)
 
-	drain := func() (int, string) {
+	// post asks the dashboard for a change as the operator does.
+	post := func(path string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, "http://"+h.admin+"/api/nodes/edge-a/drain", nil)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+h.admin+path, nil)
 		req.Header.Set("Authorization", "Bearer "+testToken)
 		resp, err := h.client.Do(req)
 		if err != nil {
@@ -146,6 +147,7 @@ func TestForgedChangeAnswersFoolNoOperator(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, strings.TrimSpace(string(body))
 	}
+	drain := func() (int, string) { return post("/api/nodes/edge-a/drain") }
 	draining := func() bool {
 		t.Helper()
 		resp, err := http.Get(edgeAdmin + "/healthz")
@@ -185,18 +187,7 @@ func TestForgedChangeAnswersFoolNoOperator(t *testing.T) {
 	}
 
 	// A serve mode, answered on the way: the gslb node never got it.
-	setMode := func() (int, string) {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, "http://"+h.admin+"/api/gslb/pools/ide.ringlb.test./west/bal-2/mode?mode=remove", nil)
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		resp, err := h.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
+	setMode := func() (int, string) { return post("/api/gslb/pools/ide.ringlb.test./west/bal-2/mode?mode=remove") }
 	gslbAttacker.mode.Store("done")
 	code, body = setMode()
 	t.Logf("a serve mode answered on the way: the operator sees %d; the gslb node got %d", code, gslbAttacker.changes.Load())

@@ -79,15 +79,8 @@ func TestPeerReadsAnsweredSigned(t *testing.T) {
 			if resp.StatusCode != tt.status || tt.body != "" && string(body) != tt.body {
 				t.Errorf("%d %.80q, want %d %q", resp.StatusCode, body, tt.status, tt.body)
 			}
-			sig := resp.Header.Get(configs.HeaderPeerAnswer)
-			if !tt.signed {
-				if sig != "" {
-					t.Errorf("signed: %q", sig)
-				}
+			if !checkAnswerSignature(t, kr, r, resp, body, tt.signed) {
 				return
-			}
-			if err := kr.VerifyAnswer(sig, "bal-1", "edge-1", r.Header.Get(configs.HeaderPeer), resp.StatusCode, body, time.Now()); err != nil {
-				t.Errorf("answer signature %q: %v", sig, err)
 			}
 			if tt.method == "GET" && strings.Contains(string(body), "gzip") {
 				t.Errorf("a signed answer's handler was asked to compress it")
@@ -163,16 +156,7 @@ func TestPeerChangesAnsweredSigned(t *testing.T) {
 			if made := changes.Load() - before; (tt.status == 202) != (made == 1) {
 				t.Errorf("the change was made %d times, answered %d", made, resp.StatusCode)
 			}
-			sig := resp.Header.Get(configs.HeaderPeerAnswer)
-			if !tt.signedAnswer {
-				if sig != "" {
-					t.Errorf("signed: %q", sig)
-				}
-				return
-			}
-			if err := kr.VerifyAnswer(sig, "bal-1", "edge-1", r.Header.Get(configs.HeaderPeer), resp.StatusCode, body, time.Now()); err != nil {
-				t.Errorf("answer signature %q: %v", sig, err)
-			}
+			checkAnswerSignature(t, kr, r, resp, body, tt.signedAnswer)
 		})
 	}
 	// Each change the operator made is the operator's in the audit log,
@@ -190,4 +174,22 @@ func TestPeerChangesAnsweredSigned(t *testing.T) {
 	if made := int(changes.Load()); drains != made {
 		t.Errorf("%d drains in the audit log, %d made", drains, made)
 	}
+}
+
+// checkAnswerSignature checks that the answer (resp, body) edge-1 gave to
+// bal-1's request r is signed for it when signed, and carries no signature
+// otherwise; it reports whether the answer was to be signed.
+func checkAnswerSignature(t *testing.T, kr *health.Keyring, r *http.Request, resp *http.Response, body []byte, signed bool) bool {
+	t.Helper()
+	sig := resp.Header.Get(configs.HeaderPeerAnswer)
+	if !signed {
+		if sig != "" {
+			t.Errorf("signed: %q", sig)
+		}
+		return false
+	}
+	if err := kr.VerifyAnswer(sig, "bal-1", "edge-1", r.Header.Get(configs.HeaderPeer), resp.StatusCode, body, time.Now()); err != nil {
+		t.Errorf("answer signature %q: %v", sig, err)
+	}
+	return true
 }
