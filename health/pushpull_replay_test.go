@@ -182,12 +182,17 @@ func watchPending(m *Membership, names []string, done <-chan struct{}) (seen fun
 }
 
 // keyedClusters returns the test configuration of a node (testCluster)
-// holding a key shared by every node it makes.
+// holding a key shared by every node it makes. Probes every 500 ms (a
+// probe then waits 200 ms for its ack): at testCluster's 100 ms a probe
+// waited 50 ms, and under the race detector a live node missed enough of
+// them to be taken for dead — a real failure, not the replay's doing,
+// which these tests must tell apart.
 func keyedClusters(t *testing.T) func(name string, join ...string) configs.Cluster {
 	key := writeKey(t, 32)
 	return func(name string, join ...string) configs.Cluster {
 		c := testCluster(name, join...)
 		c.SecretKeyFile = key
+		c.ProbeInterval = configs.Duration(500 * time.Millisecond)
 		return c
 	}
 }
