@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -60,9 +61,17 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 	if zc.File != "" {
 		// A regular file only, its includes too: a FIFO put in the place
 		// of either after the check would hold a reload in open(2).
-		file, err := filepath.Abs(zc.File)
-		if err != nil {
-			return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+		// Made absolute for the includes (regularFiles), not cleaned:
+		// "link/../zone" is the zone beside the link's target, as the
+		// kernel resolves it, and was opened so before; its includes
+		// are joined to its directory as named, cleaned, as ever.
+		file := zc.File
+		if !filepath.IsAbs(file) {
+			wd, err := os.Getwd()
+			if err != nil {
+				return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+			}
+			file = wd + string(filepath.Separator) + file
 		}
 		f, _, err := configs.OpenRegular(file)
 		if err != nil {

@@ -113,3 +113,46 @@ func TestZoneIncludesAreRegularFilesOnly(t *testing.T) {
 		t.Fatalf("an included FIFO: %v, want not a regular file", err)
 	}
 }
+
+// A zone file is the file its path names, as the kernel resolves it: a
+// path through a symlink and then ".." names the parent of the link's
+// target, not the link's own directory. Made absolute by filepath.Abs
+// (which cleans the path first) for the includes' sake, "link/../zone"
+// opened the zone beside the link, another file than the one named and
+// than the one opened before; now the zone is opened as named, and its
+// relative includes are still joined to its directory as named, cleaned,
+// as the parser always did.
+func TestZoneFileThroughSymlinkIsTheOneNamed(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "real", "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("real", "sub"), filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	const soa = "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60\n"
+	write("real/zone", soa+"named 60 IN A 192.0.2.1\n$INCLUDE rel.inc\n")
+	write("zone", soa+"beside 60 IN A 192.0.2.2\n")
+	write("rel.inc", "inc 60 IN A 192.0.2.3\n")
+	for _, file := range []string{filepath.Join(dir, "link") + "/../zone", "link/../zone"} {
+		t.Run(file, func(t *testing.T) {
+			t.Chdir(dir)
+			z, err := loadZone(configs.Zone{Origin: "ringlb.test", File: file}, configs.RateLimit{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(z.names["beside.ringlb.test."]) > 0 || len(z.names["named.ringlb.test."]) == 0 {
+				t.Errorf("%s: loaded the zone file beside the link, not the one the path names (real/zone)", file)
+			}
+			if len(z.names["inc.ringlb.test."]) == 0 {
+				t.Errorf("%s: its include, relative to its directory as named, not loaded", file)
+			}
+		})
+	}
+}

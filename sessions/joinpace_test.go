@@ -365,3 +365,138 @@ func TestJoinersBucketShare(t *testing.T) {
 		}
 	}
 }
+
+// The joiners' bucket is shared, so one client holding a session's key as
+// an editor could keep it in debt for every newcomer: a connection that
+// joins brings a second's worth at once, its msg goes on it, and leaving
+// within its first second it leaves what it spent. Joining again each 1.3
+// seconds, the churner always found the room its own join made, and the
+// honest newcomer's first msg, waiting for the bucket to climb past what
+// its newcomers bring, never found it while the churner went on: it waited
+// until the churner stopped (and, held past pongWait, its reader would take
+// its peer for silent). The churner spends no more than one participant's
+// pace. Now a newcomer's message waits no longer than its first second (a
+// client could have waited that second out before sending it, and then
+// the joiners' bucket would not have held it at all): the honest newcomer's
+// msg is sequenced before the churner's third after it. How long it waited
+// is reported.
+func TestChurnerHoldsNoNewcomerBack(t *testing.T) {
+	const (
+		rate   = 64 << 10
+		cycles = 6
+	)
+	e := startEdge(t, configs.Edge{MaxFanoutBytesPerSecond: rate}, nil)
+	key := "held-newcomer"
+	for range 3 {
+		r := e.joinV1(t, key, "", nil)
+		_ = r.SetReadDeadline(time.Time{})
+		go func() {
+			for {
+				if _, _, err := r.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	// Past their two counted seconds, the readers bring nothing.
+	time.Sleep(2*time.Second + 100*time.Millisecond)
+
+	// Each churner msg counts more than two seconds' worth: to the three
+	// readers (and the newcomer), with its join and leave.
+	big := fmt.Appendf(nil, `{"type":"msg","data":"%0*d"}`, 48<<10, 0)
+	type acked struct {
+		seq uint64
+		err error
+		at  time.Time
+	}
+	startH := make(chan struct{})
+	var (
+		hSentAt atomic.Int64
+		hAck    = make(chan acked, 1)
+	)
+	go func() {
+		<-startH
+		c, resp, err := e.dialV1(t, key, "", nil)
+		if err != nil {
+			hAck <- acked{err: fmt.Errorf("dial: %v (%v)", err, resp)}
+			return
+		}
+		if _, _, err := c.ReadMessage(); err != nil { // the welcome
+			hAck <- acked{err: err}
+			return
+		}
+		hSentAt.Store(time.Now().UnixNano())
+		if err := c.WriteMessage(websocket.TextMessage, []byte(`{"type":"msg","data":"hello"}`)); err != nil {
+			hAck <- acked{err: err}
+			return
+		}
+		for {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				hAck <- acked{err: err}
+				return
+			}
+			var f env
+			if json.Unmarshal(b, &f) == nil && f.Type == "ack" {
+				hAck <- acked{seq: f.Seq, at: time.Now()}
+				break
+			}
+		}
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	var (
+		h     *acked
+		after []uint64 // the churner's msgs sent after the newcomer's
+	)
+	for i := 0; i < cycles && h == nil; i++ {
+		c := e.joinV1(t, key, "", nil)
+		sentAfter := hSentAt.Load() != 0
+		if err := c.WriteMessage(websocket.TextMessage, big); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if f := c.read(t); f.Type == "ack" {
+				if sentAfter {
+					after = append(after, f.Seq)
+				}
+				break
+			}
+		}
+		c.Close() // within its first second: what it spent stays spent
+		wait := 1300 * time.Millisecond
+		if i == 1 {
+			// The churner sees the newcomer join (its presence) and
+			// churns at once, while the newcomer's msg waits.
+			close(startH)
+			waitFor(t, "the newcomer's msg sent", func() bool { return hSentAt.Load() != 0 })
+			wait = 50 * time.Millisecond
+		}
+		select {
+		case a := <-hAck:
+			h = &a
+		case <-time.After(wait):
+		}
+	}
+	if h == nil {
+		a := <-hAck
+		h = &a
+	}
+	if h.err != nil {
+		t.Fatalf("the honest newcomer: %v", h.err)
+	}
+	before := 0
+	for _, seq := range after {
+		if seq < h.seq {
+			before++
+		}
+	}
+	t.Logf("the honest newcomer's first msg was acked %v after it was sent; %d of the churner's msgs sent after it were sequenced first; ringlb_edge_joiners_paced_total %v",
+		h.at.Sub(time.Unix(0, hSentAt.Load())).Round(time.Millisecond), before, metricValue(t, e.s, "ringlb_edge_joiners_paced_total"))
+	if before >= 3 {
+		t.Errorf("a churner held an honest newcomer's first msg back: %d of its msgs sent after it went first", before)
+	}
+}

@@ -40,7 +40,12 @@ import (
 // but not relayed, until the rate has paid (joinersTurn), and is charged
 // when it goes, so newcomers' messages go one at a time once it is spent.
 // Paid after, a message would always go: a connection that leaves once it
-// has sent has no next message to hold back.
+// has sent has no next message to hold back. A message waits at most
+// until its sender's first second is over, and then goes uncharged, as one
+// read after it would: a churner joining as the rate paid for one
+// participant found, each time, the room its own join made, and kept an
+// honest newcomer's first msg waiting for as long as it churned
+// (TestChurnerHoldsNoNewcomerBack).
 //
 // Leaving is what tells a churner from a crowd. A newcomer counted in
 // brings its second's worth at once (and the rate again); it is counted
@@ -120,7 +125,8 @@ func (p *participant) joinedWithin(now int64, d time.Duration) bool {
 // message of size bytes from p, a newcomer, costs fanned out to the others
 // now (its first, its join and leave too), and returns 0; or, while the
 // bucket is past what its newcomers bring, charges nothing and returns
-// how long until it is not. The newcomers still connected are counted
+// how long until it is not. Once p's first second is over it returns 0
+// and charges nothing: a message waits its turn no longer than that. The newcomers still connected are counted
 // again (a scan of the session, a getsockopt for each newcomer) when p
 // joined since the last count or that is paceSlice old: each brings a
 // second's worth at once, so a crowd's last joiner finds its own there.
@@ -130,6 +136,15 @@ func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now().UnixNano()
+	if !p.newcomer(now) {
+		// Its first second is over: a message it read then would not
+		// have drawn on the pool at all, and a churner keeping the pool
+		// in debt (joining as the rate paid for one participant, its
+		// own join making the room it spent) held an honest newcomer's
+		// first msg for as long as it churned.
+		p.gating = false
+		return 0
+	}
 	p.gating = true
 	if now-s.newcomersAt >= int64(paceSlice) || !tickBefore(p.joinedMs, uint32(s.newcomersAt/int64(time.Millisecond))) {
 		s.newcomersAt, s.newcomers = now, 0
