@@ -232,14 +232,7 @@ func (h *hub) leave(p *participant) {
 	if i < 0 {
 		return
 	}
-	s.participants = slices.Delete(s.participants, i, i+1)
-	if p.pooled {
-		s.newcomerLeft(p)
-	}
-	h.userOffline(p)
-	if s.v1 != nil {
-		h.leaveV1(s, p)
-	}
+	h.dropParticipant(s, i)
 	if len(s.participants) == 0 {
 		h.metrics.sessionsActive.Add(-1)
 		if s.v1 != nil && h.idleGrace > 0 {

@@ -54,13 +54,24 @@ func (h *hub) unseatViewer(s *session) bool {
 // Called with the shard and session locks held.
 func (h *hub) unseat(s *session, i int, reason string) {
 	q := s.participants[i]
+	h.dropParticipant(s, i)
+	q.stop(closePolicy, reason)
+	h.metrics.unseated.Inc()
+}
+
+// dropParticipant removes s.participants[i] from s, counts it out of the
+// session's newcomers and tells the others it left: what a leave and an
+// unseat share. Called with the shard and session locks held.
+func (h *hub) dropParticipant(s *session, i int) {
+	q := s.participants[i]
 	s.participants = slices.Delete(s.participants, i, i+1)
+	if q.pooled {
+		s.newcomerLeft(q)
+	}
 	h.userOffline(q)
 	if s.v1 != nil {
 		h.leaveV1(s, q)
 	}
-	q.stop(closePolicy, reason)
-	h.metrics.unseated.Inc()
 }
 
 // reclaim ends s for p, a token holder, when s speaks the other mode and
