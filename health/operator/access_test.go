@@ -92,12 +92,7 @@ func TestAdminAccess(t *testing.T) {
 			if tt.peer {
 				kr.SignRequest(r.Header, "bal-1", "edge-1", tt.method, tt.path, nil)
 			}
-			resp, err := http.DefaultClient.Do(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, body := send(t, r)
 			if resp.StatusCode != tt.want || (tt.want == 200 && string(body) != tt.caller) {
 				t.Errorf("%d %q, want %d %q", resp.StatusCode, body, tt.want, tt.caller)
 			}

@@ -70,12 +70,7 @@ func TestPeerReadsAnsweredSigned(t *testing.T) {
 			if tt.peer {
 				kr.SignRequest(r.Header, "bal-1", "edge-1", tt.method, tt.path, nil)
 			}
-			resp, err := http.DefaultClient.Do(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, body := send(t, r)
 			if resp.StatusCode != tt.status || tt.body != "" && string(body) != tt.body {
 				t.Errorf("%d %.80q, want %d %q", resp.StatusCode, body, tt.status, tt.body)
 			}
@@ -144,12 +139,7 @@ func TestPeerChangesAnsweredSigned(t *testing.T) {
 			if tt.peer {
 				kr.SignRequest(r.Header, "bal-1", "edge-1", http.MethodPost, "/api/drain", []byte(tt.signed))
 			}
-			resp, err := http.DefaultClient.Do(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, body := send(t, r)
 			if resp.StatusCode != tt.status || tt.answer != "" && string(body) != tt.answer {
 				t.Errorf("%d %.80q, want %d %q", resp.StatusCode, body, tt.status, tt.answer)
 			}
@@ -192,4 +182,16 @@ func checkAnswerSignature(t *testing.T, kr *health.Keyring, r *http.Request, res
 		t.Errorf("answer signature %q: %v", sig, err)
 	}
 	return true
+}
+
+// send sends r and returns its answer and the whole body, closed.
+func send(t *testing.T, r *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
 }
