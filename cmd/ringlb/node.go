@@ -601,7 +601,6 @@ func setMemoryLimit() (limit int64, ok bool, err error) {
 	return limit, limit > 0 && limit != math.MaxInt64, err
 }
 
-// runRole is the body of `ringlb edge`, `ringlb balancer` and `ringlb gslb`.
 // upgradeRefused is what a balancer or gslb whose binary an upgrade would
 // refuse (handoff's rule) is told: at its start (logged) and by `ringlb
 // check` of its file (printed), not only when the upgrade comes.
@@ -611,6 +610,7 @@ const upgradeRefused = "an upgrade of this node would be refused"
 // drains and restarts instead).
 func upgradedInPlace(role string) bool { return role == "balancer" || role == "gslb" }
 
+// runRole is the body of `ringlb edge`, `ringlb balancer` and `ringlb gslb`.
 func runRole(ctx context.Context, role string, args []string, stderr io.Writer) error {
 	fs := flagSet(role, fmt.Sprintf("Runs a %s node from a config file (only its cluster and %s sections are read).\nSIGINT or SIGTERM stops it gracefully; SIGHUP reloads the config file; SIGUSR2 (balancer, gslb)\nreplaces the process with the binary at its path without closing a connection (ringlb upgrade).", role, role), stderr)
 	path := fs.String("config", "", "config file (required)")
