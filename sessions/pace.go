@@ -170,21 +170,21 @@ func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
 		// that left took its second's worth and left what it spent.
 		s.joiners.tokens = min(s.joiners.tokens+stayed*rate, rate)
 	}
-	if wait := s.joiners.share(0, rate, int64(max(s.newcomers, 1)), now); wait > 0 {
-		return wait
-	}
 	others := len(s.participants) - 1
 	cost := fanoutCost(size, others)
-	if s.v1 != nil && !p.presencePaid {
+	presence := s.v1 != nil && !p.presencePaid
+	if presence {
 		// Its join and its leave are told to every other participant,
 		// at once or with the batch its first msg takes out with it
 		// (publish): a churner sending a msg from each connection
 		// made three times a msg's deliveries a cycle so. Its first msg
 		// pays for both.
-		p.presencePaid = true
 		cost += fanoutCost(0, 2*others)
 	}
-	s.joiners.share(cost, rate, int64(max(s.newcomers, 1)), now)
+	if wait := s.joiners.share(cost, rate, int64(max(s.newcomers, 1)), now); wait > 0 {
+		return wait // nothing charged
+	}
+	p.presencePaid = p.presencePaid || presence
 	p.gating = false
 	return 0
 }
