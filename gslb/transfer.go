@@ -124,7 +124,10 @@ func (s *Server) sendTransfer(w dns.ResponseWriter, r *dns.Msg, xfr *builtTransf
 	if err != nil {
 		return err
 	}
-	chain := s.tsigChainFor(r)
+	chain, err := s.tsigChainFor(r)
+	if err != nil {
+		return fmt.Errorf("signing: %w", err)
+	}
 	q := r.Question[0]
 	buf := make([]byte, 0, dns.MaxMsgSize)
 	for _, msg := range xfr.msgs {

@@ -207,37 +207,39 @@ type tsigChain struct {
 }
 
 // tsigChainFor is the chain for the answer to r, which verified; nil when
-// r carries no TSIG (or its key went with a reload since: signReply).
-func (s *Server) tsigChainFor(r *dns.Msg) *tsigChain {
+// r carries no TSIG (or its key went with a reload since: signReply). An
+// error refuses the transfer: a request that came signed is never answered
+// unsigned.
+func (s *Server) tsigChainFor(r *dns.Msg) (*tsigChain, error) {
 	m := new(dns.Msg)
 	m.SetReply(r)
 	s.signReply(m, r, nil)
 	t := m.IsTsig()
 	if t == nil {
-		return nil
+		return nil, nil
 	}
 	c := &tsigChain{t: *t}
 	var err error
 	if c.h, err = (tsigProvider{s}).key(t); err != nil {
-		return nil
+		return nil, err
 	}
 	if c.prev, err = hex.DecodeString(r.IsTsig().MAC); err != nil {
-		return nil // cannot be: it verified
+		return nil, err
 	}
 	// Key name, class, TTL, algorithm (RFC 8945 4.3.3), names uncompressed
 	// and in canonical form.
 	buf := make([]byte, 2*255+6)
 	off, err := dns.PackDomainName(dns.CanonicalName(t.Hdr.Name), buf, 0, nil, false)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	binary.BigEndian.PutUint16(buf[off:], dns.ClassANY)
 	binary.BigEndian.PutUint32(buf[off+2:], t.Hdr.Ttl)
 	if off, err = dns.PackDomainName(dns.CanonicalName(t.Algorithm), buf, off+6, nil, false); err != nil {
-		return nil
+		return nil, err
 	}
 	c.first = buf[:off]
-	return c
+	return c, nil
 }
 
 // sign appends to msg, a message of the answer packed without its TSIG,
