@@ -133,25 +133,32 @@ func readFile(path string, limit int, check func(fs.FileInfo) error) ([]byte, er
 // again is what was opened, so a FIFO swapped in between by someone who can
 // write its directory is refused too, not waited on.
 func OpenRegular(path string) (*os.File, fs.FileInfo, error) {
-	if fi, err := os.Stat(path); err != nil {
-		return nil, nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
-	} else if !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("cannot read %s: not a regular file (%s)", path, fi.Mode().Type())
+	fi, err := os.Stat(path)
+	if err := notRegular(path, fi, err); err != nil {
+		return nil, nil, err
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+		return nil, nil, notRegular(path, nil, err)
 	}
-	fi, err := f.Stat()
-	if err != nil {
+	fi, err = f.Stat()
+	if err := notRegular(path, fi, err); err != nil {
 		f.Close()
-		return nil, nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, fmt.Errorf("cannot read %s: not a regular file (%s)", path, fi.Mode().Type())
+		return nil, nil, err
 	}
 	return f, fi, nil
+}
+
+// notRegular is OpenRegular's refusal of path after a look at it (fi, or
+// the error the look failed with): nil when it is a regular file.
+func notRegular(path string, fi fs.FileInfo, err error) error {
+	switch {
+	case err != nil:
+		return fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("cannot read %s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	return nil
 }
 
 // maxKeyringKeys bounds a keyring: rotation needs two keys at a time.
