@@ -248,7 +248,6 @@ func (m *Membership) confirm(name string, p *pendingJoin) {
 			m.answered(name)
 			return
 		}
-		m.unconfirmed.Add(1)
 		if !warned {
 			warned = true
 			if ok, suppressed := m.unconfirmedLog.Allow(time.Now()); ok {

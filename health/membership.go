@@ -192,7 +192,6 @@ type Membership struct {
 	departed     map[string]time.Time
 	rejoinWithin time.Duration
 	pings        chan struct{} // a slot per ping in flight (maxConfirmPings)
-	unconfirmed  atomic.Uint64 // pings of pending members unanswered
 	// joinsUnconfirmed counts pending members dropped before they
 	// answered (ringlb_gossip_joins_unconfirmed_total).
 	joinsUnconfirmed atomic.Uint64

@@ -4,6 +4,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,7 +127,12 @@ func hasMember(name string) func([]Node) bool {
 func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 	cfg := testCluster("target")
 	cfg.SecretKeyFile = writeKey(t, 32)
-	target := startNode(t, cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
+	var unanswered atomic.Int64
+	target, err := Join(t.Context(), cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, countingLogger(unansweredLog, &unanswered))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAtCleanup(t, target)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(target.Collector())
 
@@ -179,7 +185,7 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 
 	// memberlist takes the replayed join in; this node pings the edge and
 	// believes it only if it answers, which nobody without the key can do.
-	waitUnanswered(t, target)
+	waitUnanswered(t, target, &unanswered)
 	t.Logf("memberlist took the departed edge in again %s after the replay began; its pings unanswered", time.Since(start).Round(time.Millisecond))
 	if hasMember("ghost")(target.Members()) {
 		t.Fatalf("a replayed capture put the departed edge back in the target's view: %v", target.Members())
@@ -219,12 +225,17 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 	waitAll(t, []*Membership{target}, hasMember("ghost"))
 }
 
+// unansweredLog is what a node logs when a member memberlist took in does
+// not answer its ping (joins.go).
+const unansweredLog = "does not answer this node's pings"
+
 // waitUnanswered waits until m has pinged a member memberlist took in and
-// heard nothing.
-func waitUnanswered(t *testing.T, m *Membership) {
+// heard nothing: unanswered counts the lines of m's log saying so
+// (countingLogger).
+func waitUnanswered(t *testing.T, m *Membership, unanswered *atomic.Int64) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
-	for m.unconfirmed.Load() == 0 {
+	for unanswered.Load() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s never took the replayed join in: members %v", m.LocalName(), m.Members())
 		}
