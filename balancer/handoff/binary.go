@@ -2,7 +2,6 @@ package handoff
 
 import (
 	"fmt"
-	"io/fs"
 	"path/filepath"
 
 	"github.com/ringlb/ringlb/configs"
@@ -28,19 +27,12 @@ func checkBinary(path string, uid int) error {
 	if err != nil {
 		return err
 	}
-	if fi == nil {
+	switch {
+	case fi == nil:
 		return fmt.Errorf("binary %s: %s does not exist", path, p)
-	}
-	return checkFileOnPath(p, fi, path, uid)
-}
-
-// checkFileOnPath is checkBinary's rule for the file itself (at p, named
-// path by the process).
-func checkFileOnPath(p string, fi fs.FileInfo, path string, uid int) error {
-	if fi.IsDir() {
+	case fi.IsDir():
 		return fmt.Errorf("binary %s: names a directory", path)
-	}
-	if !fi.Mode().IsRegular() {
+	case !fi.Mode().IsRegular():
 		return fmt.Errorf("binary %s: %s is not a regular file", path, p)
 	}
 	what := "binary " + path

@@ -3,7 +3,6 @@ package handoff
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,21 +166,7 @@ func TestUpgradeRefusesABinaryOthersCanWrite(t *testing.T) {
 				t.Fatalf("upgrade: %v, want an UpgradeError naming %q", err, tc.reason)
 			}
 			t.Logf("refused: %s", ue.Reason)
-			go func() {
-				if c, err := ln.Accept(); err == nil {
-					fmt.Fprintln(c, "old")
-					c.Close()
-				}
-			}()
-			if got := answer(t, ln.Addr().String()); got != "old" {
-				t.Errorf("after the refused upgrade the listener answered %q, want the old process", got)
-			}
-			p.mu.Lock()
-			again := !p.upgraded
-			p.mu.Unlock()
-			if !again {
-				t.Error("a refused upgrade blocks the next one")
-			}
+			oldProcessServes(t, p, ln, "refused")
 		})
 	}
 }

@@ -165,22 +165,7 @@ func TestUpgradeRollback(t *testing.T) {
 			if !strings.Contains(ue.Reason, tc.reason) || !strings.Contains(ue.StderrTail, tc.stderr) {
 				t.Errorf("reason %q (want %q), stderr %q (want %q)", ue.Reason, tc.reason, ue.StderrTail, tc.stderr)
 			}
-			go func() {
-				c, err := ln.Accept()
-				if err == nil {
-					fmt.Fprintln(c, "old")
-					c.Close()
-				}
-			}()
-			if got := answer(t, ln.Addr().String()); got != "old" {
-				t.Errorf("after the failed upgrade the listener answered %q, want the old process", got)
-			}
-			p.mu.Lock()
-			again := !p.upgraded
-			p.mu.Unlock()
-			if !again {
-				t.Error("a failed upgrade blocks the next one")
-			}
+			oldProcessServes(t, p, ln, "failed")
 		})
 	}
 }
@@ -335,5 +320,27 @@ func TestPrivateDir(t *testing.T) {
 		t.Errorf("a private directory in a 0777 one: %v, want refused with the fix", err)
 	} else {
 		t.Log(err)
+	}
+}
+
+// oldProcessServes checks, after an upgrade of p that ended how (failed,
+// refused), that ln is still the old process's and that the next upgrade
+// may be tried.
+func oldProcessServes(t *testing.T, p *Process, ln net.Listener, how string) {
+	t.Helper()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			fmt.Fprintln(c, "old")
+			c.Close()
+		}
+	}()
+	if got := answer(t, ln.Addr().String()); got != "old" {
+		t.Errorf("after the %s upgrade the listener answered %q, want the old process", how, got)
+	}
+	p.mu.Lock()
+	again := !p.upgraded
+	p.mu.Unlock()
+	if !again {
+		t.Errorf("a %s upgrade blocks the next one", how)
 	}
 }
