@@ -2,7 +2,6 @@ package operator
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -32,13 +31,7 @@ func adminServer(t *testing.T, self, token string, kr *health.Keyring) (addr str
 		n.Add(1)
 		io.WriteString(w, Caller(r.Context()))
 	})))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	ln := serveMux(t, mux)
 	return ln.Addr().String(), n
 }
 

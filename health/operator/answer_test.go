@@ -3,7 +3,6 @@ package operator
 import (
 	"bytes"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -37,13 +36,7 @@ func TestPeerReadsAnsweredSigned(t *testing.T) {
 			http.Error(w, "no such thing", http.StatusNotFound)
 		})))
 		mux.Handle("GET /metrics", access.Read(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(big) })))
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{Handler: mux}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
+		ln := serveMux(t, mux)
 		return ln.Addr().String()
 	}
 	guarded, open := serve(token), serve("")
@@ -105,13 +98,7 @@ func TestPeerChangesAnsweredSigned(t *testing.T) {
 		w.WriteHeader(http.StatusAccepted)
 		io.WriteString(w, Caller(r.Context())+" body:"+string(body))
 	})))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	ln := serveMux(t, mux)
 
 	for _, tt := range []struct {
 		name         string

@@ -60,13 +60,7 @@ func loginServer(t *testing.T, n *Node, token string) string {
 		w.WriteHeader(http.StatusAccepted)
 		io.WriteString(w, Caller(r.Context()))
 	})))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	ln := serveMux(t, mux)
 	return "http://" + ln.Addr().String()
 }
 
@@ -639,4 +633,18 @@ func cookieStatus(t *testing.T, base, cookie string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// serveMux serves mux on a free loopback port until the test ends; its
+// listener says where.
+func serveMux(t *testing.T, mux http.Handler) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln
 }
