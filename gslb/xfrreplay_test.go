@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-
-	"github.com/ringlb/ringlb/configs"
 )
 
 // rawXFR asks s for a transfer of qname with qtype (RD set, so the answer's
@@ -96,10 +94,7 @@ func rawXFR(t *testing.T, s *Server, qname string, qtype uint16, signed bool) (r
 // than the zone's is answered from the records, the packed messages
 // (compressed against the zone's spelling) left aside.
 func TestTransferAnswersAsAsked(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  configs.GSLB
-	}{{"unsigned", bigZone(t, 3000)}, {"signed", bigSignedZone(t, 300)}} {
+	for _, tc := range bothZones(t, 3000, 300) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := transferServer(t, tc.cfg, nil)
 			st := s.state.Load()
@@ -146,10 +141,7 @@ func TestTransferToRealClients(t *testing.T) {
 		}
 	}
 	key := tsigConfig(t).Name
-	for _, tc := range []struct {
-		name string
-		cfg  configs.GSLB
-	}{{"unsigned", bigZone(t, 3000)}, {"signed", bigSignedZone(t, 300)}} {
+	for _, tc := range bothZones(t, 3000, 300) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := transferServer(t, tc.cfg, nil)
 			st := s.state.Load()
