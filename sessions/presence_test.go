@@ -659,3 +659,31 @@ func TestPresenceJoinGoesBeforeItsMsgs(t *testing.T) {
 		t.Errorf("A got %q from the batch, want nothing (C's join told already)", got)
 	}
 }
+
+// A session handed on (a drain's hand-off, a fence) while a join is held:
+// the batch's timer finds it moved and tells nobody, and its participants,
+// closed for the new owner, leave one by one — the one whose join was
+// never told among them. Their leaves are told to nobody either: the
+// others are being closed too, and the new owner tells its own presence.
+func TestPresenceOfAHandedOnSessionEndsQuietly(t *testing.T) {
+	ph := newPresenceHub(t)
+	ph.join("A")
+	ph.join("B") // told at once
+	ph.join("C") // held for the batch
+	for _, name := range []string{"A", "B", "C"} {
+		ph.frames(ph.ps[name])
+	}
+	s := ph.ps["A"].session
+	s.mu.Lock()
+	s.movedTo = "edge-2" // what handOff and yield set
+	s.mu.Unlock()
+	ph.h.flushPresence(s) // the interval ends after the hand-over
+	for _, name := range []string{"C", "A", "B"} {
+		ph.leave(name)
+	}
+	for _, name := range []string{"A", "B", "C"} {
+		if got := ph.frames(ph.ps[name]); len(got) != 0 {
+			t.Errorf("%s got %q after its session was handed on, want nothing", name, got)
+		}
+	}
+}

@@ -402,11 +402,16 @@ func (h *hub) joinV1(s *session, p *participant) {
 }
 
 // leaveV1 tells the remaining participants p left: now, or with the next
-// presence batch those that knew of it (presence.go). Called with s.mu
-// held.
+// presence batch those that knew of it (presence.go). A session handed on
+// tells nobody: its participants are being closed for the new owner, which
+// tells its own presence (and its held batch was dropped unsent, p's join
+// with it). Called with s.mu held.
 func (h *hub) leaveV1(s *session, p *participant) {
 	if len(s.participants) == 0 {
 		h.endPresence(s)
+		return
+	}
+	if s.movedTo != "" {
 		return
 	}
 	s.v1.presenceTick++
