@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -286,6 +287,29 @@ func TestJoinRetriesUntilSeedIsUp(t *testing.T) {
 // rebindAttempts bounds the scenarios a test runs again because the address
 // it had freed for a node to bind again was taken meanwhile.
 const rebindAttempts = 5
+
+// holdAddr keeps addr, which a stopped node just freed, for the node that
+// binds it again: a UDP socket and a TCP listener that answer nothing (to
+// the cluster the node stays as dead as before) and that release lets go
+// of right before the rebind. Free, the address of a node that stays away
+// for seconds is taken by a dial's ephemeral port often enough, and for as
+// long as that connection lasts, on a machine running other tests.
+func holdAddr(t *testing.T, addr string) (release func()) {
+	t.Helper()
+	udp, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatalf("hold %s, freed by a node that stopped: %v", addr, err)
+	}
+	tcp, err := net.Listen("tcp", addr)
+	if err != nil {
+		udp.Close()
+		t.Fatalf("hold %s, freed by a node that stopped: %v", addr, err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { tcp.Close(); udp.Close() }) }
+	t.Cleanup(release)
+	return release
+}
 
 // rebind starts a node on the address cfg.Bind, which the test freed: nil
 // when something else holds it now (another package's test, a dial's

@@ -239,6 +239,7 @@ func TestReplayedPushPullNeitherResurrectsNorKills(t *testing.T) {
 	if err := victim.crash(); err != nil {
 		t.Fatal(err)
 	}
+	release := holdAddr(t, victimAddr)
 	gone := func(name string) func([]Node) bool {
 		return func(ns []Node) bool { return !hasMember(name)(ns) }
 	}
@@ -254,6 +255,7 @@ func TestReplayedPushPullNeitherResurrectsNorKills(t *testing.T) {
 
 	// It comes back on its address while memberlist still holds its death,
 	// hears of it and refutes it: a newer incarnation than any capture.
+	release()
 	for attempt := 1; ; attempt++ {
 		victimCfg.Bind = victimAddr
 		if victim = rebindLogged(t, victimCfg, edgeMeta(3), countingLogger("Refuting", &refuted), attempt); victim != nil {
@@ -369,6 +371,7 @@ func TestReplayedEarlierLifeOfARestartedEdge(t *testing.T) {
 	if err := edge.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	release := holdAddr(t, edgeAddr)
 	waitAll(t, views, func(ns []Node) bool { return !hasMember("edge")(ns) })
 	leftAt := time.Now()
 	from := tap.completed()
@@ -378,6 +381,7 @@ func TestReplayedEarlierLifeOfARestartedEdge(t *testing.T) {
 	// Forgotten, it starts again on its address, weight 1.
 	time.Sleep(memberlist.DefaultLocalConfig().GossipToTheDeadTime + 5*time.Second - time.Since(leftAt))
 	var refuted atomic.Int64
+	release()
 	for attempt := 1; ; attempt++ {
 		edgeCfg.Bind = edgeAddr
 		if edge = rebindLogged(t, edgeCfg, edgeMeta(1), countingLogger("Refuting", &refuted), attempt); edge != nil {

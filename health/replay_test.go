@@ -148,6 +148,7 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	ghost.Shutdown()
+	release := holdAddr(t, ghostAddr)
 	waitAll(t, []*Membership{target}, func(ns []Node) bool { return !hasMember("ghost")(ns) })
 	t.Logf("captured %d encrypted packets from the edge before it left", len(capture))
 	if n := joinsUnconfirmed(t, reg); n != 0 {
@@ -214,6 +215,7 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 	// believed, the replay going on. (On another address memberlist
 	// refuses it while it still holds the replayed one, whatever this node
 	// believes: see SECURITY.md.)
+	release()
 	for attempt := 1; ; attempt++ {
 		back := testCluster("ghost", target.Addr())
 		back.Bind = ghostAddr
