@@ -426,6 +426,24 @@ func (h *hub) lookup(key []byte, self string, gone func(string) bool) (live bool
 	return sh.lookup(string(key), self, gone, time.Now())
 }
 
+// liveOrUnfrozen reports whether a session of key is live here. A frozen
+// one (handed on or yielded by this edge, its participants closing) is not:
+// it leaves the map for the session that replaces it, which hub.free then
+// leaves be. Called with the shard lock held.
+func (sh *hubShard) liveOrUnfrozen(key string) (live bool) {
+	s := sh.sessions[key]
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	frozen := s.movedTo != ""
+	s.mu.Unlock()
+	if frozen {
+		delete(sh.sessions, key)
+	}
+	return !frozen
+}
+
 // lookup is hub.lookup with the shard lock held.
 func (sh *hubShard) lookup(key, self string, gone func(string) bool, now time.Time) (live bool, redirect string) {
 	if s := sh.sessions[key]; s != nil {
@@ -588,14 +606,16 @@ func (h *hub) sweep(now time.Time) {
 }
 
 // install creates an idle ringlb.v1 session from a hand-off; false when the
-// key is live here already.
+// key is live here already. A frozen one gives way: this edge handed it on
+// or yielded it, so what comes back is newer (a drain of the edge that
+// took it over).
 func (h *hub) install(hs handoffSession) bool {
 	// Deferred first, so it runs last: after the shard lock is released.
 	defer h.trimIdle()
 	sh := h.shardOf(hs.Key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if old := sh.sessions[hs.Key]; old != nil || sh.admitting[hs.Key].n > 0 {
+	if sh.admitting[hs.Key].n > 0 || sh.liveOrUnfrozen(hs.Key) {
 		return false
 	}
 	s := &session{key: hs.Key, created: time.Now(), v1: newV1Session(h.historyMsgs, h.historyByte, h.budget)}

@@ -499,17 +499,11 @@ func (r *replicator) promote(key, why string) bool {
 	if sh.admitting[key].n > 0 {
 		return false // a join is starting it here: the next one promotes
 	}
-	if old := sh.sessions[key]; old != nil {
-		old.mu.Lock()
-		frozen := old.movedTo != ""
-		old.mu.Unlock()
-		if !frozen {
-			r.store.drop(key) // live here: the copy is stale
-			return false
-		}
-		// Handed on or yielded by this edge once; its participants are
-		// closing (hub.free leaves the newer session be). The copy is newer.
-		delete(sh.sessions, key)
+	// A session frozen here (handed on or yielded once) gives way: the
+	// copy is newer.
+	if sh.liveOrUnfrozen(key) {
+		r.store.drop(key) // live here: the copy is stale
+		return false
 	}
 	c := r.store.take(key)
 	if c == nil {

@@ -1,0 +1,85 @@
+package sessions
+
+import (
+	"strconv"
+	"testing"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// A session fenced away from its owner comes back to it by a drain: edge-a
+// yielded the session to edge-b (a balancer could not reach edge-a, edge-b
+// took it over), and keeps its frozen copy for idle_grace. Within that
+// minute edge-b drains, and the session's owner without edge-b is edge-a
+// again: the hand-off carries edge-b's history, newer than the frozen copy,
+// and the clients resume on edge-a from it with nothing lost — not reset
+// because the stale copy was in the way.
+func TestHandOffBackToAFencedOwner(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "handback")
+	p1 := a.joinV1(t, key, "", nil)
+	p1.msg(t, "on a")
+	p1.readType(t, "ack")
+	epoch := p1.welcome.Epoch
+
+	g := b.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-a")
+	if _, code := readUntilClose(p1); code != closeServiceRestart {
+		t.Fatalf("the fenced owner's participant ended with %d, want 1012", code)
+	}
+	for i := range 3 {
+		g.msg(t, "on b "+strconv.Itoa(i))
+		g.readType(t, "ack")
+	}
+
+	drained := startDrain(b)
+	if _, code := readUntilClose(g); code != closeServiceRestart {
+		t.Fatalf("the draining edge's participant ended with %d, want 1012", code)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	r := a.joinV1(t, key, "resume=1&epoch="+epoch, nil)
+	if r.welcome.Epoch != epoch {
+		t.Fatalf("welcome back on edge-a %+v, want epoch %s (the session edge-b handed on)", r.welcome, epoch)
+	}
+	// Sequenced on edge-b after a takeover, the msgs follow the seqs it
+	// set aside for any the old owner may have sequenced unseen.
+	var last uint64 = 1
+	for i := range 3 {
+		m := r.readType(t, "msg")
+		if want := `"on b ` + strconv.Itoa(i) + `"`; string(m.Data) != want || m.Seq <= last {
+			t.Fatalf("replay %d: %+v, want %s after seq %d", i, m, want, last)
+		}
+		last = m.Seq
+	}
+	if last != r.welcome.Seq {
+		t.Fatalf("replay ended at seq %d, welcome said %d", last, r.welcome.Seq)
+	}
+}
+
+// A session fenced away from its owner whose new edge is gone since: a
+// balancer that cannot reach edge-b sends the key's clients to edge-a,
+// which yielded the session to edge-b and keeps the frozen copy for
+// idle_grace. The replica copy edge-b kept here is newer: the join resumes
+// from it, nothing lost, rather than being closed 1012 for the frozen copy.
+func TestJoinPastAFrozenSessionWhoseEdgeIsGone(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "frozengone")
+	p1 := a.joinV1(t, key, "", nil)
+	p1.msg(t, "on a")
+	p1.readType(t, "ack")
+	epoch := p1.welcome.Epoch
+
+	g := b.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-a")
+	if _, code := readUntilClose(p1); code != closeServiceRestart {
+		t.Fatalf("the fenced owner's participant ended with %d, want 1012", code)
+	}
+	g.msg(t, "on b")
+	g.readType(t, "ack")
+
+	r := a.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-b")
+	if r.welcome.Epoch != epoch {
+		t.Fatalf("welcome on edge-a skipping edge-b %+v, want epoch %s", r.welcome, epoch)
+	}
+	if m := r.readType(t, "msg"); string(m.Data) != `"on b"` || m.Seq != r.welcome.Seq {
+		t.Fatalf("replay %+v, want edge-b's msg at seq %d", m, r.welcome.Seq)
+	}
+}
