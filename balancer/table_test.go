@@ -254,9 +254,7 @@ func memoryPerEntry(n int) float64 {
 	cfg.Linger = configs.Duration(time.Hour)
 	cfg.MaxEntries = 2 * n
 	cfg.NewKeysPerIP, cfg.NewKeysBurst = 1, 1
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
+	before := settledHeap()
 	t := newSessionTable("bal", cfg, r, m, nil, tableHooks{})
 	defer t.close()
 	bi, _ := t.names.intern("edge-1")
@@ -265,16 +263,44 @@ func memoryPerEntry(n int) float64 {
 		h := xxhash.Sum64String(fmt.Sprint(i))
 		t.put(h, entry{placedAt: now, until: now + int64(time.Hour), backend: bi, placer: t.selfIdx})
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
+	after := settledHeap()
 	runtime.KeepAlive(t)
-	return float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+	return float64(int64(after)-int64(before)) / float64(n)
+}
+
+// settledHeap is the live heap once what earlier tests left behind has
+// been let go: collected until two readings a moment apart are within
+// 1 MiB of each other (their servers' goroutines end on their own time, and
+// what they free while an entry count is measured was read as the table's
+// size going negative).
+func settledHeap() uint64 {
+	var ms runtime.MemStats
+	prev := uint64(0)
+	for range 50 {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		if d := int64(ms.HeapAlloc) - int64(prev); d > -1<<20 && d < 1<<20 {
+			break
+		}
+		prev = ms.HeapAlloc
+		time.Sleep(20 * time.Millisecond)
+	}
+	return ms.HeapAlloc
 }
 
 // An entry costs at most 200 bytes with the map's overhead (the target of
 // the design; 1,000,000 entries, the default bound, under 200 MB).
 func TestTableMemoryPerEntry(t *testing.T) {
 	per := memoryPerEntry(200_000)
+	// The heap shrinking while the table grew is what other goroutines
+	// freed meanwhile, not a measurement: measured again.
+	for attempt := 1; per <= 0; attempt++ {
+		if attempt == 3 {
+			t.Fatalf("%.1f bytes per entry: the heap shrank while the table grew, three times", per)
+		}
+		t.Logf("%.1f bytes per entry: the heap shrank while the table grew (others freed it); once more", per)
+		per = memoryPerEntry(200_000)
+	}
 	t.Logf("%.1f bytes per entry (200,000 entries)", per)
 	if per > 200 {
 		t.Errorf("%.1f bytes per entry, want at most 200", per)
