@@ -532,6 +532,13 @@ type presenceHub struct {
 	join   func(name string)
 	leave  func(name string)
 	frames func(p *participant) []string // "welcome A,B", "join C", "msg C"…
+	// newParticipant returns a ringlb.v1 participant named name, not
+	// joined yet, whose frames stay queued.
+	newParticipant func(name string) *participant
+	// read takes the envelopes queued for p, in order, as its writer would
+	// write them; stopped reports that p was stopped, after which its
+	// writer writes nothing more (a stop wins over queued frames).
+	read func(p *participant) (es []env, stopped bool)
 }
 
 func newPresenceHub(t *testing.T) *presenceHub {
@@ -547,28 +554,50 @@ func newPresenceHub(t *testing.T) *presenceHub {
 	budget.limit.Store(configs.DefaultMaxQueuedBytes)
 	key := []byte("net")
 	ph := &presenceHub{h: h, m: m, ps: map[string]*participant{}}
-	ph.join = func(name string) {
+	ph.newParticipant = func(name string) *participant {
 		p := &participant{}
 		p.v1 = true
 		p.id, p.user = name, name
 		p.out.limit = 64
 		p.out.budget = &budget
 		p.out.writing = true // no writer: frames stays queued
+		return p
+	}
+	ph.join = func(name string) {
+		p := ph.newParticipant(name)
 		if err := h.join(key, p); err != nil {
 			t.Fatal(err)
 		}
 		ph.ps[name] = p
 	}
 	ph.leave = func(name string) { h.leave(ph.ps[name]) }
-	ph.frames = func(p *participant) []string {
-		var out []string
-		for p.out.n > 0 {
-			_, f, _ := p.nextJob()
+	ph.read = func(p *participant) (es []env, stopped bool) {
+		for {
+			job, f, _ := p.nextJob()
+			switch job {
+			case jobClose:
+				stopped = true
+				continue // then jobNone: the close handshake is all that is left
+			case jobFrame:
+			default:
+				// jobNone, and no ping nor pong: nothing pings here.
+				p.out.mu.Lock()
+				p.out.writing = true // still no writer
+				p.out.mu.Unlock()
+				return es, stopped
+			}
 			var e env
 			if err := json.Unmarshal(f.payload(), &e); err != nil {
 				t.Fatal(err)
 			}
 			f.release()
+			es = append(es, e)
+		}
+	}
+	ph.frames = func(p *participant) []string {
+		var out []string
+		es, _ := ph.read(p)
+		for _, e := range es {
 			switch e.Type {
 			case "welcome":
 				var names []string
