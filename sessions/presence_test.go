@@ -573,18 +573,19 @@ func newPresenceHub(t *testing.T) *presenceHub {
 	ph.leave = func(name string) { h.leave(ph.ps[name]) }
 	ph.read = func(p *participant) (es []env, stopped bool) {
 		for {
+			// Only while a job is due: nextJob with none ends the writer
+			// (writing cleared), and the next enqueue would start one.
+			p.out.mu.Lock()
+			due := p.out.n > 0 || p.out.stopDue
+			closing := p.out.closing
+			p.out.mu.Unlock()
+			if !due || closing {
+				return es, stopped || closing
+			}
 			job, f, _ := p.nextJob()
-			switch job {
-			case jobClose:
+			if job == jobClose {
 				stopped = true
-				continue // then jobNone: the close handshake is all that is left
-			case jobFrame:
-			default:
-				// jobNone, and no ping nor pong: nothing pings here.
-				p.out.mu.Lock()
-				p.out.writing = true // still no writer
-				p.out.mu.Unlock()
-				return es, stopped
+				continue // the close handshake is all that is left
 			}
 			var e env
 			if err := json.Unmarshal(f.payload(), &e); err != nil {
