@@ -83,3 +83,44 @@ func TestJoinPastAFrozenSessionWhoseEdgeIsGone(t *testing.T) {
 		t.Fatalf("replay %+v, want edge-b's msg at seq %d", m, r.welcome.Seq)
 	}
 }
+
+// The same with no copy of edge-b's session here (its stream to edge-a
+// never carried one: edge-a was cut off when edge-b took over): the
+// frozen copy names an edge nobody reaches, so the key is nobody's, as
+// the balancer and lookup already say. A join starts the session anew
+// here (its client told so by a reset), rather than being closed 1012 at
+// every try until the frozen copy's idle_grace runs out.
+func TestJoinPastAFrozenSessionWithNoCopy(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "frozennocopy")
+	p1 := a.joinV1(t, key, "", nil)
+	p1.msg(t, "on a")
+	p1.readType(t, "ack")
+	epoch := p1.welcome.Epoch
+
+	g := b.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-a")
+	if _, code := readUntilClose(p1); code != closeServiceRestart {
+		t.Fatalf("the fenced owner's participant ended with %d, want 1012", code)
+	}
+	g.msg(t, "on b")
+	g.readType(t, "ack")
+	waitFor(t, "edge-b's copy on edge-a", func() bool { _, _, _, ok := copyOf(a, key); return ok })
+	st := a.s.hub.repl.Load().store
+	st.mu.Lock()
+	delete(st.copies, key) // as if it never came
+	st.mu.Unlock()
+
+	for try := range 2 {
+		c, resp, err := a.dialV1(t, key, "resume=1&epoch="+epoch, a.skipHeader(key, "resume=1&epoch="+epoch, "edge-b"))
+		if err != nil {
+			t.Fatalf("join %d skipping edge-b: %v (response %v)", try, err, resp)
+		}
+		r := &v1Client{Conn: c}
+		if r.welcome = r.read(t); r.welcome.Type != "welcome" {
+			t.Fatalf("join %d skipping edge-b got %+v, want a welcome (the frozen copy's edge is gone)", try, r.welcome)
+		}
+		if m := r.read(t); m.Type != "reset" {
+			t.Fatalf("join %d: %+v after the welcome, want a reset (nothing here to resume from)", try, m)
+		}
+		r.Close()
+	}
+}

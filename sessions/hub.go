@@ -481,6 +481,11 @@ func (h *hub) reserve(key []byte, self string, gone func(string) bool) (redirect
 	if _, redirect = sh.lookup(string(key), self, gone, time.Now()); redirect != "" {
 		return redirect
 	}
+	// A session frozen here that lookup did not send the join after was
+	// handed to an edge that is gone since: nobody's, it gives way to the
+	// one the join starts (else the join would be closed 1012 for it at
+	// every try until its idle_grace ran out).
+	sh.liveOrUnfrozen(string(key))
 	a := sh.admitting[string(key)]
 	sh.admitting[string(key)] = admitted{n: a.n + 1, at: time.Now()}
 	return ""
