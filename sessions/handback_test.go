@@ -15,16 +15,7 @@ import (
 // and the clients resume on edge-a from it with nothing lost — not reset
 // because the stale copy was in the way.
 func TestHandOffBackToAFencedOwner(t *testing.T) {
-	a, b, key := replPair(t, configs.ReplicationSync, "handback")
-	p1 := a.joinV1(t, key, "", nil)
-	p1.msg(t, "on a")
-	p1.readType(t, "ack")
-	epoch := p1.welcome.Epoch
-
-	g := b.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-a")
-	if _, code := readUntilClose(p1); code != closeServiceRestart {
-		t.Fatalf("the fenced owner's participant ended with %d, want 1012", code)
-	}
+	a, b, key, epoch, g := takenOver(t, "handback")
 	for i := range 3 {
 		g.msg(t, "on b "+strconv.Itoa(i))
 		g.readType(t, "ack")
@@ -62,16 +53,7 @@ func TestHandOffBackToAFencedOwner(t *testing.T) {
 // idle_grace. The replica copy edge-b kept here is newer: the join resumes
 // from it, nothing lost, rather than being closed 1012 for the frozen copy.
 func TestJoinPastAFrozenSessionWhoseEdgeIsGone(t *testing.T) {
-	a, b, key := replPair(t, configs.ReplicationSync, "frozengone")
-	p1 := a.joinV1(t, key, "", nil)
-	p1.msg(t, "on a")
-	p1.readType(t, "ack")
-	epoch := p1.welcome.Epoch
-
-	g := b.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-a")
-	if _, code := readUntilClose(p1); code != closeServiceRestart {
-		t.Fatalf("the fenced owner's participant ended with %d, want 1012", code)
-	}
+	a, _, key, epoch, g := takenOver(t, "frozengone")
 	g.msg(t, "on b")
 	g.readType(t, "ack")
 
@@ -91,16 +73,7 @@ func TestJoinPastAFrozenSessionWhoseEdgeIsGone(t *testing.T) {
 // here (its client told so by a reset), rather than being closed 1012 at
 // every try until the frozen copy's idle_grace runs out.
 func TestJoinPastAFrozenSessionWithNoCopy(t *testing.T) {
-	a, b, key := replPair(t, configs.ReplicationSync, "frozennocopy")
-	p1 := a.joinV1(t, key, "", nil)
-	p1.msg(t, "on a")
-	p1.readType(t, "ack")
-	epoch := p1.welcome.Epoch
-
-	g := b.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-a")
-	if _, code := readUntilClose(p1); code != closeServiceRestart {
-		t.Fatalf("the fenced owner's participant ended with %d, want 1012", code)
-	}
+	a, _, key, epoch, g := takenOver(t, "frozennocopy")
 	g.msg(t, "on b")
 	g.readType(t, "ack")
 	waitFor(t, "edge-b's copy on edge-a", func() bool { _, _, _, ok := copyOf(a, key); return ok })
@@ -123,4 +96,23 @@ func TestJoinPastAFrozenSessionWithNoCopy(t *testing.T) {
 		}
 		r.Close()
 	}
+}
+
+// takenOver starts edge-a and edge-b (sync replication) and a session of a
+// key edge-a owns, its one participant having sent a msg there; then a
+// balancer that cannot reach edge-a sends a client to edge-b, which takes
+// the session over (g, resumed at seq 1 of epoch), and edge-a yields it,
+// its participant closed 1012 and the session frozen there.
+func takenOver(t *testing.T, prefix string) (a, b *clusterEdge, key, epoch string, g *v1Client) {
+	t.Helper()
+	a, b, key = replPair(t, configs.ReplicationSync, prefix)
+	p1 := a.joinV1(t, key, "", nil)
+	p1.msg(t, "on a")
+	p1.readType(t, "ack")
+	epoch = p1.welcome.Epoch
+	g = b.joinSkipping(t, key, "resume=1&epoch="+epoch, "edge-a")
+	if _, code := readUntilClose(p1); code != closeServiceRestart {
+		t.Fatalf("the fenced owner's participant ended with %d, want 1012", code)
+	}
+	return a, b, key, epoch, g
 }
