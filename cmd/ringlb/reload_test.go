@@ -88,6 +88,12 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Cleanup(func() {
 		defer func() {
 			<-scanned
+			// A process that crashed fails its test, whatever the
+			// scenario's own checks made of it (a crashed edge read as
+			// "fenced -1" once, its trace shown only because that failed).
+			if crash := goCrash(other.String()); crash != "" {
+				t.Errorf("%s %v crashed: %s", filepath.Base(bin), args, crash)
+			}
 			if t.Failed() && other.Len() > 0 {
 				t.Logf("%s %v wrote:\n%s", filepath.Base(bin), args, other.String())
 			}
@@ -95,6 +101,19 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 		stopProcess(cmd, 20*time.Second)
 	})
 	return p
+}
+
+// goCrash returns the line of out, a process's output that is not log
+// records, with which the Go runtime ends a process it crashes: a panic
+// nothing recovered, or a fatal error (a concurrent map write, a
+// deadlock); "" when there is none.
+func goCrash(out string) string {
+	for line := range strings.Lines(out) {
+		if strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
 }
 
 // procLogName names a process's log file: its config file's base name, else
