@@ -117,6 +117,9 @@ func startDemo(t *testing.T, bin string) (*exec.Cmd, *strings.Builder) {
 			cmd.Process.Kill()
 			cmd.Wait()
 		}
+		if crash := goCrash(stderr.String()); crash != "" {
+			t.Errorf("the demo crashed: %s\n%s", crash, stderr.String())
+		}
 	})
 	return cmd, &stderr
 }
