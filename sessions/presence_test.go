@@ -516,13 +516,6 @@ func (v presenceView) is(ids []string) bool {
 	return true
 }
 
-// A presence batch brings each participant what it has not been told,
-// whenever it joined: in one interval, after A and B (told at once), C
-// joins, B leaves, D joins, C leaves, E joins and leaves. A was told of
-// none of it; C's and D's welcomes listed who was there. The batch tells
-// A of B's leave and D's join — not of C nor E, whom it never saw — and D
-// of C's leave; nobody of E. In the relay core, without sockets, so the
-// whole sequence falls within one interval.
 // presenceHub is a hub whose participants have no writer: what each is
 // sent stays queued for frames to read.
 type presenceHub struct {
@@ -617,6 +610,13 @@ func newPresenceHub(t *testing.T) *presenceHub {
 	return ph
 }
 
+// A presence batch brings each participant what it has not been told,
+// whenever it joined: in one interval, after A and B (told at once), C
+// joins, B leaves, D joins, C leaves, E joins and leaves. A was told of
+// none of it; C's and D's welcomes listed who was there. The batch tells
+// A of B's leave and D's join — not of C nor E, whom it never saw — and D
+// of C's leave; nobody of E. In the relay core, without sockets, so the
+// whole sequence falls within one interval.
 func TestPresenceBatchTellsEachItsNetChange(t *testing.T) {
 	ph := newPresenceHub(t)
 	h, m, ps, join, leave, frames := ph.h, ph.m, ph.ps, ph.join, ph.leave, ph.frames
