@@ -580,12 +580,20 @@ func newPresenceHub(t *testing.T) *presenceHub {
 				stopped = true
 				continue // the close handshake is all that is left
 			}
-			var e env
-			if err := json.Unmarshal(f.payload(), &e); err != nil {
-				t.Fatal(err)
+			// A resume's replay is one job, a batch of history frames
+			// written in order (participant.writeBatch).
+			frames := []*frame{f}
+			if f.batch != nil {
+				frames = f.batch
+			}
+			for _, g := range frames {
+				var e env
+				if err := json.Unmarshal(g.payload(), &e); err != nil {
+					t.Fatal(err)
+				}
+				es = append(es, e)
 			}
 			f.release()
-			es = append(es, e)
 		}
 	}
 	ph.frames = func(p *participant) []string {
