@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -16,7 +17,13 @@ import (
 // presence interval ending, a drain's hand-off or a fence's yield and
 // the participants' closing after it, another edge's hand-over mark
 // expiring, a participant closed (a slow consumer), its queued frames
-// read. Time stands still between events but where one says an interval
+// read; a join resuming from a seq and epoch chosen from what the input
+// says (the session's epoch, an earlier one, a wrong one; nothing to
+// replay, one msg, all, a seq ahead); a session's idle timer running out
+// (its own generation, a stale one, a session no longer in the map); a
+// hand-off arriving (the key's epoch continued by the edge that took it,
+// this edge's own hand-off coming back, a fresh epoch with or without a
+// hole). Time stands still between events but where one says an interval
 // ended: held presence timers are stopped after each.
 //
 // What each participant reads must make sense to a client: a welcome
@@ -26,6 +33,16 @@ import (
 // was handed on. At the end, after one last interval, every participant
 // still in a session that was not handed on, and not closed, holds the
 // session's true participants present.
+//
+// A resume gets, right after its welcome, a reset when it asked for
+// another epoch (reason epoch) or a seq past the welcome's (ahead), else
+// the msgs the epoch sequenced after its seq up to the welcome's, holes
+// left out, or a reset (history) when that history is not all held (it
+// must be one when a seq in between names a msg the edge never had). Every
+// msg a client reads, replayed or live, is the one sequenced at its seq in
+// its epoch. An idle session's timer frees it in its own generation only;
+// a hand-off is installed unless the key is live here (a frozen session
+// gives way), and is the session a join then finds.
 func FuzzHubEvents(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		runHubEvents(t, in)
@@ -33,9 +50,11 @@ func FuzzHubEvents(f *testing.F) {
 }
 
 // The events. The input is a byte of config (runHubEvents), then two
-// bytes an event: what, then whom and where — bits 0–2 the client (slot
-// mod hubFuzzSlots), bit 3 the key, bits 4–5 both set for raw mode, bits
-// 6–7 the role of a joining client.
+// bytes an event: what (its low four bits: the seeds from before the last
+// three events are all below 11, and keep their meaning), then whom and
+// where — bits 0–2 the client (slot mod hubFuzzSlots), bit 3 the key,
+// bits 4–5 both set for raw mode, bits 6–7 the role of a joining client
+// (evResume, evExpire and evInstall read bits 4–7 their own way).
 const (
 	evJoin     = iota // client (slot) joins key: arg's mode and role
 	evLeave           // client's reader ends: it leaves its session
@@ -48,6 +67,9 @@ const (
 	evSweep           // hand-over marks and claims expire
 	evStop            // client is closed (a slow consumer, a revocation)
 	evRead            // client's writer writes what is queued
+	evResume          // client joins key as a v1 editor resuming: bits 4–5 the epoch, 6–7 the seq
+	evExpire          // key's idle timer runs: bits 4–5 its generation, stale, or a past session's
+	evInstall         // a hand-off of key arrives: bits 4–5 what state, 6–7 msgs the sender added
 	numHubEvents
 )
 
@@ -76,6 +98,56 @@ type hubClient struct {
 	// queued for it then: all it may still get.
 	frozen int
 	closed bool // its writer met its stop: it writes nothing more
+
+	epoch string // ringlb.v1: its welcome's
+	// resume is what it asked to resume from, nil for a plain join;
+	// resuming, that its welcome came and the frame after it did not yet.
+	resume   *resumeAsk
+	resuming bool
+	// want are the seqs its replay must bring yet, in order; replaying,
+	// that the replay began (it is one queued frame, however many msgs).
+	want      []uint64
+	replaying bool
+}
+
+// resumeAsk is a resume on join and what its welcome makes of it: reset, the
+// reason of the reset that must come; mayReset, of one that may (the
+// history having let go of what was asked).
+type resumeAsk struct {
+	after           uint64
+	epoch           string
+	reset, mayReset string
+}
+
+// epochLog is what the fuzz knows was sequenced in one epoch: each seq's
+// msg ("from data") or hole, first and last the lowest and highest seq
+// known (0: none).
+type epochLog struct {
+	msgs        map[uint64]string
+	holes       map[uint64]bool
+	first, last uint64
+}
+
+func (lg *epochLog) add(seq uint64, msg string) {
+	if msg == "" {
+		lg.holes[seq] = true
+	} else {
+		lg.msgs[seq] = msg
+	}
+	if lg.first == 0 {
+		lg.first = seq
+	}
+	lg.last = max(lg.last, seq)
+}
+
+// envelope is the frame of msg ("from data") at seq as a hand-off carries
+// it; "null" for a hole ("").
+func envelope(seq uint64, msg string) json.RawMessage {
+	from, data, ok := strings.Cut(msg, " ")
+	if !ok {
+		return json.RawMessage("null")
+	}
+	return fmt.Appendf(nil, `{"type":"msg","seq":%d,"from":%q,"ts":0,"data":%s}`, seq, from, data)
 }
 
 func runHubEvents(t *testing.T, in []byte) {
@@ -84,10 +156,13 @@ func runHubEvents(t *testing.T, in []byte) {
 	}
 	ph := newPresenceHub(t)
 	h := ph.h
-	// Config: bits 0–1 max_participants − 2; bit 4 an idle_grace; bit 5
-	// a cap of one idle session.
+	// Config: bits 0–1 max_participants − 2; bits 2–3 the history's
+	// msgs (none, 2, 4, 16); bit 4 an idle_grace; bit 5 a cap of one idle
+	// session.
 	config := in[0]
 	h.maxParticipants = 2 + int(config&3)
+	h.historyMsgs = [4]int{0, 2, 4, 16}[config>>2&3]
+	h.historyByte = 1 << 16
 	if config&0x10 != 0 {
 		// Kept idle past the test (close stops the timers): a session
 		// revived or trimmed, never expired.
@@ -109,7 +184,22 @@ func runHubEvents(t *testing.T, in []byte) {
 		frozen [2][]*participant // a hand-off's participants, closed when handed on
 		conns  int
 		log    []string
+		// What was sequenced, per epoch; each key's epochs, oldest first;
+		// the session last seen in its map, and those gone from it since;
+		// what this edge's last hand-off of it carried.
+		logs     = map[string]*epochLog{}
+		epochs   [2][]string
+		seen     [2]*session
+		past     [2][]*session
+		handed   [2]*handoffSession
+		installs int
 	)
+	logOf := func(epoch string) *epochLog {
+		if logs[epoch] == nil {
+			logs[epoch] = &epochLog{msgs: map[uint64]string{}, holes: map[uint64]bool{}}
+		}
+		return logs[epoch]
+	}
 	fail := func(format string, args ...any) {
 		t.Helper()
 		t.Fatalf("%s\nevents:\n  %s", fmt.Sprintf(format, args...), strings.Join(log, "\n  "))
@@ -127,11 +217,14 @@ func runHubEvents(t *testing.T, in []byte) {
 		es, stopped := ph.read(c.p)
 		log = append(log, fmt.Sprintf("%s reads %d frames (closed: %v)", c.p.id, len(es), stopped))
 		for _, e := range es {
-			if c.frozen == 0 {
-				fail("%s got %s (from %q, seq %d) after its session was handed on", c.p.id, e.Type, e.From+e.Participant, e.Seq)
-			}
-			if c.frozen > 0 {
-				c.frozen--
+			// A replay is one frame of the queue, however many msgs.
+			if !c.replaying {
+				if c.frozen == 0 {
+					fail("%s got %s (from %q, seq %d) after its session was handed on", c.p.id, e.Type, e.From+e.Participant, e.Seq)
+				}
+				if c.frozen > 0 {
+					c.frozen--
+				}
 			}
 			if !c.p.v1 {
 				if e.Type != "raw" || e.From == c.p.id {
@@ -145,6 +238,32 @@ func runHubEvents(t *testing.T, in []byte) {
 			}
 			if !c.welcome && e.Type != "welcome" {
 				fail("%s got %s %s before its welcome", c.p.id, e.Type, e.From+e.Participant)
+			}
+			if e.Type == "msg" {
+				if got, want := e.From+" "+string(e.Data), logOf(c.epoch).msgs[e.Seq]; got != want {
+					fail("%s got msg %q at seq %d of epoch %s, which names %q", c.p.id, got, e.Seq, c.epoch, want)
+				}
+			}
+			if r := c.resume; c.resuming {
+				c.resuming = false
+				if e.Type == "reset" {
+					if e.Reason != r.reset && (r.reset != "" || e.Reason != r.mayReset) || e.Seq != c.seq || e.Epoch != c.epoch {
+						fail("%s resumed after %d of epoch %s, welcomed at %d of %s: got %+v (a reset %q must come, %q may)", c.p.id, r.after, r.epoch, c.seq, c.epoch, e, r.reset, r.mayReset)
+					}
+					c.want = nil
+					continue
+				}
+				if r.reset != "" {
+					fail("%s resumed after %d of epoch %s, welcomed at %d of %s: got %s seq %d, not a reset (%s)", c.p.id, r.after, r.epoch, c.seq, c.epoch, e.Type, e.Seq, r.reset)
+				}
+			}
+			if len(c.want) > 0 {
+				if e.Type != "msg" || e.Seq != c.want[0] {
+					fail("%s's replay brought %s seq %d, not msg seq %d (to come: %v)", c.p.id, e.Type, e.Seq, c.want[0], c.want)
+				}
+				c.want = c.want[1:]
+				c.replaying = len(c.want) > 0
+				continue
 			}
 			switch e.Type {
 			case "welcome":
@@ -160,6 +279,32 @@ func runHubEvents(t *testing.T, in []byte) {
 				}
 				if e.Participant != c.p.id || !c.view[c.p.id] {
 					fail("%s's welcome names %s, lists %v", c.p.id, e.Participant, e.Participants)
+				}
+				c.epoch = e.Epoch
+				if r := c.resume; r != nil {
+					c.resuming = true
+					switch {
+					case r.epoch != e.Epoch:
+						r.reset = "epoch"
+					case r.after > e.Seq:
+						r.reset = "ahead"
+					case r.after < e.Seq:
+						r.mayReset = "history"
+						lg := logOf(e.Epoch)
+						for seq := r.after + 1; seq <= e.Seq; seq++ {
+							switch {
+							case lg.holes[seq]:
+							case lg.msgs[seq] != "":
+								c.want = append(c.want, seq)
+							default:
+								// Never sequenced here: no history holds it.
+								r.reset, c.want = "history", nil
+							}
+							if r.reset != "" {
+								break
+							}
+						}
+					}
 				}
 			case "join":
 				if c.view[e.Participant] {
@@ -185,6 +330,11 @@ func runHubEvents(t *testing.T, in []byte) {
 		}
 		if stopped {
 			c.closed = true
+			return
+		}
+		// Welcome, reset and replay are queued at once: all read together.
+		if c.resuming && c.resume.reset != "" || len(c.want) > 0 {
+			fail("%s resumed after %d of epoch %s, welcomed at %d of %s: no reset (%q) or replay (%v) came", c.p.id, c.resume.after, c.resume.epoch, c.seq, c.epoch, c.resume.reset, c.want)
 		}
 	}
 
@@ -200,8 +350,30 @@ func runHubEvents(t *testing.T, in []byte) {
 		})
 	}
 
+	// admit joins p to key as the Server does, and gives it slot.
+	admit := func(slot int, key string, p *participant) *hubClient {
+		// Admitted as the Server admits (hub.reserve): a key handed
+		// on is sent to its new owner.
+		if h.reserve([]byte(key), "edge-1", nil) != "" {
+			log = append(log, "  redirected")
+			return nil
+		}
+		p.admitted = true
+		unseated := counterValue(ph.m.unseated)
+		if err := h.join([]byte(key), p); err != nil {
+			log = append(log, "  refused: "+err.Error())
+			return nil
+		}
+		if n := counterValue(ph.m.unseated) - unseated; n > 0 {
+			log = append(log, fmt.Sprintf("  unseating %v", n))
+		}
+		c := &hubClient{p: p, key: key, view: presenceView{}, rawSeen: map[string]uint64{}, frozen: -1}
+		slots[slot], of[p] = c, c
+		return c
+	}
+
 	for i := 0; i+1 < len(in); i += 2 {
-		kind, arg := int(in[i])%numHubEvents, in[i+1]
+		kind, arg := int(in[i]&15), in[i+1]
 		slot := int(arg&7) % hubFuzzSlots
 		k := int(arg>>3) & 1
 		key := keys[k]
@@ -226,23 +398,42 @@ func runHubEvents(t *testing.T, in []byte) {
 				p.token.Store(&heldToken{TokenClaims: TokenClaims{Session: key, User: p.user, Role: RoleEditor}})
 			}
 			log = append(log, fmt.Sprintf("%s joins %s (v1 %v, role %d)", p.id, key, p.v1, role))
-			// Admitted as the Server admits (hub.reserve): a key handed
-			// on is sent to its new owner.
-			if h.reserve([]byte(key), "edge-1", nil) != "" {
-				log = append(log, "  redirected")
+			admit(slot, key, p)
+		case evResume:
+			if c != nil {
 				continue
 			}
-			p.admitted = true
-			unseated := counterValue(ph.m.unseated)
-			if err := h.join([]byte(key), p); err != nil {
-				log = append(log, "  refused: "+err.Error())
-				continue
+			conns++
+			p := ph.newParticipant(fmt.Sprintf("%s%d", name(slot), conns))
+			p.out.limit = 8
+			// The epoch: the session's (its last one's, when gone), its
+			// first one's, or one it never had.
+			epoch := "not-an-epoch"
+			if n := len(epochs[k]); n > 0 {
+				epoch = epochs[k][n-1]
 			}
-			if n := counterValue(ph.m.unseated) - unseated; n > 0 {
-				log = append(log, fmt.Sprintf("  unseating %v", n))
+			if s := sessionOf(key); s != nil && s.v1 != nil {
+				s.mu.Lock()
+				epoch = s.v1.epoch
+				s.mu.Unlock()
 			}
-			c = &hubClient{p: p, key: key, view: presenceView{}, rawSeen: map[string]uint64{}, frozen: -1}
-			slots[slot], of[p] = c, c
+			switch arg >> 4 & 3 {
+			case 2:
+				if len(epochs[k]) > 0 {
+					epoch = epochs[k][0]
+				}
+			case 3:
+				epoch = "not-an-epoch"
+			}
+			// The seq: the epoch's last (nothing to replay), one before,
+			// none (all), past the last.
+			last := logOf(epoch).last
+			after := [4]uint64{last, max(last, 1) - 1, 0, last + 2}[arg>>6]
+			p.resumeSet, p.resumeAfter, p.resumeEpoch = true, after, epoch
+			log = append(log, fmt.Sprintf("%s joins %s resuming after %d of epoch %s", p.id, key, after, epoch))
+			if c := admit(slot, key, p); c != nil {
+				c.resume = &resumeAsk{after: after, epoch: epoch}
+			}
 		case evLeave:
 			if c == nil {
 				continue
@@ -261,7 +452,16 @@ func runHubEvents(t *testing.T, in []byte) {
 			c.sent++
 			log = append(log, fmt.Sprintf("%s sends %d", c.p.id, c.sent))
 			if c.p.v1 {
+				s := c.p.session
+				s.mu.Lock()
+				seq, epoch := s.v1.seq, s.v1.epoch
+				s.mu.Unlock()
 				h.publish(c.p, fmt.Appendf(nil, "%d", c.sent), time.Now())
+				s.mu.Lock()
+				if s.v1.seq != seq {
+					logOf(epoch).add(s.v1.seq, fmt.Sprintf("%s %d", c.p.id, c.sent))
+				}
+				s.mu.Unlock()
 				continue
 			}
 			f := jsonFrame(env{Type: "raw", From: c.p.id, Seq: c.sent})
@@ -298,7 +498,8 @@ func runHubEvents(t *testing.T, in []byte) {
 				s.movedTo = "edge-2"
 				sh.moved[key] = handover{edge: "edge-2", until: time.Now().Add(settleWindow), empty: s.v1 == nil}
 				if s.v1 != nil {
-					_ = handoffState(key, s.v1)
+					st := handoffState(key, s.v1)
+					handed[k] = &st
 					s.v1.dropPending()
 				}
 				frozen[k] = append(frozen[k], s.participants...)
@@ -360,8 +561,147 @@ func runHubEvents(t *testing.T, in []byte) {
 				continue
 			}
 			read(c)
+		case evExpire:
+			if h.idleGrace == 0 {
+				continue // no idle timer runs
+			}
+			// What keepIdle's timer runs: expire of the session and the
+			// generation it went idle in.
+			cur := sessionOf(key)
+			s, which := cur, arg>>4&3
+			if which == 2 {
+				if len(past[k]) == 0 {
+					continue
+				}
+				s = past[k][len(past[k])-1]
+			}
+			if s == nil || s.v1 == nil {
+				continue
+			}
+			s.mu.Lock()
+			gen, idle := s.v1.idleGen, len(s.participants) == 0
+			s.mu.Unlock()
+			stale := which == 1
+			if stale {
+				if gen == 0 {
+					continue
+				}
+				gen--
+			}
+			log = append(log, fmt.Sprintf("%s's idle timer of generation %d runs (stale %v, past %v)", key, gen, stale, s != cur))
+			h.expire(s, gen)
+			switch now := sessionOf(key); {
+			case s == cur && !stale && idle:
+				if now != nil {
+					fail("%s idle past its timer of generation %d", key, gen)
+				}
+			case now != cur:
+				fail("%s's session went (or changed) at a timer not its own", key)
+			}
+		case evInstall:
+			// A drain elsewhere hands key here (POST /_ringlb/handoff).
+			type sent struct {
+				seq uint64
+				msg string // "": a hole
+			}
+			var (
+				hs    handoffSession
+				lg    *epochLog
+				added []sent
+			)
+			switch arg >> 4 & 3 {
+			case 0:
+				// The key's last epoch, continued by the edge that took
+				// it: its last msgs, then the sender's own.
+				n := len(epochs[k])
+				if n == 0 {
+					continue
+				}
+				lg = logOf(epochs[k][n-1])
+				hs = handoffSession{Key: key, Epoch: epochs[k][n-1], Seq: lg.last, Term: 2}
+				for seq := max(lg.first, lg.last-min(lg.last, 2), 1); seq <= lg.last; seq++ {
+					hs.History = append(hs.History, envelope(seq, lg.msgs[seq]))
+				}
+			case 1:
+				// This edge's own hand-off of it coming back, while
+				// nothing was sequenced since in its epoch.
+				if handed[k] == nil {
+					continue
+				}
+				hs, lg = *handed[k], logOf(handed[k].Epoch)
+				if hs.Seq != lg.last {
+					continue
+				}
+				hs.History = slices.Clone(hs.History)
+			case 2, 3:
+				// A fresh epoch (seqs 1–3 before its history), its first
+				// seq a hole (a msg lost with a crashed owner) for 3.
+				installs++
+				hs = handoffSession{Key: key, Epoch: fmt.Sprintf("handed-%d", installs), Seq: 3, Term: 1}
+				lg = logOf(hs.Epoch)
+				if arg>>4&3 == 3 {
+					hs.Seq++
+					hs.History = append(hs.History, envelope(hs.Seq, ""))
+					added = append(added, sent{hs.Seq, ""})
+				}
+			}
+			for n := range int(arg >> 6) {
+				hs.Seq++
+				msg := fmt.Sprintf("Z%d %d", installs, n+1)
+				hs.History = append(hs.History, envelope(hs.Seq, msg))
+				added = append(added, sent{hs.Seq, msg})
+			}
+			cur := sessionOf(key)
+			frozen := false
+			if cur != nil {
+				cur.mu.Lock()
+				frozen = cur.movedTo != ""
+				cur.mu.Unlock()
+			}
+			ok := h.install(hs)
+			log = append(log, fmt.Sprintf("a hand-off of %s arrives: epoch %s, seq %d, %d in history (installed %v)", key, hs.Epoch, hs.Seq, len(hs.History), ok))
+			if ok != (cur == nil || frozen) {
+				fail("a hand-off of %s installed %v, its session here live %v", key, ok, cur != nil && !frozen)
+			}
+			if !ok {
+				continue
+			}
+			for _, a := range added {
+				lg.add(a.seq, a.msg)
+			}
+			lg.last = max(lg.last, hs.Seq)
+			s := sessionOf(key)
+			if s == nil || s == cur {
+				fail("a hand-off of %s installed, and its session is %p (was %p)", key, s, cur)
+			}
+			s.mu.Lock()
+			epoch, seq, n := s.v1.epoch, s.v1.seq, len(s.participants)
+			s.mu.Unlock()
+			if epoch != hs.Epoch || seq != hs.Seq || n != 0 {
+				fail("a hand-off of %s installed epoch %s seq %d with %d participants", key, epoch, seq, n)
+			}
 		}
 		quieten()
+		// Sessions that came and went: their epochs, and the past ones
+		// an idle timer may still run for.
+		for k, key := range keys {
+			s := sessionOf(key)
+			if s == seen[k] {
+				continue
+			}
+			if seen[k] != nil {
+				past[k] = append(past[k], seen[k])
+			}
+			seen[k] = s
+			if s != nil && s.v1 != nil {
+				s.mu.Lock()
+				epoch := s.v1.epoch
+				s.mu.Unlock()
+				if !slices.Contains(epochs[k], epoch) {
+					epochs[k] = append(epochs[k], epoch)
+				}
+			}
+		}
 	}
 
 	// One last interval, then every client reads what it was sent.
