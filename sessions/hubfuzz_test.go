@@ -164,8 +164,8 @@ func runHubEvents(t *testing.T, in []byte) {
 	h.historyMsgs = [4]int{0, 2, 4, 16}[config>>2&3]
 	h.historyByte = 1 << 16
 	if config&0x10 != 0 {
-		// Kept idle past the test (close stops the timers): a session
-		// revived or trimmed, never expired.
+		// Kept idle past the test (close stops the timers): its timer
+		// never fires by itself, evExpire runs what it would.
 		h.idleGrace = time.Hour
 	}
 	if config&0x20 != 0 {
