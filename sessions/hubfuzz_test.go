@@ -158,11 +158,14 @@ func runHubEvents(t *testing.T, in []byte) {
 	h := ph.h
 	// Config: bits 0–1 max_participants − 2; bits 2–3 the history's
 	// msgs (none, 2, 4, 16); bit 4 an idle_grace; bit 5 a cap of one idle
-	// session.
+	// session; bit 6 history bytes for about two msgs (of 60–70 bytes).
 	config := in[0]
 	h.maxParticipants = 2 + int(config&3)
 	h.historyMsgs = [4]int{0, 2, 4, 16}[config>>2&3]
 	h.historyByte = 1 << 16
+	if config&0x40 != 0 {
+		h.historyByte = 150
+	}
 	if config&0x10 != 0 {
 		// Kept idle past the test (close stops the timers): its timer
 		// never fires by itself, evExpire runs what it would.
