@@ -313,11 +313,7 @@ func (h *hub) close() {
 		for _, s := range sh.sessions {
 			s.mu.Lock()
 			if len(s.participants) == 0 && s.v1 != nil {
-				if s.v1.idleTimer != nil {
-					s.v1.idleTimer.Stop()
-					s.v1.idleTimer = nil
-				}
-				h.free(sh, s)
+				h.freeIdle(sh, s)
 			}
 			s.mu.Unlock()
 		}

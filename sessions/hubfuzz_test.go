@@ -541,11 +541,7 @@ func runHubEvents(t *testing.T, in []byte) {
 					p.stop(closeServiceRestart, "session taken over by edge-3")
 				}
 				if len(s.participants) == 0 {
-					if s.v1.idleTimer != nil {
-						s.v1.idleTimer.Stop()
-						s.v1.idleTimer = nil
-					}
-					h.free(sh, s)
+					h.freeIdle(sh, s)
 				}
 			}
 			s.mu.Unlock()

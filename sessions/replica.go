@@ -649,11 +649,7 @@ func (r *replicator) yield(key, holder string, term uint64) {
 		p.stop(closeServiceRestart, "session taken over by "+holder)
 	}
 	if len(s.participants) == 0 {
-		if s.v1.idleTimer != nil {
-			s.v1.idleTimer.Stop()
-			s.v1.idleTimer = nil
-		}
-		h.free(sh, s)
+		h.freeIdle(sh, s)
 	}
 	h.metrics.fencedOwners.Inc()
 	r.log.Warn("fenced: another edge took this session over while this one was unreachable; handing its participants over", "key", httplog.KeyString(key), "holder", holder, "term", term)
