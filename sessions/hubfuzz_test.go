@@ -488,15 +488,10 @@ func runHubEvents(t *testing.T, in []byte) {
 			// (an ownership with a ring and peers is more than this
 			// needs): frozen, marked moved, its waiting msgs dropped; its
 			// participants closed once the new owner has it (evHandedOn).
-			sh := h.shardOf(key)
-			sh.mu.Lock()
-			s := sh.sessions[key]
-			if s == nil {
-				sh.mu.Unlock()
-				continue
-			}
-			s.mu.Lock()
-			if s.movedTo == "" {
+			underLocks(h, key, func(sh *hubShard, s *session) {
+				if s.movedTo != "" {
+					return
+				}
 				log = append(log, key+" handed off")
 				s.movedTo = "edge-2"
 				sh.moved[key] = handover{edge: "edge-2", until: time.Now().Add(settleWindow), empty: s.v1 == nil}
@@ -507,9 +502,7 @@ func runHubEvents(t *testing.T, in []byte) {
 				}
 				frozen[k] = append(frozen[k], s.participants...)
 				markHandedOn(s, of)
-			}
-			s.mu.Unlock()
-			sh.mu.Unlock()
+			})
 		case evHandedOn:
 			if frozen[k] == nil {
 				continue
@@ -523,15 +516,10 @@ func runHubEvents(t *testing.T, in []byte) {
 			// What replicator.yield does under its locks (a replicator
 			// needs a cluster; nothing here is replicated, so its release
 			// and unpin have nothing to do).
-			sh := h.shardOf(key)
-			sh.mu.Lock()
-			s := sh.sessions[key]
-			if s == nil {
-				sh.mu.Unlock()
-				continue
-			}
-			s.mu.Lock()
-			if s.v1 != nil && s.movedTo == "" {
+			underLocks(h, key, func(sh *hubShard, s *session) {
+				if s.v1 == nil || s.movedTo != "" {
+					return
+				}
 				log = append(log, key+" yields to edge-3")
 				s.movedTo = "edge-3"
 				sh.moved[key] = handover{edge: "edge-3", until: time.Now().Add(settleWindow)}
@@ -543,9 +531,7 @@ func runHubEvents(t *testing.T, in []byte) {
 				if len(s.participants) == 0 {
 					h.freeIdle(sh, s)
 				}
-			}
-			s.mu.Unlock()
-			sh.mu.Unlock()
+			})
 		case evSweep:
 			log = append(log, "hand-over marks expire")
 			h.sweep(time.Now().Add(settleWindow + time.Second))
@@ -753,4 +739,19 @@ func markHandedOn(s *session, of map[*participant]*hubClient) {
 			p.out.mu.Unlock()
 		}
 	}
+}
+
+// underLocks runs do on the session of key, if there is one, with its
+// shard's lock and its own held, as the edge's hand-off and fence do.
+func underLocks(h *hub, key string, do func(sh *hubShard, s *session)) {
+	sh := h.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s := sh.sessions[key]
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	do(sh, s)
 }
