@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -315,6 +316,31 @@ func TestFileChanges(t *testing.T) {
 	} {
 		if got := strings.Join(running.FileChanges(parse(tc.next)), ","); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// YAML spells "not a number" and the infinities (.nan, .inf, -.inf), and
+// every comparison with NaN is false: a limit checked "<= 0 or > max"
+// passed it and was switched off (a client address's new keys a second,
+// new connections a second), and a reload of a file with NaN was refused
+// as "needs a restart", NaN never equal to itself. A number field takes
+// finite numbers only.
+func TestNumbersAreFinite(t *testing.T) {
+	for _, field := range []struct{ yaml, path string }{
+		{"balancer: { session_table: { new_keys_per_ip: %s } }", "balancer.session_table.new_keys_per_ip"},
+		{"balancer: { limits: { new_connections_per_ip: %s } }", "balancer.limits.new_connections_per_ip"},
+		{"cluster: { ring: { load: %s } }", "cluster.ring.load"},
+		{"balancer: { access_log: { path: /dev/null, sample: %s } }", "balancer.access_log.sample"},
+	} {
+		for _, v := range []string{".nan", ".inf", "-.inf"} {
+			_, err := Parse("n.yaml", []byte(fmt.Sprintf(field.yaml, v)))
+			var errs Errors
+			if !errors.As(err, &errs) || !slices.ContainsFunc(errs, func(e *FieldError) bool {
+				return e.Path == field.path && strings.Contains(e.Msg, "not a finite number")
+			}) {
+				t.Errorf("%s: %s taken (%v), want it refused as not a finite number", field.path, v, err)
+			}
 		}
 	}
 }

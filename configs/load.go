@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -275,6 +276,14 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		if err := n.Decode(v.Addr().Interface()); err != nil {
 			d.fail(n, path, "%q is not a valid %s", n.Value, kindName(v.Kind()))
+			return
+		}
+		// YAML's .nan and .inf decode as numbers, but every comparison
+		// with NaN is false: a range check passed it and switched its
+		// limit off. Finite numbers only, for every number field.
+		if k := v.Kind(); (k == reflect.Float64 || k == reflect.Float32) && (math.IsNaN(v.Float()) || math.IsInf(v.Float(), 0)) {
+			v.SetFloat(0)
+			d.fail(n, path, "%q is not a finite number", n.Value)
 		}
 	}
 }
