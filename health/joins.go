@@ -138,13 +138,37 @@ func (m *Membership) leftPending(n *memberlist.Node) bool {
 
 // answered believes name, if it is pending: it answered a ping.
 func (m *Membership) answered(name string) {
+	if p := m.unpend(name); p != nil {
+		m.believe(p)
+	}
+}
+
+// unpend takes name out of what is pending and returns it (nil: it was not
+// pending).
+func (m *Membership) unpend(name string) *pendingJoin {
 	m.mu.Lock()
-	p, ok := m.pending[name]
+	defer m.mu.Unlock()
+	p := m.pending[name]
 	delete(m.pending, name)
+	return p
+}
+
+// believe records p's node, taken out of what is pending, as a member —
+// unless it has left since. memberlist reports a leave from a goroutine of
+// its own: one that came after unpend found nothing pending and nothing
+// recorded to drop, and the join recorded after it kept the departed node
+// in the view until it came back. A pending node has no departure on
+// record (joined takes one as a rejoin, believed at once), so one there now
+// is a leave since: it is recorded again, after the join.
+func (m *Membership) believe(p *pendingJoin) {
+	m.memberStreams(&p.node, true)
+	m.record("join", &p.node)
+	m.mu.Lock()
+	_, left := m.departed[p.node.Name]
 	m.mu.Unlock()
-	if ok {
-		m.memberStreams(&p.node, true)
-		m.record("join", &p.node)
+	if left {
+		m.memberStreams(&p.node, false)
+		m.record("leave", &p.node)
 	}
 }
 
