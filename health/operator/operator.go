@@ -83,27 +83,31 @@ type metrics struct {
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
-	m := &metrics{
-		auditRecords: prometheus.NewCounter(prometheus.CounterOpts{Name: "ringlb_admin_audit_records_total",
-			Help: "Admin actions recorded in the audit log (changes, logins, logouts)."}),
-		auditSuppressed: prometheus.NewCounter(prometheus.CounterOpts{Name: "ringlb_admin_audit_suppressed_total",
-			Help: "Refused logins not recorded in the audit log, over its rate limit."}),
-		stateWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ringlb_admin_state_write_errors_total",
-			Help: "Operator state or audit records that could not be written to cluster.state_dir (kept in memory)."}),
-		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ringlb_admin_logins_total",
-			Help: "Login attempts on the admin port, by result: ok, wrong, locked (too many failures), busy."}, []string{"result"}),
+	return &metrics{
+		auditRecords: registered(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "ringlb_admin_audit_records_total",
+			Help: "Admin actions recorded in the audit log (changes, logins, logouts)."})),
+		auditSuppressed: registered(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "ringlb_admin_audit_suppressed_total",
+			Help: "Refused logins not recorded in the audit log, over its rate limit."})),
+		stateWriteErrors: registered(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "ringlb_admin_state_write_errors_total",
+			Help: "Operator state or audit records that could not be written to cluster.state_dir (kept in memory)."})),
+		logins: registered(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ringlb_admin_logins_total",
+			Help: "Login attempts on the admin port, by result: ok, wrong, locked (too many failures), busy."}, []string{"result"})),
 	}
-	for _, c := range []prometheus.Collector{m.auditRecords, m.auditSuppressed, m.stateWriteErrors, m.logins} {
-		if err := reg.Register(c); err != nil {
-			// Registered already (a second admin plane on one registry, in a
-			// test): that one's counters are used.
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				continue
+}
+
+// registered registers c with reg and returns it — or the collector of the
+// same name reg holds already (a second admin plane on one registry), so
+// that what is counted is what a scrape reads.
+func registered[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
 			}
 		}
 	}
-	return m
+	return c
 }
 
 // New makes a node's admin plane. It does not fail: a state directory it

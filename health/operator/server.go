@@ -1,7 +1,6 @@
 package operator
 
 import (
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -100,11 +99,5 @@ func refusedCounter(reg prometheus.Registerer) prometheus.Counter {
 	if reg == nil {
 		return c
 	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			return are.ExistingCollector.(prometheus.Counter)
-		}
-	}
-	return c
+	return registered(reg, c)
 }

@@ -66,14 +66,8 @@ func NewStatsD(node, family string, reg *prometheus.Registry, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	pushes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ringlb_statsd_pushes_total",
-		Help: "Pushes to the StatsD server (*.statsd), by result: ok, failed (dropped; counters are sent with the next push)."}, []string{"result"})
-	if err := reg.Register(pushes); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			pushes = are.ExistingCollector.(*prometheus.CounterVec)
-		}
-	}
+	pushes := registered(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ringlb_statsd_pushes_total",
+		Help: "Pushes to the StatsD server (*.statsd), by result: ok, failed (dropped; counters are sent with the next push)."}, []string{"result"}))
 	return &StatsD{node: node, family: family, gather: reg, log: log, pushes: pushes, last: map[string]float64{}}
 }
 
