@@ -1,8 +1,10 @@
 package sessions
 
 import (
+	"encoding/json"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -123,4 +125,26 @@ func takenOver(t *testing.T, prefix string) (a, b *clusterEdge, key, epoch strin
 		t.Fatalf("the fenced owner's participant ended with %d, want 1012", code)
 	}
 	return a, b, key, epoch, g
+}
+
+// A frozen session replaced (by a hand-off coming back, a promotion, a join
+// past it) while its participants were still closing: when the last of
+// them leaves, it is nobody's session any more — freed then, not kept
+// idle for idle_grace, holding an idle slot and its history for a key
+// another session serves.
+func TestReplacedFrozenSessionIsFreedWhenItEmpties(t *testing.T) {
+	ph := newPresenceHub(t)
+	ph.h.idleGrace = time.Hour
+	ph.join("A")
+	frozen := ph.ps["A"].session
+	frozen.mu.Lock()
+	frozen.movedTo = "edge-b" // yielded to edge-b, as yield sets it
+	frozen.mu.Unlock()
+	if !ph.h.install(handoffSession{Key: "net", Epoch: "E", Seq: 1, Term: 2, History: []json.RawMessage{json.RawMessage(`{"type":"msg","seq":1}`)}}) {
+		t.Fatal("the hand-off back was refused")
+	}
+	ph.leave("A") // the frozen session's last participant, closing
+	if n := ph.h.idle.count.Load(); n != 1 {
+		t.Fatalf("%d idle sessions, want 1: the installed one, not the frozen one it replaced", n)
+	}
 }

@@ -235,7 +235,10 @@ func (h *hub) leave(p *participant) {
 	h.dropParticipant(s, i)
 	if len(s.participants) == 0 {
 		h.metrics.sessionsActive.Add(-1)
-		if s.v1 != nil && h.idleGrace > 0 {
+		// Kept for its clients to resume — unless another session of the
+		// key replaced it (a frozen one, liveOrUnfrozen): nobody resumes
+		// it, and idle it would hold a slot and its history for nothing.
+		if s.v1 != nil && h.idleGrace > 0 && sh.sessions[s.key] == s {
 			h.keepIdle(s)
 			return
 		}
