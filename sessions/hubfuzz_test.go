@@ -43,6 +43,22 @@ import (
 // its epoch. An idle session's timer frees it in its own generation only;
 // a hand-off is installed unless the key is live here (a frozen session
 // gives way), and is the session a join then finds.
+//
+// Join pacing (pace.go): a paced msg goes through what the reader does
+// before publish — its session's joiners' turn while its sender is a
+// newcomer (joinerTurn; held while it says wait, tried again by the
+// client's next paced msg, dropped once its sender is stopped) — and
+// charges its sender's own fan-out bucket after. Time, which joinerTurn
+// reads from the clock, advances for a session's pacing only, by an
+// event that moves its participants' joins, its buckets and its count
+// back. The newcomers' count is never below zero and is always the
+// participants counted in (so 0 once every newcomer has left); a recount
+// counts no participant stopped or past its two seconds; the joiners'
+// bucket never holds more than a second's worth; a msg waits only in its
+// sender's first second, and its sender's own bucket owes at most a
+// second. Not reached: the sleeps of joinersTurn and pace (each wait is
+// one try an event), their metrics and max_incoming_bytes charge, and a
+// peer that closed its side (connected, which needs a socket).
 func FuzzHubEvents(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		runHubEvents(t, in)
@@ -51,10 +67,11 @@ func FuzzHubEvents(f *testing.F) {
 
 // The events. The input is a byte of config (runHubEvents), then two
 // bytes an event: what (its low four bits: the seeds from before the last
-// three events are all below 11, and keep their meaning), then whom and
+// five events are all below 11, and keep their meaning), then whom and
 // where — bits 0–2 the client (slot mod hubFuzzSlots), bit 3 the key,
 // bits 4–5 both set for raw mode, bits 6–7 the role of a joining client
-// (evResume, evExpire and evInstall read bits 4–7 their own way).
+// (evResume, evExpire, evInstall, evPaced and evAge read bits 4–7 their
+// own way).
 const (
 	evJoin     = iota // client (slot) joins key: arg's mode and role
 	evLeave           // client's reader ends: it leaves its session
@@ -70,8 +87,18 @@ const (
 	evResume          // client joins key as a v1 editor resuming: bits 4–5 the epoch, 6–7 the seq
 	evExpire          // key's idle timer runs: bits 4–5 its generation, stale, or a past session's
 	evInstall         // a hand-off of key arrives: bits 4–5 what state, 6–7 msgs the sender added
+	evPaced           // client sends a msg paced as its reader does (or tries its held one again): bits 4–5 its size
+	evAge             // key's session's pacing clocks advance: bits 4–6 by how much (paceAges)
 	numHubEvents
 )
+
+// paceAges are the steps evAge advances a session's pacing clocks by:
+// within a newcomer's first second, past it, past its two counted ones.
+var paceAges = [8]time.Duration{10 * time.Millisecond, 60 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond, time.Second, 1500 * time.Millisecond, 2 * time.Second, 3 * time.Second}
+
+// pacedSizes are the lengths of evPaced's data (bits 4–5), past a
+// FanoutDeliveryBytes' worth at the last.
+var pacedSizes = [4]int{0, 200, 1500, 6000}
 
 // hubFuzzSlots is how many clients an input plays with.
 const hubFuzzSlots = 5
@@ -108,6 +135,18 @@ type hubClient struct {
 	// that the replay began (it is one queued frame, however many msgs).
 	want      []uint64
 	replaying bool
+
+	// held is its paced msg waiting its session's joiners' turn (nil:
+	// none): its reader reads nothing more meanwhile.
+	held *pacedMsg
+}
+
+// pacedMsg is a msg of evPaced as its reader read it.
+type pacedMsg struct {
+	n      uint64 // its number among what its client sent
+	data   []byte // ringlb.v1: its data; raw: the frame's payload
+	size   int    // what the reader counts: the whole frame's payload
+	readAt time.Time
 }
 
 // resumeAsk is a resume on join and what its welcome makes of it: reset, the
@@ -160,6 +199,14 @@ func runHubEvents(t *testing.T, in []byte) {
 	// msgs (none, 2, 4, 16); bit 4 an idle_grace; bit 5 a cap of one idle
 	// session; bit 6 history bytes for about two msgs (of 60–70 bytes).
 	config := in[0]
+	// Bit 7: max_fanout_bytes_per_second small enough for a msg to a
+	// few others to put a bucket in debt, or four times that.
+	rate := int64(16 << 10)
+	if config&0x80 != 0 {
+		rate = 4 << 10
+	}
+	srv := &Server{}
+	srv.fanoutRate.Store(rate)
 	h.maxParticipants = 2 + int(config&3)
 	h.historyMsgs = [4]int{0, 2, 4, 16}[config>>2&3]
 	h.historyByte = 1 << 16
@@ -375,6 +422,99 @@ func runHubEvents(t *testing.T, in []byte) {
 		return c
 	}
 
+	// paced sends c's msg m as its reader does (participant.received,
+	// handleV1, the read loop's pace): a newcomer's waits its session's
+	// joiners' turn first (joinersTurn, one try of its loop), and what it
+	// fanned out is charged to its own bucket after.
+	paced := func(c *hubClient, m *pacedMsg) {
+		p, s := c.p, c.p.session
+		if p.newcomer(m.readAt.UnixNano()) {
+			s.mu.Lock()
+			countedAt := s.newcomersAt
+			s.mu.Unlock()
+			before := time.Now().UnixNano()
+			wait := h.joinerTurn(p, m.size, rate)
+			s.mu.Lock()
+			if wait > 0 && !p.newcomer(before) {
+				fail("%s's msg waits %v past its first second", p.id, wait)
+			}
+			if p.gating != (wait > 0) {
+				fail("%s gating %v, its msg to wait %v", p.id, p.gating, wait)
+			}
+			if s.newcomersAt != countedAt {
+				for _, r := range s.participants {
+					if r.pooled && (r.stopping() || !r.gating && !r.joinedWithin(before, 2*joinerWindow)) {
+						fail("%s counted among %s's newcomers: stopped %v, joined %d ms before", r.id, s.key, r.stopping(), uint32(before/int64(time.Millisecond))-r.joinedMs)
+					}
+				}
+			}
+			s.mu.Unlock()
+			if wait > 0 {
+				if p.stopping() {
+					log = append(log, fmt.Sprintf("  waits %v: dropped, %s stopped", wait, p.id))
+					c.held = nil
+					return
+				}
+				log = append(log, fmt.Sprintf("  waits its turn: %v", wait))
+				c.held = m
+				return
+			}
+		}
+		c.held = nil
+		var deliveries int
+		if p.v1 {
+			s.mu.Lock()
+			seq, epoch := s.v1.seq, s.v1.epoch
+			s.mu.Unlock()
+			deliveries = h.publish(p, m.data, m.readAt)
+			s.mu.Lock()
+			if s.v1.seq != seq {
+				logOf(epoch).add(s.v1.seq, fmt.Sprintf("%s %s", p.id, m.data))
+			}
+			s.mu.Unlock()
+		} else {
+			f := jsonFrame(env{Type: "raw", From: p.id, Seq: m.n, Data: m.data})
+			deliveries = h.broadcast(p, f)
+			f.release()
+		}
+		owed := p.fanout.charge(fanoutCost(m.size, deliveries), rate, m.readAt.UnixNano())
+		log = append(log, fmt.Sprintf("  goes to %d, %s owes %v", deliveries, p.id, owed))
+		if owed > time.Second {
+			fail("%s owes %v of its own bucket, past a second", p.id, owed)
+		}
+	}
+
+	// checkPace checks the newcomers' count and the joiners' bucket of
+	// each session a client or a key has.
+	checkPace := func() {
+		ss := []*session{sessionOf(keys[0]), sessionOf(keys[1])}
+		for _, c := range slots {
+			if c != nil {
+				ss = append(ss, c.p.session)
+			}
+		}
+		for _, s := range ss {
+			if s == nil {
+				continue
+			}
+			s.mu.Lock()
+			var pooled int32
+			for _, r := range s.participants {
+				if r.pooled {
+					pooled++
+				}
+			}
+			n, tokens := s.newcomers, s.joiners.tokens
+			s.mu.Unlock()
+			if n < 0 || n != pooled {
+				fail("%s counts %d newcomers, %d of its %d participants counted in", s.key, n, pooled, len(s.participants))
+			}
+			if tokens > rate {
+				fail("%s's joiners' bucket holds %d, past a second's worth (%d)", s.key, tokens, rate)
+			}
+		}
+	}
+
 	for i := 0; i+1 < len(in); i += 2 {
 		kind, arg := int(in[i]&15), in[i+1]
 		slot := int(arg&7) % hubFuzzSlots
@@ -389,6 +529,7 @@ func runHubEvents(t *testing.T, in []byte) {
 			raw, role := (arg>>4)&3 == 3, int(arg>>6)
 			conns++
 			p := ph.newParticipant(fmt.Sprintf("%s%d", name(slot), conns))
+			p.srv = srv // what newcomerLeft reads the rate from
 			p.v1 = !raw
 			// A short queue, so a client that reads too seldom is a slow
 			// consumer, closed as it is sent to (hub.deliver).
@@ -408,6 +549,7 @@ func runHubEvents(t *testing.T, in []byte) {
 			}
 			conns++
 			p := ph.newParticipant(fmt.Sprintf("%s%d", name(slot), conns))
+			p.srv = srv
 			p.out.limit = 8
 			// The epoch: the session's (its last one's, when gone), its
 			// first one's, or one it never had.
@@ -665,8 +807,71 @@ func runHubEvents(t *testing.T, in []byte) {
 			if epoch != hs.Epoch || seq != hs.Seq || n != 0 {
 				fail("a hand-off of %s installed epoch %s seq %d with %d participants", key, epoch, seq, n)
 			}
+		case evPaced:
+			if c == nil || c.p.viewer {
+				continue
+			}
+			if c.held != nil {
+				log = append(log, fmt.Sprintf("%s tries its held %d again", c.p.id, c.held.n))
+				paced(c, c.held)
+				break
+			}
+			c.sent++
+			m := &pacedMsg{n: c.sent, readAt: time.Now()}
+			pad := strings.Repeat("x", pacedSizes[arg>>4&3])
+			if c.p.v1 {
+				m.data = fmt.Appendf(nil, `"%d %s"`, c.sent, pad)
+				m.size = len(`{"type":"msg","data":}`) + len(m.data)
+			} else {
+				m.data = fmt.Appendf(nil, `"%s"`, pad)
+				f := jsonFrame(env{Type: "raw", From: c.p.id, Seq: c.sent, Data: m.data})
+				m.size = len(f.payload())
+				f.release()
+			}
+			log = append(log, fmt.Sprintf("%s sends %d paced (%d bytes)", c.p.id, c.sent, m.size))
+			paced(c, m)
+		case evAge:
+			// Its clock moved back instead: each participant's join, its
+			// own bucket, the joiners' bucket and their count, and what a
+			// participant holds read; a past session of key's too.
+			d := paceAges[arg>>4&7]
+			ss := map[*session]bool{}
+			if s := sessionOf(key); s != nil {
+				ss[s] = true
+			}
+			for _, c := range slots {
+				if c != nil && c.key == key {
+					ss[c.p.session] = true
+				}
+			}
+			if len(ss) == 0 {
+				continue
+			}
+			log = append(log, fmt.Sprintf("%s's pacing ages %v", key, d))
+			for s := range ss {
+				s.mu.Lock()
+				for _, p := range s.participants {
+					p.joinedMs -= uint32(d / time.Millisecond)
+					if p.fanout.at != 0 {
+						p.fanout.at -= int64(d)
+					}
+				}
+				if s.joiners.at != 0 {
+					s.joiners.at -= int64(d)
+				}
+				if s.newcomersAt != 0 {
+					s.newcomersAt -= int64(d)
+				}
+				s.mu.Unlock()
+			}
+			for _, c := range slots {
+				if c != nil && c.held != nil && ss[c.p.session] {
+					c.held.readAt = c.held.readAt.Add(-d)
+				}
+			}
 		}
 		quieten()
+		checkPace()
 		// Sessions that came and went: their epochs, and the past ones
 		// an idle timer may still run for.
 		for k, key := range keys {
