@@ -325,17 +325,7 @@ func TestDashboardTakesOnlySignedAnswers(t *testing.T) {
 	if !strings.Contains(got, "not signed") {
 		t.Errorf("the dashboard showed an unsigned answer of an edge that signs them: %s", got)
 	}
-	if err := edge.UpdateMeta(t.Context(), func(m *health.Meta) { m.PeerSigning = health.PeerSigningForwarded }); err != nil {
-		t.Fatal(err)
-	}
-	healthtest.WaitMembers(t, self, "the edge announcing an earlier release's peer_signing", func(ns []health.Node) bool {
-		for _, n := range ns {
-			if n.Name == "gossip-edge" {
-				return n.Meta.PeerSigning == health.PeerSigningForwarded
-			}
-		}
-		return false
-	})
+	healthtest.AnnouncePeerSigning(t, edge, self, health.PeerSigningForwarded)
 	if got := stats(); got != "sessions 3" {
 		t.Errorf("an earlier release's edge, which signs no answer: %s, want its figures", got)
 	}

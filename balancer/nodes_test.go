@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -36,20 +35,7 @@ func TestAdminNodesAndDrain(t *testing.T) {
 	cl := healthtest.New(t)
 	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
 	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, URL: "http://127.0.0.1:1", Admin: edgeAdmin.URL, Weight: 1, State: health.StateAlive})
-	announce := func(level int) {
-		t.Helper()
-		if err := edge.UpdateMeta(t.Context(), func(m *health.Meta) { m.PeerSigning = level }); err != nil {
-			t.Fatal(err)
-		}
-		healthtest.WaitMembers(t, self, fmt.Sprintf("the edge announcing peer_signing %d", level), func(ns []health.Node) bool {
-			for _, n := range ns {
-				if n.Name == "gossip-edge" {
-					return n.Meta.PeerSigning == level
-				}
-			}
-			return false
-		})
-	}
+	announce := func(level int) { healthtest.AnnouncePeerSigning(t, edge, self, level) }
 	announce(health.PeerSigningForwarded)
 	h.bal.SetCluster(self)
 

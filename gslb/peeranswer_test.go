@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -321,20 +320,7 @@ func TestPeerOfAnEarlierReleaseIsReadUnsigned(t *testing.T) {
 	pb := newMITM(t)
 	pb.mode.Store(mitmStrip)
 	_, mb := startKeyedNameserver(t, kc, "gslb-b", keyedAgreeConfig(t, east.addr(), west.addr()), pb.front)
-	announce := func(level int) {
-		t.Helper()
-		if err := mb.UpdateMeta(t.Context(), func(m *health.Meta) { m.PeerSigning = level }); err != nil {
-			t.Fatal(err)
-		}
-		healthtest.WaitMembers(t, ma, fmt.Sprintf("gslb-b announcing peer_signing %d", level), func(ns []health.Node) bool {
-			for _, n := range ns {
-				if n.Name == "gslb-b" {
-					return n.Meta.PeerSigning == level
-				}
-			}
-			return false
-		})
-	}
+	announce := func(level int) { healthtest.AnnouncePeerSigning(t, mb, ma, level) }
 	announce(health.PeerSigningForwarded)
 	healthtest.WaitUntil(t, "gslb-a hears gslb-b's unsigned view", func() bool {
 		_, why := a.agreed(memberKey{"ide.ringlb.test.", "east", "bal-1"}, false, "broken path", true)

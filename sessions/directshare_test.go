@@ -171,7 +171,7 @@ func TestNoDirectShareWhileAnEarlierBalancerIsAMember(t *testing.T) {
 	cl := healthtest.New(t)
 	old := cl.Join("bal-old", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
 	e := startShareEdge(t, cl)
-	announce := func(level int) { announcePeerSigning(t, old, "bal-old", e, level) }
+	announce := func(level int) { healthtest.AnnouncePeerSigning(t, old, e.m, level) }
 	announce(health.PeerSigningHead)
 	held, refusal := openJoins(t, e, "old", shareDirect+2, nil)
 	if len(held) != shareDirect+2 || refusal != 0 {
@@ -197,23 +197,6 @@ func TestNoDirectShareWithoutAClusterKey(t *testing.T) {
 	if len(open) != shareDirect+2 || refusal != 0 {
 		t.Fatalf("keyless: %d participants joined, then %d; want %d", len(open), refusal, shareDirect+2)
 	}
-}
-
-// announcePeerSigning has the member m (named name) announce level as its
-// peer_signing, and waits until e sees it.
-func announcePeerSigning(t *testing.T, m *health.Membership, name string, e *clusterEdge, level int) {
-	t.Helper()
-	if err := m.UpdateMeta(t.Context(), func(meta *health.Meta) { meta.PeerSigning = level }); err != nil {
-		t.Fatal(err)
-	}
-	healthtest.WaitMembers(t, e.m, fmt.Sprintf("%s announcing peer_signing %d", name, level), func(ns []health.Node) bool {
-		for _, n := range ns {
-			if n.Name == name {
-				return n.Meta.PeerSigning == level
-			}
-		}
-		return false
-	})
 }
 
 // A balancer overloaded by the wave of reconnections it forwards can miss

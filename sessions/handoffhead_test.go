@@ -363,20 +363,7 @@ func TestUnsignedHandoffHeadFromAnEarlierRelease(t *testing.T) {
 	// edge-old: an edge of the previous release, as its gossip says
 	// (Join announces the current form; an update says the earlier one).
 	old := cl.Join("edge-old", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Weight: 1, State: health.StateAlive})
-	announce := func(level int) {
-		t.Helper()
-		if err := old.UpdateMeta(t.Context(), func(m *health.Meta) { m.PeerSigning = level }); err != nil {
-			t.Fatal(err)
-		}
-		healthtest.WaitMembers(t, b.m, fmt.Sprintf("edge-old announcing peer_signing %d", level), func(ns []health.Node) bool {
-			for _, n := range ns {
-				if n.Name == "edge-old" {
-					return n.Meta.PeerSigning == level
-				}
-			}
-			return false
-		})
-	}
+	announce := func(level int) { healthtest.AnnouncePeerSigning(t, old, b.m, level) }
 	announce(health.PeerSigningSkip)
 
 	if got := postHandoff(t, old.Keyring(), "edge-old", b, handoffBatch("edge-old", "from-old", 3), ""); got != http.StatusOK {

@@ -184,7 +184,7 @@ func TestIdleNotCountedWhileAnEarlierBalancerIsAMember(t *testing.T) {
 	cl := healthtest.New(t)
 	old := cl.Join("bal-old", health.Meta{Role: health.RoleBalancer, State: health.StateAlive})
 	e := startShareEdge(t, cl)
-	announce := func(level int) { announcePeerSigning(t, old, "bal-old", e, level) }
+	announce := func(level int) { healthtest.AnnouncePeerSigning(t, old, e.m, level) }
 	// get sends an unsigned plain request on c, as the earlier balancer's
 	// pool does, and reads its answer.
 	get := func(c net.Conn, br *bufio.Reader) error {

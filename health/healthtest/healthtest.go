@@ -10,6 +10,7 @@ package healthtest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -118,6 +119,24 @@ func WaitMembers(t testing.TB, m *health.Membership, what string, cond func([]he
 	if err := m.Wait(ctx, cond); err != nil {
 		t.Fatalf("%s: %s: not within %s; members %v", m.LocalName(), what, Patience, m.Members())
 	}
+}
+
+// AnnouncePeerSigning has m announce level as its peer_signing (what a
+// node of an earlier release announces) and waits until watcher sees it.
+func AnnouncePeerSigning(t testing.TB, m, watcher *health.Membership, level int) {
+	t.Helper()
+	if err := m.UpdateMeta(t.Context(), func(meta *health.Meta) { meta.PeerSigning = level }); err != nil {
+		t.Fatal(err)
+	}
+	name := m.LocalName()
+	WaitMembers(t, watcher, fmt.Sprintf("%s announcing peer_signing %d", name, level), func(ns []health.Node) bool {
+		for _, n := range ns {
+			if n.Name == name {
+				return n.Meta.PeerSigning == level
+			}
+		}
+		return false
+	})
 }
 
 // Returns reports whether f returns within Patience: for a call that must
