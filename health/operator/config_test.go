@@ -48,16 +48,7 @@ func configRequest(t *testing.T, method, url, ifMatch, body string) (int, map[st
 // written), a PUT without or with a stale version, one that applies (file
 // and backup on disk, audit record), one the role refuses (restart).
 func TestConfigAPI(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "edge.yaml")
-	orig := "cluster: { name: e1, bind: 127.0.0.1:7946 }\nedge: { history: { messages: 100 } }\n"
-	if err := os.WriteFile(path, []byte(orig), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	running, err := configs.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, path, orig, running := edgeConfigFile(t)
 	var applied atomic.Int32
 	apply := func(old, next *configs.Config) error {
 		if next.Edge.Listen != old.Edge.Listen {
@@ -97,15 +88,7 @@ func TestConfigAPI(t *testing.T) {
 	}
 	// A keyring its group may read, not root's: checked, with a warning
 	// (configs/secretmode.go), as `ringlb check` prints it.
-	keyring := filepath.Join(dir, "gossip.key")
-	if err := os.WriteFile(keyring, []byte(configs.GenerateKey()+"\n"), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	if os.Geteuid() == 0 {
-		if err := os.Chown(keyring, 4321, 4321); err != nil {
-			t.Fatal(err)
-		}
-	}
+	keyring := groupReadableKeyring(t, dir)
 	keyed := strings.Replace(orig, "bind: 127.0.0.1:7946", "bind: 127.0.0.1:7946, secret_key_file: gossip.key", 1)
 	if code, out, _ := configRequest(t, "POST", base+"/api/config/check", "", keyed); code != 200 || out["ok"] != true ||
 		!strings.Contains(fmt.Sprint(out["warnings"]), path+":1: cluster.secret_key_file: "+keyring+" is readable by its group") {
@@ -224,23 +207,8 @@ func TestRefusedReloadLogsItsWarnings(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the warning is for a keyring its group may read that root does not own: needs root to chown")
 	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "edge.yaml")
-	orig := "cluster: { name: e1, bind: 127.0.0.1:7946 }\nedge: { history: { messages: 100 } }\n"
-	if err := os.WriteFile(path, []byte(orig), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	running, err := configs.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyring := filepath.Join(dir, "gossip.key")
-	if err := os.WriteFile(keyring, []byte(configs.GenerateKey()+"\n"), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(keyring, 4321, 4321); err != nil {
-		t.Fatal(err)
-	}
+	dir, path, _, running := edgeConfigFile(t)
+	groupReadableKeyring(t, dir)
 	var logged strings.Builder
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
@@ -253,7 +221,7 @@ func TestRefusedReloadLogsItsWarnings(t *testing.T) {
 	if err := os.WriteFile(path, []byte(bad), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	err = cf.Reload()
+	err := cf.Reload()
 	mu.Lock()
 	out := logged.String()
 	mu.Unlock()
@@ -267,6 +235,40 @@ func TestRefusedReloadLogsItsWarnings(t *testing.T) {
 	if cf.Running() != running {
 		t.Error("a refused reload changed the running config")
 	}
+}
+
+// edgeConfigFile writes an edge's config file in a directory of its own
+// and loads it: the directory, the file's path, its text and the config.
+func edgeConfigFile(t *testing.T) (dir, path, orig string, running *configs.Config) {
+	t.Helper()
+	dir = t.TempDir()
+	path = filepath.Join(dir, "edge.yaml")
+	orig = "cluster: { name: e1, bind: 127.0.0.1:7946 }\nedge: { history: { messages: 100 } }\n"
+	if err := os.WriteFile(path, []byte(orig), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	running, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, path, orig, running
+}
+
+// groupReadableKeyring writes dir/gossip.key, readable by its group and,
+// as root, given to another user: a keyring a check takes with a warning
+// (configs/secretmode.go). It returns its path.
+func groupReadableKeyring(t *testing.T, dir string) string {
+	t.Helper()
+	keyring := filepath.Join(dir, "gossip.key")
+	if err := os.WriteFile(keyring, []byte(configs.GenerateKey()+"\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chown(keyring, 4321, 4321); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return keyring
 }
 
 // writerFunc is a func as an io.Writer.
