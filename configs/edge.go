@@ -20,7 +20,9 @@ type Edge struct {
 	Weight int `yaml:"weight"`
 	// MaxParticipants per session (default 64).
 	MaxParticipants int `yaml:"max_participants"`
-	// MaxMessageBytes is the largest frame a participant may send (default 64 KiB).
+	// MaxMessageBytes is the largest frame a participant may send (default
+	// 64 KiB). It may differ between edges (as while it is changed one edge
+	// at a time): a replica takes any owner's msgs.
 	MaxMessageBytes int `yaml:"max_message_bytes"`
 	// History bounds what each session keeps for resume.
 	History History `yaml:"history"`
@@ -161,7 +163,10 @@ const (
 type History struct {
 	// Messages kept per ringlb.v1 session for resume (default 1000).
 	Messages int `yaml:"messages"`
-	// Bytes of messages kept per session (default 1 MiB).
+	// Bytes of messages kept per session (default 1 MiB). A drain hands
+	// a session's history on whole to an edge whose bytes are as many
+	// (edges of one cluster should share them); one with fewer gets its
+	// newest msgs, a resume from before them a reset.
 	Bytes int `yaml:"bytes"`
 	// TotalBytes bounds the histories of all sessions together (the
 	// copies kept for other edges' sessions included), so a client that
@@ -228,6 +233,9 @@ const (
 	DefaultEdgeAdmin       = "127.0.0.1:9101"
 	DefaultMaxParticipants = 64
 	DefaultMaxMessageBytes = 64 << 10
+	// MaxMessageBytesCeiling is the largest edge.max_message_bytes any
+	// edge may have: what a replica reads from any owner (sessions/).
+	MaxMessageBytesCeiling = 64 << 20
 	DefaultHistoryMessages = 1000
 	DefaultHistoryBytes    = 1 << 20
 	// DefaultHistoryTotalBytes: the full history of 256 sessions at the
@@ -319,7 +327,7 @@ func (e *Edge) validate(ps *problems, cl Cluster) {
 	}
 	checkRange(ps, "edge.weight", e.Weight, 1, MaxEdgeWeight)
 	checkRange(ps, "edge.max_participants", e.MaxParticipants, 2, 100000)
-	checkRange(ps, "edge.max_message_bytes", e.MaxMessageBytes, 16, 64<<20)
+	checkRange(ps, "edge.max_message_bytes", e.MaxMessageBytes, 16, MaxMessageBytesCeiling)
 	checkRange(ps, "edge.history.messages", e.History.Messages, 0, 10_000_000)
 	checkRange(ps, "edge.history.bytes", e.History.Bytes, 0, 1<<30)
 	if t := e.History.TotalBytes; t < e.History.Bytes || t > 1<<40 {

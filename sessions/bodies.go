@@ -24,16 +24,20 @@ const (
 	// maxPlainBody bounds the body of every request but a hand-off. The
 	// largest the data port needs is a claim's: one session key.
 	maxPlainBody = maxKeyLength
-	// maxHandoffBody bounds a hand-off's body: a batch of maxHandoffBytes,
-	// or one session larger than that alone (drain.go). fasthttp's
-	// default limit, which bounded it before.
+	// maxHandoffBody bounds a hand-off's body at the default edge.history:
+	// a batch of maxHandoffBytes, or one session larger than that alone
+	// (drain.go). Every edge takes one this long (handoffBodyLimit).
 	maxHandoffBody = 4 << 20
+	// handoffFraming bounds what a hand-off of one session holds beside
+	// its history's envelopes and their commas: the sender's name, the
+	// session's key and epoch, each escaped, its seq and term.
+	handoffFraming = 64 << 10
 	// handoffBodies is how many hand-off bodies the data port reads at
 	// once. A hand-off's signature covers its body, so it is checked only
 	// once the body has come; the head is signed too (checkHead), so with
 	// a cluster key only an edge of the cluster gets a slot. A draining
 	// edge sends its batches one at a time, so a few cover several edges
-	// draining at once, and no more than this many × maxHandoffBody is
+	// draining at once, and no more than this many × handoffBodyLimit is
 	// ever allotted. Beyond, a hand-off is answered 503 + Retry-After at
 	// once.
 	handoffBodies = 4
@@ -147,7 +151,18 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	if !s.bodies.take(h, sig, now, now.Add(handoffTimeout)) {
 		return fasthttp.RequestConfig{MaxRequestBodySize: maxPlainBody}
 	}
-	return fasthttp.RequestConfig{MaxRequestBodySize: maxHandoffBody, ReadTimeout: handoffTimeout}
+	return fasthttp.RequestConfig{MaxRequestBodySize: s.handoffBodyLimit(), ReadTimeout: handoffTimeout}
+}
+
+// handoffBodyLimit is the longest hand-off body this edge reads: a
+// session whose history is as large as this edge's edge.history lets one
+// be comes alone, and is taken whole — with a fixed 4 MiB, a drain of
+// sessions whose histories an operator let grow past it reset their
+// clients (TestDrainHandsOnAHistoryLargerThanARequest). Never less than
+// maxHandoffBody, which the sender may cut a session to (drain.go).
+func (s *Server) handoffBodyLimit() int {
+	msgs, bytes := s.hub.historyBounds()
+	return max(maxHandoffBody, bytes+5*msgs+handoffFraming) // an envelope's comma, or "null," for a lost seq
 }
 
 // handoffHead checks the head of a hand-off h before it may have a slot
@@ -187,7 +202,7 @@ func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 		// can only have changed since the head, microseconds ago, at a
 		// membership change or a memory sample, or for a signature at the
 		// very edge of its time window.
-		if n := h.ContentLength(); isHandoff(h) && n > 0 && n <= maxHandoffBody {
+		if n := h.ContentLength(); isHandoff(h) && n > 0 && n <= s.handoffBodyLimit() {
 			now := time.Now()
 			sig, err := s.handoffHead(h, now)
 			if err != nil {

@@ -217,6 +217,21 @@ func (o *ownership) handOffTo(ctx context.Context, target, url string, list []mo
 					wait = max(wait, retry)
 					continue
 				}
+				if err != nil && ctx.Err() == nil {
+					if cut := b.req.fitTo(maxHandoffBody); cut > 0 {
+						// Longer than every edge reads, and not taken:
+						// the new owner may read less than this edge's
+						// histories make (its edge.history is smaller, or
+						// it is of an earlier release), and its refusal
+						// can reach this edge as a reset before its 413.
+						// The newest msgs go, in what every edge reads,
+						// rather than none (a copy already installed is
+						// kept: a session hosted there is not replaced).
+						o.log.Warn("hand-off failed: sending the sessions' newest msgs, as much as every edge reads; a resume from before them gets a reset", "edge", b.target, "sessions", len(b.req.Sessions), "msgs_left_out", cut, "err", err)
+						later = append(later, b)
+						continue
+					}
+				}
 			}
 			if err != nil {
 				o.log.Error("hand-off failed: these sessions' clients will get reset on the new edge", "edge", b.target, "sessions", len(b.req.Sessions), "err", err)
@@ -312,6 +327,32 @@ func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequ
 		o.log.Warn("hand-off: the new edge already hosts some of these sessions", "refused", len(out.Refused))
 	}
 	return 0, nil
+}
+
+// fitTo drops the oldest history entries of r's sessions, the longest
+// history's first, until r's body is at most limit bytes long, and
+// returns how many it dropped (0: it could not shorten r). A session's
+// history is the newest msgs up to its seq, so what is left is still a
+// history of it: a resume from within it loses nothing.
+func (r *handoffRequest) fitTo(limit int) int {
+	over := len(r.appendJSON(nil)) - limit
+	dropped := 0
+	for over > 0 {
+		longest := -1
+		for i := range r.Sessions {
+			if len(r.Sessions[i].History) > 0 && (longest < 0 || len(r.Sessions[i].History) > len(r.Sessions[longest].History)) {
+				longest = i
+			}
+		}
+		if longest < 0 {
+			break
+		}
+		hs := &r.Sessions[longest]
+		over -= len(hs.History[0]) + 1
+		hs.History = hs.History[1:]
+		dropped++
+	}
+	return dropped
 }
 
 // retryAfter is the wait a Retry-After of delay-seconds asks for, within

@@ -194,6 +194,14 @@ func restartChanges(old, cfg configs.Edge) error {
 	)
 }
 
+// historyBounds returns edge.history's messages and bytes as set now.
+func (h *hub) historyBounds() (messages, bytes int) {
+	sh := &h.shards[0] // every shard's lock is held to set them
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return h.historyMsgs, h.historyByte
+}
+
 // setHistoryBounds sets the history bounds of new sessions and of every
 // live one. The hub reads its bounds under a shard lock (when a session is
 // created), so they are written with every shard lock held, taken in

@@ -289,7 +289,14 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 		delete(r.inbound, conn)
 		r.mu.Unlock()
 	}()
-	conn.SetReadLimit(int64(maxLinkQueue + r.srv.cfg.MaxMessageBytes + 64<<10))
+	// What any owner may send, not this edge's own max_message_bytes: an
+	// owner whose limit is higher (a rolling change of the setting) sends
+	// a msg above this edge's alone as a batch, and a lower read limit
+	// ended the stream at it, again each time it began anew, and the
+	// owner's sessions went unreplicated. Only an edge of the cluster gets
+	// this far (the signed upgrade and key exchange), and a batch is read
+	// as it is long, not as the limit is high.
+	conn.SetReadLimit(int64(maxLinkQueue + configs.MaxMessageBytesCeiling + 64<<10))
 	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
 		return
@@ -317,12 +324,15 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 		_ = raw.SetReadDeadline(time.Now().Add(streamIdle))
 		var kind int
 		kind, msg, err = readMessage(conn, msg)
+		if errors.Is(err, websocket.ErrReadLimit) {
+			r.endLog.Warn(r.log, "replication stream ended: batch over the read limit", "from", from, "err", err)
+		}
 		if err != nil {
 			return
 		}
 		records, err := openBatch(msg, keys.recv, want)
 		if kind != websocket.BinaryMessage || err != nil {
-			r.log.Warn("replication stream ended: bad batch", "from", from, "err", err)
+			r.endLog.Warn(r.log, "replication stream ended: bad batch", "from", from, "err", err)
 			return
 		}
 		if want == 1 {
@@ -338,7 +348,7 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 		}
 		answers, err = r.apply(from, records, answers[:0])
 		if err != nil {
-			r.log.Warn("replication stream ended: bad record", "from", from, "err", err)
+			r.endLog.Warn(r.log, "replication stream ended: bad record", "from", from, "err", err)
 			return
 		}
 		answers = appendAck(answers, want)

@@ -22,6 +22,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 )
@@ -102,6 +103,10 @@ type replicator struct {
 	// upgrades are the signatures of the upgrades that opened a stream
 	// here: each opens one (serveReplicate).
 	upgrades onceSigs
+	// endLog spaces the lines of inbound streams ended by what they
+	// carried: an owner begins its stream anew at once, so one that keeps
+	// sending what ends it would write them as fast as it reconnects.
+	endLog acceptguard.LogLimit
 
 	stop chan struct{}
 	wg   sync.WaitGroup // watch, every link's goroutines, every inbound stream

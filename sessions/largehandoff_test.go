@@ -1,0 +1,146 @@
+package sessions
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
+)
+
+// A session whose history is larger than one hand-off request may carry
+// (an operator raised edge.history.bytes and edge.max_message_bytes for
+// large documents) is handed on whole by a drain: its clients resume on
+// the new owner with every msg, not reset.
+func TestDrainHandsOnAHistoryLargerThanARequest(t *testing.T) {
+	cfg := configs.Edge{IdleGrace: configs.Duration(time.Minute), MaxMessageBytes: 2 << 20}
+	cfg.History.Bytes = 16 << 20
+	cl := healthtest.New(t)
+	a := startClusterEdgeConfig(t, cl, "edge-a", cfg, slog.New(slog.DiscardHandler), testRing, nil)
+	b := startClusterEdgeConfig(t, cl, "edge-b", cfg, slog.New(slog.DiscardHandler), testRing, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	key := keyOwnedBy("large", "edge-a", "edge-a", "edge-b")
+
+	p := a.joinV1(t, key, "", nil)
+	const msgs = 5
+	big := strings.Repeat("x", 1500<<10)
+	for i := range msgs {
+		p.msg(t, fmt.Sprint(i, big))
+		if ack := p.readType(t, "ack"); ack.Seq != uint64(i+1) {
+			t.Fatalf("ack %+v", ack)
+		}
+	}
+	epoch := p.welcome.Epoch
+	drained := startDrain(a)
+	if code := closeCode(t, p.Conn); code != closeServiceRestart {
+		t.Fatalf("close code %d, want 1012", code)
+	}
+	r := b.joinV1(t, key, "resume=0&epoch="+epoch, nil)
+	if r.welcome.Epoch != epoch || r.welcome.Seq != msgs {
+		t.Fatalf("welcome on the new edge %+v, want epoch %s seq %d", r.welcome, epoch, msgs)
+	}
+	for i := range msgs {
+		if m := r.readType(t, "msg"); m.Seq != uint64(i+1) || string(m.Data) != fmt.Sprintf("%q", fmt.Sprint(i, big)) {
+			t.Fatalf("replay %d: seq %d, %d bytes", i, m.Seq, len(m.Data))
+		}
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}
+
+// A new owner that reads less than the draining edge's histories make (its
+// edge.history.bytes is smaller: a rolling change of the setting) is sent
+// each session's newest msgs, as many as every edge reads: the session
+// keeps its epoch and seq, a client that saw them resumes with nothing
+// lost, and one from before them gets a reset that says so.
+func TestDrainCutsAHistoryTheNewEdgeCannotRead(t *testing.T) {
+	large := configs.Edge{IdleGrace: configs.Duration(time.Minute), MaxMessageBytes: 2 << 20}
+	large.History.Bytes = 16 << 20
+	small := configs.Edge{IdleGrace: configs.Duration(time.Minute), MaxMessageBytes: 2 << 20}
+	small.History.Bytes = 2 << 20
+	cl := healthtest.New(t)
+	a := startClusterEdgeConfig(t, cl, "edge-a", large, slog.New(slog.DiscardHandler), testRing, nil)
+	b := startClusterEdgeConfig(t, cl, "edge-b", small, slog.New(slog.DiscardHandler), testRing, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	key := keyOwnedBy("cut", "edge-a", "edge-a", "edge-b")
+
+	p := a.joinV1(t, key, "", nil)
+	const msgs = 5
+	big := strings.Repeat("z", 1500<<10)
+	for i := range msgs {
+		p.msg(t, fmt.Sprint(i, big))
+		if ack := p.readType(t, "ack"); ack.Seq != uint64(i+1) {
+			t.Fatalf("ack %+v", ack)
+		}
+	}
+	epoch := p.welcome.Epoch
+	drained := startDrain(a)
+	if code := closeCode(t, p.Conn); code != closeServiceRestart {
+		t.Fatalf("close code %d, want 1012", code)
+	}
+	// Seen up to the last msg: nothing lost.
+	r := b.joinV1(t, key, "resume=5&epoch="+epoch, nil)
+	if r.welcome.Epoch != epoch || r.welcome.Seq != msgs {
+		t.Fatalf("welcome on the new edge %+v, want epoch %s seq %d", r.welcome, epoch, msgs)
+	}
+	// The newest msg is in edge-b's history; the first is not.
+	last := b.joinV1(t, key, fmt.Sprintf("resume=%d&epoch=%s", msgs-1, epoch), nil)
+	if m := last.readType(t, "msg"); m.Seq != msgs || string(m.Data) != fmt.Sprintf("%q", fmt.Sprint(msgs-1, big)) {
+		t.Fatalf("replay of the newest msg: seq %d, %d bytes", m.Seq, len(m.Data))
+	}
+	first := b.joinV1(t, key, "resume=0&epoch="+epoch, nil)
+	if m := first.readType(t, "reset"); m.Reason != "history" {
+		t.Fatalf("resume from 0: %+v, want a reset for history", m)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}
+
+// An owner whose edge.max_message_bytes is above its replica's (a rolling
+// change of the setting, one edge reloaded before the other) replicates
+// its largest msgs too: the replica's stream reads what any owner may send,
+// so the msg is acknowledged once the replica has it and survives the
+// owner's crash.
+func TestReplicaTakesAMsgAboveItsOwnLimit(t *testing.T) {
+	// The longest replication_timeout: a fallback to async then says the
+	// stream broke, not that a 6 MiB batch took its time (-race).
+	owner := configs.Edge{IdleGrace: configs.Duration(time.Minute), MaxMessageBytes: 8 << 20, ReplicationTimeout: configs.Duration(10 * time.Second)}
+	owner.History.Bytes = 16 << 20
+	replica := configs.Edge{IdleGrace: configs.Duration(time.Minute)}
+	replica.History.Bytes = 16 << 20
+	cl := healthtest.New(t)
+	a := startClusterEdgeConfig(t, cl, "edge-a", owner, slog.New(slog.DiscardHandler), testRing, nil)
+	b := startClusterEdgeConfig(t, cl, "edge-b", replica, slog.New(slog.DiscardHandler), testRing, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	key := keyOwnedBy("above", "edge-a", "edge-a", "edge-b")
+
+	p := a.joinV1(t, key, "", nil)
+	big := strings.Repeat("y", 6<<20)
+	p.msg(t, big)
+	if ack := p.readType(t, "ack"); ack.Seq != 1 {
+		t.Fatalf("ack %+v", ack)
+	}
+	p.msg(t, "small")
+	if ack := p.readType(t, "ack"); ack.Seq != 2 {
+		t.Fatalf("ack %+v", ack)
+	}
+	waitCopy(t, b, key, 2)
+	if v := metricValue(t, a.s, "ringlb_edge_replication_fallbacks_total"); v != 0 {
+		t.Errorf("replication fell back to async %v times, want 0", v)
+	}
+	epoch := p.welcome.Epoch
+	a.crash(t)
+	waitRing(t, []*clusterEdge{b}, "edge-b")
+	r := b.joinV1(t, key, "resume=0&epoch="+epoch, nil)
+	if r.welcome.Epoch != epoch {
+		t.Fatalf("welcome on the replica %+v, want epoch %s", r.welcome, epoch)
+	}
+	if m := r.readType(t, "msg"); m.Seq != 1 || len(m.Data) != len(big)+2 {
+		t.Fatalf("replay: seq %d, %d bytes, want seq 1, %d", m.Seq, len(m.Data), len(big)+2)
+	}
+}
