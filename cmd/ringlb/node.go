@@ -612,7 +612,13 @@ func upgradedInPlace(role string) bool { return role == "balancer" || role == "g
 
 // runRole is the body of `ringlb edge`, `ringlb balancer` and `ringlb gslb`.
 func runRole(ctx context.Context, role string, args []string, stderr io.Writer) error {
-	fs := flagSet(role, fmt.Sprintf("Runs a %s node from a config file (only its cluster and %s sections are read).\nSIGINT or SIGTERM stops it gracefully; SIGHUP reloads the config file; SIGUSR2 (balancer, gslb)\nreplaces the process with the binary at its path without closing a connection (ringlb upgrade).", role, role), stderr)
+	signals := "SIGINT or SIGTERM drains it and stops it (in a cluster its sessions are handed on to the other\nedges; alone, they have drain_timeout to end); SIGHUP reloads the config file."
+	article := "an"
+	if upgradedInPlace(role) {
+		signals = "SIGINT or SIGTERM stops it gracefully; SIGHUP reloads the config file; SIGUSR2\nreplaces the process with the binary at its path without closing a connection (ringlb upgrade)."
+		article = "a"
+	}
+	fs := flagSet(role, fmt.Sprintf("Runs %s %s node from a config file (only its cluster and %s sections are read).\n%s", article, role, role, signals), stderr)
 	path := fs.String("config", "", "config file (required)")
 	grace := fs.Duration("shutdown-timeout", 0, "bound on graceful stop (default: edge.drain_timeout + 5s for edges, 10s for balancers)")
 	upgradeDir := fs.String("upgrade-dir", "", "private directory (0700) of the hand-off socket for upgrades (default $RUNTIME_DIRECTORY, else $TMPDIR/ringlb-UID)")
