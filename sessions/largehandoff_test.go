@@ -11,39 +11,53 @@ import (
 	"github.com/ringlb/ringlb/health/healthtest"
 )
 
+// largeDrain is a drain of a session of five msgs of 1.5 MiB (7.5 MiB of
+// history) from edge-a, whose edge.history.bytes is 16 MiB, to edge-b,
+// whose is newOwnerBytes. It returns once the session's participant was
+// closed for the move: edge-b, the key, the session's epoch, the msgs'
+// data as a client reads them (JSON strings), and Drain's result.
+func largeDrain(t *testing.T, newOwnerBytes int) (b *clusterEdge, key, epoch string, data []string, drained <-chan error) {
+	t.Helper()
+	edge := func(historyBytes int) configs.Edge {
+		cfg := configs.Edge{IdleGrace: configs.Duration(time.Minute), MaxMessageBytes: 2 << 20}
+		cfg.History.Bytes = historyBytes
+		return cfg
+	}
+	cl := healthtest.New(t)
+	a := startClusterEdgeConfig(t, cl, "edge-a", edge(16<<20), slog.New(slog.DiscardHandler), testRing, nil)
+	b = startClusterEdgeConfig(t, cl, "edge-b", edge(newOwnerBytes), slog.New(slog.DiscardHandler), testRing, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	key = keyOwnedBy("large", "edge-a", "edge-a", "edge-b")
+
+	p := a.joinV1(t, key, "", nil)
+	big := strings.Repeat("x", 1500<<10)
+	for i := range 5 {
+		d := fmt.Sprint(i, big)
+		p.msg(t, d)
+		if ack := p.readType(t, "ack"); ack.Seq != uint64(i+1) {
+			t.Fatalf("ack %+v", ack)
+		}
+		data = append(data, fmt.Sprintf("%q", d))
+	}
+	drained = startDrain(a)
+	if code := closeCode(t, p.Conn); code != closeServiceRestart {
+		t.Fatalf("close code %d, want 1012", code)
+	}
+	return b, key, p.welcome.Epoch, data, drained
+}
+
 // A session whose history is larger than one hand-off request may carry
 // (an operator raised edge.history.bytes and edge.max_message_bytes for
 // large documents) is handed on whole by a drain: its clients resume on
 // the new owner with every msg, not reset.
 func TestDrainHandsOnAHistoryLargerThanARequest(t *testing.T) {
-	cfg := configs.Edge{IdleGrace: configs.Duration(time.Minute), MaxMessageBytes: 2 << 20}
-	cfg.History.Bytes = 16 << 20
-	cl := healthtest.New(t)
-	a := startClusterEdgeConfig(t, cl, "edge-a", cfg, slog.New(slog.DiscardHandler), testRing, nil)
-	b := startClusterEdgeConfig(t, cl, "edge-b", cfg, slog.New(slog.DiscardHandler), testRing, nil)
-	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
-	key := keyOwnedBy("large", "edge-a", "edge-a", "edge-b")
-
-	p := a.joinV1(t, key, "", nil)
-	const msgs = 5
-	big := strings.Repeat("x", 1500<<10)
-	for i := range msgs {
-		p.msg(t, fmt.Sprint(i, big))
-		if ack := p.readType(t, "ack"); ack.Seq != uint64(i+1) {
-			t.Fatalf("ack %+v", ack)
-		}
-	}
-	epoch := p.welcome.Epoch
-	drained := startDrain(a)
-	if code := closeCode(t, p.Conn); code != closeServiceRestart {
-		t.Fatalf("close code %d, want 1012", code)
-	}
+	b, key, epoch, data, drained := largeDrain(t, 16<<20)
 	r := b.joinV1(t, key, "resume=0&epoch="+epoch, nil)
-	if r.welcome.Epoch != epoch || r.welcome.Seq != msgs {
-		t.Fatalf("welcome on the new edge %+v, want epoch %s seq %d", r.welcome, epoch, msgs)
+	if r.welcome.Epoch != epoch || r.welcome.Seq != uint64(len(data)) {
+		t.Fatalf("welcome on the new edge %+v, want epoch %s seq %d", r.welcome, epoch, len(data))
 	}
-	for i := range msgs {
-		if m := r.readType(t, "msg"); m.Seq != uint64(i+1) || string(m.Data) != fmt.Sprintf("%q", fmt.Sprint(i, big)) {
+	for i, d := range data {
+		if m := r.readType(t, "msg"); m.Seq != uint64(i+1) || string(m.Data) != d {
 			t.Fatalf("replay %d: seq %d, %d bytes", i, m.Seq, len(m.Data))
 		}
 	}
@@ -58,38 +72,16 @@ func TestDrainHandsOnAHistoryLargerThanARequest(t *testing.T) {
 // keeps its epoch and seq, a client that saw them resumes with nothing
 // lost, and one from before them gets a reset that says so.
 func TestDrainCutsAHistoryTheNewEdgeCannotRead(t *testing.T) {
-	large := configs.Edge{IdleGrace: configs.Duration(time.Minute), MaxMessageBytes: 2 << 20}
-	large.History.Bytes = 16 << 20
-	small := configs.Edge{IdleGrace: configs.Duration(time.Minute), MaxMessageBytes: 2 << 20}
-	small.History.Bytes = 2 << 20
-	cl := healthtest.New(t)
-	a := startClusterEdgeConfig(t, cl, "edge-a", large, slog.New(slog.DiscardHandler), testRing, nil)
-	b := startClusterEdgeConfig(t, cl, "edge-b", small, slog.New(slog.DiscardHandler), testRing, nil)
-	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
-	key := keyOwnedBy("cut", "edge-a", "edge-a", "edge-b")
-
-	p := a.joinV1(t, key, "", nil)
-	const msgs = 5
-	big := strings.Repeat("z", 1500<<10)
-	for i := range msgs {
-		p.msg(t, fmt.Sprint(i, big))
-		if ack := p.readType(t, "ack"); ack.Seq != uint64(i+1) {
-			t.Fatalf("ack %+v", ack)
-		}
-	}
-	epoch := p.welcome.Epoch
-	drained := startDrain(a)
-	if code := closeCode(t, p.Conn); code != closeServiceRestart {
-		t.Fatalf("close code %d, want 1012", code)
-	}
+	b, key, epoch, data, drained := largeDrain(t, 2<<20)
+	n := uint64(len(data))
 	// Seen up to the last msg: nothing lost.
-	r := b.joinV1(t, key, "resume=5&epoch="+epoch, nil)
-	if r.welcome.Epoch != epoch || r.welcome.Seq != msgs {
-		t.Fatalf("welcome on the new edge %+v, want epoch %s seq %d", r.welcome, epoch, msgs)
+	r := b.joinV1(t, key, fmt.Sprintf("resume=%d&epoch=%s", n, epoch), nil)
+	if r.welcome.Epoch != epoch || r.welcome.Seq != n {
+		t.Fatalf("welcome on the new edge %+v, want epoch %s seq %d", r.welcome, epoch, n)
 	}
 	// The newest msg is in edge-b's history; the first is not.
-	last := b.joinV1(t, key, fmt.Sprintf("resume=%d&epoch=%s", msgs-1, epoch), nil)
-	if m := last.readType(t, "msg"); m.Seq != msgs || string(m.Data) != fmt.Sprintf("%q", fmt.Sprint(msgs-1, big)) {
+	last := b.joinV1(t, key, fmt.Sprintf("resume=%d&epoch=%s", n-1, epoch), nil)
+	if m := last.readType(t, "msg"); m.Seq != n || string(m.Data) != data[n-1] {
 		t.Fatalf("replay of the newest msg: seq %d, %d bytes", m.Seq, len(m.Data))
 	}
 	first := b.joinV1(t, key, "resume=0&epoch="+epoch, nil)
