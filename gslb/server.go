@@ -808,7 +808,11 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			return finish(ecsEcho(ecsIn)), ""
 		}
 		if !exists {
-			if hops == 0 && (sg == nil || compactOK(r)) {
+			// NXDOMAIN at the end of a CNAME chain too: the rcode is the
+			// last name's (RFC 2308 2.1, RFC 6604 3); a chain to a name that
+			// does not exist was answered NOERROR, a NODATA for a name that
+			// does exist, where NSD answers NXDOMAIN.
+			if sg == nil || compactOK(r) {
 				// Signed, a name that does not exist is NOERROR with its
 				// NXNAME proof, unless the client says it reads those.
 				m.SetRcode(r, dns.RcodeNameError)
