@@ -184,6 +184,7 @@ func diffCorpus() []diffQuery {
 		q("CNAME out of zone", "out.diff.test.", dns.TypeA),
 		q("CNAME out of zone, CNAME asked", "out.diff.test.", dns.TypeCNAME),
 		q("CNAME to a name that does not exist", "dangling.diff.test.", dns.TypeA),
+		q("CNAME loop", "loop1.diff.test.", dns.TypeA),
 		q("CNAME to a wildcard's name", "to-wild.diff.test.", dns.TypeA),
 		q("CNAME to a big set", "to-big.diff.test.", dns.TypeTXT),
 		q("wildcard A", "host.wild.diff.test.", dns.TypeA),

@@ -841,6 +841,14 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			if !dns.IsSubDomain(z.origin, target) {
 				return finish(ecsEcho(ecsIn)), "" // out of zone: the resolver follows it
 			}
+			if cnameOf(m.Answer, target) {
+				// A loop: its CNAME is in the answer already. Following it
+				// repeated the loop's records up to maxCNAMEChain and added
+				// a NODATA's SOA; the loop's records once, as NSD answers
+				// (RFC 1034 3.6.2: loops are detected, and RFC 2181 5: an
+				// RRset holds no record twice).
+				return finish(ecsEcho(ecsIn)), ""
+			}
 			name = target
 			continue
 		}
@@ -1031,6 +1039,18 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 		}
 	}
 	return region, bits
+}
+
+// cnameOf reports whether answer holds a CNAME owned by name (lower case:
+// the chain's owners are the zone's names or a wildcard's renamed to the
+// lower-cased name asked).
+func cnameOf(answer []dns.RR, name string) bool {
+	for _, rr := range answer {
+		if h := rr.Header(); h.Rrtype == dns.TypeCNAME && h.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // zoneFor returns the zone qname falls in, or nil.
