@@ -138,8 +138,10 @@ func diffCorpus() []diffQuery {
 			"proof of an insecure delegation); left out until it is decided"
 		minimalANY = "ringlb answers ANY minimally (RFC 8482: one HINFO), gslb/README.md, Answers; NSD with every RRset"
 		nsdCD      = "NSD 4.6 clears CD in its answers; RFC 4035 3.1.6 says a server copies CD from the query, as ringlb does"
-		notify     = "ringlb answers NOTIFY NOTIMP (gslb/README.md, Answers: it is the primary, it takes no NOTIFY); NSD REFUSED"
-		echoQ      = "NSD echoes no question in REFUSED for a class it serves no zone of; RFC 1035 4.1.1 has the " +
+		echoNotImp = "NSD echoes no question in NOTIMP; ringlb does (gslb/README.md, Answers: \"each echoing the ID, " +
+			"opcode and question\")"
+		notify = "ringlb answers NOTIFY NOTIMP (gslb/README.md, Answers: it is the primary, it takes no NOTIFY); NSD REFUSED"
+		echoQ  = "NSD echoes no question in REFUSED for a class it serves no zone of; RFC 1035 4.1.1 has the " +
 			"question echoed, and ringlb does (gslb/README.md, Answers)"
 		anyClass = "QCLASS * (RFC 1035 3.2.5): ringlb answers it as IN, authoritatively; NSD with AA clear. " +
 			"RFC 1034/1035 say nothing of AA for it"
@@ -254,6 +256,12 @@ func diffCorpus() []diffQuery {
 		qe("RD clear", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.RecursionDesired = false }),
 		ignore(qe("CD set", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.CheckingDisabled = true }), nsdCD, "cd"),
 		qe("AD set", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.AuthenticatedData = true }),
+		ignore(qe("opcode IQUERY", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.Opcode = dns.OpcodeIQuery }), echoNotImp, "question"),
+		ignore(qe("opcode STATUS", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.Opcode = dns.OpcodeStatus }), echoNotImp, "question"),
+		ignore(qe("opcode 3 (unassigned)", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.Opcode = 3 }), echoNotImp, "question"),
+		ignore(qe("opcode UPDATE", "diff.test.", dns.TypeSOA, func(m *dns.Msg) { m.Opcode = dns.OpcodeUpdate }), echoNotImp, "question"),
+		ignore(qe("opcode 15", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.Opcode = 15 }), echoNotImp, "question"),
+		ignore(qe("opcode IQUERY, RD clear", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.Opcode, m.RecursionDesired = dns.OpcodeIQuery, false }), echoNotImp, "question"),
 		skip(qe("opcode NOTIFY", "diff.test.", dns.TypeSOA, func(m *dns.Msg) { m.Opcode = dns.OpcodeNotify }), notify),
 		{what: "a response (QR set): no answer", name: "www.diff.test.", qtype: dns.TypeA, edit: func(m *dns.Msg) { m.Response = true },
 			skipTCP: "compared over UDP only: each side's silence costs the client's timeout"},

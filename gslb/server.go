@@ -891,7 +891,12 @@ func (s *Server) screen(st *state, r *dns.Msg, tcp bool, tsigStatus error) *dns.
 	default:
 		return nil
 	}
-	return s.finish(st, new(dns.Msg).SetRcode(r, rcode), r, tcp, tsigStatus, nil)
+	m := new(dns.Msg).SetRcode(r, rcode)
+	// RD is copied into the response (RFC 1035 4.1.1), whatever the opcode:
+	// miekg/dns's SetReply copies it for QUERY only, and NOTIMP answers
+	// the others (NSD copies it).
+	m.RecursionDesired = r.RecursionDesired
+	return s.finish(st, m, r, tcp, tsigStatus, nil)
 }
 
 // malformed says what makes r's OPT or TSIG records unreadable, "" when
