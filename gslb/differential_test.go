@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -425,12 +426,15 @@ func diffExchange(q diffQuery, network, addr string) string {
 		q.edit(m)
 	}
 	// UDPSize: read whatever comes (a reply may exceed what was asked).
-	c := &dns.Client{Net: network, UDPSize: dns.MaxMsgSize, Timeout: 3 * time.Second}
+	c := &dns.Client{Net: network, UDPSize: dns.MaxMsgSize, Timeout: 5 * time.Second}
 	r, _, err := c.Exchange(m, addr)
 	var nerr net.Error
 	switch {
 	case errors.As(err, &nerr) && nerr.Timeout():
 		return "no answer"
+	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+		// Without the addresses and ports the error names.
+		return "connection closed without an answer"
 	case err != nil && r == nil:
 		return "error: " + err.Error()
 	}
