@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -359,9 +360,9 @@ zone:
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out strings.Builder
+		out := new(lockedBuffer) // written by exec's copying goroutine while NSD runs
 		cmd := exec.Command(nsd, "-d", "-c", conf)
-		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd.Stdout, cmd.Stderr = out, out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -392,6 +393,24 @@ zone:
 	}
 	t.Fatalf("NSD did not answer:\n%s", strings.Join(tried, "\n"))
 	return ""
+}
+
+// lockedBuffer is a process's output, read while it is written.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // ready asks addr for diff.test.'s SOA until it is answered, the process
