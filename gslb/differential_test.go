@@ -134,10 +134,10 @@ func diffCorpus() []diffQuery {
 		noGlue = "ringlb adds no addresses of in-zone nameservers to the additional section (gslb/README.md, " +
 			"Measured: \"NSD adds NS and glue in authority and additional; ringlb does not\"); additional " +
 			"section processing is optional (RFC 1034 3.7, 4.3.2 step 6)"
-		noCuts = "ringlb has no zone cuts: an NS set below the apex is answered as the zone's data and the names " +
-			"below it from the zone, authoritatively, where NSD refers to the child (RFC 1034 4.3.2 step 3b). " +
-			"Not documented in gslb/README.md; not a minimal fix (a referral, its glue, and a signed zone's " +
-			"proof of an insecure delegation); left out until it is decided"
+		noCuts = "ringlb has no zone cuts (gslb/README.md, Answers): an NS set below the apex is answered as the " +
+			"zone's data and the names below it from the zone, authoritatively, where NSD refers to the child " +
+			"(RFC 1034 4.3.2 step 3b). Not a minimal fix (a referral, its glue within the size budget, a signed " +
+			"zone's proof of an insecure delegation); left out until referrals are decided"
 		minimalANY = "ringlb answers ANY minimally (RFC 8482: one HINFO), gslb/README.md, Answers; NSD with every RRset"
 		nsdCD      = "NSD 4.6 clears CD in its answers; RFC 4035 3.1.6 says a server copies CD from the query, as ringlb does"
 		echoNotImp = "NSD echoes no question in NOTIMP; ringlb does (gslb/README.md, Answers: \"each echoing the ID, " +
