@@ -76,6 +76,14 @@ big-txt    IN TXT  "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 to-big     IN CNAME big-txt
 sub        IN NS   ns.sub
 ns.sub     IN A    192.0.2.153
+ns.sub     IN AAAA 2001:db8::153
+to-sub     IN CNAME host.sub
+inner.sub  IN NS   ns.inner.sub
+sib        IN NS   ns1
+sib        IN NS   ns.sub
+sib        IN NS   ns.elsewhere.example.
+secure     IN NS   ns1
+secure     IN DS   12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 `, strings.Repeat("a", 255), diffBig())
 
 // diffBig is 60 A records at big.diff.test. (about 1 KB: no fit in 512
@@ -134,10 +142,6 @@ func diffCorpus() []diffQuery {
 		noGlue = "ringlb adds no addresses of in-zone nameservers to the additional section (gslb/README.md, " +
 			"Measured: \"NSD adds NS and glue in authority and additional; ringlb does not\"); additional " +
 			"section processing is optional (RFC 1034 3.7, 4.3.2 step 6)"
-		noCuts = "ringlb has no zone cuts (gslb/README.md, Answers): an NS set below the apex is answered as the " +
-			"zone's data and the names below it from the zone, authoritatively, where NSD refers to the child " +
-			"(RFC 1034 4.3.2 step 3b). Not a minimal fix (a referral, its glue within the size budget, a signed " +
-			"zone's proof of an insecure delegation); left out until referrals are decided"
 		minimalANY = "ringlb answers ANY minimally (RFC 8482: one HINFO), gslb/README.md, Answers; NSD with every RRset"
 		nsdCD      = "NSD 4.6 clears CD in its answers; RFC 4035 3.1.6 says a server copies CD from the query, as ringlb does"
 		echoNotImp = "NSD echoes no question in NOTIMP; ringlb does (gslb/README.md, Answers: \"each echoing the ID, " +
@@ -221,10 +225,17 @@ func diffCorpus() []diffQuery {
 		q("name of 255 octets", diffLongName, dns.TypeA),
 		q("name of 255 octets NODATA", diffLongName, dns.TypeTXT),
 		q("name of 255 octets NXDOMAIN", "x"+diffLongName[1:], dns.TypeA),
-		skip(q("delegation NS", "sub.diff.test.", dns.TypeNS), noCuts),
-		skip(q("delegation A", "sub.diff.test.", dns.TypeA), noCuts),
-		skip(q("below a delegation", "host.sub.diff.test.", dns.TypeA), noCuts),
-		skip(q("glue", "ns.sub.diff.test.", dns.TypeA), noCuts),
+		q("delegation NS", "sub.diff.test.", dns.TypeNS),
+		q("delegation A", "sub.diff.test.", dns.TypeA),
+		q("below a delegation", "host.sub.diff.test.", dns.TypeA),
+		q("below a delegation, DS", "host.sub.diff.test.", dns.TypeDS),
+		q("below a delegation, ANY", "deep.host.sub.diff.test.", dns.TypeANY),
+		q("glue", "ns.sub.diff.test.", dns.TypeA),
+		q("a CNAME into a delegation", "to-sub.diff.test.", dns.TypeA),
+		q("a delegation with sibling and outside name servers", "sib.diff.test.", dns.TypeA),
+		q("a delegation with a DS", "secure.diff.test.", dns.TypeA),
+		q("DS at a delegation that has one", "secure.diff.test.", dns.TypeDS),
+		q("a cut below a cut", "inner.sub.diff.test.", dns.TypeA),
 		q("DS at a delegation", "sub.diff.test.", dns.TypeDS),
 		skip(q("ANY at the apex", "diff.test.", dns.TypeANY), minimalANY),
 		skip(q("ANY at a name", "www.diff.test.", dns.TypeANY), minimalANY),

@@ -708,6 +708,7 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 	// sg signs the answer: nil for an unsigned zone or a query without DO,
 	// whose answer is then exactly what it was before DNSSEC.
 	sg := dnssecFor(z, r)
+	var ref *referral // a referral's NS RRset and glue, added unsigned
 	finish = func(ecs *dns.EDNS0_SUBNET) *dns.Msg {
 		if sg != nil && m.Rcode != dns.RcodeServerFailure {
 			from := spendUDP
@@ -742,7 +743,15 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 				m.Rcode = dns.RcodeServerFailure
 			}
 		}
-		return s.finish(st, m, r, tcp, tsigStatus, ecs)
+		if ref == nil || m.Rcode != dns.RcodeSuccess || m.Truncated {
+			return s.finish(st, m, r, tcp, tsigStatus, ecs)
+		}
+		ref.put(m)
+		m = s.finish(st, m, r, tcp, tsigStatus, ecs)
+		if !tcp && ref.lacks(m) {
+			m.Truncated = true
+		}
+		return m
 	}
 
 	// Client address for region selection: EDNS Client Subnet, else source.
@@ -798,6 +807,16 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 					SourceScope: uint8(min(scope, 255)), Address: ecsIn.Address}
 			}
 			return finish(ecsOut), name
+		}
+		if c := z.cut(name); c != "" && (c != name || q.Qtype != dns.TypeDS) {
+			// The child's name: a referral (delegation.go). After a CNAME
+			// the answer holds the chain, authoritatively, and the
+			// referral follows it, as NSD answers.
+			if hops == 0 {
+				m.Authoritative = false
+			}
+			ref = st.refer(m, z, c, sg)
+			return finish(ecsEcho(ecsIn)), ""
 		}
 		byType, exists := z.lookup(name)
 		if !exists && sg != nil && q.Qtype == dns.TypeNSEC {

@@ -30,6 +30,9 @@ type zone struct {
 	signer *signer
 	// xfr is the signed zone's last transfer (transfer.go).
 	xfr xfrCache
+	// cuts are the names below the apex with an NS RRset: delegations
+	// (delegation.go).
+	cuts map[string]bool
 }
 
 // regularFiles opens a zone file's $INCLUDEs as the file itself is opened
@@ -151,6 +154,12 @@ func (z *zone) add(rr dns.RR) error {
 	}
 	if h.Rrtype == dns.TypeCNAME && len(byType[dns.TypeCNAME]) > 0 {
 		return fmt.Errorf("zone %s: more than one CNAME at %s", z.origin, h.Name)
+	}
+	if h.Rrtype == dns.TypeNS && h.Name != z.origin {
+		if z.cuts == nil {
+			z.cuts = map[string]bool{}
+		}
+		z.cuts[h.Name] = true
 	}
 	byType[h.Rrtype] = append(byType[h.Rrtype], rr)
 	return nil

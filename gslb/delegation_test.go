@@ -1,0 +1,159 @@
+package gslb
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// delegationZone is ringlb.test with delegations: sub (its name server
+// inside it, with glue), secure (a DS), wide (twelve name servers inside
+// it, whose glue fills more than 512 bytes), and a CNAME into sub.
+func delegationConfig(t *testing.T) configs.GSLB {
+	t.Helper()
+	records := []string{
+		"@ 3600 IN SOA ns1 hostmaster 2026120501 7200 3600 1209600 60",
+		"@ 3600 IN NS ns1",
+		"ns1 3600 IN A 192.0.2.53",
+		"www 3600 IN A 192.0.2.80",
+		"sub 3600 IN NS ns.sub",
+		"ns.sub 3600 IN A 192.0.2.153",
+		"ns.sub 3600 IN AAAA 2001:db8::153",
+		"to-sub 3600 IN CNAME host.sub",
+		"secure 3600 IN NS ns1",
+		"secure 3600 IN DS 12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+	}
+	for i := range 12 {
+		records = append(records,
+			fmt.Sprintf("wide 3600 IN NS a-rather-long-name-server-name-%02d.wide", i),
+			fmt.Sprintf("a-rather-long-name-server-name-%02d.wide 3600 IN A 192.0.2.%d", i, 100+i),
+			fmt.Sprintf("a-rather-long-name-server-name-%02d.wide 3600 IN AAAA 2001:db8::%d", i, 100+i))
+	}
+	quoted := make([]string, len(records))
+	for i, r := range records {
+		quoted[i] = fmt.Sprintf("%q", r)
+	}
+	return parseGSLBYAML(t, fmt.Sprintf("gslb:\n  listen: 127.0.0.1:0\n  rate_limit: { responses_per_second: 0 }\n  zones: [ { origin: ringlb.test, records: [ %s ] } ]\n", strings.Join(quoted, ", ")))
+}
+
+// rrsOf returns the records of sec of type t.
+func rrsOf(sec []dns.RR, t uint16) []dns.RR {
+	var out []dns.RR
+	for _, rr := range sec {
+		if rr.Header().Rrtype == t {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+// A name at or below an NS RRset under the apex is the child zone's: it is
+// answered with a referral — no AA, the cut's NS RRset in authority, its
+// name servers' glue in additional — where it was answered from the zone,
+// authoritatively, and a name below the cut was NXDOMAIN. The cut's DS is
+// the parent's, answered authoritatively; a CNAME into the child keeps its
+// answer and adds the referral.
+func TestDelegationsAreReferred(t *testing.T) {
+	s := startGSLB(t, delegationConfig(t))
+	for _, network := range []string{"udp", "tcp"} {
+		for _, name := range []string{"sub.ringlb.test.", "host.sub.ringlb.test.", "ns.sub.ringlb.test.", "deep.host.SUB.ringlb.test."} {
+			m := query(t, s, network, name, dns.TypeA, nil)
+			if m.Rcode != dns.RcodeSuccess || m.Authoritative || len(m.Answer) != 0 {
+				t.Fatalf("%s %s A: rcode %s, aa %v, %d answers; want a referral\n%v", network, name, dns.RcodeToString[m.Rcode], m.Authoritative, len(m.Answer), m)
+			}
+			if ns := rrsOf(m.Ns, dns.TypeNS); len(ns) != 1 || ns[0].Header().Name != "sub.ringlb.test." || ns[0].(*dns.NS).Ns != "ns.sub.ringlb.test." {
+				t.Fatalf("%s %s A: authority %v, want sub's NS", network, name, m.Ns)
+			}
+			if len(rrsOf(m.Extra, dns.TypeA)) != 1 || len(rrsOf(m.Extra, dns.TypeAAAA)) != 1 {
+				t.Fatalf("%s %s A: additional %v, want ns.sub's A and AAAA", network, name, m.Extra)
+			}
+		}
+		m := query(t, s, network, "sub.ringlb.test.", dns.TypeDS, nil)
+		if !m.Authoritative || m.Rcode != dns.RcodeSuccess || len(m.Answer) != 0 || len(rrsOf(m.Ns, dns.TypeSOA)) != 1 {
+			t.Fatalf("%s sub DS: %v, want an authoritative NODATA", network, m)
+		}
+		m = query(t, s, network, "secure.ringlb.test.", dns.TypeDS, nil)
+		if !m.Authoritative || len(rrsOf(m.Answer, dns.TypeDS)) != 1 {
+			t.Fatalf("%s secure DS: %v, want its DS, authoritatively", network, m)
+		}
+		m = query(t, s, network, "to-sub.ringlb.test.", dns.TypeA, nil)
+		if !m.Authoritative || len(rrsOf(m.Answer, dns.TypeCNAME)) != 1 || len(rrsOf(m.Ns, dns.TypeNS)) != 1 || len(rrsOf(m.Ns, dns.TypeSOA)) != 0 {
+			t.Fatalf("%s to-sub A: %v, want the CNAME and sub's referral", network, m)
+		}
+		// Above and beside the cuts, the zone answers as before.
+		if m := query(t, s, network, "www.ringlb.test.", dns.TypeA, nil); !m.Authoritative || len(m.Answer) != 1 {
+			t.Fatalf("%s www A: %v", network, m)
+		}
+	}
+}
+
+// Over UDP a referral that cannot carry the glue of its name servers inside
+// the child (RFC 9471) is truncated, so the resolver asks over TCP, where
+// it is whole; glue the resolver can do without is dropped silently.
+func TestReferralWithoutItsGlueIsTruncated(t *testing.T) {
+	s := startGSLB(t, delegationConfig(t))
+	m := query(t, s, "udp", "host.wide.ringlb.test.", dns.TypeA, nil) // no EDNS: 512 bytes
+	if !m.Truncated {
+		t.Fatalf("a 512-byte referral to wide, which has 24 glue records: TC clear, %d glue kept\n%v", len(m.Extra), m)
+	}
+	m = query(t, s, "tcp", "host.wide.ringlb.test.", dns.TypeA, nil)
+	if m.Truncated || len(rrsOf(m.Ns, dns.TypeNS)) != 12 || len(m.Extra) != 24 {
+		t.Fatalf("over TCP: TC %v, %d NS, %d glue; want 12 and 24\n%v", m.Truncated, len(rrsOf(m.Ns, dns.TypeNS)), len(m.Extra), m)
+	}
+	if m := query(t, s, "udp", "host.sub.ringlb.test.", dns.TypeA, nil); m.Truncated {
+		t.Fatalf("a referral whose glue fits: TC set\n%v", m)
+	}
+}
+
+// In a signed zone a referral asked with DO carries the cut's DS RRset or
+// the NSEC proving it has none (NS, no DS: an insecure delegation), signed;
+// the NS RRset and glue are the child's and go unsigned (RFC 4035 3.1.4).
+func TestSignedReferrals(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	s := startGSLB(t, signed(delegationConfig(t), ksk, zsk))
+	keys := dnskeys(t, s)
+	for _, network := range []string{"udp", "tcp"} {
+		m := query(t, s, network, "host.sub.ringlb.test.", dns.TypeA, withDO(false))
+		if m.Authoritative || len(m.Answer) != 0 || len(rrsOf(m.Ns, dns.TypeNS)) != 1 {
+			t.Fatalf("%s: %v, want a referral", network, m)
+		}
+		for _, sig := range rrsOf(m.Ns, dns.TypeRRSIG) {
+			if c := sig.(*dns.RRSIG).TypeCovered; c == dns.TypeNS {
+				t.Fatalf("%s: the child's NS RRset signed by the parent\n%v", network, m)
+			}
+		}
+		nsec := nsecOf(m)
+		if nsec == nil || nsec.Hdr.Name != "sub.ringlb.test." || !slices.Equal(nsec.TypeBitMap, []uint16{dns.TypeNS, dns.TypeRRSIG, dns.TypeNSEC}) {
+			t.Fatalf("%s: NSEC %v, want sub's with NS RRSIG NSEC (no DS)", network, nsec)
+		}
+		checkSigned(t, &dns.Msg{Ns: withoutType(m.Ns, dns.TypeNS)}, keys)
+
+		m = query(t, s, network, "host.secure.ringlb.test.", dns.TypeA, withDO(false))
+		if m.Authoritative || len(rrsOf(m.Ns, dns.TypeNS)) != 1 || len(rrsOf(m.Ns, dns.TypeDS)) != 1 || nsecOf(m) != nil {
+			t.Fatalf("%s: %v, want a referral with secure's DS", network, m)
+		}
+		checkSigned(t, &dns.Msg{Ns: withoutType(m.Ns, dns.TypeNS)}, keys)
+
+		// Without DO: the unsigned referral.
+		m = query(t, s, network, "host.sub.ringlb.test.", dns.TypeA, nil)
+		if len(m.Ns) != 1 || len(rrsOf(m.Ns, dns.TypeNS)) != 1 {
+			t.Fatalf("%s without DO: authority %v, want sub's NS alone", network, m.Ns)
+		}
+	}
+}
+
+// withoutType returns sec less its records of type t.
+func withoutType(sec []dns.RR, t uint16) []dns.RR {
+	var out []dns.RR
+	for _, rr := range sec {
+		if rr.Header().Rrtype != t {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
