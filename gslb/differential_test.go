@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -371,7 +370,7 @@ zone:
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := new(lockedBuffer) // written by exec's copying goroutine while NSD runs
+		out := new(syncBuffer) // written by exec's copying goroutine while NSD runs
 		cmd := exec.Command(nsd, "-d", "-c", conf)
 		cmd.Stdout, cmd.Stderr = out, out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -404,24 +403,6 @@ zone:
 	}
 	t.Fatalf("NSD did not answer:\n%s", strings.Join(tried, "\n"))
 	return ""
-}
-
-// lockedBuffer is a process's output, read while it is written.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // ready asks addr for diff.test.'s SOA until it is answered, the process
