@@ -38,6 +38,22 @@ func (z *zone) cut(name string) string {
 	return found
 }
 
+// referredWire is cut for an RRL slip, allocating nothing: whether a
+// question for name (wire form, any case) of qtype is answered with a
+// referral — at or below a cut, but for the cut's own DS.
+func (z *zone) referredWire(name []byte, qtype uint16) bool {
+	for _, cw := range z.cutWires {
+		off := 0
+		for len(name)-off > len(cw) && off < len(name) {
+			off += int(name[off]) + 1
+		}
+		if len(name)-off == len(cw) && asciiFold(name[off:], cw) && (off > 0 || qtype != dns.TypeDS) {
+			return true
+		}
+	}
+	return false
+}
+
 // referral is the part of a referral to a cut that is not signed: the
 // NS RRset (authority) and the glue (additional), which answerVia adds
 // after signing. required is the glue for name servers at or below the cut,

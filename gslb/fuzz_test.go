@@ -180,18 +180,24 @@ func FuzzAnswer(f *testing.F) {
 // slip (header and question, the rcode and AA the answer would have), the
 // look for a TSIG, the signed slip, and the look for a malformed Client
 // Subnet option. None may panic; a slip must unpack as a truncated response
-// with the query's question and no records; and a query the full path
-// refuses (REFUSED) gets a slip that refuses it, and only such a query.
+// with the query's question and no records; a query the full path refuses
+// (REFUSED) gets a slip that refuses it, and only such a query; and a slip
+// for an answer that succeeds claims authority as that answer does (a
+// referral none).
 func FuzzSlip(f *testing.F) {
 	for _, b := range hostileSeeds(f) {
 		f.Add(b)
 	}
-	for _, name := range []string{"www.ringlb.test.", "WWW.RingLB.Test.", "ringlb.test.", "example.org.", "."} {
+	for _, name := range []string{"www.ringlb.test.", "WWW.RingLB.Test.", "ringlb.test.", "example.org.", ".", "host.Deleg.ringlb.test."} {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeA)
 		b, _ := m.Pack()
 		f.Add(b)
 	}
+	m := new(dns.Msg)
+	m.SetQuestion("deleg.ringlb.test.", dns.TypeDS)
+	b, _ := m.Pack()
+	f.Add(b)
 	s, st, remote := fuzzServer(f)
 	f.Fuzz(func(t *testing.T, packet []byte) {
 		badECS(packet)
@@ -233,7 +239,8 @@ func FuzzSlip(f *testing.F) {
 		if full == nil {
 			return
 		}
-		if (full.Rcode == dns.RcodeRefused) != (m.Rcode == dns.RcodeRefused) || (m.Rcode == dns.RcodeRefused && m.Authoritative) {
+		if (full.Rcode == dns.RcodeRefused) != (m.Rcode == dns.RcodeRefused) || (m.Rcode == dns.RcodeRefused && m.Authoritative) ||
+			full.Rcode == dns.RcodeSuccess && m.Rcode == dns.RcodeSuccess && full.Authoritative != m.Authoritative {
 			t.Fatalf("slip %s AA %v, the full answer %s AA %v\n%v", dns.RcodeToString[m.Rcode], m.Authoritative, dns.RcodeToString[full.Rcode], full.Authoritative, r)
 		}
 	})

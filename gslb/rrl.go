@@ -252,6 +252,7 @@ func truncatedReply(dst, pkt []byte) (_ []byte, end int, ok bool) {
 // (answerVia, screen): NOTIMP for an opcode but QUERY; REFUSED, AA clear,
 // for a class but IN and ANY, a name outside every zone, a transfer over
 // UDP, type RRSIG in a signed zone; FORMERR for type NXNAME there; else
+// NOERROR, AA clear, for a name at or below a delegation (a referral); else
 // NOERROR with AA (a name that does not exist too: its NXDOMAIN would take
 // a lookup, and a client retrying over TCP learns it there). Before, every
 // slip claimed authority (AA) with NOERROR, for any name asked. As Knot's
@@ -316,6 +317,8 @@ func (st *state) slipVerdict(pkt []byte, end int) (rcode int, aa bool) {
 		return dns.RcodeRefused, false
 	case z.signer != nil && qtype == dns.TypeNXNAME:
 		return dns.RcodeFormatError, true
+	case z.referredWire(pkt[12:end-4], qtype):
+		return dns.RcodeSuccess, false // a referral: the child's name
 	}
 	return dns.RcodeSuccess, true
 }

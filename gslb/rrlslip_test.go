@@ -27,7 +27,8 @@ func slipServer(t *testing.T) *Server {
 // the full answer would say of the name, as Knot's slips do: an answer for
 // a name outside every zone is REFUSED without AA, and a slip is no
 // different (before: NOERROR with AA, a claim of authority over any name);
-// one of the zone's names keeps AA.
+// one of the zone's names keeps AA, one at or below a delegation has none,
+// as its referral.
 func TestSlipSaysWhatTheAnswerWould(t *testing.T) {
 	s := slipServer(t)
 	for _, tt := range []struct {
@@ -42,6 +43,8 @@ func TestSlipSaysWhatTheAnswerWould(t *testing.T) {
 		{"a parent of the zone", "127.0.0.6", "test.", dns.ClassINET, dns.RcodeRefused, false},
 		{"a name ending like the zone", "127.0.0.7", "xringlb.test.", dns.ClassINET, dns.RcodeRefused, false},
 		{"class CHAOS", "127.0.0.8", "www.ringlb.test.", dns.ClassCHAOS, dns.RcodeRefused, false},
+		{"a delegation (a referral)", "127.0.0.9", "deleg.ringlb.test.", dns.ClassINET, dns.RcodeSuccess, false},
+		{"below a delegation, case as asked", "127.0.0.10", "Host.DELEG.ringlb.test.", dns.ClassINET, dns.RcodeSuccess, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m := new(dns.Msg)
@@ -215,9 +218,13 @@ func TestSlipAllocatesNothing(t *testing.T) {
 	}
 	st := s.state.Load()
 	buf := make([]byte, 0, 512)
-	for _, name := range []string{"WWW.ringlb.test.", "example.org."} {
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{{"WWW.ringlb.test.", dns.TypeRRSIG}, {"example.org.", dns.TypeRRSIG}, {"host.DELEG.ringlb.test.", dns.TypeA}} {
+		name := q.name
 		m := new(dns.Msg)
-		m.SetQuestion(name, dns.TypeRRSIG)
+		m.SetQuestion(name, q.qtype)
 		ecs("10.2.3.4", 24)(m)
 		pkt, _ := m.Pack()
 		if n := testing.AllocsPerRun(100, func() {

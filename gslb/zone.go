@@ -31,8 +31,10 @@ type zone struct {
 	// xfr is the signed zone's last transfer (transfer.go).
 	xfr xfrCache
 	// cuts are the names below the apex with an NS RRset: delegations
-	// (delegation.go).
-	cuts map[string]bool
+	// (delegation.go); cutWires the same in wire form, lower case, for
+	// an RRL slip (rrl.go).
+	cuts     map[string]bool
+	cutWires [][]byte
 }
 
 // regularFiles opens a zone file's $INCLUDEs as the file itself is opened
@@ -106,6 +108,14 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 		return nil, fmt.Errorf("zone %s: %w", z.origin, err)
 	}
 	z.wire = z.wire[:n]
+	for c := range z.cuts {
+		w := make([]byte, 256)
+		n, err := dns.PackDomainName(c, w, 0, nil, false)
+		if err != nil {
+			return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+		}
+		z.cutWires = append(z.cutWires, w[:n])
+	}
 	if zc.DNSSEC != nil {
 		sg, err := newSigner(z.origin, zc.DNSSEC, nets)
 		if err != nil {
