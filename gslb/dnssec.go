@@ -665,14 +665,28 @@ func (st *state) signedTransfer(z *zone, rrs []dns.RR) ([]dns.RR, error) {
 	}
 	types := map[string][]uint16{}
 	var names []string
+	// A delegation's NS RRset and its glue are the child's: neither signed
+	// nor, below the cut, in the NSEC chain (RFC 4035 2.2, 2.3); the cut's
+	// NSEC lists NS and its DS, which is the parent's and signed.
+	var child []dns.RR
+	signable := body[:0:0]
 	for _, rr := range body {
 		h := rr.Header()
 		name := strings.ToLower(h.Name)
+		if c := z.cut(name); c != "" && (c != name || h.Rrtype != dns.TypeDS) {
+			child = append(child, rr)
+			if c != name || h.Rrtype != dns.TypeNS {
+				continue
+			}
+		} else {
+			signable = append(signable, rr)
+		}
 		if _, ok := types[name]; !ok {
 			names = append(names, name)
 		}
 		types[name] = append(types[name], h.Rrtype)
 	}
+	body = signable
 	slices.SortFunc(names, canonicalCompare)
 	ttl := st.negativeSOA(z).Header().Ttl
 	for i, name := range names {
@@ -693,6 +707,7 @@ func (st *state) signedTransfer(z *zone, rrs []dns.RR) ([]dns.RR, error) {
 	if err != nil {
 		return nil, err
 	}
+	signed = append(signed, child...)
 	// The SOA opens and closes a transfer (RFC 5936 2.2): lift it to the front.
 	for i, rr := range signed {
 		if rr.Header().Rrtype == dns.TypeSOA {

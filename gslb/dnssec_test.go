@@ -416,7 +416,24 @@ func TestSignedAXFR(t *testing.T) {
 	if rrs[0].Header().Rrtype != dns.TypeSOA || rrs[len(rrs)-1].Header().Rrtype != dns.TypeSOA {
 		t.Fatal("a transfer must open and close with the SOA")
 	}
-	checkSigned(t, &dns.Msg{Answer: rrs[1 : len(rrs)-1]}, keys)
+	// The delegation's NS RRset and glue are the child's: unsigned, and no
+	// NSEC below the cut; the cut's NSEC says NS and nothing of the glue.
+	var parents []dns.RR
+	for _, rr := range rrs[1 : len(rrs)-1] {
+		h := rr.Header()
+		switch {
+		case h.Name == "deleg.ringlb.test." && h.Rrtype == dns.TypeNS, h.Name == "ns.deleg.ringlb.test." && h.Rrtype == dns.TypeA:
+		case h.Rrtype == dns.TypeRRSIG && (rr.(*dns.RRSIG).TypeCovered == dns.TypeNS && h.Name == "deleg.ringlb.test." || h.Name == "ns.deleg.ringlb.test."):
+			t.Errorf("the child's records signed: %v", rr)
+		case h.Rrtype == dns.TypeNSEC && h.Name == "ns.deleg.ringlb.test.":
+			t.Errorf("an NSEC below the cut: %v", rr)
+		case h.Rrtype == dns.TypeNSEC && h.Name == "deleg.ringlb.test." && !slices.Equal(rr.(*dns.NSEC).TypeBitMap, []uint16{dns.TypeNS, dns.TypeRRSIG, dns.TypeNSEC}):
+			t.Errorf("the cut's NSEC %v, want NS RRSIG NSEC", rr)
+		default:
+			parents = append(parents, rr)
+		}
+	}
+	checkSigned(t, &dns.Msg{Answer: parents}, keys)
 	var chain []*dns.NSEC
 	has := map[string]bool{}
 	for _, rr := range rrs {
@@ -425,7 +442,8 @@ func TestSignedAXFR(t *testing.T) {
 			chain = append(chain, n)
 		}
 	}
-	for _, want := range []string{"ringlb.test./DNSKEY", "ringlb.test./CDS", "ringlb.test./CDNSKEY", "ide.ringlb.test./A", "ide.ringlb.test./NSEC", "*.wild.ringlb.test./A"} {
+	for _, want := range []string{"ringlb.test./DNSKEY", "ringlb.test./CDS", "ringlb.test./CDNSKEY", "ide.ringlb.test./A", "ide.ringlb.test./NSEC", "*.wild.ringlb.test./A",
+		"deleg.ringlb.test./NS", "deleg.ringlb.test./NSEC", "ns.deleg.ringlb.test./A"} {
 		if !has[want] {
 			t.Errorf("no %s in the transfer", want)
 		}
