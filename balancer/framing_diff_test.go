@@ -1,0 +1,880 @@
+//go:build linux
+
+package balancer
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
+)
+
+// TestFramingAgainstHAProxy is a differential test of the balancer's request
+// framing against HAProxy 2.6, as a reviewer hunting request smuggling and
+// desync would write it. The same corpus of raw requests goes to HAProxy and
+// to a balancer (one static edge), both in front of the same recording
+// backend, each request alone and followed by an innocent pipelined
+// `GET /second`. What is compared is safety, not status codes:
+//
+//   - every request the backend parsed through the balancer is one the
+//     balancer relayed the backend's answer to (no request it did not
+//     account for);
+//   - the balancer forwards no request HAProxy did not (a body, or part of
+//     one, arriving as a request of its own: the corpus's bodies hold a
+//     `GET /smuggled` request);
+//   - the balancer forwards no body holding the client's `GET /second`
+//     where HAProxy did not (an innocent request swallowed into a body);
+//   - a request HAProxy refuses as ambiguous the balancer refuses too.
+//
+// Where the balancer is stricter than HAProxy, or answers a refusal with
+// another status, the test logs it (go test -v) and asserts nothing.
+func TestFramingAgainstHAProxy(t *testing.T) {
+	haproxy := findHAProxyBinary()
+	if haproxy == "" {
+		t.Skip("haproxy not installed (apt-get install -y haproxy): no differential run")
+	}
+	backend := startDiffBackend(t)
+	hp := startDiffHAProxy(t, haproxy, backend.listen(t, "haproxy"))
+
+	one := 1
+	edgeAddr := backend.listen(t, "ringlb")
+	mon := &configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(time.Hour), Timeout: configs.Duration(time.Second), Rise: 1, Fall: 1}
+	_, port, _ := net.SplitHostPort(edgeAddr)
+	mon.Port, _ = strconv.Atoi(port)
+	cb := startClusterBalancer(t, healthtest.New(t), "bal-1", configs.Balancer{
+		Edges:        []configs.StaticEdge{{Name: "app", URL: "http://" + edgeAddr, Weight: &one, Monitor: mon}},
+		SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)},
+	})
+	waitRing(t, cb, "app")
+	healthtest.WaitUntil(t, "table ready", cb.bal.table.routable)
+	settleHAProxy := func(t *testing.T) []seenRequest { return backend.settle(t, "haproxy", nil) }
+	settleRinglb := func(t *testing.T) []seenRequest { return backend.settle(t, "ringlb", cb.bal.edges.closeIdle) }
+	// Each front answers before the corpus starts.
+	for _, f := range []struct {
+		addr   string
+		settle func(*testing.T) []seenRequest
+	}{{hp, settleHAProxy}, {cb.addr, settleRinglb}} {
+		if got := sendRaw(t, f.addr, diffSecond); len(got.answers) != 1 || got.answers[0].status != 200 {
+			t.Fatalf("%s does not answer: %+v", f.addr, got)
+		}
+		f.settle(t)
+	}
+
+	var refusedByBoth, stricter, aborted, laxer, otherDiff int
+	for _, c := range framingCorpus() {
+		for _, pipelined := range []bool{false, true} {
+			name := c.name
+			payload := c.req
+			if pipelined {
+				name += "+second"
+				payload += diffSecond
+			}
+			t.Run(name, func(t *testing.T) {
+				h := sendRaw(t, hp, payload)
+				h.backend = settleHAProxy(t)
+				r := sendRaw(t, cb.addr, payload)
+				r.backend = settleRinglb(t)
+				t.Logf("haproxy: %s", h)
+				t.Logf("ringlb:  %s", r)
+
+				// The balancer accounts for every request it forwarded.
+				if answered, parsed := r.answeredSeqs(), r.parsedSeqs(); fmt.Sprint(answered) != fmt.Sprint(parsed) {
+					t.Errorf("the backend parsed requests %v through the balancer, which relayed answers to %v", parsed, answered)
+				}
+				// No request HAProxy did not forward; no /second in a body
+				// where HAProxy kept it out of one.
+				// (Unless, as RFC 9112 reads the bytes, no body
+				// comes and what follows the head is the next request.)
+				if r.smuggledForwarded() && !h.smuggledForwarded() && !framingNext[c.name] {
+					t.Errorf("desync: the balancer forwarded the body's GET /smuggled as a request, HAProxy did not")
+				}
+				if r.secondInBody() && !h.secondInBody() {
+					t.Errorf("desync: the balancer forwarded the client's GET /second inside a body")
+				}
+				// A request HAProxy refuses is not forwarded by the balancer.
+				hFirst, rFirst := h.firstForwarded(), r.firstForwarded()
+				switch {
+				case !hFirst && !rFirst:
+					refusedByBoth++
+					if h.firstStatus() != r.firstStatus() {
+						t.Logf("DIFF both refuse: haproxy %d, ringlb %d", h.firstStatus(), r.firstStatus())
+					}
+				case hFirst && !rFirst:
+					stricter++
+					t.Logf("DIFF ringlb stricter: haproxy forwarded, ringlb answered %d", r.firstStatus())
+				case !hFirst && rFirst && !r.firstComplete():
+					// The balancer streams a body: a chunked one
+					// found broken is cut off and its request
+					// aborted, never complete at the backend.
+					aborted++
+					t.Logf("DIFF HAProxy refused it (%d), ringlb forwarded its head, aborted it and answered %d", h.firstStatus(), r.firstStatus())
+				case !hFirst && rFirst && framingLax[c.name] != "":
+					laxer++
+					t.Logf("DIFF ringlb laxer, harmless: HAProxy refused it (%d), ringlb forwarded it: %s", h.firstStatus(), framingLax[c.name])
+				case !hFirst && rFirst:
+					laxer++
+					t.Errorf("ringlb laxer: HAProxy refused it (%d), the balancer forwarded it", h.firstStatus())
+				default:
+					if h.firstBody() != r.firstBody() {
+						otherDiff++
+						t.Errorf("both forwarded the request with different bodies: haproxy %q, ringlb %q", h.firstBody(), r.firstBody())
+					}
+				}
+			})
+		}
+	}
+	t.Logf("%d cases: %d refused by both, %d forwarded by HAProxy and refused by ringlb, %d refused by HAProxy and aborted by ringlb, %d refused by HAProxy only, %d forwarded differently",
+		2*len(framingCorpus()), refusedByBoth, stricter, aborted, laxer, otherDiff)
+}
+
+const (
+	// diffSecond is the innocent request pipelined after each case's.
+	diffSecond = "GET /second HTTP/1.1\r\nHost: h\r\n\r\n"
+	// diffSmuggled is what bodies hold: a request, should a front take
+	// the body, or a part of it, for the next request.
+	diffSmuggled = "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+	diffPost     = "POST /first HTTP/1.1\r\nHost: h\r\n"
+	diffGet      = "GET /first HTTP/1.1\r\nHost: h\r\n"
+	diffUpgrade  = "GET /first HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+type framingCase struct{ name, req string }
+
+// framingNext are the cases without a body as RFC 9112 reads them: the
+// bytes after the head (GET /smuggled) are the next request.
+var framingNext = map[string]bool{
+	"Connection close then more bytes":        true,
+	"HTTP/1.0 body without length":            true,
+	"HTTP/1.0 keep-alive body without length": true,
+	"POST without length":                     true,
+	"upgrade HTTP/1.0":                        true,
+}
+
+// framingLax are the cases HAProxy refuses for what is not about where a
+// request ends, and why the balancer forwarding them cannot desync.
+var framingLax = map[string]string{
+	"non-ASCII in the target":  "the target is one token between two spaces whatever its bytes",
+	"absolute-form other host": "the target's host wins over Host (RFC 9112 3.2.2); goes as origin form with Host: other",
+	"120 headers":              "HAProxy's tune.http.maxhdr (101); the balancer bounds a head by bytes (8 KiB)",
+}
+
+// framingCorpus is the requests each front gets, each as the client means
+// it to end (the pipelined GET /second follows it).
+func framingCorpus() []framingCase {
+	cl := func(head, body string) string {
+		return head + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body
+	}
+	// clte: a Transfer-Encoding variant with a Content-Length covering a
+	// body that, read as chunked, ends at once and leaves the smuggled
+	// request behind.
+	clte := func(te string) string {
+		body := "0\r\n\r\n" + diffSmuggled
+		return diffPost + te + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body
+	}
+	// teOnly: a Transfer-Encoding variant alone, its chunked body holding
+	// the smuggled request.
+	teOnly := func(te string) string { return diffPost + te + "\r\n" + chunk(diffSmuggled) + "0\r\n\r\n" }
+	long := func(n int) string { return "X-Long: " + strings.Repeat("a", n) + "\r\n" }
+	many := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "X-H%d: v\r\n", i)
+		}
+		return b.String()
+	}
+	cs := []framingCase{
+		// Baselines.
+		{"get", diffGet + "\r\n"},
+		{"post content-length", cl(diffPost, diffSmuggled)},
+		{"post chunked", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + chunk(diffSmuggled) + "0\r\n\r\n"},
+
+		// Content-Length with Transfer-Encoding.
+		{"CL.TE", clte("Transfer-Encoding: chunked\r\n")},
+		{"TE.CL", diffPost + "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n" + chunk(diffSmuggled) + "0\r\n\r\n"},
+		{"CL.TE chunked, identity", clte("Transfer-Encoding: chunked, identity\r\n")},
+		{"CL.TE space before colon", clte("Transfer-Encoding : chunked\r\n")},
+		{"CL.TE folded", clte("Transfer-Encoding:\r\n chunked\r\n")},
+		{"CL.TE xchunked", clte("Transfer-Encoding: xchunked\r\n")},
+
+		// Transfer-Encoding spellings.
+		{"TE chunked, identity", teOnly("Transfer-Encoding: chunked, identity\r\n")},
+		{"TE identity, chunked", teOnly("Transfer-Encoding: identity, chunked\r\n")},
+		{"TE identity", teOnly("Transfer-Encoding: identity\r\n")},
+		{"TE leading space", teOnly("Transfer-Encoding:  chunked\r\n")},
+		{"TE CHUNKED", teOnly("Transfer-Encoding: CHUNKED\r\n")},
+		{"TE xchunked", teOnly("Transfer-Encoding: xchunked\r\n")},
+		{"TE chunkedx", teOnly("Transfer-Encoding: chunkedx\r\n")},
+		{"TE tab before value", teOnly("Transfer-Encoding:\tchunked\r\n")},
+		{"TE tab after value", teOnly("Transfer-Encoding: chunked\t\r\n")},
+		{"TE vertical tab", teOnly("Transfer-Encoding: \vchunked\r\n")},
+		{"TE two headers", teOnly("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n")},
+		{"TE two headers, second identity", teOnly("Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n")},
+		{"TE chunked, chunked", teOnly("Transfer-Encoding: chunked, chunked\r\n")},
+		{"TE gzip, chunked", teOnly("Transfer-Encoding: gzip, chunked\r\n")},
+		{"TE empty", teOnly("Transfer-Encoding: \r\n")},
+		{"TE space before colon", teOnly("Transfer-Encoding : chunked\r\n")},
+		{"TE folded", teOnly("Transfer-Encoding:\r\n chunked\r\n")},
+		{"TE on HTTP/1.0", strings.Replace(teOnly("Transfer-Encoding: chunked\r\n"), "HTTP/1.1", "HTTP/1.0", 1)},
+
+		// Content-Length spellings.
+		{"CL duplicate same", diffPost + "Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}"},
+		{"CL duplicate differing", diffPost + fmt.Sprintf("Content-Length: 2\r\nContent-Length: %d\r\n\r\n{}", 2+len(diffSmuggled)) + diffSmuggled},
+		{"CL list same", diffPost + "Content-Length: 2, 2\r\n\r\n{}"},
+		{"CL list same no space", diffPost + "Content-Length: 2,2\r\n\r\n{}"},
+		{"CL list differing", diffPost + fmt.Sprintf("Content-Length: 2, %d\r\n\r\n{}", 2+len(diffSmuggled)) + diffSmuggled},
+		{"CL plus", diffPost + "Content-Length: +2\r\n\r\n{}"},
+		{"CL minus", diffPost + "Content-Length: -2\r\n\r\n{}"},
+		{"CL leading zeros", diffPost + "Content-Length: 0002\r\n\r\n{}"},
+		{"CL spaces around", diffPost + "Content-Length:   2   \r\n\r\n{}"},
+		{"CL space inside", diffPost + "Content-Length: 1 2\r\n\r\n{}" + strings.Repeat("x", 10)},
+		{"CL 20 digits", diffPost + "Content-Length: 00000000000000000002\r\n\r\n{}"},
+		{"CL hex", diffPost + "Content-Length: 0x2\r\n\r\n{}"},
+		{"CL empty", diffPost + "Content-Length: \r\n\r\n"},
+		{"CL overflow", diffPost + "Content-Length: 18446744073709551617\r\n\r\n{}"},
+		{"CL space before colon", diffPost + "Content-Length : 2\r\n\r\n{}"},
+
+		// Chunk sizes.
+		{"chunk extension", diffPost + "Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\n\r\n"},
+		{"chunk extension quoted", diffPost + "Transfer-Encoding: chunked\r\n\r\n5;ext=\"a\\\"b\"\r\nhello\r\n0\r\n\r\n"},
+		{"chunk extension space", diffPost + "Transfer-Encoding: chunked\r\n\r\n5 ;ext\r\nhello\r\n0\r\n\r\n"},
+		{"chunk size leading zeros", diffPost + "Transfer-Encoding: chunked\r\n\r\n0005\r\nhello\r\n0000\r\n\r\n"},
+		{"chunk size overflow", diffPost + "Transfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n" + diffSmuggled + "\r\n0\r\n\r\n"},
+		{"chunk size 20 digits", diffPost + "Transfer-Encoding: chunked\r\n\r\n00000000000000000005\r\nhello\r\n0\r\n\r\n"},
+		{"last chunk with an extension", diffPost + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0;x=y\r\n\r\n"},
+		{"chunk size uppercase hex", diffPost + "Transfer-Encoding: chunked\r\n\r\nA\r\nhellohello\r\n0\r\n\r\n"},
+		{"chunk size 0x", diffPost + "Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n"},
+		{"chunk size minus", diffPost + "Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n"},
+		{"chunk size trailing space", diffPost + "Transfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n"},
+		{"chunk data longer than size", diffPost + "Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n"},
+		{"chunk framing bare LF", diffPost + "Transfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n" + diffSmuggled},
+		{"chunk data end bare CR", diffPost + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r0\r\n\r\n"},
+		{"last chunk without final CRLF", diffPost + "Transfer-Encoding: chunked\r\n\r\n0\r\n"},
+
+		// Line ends.
+		{"bare LF in headers", diffPost + "X-A: b\nContent-Length: 2\r\n\r\n{}"},
+		{"bare LF everywhere", "POST /first HTTP/1.1\nHost: h\nContent-Length: 2\n\n{}"},
+		{"bare LF ending the request line", "POST /first HTTP/1.1\nHost: h\r\nContent-Length: 2\r\n\r\n{}"},
+		{"bare CR in a header", diffPost + "X-A: b\rContent-Length: 40\r\nContent-Length: 2\r\n\r\n{}"},
+		{"bare CR ending a header", diffPost + "X-A: b\r\rContent-Length: 2\r\n\r\n{}"},
+		{"bare CR in the request line", "POST /first\rX HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}"},
+		{"leading empty line", "\r\n" + cl(diffPost, "{}")},
+
+		// Folding and whitespace.
+		{"obs-fold", diffPost + "X-A: b\r\n c\r\nContent-Length: 2\r\n\r\n{}"},
+		{"obs-fold tab", diffPost + "X-A: b\r\n\tc\r\nContent-Length: 2\r\n\r\n{}"},
+		{"obs-fold hiding CL", diffPost + "X-A: b\r\n Content-Length: 40\r\nContent-Length: 2\r\n\r\n{}"},
+		{"first header folded", diffPost[:len(diffPost)-len("Host: h\r\n")] + " X-A: b\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}"},
+		{"tab before colon", diffPost + "Content-Length\t: 2\r\n\r\n{}"},
+		{"space in a header name", diffPost + "X A: b\r\nContent-Length: 2\r\n\r\n{}"},
+		{"header without colon", diffPost + "X-A b\r\nContent-Length: 2\r\n\r\n{}"},
+		{"empty header name", diffPost + ": b\r\nContent-Length: 2\r\n\r\n{}"},
+
+		// Control bytes.
+		{"NUL in a header value", diffGet + "X-A: a\x00b\r\n\r\n"},
+		{"SOH in a header value", diffGet + "X-A: a\x01b\r\n\r\n"},
+		{"DEL in a header value", diffGet + "X-A: a\x7fb\r\n\r\n"},
+		{"ESC in a header value", diffGet + "X-A: a\x1bb\r\n\r\n"},
+		{"NUL in Content-Length", diffPost + "Content-Length: 2\x00\r\n\r\n{}"},
+		{"NUL in Transfer-Encoding", teOnly("Transfer-Encoding: chunked\x00\r\n")},
+		{"NUL in a header name", diffGet + "X-\x00A: b\r\n\r\n"},
+		{"NUL in the target", "GET /fi\x00rst HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"SOH in the target", "GET /fi\x01rst HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"DEL in the target", "GET /fi\x7frst HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"tab in the target", "GET /fi\trst HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"space in the target", "GET /fi rst HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"non-ASCII in the target", "GET /fi\xc3\xa9rst HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"two spaces after the method", "GET  /first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"unknown version", "GET /first HTTP/1.2\r\nHost: h\r\n\r\n"},
+		{"HTTP/2.0 version", "GET /first HTTP/2.0\r\nHost: h\r\n\r\n"},
+		{"HTTP/0.9 version", cl("POST /first HTTP/0.9\r\nHost: h\r\n", diffSmuggled)},
+		{"HTTP/0.9 version GET", "GET /first HTTP/0.9\r\nHost: h\r\n\r\n"},
+		{"HTTP/1.9 version with a body", cl("POST /first HTTP/1.9\r\nHost: h\r\n", diffSmuggled)},
+		{"HTTP/9.9 version", "GET /first HTTP/9.9\r\nHost: h\r\n\r\n"},
+		{"no version", "GET /first\r\nHost: h\r\n\r\n"},
+		{"lowercase version", "GET /first http/1.1\r\nHost: h\r\n\r\n"},
+		{"lowercase method", "get /first HTTP/1.1\r\nHost: h\r\n\r\n"},
+
+		// Targets.
+		{"absolute-form", "GET http://h/first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"absolute-form other host", "GET http://other/first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"absolute-form userinfo", "GET http://u@other/first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"absolute-form https", "GET https://h/first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"asterisk-form OPTIONS", "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"authority-form GET", "GET h:80 HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"two Host headers", "GET /first HTTP/1.1\r\nHost: h\r\nHost: other\r\n\r\n"},
+		{"no Host on HTTP/1.1", "GET /first HTTP/1.1\r\n\r\n"},
+
+		// Expect, Connection: close, HTTP/1.0, bodies on GET.
+		{"Expect 100-continue", cl(diffPost+"Expect: 100-continue\r\n", diffSmuggled)},
+		{"Expect 100-continue chunked", diffPost + "Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(diffSmuggled) + "0\r\n\r\n"},
+		{"Expect unknown", cl(diffPost+"Expect: 200-ok\r\n", "{}")},
+		{"Connection close then more bytes", diffGet + "Connection: close\r\n\r\n" + diffSmuggled},
+		{"Connection close post", cl(diffPost+"Connection: close\r\n", "{}") + diffSmuggled},
+		{"HTTP/1.0 body without length", "POST /first HTTP/1.0\r\nHost: h\r\n\r\n" + diffSmuggled},
+		{"HTTP/1.0 keep-alive body without length", "POST /first HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n" + diffSmuggled},
+		{"HTTP/1.0 with length", cl("POST /first HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n", diffSmuggled)},
+		{"GET with a body", cl(diffGet, diffSmuggled)},
+		{"GET with a chunked body", diffGet + "Transfer-Encoding: chunked\r\n\r\n" + chunk(diffSmuggled) + "0\r\n\r\n"},
+		{"POST without length", diffPost + "\r\n" + diffSmuggled},
+
+		// Upgrades.
+		{"upgrade", diffUpgrade + "\r\n"},
+		{"upgrade with a body", cl(diffUpgrade, diffSmuggled)},
+		{"upgrade chunked", diffUpgrade + "Transfer-Encoding: chunked\r\n\r\n" + chunk(diffSmuggled) + "0\r\n\r\n"},
+		{"upgrade content-length 0", cl(diffUpgrade, "")},
+		{"upgrade h2c with a body", cl(diffGet+"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n", diffSmuggled)},
+		{"upgrade without Connection with a body", cl(diffGet+"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n", diffSmuggled)},
+		{"upgrade POST with a body", cl(strings.Replace(diffUpgrade, "GET", "POST", 1), diffSmuggled)},
+		{"upgrade HTTP/1.0", strings.Replace(diffUpgrade, "HTTP/1.1", "HTTP/1.0", 1) + "\r\n" + diffSmuggled},
+
+		// Long heads: the balancer's limit is 8 KiB, HAProxy's 16 KiB.
+		{"header line 4 KiB", diffGet + long(4000) + "\r\n"},
+		{"header line 8 KiB", diffGet + long(8100) + "\r\n"},
+		{"header line 12 KiB", diffGet + long(12000) + "\r\n"},
+		{"header line 17 KiB", diffGet + long(17000) + "\r\n"},
+		{"header line 12 KiB with a body", cl(diffPost+long(12000), diffSmuggled)},
+		{"100 headers", diffGet + many(99) + "\r\n"},
+		{"120 headers", diffGet + many(120) + "\r\n"},
+		{"target 12 KiB", "GET /first?" + strings.Repeat("a", 12000) + " HTTP/1.1\r\nHost: h\r\n\r\n"},
+
+		// Trailers.
+		{"trailer", diffPost + "Transfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n" + chunk("{}") + "0\r\nX-T: 1\r\n\r\n"},
+		{"trailer Content-Length", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\nContent-Length: 40\r\n\r\n"},
+		{"trailer Transfer-Encoding", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\nTransfer-Encoding: chunked\r\n\r\n"},
+		{"trailer bare LF", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\nX-T: 1\n\r\n"},
+		{"trailer folded", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\nX-T: 1\r\n 2\r\n\r\n"},
+		{"trailer NUL", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\nX-T: \x00\r\n\r\n"},
+		{"trailer without colon", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\nX-T\r\n\r\n"},
+		{"trailer that is a request line", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\nGET /smuggled HTTP/1.1\r\n\r\n"},
+	}
+	return cs
+}
+
+// seenRequest is one request the backend read.
+type seenRequest struct {
+	seq      int    // the X-Seq its answer carried; 0 when unanswered
+	line     string // its request line
+	head     string // its header block, raw
+	body     string // its body, chunks decoded
+	complete bool   // read to its end (and answered)
+}
+
+// diffBackend is the backend both fronts forward to: a raw TCP server that
+// records each request it reads (head as it came, body decoded) and answers
+// each with a fixed 200, Content-Length and the request's sequence number in
+// X-Seq, keeping the connection open. Its parser is minimal: both fronts
+// re-frame what they forward, so a well-formed head with Content-Length or
+// chunked coding is all it needs; anything else is recorded incomplete and
+// the connection closed. Each front has its own listener, so what reached it
+// through which front is never mixed.
+type diffBackend struct {
+	wg sync.WaitGroup
+
+	mu    sync.Mutex
+	seq   int
+	lns   map[string]net.Listener
+	reqs  map[string][]seenRequest
+	conns map[string]map[net.Conn]struct{}
+	done  bool
+}
+
+func startDiffBackend(t *testing.T) *diffBackend {
+	b := &diffBackend{lns: map[string]net.Listener{}, reqs: map[string][]seenRequest{}, conns: map[string]map[net.Conn]struct{}{}}
+	t.Cleanup(func() {
+		b.mu.Lock()
+		b.done = true
+		for _, ln := range b.lns {
+			ln.Close()
+		}
+		for _, cs := range b.conns {
+			for c := range cs {
+				c.Close()
+			}
+		}
+		b.mu.Unlock()
+		b.wg.Wait()
+	})
+	return b
+}
+
+// listen opens the listener of front and returns its address.
+func (b *diffBackend) listen(t *testing.T, front string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.lns[front] = ln
+	b.conns[front] = map[net.Conn]struct{}{}
+	b.mu.Unlock()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			if b.done {
+				b.mu.Unlock()
+				c.Close()
+				return
+			}
+			b.conns[front][c] = struct{}{}
+			b.wg.Add(1)
+			b.mu.Unlock()
+			go func() {
+				defer b.wg.Done()
+				b.serve(front, c)
+				b.mu.Lock()
+				delete(b.conns[front], c)
+				b.mu.Unlock()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func (b *diffBackend) serve(front string, c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for {
+		_ = c.SetDeadline(time.Now().Add(healthtest.Patience))
+		r, ok := readSeenRequest(br)
+		if r.line == "" && !ok {
+			return // nothing (more) on this connection
+		}
+		b.mu.Lock()
+		if ok {
+			b.seq++
+			r.seq, r.complete = b.seq, true
+		}
+		b.reqs[front] = append(b.reqs[front], r)
+		b.mu.Unlock()
+		if !ok {
+			return
+		}
+		if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Seq: %d\r\n\r\nok", r.seq); err != nil {
+			return
+		}
+	}
+}
+
+// readSeenRequest reads one request: its head to the empty line, its body
+// by Content-Length or chunked coding. ok is false when it did not come
+// whole.
+func readSeenRequest(br *bufio.Reader) (r seenRequest, ok bool) {
+	var head strings.Builder
+	chunked, length := false, 0
+	for first := true; ; first = false {
+		line, err := br.ReadString('\n')
+		if first {
+			r.line = strings.TrimRight(line, "\r\n")
+		} else {
+			head.WriteString(line)
+		}
+		if err != nil {
+			r.head = head.String()
+			return r, false
+		}
+		if first {
+			continue
+		}
+		if line == "\r\n" || line == "\n" {
+			break
+		}
+		name, value, _ := strings.Cut(line, ":")
+		value = strings.TrimSpace(value)
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "content-length":
+			var err error
+			if length, err = strconv.Atoi(value); err != nil || length < 0 {
+				r.head = head.String()
+				return r, false
+			}
+		case "transfer-encoding":
+			chunked = strings.Contains(strings.ToLower(value), "chunked")
+		}
+	}
+	r.head = head.String()
+	var body bytes.Buffer
+	defer func() { r.body = body.String() }()
+	if !chunked {
+		_, err := io.CopyN(&body, br, int64(length))
+		return r, err == nil
+	}
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return r, false
+		}
+		sz, _, _ := strings.Cut(strings.TrimRight(line, "\r\n"), ";")
+		n, err := strconv.ParseInt(strings.TrimSpace(sz), 16, 32)
+		if err != nil || n < 0 {
+			return r, false
+		}
+		if n == 0 {
+			for { // trailers
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return r, false
+				}
+				if line == "\r\n" || line == "\n" {
+					return r, true
+				}
+			}
+		}
+		if _, err := io.CopyN(&body, br, n); err != nil {
+			return r, false
+		}
+		if crlf, err := br.ReadString('\n'); err != nil || strings.TrimRight(crlf, "\r\n") != "" {
+			return r, false
+		}
+	}
+}
+
+// settle returns what reached the backend through front since the last
+// settle, once every connection of front has ended: a probe of its own,
+// answered, shows every connection queued before it accepted (the accept
+// queue is FIFO); closeIdle (the balancer's pool) is called until they all
+// ended (HAProxy, with http-server-close, closes its own).
+func (b *diffBackend) settle(t *testing.T, front string, closeIdle func()) []seenRequest {
+	t.Helper()
+	b.mu.Lock()
+	addr := b.lns[front].Addr().String()
+	b.mu.Unlock()
+	probe := sendRaw(t, addr, "GET /probe HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+	if len(probe.answers) != 1 || probe.answers[0].status != 200 {
+		t.Fatalf("backend probe: %+v", probe)
+	}
+	healthtest.WaitUntil(t, front+"'s backend connections end", func() bool {
+		if closeIdle != nil {
+			closeIdle()
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.conns[front]) == 0
+	})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []seenRequest
+	for _, r := range b.reqs[front] {
+		if r.line != "GET /probe HTTP/1.1" {
+			out = append(out, r)
+		}
+	}
+	b.reqs[front] = nil
+	return out
+}
+
+// diffAnswer is one answer a client read.
+type diffAnswer struct {
+	status int
+	line   string // status line
+	seq    int    // X-Seq: the backend's; 0 from the front itself
+}
+
+// diffOutcome is what one front did with one payload.
+type diffOutcome struct {
+	answers []diffAnswer
+	rest    string // what followed the answers that is none
+	backend []seenRequest
+}
+
+func (o diffOutcome) String() string {
+	var b strings.Builder
+	b.WriteString("client got [")
+	for i, a := range o.answers {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q", a.line)
+		if a.seq != 0 {
+			fmt.Fprintf(&b, " (seq %d)", a.seq)
+		}
+	}
+	b.WriteString("]")
+	if o.rest != "" {
+		fmt.Fprintf(&b, " then %q", trimForLog(o.rest))
+	}
+	b.WriteString("; backend read [")
+	for i, r := range o.backend {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q body %q", trimForLog(r.line), trimForLog(r.body))
+		if !r.complete {
+			b.WriteString(" INCOMPLETE")
+		}
+	}
+	b.WriteString("]")
+	return b.String()
+}
+
+func trimForLog(s string) string {
+	if len(s) > 80 {
+		return s[:40] + fmt.Sprintf("…(%d bytes)…", len(s)-60) + s[len(s)-20:]
+	}
+	return s
+}
+
+// answeredSeqs are the backend answers the client got; parsedSeqs the
+// requests the backend read whole (and answered).
+func (o diffOutcome) answeredSeqs() []int {
+	var s []int
+	for _, a := range o.answers {
+		if a.seq != 0 {
+			s = append(s, a.seq)
+		}
+	}
+	return s
+}
+
+func (o diffOutcome) parsedSeqs() []int {
+	var s []int
+	for _, r := range o.backend {
+		if r.complete {
+			s = append(s, r.seq)
+		}
+	}
+	return s
+}
+
+// smuggledForwarded reports whether the backend read a body's
+// GET /smuggled as a request.
+func (o diffOutcome) smuggledForwarded() bool {
+	for _, r := range o.backend {
+		if strings.Contains(r.line, "/smuggled") {
+			return true
+		}
+	}
+	return false
+}
+
+// isFirst: r is the client's first request (the corpus's other targets
+// than /first are *, h:80 and /fi…rst with a byte inside).
+func isFirst(r seenRequest) bool {
+	return !strings.Contains(r.line, "/smuggled") && !strings.Contains(r.line, "/second")
+}
+
+func (o diffOutcome) secondInBody() bool {
+	for _, r := range o.backend {
+		if strings.Contains(r.body, "/second") || strings.Contains(r.head, "/second") {
+			return true
+		}
+	}
+	return false
+}
+
+// firstForwarded reports whether the client's first request reached the
+// backend (whole or not).
+func (o diffOutcome) firstForwarded() bool {
+	for _, r := range o.backend {
+		if isFirst(r) {
+			return true
+		}
+	}
+	return false
+}
+
+func (o diffOutcome) firstComplete() bool {
+	for _, r := range o.backend {
+		if isFirst(r) && r.complete {
+			return true
+		}
+	}
+	return false
+}
+
+func (o diffOutcome) firstBody() string {
+	for _, r := range o.backend {
+		if isFirst(r) {
+			return r.body
+		}
+	}
+	return ""
+}
+
+func (o diffOutcome) firstStatus() int {
+	for _, a := range o.answers {
+		if a.status >= 200 {
+			return a.status
+		}
+	}
+	return 0
+}
+
+// sendRaw writes payload to a new connection to addr, shuts its write side
+// (nothing more comes: a front waiting for more of a request reads its
+// end), reads until the front closes and returns the answers.
+func sendRaw(t *testing.T, addr, payload string) diffOutcome {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(healthtest.Patience))
+	if _, err := io.WriteString(c, payload); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		t.Logf("write: %v", err) // a front may close before it took all
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	all, err := io.ReadAll(c)
+	if err != nil && !isReset(err) {
+		t.Fatalf("reading the answers from %s: %v (got %q)", addr, err, all)
+	}
+	var o diffOutcome
+	br := bufio.NewReader(bytes.NewReader(all))
+	for {
+		if _, err := br.Peek(1); err != nil {
+			break
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			rest, _ := io.ReadAll(br)
+			o.rest = string(rest)
+			break
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		seq, _ := strconv.Atoi(resp.Header.Get("X-Seq"))
+		o.answers = append(o.answers, diffAnswer{status: resp.StatusCode, line: resp.Proto + " " + resp.Status, seq: seq})
+	}
+	return o
+}
+
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && strings.Contains(op.Err.Error(), "connection reset")
+}
+
+// findHAProxyBinary returns HAProxy's path: on PATH, else Debian's
+// /usr/sbin (not on a user's PATH), else "".
+func findHAProxyBinary() string {
+	for _, p := range []string{"haproxy", "/usr/sbin/haproxy"} {
+		if p, err := exec.LookPath(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// startDiffHAProxy runs HAProxy in the foreground (-db) in front of
+// backend, with its defaults' framing rules (no accept-invalid options),
+// closing each server connection after its answer (http-server-close). Its
+// frontend is a listener this test opened (bind fd@3), so no port is picked
+// and then raced for. It is killed when the test ends.
+func startDiffHAProxy(t *testing.T, bin, backend string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	defer lf.Close()
+	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`global
+  nbthread 1
+defaults
+  mode http
+  option http-server-close
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout http-request 30s
+frontend fe
+  bind fd@3
+  default_backend app
+backend app
+  server app %s
+`, backend)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	cmd := exec.Command(bin, "-f", cfg, "-db")
+	cmd.ExtraFiles = []*os.File{lf}
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("haproxy wrote:\n%s", out.String())
+		}
+	})
+	// Ready when it answers: the listener queues the connection until
+	// HAProxy accepts it.
+	ready := make(chan diffOutcome, 1)
+	go func() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			close(ready)
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(healthtest.Patience))
+		_, _ = io.WriteString(c, "GET /ready HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			close(ready)
+			return
+		}
+		resp.Body.Close()
+		ready <- diffOutcome{answers: []diffAnswer{{status: resp.StatusCode}}}
+	}()
+	select {
+	case o, ok := <-ready:
+		if !ok || o.answers[0].status != 200 {
+			t.Fatalf("haproxy did not answer: %+v\n%s", o, out.String())
+		}
+	case <-exited:
+		t.Fatalf("haproxy exited: %s", out.String())
+	case <-time.After(healthtest.Patience):
+		t.Fatalf("haproxy did not answer in %v:\n%s", healthtest.Patience, out.String())
+	}
+	return addr
+}
+
+// syncBuffer is a bytes.Buffer written by exec's copying goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
