@@ -52,6 +52,12 @@ var (
 	// the headers this balancer adds included; no IDE backend serves either,
 	// and nginx refuses both.
 	errMethod = errors.New("method not allowed: CONNECT and TRACE are not forwarded")
+	// errVersion: a request line naming another version than HTTP/1.0 or
+	// HTTP/1.1 was forwarded with it as written (HTTP/2.0, HTTP/9.9, a
+	// HTTP/0.9 line with headers and a body), for each backend to read as
+	// it reads such a line — framing rules differ by version. nginx and
+	// Go's net/http answer 505 to a major version other than 1.
+	errVersion = errors.New("HTTP version not supported: HTTP/1.0 and HTTP/1.1 only")
 )
 
 // allowedMethods is the Allow header of the 405 that errMethod gets (RFC
@@ -176,9 +182,12 @@ func asciiLower(c byte) byte {
 }
 
 // refusal returns the status for a request the balancer refuses for its
-// method, its framing or its body, with the reason, or 0 to let it on. maxBody is
+// version, its method, its framing or its body, with the reason, or 0 to let it on. maxBody is
 // balancer.limits.max_body_bytes.
 func refusal(h *fasthttp.RequestHeader, maxBody int64) (int, error) {
+	if p := h.Protocol(); string(p) != "HTTP/1.1" && string(p) != "HTTP/1.0" {
+		return fasthttp.StatusHTTPVersionNotSupported, errVersion
+	}
 	if h.IsConnect() || h.IsTrace() {
 		return fasthttp.StatusMethodNotAllowed, errMethod
 	}

@@ -252,6 +252,7 @@ func TestSmugglingPayloads(t *testing.T) {
 		closed   bool    // the balancer closes the connection after its answers
 	}
 	refused := want{statuses: []int{400}, closed: true}
+	unsupported := want{statuses: []int{505}, closed: true}
 	tests := []struct {
 		name    string
 		payload string
@@ -285,6 +286,14 @@ func TestSmugglingPayloads(t *testing.T) {
 		{"TE after bare LF alone", teOnly("X-Pad: y\nTransfer-Encoding: chunked\r\n"), refused},
 		{"TE hidden by folding alone", teOnly("X-Pad: y\r\n Transfer-Encoding: chunked\r\n"), refused},
 		{"TE on HTTP/1.0", strings.Replace(teOnly("Transfer-Encoding: chunked\r\n"), "HTTP/1.1", "HTTP/1.0", 1), refused},
+
+		// Only HTTP/1.0 and HTTP/1.1 are forwarded: another version
+		// went on as the client wrote it, for each backend to frame by
+		// its own reading of that version (505, nothing forwarded).
+		{"HTTP/0.9 with a body", strings.Replace(postHead, "HTTP/1.1", "HTTP/0.9", 1) + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(smuggled)) + smuggled, unsupported},
+		{"HTTP/1.9 with a body", strings.Replace(postHead, "HTTP/1.1", "HTTP/1.9", 1) + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(smuggled)) + smuggled, unsupported},
+		{"HTTP/2.0", strings.Replace(postHead, "HTTP/1.1", "HTTP/2.0", 1) + "Content-Length: 2\r\n\r\n{}", unsupported},
+		{"HTTP/1.0 with a body", strings.Replace(postHead, "HTTP/1.1", "HTTP/1.0", 1) + "Content-Length: 2\r\n\r\n{}", want{statuses: []int{200}, bodies: []int64{2}, closed: true}},
 
 		// A header name is a token (RFC 9110 §5.1): a proxy that passes
 		// another on lets each backend read it its own way.
