@@ -27,7 +27,12 @@ import (
 // when set, is the data address it announces (a proxy in front of it).
 func startReplEdge(t testing.TB, cl *healthtest.Cluster, name, mode string, advertise func(data string) string) *clusterEdge {
 	t.Helper()
-	cfg := configs.Edge{IdleGrace: configs.Duration(time.Minute), Replication: mode}
+	return startReplEdgeWith(t, cl, name, configs.Edge{IdleGrace: configs.Duration(time.Minute), Replication: mode}, advertise)
+}
+
+// startReplEdgeWith is startReplEdge with the edge config cfg.
+func startReplEdgeWith(t testing.TB, cl *healthtest.Cluster, name string, cfg configs.Edge, advertise func(data string) string) *clusterEdge {
+	t.Helper()
 	s := New(provisioned(cfg), name, "east", slog.New(slog.DiscardHandler), nil)
 	e := &testEdge{s: s, joined: make(chan string, 1024)}
 	s.joined = func(key string) { e.joined <- key }

@@ -231,6 +231,14 @@ func (v *v1Session) forget() {
 // holes left out, and whether the history reaches back that far (otherwise
 // the client needs a reset).
 func (v *v1Session) since(after uint64) (frames []*frame, ok bool) {
+	if after == v.committed {
+		// Nothing shown after it: nothing to replay, whatever the history
+		// holds. Under sync replication msgs waiting for the replica may
+		// fill it (more of them than it keeps, or the edge's budget
+		// taking its oldest): the oldest entry is then past after+1, and
+		// a client that missed nothing was told reset "history".
+		return nil, true
+	}
 	first := v.seq - uint64(v.n) + 1 // seq of the oldest entry held
 	if after > v.committed || after+1 < first {
 		return nil, false
