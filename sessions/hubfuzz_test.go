@@ -61,7 +61,7 @@ import (
 // peer that closed its side (connected, which needs a socket).
 func FuzzHubEvents(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
-		runHubEvents(t, in)
+		runHubEvents(t, in, false)
 	})
 }
 
@@ -139,6 +139,10 @@ type hubClient struct {
 	// held is its paced msg waiting its session's joiners' turn (nil:
 	// none): its reader reads nothing more meanwhile.
 	held *pacedMsg
+	// joinTop is its session's last seq when it joined: a msg sequenced
+	// by then and shown after (sync replication: committed later) may be
+	// from someone who left before it came.
+	joinTop uint64
 }
 
 // pacedMsg is a msg of evPaced as its reader read it.
@@ -165,6 +169,12 @@ type epochLog struct {
 	msgs        map[uint64]string
 	holes       map[uint64]bool
 	first, last uint64
+	// lost are seqs of msgs clients may hold that a promoted copy lacked
+	// (FuzzHubReplEvents): holes here, never another msg's seq; uncovered,
+	// that a promotion lost more than its reserve covers, so a later msg
+	// may take one.
+	lost      map[uint64]bool
+	uncovered bool
 }
 
 func (lg *epochLog) add(seq uint64, msg string) {
@@ -189,7 +199,9 @@ func envelope(seq uint64, msg string) json.RawMessage {
 	return fmt.Appendf(nil, `{"type":"msg","seq":%d,"from":%q,"ts":0,"data":%s}`, seq, from, data)
 }
 
-func runHubEvents(t *testing.T, in []byte) {
+// runHubEvents runs FuzzHubEvents' input, or FuzzHubReplEvents' with
+// repl.
+func runHubEvents(t *testing.T, in []byte, repl bool) {
 	if len(in) == 0 {
 		return
 	}
@@ -223,6 +235,15 @@ func runHubEvents(t *testing.T, in []byte) {
 	}
 	defer h.close()
 	in = in[1:]
+	var rp *hubFuzzRepl
+	if repl {
+		if len(in) == 0 {
+			return
+		}
+		h.budget.limit.Store(int64(historyTotals[in[0]&3]))
+		rp = newHubFuzzRepl(h, ph.m)
+		in = in[1:]
+	}
 	if len(in) > 128 {
 		in = in[:128] // 64 events
 	}
@@ -243,10 +264,12 @@ func runHubEvents(t *testing.T, in []byte) {
 		past     [2][]*session
 		handed   [2]*handoffSession
 		installs int
+		// left is each participant's session's last seq when it left.
+		left = map[string]uint64{}
 	)
 	logOf := func(epoch string) *epochLog {
 		if logs[epoch] == nil {
-			logs[epoch] = &epochLog{msgs: map[uint64]string{}, holes: map[uint64]bool{}}
+			logs[epoch] = &epochLog{msgs: map[uint64]string{}, holes: map[uint64]bool{}, lost: map[uint64]bool{}}
 		}
 		return logs[epoch]
 	}
@@ -261,6 +284,23 @@ func runHubEvents(t *testing.T, in []byte) {
 		return sh.sessions[key]
 	}
 	name := func(slot int) string { return string(rune('A' + slot)) }
+	// sequenced logs msg at seq of epoch: no seq names two msgs (but
+	// where a promotion lost more than its reserve covers).
+	sequenced := func(epoch string, seq uint64, msg string) {
+		lg := logOf(epoch)
+		if old := lg.msgs[seq]; old != "" && !lg.uncovered {
+			fail("seq %d of epoch %s names two msgs: %q, then %q", seq, epoch, old, msg)
+		}
+		delete(lg.lost, seq)
+		// Seqs passed over since the last (a promotion's reserve, a
+		// resume's lost msgs) are holes.
+		for skipped := lg.last + 1; skipped < seq; skipped++ {
+			if lg.msgs[skipped] == "" {
+				lg.holes[skipped] = true
+			}
+		}
+		lg.add(seq, msg)
+	}
 
 	// read checks what c's client reads now.
 	read := func(c *hubClient) {
@@ -343,7 +383,7 @@ func runHubEvents(t *testing.T, in []byte) {
 						lg := logOf(e.Epoch)
 						for seq := r.after + 1; seq <= e.Seq; seq++ {
 							switch {
-							case lg.holes[seq]:
+							case lg.holes[seq] || lg.lost[seq]:
 							case lg.msgs[seq] != "":
 								c.want = append(c.want, seq)
 							default:
@@ -367,10 +407,21 @@ func runHubEvents(t *testing.T, in []byte) {
 				}
 				delete(c.view, e.Participant)
 			case "msg", "ack":
-				if e.Type == "msg" && (e.From == c.p.id || !c.view[e.From]) {
+				// A msg waiting for the replica while its sender left, or
+				// before c came, is shown from someone not present.
+				early := e.Seq <= c.joinTop || left[e.From] >= e.Seq
+				if e.Type == "msg" && (e.From == c.p.id || !c.view[e.From] && !early) {
 					fail("%s got a msg from %s, not told of (it holds %v present)", c.p.id, e.From, c.view)
 				}
-				if e.Seq != c.seq+1 {
+				// Seqs skipped past (a promotion's reserve, a resume's
+				// lost msgs) are holes: nothing else is passed over.
+				lg := logOf(c.epoch)
+				for seq := c.seq + 1; seq < e.Seq; seq++ {
+					if !lg.holes[seq] && !lg.lost[seq] {
+						fail("%s got %s seq %d after seq %d", c.p.id, e.Type, e.Seq, c.seq)
+					}
+				}
+				if e.Seq <= c.seq {
 					fail("%s got %s seq %d after seq %d", c.p.id, e.Type, e.Seq, c.seq)
 				}
 				c.seq = e.Seq
@@ -418,6 +469,11 @@ func runHubEvents(t *testing.T, in []byte) {
 			log = append(log, fmt.Sprintf("  unseating %v", n))
 		}
 		c := &hubClient{p: p, key: key, view: presenceView{}, rawSeen: map[string]uint64{}, frozen: -1}
+		if s := p.session; s.v1 != nil {
+			s.mu.Lock()
+			c.joinTop = s.v1.seq
+			s.mu.Unlock()
+		}
 		slots[slot], of[p] = c, c
 		return c
 	}
@@ -468,10 +524,11 @@ func runHubEvents(t *testing.T, in []byte) {
 			s.mu.Unlock()
 			deliveries = h.publish(p, m.data, m.readAt)
 			s.mu.Lock()
-			if s.v1.seq != seq {
-				logOf(epoch).add(s.v1.seq, fmt.Sprintf("%s %s", p.id, m.data))
-			}
+			now := s.v1.seq
 			s.mu.Unlock()
+			if now != seq {
+				sequenced(epoch, now, fmt.Sprintf("%s %s", p.id, m.data))
+			}
 		} else {
 			f := jsonFrame(env{Type: "raw", From: p.id, Seq: m.n, Data: m.data})
 			deliveries = h.broadcast(p, f)
@@ -515,8 +572,78 @@ func runHubEvents(t *testing.T, in []byte) {
 		}
 	}
 
+	// checkRepl checks each live session's pending msgs and history, what
+	// is queued to its participants, and edge-2's copies
+	// (FuzzHubReplEvents).
+	checkRepl := func() {
+		// Failed once the locks are released (h.close takes them).
+		var bad []string
+		failNow := fail
+		fail := func(format string, args ...any) {
+			if bad == nil {
+				bad = append(bad, fmt.Sprintf(format, args...))
+			}
+		}
+		defer func() {
+			if bad != nil {
+				failNow("%s", bad[0])
+			}
+		}()
+		h.eachSession(func(_ *hubShard, s *session) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			v := s.v1
+			if v == nil || s.movedTo != "" {
+				return
+			}
+			if uint64(len(v.pending)) != v.seq-v.committed {
+				fail("%s at seq %d, committed %d, has %d msgs pending", s.key, v.seq, v.committed, len(v.pending))
+			}
+			for i, pm := range v.pending {
+				if pm.seq != v.committed+1+uint64(i) {
+					fail("%s's pending msg %d is seq %d, committed %d", s.key, i, pm.seq, v.committed)
+				}
+			}
+			if len(v.pending) > 0 && !tracked(s) {
+				fail("%s has %d msgs pending (seqs %d–%d) that nothing of its link will show: no batch's commit, orphan or snapshot due", s.key, len(v.pending), v.committed+1, v.seq)
+			}
+			lg := logOf(v.epoch)
+			v.entries(func(seq uint64, f *frame) {
+				switch {
+				case f == nil && lg.msgs[seq] != "" && !lg.lost[seq]:
+					fail("%s's history holds a hole at seq %d, which names %q", s.key, seq, lg.msgs[seq])
+				case f == nil:
+					if lg.msgs[seq] == "" {
+						lg.holes[seq] = true
+					}
+				case msgOf(t, f) != lg.msgs[seq]:
+					fail("%s's history holds %q at seq %d, which names %q", s.key, msgOf(t, f), seq, lg.msgs[seq])
+				}
+			})
+			for _, p := range s.participants {
+				if e, ok := queuedPast(t, p); p.v1 && ok {
+					fail("%s has %s seq %d queued, %s committed up to %d", p.id, e.Type, e.Seq, s.key, v.committed)
+				}
+			}
+		})
+		st := rp.r2.store
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		for key, c := range st.copies {
+			lg := logOf(c.v.epoch)
+			c.v.entries(func(seq uint64, f *frame) {
+				if f != nil && msgOf(t, f) != lg.msgs[seq] {
+					fail("edge-2's copy of %s holds %q at seq %d, which names %q", key, msgOf(t, f), seq, lg.msgs[seq])
+				}
+			})
+		}
+	}
+
 	for i := 0; i+1 < len(in); i += 2 {
 		kind, arg := int(in[i]&15), in[i+1]
+		if rp != nil {
+			kind = int(in[i]&31) % numReplEvents
+		}
 		slot := int(arg&7) % hubFuzzSlots
 		k := int(arg>>3) & 1
 		key := keys[k]
@@ -574,6 +701,21 @@ func runHubEvents(t *testing.T, in []byte) {
 			// none (all), past the last.
 			last := logOf(epoch).last
 			after := [4]uint64{last, max(last, 1) - 1, 0, last + 2}[arg>>6]
+			if s := sessionOf(key); rp != nil && s != nil && s.v1 != nil {
+				// What a client may have seen: the committed seq (a
+				// pending one is nobody's), or beyond it the highest a
+				// crashed session showed (a promotion's lost msgs).
+				s.mu.Lock()
+				if s.v1.epoch == epoch {
+					last = s.v1.committed
+				}
+				s.mu.Unlock()
+				top := logOf(epoch).last
+				if top <= last {
+					top = last + 2
+				}
+				after = [4]uint64{last, max(last, 1) - 1, 0, top}[arg>>6]
+			}
 			p.resumeSet, p.resumeAfter, p.resumeEpoch = true, after, epoch
 			log = append(log, fmt.Sprintf("%s joins %s resuming after %d of epoch %s", p.id, key, after, epoch))
 			if c := admit(slot, key, p); c != nil {
@@ -589,6 +731,11 @@ func runHubEvents(t *testing.T, in []byte) {
 			read(c)
 			c.p.stop(0, "")
 			h.leave(c.p)
+			if s := c.p.session; s.v1 != nil {
+				s.mu.Lock()
+				left[c.p.id] = s.v1.seq
+				s.mu.Unlock()
+			}
 			slots[slot] = nil
 		case evPublish:
 			if c == nil || c.p.viewer {
@@ -603,10 +750,11 @@ func runHubEvents(t *testing.T, in []byte) {
 				s.mu.Unlock()
 				h.publish(c.p, fmt.Appendf(nil, "%d", c.sent), time.Now())
 				s.mu.Lock()
-				if s.v1.seq != seq {
-					logOf(epoch).add(s.v1.seq, fmt.Sprintf("%s %d", c.p.id, c.sent))
-				}
+				now := s.v1.seq
 				s.mu.Unlock()
+				if now != seq {
+					sequenced(epoch, now, fmt.Sprintf("%s %d", c.p.id, c.sent))
+				}
 				continue
 			}
 			f := jsonFrame(env{Type: "raw", From: c.p.id, Seq: c.sent})
@@ -640,7 +788,15 @@ func runHubEvents(t *testing.T, in []byte) {
 				if s.v1 != nil {
 					st := handoffState(key, s.v1)
 					handed[k] = &st
+					// Every seq the history holds goes, the pending ones
+					// included: the new owner shows them.
+					if v := s.v1; st.Seq != v.seq || len(st.History) != v.n {
+						fail("%s's hand-off carries seq %d, %d msgs; the session is at %d, holds %d (%d pending)", key, st.Seq, len(st.History), v.seq, v.n, len(v.pending))
+					}
 					s.v1.dropPending()
+					if rp != nil {
+						rp.r.release(s)
+					}
 				}
 				frozen[k] = append(frozen[k], s.participants...)
 				markHandedOn(s, of)
@@ -830,6 +986,137 @@ func runHubEvents(t *testing.T, in []byte) {
 			}
 			log = append(log, fmt.Sprintf("%s sends %d paced (%d bytes)", c.p.id, c.sent, m.size))
 			paced(c, m)
+		case evShip:
+			if rp.ship() {
+				log = append(log, fmt.Sprintf("the link sends batch %d (%d bytes)", rp.l.nextBatch-1, len(rp.sent[len(rp.sent)-1])))
+			}
+		case evAck:
+			if answers, ok := rp.ack(); ok {
+				log = append(log, fmt.Sprintf("edge-2 applies a batch, answers %d bytes", len(answers)))
+			}
+		case evFallback:
+			log = append(log, "replication_timeout: the link falls back to async")
+			rp.async = true
+			rp.l.mu.Lock()
+			rp.l.fallBackLocked("the fuzz")
+			var stuck []string
+			h.eachSession(func(_ *hubShard, s *session) {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				if s.repl == rp.l && s.v1 != nil && len(s.v1.pending) > 0 {
+					stuck = append(stuck, fmt.Sprintf("%s (%d msgs)", s.key, len(s.v1.pending)))
+				}
+			})
+			if stuck != nil {
+				fail("pending after its link fell back: %v", stuck)
+			}
+		case evStreamDown:
+			if rp.streamDown() {
+				log = append(log, "the stream to edge-2 ends")
+			}
+		case evStreamUp:
+			if rp.streamUp() {
+				log = append(log, "a stream to edge-2 begins")
+			}
+		case evResyncKey:
+			log = append(log, "edge-2 asks for "+key+" whole")
+			rp.l.resyncKey(key)
+		case evRelink:
+			log = append(log, "the link closes; a new one takes its sessions")
+			rp.async = true
+			rp.relink()
+		case evFence:
+			// A newer owner's fence (stale with bit 4: a term not above
+			// the session's).
+			s := sessionOf(key)
+			if s == nil || s.v1 == nil {
+				continue
+			}
+			s.mu.Lock()
+			term := s.v1.term + 1
+			if arg&0x10 != 0 {
+				term--
+			}
+			yields := s.movedTo == "" && term > s.v1.term
+			if yields {
+				markHandedOn(s, of)
+			}
+			s.mu.Unlock()
+			log = append(log, fmt.Sprintf("a fence of %s at term %d (yields %v)", key, term, yields))
+			rp.r.yield(key, "edge-3", term)
+			s.mu.Lock()
+			moved, pending := s.movedTo, len(s.v1.pending)
+			s.mu.Unlock()
+			if yields && (moved != "edge-3" || pending != 0) {
+				fail("%s fenced: moved to %q, %d msgs pending", key, moved, pending)
+			}
+		case evPromote:
+			// This edge's session of key crashes (its clients lose their
+			// connections, nothing more is said); edge-2's copy is
+			// promoted, as edge-2 would — here, where the clients resume.
+			s := sessionOf(key)
+			if s == nil || s.v1 == nil {
+				continue
+			}
+			rp.r2.store.mu.Lock()
+			c := rp.r2.store.copies[key]
+			delete(rp.r2.store.copies, key)
+			rp.r2.store.mu.Unlock()
+			if c == nil {
+				continue
+			}
+			var oldCommitted, oldSeq uint64
+			var epoch string
+			underLocks(h, key, func(sh *hubShard, s *session) {
+				v := s.v1
+				oldCommitted, oldSeq, epoch = v.committed, v.seq, v.epoch
+				markHandedOn(s, of)
+				s.movedTo = "crashed"
+				v.dropPending()
+				rp.r.release(s)
+				for _, p := range s.participants {
+					p.stop(closeServiceRestart, "crashed")
+				}
+				if len(s.participants) == 0 {
+					h.freeIdle(sh, s)
+				}
+			})
+			copySeq := c.v.seq
+			log = append(log, fmt.Sprintf("%s crashes at seq %d (committed %d); edge-2's copy at %d of epoch %s is promoted", key, oldSeq, oldCommitted, copySeq, c.v.epoch))
+			lg := logOf(epoch)
+			if c.v.epoch != epoch {
+				// An earlier incarnation's (its free not yet sent): the
+				// crashed one's snapshot never reached edge-2, so under
+				// sync it showed nothing.
+				if !rp.async && oldCommitted > 0 {
+					fail("%s's copy is of epoch %s; the crashed session of %s showed up to %d", key, c.v.epoch, epoch, oldCommitted)
+				}
+				copySeq = 0
+			}
+			if !rp.async && copySeq < oldCommitted {
+				fail("%s's copy holds seqs up to %d, its clients were shown up to %d, nothing shown without the replica", key, copySeq, oldCommitted)
+			}
+			// Pending msgs the copy lacks were nobody's: gone. Those shown
+			// that it lacks are lost: clients may hold them.
+			for seq := max(copySeq, oldCommitted) + 1; seq <= oldSeq; seq++ {
+				delete(lg.msgs, seq)
+			}
+			for seq := copySeq + 1; seq <= oldCommitted; seq++ {
+				if lg.msgs[seq] != "" {
+					lg.lost[seq] = true
+				}
+			}
+			lg.last = max(copySeq, oldCommitted)
+			if c.v.epoch == epoch && oldCommitted > copySeq+promotionSkip(h.historyMsgs) {
+				lg.uncovered = true // beyond the reserve (reserveLost)
+			}
+			c.from = "edge-0" // gone: not edge-2, whose link this edge keeps
+			rp.r.store.mu.Lock()
+			rp.r.store.copies[key] = c
+			rp.r.store.mu.Unlock()
+			if !rp.r.promote(key, "the fuzz") {
+				fail("%s's copy not promoted", key)
+			}
 		case evAge:
 			// Its clock moved back instead: each participant's join, its
 			// own bucket, the joiners' bucket and their count, and what a
@@ -872,6 +1159,9 @@ func runHubEvents(t *testing.T, in []byte) {
 		}
 		quieten()
 		checkPace()
+		if rp != nil {
+			checkRepl()
+		}
 		// Sessions that came and went: their epochs, and the past ones
 		// an idle timer may still run for.
 		for k, key := range keys {
@@ -916,7 +1206,7 @@ func runHubEvents(t *testing.T, in []byte) {
 		moved := s.movedTo != ""
 		var seq uint64
 		if s.v1 != nil {
-			seq = s.v1.seq
+			seq = s.v1.committed // a pending msg is nobody's yet
 		}
 		s.mu.Unlock()
 		if !c.p.v1 || !here || moved || c.closed || c.p.stopping() {
@@ -924,6 +1214,9 @@ func runHubEvents(t *testing.T, in []byte) {
 		}
 		if !c.view.is(ids) {
 			fail("%s holds %v present, the session has %v", c.p.id, c.view, ids)
+		}
+		for lg := logOf(c.epoch); seq > c.seq && (lg.holes[seq] || lg.lost[seq]); {
+			seq-- // a reserve of holes nobody is told of
 		}
 		if c.seq != seq {
 			fail("%s got msgs up to seq %d, the session is at %d", c.p.id, c.seq, seq)
