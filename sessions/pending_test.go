@@ -60,3 +60,44 @@ func TestResumeWhileMsgsWaitForTheReplica(t *testing.T) {
 		}
 	}
 }
+
+// A session whose replica asked for it whole (a resync) while its msgs
+// waited, and whose stream then ended before the snapshot went, still has
+// its waiting msgs shown by the fallback (replication_timeout): they were
+// tracked by nothing — not a batch's commit (the ack of theirs is ignored
+// for a session out of step), not an orphan — so no fallback ever showed
+// them, and its clients waited until the replica came back or the ring
+// changed. Found by FuzzHubReplEvents.
+func TestResyncedSessionsWaitingMsgsFallBack(t *testing.T) {
+	ph := newPresenceHub(t)
+	h := ph.h
+	rp := newHubFuzzRepl(h, ph.m)
+	defer h.close()
+	p := ph.newParticipant("A")
+	if err := h.join([]byte("k"), p); err != nil {
+		t.Fatal(err)
+	}
+	rp.ship() // the session's snapshot
+	rp.ack()
+	h.publish(p, []byte(`1`), time.Now())
+	rp.ship()           // its record
+	rp.l.resyncKey("k") // edge-2 lacks the session: it asks for it whole
+	rp.ack()            // and acks the batch: no commit, out of step
+	rp.streamDown()     // the stream ends before the snapshot goes
+	rp.l.mu.Lock()      // replication_timeout runs out
+	rp.l.fallBackLocked("the test")
+	s := p.session
+	s.mu.Lock()
+	pending, committed := len(s.v1.pending), s.v1.committed
+	s.mu.Unlock()
+	var acked []uint64
+	es, _ := ph.read(p)
+	for _, e := range es {
+		if e.Type == "ack" {
+			acked = append(acked, e.Seq)
+		}
+	}
+	if pending != 0 || committed != 1 || len(acked) != 1 {
+		t.Fatalf("after the fallback: %d msgs pending, committed %d, acks %v; want none pending, 1 committed and acked", pending, committed, acked)
+	}
+}

@@ -584,6 +584,14 @@ func (l *link) unsync(s *session) {
 	if _, ok := l.sessions[s]; ok {
 		l.resync[s] = struct{}{}
 	}
+	// Its waiting msgs no longer wait on a record (the ack of the batch
+	// carrying theirs commits nothing out of step) but on its snapshot:
+	// orphans, so replication_timeout still shows them should the stream
+	// end or the replica go silent before the snapshot is sent. Tracked by
+	// nothing, they waited until the replica came back or the ring changed.
+	if len(s.v1.pending) > 0 {
+		l.orphan(s, time.Now())
+	}
 	l.kick()
 }
 
