@@ -56,7 +56,7 @@ func FuzzHubReplEvents(f *testing.F) {
 // The events of FuzzHubReplEvents after FuzzHubEvents' (its bits 0–4).
 const (
 	evShip       = numHubEvents + iota // the link sends what it queued as a batch
-	evAck                              // edge-2 applies the oldest batch sent and answers it
+	evAck                              // edge-2 applies the oldest batch sent and answers it (bit 4: the link's writer runs in between)
 	evFallback                         // replication_timeout: the link falls back to async
 	evStreamDown                       // the stream ends
 	evStreamUp                         // a stream begins anew
@@ -64,6 +64,7 @@ const (
 	evRelink                           // the link closes and a new one replaces it
 	evFence                            // a fence of a newer owner of key: bit 4 stale
 	evPromote                          // key's session crashes here; its copy is promoted
+	evCopyLost                         // edge-2 drops its copy of key (full, or taken for stale)
 	numReplEvents
 )
 
@@ -89,6 +90,9 @@ type hubFuzzRepl struct {
 	// async: msgs were shown without the replica (a fallback, a closed
 	// link): a promoted copy may lack seqs a client saw.
 	async bool
+	// elsewhere are sessions whose committed seqs came from another
+	// edge (a hand-off, a promotion), not through edge-2.
+	elsewhere map[*session]bool
 }
 
 func newHubFuzzRepl(h *hub, m *metrics) *hubFuzzRepl {
@@ -105,7 +109,7 @@ func newHubFuzzRepl(h *hub, m *metrics) *hubFuzzRepl {
 			stop: make(chan struct{}),
 		}
 	}
-	rp := &hubFuzzRepl{}
+	rp := &hubFuzzRepl{elsewhere: map[*session]bool{}}
 	rp.r = newRepl(&Server{name: "edge-1", hub: h, metrics: m, log: log}, o)
 	h2 := newHub(16, m)
 	h2.idle = newIdleSessions(16)
@@ -199,8 +203,10 @@ func (rp *hubFuzzRepl) ship() bool {
 }
 
 // ack is edge-2 reading the oldest batch sent (serveStream: apply, then
-// its answers and ack) and this edge reading the answer (readAnswers).
-func (rp *hubFuzzRepl) ack() (answers []byte, ok bool) {
+// its answers and ack) and this edge reading the answer (readAnswers);
+// with writer, the link's writer (serve's loop, woken by a resync) runs
+// between the answer's records and the commits of its ack.
+func (rp *hubFuzzRepl) ack(writer bool) (answers []byte, ok bool) {
 	if len(rp.sent) == 0 {
 		return nil, false
 	}
@@ -226,6 +232,14 @@ func (rp *hubFuzzRepl) ack() (answers []byte, ok bool) {
 			l.resyncKey(string(rec.key))
 		case recFence:
 			r.yield(string(rec.key), string(rec.epoch), rec.term)
+		}
+	}
+	if writer {
+		l.mu.Lock()
+		gen, up := l.gen, l.connected && !l.closed
+		l.mu.Unlock()
+		if up {
+			l.syncSessions(gen)
 		}
 	}
 	var done []commitRef
@@ -329,4 +343,14 @@ func msgOf(t *testing.T, f *frame) string {
 		t.Fatal(err)
 	}
 	return e.From + " " + string(e.Data)
+}
+
+// copyIn returns r's copy of key's session (nil: none).
+func copyIn(r *replicator, key string) *v1Session {
+	r.store.mu.Lock()
+	defer r.store.mu.Unlock()
+	if c := r.store.copies[key]; c != nil {
+		return c.v
+	}
+	return nil
 }

@@ -604,6 +604,14 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 					fail("%s's pending msg %d is seq %d, committed %d", s.key, i, pm.seq, v.committed)
 				}
 			}
+			// Under sync, nothing is shown before edge-2 has it.
+			if c := copyIn(rp.r2, s.key); !rp.async && !rp.elsewhere[s] && v.committed > 0 && (c == nil || c.epoch != v.epoch || c.seq < v.committed) {
+				var at uint64
+				if c != nil {
+					at = c.seq
+				}
+				fail("%s shows seqs up to %d of epoch %s; edge-2's copy is at %d (%v)", s.key, v.committed, v.epoch, at, c != nil)
+			}
 			if len(v.pending) > 0 && !tracked(s) {
 				fail("%s has %d msgs pending (seqs %d–%d) that nothing of its link will show: no batch's commit, orphan or snapshot due", s.key, len(v.pending), v.committed+1, v.seq)
 			}
@@ -957,6 +965,9 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 			if s == nil || s == cur {
 				fail("a hand-off of %s installed, and its session is %p (was %p)", key, s, cur)
 			}
+			if rp != nil {
+				rp.elsewhere[s] = true
+			}
 			s.mu.Lock()
 			epoch, seq, n := s.v1.epoch, s.v1.seq, len(s.participants)
 			s.mu.Unlock()
@@ -991,7 +1002,7 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 				log = append(log, fmt.Sprintf("the link sends batch %d (%d bytes)", rp.l.nextBatch-1, len(rp.sent[len(rp.sent)-1])))
 			}
 		case evAck:
-			if answers, ok := rp.ack(); ok {
+			if answers, ok := rp.ack(arg&0x10 != 0); ok {
 				log = append(log, fmt.Sprintf("edge-2 applies a batch, answers %d bytes", len(answers)))
 			}
 		case evFallback:
@@ -1117,6 +1128,15 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 			if !rp.r.promote(key, "the fuzz") {
 				fail("%s's copy not promoted", key)
 			}
+			rp.elsewhere[sessionOf(key)] = true
+		case evCopyLost:
+			rp.r2.store.mu.Lock()
+			if c := rp.r2.store.copies[key]; c != nil {
+				log = append(log, "edge-2 drops its copy of "+key)
+				delete(rp.r2.store.copies, key)
+				c.v.forget()
+			}
+			rp.r2.store.mu.Unlock()
 		case evAge:
 			// Its clock moved back instead: each participant's join, its
 			// own bucket, the joiners' bucket and their count, and what a

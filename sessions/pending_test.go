@@ -78,11 +78,11 @@ func TestResyncedSessionsWaitingMsgsFallBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	rp.ship() // the session's snapshot
-	rp.ack()
+	rp.ack(false)
 	h.publish(p, []byte(`1`), time.Now())
 	rp.ship()           // its record
 	rp.l.resyncKey("k") // edge-2 lacks the session: it asks for it whole
-	rp.ack()            // and acks the batch: no commit, out of step
+	rp.ack(false)            // and acks the batch: no commit, out of step
 	rp.streamDown()     // the stream ends before the snapshot goes
 	rp.l.mu.Lock()      // replication_timeout runs out
 	rp.l.fallBackLocked("the test")
