@@ -82,7 +82,7 @@ func TestResyncedSessionsWaitingMsgsFallBack(t *testing.T) {
 	h.publish(p, []byte(`1`), time.Now())
 	rp.ship()           // its record
 	rp.l.resyncKey("k") // edge-2 lacks the session: it asks for it whole
-	rp.ack(false)            // and acks the batch: no commit, out of step
+	rp.ack(false)       // and acks the batch: no commit, out of step
 	rp.streamDown()     // the stream ends before the snapshot goes
 	rp.l.mu.Lock()      // replication_timeout runs out
 	rp.l.fallBackLocked("the test")
@@ -99,5 +99,61 @@ func TestResyncedSessionsWaitingMsgsFallBack(t *testing.T) {
 	}
 	if pending != 0 || committed != 1 || len(acked) != 1 {
 		t.Fatalf("after the fallback: %d msgs pending, committed %d, acks %v; want none pending, 1 committed and acked", pending, committed, acked)
+	}
+}
+
+// A replica that answers a batch with a resync of a session (it lacks the
+// session's copy: it could not apply the session's records) and acks the
+// batch: the ack commits none of the session's msgs, even when the link's
+// writer sends the session's snapshot before the ack is handled (it runs
+// as soon as the resync wakes it). Only the snapshot's ack shows them.
+// Committed by the first ack, they were shown, and acknowledged to their
+// sender, while the replica had none of them: a crash of the owner then
+// lost msgs clients had seen, under sync. Found by FuzzHubReplEvents.
+func TestResyncAnswerCommitsNothing(t *testing.T) {
+	ph := newPresenceHub(t)
+	h := ph.h
+	rp := newHubFuzzRepl(h, ph.m)
+	defer h.close()
+	a, b := ph.newParticipant("A"), ph.newParticipant("B")
+	for _, p := range []*participant{a, b} {
+		if err := h.join([]byte("k"), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rp.ship() // the session's snapshot
+	rp.ack(false)
+	// Edge-2 loses its copy (full, or taken for stale): it answers the
+	// next record of the session with a resync.
+	rp.r2.store.mu.Lock()
+	delete(rp.r2.store.copies, "k")
+	rp.r2.store.mu.Unlock()
+	h.publish(a, []byte(`1`), time.Now())
+	rp.ship()
+	ph.read(a)
+	ph.read(b)
+	rp.ack(true) // the writer sends the snapshot before the ack is handled
+	shown := func() (acks, msgs int) {
+		es, _ := ph.read(a)
+		for _, e := range es {
+			if e.Type == "ack" {
+				acks++
+			}
+		}
+		es, _ = ph.read(b)
+		for _, e := range es {
+			if e.Type == "msg" {
+				msgs++
+			}
+		}
+		return acks, msgs
+	}
+	if acks, msgs := shown(); acks != 0 || msgs != 0 || copyIn(rp.r2, "k") != nil {
+		t.Fatalf("after the resync's ack: %d acks, %d msgs shown, edge-2's copy %v; want none shown, no copy", acks, msgs, copyIn(rp.r2, "k") != nil)
+	}
+	rp.ship() // the snapshot, applied and acked
+	rp.ack(false)
+	if acks, msgs := shown(); acks != 1 || msgs != 1 {
+		t.Fatalf("after the snapshot's ack: %d acks, %d msgs shown; want 1, 1", acks, msgs)
 	}
 }

@@ -1205,7 +1205,22 @@ func (l *link) resyncKey(key string) {
 	if s.repl == l {
 		l.mu.Lock()
 		l.unsync(s)
+		// The batches that carried its records, this one's included, may
+		// be acked without the replica having applied them: their acks
+		// commit none of its msgs, only its snapshot's does. Checking the
+		// session in step at the ack was not enough: the writer, woken
+		// by unsync, may send the snapshot before the ack is handled, and
+		// the msgs were shown while the replica had none of them.
+		l.commits = dropCommits(l.commits, s)
+		for i := range l.inflight {
+			l.inflight[i].commits = dropCommits(l.inflight[i].commits, s)
+		}
 		l.mu.Unlock()
 	}
 	s.mu.Unlock()
+}
+
+// dropCommits removes s's commits from refs.
+func dropCommits(refs []commitRef, s *session) []commitRef {
+	return slices.DeleteFunc(refs, func(c commitRef) bool { return c.s == s })
 }
