@@ -25,11 +25,15 @@ import (
 // fences are handled as readAnswers does), replication_timeout runs out
 // (fallback to async), the stream ends and begins anew (every session
 // sent whole again), edge-2 asks for a session whole, the link is closed
-// and another takes its place (a ring change). And a fence of a newer
-// owner (the real replicator.yield), and a crash of this edge's session
-// of a key whose copy edge-2 promotes: modelled as the copy promoted here
-// (replicator.promote), the crashed session's clients closed, so a client
-// resumes across the promotion from any seq it may have seen.
+// and another takes its place (a ring change), edge-2's answer to a
+// batch handled with the link's writer run between its resyncs and its
+// ack (the writer is woken by a resync, on a goroutine of its own). And
+// a fence of a newer owner (the real replicator.yield), edge-2 dropping
+// its copy of a session (so it answers the next record with a resync),
+// and a crash of this edge's session of a key whose copy edge-2
+// promotes: modelled as the copy promoted here (replicator.promote), the
+// crashed session's clients closed, so a client resumes across the
+// promotion from any seq it may have seen.
 //
 // Checked besides: no msg or ack is ever queued to a client at a seq past
 // its session's committed one (a resume or welcome included); a
@@ -37,8 +41,10 @@ import (
 // is tracked by its link (a batch's commit, an orphan, a resync) — one
 // that nothing tracks waits forever, past any fallback; after a fallback
 // nothing of its link is pending; handoffState carries the pending msgs;
-// without a fallback or closed link, a promoted copy holds every seq a
-// client was shown; no seq names two msgs (what a promotion's reserve
+// without a fallback or closed link, edge-2's copy holds every seq a
+// session of this edge's shows, at every step (but for sessions handed
+// or promoted here, whose seqs came from elsewhere), and a promoted copy
+// every seq a client was shown; no seq names two msgs (what a promotion's reserve
 // covers); every msg a history holds (edge-2's copies too) is the one
 // sequenced at its seq. A resume across a promotion gets its msgs, its
 // lost ones as holes, or a reset that says why.
@@ -47,6 +53,15 @@ import (
 // replication config (bits 0–1: history.total_bytes, from ample to about
 // two msgs), then two bytes an event, its low five bits the event
 // (FuzzHubEvents' sixteen, then the stream's).
+//
+// Not reached: the stream's sockets, MACs and timers (writeNext's write,
+// readAnswers' read, checkTimeout's clock and the silent check: each an
+// event here), a batch over maxLinkQueue (unsync when the queue is full,
+// the cut of writeNext), pushed fences and fenceLater's links to a peer
+// alive, a ring that moves a session between replicas and back on one
+// link (detach then attach with its old batches' acks still to come),
+// promotion on join or by gossip (promoteOnJoin, promoteOrphans), and
+// the low-memory paths of the history budget.
 func FuzzHubReplEvents(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		runHubEvents(t, in, true)
@@ -93,6 +108,9 @@ type hubFuzzRepl struct {
 	// elsewhere are sessions whose committed seqs came from another
 	// edge (a hand-off, a promotion), not through edge-2.
 	elsewhere map[*session]bool
+	// dropped is each session's committed seq when edge-2 dropped its
+	// copy (evCopyLost): edge-2 lacks what it had, not what came since.
+	dropped map[*session]uint64
 }
 
 func newHubFuzzRepl(h *hub, m *metrics) *hubFuzzRepl {
@@ -109,7 +127,7 @@ func newHubFuzzRepl(h *hub, m *metrics) *hubFuzzRepl {
 			stop: make(chan struct{}),
 		}
 	}
-	rp := &hubFuzzRepl{elsewhere: map[*session]bool{}}
+	rp := &hubFuzzRepl{elsewhere: map[*session]bool{}, dropped: map[*session]uint64{}}
 	rp.r = newRepl(&Server{name: "edge-1", hub: h, metrics: m, log: log}, o)
 	h2 := newHub(16, m)
 	h2.idle = newIdleSessions(16)

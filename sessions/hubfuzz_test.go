@@ -605,7 +605,7 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 				}
 			}
 			// Under sync, nothing is shown before edge-2 has it.
-			if c := copyIn(rp.r2, s.key); !rp.async && !rp.elsewhere[s] && v.committed > 0 && (c == nil || c.epoch != v.epoch || c.seq < v.committed) {
+			if c := copyIn(rp.r2, s.key); !rp.async && !rp.elsewhere[s] && v.committed > rp.dropped[s] && (c == nil || c.epoch != v.epoch || c.seq < v.committed) {
 				var at uint64
 				if c != nil {
 					at = c.seq
@@ -1133,6 +1133,11 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 			rp.r2.store.mu.Lock()
 			if c := rp.r2.store.copies[key]; c != nil {
 				log = append(log, "edge-2 drops its copy of "+key)
+				if s := sessionOf(key); s != nil && s.v1 != nil {
+					s.mu.Lock()
+					rp.dropped[s] = s.v1.committed
+					s.mu.Unlock()
+				}
 				delete(rp.r2.store.copies, key)
 				c.v.forget()
 			}
