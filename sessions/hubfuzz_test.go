@@ -616,6 +616,14 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 				fail("%s has %d msgs pending (seqs %d–%d) that nothing of its link will show: no batch's commit, orphan or snapshot due", s.key, len(v.pending), v.committed+1, v.seq)
 			}
 			lg := logOf(v.epoch)
+			// Seqs past the last sequenced are a resume's skip past a
+			// promotion's lost msgs (skipLost): holes.
+			for seq := lg.last + 1; seq <= v.seq; seq++ {
+				if lg.msgs[seq] == "" {
+					lg.holes[seq] = true
+				}
+			}
+			lg.last = max(lg.last, v.seq)
 			v.entries(func(seq uint64, f *frame) {
 				switch {
 				case f == nil && lg.msgs[seq] != "" && !lg.lost[seq]:
