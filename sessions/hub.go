@@ -108,6 +108,14 @@ type session struct {
 	// the stream its snapshot went on (replication.go).
 	repl    *link
 	replGen uint64
+	// replTurn passes each time the session's copy on a replica may be
+	// dropped or replaced — attached to a replica (again), or to be sent
+	// whole again: the acks of batches queued before commit none of its
+	// msgs, which its next snapshot's ack shows (replication.go). A
+	// replica moved away and back while a batch's ack was on its way had
+	// that ack show msgs after the replica dropped the copy, before the
+	// new snapshot came.
+	replTurn uint64
 	// viewersOnly: only anonymous viewers have joined it since it began
 	// here (seats.go), so it holds nothing a token holder could lose.
 	viewersOnly bool

@@ -274,7 +274,7 @@ func (rp *hubFuzzRepl) ack(writer bool) (answers []byte, ok bool) {
 	}
 	l.mu.Unlock()
 	for _, c := range done {
-		r.commit(c.s, c.seq, l)
+		r.commit(c, l)
 	}
 	return answers, true
 }

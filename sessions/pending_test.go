@@ -157,3 +157,66 @@ func TestResyncAnswerCommitsNothing(t *testing.T) {
 		t.Fatalf("after the snapshot's ack: %d acks, %d msgs shown; want 1, 1", acks, msgs)
 	}
 }
+
+// A session's replica moved away and back (two ring changes in a row)
+// while a batch carrying its msg was on its way: the replica applies that
+// batch, then the session's free; the batch's ack came back, and committed
+// the msg — shown, and acknowledged to its sender, while the replica had
+// dropped it and the session's new snapshot had not come. A crash of the
+// owner then lost a msg clients had seen, under sync. The reattachment
+// passes the session's turn: only the new snapshot's ack shows the msg.
+func TestReplicaMovedAwayAndBackCommitsOnlyItsSnapshot(t *testing.T) {
+	ph := newPresenceHub(t)
+	h := ph.h
+	rp := newHubFuzzRepl(h, ph.m)
+	defer h.close()
+	a, b := ph.newParticipant("A"), ph.newParticipant("B")
+	for _, p := range []*participant{a, b} {
+		if err := h.join([]byte("k"), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rp.ship() // the session's snapshot
+	rp.ack(false)
+	ph.read(a)
+	ph.read(b)
+	h.publish(a, []byte(`1`), time.Now())
+	rp.ship() // the msg's batch, on its way
+	s := a.session
+	s.mu.Lock()
+	rp.l.detach(s) // the ring moves the replica away: a free
+	s.mu.Unlock()
+	rp.ship()
+	s.mu.Lock()
+	rp.l.attach(s) // and back: a snapshot, queued
+	s.mu.Unlock()
+	rp.l.mu.Lock()
+	gen := rp.l.gen
+	rp.l.mu.Unlock()
+	rp.l.syncSessions(gen)
+	rp.ack(false) // the msg's batch applied and acked
+	rp.ack(false) // the free applied: edge-2 has no copy
+	shown := func() (acks, msgs int) {
+		es, _ := ph.read(a)
+		for _, e := range es {
+			if e.Type == "ack" {
+				acks++
+			}
+		}
+		es, _ = ph.read(b)
+		for _, e := range es {
+			if e.Type == "msg" {
+				msgs++
+			}
+		}
+		return acks, msgs
+	}
+	if acks, msgs := shown(); acks+msgs != 0 && copyIn(rp.r2, "k") == nil {
+		t.Fatalf("%d acks, %d msgs shown while edge-2 has no copy of the session", acks, msgs)
+	}
+	rp.ship() // the snapshot, applied and acked
+	rp.ack(false)
+	if acks, msgs := shown(); acks != 1 || msgs != 1 || copyIn(rp.r2, "k") == nil {
+		t.Fatalf("after the snapshot's ack: %d acks, %d msgs shown, edge-2's copy %v; want 1, 1, a copy", acks, msgs, copyIn(rp.r2, "k") != nil)
+	}
+}

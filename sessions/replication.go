@@ -120,10 +120,12 @@ type pendingFence struct {
 }
 
 // commitRef is a msg of a session waiting for the replica: once the batch
-// carrying it is acknowledged, s may show everything up to seq.
+// carrying it is acknowledged, s may show everything up to seq — unless
+// the session's turn (session.replTurn) has passed since.
 type commitRef struct {
-	s   *session
-	seq uint64
+	s    *session
+	seq  uint64
+	turn uint64
 }
 
 // sentBatch is a batch written to the stream and not yet acknowledged.
@@ -369,7 +371,7 @@ func (r *replicator) replicate(s *session, f *frame, seq uint64) (wait bool) {
 		}
 		l.building = appendMsg(l.building, v.term, seq, s.key, payload)
 		if wait {
-			l.commits = append(l.commits, commitRef{s, seq})
+			l.commits = append(l.commits, commitRef{s, seq, s.replTurn})
 		}
 		l.kick()
 		return wait
@@ -398,12 +400,15 @@ func (r *replicator) skipped(s *session) {
 	}
 }
 
-// commit shows s's msgs up to seq, acknowledged by l's replica, unless s
-// has moved to another replica or must be sent whole again since.
-func (r *replicator) commit(s *session, seq uint64, l *link) {
+// commit shows the msgs of c's session up to its seq, acknowledged by l's
+// replica, unless the session has moved to another replica or must be
+// sent whole again since (its turn passed: only its snapshot's ack shows
+// them).
+func (r *replicator) commit(c commitRef, l *link) {
+	s := c.s
 	s.mu.Lock()
-	if s.repl == l && s.replGen != 0 {
-		r.srv.hub.commit(s, seq)
+	if s.repl == l && s.replGen != 0 && c.turn == s.replTurn {
+		r.srv.hub.commit(s, c.seq)
 	}
 	s.mu.Unlock()
 }
@@ -547,6 +552,7 @@ func (l *link) attach(s *session) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s.repl, s.replGen = l, 0
+	s.replTurn++
 	l.sessions[s] = struct{}{}
 	l.resync[s] = struct{}{}
 	if len(s.v1.pending) > 0 {
@@ -581,6 +587,7 @@ func (l *link) detach(s *session) {
 // until then). Called with s.mu and l.mu held.
 func (l *link) unsync(s *session) {
 	s.replGen = 0
+	s.replTurn++
 	if _, ok := l.sessions[s]; ok {
 		l.resync[s] = struct{}{}
 	}
@@ -1088,7 +1095,7 @@ func (l *link) snapshotLocked(s *session) {
 	l.building = b
 	s.replGen = l.gen
 	if len(v.pending) > 0 {
-		l.commits = append(l.commits, commitRef{s, v.seq})
+		l.commits = append(l.commits, commitRef{s, v.seq, s.replTurn})
 	}
 	if at, ok := l.orphans[s]; ok {
 		// What waited with no record is in this snapshot: the batch is as
@@ -1160,7 +1167,7 @@ func (l *link) readAnswers(conn *websocket.Conn, mac hash.Hash) error {
 		}
 		l.mu.Unlock()
 		for _, c := range done {
-			r.commit(c.s, c.seq, l)
+			r.commit(c, l)
 		}
 	}
 }
@@ -1204,23 +1211,15 @@ func (l *link) resyncKey(key string) {
 	s.mu.Lock()
 	if s.repl == l {
 		l.mu.Lock()
-		l.unsync(s)
 		// The batches that carried its records, this one's included, may
-		// be acked without the replica having applied them: their acks
-		// commit none of its msgs, only its snapshot's does. Checking the
-		// session in step at the ack was not enough: the writer, woken
-		// by unsync, may send the snapshot before the ack is handled, and
-		// the msgs were shown while the replica had none of them.
-		l.commits = dropCommits(l.commits, s)
-		for i := range l.inflight {
-			l.inflight[i].commits = dropCommits(l.inflight[i].commits, s)
-		}
+		// be acked without the replica having applied them: unsync passes
+		// the session's turn, so their acks commit none of its msgs, only
+		// its snapshot's does. Checking the session in step at the ack
+		// was not enough: the writer, woken by unsync, may send the
+		// snapshot before the ack is handled, and the msgs were shown
+		// while the replica had none of them.
+		l.unsync(s)
 		l.mu.Unlock()
 	}
 	s.mu.Unlock()
-}
-
-// dropCommits removes s's commits from refs.
-func dropCommits(refs []commitRef, s *session) []commitRef {
-	return slices.DeleteFunc(refs, func(c commitRef) bool { return c.s == s })
 }
