@@ -812,7 +812,7 @@ backend app
 `, backend)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out lockedBuffer // written by exec's copying goroutines
 	cmd := exec.Command(bin, "-f", cfg, "-db")
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -859,22 +859,4 @@ backend app
 		t.Fatalf("haproxy did not answer in %v:\n%s", healthtest.Patience, out.String())
 	}
 	return addr
-}
-
-// syncBuffer is a bytes.Buffer written by exec's copying goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -111,18 +111,8 @@ func TestResyncedSessionsWaitingMsgsFallBack(t *testing.T) {
 // sender, while the replica had none of them: a crash of the owner then
 // lost msgs clients had seen, under sync. Found by FuzzHubReplEvents.
 func TestResyncAnswerCommitsNothing(t *testing.T) {
-	ph := newPresenceHub(t)
+	ph, rp, a, b := replicatedPair(t)
 	h := ph.h
-	rp := newHubFuzzRepl(h, ph.m)
-	defer h.close()
-	a, b := ph.newParticipant("A"), ph.newParticipant("B")
-	for _, p := range []*participant{a, b} {
-		if err := h.join([]byte("k"), p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rp.ship() // the session's snapshot
-	rp.ack(false)
 	// Edge-2 loses its copy (full, or taken for stale): it answers the
 	// next record of the session with a resync.
 	rp.r2.store.mu.Lock()
@@ -133,21 +123,7 @@ func TestResyncAnswerCommitsNothing(t *testing.T) {
 	ph.read(a)
 	ph.read(b)
 	rp.ack(true) // the writer sends the snapshot before the ack is handled
-	shown := func() (acks, msgs int) {
-		es, _ := ph.read(a)
-		for _, e := range es {
-			if e.Type == "ack" {
-				acks++
-			}
-		}
-		es, _ = ph.read(b)
-		for _, e := range es {
-			if e.Type == "msg" {
-				msgs++
-			}
-		}
-		return acks, msgs
-	}
+	shown := func() (int, int) { return shownTo(ph, a, b) }
 	if acks, msgs := shown(); acks != 0 || msgs != 0 || copyIn(rp.r2, "k") != nil {
 		t.Fatalf("after the resync's ack: %d acks, %d msgs shown, edge-2's copy %v; want none shown, no copy", acks, msgs, copyIn(rp.r2, "k") != nil)
 	}
@@ -166,18 +142,8 @@ func TestResyncAnswerCommitsNothing(t *testing.T) {
 // owner then lost a msg clients had seen, under sync. The reattachment
 // passes the session's turn: only the new snapshot's ack shows the msg.
 func TestReplicaMovedAwayAndBackCommitsOnlyItsSnapshot(t *testing.T) {
-	ph := newPresenceHub(t)
+	ph, rp, a, b := replicatedPair(t)
 	h := ph.h
-	rp := newHubFuzzRepl(h, ph.m)
-	defer h.close()
-	a, b := ph.newParticipant("A"), ph.newParticipant("B")
-	for _, p := range []*participant{a, b} {
-		if err := h.join([]byte("k"), p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rp.ship() // the session's snapshot
-	rp.ack(false)
 	ph.read(a)
 	ph.read(b)
 	h.publish(a, []byte(`1`), time.Now())
@@ -196,21 +162,7 @@ func TestReplicaMovedAwayAndBackCommitsOnlyItsSnapshot(t *testing.T) {
 	rp.l.syncSessions(gen)
 	rp.ack(false) // the msg's batch applied and acked
 	rp.ack(false) // the free applied: edge-2 has no copy
-	shown := func() (acks, msgs int) {
-		es, _ := ph.read(a)
-		for _, e := range es {
-			if e.Type == "ack" {
-				acks++
-			}
-		}
-		es, _ = ph.read(b)
-		for _, e := range es {
-			if e.Type == "msg" {
-				msgs++
-			}
-		}
-		return acks, msgs
-	}
+	shown := func() (int, int) { return shownTo(ph, a, b) }
 	if acks, msgs := shown(); acks+msgs != 0 && copyIn(rp.r2, "k") == nil {
 		t.Fatalf("%d acks, %d msgs shown while edge-2 has no copy of the session", acks, msgs)
 	}
@@ -219,4 +171,40 @@ func TestReplicaMovedAwayAndBackCommitsOnlyItsSnapshot(t *testing.T) {
 	if acks, msgs := shown(); acks != 1 || msgs != 1 || copyIn(rp.r2, "k") == nil {
 		t.Fatalf("after the snapshot's ack: %d acks, %d msgs shown, edge-2's copy %v; want 1, 1, a copy", acks, msgs, copyIn(rp.r2, "k") != nil)
 	}
+}
+
+// replicatedPair is a hub replicating under sync to edge-2 (hubFuzzRepl)
+// with participants A and B in session k, whose snapshot edge-2 has
+// applied and acked. The hub closes with the test.
+func replicatedPair(t *testing.T) (ph *presenceHub, rp *hubFuzzRepl, a, b *participant) {
+	t.Helper()
+	ph = newPresenceHub(t)
+	rp = newHubFuzzRepl(ph.h, ph.m)
+	t.Cleanup(ph.h.close)
+	a, b = ph.newParticipant("A"), ph.newParticipant("B")
+	for _, p := range []*participant{a, b} {
+		if err := ph.h.join([]byte("k"), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rp.ship() // the session's snapshot
+	rp.ack(false)
+	return ph, rp, a, b
+}
+
+// shownTo counts the acks a and the msgs b have read since last read.
+func shownTo(ph *presenceHub, a, b *participant) (acks, msgs int) {
+	es, _ := ph.read(a)
+	for _, e := range es {
+		if e.Type == "ack" {
+			acks++
+		}
+	}
+	es, _ = ph.read(b)
+	for _, e := range es {
+		if e.Type == "msg" {
+			msgs++
+		}
+	}
+	return acks, msgs
 }
