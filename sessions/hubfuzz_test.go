@@ -754,8 +754,11 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 			}
 			slots[slot] = nil
 		case evPublish:
-			if c == nil || c.p.viewer {
-				continue // a viewer's msgs are refused, its raw frames dropped
+			if c == nil || c.p.viewer || c.held != nil {
+				// A viewer's msgs are refused, its raw frames dropped; a
+				// client whose paced msg is held has its reader waiting
+				// on it: nothing more of it is read until that goes.
+				continue
 			}
 			c.sent++
 			log = append(log, fmt.Sprintf("%s sends %d", c.p.id, c.sent))
@@ -918,7 +921,16 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 				}
 				lg = logOf(epochs[k][n-1])
 				hs = handoffSession{Key: key, Epoch: epochs[k][n-1], Seq: lg.last, Term: 2}
-				for seq := max(lg.first, lg.last-min(lg.last, 2), 1); seq <= lg.last; seq++ {
+				// Only what that edge can hold: the epoch's last seqs
+				// whose msg (or hole) is known. A seq sequenced before
+				// any history reached it (a fresh hand-off's first ones)
+				// it never had: it cannot send it, not even as a hole,
+				// which says a msg was lost.
+				from := lg.last + 1
+				for seq := lg.last; seq >= max(lg.first, lg.last-min(lg.last, 2), 1) && (lg.msgs[seq] != "" || lg.holes[seq]); seq-- {
+					from = seq
+				}
+				for seq := from; seq <= lg.last; seq++ {
 					hs.History = append(hs.History, envelope(seq, lg.msgs[seq]))
 				}
 			case 1:
