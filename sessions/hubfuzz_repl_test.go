@@ -228,7 +228,7 @@ func (rp *hubFuzzRepl) ack(writer bool) (answers []byte, ok bool) {
 	if len(rp.sent) == 0 {
 		return nil, false
 	}
-	l, r := rp.l, rp.r
+	l := rp.l
 	batch := rp.sent[0]
 	rp.sent = rp.sent[1:]
 	answers, err := rp.r2.apply("edge-1", batch, nil)
@@ -239,18 +239,9 @@ func (rp *hubFuzzRepl) ack(writer bool) (answers []byte, ok bool) {
 	n := l.inflight[0].n
 	l.mu.Unlock()
 	answers = appendAck(answers, n)
-	var rec record
-	rd := reader{b: answers}
-	var acked uint64
-	for rd.next(&rec) {
-		switch rec.kind {
-		case recAck:
-			acked = rec.seq
-		case recResync:
-			l.resyncKey(string(rec.key))
-		case recFence:
-			r.yield(string(rec.key), string(rec.epoch), rec.term)
-		}
+	acked, err := l.answered(answers)
+	if err != nil {
+		panic("edge-2's answer does not read: " + err.Error())
 	}
 	if writer {
 		l.mu.Lock()
@@ -260,22 +251,7 @@ func (rp *hubFuzzRepl) ack(writer bool) (answers []byte, ok bool) {
 			l.syncSessions(gen)
 		}
 	}
-	var done []commitRef
-	l.mu.Lock()
-	i := 0
-	for ; i < len(l.inflight) && l.inflight[i].n <= acked; i++ {
-		done = append(done, l.inflight[i].commits...)
-	}
-	k := copy(l.inflight, l.inflight[i:])
-	clear(l.inflight[k:])
-	l.inflight = l.inflight[:k]
-	if l.degraded && len(l.inflight) == 0 && len(l.building) == 0 && len(l.orphans) == 0 && len(l.resync) == 0 {
-		l.degraded = false
-	}
-	l.mu.Unlock()
-	for _, c := range done {
-		r.commit(c, l)
-	}
+	l.ackUpTo(acked, nil)
 	return answers, true
 }
 
@@ -337,11 +313,7 @@ func queuedPast(t *testing.T, p *participant) (e env, found bool) {
 	defer o.mu.Unlock()
 	for i := range o.n {
 		f := o.queue[(o.head+i)%len(o.queue)]
-		frames := []*frame{f}
-		if f.batch != nil {
-			frames = f.batch
-		}
-		for _, g := range frames {
+		for _, g := range jobFrames(f) {
 			var e env
 			if err := json.Unmarshal(g.payload(), &e); err != nil {
 				t.Fatal(err)

@@ -580,13 +580,7 @@ func newPresenceHub(t *testing.T) *presenceHub {
 				stopped = true
 				continue // the close handshake is all that is left
 			}
-			// A resume's replay is one job, a batch of history frames
-			// written in order (participant.writeBatch).
-			frames := []*frame{f}
-			if f.batch != nil {
-				frames = f.batch
-			}
-			for _, g := range frames {
+			for _, g := range jobFrames(f) {
 				var e env
 				if err := json.Unmarshal(g.payload(), &e); err != nil {
 					t.Fatal(err)
@@ -724,4 +718,13 @@ func TestPresenceOfAHandedOnSessionEndsQuietly(t *testing.T) {
 			t.Errorf("%s got %q after its session was handed on, want nothing", name, got)
 		}
 	}
+}
+
+// jobFrames are the frames a queued job f writes: a resume's replay is one
+// job, a batch of history frames written in order (participant.writeBatch).
+func jobFrames(f *frame) []*frame {
+	if f.batch != nil {
+		return f.batch
+	}
+	return []*frame{f}
 }

@@ -1111,7 +1111,6 @@ func (l *link) snapshotLocked(s *session) {
 // commit what waited, resyncs send a session whole, fences make this edge
 // yield a session.
 func (l *link) readAnswers(conn *websocket.Conn, mac hash.Hash) error {
-	r := l.r
 	want := uint64(1)
 	var (
 		done []commitRef
@@ -1133,43 +1132,55 @@ func (l *link) readAnswers(conn *websocket.Conn, mac hash.Hash) error {
 			return err
 		}
 		want++
-		var rec record
-		rd := reader{b: records}
-		var acked uint64
-		for rd.next(&rec) {
-			switch rec.kind {
-			case recAck:
-				acked = rec.seq
-			case recResync:
-				l.resyncKey(string(rec.key))
-			case recFence:
-				r.yield(string(rec.key), string(rec.epoch), rec.term)
-			}
+		acked, err := l.answered(records)
+		if err != nil {
+			return err
 		}
-		if rd.err != nil {
-			return rd.err
-		}
-		if acked == 0 {
-			continue
-		}
-		done = done[:0]
-		l.mu.Lock()
-		i := 0
-		for ; i < len(l.inflight) && l.inflight[i].n <= acked; i++ {
-			done = append(done, l.inflight[i].commits...)
-		}
-		n := copy(l.inflight, l.inflight[i:])
-		clear(l.inflight[n:])
-		l.inflight = l.inflight[:n]
-		if l.degraded && len(l.inflight) == 0 && len(l.building) == 0 && len(l.orphans) == 0 && len(l.resync) == 0 {
-			l.degraded = false
-			r.log.Info("replica caught up: replication is sync again", "replica", l.peer)
-		}
-		l.mu.Unlock()
-		for _, c := range done {
-			r.commit(c, l)
+		if acked != 0 {
+			done = l.ackUpTo(acked, done[:0])
 		}
 	}
+}
+
+// answered acts on the records of one of the replica's answer batches —
+// resyncs and fences — and returns the batch number it acknowledges (0:
+// none).
+func (l *link) answered(records []byte) (acked uint64, err error) {
+	var rec record
+	rd := reader{b: records}
+	for rd.next(&rec) {
+		switch rec.kind {
+		case recAck:
+			acked = rec.seq
+		case recResync:
+			l.resyncKey(string(rec.key))
+		case recFence:
+			l.r.yield(string(rec.key), string(rec.epoch), rec.term)
+		}
+	}
+	return acked, rd.err
+}
+
+// ackUpTo takes the batches up to acked off the stream and commits what
+// they carried; done is a buffer for those commits, returned for reuse.
+func (l *link) ackUpTo(acked uint64, done []commitRef) []commitRef {
+	l.mu.Lock()
+	i := 0
+	for ; i < len(l.inflight) && l.inflight[i].n <= acked; i++ {
+		done = append(done, l.inflight[i].commits...)
+	}
+	n := copy(l.inflight, l.inflight[i:])
+	clear(l.inflight[n:])
+	l.inflight = l.inflight[:n]
+	if l.degraded && len(l.inflight) == 0 && len(l.building) == 0 && len(l.orphans) == 0 && len(l.resync) == 0 {
+		l.degraded = false
+		l.r.log.Info("replica caught up: replication is sync again", "replica", l.peer)
+	}
+	l.mu.Unlock()
+	for _, c := range done {
+		l.r.commit(c, l)
+	}
+	return done
 }
 
 // readMessage reads one WebSocket message whole into buf (reused: a
