@@ -146,12 +146,15 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 		// draining sender keeps them and tries again (drain.go).
 		return fasthttp.RequestConfig{MaxRequestBodySize: 1}
 	}
-	// The sender gives the whole request handoffTimeout: a body that has
-	// not come by then never will, and its slot is free again.
-	if !s.bodies.take(h, sig, now, now.Add(handoffTimeout)) {
+	// The sender gives the whole request the handoffTime of its length: a
+	// body that has not come by then never will, and its slot is free
+	// again. A length over the limit is refused at once (413).
+	limit := s.handoffBodyLimit()
+	took := handoffTime(min(h.ContentLength(), limit))
+	if !s.bodies.take(h, sig, now, now.Add(took)) {
 		return fasthttp.RequestConfig{MaxRequestBodySize: maxPlainBody}
 	}
-	return fasthttp.RequestConfig{MaxRequestBodySize: s.handoffBodyLimit(), ReadTimeout: handoffTimeout}
+	return fasthttp.RequestConfig{MaxRequestBodySize: limit, ReadTimeout: took}
 }
 
 // handoffBodyLimit is the longest hand-off body this edge reads: a

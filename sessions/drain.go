@@ -296,7 +296,7 @@ const (
 // timeout may have been installed).
 func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequest) (retry time.Duration, err error) {
 	body := batch.appendJSON(nil)
-	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)
+	ctx, cancel := context.WithTimeout(ctx, handoffTime(len(body)))
 	defer cancel()
 	req, err := o.signed(ctx, to, url, pathHandoff, body)
 	if err != nil {

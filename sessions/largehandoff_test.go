@@ -2,8 +2,11 @@ package sessions
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,12 +14,13 @@ import (
 	"github.com/ringlb/ringlb/health/healthtest"
 )
 
-// largeDrain is a drain of a session of five msgs of 1.5 MiB (7.5 MiB of
-// history) from edge-a, whose edge.history.bytes is 16 MiB, to edge-b,
-// whose is newOwnerBytes. It returns once the session's participant was
+// largeDrain is a drain of a session of msgs msgs of 1.5 MiB from edge-a,
+// whose edge.history.bytes is 16 MiB, to edge-b, whose is newOwnerBytes,
+// reached by its peers through front (unless nil:
+// startClusterEdgeBehind). It returns once the session's participant was
 // closed for the move: edge-b, the key, the session's epoch, the msgs'
 // data as a client reads them (JSON strings), and Drain's result.
-func largeDrain(t *testing.T, newOwnerBytes int) (b *clusterEdge, key, epoch string, data []string, drained <-chan error) {
+func largeDrain(t *testing.T, newOwnerBytes, msgs int, front func(data string) string) (b *clusterEdge, key, epoch string, data []string, drained <-chan error) {
 	t.Helper()
 	edge := func(historyBytes int) configs.Edge {
 		cfg := configs.Edge{IdleGrace: configs.Duration(time.Minute), MaxMessageBytes: 2 << 20}
@@ -25,13 +29,13 @@ func largeDrain(t *testing.T, newOwnerBytes int) (b *clusterEdge, key, epoch str
 	}
 	cl := healthtest.New(t)
 	a := startClusterEdgeConfig(t, cl, "edge-a", edge(16<<20), slog.New(slog.DiscardHandler), testRing, nil)
-	b = startClusterEdgeConfig(t, cl, "edge-b", edge(newOwnerBytes), slog.New(slog.DiscardHandler), testRing, nil)
+	b = startClusterEdgeBehind(t, cl, "edge-b", edge(newOwnerBytes), slog.New(slog.DiscardHandler), testRing, nil, front)
 	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
 	key = keyOwnedBy("large", "edge-a", "edge-a", "edge-b")
 
 	p := a.joinV1(t, key, "", nil)
 	big := strings.Repeat("x", 1500<<10)
-	for i := range 5 {
+	for i := range msgs {
 		d := fmt.Sprint(i, big)
 		p.msg(t, d)
 		if ack := p.readType(t, "ack"); ack.Seq != uint64(i+1) {
@@ -51,7 +55,25 @@ func largeDrain(t *testing.T, newOwnerBytes int) (b *clusterEdge, key, epoch str
 // large documents) is handed on whole by a drain: its clients resume on
 // the new owner with every msg, not reset.
 func TestDrainHandsOnAHistoryLargerThanARequest(t *testing.T) {
-	b, key, epoch, data, drained := largeDrain(t, 16<<20)
+	b, key, epoch, data, drained := largeDrain(t, 16<<20, 5, nil)
+	resumeWhole(t, b, key, epoch, data, drained)
+}
+
+// A session larger than a request crossing a slow link between edges
+// (12 MiB at 1.6 MiB/s: 7.5 s) is given the time its size takes, not a
+// request's usual bound: handed on whole, its clients resume with every
+// msg, not cut to what crossed in that bound.
+func TestDrainGivesALargeHandOffItsTime(t *testing.T) {
+	b, key, epoch, data, drained := largeDrain(t, 16<<20, 8, func(data string) string {
+		return throttledFront(t, data, 1600<<10)
+	})
+	resumeWhole(t, b, key, epoch, data, drained)
+}
+
+// resumeWhole checks that a client resuming a drained session from 0 on
+// its new owner b gets every msg of it.
+func resumeWhole(t *testing.T, b *clusterEdge, key, epoch string, data []string, drained <-chan error) {
+	t.Helper()
 	r := b.joinV1(t, key, "resume=0&epoch="+epoch, nil)
 	if r.welcome.Epoch != epoch || r.welcome.Seq != uint64(len(data)) {
 		t.Fatalf("welcome on the new edge %+v, want epoch %s seq %d", r.welcome, epoch, len(data))
@@ -72,7 +94,7 @@ func TestDrainHandsOnAHistoryLargerThanARequest(t *testing.T) {
 // keeps its epoch and seq, a client that saw them resumes with nothing
 // lost, and one from before them gets a reset that says so.
 func TestDrainCutsAHistoryTheNewEdgeCannotRead(t *testing.T) {
-	b, key, epoch, data, drained := largeDrain(t, 2<<20)
+	b, key, epoch, data, drained := largeDrain(t, 2<<20, 5, nil)
 	n := uint64(len(data))
 	// Seen up to the last msg: nothing lost.
 	r := b.joinV1(t, key, fmt.Sprintf("resume=%d&epoch=%s", n, epoch), nil)
@@ -135,4 +157,77 @@ func TestReplicaTakesAMsgAboveItsOwnLimit(t *testing.T) {
 	if m := r.readType(t, "msg"); m.Seq != 1 || len(m.Data) != len(big)+2 {
 		t.Fatalf("replay: seq %d, %d bytes, want seq 1, %d", m.Seq, len(m.Data), len(big)+2)
 	}
+}
+
+// throttledFront forwards connections to target, the bytes toward target
+// at most rate a second (the answers unthrottled), and returns its
+// address: a slow link to target's edge.
+func throttledFront(t *testing.T, target string, rate int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	track := func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		conns = append(conns, c)
+	}
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.DialTimeout("tcp", target, testDeadline)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			track(in)
+			track(out)
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				defer out.Close()
+				start, sent := time.Now(), 0
+				buf := make([]byte, 16<<10)
+				for {
+					n, err := in.Read(buf)
+					if n > 0 {
+						if _, werr := out.Write(buf[:n]); werr != nil {
+							return
+						}
+						sent += n
+						time.Sleep(time.Until(start.Add(time.Duration(sent) * time.Second / time.Duration(rate))))
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				defer in.Close()
+				_, _ = io.Copy(in, out)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

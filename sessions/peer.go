@@ -38,8 +38,24 @@ const (
 // answer in time is taken for dead: its sessions are reconnecting anyway.
 const peerTimeout = 500 * time.Millisecond
 
-// handoffTimeout bounds one hand-off request.
+// handoffTimeout bounds one hand-off request of a usual batch
+// (maxHandoffBytes); a longer one has handoffTime.
 const handoffTimeout = 5 * time.Second
+
+// handoffMinRate is the slowest link between edges a hand-off is given
+// time for: 4 Mbit/s. A session larger than a batch (edge.history raised
+// for large documents) comes alone, and crosses in its size's time: with
+// handoffTimeout for every size, one over 60 MiB at 100 Mbit/s timed out,
+// was sent again cut to what every edge reads, and resumes from before its
+// newest msgs were reset (TestDrainGivesALargeHandOffItsTime).
+const handoffMinRate = 512 << 10 // bytes a second
+
+// handoffTime bounds a hand-off request whose body is n bytes long: its
+// sender's whole request, its new owner's read of it and the body slot it
+// holds there.
+func handoffTime(n int) time.Duration {
+	return max(handoffTimeout, time.Duration(n/handoffMinRate+1)*time.Second)
+}
 
 // handoffSession is one session in a hand-off: its ringlb.v1 state and the
 // msg envelopes of its history, oldest first.
@@ -134,10 +150,11 @@ type handoffResponse struct {
 // Serve and ServeAdmin (UseCluster does).
 func (s *Server) UseKeyring(k *health.Keyring) { s.keyring.Store(k) }
 
-// newPeerClient returns the client of claims and hand-offs: its Timeout
-// bounds a hand-off, a claim's context bounds the claim to peerTimeout.
+// newPeerClient returns the client of claims and hand-offs. Each request's
+// context bounds it: a claim's to peerTimeout, a hand-off's to its
+// handoffTime.
 func newPeerClient() *http.Client {
-	return &http.Client{Timeout: handoffTimeout, CheckRedirect: health.NoRedirect, Transport: &http.Transport{
+	return &http.Client{CheckRedirect: health.NoRedirect, Transport: &http.Transport{
 		// Claims come in bursts after a ring change: keep connections
 		// to every peer rather than dial one per claim.
 		MaxIdleConnsPerHost: 32,

@@ -55,6 +55,14 @@ func startClusterEdgeTweaked(t *testing.T, cl *healthtest.Cluster, name string, 
 // cfg (provisioned here).
 func startClusterEdgeConfig(t *testing.T, cl *healthtest.Cluster, name string, cfg configs.Edge, logger *slog.Logger, rc ring.Config, tweak func(*Server)) *clusterEdge {
 	t.Helper()
+	return startClusterEdgeBehind(t, cl, name, cfg, logger, rc, tweak, nil)
+}
+
+// startClusterEdgeBehind is startClusterEdgeConfig advertising in gossip
+// the address front returns for its data port's (unless front is nil): a
+// path between it and its peers that the test shapes.
+func startClusterEdgeBehind(t *testing.T, cl *healthtest.Cluster, name string, cfg configs.Edge, logger *slog.Logger, rc ring.Config, tweak func(*Server), front func(data string) string) *clusterEdge {
+	t.Helper()
 	s := New(provisioned(cfg), name, "east", logger, nil)
 	e := &testEdge{s: s, joined: make(chan string, 1024)}
 	s.joined = func(key string) { e.joined <- key }
@@ -72,7 +80,11 @@ func startClusterEdgeConfig(t *testing.T, cl *healthtest.Cluster, name string, c
 	e.data, e.admin = dl.Addr().String(), al.Addr().String()
 	go s.Serve(dl)
 	go s.ServeAdmin(al)
-	m := cl.Join(name, health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + e.data, Weight: 1, State: health.StateAlive})
+	advertised := e.data
+	if front != nil {
+		advertised = front(e.data)
+	}
+	m := cl.Join(name, health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + advertised, Weight: 1, State: health.StateAlive})
 	s.UseCluster(m, rc)
 	t.Cleanup(func() { // before the member leaves (cleanups run last first)
 		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
