@@ -46,12 +46,18 @@ func (c *testClock) use(s *Server) {
 // testKeys makes a KSK and a ZSK for ringlb.test in a temporary directory.
 func testKeys(t testing.TB) (ksk, zsk string) {
 	t.Helper()
+	return testKeysFor(t, "ringlb.test")
+}
+
+// testKeysFor is testKeys for the zone origin.
+func testKeysFor(t testing.TB, origin string) (ksk, zsk string) {
+	t.Helper()
 	dir := t.TempDir()
 	var err error
-	if ksk, _, err = configs.GenerateDNSSECKey(dir, "ringlb.test", true); err != nil {
+	if ksk, _, err = configs.GenerateDNSSECKey(dir, origin, true); err != nil {
 		t.Fatal(err)
 	}
-	if zsk, _, err = configs.GenerateDNSSECKey(dir, "ringlb.test", false); err != nil {
+	if zsk, _, err = configs.GenerateDNSSECKey(dir, origin, false); err != nil {
 		t.Fatal(err)
 	}
 	return ksk, zsk
@@ -506,7 +512,8 @@ func delvRun(t *testing.T, s *Server, anchor *dns.DNSKEY, src string, args ...st
 	host, port, _ := net.SplitHostPort(s.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	full := append([]string{"@" + host, "-p", port, "-b", src, "-a", anchors, "+root=ringlb.test", "+nocrypto"}, args...)
+	root := "+root=" + strings.TrimSuffix(anchor.Hdr.Name, ".")
+	full := append([]string{"@" + host, "-p", port, "-b", src, "-a", anchors, root, "+nocrypto"}, args...)
 	out, _ := exec.CommandContext(ctx, path, full...).CombinedOutput()
 	return string(out)
 }
