@@ -27,8 +27,14 @@ func axfr(t *testing.T, s *Server, keyName, secret string) ([]dns.RR, error) {
 // axfrFrom is axfr from the source address src.
 func axfrFrom(t *testing.T, s *Server, src, keyName, secret string) ([]dns.RR, error) {
 	t.Helper()
+	return axfrOf(t, s, "ringlb.test.", src, keyName, secret)
+}
+
+// axfrOf is axfrFrom of the zone origin.
+func axfrOf(t *testing.T, s *Server, origin, src, keyName, secret string) ([]dns.RR, error) {
+	t.Helper()
 	m := new(dns.Msg)
-	m.SetAxfr("ringlb.test.")
+	m.SetAxfr(origin)
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 	c, err := d.Dial("tcp", s.Addr())
 	if err != nil {
