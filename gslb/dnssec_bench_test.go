@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,12 +27,13 @@ func BenchmarkSignedAnswer(b *testing.B) {
 	for _, q := range []struct {
 		name  string
 		qtype uint16
-	}{{"ide.ringlb.test.", dns.TypeA}, {"www.ringlb.test.", dns.TypeA}, {"nope.ringlb.test.", dns.TypeA}} {
+	}{{"ide.ringlb.test.", dns.TypeA}, {"www.ringlb.test.", dns.TypeA}, {"nope.ringlb.test.", dns.TypeA},
+		{"ringlb.test.", dns.TypeMX}, {"ringlb.test.", dns.TypeNS}} {
 		for _, do := range []bool{false, true} {
 			r := new(dns.Msg)
 			r.SetQuestion(q.name, q.qtype)
 			r.SetEdns0(1232, do)
-			label := strings.TrimSuffix(q.name, ".ringlb.test.")
+			label := benchLabel(q.name, q.qtype)
 			if do {
 				label += "/do"
 			}

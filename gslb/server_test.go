@@ -598,10 +598,11 @@ func BenchmarkAnswer(b *testing.B) {
 	for _, q := range []struct {
 		name  string
 		qtype uint16
-	}{{"ide.ringlb.test.", dns.TypeA}, {"www.ringlb.test.", dns.TypeA}, {"nope.ringlb.test.", dns.TypeA}} {
+	}{{"ide.ringlb.test.", dns.TypeA}, {"www.ringlb.test.", dns.TypeA}, {"nope.ringlb.test.", dns.TypeA},
+		{"ringlb.test.", dns.TypeMX}, {"ringlb.test.", dns.TypeNS}} {
 		r := new(dns.Msg)
 		r.SetQuestion(q.name, q.qtype)
-		b.Run(strings.TrimSuffix(q.name, ".ringlb.test."), func(b *testing.B) {
+		b.Run(benchLabel(q.name, q.qtype), func(b *testing.B) {
 			b.ReportAllocs()
 			buf := make([]byte, 0, 512)
 			for b.Loop() {
@@ -635,9 +636,30 @@ func BenchmarkUDPCacheHit(b *testing.B) {
 	b.Run("cname-to-managed", func(b *testing.B) {
 		benchmarkUDPCacheHit(b, withCNAMEToManaged(fuzzConfig(b)), "app.ringlb.test.", 0, false)
 	})
+	// An answer with additional records (the MX target's address).
+	b.Run("mx", func(b *testing.B) {
+		benchmarkUDPCacheHitType(b, fuzzConfig(b), "ringlb.test.", dns.TypeMX, 1232, false)
+	})
+}
+
+// benchLabel names a benchmark's query: its name below ringlb.test., its
+// type when not A.
+func benchLabel(name string, qtype uint16) string {
+	label := strings.TrimSuffix(strings.TrimSuffix(name, "ringlb.test."), ".")
+	if label == "" {
+		label = "apex"
+	}
+	if qtype != dns.TypeA {
+		label += "-" + strings.ToLower(dns.TypeToString[qtype])
+	}
+	return label
 }
 
 func benchmarkUDPCacheHit(b *testing.B, cfg configs.GSLB, qname string, udpSize uint16, do bool) {
+	benchmarkUDPCacheHitType(b, cfg, qname, dns.TypeA, udpSize, do)
+}
+
+func benchmarkUDPCacheHitType(b *testing.B, cfg configs.GSLB, qname string, qtype uint16, udpSize uint16, do bool) {
 	s, err := New(cfg, "bench", nil, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -661,7 +683,7 @@ func benchmarkUDPCacheHit(b *testing.B, cfg configs.GSLB, qname string, udpSize 
 		}
 	}()
 	l := newUDPLoop(s, conn, nil)
-	m := question(qname, dns.TypeA, udpSize)
+	m := question(qname, qtype, udpSize)
 	if do {
 		m.IsEdns0().SetDo()
 	}
