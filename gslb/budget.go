@@ -23,9 +23,9 @@ func (st *state) udpLimit(edns bool, clientSize uint16) int {
 	return min(max(int(clientSize), dns.MinMsgSize), st.maxUDP)
 }
 
-// fit makes m at most size bytes on the wire, compressed. While it does not
-// fit, the last RRset goes: additional records first, then authority, then
-// answer. TC is set when an answer or authority RRset had to go (the client
+// fit makes m at most size bytes on the wire, compressed. Additional
+// records go first, as NSD leaves them out (fitExtra); then, while it does
+// not fit, the last RRset goes: authority, then answer. TC is set when an answer or authority RRset had to go (the client
 // must retry over TCP for a complete answer; the SOA of a negative answer is
 // part of it, RFC 2308), not for additional records, which are optional
 // (RFC 2181 §9). The OPT and the TSIG (its MAC already at full length, see
@@ -52,6 +52,12 @@ func fit(m *dns.Msg, size int) {
 	m.Compress = false
 	if m.Len() > size {
 		m.Compress = true
+		if extra := m.Extra; len(extra) > 0 && m.Len() > size {
+			m.Extra = nil
+			if m.Len() <= size {
+				fitExtra(m, extra, size)
+			}
+		}
 		for m.Len() > size && dropLastRRset(m) {
 		}
 	}
@@ -62,6 +68,53 @@ func fit(m *dns.Msg, size int) {
 	if tsig != nil {
 		m.Extra = append(m.Extra, tsig)
 	}
+}
+
+// fitExtra puts back into m, which fits size without them, what of the
+// additional records extra fits: RRset by RRset (each with its
+// signatures) in order, leaving out one that does not fit and trying the
+// next of its type, and none of the next type once one was left out — what
+// NSD keeps of the same records, so a resolver gets the same addresses of
+// either (TestDifferentialAgainstNSD). Dropping from the end, as the other
+// sections are, kept fewer: one big RRset early in the list took every one
+// after it with it.
+func fitExtra(m *dns.Msg, extra []dns.RR, size int) {
+	m.Extra = make([]dns.RR, 0, len(extra))
+	var prev uint16
+	skipped := false
+	for i := 0; i < len(extra); {
+		j := endOfRRset(extra, i)
+		t := extra[i].Header().Rrtype
+		if skipped && t != prev {
+			break
+		}
+		prev = t
+		n := len(m.Extra)
+		m.Extra = append(m.Extra, extra[i:j]...)
+		if m.Len() > size {
+			m.Extra = m.Extra[:n]
+			skipped = true
+		}
+		i = j
+	}
+}
+
+// endOfRRset is the index after the RRset that starts at rrs[i], its
+// signatures (the RRSIGs after it covering its type) included.
+func endOfRRset(rrs []dns.RR, i int) int {
+	h0 := rrs[i].Header()
+	j := i + 1
+	for j < len(rrs) && sameRRset(h0, rrs[j].Header()) {
+		j++
+	}
+	for j < len(rrs) {
+		sig, ok := rrs[j].(*dns.RRSIG)
+		if !ok || sig.TypeCovered != h0.Rrtype || !strings.EqualFold(sig.Hdr.Name, h0.Name) {
+			break
+		}
+		j++
+	}
+	return j
 }
 
 // dropLastRRset removes the last RRset of m (additional, else authority,

@@ -199,6 +199,18 @@ func TestFit(t *testing.T) {
 			m.Answer = append([]dns.RR{rr("a.example. 60 IN CNAME b.example.")}, txt("b.example.", 6)...)
 			return m
 		}, 512, 1, 0, 0, 1},
+		{"an additional RRset that does not fit is left out, a later one of its type kept", func() *dns.Msg {
+			m := base()
+			m.Answer = txt("a.example.", 2)
+			m.Extra = append(txt("c.example.", 3), txt("d.example.", 1)...)
+			return withOPT(m)
+		}, 512, 2, 0, 2, 0},
+		{"after an additional RRset left out, none of the next type", func() *dns.Msg {
+			m := base()
+			m.Answer = txt("a.example.", 2)
+			m.Extra = append(txt("c.example.", 3), rr("e.example. 60 IN A 192.0.2.1"))
+			return withOPT(m)
+		}, 512, 2, 0, 1, 0},
 		{"additional goes first, no TC", func() *dns.Msg {
 			m := base()
 			m.Answer = txt("a.example.", 2)
