@@ -68,18 +68,10 @@ type referral struct {
 // cut's DS RRset, else the NSEC that proves there is none.
 func (st *state) refer(m *dns.Msg, z *zone, c string, sg *signer) *referral {
 	at := z.names[c]
-	ref := &referral{ns: at[dns.TypeNS]}
-	for _, rr := range ref.ns {
-		target := dns.CanonicalName(rr.(*dns.NS).Ns)
-		if !dns.IsSubDomain(z.origin, target) {
-			continue // the resolver finds its address elsewhere
-		}
-		for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
-			addrs := z.names[target][t]
-			ref.glue = append(ref.glue, addrs...)
-			if dns.IsSubDomain(c, target) {
-				ref.required = append(ref.required, addrs...)
-			}
+	ref := &referral{ns: at[dns.TypeNS], glue: z.additionalFor(at[dns.TypeNS])}
+	for _, g := range ref.glue {
+		if dns.IsSubDomain(c, g.Header().Name) {
+			ref.required = append(ref.required, g)
 		}
 	}
 	if sg != nil {
@@ -95,7 +87,9 @@ func (st *state) refer(m *dns.Msg, z *zone, c string, sg *signer) *referral {
 }
 
 // put adds r's unsigned records to m: the NS RRset first in authority, the
-// glue in additional.
+// glue in additional (the cut's NS RRset's additional records,
+// additional.go: out-of-zone name servers' addresses are the resolver's to
+// find).
 func (r *referral) put(m *dns.Msg) {
 	m.Ns = append(append(make([]dns.RR, 0, len(r.ns)+len(m.Ns)), r.ns...), m.Ns...)
 	m.Extra = append(m.Extra, r.glue...)

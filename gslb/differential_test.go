@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -32,6 +33,8 @@ $TTL 3600
 @          IN SOA  ns1 hostmaster 2026120501 7200 3600 1209600 300
 @          IN NS   ns1
 @          IN NS   ns2.elsewhere.example.
+@          IN NS   ns.sub
+@          IN NS   ns.host.wild
 @          IN A    192.0.2.1
 @          IN MX   10 mail
 @          IN MX   20 mx.elsewhere.example.
@@ -73,6 +76,7 @@ big-txt    IN TXT  "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 big-txt    IN TXT  "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb5"
 big-txt    IN TXT  "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb6"
 to-big     IN CNAME big-txt
+to-apex    IN CNAME @
 sub        IN NS   ns.sub
 ns.sub     IN A    192.0.2.153
 ns.sub     IN AAAA 2001:db8::153
@@ -84,6 +88,71 @@ sib        IN NS   ns.elsewhere.example.
 secure     IN NS   ns1
 secure     IN DS   12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 `, strings.Repeat("a", 255), diffBig())
+
+// addZone is served by ringlb and by an NSD without minimal-responses,
+// which adds the addresses of the targets of an answer's MX and SRV records
+// to its additional section (minimal-responses does so for NS answers and
+// referrals only). Its apex NS is out of the zone, so that what that NSD
+// adds to every positive answer — the apex NS in authority — brings no
+// addresses with it.
+var addZone = `$ORIGIN add.test.
+$TTL 3600
+@          IN SOA  ns.elsewhere.example. hostmaster 2026120501 7200 3600 1209600 300
+@          IN NS   ns.elsewhere.example.
+@          IN MX   10 mail
+@          IN MX   15 MAIL
+@          IN MX   20 mx.elsewhere.example.
+@          IN MX   30 alias
+@          IN MX   40 host.wild
+@          IN MX   50 mx.sub
+@          IN MX   60 none
+@          IN MX   70 sub
+@          IN MX   80 ent
+@          IN MX   90 mail.diff.test.
+mail       IN A    192.0.2.25
+mail       IN AAAA 2001:db8::25
+alias      IN CNAME mail
+*.wild     IN A    192.0.2.99
+*.wild     IN AAAA 2001:db8::99
+sub        IN NS   ns.sub
+sub        IN A    192.0.2.150
+ns.sub     IN A    192.0.2.153
+mx.sub     IN A    192.0.2.154
+a.ent      IN A    192.0.2.7
+_sip._tcp  IN SRV  10 5 5060 mail
+_sip._tcp  IN SRV  20 5 5060 host.wild
+_sip._tcp  IN SRV  30 5 5060 mx.sub
+_sip._tcp  IN SRV  40 5 5060 alias
+_sip._tcp  IN SRV  50 5 5060 sip.elsewhere.example.
+_sip._tcp  IN SRV  60 5 5060 mail
+_sip._udp  IN SRV  0 0 0 .
+to-mx      IN CNAME @
+*.mxw      IN MX   10 mail
+only-a     IN MX   10 a.ent
+big        IN MX   10 b1
+big        IN MX   20 b2
+big        IN MX   30 b3
+` + addBig
+
+// addBig is the address sets of big.add.test.'s MX targets: in 512 bytes,
+// b1's 20 A records (320 bytes) leave no room for b2's 8 (128), whether or
+// not the apex NS (34) is there, and room for b3's 2, but not for b3's
+// AAAA, as NSD leaves out every AAAA RRset once an A RRset was left out.
+// In 700, every A RRset and b3's AAAA, not b1's 10 (280).
+var addBig = func() string {
+	var b strings.Builder
+	for i := 1; i <= 20; i++ {
+		fmt.Fprintf(&b, "b1         IN A    198.51.100.%d\n", i)
+	}
+	for i := 1; i <= 10; i++ {
+		fmt.Fprintf(&b, "b1         IN AAAA 2001:db8::1:%d\n", i)
+	}
+	for i := 1; i <= 8; i++ {
+		fmt.Fprintf(&b, "b2         IN A    198.51.101.%d\n", i)
+	}
+	b.WriteString("b3         IN A    198.51.102.1\nb3         IN A    198.51.102.2\nb3         IN AAAA 2001:db8::3:1\n")
+	return b.String()
+}()
 
 // diffBig is 60 A records at big.diff.test. (about 1 KB: no fit in 512
 // bytes), written out as NSD reads no $GENERATE.
@@ -106,13 +175,16 @@ type diffQuery struct {
 	name  string
 	qtype uint16
 	edit  func(*dns.Msg)
+	// full: asked of the NSD without minimal-responses (addZone's).
+	full bool
 	// skip, when set, says why the answers are not compared at all: a
 	// difference ringlb documents (gslb/README.md) or an NSD behaviour the
 	// RFCs do not call for. skipUDP and skipTCP: over that transport only.
 	skip, skipUDP, skipTCP string
 	// ignore names the parts of the answers not compared (diffNormal's
 	// "question", "rd", "cd", "aa", "additional": the additional section
-	// but the OPT), and why.
+	// but the OPT; "apex-ns": the zone's NS RRset in the authority section
+	// of a positive answer), and why.
 	ignore []string
 	why    string
 }
@@ -136,11 +208,19 @@ func diffCorpus() []diffQuery {
 		d.ignore, d.why = parts, why
 		return d
 	}
+	// full asks the NSD without minimal-responses (addZone's), which adds
+	// the zone's NS RRset to every positive answer (why).
+	full := func(d diffQuery, why string) diffQuery {
+		d.full = true
+		return ignore(d, why, "apex-ns")
+	}
 	// Why cases are left out or compared in part; each reason once.
 	const (
-		noGlue = "ringlb adds no addresses of in-zone nameservers to the additional section (gslb/README.md, " +
-			"Measured: \"NSD adds NS and glue in authority and additional; ringlb does not\"); additional " +
-			"section processing is optional (RFC 1034 3.7, 4.3.2 step 6)"
+		mxMinimal = "NSD with minimal-responses adds no addresses for the targets of MX and SRV answers; " +
+			"ringlb adds them as NSD without it does (gslb/README.md, Answers), compared with add.test's MX and SRV"
+		apexNS = "NSD without minimal-responses adds the zone's NS RRset to the authority section of every " +
+			"positive answer; ringlb does not (gslb/README.md, Measured: \"NSD adds NS and glue in authority " +
+			"and additional; ringlb does not\"): RFC 1034 4.3.2 step 6 makes it optional"
 		minimalANY = "ringlb answers ANY minimally (RFC 8482: one HINFO), gslb/README.md, Answers; NSD with every RRset"
 		nsdCD      = "NSD 4.6 clears CD in its answers; RFC 4035 3.1.6 says a server copies CD from the query, as ringlb does"
 		echoNotImp = "NSD echoes no question in NOTIMP; ringlb does (gslb/README.md, Answers: \"each echoing the ID, " +
@@ -158,9 +238,11 @@ func diffCorpus() []diffQuery {
 	)
 	return []diffQuery{
 		q("apex SOA", "diff.test.", dns.TypeSOA),
-		ignore(q("apex NS", "diff.test.", dns.TypeNS), noGlue, "additional"),
+		q("apex NS", "diff.test.", dns.TypeNS),
+		qe("apex NS, DO", "diff.test.", dns.TypeNS, edns(1232, true)),
+		q("NS through a CNAME", "to-apex.diff.test.", dns.TypeNS),
 		q("apex A", "diff.test.", dns.TypeA),
-		q("apex MX", "diff.test.", dns.TypeMX),
+		ignore(q("apex MX", "diff.test.", dns.TypeMX), mxMinimal, "additional"),
 		q("apex NODATA AAAA", "diff.test.", dns.TypeAAAA),
 		q("apex NODATA TXT", "diff.test.", dns.TypeTXT),
 		q("apex DNSKEY (unsigned)", "diff.test.", dns.TypeDNSKEY),
@@ -168,7 +250,7 @@ func diffCorpus() []diffQuery {
 		q("apex NSEC without DO", "diff.test.", dns.TypeNSEC),
 		q("apex DS", "diff.test.", dns.TypeDS),
 		q("apex CAA", "diff.test.", dns.TypeCAA),
-		q("SRV", "_sip._tcp.diff.test.", dns.TypeSRV),
+		ignore(q("SRV", "_sip._tcp.diff.test.", dns.TypeSRV), mxMinimal, "additional"),
 		q("unknown type (RFC 3597)", "unknown.diff.test.", 65280),
 		q("unknown type's name NODATA", "unknown.diff.test.", dns.TypeA),
 		q("apex unknown type", "diff.test.", 65280),
@@ -291,6 +373,27 @@ func diffCorpus() []diffQuery {
 		{what: "no question", name: "www.diff.test.", qtype: dns.TypeA, edit: func(m *dns.Msg) { m.Question = nil }, skipTCP: noQTCP},
 		{what: "AXFR", name: "diff.test.", qtype: dns.TypeAXFR, skipUDP: axfrUDP},
 		q("IXFR", "diff.test.", dns.TypeIXFR),
+		// Additional-section processing (RFC 1034 3.7, RFC 1035 3.3.9, RFC
+		// 2782) of MX and SRV answers, as NSD does it without
+		// minimal-responses: the A and AAAA RRsets the zone holds for
+		// each target, wildcards expanded, none below a cut, no CNAME
+		// followed, each once; dropped whole, without TC, when they do
+		// not fit.
+		full(q("MX targets: in zone, out of zone, CNAME, wildcard, below and at a cut, none, ENT, another zone", "add.test.", dns.TypeMX), apexNS),
+		full(qe("MX targets, DO", "add.test.", dns.TypeMX, edns(1232, true)), apexNS),
+		full(q("MX through a CNAME", "to-mx.add.test.", dns.TypeMX), apexNS),
+		full(q("MX of a wildcard", "host.mxw.add.test.", dns.TypeMX), apexNS),
+		full(q("MX to a name with A only", "only-a.add.test.", dns.TypeMX), apexNS),
+		full(q("SRV targets", "_sip._tcp.add.test.", dns.TypeSRV), apexNS),
+		full(qe("SRV targets, DO", "_sip._tcp.add.test.", dns.TypeSRV, edns(4096, true)), apexNS),
+		full(q("SRV no service (target .)", "_sip._udp.add.test.", dns.TypeSRV), apexNS),
+		full(q("apex NS, out of zone", "add.test.", dns.TypeNS), apexNS),
+		full(q("MX of big sets, no EDNS: some left out", "big.add.test.", dns.TypeMX), apexNS),
+		full(qe("MX of big sets, EDNS 512", "big.add.test.", dns.TypeMX, edns(512, false)), apexNS),
+		full(qe("MX of big sets, EDNS 700 DO", "big.add.test.", dns.TypeMX, edns(700, true)), apexNS),
+		full(qe("MX of big sets, EDNS 1232", "big.add.test.", dns.TypeMX, edns(1232, false)), apexNS),
+		full(q("A of an MX target", "mail.add.test.", dns.TypeA), apexNS),
+		full(q("MX NODATA", "mail.add.test.", dns.TypeMX), apexNS),
 	}
 }
 
@@ -326,22 +429,28 @@ func freePort(t *testing.T) int {
 	}
 }
 
-// startNSD runs NSD in the foreground serving zoneFile as diff.test., all
-// its files in dir, as the current user, and returns its address once it
-// answers the zone's SOA. It is stopped (its process group: NSD forks its
-// server and xfrd processes) when the test ends.
-func startNSD(t *testing.T, nsd, dir, zoneFile string) string {
+// startNSD runs NSD in the foreground serving zones (origin without the
+// final dot: zone file), all its files in dir, as the current user, and
+// returns its address once it answers diff.test.'s SOA. It is stopped (its
+// process group: NSD forks its server and xfrd processes) when the test
+// ends. minimal sets minimal-responses: NSD adds no NS RRset in authority
+// nor its glue in additional to a positive answer, nor addresses for an
+// MX or SRV answer's targets — for NS answers and referrals only (ringlb
+// adds no NS RRset: README, Measured: "NSD adds NS and glue in authority
+// and additional; ringlb does not"). hide-identity, hide-version: no CH
+// identity answers (NSD's own identity is not compared).
+func startNSD(t *testing.T, nsd, dir string, minimal bool, zones map[string]string) string {
 	t.Helper()
+	mode := map[bool]string{true: "yes", false: "no"}[minimal]
+	var zoneConf strings.Builder
+	for _, origin := range slices.Sorted(maps.Keys(zones)) {
+		fmt.Fprintf(&zoneConf, "zone:\n\tname: %s\n\tzonefile: %q\n", origin, zones[origin])
+	}
 	var tried []string
 	for attempt := 0; attempt < 5; attempt++ {
 		port := freePort(t)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		conf := filepath.Join(dir, fmt.Sprintf("nsd-%d.conf", attempt))
-		// minimal-responses: ringlb adds no NS set in authority nor glue in
-		// additional to a positive answer (README, Measured: "NSD adds NS
-		// and glue in authority and additional; ringlb does not"); NSD's own
-		// option for what ringlb does. hide-identity, hide-version: no CH
-		// identity answers (NSD's own identity is not compared).
 		err := os.WriteFile(conf, []byte(fmt.Sprintf(`server:
 	ip-address: 127.0.0.1@%d
 	port: %d
@@ -357,16 +466,13 @@ func startNSD(t *testing.T, nsd, dir, zoneFile string) string {
 	verbosity: 1
 	hide-identity: yes
 	hide-version: yes
-	minimal-responses: yes
+	minimal-responses: %s
 	reuseport: no
 	rrl-ratelimit: 0
 remote-control:
 	control-enable: no
-zone:
-	name: diff.test
-	zonefile: %q
-`, port, port, dir, filepath.Join(dir, "zone.list"), filepath.Join(dir, "xfrd.state"), dir,
-			filepath.Join(dir, "nsd.pid"), zoneFile)), 0o600)
+%s`, port, port, dir, filepath.Join(dir, "zone.list"), filepath.Join(dir, "xfrd.state"), dir,
+			filepath.Join(dir, "nsd.pid"), mode, zoneConf.String())), 0o600)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -493,6 +599,10 @@ func diffNormal(r *dns.Msg, ignore []string) string {
 			if name == "additional" && ignored("additional") {
 				continue
 			}
+			if h := rr.Header(); name == "authority" && ignored("apex-ns") && h.Rrtype == dns.TypeNS && len(r.Answer) > 0 &&
+				len(r.Question) == 1 && strings.EqualFold(h.Name, zoneOf(r.Question[0].Name)) {
+				continue
+			}
 			lines = append(lines, lowerNames(rr).String())
 		}
 		slices.Sort(lines)
@@ -504,6 +614,14 @@ func diffNormal(r *dns.Msg, ignore []string) string {
 	section("authority", r.Ns)
 	section("additional", r.Extra)
 	return b.String()
+}
+
+// zoneOf is the zone of diffZone or addZone that name is in.
+func zoneOf(name string) string {
+	if dns.IsSubDomain("add.test.", strings.ToLower(name)) {
+		return "add.test."
+	}
+	return "diff.test."
 }
 
 // lowerNames is a copy of rr with its owner and the domain names of its
@@ -518,6 +636,8 @@ func lowerNames(rr dns.RR) dns.RR {
 		v.Ns = strings.ToLower(v.Ns)
 	case *dns.MX:
 		v.Mx = strings.ToLower(v.Mx)
+	case *dns.SRV:
+		v.Target = strings.ToLower(v.Target)
 	case *dns.SOA:
 		v.Ns, v.Mbox = strings.ToLower(v.Ns), strings.ToLower(v.Mbox)
 	}
@@ -530,16 +650,26 @@ func TestDifferentialAgainstNSD(t *testing.T) {
 		t.Skip("nsd not installed (apt-get install nsd): no reference server to compare with")
 	}
 	dir := t.TempDir()
-	zoneFile := filepath.Join(dir, "diff.test.zone")
-	if err := os.WriteFile(zoneFile, []byte(diffZone), 0o600); err != nil {
-		t.Fatal(err)
+	zones := map[string]string{}
+	for origin, text := range map[string]string{"diff.test": diffZone, "add.test": addZone} {
+		zones[origin] = filepath.Join(dir, origin+".zone")
+		if err := os.WriteFile(zones[origin], []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	nsdAddr := startNSD(t, nsd, dir, zoneFile)
+	nsdAddr := map[bool]string{}
+	for _, minimal := range []bool{true, false} {
+		sub := filepath.Join(dir, fmt.Sprintf("nsd-minimal-%v", minimal))
+		if err := os.Mkdir(sub, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		nsdAddr[!minimal] = startNSD(t, nsd, sub, minimal, zones)
+	}
 	s := startGSLB(t, parseGSLBYAML(t, fmt.Sprintf(`gslb:
   listen: 127.0.0.1:0
   rate_limit: { responses_per_second: 0 }
-  zones: [ { origin: diff.test, file: %q } ]
-`, zoneFile)))
+  zones: [ { origin: diff.test, file: %q }, { origin: add.test, file: %q } ]
+`, zones["diff.test"], zones["add.test"])))
 	compared, skipped := 0, 0
 	for _, q := range diffCorpus() {
 		for _, network := range []string{"udp", "tcp"} {
@@ -555,7 +685,7 @@ func TestDifferentialAgainstNSD(t *testing.T) {
 				continue
 			}
 			compared++
-			want := diffExchange(q, network, nsdAddr)
+			want := diffExchange(q, network, nsdAddr[q.full])
 			got := diffExchange(q, network, s.Addr())
 			if got != want {
 				note := ""

@@ -111,6 +111,9 @@ const (
 	spendNone spend = iota // a zone transfer, to an allowed client
 	spendUDP               // over budget: errSignBudget at once
 	spendTCP               // over the client's share: errSignShareTCP at once; over budget: wait up to tcpPatience
+	// spendTCPOptional is spendTCP for what an answer may leave out (its
+	// additional records): over budget, errSignBudgetTCP at once.
+	spendTCPOptional
 )
 
 // signBudget is a token bucket of new signatures: rate a second, and as
@@ -283,7 +286,7 @@ func (sg *signer) sigs(rrset []dns.RR, from spend, client netip.Addr) (sigEntry,
 		if !sg.budget.take(now, cost) {
 			return sigEntry{}, errSignBudget
 		}
-	case spendTCP:
+	case spendTCP, spendTCPOptional:
 		// Over its share a client is refused at once, not made to wait
 		// like the shared budget's: miekg/dns answers a connection's
 		// queries one after another, so a wait holds the connection and
@@ -299,7 +302,13 @@ func (sg *signer) sigs(rrset []dns.RR, from spend, client netip.Addr) (sigEntry,
 				return sigEntry{}, errSignShareTCP
 			}
 		}
-		if !sg.tcpBudget.wait(sg.now, sg.tcpPatience, cost) {
+		var got bool
+		if from == spendTCPOptional {
+			got = sg.tcpBudget.take(now, cost)
+		} else {
+			got = sg.tcpBudget.wait(sg.now, sg.tcpPatience, cost)
+		}
+		if !got {
 			if sg.tcpShare != nil {
 				sg.tcpShare.refund(share, cost) // it got no signature
 			}
@@ -366,14 +375,28 @@ func (sg *signer) signRRsets(rrs []dns.RR, from spend, client netip.Addr) ([]dns
 
 // signMsg signs the answer and authority sections of m, new signatures
 // from the budget spend names (over TCP, within the share of client's
-// network: the connection's source).
+// network: the connection's source), and its additional section, which
+// holds only additional records then (additional.go; the OPT, the TSIG and
+// a referral's glue are added after): those are optional, so when the
+// budget has no signatures left for them, or a signature cannot be made,
+// they are left out, and never waited for.
 func (sg *signer) signMsg(m *dns.Msg, from spend, client netip.Addr) error {
 	var err error
 	if m.Answer, err = sg.signRRsets(m.Answer, from, client); err != nil {
 		return err
 	}
-	m.Ns, err = sg.signRRsets(m.Ns, from, client)
-	return err
+	if m.Ns, err = sg.signRRsets(m.Ns, from, client); err != nil {
+		return err
+	}
+	if len(m.Extra) > 0 {
+		if from == spendTCP {
+			from = spendTCPOptional
+		}
+		if m.Extra, err = sg.signRRsets(m.Extra, from, client); err != nil {
+			m.Extra = nil
+		}
+	}
+	return nil
 }
 
 func sameRRset(a, b *dns.RR_Header) bool {

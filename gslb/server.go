@@ -195,6 +195,10 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	managed := func(name string) bool { return p.names[name] != nil }
+	for _, z := range st.zones {
+		z.prepareAdditional(managed)
+	}
 	p.agree = s.agreed
 	p.onLatch = s.saveState
 	p.onChange = func() {
@@ -852,6 +856,7 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		}
 		if rrs := byType[q.Qtype]; len(rrs) > 0 {
 			m.Answer = append(m.Answer, st.owned(rrs, name, z)...)
+			m.Extra = append(m.Extra, z.additionalFor(rrs)...)
 			return finish(ecsEcho(ecsIn)), ""
 		}
 		if cname := byType[dns.TypeCNAME]; len(cname) > 0 && hops < maxCNAMEChain {
@@ -1051,6 +1056,7 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 		byType, _ := z.lookup(name)
 		if len(byType[q.Qtype]) > 0 {
 			m.Answer = append(m.Answer, st.owned(byType[q.Qtype], name, z)...)
+			m.Extra = append(m.Extra, z.additionalFor(byType[q.Qtype])...)
 		} else {
 			types := z.typesAt(name, byType)
 			if len(v4) > 0 {

@@ -35,6 +35,9 @@ type zone struct {
 	// an RRL slip (rrl.go).
 	cuts     map[string]bool
 	cutWires [][]byte
+	// extra is the additional records of each NS, MX and SRV RRset
+	// (additional.go), made when the state is built; nil before.
+	extra map[rrsetID][]dns.RR
 }
 
 // regularFiles opens a zone file's $INCLUDEs as the file itself is opened

@@ -1,0 +1,150 @@
+package gslb
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// additionalConfig is ringlb.test with the managed name ide (as
+// fuzzConfig's) and MX, SRV and NS records whose targets the zone holds
+// addresses for: mail (A and AAAA), many (30 A records: more than fit
+// beside the answer in 512 bytes), the managed ide, and a name below the
+// delegation sub.
+func additionalConfig(t *testing.T) configs.GSLB {
+	t.Helper()
+	records := []string{
+		"@ 3600 IN SOA ns1 hostmaster 2026120501 7200 3600 1209600 60",
+		"@ 3600 IN NS ns1",
+		"ns1 3600 IN A 192.0.2.53",
+		"@ 3600 IN MX 10 mail",
+		"@ 3600 IN MX 20 mx.sub",
+		"mail 3600 IN A 192.0.2.25",
+		"mail 3600 IN AAAA 2001:db8::25",
+		"_ide._tcp 3600 IN SRV 10 5 443 ide",
+		"_mail._tcp 3600 IN SRV 10 5 25 mail",
+		"bulk 3600 IN MX 10 many",
+		"bulk 3600 IN MX 20 mail",
+		"sub 3600 IN NS ns.sub",
+		"ns.sub 3600 IN A 192.0.2.153",
+		"mx.sub 3600 IN A 192.0.2.154",
+	}
+	for i := range 30 {
+		records = append(records, fmt.Sprintf("many 3600 IN A 198.51.100.%d", i+1))
+	}
+	cfg := fuzzConfig(t)
+	cfg.Zones = slices.Clone(cfg.Zones)
+	cfg.Zones[0].File, cfg.Zones[0].Records = "", records
+	return cfg
+}
+
+// extraOf is m's additional section in presentation form, sorted, but for
+// the OPT; RRSIGs as "RRSIG <owner> <type covered>".
+func extraOf(m *dns.Msg) []string {
+	var out []string
+	for _, rr := range m.Extra {
+		switch v := rr.(type) {
+		case *dns.OPT:
+		case *dns.RRSIG:
+			out = append(out, "RRSIG "+strings.ToLower(v.Hdr.Name)+" "+dns.TypeToString[v.TypeCovered])
+		default:
+			out = append(out, strings.ReplaceAll(strings.ToLower(rr.String()), "\t", " "))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// An answer's NS, MX and SRV records bring the addresses the zone holds for
+// their targets in additional (RFC 1034 3.7, RFC 2782), as NSD adds them:
+// none for a traffic-managed target (its answer is the asker's region's),
+// nor for an MX target below a cut; glue for an NS target. Before, the
+// additional section of these answers was empty.
+func TestAdditionalSectionAddresses(t *testing.T) {
+	s := startGSLB(t, additionalConfig(t))
+	mail := []string{"mail.ringlb.test. 3600 in a 192.0.2.25", "mail.ringlb.test. 3600 in aaaa 2001:db8::25"}
+	for _, tc := range []struct {
+		name  string
+		qtype uint16
+		want  []string
+	}{
+		{"ringlb.test.", dns.TypeMX, mail},
+		{"ringlb.test.", dns.TypeNS, []string{"ns1.ringlb.test. 3600 in a 192.0.2.53"}},
+		{"_mail._tcp.ringlb.test.", dns.TypeSRV, mail},
+		{"_ide._tcp.ringlb.test.", dns.TypeSRV, nil},
+		{"ringlb.test.", dns.TypeA, nil},
+	} {
+		for _, network := range []string{"udp", "tcp"} {
+			m := query(t, s, network, tc.name, tc.qtype, nil)
+			if m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 && tc.qtype != dns.TypeA {
+				t.Fatalf("%s %s over %s: %v", tc.name, dns.TypeToString[tc.qtype], network, m)
+			}
+			if got := extraOf(m); !slices.Equal(got, tc.want) {
+				t.Errorf("%s %s over %s: additional\n%s\nwant\n%s", tc.name, dns.TypeToString[tc.qtype], network,
+					strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		}
+	}
+}
+
+// Additional records are optional: over UDP, those that do not fit are
+// left out, RRset by RRset, and TC stays clear (the answer is complete);
+// over TCP they all come.
+func TestAdditionalRecordsDroppedWithoutTC(t *testing.T) {
+	s := startGSLB(t, additionalConfig(t))
+	// many's 30 A records (480 bytes) do not fit beside the answer in 512
+	// bytes; mail's A, after them, does; mail's AAAA, of the next type, is
+	// left out as NSD leaves it out (fitExtra).
+	m := query(t, s, "udp", "bulk.ringlb.test.", dns.TypeMX, nil)
+	if m.Truncated || len(m.Answer) != 2 {
+		t.Fatalf("UDP, no EDNS: TC %v, %d answers, want no TC and 2:\n%v", m.Truncated, len(m.Answer), m)
+	}
+	if got, want := extraOf(m), []string{"mail.ringlb.test. 3600 in a 192.0.2.25"}; !slices.Equal(got, want) {
+		t.Errorf("UDP, no EDNS: additional\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	m = query(t, s, "tcp", "bulk.ringlb.test.", dns.TypeMX, nil)
+	if got := len(extraOf(m)); m.Truncated || got != 32 {
+		t.Errorf("TCP: TC %v, %d additional records, want no TC and 32:\n%v", m.Truncated, got, m)
+	}
+}
+
+// With DO, a signed zone's additional records carry their signatures (RFC
+// 4035 3.1.1), and the signatures verify; without DO, none.
+func TestSignedAdditionalRecords(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	s := startGSLB(t, signed(additionalConfig(t), ksk, zsk))
+	keys := query(t, s, "tcp", "ringlb.test.", dns.TypeDNSKEY, withDO(false))
+	for _, network := range []string{"udp", "tcp"} {
+		m := query(t, s, network, "ringlb.test.", dns.TypeMX, withDO(false))
+		want := []string{"RRSIG mail.ringlb.test. A", "RRSIG mail.ringlb.test. AAAA",
+			"mail.ringlb.test. 3600 in a 192.0.2.25", "mail.ringlb.test. 3600 in aaaa 2001:db8::25"}
+		if got := extraOf(m); !slices.Equal(got, want) {
+			t.Fatalf("over %s with DO: additional\n%s\nwant\n%s", network, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		for _, rr := range m.Extra {
+			sig, ok := rr.(*dns.RRSIG)
+			if !ok {
+				continue
+			}
+			set := rrsOf(m.Extra, sig.TypeCovered)
+			verified := false
+			for _, k := range keys.Answer {
+				if k, ok := k.(*dns.DNSKEY); ok && k.KeyTag() == sig.KeyTag && sig.Verify(k, set) == nil {
+					verified = true
+				}
+			}
+			if !verified {
+				t.Errorf("over %s: %v does not verify over %v", network, sig, set)
+			}
+		}
+		m = query(t, s, network, "ringlb.test.", dns.TypeMX, nil)
+		if got := extraOf(m); len(got) != 2 {
+			t.Errorf("over %s without DO: additional %v, want mail's A and AAAA only", network, got)
+		}
+	}
+}
