@@ -243,7 +243,8 @@ type Monitor struct {
 
 // ManagedName is a name answered from region pools.
 type ManagedName struct {
-	// Name is the traffic-managed name, inside one of the zones.
+	// Name is the traffic-managed name, inside one of the zones and not at
+	// or below a delegation (an NS RRset below the apex) of its zone.
 	Name string `yaml:"name"`
 	// TTL of the answers, in seconds (default 30).
 	TTL int `yaml:"ttl"`

@@ -1,7 +1,11 @@
 package gslb
 
 import (
+	"fmt"
+
 	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // Delegations: an NS RRset below a zone's apex cuts the zone (RFC 1034
@@ -36,6 +40,29 @@ func (z *zone) cut(name string) string {
 		n = n[i:]
 	}
 	return found
+}
+
+// occludedNames refuses each traffic-managed name at or below a delegation
+// of its zone: the names there are the child zone's, answered by its name
+// servers, which resolvers are referred to (NSD's nsd-checkzone and Knot
+// take data below a cut as occluded). Served as managed, ahead of the
+// referral, this server's answer and the child's would contradict each
+// other, and which one a resolver got would depend on what it asked first.
+// Checked where zone files are read (the config's check reads none).
+func (st *state) occludedNames(names []configs.ManagedName) []error {
+	var errs []error
+	for i, n := range names {
+		name := dns.CanonicalName(n.Name)
+		z := st.zoneFor(name)
+		if z == nil {
+			continue // in no zone: the config's check says so
+		}
+		if c := z.cut(name); c != "" {
+			errs = append(errs, fmt.Errorf("gslb.names[%d].name: %s is at or below the delegation %s of zone %s (its NS records in %s): "+
+				"names there are the child zone's; manage it in the child zone, or remove the delegation", i, name, c, z.origin, z.source))
+		}
+	}
+	return errs
 }
 
 // referredWire is cut for an RRL slip, allocating nothing: whether a

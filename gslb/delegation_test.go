@@ -2,6 +2,7 @@ package gslb
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -156,4 +157,52 @@ func withoutType(sec []dns.RR, t uint16) []dns.RR {
 		}
 	}
 	return out
+}
+
+// A traffic-managed name at or below a delegation of its zone is refused
+// when the config is loaded — at start and on reload — with the zone's
+// file, the name and the cut: the names there are the child zone's, whose
+// name servers answer for them (NSD's nsd-checkzone and Knot take data
+// below a cut as occluded). Before, it was served as managed, ahead of the
+// referral, so this server and the child's contradicted each other.
+func TestManagedNameBelowACutRefused(t *testing.T) {
+	file, err := filepath.Abs("testdata/ringlb.test.zone") // holds the cut deleg
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"ide.deleg.ringlb.test.", "deleg.ringlb.test.", "a.b.deleg.ringlb.test."} {
+		cfg := fuzzConfig(t)
+		cfg.Zones = slices.Clone(cfg.Zones)
+		cfg.Zones[0].File = file
+		cfg.Names = slices.Clone(cfg.Names)
+		cfg.Names[0].Name = name
+		_, err := New(cfg, "gslb-test", nil, nil)
+		if err == nil {
+			t.Fatalf("%s: loaded, want an error", name)
+		}
+		for _, want := range []string{"gslb.names[0].name", name, "deleg.ringlb.test.", file} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: error %q does not name %q", name, err, want)
+			}
+		}
+		// A reload to it changes nothing: the managed name stays.
+		s := startGSLB(t, fuzzConfig(t))
+		if err := s.Reload(cfg); err == nil {
+			t.Errorf("%s: reload succeeded, want an error", name)
+		}
+		if m := query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, nil); len(m.Answer) == 0 {
+			t.Errorf("%s: after the refused reload, ide.ringlb.test. is not answered:\n%v", name, m)
+		}
+		if m := query(t, s, "udp", name, dns.TypeA, nil); m.Authoritative {
+			t.Errorf("%s: answered authoritatively after the refused reload:\n%v", name, m)
+		}
+	}
+	// Inline records are checked alike, named as such.
+	cfg := fuzzConfig(t)
+	cfg.Zones = slices.Clone(cfg.Zones)
+	cfg.Zones[0].File = ""
+	cfg.Zones[0].Records = []string{"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "@ 3600 IN NS ns1", "ide 3600 IN NS ns.elsewhere.example."}
+	if _, err := New(cfg, "gslb-test", nil, nil); err == nil || !strings.Contains(err.Error(), "records of ringlb.test.") {
+		t.Errorf("a managed name at a cut of inline records: error %v, want one naming the records", err)
+	}
 }

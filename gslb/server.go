@@ -192,6 +192,7 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, st.occludedNames(cfg.Names)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

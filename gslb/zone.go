@@ -24,6 +24,9 @@ type zone struct {
 	names map[string]map[uint16][]dns.RR
 	// cfg is the zone's configuration (transfer rules).
 	cfg configs.Zone
+	// source is where its records were read, for errors: the file's
+	// absolute path, or "records of ORIGIN" (inline records).
+	source string
 	// allow is cfg.Transfer.Allow, parsed: who may AXFR.
 	allow []netip.Prefix
 	// signer signs answers to queries with DO (dnssec.go); nil: unsigned.
@@ -81,6 +84,7 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 			}
 			file = wd + string(filepath.Separator) + file
 		}
+		z.source = file
 		f, _, err := configs.OpenRegular(file)
 		if err != nil {
 			return nil, fmt.Errorf("zone %s: %w", z.origin, err)
@@ -92,7 +96,8 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 	} else {
 		// Inline records include nothing: they come with the config, which
 		// the config API takes from an operator's client.
-		zp = dns.NewZoneParser(strings.NewReader(strings.Join(zc.Records, "\n")), z.origin, "records of "+z.origin)
+		z.source = "records of " + z.origin
+		zp = dns.NewZoneParser(strings.NewReader(strings.Join(zc.Records, "\n")), z.origin, z.source)
 	}
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
 		if err := z.add(rr); err != nil {
