@@ -55,6 +55,21 @@ func (z *zone) additionalFor(rrs []dns.RR) []dns.RR {
 	return z.extra[rrsetID{h.Name, h.Rrtype}]
 }
 
+// addAdditional puts the additional records of rrs (an RRset of z as
+// stored) in m's additional section. That section is empty before (the
+// OPT, the TSIG and a referral's glue come after) and takes the zone's own
+// list, shared by every answer, with no allocation: its capacity is its
+// length, so whatever appends to it (the OPT, the TSIG) copies it first,
+// and nothing writes into it in place (fit and the signer make new lists).
+func (z *zone) addAdditional(m *dns.Msg, rrs []dns.RR) {
+	extra := z.additionalFor(rrs)
+	if len(m.Extra) == 0 {
+		m.Extra = extra[:len(extra):len(extra)]
+		return
+	}
+	m.Extra = append(m.Extra, extra...)
+}
+
 // addressesOfTargets is the A and AAAA RRsets z holds for the targets of
 // rrs (NS, MX or SRV records), by the rules above.
 func (z *zone) addressesOfTargets(rrs []dns.RR, managed func(string) bool) []dns.RR {

@@ -857,7 +857,7 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		}
 		if rrs := byType[q.Qtype]; len(rrs) > 0 {
 			m.Answer = append(m.Answer, st.owned(rrs, name, z)...)
-			m.Extra = append(m.Extra, z.additionalFor(rrs)...)
+			z.addAdditional(m, rrs)
 			return finish(ecsEcho(ecsIn)), ""
 		}
 		if cname := byType[dns.TypeCNAME]; len(cname) > 0 && hops < maxCNAMEChain {
@@ -1057,7 +1057,7 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 		byType, _ := z.lookup(name)
 		if len(byType[q.Qtype]) > 0 {
 			m.Answer = append(m.Answer, st.owned(byType[q.Qtype], name, z)...)
-			m.Extra = append(m.Extra, z.additionalFor(byType[q.Qtype])...)
+			z.addAdditional(m, byType[q.Qtype])
 		} else {
 			types := z.typesAt(name, byType)
 			if len(v4) > 0 {
