@@ -2,6 +2,7 @@ package gslb
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -146,5 +147,46 @@ func TestSignedAdditionalRecords(t *testing.T) {
 		if got := extraOf(m); len(got) != 2 {
 			t.Errorf("over %s without DO: additional %v, want mail's A and AAAA only", network, got)
 		}
+	}
+}
+
+// Over UDP with the signature budget spent, an answer whose own RRsets
+// need new signatures goes out TC and empty — its additional records too,
+// which were unsigned then — and one whose RRsets are signed already loses
+// only the additional records it cannot sign, without TC.
+func TestAdditionalRecordsWhenTheSignatureBudgetIsSpent(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	cfg := signed(additionalConfig(t), ksk, zsk)
+	cfg.Zones[0].DNSSEC.SignaturesPerSecond = 100
+	s := startGSLBWith(t, cfg, newTestClock().use) // the budget never refills
+	for i := 0; ; i++ {
+		if m, _ := exchangeSized(t, s, "udp", doQuestion(fmt.Sprintf("r%05d.nope.ringlb.test.", i))); m.Truncated {
+			break
+		}
+		if i > 1000 {
+			t.Fatal("the signature budget is never spent")
+		}
+	}
+	q := question("ringlb.test.", dns.TypeMX, 1232)
+	q.IsEdns0().SetDo()
+	m, _ := exchangeSized(t, s, "udp", q)
+	if !m.Truncated || len(m.Answer)+len(m.Ns)+len(extraOf(m)) != 0 {
+		t.Errorf("an MX answer to sign over a spent budget: want TC and no records, got\n%v", m)
+	}
+
+	// The signer alone: the answer's RRset signed before, its additional
+	// RRset new.
+	st := s.state.Load()
+	sg := st.zones[0].signer
+	mx := st.zones[0].names["ringlb.test."][dns.TypeMX]
+	if _, err := sg.sigs(mx, spendNone, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	msg := &dns.Msg{Answer: slices.Clone(mx), Extra: slices.Clone(st.zones[0].additionalFor(mx))}
+	if err := sg.signMsg(msg, spendUDP, netip.Addr{}); err != nil {
+		t.Fatalf("signMsg: %v, want the answer signed", err)
+	}
+	if len(rrsOf(msg.Answer, dns.TypeRRSIG)) == 0 || len(msg.Extra) != 0 {
+		t.Errorf("answer signed, additional over the budget: want the answer's RRSIG and no additional, got\n%v", msg)
 	}
 }

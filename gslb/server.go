@@ -727,24 +727,24 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 				// Over UDP, which anyone can spoof, new signatures are
 				// budgeted: beyond it the resolver is told to retry over
 				// TCP (TC, nothing else), where it is answered signed.
-				m.Answer, m.Ns = nil, nil
+				m.Answer, m.Ns, m.Extra = nil, nil, nil
 				m.Rcode, m.Truncated = dns.RcodeSuccess, true
 				s.metrics.signed("deferred")
 			case errors.Is(err, errSignBudgetTCP):
 				// Over TCP the answer waited its turn and did not get
 				// it: the client asks for more than the budget.
-				m.Answer, m.Ns = nil, nil
+				m.Answer, m.Ns, m.Extra = nil, nil, nil
 				m.Rcode = dns.RcodeServerFailure
 				s.metrics.signed("refused")
 			case errors.Is(err, errSignShareTCP):
 				// Its network has spent its share: the others keep theirs.
-				m.Answer, m.Ns = nil, nil
+				m.Answer, m.Ns, m.Extra = nil, nil, nil
 				m.Rcode = dns.RcodeServerFailure
 				s.metrics.signed("client_share")
 			case err != nil:
 				// An unsigned answer would be bogus to every validator.
 				s.logger.Warn("cannot sign an answer", "zone", z.origin, "err", err)
-				m.Answer, m.Ns = nil, nil
+				m.Answer, m.Ns, m.Extra = nil, nil, nil
 				m.Rcode = dns.RcodeServerFailure
 			}
 		}
