@@ -25,11 +25,12 @@ func (st *state) udpLimit(edns bool, clientSize uint16) int {
 
 // fit makes m at most size bytes on the wire, compressed. Additional
 // records go first, as NSD leaves them out (fitExtra); then, while it does
-// not fit, the last RRset goes: authority, then answer. TC is set when an answer or authority RRset had to go (the client
-// must retry over TCP for a complete answer; the SOA of a negative answer is
-// part of it, RFC 2308), not for additional records, which are optional
-// (RFC 2181 §9). The OPT and the TSIG (its MAC already at full length, see
-// signReply) always stay: the budget is what is left beside them.
+// not fit, the last RRset goes: authority, then answer. TC is set when an
+// answer or authority RRset had to go (the client must retry over TCP for
+// a complete answer; the SOA of a negative answer is part of it, RFC 2308),
+// not for additional records, which are optional (RFC 2181 §9). The OPT
+// and the TSIG (its MAC already at full length, see signReply) always
+// stay: the budget is what is left beside them.
 func fit(m *dns.Msg, size int) {
 	var tsig, opt dns.RR
 	if t := m.IsTsig(); t != nil {
