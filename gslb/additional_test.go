@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -153,12 +154,22 @@ func TestSignedAdditionalRecords(t *testing.T) {
 // Over UDP with the signature budget spent, an answer whose own RRsets
 // need new signatures goes out TC and empty — its additional records too,
 // which were unsigned then — and one whose RRsets are signed already loses
-// only the additional records it cannot sign, without TC.
+// only the additional records it cannot sign, without TC, and is not kept
+// in the UDP loops' cache: once the budget has refilled, the same query
+// gets them, signed.
 func TestAdditionalRecordsWhenTheSignatureBudgetIsSpent(t *testing.T) {
 	ksk, zsk := testKeys(t)
 	cfg := signed(additionalConfig(t), ksk, zsk)
 	cfg.Zones[0].DNSSEC.SignaturesPerSecond = 100
-	s := startGSLBWith(t, cfg, newTestClock().use) // the budget never refills
+	clock := newTestClock()
+	s := startGSLBWith(t, cfg, clock.use) // the budget refills only when the clock moves
+	st := s.state.Load()
+	sg := st.zones[0].signer
+	// The apex MX RRset signed beforehand (as by a transfer), not the
+	// addresses of its target.
+	if _, err := sg.sigs(st.zones[0].names["ringlb.test."][dns.TypeMX], spendNone, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; ; i++ {
 		if m, _ := exchangeSized(t, s, "udp", doQuestion(fmt.Sprintf("r%05d.nope.ringlb.test.", i))); m.Truncated {
 			break
@@ -167,26 +178,27 @@ func TestAdditionalRecordsWhenTheSignatureBudgetIsSpent(t *testing.T) {
 			t.Fatal("the signature budget is never spent")
 		}
 	}
-	q := question("ringlb.test.", dns.TypeMX, 1232)
-	q.IsEdns0().SetDo()
-	m, _ := exchangeSized(t, s, "udp", q)
+	mxQuestion := func(name string) *dns.Msg {
+		q := question(name, dns.TypeMX, 1232)
+		q.IsEdns0().SetDo()
+		return q
+	}
+	// bulk's MX RRset has no signature yet: deferred.
+	m, _ := exchangeSized(t, s, "udp", mxQuestion("bulk.ringlb.test."))
 	if !m.Truncated || len(m.Answer)+len(m.Ns)+len(extraOf(m)) != 0 {
 		t.Errorf("an MX answer to sign over a spent budget: want TC and no records, got\n%v", m)
 	}
-
-	// The signer alone: the answer's RRset signed before, its additional
-	// RRset new.
-	st := s.state.Load()
-	sg := st.zones[0].signer
-	mx := st.zones[0].names["ringlb.test."][dns.TypeMX]
-	if _, err := sg.sigs(mx, spendNone, netip.Addr{}); err != nil {
-		t.Fatal(err)
+	m, _ = exchangeSized(t, s, "udp", mxQuestion("ringlb.test."))
+	if m.Truncated || len(rrsOf(m.Answer, dns.TypeRRSIG)) == 0 || len(extraOf(m)) != 0 {
+		t.Errorf("an MX answer signed already, over a spent budget: want it signed, no additional records and no TC, got\n%v", m)
 	}
-	msg := &dns.Msg{Answer: slices.Clone(mx), Extra: slices.Clone(st.zones[0].additionalFor(mx))}
-	if err := sg.signMsg(msg, spendUDP, netip.Addr{}); err != nil {
-		t.Fatalf("signMsg: %v, want the answer signed", err)
-	}
-	if len(rrsOf(msg.Answer, dns.TypeRRSIG)) == 0 || len(msg.Extra) != 0 {
-		t.Errorf("answer signed, additional over the budget: want the answer's RRSIG and no additional, got\n%v", msg)
+	clock.add(time.Second)
+	want := []string{"RRSIG mail.ringlb.test. A", "RRSIG mail.ringlb.test. AAAA",
+		"mail.ringlb.test. 3600 in a 192.0.2.25", "mail.ringlb.test. 3600 in aaaa 2001:db8::25"}
+	for i := range 8 { // whichever UDP loop reads it
+		m, _ = exchangeSized(t, s, "udp", mxQuestion("ringlb.test."))
+		if got := extraOf(m); !slices.Equal(got, want) {
+			t.Fatalf("query %d once the budget refilled: additional\n%s\nwant\n%s", i, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
 	}
 }

@@ -379,14 +379,13 @@ func (sg *signer) signRRsets(rrs []dns.RR, from spend, client netip.Addr) ([]dns
 // holds only additional records then (additional.go; the OPT, the TSIG and
 // a referral's glue are added after): those are optional, so when the
 // budget has no signatures left for them, or a signature cannot be made,
-// they are left out, and never waited for.
-func (sg *signer) signMsg(m *dns.Msg, from spend, client netip.Addr) error {
-	var err error
+// they are left out (extraLeftOut), and never waited for.
+func (sg *signer) signMsg(m *dns.Msg, from spend, client netip.Addr) (extraLeftOut bool, err error) {
 	if m.Answer, err = sg.signRRsets(m.Answer, from, client); err != nil {
-		return err
+		return false, err
 	}
 	if m.Ns, err = sg.signRRsets(m.Ns, from, client); err != nil {
-		return err
+		return false, err
 	}
 	if len(m.Extra) > 0 {
 		if from == spendTCP {
@@ -394,9 +393,10 @@ func (sg *signer) signMsg(m *dns.Msg, from spend, client netip.Addr) error {
 		}
 		if m.Extra, err = sg.signRRsets(m.Extra, from, client); err != nil {
 			m.Extra = nil
+			return true, nil
 		}
 	}
-	return nil
+	return false, nil
 }
 
 func sameRRset(a, b *dns.RR_Header) bool {

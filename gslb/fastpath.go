@@ -245,7 +245,8 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	if r.IsTsig() != nil {
 		tsigStatus = s.verifyTSIG(pkt) // as the TCP server does (tsig.go)
 	}
-	m, managed := s.answerVia(st, r, net.UDPAddrFromAddrPort(addr), false, tsigStatus)
+	var leftOut bool
+	m, managed := s.answerVia(st, r, net.UDPAddrFromAddrPort(addr), false, tsigStatus, &leftOut)
 	if m == nil {
 		return
 	}
@@ -269,8 +270,10 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	s.count(st, r, m, addr.String())
 	l.send(out, addr)
 	// A truncated answer to DO may be one deferred to TCP for want of a
-	// new signature: the next one may be signed, so it is not kept.
-	if cacheable && key != nil && !(m.Truncated && q.ednsFlags&dnsDO != 0) {
+	// new signature, and one without additional records may have left
+	// them out for the same want: the next one may be signed, so neither
+	// is kept.
+	if cacheable && key != nil && !(m.Truncated && q.ednsFlags&dnsDO != 0) && !leftOut {
 		if managed != "" && v.names[managed] != nil {
 			// Made for the managed name a CNAME led to: keyed as that
 			// name's answers are, by region (or not kept, with

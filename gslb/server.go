@@ -647,14 +647,17 @@ func typeLabel(t uint16) string {
 // answer builds the response to r from st; nil means send nothing.
 // tsigStatus is the verification of r's TSIG (nil when it has none).
 func (s *Server) answer(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigStatus error) *dns.Msg {
-	m, _ := s.answerVia(st, r, remote, tcp, tsigStatus)
+	m, _ := s.answerVia(st, r, remote, tcp, tsigStatus, nil)
 	return m
 }
 
 // answerVia is answer, and the traffic-managed name the answer was made
 // for ("" when none): the name asked, or the one its CNAME chain led to.
 // Such an answer depends on who asks (region, steering, max_answers).
-func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigStatus error) (_ *dns.Msg, managed string) {
+// leftOut, when not nil, is set when the answer left out additional
+// records the signature budget had no signatures for: the next answer may
+// carry them, so this one is not to be cached.
+func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsigStatus error, leftOut *bool) (_ *dns.Msg, managed string) {
 	if r.Response {
 		return nil, "" // never answer a response: reflection loops
 	}
@@ -722,7 +725,11 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			}
 			// The share is the connection's source's, never ECS's: a
 			// client cannot spend another's by naming it.
-			switch err := sg.signMsg(m, from, addrOf(remote)); {
+			extraLeftOut, err := sg.signMsg(m, from, addrOf(remote))
+			if extraLeftOut && leftOut != nil {
+				*leftOut = true
+			}
+			switch {
 			case errors.Is(err, errSignBudget):
 				// Over UDP, which anyone can spoof, new signatures are
 				// budgeted: beyond it the resolver is told to retry over
