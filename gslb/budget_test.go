@@ -97,12 +97,17 @@ func TestUDPAnswerSizeCapped(t *testing.T) {
 	}
 }
 
-// rrsets counts the records of each RRset (owner, type) in rrs.
+// rrsets counts the records of each RRset (owner, type; for RRSIGs, the
+// type they cover too) in rrs.
 func rrsets(rrs []dns.RR) map[string]int {
 	out := map[string]int{}
 	for _, rr := range rrs {
 		h := rr.Header()
-		out[strings.ToLower(h.Name)+"/"+dns.TypeToString[h.Rrtype]]++
+		key := strings.ToLower(h.Name) + "/" + dns.TypeToString[h.Rrtype]
+		if sig, ok := rr.(*dns.RRSIG); ok {
+			key += "/" + dns.TypeToString[sig.TypeCovered] // each set's signatures go with it
+		}
+		out[key]++
 	}
 	return out
 }

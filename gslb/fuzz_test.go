@@ -120,6 +120,19 @@ func FuzzAnswer(f *testing.F) {
 		b, _ := m.Pack()
 		f.Add(b)
 	}
+	// Answers with additional records (the MX and NS targets' addresses),
+	// signed and not, and an SRV to the managed name (none).
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+		do    bool
+	}{{"ringlb.test.", dns.TypeMX, true}, {"ringlb.test.", dns.TypeNS, false}, {"_ide._tcp.ringlb.test.", dns.TypeSRV, true}} {
+		m := new(dns.Msg)
+		m.SetQuestion(q.name, q.qtype)
+		m.SetEdns0(512, q.do)
+		b, _ := m.Pack()
+		f.Add(b)
+	}
 	f.Add([]byte{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c, 0, 1, 0, 1})
 	for _, b := range hostileSeeds(f) {
 		f.Add(b)
@@ -171,6 +184,13 @@ func FuzzAnswer(f *testing.F) {
 		for set, n := range rrsets(answers[0].Answer) {
 			if n != full[set] {
 				t.Fatalf("UDP answer has %d of the %d records of %s\n%v", n, full[set], set, answers[0])
+			}
+		}
+		// Additional RRsets are left out whole, or kept whole.
+		fullExtra := rrsets(answers[1].Extra)
+		for set, n := range rrsets(answers[0].Extra) {
+			if n != fullExtra[set] {
+				t.Fatalf("UDP answer has %d of the %d additional records of %s\n%v", n, fullExtra[set], set, answers[0])
 			}
 		}
 	})
