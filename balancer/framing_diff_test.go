@@ -24,31 +24,55 @@ import (
 )
 
 // TestFramingAgainstHAProxy is a differential test of the balancer's request
-// framing against HAProxy 2.6, as a reviewer hunting request smuggling and
-// desync would write it. The same corpus of raw requests goes to HAProxy and
-// to a balancer (one static edge), both in front of the same recording
-// backend, each request alone and followed by an innocent pipelined
-// `GET /second`. What is compared is safety, not status codes:
+// framing against HAProxy 2.6 (compareFraming), with HAProxy's defaults'
+// framing rules.
+func TestFramingAgainstHAProxy(t *testing.T) {
+	bin := findSbinBinary("haproxy")
+	if bin == "" {
+		t.Skip("haproxy not installed (apt-get install -y haproxy): no differential run")
+	}
+	compareFraming(t, framingPeer{
+		name:  "HAProxy",
+		start: func(t *testing.T, backend string) string { return startDiffHAProxy(t, bin, backend) },
+		lax:   haproxyLax,
+	})
+}
+
+// framingPeer is a front the balancer's framing is compared with.
+type framingPeer struct {
+	name string // as the log names it
+	// start runs the peer in front of backend for the rest of the test,
+	// closing each backend connection after its answer, and returns the
+	// address it serves.
+	start func(t *testing.T, backend string) string
+	// lax: the corpus's cases the peer refuses for what is not about
+	// where a request ends, with why the balancer forwarding them cannot
+	// desync.
+	lax map[string]string
+}
+
+// compareFraming is a differential test of the balancer's request framing
+// against peer, as a reviewer hunting request smuggling and desync would
+// write it. The same corpus of raw requests goes to the peer and to a
+// balancer (one static edge), both in front of the same recording backend,
+// each request alone and followed by an innocent pipelined `GET /second`.
+// What is compared is safety, not status codes:
 //
 //   - every request the backend parsed through the balancer is one the
 //     balancer relayed the backend's answer to (no request it did not
 //     account for);
-//   - the balancer forwards no request HAProxy did not (a body, or part of
+//   - the balancer forwards no request the peer did not (a body, or part of
 //     one, arriving as a request of its own: the corpus's bodies hold a
 //     `GET /smuggled` request);
 //   - the balancer forwards no body holding the client's `GET /second`
-//     where HAProxy did not (an innocent request swallowed into a body);
-//   - a request HAProxy refuses as ambiguous the balancer refuses too.
+//     where the peer did not (an innocent request swallowed into a body);
+//   - a request the peer refuses as ambiguous the balancer refuses too.
 //
-// Where the balancer is stricter than HAProxy, or answers a refusal with
+// Where the balancer is stricter than the peer, or answers a refusal with
 // another status, the test logs it (go test -v) and asserts nothing.
-func TestFramingAgainstHAProxy(t *testing.T) {
-	haproxy := findHAProxyBinary()
-	if haproxy == "" {
-		t.Skip("haproxy not installed (apt-get install -y haproxy): no differential run")
-	}
+func compareFraming(t *testing.T, peer framingPeer) {
 	backend := startDiffBackend(t)
-	hp := startDiffHAProxy(t, haproxy, backend.listen(t, "haproxy"))
+	peerAddr := peer.start(t, backend.listen(t, "peer"))
 
 	one := 1
 	edgeAddr := backend.listen(t, "ringlb")
@@ -61,13 +85,13 @@ func TestFramingAgainstHAProxy(t *testing.T) {
 	})
 	waitRing(t, cb, "app")
 	healthtest.WaitUntil(t, "table ready", cb.bal.table.routable)
-	settleHAProxy := func(t *testing.T) []seenRequest { return backend.settle(t, "haproxy", nil) }
+	settlePeer := func(t *testing.T) []seenRequest { return backend.settle(t, "peer", nil) }
 	settleRinglb := func(t *testing.T) []seenRequest { return backend.settle(t, "ringlb", cb.bal.edges.closeIdle) }
 	// Each front answers before the corpus starts.
 	for _, f := range []struct {
 		addr   string
 		settle func(*testing.T) []seenRequest
-	}{{hp, settleHAProxy}, {cb.addr, settleRinglb}} {
+	}{{peerAddr, settlePeer}, {cb.addr, settleRinglb}} {
 		if got := sendRaw(t, f.addr, diffSecond); len(got.answers) != 1 || got.answers[0].status != 200 {
 			t.Fatalf("%s does not answer: %+v", f.addr, got)
 		}
@@ -84,61 +108,61 @@ func TestFramingAgainstHAProxy(t *testing.T) {
 				payload += diffSecond
 			}
 			t.Run(name, func(t *testing.T) {
-				h := sendRaw(t, hp, payload)
-				h.backend = settleHAProxy(t)
+				p := sendRaw(t, peerAddr, payload)
+				p.backend = settlePeer(t)
 				r := sendRaw(t, cb.addr, payload)
 				r.backend = settleRinglb(t)
-				t.Logf("haproxy: %s", h)
-				t.Logf("ringlb:  %s", r)
+				t.Logf("%-8s %s", peer.name+":", p)
+				t.Logf("%-8s %s", "ringlb:", r)
 
 				// The balancer accounts for every request it forwarded.
 				if answered, parsed := r.answeredSeqs(), r.parsedSeqs(); fmt.Sprint(answered) != fmt.Sprint(parsed) {
 					t.Errorf("the backend parsed requests %v through the balancer, which relayed answers to %v", parsed, answered)
 				}
-				// No request HAProxy did not forward; no /second in a body
-				// where HAProxy kept it out of one.
+				// No request the peer did not forward; no /second in a
+				// body where the peer kept it out of one.
 				// (Unless, as RFC 9112 reads the bytes, no body
 				// comes and what follows the head is the next request.)
-				if r.smuggledForwarded() && !h.smuggledForwarded() && !framingNext[c.name] {
-					t.Errorf("desync: the balancer forwarded the body's GET /smuggled as a request, HAProxy did not")
+				if r.smuggledForwarded() && !p.smuggledForwarded() && !framingNext[c.name] {
+					t.Errorf("desync: the balancer forwarded the body's GET /smuggled as a request, %s did not", peer.name)
 				}
-				if r.secondInBody() && !h.secondInBody() {
+				if r.secondInBody() && !p.secondInBody() {
 					t.Errorf("desync: the balancer forwarded the client's GET /second inside a body")
 				}
-				// A request HAProxy refuses is not forwarded by the balancer.
-				hFirst, rFirst := h.firstForwarded(), r.firstForwarded()
+				// A request the peer refuses is not forwarded by the balancer.
+				pFirst, rFirst := p.firstForwarded(), r.firstForwarded()
 				switch {
-				case !hFirst && !rFirst:
+				case !pFirst && !rFirst:
 					refusedByBoth++
-					if h.firstStatus() != r.firstStatus() {
-						t.Logf("DIFF both refuse: haproxy %d, ringlb %d", h.firstStatus(), r.firstStatus())
+					if p.firstStatus() != r.firstStatus() {
+						t.Logf("DIFF both refuse: %s %d, ringlb %d", peer.name, p.firstStatus(), r.firstStatus())
 					}
-				case hFirst && !rFirst:
+				case pFirst && !rFirst:
 					stricter++
-					t.Logf("DIFF ringlb stricter: haproxy forwarded, ringlb answered %d", r.firstStatus())
-				case !hFirst && rFirst && !r.firstComplete():
+					t.Logf("DIFF ringlb stricter: %s forwarded, ringlb answered %d", peer.name, r.firstStatus())
+				case !pFirst && rFirst && !r.firstComplete():
 					// The balancer streams a body: a chunked one
 					// found broken is cut off and its request
 					// aborted, never complete at the backend.
 					aborted++
-					t.Logf("DIFF HAProxy refused it (%d), ringlb forwarded its head, aborted it and answered %d", h.firstStatus(), r.firstStatus())
-				case !hFirst && rFirst && framingLax[c.name] != "":
+					t.Logf("DIFF %s refused it (%d), ringlb forwarded its head, aborted it and answered %d", peer.name, p.firstStatus(), r.firstStatus())
+				case !pFirst && rFirst && peer.lax[c.name] != "":
 					laxer++
-					t.Logf("DIFF ringlb laxer, harmless: HAProxy refused it (%d), ringlb forwarded it: %s", h.firstStatus(), framingLax[c.name])
-				case !hFirst && rFirst:
+					t.Logf("DIFF ringlb laxer, harmless: %s refused it (%d), ringlb forwarded it: %s", peer.name, p.firstStatus(), peer.lax[c.name])
+				case !pFirst && rFirst:
 					laxer++
-					t.Errorf("ringlb laxer: HAProxy refused it (%d), the balancer forwarded it", h.firstStatus())
+					t.Errorf("ringlb laxer: %s refused it (%d), the balancer forwarded it", peer.name, p.firstStatus())
 				default:
-					if h.firstBody() != r.firstBody() {
+					if p.firstBody() != r.firstBody() {
 						otherDiff++
-						t.Errorf("both forwarded the request with different bodies: haproxy %q, ringlb %q", h.firstBody(), r.firstBody())
+						t.Errorf("both forwarded the request with different bodies: %s %q, ringlb %q", peer.name, p.firstBody(), r.firstBody())
 					}
 				}
 			})
 		}
 	}
-	t.Logf("%d cases: %d refused by both, %d forwarded by HAProxy and refused by ringlb, %d refused by HAProxy and aborted by ringlb, %d refused by HAProxy only, %d forwarded differently",
-		2*len(framingCorpus()), refusedByBoth, stricter, aborted, laxer, otherDiff)
+	t.Logf("%d cases: %d refused by both, %d forwarded by %s and refused by ringlb, %d refused by %s and aborted by ringlb, %d refused by %s only, %d forwarded differently",
+		2*len(framingCorpus()), refusedByBoth, stricter, peer.name, aborted, peer.name, laxer, peer.name, otherDiff)
 }
 
 const (
@@ -165,9 +189,9 @@ var framingNext = map[string]bool{
 	"upgrade HTTP/1.0":                        true,
 }
 
-// framingLax are the cases HAProxy refuses for what is not about where a
+// haproxyLax are the cases HAProxy refuses for what is not about where a
 // request ends, and why the balancer forwarding them cannot desync.
-var framingLax = map[string]string{
+var haproxyLax = map[string]string{
 	"non-ASCII in the target":  "the target is one token between two spaces whatever its bytes",
 	"absolute-form other host": "the target's host wins over Host (RFC 9112 3.2.2); goes as origin form with Host: other",
 	"120 headers":              "HAProxy's tune.http.maxhdr (101); the balancer bounds a head by bytes (8 KiB)",
@@ -765,10 +789,10 @@ func isReset(err error) bool {
 	return errors.As(err, &op) && strings.Contains(op.Err.Error(), "connection reset")
 }
 
-// findHAProxyBinary returns HAProxy's path: on PATH, else Debian's
+// findSbinBinary returns the path of program: on PATH, else in Debian's
 // /usr/sbin (not on a user's PATH), else "".
-func findHAProxyBinary() string {
-	for _, p := range []string{"haproxy", "/usr/sbin/haproxy"} {
+func findSbinBinary(program string) string {
+	for _, p := range []string{program, "/usr/sbin/" + program} {
 		if p, err := exec.LookPath(p); err == nil {
 			return p
 		}
@@ -776,24 +800,31 @@ func findHAProxyBinary() string {
 	return ""
 }
 
-// startDiffHAProxy runs HAProxy in the foreground (-db) in front of
-// backend, with its defaults' framing rules (no accept-invalid options),
-// closing each server connection after its answer (http-server-close). Its
-// frontend is a listener this test opened (bind fd@3), so no port is picked
-// and then raced for. It is killed when the test ends.
-func startDiffHAProxy(t *testing.T, bin, backend string) string {
+// peerListener opens the listener a peer serves on, on a free loopback
+// port, and returns it as a file for the peer to inherit (fd 3 of its
+// ExtraFiles), so no port is picked and then raced for.
+func peerListener(t *testing.T) (*os.File, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer ln.Close()
 	lf, err := ln.(*net.TCPListener).File()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	defer lf.Close()
+	t.Cleanup(func() { lf.Close() })
+	return lf, ln.Addr().String()
+}
+
+// startDiffHAProxy runs HAProxy in the foreground (-db) in front of
+// backend, with its defaults' framing rules (no accept-invalid options),
+// closing each server connection after its answer (http-server-close). Its
+// frontend is the inherited listener (bind fd@3).
+func startDiffHAProxy(t *testing.T, bin, backend string) string {
+	t.Helper()
+	lf, addr := peerListener(t)
 	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`global
   nbthread 1
@@ -812,9 +843,19 @@ backend app
 `, backend)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuffer // written by exec's copying goroutines
 	cmd := exec.Command(bin, "-f", cfg, "-db")
 	cmd.ExtraFiles = []*os.File{lf}
+	runDiffPeer(t, "haproxy", cmd, addr)
+	return addr
+}
+
+// runDiffPeer starts cmd, a peer serving addr, and returns once it answers
+// a request there (its listener queues the connection until the peer
+// accepts it). It is killed when the test ends, and what it wrote is logged
+// if the test failed.
+func runDiffPeer(t *testing.T, name string, cmd *exec.Cmd, addr string) {
+	t.Helper()
+	var out lockedBuffer // written by exec's copying goroutines
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -825,11 +866,9 @@ backend app
 		_ = cmd.Process.Kill()
 		<-exited
 		if t.Failed() {
-			t.Logf("haproxy wrote:\n%s", out.String())
+			t.Logf("%s wrote:\n%s", name, out.String())
 		}
 	})
-	// Ready when it answers: the listener queues the connection until
-	// HAProxy accepts it.
 	ready := make(chan diffOutcome, 1)
 	go func() {
 		c, err := net.Dial("tcp", addr)
@@ -851,12 +890,11 @@ backend app
 	select {
 	case o, ok := <-ready:
 		if !ok || o.answers[0].status != 200 {
-			t.Fatalf("haproxy did not answer: %+v\n%s", o, out.String())
+			t.Fatalf("%s did not answer: %+v\n%s", name, o, out.String())
 		}
 	case <-exited:
-		t.Fatalf("haproxy exited: %s", out.String())
+		t.Fatalf("%s exited: %s", name, out.String())
 	case <-time.After(healthtest.Patience):
-		t.Fatalf("haproxy did not answer in %v:\n%s", healthtest.Patience, out.String())
+		t.Fatalf("%s did not answer in %v:\n%s", name, healthtest.Patience, out.String())
 	}
-	return addr
 }
