@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +36,21 @@ func TestFramingAgainstHAProxy(t *testing.T) {
 		name:  "HAProxy",
 		start: func(t *testing.T, backend string) string { return startDiffHAProxy(t, bin, backend) },
 		lax:   haproxyLax,
+	})
+}
+
+// TestFramingAgainstNginx is the differential test of the balancer's
+// request framing against nginx 1.22 (compareFraming), nginx configured as
+// an operator of a WebSocket front does (startDiffNginx).
+func TestFramingAgainstNginx(t *testing.T) {
+	bin := findSbinBinary("nginx")
+	if bin == "" {
+		t.Skip("nginx not installed (apt-get install -y nginx-light): no differential run")
+	}
+	compareFraming(t, framingPeer{
+		name:  "nginx",
+		start: func(t *testing.T, backend string) string { return startDiffNginx(t, bin, backend) },
+		lax:   nginxLax,
 	})
 }
 
@@ -152,6 +168,11 @@ func compareFraming(t *testing.T, peer framingPeer) {
 				case !pFirst && rFirst:
 					laxer++
 					t.Errorf("ringlb laxer: %s refused it (%d), the balancer forwarded it", peer.name, p.firstStatus())
+				case p.firstComplete() && !r.firstComplete():
+					// A body the balancer found over a limit of
+					// its own as it streamed (chunk extensions).
+					stricter++
+					t.Logf("DIFF ringlb stricter: %s forwarded it whole, ringlb aborted it and answered %d", peer.name, r.firstStatus())
 				default:
 					if p.firstBody() != r.firstBody() {
 						otherDiff++
@@ -187,6 +208,9 @@ var framingNext = map[string]bool{
 	"HTTP/1.0 keep-alive body without length": true,
 	"POST without length":                     true,
 	"upgrade HTTP/1.0":                        true,
+	"upgrade refused then a request":          true,
+	"upgrade h2c refused then a request":      true,
+	"HEAD without length then more bytes":     true,
 }
 
 // haproxyLax are the cases HAProxy refuses for what is not about where a
@@ -195,6 +219,13 @@ var haproxyLax = map[string]string{
 	"non-ASCII in the target":  "the target is one token between two spaces whatever its bytes",
 	"absolute-form other host": "the target's host wins over Host (RFC 9112 3.2.2); goes as origin form with Host: other",
 	"120 headers":              "HAProxy's tune.http.maxhdr (101); the balancer bounds a head by bytes (8 KiB)",
+}
+
+// nginxLax are the cases nginx refuses for what is not about where a
+// request ends, and why the balancer forwarding them cannot desync.
+var nginxLax = map[string]string{
+	"lowercase method":      "a method is a case-sensitive token (RFC 9110 9.1) that framing does not depend on; nginx's parser takes upper-case letters only",
+	"asterisk-form OPTIONS": "the asterisk form is OPTIONS' own (RFC 9112 3.2.4) and says nothing of a body; nginx's parser takes origin and absolute form only",
 }
 
 // framingCorpus is the requests each front gets, each as the client means
@@ -332,6 +363,11 @@ func framingCorpus() []framingCase {
 		{"no version", "GET /first\r\nHost: h\r\n\r\n"},
 		{"lowercase version", "GET /first http/1.1\r\nHost: h\r\n\r\n"},
 		{"lowercase method", "get /first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"CONNECT", "CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"},
+		{"lowercase CONNECT", "connect h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"},
+		{"TRACE", "TRACE /first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"lowercase TRACE", "trace /first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"mixed-case TRACE", "Trace /first HTTP/1.1\r\nHost: h\r\n\r\n"},
 
 		// Targets.
 		{"absolute-form", "GET http://h/first HTTP/1.1\r\nHost: h\r\n\r\n"},
@@ -385,6 +421,82 @@ func framingCorpus() []framingCase {
 		{"trailer NUL", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\nX-T: \x00\r\n\r\n"},
 		{"trailer without colon", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\nX-T\r\n\r\n"},
 		{"trailer that is a request line", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\nGET /smuggled HTTP/1.1\r\n\r\n"},
+
+		// What nginx's parsing history makes worth a case (RFC 9112
+		// sections 2.2, 3.2, 5, 6, 7 and 9.6).
+		// Chunk sizes past 64 bits: one that wraps to 5, one that turns
+		// negative in a signed 64-bit integer, the largest that does not.
+		{"chunk size wrapping to 5", diffPost + "Transfer-Encoding: chunked\r\n\r\n10000000000000005\r\nhello\r\n0\r\n\r\n"},
+		{"chunk size 2^63", diffPost + "Transfer-Encoding: chunked\r\n\r\n8000000000000000\r\n" + diffSmuggled + "\r\n0\r\n\r\n"},
+		{"chunk size 2^63-1", diffPost + "Transfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\n" + diffSmuggled + "\r\n0\r\n\r\n"},
+		{"chunk size 16 digits", diffPost + "Transfer-Encoding: chunked\r\n\r\n0000000000000005\r\nhello\r\n0\r\n\r\n"},
+		// Transfer-Encoding lists, parameters, HTTP/1.0.
+		{"TE empty element, chunked", teOnly("Transfer-Encoding: , chunked\r\n")},
+		{"TE chunked, empty element", teOnly("Transfer-Encoding: chunked,\r\n")},
+		{"TE chunked, gzip", teOnly("Transfer-Encoding: chunked, gzip\r\n")},
+		{"TE chunked with a parameter", teOnly("Transfer-Encoding: chunked;q=1\r\n")},
+		{"TE two headers, gzip then chunked", teOnly("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n")},
+		{"TE tab before colon", teOnly("Transfer-Encoding\t: chunked\r\n")},
+		{"CL.TE on HTTP/1.0", strings.Replace(clte("Transfer-Encoding: chunked\r\n"), "HTTP/1.1", "HTTP/1.0", 1)},
+		{"TE identity on HTTP/1.0", strings.Replace(teOnly("Transfer-Encoding: identity\r\n"), "HTTP/1.1", "HTTP/1.0", 1)},
+		{"CL tab before value", diffPost + "Content-Length:\t2\r\n\r\n{}"},
+		{"CL tab after value", diffPost + "Content-Length: 2\t\r\n\r\n{}"},
+		// Bare LF in a chunked body's framing, one line at a time.
+		{"chunk size line ended by LF", diffPost + "Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"},
+		{"chunk data ended by LF", diffPost + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n"},
+		{"last chunk ended by LF", diffPost + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\n\r\n"},
+		{"chunked body ended by LF", diffPost + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\n"},
+		{"chunk extension ended by LF", diffPost + "Transfer-Encoding: chunked\r\n\r\n5;a=b\nhello\r\n0\r\n\r\n"},
+		{"chunk extension with a bare CR", diffPost + "Transfer-Encoding: chunked\r\n\r\n5;a\rb\r\nhello\r\n0\r\n\r\n"},
+		// Long chunk extensions: one, and many small ones.
+		{"chunk extension 4 KiB", diffPost + "Transfer-Encoding: chunked\r\n\r\n5;" + strings.Repeat("a", 4000) + "\r\nhello\r\n0\r\n\r\n"},
+		{"chunk extension 20 KiB", diffPost + "Transfer-Encoding: chunked\r\n\r\n5;" + strings.Repeat("a", 20000) + "\r\nhello\r\n0\r\n\r\n"},
+		{"last chunk extension 20 KiB", diffPost + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0;" + strings.Repeat("a", 20000) + "\r\n\r\n"},
+		{"2000 chunks with extensions", diffPost + "Transfer-Encoding: chunked\r\n\r\n" + strings.Repeat("1;"+strings.Repeat("e", 30)+"\r\nx\r\n", 2000) + "0\r\n\r\n"},
+		// Control bytes in names and in framing names.
+		{"CR in a header name", diffGet + "X-\rA: b\r\n\r\n"},
+		{"SOH in a header name", diffGet + "X-\x01A: b\r\n\r\n"},
+		{"DEL in a header name", diffGet + "X-\x7fA: b\r\n\r\n"},
+		{"non-ASCII in a header name", diffGet + "X-\xc3\xa9: b\r\n\r\n"},
+		{"NUL inside Transfer-Encoding's name", clte("Transfer-\x00Encoding: chunked\r\n")},
+		{"NUL ending Transfer-Encoding's name", clte("Transfer-Encoding\x00: chunked\r\n")},
+		{"NUL in Host", "GET /first HTTP/1.1\r\nHost: h\x00other\r\n\r\n"},
+		{"tab in a header value", diffGet + "X-A: a\tb\r\n\r\n"},
+		// Blanks before the colon, Host.
+		{"space before Host's colon", "GET /first HTTP/1.1\r\nHost : h\r\n\r\n"},
+		{"space before another header's colon", diffGet + "X-A : b\r\n\r\n"},
+		{"two Host headers alike", "GET /first HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n"},
+		{"two Host headers on HTTP/1.0", "GET /first HTTP/1.0\r\nHost: h\r\nHost: other\r\n\r\n"},
+		{"empty Host", "GET /first HTTP/1.1\r\nHost: \r\n\r\n"},
+		{"Host with a path", "GET /first HTTP/1.1\r\nHost: h/other\r\n\r\n"},
+		{"Host with userinfo", "GET /first HTTP/1.1\r\nHost: u@h\r\n\r\n"},
+		{"Host with a space", "GET /first HTTP/1.1\r\nHost: h other\r\n\r\n"},
+		// Userinfo in an absolute-form target (RFC 9110 4.2.4: an error).
+		{"absolute-form userinfo same host", "GET http://u:p@h/first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"absolute-form empty userinfo", "GET http://@h/first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"absolute-form host then @other", "GET http://h@other/first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"absolute-form backslash then @other", "GET http://h\\@other/first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"upgrade absolute-form userinfo", strings.Replace(diffUpgrade, "/first", "http://u@other/first", 1) + "\r\n"},
+		// Expect with an upgrade.
+		{"upgrade Expect 100-continue", diffUpgrade + "Expect: 100-continue\r\n\r\n"},
+		{"upgrade Expect 100-continue with a body", cl(diffUpgrade+"Expect: 100-continue\r\n", diffSmuggled)},
+		// An upgrade the backend refuses (its 200): the connection stays
+		// HTTP/1.1, and what follows is the next request.
+		{"upgrade refused then a request", diffUpgrade + "\r\n" + diffSmuggled},
+		{"upgrade h2c refused then a request", diffGet + "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n" + diffSmuggled},
+		{"upgrade refused then a frame", diffUpgrade + "\r\n" + "\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"},
+		// Connection: close, however written, ends the requests a server
+		// takes from the connection (RFC 9112 9.6); so does HTTP/1.0
+		// without keep-alive.
+		{"Connection keep-alive, close then more bytes", diffGet + "Connection: keep-alive, close\r\n\r\n" + diffSmuggled},
+		{"Connection close in a second line then more bytes", diffGet + "Connection: keep-alive\r\nConnection: close\r\n\r\n" + diffSmuggled},
+		{"Connection CLOSE then more bytes", diffGet + "Connection: CLOSE\r\n\r\n" + diffSmuggled},
+		{"HTTP/1.0 then more bytes", "GET /first HTTP/1.0\r\nHost: h\r\n\r\n" + diffSmuggled},
+		// HEAD: its answer has no body, its request may.
+		{"HEAD", "HEAD /first HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"HEAD with a body", cl("HEAD /first HTTP/1.1\r\nHost: h\r\n", diffSmuggled)},
+		{"HEAD with a chunked body", "HEAD /first HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(diffSmuggled) + "0\r\n\r\n"},
+		{"HEAD without length then more bytes", "HEAD /first HTTP/1.1\r\nHost: h\r\n\r\n" + diffSmuggled},
 	}
 	return cs
 }
@@ -401,7 +513,7 @@ type seenRequest struct {
 // diffBackend is the backend both fronts forward to: a raw TCP server that
 // records each request it reads (head as it came, body decoded) and answers
 // each with a fixed 200, Content-Length and the request's sequence number in
-// X-Seq, keeping the connection open. Its parser is minimal: both fronts
+// X-Seq (a HEAD's without its body), keeping the connection open. Its parser is minimal: both fronts
 // re-frame what they forward, so a well-formed head with Content-Length or
 // chunked coding is all it needs; anything else is recorded incomplete and
 // the connection closed. Each front has its own listener, so what reached it
@@ -495,7 +607,11 @@ func (b *diffBackend) serve(front string, c net.Conn) {
 		if !ok {
 			return
 		}
-		if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Seq: %d\r\n\r\nok", r.seq); err != nil {
+		body := "ok"
+		if strings.HasPrefix(r.line, "HEAD ") {
+			body = "" // its Content-Length is the GET's
+		}
+		if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Seq: %d\r\n\r\n%s", r.seq, body); err != nil {
 			return
 		}
 	}
@@ -766,11 +882,17 @@ func sendRaw(t *testing.T, addr, payload string) diffOutcome {
 	}
 	var o diffOutcome
 	br := bufio.NewReader(bytes.NewReader(all))
+	// The answer to a HEAD has no body: the first final one, when the
+	// payload starts with one (no case pipelines a HEAD after another).
+	var head *http.Request
+	if strings.HasPrefix(payload, "HEAD ") {
+		head = &http.Request{Method: http.MethodHead}
+	}
 	for {
 		if _, err := br.Peek(1); err != nil {
 			break
 		}
-		resp, err := http.ReadResponse(br, nil)
+		resp, err := http.ReadResponse(br, head)
 		if err != nil {
 			rest, _ := io.ReadAll(br)
 			o.rest = string(rest)
@@ -778,6 +900,9 @@ func sendRaw(t *testing.T, addr, payload string) diffOutcome {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode >= 200 {
+			head = nil
+		}
 		seq, _ := strconv.Atoi(resp.Header.Get("X-Seq"))
 		o.answers = append(o.answers, diffAnswer{status: resp.StatusCode, line: resp.Proto + " " + resp.Status, seq: seq})
 	}
@@ -849,22 +974,35 @@ backend app
 	return addr
 }
 
-// runDiffPeer starts cmd, a peer serving addr, and returns once it answers
-// a request there (its listener queues the connection until the peer
-// accepts it). It is killed when the test ends, and what it wrote is logged
+// runDiffPeer starts cmd, a peer serving addr, in a process group of its
+// own, and returns once it answers a request there (its listener queues the
+// connection until the peer accepts it). When the test ends it is asked to
+// stop (SIGTERM: a master process ends its workers) and, if it has not
+// within healthtest.Patience, its group is killed; what it wrote is logged
 // if the test failed.
 func runDiffPeer(t *testing.T, name string, cmd *exec.Cmd, addr string) {
 	t.Helper()
 	var out lockedBuffer // written by exec's copying goroutines
 	cmd.Stdout, cmd.Stderr = &out, &out
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	// A worker left behind holds the output pipes: Wait stops copying.
+	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(healthtest.Patience):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
 		if t.Failed() {
 			t.Logf("%s wrote:\n%s", name, out.String())
 		}
@@ -897,4 +1035,81 @@ func runDiffPeer(t *testing.T, name string, cmd *exec.Cmd, addr string) {
 	case <-time.After(healthtest.Patience):
 		t.Fatalf("%s did not answer in %v:\n%s", name, healthtest.Patience, out.String())
 	}
+}
+
+// startDiffNginx runs nginx in the foreground (daemon off, a master and one
+// worker) in front of backend, as an operator of a WebSocket
+// front configures it: HTTP/1.1 to the backend, the client's Upgrade passed
+// on and Connection set from it (nginx's own WebSocket proxying recipe), and
+// bodies not buffered either way (proxy_request_buffering off,
+// proxy_buffering off) — the front relays streams and long requests, holds
+// no upload in memory or on disk before the backend sees it, and so streams
+// a body as the balancer does. No upstream keepalive: each backend
+// connection is closed after its answer, and a client's half-close is not an
+// abort (proxy_ignore_client_abort): sendRaw shuts its write side after
+// the payload, which nginx cannot tell from a close, and would otherwise
+// drop the backend's answer to a request already forwarded. Its listener is
+// inherited: nginx takes the sockets named in $NGINX (how its binary
+// upgrade hands them over) for the listen directive of the same address —
+// with a master process, as nginx 1.22 alone (master_process off) crashes
+// on an inherited socket. All its files are under a temporary prefix, and
+// under root it runs as nobody.
+func startDiffNginx(t *testing.T, bin, backend string) string {
+	t.Helper()
+	lf, addr := peerListener(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log stderr notice;
+events {
+  worker_connections 256;
+}
+http {
+  access_log off;
+  client_body_temp_path %[1]s/client_body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  map $http_upgrade $connection_upgrade {
+    default upgrade;
+    '' close;
+  }
+  server {
+    listen %[2]s;
+    location / {
+      proxy_pass http://%[3]s;
+      proxy_http_version 1.1;
+      proxy_set_header Host $host;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_request_buffering off;
+      proxy_buffering off;
+      proxy_ignore_client_abort on;
+    }
+  }
+}
+`, dir, addr, backend)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-p", dir, "-c", cfg, "-e", "stderr")
+	cmd.ExtraFiles = []*os.File{lf}
+	cmd.Env = append(os.Environ(), "NGINX=3;")
+	if os.Geteuid() == 0 {
+		// A parser under test runs with no privilege: nobody, who may
+		// reach the prefix (t.TempDir's parent is 0700) and write in it.
+		const nobody = 65534
+		if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(dir, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	}
+	runDiffPeer(t, "nginx", cmd, addr)
+	return addr
 }
