@@ -96,7 +96,12 @@ func checkFraming(h *fasthttp.RequestHeader) (chunked bool, err error) {
 		if asciiLower(line[0]) != 'c' && asciiLower(line[0]) != 't' {
 			continue
 		}
-		name, value := line[:colon], bytes.Trim(line[colon+1:], " \t")
+		// Only spaces are trimmed. A tab is whitespace around a value
+		// to the RFC (OWS), to HAProxy and to Go, and part of it to
+		// nginx 1.22, which refuses "Transfer-Encoding:\tchunked" (501)
+		// and "Content-Length: 2\t" (400): parsers disagreeing on
+		// where a body ends. No client needs one here.
+		name, value := line[:colon], bytes.Trim(line[colon+1:], " ")
 		switch {
 		case asciiEqualFold(name, "Content-Length"):
 			lengths++

@@ -286,6 +286,13 @@ func TestSmugglingPayloads(t *testing.T) {
 		{"TE after bare LF alone", teOnly("X-Pad: y\nTransfer-Encoding: chunked\r\n"), refused},
 		{"TE hidden by folding alone", teOnly("X-Pad: y\r\n Transfer-Encoding: chunked\r\n"), refused},
 		{"TE on HTTP/1.0", strings.Replace(teOnly("Transfer-Encoding: chunked\r\n"), "HTTP/1.1", "HTTP/1.0", 1), refused},
+		// A tab around a framing header's value is whitespace to the RFC,
+		// to HAProxy and to Go, part of the value to nginx 1.22, which
+		// refuses the request (501, 400): parsers that disagree on framing.
+		{"TE tab before value alone", teOnly("Transfer-Encoding:\tchunked\r\n"), refused},
+		{"TE tab after value alone", teOnly("Transfer-Encoding: chunked\t\r\n"), refused},
+		{"Content-Length tab before value", postHead + "Content-Length:\t2\r\n\r\n{}", refused},
+		{"Content-Length tab after value", postHead + "Content-Length: 2\t\r\n\r\n{}", refused},
 
 		// Only HTTP/1.0 and HTTP/1.1 are forwarded: another version
 		// went on as the client wrote it, for each backend to frame by
