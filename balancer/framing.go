@@ -193,7 +193,9 @@ func refusal(h *fasthttp.RequestHeader, maxBody int64) (int, error) {
 	if p := h.Protocol(); string(p) != "HTTP/1.1" && string(p) != "HTTP/1.0" {
 		return fasthttp.StatusHTTPVersionNotSupported, errVersion
 	}
-	if h.IsConnect() || h.IsTrace() {
+	// In any case: methods are case-sensitive (RFC 9110 9.1), but a
+	// backend that folds them reads "trace" as TRACE.
+	if m := h.Method(); asciiEqualFold(m, fasthttp.MethodConnect) || asciiEqualFold(m, fasthttp.MethodTrace) {
 		return fasthttp.StatusMethodNotAllowed, errMethod
 	}
 	chunked, err := checkFraming(h)

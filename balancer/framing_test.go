@@ -322,6 +322,11 @@ func TestSmugglingPayloads(t *testing.T) {
 		// headers the balancer adds included.
 		{"CONNECT", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nctstickiness: k\r\n\r\n", want{statuses: []int{405}, closed: true}},
 		{"TRACE", "TRACE /whoami HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n", want{statuses: []int{405}, closed: true}},
+		// In any case: a backend that folds a method's case reads them so.
+		{"trace", "trace /whoami HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n", want{statuses: []int{405}, closed: true}},
+		{"Trace", "Trace /whoami HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n", want{statuses: []int{405}, closed: true}},
+		// (fasthttp's parser takes an authority-form target for CONNECT only.)
+		{"connect", "connect evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nctstickiness: k\r\n\r\n", refused},
 
 		// Accepted: the smuggled text stays a body.
 		{"smuggled text in a Content-Length body", postHead + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(smuggled)) + smuggled, want{statuses: []int{200}, bodies: []int64{int64(len(smuggled))}}},
