@@ -1038,16 +1038,16 @@ func runDiffPeer(t *testing.T, name string, cmd *exec.Cmd, addr string) {
 }
 
 // startDiffNginx runs nginx in the foreground (daemon off, a master and one
-// worker) in front of backend, as an operator of a WebSocket
-// front configures it: HTTP/1.1 to the backend, the client's Upgrade passed
-// on and Connection set from it (nginx's own WebSocket proxying recipe), and
-// bodies not buffered either way (proxy_request_buffering off,
-// proxy_buffering off) — the front relays streams and long requests, holds
-// no upload in memory or on disk before the backend sees it, and so streams
-// a body as the balancer does. No upstream keepalive: each backend
-// connection is closed after its answer, and a client's half-close is not an
-// abort (proxy_ignore_client_abort): sendRaw shuts its write side after
-// the payload, which nginx cannot tell from a close, and would otherwise
+// worker) in front of backend, as an operator of a WebSocket front
+// configures it: HTTP/1.1 to the backend, the client's Upgrade passed on and
+// Connection set from it (nginx's own WebSocket proxying recipe), and bodies
+// not buffered either way (proxy_request_buffering off, proxy_buffering
+// off) — the front relays streams and small API calls, holds no upload in
+// memory or on disk before the backend sees it, and so streams a body as
+// the balancer does. No upstream keepalive: each backend connection is
+// closed after its answer. A client's half-close is not an abort
+// (proxy_ignore_client_abort): sendRaw shuts its write side after the
+// payload, which nginx cannot tell from a close, and nginx would otherwise
 // drop the backend's answer to a request already forwarded. Its listener is
 // inherited: nginx takes the sockets named in $NGINX (how its binary
 // upgrade hands them over) for the listen directive of the same address —
