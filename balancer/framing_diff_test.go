@@ -28,39 +28,25 @@ import (
 // framing against HAProxy 2.6 (compareFraming), with HAProxy's defaults'
 // framing rules.
 func TestFramingAgainstHAProxy(t *testing.T) {
-	bin := findSbinBinary("haproxy")
-	if bin == "" {
-		t.Skip("haproxy not installed (apt-get install -y haproxy): no differential run")
-	}
-	compareFraming(t, framingPeer{
-		name:  "HAProxy",
-		start: func(t *testing.T, backend string) string { return startDiffHAProxy(t, bin, backend) },
-		lax:   haproxyLax,
-	})
+	compareFraming(t, framingPeer{name: "HAProxy", program: "haproxy", pkg: "haproxy", start: startDiffHAProxy, lax: haproxyLax})
 }
 
 // TestFramingAgainstNginx is the differential test of the balancer's
 // request framing against nginx 1.22 (compareFraming), nginx configured as
 // an operator of a WebSocket front does (startDiffNginx).
 func TestFramingAgainstNginx(t *testing.T) {
-	bin := findSbinBinary("nginx")
-	if bin == "" {
-		t.Skip("nginx not installed (apt-get install -y nginx-light): no differential run")
-	}
-	compareFraming(t, framingPeer{
-		name:  "nginx",
-		start: func(t *testing.T, backend string) string { return startDiffNginx(t, bin, backend) },
-		lax:   nginxLax,
-	})
+	compareFraming(t, framingPeer{name: "nginx", program: "nginx", pkg: "nginx-light", start: startDiffNginx, lax: nginxLax})
 }
 
 // framingPeer is a front the balancer's framing is compared with.
 type framingPeer struct {
-	name string // as the log names it
-	// start runs the peer in front of backend for the rest of the test,
-	// closing each backend connection after its answer, and returns the
-	// address it serves.
-	start func(t *testing.T, backend string) string
+	name    string // as the log names it
+	program string // its binary: without it the test skips
+	pkg     string // Debian's package of it, for the skip's message
+	// start runs the peer's binary bin in front of backend for the rest
+	// of the test, closing each backend connection after its answer, and
+	// returns the address it serves.
+	start func(t *testing.T, bin, backend string) string
 	// lax: the corpus's cases the peer refuses for what is not about
 	// where a request ends, with why the balancer forwarding them cannot
 	// desync.
@@ -87,8 +73,12 @@ type framingPeer struct {
 // Where the balancer is stricter than the peer, or answers a refusal with
 // another status, the test logs it (go test -v) and asserts nothing.
 func compareFraming(t *testing.T, peer framingPeer) {
+	bin := findSbinBinary(peer.program)
+	if bin == "" {
+		t.Skipf("%s not installed (apt-get install -y %s): no differential run", peer.program, peer.pkg)
+	}
 	backend := startDiffBackend(t)
-	peerAddr := peer.start(t, backend.listen(t, "peer"))
+	peerAddr := peer.start(t, bin, backend.listen(t, "peer"))
 
 	one := 1
 	edgeAddr := backend.listen(t, "ringlb")
