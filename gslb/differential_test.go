@@ -195,14 +195,26 @@ type diffDeviation struct {
 	skip, skipUDP, skipTCP string
 	// ignore names the parts of the answers not compared (diffNormal's
 	// "question", "rd", "cd", "aa", "additional": the additional section
-	// but the OPT; "apex-ns": the zone's NS RRset in the authority section
-	// of a positive answer), and why.
+	// but the OPT; "additional-below-cut": the additional records of
+	// names at or below a delegation; "additional-repeats": an additional
+	// record's repeats; "apex-ns": the zone's NS RRset in the authority
+	// section of a positive answer), and why.
 	ignore []string
 	why    string
 }
 
 func edns(size uint16, do bool) func(*dns.Msg) {
 	return func(m *dns.Msg) { m.SetEdns0(size, do) }
+}
+
+// cdSet is edit (when not nil), then CD set.
+func cdSet(edit func(*dns.Msg)) func(*dns.Msg) {
+	return func(m *dns.Msg) {
+		if edit != nil {
+			edit(m)
+		}
+		m.CheckingDisabled = true
+	}
 }
 
 func diffCorpus() []diffQuery {
@@ -330,6 +342,20 @@ func diffCorpus() []diffQuery {
 		}),
 		qe("RD clear", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.RecursionDesired = false }),
 		qe("CD set", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.CheckingDisabled = true }),
+		// CD in every kind of answer: an authoritative server clears it
+		// (RFC 4035 3.1.6).
+		qe("CD set, DO", "www.diff.test.", dns.TypeA, cdSet(edns(1232, true))),
+		qe("CD set, NXDOMAIN", "nope.diff.test.", dns.TypeA, cdSet(nil)),
+		qe("CD set, NODATA", "www.diff.test.", dns.TypeMX, cdSet(nil)),
+		qe("CD set, a referral", "host.sub.diff.test.", dns.TypeA, cdSet(nil)),
+		qe("CD set, another zone", "example.org.", dns.TypeA, cdSet(nil)),
+		qe("CD set, big set, no EDNS (TC over UDP)", "big.diff.test.", dns.TypeA, cdSet(nil)),
+		qe("CD set, EDNS version 1 (BADVERS)", "www.diff.test.", dns.TypeA, cdSet(func(m *dns.Msg) {
+			m.SetEdns0(1232, false)
+			m.IsEdns0().SetVersion(1)
+		})),
+		qe("CD set, opcode STATUS", "www.diff.test.", dns.TypeA, cdSet(func(m *dns.Msg) { m.Opcode = dns.OpcodeStatus })),
+		qe("CD set, AXFR", "diff.test.", dns.TypeAXFR, cdSet(nil)),
 		qe("AD set", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.AuthenticatedData = true }),
 		qe("opcode IQUERY", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.Opcode = dns.OpcodeIQuery }),
 		qe("opcode STATUS", "www.diff.test.", dns.TypeA, func(m *dns.Msg) { m.Opcode = dns.OpcodeStatus }),
@@ -388,7 +414,8 @@ func nsdDeviations() map[string]diffDeviation {
 			"positive answer; ringlb does not (gslb/README.md, Measured: \"NSD adds NS and glue in authority " +
 			"and additional; ringlb does not\"): RFC 1034 4.3.2 step 6 makes it optional"
 		minimalANY = "ringlb answers ANY minimally (RFC 8482: one HINFO), gslb/README.md, Answers; NSD with every RRset"
-		nsdCD      = "NSD 4.6 clears CD in its answers; RFC 4035 3.1.6 says a server copies CD from the query, as ringlb does"
+		nsdCD      = "NSD copies the query's CD into NOTIMP and BADVERS answers; RFC 4035 3.1.6 has an authoritative " +
+			"server clear it, as NSD does in its other answers, and Knot and ringlb in every answer"
 		echoNotImp = "NSD echoes no question in NOTIMP; ringlb does (gslb/README.md, Answers: \"each echoing the ID, " +
 			"opcode and question\")"
 		notify = "ringlb answers NOTIFY NOTIMP (gslb/README.md, Answers: it is the primary, it takes no NOTIFY); NSD REFUSED"
@@ -404,24 +431,26 @@ func nsdDeviations() map[string]diffDeviation {
 	)
 	ignore := func(why string, parts ...string) diffDeviation { return diffDeviation{ignore: parts, why: why} }
 	d := map[string]diffDeviation{
-		"apex MX":                 ignore(mxMinimal, "additional"),
-		"SRV":                     ignore(mxMinimal, "additional"),
-		"ANY at the apex":         {skip: minimalANY},
-		"ANY at a name":           {skip: minimalANY},
-		"CD set":                  ignore(nsdCD, "cd"),
-		"opcode IQUERY":           ignore(echoNotImp, "question"),
-		"opcode STATUS":           ignore(echoNotImp, "question"),
-		"opcode 3 (unassigned)":   ignore(echoNotImp, "question"),
-		"opcode UPDATE":           ignore(echoNotImp, "question"),
-		"opcode 15":               ignore(echoNotImp, "question"),
-		"opcode IQUERY, RD clear": ignore(echoNotImp, "question"),
-		"opcode NOTIFY":           {skip: notify},
-		"class HS":                ignore(echoQ, "question"),
-		"class ANY":               ignore(anyClass, "aa"),
-		"class NONE":              ignore(echoQ, "question"),
-		"two questions":           ignore(formErr, "rd", "question"),
-		"no question":             {skipTCP: noQTCP},
-		"AXFR":                    {skipUDP: axfrUDP},
+		"apex MX":                          ignore(mxMinimal, "additional"),
+		"SRV":                              ignore(mxMinimal, "additional"),
+		"ANY at the apex":                  {skip: minimalANY},
+		"ANY at a name":                    {skip: minimalANY},
+		"opcode IQUERY":                    ignore(echoNotImp, "question"),
+		"opcode STATUS":                    ignore(echoNotImp, "question"),
+		"opcode 3 (unassigned)":            ignore(echoNotImp, "question"),
+		"opcode UPDATE":                    ignore(echoNotImp, "question"),
+		"opcode 15":                        ignore(echoNotImp, "question"),
+		"opcode IQUERY, RD clear":          ignore(echoNotImp, "question"),
+		"opcode NOTIFY":                    {skip: notify},
+		"CD set, opcode STATUS":            ignore(echoNotImp+". "+nsdCD, "question", "cd"),
+		"CD set, EDNS version 1 (BADVERS)": ignore(nsdCD, "cd"),
+		"CD set, AXFR":                     {skipUDP: axfrUDP},
+		"class HS":                         ignore(echoQ, "question"),
+		"class ANY":                        ignore(anyClass, "aa"),
+		"class NONE":                       ignore(echoQ, "question"),
+		"two questions":                    ignore(formErr, "rd", "question"),
+		"no question":                      {skipTCP: noQTCP},
+		"AXFR":                             {skipUDP: axfrUDP},
 	}
 	// The NSD without minimal-responses (full) adds the zone's NS RRset to
 	// every positive answer.
@@ -431,6 +460,52 @@ func nsdDeviations() map[string]diffDeviation {
 		}
 	}
 	return d
+}
+
+// knotDeviations are the cases of the corpus not compared with Knot, or
+// compared in part, each with why.
+func knotDeviations() map[string]diffDeviation {
+	const (
+		minimalANY = "RFC 8482 4.1 and 4.2 allow both: Knot answers ANY with one RRset of the name, over UDP and TCP; " +
+			"ringlb with one HINFO (gslb/README.md, Answers)"
+		update = "Knot implements UPDATE (RFC 2136) and refuses one no ACL allows NOTAUTH; ringlb takes none: " +
+			"NOTIMP (gslb/README.md, Answers; RFC 2136 3: NOTIMP from a server without UPDATE)"
+		notify = "Knot takes NOTIFY from the primaries its ACL names, NOTAUTH otherwise; ringlb, the primary, " +
+			"answers NOTIFY NOTIMP (gslb/README.md, Answers)"
+		formErr = "Knot drops a query with two questions: no answer over UDP, the TCP connection closed; ringlb " +
+			"answers FORMERR (gslb/README.md, Answers), an answer RFC 8906 would rather have than silence"
+		transfer = "Knot refuses a transfer no ACL allows NOTAUTH (RFC 8945's \"not authorized\"), and AXFR over UDP " +
+			"NOTIMP; ringlb REFUSED, RFC 1035 4.1.1's rcode for a zone transfer a server will not perform " +
+			"(gslb/README.md, Zone transfers)"
+		repeats = "Knot adds a target's addresses once for each record naming it (MX 10 mail and MX 15 MAIL, two SRV " +
+			"to mail), repeating RRsets RFC 2181 5.5 says are not repeated; ringlb and NSD add each once"
+		belowCut = "Knot adds the addresses it holds at or below a delegation (glue, occluded data) for MX and SRV " +
+			"targets there; ringlb and NSD add nothing for them, the child zone's names (gslb/README.md, Answers). " +
+			"RFC 1034 4.3.2 step 6 allows either"
+		bigOrder = "which additional RRsets fit in a UDP answer: Knot adds each target's A then AAAA, target by target, " +
+			"keeping each that fits; ringlb and NSD every A RRset before every AAAA RRset, no AAAA after an A left out " +
+			"(gslb/README.md, Answers). RFC 2181 9 asks only for whole RRsets; compared whole at EDNS 1232"
+	)
+	ignore := func(why string, parts ...string) diffDeviation { return diffDeviation{ignore: parts, why: why} }
+	targets := ignore(repeats+". "+belowCut, "additional-repeats", "additional-below-cut")
+	return map[string]diffDeviation{
+		"ANY at the apex": {skip: minimalANY},
+		"ANY at a name":   {skip: minimalANY},
+		"opcode UPDATE":   {skip: update},
+		"opcode NOTIFY":   {skip: notify},
+		"two questions":   {skip: formErr},
+		"AXFR":            {skip: transfer},
+		"CD set, AXFR":    {skip: transfer},
+		"IXFR":            {skip: transfer},
+		"MX targets: in zone, out of zone, CNAME, wildcard, below and at a cut, none, ENT, another zone": targets,
+		"MX targets, DO":                         targets,
+		"MX through a CNAME":                     targets,
+		"SRV targets":                            targets,
+		"SRV targets, DO":                        targets,
+		"MX of big sets, no EDNS: some left out": ignore(bigOrder, "additional"),
+		"MX of big sets, EDNS 512":               ignore(bigOrder, "additional"),
+		"MX of big sets, EDNS 700 DO":            ignore(bigOrder, "additional"),
+	}
 }
 
 // sbinPath is program's binary, "" when it is not installed (on the PATH
@@ -466,26 +541,25 @@ func freePort(t *testing.T) int {
 }
 
 // startNSD runs NSD in the foreground serving zones (origin without the
-// final dot: zone file), all its files in dir, as the current user, and
-// returns its address once it answers diff.test.'s SOA. It is stopped (its
-// process group: NSD forks its server and xfrd processes) when the test
-// ends. minimal sets minimal-responses: NSD adds no NS RRset in authority
-// nor its glue in additional to a positive answer, nor addresses for an
-// MX or SRV answer's targets — for NS answers and referrals only (ringlb
-// adds no NS RRset: README, Measured: "NSD adds NS and glue in authority
-// and additional; ringlb does not"). hide-identity, hide-version: no CH
-// identity answers (NSD's own identity is not compared).
-func startNSD(t *testing.T, nsd, dir string, minimal bool, zones map[string]string) string {
+// final dot: zone file), all its files in a directory of its own, as the
+// current user, and returns its address once it answers diff.test.'s SOA
+// (runDNSPeer). minimal sets minimal-responses: NSD adds no NS RRset in
+// authority nor its glue in additional to a positive answer, nor addresses
+// for an MX or SRV answer's targets — for NS answers and referrals only
+// (ringlb adds no NS RRset: README, Measured: "NSD adds NS and glue in
+// authority and additional; ringlb does not"). hide-identity,
+// hide-version: no CH identity answers (NSD's own identity is not
+// compared).
+func startNSD(t *testing.T, nsd string, minimal bool, zones map[string]string) string {
 	t.Helper()
+	dir := t.TempDir()
 	mode := map[bool]string{true: "yes", false: "no"}[minimal]
 	var zoneConf strings.Builder
 	for _, origin := range slices.Sorted(maps.Keys(zones)) {
 		fmt.Fprintf(&zoneConf, "zone:\n\tname: %s\n\tzonefile: %q\n", origin, zones[origin])
 	}
-	var tried []string
-	for attempt := 0; attempt < 5; attempt++ {
-		port := freePort(t)
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
+	// NSD answers SERVFAIL for a zone that did not load: no waiting for it.
+	return runDNSPeer(t, "NSD", nil, func(attempt, port int) *exec.Cmd {
 		conf := filepath.Join(dir, fmt.Sprintf("nsd-%d.conf", attempt))
 		err := os.WriteFile(conf, []byte(fmt.Sprintf(`server:
 	ip-address: 127.0.0.1@%d
@@ -512,18 +586,130 @@ remote-control:
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := new(syncBuffer) // written by exec's copying goroutine while NSD runs
-		cmd := exec.Command(nsd, "-d", "-c", conf)
+		return exec.Command(nsd, "-d", "-c", conf)
+	})
+}
+
+// startKnot runs knotd (Knot DNS 3.2) in the foreground serving zones
+// (origin without the final dot: zone file), its config, rundir,
+// storage and copies of the zone files in a directory of its own, and
+// returns its address once it answers diff.test.'s SOA (runDNSPeer). As
+// an operator would: semantic-checks on (the extra checks: NS at the apex,
+// glue, DS records), the zone file loaded whole; no journal and no zone
+// file written back (nothing changes the zones). identity and version
+// empty: no CH identity answers (Knot's own identity is not compared).
+// Knot answers as it does by default: no minimal-responses setting, the
+// addresses of NS, MX and SRV targets in additional, no NS RRset in
+// authority of a positive answer, 1232 bytes of EDNS UDP payload at most.
+// The config has no user: knotd runs as whoever starts it, and a test run
+// as root starts it as nobody, a server under test with no privilege.
+func startKnot(t *testing.T, knotd string, zones map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	var zoneConf strings.Builder
+	for _, origin := range slices.Sorted(maps.Keys(zones)) {
+		text, err := os.ReadFile(zones[origin])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, origin+".zone"), text, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&zoneConf, "  - domain: %s\n    file: %q\n", origin, filepath.Join(dir, origin+".zone"))
+	}
+	for _, sub := range []string{"run", "storage"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		// nobody may reach dir (t.TempDir's parent is 0700) and write in
+		// it: the timer and journal databases, the control socket.
+		const nobody = 65534
+		if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
+			t.Fatal(err)
+		}
+		err := filepath.WalkDir(dir, func(path string, _ os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Chown(path, nobody, nobody)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cred = &syscall.Credential{Uid: nobody, Gid: nobody}
+	}
+	// Knot listens before its zones are loaded, and answers SERVFAIL for
+	// a zone it has not loaded yet.
+	loading := func(r *dns.Msg) bool { return r.Rcode == dns.RcodeServerFailure }
+	return runDNSPeer(t, "Knot", loading, func(attempt, port int) *exec.Cmd {
+		conf := filepath.Join(dir, fmt.Sprintf("knot-%d.conf", attempt))
+		err := os.WriteFile(conf, []byte(fmt.Sprintf(`server:
+    rundir: %q
+    listen: 127.0.0.1@%d
+    identity: ""
+    version: ""
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+log:
+  - target: stderr
+    any: notice
+database:
+    storage: %q
+template:
+  - id: default
+    semantic-checks: on
+    zonefile-load: whole
+    zonefile-sync: -1
+    journal-content: none
+zone:
+%s`, filepath.Join(dir, "run"), port, filepath.Join(dir, "storage"), zoneConf.String())), 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cred != nil {
+			if err := os.Chown(conf, int(cred.Uid), int(cred.Gid)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.Command(knotd, "-c", conf)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		return cmd
+	})
+}
+
+// runDNSPeer runs the process command makes to serve on port of
+// 127.0.0.1 (attempt numbers its config), in a process group of its own,
+// and returns its address once it answers diff.test.'s SOA with the
+// zone's; loading, when set, tells an answer given while the zones are
+// still loading, to ask again. The port is free when picked (freePort):
+// another process may take it before the peer binds it, so it tries
+// another, five times. The process is stopped (its group: NSD forks its
+// server and xfrd processes) when the test ends.
+func runDNSPeer(t *testing.T, name string, loading func(*dns.Msg) bool, command func(attempt, port int) *exec.Cmd) string {
+	t.Helper()
+	var tried []string
+	for attempt := 0; attempt < 5; attempt++ {
+		port := freePort(t)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		cmd := command(attempt, port)
+		out := new(syncBuffer) // written by exec's copying goroutine while the peer runs
 		cmd.Stdout, cmd.Stderr = out, out
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		cmd.SysProcAttr.Setpgid = true
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		exited := make(chan struct{})
 		go func() { cmd.Wait(); close(exited) }()
 		stop := func() {
-			// SIGTERM lets NSD stop its children; SIGKILL to the group
-			// then leaves nothing behind, whatever NSD did.
+			// SIGTERM lets the peer stop its children; SIGKILL to the
+			// group then leaves nothing behind, whatever it did.
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 			select {
 			case <-exited:
@@ -532,39 +718,43 @@ remote-control:
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
 		}
-		if r := ready(addr, exited); r != nil {
+		if r := ready(addr, exited, loading); r != nil {
 			t.Cleanup(stop)
 			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
-				// NSD answers SERVFAIL for a zone that did not load.
-				t.Fatalf("NSD's SOA answer:\n%v\nNSD's output:\n%s", r, out.String())
+				t.Fatalf("%s's SOA answer:\n%v\n%s's output:\n%s", name, r, name, out.String())
 			}
 			return addr
 		}
 		stop()
 		tried = append(tried, addr+": "+out.String())
 	}
-	t.Fatalf("NSD did not answer:\n%s", strings.Join(tried, "\n"))
+	t.Fatalf("%s did not answer:\n%s", name, strings.Join(tried, "\n"))
 	return ""
 }
 
-// ready asks addr for diff.test.'s SOA until it is answered, the process
-// exits (exited closed) or a minute has passed (a loaded machine); the
-// answer, nil when none came.
-func ready(addr string, exited <-chan struct{}) *dns.Msg {
+// ready asks addr for diff.test.'s SOA until it is answered (but for an
+// answer loading tells, when set), the process exits (exited closed) or a
+// minute has passed (a loaded machine); the answer, the last one given
+// while loading when the minute is up, nil when none came.
+func ready(addr string, exited <-chan struct{}, loading func(*dns.Msg) bool) *dns.Msg {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c := &dns.Client{Net: "udp", Timeout: 250 * time.Millisecond}
 	m := new(dns.Msg).SetQuestion("diff.test.", dns.TypeSOA)
+	var last *dns.Msg
 	for {
 		r, _, err := c.ExchangeContext(ctx, m, addr)
 		if err == nil {
-			return r
+			if loading == nil || !loading(r) {
+				return r
+			}
+			last = r
 		}
 		select {
 		case <-exited:
 			return nil
 		case <-ctx.Done():
-			return nil
+			return last
 		case <-time.After(20 * time.Millisecond): // not listening yet: refused at once
 		}
 	}
@@ -635,6 +825,9 @@ func diffNormal(r *dns.Msg, ignore []string) string {
 			if name == "additional" && ignored("additional") {
 				continue
 			}
+			if name == "additional" && ignored("additional-below-cut") && belowCut(rr.Header().Name) {
+				continue
+			}
 			if h := rr.Header(); name == "authority" && ignored("apex-ns") && h.Rrtype == dns.TypeNS && len(r.Answer) > 0 &&
 				len(r.Question) == 1 && strings.EqualFold(h.Name, zoneOf(r.Question[0].Name)) {
 				continue
@@ -642,6 +835,9 @@ func diffNormal(r *dns.Msg, ignore []string) string {
 			lines = append(lines, lowerNames(rr).String())
 		}
 		slices.Sort(lines)
+		if name == "additional" && ignored("additional-repeats") {
+			lines = slices.Compact(lines)
+		}
 		for _, l := range lines {
 			fmt.Fprintf(&b, "%s %s\n", name, l)
 		}
@@ -650,6 +846,22 @@ func diffNormal(r *dns.Msg, ignore []string) string {
 	section("authority", r.Ns)
 	section("additional", r.Extra)
 	return b.String()
+}
+
+// belowCut says whether name is at or below a delegation of diffZone or
+// addZone (an NS RRset below the apex).
+func belowCut(name string) bool {
+	name = strings.ToLower(name)
+	for _, text := range []string{diffZone, addZone} {
+		zp := dns.NewZoneParser(strings.NewReader(text), "", "")
+		for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+			h := rr.Header()
+			if h.Rrtype == dns.TypeNS && h.Name != zoneOf(h.Name) && dns.IsSubDomain(h.Name, name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // zoneOf is the zone of diffZone or addZone that name is in.
@@ -685,16 +897,18 @@ func lowerNames(rr dns.RR) dns.RR {
 // answers (full) against NSD without it (startNSD).
 func TestDifferentialAgainstNSD(t *testing.T) {
 	compareDNS(t, diffPeer{name: "NSD", program: "nsd", pkg: "nsd", deviations: nsdDeviations(),
-		start: func(t *testing.T, nsd, dir string, zones map[string]string) (string, string) {
-			addr := map[bool]string{}
-			for _, minimal := range []bool{true, false} {
-				sub := filepath.Join(dir, fmt.Sprintf("nsd-minimal-%v", minimal))
-				if err := os.Mkdir(sub, 0o700); err != nil {
-					t.Fatal(err)
-				}
-				addr[minimal] = startNSD(t, nsd, sub, minimal, zones)
-			}
-			return addr[true], addr[false]
+		start: func(t *testing.T, nsd string, zones map[string]string) (string, string) {
+			return startNSD(t, nsd, true, zones), startNSD(t, nsd, false, zones)
+		}})
+}
+
+// TestDifferentialAgainstKnot compares ringlb with Knot DNS 3.2
+// (compareDNS), one knotd for every case (startKnot).
+func TestDifferentialAgainstKnot(t *testing.T) {
+	compareDNS(t, diffPeer{name: "Knot", program: "knotd", pkg: "knot", deviations: knotDeviations(),
+		start: func(t *testing.T, knotd string, zones map[string]string) (string, string) {
+			addr := startKnot(t, knotd, zones)
+			return addr, addr
 		}})
 }
 
@@ -704,10 +918,11 @@ type diffPeer struct {
 	program string // its binary: without it the test skips
 	pkg     string // Debian's package of it, for the skip's message
 	// start runs the peer's binary bin serving zones (origin without the
-	// final dot: zone file) for the rest of the test, its own files in
-	// dir, and returns the addresses to ask: full, the one for the cases
-	// marked full (addresses for MX and SRV targets), which may be addr.
-	start func(t *testing.T, bin, dir string, zones map[string]string) (addr, full string)
+	// final dot: zone file) for the rest of the test, its own files in a
+	// t.TempDir, and returns the addresses to ask: full, the one for the
+	// cases marked full (addresses for MX and SRV targets), which may be
+	// addr.
+	start func(t *testing.T, bin string, zones map[string]string) (addr, full string)
 	// deviations: the corpus's cases (by what) not compared with this
 	// peer, or compared in part, each with why.
 	deviations map[string]diffDeviation
@@ -743,12 +958,8 @@ func compareDNS(t *testing.T, peer diffPeer) {
 			t.Fatal(err)
 		}
 	}
-	peerDir := filepath.Join(dir, peer.program)
-	if err := os.Mkdir(peerDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	peerAddr := map[bool]string{}
-	peerAddr[false], peerAddr[true] = peer.start(t, bin, peerDir, zones)
+	peerAddr[false], peerAddr[true] = peer.start(t, bin, zones)
 	s := startGSLB(t, parseGSLBYAML(t, fmt.Sprintf(`gslb:
   listen: 127.0.0.1:0
   rate_limit: { responses_per_second: 0 }
