@@ -200,9 +200,10 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 			if c, hit := l.cache[string(key)]; hit && (c.until == 0 || c.fresh(s.now().Unix())) {
 				out := append(l.out[:0], c.packed...)
 				binary.BigEndian.PutUint16(out, q.id)
-				// RD and CD are copied from the query (RFC 1035, 4035).
-				const rd, cd = 1 << 8, 1 << 4
-				f := binary.BigEndian.Uint16(out[2:])&^(rd|cd) | q.flags&(rd|cd)
+				// RD is copied from the query (RFC 1035 4.1.1); CD is
+				// clear, as in every answer (finish).
+				const rd = 1 << 8
+				f := binary.BigEndian.Uint16(out[2:])&^rd | q.flags&rd
 				binary.BigEndian.PutUint16(out[2:], f)
 				copy(out[12:], q.qname) // the question's case, as asked
 				s.metrics.query(q.qtype, int(out[3]&0xF))
@@ -235,6 +236,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	case dns.MsgReject:
 		m := new(dns.Msg)
 		m.SetRcode(r, dns.RcodeFormatError)
+		m.CheckingDisabled = false // as finish
 		if b, err := m.Pack(); err == nil {
 			s.count(st, r, m, addr.String())
 			l.send(b, addr)

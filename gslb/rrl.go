@@ -213,8 +213,9 @@ func (nb *netBuckets) refund(key uint64, n float64) {
 
 // truncatedReply appends to dst the slip response to the query pkt: its
 // header and question with QR, AA and TC set, RA, Z and AD clear (a reply
-// with no records authenticates nothing, RFC 6840 section 5.8; CD stays the
-// query's) and no records; ok is false when pkt has no well-formed single
+// with no records authenticates nothing, RFC 6840 section 5.8), CD clear (an
+// authoritative server's, RFC 4035 3.1.6, as every answer: finish) and no
+// records; ok is false when pkt has no well-formed single
 // question (then nothing is sent). end is where the question ends.
 func truncatedReply(dst, pkt []byte) (_ []byte, end int, ok bool) {
 	if len(pkt) < 12 || pkt[4] != 0 || pkt[5] != 1 {
@@ -238,9 +239,9 @@ func truncatedReply(dst, pkt []byte) (_ []byte, end int, ok bool) {
 		return dst, 0, false
 	}
 	dst = append(dst[:0], pkt[:off+4]...)
-	const qr, aa, tc, ra, z, ad = 0x80, 0x04, 0x02, 0x80, 0x40, 0x20
+	const qr, aa, tc, ra, z, ad, cd = 0x80, 0x04, 0x02, 0x80, 0x40, 0x20, 0x10
 	dst[2] |= qr | aa | tc
-	dst[3] &^= ra | z | ad | 0x0F // RA never; rcode NOERROR
+	dst[3] &^= ra | z | ad | cd | 0x0F // RA never; rcode NOERROR
 	for i := 6; i < 12; i++ {
 		dst[i] = 0
 	}

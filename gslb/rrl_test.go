@@ -66,7 +66,7 @@ func TestTruncatedReply(t *testing.T) {
 	m.RecursionDesired = true
 	// AD in a query asks whether the answer would be authenticated; a reply
 	// with no records authenticates nothing (RFC 6840 section 5.8). CD is
-	// the query's, copied (section 5.9).
+	// cleared, as an authoritative server does (RFC 4035 section 3.1.6).
 	m.AuthenticatedData, m.CheckingDisabled = true, true
 	m.SetEdns0(1232, false)
 	pkt, _ := m.Pack()
@@ -82,8 +82,8 @@ func TestTruncatedReply(t *testing.T) {
 		len(r.Question) != 1 || r.Question[0].Name != "Ide.RinglB.test." || len(r.Answer)+len(r.Ns)+len(r.Extra) != 0 {
 		t.Fatalf("slip reply %v", r)
 	}
-	if r.AuthenticatedData || !r.CheckingDisabled || r.Zero {
-		t.Errorf("slip reply AD %v (want false), CD %v (want true), Z %v (want false)", r.AuthenticatedData, r.CheckingDisabled, r.Zero)
+	if r.AuthenticatedData || r.CheckingDisabled || r.Zero {
+		t.Errorf("slip reply AD %v, CD %v, Z %v (want all false)", r.AuthenticatedData, r.CheckingDisabled, r.Zero)
 	}
 	for _, bad := range [][]byte{nil, pkt[:11], pkt[:14], {0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1}} {
 		if _, _, ok := truncatedReply(nil, bad); ok {

@@ -907,7 +907,9 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 func (s *Server) screen(st *state, r *dns.Msg, tcp bool, tsigStatus error) *dns.Msg {
 	if why := malformed(r); why != "" {
 		s.logger.Debug("query refused", "rcode", "FORMERR", "why", why)
-		return new(dns.Msg).SetRcode(r, dns.RcodeFormatError)
+		m := new(dns.Msg).SetRcode(r, dns.RcodeFormatError)
+		m.CheckingDisabled = false // as finish
+		return m
 	}
 	var rcode int
 	switch opt := r.IsEdns0(); {
@@ -972,6 +974,9 @@ func malformed(r *dns.Msg) string {
 // max_udp_size, carrying ecs), the TSIG when r has one (signReply), and the
 // size budget of the transport (fit: TCP 64 KiB, UDP udpLimit).
 func (s *Server) finish(st *state, m, r *dns.Msg, tcp bool, tsigStatus error, ecs *dns.EDNS0_SUBNET) *dns.Msg {
+	// CD is a resolver's: an authoritative server clears it (RFC 4035
+	// 3.1.6), as NSD and Knot do; miekg/dns's SetReply copies it.
+	m.CheckingDisabled = false
 	opt := r.IsEdns0()
 	var clientSize uint16
 	if opt != nil {

@@ -52,6 +52,7 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 		s.xfrRefusedLog.Warn(s.logger, "zone transfer refused", "zone", q.Name, "client", w.RemoteAddr().String(), "why", why)
 		m := new(dns.Msg)
 		m.SetRcode(r, rcode)
+		m.CheckingDisabled = false // as every answer (finish)
 		s.signReply(m, r, nil)
 		s.metrics.query(q.Qtype, rcode)
 		w.WriteMsg(m)
@@ -119,6 +120,7 @@ func (s *Server) sendTransfer(w dns.ResponseWriter, r *dns.Msg, xfr *builtTransf
 	reply := new(dns.Msg)
 	reply.SetReply(r)
 	reply.Authoritative = true
+	reply.CheckingDisabled = false // as every answer (finish)
 	reply.Compress = true
 	head, err := reply.Pack()
 	if err != nil {
