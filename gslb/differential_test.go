@@ -469,11 +469,11 @@ func knotDeviations() map[string]diffDeviation {
 		minimalANY = "RFC 8482 4.1 and 4.2 allow both: Knot answers ANY with one RRset of the name, over UDP and TCP; " +
 			"ringlb with one HINFO (gslb/README.md, Answers)"
 		update = "Knot implements UPDATE (RFC 2136) and refuses one no ACL allows NOTAUTH; ringlb takes none: " +
-			"NOTIMP (gslb/README.md, Answers; RFC 2136 3: NOTIMP from a server without UPDATE)"
+			"NOTIMP (gslb/README.md, Answers; RFC 2136 2.2: NOTIMP, the server does not support the opcode)"
 		notify = "Knot takes NOTIFY from the primaries its ACL names, NOTAUTH otherwise; ringlb, the primary, " +
 			"answers NOTIFY NOTIMP (gslb/README.md, Answers)"
 		formErr = "Knot drops a query with two questions: no answer over UDP, the TCP connection closed; ringlb " +
-			"answers FORMERR (gslb/README.md, Answers), an answer RFC 8906 would rather have than silence"
+			"answers FORMERR (gslb/README.md, Answers); RFC 1035 requires neither, RFC 8906 counts silence a failure"
 		transfer = "Knot refuses a transfer no ACL allows NOTAUTH (RFC 8945's \"not authorized\"), and AXFR over UDP " +
 			"NOTIMP; ringlb REFUSED, RFC 1035 4.1.1's rcode for a zone transfer a server will not perform " +
 			"(gslb/README.md, Zone transfers)"
