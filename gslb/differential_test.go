@@ -187,8 +187,9 @@ type diffQuery struct {
 }
 
 // diffDeviation is what of one case of the corpus is not compared with one
-// peer, and why: a difference ringlb documents (gslb/README.md) or a
-// behaviour of the peer's the RFCs do not call for.
+// peer, and why: a difference ringlb documents (gslb/README.md), a
+// behaviour of the peer's the RFCs do not call for, or answers the RFCs
+// allow both of.
 type diffDeviation struct {
 	// skip, when set, says why the answers are not compared at all;
 	// skipUDP and skipTCP: over that transport only.
