@@ -142,6 +142,17 @@ type tableHooks struct {
 	onDrain func()
 	// drainsPast names the static edges past their drain deadline.
 	drainsPast func() map[string]bool
+	// clock is the table's time (unix ns); nil: the wall clock. A test
+	// moves it by hand (FuzzTableEvents).
+	clock func() int64
+}
+
+// now is the table's time, unix ns.
+func (t *sessionTable) now() int64 {
+	if t.clock != nil {
+		return t.clock()
+	}
+	return time.Now().UnixNano()
 }
 
 // routeSet is an immutable map from name index to route.
@@ -252,7 +263,7 @@ func (rs *routeSet) routable(i uint16) (route, bool) {
 // record). It does not allocate.
 func (t *sessionTable) lookup(h uint64, snap *ring.Snapshot) (ring.Member, placement, bool) {
 	rs := t.currentRoutes(snap)
-	now := time.Now().UnixNano()
+	now := t.now()
 	s := t.shard(h)
 	s.mu.Lock()
 	e, ok := s.entries[h]
@@ -298,7 +309,7 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 		return recordRefused
 	}
 	set := t.settings.Load()
-	now := time.Now().UnixNano()
+	now := t.now()
 	s := t.shard(h)
 	s.mu.Lock()
 	cur, exists := s.entries[h]
@@ -437,7 +448,7 @@ func (t *sessionTable) closed(tun *tunnel) {
 		return
 	}
 	linger := int64(t.settings.Load().linger)
-	now := time.Now().UnixNano()
+	now := t.now()
 	s := t.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -538,18 +549,24 @@ func (t *sessionTable) maintain() {
 		case <-t.stop:
 			return
 		case <-tick.C:
-			t.expire()
-			// A drain's deadline is a time, not an event: look again.
-			t.routesGen.Add(1)
-			t.currentRoutes(t.ring.Snapshot())
-			t.endDrains()
+			t.tick()
 		}
 	}
 }
 
+// tick is one round of maintenance: entries expire, the route set follows
+// drain deadlines, a drain past its deadline closes its tunnels.
+func (t *sessionTable) tick() {
+	t.expire()
+	// A drain's deadline is a time, not an event: look again.
+	t.routesGen.Add(1)
+	t.currentRoutes(t.ring.Snapshot())
+	t.endDrains()
+}
+
 // expire deletes the entries whose linger has passed, a shard at a time.
 func (t *sessionTable) expire() {
-	now := time.Now().UnixNano()
+	now := t.now()
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
@@ -684,7 +701,7 @@ func (t *sessionTable) attach(h uint64, edge string, tun *tunnel) {
 		return
 	}
 	set := t.settings.Load()
-	now := time.Now().UnixNano()
+	now := t.now()
 	s := t.shard(h)
 	s.mu.Lock()
 	e, ok := s.entries[h]
@@ -859,7 +876,7 @@ type entryView struct {
 // view returns key hash h's entry, if any.
 func (t *sessionTable) view(h uint64, snap *ring.Snapshot) (entryView, bool) {
 	rs := t.currentRoutes(snap)
-	now := time.Now().UnixNano()
+	now := t.now()
 	s := t.shard(h)
 	s.mu.Lock()
 	e, ok := s.entries[h]

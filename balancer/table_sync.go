@@ -65,7 +65,7 @@ const (
 // placement as it happened (its age is the sync lag).
 func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 	set := t.settings.Load()
-	now := time.Now().UnixNano()
+	now := t.now()
 	if r.until <= now {
 		return // over already
 	}
@@ -187,7 +187,7 @@ func (t *sessionTable) wireRecord(h uint64, e entry, now int64, set *tableSettin
 // tableSync is the gossip side of a table (FollowCluster starts it).
 type tableSync struct {
 	t       *sessionTable
-	ch      *health.Channel
+	ch      tableLink
 	cluster Cluster
 
 	mu      sync.Mutex
@@ -208,6 +208,14 @@ type tableSync struct {
 	asked       map[string]time.Time // peer → when last asked
 	parts       map[string]*answerParts
 	othersSince time.Time
+}
+
+// tableLink is how the table's messages travel: the gossip channel
+// (health.Channel), or a test's network.
+type tableLink interface {
+	SendPacket(to string, payload []byte) error
+	Send(to string, payload []byte) error
+	Close()
 }
 
 type askJob struct {
@@ -248,9 +256,7 @@ const (
 )
 
 func (t *sessionTable) startSync(c Cluster, startupWait time.Duration) error {
-	sy := &tableSync{t: t, cluster: c, kick: make(chan struct{}, 1), answers: make(chan askJob, 16), stop: make(chan struct{}),
-		started: time.Now(), wait: startupWait, askID: rand.Uint64(), asked: map[string]time.Time{}, parts: map[string]*answerParts{},
-		answering: map[askJob]bool{}}
+	sy := t.newSync(c, startupWait)
 	ch, err := c.OpenChannel(tableChannel, sy.receive)
 	if err != nil {
 		return err
@@ -263,6 +269,13 @@ func (t *sessionTable) startSync(c Cluster, startupWait time.Duration) error {
 	go sy.runPackets()
 	go sy.runStreams()
 	return nil
+}
+
+// newSync returns the gossip side of t, not yet sending or receiving.
+func (t *sessionTable) newSync(c Cluster, startupWait time.Duration) *tableSync {
+	return &tableSync{t: t, cluster: c, kick: make(chan struct{}, 1), answers: make(chan askJob, 16), stop: make(chan struct{}),
+		started: time.Unix(0, t.now()), wait: startupWait, askID: rand.Uint64(), asked: map[string]time.Time{}, parts: map[string]*answerParts{},
+		answering: map[askJob]bool{}}
 }
 
 func (sy *tableSync) close() {
@@ -366,7 +379,7 @@ func (sy *tableSync) flushDeltas() {
 // deltaMessages packs entries and drains into delta packets.
 func (t *sessionTable) deltaMessages(pending []pendingRecord, drains []string) [][]byte {
 	set := t.settings.Load()
-	now := time.Now().UnixNano()
+	now := t.now()
 	var msgs [][]byte
 	w := newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
 	for _, name := range drains {
@@ -402,10 +415,7 @@ func (sy *tableSync) runStreams() {
 		case <-sy.stop:
 			return
 		case job := <-sy.answers:
-			sy.sendTable(job)
-			sy.mu.Lock()
-			delete(sy.answering, job)
-			sy.mu.Unlock()
+			sy.answer(job)
 		case <-tick.C:
 			sy.sendRefresh()
 			if next := refreshInterval(sy.t.settings.Load().linger); next != every {
@@ -414,6 +424,14 @@ func (sy *tableSync) runStreams() {
 			}
 		}
 	}
+}
+
+// answer sends the table for one ask, which may come again after.
+func (sy *tableSync) answer(job askJob) {
+	sy.sendTable(job)
+	sy.mu.Lock()
+	delete(sy.answering, job)
+	sy.mu.Unlock()
 }
 
 // each calls f with every entry (a shard at a time, under its lock: f
@@ -441,7 +459,7 @@ func (sy *tableSync) sendRefresh() {
 	}
 	t := sy.t
 	set := t.settings.Load()
-	now := time.Now().UnixNano()
+	now := t.now()
 	var msgs [][]byte
 	w := newMsgWriter(maxStreamPart, []byte{msgRefresh})
 	for name, st := range t.drains.all() {
@@ -507,7 +525,7 @@ func (sy *tableSync) sendTable(job askJob) {
 // message bodies of at most limit bytes each.
 func (t *sessionTable) bodies(limit int) []*msgWriter {
 	set := t.settings.Load()
-	now := time.Now().UnixNano()
+	now := t.now()
 	var bodies []*msgWriter
 	w := newMsgWriter(limit, nil)
 	for name, st := range t.drains.all() {
@@ -569,13 +587,13 @@ func (sy *tableSync) receiveAnswer(from string, b []byte) error {
 		a = &answerParts{seen: map[uint32]bool{}, parts: parts}
 		sy.parts[from] = a
 	}
-	a.last = time.Now()
+	a.last = time.Unix(0, sy.t.now())
 	sy.mu.Unlock()
 	if err := readBody(b[17:], sy.t.mergeDrain, func(r tableRecord) { sy.t.merge(r, false) }); err != nil {
 		return err
 	}
 	sy.mu.Lock()
-	a.seen[part], a.ready, a.last = true, ready, time.Now()
+	a.seen[part], a.ready, a.last = true, ready, time.Unix(0, sy.t.now())
 	sy.mu.Unlock()
 	sy.checkReady()
 	return nil
@@ -591,7 +609,7 @@ func (sy *tableSync) checkReady() {
 		return
 	}
 	peers, others := sy.peers()
-	now := time.Now()
+	now := time.Unix(0, t.now())
 	sy.mu.Lock()
 	var (
 		why      string
@@ -638,7 +656,7 @@ func (sy *tableSync) checkReady() {
 	sy.mu.Unlock()
 	if why != "" {
 		t.markReady()
-		t.log.Info("session table ready: routing", "why", why, "entries", t.len(), "waited", time.Since(sy.started).Round(time.Millisecond).String())
+		t.log.Info("session table ready: routing", "why", why, "entries", t.len(), "waited", now.Sub(sy.started).Round(time.Millisecond).String())
 		return
 	}
 	msg := binary.BigEndian.AppendUint64([]byte{msgAsk}, id)
@@ -732,7 +750,7 @@ func (t *sessionTable) restoreDrain(name string, st drainState) {
 // setDrain starts (on) or ends a static edge's drain here and tells the
 // other balancers.
 func (t *sessionTable) setDrain(name string, on bool, deadline time.Time) {
-	st := drainState{on: on, stamp: time.Now().UnixNano()}
+	st := drainState{on: on, stamp: t.now()}
 	if on {
 		st.deadline = deadline.UnixNano()
 	}
