@@ -290,7 +290,7 @@ func (t *sessionTable) lookup(h uint64, snap *ring.Snapshot) (ring.Member, place
 // Outcomes of record.
 const (
 	recorded      = iota // entered, touched or moved
-	recordStale          // another placement of the key won since the lookup: the caller's backend is not the session's
+	recordStale          // another placement of the key won since the lookup, or its tunnel's static edge is past its drain deadline: the caller's backend is not the session's
 	recordRefused        // a new key not entered (budget, room): routed by the ring alone
 )
 
@@ -301,7 +301,8 @@ const (
 // entry's backend did not answer (a failover, an edge's redirect) moves to
 // edge with a new version, and this balancer's tunnels of the key to an old
 // static backend close, so the session stays whole. When another placement of the key won
-// meanwhile, the answer came from the wrong backend: recordStale.
+// meanwhile, or a tunnel's static edge passed its drain deadline since the
+// lookup, the answer came from the wrong backend: recordStale.
 func (t *sessionTable) record(h uint64, edge string, basis placement, client netip.Addr, tun *tunnel) int {
 	bi, ok := t.names.intern(edge)
 	if !ok {
@@ -312,6 +313,18 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 	now := t.now()
 	s := t.shard(h)
 	s.mu.Lock()
+	if tun != nil && t.isStatic != nil && t.isStatic(edge) {
+		// A static edge past its drain deadline takes no live keys, and
+		// the round that closed its tunnels (endDrains) does not come
+		// again: a tunnel whose handshake was under way then is refused
+		// here, not left open on it. Under the shard's lock, which that
+		// round takes after it rebuilt the routes: it sees this tunnel,
+		// or this sees its routes.
+		if _, ok := t.currentRoutes(t.ring.Snapshot()).routable(bi); !ok {
+			s.mu.Unlock()
+			return recordStale
+		}
+	}
 	cur, exists := s.entries[h]
 	live := exists && (cur.open > 0 || cur.until > now)
 	var (

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -401,4 +402,125 @@ func TestTableMaintenanceStartsWired(t *testing.T) {
 	b, _ := serveBalancer(t, configs.Balancer{}, ring.New(ring.DefaultConfig()))
 	first := b.table.routesGen.Load()
 	healthtest.WaitUntil(t, "two rounds of the table's maintenance", func() bool { return b.table.routesGen.Load() >= first+2 })
+}
+
+// A static edge's drain deadline closes its tunnels once, at the first
+// maintenance round past it; a WebSocket whose handshake was under way
+// then (looked up before the deadline, its 101 after that round) was
+// entered on the drained edge and left open there: no round closed it
+// again, and its key routed elsewhere. The table refuses it instead, as a
+// placement that lost (the client is answered 503 and retries, placed
+// anew).
+func TestTunnelAnsweredPastItsDrainDeadlineCloses(t *testing.T) {
+	r := ring.New(ring.DefaultConfig())
+	r.Update([]ring.Member{{Name: "edge-a", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}})
+	m, err := newTestMetrics(prometheus.NewRegistry(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	var tb *sessionTable
+	static := map[string]bool{"edge-a": true, "edge-b": true}
+	past := func(name string) bool {
+		st, ok := tb.drains.get(name)
+		return ok && st.on && st.deadline <= now
+	}
+	hooks := tableHooks{
+		routesFor: func(snap *ring.Snapshot) []ring.Member {
+			var out []ring.Member
+			for _, mb := range snap.Members() {
+				if !past(mb.Name) {
+					out = append(out, mb)
+				}
+			}
+			return out
+		},
+		known:    func(name string) bool { return static[name] },
+		isStatic: func(name string) bool { return static[name] },
+		onDrain: func() { // a draining edge leaves the ring
+			st, _ := tb.drains.get("edge-a")
+			if st.on {
+				r.Update([]ring.Member{{Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}})
+			}
+		},
+		drainsPast: func() map[string]bool {
+			out := map[string]bool{}
+			for name := range static {
+				if past(name) {
+					out[name] = true
+				}
+			}
+			return out
+		},
+		clock: func() int64 { return now },
+	}
+	cfg := configs.SessionTable{}
+	cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Minute), 1000, 100, 100
+	tb = newSessionTable("bal-1", cfg, r, m, slog.New(slog.DiscardHandler), hooks)
+	tb.close() // its rounds are this test's
+	bal := &Balancer{metrics: m, table: tb, tunnels: map[*tunnel]struct{}{}, access: &accessLog{}}
+
+	key := (&harness{ring: r}).keyOwnedBy(t, "edge-a")
+	h := xxhash.Sum64String(key)
+	_, basis, inTable := tb.lookup(h, r.Snapshot())
+	if inTable {
+		t.Fatal("a new key has an entry")
+	}
+	// The handshake is under way to edge-a, the key's ring owner, when
+	// edge-a's drain reaches its deadline and the round passes.
+	tb.setDrain("edge-a", true, time.Unix(0, now))
+	now += int64(time.Second)
+	tb.tick()
+
+	tun := &tunnel{b: bal, edge: "edge-a", key: key}
+	bal.registerTunnel(tun)
+	res := tb.record(h, "edge-a", basis, netipLocal, tun)
+	if res == recordStale {
+		tun.close() // as serveUpgrade does
+	}
+	now += int64(time.Second)
+	tb.tick()
+	tun.mu.Lock()
+	closed := tun.closed
+	tun.mu.Unlock()
+	target, _, inTable := tb.lookup(h, r.Snapshot())
+	if !inTable {
+		target, _ = r.Locate([]byte(key))
+	}
+	t.Logf("record: %d; tunnel closed: %v; the key routes to %s (by its entry: %v)", res, closed, target.Name, inTable)
+	if !closed {
+		t.Fatalf("a tunnel to edge-a answered past its drain deadline is open, its key routed elsewhere")
+	}
+}
+
+// BenchmarkTableRecord is the table's part of a WebSocket of a live key to
+// a static edge: its answer recorded with its tunnel, and the tunnel's end.
+func BenchmarkTableRecord(b *testing.B) {
+	reg := prometheus.NewRegistry()
+	r := ring.New(ring.DefaultConfig())
+	r.Update([]ring.Member{{Name: "edge-1", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-2", URL: "http://127.0.0.1:2", Weight: 1}})
+	m, err := newTestMetrics(reg, r)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := configs.SessionTable{}
+	cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Hour), 1_000_000, 1, 1
+	static := func(name string) bool { return name == "edge-1" || name == "edge-2" }
+	t := newSessionTable("bal", cfg, r, m, slog.New(slog.DiscardHandler), tableHooks{isStatic: static, known: static})
+	defer t.close()
+	bal := &Balancer{metrics: m, table: t, tunnels: map[*tunnel]struct{}{}, access: &accessLog{}}
+	h := xxhash.Sum64String("a live key")
+	snap := r.Snapshot()
+	_, basis, _ := t.lookup(h, snap)
+	t.record(h, "edge-2", basis, netipLocal, nil)
+	_, basis, _ = t.lookup(h, snap)
+	tun := &tunnel{b: bal, edge: "edge-2"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if t.record(h, "edge-2", basis, netipLocal, tun) != recorded {
+			b.Fatal("not recorded")
+		}
+		t.closed(tun)
+	}
 }
