@@ -122,10 +122,14 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 		}
 		cur.until = max(cur.until, in.until)
 		cur.openUntil = max(cur.openUntil, in.openUntil)
-	case wins(in, cur, &t.names):
+	case wins(in, cur, &t.names) || (in.version >= cur.version && !routableHere(rs, cur.backend)):
 		// Two placements of one version met: a conflict, the placing
 		// balancer's to count. A later version is a move made elsewhere
-		// (the backend did not answer there): no conflict.
+		// (the backend did not answer there): no conflict. A placement
+		// on a backend that takes no live keys here (a drain past its
+		// deadline) is no placement to lookup, which would place the key
+		// anew: one of its version on a backend that does wins over it,
+		// or the tables never agree and the live session moves.
 		lost = cur.placer == t.selfIdx && in.version == cur.version
 		if lost {
 			t.logConflict(r.hash, cur, in)
@@ -164,6 +168,12 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 			sy.queue(r.hash, cur)
 		}
 	}
+}
+
+// routableHere says whether backend index i takes live keys in rs.
+func routableHere(rs *routeSet, i uint16) bool {
+	_, ok := rs.routable(i)
+	return ok
 }
 
 // refreshInterval is how often a balancer renews its open keys at its

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -404,6 +405,63 @@ func TestTableMaintenanceStartsWired(t *testing.T) {
 	healthtest.WaitUntil(t, "two rounds of the table's maintenance", func() bool { return b.table.routesGen.Load() >= first+2 })
 }
 
+// staticTable is a session table of balancer name on its own, in front of
+// the static edges of r, as a balancer's hooks make it (a drained edge
+// leaves r; one past its deadline takes no live keys), on the clock *now;
+// its maintenance rounds (tick) are the caller's. The Balancer holds its
+// tunnels.
+func staticTable(t *testing.T, name string, r *ring.Ring, now *int64) (*sessionTable, *Balancer) {
+	t.Helper()
+	m, err := newTestMetrics(prometheus.NewRegistry(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tb *sessionTable
+	all := r.Snapshot().Members()
+	static := func(name string) bool { return slices.ContainsFunc(all, func(m ring.Member) bool { return m.Name == name }) }
+	past := func(name string) bool {
+		st, ok := tb.drains.get(name)
+		return ok && st.on && st.deadline <= *now
+	}
+	hooks := tableHooks{
+		routesFor: func(snap *ring.Snapshot) []ring.Member {
+			out := snap.Members()
+			for _, m := range all {
+				if _, on := snap.Member(m.Name); !on && !past(m.Name) {
+					out = append(out, m)
+				}
+			}
+			return out
+		},
+		known:    static,
+		isStatic: static,
+		onDrain: func() {
+			var up []ring.Member
+			for _, m := range all {
+				if st, _ := tb.drains.get(m.Name); !st.on {
+					up = append(up, m)
+				}
+			}
+			r.Update(up)
+		},
+		drainsPast: func() map[string]bool {
+			out := map[string]bool{}
+			for _, m := range all {
+				if past(m.Name) {
+					out[m.Name] = true
+				}
+			}
+			return out
+		},
+		clock: func() int64 { return *now },
+	}
+	cfg := configs.SessionTable{}
+	cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Minute), 1000, 100, 100
+	tb = newSessionTable(name, cfg, r, m, slog.New(slog.DiscardHandler), hooks)
+	tb.close() // its rounds are the caller's
+	return tb, &Balancer{metrics: m, table: tb, tunnels: map[*tunnel]struct{}{}, access: &accessLog{}}
+}
+
 // A static edge's drain deadline closes its tunnels once, at the first
 // maintenance round past it; a WebSocket whose handshake was under way
 // then (looked up before the deadline, its 101 after that round) was
@@ -414,51 +472,8 @@ func TestTableMaintenanceStartsWired(t *testing.T) {
 func TestTunnelAnsweredPastItsDrainDeadlineCloses(t *testing.T) {
 	r := ring.New(ring.DefaultConfig())
 	r.Update([]ring.Member{{Name: "edge-a", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}})
-	m, err := newTestMetrics(prometheus.NewRegistry(), r)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UnixNano()
-	var tb *sessionTable
-	static := map[string]bool{"edge-a": true, "edge-b": true}
-	past := func(name string) bool {
-		st, ok := tb.drains.get(name)
-		return ok && st.on && st.deadline <= now
-	}
-	hooks := tableHooks{
-		routesFor: func(snap *ring.Snapshot) []ring.Member {
-			var out []ring.Member
-			for _, mb := range snap.Members() {
-				if !past(mb.Name) {
-					out = append(out, mb)
-				}
-			}
-			return out
-		},
-		known:    func(name string) bool { return static[name] },
-		isStatic: func(name string) bool { return static[name] },
-		onDrain: func() { // a draining edge leaves the ring
-			st, _ := tb.drains.get("edge-a")
-			if st.on {
-				r.Update([]ring.Member{{Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}})
-			}
-		},
-		drainsPast: func() map[string]bool {
-			out := map[string]bool{}
-			for name := range static {
-				if past(name) {
-					out[name] = true
-				}
-			}
-			return out
-		},
-		clock: func() int64 { return now },
-	}
-	cfg := configs.SessionTable{}
-	cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Minute), 1000, 100, 100
-	tb = newSessionTable("bal-1", cfg, r, m, slog.New(slog.DiscardHandler), hooks)
-	tb.close() // its rounds are this test's
-	bal := &Balancer{metrics: m, table: tb, tunnels: map[*tunnel]struct{}{}, access: &accessLog{}}
+	tb, bal := staticTable(t, "bal-1", r, &now)
 
 	key := (&harness{ring: r}).keyOwnedBy(t, "edge-a")
 	h := xxhash.Sum64String(key)
@@ -522,5 +537,62 @@ func BenchmarkTableRecord(b *testing.B) {
 			b.Fatal("not recorded")
 		}
 		t.closed(tun)
+	}
+}
+
+// Two balancers place one new key at once, bal-2 on edge-a a moment
+// before the drain of edge-a reaches its deadline there, bal-1 on the
+// key's owner on its ring without edge-a a moment after. bal-2's
+// placement is the earlier and won by the rule at bal-2, which kept it,
+// though edge-a takes no live keys and bal-1 ignored it: the two tables
+// never agreed, and bal-2, which routed the key by its ring, would have
+// placed it anew with the next version and moved the live session (a
+// split while its ring and bal-1's differ). A placement on a backend that takes no live keys here gives way
+// to one of the same version on a backend that does, as lookup treats it.
+func TestPlacementOnADrainedEdgeGivesWay(t *testing.T) {
+	edges := []ring.Member{{Name: "edge-a", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}, {Name: "edge-c", URL: "http://127.0.0.1:3", Weight: 1}}
+	r1, r2 := ring.New(ring.DefaultConfig()), ring.New(ring.DefaultConfig())
+	r1.Update(edges)
+	r2.Update(edges)
+	now := time.Now().UnixNano()
+	b1, bal1 := staticTable(t, "bal-1", r1, &now)
+	b2, _ := staticTable(t, "bal-2", r2, &now)
+	key := (&harness{ring: r2}).keyOwnedBy(t, "edge-a")
+	h := xxhash.Sum64String(key)
+
+	_, basis, _ := b2.lookup(h, r2.Snapshot())
+	if res := b2.record(h, "edge-a", basis, netipLocal, nil); res != recorded {
+		t.Fatalf("bal-2's placement: %d", res)
+	}
+	now += int64(time.Millisecond)
+	for _, tb := range []*sessionTable{b1, b2} {
+		tb.setDrain("edge-a", true, time.Unix(0, now))
+		tb.tick()
+	}
+	owner, _ := r1.Locate([]byte(key))
+	_, basis, _ = b1.lookup(h, r1.Snapshot())
+	tun := &tunnel{b: bal1, edge: owner.Name, key: key}
+	bal1.registerTunnel(tun)
+	if res := b1.record(h, owner.Name, basis, netipLocal, tun); res != recorded {
+		t.Fatalf("bal-1's placement: %d", res)
+	}
+	// Each has the other's placement.
+	exchange := func(from, to *sessionTable) {
+		s := from.shard(h)
+		s.mu.Lock()
+		e := s.entries[h]
+		s.mu.Unlock()
+		to.merge(from.wireRecord(h, e, now, from.settings.Load()), true)
+	}
+	exchange(b2, b1)
+	exchange(b1, b2)
+	v1, _ := b1.view(h, r1.Snapshot())
+	v2, _ := b2.view(h, r2.Snapshot())
+	t.Logf("bal-1: %s v%d; bal-2: %s v%d (routable %v); the live tunnel on %s", v1.Backend, v1.Version, v2.Backend, v2.Version, v2.Routable, owner.Name)
+	if v1.Backend != owner.Name || v2.Backend != owner.Name || v1.Version != v2.Version {
+		t.Fatalf("the tables disagree on a live key: bal-1 %s v%d, bal-2 %s v%d", v1.Backend, v1.Version, v2.Backend, v2.Version)
+	}
+	if target, _, ok := b2.lookup(h, r2.Snapshot()); !ok || target.Name != owner.Name {
+		t.Fatalf("bal-2 routes the live key by its ring, not to %s", owner.Name)
 	}
 }
