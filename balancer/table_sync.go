@@ -122,14 +122,15 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 		}
 		cur.until = max(cur.until, in.until)
 		cur.openUntil = max(cur.openUntil, in.openUntil)
-	case wins(in, cur, &t.names) || (in.version >= cur.version && !routableHere(rs, cur.backend)):
+	case wins(in, cur, &t.names) || !routableHere(rs, cur.backend):
 		// Two placements of one version met: a conflict, the placing
 		// balancer's to count. A later version is a move made elsewhere
 		// (the backend did not answer there): no conflict. A placement
 		// on a backend that takes no live keys here (a drain past its
 		// deadline) is no placement to lookup, which would place the key
-		// anew: one of its version on a backend that does wins over it,
-		// or the tables never agree and the live session moves.
+		// anew: one on a backend that does wins over it, whatever their
+		// versions (the others ignored it), or the tables never agree
+		// and this balancer moves the live session off its backend.
 		lost = cur.placer == t.selfIdx && in.version == cur.version
 		if lost {
 			t.logConflict(r.hash, cur, in)

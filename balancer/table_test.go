@@ -596,3 +596,59 @@ func TestPlacementOnADrainedEdgeGivesWay(t *testing.T) {
 		t.Fatalf("bal-2 routes the live key by its ring, not to %s", owner.Name)
 	}
 }
+
+// A move reaches the other balancers only after its backend's drain
+// deadline (its packet lost, the refresh later): they ignore it and keep
+// the placement it moved from, where their tunnels are. The balancer that
+// moved the key kept its move, which wins by its version: the tables never
+// agreed, and it routed the key by its ring. The move on the drained edge
+// gives way to the live placement, whatever their versions.
+func TestMoveToADrainedEdgeGivesWay(t *testing.T) {
+	edges := []ring.Member{{Name: "edge-a", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}, {Name: "edge-c", URL: "http://127.0.0.1:3", Weight: 1}}
+	r1, r2 := ring.New(ring.DefaultConfig()), ring.New(ring.DefaultConfig())
+	r1.Update(edges)
+	r2.Update(edges)
+	now := time.Now().UnixNano()
+	b1, bal1 := staticTable(t, "bal-1", r1, &now)
+	b2, bal2 := staticTable(t, "bal-2", r2, &now)
+	key := (&harness{ring: r1}).keyOwnedBy(t, "edge-b")
+	h := xxhash.Sum64String(key)
+	send := func(from, to *sessionTable) {
+		s := from.shard(h)
+		s.mu.Lock()
+		e := s.entries[h]
+		s.mu.Unlock()
+		to.merge(from.wireRecord(h, e, now, from.settings.Load()), true)
+	}
+	// The session on edge-b, through bal-1; bal-2 has it.
+	_, basis, _ := b1.lookup(h, r1.Snapshot())
+	t1 := &tunnel{b: bal1, edge: "edge-b", key: key}
+	bal1.registerTunnel(t1)
+	if res := b1.record(h, "edge-b", basis, netipLocal, t1); res != recorded {
+		t.Fatalf("bal-1's placement: %d", res)
+	}
+	send(b1, b2)
+	// edge-b does not answer bal-2 for a moment: its participant goes to
+	// edge-a, a move (version 1) whose packet is lost.
+	_, basis, _ = b2.lookup(h, r2.Snapshot())
+	t2 := &tunnel{b: bal2, edge: "edge-a", key: key}
+	bal2.registerTunnel(t2)
+	if res := b2.record(h, "edge-a", basis, netipLocal, t2); res != recorded {
+		t.Fatalf("bal-2's move: %d", res)
+	}
+	// edge-a's drain reaches its deadline on both; bal-2's tunnel there
+	// closes. Then each balancer's refresh reaches the other.
+	now += int64(time.Second)
+	for _, tb := range []*sessionTable{b1, b2} {
+		tb.setDrain("edge-a", true, time.Unix(0, now))
+		tb.tick()
+	}
+	send(b2, b1)
+	send(b1, b2)
+	v1, _ := b1.view(h, r1.Snapshot())
+	v2, _ := b2.view(h, r2.Snapshot())
+	t.Logf("bal-1: %s v%d (open here %d); bal-2: %s v%d (routable %v)", v1.Backend, v1.Version, v1.OpenHere, v2.Backend, v2.Version, v2.Routable)
+	if v2.Backend != "edge-b" || !v2.Routable {
+		t.Fatalf("bal-2 holds %s v%d for a key live on edge-b through bal-1", v2.Backend, v2.Version)
+	}
+}
