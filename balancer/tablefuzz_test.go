@@ -414,7 +414,7 @@ func (w *tfWorld) bal(arg byte) *tfBal { return w.bals[int(arg)%len(w.bals)] }
 // event applies one event, then checks what holds after every event.
 func (w *tfWorld) event(op, arg byte) {
 	ringOnly := false
-	before := w.entries()
+	before, routedBefore := w.entries(), w.routed()
 	openBefore := w.openTunnels()
 	switch op {
 	case tevRequest:
@@ -492,6 +492,8 @@ func (w *tfWorld) event(op, arg byte) {
 		// Only a ring changed (a monitor, a weight, a backend added or
 		// back): a live session never moves on a ring change, and a
 		// backend that comes back gets none of the sessions that left it.
+		// Every entry stays as it was, no tunnel closes, and every key a
+		// table routed by its entry goes where it went.
 		after := w.entries()
 		for k, e := range before {
 			if a, ok := after[k]; ok && (a.backend != e.backend || a.version != e.version || a.placedAt != e.placedAt) {
@@ -502,6 +504,12 @@ func (w *tfWorld) event(op, arg byte) {
 		for _, tt := range openBefore {
 			if tt.gone {
 				w.fail("a ring change (event %d %d) closed a tunnel of %s on %s", op, arg, w.keys[tt.key], tt.edge)
+			}
+		}
+		routedAfter := w.routed()
+		for k, to := range routedBefore {
+			if routedAfter[k] != to {
+				w.fail("a ring change (event %d %d): %s routed %s by its entry to %s, now %q", op, arg, w.bals[k[0]].name, w.keys[k[1]], to, routedAfter[k])
 			}
 		}
 	}
@@ -884,6 +892,21 @@ func (w *tfWorld) entries() map[[2]int]entry {
 		for k, h := range w.hashes {
 			if e, ok := b.entry(h); ok {
 				out[[2]int{i, k}] = e
+			}
+		}
+	}
+	return out
+}
+
+// routed are where every balancer's table sends the fuzz's keys, by
+// (balancer, key): the keys it has a live entry of on a backend that takes
+// live keys.
+func (w *tfWorld) routed() map[[2]int]string {
+	out := map[[2]int]string{}
+	for i, b := range w.bals {
+		for k, h := range w.hashes {
+			if target, _, ok := b.t.lookup(h, b.r.Snapshot()); ok {
+				out[[2]int{i, k}] = target.Name
 			}
 		}
 	}
