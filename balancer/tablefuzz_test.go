@@ -34,7 +34,8 @@ import (
 // order, dropped or twice (packets; streams arrive, in any order), a
 // balancer restarting empty (it asks for the table and waits, or its
 // startup wait passes) or replaced by an upgrade that inherits its table and
-// tunnels, time passing (maintenance every second, refreshes every linger/2,
+// tunnels, a balancer cut off from the others (everything to and from it
+// lost; its peers' copies of its open keys expire) until the network heals, time passing (maintenance every second, refreshes every linger/2,
 // deltas flushed, late packets lost), and a small max_entries whose shards
 // fill up.
 //
@@ -57,8 +58,8 @@ import (
 // not the table); a static edge removed from the config; a monitor's own
 // timing (a flip is an event), weight 0 as a drain; clock skew beyond
 // 1.5 s between two balancers; memberlist's stream failures (a stream
-// always arrives, within a second of the clock); a balancer down for a
-// while (a restart is at once); the HTTP and relay paths around lookup and
+// always arrives, within a second of the clock, unless its balancer is
+// cut off); a balancer down for a while (a restart is at once); the HTTP and relay paths around lookup and
 // record (a dial's suspects, 421s, the relay's asynchronous close); the
 // never-split check for keys with no tunnel (a request's linger) and for
 // tunnels the table refused (a full shard, a client over its budget:
@@ -71,6 +72,7 @@ func FuzzTableEvents(f *testing.F) {
 }
 
 // The events: two bytes each, what (mod numTableEvents) and an argument.
+// The seeds from before tevCut came have their events below it.
 const (
 	tevRequest  = iota // arg: balancer (bits 0–1), key (2–3), a tunnel (4), the answer later (5), client (6)
 	tevComplete        // the answer of a request looked up earlier comes (arg: which)
@@ -86,6 +88,7 @@ const (
 	tevRestart         // a balancer restarts empty, or is replaced by an upgrade (arg: balancer 0–1, upgrade 2)
 	tevAnswer          // one balancer answers the asks it received (arg: balancer)
 	tevSettle          // every message delivered, every balancer refreshed: the quiescent checks
+	tevCut             // a balancer is cut off from the others, or joins them again (arg: balancer)
 	numTableEvents
 )
 
@@ -154,6 +157,9 @@ func (l *tfLink) SendPacket(to string, p []byte) error {
 	if len(p) > health.MaxChannelPacket {
 		return errors.New("packet too large")
 	}
+	if l.w.cut[l.from] || l.w.cut[to] {
+		return nil // lost on the way
+	}
 	l.w.net = append(l.w.net, tfMsg{from: l.from, to: to, payload: slices.Clone(p), sent: l.w.now})
 	return nil
 }
@@ -161,6 +167,9 @@ func (l *tfLink) SendPacket(to string, p []byte) error {
 func (l *tfLink) Send(to string, p []byte) error {
 	if len(p) > health.MaxChannelMessage {
 		return errors.New("message too large")
+	}
+	if l.w.cut[l.from] || l.w.cut[to] {
+		return errors.New("no route to the member")
 	}
 	l.w.net = append(l.w.net, tfMsg{from: l.from, to: to, payload: slices.Clone(p), stream: true, sent: l.w.now})
 	return nil
@@ -252,12 +261,13 @@ type tfWorld struct {
 	cfg      configs.SessionTable
 	perShard int
 	seen     map[[2]int]tfSeen // (balancer, key) → entry
+	cut      map[string]bool   // balancers cut off from the others (tevCut)
 	step     int
 	trace    bool // RINGLB_TABLEFUZZ_TRACE: each event and the state after it logged
 }
 
 // tableEventNames name the events in a trace.
-var tableEventNames = [numTableEvents]string{"request", "complete", "close", "backend", "monitor", "reload", "drain", "flush", "refresh", "deliver", "time", "restart", "answer", "settle"}
+var tableEventNames = [numTableEvents]string{"request", "complete", "close", "backend", "monitor", "reload", "drain", "flush", "refresh", "deliver", "time", "restart", "answer", "settle", "cut"}
 
 // dump logs an event and the state after it.
 func (w *tfWorld) dump(op, arg byte) {
@@ -284,7 +294,7 @@ func runTableEvents(t *testing.T, in []byte) {
 	}
 	conf := in[0]
 	in = in[1:]
-	w := &tfWorld{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), alive: map[string]bool{}, seen: map[[2]int]tfSeen{}}
+	w := &tfWorld{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), alive: map[string]bool{}, seen: map[[2]int]tfSeen{}, cut: map[string]bool{}}
 	w.keys = tfKeys()
 	for i, k := range w.keys {
 		w.hashes[i] = xxhash.Sum64String(k)
@@ -496,6 +506,9 @@ func (w *tfWorld) event(op, arg byte) {
 	case tevSettle:
 		w.settle()
 		return
+	case tevCut:
+		b := w.bal(arg)
+		w.cut[b.name] = !w.cut[b.name]
 	}
 	w.reap()
 	if ringOnly {
@@ -659,6 +672,9 @@ func (w *tfWorld) deliver(arg byte) {
 }
 
 func (w *tfWorld) receive(m tfMsg) {
+	if w.cut[m.from] || w.cut[m.to] {
+		return // cut off: lost
+	}
 	for _, b := range w.bals {
 		if b.name == m.to {
 			b.sy.receive(m.from, m.payload)
@@ -772,6 +788,7 @@ func (w *tfWorld) restart(b *tfBal, upgrade bool) {
 // sent and delivered, maintenance run — and checks that no session is
 // split.
 func (w *tfWorld) settle() {
+	clear(w.cut) // the network heals
 	quiet := func() {
 		for range 100 {
 			for _, b := range w.bals {
@@ -838,16 +855,13 @@ func (w *tfWorld) checkQuiescent() {
 			target, _, inTable := b.t.lookup(w.hashes[k], snap)
 			e, ok := b.entry(w.hashes[k])
 			if !inTable {
-				owner, ok := snap.Locate([]byte(w.keys[k]))
-				if !ok {
-					continue // no backend on its ring: it answers 503
-				}
-				target = owner
+				// No backend on its ring: it answers 503 (target "").
+				target, _ = snap.Locate([]byte(w.keys[k]))
 			}
 			if !ok && b.shardFull(w.hashes[k]) {
 				continue
 			}
-			if target.Name != on {
+			if target.Name != on && target.Name != "" {
 				w.fail("%s has tunnels on %s, but %s routes it to %s (entry %+v %v)", w.keys[k], on, b.name, target.Name, e, ok)
 			}
 			if !ok {
