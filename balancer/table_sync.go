@@ -119,6 +119,11 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 	case cur.backend == bi:
 		if in.version > cur.version || (in.version == cur.version && in.placedAt < cur.placedAt) {
 			cur.version, cur.placedAt, cur.placer = in.version, in.placedAt, in.placer
+		} else if in.version < cur.version {
+			// The sender holds an older version of this placement: told
+			// this one, its next move of the key has the next version,
+			// not one that ties with this and loses.
+			answer = true
 		}
 		cur.until = max(cur.until, in.until)
 		cur.openUntil = max(cur.openUntil, in.openUntil)

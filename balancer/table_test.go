@@ -652,3 +652,86 @@ func TestMoveToADrainedEdgeGivesWay(t *testing.T) {
 		t.Fatalf("bal-2 holds %s v%d for a key live on edge-b through bal-1", v2.Backend, v2.Version)
 	}
 }
+
+// One key on one backend at two balancers, with different versions: bal-2
+// moved it there (version 1) before bal-1, restarted, placed it there anew
+// (version 0). bal-1's refresh taught bal-2 nothing new, and bal-2, which
+// kept its version, said nothing back. When that backend then failed a
+// dial at bal-1, bal-1's move had version 1, tied with bal-2's placement
+// and lost to it as the later one: the move was undone and its tunnel
+// closed. A record older than the entry of its backend here is answered,
+// so the tables agree on versions too.
+func TestOlderVersionOfOnePlacementIsAnswered(t *testing.T) {
+	edges := []ring.Member{{Name: "edge-a", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}, {Name: "edge-c", URL: "http://127.0.0.1:3", Weight: 1}}
+	r1, r2 := ring.New(ring.DefaultConfig()), ring.New(ring.DefaultConfig())
+	r1.Update(edges)
+	r2.Update(edges)
+	now := time.Now().UnixNano()
+	b1, bal1 := staticTable(t, "bal-1", r1, &now)
+	b2, _ := staticTable(t, "bal-2", r2, &now)
+	// What each tells the other waits in its sync's queue (deltas and
+	// answers), delivered by hand.
+	for _, tb := range []*sessionTable{b1, b2} {
+		tb.sync.Store(tb.newSync(nil, time.Second))
+	}
+	deliver := func(from, to *sessionTable) {
+		sy := from.sync.Load()
+		sy.mu.Lock()
+		pending := sy.pending
+		sy.pending = nil
+		sy.mu.Unlock()
+		for _, m := range from.deltaMessages(pending, nil) {
+			if err := readBody(m[1:], to.mergeDrain, func(r tableRecord) { to.merge(r, true) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	refresh := func(from, to *sessionTable) {
+		from.each(func(h uint64, e *entry) {
+			to.merge(from.wireRecord(h, *e, now, from.settings.Load()), false)
+		})
+	}
+	key := "a session"
+	h := xxhash.Sum64String(key)
+
+	// bal-2 placed it on edge-a, then moved it to edge-b (edge-a did not
+	// answer): version 1.
+	_, basis, _ := b2.lookup(h, r2.Snapshot())
+	b2.record(h, "edge-a", basis, netipLocal, nil)
+	_, basis, _ = b2.lookup(h, r2.Snapshot())
+	if b2.record(h, "edge-b", basis, netipLocal, nil) != recorded {
+		t.Fatal("bal-2's move")
+	}
+	b2.sync.Load().mu.Lock()
+	b2.sync.Load().pending = nil // lost
+	b2.sync.Load().mu.Unlock()
+	// bal-1, restarted and knowing none of it, places it on edge-b.
+	now += int64(time.Millisecond)
+	_, basis, _ = b1.lookup(h, r1.Snapshot())
+	t1 := &tunnel{b: bal1, edge: "edge-b", key: key}
+	bal1.registerTunnel(t1)
+	if b1.record(h, "edge-b", basis, netipLocal, t1) != recorded {
+		t.Fatal("bal-1's placement")
+	}
+	refresh(b1, b2)
+	deliver(b2, b1) // what bal-2 has to say about it
+	// edge-b fails a dial at bal-1: its next participant goes to edge-c.
+	now += int64(time.Millisecond)
+	_, basis, _ = b1.lookup(h, r1.Snapshot())
+	t2 := &tunnel{b: bal1, edge: "edge-c", key: key}
+	bal1.registerTunnel(t2)
+	if res := b1.record(h, "edge-c", basis, netipLocal, t2); res != recorded {
+		t.Fatalf("bal-1's move: %d", res)
+	}
+	deliver(b1, b2)
+	deliver(b2, b1)
+	v1, _ := b1.view(h, r1.Snapshot())
+	v2, _ := b2.view(h, r2.Snapshot())
+	t2.mu.Lock()
+	closed := t2.closed
+	t2.mu.Unlock()
+	t.Logf("bal-1: %s v%d; bal-2: %s v%d; the moved participant's tunnel closed: %v", v1.Backend, v1.Version, v2.Backend, v2.Version, closed)
+	if v1.Backend != "edge-c" || v2.Backend != "edge-c" || closed {
+		t.Fatalf("bal-1's move to edge-c was undone by bal-2's older placement on edge-b")
+	}
+}
