@@ -90,7 +90,25 @@ sib        IN NS   ns.sub
 sib        IN NS   ns.elsewhere.example.
 secure     IN NS   ns1
 secure     IN DS   12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
-`, strings.Repeat("a", 255), diffBig())
+dn     600 IN DNAME tgt
+dn         IN A    192.0.2.110
+tgt        IN A    192.0.2.111
+host.tgt   IN A    192.0.2.112
+host.tgt   IN TXT  "below the DNAME's target"
+a.b.tgt    IN TXT  "two below the DNAME's target"
+x.y.z.tgt  IN A    192.0.2.113
+alias.tgt  IN CNAME www
+DnCase     IN DNAME TgT
+dn-out     IN DNAME elsewhere.example.
+dn-wild    IN DNAME wild
+dn-dn      IN DNAME dn
+dn-apex    IN DNAME @
+to-dn      IN CNAME host.dn
+to-dn-nx   IN CNAME nope.dn
+dl1        IN DNAME dl2
+dl2        IN DNAME dl1
+dn-long    IN DNAME %[3]s
+`, strings.Repeat("a", 255), diffBig(), diffLongName[52:])
 
 // addZone is served by ringlb and by an NSD without minimal-responses,
 // which adds the addresses of the targets of an answer's MX and SRV records
@@ -315,6 +333,42 @@ func diffCorpus() []diffQuery {
 		q("ANY at the apex", "diff.test.", dns.TypeANY),
 		q("ANY at a name", "www.diff.test.", dns.TypeANY),
 		q("ANY at a name that does not exist", "nope.diff.test.", dns.TypeANY),
+		// DNAME (RFC 6672): the DNAME, a CNAME synthesised from it (the
+		// DNAME's TTL) and the chase of its target as of a CNAME's, the
+		// rcode the last name's.
+		q("DNAME asked", "dn.diff.test.", dns.TypeDNAME),
+		q("A at a DNAME's own name", "dn.diff.test.", dns.TypeA),
+		q("NODATA at a DNAME's own name", "dn.diff.test.", dns.TypeNS),
+		q("CNAME asked at a DNAME's own name", "dn.diff.test.", dns.TypeCNAME),
+		q("below a DNAME, target in zone", "host.dn.diff.test.", dns.TypeA),
+		q("below a DNAME, TXT", "host.dn.diff.test.", dns.TypeTXT),
+		q("below a DNAME, NODATA at the target", "host.dn.diff.test.", dns.TypeAAAA),
+		q("two below a DNAME", "a.b.dn.diff.test.", dns.TypeTXT),
+		q("three below a DNAME", "x.y.z.dn.diff.test.", dns.TypeA),
+		q("below a DNAME, target an ENT", "b.dn.diff.test.", dns.TypeA),
+		q("below a DNAME, target does not exist", "nope.dn.diff.test.", dns.TypeA),
+		q("below a DNAME, CNAME asked", "host.dn.diff.test.", dns.TypeCNAME),
+		q("below a DNAME, DNAME asked", "host.dn.diff.test.", dns.TypeDNAME),
+		q("below a DNAME, ANY", "host.dn.diff.test.", dns.TypeANY),
+		q("DNAME then CNAME", "alias.dn.diff.test.", dns.TypeA),
+		q("CNAME then DNAME", "to-dn.diff.test.", dns.TypeA),
+		q("CNAME then DNAME to a name that does not exist", "to-dn-nx.diff.test.", dns.TypeA),
+		q("DNAME then DNAME", "host.dn-dn.diff.test.", dns.TypeA),
+		q("DNAME to the apex", "www.dn-apex.diff.test.", dns.TypeA),
+		q("DNAME to the apex, then CNAME chain", "cname1.dn-apex.diff.test.", dns.TypeA),
+		q("DNAME to the apex, then itself", "host.dn.dn-apex.diff.test.", dns.TypeA),
+		q("DNAME out of zone", "host.dn-out.diff.test.", dns.TypeA),
+		q("DNAME to a wildcard's parent", "host.dn-wild.diff.test.", dns.TypeA),
+		q("DNAME to a wildcard's parent, NODATA", "host.dn-wild.diff.test.", dns.TypeMX),
+		q("DNAME loop", "a.dl1.diff.test.", dns.TypeA),
+		q("DNAME written in mixed case", "host.dncase.diff.test.", dns.TypeA),
+		q("mixed-case query below a DNAME", "HoSt.Dn.DiFf.TeSt.", dns.TypeA),
+		q("mixed-case query at a DNAME", "DN.diff.test.", dns.TypeDNAME),
+		q("DNAME synthesis too long (YXDOMAIN)", strings.Repeat("x", 60)+".dn-long.diff.test.", dns.TypeA),
+		q("DNAME synthesis just fits", strings.Repeat("x", 40)+".dn-long.diff.test.", dns.TypeA),
+		qe("below a DNAME, DO", "host.dn.diff.test.", dns.TypeA, edns(1232, true)),
+		qe("below a DNAME, target does not exist, DO", "nope.dn.diff.test.", dns.TypeA, edns(1232, true)),
+		qe("below a DNAME, EDNS 512", "host.dn.diff.test.", dns.TypeA, edns(512, false)),
 		q("big set, no EDNS (TC over UDP)", "big.diff.test.", dns.TypeA),
 		q("big TXT, no EDNS (TC over UDP)", "big-txt.diff.test.", dns.TypeTXT),
 		qe("big set, EDNS 512", "big.diff.test.", dns.TypeA, edns(512, false)),
@@ -880,6 +934,8 @@ func lowerNames(rr dns.RR) dns.RR {
 	rr.Header().Name = strings.ToLower(rr.Header().Name)
 	switch v := rr.(type) {
 	case *dns.CNAME:
+		v.Target = strings.ToLower(v.Target)
+	case *dns.DNAME:
 		v.Target = strings.ToLower(v.Target)
 	case *dns.NS:
 		v.Ns = strings.ToLower(v.Ns)
