@@ -43,7 +43,7 @@ func (z *zone) cut(name string) string {
 }
 
 // occludedNames refuses each traffic-managed name at or below a delegation
-// of its zone: the names there are the child zone's, answered by its name
+// of its zone, or a DNAME (dname.go): the names there are the child zone's, answered by its name
 // servers, which resolvers are referred to (NSD's nsd-checkzone and Knot
 // take data below a cut as occluded). Served as managed, ahead of the
 // referral, this server's answer and the child's would contradict each
@@ -60,6 +60,17 @@ func (st *state) occludedNames(names []configs.ManagedName) []error {
 		if c := z.cut(name); c != "" {
 			errs = append(errs, fmt.Errorf("gslb.names[%d].name: %s is at or below the delegation %s of zone %s (its NS records in %s): "+
 				"names there are the child zone's; manage it in the child zone, or remove the delegation", i, name, c, z.origin, z.source))
+		}
+		d := z.dnames[name]
+		if d == nil {
+			d = z.dnameAbove(name)
+		}
+		if d != nil {
+			// Below a DNAME every name is rewritten (RFC 6672), and at its
+			// owner a managed answer would stand beside a redirection of
+			// the names below: either way the DNAME decides, not the pools.
+			errs = append(errs, fmt.Errorf("gslb.names[%d].name: %s is at or below the DNAME at %s of zone %s (in %s), which rewrites the names below it to %s: "+
+				"manage the name the DNAME leads to, or remove the DNAME", i, name, d.Hdr.Name, z.origin, z.source, d.Target))
 		}
 	}
 	return errs

@@ -356,7 +356,10 @@ func (sg *signer) signRRsets(rrs []dns.RR, from spend, client netip.Addr) ([]dns
 		}
 		set := rrs[i:j]
 		out = append(out, set...)
-		if t := set[0].Header().Rrtype; t != dns.TypeRRSIG && t != dns.TypeOPT && t != dns.TypeTSIG {
+		if t := set[0].Header().Rrtype; t != dns.TypeRRSIG && t != dns.TypeOPT && t != dns.TypeTSIG &&
+			(t != dns.TypeCNAME || !synthesised(rrs, set[0].Header().Name)) {
+			// A CNAME synthesised from a DNAME goes unsigned (RFC 6672
+			// 5.3.1): validators derive it from the signed DNAME.
 			e, err := sg.sigs(set, from, client)
 			if err != nil {
 				return nil, err

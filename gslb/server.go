@@ -806,7 +806,11 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			owner = q.Name
 		}
 		if nv := st.pools.view.Load().names[name]; nv != nil {
-			region, scope := s.answerManaged(st, m, z, q, name, nv, client, sg)
+			// Its records owned by the name the chain reached (the name
+			// asked, as asked, at the chain's start).
+			mq := q
+			mq.Name = owner
+			region, scope := s.answerManaged(st, m, z, mq, name, nv, client, sg)
 			if ecsIn != nil {
 				scope = nv.ecsScope(client, region, scope)
 				if ecsIn.Family == 2 && ecsAddr.Is6() {
@@ -829,6 +833,30 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			}
 			ref = st.refer(m, z, c, sg)
 			return finish(ecsEcho(ecsIn)), ""
+		}
+		if d := z.dnameAbove(name); d != nil {
+			// Below a DNAME: the DNAME and the CNAME it makes for name,
+			// then the chase goes on as for a CNAME (dname.go).
+			if hops >= maxCNAMEChain {
+				return finish(ecsEcho(ecsIn)), ""
+			}
+			if !inAnswer(m.Answer, d) {
+				m.Answer = append(m.Answer, d)
+			}
+			target, ok := dnameTarget(d, name)
+			if !ok {
+				// Too long a name to make (RFC 6672 2.2): the DNAME alone.
+				m.Rcode = dns.RcodeYXDomain
+				return finish(ecsEcho(ecsIn)), ""
+			}
+			m.Answer = append(m.Answer, synthesise(d, name, target))
+			if q.Qtype == dns.TypeCNAME || !dns.IsSubDomain(z.origin, target) || cnameOf(m.Answer[:len(m.Answer)-1], target) {
+				// The CNAME asked, a target out of the zone (the resolver
+				// follows it), or a loop, as for a CNAME.
+				return finish(ecsEcho(ecsIn)), ""
+			}
+			name = target
+			continue
 		}
 		byType, exists := z.lookup(name)
 		if !exists && sg != nil && q.Qtype == dns.TypeNSEC {
@@ -858,8 +886,9 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			}
 		}
 		if q.Qtype == dns.TypeANY {
-			// RFC 8482: a minimal answer instead of every record.
-			m.Answer = append(m.Answer, &dns.HINFO{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: 3600}, Cpu: "RFC8482"})
+			// RFC 8482: a minimal answer instead of every record (after a
+			// DNAME, at its target, as NSD and Knot answer ANY there).
+			m.Answer = append(m.Answer, &dns.HINFO{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: 3600}, Cpu: "RFC8482"})
 			return finish(ecsEcho(ecsIn)), ""
 		}
 		if rrs := byType[q.Qtype]; len(rrs) > 0 {

@@ -38,6 +38,9 @@ type zone struct {
 	// an RRL slip (rrl.go).
 	cuts     map[string]bool
 	cutWires [][]byte
+	// dnames are the zone's DNAME records by owner (dname.go); nil in a
+	// zone without one, which then costs its answers nothing.
+	dnames map[string]*dns.DNAME
 	// extra is the additional records of each NS, MX and SRV RRset
 	// (additional.go), made when the state is built; nil before.
 	extra map[rrsetID][]dns.RR
@@ -110,6 +113,9 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 	if z.soa == nil {
 		return nil, fmt.Errorf("zone %s: no SOA record at the apex", z.origin)
 	}
+	if err := z.occludedByDNAME(); err != nil {
+		return nil, err
+	}
 	z.wire = make([]byte, 256)
 	n, err := dns.PackDomainName(z.origin, z.wire, 0, nil, false)
 	if err != nil {
@@ -172,6 +178,16 @@ func (z *zone) add(rr dns.RR) error {
 	}
 	if h.Rrtype == dns.TypeCNAME && len(byType[dns.TypeCNAME]) > 0 {
 		return fmt.Errorf("zone %s: more than one CNAME at %s", z.origin, h.Name)
+	}
+	if h.Rrtype == dns.TypeDNAME {
+		// A singleton (RFC 6672 2.4): one target for every name below.
+		if z.dnames[h.Name] != nil {
+			return fmt.Errorf("zone %s: more than one DNAME at %s", z.origin, h.Name)
+		}
+		if z.dnames == nil {
+			z.dnames = map[string]*dns.DNAME{}
+		}
+		z.dnames[h.Name] = rr.(*dns.DNAME)
 	}
 	if h.Rrtype == dns.TypeNS && h.Name != z.origin {
 		if z.cuts == nil {

@@ -1,0 +1,134 @@
+package gslb
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// dnameConfig is the test config (ide.ringlb.test. managed) with
+// ringlb.test's records inline, and records.
+func dnameConfig(t *testing.T, records ...string) configs.GSLB {
+	t.Helper()
+	cfg := fuzzConfig(t)
+	cfg.Zones = slices.Clone(cfg.Zones)
+	cfg.Zones[0].File = ""
+	cfg.Zones[0].Records = append([]string{
+		"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60",
+		"@ 3600 IN NS ns1.elsewhere.example.",
+	}, records...)
+	return cfg
+}
+
+// A name below a DNAME is answered with the DNAME, the CNAME synthesised
+// from it (the DNAME's TTL) and its target's records, the rcode the last
+// name's; one leading to a managed name is answered by the pools, its
+// addresses owned by that name.
+func TestDNAMEAnswers(t *testing.T) {
+	s := startGSLB(t, dnameConfig(t, "dn 600 IN DNAME tgt", "host.tgt 3600 IN A 192.0.2.1", "to-ide 300 IN DNAME ringlb.test."))
+	m := query(t, s, "udp", "host.dn.ringlb.test.", dns.TypeA, nil)
+	if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 3 {
+		t.Fatalf("host.dn: %v", m)
+	}
+	d, ok1 := m.Answer[0].(*dns.DNAME)
+	c, ok2 := m.Answer[1].(*dns.CNAME)
+	a, ok3 := m.Answer[2].(*dns.A)
+	if !ok1 || !ok2 || !ok3 || d.Target != "tgt.ringlb.test." || c.Hdr.Name != "host.dn.ringlb.test." || c.Target != "host.tgt.ringlb.test." ||
+		c.Hdr.Ttl != 600 || a.Hdr.Name != "host.tgt.ringlb.test." {
+		t.Errorf("host.dn: %v", m)
+	}
+	if m := query(t, s, "udp", "nope.dn.ringlb.test.", dns.TypeA, nil); m.Rcode != dns.RcodeNameError || len(m.Answer) != 2 {
+		t.Errorf("nope.dn: %v", m)
+	}
+	m = query(t, s, "udp", "ide.to-ide.ringlb.test.", dns.TypeA, nil)
+	if len(m.Answer) < 3 {
+		t.Fatalf("ide.to-ide: %v", m)
+	}
+	for _, rr := range m.Answer[2:] {
+		if rr.Header().Name != "ide.ringlb.test." {
+			t.Errorf("ide.to-ide: %v owned by %s, want the managed name", rr, rr.Header().Name)
+		}
+	}
+}
+
+// Signed (DO), the DNAME and the target's records carry their signatures,
+// the synthesised CNAME none (RFC 6672 5.3.1: validators derive it from the
+// DNAME); a target that does not exist is denied as at the end of a CNAME
+// chain.
+func TestDNAMESigned(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	s := startGSLB(t, signed(dnameConfig(t, "dn 600 IN DNAME tgt", "host.tgt 3600 IN A 192.0.2.1"), ksk, zsk))
+	keys := dnskeys(t, s)
+	for _, name := range []string{"host.dn.ringlb.test.", "nope.dn.ringlb.test."} {
+		m := query(t, s, "tcp", name, dns.TypeA, withDO(true))
+		var rest []dns.RR
+		cnames := 0
+		for _, rr := range m.Answer {
+			switch h := rr.Header(); {
+			case h.Rrtype == dns.TypeCNAME:
+				cnames++
+			case h.Rrtype == dns.TypeRRSIG && rr.(*dns.RRSIG).TypeCovered == dns.TypeCNAME:
+				t.Errorf("%s: the synthesised CNAME is signed: %v", name, rr)
+			default:
+				rest = append(rest, rr)
+			}
+		}
+		if cnames != 1 || len(rrsOf(rest, dns.TypeDNAME)) != 1 {
+			t.Errorf("%s: want the DNAME and one CNAME:\n%v", name, m)
+		}
+		m.Answer = rest
+		checkSigned(t, m, keys)
+		if name == "nope.dn.ringlb.test." {
+			if nsec := nsecOf(m); m.Rcode != dns.RcodeNameError || nsec == nil || nsec.Hdr.Name != "nope.tgt.ringlb.test." {
+				t.Errorf("%s: want NXDOMAIN proved at nope.tgt:\n%v", name, m)
+			}
+		}
+	}
+}
+
+// Data below a DNAME would never be answered (RFC 6672 2.4): a zone holding
+// any is refused at load, the error naming the file, the name and the
+// DNAME; so is a managed name at or below a DNAME.
+func TestDNAMEOccludedRefused(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "ringlb.test.zone")
+	zone := "$ORIGIN ringlb.test.\n@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60\n@ 3600 IN NS ns1\nns1 3600 IN A 127.0.0.1\n" +
+		"dn 3600 IN DNAME tgt\nhost.dn 3600 IN A 192.0.2.1\n"
+	if err := os.WriteFile(file, []byte(zone), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fuzzConfig(t)
+	cfg.Zones = slices.Clone(cfg.Zones)
+	cfg.Zones[0].File = file
+	_, err := New(cfg, "gslb-test", nil, nil)
+	if err == nil {
+		t.Fatal("data below a DNAME loaded, want an error")
+	}
+	for _, want := range []string{file, "host.dn.ringlb.test.", "DNAME at dn.ringlb.test."} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	for _, c := range []struct{ dname, managed string }{
+		{"ide 3600 IN DNAME elsewhere.example.", "ide.ringlb.test."},
+		{"dn 3600 IN DNAME elsewhere.example.", "ide.dn.ringlb.test."},
+		{"@ 3600 IN DNAME elsewhere.example.", "ide.ringlb.test."},
+	} {
+		cfg := dnameConfig(t, c.dname)
+		cfg.Names = slices.Clone(cfg.Names)
+		cfg.Names[0].Name = c.managed
+		_, err := New(cfg, "gslb-test", nil, nil)
+		if err == nil || !strings.Contains(err.Error(), "gslb.names[0].name") || !strings.Contains(err.Error(), "records of ringlb.test.") {
+			t.Errorf("managed %s with %q: error %v, want one naming the name and the records", c.managed, c.dname, err)
+		}
+	}
+	// Two DNAMEs at one name: one target for the names below.
+	if _, err := New(dnameConfig(t, "dn 3600 IN DNAME a", "dn 3600 IN DNAME b"), "gslb-test", nil, nil); err == nil || !strings.Contains(err.Error(), "more than one DNAME") {
+		t.Errorf("two DNAMEs at dn: %v", err)
+	}
+}
