@@ -75,6 +75,10 @@ func delvQuestions(t *testing.T) []delvQuestion {
 		"loop1.diff.test.":  "a CNAME loop: delv follows it until it gives up, whatever the signatures",
 		"loop2.diff.test.":  "a CNAME loop: delv follows it until it gives up, whatever the signatures",
 		"to-sub.diff.test.": "its CNAME leads into a delegation: the answer is the child's",
+		// Below a DNAME, as below a CNAME's owner: the names it rewrites.
+		"dn-out.diff.test.": "its DNAME leaves the zone: delv asks this server for the rewritten names, which it refuses",
+		"dl1.diff.test.":    "a DNAME loop: delv follows it until it gives up, whatever the signatures",
+		"dl2.diff.test.":    "a DNAME loop: delv follows it until it gives up, whatever the signatures",
 	}
 	var cuts, owners []string
 	zp := dns.NewZoneParser(strings.NewReader(diffZone), "", "")
@@ -125,6 +129,12 @@ func delvQuestions(t *testing.T) []delvQuestion {
 			if strings.EqualFold(q.name, "diff.test.") {
 				continue // the apex's DS is its parent's to answer
 			}
+		}
+		if q.what == "DNAME synthesis too long (YXDOMAIN)" {
+			// YXDOMAIN is neither an answer nor a denial: delv has nothing
+			// to validate, prints nothing and is stopped at its timeout,
+			// whatever the signatures (TestDNAMESigned checks the DNAME's).
+			continue
 		}
 		if q.edit == nil {
 			add(q.what, q.name, q.qtype)

@@ -63,8 +63,15 @@ func TestDNAMEAnswers(t *testing.T) {
 // chain.
 func TestDNAMESigned(t *testing.T) {
 	ksk, zsk := testKeys(t)
-	s := startGSLB(t, signed(dnameConfig(t, "dn 600 IN DNAME tgt", "host.tgt 3600 IN A 192.0.2.1"), ksk, zsk))
+	long := strings.Repeat("m", 63) + "." + strings.Repeat("n", 63) + "." + strings.Repeat("o", 63)
+	s := startGSLB(t, signed(dnameConfig(t, "dn 600 IN DNAME tgt", "host.tgt 3600 IN A 192.0.2.1", "dn-long 600 IN DNAME "+long), ksk, zsk))
 	keys := dnskeys(t, s)
+	// Too long a rewritten name: YXDOMAIN, the DNAME signed.
+	m := query(t, s, "tcp", strings.Repeat("x", 60)+".dn-long.ringlb.test.", dns.TypeA, withDO(true))
+	if m.Rcode != dns.RcodeYXDomain || len(rrsOf(m.Answer, dns.TypeDNAME)) != 1 || len(rrsOf(m.Answer, dns.TypeCNAME)) != 0 {
+		t.Errorf("past 255 octets: want YXDOMAIN with the DNAME alone:\n%v", m)
+	}
+	checkSigned(t, m, keys)
 	for _, name := range []string{"host.dn.ringlb.test.", "nope.dn.ringlb.test."} {
 		m := query(t, s, "tcp", name, dns.TypeA, withDO(true))
 		var rest []dns.RR
