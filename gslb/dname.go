@@ -54,9 +54,28 @@ func dnameTarget(d *dns.DNAME, name string) (string, bool) {
 	} else {
 		target = prefix
 	}
-	_, ok := dns.IsDomainName(target)
-	return target, ok
+	return target, nameWireLen(target) <= 255
 }
+
+// nameWireLen is the length on the wire of name (fully qualified, not the
+// root, in presentation form: an escape is one octet). dns.IsDomainName
+// lets 256 through.
+func nameWireLen(name string) int {
+	n := 1 // the root's
+	for i := 0; i < len(name); i++ {
+		if name[i] == '\\' {
+			if i+3 < len(name) && isDigit(name[i+1]) && isDigit(name[i+2]) && isDigit(name[i+3]) {
+				i += 3
+			} else {
+				i++
+			}
+		}
+		n++ // a label's octet, or its length where a dot ends it
+	}
+	return n
+}
+
+func isDigit(b byte) bool { return '0' <= b && b <= '9' }
 
 // synthesise is the CNAME d makes for name (RFC 6672 3.1): its TTL the
 // DNAME's.
