@@ -139,3 +139,52 @@ func TestDNAMEOccludedRefused(t *testing.T) {
 		t.Errorf("two DNAMEs at dn: %v", err)
 	}
 }
+
+// The paths beside answerVia's: the UDP answer cache serves a DNAME answer
+// as made (to any case of the name asked), a zone transfer carries the
+// DNAME as any record, an MX reached through a DNAME gets its target's
+// addresses in additional, and ANY below a DNAME is answered minimally at
+// its target.
+func TestDNAMEPaths(t *testing.T) {
+	cfg := dnameConfig(t, "dn 600 IN DNAME tgt", "host.tgt 3600 IN A 192.0.2.1", "mx.tgt 3600 IN MX 10 host.tgt")
+	cfg.UDPWorkers = 1 // one loop, one answer cache
+	s := startGSLB(t, withTransfer(t, cfg, configs.Transfer{Allow: []string{"127.0.0.1/32"}}))
+	first := query(t, s, "udp", "host.dn.ringlb.test.", dns.TypeA, nil)
+	for _, name := range []string{"host.dn.ringlb.test.", "HoSt.dN.ringlb.test."} {
+		m := query(t, s, "udp", name, dns.TypeA, nil)
+		if len(m.Answer) != 3 || m.Answer[2].String() != first.Answer[2].String() || m.Question[0].Name != name {
+			t.Errorf("%s again (cached): %v, want as first:\n%v", name, m, first)
+		}
+	}
+	rrs, err := axfr(t, s, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := rrsOf(rrs, dns.TypeDNAME); len(d) != 1 || d[0].Header().Name != "dn.ringlb.test." {
+		t.Errorf("AXFR: DNAME records %v, want dn's", d)
+	}
+	m := query(t, s, "tcp", "mx.dn.ringlb.test.", dns.TypeMX, nil)
+	if len(rrsOf(m.Answer, dns.TypeMX)) != 1 || len(m.Extra) == 0 || m.Extra[0].Header().Name != "host.tgt.ringlb.test." {
+		t.Errorf("MX through a DNAME: want its target's address in additional:\n%v", m)
+	}
+	m = query(t, s, "tcp", "host.dn.ringlb.test.", dns.TypeANY, nil)
+	if h := rrsOf(m.Answer, dns.TypeHINFO); len(h) != 1 || h[0].Header().Name != "host.tgt.ringlb.test." || len(rrsOf(m.Answer, dns.TypeDNAME)) != 1 {
+		t.Errorf("ANY below a DNAME: want the DNAME, the CNAME and a HINFO at the target:\n%v", m)
+	}
+}
+
+// nameWireLen counts a name as packed: escapes one octet each, 255 the most
+// a name may have, which dns.IsDomainName takes 256 for.
+func TestNameWireLen(t *testing.T) {
+	a63 := strings.Repeat("a", 63) + "."
+	for _, name := range []string{"a.b.", `a\.b.c.`, `a\046b.c.`, `\\x.y.`, a63 + a63 + a63 + strings.Repeat("a", 61) + ".", a63 + a63 + a63 + strings.Repeat("a", 62) + "."} {
+		buf := make([]byte, 300)
+		want, err := dns.PackDomainName(name, buf, 0, nil, false)
+		if err != nil {
+			want = 256 // the one octet too many
+		}
+		if got := nameWireLen(name); got != want {
+			t.Errorf("%s: %d, want %d", name, got, want)
+		}
+	}
+}

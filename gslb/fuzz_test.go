@@ -3,6 +3,8 @@ package gslb
 import (
 	"encoding/binary"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -130,6 +132,22 @@ func FuzzAnswer(f *testing.F) {
 		m := new(dns.Msg)
 		m.SetQuestion(q.name, q.qtype)
 		m.SetEdns0(512, q.do)
+		b, _ := m.Pack()
+		f.Add(b)
+	}
+	// Below a DNAME (fuzzServer's): synthesised, chased, out of the zone,
+	// to the managed name, a loop, past 255 octets; with DO and without.
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+		do    bool
+	}{{"deep.dn.ringlb.test.", dns.TypeTXT, true}, {"nope.dn.ringlb.test.", dns.TypeA, true}, {"a.dn-out.ringlb.test.", dns.TypeA, false},
+		{"ide.dn-apex.ringlb.test.", dns.TypeA, false}, {"mail.dn-apex.ringlb.test.", dns.TypeMX, true}, {"a.dn-self.ringlb.test.", dns.TypeA, true},
+		{"deep.dn.ringlb.test.", dns.TypeCNAME, false}, {"deep.dn.ringlb.test.", dns.TypeANY, true}, {"dn.ringlb.test.", dns.TypeDNAME, true},
+		{a63 + a63 + a63 + strings.Repeat("a", 40) + ".dn-self.ringlb.test.", dns.TypeA, true}} {
+		m := new(dns.Msg)
+		m.SetQuestion(q.name, q.qtype)
+		m.SetEdns0(1232, q.do)
 		b, _ := m.Pack()
 		f.Add(b)
 	}
@@ -445,7 +463,21 @@ func malformedSeeds() []struct {
 func fuzzServer(f *testing.F) (*Server, *state, *net.UDPAddr) {
 	f.Helper()
 	ksk, zsk := testKeys(f)
-	s, err := New(signed(fuzzTSIGConfig(f), ksk, zsk), "fuzz", nil, nil)
+	cfg := fuzzTSIGConfig(f)
+	// The test zone and DNAMEs (dname.go): to a name with a name below
+	// it, out of the zone, to the apex (and so to the managed name), to
+	// itself.
+	text, err := os.ReadFile(cfg.Zones[0].File)
+	if err != nil {
+		f.Fatal(err)
+	}
+	text = append(text, "dn IN DNAME sub\ndn-out IN DNAME example.org.\ndn-apex IN DNAME @\ndn-self IN DNAME x.dn-self\n"...)
+	file := filepath.Join(f.TempDir(), "ringlb.test.zone")
+	if err := os.WriteFile(file, text, 0o600); err != nil {
+		f.Fatal(err)
+	}
+	cfg.Zones[0].File = file
+	s, err := New(signed(cfg, ksk, zsk), "fuzz", nil, nil)
 	if err != nil {
 		f.Fatal(err)
 	}
