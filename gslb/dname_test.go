@@ -99,6 +99,36 @@ func TestDNAMESigned(t *testing.T) {
 	}
 }
 
+// A signed transfer has the DNAME's owner in the NSEC chain with DNAME in
+// its bitmap, the DNAME signed, and no name below the DNAME.
+func TestDNAMESignedTransfer(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	s := startGSLB(t, signed(withTransfer(t, dnameConfig(t, "dn 600 IN DNAME tgt", "host.tgt 3600 IN A 192.0.2.1"),
+		configs.Transfer{Allow: []string{"127.0.0.1/32"}}), ksk, zsk))
+	rrs, err := axfr(t, s, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signedDNAME, nsec := false, false
+	for _, rr := range rrs {
+		h := rr.Header()
+		switch {
+		case h.Name != "dn.ringlb.test." && dns.IsSubDomain("dn.ringlb.test.", h.Name):
+			t.Errorf("a record below the DNAME: %v", rr)
+		case h.Rrtype == dns.TypeRRSIG && rr.(*dns.RRSIG).TypeCovered == dns.TypeDNAME:
+			signedDNAME = true
+		case h.Rrtype == dns.TypeNSEC && h.Name == "dn.ringlb.test.":
+			nsec = slices.Equal(rr.(*dns.NSEC).TypeBitMap, []uint16{dns.TypeDNAME, dns.TypeRRSIG, dns.TypeNSEC})
+			if !nsec {
+				t.Errorf("the DNAME's NSEC %v, want DNAME RRSIG NSEC", rr)
+			}
+		}
+	}
+	if !signedDNAME || !nsec {
+		t.Errorf("signed transfer: DNAME signed %v, its NSEC %v:\n%v", signedDNAME, nsec, rrs)
+	}
+}
+
 // Data below a DNAME would never be answered (RFC 6672 2.4): a zone holding
 // any is refused at load, the error naming the file, the name and the
 // DNAME; so is a managed name at or below a DNAME.
@@ -186,5 +216,20 @@ func TestNameWireLen(t *testing.T) {
 		if got := nameWireLen(name); got != want {
 			t.Errorf("%s: %d, want %d", name, got, want)
 		}
+	}
+}
+
+// A DNAME at the apex (RFC 6672 allows it; NSD and Knot load it) rewrites
+// every name of the zone but the apex, whose records still answer.
+func TestDNAMEAtApex(t *testing.T) {
+	cfg := dnameConfig(t, "@ 600 IN DNAME elsewhere.example.")
+	cfg.Names = nil // ide.ringlb.test. would be below it: refused
+	s := startGSLB(t, cfg)
+	m := query(t, s, "udp", "www.ringlb.test.", dns.TypeA, nil)
+	if len(m.Answer) != 2 || m.Answer[1].(*dns.CNAME).Target != "www.elsewhere.example." || m.Rcode != dns.RcodeSuccess {
+		t.Errorf("www below an apex DNAME: %v", m)
+	}
+	if m := query(t, s, "udp", "ringlb.test.", dns.TypeSOA, nil); len(m.Answer) != 1 {
+		t.Errorf("the apex's SOA: %v", m)
 	}
 }
