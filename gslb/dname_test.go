@@ -1,6 +1,7 @@
 package gslb
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -231,5 +232,32 @@ func TestDNAMEAtApex(t *testing.T) {
 	}
 	if m := query(t, s, "udp", "ringlb.test.", dns.TypeSOA, nil); len(m.Answer) != 1 {
 		t.Errorf("the apex's SOA: %v", m)
+	}
+}
+
+// BenchmarkDNAMEAnswer is answer for a name below a DNAME: the DNAME, the
+// synthesised CNAME and the target's A (a zone without DNAME pays nothing:
+// BenchmarkAnswer).
+func BenchmarkDNAMEAnswer(b *testing.B) {
+	cfg := fuzzConfig(b)
+	cfg.Zones = slices.Clone(cfg.Zones)
+	cfg.Zones[0].File = ""
+	cfg.Zones[0].Records = []string{"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "@ 3600 IN NS ns1.elsewhere.example.",
+		"dn 600 IN DNAME tgt", "host.tgt 3600 IN A 192.0.2.1"}
+	s, err := New(cfg, "bench", nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := s.state.Load()
+	remote := &net.UDPAddr{IP: net.ParseIP("10.1.2.3"), Port: 5353}
+	r := new(dns.Msg)
+	r.SetQuestion("host.dn.ringlb.test.", dns.TypeA)
+	b.ReportAllocs()
+	buf := make([]byte, 0, 512)
+	for b.Loop() {
+		m := s.answer(st, r, remote, false, nil)
+		if _, err := m.PackBuffer(buf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
