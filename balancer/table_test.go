@@ -316,20 +316,27 @@ func BenchmarkTableMemoryPerEntry(b *testing.B) {
 	}
 }
 
-// BenchmarkTableLookup is the table's part of every request: a key with an
-// entry, on a table of 100,000. It must not allocate.
-func BenchmarkTableLookup(b *testing.B) {
-	reg := prometheus.NewRegistry()
+// benchTable is a table of a benchmark over edge-1 and edge-2, with hooks,
+// closed when b ends; its ring and metrics.
+func benchTable(b *testing.B, hooks tableHooks) (*sessionTable, *ring.Ring, *metrics) {
+	b.Helper()
 	r := ring.New(ring.DefaultConfig())
 	r.Update([]ring.Member{{Name: "edge-1", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-2", URL: "http://127.0.0.1:2", Weight: 1}})
-	m, err := newTestMetrics(reg, r)
+	m, err := newTestMetrics(prometheus.NewRegistry(), r)
 	if err != nil {
 		b.Fatal(err)
 	}
 	cfg := configs.SessionTable{}
 	cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Hour), 1_000_000, 1, 1
-	t := newSessionTable("bal", cfg, r, m, nil, tableHooks{})
-	defer t.close()
+	t := newSessionTable("bal", cfg, r, m, slog.New(slog.DiscardHandler), hooks)
+	b.Cleanup(t.close)
+	return t, r, m
+}
+
+// BenchmarkTableLookup is the table's part of every request: a key with an
+// entry, on a table of 100,000. It must not allocate.
+func BenchmarkTableLookup(b *testing.B) {
+	t, r, _ := benchTable(b, tableHooks{})
 	bi, _ := t.names.intern("edge-2")
 	now := time.Now().UnixNano()
 	hashes := make([]uint64, 100_000)
@@ -511,18 +518,8 @@ func TestTunnelAnsweredPastItsDrainDeadlineCloses(t *testing.T) {
 // BenchmarkTableRecord is the table's part of a WebSocket of a live key to
 // a static edge: its answer recorded with its tunnel, and the tunnel's end.
 func BenchmarkTableRecord(b *testing.B) {
-	reg := prometheus.NewRegistry()
-	r := ring.New(ring.DefaultConfig())
-	r.Update([]ring.Member{{Name: "edge-1", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-2", URL: "http://127.0.0.1:2", Weight: 1}})
-	m, err := newTestMetrics(reg, r)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg := configs.SessionTable{}
-	cfg.Linger, cfg.MaxEntries, cfg.NewKeysPerIP, cfg.NewKeysBurst = configs.Duration(time.Hour), 1_000_000, 1, 1
 	static := func(name string) bool { return name == "edge-1" || name == "edge-2" }
-	t := newSessionTable("bal", cfg, r, m, slog.New(slog.DiscardHandler), tableHooks{isStatic: static, known: static})
-	defer t.close()
+	t, r, m := benchTable(b, tableHooks{isStatic: static, known: static})
 	bal := &Balancer{metrics: m, table: t, tunnels: map[*tunnel]struct{}{}, access: &accessLog{}}
 	h := xxhash.Sum64String("a live key")
 	snap := r.Snapshot()
