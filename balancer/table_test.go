@@ -425,7 +425,9 @@ func staticTable(t *testing.T, name string, r *ring.Ring, now *int64) (*sessionT
 	}
 	var tb *sessionTable
 	all := r.Snapshot().Members()
-	static := func(name string) bool { return slices.ContainsFunc(all, func(m ring.Member) bool { return m.Name == name }) }
+	static := func(name string) bool {
+		return slices.ContainsFunc(all, func(m ring.Member) bool { return m.Name == name })
+	}
 	past := func(name string) bool {
 		st, ok := tb.drains.get(name)
 		return ok && st.on && st.deadline <= *now
