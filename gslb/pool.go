@@ -141,6 +141,7 @@ func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error)
 						host = v.ServerName
 					}
 					mem.prober = health.NewNamedProber(mon, target, host, verify[rc.Monitor], func(up bool, why string) { p.memberChanged(key, up, why) }, logger)
+					mem.prober.OnSettled(func() { p.memberSettled(key) })
 				}
 				r.members = append(r.members, mem)
 			}
@@ -263,6 +264,15 @@ func (p *pools) inherit(old *pools) {
 }
 
 func (p *pools) memberChanged(k memberKey, up bool, why string) {
+	p.rebuild()
+}
+
+// memberSettled: checks confirmed the state m's prober started with. No
+// transition, but its vote now counts (agreed), which can change the
+// answers: a node started while its peers saw the member down went by
+// their view and kept it out, and nothing rebuilt once its own checks
+// found it up (a tie: served).
+func (p *pools) memberSettled(k memberKey) {
 	p.rebuild()
 }
 

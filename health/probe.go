@@ -50,6 +50,9 @@ type Prober struct {
 	successes int
 	failures  int
 	checked   time.Time
+	// onSettled is called when checks first confirm the state the prober
+	// started with, which is no transition (OnSettled).
+	onSettled func()
 }
 
 // NewProber returns a prober of target; onChange (may be nil) is called on
@@ -151,6 +154,12 @@ func (p *Prober) Settled() bool {
 	return p.settled
 }
 
+// OnSettled has f called, from the prober's goroutine, when checks first
+// confirm the state the prober started with: no transition, so onChange is
+// not called, but a reader of Settled (a gslb's vote) sees a change. Call
+// it before Run.
+func (p *Prober) OnSettled(f func()) { p.onSettled = f }
+
 // Target is what the prober checks.
 func (p *Prober) Target() string { return p.target }
 
@@ -161,7 +170,7 @@ func (p *Prober) checkOnce(ctx context.Context) {
 	}
 	p.mu.Lock()
 	p.checked = time.Now()
-	changed := false
+	changed, wasSettled := false, p.settled
 	if err == nil {
 		p.failures = 0
 		p.successes++
@@ -184,7 +193,11 @@ func (p *Prober) checkOnce(ctx context.Context) {
 		}
 	}
 	up, why := p.up, p.why
+	settledNow := !wasSettled && p.settled
 	p.mu.Unlock()
+	if settledNow && !changed && p.onSettled != nil {
+		p.onSettled()
+	}
 	if changed {
 		p.logger.Info("monitor state changed", "target", p.target, "up", up, "why", why)
 		if p.onChange != nil {

@@ -1,0 +1,75 @@
+package gslb
+
+import (
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/health/healthtest"
+)
+
+// Two nameservers: gslb-b sees east's member down, gslb-a was just
+// started, its prober of the member up but not settled, so it goes by
+// gslb-b's view (down for 1 of 1) and fails east over. Its checks then
+// confirm the member up: a tie, so the member is served. But a prober
+// calls onChange on a transition only, and confirming its start state is
+// none: nothing rebuilt gslb-a's answers, and the next rounds, gslb-b's
+// report unchanged, rebuilt nothing either — gslb-a answered east's
+// clients from west for good while gslb-b, reading gslb-a's settled view,
+// served the member. Found by FuzzPoolEvents.
+func TestSettledProbeRebuildsTheAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	y := gslbYAML("", "", ln.Addr().String(), ln.Addr().String())
+	y = strings.Replace(y, "bal: { type: http, interval: 1s, timeout: 1s, rise: 2, fall: 4, jitter: 0.01 }", "bal: { type: tcp, port: 80, interval: 50ms, timeout: 50ms, rise: 2, fall: 2 }", 1)
+	cfg := parseGSLBYAML(t, y)
+	logger := slog.New(slog.DiscardHandler)
+	p, err := newPools(cfg, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{name: "gslb-a", logger: logger}
+	s.peers.Store(&peerViews{reports: map[string]peerReport{"gslb-b": {members: map[string]bool{"ide.ringlb.test./east/bal-1": false}}}})
+	p.agree = s.agreed
+	p.rebuild()
+	east := func() []string {
+		var out []string
+		for _, a := range p.view.Load().names["ide.ringlb.test."].regions["east"].v4 {
+			out = append(out, a.String())
+		}
+		return out
+	}
+	if got := east(); slices.Contains(got, "192.0.2.1") {
+		t.Fatalf("before gslb-a's checks settle, east answers %v: want bal-1 out (down for 1 of 1)", got)
+	}
+	p.start()
+	defer p.stop()
+	var m *member
+	for _, x := range p.names["ide.ringlb.test."].regions["east"].members {
+		m = x
+	}
+	healthtest.WaitUntil(t, "gslb-a's checks confirm bal-1 up", m.prober.Settled)
+	deadline := time.Now().Add(2 * time.Second)
+	for !slices.Contains(east(), "192.0.2.1") {
+		if time.Now().After(deadline) {
+			up, why := p.agree(m.key, true, "", true)
+			t.Fatalf("2 s after gslb-a's checks confirmed bal-1 up, east answers %v (the vote: up %v, %s)", east(), up, why)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
