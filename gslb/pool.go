@@ -231,7 +231,9 @@ func (p *pools) inherit(old *pools) {
 		}
 	}
 	for k, v := range old.overrides {
-		p.overrides[k] = v
+		if n := p.names[k.name]; n != nil && n.regions[k.region] != nil && slices.ContainsFunc(n.regions[k.region].members, func(m *member) bool { return m.cfg.Name == k.member }) {
+			p.overrides[k] = v
+		}
 	}
 	for k := range old.steering {
 		if n := p.names[k.name]; n != nil && n.regions[k.region] != nil && n.regions[k.region].cfg.Steer != nil {
