@@ -119,6 +119,33 @@ func TestProberSettles(t *testing.T) {
 	}
 }
 
+// Checks confirming the start state (up) are no transition, so onChange is
+// not called, but OnSettled's hook is, once; a prober that settles by a
+// transition (down after fall failures) calls onChange only.
+func TestProberOnSettled(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	defer srv.Close()
+	mon := fastMonitor("http")
+	changes, settles := 0, 0
+	p := NewProber(mon, strings.TrimPrefix(srv.URL, "http://"), func(bool, string) { changes++ }, nil)
+	p.OnSettled(func() { settles++ })
+	for i := 1; i <= 4; i++ {
+		p.checkOnce(context.Background())
+		if want := min(max(i-1, 0), 1); settles != want || changes != 0 {
+			t.Fatalf("after %d successes (rise 2): %d settles, %d changes; want %d, 0", i, settles, changes, want)
+		}
+	}
+	changes, settles = 0, 0
+	q := NewProber(mon, "127.0.0.1:1", func(bool, string) { changes++ }, nil)
+	q.OnSettled(func() { settles++ })
+	for range 3 {
+		q.checkOnce(context.Background())
+	}
+	if changes != 1 || settles != 0 {
+		t.Errorf("down after fall failures: %d changes, %d settles; want 1, 0", changes, settles)
+	}
+}
+
 // A named prober's Host carries the target's port unless it is the
 // scheme's own, as a browser's request for https://host:port/ does.
 func TestNamedProberHost(t *testing.T) {
