@@ -97,6 +97,17 @@ var fuzzClients = []netip.Addr{
 	netip.MustParseAddr("2001:db8:0:1::1"),
 }
 
+// fuzzKeys are the clients fuzzClients count as, by hand: an IPv4 address,
+// an IPv6 /64.
+var fuzzKeys = []netip.Addr{
+	netip.MustParseAddr("10.0.0.1"),
+	netip.MustParseAddr("10.0.0.2"),
+	netip.MustParseAddr("10.0.0.1"),
+	netip.MustParseAddr("2001:db8::"),
+	netip.MustParseAddr("2001:db8::"),
+	netip.MustParseAddr("2001:db8:0:1::"),
+}
+
 // namedConn is a real socket whose client is named by the test.
 type namedConn struct {
 	*net.TCPConn
@@ -226,8 +237,9 @@ func runGuardEvents(t *testing.T, in []byte) {
 		var what string
 		switch op {
 		case 0, 1, 2:
-			what = fmt.Sprintf("connect %v", fuzzClients[arg%len(fuzzClients)])
-			m.connect(fuzzClients[arg%len(fuzzClients)], accepted)
+			i := arg % len(fuzzClients)
+			what = fmt.Sprintf("connect %v", fuzzClients[i])
+			m.connect(fuzzClients[i], fuzzKeys[i], accepted)
 		case 3:
 			what = "send"
 			m.send(m.pick(arg), 1+arg/16%3)
@@ -381,7 +393,7 @@ func (m *guardModel) release(c *fconn) {
 	m.spill = slices.DeleteFunc(m.spill, func(x *fconn) bool { return x == c })
 }
 
-func (m *guardModel) connect(addr netip.Addr, accepted <-chan net.Conn) {
+func (m *guardModel) connect(addr, key netip.Addr, accepted <-chan net.Conn) {
 	t := m.t
 	if len(m.open) >= 24 {
 		return
@@ -396,7 +408,6 @@ func (m *guardModel) connect(addr netip.Addr, accepted <-chan net.Conn) {
 	}
 	raw := &namedConn{TCPConn: s.(*net.TCPConn), remote: net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, 40000))}
 	m.closed = append(m.closed, raw)
-	key := ClientNetwork(addr)
 
 	// What the model expects.
 	open := m.g.Open()
@@ -558,9 +569,25 @@ func (m *guardModel) serve(c *fconn) {
 		return
 	}
 	if c.ended {
-		// Promise: an ended connection reads ErrEnded.
+		// Promise: an ended connection reads ErrEnded at once, and
+		// again whatever deadline the server sets after.
+		read := make(chan error, 1)
+		go func() {
+			_, err := c.srv.Read(make([]byte, 1))
+			read <- err
+		}()
+		select {
+		case err := <-read:
+			if !errors.Is(err, ErrEnded) {
+				t.Fatalf("an ended connection read %v, want ErrEnded", err)
+			}
+		case <-time.After(time.Second):
+			c.raw.Close()
+			t.Fatal("a read on an ended connection waited")
+		}
+		c.srv.SetReadDeadline(time.Now().Add(time.Second))
 		if _, err := c.srv.Read(make([]byte, 1)); !errors.Is(err, ErrEnded) {
-			t.Fatalf("an ended connection read %v, want ErrEnded", err)
+			t.Fatalf("an ended connection read %v after a deadline set, want ErrEnded", err)
 		}
 	} else if c.unread > 0 {
 		buf := make([]byte, 64)
@@ -686,8 +713,7 @@ func (m *guardModel) check(where string) {
 		kept[k] = st.conns
 	}
 	p.mu.Unlock()
-	for _, a := range fuzzClients {
-		k := ClientNetwork(a)
+	for _, k := range fuzzKeys {
 		if kept[k] != m.count(k) {
 			t.Fatalf("%s: client %v counts %d, the model %d", where, k, kept[k], m.count(k))
 		}
@@ -698,8 +724,7 @@ func (m *guardModel) check(where string) {
 	// Promise: the spill is the model's, each client's oldest first.
 	if s := m.g.spill; s != nil {
 		s.mu.Lock()
-		for _, a := range fuzzClients {
-			k := ClientNetwork(a)
+		for _, k := range fuzzKeys {
 			var want, got []*Conn
 			for _, c := range m.spill {
 				if c.key == k {
