@@ -24,9 +24,12 @@ import (
 // addresses, one of them again as a 4-in-6 address, two addresses of one
 // IPv6 /64 and one of another. The guard is plain, Config.Spill (the
 // edge's) or Config.EndWaiting (the gslb's: the connections waiting for a
-// request are its idle ones), with a cap and a share from the input.
+// request are its idle ones), with a cap and a share from the input; a
+// second guarded listener, plain and without a share, shares its cap
+// (Config.Budget, as the balancer's data and redirect ports do).
 //
-// Events: a connection from one of the clients (accepted or refused); its
+// Events: a connection from one of the clients to either listener
+// (accepted or refused); its
 // client sending bytes of a request (unread: Pending); the server reading
 // them and taking the request (ReleaseClient, Serving); the server
 // answering (Write) or waiting again (Waiting); a close from the client
@@ -71,7 +74,7 @@ import (
 //
 // Not reached: time (the per-client sweep runs once a minute, the token
 // bucket is off: no rate; the linger is shortened to 20 ms), stalled
-// writes (EndStalledWrites), a shared Budget, refusals written to the
+// writes (EndStalledWrites), refusals written to the
 // client (Refusal nil: closed without a word, so the refusal is
 // synchronous), concurrent accepts and closes (spillrace_linux_test's),
 // more than 16 spilled (the bound on the connections looked at).
@@ -162,12 +165,21 @@ type fconn struct {
 	ended   bool       // ended to make room
 	unread  int        // bytes its client sent that the server has not read
 	handing bool       // a hand-over pending
+	second  bool       // accepted by the second listener
+}
+
+// guarded is one guarded listener and the test's side of it.
+type guarded struct {
+	g        *Listener
+	ln       *fuzzListener
+	accepted chan net.Conn
+	ready    bool // the guard has asked for the next connection
 }
 
 type guardModel struct {
 	t      *testing.T
-	g      *Listener
-	ln     *fuzzListener
+	g      *Listener // the listener under test
+	lns    [2]*guarded
 	rl     net.Listener
 	mode   int // 0 plain, 1 Spill, 2 EndWaiting
 	max    int
@@ -177,7 +189,6 @@ type guardModel struct {
 	spill  []*fconn // oldest first (per client: filter by key)
 	wait   []*fconn // longest waiting first
 	holds  []func()
-	ready  bool // the guard has asked for the next connection
 	errs   counter
 	h      Handovers
 	undone int
@@ -207,30 +218,41 @@ func runGuardEvents(t *testing.T, in []byte) {
 	}
 	defer rl.Close()
 	m := &guardModel{t: t, rl: rl, mode: next() % 3, max: next() % 8, share: next() % 4}
-	m.ln = &fuzzListener{asked: make(chan struct{}), feed: make(chan fuzzItem), done: make(chan struct{})}
 	mem := &Memory{}
-	m.g = Wrap(m.ln, Config{
-		Name: "fuzz", Errors: &m.errs, MaxConns: m.max, MaxConnsPerIP: m.share,
-		Spill: m.mode == 1, EndWaiting: m.mode == 2, Memory: mem,
-	})
-	m.g.lingering.timeout = 20 * time.Millisecond
-	m.g.waited = func(time.Duration) {}
-	accepted := make(chan net.Conn)
-	go func() {
-		for {
-			c, err := m.g.Accept()
-			if err != nil {
-				close(accepted)
-				return
+	// The second listener shares the first's cap (Config.Budget: the
+	// balancer's data and redirect ports), plain, without a share.
+	budget := NewBudget(m.max)
+	for i := range m.lns {
+		cfg := Config{Name: "fuzz", Budget: budget, Memory: mem}
+		if i == 0 {
+			cfg.Errors, cfg.MaxConnsPerIP = &m.errs, m.share
+			cfg.Spill, cfg.EndWaiting = m.mode == 1, m.mode == 2
+		}
+		gd := &guarded{
+			ln:       &fuzzListener{asked: make(chan struct{}), feed: make(chan fuzzItem), done: make(chan struct{})},
+			accepted: make(chan net.Conn),
+		}
+		gd.g = Wrap(gd.ln, cfg)
+		gd.g.lingering.timeout = 20 * time.Millisecond
+		gd.g.waited = func(time.Duration) {}
+		go func() {
+			for {
+				c, err := gd.g.Accept()
+				if err != nil {
+					close(gd.accepted)
+					return
+				}
+				gd.accepted <- c
 			}
-			accepted <- c
-		}
-	}()
-	defer func() {
-		m.g.Close()
-		for range accepted {
-		}
-	}()
+		}()
+		defer func() {
+			gd.g.Close()
+			for range gd.accepted {
+			}
+		}()
+		m.lns[i] = gd
+	}
+	m.g = m.lns[0].g
 
 	for step := 0; at < len(in); step++ {
 		op, arg := next()%12, next()
@@ -239,7 +261,10 @@ func runGuardEvents(t *testing.T, in []byte) {
 		case 0, 1, 2:
 			i := arg % len(fuzzClients)
 			what = fmt.Sprintf("connect %v", fuzzClients[i])
-			m.connect(fuzzClients[i], fuzzKeys[i], accepted)
+			if arg >= 128 {
+				what += " to the second listener"
+			}
+			m.connect(fuzzClients[i], fuzzKeys[i], m.lns[arg/128])
 		case 3:
 			what = "send"
 			m.send(m.pick(arg), 1+arg/16%3)
@@ -342,13 +367,13 @@ func (m *guardModel) pick(arg int) *fconn {
 }
 
 // awaitAsk waits until the guard asks for the next connection.
-func (m *guardModel) awaitAsk() {
-	if m.ready {
+func (m *guardModel) awaitAsk(gd *guarded) {
+	if gd.ready {
 		return
 	}
 	select {
-	case <-m.ln.asked:
-		m.ready = true
+	case <-gd.ln.asked:
+		gd.ready = true
 	case <-time.After(5 * time.Second):
 		m.t.Fatal("the guard never asked for the next connection")
 	}
@@ -377,7 +402,7 @@ func (m *guardModel) slots() int {
 // waits puts c among the waiting connections, unless it waits already or
 // is ended (EndWaiting).
 func (m *guardModel) waits(c *fconn) {
-	if m.mode == 2 && !c.ended && !slices.Contains(m.wait, c) {
+	if m.mode == 2 && !c.second && !c.ended && !slices.Contains(m.wait, c) {
 		m.wait = append(m.wait, c)
 	}
 }
@@ -393,7 +418,8 @@ func (m *guardModel) release(c *fconn) {
 	m.spill = slices.DeleteFunc(m.spill, func(x *fconn) bool { return x == c })
 }
 
-func (m *guardModel) connect(addr, key netip.Addr, accepted <-chan net.Conn) {
+func (m *guardModel) connect(addr, key netip.Addr, gd *guarded) {
+	second := gd != m.lns[0]
 	t := m.t
 	if len(m.open) >= 24 {
 		return
@@ -418,6 +444,8 @@ func (m *guardModel) connect(addr, key netip.Addr, accepted <-chan net.Conn) {
 	switch {
 	case m.low:
 		want = false
+	case second:
+		want = room
 	case m.mode == 1:
 		want = room || len(m.spill) > 0
 	case m.mode == 2:
@@ -437,14 +465,14 @@ func (m *guardModel) connect(addr, key netip.Addr, accepted <-chan net.Conn) {
 	}
 	before := slices.Clone(m.spill)
 
-	m.awaitAsk()
-	m.ready = false
-	m.ln.feed <- fuzzItem{c: raw}
+	m.awaitAsk(gd)
+	gd.ready = false
+	gd.ln.feed <- fuzzItem{c: raw}
 	var got net.Conn
 	select {
-	case got = <-accepted:
-	case <-m.ln.asked:
-		m.ready = true
+	case got = <-gd.accepted:
+	case <-gd.ln.asked:
+		gd.ready = true
 	case <-time.After(5 * time.Second):
 		t.Fatal("Accept neither returned nor asked for the next")
 	}
@@ -460,7 +488,7 @@ func (m *guardModel) connect(addr, key netip.Addr, accepted <-chan net.Conn) {
 		client.Close()
 		return
 	}
-	c := &fconn{client: client, raw: raw, srv: got.(*Conn), key: key, slot: true}
+	c := &fconn{client: client, raw: raw, srv: got.(*Conn), key: key, slot: true, second: second}
 
 	// Who was ended to make room.
 	var ended []*fconn
@@ -474,7 +502,7 @@ func (m *guardModel) connect(addr, key netip.Addr, accepted <-chan net.Conn) {
 		if len(ended) != 1 || ended[0] != ends {
 			t.Fatalf("connection from %v at the cap: ended %d connections, the model ends the longest waiting without bytes unread", addr, len(ended))
 		}
-	case m.mode == 1 && !room:
+	case m.mode == 1 && !room && !second:
 		if len(ended) != 1 {
 			t.Fatalf("connection from %v at the cap: ended %d connections, want 1 spilled", addr, len(ended))
 		}
@@ -494,14 +522,17 @@ func (m *guardModel) connect(addr, key netip.Addr, accepted <-chan net.Conn) {
 	if now := m.g.Open(); m.max > 0 && now > m.max && now != open {
 		t.Fatalf("connection from %v took Open from %d to %d, beyond the cap %d", addr, open, now, m.max)
 	}
-	if within {
+	if second {
+	} else if within {
 		c.counted = m.share > 0
 	} else {
 		c.spilled = true
 		m.spill = append(m.spill, c)
 	}
 	m.open = append(m.open, c)
-	m.waits(c)
+	if !second {
+		m.waits(c)
+	}
 }
 
 // checkSpillEnd: e, ended at the cap, is the top holder's oldest, passing
@@ -688,10 +719,11 @@ func (m *guardModel) acceptFails(enfile bool) {
 		errno = syscall.ENFILE
 	}
 	before := m.errs.value()
-	m.awaitAsk()
-	m.ready = false
-	m.ln.feed <- fuzzItem{err: &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", errno)}}
-	m.awaitAsk()
+	gd := m.lns[0]
+	m.awaitAsk(gd)
+	gd.ready = false
+	gd.ln.feed <- fuzzItem{err: &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", errno)}}
+	m.awaitAsk(gd)
 	// Promise: a failed accept is counted and retried, never returned.
 	if m.errs.value() != before+1 {
 		m.t.Fatalf("a failed accept counted %d times", m.errs.value()-before)
