@@ -24,7 +24,9 @@ import (
 // addresses, one of them again as a 4-in-6 address, two addresses of one
 // IPv6 /64 and one of another. The guard is plain, Config.Spill (the
 // edge's) or Config.EndWaiting (the gslb's: the connections waiting for a
-// request are its idle ones), with a cap and a share from the input; a
+// request are its idle ones), with a cap and a share from the input,
+// its refusals closed without a word or answered (Refusal, RefusalPerIP,
+// RefusalMemory: one text each); a
 // second guarded listener, plain and without a share, shares its cap
 // (Config.Budget, as the balancer's data and redirect ports do).
 //
@@ -47,8 +49,12 @@ import (
 //     the cap next (Spill: room made by ending a spilled connection;
 //     EndWaiting: by ending a waiting one, the share checked first); the
 //     share last (Spill: beyond it admitted spilled);
-//   - a refused connection is closed at once (no descriptor held), and
-//     a failed accept never reaches the server;
+//   - a refused connection is closed at once (no descriptor held), or,
+//     answered, its request is answered with the refusal of its reason,
+//     then closed; a failed accept never reaches the server;
+//   - one ended to make room, unanswered and closed by the server,
+//     answers a request on its way as at the cap, else closes without a
+//     word;
 //   - Open equals the slots the model holds: every connection accepted and
 //     not closed, less those ended to make room (their slot passed on),
 //     plus the holds; never negative;
@@ -74,10 +80,10 @@ import (
 //
 // Not reached: time (the per-client sweep runs once a minute, the token
 // bucket is off: no rate; the linger is shortened to 20 ms), stalled
-// writes (EndStalledWrites), refusals written to the
-// client (Refusal nil: closed without a word, so the refusal is
-// synchronous), concurrent accepts and closes (spillrace_linux_test's),
-// more than 16 spilled (the bound on the connections looked at).
+// writes (EndStalledWrites), a refusal with no request (its client always
+// sends one), every linger taken (24 connections open at most),
+// concurrent accepts and closes (spillrace_linux_test's), more than 16
+// spilled (the bound on the connections looked at).
 func FuzzGuardEvents(f *testing.F) {
 	f.Add([]byte{1, 3, 1, 0, 0, 1, 0, 2, 0, 0, 1, 0, 2, 3, 1, 4, 2, 1, 3})
 	f.Add([]byte{2, 2, 2, 0, 0, 0, 1, 0, 2, 6, 0, 5, 1, 0, 3, 3, 1, 0, 4})
@@ -99,6 +105,13 @@ var fuzzClients = []netip.Addr{
 	netip.MustParseAddr("2001:db8::2"), // the same /64
 	netip.MustParseAddr("2001:db8:0:1::1"),
 }
+
+// The refusals of a guard that answers them.
+const (
+	refusedCap    = "at the cap\n"
+	refusedShare  = "beyond the share\n"
+	refusedMemory = "low on memory\n"
+)
 
 // fuzzKeys are the clients fuzzClients count as, by hand: an IPv4 address,
 // an IPv6 /64.
@@ -166,6 +179,8 @@ type fconn struct {
 	unread  int        // bytes its client sent that the server has not read
 	handing bool       // a hand-over pending
 	second  bool       // accepted by the second listener
+	written bool       // the server answered on it
+	noLing  bool       // NoLinger (handed over)
 }
 
 // guarded is one guarded listener and the test's side of it.
@@ -177,23 +192,24 @@ type guarded struct {
 }
 
 type guardModel struct {
-	t      *testing.T
-	g      *Listener // the listener under test
-	lns    [2]*guarded
-	rl     net.Listener
-	mode   int // 0 plain, 1 Spill, 2 EndWaiting
-	max    int
-	share  int
-	low    bool
-	open   []*fconn // accepted, not closed
-	spill  []*fconn // oldest first (per client: filter by key)
-	wait   []*fconn // longest waiting first
-	holds  []func()
-	errs   counter
-	h      Handovers
-	undone int
-	closed []*namedConn
-	fails  int
+	t       *testing.T
+	g       *Listener // the listener under test
+	lns     [2]*guarded
+	rl      net.Listener
+	mode    int  // 0 plain, 1 Spill, 2 EndWaiting
+	answers bool // refusals answered (Refusal, RefusalPerIP, RefusalMemory)
+	max     int
+	share   int
+	low     bool
+	open    []*fconn // accepted, not closed
+	spill   []*fconn // oldest first (per client: filter by key)
+	wait    []*fconn // longest waiting first
+	holds   []func()
+	errs    counter
+	h       Handovers
+	undone  int
+	closed  []*namedConn
+	fails   int
 }
 
 func runGuardEvents(t *testing.T, in []byte) {
@@ -217,13 +233,17 @@ func runGuardEvents(t *testing.T, in []byte) {
 		t.Skip(err)
 	}
 	defer rl.Close()
-	m := &guardModel{t: t, rl: rl, mode: next() % 3, max: next() % 8, share: next() % 4}
+	mode := next()
+	m := &guardModel{t: t, rl: rl, mode: mode % 3, answers: mode/3%2 == 1, max: next() % 8, share: next() % 4}
 	mem := &Memory{}
 	// The second listener shares the first's cap (Config.Budget: the
 	// balancer's data and redirect ports), plain, without a share.
 	budget := NewBudget(m.max)
 	for i := range m.lns {
 		cfg := Config{Name: "fuzz", Budget: budget, Memory: mem}
+		if m.answers {
+			cfg.Refusal, cfg.RefusalPerIP, cfg.RefusalMemory = []byte(refusedCap), []byte(refusedShare), []byte(refusedMemory)
+		}
 		if i == 0 {
 			cfg.Errors, cfg.MaxConnsPerIP = &m.errs, m.share
 			cfg.Spill, cfg.EndWaiting = m.mode == 1, m.mode == 2
@@ -285,7 +305,7 @@ func runGuardEvents(t *testing.T, in []byte) {
 			m.clientClose(m.pick(arg))
 		case 8:
 			what = "server close"
-			m.serverClose(m.pick(arg), arg&1 != 0)
+			m.serverClose(m.pick(arg/2), arg&1 != 0)
 		case 9:
 			if arg&1 == 0 {
 				m.max = arg / 2 % 8
@@ -331,6 +351,7 @@ func runGuardEvents(t *testing.T, in []byte) {
 					c.handing = false
 					m.h.Taken(c.srv)
 					c.srv.NoLinger()
+					c.noLing = true
 				}
 			}
 		}
@@ -441,16 +462,17 @@ func (m *guardModel) connect(addr, key netip.Addr, gd *guarded) {
 	within := m.share == 0 || m.count(key) < m.share
 	var ends *fconn // ended to make room (EndWaiting: known; Spill: checked)
 	want := true
+	why := refusedCap // the refusal expected, if refused
 	switch {
 	case m.low:
-		want = false
+		want, why = false, refusedMemory
 	case second:
 		want = room
 	case m.mode == 1:
 		want = room || len(m.spill) > 0
 	case m.mode == 2:
 		if !within {
-			want = false
+			want, why = false, refusedShare
 		} else if !room {
 			for _, c := range m.wait {
 				if c.unread == 0 {
@@ -462,6 +484,9 @@ func (m *guardModel) connect(addr, key netip.Addr, gd *guarded) {
 		}
 	default:
 		want = room && within
+		if room {
+			why = refusedShare
+		}
 	}
 	before := slices.Clone(m.spill)
 
@@ -481,6 +506,21 @@ func (m *guardModel) connect(addr, key netip.Addr, gd *guarded) {
 			addr, got != nil, want, m.low, room, within, len(m.spill), len(m.wait))
 	}
 	if got == nil {
+		if m.answers {
+			// Promise: a refusal answers the request, for its reason,
+			// then closes.
+			client.Write([]byte("GET"))
+			client.SetReadDeadline(time.Now().Add(time.Second))
+			b, err := io.ReadAll(client)
+			if string(b) != why || err != nil {
+				t.Fatalf("connection from %v refused: read %q (%v), want %q", addr, b, err, why)
+			}
+			client.Close()
+			deadline := time.Now().Add(time.Second)
+			for !raw.closed.Load() && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
 		// Promise: a refused connection is closed (no descriptor held).
 		if !raw.closed.Load() {
 			t.Fatalf("connection from %v refused and left open", addr)
@@ -648,6 +688,7 @@ func (m *guardModel) answer(c *fconn) {
 	if _, err := c.srv.Write([]byte("ok")); err != nil {
 		m.t.Fatal(err)
 	}
+	c.written = true
 	c.client.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := io.ReadFull(c.client, make([]byte, 2)); err != nil {
 		m.t.Fatal(err)
@@ -697,12 +738,28 @@ func (m *guardModel) serverClose(c *fconn, noLinger bool) {
 	}
 	if noLinger {
 		c.srv.NoLinger()
+		c.noLing = true
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.srv.Close() }()
 	c.client.SetReadDeadline(time.Now().Add(time.Second))
-	io.Copy(io.Discard, c.client)
+	b, _ := io.ReadAll(c.client)
 	c.client.Close()
+	if c.ended && !c.written && !c.noLing {
+		// Promise: one ended to make room and closed unanswered answers
+		// a request on its way as at the cap, else closes without a
+		// word.
+		want := ""
+		if c.unread > 0 {
+			want = refusedCap
+		}
+		if !m.answers {
+			want = ""
+		}
+		if string(b) != want {
+			m.t.Fatalf("an ended connection closed: its client read %q, want %q", b, want)
+		}
+	}
 	if err := <-done; err != nil {
 		m.t.Fatal(err)
 	}
