@@ -249,18 +249,29 @@ func TestForgedPeerViewsMoveNoAnswer(t *testing.T) {
 
 	pb.mode.Store(mitmForge)
 	pc.mode.Store(mitmForge)
-	// Twice the rounds a peer unheard stays in the vote.
+	// Twice the rounds a peer unheard stays in the vote. Every peer sees
+	// bal-1 up, so a down vote gslb-a counts from a peer is a forged view
+	// believed: asked with its own probe taken as up, the vote must never
+	// count one. (gslb-a's own probe may time out on a busy machine and move
+	// east for a moment: that failover is its own, not the forger's.)
+	var peerDown int
+	var firstDown string
 	healthtest.WaitUntil(t, "the man in the middle rewrites gslb-a's reads of both peers for several rounds", func() bool {
+		if _, why := a.agreed(memberKey{"ide.ringlb.test.", "east", "bal-1"}, true, "", true); !strings.HasPrefix(why, "down for 0 ") && why != "" {
+			if peerDown++; peerDown == 1 {
+				firstDown = why
+			}
+		}
 		return pb.altered.Load() >= 2*peerStaleRounds && pc.altered.Load() >= 2*peerStaleRounds
 	})
 	moved := failovers(t, a, "east") - before
-	got := answerIPs(queryFrom(t, a, "udp", "127.0.0.1", "ide.ringlb.test.", 1, nil))
 	_, why := a.agreed(memberKey{"ide.ringlb.test.", "east", "bal-1"}, true, "", true)
-	t.Logf("after %d and %d forged views: gslb-a answers east's clients %s, failed east over %.0f times, bal-1 %q; %.0f answers refused",
-		pb.altered.Load(), pc.altered.Load(), got, moved, why, answersRefused(t, ma)-refused)
-	if moved != 0 || got != "192.0.2.1" {
-		t.Errorf("forged peer views moved gslb-a's answers: east failed over %.0f times, east's clients get %s (bal-1 is up for every nameserver)", moved, got)
+	t.Logf("after %d and %d forged views: gslb-a failed east over %.0f times (its own probe's doing unless a peer's down vote was counted), bal-1 %q; %.0f answers refused",
+		pb.altered.Load(), pc.altered.Load(), moved, why, answersRefused(t, ma)-refused)
+	if peerDown > 0 {
+		t.Errorf("forged peer views counted as down votes for bal-1 (up for every nameserver) in %d looks: %q", peerDown, firstDown)
 	}
+	waitAnswer(t, a, "127.0.0.1", "192.0.2.1") // east's clients get east's member
 	if answersRefused(t, ma) == refused {
 		t.Errorf("ringlb_peer_answers_refused_total did not count the forged answers")
 	}
