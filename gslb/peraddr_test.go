@@ -158,9 +158,11 @@ func TestTCPWaitingConnectionsCannotHoldEverySlot(t *testing.T) {
 			cfg := gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), "")
 			cfg.MaxTCPConnections = 64
 			cfg.MaxTCPConnectionsPerIP = 8
-			// A first-read deadline beyond the test, as a flood that
-			// reopens its connections would hold them.
-			s := startGSLBWith(t, cfg, func(s *Server) { s.tcpReadTimeout = 2 * time.Minute })
+			// First-read and idle deadlines beyond the test, as a flood
+			// that reopens its connections would hold them: on a busy
+			// machine the flood's set-up outlasted the 10 s idle one, its
+			// answered connections closed and left room.
+			s := startGSLBWith(t, cfg, func(s *Server) { s.tcpReadTimeout, s.tcpIdleTimeout = 2*time.Minute, 2*time.Minute })
 			guard := s.tcpGuard.Load()
 			var conns []net.Conn
 			t.Cleanup(func() {

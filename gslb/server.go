@@ -81,6 +81,9 @@ type Server struct {
 	// tcpReadTimeout and tcpWriteTimeout bound a TCP connection's first
 	// read and each write (tcp.go).
 	tcpReadTimeout, tcpWriteTimeout time.Duration
+	// tcpIdleTimeout bounds a TCP connection's wait between queries
+	// (tests hold their connections longer).
+	tcpIdleTimeout time.Duration
 	// tcpWriteStall is how long a write waits on a client that does not
 	// read before the connection may be ended to make room (tcp.go).
 	tcpWriteStall time.Duration
@@ -137,7 +140,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), transfersOut: make(chan struct{}, maxTransfersOut), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, tcpWriteStall: tcpWriteStall, mem: acceptguard.Process, now: time.Now, resignTick: resignTick}
+	s := &Server{name: name, logger: logger.With("component", "gslb"), reg: reg, notifyKick: make(chan struct{}, 1), transfersOut: make(chan struct{}, maxTransfersOut), tcpReadTimeout: tcpReadTimeout, tcpWriteTimeout: tcpWriteTimeout, tcpIdleTimeout: tcpIdleTimeout, tcpWriteStall: tcpWriteStall, mem: acceptguard.Process, now: time.Now, resignTick: resignTick}
 	s.background, s.stop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg)
 	if err != nil {
@@ -316,7 +319,7 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	}
 	s.tcpListener = ln
 	s.tcp = &dns.Server{Listener: served, Handler: handler, NotifyStartedFunc: func() { close(tcpUp) }, MsgAcceptFunc: accept, MsgInvalidFunc: invalid, TsigProvider: tsigProvider{s},
-		ReadTimeout: s.tcpReadTimeout, IdleTimeout: func() time.Duration { return tcpIdleTimeout }, MaxTCPQueries: tcpMaxQueries,
+		ReadTimeout: s.tcpReadTimeout, IdleTimeout: func() time.Duration { return s.tcpIdleTimeout }, MaxTCPQueries: tcpMaxQueries,
 		DecorateReader: func(r dns.Reader) dns.Reader { return queryReader{r} }}
 	s.addr = pcs[0].LocalAddr().String()
 	udp := s.udp
