@@ -498,6 +498,18 @@ func TestSignedZoneRefusesItsOwnDNSSECRecords(t *testing.T) {
 // its output.
 func delvRun(t *testing.T, s *Server, anchor *dns.DNSKEY, src string, args ...string) string {
 	t.Helper()
+	return newDelv(t, s, anchor).run(src, args...)
+}
+
+// delv asks one server with trust in one anchor; run may be called from
+// several goroutines.
+type delv struct {
+	path, anchors, root, host, port string
+}
+
+// newDelv writes anchor's trust-anchors file for delv against s.
+func newDelv(t *testing.T, s *Server, anchor *dns.DNSKEY) *delv {
+	t.Helper()
 	path, err := exec.LookPath("delv")
 	if err != nil {
 		t.Skip("delv not installed (apt-get install bind9-dnsutils): no real validator to check signatures against")
@@ -510,11 +522,16 @@ func delvRun(t *testing.T, s *Server, anchor *dns.DNSKEY, src string, args ...st
 		t.Fatal(err)
 	}
 	host, port, _ := net.SplitHostPort(s.Addr())
+	return &delv{path: path, anchors: anchors, root: "+root=" + strings.TrimSuffix(anchor.Hdr.Name, "."), host: host, port: port}
+}
+
+// run runs delv from the source address src with args, and returns its
+// output.
+func (d *delv) run(src string, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	root := "+root=" + strings.TrimSuffix(anchor.Hdr.Name, ".")
-	full := append([]string{"@" + host, "-p", port, "-b", src, "-a", anchors, root, "+nocrypto"}, args...)
-	out, _ := exec.CommandContext(ctx, path, full...).CombinedOutput()
+	full := append([]string{"@" + d.host, "-p", d.port, "-b", src, "-a", d.anchors, d.root, "+nocrypto"}, args...)
+	out, _ := exec.CommandContext(ctx, d.path, full...).CombinedOutput()
 	return string(out)
 }
 
