@@ -37,6 +37,7 @@ var (
 	errCoding      = errors.New(`a Transfer-Encoding other than "chunked"`)
 	errBothFraming = errors.New("both Content-Length and Transfer-Encoding")
 	errUpgradeBody = errors.New("upgrade request with a body")
+	errHeadBody    = errors.New("HEAD request with a body")
 	// errBodyTooLarge: a declared body over max_body_bytes, or a chunked
 	// one that grew past it while it streamed to the edge.
 	errBodyTooLarge = errors.New("request body too large")
@@ -208,6 +209,12 @@ func refusal(h *fasthttp.RequestHeader, maxBody int64) (int, error) {
 	// may read. A body here is a second request in disguise.
 	if (chunked || length > 0) && isWebSocketUpgrade(h) {
 		return fasthttp.StatusBadRequest, errUpgradeBody
+	}
+	// Nor does a HEAD (its content has no meaning, RFC 9110 9.3.2): a
+	// backend that reads no body after one reads it as the next request.
+	// HAProxy and nginx forward it. In any case, as TRACE above.
+	if (chunked || length > 0) && asciiEqualFold(h.Method(), fasthttp.MethodHead) {
+		return fasthttp.StatusBadRequest, errHeadBody
 	}
 	// Refused before a byte of the body is forwarded; a chunked body is
 	// counted as it streams (bodyLimit).

@@ -265,6 +265,11 @@ func TestSmugglingPayloads(t *testing.T) {
 		{"websocket upgrade", wsHead + "\r\n", want{statuses: []int{101}, bodies: []int64{0}}},
 		{"websocket upgrade content-length 0", wsHead + "Content-Length: 0\r\n\r\n", want{statuses: []int{101}, bodies: []int64{0}}},
 
+		// A HEAD's body has no meaning (RFC 9110 9.3.2): a backend that
+		// reads no body after a HEAD reads this one as a request.
+		{"HEAD with a content-length body", "HEAD /up HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n" + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(smuggled)) + smuggled, refused},
+		{"HEAD with a chunked body", "HEAD /up HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(smuggled) + "0\r\n\r\n", refused},
+		{"HEAD content-length 0", "HEAD /up HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\nContent-Length: 0\r\n\r\n", want{statuses: []int{200}, bodies: []int64{0}}},
 		{"CL.TE", withBoth("Transfer-Encoding: chunked\r\n"), refused},
 		{"TE.CL", postHead + "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n" + chunk(smuggled) + "0\r\n\r\n", refused},
 		{"TE.TE xchunked", withBoth("Transfer-Encoding: xchunked\r\n"), refused},
