@@ -539,6 +539,17 @@ func BenchmarkTableRecord(b *testing.B) {
 	}
 }
 
+// staticPairRings are the rings of two balancers over the static edges
+// edge-a, edge-b and edge-c, and their shared clock (now).
+func staticPairRings() (r1, r2 *ring.Ring, now *int64) {
+	edges := []ring.Member{{Name: "edge-a", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}, {Name: "edge-c", URL: "http://127.0.0.1:3", Weight: 1}}
+	r1, r2 = ring.New(ring.DefaultConfig()), ring.New(ring.DefaultConfig())
+	r1.Update(edges)
+	r2.Update(edges)
+	t := time.Now().UnixNano()
+	return r1, r2, &t
+}
+
 // Two balancers place one new key at once, bal-2 on edge-a a moment
 // before the drain of edge-a reaches its deadline there, bal-1 on the
 // key's owner on its ring without edge-a a moment after. bal-2's
@@ -549,13 +560,9 @@ func BenchmarkTableRecord(b *testing.B) {
 // split while its ring and bal-1's differ). A placement on a backend that takes no live keys here gives way
 // to one of the same version on a backend that does, as lookup treats it.
 func TestPlacementOnADrainedEdgeGivesWay(t *testing.T) {
-	edges := []ring.Member{{Name: "edge-a", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}, {Name: "edge-c", URL: "http://127.0.0.1:3", Weight: 1}}
-	r1, r2 := ring.New(ring.DefaultConfig()), ring.New(ring.DefaultConfig())
-	r1.Update(edges)
-	r2.Update(edges)
-	now := time.Now().UnixNano()
-	b1, bal1 := staticTable(t, "bal-1", r1, &now)
-	b2, _ := staticTable(t, "bal-2", r2, &now)
+	r1, r2, now := staticPairRings()
+	b1, bal1 := staticTable(t, "bal-1", r1, now)
+	b2, _ := staticTable(t, "bal-2", r2, now)
 	key := (&harness{ring: r2}).keyOwnedBy(t, "edge-a")
 	h := xxhash.Sum64String(key)
 
@@ -563,9 +570,9 @@ func TestPlacementOnADrainedEdgeGivesWay(t *testing.T) {
 	if res := b2.record(h, "edge-a", basis, netipLocal, nil); res != recorded {
 		t.Fatalf("bal-2's placement: %d", res)
 	}
-	now += int64(time.Millisecond)
+	*now += int64(time.Millisecond)
 	for _, tb := range []*sessionTable{b1, b2} {
-		tb.setDrain("edge-a", true, time.Unix(0, now))
+		tb.setDrain("edge-a", true, time.Unix(0, *now))
 		tb.tick()
 	}
 	owner, _ := r1.Locate([]byte(key))
@@ -581,7 +588,7 @@ func TestPlacementOnADrainedEdgeGivesWay(t *testing.T) {
 		s.mu.Lock()
 		e := s.entries[h]
 		s.mu.Unlock()
-		to.merge(from.wireRecord(h, e, now, from.settings.Load()), true)
+		to.merge(from.wireRecord(h, e, *now, from.settings.Load()), true)
 	}
 	exchange(b2, b1)
 	exchange(b1, b2)
@@ -603,13 +610,9 @@ func TestPlacementOnADrainedEdgeGivesWay(t *testing.T) {
 // agreed, and it routed the key by its ring. The move on the drained edge
 // gives way to the live placement, whatever their versions.
 func TestMoveToADrainedEdgeGivesWay(t *testing.T) {
-	edges := []ring.Member{{Name: "edge-a", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}, {Name: "edge-c", URL: "http://127.0.0.1:3", Weight: 1}}
-	r1, r2 := ring.New(ring.DefaultConfig()), ring.New(ring.DefaultConfig())
-	r1.Update(edges)
-	r2.Update(edges)
-	now := time.Now().UnixNano()
-	b1, bal1 := staticTable(t, "bal-1", r1, &now)
-	b2, bal2 := staticTable(t, "bal-2", r2, &now)
+	r1, r2, now := staticPairRings()
+	b1, bal1 := staticTable(t, "bal-1", r1, now)
+	b2, bal2 := staticTable(t, "bal-2", r2, now)
 	key := (&harness{ring: r1}).keyOwnedBy(t, "edge-b")
 	h := xxhash.Sum64String(key)
 	send := func(from, to *sessionTable) {
@@ -617,7 +620,7 @@ func TestMoveToADrainedEdgeGivesWay(t *testing.T) {
 		s.mu.Lock()
 		e := s.entries[h]
 		s.mu.Unlock()
-		to.merge(from.wireRecord(h, e, now, from.settings.Load()), true)
+		to.merge(from.wireRecord(h, e, *now, from.settings.Load()), true)
 	}
 	// The session on edge-b, through bal-1; bal-2 has it.
 	_, basis, _ := b1.lookup(h, r1.Snapshot())
@@ -637,9 +640,9 @@ func TestMoveToADrainedEdgeGivesWay(t *testing.T) {
 	}
 	// edge-a's drain reaches its deadline on both; bal-2's tunnel there
 	// closes. Then each balancer's refresh reaches the other.
-	now += int64(time.Second)
+	*now += int64(time.Second)
 	for _, tb := range []*sessionTable{b1, b2} {
-		tb.setDrain("edge-a", true, time.Unix(0, now))
+		tb.setDrain("edge-a", true, time.Unix(0, *now))
 		tb.tick()
 	}
 	send(b2, b1)
@@ -661,13 +664,9 @@ func TestMoveToADrainedEdgeGivesWay(t *testing.T) {
 // closed. A record older than the entry of its backend here is answered,
 // so the tables agree on versions too.
 func TestOlderVersionOfOnePlacementIsAnswered(t *testing.T) {
-	edges := []ring.Member{{Name: "edge-a", URL: "http://127.0.0.1:1", Weight: 1}, {Name: "edge-b", URL: "http://127.0.0.1:2", Weight: 1}, {Name: "edge-c", URL: "http://127.0.0.1:3", Weight: 1}}
-	r1, r2 := ring.New(ring.DefaultConfig()), ring.New(ring.DefaultConfig())
-	r1.Update(edges)
-	r2.Update(edges)
-	now := time.Now().UnixNano()
-	b1, bal1 := staticTable(t, "bal-1", r1, &now)
-	b2, _ := staticTable(t, "bal-2", r2, &now)
+	r1, r2, now := staticPairRings()
+	b1, bal1 := staticTable(t, "bal-1", r1, now)
+	b2, _ := staticTable(t, "bal-2", r2, now)
 	// What each tells the other waits in its sync's queue (deltas and
 	// answers), delivered by hand.
 	for _, tb := range []*sessionTable{b1, b2} {
@@ -687,7 +686,7 @@ func TestOlderVersionOfOnePlacementIsAnswered(t *testing.T) {
 	}
 	refresh := func(from, to *sessionTable) {
 		from.each(func(h uint64, e *entry) {
-			to.merge(from.wireRecord(h, *e, now, from.settings.Load()), false)
+			to.merge(from.wireRecord(h, *e, *now, from.settings.Load()), false)
 		})
 	}
 	key := "a session"
@@ -705,7 +704,7 @@ func TestOlderVersionOfOnePlacementIsAnswered(t *testing.T) {
 	b2.sync.Load().pending = nil // lost
 	b2.sync.Load().mu.Unlock()
 	// bal-1, restarted and knowing none of it, places it on edge-b.
-	now += int64(time.Millisecond)
+	*now += int64(time.Millisecond)
 	_, basis, _ = b1.lookup(h, r1.Snapshot())
 	t1 := &tunnel{b: bal1, edge: "edge-b", key: key}
 	bal1.registerTunnel(t1)
@@ -715,7 +714,7 @@ func TestOlderVersionOfOnePlacementIsAnswered(t *testing.T) {
 	refresh(b1, b2)
 	deliver(b2, b1) // what bal-2 has to say about it
 	// edge-b fails a dial at bal-1: its next participant goes to edge-c.
-	now += int64(time.Millisecond)
+	*now += int64(time.Millisecond)
 	_, basis, _ = b1.lookup(h, r1.Snapshot())
 	t2 := &tunnel{b: bal1, edge: "edge-c", key: key}
 	bal1.registerTunnel(t2)

@@ -1144,16 +1144,7 @@ func (st *state) owned(rrs []dns.RR, name string, z *zone) []dns.RR {
 	if rrs[0].Header().Rrtype == dns.TypeSOA {
 		return []dns.RR{st.soa(z)}
 	}
-	if rrs[0].Header().Name == name {
-		return rrs
-	}
-	out := make([]dns.RR, len(rrs))
-	for i, rr := range rrs {
-		c := dns.Copy(rr)
-		c.Header().Name = name
-		out[i] = c
-	}
-	return out
+	return renamed(rrs, name)
 }
 
 func (st *state) soa(z *zone) *dns.SOA {
