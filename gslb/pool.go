@@ -141,7 +141,11 @@ func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error)
 						host = v.ServerName
 					}
 					mem.prober = health.NewNamedProber(mon, target, host, verify[rc.Monitor], func(up bool, why string) { p.memberChanged(key, up, why) }, logger)
-					mem.prober.OnSettled(func() { p.memberSettled(key) })
+					// Checks confirming the start state are no transition, but the
+					// node's vote now counts (agreed), which can change the answers:
+					// a node started while its peers saw a member down kept it out
+					// until something rebuilt.
+					mem.prober.OnSettled(p.rebuild)
 				}
 				r.members = append(r.members, mem)
 			}
@@ -231,7 +235,7 @@ func (p *pools) inherit(old *pools) {
 		}
 	}
 	for k, v := range old.overrides {
-		if n := p.names[k.name]; n != nil && n.regions[k.region] != nil && slices.ContainsFunc(n.regions[k.region].members, func(m *member) bool { return m.cfg.Name == k.member }) {
+		if p.configured(k) {
 			p.overrides[k] = v
 		}
 	}
@@ -269,14 +273,6 @@ func (p *pools) memberChanged(k memberKey, up bool, why string) {
 	p.rebuild()
 }
 
-// memberSettled: checks confirmed the state m's prober started with. No
-// transition, but its vote now counts (agreed), which can change the
-// answers: a node started while its peers saw the member down went by
-// their view and kept it out, and nothing rebuilt once its own checks
-// found it up (a tie: served).
-func (p *pools) memberSettled(k memberKey) {
-	p.rebuild()
-}
 
 // servable reports whether m is in the answer set, and why.
 func (p *pools) servable(m *member) (bool, string) {
@@ -447,8 +443,7 @@ func (p *pools) saved() ([]savedOverride, []savedLatch) {
 func (p *pools) restore(overrides []savedOverride, latches []savedLatch) (skipped []string) {
 	p.mu.Lock()
 	for _, o := range overrides {
-		n := p.names[o.Name]
-		if n == nil || n.regions[o.Region] == nil || !slices.ContainsFunc(n.regions[o.Region].members, func(m *member) bool { return m.cfg.Name == o.Member }) {
+		if !p.configured(memberKey{o.Name, o.Region, o.Member}) {
 			skipped = append(skipped, o.Name+"/"+o.Region+"/"+o.Member)
 			continue
 		}
@@ -593,17 +588,22 @@ func pick(dst, addrs []netip.Addr, max int, client netip.Addr) []netip.Addr {
 	return dst
 }
 
+// configured reports whether k names a member of the config p was built
+// from: an override of any other is refused, dropped on a reload, skipped
+// on a restore.
+func (p *pools) configured(k memberKey) bool {
+	n := p.names[k.name]
+	return n != nil && n.regions[k.region] != nil &&
+		slices.ContainsFunc(n.regions[k.region].members, func(m *member) bool { return m.cfg.Name == k.member })
+}
+
 // setOverride sets (or with mode "" clears) a member's serve mode.
 func (p *pools) setOverride(name, region, memberName, mode string) error {
 	n := p.names[name]
 	if n == nil || n.regions[region] == nil {
 		return fmt.Errorf("no region %s of name %s", region, name)
 	}
-	found := false
-	for _, m := range n.regions[region].members {
-		found = found || m.cfg.Name == memberName
-	}
-	if !found {
+	if !p.configured(memberKey{name, region, memberName}) {
 		return fmt.Errorf("no member %s in region %s of %s", memberName, region, name)
 	}
 	switch mode {

@@ -319,7 +319,7 @@ func (h *pfHarness) event(op, arg byte, n *pfNode) string {
 		case up != was.up: // a transition: onChange
 			p.memberChanged(m.key, up, "")
 		case !was.settled: // its start state confirmed: OnSettled
-			p.memberSettled(m.key)
+			p.rebuild()
 		}
 		h.modelLatches(n)
 		h.clean = false
