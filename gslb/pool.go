@@ -273,7 +273,6 @@ func (p *pools) memberChanged(k memberKey, up bool, why string) {
 	p.rebuild()
 }
 
-
 // servable reports whether m is in the answer set, and why.
 func (p *pools) servable(m *member) (bool, string) {
 	mode := m.cfg.ServeMode

@@ -28,7 +28,7 @@ import (
 //
 // Monitors are not run: a member's probe result is fed as the prober's
 // goroutine would leave it (Seed, then memberChanged on a transition, as a
-// prober calls onChange only then, and memberSettled when checks first
+// prober calls onChange only then, and the pools rebuild when checks first
 // confirm the state it started with, as OnSettled's hook is called). Peers are read through the real
 // exchangeOnce over an http.Client whose transport answers each node's GET
 // /api/monitors with that node's own localMonitors (or 503 while it
