@@ -61,21 +61,16 @@ func dnameTarget(d *dns.DNAME, name string) (string, bool) {
 // root, in presentation form: an escape is one octet). dns.IsDomainName
 // lets 256 through.
 func nameWireLen(name string) int {
-	n := 1 // the root's
-	for i := 0; i < len(name); i++ {
-		if name[i] == '\\' {
-			if i+3 < len(name) && isDigit(name[i+1]) && isDigit(name[i+2]) && isDigit(name[i+3]) {
-				i += 3
-			} else {
-				i++
-			}
-		}
-		n++ // a label's octet, or its length where a dot ends it
+	// The DNS library's own packing reads the escapes; it does not refuse
+	// a name past 255 octets, it counts it. A rewritten name is a query's
+	// prefix and a target, each at most 255: twice that fits.
+	var buf [2 * 256]byte
+	n, err := dns.PackDomainName(dns.Fqdn(name), buf[:], 0, nil, false)
+	if err != nil {
+		return len(buf)
 	}
 	return n
 }
-
-func isDigit(b byte) bool { return '0' <= b && b <= '9' }
 
 // synthesise is the CNAME d makes for name (RFC 6672 3.1): its TTL the
 // DNAME's.
