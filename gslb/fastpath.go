@@ -234,9 +234,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	case dns.MsgIgnore:
 		return
 	case dns.MsgReject:
-		m := new(dns.Msg)
-		m.SetRcode(r, dns.RcodeFormatError)
-		m.CheckingDisabled = false // as finish
+		m := replyTo(r, dns.RcodeFormatError)
 		if b, err := m.Pack(); err == nil {
 			s.count(st, r, m, addr.String())
 			l.send(b, addr)

@@ -939,9 +939,7 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 func (s *Server) screen(st *state, r *dns.Msg, tcp bool, tsigStatus error) *dns.Msg {
 	if why := malformed(r); why != "" {
 		s.logger.Debug("query refused", "rcode", "FORMERR", "why", why)
-		m := new(dns.Msg).SetRcode(r, dns.RcodeFormatError)
-		m.CheckingDisabled = false // as finish
-		return m
+		return replyTo(r, dns.RcodeFormatError)
 	}
 	var rcode int
 	switch opt := r.IsEdns0(); {
@@ -1000,6 +998,15 @@ func malformed(r *dns.Msg) string {
 		}
 	}
 	return ""
+}
+
+// replyTo is the head of an answer to r with rcode that does not go through
+// finish: the ID, opcode and question echoed, RD copied (SetRcode), CD clear
+// as in every answer (finish).
+func replyTo(r *dns.Msg, rcode int) *dns.Msg {
+	m := new(dns.Msg).SetRcode(r, rcode)
+	m.CheckingDisabled = false
+	return m
 }
 
 // finish completes m, the answer to r: our OPT when r has one (advertising

@@ -50,9 +50,7 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 	refuse := func(rcode int, why string) {
 		// Every refusal is in queries_total; the log says it sparingly.
 		s.xfrRefusedLog.Warn(s.logger, "zone transfer refused", "zone", q.Name, "client", w.RemoteAddr().String(), "why", why)
-		m := new(dns.Msg)
-		m.SetRcode(r, rcode)
-		m.CheckingDisabled = false // as every answer (finish)
+		m := replyTo(r, rcode)
 		s.signReply(m, r, nil)
 		s.metrics.query(q.Qtype, rcode)
 		w.WriteMsg(m)
@@ -117,10 +115,8 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 // zone's case; the slower way costs more than a replay of before
 // (BenchmarkSignedAXFR, same-serial-other-case), less than a build.
 func (s *Server) sendTransfer(w dns.ResponseWriter, r *dns.Msg, xfr *builtTransfer) error {
-	reply := new(dns.Msg)
-	reply.SetReply(r)
+	reply := replyTo(r, dns.RcodeSuccess)
 	reply.Authoritative = true
-	reply.CheckingDisabled = false // as every answer (finish)
 	reply.Compress = true
 	head, err := reply.Pack()
 	if err != nil {
