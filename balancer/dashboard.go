@@ -381,7 +381,7 @@ func (b *Balancer) callPeer(ctx context.Context, method, node, target string, op
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := b.keyring().ReadAnswer(resp, b.name, node, peerBodyLimit)
+	body, err := b.keyring().ReadAnswer(resp, b.name, node, health.PeerSigningAnswer, peerBodyLimit)
 	switch {
 	case err != nil && operator != nil && errors.Is(err, health.ErrAnswerUnsigned):
 		// Neither done nor refused: the node's audit log says which.

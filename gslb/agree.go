@@ -212,7 +212,7 @@ func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, node, a
 	}
 	// Its view only as the peer signed it for this read: an answer
 	// altered or replayed on the way is no view (a peer unheard).
-	raw, err := s.keyring.Load().ReadAnswer(resp, s.name, node, maxPeerBody)
+	raw, err := s.keyring.Load().ReadAnswer(resp, s.name, node, health.PeerSigningAnswer, maxPeerBody)
 	if err != nil {
 		return peerReport{}, fmt.Errorf("GET %s/api/monitors: %w", admin, err)
 	}

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/healthtest"
@@ -204,23 +202,6 @@ func (p *mitm) ask(req *http.Request) (*http.Response, []byte, error) {
 	return resp, body, err
 }
 
-// answersRefused reads ringlb_peer_answers_refused_total of the membership m.
-func answersRefused(t *testing.T, m *health.Membership) float64 {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.Collector())
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "ringlb_peer_answers_refused_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return 0
-}
-
 const bal1Key = "ide.ringlb.test./east/bal-1"
 
 // Three nameservers, each probing east's member bal-1 and seeing it up.
@@ -245,7 +226,7 @@ func TestForgedPeerViewsMoveNoAnswer(t *testing.T) {
 		return why == "down for 0 of 3 gslb nodes"
 	})
 	waitAnswer(t, a, "127.0.0.1", "192.0.2.1")
-	before, refused := failovers(t, a, "east"), answersRefused(t, ma)
+	before, refused := failovers(t, a, "east"), healthtest.AnswersRefused(t, ma)
 
 	pb.mode.Store(mitmForge)
 	pc.mode.Store(mitmForge)
@@ -267,12 +248,12 @@ func TestForgedPeerViewsMoveNoAnswer(t *testing.T) {
 	moved := failovers(t, a, "east") - before
 	_, why := a.agreed(memberKey{"ide.ringlb.test.", "east", "bal-1"}, true, "", true)
 	t.Logf("after %d and %d forged views: gslb-a failed east over %.0f times (its own probe's doing unless a peer's down vote was counted), bal-1 %q; %.0f answers refused",
-		pb.altered.Load(), pc.altered.Load(), moved, why, answersRefused(t, ma)-refused)
+		pb.altered.Load(), pc.altered.Load(), moved, why, healthtest.AnswersRefused(t, ma)-refused)
 	if peerDown > 0 {
 		t.Errorf("forged peer views counted as down votes for bal-1 (up for every nameserver) in %d looks: %q", peerDown, firstDown)
 	}
 	waitAnswer(t, a, "127.0.0.1", "192.0.2.1") // east's clients get east's member
-	if answersRefused(t, ma) == refused {
+	if healthtest.AnswersRefused(t, ma) == refused {
 		t.Errorf("ringlb_peer_answers_refused_total did not count the forged answers")
 	}
 }
@@ -348,15 +329,15 @@ func TestPeerOfAnEarlierReleaseIsReadUnsigned(t *testing.T) {
 		t.Errorf("gslb-a did not read an earlier release's peer: heard %v, east's clients get %s", heard, got)
 	}
 
-	refused := answersRefused(t, ma)
+	refused := healthtest.AnswersRefused(t, ma)
 	announce(health.PeerSigningAnswer)
 	healthtest.WaitUntil(t, "gslb-a drops gslb-b's unsigned view", func() bool {
 		_, heard := a.peers.Load().reports["gslb-b"]
 		return !heard
 	})
 	waitAnswer(t, a, "127.0.0.1", "192.0.2.2")
-	t.Logf("gslb-b announcing %d: %.0f unsigned answers refused", health.PeerSigningAnswer, answersRefused(t, ma)-refused)
-	if answersRefused(t, ma) == refused {
+	t.Logf("gslb-b announcing %d: %.0f unsigned answers refused", health.PeerSigningAnswer, healthtest.AnswersRefused(t, ma)-refused)
+	if healthtest.AnswersRefused(t, ma) == refused {
 		t.Errorf("ringlb_peer_answers_refused_total did not count the unsigned answers")
 	}
 }

@@ -86,26 +86,29 @@ func (k *Keyring) VerifyAnswer(header, self, peer, request string, status int, b
 	return nil
 }
 
-// signsAnswers reports whether node signs its answers to signed reads:
-// any node but a member announcing an earlier release's form.
-func (k *Keyring) signsAnswers(node string) bool {
+// signsAnswers reports whether node signs the answers of form (the
+// PeerSigning form that began signing them): any node but a member
+// announcing an earlier release's form.
+func (k *Keyring) signsAnswers(node string, form int) bool {
 	if k.members == nil {
 		return true
 	}
 	n, ok := k.members(node)
-	return !ok || n.Meta.PeerSigning >= PeerSigningAnswer
+	return !ok || n.Meta.PeerSigning >= form
 }
 
-// ReadAnswer reads the body of resp, the answer of the node peer to a read
-// that the node self signed (SignRequest), at most limit bytes. With a
-// cluster key, from a peer announcing PeerSigningAnswer, the answer must
-// carry the peer's valid configs.HeaderPeerAnswer for that request, its
-// status and body, else it is ErrAnswerUnsigned: counted
+// ReadAnswer reads the body of resp, the answer of the node peer to a
+// request that the node self signed (SignRequest), at most limit bytes;
+// form is the PeerSigning form from which such answers are signed
+// (PeerSigningAnswer for an admin read or change, PeerSigningClaimAnswer
+// for a claim). With a cluster key, from a peer announcing form, the
+// answer must carry the peer's valid configs.HeaderPeerAnswer for that
+// request, its status and body, else it is ErrAnswerUnsigned: counted
 // (ringlb_peer_answers_refused_total) and logged when a peer's answers
 // begin to be refused and when they verify again. An earlier release's
 // peer is read as before: its body, cut at limit.
-func (k *Keyring) ReadAnswer(resp *http.Response, self, peer string, limit int64) ([]byte, error) {
-	if !k.Enabled() || !k.signsAnswers(peer) {
+func (k *Keyring) ReadAnswer(resp *http.Response, self, peer string, form int, limit int64) ([]byte, error) {
+	if !k.Enabled() || !k.signsAnswers(peer, form) {
 		return io.ReadAll(io.LimitReader(resp.Body, limit))
 	}
 	// One byte beyond: a body cut at limit cannot be checked.

@@ -106,24 +106,29 @@ func TestReadAnswer(t *testing.T) {
 		}
 		return resp
 	}
-	if got, err := kr.ReadAnswer(answer("gslb-old", false, body), "gslb-a", "gslb-old", 1<<20); err != nil || !bytes.Equal(got, body) {
+	if got, err := kr.ReadAnswer(answer("gslb-old", false, body), "gslb-a", "gslb-old", PeerSigningAnswer, 1<<20); err != nil || !bytes.Equal(got, body) {
 		t.Errorf("an earlier release's unsigned answer: %q %v", got, err)
 	}
-	if got, err := kr.ReadAnswer(answer("gslb-b", true, body), "gslb-a", "gslb-b", 1<<20); err != nil || !bytes.Equal(got, body) {
+	if got, err := kr.ReadAnswer(answer("gslb-b", true, body), "gslb-a", "gslb-b", PeerSigningAnswer, 1<<20); err != nil || !bytes.Equal(got, body) {
 		t.Errorf("a signed answer: %q %v", got, err)
 	}
 	for range 3 {
-		if _, err := kr.ReadAnswer(answer("gslb-b", false, body), "gslb-a", "gslb-b", 1<<20); !errors.Is(err, ErrAnswerUnsigned) {
+		if _, err := kr.ReadAnswer(answer("gslb-b", false, body), "gslb-a", "gslb-b", PeerSigningAnswer, 1<<20); !errors.Is(err, ErrAnswerUnsigned) {
 			t.Errorf("an unsigned answer from a node that signs them: %v, want %v", err, ErrAnswerUnsigned)
 		}
 	}
-	if _, err := kr.ReadAnswer(answer("gslb-b", true, body), "gslb-a", "gslb-b", int64(len(body)-1)); !errors.Is(err, ErrAnswerUnsigned) {
+	if _, err := kr.ReadAnswer(answer("gslb-b", true, body), "gslb-a", "gslb-b", PeerSigningAnswer, int64(len(body)-1)); !errors.Is(err, ErrAnswerUnsigned) {
 		t.Errorf("a signed answer beyond the bound: %v, want refused", err)
 	}
-	if _, err := kr.ReadAnswer(answer("gslb-b", true, body), "gslb-a", "gslb-b", 1<<20); err != nil {
+	if _, err := kr.ReadAnswer(answer("gslb-b", true, body), "gslb-a", "gslb-b", PeerSigningAnswer, 1<<20); err != nil {
 		t.Errorf("a signed answer again: %v", err)
 	}
-	if _, err := kr.ReadAnswer(answer("gslb-new", false, body), "gslb-a", "gslb-new", 1<<20); !errors.Is(err, ErrAnswerUnsigned) {
+	// A form the node does not announce yet: its answers of that kind are
+	// an earlier release's, unsigned.
+	if got, err := kr.ReadAnswer(answer("gslb-b", false, body), "gslb-a", "gslb-b", PeerSigningClaimAnswer, 1<<20); err != nil || !bytes.Equal(got, body) {
+		t.Errorf("an unsigned answer of a later form than the node announces: %q %v", got, err)
+	}
+	if _, err := kr.ReadAnswer(answer("gslb-new", false, body), "gslb-a", "gslb-new", PeerSigningAnswer, 1<<20); !errors.Is(err, ErrAnswerUnsigned) {
 		t.Errorf("an unsigned answer from a node not (yet) a member: %v, want refused", err)
 	}
 	if n := kr.answers.refused.Load(); n != 5 {
@@ -135,7 +140,7 @@ func TestReadAnswer(t *testing.T) {
 		t.Errorf("log lines: %d, want 3: refused (once for 4 refusals), verifying again, the new node refused", len(lines))
 	}
 	var none *Keyring
-	if got, err := none.ReadAnswer(answer("gslb-b", false, body), "gslb-a", "gslb-b", 1<<20); err != nil || !bytes.Equal(got, body) {
+	if got, err := none.ReadAnswer(answer("gslb-b", false, body), "gslb-a", "gslb-b", PeerSigningAnswer, 1<<20); err != nil || !bytes.Equal(got, body) {
 		t.Errorf("a cluster without a key reads answers as they come: %q %v", got, err)
 	}
 }

@@ -67,7 +67,7 @@ type Meta struct {
 	Load *Load `json:"load,omitempty"`
 	// PeerSigning is the form of the peer signatures (configs.HeaderPeer)
 	// the node makes and, from nodes announcing it, requires: Join sets
-	// PeerSigningAnswer. Absent (0): a node of an earlier release, whose
+	// PeerSigningClaimAnswer, the latest. Absent (0): a node of an earlier release, whose
 	// signatures name no receiver.
 	PeerSigning int `json:"peer_signing,omitempty"`
 }
@@ -99,6 +99,12 @@ const (
 	// (Keyring.SignAnswer), so the reader takes no view, and the operator
 	// no outcome, altered or replayed on the way (Keyring.ReadAnswer).
 	PeerSigningAnswer = 7
+	// PeerSigningClaimAnswer: and an edge signs its answer to another
+	// edge's session claim the same way, the holder a 409 names in the
+	// signed body, so a claimer takes no "not hosted here" the holder did
+	// not say: one made on the path started a second session of a live
+	// key (sessions' claims).
+	PeerSigningClaimAnswer = 8
 )
 
 // Load is what an edge carries: live sessions, WebSocket connections, and
@@ -231,7 +237,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	meta.PeerSigning = PeerSigningAnswer
+	meta.PeerSigning = PeerSigningClaimAnswer
 	enc, err := meta.Encode()
 	if err != nil {
 		return nil, err

@@ -348,13 +348,31 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	gone := o.goneFunc(nil)
-	if holder := s.hub.claim(key, s.name, by, settleWindow, gone); holder != "" {
-		ctx.Error("hosted\n", fasthttp.StatusConflict)
-		ctx.Response.Header.Set(headerOwner, holder) // after Error, which resets headers
-		return
+	status, body := fasthttp.StatusOK, claimedBody
+	holder := s.hub.claim(key, s.name, by, settleWindow, gone)
+	if holder != "" {
+		status, body = fasthttp.StatusConflict, hostedPrefix+holder+"\n"
 	}
-	ctx.SetBodyString("claimed\n")
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBodyString(body)
+	if holder != "" {
+		ctx.Response.Header.Set(headerOwner, holder)
+	}
+	// Signed for the claimer and this very claim: an answer made on the
+	// path settles nothing there (claim).
+	if sig := o.m.Keyring().SignAnswer(s.name, by, string(ctx.Request.Header.Peek(configs.HeaderPeer)), status, []byte(body)); sig != "" {
+		ctx.Response.Header.Set(configs.HeaderPeerAnswer, sig)
+	}
 }
+
+// The bodies of a claim's answers: a 409 names the holder in its body
+// too (hostedPrefix, the holder, a newline), which the answer's signature
+// covers (X-Ringlb-Owner it does not).
+const (
+	claimedBody  = "claimed\n"
+	hostedPrefix = "hosted by "
+)
 
 // serveHandoff installs sessions handed on by a draining edge, each idle
 // (kept for idle_grace) until its clients resume.

@@ -528,13 +528,26 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte) (st
 		return "", err
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	switch resp.StatusCode {
-	case http.StatusOK:
-		return "", nil
-	case http.StatusConflict:
+	case http.StatusOK, http.StatusConflict:
+		// Taken only as prev signed it for this claim, once prev signs
+		// them: a "claimed" made on the path would start a second
+		// session of a key live there.
+		body, err := o.m.Keyring().ReadAnswer(resp, o.self, prev.Name, health.PeerSigningClaimAnswer, 4<<10)
+		if err != nil {
+			return "", fmt.Errorf("%w: edge %s: %w", errClaimAnswer, prev.Name, err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			return "", nil
+		}
+		// The holder as the body names it, which the signature covers
+		// (an earlier release's body names none: its X-Ringlb-Owner).
+		if name, ok := strings.CutPrefix(string(body), hostedPrefix); ok {
+			return strings.TrimSuffix(name, "\n"), nil
+		}
 		return resp.Header.Get(headerOwner), nil
 	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	if resp.StatusCode == http.StatusForbidden {
 		return "", fmt.Errorf("%w: edge %s: %s", errClaimUnknown, prev.Name, resp.Status)
 	}

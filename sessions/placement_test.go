@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -283,6 +284,7 @@ func TestUnclearClaimRefusesTheJoin(t *testing.T) {
 		claims atomic.Int32
 	)
 	answer.Store(http.StatusInternalServerError)
+	var old atomic.Pointer[health.Membership] // its gossip member, whose key signs its "claimed"
 	peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != pathClaim || r.Header.Get(headerClaimBy) != "edge-new" {
 			http.Error(w, "unexpected request", http.StatusBadRequest)
@@ -293,11 +295,16 @@ func TestUnclearClaimRefusesTheJoin(t *testing.T) {
 			http.Error(w, "forbidden: not an edge of this cluster", http.StatusForbidden)
 			return
 		}
-		http.Error(w, http.StatusText(int(answer.Load())), int(answer.Load()))
+		if status := int(answer.Load()); status != http.StatusOK {
+			http.Error(w, http.StatusText(status), status)
+			return
+		}
+		w.Header().Set(configs.HeaderPeerAnswer, old.Load().Keyring().SignAnswer("edge-old", "edge-new", r.Header.Get(configs.HeaderPeer), http.StatusOK, []byte(claimedBody)))
+		_, _ = io.WriteString(w, claimedBody)
 	}))
 	defer peer.Close()
 	cl := healthtest.New(t)
-	cl.Join("edge-old", health.Meta{Role: health.RoleEdge, Region: "east", URL: peer.URL, Weight: 1, State: health.StateAlive})
+	old.Store(cl.Join("edge-old", health.Meta{Role: health.RoleEdge, Region: "east", URL: peer.URL, Weight: 1, State: health.StateAlive}))
 	c := startClusterEdge(t, cl, "edge-new")
 	waitRing(t, []*clusterEdge{c}, "edge-new", "edge-old")
 	var keys []string

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
@@ -164,4 +166,22 @@ func WaitUntil(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// AnswersRefused reads ringlb_peer_answers_refused_total of the membership
+// m: the peers' answers it took as no answer (health.Keyring.ReadAnswer).
+func AnswersRefused(t testing.TB, m *health.Membership) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "ringlb_peer_answers_refused_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }

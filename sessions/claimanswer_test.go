@@ -1,0 +1,147 @@
+package sessions
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
+)
+
+// What the man in the middle does to the claims it carries.
+const (
+	claimPass   = iota // carries the claim and its answer as they are
+	claimForge         // answers "claimed" itself, the holder not asked
+	claimStrip         // carries both, the answer's signature dropped
+	claimRename        // carries both, the 409's X-Ringlb-Owner changed
+)
+
+// claimFront is a man in the middle on the network between edges: an HTTP
+// proxy that edge-a's gossip announces as its data address (the attacker
+// holds no key; it sits on the path, as a spoofed address on the LAN
+// does). It carries every request to edge-a's data port and every answer
+// back, but the answers to claims as mode says.
+type claimFront struct {
+	mode   atomic.Int32
+	claims atomic.Int32 // claims it carried or answered
+}
+
+func (f *claimFront) front(t *testing.T, data string) string {
+	target, err := url.Parse("http://" + data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ErrorLog = nil
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.URL.Path != pathClaim {
+			return nil
+		}
+		switch f.mode.Load() {
+		case claimStrip:
+			resp.Header.Del(configs.HeaderPeerAnswer)
+		case claimRename:
+			resp.Header.Set(headerOwner, "edge-b")
+		}
+		return nil
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == pathClaim {
+			f.claims.Add(1)
+			if f.mode.Load() == claimForge {
+				_, _ = io.Copy(io.Discard, r.Body)
+				_, _ = io.WriteString(w, "claimed\n")
+				return
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+// A claim's answer came unsigned: whoever could change the traffic between
+// two edges answered a new owner's claim "claimed" for a session live on
+// the old owner, and the new owner started a second session of the key —
+// the session split, its participants on two edges, each side's edits lost
+// to the other. Now an edge signs its answers to claims
+// (configs.HeaderPeerAnswer, for the claimer and that very claim; the
+// holder a 409 names is in the signed body), and a claimer takes an answer
+// of an edge announcing PeerSigningClaimAnswer only with that signature:
+// anything else settles nothing and refuses the join (503, the client
+// retries), as a busy edge's answer does. An earlier release's edge, which
+// signs no answer, is read as before.
+func TestForgedClaimAnswerSplitsNoSession(t *testing.T) {
+	cl := healthtest.New(t)
+	var f claimFront
+	a := startClusterEdgeBehind(t, cl, "edge-a", configs.Edge{IdleGrace: configs.Duration(60e9)}, slog.New(slog.DiscardHandler), testRing, nil, func(data string) string { return f.front(t, data) })
+	b := startClusterEdge(t, cl, "edge-b")
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	// Keys edge-a owned before edge-b came and edge-b owns now: each live
+	// on edge-a, as if from before the change. Their pins would tell
+	// edge-b in ~50 ms, after which it asks nothing; the claim is what
+	// covers that gap, held open here by edge-a sending none (taken as
+	// sent already).
+	o := a.s.hub.owner.Load()
+	var live []string
+	for i := 0; len(live) < 5; i++ {
+		key := fmt.Sprintf("forged-claim-%d", i)
+		if ownerOf(key, "edge-a") == "edge-a" && ownerOf(key, "edge-a", "edge-b") == "edge-b" {
+			live = append(live, key)
+			o.mu.Lock()
+			o.pinned[key] = 0
+			o.mu.Unlock()
+			a.s.hub.install(handoffSession{Key: key, Epoch: "e", Seq: 0})
+		}
+	}
+	refusedBefore := healthtest.AnswersRefused(t, b.m)
+	for i, mode := range []int32{claimForge, claimStrip} {
+		f.mode.Store(mode)
+		claims := f.claims.Load()
+		conn, resp, err := b.dialV1(t, live[i], "", nil)
+		if err == nil {
+			conn.Close()
+			t.Fatalf("mode %d: edge-b started a session live on edge-a (split) on an answer the path made", mode)
+		}
+		if f.claims.Load() == claims {
+			t.Fatalf("mode %d: edge-b asked edge-a nothing (answer %v, %v)", mode, resp, err)
+		}
+		if resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("mode %d: edge-b answered %v, want 503 with Retry-After (the answer settles nothing)", mode, resp)
+		}
+	}
+	if n, _ := b.s.Stats(); n != 0 {
+		t.Fatalf("%d sessions started on edge-b, want none", n)
+	}
+	refused := healthtest.AnswersRefused(t, b.m) - refusedBefore
+	if refused < 2 {
+		t.Errorf("%v claim answers counted refused, want at least 2", refused)
+	}
+	t.Logf("forged and stripped answers: joins refused 503, %v answers counted refused", refused)
+
+	// Carried as they are, the holder's signed 409 sends the join to it;
+	// so it does with its X-Ringlb-Owner changed on the way (the signed
+	// body names the holder).
+	for i, mode := range []int32{claimPass, claimRename} {
+		f.mode.Store(mode)
+		if got := dialExpect421(t, b, live[2+i]); got != "edge-a" {
+			t.Fatalf("mode %d: edge-b sent a session live on edge-a to %q", mode, got)
+		}
+	}
+
+	// edge-a of an earlier release (signing no answer): read as before —
+	// the path can forge its answers, as it could before.
+	healthtest.AnnouncePeerSigning(t, a.m, b.m, health.PeerSigningAnswer)
+	f.mode.Store(claimStrip)
+	if got := dialExpect421(t, b, live[4]); got != "edge-a" {
+		t.Fatalf("edge-b sent a session live on an earlier release's edge-a to %q", got)
+	}
+}
