@@ -627,7 +627,7 @@ func startNSD(t *testing.T, nsd string, minimal bool, zones map[string]string) s
 		fmt.Fprintf(&zoneConf, "zone:\n\tname: %s\n\tzonefile: %q\n", origin, zones[origin])
 	}
 	// NSD answers SERVFAIL for a zone that did not load: no waiting for it.
-	return runDNSPeer(t, "NSD", nil, func(attempt, port int) *exec.Cmd {
+	return runDNSPeer(t, "NSD", "diff.test.", nil, func(attempt, port int) *exec.Cmd {
 		conf := filepath.Join(dir, fmt.Sprintf("nsd-%d.conf", attempt))
 		err := os.WriteFile(conf, []byte(fmt.Sprintf(`server:
 	ip-address: 127.0.0.1@%d
@@ -690,29 +690,13 @@ func startKnot(t *testing.T, knotd string, zones map[string]string) string {
 			t.Fatal(err)
 		}
 	}
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		// nobody may reach dir (t.TempDir's parent is 0700) and write in
-		// it: the timer and journal databases, the control socket.
-		const nobody = 65534
-		if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
-			t.Fatal(err)
-		}
-		err := filepath.WalkDir(dir, func(path string, _ os.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Chown(path, nobody, nobody)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cred = &syscall.Credential{Uid: nobody, Gid: nobody}
-	}
+	// nobody writes in dir: the timer and journal databases, the control
+	// socket.
+	cred := asNobody(t, dir)
 	// Knot listens before its zones are loaded, and answers SERVFAIL for
 	// a zone it has not loaded yet.
 	loading := func(r *dns.Msg) bool { return r.Rcode == dns.RcodeServerFailure }
-	return runDNSPeer(t, "Knot", loading, func(attempt, port int) *exec.Cmd {
+	return runDNSPeer(t, "Knot", "diff.test.", loading, func(attempt, port int) *exec.Cmd {
 		conf := filepath.Join(dir, fmt.Sprintf("knot-%d.conf", attempt))
 		err := os.WriteFile(conf, []byte(fmt.Sprintf(`server:
     rundir: %q
@@ -749,15 +733,40 @@ zone:
 	})
 }
 
+// asNobody makes dir (and all in it) nobody's when the test runs as root,
+// and returns the credential to run a peer with there: a server under
+// test with no privilege. nil when not root: the peer runs as the test.
+func asNobody(t *testing.T, dir string) *syscall.Credential {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	const nobody = 65534
+	// nobody may reach dir: t.TempDir's parent is 0700.
+	if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	err := filepath.WalkDir(dir, func(path string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(path, nobody, nobody)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &syscall.Credential{Uid: nobody, Gid: nobody}
+}
+
 // runDNSPeer runs the process command makes to serve on port of
 // 127.0.0.1 (attempt numbers its config), in a process group of its own,
-// and returns its address once it answers diff.test.'s SOA with the
-// zone's; loading, when set, tells an answer given while the zones are
+// and returns its address once it answers zone's SOA with the zone's;
+// loading, when set, tells an answer given while the zones are
 // still loading, to ask again. The port is free when picked (freePort):
 // another process may take it before the peer binds it, so it tries
 // another, five times. The process is stopped (its group: NSD forks its
 // server and xfrd processes) when the test ends.
-func runDNSPeer(t *testing.T, name string, loading func(*dns.Msg) bool, command func(attempt, port int) *exec.Cmd) string {
+func runDNSPeer(t *testing.T, name, zone string, loading func(*dns.Msg) bool, command func(attempt, port int) *exec.Cmd) string {
 	t.Helper()
 	var tried []string
 	for attempt := 0; attempt < 5; attempt++ {
@@ -786,7 +795,7 @@ func runDNSPeer(t *testing.T, name string, loading func(*dns.Msg) bool, command 
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
 		}
-		if r := ready(addr, exited, loading); r != nil {
+		if r := ready(addr, zone, exited, loading); r != nil {
 			t.Cleanup(stop)
 			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 				t.Fatalf("%s's SOA answer:\n%v\n%s's output:\n%s", name, r, name, out.String())
@@ -800,15 +809,15 @@ func runDNSPeer(t *testing.T, name string, loading func(*dns.Msg) bool, command 
 	return ""
 }
 
-// ready asks addr for diff.test.'s SOA until it is answered (but for an
+// ready asks addr for zone's SOA until it is answered (but for an
 // answer loading tells, when set), the process exits (exited closed) or a
 // minute has passed (a loaded machine); the answer, the last one given
 // while loading when the minute is up, nil when none came.
-func ready(addr string, exited <-chan struct{}, loading func(*dns.Msg) bool) *dns.Msg {
+func ready(addr, zone string, exited <-chan struct{}, loading func(*dns.Msg) bool) *dns.Msg {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c := &dns.Client{Net: "udp", Timeout: 250 * time.Millisecond}
-	m := new(dns.Msg).SetQuestion("diff.test.", dns.TypeSOA)
+	m := new(dns.Msg).SetQuestion(zone, dns.TypeSOA)
 	var last *dns.Msg
 	for {
 		r, _, err := c.ExchangeContext(ctx, m, addr)
