@@ -194,14 +194,15 @@ func TestECSScopeOfMappedAddresses(t *testing.T) {
 }
 
 // A resolver keys what it caches on the ECS source prefix (RFC 7871 7.3.1),
-// and the address bits beyond it are not its client's: they must be zero
-// (RFC 7871 6), and a resolver that passes its clients' ECS options on
-// passes whatever they wrote there. So the answer must not depend on them:
-// 10.2.9.0 sent as a /8 chose west (10.2.0.0/16) before, and a resolver
-// kept west for the /8 it asked for — for east's clients too. Sent with
-// bits beyond the prefix or without, an ECS option gets the answer of the
-// network it names.
-func TestECSBitsBeyondTheSourcePrefixIgnored(t *testing.T) {
+// and the address bits beyond it are not its client's: they must be zero,
+// and a server receiving an option with any set SHOULD return FORMERR, a
+// signal to the option's writer to fix it (RFC 7871 6), as gdnsd and BIND
+// do. 10.2.9.0 sent as a /8 chose west (10.2.0.0/16) at first, and a
+// resolver kept west for the /8 it asked for — for east's clients too; then
+// the bits were masked off and the option answered as the network it names
+// (TestGeoAgainstGdnsd: 8 answers where gdnsd said FORMERR). Now FORMERR,
+// over UDP and TCP, and the same option without those bits is answered.
+func TestECSBitsBeyondTheSourcePrefixFormErr(t *testing.T) {
 	s := startGSLB(t, fuzzConfig(t)) // east 10.1.0.0/16, west 10.2.0.0/16, default east
 	for _, c := range []struct {
 		what       string
@@ -210,16 +211,20 @@ func TestECSBitsBeyondTheSourcePrefixIgnored(t *testing.T) {
 		addr, bare []byte // with bits beyond the prefix, and without
 	}{
 		// The address is the prefix's bytes (ceil(prefix / 8)): more is
-		// FORMERR (TestECSMalformedFormErr), so the bits beyond are the
+		// FORMERR too (TestECSMalformedFormErr), so the bits beyond are the
 		// last byte's.
 		{"10.2.0.0 as a /12", 1, 12, []byte{10, 2}, []byte{10, 0}},
+		{"10.2.9.0 as a /22", 1, 22, []byte{10, 2, 9}, []byte{10, 2, 8}},
 		{"::ffff:10.2.0.0 as a /108", 2, 108, netip.MustParseAddr("::ffff:10.2.0.0").AsSlice()[:14], netip.MustParseAddr("::ffff:10.0.0.0").AsSlice()[:14]},
+		{"2001:db8:1:: as a /47", 2, 47, []byte{0x20, 0x01, 0x0d, 0xb8, 0, 1}, []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0}},
 	} {
-		got := answerIPs(query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, rawECS(c.family, c.bits, c.addr...)))
-		want := answerIPs(query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, rawECS(c.family, c.bits, c.bare...)))
-		t.Logf("%s: %s; the network it names: %s", c.what, got, want)
-		if got != want {
-			t.Errorf("%s: %s, but the network it names gets %s", c.what, got, want)
+		for _, network := range []string{"udp", "tcp"} {
+			if m := query(t, s, network, "ide.ringlb.test.", dns.TypeA, rawECS(c.family, c.bits, c.addr...)); m.Rcode != dns.RcodeFormatError || len(m.Answer) != 0 {
+				t.Errorf("%s over %s: %s with %d answers, want FORMERR", c.what, network, dns.RcodeToString[m.Rcode], len(m.Answer))
+			}
+			if m := query(t, s, network, "ide.ringlb.test.", dns.TypeA, rawECS(c.family, c.bits, c.bare...)); m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
+				t.Errorf("%s without the bits beyond, over %s: %s with %d answers, want an answer", c.what, network, dns.RcodeToString[m.Rcode], len(m.Answer))
+			}
 		}
 	}
 }

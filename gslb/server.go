@@ -510,9 +510,10 @@ func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 // badECS finds a malformed EDNS Client Subnet option in the message msg
 // and returns the offset of its FAMILY field; 0: none. Malformed (RFC 7871
 // 6, 7.1.2): an address of other than ceil(SOURCE PREFIX-LENGTH / 8)
-// bytes, a family but 1 (IPv4) and 2 (IPv6) — or 0 with a prefix of 0 and
-// no address, as dig once sent and BIND takes —, a prefix longer than its
-// family's address, an option too short for its fixed part. miekg/dns
+// bytes, or with a bit set beyond the prefix, a family but 1 (IPv4) and 2
+// (IPv6) — or 0 with a prefix of 0 and no address, as dig once sent and
+// BIND takes —, a prefix longer than its family's address, an option too
+// short for its fixed part. miekg/dns
 // refuses the last three when it unpacks, but pads or cuts an address of
 // the wrong length to its family's size, and keeps no trace of it: so the
 // raw message is read, as the UDP loop and the TCP reader have it.
@@ -550,7 +551,10 @@ func badECS(msg []byte) int {
 				case 2:
 					bits = 128
 				}
-				if (bits == 0 && (family != 0 || source != 0 || addr != 0)) || source > bits || addr != (source+7)/8 {
+				// The address's last byte holds the bits beyond the prefix
+				// (RFC 7871 6: zero; a server SHOULD say FORMERR).
+				beyond := addr > 0 && addr == (source+7)/8 && msg[o+4+addr-1]&byte(0xff>>(source-8*(addr-1))) != 0
+				if (bits == 0 && (family != 0 || source != 0 || addr != 0)) || source > bits || addr != (source+7)/8 || beyond {
 					found = o
 					return false
 				}
