@@ -228,3 +228,28 @@ func TestECSBitsBeyondTheSourcePrefixFormErr(t *testing.T) {
 		}
 	}
 }
+
+// A negative answer is cached by resolvers as for every client, whatever
+// its scope (RFC 7871 7.4: an authoritative server SHOULD set the scope
+// so, 0). A steered name has no record of a type other than A and AAAA in
+// any region: its NODATA for MX or TXT is every client's, and its scope 0.
+// Before, it carried the region's scope (/16 for 10.2.3.0/24, west), so a
+// resolver honouring it asked again for every network (gdnsd: 0;
+// TestGeoAgainstGdnsd). Now 0, while the A answer keeps its region's scope.
+func TestECSScopeZeroForTheSteeredNamesNODATA(t *testing.T) {
+	s := startGSLB(t, fuzzConfig(t)) // east 10.1.0.0/16, west 10.2.0.0/16, default east
+	for _, qtype := range []uint16{dns.TypeMX, dns.TypeTXT, dns.TypeA} {
+		for _, network := range []string{"udp", "tcp"} {
+			m := query(t, s, network, "ide.ringlb.test.", qtype, ecs("10.2.3.0", 24))
+			_, scope := scopedAnswer(t, m, "10.2.3.0/24")
+			switch {
+			case m.Rcode != dns.RcodeSuccess:
+				t.Errorf("%s over %s: %s", dns.TypeToString[qtype], network, dns.RcodeToString[m.Rcode])
+			case qtype == dns.TypeA && scope != 16:
+				t.Errorf("A over %s: scope /%d, want west's /16", network, scope)
+			case qtype != dns.TypeA && (len(m.Answer) != 0 || scope != 0):
+				t.Errorf("%s over %s: %d answers, scope /%d; want a NODATA with scope 0", dns.TypeToString[qtype], network, len(m.Answer), scope)
+			}
+		}
+	}
+}

@@ -823,7 +823,10 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 				if ecsIn.Family == 2 && ecsAddr.Is6() {
 					scope = ecsScopeIPv6(ecsAddr, scope)
 				}
-				if ecsIn.SourceNetmask == 0 {
+				// A /0 source names no client; and a NODATA for a type the
+				// name has in no region is every client's (RFC 7871 7.4:
+				// a negative answer's scope is 0).
+				if ecsIn.SourceNetmask == 0 || (m.Rcode == dns.RcodeSuccess && !steeredType(q.Qtype)) {
 					scope = 0
 				}
 				ecsOut = &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: ecsIn.Family, SourceNetmask: ecsIn.SourceNetmask,
@@ -1046,6 +1049,12 @@ func (s *Server) finish(st *state, m, r *dns.Msg, tcp bool, tsigStatus error, ec
 	s.signReply(m, r, tsigStatus)
 	fit(m, size)
 	return m
+}
+
+// steeredType says whether a managed name's answer of type qtype depends
+// on the region: its addresses (ANY is answered with one).
+func steeredType(qtype uint16) bool {
+	return qtype == dns.TypeA || qtype == dns.TypeAAAA || qtype == dns.TypeANY
 }
 
 func ecsEcho(in *dns.EDNS0_SUBNET) *dns.EDNS0_SUBNET {
