@@ -2,6 +2,7 @@ package gslb
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -249,6 +250,49 @@ func TestECSScopeZeroForTheSteeredNamesNODATA(t *testing.T) {
 				t.Errorf("A over %s: scope /%d, want west's /16", network, scope)
 			case qtype != dns.TypeA && (len(m.Answer) != 0 || scope != 0):
 				t.Errorf("%s over %s: %d answers, scope /%d; want a NODATA with scope 0", dns.TypeToString[qtype], network, len(m.Answer), scope)
+			}
+		}
+	}
+}
+
+// A server that takes ECS echoes the option in its answer to a query
+// carrying one, "regardless of whether the client information was needed"
+// (RFC 7871 7.2.1: MUST), scope 0 when it was not. Before, ringlb's
+// refusals — a zone it does not serve, a class but IN, a transfer over UDP
+// — left it out (gdnsd echoes it; TestGeoAgainstGdnsd); now each carries
+// it, with scope 0, over UDP and TCP.
+func TestECSEchoedInRefusals(t *testing.T) {
+	s := startGSLB(t, fuzzConfig(t))
+	for _, c := range []struct {
+		what  string
+		name  string
+		qtype uint16
+		edit  func(*dns.Msg)
+	}{
+		{"a zone not served", "example.org.", dns.TypeA, nil},
+		{"class CH", "ide.ringlb.test.", dns.TypeA, func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS }},
+		{"AXFR over UDP", "ringlb.test.", dns.TypeAXFR, nil},
+	} {
+		for _, network := range []string{"udp", "tcp"} {
+			if c.qtype == dns.TypeAXFR && network == "tcp" {
+				continue // a transfer over TCP is served (or refused) by serveTransfer
+			}
+			m := query(t, s, network, c.name, c.qtype, func(m *dns.Msg) {
+				ecs("10.2.3.0", 24)(m)
+				if c.edit != nil {
+					c.edit(m)
+				}
+			})
+			var e *dns.EDNS0_SUBNET
+			if o := m.IsEdns0(); o != nil {
+				for _, opt := range o.Option {
+					if x, ok := opt.(*dns.EDNS0_SUBNET); ok {
+						e = x
+					}
+				}
+			}
+			if m.Rcode != dns.RcodeRefused || e == nil || e.SourceNetmask != 24 || e.SourceScope != 0 || !net.IP(e.Address).Equal(net.ParseIP("10.2.3.0")) {
+				t.Errorf("%s over %s: %s, ECS %v; want REFUSED with 10.2.3.0/24 echoed, scope 0", c.what, network, dns.RcodeToString[m.Rcode], e)
 			}
 		}
 	}

@@ -676,6 +676,16 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 	m.Authoritative = true
 	m.RecursionAvailable = false
 	opt := r.IsEdns0()
+	// The query's Client Subnet option: echoed in every answer from here
+	// on, refusals too (RFC 7871 7.2.1: whether or not it was needed).
+	var ecsIn *dns.EDNS0_SUBNET
+	if opt != nil {
+		for _, o := range opt.Option {
+			if e, ok := o.(*dns.EDNS0_SUBNET); ok {
+				ecsIn = e
+			}
+		}
+	}
 	finish := func(ecs *dns.EDNS0_SUBNET) *dns.Msg {
 		return s.finish(st, m, r, tcp, tsigStatus, ecs)
 	}
@@ -691,18 +701,18 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
 		m.Authoritative = false
 		m.SetRcode(r, dns.RcodeRefused)
-		return finish(nil), ""
+		return finish(ecsEcho(ecsIn)), ""
 	}
 	z := st.zoneFor(qname)
 	if z == nil {
 		m.Authoritative = false
 		m.SetRcode(r, dns.RcodeRefused)
-		return finish(nil), ""
+		return finish(ecsEcho(ecsIn)), ""
 	}
 	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
 		m.Authoritative = false
 		m.SetRcode(r, dns.RcodeRefused) // transfers are served by serveTransfer over TCP
-		return finish(nil), ""
+		return finish(ecsEcho(ecsIn)), ""
 	}
 	if z.signer != nil && q.Qtype == dns.TypeRRSIG {
 		// An online signer holds no RRSIG RRset: it signs what an answer
@@ -713,7 +723,7 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		// online signing refuses it.
 		m.Authoritative = false
 		m.SetRcode(r, dns.RcodeRefused)
-		return finish(nil), ""
+		return finish(ecsEcho(ecsIn)), ""
 	}
 	if z.signer != nil && q.Qtype == dns.TypeNXNAME {
 		// A meta-type, only ever in a compact answer's NSEC (RFC 9824 3.5).
@@ -773,15 +783,8 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		return m
 	}
 
-	// Client address for region selection: EDNS Client Subnet, else source.
-	var ecsIn *dns.EDNS0_SUBNET
-	if opt != nil {
-		for _, o := range opt.Option {
-			if e, ok := o.(*dns.EDNS0_SUBNET); ok {
-				ecsIn = e
-			}
-		}
-	}
+	// Client address for region selection: EDNS Client Subnet (ecsIn),
+	// else source.
 	client := addrOf(remote)
 	// ecsAddr is the ECS address as written, in its family: an IPv4-mapped
 	// one in family 2 is answered as IPv4 (client), its scope in IPv6.
