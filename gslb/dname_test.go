@@ -1,12 +1,15 @@
 package gslb
 
 import (
+	"encoding/binary"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -259,5 +262,118 @@ func BenchmarkDNAMEAnswer(b *testing.B) {
 		if _, err := m.PackBuffer(buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A DNAME's RDATA is never compressed: DNAME is not one of RFC 1035's
+// types, and a server MUST NOT compress a name in the RDATA of such a type
+// (RFC 3597 4; RFC 6672 2.5), as a server or cache that copies it whole
+// would carry a pointer into another message. A later name may point into
+// it (RFC 1035 4.1.4: a pointer to any earlier name): the synthesised
+// CNAME's target may, and that is how an answer below dn-long fits 512
+// bytes where NSD and Knot truncate (differential_test.go: dnameFits).
+// Checked on the wire, over UDP (made and cached), TCP and AXFR: every
+// DNAME's RDATA is written out, and some name points into one.
+func TestDNAMERdataNeverCompressed(t *testing.T) {
+	long := strings.Repeat("l", 51) + "." + strings.Repeat("m", 63) + "." + strings.Repeat("n", 63) + "." + strings.Repeat("o", 51) + ".ringlb.test."
+	cfg := dnameConfig(t, "dn 600 IN DNAME tgt", "host.tgt 3600 IN A 192.0.2.1", "dn-apex 600 IN DNAME @",
+		"dn-long 600 IN DNAME "+long, "x."+long+" 3600 IN A 192.0.2.2")
+	cfg.UDPWorkers = 1 // one loop, one answer cache
+	s := startGSLB(t, withTransfer(t, cfg, configs.Transfer{Allow: []string{"127.0.0.1/32"}}))
+	exchange := func(network, name string, qtype uint16) []byte {
+		t.Helper()
+		q, err := new(dns.Msg).SetQuestion(name, qtype).Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.Dial(network, s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if network == "tcp" {
+			q = append([]byte{byte(len(q) >> 8), byte(len(q))}, q...)
+		}
+		if _, err := c.Write(q); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 65537)
+		if network == "udp" {
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return buf[:n]
+		}
+		if _, err := io.ReadFull(c, buf[:2]); err != nil {
+			t.Fatal(err)
+		}
+		n := int(buf[0])<<8 | int(buf[1])
+		if _, err := io.ReadFull(c, buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		return buf[:n]
+	}
+	// pointers counts the compression pointers in the name at off.
+	pointers := func(msg []byte, off int) int {
+		for n := 0; off < len(msg); {
+			switch l := int(msg[off]); {
+			case l == 0:
+				return n
+			case l&0xC0 == 0xC0:
+				return n + 1 // a pointer ends the name
+			default:
+				off += 1 + l
+			}
+		}
+		return -1
+	}
+	dnames, into := 0, 0
+	for _, c := range []struct {
+		network, name string
+		qtype         uint16
+	}{
+		{"udp", "host.dn.ringlb.test.", dns.TypeA},
+		{"udp", "host.dn.ringlb.test.", dns.TypeA}, // from the answer cache
+		{"tcp", "host.dn.ringlb.test.", dns.TypeA},
+		{"udp", "dn.ringlb.test.", dns.TypeDNAME},
+		{"udp", "host.tgt.dn-apex.ringlb.test.", dns.TypeA},
+		{"udp", "x.dn-long.ringlb.test.", dns.TypeA},
+		{"tcp", "ringlb.test.", dns.TypeAXFR},
+	} {
+		msg := exchange(c.network, c.name, c.qtype)
+		var m dns.Msg
+		if err := m.Unpack(msg); err != nil || m.Rcode != dns.RcodeSuccess {
+			t.Fatalf("%s %s over %s: %v %v", c.name, dns.TypeToString[c.qtype], c.network, err, m.Rcode)
+		}
+		off := 12
+		for range m.Question {
+			off = skipName(msg, off) + 4
+		}
+		seen := 0
+		eachRecord(msg, off, len(m.Answer)+len(m.Ns)+len(m.Extra), func(at int) bool {
+			rdata := at + 10
+			switch binary.BigEndian.Uint16(msg[at:]) {
+			case dns.TypeDNAME:
+				seen++
+				if p := pointers(msg, rdata); p != 0 {
+					t.Errorf("%s %s over %s: a DNAME's RDATA holds %d compression pointer(s)", c.name, dns.TypeToString[c.qtype], c.network, p)
+				}
+			case dns.TypeCNAME:
+				if pointers(msg, rdata) > 0 {
+					into++
+				}
+			}
+			return true
+		})
+		if seen == 0 {
+			t.Errorf("%s %s over %s: no DNAME in the answer", c.name, dns.TypeToString[c.qtype], c.network)
+		}
+		dnames += seen
+	}
+	t.Logf("%d DNAME records on the wire, none compressed; %d synthesised CNAMEs' targets compressed", dnames, into)
+	if into == 0 {
+		t.Error("no CNAME target compressed: the answers are not packed as served")
 	}
 }
