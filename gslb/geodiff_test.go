@@ -24,24 +24,49 @@ import (
 // network from gdnsd (its geoip plugin, a nets-only map) to ringlb expects
 // the same region for the same client, and an EDNS Client Subnet option
 // (RFC 7871) in the answer that a resolver can cache by. One configuration
-// (geoRegions, geoNets, geoDefault) is written out for both servers; the
-// corpus (geoCorpus) goes to both from several loopback addresses over UDP
-// and TCP; the answers are compared in geoNormal's form. Each answer of
+// (geoRegions, geoNets, geoDefault) is written out for both servers, all
+// regions up and then two down; the corpus (geoCorpus) goes to both from
+// several loopback addresses over UDP and TCP; the answers are compared in
+// geoNormal's form. Each answer of
 // either server is also checked against the configuration itself
 // (geoCheck): the region of the client's network, and an ECS scope that
 // claims no client of another region. A difference with gdnsd is either
 // listed in geoDeviations with its reason, or a failure.
 
-// geoRegions are the regions of ide.geo.test. and the addresses each
-// answers, in both servers. The first is the default (geoDefault).
+// geoRegions are the regions of ide.geo.test., the addresses each answers
+// and where its clients go while it is down, in both servers (gdnsd: each
+// net's datacenter list, the region then its failover). The first is the
+// default (geoDefault).
 var geoRegions = []struct {
-	name  string
-	addrs []string
+	name     string
+	addrs    []string
+	failover []string
 }{
-	{"home", []string{"198.51.100.1", "2001:db8:ff::1"}},
-	{"east", []string{"198.51.100.11", "198.51.100.12", "2001:db8:ff::11"}},
-	{"west", []string{"198.51.100.21", "2001:db8:ff::21"}},
-	{"south", []string{"198.51.100.31", "198.51.100.32"}}, // no IPv6 member: its AAAA is a NODATA
+	{"home", []string{"198.51.100.1", "2001:db8:ff::1"}, nil},
+	{"east", []string{"198.51.100.11", "198.51.100.12", "2001:db8:ff::11"}, nil},
+	{"west", []string{"198.51.100.21", "2001:db8:ff::21"}, []string{"east"}},
+	{"south", []string{"198.51.100.31", "198.51.100.32"}, nil}, // no IPv6 member: its AAAA is a NODATA
+}
+
+// geoServed is the region whose members answer region's clients while the
+// regions of down are down: the region, else the first of its failover list
+// that is up, else the region's own all the same (every member down: both
+// servers answer them, ringlb's all_down serve_all).
+func geoServed(region string, down []string) string {
+	if !slices.Contains(down, region) {
+		return region
+	}
+	for _, g := range geoRegions {
+		if g.name != region {
+			continue
+		}
+		for _, f := range g.failover {
+			if !slices.Contains(down, f) {
+				return f
+			}
+		}
+	}
+	return region
 }
 
 // geoDefault is the region of a client no net holds: gdnsd's first
@@ -359,10 +384,11 @@ func as6(p netip.Prefix) netip.Prefix {
 }
 
 // geoSpec says what the configuration answers for the network n (in
-// IPv6, as6): the region of its own address (the longest net holding all of
-// n, else geoDefault), and whether every client in n has that region —
+// IPv6, as6) while the regions of down are down: the region serving its
+// own address (that of the longest net holding all of n, else geoDefault;
+// geoServed), and whether every client in n is served by that region —
 // whether an answer may be cached for all of n.
-func geoSpec(n netip.Prefix) (region string, uniform bool) {
+func geoSpec(n netip.Prefix, down []string) (region string, uniform bool) {
 	region = geoDefault
 	table := geoTable()
 	for _, g := range table {
@@ -371,10 +397,11 @@ func geoSpec(n netip.Prefix) (region string, uniform bool) {
 			break
 		}
 	}
+	region = geoServed(region, down)
 	for _, g := range table {
-		// A longer net inside n of another region: its clients are in n
-		// but answered otherwise.
-		if g.p.Bits() > n.Bits() && n.Contains(g.p.Addr()) && g.region != region {
+		// A longer net inside n served by another region: its clients
+		// are in n but answered otherwise.
+		if g.p.Bits() > n.Bits() && n.Contains(g.p.Addr()) && geoServed(g.region, down) != region {
 			return region, false
 		}
 	}
@@ -389,10 +416,11 @@ func geoSpec(n netip.Prefix) (region string, uniform bool) {
 // (RFC 7871 7.3.1: a resolver answers them all from it) has that region;
 // a scope other than 0 for a name or type that is not steered, or for a /0
 // source; no ECS option in the answer to a query with one (RFC 7871 7.2.1).
-// A malformed option (geoWellFormed) must be answered FORMERR. narrow is set when the scope is narrower than
-// the widest one that would be right (an inefficiency only: a resolver asks
+// A malformed option (geoWellFormed) must be answered FORMERR. The regions
+// of down are down. narrow is set when the scope is narrower than the
+// widest one that would be right (an inefficiency only: a resolver asks
 // again for clients the answer holds for).
-func geoCheck(c geoCase, r *dns.Msg, steered bool) (wrong string, narrow bool) {
+func geoCheck(c geoCase, r *dns.Msg, steered bool, down []string) (wrong string, narrow bool) {
 	p, ok := geoWellFormed(c.ecs)
 	if c.ecs != nil && !ok {
 		if r.Rcode != dns.RcodeFormatError {
@@ -417,7 +445,7 @@ func geoCheck(c geoCase, r *dns.Msg, steered bool) (wrong string, narrow bool) {
 	if c.ecs != nil && p.Bits() > 0 {
 		client = as6(p)
 	}
-	want, _ := geoSpec(netip.PrefixFrom(client.Addr(), 128))
+	want, _ := geoSpec(netip.PrefixFrom(client.Addr(), 128), down)
 	if got := geoRegionOf(r); len(r.Answer) > 0 && got != want {
 		return fmt.Sprintf("region %s, want %s", got, want), false
 	}
@@ -440,7 +468,7 @@ func geoCheck(c geoCase, r *dns.Msg, steered bool) (wrong string, narrow bool) {
 		return "", false
 	}
 	claimed := netip.PrefixFrom(client.Addr(), scope).Masked()
-	if _, uniform := geoSpec(claimed); !uniform {
+	if _, uniform := geoSpec(claimed, down); !uniform {
 		shown := claimed.String()
 		if claimed.Addr().Is4In6() && claimed.Bits() >= 96 {
 			shown = netip.PrefixFrom(claimed.Addr().Unmap(), claimed.Bits()-96).String()
@@ -449,7 +477,7 @@ func geoCheck(c geoCase, r *dns.Msg, steered bool) (wrong string, narrow bool) {
 	}
 	if least := map[uint16]int{1: 96, 2: 0}[e.Family]; scope > least {
 		wider := netip.PrefixFrom(client.Addr(), scope-1).Masked()
-		if region, uniform := geoSpec(wider); uniform && region == want {
+		if region, uniform := geoSpec(wider, down); uniform && region == want {
 			return "", true
 		}
 	}
@@ -503,10 +531,11 @@ func geoWellFormed(data []byte) (netip.Prefix, bool) {
 // geoStatic and ide.geo.test. through its geoip plugin, one map of nets
 // only (geoNets; no GeoIP database), its datacenters the regions with
 // geoDefault first (a client no net holds gets the first), each always up
-// (service_types up). Its config, zones, run and state directories in a
+// (service_types up) but the regions of down, forced down in its
+// admin_state file. Its config, zones, run and state directories in a
 // directory of its own; run as nobody when the test runs as root (asNobody).
 // It returns its address once it answers geo.test.'s SOA (runDNSPeer).
-func startGdnsd(t *testing.T, gdnsd string) string {
+func startGdnsd(t *testing.T, gdnsd string, down []string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for _, sub := range []string{"zones", "run", "state"} {
@@ -518,8 +547,16 @@ func startGdnsd(t *testing.T, gdnsd string) string {
 	if err := os.WriteFile(filepath.Join(dir, "zones", "geo.test"), []byte(zone), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	var state strings.Builder
+	for _, d := range down {
+		fmt.Fprintf(&state, "geoip/ide/%s => DOWN\n", d)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "state", "admin_state"), []byte(state.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cred := asNobody(t, dir)
 	var dcs, nets, dcmap []string
+	lists := map[string]string{}
 	for _, g := range geoRegions {
 		dcs = append(dcs, g.name)
 		var v4, v6 []string
@@ -536,9 +573,10 @@ func startGdnsd(t *testing.T, gdnsd string) string {
 			addrs += ", addrs_v6 => { " + strings.Join(v6, ", ") + " }"
 		}
 		dcmap = append(dcmap, fmt.Sprintf("%s => { %s }", g.name, addrs))
+		lists[g.name] = "[ " + strings.Join(append([]string{g.name}, g.failover...), ", ") + " ]"
 	}
 	for _, n := range geoNets {
-		nets = append(nets, n.prefix+" => "+n.region)
+		nets = append(nets, n.prefix+" => "+lists[n.region])
 	}
 	return runDNSPeer(t, "gdnsd", "geo.test.", nil, func(attempt, port int) *exec.Cmd {
 		conf := filepath.Join(dir, "config")
@@ -573,8 +611,9 @@ plugins => { geoip => {
 
 // geoRinglbYAML is ringlb's configuration of the same: geo.test.'s static
 // part from zone, ide.geo.test. with geoNets as its geo prefixes,
-// geoDefault as its default region, every member always served, TTL 30.
-func geoRinglbYAML(zone string) string {
+// geoDefault as its default region, every member always served but those
+// of the regions of down (serve_mode no), TTL 30 failed over or not.
+func geoRinglbYAML(zone string, down []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `gslb:
   listen: 127.0.0.1:0
@@ -583,6 +622,7 @@ func geoRinglbYAML(zone string) string {
   names:
     - name: ide.geo.test
       ttl: 30
+      failover_ttl: 30
       default_region: %s
       geo:
 `, zone, geoDefault)
@@ -603,7 +643,11 @@ func geoRinglbYAML(zone string) string {
 		for i, a := range g.addrs {
 			ms = append(ms, fmt.Sprintf("{ name: m%d, address: %s }", i+1, a))
 		}
-		fmt.Fprintf(&b, "        %s: { serve_mode: always, members: [ %s ] }\n", g.name, strings.Join(ms, ", "))
+		mode := "always"
+		if slices.Contains(down, g.name) {
+			mode = "no"
+		}
+		fmt.Fprintf(&b, "        %s: { serve_mode: %s, failover: [ %s ], members: [ %s ] }\n", g.name, mode, strings.Join(g.failover, ", "), strings.Join(ms, ", "))
 	}
 	return b.String()
 }
@@ -638,12 +682,29 @@ func TestGeoAgainstGdnsd(t *testing.T) {
 			t.Fatalf("deviation %q names no case of the corpus", what)
 		}
 	}
-	peer := startGdnsd(t, bin)
 	zone := filepath.Join(t.TempDir(), "geo.test.zone")
 	if err := os.WriteFile(zone, []byte(geoStatic), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := startGSLB(t, parseGSLBYAML(t, geoRinglbYAML(zone)))
+	// All up, then west (failing over to east) and south (with nowhere to
+	// go: its own members all the same) down.
+	for _, down := range [][]string{nil, {"west", "south"}} {
+		name := "all up"
+		if down != nil {
+			name = strings.Join(down, " and ") + " down"
+		}
+		t.Run(name, func(t *testing.T) {
+			peer := startGdnsd(t, bin, down)
+			s := startGSLB(t, parseGSLBYAML(t, geoRinglbYAML(zone, down)))
+			compareGeo(t, corpus, devs, down, peer, s.Addr())
+		})
+	}
+}
+
+// compareGeo sends corpus to gdnsd at peer and ringlb at addr, the regions
+// of down being down in both, compares their answers (but for devs) and
+// checks each against the configuration (geoCheck).
+func compareGeo(t *testing.T, corpus []geoCase, devs map[string]geoDeviation, down []string, peer, addr string) {
 	compared, alike, deviating := 0, 0, 0
 	narrow := map[string]int{}
 	gdnsdWrong := map[string]bool{}
@@ -657,7 +718,7 @@ func TestGeoAgainstGdnsd(t *testing.T) {
 		for _, network := range []string{"udp", "tcp"} {
 			compared++
 			got := map[string]string{}
-			for _, srv := range []struct{ name, addr string }{{"gdnsd", peer}, {"ringlb", s.Addr()}} {
+			for _, srv := range []struct{ name, addr string }{{"gdnsd", peer}, {"ringlb", addr}} {
 				r, err := geoExchange(c, network, srv.addr)
 				var nerr net.Error
 				switch {
@@ -672,7 +733,7 @@ func TestGeoAgainstGdnsd(t *testing.T) {
 					continue
 				}
 				got[srv.name] = geoNormal(r)
-				wrong, nar := geoCheck(c, r, steeredBy[srv.name])
+				wrong, nar := geoCheck(c, r, steeredBy[srv.name], down)
 				switch {
 				case wrong != "" && srv.name == "ringlb":
 					t.Errorf("ringlb fault: %s over %s: %s\n%s", c.what, network, wrong, got[srv.name])
