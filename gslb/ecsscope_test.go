@@ -197,10 +197,10 @@ func TestECSScopeOfMappedAddresses(t *testing.T) {
 // A resolver keys what it caches on the ECS source prefix (RFC 7871 7.3.1),
 // and the address bits beyond it are not its client's: they must be zero,
 // and a server receiving an option with any set SHOULD return FORMERR, a
-// signal to the option's writer to fix it (RFC 7871 6), as gdnsd and BIND
-// do. 10.2.9.0 sent as a /8 chose west (10.2.0.0/16) at first, and a
-// resolver kept west for the /8 it asked for — for east's clients too; then
-// the bits were masked off and the option answered as the network it names
+// signal to the option's writer to fix it (RFC 7871 6), as gdnsd does.
+// 10.2.9.0 sent as a /8 chose west (10.2.0.0/16) at first, and a resolver
+// kept west for the /8 it asked for — for east's clients too; then the
+// bits were masked off and the option answered as the network it names
 // (TestGeoAgainstGdnsd: 8 answers where gdnsd said FORMERR). Now FORMERR,
 // over UDP and TCP, and the same option without those bits is answered.
 func TestECSBitsBeyondTheSourcePrefixFormErr(t *testing.T) {
