@@ -5,7 +5,6 @@ package balancer
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -79,18 +78,7 @@ func compareFraming(t *testing.T, peer framingPeer) {
 	}
 	backend := startDiffBackend(t)
 	peerAddr := peer.start(t, bin, backend.listen(t, "peer"))
-
-	one := 1
-	edgeAddr := backend.listen(t, "ringlb")
-	mon := &configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(time.Hour), Timeout: configs.Duration(time.Second), Rise: 1, Fall: 1}
-	_, port, _ := net.SplitHostPort(edgeAddr)
-	mon.Port, _ = strconv.Atoi(port)
-	cb := startClusterBalancer(t, healthtest.New(t), "bal-1", configs.Balancer{
-		Edges:        []configs.StaticEdge{{Name: "app", URL: "http://" + edgeAddr, Weight: &one, Monitor: mon}},
-		SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)},
-	})
-	waitRing(t, cb, "app")
-	healthtest.WaitUntil(t, "table ready", cb.bal.table.routable)
+	cb := startDiffBalancer(t, backend.listen(t, "ringlb"))
 	settlePeer := func(t *testing.T) []seenRequest { return backend.settle(t, "peer", nil) }
 	settleRinglb := func(t *testing.T) []seenRequest { return backend.settle(t, "ringlb", cb.bal.edges.closeIdle) }
 	// Each front answers before the corpus starts.
@@ -174,6 +162,24 @@ func compareFraming(t *testing.T, peer framingPeer) {
 	}
 	t.Logf("%d cases: %d refused by both, %d forwarded by %s and refused by ringlb, %d refused by %s and aborted by ringlb, %d refused by %s only, %d forwarded differently",
 		2*len(framingCorpus()), refusedByBoth, stricter, peer.name, aborted, peer.name, laxer, peer.name, otherDiff)
+}
+
+// startDiffBalancer starts a balancer whose one backend is the static edge
+// at edgeAddr, as the differential tests compare it with a peer, and
+// returns once it routes.
+func startDiffBalancer(t *testing.T, edgeAddr string) *clusterBalancer {
+	t.Helper()
+	one := 1
+	mon := &configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(time.Hour), Timeout: configs.Duration(time.Second), Rise: 1, Fall: 1}
+	_, port, _ := net.SplitHostPort(edgeAddr)
+	mon.Port, _ = strconv.Atoi(port)
+	cb := startClusterBalancer(t, healthtest.New(t), "bal-1", configs.Balancer{
+		Edges:        []configs.StaticEdge{{Name: "app", URL: "http://" + edgeAddr, Weight: &one, Monitor: mon}},
+		SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)},
+	})
+	waitRing(t, cb, "app")
+	healthtest.WaitUntil(t, "table ready", cb.bal.table.routable)
+	return cb
 }
 
 const (
@@ -510,6 +516,10 @@ type seenRequest struct {
 // through which front is never mixed.
 type diffBackend struct {
 	wg sync.WaitGroup
+	// serveConn, when set before the first listen, serves each connection
+	// in place of serve (the response test's backend); it appends what it
+	// read to reqs.
+	serveConn func(front string, c net.Conn)
 
 	mu    sync.Mutex
 	seq   int
@@ -568,7 +578,11 @@ func (b *diffBackend) listen(t *testing.T, front string) string {
 			b.mu.Unlock()
 			go func() {
 				defer b.wg.Done()
-				b.serve(front, c)
+				if b.serveConn != nil {
+					b.serveConn(front, c)
+				} else {
+					b.serve(front, c)
+				}
 				b.mu.Lock()
 				delete(b.conns[front], c)
 				b.mu.Unlock()
@@ -611,8 +625,17 @@ func (b *diffBackend) serve(front string, c net.Conn) {
 // by Content-Length or chunked coding. ok is false when it did not come
 // whole.
 func readSeenRequest(br *bufio.Reader) (r seenRequest, ok bool) {
+	r, chunked, length, ok := readSeenHead(br)
+	if !ok {
+		return r, false
+	}
+	return readSeenBody(br, r, chunked, length)
+}
+
+// readSeenHead reads a request's head to the empty line: its body is
+// chunked, or length bytes long. ok is false when it did not come whole.
+func readSeenHead(br *bufio.Reader) (r seenRequest, chunked bool, length int, ok bool) {
 	var head strings.Builder
-	chunked, length := false, 0
 	for first := true; ; first = false {
 		line, err := br.ReadString('\n')
 		if first {
@@ -622,7 +645,7 @@ func readSeenRequest(br *bufio.Reader) (r seenRequest, ok bool) {
 		}
 		if err != nil {
 			r.head = head.String()
-			return r, false
+			return r, false, 0, false
 		}
 		if first {
 			continue
@@ -637,13 +660,20 @@ func readSeenRequest(br *bufio.Reader) (r seenRequest, ok bool) {
 			var err error
 			if length, err = strconv.Atoi(value); err != nil || length < 0 {
 				r.head = head.String()
-				return r, false
+				return r, false, 0, false
 			}
 		case "transfer-encoding":
 			chunked = strings.Contains(strings.ToLower(value), "chunked")
 		}
 	}
 	r.head = head.String()
+	return r, chunked, length, true
+}
+
+// readSeenBody reads the body of the request whose head readSeenHead read
+// into r.
+func readSeenBody(br *bufio.Reader, head seenRequest, chunked bool, length int) (r seenRequest, ok bool) {
+	r = head
 	var body bytes.Buffer
 	defer func() { r.body = body.String() }()
 	if !chunked {
@@ -758,13 +788,6 @@ func (o diffOutcome) String() string {
 	return b.String()
 }
 
-func trimForLog(s string) string {
-	if len(s) > 80 {
-		return s[:40] + fmt.Sprintf("…(%d bytes)…", len(s)-60) + s[len(s)-20:]
-	}
-	return s
-}
-
 // answeredSeqs are the backend answers the client got; parsedSeqs the
 // requests the backend read whole (and answered).
 func (o diffOutcome) answeredSeqs() []int {
@@ -856,20 +879,7 @@ func (o diffOutcome) firstStatus() int {
 // end), reads until the front closes and returns the answers.
 func sendRaw(t *testing.T, addr, payload string) diffOutcome {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(healthtest.Patience))
-	if _, err := io.WriteString(c, payload); err != nil && !errors.Is(err, io.ErrClosedPipe) {
-		t.Logf("write: %v", err) // a front may close before it took all
-	}
-	_ = c.(*net.TCPConn).CloseWrite()
-	all, err := io.ReadAll(c)
-	if err != nil && !isReset(err) {
-		t.Fatalf("reading the answers from %s: %v (got %q)", addr, err, all)
-	}
+	all := exchangeRaw(t, addr, payload)
 	var o diffOutcome
 	br := bufio.NewReader(bytes.NewReader(all))
 	// The answer to a HEAD has no body: the first final one, when the
@@ -897,11 +907,6 @@ func sendRaw(t *testing.T, addr, payload string) diffOutcome {
 		o.answers = append(o.answers, diffAnswer{status: resp.StatusCode, line: resp.Proto + " " + resp.Status, seq: seq})
 	}
 	return o
-}
-
-func isReset(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && strings.Contains(op.Err.Error(), "connection reset")
 }
 
 // findSbinBinary returns the path of program: on PATH, else in Debian's
