@@ -162,8 +162,9 @@ type respCase struct {
 	late  string
 	close bool // the backend closes the connection after the answer
 	// early: answered once the request's head has come, before its body
-	// is read; bodyAsRequest: (early) then the body is read as the next
-	// request (a backend that ignores the body of this path).
+	// is read; bodyAsRequest: (early) the body is read as the next
+	// request, and answered (a backend that ignores the body of this
+	// path).
 	early, bodyAsRequest bool
 	// body of a POST (default: a few bytes).
 	body string
@@ -260,6 +261,15 @@ func (rb *respBackend) serve(front string, c net.Conn) {
 			answer = forged
 		default:
 			answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		}
+		if cs != nil && cs.bodyAsRequest {
+			// The body, read as the next request, is answered with its
+			// answer, both in one write: what the front finds after the
+			// answer is there as it reads it, however the scheduler runs
+			// this goroutine.
+			if next, _, _, ok := readSeenHead(br); ok && strings.Contains(next.line, " /forge ") {
+				answer += forged
+			}
 		}
 		if cs != nil && cs.early {
 			if _, err := c.Write([]byte(answer)); err != nil {
