@@ -451,6 +451,10 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindResponse).Inc()
 			return "", fmt.Errorf("edge %s: %w", m.Name, errUnrequestedSwitch)
 		}
+		if err := wellFormedAnswer(&ctx.Response.Header); err != nil {
+			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindResponse).Inc()
+			return "", fmt.Errorf("edge %s: %w", m.Name, err)
+		}
 		// A body is sent once: after it streamed to this edge the 421
 		// is relayed, not followed with an empty body.
 		if ctx.Response.StatusCode() == fasthttp.StatusMisdirectedRequest && body == nil {
@@ -635,6 +639,50 @@ func nameHasPrefix(name []byte, prefix string) bool {
 		}
 	}
 	return true
+}
+
+// errMalformedAnswer: an edge's answer whose head no client reads as the
+// edge wrote it.
+var errMalformedAnswer = errors.New("answer with a status below 100 or a header name that is no token")
+
+// wellFormedAnswer readies the head of an edge's answer, as fasthttp read
+// it, to go to a client, or refuses it (errMalformedAnswer). fasthttp
+// re-frames the body, but writes the status line and the header names as
+// the edge did:
+//
+//   - the version is the balancer's own, HTTP/1.1 (RFC 9110, 6.2): an
+//     HTTP/1.0 answer without a length went out as HTTP/1.0 with the
+//     chunked coding fasthttp frames it with, which an HTTP/1.0 message
+//     cannot carry (RFC 9112, 6.1) — a client reading it to the close took
+//     the chunk sizes and the next pipelined answer for its body — and
+//     "HTTP/2.0" or "HTTP/1.2" went on as written;
+//   - a reason phrase with a control byte (fasthttp turns CR and LF into
+//     spaces, not NUL or the others) gives way to the status's own;
+//   - a status below 100 is refused: fasthttp writes "099" as "99", a
+//     status line no client reads, and, taking it for a status without a
+//     body, the body after a head without a length;
+//   - so is a header name with a space inside (fasthttp keeps it; HAProxy
+//     and nginx refuse the answer).
+//
+// TestRelayedAnswerHeadIsWellFormed. No allocation but for an answer that
+// declares a Trailer.
+func wellFormedAnswer(h *fasthttp.ResponseHeader) error {
+	if h.StatusCode() < 100 {
+		return errMalformedAnswer
+	}
+	for k := range h.All() {
+		if bytes.IndexByte(k, ' ') >= 0 {
+			return errMalformedAnswer
+		}
+	}
+	h.SetProtocol(nil) // HTTP/1.1
+	for _, c := range h.StatusMessage() {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			h.SetStatusMessage(nil) // the status's own
+			break
+		}
+	}
+	return nil
 }
 
 // stripHopByHopResponse removes the edge connection's hop-by-hop headers.

@@ -367,6 +367,13 @@ func relayAnswer(resp *fasthttp.Response, read []byte, conn net.Conn, head bool)
 		return err
 	}
 	in.Header.CopyTo(&resp.Header)
+	if err := wellFormedAnswer(&resp.Header); err != nil {
+		_ = in.CloseBodyStream()
+		fasthttp.ReleaseResponse(in)
+		conn.Close()
+		resp.Reset()
+		return err
+	}
 	if in.BodyStream() == nil {
 		fasthttp.ReleaseResponse(in)
 		conn.Close()
