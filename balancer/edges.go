@@ -298,9 +298,16 @@ type pooledConn struct {
 	net.Conn
 	unread *acceptguard.Unread
 	read   atomic.Bool // a Read since the last Write: the next Write starts a request
-	edge   string
-	pool   *edgePool
-	peer   peerAddr // RemoteAddr
+	// spent: the answer read on it announced a body its status does not
+	// carry (announcesBodyItHasNot), which the edge may send after its
+	// head: the next request goes on a new connection, as with bytes
+	// waiting. Set by the request that read the answer, once HostClient
+	// has pooled the connection: a request taking it in between still
+	// goes on it.
+	spent atomic.Bool
+	edge  string
+	pool  *edgePool
+	peer  peerAddr // RemoteAddr
 	// client is the connection the body of the answer being read here
 	// streams to (streamTo); nil otherwise, and from the next request on.
 	// Set and read by the goroutine that holds the connection for a
@@ -352,7 +359,7 @@ func (c *pooledConn) Read(p []byte) (int, error) {
 func (c *pooledConn) Write(p []byte) (int, error) {
 	if c.read.Swap(false) {
 		c.client = nil // a new request: the last answer is over
-		if c.unread.Pending() {
+		if c.spent.Swap(false) || c.unread.Pending() {
 			if err := c.replace(); err != nil {
 				return 0, err
 			}

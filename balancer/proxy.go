@@ -455,6 +455,14 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindResponse).Inc()
 			return "", fmt.Errorf("edge %s: %w", m.Name, err)
 		}
+		if announcesBodyItHasNot(&ctx.Response.Header) {
+			// HostClient took the answer as ending with its head and
+			// pooled the connection: a body the edge sends after it
+			// would answer the next request on it, any client's.
+			if c := answerConn(ctx.Response.RemoteAddr()); c != nil {
+				c.spent.Store(true)
+			}
+		}
 		// A body is sent once: after it streamed to this edge the 421
 		// is relayed, not followed with an empty body.
 		if ctx.Response.StatusCode() == fasthttp.StatusMisdirectedRequest && body == nil {
@@ -683,6 +691,16 @@ func wellFormedAnswer(h *fasthttp.ResponseHeader) error {
 		}
 	}
 	return nil
+}
+
+// announcesBodyItHasNot reports whether an answer's head announces a body
+// (Transfer-Encoding, or a Content-Length other than 0) that its status
+// says it has not (204, 304): HostClient takes it as ending with its head,
+// and a body the edge sends anyway, after it, would answer the next
+// request on the connection (pooledConn.spent).
+func announcesBodyItHasNot(h *fasthttp.ResponseHeader) bool {
+	code := h.StatusCode()
+	return (code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified) && h.ContentLength() != 0 && h.ContentLength() != -2
 }
 
 // stripHopByHopResponse removes the edge connection's hop-by-hop headers.
