@@ -36,6 +36,10 @@ import (
 //     line no client reads;
 //   - a NUL in the reason phrase.
 //
+// The same went for the non-101 answer to an upgrade, whose handshake also
+// took a status below 100 for an interim answer: it passed over "099" and
+// read what its body held as the answer — here the forged one.
+//
 // Now the balancer speaks its own version (RFC 9110, 6.2: an intermediary
 // sends its own), refuses the answers a client cannot read (502) and sends
 // the status's own reason for one with a control byte.
@@ -44,47 +48,72 @@ func TestRelayedAnswerHeadIsWellFormed(t *testing.T) {
 		name, answer string
 		close        bool // the edge closes after the answer
 		status       int  // what the client gets
+		// upgradeStatus: what it gets when the answer is to an upgrade,
+		// when not status (the handshake reads HTTP/1.x status lines
+		// only).
+		upgradeStatus int
 	}{
-		{"HTTP/1.0 without length", "HTTP/1.0 200 OK\r\nX-Case: 1\r\n\r\nok", true, 200},
-		{"HTTP/1.0 keep-alive with length", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", false, 200},
-		{"HTTP/2.0 status line", "HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false, 200},
-		{"HTTP/1.2 status line", "HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok", false, 200},
-		{"space in a header name", "HTTP/1.1 200 OK\r\nX A: b\r\nContent-Length: 2\r\n\r\nok", false, 502},
-		{"status 099", "HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nok", false, 502},
-		{"NUL in the reason", "HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok", false, 200},
+		{"HTTP/1.0 without length", "HTTP/1.0 200 OK\r\nX-Case: 1\r\n\r\nok", true, 200, 0},
+		{"HTTP/1.0 keep-alive with length", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", false, 200, 0},
+		{"HTTP/2.0 status line", "HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false, 200, 502},
+		{"HTTP/1.2 status line", "HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok", false, 200, 0},
+		{"space in a header name", "HTTP/1.1 200 OK\r\nX A: b\r\nContent-Length: 2\r\n\r\nok", false, 502, 0},
+		{"status 099", fmt.Sprintf("HTTP/1.1 099 Low\r\nContent-Length: %d\r\n\r\n%s", len(forged), forged), false, 502, 0},
+		{"NUL in the reason", "HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok", false, 200, 0},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, configs.Balancer{})
-			h.ring.Update([]ring.Member{{Name: "careless", URL: serveConns(t, func(c net.Conn, br *bufio.Reader) {
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					answer := tt.answer
-					if id, ok := strings.CutPrefix(req.URL.Path, "/innocent/"); ok {
-						n, _ := strconv.Atoi(id)
-						answer = innocentAnswer(n)
-					}
-					if _, err := io.WriteString(c, answer); err != nil || tt.close && answer == tt.answer {
-						return
-					}
+		for _, upgrade := range []bool{false, true} {
+			name, status := tt.name, tt.status
+			first := "GET /case HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n"
+			if upgrade {
+				// The answer to an upgrade that is no 101 goes the
+				// upgrade's way (handshake, relayAnswer).
+				name += ", to an upgrade"
+				first = upgradeHead + "\r\n"
+				if tt.upgradeStatus != 0 {
+					status = tt.upgradeStatus
 				}
-			}), Weight: 1}})
-			raw := exchangeRaw(t, h.addr, "GET /case HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n"+
-				"GET /innocent/1 HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n")
-			answers, _, err := readStrict(raw, []string{"GET", "GET"})
-			t.Logf("the client read %q", raw)
+			}
+			t.Run(name, func(t *testing.T) { relayedAnswerHead(t, tt.answer, first, tt.close, status) })
+		}
+	}
+}
+
+// relayedAnswerHead sends first and a pipelined innocent request to a
+// balancer whose edge answers the first with answer (closing after it when
+// close) and checks that the client reads, strictly, an HTTP/1.1 status
+// answer and the innocent request's own answer.
+func relayedAnswerHead(t *testing.T, answer, first string, closeAfter bool, status int) {
+	t.Helper()
+	h := newHarness(t, configs.Balancer{})
+	h.ring.Update([]ring.Member{{Name: "careless", URL: serveConns(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
 			if err != nil {
-				t.Fatalf("what the client got does not read strictly: %v", err)
+				return
 			}
-			if len(answers) != 2 || answers[0].status != tt.status || answers[0].proto != "HTTP/1.1" || !answers[1].innocent(1) {
-				t.Fatalf("the client got %v, want an HTTP/1.1 %d and the pipelined request's own answer", answers, tt.status)
+			if id, ok := strings.CutPrefix(req.URL.Path, "/innocent/"); ok {
+				n, _ := strconv.Atoi(id)
+				if _, err := io.WriteString(c, innocentAnswer(n)); err != nil {
+					return
+				}
+				continue
 			}
-			if tt.status == 200 && answers[0].body != "ok" {
-				t.Errorf("body %q, want the edge's", answers[0].body)
+			if _, err := io.WriteString(c, answer); err != nil || closeAfter {
+				return
 			}
-		})
+		}
+	}), Weight: 1}})
+	raw := exchangeRaw(t, h.addr, first+"GET /innocent/1 HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n")
+	answers, _, err := readStrict(raw, []string{"GET", "GET"})
+	t.Logf("the client read %q", raw)
+	if err != nil {
+		t.Fatalf("what the client got does not read strictly: %v", err)
+	}
+	if len(answers) != 2 || answers[0].status != status || answers[0].proto != "HTTP/1.1" || !answers[1].innocent(1) {
+		t.Fatalf("the client got %v, want an HTTP/1.1 %d and the pipelined request's own answer", answers, status)
+	}
+	if status == 200 && answers[0].body != "ok" {
+		t.Errorf("body %q, want the edge's", answers[0].body)
 	}
 }
 

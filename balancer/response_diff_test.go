@@ -500,6 +500,7 @@ func responseCorpus() []respCase {
 		{name: "status 000", answer: strings.Replace(final, "200 OK", "000 Zero", 1) + f},
 		{name: "status 600", answer: strings.Replace(final, "200 OK", "600 High", 1) + f},
 		{name: "status 999", answer: strings.Replace(final, "200 OK", "999 High", 1) + f},
+		{name: "099 hiding an answer", answer: "HTTP/1.1 099 Low\r\n" + caseMark + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(f)) + f},
 		{name: "status two digits", answer: strings.Replace(final, "200 OK", "20 OK", 1) + f},
 		{name: "status four digits", answer: strings.Replace(final, "200 OK", "2000 OK", 1) + f},
 		{name: "status not digits", answer: strings.Replace(final, "200 OK", "2x0 OK", 1) + f},
@@ -543,6 +544,7 @@ func responseCorpus() []respCase {
 		{name: "upgrade: refused, missing final CRLF", method: "UPGRADE", answer: body("2\r\nok\r\n0\r\n")},
 		{name: "upgrade: refused, body on 204", method: "UPGRADE", answer: "HTTP/1.1 204 No Content\r\n" + caseMark + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(f)) + f},
 		{name: "upgrade: refused, without length", method: "UPGRADE", answer: ok + "\r\nok" + f, close: true},
+		{name: "upgrade: 099 hiding an answer", method: "UPGRADE", answer: "HTTP/1.1 099 Low\r\n" + caseMark + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(f)) + f},
 	}
 }
 

@@ -331,6 +331,8 @@ func handshake(conn net.Conn, request []byte) (buf []byte, n, status int, err er
 var errClosedUnanswered = errors.New("edge closed the connection without answering")
 
 // parseStatus reads the status code of "HTTP/1.1 101 Switching Protocols".
+// A code below 100 has no class (RFC 9110, 15): taken for an interim
+// answer, one was passed over and what its body held read as the answer.
 func parseStatus(head []byte) (int, error) {
 	if len(head) < 12 || !bytes.HasPrefix(head, []byte("HTTP/1.")) || head[8] != ' ' {
 		return 0, fmt.Errorf("malformed status line %q", head[:min(len(head), 32)])
@@ -341,6 +343,9 @@ func parseStatus(head []byte) (int, error) {
 			return 0, fmt.Errorf("malformed status line %q", head[:min(len(head), 32)])
 		}
 		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return 0, fmt.Errorf("malformed status line %q", head[:min(len(head), 32)])
 	}
 	return code, nil
 }
