@@ -1,10 +1,13 @@
 package gslb
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/miekg/dns"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -31,5 +34,132 @@ func TestZoneProblemsQuoteNoToken(t *testing.T) {
 		if err != nil && (strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "c2VjcmV0")) {
 			t.Errorf("%s: the problem quotes the file: %v", tc.name, err)
 		}
+	}
+}
+
+// zcHead is a zone's usual start: $TTL, SOA, apex NS and its address (the
+// zone-loading tests' zc.test).
+const zcHead = "$ORIGIN zc.test.\n$TTL 3600\n@ IN SOA ns1 hostmaster 2026120501 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 192.0.2.53\n"
+
+// zc is a zone of zcHead and lines.
+func zc(lines ...string) string { return zcHead + strings.Join(lines, "\n") + "\n" }
+
+// loadZoneText writes text as a zone file of zc.test and loads it; it
+// returns the file's path too, for what an error must name.
+func loadZoneText(t *testing.T, text string) (*zone, string, error) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "zc.test.zone")
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	z, err := loadZone(configs.Zone{Origin: "zc.test", File: file}, configs.RateLimit{})
+	return z, file, err
+}
+
+// Zones NSD and Knot both refuse as broken (the zone-loading differential
+// test, TestZoneLoadingAgainstCheckers): before, ringlb loaded each and
+// answered wrongly — the A of a name that also has a CNAME (the CNAME never
+// followed), a class CH record in answers to IN queries, a record whose
+// owner or target is longer than 255 octets or whose RDATA has no wire form
+// (a TLSA's bad hex, 80 KB of TXT) left out of every answer and transfer.
+// Now each is refused, the error naming the file, the line and the name.
+func TestZoneLoadRefusesBrokenRecords(t *testing.T) {
+	a63 := strings.Repeat("a", 63)
+	long := a63 + "." + a63 + "." + a63 + "." + strings.Repeat("b", 54) // 256 octets in zc.test.
+	for _, tc := range []struct {
+		name, record, want string
+	}{
+		{"CNAME and A at one name", "www IN CNAME target.example.\nwww IN A 192.0.2.80", "www.zc.test. has a CNAME and A"},
+		{"A and CNAME at one name", "www IN A 192.0.2.80\nwww IN CNAME target.example.", "www.zc.test. has a CNAME and A"},
+		{"CNAME at the apex", "@ IN CNAME target.example.", "zc.test. has a CNAME and NS"},
+		{"CNAME and DNAME at one name", "www IN CNAME target.example.\nwww IN DNAME target.example.", "www.zc.test. has a CNAME and DNAME"},
+		{"CNAME at a delegation", "sub IN NS ns.example.\nsub IN CNAME target.example.", "sub.zc.test. has a CNAME and NS"},
+		{"a record of class CH", `www CH TXT "chaos"`, "www.zc.test. TXT of class CH"},
+		{"a record of CLASS3", `www CLASS3 A 192.0.2.1`, "www.zc.test. A of class CH"},
+		{"an owner of 256 octets", long + " IN A 192.0.2.1", "longer than 255 octets"},
+		{"a target of 256 octets", "www IN CNAME " + long, "www.zc.test. CNAME: a name in it is longer than 255 octets"},
+		{"a TLSA's bad hex", "_443._tcp IN TLSA 3 1 1 zz", "_443._tcp.zc.test. TLSA: its RDATA has no wire form"},
+		{"80 KB of TXT", "www IN TXT " + strings.Repeat(`"`+strings.Repeat("x", 200)+`" `, 400), "www.zc.test. TXT: its RDATA has no wire form"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text := zc("; before", tc.record)
+			line := strings.Count(text, "\n") // the record's last line
+			z, file, err := loadZoneText(t, text)
+			t.Logf("%v", err)
+			if err == nil {
+				t.Fatalf("loaded, %d names", len(z.names))
+			}
+			if want := fmt.Sprintf("%s line %d: ", file, line); !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v, want %q and %q", err, want, tc.want)
+			}
+		})
+	}
+}
+
+// Zones NSD and Knot both load: before, ringlb refused a CNAME or DNAME
+// written twice ("more than one CNAME"), and loaded an A written twice
+// to answer it twice (RFC 2181 5: an RRset holds no duplicates) and an
+// RRset whose TTLs differ to answer it so (RFC 2181 5.2 has a client treat
+// that as an error). Now a record written twice is one record, and an
+// RRset's TTL is its first record's, as NSD and BIND make it.
+func TestZoneLoadMergesDuplicatesAndTTLs(t *testing.T) {
+	z, _, err := loadZoneText(t, zc(
+		"alias IN CNAME target.example.", "alias IN CNAME TARGET.example.",
+		"dn IN DNAME tgt.example.", "dn IN DNAME tgt.example.",
+		"www 300 IN A 192.0.2.80", "WWW 600 IN A 192.0.2.80", "www 900 IN A 192.0.2.81",
+		`txt IN TXT "a"`, `txt IN TXT "a"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		qtype uint16
+		want  string
+	}{
+		{"alias.zc.test.", dns.TypeCNAME, "alias.zc.test.\t3600\tIN\tCNAME\ttarget.example."},
+		{"dn.zc.test.", dns.TypeDNAME, "dn.zc.test.\t3600\tIN\tDNAME\ttgt.example."},
+		{"www.zc.test.", dns.TypeA, "www.zc.test.\t300\tIN\tA\t192.0.2.80 www.zc.test.\t300\tIN\tA\t192.0.2.81"},
+		{"txt.zc.test.", dns.TypeTXT, "txt.zc.test.\t3600\tIN\tTXT\t\"a\""},
+	} {
+		var got []string
+		for _, rr := range z.names[c.name][c.qtype] {
+			got = append(got, rr.String())
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("%s %s: %q, want %q", c.name, dns.TypeToString[c.qtype], got, c.want)
+		}
+	}
+}
+
+// A problem found in the records, not in their syntax, names the file and
+// the line of the record, in an $INCLUDEd file too, and the record's name:
+// before, "zone zc.test.: more than one SOA" said neither which file nor
+// where. Inline records are named by their place in the list.
+func TestZoneProblemsNameFileAndLine(t *testing.T) {
+	dir := t.TempDir()
+	inc := filepath.Join(dir, "more.zone")
+	if err := os.WriteFile(inc, []byte("; more\n\n@ IN SOA ns1 hostmaster 2 7200 3600 1209600 300\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"a second SOA", zc("@ IN SOA ns1 hostmaster 2 7200 3600 1209600 300"), "%s line 6: zc.test.: a second SOA"},
+		{"a second SOA, over lines", zc("; x", "", "@ IN SOA ns1 hostmaster (", "  2 7200", "  3600 1209600 300 )"), "%s line 8: zc.test.: a second SOA"},
+		{"a SOA below the apex", zc("sub IN SOA ns1 hostmaster 2 7200 3600 1209600 300"), "%s line 6: sub.zc.test.: a SOA not at the apex"},
+		{"a name out of the zone", zc("www IN A 192.0.2.1", "$ORIGIN other.test.", "www IN A 192.0.2.1"), "%s line 8: www.other.test. is outside the zone"},
+		{"data below a DNAME", zc("dn IN DNAME tgt", "", "x.dn IN A 192.0.2.1"), "%s line 8: x.dn.zc.test. is below the DNAME at dn.zc.test."},
+		{"a second SOA in an include", zc("$INCLUDE " + inc), inc + " line 3: zc.test.: a second SOA"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, file, err := loadZoneText(t, tc.text)
+			want := strings.ReplaceAll(tc.want, "%s", file)
+			t.Logf("%v", err)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("%v, want %q", err, want)
+			}
+		})
+	}
+	_, err := loadZone(configs.Zone{Origin: "zc.test", Records: []string{"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 300", "@ 3600 IN NS ns1", "www 3600 IN CNAME x.example.", "www 3600 IN TXT \"x\""}}, configs.RateLimit{})
+	if want := "records of zc.test. line 4: www.zc.test. has a CNAME and TXT"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("%v, want %q", err, want)
 	}
 }
