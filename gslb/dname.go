@@ -113,8 +113,8 @@ func (z *zone) occludedByDNAME() error {
 	var errs []error
 	for _, name := range names {
 		d := z.dnameAbove(name)
-		errs = append(errs, fmt.Errorf("zone %s: %s (in %s) is below the DNAME at %s: names there are rewritten to %s (RFC 6672), its records would never be answered; remove them or the DNAME",
-			z.origin, name, z.source, d.Hdr.Name, d.Target))
+		errs = append(errs, fmt.Errorf("zone %s: %s: %s is below the DNAME at %s: names there are rewritten to %s (RFC 6672), its records would never be answered; remove them or the DNAME",
+			z.origin, z.firstAt(name), name, d.Hdr.Name, d.Target))
 	}
 	return errors.Join(errs...)
 }

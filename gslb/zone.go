@@ -1,7 +1,10 @@
 package gslb
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -44,20 +47,114 @@ type zone struct {
 	// extra is the additional records of each NS, MX and SRV RRset
 	// (additional.go), made when the state is built; nil before.
 	extra map[rrsetID][]dns.RR
+	// at is where each record was written, for the problems found in
+	// them; wire packs each record once, to see it has a wire form. Both
+	// are the load's only (nil after).
+	at     map[dns.RR]recordPos
+	packed []byte
 }
 
 // regularFiles opens a zone file's $INCLUDEs as the file itself is opened
 // (configs.OpenRegular). The parser hands it absolute paths (the zone's
 // file is made absolute, relative includes are joined to its directory)
 // without their leading slash, as an fs.FS takes names.
-type regularFiles struct{}
+type regularFiles struct{ at *recordLines }
 
-func (regularFiles) Open(name string) (fs.File, error) {
+func (rf regularFiles) Open(name string) (fs.File, error) {
 	f, _, err := configs.OpenRegular("/" + name)
 	if err != nil {
 		return nil, err
 	}
-	return f, nil
+	return &lineFile{File: f, lineReader: rf.at.reader(f, "/"+name)}, nil
+}
+
+// lineFile is an included file read through its lineReader: the parser
+// takes a reader with ReadByte as it is, so every byte it reads is counted.
+type lineFile struct {
+	fs.File
+	*lineReader
+}
+
+func (f *lineFile) Read(p []byte) (int, error) { return f.lineReader.Read(p) }
+
+// recordLines says where each record the parser returns was written: the
+// parser's records carry no position, and a problem found in one (a second
+// SOA, a CNAME beside other data) must name its file and line. Every file
+// the parser reads, the zone's and its includes, goes through a lineReader
+// of it; the one read last holds the record just returned.
+type recordLines struct{ last *lineReader }
+
+func (at *recordLines) reader(r io.Reader, name string) *lineReader {
+	return &lineReader{r: bufio.NewReader(r), at: at, name: name, line: 1, blank: true}
+}
+
+// next is where the record the parser just returned starts.
+func (at *recordLines) next() recordPos {
+	lr := at.last
+	if lr == nil {
+		return recordPos{}
+	}
+	p := recordPos{file: lr.name, line: lr.start}
+	lr.start = 0
+	return p
+}
+
+// lineReader counts a file's lines as the parser reads it, and keeps the
+// line where the record being read starts: the first line since the last
+// record with something on it that is neither a comment nor a directive
+// ($TTL, $ORIGIN, $INCLUDE). The parser reads no further than the end of a
+// record before it returns it.
+type lineReader struct {
+	r     *bufio.Reader
+	at    *recordLines
+	name  string
+	line  int
+	blank bool // nothing but blanks read on this line yet
+	start int  // the line the record being read starts on; 0: none yet
+}
+
+func (lr *lineReader) ReadByte() (byte, error) {
+	c, err := lr.r.ReadByte()
+	if err != nil {
+		return c, err
+	}
+	lr.at.last = lr
+	switch {
+	case c == '\n':
+		lr.line++
+		lr.blank = true
+	case lr.blank && (c == ' ' || c == '\t' || c == '\r'):
+	case lr.blank:
+		lr.blank = false
+		if c != ';' && c != '$' && lr.start == 0 {
+			lr.start = lr.line
+		}
+	}
+	return c, nil
+}
+
+func (lr *lineReader) Read(p []byte) (int, error) {
+	for i := range p {
+		c, err := lr.ReadByte()
+		if err != nil {
+			return i, err
+		}
+		p[i] = c
+	}
+	return len(p), nil
+}
+
+// recordPos is where a record was written.
+type recordPos struct {
+	file string
+	line int
+}
+
+func (p recordPos) String() string {
+	if p.line == 0 {
+		return p.file
+	}
+	return fmt.Sprintf("%s line %d", p.file, p.line)
 }
 
 // loadZone parses a zone from its master file or inline records; nets says
@@ -72,6 +169,9 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 		z.allow = append(z.allow, p.Masked())
 	}
 	var zp *dns.ZoneParser
+	lines := &recordLines{}
+	z.at = map[dns.RR]recordPos{}
+	defer func() { z.at, z.packed = nil, nil }()
 	if zc.File != "" {
 		// A regular file only, its includes too: a FIFO put in the place
 		// of either after the check would hold a reload in open(2).
@@ -93,17 +193,17 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 			return nil, fmt.Errorf("zone %s: %w", z.origin, err)
 		}
 		defer f.Close()
-		zp = dns.NewZoneParser(f, z.origin, file)
+		zp = dns.NewZoneParser(lines.reader(f, file), z.origin, file)
 		zp.SetIncludeAllowed(true) // a file may include others, as in BIND
-		zp.SetIncludeFS(regularFiles{})
+		zp.SetIncludeFS(regularFiles{lines})
 	} else {
 		// Inline records include nothing: they come with the config, which
 		// the config API takes from an operator's client.
 		z.source = "records of " + z.origin
-		zp = dns.NewZoneParser(strings.NewReader(strings.Join(zc.Records, "\n")), z.origin, z.source)
+		zp = dns.NewZoneParser(lines.reader(strings.NewReader(strings.Join(zc.Records, "\n")), z.source), z.origin, z.source)
 	}
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
-		if err := z.add(rr); err != nil {
+		if err := z.add(rr, lines.next()); err != nil {
 			return nil, err
 		}
 	}
@@ -111,7 +211,7 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 		return nil, fmt.Errorf("zone %s: %w", z.origin, configs.ZoneError(err))
 	}
 	if z.soa == nil {
-		return nil, fmt.Errorf("zone %s: no SOA record at the apex", z.origin)
+		return nil, fmt.Errorf("zone %s: %s: no SOA record at the apex", z.origin, z.source)
 	}
 	if err := z.occludedByDNAME(); err != nil {
 		return nil, err
@@ -140,27 +240,57 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 	return z, nil
 }
 
-func (z *zone) add(rr dns.RR) error {
+// add puts rr, written at pos, in the zone, or says why it may not be.
+func (z *zone) add(rr dns.RR, pos recordPos) error {
 	h := rr.Header()
 	h.Name = strings.ToLower(h.Name)
+	at := func(format string, args ...any) error {
+		return fmt.Errorf("zone %s: %s: "+format, append([]any{z.origin, pos}, args...)...)
+	}
 	if !dns.IsSubDomain(z.origin, h.Name) {
-		return fmt.Errorf("zone %s: %s is outside the zone", z.origin, h.Name)
+		return at("%s is outside the zone", h.Name)
+	}
+	if h.Class != dns.ClassINET {
+		// Answers are of class IN: a record of another class would be
+		// answered as if it were IN. NSD and Knot refuse it too.
+		return at("%s %s of class %s: a zone holds class IN only", h.Name, typeName(h.Rrtype), dns.Class(h.Class))
+	}
+	if err := z.fits(rr); err != nil {
+		return at("%s %s: %v", h.Name, typeName(h.Rrtype), err)
 	}
 	if z.cfg.DNSSEC != nil && dnssecType(h.Rrtype) && (h.Name == z.origin || h.Rrtype != dns.TypeDNSKEY && h.Rrtype != dns.TypeCDS && h.Rrtype != dns.TypeCDNSKEY) {
 		// A signed zone's keys, signatures and NSEC records are the
 		// signer's: ones from the file would contradict them.
-		return fmt.Errorf("zone %s: %s %s in the zone's data; it is signed online (dnssec), remove it", z.origin, h.Name, dns.TypeToString[h.Rrtype])
+		return at("%s %s in the zone's data; it is signed online (dnssec), remove it", h.Name, typeName(h.Rrtype))
+	}
+	byType := z.names[h.Name]
+	for _, old := range byType[h.Rrtype] {
+		if dns.IsDuplicate(old, rr) {
+			// The same record again (RFC 2181 5: an RRset has no
+			// duplicates): one, as NSD and Knot load it.
+			return nil
+		}
 	}
 	if h.Rrtype == dns.TypeSOA {
 		if h.Name != z.origin {
-			return fmt.Errorf("zone %s: SOA at %s, not at the apex", z.origin, h.Name)
+			return at("%s: a SOA not at the apex (%s); a zone has one SOA, at its apex", h.Name, z.origin)
 		}
 		if z.soa != nil {
-			return fmt.Errorf("zone %s: more than one SOA", z.origin)
+			return at("%s: a second SOA; a zone has one", h.Name)
 		}
 		z.soa = rr.(*dns.SOA)
 	}
-	byType := z.names[h.Name]
+	if old := byType[h.Rrtype]; len(old) > 0 && h.Rrtype != dns.TypeRRSIG && old[0].Header().Ttl != h.Ttl {
+		// An RRset has one TTL (RFC 2181 5.2: a client treats differing
+		// ones as an error): its first record's, as NSD and BIND take it.
+		h.Ttl = old[0].Header().Ttl
+	}
+	if other := besideCNAME(byType, h.Rrtype); other != 0 {
+		// RFC 1034 3.6.2, RFC 2181 10.1: a CNAME's name has no other data
+		// (but its DNSSEC records); which would be answered is anyone's
+		// guess.
+		return at("%s has a CNAME and %s: a name with a CNAME has no other data (RFC 1034 3.6.2); remove one", h.Name, typeName(other))
+	}
 	if byType == nil {
 		byType = map[uint16][]dns.RR{}
 		z.names[h.Name] = byType
@@ -177,12 +307,12 @@ func (z *zone) add(rr dns.RR) error {
 		}
 	}
 	if h.Rrtype == dns.TypeCNAME && len(byType[dns.TypeCNAME]) > 0 {
-		return fmt.Errorf("zone %s: more than one CNAME at %s", z.origin, h.Name)
+		return at("%s has two CNAMEs: a CNAME is one name's only alias; keep one", h.Name)
 	}
 	if h.Rrtype == dns.TypeDNAME {
 		// A singleton (RFC 6672 2.4): one target for every name below.
 		if z.dnames[h.Name] != nil {
-			return fmt.Errorf("zone %s: more than one DNAME at %s", z.origin, h.Name)
+			return at("%s has two DNAMEs (more than one DNAME at a name): a DNAME is the one target of every name below; keep one", h.Name)
 		}
 		if z.dnames == nil {
 			z.dnames = map[string]*dns.DNAME{}
@@ -196,8 +326,77 @@ func (z *zone) add(rr dns.RR) error {
 		z.cuts[h.Name] = true
 	}
 	byType[h.Rrtype] = append(byType[h.Rrtype], rr)
+	z.at[rr] = pos
 	return nil
 }
+
+// besideCNAME is a type that may not be at one name with the other
+// (RFC 1034 3.6.2: a CNAME and anything but the DNSSEC records RRSIG and
+// NSEC, RFC 4035 2.5 and 2.3), when adding a record of type t to a name
+// of byType; 0 when none.
+func besideCNAME(byType map[uint16][]dns.RR, t uint16) uint16 {
+	free := func(t uint16) bool { return t == dns.TypeCNAME || t == dns.TypeRRSIG || t == dns.TypeNSEC }
+	if free(t) && t != dns.TypeCNAME {
+		return 0
+	}
+	if t == dns.TypeCNAME {
+		// The lowest type, so that the error is the same every time.
+		var first uint16
+		for other, rrs := range byType {
+			if len(rrs) > 0 && !free(other) && (first == 0 || other < first) {
+				first = other
+			}
+		}
+		return first
+	}
+	if t != dns.TypeCNAME && len(byType[dns.TypeCNAME]) > 0 {
+		return t
+	}
+	return 0
+}
+
+// fits says why rr has no wire form, nil when it has: a name in it longer
+// than 255 octets, RDATA longer than 65,535 octets or that the type's
+// format does not allow (a bad hex or base64 field). The parser takes each;
+// served, none could be packed into an answer or a transfer. The reason
+// quotes nothing of the record.
+func (z *zone) fits(rr dns.RR) error {
+	if z.packed == nil {
+		z.packed = make([]byte, dns.MaxMsgSize+512)
+	}
+	n, err := dns.PackRR(rr, z.packed, 0, nil, false)
+	if err == nil {
+		// The library packs a name longer than 255 octets; unpacking
+		// refuses it, as every reader of the answer would.
+		_, _, err = dns.UnpackRR(z.packed[:n], 0)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, dns.ErrLongDomain):
+		return errors.New("a name in it is longer than 255 octets")
+	default:
+		return errors.New("its RDATA has no wire form (a field its type does not take, or longer than 65,535 octets)")
+	}
+}
+
+// firstAt is where the first record of name was written (the zone's
+// source when none is known).
+func (z *zone) firstAt(name string) recordPos {
+	first := recordPos{file: z.source}
+	for _, rrs := range z.names[name] {
+		for _, rr := range rrs {
+			p, ok := z.at[rr]
+			if ok && (first.line == 0 || p.file == first.file && p.line < first.line) {
+				first = p
+			}
+		}
+	}
+	return first
+}
+
+// typeName is t's mnemonic, or TYPEn (RFC 3597).
+func typeName(t uint16) string { return dns.Type(t).String() }
 
 // lookup returns the records of name (lower case) and whether the name
 // exists, falling back to a wildcard at the closest encloser (RFC 4592).
