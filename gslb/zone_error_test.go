@@ -63,6 +63,11 @@ func loadZoneText(t *testing.T, text string) (*zone, string, error) {
 // owner or target is longer than 255 octets or whose RDATA has no wire form
 // (a TLSA's bad hex, 80 KB of TXT) left out of every answer and transfer.
 // Now each is refused, the error naming the file, the line and the name.
+// So are records of the types that exist only in messages (RFC 6895 3.1:
+// OPT, TSIG, AXFR, ANY and the rest of 128 to 255; type 0), which NSD and
+// Knot load: an OPT in a transfer's answer section makes the secondary
+// drop the transfer (RFC 6891 6.1.1: an OPT anywhere but the additional
+// section is malformed), and asked for, an AXFR record is a transfer.
 func TestZoneLoadRefusesBrokenRecords(t *testing.T) {
 	a63 := strings.Repeat("a", 63)
 	long := a63 + "." + a63 + "." + a63 + "." + strings.Repeat("b", 54) // 256 octets in zc.test.
@@ -79,6 +84,9 @@ func TestZoneLoadRefusesBrokenRecords(t *testing.T) {
 		{"an owner of 256 octets", long + " IN A 192.0.2.1", "longer than 255 octets"},
 		{"a target of 256 octets", "www IN CNAME " + long, "www.zc.test. CNAME: a name in it is longer than 255 octets"},
 		{"a TLSA's bad hex", "_443._tcp IN TLSA 3 1 1 zz", "_443._tcp.zc.test. TLSA: its RDATA has no wire form"},
+		{"an OPT record", `www IN TYPE41 \# 0`, "www.zc.test. OPT: a meta-type"},
+		{"an AXFR record", `www IN TYPE252 \# 0`, "www.zc.test. AXFR: a meta-type"},
+		{"type 0", `www IN TYPE0 \# 0`, "www.zc.test. TYPE0: a meta-type"},
 		{"80 KB of TXT", "www IN TXT " + strings.Repeat(`"`+strings.Repeat("x", 200)+`" `, 400), "www.zc.test. TXT: its RDATA has no wire form"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -134,11 +142,17 @@ func TestZoneLoadMergesDuplicatesAndTTLs(t *testing.T) {
 // A problem found in the records, not in their syntax, names the file and
 // the line of the record, in an $INCLUDEd file too, and the record's name:
 // before, "zone zc.test.: more than one SOA" said neither which file nor
-// where. Inline records are named by their place in the list.
+// where. Inline records are named by their place in the list. A problem
+// in an included file's syntax names the file by its absolute path: before,
+// by the path without its leading slash ("tmp/zones/bad.zone").
 func TestZoneProblemsNameFileAndLine(t *testing.T) {
 	dir := t.TempDir()
 	inc := filepath.Join(dir, "more.zone")
 	if err := os.WriteFile(inc, []byte("; more\n\n@ IN SOA ns1 hostmaster 2 7200 3600 1209600 300\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.zone")
+	if err := os.WriteFile(bad, []byte("www IN A 192.0.2.1\nbad IN A 300.0.0.1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ name, text, want string }{
@@ -148,6 +162,8 @@ func TestZoneProblemsNameFileAndLine(t *testing.T) {
 		{"a name out of the zone", zc("www IN A 192.0.2.1", "$ORIGIN other.test.", "www IN A 192.0.2.1"), "%s line 8: www.other.test. is outside the zone"},
 		{"data below a DNAME", zc("dn IN DNAME tgt", "", "x.dn IN A 192.0.2.1"), "%s line 8: x.dn.zc.test. is below the DNAME at dn.zc.test."},
 		{"a second SOA in an include", zc("$INCLUDE " + inc), inc + " line 3: zc.test.: a second SOA"},
+		{"a bad address in an include", zc("$INCLUDE " + bad), "zone zc.test.: " + bad + ": dns: bad A A at line: 2:"},
+		{"an include of itself", zc("$INCLUDE zc.test.zone"), "zone zc.test.: %s: dns: too deeply nested $INCLUDE at line: 6:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, file, err := loadZoneText(t, tc.text)
