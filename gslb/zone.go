@@ -208,7 +208,14 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 		}
 	}
 	if err := zp.Err(); err != nil {
-		return nil, fmt.Errorf("zone %s: %w", z.origin, configs.ZoneError(err))
+		err = configs.ZoneError(err)
+		if zc.File != "" && !strings.HasPrefix(err.Error(), "/") {
+			// A problem in an included file is named by the path the
+			// parser opened it by (regularFiles): absolute, without its
+			// leading slash.
+			err = errors.New("/" + err.Error())
+		}
+		return nil, fmt.Errorf("zone %s: %w", z.origin, err)
 	}
 	if z.soa == nil {
 		return nil, fmt.Errorf("zone %s: %s: no SOA record at the apex", z.origin, z.source)
@@ -254,6 +261,12 @@ func (z *zone) add(rr dns.RR, pos recordPos) error {
 		// Answers are of class IN: a record of another class would be
 		// answered as if it were IN. NSD and Knot refuse it too.
 		return at("%s %s of class %s: a zone holds class IN only", h.Name, typeName(h.Rrtype), dns.Class(h.Class))
+	}
+	if metaType(h.Rrtype) {
+		// Types that exist only in messages (RFC 6895 3.1): an OPT in a
+		// transfer's answers is a malformed message (RFC 6891 6.1.1), and
+		// an AXFR or ANY record could never be asked for.
+		return at("%s %s: a meta-type, which exists only in messages, never in a zone (RFC 6895 3.1); remove it", h.Name, typeName(h.Rrtype))
 	}
 	if err := z.fits(rr); err != nil {
 		return at("%s %s: %v", h.Name, typeName(h.Rrtype), err)
@@ -395,8 +408,20 @@ func (z *zone) firstAt(name string) recordPos {
 	return first
 }
 
+// metaType: a type no zone holds (RFC 6895 3.1): 0, OPT, and 128 to 255,
+// the block of meta- and query types (TKEY, TSIG, IXFR, AXFR, MAILB,
+// MAILA, ANY and those unassigned).
+func metaType(t uint16) bool {
+	return t == 0 || t == dns.TypeOPT || t >= 128 && t <= 255
+}
+
 // typeName is t's mnemonic, or TYPEn (RFC 3597).
-func typeName(t uint16) string { return dns.Type(t).String() }
+func typeName(t uint16) string {
+	if name, ok := dns.TypeToString[t]; ok && t != dns.TypeNone {
+		return name
+	}
+	return fmt.Sprintf("TYPE%d", t)
+}
 
 // lookup returns the records of name (lower case) and whether the name
 // exists, falling back to a wildcard at the closest encloser (RFC 4592).
