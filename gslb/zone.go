@@ -47,10 +47,11 @@ type zone struct {
 	// extra is the additional records of each NS, MX and SRV RRset
 	// (additional.go), made when the state is built; nil before.
 	extra map[rrsetID][]dns.RR
-	// at is where each record was written, for the problems found in
-	// them; wire packs each record once, to see it has a wire form. Both
+	// at is where each name's first record was written, for the problems
+	// found after the parse (data below a DNAME); packed, the buffer each
+	// record is packed into once, to see it has a wire form (fits). Both
 	// are the load's only (nil after).
-	at     map[dns.RR]recordPos
+	at     map[string]recordPos
 	packed []byte
 }
 
@@ -170,7 +171,7 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 	}
 	var zp *dns.ZoneParser
 	lines := &recordLines{}
-	z.at = map[dns.RR]recordPos{}
+	z.at = map[string]recordPos{}
 	defer func() { z.at, z.packed = nil, nil }()
 	if zc.File != "" {
 		// A regular file only, its includes too: a FIFO put in the place
@@ -339,7 +340,9 @@ func (z *zone) add(rr dns.RR, pos recordPos) error {
 		z.cuts[h.Name] = true
 	}
 	byType[h.Rrtype] = append(byType[h.Rrtype], rr)
-	z.at[rr] = pos
+	if _, ok := z.at[h.Name]; !ok {
+		z.at[h.Name] = pos
+	}
 	return nil
 }
 
@@ -378,9 +381,10 @@ func (z *zone) fits(rr dns.RR) error {
 		z.packed = make([]byte, dns.MaxMsgSize+512)
 	}
 	n, err := dns.PackRR(rr, z.packed, 0, nil, false)
-	if err == nil {
+	if err == nil && n > 255 {
 		// The library packs a name longer than 255 octets; unpacking
-		// refuses it, as every reader of the answer would.
+		// refuses it, as every reader of the answer would. A record
+		// shorter than that holds no such name (and costs no unpacking).
 		_, _, err = dns.UnpackRR(z.packed[:n], 0)
 	}
 	switch {
@@ -394,18 +398,12 @@ func (z *zone) fits(rr dns.RR) error {
 }
 
 // firstAt is where the first record of name was written (the zone's
-// source when none is known).
+// source when it is not known).
 func (z *zone) firstAt(name string) recordPos {
-	first := recordPos{file: z.source}
-	for _, rrs := range z.names[name] {
-		for _, rr := range rrs {
-			p, ok := z.at[rr]
-			if ok && (first.line == 0 || p.file == first.file && p.line < first.line) {
-				first = p
-			}
-		}
+	if p, ok := z.at[name]; ok {
+		return p
 	}
-	return first
+	return recordPos{file: z.source}
 }
 
 // metaType: a type no zone holds (RFC 6895 3.1): 0, OPT, and 128 to 255,
