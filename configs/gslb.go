@@ -64,9 +64,14 @@ type Zone struct {
 	// Origin is the zone's apex (e.g. ide.example.com).
 	Origin string `yaml:"origin"`
 	// File is an RFC 1035 master file; relative names are relative to Origin.
-	// A problem in it names its line and column, not the text there. It may
-	// include others ($INCLUDE, a relative path from its directory); it and
-	// they are read only when regular files.
+	// A problem in it names its file, line and column, not the text there. It
+	// may include others ($INCLUDE, a relative path from its directory); it
+	// and they are read only when regular files. It is checked as NSD and
+	// Knot check a zone (gslb/README.md, Zone files): refused for a CNAME
+	// beside other data, a record of a class other than IN or of a
+	// meta-type, a name past 255 octets, no SOA or two, data outside the zone
+	// or below a DNAME; a record written twice is one, and an RRset's TTL its
+	// first record's.
 	File string `yaml:"file"`
 	// Records are master-file lines ("www 300 IN A 192.0.2.1"), used when
 	// File is empty; they include no file ($INCLUDE is refused: name the
