@@ -293,6 +293,14 @@ func lineOf(text string) int {
 	return 0
 }
 
+// TestZoneLoadingAgainstCheckers runs zoneCorpus through loadZone,
+// nsd-checkzone (NSD 4.6) and kzonecheck (Knot 3.2; two checkers at once)
+// and asserts: ringlb refuses what both refuse and loads what both load,
+// but for the cases' written reasons; every refusal names the file, the
+// marked line and, for a problem in the records, the name; no load panics
+// or hangs. Before the fixes it found (gslb/README.md, Zone files), 19
+// zones both refuse were loaded, 2 both load were refused, and 27 of 68
+// refusals named no file or not the line; now none.
 func TestZoneLoadingAgainstCheckers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the peers' zone checkers on every case: not with -short")
@@ -301,6 +309,7 @@ func TestZoneLoadingAgainstCheckers(t *testing.T) {
 	if nsd == "" || knot == "" {
 		t.Skip("nsd-checkzone or kzonecheck not installed (apt-get install nsd knot-dnssecutils): no zone checkers to compare with")
 	}
+	began := time.Now()
 	ksk, zsk := testKeysFor(t, zcOrigin)
 	corpus := zoneCorpus()
 	type result struct {
@@ -361,6 +370,7 @@ func TestZoneLoadingAgainstCheckers(t *testing.T) {
 		r.ringlb = loadZoneGuarded(t, zcfg)
 	}
 	wg.Wait()
+	t.Logf("%d cases loaded and checked by three loaders in %v", len(corpus), time.Since(began).Round(time.Millisecond))
 	var agree, stricter, laxer, peersDiffer int
 	for _, r := range results {
 		c := r.c
@@ -469,8 +479,8 @@ func loadZoneGuarded(t *testing.T, zc configs.Zone) zoneVerdict {
 	select {
 	case v := <-done:
 		return v
-	case <-time.After(time.Minute):
-		t.Fatalf("loadZone(%s) did not return in a minute", zc.File)
+	case <-time.After(5 * time.Minute): // a liveness bound: every case loads in milliseconds
+		t.Fatalf("loadZone(%s) did not return in five minutes", zc.File)
 		return zoneVerdict{}
 	}
 }
