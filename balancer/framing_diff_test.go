@@ -515,11 +515,12 @@ type seenRequest struct {
 // the connection closed. Each front has its own listener, so what reached it
 // through which front is never mixed.
 type diffBackend struct {
-	wg sync.WaitGroup
 	// serveConn, when set before the first listen, serves each connection
-	// in place of serve (the response test's backend); it appends what it
-	// read to reqs.
+	// in place of serve's fixed answers (the response and upgrade tests'
+	// backends), recording what it reads with record.
 	serveConn func(front string, c net.Conn)
+
+	wg sync.WaitGroup
 
 	mu    sync.Mutex
 	seq   int
@@ -601,13 +602,7 @@ func (b *diffBackend) serve(front string, c net.Conn) {
 		if r.line == "" && !ok {
 			return // nothing (more) on this connection
 		}
-		b.mu.Lock()
-		if ok {
-			b.seq++
-			r.seq, r.complete = b.seq, true
-		}
-		b.reqs[front] = append(b.reqs[front], r)
-		b.mu.Unlock()
+		b.record(front, &r, ok)
 		if !ok {
 			return
 		}
@@ -619,6 +614,18 @@ func (b *diffBackend) serve(front string, c net.Conn) {
 			return
 		}
 	}
+}
+
+// record notes r as read through front: whole (ok), it gets the next
+// sequence number, which its answer carries.
+func (b *diffBackend) record(front string, r *seenRequest, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ok {
+		b.seq++
+		r.seq, r.complete = b.seq, true
+	}
+	b.reqs[front] = append(b.reqs[front], *r)
 }
 
 // readSeenRequest reads one request: its head to the empty line, its body
@@ -940,8 +947,9 @@ func peerListener(t *testing.T) (*os.File, string) {
 
 // startDiffHAProxy runs HAProxy in the foreground (-db) in front of
 // backend, with its defaults' framing rules (no accept-invalid options),
-// closing each server connection after its answer (http-server-close). Its
-// frontend is the inherited listener (bind fd@3).
+// closing each server connection after its answer (http-server-close) and
+// adding the client's address to X-Forwarded-For (option forwardfor), as an
+// operator's front does. Its frontend is the inherited listener (bind fd@3).
 func startDiffHAProxy(t *testing.T, bin, backend string) string {
 	t.Helper()
 	lf, addr := peerListener(t)
@@ -951,6 +959,7 @@ func startDiffHAProxy(t *testing.T, bin, backend string) string {
 defaults
   mode http
   option http-server-close
+  option forwardfor
   timeout connect 5s
   timeout client 30s
   timeout server 30s
@@ -1035,7 +1044,8 @@ func runDiffPeer(t *testing.T, name string, cmd *exec.Cmd, addr string) {
 // startDiffNginx runs nginx in the foreground (daemon off, a master and one
 // worker) in front of backend, as an operator of a WebSocket front
 // configures it: HTTP/1.1 to the backend, the client's Upgrade passed on and
-// Connection set from it (nginx's own WebSocket proxying recipe), and bodies
+// Connection set from it (nginx's own WebSocket proxying recipe), the
+// client's address added to X-Forwarded-For, and bodies
 // not buffered either way (proxy_request_buffering off, proxy_buffering
 // off) — the front relays streams and small API calls, holds no upload in
 // memory or on disk before the backend sees it, and so streams a body as
@@ -1081,6 +1091,7 @@ http {
       proxy_set_header Host $host;
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $connection_upgrade;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_request_buffering off;
       proxy_buffering off;
       proxy_ignore_client_abort on;

@@ -281,10 +281,7 @@ func (rb *respBackend) serve(front string, c net.Conn) {
 				return
 			}
 		}
-		rb.b.mu.Lock()
-		r.complete = true
-		rb.b.reqs[front] = append(rb.b.reqs[front], r)
-		rb.b.mu.Unlock()
+		rb.b.record(front, &r, true)
 		if cs == nil || !cs.early {
 			if _, err := c.Write([]byte(answer)); err != nil {
 				return
