@@ -113,3 +113,45 @@ func TestAcceptsWebSocketAllocations(t *testing.T) {
 		t.Errorf("acceptsWebSocket allocates %v times", n)
 	}
 }
+
+// An upgrade reaches the edge naming websocket alone, in one Upgrade line:
+// the protocol the balancer took it for. A request with a second Upgrade
+// line (Upgrade: websocket, then Upgrade: h2c) is a WebSocket upgrade to
+// the balancer, which reads the first; the edge got both lines, and a
+// backend that switches to h2c whenever Upgrade names it answered 101 for
+// h2c on the balancer's connection — refused (no WebSocket accept), the
+// client got 502 where nginx, passing the first line alone, got the
+// WebSocket server's answer. Now the edge gets `Upgrade: websocket` only
+// and the handshake goes through. (Found by TestUpgradeAgainstNginx.)
+func TestAnUpgradeReachesTheEdgeAsWebSocketAlone(t *testing.T) {
+	seen := make(chan []string, 1)
+	url := serveConns(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		ups := req.Header.Values("Upgrade")
+		seen <- ups
+		answer := wsSwitch(req, "")
+		for _, up := range ups {
+			for tok := range strings.SplitSeq(up, ",") {
+				if strings.EqualFold(strings.TrimSpace(tok), "h2c") {
+					answer = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+				}
+			}
+		}
+		_, _ = io.WriteString(c, answer)
+	})
+	b, addr := startRawBalancer(t, configs.Balancer{})
+	b.ring.Update([]ring.Member{{Name: "app", URL: url, Weight: 1}})
+
+	status, _ := rawRequest(t, addr, wsHead+"Upgrade: h2c\r\n\r\n")
+	ups := <-seen
+	t.Logf("the edge got Upgrade %q; the client %d", ups, status)
+	if fmt.Sprint(ups) != "[websocket]" {
+		t.Errorf("the edge got Upgrade %q, want [websocket]", ups)
+	}
+	if status != http.StatusSwitchingProtocols {
+		t.Errorf("the WebSocket handshake: %d, want 101", status)
+	}
+}

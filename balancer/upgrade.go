@@ -121,6 +121,12 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 	// header says otherwise.
 	h.Del(fasthttp.HeaderContentLength)
 	h.Del(fasthttp.HeaderTransferEncoding)
+	// Nor does any other protocol than the one the balancer took the
+	// request for: isWebSocketUpgrade reads the first Upgrade line, and a
+	// second one (h2c) reaching the edge had a backend that switches to it
+	// answer 101 for h2c on this connection.
+	h.Del(fasthttp.HeaderUpgrade)
+	h.Set(fasthttp.HeaderUpgrade, "websocket")
 
 	var tun *tunnel
 	edge, err := b.forward(snap, key, owner, func(m ring.Member, skipped []string) (string, error) {
