@@ -49,6 +49,8 @@ const (
 	// upgKey is the Sec-WebSocket-Key of the corpus: RFC 6455's sample,
 	// answered by wsSampleAccept.
 	upgKey = "dGhlIHNhbXBsZSBub25jZQ=="
+	// upgOtherKey is a second key, for a request with two.
+	upgOtherKey = "AQIDBAUGBwgJCgsMDQ4PEA=="
 	// upgAfter is what the client sends after its upgrade request as if a
 	// tunnel had opened: requests no front forwards as they are — one for
 	// the balancer's reserved path, both with a forged X-Forwarded-For and
@@ -121,6 +123,8 @@ func upgradeCorpus() []upgradeCase {
 		{"101 upgrade websocket without accept", get("/status?code=101&upgrade=websocket", wsHeaders)},
 		{"101 with a wrong accept", get("/ws?accept=wrong", wsHeaders)},
 		{"101 without accept", get("/ws?accept=none", wsHeaders)},
+		{"101 with a second, wrong accept", get("/ws?accept=twice", wsHeaders)},
+		{"101 to the second of two keys", get("/ws", wsHeaders+"Sec-WebSocket-Key: "+upgOtherKey+"\r\n")},
 		{"101 without Upgrade", get("/ws?upgrade=none", wsHeaders)},
 		{"101 naming h2c with the accept", get("/ws?upgrade=h2c", wsHeaders)},
 		{"101 to an upgrade without key", get("/status?code=101&upgrade=websocket", "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n")},
@@ -291,6 +295,8 @@ func upgradeAppAnswer(r seenRequest) (answer, sent101 string) {
 			accept, valid = wsAccept("another key"), "invalid"
 		case "none":
 			accept, valid = "", "invalid"
+		case "twice":
+			accept, valid = accept+"\r\nSec-WebSocket-Accept: "+wsAccept("another key"), "invalid"
 		}
 		switch q.Get("upgrade") {
 		case "none":
