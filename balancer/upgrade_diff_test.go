@@ -352,7 +352,7 @@ type upgradeOutcome struct {
 	sent101     map[int]string
 }
 
-// upgradeExchange sends c's request to addr followed by upgAfter, in the
+// upgradeExchange sends req to addr followed by upgAfter, in the
 // same write (pipelined) or once the answer came (wait), shuts the write
 // side and reads until the front closes.
 func upgradeExchange(t *testing.T, addr, req string, wait bool) upgradeOutcome {
@@ -604,7 +604,8 @@ func (o upgradeOutcome) String() string {
 // the balancer no request reaches the backend bypassing its request
 // handling (upgAfter's carry what it refuses and drops), no 101 that
 // switches to no WebSocket reaches the client, and no tunnel opens that
-// the peer did not open. Where the balancer is stricter or answers
+// the peer did not open (but for peer.lax's cases, each with why that is
+// safe). Where the balancer is stricter or answers
 // otherwise, and where the peer is unsafe, the test logs it (go test -v).
 func compareUpgrades(t *testing.T, peer framingPeer) {
 	bin := findSbinBinary(peer.program)
