@@ -240,14 +240,7 @@ func framingCorpus() []framingCase {
 	// teOnly: a Transfer-Encoding variant alone, its chunked body holding
 	// the smuggled request.
 	teOnly := func(te string) string { return diffPost + te + "\r\n" + chunk(diffSmuggled) + "0\r\n\r\n" }
-	long := func(n int) string { return "X-Long: " + strings.Repeat("a", n) + "\r\n" }
-	many := func(n int) string {
-		var b strings.Builder
-		for i := range n {
-			fmt.Fprintf(&b, "X-H%d: v\r\n", i)
-		}
-		return b.String()
-	}
+	long, many := longHeader, manyHeaders
 	cs := []framingCase{
 		// Baselines.
 		{"get", diffGet + "\r\n"},
@@ -767,17 +760,7 @@ type diffOutcome struct {
 
 func (o diffOutcome) String() string {
 	var b strings.Builder
-	b.WriteString("client got [")
-	for i, a := range o.answers {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%q", a.line)
-		if a.seq != 0 {
-			fmt.Fprintf(&b, " (seq %d)", a.seq)
-		}
-	}
-	b.WriteString("]")
+	writeAnswers(&b, o.answers)
 	if o.rest != "" {
 		fmt.Fprintf(&b, " then %q", trimForLog(o.rest))
 	}
@@ -793,6 +776,34 @@ func (o diffOutcome) String() string {
 	}
 	b.WriteString("]")
 	return b.String()
+}
+
+// longHeader is a header line whose value is n bytes long; manyHeaders n
+// header lines: what the corpora send past a front's limits.
+func longHeader(n int) string { return "X-Long: " + strings.Repeat("a", n) + "\r\n" }
+
+func manyHeaders(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "X-H%d: v\r\n", i)
+	}
+	return b.String()
+}
+
+// writeAnswers writes the status lines a client got, as the outcomes'
+// String methods show them.
+func writeAnswers(b *strings.Builder, answers []diffAnswer) {
+	b.WriteString("client got [")
+	for i, a := range answers {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(b, "%q", a.line)
+		if a.seq != 0 {
+			fmt.Fprintf(b, " (seq %d)", a.seq)
+		}
+	}
+	b.WriteString("]")
 }
 
 // answeredSeqs are the backend answers the client got; parsedSeqs the

@@ -329,14 +329,7 @@ func responseCorpus() []respCase {
 	body := func(b string) string { return ok + chunked + "\r\n" + b + f }
 	trailer := func(t string) string { return body(chunk("ok") + "0\r\n" + t + "\r\n") }
 	interims := func(n int, status string) string { return strings.Repeat("HTTP/1.1 "+status+"\r\n\r\n", n) }
-	long := func(n int) string { return "X-Long: " + strings.Repeat("a", n) + "\r\n" }
-	many := func(n int) string {
-		var b strings.Builder
-		for i := range n {
-			fmt.Fprintf(&b, "X-H%d: v\r\n", i)
-		}
-		return b.String()
-	}
+	long, many := longHeader, manyHeaders
 	final := cl(ok, "ok")
 	const accept = "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
 	const switched = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + caseMark + accept

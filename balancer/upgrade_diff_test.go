@@ -558,17 +558,7 @@ func (o upgradeOutcome) finalStatus() int {
 
 func (o upgradeOutcome) String() string {
 	var b strings.Builder
-	b.WriteString("client got [")
-	for i, a := range o.answers {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%q", a.line)
-		if a.seq != 0 {
-			fmt.Fprintf(&b, " (seq %d)", a.seq)
-		}
-	}
-	b.WriteString("]")
+	writeAnswers(&b, o.answers)
 	if o.stalled {
 		b.WriteString(" STALLED")
 	}
