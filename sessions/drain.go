@@ -119,7 +119,7 @@ type moving struct {
 // for the drain's end. It returns the number of sessions handed on.
 func (o *ownership) handOff(ctx context.Context) int {
 	snap := o.ring.Update(o.members())
-	now := time.Now()
+	now := o.srv.hub.now()
 	groups := map[string][]moving{}
 	urls := map[string]string{}
 	o.srv.hub.eachSession(func(sh *hubShard, s *session) {

@@ -44,6 +44,11 @@ type hub struct {
 	texts textPools
 	// expired, when set (tests only), is called when an idle session is freed.
 	expired func(key string)
+	// clock, when set (tests only: FuzzPlacementEvents moves it by hand),
+	// is the time of the ownership marks (admissions, claims, hand-over
+	// marks) and of the ring views that placement.go keeps; nil: the wall
+	// clock. Read on the join path only (a nil check), never per frame.
+	clock func() time.Time
 	// owner, once set (UseCluster), is told under the shard lock when a
 	// session is created here and when it is gone, so pins follow sessions.
 	owner atomic.Pointer[ownership]
@@ -138,6 +143,14 @@ func newHub(maxParticipants int, m *metrics) *hub {
 		sh.moved = make(map[string]handover)
 	}
 	return h
+}
+
+// now is the time of the ownership marks and ring views (clock).
+func (h *hub) now() time.Time {
+	if h.clock != nil {
+		return h.clock()
+	}
+	return time.Now()
 }
 
 func (h *hub) shard(key []byte) *hubShard {
@@ -430,7 +443,7 @@ func (h *hub) lookup(key []byte, self string, gone func(string) bool) (live bool
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.lookup(string(key), self, gone, time.Now())
+	return sh.lookup(string(key), self, gone, h.now())
 }
 
 // liveOrUnfrozen reports whether a session of key is live here. A frozen
@@ -485,7 +498,8 @@ func (h *hub) reserve(key []byte, self string, gone func(string) bool) (redirect
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, redirect = sh.lookup(string(key), self, gone, time.Now()); redirect != "" {
+	now := h.now()
+	if _, redirect = sh.lookup(string(key), self, gone, now); redirect != "" {
 		return redirect
 	}
 	// A session frozen here that lookup did not send the join after was
@@ -494,7 +508,7 @@ func (h *hub) reserve(key []byte, self string, gone func(string) bool) (redirect
 	// every try until its idle_grace ran out).
 	sh.liveOrUnfrozen(string(key))
 	a := sh.admitting[string(key)]
-	sh.admitting[string(key)] = admitted{n: a.n + 1, at: time.Now()}
+	sh.admitting[string(key)] = admitted{n: a.n + 1, at: now}
 	return ""
 }
 
@@ -528,7 +542,7 @@ func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone func(st
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	now := time.Now()
+	now := h.now()
 	live, redirect := sh.lookup(string(key), by, gone, now)
 	switch {
 	case live:

@@ -157,7 +157,7 @@ func (s *Server) UseCluster(m Membership, rc ring.Config) {
 		stop:   make(chan struct{}), done: make(chan struct{}),
 	}
 	o.ring.Update(o.members())
-	o.joined = time.Now()
+	o.joined = s.hub.now()
 	s.hub.owner.Store(o)
 	pins := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "ringlb_edge_pins",
@@ -241,7 +241,7 @@ func (o *ownership) update() {
 		o.repl.membershipChanged(false)
 		return
 	}
-	now := time.Now()
+	now := o.srv.hub.now()
 	kept := o.past[:0]
 	for _, p := range o.past {
 		if now.Before(p.until) {
@@ -445,7 +445,7 @@ func (o *ownership) member(name string) bool {
 // has declared dead since are asked too: a busy edge may be taken for dead
 // while its sessions live on, and a crashed one refuses at once.
 func (o *ownership) previousOwners(key []byte, skip []string) []ring.Member {
-	now := time.Now()
+	now := o.srv.hub.now()
 	var out []ring.Member
 	o.mu.Lock()
 	defer o.mu.Unlock()

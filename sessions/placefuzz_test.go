@@ -1,0 +1,1075 @@
+package sessions
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
+)
+
+// FuzzPlacementEvents drives the session ownership of two to four edges
+// (docs/DESIGN.md, "The one hard property: a session never splits"), each
+// a real Server with its real ownership and hub (New, UseCluster), through
+// an order of events the input chooses, on four session keys (one in raw
+// mode) and a clock of the harness's (hub.clock): joins of a key
+// arriving at an edge as a balancer sends them — by a possibly stale view
+// of the cluster (one edge's, or the converged one), to the edge that
+// pinned the key or the ring's owner, skipping the edges it cannot reach
+// (X-Ringlb-Skip), now and then one it could reach but failed to dial —
+// through the real Server.place (lookup, ownership.place, reserve), its
+// 421s followed for two hops as a balancer does, its upgrade done at once
+// or at a later event (admitted meanwhile) or failing; participants
+// leaving, idle_grace running out (60 s, 5 s, or 0: a v1 session freed with
+// its last participant); edges joining the cluster (scale-out) and every
+// edge's view of the membership and of each node's pins brought up to
+// date one by one (views differ while gossip converges, within two seconds
+// of the clock: time passing converges what is older); an edge crashing
+// (its sessions gone, nothing listens there); an edge taken for dead while
+// alive (a busy one: gossip drops it, balancers skip it, its claims go
+// unanswered until it is back) and coming back; a drain (its own ring
+// updated before or after its hand-off, as the UseCluster goroutine may),
+// its hand-offs delivered, lost before or after the new owner installed
+// them, or refused for now then delivered, then the drained edge exiting;
+// the links between edges delivering claims, dropping them, losing their
+// answers or delivering them late (at a later event); the clock advancing
+// across the 10 s settle window (sweeps run, late claims expire).
+//
+// Claims and hand-offs go through each edge's real peer client
+// (ownership.http) with a RoundTripper of the harness that calls the
+// target's real serveClaim and serveHandoff in process: sockets cannot be
+// held or dropped on cue. A claim the target refuses for not knowing the
+// claimer (403) brings the claimer into its view, as gossip does during
+// claimKnown's pause, so the retry is answered. The membership is a
+// harness Membership per edge (memberlist cannot be driven
+// deterministically: its timers, probes and random peers are its own);
+// UseCluster's goroutine is stopped at once and what it would do on a
+// change (update) and every settle window (hub.sweep) the harness does at
+// the events that cause them. Everything in sessions is the real code.
+//
+// Checked after every event: no key has participants in live (unfrozen)
+// sessions on two edges that are up; a join that starts a session anew
+// does so while no other edge that is up hosts the key (idle or not), and
+// a join that finds the key hosted elsewhere is redirected there or refused;
+// an edge's pins are exactly the gossip pins it announced, each for a
+// session it hosts unfrozen (pins withdrawn when sessions end or are handed
+// on); no admission is left counted but the upgrades still pending; no
+// claim or hand-over mark outlives the settle window past a sweep, no ring
+// view is kept past it, and at most maxSkipSets skip sets are built.
+//
+// Allowed by DESIGN, and so excused for the key until at most one edge
+// hosts it again: a join whose balancer names in X-Ringlb-Skip an edge that
+// hosts the key ("A crash moves only the crashed edge's sessions": the
+// balancer's word that it could not reach it is believed), and a join
+// placed while an edge hosting the key is taken for dead (busy) and not a
+// member in the placing edge's view (takeForDead). Replication is off
+// (edge.replication: off), so nothing takes those sessions over.
+//
+// Not reached: the signatures of claims, answers, skips and hand-offs (the
+// cluster has no key here: the insecure mode; TestForgedClaimAnswerSplitsNoSession
+// and skipsign_test.go check them); the data port's sockets, the upgrade and the
+// participants' readers and writers (a join is place then hub.join; a
+// participant closed 1012 leaves at once); replication and promotion;
+// a claim that stays unanswered past claimKnown's 2 s (403 for ever), and a
+// busy edge placing joins; an edge restarting under a name it had;
+// gossip slower than two seconds (the settle window's margin is its
+// premise); max_participants, tokens and seats (one anonymous editor a
+// join).
+func FuzzPlacementEvents(f *testing.F) {
+	f.Fuzz(func(t *testing.T, in []byte) {
+		runPlacementEvents(t, in)
+	})
+}
+
+// The events: two bytes each, what (mod numPlaceEvents) and an argument.
+const (
+	pevJoin     = iota // arg: key (0–1), balancer's view (2–4: an edge's, else converged), a failed dial (5), upgrade later (6–7 both set)
+	pevLeave           // a participant leaves (arg: which)
+	pevUpgrade         // a pending upgrade ends (arg bit 0: fails; 1–7: which)
+	pevEdgeJoin        // the next edge joins the cluster (scale-out)
+	pevGossip          // an edge's view of one node catches up (arg: viewer 0–1, node 2–3)
+	pevPins            // an edge learns one node's pins (arg: viewer 0–1, node 2–3)
+	pevCrash           // an edge crashes (arg: edge)
+	pevBusy            // an edge is taken for dead while alive, or is back (arg: edge)
+	pevDrain           // an edge drains (arg: edge 0–1, hand-off 2–3, update after 4), or, draining, exits
+	pevTime            // the clock advances (arg: placeSteps)
+	pevLink            // a link between edges changes (arg: from 0–1, to 2–3, pfLinkMode 4–5)
+	pevLate            // a claim held on a link arrives (arg: which)
+	numPlaceEvents
+)
+
+// placeSteps are pevTime's: within gossip's two seconds, past them, past
+// the settle window, past idle_grace and a gone node's pins.
+var placeSteps = [8]time.Duration{100 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second, 9 * time.Second, 11 * time.Second, 61 * time.Second}
+
+// pfGossipBound is how long a change takes to reach every view at most.
+const pfGossipBound = 2 * time.Second
+
+// pfLateFor is how long a claim held on a link may still arrive.
+const pfLateFor = 2 * time.Second
+
+// pfKeys are the keys, each moved by scale-out (pfRing; the first edges
+// are edge-a and edge-b, then edge-c, then edge-d): room-13 from edge-a
+// to edge-c, room-7 from edge-b to edge-c then edge-d, room-12 (a raw-mode
+// session's) from edge-a to edge-d, room-0 kept by edge-a (edge-c's
+// without it).
+var pfKeys = [4]string{"room-13", "room-7", "room-12", "room-0"}
+
+var pfNames = [4]string{"edge-a", "edge-b", "edge-c", "edge-d"}
+
+// pfRing is a small ring, rebuilt in microseconds.
+var pfRing = ring.Config{Partitions: 61, Replication: 16, Load: 1.25}
+
+type pfState int
+
+const (
+	pfAbsent   pfState = iota // not started yet
+	pfAlive                   // serving
+	pfDraining                // drained, still up (its frozen sessions, joins after)
+	pfGone                    // drained and exited: nothing listens
+	pfCrashed                 // nothing listens; its sessions are gone
+)
+
+// pfLinkMode is what a link does with a claim.
+type pfLinkMode int
+
+const (
+	pfDeliver    pfLinkMode = iota
+	pfDrop                  // lost on the way: the claimer times out
+	pfLoseAnswer            // answered, the answer lost: the claimer times out
+	pfHoldLate              // arrives at a later event; the claimer times out
+)
+
+// Hand-off modes of a drain (pevDrain bits 2–3).
+const (
+	pfHandOffOK        = iota
+	pfHandOffLost      // lost before the new owner: a timeout
+	pfHandOffNoAnswer  // installed, its answer lost: a timeout
+	pfHandOffBusyFirst // refused for now (503), then delivered
+)
+
+type pfEdge struct {
+	i       int
+	name    string
+	s       *Server
+	o       *ownership
+	v       *pfView
+	state   pfState
+	busy    bool
+	started bool
+}
+
+func (e *pfEdge) up() bool { return e.state == pfAlive || e.state == pfDraining }
+
+// pfPart is a participant of the harness.
+type pfPart struct {
+	e   *pfEdge
+	key string
+	p   *participant
+}
+
+// pfLate is a claim held on a link.
+type pfLate struct {
+	from, to int
+	req      *http.Request
+	body     []byte
+	at       time.Time
+}
+
+// pfCluster is the harness: the edges, the gossip truth and every view,
+// the links, the clock.
+type pfCluster struct {
+	t   *testing.T
+	now time.Time
+	log []string
+
+	// mu guards the views, the truth and the links: a drain's hand-offs
+	// run on goroutines of their own (one per new owner).
+	mu        sync.Mutex
+	edges     [4]*pfEdge
+	pins      [4]map[uint64]bool // the pins each edge announced
+	changedAt [4]time.Time       // when a node's membership last changed
+	pinsAt    [4]time.Time       // when its pins last changed
+	links     [4][4]pfLinkMode
+	handOff   int // the drain's hand-off mode
+	busyFirst map[int]bool
+	late      []pfLate
+
+	parts   []*pfPart
+	pending []*pfPart // admitted, their upgrade not done
+	// idleSince is when each idle v1 session became idle.
+	idleSince map[*session]time.Time
+	idleGrace time.Duration // 0: freed with its last participant
+	excused   map[string]string
+	partN     int
+}
+
+// pfView is one edge's view of the cluster: its Membership.
+type pfView struct {
+	c     *pfCluster
+	self  int
+	nodes map[string]health.Node
+	left  map[string]time.Time
+	pins  map[string]map[uint64]bool // other nodes' pins as gossip told them
+}
+
+func (c *pfCluster) node(i int) health.Node {
+	st := health.StateAlive
+	if c.edges[i].state == pfDraining {
+		st = health.StateDraining
+	}
+	return health.Node{Name: pfNames[i], Meta: health.Meta{Role: health.RoleEdge, URL: "http://" + pfNames[i] + ".invalid:7101", Weight: 1, State: st, PeerSigning: health.PeerSigningClaimAnswer}}
+}
+
+// in reports whether gossip converges to node i being a member.
+func (c *pfCluster) in(i int) bool {
+	e := c.edges[i]
+	return e.up() && !e.busy
+}
+
+func (v *pfView) Edges(region string) []health.Node {
+	v.c.mu.Lock()
+	defer v.c.mu.Unlock()
+	var out []health.Node
+	for _, name := range pfNames {
+		if n, ok := v.nodes[name]; ok && n.Meta.State == health.StateAlive {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (v *pfView) Node(name string) (health.Node, bool) {
+	v.c.mu.Lock()
+	defer v.c.mu.Unlock()
+	n, ok := v.nodes[name]
+	return n, ok
+}
+
+func (v *pfView) Left(name string, within time.Duration) (health.Node, bool) {
+	v.c.mu.Lock()
+	defer v.c.mu.Unlock()
+	if at, ok := v.left[name]; ok && v.c.now.Sub(at) < within {
+		return health.Node{Name: name}, true
+	}
+	return health.Node{}, false
+}
+
+func (v *pfView) Subscribe() (<-chan struct{}, func()) { return nil, func() {} }
+
+func (v *pfView) Pin(h uint64) {
+	v.c.mu.Lock()
+	v.c.pins[v.self][h] = true
+	v.c.pinsAt[v.self] = v.c.now
+	v.c.mu.Unlock()
+}
+
+func (v *pfView) Unpin(h uint64) {
+	v.c.mu.Lock()
+	delete(v.c.pins[v.self], h)
+	v.c.pinsAt[v.self] = v.c.now
+	v.c.mu.Unlock()
+}
+
+func (v *pfView) PinnedTo(h uint64) (health.Node, bool) {
+	v.c.mu.Lock()
+	defer v.c.mu.Unlock()
+	for i, name := range pfNames {
+		if i == v.self {
+			continue
+		}
+		if n, ok := v.nodes[name]; ok && v.pins[name][h] {
+			return n, true
+		}
+	}
+	return health.Node{}, false
+}
+
+// PinnedByGone keeps a gone node's pins a minute, as health does.
+func (v *pfView) PinnedByGone(h uint64) (string, bool) {
+	v.c.mu.Lock()
+	defer v.c.mu.Unlock()
+	for _, name := range pfNames {
+		if at, ok := v.left[name]; ok && v.c.now.Sub(at) < time.Minute && v.pins[name][h] {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+func (v *pfView) Keyring() *health.Keyring { return nil }
+
+func (v *pfView) BalancerBelow(int) bool { return false }
+
+// catchUp brings viewer's view of node i to the truth (membership and
+// pins; a node gone keeps its last pins). Called with c.mu held.
+func (c *pfCluster) catchUp(viewer, i int) {
+	v := c.edges[viewer].v
+	name := pfNames[i]
+	if viewer == i {
+		return
+	}
+	if c.in(i) {
+		v.nodes[name] = c.node(i)
+		delete(v.left, name)
+		v.pins[name] = mapsClone(c.pins[i])
+		return
+	}
+	if _, ok := v.nodes[name]; ok {
+		delete(v.nodes, name)
+		v.left[name] = c.now
+	}
+}
+
+func mapsClone(m map[uint64]bool) map[uint64]bool {
+	out := make(map[uint64]bool, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// update is what UseCluster's goroutine does on a membership change.
+func (c *pfCluster) update(e *pfEdge) {
+	if e.started && e.up() {
+		e.o.update()
+	}
+}
+
+// pfRefused is a dial where nothing listens; pfTimeout, a request with no
+// answer in time.
+var (
+	pfRefused = &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	pfTimeout = fmt.Errorf("harness: no answer: %w", os.ErrDeadlineExceeded)
+)
+
+// pfLink is an edge's peer transport: claims and hand-offs to the
+// target's real handlers, as the links say.
+type pfLink struct {
+	c    *pfCluster
+	from int
+}
+
+func (l pfLink) RoundTrip(req *http.Request) (*http.Response, error) {
+	c := l.c
+	body, err := io.ReadAll(req.Body)
+	req.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	to := slices.Index(pfNames[:], strings.TrimSuffix(req.URL.Hostname(), ".invalid"))
+	if to < 0 {
+		return nil, pfRefused
+	}
+	c.mu.Lock()
+	e := c.edges[to]
+	up, busy, mode, handOff := e.up(), e.busy, c.links[l.from][to], c.handOff
+	claim := req.URL.Path == pathClaim
+	if claim && up && (busy || mode == pfHoldLate) {
+		c.late = append(c.late, pfLate{from: l.from, to: to, req: req, body: body, at: c.now})
+	}
+	busyFirst := !claim && handOff == pfHandOffBusyFirst && !c.busyFirst[to]
+	if busyFirst {
+		c.busyFirst[to] = true
+	}
+	c.mu.Unlock()
+	if !up {
+		return nil, pfRefused
+	}
+	if busy {
+		return nil, pfTimeout
+	}
+	if !claim {
+		switch {
+		case handOff == pfHandOffLost:
+			return nil, pfTimeout
+		case busyFirst:
+			return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable", Header: http.Header{"Retry-After": {"0"}}, Body: http.NoBody, Request: req}, nil
+		}
+		resp := c.serve(e, req, body)
+		if handOff == pfHandOffNoAnswer {
+			return nil, pfTimeout
+		}
+		return resp, nil
+	}
+	switch mode {
+	case pfDrop, pfHoldLate:
+		return nil, pfTimeout
+	}
+	resp := c.serve(e, req, body)
+	if resp.StatusCode == http.StatusForbidden {
+		// Not known there yet: gossip tells it during claimKnown's pause.
+		c.mu.Lock()
+		c.catchUp(to, l.from)
+		c.mu.Unlock()
+		c.update(e)
+	}
+	if mode == pfLoseAnswer {
+		return nil, pfTimeout
+	}
+	return resp, nil
+}
+
+// serve runs the edge's real handler of req in process.
+func (c *pfCluster) serve(e *pfEdge, req *http.Request, body []byte) *http.Response {
+	var rc fasthttp.RequestCtx
+	rc.Request.Header.SetMethod(req.Method)
+	rc.Request.SetRequestURI(req.URL.RequestURI())
+	for k, vs := range req.Header {
+		for _, v := range vs {
+			rc.Request.Header.Add(k, v)
+		}
+	}
+	rc.Request.SetBody(body)
+	switch req.URL.Path {
+	case pathClaim:
+		e.s.serveClaim(&rc)
+	case pathHandoff:
+		e.s.serveHandoff(&rc)
+	default:
+		rc.Error("not found", fasthttp.StatusNotFound)
+	}
+	resp := &http.Response{
+		StatusCode: rc.Response.StatusCode(),
+		Status:     fmt.Sprintf("%d %s", rc.Response.StatusCode(), http.StatusText(rc.Response.StatusCode())),
+		Header:     http.Header{},
+		Body:       io.NopCloser(bytes.NewReader(append([]byte(nil), rc.Response.Body()...))),
+		Request:    req,
+	}
+	for k, v := range rc.Response.Header.All() {
+		resp.Header.Add(string(k), string(v))
+	}
+	return resp
+}
+
+func newPlaceCluster(t *testing.T, config byte) *pfCluster {
+	c := &pfCluster{
+		t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		busyFirst: map[int]bool{}, idleSince: map[*session]time.Time{},
+		excused: map[string]string{},
+	}
+	c.idleGrace = [4]time.Duration{time.Minute, 5 * time.Second, 0, time.Minute}[config>>2&3]
+	log := slog.New(slog.DiscardHandler)
+	for i := range c.edges {
+		cfg := configs.Edge{Replication: configs.ReplicationOff}
+		cfg.Provision()
+		s := New(cfg, pfNames[i], "east", log, nil)
+		// Real timers never fire in a run: idle_grace is the harness's.
+		s.hub.idleGrace = time.Hour
+		if c.idleGrace == 0 {
+			s.hub.idleGrace = 0
+		}
+		s.hub.clock = func() time.Time { return c.now }
+		c.edges[i] = &pfEdge{i: i, name: pfNames[i], s: s}
+		c.pins[i] = map[uint64]bool{}
+	}
+	t.Cleanup(func() {
+		for _, e := range c.edges {
+			e.s.hub.close()
+			e.s.untrackMemory()
+			if e.started {
+				e.o.repl.close()
+			}
+		}
+	})
+	n := 2 + int(config&3)%3
+	for i := range n {
+		c.start(i)
+	}
+	c.mu.Lock()
+	for v := range n {
+		for i := range n {
+			c.catchUp(v, i)
+		}
+	}
+	c.mu.Unlock()
+	for i := range n {
+		c.update(c.edges[i])
+	}
+	if config&0x10 != 0 {
+		c.now = c.now.Add(settleWindow + time.Second) // past the start's window
+	}
+	return c
+}
+
+// start starts edge i: it knows the members gossip converged on.
+func (c *pfCluster) start(i int) {
+	e := c.edges[i]
+	c.mu.Lock()
+	e.state = pfAlive
+	e.v = &pfView{c: c, self: i, nodes: map[string]health.Node{}, left: map[string]time.Time{}, pins: map[string]map[uint64]bool{}}
+	e.v.nodes[e.name] = c.node(i)
+	for j := range c.edges {
+		if c.in(j) {
+			c.catchUp(i, j)
+		}
+	}
+	c.changedAt[i] = c.now
+	c.mu.Unlock()
+	e.s.UseCluster(e.v, pfRing)
+	e.o = e.s.hub.owner.Load()
+	// The harness does what its goroutine does, at the events that cause it.
+	e.o.close()
+	e.o.http = &http.Client{CheckRedirect: health.NoRedirect, Transport: pfLink{c: c, from: i}}
+	e.started = true
+}
+
+// bview is a balancer's view: the nodes it routes to and the pins it
+// reads.
+type bview struct {
+	nodes map[string]health.Node
+	pins  map[string]map[uint64]bool
+}
+
+func (c *pfCluster) balancerView(which int) bview {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := bview{nodes: map[string]health.Node{}, pins: map[string]map[uint64]bool{}}
+	if which < 4 && c.edges[which].started {
+		v := c.edges[which].v
+		for k, n := range v.nodes {
+			b.nodes[k] = n
+		}
+		for k, p := range v.pins {
+			b.pins[k] = p
+		}
+		b.pins[pfNames[which]] = c.pins[which]
+		return b
+	}
+	for i := range c.edges {
+		if c.in(i) {
+			b.nodes[pfNames[i]] = c.node(i)
+			b.pins[pfNames[i]] = c.pins[i]
+		}
+	}
+	return b
+}
+
+// reachable reports whether a balancer's dial of edge name succeeds.
+func (c *pfCluster) reachable(name string) bool {
+	i := slices.Index(pfNames[:], name)
+	return i >= 0 && c.edges[i].up() && !c.edges[i].busy
+}
+
+// route is the balancer's choice: the pinner, else the ring's owner, less
+// the edges it failed to dial (skip).
+func (c *pfCluster) route(b bview, key string, failOnce bool) (string, []string) {
+	h := xxhash.Sum64String(key)
+	var members []ring.Member
+	for _, name := range pfNames {
+		if n, ok := b.nodes[name]; ok && n.Meta.State == health.StateAlive {
+			members = append(members, ring.Member{Name: name, URL: n.Meta.URL, Weight: 1})
+		}
+	}
+	var skip []string
+	target := ""
+	for _, name := range pfNames {
+		if _, ok := b.nodes[name]; ok && b.pins[name][h] {
+			target = name
+			break
+		}
+	}
+	for range 4 {
+		if target == "" {
+			r := ring.New(pfRing)
+			snap := r.Update(slices.DeleteFunc(slices.Clone(members), func(m ring.Member) bool { return slices.Contains(skip, m.Name) }))
+			m, ok := snap.Locate([]byte(key))
+			if !ok {
+				return "", skip
+			}
+			target = m.Name
+		}
+		if c.reachable(target) && !failOnce {
+			return target, skip
+		}
+		failOnce = false
+		skip = append(skip, target)
+		target = ""
+	}
+	return "", skip
+}
+
+// hosts returns the up edges hosting key unfrozen (idle or not), and those
+// of them with participants.
+func (c *pfCluster) hosts(key string) (hosting, live []*pfEdge) {
+	for _, e := range c.edges {
+		if !e.up() {
+			continue
+		}
+		sh := e.s.hub.shardOf(key)
+		sh.mu.Lock()
+		if s := sh.sessions[key]; s != nil {
+			s.mu.Lock()
+			if s.movedTo == "" {
+				hosting = append(hosting, e)
+				if len(s.participants) > 0 {
+					live = append(live, e)
+				}
+			}
+			s.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+	return hosting, live
+}
+
+func (c *pfCluster) logf(format string, args ...any) {
+	c.log = append(c.log, fmt.Sprintf("%v ", c.now.Format("05.000"))+fmt.Sprintf(format, args...))
+}
+
+func (c *pfCluster) fail(format string, args ...any) {
+	c.t.Helper()
+	c.t.Fatalf("%s\nevents:\n  %s", fmt.Sprintf(format, args...), strings.Join(c.log, "\n  "))
+}
+
+func (c *pfCluster) newParticipant(s *Server, raw bool) *participant {
+	c.partN++
+	p := &participant{srv: s}
+	p.v1 = !raw
+	p.id = fmt.Sprintf("p%d", c.partN)
+	p.user = p.id
+	p.out.limit = 64
+	p.out.budget = &s.sendBudget
+	p.out.writing = true // no writer: frames stay queued
+	return p
+}
+
+// join is a client's join of key through a balancer (pevJoin).
+func (c *pfCluster) join(arg byte) {
+	key := pfKeys[arg&3]
+	raw := key == pfKeys[2]
+	b := c.balancerView(int(arg >> 2 & 7))
+	target, skip := c.route(b, key, arg&0x20 != 0)
+	later := arg&0xc0 == 0xc0
+	c.logf("join %s: balancer view %d, to %q, skip %v", key, arg>>2&7, target, skip)
+	hosting, _ := c.hosts(key)
+	var visited []string
+	for hop := 0; target != "" && hop < 3; hop++ {
+		if !c.reachable(target) || slices.Contains(visited, target) {
+			c.logf("  %s not reachable (or visited): the client retries", target)
+			return
+		}
+		visited = append(visited, target)
+		e := c.edges[slices.Index(pfNames[:], target)]
+		var rc fasthttp.RequestCtx
+		if len(skip) > 0 {
+			rc.Request.Header.Set(headerSkip, strings.Join(skip, ","))
+		}
+		owner, err := e.s.place(&rc, []byte(key))
+		switch {
+		case err != nil:
+			c.logf("  %s: 503 %v", target, err)
+			return
+		case owner != "":
+			c.logf("  %s: 421 → %s", target, owner)
+			target = owner
+			continue
+		}
+		p := c.newParticipant(e.s, raw)
+		p.admitted = true
+		pp := &pfPart{e: e, key: key, p: p}
+		c.checkJoin(e, key, skip, hosting)
+		if later {
+			c.logf("  %s: admitted, upgrade pending (%s)", target, p.id)
+			c.pending = append(c.pending, pp)
+			return
+		}
+		c.upgrade(pp)
+		return
+	}
+	if target != "" {
+		c.logf("  too many hops: the client retries")
+	}
+}
+
+// checkJoin checks a join admitted at e: a key hosted on another edge that
+// is up may be started here only where DESIGN allows it.
+func (c *pfCluster) checkJoin(e *pfEdge, key string, skip []string, hosting []*pfEdge) {
+	c.t.Helper()
+	for _, h := range hosting {
+		if h == e {
+			return // joins the session here
+		}
+	}
+	for _, h := range hosting {
+		_, member := e.v.Node(h.name)
+		switch {
+		case slices.Contains(skip, h.name):
+			c.excused[key] = h.name + " skipped by the balancer"
+		case h.busy && !member:
+			c.excused[key] = h.name + " taken for dead"
+		default:
+			c.fail("a new session of %s admitted at %s while %s hosts it", key, e.name, h.name)
+		}
+		c.logf("  excused: %s", c.excused[key])
+	}
+}
+
+// upgrade ends an admitted join: the participant joins.
+func (c *pfCluster) upgrade(pp *pfPart) {
+	e := pp.e
+	if err := e.s.hub.join([]byte(pp.key), pp.p); err != nil {
+		c.logf("  %s: %s refused after the upgrade: %v", e.name, pp.p.id, err)
+		return
+	}
+	c.logf("  %s: %s joined %s", e.name, pp.p.id, pp.key)
+	c.parts = append(c.parts, pp)
+}
+
+// drain drains edge e (pevDrain).
+func (c *pfCluster) drain(e *pfEdge, arg byte) {
+	c.mu.Lock()
+	e.state = pfDraining
+	c.changedAt[e.i] = c.now
+	e.v.nodes[e.name] = c.node(e.i)
+	c.handOff = int(arg >> 2 & 3)
+	clear(c.busyFirst)
+	c.mu.Unlock()
+	c.logf("%s drains (hand-off mode %d, update after %v)", e.name, arg>>2&3, arg&0x10 != 0)
+	e.s.beginDrain()
+	if arg&0x10 == 0 {
+		c.update(e)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := e.s.Drain(ctx); err != nil {
+		c.t.Fatalf("drain: %v", err)
+	}
+	cancel()
+	if arg&0x10 != 0 {
+		c.update(e)
+	}
+	c.closeStopped()
+}
+
+// closeStopped ends the participants closed with 1012: their clients leave.
+func (c *pfCluster) closeStopped() {
+	c.parts = slices.DeleteFunc(c.parts, func(pp *pfPart) bool {
+		if pp.p.stopping() {
+			pp.e.s.hub.leave(pp.p)
+			c.logf("  %s: %s closed (1012)", pp.e.name, pp.p.id)
+			return true
+		}
+		return false
+	})
+}
+
+// down takes edge e down: its participants and pending joins are gone.
+func (c *pfCluster) down(e *pfEdge) {
+	c.parts = slices.DeleteFunc(c.parts, func(pp *pfPart) bool { return pp.e == e })
+	c.pending = slices.DeleteFunc(c.pending, func(pp *pfPart) bool { return pp.e == e })
+	c.mu.Lock()
+	c.changedAt[e.i] = c.now
+	c.late = slices.DeleteFunc(c.late, func(l pfLate) bool { return l.to == e.i })
+	c.mu.Unlock()
+}
+
+// advance moves the clock by d: what gossip has had its time for
+// converges first; then sweeps, late claims lost, idle sessions freed.
+func (c *pfCluster) advance(d time.Duration) {
+	c.mu.Lock()
+	var changed []int
+	for i := range c.edges {
+		if !c.edges[i].started || !c.changedAt[i].Add(pfGossipBound).After(c.now.Add(d)) || !c.pinsAt[i].Add(pfGossipBound).After(c.now.Add(d)) {
+			for v := range c.edges {
+				if c.edges[v].started && c.edges[v].up() {
+					c.catchUp(v, i)
+					changed = append(changed, v)
+				}
+			}
+		}
+	}
+	c.now = c.now.Add(d)
+	c.late = slices.DeleteFunc(c.late, func(l pfLate) bool { return c.now.Sub(l.at) > pfLateFor })
+	c.mu.Unlock()
+	slices.Sort(changed)
+	for _, v := range slices.Compact(changed) {
+		c.update(c.edges[v])
+	}
+	for _, e := range c.edges {
+		if e.started && e.up() {
+			e.s.hub.sweep(c.now)
+		}
+	}
+	if c.idleGrace > 0 {
+		for s, at := range c.idleSince {
+			if c.now.Sub(at) < c.idleGrace {
+				continue
+			}
+			for _, e := range c.edges {
+				if !e.up() {
+					continue
+				}
+				sh := e.s.hub.shardOf(s.key)
+				sh.mu.Lock()
+				_, mine := sh.sessions[s.key]
+				sh.mu.Unlock()
+				if mine {
+					s.mu.Lock()
+					gen, due := s.v1.idleGen, s.v1.idleTimer != nil
+					s.mu.Unlock()
+					if due {
+						e.s.hub.expire(s, gen)
+					}
+				}
+			}
+			delete(c.idleSince, s)
+		}
+	}
+}
+
+func runPlacementEvents(t *testing.T, in []byte) {
+	if len(in) < 1 {
+		return
+	}
+	c := newPlaceCluster(t, in[0])
+	in = in[1:]
+	if len(in) > 120 {
+		in = in[:120]
+	}
+	for len(in) >= 2 {
+		op, arg := in[0]%numPlaceEvents, in[1]
+		in = in[2:]
+		switch op {
+		case pevJoin:
+			c.join(arg)
+		case pevLeave:
+			if len(c.parts) == 0 {
+				continue
+			}
+			i := int(arg) % len(c.parts)
+			pp := c.parts[i]
+			c.parts = slices.Delete(c.parts, i, i+1)
+			c.logf("%s leaves %s on %s", pp.p.id, pp.key, pp.e.name)
+			pp.e.s.hub.leave(pp.p)
+		case pevUpgrade:
+			if len(c.pending) == 0 {
+				continue
+			}
+			i := int(arg>>1) % len(c.pending)
+			pp := c.pending[i]
+			c.pending = slices.Delete(c.pending, i, i+1)
+			if arg&1 != 0 {
+				c.logf("%s: upgrade of %s fails", pp.e.name, pp.p.id)
+				pp.e.s.hub.unreserve([]byte(pp.key))
+				continue
+			}
+			c.logf("%s: upgrade of %s done", pp.e.name, pp.p.id)
+			c.upgrade(pp)
+		case pevEdgeJoin:
+			i := slices.IndexFunc(c.edges[:], func(e *pfEdge) bool { return !e.started })
+			if i < 0 {
+				continue
+			}
+			c.logf("%s joins the cluster", pfNames[i])
+			c.start(i)
+			c.update(c.edges[i])
+		case pevGossip, pevPins:
+			viewer, node := c.edges[arg&3], int(arg>>2&3)
+			if !viewer.started || !viewer.up() || !c.edges[node].started {
+				continue
+			}
+			c.mu.Lock()
+			if op == pevGossip {
+				c.catchUp(viewer.i, node)
+			} else if _, ok := viewer.v.nodes[pfNames[node]]; ok && viewer.i != node {
+				viewer.v.pins[pfNames[node]] = mapsClone(c.pins[node])
+			}
+			c.mu.Unlock()
+			c.logf("%s learns %s of %s", viewer.name, map[bool]string{true: "the membership", false: "the pins"}[op == pevGossip], pfNames[node])
+			c.update(viewer)
+		case pevCrash:
+			e := c.edges[arg&3]
+			if !e.up() {
+				continue
+			}
+			c.logf("%s crashes", e.name)
+			e.state = pfCrashed
+			c.down(e)
+		case pevBusy:
+			e := c.edges[arg&3]
+			if e.state != pfAlive {
+				continue
+			}
+			c.mu.Lock()
+			e.busy = !e.busy
+			c.changedAt[e.i] = c.now
+			c.mu.Unlock()
+			c.logf("%s busy: %v", e.name, e.busy)
+		case pevDrain:
+			e := c.edges[arg&3]
+			switch {
+			case e.state == pfAlive && !e.busy:
+				c.drain(e, arg)
+			case e.state == pfDraining:
+				c.logf("%s exits", e.name)
+				e.state = pfGone
+				c.down(e)
+			}
+		case pevTime:
+			d := placeSteps[arg&7]
+			c.logf("%v pass", d)
+			c.advance(d)
+		case pevLink:
+			from, to, mode := int(arg&3), int(arg>>2&3), pfLinkMode(arg>>4&3)
+			c.mu.Lock()
+			c.links[from][to] = mode
+			c.mu.Unlock()
+			c.logf("link %s→%s: mode %d", pfNames[from], pfNames[to], mode)
+		case pevLate:
+			c.mu.Lock()
+			if len(c.late) == 0 {
+				c.mu.Unlock()
+				continue
+			}
+			i := int(arg) % len(c.late)
+			l := c.late[i]
+			c.late = slices.Delete(c.late, i, i+1)
+			e := c.edges[l.to]
+			ok := e.up() && !e.busy
+			c.mu.Unlock()
+			if !ok {
+				continue
+			}
+			resp := c.serve(e, l.req, l.body)
+			c.logf("a late claim of %s by %s reaches %s: %d", l.body, pfNames[l.from], e.name, resp.StatusCode)
+		}
+		c.check()
+	}
+	if testing.Verbose() {
+		t.Logf("events:\n  %s", strings.Join(c.log, "\n  "))
+	}
+}
+
+// check checks the invariants after an event.
+func (c *pfCluster) check() {
+	c.t.Helper()
+	c.closeStopped()
+	for _, key := range pfKeys {
+		hosting, live := c.hosts(key)
+		if len(hosting) <= 1 {
+			delete(c.excused, key)
+		}
+		if len(live) > 1 && c.excused[key] == "" {
+			var names []string
+			for _, e := range live {
+				names = append(names, e.name)
+			}
+			c.fail("session %s split: participants on %v", key, names)
+		}
+	}
+	for _, e := range c.edges {
+		if !e.started || !e.up() {
+			continue
+		}
+		// Pins: exactly what it announced, each a session it hosts.
+		e.o.mu.Lock()
+		pinned := maps2(e.o.pinned)
+		e.o.mu.Unlock()
+		c.mu.Lock()
+		announced := mapsClone(c.pins[e.i])
+		c.mu.Unlock()
+		if len(announced) != len(pinned) {
+			c.fail("%s announces %d pins, holds %d", e.name, len(announced), len(pinned))
+		}
+		for key, h := range pinned {
+			if !announced[h] {
+				c.fail("%s holds a pin of %s it did not announce", e.name, key)
+			}
+			sh := e.s.hub.shardOf(key)
+			sh.mu.Lock()
+			s := sh.sessions[key]
+			live := s != nil
+			if live {
+				s.mu.Lock()
+				live = s.movedTo == ""
+				s.mu.Unlock()
+			}
+			sh.mu.Unlock()
+			if !live {
+				c.fail("%s pins %s, which it does not host", e.name, key)
+			}
+		}
+		// Marks: bounded by the settle window; admissions by the
+		// upgrades pending.
+		pending := map[string]int{}
+		for _, pp := range c.pending {
+			if pp.e == e {
+				pending[pp.key]++
+			}
+		}
+		for i := range e.s.hub.shards {
+			sh := &e.s.hub.shards[i]
+			sh.mu.Lock()
+			for k, a := range sh.admitting {
+				if a.n != pending[k] {
+					sh.mu.Unlock()
+					c.fail("%s counts %d admissions of %s, %d pending", e.name, a.n, k, pending[k])
+				}
+			}
+			for k, m := range sh.claims {
+				if m.until.After(c.now.Add(settleWindow)) {
+					sh.mu.Unlock()
+					c.fail("%s: a claim of %s until %v", e.name, k, m.until)
+				}
+			}
+			for k, m := range sh.moved {
+				if m.until.After(c.now.Add(settleWindow)) {
+					sh.mu.Unlock()
+					c.fail("%s: a hand-over mark of %s until %v", e.name, k, m.until)
+				}
+			}
+			n := len(sh.claims) + len(sh.moved)
+			sh.mu.Unlock()
+			if n > 2*len(pfKeys) {
+				c.fail("%s: %d marks in a shard", e.name, n)
+			}
+		}
+		e.o.mu.Lock()
+		past := len(e.o.past)
+		e.o.mu.Unlock()
+		if past > 64 {
+			c.fail("%s keeps %d past views", e.name, past)
+		}
+		e.o.skipMu.Lock()
+		sets := len(e.o.skipSets)
+		e.o.skipMu.Unlock()
+		if sets > maxSkipSets {
+			c.fail("%s: %d skip sets", e.name, sets)
+		}
+		// Idle sessions, for idle_grace.
+		e.s.hub.eachSession(func(_ *hubShard, s *session) {
+			s.mu.Lock()
+			idle := s.v1 != nil && len(s.participants) == 0 && s.v1.idleTimer != nil
+			s.mu.Unlock()
+			if _, ok := c.idleSince[s]; idle && !ok {
+				c.idleSince[s] = c.now
+			} else if !idle && ok {
+				delete(c.idleSince, s)
+			}
+		})
+	}
+}
+
+func maps2(m map[string]uint64) map[string]uint64 {
+	out := make(map[string]uint64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
