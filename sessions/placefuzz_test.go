@@ -1073,3 +1073,37 @@ func maps2(m map[string]uint64) map[string]uint64 {
 	}
 	return out
 }
+
+// Two edges join the cluster together (edge-c and edge-d: a scale-out by
+// two) while room-7 is live on edge-b, which owned it on the ring of
+// edge-a and edge-b; room-7 is edge-c's on the ring with edge-c, edge-d's
+// on the ring with both. A balancer that learnt of both new edges before
+// edge-b did sends a join of room-7 to edge-d, before edge-b (which knows
+// neither yet) has pinned it. Before, edge-d asked only the owner of its
+// ring less itself, edge-c — which never hosted room-7 and recorded the
+// claim — and started a second session of room-7 while edge-b's lived on:
+// the session split (found by FuzzPlacementEvents). Now, within its settle
+// window after joining, an edge also asks the owners of its ring less
+// itself and any one other edge (one that joined with it, which the
+// balancers routing by the old ring do not know either): edge-b, which
+// hosts it, and the join is sent there.
+func TestTwoEdgesJoiningTogetherSplitNoSession(t *testing.T) {
+	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
+	c.join(1)                     // room-7, routed by the converged view: edge-b
+	if _, live := c.hosts("room-7"); len(live) != 1 || live[0].name != "edge-b" {
+		t.Fatalf("room-7 live on %v, want edge-b", live)
+	}
+	c.start(2)
+	c.update(c.edges[2])
+	c.start(3)
+	c.update(c.edges[3])
+	var rc fasthttp.RequestCtx
+	owner, err := c.edges[3].s.place(&rc, []byte("room-7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owner != "edge-b" {
+		c.edges[3].s.hub.unreserve([]byte("room-7"))
+		t.Fatalf("edge-d placed room-7 at %q while edge-b hosts it, want a 421 to edge-b", owner)
+	}
+}

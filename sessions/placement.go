@@ -326,7 +326,8 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		// the session, same epoch and seq.
 		return "", nil
 	}
-	for _, prev := range o.previousOwners(key, skip) {
+	prevs, hostOnly := o.previousOwners(key, skip)
+	for i, prev := range prevs {
 		holder, err := o.claimKnown(ctx, prev, key)
 		if err != nil {
 			if !o.takeForDead(prev, err) {
@@ -353,6 +354,8 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 				o.log.Debug("join redirected: claim", "key", httplog.Key(key), "owner", holder)
 			}
 			return holder, nil
+		case i >= hostOnly:
+			// Asked only whether it hosts the key (previousOwners).
 		case !contains(skip, holder) && o.member(holder):
 			if debug {
 				o.log.Debug("join redirected: claim", "key", httplog.Key(key), "asked", prev.Name, "owner", holder)
@@ -443,18 +446,30 @@ func (o *ownership) member(name string) bool {
 // previousOwners returns the other edges that owned key in a view of the
 // last settleWindow, less those the balancer could not reach. Edges gossip
 // has declared dead since are asked too: a busy edge may be taken for dead
-// while its sessions live on, and a crashed one refuses at once.
-func (o *ownership) previousOwners(key []byte, skip []string) []ring.Member {
+// while its sessions live on, and a crashed one refuses at once. Those
+// from hostOnly on are asked only whether they host the key themselves.
+func (o *ownership) previousOwners(key []byte, skip []string) (out []ring.Member, hostOnly int) {
 	now := o.srv.hub.now()
-	var out []ring.Member
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	views := make([]*ring.Snapshot, 0, len(o.past)+1)
+	var others []*ring.Snapshot
 	if now.Before(o.joined.Add(settleWindow)) {
 		// Until every balancer knows of us they route by the ring without
 		// us — the current one less this edge, not the first we saw: we
 		// may have learnt of the other edges one by one.
-		views = append(views, o.ring.Snapshot().Without(o.self))
+		before := o.ring.Snapshot().Without(o.self)
+		views = append(views, before)
+		// And by the ring without any one other edge besides: one that
+		// joined with us is unknown to them too, and a key live on its
+		// owner on the ring without both is pinned only once that owner
+		// learns of us. Asking the owner without us alone (the other
+		// new edge, which never hosted it), a scale-out by two started a
+		// second session (TestTwoEdgesJoiningTogetherSplitNoSession).
+		// Each ring is built once per ring version (Without caches it).
+		for _, m := range before.Members() {
+			others = append(others, before.Without(m.Name))
+		}
 	}
 	for _, p := range o.past {
 		if now.Before(p.until) {
@@ -482,7 +497,18 @@ func (o *ownership) previousOwners(key []byte, skip []string) []ring.Member {
 			}
 		}
 	}
-	return out
+	// Last, and only whether they host it themselves: the owners
+	// without us and another edge. Their claims may name a third edge
+	// that claimed the key as it joined and hosts nothing now (asked
+	// directly above, it said so); taken, that answer sent the new
+	// owner's joins around for the rest of the window.
+	hostOnly = len(out)
+	for _, v := range others {
+		if m, ok := v.Locate(key); ok {
+			add(m)
+		}
+	}
+	return out, hostOnly
 }
 
 // goneFunc reports edges to disregard: those the balancer could not reach
