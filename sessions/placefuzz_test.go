@@ -67,6 +67,7 @@ import (
 // sessions on two edges that are up; a join that starts a session anew
 // does so while no other edge that is up hosts the key (idle or not), and
 // a join that finds the key hosted elsewhere is redirected there or refused;
+// no 421 names an edge the join's X-Ringlb-Skip names;
 // an edge's pins are exactly the gossip pins it announced, each for a
 // session it hosts unfrozen (pins withdrawn when sessions end or are handed
 // on); no admission is left counted but the upgrades still pending; no
@@ -74,11 +75,15 @@ import (
 // view is kept past it, and at most maxSkipSets skip sets are built.
 //
 // Allowed by DESIGN, and so excused for the key until at most one edge
-// hosts it again: a join whose balancer names in X-Ringlb-Skip an edge that
-// hosts the key ("A crash moves only the crashed edge's sessions": the
-// balancer's word that it could not reach it is believed), and a join
-// placed while an edge hosting the key is taken for dead (busy) and not a
-// member in the placing edge's view (takeForDead). Replication is off
+// hosts it again (and the edges involved can know of each other's
+// session: a skipped edge up has its pin, an edge back from the dead has
+// been seen back, within gossip's two seconds): a join whose balancer names in X-Ringlb-Skip an edge that
+// is up ("A crash moves only the crashed edge's sessions": the balancer's
+// word that it could not reach it is believed, though that edge hosts the
+// key or starts it before the pin of this one reaches it), and a join
+// placed while an edge hosting the key, or any edge, is taken for dead
+// (busy) and not a member in the placing edge's view (takeForDead; back,
+// that edge may start the key before it learns of this session). Replication is off
 // (edge.replication: off), so nothing takes those sessions over.
 //
 // Not reached: the signatures of claims, answers, skips and hand-offs (the
@@ -99,7 +104,7 @@ func FuzzPlacementEvents(f *testing.F) {
 
 // The events: two bytes each, what (mod numPlaceEvents) and an argument.
 const (
-	pevJoin     = iota // arg: key (0–1), balancer's view (2–4: an edge's, else converged), a failed dial (5), upgrade later (6–7 both set)
+	pevJoin     = iota // arg: key (0–1), balancer's view (2–4: an edge's; 5: before the last membership change; else converged), a failed dial (5), upgrade later (6–7 both set)
 	pevLeave           // a participant leaves (arg: which)
 	pevUpgrade         // a pending upgrade ends (arg bit 0: fails; 1–7: which)
 	pevEdgeJoin        // the next edge joins the cluster (scale-out)
@@ -118,6 +123,12 @@ const (
 // the settle window, past idle_grace and a gone node's pins.
 var placeSteps = [8]time.Duration{100 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second, 9 * time.Second, 11 * time.Second, 61 * time.Second}
 
+// pfForever is an excuse's end while an edge is taken for dead.
+var pfForever = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// pfStart is the harness clock's start.
+var pfStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // pfGossipBound is how long a change takes to reach every view at most.
 const pfGossipBound = 2 * time.Second
 
@@ -127,9 +138,10 @@ const pfLateFor = 2 * time.Second
 // pfKeys are the keys, each moved by scale-out (pfRing; the first edges
 // are edge-a and edge-b, then edge-c, then edge-d): room-13 from edge-a
 // to edge-c, room-7 from edge-b to edge-c then edge-d, room-12 (a raw-mode
-// session's) from edge-a to edge-d, room-0 kept by edge-a (edge-c's
-// without it).
-var pfKeys = [4]string{"room-13", "room-7", "room-12", "room-0"}
+// session's) from edge-a to edge-d; room-36, edge-c's of the three, moves
+// to edge-b when edge-a leaves (the ring's load bound moves keys between
+// the edges that stay).
+var pfKeys = [4]string{"room-13", "room-7", "room-12", "room-36"}
 
 var pfNames = [4]string{"edge-a", "edge-b", "edge-c", "edge-d"}
 
@@ -210,6 +222,10 @@ type pfCluster struct {
 	handOff   int // the drain's hand-off mode
 	busyFirst map[int]bool
 	late      []pfLate
+	// stale is the converged view before the last membership change, at
+	// staleAt (changing).
+	stale   bview
+	staleAt time.Time
 
 	parts   []*pfPart
 	pending []*pfPart // admitted, their upgrade not done
@@ -217,7 +233,11 @@ type pfCluster struct {
 	idleSince map[*session]time.Time
 	idleGrace time.Duration // 0: freed with its last participant
 	excused   map[string]string
-	partN     int
+	// excusedUntil: a key placed past a skipped edge that is up stays
+	// excused until that edge has its pin.
+	excusedUntil map[string]time.Time
+	excusedBy    map[string]int // the edge taken for dead a key's excuse waits for
+	partN        int
 }
 
 // pfView is one edge's view of the cluster: its Membership.
@@ -460,9 +480,9 @@ func (c *pfCluster) serve(e *pfEdge, req *http.Request, body []byte) *http.Respo
 
 func newPlaceCluster(t *testing.T, config byte) *pfCluster {
 	c := &pfCluster{
-		t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		t: t, now: pfStart,
 		busyFirst: map[int]bool{}, idleSince: map[*session]time.Time{},
-		excused: map[string]string{},
+		excused: map[string]string{}, excusedUntil: map[string]time.Time{}, excusedBy: map[string]int{},
 	}
 	c.idleGrace = [4]time.Duration{time.Minute, 5 * time.Second, 0, time.Minute}[config>>2&3]
 	log := slog.New(slog.DiscardHandler)
@@ -540,6 +560,15 @@ type bview struct {
 func (c *pfCluster) balancerView(which int) bview {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if which == 5 && c.now.Sub(c.staleAt) < pfGossipBound {
+		return c.stale
+	}
+	return c.truthView(which)
+}
+
+// truthView is edge which's view, or (which ≥ 4) the converged one.
+// Called with c.mu held.
+func (c *pfCluster) truthView(which int) bview {
 	b := bview{nodes: map[string]health.Node{}, pins: map[string]map[uint64]bool{}}
 	if which < 4 && c.edges[which].started {
 		v := c.edges[which].v
@@ -555,10 +584,19 @@ func (c *pfCluster) balancerView(which int) bview {
 	for i := range c.edges {
 		if c.in(i) {
 			b.nodes[pfNames[i]] = c.node(i)
-			b.pins[pfNames[i]] = c.pins[i]
+			b.pins[pfNames[i]] = mapsClone(c.pins[i])
 		}
 	}
 	return b
+}
+
+// changing keeps the converged view as it is before the membership
+// changes: a balancer that has heard nothing since (pevJoin's view 5)
+// routes by it for gossip's two seconds.
+func (c *pfCluster) changing() {
+	c.mu.Lock()
+	c.stale, c.staleAt = c.truthView(4), c.now
+	c.mu.Unlock()
 }
 
 // reachable reports whether a balancer's dial of edge name succeeds.
@@ -630,7 +668,7 @@ func (c *pfCluster) hosts(key string) (hosting, live []*pfEdge) {
 }
 
 func (c *pfCluster) logf(format string, args ...any) {
-	c.log = append(c.log, fmt.Sprintf("%v ", c.now.Format("05.000"))+fmt.Sprintf(format, args...))
+	c.log = append(c.log, fmt.Sprintf("%7.3f ", c.now.Sub(pfStart).Seconds())+fmt.Sprintf(format, args...))
 }
 
 func (c *pfCluster) fail(format string, args ...any) {
@@ -678,6 +716,11 @@ func (c *pfCluster) join(arg byte) {
 			return
 		case owner != "":
 			c.logf("  %s: 421 → %s", target, owner)
+			if slices.Contains(skip, owner) {
+				// The ring less the edges the balancer could not reach
+				// places it: never one of them.
+				c.fail("%s sent %s to %s, which the balancer could not reach (skip %v)", target, key, owner, skip)
+			}
 			target = owner
 			continue
 		}
@@ -685,6 +728,26 @@ func (c *pfCluster) join(arg byte) {
 		p.admitted = true
 		pp := &pfPart{e: e, key: key, p: p}
 		c.checkJoin(e, key, skip, hosting)
+		for _, h := range c.edges {
+			if _, member := e.v.Node(h.name); h.busy && h.up() && !member {
+				// Started while an edge that is up is taken for dead
+				// here: back, that edge may start it too before it
+				// learns of this one ("taken for dead": allowed).
+				c.excused[key] = "placed while " + h.name + " is taken for dead"
+				c.excusedBy[key] = h.i
+				c.excusedUntil[key] = pfForever
+				c.logf("  excused: %s", c.excused[key])
+			}
+		}
+		for _, name := range skip {
+			if i := slices.Index(pfNames[:], name); c.edges[i].up() {
+				// Placed on the ring without an edge that is up: it may
+				// start the key itself before this edge's pin reaches it.
+				c.excused[key] = "placed past " + name + ", skipped by the balancer"
+				c.excusedUntil[key] = c.now.Add(pfGossipBound)
+				c.logf("  excused: %s", c.excused[key])
+			}
+		}
 		if later {
 			c.logf("  %s: admitted, upgrade pending (%s)", target, p.id)
 			c.pending = append(c.pending, pp)
@@ -707,13 +770,18 @@ func (c *pfCluster) checkJoin(e *pfEdge, key string, skip []string, hosting []*p
 			return // joins the session here
 		}
 	}
+	pinner, pinned := e.v.PinnedTo(xxhash.Sum64String(key))
 	for _, h := range hosting {
 		_, member := e.v.Node(h.name)
 		switch {
+		case pinned && pinner.Name == h.name && !slices.Contains(skip, h.name):
+			c.fail("a new session of %s admitted at %s, which holds %s's pin of it", key, e.name, h.name)
 		case slices.Contains(skip, h.name):
 			c.excused[key] = h.name + " skipped by the balancer"
 		case h.busy && !member:
 			c.excused[key] = h.name + " taken for dead"
+		case c.excused[key] != "":
+			// Still: the edges hosting it may not know of each other.
 		default:
 			c.fail("a new session of %s admitted at %s while %s hosts it", key, e.name, h.name)
 		}
@@ -780,30 +848,67 @@ func (c *pfCluster) down(e *pfEdge) {
 }
 
 // advance moves the clock by d: what gossip has had its time for
-// converges first; then sweeps, late claims lost, idle sessions freed.
+// converges first (with the pins the edges make as they learn of it);
+// then sweeps, late claims lost, idle sessions freed.
 func (c *pfCluster) advance(d time.Duration) {
-	c.mu.Lock()
-	var changed []int
-	for i := range c.edges {
-		if !c.edges[i].started || !c.changedAt[i].Add(pfGossipBound).After(c.now.Add(d)) || !c.pinsAt[i].Add(pfGossipBound).After(c.now.Add(d)) {
+	until := c.now.Add(d).Add(-pfGossipBound)
+	for range 3 {
+		c.mu.Lock()
+		var changed []int
+		for i := range c.edges {
+			if !c.edges[i].started {
+				continue
+			}
+			members, pins := !c.changedAt[i].After(until), !c.pinsAt[i].After(until)
 			for v := range c.edges {
-				if c.edges[v].started && c.edges[v].up() {
+				if v == i || !c.edges[v].started || !c.edges[v].up() {
+					continue
+				}
+				vw := c.edges[v].v
+				if _, ok := vw.nodes[pfNames[i]]; members {
 					c.catchUp(v, i)
 					changed = append(changed, v)
+				} else if pins && ok {
+					vw.pins[pfNames[i]] = mapsClone(c.pins[i])
 				}
 			}
 		}
+		c.mu.Unlock()
+		slices.Sort(changed)
+		for _, v := range slices.Compact(changed) {
+			c.update(c.edges[v]) // its pins, announced now, are due too
+		}
 	}
+	c.mu.Lock()
 	c.now = c.now.Add(d)
 	c.late = slices.DeleteFunc(c.late, func(l pfLate) bool { return c.now.Sub(l.at) > pfLateFor })
 	c.mu.Unlock()
-	slices.Sort(changed)
-	for _, v := range slices.Compact(changed) {
-		c.update(c.edges[v])
+	for _, e := range c.edges {
+		c.update(e) // views older than the settle window expire
 	}
 	for _, e := range c.edges {
-		if e.started && e.up() {
-			e.s.hub.sweep(c.now)
+		if !e.started || !e.up() {
+			continue
+		}
+		e.s.hub.sweep(c.now)
+		for i := range e.s.hub.shards {
+			sh := &e.s.hub.shards[i]
+			sh.mu.Lock()
+			n := 0
+			for _, m := range sh.claims {
+				if !c.now.Before(m.until) {
+					n++
+				}
+			}
+			for _, m := range sh.moved {
+				if !c.now.Before(m.until) {
+					n++
+				}
+			}
+			sh.mu.Unlock()
+			if n > 0 {
+				c.fail("%s keeps %d expired claims or hand-over marks past a sweep", e.name, n)
+			}
 		}
 	}
 	if c.idleGrace > 0 {
@@ -877,6 +982,7 @@ func runPlacementEvents(t *testing.T, in []byte) {
 				continue
 			}
 			c.logf("%s joins the cluster", pfNames[i])
+			c.changing()
 			c.start(i)
 			c.update(c.edges[i])
 		case pevGossip, pevPins:
@@ -899,6 +1005,7 @@ func runPlacementEvents(t *testing.T, in []byte) {
 				continue
 			}
 			c.logf("%s crashes", e.name)
+			c.changing()
 			e.state = pfCrashed
 			c.down(e)
 		case pevBusy:
@@ -906,17 +1013,25 @@ func runPlacementEvents(t *testing.T, in []byte) {
 			if e.state != pfAlive {
 				continue
 			}
+			c.changing()
 			c.mu.Lock()
 			e.busy = !e.busy
 			c.changedAt[e.i] = c.now
 			c.mu.Unlock()
+			for key, by := range c.excusedBy {
+				if by == e.i && !e.busy && c.excusedUntil[key] == pfForever {
+					c.excusedUntil[key] = c.now.Add(pfGossipBound)
+				}
+			}
 			c.logf("%s busy: %v", e.name, e.busy)
 		case pevDrain:
 			e := c.edges[arg&3]
 			switch {
 			case e.state == pfAlive && !e.busy:
+				c.changing()
 				c.drain(e, arg)
 			case e.state == pfDraining:
+				c.changing()
 				c.logf("%s exits", e.name)
 				e.state = pfGone
 				c.down(e)
@@ -962,8 +1077,9 @@ func (c *pfCluster) check() {
 	c.closeStopped()
 	for _, key := range pfKeys {
 		hosting, live := c.hosts(key)
-		if len(hosting) <= 1 {
+		if len(hosting) <= 1 && !c.now.Before(c.excusedUntil[key]) {
 			delete(c.excused, key)
+			delete(c.excusedBy, key)
 		}
 		if len(live) > 1 && c.excused[key] == "" {
 			var names []string
