@@ -56,7 +56,9 @@ import (
 // target's real serveClaim and serveHandoff in process: sockets cannot be
 // held or dropped on cue. A claim the target refuses for not knowing the
 // claimer (403) brings the claimer into its view, as gossip does during
-// claimKnown's pause, so the retry is answered. The membership is a
+// claimKnown's pause, so the retry is answered; its ring is rebuilt at a
+// later event (pevGossip, pevPins, time passing), as UseCluster's
+// goroutine does shortly after. The membership is a
 // harness Membership per edge (memberlist cannot be driven
 // deterministically: its timers, probes and random peers are its own);
 // UseCluster's goroutine is stopped at once and what it would do on a
@@ -434,11 +436,13 @@ func (l pfLink) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp := c.serve(e, req, body)
 	if resp.StatusCode == http.StatusForbidden {
-		// Not known there yet: gossip tells it during claimKnown's pause.
+		// Not known there yet: gossip tells it during claimKnown's
+		// pause. Its ring is rebuilt later (UseCluster's goroutine:
+		// here, at the next event that updates it), so a join that
+		// comes meanwhile finds the claim, not the ring, sending it on.
 		c.mu.Lock()
 		c.catchUp(to, l.from)
 		c.mu.Unlock()
-		c.update(e)
 	}
 	if mode == pfLoseAnswer {
 		return nil, pfTimeout
