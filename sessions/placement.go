@@ -450,15 +450,25 @@ func (o *ownership) member(name string) bool {
 // from hostOnly on are asked only whether they host the key themselves.
 func (o *ownership) previousOwners(key []byte, skip []string) (out []ring.Member, hostOnly int) {
 	now := o.srv.hub.now()
+	// The views are read under o.mu, the rings they need built after:
+	// a ring is milliseconds to build, and o.mu is taken under the shard
+	// locks (syncPin).
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	views := make([]*ring.Snapshot, 0, len(o.past)+1)
+	past := make([]*ring.Snapshot, 0, len(o.past))
+	for _, p := range o.past {
+		if now.Before(p.until) {
+			past = append(past, p.snap)
+		}
+	}
+	current := o.ring.Snapshot()
+	o.mu.Unlock()
+	views := make([]*ring.Snapshot, 0, len(past)+1)
 	var others []*ring.Snapshot
 	if now.Before(o.joined.Add(settleWindow)) {
 		// Until every balancer knows of us they route by the ring without
 		// us — the current one less this edge, not the first we saw: we
 		// may have learnt of the other edges one by one.
-		before := o.ring.Snapshot().Without(o.self)
+		before := current.Without(o.self)
 		views = append(views, before)
 		// And by the ring without any one other edge besides: one that
 		// joined with us is unknown to them too, and a key live on its
@@ -471,11 +481,7 @@ func (o *ownership) previousOwners(key []byte, skip []string) (out []ring.Member
 			others = append(others, before.Without(m.Name))
 		}
 	}
-	for _, p := range o.past {
-		if now.Before(p.until) {
-			views = append(views, p.snap)
-		}
-	}
+	views = append(views, past...)
 	add := func(m ring.Member) {
 		if m.Name == o.self || contains(skip, m.Name) || slices.ContainsFunc(out, func(x ring.Member) bool { return x.Name == m.Name }) {
 			return
@@ -490,7 +496,7 @@ func (o *ownership) previousOwners(key []byte, skip []string) (out []ring.Member
 	// An edge that pinned the key and left since (taken for dead while
 	// busy, perhaps) is asked too, at its address in a recent view.
 	if name, ok := o.m.PinnedByGone(xxhash.Sum64(key)); ok {
-		for _, v := range append(views, o.ring.Snapshot()) {
+		for _, v := range append(views, current) {
 			if m, ok := v.Member(name); ok {
 				add(m)
 				break
