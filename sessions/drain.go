@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,7 +41,12 @@ func (s *Server) Draining() <-chan struct{} { return s.drainStarted }
 func (s *Server) Drain(ctx context.Context) error {
 	s.beginDrain()
 	if o := s.hub.owner.Load(); o != nil {
-		s.handOffOnce.Do(func() { o.handOff(ctx) })
+		s.handOffOnce.Do(func() {
+			// Hand-offs installing now end before this one looks.
+			s.installing.Lock()
+			s.installing.Unlock() //nolint:staticcheck // a barrier, not a section
+			o.handOff(ctx)
+		})
 	}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
@@ -153,15 +159,65 @@ func (o *ownership) handOff(ctx context.Context) int {
 		groups[target.Name] = append(groups[target.Name], mv)
 		urls[target.Name] = target.URL
 	})
+	n := 0
+	// An edge draining too refuses (serveHandoff) when gossip had not
+	// told this one yet: what it refused goes to the owners of the ring
+	// without it, and so on, each edge refusing at most once.
+	for view := snap; len(groups) > 0; {
+		moved, refused := o.sendGroups(ctx, groups, urls)
+		n += moved
+		for target := range refused {
+			view = view.Without(target)
+		}
+		groups, urls = map[string][]moving{}, map[string]string{}
+		var nowhere []moving
+		for target, list := range refused {
+			for _, mv := range list {
+				to, ok := view.Locate([]byte(mv.key))
+				if !ok || to.Name == o.self {
+					nowhere = append(nowhere, mv)
+					continue
+				}
+				o.srv.hub.movedOn(mv.key, to.Name, o.srv.hub.now().Add(settleWindow))
+				groups[to.Name] = append(groups[to.Name], mv)
+				urls[to.Name] = to.URL
+			}
+			o.log.Warn("hand-off refused: the edge drains too; sending its sessions to their next owners", "edge", target, "sessions", len(list))
+		}
+		if len(nowhere) > 0 {
+			// Every other edge drains: the sessions start anew where
+			// their clients land.
+			o.log.Error("hand-off failed: every other edge drains; these sessions' clients will get reset", "sessions", len(nowhere))
+			for _, mv := range nowhere {
+				if mv.state != nil {
+					o.srv.hub.nothingComing([]handoffSession{*mv.state})
+				}
+			}
+			o.letGo("another edge", nowhere)
+			n += len(nowhere)
+		}
+	}
+	o.srv.metrics.handedOff.Add(float64(n))
+	if n > 0 {
+		o.log.Info("drain: sessions handed on", "sessions", n)
+	}
+	return n
+}
+
+// sendGroups sends each new owner its sessions (handOffTo) and returns
+// how many were let go, and those each edge refused for draining too.
+func (o *ownership) sendGroups(ctx context.Context, groups map[string][]moving, urls map[string]string) (int, map[string][]moving) {
 	// Each new owner's batches go on a goroutine of their own, at most
 	// handoffParallel at once, so an edge that stalls holds frozen only
 	// the sessions bound for it: sent one after another, every session
 	// behind it waited for its request's timeout, its participants
 	// connected and relaying nothing.
 	var (
-		wg    sync.WaitGroup
-		moved atomic.Int64
-		slots = make(chan struct{}, handoffParallel)
+		wg      sync.WaitGroup
+		moved   atomic.Int64
+		slots   = make(chan struct{}, handoffParallel)
+		mu      sync.Mutex
+		refused = map[string][]moving{}
 	)
 	for target, list := range groups {
 		wg.Add(1)
@@ -169,23 +225,25 @@ func (o *ownership) handOff(ctx context.Context) int {
 			defer wg.Done()
 			slots <- struct{}{}
 			defer func() { <-slots }()
-			moved.Add(int64(o.handOffTo(ctx, target, urls[target], list)))
+			n, back := o.handOffTo(ctx, target, urls[target], list)
+			moved.Add(int64(n))
+			if len(back) > 0 {
+				mu.Lock()
+				refused[target] = back
+				mu.Unlock()
+			}
 		}()
 	}
 	wg.Wait()
-	n := int(moved.Load())
-	o.srv.metrics.handedOff.Add(float64(n))
-	if n > 0 {
-		o.log.Info("drain: sessions handed on", "sessions", n, "edges", len(groups))
-	}
-	return n
+	return int(moved.Load()), refused
 }
 
 // handOffTo sends list to the edge target at url in batches, each sent
 // whole: a refusal for now (503: the new owner's hand-off slots taken, or
 // it is low on memory) is sent again, the other batches go on meanwhile.
-// It returns the number of sessions let go (handedOn).
-func (o *ownership) handOffTo(ctx context.Context, target, url string, list []moving) int {
+// It returns the number of sessions let go (letGo), and those target
+// refused for draining too, still frozen here.
+func (o *ownership) handOffTo(ctx context.Context, target, url string, list []moving) (int, []moving) {
 	var out []*outgoing
 	for len(list) > 0 {
 		b := &outgoing{target: target, url: url}
@@ -204,6 +262,7 @@ func (o *ownership) handOffTo(ctx context.Context, target, url string, list []mo
 		list = list[n:]
 	}
 	moved := 0
+	var refused []moving
 	for len(out) > 0 {
 		var later []*outgoing
 		var wait time.Duration
@@ -212,6 +271,10 @@ func (o *ownership) handOffTo(ctx context.Context, target, url string, list []mo
 			if len(b.req.Sessions) > 0 { // raw sessions carry nothing
 				var retry time.Duration
 				retry, err = o.send(ctx, b.target, b.url, &b.req)
+				if errors.Is(err, errDrainingToo) {
+					refused = append(refused, b.sessions...)
+					continue
+				}
 				if retry > 0 && ctx.Err() == nil {
 					later = append(later, b)
 					wait = max(wait, retry)
@@ -237,7 +300,7 @@ func (o *ownership) handOffTo(ctx context.Context, target, url string, list []mo
 				o.log.Error("hand-off failed: these sessions' clients will get reset on the new edge", "edge", b.target, "sessions", len(b.req.Sessions), "err", err)
 				o.srv.hub.nothingComing(b.req.Sessions)
 			}
-			o.handedOn(b)
+			o.letGo(b.target, b.sessions)
 			moved += len(b.sessions)
 		}
 		if len(later) > 0 {
@@ -256,7 +319,7 @@ func (o *ownership) handOffTo(ctx context.Context, target, url string, list []mo
 		}
 		out = later
 	}
-	return moved
+	return moved, refused
 }
 
 // outgoing is one hand-off request of a drain: a batch of sessions moving
@@ -267,17 +330,21 @@ type outgoing struct {
 	sessions    []moving
 }
 
-// handedOn lets b's sessions go: their new owner has them (or the hand-off
-// failed, and it starts them anew): joins go there, and their participants
-// are closed with 1012 to resume there.
-func (o *ownership) handedOn(b *outgoing) {
-	for _, mv := range b.sessions {
+// letGo lets sessions go: their new owner target has them (or the
+// hand-off failed, and it starts them anew): joins go there, and their
+// participants are closed with 1012 to resume there.
+func (o *ownership) letGo(target string, sessions []moving) {
+	for _, mv := range sessions {
 		o.unpin(mv.key) // the new owner has it: the ring sends joins there
 		for _, p := range mv.participants {
-			p.stop(closeServiceRestart, "session moved to "+b.target)
+			p.stop(closeServiceRestart, "session moved to "+target)
 		}
 	}
 }
+
+// errDrainingToo is a hand-off's refusal by a new owner that drains too
+// (421): nothing was installed, and the sessions go to the next owner.
+var errDrainingToo = errors.New("the new owner drains too")
 
 // handoffRetry bounds the wait before a refused hand-off is sent again:
 // the new owner's Retry-After, within [handoffRetryMin, handoffRetryMax].
@@ -316,6 +383,9 @@ func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequ
 	var out handoffResponse
 	if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests {
 		return retryAfter(resp.Header.Get("Retry-After")), fmt.Errorf("answered %s", resp.Status)
+	}
+	if resp.StatusCode == http.StatusMisdirectedRequest {
+		return 0, errDrainingToo // nothing installed (serveHandoff)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("answered %s", resp.Status)

@@ -572,6 +572,25 @@ func (h *hub) nothingComing(list []handoffSession) {
 	}
 }
 
+// movedOn names to as the edge a frozen session of key (and joins of it)
+// go to now, until until: the edge its drain first chose drains too.
+func (h *hub) movedOn(key, to string, until time.Time) {
+	sh := h.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if m, ok := sh.moved[key]; ok {
+		m.edge, m.until = to, until
+		sh.moved[key] = m
+	}
+	if s := sh.sessions[key]; s != nil {
+		s.mu.Lock()
+		if s.movedTo != "" {
+			s.movedTo = to
+		}
+		s.mu.Unlock()
+	}
+}
+
 // awaitInstall waits until a session of key is here (a hand-off installed
 // it), polling: hand-offs are rare and short.
 func (h *hub) awaitInstall(ctx context.Context, key []byte) error {

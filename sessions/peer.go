@@ -402,6 +402,16 @@ func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
+	// A draining edge hands on what it hosts once (Drain): a session
+	// installed after that would stay here until the edge exits, while
+	// the key's next owner starts it anew. 421: the sender sends it to
+	// the owner of its ring without this edge (handOff).
+	s.installing.RLock()
+	defer s.installing.RUnlock()
+	if s.draining.Load() {
+		ctx.Error("misdirected: this edge drains; hand its sessions to the next owner\n", fasthttp.StatusMisdirectedRequest)
+		return
+	}
 	var req handoffRequest
 	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
 		ctx.Error("bad hand-off: "+err.Error()+"\n", fasthttp.StatusBadRequest)

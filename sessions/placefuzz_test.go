@@ -1034,7 +1034,7 @@ func runPlacementEvents(t *testing.T, in []byte) {
 		case pevDrain:
 			e := c.edges[arg&3]
 			switch {
-			case e.state == pfAlive && !e.busy && !slices.ContainsFunc(c.edges[:], func(o *pfEdge) bool { return o.state == pfDraining }):
+			case e.state == pfAlive && !e.busy:
 				c.changing()
 				c.drain(e, arg)
 			case e.state == pfDraining:
@@ -1229,4 +1229,35 @@ func TestTwoEdgesJoiningTogetherSplitNoSession(t *testing.T) {
 		c.edges[3].s.hub.unreserve([]byte("room-7"))
 		t.Fatalf("edge-d placed room-7 at %q while edge-b hosts it, want a 421 to edge-b", owner)
 	}
+}
+
+// Two edges drain at once, the second before it learns that the first
+// drains. room-36 is live on edge-b; edge-c, its owner on the ring without
+// edge-b, begins to drain; then edge-b drains and hands room-36 to edge-c.
+// Before, edge-c installed it and never handed it on (its own drain had
+// looked already): once edge-c exited the session was gone, and within the
+// hand-over window edge-a started room-36 anew while edge-c hosted it
+// (found by FuzzPlacementEvents). Now a draining edge refuses a hand-off
+// (421) and edge-b hands room-36 to its owner on the ring without edge-c:
+// edge-a.
+func TestTwoEdgesDrainingTogetherLoseNoSession(t *testing.T) {
+	c := newPlaceCluster(t, 0x31) // edge-a, edge-b and edge-c, settled
+	c.join('7')                   // room-36 on edge-b
+	if _, live := c.hosts("room-36"); len(live) != 1 || live[0].name != "edge-b" {
+		t.Fatalf("room-36 live on %v, want edge-b", live)
+	}
+	c.drain(c.edges[2], 0x32) // edge-c; nobody else knows yet
+	c.drain(c.edges[1], 0x31) // edge-b, handing room-36 on
+	c.check()
+	hosting, _ := c.hosts("room-36")
+	if len(hosting) != 1 || hosting[0].name != "edge-a" {
+		names := make([]string, len(hosting))
+		for i, e := range hosting {
+			names[i] = e.name
+		}
+		c.fail("room-36 hosted on %v after both drains, want edge-a alone", names)
+	}
+	c.advance(11 * time.Second)
+	c.join('C') // room-36 again, by the converged view: joins edge-a's copy
+	c.check()
 }

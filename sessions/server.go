@@ -174,6 +174,11 @@ type Server struct {
 	drainStarted chan struct{}
 	drainOnce    sync.Once
 	handOffOnce  sync.Once // a drain hands sessions on once
+	// installing is held (read) by a hand-off installing sessions here;
+	// a drain takes it once after draining is set, so every session
+	// installed is one its hand-off sees, and none comes after it
+	// (serveHandoff refuses while draining).
+	installing sync.RWMutex
 	// drainCancel stops a background drain (admin POST /api/drain);
 	// drainDone waits for it.
 	drainCancel context.CancelFunc
