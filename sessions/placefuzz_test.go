@@ -97,10 +97,8 @@ import (
 // busy edge placing joins; an edge restarting under a name it had;
 // gossip slower than two seconds (the settle window's margin is its
 // premise); max_participants, tokens and seats (one anonymous editor a
-// join); two edges draining at once (one drains only while no other is
-// draining and up): a hand-off to an edge that drains too is installed
-// there and never handed on, and the key's next owner starts it anew
-// while it is hosted there — found by this fuzz, not fixed yet.
+// join). Edges may drain at once, one before the others learn of it
+// (TestTwoEdgesDrainingTogetherLoseNoSession).
 func FuzzPlacementEvents(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		runPlacementEvents(t, in)
