@@ -197,6 +197,7 @@ type pfPart struct {
 	e   *pfEdge
 	key string
 	p   *participant
+	at  time.Time // admitted (an upgrade pending)
 }
 
 // pfLate is a claim held on a link.
@@ -755,6 +756,7 @@ func (c *pfCluster) join(arg byte) {
 		}
 		if later {
 			c.logf("  %s: admitted, upgrade pending (%s)", target, p.id)
+			pp.at = c.now
 			c.pending = append(c.pending, pp)
 			return
 		}
@@ -888,6 +890,16 @@ func (c *pfCluster) advance(d time.Duration) {
 	c.now = c.now.Add(d)
 	c.late = slices.DeleteFunc(c.late, func(l pfLate) bool { return c.now.Sub(l.at) > pfLateFor })
 	c.mu.Unlock()
+	// An upgrade ends within its deadlines: one pending past the
+	// admission's bound failed meanwhile (its handshake timed out).
+	c.pending = slices.DeleteFunc(c.pending, func(pp *pfPart) bool {
+		if c.now.Sub(pp.at) <= admitTimeout {
+			return false
+		}
+		c.logf("  %s: upgrade of %s timed out", pp.e.name, pp.p.id)
+		pp.e.s.hub.unreserve([]byte(pp.key))
+		return true
+	})
 	for _, e := range c.edges {
 		c.update(e) // views older than the settle window expire
 	}
