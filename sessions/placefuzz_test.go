@@ -198,6 +198,10 @@ type pfPart struct {
 	key string
 	p   *participant
 	at  time.Time // admitted (an upgrade pending)
+	// excuse is why the join was allowed to start the key beside
+	// another edge's session (join): it holds again when a pending
+	// upgrade ends, the session starting only then.
+	excuse string
 }
 
 // pfLate is a claim held on a link.
@@ -756,7 +760,7 @@ func (c *pfCluster) join(arg byte) {
 		}
 		if later {
 			c.logf("  %s: admitted, upgrade pending (%s)", target, p.id)
-			pp.at = c.now
+			pp.at, pp.excuse = c.now, c.excused[key]
 			c.pending = append(c.pending, pp)
 			return
 		}
@@ -805,6 +809,13 @@ func (c *pfCluster) upgrade(pp *pfPart) {
 	}
 	c.logf("  %s: %s joined %s", e.name, pp.p.id, pp.key)
 	c.parts = append(c.parts, pp)
+	if pp.excuse != "" {
+		c.excused[pp.key] = pp.excuse
+		if until := c.now.Add(pfGossipBound); until.After(c.excusedUntil[pp.key]) {
+			c.excusedUntil[pp.key] = until
+		}
+		c.logf("  excused again: %s", pp.excuse)
+	}
 }
 
 // drain drains edge e (pevDrain).
