@@ -1282,3 +1282,38 @@ func TestTwoEdgesDrainingTogetherLoseNoSession(t *testing.T) {
 	c.join('C') // room-36 again, by the converged view: joins edge-a's copy
 	c.check()
 }
+
+// Two edges crash at once just as a third joins. edge-d joins edge-a,
+// edge-b and edge-c; edge-c and edge-b crash; a balancer that fails to dial
+// both places room-7 on edge-a, its owner on the ring without them. A
+// balancer that has heard of neither crash sends a join of room-7 to
+// edge-d, which still counts both as members and owns room-7 on its ring.
+// Before, edge-d asked the owners of its views less itself (edge-c, then
+// edge-b), took each for dead as it refused, and started a second session
+// while edge-a's lived on (found by FuzzPlacementEvents). Now each edge
+// taken for dead is taken out of the views, and edge-a, their owner then,
+// is asked too.
+func TestTwoEdgesCrashingTogetherSplitNoSession(t *testing.T) {
+	c := newPlaceCluster(t, 0x31) // edge-a, edge-b and edge-c, settled
+	c.changing()
+	c.start(3)
+	c.update(c.edges[3])
+	for _, i := range []int{2, 1} {
+		c.changing()
+		c.edges[i].state = pfCrashed
+		c.down(c.edges[i])
+	}
+	c.join(0x01) // room-7 by edge-a's view: past edge-c and edge-b
+	if _, live := c.hosts("room-7"); len(live) != 1 || live[0].name != "edge-a" {
+		c.fail("room-7 live on %v, want edge-a", live)
+	}
+	var rc fasthttp.RequestCtx
+	owner, err := c.edges[3].s.place(&rc, []byte("room-7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owner != "edge-a" {
+		c.edges[3].s.hub.unreserve([]byte("room-7"))
+		c.fail("edge-d placed room-7 at %q while edge-a hosts it, want a 421 to edge-a", owner)
+	}
+}

@@ -326,41 +326,53 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		// the session, same epoch and seq.
 		return "", nil
 	}
-	prevs, hostOnly := o.previousOwners(key, skip)
-	for i, prev := range prevs {
-		holder, err := o.claimKnown(ctx, prev, key)
-		if err != nil {
-			if !o.takeForDead(prev, err) {
-				o.unsureLog.Warn(o.log, "claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", httplog.Key(key), "err", err)
-				return "", fmt.Errorf("%w: %s: %w", errOwnerUnsure, prev.Name, err)
+	// An edge taken for dead is one the balancers that know of it place
+	// the key past: the owners of the views without it are asked next.
+	var asked, dead []string
+	for again := true; again; {
+		again = false
+		prevs, hostOnly := o.previousOwners(key, skip, dead)
+		for i, prev := range prevs {
+			if contains(asked, prev.Name) {
+				continue
 			}
-			if debug {
-				o.log.Debug("claim unanswered; taking the edge for dead", "edge", prev.Name, "key", httplog.Key(key), "err", err)
+			asked = append(asked, prev.Name)
+			holder, err := o.claimKnown(ctx, prev, key)
+			if err != nil {
+				if !o.takeForDead(prev, err) {
+					o.unsureLog.Warn(o.log, "claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", httplog.Key(key), "err", err)
+					return "", fmt.Errorf("%w: %s: %w", errOwnerUnsure, prev.Name, err)
+				}
+				if debug {
+					o.log.Debug("claim unanswered; taking the edge for dead", "edge", prev.Name, "key", httplog.Key(key), "err", err)
+				}
+				dead = append(dead, prev.Name)
+				again = true
+				continue
 			}
-			continue
-		}
-		switch {
-		case holder == "":
-		case holder == o.self:
-			// A draining edge is handing the session to us right now.
-			if err := o.srv.hub.awaitInstall(ctx, key); err != nil {
-				return "", fmt.Errorf("%w: hand-off from %s not received: %w", errOwnerUnsure, prev.Name, err)
+			switch {
+			case holder == "":
+			case holder == o.self:
+				// A draining edge is handing the session to us right now.
+				if err := o.srv.hub.awaitInstall(ctx, key); err != nil {
+					return "", fmt.Errorf("%w: hand-off from %s not received: %w", errOwnerUnsure, prev.Name, err)
+				}
+				return "", nil
+			case holder == prev.Name:
+				// The asked edge hosts it: definitive, even when our gossip
+				// has (wrongly) taken that edge for dead.
+				if debug {
+					o.log.Debug("join redirected: claim", "key", httplog.Key(key), "owner", holder)
+				}
+				return holder, nil
+			case i >= hostOnly:
+				// Asked only whether it hosts the key (previousOwners).
+			case !contains(skip, holder) && o.member(holder):
+				if debug {
+					o.log.Debug("join redirected: claim", "key", httplog.Key(key), "asked", prev.Name, "owner", holder)
+				}
+				return holder, nil
 			}
-			return "", nil
-		case holder == prev.Name:
-			// The asked edge hosts it: definitive, even when our gossip
-			// has (wrongly) taken that edge for dead.
-			if debug {
-				o.log.Debug("join redirected: claim", "key", httplog.Key(key), "owner", holder)
-			}
-			return holder, nil
-		case i >= hostOnly:
-			// Asked only whether it hosts the key (previousOwners).
-		case !contains(skip, holder) && o.member(holder):
-			if debug {
-				o.log.Debug("join redirected: claim", "key", httplog.Key(key), "asked", prev.Name, "owner", holder)
-			}
-			return holder, nil
 		}
 	}
 	if debug {
@@ -446,9 +458,11 @@ func (o *ownership) member(name string) bool {
 // previousOwners returns the other edges that owned key in a view of the
 // last settleWindow, less those the balancer could not reach. Edges gossip
 // has declared dead since are asked too: a busy edge may be taken for dead
-// while its sessions live on, and a crashed one refuses at once. Those
-// from hostOnly on are asked only whether they host the key themselves.
-func (o *ownership) previousOwners(key []byte, skip []string) (out []ring.Member, hostOnly int) {
+// while its sessions live on, and a crashed one refuses at once: the
+// views are taken without the edges dead names (taken for dead by a
+// claim), as balancers that know of them place keys. Those from hostOnly
+// on are asked only whether they host the key themselves.
+func (o *ownership) previousOwners(key []byte, skip, dead []string) (out []ring.Member, hostOnly int) {
 	now := o.srv.hub.now()
 	// The views are read under o.mu, the rings they need built after:
 	// a ring is milliseconds to build, and o.mu is taken under the shard
@@ -482,6 +496,15 @@ func (o *ownership) previousOwners(key []byte, skip []string) (out []ring.Member
 		}
 	}
 	views = append(views, past...)
+	// Two edges crashed at once leave a key on the owner of a view
+	// without both: a balancer that failed to dial one placed it past
+	// the next. Without them (Without caches each ring on the one before).
+	for i, v := range views {
+		for _, name := range dead {
+			v = v.Without(name)
+		}
+		views[i] = v
+	}
 	add := func(m ring.Member) {
 		if m.Name == o.self || contains(skip, m.Name) || slices.ContainsFunc(out, func(x ring.Member) bool { return x.Name == m.Name }) {
 			return
