@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -40,13 +41,9 @@ func (s *Server) Draining() <-chan struct{} { return s.drainStarted }
 // handshakes (Shutdown waits). Safe to call more than once.
 func (s *Server) Drain(ctx context.Context) error {
 	s.beginDrain()
-	if o := s.hub.owner.Load(); o != nil {
-		s.handOffOnce.Do(func() {
-			// Hand-offs installing now end before this one looks.
-			s.installing.Lock()
-			s.installing.Unlock() //nolint:staticcheck // a barrier, not a section
-			o.handOff(ctx)
-		})
+	o := s.hub.owner.Load()
+	if o != nil {
+		s.handOn(ctx, o)
 	}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
@@ -60,7 +57,31 @@ func (s *Server) Drain(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
+		if o != nil {
+			s.handOn(ctx, o)
+		}
 	}
+}
+
+// handOn hands the sessions hosted here on (handOff): when the drain
+// begins, and again whenever the ring has changed since. A session that
+// had no other owner then (every other edge gone or draining) goes to an
+// edge that joined since: left here, unpinned, it split when a join of it
+// reached the new edge.
+func (s *Server) handOn(ctx context.Context, o *ownership) {
+	s.handOffMu.Lock()
+	defer s.handOffMu.Unlock()
+	if s.handed && o.ring.Snapshot().Version() == s.handedAt {
+		return // the ring is kept by UseCluster's goroutine (update)
+	}
+	if !s.handed {
+		// Hand-offs installing now end before the first one looks.
+		s.installing.Lock()
+		s.installing.Unlock() //nolint:staticcheck // a barrier, not a section
+	}
+	snap := o.ring.Update(o.members())
+	s.handed, s.handedAt = true, snap.Version()
+	o.handOff(ctx, snap)
 }
 
 func (s *Server) beginDrain() {
@@ -119,12 +140,12 @@ type moving struct {
 	size         int
 }
 
-// handOff moves every session to its owner on the ring without this edge
-// (the edge is draining, so its ring has left it) and closes their
-// participants with 1012. Sessions with no owner (no other edge) are left
-// for the drain's end. It returns the number of sessions handed on.
-func (o *ownership) handOff(ctx context.Context) int {
-	snap := o.ring.Update(o.members())
+// handOff moves every session not handed on yet to its owner on snap,
+// the ring without this edge (the edge is draining, so its ring has left
+// it), and closes their participants with 1012. Sessions with no owner (no
+// other edge) are left for a later ring (handOn) or the drain's end. It
+// returns the number of sessions handed on.
+func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 	now := o.srv.hub.now()
 	groups := map[string][]moving{}
 	urls := map[string]string{}

@@ -448,3 +448,38 @@ func startStalledPeer(t *testing.T) *stalledPeer {
 	})
 	return sp
 }
+
+// A drain that starts with no other edge to take its sessions hands them
+// on once one joins: before, a drain handed sessions on once, at its
+// start, and a session left then stayed on the draining edge until its
+// deadline closed it (its clients resumed with a new epoch: history lost)
+// while the new edge, its owner, started the key anew on the next join.
+func TestDrainHandsOnToAnEdgeThatJoinsLater(t *testing.T) {
+	cl := healthtest.New(t)
+	a := startClusterEdge(t, cl, "edge-a")
+	waitRing(t, []*clusterEdge{a}, "edge-a")
+	key := "alone-1"
+	p1, p2 := a.twoTalking(t, key, 5)
+	epoch := p1.welcome.Epoch
+	drained := startDrain(a)
+	healthtest.WaitUntil(t, "edge-a draining", func() bool { return a.s.draining.Load() })
+	b := startClusterEdge(t, cl, "edge-b")
+	waitRing(t, []*clusterEdge{a}, "edge-b")
+	for _, p := range []*v1Client{p1, p2} {
+		if code := closeCode(t, p.Conn); code != closeServiceRestart {
+			t.Fatalf("close code %d, want 1012", code)
+		}
+	}
+	r := b.joinV1(t, key, "resume=0&epoch="+epoch, nil)
+	if r.welcome.Epoch != epoch || r.welcome.Seq != 5 {
+		t.Fatalf("welcome on the new edge %+v, want epoch %s seq 5", r.welcome, epoch)
+	}
+	for i := range 5 {
+		if m := r.readType(t, "msg"); m.Seq != uint64(i+1) || string(m.Data) != fmt.Sprint(i) {
+			t.Fatalf("replay %d: %+v", i, m)
+		}
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}

@@ -375,8 +375,18 @@ func mapsClone(m map[uint64]bool) map[uint64]bool {
 
 // update is what UseCluster's goroutine does on a membership change.
 func (c *pfCluster) update(e *pfEdge) {
-	if e.started && e.up() {
-		e.o.update()
+	if !e.started || !e.up() {
+		return
+	}
+	e.o.update()
+	if e.state == pfDraining && e.s.handed {
+		// Its drain's loop hands on what had no other owner before
+		// (handOn): it runs while participants are connected, and a
+		// drained edge with none left exits (pevDrain).
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		e.s.handOn(ctx, e.o)
+		cancel()
+		c.closeStopped()
 	}
 }
 
@@ -1316,4 +1326,51 @@ func TestTwoEdgesCrashingTogetherSplitNoSession(t *testing.T) {
 		c.edges[3].s.hub.unreserve([]byte("room-7"))
 		c.fail("edge-d placed room-7 at %q while edge-a hosts it, want a 421 to edge-a", owner)
 	}
+}
+
+// An edge drains while no other edge is left to take its sessions (the
+// other crashed), and a new edge joins before the drain ends. Before, the
+// drain handed sessions on once, at its start: room-13 stayed on the
+// draining edge, unpinned (a draining edge pins nothing: its hand-off
+// moves what it hosts), and the new edge, its owner now, started a second
+// session of it on the next join while its participants were still
+// connected to the draining one (found by FuzzPlacementEvents). Now the
+// drain hands on again when its ring changes (handOn): room-13 goes to
+// the new edge.
+func TestDrainWithNowhereToGoHandsOnToANewEdge(t *testing.T) {
+	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
+	c.join(0x10)                  // room-13, by the converged view
+	_, live := c.hosts("room-13")
+	if len(live) != 1 {
+		c.fail("room-13 live on %d edges, want 1", len(live))
+	}
+	host, other := live[0], c.edges[1-live[0].i]
+	c.changing()
+	other.state = pfCrashed
+	c.down(other)
+	c.mu.Lock()
+	c.catchUp(host.i, other.i)
+	c.mu.Unlock()
+	c.update(host)
+	c.drain(host, byte(host.i)) // nowhere to go
+	if hosting, _ := c.hosts("room-13"); len(hosting) != 1 || hosting[0] != host {
+		c.fail("room-13 moved with no other edge up")
+	}
+	c.changing()
+	c.start(2)
+	c.update(c.edges[2])
+	c.mu.Lock()
+	c.catchUp(host.i, 2)
+	c.mu.Unlock()
+	c.update(host) // the draining edge learns of edge-c
+	hosting, _ := c.hosts("room-13")
+	if len(hosting) != 1 || hosting[0].name != "edge-c" {
+		names := make([]string, len(hosting))
+		for i, e := range hosting {
+			names[i] = e.name
+		}
+		c.fail("room-13 hosted on %v once edge-c joined, want edge-c", names)
+	}
+	c.join(0x10) // room-13 again: to edge-c's copy
+	c.check()
 }

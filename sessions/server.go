@@ -173,7 +173,11 @@ type Server struct {
 	// drainStarted is closed when draining begins (Draining).
 	drainStarted chan struct{}
 	drainOnce    sync.Once
-	handOffOnce  sync.Once // a drain hands sessions on once
+	// handOffMu serializes a drain's hand-offs (handOn); handedAt is the
+	// ring version the last one placed sessions by, handed whether one ran.
+	handOffMu sync.Mutex
+	handedAt  uint64
+	handed    bool
 	// installing is held (read) by a hand-off installing sessions here;
 	// a drain takes it once after draining is set, so every session
 	// installed is one its hand-off sees, and none comes after it
