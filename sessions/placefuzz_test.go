@@ -791,6 +791,9 @@ func (c *pfCluster) checkJoin(e *pfEdge, key string, skip []string, hosting []*p
 			return // joins the session here
 		}
 	}
+	if slices.ContainsFunc(c.pending, func(pp *pfPart) bool { return pp.e == e && pp.key == key }) {
+		return // joins the one joining here (an upgrade pending), as step 1 says
+	}
 	pinner, pinned := e.v.PinnedTo(xxhash.Sum64String(key))
 	for _, h := range hosting {
 		_, member := e.v.Node(h.name)
