@@ -84,8 +84,9 @@ import (
 // word that it could not reach it is believed, though that edge hosts the
 // key or starts it before the pin of this one reaches it), and a join
 // placed while an edge hosting the key, or any edge, is taken for dead
-// (busy) and not a member in the placing edge's view (takeForDead; back,
-// that edge may start the key before it learns of this session). Replication is off
+// (busy, or back within gossip's two seconds) and not a member in the
+// placing edge's view (takeForDead; back, that edge may start the key
+// before it learns of this session). Replication is off
 // (edge.replication: off), so nothing takes those sessions over.
 //
 // Not reached: the signatures of claims, answers, skips and hand-offs (the
@@ -187,6 +188,7 @@ type pfEdge struct {
 	v       *pfView
 	state   pfState
 	busy    bool
+	backAt  time.Time // when it was last seen back from busy (pevBusy)
 	started bool
 }
 
@@ -749,13 +751,17 @@ func (c *pfCluster) join(arg byte) {
 		pp := &pfPart{e: e, key: key, p: p}
 		c.checkJoin(e, key, skip, hosting)
 		for _, h := range c.edges {
-			if _, member := e.v.Node(h.name); h.busy && h.up() && !member {
+			if c.takenForDead(e, h) {
 				// Started while an edge that is up is taken for dead
-				// here: back, that edge may start it too before it
-				// learns of this one ("taken for dead": allowed).
+				// here (busy, or back and not yet seen back): that
+				// edge may host it or start it too before it learns
+				// of this one ("taken for dead": allowed).
 				c.excused[key] = "placed while " + h.name + " is taken for dead"
 				c.excusedBy[key] = h.i
 				c.excusedUntil[key] = pfForever
+				if !h.busy {
+					c.excusedUntil[key] = h.backAt.Add(pfGossipBound)
+				}
 				c.logf("  excused: %s", c.excused[key])
 			}
 		}
@@ -796,13 +802,12 @@ func (c *pfCluster) checkJoin(e *pfEdge, key string, skip []string, hosting []*p
 	}
 	pinner, pinned := e.v.PinnedTo(xxhash.Sum64String(key))
 	for _, h := range hosting {
-		_, member := e.v.Node(h.name)
 		switch {
 		case pinned && pinner.Name == h.name && !slices.Contains(skip, h.name):
 			c.fail("a new session of %s admitted at %s, which holds %s's pin of it", key, e.name, h.name)
 		case slices.Contains(skip, h.name):
 			c.excused[key] = h.name + " skipped by the balancer"
-		case h.busy && !member:
+		case c.takenForDead(e, h):
 			c.excused[key] = h.name + " taken for dead"
 		case c.excused[key] != "":
 			// Still: the edges hosting it may not know of each other.
@@ -811,6 +816,15 @@ func (c *pfCluster) checkJoin(e *pfEdge, key string, skip []string, hosting []*p
 		}
 		c.logf("  excused: %s", c.excused[key])
 	}
+}
+
+// takenForDead reports whether edge h, up, is taken for dead in e's
+// view: busy, or back from busy and not yet seen back (gossip's bound).
+func (c *pfCluster) takenForDead(e, h *pfEdge) bool {
+	if _, member := e.v.Node(h.name); member || !h.up() {
+		return false
+	}
+	return h.busy || (!h.backAt.IsZero() && c.now.Sub(h.backAt) < pfGossipBound)
 }
 
 // upgrade ends an admitted join: the participant joins.
@@ -1058,6 +1072,9 @@ func runPlacementEvents(t *testing.T, in []byte) {
 			c.mu.Lock()
 			e.busy = !e.busy
 			c.changedAt[e.i] = c.now
+			if !e.busy {
+				e.backAt = c.now
+			}
 			c.mu.Unlock()
 			for key, by := range c.excusedBy {
 				if by == e.i && !e.busy && c.excusedUntil[key] == pfForever {
