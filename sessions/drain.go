@@ -38,7 +38,10 @@ func (s *Server) Draining() <-chan struct{} { return s.drainStarted }
 // every connection has ended; when ctx is done first, it asks the rest to
 // close with 1012 (service restart: ringlb.v1 clients reconnect through a
 // balancer and resume) and returns ctx.Err() without waiting for their close
-// handshakes (Shutdown waits). Safe to call more than once.
+// handshakes (Shutdown waits). With sessions handed on, it returns no
+// sooner than handOverLinger after the last hand-off, so the edge still
+// answers joins sent by views that have not heard of the new owner yet.
+// Safe to call more than once.
 func (s *Server) Drain(ctx context.Context) error {
 	s.beginDrain()
 	o := s.hub.owner.Load()
@@ -48,12 +51,14 @@ func (s *Server) Drain(ctx context.Context) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if _, conns := s.Stats(); conns == 0 {
+		if _, conns := s.Stats(); conns == 0 && !s.hub.now().Before(s.lingerUntil()) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			s.closeAll("edge draining")
+			if s.closeAll("edge draining") == 0 {
+				return nil // lingering (handOverLinger) when the deadline came
+			}
 			return ctx.Err()
 		case <-t.C:
 		}
@@ -61,6 +66,25 @@ func (s *Server) Drain(ctx context.Context) error {
 			s.handOn(ctx, o)
 		}
 	}
+}
+
+// handOverLinger is how long a drained edge keeps serving after its last
+// hand-off: a join or claim that reaches it from a view that has not heard
+// of the new owner (an edge that joined a moment ago) gets the 421 there;
+// gone at once, the balancer skipped it and an edge that did not know the
+// new owner either started the session anew. Gossip's convergence, with
+// margin (health's tests: ~65 ms, worst 1.4 s).
+const handOverLinger = 2 * time.Second
+
+// lingerUntil is when a drain may end: handOverLinger past its last
+// hand-off of a session (zero with none).
+func (s *Server) lingerUntil() time.Time {
+	s.handOffMu.Lock()
+	defer s.handOffMu.Unlock()
+	if s.lastHandOff.IsZero() {
+		return time.Time{}
+	}
+	return s.lastHandOff.Add(handOverLinger)
 }
 
 // handOn hands the sessions hosted here on (handOff): when the drain
@@ -81,7 +105,9 @@ func (s *Server) handOn(ctx context.Context, o *ownership) {
 	}
 	snap := o.ring.Update(o.members())
 	s.handed, s.handedAt = true, snap.Version()
-	o.handOff(ctx, snap)
+	if o.handOff(ctx, snap) > 0 {
+		s.lastHandOff = s.hub.now()
+	}
 }
 
 func (s *Server) beginDrain() {

@@ -178,6 +178,8 @@ type Server struct {
 	handOffMu sync.Mutex
 	handedAt  uint64
 	handed    bool
+	// lastHandOff is when the drain last handed sessions on (lingerUntil).
+	lastHandOff time.Time
 	// installing is held (read) by a hand-off installing sessions here;
 	// a drain takes it once after draining is set, so every session
 	// installed is one its hand-off sees, and none comes after it
