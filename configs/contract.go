@@ -69,6 +69,10 @@ const (
 	// PathClaim and PathHandoff are edge-to-edge (signed, never proxied).
 	PathClaim   = "/_ringlb/claim"
 	PathHandoff = "/_ringlb/handoff"
+	// ArgClaimGone on a claim names the edges the claimer took for dead
+	// (nothing listens there), comma-separated: the asked edge disregards
+	// their claims and hand-over marks, as a join's HeaderSkip.
+	ArgClaimGone = "gone"
 	// PathReplicate is edge-to-edge too: a signed WebSocket upgrade that
 	// carries an owner's session records to its replica (sessions/).
 	PathReplicate = "/_ringlb/replicate"

@@ -32,6 +32,7 @@ const (
 	headerOwner   = configs.HeaderOwner
 	headerSkip    = configs.HeaderSkip
 	headerClaimBy = configs.HeaderClaimBy
+	argClaimGone  = configs.ArgClaimGone
 )
 
 // peerTimeout bounds one edge-to-edge request (claim). A peer that does not
@@ -347,7 +348,9 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
 		return
 	}
-	gone := o.goneFunc(nil)
+	// The edges the claimer found dead are its word, as a balancer's
+	// skip is (both signed by the cluster's own).
+	gone := o.goneFunc(skipList(ctx.QueryArgs().Peek(argClaimGone)))
 	status, body := fasthttp.StatusOK, claimedBody
 	holder := s.hub.claim(key, s.name, by, settleWindow, gone)
 	if holder != "" {

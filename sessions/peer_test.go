@@ -75,3 +75,42 @@ func TestPeerRequestsFromStrangersRefused(t *testing.T) {
 		t.Errorf("claim signed by edge-b: %d, want 200", code)
 	}
 }
+
+// A claim's list of edges its claimer took for dead (argClaimGone) is
+// part of what the claimer signs: with it the asked edge disregards a
+// claim those edges made; added on the path to a claim signed without
+// it, the claim is refused.
+func TestClaimGoneListSigned(t *testing.T) {
+	cl := healthtest.New(t)
+	a := startClusterEdge(t, cl, "edge-a")
+	b := startClusterEdge(t, cl, "edge-b")
+	c := startClusterEdge(t, cl, "edge-c")
+	waitRing(t, []*clusterEdge{a, b, c}, "edge-a", "edge-b", "edge-c")
+	claim := func(by *clusterEdge, signedPath, sentPath string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+a.data+sentPath, strings.NewReader("k"))
+		req.Header.Set(headerClaimBy, by.s.name)
+		by.m.Keyring().SignRequest(req.Header, by.s.name, "edge-a", http.MethodPost, signedPath, []byte("k"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get(headerOwner)
+	}
+	if code, _ := claim(b, pathClaim, pathClaim); code != http.StatusOK {
+		t.Fatalf("edge-b's claim: %d, want 200", code)
+	}
+	if code, owner := claim(c, pathClaim, pathClaim); code != http.StatusConflict || owner != "edge-b" {
+		t.Fatalf("edge-c's claim: %d naming %q, want 409 naming edge-b", code, owner)
+	}
+	gone := pathClaim + "?" + argClaimGone + "=edge-b"
+	if code, _ := claim(c, pathClaim, gone); code != http.StatusForbidden {
+		t.Fatalf("edge-c's claim with a gone list added on the path: %d, want 403", code)
+	}
+	if code, _ := claim(c, gone, gone); code != http.StatusOK {
+		t.Fatalf("edge-c's claim naming edge-b gone: %d, want 200", code)
+	}
+	if _, owner := a.s.hub.lookup([]byte("k"), "edge-a", nil); owner != "edge-c" {
+		t.Fatalf("edge-a sends k to %q, want edge-c", owner)
+	}
+}

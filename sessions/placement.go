@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -329,6 +330,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 	// An edge taken for dead is one the balancers that know of it place
 	// the key past: the owners of the views without it are asked next.
 	var asked, dead []string
+	var named []namedHolder // answers naming a third edge, not followed
 	for again := true; again; {
 		again = false
 		prevs, hostOnly := o.previousOwners(key, skip, dead)
@@ -337,7 +339,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 				continue
 			}
 			asked = append(asked, prev.Name)
-			holder, err := o.claimKnown(ctx, prev, key)
+			holder, err := o.claimKnown(ctx, prev, key, nil)
 			if err != nil {
 				if !o.takeForDead(prev, err) {
 					o.unsureLog.Warn(o.log, "claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", httplog.Key(key), "err", err)
@@ -367,18 +369,51 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 				return holder, nil
 			case i >= hostOnly:
 				// Asked only whether it hosts the key (previousOwners).
+				named = append(named, namedHolder{prev, holder})
 			case !contains(skip, holder) && o.member(holder):
 				if debug {
 					o.log.Debug("join redirected: claim", "key", httplog.Key(key), "asked", prev.Name, "owner", holder)
 				}
 				return holder, nil
+			default:
+				named = append(named, namedHolder{prev, holder})
 			}
+		}
+	}
+	// An edge that named an edge taken for dead since (its claim, made
+	// as that edge joined) is asked again, told which are gone: it records
+	// this edge's claim instead, so a join it gets past the dead edge (a
+	// balancer's skip) is sent here. Else it kept the dead edge's claim,
+	// disregarded that join's claim and started a second session.
+	for _, n := range named {
+		if !contains(dead, n.holder) || contains(dead, n.prev.Name) {
+			continue
+		}
+		holder, err := o.claim(ctx, n.prev, key, dead)
+		switch {
+		case err != nil:
+			o.unsureLog.Warn(o.log, "claim unanswered: refusing the join until the edge answers or leaves", "edge", n.prev.Name, "key", httplog.Key(key), "err", err)
+			return "", fmt.Errorf("%w: %s: %w", errOwnerUnsure, n.prev.Name, err)
+		case holder == o.self:
+			if err := o.srv.hub.awaitInstall(ctx, key); err != nil {
+				return "", fmt.Errorf("%w: hand-off from %s not received: %w", errOwnerUnsure, n.prev.Name, err)
+			}
+			return "", nil
+		case holder != "" && !contains(dead, holder) && !contains(skip, holder):
+			return holder, nil
 		}
 	}
 	if debug {
 		o.log.Debug("new session here", "key", httplog.Key(key), "skip", skip)
 	}
 	return "", nil
+}
+
+// namedHolder is a claim's answer naming a third edge (holder) that place
+// did not follow.
+type namedHolder struct {
+	prev   ring.Member
+	holder string
 }
 
 // errOwnerUnsure: a previous owner of the key could not say whether it hosts
@@ -559,7 +594,7 @@ func contains(list []string, s string) bool {
 
 // claim asks edge prev whether it hosts key; it returns the edge that does
 // ("" when none: prev recorded our claim).
-func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte) (string, error) {
+func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, gone []string) (string, error) {
 	u := prev.URL
 	if n, ok := o.m.Node(prev.Name); ok && n.Meta.URL != "" {
 		u = n.Meta.URL
@@ -569,7 +604,11 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte) (st
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
-	req, err := o.signed(ctx, prev.Name, u, pathClaim, key)
+	path := pathClaim
+	if len(gone) > 0 {
+		path += "?" + argClaimGone + "=" + url.QueryEscape(strings.Join(gone, ","))
+	}
+	req, err := o.signed(ctx, prev.Name, u, path, key)
 	if err != nil {
 		return "", err
 	}
@@ -619,10 +658,10 @@ const unknownClaimerWait = 2 * time.Second
 
 // claimKnown is claim, asked again while prev does not know this edge yet
 // (gossip tells it shortly), for up to unknownClaimerWait.
-func (o *ownership) claimKnown(ctx context.Context, prev ring.Member, key []byte) (string, error) {
+func (o *ownership) claimKnown(ctx context.Context, prev ring.Member, key []byte, gone []string) (string, error) {
 	deadline := time.Now().Add(unknownClaimerWait)
 	for {
-		holder, err := o.claim(ctx, prev, key)
+		holder, err := o.claim(ctx, prev, key, gone)
 		if !errors.Is(err, errClaimUnknown) || time.Now().After(deadline) {
 			return holder, err
 		}
