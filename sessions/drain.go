@@ -88,16 +88,18 @@ func (s *Server) lingerUntil() time.Time {
 }
 
 // handOn hands the sessions hosted here on (handOff): when the drain
-// begins, and again whenever the ring has changed since. A session that
-// had no other owner then (every other edge gone or draining) goes to an
-// edge that joined since: left here, unpinned, it split when a join of it
-// reached the new edge.
+// begins, and again whenever the ring has changed or a session was created
+// here since. A session that had no other owner then (every other edge
+// gone or draining) goes to an edge that joined since, and one a join
+// admitted before the drain created after the hand-off looked goes too:
+// left here, unpinned, each split when a join of it reached its owner.
 func (s *Server) handOn(ctx context.Context, o *ownership) {
 	s.handOffMu.Lock()
 	defer s.handOffMu.Unlock()
-	if s.handed && o.ring.Snapshot().Version() == s.handedAt {
+	if s.handed && o.ring.Snapshot().Version() == s.handedAt && s.createdDraining.Load() == s.handedCreated {
 		return // the ring is kept by UseCluster's goroutine (update)
 	}
+	s.handedCreated = s.createdDraining.Load()
 	if !s.handed {
 		// Hand-offs installing now end before the first one looks.
 		s.installing.Lock()

@@ -381,15 +381,21 @@ func (c *pfCluster) update(e *pfEdge) {
 		return
 	}
 	e.o.update()
-	if e.state == pfDraining && e.s.handed {
-		// Its drain's loop hands on what had no other owner before
-		// (handOn): it runs while participants are connected, and a
-		// drained edge with none left exits (pevDrain).
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		e.s.handOn(ctx, e.o)
-		cancel()
-		c.closeStopped()
+	c.drainLoop(e)
+}
+
+// drainLoop is a step of e's drain's loop, if it drains: it hands on what
+// had no other owner before, or was created since (handOn); it runs while
+// participants are connected, and a drained edge exits only after it
+// (pevDrain).
+func (c *pfCluster) drainLoop(e *pfEdge) {
+	if e.state != pfDraining || !e.s.handed {
+		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	e.s.handOn(ctx, e.o)
+	cancel()
+	c.closeStopped()
 }
 
 // pfRefused is a dial where nothing listens; pfTimeout, a request with no
@@ -836,6 +842,7 @@ func (c *pfCluster) upgrade(pp *pfPart) {
 	}
 	c.logf("  %s: %s joined %s", e.name, pp.p.id, pp.key)
 	c.parts = append(c.parts, pp)
+	defer c.drainLoop(e)
 	if pp.excuse != "" {
 		c.excused[pp.key] = pp.excuse
 		if until := c.now.Add(pfGossipBound); until.After(c.excusedUntil[pp.key]) {

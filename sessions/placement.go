@@ -279,7 +279,12 @@ func (o *ownership) syncPin(key string, snap *ring.Snapshot) {
 }
 
 // created and freed are the hub's hooks (under the shard lock).
-func (o *ownership) created(key string) { o.syncPin(key, o.ring.Snapshot()) }
+func (o *ownership) created(key string) {
+	if o.srv.draining.Load() {
+		o.srv.createdDraining.Add(1) // the drain hands it on (handOn)
+	}
+	o.syncPin(key, o.ring.Snapshot())
+}
 
 func (o *ownership) freed(key string) { o.unpin(key) }
 

@@ -180,6 +180,11 @@ type Server struct {
 	handed    bool
 	// lastHandOff is when the drain last handed sessions on (lingerUntil).
 	lastHandOff time.Time
+	// createdDraining counts sessions created while draining (a join
+	// admitted before the drain, upgraded after its hand-off looked);
+	// handedCreated is its value at the last hand-off.
+	createdDraining atomic.Uint64
+	handedCreated   uint64
 	// installing is held (read) by a hand-off installing sessions here;
 	// a drain takes it once after draining is set, so every session
 	// installed is one its hand-off sees, and none comes after it
