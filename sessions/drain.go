@@ -239,7 +239,7 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 			o.log.Error("hand-off failed: every other edge drains; these sessions' clients will get reset", "sessions", len(nowhere))
 			for _, mv := range nowhere {
 				if mv.state != nil {
-					o.srv.hub.nothingComing([]handoffSession{*mv.state})
+					o.srv.hub.nothingComing(mv.key)
 				}
 			}
 			o.letGo("another edge", nowhere)
@@ -347,7 +347,9 @@ func (o *ownership) handOffTo(ctx context.Context, target, url string, list []mo
 			}
 			if err != nil {
 				o.log.Error("hand-off failed: these sessions' clients will get reset on the new edge", "edge", b.target, "sessions", len(b.req.Sessions), "err", err)
-				o.srv.hub.nothingComing(b.req.Sessions)
+				for _, hs := range b.req.Sessions {
+					o.srv.hub.nothingComing(hs.Key)
+				}
 			}
 			o.letGo(b.target, b.sessions)
 			moved += len(b.sessions)
@@ -444,6 +446,11 @@ func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequ
 	}
 	if len(out.Refused) > 0 {
 		o.log.Warn("hand-off: the new edge already hosts some of these sessions", "refused", len(out.Refused))
+		// Their state is not coming: the new edge keeps what it hosts,
+		// and its claims are told so rather than to wait for an install
+		// (a join there waited out its timeout, 503, for the rest of the
+		// hand-over window).
+		o.srv.hub.nothingComing(out.Refused...)
 	}
 	return 0, nil
 }

@@ -560,13 +560,13 @@ func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone func(st
 
 // nothingComing marks hand-overs whose state will not arrive (the hand-off
 // failed), so their new edge starts them instead of waiting.
-func (h *hub) nothingComing(list []handoffSession) {
-	for _, hs := range list {
-		sh := h.shardOf(hs.Key)
+func (h *hub) nothingComing(keys ...string) {
+	for _, key := range keys {
+		sh := h.shardOf(key)
 		sh.mu.Lock()
-		if m, ok := sh.moved[hs.Key]; ok {
+		if m, ok := sh.moved[key]; ok {
 			m.empty = true
-			sh.moved[hs.Key] = m
+			sh.moved[key] = m
 		}
 		sh.mu.Unlock()
 	}
