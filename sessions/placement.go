@@ -266,16 +266,22 @@ func (o *ownership) syncPin(key string, snap *ring.Snapshot) {
 	if o.srv.draining.Load() {
 		return // the hand-off withdraws pins once the new owner has the session
 	}
+	if owner, ok := snap.Locate([]byte(key)); ok && owner.Name != o.self {
+		o.pinHere(key)
+	}
+}
+
+// pinHere pins key to this edge in gossip, once. Called with key's shard
+// lock held.
+func (o *ownership) pinHere(key string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if _, has := o.pinned[key]; has {
 		return
 	}
-	if owner, ok := snap.Locate([]byte(key)); ok && owner.Name != o.self {
-		h := xxhash.Sum64String(key)
-		o.pinned[key] = h
-		o.m.Pin(h)
-	}
+	h := xxhash.Sum64String(key)
+	o.pinned[key] = h
+	o.m.Pin(h)
 }
 
 // created and freed are the hub's hooks (under the shard lock).
