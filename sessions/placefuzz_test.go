@@ -1278,14 +1278,23 @@ func TestTwoEdgesJoiningTogetherSplitNoSession(t *testing.T) {
 	c.update(c.edges[2])
 	c.start(3)
 	c.update(c.edges[3])
+	c.placeExpect(c.edges[3], "room-7", "edge-b")
+}
+
+// placeExpect places a new join of key at e, as Server.place does, and
+// fails unless e sends it to the edge want, which hosts it.
+func (c *pfCluster) placeExpect(e *pfEdge, key, want string) {
+	c.t.Helper()
 	var rc fasthttp.RequestCtx
-	owner, err := c.edges[3].s.place(&rc, []byte("room-7"))
+	owner, err := e.s.place(&rc, []byte(key))
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	if owner != "edge-b" {
-		c.edges[3].s.hub.unreserve([]byte("room-7"))
-		t.Fatalf("edge-d placed room-7 at %q while edge-b hosts it, want a 421 to edge-b", owner)
+	if owner != want {
+		if owner == "" {
+			e.s.hub.unreserve([]byte(key))
+		}
+		c.fail("%s placed %s at %q while %s hosts it, want a 421 to %s", e.name, key, owner, want, want)
 	}
 }
 
@@ -1344,15 +1353,7 @@ func TestTwoEdgesCrashingTogetherSplitNoSession(t *testing.T) {
 	if _, live := c.hosts("room-7"); len(live) != 1 || live[0].name != "edge-a" {
 		c.fail("room-7 live on %v, want edge-a", live)
 	}
-	var rc fasthttp.RequestCtx
-	owner, err := c.edges[3].s.place(&rc, []byte("room-7"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if owner != "edge-a" {
-		c.edges[3].s.hub.unreserve([]byte("room-7"))
-		c.fail("edge-d placed room-7 at %q while edge-a hosts it, want a 421 to edge-a", owner)
-	}
+	c.placeExpect(c.edges[3], "room-7", "edge-a")
 }
 
 // An edge drains while no other edge is left to take its sessions (the
