@@ -179,16 +179,16 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 	urls := map[string]string{}
 	o.srv.hub.eachSession(func(sh *hubShard, s *session) {
 		target, ok := snap.Locate([]byte(s.key))
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.movedTo != "" {
+			return // handed on already
+		}
 		if !ok || target.Name == o.self {
 			// Nowhere to go yet (handOn hands it on when an edge
 			// joins): pinned, so an edge that joins before this one
 			// learns of it sends its joins here, not a second session.
 			o.pinHere(s.key)
-			return
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.movedTo != "" {
 			return
 		}
 		s.movedTo = target.Name
