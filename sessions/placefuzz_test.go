@@ -82,7 +82,8 @@ import (
 // been seen back, within gossip's two seconds): a join whose balancer names in X-Ringlb-Skip an edge that
 // is up ("A crash moves only the crashed edge's sessions": the balancer's
 // word that it could not reach it is believed, though that edge hosts the
-// key or starts it before the pin of this one reaches it), and a join
+// key, holds the claim of the edge that does, or starts it before the pin
+// of this one reaches it), and a join
 // placed while an edge hosting the key, or any edge, is taken for dead
 // (busy, or back within gossip's two seconds) and not a member in the
 // placing edge's view (takeForDead; back, that edge may start the key
@@ -627,6 +628,12 @@ func (c *pfCluster) changing() {
 	c.mu.Unlock()
 }
 
+// up reports whether edge name is up (alive or draining).
+func (c *pfCluster) up(name string) bool {
+	i := slices.Index(pfNames[:], name)
+	return i >= 0 && c.edges[i].up()
+}
+
 // reachable reports whether a balancer's dial of edge name succeeds.
 func (c *pfCluster) reachable(name string) bool {
 	i := slices.Index(pfNames[:], name)
@@ -815,6 +822,11 @@ func (c *pfCluster) checkJoin(e *pfEdge, key string, skip []string, hosting []*p
 			c.excused[key] = h.name + " skipped by the balancer"
 		case c.takenForDead(e, h):
 			c.excused[key] = h.name + " taken for dead"
+		case slices.ContainsFunc(skip, c.up):
+			// The balancer's word that it could not reach an edge that
+			// is up is believed, and that edge may hold the host's
+			// claim (the host asked it as it started the key).
+			c.excused[key] = "placed past " + strings.Join(skip, ", ") + ", skipped by the balancer"
 		case c.excused[key] != "":
 			// Still: the edges hosting it may not know of each other.
 		default:
