@@ -223,6 +223,7 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 			view = view.Without(target)
 		}
 		groups, urls = map[string][]moving{}, map[string]string{}
+		until := o.srv.hub.now().Add(settleWindow)
 		var nowhere []moving
 		for target, list := range refused {
 			for _, mv := range list {
@@ -231,7 +232,7 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 					nowhere = append(nowhere, mv)
 					continue
 				}
-				o.srv.hub.movedOn(mv.key, to.Name, o.srv.hub.now().Add(settleWindow))
+				o.srv.hub.movedOn(mv.key, to.Name, until)
 				groups[to.Name] = append(groups[to.Name], mv)
 				urls[to.Name] = to.URL
 			}

@@ -353,8 +353,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 			holder, err := o.claimKnown(ctx, prev, key, nil)
 			if err != nil {
 				if !o.takeForDead(prev, err) {
-					o.unsureLog.Warn(o.log, "claim unanswered: refusing the join until the edge answers or leaves", "edge", prev.Name, "key", httplog.Key(key), "err", err)
-					return "", fmt.Errorf("%w: %s: %w", errOwnerUnsure, prev.Name, err)
+					return "", o.unanswered(prev.Name, key, err)
 				}
 				if debug {
 					o.log.Debug("claim unanswered; taking the edge for dead", "edge", prev.Name, "key", httplog.Key(key), "err", err)
@@ -366,11 +365,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 			switch {
 			case holder == "":
 			case holder == o.self:
-				// A draining edge is handing the session to us right now.
-				if err := o.srv.hub.awaitInstall(ctx, key); err != nil {
-					return "", fmt.Errorf("%w: hand-off from %s not received: %w", errOwnerUnsure, prev.Name, err)
-				}
-				return "", nil
+				return "", o.awaitHandOff(ctx, prev.Name, key)
 			case holder == prev.Name:
 				// The asked edge hosts it: definitive, even when our gossip
 				// has (wrongly) taken that edge for dead.
@@ -403,13 +398,9 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		holder, err := o.claim(ctx, n.prev, key, dead)
 		switch {
 		case err != nil:
-			o.unsureLog.Warn(o.log, "claim unanswered: refusing the join until the edge answers or leaves", "edge", n.prev.Name, "key", httplog.Key(key), "err", err)
-			return "", fmt.Errorf("%w: %s: %w", errOwnerUnsure, n.prev.Name, err)
+			return "", o.unanswered(n.prev.Name, key, err)
 		case holder == o.self:
-			if err := o.srv.hub.awaitInstall(ctx, key); err != nil {
-				return "", fmt.Errorf("%w: hand-off from %s not received: %w", errOwnerUnsure, n.prev.Name, err)
-			}
-			return "", nil
+			return "", o.awaitHandOff(ctx, n.prev.Name, key)
 		case holder != "" && !contains(dead, holder) && !contains(skip, holder):
 			return holder, nil
 		}
@@ -418,6 +409,22 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		o.log.Debug("new session here", "key", httplog.Key(key), "skip", skip)
 	}
 	return "", nil
+}
+
+// unanswered is place's refusal of a join while edge, asked about key,
+// has not answered clearly (errOwnerUnsure: 503, the client retries).
+func (o *ownership) unanswered(edge string, key []byte, err error) error {
+	o.unsureLog.Warn(o.log, "claim unanswered: refusing the join until the edge answers or leaves", "edge", edge, "key", httplog.Key(key), "err", err)
+	return fmt.Errorf("%w: %s: %w", errOwnerUnsure, edge, err)
+}
+
+// awaitHandOff waits for the session of key that the draining edge from
+// is handing here right now (a claim's answer named this edge).
+func (o *ownership) awaitHandOff(ctx context.Context, from string, key []byte) error {
+	if err := o.srv.hub.awaitInstall(ctx, key); err != nil {
+		return fmt.Errorf("%w: hand-off from %s not received: %w", errOwnerUnsure, from, err)
+	}
+	return nil
 }
 
 // namedHolder is a claim's answer naming a third edge (holder) that place
