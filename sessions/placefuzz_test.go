@@ -1414,3 +1414,32 @@ func TestDrainWithNowhereToGoHandsOnToANewEdge(t *testing.T) {
 	c.join(0x10) // room-13 again: to edge-c's copy
 	c.check()
 }
+
+// An edge drains into an edge that two new edges' claims do not reach.
+// room-7 is live on edge-b, its owner on the ring of edge-a and edge-b;
+// edge-c and edge-d join; edge-b, which knows neither yet, drains and hands
+// room-7 to edge-a, the owner of its ring less itself. A balancer that
+// routes by edge-d's view sends a join of room-7 to edge-d, which asks the
+// owner of its ring less itself (edge-c, which never hosted it) and, only
+// whether it hosts the key, edge-b, which answers that edge-a does. Before,
+// edge-d took such an answer naming a third edge for a claim that edge
+// recorded as it joined and hosting nothing, and started a second session
+// of room-7 while edge-a hosted it (found by FuzzPlacementEvents). Now the
+// edge an answer names is asked too whether it hosts the key: edge-a does,
+// and the join is sent there.
+func TestDrainBeforeAScaleOutSplitsNoSession(t *testing.T) {
+	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
+	c.join(1)                     // room-7, routed by the converged view: edge-b
+	if _, live := c.hosts("room-7"); len(live) != 1 || live[0].name != "edge-b" {
+		t.Fatalf("room-7 live on %v, want edge-b", live)
+	}
+	c.start(2)
+	c.update(c.edges[2])
+	c.start(3)
+	c.update(c.edges[3])
+	c.drain(c.edges[1], 0x01) // hands room-7 to edge-a
+	if hosting, _ := c.hosts("room-7"); len(hosting) != 1 || hosting[0].name != "edge-a" {
+		t.Fatalf("room-7 hosted on %d edges after edge-b's drain, want edge-a alone", len(hosting))
+	}
+	c.placeExpect(c.edges[3], "room-7", "edge-a")
+}

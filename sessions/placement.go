@@ -345,7 +345,8 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 	for again := true; again; {
 		again = false
 		prevs, hostOnly := o.previousOwners(key, skip, dead)
-		for i, prev := range prevs {
+		for i := 0; i < len(prevs); i++ {
+			prev := prevs[i]
 			if contains(asked, prev.Name) {
 				continue
 			}
@@ -374,7 +375,15 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 				}
 				return holder, nil
 			case i >= hostOnly:
-				// Asked only whether it hosts the key (previousOwners).
+				// Asked only whether it hosts the key (previousOwners). The
+				// edge it names is asked that too, once: a drain that knew
+				// neither new edge handed the session there, and no view
+				// of ours has that edge for the key's owner. Before, a
+				// scale-out by two during such a drain started a second
+				// session (TestDrainBeforeAScaleOutSplitsNoSession).
+				if m, ok := o.ring.Snapshot().Member(holder); ok && !contains(skip, holder) && !contains(dead, holder) {
+					prevs = append(prevs, m)
+				}
 				named = append(named, namedHolder{prev, holder})
 			case !contains(skip, holder) && o.member(holder):
 				if debug {
