@@ -41,7 +41,9 @@ import (
 // edge's view of the membership and of each node's pins brought up to
 // date one by one (views differ while gossip converges, within two seconds
 // of the clock: time passing converges what is older); an edge crashing
-// (its sessions gone, nothing listens there); an edge taken for dead while
+// (its sessions gone, nothing listens there) and, crashed or drained and
+// exited, restarting under its name (a new process: no sessions, claims
+// or pins); an edge taken for dead while
 // alive (a busy one: gossip drops it, balancers skip it, its claims go
 // unanswered until it is back) and coming back; a drain (its own ring
 // updated before or after its hand-off, as the UseCluster goroutine may),
@@ -96,7 +98,7 @@ import (
 // participants' readers and writers (a join is place then hub.join; a
 // participant closed 1012 leaves at once); replication and promotion;
 // a claim that stays unanswered past claimKnown's 2 s (403 for ever), and a
-// busy edge placing joins; an edge restarting under a name it had;
+// busy edge placing joins;
 // gossip slower than two seconds (the settle window's margin is its
 // premise); max_participants, tokens and seats (one anonymous editor a
 // join). Edges may drain at once, one before the others learn of it
@@ -115,7 +117,7 @@ const (
 	pevEdgeJoin        // the next edge joins the cluster (scale-out)
 	pevGossip          // an edge's view of one node catches up (arg: viewer 0–1, node 2–3)
 	pevPins            // an edge learns one node's pins (arg: viewer 0–1, node 2–3)
-	pevCrash           // an edge crashes (arg: edge)
+	pevCrash           // an edge crashes (arg: edge), or, crashed or exited, restarts (bit 2)
 	pevBusy            // an edge is taken for dead while alive, or is back (arg: edge)
 	pevDrain           // an edge drains (arg: edge 0–1, hand-off 2–3, update after 4), or, draining, exits
 	pevTime            // the clock advances (arg: placeSteps)
@@ -514,18 +516,8 @@ func newPlaceCluster(t *testing.T, config byte) *pfCluster {
 		excused: map[string]string{}, excusedUntil: map[string]time.Time{}, excusedBy: map[string]int{},
 	}
 	c.idleGrace = [4]time.Duration{time.Minute, 5 * time.Second, 0, time.Minute}[config>>2&3]
-	log := slog.New(slog.DiscardHandler)
 	for i := range c.edges {
-		cfg := configs.Edge{Replication: configs.ReplicationOff}
-		cfg.Provision()
-		s := New(cfg, pfNames[i], "east", log, nil)
-		// Real timers never fire in a run: idle_grace is the harness's.
-		s.hub.idleGrace = time.Hour
-		if c.idleGrace == 0 {
-			s.hub.idleGrace = 0
-		}
-		s.hub.clock = func() time.Time { return c.now }
-		c.edges[i] = &pfEdge{i: i, name: pfNames[i], s: s}
+		c.edges[i] = &pfEdge{i: i, name: pfNames[i], s: c.newServer(i)}
 		c.pins[i] = map[uint64]bool{}
 	}
 	t.Cleanup(func() {
@@ -555,6 +547,40 @@ func newPlaceCluster(t *testing.T, config byte) *pfCluster {
 		c.now = c.now.Add(settleWindow + time.Second) // past the start's window
 	}
 	return c
+}
+
+// newServer is edge i's Server, on the harness's clock.
+func (c *pfCluster) newServer(i int) *Server {
+	cfg := configs.Edge{Replication: configs.ReplicationOff}
+	cfg.Provision()
+	s := New(cfg, pfNames[i], "east", slog.New(slog.DiscardHandler), nil)
+	// Real timers never fire in a run: idle_grace is the harness's.
+	s.hub.idleGrace = time.Hour
+	if c.idleGrace == 0 {
+		s.hub.idleGrace = 0
+	}
+	s.hub.clock = func() time.Time { return c.now }
+	return s
+}
+
+// restart starts edge e again under its name after a crash or an exit (a
+// process restarted, by hand or by its supervisor): a new Server that
+// knows nothing of the old one's sessions, claims or pins. Views that
+// still count it a member learn its new, empty pins as gossip reaches
+// them (memberlist's new incarnation).
+func (c *pfCluster) restart(e *pfEdge) {
+	e.s.hub.eachSession(func(_ *hubShard, s *session) { delete(c.idleSince, s) })
+	e.s.hub.close()
+	e.s.untrackMemory()
+	e.o.repl.close()
+	e.s = c.newServer(e.i)
+	e.busy, e.backAt = false, time.Time{}
+	c.mu.Lock()
+	c.pins[e.i] = map[uint64]bool{}
+	c.pinsAt[e.i] = c.now
+	c.mu.Unlock()
+	c.start(e.i)
+	c.update(e)
 }
 
 // start starts edge i: it knows the members gossip converged on.
@@ -1075,13 +1101,17 @@ func runPlacementEvents(t *testing.T, in []byte) {
 			c.update(viewer)
 		case pevCrash:
 			e := c.edges[arg&3]
-			if !e.up() {
-				continue
+			switch {
+			case e.up():
+				c.logf("%s crashes", e.name)
+				c.changing()
+				e.state = pfCrashed
+				c.down(e)
+			case e.started && arg&4 != 0:
+				c.logf("%s restarts", e.name)
+				c.changing()
+				c.restart(e)
 			}
-			c.logf("%s crashes", e.name)
-			c.changing()
-			e.state = pfCrashed
-			c.down(e)
 		case pevBusy:
 			e := c.edges[arg&3]
 			if e.state != pfAlive {
