@@ -376,13 +376,15 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 				return holder, nil
 			case i >= hostOnly:
 				// Asked only whether it hosts the key (previousOwners). The
-				// edge it names is asked that too, once: a drain that knew
-				// neither new edge handed the session there, and no view
-				// of ours has that edge for the key's owner. Before, a
-				// scale-out by two during such a drain started a second
-				// session (TestDrainBeforeAScaleOutSplitsNoSession).
-				if m, ok := o.ring.Snapshot().Member(holder); ok && !contains(skip, holder) && !contains(dead, holder) {
-					prevs = append(prevs, m)
+				// edge it names, if a member here (draining or not: one
+				// draining says where it handed the session), is asked
+				// that too, once: a drain that knew neither new edge handed
+				// the session there, and no view of ours has that edge for
+				// the key's owner. Before, a scale-out by two during such a
+				// drain started a second session
+				// (TestDrainBeforeAScaleOutSplitsNoSession).
+				if n, ok := o.m.Node(holder); ok && !contains(skip, holder) && !contains(dead, holder) {
+					prevs = append(prevs, ring.Member{Name: holder, URL: n.Meta.URL})
 				}
 				named = append(named, namedHolder{prev, holder})
 			case !contains(skip, holder) && o.member(holder):
