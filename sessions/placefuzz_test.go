@@ -40,7 +40,8 @@ import (
 // its last participant); edges joining the cluster (scale-out) and every
 // edge's view of the membership and of each node's pins brought up to
 // date one by one (views differ while gossip converges, within two seconds
-// of the clock: time passing converges what is older); an edge crashing
+// of the clock: time passing converges what is older; a node's state may
+// arrive before its pins); an edge crashing
 // (its sessions gone, nothing listens there) and, crashed or drained and
 // exited, restarting under its name (a new process: no sessions, claims
 // or pins); an edge taken for dead while
@@ -115,7 +116,7 @@ const (
 	pevLeave           // a participant leaves (arg: which)
 	pevUpgrade         // a pending upgrade ends (arg bit 0: fails; 1–7: which)
 	pevEdgeJoin        // the next edge joins the cluster (scale-out)
-	pevGossip          // an edge's view of one node catches up (arg: viewer 0–1, node 2–3)
+	pevGossip          // an edge's view of one node catches up (arg: viewer 0–1, node 2–3, its pins not yet 4)
 	pevPins            // an edge learns one node's pins (arg: viewer 0–1, node 2–3)
 	pevCrash           // an edge crashes (arg: edge), or, crashed or exited, restarts (bit 2)
 	pevBusy            // an edge is taken for dead while alive, or is back (arg: edge)
@@ -352,7 +353,13 @@ func (v *pfView) BalancerBelow(int) bool { return false }
 
 // catchUp brings viewer's view of node i to the truth (membership and
 // pins; a node gone keeps its last pins). Called with c.mu held.
-func (c *pfCluster) catchUp(viewer, i int) {
+func (c *pfCluster) catchUp(viewer, i int) { c.catchUpMembers(viewer, i, true) }
+
+// catchUpMembers is catchUp, with node i's pins only if pins: gossip
+// carries a node's state and its pin operations apart, so a view may
+// learn that a node drains (or is back) before it learns what it pinned.
+// Called with c.mu held.
+func (c *pfCluster) catchUpMembers(viewer, i int, pins bool) {
 	v := c.edges[viewer].v
 	name := pfNames[i]
 	if viewer == i {
@@ -361,7 +368,9 @@ func (c *pfCluster) catchUp(viewer, i int) {
 	if c.in(i) {
 		v.nodes[name] = c.node(i)
 		delete(v.left, name)
-		v.pins[name] = mapsClone(c.pins[i])
+		if pins {
+			v.pins[name] = mapsClone(c.pins[i])
+		}
 		return
 	}
 	if _, ok := v.nodes[name]; ok {
@@ -1092,12 +1101,16 @@ func runPlacementEvents(t *testing.T, in []byte) {
 			}
 			c.mu.Lock()
 			if op == pevGossip {
-				c.catchUp(viewer.i, node)
+				c.catchUpMembers(viewer.i, node, arg&0x10 == 0)
 			} else if _, ok := viewer.v.nodes[pfNames[node]]; ok && viewer.i != node {
 				viewer.v.pins[pfNames[node]] = mapsClone(c.pins[node])
 			}
 			c.mu.Unlock()
-			c.logf("%s learns %s of %s", viewer.name, map[bool]string{true: "the membership", false: "the pins"}[op == pevGossip], pfNames[node])
+			what := map[bool]string{true: "the membership", false: "the pins"}[op == pevGossip]
+			if op == pevGossip && arg&0x10 != 0 {
+				what += " (not yet the pins)"
+			}
+			c.logf("%s learns %s of %s", viewer.name, what, pfNames[node])
 			c.update(viewer)
 		case pevCrash:
 			e := c.edges[arg&3]
