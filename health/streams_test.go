@@ -50,40 +50,20 @@ func TestGossipStreamFloodBounded(t *testing.T) {
 		}
 	}()
 
-	var wg sync.WaitGroup
 	var sent atomic.Int64
 	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9)}
-	for range streams {
-		wg.Go(func() {
-			d := net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}
-			c, err := d.Dial("tcp", m.Addr())
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(60 * time.Second))
-			head := []byte{10, 0, 0, 0, 0} // encryptMsg, length
-			binary.BigEndian.PutUint32(head[1:], announce)
-			if _, err := c.Write(head); err != nil {
-				return
-			}
-			chunk := make([]byte, 64<<10)
-			for left := announce - 1; left > 0; left -= len(chunk) {
-				n, err := c.Write(chunk[:min(len(chunk), left)])
-				sent.Add(int64(n))
-				if err != nil {
-					return
-				}
-			}
-			// Held open (the last byte never comes) until the server lets go.
-			c.Read(make([]byte, 1))
-		})
+	// A round's streams reach the byte budget in milliseconds on a quiet
+	// machine; one stalled for seconds may see them all cut by memberlist's
+	// stream timeout first, so the flood goes again (a liveness bound, not
+	// a measure): what is asserted is that the budget cuts them.
+	rounds := 0
+	for ; rounds < 6 && m.streams.refused[refusedBytes].Load() == 0; rounds++ {
+		flood(m.Addr(), local, streams, announce, &sent)
 	}
-	wg.Wait()
 	close(stop)
 	<-sampled
 	grew := int64(peak.Load()) - int64(before.HeapInuse)
-	t.Logf("%d streams of %d MiB from one address: sent %d MiB, heap grew %d MiB at most", streams, announce>>20, sent.Load()>>20, grew>>20)
+	t.Logf("%d streams of %d MiB from one address, %d round(s): sent %d MiB, heap grew %d MiB at most", streams, announce>>20, rounds, sent.Load()>>20, grew>>20)
 
 	// Whatever it took, the node still lets a member join.
 	pcfg := testCluster("peer", m.Addr())
@@ -99,6 +79,40 @@ func TestGossipStreamFloodBounded(t *testing.T) {
 	if m.streams.refused[refusedBytes].Load() == 0 {
 		t.Error("no stream was cut at the byte budget")
 	}
+}
+
+// flood opens that many (streams) encrypted gossip streams to addr from
+// local, each announcing size bytes and sending all but the last, held
+// open until the server lets go; sent counts what the server took.
+func flood(addr string, local *net.TCPAddr, streams, size int, sent *atomic.Int64) {
+	var wg sync.WaitGroup
+	for range streams {
+		wg.Go(func() {
+			d := net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}
+			c, err := d.Dial("tcp", addr)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			head := []byte{10, 0, 0, 0, 0} // encryptMsg, length
+			binary.BigEndian.PutUint32(head[1:], uint32(size))
+			if _, err := c.Write(head); err != nil {
+				return
+			}
+			chunk := make([]byte, 64<<10)
+			for left := size - 1; left > 0; left -= len(chunk) {
+				n, err := c.Write(chunk[:min(len(chunk), left)])
+				sent.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+			// Held open (the last byte never comes) until the server lets go.
+			c.Read(make([]byte, 1))
+		})
+	}
+	wg.Wait()
 }
 
 // Idle streams from one address beyond its share are closed at once, and
