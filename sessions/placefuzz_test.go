@@ -1324,16 +1324,24 @@ func maps2(m map[string]uint64) map[string]uint64 {
 // balancers routing by the old ring do not know either): edge-b, which
 // hosts it, and the join is sent there.
 func TestTwoEdgesJoiningTogetherSplitNoSession(t *testing.T) {
+	c := scaleOutByTwo(t)
+	c.placeExpect(c.edges[3], "room-7", "edge-b")
+}
+
+// scaleOutByTwo is a cluster of edge-a and edge-b, settled, with room-7
+// live on edge-b, that edge-c and then edge-d join (edge-d knows every
+// edge; edge-c and the first two do not know edge-d yet).
+func scaleOutByTwo(t *testing.T) *pfCluster {
 	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
 	c.join(1)                     // room-7, routed by the converged view: edge-b
 	if _, live := c.hosts("room-7"); len(live) != 1 || live[0].name != "edge-b" {
-		t.Fatalf("room-7 live on %v, want edge-b", live)
+		t.Fatalf("room-7 live on %d edges, want edge-b alone", len(live))
 	}
 	c.start(2)
 	c.update(c.edges[2])
 	c.start(3)
 	c.update(c.edges[3])
-	c.placeExpect(c.edges[3], "room-7", "edge-b")
+	return c
 }
 
 // placeExpect places a new join of key at e, as Server.place does, and
@@ -1471,15 +1479,7 @@ func TestDrainWithNowhereToGoHandsOnToANewEdge(t *testing.T) {
 // edge an answer names is asked too whether it hosts the key: edge-a does,
 // and the join is sent there.
 func TestDrainBeforeAScaleOutSplitsNoSession(t *testing.T) {
-	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
-	c.join(1)                     // room-7, routed by the converged view: edge-b
-	if _, live := c.hosts("room-7"); len(live) != 1 || live[0].name != "edge-b" {
-		t.Fatalf("room-7 live on %v, want edge-b", live)
-	}
-	c.start(2)
-	c.update(c.edges[2])
-	c.start(3)
-	c.update(c.edges[3])
+	c := scaleOutByTwo(t)
 	c.drain(c.edges[1], 0x01) // hands room-7 to edge-a
 	if hosting, _ := c.hosts("room-7"); len(hosting) != 1 || hosting[0].name != "edge-a" {
 		t.Fatalf("room-7 hosted on %d edges after edge-b's drain, want edge-a alone", len(hosting))
