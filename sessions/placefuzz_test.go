@@ -1329,8 +1329,8 @@ func TestTwoEdgesJoiningTogetherSplitNoSession(t *testing.T) {
 }
 
 // scaleOutByTwo is a cluster of edge-a and edge-b, settled, with room-7
-// live on edge-b, that edge-c and then edge-d join (edge-d knows every
-// edge; edge-c and the first two do not know edge-d yet).
+// live on edge-b, that edge-c and then edge-d join: edge-d knows every
+// edge, edge-c the first two, and they know neither yet.
 func scaleOutByTwo(t *testing.T) *pfCluster {
 	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
 	c.join(1)                     // room-7, routed by the converged view: edge-b
