@@ -19,9 +19,10 @@ type Cluster interface {
 	// Subscribe notifies of membership changes (FollowCluster).
 	Subscribe() (<-chan struct{}, func())
 	Recent() []health.Event
-	// PinnedTo names the edge hosting a session whose key hashes to h
-	// although the ring gives it to another edge.
-	PinnedTo(h uint64) (health.Node, bool)
+	// PinnedTo names an edge hosting a session whose key hashes to h
+	// although the ring gives it to another edge, other than those skip
+	// names.
+	PinnedTo(h uint64, skip ...string) (health.Node, bool)
 	// Keyring is the cluster's key: peers sign their reads of this admin
 	// port with it, and the dashboard signs its reads of theirs.
 	Keyring() *health.Keyring

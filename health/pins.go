@@ -3,6 +3,7 @@ package health
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -251,11 +252,11 @@ func (t *pinTable) back(name string) {
 
 // holder returns the member (or, with gone, the node that left) that
 // pinned hash, if any other did.
-func (t *pinTable) holder(hash uint64, gone bool) (string, bool) {
+func (t *pinTable) holder(hash uint64, gone bool, skip []string) (string, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for name, o := range t.remote {
-		if o.leftAt.IsZero() == gone {
+		if o.leftAt.IsZero() == gone || slices.Contains(skip, name) {
 			continue
 		}
 		if _, ok := o.pins[hash]; ok {
@@ -283,9 +284,12 @@ func (m *Membership) Pin(hash uint64) { m.pins.set(hash, true) }
 // Unpin withdraws a pin (the session ended, or this node owns it again).
 func (m *Membership) Unpin(hash uint64) { m.pins.set(hash, false) }
 
-// PinnedTo returns the live node that pinned hash, other than this one.
-func (m *Membership) PinnedTo(hash uint64) (Node, bool) {
-	name, ok := m.pins.holder(hash, false)
+// PinnedTo returns a live node that pinned hash, other than this one and
+// those skip names. Two nodes may pin one key (a session split, as DESIGN
+// allows when a balancer could not reach its edge): when one is skipped,
+// the other is the one a join must go to.
+func (m *Membership) PinnedTo(hash uint64, skip ...string) (Node, bool) {
+	name, ok := m.pins.holder(hash, false, skip)
 	if !ok {
 		return Node{}, false
 	}
@@ -296,7 +300,7 @@ func (m *Membership) PinnedTo(hash uint64) (Node, bool) {
 // a minute ago: gossip may have taken it for dead wrongly, so its sessions
 // may live on.
 func (m *Membership) PinnedByGone(hash uint64) (string, bool) {
-	return m.pins.holder(hash, true)
+	return m.pins.holder(hash, true, nil)
 }
 
 // PinCount returns the number of this node's pins and of the other nodes' pins known here.

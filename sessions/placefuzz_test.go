@@ -321,11 +321,11 @@ func (v *pfView) Unpin(h uint64) {
 	v.c.mu.Unlock()
 }
 
-func (v *pfView) PinnedTo(h uint64) (health.Node, bool) {
+func (v *pfView) PinnedTo(h uint64, skip ...string) (health.Node, bool) {
 	v.c.mu.Lock()
 	defer v.c.mu.Unlock()
 	for i, name := range pfNames {
-		if i == v.self {
+		if i == v.self || slices.Contains(skip, name) {
 			continue
 		}
 		if n, ok := v.nodes[name]; ok && v.pins[name][h] {

@@ -86,8 +86,9 @@ type Membership interface {
 	// although the ring may give it to another, and withdraw it.
 	Pin(hash uint64)
 	Unpin(hash uint64)
-	// PinnedTo returns the live node, other than this one, that pinned hash.
-	PinnedTo(hash uint64) (health.Node, bool)
+	// PinnedTo returns a live node, other than this one and those skip
+	// names, that pinned hash.
+	PinnedTo(hash uint64, skip ...string) (health.Node, bool)
 	// PinnedByGone names a node that pinned hash and left the cluster
 	// lately: it may only have been taken for dead.
 	PinnedByGone(hash uint64) (string, bool)
@@ -313,7 +314,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 	// Checked once: the debug lines' arguments (the key as a string, the
 	// variadic slice) would otherwise be allocated on every join.
 	debug := o.log.Enabled(ctx, slog.LevelDebug)
-	if n, ok := o.m.PinnedTo(xxhash.Sum64(key)); ok && n.Name != o.self && !contains(skip, n.Name) {
+	if n, ok := o.m.PinnedTo(xxhash.Sum64(key), skip...); ok && n.Name != o.self {
 		if debug {
 			o.log.Debug("join redirected: pinned", "key", httplog.Key(key), "owner", n.Name)
 		}
