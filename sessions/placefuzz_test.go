@@ -85,8 +85,9 @@ import (
 // been seen back, within gossip's two seconds): a join whose balancer names in X-Ringlb-Skip an edge that
 // is up ("A crash moves only the crashed edge's sessions": the balancer's
 // word that it could not reach it is believed, though that edge hosts the
-// key, holds the claim of the edge that does, or starts it before the pin
-// of this one reaches it), and a join
+// key, holds the claim of the edge that does, starts it before the pin
+// of this one reaches it, or admitted a join of it whose upgrade ends
+// later), and a join
 // placed while an edge hosting the key, or any edge, is taken for dead
 // (busy, or back within gossip's two seconds) and not a member in the
 // placing edge's view (takeForDead; back, that edge may start the key
@@ -811,6 +812,7 @@ func (c *pfCluster) join(arg byte) {
 					c.excusedUntil[key] = h.backAt.Add(pfGossipBound)
 				}
 				c.logf("  excused: %s", c.excused[key])
+				c.excusePending(h, key)
 			}
 		}
 		for _, name := range skip {
@@ -820,6 +822,7 @@ func (c *pfCluster) join(arg byte) {
 				c.excused[key] = "placed past " + name + ", skipped by the balancer"
 				c.excusedUntil[key] = c.now.Add(pfGossipBound)
 				c.logf("  excused: %s", c.excused[key])
+				c.excusePending(c.edges[i], key)
 			}
 		}
 		if later {
@@ -896,6 +899,18 @@ func (c *pfCluster) upgrade(pp *pfPart) {
 			c.excusedUntil[pp.key] = until
 		}
 		c.logf("  excused again: %s", pp.excuse)
+	}
+}
+
+// excusePending gives the excuse of key to its joins pending on h: the
+// edge a balancer placed the key past (or took for dead) admitted them
+// before, and their upgrades, ending later, start its session there — the
+// split DESIGN allows, which the excuse names.
+func (c *pfCluster) excusePending(h *pfEdge, key string) {
+	for _, pp := range c.pending {
+		if pp.e == h && pp.key == key && pp.excuse == "" {
+			pp.excuse = c.excused[key]
+		}
 	}
 }
 
