@@ -77,6 +77,10 @@ type hubShard struct {
 	admitting map[string]admitted
 	claims    map[string]handover
 	moved     map[string]handover
+	// installed are keys a hand-off installed here lately (until when):
+	// a claim's answer naming this edge for one of them, once its session
+	// has ended here, announces nothing more to come.
+	installed map[string]time.Time
 }
 
 // admitted counts joins of one key between admission and join; at is the
@@ -141,6 +145,7 @@ func newHub(maxParticipants int, m *metrics) *hub {
 		sh.admitting = make(map[string]admitted)
 		sh.claims = make(map[string]handover)
 		sh.moved = make(map[string]handover)
+		sh.installed = make(map[string]time.Time)
 	}
 	return h
 }
@@ -591,6 +596,16 @@ func (h *hub) movedOn(key, to string, until time.Time) {
 	}
 }
 
+// installedLately reports whether a hand-off installed a session of key
+// here within the hand-over window.
+func (h *hub) installedLately(key []byte) bool {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	until, ok := sh.installed[string(key)]
+	return ok && h.now().Before(until)
+}
+
 // awaitInstall waits until a session of key is here (a hand-off installed
 // it), polling: hand-offs are rare and short.
 func (h *hub) awaitInstall(ctx context.Context, key []byte) error {
@@ -641,6 +656,11 @@ func (h *hub) sweep(now time.Time) {
 				delete(sh.moved, k)
 			}
 		}
+		for k, until := range sh.installed {
+			if !now.Before(until) {
+				delete(sh.installed, k)
+			}
+		}
 		for k, a := range sh.admitting {
 			if now.Sub(a.at) > admitTimeout {
 				delete(sh.admitting, k)
@@ -680,6 +700,9 @@ func (h *hub) install(hs handoffSession) bool {
 	v.committed = v.seq
 	delete(sh.claims, hs.Key)
 	sh.sessions[hs.Key] = s
+	// As long as the sender's hand-over mark names this edge (set just
+	// before it sent the hand-off).
+	sh.installed[hs.Key] = h.now().Add(settleWindow)
 	h.metrics.sessionsHosted.Inc()
 	if o := h.owner.Load(); o != nil {
 		o.created(hs.Key)

@@ -76,8 +76,9 @@ import (
 // an edge's pins are exactly the gossip pins it announced, each for a
 // session it hosts unfrozen (pins withdrawn when sessions end or are handed
 // on); no admission is left counted but the upgrades still pending; no
-// claim or hand-over mark outlives the settle window past a sweep, no ring
-// view is kept past it, and at most maxSkipSets skip sets are built.
+// claim, hand-over or install mark outlives the settle window past a
+// sweep, no ring view is kept past it, and at most maxSkipSets skip sets
+// are built.
 //
 // Allowed by DESIGN, and so excused for the key until at most one edge
 // hosts it again (and the edges involved can know of each other's
@@ -1029,9 +1030,14 @@ func (c *pfCluster) advance(d time.Duration) {
 					n++
 				}
 			}
+			for _, until := range sh.installed {
+				if !c.now.Before(until) {
+					n++
+				}
+			}
 			sh.mu.Unlock()
 			if n > 0 {
-				c.fail("%s keeps %d expired claims or hand-over marks past a sweep", e.name, n)
+				c.fail("%s keeps %d expired claims, hand-over or install marks past a sweep", e.name, n)
 			}
 		}
 	}
@@ -1500,4 +1506,45 @@ func TestDrainBeforeAScaleOutSplitsNoSession(t *testing.T) {
 		t.Fatalf("room-7 hosted on %d edges after edge-b's drain, want edge-a alone", len(hosting))
 	}
 	c.placeExpect(c.edges[3], "room-7", "edge-a")
+}
+
+// A session a drain handed on ends on its new edge (its last participant
+// leaves; idle_grace 0 frees it at once), and a participant joins its key
+// again within the hand-over window. The new edge asks the drained one,
+// an owner in its view of a moment ago, whose hand-over mark names the
+// new edge itself. Before, the new edge took that for a hand-off on its
+// way and waited for it — 5 s, then 503, again on every retry until the
+// mark expired — though it had landed and ended (found by
+// FuzzPlacementEvents as a run that hung). Now an edge remembers the
+// hand-offs it installed for the window, and starts the key anew at once.
+func TestHandedSessionEndedStartsAnewAtOnce(t *testing.T) {
+	c := newPlaceCluster(t, 0x18) // edge-a and edge-b, settled, idle_grace 0
+	c.join(0x10)                  // room-13, by the converged view
+	_, live := c.hosts("room-13")
+	if len(live) != 1 {
+		t.Fatalf("room-13 live on %d edges, want 1", len(live))
+	}
+	from, to := live[0], c.edges[1-live[0].i]
+	c.drain(from, byte(from.i)) // hands room-13 to the other edge
+	c.join(0x10)                // the participant resumes there
+	if _, live := c.hosts("room-13"); len(live) != 1 || live[0] != to {
+		t.Fatalf("room-13 not live on %s alone after the drain", to.name)
+	}
+	for _, pp := range slices.Clone(c.parts) {
+		c.parts = slices.DeleteFunc(c.parts, func(x *pfPart) bool { return x == pp })
+		to.s.hub.leave(pp.p) // the last participant leaves: the session ends
+	}
+	if hosting, _ := c.hosts("room-13"); len(hosting) != 0 {
+		t.Fatalf("room-13 still hosted after its last participant left (idle_grace 0)")
+	}
+	c.mu.Lock()
+	c.catchUp(to.i, from.i) // it learns that the other drains
+	c.mu.Unlock()
+	c.update(to)
+	var rc fasthttp.RequestCtx
+	owner, err := to.s.place(&rc, []byte("room-13"))
+	if err != nil || owner != "" {
+		t.Fatalf("%s placed room-13 at %q, %v; want a new session here", to.name, owner, err)
+	}
+	to.s.hub.unreserve([]byte("room-13"))
 }
