@@ -800,6 +800,13 @@ func (c *pfCluster) join(arg byte) {
 		p.admitted = true
 		pp := &pfPart{e: e, key: key, p: p}
 		c.checkJoin(e, key, skip, hosting)
+		for _, q := range c.pending {
+			if q.e == e && q.key == key && q.excuse != "" {
+				// Joins the session joining here (step 1): the same
+				// split as the pending join's, the same excuse.
+				pp.excuse = q.excuse
+			}
+		}
 		for _, h := range c.edges {
 			if c.takenForDead(e, h) {
 				// Started while an edge that is up is taken for dead
@@ -828,7 +835,10 @@ func (c *pfCluster) join(arg byte) {
 		}
 		if later {
 			c.logf("  %s: admitted, upgrade pending (%s)", target, p.id)
-			pp.at, pp.excuse = c.now, c.excused[key]
+			pp.at = c.now
+			if pp.excuse == "" {
+				pp.excuse = c.excused[key]
+			}
 			c.pending = append(c.pending, pp)
 			return
 		}
