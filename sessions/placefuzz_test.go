@@ -1558,3 +1558,36 @@ func TestHandedSessionEndedStartsAnewAtOnce(t *testing.T) {
 	}
 	to.s.hub.unreserve([]byte("room-13"))
 }
+
+// An edge crashes as two edges join, and a balancer that has heard of none
+// of it sends a key past the crashed one. edge-c and edge-d join edge-a
+// and edge-b; edge-b crashes; room-36 joins edge-d, its owner now, which
+// asks the owners of its views without itself — with edge-b found dead,
+// without edge-b too — and, only whether they host it, the owners of its
+// ring less itself and any one other edge. A balancer that knows only
+// edge-a and edge-b fails to dial edge-b and sends room-36 to edge-a.
+// Before, the rings less one other edge were not taken without the dead
+// edge: edge-d never asked edge-a — the owner of the ring less edge-c and
+// edge-b, which that balancer routes by — and edge-a, which knows neither
+// new edge, started a second session of room-36 (found by
+// FuzzPlacementEvents). Now edge-a holds edge-d's claim and sends the
+// join there.
+func TestCrashAsTwoEdgesJoinSplitsNoSession(t *testing.T) {
+	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
+	c.start(2)
+	c.update(c.edges[2])
+	c.start(3)
+	c.update(c.edges[3])
+	c.changing()
+	c.edges[1].state = pfCrashed
+	c.down(c.edges[1])
+	c.join(0x1f) // room-36 by the converged view: edge-d
+	if _, live := c.hosts("room-36"); len(live) != 1 || live[0].name != "edge-d" {
+		t.Fatalf("room-36 live on %d edges, want edge-d alone", len(live))
+	}
+	c.join(0x03) // room-36 by edge-a's view: past edge-b, to edge-a
+	c.check()
+	if _, live := c.hosts("room-36"); len(live) != 1 || live[0].name != "edge-d" {
+		t.Fatalf("room-36 live on %d edges, want edge-d alone", len(live))
+	}
+}

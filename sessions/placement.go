@@ -570,12 +570,17 @@ func (o *ownership) previousOwners(key []byte, skip, dead []string) (out []ring.
 	views = append(views, past...)
 	// Two edges crashed at once leave a key on the owner of a view
 	// without both: a balancer that failed to dial one placed it past
-	// the next. Without them (Without caches each ring on the one before).
-	for i, v := range views {
-		for _, name := range dead {
-			v = v.Without(name)
+	// the next. Without them (Without caches each ring on the one before),
+	// the rings less another edge too: a balancer that has not heard of
+	// an edge that joined with us places a key past a dead one there
+	// (TestCrashAsTwoEdgesJoinSplitsNoSession).
+	for _, rings := range [][]*ring.Snapshot{views, others} {
+		for i, v := range rings {
+			for _, name := range dead {
+				v = v.Without(name)
+			}
+			rings[i] = v
 		}
-		views[i] = v
 	}
 	add := func(m ring.Member) {
 		if m.Name == o.self || contains(skip, m.Name) || slices.ContainsFunc(out, func(x ring.Member) bool { return x.Name == m.Name }) {
