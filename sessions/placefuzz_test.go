@@ -1591,3 +1591,34 @@ func TestCrashAsTwoEdgesJoinSplitsNoSession(t *testing.T) {
 		t.Fatalf("room-36 live on %d edges, want edge-d alone", len(live))
 	}
 }
+
+// The edge holding a new edge's claim crashes. edge-c and edge-d join
+// edge-a and edge-b; room-36 joins edge-d, its owner now, which records
+// its claim on the owners of its views less itself and of its ring less
+// itself and any one other edge; then edge-b, one of those, crashes. A
+// balancer that has heard of none of it fails to dial edge-b and sends
+// room-36 to edge-a, the owner of its ring without edge-b. Before, edge-a
+// held no claim (the claim lived only on edge-b, gone with it), knew
+// neither new edge and started a second session of room-36. Now a new
+// edge also asks, whether they host the key, the edges each of its views
+// sends the key to once its owner there is gone: edge-a records the claim
+// and sends the join to edge-d.
+func TestClaimHolderCrashSplitsNoSession(t *testing.T) {
+	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
+	c.start(2)
+	c.update(c.edges[2])
+	c.start(3)
+	c.update(c.edges[3])
+	c.join(0x1f) // room-36 by the converged view: edge-d
+	if _, live := c.hosts("room-36"); len(live) != 1 || live[0].name != "edge-d" {
+		t.Fatalf("room-36 live on %d edges, want edge-d alone", len(live))
+	}
+	c.changing()
+	c.edges[1].state = pfCrashed
+	c.down(c.edges[1])
+	c.join(0x03) // room-36 by edge-a's view: past edge-b, to edge-a
+	c.check()
+	if _, live := c.hosts("room-36"); len(live) != 1 || live[0].name != "edge-d" {
+		t.Fatalf("room-36 live on %d edges, want edge-d alone", len(live))
+	}
+}

@@ -614,6 +614,21 @@ func (o *ownership) previousOwners(key []byte, skip, dead []string) (out []ring.
 			add(m)
 		}
 	}
+	// And, in a new edge's window, where each of those views sends the
+	// key once its owner there is gone: a claim lives only on the edge
+	// that recorded it, and when that edge crashed, a balancer that had
+	// heard of neither the crash nor this edge placed the key past it on
+	// an edge that held no claim and knew nothing of this one, which
+	// started a second session (TestClaimHolderCrashSplitsNoSession).
+	if len(others) > 0 {
+		for _, v := range append(views, others...) {
+			if m, ok := v.Locate(key); ok {
+				if next, ok := v.Without(m.Name).Locate(key); ok {
+					add(next)
+				}
+			}
+		}
+	}
 	return out, hostOnly
 }
 
