@@ -1026,6 +1026,13 @@ func (c *pfCluster) advance(d time.Duration) {
 			continue
 		}
 		e.s.hub.sweep(c.now)
+		e.o.sweepFailover(c.now)
+		e.o.failMu.Lock()
+		failRings := len(e.o.failRings)
+		e.o.failMu.Unlock()
+		if failRings > 0 && !c.now.Before(e.o.joined.Add(settleWindow)) {
+			c.fail("%s keeps %d failover rings past its window", e.name, failRings)
+		}
 		for i := range e.s.hub.shards {
 			sh := &e.s.hub.shards[i]
 			sh.mu.Lock()
@@ -1318,6 +1325,12 @@ func (c *pfCluster) check() {
 		e.o.skipMu.Unlock()
 		if sets > maxSkipSets {
 			c.fail("%s: %d skip sets", e.name, sets)
+		}
+		e.o.failMu.Lock()
+		failRings := len(e.o.failRings)
+		e.o.failMu.Unlock()
+		if failRings > maxFailoverRings {
+			c.fail("%s: %d failover rings", e.name, failRings)
 		}
 		// Idle sessions, for idle_grace.
 		e.s.hub.eachSession(func(_ *hubShard, s *session) {
