@@ -450,7 +450,7 @@ func (o *ownership) send(ctx context.Context, to, url string, batch *handoffRequ
 		return 0, err
 	}
 	if len(out.Refused) > 0 {
-		o.log.Warn("hand-off: the new edge already hosts some of these sessions", "refused", len(out.Refused))
+		o.log.Warn("hand-off: the new edge already hosts some of these sessions, or another edge claimed them there", "refused", len(out.Refused))
 		// Their state is not coming: the new edge keeps what it hosts,
 		// and its claims are told so rather than to wait for an install
 		// (a join there waited out its timeout, 503, for the rest of the

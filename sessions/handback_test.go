@@ -140,7 +140,7 @@ func TestReplacedFrozenSessionIsFreedWhenItEmpties(t *testing.T) {
 	frozen.mu.Lock()
 	frozen.movedTo = "edge-b" // yielded to edge-b, as yield sets it
 	frozen.mu.Unlock()
-	if !ph.h.install(handoffSession{Key: "net", Epoch: "E", Seq: 1, Term: 2, History: []json.RawMessage{json.RawMessage(`{"type":"msg","seq":1}`)}}) {
+	if !ph.h.install(handoffSession{Key: "net", Epoch: "E", Seq: 1, Term: 2, History: []json.RawMessage{json.RawMessage(`{"type":"msg","seq":1}`)}}, "", nil) {
 		t.Fatal("the hand-off back was refused")
 	}
 	ph.leave("A") // the frozen session's last participant, closing

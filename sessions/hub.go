@@ -670,17 +670,24 @@ func (h *hub) sweep(now time.Time) {
 	}
 }
 
-// install creates an idle ringlb.v1 session from a hand-off; false when the
-// key is live here already. A frozen one gives way: this edge handed it on
-// or yielded it, so what comes back is newer (a drain of the edge that
-// took it over).
-func (h *hub) install(hs handoffSession) bool {
+// install creates an idle ringlb.v1 session from a hand-off sent by from;
+// false when the key is live here already, or another edge (not from, and
+// not gone) claimed it here lately: told this edge hosted nothing, that
+// edge starts the key, and a session installed here beside it was a
+// split (TestHandOffOverAClaimSplitsNoSession) — refused, the sender's
+// clients rejoin and the claim sends them there. A frozen one gives way:
+// this edge handed it on or yielded it, so what comes back is newer (a
+// drain of the edge that took it over).
+func (h *hub) install(hs handoffSession, from string, gone func(string) bool) bool {
 	// Deferred first, so it runs last: after the shard lock is released.
 	defer h.trimIdle()
 	sh := h.shardOf(hs.Key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.admitting[hs.Key].n > 0 || sh.liveOrUnfrozen(hs.Key) {
+		return false
+	}
+	if c, ok := sh.claims[hs.Key]; ok && c.edge != from && h.now().Before(c.until) && (gone == nil || !gone(c.edge)) {
 		return false
 	}
 	s := &session{key: hs.Key, created: time.Now(), v1: newV1Session(h.historyMsgs, h.historyByte, h.budget)}

@@ -969,7 +969,7 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 				frozen = cur.movedTo != ""
 				cur.mu.Unlock()
 			}
-			ok := h.install(hs)
+			ok := h.install(hs, "", nil)
 			log = append(log, fmt.Sprintf("a hand-off of %s arrives: epoch %s, seq %d, %d in history (installed %v)", key, hs.Epoch, hs.Seq, len(hs.History), ok))
 			if ok != (cur == nil || frozen) {
 				fail("a hand-off of %s installed %v, its session here live %v", key, ok, cur != nil && !frozen)

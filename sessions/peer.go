@@ -143,7 +143,7 @@ func appendJSONString(dst []byte, s string) []byte {
 
 type handoffResponse struct {
 	Installed int      `json:"installed"`
-	Refused   []string `json:"refused,omitempty"` // live here already
+	Refused   []string `json:"refused,omitempty"` // live here already, or claimed by another edge
 }
 
 // UseKeyring gives the edge the cluster's key: peers sign their reads of
@@ -431,12 +431,13 @@ func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	var resp handoffResponse
+	gone := o.goneFunc(nil)
 	for _, hs := range req.Sessions {
 		if len(hs.Key) == 0 || len(hs.Key) > maxKeyLength || hs.Epoch == "" || len(hs.Epoch) > maxEpochLength || uint64(len(hs.History)) > hs.Seq {
 			resp.Refused = append(resp.Refused, hs.Key)
 			continue
 		}
-		if s.hub.install(hs) {
+		if s.hub.install(hs, req.From, gone) {
 			resp.Installed++
 		} else {
 			resp.Refused = append(resp.Refused, hs.Key)

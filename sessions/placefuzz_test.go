@@ -1635,3 +1635,35 @@ func TestClaimHolderCrashSplitsNoSession(t *testing.T) {
 		t.Fatalf("room-36 live on %d edges, want edge-d alone", len(live))
 	}
 }
+
+// A drain hands a session to an edge that holds another edge's claim of
+// its key. room-13 is admitted on edge-a just before edge-a drains; edge-c
+// joins, knows edge-a drains, and starts room-13 itself after asking
+// edge-b (its ring's owner less itself), which records edge-c's claim.
+// edge-a's upgrade ends, creating room-13 there, and edge-a's drain hands
+// it to edge-b, the owner of its ring, which knows nothing of edge-c.
+// Before, edge-b installed it over edge-c's claim (an install dropped
+// claims): room-13 lived on edge-b and edge-c (found by
+// FuzzPlacementEvents). Now an edge refuses to install a session of a key
+// another edge has claimed from it lately (not the sender, not gone): the
+// sender's clients rejoin and the claim sends them to edge-c.
+func TestHandOffOverAClaimSplitsNoSession(t *testing.T) {
+	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
+	c.join(0xd0)                  // room-13 by the converged view: edge-a, its upgrade pending
+	if len(c.pending) != 1 || c.pending[0].e.name != "edge-a" {
+		t.Fatalf("room-13's join pending on %d edges, want edge-a", len(c.pending))
+	}
+	c.drain(c.edges[0], 0x00)
+	c.start(2)
+	c.update(c.edges[2])
+	c.join(0x08) // room-13 by edge-c's view: edge-c starts it
+	if _, live := c.hosts("room-13"); len(live) != 1 || live[0].name != "edge-c" {
+		t.Fatalf("room-13 live on %d edges, want edge-c alone", len(live))
+	}
+	pp := c.pending[0]
+	c.pending = nil
+	c.upgrade(pp) // edge-a's upgrade ends; its drain hands room-13 on
+	c.check()
+	c.join(0x10) // room-13 again by the converged view
+	c.check()
+}

@@ -256,7 +256,7 @@ func TestClaimsCloseTheGossipWindow(t *testing.T) {
 	}
 	// edge-b's ring just changed (a start counts: balancers may not know
 	// it yet), so it asks edge-a before starting any session.
-	a.s.hub.install(handoffSession{Key: live, Epoch: "e", Seq: 0}) // live on edge-a, as if from before the change
+	a.s.hub.install(handoffSession{Key: live, Epoch: "e", Seq: 0}, "", nil) // live on edge-a, as if from before the change
 	if got := dialExpect421(t, b, live); got != "edge-a" {
 		t.Fatalf("new owner sent a session live on edge-a to %q", got)
 	}
