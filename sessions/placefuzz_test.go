@@ -1667,3 +1667,32 @@ func TestHandOffOverAClaimSplitsNoSession(t *testing.T) {
 	c.join(0x10) // room-13 again by the converged view
 	c.check()
 }
+
+// A new edge finds a crashed edge's claim on the edge it asks. edge-a and
+// edge-b start together; room-13 starts on edge-a, which, new, records its
+// claim on edge-b; edge-a crashes and edge-c joins. room-13 joins edge-c,
+// its owner now, which asks edge-b: "hosted by edge-a" — a claim of an
+// edge gone from edge-c's view, but not yet from edge-b's. Before, edge-c
+// passed over that answer and started room-13 without its claim recorded
+// anywhere: a join that a balancer sent past the crashed edge-a to edge-b
+// found only edge-a's claim, disregarded it, and edge-b started a second
+// session (found by FuzzPlacementEvents). Now edge-b is asked again, told
+// edge-a is gone (?gone=), and records edge-c's claim.
+func TestGoneEdgesClaimReplacedSplitsNoSession(t *testing.T) {
+	c := newPlaceCluster(t, 0x00) // edge-a and edge-b, starting together
+	c.join(0x10)                  // room-13 by the converged view: edge-a
+	if _, live := c.hosts("room-13"); len(live) != 1 || live[0].name != "edge-a" {
+		t.Fatalf("room-13 live on %d edges, want edge-a alone", len(live))
+	}
+	c.changing()
+	c.edges[0].state = pfCrashed
+	c.down(c.edges[0])
+	c.start(2)
+	c.update(c.edges[2])
+	c.join(0x10) // room-13 by the converged view: edge-c
+	if _, live := c.hosts("room-13"); len(live) != 1 || live[0].name != "edge-c" {
+		t.Fatalf("room-13 live on %d edges, want edge-c alone", len(live))
+	}
+	c.join(0x00) // room-13 by edge-a's view: past edge-a, to edge-b
+	c.check()
+}

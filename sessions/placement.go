@@ -406,22 +406,29 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 			}
 		}
 	}
-	// An edge that named an edge taken for dead since (its claim, made
-	// as that edge joined) is asked again, told which are gone: it records
-	// this edge's claim instead, so a join it gets past the dead edge (a
-	// balancer's skip) is sent here. Else it kept the dead edge's claim,
-	// disregarded that join's claim and started a second session.
+	// An edge that named an edge taken for dead since, or gone from our
+	// view (its claim, made as that edge joined), is asked again, told
+	// which are gone: it records this edge's claim instead, so a join it
+	// gets past the dead edge (a balancer's skip) is sent here. Else it
+	// kept the dead edge's claim, disregarded that join's claim and
+	// started a second session (TestGoneEdgesClaimReplacedSplitsNoSession:
+	// an edge that crashed before this one joined, gone from our view,
+	// not yet from the asked edge's).
 	for _, n := range named {
-		if !contains(dead, n.holder) || contains(dead, n.prev.Name) {
+		if contains(dead, n.prev.Name) || !contains(dead, n.holder) && o.member(n.holder) {
 			continue
 		}
-		holder, err := o.claim(ctx, n.prev, key, dead)
+		gone := dead
+		if !contains(gone, n.holder) {
+			gone = append(slices.Clip(dead), n.holder)
+		}
+		holder, err := o.claim(ctx, n.prev, key, gone)
 		switch {
 		case err != nil:
 			return "", o.unanswered(n.prev.Name, key, err)
 		case holder == o.self:
 			return "", o.awaitHandOff(ctx, n.prev.Name, key)
-		case holder != "" && !contains(dead, holder) && !contains(skip, holder):
+		case holder != "" && !contains(gone, holder) && !contains(skip, holder) && o.member(holder):
 			return holder, nil
 		}
 	}
