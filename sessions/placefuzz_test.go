@@ -1585,25 +1585,7 @@ func TestHandedSessionEndedStartsAnewAtOnce(t *testing.T) {
 // new edge, started a second session of room-36 (found by
 // FuzzPlacementEvents). Now edge-a holds edge-d's claim and sends the
 // join there.
-func TestCrashAsTwoEdgesJoinSplitsNoSession(t *testing.T) {
-	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
-	c.start(2)
-	c.update(c.edges[2])
-	c.start(3)
-	c.update(c.edges[3])
-	c.changing()
-	c.edges[1].state = pfCrashed
-	c.down(c.edges[1])
-	c.join(0x1f) // room-36 by the converged view: edge-d
-	if _, live := c.hosts("room-36"); len(live) != 1 || live[0].name != "edge-d" {
-		t.Fatalf("room-36 live on %d edges, want edge-d alone", len(live))
-	}
-	c.join(0x03) // room-36 by edge-a's view: past edge-b, to edge-a
-	c.check()
-	if _, live := c.hosts("room-36"); len(live) != 1 || live[0].name != "edge-d" {
-		t.Fatalf("room-36 live on %d edges, want edge-d alone", len(live))
-	}
-}
+func TestCrashAsTwoEdgesJoinSplitsNoSession(t *testing.T) { crashDuringScaleOut(t, true) }
 
 // The edge holding a new edge's claim crashes. edge-c and edge-d join
 // edge-a and edge-b; room-36 joins edge-d, its owner now, which records
@@ -1616,19 +1598,33 @@ func TestCrashAsTwoEdgesJoinSplitsNoSession(t *testing.T) {
 // edge also asks, whether they host the key, the edges each of its views
 // sends the key to once its owner there is gone: edge-a records the claim
 // and sends the join to edge-d.
-func TestClaimHolderCrashSplitsNoSession(t *testing.T) {
+func TestClaimHolderCrashSplitsNoSession(t *testing.T) { crashDuringScaleOut(t, false) }
+
+// crashDuringScaleOut has edge-c and edge-d join edge-a and edge-b, edge-b
+// crash before room-36 joins edge-d (first) or after, and a balancer that
+// knows only edge-a and edge-b send room-36 past edge-b: to edge-a, which
+// must send it to edge-d.
+func crashDuringScaleOut(t *testing.T, first bool) {
 	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
 	c.start(2)
 	c.update(c.edges[2])
 	c.start(3)
 	c.update(c.edges[3])
+	crash := func() {
+		c.changing()
+		c.edges[1].state = pfCrashed
+		c.down(c.edges[1])
+	}
+	if first {
+		crash()
+	}
 	c.join(0x1f) // room-36 by the converged view: edge-d
 	if _, live := c.hosts("room-36"); len(live) != 1 || live[0].name != "edge-d" {
 		t.Fatalf("room-36 live on %d edges, want edge-d alone", len(live))
 	}
-	c.changing()
-	c.edges[1].state = pfCrashed
-	c.down(c.edges[1])
+	if !first {
+		crash()
+	}
 	c.join(0x03) // room-36 by edge-a's view: past edge-b, to edge-a
 	c.check()
 	if _, live := c.hosts("room-36"); len(live) != 1 || live[0].name != "edge-d" {
