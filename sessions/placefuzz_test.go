@@ -1177,7 +1177,13 @@ func runPlacementEvents(t *testing.T, in []byte) {
 			}
 			c.mu.Unlock()
 			for key, by := range c.excusedBy {
-				if by == e.i && !e.busy && c.excusedUntil[key] == pfForever {
+				switch {
+				case by != e.i || c.excused[key] == "":
+				case e.busy:
+					// Taken for dead again before it learnt of the
+					// key's session: back, it may start it again.
+					c.excusedUntil[key] = pfForever
+				case c.excusedUntil[key] == pfForever:
 					c.excusedUntil[key] = c.now.Add(pfGossipBound)
 				}
 			}
