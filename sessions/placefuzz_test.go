@@ -828,7 +828,11 @@ func (c *pfCluster) join(arg byte) {
 				// Placed on the ring without an edge that is up: it may
 				// start the key itself before this edge's pin reaches it.
 				c.excused[key] = "placed past " + name + ", skipped by the balancer"
-				c.excusedUntil[key] = c.now.Add(pfGossipBound)
+				if until := c.now.Add(pfGossipBound); until.After(c.excusedUntil[key]) {
+					// Not shortening an excuse of this join's that lasts
+					// longer (an edge taken for dead, until it is back).
+					c.excusedUntil[key] = until
+				}
 				c.logf("  excused: %s", c.excused[key])
 				c.excusePending(c.edges[i], key)
 			}
