@@ -252,7 +252,7 @@ type pfCluster struct {
 	// excusedUntil: a key placed past a skipped edge that is up stays
 	// excused until that edge has its pin.
 	excusedUntil map[string]time.Time
-	excusedBy    map[string]int // the edge taken for dead a key's excuse waits for
+	excusedBy    map[string]map[int]bool // the edges taken for dead a key's excuse waits for
 	partN        int
 }
 
@@ -524,7 +524,7 @@ func newPlaceCluster(t *testing.T, config byte) *pfCluster {
 	c := &pfCluster{
 		t: t, now: pfStart,
 		busyFirst: map[int]bool{}, idleSince: map[*session]time.Time{},
-		excused: map[string]string{}, excusedUntil: map[string]time.Time{}, excusedBy: map[string]int{},
+		excused: map[string]string{}, excusedUntil: map[string]time.Time{}, excusedBy: map[string]map[int]bool{},
 	}
 	c.idleGrace = [4]time.Duration{time.Minute, 5 * time.Second, 0, time.Minute}[config>>2&3]
 	for i := range c.edges {
@@ -814,10 +814,16 @@ func (c *pfCluster) join(arg byte) {
 				// edge may host it or start it too before it learns
 				// of this one ("taken for dead": allowed).
 				c.excused[key] = "placed while " + h.name + " is taken for dead"
-				c.excusedBy[key] = h.i
-				c.excusedUntil[key] = pfForever
+				if c.excusedBy[key] == nil {
+					c.excusedBy[key] = map[int]bool{}
+				}
+				c.excusedBy[key][h.i] = true
+				until := pfForever
 				if !h.busy {
-					c.excusedUntil[key] = h.backAt.Add(pfGossipBound)
+					until = h.backAt.Add(pfGossipBound)
+				}
+				if until.After(c.excusedUntil[key]) {
+					c.excusedUntil[key] = until
 				}
 				c.logf("  excused: %s", c.excused[key])
 				c.excusePending(h, key)
@@ -1182,12 +1188,14 @@ func runPlacementEvents(t *testing.T, in []byte) {
 			c.mu.Unlock()
 			for key, by := range c.excusedBy {
 				switch {
-				case by != e.i || c.excused[key] == "":
+				case !by[e.i] || c.excused[key] == "":
 				case e.busy:
 					// Taken for dead again before it learnt of the
 					// key's session: back, it may start it again.
 					c.excusedUntil[key] = pfForever
-				case c.excusedUntil[key] == pfForever:
+				case c.excusedUntil[key] == pfForever && !slices.ContainsFunc(c.edges[:], func(h *pfEdge) bool { return by[h.i] && h.busy }):
+					// Back, and no other edge the excuse waits for
+					// is still taken for dead.
 					c.excusedUntil[key] = c.now.Add(pfGossipBound)
 				}
 			}
