@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -77,10 +78,10 @@ type hubShard struct {
 	admitting map[string]admitted
 	claims    map[string]handover
 	moved     map[string]handover
-	// installed are keys a hand-off installed here lately (until when):
-	// a claim's answer naming this edge for one of them, once its session
+	// installed are keys a hand-off from edge installed here lately: a
+	// claim's answer naming this edge for one of them, once its session
 	// has ended here, announces nothing more to come.
-	installed map[string]time.Time
+	installed map[string]handover
 }
 
 // admitted counts joins of one key between admission and join; at is the
@@ -145,7 +146,7 @@ func newHub(maxParticipants int, m *metrics) *hub {
 		sh.admitting = make(map[string]admitted)
 		sh.claims = make(map[string]handover)
 		sh.moved = make(map[string]handover)
-		sh.installed = make(map[string]time.Time)
+		sh.installed = make(map[string]handover)
 	}
 	return h
 }
@@ -602,8 +603,8 @@ func (h *hub) installedLately(key []byte) bool {
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	until, ok := sh.installed[string(key)]
-	return ok && h.now().Before(until)
+	m, ok := sh.installed[string(key)]
+	return ok && h.now().Before(m.until)
 }
 
 // awaitInstall waits until a session of key is here (a hand-off installed
@@ -646,28 +647,18 @@ func (h *hub) sweep(now time.Time) {
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
-		for k, c := range sh.claims {
-			if !now.Before(c.until) {
-				delete(sh.claims, k)
-			}
+		for _, marks := range sh.marks() {
+			maps.DeleteFunc(marks, func(_ string, m handover) bool { return !now.Before(m.until) })
 		}
-		for k, m := range sh.moved {
-			if !now.Before(m.until) {
-				delete(sh.moved, k)
-			}
-		}
-		for k, until := range sh.installed {
-			if !now.Before(until) {
-				delete(sh.installed, k)
-			}
-		}
-		for k, a := range sh.admitting {
-			if now.Sub(a.at) > admitTimeout {
-				delete(sh.admitting, k)
-			}
-		}
+		maps.DeleteFunc(sh.admitting, func(_ string, a admitted) bool { return now.Sub(a.at) > admitTimeout })
 		sh.mu.Unlock()
 	}
+}
+
+// marks are the shard's marks that expire with the hand-over window:
+// claims, hand-overs and installs. Called with sh.mu held.
+func (sh *hubShard) marks() [3]map[string]handover {
+	return [3]map[string]handover{sh.claims, sh.moved, sh.installed}
 }
 
 // install creates an idle ringlb.v1 session from a hand-off sent by from;
@@ -709,7 +700,7 @@ func (h *hub) install(hs handoffSession, from string, gone func(string) bool) bo
 	sh.sessions[hs.Key] = s
 	// As long as the sender's hand-over mark names this edge (set just
 	// before it sent the hand-off).
-	sh.installed[hs.Key] = h.now().Add(settleWindow)
+	sh.installed[hs.Key] = handover{edge: from, until: h.now().Add(settleWindow)}
 	h.metrics.sessionsHosted.Inc()
 	if o := h.owner.Load(); o != nil {
 		o.created(hs.Key)

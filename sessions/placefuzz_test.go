@@ -1047,19 +1047,11 @@ func (c *pfCluster) advance(d time.Duration) {
 			sh := &e.s.hub.shards[i]
 			sh.mu.Lock()
 			n := 0
-			for _, m := range sh.claims {
-				if !c.now.Before(m.until) {
-					n++
-				}
-			}
-			for _, m := range sh.moved {
-				if !c.now.Before(m.until) {
-					n++
-				}
-			}
-			for _, until := range sh.installed {
-				if !c.now.Before(until) {
-					n++
+			for _, marks := range sh.marks() {
+				for _, m := range marks {
+					if !c.now.Before(m.until) {
+						n++
+					}
 				}
 			}
 			sh.mu.Unlock()
