@@ -73,6 +73,10 @@ const (
 	// (nothing listens there), comma-separated: the asked edge disregards
 	// their claims and hand-over marks, as a join's HeaderSkip.
 	ArgClaimGone = "gone"
+	// ArgClaimHanded on a draining edge's claim names the edge it handed
+	// the key to: the asked edge records that edge's claim instead (the
+	// edge balancers fail over to when the drained one is gone).
+	ArgClaimHanded = "handed"
 	// PathReplicate is edge-to-edge too: a signed WebSocket upgrade that
 	// carries an owner's session records to its replica (sessions/).
 	PathReplicate = "/_ringlb/replicate"

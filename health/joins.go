@@ -73,7 +73,7 @@ func copyNode(n *memberlist.Node) memberlist.Node {
 // joined is memberlist's join of n: the node itself is believed at once,
 // any other once it answers (confirm).
 func (m *Membership) joined(n *memberlist.Node) {
-	if n.Name == m.name || !validNodeName(n.Name) || len(n.Meta) > memberlist.MetaMaxSize {
+	if n.Name == m.name || !ValidNodeName(n.Name) || len(n.Meta) > memberlist.MetaMaxSize {
 		// Itself, or a member record ignores whatever it answers.
 		m.record("join", n)
 		return

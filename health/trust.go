@@ -20,7 +20,7 @@ import (
 // when not empty, says which part of its metadata was dropped (its admin
 // address, its load) while the member stays.
 func trustMeta(n *Node, allowed []netip.Prefix) (distrust, note string) {
-	if !validNodeName(n.Name) {
+	if !ValidNodeName(n.Name) {
 		return fmt.Sprintf("name %s: want 1 to 64 letters, digits, '.', '-' or '_'", quoted(n.Name)), ""
 	}
 	m := &n.Meta
@@ -118,9 +118,9 @@ func bounded(s string) string {
 	return quoted(s)
 }
 
-// validNodeName: node names travel in headers (X-Ringlb-Owner,
+// ValidNodeName is the rule for a node name: node names travel in headers (X-Ringlb-Owner,
 // X-Ringlb-Skip, a comma-separated list) and in logs.
-func validNodeName(s string) bool {
+func ValidNodeName(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
 	}

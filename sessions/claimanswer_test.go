@@ -99,7 +99,7 @@ func TestForgedClaimAnswerSplitsNoSession(t *testing.T) {
 			o.mu.Lock()
 			o.pinned[key] = 0
 			o.mu.Unlock()
-			a.s.hub.install(handoffSession{Key: key, Epoch: "e", Seq: 0}, "", nil)
+			a.s.hub.install(handoffSession{Key: key, Epoch: "e", Seq: 0}, "", goneEdges{})
 		}
 	}
 	refusedBefore := healthtest.AnswersRefused(t, b.m)

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 )
@@ -217,6 +219,7 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 	// told this one yet: what it refused goes to the owners of the ring
 	// without it, and so on, each edge refusing at most once.
 	for view := snap; len(groups) > 0; {
+		o.noticeFailover(ctx, groups)
 		moved, refused := o.sendGroups(ctx, groups, urls)
 		n += moved
 		for target := range refused {
@@ -256,6 +259,72 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 		o.log.Info("drain: sessions handed on", "sessions", n)
 	}
 	return n
+}
+
+// noticeFailover records, before a drain hands sessions on, each one's
+// new owner at the edges balancers fail over to once this edge is gone:
+// the owners of its views of the last settleWindow without it, where
+// those are not the new owner (a claim made for the new owner,
+// argHanded). A balancer that has heard of neither the drain nor the new
+// owner (an edge that joined a moment ago) sends a join there when it
+// cannot reach this edge, and gossip tells that edge of the new owner
+// only after it: the hand-over mark lived on this edge alone, and when it
+// crashed within its linger the edge there started a second session
+// (TestDrainedEdgeCrashSplitsNoSession). With no ring change in the
+// window every such owner is the new owner, and nothing is sent. An edge
+// that does not answer is passed over (it may be gone: a balancer's join
+// reaches it then only past gossip's bound); its other sessions too.
+func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]moving) {
+	now := o.srv.hub.now()
+	o.mu.Lock()
+	views := make([]*ring.Snapshot, 0, len(o.past))
+	for _, p := range o.past {
+		if now.Before(p.until) {
+			views = append(views, p.snap)
+		}
+	}
+	o.mu.Unlock()
+	type notice struct {
+		key, to string
+	}
+	edges := map[string]ring.Member{}
+	notices := map[string][]notice{}
+	var named []string // one key's edges
+	for target, list := range groups {
+		for _, mv := range list {
+			named = named[:0]
+			for _, v := range views {
+				m, ok := v.Without(o.self).Locate([]byte(mv.key))
+				if !ok || m.Name == target || m.Name == o.self || slices.Contains(named, m.Name) {
+					continue
+				}
+				named = append(named, m.Name)
+				edges[m.Name] = m
+				notices[m.Name] = append(notices[m.Name], notice{mv.key, target})
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, handoffParallel)
+	for name, list := range notices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			for i, n := range list {
+				holder, err := o.claimKnown(ctx, edges[name], []byte(n.key), claimArgs{handed: n.to})
+				if err != nil {
+					o.log.Warn("drain: the edge balancers fail over to did not record where sessions went", "edge", name, "sessions", len(list)-i, "err", err)
+					return
+				}
+				if holder != "" {
+					o.log.Warn("drain: the edge balancers fail over to names another edge for a session handed on", "edge", name, "key", httplog.Key([]byte(n.key)), "new_owner", n.to, "there", holder)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // sendGroups sends each new owner its sessions (handOffTo) and returns

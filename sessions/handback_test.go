@@ -85,13 +85,11 @@ func TestJoinPastAFrozenSessionWithNoCopy(t *testing.T) {
 	frozen.movedTo = "edge-b" // yielded to edge-b, as yield sets it
 	frozen.mu.Unlock()
 
-	alive := func(string) bool { return false }
-	if redirect := ph.h.reserve(key, "edge-a", alive); redirect != "edge-b" {
+	if redirect := ph.h.reserve(key, "edge-a", goneEdges{}); redirect != "edge-b" {
 		t.Fatalf("a join while edge-b is alive sent to %q, want edge-b", redirect)
 	}
 	ph.h.unreserve(key)
-	gone := func(name string) bool { return name == "edge-b" }
-	if redirect := ph.h.reserve(key, "edge-a", gone); redirect != "" {
+	if redirect := ph.h.reserve(key, "edge-a", goneEdges{skip: []string{"edge-b"}}); redirect != "" {
 		t.Fatalf("a join once edge-b is gone sent to %q, want it here", redirect)
 	}
 	p := ph.newParticipant("B")
@@ -140,7 +138,7 @@ func TestReplacedFrozenSessionIsFreedWhenItEmpties(t *testing.T) {
 	frozen.mu.Lock()
 	frozen.movedTo = "edge-b" // yielded to edge-b, as yield sets it
 	frozen.mu.Unlock()
-	if !ph.h.install(handoffSession{Key: "net", Epoch: "E", Seq: 1, Term: 2, History: []json.RawMessage{json.RawMessage(`{"type":"msg","seq":1}`)}}, "", nil) {
+	if !ph.h.install(handoffSession{Key: "net", Epoch: "E", Seq: 1, Term: 2, History: []json.RawMessage{json.RawMessage(`{"type":"msg","seq":1}`)}}, "", goneEdges{}) {
 		t.Fatal("the hand-off back was refused")
 	}
 	ph.leave("A") // the frozen session's last participant, closing

@@ -62,7 +62,7 @@ func BenchmarkHandoffReceive(b *testing.B) {
 				s := New(provisioned(configs.Edge{}), "edge-a", "east", slog.New(slog.DiscardHandler), nil)
 				b.StartTimer()
 				for _, hs := range req.Sessions {
-					s.hub.install(hs, "", nil)
+					s.hub.install(hs, "", goneEdges{})
 				}
 				// Each server shut down: New tracks its histories in
 				// acceptguard.Process, which would count every

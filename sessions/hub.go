@@ -98,6 +98,9 @@ type handover struct {
 	// empty: no state follows (a raw-mode session, or a hand-off that
 	// failed): the new edge need not wait for one to start the session.
 	empty bool
+	// handed: a claim recorded for the edge a drain elsewhere handed the
+	// key to (hub.handedOn), not by that edge itself.
+	handed bool
 }
 
 // session is the set of participants sharing one key. Its lock orders
@@ -445,7 +448,7 @@ func (h *hub) count() int {
 // edge it belongs to instead (moved by a drain, claimed by another edge).
 // Claims and hand-over marks naming an edge for which gone reports true (it
 // left the cluster, or the balancer could not reach it) are disregarded.
-func (h *hub) lookup(key []byte, self string, gone func(string) bool) (live bool, redirect string) {
+func (h *hub) lookup(key []byte, self string, gone goneEdges) (live bool, redirect string) {
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -471,7 +474,7 @@ func (sh *hubShard) liveOrUnfrozen(key string) (live bool) {
 }
 
 // lookup is hub.lookup with the shard lock held.
-func (sh *hubShard) lookup(key, self string, gone func(string) bool, now time.Time) (live bool, redirect string) {
+func (sh *hubShard) lookup(key, self string, gone goneEdges, now time.Time) (live bool, redirect string) {
 	if s := sh.sessions[key]; s != nil {
 		s.mu.Lock()
 		moved := s.movedTo
@@ -479,7 +482,7 @@ func (sh *hubShard) lookup(key, self string, gone func(string) bool, now time.Ti
 		switch {
 		case moved == "":
 			return true, ""
-		case gone == nil || !gone(moved):
+		case !gone.gone(moved):
 			return false, moved
 		}
 		// Frozen, handed to an edge that is gone since: nobody hosts it;
@@ -488,11 +491,11 @@ func (sh *hubShard) lookup(key, self string, gone func(string) bool, now time.Ti
 	if sh.admitting[key].n > 0 {
 		return true, ""
 	}
-	if m, ok := sh.moved[key]; ok && now.Before(m.until) && (gone == nil || !gone(m.edge)) {
+	if m, ok := sh.moved[key]; ok && now.Before(m.until) && !gone.gone(m.edge) {
 		return false, m.edge
 	}
-	if c, ok := sh.claims[key]; ok && now.Before(c.until) && c.edge != self && (gone == nil || !gone(c.edge)) {
-		return false, c.edge
+	if c, ok := sh.claimed(key, gone, now); ok && c != self {
+		return false, c
 	}
 	return false, ""
 }
@@ -500,7 +503,7 @@ func (sh *hubShard) lookup(key, self string, gone func(string) bool, now time.Ti
 // reserve admits a join of key unless the key belongs elsewhere now; an
 // admitted join is counted until hub.join (or unreserve), so a claim racing
 // it sees the session as live.
-func (h *hub) reserve(key []byte, self string, gone func(string) bool) (redirect string) {
+func (h *hub) reserve(key []byte, self string, gone goneEdges) (redirect string) {
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -544,7 +547,7 @@ const admitTimeout = 2 * requestReadTimeout
 
 // claim answers edge by's claim on key: the edge hosting it, or "" after
 // recording the claim for ttl.
-func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone func(string) bool) string {
+func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone goneEdges) string {
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -562,6 +565,52 @@ func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone func(st
 	}
 	sh.claims[string(key)] = handover{edge: by, until: now.Add(ttl)}
 	return ""
+}
+
+// handedOn records, for ttl, that a drain on another edge handed key to
+// edge to: joins and claims of it here go there, as to's own claim would
+// send them, whatever edge claimed it here before (a hand-off carries a
+// live session; a claim only asked to start one). It returns the edge
+// hosting key instead ("" when recorded): this one, when a session of key
+// is live or joining here, or the edge this one handed it to.
+func (h *hub) handedOn(key []byte, self, to string, ttl time.Duration) string {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	now := h.now()
+	if s := sh.sessions[string(key)]; s != nil {
+		s.mu.Lock()
+		moved := s.movedTo
+		s.mu.Unlock()
+		if moved == "" {
+			return self
+		}
+		return moved
+	}
+	if sh.admitting[string(key)].n > 0 {
+		return self
+	}
+	if m, ok := sh.moved[string(key)]; ok && now.Before(m.until) {
+		return m.edge
+	}
+	sh.claims[string(key)] = handover{edge: to, until: now.Add(ttl), handed: true}
+	return ""
+}
+
+// claimed returns the edge whose claim on key holds here: not expired,
+// that edge not gone — but a claim recorded for the edge a drain elsewhere
+// handed the key to (handedOn) holds while that edge is not heard of here
+// yet: only its leaving, or a balancer's word that it could not reach
+// it, voids it. Called with sh.mu held.
+func (sh *hubShard) claimed(key string, gone goneEdges, now time.Time) (string, bool) {
+	c, ok := sh.claims[key]
+	switch {
+	case !ok || !now.Before(c.until):
+		return "", false
+	case c.handed:
+		return c.edge, !gone.left(c.edge)
+	}
+	return c.edge, !gone.gone(c.edge)
 }
 
 // nothingComing marks hand-overs whose state will not arrive (the hand-off
@@ -628,16 +677,12 @@ func (h *hub) awaitInstall(ctx context.Context, key []byte) error {
 	}
 }
 
-// dropClaims forgets the claims made by edges for which void reports true.
-func (h *hub) dropClaims(void func(edge string) bool) {
+// dropClaims forgets the claims for which void reports true.
+func (h *hub) dropClaims(void func(handover) bool) {
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
-		for k, c := range sh.claims {
-			if void(c.edge) {
-				delete(sh.claims, k)
-			}
-		}
+		maps.DeleteFunc(sh.claims, func(_ string, c handover) bool { return void(c) })
 		sh.mu.Unlock()
 	}
 }
@@ -669,7 +714,7 @@ func (sh *hubShard) marks() [3]map[string]handover {
 // clients rejoin and the claim sends them there. A frozen one gives way:
 // this edge handed it on or yielded it, so what comes back is newer (a
 // drain of the edge that took it over).
-func (h *hub) install(hs handoffSession, from string, gone func(string) bool) bool {
+func (h *hub) install(hs handoffSession, from string, gone goneEdges) bool {
 	// Deferred first, so it runs last: after the shard lock is released.
 	defer h.trimIdle()
 	sh := h.shardOf(hs.Key)
@@ -678,7 +723,7 @@ func (h *hub) install(hs handoffSession, from string, gone func(string) bool) bo
 	if sh.admitting[hs.Key].n > 0 || sh.liveOrUnfrozen(hs.Key) {
 		return false
 	}
-	if c, ok := sh.claims[hs.Key]; ok && c.edge != from && h.now().Before(c.until) && (gone == nil || !gone(c.edge)) {
+	if c, ok := sh.claimed(hs.Key, gone, h.now()); ok && c != from {
 		return false
 	}
 	s := &session{key: hs.Key, created: time.Now(), v1: newV1Session(h.historyMsgs, h.historyByte, h.budget)}

@@ -455,7 +455,7 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 	admit := func(slot int, key string, p *participant) *hubClient {
 		// Admitted as the Server admits (hub.reserve): a key handed
 		// on is sent to its new owner.
-		if h.reserve([]byte(key), "edge-1", nil) != "" {
+		if h.reserve([]byte(key), "edge-1", goneEdges{}) != "" {
 			log = append(log, "  redirected")
 			return nil
 		}
@@ -969,7 +969,7 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 				frozen = cur.movedTo != ""
 				cur.mu.Unlock()
 			}
-			ok := h.install(hs, "", nil)
+			ok := h.install(hs, "", goneEdges{})
 			log = append(log, fmt.Sprintf("a hand-off of %s arrives: epoch %s, seq %d, %d in history (installed %v)", key, hs.Epoch, hs.Seq, len(hs.History), ok))
 			if ok != (cur == nil || frozen) {
 				fail("a hand-off of %s installed %v, its session here live %v", key, ok, cur != nil && !frozen)

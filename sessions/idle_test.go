@@ -232,7 +232,7 @@ func TestIdleCapCountsHandedOffSessions(t *testing.T) {
 	e := startEdge(t, configs.Edge{IdleGrace: configs.Duration(time.Hour), MaxIdleSessions: 2}, nil)
 	flood(t, e.data, "here", 1, 1)
 	for _, key := range []string{"handed-1", "handed-2"} {
-		if !e.s.hub.install(handoffSession{Key: key, Epoch: "E-" + key, Seq: 1, Term: 1, History: []json.RawMessage{json.RawMessage(`{"type":"msg","seq":1}`)}}, "", nil) {
+		if !e.s.hub.install(handoffSession{Key: key, Epoch: "E-" + key, Seq: 1, Term: 1, History: []json.RawMessage{json.RawMessage(`{"type":"msg","seq":1}`)}}, "", goneEdges{}) {
 			t.Fatalf("%s not installed", key)
 		}
 	}

@@ -33,6 +33,7 @@ const (
 	headerSkip    = configs.HeaderSkip
 	headerClaimBy = configs.HeaderClaimBy
 	argClaimGone  = configs.ArgClaimGone
+	argHanded     = configs.ArgClaimHanded
 )
 
 // peerTimeout bounds one edge-to-edge request (claim). A peer that does not
@@ -329,7 +330,9 @@ func (o *ownership) signed(ctx context.Context, to, u, path string, body []byte)
 
 // serveClaim answers POST /_ringlb/claim from another edge: 409 +
 // X-Ringlb-Owner when a session of the key (body) is live or joining here,
-// or belongs to a third edge; else 200, and the claim is recorded.
+// or belongs to a third edge; else 200, and the claim is recorded — the
+// claimer's, or that of the edge a draining claimer handed the key to
+// (argHanded).
 func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 	by := string(ctx.Request.Header.Peek(headerClaimBy))
 	key := ctx.PostBody()
@@ -348,11 +351,24 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
 		return
 	}
-	// The edges the claimer found dead are its word, as a balancer's
-	// skip is (both signed by the cluster's own).
-	gone := o.goneFunc(skipList(ctx.QueryArgs().Peek(argClaimGone)))
+	var holder string
+	if to := string(ctx.QueryArgs().Peek(argHanded)); to != "" {
+		// A draining edge handed the key to edge to: recorded as to's
+		// claim (handedOn), even when to is not heard of here yet — it
+		// joined a moment ago, which is when this matters (a join sent
+		// here then gets a 421 naming it, not a second session).
+		if to == by || to == s.name || !health.ValidNodeName(to) {
+			ctx.Error("bad claim: handed to the claimer, to this edge or to no name\n", fasthttp.StatusBadRequest)
+			return
+		}
+		holder = s.hub.handedOn(key, s.name, to, settleWindow)
+	} else {
+		// The edges the claimer found dead are its word, as a balancer's
+		// skip is (both signed by the cluster's own).
+		gone := o.goneEdges(skipList(ctx.QueryArgs().Peek(argClaimGone)))
+		holder = s.hub.claim(key, s.name, by, settleWindow, gone)
+	}
 	status, body := fasthttp.StatusOK, claimedBody
-	holder := s.hub.claim(key, s.name, by, settleWindow, gone)
 	if holder != "" {
 		status, body = fasthttp.StatusConflict, hostedPrefix+holder+"\n"
 	}
@@ -431,7 +447,7 @@ func (s *Server) serveHandoff(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	var resp handoffResponse
-	gone := o.goneFunc(nil)
+	gone := o.goneEdges(nil)
 	for _, hs := range req.Sessions {
 		if len(hs.Key) == 0 || len(hs.Key) > maxKeyLength || hs.Epoch == "" || len(hs.Epoch) > maxEpochLength || uint64(len(hs.History)) > hs.Seq {
 			resp.Refused = append(resp.Refused, hs.Key)

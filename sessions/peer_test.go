@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -64,7 +65,7 @@ func TestPeerRequestsFromStrangersRefused(t *testing.T) {
 			t.Errorf("%s: %d, want 403", tt.name, code)
 		}
 	}
-	if live, _ := a.s.hub.lookup([]byte("k"), "edge-a", nil); live {
+	if live, _ := a.s.hub.lookup([]byte("k"), "edge-a", goneEdges{}); live {
 		t.Fatal("a forged hand-off installed a session")
 	}
 	if got := metricValue(t, a.s, "ringlb_edge_peer_requests_refused_total"); got != 6 {
@@ -110,7 +111,53 @@ func TestClaimGoneListSigned(t *testing.T) {
 	if code, _ := claim(c, gone, gone); code != http.StatusOK {
 		t.Fatalf("edge-c's claim naming edge-b gone: %d, want 200", code)
 	}
-	if _, owner := a.s.hub.lookup([]byte("k"), "edge-a", nil); owner != "edge-c" {
+	if _, owner := a.s.hub.lookup([]byte("k"), "edge-a", goneEdges{}); owner != "edge-c" {
 		t.Fatalf("edge-a sends k to %q, want edge-c", owner)
+	}
+}
+
+// A draining edge's claim naming the edge it handed the key to
+// (argHanded) records that edge's claim, heard of there or not, as a
+// claim's gone list is part of what its claimer signs: added on the path,
+// it is refused. It may name neither its claimer nor the asked edge, nor
+// anything that is no node name; and it yields to a session live there.
+func TestHandedClaimSigned(t *testing.T) {
+	cl := healthtest.New(t)
+	a := startClusterEdge(t, cl, "edge-a")
+	b := startClusterEdge(t, cl, "edge-b")
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	claim := func(key, signedPath, sentPath string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+a.data+sentPath, strings.NewReader(key))
+		req.Header.Set(headerClaimBy, "edge-b")
+		b.m.Keyring().SignRequest(req.Header, "edge-b", "edge-a", http.MethodPost, signedPath, []byte(key))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get(headerOwner)
+	}
+	handed := func(to string) string { return pathClaim + "?" + argHanded + "=" + url.QueryEscape(to) }
+	if code, _ := claim("k", pathClaim, handed("edge-z")); code != http.StatusForbidden {
+		t.Fatalf("a hand-over named on the path to a claim signed without it: %d, want 403", code)
+	}
+	for _, to := range []string{"edge-b", "edge-a", "edge z", strings.Repeat("e", 65)} {
+		if code, _ := claim("k", handed(to), handed(to)); code != http.StatusBadRequest {
+			t.Errorf("a claim handing k to %q: %d, want 400", to, code)
+		}
+	}
+	// edge-z has not joined as far as edge-a knows: it did a moment ago.
+	if code, _ := claim("k", handed("edge-z"), handed("edge-z")); code != http.StatusOK {
+		t.Fatalf("edge-b's claim handing k to edge-z: %d, want 200", code)
+	}
+	if _, owner := a.s.hub.lookup([]byte("k"), "edge-a", a.s.hub.owner.Load().goneEdges(nil)); owner != "edge-z" {
+		t.Fatalf("edge-a sends k to %q, want edge-z, which edge-b handed it to", owner)
+	}
+	if _, owner := a.s.hub.lookup([]byte("k"), "edge-a", goneEdges{skip: []string{"edge-z"}}); owner != "" {
+		t.Fatalf("edge-a sends k to %q past a balancer's skip of edge-z, want nowhere", owner)
+	}
+	a.s.hub.install(handoffSession{Key: "live", Epoch: "e", Seq: 0}, "", goneEdges{})
+	if code, owner := claim("live", handed("edge-z"), handed("edge-z")); code != http.StatusConflict || owner != "edge-a" {
+		t.Fatalf("a hand-over of a key live on edge-a: %d naming %q, want 409 naming edge-a", code, owner)
 	}
 }

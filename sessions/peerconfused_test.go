@@ -46,7 +46,7 @@ func TestHandoffEpochTheStreamCannotCarryIsRefused(t *testing.T) {
 	if _, err := b.s.hub.owner.Load().send(context.Background(), "edge-a", "http://"+a.data, req); err != nil {
 		t.Fatal(err)
 	}
-	installed, _ := a.s.hub.lookup([]byte(bad), "edge-a", nil)
+	installed, _ := a.s.hub.lookup([]byte(bad), "edge-a", goneEdges{})
 
 	// edge-a's own session goes on replicating, on the same stream.
 	fiveMoreReplicated(t, a, b, key)

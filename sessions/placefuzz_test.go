@@ -1702,3 +1702,69 @@ func TestGoneEdgesClaimReplacedSplitsNoSession(t *testing.T) {
 	c.join(0x00) // room-13 by edge-a's view: past edge-a, to edge-b
 	c.check()
 }
+
+// A drained edge crashes within its linger, before gossip has told every
+// edge where its sessions went. room-13 is live on edge-a, its owner on
+// the ring of edge-a and edge-b; edge-c joins, and edge-a, which has heard
+// of it, drains and hands room-13 to edge-c, the owner of its ring less
+// itself; then edge-a crashes. A balancer that knows only edge-a and
+// edge-b fails to dial edge-a and sends room-13 to edge-b, which knows
+// neither edge-c nor the hand-off. Before, the hand-over mark lived on
+// edge-a alone and edge-b started a second session of room-13 while
+// edge-c hosted it (found by FuzzPlacementEvents). Now a drain records
+// each session's new owner, before it hands the session on, at the edges
+// balancers fail over to — the owners of its recent views less itself —
+// even when they have not heard of the new owner yet: edge-b sends the
+// join to edge-c.
+func TestDrainedEdgeCrashSplitsNoSession(t *testing.T) {
+	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
+	c.join(0x10)                  // room-13 by the converged view: edge-a
+	if _, live := c.hosts("room-13"); len(live) != 1 || live[0].name != "edge-a" {
+		t.Fatalf("room-13 live on %d edges, want edge-a alone", len(live))
+	}
+	c.start(2)
+	c.update(c.edges[2])
+	c.mu.Lock()
+	c.catchUp(0, 2) // edge-a learns of edge-c; edge-b has not yet
+	c.mu.Unlock()
+	c.update(c.edges[0])
+	c.drain(c.edges[0], 0) // hands room-13 to edge-c
+	if hosting, _ := c.hosts("room-13"); len(hosting) != 1 || hosting[0].name != "edge-c" {
+		t.Fatalf("room-13 hosted on %d edges after edge-a's drain, want edge-c alone", len(hosting))
+	}
+	c.changing()
+	c.edges[0].state = pfCrashed
+	c.down(c.edges[0])
+	// A join past edge-a, as that balancer sends it.
+	var rc fasthttp.RequestCtx
+	rc.Request.Header.Set(headerSkip, "edge-a")
+	owner, err := c.edges[1].s.place(&rc, []byte("room-13"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owner != "edge-c" {
+		if owner == "" {
+			c.edges[1].s.hub.unreserve([]byte("room-13"))
+		}
+		t.Fatalf("edge-b placed room-13 at %q while edge-c hosts it, want a 421 to edge-c", owner)
+	}
+	// The mark edge-b holds for edge-c goes once edge-b has seen edge-c
+	// leave (here it crashes, its sessions with it): the key starts anew.
+	c.mu.Lock()
+	c.catchUp(1, 2)
+	c.mu.Unlock()
+	c.update(c.edges[1])
+	c.changing()
+	c.edges[2].state = pfCrashed
+	c.down(c.edges[2])
+	c.mu.Lock()
+	c.catchUp(1, 0)
+	c.catchUp(1, 2)
+	c.mu.Unlock()
+	c.update(c.edges[1])
+	var again fasthttp.RequestCtx
+	if owner, err := c.edges[1].s.place(&again, []byte("room-13")); err != nil || owner != "" {
+		t.Fatalf("edge-b placed room-13 at %q, %v once edge-c and edge-a were gone, want a new session here", owner, err)
+	}
+	c.edges[1].s.hub.unreserve([]byte("room-13"))
+}

@@ -230,10 +230,15 @@ func (o *ownership) members() []ring.Member {
 // old view is remembered and pins are brought up to date.
 func (o *ownership) update() {
 	// A claim is "that edge may start this session": void once it drains
-	// (it hands its sessions on) or leaves.
-	o.srv.hub.dropClaims(func(edge string) bool {
-		n, ok := o.m.Node(edge)
-		return !ok || n.Meta.State == health.StateDraining
+	// (it hands its sessions on) or leaves — one recorded for the edge a
+	// drain handed the key to, once it left (claimed).
+	gone := o.goneEdges(nil)
+	o.srv.hub.dropClaims(func(c handover) bool {
+		n, ok := o.m.Node(c.edge)
+		if !ok {
+			return !c.handed || gone.left(c.edge)
+		}
+		return n.Meta.State == health.StateDraining
 	})
 	members := o.members()
 	// The new ring is published under o.mu, with the view it replaces
@@ -360,7 +365,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 				continue
 			}
 			asked = append(asked, prev.Name)
-			holder, err := o.claimKnown(ctx, prev, key, nil)
+			holder, err := o.claimKnown(ctx, prev, key, claimArgs{})
 			if err != nil {
 				if !o.takeForDead(prev, err) {
 					return "", o.unanswered(prev.Name, key, err)
@@ -422,7 +427,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		if !contains(gone, n.holder) {
 			gone = append(slices.Clip(dead), n.holder)
 		}
-		holder, err := o.claim(ctx, n.prev, key, gone)
+		holder, err := o.claim(ctx, n.prev, key, claimArgs{gone: gone})
 		switch {
 		case err != nil:
 			return "", o.unanswered(n.prev.Name, key, err)
@@ -692,12 +697,41 @@ func (o *ownership) failover(current, view *ring.Snapshot, owner string) bool {
 	return true
 }
 
-// goneFunc reports edges to disregard: those the balancer could not reach
-// (skip) and those no longer in the cluster.
-func (o *ownership) goneFunc(skip []string) func(string) bool {
-	return func(name string) bool {
-		return contains(skip, name) || !o.member(name)
+// goneEdges says whose claims and hand-over marks a lookup disregards:
+// the edges the balancer could not reach (skip, or a claim's ?gone=) and,
+// with a cluster (m), those no longer in it. The zero value disregards
+// none.
+type goneEdges struct {
+	skip []string
+	m    Membership
+}
+
+// goneEdges is the goneEdges of this edge's cluster and skip.
+func (o *ownership) goneEdges(skip []string) goneEdges { return goneEdges{skip: skip, m: o.m} }
+
+// gone reports whether name is skipped or no member here.
+func (g goneEdges) gone(name string) bool {
+	if contains(g.skip, name) {
+		return true
 	}
+	if g.m == nil {
+		return false
+	}
+	_, ok := g.m.Node(name)
+	return !ok
+}
+
+// left reports whether name is skipped or left the cluster lately, as
+// this edge has seen it: an edge not heard of here yet has not.
+func (g goneEdges) left(name string) bool {
+	if contains(g.skip, name) {
+		return true
+	}
+	if g.m == nil {
+		return false
+	}
+	_, ok := g.m.Left(name, 2*settleWindow)
+	return ok
 }
 
 func contains(list []string, s string) bool {
@@ -709,9 +743,17 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// claimArgs are a claim's arguments besides its key: the edges the
+// claimer took for dead (argClaimGone), or the edge a draining claimer
+// handed the key to (argHanded).
+type claimArgs struct {
+	gone   []string
+	handed string
+}
+
 // claim asks edge prev whether it hosts key; it returns the edge that does
-// ("" when none: prev recorded our claim).
-func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, gone []string) (string, error) {
+// ("" when none: prev recorded our claim, or a.handed's).
+func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a claimArgs) (string, error) {
 	u := prev.URL
 	if n, ok := o.m.Node(prev.Name); ok && n.Meta.URL != "" {
 		u = n.Meta.URL
@@ -722,8 +764,14 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, gon
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
 	path := pathClaim
-	if len(gone) > 0 {
-		path += "?" + argClaimGone + "=" + url.QueryEscape(strings.Join(gone, ","))
+	if q := (url.Values{}); len(a.gone) > 0 || a.handed != "" {
+		if len(a.gone) > 0 {
+			q.Set(argClaimGone, strings.Join(a.gone, ","))
+		}
+		if a.handed != "" {
+			q.Set(argHanded, a.handed)
+		}
+		path += "?" + q.Encode()
 	}
 	req, err := o.signed(ctx, prev.Name, u, path, key)
 	if err != nil {
@@ -773,12 +821,13 @@ var errClaimUnknown = fmt.Errorf("%w: this edge is unknown there", errClaimAnswe
 // us: a gossip broadcast reaches every peer in well under a second.
 const unknownClaimerWait = 2 * time.Second
 
-// claimKnown is claim, asked again while prev does not know this edge yet
-// (gossip tells it shortly), for up to unknownClaimerWait.
-func (o *ownership) claimKnown(ctx context.Context, prev ring.Member, key []byte, gone []string) (string, error) {
+// claimKnown is claim, asked again while prev does not know this edge (or
+// the edge a.handed names) yet — gossip tells it shortly —, for up to
+// unknownClaimerWait.
+func (o *ownership) claimKnown(ctx context.Context, prev ring.Member, key []byte, a claimArgs) (string, error) {
 	deadline := time.Now().Add(unknownClaimerWait)
 	for {
-		holder, err := o.claim(ctx, prev, key, gone)
+		holder, err := o.claim(ctx, prev, key, a)
 		if !errors.Is(err, errClaimUnknown) || time.Now().After(deadline) {
 			return holder, err
 		}

@@ -228,7 +228,7 @@ func TestScaleOutKeepsLiveSessionsWhole(t *testing.T) {
 	joiners[key].leave(t)
 	healthtest.WaitUntil(t, "the ended session's pin withdrawn", func() bool {
 		_, pinned := c.m.PinnedTo(xxhash.Sum64String(key))
-		live, _ := host[key].s.hub.lookup([]byte(key), host[key].s.name, nil)
+		live, _ := host[key].s.hub.lookup([]byte(key), host[key].s.name, goneEdges{})
 		return !pinned && !live
 	})
 	c.joinV1(t, key, "", nil)
@@ -256,16 +256,16 @@ func TestClaimsCloseTheGossipWindow(t *testing.T) {
 	}
 	// edge-b's ring just changed (a start counts: balancers may not know
 	// it yet), so it asks edge-a before starting any session.
-	a.s.hub.install(handoffSession{Key: live, Epoch: "e", Seq: 0}, "", nil) // live on edge-a, as if from before the change
+	a.s.hub.install(handoffSession{Key: live, Epoch: "e", Seq: 0}, "", goneEdges{}) // live on edge-a, as if from before the change
 	if got := dialExpect421(t, b, live); got != "edge-a" {
 		t.Fatalf("new owner sent a session live on edge-a to %q", got)
 	}
 	// b claims fresh; a, even with a view where it owns fresh, refuses it.
 	b.joinV1(t, fresh, "", nil)
-	if got, _ := a.s.hub.lookup([]byte(fresh), "edge-a", nil); got {
+	if got, _ := a.s.hub.lookup([]byte(fresh), "edge-a", goneEdges{}); got {
 		t.Fatal("claimed key looks live on edge-a")
 	}
-	if _, owner := a.s.hub.lookup([]byte(fresh), "edge-a", nil); owner != "edge-b" {
+	if _, owner := a.s.hub.lookup([]byte(fresh), "edge-a", goneEdges{}); owner != "edge-b" {
 		t.Fatalf("edge-a sends a key edge-b claimed to %q", owner)
 	}
 }
@@ -356,8 +356,7 @@ func TestMoveToAGoneEdgeIsDisregarded(t *testing.T) {
 	sh.mu.Lock()
 	sh.sessions["k"] = &session{key: "k", movedTo: "edge-b"}
 	sh.mu.Unlock()
-	alive := func(string) bool { return false }
-	bGone := func(name string) bool { return name == "edge-b" }
+	alive, bGone := goneEdges{}, goneEdges{skip: []string{"edge-b"}}
 	if live, to := s.hub.lookup([]byte("k"), "edge-a", alive); live || to != "edge-b" {
 		t.Fatalf("moved to a live edge: live %v, redirect %q; want the redirect to edge-b", live, to)
 	}

@@ -155,7 +155,7 @@ func TestCrashedOwnersSessionResumesOnReplica(t *testing.T) {
 	a.crash(t)
 	waitRing(t, []*clusterEdge{b}, "edge-b")
 	healthtest.WaitUntil(t, "edge-b promotes the session", func() bool {
-		live, _ := b.s.hub.lookup([]byte(key), "edge-b", nil)
+		live, _ := b.s.hub.lookup([]byte(key), "edge-b", goneEdges{})
 		return live
 	})
 	if v := metricValue(t, b.s, "ringlb_edge_replication_promotions_total"); v != 1 {
@@ -660,7 +660,7 @@ func TestPromotedSessionReplicatesOnward(t *testing.T) {
 	edges[first].crash(t)
 	waitRing(t, []*clusterEdge{edges[second]}, second)
 	healthtest.WaitUntil(t, second+" promotes", func() bool {
-		live, _ := edges[second].s.hub.lookup([]byte(key), second, nil)
+		live, _ := edges[second].s.hub.lookup([]byte(key), second, goneEdges{})
 		return live
 	})
 	// x came past the first promotion's reserve (reserveLost); the reserve

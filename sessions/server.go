@@ -534,11 +534,11 @@ func (s *Server) place(ctx *fasthttp.RequestCtx, key []byte) (string, error) {
 	o := s.hub.owner.Load()
 	var (
 		skip []string
-		gone func(string) bool
+		gone goneEdges
 	)
 	if o != nil {
 		skip = skipList(ctx.Request.Header.Peek(headerSkip))
-		gone = o.goneFunc(skip)
+		gone = o.goneEdges(skip)
 	}
 	live, owner := s.hub.lookup(key, s.name, gone)
 	if owner != "" {
