@@ -29,6 +29,11 @@ const (
 	// the edges it could not reach (comma-separated): the edge checks
 	// ownership on the ring without them. Balancers strip it from clients.
 	HeaderSkip = "X-Ringlb-Skip"
+	// HeaderOwnerURL, on a claim's 409 naming a third edge, is that
+	// edge's data address as the answering edge knows it: a hint for a
+	// claimer that has not heard of that edge yet, which asks it itself
+	// (its answer is signed; the hint is not).
+	HeaderOwnerURL = "X-Ringlb-Owner-URL"
 	// HeaderClaimBy names the edge making a session claim.
 	HeaderClaimBy = "X-Ringlb-Claim-By"
 	// HeaderPeer carries a node's signature on a request to another node

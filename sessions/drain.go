@@ -313,7 +313,7 @@ func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]movi
 			slots <- struct{}{}
 			defer func() { <-slots }()
 			for i, n := range list {
-				holder, err := o.claimKnown(ctx, edges[name], []byte(n.key), claimArgs{handed: n.to})
+				holder, _, err := o.claimKnown(ctx, edges[name], []byte(n.key), claimArgs{handed: n.to})
 				if err != nil {
 					o.log.Warn("drain: the edge balancers fail over to did not record where sessions went", "edge", name, "sessions", len(list)-i, "err", err)
 					return

@@ -30,6 +30,7 @@ const (
 	pathHandoff   = configs.PathHandoff
 	pathReplicate = configs.PathReplicate
 	headerOwner   = configs.HeaderOwner
+	headerOwnerAt = configs.HeaderOwnerURL
 	headerSkip    = configs.HeaderSkip
 	headerClaimBy = configs.HeaderClaimBy
 	argClaimGone  = configs.ArgClaimGone
@@ -377,6 +378,9 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 	ctx.SetBodyString(body)
 	if holder != "" {
 		ctx.Response.Header.Set(headerOwner, holder)
+		if n, ok := o.m.Node(holder); ok && holder != s.name && n.Meta.URL != "" {
+			ctx.Response.Header.Set(headerOwnerAt, n.Meta.URL)
+		}
 	}
 	// Signed for the claimer and this very claim: an answer made on the
 	// path settles nothing there (claim).

@@ -3,6 +3,7 @@ package sessions
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -1767,4 +1768,86 @@ func TestDrainedEdgeCrashSplitsNoSession(t *testing.T) {
 		t.Fatalf("edge-b placed room-13 at %q, %v once edge-c and edge-a were gone, want a new session here", owner, err)
 	}
 	c.edges[1].s.hub.unreserve([]byte("room-13"))
+}
+
+// pfOwner is key's owner on pfRing of the edges names.
+func pfOwner(key string, names ...string) string {
+	var ms []ring.Member
+	for _, n := range names {
+		ms = append(ms, ring.Member{Name: n, Weight: 1})
+	}
+	m, _ := ring.New(pfRing).Update(ms).Locate([]byte(key))
+	return m.Name
+}
+
+// A new edge has not heard of the edge a drain handed a key to. edge-d
+// joins edge-a and edge-b, then edge-c, which edge-d has not heard of
+// yet; a key live on edge-a (its owner on the ring of edge-a and edge-b)
+// is handed to edge-c by edge-a's drain, which records edge-c's claim on
+// edge-b, where a balancer that knows neither fails over to. A join of
+// the key past edge-a reaches edge-d, its owner on the ring of edge-b and
+// edge-d; edge-d asks edge-b, which answers that edge-c holds it. Before,
+// edge-d took an edge it had not heard of for one gone, asked edge-b again
+// naming it gone — edge-b replaced edge-c's claim with edge-d's — and
+// started a second session. Now such an edge is asked itself at the
+// address the answer gives, or, with none (edge-b has not heard of edge-c
+// either), the join waits for gossip: 503, then the 421 to edge-c.
+// Found reading the drain's hand-over claims, not by the fuzzer.
+func TestUnheardNewOwnerSplitsNoSession(t *testing.T) {
+	key := ""
+	for i := 0; i < 1000 && key == ""; i++ {
+		k := fmt.Sprintf("unheard-%d", i)
+		if pfOwner(k, "edge-a", "edge-b") == "edge-a" && pfOwner(k, "edge-b", "edge-c", "edge-d") == "edge-c" && pfOwner(k, "edge-b", "edge-d") == "edge-d" {
+			key = k
+		}
+	}
+	if key == "" {
+		t.Fatal("no key of the shape this test needs on pfRing")
+	}
+	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
+	c.placeExpect(c.edges[0], key, "")
+	p := c.newParticipant(c.edges[0].s, false)
+	p.admitted = true
+	if err := c.edges[0].s.hub.join([]byte(key), p); err != nil {
+		t.Fatal(err)
+	}
+	c.start(3)
+	c.update(c.edges[3])
+	c.start(2) // edge-c knows edge-d; edge-d, edge-a and edge-b not edge-c
+	c.update(c.edges[2])
+	c.mu.Lock()
+	c.catchUp(0, 2)
+	c.catchUp(0, 3)
+	c.mu.Unlock()
+	c.update(c.edges[0])
+	c.drain(c.edges[0], 0) // hands the key to edge-c
+	if hosting, _ := c.hosts(key); len(hosting) != 1 || hosting[0].name != "edge-c" {
+		t.Fatalf("%s hosted on %d edges after edge-a's drain, want edge-c alone", key, len(hosting))
+	}
+	place := func() (string, error) {
+		var rc fasthttp.RequestCtx
+		rc.Request.Header.Set(headerSkip, "edge-a")
+		owner, err := c.edges[3].s.place(&rc, []byte(key))
+		if err == nil && owner == "" {
+			c.edges[3].s.hub.unreserve([]byte(key))
+		}
+		return owner, err
+	}
+	if owner, err := place(); !errors.Is(err, errOwnerUnsure) {
+		t.Fatalf("edge-d placed %s at %q, %v while edge-c hosts it, want a 503 until it hears of edge-c", key, owner, err)
+	}
+	c.mu.Lock()
+	c.catchUp(1, 2) // edge-b hears of edge-c: its answer gives edge-c's address
+	c.mu.Unlock()
+	c.update(c.edges[1])
+	if owner, err := place(); err != nil || owner != "edge-c" {
+		t.Fatalf("edge-d placed %s at %q, %v once edge-b gave edge-c's address, want a 421 to edge-c", key, owner, err)
+	}
+	c.mu.Lock()
+	c.catchUp(3, 2)
+	c.mu.Unlock()
+	c.update(c.edges[3])
+	if owner, err := place(); err != nil || owner != "edge-c" {
+		t.Fatalf("edge-d placed %s at %q, %v once it heard of edge-c, want a 421 to edge-c", key, owner, err)
+	}
 }

@@ -365,7 +365,7 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 				continue
 			}
 			asked = append(asked, prev.Name)
-			holder, err := o.claimKnown(ctx, prev, key, claimArgs{})
+			holder, at, err := o.claimKnown(ctx, prev, key, claimArgs{})
 			if err != nil {
 				if !o.takeForDead(prev, err) {
 					return "", o.unanswered(prev.Name, key, err)
@@ -400,14 +400,14 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 				if n, ok := o.m.Node(holder); ok && !contains(skip, holder) && !contains(dead, holder) {
 					prevs = append(prevs, ring.Member{Name: holder, URL: n.Meta.URL})
 				}
-				named = append(named, namedHolder{prev, holder})
+				named = append(named, namedHolder{prev, holder, at})
 			case !contains(skip, holder) && o.member(holder):
 				if debug {
 					o.log.Debug("join redirected: claim", "key", httplog.Key(key), "asked", prev.Name, "owner", holder)
 				}
 				return holder, nil
 			default:
-				named = append(named, namedHolder{prev, holder})
+				named = append(named, namedHolder{prev, holder, at})
 			}
 		}
 	}
@@ -423,11 +423,34 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		if contains(dead, n.prev.Name) || !contains(dead, n.holder) && o.member(n.holder) {
 			continue
 		}
+		// One not heard of here and not seen leaving may have joined a
+		// moment ago — a drain's new owner, whose claim the drain
+		// recorded on the asked edge. Taken for gone at once, that claim
+		// was replaced by ours and a second session started here
+		// (TestUnheardNewOwnerSplitsNoSession). It is asked itself, at
+		// the address the asked edge gave, whether it hosts the key;
+		// only one that refuses the connection (it crashed — as one that
+		// crashed before this edge joined) or hosts nothing is passed
+		// over. With no address given, the join waits for gossip (503).
+		if !contains(dead, n.holder) && !contains(skip, n.holder) && !o.goneEdges(nil).left(n.holder) {
+			if n.at == "" {
+				return "", o.unanswered(n.prev.Name, key, fmt.Errorf("%w: %s", errHolderUnheard, n.holder))
+			}
+			holder, _, err := o.claimKnown(ctx, ring.Member{Name: n.holder, URL: n.at}, key, claimArgs{})
+			switch {
+			case err != nil && !errors.Is(err, syscall.ECONNREFUSED):
+				return "", o.unanswered(n.holder, key, err)
+			case err == nil && holder == n.holder:
+				return holder, nil
+			case err == nil && holder != "" && !contains(skip, holder) && o.member(holder):
+				return holder, nil
+			}
+		}
 		gone := dead
 		if !contains(gone, n.holder) {
 			gone = append(slices.Clip(dead), n.holder)
 		}
-		holder, err := o.claim(ctx, n.prev, key, claimArgs{gone: gone})
+		holder, _, err := o.claim(ctx, n.prev, key, claimArgs{gone: gone})
 		switch {
 		case err != nil:
 			return "", o.unanswered(n.prev.Name, key, err)
@@ -466,11 +489,16 @@ func (o *ownership) awaitHandOff(ctx context.Context, from string, key []byte) e
 	return nil
 }
 
+// errHolderUnheard: a claim's answer named an edge this one has not heard
+// of, without its address.
+var errHolderUnheard = errors.New("the edge named as the holder is not known here yet")
+
 // namedHolder is a claim's answer naming a third edge (holder) that place
 // did not follow.
 type namedHolder struct {
 	prev   ring.Member
 	holder string
+	at     string // holder's address as prev knows it (HeaderOwnerURL)
 }
 
 // errOwnerUnsure: a previous owner of the key could not say whether it hosts
@@ -752,14 +780,15 @@ type claimArgs struct {
 }
 
 // claim asks edge prev whether it hosts key; it returns the edge that does
-// ("" when none: prev recorded our claim, or a.handed's).
-func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a claimArgs) (string, error) {
+// ("" when none: prev recorded our claim, or a.handed's) and, for a third
+// edge, its address as prev knows it (HeaderOwnerURL; "" if none).
+func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a claimArgs) (holder, at string, err error) {
 	u := prev.URL
 	if n, ok := o.m.Node(prev.Name); ok && n.Meta.URL != "" {
 		u = n.Meta.URL
 	}
 	if u == "" {
-		return "", fmt.Errorf("edge %s has no address", prev.Name)
+		return "", "", fmt.Errorf("edge %s has no address", prev.Name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
@@ -775,7 +804,7 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a c
 	}
 	req, err := o.signed(ctx, prev.Name, u, path, key)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	req.Header.Set(headerClaimBy, o.self)
 	// A claim may be sent twice: net/http then retries it on a fresh
@@ -784,7 +813,7 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a c
 	req.Header.Set("Idempotency-Key", o.self)
 	resp, err := o.http.Do(req)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -794,23 +823,24 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a c
 		// session of a key live there.
 		body, err := o.m.Keyring().ReadAnswer(resp, o.self, prev.Name, health.PeerSigningClaimAnswer, 4<<10)
 		if err != nil {
-			return "", fmt.Errorf("%w: edge %s: %w", errClaimAnswer, prev.Name, err)
+			return "", "", fmt.Errorf("%w: edge %s: %w", errClaimAnswer, prev.Name, err)
 		}
 		if resp.StatusCode == http.StatusOK {
-			return "", nil
+			return "", "", nil
 		}
 		// The holder as the body names it, which the signature covers
 		// (an earlier release's body names none: its X-Ringlb-Owner).
+		holder = resp.Header.Get(headerOwner)
 		if name, ok := strings.CutPrefix(string(body), hostedPrefix); ok {
-			return strings.TrimSuffix(name, "\n"), nil
+			holder = strings.TrimSuffix(name, "\n")
 		}
-		return resp.Header.Get(headerOwner), nil
+		return holder, resp.Header.Get(headerOwnerAt), nil
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	if resp.StatusCode == http.StatusForbidden {
-		return "", fmt.Errorf("%w: edge %s: %s", errClaimUnknown, prev.Name, resp.Status)
+		return "", "", fmt.Errorf("%w: edge %s: %s", errClaimUnknown, prev.Name, resp.Status)
 	}
-	return "", fmt.Errorf("%w: edge %s: %s", errClaimAnswer, prev.Name, resp.Status)
+	return "", "", fmt.Errorf("%w: edge %s: %s", errClaimAnswer, prev.Name, resp.Status)
 }
 
 // errClaimUnknown: the edge does not know us (yet): a joining edge is known
@@ -824,16 +854,16 @@ const unknownClaimerWait = 2 * time.Second
 // claimKnown is claim, asked again while prev does not know this edge (or
 // the edge a.handed names) yet — gossip tells it shortly —, for up to
 // unknownClaimerWait.
-func (o *ownership) claimKnown(ctx context.Context, prev ring.Member, key []byte, a claimArgs) (string, error) {
+func (o *ownership) claimKnown(ctx context.Context, prev ring.Member, key []byte, a claimArgs) (holder, at string, err error) {
 	deadline := time.Now().Add(unknownClaimerWait)
 	for {
-		holder, err := o.claim(ctx, prev, key, a)
+		holder, at, err = o.claim(ctx, prev, key, a)
 		if !errors.Is(err, errClaimUnknown) || time.Now().After(deadline) {
-			return holder, err
+			return holder, at, err
 		}
 		select {
 		case <-ctx.Done():
-			return "", err
+			return "", "", err
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
