@@ -275,15 +275,7 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 // that does not answer is passed over (it may be gone: a balancer's join
 // reaches it then only past gossip's bound); its other sessions too.
 func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]moving) {
-	now := o.srv.hub.now()
-	o.mu.Lock()
-	views := make([]*ring.Snapshot, 0, len(o.past))
-	for _, p := range o.past {
-		if now.Before(p.until) {
-			views = append(views, p.snap)
-		}
-	}
-	o.mu.Unlock()
+	views, _ := o.recentViews(o.srv.hub.now())
 	type notice struct {
 		key, to string
 	}
@@ -304,24 +296,33 @@ func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]movi
 			}
 		}
 	}
+	perEdge(notices, func(name string, list []notice) {
+		for i, n := range list {
+			holder, _, err := o.claimKnown(ctx, edges[name], []byte(n.key), claimArgs{handed: n.to})
+			if err != nil {
+				o.log.Warn("drain: the edge balancers fail over to did not record where sessions went", "edge", name, "sessions", len(list)-i, "err", err)
+				return
+			}
+			if holder != "" {
+				o.log.Warn("drain: the edge balancers fail over to names another edge for a session handed on", "edge", name, "key", httplog.Key([]byte(n.key)), "new_owner", n.to, "there", holder)
+			}
+		}
+	})
+}
+
+// perEdge calls f for each edge of m and its value, each on a goroutine of
+// its own, at most handoffParallel at once, and returns once all have
+// returned: an edge that stalls holds up only what goes to it.
+func perEdge[T any](m map[string]T, f func(edge string, v T)) {
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, handoffParallel)
-	for name, list := range notices {
+	for edge, v := range m {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			slots <- struct{}{}
 			defer func() { <-slots }()
-			for i, n := range list {
-				holder, _, err := o.claimKnown(ctx, edges[name], []byte(n.key), claimArgs{handed: n.to})
-				if err != nil {
-					o.log.Warn("drain: the edge balancers fail over to did not record where sessions went", "edge", name, "sessions", len(list)-i, "err", err)
-					return
-				}
-				if holder != "" {
-					o.log.Warn("drain: the edge balancers fail over to names another edge for a session handed on", "edge", name, "key", httplog.Key([]byte(n.key)), "new_owner", n.to, "there", holder)
-				}
-			}
+			f(edge, v)
 		}()
 	}
 	wg.Wait()
@@ -336,28 +337,19 @@ func (o *ownership) sendGroups(ctx context.Context, groups map[string][]moving, 
 	// behind it waited for its request's timeout, its participants
 	// connected and relaying nothing.
 	var (
-		wg      sync.WaitGroup
 		moved   atomic.Int64
-		slots   = make(chan struct{}, handoffParallel)
 		mu      sync.Mutex
 		refused = map[string][]moving{}
 	)
-	for target, list := range groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			slots <- struct{}{}
-			defer func() { <-slots }()
-			n, back := o.handOffTo(ctx, target, urls[target], list)
-			moved.Add(int64(n))
-			if len(back) > 0 {
-				mu.Lock()
-				refused[target] = back
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	perEdge(groups, func(target string, list []moving) {
+		n, back := o.handOffTo(ctx, target, urls[target], list)
+		moved.Add(int64(n))
+		if len(back) > 0 {
+			mu.Lock()
+			refused[target] = back
+			mu.Unlock()
+		}
+	})
 	return int(moved.Load()), refused
 }
 

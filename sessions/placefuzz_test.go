@@ -974,6 +974,24 @@ func (c *pfCluster) closeStopped() {
 }
 
 // down takes edge e down: its participants and pending joins are gone.
+// crash kills edge e: nothing listens there any more.
+func (c *pfCluster) crash(e *pfEdge) {
+	c.changing()
+	e.state = pfCrashed
+	c.down(e)
+}
+
+// learn has edge viewer's gossip catch up with the edges of, and the
+// edge update its ring.
+func (c *pfCluster) learn(viewer int, of ...int) {
+	c.mu.Lock()
+	for _, i := range of {
+		c.catchUp(viewer, i)
+	}
+	c.mu.Unlock()
+	c.update(c.edges[viewer])
+}
+
 func (c *pfCluster) down(e *pfEdge) {
 	c.parts = slices.DeleteFunc(c.parts, func(pp *pfPart) bool { return pp.e == e })
 	c.pending = slices.DeleteFunc(c.pending, func(pp *pfPart) bool { return pp.e == e })
@@ -1158,9 +1176,7 @@ func runPlacementEvents(t *testing.T, in []byte) {
 			switch {
 			case e.up():
 				c.logf("%s crashes", e.name)
-				c.changing()
-				e.state = pfCrashed
-				c.down(e)
+				c.crash(e)
 			case e.started && arg&4 != 0:
 				c.logf("%s restarts", e.name)
 				c.changing()
@@ -1463,9 +1479,7 @@ func TestTwoEdgesCrashingTogetherSplitNoSession(t *testing.T) {
 	c.start(3)
 	c.update(c.edges[3])
 	for _, i := range []int{2, 1} {
-		c.changing()
-		c.edges[i].state = pfCrashed
-		c.down(c.edges[i])
+		c.crash(c.edges[i])
 	}
 	c.join(0x01) // room-7 by edge-a's view: past edge-c and edge-b
 	if _, live := c.hosts("room-7"); len(live) != 1 || live[0].name != "edge-a" {
@@ -1491,13 +1505,8 @@ func TestDrainWithNowhereToGoHandsOnToANewEdge(t *testing.T) {
 		c.fail("room-13 live on %d edges, want 1", len(live))
 	}
 	host, other := live[0], c.edges[1-live[0].i]
-	c.changing()
-	other.state = pfCrashed
-	c.down(other)
-	c.mu.Lock()
-	c.catchUp(host.i, other.i)
-	c.mu.Unlock()
-	c.update(host)
+	c.crash(other)
+	c.learn(host.i, other.i)
 	c.drain(host, byte(host.i)) // nowhere to go
 	if hosting, _ := c.hosts("room-13"); len(hosting) != 1 || hosting[0] != host {
 		c.fail("room-13 moved with no other edge up")
@@ -1505,10 +1514,7 @@ func TestDrainWithNowhereToGoHandsOnToANewEdge(t *testing.T) {
 	c.changing()
 	c.start(2)
 	c.update(c.edges[2])
-	c.mu.Lock()
-	c.catchUp(host.i, 2)
-	c.mu.Unlock()
-	c.update(host) // the draining edge learns of edge-c
+	c.learn(host.i, 2) // the draining edge learns of edge-c
 	hosting, _ := c.hosts("room-13")
 	if len(hosting) != 1 || hosting[0].name != "edge-c" {
 		names := make([]string, len(hosting))
@@ -1571,10 +1577,7 @@ func TestHandedSessionEndedStartsAnewAtOnce(t *testing.T) {
 	if hosting, _ := c.hosts("room-13"); len(hosting) != 0 {
 		t.Fatalf("room-13 still hosted after its last participant left (idle_grace 0)")
 	}
-	c.mu.Lock()
-	c.catchUp(to.i, from.i) // it learns that the other drains
-	c.mu.Unlock()
-	c.update(to)
+	c.learn(to.i, from.i) // it learns that the other drains
 	var rc fasthttp.RequestCtx
 	owner, err := to.s.place(&rc, []byte("room-13"))
 	if err != nil || owner != "" {
@@ -1621,11 +1624,7 @@ func crashDuringScaleOut(t *testing.T, first bool) {
 	c.update(c.edges[2])
 	c.start(3)
 	c.update(c.edges[3])
-	crash := func() {
-		c.changing()
-		c.edges[1].state = pfCrashed
-		c.down(c.edges[1])
-	}
+	crash := func() { c.crash(c.edges[1]) }
 	if first {
 		crash()
 	}
@@ -1691,9 +1690,7 @@ func TestGoneEdgesClaimReplacedSplitsNoSession(t *testing.T) {
 	if _, live := c.hosts("room-13"); len(live) != 1 || live[0].name != "edge-a" {
 		t.Fatalf("room-13 live on %d edges, want edge-a alone", len(live))
 	}
-	c.changing()
-	c.edges[0].state = pfCrashed
-	c.down(c.edges[0])
+	c.crash(c.edges[0])
 	c.start(2)
 	c.update(c.edges[2])
 	c.join(0x10) // room-13 by the converged view: edge-c
@@ -1725,17 +1722,12 @@ func TestDrainedEdgeCrashSplitsNoSession(t *testing.T) {
 	}
 	c.start(2)
 	c.update(c.edges[2])
-	c.mu.Lock()
-	c.catchUp(0, 2) // edge-a learns of edge-c; edge-b has not yet
-	c.mu.Unlock()
-	c.update(c.edges[0])
+	c.learn(0, 2)          // edge-a learns of edge-c; edge-b has not yet
 	c.drain(c.edges[0], 0) // hands room-13 to edge-c
 	if hosting, _ := c.hosts("room-13"); len(hosting) != 1 || hosting[0].name != "edge-c" {
 		t.Fatalf("room-13 hosted on %d edges after edge-a's drain, want edge-c alone", len(hosting))
 	}
-	c.changing()
-	c.edges[0].state = pfCrashed
-	c.down(c.edges[0])
+	c.crash(c.edges[0])
 	// A join past edge-a, as that balancer sends it.
 	var rc fasthttp.RequestCtx
 	rc.Request.Header.Set(headerSkip, "edge-a")
@@ -1751,33 +1743,14 @@ func TestDrainedEdgeCrashSplitsNoSession(t *testing.T) {
 	}
 	// The mark edge-b holds for edge-c goes once edge-b has seen edge-c
 	// leave (here it crashes, its sessions with it): the key starts anew.
-	c.mu.Lock()
-	c.catchUp(1, 2)
-	c.mu.Unlock()
-	c.update(c.edges[1])
-	c.changing()
-	c.edges[2].state = pfCrashed
-	c.down(c.edges[2])
-	c.mu.Lock()
-	c.catchUp(1, 0)
-	c.catchUp(1, 2)
-	c.mu.Unlock()
-	c.update(c.edges[1])
+	c.learn(1, 2)
+	c.crash(c.edges[2])
+	c.learn(1, 0, 2)
 	var again fasthttp.RequestCtx
 	if owner, err := c.edges[1].s.place(&again, []byte("room-13")); err != nil || owner != "" {
 		t.Fatalf("edge-b placed room-13 at %q, %v once edge-c and edge-a were gone, want a new session here", owner, err)
 	}
 	c.edges[1].s.hub.unreserve([]byte("room-13"))
-}
-
-// pfOwner is key's owner on pfRing of the edges names.
-func pfOwner(key string, names ...string) string {
-	var ms []ring.Member
-	for _, n := range names {
-		ms = append(ms, ring.Member{Name: n, Weight: 1})
-	}
-	m, _ := ring.New(pfRing).Update(ms).Locate([]byte(key))
-	return m.Name
 }
 
 // A new edge has not heard of the edge a drain handed a key to. edge-d
@@ -1797,7 +1770,7 @@ func TestUnheardNewOwnerSplitsNoSession(t *testing.T) {
 	key := ""
 	for i := 0; i < 1000 && key == ""; i++ {
 		k := fmt.Sprintf("unheard-%d", i)
-		if pfOwner(k, "edge-a", "edge-b") == "edge-a" && pfOwner(k, "edge-b", "edge-c", "edge-d") == "edge-c" && pfOwner(k, "edge-b", "edge-d") == "edge-d" {
+		if ownerOn(pfRing, k, "edge-a", "edge-b") == "edge-a" && ownerOn(pfRing, k, "edge-b", "edge-c", "edge-d") == "edge-c" && ownerOn(pfRing, k, "edge-b", "edge-d") == "edge-d" {
 			key = k
 		}
 	}
@@ -1815,11 +1788,7 @@ func TestUnheardNewOwnerSplitsNoSession(t *testing.T) {
 	c.update(c.edges[3])
 	c.start(2) // edge-c knows edge-d; edge-d, edge-a and edge-b not edge-c
 	c.update(c.edges[2])
-	c.mu.Lock()
-	c.catchUp(0, 2)
-	c.catchUp(0, 3)
-	c.mu.Unlock()
-	c.update(c.edges[0])
+	c.learn(0, 2, 3)
 	c.drain(c.edges[0], 0) // hands the key to edge-c
 	if hosting, _ := c.hosts(key); len(hosting) != 1 || hosting[0].name != "edge-c" {
 		t.Fatalf("%s hosted on %d edges after edge-a's drain, want edge-c alone", key, len(hosting))
@@ -1836,17 +1805,11 @@ func TestUnheardNewOwnerSplitsNoSession(t *testing.T) {
 	if owner, err := place(); !errors.Is(err, errOwnerUnsure) {
 		t.Fatalf("edge-d placed %s at %q, %v while edge-c hosts it, want a 503 until it hears of edge-c", key, owner, err)
 	}
-	c.mu.Lock()
-	c.catchUp(1, 2) // edge-b hears of edge-c: its answer gives edge-c's address
-	c.mu.Unlock()
-	c.update(c.edges[1])
+	c.learn(1, 2) // edge-b hears of edge-c: its answer gives edge-c's address
 	if owner, err := place(); err != nil || owner != "edge-c" {
 		t.Fatalf("edge-d placed %s at %q, %v once edge-b gave edge-c's address, want a 421 to edge-c", key, owner, err)
 	}
-	c.mu.Lock()
-	c.catchUp(3, 2)
-	c.mu.Unlock()
-	c.update(c.edges[3])
+	c.learn(3, 2)
 	if owner, err := place(); err != nil || owner != "edge-c" {
 		t.Fatalf("edge-d placed %s at %q, %v once it heard of edge-c, want a 421 to edge-c", key, owner, err)
 	}

@@ -587,15 +587,7 @@ func (o *ownership) previousOwners(key []byte, skip, dead []string) (out []ring.
 	// The views are read under o.mu, the rings they need built after:
 	// a ring is milliseconds to build, and o.mu is taken under the shard
 	// locks (syncPin).
-	o.mu.Lock()
-	past := make([]*ring.Snapshot, 0, len(o.past))
-	for _, p := range o.past {
-		if now.Before(p.until) {
-			past = append(past, p.snap)
-		}
-	}
-	current := o.ring.Snapshot()
-	o.mu.Unlock()
+	past, current := o.recentViews(now)
 	views := make([]*ring.Snapshot, 0, len(past)+1)
 	var others []*ring.Snapshot
 	if now.Before(o.joined.Add(settleWindow)) {
@@ -678,6 +670,20 @@ func (o *ownership) previousOwners(key []byte, skip, dead []string) (out []ring.
 		}
 	}
 	return out, hostOnly
+}
+
+// recentViews returns the ring snapshots replaced less than settleWindow
+// before now, and the current one.
+func (o *ownership) recentViews(now time.Time) (past []*ring.Snapshot, current *ring.Snapshot) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	past = make([]*ring.Snapshot, 0, len(o.past))
+	for _, p := range o.past {
+		if now.Before(p.until) {
+			past = append(past, p.snap)
+		}
+	}
+	return past, o.ring.Snapshot()
 }
 
 // failoverRing is a view and the owner it is taken without.

@@ -111,12 +111,15 @@ func waitRing(t testing.TB, edges []*clusterEdge, names ...string) {
 }
 
 // ownerOf computes key's owner on a ring of names, as every node does.
-func ownerOf(key string, names ...string) string {
+func ownerOf(key string, names ...string) string { return ownerOn(testRing, key, names...) }
+
+// ownerOn is key's owner on a ring of cfg of the edges names.
+func ownerOn(cfg ring.Config, key string, names ...string) string {
 	var ms []ring.Member
 	for _, n := range names {
 		ms = append(ms, ring.Member{Name: n, Weight: 1})
 	}
-	m, _ := ring.New(testRing).Update(ms).Locate([]byte(key))
+	m, _ := ring.New(cfg).Update(ms).Locate([]byte(key))
 	return m.Name
 }
 
