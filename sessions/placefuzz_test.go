@@ -118,7 +118,7 @@ const (
 	pevJoin     = iota // arg: key (0–1), balancer's view (2–4: an edge's; 5: before the last membership change; else converged), a failed dial (5), upgrade later (6–7 both set)
 	pevLeave           // a participant leaves (arg: which)
 	pevUpgrade         // a pending upgrade ends (arg bit 0: fails; 1–7: which)
-	pevEdgeJoin        // the next edge joins the cluster (scale-out)
+	pevEdgeJoin        // the next edge joins the cluster (scale-out; arg 0xd0–0xd3: through edge 0–1, learning what it knows)
 	pevGossip          // an edge's view of one node catches up (arg: viewer 0–1, node 2–3, its pins not yet 4)
 	pevPins            // an edge learns one node's pins (arg: viewer 0–1, node 2–3)
 	pevCrash           // an edge crashes (arg: edge), or, crashed or exited, restarts (bit 2)
@@ -596,16 +596,33 @@ func (c *pfCluster) restart(e *pfEdge) {
 }
 
 // start starts edge i: it knows the members gossip converged on.
-func (c *pfCluster) start(i int) {
+func (c *pfCluster) start(i int) { c.startVia(i, -1) }
+
+// startVia starts edge i, joining through edge seed (-1: gossip has
+// converged): as memberlist's join does, the two exchange what they know
+// — the new edge learns the members, states and pins in seed's view
+// (it may lack an edge that joined a moment ago), and seed learns of it.
+func (c *pfCluster) startVia(i, seed int) {
 	e := c.edges[i]
 	c.mu.Lock()
 	e.state = pfAlive
 	e.v = &pfView{c: c, self: i, nodes: map[string]health.Node{}, left: map[string]time.Time{}, pins: map[string]map[uint64]bool{}}
 	e.v.nodes[e.name] = c.node(i)
-	for j := range c.edges {
-		if c.in(j) {
-			c.catchUp(i, j)
+	if seed < 0 {
+		for j := range c.edges {
+			if c.in(j) {
+				c.catchUp(i, j)
+			}
 		}
+	} else {
+		sv := c.edges[seed].v
+		for name, n := range sv.nodes {
+			if name != e.name {
+				e.v.nodes[name] = n
+				e.v.pins[name] = mapsClone(sv.pins[name])
+			}
+		}
+		c.catchUp(i, seed) // the seed's own state and pins as they are
 	}
 	c.changedAt[i] = c.now
 	c.mu.Unlock()
@@ -1149,9 +1166,22 @@ func runPlacementEvents(t *testing.T, in []byte) {
 			if i < 0 {
 				continue
 			}
-			c.logf("%s joins the cluster", pfNames[i])
+			seed := -1
+			if s := int(arg & 3); arg>>4 == 0xd && s != i && c.edges[s].up() {
+				seed = s
+			}
 			c.changing()
-			c.start(i)
+			if seed < 0 {
+				c.logf("%s joins the cluster", pfNames[i])
+				c.start(i)
+			} else {
+				c.logf("%s joins the cluster through %s (learning the members it knows; it learns of %[1]s)", pfNames[i], pfNames[seed])
+				c.startVia(i, seed)
+				c.mu.Lock()
+				c.catchUp(seed, i)
+				c.mu.Unlock()
+				c.update(c.edges[seed])
+			}
 			c.update(c.edges[i])
 		case pevGossip, pevPins:
 			viewer, node := c.edges[arg&3], int(arg>>2&3)
