@@ -38,7 +38,10 @@ import (
 // 421s followed for two hops as a balancer does, its upgrade done at once
 // or at a later event (admitted meanwhile) or failing; participants
 // leaving, idle_grace running out (60 s, 5 s, or 0: a v1 session freed with
-// its last participant); edges joining the cluster (scale-out) and every
+// its last participant); edges joining the cluster (scale-out: knowing
+// every member gossip has converged on, or, as memberlist's join does,
+// what the one member it joins through knows, that member learning of it)
+// and every
 // edge's view of the membership and of each node's pins brought up to
 // date one by one (views differ while gossip converges, within two seconds
 // of the clock: time passing converges what is older; a node's state may
