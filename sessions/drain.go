@@ -271,9 +271,10 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 // only after it: the hand-over mark lived on this edge alone, and when it
 // crashed within its linger the edge there started a second session
 // (TestDrainedEdgeCrashSplitsNoSession). With no ring change in the
-// window every such owner is the new owner, and nothing is sent. An edge
-// that does not answer is passed over (it may be gone: a balancer's join
-// reaches it then only past gossip's bound); its other sessions too.
+// window every such owner is the new owner, and nothing is sent; nor to
+// an edge gone from this one's view (a balancer's dial there fails, and
+// it places the key past that edge too). An edge that does not answer is
+// passed over, its other sessions too (it may be gone).
 func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]moving) {
 	views, _ := o.recentViews(o.srv.hub.now())
 	type notice struct {
@@ -287,7 +288,7 @@ func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]movi
 			named = named[:0]
 			for _, v := range views {
 				m, ok := v.Without(o.self).Locate([]byte(mv.key))
-				if !ok || m.Name == target || m.Name == o.self || slices.Contains(named, m.Name) {
+				if !ok || m.Name == target || m.Name == o.self || slices.Contains(named, m.Name) || !o.member(m.Name) {
 					continue
 				}
 				named = append(named, m.Name)
