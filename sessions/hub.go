@@ -447,7 +447,9 @@ func (h *hub) count() int {
 // lookup reports whether a session of key is live or joining here, or which
 // edge it belongs to instead (moved by a drain, claimed by another edge).
 // Claims and hand-over marks naming an edge for which gone reports true (it
-// left the cluster, or the balancer could not reach it) are disregarded.
+// left the cluster, or the balancer could not reach it) are disregarded
+// (a claim a drain recorded for its new owner only once that edge left:
+// claimed).
 func (h *hub) lookup(key []byte, self string, gone goneEdges) (live bool, redirect string) {
 	sh := h.shard(key)
 	sh.mu.Lock()
