@@ -1847,3 +1847,30 @@ func TestUnheardNewOwnerSplitsNoSession(t *testing.T) {
 		t.Fatalf("edge-d placed %s at %q, %v once it heard of edge-c, want a 421 to edge-c", key, owner, err)
 	}
 }
+
+// A drain's claim for the new owner goes unanswered at the edge balancers
+// fail over to (the link drops it): the drain passes that edge over and
+// hands the session on all the same, not held by it.
+func TestDrainPassesOverAnUnansweringFailoverEdge(t *testing.T) {
+	// edge-b is where a balancer of edge-a's old view fails over to, not
+	// the new owner: the drain sends it a claim (as in
+	// TestDrainedEdgeCrashSplitsNoSession, where it is recorded).
+	if ownerOn(pfRing, "room-13", "edge-b", "edge-c") != "edge-c" {
+		t.Fatal("room-13's owner without edge-a is not edge-c on pfRing")
+	}
+	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
+	c.join(0x10)                  // room-13 by the converged view: edge-a
+	c.start(2)
+	c.update(c.edges[2])
+	c.learn(0, 2)
+	c.mu.Lock()
+	c.links[0][1] = pfDrop
+	c.mu.Unlock()
+	c.drain(c.edges[0], 0)
+	if hosting, _ := c.hosts("room-13"); len(hosting) != 1 || hosting[0].name != "edge-c" {
+		t.Fatalf("room-13 hosted on %d edges after edge-a's drain, want edge-c alone", len(hosting))
+	}
+	if _, owner := c.edges[1].s.hub.lookup([]byte("room-13"), "edge-b", goneEdges{}); owner != "" {
+		t.Fatalf("edge-b sends room-13 to %q; the claim was dropped on the way, want none", owner)
+	}
+}
