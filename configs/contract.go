@@ -82,6 +82,11 @@ const (
 	// the key to: the asked edge records that edge's claim instead (the
 	// edge balancers fail over to when the drained one is gone).
 	ArgClaimHanded = "handed"
+	// ArgClaimHandedAt, with ArgClaimHanded, is that edge's data address
+	// as the draining edge knows it: the asked edge gives it with its
+	// answers naming that edge (HeaderOwnerURL) while it has not heard of
+	// it itself.
+	ArgClaimHandedAt = "at"
 	// PathReplicate is edge-to-edge too: a signed WebSocket upgrade that
 	// carries an owner's session records to its replica (sessions/).
 	PathReplicate = "/_ringlb/replicate"

@@ -219,7 +219,7 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 	// told this one yet: what it refused goes to the owners of the ring
 	// without it, and so on, each edge refusing at most once.
 	for view := snap; len(groups) > 0; {
-		o.noticeFailover(ctx, groups)
+		o.noticeFailover(ctx, groups, urls)
 		moved, refused := o.sendGroups(ctx, groups, urls)
 		n += moved
 		for target := range refused {
@@ -265,7 +265,8 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 // new owner at the edges balancers fail over to once this edge is gone:
 // the owners of its views of the last settleWindow without it, where
 // those are not the new owner (a claim made for the new owner,
-// argHanded). A balancer that has heard of neither the drain nor the new
+// argHanded, with its address as urls has it: the edge there gives it to
+// a claimer that has not heard of the new owner either). A balancer that has heard of neither the drain nor the new
 // owner (an edge that joined a moment ago) sends a join there when it
 // cannot reach this edge, and gossip tells that edge of the new owner
 // only after it: the hand-over mark lived on this edge alone, and when it
@@ -275,7 +276,7 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 // an edge gone from this one's view (a balancer's dial there fails, and
 // it places the key past that edge too). An edge that does not answer is
 // passed over, its other sessions too (it may be gone).
-func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]moving) {
+func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]moving, urls map[string]string) {
 	views, _ := o.recentViews(o.srv.hub.now())
 	type notice struct {
 		key, to string
@@ -299,7 +300,7 @@ func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]movi
 	}
 	perEdge(notices, func(name string, list []notice) {
 		for i, n := range list {
-			holder, _, err := o.claimKnown(ctx, edges[name], []byte(n.key), claimArgs{handed: n.to})
+			holder, _, err := o.claimKnown(ctx, edges[name], []byte(n.key), claimArgs{handed: n.to, at: urls[n.to]})
 			if err != nil {
 				o.log.Warn("drain: the edge balancers fail over to did not record where sessions went", "edge", name, "sessions", len(list)-i, "err", err)
 				return

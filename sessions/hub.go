@@ -99,8 +99,10 @@ type handover struct {
 	// failed): the new edge need not wait for one to start the session.
 	empty bool
 	// handed: a claim recorded for the edge a drain elsewhere handed the
-	// key to (hub.handedOn), not by that edge itself.
+	// key to (hub.handedOn), not by that edge itself; at: that edge's
+	// address as the drain gave it.
 	handed bool
+	at     string
 }
 
 // session is the set of participants sharing one key. Its lock orders
@@ -575,7 +577,7 @@ func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone goneEdg
 // live session; a claim only asked to start one). It returns the edge
 // hosting key instead ("" when recorded): this one, when a session of key
 // is live or joining here, or the edge this one handed it to.
-func (h *hub) handedOn(key []byte, self, to string, ttl time.Duration) string {
+func (h *hub) handedOn(key []byte, self, to, at string, ttl time.Duration) string {
 	sh := h.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -595,7 +597,19 @@ func (h *hub) handedOn(key []byte, self, to string, ttl time.Duration) string {
 	if m, ok := sh.moved[string(key)]; ok && now.Before(m.until) {
 		return m.edge
 	}
-	sh.claims[string(key)] = handover{edge: to, until: now.Add(ttl), handed: true}
+	sh.claims[string(key)] = handover{edge: to, until: now.Add(ttl), handed: true, at: at}
+	return ""
+}
+
+// handedAt returns the address a drain gave for edge, to which it handed
+// key (handedOn), while that claim holds ("" if none).
+func (h *hub) handedAt(key []byte, edge string) string {
+	sh := h.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if c, ok := sh.claims[string(key)]; ok && c.handed && c.edge == edge && h.now().Before(c.until) {
+		return c.at
+	}
 	return ""
 }
 

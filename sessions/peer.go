@@ -35,6 +35,7 @@ const (
 	headerClaimBy = configs.HeaderClaimBy
 	argClaimGone  = configs.ArgClaimGone
 	argHanded     = configs.ArgClaimHanded
+	argHandedAt   = configs.ArgClaimHandedAt
 )
 
 // peerTimeout bounds one edge-to-edge request (claim). A peer that does not
@@ -358,11 +359,12 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		// claim (handedOn), even when to is not heard of here yet — it
 		// joined a moment ago, which is when this matters (a join sent
 		// here then gets a 421 naming it, not a second session).
-		if to == by || to == s.name || !health.ValidNodeName(to) {
-			ctx.Error("bad claim: handed to the claimer, to this edge or to no name\n", fasthttp.StatusBadRequest)
+		at := string(ctx.QueryArgs().Peek(argHandedAt))
+		if to == by || to == s.name || !health.ValidNodeName(to) || !validEdgeURL(at) {
+			ctx.Error("bad claim: handed to the claimer, to this edge, to no name or to no http(s) address\n", fasthttp.StatusBadRequest)
 			return
 		}
-		holder = s.hub.handedOn(key, s.name, to, settleWindow)
+		holder = s.hub.handedOn(key, s.name, to, at, settleWindow)
 	} else {
 		// The edges the claimer found dead are its word, as a balancer's
 		// skip is (both signed by the cluster's own).
@@ -378,8 +380,14 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 	ctx.SetBodyString(body)
 	if holder != "" {
 		ctx.Response.Header.Set(headerOwner, holder)
-		if n, ok := o.m.Node(holder); ok && holder != s.name && n.Meta.URL != "" {
-			ctx.Response.Header.Set(headerOwnerAt, n.Meta.URL)
+		at := ""
+		if n, ok := o.m.Node(holder); ok {
+			at = n.Meta.URL
+		} else {
+			at = s.hub.handedAt(key, holder) // not heard of here yet
+		}
+		if at != "" && holder != s.name {
+			ctx.Response.Header.Set(headerOwnerAt, at)
 		}
 	}
 	// Signed for the claimer and this very claim: an answer made on the
@@ -387,6 +395,20 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 	if sig := o.m.Keyring().SignAnswer(s.name, by, string(ctx.Request.Header.Peek(configs.HeaderPeer)), status, []byte(body)); sig != "" {
 		ctx.Response.Header.Set(configs.HeaderPeerAnswer, sig)
 	}
+}
+
+// maxEdgeURL bounds an edge's address taken from another edge's request
+// (argHandedAt).
+const maxEdgeURL = 512
+
+// validEdgeURL reports whether u may be an edge's data address: "" (none
+// given), or an absolute http(s) URL with a host, within maxEdgeURL.
+func validEdgeURL(u string) bool {
+	if u == "" {
+		return true
+	}
+	p, err := url.Parse(u)
+	return err == nil && len(u) <= maxEdgeURL && (p.Scheme == "http" || p.Scheme == "https") && p.Host != "" && p.User == nil
 }
 
 // The bodies of a claim's answers: a 409 names the holder in its body

@@ -126,6 +126,7 @@ func TestHandedClaimSigned(t *testing.T) {
 	a := startClusterEdge(t, cl, "edge-a")
 	b := startClusterEdge(t, cl, "edge-b")
 	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	var ownerAt string // the last answer's X-Ringlb-Owner-URL
 	claim := func(key, signedPath, sentPath string) (int, string) {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+a.data+sentPath, strings.NewReader(key))
 		req.Header.Set(headerClaimBy, "edge-b")
@@ -135,15 +136,25 @@ func TestHandedClaimSigned(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
+		ownerAt = resp.Header.Get(headerOwnerAt)
 		return resp.StatusCode, resp.Header.Get(headerOwner)
 	}
-	handed := func(to string) string { return pathClaim + "?" + argHanded + "=" + url.QueryEscape(to) }
+	const zAt = "http://127.0.0.1:1"
+	handedAt := func(to, at string) string {
+		return pathClaim + "?" + url.Values{argHanded: {to}, argHandedAt: {at}}.Encode()
+	}
+	handed := func(to string) string { return handedAt(to, zAt) }
 	if code, _ := claim("k", pathClaim, handed("edge-z")); code != http.StatusForbidden {
 		t.Fatalf("a hand-over named on the path to a claim signed without it: %d, want 403", code)
 	}
 	for _, to := range []string{"edge-b", "edge-a", "edge z", strings.Repeat("e", 65)} {
 		if code, _ := claim("k", handed(to), handed(to)); code != http.StatusBadRequest {
 			t.Errorf("a claim handing k to %q: %d, want 400", to, code)
+		}
+	}
+	for _, at := range []string{"file:///etc/passwd", "127.0.0.1:1", "http://", "http://u:p@127.0.0.1:1", "http://127.0.0.1/" + strings.Repeat("p", maxEdgeURL)} {
+		if code, _ := claim("k", handedAt("edge-z", at), handedAt("edge-z", at)); code != http.StatusBadRequest {
+			t.Errorf("a claim handing k to edge-z at %.40q: %d, want 400", at, code)
 		}
 	}
 	// edge-z has not joined as far as edge-a knows: it did a moment ago.
@@ -155,6 +166,11 @@ func TestHandedClaimSigned(t *testing.T) {
 	}
 	if _, owner := a.s.hub.lookup([]byte("k"), "edge-a", goneEdges{skip: []string{"edge-z"}}); owner != "" {
 		t.Fatalf("edge-a sends k to %q past a balancer's skip of edge-z, want nowhere", owner)
+	}
+	// Another claim of k is told edge-z holds it, and where edge-z is,
+	// which edge-a has from the drain alone.
+	if code, owner := claim("k", pathClaim, pathClaim); code != http.StatusConflict || owner != "edge-z" || ownerAt != zAt {
+		t.Fatalf("a claim of k: %d naming %q at %q, want 409 naming edge-z at %s", code, owner, ownerAt, zAt)
 	}
 	a.s.hub.install(handoffSession{Key: "live", Epoch: "e", Seq: 0}, "", goneEdges{})
 	if code, owner := claim("live", handed("edge-z"), handed("edge-z")); code != http.StatusConflict || owner != "edge-a" {

@@ -1796,9 +1796,9 @@ func TestDrainedEdgeCrashSplitsNoSession(t *testing.T) {
 // edge-d took an edge it had not heard of for one gone, asked edge-b again
 // naming it gone — edge-b replaced edge-c's claim with edge-d's — and
 // started a second session. Now such an edge is asked itself at the
-// address the answer gives, or, with none (edge-b has not heard of edge-c
-// either), the join waits for gossip: 503, then the 421 to edge-c.
-// Found reading the drain's hand-over claims, not by the fuzzer.
+// address the answer gives — edge-b's own knowledge of it, or the drain's
+// that came with its claim —, or, with none, the join waits for gossip
+// (503). Found reading the drain's hand-over claims, not by the fuzzer.
 func TestUnheardNewOwnerSplitsNoSession(t *testing.T) {
 	key := ""
 	for i := 0; i < 1000 && key == ""; i++ {
@@ -1834,6 +1834,14 @@ func TestUnheardNewOwnerSplitsNoSession(t *testing.T) {
 			c.edges[3].s.hub.unreserve([]byte(key))
 		}
 		return owner, err
+	}
+	if owner, err := place(); err != nil || owner != "edge-c" {
+		t.Fatalf("edge-d placed %s at %q, %v while edge-c hosts it, want a 421 to edge-c at the address the drain gave edge-b", key, owner, err)
+	}
+	// An answer naming edge-c with no address (edge-b's claim for it
+	// recorded without one): the join waits for gossip.
+	if c.edges[1].s.hub.handedOn([]byte(key), "edge-b", "edge-c", "", settleWindow) != "" {
+		t.Fatal("edge-b did not record the claim for edge-c")
 	}
 	if owner, err := place(); !errors.Is(err, errOwnerUnsure) {
 		t.Fatalf("edge-d placed %s at %q, %v while edge-c hosts it, want a 503 until it hears of edge-c", key, owner, err)

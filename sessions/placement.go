@@ -779,10 +779,10 @@ func contains(list []string, s string) bool {
 
 // claimArgs are a claim's arguments besides its key: the edges the
 // claimer took for dead (argClaimGone), or the edge a draining claimer
-// handed the key to (argHanded).
+// handed the key to (argHanded) and its address (argHandedAt).
 type claimArgs struct {
-	gone   []string
-	handed string
+	gone       []string
+	handed, at string
 }
 
 // claim asks edge prev whether it hosts key; it returns the edge that does
@@ -805,6 +805,9 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a c
 		}
 		if a.handed != "" {
 			q.Set(argHanded, a.handed)
+			if a.at != "" {
+				q.Set(argHandedAt, a.at)
+			}
 		}
 		path += "?" + q.Encode()
 	}
