@@ -656,6 +656,14 @@ func (m *Membership) Left(name string, within time.Duration) (Node, bool) {
 	return Node{}, false
 }
 
+// CheckEdgeURL reports whether raw is an address a member of this cluster
+// could announce as its own (configs.CheckAdvertisedURL against
+// cluster.allowed_networks): for an address another node hands over for
+// an edge not heard of yet.
+func (m *Membership) CheckEdgeURL(raw string) error {
+	return configs.CheckAdvertisedURL(raw, m.allowed)
+}
+
 // Wait returns once cond holds for the live members, or ctx ends.
 func (m *Membership) Wait(ctx context.Context, cond func([]Node) bool) error {
 	ch, unsubscribe := m.Subscribe()

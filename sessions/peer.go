@@ -360,8 +360,8 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		// joined a moment ago, which is when this matters (a join sent
 		// here then gets a 421 naming it, not a second session).
 		at := string(ctx.QueryArgs().Peek(argHandedAt))
-		if to == by || to == s.name || !health.ValidNodeName(to) || !validEdgeURL(at) {
-			ctx.Error("bad claim: handed to the claimer, to this edge, to no name or to no http(s) address\n", fasthttp.StatusBadRequest)
+		if to == by || to == s.name || !health.ValidNodeName(to) || at != "" && o.m.CheckEdgeURL(at) != nil {
+			ctx.Error("bad claim: handed to the claimer, to this edge, to no node name, or at no address an edge of this cluster could have\n", fasthttp.StatusBadRequest)
 			return
 		}
 		holder = s.hub.handedOn(key, s.name, to, at, settleWindow)
@@ -395,20 +395,6 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 	if sig := o.m.Keyring().SignAnswer(s.name, by, string(ctx.Request.Header.Peek(configs.HeaderPeer)), status, []byte(body)); sig != "" {
 		ctx.Response.Header.Set(configs.HeaderPeerAnswer, sig)
 	}
-}
-
-// maxEdgeURL bounds an edge's address taken from another edge's request
-// (argHandedAt).
-const maxEdgeURL = 512
-
-// validEdgeURL reports whether u may be an edge's data address: "" (none
-// given), or an absolute http(s) URL with a host, within maxEdgeURL.
-func validEdgeURL(u string) bool {
-	if u == "" {
-		return true
-	}
-	p, err := url.Parse(u)
-	return err == nil && len(u) <= maxEdgeURL && (p.Scheme == "http" || p.Scheme == "https") && p.Host != "" && p.User == nil
 }
 
 // The bodies of a claim's answers: a 409 names the holder in its body

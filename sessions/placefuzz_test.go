@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -356,6 +357,16 @@ func (v *pfView) PinnedByGone(h uint64) (string, bool) {
 func (v *pfView) Keyring() *health.Keyring { return nil }
 
 func (v *pfView) BalancerBelow(int) bool { return false }
+
+// CheckEdgeURL takes the harness's own addresses (names under .invalid:
+// its RoundTripper dials no socket).
+func (v *pfView) CheckEdgeURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || !strings.HasSuffix(u.Hostname(), ".invalid") {
+		return fmt.Errorf("%q: not an edge of the harness", raw)
+	}
+	return nil
+}
 
 // catchUp brings viewer's view of node i to the truth (membership and
 // pins; a node gone keeps its last pins). Called with c.mu held.
@@ -1837,6 +1848,15 @@ func TestUnheardNewOwnerSplitsNoSession(t *testing.T) {
 	}
 	if owner, err := place(); err != nil || owner != "edge-c" {
 		t.Fatalf("edge-d placed %s at %q, %v while edge-c hosts it, want a 421 to edge-c at the address the drain gave edge-b", key, owner, err)
+	}
+	// An address no edge of the cluster could have (a hint forged on the
+	// path, unsigned) is not dialed — taken for an edge where nothing
+	// listens, edge-c would be passed over: the join waits for gossip.
+	if c.edges[1].s.hub.handedOn([]byte(key), "edge-b", "edge-c", "http://198.51.100.7:80", settleWindow) != "" {
+		t.Fatal("edge-b did not record the claim for edge-c")
+	}
+	if owner, err := place(); !errors.Is(err, errOwnerUnsure) {
+		t.Fatalf("edge-d placed %s at %q, %v given an address outside the cluster for edge-c, want a 503", key, owner, err)
 	}
 	// An answer naming edge-c with no address (edge-b's claim for it
 	// recorded without one): the join waits for gossip.

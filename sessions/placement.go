@@ -92,6 +92,11 @@ type Membership interface {
 	// PinnedByGone names a node that pinned hash and left the cluster
 	// lately: it may only have been taken for dead.
 	PinnedByGone(hash uint64) (string, bool)
+	// CheckEdgeURL reports whether raw is an address an edge of the
+	// cluster could announce (an IP address within its allowed networks,
+	// and a port): one handed over for an edge not heard of yet is dialed
+	// only then.
+	CheckEdgeURL(raw string) error
 	// Keyring is the cluster key that signs and checks peer requests.
 	Keyring() *health.Keyring
 	// BalancerBelow reports whether a live balancer announces a
@@ -435,6 +440,11 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		if !contains(dead, n.holder) && !contains(skip, n.holder) && !o.goneEdges(nil).left(n.holder) {
 			if n.at == "" {
 				return "", o.unanswered(n.prev.Name, key, fmt.Errorf("%w: %s", errHolderUnheard, n.holder))
+			}
+			if err := o.m.CheckEdgeURL(n.at); err != nil {
+				// Unsigned, and from the path: never dialed outside the
+				// cluster's networks.
+				return "", o.unanswered(n.prev.Name, key, fmt.Errorf("%w: %s: %w", errHolderUnheard, n.holder, err))
 			}
 			holder, _, err := o.claimKnown(ctx, ring.Member{Name: n.holder, URL: n.at}, key, claimArgs{})
 			switch {
