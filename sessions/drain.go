@@ -266,9 +266,9 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 // the owners of its views of the last settleWindow without it, where
 // those are not the new owner (a claim made for the new owner,
 // argHanded, with its address as urls has it: the edge there gives it to
-// a claimer that has not heard of the new owner either). A balancer that has heard of neither the drain nor the new
-// owner (an edge that joined a moment ago) sends a join there when it
-// cannot reach this edge, and gossip tells that edge of the new owner
+// a claimer that has not heard of the new owner either). A balancer that
+// has heard of neither the drain nor the new owner (an edge that joined a
+// moment ago) sends a join there when it cannot reach this edge, and gossip tells that edge of the new owner
 // only after it: the hand-over mark lived on this edge alone, and when it
 // crashed within its linger the edge there started a second session
 // (TestDrainedEdgeCrashSplitsNoSession). With no ring change in the

@@ -479,6 +479,18 @@ func (sh *hubShard) liveOrUnfrozen(key string) (live bool) {
 
 // lookup is hub.lookup with the shard lock held.
 func (sh *hubShard) lookup(key, self string, gone goneEdges, now time.Time) (live bool, redirect string) {
+	if live, redirect = sh.held(key, gone, now); live || redirect != "" {
+		return live, redirect
+	}
+	if c, ok := sh.claimed(key, gone, now); ok && c != self {
+		return false, c
+	}
+	return false, ""
+}
+
+// held is lookup but for claims: whether a session of key is live or
+// joining here, or the edge this one handed it to. Called with sh.mu held.
+func (sh *hubShard) held(key string, gone goneEdges, now time.Time) (live bool, redirect string) {
 	if s := sh.sessions[key]; s != nil {
 		s.mu.Lock()
 		moved := s.movedTo
@@ -497,9 +509,6 @@ func (sh *hubShard) lookup(key, self string, gone goneEdges, now time.Time) (liv
 	}
 	if m, ok := sh.moved[key]; ok && now.Before(m.until) && !gone.gone(m.edge) {
 		return false, m.edge
-	}
-	if c, ok := sh.claimed(key, gone, now); ok && c != self {
-		return false, c
 	}
 	return false, ""
 }
@@ -582,20 +591,11 @@ func (h *hub) handedOn(key []byte, self, to, at string, ttl time.Duration) strin
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := h.now()
-	if s := sh.sessions[string(key)]; s != nil {
-		s.mu.Lock()
-		moved := s.movedTo
-		s.mu.Unlock()
-		if moved == "" {
-			return self
-		}
-		return moved
-	}
-	if sh.admitting[string(key)].n > 0 {
+	switch live, redirect := sh.held(string(key), goneEdges{}, now); {
+	case live:
 		return self
-	}
-	if m, ok := sh.moved[string(key)]; ok && now.Before(m.until) {
-		return m.edge
+	case redirect != "":
+		return redirect
 	}
 	sh.claims[string(key)] = handover{edge: to, until: now.Add(ttl), handed: true, at: at}
 	return ""
