@@ -74,9 +74,9 @@ func (s *Server) Drain(ctx context.Context) error {
 // hand-off: a join or claim that reaches it from a view that has not heard
 // of the new owner (an edge that joined a moment ago) gets the 421 there;
 // gone at once, the balancer skipped it and an edge that did not know the
-// new owner either started the session anew. Gossip's convergence, with
-// margin (health's tests: ~65 ms, worst 1.4 s).
-const handOverLinger = 2 * time.Second
+// new owner either started the session anew. Every view has heard of the
+// new owner by then (gossipBound).
+const handOverLinger = gossipBound
 
 // lingerUntil is when a drain may end: handOverLinger past its last
 // hand-off of a session (zero with none).

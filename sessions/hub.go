@@ -99,9 +99,10 @@ type handover struct {
 	// failed): the new edge need not wait for one to start the session.
 	empty bool
 	// handed: a claim recorded for the edge a drain elsewhere handed the
-	// key to (hub.handedOn), not by that edge itself; at: that edge's
-	// address as the drain gave it.
+	// key to (hub.handedOn), not by that edge itself, at since; at: that
+	// edge's address as the drain gave it.
 	handed bool
+	since  time.Time
 	at     string
 }
 
@@ -597,7 +598,7 @@ func (h *hub) handedOn(key []byte, self, to, at string, ttl time.Duration) strin
 	case redirect != "":
 		return redirect
 	}
-	sh.claims[string(key)] = handover{edge: to, until: now.Add(ttl), handed: true, at: at}
+	sh.claims[string(key)] = handover{edge: to, until: now.Add(ttl), handed: true, since: now, at: at}
 	return ""
 }
 
@@ -616,14 +617,17 @@ func (h *hub) handedAt(key []byte, edge string) string {
 // claimed returns the edge whose claim on key holds here: not expired,
 // that edge not gone — but a claim recorded for the edge a drain elsewhere
 // handed the key to (handedOn) holds while that edge is not heard of here
-// yet: only its leaving, or a balancer's word that it could not reach
-// it, voids it. Called with sh.mu held.
+// yet, for as long as gossip could still bring word of it (gossipBound):
+// within it, only its leaving, or a balancer's word that it could not
+// reach it, voids it; past it, an edge still unheard of is gone (it
+// crashed before word of it came: gossip tells of no death before the
+// life). Called with sh.mu held.
 func (sh *hubShard) claimed(key string, gone goneEdges, now time.Time) (string, bool) {
 	c, ok := sh.claims[key]
 	switch {
 	case !ok || !now.Before(c.until):
 		return "", false
-	case c.handed:
+	case c.handed && now.Before(c.since.Add(gossipBound)):
 		return c.edge, !gone.left(c.edge)
 	}
 	return c.edge, !gone.gone(c.edge)

@@ -144,8 +144,9 @@ var pfForever = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 // pfStart is the harness clock's start.
 var pfStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// pfGossipBound is how long a change takes to reach every view at most.
-const pfGossipBound = 2 * time.Second
+// pfGossipBound is how long a change takes to reach every view at most:
+// the bound the edges rely on.
+const pfGossipBound = gossipBound
 
 // pfLateFor is how long a claim held on a link may still arrive.
 const pfLateFor = 2 * time.Second
@@ -1795,6 +1796,44 @@ func TestDrainedEdgeCrashSplitsNoSession(t *testing.T) {
 		t.Fatalf("edge-b placed room-13 at %q, %v once edge-c and edge-a were gone, want a new session here", owner, err)
 	}
 	c.edges[1].s.hub.unreserve([]byte("room-13"))
+}
+
+// The edge a drain handed a key to crashes before the edge holding the
+// drain's claim for it has heard of it: nothing will tell that edge it is
+// gone (gossip tells of no member's death before its life). The claim
+// held while gossip could still bring word of the new owner; past that
+// bound an edge still unheard of is taken for gone, and the key starts
+// anew (its session was lost with the crash) rather than being sent for
+// the rest of the settle window to an edge nobody reaches.
+func TestHandedClaimLapsesForAnEdgeNeverHeardOf(t *testing.T) {
+	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
+	c.join(0x10)                  // room-13 by the converged view: edge-a
+	c.start(2)
+	c.update(c.edges[2])
+	c.learn(0, 2)          // edge-a learns of edge-c; edge-b has not yet
+	c.drain(c.edges[0], 0) // hands room-13 to edge-c, edge-b records it
+	c.crash(c.edges[0])
+	c.crash(c.edges[2])
+	place := func() (string, error) {
+		var rc fasthttp.RequestCtx
+		rc.Request.Header.Set(headerSkip, "edge-a")
+		owner, err := c.edges[1].s.place(&rc, []byte("room-13"))
+		if err == nil && owner == "" {
+			c.edges[1].s.hub.unreserve([]byte("room-13"))
+		}
+		return owner, err
+	}
+	// Within gossip's bound edge-c may be alive and not heard of yet.
+	if owner, err := place(); err != nil || owner != "edge-c" {
+		t.Fatalf("edge-b placed room-13 at %q, %v right after the drain, want a 421 to edge-c", owner, err)
+	}
+	c.advance(pfGossipBound)
+	if _, ok := c.edges[1].v.Node("edge-c"); ok {
+		t.Fatal("edge-b heard of edge-c, which crashed before anyone but edge-a knew it")
+	}
+	if owner, err := place(); err != nil || owner != "" {
+		t.Fatalf("edge-b placed room-13 at %q, %v with edge-c unheard of past gossip's bound, want a new session here", owner, err)
+	}
 }
 
 // A new edge has not heard of the edge a drain handed a key to. edge-d

@@ -66,6 +66,12 @@ import (
 // cost is one loopback/LAN round trip per new session in the window.
 const settleWindow = 10 * time.Second
 
+// gossipBound is how long a membership change takes to reach every edge,
+// with margin (health's tests: ~65 ms, worst 1.4 s): what an edge has not
+// heard of this long after word of it left another edge, it will not hear
+// of. The settle window rests on it too, five times over.
+const gossipBound = 2 * time.Second
+
 var errNoEdge = errors.New("no edge on the ring")
 
 // Membership is what ownership reads of the cluster's gossip and writes to
@@ -867,8 +873,8 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a c
 var errClaimUnknown = fmt.Errorf("%w: this edge is unknown there", errClaimAnswer)
 
 // unknownClaimerWait bounds the retries of a claim refused for not knowing
-// us: a gossip broadcast reaches every peer in well under a second.
-const unknownClaimerWait = 2 * time.Second
+// us: gossip tells every peer of us within gossipBound.
+const unknownClaimerWait = gossipBound
 
 // claimKnown is claim, asked again while prev does not know this edge (or
 // the edge a.handed names) yet — gossip tells it shortly —, for up to
