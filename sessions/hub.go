@@ -624,13 +624,21 @@ func (h *hub) handedAt(key []byte, edge string) string {
 // life). Called with sh.mu held.
 func (sh *hubShard) claimed(key string, gone goneEdges, now time.Time) (string, bool) {
 	c, ok := sh.claims[key]
-	switch {
-	case !ok || !now.Before(c.until):
+	if !ok || !c.holds(gone, now) {
 		return "", false
-	case c.handed && now.Before(c.since.Add(gossipBound)):
-		return c.edge, !gone.left(c.edge)
 	}
-	return c.edge, !gone.gone(c.edge)
+	return c.edge, true
+}
+
+// holds reports whether claim c holds (claimed).
+func (c handover) holds(gone goneEdges, now time.Time) bool {
+	switch {
+	case !now.Before(c.until):
+		return false
+	case c.handed && now.Before(c.since.Add(gossipBound)):
+		return !gone.left(c.edge)
+	}
+	return !gone.gone(c.edge)
 }
 
 // nothingComing marks hand-overs whose state will not arrive (the hand-off

@@ -241,15 +241,12 @@ func (o *ownership) members() []ring.Member {
 // old view is remembered and pins are brought up to date.
 func (o *ownership) update() {
 	// A claim is "that edge may start this session": void once it drains
-	// (it hands its sessions on) or leaves — one recorded for the edge a
-	// drain handed the key to, once it left (claimed).
-	gone := o.goneEdges(nil)
+	// (it hands its sessions on) or no longer holds (claimed: that edge
+	// gone, or, recorded for the edge a drain handed the key to, left).
+	gone, now := o.goneEdges(nil), o.srv.hub.now()
 	o.srv.hub.dropClaims(func(c handover) bool {
 		n, ok := o.m.Node(c.edge)
-		if !ok {
-			return !c.handed || gone.left(c.edge)
-		}
-		return n.Meta.State == health.StateDraining
+		return !c.holds(gone, now) || ok && n.Meta.State == health.StateDraining
 	})
 	members := o.members()
 	// The new ring is published under o.mu, with the view it replaces
@@ -267,7 +264,7 @@ func (o *ownership) update() {
 		o.repl.membershipChanged(false)
 		return
 	}
-	now := o.srv.hub.now()
+	now = o.srv.hub.now()
 	kept := o.past[:0]
 	for _, p := range o.past {
 		if now.Before(p.until) {
