@@ -87,6 +87,10 @@ const (
 	// answers naming that edge (HeaderOwnerURL) while it has not heard of
 	// it itself.
 	ArgClaimHandedAt = "at"
+	// ArgClaimNonce on a claim is a random value of the claimer's, in
+	// what it signs: no two claims share a signature, and the asked edge
+	// takes each signature once (a copy seen on the wire records nothing).
+	ArgClaimNonce = "n"
 	// PathReplicate is edge-to-edge too: a signed WebSocket upgrade that
 	// carries an owner's session records to its replica (sessions/).
 	PathReplicate = "/_ringlb/replicate"

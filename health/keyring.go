@@ -66,9 +66,10 @@ type Keyring struct {
 // unbound signature is accepted anywhere.
 
 // PeerWindow is how far a signature's time may be from the receiver's clock.
-// A replay inside it repeats a request the cluster itself made: claims and
-// admin reads are idempotent, and a hand-off installs only sessions not
-// already hosted.
+// A replay inside it repeats a request the cluster itself made: admin reads
+// are idempotent, and a claim (from an edge announcing
+// PeerSigningClaimOnce), a hand-off's head and a replication stream's
+// upgrade take their effect once (sessions' onceSigs).
 const PeerWindow = 30 * time.Second
 
 // Errors of VerifyRequest.

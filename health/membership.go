@@ -67,7 +67,7 @@ type Meta struct {
 	Load *Load `json:"load,omitempty"`
 	// PeerSigning is the form of the peer signatures (configs.HeaderPeer)
 	// the node makes and, from nodes announcing it, requires: Join sets
-	// PeerSigningClaimAnswer, the latest. Absent (0): a node of an earlier release, whose
+	// PeerSigningClaimOnce, the latest. Absent (0): a node of an earlier release, whose
 	// signatures name no receiver.
 	PeerSigning int `json:"peer_signing,omitempty"`
 }
@@ -105,6 +105,12 @@ const (
 	// not say: one made on the path started a second session of a live
 	// key (sessions' claims).
 	PeerSigningClaimAnswer = 8
+	// PeerSigningClaimOnce: and each claim an edge sends carries a nonce
+	// in what it signs (configs.ArgClaimNonce), so that no two claims
+	// share a signature, and the asked edge takes each claim signature
+	// once: a claim seen on the wire and sent again within PeerWindow
+	// recorded its claim again after it had expired or been replaced.
+	PeerSigningClaimOnce = 9
 )
 
 // Load is what an edge carries: live sessions, WebSocket connections, and
@@ -237,7 +243,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	meta.PeerSigning = PeerSigningClaimAnswer
+	meta.PeerSigning = PeerSigningClaimOnce
 	enc, err := meta.Encode()
 	if err != nil {
 		return nil, err

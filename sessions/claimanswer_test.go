@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -32,6 +34,40 @@ const (
 type claimFront struct {
 	mode   atomic.Int32
 	claims atomic.Int32 // claims it carried or answered
+
+	mu   sync.Mutex
+	seen []*http.Request // the claims it carried, as they came (bodies in seenBodies)
+	// seenBodies are the bodies of seen.
+	seenBodies [][]byte
+}
+
+// last returns the last claim f carried and its body.
+func (f *claimFront) last(t *testing.T) (*http.Request, []byte) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.seen) == 0 {
+		t.Fatal("no claim went through the front")
+	}
+	return f.seen[len(f.seen)-1], f.seenBodies[len(f.seenBodies)-1]
+}
+
+// replay sends claim r (body) again, as it was seen, to the data port at
+// data, and returns the status.
+func replayClaim(t *testing.T, r *http.Request, body []byte, data string) int {
+	t.Helper()
+	req, err := http.NewRequest(r.Method, "http://"+data+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
 }
 
 func (f *claimFront) front(t *testing.T, data string) string {
@@ -56,6 +92,14 @@ func (f *claimFront) front(t *testing.T, data string) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == pathClaim {
 			f.claims.Add(1)
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			f.mu.Lock()
+			f.seen, f.seenBodies = append(f.seen, r.Clone(r.Context())), append(f.seenBodies, body)
+			f.mu.Unlock()
 			if f.mode.Load() == claimForge {
 				_, _ = io.Copy(io.Discard, r.Body)
 				_, _ = io.WriteString(w, "claimed\n")

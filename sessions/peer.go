@@ -2,7 +2,9 @@ package sessions
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +38,7 @@ const (
 	argClaimGone  = configs.ArgClaimGone
 	argHanded     = configs.ArgClaimHanded
 	argHandedAt   = configs.ArgClaimHandedAt
+	argClaimNonce = configs.ArgClaimNonce
 )
 
 // peerTimeout bounds one edge-to-edge request (claim). A peer that does not
@@ -199,21 +202,22 @@ func (o *ownership) peerRequest(ctx *fasthttp.RequestCtx, name string) error {
 	return nil
 }
 
-// sigsKept is how many peer signatures an onceSigs remembers.
+// sigsKept is how many peer signatures an onceSigs remembers unless told
+// otherwise (kept).
 const sigsKept = 256
 
 // onceSigs remembers peer signatures that took their effect once — a
 // hand-off head's body slot (bodyGate), a replication stream
-// (serveReplicate) — each until it could no longer verify, so that a copy
-// seen on the wire and sent again within health.PeerWindow takes none.
-// Past sigsKept in 2 × PeerWindow the oldest is forgotten first. Its
-// owner's lock guards it.
+// (serveReplicate), a claim (serveClaim) — each until it could no longer
+// verify, so that a copy seen on the wire and sent again within
+// health.PeerWindow takes none. Past kept (sigsKept when 0) in 2 ×
+// PeerWindow the oldest is forgotten first. A signature is held as a
+// 16-byte digest. Its owner's lock guards it.
 type onceSigs struct {
-	sigs [sigsKept]struct {
-		sig   string
-		until time.Time
-	}
-	next int // the entry overwritten next
+	kept  int
+	until map[[16]byte]time.Time
+	order [][16]byte // oldest first from next, once full
+	next  int        // the entry of order overwritten next
 }
 
 // seen reports whether sig ("" is never) took its effect before.
@@ -221,12 +225,8 @@ func (o *onceSigs) seen(sig string, now time.Time) bool {
 	if sig == "" {
 		return false
 	}
-	for i := range o.sigs {
-		if o.sigs[i].sig == sig && now.Before(o.sigs[i].until) {
-			return true
-		}
-	}
-	return false
+	until, ok := o.until[sigDigest(sig)]
+	return ok && now.Before(until)
 }
 
 // add remembers sig ("": nothing).
@@ -234,10 +234,29 @@ func (o *onceSigs) add(sig string, now time.Time) {
 	if sig == "" {
 		return
 	}
+	if o.until == nil {
+		n := cmp.Or(o.kept, sigsKept)
+		o.until, o.order = make(map[[16]byte]time.Time, n), make([][16]byte, 0, n)
+	}
+	d := sigDigest(sig)
+	if _, ok := o.until[d]; !ok {
+		if len(o.order) < cap(o.order) {
+			o.order = append(o.order, d)
+		} else {
+			delete(o.until, o.order[o.next])
+			o.order[o.next] = d
+			o.next = (o.next + 1) % len(o.order)
+		}
+	}
 	// Its time is within PeerWindow of now, either way: it verifies until
 	// 2 × PeerWindow from now at most.
-	o.sigs[o.next].sig, o.sigs[o.next].until = sig, now.Add(2*health.PeerWindow)
-	o.next = (o.next + 1) % len(o.sigs)
+	o.until[d] = now.Add(2 * health.PeerWindow)
+}
+
+func sigDigest(sig string) (d [16]byte) {
+	sum := sha256.Sum256([]byte(sig))
+	copy(d[:], sum[:])
+	return d
 }
 
 // errHeadUnsigned refuses a hand-off's head without configs.HeaderPeerHead
@@ -353,6 +372,12 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
 		return
 	}
+	if o.claimTaken(by, string(ctx.Request.Header.Peek(configs.HeaderPeer))) {
+		s.metrics.peerRefused.Inc()
+		s.log.Debug("claim refused: taken once already", "by", by, "remote", ctx.RemoteIP())
+		ctx.Error("forbidden: this claim was taken once already (sent again on the way?)\n", fasthttp.StatusForbidden)
+		return
+	}
 	var holder string
 	if to := string(ctx.QueryArgs().Peek(argHanded)); to != "" {
 		// A draining edge handed the key to edge to: recorded as to's
@@ -395,6 +420,32 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 	if sig := o.m.Keyring().SignAnswer(s.name, by, string(ctx.Request.Header.Peek(configs.HeaderPeer)), status, []byte(body)); sig != "" {
 		ctx.Response.Header.Set(configs.HeaderPeerAnswer, sig)
 	}
+}
+
+// claimSigsKept is how many claim signatures an edge remembers (claimTaken):
+// more than a drain of 10,000 sessions within a ring change's settle window
+// and the new sessions of a scale-out ask of one edge in a minute. Past it,
+// the oldest could take its effect once more. ~1 MiB.
+const claimSigsKept = 1 << 14
+
+// claimTaken reports whether a claim by edge by signed sig took its effect
+// here before, and remembers it if not — from an edge that gives each claim
+// a nonce (health.PeerSigningClaimOnce), whose claims never share a
+// signature: a copy seen on the wire and sent again within the signature's
+// window takes none. An earlier release's claims (no nonce: two alike
+// within a second are one signature) are taken as before.
+func (o *ownership) claimTaken(by, sig string) bool {
+	if n, ok := o.m.Node(by); !ok || n.Meta.PeerSigning < health.PeerSigningClaimOnce {
+		return false
+	}
+	now := time.Now() // the signature's clock, not the hub's
+	o.claimSigsMu.Lock()
+	defer o.claimSigsMu.Unlock()
+	if o.claimSigs.seen(sig, now) {
+		return true
+	}
+	o.claimSigs.add(sig, now)
+	return false
 }
 
 // The bodies of a claim's answers: a 409 names the holder in its body

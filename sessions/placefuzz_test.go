@@ -276,7 +276,7 @@ func (c *pfCluster) node(i int) health.Node {
 	if c.edges[i].state == pfDraining {
 		st = health.StateDraining
 	}
-	return health.Node{Name: pfNames[i], Meta: health.Meta{Role: health.RoleEdge, URL: "http://" + pfNames[i] + ".invalid:7101", Weight: 1, State: st, PeerSigning: health.PeerSigningClaimAnswer}}
+	return health.Node{Name: pfNames[i], Meta: health.Meta{Role: health.RoleEdge, URL: "http://" + pfNames[i] + ".invalid:7101", Weight: 1, State: st, PeerSigning: health.PeerSigningClaimOnce}}
 }
 
 // in reports whether gossip converges to node i being a member.

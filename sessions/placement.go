@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -149,6 +150,10 @@ type ownership struct {
 	failSnap  *ring.Snapshot
 	failRings map[failoverRing]struct{}
 
+	// claimSigs are the claim signatures taken here (claimTaken).
+	claimSigsMu sync.Mutex
+	claimSigs   onceSigs
+
 	repl *replicator // replication.go
 
 	stop chan struct{}
@@ -172,9 +177,10 @@ func (s *Server) UseCluster(m Membership, rc ring.Config) {
 	s.UseKeyring(m.Keyring())
 	o := &ownership{
 		srv: s, m: m, self: s.name, ring: ring.New(rc), log: s.log,
-		http:   newPeerClient(),
-		pinned: make(map[string]uint64),
-		stop:   make(chan struct{}), done: make(chan struct{}),
+		http:      newPeerClient(),
+		pinned:    make(map[string]uint64),
+		claimSigs: onceSigs{kept: claimSigsKept},
+		stop:      make(chan struct{}), done: make(chan struct{}),
 	}
 	o.ring.Update(o.members())
 	o.joined = s.hub.now()
@@ -811,20 +817,19 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a c
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
-	path := pathClaim
-	if q := (url.Values{}); len(a.gone) > 0 || a.handed != "" {
-		if len(a.gone) > 0 {
-			q.Set(argClaimGone, strings.Join(a.gone, ","))
-		}
-		if a.handed != "" {
-			q.Set(argHanded, a.handed)
-			if a.at != "" {
-				q.Set(argHandedAt, a.at)
-			}
-		}
-		path += "?" + q.Encode()
+	// A nonce in what is signed: no two claims share a signature, so the
+	// asked edge can take each once (claimTaken).
+	q := url.Values{argClaimNonce: {rand.Text()}}
+	if len(a.gone) > 0 {
+		q.Set(argClaimGone, strings.Join(a.gone, ","))
 	}
-	req, err := o.signed(ctx, prev.Name, u, path, key)
+	if a.handed != "" {
+		q.Set(argHanded, a.handed)
+		if a.at != "" {
+			q.Set(argHandedAt, a.at)
+		}
+	}
+	req, err := o.signed(ctx, prev.Name, u, pathClaim+"?"+q.Encode(), key)
 	if err != nil {
 		return "", "", err
 	}
