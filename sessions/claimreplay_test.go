@@ -3,6 +3,7 @@ package sessions
 import (
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -88,5 +89,38 @@ func TestReplayedClaimTakesNoEffect(t *testing.T) {
 	seen, body = f.last(t)
 	if code := replayClaim(t, seen, body, a.data); code != http.StatusOK {
 		t.Errorf("a claim of an edge announcing peer_signing %d sent again: %d, want 200 (as before)", health.PeerSigningClaimAnswer, code)
+	}
+}
+
+// onceSigs takes a signature once until it could no longer verify, and
+// past its bound forgets the oldest first, no other.
+func TestOnceSigsForgetsTheOldestFirst(t *testing.T) {
+	o := &onceSigs{kept: 4}
+	now := time.Now()
+	sig := func(i int) string { return "edge-b 1765000000 mac" + strconv.Itoa(i) + " edge-a" }
+	if o.seen("", now) || o.seen(sig(0), now) {
+		t.Fatal("seen before anything was added")
+	}
+	o.add("", now) // nothing
+	for i := range 4 {
+		o.add(sig(i), now)
+	}
+	o.add(sig(1), now) // again: still one entry
+	for i := range 4 {
+		if !o.seen(sig(i), now) {
+			t.Fatalf("sig %d not seen within the bound", i)
+		}
+	}
+	o.add(sig(4), now)
+	if o.seen(sig(0), now) {
+		t.Error("the oldest sig still seen past the bound")
+	}
+	for i := 1; i <= 4; i++ {
+		if !o.seen(sig(i), now) {
+			t.Errorf("sig %d forgotten, want only the oldest gone", i)
+		}
+	}
+	if later := now.Add(2 * health.PeerWindow); o.seen(sig(4), later) {
+		t.Error("a sig seen once it could no longer verify")
 	}
 }
