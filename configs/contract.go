@@ -32,7 +32,9 @@ const (
 	// HeaderOwnerURL, on a claim's 409 naming a third edge, is that
 	// edge's data address as the answering edge knows it: a hint for a
 	// claimer that has not heard of that edge yet, which asks it itself
-	// (its answer is signed; the hint is not).
+	// (its answer is signed; the hint is not: a claimer announcing
+	// peer_signing 9 is given the address in the signed body too, and
+	// reads it there).
 	HeaderOwnerURL = "X-Ringlb-Owner-URL"
 	// HeaderClaimBy names the edge making a session claim.
 	HeaderClaimBy = "X-Ringlb-Claim-By"

@@ -86,10 +86,10 @@ func (k *Keyring) VerifyAnswer(header, self, peer, request string, status int, b
 	return nil
 }
 
-// signsAnswers reports whether node signs the answers of form (the
+// SignsAnswers reports whether node signs the answers of form (the
 // PeerSigning form that began signing them): any node but a member
 // announcing an earlier release's form.
-func (k *Keyring) signsAnswers(node string, form int) bool {
+func (k *Keyring) SignsAnswers(node string, form int) bool {
 	if k.members == nil {
 		return true
 	}
@@ -108,7 +108,7 @@ func (k *Keyring) signsAnswers(node string, form int) bool {
 // begin to be refused and when they verify again. An earlier release's
 // peer is read as before: its body, cut at limit.
 func (k *Keyring) ReadAnswer(resp *http.Response, self, peer string, form int, limit int64) ([]byte, error) {
-	if !k.Enabled() || !k.signsAnswers(peer, form) {
+	if !k.Enabled() || !k.SignsAnswers(peer, form) {
 		return io.ReadAll(io.LimitReader(resp.Body, limit))
 	}
 	// One byte beyond: a body cut at limit cannot be checked.

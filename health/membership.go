@@ -109,7 +109,9 @@ const (
 	// in what it signs (configs.ArgClaimNonce), so that no two claims
 	// share a signature, and the asked edge takes each claim signature
 	// once: a claim seen on the wire and sent again within PeerWindow
-	// recorded its claim again after it had expired or been replaced.
+	// recorded its claim again after it had expired or been replaced. And
+	// an edge's 409 to such a claimer gives a third edge's address in its
+	// signed body, not only in configs.HeaderOwnerURL, which nothing signs.
 	PeerSigningClaimOnce = 9
 )
 

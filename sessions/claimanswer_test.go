@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
@@ -24,6 +26,7 @@ const (
 	claimForge         // answers "claimed" itself, the holder not asked
 	claimStrip         // carries both, the answer's signature dropped
 	claimRename        // carries both, the 409's X-Ringlb-Owner changed
+	claimMoveAt        // carries both, the 409's X-Ringlb-Owner-URL set to movedAt
 )
 
 // claimFront is a man in the middle on the network between edges: an HTTP
@@ -34,6 +37,8 @@ const (
 type claimFront struct {
 	mode   atomic.Int32
 	claims atomic.Int32 // claims it carried or answered
+	// movedAt is the address claimMoveAt gives.
+	movedAt string
 
 	mu   sync.Mutex
 	seen []*http.Request // the claims it carried, as they came (bodies in seenBodies)
@@ -86,6 +91,10 @@ func (f *claimFront) front(t *testing.T, data string) string {
 			resp.Header.Del(configs.HeaderPeerAnswer)
 		case claimRename:
 			resp.Header.Set(headerOwner, "edge-b")
+		case claimMoveAt:
+			if resp.StatusCode == http.StatusConflict {
+				resp.Header.Set(headerOwnerAt, f.movedAt)
+			}
 		}
 		return nil
 	}
@@ -187,5 +196,89 @@ func TestForgedClaimAnswerSplitsNoSession(t *testing.T) {
 	f.mode.Store(claimStrip)
 	if got := dialExpect421(t, b, live[4]); got != "edge-a" {
 		t.Fatalf("edge-b sent a session live on an earlier release's edge-a to %q", got)
+	}
+}
+
+// An edge names, in its 409 to a claim, a holder the claimer has not heard
+// of (a drain's new owner, which the drain recorded there with its
+// address), and gives that holder's address (X-Ringlb-Owner-URL) — a
+// header the answer's signature did not cover. The claimer asks the
+// holder there, and passes it over if the connection is refused (it
+// crashed). Whoever could change the traffic between two edges, no key
+// needed, rewrote the address to one within the cluster's networks where
+// nothing listens (any closed port of an edge's host): the claimer took
+// the holder for crashed, had the asked edge record its own claim instead,
+// and started a second session of a key the holder hosts. Now an edge
+// announcing PeerSigningClaimOnce gives the address in the answer's
+// signed body, and the claimer takes only that; an unsigned address (an
+// earlier release's answer) is still asked, but a refusal there passes
+// nobody over: the join waits for gossip (503).
+func TestForgedOwnerAddressSplitsNoSession(t *testing.T) {
+	cl := healthtest.New(t)
+	var f claimFront
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.movedAt = "http://" + closed.Addr().String()
+	closed.Close() // nothing listens there: a dial is refused
+	// edge-z, the holder as edge-b knows it: it hosts the key, and its
+	// answers are slow in coming (no answer within the claim's deadline
+	// settles nothing, so the join must wait).
+	z := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(2 * peerTimeout):
+		}
+	}))
+	t.Cleanup(z.Close)
+	frozen := time.Now() // edge-b's hub clock: the drain's claim holds throughout
+	a := startClusterEdge(t, cl, "edge-a")
+	b := startClusterEdgeBehind(t, cl, "edge-b", configs.Edge{IdleGrace: configs.Duration(time.Second)}, slog.New(slog.DiscardHandler), testRing,
+		func(s *Server) { s.hub.clock = func() time.Time { return frozen } },
+		func(data string) string { return f.front(t, data) })
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	var key string
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprintf("forged-at-%d", i); ownerOf(k, "edge-a", "edge-b") == "edge-b" && ownerOf(k, "edge-a", "edge-b", "edge-d") == "edge-d" {
+			key = k
+		}
+	}
+	// edge-a drained and handed the key to edge-z, which no edge has
+	// heard of yet: its claim for edge-z is on edge-b, with its address.
+	if holder := b.s.hub.handedOn([]byte(key), "edge-b", "edge-z", z.URL, settleWindow); holder != "" {
+		t.Fatalf("edge-b holds %s for %q, want edge-z's claim recorded", key, holder)
+	}
+	d := startClusterEdge(t, cl, "edge-d")
+	waitRing(t, []*clusterEdge{a, b, d}, "edge-a", "edge-b", "edge-d")
+	for _, mode := range []int32{claimMoveAt, claimPass} {
+		f.mode.Store(mode)
+		claims := f.claims.Load()
+		conn, resp, err := d.dialV1(t, key, "", nil)
+		if err == nil {
+			conn.Close()
+			t.Fatalf("mode %d: edge-d started %s while edge-b names edge-z its holder (split), on an address the path gave", mode, key)
+		}
+		if f.claims.Load() == claims {
+			t.Fatalf("mode %d: edge-d asked edge-b nothing (answer %v, %v)", mode, resp, err)
+		}
+		if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("mode %d: edge-d answered %v, want 503 (edge-z unanswered)", mode, resp)
+		}
+	}
+	if n, _ := d.s.Stats(); n != 0 {
+		t.Fatalf("%d sessions started on edge-d, want none", n)
+	}
+	// edge-b of an earlier release: its address unsigned, still asked; a
+	// refusal there passes edge-z over no more.
+	healthtest.AnnouncePeerSigning(t, b.m, d.m, health.PeerSigningClaimAnswer)
+	f.mode.Store(claimMoveAt)
+	conn, resp, err := d.dialV1(t, key, "", nil)
+	if err == nil {
+		conn.Close()
+		t.Fatalf("edge-d started %s on an earlier release's unsigned address, refused", key)
+	}
+	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("edge-d answered %v for an earlier release's unsigned address, refused; want 503", resp)
 	}
 }

@@ -372,7 +372,8 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		ctx.Error("forbidden: not an edge of this cluster\n", fasthttp.StatusForbidden)
 		return
 	}
-	if o.claimTaken(by, string(ctx.Request.Header.Peek(configs.HeaderPeer))) {
+	claimer, _ := o.m.Node(by) // a member: peerRequest checked
+	if o.claimTaken(claimer, string(ctx.Request.Header.Peek(configs.HeaderPeer))) {
 		s.metrics.peerRefused.Inc()
 		s.log.Debug("claim refused: taken once already", "by", by, "remote", ctx.RemoteIP())
 		ctx.Error("forbidden: this claim was taken once already (sent again on the way?)\n", fasthttp.StatusForbidden)
@@ -399,11 +400,6 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 	status, body := fasthttp.StatusOK, claimedBody
 	if holder != "" {
 		status, body = fasthttp.StatusConflict, hostedPrefix+holder+"\n"
-	}
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("text/plain; charset=utf-8")
-	ctx.SetBodyString(body)
-	if holder != "" {
 		ctx.Response.Header.Set(headerOwner, holder)
 		at := ""
 		if n, ok := o.m.Node(holder); ok {
@@ -412,9 +408,17 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 			at = s.hub.handedAt(key, holder) // not heard of here yet
 		}
 		if at != "" && holder != s.name {
+			// In the signed body for a claimer that reads it there; in
+			// a header, unsigned, for an earlier release's.
+			if claimer.Meta.PeerSigning >= health.PeerSigningClaimOnce {
+				body += ownerAtPrefix + at + "\n"
+			}
 			ctx.Response.Header.Set(headerOwnerAt, at)
 		}
 	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBodyString(body)
 	// Signed for the claimer and this very claim: an answer made on the
 	// path settles nothing there (claim).
 	if sig := o.m.Keyring().SignAnswer(s.name, by, string(ctx.Request.Header.Peek(configs.HeaderPeer)), status, []byte(body)); sig != "" {
@@ -428,14 +432,14 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 // the oldest could take its effect once more. ~1 MiB (measured).
 const claimSigsKept = 1 << 14
 
-// claimTaken reports whether a claim by edge by signed sig took its effect
+// claimTaken reports whether a claim by the edge by signed sig took its effect
 // here before, and remembers it if not — from an edge that gives each claim
 // a nonce (health.PeerSigningClaimOnce), whose claims never share a
 // signature: a copy seen on the wire and sent again within the signature's
 // window takes none. An earlier release's claims (no nonce: two alike
 // within a second are one signature) are taken as before.
-func (o *ownership) claimTaken(by, sig string) bool {
-	if n, ok := o.m.Node(by); !ok || n.Meta.PeerSigning < health.PeerSigningClaimOnce {
+func (o *ownership) claimTaken(by health.Node, sig string) bool {
+	if by.Meta.PeerSigning < health.PeerSigningClaimOnce {
 		return false
 	}
 	now := time.Now() // the signature's clock, not the hub's
@@ -450,10 +454,14 @@ func (o *ownership) claimTaken(by, sig string) bool {
 
 // The bodies of a claim's answers: a 409 names the holder in its body
 // too (hostedPrefix, the holder, a newline), which the answer's signature
-// covers (X-Ringlb-Owner it does not).
+// covers (X-Ringlb-Owner it does not) — and, for a claimer announcing
+// health.PeerSigningClaimOnce, a third edge's address on a line of its own
+// (ownerAtPrefix, the address, a newline), which X-Ringlb-Owner-URL gives
+// unsigned.
 const (
-	claimedBody  = "claimed\n"
-	hostedPrefix = "hosted by "
+	claimedBody   = "claimed\n"
+	hostedPrefix  = "hosted by "
+	ownerAtPrefix = "at "
 )
 
 // serveHandoff installs sessions handed on by a draining edge, each idle

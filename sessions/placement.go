@@ -447,17 +447,20 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 		// crashed before this edge joined) or hosts nothing is passed
 		// over. With no address given, the join waits for gossip (503).
 		if !contains(dead, n.holder) && !contains(skip, n.holder) && !o.goneEdges(nil).left(n.holder) {
-			if n.at == "" {
+			if n.at.url == "" {
 				return "", o.unanswered(n.prev.Name, key, fmt.Errorf("%w: %s", errHolderUnheard, n.holder))
 			}
-			if err := o.m.CheckEdgeURL(n.at); err != nil {
-				// Unsigned, and from the path: never dialed outside the
-				// cluster's networks.
+			if err := o.m.CheckEdgeURL(n.at.url); err != nil {
+				// Never dialed outside the cluster's networks, signed or
+				// not (gossip's rule for members' addresses).
 				return "", o.unanswered(n.prev.Name, key, fmt.Errorf("%w: %s: %w", errHolderUnheard, n.holder, err))
 			}
-			holder, _, err := o.claimKnown(ctx, ring.Member{Name: n.holder, URL: n.at}, key, claimArgs{})
+			holder, _, err := o.claimKnown(ctx, ring.Member{Name: n.holder, URL: n.at.url}, key, claimArgs{})
 			switch {
-			case err != nil && !errors.Is(err, syscall.ECONNREFUSED):
+			case err != nil && (!errors.Is(err, syscall.ECONNREFUSED) || !n.at.signed):
+				// A refusal passes the holder over only at the address
+				// the asked edge signed: one rewritten on the path to a
+				// closed port would have passed a live holder over.
 				return "", o.unanswered(n.holder, key, err)
 			case err == nil && holder == n.holder:
 				return holder, nil
@@ -517,7 +520,7 @@ var errHolderUnheard = errors.New("the edge named as the holder is not known her
 type namedHolder struct {
 	prev   ring.Member
 	holder string
-	at     string // holder's address as prev knows it (HeaderOwnerURL)
+	at     ownerAt // holder's address as prev gives it
 }
 
 // errOwnerUnsure: a previous owner of the key could not say whether it hosts
@@ -804,16 +807,27 @@ type claimArgs struct {
 	handed, at string
 }
 
+// ownerAt is a third edge's address as the edge answering a claim gives
+// it ("" if none).
+type ownerAt struct {
+	url string
+	// signed: from the answer's signed body (or the cluster has no key:
+	// nothing is signed) — the answering edge's word. Else from
+	// HeaderOwnerURL, unsigned (an earlier release's answer): the path's,
+	// as far as the claimer can tell.
+	signed bool
+}
+
 // claim asks edge prev whether it hosts key; it returns the edge that does
 // ("" when none: prev recorded our claim, or a.handed's) and, for a third
-// edge, its address as prev knows it (HeaderOwnerURL; "" if none).
-func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a claimArgs) (holder, at string, err error) {
+// edge, its address as prev knows it.
+func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a claimArgs) (holder string, at ownerAt, err error) {
 	u := prev.URL
 	if n, ok := o.m.Node(prev.Name); ok && n.Meta.URL != "" {
 		u = n.Meta.URL
 	}
 	if u == "" {
-		return "", "", fmt.Errorf("edge %s has no address", prev.Name)
+		return "", at, fmt.Errorf("edge %s has no address", prev.Name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
@@ -831,7 +845,7 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a c
 	}
 	req, err := o.signed(ctx, prev.Name, u, pathClaim+"?"+q.Encode(), key)
 	if err != nil {
-		return "", "", err
+		return "", at, err
 	}
 	req.Header.Set(headerClaimBy, o.self)
 	// A claim may be sent twice: net/http then retries it on a fresh
@@ -840,7 +854,7 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a c
 	req.Header.Set("Idempotency-Key", o.self)
 	resp, err := o.http.Do(req)
 	if err != nil {
-		return "", "", err
+		return "", at, err
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -850,24 +864,31 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a c
 		// session of a key live there.
 		body, err := o.m.Keyring().ReadAnswer(resp, o.self, prev.Name, health.PeerSigningClaimAnswer, 4<<10)
 		if err != nil {
-			return "", "", fmt.Errorf("%w: edge %s: %w", errClaimAnswer, prev.Name, err)
+			return "", at, fmt.Errorf("%w: edge %s: %w", errClaimAnswer, prev.Name, err)
 		}
 		if resp.StatusCode == http.StatusOK {
-			return "", "", nil
+			return "", at, nil
 		}
 		// The holder as the body names it, which the signature covers
-		// (an earlier release's body names none: its X-Ringlb-Owner).
+		// (an earlier release's body names none: its X-Ringlb-Owner),
+		// and its address, on a line of its own from an edge announcing
+		// PeerSigningClaimOnce (an earlier release gives it unsigned).
 		holder = resp.Header.Get(headerOwner)
-		if name, ok := strings.CutPrefix(string(body), hostedPrefix); ok {
-			holder = strings.TrimSuffix(name, "\n")
+		rest, named := strings.CutPrefix(string(body), hostedPrefix)
+		if named {
+			holder, rest, _ = strings.Cut(rest, "\n")
 		}
-		return holder, resp.Header.Get(headerOwnerAt), nil
+		if kr := o.m.Keyring(); !kr.Enabled() || kr.SignsAnswers(prev.Name, health.PeerSigningClaimOnce) {
+			u, _ := strings.CutPrefix(rest, ownerAtPrefix)
+			return holder, ownerAt{url: strings.TrimSuffix(u, "\n"), signed: true}, nil
+		}
+		return holder, ownerAt{url: resp.Header.Get(headerOwnerAt)}, nil
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	if resp.StatusCode == http.StatusForbidden {
-		return "", "", fmt.Errorf("%w: edge %s: %s", errClaimUnknown, prev.Name, resp.Status)
+		return "", at, fmt.Errorf("%w: edge %s: %s", errClaimUnknown, prev.Name, resp.Status)
 	}
-	return "", "", fmt.Errorf("%w: edge %s: %s", errClaimAnswer, prev.Name, resp.Status)
+	return "", at, fmt.Errorf("%w: edge %s: %s", errClaimAnswer, prev.Name, resp.Status)
 }
 
 // errClaimUnknown: the edge does not know us (yet): a joining edge is known
@@ -881,7 +902,7 @@ const unknownClaimerWait = gossipBound
 // claimKnown is claim, asked again while prev does not know this edge (or
 // the edge a.handed names) yet — gossip tells it shortly —, for up to
 // unknownClaimerWait.
-func (o *ownership) claimKnown(ctx context.Context, prev ring.Member, key []byte, a claimArgs) (holder, at string, err error) {
+func (o *ownership) claimKnown(ctx context.Context, prev ring.Member, key []byte, a claimArgs) (holder string, at ownerAt, err error) {
 	deadline := time.Now().Add(unknownClaimerWait)
 	for {
 		holder, at, err = o.claim(ctx, prev, key, a)
@@ -890,7 +911,7 @@ func (o *ownership) claimKnown(ctx context.Context, prev ring.Member, key []byte
 		}
 		select {
 		case <-ctx.Done():
-			return "", "", err
+			return "", ownerAt{}, err
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
