@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -878,9 +879,16 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a c
 		if named {
 			holder, rest, _ = strings.Cut(rest, "\n")
 		}
-		if kr := o.m.Keyring(); !kr.Enabled() || kr.SignsAnswers(prev.Name, health.PeerSigningClaimOnce) {
-			u, _ := strings.CutPrefix(rest, ownerAtPrefix)
-			return holder, ownerAt{url: strings.TrimSuffix(u, "\n"), signed: true}, nil
+		bodyAt := ""
+		if u, ok := strings.CutPrefix(rest, ownerAtPrefix); ok {
+			bodyAt = strings.TrimSuffix(u, "\n")
+		}
+		switch kr := o.m.Keyring(); {
+		case !kr.Enabled():
+			// Nothing is signed: the cluster's network is trusted.
+			return holder, ownerAt{url: cmp.Or(bodyAt, resp.Header.Get(headerOwnerAt)), signed: true}, nil
+		case kr.SignsAnswers(prev.Name, health.PeerSigningClaimOnce):
+			return holder, ownerAt{url: bodyAt, signed: true}, nil
 		}
 		return holder, ownerAt{url: resp.Header.Get(headerOwnerAt)}, nil
 	}
