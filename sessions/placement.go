@@ -851,7 +851,9 @@ func (o *ownership) claim(ctx context.Context, prev ring.Member, key []byte, a c
 	req.Header.Set(headerClaimBy, o.self)
 	// A claim may be sent twice: net/http then retries it on a fresh
 	// connection when a kept-alive one turns out closed (the peer
-	// restarted or crashed), instead of failing it.
+	// restarted or crashed), instead of failing it. Should the first have
+	// been taken after all, the copy gets 403 (claimTaken), and
+	// claimKnown asks again with a claim of its own.
 	req.Header.Set("Idempotency-Key", o.self)
 	resp, err := o.http.Do(req)
 	if err != nil {
