@@ -107,7 +107,7 @@ func (s *Server) handOn(ctx context.Context, o *ownership) {
 		s.installing.Lock()
 		s.installing.Unlock() //nolint:staticcheck // a barrier, not a section
 	}
-	snap := o.ring.Update(o.members())
+	snap, _ := o.rebuild()
 	s.handed, s.handedAt = true, snap.Version()
 	if o.handOff(ctx, snap) > 0 {
 		s.lastHandOff = s.hub.now()

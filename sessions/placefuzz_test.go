@@ -1798,6 +1798,51 @@ func TestDrainedEdgeCrashSplitsNoSession(t *testing.T) {
 	c.edges[1].s.hub.unreserve([]byte("room-13"))
 }
 
+// A drain that hands its sessions on before its own ring is rebuilt (the
+// UseCluster goroutine has not run yet since the edge heard of a new one)
+// rebuilt the ring itself without keeping the view it replaced: room-7,
+// live on edge-c, went to edge-d, which had joined a moment before, and
+// the drain, finding no ring change in its recent views, told nobody —
+// but a balancer that knows neither edge-d nor the drain routes by that
+// replaced view. edge-c crashed within its linger, and such a balancer
+// sent room-7 past it to edge-b, which knew of no change and started a
+// second session (found by FuzzPlacementEvents). Now the drain's rebuild
+// keeps the view it replaces, as a ring change does: edge-b is told of
+// the hand-off to edge-d and sends the join there.
+func TestDrainBeforeItsRingUpdateSplitsNoSession(t *testing.T) {
+	if ownerOn(pfRing, "room-7", "edge-a", "edge-b", "edge-c") != "edge-c" || ownerOn(pfRing, "room-7", "edge-a", "edge-b", "edge-d") != "edge-d" || ownerOn(pfRing, "room-7", "edge-a", "edge-b") != "edge-b" {
+		t.Fatal("room-7's owners on pfRing are not the ones this test needs")
+	}
+	c := newPlaceCluster(t, 0x11) // edge-a, edge-b and edge-c, settled
+	c.join(0x11)                  // room-7 by the converged view: edge-c
+	if _, live := c.hosts("room-7"); len(live) != 1 || live[0].name != "edge-c" {
+		t.Fatalf("room-7 live on %d edges, want edge-c alone", len(live))
+	}
+	c.start(3)
+	c.update(c.edges[3])
+	c.mu.Lock()
+	c.catchUp(2, 3) // edge-c hears of edge-d; its ring is rebuilt later
+	c.mu.Unlock()
+	c.drain(c.edges[2], 0x10) // hands room-7 to edge-d, before its update
+	if hosting, _ := c.hosts("room-7"); len(hosting) != 1 || hosting[0].name != "edge-d" {
+		t.Fatalf("room-7 hosted on %d edges after edge-c's drain, want edge-d alone", len(hosting))
+	}
+	c.crash(c.edges[2])
+	// A join past edge-c, by a balancer that knows neither change.
+	var rc fasthttp.RequestCtx
+	rc.Request.Header.Set(headerSkip, "edge-c")
+	owner, err := c.edges[1].s.place(&rc, []byte("room-7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owner != "edge-d" {
+		if owner == "" {
+			c.edges[1].s.hub.unreserve([]byte("room-7"))
+		}
+		t.Fatalf("edge-b placed room-7 at %q while edge-d hosts it, want a 421 to edge-d", owner)
+	}
+}
+
 // The edge a drain handed a key to crashes before the edge holding the
 // drain's claim for it has heard of it: nothing will tell that edge it is
 // gone (gossip tells of no member's death before its life). The claim

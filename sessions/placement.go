@@ -255,23 +255,36 @@ func (o *ownership) update() {
 		n, ok := o.m.Node(c.edge)
 		return !c.holds(gone, now) || ok && n.Meta.State == health.StateDraining
 	})
-	members := o.members()
-	// The new ring is published under o.mu, with the view it replaces
-	// already among the past ones: a join that reads the new ring reads
-	// the past views (previousOwners) after it, so it asks the old owner.
-	// Published first, a join placed in between saw a ring giving it the
-	// key and no previous owner to ask, and started a second session of a
-	// draining edge's session before the hand-off came (refused then:
-	// its clients were reset).
-	o.mu.Lock()
-	old := o.ring.Snapshot()
-	next := o.ring.Update(members)
-	if next == old {
-		o.mu.Unlock()
+	next, changed := o.rebuild()
+	if !changed {
 		o.repl.membershipChanged(false)
 		return
 	}
-	now = o.srv.hub.now()
+	o.log.Info("ring changed", "version", next.Version(), "edges", next.Len())
+	o.srv.hub.eachSession(func(_ *hubShard, s *session) { o.syncPin(s.key, next) })
+	o.repl.membershipChanged(true)
+}
+
+// rebuild builds the ring of the members as they are now and reports
+// whether it changed. The new ring is published under o.mu, with the view
+// it replaces already among the past ones: a join that reads the new ring
+// reads the past views (previousOwners) after it, so it asks the old
+// owner. Published first, a join placed in between saw a ring giving it
+// the key and no previous owner to ask, and started a second session of a
+// draining edge's session before the hand-off came (refused then: its
+// clients were reset). A drain's hand-off rebuilds it too (handOn), and
+// the view it replaces is one balancers may still route by: without it the
+// drain told none of the edges they fail over to of a session handed to
+// an edge that joined a moment before (noticeFailover).
+func (o *ownership) rebuild() (next *ring.Snapshot, changed bool) {
+	members := o.members()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	old := o.ring.Snapshot()
+	if next = o.ring.Update(members); next == old {
+		return next, false
+	}
+	now := o.srv.hub.now()
 	kept := o.past[:0]
 	for _, p := range o.past {
 		if now.Before(p.until) {
@@ -279,10 +292,7 @@ func (o *ownership) update() {
 		}
 	}
 	o.past = append(kept, pastView{snap: old, until: now.Add(settleWindow)})
-	o.mu.Unlock()
-	o.log.Info("ring changed", "version", next.Version(), "edges", next.Len())
-	o.srv.hub.eachSession(func(_ *hubShard, s *session) { o.syncPin(s.key, next) })
-	o.repl.membershipChanged(true)
+	return next, true
 }
 
 // syncPin pins key when the ring gives it to another edge. A pin stays
