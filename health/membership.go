@@ -194,6 +194,8 @@ type Membership struct {
 	notifyDue  *time.Timer
 	recent     []Event
 	closed     bool
+	// backAt is when this node last refuted its own death (BackAt).
+	backAt time.Time
 
 	// ignored are members whose metadata this node does not trust, with
 	// why (logged once per reason); they are not in nodes.
@@ -274,7 +276,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		// Before gossip starts: which form of signature each member makes.
 		kr.members, kr.log = m.Node, logger
 	}
-	mc, err := memberlistConfig(cfg, kr, logger)
+	mc, err := memberlistConfig(cfg, kr, logger, m.refutedDeath)
 	if err != nil {
 		return nil, err
 	}
@@ -428,7 +430,7 @@ func (m *Membership) unreachedSeeds(ctx context.Context, seeds []string) []strin
 	return missing
 }
 
-func memberlistConfig(cfg configs.Cluster, kr *Keyring, logger *slog.Logger) (*memberlist.Config, error) {
+func memberlistConfig(cfg configs.Cluster, kr *Keyring, logger *slog.Logger, refutedDeath func()) (*memberlist.Config, error) {
 	var mc *memberlist.Config
 	if cfg.Profile == "local" {
 		mc = memberlist.DefaultLocalConfig()
@@ -480,7 +482,7 @@ func memberlistConfig(cfg configs.Cluster, kr *Keyring, logger *slog.Logger) (*m
 		mc.Keyring = kr.ml
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
-	mc.Logger = log.New(&logWriter{logger: logger}, "", 0)
+	mc.Logger = log.New(&logWriter{logger: logger, refutedDeath: refutedDeath}, "", 0)
 	return mc, nil
 }
 
@@ -505,9 +507,23 @@ func splitHostPort(addr string) (string, int, error) {
 // peers (undecryptable or malformed packets, a peer's failed probe), so
 // raising them would let any host that reaches the gossip port flood the
 // logs; what operators need (joins, leaves, failures) comes as events.
-type logWriter struct{ logger *slog.Logger }
+//
+// One line is an event of its own: memberlist says nothing else when this
+// node hears that the cluster took it for dead and refutes it (refutedDeath).
+type logWriter struct {
+	logger       *slog.Logger
+	refutedDeath func()
+}
+
+// refutingDeath begins memberlist's line for a dead message about this node
+// that it refutes (state.go, deadNode): the others had dropped this node,
+// and take it back once they hear the refutation.
+const refutingDeath = "memberlist: Refuting a dead message"
 
 func (w *logWriter) Write(p []byte) (int, error) {
+	if w.refutedDeath != nil && bytes.Contains(p, []byte(refutingDeath)) {
+		w.refutedDeath()
+	}
 	if !w.logger.Enabled(context.Background(), slog.LevelDebug) {
 		return len(p), nil
 	}
@@ -522,6 +538,35 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	line = strings.TrimPrefix(line, "memberlist: ")
 	w.logger.Debug(line, "component", "memberlist", "memberlist_level", level)
 	return len(p), nil
+}
+
+// BackAt is when this node last came back from being taken for dead by the
+// cluster (zero if never): memberlist told it that the others had it dead,
+// and it refuted that — they take it back as they hear the refutation, and
+// route to it again by rings they had dropped it from.
+func (m *Membership) BackAt() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.backAt
+}
+
+// refutedLogEvery spaces the warnings of refuted deaths.
+const refutedLogEvery = 10 * time.Second
+
+// refutedDeath notes that this node refuted its death (logWriter). Called
+// by memberlist with its state locked: it takes m.mu, as memberlist's event
+// callbacks do, and calls nothing of memberlist's.
+func (m *Membership) refutedDeath() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if now.Sub(m.backAt) > refutedLogEvery {
+		// Once in a while: each dead message refuted is a line of
+		// memberlist's, and a member can send many.
+		m.logger.Warn("the cluster had taken this node for dead; it refuted that and is back (busy or cut off past the failure detector's timeout?)")
+	}
+	m.backAt = now
+	m.notifyLocked()
 }
 
 // Keyring is the cluster's key (nil when it has none): nodes sign their

@@ -304,6 +304,15 @@ func (v *pfView) Node(name string) (health.Node, bool) {
 	return n, ok
 }
 
+// BackAt is when the edge came back from busy: it refuted its death, as
+// memberlist's node does once it hears of it (before the others see it
+// back).
+func (v *pfView) BackAt() time.Time {
+	v.c.mu.Lock()
+	defer v.c.mu.Unlock()
+	return v.c.edges[v.self].backAt
+}
+
 func (v *pfView) Left(name string, within time.Duration) (health.Node, bool) {
 	v.c.mu.Lock()
 	defer v.c.mu.Unlock()
@@ -1841,6 +1850,37 @@ func TestDrainBeforeItsRingUpdateSplitsNoSession(t *testing.T) {
 		}
 		t.Fatalf("edge-b placed room-7 at %q while edge-d hosts it, want a 421 to edge-d", owner)
 	}
+}
+
+// An edge taken for dead by the cluster (busy) before any other edge had
+// heard of it comes back: balancers that see it back route to it the keys
+// it owns on the ring with it — room-7, live on edge-c since before
+// edge-d joined. edge-c never heard of edge-d, so it pinned nothing; and
+// edge-d, whose own view never changed, took itself for an edge settled
+// long ago, asked nobody and started a second session (found by
+// FuzzPlacementEvents). Now an edge back from being taken for dead (it
+// refuted its death: Membership.BackAt) is new to the cluster again for a
+// settle window, and asks the owners of the ring without it: edge-d sends
+// the join to edge-c.
+func TestEdgeBackFromTheDeadSplitsNoSession(t *testing.T) {
+	c := newPlaceCluster(t, 0x11) // edge-a, edge-b and edge-c, settled
+	c.join(0x11)                  // room-7 by the converged view: edge-c
+	c.start(3)
+	c.update(c.edges[3])
+	c.mu.Lock()
+	c.edges[3].busy = true // taken for dead before anyone heard of it
+	c.changedAt[3] = c.now
+	c.mu.Unlock()
+	c.advance(time.Minute + time.Second)
+	c.mu.Lock()
+	c.edges[3].busy, c.edges[3].backAt = false, c.now // back: it refuted its death
+	c.changedAt[3] = c.now
+	c.mu.Unlock()
+	c.update(c.edges[3])
+	if _, ok := c.edges[2].v.Node("edge-d"); ok {
+		t.Fatal("edge-c heard of edge-d")
+	}
+	c.placeExpect(c.edges[3], "room-7", "edge-c")
 }
 
 // The edge a drain handed a key to crashes before the edge holding the

@@ -100,6 +100,10 @@ type Membership interface {
 	// PinnedByGone names a node that pinned hash and left the cluster
 	// lately: it may only have been taken for dead.
 	PinnedByGone(hash uint64) (string, bool)
+	// BackAt is when this edge last came back from being taken for dead
+	// by the cluster (it refuted its death; zero if never): from then on
+	// balancers route to it again, by rings it had left.
+	BackAt() time.Time
 	// CheckEdgeURL reports whether raw is an address an edge of the
 	// cluster could announce (an IP address within its allowed networks,
 	// and a port): one handed over for an edge not heard of yet is dialed
@@ -131,7 +135,7 @@ type ownership struct {
 	unsureLog acceptguard.LogLimit
 
 	// joined is when this edge joined: for settleWindow after, balancers may
-	// still route by rings without it.
+	// still route by rings without it (arrived).
 	joined time.Time
 
 	mu     sync.Mutex
@@ -623,7 +627,7 @@ func (o *ownership) previousOwners(key []byte, skip, dead []string) (out []ring.
 	past, current := o.recentViews(now)
 	views := make([]*ring.Snapshot, 0, len(past)+1)
 	var others []*ring.Snapshot
-	if now.Before(o.joined.Add(settleWindow)) {
+	if now.Before(o.arrived().Add(settleWindow)) {
 		// Until every balancer knows of us they route by the ring without
 		// us — the current one less this edge, not the first we saw: we
 		// may have learnt of the other edges one by one.
@@ -734,10 +738,25 @@ type failoverRing struct {
 // leaves open (docs/DESIGN.md).
 const maxFailoverRings = 64
 
+// arrived is when this edge last came into the balancers' rings: when it
+// joined, or came back from being taken for dead. Back, it is new to the
+// cluster again: the others had dropped it from their rings, pinned
+// nothing for it, and may have started its keys' sessions meanwhile — or
+// had never heard of it at all (taken for dead before word of it spread),
+// while its own view never changed: taking itself for an edge long
+// settled, it asked nobody and started a second session of a key live
+// elsewhere (TestEdgeBackFromTheDeadSplitsNoSession).
+func (o *ownership) arrived() time.Time {
+	if back := o.m.BackAt(); back.After(o.joined) {
+		return back
+	}
+	return o.joined
+}
+
 // sweepFailover lets the failover rings go once the new edge's window
 // has passed (they and their views were kept until the ring changed).
 func (o *ownership) sweepFailover(now time.Time) {
-	if now.Before(o.joined.Add(settleWindow)) {
+	if now.Before(o.arrived().Add(settleWindow)) {
 		return
 	}
 	o.failMu.Lock()
