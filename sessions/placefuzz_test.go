@@ -51,7 +51,8 @@ import (
 // exited, restarting under its name (a new process: no sessions, claims
 // or pins); an edge taken for dead while
 // alive (a busy one: gossip drops it, balancers skip it, its claims go
-// unanswered until it is back) and coming back; a drain (its own ring
+// unanswered until it is back) and coming back (knowing it was away, as
+// memberlist's node does when it refutes its death: Membership.BackAt); a drain (its own ring
 // updated before or after its hand-off, as the UseCluster goroutine may),
 // its hand-offs delivered, lost before or after the new owner installed
 // them, or refused for now then delivered, then the drained edge exiting;
