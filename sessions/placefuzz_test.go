@@ -1101,7 +1101,7 @@ func (c *pfCluster) advance(d time.Duration) {
 		e.o.failMu.Lock()
 		failRings := len(e.o.failRings)
 		e.o.failMu.Unlock()
-		if failRings > 0 && !c.now.Before(e.o.joined.Add(settleWindow)) {
+		if failRings > 0 && !c.now.Before(e.o.arrived().Add(settleWindow)) {
 			c.fail("%s keeps %d failover rings past its window", e.name, failRings)
 		}
 		for i := range e.s.hub.shards {
