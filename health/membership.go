@@ -508,20 +508,24 @@ func splitHostPort(addr string) (string, int, error) {
 // raising them would let any host that reaches the gossip port flood the
 // logs; what operators need (joins, leaves, failures) comes as events.
 //
-// One line is an event of its own: memberlist says nothing else when this
-// node hears that the cluster took it for dead and refutes it (refutedDeath).
+// Two lines are an event of their own: memberlist says nothing else when
+// this node hears that the cluster suspects it or took it for dead, and
+// refutes that (refutedDeath).
 type logWriter struct {
 	logger       *slog.Logger
 	refutedDeath func()
 }
 
-// refutingDeath begins memberlist's line for a dead message about this node
-// that it refutes (state.go, deadNode): the others had dropped this node,
-// and take it back once they hear the refutation.
-const refutingDeath = "memberlist: Refuting a dead message"
+// refuting begin memberlist's lines for a suspect or dead message about
+// this node that it refutes (state.go: suspectNode, deadNode). A node the
+// others had taken for dead may hear only the suspicion before it (a node
+// stopped 12 s and let go on loopback refuted "a suspect message" only,
+// while the others had it dead for 8 s): either way they may have dropped
+// it, and take it back once they hear the refutation.
+var refuting = [...][]byte{[]byte("memberlist: Refuting a suspect message"), []byte("memberlist: Refuting a dead message")}
 
 func (w *logWriter) Write(p []byte) (int, error) {
-	if w.refutedDeath != nil && bytes.Contains(p, []byte(refutingDeath)) {
+	if w.refutedDeath != nil && (bytes.Contains(p, refuting[0]) || bytes.Contains(p, refuting[1])) {
 		w.refutedDeath()
 	}
 	if !w.logger.Enabled(context.Background(), slog.LevelDebug) {
@@ -540,20 +544,21 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// BackAt is when this node last came back from being taken for dead by the
-// cluster (zero if never): memberlist told it that the others had it dead,
-// and it refuted that — they take it back as they hear the refutation, and
-// route to it again by rings they had dropped it from.
+// BackAt is when this node last came back from being suspected or taken
+// for dead by the cluster (zero if never): memberlist told it so, and it
+// refuted that — others that had dropped it take it back as they hear the
+// refutation, and route to it again by rings they had dropped it from.
 func (m *Membership) BackAt() time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.backAt
 }
 
-// refutedLogEvery spaces the warnings of refuted deaths.
+// refutedLogEvery spaces the warnings of refutations.
 const refutedLogEvery = 10 * time.Second
 
-// refutedDeath notes that this node refuted its death (logWriter). Called
+// refutedDeath notes that this node refuted its suspicion or death
+// (logWriter). Called
 // by memberlist with its state locked: it takes m.mu, as memberlist's event
 // callbacks do, and calls nothing of memberlist's.
 func (m *Membership) refutedDeath() {
@@ -563,7 +568,7 @@ func (m *Membership) refutedDeath() {
 	if now.Sub(m.backAt) > refutedLogEvery {
 		// Once in a while: each dead message refuted is a line of
 		// memberlist's, and a member can send many.
-		m.logger.Warn("the cluster had taken this node for dead; it refuted that and is back (busy or cut off past the failure detector's timeout?)")
+		m.logger.Warn("the cluster suspected this node or took it for dead; it refuted that and is back (busy, or cut off from the others?)")
 	}
 	m.backAt = now
 	m.notifyLocked()

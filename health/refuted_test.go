@@ -6,13 +6,13 @@ import (
 	"time"
 )
 
-// A node the cluster took for dead (busy, or cut off past the failure
-// detector's timeout) hears of it from memberlist only as a log line, the
-// one memberlist (v0.7.0, state.go: deadNode) prints as it refutes a dead
-// message about itself; the others take it back as they hear the
-// refutation. That line, written to the logger memberlistConfig gives
-// memberlist, is BackAt and a membership change; a refuted suspicion (the
-// others never dropped the node) is neither.
+// A node the cluster suspected or took for dead (busy, or cut off from the
+// others) hears of it from memberlist only as a log line, one of those
+// memberlist (v0.7.0, state.go: suspectNode, deadNode) prints as it refutes
+// a suspect or dead message about itself; others that had dropped it take
+// it back as they hear the refutation. Such a line, written to the logger
+// memberlistConfig gives memberlist, is BackAt and a membership change;
+// another of memberlist's warnings is neither.
 func TestRefutedDeathIsBackAt(t *testing.T) {
 	m := startNode(t, testCluster("node-0"), edgeMeta(0))
 	changes, unsubscribe := m.Subscribe()
@@ -25,18 +25,20 @@ func TestRefutedDeathIsBackAt(t *testing.T) {
 	case <-changes: // the start's
 	default:
 	}
-	mc.Logger.Printf("[WARN] memberlist: Refuting a suspect message (from: %s)", "node-1")
+	mc.Logger.Printf("[WARN] memberlist: Refuting an alive message for '%s' (%v:%d) meta:(%v VS %v), vsn:(%v VS %v)", "node-0", "127.0.0.1", 7946, nil, nil, nil, nil)
 	if back := m.BackAt(); !back.IsZero() {
-		t.Fatalf("BackAt %v after a refuted suspicion, want zero", back)
+		t.Fatalf("BackAt %v after another of memberlist's warnings, want zero", back)
 	}
-	before := time.Now()
-	mc.Logger.Printf("[WARN] memberlist: Refuting a dead message (from: %s)", "node-1")
-	if back := m.BackAt(); back.Before(before) {
-		t.Fatalf("BackAt %v after a refuted death at %v", back, before)
-	}
-	select {
-	case <-changes:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no membership change signalled for a refuted death")
+	for _, format := range []string{"[WARN] memberlist: Refuting a suspect message (from: %s)", "[WARN] memberlist: Refuting a dead message (from: %s)"} {
+		before := time.Now()
+		mc.Logger.Printf(format, "node-1")
+		if back := m.BackAt(); back.Before(before) {
+			t.Fatalf("BackAt %v after %q at %v", back, format, before)
+		}
+		select {
+		case <-changes:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no membership change signalled for %q", format)
+		}
 	}
 }

@@ -100,9 +100,9 @@ type Membership interface {
 	// PinnedByGone names a node that pinned hash and left the cluster
 	// lately: it may only have been taken for dead.
 	PinnedByGone(hash uint64) (string, bool)
-	// BackAt is when this edge last came back from being taken for dead
-	// by the cluster (it refuted its death; zero if never): from then on
-	// balancers route to it again, by rings it had left.
+	// BackAt is when this edge last came back from being suspected or
+	// taken for dead by the cluster (it refuted that; zero if never): from
+	// then on balancers route to it again, by rings it may have left.
 	BackAt() time.Time
 	// CheckEdgeURL reports whether raw is an address an edge of the
 	// cluster could announce (an IP address within its allowed networks,
