@@ -194,8 +194,10 @@ type Membership struct {
 	notifyDue  *time.Timer
 	recent     []Event
 	closed     bool
-	// backAt is when this node last refuted its own death (BackAt).
+	// backAt is when this node last came back (BackAt); backs counts
+	// them by how it knew (ringlb_gossip_back_total).
 	backAt time.Time
+	backs  [len(backReasons)]atomic.Uint64
 
 	// ignored are members whose metadata this node does not trust, with
 	// why (logged once per reason); they are not in nodes.
@@ -334,6 +336,8 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		m.retry.Add(1)
 		go m.keepSeeds(seeds, every, err == nil)
 	}
+	m.retry.Add(1)
+	go m.watchPauses()
 	if err := ctx.Err(); err != nil {
 		m.Shutdown(context.Background())
 		return nil, err
@@ -554,24 +558,69 @@ func (m *Membership) BackAt() time.Time {
 	return m.backAt
 }
 
-// refutedLogEvery spaces the warnings of refutations.
-const refutedLogEvery = 10 * time.Second
+// How a node knows it may have been dropped by the others
+// (ringlb_gossip_back_total{reason}): it refuted a suspicion or death
+// memberlist told it of, or it did not run for longer than it takes the
+// others to take it for dead. The second is needed: a node stopped past
+// the others' suspicion (SIGSTOP in the end-to-end partition test) came
+// back through its own next metadata update, which raises its
+// incarnation as a refutation does, without hearing of its death at all.
+var backReasons = [...]string{"refuted", "paused"}
+
+const (
+	backRefuted = iota
+	backPaused
+)
+
+// backLogEvery spaces the warnings of a node's returns.
+const backLogEvery = 10 * time.Second
 
 // refutedDeath notes that this node refuted its suspicion or death
-// (logWriter). Called
-// by memberlist with its state locked: it takes m.mu, as memberlist's event
-// callbacks do, and calls nothing of memberlist's.
-func (m *Membership) refutedDeath() {
+// (logWriter). Called by memberlist with its state locked: it takes m.mu,
+// as memberlist's event callbacks do, and calls nothing of memberlist's.
+func (m *Membership) refutedDeath() { m.wentBack(backRefuted, time.Now()) }
+
+// wentBack notes, at now, that the others may have dropped this node and
+// taken it back since (BackAt), how it knows.
+func (m *Membership) wentBack(reason int, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now()
-	if now.Sub(m.backAt) > refutedLogEvery {
+	if now.Sub(m.backAt) > backLogEvery {
 		// Once in a while: each dead message refuted is a line of
 		// memberlist's, and a member can send many.
-		m.logger.Warn("the cluster suspected this node or took it for dead; it refuted that and is back (busy, or cut off from the others?)")
+		m.logger.Warn("the cluster may have taken this node for dead: it is back (busy, stopped, or cut off from the others?)", "how", backReasons[reason])
 	}
 	m.backAt = now
+	m.backs[reason].Add(1)
 	m.notifyLocked()
+}
+
+// watchPauses notes a pause of the process (stopped, starved of CPU, a VM
+// frozen) long enough for the others to have taken this node for dead —
+// a probe and memberlist's shortest suspicion timeout — as a return
+// (BackAt).
+func (m *Membership) watchPauses() {
+	defer m.retry.Done()
+	tick := time.NewTicker(m.probeInterval)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+			now := time.Now()
+			m.noticeGap(last, now)
+			last = now
+		}
+	}
+}
+
+// noticeGap is watchPauses' check of the time between two of its ticks.
+func (m *Membership) noticeGap(last, now time.Time) {
+	if now.Sub(last) > m.probeInterval+time.Duration(m.suspicionMult)*m.probeInterval {
+		m.wentBack(backPaused, now)
+	}
 }
 
 // Keyring is the cluster's key (nil when it has none): nodes sign their

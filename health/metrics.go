@@ -11,6 +11,9 @@ var (
 	joinsUnconfirmedDesc = prometheus.NewDesc("ringlb_gossip_joins_unconfirmed_total",
 		"Members memberlist took in that this node never believed: taken for dead or gone before they answered one of its pings (a replayed capture of a node that has left, or a node whose UDP is blocked).",
 		nil, nil)
+	backDesc = prometheus.NewDesc("ringlb_gossip_back_total",
+		"Times this node came back from being possibly taken for dead by the others: it refuted a suspicion or death memberlist told it of (reason refuted), or it did not run for longer than a probe and the others' shortest suspicion timeout (reason paused: stopped, starved of CPU). An edge then asks where sessions live for a settle window, as a new edge does.",
+		[]string{"reason"}, nil)
 	answersRefusedDesc = prometheus.NewDesc("ringlb_peer_answers_refused_total",
 		"Answers to this node's signed reads of other nodes' admin APIs, and to the changes its dashboard forwards, refused: from a node announcing peer_signing 7 or more, without its valid X-Ringlb-Peer-Answer for the request they answer (altered or replayed on the way); each is read as no answer.",
 		nil, nil)
@@ -22,6 +25,7 @@ type collector struct{ m *Membership }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- streamsRefusedDesc
 	ch <- joinsUnconfirmedDesc
+	ch <- backDesc
 	ch <- answersRefusedDesc
 }
 
@@ -30,6 +34,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(streamsRefusedDesc, prometheus.CounterValue, float64(c.m.streams.refused[i].Load()), reason)
 	}
 	ch <- prometheus.MustNewConstMetric(joinsUnconfirmedDesc, prometheus.CounterValue, float64(c.m.joinsUnconfirmed.Load()))
+	for i, reason := range backReasons {
+		ch <- prometheus.MustNewConstMetric(backDesc, prometheus.CounterValue, float64(c.m.backs[i].Load()), reason)
+	}
 	var refused uint64
 	if c.m.keyring != nil {
 		refused = c.m.keyring.answers.refused.Load()

@@ -41,4 +41,26 @@ func TestRefutedDeathIsBackAt(t *testing.T) {
 			t.Fatalf("no membership change signalled for %q", format)
 		}
 	}
+	if n := m.backs[backRefuted].Load(); n != 2 {
+		t.Errorf("ringlb_gossip_back_total{reason=\"refuted\"} %d, want 2", n)
+	}
+}
+
+// A pause of the process longer than a probe and the others' shortest
+// suspicion timeout may have had it taken for dead: BackAt, as a
+// refutation is (the end-to-end partition test stops an edge's process
+// for real; here the watch's check is given the times such a pause leaves
+// between two of its ticks).
+func TestPauseIsBackAt(t *testing.T) {
+	m := startNode(t, testCluster("node-0"), edgeMeta(0))
+	last := time.Now().Add(time.Hour) // after any tick of the node's own watch
+	m.noticeGap(last, last.Add(2*m.probeInterval))
+	if back := m.BackAt(); back.After(last) {
+		t.Fatalf("BackAt %v after a gap of two probe intervals, want none", back)
+	}
+	paused := last.Add(m.probeInterval + time.Duration(m.suspicionMult+1)*m.probeInterval)
+	m.noticeGap(last, paused)
+	if back := m.BackAt(); !back.Equal(paused) {
+		t.Fatalf("BackAt %v after a pause past the suspicion timeout, want %v", back, paused)
+	}
 }

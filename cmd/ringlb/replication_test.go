@@ -266,6 +266,12 @@ func TestReplicationPartition(t *testing.T) {
 	}
 	t.Logf("edge-2 stopped for %s (until taken for dead and its sessions promoted; %d of its own streams had fallen back to async before); %d sessions promoted, %d fenced on edge-2, %d fallbacks to async on the others; %d disconnected, back on %v, last after %s (they stay pinned on their new edges: %d of %d off the ring's owner, edge-2 being back)",
 		stopped.Round(time.Millisecond), int(ownFallbacks), int(promoted), int(fenced), int(fallbacks), p.SessionsDisconnected, p.ResumedOn, p.Resume.Max.Round(time.Millisecond), p.OffOwner, p.OwnerChecked)
+	// Back, edge-2 knew it may have been away (its process had not run
+	// past the others' suspicion timeout) and was new to the cluster for a
+	// settle window.
+	if n := cl.metric("edge-2", "ringlb_gossip_back_total"); n < 1 {
+		t.Errorf("edge-2 noted %v returns after it was stopped, taken for dead and let go; want at least one", n)
+	}
 	if fenced <= 0 || promoted <= 0 {
 		t.Errorf("fenced %v on edge-2, promoted %v elsewhere; want both", fenced, promoted)
 	}
