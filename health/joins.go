@@ -193,9 +193,14 @@ func (d pingDelegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration
 // TCP, which a replay cannot.
 func (m *Membership) probation() time.Duration {
 	n := max(m.ml.NumMembers(), 1)
-	pi := m.probeInterval
-	suspicion := time.Duration(float64(m.suspicionMult*m.suspicionMaxMult) * max(1, math.Log10(float64(n))) * float64(pi))
-	return 2 * (2*time.Duration(n+1)*pi + suspicion)
+	return 2 * (2*time.Duration(n+1)*m.probeInterval + m.suspicion(n, m.suspicionMaxMult))
+}
+
+// suspicion is memberlist's suspicion timeout among n members, times mult
+// (1: the shortest, with enough confirmations; suspicionMaxMult: the
+// longest).
+func (m *Membership) suspicion(n, mult int) time.Duration {
+	return time.Duration(float64(m.suspicionMult*mult) * max(1, math.Log10(float64(n))) * float64(m.probeInterval))
 }
 
 // joinConfirmWait bounds how long Join waits for the members its seeds

@@ -618,7 +618,7 @@ func (m *Membership) watchPauses() {
 
 // noticeGap is watchPauses' check of the time between two of its ticks.
 func (m *Membership) noticeGap(last, now time.Time) {
-	if now.Sub(last) > m.probeInterval+time.Duration(m.suspicionMult)*m.probeInterval {
+	if now.Sub(last) > m.probeInterval+m.suspicion(max(m.ml.NumMembers(), 1), 1) {
 		m.wentBack(backPaused, now)
 	}
 }

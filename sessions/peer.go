@@ -229,6 +229,16 @@ func (o *onceSigs) seen(sig string, now time.Time) bool {
 	return ok && now.UnixNano() < until
 }
 
+// take reports whether sig takes its effect now — it has not before — and
+// remembers it if so.
+func (o *onceSigs) take(sig string, now time.Time) bool {
+	if o.seen(sig, now) {
+		return false
+	}
+	o.add(sig, now)
+	return true
+}
+
 // add remembers sig ("": nothing).
 func (o *onceSigs) add(sig string, now time.Time) {
 	if sig == "" {
@@ -442,14 +452,9 @@ func (o *ownership) claimTaken(by health.Node, sig string) bool {
 	if by.Meta.PeerSigning < health.PeerSigningClaimOnce {
 		return false
 	}
-	now := time.Now() // the signature's clock, not the hub's
 	o.claimSigsMu.Lock()
 	defer o.claimSigsMu.Unlock()
-	if o.claimSigs.seen(sig, now) {
-		return true
-	}
-	o.claimSigs.add(sig, now)
-	return false
+	return !o.claimSigs.take(sig, time.Now()) // the signature's clock, not the hub's
 }
 
 // The bodies of a claim's answers: a 409 names the holder in its body

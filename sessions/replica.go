@@ -153,12 +153,7 @@ func (r *replicator) opening(sig string, keyed bool) bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := time.Now()
-	if r.upgrades.seen(sig, now) {
-		return false
-	}
-	r.upgrades.add(sig, now)
-	return true
+	return r.upgrades.take(sig, time.Now())
 }
 
 // addStream counts an inbound stream in r.wg unless Shutdown began.
