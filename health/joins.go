@@ -172,15 +172,17 @@ func (m *Membership) believe(p *pendingJoin) {
 	}
 }
 
-// pingDelegate hears memberlist's own probes answered: a member whose
-// answers to this node's pings come too late for memberlist.Ping's fixed
-// timeout (a loaded node: memberlist's probes scale theirs) is believed
-// when memberlist's probe of it is answered.
+// pingDelegate hears memberlist's own probes answered: this node is heard
+// (probeAnswered), and a member whose answers to this node's pings come
+// too late for memberlist.Ping's fixed timeout (a loaded node:
+// memberlist's probes scale theirs) is believed when memberlist's probe
+// of it is answered.
 type pingDelegate struct{ m *Membership }
 
 func (d pingDelegate) AckPayload() []byte { return nil }
 
 func (d pingDelegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	d.m.probeAnswered(time.Now())
 	d.m.answered(other.Name)
 }
 

@@ -194,10 +194,17 @@ type Membership struct {
 	notifyDue  *time.Timer
 	recent     []Event
 	closed     bool
-	// backAt is when this node last came back (BackAt); backs counts
-	// them by how it knew (ringlb_gossip_back_total).
-	backAt time.Time
-	backs  [len(backReasons)]atomic.Uint64
+	// awayAt, when set, is since when the others may have dropped this
+	// node, which no member has answered since (BackAt); backAt is when
+	// one last did after that; backs counts the times away by how this
+	// node knew first (ringlb_gossip_back_total). answeredAt is when a
+	// member last answered one of memberlist's probes of this node's
+	// (Unix nanoseconds); back tells watchAway to announce the node again.
+	awayAt, backAt time.Time
+	awayLogged     bool
+	backs          [len(backReasons)]atomic.Uint64
+	answeredAt     atomic.Int64
+	back           chan struct{}
 
 	// ignored are members whose metadata this node does not trust, with
 	// why (logged once per reason); they are not in nodes.
@@ -271,7 +278,9 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	}
 	m := &Membership{logger: logger, meta: meta, encMet: enc, keyring: kr, allowed: allowed,
 		nodes: map[string]Node{}, ignored: map[string]string{}, pending: map[string]*pendingJoin{}, departed: map[string]time.Time{}, pings: make(chan struct{}, maxConfirmPings),
-		subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{}), ready: make(chan struct{})}
+		subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{}), ready: make(chan struct{}),
+		back: make(chan struct{}, 1)}
+	m.answeredAt.Store(time.Now().UnixNano())
 
 	m.balancerSigning.Store(math.MaxInt32)
 	if kr != nil {
@@ -305,6 +314,9 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		mc.AdvertisePort = mc.BindPort
 	}
 	mc.Transport = guard
+	if testHookTransport != nil {
+		mc.Transport = testHookTransport(mc.Name, guard)
+	}
 	m.streams = guard
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -337,7 +349,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		go m.keepSeeds(seeds, every, err == nil)
 	}
 	m.retry.Add(1)
-	go m.watchPauses()
+	go m.watchAway()
 	if err := ctx.Err(); err != nil {
 		m.Shutdown(context.Background())
 		return nil, err
@@ -549,57 +561,96 @@ func (w *logWriter) Write(p []byte) (int, error) {
 }
 
 // BackAt is when this node last came back from being suspected or taken
-// for dead by the cluster (zero if never): memberlist told it so, and it
-// refuted that — others that had dropped it take it back as they hear the
-// refutation, and route to it again by rings they had dropped it from.
+// for dead by the cluster (zero if never), or now while it may still be
+// away: others that had dropped it take it back as they hear from it
+// again, and route to it again by rings they had dropped it from. Away
+// is from when it learns that the others may have dropped it until a
+// member answers one of its probes; then it announces itself again.
 func (m *Membership) BackAt() time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.awayAt.IsZero() {
+		return time.Now()
+	}
 	return m.backAt
 }
 
-// How a node knows it may have been dropped by the others
-// (ringlb_gossip_back_total{reason}): it refuted a suspicion or death
-// memberlist told it of, or it did not run for longer than it takes the
-// others to take it for dead. The second is needed: a node stopped past
-// the others' suspicion (SIGSTOP in the end-to-end partition test) came
-// back through its own next metadata update, which raises its
-// incarnation as a refutation does, without hearing of its death at all.
-var backReasons = [...]string{"refuted", "paused"}
+// How a node learns that the others may have dropped it
+// (ringlb_gossip_back_total{reason}, by the first way of each time away):
+// it refuted a suspicion or death memberlist told it of; it did not run
+// for longer than the others take to drop it; or no member answered its
+// probes for that long. The last two are needed: a node stopped past the
+// others' suspicion (SIGSTOP in the end-to-end partition test) came back
+// through its own next metadata update, which raises its incarnation as a
+// refutation does, without hearing of its death at all; and a node cut off
+// one way (the others lose what it sends) refutes their suspicion while
+// still cut off, and comes back long after, hearing nothing more
+// (TestCutOffNodeIsBackOnceAnswered).
+var backReasons = [...]string{"refuted", "paused", "unanswered"}
 
 const (
 	backRefuted = iota
 	backPaused
+	backUnanswered
 )
 
-// backLogEvery spaces the warnings of a node's returns.
+// testHookTransport, set by tests, wraps the transport memberlist is
+// given a node of that name (a test cuts the node off the network there).
+var testHookTransport func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
+
+// backLogEvery spaces the warnings of a node's times away.
 const backLogEvery = 10 * time.Second
 
 // refutedDeath notes that this node refuted its suspicion or death
 // (logWriter). Called by memberlist with its state locked: it takes m.mu,
 // as memberlist's event callbacks do, and calls nothing of memberlist's.
-func (m *Membership) refutedDeath() { m.wentBack(backRefuted, time.Now()) }
+func (m *Membership) refutedDeath() { m.wentAway(backRefuted, time.Now()) }
 
-// wentBack notes, at now, that the others may have dropped this node and
-// taken it back since (BackAt), how it knows.
-func (m *Membership) wentBack(reason int, now time.Time) {
+// wentAway notes, at now, that the others may have dropped this node, how
+// it knows: it is away (BackAt) until a member answers it (probeAnswered).
+func (m *Membership) wentAway(reason int, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if now.Sub(m.backAt) > backLogEvery {
-		// Once in a while: each dead message refuted is a line of
-		// memberlist's, and a member can send many.
-		m.logger.Warn("the cluster may have taken this node for dead: it is back (busy, stopped, or cut off from the others?)", "how", backReasons[reason])
+	if !m.awayAt.IsZero() {
+		return
 	}
-	m.backAt = now
+	m.awayAt = now
 	m.backs[reason].Add(1)
+	// Once in a while: a member can make this node refute at will.
+	if m.awayLogged = now.Sub(m.backAt) > backLogEvery; m.awayLogged {
+		m.logger.Warn("the cluster may have taken this node for dead (busy, stopped, or cut off from the others?); it counts as new to the cluster until a member answers it and for the settle window after", "how", backReasons[reason])
+	}
 	m.notifyLocked()
 }
 
-// watchPauses notes a pause of the process (stopped, starved of CPU, a VM
-// frozen) long enough for the others to have taken this node for dead —
-// a probe and memberlist's shortest suspicion timeout — as a return
-// (BackAt).
-func (m *Membership) watchPauses() {
+// probeAnswered notes, at now, that a member answered one of memberlist's
+// probes of this node's: away, it is back, and announces itself again.
+// Called by memberlist's probe (no lock of memberlist's held).
+func (m *Membership) probeAnswered(now time.Time) {
+	m.answeredAt.Store(now.UnixNano())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.awayAt.IsZero() {
+		return
+	}
+	if m.awayLogged {
+		m.logger.Info("a member answered this node again: it is back, announcing itself", "away", now.Sub(m.awayAt).Round(time.Millisecond))
+	}
+	m.awayAt, m.backAt = time.Time{}, now
+	m.notifyLocked()
+	select {
+	case m.back <- struct{}{}:
+	default:
+	}
+}
+
+// watchAway notes the times this node may have been dropped that nothing
+// of memberlist's tells it of — a pause of the process, or its probes going
+// unanswered, for as long as the others take to drop it (dropAfter) — and
+// announces the node again when it is back: the others take it back as
+// they hear that, not at its next push/pull or metadata update (30 s and
+// more apart) — until then, BackAt's window would be running out.
+func (m *Membership) watchAway() {
 	defer m.retry.Done()
 	tick := time.NewTicker(m.probeInterval)
 	defer tick.Stop()
@@ -608,6 +659,14 @@ func (m *Membership) watchPauses() {
 		select {
 		case <-m.stop:
 			return
+		case <-m.back:
+			// A higher incarnation, gossiped: others holding this node
+			// dead at a lower one take it back. Bounded: it waits only for
+			// the broadcast to go out, at the next gossip round.
+			if err := m.ml.UpdateNode(m.probeInterval); err != nil {
+				m.logger.Debug("announcing this node again", "err", err)
+			}
+			last = time.Now()
 		case <-tick.C:
 			now := time.Now()
 			m.noticeGap(last, now)
@@ -616,11 +675,26 @@ func (m *Membership) watchPauses() {
 	}
 }
 
-// noticeGap is watchPauses' check of the time between two of its ticks.
+// noticeGap is watchAway's check of what happened between two of its
+// ticks, last and now: a pause of the process, or no answer.
 func (m *Membership) noticeGap(last, now time.Time) {
-	if now.Sub(last) > m.probeInterval+m.suspicion(max(m.ml.NumMembers(), 1), 1) {
-		m.wentBack(backPaused, now)
+	n := m.ml.NumMembers()
+	if n < 2 {
+		return // nobody to drop it
 	}
+	switch after := m.dropAfter(n); {
+	case now.Sub(last) > after:
+		m.wentAway(backPaused, now)
+	case now.Sub(time.Unix(0, m.answeredAt.Load())) > after:
+		m.wentAway(backUnanswered, now)
+	}
+}
+
+// dropAfter is the least time the others, n members with this node, take
+// to drop it once it goes silent: a probe and memberlist's shortest
+// suspicion timeout.
+func (m *Membership) dropAfter(n int) time.Duration {
+	return m.probeInterval + m.suspicion(n, 1)
 }
 
 // Keyring is the cluster's key (nil when it has none): nodes sign their

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 	"time"
@@ -35,32 +36,69 @@ func TestRefutedDeathIsBackAt(t *testing.T) {
 		if back := m.BackAt(); back.Before(before) {
 			t.Fatalf("BackAt %v after %q at %v", back, format, before)
 		}
-		select {
-		case <-changes:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("no membership change signalled for %q", format)
+		waitChange(t, changes, format)
+		mc.Logger.Printf(format, "node-1") // the same time away
+		answered := time.Now()
+		m.probeAnswered(answered)
+		if back := m.BackAt(); !back.Equal(answered) {
+			t.Fatalf("BackAt %v once a probe was answered at %v, want that", back, answered)
 		}
+		waitChange(t, changes, "the answer after "+format)
 	}
 	if n := m.backs[backRefuted].Load(); n != 2 {
-		t.Errorf("ringlb_gossip_back_total{reason=\"refuted\"} %d, want 2", n)
+		t.Errorf("ringlb_gossip_back_total{reason=\"refuted\"} %d, want 2 (one a time away)", n)
+	}
+}
+
+func waitChange(t *testing.T, changes <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-changes:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no membership change signalled for %s", what)
 	}
 }
 
 // A pause of the process longer than a probe and the others' shortest
-// suspicion timeout may have had it taken for dead: BackAt, as a
-// refutation is (the end-to-end partition test stops an edge's process
-// for real; here the watch's check is given the times such a pause leaves
-// between two of its ticks).
+// suspicion timeout may have had it taken for dead: the node is away, as
+// after a refutation, until a member answers it (the end-to-end partition
+// test stops an edge's process for real; here the watch's check is given
+// the times such a pause leaves between two of its ticks).
 func TestPauseIsBackAt(t *testing.T) {
-	m := startNode(t, testCluster("node-0"), edgeMeta(0))
-	last := time.Now().Add(time.Hour) // after any tick of the node's own watch
-	m.noticeGap(last, last.Add(2*m.probeInterval))
-	if back := m.BackAt(); back.After(last) {
+	nodes, _ := startCluster(t, 2)
+	m := nodes[0]
+	changes, unsubscribe := m.Subscribe()
+	defer unsubscribe()
+	now := time.Now()
+	m.noticeGap(now.Add(-2*m.probeInterval), now)
+	if back := m.BackAt(); !back.IsZero() {
 		t.Fatalf("BackAt %v after a gap of two probe intervals, want none", back)
 	}
-	paused := last.Add(m.probeInterval + time.Duration(m.suspicionMult+1)*m.probeInterval)
-	m.noticeGap(last, paused)
-	if back := m.BackAt(); !back.Equal(paused) {
-		t.Fatalf("BackAt %v after a pause past the suspicion timeout, want %v", back, paused)
+	now = time.Now()
+	m.noticeGap(now.Add(-m.probeInterval-m.dropAfter(2)), now)
+	if back := m.BackAt(); back.Before(now) {
+		t.Fatalf("BackAt %v after a pause past the suspicion timeout that ended at %v", back, now)
+	}
+	if n := m.backs[backPaused].Load(); n != 1 {
+		t.Fatalf("ringlb_gossip_back_total{reason=\"paused\"} %d, want 1", n)
+	}
+	// Back at the next probe node-1 answers.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for {
+		m.mu.Lock()
+		away := !m.awayAt.IsZero()
+		m.mu.Unlock()
+		if !away {
+			break
+		}
+		select {
+		case <-changes:
+		case <-ctx.Done():
+			t.Fatal("still away: no probe of node-1 answered")
+		}
+	}
+	if back := m.BackAt(); back.Before(now) {
+		t.Fatalf("BackAt %v once back, before the pause ended at %v", back, now)
 	}
 }

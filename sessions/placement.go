@@ -101,8 +101,9 @@ type Membership interface {
 	// lately: it may only have been taken for dead.
 	PinnedByGone(hash uint64) (string, bool)
 	// BackAt is when this edge last came back from being suspected or
-	// taken for dead by the cluster (it refuted that; zero if never): from
-	// then on balancers route to it again, by rings it may have left.
+	// taken for dead by the cluster (zero if never; now while it may still
+	// be away): from then on balancers route to it again, by rings it may
+	// have left.
 	BackAt() time.Time
 	// CheckEdgeURL reports whether raw is an address an edge of the
 	// cluster could announce (an IP address within its allowed networks,

@@ -1,0 +1,171 @@
+package health
+
+import (
+	"errors"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// cutTransport is a node's gossip transport behind a network that loses
+// everything the node sends while cut is set: its packets, its dials, and
+// its answers on streams others open to it (those streams are closed on
+// arrival). What the others send it by packet still arrives unless deaf is
+// set too: cut alone is the one-way cut memberlist's probes cannot tell
+// from a crash.
+type cutTransport struct {
+	memberlist.NodeAwareTransport
+	cut, deaf atomic.Bool
+	in        chan net.Conn
+	packets   chan *memberlist.Packet
+	stop      chan struct{}
+	done      sync.WaitGroup
+}
+
+func newCutTransport(t *testing.T, inner memberlist.NodeAwareTransport) *cutTransport {
+	c := &cutTransport{NodeAwareTransport: inner, in: make(chan net.Conn), packets: make(chan *memberlist.Packet), stop: make(chan struct{})}
+	c.done.Add(2)
+	go c.forward()
+	go c.forwardPackets()
+	t.Cleanup(func() {
+		close(c.stop)
+		c.done.Wait()
+	})
+	return c
+}
+
+var errCut = errors.New("cut off (test)")
+
+func (c *cutTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if c.cut.Load() {
+		return time.Now(), nil // lost on the way, as UDP is
+	}
+	return c.NodeAwareTransport.WriteTo(b, addr)
+}
+
+func (c *cutTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	if c.cut.Load() {
+		return time.Now(), nil
+	}
+	return c.NodeAwareTransport.WriteToAddress(b, a)
+}
+
+func (c *cutTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if c.cut.Load() {
+		return nil, errCut
+	}
+	return c.NodeAwareTransport.DialTimeout(addr, timeout)
+}
+
+func (c *cutTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	if c.cut.Load() {
+		return nil, errCut
+	}
+	return c.NodeAwareTransport.DialAddressTimeout(a, timeout)
+}
+
+func (c *cutTransport) StreamCh() <-chan net.Conn { return c.in }
+
+func (c *cutTransport) forward() {
+	defer c.done.Done()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case conn := <-c.NodeAwareTransport.StreamCh():
+			if c.cut.Load() {
+				conn.Close()
+				continue
+			}
+			select {
+			case c.in <- conn:
+			case <-c.stop:
+				conn.Close()
+				return
+			}
+		}
+	}
+}
+
+func (c *cutTransport) PacketCh() <-chan *memberlist.Packet { return c.packets }
+
+func (c *cutTransport) forwardPackets() {
+	defer c.done.Done()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case p := <-c.NodeAwareTransport.PacketCh():
+			if c.deaf.Load() {
+				continue
+			}
+			select {
+			case c.packets <- p:
+			case <-c.stop:
+				return
+			}
+		}
+	}
+}
+
+func hasNode(ns []Node, name string) bool {
+	return slices.ContainsFunc(ns, func(n Node) bool { return n.Name == name })
+}
+
+// A node the others lose the packets of, while it hears theirs, refutes
+// their suspicion while still cut off — a refutation lost with the rest of
+// what it sends. The others drop it, it drops them (its probes go
+// unanswered), and once the network heals it is back in their rings
+// (through its seed check here; its next push/pull or metadata update
+// otherwise) without hearing anything more of its death: its refutation
+// had raised its incarnation past the one they hold it dead at. Had
+// BackAt stayed at that refutation, the node would take itself for one
+// long settled when balancers route to it again — as new to them as an
+// edge that just joined (sessions: TestEdgeBackFromTheDeadSplitsNoSession).
+// So its probes going unanswered for as long as the others take to drop
+// it is a return too, and it is away until one is answered: BackAt is
+// not before the network healed.
+func TestCutOffNodeIsBackOnceAnswered(t *testing.T) {
+	// Cut both ways it hears nothing, refutes nothing while cut off, and
+	// knows only by its probes going unanswered.
+	for _, deaf := range []bool{false, true} {
+		name := map[bool]string{false: "one way", true: "both ways"}[deaf]
+		t.Run(name, func(t *testing.T) { cutOffAndBack(t, deaf) })
+	}
+}
+
+func cutOffAndBack(t *testing.T, deaf bool) {
+	var cut *cutTransport
+	testHookTransport = func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+		if name != "node-2" {
+			return tr
+		}
+		cut = newCutTransport(t, tr)
+		return cut
+	}
+	t.Cleanup(func() { testHookTransport = nil })
+	nodes, _ := startCluster(t, 3)
+	others, cutOff := nodes[:2], nodes[2]
+
+	cut.deaf.Store(deaf)
+	cut.cut.Store(true)
+	waitAll(t, others, func(ns []Node) bool { return !hasNode(ns, "node-2") })
+	waitAll(t, []*Membership{cutOff}, func(ns []Node) bool { return len(ns) == 1 })
+	healed := time.Now()
+	cut.deaf.Store(false)
+	cut.cut.Store(false)
+	waitAll(t, others, func(ns []Node) bool { return hasNode(ns, "node-2") })
+	if back := cutOff.BackAt(); back.Before(healed) {
+		t.Fatalf("node-2 is in the others' rings again, BackAt %v: before the network healed at %v (%v before)", back, healed, healed.Sub(back))
+	}
+	if deaf {
+		if n := cutOff.backs[backUnanswered].Load(); n < 1 {
+			t.Errorf("ringlb_gossip_back_total{reason=\"unanswered\"} %d, want 1 or more: it heard nothing else", n)
+		}
+	}
+}
