@@ -680,7 +680,10 @@ func (m *Membership) watchAway() {
 func (m *Membership) noticeGap(last, now time.Time) {
 	n := m.ml.NumMembers()
 	if n < 2 {
-		return // nobody to drop it
+		// Nobody to drop it, nobody to answer it: a node started before
+		// its seeds, or left alone, is not away once others come.
+		m.answeredAt.Store(now.UnixNano())
+		return
 	}
 	switch after := m.dropAfter(n); {
 	case now.Sub(last) > after:

@@ -102,3 +102,18 @@ func TestPauseIsBackAt(t *testing.T) {
 		t.Fatalf("BackAt %v once back, before the pause ended at %v", back, now)
 	}
 }
+
+// A node alone has nobody to answer its probes, and nobody to drop it: a
+// node started long before its seeds is not away once they come.
+func TestAloneIsNotUnanswered(t *testing.T) {
+	m := startNode(t, testCluster("node-0"), edgeMeta(0))
+	m.answeredAt.Store(0)
+	now := time.Now()
+	m.noticeGap(now.Add(-m.probeInterval), now)
+	if got := m.answeredAt.Load(); got != now.UnixNano() {
+		t.Fatalf("alone, the last answer is still %v, want the check's time %v", time.Unix(0, got), now)
+	}
+	if back := m.BackAt(); !back.IsZero() {
+		t.Fatalf("BackAt %v alone, want zero", back)
+	}
+}
