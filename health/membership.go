@@ -196,11 +196,13 @@ type Membership struct {
 	closed     bool
 	// awayAt, when set, is since when the others may have dropped this
 	// node, which no member has answered since (BackAt); backAt is when
-	// one last did after that; backs counts the times away by how this
-	// node knew first (ringlb_gossip_back_total). answeredAt is when a
-	// member last answered one of memberlist's probes of this node's
-	// (Unix nanoseconds); back tells watchAway to announce the node again.
+	// one last did after that; backs counts the times away by each way
+	// this node knew (ringlb_gossip_back_total), awayHow the ways of this
+	// one (bits). answeredAt is when a member last answered one of
+	// memberlist's probes of this node's (Unix nanoseconds); back tells
+	// watchAway to announce the node again.
 	awayAt, backAt time.Time
+	awayHow        uint8
 	awayLogged     bool
 	backs          [len(backReasons)]atomic.Uint64
 	answeredAt     atomic.Int64
@@ -576,7 +578,8 @@ func (m *Membership) BackAt() time.Time {
 }
 
 // How a node learns that the others may have dropped it
-// (ringlb_gossip_back_total{reason}, by the first way of each time away):
+// (ringlb_gossip_back_total{reason}: a time away known two ways counts
+// under both):
 // it refuted a suspicion or death memberlist told it of; it did not run
 // for longer than the others take to drop it; or no member answered its
 // probes for that long. The last two are needed: a node stopped past the
@@ -611,11 +614,15 @@ func (m *Membership) refutedDeath() { m.wentAway(backRefuted, time.Now()) }
 func (m *Membership) wentAway(reason int, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.awayAt.IsZero() {
+	if m.awayHow&(1<<reason) != 0 {
 		return
 	}
-	m.awayAt = now
+	m.awayHow |= 1 << reason
 	m.backs[reason].Add(1)
+	if !m.awayAt.IsZero() {
+		return // known another way already
+	}
+	m.awayAt = now
 	// Once in a while: a member can make this node refute at will.
 	if m.awayLogged = now.Sub(m.backAt) > backLogEvery; m.awayLogged {
 		m.logger.Warn("the cluster may have taken this node for dead (busy, stopped, or cut off from the others?); it counts as new to the cluster until a member answers it and for the settle window after", "how", backReasons[reason])
@@ -636,7 +643,7 @@ func (m *Membership) probeAnswered(now time.Time) {
 	if m.awayLogged {
 		m.logger.Info("a member answered this node again: it is back, announcing itself", "away", now.Sub(m.awayAt).Round(time.Millisecond))
 	}
-	m.awayAt, m.backAt = time.Time{}, now
+	m.awayAt, m.awayHow, m.backAt = time.Time{}, 0, now
 	m.notifyLocked()
 	select {
 	case m.back <- struct{}{}:
