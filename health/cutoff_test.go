@@ -30,8 +30,8 @@ type cutTransport struct {
 func newCutTransport(t *testing.T, inner memberlist.NodeAwareTransport) *cutTransport {
 	c := &cutTransport{NodeAwareTransport: inner, in: make(chan net.Conn), packets: make(chan *memberlist.Packet), stop: make(chan struct{})}
 	c.done.Add(2)
-	go c.forward()
-	go c.forwardPackets()
+	go passUnless(c, inner.StreamCh(), c.in, &c.cut, func(conn net.Conn) { conn.Close() })
+	go passUnless(c, inner.PacketCh(), c.packets, &c.deaf, func(*memberlist.Packet) {})
 	t.Cleanup(func() {
 		close(c.stop)
 		c.done.Wait()
@@ -71,42 +71,25 @@ func (c *cutTransport) DialAddressTimeout(a memberlist.Address, timeout time.Dur
 
 func (c *cutTransport) StreamCh() <-chan net.Conn { return c.in }
 
-func (c *cutTransport) forward() {
-	defer c.done.Done()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case conn := <-c.NodeAwareTransport.StreamCh():
-			if c.cut.Load() {
-				conn.Close()
-				continue
-			}
-			select {
-			case c.in <- conn:
-			case <-c.stop:
-				conn.Close()
-				return
-			}
-		}
-	}
-}
-
 func (c *cutTransport) PacketCh() <-chan *memberlist.Packet { return c.packets }
 
-func (c *cutTransport) forwardPackets() {
+// passUnless hands what arrives on in to out until stop, dropping (and
+// ending with drop) what arrives while lost says so.
+func passUnless[T any](c *cutTransport, in <-chan T, out chan<- T, lost *atomic.Bool, drop func(T)) {
 	defer c.done.Done()
 	for {
 		select {
 		case <-c.stop:
 			return
-		case p := <-c.NodeAwareTransport.PacketCh():
-			if c.deaf.Load() {
+		case v := <-in:
+			if lost.Load() {
+				drop(v)
 				continue
 			}
 			select {
-			case c.packets <- p:
+			case out <- v:
 			case <-c.stop:
+				drop(v)
 				return
 			}
 		}
