@@ -71,8 +71,10 @@ func TestPauseIsBackAt(t *testing.T) {
 	defer unsubscribe()
 	now := time.Now()
 	m.noticeGap(now.Add(-2*m.probeInterval), now)
-	if back := m.BackAt(); !back.IsZero() {
-		t.Fatalf("BackAt %v after a gap of two probe intervals, want none", back)
+	// (Not BackAt: a loaded machine's late answers to the node's probes
+	// may make it away, unanswered, meanwhile.)
+	if n := m.backs[backPaused].Load(); n != 0 {
+		t.Fatalf("ringlb_gossip_back_total{reason=\"paused\"} %d after a gap of two probe intervals, want 0", n)
 	}
 	now = time.Now()
 	m.noticeGap(now.Add(-m.probeInterval-m.dropAfter(2)), now)
