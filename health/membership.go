@@ -207,6 +207,10 @@ type Membership struct {
 	backs          [len(backReasons)]atomic.Uint64
 	answeredAt     atomic.Int64
 	back           chan struct{}
+	// tickAt is when watchAway last ran, awayBound the dropAfter it
+	// read then (Unix nanoseconds, and nanoseconds; 0: alone), for
+	// BackAt's own check.
+	tickAt, awayBound atomic.Int64
 
 	// ignored are members whose metadata this node does not trust, with
 	// why (logged once per reason); they are not in nodes.
@@ -283,6 +287,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{}), ready: make(chan struct{}),
 		back: make(chan struct{}, 1)}
 	m.answeredAt.Store(time.Now().UnixNano())
+	m.tickAt.Store(m.answeredAt.Load())
 
 	m.balancerSigning.Store(math.MaxInt32)
 	if kr != nil {
@@ -569,10 +574,19 @@ func (w *logWriter) Write(p []byte) (int, error) {
 // is from when it learns that the others may have dropped it until a
 // member answers one of its probes; then it announces itself again.
 func (m *Membership) BackAt() time.Time {
+	now := time.Now()
+	if after := m.awayBound.Load(); after > 0 {
+		if _, ok := quiet(now.UnixNano(), m.tickAt.Load(), m.answeredAt.Load(), after); ok {
+			// Away, though the watch has not run since to say so: a
+			// join placed as the process resumes from a pause may run
+			// before it (TestBackAtSeesAPauseBeforeTheWatch).
+			return now
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.awayAt.IsZero() {
-		return time.Now()
+		return now
 	}
 	return m.backAt
 }
@@ -661,7 +675,6 @@ func (m *Membership) watchAway() {
 	defer m.retry.Done()
 	tick := time.NewTicker(m.probeInterval)
 	defer tick.Stop()
-	last := time.Now()
 	for {
 		select {
 		case <-m.stop:
@@ -673,11 +686,11 @@ func (m *Membership) watchAway() {
 			if err := m.ml.UpdateNode(m.probeInterval); err != nil {
 				m.logger.Debug("announcing this node again", "err", err)
 			}
-			last = time.Now()
+			m.tickAt.Store(time.Now().UnixNano())
 		case <-tick.C:
 			now := time.Now()
-			m.noticeGap(last, now)
-			last = now
+			m.noticeGap(time.Unix(0, m.tickAt.Load()), now)
+			m.tickAt.Store(now.UnixNano())
 		}
 	}
 }
@@ -690,14 +703,28 @@ func (m *Membership) noticeGap(last, now time.Time) {
 		// Nobody to drop it, nobody to answer it: a node started before
 		// its seeds, or left alone, is not away once others come.
 		m.answeredAt.Store(now.UnixNano())
+		m.awayBound.Store(0)
 		return
 	}
-	switch after := m.dropAfter(n); {
-	case now.Sub(last) > after:
-		m.wentAway(backPaused, now)
-	case now.Sub(time.Unix(0, m.answeredAt.Load())) > after:
-		m.wentAway(backUnanswered, now)
+	after := int64(m.dropAfter(n))
+	m.awayBound.Store(after)
+	if reason, ok := quiet(now.UnixNano(), last.UnixNano(), m.answeredAt.Load(), after); ok {
+		m.wentAway(reason, now)
 	}
+}
+
+// quiet reports whether, at now, the process has not run since ran, or
+// no member has answered it since answered, for longer than after — as
+// long as the others take to drop it — and which (Unix nanoseconds, and
+// nanoseconds).
+func quiet(now, ran, answered, after int64) (reason int, ok bool) {
+	switch {
+	case now-ran > after:
+		return backPaused, true
+	case now-answered > after:
+		return backUnanswered, true
+	}
+	return 0, false
 }
 
 // dropAfter is the least time the others, n members with this node, take

@@ -119,3 +119,27 @@ func TestAloneIsNotUnanswered(t *testing.T) {
 		t.Fatalf("BackAt %v alone, want zero", back)
 	}
 }
+
+// A process resumed from a pause runs the placement of a join queued
+// meanwhile and the watch's first tick in no set order: BackAt tells of
+// the pause itself, before the watch has run since.
+func TestBackAtSeesAPauseBeforeTheWatch(t *testing.T) {
+	nodes, _ := startCluster(t, 2)
+	m := nodes[0]
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for m.awayBound.Load() == 0 { // the watch has run with the other member
+		select {
+		case <-ctx.Done():
+			t.Fatal("the watch never ran with two members")
+		case <-time.After(m.probeInterval):
+		}
+	}
+	// Stopped since the watch's last tick, for an hour.
+	m.tickAt.Store(time.Now().Add(-time.Hour).UnixNano())
+	m.answeredAt.Store(time.Now().Add(-time.Hour).UnixNano())
+	now := time.Now()
+	if back := m.BackAt(); back.Before(now) {
+		t.Fatalf("BackAt %v as the process resumes from an hour's pause at %v, before its watch ran", back, now)
+	}
+}
