@@ -181,8 +181,9 @@ type pingDelegate struct{ m *Membership }
 
 func (d pingDelegate) AckPayload() []byte { return nil }
 
-func (d pingDelegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
-	d.m.probeAnswered(time.Now())
+func (d pingDelegate) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, _ []byte) {
+	now := time.Now()
+	d.m.probeAnswered(now, now.Add(-rtt))
 	d.m.answered(other.Name)
 }
 

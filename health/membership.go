@@ -195,22 +195,24 @@ type Membership struct {
 	recent     []Event
 	closed     bool
 	// awayAt, when set, is since when the others may have dropped this
-	// node, which no member has answered since (BackAt); backAt is when
-	// one last did after that; backs counts the times away by each way
-	// this node knew (ringlb_gossip_back_total), awayHow the ways of this
-	// one (bits). answeredAt is when a member last answered one of
-	// memberlist's probes of this node's (Unix nanoseconds); back tells
-	// watchAway to announce the node again.
-	awayAt, backAt time.Time
-	awayHow        uint8
-	awayLogged     bool
-	backs          [len(backReasons)]atomic.Uint64
-	answeredAt     atomic.Int64
-	back           chan struct{}
-	// tickAt is when watchAway last ran, awayBound the dropAfter it
-	// read then (Unix nanoseconds, and nanoseconds; 0: alone), for
-	// BackAt's own check.
-	tickAt, awayBound atomic.Int64
+	// node, which no member has answered since (BackAt), and awayFrom
+	// since when it may have gone unheard (an answer to a probe sent
+	// before is no return); backAt is when one last did after that; backs
+	// counts the times away by each way this node knew
+	// (ringlb_gossip_back_total), awayHow the ways of this one (bits).
+	// back tells watchAway to announce the node again.
+	awayAt, awayFrom, backAt time.Time
+	awayHow                  uint8
+	awayLogged               bool
+	backs                    [len(backReasons)]atomic.Uint64
+	back                     chan struct{}
+	// answeredAt is when a member last answered one of memberlist's
+	// probes of this node's (written under mu), tickAt when watchAway
+	// last ran, awayBound the dropAfter it read then (0: alone) — times
+	// on clock0's monotonic clock (mono), for watchAway and BackAt.
+	clock0                        time.Time
+	answeredAt, tickAt, awayBound atomic.Int64
+	gossipInterval                time.Duration
 
 	// ignored are members whose metadata this node does not trust, with
 	// why (logged once per reason); they are not in nodes.
@@ -286,8 +288,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		nodes: map[string]Node{}, ignored: map[string]string{}, pending: map[string]*pendingJoin{}, departed: map[string]time.Time{}, pings: make(chan struct{}, maxConfirmPings),
 		subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{}), ready: make(chan struct{}),
 		back: make(chan struct{}, 1)}
-	m.answeredAt.Store(time.Now().UnixNano())
-	m.tickAt.Store(m.answeredAt.Load())
+	m.clock0 = time.Now()
 
 	m.balancerSigning.Store(math.MaxInt32)
 	if kr != nil {
@@ -306,6 +307,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	// Before Create: peers' events (record) read it as soon as gossip runs.
 	m.name = mc.Name
 	m.probeInterval, m.suspicionMult, m.suspicionMaxMult = mc.ProbeInterval, mc.SuspicionMult, mc.SuspicionMaxTimeoutMult
+	m.gossipInterval = mc.GossipInterval
 	m.rejoinWithin = mc.GossipToTheDeadTime / 2
 	mc.Delegate = delegate{m}
 	mc.Events = events{m}
@@ -355,6 +357,15 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		m.retry.Add(1)
 		go m.keepSeeds(seeds, every, err == nil)
 	}
+	// The watch's clocks start now: Join's own wait for its seeds (one
+	// that takes the connection and answers nothing holds it for
+	// memberlist's TCP timeout) is no pause, and no probe of this node's
+	// went unanswered before it (TestJoinsWaitIsNotAway).
+	start := m.mono(time.Now())
+	m.tickAt.Store(start)
+	m.mu.Lock()
+	m.answeredAt.Store(start)
+	m.mu.Unlock()
 	m.retry.Add(1)
 	go m.watchAway()
 	if err := ctx.Err(); err != nil {
@@ -576,7 +587,7 @@ func (w *logWriter) Write(p []byte) (int, error) {
 func (m *Membership) BackAt() time.Time {
 	now := time.Now()
 	if after := m.awayBound.Load(); after > 0 {
-		if _, ok := quiet(now.UnixNano(), m.tickAt.Load(), m.answeredAt.Load(), after); ok {
+		if _, ok := quiet(m.mono(now), m.tickAt.Load(), m.answeredAt.Load(), after); ok {
 			// Away, though the watch has not run since to say so: a
 			// join placed as the process resumes from a pause may run
 			// before it (TestBackAtSeesAPauseBeforeTheWatch).
@@ -621,22 +632,32 @@ const backLogEvery = 10 * time.Second
 // refutedDeath notes that this node refuted its suspicion or death
 // (logWriter). Called by memberlist with its state locked: it takes m.mu,
 // as memberlist's event callbacks do, and calls nothing of memberlist's.
-func (m *Membership) refutedDeath() { m.wentAway(backRefuted, time.Now()) }
+func (m *Membership) refutedDeath() {
+	now := time.Now()
+	m.wentAway(backRefuted, now, now)
+}
 
 // wentAway notes, at now, that the others may have dropped this node, how
-// it knows: it is away (BackAt) until a member answers it (probeAnswered).
-func (m *Membership) wentAway(reason int, now time.Time) {
+// it knows, unheard since from: it is away (BackAt) until a member answers
+// a probe sent since (probeAnswered).
+func (m *Membership) wentAway(reason int, now, from time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.awayHow&(1<<reason) != 0 {
 		return
 	}
+	if reason == backUnanswered && m.mono(now)-m.answeredAt.Load() <= m.awayBound.Load() {
+		return // answered since noticeGap looked
+	}
 	m.awayHow |= 1 << reason
 	m.backs[reason].Add(1)
 	if !m.awayAt.IsZero() {
+		if from.Before(m.awayFrom) {
+			m.awayFrom = from
+		}
 		return // known another way already
 	}
-	m.awayAt = now
+	m.awayAt, m.awayFrom = now, from
 	// Once in a while: a member can make this node refute at will.
 	if m.awayLogged = now.Sub(m.backAt) > backLogEvery; m.awayLogged {
 		m.logger.Warn("the cluster may have taken this node for dead (busy, stopped, or cut off from the others?); it counts as new to the cluster until a member answers it and for the settle window after", "how", backReasons[reason])
@@ -645,19 +666,21 @@ func (m *Membership) wentAway(reason int, now time.Time) {
 }
 
 // probeAnswered notes, at now, that a member answered one of memberlist's
-// probes of this node's: away, it is back, and announces itself again.
-// Called by memberlist's probe (no lock of memberlist's held).
-func (m *Membership) probeAnswered(now time.Time) {
-	m.answeredAt.Store(now.UnixNano())
+// probes of this node's, sent at sent: away, and sent since it went
+// unheard, it is back, and announces itself again — an answer read on
+// resuming from a pause may be to a probe from before it. Called by
+// memberlist's probe (no lock of memberlist's held).
+func (m *Membership) probeAnswered(now, sent time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.awayAt.IsZero() {
+	m.answeredAt.Store(m.mono(now))
+	if m.awayAt.IsZero() || sent.Before(m.awayFrom) {
 		return
 	}
 	if m.awayLogged {
 		m.logger.Info("a member answered this node again: it is back, announcing itself", "away", now.Sub(m.awayAt).Round(time.Millisecond))
 	}
-	m.awayAt, m.awayHow, m.backAt = time.Time{}, 0, now
+	m.awayAt, m.awayFrom, m.awayHow, m.backAt = time.Time{}, time.Time{}, 0, now
 	m.notifyLocked()
 	select {
 	case m.back <- struct{}{}:
@@ -682,15 +705,16 @@ func (m *Membership) watchAway() {
 		case <-m.back:
 			// A higher incarnation, gossiped: others holding this node
 			// dead at a lower one take it back. Bounded: it waits only for
-			// the broadcast to go out, at the next gossip round.
-			if err := m.ml.UpdateNode(m.probeInterval); err != nil {
+			// the broadcast to go out, at the next gossip round (Shutdown
+			// waits for it too).
+			if err := m.ml.UpdateNode(2 * m.gossipInterval); err != nil {
 				m.logger.Debug("announcing this node again", "err", err)
 			}
-			m.tickAt.Store(time.Now().UnixNano())
+			m.tickAt.Store(m.mono(time.Now()))
 		case <-tick.C:
 			now := time.Now()
-			m.noticeGap(time.Unix(0, m.tickAt.Load()), now)
-			m.tickAt.Store(now.UnixNano())
+			m.noticeGap(m.clock0.Add(time.Duration(m.tickAt.Load())), now)
+			m.tickAt.Store(m.mono(now))
 		}
 	}
 }
@@ -701,21 +725,33 @@ func (m *Membership) noticeGap(last, now time.Time) {
 	n := m.ml.NumMembers()
 	if n < 2 {
 		// Nobody to drop it, nobody to answer it: a node started before
-		// its seeds, or left alone, is not away once others come.
-		m.answeredAt.Store(now.UnixNano())
+		// its seeds, or left alone, does not go away for that (one that
+		// went away before it was left alone stays away until answered).
+		m.mu.Lock()
+		m.answeredAt.Store(m.mono(now))
+		m.mu.Unlock()
 		m.awayBound.Store(0)
 		return
 	}
 	after := int64(m.dropAfter(n))
 	m.awayBound.Store(after)
-	if reason, ok := quiet(now.UnixNano(), last.UnixNano(), m.answeredAt.Load(), after); ok {
-		m.wentAway(reason, now)
+	answered := m.answeredAt.Load()
+	switch reason, ok := quiet(m.mono(now), m.mono(last), answered, after); {
+	case !ok:
+	case reason == backPaused:
+		m.wentAway(reason, now, last)
+	default:
+		m.wentAway(reason, now, m.clock0.Add(time.Duration(answered)))
 	}
 }
 
+// mono is t on the membership's monotonic clock (nanoseconds since
+// clock0): the wall clock may step.
+func (m *Membership) mono(t time.Time) int64 { return int64(t.Sub(m.clock0)) }
+
 // quiet reports whether, at now, the process has not run since ran, or
 // no member has answered it since answered, for longer than after — as
-// long as the others take to drop it — and which (Unix nanoseconds, and
+// long as the others take to drop it — and which (mono times, and
 // nanoseconds).
 func quiet(now, ran, answered, after int64) (reason int, ok bool) {
 	switch {
@@ -937,8 +973,9 @@ func (m *Membership) UpdateMeta(ctx context.Context, f func(*Meta)) error {
 	return nil
 }
 
-// Shutdown leaves the cluster gracefully (bounded by ctx, and by 2 s) and
-// stops gossip. It is safe to call more than once.
+// Shutdown leaves the cluster gracefully (bounded by ctx, and by 2 s, after
+// an announcement under way: two gossip intervals) and stops gossip. It is
+// safe to call more than once.
 func (m *Membership) Shutdown(ctx context.Context) error {
 	m.shutOnce.Do(func() {
 		m.markClosed()
