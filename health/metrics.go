@@ -12,7 +12,7 @@ var (
 		"Members memberlist took in that this node never believed: taken for dead or gone before they answered one of its pings (a replayed capture of a node that has left, or a node whose UDP is blocked).",
 		nil, nil)
 	backDesc = prometheus.NewDesc("ringlb_gossip_back_total",
-		"Times this node came back from being possibly taken for dead by the others: it refuted a suspicion or death memberlist told it of (reason refuted), or it did not run for longer than a probe and the others' shortest suspicion timeout (reason paused: stopped, starved of CPU). An edge then asks where sessions live for a settle window, as a new edge does.",
+		"Times this node learnt that the others may have taken it for dead, by each way it knew (a time known two ways counts under both): it refuted a suspicion or death memberlist told it of (reason refuted), it did not run for longer than a probe and the others' shortest suspicion timeout (reason paused: stopped, starved of CPU), or no member answered its probes for that long (reason unanswered: cut off). It is away until a member answers it, then announces itself again; an edge asks where sessions live meanwhile and for a settle window after, as a new edge does.",
 		[]string{"reason"}, nil)
 	answersRefusedDesc = prometheus.NewDesc("ringlb_peer_answers_refused_total",
 		"Answers to this node's signed reads of other nodes' admin APIs, and to the changes its dashboard forwards, refused: from a node announcing peer_signing 7 or more, without its valid X-Ringlb-Peer-Answer for the request they answer (altered or replayed on the way); each is read as no answer.",
