@@ -1,0 +1,62 @@
+package sessions
+
+import (
+	"encoding/binary"
+	"io"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard/acceptguardtest"
+	"github.com/ringlb/ringlb/configs"
+)
+
+// A reader that parks as its participant is stopped, unseen by the stop —
+// the end state of a rare race a drain lost a participant to under load
+// (TestParticipantClosesAtOnce, once in thousands of runs: no reader and
+// no writer left, the poller waiting, the client's close answer unread
+// and the socket open for good) — is started halfway to the close
+// handshake's deadline, reads the peer's answer and ends the handshake.
+// Here the lost wake is made by hand: the poller no longer watches the
+// socket, and the stop finds the reader running (about to park), so it
+// starts none.
+func TestStoppedParkedReaderEndsTheCloseHandshake(t *testing.T) {
+	e := startEdge(t, configs.Edge{}, nil)
+	c := rawJoinKey(t, e, "parked")
+	var p *participant
+	waitFor(t, "a parked reader", func() bool {
+		e.s.mu.Lock()
+		defer e.s.mu.Unlock()
+		for q := range e.s.conns {
+			p = q
+		}
+		return p != nil && p.reader.Load() == readerParked
+	})
+	pl := e.s.parker()
+	if pl == nil {
+		t.Skip("no poller here")
+	}
+	if err := unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_DEL, int(p.fd), nil); err != nil {
+		t.Fatal(err)
+	}
+	p.reader.Store(readerRunning)
+	p.stop(closeServiceRestart, "test")
+	p.reader.Store(readerParked)
+
+	_ = c.SetDeadline(time.Now().Add(acceptguardtest.Patience))
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(c, head); err != nil || head[0] != 0x88 {
+		t.Fatalf("close frame head %x, %v", head, err)
+	}
+	payload := make([]byte, head[1])
+	if _, err := io.ReadFull(c, payload); err != nil || binary.BigEndian.Uint16(payload) != closeServiceRestart {
+		t.Fatalf("close frame %q, %v; want 1012", payload, err)
+	}
+	if _, err := c.Write([]byte{0x88, 0x82, 0, 0, 0, 0, payload[0], payload[1]}); err != nil {
+		t.Fatal(err)
+	}
+	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+		t.Fatalf("after the close frames: %q, %v; want the FIN", rest, err)
+	}
+}
