@@ -1,8 +1,6 @@
 package sessions
 
 import (
-	"encoding/binary"
-	"io"
 	"testing"
 	"time"
 
@@ -45,18 +43,5 @@ func TestStoppedParkedReaderEndsTheCloseHandshake(t *testing.T) {
 	p.reader.Store(readerParked)
 
 	_ = c.SetDeadline(time.Now().Add(acceptguardtest.Patience))
-	head := make([]byte, 2)
-	if _, err := io.ReadFull(c, head); err != nil || head[0] != 0x88 {
-		t.Fatalf("close frame head %x, %v", head, err)
-	}
-	payload := make([]byte, head[1])
-	if _, err := io.ReadFull(c, payload); err != nil || binary.BigEndian.Uint16(payload) != closeServiceRestart {
-		t.Fatalf("close frame %q, %v; want 1012", payload, err)
-	}
-	if _, err := c.Write([]byte{0x88, 0x82, 0, 0, 0, 0, payload[0], payload[1]}); err != nil {
-		t.Fatal(err)
-	}
-	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
-		t.Fatalf("after the close frames: %q, %v; want the FIN", rest, err)
-	}
+	answerCloseThenFIN(t, c)
 }
