@@ -3,7 +3,6 @@ package health
 import (
 	"errors"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -96,10 +95,6 @@ func passUnless[T any](c *cutTransport, in <-chan T, out chan<- T, lost *atomic.
 	}
 }
 
-func hasNode(ns []Node, name string) bool {
-	return slices.ContainsFunc(ns, func(n Node) bool { return n.Name == name })
-}
-
 // A node the others lose the packets of, while it hears theirs, refutes
 // their suspicion while still cut off — a refutation lost with the rest of
 // what it sends. The others drop it, it drops them (its probes go
@@ -137,12 +132,12 @@ func cutOffAndBack(t *testing.T, deaf bool) {
 
 	cut.deaf.Store(deaf)
 	cut.cut.Store(true)
-	waitAll(t, others, func(ns []Node) bool { return !hasNode(ns, "node-2") })
+	waitAll(t, others, func(ns []Node) bool { return !hasMember("node-2")(ns) })
 	waitAll(t, []*Membership{cutOff}, func(ns []Node) bool { return len(ns) == 1 })
 	healed := time.Now()
 	cut.deaf.Store(false)
 	cut.cut.Store(false)
-	waitAll(t, others, func(ns []Node) bool { return hasNode(ns, "node-2") })
+	waitAll(t, others, hasMember("node-2"))
 	if back := cutOff.BackAt(); back.Before(healed) {
 		t.Fatalf("node-2 is in the others' rings again, BackAt %v: before the network healed at %v (%v before)", back, healed, healed.Sub(back))
 	}

@@ -646,7 +646,7 @@ func (m *Membership) wentAway(reason int, now, from time.Time) {
 	if m.awayHow&(1<<reason) != 0 {
 		return
 	}
-	if reason == backUnanswered && m.mono(now)-m.answeredAt.Load() <= m.awayBound.Load() {
+	if reason == backUnanswered && !unheard(m.mono(now), m.answeredAt.Load(), m.awayBound.Load()) {
 		return // answered since noticeGap looked
 	}
 	m.awayHow |= 1 << reason
@@ -713,7 +713,7 @@ func (m *Membership) watchAway() {
 			m.tickAt.Store(m.mono(time.Now()))
 		case <-tick.C:
 			now := time.Now()
-			m.noticeGap(m.clock0.Add(time.Duration(m.tickAt.Load())), now)
+			m.noticeGap(m.at(m.tickAt.Load()), now)
 			m.tickAt.Store(m.mono(now))
 		}
 	}
@@ -741,7 +741,7 @@ func (m *Membership) noticeGap(last, now time.Time) {
 	case reason == backPaused:
 		m.wentAway(reason, now, last)
 	default:
-		m.wentAway(reason, now, m.clock0.Add(time.Duration(answered)))
+		m.wentAway(reason, now, m.at(answered))
 	}
 }
 
@@ -749,19 +749,26 @@ func (m *Membership) noticeGap(last, now time.Time) {
 // clock0): the wall clock may step.
 func (m *Membership) mono(t time.Time) int64 { return int64(t.Sub(m.clock0)) }
 
+// at is the time of a mono reading.
+func (m *Membership) at(mono int64) time.Time { return m.clock0.Add(time.Duration(mono)) }
+
 // quiet reports whether, at now, the process has not run since ran, or
 // no member has answered it since answered, for longer than after — as
 // long as the others take to drop it — and which (mono times, and
 // nanoseconds).
 func quiet(now, ran, answered, after int64) (reason int, ok bool) {
 	switch {
-	case now-ran > after:
+	case unheard(now, ran, after):
 		return backPaused, true
-	case now-answered > after:
+	case unheard(now, answered, after):
 		return backUnanswered, true
 	}
 	return 0, false
 }
+
+// unheard reports whether more than after has passed between since and
+// now (mono times): as long as the others take to drop a silent node.
+func unheard(now, since, after int64) bool { return now-since > after }
 
 // dropAfter is the least time the others, n members with this node, take
 // to drop it once it goes silent: a probe and memberlist's shortest

@@ -2,7 +2,6 @@ package health
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"testing"
@@ -168,21 +167,23 @@ func TestJoinsWaitIsNotAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stalled.Close()
-	accepted := make(chan time.Time, 1)
+	type acceptance struct {
+		conn net.Conn
+		at   time.Time
+	}
+	accepted := make(chan acceptance, 1)
 	go func() {
-		c, err := stalled.Accept()
-		if err != nil {
-			return
+		if c, err := stalled.Accept(); err == nil {
+			accepted <- acceptance{c, time.Now()} // left unanswered
 		}
-		defer c.Close()
-		accepted <- time.Now()
-		io.Copy(io.Discard, c) // until the joiner gives up on it
 	}()
 	m := startNode(t, testCluster("node-1", stalled.Addr().String(), seed.Addr()), edgeMeta(1))
 	var at time.Time
 	select {
-	case at = <-accepted:
-	default:
+	case a := <-accepted:
+		defer a.conn.Close()
+		at = a.at
+	case <-time.After(30 * time.Second):
 		t.Fatal("Join returned without trying the stalled seed")
 	}
 	if tick, answered := m.tickAt.Load(), m.answeredAt.Load(); tick < m.mono(at) || answered < m.mono(at) {
