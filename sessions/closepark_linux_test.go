@@ -10,15 +10,15 @@ import (
 	"github.com/ringlb/ringlb/configs"
 )
 
-// A reader that parks as its participant is stopped, unseen by the stop —
-// the end state of a rare race a drain lost a participant to under load
-// (TestParticipantClosesAtOnce, once in thousands of runs: no reader and
-// no writer left, the poller waiting, the client's close answer unread
-// and the socket open for good) — is started halfway to the close
-// handshake's deadline, reads the peer's answer and ends the handshake.
-// Here the lost wake is made by hand: the poller no longer watches the
-// socket, and the stop finds the reader running (about to park), so it
-// starts none.
+// A reader that parks as its participant is stopped, unseen by the stop,
+// is started halfway to the close handshake's deadline, reads the peer's
+// answer and ends the handshake: a parked reader has no deadline running,
+// and its ping timer is not re-armed once closing. Here the lost wake is
+// made by hand: the poller no longer watches the socket, and the stop
+// finds the reader running (about to park), so it starts none. (One
+// reading of a rare failure of TestParticipantClosesAtOnce under -race —
+// a drained participant's socket left open — which still happens with
+// this in: its cause is not this, or not only.)
 func TestStoppedParkedReaderEndsTheCloseHandshake(t *testing.T) {
 	e := startEdge(t, configs.Edge{}, nil)
 	c := rawJoinKey(t, e, "parked")
