@@ -96,6 +96,22 @@ func (pl *poller) arm(p *participant) error {
 	return nil
 }
 
+// disarm takes p's socket out of the epoll set, before closeSocket closes
+// it (with p.out.mu held, sockClosed set: arm runs no more). The kernel
+// drops an entry only once its socket's file goes, and epoll_wait holds the
+// file of each entry it looks at, under the instance's lock: a socket
+// closed just then (its peer's bytes woke the poller and a reader running
+// since a stop, which read them and ended) is released by that epoll_wait,
+// and only when it returns — with nothing else to wake the poller, never:
+// no FIN, the socket open for good, its peer left waiting. EPOLL_CTL_DEL
+// takes the instance's lock too, so once it returns, the close is the
+// socket's last reference. (Go's own poller does the same before its
+// closes; the balancer's relay loop too.)
+func (pl *poller) disarm(p *participant) {
+	// Nothing to do on an error: the socket is not in the set.
+	_ = unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_DEL, int(p.fd), nil)
+}
+
 // forget drops p from the table once its connection has ended (the kernel
 // drops the socket from the epoll set when it closes).
 func (pl *poller) forget(p *participant) {

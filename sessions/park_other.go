@@ -14,6 +14,7 @@ const parkSupported = false
 func newPoller() (*poller, error) { return nil, errors.New("parking readers needs Linux") }
 
 func (*poller) arm(*participant) error { return errors.New("parking readers needs Linux") }
+func (*poller) disarm(*participant)    {}
 func (*poller) forget(*participant)    {}
 func (*poller) close()                 {}
 

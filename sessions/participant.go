@@ -66,7 +66,8 @@ type participant struct {
 	// data port (directshare.go; the zero Slot: none), given back when it
 	// unregisters.
 	share acceptguard.Slot
-	// armed: the socket is in the poller's epoll set (under its lock).
+	// armed: the socket has been in the poller's epoll set. Set under
+	// the poller's lock and out.mu; read under either.
 	armed bool
 	// gating: a message of its, read in its first second, waits its
 	// session's joiners' turn (pace.go). Under its session's lock.
@@ -488,19 +489,20 @@ func (p *participant) finish() {
 	}
 	p.reader.Store(readerEnded)
 	p.closeSocket()
-	s.pollMu.Lock()
-	pl := s.poll
-	s.pollMu.Unlock()
-	if pl != nil {
+	if pl := s.poll.Load(); pl != nil {
 		pl.forget(p)
 	}
 	s.unregister(p)
 }
 
-// closeSocket closes the socket; the poller arms it no more.
+// closeSocket closes the socket, out of the poller's epoll set first
+// (poller.disarm says why); the poller arms it no more.
 func (p *participant) closeSocket() {
 	p.out.mu.Lock()
 	p.out.sockClosed = true
+	if pl := p.srv.poll.Load(); p.armed && pl != nil {
+		pl.disarm(p)
+	}
 	p.out.mu.Unlock()
 	_ = p.raw.Close()
 }

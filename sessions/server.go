@@ -125,9 +125,10 @@ type Server struct {
 	// readers holds running readers' state and buffers (*wsReader).
 	readers sync.Pool
 	// poll wakes parked readers (park_linux.go); made by the first park
-	// (parker), closed by Shutdown.
+	// (parker), closed by Shutdown once every participant has ended. Set
+	// under pollMu; read without it (a closing socket leaves its set).
 	pollMu      sync.Mutex
-	poll        *poller
+	poll        atomic.Pointer[poller]
 	pollRetryAt time.Time // newPoller failed: not tried again before
 	pollShut    bool      // Shutdown has closed it: never made again
 	data        *fasthttp.Server
@@ -619,8 +620,9 @@ const pollRetry = 10 * time.Second
 func (s *Server) parker() *poller {
 	s.pollMu.Lock()
 	defer s.pollMu.Unlock()
-	if s.poll != nil || s.pollShut || !parkSupported || time.Now().Before(s.pollRetryAt) || s.closingNow() {
-		return s.poll
+	pl := s.poll.Load()
+	if pl != nil || s.pollShut || !parkSupported || time.Now().Before(s.pollRetryAt) || s.closingNow() {
+		return pl
 	}
 	pl, err := newPoller()
 	if err != nil {
@@ -628,7 +630,7 @@ func (s *Server) parker() *poller {
 		s.log.Warn("idle connections keep their reader goroutine for now", "err", err, "retry_in", pollRetry)
 		return nil
 	}
-	s.poll = pl
+	s.poll.Store(pl)
 	return pl
 }
 
@@ -718,9 +720,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.untrackMemory()
 	// Every connection has ended: no reader parks any more.
 	s.pollMu.Lock()
-	if s.poll != nil {
-		s.poll.close()
-		s.poll = nil
+	if pl := s.poll.Load(); pl != nil {
+		pl.close()
+		s.poll.Store(nil)
 	}
 	s.pollShut = true
 	s.pollMu.Unlock()
