@@ -271,11 +271,16 @@ func (o *ownership) handOff(ctx context.Context, snap *ring.Snapshot) int {
 // moment ago) sends a join there when it cannot reach this edge, and gossip tells that edge of the new owner
 // only after it: the hand-over mark lived on this edge alone, and when it
 // crashed within its linger the edge there started a second session
-// (TestDrainedEdgeCrashSplitsNoSession). With no ring change in the
-// window every such owner is the new owner, and nothing is sent; nor to
-// an edge gone from this one's view (a balancer's dial there fails, and
-// it places the key past that edge too). An edge that does not answer is
-// passed over, its other sessions too (it may be gone).
+// (TestDrainedEdgeCrashSplitsNoSession). And at the owner of each such
+// view without that edge too, as a claimer asks both (two edges crashed at
+// once): a balancer that could not reach that edge either (crashed a
+// moment before, or gone from this one's view) places the key past both
+// (TestDrainedEdgeCrashAfterAnotherSplitsNoSession) — at most
+// maxFailoverRings such rings a drain, each built once. With no ring
+// change in the window every such owner is the new owner, and nothing is
+// sent; nor to an edge gone from this one's view (a balancer's dial there
+// fails, and it places the key past that edge too). An edge that does not
+// answer is passed over, its other sessions too (it may be gone).
 func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]moving, urls map[string]string) {
 	views, _ := o.recentViews(o.srv.hub.now())
 	type notice struct {
@@ -284,17 +289,35 @@ func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]movi
 	edges := map[string]ring.Member{}
 	notices := map[string][]notice{}
 	var named []string // one key's edges
+	// The rings without a view's owner too, each built once (Without
+	// caches it on the view less this edge).
+	seconds := map[failoverRing]struct{}{}
 	for target, list := range groups {
 		for _, mv := range list {
 			named = named[:0]
-			for _, v := range views {
-				m, ok := v.Without(o.self).Locate([]byte(mv.key))
-				if !ok || m.Name == target || m.Name == o.self || slices.Contains(named, m.Name) || !o.member(m.Name) {
-					continue
+			note := func(m ring.Member) {
+				if m.Name == target || m.Name == o.self || slices.Contains(named, m.Name) || !o.member(m.Name) {
+					return
 				}
 				named = append(named, m.Name)
 				edges[m.Name] = m
 				notices[m.Name] = append(notices[m.Name], notice{mv.key, target})
+			}
+			for _, v := range views {
+				without := v.Without(o.self)
+				m, ok := without.Locate([]byte(mv.key))
+				if !ok || m.Name == target {
+					continue // a balancer that reaches the new owner finds the session
+				}
+				note(m)
+				k := failoverRing{without, m.Name}
+				if _, built := seconds[k]; !built && len(seconds) >= maxFailoverRings {
+					continue
+				}
+				seconds[k] = struct{}{}
+				if next, ok := without.Without(m.Name).Locate([]byte(mv.key)); ok {
+					note(next)
+				}
 			}
 		}
 	}

@@ -1832,6 +1832,37 @@ func TestDrainBeforeItsRingUpdateSplitsNoSession(t *testing.T) {
 	c.placeExpect(c.edges[1], "room-7", "edge-d", "edge-c") // a join past edge-c, by a balancer that knows neither change
 }
 
+// A drained edge crashes within its linger just after another edge did.
+// room-7, live on edge-c, goes to edge-d, which joined a moment before;
+// edge-b crashed a moment before the drain. A balancer that has heard of
+// neither edge-d nor the drain and reaches neither edge-c nor edge-b sends
+// room-7 past both, to edge-a. The drain had recorded the new owner only at
+// edge-b, the owner of its view without itself, and edge-a, knowing of no
+// change, started a second session (found by FuzzPlacementEvents). Now the
+// drain also records it at the owner of each such view without that edge
+// too, as a claimer asks both (two edges crashed at once): edge-a sends the
+// join to edge-d.
+func TestDrainedEdgeCrashAfterAnotherSplitsNoSession(t *testing.T) {
+	if ownerOn(pfRing, "room-7", "edge-a", "edge-b", "edge-c") != "edge-c" || ownerOn(pfRing, "room-7", "edge-a", "edge-b", "edge-d") != "edge-d" || ownerOn(pfRing, "room-7", "edge-a", "edge-b") != "edge-b" {
+		t.Fatal("room-7's owners on pfRing are not the ones this test needs")
+	}
+	c := newPlaceCluster(t, 0x11) // edge-a, edge-b and edge-c, settled
+	c.join(0x11)                  // room-7 by the converged view: edge-c
+	if _, live := c.hosts("room-7"); len(live) != 1 || live[0].name != "edge-c" {
+		t.Fatalf("room-7 live on %d edges, want edge-c alone", len(live))
+	}
+	c.start(3)
+	c.update(c.edges[3])
+	c.learn(2, 3) // edge-c hears of edge-d; edge-a and edge-b have not yet
+	c.crash(c.edges[1])
+	c.drain(c.edges[2], 0) // hands room-7 to edge-d
+	if hosting, _ := c.hosts("room-7"); len(hosting) != 1 || hosting[0].name != "edge-d" {
+		t.Fatalf("room-7 hosted on %d edges after edge-c's drain, want edge-d alone", len(hosting))
+	}
+	c.crash(c.edges[2])
+	c.placeExpect(c.edges[0], "room-7", "edge-d", "edge-c", "edge-b") // a join past both, by a balancer that knows neither change
+}
+
 // An edge taken for dead by the cluster (busy) before any other edge had
 // heard of it comes back: balancers that see it back route to it the keys
 // it owns on the ring with it — room-7, live on edge-c since before
