@@ -644,13 +644,6 @@ func (p *participant) closeHandshake() {
 	by := time.Now().Add(s.closeWait)
 	p.closeBy.Store(by.UnixNano())
 	_ = p.raw.SetReadDeadline(by)
-	// A parked reader has no deadline running: one that parked as the
-	// stop came, unseen by it, would wait for good. Started halfway to the
-	// deadline, it reads the peer's answer if one came and ends the
-	// handshake by the deadline whatever happened
-	// (TestStoppedParkedReaderEndsTheCloseHandshake); a no-op for a
-	// reader running or ended.
-	time.AfterFunc(s.closeWait/2, p.unpark)
 }
 
 // writeControl writes a control frame of op with payload a then b (at most
