@@ -1811,23 +1811,12 @@ func TestDrainedEdgeCrashSplitsNoSession(t *testing.T) {
 // keeps the view it replaces, as a ring change does: edge-b is told of
 // the hand-off to edge-d and sends the join there.
 func TestDrainBeforeItsRingUpdateSplitsNoSession(t *testing.T) {
-	if ownerOn(pfRing, "room-7", "edge-a", "edge-b", "edge-c") != "edge-c" || ownerOn(pfRing, "room-7", "edge-a", "edge-b", "edge-d") != "edge-d" || ownerOn(pfRing, "room-7", "edge-a", "edge-b") != "edge-b" {
-		t.Fatal("room-7's owners on pfRing are not the ones this test needs")
-	}
-	c := newPlaceCluster(t, 0x11) // edge-a, edge-b and edge-c, settled
-	c.join(0x11)                  // room-7 by the converged view: edge-c
-	if _, live := c.hosts("room-7"); len(live) != 1 || live[0].name != "edge-c" {
-		t.Fatalf("room-7 live on %d edges, want edge-c alone", len(live))
-	}
-	c.start(3)
-	c.update(c.edges[3])
+	c := roomSevenAsEdgeDJoins(t)
 	c.mu.Lock()
 	c.catchUp(2, 3) // edge-c hears of edge-d; its ring is rebuilt later
 	c.mu.Unlock()
 	c.drain(c.edges[2], 0x10) // hands room-7 to edge-d, before its update
-	if hosting, _ := c.hosts("room-7"); len(hosting) != 1 || hosting[0].name != "edge-d" {
-		t.Fatalf("room-7 hosted on %d edges after edge-c's drain, want edge-d alone", len(hosting))
-	}
+	c.wantHandedToEdgeD()
 	c.crash(c.edges[2])
 	c.placeExpect(c.edges[1], "room-7", "edge-d", "edge-c") // a join past edge-c, by a balancer that knows neither change
 }
@@ -1843,6 +1832,20 @@ func TestDrainBeforeItsRingUpdateSplitsNoSession(t *testing.T) {
 // too, as a claimer asks both (two edges crashed at once): edge-a sends the
 // join to edge-d.
 func TestDrainedEdgeCrashAfterAnotherSplitsNoSession(t *testing.T) {
+	c := roomSevenAsEdgeDJoins(t)
+	c.learn(2, 3) // edge-c hears of edge-d; edge-a and edge-b have not yet
+	c.crash(c.edges[1])
+	c.drain(c.edges[2], 0) // hands room-7 to edge-d
+	c.wantHandedToEdgeD()
+	c.crash(c.edges[2])
+	c.placeExpect(c.edges[0], "room-7", "edge-d", "edge-c", "edge-b") // a join past both, by a balancer that knows neither change
+}
+
+// roomSevenAsEdgeDJoins is a settled cluster of edge-a, edge-b and edge-c
+// with room-7 live on edge-c, its owner, and edge-d just started, the
+// owner of room-7 on the ring of edge-a, edge-b and edge-d (edge-b's on
+// the ring of edge-a and edge-b): no edge has heard of it yet.
+func roomSevenAsEdgeDJoins(t *testing.T) *pfCluster {
 	if ownerOn(pfRing, "room-7", "edge-a", "edge-b", "edge-c") != "edge-c" || ownerOn(pfRing, "room-7", "edge-a", "edge-b", "edge-d") != "edge-d" || ownerOn(pfRing, "room-7", "edge-a", "edge-b") != "edge-b" {
 		t.Fatal("room-7's owners on pfRing are not the ones this test needs")
 	}
@@ -1853,14 +1856,16 @@ func TestDrainedEdgeCrashAfterAnotherSplitsNoSession(t *testing.T) {
 	}
 	c.start(3)
 	c.update(c.edges[3])
-	c.learn(2, 3) // edge-c hears of edge-d; edge-a and edge-b have not yet
-	c.crash(c.edges[1])
-	c.drain(c.edges[2], 0) // hands room-7 to edge-d
+	return c
+}
+
+// wantHandedToEdgeD fails the test unless edge-c's drain left room-7 on
+// edge-d alone.
+func (c *pfCluster) wantHandedToEdgeD() {
+	c.t.Helper()
 	if hosting, _ := c.hosts("room-7"); len(hosting) != 1 || hosting[0].name != "edge-d" {
-		t.Fatalf("room-7 hosted on %d edges after edge-c's drain, want edge-d alone", len(hosting))
+		c.t.Fatalf("room-7 hosted on %d edges after edge-c's drain, want edge-d alone", len(hosting))
 	}
-	c.crash(c.edges[2])
-	c.placeExpect(c.edges[0], "room-7", "edge-d", "edge-c", "edge-b") // a join past both, by a balancer that knows neither change
 }
 
 // An edge taken for dead by the cluster (busy) before any other edge had
