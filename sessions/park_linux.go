@@ -112,8 +112,8 @@ func (pl *poller) disarm(p *participant) {
 	_ = unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_DEL, int(p.fd), nil)
 }
 
-// forget drops p from the table once its connection has ended (the kernel
-// drops the socket from the epoll set when it closes).
+// forget drops p from the table once its connection has ended (disarm
+// took its socket out of the epoll set before the close).
 func (pl *poller) forget(p *participant) {
 	pl.mu.Lock()
 	if int(p.fd) < len(pl.byFD) && pl.byFD[p.fd] == p {
