@@ -438,9 +438,18 @@ func (o *ownership) handOffTo(ctx context.Context, target, url string, list []mo
 			}
 			if err != nil {
 				o.log.Error("hand-off failed: these sessions' clients will get reset on the new edge", "edge", b.target, "sessions", len(b.req.Sessions), "err", err)
-				for _, hs := range b.req.Sessions {
-					o.srv.hub.nothingComing(hs.Key)
-				}
+			}
+			// Taken or failed, nothing more is coming: the new owner
+			// asking about one of these keys itself holds it no more (it
+			// restarted since, or the session ended there) and starts it
+			// anew. Told "hosted by" itself, it waited handoffTimeout for
+			// a hand-off that had gone to its process before, and refused
+			// the key's joins until this edge's mark ran out
+			// (TestHandedToARestartedEdgeStartsAnewAtOnce). A join it
+			// placed just before the hand-off landed joins the landed
+			// session (hub.join).
+			for _, hs := range b.req.Sessions {
+				o.srv.hub.nothingComing(hs.Key)
 			}
 			o.letGo(b.target, b.sessions)
 			moved += len(b.sessions)

@@ -96,7 +96,8 @@ type handover struct {
 	edge  string
 	until time.Time
 	// empty: no state follows (a raw-mode session, or a hand-off that
-	// failed): the new edge need not wait for one to start the session.
+	// failed or was taken): the new edge need not wait for one to start
+	// the session.
 	empty bool
 	// handed: a claim recorded for the edge a drain elsewhere handed the
 	// key to (hub.handedOn), not by that edge itself, at since; at: that
@@ -642,7 +643,8 @@ func (c handover) holds(gone goneEdges, now time.Time) bool {
 }
 
 // nothingComing marks hand-overs whose state will not arrive (the hand-off
-// failed), so their new edge starts them instead of waiting.
+// failed, or was taken already), so their new edge starts them instead of
+// waiting.
 func (h *hub) nothingComing(keys ...string) {
 	for _, key := range keys {
 		sh := h.shardOf(key)

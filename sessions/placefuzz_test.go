@@ -605,7 +605,11 @@ func (c *pfCluster) newServer(i int) *Server {
 // knows nothing of the old one's sessions, claims or pins. Views that
 // still count it a member learn its new, empty pins as gossip reaches
 // them (memberlist's new incarnation).
-func (c *pfCluster) restart(e *pfEdge) {
+func (c *pfCluster) restart(e *pfEdge) { c.restartVia(e, -1) }
+
+// restartVia is restart, the new process joining through edge seed (-1:
+// gossip has converged), as startVia.
+func (c *pfCluster) restartVia(e *pfEdge, seed int) {
 	e.s.hub.eachSession(func(_ *hubShard, s *session) { delete(c.idleSince, s) })
 	e.s.hub.close()
 	e.s.untrackMemory()
@@ -616,7 +620,7 @@ func (c *pfCluster) restart(e *pfEdge) {
 	c.pins[e.i] = map[uint64]bool{}
 	c.pinsAt[e.i] = c.now
 	c.mu.Unlock()
-	c.start(e.i)
+	c.startVia(e.i, seed)
 	c.update(e)
 }
 
@@ -1797,6 +1801,36 @@ func TestDrainedEdgeCrashSplitsNoSession(t *testing.T) {
 		t.Fatalf("edge-b placed room-13 at %q, %v once edge-c and edge-a were gone, want a new session here", owner, err)
 	}
 	c.edges[1].s.hub.unreserve([]byte("room-13"))
+}
+
+// A drain's new owner crashes and restarts under its name within moments of
+// taking a hand-off. room-13 went from edge-a to edge-c and died with edge-c's
+// process. A join of it at the new edge-c asked edge-a (the new process
+// joined through edge-b, which had not heard of the drain), whose mark still
+// named edge-c, and took the answer for a hand-off on its way: it waited
+// handoffTimeout for one that had gone to the process before, then refused
+// 503 — every join of the key, until edge-a exited or its mark ran out (found
+// by FuzzPlacementEvents, an input the engine took for hung). Now a drain
+// whose hand-off was taken has nothing more coming for its keys: asked by
+// the new owner itself, which holds the key no more, it lets it start the
+// key anew, as for a raw session or a failed hand-off.
+func TestHandedToARestartedEdgeStartsAnewAtOnce(t *testing.T) {
+	c := newPlaceCluster(t, 0x10) // edge-a and edge-b, settled
+	c.join(0x10)                  // room-13 by the converged view: edge-a
+	c.start(2)
+	c.update(c.edges[2])
+	c.learn(0, 2)          // edge-a learns of edge-c
+	c.drain(c.edges[0], 0) // hands room-13 to edge-c
+	if hosting, _ := c.hosts("room-13"); len(hosting) != 1 || hosting[0].name != "edge-c" {
+		t.Fatalf("room-13 hosted on %d edges after edge-a's drain, want edge-c alone", len(hosting))
+	}
+	c.crash(c.edges[2])
+	c.restartVia(c.edges[2], 1)
+	var rc fasthttp.RequestCtx
+	if owner, err := c.edges[2].s.place(&rc, []byte("room-13")); err != nil || owner != "" {
+		c.fail("the restarted edge-c placed room-13 at %q, %v; want a new session there", owner, err)
+	}
+	c.edges[2].s.hub.unreserve([]byte("room-13"))
 }
 
 // A drain that hands its sessions on before its own ring is rebuilt (the
