@@ -573,7 +573,8 @@ func (h *hub) claim(key []byte, self, by string, ttl time.Duration, gone goneEdg
 		return self
 	case redirect == by && sh.moved[string(key)].empty:
 		// Handed to the claimer with no state coming (raw mode, or the
-		// hand-off failed): it starts the session itself.
+		// hand-off failed or was taken: the claimer holds the key no
+		// more): it starts the session itself.
 		return ""
 	case redirect != "":
 		return redirect
