@@ -292,31 +292,32 @@ func (o *ownership) noticeFailover(ctx context.Context, groups map[string][]movi
 	// The rings without a view's owner too, each built once (Without
 	// caches it on the view less this edge).
 	seconds := map[failoverRing]struct{}{}
+	note := func(m ring.Member, n notice) {
+		if m.Name == n.to || m.Name == o.self || slices.Contains(named, m.Name) || !o.member(m.Name) {
+			return
+		}
+		named = append(named, m.Name)
+		edges[m.Name] = m
+		notices[m.Name] = append(notices[m.Name], n)
+	}
 	for target, list := range groups {
 		for _, mv := range list {
 			named = named[:0]
-			note := func(m ring.Member) {
-				if m.Name == target || m.Name == o.self || slices.Contains(named, m.Name) || !o.member(m.Name) {
-					return
-				}
-				named = append(named, m.Name)
-				edges[m.Name] = m
-				notices[m.Name] = append(notices[m.Name], notice{mv.key, target})
-			}
+			n := notice{mv.key, target}
 			for _, v := range views {
 				without := v.Without(o.self)
 				m, ok := without.Locate([]byte(mv.key))
 				if !ok || m.Name == target {
 					continue // a balancer that reaches the new owner finds the session
 				}
-				note(m)
+				note(m, n)
 				k := failoverRing{without, m.Name}
 				if _, built := seconds[k]; !built && len(seconds) >= maxFailoverRings {
 					continue
 				}
 				seconds[k] = struct{}{}
 				if next, ok := without.Without(m.Name).Locate([]byte(mv.key)); ok {
-					note(next)
+					note(next, n)
 				}
 			}
 		}

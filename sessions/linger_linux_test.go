@@ -57,17 +57,7 @@ func TestParticipantClosesAtOnce(t *testing.T) {
 		t.Fatalf("POST /api/drain: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	answerCloseThenFIN(t, c)
-	if !acceptguardtest.ResetAfterWrite(t, c.(*net.TCPConn), []byte("after the end")) {
-		t.Error("a write after the participant's end was taken in; want a reset (the edge's socket closed at once)")
-	}
-}
-
-// answerCloseThenFIN reads the edge's close frame on c (a server frame: not
-// masked, a short payload; 1012), answers it (masked with a zero key) and
-// wants the edge's FIN after it: no more bytes, no reset.
-func answerCloseThenFIN(t *testing.T, c net.Conn) {
-	t.Helper()
+	// The edge's close frame (a server frame: not masked, a short payload).
 	head := make([]byte, 2)
 	if _, err := io.ReadFull(c, head); err != nil || head[0] != 0x88 || head[1] < 2 || head[1] > 125 {
 		t.Fatalf("close frame head %x, %v", head, err)
@@ -76,10 +66,14 @@ func answerCloseThenFIN(t *testing.T, c net.Conn) {
 	if _, err := io.ReadFull(c, payload); err != nil || binary.BigEndian.Uint16(payload) != closeServiceRestart {
 		t.Fatalf("close frame %q, %v; want 1012", payload, err)
 	}
+	// The client's answer (masked with a zero key), then the edge's FIN.
 	if _, err := c.Write([]byte{0x88, 0x82, 0, 0, 0, 0, payload[0], payload[1]}); err != nil {
 		t.Fatal(err)
 	}
 	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
 		t.Fatalf("after the close frames: %q, %v; want the FIN", rest, err)
+	}
+	if !acceptguardtest.ResetAfterWrite(t, c.(*net.TCPConn), []byte("after the end")) {
+		t.Error("a write after the participant's end was taken in; want a reset (the edge's socket closed at once)")
 	}
 }
