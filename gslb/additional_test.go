@@ -202,3 +202,47 @@ func TestAdditionalRecordsWhenTheSignatureBudgetIsSpent(t *testing.T) {
 		}
 	}
 }
+
+// The UDP loops' cache keeps a signed answer no longer than its additional
+// records' signatures are fresh, not only its answer's: mail's addresses
+// signed days before the MX RRset, the cached MX answer served their
+// signatures past their expiration (a validator finds them bogus) until
+// the MX signature's own refresh, days later. Over TCP they were fresh.
+func TestCachedAnswerServesNoStaleAdditionalSignature(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	cfg := signed(additionalConfig(t), ksk, zsk)
+	cfg.UDPWorkers = 1 // one loop, one cache
+	clock := newTestClock()
+	s := startGSLBWith(t, cfg, clock.use)
+	keys := dnskeys(t, s)
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		query(t, s, "tcp", "mail.ringlb.test.", qtype, withDO(false)) // signed now
+	}
+	validity, refresh := 168*time.Hour, 72*time.Hour
+	// Just before mail's refresh point the MX RRset is signed afresh and
+	// the answer, with mail's signatures from the cache, kept.
+	clock.add(validity - refresh - time.Hour)
+	query(t, s, "udp", "ringlb.test.", dns.TypeMX, withDO(false))
+	clock.add(refresh + 2*time.Hour) // mail's first signatures have expired
+	for _, network := range []string{"udp", "tcp"} {
+		m := query(t, s, network, "ringlb.test.", dns.TypeMX, withDO(false))
+		want := []string{"RRSIG mail.ringlb.test. A", "RRSIG mail.ringlb.test. AAAA",
+			"mail.ringlb.test. 3600 in a 192.0.2.25", "mail.ringlb.test. 3600 in aaaa 2001:db8::25"}
+		if got := extraOf(m); !slices.Equal(got, want) {
+			t.Fatalf("over %s: additional\n%s\nwant\n%s", network, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		for _, rr := range m.Extra {
+			sig, ok := rr.(*dns.RRSIG)
+			if !ok {
+				continue
+			}
+			if !sig.ValidityPeriod(clock.now()) {
+				t.Errorf("over %s: the signature of %s %s expired at %s, now %s", network, sig.Hdr.Name,
+					dns.TypeToString[sig.TypeCovered], time.Unix(int64(sig.Expiration), 0).UTC(), clock.now().UTC())
+			}
+			if !slices.ContainsFunc(keys, func(k *dns.DNSKEY) bool { return sig.Verify(k, rrsOf(m.Extra, sig.TypeCovered)) == nil }) {
+				t.Errorf("over %s: %v does not verify", network, sig)
+			}
+		}
+	}
+}

@@ -652,11 +652,15 @@ func dnssecType(t uint16) bool {
 }
 
 // signedWindow is when m's signatures may be served (Unix seconds): from
-// the latest inception until the first is due for replacement; 0, 0 when m
-// has none. The UDP loop's cache keeps a packed signed answer no longer
-// than the signature cache keeps its signatures (sigEntry.fresh).
+// the latest inception until the first is due for replacement, in any
+// section; 0, 0 when m has none. The UDP loop's cache keeps a packed signed
+// answer no longer than the signature cache keeps its signatures
+// (sigEntry.fresh) — its additional records' too, which may have been
+// signed days before its answer's: kept by the answer's alone, it served
+// them past their expiration
+// (TestCachedAnswerServesNoStaleAdditionalSignature).
 func (st *state) signedWindow(m *dns.Msg) (from, until int64) {
-	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
 		for _, rr := range sec {
 			sig, ok := rr.(*dns.RRSIG)
 			if !ok {
