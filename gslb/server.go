@@ -199,6 +199,15 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	// A managed name exists in its zone's tree, records in the file or
+	// not, and the names above it too: else those were NXDOMAIN while it
+	// answered, and a wildcard above it answered for it and below it
+	// (TestManagedNamesAreInTheirZonesTree).
+	for name := range p.names {
+		if z := st.zoneFor(name); z != nil {
+			z.addName(name)
+		}
+	}
 	managed := func(name string) bool { return p.names[name] != nil }
 	for _, z := range st.zones {
 		z.prepareAdditional(managed)

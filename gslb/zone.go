@@ -306,19 +306,7 @@ func (z *zone) add(rr dns.RR, pos recordPos) error {
 		return at("%s has a CNAME and %s: a name with a CNAME has no other data (RFC 1034 3.6.2); remove one", h.Name, typeName(other))
 	}
 	if byType == nil {
-		byType = map[uint16][]dns.RR{}
-		z.names[h.Name] = byType
-		// Empty non-terminals exist too: a name below them has records.
-		for n := h.Name; n != z.origin; {
-			i, end := dns.NextLabel(n, 0)
-			if end {
-				break
-			}
-			n = n[i:]
-			if _, ok := z.names[n]; !ok {
-				z.names[n] = map[uint16][]dns.RR{}
-			}
-		}
+		byType = z.addName(h.Name)
 	}
 	if h.Rrtype == dns.TypeCNAME && len(byType[dns.TypeCNAME]) > 0 {
 		return at("%s has two CNAMEs: a CNAME is one name's only alias; keep one", h.Name)
@@ -419,6 +407,28 @@ func typeName(t uint16) string {
 		return name
 	}
 	return fmt.Sprintf("TYPE%d", t)
+}
+
+// addName makes name (lower case, in z) exist in z's tree, and returns its
+// records (none when it is new). The names between it and the apex exist
+// too, as empty non-terminals: a name below them does.
+func (z *zone) addName(name string) map[uint16][]dns.RR {
+	if byType, ok := z.names[name]; ok {
+		return byType
+	}
+	byType := map[uint16][]dns.RR{}
+	z.names[name] = byType
+	for n := name; n != z.origin; {
+		i, end := dns.NextLabel(n, 0)
+		if end {
+			break
+		}
+		n = n[i:]
+		if _, ok := z.names[n]; !ok {
+			z.names[n] = map[uint16][]dns.RR{}
+		}
+	}
+	return byType
 }
 
 // lookup returns the records of name (lower case) and whether the name
