@@ -2,13 +2,16 @@ package operator
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -91,3 +94,82 @@ func dialAs(addr string, uid int) (net.Conn, error) {
 	defer f.Close()
 	return net.FileConn(f)
 }
+
+// A client that closes its socket the moment its request is sent leaves
+// no socket of its own: the kernel keeps its end as a time-wait entry,
+// which the socket table reports with uid 0 and no inode. Read as root's,
+// it let any local user through the loopback rule: with the admin port's
+// connection slots filled, a request waits in the accept queue until its
+// sender has closed, then runs as the operator's (maintenance on, a
+// drain, a serve mode). Now a socket no process holds belongs to no one.
+// As root only, as the test above.
+func TestClosedClientSocketIsNobodys(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to connect as another user")
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// askedBy is whether ownUser takes a request over the server's end of
+	// a connection from uid for the node's user; closed: the client closed
+	// its end first, and the server has read its FIN.
+	askedBy := func(uid int, closed bool) bool {
+		t.Helper()
+		c, err := dialAs(ln.Addr().String(), uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sc.Close()
+		local, remote := netip.MustParseAddrPort(sc.LocalAddr().String()), netip.MustParseAddrPort(sc.RemoteAddr().String())
+		if closed {
+			c.Close()
+			if _, err := sc.Read(make([]byte, 1)); err == nil {
+				t.Fatal("read a byte from a client that sent none")
+			}
+			// Until our end acknowledges the FIN (delayed: it waits to
+			// send one of its own), the client's end is an orphan socket
+			// of its user; then a time-wait entry.
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				ps, err := peerSocket(local, remote)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ps.state != tcpEstablished && ps.state != tcpFinWait1 {
+					t.Logf("the closed client's socket: %+v", ps)
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the closed client's socket still %+v", ps)
+				}
+			}
+		}
+		r, err := http.NewRequestWithContext(context.WithValue(context.Background(), http.LocalAddrContextKey, sc.LocalAddr()), http.MethodPost, "/api/drain", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.RemoteAddr = sc.RemoteAddr().String()
+		return ownUser(r)
+	}
+	if askedBy(65534, false) {
+		t.Error("uid 65534's open socket taken for the node's user")
+	}
+	if askedBy(65534, true) {
+		t.Error("uid 65534's closed socket taken for the node's user (or root's)")
+	}
+	if !askedBy(os.Geteuid(), false) {
+		t.Error("the node's own user's open socket refused")
+	}
+}
+
+// TCP states (the kernel's tcp_states.h).
+const (
+	tcpEstablished = 1
+	tcpFinWait1    = 4
+)

@@ -24,6 +24,31 @@ const sockDiagByFamily = 20
 // request (a balancer holds thousands of connections), where a request
 // without it is the kernel's hashed lookup of the one socket.
 func peerUID(local, remote netip.AddrPort) (uint32, error) {
+	ps, err := peerSocket(local, remote)
+	if err != nil {
+		return 0, err
+	}
+	if ps.inode == 0 {
+		// Closed by its process: a time-wait entry, which the table
+		// reports as uid 0 (root), or an orphan. Taken for root's, a
+		// request its sender closed the socket of before we asked — it
+		// waited in the accept queue while the port's slots were full —
+		// ran as the operator's (TestClosedClientSocketIsNobodys).
+		return 0, errors.New("sock_diag: the client's socket is closed: no process holds it")
+	}
+	return ps.uid, nil
+}
+
+// peerSock is what the socket table says of the client's socket.
+type peerSock struct {
+	uid   uint32
+	inode uint32 // 0: no process holds it (closed: a time-wait entry, an orphan)
+	state uint8  // the TCP state, as in the kernel's tcp_states.h
+}
+
+// peerSocket is peerUID's lookup: the client's socket as the kernel's socket
+// table records it.
+func peerSocket(local, remote netip.AddrPort) (peerSock, error) {
 	src, dst := remote.Addr().Unmap(), local.Addr().Unmap()
 	family := byte(unix.AF_INET6)
 	if src.Is4() && dst.Is4() {
@@ -31,7 +56,7 @@ func peerUID(local, remote netip.AddrPort) (uint32, error) {
 	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
-		return 0, fmt.Errorf("sock_diag: %w", err)
+		return peerSock{}, fmt.Errorf("sock_diag: %w", err)
 	}
 	defer unix.Close(fd)
 	tv := unix.NsecToTimeval(time.Second.Nanoseconds())
@@ -62,33 +87,33 @@ func peerUID(local, remote netip.AddrPort) (uint32, error) {
 	binary.NativeEndian.PutUint32(id[40:], 0xffffffff) // INET_DIAG_NOCOOKIE
 	binary.NativeEndian.PutUint32(id[44:], 0xffffffff)
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return 0, fmt.Errorf("sock_diag: %w", err)
+		return peerSock{}, fmt.Errorf("sock_diag: %w", err)
 	}
 	buf := make([]byte, 4096)
 	n, _, err := unix.Recvfrom(fd, buf, 0)
 	if err != nil {
-		return 0, fmt.Errorf("sock_diag: %w", err)
+		return peerSock{}, fmt.Errorf("sock_diag: %w", err)
 	}
 	buf = buf[:n]
 	if len(buf) < 16 {
-		return 0, errors.New("sock_diag: short answer")
+		return peerSock{}, errors.New("sock_diag: short answer")
 	}
 	switch typ := binary.NativeEndian.Uint16(buf[4:]); typ {
 	case unix.NLMSG_ERROR:
 		if len(buf) >= 20 {
 			if errno := -int32(binary.NativeEndian.Uint32(buf[16:])); errno != 0 {
-				return 0, fmt.Errorf("sock_diag: %w", unix.Errno(errno))
+				return peerSock{}, fmt.Errorf("sock_diag: %w", unix.Errno(errno))
 			}
 		}
-		return 0, errors.New("sock_diag: no such socket")
+		return peerSock{}, errors.New("sock_diag: no such socket")
 	case sockDiagByFamily:
 		// inet_diag_msg: family, state, timer, retrans (4), id (48),
-		// expires, rqueue, wqueue (12), uid.
-		if len(buf) < 16+68 {
-			return 0, errors.New("sock_diag: short answer")
+		// expires, rqueue, wqueue (12), uid, inode.
+		if len(buf) < 16+72 {
+			return peerSock{}, errors.New("sock_diag: short answer")
 		}
-		return binary.NativeEndian.Uint32(buf[16+64:]), nil
+		return peerSock{uid: binary.NativeEndian.Uint32(buf[16+64:]), inode: binary.NativeEndian.Uint32(buf[16+68:]), state: buf[17]}, nil
 	default:
-		return 0, fmt.Errorf("sock_diag: answer of type %d", typ)
+		return peerSock{}, fmt.Errorf("sock_diag: answer of type %d", typ)
 	}
 }
