@@ -11,7 +11,8 @@ import (
 )
 
 // reloadable is the part of the balancer's configuration that Reload swaps
-// in place: key sources and limits, the TLS certificate and the admin token.
+// in place: key sources and limits, the TLS certificate, the admin token and
+// users.
 // Everything else (listen addresses, timeouts, whether TLS is on) needs a
 // restart.
 type reloadable struct {
@@ -28,6 +29,9 @@ type reloadable struct {
 	// handed to the edge's monitor and to the edge pool alike, so what
 	// the start or reload checked is what its requests and checks use.
 	edgeTLS map[string]*tls.Config
+	// applyUsers puts the admin users a reload read in place
+	// (operator.Node.ReloadUsers); nil at start.
+	applyUsers func()
 }
 
 // prepareReloadable loads the reloadable settings of a provisioned cfg (the
@@ -95,6 +99,9 @@ func (b *Balancer) admitReload(cfg configs.Balancer) (*reloadable, error) {
 	if (rl.cert == nil) != (old.cert == nil) {
 		errs = append(errs, configs.RestartNeeded("balancer.tls", tlsState(old.cert != nil), tlsState(rl.cert != nil)))
 	}
+	var err error
+	rl.applyUsers, err = b.op.ReloadUsers("balancer", cfg.Admin)
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err == nil {
 		errs = append(errs, b.access.apply(cfg.AccessLog)) // last: it takes effect when it works
 	}
@@ -108,6 +115,9 @@ func (b *Balancer) admitReload(cfg configs.Balancer) (*reloadable, error) {
 func (b *Balancer) applyReload(rl *reloadable) {
 	cfg := rl.cfg
 	b.current.Store(rl)
+	if rl.applyUsers != nil {
+		rl.applyUsers()
+	}
 	b.table.setSettings(cfg.SessionTable)
 	b.setLimits(cfg.Limits)
 	b.mu.Lock()
@@ -125,7 +135,7 @@ func (b *Balancer) applyReload(rl *reloadable) {
 }
 
 // restartChanges names the fields read only at start (listeners, their
-// timeouts and wrappers, the admin plane's users and sampling).
+// timeouts and wrappers, the admin plane's users file path and sampling).
 func restartChanges(old, cfg configs.Balancer) error {
 	return errors.Join(
 		configs.RestartNeeded("balancer.listen", old.Listen, cfg.Listen),

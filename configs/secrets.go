@@ -338,7 +338,10 @@ type Admin struct {
 	// address alone no longer makes a caller the operator; the token keeps
 	// working for scripts. Without one, an admin port beyond loopback
 	// generates a password for the user "admin" at its first start and
-	// logs it once (its hash is kept in cluster.state_dir).
+	// logs it once (its hash is kept in cluster.state_dir). Read again on
+	// SIGHUP (and a config PUT): a user removed is logged out at once, as
+	// is every session of a user whose password changed; listing the first
+	// user, or none any more, takes a restart.
 	UsersFile string `yaml:"users_file"`
 	// HistoryInterval is how often the node samples its own metrics into
 	// the history behind GET /api/history (default 10s): 360 samples are
@@ -398,8 +401,8 @@ func (a Admin) Token() ([]byte, error) {
 }
 
 // RestartChanges names the admin fields that differ between a and next and
-// are read only at start (the listener, the users, the sampling), under
-// section (balancer, edge, gslb); nil when there are none.
+// are read only at start (the listener, the users file's path, the
+// sampling), under section (balancer, edge, gslb); nil when there are none.
 func (a Admin) RestartChanges(section string, next Admin) error {
 	return errors.Join(
 		RestartNeeded(section+".admin.listen", a.Listen, next.Listen),

@@ -391,10 +391,12 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 	); err != nil {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
+	applyUsers, usersErr := s.op.ReloadUsers("gslb", cfg.Admin)
 	st, err := s.build(cfg)
-	if err != nil {
-		return fmt.Errorf("reload refused, nothing changed: %w", err)
+	if err := errors.Join(err, usersErr); err != nil {
+		return fmt.Errorf("reload refused, nothing changed: %w", err) // st's pools never started
 	}
+	applyUsers()
 	st.pools.inherit(old.pools)
 	if g := s.tcpGuard.Load(); g != nil {
 		g.SetMax(cfg.MaxTCPConnections) // connections open stay open

@@ -126,9 +126,12 @@ func (s *Server) Reload(cfg configs.Edge) error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("edge.admin.metrics_token_file: %w", err))
 	}
+	applyUsers, err := s.op.ReloadUsers("edge", cfg.Admin)
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
+	applyUsers()
 	s.auth.Store(auth)
 	s.adminToken.Store(&token)
 	s.metricsToken.Store(&metrics)

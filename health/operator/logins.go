@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -78,6 +79,17 @@ type session struct {
 	User    string    `json:"user"`
 	Created time.Time `json:"created"`
 	Expires time.Time `json:"expires"`
+	// Password names the user's password hash at the login
+	// (passwordID): a session ends when the password changes.
+	Password string `json:"password"`
+}
+
+// passwordID names a user's bcrypt hash in a session: hex of the first 16
+// bytes of its SHA-256 — enough to tell a changed password, too little to
+// stand for the hash (which the state directory never holds).
+func passwordID(hash []byte) string {
+	sum := sha256.Sum256(hash)
+	return hex.EncodeToString(sum[:16])
 }
 
 type failures struct {
@@ -201,8 +213,31 @@ func newLogins(users map[string][]byte, store *Store, audit *AuditLog, log *slog
 }
 
 // SetUsers replaces the users (a reload); sessions of users no longer
-// listed stop working at once.
-func (l *Logins) SetUsers(users map[string][]byte) { l.users.Store(&users) }
+// listed, or whose password changed, stop working at once. The change is
+// logged by name.
+func (l *Logins) SetUsers(users map[string][]byte) {
+	old := *l.users.Swap(&users)
+	var added, removed, changed []string
+	for name, hash := range users {
+		switch was, ok := old[name]; {
+		case !ok:
+			added = append(added, name)
+		case !bytes.Equal(was, hash):
+			changed = append(changed, name)
+		}
+	}
+	for name := range old {
+		if _, ok := users[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	if len(added)+len(removed)+len(changed) > 0 {
+		slices.Sort(added)
+		slices.Sort(removed)
+		slices.Sort(changed)
+		l.log.Info("admin users reloaded: the sessions of removed users and of changed passwords ended", "added", added, "removed", removed, "password_changed", changed)
+	}
+}
 
 // loginEnabled reports whether callers log in on this port.
 func (n *Node) loginEnabled() bool { return n != nil && n.Logins != nil }
@@ -219,7 +254,10 @@ func (l *Logins) user(r *http.Request) (string, bool) {
 	if !ok || !l.now().Before(s.Expires) {
 		return "", false
 	}
-	if _, listed := (*l.users.Load())[s.User]; !listed {
+	// A session of a user no longer listed, or of a password changed
+	// since (a reload, or a restart with the file changed), ends: before,
+	// a password changed for a compromise left the sessions it had made.
+	if hash, listed := (*l.users.Load())[s.User]; !listed || s.Password != passwordID(hash) {
 		return "", false
 	}
 	return s.User, true
@@ -403,7 +441,7 @@ func (l *Logins) newSession(user string) (string, time.Time) {
 	var raw [32]byte
 	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails on Linux (it panics first)
 	now := l.now()
-	s := session{User: user, Created: now.UTC(), Expires: now.Add(SessionTTL).UTC()}
+	s := session{User: user, Created: now.UTC(), Expires: now.Add(SessionTTL).UTC(), Password: passwordID((*l.users.Load())[user])}
 	l.mu.Lock()
 	for id, old := range l.sessions {
 		if !now.Before(old.Expires) {

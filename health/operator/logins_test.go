@@ -493,6 +493,8 @@ func TestRestoredSessionsCapped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	users := usersFile(t)
+	password := passwordOf(t, users, "alice")
 	const planted = 20 * maxSessions
 	now := time.Now()
 	cookies := make([]string, planted)
@@ -503,7 +505,7 @@ func TestRestoredSessionsCapped(t *testing.T) {
 		cookies[i] = base64.RawURLEncoding.EncodeToString(raw[:])
 		id := sha256.Sum256(raw[:])
 		created := now.Add(-time.Hour + time.Duration(i)*time.Millisecond) // the last written is the newest
-		out[i] = savedSession{ID: hex.EncodeToString(id[:]), session: session{User: "alice", Created: created, Expires: created.Add(SessionTTL)}}
+		out[i] = savedSession{ID: hex.EncodeToString(id[:]), session: session{User: "alice", Created: created, Expires: created.Add(SessionTTL), Password: password}}
 	}
 	// Not in order of age: the newest are kept whatever the file's order.
 	rand.New(rand.NewPCG(1, 2)).Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
@@ -511,7 +513,7 @@ func TestRestoredSessionsCapped(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t), StateDir: dir})
+	n := newTestNode(t, configs.Admin{UsersFile: users, StateDir: dir})
 	n.Logins.mu.Lock()
 	restored := len(n.Logins.sessions)
 	n.Logins.mu.Unlock()
@@ -594,11 +596,13 @@ func TestRestoredSessionsHeldToTheirLifetime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	users := usersFile(t)
+	password := passwordOf(t, users, "alice")
 	now := time.Now()
 	plant := map[string]session{
-		"normal":     {User: "alice", Created: now.Add(-time.Hour), Expires: now.Add(-time.Hour + SessionTTL)},
-		"for years":  {User: "alice", Created: now.Add(-time.Hour), Expires: now.Add(10 * 365 * 24 * time.Hour)},
-		"future one": {User: "alice", Created: now.Add(24 * time.Hour), Expires: now.Add(24*time.Hour + SessionTTL)},
+		"normal":     {User: "alice", Created: now.Add(-time.Hour), Expires: now.Add(-time.Hour + SessionTTL), Password: password},
+		"for years":  {User: "alice", Created: now.Add(-time.Hour), Expires: now.Add(10 * 365 * 24 * time.Hour), Password: password},
+		"future one": {User: "alice", Created: now.Add(24 * time.Hour), Expires: now.Add(24*time.Hour + SessionTTL), Password: password},
 	}
 	cookies := map[string]string{}
 	var out []savedSession
@@ -612,7 +616,7 @@ func TestRestoredSessionsHeldToTheirLifetime(t *testing.T) {
 	if err := store.Save(sessionsConcern, out); err != nil {
 		t.Fatal(err)
 	}
-	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t), StateDir: dir})
+	n := newTestNode(t, configs.Admin{UsersFile: users, StateDir: dir})
 	base := loginServer(t, n, "")
 	for name, want := range map[string]int{"normal": http.StatusOK, "for years": http.StatusUnauthorized, "future one": http.StatusUnauthorized} {
 		if got := cookieStatus(t, base, cookies[name]); got != want {
@@ -647,4 +651,147 @@ func serveMux(t *testing.T, mux http.Handler) net.Listener {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln
+}
+
+// passwordOf is a session's name for user's password in the users file
+// at path (passwordID).
+func passwordOf(t *testing.T, path, user string) string {
+	t.Helper()
+	users, err := configs.Admin{UsersFile: path}.Users()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return passwordID(users[user])
+}
+
+// writeUsers writes path as a users file of users (name → password), at
+// bcrypt's cheapest cost; a user whose password is the same as in the file
+// before keeps its line (its hash).
+func writeUsers(t *testing.T, path string, users map[string]string) {
+	t.Helper()
+	before, _ := configs.Admin{UsersFile: path}.Users()
+	var b strings.Builder
+	for name, password := range users {
+		hash := before[name]
+		if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil {
+			var err error
+			if hash, err = bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fmt.Fprintf(&b, "%s:%s\n", name, hash)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A reload reads the users file again: a removed user's session ends and
+// it logs in no more, a changed password ends the user's sessions and the
+// old one logs in no more, a new user logs in — and a password changed
+// while the node was down ends the sessions a restart restores. Before, a
+// reload with the same users_file succeeded and changed nothing: the
+// removed user and the old password kept logging in until a restart, the
+// new user could not, and a restart kept the sessions of a changed
+// password.
+func TestUsersFileReloaded(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(t.TempDir(), "users")
+	writeUsers(t, path, map[string]string{"alice": "alice-password-1", "bob": "bob-password-1"})
+	admin := configs.Admin{UsersFile: path, StateDir: dir}
+	n := newTestNode(t, admin)
+	n.Logins.rate = rate.NewLimiter(rate.Inf, 0) // more logins a second than a port allows
+	base := loginServer(t, n, "")
+	login := func(base, user, password string) (int, *http.Cookie) {
+		t.Helper()
+		resp := postLogin(t, noRedirects(), base, user, password, nil)
+		for _, c := range resp.Cookies() {
+			if c.Name == SessionCookie {
+				return resp.StatusCode, c
+			}
+		}
+		return resp.StatusCode, nil
+	}
+	read := func(base string, c *http.Cookie) int {
+		t.Helper()
+		if c == nil {
+			t.Fatal("no session to read with: its login failed")
+		}
+		req, _ := http.NewRequest(http.MethodGet, base+"/api/sessions", nil)
+		req.AddCookie(c)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	_, alice := login(base, "alice", "alice-password-1")
+	_, bob := login(base, "bob", "bob-password-1")
+	if alice == nil || bob == nil || read(base, alice) != 200 || read(base, bob) != 200 {
+		t.Fatal("alice and bob did not log in")
+	}
+
+	writeUsers(t, path, map[string]string{"alice": "alice-password-2", "carol": "carol-password-1"})
+	apply, err := n.ReloadUsers("edge", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply()
+	for _, tc := range []struct {
+		what string
+		got  int
+		want int
+	}{
+		{"alice's session, her password changed", read(base, alice), http.StatusUnauthorized},
+		{"bob's session, bob removed", read(base, bob), http.StatusUnauthorized},
+		{"alice's old password", first(login(base, "alice", "alice-password-1")), http.StatusUnauthorized},
+		{"bob's password", first(login(base, "bob", "bob-password-1")), http.StatusUnauthorized},
+		{"alice's new password", first(login(base, "alice", "alice-password-2")), http.StatusSeeOther},
+		{"carol, added", first(login(base, "carol", "carol-password-1")), http.StatusSeeOther},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("after the reload, %s: %d, want %d", tc.what, tc.got, tc.want)
+		}
+	}
+
+	// Changed while the node is down: the restored sessions of the
+	// changed password end, the others' go on.
+	_, alice = login(base, "alice", "alice-password-2")
+	_, carol := login(base, "carol", "carol-password-1")
+	writeUsers(t, path, map[string]string{"alice": "alice-password-3", "carol": "carol-password-1"})
+	n2 := newTestNode(t, admin)
+	base2 := loginServer(t, n2, "")
+	if got := read(base2, alice); got != http.StatusUnauthorized {
+		t.Errorf("after a restart, alice's session of her previous password: %d, want 401", got)
+	}
+	if got := read(base2, carol); got != http.StatusOK {
+		t.Errorf("after a restart, carol's session: %d, want 200", got)
+	}
+}
+
+// first is the first of two results.
+func first[A, B any](a A, _ B) A { return a }
+
+// Whether a port takes logins is set at its start (with no user, the
+// loopback rule, or beyond loopback a generated password): a reload that
+// lists the first user, or the last one no more, is refused, naming the
+// restart that applies it; a port without users reloads as before.
+func TestUsersFileReloadNeedsRestartToStartOrEndLogins(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users")
+	writeUsers(t, path, map[string]string{})
+	admin := configs.Admin{UsersFile: path}
+	n := newTestNode(t, admin)
+	if _, err := n.ReloadUsers("edge", admin); err != nil {
+		t.Errorf("a reload with no users still: %v", err)
+	}
+	writeUsers(t, path, map[string]string{"alice": "alice-password-1"})
+	if _, err := n.ReloadUsers("edge", admin); err == nil || !strings.Contains(err.Error(), "edge.admin.users_file") || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("a reload listing the first user: %v, want a refusal naming the field and the restart", err)
+	}
+	n2 := newTestNode(t, admin)
+	writeUsers(t, path, map[string]string{})
+	if _, err := n2.ReloadUsers("edge", admin); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("a reload listing no user any more: %v, want a refusal naming the restart", err)
+	}
 }

@@ -56,6 +56,9 @@ type Node struct {
 	Audit      *AuditLog
 	// Logins is nil when nobody logs in on this port (no user, loopback).
 	Logins *Logins
+	// configuredUsers: users were configured at start (not only the
+	// generated one), so a reload may replace them (ReloadUsers).
+	configuredUsers bool
 	// names are what a login may address the port by besides an IP
 	// address and localhost (loginNames).
 	names   []string
@@ -147,6 +150,7 @@ func New(cfg Config) *Node {
 		log.Error("admin users not read: nobody can log in", "err", err)
 		users = map[string][]byte{}
 	}
+	n.configuredUsers = len(users) > 0
 	if len(users) == 0 && !loopbackListen(cfg.Admin.Listen) {
 		if hash := n.generatedPassword(); hash != nil {
 			users[GeneratedUser] = hash
@@ -287,3 +291,29 @@ func Minutes(r *http.Request) int {
 
 // String names the node in messages.
 func (n *Node) String() string { return fmt.Sprintf("%s %s", n.role, n.name) }
+
+// ReloadUsers checks a reload's admin users (admin as its check read them,
+// configs.Admin.Users) and returns what applies them: the users of the
+// file and the environment replace the port's, a removed user's sessions
+// and those of a changed password ending at once (Logins.user). Whether
+// the port takes logins is its start's: a reload that lists the first
+// user, or none any more, is refused (section names the role's config
+// section), as a users_file of another path is.
+func (n *Node) ReloadUsers(section string, admin configs.Admin) (apply func(), err error) {
+	if n == nil {
+		return func() {}, nil
+	}
+	users, err := admin.Users()
+	if err != nil {
+		return nil, fmt.Errorf("%s.admin.users_file: %w", section, err)
+	}
+	switch {
+	case len(users) > 0 && !n.configuredUsers:
+		return nil, fmt.Errorf("%s.admin.users_file: lists %d users now, none at start: a port takes logins from its start (without users it keeps the loopback rule, or beyond loopback a generated password); restart the node to apply it", section, len(users))
+	case len(users) == 0 && n.configuredUsers:
+		return nil, fmt.Errorf("%s.admin.users_file: lists no user now: a port without users keeps the loopback rule, or beyond loopback generates a password, from its start; list a user, or restart the node to apply it", section)
+	case len(users) == 0:
+		return func() {}, nil // the generated user, if any, stays
+	}
+	return func() { n.Logins.SetUsers(users) }, nil
+}
