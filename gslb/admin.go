@@ -78,22 +78,31 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 			mode = body.Mode
 		}
 		operator.Describe(r.Context(), "serve_mode", r.PathValue("name")+"/"+r.PathValue("region")+"/"+r.PathValue("member")+" "+modeText(mode))
+		s.operating.Lock()
 		err := s.state.Load().pools.setOverride(dns.Fqdn(strings.ToLower(r.PathValue("name"))), r.PathValue("region"), r.PathValue("member"), mode)
+		if err == nil {
+			s.saveState()
+		}
+		s.operating.Unlock()
 		if err != nil {
 			operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		s.saveState()
 		s.logger.Info("serve mode override", "name", r.PathValue("name"), "region", r.PathValue("region"), "member", r.PathValue("member"), "mode", mode, "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
 		operator.WriteJSON(w, http.StatusOK, map[string]string{"mode": mode})
 	})))
 	mux.Handle("POST /api/pools/{name}/{region}/recover", access.Write(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		operator.Describe(r.Context(), "recover", r.PathValue("name")+"/"+r.PathValue("region"))
-		if err := s.state.Load().pools.recover(dns.Fqdn(strings.ToLower(r.PathValue("name"))), r.PathValue("region")); err != nil {
+		s.operating.Lock()
+		err := s.state.Load().pools.recover(dns.Fqdn(strings.ToLower(r.PathValue("name"))), r.PathValue("region"))
+		if err == nil {
+			s.saveState()
+		}
+		s.operating.Unlock()
+		if err != nil {
 			operator.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		s.saveState()
 		s.logger.Info("manual recover", "name", r.PathValue("name"), "region", r.PathValue("region"), "by", operator.Caller(r.Context()), "remote", r.RemoteAddr)
 		operator.WriteJSON(w, http.StatusOK, map[string]bool{"recovered": true})
 	})))

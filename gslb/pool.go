@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/bits"
 	"net"
 	"net/netip"
@@ -145,7 +146,7 @@ func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error)
 					// node's vote now counts (agreed), which can change the answers:
 					// a node started while its peers saw a member down kept it out
 					// until something rebuilt.
-					mem.prober.OnSettled(p.rebuild)
+					mem.prober.OnSettled(func() { p.rebuild() })
 				}
 				r.members = append(r.members, mem)
 			}
@@ -224,27 +225,33 @@ func (p *pools) stop() {
 
 // inherit takes over monitor states, overrides and failover latches from the
 // pools a reload replaces, for members and regions that are still there, so
-// a reload does not flap answers.
-func (p *pools) inherit(old *pools) {
+// a reload does not flap answers. It reports whether the answers differ from
+// old's (the zone's serial must change). Call it before the pools are the
+// server's and have their callbacks (Server.attach): old's lock is held only
+// while its state is copied — held through the rebuild, a latch the rebuild
+// set had the server save the operator state, read from old, and wait for
+// that lock for ever (TestReloadThatLatchesAFailoverReturns).
+func (p *pools) inherit(old *pools) (changed bool) {
 	old.mu.Lock()
-	defer old.mu.Unlock()
+	failed, overrides, steering, loads := maps.Clone(old.failed), maps.Clone(old.overrides), maps.Clone(old.steering), old.loads
+	old.mu.Unlock()
 	p.mu.Lock()
-	for k, v := range old.failed {
+	for k, v := range failed {
 		if n := p.names[k.name]; n != nil && n.regions[k.region] != nil {
 			p.failed[k] = v
 		}
 	}
-	for k, v := range old.overrides {
+	for k, v := range overrides {
 		if p.configured(k) {
 			p.overrides[k] = v
 		}
 	}
-	for k := range old.steering {
+	for k := range steering {
 		if n := p.names[k.name]; n != nil && n.regions[k.region] != nil && n.regions[k.region].cfg.Steer != nil {
 			p.steering[k] = true
 		}
 	}
-	p.loads = old.loads
+	p.loads = loads
 	p.mu.Unlock()
 	for name, n := range p.names {
 		on := old.names[name]
@@ -266,7 +273,9 @@ func (p *pools) inherit(old *pools) {
 			}
 		}
 	}
-	p.rebuild()
+	// Rebuilt against old's answers: what a secondary holds.
+	p.view.Store(old.view.Load())
+	return p.rebuild()
 }
 
 func (p *pools) memberChanged(k memberKey, up bool, why string) {
@@ -297,11 +306,12 @@ func (p *pools) servable(m *member) (bool, string) {
 	return up, why
 }
 
-// rebuild recomputes the view from monitor states, overrides and latches.
-func (p *pools) rebuild() {
+// rebuild recomputes the view from monitor states, overrides and latches,
+// and reports whether an answer changed.
+func (p *pools) rebuild() (changed bool) {
 	p.mu.Lock()
 	v := &view{names: map[string]*nameView{}}
-	changed, latchesBefore, latchCleared := false, len(p.failed), false
+	latchesBefore, latchCleared := len(p.failed), false
 	prev := p.view.Load()
 	for name, n := range p.names {
 		nv := &nameView{cfg: &n.cfg, regions: map[string]*regionView{}, geo: n.geo, deflt: n.cfg.DefaultRegion}
@@ -402,6 +412,7 @@ func (p *pools) rebuild() {
 	if latchChanged && p.onLatch != nil {
 		p.onLatch()
 	}
+	return changed
 }
 
 // Overrides and latches as the operator state keeps them (admin.go).
@@ -590,10 +601,20 @@ func pick(dst, addrs []netip.Addr, max int, client netip.Addr) []netip.Addr {
 // configured reports whether k names a member of the config p was built
 // from: an override of any other is refused, dropped on a reload, skipped
 // on a restore.
-func (p *pools) configured(k memberKey) bool {
+func (p *pools) configured(k memberKey) bool { return p.member(k) != nil }
+
+// member is k's member, nil when it is not configured.
+func (p *pools) member(k memberKey) *member {
 	n := p.names[k.name]
-	return n != nil && n.regions[k.region] != nil &&
-		slices.ContainsFunc(n.regions[k.region].members, func(m *member) bool { return m.cfg.Name == k.member })
+	if n == nil || n.regions[k.region] == nil {
+		return nil
+	}
+	for _, m := range n.regions[k.region].members {
+		if m.cfg.Name == k.member {
+			return m
+		}
+	}
+	return nil
 }
 
 // setOverride sets (or with mode "" clears) a member's serve mode.
@@ -609,6 +630,12 @@ func (p *pools) setOverride(name, region, memberName, mode string) error {
 	case "", configs.ServeAlways, configs.ServeObey, configs.ServeRemove, configs.ServeNo:
 	default:
 		return fmt.Errorf("serve mode must be always, obey, remove or no, got %q", mode)
+	}
+	if mode == configs.ServeObey && p.member(memberKey{name, region, memberName}).prober == nil {
+		// No monitor runs for it (serve mode no, or a region without
+		// one): obeying nothing served it unchecked, as "not monitored"
+		// (the config's check refuses obey without a monitor too).
+		return fmt.Errorf("member %s of region %s has no monitor to obey (none runs for a member of serve mode no, or in a region without one): set always or remove here, or give it a monitored serve mode in the config and reload", memberName, region)
 	}
 	p.mu.Lock()
 	k := memberKey{name, region, memberName}

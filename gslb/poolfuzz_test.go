@@ -327,7 +327,15 @@ func (h *pfHarness) event(op, arg byte, n *pfNode) string {
 	case pfOverride:
 		m := ms[int(arg>>2&7)%len(ms)]
 		mode := []string{"", configs.ServeAlways, configs.ServeObey, configs.ServeRemove, configs.ServeNo}[int(arg>>5)%5]
-		if err := p.setOverride(m.key.name, m.key.region, m.key.member, mode); err != nil {
+		err := p.setOverride(m.key.name, m.key.region, m.key.member, mode)
+		switch {
+		case mode == configs.ServeObey && m.prober == nil:
+			// Nothing to obey: refused, nothing changed.
+			if err == nil {
+				h.t.Fatalf("%s: obey set on %s, which no monitor checks", n.name, m.key)
+			}
+			return fmt.Sprintf("%s sets %s to obey: refused (no monitor)", n.name, m.key)
+		case err != nil:
 			h.t.Fatalf("setOverride: %v", err)
 		}
 		if mode == "" {

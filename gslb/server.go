@@ -65,6 +65,10 @@ type Server struct {
 	op *operator.Node
 	// saving orders saves of the operator state (admin.go).
 	saving sync.Mutex
+	// operating orders the operator's changes to the pools (overrides,
+	// recovers) with a reload's taking over of their state: one landing on
+	// the old pools after the reload copied them was answered 200 and lost.
+	operating sync.Mutex
 
 	mu     sync.Mutex
 	udp    []*net.UDPConn // one per CPU, sharing the port (SO_REUSEPORT), each with its loop
@@ -151,6 +155,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if err != nil {
 		return nil, err
 	}
+	s.attach(st)
 	s.state.Store(st)
 	s.queryLog.Store(cfg.QueryLog)
 	s.useOperator(cfg) // restores overrides and latches before any answer
@@ -213,14 +218,21 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 		z.prepareAdditional(managed)
 	}
 	p.agree = s.agreed
-	p.onLatch = s.saveState
-	p.onChange = func() {
+	st.pools = p
+	return st, nil
+}
+
+// attach gives st's pools the callbacks that save the operator state and
+// move the zones' serial, once st is (about to be) the server's: a reload
+// attaches them after its pools took over the old ones' state
+// (pools.inherit), which must neither save nor count from the old state.
+func (s *Server) attach(st *state) {
+	st.pools.onLatch = s.saveState
+	st.pools.onChange = func() {
 		st.serial.Add(1)
 		s.saveSerial()
 		s.kickNotify()
 	}
-	st.pools = p
-	return st, nil
 }
 
 // Start binds UDP and TCP on cfg.listen (port 0 picks one free port for
@@ -397,7 +409,12 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 		return fmt.Errorf("reload refused, nothing changed: %w", err) // st's pools never started
 	}
 	applyUsers()
-	st.pools.inherit(old.pools)
+	// From taking over the old pools' state to serving the new ones, no
+	// operator change lands on the old pools: it would be lost.
+	s.operating.Lock()
+	old = s.state.Load()
+	changed := st.pools.inherit(old.pools)
+	s.attach(st)
 	if g := s.tcpGuard.Load(); g != nil {
 		g.SetMax(cfg.MaxTCPConnections) // connections open stay open
 		g.SetMaxPerIP(cfg.MaxTCPConnectionsPerIP)
@@ -413,8 +430,18 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 		}
 	}
 	bump := reloadBump(old, st)
+	if changed {
+		// The answers changed without the names' config (the monitors',
+		// say): before, the zone changed under the same serial.
+		bump = 1
+	}
 	st.serial.Store(old.serial.Load() + bump)
 	s.state.Store(st)
+	s.operating.Unlock()
+	// What it took over, without the overrides and latches of members and
+	// regions it removed: saved in memory only, they came back with a
+	// restart (TestReloadSavesTheStateItTookOver).
+	s.saveState()
 	if bump > 0 {
 		s.saveSerial()
 	}

@@ -1,0 +1,277 @@
+package gslb
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// reloadStateYAML is ide.ringlb.test with east's members (YAML flow
+// entries) monitored over HTTP, and west's one member always served.
+func reloadStateYAML(east string) string {
+	return fmt.Sprintf(`gslb:
+  listen: 127.0.0.1:0
+  rate_limit: { responses_per_second: 0 }
+  zones: [ { origin: ringlb.test, file: testdata/ringlb.test.zone } ]
+  monitors:
+    bal: { type: http, interval: 100ms, timeout: 100ms, rise: 1, fall: 1, jitter: 0.01 }
+  names:
+    - name: ide.ringlb.test
+      ttl: 30
+      failover_ttl: 5
+      geo: { east: [127.0.0.1/32], west: [127.0.0.2/32] }
+      default_region: east
+      regions:
+        east: { monitor: bal, failover: [west], members: [ %s ] }
+        west: { serve_mode: always, failover: [east], members: [ { name: w1, address: 192.0.2.9 } ] }
+`, east)
+}
+
+// reloadStateMember is an east member probed at probe (serve_mode "" for
+// the region's).
+func reloadStateMember(name, addr, probe, mode string) string {
+	if mode != "" {
+		return fmt.Sprintf("{ name: %s, address: %s, serve_mode: %s }", name, addr, mode)
+	}
+	return fmt.Sprintf("{ name: %s, address: %s, probe: %q }", name, addr, probe)
+}
+
+// eastAnswer is ide.ringlb.test's A records for an east client, sorted.
+func eastAnswer(t *testing.T, s *Server) []string {
+	t.Helper()
+	var out []string
+	for _, rr := range query(t, s, "udp", "ide.ringlb.test.", dns.TypeA, nil).Answer {
+		if a, ok := rr.(*dns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// reloadReturns runs s.Reload(cfg) and fails, with every goroutine's
+// stack, if it has not returned within a generous bound.
+func reloadReturns(t *testing.T, s *Server, cfg configs.GSLB) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- s.Reload(cfg) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		buf := make([]byte, 1<<20)
+		panic("the reload never returned:\n" + string(buf[:runtime.Stack(buf, true)]))
+	}
+}
+
+// A reload that latches a failover: e1 is held out by the operator and
+// the reload removes e2, so east has no member left and fails over to
+// west. Taking over the pools' state, the reload held the old pools' lock
+// while the new pools, rebuilt, saved the operator state — read from the
+// old pools, still the server's: it waited for that lock for ever. The
+// reload never returned (nor any reload after it), east's dead member went
+// on being answered, and the shutdown hung.
+func TestReloadThatLatchesAFailoverReturns(t *testing.T) {
+	b := newFakeBalancer(t)
+	e1, e2 := reloadStateMember("e1", "192.0.2.1", b.addr(), ""), reloadStateMember("e2", "192.0.2.2", b.addr(), "")
+	s := startGSLB(t, parseGSLBYAML(t, reloadStateYAML(e1+", "+e2)))
+	waitFor(t, "east's monitors settled", func() bool {
+		return slices.Equal(eastAnswer(t, s), []string{"192.0.2.1", "192.0.2.2"}) && monitorsSettled(s)
+	})
+	if err := s.state.Load().pools.setOverride("ide.ringlb.test.", "east", "e1", configs.ServeRemove); err != nil {
+		t.Fatal(err)
+	}
+	reloadReturns(t, s, parseGSLBYAML(t, reloadStateYAML(e1)))
+	if got := eastAnswer(t, s); !slices.Equal(got, []string{"192.0.2.9"}) {
+		t.Errorf("east, its one member held out: %v, want west's 192.0.2.9", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+// A reload saves the operator state it takes over: the overrides and
+// latches of members and regions it removed are gone from the state
+// directory too. Before, they were dropped in memory only: a member held
+// out, removed by one reload and added back by another, was served — and
+// held out again after a restart.
+func TestReloadSavesTheStateItTookOver(t *testing.T) {
+	dir := t.TempDir()
+	cfgOf := func(east string) configs.GSLB {
+		cfg := parseGSLBYAML(t, reloadStateYAML(east))
+		cfg.Admin.StateDir = dir
+		return cfg
+	}
+	e1, e2 := reloadStateMember("e1", "192.0.2.1", "", configs.ServeAlways), reloadStateMember("e2", "192.0.2.2", "", configs.ServeAlways)
+	s, err := New(cfgOf(e1+", "+e2), "gslb-test", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.state.Load().pools.setOverride("ide.ringlb.test.", "east", "e2", configs.ServeRemove); err != nil {
+		t.Fatal(err)
+	}
+	s.saveState()
+	reloadReturns(t, s, cfgOf(e1))
+	reloadReturns(t, s, cfgOf(e1+", "+e2))
+	if got := eastAnswer(t, s); !slices.Equal(got, []string{"192.0.2.1", "192.0.2.2"}) {
+		t.Fatalf("east after e2 was removed and added back: %v", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again := startGSLB(t, cfgOf(e1+", "+e2))
+	if got := eastAnswer(t, again); !slices.Equal(got, []string{"192.0.2.1", "192.0.2.2"}) {
+		t.Errorf("east after a restart: %v, want both members: the override the reload dropped came back", got)
+	}
+}
+
+// A reload that changes the answers without changing the managed names'
+// config — here the monitors' port, e1's monitor now asking a balancer
+// that answers — gives the zone a new serial, so secondaries transfer the
+// new answers. Before, the serial stayed, the zone's content changed under
+// it: only a change of the names' config, or of the answers while the
+// pools run, made a new one.
+func TestReloadThatChangesTheAnswersBumpsTheSerial(t *testing.T) {
+	live := newFakeBalancer(t)
+	_, livePort, _ := net.SplitHostPort(live.addr())
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, deadPort, _ := net.SplitHostPort(closed.Addr().String())
+	closed.Close()
+	cfgOf := func(port string) configs.GSLB {
+		y := reloadStateYAML("{ name: e1, address: 127.0.0.1 }, " + reloadStateMember("e2", "192.0.2.5", "", configs.ServeAlways))
+		y = strings.Replace(y, "bal: { type: http,", "bal: { type: http, port: "+port+",", 1)
+		return withTransfer(t, parseGSLBYAML(t, y), configs.Transfer{Allow: []string{"127.0.0.0/8"}})
+	}
+	s := startGSLB(t, cfgOf(deadPort))
+	waitFor(t, "e1 held out by its monitor", func() bool {
+		return slices.Equal(eastAnswer(t, s), []string{"192.0.2.5"}) && monitorsSettled(s)
+	})
+	serial := func() uint32 {
+		return query(t, s, "tcp", "ringlb.test.", dns.TypeSOA, nil).Answer[0].(*dns.SOA).Serial
+	}
+	before := serial()
+	reloadReturns(t, s, cfgOf(livePort))
+	waitFor(t, "e1 answered, its monitor settled", func() bool {
+		return slices.Equal(eastAnswer(t, s), []string{"127.0.0.1", "192.0.2.5"}) && monitorsSettled(s)
+	})
+	if after := serial(); after == before {
+		t.Errorf("serial %d before the reload and after it, the answers changed in between", after)
+	}
+}
+
+// monitorsSettled reports whether every monitored member's state is
+// settled (a reload seeds the new monitors with those).
+func monitorsSettled(s *Server) bool {
+	for _, n := range s.state.Load().pools.names {
+		for _, r := range n.regions {
+			for _, m := range r.members {
+				if m.prober != nil && !m.prober.Settled() {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// adminPost serves s's admin API on a loopback listener and returns a
+// function that POSTs path there as the operator (loopback rule), giving
+// the status and body.
+func adminPost(t *testing.T, s *Server) func(path string) (int, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.ServeAdmin(ln)
+	admin := "http://" + ln.Addr().String()
+	return func(path string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, admin+path, nil)
+		req.Header.Set(configs.HeaderAdmin, "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+}
+
+// An operator's serve mode set while a reload runs holds: it lands on the
+// pools the reload takes over before they are copied, or on the new ones.
+// Before, one landing on the old pools after the reload had copied them
+// was answered 200 and lost (35 of 300 such races).
+func TestServeModeSetDuringAReloadHolds(t *testing.T) {
+	e1, e2 := reloadStateMember("e1", "192.0.2.1", "", configs.ServeAlways), reloadStateMember("e2", "192.0.2.2", "", configs.ServeAlways)
+	cfg := parseGSLBYAML(t, reloadStateYAML(e1+", "+e2))
+	s := startGSLB(t, cfg)
+	post := adminPost(t, s)
+	lost := 0
+	const rounds = 300
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range rounds {
+		mode := []string{configs.ServeAlways, configs.ServeRemove}[i%2]
+		done := make(chan error, 1)
+		go func() { done <- s.Reload(cfg) }()
+		time.Sleep(time.Duration(rnd.IntN(3000)) * time.Microsecond)
+		if code, body := post("/api/pools/ide.ringlb.test/east/e2/mode?mode=" + mode); code != http.StatusOK {
+			t.Fatalf("serve mode %s: %d %s", mode, code, body)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if o, _ := s.state.Load().pools.saved(); len(o) != 1 || o[0].Mode != mode {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d serve modes set during a reload were answered 200 and lost", lost, rounds)
+	}
+}
+
+// A member no monitor checks (serve mode no) cannot be set to obey: there
+// is nothing to obey, and it was served unchecked ("not monitored") — the
+// region's dead member answered where it had failed over. The config's
+// check refuses obey without a monitor; the admin API now does too,
+// saying what to set instead.
+func TestObeyRefusedForAMemberNoMonitorChecks(t *testing.T) {
+	dead := newFakeBalancer(t)
+	dead.healthy.Store(false)
+	e1 := fmt.Sprintf("{ name: e1, address: 192.0.2.1, serve_mode: no, probe: %q }", dead.addr())
+	s := startGSLB(t, parseGSLBYAML(t, reloadStateYAML(e1+", "+reloadStateMember("e2", "192.0.2.2", dead.addr(), ""))))
+	waitFor(t, "east failed over", func() bool { return slices.Equal(eastAnswer(t, s), []string{"192.0.2.9"}) })
+	post := adminPost(t, s)
+	code, body := post("/api/pools/ide.ringlb.test/east/e1/mode?mode=obey")
+	if code != http.StatusBadRequest || !strings.Contains(body, "no monitor") {
+		t.Errorf("obey for a member no monitor checks: %d %s, want 400 naming the missing monitor", code, body)
+	}
+	if got := eastAnswer(t, s); !slices.Equal(got, []string{"192.0.2.9"}) {
+		t.Errorf("east after the obey: %v, want still west's 192.0.2.9", got)
+	}
+}
