@@ -79,9 +79,9 @@ type session struct {
 	User    string    `json:"user"`
 	Created time.Time `json:"created"`
 	Expires time.Time `json:"expires"`
-	// Password names the user's password hash at the login
+	// PasswordID names the user's password hash at the login
 	// (passwordID): a session ends when the password changes.
-	Password string `json:"password"`
+	PasswordID string `json:"password_id"`
 }
 
 // passwordID names a user's bcrypt hash in a session: hex of the first 16
@@ -257,7 +257,7 @@ func (l *Logins) user(r *http.Request) (string, bool) {
 	// A session of a user no longer listed, or of a password changed
 	// since (a reload, or a restart with the file changed), ends: before,
 	// a password changed for a compromise left the sessions it had made.
-	if hash, listed := (*l.users.Load())[s.User]; !listed || s.Password != passwordID(hash) {
+	if hash, listed := (*l.users.Load())[s.User]; !listed || s.PasswordID != passwordID(hash) {
 		return "", false
 	}
 	return s.User, true
@@ -441,7 +441,7 @@ func (l *Logins) newSession(user string) (string, time.Time) {
 	var raw [32]byte
 	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails on Linux (it panics first)
 	now := l.now()
-	s := session{User: user, Created: now.UTC(), Expires: now.Add(SessionTTL).UTC(), Password: passwordID((*l.users.Load())[user])}
+	s := session{User: user, Created: now.UTC(), Expires: now.Add(SessionTTL).UTC(), PasswordID: passwordID((*l.users.Load())[user])}
 	l.mu.Lock()
 	for id, old := range l.sessions {
 		if !now.Before(old.Expires) {

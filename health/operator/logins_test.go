@@ -505,7 +505,7 @@ func TestRestoredSessionsCapped(t *testing.T) {
 		cookies[i] = base64.RawURLEncoding.EncodeToString(raw[:])
 		id := sha256.Sum256(raw[:])
 		created := now.Add(-time.Hour + time.Duration(i)*time.Millisecond) // the last written is the newest
-		out[i] = savedSession{ID: hex.EncodeToString(id[:]), session: session{User: "alice", Created: created, Expires: created.Add(SessionTTL), Password: password}}
+		out[i] = savedSession{ID: hex.EncodeToString(id[:]), session: session{User: "alice", Created: created, Expires: created.Add(SessionTTL), PasswordID: password}}
 	}
 	// Not in order of age: the newest are kept whatever the file's order.
 	rand.New(rand.NewPCG(1, 2)).Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
@@ -600,9 +600,9 @@ func TestRestoredSessionsHeldToTheirLifetime(t *testing.T) {
 	password := passwordOf(t, users, "alice")
 	now := time.Now()
 	plant := map[string]session{
-		"normal":     {User: "alice", Created: now.Add(-time.Hour), Expires: now.Add(-time.Hour + SessionTTL), Password: password},
-		"for years":  {User: "alice", Created: now.Add(-time.Hour), Expires: now.Add(10 * 365 * 24 * time.Hour), Password: password},
-		"future one": {User: "alice", Created: now.Add(24 * time.Hour), Expires: now.Add(24*time.Hour + SessionTTL), Password: password},
+		"normal":     {User: "alice", Created: now.Add(-time.Hour), Expires: now.Add(-time.Hour + SessionTTL), PasswordID: password},
+		"for years":  {User: "alice", Created: now.Add(-time.Hour), Expires: now.Add(10 * 365 * 24 * time.Hour), PasswordID: password},
+		"future one": {User: "alice", Created: now.Add(24 * time.Hour), Expires: now.Add(24*time.Hour + SessionTTL), PasswordID: password},
 	}
 	cookies := map[string]string{}
 	var out []savedSession
