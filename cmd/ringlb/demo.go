@@ -241,10 +241,12 @@ func printBanner(w io.Writer, nodes []*node, anchors string, took time.Duration)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %d balancers, %d edges and %d gslb up in %s.\n\n", demoReadyLine, len(bals), len(edges), len(dnss), took.Round(time.Millisecond))
-	fmt.Fprintf(&b, "Start here: open the pad in two browser windows (same URL); both edit one text through a balancer:\n")
-	fmt.Fprintf(&b, "  http://%s/?session=hello\n", bals[0].listen)
-	fmt.Fprintf(&b, "Then the dashboard (ring, nodes, gslb pools, live counters): drain the pad's edge there and watch the pad move:\n")
-	fmt.Fprintf(&b, "  http://%s/\n\n", bals[0].admin)
+	if len(bals) > 0 {
+		fmt.Fprintf(&b, "Start here: open the pad in two browser windows (same URL); both edit one text through a balancer:\n")
+		fmt.Fprintf(&b, "  http://%s/?session=hello\n", bals[0].listen)
+		fmt.Fprintf(&b, "Then the dashboard (ring, nodes, gslb pools, live counters): drain the pad's edge there and watch the pad move:\n")
+		fmt.Fprintf(&b, "  http://%s/\n\n", bals[0].admin)
+	}
 	for _, n := range bals {
 		fmt.Fprintf(&b, "  balancer %-7s http://%s   admin http://%s\n", n.name, n.listen, n.admin)
 	}
@@ -264,6 +266,12 @@ func printBanner(w io.Writer, nodes []*node, anchors string, took time.Duration)
 			fmt.Fprintf(&b, "  delv @%s -p %s -a %s +root=ringlb.test ide.ringlb.test\n", host, port, anchors)
 		}
 		fmt.Fprintf(&b, "  curl http://%s/api/pools\n", n.admin)
+	}
+	if len(bals) == 0 {
+		// A demo of other roles only: what the ring does is a balancer's.
+		fmt.Fprint(&b, "\nCtrl-C stops everything.\n")
+		fmt.Fprint(w, b.String())
+		return
 	}
 	b1, b2 := bals[0], bals[len(bals)-1]
 	fmt.Fprintf(&b, `

@@ -560,3 +560,24 @@ func TestDemoRefusesAnAdminPortBeyondLoopbackWithoutToken(t *testing.T) {
 		}
 	}
 }
+
+// A demo file without a balancer (an edge and a gslb, which `ringlb check`
+// accepts) gets its banner: the lines for what it runs, none for the pad
+// and dashboard no balancer serves. Before, the banner indexed the first
+// balancer and the demo ended in a panic once every node had started.
+func TestBannerWithoutABalancer(t *testing.T) {
+	var out bytes.Buffer
+	printBanner(&out, []*node{
+		{name: "edge-1", role: "edge", listen: "127.0.0.1:20001", admin: "127.0.0.1:20002"},
+		{name: "gslb-1", role: "gslb", listen: "127.0.0.1:20053", admin: "127.0.0.1:20054"},
+	}, "", time.Second)
+	banner := out.String()
+	for _, want := range []string{demoReadyLine + ": 0 balancers, 1 edges and 1 gslb", "edge     edge-1", "dig @127.0.0.1 -p 20053 ide.ringlb.test"} {
+		if !strings.Contains(banner, want) {
+			t.Errorf("the banner has no %q:\n%s", want, banner)
+		}
+	}
+	if strings.Contains(banner, "?session=hello") {
+		t.Errorf("the banner points at a pad no balancer serves:\n%s", banner)
+	}
+}
