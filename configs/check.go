@@ -106,7 +106,11 @@ func (c *Config) validateDemo(ps *problems) {
 				ps.add(p+"."+f.field, "is required")
 				continue
 			}
-			checkHostPort(ps, p+"."+f.field, f.addr, true)
+			if f.field == "gossip" {
+				checkGossipAddr(ps, p+".gossip", f.addr, true) // the node's cluster.bind
+			} else {
+				checkHostPort(ps, p+"."+f.field, f.addr, true)
+			}
 			claim(p+"."+f.field, f.addr)
 		}
 		// The node's admin listener is this address with its role's admin
@@ -140,10 +144,37 @@ func checkHostPort(ps *problems, path, addr string, portZeroOK bool) {
 	if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
 		ps.add(path, "%q: %q is neither an IP address nor a host name", addr, host)
 	}
+	checkPort(ps, path, addr, port, portZeroOK)
+}
+
+func checkPort(ps *problems, path, addr, port string, zeroOK bool) {
 	n, err := parsePort(port)
-	if err != nil || (n == 0 && !portZeroOK) {
+	if err != nil || (n == 0 && !zeroOK) {
 		ps.add(path, "%q: port must be in range [1, 65535]", addr)
 	}
+}
+
+// checkGossipAddr checks a gossip address, one to bind (an empty host is
+// every interface) or to advertise: memberlist takes an IP address only.
+// Given a host name it listened on every interface (without a key, when
+// the name was "localhost"), or failed to start when advertising it.
+func checkGossipAddr(ps *problems, path, addr string, bind bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		checkHostPort(ps, path, addr, bind)
+		return
+	}
+	ip := net.ParseIP(host)
+	switch {
+	case bind && host == "":
+	case !bind && (host == "" || ip != nil && ip.IsUnspecified()):
+		ps.add(path, "%q needs the IP address other nodes reach this one at, e.g. 10.0.0.11:7946", addr)
+	case ip == nil && bind:
+		ps.add(path, "%q: %q is not an IP address, and gossip binds an IP address only (given a host name it listens on every interface): write an IP address, e.g. 127.0.0.1:7946", addr, host)
+	case ip == nil:
+		ps.add(path, "%q: %q is not an IP address, and gossip advertises an IP address only: write an IP address, e.g. 10.0.0.11:7946", addr, host)
+	}
+	checkPort(ps, path, addr, port, bind)
 }
 
 func parsePort(s string) (int, error) {

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"time"
 )
 
 // Cluster is gossip membership (health/): who this node is and whom it joins.
@@ -16,9 +17,11 @@ type Cluster struct {
 	// gslb). A gossip cluster is one region: its balancers route to all of
 	// its edges.
 	Region string `yaml:"region"`
-	// Bind is the gossip address, host:port, UDP and TCP (default 0.0.0.0:7946).
+	// Bind is the gossip address, IP:port, UDP and TCP (default
+	// 0.0.0.0:7946; ":7946" is every interface too). An IP address, not a
+	// host name: memberlist listens on every interface for a name.
 	Bind string `yaml:"bind"`
-	// Advertise is the gossip address other nodes reach this one at
+	// Advertise is the gossip address other nodes reach this one at, IP:port
 	// (default: Bind, or the first private address when Bind is unspecified).
 	Advertise string `yaml:"advertise"`
 	// Join lists seed nodes (host:port); joining any one is enough.
@@ -46,10 +49,10 @@ type Cluster struct {
 	// "local" (loopback: faster probes, quicker failure detection).
 	Profile string `yaml:"profile"`
 	// ProbeInterval overrides the profile's failure-detection probe interval
-	// when non-zero (and caps the probe timeout at half of it).
+	// when non-zero (and caps the probe timeout at half of it): 100ms to 1m.
 	ProbeInterval Duration `yaml:"probe_interval"`
 	// GossipInterval overrides the profile's gossip interval when non-zero
-	// (and sets the full state sync to 20× it, at least 1s).
+	// (and sets the full state sync to 20× it, at least 1s): 10ms to 10s.
 	GossipInterval Duration `yaml:"gossip_interval"`
 	// Ring is the consistent ring every balancer routes by and every edge
 	// checks ownership on: the same parameters on every node of a cluster,
@@ -117,6 +120,18 @@ const (
 	DefaultRingLoad        = 1.05
 )
 
+// Bounds of cluster.probe_interval and cluster.gossip_interval, around
+// memberlist's profiles (probes every 1s on lan and local, gossip every
+// 200ms and 100ms): a node probing or gossiping far faster floods its
+// peers and is declared dead for a slow answer; far slower, a failure or
+// a join takes minutes to be known.
+const (
+	minProbeInterval  = 100 * time.Millisecond
+	maxProbeInterval  = time.Minute
+	minGossipInterval = 10 * time.Millisecond
+	maxGossipInterval = 10 * time.Second
+)
+
 // Memberlist timing profiles (cluster.profile).
 const (
 	ProfileLAN   = "lan"
@@ -146,9 +161,9 @@ func (r *Ring) provision() {
 }
 
 func (c *Cluster) validate(ps *problems) {
-	checkHostPort(ps, "cluster.bind", c.Bind, true)
+	checkGossipAddr(ps, "cluster.bind", c.Bind, true)
 	if c.Advertise != "" {
-		checkHostPort(ps, "cluster.advertise", c.Advertise, false)
+		checkGossipAddr(ps, "cluster.advertise", c.Advertise, false)
 	}
 	for i, j := range c.Join {
 		checkHostPort(ps, fmt.Sprintf("cluster.join[%d]", i), j, false)
@@ -156,8 +171,11 @@ func (c *Cluster) validate(ps *problems) {
 	if c.Profile != ProfileLAN && c.Profile != ProfileLocal {
 		ps.add("cluster.profile", "must be %s or %s, got %q", ProfileLAN, ProfileLocal, c.Profile)
 	}
-	if c.ProbeInterval < 0 || c.GossipInterval < 0 {
-		ps.add("cluster", "probe_interval and gossip_interval must not be negative")
+	if c.ProbeInterval != 0 {
+		checkDurationRange(ps, "cluster.probe_interval", c.ProbeInterval, minProbeInterval, maxProbeInterval)
+	}
+	if c.GossipInterval != 0 {
+		checkDurationRange(ps, "cluster.gossip_interval", c.GossipInterval, minGossipInterval, maxGossipInterval)
 	}
 	c.validateTrust(ps)
 	if c.StateDir != "" {

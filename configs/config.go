@@ -81,7 +81,7 @@ type DemoNode struct {
 	// beyond loopback it needs that role's admin.token_file, as every admin
 	// listener does.
 	Admin string `yaml:"admin"`
-	// Gossip is the node's gossip address (cluster.bind).
+	// Gossip is the node's gossip address, IP:port (its cluster.bind).
 	Gossip string `yaml:"gossip"`
 }
 

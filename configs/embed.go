@@ -58,6 +58,6 @@ func (c *Config) Summary() string {
 	return fmt.Sprintf("cluster %q region %q (gossip %s, %d seeds); edge %s, max_connections %d; balancer %s, max_connections %d, %d key sources, ring %d/%d/%g, %d static edges; %d demo nodes; open-file limit %d",
 		c.Cluster.Name, c.Cluster.Region, c.Cluster.Bind, len(c.Cluster.Join),
 		c.Edge.Listen, c.Edge.MaxConnections, c.Balancer.Listen, c.Balancer.Limits.MaxConnections, len(c.Balancer.Key.Sources),
-		c.Balancer.Ring.Partitions, c.Balancer.Ring.Replication, c.Balancer.Ring.Load,
+		c.Cluster.Ring.Partitions, c.Cluster.Ring.Replication, c.Cluster.Ring.Load,
 		len(c.Balancer.Edges), len(c.Demo.Nodes), OpenFiles())
 }

@@ -76,11 +76,19 @@ func (r *Refused) Unwrap() error { return r.Errors }
 // Every problem is reported at once, as Errors (in a *Refused once the
 // file was validated).
 func Load(path string) (*Config, error) {
+	cfg, _, err := LoadFile(path)
+	return cfg, err
+}
+
+// LoadFile is Load, also returning the file's content as read: what a node
+// started from runs that, whatever the file holds by the time it asks.
+func LoadFile(path string) (*Config, []byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data)
+	cfg, err := Parse(path, data)
+	return cfg, data, err
 }
 
 // Parse is Load for data already in memory; name is used in messages.
@@ -255,6 +263,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		// This walk fills the map, not yaml.v3 (which refuses a key given
+		// twice): a second key silently replaced the first.
+		seen := map[any]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			if !d.spend(n.Content[i], path) {
 				return
@@ -264,6 +275,11 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 				d.fail(n.Content[i], path, "bad key %q", n.Content[i].Value)
 				continue
 			}
+			if first, ok := seen[k.Interface()]; ok {
+				d.fail(n.Content[i], path+"."+n.Content[i].Value, "key given twice (first at line %d)", first)
+				continue
+			}
+			seen[k.Interface()] = n.Content[i].Line
 			val := reflect.New(v.Type().Elem()).Elem()
 			d.decode(n.Content[i+1], val, path+"."+n.Content[i].Value)
 			m.SetMapIndex(k, val)
@@ -272,6 +288,12 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	default:
 		if n.Kind != yaml.ScalarNode {
 			d.fail(n, path, "want a single %s value", kindName(v.Kind()))
+			return
+		}
+		// yaml.v3 truncates a fraction into an integer (a weight of 0.9
+		// was 0, and drained its edge); a string or a boolean it refuses.
+		if isInteger(v.Kind()) && n.ShortTag() == "!!float" {
+			d.fail(n, path, "must be a whole number, got %s", n.Value)
 			return
 		}
 		if err := n.Decode(v.Addr().Interface()); err != nil {
@@ -340,13 +362,17 @@ func sortedKeys(m map[string]int) []string {
 	return keys
 }
 
+func isInteger(k reflect.Kind) bool {
+	return k >= reflect.Int && k <= reflect.Uintptr
+}
+
 func kindName(k reflect.Kind) string {
-	switch k {
-	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint, reflect.Uint64, reflect.Uint32:
+	switch {
+	case isInteger(k):
 		return "integer"
-	case reflect.Float64, reflect.Float32:
+	case k == reflect.Float64 || k == reflect.Float32:
 		return "number"
-	case reflect.Bool:
+	case k == reflect.Bool:
 		return "boolean (true or false)"
 	default:
 		return "string"
