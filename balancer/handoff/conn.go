@@ -277,12 +277,19 @@ func (c *Conn) Done(n int) error {
 	return c.Send(TypeDone, binary.BigEndian.AppendUint32(nil, uint32(n)))
 }
 
+// ErrTakeOverFailed: the new process said it could not take over after the
+// hand-off (Fail): it exits, and nothing serves what it took.
+var ErrTakeOverFailed = errors.New("the new process could not take over")
+
 // WaitDone waits (bounded by d) for the child's done frame and returns its
 // count of tunnels taken over.
 func (c *Conn) WaitDone(d time.Duration) (int, error) {
 	typ, p, _, err := c.RecvWait(d)
 	if err != nil {
 		return 0, err
+	}
+	if typ == TypeFailed {
+		return 0, fmt.Errorf("%w: %s", ErrTakeOverFailed, p)
 	}
 	if typ != TypeDone || len(p) != 4 {
 		return 0, fmt.Errorf("hand-off: frame type %d where done was expected", typ)

@@ -657,7 +657,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	}
 	useOpenFileLimit(logger) // before Load: the connection limits derive from it
 	defer useMemoryLimit(logger)()
-	cfg, err := configs.Load(*path)
+	cfg, started, err := configs.LoadFile(*path)
 	if err != nil {
 		return refuse(fmt.Errorf("%w\n(run ringlb check -config %s)", err, *path))
 	}
@@ -707,7 +707,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	}
 	n.reg.MustRegister(logs.collector())
 	// SIGHUP and PUT /api/config reload through the same file, one at a time.
-	file := operator.NewConfigFile(*path, role, cfg, n.apply(level), logger)
+	file := operator.NewConfigFile(*path, role, cfg, started, n.apply(level), logger)
 	n.op.UseConfigFile(file)
 	n.announce(logger)
 	notifySystemd(logger, upgraded)
@@ -732,8 +732,8 @@ wait:
 				logger.Warn("SIGUSR2: a "+role+" is not upgraded in place; drain it and restart it (SIGTERM)", "node", n.name)
 				continue
 			}
-			if upgradeNode(ctx, n, proc, *upgradeDir, timeout, logger) {
-				return nil
+			if handed, err := upgradeNode(ctx, n, proc, file, hup, *upgradeDir, timeout, logger); handed {
+				return err
 			}
 		}
 	}

@@ -16,18 +16,24 @@ import (
 
 	"github.com/ringlb/ringlb/balancer/handoff"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // upgradeNode replaces this process with the binary at its path (SIGUSR2):
 // the new process inherits the listeners and, once ready, takes over what
 // the node holds (a balancer's tunnels); this one then exits. It reports
-// whether it handed over (the caller exits); on a failure it logs why and
-// the node goes on serving.
-func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, dir string, stopTimeout time.Duration, logger *slog.Logger) bool {
+// whether it handed over (the caller exits, with err when the new process
+// then failed to take over: nothing serves); on a failure before the
+// hand-off it logs why and the node goes on serving. The config file takes
+// no change meanwhile (file.Hold); a SIGHUP (hup) or a stop (ctx) that came
+// during the hand-off goes on to the new process.
+func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, file *operator.ConfigFile, hup <-chan os.Signal, dir string, stopTimeout time.Duration, logger *slog.Logger) (handed bool, err error) {
 	began := time.Now()
+	release := file.Hold("an upgrade is under way: the config applies to the new process once it has taken over; send the change again then")
 	logger.Info("upgrade: starting the new process", "node", n.name, "binary", proc.Executable())
 	child, err := proc.Upgrade(ctx, n.sendState)
 	if err != nil {
+		release()
 		attrs := []any{"node", n.name, "err", err}
 		var ue *handoff.UpgradeError
 		if errors.As(err, &ue) && ue.StderrTail != "" {
@@ -37,7 +43,7 @@ func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, dir string
 		if werr := handoff.WriteStatus(dir, "failed: "+err.Error()); werr != nil {
 			logger.Warn("upgrade: could not record the outcome for ringlb upgrade", "err", werr)
 		}
-		return false
+		return false, nil
 	}
 	logger.Info("upgrade: the new process is ready; handing over", "node", n.name, "pid", child.PID)
 	handCtx, cancel := context.WithTimeout(context.Background(), stopTimeout)
@@ -48,16 +54,25 @@ func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, dir string
 	if err := child.Conn.End(); err != nil {
 		logger.Error("upgrade: the new process stopped listening", "node", n.name, "err", err)
 	}
-	taken, err := child.Conn.WaitDone(takeOverGossipWait)
-	if err != nil {
-		logger.Warn("upgrade: no word from the new process after the hand-off", "node", n.name, "err", err)
+	taken, doneErr := child.Conn.WaitDone(takeOverGossipWait)
+	if doneErr != nil && !errors.Is(doneErr, handoff.ErrTakeOverFailed) {
+		logger.Warn("upgrade: no word from the new process after the hand-off", "node", n.name, "err", doneErr)
 	}
 	child.Conn.Close()
-	// systemd follows the new process as the service's main process.
-	if _, err := daemon.SdNotify(false, fmt.Sprintf("MAINPID=%d", child.PID)); err != nil {
+	failed := errors.Is(doneErr, handoff.ErrTakeOverFailed)
+	status := fmt.Sprintf("ok %d", child.PID)
+	if failed {
+		// Past the hand-off this process cannot serve again (it left
+		// gossip, gave its tunnels away): said as a failure, not as the
+		// success it was recorded as — ringlb upgrade printed "upgraded"
+		// and exited 0 while nothing served.
+		logger.Error("upgrade: the new process could not take over after the hand-off; nothing serves: start the node again", "node", n.name, "new_pid", child.PID, "err", doneErr)
+		status = "lost: " + doneErr.Error()
+	} else if _, err := daemon.SdNotify(false, fmt.Sprintf("MAINPID=%d", child.PID)); err != nil {
+		// systemd follows the new process as the service's main process.
 		logger.Warn("upgrade: systemd notification failed", "err", err)
 	}
-	if err := handoff.WriteStatus(dir, fmt.Sprintf("ok %d", child.PID)); err != nil {
+	if err := handoff.WriteStatus(dir, status); err != nil {
 		logger.Warn("upgrade: could not record the outcome for ringlb upgrade", "err", err)
 	}
 	// What could not move (TLS tunnels) runs until the shutdown timeout.
@@ -66,9 +81,30 @@ func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, dir string
 	if err := n.stop(stopCtx); err != nil {
 		logger.Warn("upgrade: stopping the old process", "node", n.name, "err", err)
 	}
+	if failed {
+		return true, fmt.Errorf("upgrade: %w", doneErr)
+	}
+	// Signals this process took while it handed over were meant for the
+	// node, which the new process is now: a stop was lost (the new one
+	// served on), a reload too (an edit the new process had not read).
+	forward := func(sig syscall.Signal, why string) {
+		if err := syscall.Kill(child.PID, sig); err != nil {
+			logger.Warn("upgrade: could not pass a signal to the new process", "signal", sig.String(), "pid", child.PID, "err", err)
+			return
+		}
+		logger.Info("upgrade: "+why+" during the hand-off: passed to the new process", "signal", sig.String(), "pid", child.PID)
+	}
+	if ctx.Err() != nil {
+		forward(syscall.SIGTERM, "told to stop")
+	}
+	select {
+	case <-hup:
+		forward(syscall.SIGHUP, "told to reload")
+	default:
+	}
 	logger.Info("upgrade done; the old process exits", "node", n.name, "new_pid", child.PID, "tunnels_taken", taken,
 		"took", time.Since(began).Round(time.Millisecond))
-	return true
+	return true, nil
 }
 
 // notifySystemd tells systemd (Type=notify) that the node serves; a process
@@ -141,6 +177,10 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if reason, failed := strings.CutPrefix(line, "failed: "); failed {
 			os.Remove(status)
 			return fmt.Errorf("upgrade of pid %d failed, it keeps serving: %s", *pid, reason)
+		}
+		if reason, lost := strings.CutPrefix(line, "lost: "); lost {
+			os.Remove(status)
+			return fmt.Errorf("upgrade of pid %d failed after the hand-off, and neither process serves: start the node again: %s", *pid, reason)
 		}
 		if exited(*pid) {
 			next, _ := strings.CutPrefix(line, "ok ")

@@ -39,6 +39,22 @@ type ConfigFile struct {
 	// runningVersion the version of the file it was read from.
 	running        *configs.Config
 	runningVersion string
+	// held says why the file changes nothing now (Hold); "": it does.
+	held string
+}
+
+// Hold makes the file refuse every reload and PUT, saying why, until
+// release: while a process hands the node over to another (an upgrade), a
+// change applied only to the one exiting was answered as applied and lost.
+func (f *ConfigFile) Hold(why string) (release func()) {
+	f.mu.Lock()
+	f.held = why
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		f.held = ""
+		f.mu.Unlock()
+	}
 }
 
 // MaxConfigBytes bounds a PUT or check body: a config file is kilobytes.
@@ -47,15 +63,13 @@ const MaxConfigBytes = 1 << 20
 // NewConfigFile is the config file at path, from which the node of role
 // was started with running. apply makes the node run next (the reload
 // path): on an error the node must be as it was.
-func NewConfigFile(path, role string, running *configs.Config, apply func(running, next *configs.Config) error, log *slog.Logger) *ConfigFile {
+// started is the file's content running was read from (configs.LoadFile):
+// read again here, an edit in between was taken for what runs.
+func NewConfigFile(path, role string, running *configs.Config, started []byte, apply func(running, next *configs.Config) error, log *slog.Logger) *ConfigFile {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &ConfigFile{path: path, role: role, apply: apply, log: log, running: running}
-	if data, err := os.ReadFile(path); err == nil {
-		f.runningVersion = version(data)
-	}
-	return f
+	return &ConfigFile{path: path, role: role, apply: apply, log: log, running: running, runningVersion: version(started)}
 }
 
 // version names a file's content.
@@ -79,6 +93,9 @@ func (f *ConfigFile) Running() *configs.Config {
 func (f *ConfigFile) Reload() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.held != "" {
+		return errors.New(f.held)
+	}
 	data, err := os.ReadFile(f.path)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
@@ -244,6 +261,10 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.held != "" {
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": f.held})
+		return
+	}
 	current, err := os.ReadFile(f.path)
 	if err != nil {
 		WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "the config file cannot be read: " + err.Error()})

@@ -30,7 +30,7 @@ func configFileServer(t *testing.T, apply func(old, next *configs.Config) error)
 		apply = func(_, _ *configs.Config) error { return nil }
 	}
 	n := newTestNode(t, configs.Admin{})
-	n.UseConfigFile(NewConfigFile(path, "edge", running, apply, nil))
+	n.UseConfigFile(NewConfigFile(path, "edge", running, mustRead(t, path), apply, nil))
 	return loginServer(t, n, testToken), path
 }
 
@@ -211,7 +211,7 @@ func TestPutConfigKeepsTheLinkAndTheOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := newTestNode(t, configs.Admin{})
-	n.UseConfigFile(NewConfigFile(path, "edge", running, func(_, _ *configs.Config) error { return nil }, nil))
+	n.UseConfigFile(NewConfigFile(path, "edge", running, mustRead(t, path), func(_, _ *configs.Config) error { return nil }, nil))
 	base := loginServer(t, n, testToken)
 
 	_, view, _ := configRequest(t, "GET", base+"/api/config", "", "")

@@ -58,7 +58,7 @@ func TestConfigAPI(t *testing.T) {
 		return nil
 	}
 	n := newTestNode(t, configs.Admin{})
-	cf := NewConfigFile(path, "edge", running, apply, nil)
+	cf := NewConfigFile(path, "edge", running, mustRead(t, path), apply, nil)
 	n.UseConfigFile(cf)
 	base := loginServer(t, n, testToken)
 
@@ -216,7 +216,7 @@ func TestRefusedReloadLogsItsWarnings(t *testing.T) {
 		defer mu.Unlock()
 		return logged.Write(p)
 	}), nil))
-	cf := NewConfigFile(path, "edge", running, func(_, _ *configs.Config) error { return nil }, log)
+	cf := NewConfigFile(path, "edge", running, mustRead(t, path), func(_, _ *configs.Config) error { return nil }, log)
 	bad := "cluster: { name: e1, bind: 127.0.0.1:7946, secret_key_file: gossip.key }\nedge: { nope: 1 }\n"
 	if err := os.WriteFile(path, []byte(bad), 0o640); err != nil {
 		t.Fatal(err)
@@ -275,3 +275,13 @@ func groupReadableKeyring(t *testing.T, dir string) string {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// mustRead is the content of the file at path.
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// upgradeGSLBYAML is a gslb whose www answers addr; gossip binds bind.
+func upgradeGSLBYAML(bind, addr string) string {
+	return `cluster: { name: gslb-1, bind: ` + bind + `, profile: local }
+gslb:
+  listen: 127.0.0.1:0
+  admin: { listen: 127.0.0.1:0 }
+  rate_limit: { responses_per_second: 0 }
+  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1", "www 60 IN A ` + addr + `" ] } ]
+`
+}
+
+// wwwAnswer is www.ringlb.test's address at server ("" when none).
+func wwwAnswer(t *testing.T, server string) string {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion("www.ringlb.test.", dns.TypeA)
+	r, _, err := (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, server)
+	if err != nil || len(r.Answer) != 1 {
+		return ""
+	}
+	return r.Answer[0].(*dns.A).A.String()
+}
+
+// During an upgrade the config belongs to no one process: a PUT to the old
+// one is refused 503 (it applied only there, answered 200, and the new
+// process ran the file it had read before), and a SIGHUP it gets is passed
+// to the new one, which reloads (it was lost: the old process exited with
+// it pending). Before, the PUT's change and the edit the SIGHUP announced
+// were both gone once the upgrade was done.
+func TestConfigChangesDuringAnUpgradeAreNotLost(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gslb.yaml")
+	writeFile(t, path, upgradeGSLBYAML("127.0.0.1:0", "127.0.0.9"))
+	g := startProc(t, bin, "gslb", "-config", path, "-upgrade-dir", filepath.Join(dir, "run"))
+	rec := g.waitLog(t, "gslb started")
+	server, admin := rec["dns"].(string), "http://"+rec["admin"].(string)
+	old := g.cmd.Process.Pid
+	_, view := adminCall(t, "GET", admin+"/api/config", nil, "")
+	v0 := view["version"].(string)
+
+	syscall.Kill(old, syscall.SIGUSR2)
+	g.waitLog(t, "upgrade: starting the new process")
+	code, out := adminCall(t, "PUT", admin+"/api/config", map[string]string{"If-Match": `"` + v0 + `"`}, upgradeGSLBYAML("127.0.0.1:0", "127.0.0.7"))
+	t.Logf("PUT during the upgrade: %d %v", code, out)
+	if code != 503 {
+		t.Errorf("PUT during the upgrade: %d %v, want 503", code, out)
+	}
+	g.waitLog(t, "upgrade: the new process is ready; handing over")
+	// An edit on the host after the new process read the file, announced
+	// to the old process.
+	writeFile(t, path, upgradeGSLBYAML("127.0.0.1:0", "127.0.0.8"))
+	syscall.Kill(old, syscall.SIGHUP)
+	done := g.waitLog(t, "upgrade done; the old process exits")
+	next := int(done["new_pid"].(float64))
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	waitGone(t, old)
+	deadline := time.Now().Add(30 * time.Second)
+	for wwwAnswer(t, server) != "127.0.0.8" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := wwwAnswer(t, server); got != "127.0.0.8" {
+		t.Errorf("www after the upgrade: %q, want 127.0.0.8, the edit the SIGHUP announced", got)
+	}
+}
+
+// A SIGTERM to the old process while it hands over stops the node: the new
+// process stops too. Before, the hand-off went on and the new process
+// served on, the stop lost.
+func TestStopDuringAnUpgradeStopsTheNode(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gslb.yaml")
+	writeFile(t, path, upgradeGSLBYAML("127.0.0.1:0", "127.0.0.9"))
+	g := startProc(t, bin, "gslb", "-config", path, "-upgrade-dir", filepath.Join(dir, "run"))
+	g.waitLog(t, "gslb started")
+	old := g.cmd.Process.Pid
+	syscall.Kill(old, syscall.SIGUSR2)
+	g.waitLog(t, "upgrade: the new process is ready; handing over")
+	syscall.Kill(old, syscall.SIGTERM)
+	done := g.waitLog(t, "upgrade done; the old process exits")
+	next := int(done["new_pid"].(float64))
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGKILL) })
+	waitGone(t, old)
+	deadline := time.Now().Add(60 * time.Second)
+	for alive(next) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if alive(next) {
+		t.Errorf("the new process %d serves on after the node was told to stop", next)
+	}
+}
+
+// Another user who takes the gossip port between the old process leaving
+// it and the new one joining ends the new process: the upgrade failed, and
+// says so — `ringlb upgrade` exits 1 naming the reason, the old process's
+// last word is an error. Before, the old process recorded a success and
+// exited, `ringlb upgrade` printed "upgraded", and nothing served.
+func TestUpgradeWhoseNewProcessCannotJoinSaysSo(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gossip := free.Addr().String()
+	free.Close()
+	path := filepath.Join(dir, "gslb.yaml")
+	writeFile(t, path, upgradeGSLBYAML(gossip, "127.0.0.9"))
+	run := filepath.Join(dir, "run")
+	g := startProc(t, bin, "gslb", "-config", path, "-upgrade-dir", run)
+	g.waitLog(t, "gslb started")
+	old := g.cmd.Process.Pid
+	// The taker: binds the port the moment the old process lets it go.
+	stop := make(chan struct{})
+	taken := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if ln, err := net.Listen("tcp", gossip); err == nil {
+				close(taken)
+				<-stop
+				ln.Close()
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	defer close(stop)
+	out, err := exec.Command(bin, "upgrade", "-pid", strconv.Itoa(old), "-upgrade-dir", run, "-timeout", "60s").CombinedOutput()
+	t.Logf("ringlb upgrade: %v: %s", err, out)
+	select {
+	case <-taken:
+	default:
+		t.Fatal("the gossip port was never taken: the test did not make its case")
+	}
+	if err == nil || !strings.Contains(string(out), "gossip") {
+		t.Errorf("ringlb upgrade: %v %q, want a failure naming the gossip port", err, out)
+	}
+	waitGone(t, old)
+}
