@@ -1174,11 +1174,15 @@ type events struct{ m *Membership }
 func (e events) NotifyJoin(n *memberlist.Node) { e.m.joined(n) }
 
 func (e events) NotifyLeave(n *memberlist.Node) {
+	if e.m.leftPending(n) {
+		// Never believed, so no departure to come back from: recorded as
+		// one, a replay of the node's later life (a higher incarnation)
+		// within rejoinWithin was believed without a ping
+		// (TestReplayedLaterLifeAfterAPendingJoinIsNotBelieved).
+		return
+	}
 	if n.Name != e.m.name {
 		e.m.departedNow(n.Name)
-	}
-	if e.m.leftPending(n) {
-		return
 	}
 	e.m.memberStreams(n, false)
 	e.m.record("leave", n)

@@ -260,3 +260,88 @@ func joinsUnconfirmed(t *testing.T, reg *prometheus.Registry) float64 {
 	}
 	return -1
 }
+
+// A replay of an edge's later life after a replay of its earlier one: the
+// earlier capture's join, never believed (its pings unanswered), was
+// recorded as a departure when memberlist took it for dead, and a join
+// within rejoinWithin of a departure is believed at once — so the later
+// capture (a higher incarnation: every metadata update raises it) put the
+// departed edge back on this node's rings without a ping. A join that was
+// never believed leaves no departure; the later life is pinged, and
+// unanswered, like the first.
+func TestReplayedLaterLifeAfterAPendingJoinIsNotBelieved(t *testing.T) {
+	cfg := testCluster("target")
+	cfg.SecretKeyFile = writeKey(t, 32)
+	var unanswered atomic.Int64
+	target, err := Join(t.Context(), cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, countingLogger(unansweredLog, &unanswered))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAtCleanup(t, target)
+	ghost, rec := startRecordedMember(t, "ghost", cfg.SecretKeyFile, edgeMeta(7), target.Addr())
+	waitAll(t, []*Membership{target}, hasMember("ghost"))
+	// Gossip rounds after the join carry the ghost's own alive message;
+	// then a later incarnation of it (a metadata update) and its rounds.
+	time.Sleep(500 * time.Millisecond)
+	rec.mu.Lock()
+	earlier := slices.Clone(rec.sent)
+	rec.sent = nil
+	rec.mu.Unlock()
+	if err := ghost.UpdateNode(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	later := rec.captured()
+	ghostAddr := ghost.LocalNode().Address()
+	if err := ghost.Leave(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ghost.Shutdown()
+	holdAddr(t, ghostAddr)
+	waitAll(t, []*Membership{target}, func(ns []Node) bool { return !hasMember("ghost")(ns) })
+
+	attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	to, err := net.ResolveUDPAddr("udp", target.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(capture [][]byte) {
+		for _, p := range capture {
+			attacker.WriteToUDP(p, to)
+		}
+	}
+	pending := func() bool {
+		target.mu.Lock()
+		defer target.mu.Unlock()
+		_, ok := target.pending["ghost"]
+		return ok
+	}
+	// The earlier life, until memberlist (having forgotten the departed
+	// edge) takes it in, pending, and then for dead: its pings unanswered.
+	deadline := time.Now().Add(60 * time.Second)
+	for !pending() {
+		if time.Now().After(deadline) {
+			t.Fatal("the replayed earlier life was never taken in")
+		}
+		send(earlier)
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitUnanswered(t, target, &unanswered)
+	for pending() {
+		if time.Now().After(deadline) {
+			t.Fatal("the replayed earlier life was never taken for dead")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The later life, within rejoinWithin.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		send(later)
+		if hasMember("ghost")(target.Members()) {
+			t.Fatalf("the replayed later life of a departed edge was believed without a ping: %v", target.Edges(""))
+		}
+	}
+}
