@@ -162,6 +162,21 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	return s, nil
 }
 
+// Check is what New refuses of cfg — its zones loaded as they are served,
+// its names checked against them, its pools built — with nothing started:
+// `ringlb check` refuses what a start would. Before, the check saw only the
+// config's shape, and a zone a start refused (a second SOA, a CNAME beside
+// other data, a managed name below a delegation) passed it.
+func Check(cfg configs.GSLB) error {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	s := &Server{logger: slog.New(slog.DiscardHandler), metrics: m, now: time.Now}
+	_, err = s.build(cfg)
+	return err
+}
+
 func (s *Server) build(cfg configs.GSLB) (*state, error) {
 	// A config that skipped configs' defaults (max_udp_size 0) still
 	// answers: with 512 bytes, what every client takes.

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/ringlb/ringlb/balancer/handoff"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/gslb"
 )
 
 func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
@@ -39,6 +41,14 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 			warnOfUpgrade(stderr, refused.Roles)
 		}
 		return fmt.Errorf("%s: %d problem(s); fix them and run ringlb check again", name, len(errs))
+	}
+	if slices.Contains(cfg.Roles(), "gslb") {
+		// The zones as the nameserver loads them: what a start refuses.
+		if err := gslb.Check(cfg.GSLB); err != nil {
+			fmt.Fprintln(stderr, err)
+			printWarnings(stderr, cfg.Warnings())
+			return fmt.Errorf("%s: its gslb section does not start; fix it and run ringlb check again", name)
+		}
 	}
 	// Allowed, but worth knowing (an https monitor that verifies nothing):
 	// said, and the check still passes.
