@@ -74,7 +74,51 @@ func (c *Config) validate() []problem {
 	c.Balancer.validate(&ps)
 	c.GSLB.validate(&ps)
 	c.validateDemo(&ps)
+	c.validateAddresses(&ps)
 	return ps
+}
+
+// validateAddresses checks that each role of the file binds distinct
+// addresses: its own listeners and gossip (a node reads only its role's
+// section, so another role's may reuse a port). Two on one port, or one on
+// every interface beside another on its port, cannot both be bound: the
+// check passed and the start failed, "address already in use".
+func (c *Config) validateAddresses(ps *problems) {
+	type bound struct{ path, addr string }
+	byRole := map[string][]bound{
+		"balancer": {{"balancer.listen", c.Balancer.Listen}, {"balancer.admin.listen", c.Balancer.Admin.Listen}, {"balancer.tls.redirect_from", c.Balancer.TLS.RedirectFrom}},
+		"edge":     {{"edge.listen", c.Edge.Listen}, {"edge.admin.listen", c.Edge.Admin.Listen}},
+		"gslb":     {{"gslb.listen", c.GSLB.Listen}, {"gslb.admin.listen", c.GSLB.Admin.Listen}},
+	}
+	for _, role := range c.roles {
+		seen := []bound{{"cluster.bind", c.Cluster.Bind}}
+		for _, b := range byRole[role] {
+			host, port, err := net.SplitHostPort(b.addr)
+			if err != nil || port == "0" || port == "" {
+				continue // said by the address's own check; 0: any free port
+			}
+			for _, o := range seen {
+				oh, op, err := net.SplitHostPort(o.addr)
+				if err != nil || op != port {
+					continue
+				}
+				if host == oh || anyHost(host) || anyHost(oh) {
+					by := o.path
+					if o.addr != b.addr {
+						by += " (" + o.addr + ")"
+					}
+					ps.add(b.path, "%s is already used by %s: give it a port of its own", b.addr, by)
+				}
+			}
+			seen = append(seen, b)
+		}
+	}
+}
+
+// anyHost reports whether a listen address's host is every interface.
+func anyHost(host string) bool {
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
 func (c *Config) validateDemo(ps *problems) {

@@ -1,6 +1,8 @@
 package configs
 
 import (
+	"errors"
+	"strings"
 	"testing"
 )
 
@@ -71,6 +73,49 @@ func TestGossipIntervalsAreBounded(t *testing.T) {
 	} {
 		if _, err := Parse("t.yaml", []byte(file)); err != nil {
 			t.Errorf("%s: %v", file, err)
+		}
+	}
+}
+
+// A role's addresses are distinct: its data port, its admin port, gossip
+// (and a gslb's DNS port, a balancer's redirect port) — two on one port,
+// or one on every interface and another on the same port, cannot both be
+// bound. Before, the check passed and the start failed ("bind: address
+// already in use"); a demo's nodes were checked this way already.
+func TestRoleAddressesAreDistinct(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, path, want string
+		line                   int
+	}{
+		{"admin on the data port", "cluster: { bind: 127.0.0.1:7946 }\nbalancer:\n  listen: 127.0.0.1:7000\n  admin: { listen: 127.0.0.1:7000 }\n",
+			"balancer.admin.listen", "127.0.0.1:7000 is already used by balancer.listen", 4},
+		{"gossip on every interface, the edge on its port", "cluster: { bind: 0.0.0.0:7946 }\nedge:\n  listen: 127.0.0.1:7946\n",
+			"edge.listen", "127.0.0.1:7946 is already used by cluster.bind (0.0.0.0:7946)", 3},
+	} {
+		_, err := Parse("t.yaml", []byte(tc.yaml))
+		var errs Errors
+		if !errors.As(err, &errs) {
+			t.Errorf("%s: want Errors, got %v", tc.name, err)
+			continue
+		}
+		found := false
+		for _, e := range errs {
+			if e.Path == tc.path && strings.Contains(e.Msg, tc.want) && e.Line == tc.line {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: want %s at line %d saying %q, got %v", tc.name, tc.path, tc.line, tc.want, errs)
+		}
+	}
+	// Each role's own: another role's section in the same file (a node
+	// reads only its own) may reuse a port; port 0 is any free port.
+	for _, ok := range []string{
+		"cluster: { bind: 127.0.0.1:7946 }\nbalancer: { listen: 127.0.0.1:7000 }\nedge: { listen: 127.0.0.1:7000 }\n",
+		"cluster: { bind: 127.0.0.1:0 }\nbalancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 } }\n",
+	} {
+		if _, err := Parse("t.yaml", []byte(ok)); err != nil {
+			t.Errorf("%q: %v", ok, err)
 		}
 	}
 }
