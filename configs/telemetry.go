@@ -182,11 +182,17 @@ func keyringState(file string) string {
 	return "a keyring"
 }
 
-// checkWritableDir checks that a file to be created has a directory to go in.
+// checkWritableDir checks that a file to be created has a directory to go
+// in, and is not a directory itself (the check passed one, and the start
+// failed opening it).
 func checkWritableDir(ps *problems, path, file string) {
 	dir := filepath.Dir(file)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		ps.add(path, "%s: the directory %s does not exist", file, dir)
+		return
+	}
+	if st, err := os.Stat(file); err == nil && st.IsDir() {
+		ps.add(path, "%s is a directory: name a file in it", file)
 	}
 }
 

@@ -38,6 +38,8 @@ func TestTelemetrySettings(t *testing.T) {
 		{"balancer: { access_log: { enabled: true, sample: 1.5 } }", "balancer.access_log.sample", "must be in range (0, 1], got 1.5"},
 		{"balancer: { access_log: { path: /tmp/a.log } }", "balancer.access_log.enabled", "is false, so path has no effect"},
 		{"balancer: { access_log: { enabled: true, path: /does/not/exist/a.log } }", "balancer.access_log.path", "does not exist"},
+		// A directory passed the check, and the start failed opening it.
+		{"balancer: { access_log: { enabled: true, path: " + t.TempDir() + " } }", "balancer.access_log.path", "is a directory: name a file"},
 		{"cluster: { log_level: loud }", "cluster.log_level", `"loud": want debug, info, warn or error`},
 		{"edge: { auth: { hmac_secret_file: " + secret + ", max_token_ttl: 1h, rotation_overlap: 2h } }", "edge.auth.rotation_overlap", "must be in range [0s, max_token_ttl (1h0m0s)], got 2h0m0s"},
 	}
