@@ -17,12 +17,65 @@ import (
 // DefaultDir is where the hand-off socket goes when no directory is given:
 // systemd's RuntimeDirectory= ($RUNTIME_DIRECTORY) when set, else
 // ringlb-<uid> in the temporary directory.
-func DefaultDir() string {
-	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
+func DefaultDir() string { return defaultDir(os.Getenv, os.Getuid()) }
+
+// defaultDir is DefaultDir for a process of user uid whose environment
+// getenv reads.
+func defaultDir(getenv func(string) string, uid int) string {
+	if d := getenv("RUNTIME_DIRECTORY"); d != "" {
 		d, _, _ = strings.Cut(d, ":")
 		return d
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("ringlb-%d", os.Getuid()))
+	tmp := getenv("TMPDIR")
+	if tmp == "" {
+		tmp = "/tmp" // os.TempDir's default on Unix
+	}
+	return filepath.Join(tmp, fmt.Sprintf("ringlb-%d", uid))
+}
+
+// DirOf is the hand-off directory of the running process pid, of user uid:
+// its -upgrade-dir flag, else DefaultDir as its environment makes it, read
+// from /proc (readable by its user and root). Taken from the caller's own
+// environment instead, `ringlb upgrade` run from a shell or by sudo looked
+// elsewhere than a node under systemd (RuntimeDirectory=) and reported a
+// successful upgrade as failed.
+func DirOf(pid, uid int) (string, error) {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return "", fmt.Errorf("pid %d's command line: %w", pid, err)
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	for i, a := range args {
+		name, value, eq := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "upgrade-dir" {
+			continue
+		}
+		if !eq {
+			if i+1 >= len(args) {
+				break
+			}
+			value = args[i+1]
+		}
+		if !filepath.IsAbs(value) {
+			cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+			if err != nil {
+				return "", fmt.Errorf("pid %d's working directory (its -upgrade-dir %s is relative): %w", pid, value, err)
+			}
+			value = filepath.Join(cwd, value)
+		}
+		return value, nil
+	}
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return "", fmt.Errorf("pid %d's environment: %w", pid, err)
+	}
+	env := map[string]string{}
+	for _, kv := range strings.Split(string(environ), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	return defaultDir(func(k string) string { return env[k] }, uid), nil
 }
 
 // PrivateDir makes sure dir (DefaultDir when empty) is a directory only

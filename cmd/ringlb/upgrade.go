@@ -124,7 +124,7 @@ func notifySystemd(logger *slog.Logger, upgraded bool) {
 func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flagSet("upgrade", "Replaces a running balancer or gslb (PID) with the binary at the path it was started from,\nwithout closing a connection: the new process inherits the listeners and every tunnel, the old one\nexits. Exit 0 once the old process has exited; 1 when the upgrade failed (the old process keeps serving)\nor did not end within -timeout. Used by the systemd unit's ExecReload.", stderr)
 	pid := fs.Int("pid", 0, "process to upgrade (required; under systemd: $MAINPID)")
-	dir := fs.String("upgrade-dir", "", "the process's -upgrade-dir, where it records the outcome (default as the process's)")
+	dir := fs.String("upgrade-dir", "", "the process's -upgrade-dir, where it records the outcome (default: read from the process: its flag, else its environment's default)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the old process to exit")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -142,7 +142,9 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// would let them answer for it.
 	d := *dir
 	if d == "" {
-		d = handoff.DefaultDir()
+		if d, err = handoff.DirOf(*pid, uid); err != nil {
+			return fmt.Errorf("%w (give its directory with -upgrade-dir)", err)
+		}
 	}
 	checkDir := func() error {
 		if err := handoff.CheckDir(d, uid); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -167,6 +168,46 @@ func TestUpgradeWhoseNewProcessCannotJoinSaysSo(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(string(out), "gossip") {
 		t.Errorf("ringlb upgrade: %v %q, want a failure naming the gossip port", err, out)
+	}
+	waitGone(t, old)
+}
+
+// `ringlb upgrade -pid` finds the process's hand-off directory as the
+// process does — systemd's RuntimeDirectory= in its environment here —
+// not by its own environment: run from a shell (or by sudo) it looked in
+// its own default, and a successful upgrade exited 1, "exited without
+// recording an upgrade".
+func TestUpgradeCommandFindsTheProcessesDirectory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	run := filepath.Join(dir, "run")
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "gslb.yaml")
+	writeFile(t, path, upgradeGSLBYAML("127.0.0.1:0", "127.0.0.9"))
+	t.Setenv("RUNTIME_DIRECTORY", run) // as systemd sets it for the unit
+	g := startProc(t, bin, "gslb", "-config", path)
+	g.waitLog(t, "gslb started")
+	old := g.cmd.Process.Pid
+	cmd := exec.Command(bin, "upgrade", "-pid", strconv.Itoa(old), "-timeout", "60s")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "RUNTIME_DIRECTORY=") && !strings.HasPrefix(kv, "TMPDIR=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "TMPDIR="+t.TempDir()) // a shell's own
+	out, err := cmd.CombinedOutput()
+	t.Logf("ringlb upgrade: %v: %s", err, out)
+	if err != nil || !strings.Contains(string(out), "upgraded") {
+		t.Errorf("ringlb upgrade of a process under RuntimeDirectory=: %v %q, want upgraded", err, out)
+	}
+	if done := g.waitLog(t, "upgrade done; the old process exits"); done != nil {
+		next := int(done["new_pid"].(float64))
+		t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
 	}
 	waitGone(t, old)
 }
