@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -33,7 +34,22 @@ func keygen(stdin io.Reader, args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	// A flag of another kind of key is refused, not ignored: -o beside
+	// -password printed the line and wrote no file, exiting 0.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	notFor := func(what string, names ...string) error {
+		for _, n := range names {
+			if set[n] {
+				return fmt.Errorf("-%s does not apply %s", n, what)
+			}
+		}
+		return nil
+	}
 	if *user != "" {
+		if err := notFor("to -password (the line is printed: append it to the users file, >> users)", "o", "dnssec", "type", "dir"); err != nil {
+			return err
+		}
 		return passwordLine(stdin, stdout, *user)
 	}
 	if *zone != "" {
@@ -41,6 +57,9 @@ func keygen(stdin io.Reader, args []string, stdout, stderr io.Writer) error {
 			return errors.New("-o is for a random key; DNSSEC keys go to -dir")
 		}
 		return dnssecKeygen(stdout, *zone, *kind, *dir)
+	}
+	if err := notFor("without -dnssec", "type", "dir"); err != nil {
+		return err
 	}
 	key := configs.GenerateKey() + "\n"
 	if *out == "" || *out == "-" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -34,5 +35,28 @@ func TestKeygenDNSSEC(t *testing.T) {
 		if code := run(context.Background(), args, &out, &errOut); code == 0 {
 			t.Errorf("%v: exit 0", args)
 		}
+	}
+}
+
+// A flag that does not apply to what keygen makes is refused, naming it:
+// `keygen -password alice -o users` printed the line, created no file and
+// exited 0 (the operator took the file for written), and -type or -dir
+// without -dnssec were ignored alike.
+func TestKeygenRefusesFlagsThatDoNotApply(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"-password", "alice", "-o", filepath.Join(dir, "users")},
+		{"-password", "alice", "-dir", dir},
+		{"-type", "ksk"},
+		{"-dir", dir},
+	} {
+		var out, errOut strings.Builder
+		err := keygen(strings.NewReader("a long enough password\n"), args, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "does not apply") {
+			t.Errorf("keygen %v: %v (printed %q), want a refusal saying what does not apply", args, err, out.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "users")); err == nil {
+		t.Error("a users file was written")
 	}
 }
