@@ -45,6 +45,11 @@ func additionalConfig(t *testing.T) configs.GSLB {
 	return cfg
 }
 
+// mailSignedExtra is what an MX answer with DO brings in additional for
+// mail, as extraOf writes it: its addresses and their signatures.
+var mailSignedExtra = []string{"RRSIG mail.ringlb.test. A", "RRSIG mail.ringlb.test. AAAA",
+	"mail.ringlb.test. 3600 in a 192.0.2.25", "mail.ringlb.test. 3600 in aaaa 2001:db8::25"}
+
 // extraOf is m's additional section in presentation form, sorted, but for
 // the OPT; RRSIGs as "RRSIG <owner> <type covered>".
 func extraOf(m *dns.Msg) []string {
@@ -123,8 +128,7 @@ func TestSignedAdditionalRecords(t *testing.T) {
 	keys := query(t, s, "tcp", "ringlb.test.", dns.TypeDNSKEY, withDO(false))
 	for _, network := range []string{"udp", "tcp"} {
 		m := query(t, s, network, "ringlb.test.", dns.TypeMX, withDO(false))
-		want := []string{"RRSIG mail.ringlb.test. A", "RRSIG mail.ringlb.test. AAAA",
-			"mail.ringlb.test. 3600 in a 192.0.2.25", "mail.ringlb.test. 3600 in aaaa 2001:db8::25"}
+		want := mailSignedExtra
 		if got := extraOf(m); !slices.Equal(got, want) {
 			t.Fatalf("over %s with DO: additional\n%s\nwant\n%s", network, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
@@ -193,8 +197,7 @@ func TestAdditionalRecordsWhenTheSignatureBudgetIsSpent(t *testing.T) {
 		t.Errorf("an MX answer signed already, over a spent budget: want it signed, no additional records and no TC, got\n%v", m)
 	}
 	clock.add(time.Second)
-	want := []string{"RRSIG mail.ringlb.test. A", "RRSIG mail.ringlb.test. AAAA",
-		"mail.ringlb.test. 3600 in a 192.0.2.25", "mail.ringlb.test. 3600 in aaaa 2001:db8::25"}
+	want := mailSignedExtra
 	for i := range 8 { // whichever UDP loop reads it
 		m, _ = exchangeSized(t, s, "udp", mxQuestion("ringlb.test."))
 		if got := extraOf(m); !slices.Equal(got, want) {
@@ -226,8 +229,7 @@ func TestCachedAnswerServesNoStaleAdditionalSignature(t *testing.T) {
 	clock.add(refresh + 2*time.Hour) // mail's first signatures have expired
 	for _, network := range []string{"udp", "tcp"} {
 		m := query(t, s, network, "ringlb.test.", dns.TypeMX, withDO(false))
-		want := []string{"RRSIG mail.ringlb.test. A", "RRSIG mail.ringlb.test. AAAA",
-			"mail.ringlb.test. 3600 in a 192.0.2.25", "mail.ringlb.test. 3600 in aaaa 2001:db8::25"}
+		want := mailSignedExtra
 		if got := extraOf(m); !slices.Equal(got, want) {
 			t.Fatalf("over %s: additional\n%s\nwant\n%s", network, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}

@@ -37,6 +37,36 @@ func wwwAnswer(t *testing.T, server string) string {
 	return r.Answer[0].(*dns.A).A.String()
 }
 
+// upgradeGSLB is a gslb of the real binary, from upgradeGSLBYAML with
+// gossip on bind, started with -upgrade-dir run when run is not "" (else
+// the default its environment makes); rec is its "gslb started" record.
+type upgradeGSLB struct {
+	bin, path, run string
+	g              *proc
+	rec            map[string]any
+}
+
+// startUpgradeGSLB skips the test under -short, else starts an upgradeGSLB
+// (withDir: a hand-off directory of its own in the test's).
+func startUpgradeGSLB(t *testing.T, bind string, withDir bool) *upgradeGSLB {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	u := &upgradeGSLB{bin: buildBinary(t)}
+	dir := t.TempDir()
+	u.path = filepath.Join(dir, "gslb.yaml")
+	writeFile(t, u.path, upgradeGSLBYAML(bind, "127.0.0.9"))
+	args := []string{"gslb", "-config", u.path}
+	if withDir {
+		u.run = filepath.Join(dir, "run")
+		args = append(args, "-upgrade-dir", u.run)
+	}
+	u.g = startProc(t, u.bin, args...)
+	u.rec = u.g.waitLog(t, "gslb started")
+	return u
+}
+
 // During an upgrade the config belongs to no one process: a PUT to the old
 // one is refused 503 (it applied only there, answered 200, and the new
 // process ran the file it had read before), and a SIGHUP it gets is passed
@@ -45,16 +75,9 @@ func wwwAnswer(t *testing.T, server string) string {
 // were both gone once the upgrade was done.
 func TestConfigChangesDuringAnUpgradeAreNotLost(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("end-to-end test of the real binary; skipped with -short")
-	}
-	bin := buildBinary(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "gslb.yaml")
-	writeFile(t, path, upgradeGSLBYAML("127.0.0.1:0", "127.0.0.9"))
-	g := startProc(t, bin, "gslb", "-config", path, "-upgrade-dir", filepath.Join(dir, "run"))
-	rec := g.waitLog(t, "gslb started")
-	server, admin := rec["dns"].(string), "http://"+rec["admin"].(string)
+	u := startUpgradeGSLB(t, "127.0.0.1:0", true)
+	g, path := u.g, u.path
+	server, admin := u.rec["dns"].(string), "http://"+u.rec["admin"].(string)
 	old := g.cmd.Process.Pid
 	_, view := adminCall(t, "GET", admin+"/api/config", nil, "")
 	v0 := view["version"].(string)
@@ -89,15 +112,7 @@ func TestConfigChangesDuringAnUpgradeAreNotLost(t *testing.T) {
 // served on, the stop lost.
 func TestStopDuringAnUpgradeStopsTheNode(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("end-to-end test of the real binary; skipped with -short")
-	}
-	bin := buildBinary(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "gslb.yaml")
-	writeFile(t, path, upgradeGSLBYAML("127.0.0.1:0", "127.0.0.9"))
-	g := startProc(t, bin, "gslb", "-config", path, "-upgrade-dir", filepath.Join(dir, "run"))
-	g.waitLog(t, "gslb started")
+	g := startUpgradeGSLB(t, "127.0.0.1:0", true).g
 	old := g.cmd.Process.Pid
 	syscall.Kill(old, syscall.SIGUSR2)
 	g.waitLog(t, "upgrade: the new process is ready; handing over")
@@ -122,22 +137,14 @@ func TestStopDuringAnUpgradeStopsTheNode(t *testing.T) {
 // exited, `ringlb upgrade` printed "upgraded", and nothing served.
 func TestUpgradeWhoseNewProcessCannotJoinSaysSo(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("end-to-end test of the real binary; skipped with -short")
-	}
-	bin := buildBinary(t)
-	dir := t.TempDir()
 	free, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gossip := free.Addr().String()
 	free.Close()
-	path := filepath.Join(dir, "gslb.yaml")
-	writeFile(t, path, upgradeGSLBYAML(gossip, "127.0.0.9"))
-	run := filepath.Join(dir, "run")
-	g := startProc(t, bin, "gslb", "-config", path, "-upgrade-dir", run)
-	g.waitLog(t, "gslb started")
+	u := startUpgradeGSLB(t, gossip, true)
+	bin, run, g := u.bin, u.run, u.g
 	old := g.cmd.Process.Pid
 	// The taker: binds the port the moment the old process lets it go.
 	stop := make(chan struct{})
@@ -178,20 +185,13 @@ func TestUpgradeWhoseNewProcessCannotJoinSaysSo(t *testing.T) {
 // its own default, and a successful upgrade exited 1, "exited without
 // recording an upgrade".
 func TestUpgradeCommandFindsTheProcessesDirectory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test of the real binary; skipped with -short")
-	}
-	bin := buildBinary(t)
-	dir := t.TempDir()
-	run := filepath.Join(dir, "run")
+	run := filepath.Join(t.TempDir(), "run")
 	if err := os.Mkdir(run, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "gslb.yaml")
-	writeFile(t, path, upgradeGSLBYAML("127.0.0.1:0", "127.0.0.9"))
 	t.Setenv("RUNTIME_DIRECTORY", run) // as systemd sets it for the unit
-	g := startProc(t, bin, "gslb", "-config", path)
-	g.waitLog(t, "gslb started")
+	u := startUpgradeGSLB(t, "127.0.0.1:0", false)
+	bin, g := u.bin, u.g
 	old := g.cmd.Process.Pid
 	cmd := exec.Command(bin, "upgrade", "-pid", strconv.Itoa(old), "-timeout", "60s")
 	for _, kv := range os.Environ() {
