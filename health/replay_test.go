@@ -125,14 +125,7 @@ func hasMember(name string) func([]Node) bool {
 // departed edge is back on every ring until probes take it for dead — and
 // back again at the next replay, for as long as the attacker likes.
 func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
-	cfg := testCluster("target")
-	cfg.SecretKeyFile = writeKey(t, 32)
-	var unanswered atomic.Int64
-	target, err := Join(t.Context(), cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, countingLogger(unansweredLog, &unanswered))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopAtCleanup(t, target)
+	target, cfg, unanswered := replayTarget(t)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(target.Collector())
 
@@ -186,7 +179,7 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 
 	// memberlist takes the replayed join in; this node pings the edge and
 	// believes it only if it answers, which nobody without the key can do.
-	waitUnanswered(t, target, &unanswered)
+	waitUnanswered(t, target, unanswered)
 	t.Logf("memberlist took the departed edge in again %s after the replay began; its pings unanswered", time.Since(start).Round(time.Millisecond))
 	if hasMember("ghost")(target.Members()) {
 		t.Fatalf("a replayed capture put the departed edge back in the target's view: %v", target.Members())
@@ -225,6 +218,22 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 		}
 	}
 	waitAll(t, []*Membership{target}, hasMember("ghost"))
+}
+
+// replayTarget is a keyed balancer node a replay is aimed at, its config
+// (the key file to capture with) and the count of its log lines saying a
+// member memberlist took in does not answer (unansweredLog).
+func replayTarget(t *testing.T) (*Membership, configs.Cluster, *atomic.Int64) {
+	t.Helper()
+	cfg := testCluster("target")
+	cfg.SecretKeyFile = writeKey(t, 32)
+	unanswered := new(atomic.Int64)
+	target, err := Join(t.Context(), cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, countingLogger(unansweredLog, unanswered))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAtCleanup(t, target)
+	return target, cfg, unanswered
 }
 
 // unansweredLog is what a node logs when a member memberlist took in does
@@ -270,14 +279,7 @@ func joinsUnconfirmed(t *testing.T, reg *prometheus.Registry) float64 {
 // never believed leaves no departure; the later life is pinged, and
 // unanswered, like the first.
 func TestReplayedLaterLifeAfterAPendingJoinIsNotBelieved(t *testing.T) {
-	cfg := testCluster("target")
-	cfg.SecretKeyFile = writeKey(t, 32)
-	var unanswered atomic.Int64
-	target, err := Join(t.Context(), cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, countingLogger(unansweredLog, &unanswered))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopAtCleanup(t, target)
+	target, cfg, unanswered := replayTarget(t)
 	ghost, rec := startRecordedMember(t, "ghost", cfg.SecretKeyFile, edgeMeta(7), target.Addr())
 	waitAll(t, []*Membership{target}, hasMember("ghost"))
 	// Gossip rounds after the join carry the ghost's own alive message;
@@ -330,7 +332,7 @@ func TestReplayedLaterLifeAfterAPendingJoinIsNotBelieved(t *testing.T) {
 		send(earlier)
 		time.Sleep(100 * time.Millisecond)
 	}
-	waitUnanswered(t, target, &unanswered)
+	waitUnanswered(t, target, unanswered)
 	for pending() {
 		if time.Now().After(deadline) {
 			t.Fatal("the replayed earlier life was never taken for dead")
