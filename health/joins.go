@@ -25,15 +25,18 @@ import (
 // memberlist's incarnation numbers keep a replay from changing a member
 // that is still known; a join is the one change a replay can make.
 //
-// A ping carries a fresh sequence number, and only a node holding the key
-// answers it, under the name asked for: a replayed join never answers, a
-// real one does within a round trip (or, when memberlist.Ping's fixed
-// timeout is too short for a loaded node, when memberlist's own probe of
-// it is answered, or memberlist has kept it alive longer than a node that
-// answers nothing lasts: probation). memberlist's own failure detection still decides when
-// a believed member is gone. A node that answers no UDP
-// ping (TCP alone works: memberlist's probes fall back to TCP) is not
-// believed until it does; it is retried every probe interval and logged.
+// A member announcing PeerSigningLive answers a challenge: a nonce sent
+// it, echoed under its name (live.go), which a replay cannot. One of an
+// earlier release is pinged: a real one answers within a round trip (or,
+// when memberlist.Ping's fixed timeout is too short for a loaded node,
+// memberlist's own probe of it is answered, or memberlist has kept it
+// alive longer than a node that answers nothing lasts: probation) — but
+// so do acks captured between other members and replayed, which
+// memberlist matches by sequence number alone. memberlist's own failure
+// detection still decides when a believed member is gone. A node that
+// answers no UDP ping or challenge (TCP alone works: memberlist's probes
+// fall back to TCP) is not believed until it does; it is asked again,
+// backing off, and logged.
 //
 // A replay can make a join only once memberlist has forgotten the node,
 // GossipToTheDeadTime after it was taken for dead or left; before, a join
@@ -44,13 +47,19 @@ import (
 // load, pings go unanswered as memberlist's probes do, and a flapping
 // member would otherwise stay out until one is answered.
 //
-// Nothing changes on the wire: every release answers pings.
+// On the wire: challenges and their answers (live.go), which an earlier
+// release ignores; it is pinged, as before.
 
 // pendingJoin is a member memberlist has taken in and this node has not yet
 // heard answer: the latest of its node as memberlist told it.
 type pendingJoin struct {
 	node  memberlist.Node // under Membership.mu
 	since time.Time       // set once
+	asked int             // times asked to answer; under Membership.mu
+	// level is the PeerSigning node.Meta announces (under
+	// Membership.mu): from PeerSigningLive, only an answered challenge
+	// believes it (live.go).
+	level int
 }
 
 // maxConfirmWait bounds the wait between pings of a pending member, in
@@ -97,11 +106,11 @@ func (m *Membership) joined(n *memberlist.Node) {
 		return
 	}
 	if p, ok := m.pending[n.Name]; ok {
-		p.node = copyNode(n) // its confirm goes on
+		p.node, p.level = copyNode(n), metaLevel(n.Meta) // its confirm goes on
 		m.mu.Unlock()
 		return
 	}
-	p := &pendingJoin{node: copyNode(n), since: now}
+	p := &pendingJoin{node: copyNode(n), since: now, level: metaLevel(n.Meta)}
 	m.pending[n.Name] = p
 	m.retry.Add(1)
 	go m.confirm(n.Name, p)
@@ -115,7 +124,7 @@ func (m *Membership) updatedPending(n *memberlist.Node) bool {
 	defer m.mu.Unlock()
 	p, ok := m.pending[n.Name]
 	if ok {
-		p.node = copyNode(n)
+		p.node, p.level = copyNode(n), metaLevel(n.Meta)
 	}
 	return ok
 }
@@ -131,6 +140,7 @@ func (m *Membership) leftPending(n *memberlist.Node) bool {
 	_, ok := m.pending[n.Name]
 	delete(m.pending, n.Name)
 	if ok {
+		delete(m.live, n.Name)
 		m.joinsUnconfirmed.Add(1)
 	}
 	return ok
@@ -176,14 +186,21 @@ func (m *Membership) believe(p *pendingJoin) {
 // (probeAnswered), and a member whose answers to this node's pings come
 // too late for memberlist.Ping's fixed timeout (a loaded node:
 // memberlist's probes scale theirs) is believed when memberlist's probe
-// of it is answered.
+// of it is answered. Not from a member announcing PeerSigningLive, nor,
+// while there is one, for this node's time away: the ack may be a
+// replay (live.go); their challenges answer for them.
 type pingDelegate struct{ m *Membership }
 
 func (d pingDelegate) AckPayload() []byte { return nil }
 
 func (d pingDelegate) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, _ []byte) {
-	now := time.Now()
-	d.m.probeAnswered(now, now.Add(-rtt))
+	if d.m.liveCapable(other.Name) {
+		return
+	}
+	if d.m.liveMembers.Load() == 0 {
+		now := time.Now()
+		d.m.probeAnswered(now, now.Add(-rtt))
+	}
 	d.m.answered(other.Name)
 }
 
@@ -240,9 +257,9 @@ func (m *Membership) departedNow(name string) {
 	m.departed[name] = time.Now()
 }
 
-// confirm pings name, pending as p, until it answers (then it is a
-// member), it leaves (p is no longer what is pending), or the membership
-// shuts down.
+// confirm pings name, pending as p — or challenges it, when it announces
+// PeerSigningLive (live.go) — until it answers (then it is a member), it
+// leaves (p is no longer what is pending), or the membership shuts down.
 func (m *Membership) confirm(name string, p *pendingJoin) {
 	defer m.retry.Done()
 	select {
@@ -256,12 +273,39 @@ func (m *Membership) confirm(name string, p *pendingJoin) {
 		m.mu.Lock()
 		ok := m.pending[name] == p
 		var addr net.UDPAddr
+		live, asked := false, 0
 		if ok {
 			addr = net.UDPAddr{IP: slices.Clone(p.node.Addr), Port: int(p.node.Port)}
+			if live = p.level >= PeerSigningLive; live {
+				p.asked++
+				asked = p.asked
+			}
 		}
 		m.mu.Unlock()
 		if !ok {
 			return
+		}
+		if live {
+			// Its answer (receiveLive) believes it; asked again, backing
+			// off, until then. No probation: memberlist keeps a member
+			// alive on acks a replay can give.
+			if asked > 1 && !warned {
+				warned = true
+				if ok, suppressed := m.unconfirmedLog.Allow(time.Now()); ok {
+					m.logger.Warn("a gossip member does not answer this node's liveness challenges; not believed until it does (a replayed capture of a node that is gone, or UDP blocked)",
+						"member", name, "addr", addr.String(), "others_not_logged", suppressed)
+				}
+			}
+			if err := m.challenge(name, addr.String()); err != nil {
+				m.logger.Debug("challenging a pending gossip member", "member", name, "err", err)
+			}
+			select {
+			case <-time.After(wait):
+			case <-m.stop:
+				return
+			}
+			wait = min(2*wait, maxConfirmWait*m.probeInterval)
+			continue
 		}
 		if time.Since(p.since) > m.probation() {
 			m.logger.Info("believing a gossip member that memberlist has kept alive longer than it takes to find a node that does not answer, though it answered none of this node's pings", "member", name, "addr", addr.String())
@@ -271,6 +315,9 @@ func (m *Membership) confirm(name string, p *pendingJoin) {
 		var err error
 		select {
 		case m.pings <- struct{}{}:
+			m.mu.Lock()
+			p.asked++
+			m.mu.Unlock()
 			_, err = m.ml.Ping(name, &addr)
 			<-m.pings
 		case <-m.stop:

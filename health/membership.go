@@ -67,7 +67,7 @@ type Meta struct {
 	Load *Load `json:"load,omitempty"`
 	// PeerSigning is the form of the peer signatures (configs.HeaderPeer)
 	// the node makes and, from nodes announcing it, requires: Join sets
-	// PeerSigningClaimOnce, the latest. Absent (0): a node of an earlier release, whose
+	// PeerSigningLive, the latest. Absent (0): a node of an earlier release, whose
 	// signatures name no receiver.
 	PeerSigning int `json:"peer_signing,omitempty"`
 }
@@ -113,6 +113,11 @@ const (
 	// an edge's 409 to such a claimer gives a third edge's address in its
 	// signed body, not only in configs.HeaderOwnerURL, which nothing signs.
 	PeerSigningClaimOnce = 9
+	// PeerSigningLive: and the node answers a liveness challenge (a
+	// nonce, live.go) under its name, and believes a member announcing
+	// this level only on such an answer: memberlist matches a ping's ack
+	// by its sequence number alone, so replayed acks answered pings.
+	PeerSigningLive = 10
 )
 
 // Load is what an edge carries: live sessions, WebSocket connections, and
@@ -186,8 +191,15 @@ type Membership struct {
 	// (math.MaxInt32: none), kept with nodes so that a check per
 	// request is one load (BalancerBelow).
 	balancerSigning atomic.Int32
-	subs            map[int]chan struct{}
-	nextID          int
+	// liveMembers counts nodes' members (this one aside) announcing
+	// PeerSigningLive: while there is one, only an answered challenge is
+	// an answer to this node (live.go).
+	liveMembers atomic.Int32
+	// live is what challenges need per member (live.go), dropped as it
+	// leaves.
+	live   map[string]*liveState
+	subs   map[int]chan struct{}
+	nextID int
 	// lastNotify is when subscribers were last told; notifyDue, when set,
 	// tells them of the changes since (notifyEvery).
 	lastNotify time.Time
@@ -206,8 +218,8 @@ type Membership struct {
 	awayLogged               bool
 	backs                    [len(backReasons)]atomic.Uint64
 	back                     chan struct{}
-	// answeredAt is when a member last answered one of memberlist's
-	// probes of this node's (written under mu), tickAt when watchAway
+	// answeredAt is when a member last answered this node
+	// (probeAnswered; written under mu), tickAt when watchAway
 	// last ran, awayBound the dropAfter it read then (0: alone) — times
 	// on clock0's monotonic clock (mono), for watchAway and BackAt.
 	clock0                        time.Time
@@ -217,6 +229,9 @@ type Membership struct {
 	// ignored are members whose metadata this node does not trust, with
 	// why (logged once per reason); they are not in nodes.
 	ignored map[string]string
+	// ignoredAddr are their gossip addresses: their liveness challenges
+	// are answered all the same (live.go).
+	ignoredAddr map[string]string
 	// pending are members memberlist took in that have not answered this
 	// node's ping yet (joins.go); they are not in nodes.
 	pending map[string]*pendingJoin
@@ -264,7 +279,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	meta.PeerSigning = PeerSigningClaimOnce
+	meta.PeerSigning = PeerSigningLive
 	enc, err := meta.Encode()
 	if err != nil {
 		return nil, err
@@ -285,7 +300,7 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 		allowed = configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes()
 	}
 	m := &Membership{logger: logger, meta: meta, encMet: enc, keyring: kr, allowed: allowed,
-		nodes: map[string]Node{}, ignored: map[string]string{}, pending: map[string]*pendingJoin{}, departed: map[string]time.Time{}, pings: make(chan struct{}, maxConfirmPings),
+		nodes: map[string]Node{}, ignored: map[string]string{}, ignoredAddr: map[string]string{}, pending: map[string]*pendingJoin{}, live: map[string]*liveState{}, departed: map[string]time.Time{}, pings: make(chan struct{}, maxConfirmPings),
 		subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{}), ready: make(chan struct{}),
 		back: make(chan struct{}, 1)}
 	m.clock0 = time.Now()
@@ -583,7 +598,7 @@ func (w *logWriter) Write(p []byte) (int, error) {
 // away: others that had dropped it take it back as they hear from it
 // again, and route to it again by rings they had dropped it from. Away
 // is from when it learns that the others may have dropped it until a
-// member answers one of its probes; then it announces itself again.
+// member answers it (probeAnswered); then it announces itself again.
 func (m *Membership) BackAt() time.Time {
 	now := time.Now()
 	if after := m.awayBound.Load(); after > 0 {
@@ -665,11 +680,13 @@ func (m *Membership) wentAway(reason int, now, from time.Time) {
 	m.notifyLocked()
 }
 
-// probeAnswered notes, at now, that a member answered one of memberlist's
-// probes of this node's, sent at sent: away, and sent since it went
+// probeAnswered notes, at now, that a member answered a challenge of
+// this node's (live.go) — or, while no member announces PeerSigningLive,
+// one of memberlist's probes — sent at sent: away, and sent since it went
 // unheard, it is back, and announces itself again — an answer read on
-// resuming from a pause may be to a probe from before it. Called by
-// memberlist's probe (no lock of memberlist's held).
+// resuming from a pause may be to a probe from before it. A probe's ack
+// may be a replay (live.go): from members that answer challenges only a
+// challenge's answer counts. Called with no lock of memberlist's held.
 func (m *Membership) probeAnswered(now, sent time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -698,6 +715,7 @@ func (m *Membership) watchAway() {
 	defer m.retry.Done()
 	tick := time.NewTicker(m.probeInterval)
 	defer tick.Stop()
+	next := 0 // the member to challenge (challengeNext)
 	for {
 		select {
 		case <-m.stop:
@@ -715,6 +733,7 @@ func (m *Membership) watchAway() {
 			now := time.Now()
 			m.noticeGap(m.at(m.tickAt.Load()), now)
 			m.tickAt.Store(m.mono(now))
+			next = m.challengeNext(next)
 		}
 	}
 }
@@ -1038,6 +1057,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		delete(m.nodes, ev.Node.Name)
 		changed := m.ignored[ev.Node.Name] != distrust
 		m.ignored[ev.Node.Name] = distrust
+		m.ignoredAddr[ev.Node.Name] = n.Address()
 		if was {
 			m.nodesChangedLocked()
 		}
@@ -1049,6 +1069,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 	}
 	_, wasIgnored := m.ignored[ev.Node.Name]
 	delete(m.ignored, ev.Node.Name)
+	delete(m.ignoredAddr, ev.Node.Name)
 	if len(m.recent) == recentEvents {
 		m.recent = append(m.recent[:0], m.recent[1:]...)
 	}
@@ -1081,12 +1102,17 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 // brought up to date and every subscriber woken. m.mu is held.
 func (m *Membership) nodesChangedLocked() {
 	lowest := int32(math.MaxInt32)
+	live := int32(0)
 	for _, n := range m.nodes {
 		if n.Meta.Role == RoleBalancer {
 			lowest = min(lowest, int32(min(n.Meta.PeerSigning, math.MaxInt32)))
 		}
+		if n.Name != m.name && n.Meta.PeerSigning >= PeerSigningLive {
+			live++
+		}
 	}
 	m.balancerSigning.Store(lowest)
+	m.liveMembers.Store(live)
 	m.notifyLocked()
 }
 
@@ -1141,9 +1167,12 @@ func (d delegate) NodeMeta(limit int) []byte {
 
 func (d delegate) NotifyMsg(b []byte) {
 	var err error
-	if len(b) > 0 && b[0] == msgChannel {
+	switch {
+	case len(b) > 0 && b[0] == msgChannel:
 		err = d.m.deliverChannel(b)
-	} else {
+	case len(b) > 0 && b[0] == msgLive:
+		err = d.m.receiveLive(b)
+	default:
 		err = d.m.pins.receive(b)
 	}
 	if err != nil {
@@ -1183,6 +1212,7 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 	}
 	if n.Name != e.m.name {
 		e.m.departedNow(n.Name)
+		e.m.forgetLive(n.Name)
 	}
 	e.m.memberStreams(n, false)
 	e.m.record("leave", n)

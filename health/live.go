@@ -1,0 +1,245 @@
+package health
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// A ping's ack proves less than joins.go needs: memberlist matches an ack
+// by its sequence number alone — not by who sent it nor whom it pinged —
+// and every process counts from 0, so acks captured between any two
+// members, replayed without the key, answer this node's pings of a
+// replayed join, and memberlist's own probes (the departed edge was
+// believed within ~50 ms: TestReplayedAcksDoNotAnswerForADepartedEdge),
+// and end a cut-off node's time away while it is still cut off.
+//
+// So a member announcing PeerSigningLive is asked to prove it is live:
+// this node sends it (a user message: encrypted and authenticated with
+// the cluster's key, as all gossip) a fresh random nonce and its own
+// name; the member answers this node, by name, with the nonce and its own
+// name; an answer counts only from the name the nonce was sent to, once,
+// and only for the latest few nonces sent it. A replayed answer carries a
+// nonce already used or never sent; a replayed challenge makes its
+// challenger's member answer it again, which the challenger ignores
+// (bounded: maxLiveAnswers). Such a member is believed on an answer only:
+// not on a ping, nor on memberlist's probes, nor on probation.
+//
+// A member of an earlier release answers no challenge: it is believed on
+// a ping, as before, and a replay of such a member's captures (its
+// metadata announcing less) can still be believed through replayed acks.
+//
+// A challenger this node does not know by name (memberlist hands a
+// delegate no sender address) is not answered: an address carried in the
+// challenge would let a replayed one direct answers wherever a member
+// once was. The challenger asks again (confirm backs off from a probe
+// interval), by when the join that made it challenge has reached this
+// node too.
+
+// Wire form: 'L' | kind | nonce [16] | nameLen u8 | sender name.
+const msgLive = 'L'
+
+const (
+	liveChallenge = 0
+	liveAnswer    = 1
+	nonceLen      = 16
+	// maxOutstanding nonces are kept per member, the latest: an answer
+	// to an earlier one, late, still counts; one older is stale.
+	maxOutstanding = 4
+	// maxLiveAnswers bounds the answers to one challenger per probe
+	// interval: it asks at most twice (confirm and watchAway), and a
+	// replayed challenge must not make this node send at the replay's rate.
+	maxLiveAnswers = 4
+)
+
+var errLiveMsg = errors.New("malformed liveness message")
+
+// liveState is what this node keeps per member for challenges: the
+// nonces it sent it, and the answers it sent it lately.
+type liveState struct {
+	asked [maxOutstanding]outstanding
+	next  int
+	// answers were sent it since window began.
+	window  time.Time
+	answers int
+}
+
+type outstanding struct {
+	nonce [nonceLen]byte
+	sent  time.Time
+	live  bool // sent, not answered yet
+}
+
+func liveMsg(kind byte, nonce [nonceLen]byte, name string) []byte {
+	b := make([]byte, 0, 3+nonceLen+len(name))
+	b = append(b, msgLive, kind)
+	b = append(b, nonce[:]...)
+	return appendName(b, name)
+}
+
+func parseLive(b []byte) (kind byte, nonce [nonceLen]byte, name string, err error) {
+	if len(b) < 2+nonceLen+1 || b[0] != msgLive || b[1] > liveAnswer {
+		return 0, nonce, "", errLiveMsg
+	}
+	copy(nonce[:], b[2:])
+	name, rest, err := readName(b[2+nonceLen:])
+	if err != nil || len(rest) != 0 || name == "" {
+		return 0, nonce, "", errLiveMsg
+	}
+	return b[1], nonce, name, nil
+}
+
+// metaLevel is the PeerSigning level encoded metadata announces (0: none,
+// or unreadable).
+func metaLevel(meta []byte) int {
+	if len(meta) == 0 || len(meta) > memberlist.MetaMaxSize {
+		return 0
+	}
+	var m struct {
+		PeerSigning int `json:"peer_signing"`
+	}
+	if json.Unmarshal(meta, &m) != nil {
+		return 0
+	}
+	return m.PeerSigning
+}
+
+// liveLocked is name's liveState, made if new. m.mu is held.
+func (m *Membership) liveLocked(name string) *liveState {
+	st := m.live[name]
+	if st == nil {
+		st = &liveState{}
+		m.live[name] = st
+	}
+	return st
+}
+
+// forgetLive drops what was kept for name: it left.
+func (m *Membership) forgetLive(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.live, name)
+}
+
+// challenge sends name, at addr (IP:port), a fresh nonce to answer.
+func (m *Membership) challenge(name, addr string) error {
+	var nonce [nonceLen]byte
+	rand.Read(nonce[:])
+	m.mu.Lock()
+	st := m.liveLocked(name)
+	st.asked[st.next%maxOutstanding] = outstanding{nonce: nonce, sent: time.Now(), live: true}
+	st.next++
+	m.mu.Unlock()
+	return m.ml.SendToAddress(memberlist.Address{Addr: addr, Name: name}, liveMsg(liveChallenge, nonce, m.name))
+}
+
+// receiveLive takes a challenge (answered) or an answer (the member is
+// live, if the nonce is one outstanding for it).
+func (m *Membership) receiveLive(b []byte) error {
+	kind, nonce, from, err := parseLive(b)
+	if err != nil {
+		return err
+	}
+	if from == m.name {
+		return nil
+	}
+	select {
+	case <-m.ready:
+	default:
+		return nil // memberlist is not this node's yet
+	}
+	if kind == liveAnswer {
+		m.answeredChallenge(from, nonce)
+		return nil
+	}
+	now := time.Now()
+	m.mu.Lock()
+	var addr string
+	if n, ok := m.nodes[from]; ok {
+		addr = n.Addr
+	} else if p, ok := m.pending[from]; ok {
+		addr = p.node.Address()
+	} else {
+		addr = m.ignoredAddr[from] // it asks to believe this node all the same
+	}
+	ok := addr != "" && !m.closed
+	if ok {
+		st := m.liveLocked(from)
+		if now.Sub(st.window) > m.probeInterval {
+			st.window, st.answers = now, 0
+		}
+		st.answers++
+		ok = st.answers <= maxLiveAnswers
+	}
+	m.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return m.ml.SendToAddress(memberlist.Address{Addr: addr, Name: from}, liveMsg(liveAnswer, nonce, m.name))
+}
+
+// answeredChallenge takes from's answer carrying nonce: one outstanding
+// for from is proof that it is live now, answering this node.
+func (m *Membership) answeredChallenge(from string, nonce [nonceLen]byte) {
+	m.mu.Lock()
+	var sent time.Time
+	found := false
+	if st := m.live[from]; st != nil {
+		for i := range st.asked {
+			if a := &st.asked[i]; a.live && a.nonce == nonce {
+				a.live, sent, found = false, a.sent, true
+				break
+			}
+		}
+	}
+	m.mu.Unlock()
+	if !found {
+		return // stale or replayed
+	}
+	m.probeAnswered(time.Now(), sent)
+	m.answered(from)
+}
+
+// liveCapable reports whether name, believed or pending, announces
+// PeerSigningLive: only a challenge answered proves it live.
+func (m *Membership) liveCapable(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n, ok := m.nodes[name]; ok {
+		return n.Meta.PeerSigning >= PeerSigningLive
+	}
+	if p, ok := m.pending[name]; ok {
+		return p.level >= PeerSigningLive
+	}
+	return false
+}
+
+// challengeNext challenges the i-th (round robin) believed member that
+// announces PeerSigningLive, if any, and returns the next i: an answer is
+// how this node knows the cluster hears it (probeAnswered). Round robin,
+// so that a member just gone does not go unanswered for long.
+func (m *Membership) challengeNext(i int) int {
+	type target struct{ name, addr string }
+	m.mu.Lock()
+	var live []target
+	for _, n := range m.nodes {
+		if n.Name != m.name && n.Meta.PeerSigning >= PeerSigningLive {
+			live = append(live, target{n.Name, n.Addr})
+		}
+	}
+	m.mu.Unlock()
+	if len(live) == 0 {
+		return i
+	}
+	slices.SortFunc(live, func(a, b target) int { return strings.Compare(a.name, b.name) })
+	t := live[i%len(live)]
+	if err := m.challenge(t.name, t.addr); err != nil {
+		m.logger.Debug("challenging a gossip member", "member", t.name, "err", err)
+	}
+	return i + 1
+}

@@ -1,0 +1,288 @@
+package health
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/ringlb/ringlb/configs"
+)
+
+// tapTransport is a node's transport that keeps a copy of every packet it
+// sends to one address: what anyone on the cluster's network can capture.
+type tapTransport struct {
+	memberlist.NodeAwareTransport
+	to   string
+	mu   sync.Mutex
+	sent [][]byte
+	stop bool
+}
+
+func (r *tapTransport) keep(b []byte, addr string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.stop && addr == r.to {
+		r.sent = append(r.sent, slices.Clone(b))
+	}
+}
+
+func (r *tapTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	r.keep(b, addr)
+	return r.NodeAwareTransport.WriteTo(b, addr)
+}
+
+func (r *tapTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	r.keep(b, a.Addr)
+	return r.NodeAwareTransport.WriteToAddress(b, a)
+}
+
+func (r *tapTransport) captured() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stop = true
+	return slices.Clone(r.sent)
+}
+
+// captureAcks has w ping x n times and returns what x sent w meanwhile:
+// acks of w's sequence numbers up to n and more, each as good an answer to
+// any node's ping of that number as to w's.
+func captureAcks(t *testing.T, w *memberlist.Memberlist, x *memberlist.Memberlist, xrec *recordingTransport, n int) [][]byte {
+	t.Helper()
+	xaddr, err := net.ResolveUDPAddr("udp", x.LocalNode().Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		w.Ping(x.LocalNode().Name, xaddr)
+	}
+	return xrec.captured()
+}
+
+// replayer sends acks to addr from a socket without the key, over and
+// over, until the test ends, pausing a millisecond every 200 packets, and
+// alive between those: a target busy with the acks drops packets, and the
+// departed node's alive message must reach it now and then.
+func replayer(t *testing.T, addr string, alive, acks [][]byte) {
+	t.Helper()
+	attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			for i, p := range acks {
+				if i%200 == 0 {
+					for _, a := range alive {
+						attacker.WriteToUDP(a, to)
+					}
+					select {
+					case <-stop:
+						return
+					case <-time.After(time.Millisecond):
+					}
+				}
+				attacker.WriteToUDP(p, to)
+			}
+		}
+	})
+	t.Cleanup(func() { close(stop); wg.Wait(); attacker.Close() })
+}
+
+// An edge of this release left. Someone without the key replays what it
+// sent while a member — its alive message, which memberlist takes in again
+// once it has forgotten the edge — and, with it, acks captured between two
+// other members: memberlist matches an ack by its sequence number alone,
+// and every process counts from 0, so one of them answers the target's
+// ping of the departed edge, and memberlist's own probes of it. Before,
+// the edge was believed, on every ring, within ~50 ms of being taken in. A
+// member announcing PeerSigningLive is believed only once it answers a
+// nonce sent to it under its name, which no capture carries.
+func TestReplayedAcksDoNotAnswerForADepartedEdge(t *testing.T) {
+	key := writeKey(t, 32)
+	cfg := testCluster("target")
+	cfg.SecretKeyFile = key
+	// Pings wait 200 ms for their ack: time for the replay to come round.
+	cfg.ProbeInterval = configs.Duration(time.Second)
+	target, err := Join(t.Context(), cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAtCleanup(t, target)
+
+	// The edge, a node of this release, recorded as it talks to the target
+	// (alone with it: its gossip of itself goes there).
+	var tap *tapTransport
+	testHookTransport = func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+		if name != "ghost" {
+			return tr
+		}
+		tap = &tapTransport{NodeAwareTransport: tr, to: target.Addr()}
+		return tap
+	}
+	gcfg := testCluster("ghost", target.Addr())
+	gcfg.SecretKeyFile = key
+	ghost, err := Join(t.Context(), gcfg, edgeMeta(7), nil)
+	testHookTransport = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAtCleanup(t, ghost)
+	waitAll(t, []*Membership{target}, hasMember("ghost"))
+	time.Sleep(500 * time.Millisecond) // gossip rounds carrying its alive message
+	capture := tap.captured()
+	ghostAddr := ghost.Addr()
+	if err := ghost.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	holdAddr(t, ghostAddr)
+	// Meanwhile two other members, x recording what it sends w: acks of w's pings.
+	w, _ := startRecordedMember(t, "w", key, edgeMeta(1), target.Addr())
+	x, xrec := startRecordedMember(t, "x", key, edgeMeta(2), w.LocalNode().Address())
+	waitAll(t, []*Membership{target}, func(ns []Node) bool { return hasMember("w")(ns) && hasMember("x")(ns) })
+	xaddr, err := net.ResolveUDPAddr("udp", x.LocalNode().Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The target's sequence numbers where the captured acks' are.
+	for range 1000 {
+		target.ml.Ping("x", xaddr)
+	}
+	acks := captureAcks(t, w, x, xrec, 2500)
+
+	waitAll(t, []*Membership{target}, func(ns []Node) bool { return !hasMember("ghost")(ns) })
+	t.Logf("captured %d packets of the edge, %d of x to w", len(capture), len(acks))
+
+	start := time.Now()
+	replayer(t, target.Addr(), capture, acks)
+	ghostUDP, err := net.ResolveUDPAddr("udp", ghostAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := func() (asked int, ok bool) {
+		target.mu.Lock()
+		defer target.mu.Unlock()
+		p, ok := target.pending["ghost"]
+		if ok {
+			asked = p.asked
+		}
+		return asked, ok
+	}
+	// Taken in (pending), its pings answered by the replay — the attack
+	// works on memberlist — and challenged, unanswered, three times.
+	deadline := time.Now().Add(90 * time.Second)
+	acked, asked := 0, 0
+	for acked < 1 || asked < 3 {
+		if hasMember("ghost")(target.Members()) {
+			t.Fatalf("replayed acks put the departed edge back in the target's view %s after the replay began (pings answered by the replay: %d, challenges: %d)", time.Since(start).Round(time.Millisecond), acked, asked)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replay did not get as far as it should: pings of the edge answered %d, challenges %d", acked, asked)
+		}
+		var ok bool
+		if asked, ok = pending(); !ok {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if _, err := target.ml.Ping("ghost", ghostUDP); err == nil {
+			acked++
+		}
+	}
+	t.Logf("%s after the replay began: the edge pending, %d of the target's pings of it answered by the replay, %d challenges unanswered", time.Since(start).Round(time.Millisecond), acked, asked)
+	if hasMember("ghost")(target.Members()) {
+		t.Fatalf("replayed acks put the departed edge back in the target's view: %v", target.Members())
+	}
+}
+
+// A node cut off one way (the others lose what it sends) is away until a
+// member answers it. Acks captured between two other members, replayed to
+// it without the key, answered its probes: it was back while still cut
+// off, and its BackAt was over before the others could hear it again.
+// From members announcing PeerSigningLive only an answered challenge is
+// an answer.
+func TestReplayedAcksDoNotEndAway(t *testing.T) {
+	key := writeKey(t, 32)
+	var cut *cutTransport
+	testHookTransport = func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+		if name != "node-2" {
+			return tr
+		}
+		cut = newCutTransport(t, tr)
+		return cut
+	}
+	t.Cleanup(func() { testHookTransport = nil })
+	var nodes []*Membership
+	for i := range 3 {
+		cfg := testCluster(fmt.Sprintf("node-%d", i))
+		if i > 0 {
+			cfg.Join = []string{nodes[0].Addr()}
+		}
+		cfg.SecretKeyFile = key
+		nodes = append(nodes, startNode(t, cfg, edgeMeta(i)))
+	}
+	waitAll(t, nodes, func(ns []Node) bool { return len(ns) == 3 })
+	others, cutOff := nodes[:2], nodes[2]
+
+	w, _ := startRecordedMember(t, "w", key, edgeMeta(5), nodes[0].Addr())
+	x, xrec := startRecordedMember(t, "x", key, edgeMeta(6), w.LocalNode().Address())
+	acks := captureAcks(t, w, x, xrec, 2500)
+
+	away := func() bool {
+		cutOff.mu.Lock()
+		defer cutOff.mu.Unlock()
+		return !cutOff.awayAt.IsZero()
+	}
+	cut.cut.Store(true)
+	waitAll(t, others, func(ns []Node) bool { return !hasMember("node-2")(ns) })
+	for deadline := time.Now().Add(30 * time.Second); !away(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("node-2, cut off, never went away")
+		}
+	}
+
+	start := time.Now()
+	replayer(t, cutOff.Addr(), nil, acks)
+	peer, err := net.ResolveUDPAddr("udp", nodes[0].Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its pings answered by the replay — its sends are all lost — ten
+	// times, memberlist's probes going on meanwhile.
+	deadline := time.Now().Add(60 * time.Second)
+	for acked := 0; acked < 10; {
+		if !away() {
+			t.Fatalf("replayed acks ended node-2's time away %s after the replay began, while it is still cut off (pings answered by the replay: %d)", time.Since(start).Round(time.Millisecond), acked)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replay answered %d of node-2's pings", acked)
+		}
+		if _, err := cutOff.ml.Ping("node-0", peer); err == nil {
+			acked++
+		}
+	}
+	if !away() {
+		t.Fatal("replayed acks ended node-2's time away while it is still cut off")
+	}
+
+	healed := time.Now()
+	cut.cut.Store(false)
+	waitAll(t, others, hasMember("node-2"))
+	for deadline := time.Now().Add(30 * time.Second); away(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("node-2 stayed away after the network healed")
+		}
+	}
+	if back := cutOff.BackAt(); back.Before(healed) {
+		t.Fatalf("node-2 back at %v, before the network healed at %v", back, healed)
+	}
+}
