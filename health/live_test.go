@@ -3,7 +3,6 @@ package health
 import (
 	"fmt"
 	"net"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -12,41 +11,6 @@ import (
 
 	"github.com/ringlb/ringlb/configs"
 )
-
-// tapTransport is a node's transport that keeps a copy of every packet it
-// sends to one address: what anyone on the cluster's network can capture.
-type tapTransport struct {
-	memberlist.NodeAwareTransport
-	to   string
-	mu   sync.Mutex
-	sent [][]byte
-	stop bool
-}
-
-func (r *tapTransport) keep(b []byte, addr string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.stop && addr == r.to {
-		r.sent = append(r.sent, slices.Clone(b))
-	}
-}
-
-func (r *tapTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	r.keep(b, addr)
-	return r.NodeAwareTransport.WriteTo(b, addr)
-}
-
-func (r *tapTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	r.keep(b, a.Addr)
-	return r.NodeAwareTransport.WriteToAddress(b, a)
-}
-
-func (r *tapTransport) captured() [][]byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.stop = true
-	return slices.Clone(r.sent)
-}
 
 // captureAcks has w ping x n times and returns what x sent w meanwhile:
 // acks of w's sequence numbers up to n and more, each as good an answer to
@@ -69,14 +33,7 @@ func captureAcks(t *testing.T, w *memberlist.Memberlist, x *memberlist.Memberlis
 // departed node's alive message must reach it now and then.
 func replayer(t *testing.T, addr string, alive, acks [][]byte) {
 	t.Helper()
-	attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	to, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	attacker, to := replaySocket(t, addr)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -96,7 +53,7 @@ func replayer(t *testing.T, addr string, alive, acks [][]byte) {
 			}
 		}
 	})
-	t.Cleanup(func() { close(stop); wg.Wait(); attacker.Close() })
+	t.Cleanup(func() { close(stop); wg.Wait() })
 }
 
 // An edge of this release left. Someone without the key replays what it
@@ -122,12 +79,12 @@ func TestReplayedAcksDoNotAnswerForADepartedEdge(t *testing.T) {
 
 	// The edge, a node of this release, recorded as it talks to the target
 	// (alone with it: its gossip of itself goes there).
-	var tap *tapTransport
+	var tap *recordingTransport
 	testHookTransport = func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
 		if name != "ghost" {
 			return tr
 		}
-		tap = &tapTransport{NodeAwareTransport: tr, to: target.Addr()}
+		tap = &recordingTransport{NodeAwareTransport: tr, to: target.Addr()}
 		return tap
 	}
 	gcfg := testCluster("ghost", target.Addr())

@@ -19,7 +19,7 @@ import (
 // memberlist encrypts each packet with a fresh nonce but keeps no record of
 // the ones it has taken, so a capture decrypts as well later as it did then.
 type recordingTransport struct {
-	*memberlist.NetTransport
+	memberlist.NodeAwareTransport
 	mu   sync.Mutex
 	to   string // only packets to this address
 	sent [][]byte
@@ -36,12 +36,12 @@ func (r *recordingTransport) keep(b []byte, addr string) {
 
 func (r *recordingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	r.keep(b, addr)
-	return r.NetTransport.WriteTo(b, addr)
+	return r.NodeAwareTransport.WriteTo(b, addr)
 }
 
 func (r *recordingTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	r.keep(b, a.Addr)
-	return r.NetTransport.WriteToAddress(b, a)
+	return r.NodeAwareTransport.WriteToAddress(b, a)
 }
 
 func (r *recordingTransport) captured() [][]byte {
@@ -89,7 +89,7 @@ func startPlainMember(t *testing.T, name, keyFile string, del memberlist.Delegat
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := &recordingTransport{NetTransport: nt, to: seed}
+	rt := &recordingTransport{NodeAwareTransport: nt, to: seed}
 	mc := memberlist.DefaultLocalConfig()
 	mc.Name = name
 	mc.BindAddr, mc.BindPort = "127.0.0.1", nt.GetAutoBindPort()
@@ -151,15 +151,7 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 	// The attacker: a UDP socket without the key, replaying the capture
 	// every 200 ms until the target takes the departed edge in again (its
 	// memberlist forgets a departed node after 15 s with this profile).
-	attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attacker.Close()
-	to, err := net.ResolveUDPAddr("udp", target.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	attacker, to := replaySocket(t, target.Addr())
 	start := time.Now()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -218,6 +210,22 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 		}
 	}
 	waitAll(t, []*Membership{target}, hasMember("ghost"))
+}
+
+// replaySocket is the attacker's: a UDP socket without the key, and the
+// address it replays to (addr), closed as the test ends.
+func replaySocket(t *testing.T, addr string) (*net.UDPConn, *net.UDPAddr) {
+	t.Helper()
+	attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { attacker.Close() })
+	to, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return attacker, to
 }
 
 // replayTarget is a keyed balancer node a replay is aimed at, its config
@@ -302,15 +310,7 @@ func TestReplayedLaterLifeAfterAPendingJoinIsNotBelieved(t *testing.T) {
 	holdAddr(t, ghostAddr)
 	waitAll(t, []*Membership{target}, func(ns []Node) bool { return !hasMember("ghost")(ns) })
 
-	attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attacker.Close()
-	to, err := net.ResolveUDPAddr("udp", target.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	attacker, to := replaySocket(t, target.Addr())
 	send := func(capture [][]byte) {
 		for _, p := range capture {
 			attacker.WriteToUDP(p, to)
