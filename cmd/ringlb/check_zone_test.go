@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,5 +38,32 @@ gslb:
 		if code == 0 || !strings.Contains(errOut.String(), tc.want) {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q: want a refusal saying %q", tc.name, code, out.String(), errOut.String(), tc.want)
 		}
+	}
+}
+
+// The config API checks a gslb's zones as `ringlb check` does, before it
+// writes the file: a PUT of a zone a start refuses is answered 400 and the
+// file stays as it was. Before, it was written and answered 202, "not
+// applied": the node ran on, but the file on disk no longer started it.
+func TestConfigAPIRefusesAZoneAStartRefuses(t *testing.T) {
+	t.Parallel()
+	u := startUpgradeGSLB(t, "127.0.0.1:0", false)
+	admin := "http://" + u.rec["admin"].(string)
+	before, err := os.ReadFile(u.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := strings.Replace(string(before), `"www 60 IN A 127.0.0.9"`, `"www 60 IN A 127.0.0.9", "@ 300 IN CNAME elsewhere.example."`, 1)
+	code, out := adminCall(t, "POST", admin+"/api/config/check", nil, broken)
+	if code != 400 || !strings.Contains(fmt.Sprint(out["error"]), "CNAME") {
+		t.Errorf("check of a zone a start refuses: %d %v, want 400 naming the CNAME", code, out)
+	}
+	_, view := adminCall(t, "GET", admin+"/api/config", nil, "")
+	code, out = adminCall(t, "PUT", admin+"/api/config", map[string]string{"If-Match": `"` + view["version"].(string) + `"`}, broken)
+	if code != 400 || !strings.Contains(fmt.Sprint(out["error"]), "CNAME") {
+		t.Errorf("PUT of a zone a start refuses: %d %v, want 400 naming the CNAME", code, out)
+	}
+	if after, _ := os.ReadFile(u.path); string(after) != string(before) {
+		t.Errorf("the config file was replaced by one that does not start:\n%s", after)
 	}
 }

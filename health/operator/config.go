@@ -41,6 +41,23 @@ type ConfigFile struct {
 	runningVersion string
 	// held says why the file changes nothing now (Hold); "": it does.
 	held string
+	// check is the role's own check of a config (UseCheck); nil: none.
+	check func(*configs.Config) error
+}
+
+// UseCheck has the file's check and PUT refuse, before anything is
+// written, a config check refuses: what the role itself would refuse at its
+// start beyond configs' checks (a gslb's zones as it loads them). Call it
+// before the node serves the config API.
+func (f *ConfigFile) UseCheck(check func(*configs.Config) error) { f.check = check }
+
+// parse is configs.Parse of data as the file, then the role's check.
+func (f *ConfigFile) parse(data []byte) (*configs.Config, error) {
+	cfg, err := configs.Parse(f.path, data)
+	if err == nil && f.check != nil {
+		err = f.check(cfg)
+	}
+	return cfg, err
 }
 
 // Hold makes the file refuse every reload and PUT, saying why, until
@@ -237,7 +254,7 @@ func (n *Node) serveConfigCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	// Checked as the file itself (its name in messages, relative paths
 	// from its directory), exactly as `ringlb check -config FILE` would.
-	cfg, err := configs.Parse(f.path, data)
+	cfg, err := f.parse(data)
 	if err != nil {
 		problems(w, err)
 		return
@@ -274,7 +291,9 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusPreconditionFailed, map[string]string{"error": "the config file changed since version " + match + " was read: GET /api/config again and redo the change", "version": v})
 		return
 	}
-	next, err := configs.Parse(f.path, data)
+	// The role's check too: a file it refuses was written, answered 202
+	// "not applied", and no longer started the node.
+	next, err := f.parse(data)
 	if err != nil {
 		problems(w, err)
 		return
