@@ -42,7 +42,7 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 	rl.keys = newKeyExtractor(cfg.Key)
 	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
 		rl.certStamp = certStamp(cfg)
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		cert, err := configs.LoadKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("balancer.tls: %w", err))
 		}
@@ -177,7 +177,7 @@ func (b *Balancer) watchCertificates(stop <-chan struct{}, every time.Duration) 
 		if now == cur.certStamp {
 			continue
 		}
-		cert, err := tls.LoadX509KeyPair(cur.cfg.TLS.CertFile, cur.cfg.TLS.KeyFile)
+		cert, err := configs.LoadKeyPair(cur.cfg.TLS.CertFile, cur.cfg.TLS.KeyFile)
 		if err != nil {
 			b.log.Warn("certificate files changed but do not load; keeping the old certificate", "err", err)
 			continue

@@ -138,3 +138,20 @@ func TestCertExpiryMetric(t *testing.T) {
 		t.Errorf("expiry without TLS: %v", got)
 	}
 }
+
+// The data port's private key is held to the rule of every secret file a
+// config names, as a static edge's client key is: one any user of the host
+// can read is refused, naming the chmod. Before, a key of mode 0644 was
+// taken by the check and the start without a word.
+func TestTLSKeyOpenToOthersRefused(t *testing.T) {
+	certFile, keyFile, _ := writeTestCert(t)
+	if err := os.Chmod(keyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := configs.Balancer{TLS: configs.TLS{CertFile: certFile, KeyFile: keyFile}}
+	cfg.Provision()
+	_, err := New(cfg, "b", ring.New(ring.DefaultConfig()), nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "balancer.tls") || !strings.Contains(err.Error(), "open to others") {
+		t.Fatalf("a TLS key of mode 0644: %v, want a refusal naming balancer.tls and the mode", err)
+	}
+}

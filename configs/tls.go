@@ -39,19 +39,30 @@ func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 		}
 	}
 	if t.CertFile != "" {
-		certPEM, err := readFile(t.CertFile, maxPEMFileBytes, nil)
+		cert, err := LoadKeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file: %w", err)
-		}
-		keyPEM, err := readSecret(t.KeyFile, "TLS key", maxPEMFileBytes)
-		if err != nil {
-			return nil, fmt.Errorf("tls.key_file: %w", err)
-		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file and key_file: %w", err)
+			return nil, fmt.Errorf("tls.%w", err)
 		}
 		c.Certificates = []tls.Certificate{cert}
 	}
 	return c, nil
+}
+
+// LoadKeyPair reads a certificate and its private key, the key held to the
+// rule of every secret file (readSecret): one any user of the host can
+// read is refused. Errors name the field (cert_file, key_file) first.
+func LoadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	certPEM, err := readFile(certFile, maxPEMFileBytes, nil)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("cert_file: %w", err)
+	}
+	keyPEM, err := readSecret(keyFile, "the TLS private key", maxPEMFileBytes)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("key_file: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("cert_file and key_file: %w", err)
+	}
+	return cert, nil
 }
