@@ -51,13 +51,15 @@ type ConfigFile struct {
 // before the node serves the config API.
 func (f *ConfigFile) UseCheck(check func(*configs.Config) error) { f.check = check }
 
-// parse is configs.Parse of data as the file, then the role's check.
-func (f *ConfigFile) parse(data []byte) (*configs.Config, error) {
-	cfg, err := configs.Parse(f.path, data)
-	if err == nil && f.check != nil {
-		err = f.check(cfg)
+// roleCheck is the role's check of next (UseCheck), run only when next
+// names no file of the host the running config does not (newFiles: a
+// request is not a way to have the node read a file of the host; the zone
+// loader's problems quote what they read). current is the file's content.
+func (f *ConfigFile) roleCheck(current []byte, next *configs.Config) error {
+	if f.check == nil || len(f.newFiles(current, next)) > 0 {
+		return nil
 	}
-	return cfg, err
+	return f.check(next)
 }
 
 // Hold makes the file refuse every reload and PUT, saying why, until
@@ -254,7 +256,12 @@ func (n *Node) serveConfigCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	// Checked as the file itself (its name in messages, relative paths
 	// from its directory), exactly as `ringlb check -config FILE` would.
-	cfg, err := f.parse(data)
+	cfg, err := configs.Parse(f.path, data)
+	if err == nil {
+		if current, rerr := os.ReadFile(f.path); rerr == nil {
+			err = f.roleCheck(current, cfg)
+		}
+	}
 	if err != nil {
 		problems(w, err)
 		return
@@ -291,9 +298,7 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusPreconditionFailed, map[string]string{"error": "the config file changed since version " + match + " was read: GET /api/config again and redo the change", "version": v})
 		return
 	}
-	// The role's check too: a file it refuses was written, answered 202
-	// "not applied", and no longer started the node.
-	next, err := f.parse(data)
+	next, err := configs.Parse(f.path, data)
 	if err != nil {
 		problems(w, err)
 		return
@@ -306,6 +311,12 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 	if fields := f.newFiles(current, next); len(fields) > 0 {
 		WriteJSON(w, http.StatusForbidden, map[string]any{"fields": fields,
 			"error": "the config API does not change which files of the host the node reads or writes (" + strings.Join(fields, ", ") + "): edit the file on the host and send SIGHUP"})
+		return
+	}
+	// The role's check too: a file it refuses was written, answered 202
+	// "not applied", and no longer started the node.
+	if err := f.roleCheck(current, next); err != nil {
+		problems(w, err)
 		return
 	}
 	backup, err := replaceFile(f.path, current, data)
