@@ -115,9 +115,10 @@ func (c *Config) validateAddresses(ps *problems) {
 	}
 }
 
-// anyHost reports whether a listen address's host is every interface.
+// anyHost reports whether an address's host (as net.SplitHostPort gives
+// it) is every interface: empty, 0.0.0.0 or ::.
 func anyHost(host string) bool {
-	ip := net.ParseIP(strings.Trim(host, "[]"))
+	ip := net.ParseIP(host)
 	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
@@ -211,7 +212,7 @@ func checkGossipAddr(ps *problems, path, addr string, bind bool) {
 	ip := net.ParseIP(host)
 	switch {
 	case bind && host == "":
-	case !bind && (host == "" || ip != nil && ip.IsUnspecified()):
+	case !bind && anyHost(host):
 		ps.add(path, "%q needs the IP address other nodes reach this one at, e.g. 10.0.0.11:7946", addr)
 	case ip == nil && bind:
 		ps.add(path, "%q: %q is not an IP address, and gossip binds an IP address only (given a host name it listens on every interface): write an IP address, e.g. 127.0.0.1:7946", addr, host)

@@ -272,7 +272,7 @@ func ReachableAddr(listen string) string {
 	if err != nil {
 		return listen
 	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+	if anyHost(host) {
 		host = privateAddress()
 	}
 	return net.JoinHostPort(host, port)

@@ -117,17 +117,25 @@ func TestCutOffNodeIsBackOnceAnswered(t *testing.T) {
 	}
 }
 
-func cutOffAndBack(t *testing.T, deaf bool) {
+// cutWhenStarted has the node named name, once started, use a
+// cutTransport, which the returned function gives (nil before).
+func cutWhenStarted(t *testing.T, name string) func() *cutTransport {
 	var cut *cutTransport
-	testHookTransport = func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
-		if name != "node-2" {
+	testHookTransport = func(n string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+		if n != name {
 			return tr
 		}
 		cut = newCutTransport(t, tr)
 		return cut
 	}
 	t.Cleanup(func() { testHookTransport = nil })
+	return func() *cutTransport { return cut }
+}
+
+func cutOffAndBack(t *testing.T, deaf bool) {
+	cutOf := cutWhenStarted(t, "node-2")
 	nodes, _ := startCluster(t, 3)
+	cut := cutOf()
 	others, cutOff := nodes[:2], nodes[2]
 
 	cut.deaf.Store(deaf)

@@ -106,11 +106,11 @@ func (m *Membership) joined(n *memberlist.Node) {
 		return
 	}
 	if p, ok := m.pending[n.Name]; ok {
-		p.node, p.level = copyNode(n), metaLevel(n.Meta) // its confirm goes on
+		p.node, p.level = copyNode(n), metaLevel(n) // its confirm goes on
 		m.mu.Unlock()
 		return
 	}
-	p := &pendingJoin{node: copyNode(n), since: now, level: metaLevel(n.Meta)}
+	p := &pendingJoin{node: copyNode(n), since: now, level: metaLevel(n)}
 	m.pending[n.Name] = p
 	m.retry.Add(1)
 	go m.confirm(n.Name, p)
@@ -124,7 +124,7 @@ func (m *Membership) updatedPending(n *memberlist.Node) bool {
 	defer m.mu.Unlock()
 	p, ok := m.pending[n.Name]
 	if ok {
-		p.node, p.level = copyNode(n), metaLevel(n.Meta)
+		p.node, p.level = copyNode(n), metaLevel(n)
 	}
 	return ok
 }

@@ -2,7 +2,6 @@ package health
 
 import (
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -94,19 +93,14 @@ func parseLive(b []byte) (kind byte, nonce [nonceLen]byte, name string, err erro
 	return b[1], nonce, name, nil
 }
 
-// metaLevel is the PeerSigning level encoded metadata announces (0: none,
-// or unreadable).
-func metaLevel(meta []byte) int {
-	if len(meta) == 0 || len(meta) > memberlist.MetaMaxSize {
+// metaLevel is the PeerSigning level n's metadata announces (0: none, or
+// metadata toNode does not read).
+func metaLevel(n *memberlist.Node) int {
+	node, err := toNode(n)
+	if err != nil {
 		return 0
 	}
-	var m struct {
-		PeerSigning int `json:"peer_signing"`
-	}
-	if json.Unmarshal(meta, &m) != nil {
-		return 0
-	}
-	return m.PeerSigning
+	return node.Meta.PeerSigning
 }
 
 // liveLocked is name's liveState, made if new. m.mu is held.

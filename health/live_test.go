@@ -169,15 +169,7 @@ func TestReplayedAcksDoNotAnswerForADepartedEdge(t *testing.T) {
 // an answer.
 func TestReplayedAcksDoNotEndAway(t *testing.T) {
 	key := writeKey(t, 32)
-	var cut *cutTransport
-	testHookTransport = func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
-		if name != "node-2" {
-			return tr
-		}
-		cut = newCutTransport(t, tr)
-		return cut
-	}
-	t.Cleanup(func() { testHookTransport = nil })
+	cutOf := cutWhenStarted(t, "node-2")
 	var nodes []*Membership
 	for i := range 3 {
 		cfg := testCluster(fmt.Sprintf("node-%d", i))
@@ -188,7 +180,7 @@ func TestReplayedAcksDoNotEndAway(t *testing.T) {
 		nodes = append(nodes, startNode(t, cfg, edgeMeta(i)))
 	}
 	waitAll(t, nodes, func(ns []Node) bool { return len(ns) == 3 })
-	others, cutOff := nodes[:2], nodes[2]
+	others, cutOff, cut := nodes[:2], nodes[2], cutOf()
 
 	// Two members of this release (as every node here: a node of an
 	// earlier release is pinged, and acks answer for it, as before) whose

@@ -172,12 +172,12 @@ func TestUpgradeWhoseNewProcessCannotJoinSaysSo(t *testing.T) {
 		t.Logf("ringlb upgrade, attempt %d: %v: %s", attempt, err, out)
 		select {
 		case <-taken:
+			close(stop)
+			<-done
 			if err == nil || !strings.Contains(string(out), "gossip") {
 				t.Errorf("ringlb upgrade: %v %q, want a failure naming the gossip port", err, out)
 			}
 			waitGone(t, old)
-			close(stop)
-			<-done
 			return
 		default:
 		}
