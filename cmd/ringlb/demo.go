@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
@@ -22,7 +24,7 @@ import (
 const demoReadyLine = "ringlb demo is ready"
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flagSet("demo", "Runs the demo cluster of configs/demo.yaml in one process on loopback: three edges\nand two balancers that agree on where every session lives. Ctrl-C stops it.", stderr)
+	fs := flagSet("demo", "Runs the demo cluster of configs/demo.yaml in one process on loopback: three edges\nand two balancers that agree on where every session lives. Ctrl-C, or closing its\nterminal, stops it.", stderr)
 	path := fs.String("config", "", "a config file with a demo section (default: the embedded configs/demo.yaml)")
 	newLogger := logFlags(fs, stderr)
 	fs.Lookup("log-level").DefValue = "warn"
@@ -34,6 +36,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	// Closing the terminal stops the demo as Ctrl-C does, so its private
+	// directory goes with it: there is no config file to reload.
+	ctx, stopHangup := signal.NotifyContext(ctx, syscall.SIGHUP)
+	defer stopHangup()
 	useOpenFileLimit(logger) // before Load: the connection limits derive from it
 	defer useMemoryLimit(logger)()
 	cfg, err := configs.LoadDemo()

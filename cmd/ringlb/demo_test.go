@@ -80,7 +80,13 @@ func goBuild(t *testing.T, pkg, name string) string {
 // that uses fixed ports.
 func startDemo(t *testing.T, bin string) (*exec.Cmd, *strings.Builder) {
 	t.Helper()
-	cmd := exec.Command(bin, "demo")
+	return runDemoCommand(t, exec.Command(bin, "demo"))
+}
+
+// runDemoCommand starts cmd, a `ringlb demo`, and returns once it prints its
+// ready line.
+func runDemoCommand(t *testing.T, cmd *exec.Cmd) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -579,5 +585,59 @@ func TestBannerWithoutABalancer(t *testing.T) {
 	}
 	if strings.Contains(banner, "?session=hello") {
 		t.Errorf("the banner points at a pad no balancer serves:\n%s", banner)
+	}
+}
+
+// Closing the demo's terminal (SIGHUP) stops it as Ctrl-C does: its nodes
+// stop and its private directory of generated keys and state goes with it.
+// Before, SIGHUP's default action ended the process where it stood, and the
+// directory stayed in the temporary directory with the run's keys.
+func TestDemoStopsOnSIGHUP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	gossip := freeAddr(t)
+	cfg := fmt.Sprintf(`cluster:
+  region: east
+  bind: %[1]s
+  join: [%[1]s]
+  profile: local
+demo:
+  nodes:
+    - { name: edge-1, role: edge, region: east, listen: %[2]s, admin: %[3]s, gossip: %[1]s }
+`, gossip, freeAddr(t), freeAddr(t))
+	dir := t.TempDir()
+	path := filepath.Join(dir, "demo.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "demo", "-config", path)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	cmd, stderr := runDemoCommand(t, cmd)
+	if left, _ := filepath.Glob(filepath.Join(tmp, "ringlb-demo-*")); len(left) != 1 {
+		t.Fatalf("the running demo's private directories in TMPDIR: %v, want one", left)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("demo exited with %v after SIGHUP; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("demo did not stop within 30s of SIGHUP")
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "ringlb-demo-*")); len(left) != 0 {
+		t.Errorf("after SIGHUP the demo left %v behind", left)
 	}
 }
