@@ -86,12 +86,13 @@ type ProxyProtocol struct {
 	TrustedFrom []string `yaml:"trusted_from"`
 }
 
-// Limits protect the balancer from floods; 0 means no limit, except for
-// MaxConnections.
+// Limits protect the balancer from floods. A per-client limit left out or
+// 0 is no limit; the bounds with a default (request_timeout,
+// max_header_bytes, max_body_bytes) take no 0.
 type Limits struct {
 	// MaxConnections open at once, WebSocket tunnels included (default 0:
 	// derived from the open-file limit, DefaultBalancerMaxConnections).
-	MaxConnections int `yaml:"max_connections"`
+	MaxConnections int `yaml:"max_connections" zero:"default"`
 	// MaxConnectionsPerIP open at once from one client (an IPv4 address, an
 	// IPv6 /64).
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`

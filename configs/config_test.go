@@ -344,3 +344,51 @@ func TestNumbersAreFinite(t *testing.T) {
 		}
 	}
 }
+
+// A number set to 0 that the defaults replace is refused, at its line: the
+// node would run with a value the file does not say. Before, ttl: 0 served
+// 30 s TTLs, idle_grace: 0s kept empty sessions a minute, history messages
+// 0 kept 1000, a monitor's jitter 0 spread its probes by a tenth, and
+// max_body_bytes: 0, documented as no limit, was 1 MiB. A 0 the
+// description gives a meaning (max_connections: derived from the
+// open-file limit; RRL off; a drained edge's weight) is kept.
+func TestZeroTakenForDefaultRefused(t *testing.T) {
+	gslb := strings.NewReplacer("ttl: 30", "ttl: 0", "failover_ttl: 5", "failover_ttl: 0", "interval: 1s,", "interval: 1s, jitter: 0,").Replace(string(DemoFile))
+	if gslb == string(DemoFile) || strings.Count(gslb, ": 0") < 4 {
+		t.Fatal("the demo file no longer has the ttl, failover_ttl and monitor fields this test sets to 0")
+	}
+	edgeBal := "cluster: { bind: 127.0.0.1:7946 }\n" +
+		"edge:\n  idle_grace: 0s\n  history: { messages: 0, bytes: 4096 }\n  max_connections: 0\n" +
+		"balancer:\n  limits: { max_body_bytes: 0, max_connections: 0, new_connections_per_ip: 0 }\n" +
+		"  edges: [ { name: a, url: \"http://127.0.0.1:1\" }, { name: b, url: \"http://127.0.0.1:2\", weight: 0 } ]\n"
+	for _, c := range []struct {
+		name, yaml string
+		want       []string // path: default, each at its line
+	}{
+		{"gslb.yaml", gslb, []string{
+			"gslb.yaml:65: gslb.names[0].ttl: 0 would be taken for the default, 30",
+			"gslb.yaml:66: gslb.names[0].failover_ttl: 0 would be taken for the default, 10",
+			"gslb.monitors.balancer.jitter: 0 would be taken for the default, 0.1",
+		}},
+		{"edge.yaml", edgeBal, []string{
+			"edge.yaml:3: edge.idle_grace: 0 would be taken for the default, 1m0s",
+			"edge.yaml:4: edge.history.messages: 0 would be taken for the default, 1000",
+			"edge.yaml:7: balancer.limits.max_body_bytes: 0 would be taken for the default, 1048576",
+		}},
+	} {
+		_, err := Parse(c.name, []byte(c.yaml))
+		var refused *Refused
+		if !errors.As(err, &refused) {
+			t.Fatalf("%s: got %v, want a refusal", c.name, err)
+		}
+		got := err.Error()
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: no %q in:\n%s", c.name, w, got)
+			}
+		}
+		if n := strings.Count(got, "would be taken for the default"); n != len(c.want) {
+			t.Errorf("%s: %d zeros refused, want %d (the 0s with a meaning kept):\n%s", c.name, n, len(c.want), got)
+		}
+	}
+}

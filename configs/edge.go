@@ -74,7 +74,7 @@ type Edge struct {
 	// MaxConnections open at once on the data port; beyond it a connection
 	// is answered 503 and closed (default 0: derived from the open-file
 	// limit, DefaultEdgeMaxConnections).
-	MaxConnections int `yaml:"max_connections"`
+	MaxConnections int `yaml:"max_connections" zero:"default"`
 	// MaxDirectPerIP is one client's share of max_connections for WebSocket
 	// participants that did not come through a balancer of the cluster (an
 	// IPv4 address, an IPv6 /64; default max_connections/16, at least 1):
@@ -94,7 +94,7 @@ type Edge struct {
 	// Without a cluster key no share applies (a balancer cannot be told from
 	// a client); while a balancer of an earlier release, which does not
 	// sign, is a member, participants are counted but none refused.
-	MaxDirectPerIP int `yaml:"max_direct_per_ip"`
+	MaxDirectPerIP int `yaml:"max_direct_per_ip" zero:"default"`
 	// DrainTimeout bounds a graceful drain (default 30s).
 	DrainTimeout Duration `yaml:"drain_timeout"`
 	// Auth configures signed join tokens.

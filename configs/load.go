@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -124,6 +125,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	cfg.resolvePaths(filepath.Dir(name))
 	cfg.Provision()
+	d.zeroTakenForDefault(&cfg)
 	for _, p := range cfg.validate() {
 		e := &FieldError{File: name, Line: d.lines[p.path], Path: p.path, Msg: p.msg}
 		if p.warning {
@@ -173,6 +175,73 @@ type decoder struct {
 	aliasBudget int
 	aliasDepth  int
 	overBudget  bool
+
+	// at is the walk's place in the Go value (a struct field, list index
+	// or map key a step), zeros the number fields the file sets to 0.
+	at    []step
+	zeros []explicitZero
+}
+
+// step is one level of a place in the config's Go value: a struct's field
+// (its index), a list's element or a map's key.
+type step struct {
+	field, index int
+	key          reflect.Value
+}
+
+// explicitZero is a number field the file sets to 0, where it is at.
+type explicitZero struct {
+	path string
+	line int
+	at   []step
+}
+
+// in reads the value at z's place in cfg (a struct): invalid where a nil
+// pointer, a short list or a missing key ends the way.
+func (z explicitZero) in(v reflect.Value) reflect.Value {
+	for _, s := range z.at {
+		for v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				return reflect.Value{}
+			}
+			v = v.Elem()
+		}
+		switch {
+		case s.key.IsValid():
+			v = v.MapIndex(s.key)
+		case v.Kind() == reflect.Slice:
+			if s.index >= v.Len() {
+				return reflect.Value{}
+			}
+			v = v.Index(s.index)
+		default:
+			v = v.Field(s.field)
+		}
+		if !v.IsValid() {
+			return v
+		}
+	}
+	return v
+}
+
+// zeroTakenForDefault refuses a number field the file sets to 0 that the
+// defaults then replaced: the node would run with a value the file does
+// not say (a max_body_bytes of 0 read as "no limit" is 1 MiB, a ttl of 0
+// is 30s). A field whose 0 asks for its default says so in its tag
+// (`zero:"default"`), as max_connections' derives from the open-file
+// limit.
+func (d *decoder) zeroTakenForDefault(cfg *Config) {
+	root := reflect.ValueOf(cfg).Elem()
+	for _, z := range d.zeros {
+		if v := z.in(root); v.IsValid() && !v.IsZero() {
+			shown := v.Interface()
+			if dur, ok := shown.(Duration); ok {
+				shown = dur.D()
+			}
+			d.errs = append(d.errs, &FieldError{File: d.file, Line: z.line, Path: z.path,
+				Msg: fmt.Sprintf("0 would be taken for the default, %v: leave the field out for the default, or give a value other than 0", shown)})
+		}
+	}
 }
 
 // aliasBudget is what aliases may repeat in a file of size bytes: four
@@ -254,7 +323,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
+			d.at = append(d.at, step{index: i})
 			d.decode(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
+			d.at = d.at[:len(d.at)-1]
 		}
 		v.Set(s)
 	case v.Kind() == reflect.Map:
@@ -281,7 +352,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			}
 			seen[k.Interface()] = n.Content[i].Line
 			val := reflect.New(v.Type().Elem()).Elem()
+			d.at = append(d.at, step{key: k})
 			d.decode(n.Content[i+1], val, path+"."+n.Content[i].Value)
+			d.at = d.at[:len(d.at)-1]
 			m.SetMapIndex(k, val)
 		}
 		v.Set(m)
@@ -337,9 +410,20 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		}
 		seen[key.Value] = true
 		d.lines[p] = key.Line
-		d.decode(val, v.Field(idx), p)
+		d.at = append(d.at, step{field: idx})
+		f, problems := v.Field(idx), len(d.errs)
+		d.decode(val, f, p)
+		if len(d.errs) == problems && isNumber(f.Kind()) && f.IsZero() && val.Kind == yaml.ScalarNode && val.Tag != "!!null" && v.Type().Field(idx).Tag.Get("zero") != "default" {
+			d.zeros = append(d.zeros, explicitZero{path: p, line: key.Line, at: slices.Clone(d.at)})
+		}
+		d.at = d.at[:len(d.at)-1]
 		d.lines[p] = key.Line
 	}
+}
+
+// isNumber is true of the kinds of integer, number and duration fields.
+func isNumber(k reflect.Kind) bool {
+	return isInteger(k) || k == reflect.Float64 || k == reflect.Float32
 }
 
 func yamlFields(t reflect.Type) map[string]int {

@@ -162,7 +162,8 @@ edge ` + "`edge`" + `, a balancer ` + "`balancer`" + `, a gslb ` + "`gslb`" + `.
 is an error naming its file, line and path) and ` + "`ringlb check -config FILE`" + ` reports every
 problem at once. Durations are written like ` + "`500ms`, `5s`, `2m`" + `; relative file names are
 relative to the config file's directory. A field left out takes the default its description
-gives. Annotated examples: ` + "[`configs/examples/`](../configs/examples)" + `.
+gives; a number set to 0 that the default would replace is refused (a node would run with a
+value its file does not say), unless its description gives 0 a meaning. Annotated examples: ` + "[`configs/examples/`](../configs/examples)" + `.
 
 A file a field names for a secret (the keyring, the admin and metrics tokens, the users file,
 the join-token and TSIG secrets, a DNSSEC key's ` + "`.private`" + `) is refused when others may read,
