@@ -178,6 +178,7 @@ type Membership struct {
 	ml         *memberlist.Memberlist
 	logger     *slog.Logger
 	name, addr string
+	socks      GossipSockets // the gossip port, to hand to an upgrade's new process
 
 	mu     sync.Mutex
 	meta   Meta
@@ -276,6 +277,20 @@ type Membership struct {
 // and no seeds to ask (the first node usually has none), and gossip alone
 // never tells it about the rest.
 func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logger) (*Membership, error) {
+	return JoinOn(ctx, cfg, meta, logger, nil)
+}
+
+// JoinOn is Join on gossip sockets bound already (an upgrade's new process
+// inherits its predecessor's); nil binds cfg.Bind. The membership owns
+// them from the call on, also when it fails.
+func JoinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logger, socks *GossipSockets) (_ *Membership, err error) {
+	if socks != nil {
+		defer func() {
+			if err != nil {
+				socks.Close()
+			}
+		}()
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -329,12 +344,20 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 	mc.Ping = pingDelegate{m}
 	// Inbound streams bounded (streams.go): memberlist's own transport
 	// takes any number, each up to 20 MB.
-	guard, err := newGuardedTransport(mc.BindAddr, mc.BindPort, logger, mc.Logger)
-	if err != nil {
-		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
+	if socks == nil {
+		bound, err := ListenGossip(mc.BindAddr, mc.BindPort)
+		if err != nil {
+			return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
+		}
+		socks = &bound
+	} else if err := socks.check(mc.BindAddr, mc.BindPort); err != nil {
+		socks.Close()
+		return nil, err
 	}
+	m.socks = *socks
+	guard := guardTransport(newSocketTransport(*socks, logger), logger)
 	if mc.BindPort == 0 {
-		mc.BindPort = guard.GetAutoBindPort()
+		mc.BindPort = socks.Port()
 		mc.AdvertisePort = mc.BindPort
 	}
 	mc.Transport = guard
@@ -832,6 +855,10 @@ func (m *Membership) LocalName() string { return m.name }
 // Addr is this node's gossip address as peers see it (after a port-0 bind
 // has been resolved).
 func (m *Membership) Addr() string { return m.addr }
+
+// Sockets are the gossip port's sockets: an upgrade passes them on, so the
+// new process gossips on the same port without it ever being free.
+func (m *Membership) Sockets() GossipSockets { return m.socks }
 
 // Meta returns this node's current metadata.
 func (m *Membership) Meta() Meta {

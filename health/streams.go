@@ -2,17 +2,13 @@ package health
 
 import (
 	"errors"
-	"log"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/memberlist"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
 )
@@ -88,7 +84,7 @@ const (
 var errStreamBudget = errors.New("gossip stream cut: its address's share, or the node's, of the read budget for inbound streams is used up")
 
 type streamGuard struct {
-	*memberlist.NetTransport
+	*socketTransport
 	out  chan net.Conn
 	stop chan struct{} // Shutdown has begun
 	down chan struct{} // the transport has stopped
@@ -118,33 +114,10 @@ type streamUse struct {
 	bytes int64
 }
 
-// newGuardedTransport binds memberlist's TCP and UDP transport to
-// addr:port (port 0: a free one, both protocols on it) with inbound streams
-// bounded.
-func newGuardedTransport(addr string, port int, logger *slog.Logger, mlLogger *log.Logger) (*streamGuard, error) {
-	nc := &memberlist.NetTransportConfig{BindAddrs: []string{addr}, BindPort: port, Logger: mlLogger}
-	tries := 1
-	if port == 0 {
-		// A free TCP port may be taken for UDP: memberlist's own retry.
-		tries = 10
-	}
-	var err error
-	for range tries {
-		var nt *memberlist.NetTransport
-		if nt, err = memberlist.NewNetTransport(nc); err == nil {
-			return guardTransport(nt, logger), nil
-		}
-		if !strings.Contains(err.Error(), "address already in use") {
-			break
-		}
-	}
-	return nil, err
-}
-
-// guardTransport starts forwarding nt's inbound streams to memberlist
+// guardTransport starts forwarding t's inbound streams to memberlist
 // within the bounds above.
-func guardTransport(nt *memberlist.NetTransport, logger *slog.Logger) *streamGuard {
-	g := &streamGuard{NetTransport: nt, out: make(chan net.Conn), stop: make(chan struct{}), down: make(chan struct{}), done: make(chan struct{}),
+func guardTransport(t *socketTransport, logger *slog.Logger) *streamGuard {
+	g := &streamGuard{socketTransport: t, out: make(chan net.Conn), stop: make(chan struct{}), down: make(chan struct{}), done: make(chan struct{}),
 		log: logger, perAddr: map[netip.Addr]*streamUse{}, members: map[string]netip.Addr{}, memberAt: map[netip.Addr]int{}}
 	go g.forward()
 	return g
@@ -163,7 +136,7 @@ func (g *streamGuard) StreamCh() <-chan net.Conn { return g.out }
 func (g *streamGuard) Shutdown() error {
 	g.shutdown.Do(func() {
 		close(g.stop)
-		g.shutErr = g.NetTransport.Shutdown()
+		g.shutErr = g.socketTransport.Shutdown()
 		close(g.down)
 		<-g.done
 	})
@@ -172,7 +145,7 @@ func (g *streamGuard) Shutdown() error {
 
 func (g *streamGuard) forward() {
 	defer close(g.done)
-	in := g.NetTransport.StreamCh()
+	in := g.socketTransport.StreamCh()
 	for {
 		select {
 		case c := <-in:

@@ -261,7 +261,7 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	meta := health.Meta{Role: health.RoleBalancer, Region: cfg.Cluster.Region, Admin: adminURL(al), State: health.StateAlive}
 	parent := proc.Parent()
 	if parent == nil {
-		if m, err = health.Join(ctx, cfg.Cluster, meta, logger); err != nil {
+		if m, err = joinGossip(ctx, proc, cfg.Cluster, meta, logger, nil); err != nil {
 			return nil, fmt.Errorf("join cluster: %w", err)
 		}
 		b.SetCluster(m)
@@ -290,8 +290,8 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	}
 	failed := serve(servers)
 	if parent != nil {
-		if m, err = takeOver(ctx, parent, cfg, peers, meta, logger, b.TakeOver); err != nil {
-			return nil, err
+		if m, err = takeOver(ctx, proc, cfg, peers, meta, logger, b.TakeOver); err != nil {
+			return nil, fmt.Errorf("join cluster: %w", err)
 		}
 		b.SetCluster(m)
 		reg.MustRegister(m.Collector())
@@ -357,15 +357,22 @@ func gossipPeers(m *health.Membership) []string {
 }
 
 // takeOverGossipWait bounds the wait for the old process to leave gossip
-// (and free the gossip port) after it handed over.
+// after it handed over.
 const takeOverGossipWait = 60 * time.Second
 
 // takeOver is the end of a new process's start: it is ready (serving the
 // inherited listeners), takes what the old process hands over (adopt; nil
 // when the role takes nothing), waits until the old one has left gossip,
-// joins in its place and tells the old one it may exit.
-func takeOver(ctx context.Context, parent *handoff.Conn, cfg *configs.Config, peers []string, meta health.Meta, logger *slog.Logger, adopt func(*handoff.Conn) (int, error)) (*health.Membership, error) {
+// joins in its place on the gossip sockets it passed on, and tells the old
+// one it may exit.
+func takeOver(ctx context.Context, proc *handoff.Process, cfg *configs.Config, peers []string, meta health.Meta, logger *slog.Logger, adopt func(*handoff.Conn) (int, error)) (*health.Membership, error) {
+	parent := proc.Parent()
+	// Claimed before ready: ready closes what this process did not take.
+	socks := inheritedGossip(proc, logger)
 	if err := parent.Ready(); err != nil {
+		if socks != nil {
+			socks.Close()
+		}
 		return nil, fmt.Errorf("tell the old process we are ready: %w", err)
 	}
 	taken := 0
@@ -388,24 +395,76 @@ func takeOver(ctx context.Context, parent *handoff.Conn, cfg *configs.Config, pe
 			cluster.Join = append(cluster.Join, p)
 		}
 	}
-	var m *health.Membership
-	var err error
-	// The old process's gossip sockets close as it leaves; a moment's retry
-	// covers the kernel releasing the port.
-	for attempt := 0; attempt < 50; attempt++ {
-		if m, err = health.Join(ctx, cluster, meta, logger); err == nil {
-			break
+	m, err := joinGossip(ctx, proc, cluster, meta, logger, socks)
+	if err != nil && socks != nil {
+		logger.Warn("take over: the inherited gossip sockets do not serve the config; binding the port anew", "err", err)
+	}
+	// Without sockets passed on (an earlier release's process, or a
+	// gossip address changed), the old process's sockets close as it
+	// leaves: a moment's retry covers the kernel releasing the port.
+	for attempt := 0; err != nil && attempt < 50; attempt++ {
+		if m, err = joinGossip(ctx, proc, cluster, meta, logger, nil); err != nil {
+			time.Sleep(100 * time.Millisecond)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("join cluster: %w", err)
+		return nil, err
 	}
 	if err := parent.Done(taken); err != nil {
 		logger.Warn("take over: could not tell the old process we are done", "err", err)
 	}
 	parent.Close()
 	logger.Info("took over from the old process", "tunnels", taken)
+	return m, nil
+}
+
+// inheritedGossip returns the gossip sockets the old process passed on, nil
+// when it passed none (an earlier release) or they are not sockets.
+func inheritedGossip(proc *handoff.Process, logger *slog.Logger) *health.GossipSockets {
+	files := proc.Inherited("gossip")
+	if len(files) == 0 {
+		return nil
+	}
+	var socks health.GossipSockets
+	var err error
+	if len(files) == 2 {
+		var ln net.Listener
+		var pc net.PacketConn
+		if ln, err = net.FileListener(files[0]); err == nil {
+			socks.TCP, _ = ln.(*net.TCPListener)
+			if pc, err = net.FilePacketConn(files[1]); err == nil {
+				socks.UDP, _ = pc.(*net.UDPConn)
+			} else {
+				ln.Close()
+			}
+		}
+	}
+	if err != nil || socks.TCP == nil || socks.UDP == nil {
+		logger.Warn("take over: the gossip sockets passed on are not a TCP listener and a UDP socket; binding the port anew", "sockets", len(files), "err", err)
+		if socks.TCP != nil {
+			socks.TCP.Close()
+		}
+		if socks.UDP != nil {
+			socks.UDP.Close()
+		}
+		return nil
+	}
+	return &socks
+}
+
+// joinGossip joins the cluster on socks (nil: cfg.Bind, bound now) and
+// records the gossip sockets for a later upgrade's new process, which then
+// gossips on the same port without its ever being free for another user
+// of the host to bind.
+func joinGossip(ctx context.Context, proc *handoff.Process, cfg configs.Cluster, meta health.Meta, logger *slog.Logger, socks *health.GossipSockets) (*health.Membership, error) {
+	m, err := health.JoinOn(ctx, cfg, meta, logger, socks)
+	if err != nil {
+		return nil, err
+	}
+	s := m.Sockets()
+	if err := proc.AddAll("gossip", []syscall.Conn{s.TCP, s.UDP}); err != nil {
+		logger.Warn("the gossip sockets cannot be passed to an upgrade's new process; it will bind the port after this one leaves it", "err", err)
+	}
 	return m, nil
 }
 
@@ -455,10 +514,10 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	if parent := proc.Parent(); parent != nil {
 		var peers []string
 		if peers, err = parent.RecvPeers(); err == nil {
-			m, err = takeOver(ctx, parent, cfg, peers, meta, logger, nil)
+			m, err = takeOver(ctx, proc, cfg, peers, meta, logger, nil)
 		}
 	} else {
-		m, err = health.Join(ctx, cfg.Cluster, meta, logger)
+		m, err = joinGossip(ctx, proc, cfg.Cluster, meta, logger, nil)
 	}
 	if err != nil {
 		shutdown()

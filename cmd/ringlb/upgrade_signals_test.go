@@ -130,72 +130,91 @@ func TestStopDuringAnUpgradeStopsTheNode(t *testing.T) {
 	}
 }
 
-// Another user who takes the gossip port between the old process leaving
-// it and the new one joining ends the new process: the upgrade failed, and
-// says so — `ringlb upgrade` exits 1 naming the reason, the old process's
-// last word is an error. Before, the old process recorded a success and
-// exited, `ringlb upgrade` printed "upgraded", and nothing served.
-func TestUpgradeWhoseNewProcessCannotJoinSaysSo(t *testing.T) {
+// An upgrade hands the gossip port's sockets to the new process, so the port
+// is never free: another user of the host who tries to bind it through
+// three upgrades in a row never gets it, and each upgrade succeeds. Before,
+// the old process closed its sockets as it left gossip and the new one
+// bound the port again; a user who bound it in between (TCP or UDP) ended
+// the new process after the hand-off, and nothing served.
+func TestUpgradeKeepsTheGossipPort(t *testing.T) {
 	t.Parallel()
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gossip := free.Addr().String()
-	free.Close()
+	gossip := freeAddr(t)
 	u := startUpgradeGSLB(t, gossip, true)
-	bin, run := u.bin, u.run
 	old := u.g.cmd.Process.Pid
-	// The taker binds the port the moment the old process lets it go. The
-	// new process tries at once too: when it wins (a loaded machine), that
-	// upgrade went through, and the next one is tried, up to five.
-	for attempt := 1; ; attempt++ {
-		stop, taken, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if ln, err := net.Listen("tcp", gossip); err == nil {
-					close(taken)
-					<-stop
-					ln.Close()
-					return
-				}
-				time.Sleep(100 * time.Microsecond)
+	stop, taken, done := make(chan struct{}), make(chan string, 1), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
 			}
-		}()
-		out, err := exec.Command(bin, "upgrade", "-pid", strconv.Itoa(old), "-upgrade-dir", run, "-timeout", "60s").CombinedOutput()
-		t.Logf("ringlb upgrade, attempt %d: %v: %s", attempt, err, out)
-		select {
-		case <-taken:
-			close(stop)
-			<-done
-			if err == nil || !strings.Contains(string(out), "gossip") {
-				t.Errorf("ringlb upgrade: %v %q, want a failure naming the gossip port", err, out)
+			if ln, err := net.Listen("tcp", gossip); err == nil {
+				taken <- "tcp"
+				ln.Close()
+				return
 			}
-			waitGone(t, old)
-			return
-		default:
+			if pc, err := net.ListenPacket("udp", gossip); err == nil {
+				taken <- "udp"
+				pc.Close()
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
 		}
+	}()
+	defer func() {
 		close(stop)
 		<-done
-		// The new process took the port first: a successful upgrade.
+	}()
+	for upgrade := 1; upgrade <= 3; upgrade++ {
+		out, err := exec.Command(u.bin, "upgrade", "-pid", strconv.Itoa(old), "-upgrade-dir", u.run, "-timeout", "60s").CombinedOutput()
+		t.Logf("ringlb upgrade %d: %v: %s", upgrade, err, out)
+		select {
+		case proto := <-taken:
+			t.Fatalf("upgrade %d: another user bound the gossip port (%s) during the upgrade", upgrade, proto)
+		default:
+		}
 		_, next, ok := strings.Cut(strings.TrimSpace(string(out)), "handed over to pid ")
 		next, _, _ = strings.Cut(next, " ")
 		pid, perr := strconv.Atoi(next)
 		if err != nil || !ok || perr != nil {
-			t.Fatalf("ringlb upgrade, the port not taken: %v %q", err, out)
+			t.Fatalf("ringlb upgrade %d: %v %q, want upgraded", upgrade, err, out)
 		}
 		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGTERM) })
-		if attempt == 5 {
-			t.Fatal("the new process took the gossip port first in five upgrades: the test never made its case")
-		}
+		waitGone(t, old)
 		old = pid
 	}
+	// The last new process gossips on the port: a stream there is accepted.
+	c, err := net.DialTimeout("tcp", gossip, 5*time.Second)
+	if err != nil {
+		t.Fatalf("nothing listens on the gossip port after the upgrades: %v", err)
+	}
+	c.Close()
+}
+
+// A new process that cannot join gossip after the hand-off — here its new
+// config names a gossip port another user holds, so the sockets passed on
+// do not serve it — ends: the upgrade failed, and says so. `ringlb
+// upgrade` exits 1 naming the reason, the old process's last word is an
+// error. Before, the old process recorded a success and exited, `ringlb
+// upgrade` printed "upgraded", and nothing served.
+func TestUpgradeWhoseNewProcessCannotJoinSaysSo(t *testing.T) {
+	t.Parallel()
+	u := startUpgradeGSLB(t, "127.0.0.1:0", true)
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	writeFile(t, u.path, upgradeGSLBYAML(held.Addr().String(), "127.0.0.9"))
+	old := u.g.cmd.Process.Pid
+	out, err := exec.Command(u.bin, "upgrade", "-pid", strconv.Itoa(old), "-upgrade-dir", u.run, "-timeout", "60s").CombinedOutput()
+	t.Logf("ringlb upgrade: %v: %s", err, out)
+	if err == nil || !strings.Contains(string(out), "gossip") {
+		t.Errorf("ringlb upgrade: %v %q, want a failure naming the gossip port", err, out)
+	}
+	waitGone(t, old)
 }
 
 // `ringlb upgrade -pid` finds the process's hand-off directory as the
