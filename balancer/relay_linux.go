@@ -67,6 +67,7 @@ type relayLoop struct {
 	mu     sync.Mutex
 	ends   map[int32]*relayEnd
 	closed bool
+	served uint64 // readiness events served, for tests of what the loop does
 }
 
 // relayEnd is one socket of a tunnel.
@@ -366,22 +367,64 @@ func (l *relayLoop) serveLocked(events []unix.EpollEvent, now time.Time) {
 		if !ok || e.pair.closed {
 			continue
 		}
+		l.served++
 		l.handle(e, ev.Events, now)
 	}
 }
 
 // handle serves one readiness event of socket e. Called with l.mu held.
+//
+// epoll reports an error or a hang-up on every wait, whatever interest the
+// socket has: an event the tunnel can do nothing with (its bytes wait on
+// the peer) would come back at once, and the loop would serve it until the
+// peer moved — forever, for a peer that never reads. So an error ends the
+// tunnel, and a hang-up that moves nothing parks the socket (park).
 func (l *relayLoop) handle(e *relayEnd, ev uint32, now time.Time) {
 	p := e.pair
-	p.lastActive = now.UnixNano()
-	if ev&unix.EPOLLOUT != 0 && len(e.pending) > 0 {
-		if !l.flush(e) {
-			return
-		}
+	if ev&unix.EPOLLERR != 0 {
+		// A socket error (a reset, mostly): neither direction goes on.
+		l.closePairLocked(p, "socket error: "+socketError(e.fd))
+		return
 	}
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !e.eof && len(e.peer.pending) == 0 {
+	moved, pending, eof := p.bytes, len(e.pending), e.eof
+	if ev&unix.EPOLLOUT != 0 && len(e.pending) > 0 {
+		l.flush(e)
+	}
+	if !p.closed && ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 && !e.eof && len(e.peer.pending) == 0 {
 		l.pump(e)
 	}
+	switch {
+	case p.closed:
+	case p.bytes != moved || len(e.pending) != pending || e.eof != eof:
+		// Only bytes that move keep a tunnel from the idle sweep: an
+		// event that moves none is not activity.
+		p.lastActive = now.UnixNano()
+	case ev&unix.EPOLLHUP != 0:
+		l.park(e)
+	}
+}
+
+// park takes e, hung up with its bytes waiting on its peer, out of the wait
+// until its peer has drained: registered one-shot with no interest, the
+// hang-up is reported once more and then not at all; rearm registers e's
+// interest again. What e's socket still holds is read then.
+func (l *relayLoop) park(e *relayEnd) {
+	if e.events == unix.EPOLLONESHOT {
+		return // parked already: that was its last report
+	}
+	e.events = unix.EPOLLONESHOT
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, e.fd, &unix.EpollEvent{Events: unix.EPOLLONESHOT, Fd: int32(e.fd)}); err != nil {
+		l.closePairLocked(e.pair, "epoll_ctl: "+err.Error())
+	}
+}
+
+// socketError is the pending error of socket fd, in words.
+func socketError(fd int) string {
+	n, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err.Error()
+	}
+	return syscall.Errno(n).Error()
 }
 
 // pump reads what e has and writes it to e's peer. A few reads at most per
