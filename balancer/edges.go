@@ -437,3 +437,15 @@ func isDialError(err error) bool {
 	var de *dialError
 	return errors.As(err, &de)
 }
+
+// localDialFailure reports whether a dial failed for want of this process's
+// or host's resources — descriptors (EMFILE, ENFILE), kernel memory
+// (ENOBUFS, ENOMEM), local ports (EADDRNOTAVAIL) — and not at the edge.
+func localDialFailure(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}

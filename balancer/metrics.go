@@ -19,6 +19,10 @@ const (
 	// response came back (timeout, reset, malformed response), or its body
 	// stopped coming for request_timeout (pooledConn.streamTo).
 	errorKindResponse = "response"
+	// errorKindLocal: the dial to the edge failed in this process (out of
+	// descriptors, memory or local ports); the edge is not blamed, the
+	// client gets 503.
+	errorKindLocal = "local"
 )
 
 // metrics are the balancer's Prometheus metrics, named by the wire contract

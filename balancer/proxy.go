@@ -51,6 +51,10 @@ const headerSkip = configs.HeaderSkip
 // errNoEdge: every edge tried could not be dialed.
 var errNoEdge = errors.New("no edge reachable")
 
+// errOutOfResources: a dial failed in this process (localDialFailure), not
+// at the edge.
+var errOutOfResources = errors.New("this balancer is out of descriptors, memory or local ports")
+
 // errUnrequestedSwitch: an edge answered a plain request with 101.
 var errUnrequestedSwitch = errors.New("101 Switching Protocols to a request that asked for no upgrade")
 
@@ -203,6 +207,17 @@ func (b *Balancer) expectContinue(ctx *fasthttp.RequestCtx) int {
 }
 
 // reply answers the client from the balancer itself.
+// replyFailed answers a request no edge answered (err, from forward): 503
+// with a retry when this process is short of resources, else 502.
+func (b *Balancer) replyFailed(ctx *fasthttp.RequestCtx, edge string, err error) {
+	if errors.Is(err, errOutOfResources) {
+		b.reply(ctx, edge, fasthttp.StatusServiceUnavailable, []byte("service unavailable: the balancer is out of resources; retry\n"))
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		return
+	}
+	b.reply(ctx, edge, fasthttp.StatusBadGateway, []byte("bad gateway: no edge answered\n"))
+}
+
 func (b *Balancer) reply(ctx *fasthttp.RequestCtx, edge string, code int, body []byte) {
 	ctx.Response.Reset()
 	ctx.SetStatusCode(code)
@@ -291,6 +306,15 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 			}
 			hops++
 			target = next
+		case isDialError(err) && localDialFailure(err):
+			// No edge failed: this process could not open the
+			// connection. Another edge would fail alike, and the key
+			// sent elsewhere (the owner taken for suspect, a skip)
+			// would split its live session: the client is answered 503
+			// and retries once connections have closed.
+			b.metrics.backendErrorsTotal.WithLabelValues(target.Name, errorKindLocal).Inc()
+			b.edgeFailLog.Warn(b.log, "cannot dial an edge: this process is out of resources", "edge", target.Name, "err", err)
+			return target.Name, fmt.Errorf("%w: %w", errOutOfResources, err)
 		case isDialError(err):
 			b.metrics.backendErrorsTotal.WithLabelValues(target.Name, errorKindDial).Inc()
 			b.markSuspect(target.Name)
@@ -492,7 +516,7 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 		// fasthttp's error quotes the edge's answer (a session cookie it
 		// sets for the client) or the client's body: redacted.
 		b.proxyFailLog.Warn(b.log, "proxy failed", "edge", edge, "err", httplog.Redact(err.Error()))
-		b.reply(ctx, edge, fasthttp.StatusBadGateway, []byte("bad gateway: no edge answered\n"))
+		b.replyFailed(ctx, edge, err)
 		return
 	}
 	stripHopByHopResponse(&ctx.Response.Header)

@@ -218,7 +218,7 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		// The error quotes the edge's answer (its status line, a header
 		// line, a cookie it sets for the client): redacted.
 		b.upgradeFailLog.Warn(b.log, "websocket upgrade failed", "edge", edge, "err", httplog.Redact(err.Error()))
-		b.reply(ctx, edge, fasthttp.StatusBadGateway, []byte("bad gateway: no edge answered\n"))
+		b.replyFailed(ctx, edge, err)
 	case tun != nil:
 		if !b.registerTunnel(tun) {
 			tun.conn.Close()
