@@ -175,7 +175,10 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 			return e.verify
 		}
 		return nil
-	}, b.answerStalled)
+	}, b.answerStalled, func(open int) bool {
+		max := b.connBudget.Max()
+		return max > 0 && open+b.Tunnels() >= max
+	})
 	var err error
 	if b.metrics, err = newMetrics(reg, r, b.certExpiry, b.tableGauges()); err != nil {
 		return nil, fmt.Errorf("balancer: register metrics: %w", err)

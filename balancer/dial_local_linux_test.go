@@ -2,6 +2,8 @@ package balancer
 
 import (
 	"bufio"
+	"fmt"
+	"os"
 	"io"
 	"net"
 	"net/http"
@@ -126,5 +128,117 @@ func TestLocalDialFailureBlamesNoEdge(t *testing.T) {
 	defer third.Close()
 	if status, edge := upgradeStatus(t, third, key); !strings.HasPrefix(status, "101") || edge != owner {
 		t.Errorf("the session's next participant: %s from %q, its first is on %s: split", status, edge, owner)
+	}
+}
+
+// slowPlainEdge answers plain requests after 200 ms on kept-alive
+// connections (so that concurrent requests each take a pool connection)
+// and upgrades with a 101, holding the tunnel.
+func slowPlainEdge(t *testing.T) (string, *net.TCPAddr) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if req.Header.Get("Upgrade") != "" {
+						io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\n\r\n")
+						io.Copy(io.Discard, c)
+						return
+					}
+					time.Sleep(200 * time.Millisecond)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String(), ln.Addr().(*net.TCPAddr)
+}
+
+// establishedTo counts this host's established IPv4 TCP sockets connected
+// to addr (the balancer's side of its connections to an edge).
+func establishedTo(t *testing.T, addr *net.TCPAddr) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := addr.AddrPort().Addr().As4()
+	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], addr.Port)
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && f[2] == want && f[3] == "01" {
+			n++
+		}
+	}
+	return n
+}
+
+// The keep-alive pool's idle connections to edges share the descriptors
+// the connection limit is sized for (two a client connection: its own and
+// its edge's). A burst of plain requests leaves as many idle pool
+// connections; tunnels opened after it close them to make room, so the
+// balancer's connections to edges stay within max_connections. Before, the
+// idle ones stayed beside the tunnels' for fasthttp's 10 s: three
+// descriptors a client connection, past the budget the default limit
+// derives from the open-file limit, and into EMFILE.
+func TestIdleEdgeConnectionsStayWithinTheConnectionBudget(t *testing.T) {
+	const max = 20
+	url, edgeAddr := slowPlainEdge(t)
+	_, addr := startBalancerFor(t, configs.Balancer{Limits: configs.Limits{MaxConnections: max}}, url)
+	// A burst of plain requests, each on its own client connection, which
+	// closes after its answer: the pool keeps their edge connections.
+	done := make(chan error, max)
+	for i := range max {
+		go func() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				done <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			fmt.Fprintf(c, "GET /file HTTP/1.1\r\nHost: x\r\nctstickiness: k%d\r\n\r\n", i)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err == nil {
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+	}
+	for range max {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("after the burst: %d connections to the edge", establishedTo(t, edgeAddr))
+	var tunnels []net.Conn
+	defer func() {
+		for _, c := range tunnels {
+			c.Close()
+		}
+	}()
+	for range max {
+		c, _ := openRawTunnel(t, addr)
+		tunnels = append(tunnels, c)
+	}
+	n := establishedTo(t, edgeAddr)
+	t.Logf("with %d tunnels open: %d connections to the edge", max, n)
+	if n > max {
+		t.Errorf("%d connections to the edge with max_connections %d: the pool's idle ones stayed beside the tunnels'", n, max)
 	}
 }

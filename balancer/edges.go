@@ -76,13 +76,31 @@ type edgePool struct {
 	// other member): built by the start or reload that checked its files,
 	// never read again here.
 	tlsFor func(m ring.Member) *tls.Config
+	// full reports whether the connections to edges — the keep-alive
+	// pool's (open) and the tunnels' — have reached the connection
+	// limit: the descriptors the limit is sized for are two a client
+	// connection, its own and its edge's.
+	full func(open int) bool
+	// open counts the keep-alive pool's connections, in use or idle.
+	open atomic.Int64
 
 	mu    sync.RWMutex
 	edges map[string]*edge // by member URL
 }
 
-func newEdgePool(dialTimeout, answerTimeout time.Duration, tlsFor func(ring.Member) *tls.Config, stalled func(edge string)) *edgePool {
-	return &edgePool{dialTimeout: dialTimeout, answerTimeout: answerTimeout, stalled: stalled, tlsFor: tlsFor, edges: make(map[string]*edge)}
+func newEdgePool(dialTimeout, answerTimeout time.Duration, tlsFor func(ring.Member) *tls.Config, stalled func(edge string), full func(open int) bool) *edgePool {
+	return &edgePool{dialTimeout: dialTimeout, answerTimeout: answerTimeout, stalled: stalled, tlsFor: tlsFor, full: full, edges: make(map[string]*edge)}
+}
+
+// makeRoom closes the pool's idle connections before a dial when the
+// connections to edges have reached the limit: a burst of plain requests
+// leaves as many idle ones for fasthttp's 10 s, which beside the tunnels'
+// came to three descriptors a client connection, past the budget the
+// limit derives from the open-file limit.
+func (p *edgePool) makeRoom() {
+	if p.full != nil && p.full(int(p.open.Load())) {
+		p.closeIdle()
+	}
 }
 
 // get returns the edge for m, creating it on first use and again when it
@@ -165,6 +183,7 @@ func (p *edgePool) newEdge(m ring.Member, static *tls.Config) (*edge, error) {
 		Dial: func(addr string) (net.Conn, error) {
 			deadline := time.Now().Add(p.dialTimeout) // the handshake's too
 			dial := func() (net.Conn, error) {
+				p.makeRoom()
 				c, err := (&net.Dialer{Timeout: p.dialTimeout}).Dial("tcp", addr)
 				if err != nil {
 					return nil, &dialError{edge: m.Name, err: err}
@@ -175,6 +194,7 @@ func (p *edgePool) newEdge(m ring.Member, static *tls.Config) (*edge, error) {
 			if err != nil {
 				return nil, err
 			}
+			p.open.Add(1)
 			pc := &pooledConn{Conn: c, unread: acceptguard.NewUnread(c), edge: m.Name, pool: p}
 			pc.peer = peerAddr{Addr: c.RemoteAddr(), conn: pc}
 			if !e.tls {
@@ -245,6 +265,7 @@ func (p *edgePool) newEdge(m ring.Member, static *tls.Config) (*edge, error) {
 
 // dial opens a raw connection to e for a WebSocket tunnel.
 func (p *edgePool) dial(ctx context.Context, e *edge) (net.Conn, error) {
+	p.makeRoom()
 	d := &net.Dialer{Timeout: p.dialTimeout}
 	var (
 		c   net.Conn
@@ -304,10 +325,11 @@ type pooledConn struct {
 	// waiting. Set by the request that read the answer, once HostClient
 	// has pooled the connection: a request taking it in between still
 	// goes on it.
-	spent atomic.Bool
-	edge  string
-	pool  *edgePool
-	peer  peerAddr // RemoteAddr
+	spent  atomic.Bool
+	closed atomic.Bool // Close has given the pool's count back
+	edge   string
+	pool   *edgePool
+	peer   peerAddr // RemoteAddr
 	// client is the connection the body of the answer being read here
 	// streams to (streamTo); nil otherwise, and from the next request on.
 	// Set and read by the goroutine that holds the connection for a
@@ -393,6 +415,15 @@ func (c *pooledConn) replace() error {
 // RemoteAddr is the edge's address, carrying c: fasthttp's
 // Response.RemoteAddr of an answer read here (answerConn).
 func (c *pooledConn) RemoteAddr() net.Addr { return &c.peer }
+
+// Close closes the connection and gives its place in the pool's count back
+// (once: HostClient and a TLS client may both close it).
+func (c *pooledConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.pool.open.Add(-1)
+	}
+	return c.Conn.Close()
+}
 
 // streamTo times the rest of the answer whose head HostClient has just read
 // on c — its body, which fasthttp's server copies to client after the

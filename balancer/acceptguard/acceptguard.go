@@ -230,6 +230,9 @@ func NewBudget(max int) *Budget {
 // SetMax changes the cap for connections accepted from now on; 0: no cap.
 func (b *Budget) SetMax(n int) { b.max.Store(int64(n)) }
 
+// Max is the cap; 0: no cap.
+func (b *Budget) Max() int { return int(b.max.Load()) }
+
 // Accept returns the next connection under the caps. A failed accept is
 // counted, logged at a bounded rate and retried after a backoff, whatever
 // the error: EMFILE and ENFILE (descriptors), ENOBUFS and ENOMEM (kernel
