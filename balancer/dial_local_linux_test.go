@@ -3,10 +3,10 @@ package balancer
 import (
 	"bufio"
 	"fmt"
-	"os"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
