@@ -122,7 +122,7 @@ func newHubFuzzRepl(h *hub, m *metrics) *hubFuzzRepl {
 			srv: srv, o: o, log: log, sync: true, timeout: time.Second,
 			// One edge's budget holds its copies too: edge-2's share
 			// this one's, so they compete with its histories.
-			store: newReplicaStore(h.historyMsgs, h.historyByte, h.budget),
+			store: newReplicaStore(h.budget),
 			links: map[string]*link{}, fences: map[string][]pendingFence{}, inbound: map[*websocket.Conn]*ownerStream{},
 			stop: make(chan struct{}),
 		}
@@ -132,6 +132,7 @@ func newHubFuzzRepl(h *hub, m *metrics) *hubFuzzRepl {
 	h2 := newHub(16, m)
 	h2.idle = newIdleSessions(16)
 	h2.budget = h.budget
+	h2.historyMsgs, h2.historyByte = h.historyMsgs, h.historyByte // its copies' bounds
 	o2 := &ownership{self: "edge-2", m: fuzzMembers{}, ring: o.ring}
 	rp.r2 = newRepl(&Server{name: "edge-2", hub: h2, metrics: m, log: log}, o2)
 	rp.l = rp.newLink()

@@ -205,11 +205,13 @@ func (h *hub) historyBounds() (messages, bytes int) {
 	return h.historyMsgs, h.historyByte
 }
 
-// setHistoryBounds sets the history bounds of new sessions and of every
-// live one. The hub reads its bounds under a shard lock (when a session is
-// created), so they are written with every shard lock held, taken in
-// order (nothing else holds two at once); each live session's under its
-// own lock, which its history is only touched under.
+// setHistoryBounds sets the history bounds of new sessions, of every live
+// one and of every replica copy held here (a promoted copy is a session
+// here, with its bounds). The hub reads its bounds under a shard lock
+// (when a session or a copy is made), so they are written with every shard
+// lock held, taken in order (nothing else holds two at once); each live
+// session's under its own lock, which its history is only touched under;
+// the copies' under the store's, taken after them.
 func (h *hub) setHistoryBounds(messages, bytes int) {
 	for i := range h.shards {
 		h.shards[i].mu.Lock()
@@ -223,6 +225,9 @@ func (h *hub) setHistoryBounds(messages, bytes int) {
 			}
 			sess.mu.Unlock()
 		}
+	}
+	if r := h.repl.Load(); r != nil {
+		r.store.setBounds(messages, bytes)
 	}
 	for i := range h.shards {
 		h.shards[i].mu.Unlock()

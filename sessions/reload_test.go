@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // resumeFrom joins key resuming after seq and reports the reset reason
@@ -166,4 +167,97 @@ func TestReloadRestartOnlyFields(t *testing.T) {
 	if e.s.auth.Load().configured {
 		t.Error("auth changed on a refused reload")
 	}
+}
+
+// A reload's history bounds reach the copies an edge keeps as a replica:
+// the copies made after it (a snapshot reads the edge's bounds as they are
+// then) and those held already, so a promoted copy keeps what its owner
+// kept. Before, a replica's copies kept the bounds its edge started with:
+// history.messages raised from 5 to 100 on both edges, 20 acknowledged
+// msgs were 20 on the owner and 5 on the replica, and a client resuming
+// from seq 2 after the owner's crash got reset "history".
+func TestReloadedHistoryBoundsReachReplicaCopies(t *testing.T) {
+	cfg := provisioned(configs.Edge{IdleGrace: configs.Duration(time.Minute), Replication: configs.ReplicationSync, History: configs.History{Messages: 5, Bytes: 1 << 20}})
+	cl := healthtest.New(t)
+	a := startReplEdgeWith(t, cl, "edge-a", cfg, nil)
+	b := startReplEdgeWith(t, cl, "edge-b", cfg, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	before := keyOwnedBy("reload-held", "edge-a", "edge-a", "edge-b") // its copy made before the reload
+	after := keyOwnedBy("reload-new", "edge-a", "edge-a", "edge-b")   // and after it
+	p := a.joinV1(t, before, "", nil)
+	for i := range 3 {
+		p.msg(t, i)
+		p.readType(t, "ack")
+	}
+	waitCopy(t, b, before, 3)
+
+	next := cfg
+	next.History.Messages = 100
+	for _, e := range []*clusterEdge{a, b} {
+		if err := e.s.Reload(next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 17 {
+		p.msg(t, i)
+		p.readType(t, "ack")
+	}
+	q := a.joinV1(t, after, "", nil)
+	for i := range 20 {
+		q.msg(t, i)
+		q.readType(t, "ack")
+	}
+	epochs := map[string]string{before: p.welcome.Epoch, after: q.welcome.Epoch}
+	for key := range epochs {
+		t.Logf("%s: the replica's copy holds %d of 20 acknowledged msgs", key, copyHistoryLen(b, key))
+	}
+	p.Close()
+	q.Close()
+	a.crash(t)
+	waitRing(t, []*clusterEdge{b}, "edge-b")
+	for key, epoch := range epochs {
+		healthtest.WaitUntil(t, "edge-b promoted "+key, func() bool {
+			live, _ := b.s.hub.lookup([]byte(key), "edge-b", goneEdges{})
+			return live
+		})
+		if r := resumeFrom(t, b.testEdge, key, epoch, 2); r != "" {
+			t.Errorf("%s: resume from seq 2 on the replica after the owner's crash: reset %q", key, r)
+		}
+	}
+}
+
+// A lower bound reaches the copies too, trimmed as a live session's
+// history is: at its next msg.
+func TestReloadLowersReplicaCopiesBounds(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationSync, "reload-lower")
+	p := a.joinV1(t, key, "", nil)
+	for i := range 20 {
+		p.msg(t, i)
+		p.readType(t, "ack")
+	}
+	waitCopy(t, b, key, 20)
+	next := provisioned(configs.Edge{IdleGrace: configs.Duration(time.Minute), Replication: configs.ReplicationSync}) // replPair's
+	next.History.Messages = 5
+	for _, e := range []*clusterEdge{a, b} {
+		if err := e.s.Reload(next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.msg(t, "after the reload")
+	p.readType(t, "ack")
+	waitCopy(t, b, key, 21)
+	if n := copyHistoryLen(b, key); n != 5 {
+		t.Errorf("the replica's copy holds %d msgs after a msg under history.messages 5", n)
+	}
+}
+
+// copyHistoryLen returns how many seqs e's copy of key holds (-1: no copy).
+func copyHistoryLen(e *clusterEdge, key string) int {
+	st := e.s.hub.repl.Load().store
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if c := st.copies[key]; c != nil {
+		return c.v.n
+	}
+	return -1
 }

@@ -37,9 +37,16 @@ const staleCopyAge = time.Minute
 
 // replicaStore holds the copies. Its mutex is taken last: after a shard's,
 // never while taking another lock.
+//
+// A copy's history is bounded by this edge's edge.history as it is now:
+// the hub's bounds, read when the copy is made (applySnapshot, under a
+// shard lock) and set on every copy held when a reload changes them
+// (hub.setHistoryBounds, under every shard lock and then this one). The
+// store keeps no bounds of its own: taken once at start, a raised
+// history.messages reached the owner's sessions and not their copies, and
+// the owner's crash cost its clients what the copies had dropped.
 type replicaStore struct {
-	maxMessages, maxBytes int            // each copy's history bound: this edge's edge.history
-	budget                *historyBudget // the bound of all histories here, copies included
+	budget *historyBudget // the bound of all histories here, copies included
 
 	mu     sync.Mutex
 	copies map[string]*replicaCopy
@@ -58,10 +65,21 @@ type replicaCopy struct {
 	snapAt time.Time  // when its owner last sent it whole
 }
 
-func newReplicaStore(maxMessages, maxBytes int, budget *historyBudget) *replicaStore {
+func newReplicaStore(budget *historyBudget) *replicaStore {
 	return &replicaStore{
-		maxMessages: maxMessages, maxBytes: maxBytes, budget: budget,
+		budget: budget,
 		copies: make(map[string]*replicaCopy), draining: make(map[string]bool), streams: make(map[string]time.Time),
+	}
+}
+
+// setBounds bounds the history of every copy held by messages and bytes,
+// trimmed as a live session's is: at its next msg. Called with every shard
+// lock held (hub.setHistoryBounds).
+func (st *replicaStore) setBounds(messages, bytes int) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, c := range st.copies {
+		c.v.maxMessages, c.v.maxBytes = messages, bytes
 	}
 }
 
@@ -440,6 +458,12 @@ func (r *replicator) applySnapshot(from string, rec *record, answers []byte) []b
 		// the session over and chose this edge as its replica.
 		r.yield(key, from, rec.term)
 	}
+	// The shard's lock is held while the copy is made: a reload sets the
+	// bounds, and those of every copy held, under all of them.
+	h := r.srv.hub
+	sh := h.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	st := r.store
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -453,7 +477,7 @@ func (r *replicator) applySnapshot(from string, rec *record, answers []byte) []b
 	case c != nil:
 		c.v.forget()
 	}
-	v := &v1Session{epoch: string(rec.epoch), seq: rec.seq, committed: rec.seq, term: rec.term, maxMessages: st.maxMessages, maxBytes: st.maxBytes, budget: st.budget}
+	v := &v1Session{epoch: string(rec.epoch), seq: rec.seq, committed: rec.seq, term: rec.term, maxMessages: h.historyMsgs, maxBytes: h.historyByte, budget: st.budget}
 	st.copies[key] = &replicaCopy{from: from, v: v, snapAt: time.Now()}
 	return answers
 }

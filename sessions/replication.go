@@ -184,7 +184,7 @@ func (s *Server) startReplication(o *ownership) *replicator {
 		srv: s, o: o, log: s.log.With("component", "replication"),
 		sync: s.cfg.Replication == configs.ReplicationSync, off: s.cfg.Replication == configs.ReplicationOff,
 		timeout: s.cfg.ReplicationTimeout.D(),
-		store:   newReplicaStore(s.hub.historyMsgs, s.hub.historyByte, s.hub.budget),
+		store:   newReplicaStore(s.hub.budget),
 		links:   make(map[string]*link), fences: make(map[string][]pendingFence),
 		inbound: make(map[*websocket.Conn]*ownerStream),
 		stop:    make(chan struct{}),
