@@ -32,7 +32,8 @@ const maxReplicaCopies = 1 << 20
 
 // staleCopyAge: a copy its owner has not sent again this long after its
 // stream began anew is one the owner no longer has (it ended while the
-// stream was down): it is dropped, never promoted.
+// stream was down): it is dropped, never promoted. So are the copies of an
+// owner, alive, that has had no stream here this long (sweepCopies).
 const staleCopyAge = time.Minute
 
 // replicaStore holds the copies. Its mutex is taken last: after a shard's,
@@ -53,8 +54,12 @@ type replicaStore struct {
 	// draining are owners seen draining: they hand their sessions on
 	// (drain.go), so their copies are never promoted, only dropped.
 	draining map[string]bool
-	// streams is when each owner's current stream began.
+	// streams is when each owner's current stream began; up counts its
+	// streams begun and not ended (one, but for a moment when one ends as
+	// the next begins), down is when its last one ended while none is up.
 	streams map[string]time.Time
+	up      map[string]int
+	down    map[string]time.Time
 }
 
 // replicaCopy is the frozen copy of one session: serving nothing until it
@@ -69,6 +74,27 @@ func newReplicaStore(budget *historyBudget) *replicaStore {
 	return &replicaStore{
 		budget: budget,
 		copies: make(map[string]*replicaCopy), draining: make(map[string]bool), streams: make(map[string]time.Time),
+		up: make(map[string]int), down: make(map[string]time.Time),
+	}
+}
+
+// streamBegan records that a stream of from began at now: its first batch
+// verified.
+func (st *replicaStore) streamBegan(from string, now time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.streams[from] = now
+	st.up[from]++
+	delete(st.down, from)
+}
+
+// streamEnded records that a stream of from that began ended at now.
+func (st *replicaStore) streamEnded(from string, now time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.up[from]--; st.up[from] <= 0 {
+		delete(st.up, from)
+		st.down[from] = now
 	}
 }
 
@@ -333,6 +359,12 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 		pusher.Wait()
 	}()
 	var msg, answers []byte
+	began := false
+	defer func() {
+		if began {
+			r.store.streamEnded(from, time.Now())
+		}
+	}()
 	for want := uint64(1); ; want++ {
 		_ = raw.SetReadDeadline(time.Now().Add(streamIdle))
 		var kind int
@@ -355,9 +387,8 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 			// signed upgrade on the wire can send it again and be
 			// answered one, and the owner's live stream would be taken
 			// for ended, its copies dropped a minute later.
-			r.store.mu.Lock()
-			r.store.streams[from] = time.Now()
-			r.store.mu.Unlock()
+			r.store.streamBegan(from, time.Now())
+			began = true
 		}
 		answers, err = r.apply(from, records, answers[:0])
 		if err != nil {
@@ -605,6 +636,7 @@ func (r *replicator) promoteOrphans() {
 		if !alive {
 			delete(st.draining, from)
 			delete(st.streams, from)
+			delete(st.down, from)
 		}
 		st.mu.Unlock()
 		if alive {
@@ -631,16 +663,52 @@ func (r *replicator) promoteOrphans() {
 }
 
 // sweepCopies drops copies their owner no longer has: not sent whole again
-// staleCopyAge after the owner's stream began anew.
+// staleCopyAge after the owner's stream began anew, or of an owner alive
+// that has had no stream here for staleCopyAge.
+//
+// An owner keeps a stream up to every edge it replicates a session to
+// (dialing it again within linkBackoffMax), so one alive and without a
+// stream here for that long no longer counts this edge as a replica: it
+// took it for dead (a stall, a one-way partition) and moved its sessions
+// off, or cannot reach it. The frees it queued for the copies here may
+// never have come (the path was down; a retired link writes them only
+// within writeWait), and the sessions may have ended since: kept, such a
+// copy was promoted at the owner's crash, an ended session back with its
+// epoch and history. An owner that cannot reach us has no acknowledged msg
+// on its copies here since then (its stream fell back to async) either.
+// An owner gone from the cluster is not swept: promoteOrphans takes its
+// copies over (within gossip's failure detection, seconds) or drops them.
 func (r *replicator) sweepCopies(now time.Time) {
 	st := r.store
 	st.mu.Lock()
-	defer st.mu.Unlock()
+	owners := make([]string, 0, len(st.down))
+	for from := range st.down {
+		owners = append(owners, from)
+	}
+	st.mu.Unlock()
+	// Asked without the store's lock, which is taken last.
+	alive := make(map[string]bool, len(owners))
+	for _, from := range owners {
+		alive[from] = r.o.member(from)
+	}
+	abandoned := make(map[string]int)
+	st.mu.Lock()
 	for key, c := range st.copies {
-		if began, ok := st.streams[c.from]; ok && c.snapAt.Before(began) && now.Sub(began) > staleCopyAge {
-			delete(st.copies, key)
-			c.v.forget()
+		began, restarted := st.streams[c.from]
+		ended, down := st.down[c.from]
+		switch {
+		case restarted && c.snapAt.Before(began) && now.Sub(began) > staleCopyAge:
+		case down && alive[c.from] && now.Sub(ended) > staleCopyAge:
+			abandoned[c.from]++
+		default:
+			continue
 		}
+		delete(st.copies, key)
+		c.v.forget()
+	}
+	st.mu.Unlock()
+	for from, n := range abandoned {
+		r.log.Info("copies dropped: their owner, alive, has had no replication stream here for a minute", "owner", from, "copies", n)
 	}
 }
 

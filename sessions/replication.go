@@ -95,11 +95,14 @@ type replicator struct {
 	store   *replicaStore // copies of other edges' sessions (replica.go)
 	dialer  websocket.Dialer
 
-	mu      sync.Mutex
-	closed  bool
-	links   map[string]*link                 // by replica edge
-	fences  map[string][]pendingFence        // by stale owner: fences to deliver once it is back
-	inbound map[*websocket.Conn]*ownerStream // streams from owners (replica.go)
+	mu     sync.Mutex
+	closed bool
+	links  map[string]*link // by replica edge
+	// retiring are the links reassign ended that still write what was
+	// queued on them (link.retire), until they stop: Shutdown cuts them.
+	retiring map[*link]struct{}
+	fences   map[string][]pendingFence        // by stale owner: fences to deliver once it is back
+	inbound  map[*websocket.Conn]*ownerStream // streams from owners (replica.go)
 	// upgrades are the signatures of the upgrades that opened a stream
 	// here: each opens one (serveReplicate).
 	upgrades onceSigs
@@ -138,10 +141,16 @@ type sentBatch struct {
 // link is the stream to one replica edge. Its mutex is taken after a
 // session's (replicate, snapshot) and never held while taking one.
 type link struct {
-	r    *replicator
-	peer string
-	wake chan struct{} // cap 1: records queued, or the stream ended
-	done chan struct{} // closed by close
+	r       *replicator
+	peer    string
+	wake    chan struct{} // cap 1: records queued, or the stream ended
+	done    chan struct{} // closed by close and retire
+	stopped chan struct{} // closed as run returns
+	// after are the retired links to the same edge that were still
+	// writing what was queued on them when this one was made: it dials
+	// only once they stopped, so none of their frees lands on the replica
+	// after a snapshot this one sends (a free drops the copy it names).
+	after []*link
 
 	mu sync.Mutex
 	// sessions are those replicated here (s.repl == l); resync those to
@@ -176,6 +185,10 @@ type link struct {
 	// replication_timeout; msgs no longer wait for it until it catches up.
 	degraded bool
 	closed   bool
+	// flushBy is set when reassign retires the link with records queued
+	// or unacknowledged on a live stream: its writer writes them and waits
+	// for their ack until then, and only then closes the stream.
+	flushBy time.Time
 }
 
 // startReplication makes the edge's replicator; UseCluster calls it.
@@ -185,7 +198,7 @@ func (s *Server) startReplication(o *ownership) *replicator {
 		sync: s.cfg.Replication == configs.ReplicationSync, off: s.cfg.Replication == configs.ReplicationOff,
 		timeout: s.cfg.ReplicationTimeout.D(),
 		store:   newReplicaStore(s.hub.budget),
-		links:   make(map[string]*link), fences: make(map[string][]pendingFence),
+		links:   make(map[string]*link), retiring: make(map[*link]struct{}), fences: make(map[string][]pendingFence),
 		inbound: make(map[*websocket.Conn]*ownerStream),
 		stop:    make(chan struct{}),
 	}
@@ -227,9 +240,12 @@ func (r *replicator) close() {
 	}
 	r.closed = true
 	close(r.stop)
-	links := make([]*link, 0, len(r.links))
+	links := make([]*link, 0, len(r.links)+len(r.retiring))
 	for _, l := range r.links {
 		links = append(links, l)
+	}
+	for l := range r.retiring {
+		links = append(links, l) // cut: Shutdown writes nothing more
 	}
 	for c := range r.inbound {
 		_ = c.NetConn().Close()
@@ -298,7 +314,18 @@ func (r *replicator) release(s *session) {
 }
 
 // reassign moves every session whose replica the ring changed (a ring
-// change), and closes the links to edges gone from the cluster.
+// change), and retires the links to edges gone from the cluster.
+//
+// An edge gone from this edge's view may be alive all the same (taken for
+// dead: a stall, a one-way partition), and its copies of the sessions
+// moved off it go only by the frees assign just queued: its link is
+// retired, not cut, so they are written and acknowledged before the
+// stream closes — within writeWait, in the background, so a replica that
+// is really dead stalls nothing. Cut at once, the frees were almost never
+// written; the replica kept the copies for as long as this edge lived and
+// promoted them, ended sessions and all, at its crash. What a retired link
+// cannot deliver (the path to the replica is down) the replica drops
+// itself once the stream stays down (sweepCopies).
 func (r *replicator) reassign() {
 	if !r.off && !r.srv.draining.Load() {
 		r.srv.hub.eachSession(func(_ *hubShard, s *session) {
@@ -310,14 +337,15 @@ func (r *replicator) reassign() {
 	r.mu.Lock()
 	var gone []*link
 	for name, l := range r.links {
-		if !r.o.member(name) {
+		if !r.closed && !r.o.member(name) {
 			delete(r.links, name)
+			r.retiring[l] = struct{}{}
 			gone = append(gone, l)
 		}
 	}
 	r.mu.Unlock()
 	for _, l := range gone {
-		l.close()
+		l.retire()
 	}
 }
 
@@ -331,9 +359,14 @@ func (r *replicator) linkLocked(peer string) *link {
 		return l
 	}
 	l := &link{
-		r: r, peer: peer, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		r: r, peer: peer, wake: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}),
 		sessions: make(map[*session]struct{}), resync: make(map[*session]struct{}),
 		orphans: make(map[*session]time.Time),
+	}
+	for prev := range r.retiring {
+		if prev.peer == peer {
+			l.after = append(l.after, prev)
+		}
 	}
 	r.links[peer] = l
 	r.wg.Add(1)
@@ -636,17 +669,45 @@ func (l *link) kick() {
 	}
 }
 
-// close ends the link: its stream is closed and every msg still waiting on
-// it is shown (its sessions move to other replicas, or have none).
+// close ends the link (Shutdown): its stream is closed at once, a retired
+// one's too, and every msg still waiting on it is shown.
 func (l *link) close() {
+	l.mu.Lock()
+	l.flushBy = time.Time{}
+	if l.closed {
+		if l.conn != nil {
+			_ = l.conn.NetConn().Close()
+		}
+		l.kick()
+		l.mu.Unlock()
+		return
+	}
+	l.endLocked()
+}
+
+// retire ends the link to an edge gone from the cluster (reassign) as
+// close does, but a live stream is closed only once what was queued on it
+// and what it carried — the frees of the sessions moved off the edge,
+// fences — is acknowledged, or writeWait has passed (serve).
+func (l *link) retire() {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return
 	}
+	if l.connected && (len(l.building) > 0 || len(l.inflight) > 0) {
+		l.flushBy = time.Now().Add(l.r.srv.writeWait)
+	}
+	l.endLocked()
+}
+
+// endLocked ends the link: its stream is closed (unless it is flushing)
+// and every msg still waiting on it is shown (its sessions move to other
+// replicas, or have none). Called with l.mu held; it releases it.
+func (l *link) endLocked() {
 	l.closed = true
 	close(l.done)
-	if l.conn != nil {
+	if l.conn != nil && l.flushBy.IsZero() {
 		_ = l.conn.NetConn().Close()
 	}
 	refs := l.takeWaitingLocked()
@@ -725,6 +786,16 @@ func (l *link) fallBackLocked(why string) {
 // run dials the replica and serves each stream until the link is closed.
 func (l *link) run() {
 	defer l.r.wg.Done()
+	defer func() {
+		l.r.mu.Lock()
+		delete(l.r.retiring, l)
+		l.r.mu.Unlock()
+		close(l.stopped)
+	}()
+	for _, prev := range l.after {
+		<-prev.stopped // within its writeWait, or cut by Shutdown
+	}
+	l.after = nil
 	backoff := 50 * time.Millisecond
 	for {
 		select {
@@ -905,14 +976,36 @@ func (l *link) serve(conn *websocket.Conn, stream *streamConn, keys streamKeys) 
 	}()
 	heartbeat := time.NewTimer(linkIdle)
 	defer heartbeat.Stop()
-	var head []byte
+	var (
+		head  []byte
+		flush *time.Timer // runs while a retired link writes what was queued
+	)
+	defer func() {
+		if flush != nil {
+			flush.Stop()
+		}
+	}()
 stream:
 	for {
 		l.tellFences()
 		l.syncSessions(gen)
 		l.mu.Lock()
 		idle := len(l.building) == 0
+		flushBy, settled := l.flushBy, len(l.inflight) == 0
 		l.mu.Unlock()
+		done, flushed := l.done, (<-chan time.Time)(nil)
+		if !flushBy.IsZero() {
+			// Retired: done is closed, and the stream lasts until the
+			// replica has acknowledged everything (ackUpTo wakes us) or
+			// flushBy passes.
+			if idle && settled {
+				break
+			}
+			if flush == nil {
+				flush = time.NewTimer(time.Until(flushBy))
+			}
+			done, flushed = nil, flush.C
+		}
 		if idle {
 			select {
 			case <-l.wake:
@@ -921,7 +1014,9 @@ stream:
 				// An empty batch: its ack tells both sides the stream lives.
 			case <-ended:
 				break stream
-			case <-l.done:
+			case <-done:
+				break stream
+			case <-flushed:
 				break stream
 			}
 		}
@@ -951,9 +1046,13 @@ stream:
 func (l *link) writeNext(conn *websocket.Conn, mac hash.Hash, head *[]byte) error {
 	r := l.r
 	l.mu.Lock()
-	if l.closed {
+	if l.closed && l.flushBy.IsZero() {
 		l.mu.Unlock()
 		return net.ErrClosed
+	}
+	deadline := time.Now().Add(r.srv.writeWait)
+	if !l.flushBy.IsZero() && l.flushBy.Before(deadline) {
+		deadline = l.flushBy
 	}
 	body := l.building
 	b := sentBatch{n: l.nextBatch, at: l.builtAt, commits: l.commits}
@@ -977,7 +1076,7 @@ func (l *link) writeNext(conn *websocket.Conn, mac hash.Hash, head *[]byte) erro
 	l.mu.Unlock()
 
 	*head = appendBatchHead((*head)[:0], mac, b.n, body)
-	_ = conn.NetConn().SetWriteDeadline(time.Now().Add(r.srv.writeWait))
+	_ = conn.NetConn().SetWriteDeadline(deadline)
 	err := writeBatch(conn, *head, body)
 	r.srv.metrics.replicationBytes.Add(float64(len(*head) + len(body)))
 	l.mu.Lock()
@@ -1175,6 +1274,9 @@ func (l *link) ackUpTo(acked uint64, done []commitRef) []commitRef {
 	if l.degraded && len(l.inflight) == 0 && len(l.building) == 0 && len(l.orphans) == 0 && len(l.resync) == 0 {
 		l.degraded = false
 		l.r.log.Info("replica caught up: replication is sync again", "replica", l.peer)
+	}
+	if !l.flushBy.IsZero() {
+		l.kick() // a retired link's writer closes the stream once all is acknowledged
 	}
 	l.mu.Unlock()
 	for _, c := range done {

@@ -33,6 +33,13 @@ func startReplEdge(t testing.TB, cl *healthtest.Cluster, name, mode string, adve
 // startReplEdgeWith is startReplEdge with the edge config cfg.
 func startReplEdgeWith(t testing.TB, cl *healthtest.Cluster, name string, cfg configs.Edge, advertise func(data string) string) *clusterEdge {
 	t.Helper()
+	return startReplEdgeViewing(t, cl, name, cfg, advertise, nil)
+}
+
+// startReplEdgeViewing is startReplEdgeWith whose edge sees its gossip
+// member through view (nil: as it is).
+func startReplEdgeViewing(t testing.TB, cl *healthtest.Cluster, name string, cfg configs.Edge, advertise func(data string) string, view func(*health.Membership) Membership) *clusterEdge {
+	t.Helper()
 	s := New(provisioned(cfg), name, "east", slog.New(slog.DiscardHandler), nil)
 	e := &testEdge{s: s, joined: make(chan string, 1024)}
 	s.joined = func(key string) { e.joined <- key }
@@ -52,7 +59,11 @@ func startReplEdgeWith(t testing.TB, cl *healthtest.Cluster, name string, cfg co
 		url = "http://" + advertise(e.data)
 	}
 	m := cl.Join(name, health.Meta{Role: health.RoleEdge, Region: "east", URL: url, Weight: 1, State: health.StateAlive})
-	s.UseCluster(m, testRing)
+	if view != nil {
+		s.UseCluster(view(m), testRing)
+	} else {
+		s.UseCluster(m, testRing)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 		defer cancel()
