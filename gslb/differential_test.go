@@ -333,6 +333,13 @@ func diffCorpus() []diffQuery {
 		q("ANY at the apex", "diff.test.", dns.TypeANY),
 		q("ANY at a name", "www.diff.test.", dns.TypeANY),
 		q("ANY at a name that does not exist", "nope.diff.test.", dns.TypeANY),
+		// ANY where a CNAME is: its RRset, not followed (RFC 8482 4.2
+		// allows the HINFO only where no CNAME is).
+		q("ANY at a CNAME", "cname1.diff.test.", dns.TypeANY),
+		qe("ANY at a CNAME, DO", "cname1.diff.test.", dns.TypeANY, edns(1232, true)),
+		q("ANY at a wildcard CNAME", "host.wc.diff.test.", dns.TypeANY),
+		q("ANY at a CNAME out of the zone", "out.diff.test.", dns.TypeANY),
+		q("ANY below a DNAME, at a CNAME", "alias.dn.diff.test.", dns.TypeANY),
 		// DNAME (RFC 6672): the DNAME, a CNAME synthesised from it (the
 		// DNAME's TTL) and the chase of its target as of a CNAME's, the
 		// rcode the last name's.

@@ -953,7 +953,15 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		}
 		if q.Qtype == dns.TypeANY {
 			// RFC 8482: a minimal answer instead of every record (after a
-			// DNAME, at its target, as NSD and Knot answer ANY there).
+			// DNAME, at its target, as NSD and Knot answer ANY there). The
+			// synthesised HINFO only where no CNAME is (4.2): a CNAME and
+			// other data at one owner is what RFC 1034 3.6.2 forbids. A
+			// CNAME's owner gets its CNAME RRset, not followed (one RRset
+			// of the name, 4.1), as NSD and Knot answer.
+			if cname := byType[dns.TypeCNAME]; len(cname) > 0 {
+				m.Answer = append(m.Answer, st.owned(cname, name, z)...)
+				return finish(ecsEcho(ecsIn)), ""
+			}
 			m.Answer = append(m.Answer, &dns.HINFO{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: 3600}, Cpu: "RFC8482"})
 			return finish(ecsEcho(ecsIn)), ""
 		}
