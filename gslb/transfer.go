@@ -18,8 +18,9 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Zone transfers: AXFR (and IXFR, answered with the whole zone as RFC 1995
-// allows) over TCP to the prefixes in a zone's transfer.allow, signed with
+// Zone transfers: AXFR (and IXFR: one SOA for a secondary that has the
+// current version, else the whole zone as RFC 1995 allows) over TCP to the
+// prefixes in a zone's transfer.allow, signed with
 // TSIG when the zone has a key; and NOTIFY to transfer.notify whenever a
 // zone's serial changes (a reload, or a managed answer changing).
 //
@@ -83,6 +84,20 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 			return
 		}
 	}
+	if soa := st.soa(z); q.Qtype == dns.TypeIXFR && upToDate(r, z.origin, soa.Serial) {
+		// RFC 1995 2 and 4: the asker has this version, or a newer one
+		// (from another gslb node ahead of this one, or from this one
+		// before a restart without its state set the serial back): the
+		// current SOA alone tells it there is nothing to take. No
+		// transfer is built or held for it.
+		m := replyTo(r, dns.RcodeSuccess)
+		m.Authoritative = true
+		m.Answer = []dns.RR{soa}
+		s.signReply(m, r, nil)
+		s.metrics.query(q.Qtype, dns.RcodeSuccess)
+		w.WriteMsg(m)
+		return
+	}
 	select {
 	case s.transfersOut <- struct{}{}:
 		defer func() { <-s.transfersOut }()
@@ -102,6 +117,20 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 	}
 	s.metrics.query(q.Qtype, dns.RcodeSuccess)
 	s.logger.Info("zone transferred", "zone", z.origin, "client", w.RemoteAddr().String(), "records", xfr.records, "serial", xfr.serial)
+}
+
+// upToDate says whether r, an IXFR request for the zone origin, carries
+// the zone's SOA (RFC 1995 3: in its authority section) with a serial at or
+// ahead of serial in RFC 1982 arithmetic (3.2: less than 2^31 ahead; at
+// exactly 2^31 the order is undefined, taken as behind, as Knot takes it:
+// the whole zone errs towards a complete copy). Any other SOA, or none,
+// asks for the whole zone.
+func upToDate(r *dns.Msg, origin string, serial uint32) bool {
+	if len(r.Ns) != 1 {
+		return false
+	}
+	soa, ok := r.Ns[0].(*dns.SOA)
+	return ok && dns.CanonicalName(soa.Hdr.Name) == origin && int32(soa.Serial-serial) >= 0
 }
 
 // sendTransfer writes xfr as the answer to r. Each message goes as it was

@@ -177,7 +177,7 @@ func TestAXFR(t *testing.T) {
 			t.Fatal("big transfer not framed by the SOA")
 		}
 	})
-	t.Run("IXFR gets the whole zone", func(t *testing.T) {
+	t.Run("IXFR from an older serial gets the whole zone", func(t *testing.T) {
 		s := startGSLB(t, withTransfer(t, base, configs.Transfer{Allow: []string{"127.0.0.1/32"}}))
 		m := new(dns.Msg)
 		m.SetIxfr("ringlb.test.", 1, "ns1.ringlb.test.", "hostmaster.ringlb.test.")
