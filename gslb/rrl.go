@@ -309,7 +309,7 @@ func (st *state) slipVerdict(pkt []byte, end int) (rcode int, aa bool) {
 		return dns.RcodeNotImplemented, false
 	}
 	qtype, qclass := binary.BigEndian.Uint16(pkt[end-4:]), binary.BigEndian.Uint16(pkt[end-2:])
-	if qclass != dns.ClassINET && qclass != dns.ClassANY {
+	if !servedClass(qclass) {
 		return dns.RcodeRefused, false
 	}
 	z := st.zoneForWire(pkt[12 : end-4])

@@ -751,7 +751,7 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 	qname := strings.ToLower(q.Name)
 	// A refusal claims no authority (AA clear), as NSD and Knot answer
 	// what they do not serve.
-	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
+	if !servedClass(q.Qclass) {
 		m.Authoritative = false
 		m.SetRcode(r, dns.RcodeRefused)
 		return finish(ecsEcho(ecsIn)), ""
@@ -996,6 +996,15 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		st.deny(m, z, owner, z.typesAt(name, byType), true, sg)
 		return finish(ecsEcho(ecsIn)), ""
 	}
+}
+
+// servedClass says whether a question of class c is answered: every zone
+// is IN (the loader refuses records of other classes), and QCLASS * (RFC
+// 1035 3.2.5) is answered as IN, as NSD and Knot answer it; any other class
+// is REFUSED — queries (answerVia), transfers (serveTransfer) and RRL's
+// slips (slipVerdict) alike.
+func servedClass(c uint16) bool {
+	return c == dns.ClassINET || c == dns.ClassANY
 }
 
 // screen answers what is refused before the question is looked at, and

@@ -59,6 +59,12 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 	qname := strings.ToLower(q.Name)
 	z := st.zoneFor(qname)
 	switch {
+	case !servedClass(q.Qclass):
+		// The zones are IN: the IN zone went out under another class's
+		// question. Refused, as a query of that class is (answerVia), and
+		// as NSD refuses it.
+		refuse(dns.RcodeRefused, "class "+dns.Class(q.Qclass).String()+", not IN")
+		return
 	case z == nil:
 		refuse(dns.RcodeRefused, "not a zone served here")
 		return
