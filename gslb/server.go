@@ -542,9 +542,13 @@ func (s *Server) stopping(err error) bool {
 
 // acceptQuery decides from the header alone: responses get no answer at
 // all, so the server cannot be used to reflect traffic or loop with another
-// server; a query with a malformed section count gets FORMERR. Other
-// opcodes are unpacked (bounded by the message size) so that their NOTIMP
-// echoes the question (screen).
+// server; a query with more answer, authority or additional records than a
+// query has gets FORMERR, the header and question alone. Other opcodes are
+// unpacked (bounded by the message size) so that their NOTIMP echoes the
+// question (screen); so are queries with no question or several, whose
+// FORMERR is answerVia's: through finish, with our OPT when the query has
+// one (RFC 6891 7) and its TSIG when one verified — miekg/dns's own FORMERR
+// (TCP) and the UDP loop's header check carried neither.
 func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 	const qrBit = 1 << 15
 	if h.Bits&qrBit != 0 {
@@ -554,7 +558,7 @@ func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 		return dns.MsgAccept
 	}
 	// One authority record: the SOA an IXFR request carries (RFC 1995).
-	if h.Qdcount != 1 || h.Ancount > 1 || h.Nscount > 1 || h.Arcount > 2 {
+	if h.Ancount > 1 || h.Nscount > 1 || h.Arcount > 2 {
 		return dns.MsgReject
 	}
 	return dns.MsgAccept
@@ -743,6 +747,9 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		return s.finish(st, m, r, tcp, tsigStatus, ecs)
 	}
 	if len(r.Question) != 1 {
+		// No question, or several (acceptQuery lets them through): its OPT
+		// and TSIG passed screen, so the FORMERR carries our OPT (RFC 6891
+		// 7) and is signed as any answer.
 		m.SetRcode(r, dns.RcodeFormatError)
 		m.Authoritative = false
 		return finish(nil), ""
