@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -71,6 +72,11 @@ func (c *Config) validate() []problem {
 		ps.add("balancer.ring", "differs from cluster.ring: the ring's parameters are the cluster's (edges check ownership on the same ring); set them once, in cluster.ring")
 	}
 	c.Edge.validate(&ps, c.Cluster)
+	if slices.Contains(c.roles, "edge") {
+		// A file without an edge section is not an edge's: its default
+		// listen address is nobody's.
+		c.Edge.validateReachable(&ps, c.Cluster)
+	}
 	c.Balancer.validate(&ps)
 	c.GSLB.validate(&ps)
 	c.validateDemo(&ps)

@@ -132,6 +132,7 @@ balancer:
 		msg  string
 	}{
 		{3, "cluster.bnid", "unknown field"},
+		{5, "edge.listen", "set edge.advertise_url"}, // gossip on every interface: the typo's default
 		{6, "edge.max_participants", `"lots" is not a valid integer`},
 		{7, "edge.idle_grace", "is not a duration"},
 		{8, "edge.history.messages", "must be in range [0, 10000000], got -1"},

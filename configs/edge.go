@@ -13,8 +13,11 @@ type Edge struct {
 	// (default 127.0.0.1:9101). Written as an address (admin: 127.0.0.1:9101)
 	// or in full (admin: { listen: ..., token_file: ... }).
 	Admin Admin `yaml:"admin"`
-	// AdvertiseURL is how balancers reach Listen (default http://<Listen>, with
-	// an unspecified host replaced by this host's first private address).
+	// AdvertiseURL is how balancers reach Listen (default http://<Listen>,
+	// with an unspecified host replaced by this host's first private
+	// address: an IPv4 one of RFC 1918, else an IPv6 unique local one,
+	// fc00::/7). A loopback URL is refused while gossip reaches beyond
+	// loopback: peers on other hosts would ignore this edge.
 	AdvertiseURL string `yaml:"advertise_url"`
 	// Weight scales this edge's share of the ring (default 1).
 	Weight int `yaml:"weight"`
@@ -125,6 +128,8 @@ type Edge struct {
 	ReplicationTimeout Duration `yaml:"replication_timeout"`
 
 	provisioned bool
+	// advertiseDerived: AdvertiseURL was made from Listen, not written.
+	advertiseDerived bool
 }
 
 // StatsD pushes the figures of a node's /metrics (its role's ringlb_*
@@ -290,6 +295,7 @@ func (e *Edge) Provision() {
 	e.Admin.provision()
 	if e.AdvertiseURL == "" {
 		e.AdvertiseURL = "http://" + ReachableAddr(e.Listen)
+		e.advertiseDerived = true
 	}
 	setDefaultInt(&e.Weight, 1)
 	setDefaultInt(&e.MaxParticipants, DefaultMaxParticipants)
@@ -317,6 +323,35 @@ func (e *Edge) Provision() {
 // Provisioned reports whether Provision has run: the edge takes only a
 // provisioned section (it sets no default of its own).
 func (e *Edge) Provisioned() bool { return e.provisioned }
+
+// validateReachable refuses an advertised URL on loopback from an edge
+// whose gossip address is not: peers on other hosts take such a URL for
+// their own host and ignore the edge (health's notThisHost), and a
+// listen address on every interface of a host without a private address
+// made one without a word. Said at the field the file has: listen when
+// the URL was derived from it.
+func (e *Edge) validateReachable(ps *problems, cl Cluster) {
+	gossip := cl.Bind
+	if cl.Advertise != "" {
+		gossip = cl.Advertise
+	}
+	u, err := parseHTTPURL(e.AdvertiseURL)
+	if err != nil || isLoopback(gossip) {
+		return
+	}
+	if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() {
+		return
+	}
+	if !e.advertiseDerived {
+		ps.add("edge.advertise_url", "%s is a loopback address, which balancers on other hosts (gossip %s reaches them) take for their own host, and ignore this edge: set edge.advertise_url to the URL they reach it at", e.AdvertiseURL, gossip)
+		return
+	}
+	why := "is a loopback address"
+	if host, _, _ := net.SplitHostPort(e.Listen); anyHost(host) {
+		why = "is on every interface, and this host has no private address (RFC 1918 or fc00::/7) to advertise in its place"
+	}
+	ps.add("edge.listen", "%s %s: this edge would announce %s, which balancers on other hosts (gossip %s reaches them) take for their own host, and ignore the edge: set edge.advertise_url to the URL they reach it at (in cluster.allowed_networks), or give edge.listen that address", e.Listen, why, e.AdvertiseURL, gossip)
+}
 
 func (e *Edge) validate(ps *problems, cl Cluster) {
 	checkHostPort(ps, "edge.listen", e.Listen, true)

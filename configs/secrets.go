@@ -265,8 +265,9 @@ var DefaultAllowedNetworks = []string{
 
 // ReachableAddr turns a listen address into the host:port others can reach
 // it at. An unspecified host (":7101", "0.0.0.0:7101") becomes this host's
-// first private address, as memberlist picks its advertise address (so a pod
-// or VM works without configuring one), else 127.0.0.1.
+// first private address (privateAddress), so a pod or VM works without
+// configuring one, else 127.0.0.1 (which an edge's check refuses beyond a
+// loopback cluster: Edge.validateReachable).
 func ReachableAddr(listen string) string {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
@@ -278,15 +279,32 @@ func ReachableAddr(listen string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// privateAddress is the first private IPv4 address of this host, or 127.0.0.1.
+// interfaceAddrs is net.InterfaceAddrs, a variable so that a test can
+// give the host the addresses its case needs.
+var interfaceAddrs = net.InterfaceAddrs
+
+// privateAddress is this host's first private IPv4 address (RFC 1918), else
+// its first unique local IPv6 one (fc00::/7: a host with IPv6 alone on its
+// private network, or beside public IPv4), else 127.0.0.1. IPv4 first: it
+// is the one a host with both had announced.
 func privateAddress() string {
-	addrs, err := net.InterfaceAddrs()
-	if err == nil {
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsPrivate() {
-				return ipn.IP.String()
-			}
+	addrs, err := interfaceAddrs()
+	if err != nil {
+		return "127.0.0.1"
+	}
+	var v6 net.IP
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		switch {
+		case !ok || !ipn.IP.IsPrivate():
+		case ipn.IP.To4() != nil:
+			return ipn.IP.String()
+		case v6 == nil:
+			v6 = ipn.IP
 		}
+	}
+	if v6 != nil {
+		return v6.String()
 	}
 	return "127.0.0.1"
 }

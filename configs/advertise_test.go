@@ -1,0 +1,78 @@
+package configs
+
+import (
+	"net"
+	"strings"
+	"testing"
+)
+
+// hostAddrs makes this host's interface addresses those given (CIDRs),
+// for the rest of the test.
+func hostAddrs(t *testing.T, cidrs ...string) {
+	t.Helper()
+	var addrs []net.Addr
+	for _, c := range cidrs {
+		ip, n, err := net.ParseCIDR(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.IP = ip
+		addrs = append(addrs, n)
+	}
+	was := interfaceAddrs
+	interfaceAddrs = func() ([]net.Addr, error) { return addrs, nil }
+	t.Cleanup(func() { interfaceAddrs = was })
+}
+
+// An edge listening on every interface advertises the host's first private
+// address: an IPv4 one of RFC 1918 first, else a unique local IPv6 one
+// (fc00::/7, bracketed). On a host with neither, the address would be
+// loopback, which peers on other hosts refuse: the check says so, at the
+// field the operator wrote, and names the one to set. All-loopback (the
+// demo) stays as it was.
+func TestEdgeAdvertisesAnAddressPeersReach(t *testing.T) {
+	key := keyringFile(t, 1)
+	wide := "cluster: { bind: 0.0.0.0:7946, secret_key_file: " + key + " }\n"
+
+	hostAddrs(t, "127.0.0.1/8", "192.0.2.2/24", "fd00::2/64", "fe80::1/64")
+	cfg, err := Parse("t.yaml", []byte(wide+"edge:\n  listen: 0.0.0.0:17101\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Edge.AdvertiseURL, "http://[fd00::2]:17101"; got != want {
+		t.Errorf("advertise_url on a host with 192.0.2.2 and fd00::2: got %s, want %s", got, want)
+	}
+
+	hostAddrs(t, "127.0.0.1/8", "fd00::2/64", "10.1.2.3/8")
+	if cfg, err = Parse("t.yaml", []byte(wide+"edge:\n  listen: ':17101'\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Edge.AdvertiseURL, "http://10.1.2.3:17101"; got != want {
+		t.Errorf("advertise_url beside an RFC 1918 address: got %s, want %s", got, want)
+	}
+
+	hostAddrs(t, "127.0.0.1/8", "::1/128", "192.0.2.2/24")
+	_, err = Parse("t.yaml", []byte(wide+"edge:\n  listen: 0.0.0.0:17101\n"))
+	if e := expectProblem(t, err, "edge.listen", "set edge.advertise_url"); e != nil {
+		if e.Line != 3 || !strings.Contains(e.Msg, "http://127.0.0.1:17101") {
+			t.Errorf("want line 3 naming the loopback URL, got %v", e)
+		}
+	}
+	_, err = Parse("t.yaml", []byte(wide+"edge:\n  advertise_url: http://127.0.0.1:17101\n"))
+	expectProblem(t, err, "edge.advertise_url", "set edge.advertise_url")
+	// A file without an edge section is not an edge's: its default
+	// listen says nothing.
+	if _, err := Parse("t.yaml", []byte(wide)); err != nil {
+		t.Errorf("a file without an edge section: %v", err)
+	}
+	// Loopback gossip: a cluster on one host, as the demo.
+	if _, err := Parse("t.yaml", []byte("cluster: { bind: 127.0.0.1:7946 }\nedge:\n  listen: 0.0.0.0:17101\n")); err != nil {
+		t.Errorf("loopback gossip: %v", err)
+	}
+	if _, err := LoadDemo(); err != nil {
+		t.Errorf("the demo: %v", err)
+	}
+	// An advertised gossip address beyond loopback counts as the bind does.
+	_, err = Parse("t.yaml", []byte("cluster: { bind: 127.0.0.1:7946, advertise: 10.0.0.11:7946 }\nedge:\n  listen: 127.0.0.1:17101\n"))
+	expectProblem(t, err, "edge.listen", "set edge.advertise_url")
+}
