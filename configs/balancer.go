@@ -91,7 +91,9 @@ type ProxyProtocol struct {
 // max_header_bytes, max_body_bytes) take no 0.
 type Limits struct {
 	// MaxConnections open at once, WebSocket tunnels included (default 0:
-	// derived from the open-file limit, DefaultBalancerMaxConnections).
+	// derived from the open-file limit, less a reserve for the node's own
+	// work, halved: every tunnel holds two descriptors; `ringlb check`
+	// shows the value).
 	MaxConnections int `yaml:"max_connections" zero:"default"`
 	// MaxConnectionsPerIP open at once from one client (an IPv4 address, an
 	// IPv6 /64).
@@ -125,15 +127,16 @@ type TLS struct {
 	// KeyFile is its PEM private key.
 	KeyFile string `yaml:"key_file"`
 	// RedirectFrom is a plain HTTP listener (host:port) answering every
-	// request with a redirect to HTTPS (and PathHealth as itself).
+	// request with a redirect to HTTPS (and /_ringlb/health as on the data
+	// port).
 	RedirectFrom string `yaml:"redirect_from"`
 	// RedirectHost is where that redirect sends every client, HOST or
 	// HOST:PORT (an IPv6 address in brackets; without a port, the data
 	// port's, none for 443), whatever Host the request named, as nginx's
 	// "return 301 https://NAME$request_uri": a cache in front then never
 	// keeps a Location a client chose. Default "": the request's Host,
-	// when it is a host name or an IP address with an optional port
-	// (SplitHost); any other Host gets 400.
+	// when it is a host name or an IP address with an optional port; any
+	// other Host gets 400.
 	RedirectHost string `yaml:"redirect_host"`
 }
 
@@ -168,7 +171,7 @@ type EdgeTLS struct {
 	// and sends it as its checks' Host too).
 	ServerName string `yaml:"server_name"`
 	// CertFile is a PEM client certificate the node presents (with
-	// KeyFile).
+	// key_file).
 	CertFile string `yaml:"cert_file"`
 	// KeyFile is the client certificate's PEM private key.
 	KeyFile string `yaml:"key_file"`
@@ -186,16 +189,17 @@ type Key struct {
 	// HashQuery hashes a key taken from the URL before use, so a token is never
 	// used or logged as a key (default true).
 	HashQuery *bool `yaml:"hash_query"`
-	// MaxLength rejects longer keys with 400 (default 256, at most
-	// MaxKeyLength, which is what edges accept: no setting here makes an
-	// edge refuse a key the balancer routes).
+	// MaxLength rejects longer keys with 400 (default 256, at most 4096,
+	// which is what edges accept: no setting here makes an edge refuse a
+	// key the balancer routes).
 	MaxLength int `yaml:"max_length"`
 	// AssignCookie gives key-less browsers a ctstickiness cookie (default:
 	// true when a cookie source exists to read it back).
 	AssignCookie *bool `yaml:"assign_cookie"`
-	// NoKey is the policy for requests without a key: NoKeyAssignCookie
-	// (the default while assign_cookie is true), NoKeySourceIP (route by the
-	// client address) or NoKeyReject (400). Provision resolves it.
+	// NoKey is the policy for requests without a key: assign_cookie (give
+	// the client a key in a cookie; the default while assign_cookie is
+	// true), source_ip (route by the client address) or reject (400; the
+	// default otherwise).
 	NoKey string `yaml:"no_key"`
 
 	// Parsed is Sources parsed (Provision; validation reports the specs

@@ -30,8 +30,8 @@ type Cluster struct {
 	// 32 bytes) per line, the first one primary. Gossip is encrypted and
 	// authenticated with it (a node without a key of the ring cannot join or
 	// read), and edge-to-edge requests and peers' admin reads are signed with
-	// keys derived from it. Make one with `ringlb keygen`. Required when Bind
-	// is not a loopback address, unless InsecureGossip is set. Like every
+	// keys derived from it. Make one with `ringlb keygen`. Required when bind
+	// is not a loopback address, unless insecure_gossip is set. Like every
 	// secret file a config names (admin tokens, users, join-token and TSIG
 	// secrets), it is refused when other users of the host may read it, or
 	// write it: mode 0600, or 0640 for the node's group.
@@ -42,8 +42,10 @@ type Cluster struct {
 	InsecureGossip bool `yaml:"insecure_gossip"`
 	// AllowedNetworks are the prefixes (CIDR) that the addresses other nodes
 	// gossip about themselves (an edge's data URL, admin URLs) must fall in;
-	// a member announcing anything else is ignored (default: loopback and
-	// the private ranges, DefaultAllowedNetworks).
+	// a member announcing anything else is ignored (default: loopback
+	// 127.0.0.0/8 and ::1/128, the private IPv4 ranges 10.0.0.0/8,
+	// 172.16.0.0/12 and 192.168.0.0/16, shared address space 100.64.0.0/10
+	// as some container networks use, and unique local IPv6 fc00::/7).
 	AllowedNetworks []string `yaml:"allowed_networks"`
 	// Profile picks memberlist's timing defaults: "lan" (production) or
 	// "local" (loopback: faster probes, quicker failure detection).

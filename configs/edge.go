@@ -32,7 +32,7 @@ type Edge struct {
 	// IdleGrace keeps a session whose last participant left, for resume (default 60s).
 	IdleGrace Duration `yaml:"idle_grace"`
 	// MaxIdleSessions bounds the ringlb.v1 sessions kept without a
-	// participant (for IdleGrace) on this edge together, handed-off and
+	// participant (for idle_grace) on this edge together, handed-off and
 	// promoted ones included, so a client that opens one session after
 	// another and leaves each cannot make the edge hold connection rate ×
 	// idle_grace of them. Beyond it the session idle the longest is
@@ -62,10 +62,9 @@ type Edge struct {
 	// connection whose frame would not fit is closed 1013 (default 64 MiB).
 	MaxIncomingBytes int `yaml:"max_incoming_bytes"`
 	// MaxFanoutBytesPerSecond paces each participant by what its messages
-	// make the edge send: a message counts its bytes plus 1 KiB
-	// (FanoutDeliveryBytes) once for every participant it goes to (at least
-	// once: a ping's pong, an error), a resume every msg of its replay the
-	// same way. A participant may spend a second's worth at once; past it
+	// make the edge send: a message counts its bytes plus 1 KiB once for
+	// every participant it goes to (at least once: a ping's pong, an
+	// error), a resume every msg of its replay the same way. A participant may spend a second's worth at once; past it
 	// the edge reads its next message only once the rate has paid for the
 	// last (at most a second later), so the sender's TCP window closes and
 	// nothing is dropped or reordered. Without it one editor sending small
@@ -76,7 +75,8 @@ type Edge struct {
 	MaxFanoutBytesPerSecond int `yaml:"max_fanout_bytes_per_second"`
 	// MaxConnections open at once on the data port; beyond it a connection
 	// is answered 503 and closed (default 0: derived from the open-file
-	// limit, DefaultEdgeMaxConnections).
+	// limit, less a reserve for the node's own work; `ringlb check` shows
+	// the value).
 	MaxConnections int `yaml:"max_connections" zero:"default"`
 	// MaxDirectPerIP is one client's share of max_connections for WebSocket
 	// participants that did not come through a balancer of the cluster (an
@@ -187,11 +187,10 @@ type EdgeAuth struct {
 	// HMACSecretFile holds the key tokens are signed with (at least 16
 	// bytes). Unset: no auth is configured and tokens are ignored.
 	HMACSecretFile string `yaml:"hmac_secret_file"`
-	// Anonymous is what a join without a token becomes: AnonymousEditor,
-	// AnonymousViewer or AnonymousDeny (401 before the upgrade). Default
-	// (Provision): deny when Required, viewer when HMACSecretFile is set,
-	// editor when it is not. A join with an invalid token is refused
-	// whatever this says.
+	// Anonymous is what a join without a token becomes: editor, viewer or
+	// deny (401 before the upgrade). Default: deny when required is true,
+	// viewer when hmac_secret_file is set, editor when it is not. A join
+	// with an invalid token is refused whatever this says.
 	Anonymous string `yaml:"anonymous"`
 	// Required: true means the same as anonymous: deny (kept for existing
 	// files; setting both differently is an error).

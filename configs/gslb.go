@@ -42,15 +42,15 @@ type GSLB struct {
 	MaxUDPSize int `yaml:"max_udp_size"`
 	// MaxTCPConnections caps the DNS TCP connections open at once; beyond
 	// it a new connection is closed at once, UDP answering on (default
-	// 1000, fewer when the open-file limit is lower:
-	// DefaultGSLBMaxTCPConnections). Each holds a descriptor and a
+	// 1000, fewer when the open-file limit, less a reserve for the node's
+	// own work, is lower). Each holds a descriptor and a
 	// goroutine until its read or write deadline, and anyone can open them.
 	MaxTCPConnections int `yaml:"max_tcp_connections"`
 	// MaxTCPConnectionsPerIP is one client's share of max_tcp_connections
 	// (an IPv4 address, an IPv6 /64): beyond it a new connection from that
 	// client is closed at once, without a word, so one client cannot take
-	// every slot (default max_tcp_connections / 16, at least 1:
-	// DefaultGSLBMaxTCPConnectionsPerIP; 62 of 1000). A resolver retries a
+	// every slot (default max_tcp_connections / 16, at least 1: 62 of
+	// 1000). A resolver retries a
 	// truncated answer over TCP on a connection or a few; 16 clients are
 	// needed to fill the port. A SIGHUP changes it, as it does
 	// max_tcp_connections.

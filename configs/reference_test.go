@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -200,4 +201,75 @@ func TestEveryFieldIsDocumented(t *testing.T) {
 			t.Errorf("%s (%s.%s) has no doc comment", path, owner.Name(), f.Name)
 		}
 	})
+}
+
+// The reference is for operators: a description names what a file says
+// or a node shows, not the Go behind it. The Go names of this package's
+// exported constants, variables and functions (NoKeyReject for
+// no_key: reject, DefaultEdgeMaxConnections for a derived limit) and the Go
+// names of fields whose YAML spelling differs by more than case
+// (HMACSecretFile for hmac_secret_file) mean nothing in a file, and
+// `ringlb check` refuses them as values. A description may open with its
+// own field's Go name, as a Go doc comment does.
+func TestReferenceNamesNoGoIdentifier(t *testing.T) {
+	goNames := map[string]string{} // Go name → what to write instead
+	fset := token.NewFileSet()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range file.Decls {
+			switch d := d.(type) {
+			case *ast.GenDecl:
+				for _, s := range d.Specs {
+					if vs, ok := s.(*ast.ValueSpec); ok {
+						for _, n := range vs.Names {
+							if n.IsExported() {
+								goNames[n.Name] = "its value, as a file spells it or a node shows it"
+							}
+						}
+					}
+				}
+			case *ast.FuncDecl:
+				if d.Recv == nil && d.Name.IsExported() {
+					goNames[d.Name.Name] = "what it gives, in words or numbers"
+				}
+			}
+		}
+	}
+	walkFields(reflect.TypeOf(Config{}), "", func(path string, f reflect.StructField, _ reflect.Type) {
+		yamlName := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if !strings.EqualFold(f.Name, yamlName) {
+			goNames[f.Name] = yamlName
+		}
+	})
+	docs := fieldDocs(t)
+	word := regexp.MustCompile(`[A-Za-z_][A-Za-z0-9_]*`)
+	walkFields(reflect.TypeOf(Config{}), "", func(path string, f reflect.StructField, owner reflect.Type) {
+		for _, w := range word.FindAllString(docs[owner.Name()+"."+f.Name], -1) {
+			if instead, ok := goNames[w]; ok && w != f.Name {
+				t.Errorf("%s (%s.%s): its description names the Go identifier %s; write %s", path, owner.Name(), f.Name, w, instead)
+			}
+		}
+	})
+}
+
+// cluster.allowed_networks' description lists its default networks: the
+// reference cannot name DefaultAllowedNetworks, so the two are held
+// together here.
+func TestAllowedNetworksDocumented(t *testing.T) {
+	doc := fieldDocs(t)["Cluster.AllowedNetworks"]
+	for _, n := range DefaultAllowedNetworks {
+		if !strings.Contains(doc, n+" ") && !strings.Contains(doc, n+",") && !strings.Contains(doc, n+")") {
+			t.Errorf("cluster.allowed_networks' description does not list the default %s", n)
+		}
+	}
 }

@@ -254,9 +254,10 @@ func ReadJoinSecret(path string) ([]byte, error) {
 	return secret, nil
 }
 
-// DefaultAllowedNetworks is cluster.allowed_networks when unset: loopback,
-// the private IPv4 ranges (RFC 1918), shared address space (RFC 6598, used by
-// some container networks) and unique local IPv6 (RFC 4193).
+// DefaultAllowedNetworks is cluster.allowed_networks when unset, as its
+// description lists them (TestAllowedNetworksDocumented holds the two
+// together): loopback, the private IPv4 ranges (RFC 1918), shared address
+// space (RFC 6598) and unique local IPv6 (RFC 4193).
 var DefaultAllowedNetworks = []string{
 	"127.0.0.0/8", "::1/128",
 	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
@@ -343,7 +344,7 @@ type Admin struct {
 	// least 16 bytes); required when Listen is not loopback. Every POST needs
 	// it (or, without a token, the header X-Ringlb-Admin: 1).
 	TokenFile string `yaml:"token_file"`
-	// MetricsTokenFile holds a second bearer token (as TokenFile's) that
+	// MetricsTokenFile holds a second bearer token (as token_file's) that
 	// reads GET /metrics and nothing else: give it to the Prometheus that
 	// scrapes the port (credentials_file), so that a scraper's credential
 	// drains nothing. Re-read on SIGHUP; it must differ from the token.
