@@ -151,7 +151,8 @@ type StaticEdge struct {
 	// session_table.drain_deadline passes.
 	Weight *int `yaml:"weight"`
 	// Monitor checks the edge actively; it is on the ring only while up.
-	// Default: a TCP connect to the URL's host and port every 2s.
+	// Default: a TCP connect to the URL's host and port every 2s; a block
+	// without a type is that connect with the block's settings.
 	Monitor *Monitor `yaml:"monitor"`
 	// TLS is how an https:// edge is verified and what the balancer
 	// presents to it; there is no way to skip verification.
@@ -418,7 +419,13 @@ func (e *StaticEdge) provision() {
 		e.Weight = ptr(1)
 	}
 	if e.Monitor == nil {
-		e.Monitor = &Monitor{Type: MonitorTCP}
+		e.Monitor = &Monitor{}
+	}
+	if e.Monitor.Type == "" {
+		// A connect, with or without a block: an edge behind a static
+		// entry may be a third-party backend, which has no health path
+		// to GET. A block setting only timings changes only them.
+		e.Monitor.Type = MonitorTCP
 	}
 	if e.Monitor.Port == 0 {
 		if u, err := url.Parse(e.URL); err == nil {

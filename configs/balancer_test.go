@@ -2,6 +2,7 @@ package configs
 
 import (
 	"testing"
+	"time"
 )
 
 // The key section is checked, parsed and resolved here, once: the balancer
@@ -118,5 +119,40 @@ func TestSessionTableAndStaticEdges(t *testing.T) {
 	}
 	if w := cfg.Balancer.Edges; *w[0].Weight != 1 || *w[1].Weight != 0 {
 		t.Errorf("weights %d, %d; want the default 1 and an explicit 0", *w[0].Weight, *w[1].Weight)
+	}
+}
+
+// A static edge is checked by a TCP connect to its URL's port unless its
+// monitor names another type: a block that sets only the timings keeps
+// the connect (it switched to an HTTP GET of /_ringlb/health, which a
+// third-party backend answers 404, so the edge never came up). A gslb
+// monitor keeps its own defaults: http on port 80.
+func TestStaticEdgeMonitorDefaults(t *testing.T) {
+	const head = "cluster: { bind: 127.0.0.1:7946 }\nbalancer:\n  edges:\n    - name: e1\n      url: http://127.0.0.1:7101\n"
+	for _, tt := range []struct {
+		name, monitor string
+		want          Monitor
+	}{
+		{"no monitor", "", Monitor{Type: MonitorTCP, Port: 7101, Interval: Duration(2 * time.Second)}},
+		{"timings only", "      monitor: { interval: 5s }\n", Monitor{Type: MonitorTCP, Port: 7101, Interval: Duration(5 * time.Second)}},
+		{"http named", "      monitor: { type: http }\n", Monitor{Type: MonitorHTTP, Port: 7101, Path: PathHealth, Interval: Duration(2 * time.Second)}},
+		{"port given", "      monitor: { port: 9101 }\n", Monitor{Type: MonitorTCP, Port: 9101, Interval: Duration(2 * time.Second)}},
+	} {
+		cfg, err := Parse("m.yaml", []byte(head+tt.monitor))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		m := cfg.Balancer.Edges[0].Monitor
+		if m.Type != tt.want.Type || m.Port != tt.want.Port || m.Path != tt.want.Path || m.Interval != tt.want.Interval {
+			t.Errorf("%s: type %s port %d path %q interval %s, want type %s port %d path %q interval %s", tt.name,
+				m.Type, m.Port, m.Path, m.Interval.D(), tt.want.Type, tt.want.Port, tt.want.Path, tt.want.Interval.D())
+		}
+	}
+	cfg, err := Parse("m.yaml", []byte("cluster: { bind: 127.0.0.1:7946 }\ngslb:\n  monitors:\n    bal: { interval: 5s }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := cfg.GSLB.Monitors["bal"]; m.Type != MonitorHTTP || m.Port != 80 || m.Path != PathHealth {
+		t.Errorf("gslb monitor: type %s port %d path %q, want http 80 %s", m.Type, m.Port, m.Path, PathHealth)
 	}
 }

@@ -216,9 +216,11 @@ func ReadTSIGSecret(path string) ([]byte, error) {
 // Monitor is an active health check (health/), shared by the gslb's pool
 // members and the balancer's static edges.
 type Monitor struct {
-	// Type is http (default: a GET of Path), https or tcp (a connect).
+	// Type is http (a GET of path), https or tcp (a connect). Default: http
+	// for a gslb monitor, tcp for a static edge's.
 	Type MonitorType `yaml:"type"`
-	// Port probed on each member's address (default 80 for http, 443 for https).
+	// Port probed on each member's address. Default: a static edge's URL's
+	// port; for a gslb monitor 80 for http, 443 for https (tcp needs one).
 	Port int `yaml:"port"`
 	// Path of an HTTP probe (default /_ringlb/health).
 	Path string `yaml:"path"`
