@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"fmt"
 	"path/filepath"
+	"strings"
 )
 
 // DemoFile is configs/demo.yaml, embedded: the config `ringlb demo` runs when
@@ -53,11 +54,68 @@ func (c *Config) ForNode(n DemoNode) *Config {
 	return &out
 }
 
-// Summary is the one line `ringlb check` prints for a valid file.
+// Summary is the one line `ringlb check` prints for a valid file: the
+// cluster, then each role the file has a section for (Roles), then a
+// demo's nodes. A demo node's addresses are its own, so a demo file's role
+// sections are shown without theirs.
 func (c *Config) Summary() string {
-	return fmt.Sprintf("cluster %q region %q (gossip %s, %d seeds); edge %s, max_connections %d; balancer %s, max_connections %d, %d key sources, ring %d/%d/%g, %d static edges; %d demo nodes; open-file limit %d",
+	demo := len(c.Demo.Nodes) > 0
+	listen := func(addr string) string {
+		if demo {
+			return ""
+		}
+		return " " + addr + ","
+	}
+	parts := []string{fmt.Sprintf("cluster %q region %q (gossip %s, %d seeds, ring %d/%d/%g)",
 		c.Cluster.Name, c.Cluster.Region, c.Cluster.Bind, len(c.Cluster.Join),
-		c.Edge.Listen, c.Edge.MaxConnections, c.Balancer.Listen, c.Balancer.Limits.MaxConnections, len(c.Balancer.Key.Sources),
-		c.Cluster.Ring.Partitions, c.Cluster.Ring.Replication, c.Cluster.Ring.Load,
-		len(c.Balancer.Edges), len(c.Demo.Nodes), OpenFiles())
+		c.Cluster.Ring.Partitions, c.Cluster.Ring.Replication, c.Cluster.Ring.Load)}
+	for _, role := range c.roles {
+		switch role {
+		case "edge":
+			parts = append(parts, fmt.Sprintf("edge%s max_connections %d", listen(c.Edge.Listen), c.Edge.MaxConnections))
+		case "balancer":
+			parts = append(parts, fmt.Sprintf("balancer%s max_connections %d, %d key sources, %d static edges",
+				listen(c.Balancer.Listen), c.Balancer.Limits.MaxConnections, len(c.Balancer.Key.Sources), len(c.Balancer.Edges)))
+		case "gslb":
+			dns := ""
+			if !demo {
+				dns = " DNS " + c.GSLB.Listen + ","
+			}
+			var zones, names []string
+			for _, z := range c.GSLB.Zones {
+				zones = append(zones, z.Origin)
+			}
+			for _, n := range c.GSLB.Names {
+				names = append(names, n.Name)
+			}
+			monitors := sortedMapKeys(c.GSLB.Monitors)
+			parts = append(parts, fmt.Sprintf("gslb%s %d zones%s, %d names%s, %d monitors%s, max_tcp_connections %d",
+				dns, len(zones), someOf(zones), len(names), someOf(names), len(monitors), someOf(monitors), c.GSLB.MaxTCPConnections))
+		}
+	}
+	if len(c.roles) == 0 {
+		parts = append(parts, "no edge, balancer or gslb section")
+	}
+	if demo {
+		var nodes []string
+		for _, n := range c.Demo.Nodes {
+			nodes = append(nodes, fmt.Sprintf("%s %s %s", n.Name, n.Role, n.Listen))
+		}
+		parts = append(parts, fmt.Sprintf("%d demo nodes (%s)", len(nodes), strings.Join(nodes, ", ")))
+	}
+	parts = append(parts, fmt.Sprintf("open-file limit %d", OpenFiles()))
+	return strings.Join(parts, "; ")
+}
+
+// someOf is " (a, b, c)" of up to five names, and how many more: enough of
+// a list to recognise it on one line.
+func someOf(names []string) string {
+	const shown = 5
+	if len(names) == 0 {
+		return ""
+	}
+	if len(names) <= shown {
+		return " (" + strings.Join(names, ", ") + ")"
+	}
+	return fmt.Sprintf(" (%s and %d more)", strings.Join(names[:shown], ", "), len(names)-shown)
 }

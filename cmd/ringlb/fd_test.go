@@ -250,7 +250,7 @@ func TestFDExhaustionDoesNotEndTheProcess(t *testing.T) {
 
 	t.Run("check prints the derived limits", func(t *testing.T) {
 		cfg := filepath.Join(t.TempDir(), "node.yaml")
-		writeFile(t, cfg, "cluster: { name: n-1, bind: 127.0.0.1:7946 }\n")
+		writeFile(t, cfg, "cluster: { name: n-1, bind: 127.0.0.1:7946 }\nedge: {}\nbalancer: {}\n")
 		out, err := exec.Command(limited, "check", "-config", cfg).CombinedOutput()
 		if err != nil {
 			t.Fatalf("check: %v\n%s", err, out)
