@@ -47,8 +47,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return c.run(ctx, args[1:], stdout, stderr)
 		}
 	}
+	fmt.Fprintf(stderr, "ringlb bench: unknown kind %q\n\n", args[0])
 	usage()
-	return fmt.Errorf("unknown bench kind %q", args[0])
+	return errUsage
 }
 
 func runBenchWS(ctx context.Context, args []string, stdout, stderr io.Writer) error {

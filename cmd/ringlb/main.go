@@ -39,8 +39,18 @@ func commands() []command {
 	}
 }
 
-// errUsage means the flags were wrong; the flag package has already said how.
+// errUsage means the command was called wrongly, and has said how (the
+// flag package, or usageError): exit 2.
 var errUsage = errors.New("usage")
+
+// usageError says what is wrong with how a command was called (an argument
+// it needs and was not given), then the command's usage; it returns
+// errUsage.
+func usageError(fs *flag.FlagSet, format string, args ...any) error {
+	fmt.Fprintf(fs.Output(), "%s: %s\n\n", fs.Name(), fmt.Sprintf(format, args...))
+	fs.Usage()
+	return errUsage
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

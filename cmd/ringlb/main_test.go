@@ -79,3 +79,27 @@ func scenarioSize(t *testing.T, full int) int {
 	t.Logf("a busy machine (load average %.1f on %.0f cores): %d instead of %d", load, cores, n, full)
 	return n
 }
+
+// A command called without what it needs is a usage error: exit 2, as
+// documented, with what is missing and the command's usage on stderr. They
+// exited 1, as a failure of the node or the upgrade would.
+func TestMissingArgumentsAreUsageErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"edge"}, "ringlb edge: -config is required (start from configs/examples/edge.yaml)"},
+		{[]string{"balancer"}, "ringlb balancer: -config is required (start from configs/examples/balancer.yaml)"},
+		{[]string{"gslb"}, "ringlb gslb: -config is required (start from configs/examples/gslb.yaml)"},
+		{[]string{"upgrade"}, "ringlb upgrade: -pid is required"},
+		{[]string{"token"}, "ringlb token: -secret-file (or -config), -session and -user are required"},
+		{[]string{"token", "-session", "s", "-user", "u"}, "ringlb token: -secret-file (or -config), -session and -user are required"},
+		{[]string{"bench", "foo"}, `ringlb bench: unknown kind "foo"`},
+	} {
+		var out, errOut strings.Builder
+		code := run(t.Context(), tt.args, &out, &errOut)
+		if code != 2 || !strings.Contains(errOut.String(), tt.says) || !strings.Contains(errOut.String(), "Usage: ringlb "+tt.args[0]) {
+			t.Errorf("ringlb %s: exit %d, stderr:\n%s\nwant exit 2 saying %q and the usage", strings.Join(tt.args, " "), code, errOut.String(), tt.says)
+		}
+	}
+}

@@ -691,8 +691,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		return err
 	}
 	if *path == "" {
-		fs.Usage()
-		return fmt.Errorf("-config is required (start from configs/examples/%s.yaml)", role)
+		return usageError(fs, "-config is required (start from configs/examples/%s.yaml)", role)
 	}
 	logger, level, err := newLogger()
 	if err != nil {

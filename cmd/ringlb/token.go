@@ -41,8 +41,7 @@ func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		*secretFile, *maxTTL = cfg.Edge.Auth.HMACSecretFile, cfg.Edge.Auth.MaxTokenTTL.D()
 	}
 	if *secretFile == "" || *session == "" || *user == "" {
-		fs.Usage()
-		return fmt.Errorf("-secret-file (or -config), -session and -user are required")
+		return usageError(fs, "-secret-file (or -config), -session and -user are required")
 	}
 	if *ttl <= 0 || *ttl > *maxTTL {
 		return fmt.Errorf("-ttl must be positive and at most %s (edge.auth.max_token_ttl), got %s", *maxTTL, *ttl)

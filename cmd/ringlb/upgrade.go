@@ -130,8 +130,7 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if *pid <= 0 {
-		fs.Usage()
-		return errors.New("-pid is required")
+		return usageError(fs, "-pid is required")
 	}
 	uid, err := processUser(*pid)
 	if err != nil {
