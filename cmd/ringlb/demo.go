@@ -24,7 +24,7 @@ import (
 const demoReadyLine = "ringlb demo is ready"
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flagSet("demo", "Runs the demo cluster of configs/demo.yaml in one process on loopback: three edges\nand two balancers that agree on where every session lives. Ctrl-C, or closing its\nterminal, stops it.", stderr)
+	fs := flagSet("demo", "Runs the demo cluster of configs/demo.yaml in one process on loopback: three edges,\ntwo balancers that agree on where every session lives, and a gslb answering DNS for\nthe balancers' regions. Ctrl-C, or closing its terminal, stops it.", stderr)
 	path := fs.String("config", "", "a config file with a demo section (default: the embedded configs/demo.yaml)")
 	newLogger := logFlags(fs, stderr)
 	fs.Lookup("log-level").DefValue = "warn"

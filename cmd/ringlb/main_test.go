@@ -103,3 +103,37 @@ func TestMissingArgumentsAreUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// Each command's -h says what applies to it: the upgrade flags only where
+// a node is upgraded in place (an edge drains and restarts), each role's
+// own default stop bound, and everything the demo runs.
+func TestHelpSaysWhatApplies(t *testing.T) {
+	help := func(cmd string) string {
+		var out strings.Builder
+		if code := run(t.Context(), []string{cmd, "-h"}, &out, &out); code != 0 {
+			t.Fatalf("ringlb %s -h: exit %d\n%s", cmd, code, out.String())
+		}
+		return out.String()
+	}
+	for _, tt := range []struct {
+		cmd       string
+		want, not []string
+	}{
+		{"edge", []string{"edge.drain_timeout + 5s"}, []string{"-upgrade-dir", "-upgrade-timeout", "10s"}},
+		{"balancer", []string{"-upgrade-dir", "-upgrade-timeout", "(default 10s)"}, []string{"drain_timeout"}},
+		{"gslb", []string{"-upgrade-dir", "-upgrade-timeout", "(default 10s)"}, []string{"drain_timeout", "balancers"}},
+		{"demo", []string{"three edges", "two balancers", "a gslb", "Ctrl-C, or closing its"}, nil},
+	} {
+		h := help(tt.cmd)
+		for _, w := range tt.want {
+			if !strings.Contains(h, w) {
+				t.Errorf("ringlb %s -h lacks %q:\n%s", tt.cmd, w, h)
+			}
+		}
+		for _, n := range tt.not {
+			if strings.Contains(h, n) {
+				t.Errorf("ringlb %s -h says %q:\n%s", tt.cmd, n, h)
+			}
+		}
+	}
+}

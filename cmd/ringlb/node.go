@@ -665,6 +665,14 @@ func setMemoryLimit() (limit int64, ok bool, err error) {
 // check` of its file (printed), not only when the upgrade comes.
 const upgradeRefused = "an upgrade of this node would be refused"
 
+// stopTimeout bounds a balancer's or a gslb's graceful stop; an edge's is
+// its drain_timeout and edgeStopMargin for what follows the drain (leaving
+// gossip, closing its listeners). -shutdown-timeout overrides either.
+const (
+	stopTimeout    = 10 * time.Second
+	edgeStopMargin = 5 * time.Second
+)
+
 // upgradedInPlace says whether role is one SIGUSR2 upgrades (an edge
 // drains and restarts instead).
 func upgradedInPlace(role string) bool { return role == "balancer" || role == "gslb" }
@@ -679,9 +687,19 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	}
 	fs := flagSet(role, fmt.Sprintf("Runs %s %s node from a config file (only its cluster and %s sections are read).\n%s", article, role, role, signals), stderr)
 	path := fs.String("config", "", "config file (required)")
-	grace := fs.Duration("shutdown-timeout", 0, "bound on graceful stop (default: edge.drain_timeout + 5s for edges, 10s for balancers)")
-	upgradeDir := fs.String("upgrade-dir", "", "private directory (0700) of the hand-off socket for upgrades (default $RUNTIME_DIRECTORY, else $TMPDIR/ringlb-UID)")
-	upgradeTimeout := fs.Duration("upgrade-timeout", handoff.DefaultReadyTimeout, "how long a new process started by an upgrade has to be ready; then it is killed and this one keeps serving")
+	stopDefault := fmt.Sprintf("(default %s)", stopTimeout)
+	if role == "edge" {
+		stopDefault = fmt.Sprintf("(default: edge.drain_timeout + %s)", edgeStopMargin)
+	}
+	grace := fs.Duration("shutdown-timeout", 0, "bound on graceful stop "+stopDefault)
+	// Only a node upgraded in place has a hand-off: an edge's sessions
+	// live in its process, which drains and restarts instead.
+	var upgradeDir string
+	upgradeTimeout := handoff.DefaultReadyTimeout
+	if upgradedInPlace(role) {
+		fs.StringVar(&upgradeDir, "upgrade-dir", "", "private directory (0700) of the hand-off socket for upgrades (default $RUNTIME_DIRECTORY, else $TMPDIR/ringlb-UID)")
+		fs.DurationVar(&upgradeTimeout, "upgrade-timeout", handoff.DefaultReadyTimeout, "how long a new process started by an upgrade has to be ready; then it is killed and this one keeps serving")
+	}
 	// The log never makes the node wait (logOutput); what is queued when
 	// the node stops is written before the process exits, for a bounded time.
 	logs := newLogOutput(stderr)
@@ -701,7 +719,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	// First: a process started by an upgrade takes its listeners and
 	// reports to the old process, which waits to hear why if this one
 	// cannot take over.
-	proc, err := handoff.Start(handoff.Options{Dir: *upgradeDir, ReadyTimeout: *upgradeTimeout, Stderr: logs, Logger: logger})
+	proc, err := handoff.Start(handoff.Options{Dir: upgradeDir, ReadyTimeout: upgradeTimeout, Stderr: logs, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -726,10 +744,10 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			logger.Warn(upgradeRefused, "err", err)
 		}
 	}
-	start, timeout := startBalancer, 10*time.Second
+	start, timeout := startBalancer, stopTimeout
 	switch role {
 	case "edge":
-		start, timeout = startEdge, cfg.Edge.DrainTimeout.D()+5*time.Second
+		start, timeout = startEdge, cfg.Edge.DrainTimeout.D()+edgeStopMargin
 	case "gslb":
 		start = startGSLB
 	}
@@ -793,7 +811,7 @@ wait:
 				logger.Warn("SIGUSR2: a "+role+" is not upgraded in place; drain it and restart it (SIGTERM)", "node", n.name)
 				continue
 			}
-			if handed, err := upgradeNode(ctx, n, proc, file, hup, *upgradeDir, timeout, logger); handed {
+			if handed, err := upgradeNode(ctx, n, proc, file, hup, upgradeDir, timeout, logger); handed {
 				return err
 			}
 		}
