@@ -227,6 +227,35 @@ func (m *Membership) suspicion(n, mult int) time.Duration {
 // told of to answer.
 const joinConfirmWait = 2 * time.Second
 
+// unansweredWarnIntervals: a pending member unanswered for this many probe
+// intervals (and at least joinConfirmWait) is warned of. Members of a
+// cluster starting together answer a challenge only once they have heard
+// of its sender, a probe interval or two after it heard of them: at every
+// demo start a warning after the second unanswered challenge named a
+// member believed a few milliseconds later.
+const unansweredWarnIntervals = 10
+
+// unanswered says, once per pending member, that name (at addr, pending
+// since) has not answered this node's what: a debug line while that is
+// what a start-up looks like, a warning once it has lasted beyond
+// unansweredWarnIntervals (noted: the debug line was said). It reports
+// whether the warning was due, said or held back by the log limit.
+func (m *Membership) unanswered(name, addr, what string, since time.Time, noted *bool) bool {
+	msg := "a gossip member does not answer this node's " + what + "; not believed until it does (a replayed capture of a node that is gone, or UDP blocked)"
+	pending := time.Since(since)
+	if pending < max(unansweredWarnIntervals*m.probeInterval, joinConfirmWait) {
+		if !*noted {
+			*noted = true
+			m.logger.Debug(msg, "member", name, "addr", addr, "pending", pending.Round(time.Millisecond))
+		}
+		return false
+	}
+	if ok, suppressed := m.unconfirmedLog.Allow(time.Now()); ok {
+		m.logger.Warn(msg, "member", name, "addr", addr, "pending", pending.Round(time.Millisecond), "others_not_logged", suppressed)
+	}
+	return true
+}
+
 // waitConfirmed returns once no member is pending, or within ctx and at
 // most bound.
 func (m *Membership) waitConfirmed(ctx context.Context, bound time.Duration) {
@@ -267,7 +296,7 @@ func (m *Membership) confirm(name string, p *pendingJoin) {
 	case <-m.stop:
 		return
 	}
-	warned := false
+	warned, noted := false, false
 	wait := m.probeInterval
 	for {
 		m.mu.Lock()
@@ -290,11 +319,7 @@ func (m *Membership) confirm(name string, p *pendingJoin) {
 			// off, until then. No probation: memberlist keeps a member
 			// alive on acks a replay can give.
 			if asked > 1 && !warned {
-				warned = true
-				if ok, suppressed := m.unconfirmedLog.Allow(time.Now()); ok {
-					m.logger.Warn("a gossip member does not answer this node's liveness challenges; not believed until it does (a replayed capture of a node that is gone, or UDP blocked)",
-						"member", name, "addr", addr.String(), "others_not_logged", suppressed)
-				}
+				warned = m.unanswered(name, addr.String(), "liveness challenges", p.since, &noted)
 			}
 			if err := m.challenge(name, addr.String()); err != nil {
 				m.logger.Debug("challenging a pending gossip member", "member", name, "err", err)
@@ -328,11 +353,7 @@ func (m *Membership) confirm(name string, p *pendingJoin) {
 			return
 		}
 		if !warned {
-			warned = true
-			if ok, suppressed := m.unconfirmedLog.Allow(time.Now()); ok {
-				m.logger.Warn("a gossip member does not answer this node's pings; not believed until it does (a replayed capture of a node that is gone, or UDP blocked)",
-					"member", name, "addr", addr.String(), "others_not_logged", suppressed)
-			}
+			warned = m.unanswered(name, addr.String(), "pings", p.since, &noted)
 		}
 		// Backing off: under load pings go unanswered for a while, and
 		// pinging every pending member every interval added to the load

@@ -1,0 +1,83 @@
+package health
+
+import (
+	"bytes"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// A member that answers this node's liveness challenges only a few probe
+// intervals after it joined — as every member of a cluster starting
+// together does, its own view of the others still filling — is no cause for
+// a warning: each demo start logged five, one probe interval after each
+// join. One that never answers (here: UDP lost on its way to it, its
+// probes answered over TCP) is warned of, once it has stayed unanswered
+// well beyond a start-up.
+func TestLateAnswerAtStartUpIsNotWarnedOf(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		deafFor  time.Duration // 0: for good
+		wantWarn bool
+	}{
+		{"answers three probe intervals late", 300 * time.Millisecond, false},
+		{"never answers", 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var warned atomic.Int64
+			logs := writerFunc(func(p []byte) (int, error) {
+				if bytes.Contains(p, []byte("level=WARN")) && bytes.Contains(p, []byte("does not answer this node's liveness challenges")) {
+					warned.Add(1)
+				}
+				return len(p), nil
+			})
+			target, err := Join(t.Context(), testCluster("target"), Meta{Role: RoleBalancer, Region: "east", State: StateAlive},
+				slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopAtCleanup(t, target)
+
+			var cut *cutTransport
+			testHookTransport = func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+				if name != "late" {
+					return tr
+				}
+				cut = newCutTransport(t, tr)
+				cut.deaf.Store(true) // packets to it are lost; its streams work
+				if tt.deafFor > 0 {
+					// From its start: its Join waits for the target to answer.
+					time.AfterFunc(tt.deafFor, func() { cut.deaf.Store(false) })
+				}
+				return cut
+			}
+			late, err := Join(t.Context(), testCluster("late", target.Addr()), edgeMeta(1), nil)
+			testHookTransport = nil
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopAtCleanup(t, late)
+			if tt.deafFor > 0 {
+				waitAll(t, []*Membership{target}, hasMember("late"))
+				time.Sleep(500 * time.Millisecond) // any warning's time to be written
+				if n := warned.Load(); n > 0 {
+					t.Fatalf("%d warnings of a member that answered %s after it joined", n, tt.deafFor)
+				}
+				return
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for warned.Load() == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("no warning of a member unanswered for 30 s")
+				}
+				if hasMember("late")(target.Members()) {
+					t.Fatal("a member that never answered was believed")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
