@@ -481,8 +481,13 @@ func (b *Balancer) validate(ps *problems) {
 		se.TLS.validate(ps, p+".tls", se.URL)
 	}
 	b.SessionTable.validate(ps)
-	if b.DialTimeout <= 0 || b.IdleTimeout <= 0 || b.TunnelIdleTimeout <= 0 {
-		ps.add("balancer", "dial_timeout, idle_timeout and tunnel_idle_timeout must be positive")
+	for _, t := range []struct {
+		path string
+		d    Duration
+	}{{"balancer.dial_timeout", b.DialTimeout}, {"balancer.idle_timeout", b.IdleTimeout}, {"balancer.tunnel_idle_timeout", b.TunnelIdleTimeout}} {
+		if t.d <= 0 {
+			ps.add(t.path, "must be positive, got %s", t.d.D())
+		}
 	}
 	for i, cidr := range b.ProxyProtocol.TrustedFrom {
 		if _, err := netip.ParsePrefix(cidr); err != nil {

@@ -61,3 +61,41 @@ func TestIntegerFieldsAreWholeNumbers(t *testing.T) {
 	}
 	expectProblem(t, err, "edge.max_participants", `"lots" is not a valid integer`)
 }
+
+// A problem is reported at its field's line: each balancer timeout at its
+// own (all three were said at the balancer section's line, as one), and
+// a field the file leaves out (a required one) at the line of the nearest
+// section around it the file has — the admin token at admin:, where it
+// had no line at all.
+func TestProblemsAtTheFieldsLine(t *testing.T) {
+	file := `cluster: { bind: 127.0.0.1:7946 }
+balancer:
+  listen: 127.0.0.1:8080
+  dial_timeout: -1s
+  idle_timeout: 30s
+  tunnel_idle_timeout: -2s
+  admin:
+    listen: 0.0.0.0:9090
+`
+	_, err := Parse("t.yaml", []byte(file))
+	for _, w := range []struct {
+		path, msg string
+		line      int
+	}{
+		{"balancer.dial_timeout", "must be positive, got -1s", 4},
+		{"balancer.tunnel_idle_timeout", "must be positive, got -2s", 6},
+		{"balancer.admin.token_file", "is required", 7},
+	} {
+		if e := expectProblem(t, err, w.path, w.msg); e != nil && e.Line != w.line {
+			t.Errorf("%s: line %d, want %d", e, e.Line, w.line)
+		}
+	}
+	var errs Errors
+	if errors.As(err, &errs) {
+		for _, e := range errs {
+			if e.Path == "balancer.idle_timeout" {
+				t.Errorf("a good timeout refused: %s", e)
+			}
+		}
+	}
+}

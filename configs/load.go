@@ -21,7 +21,10 @@ import (
 // field's path from the top of the file ("balancer.ring.load").
 type FieldError struct {
 	File string
-	Line int // 0 when the field is absent from the file (a default or a cross-field rule)
+	// Line is the field's, or when the file leaves it out (a required
+	// field, a default a rule refuses) that of the nearest section around
+	// it the file has; 0 when it has none of them.
+	Line int
 	Path string
 	Msg  string
 }
@@ -127,7 +130,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	cfg.Provision()
 	d.zeroTakenForDefault(&cfg)
 	for _, p := range cfg.validate() {
-		e := &FieldError{File: name, Line: d.lines[p.path], Path: p.path, Msg: p.msg}
+		e := &FieldError{File: name, Line: d.line(p.path), Path: p.path, Msg: p.msg}
 		if p.warning {
 			cfg.warnings = append(cfg.warnings, e)
 		} else {
@@ -274,6 +277,22 @@ var (
 	durationType = reflect.TypeOf(Duration(0))
 	adminType    = reflect.TypeOf(Admin{})
 )
+
+// line is where the file has the field at path, else the nearest field
+// around it the file has: a field left out (one required, a default a
+// rule refuses) is found at its section. 0: none of them is in the file.
+func (d *decoder) line(path string) int {
+	for {
+		if l, ok := d.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return 0
+		}
+		path = path[:i]
+	}
+}
 
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
 	d.errs = append(d.errs, &FieldError{File: d.file, Line: n.Line, Path: path, Msg: fmt.Sprintf(format, args...)})
