@@ -376,7 +376,13 @@ func TestDemoEndToEnd(t *testing.T) {
 	t.Logf("bench dns: %s", lastLine(string(out)))
 
 	// Ctrl-C stops the whole demo cleanly.
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	stopDemo(t, cmd, stderr, syscall.SIGINT)
+}
+
+// stopDemo sends the running demo sig and waits for it to exit cleanly.
+func stopDemo(t *testing.T, cmd *exec.Cmd, stderr *strings.Builder, sig syscall.Signal) {
+	t.Helper()
+	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -384,10 +390,12 @@ func TestDemoEndToEnd(t *testing.T) {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("demo exited with %v after SIGINT; stderr:\n%s", err, stderr.String())
+			t.Errorf("demo exited with %v after %v; stderr:\n%s", err, sig, stderr.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("demo did not stop within 30s of SIGINT")
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("demo did not stop within 30s of %v", sig)
 	}
 }
 
@@ -622,21 +630,7 @@ demo:
 	if left, _ := filepath.Glob(filepath.Join(tmp, "ringlb-demo-*")); len(left) != 1 {
 		t.Fatalf("the running demo's private directories in TMPDIR: %v, want one", left)
 	}
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("demo exited with %v after SIGHUP; stderr:\n%s", err, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatal("demo did not stop within 30s of SIGHUP")
-	}
+	stopDemo(t, cmd, stderr, syscall.SIGHUP)
 	if left, _ := filepath.Glob(filepath.Join(tmp, "ringlb-demo-*")); len(left) != 0 {
 		t.Errorf("after SIGHUP the demo left %v behind", left)
 	}
