@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -17,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // TestTokenlessJoinIsAViewer is the attack on a default auth config (a
@@ -235,6 +237,72 @@ func TestRevokeNonce(t *testing.T) {
 	// entry is kept until then, not for all of max_token_ttl.
 	if len(got.Nonces) != 1 || got.Nonces[0].Nonce != claims.Nonce || !got.Nonces[0].Until.Equal(claims.Expires) {
 		t.Fatalf("/api/tokens/revoked = %s (token expires %s)", list, claims.Expires)
+	}
+}
+
+// TestRevokedEditorsMessageInFlightReachesNoOne is the attack of an
+// editor that keeps a msg in flight: all of its frame sent but the last
+// bytes, so that the edge's reader has the header and waits for the rest.
+// When the 1008 "token revoked" comes, it has closeWait to send the rest,
+// chosen then (the mask is its own). Before, a stop was looked at only when
+// a frame's header was read: the msg whose header came before the
+// revocation was sequenced, relayed to ann ("DOCUMENT WIPED AFTER
+// REVOCATION") and kept in the history. Now the msg of a participant being
+// closed, whatever closes it, is dropped once it has arrived whole:
+// nobody gets it and nothing is sequenced.
+func TestRevokedEditorsMessageInFlightReachesNoOne(t *testing.T) {
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, nil)
+	ann := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)
+	m := rawJoinV1With(t, e, "doc", "Authorization: Bearer "+mint(t, secret, "doc", "mallory", RoleEditor, time.Hour)+"\r\n", 1<<16)
+	ann.readType(t, "join")
+
+	const tail = 40
+	f := appendClientTextFrame(nil, []byte(`{"type":"msg","data":"`+strings.Repeat(".", 60000)+` DOCUMENT WIPED AFTER REVOCATION"}`))
+	if _, err := m.Write(f[:len(f)-tail]); err != nil {
+		t.Fatal(err)
+	}
+	// The reader has read the header once the length it announces is
+	// taken from the edge's incoming budget.
+	healthtest.WaitUntil(t, "the msg's header read", func() bool {
+		return metricValue(t, e.s, "ringlb_edge_incoming_bytes") > 0
+	})
+	if status, body := e.adminPost(t, "/api/tokens/revoke", url.Values{"user": {"mallory"}}); status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	rf := newRawFrames(m)
+	for {
+		op, payload, err := rf.next()
+		if err != nil {
+			t.Fatalf("mallory's frames ended without a close: %v", err)
+		}
+		if op != websocket.CloseMessage {
+			continue
+		}
+		code, reason := binary.BigEndian.Uint16(payload), string(payload[2:])
+		t.Logf("mallory, its msg in flight, revoked: close %d %q", code, reason)
+		if code != websocket.ClosePolicyViolation || reason != "token revoked" {
+			t.Fatalf("mallory closed %d %q, want 1008 \"token revoked\"", code, reason)
+		}
+		break
+	}
+	// The rest of the msg, then the answer to the close.
+	if _, err := m.Write(append(f[len(f)-tail:len(f):len(f)], closeFrame()...)); err != nil {
+		t.Fatal(err)
+	}
+	// What mallory's reader relays comes before mallory's leave.
+	for {
+		got := ann.read(t)
+		if got.Type == "msg" {
+			t.Fatalf("ann got mallory's msg finished after its revocation: seq %d, %d bytes", got.Seq, len(got.Data))
+		}
+		if got.Type == "leave" && got.User == "mallory" {
+			break
+		}
+	}
+	ann.msg(t, "still here")
+	if a := ann.readType(t, "ack"); a.Seq != 1 {
+		t.Fatalf("ann's msg got seq %d, want 1: mallory's was sequenced", a.Seq)
 	}
 }
 

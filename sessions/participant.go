@@ -450,7 +450,19 @@ func (p *participant) closeDeadline(now time.Time) time.Time {
 // received acts on one whole data message f from the peer, read at
 // readAt, and returns what it costs the participant's fan-out pace
 // (pace.go).
+//
+// Every message is handed on here, and only here does a participant being
+// closed (revoked, refused, a slow consumer, shut down, whatever the
+// reason) stop relaying: the reader skips a frame begun after the stop as
+// it comes (wsReader.next), but a message whose header came before it may
+// be finished at the peer's leisure within closeWait — a revoked editor
+// kept one in flight and finished it once told, and its msg was sequenced,
+// relayed and kept (TestRevokedEditorsMessageInFlightReachesNoOne); an
+// honest client closed 1013 resent the msg it never got an ack for.
 func (p *participant) received(f *frame, readAt time.Time) (cost int64) {
+	if p.stopping() {
+		return 0
+	}
 	s := p.srv
 	if p.v1 {
 		if p.session != nil {

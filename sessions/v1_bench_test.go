@@ -50,14 +50,28 @@ func benchmarkFanoutV1(b *testing.B, n int, data []byte) {
 // has joined it.
 func rawJoinV1(tb testing.TB, e *testEdge, key string) net.Conn {
 	tb.Helper()
+	return rawJoinV1With(tb, e, key, "", 0)
+}
+
+// rawJoinV1With is rawJoinV1 with header lines added to the upgrade (each
+// ending in \r\n) and, when rcvbuf is not 0, a receive buffer of that
+// size, so that the kernel does not absorb what the edge writes on the
+// client's behalf.
+func rawJoinV1With(tb testing.TB, e *testEdge, key, header string, rcvbuf int) net.Conn {
+	tb.Helper()
 	c, err := net.Dial("tcp", e.data)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close() })
+	if rcvbuf != 0 {
+		if err := c.(*net.TCPConn).SetReadBuffer(rcvbuf); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
-		"Sec-WebSocket-Protocol: " + protocolV1 + "\r\nctstickiness: " + key + "\r\n\r\n"
+		"Sec-WebSocket-Protocol: " + protocolV1 + "\r\nctstickiness: " + key + "\r\n" + header + "\r\n"
 	if _, err := io.WriteString(c, req); err != nil {
 		tb.Fatal(err)
 	}

@@ -205,7 +205,9 @@ func (rd *wsReader) next() error {
 	}
 
 	if p.stopping() {
-		// Closing: data is dropped until the peer's close frame.
+		// Closing: data is dropped until the peer's close frame, a
+		// frame begun now unread (one begun before is dropped whole
+		// once it has come: participant.received).
 		if rd.msg != nil && fin {
 			rd.dropMsg()
 		} else if rd.msg == nil && !fin {
