@@ -13,9 +13,14 @@ import "time"
 //
 // Expiry costs no timer of its own: the participant's ping timer waits
 // until the token's expiry when that comes before the next ping, and its
-// callback closes the participant instead of pinging. A secret stops being
-// accepted at a reload (every holder is looked at then) or when a
-// rotation's overlap ends (Server.overlapEnd runs then).
+// callback closes the participant instead of pinging (the callback arms
+// the timer again each time, whether or not the ping could be written:
+// participant.pingDue). Each message the participant sends is looked at
+// too, once it has arrived whole (participant.received): a lapsed token
+// writes nothing more, even in the moment before the timer's callback
+// runs. A secret stops being accepted at a reload (every holder is looked
+// at then) or when a rotation's overlap ends (Server.overlapEnd runs
+// then).
 
 // heldToken is a participant's verified join token and the secret it was
 // verified with (the authState's own slice), so that the participant can

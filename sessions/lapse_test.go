@@ -1,11 +1,15 @@
 package sessions
 
 import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,5 +236,177 @@ func TestTokenRefreshKeepsTheConnection(t *testing.T) {
 	}
 	if code, reason, _ := closeWith(tab.Conn); code != websocket.ClosePolicyViolation || reason != "token revoked" {
 		t.Fatalf("refreshed holder after its user's revocation: close %d %q, want 1008 \"token revoked\"", code, reason)
+	}
+}
+
+// TestExpiredTokenWritesNothingThoughItsQueueNeverEmpties is the attack of
+// a token holder that keeps its own send queue from emptying: it floods
+// 120 ringlb.v1 pings with 60 KB stamps from a small receive buffer, then
+// sends a new one for each pong it reads, so that its pongs always wait.
+// Expiry was enforced by the ping timer alone, which the writer armed again
+// only once it had written a ping, and the writer pings only when its queue
+// is empty. Before, the timer fired once, found the token good and was
+// never armed again: the holder stayed past its expiry for as long as it
+// fed its queue, and ann got its msg "written after my token expired". Now
+// the holder is closed 1008 "token expired", and nothing it sends after its
+// expiry reaches anyone.
+func TestExpiredTokenWritesNothingThoughItsQueueNeverEmpties(t *testing.T) {
+	const flood, stamp = 120, 60000
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, func(s *Server) {
+		s.pingInterval = time.Second // the expiry a few pings away
+	})
+	ann := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)
+	now := time.Now()
+	expires := time.Unix(now.Add(3*time.Second).Unix(), 0) // a token holds whole seconds
+	token := mintClaims(t, secret, TokenClaims{Session: "doc", User: "mallory", Role: RoleEditor, IssuedAt: now, Expires: expires})
+	m := rawJoinV1With(t, e, "doc", "Authorization: Bearer "+token+"\r\n", 1<<16)
+	ann.readType(t, "join")
+
+	ping := appendClientTextFrame(nil, []byte(`{"type":"ping","ts":"`+strings.Repeat("t", stamp)+`"}`))
+	late := appendClientTextFrame(nil, []byte(`{"type":"msg","data":"written after my token expired"}`))
+	type outcome struct {
+		code            uint16
+		reason          string
+		pongs, lateOnes int
+		closedAt        time.Time
+		err             error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		var o outcome
+		defer func() { done <- o }()
+		if _, o.err = m.Write(bytes.Repeat(ping, flood)); o.err != nil {
+			return
+		}
+		rf := newRawFrames(m)
+		sentLate := false
+		for {
+			op, n, err := rf.head()
+			if err == nil && op == websocket.CloseMessage {
+				var payload []byte
+				if payload, err = rf.body(n); err == nil && len(payload) >= 2 {
+					o.code, o.reason, o.closedAt = binary.BigEndian.Uint16(payload), string(payload[2:]), time.Now()
+				}
+				_, _ = m.Write(closeFrame())
+			} else if err == nil {
+				err = rf.skip(n)
+			}
+			if err != nil || op == websocket.CloseMessage {
+				o.err = err
+				return
+			}
+			if n < stamp {
+				continue // the welcome
+			}
+			o.pongs++
+			// Read slower than the edge makes pongs (its fan-out pace,
+			// 32 MiB/s, bounds that), so they wait in the queue rather
+			// than in the socket's buffers.
+			time.Sleep(10 * time.Millisecond)
+			next := ping
+			if !time.Now().Before(expires) {
+				o.lateOnes++
+				if !sentLate {
+					next, sentLate = append(late[:len(late):len(late)], ping...), true
+				}
+			}
+			if _, o.err = m.Write(next); o.err != nil {
+				return
+			}
+		}
+	}()
+	// What mallory's reader relays comes before mallory's leave.
+	for {
+		got := ann.read(t)
+		if got.Type == "msg" {
+			t.Fatalf("ann got mallory's msg %s, sent after its token expired", got.Data)
+		}
+		if got.Type == "leave" && got.User == "mallory" {
+			break
+		}
+	}
+	o := <-done
+	t.Logf("mallory fed its queue: %d pongs read, %d of them after its token expired (written before it: the sockets' buffers); close %d %q %v after the expiry (%v)",
+		o.pongs, o.lateOnes, o.code, o.reason, o.closedAt.Sub(expires).Round(time.Millisecond), o.err)
+	if o.code != websocket.ClosePolicyViolation || o.reason != "token expired" {
+		t.Fatalf("mallory closed %d %q, want 1008 \"token expired\"", o.code, o.reason)
+	}
+}
+
+// TestExpiredViewerClosedThoughItsQueueNeverEmpties: a viewer of a busy
+// session, whose send queue never empties because msgs come faster than it
+// reads them, sends nothing at all — no message of its could be the
+// occasion to look at its token. Before, its ping timer fired once, with
+// frames queued, and was never armed again: it went on reading the session
+// past its token's expiry for as long as the session stayed busy. Now it is
+// closed 1008 "token expired".
+func TestExpiredViewerClosedThoughItsQueueNeverEmpties(t *testing.T) {
+	const backlog, size = 100, 60000
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, func(s *Server) {
+		s.pingInterval = time.Second // the expiry a few pings away
+	})
+	ann := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)
+	now := time.Now()
+	expires := time.Unix(now.Add(3*time.Second).Unix(), 0) // a token holds whole seconds
+	token := mintClaims(t, secret, TokenClaims{Session: "doc", User: "vic", Role: RoleViewer, IssuedAt: now, Expires: expires})
+	vic := rawJoinV1With(t, e, "doc", "Authorization: Bearer "+token+"\r\n", 1<<16)
+	ann.readType(t, "join")
+	go func() { // ann's acks, read and dropped
+		for {
+			if _, _, err := ann.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	edit, _ := json.Marshal(map[string]string{"type": "msg", "data": strings.Repeat("e", size)})
+	for range backlog {
+		if err := ann.WriteMessage(websocket.TextMessage, edit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One more edit for each vic reads: its queue holds about backlog.
+	rf := newRawFrames(vic)
+	read, late := 0, 0
+	stillOpen := func(err error) {
+		t.Helper()
+		t.Fatalf("vic, whose token expired at %s, still open: %v (%d msgs read, %d after the expiry)", expires.Format(time.TimeOnly), err, read, late)
+	}
+	for {
+		op, n, err := rf.head()
+		if err != nil {
+			stillOpen(err)
+		}
+		if op == websocket.CloseMessage {
+			payload, err := rf.body(n)
+			if err != nil || len(payload) < 2 {
+				t.Fatalf("vic's close: %q %v", payload, err)
+			}
+			code, reason := binary.BigEndian.Uint16(payload), string(payload[2:])
+			t.Logf("vic, reading a busy session: %d msgs read, %d after its token expired (written before it: the sockets' buffers); close %d %q %v after the expiry",
+				read, late, code, reason, time.Since(expires).Round(time.Millisecond))
+			if code != websocket.ClosePolicyViolation || reason != "token expired" {
+				t.Fatalf("vic closed %d %q, want 1008 \"token expired\"", code, reason)
+			}
+			return
+		}
+		if err := rf.skip(n); err != nil {
+			stillOpen(err)
+		}
+		if n < size {
+			continue // the welcome
+		}
+		read++
+		if !time.Now().Before(expires) {
+			late++
+		}
+		// Read slower than ann's msgs come (her fan-out pace, 32 MiB/s,
+		// bounds that), so they wait in the queue rather than in the
+		// socket's buffers.
+		time.Sleep(10 * time.Millisecond)
+		if err := ann.WriteMessage(websocket.TextMessage, edit); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -271,11 +271,22 @@ func (p *participant) wakeWriter() {
 // reader has no read deadline running: a peer silent for pongWait is found
 // here, and its reader started to end it. A participant whose join token
 // has lapsed is closed instead (lapse.go).
+//
+// The timer is armed again here, whether or not the ping gets written: the
+// writer pings only once its queue is empty, and armed again by the writer
+// after a ping, the timer of a participant whose queue never emptied fired
+// once and never again — its token was never looked at again, and a
+// holder feeding its own queue stayed past its expiry for as long as it
+// liked (TestExpiredTokenWritesNothingThoughItsQueueNeverEmpties,
+// TestExpiredViewerClosedThoughItsQueueNeverEmpties). A participant
+// stopping is not armed again: finish stops the timer, and one armed after
+// that would keep the participant alive.
 func (p *participant) pingDue() {
 	now := time.Now()
-	if p.closeIfLapsed(now) {
+	if p.closeIfLapsed(now) || p.stopping() {
 		return
 	}
+	p.pinger.Reset(p.untilPing(now))
 	if p.reader.Load() == readerParked && now.UnixNano()-p.lastFrame.Load() >= int64(p.srv.pongWait) {
 		p.unpark()
 	}
@@ -324,7 +335,10 @@ func (p *participant) stopping() bool { return p.stopped.Load() }
 func (p *participant) run(key, head []byte, hijacked net.Conn) {
 	s := p.srv
 	p.lastFrame.Store(time.Now().UnixNano())
-	p.pinger = time.AfterFunc(p.untilPing(time.Now()), p.pingFn)
+	// Made first, then armed: its callback, which arms it again, then
+	// finds it in p.pinger (Reset orders the store before the callback).
+	p.pinger = time.AfterFunc(time.Duration(1<<63-1), p.pingFn)
+	p.pinger.Reset(p.untilPing(time.Now()))
 
 	if err := s.hub.join(key, p); errors.Is(err, errSessionMoved) {
 		// A drain handed the session on during the handshake: reconnect
@@ -459,8 +473,13 @@ func (p *participant) closeDeadline(now time.Time) time.Time {
 // kept one in flight and finished it once told, and its msg was sequenced,
 // relayed and kept (TestRevokedEditorsMessageInFlightReachesNoOne); an
 // honest client closed 1013 resent the msg it never got an ack for.
+//
+// Nor does a participant whose token has lapsed: the pinger closes it at
+// its token's expiry, but a message read after that and before the
+// pinger's callback has run would still go; looked at here, at the price
+// of a time comparison, a lapsed token writes nothing more.
 func (p *participant) received(f *frame, readAt time.Time) (cost int64) {
-	if p.stopping() {
+	if p.stopping() || p.closeIfLapsed(readAt) {
 		return 0
 	}
 	s := p.srv
@@ -624,7 +643,6 @@ func (p *participant) writeLoop() {
 				p.broken()
 				return
 			}
-			p.pinger.Reset(p.untilPing(time.Now()))
 		}
 	}
 }
