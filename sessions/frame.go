@@ -39,8 +39,9 @@ type frame struct {
 	refs   atomic.Int32
 	pool   *framePool
 	// batch, when set, makes this a batch (v1.go): a queue slot holding
-	// frames to write in order, one reference on each, released with it.
-	// A resume replays its history in one slot, however long, so replay is
+	// frames to write in order, one reference on each, released with it;
+	// the writer takes them one by one (participant.takeReplayed). A
+	// resume replays its history in one slot, however long, so replay is
 	// bounded by the history, not by the send queue.
 	batch []*frame
 }

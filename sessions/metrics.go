@@ -251,7 +251,7 @@ func boundGauges(s *Server) []prometheus.Collector {
 			"ringlb.v1 sessions kept without participants for idle_grace (so their clients can resume), at most edge.max_idle_sessions.",
 			&s.hub.idle.count),
 		counterGauge("ringlb_edge_queued_bytes",
-			"Bytes waiting in every connection's send queue on this edge, a frame counted once per queue, bounded by edge.max_queued_bytes (beyond it a connection with frames waiting is closed as a slow consumer).",
+			"Bytes waiting in every connection's send queue on this edge, a frame counted once per queue (a resume's replay: each msg until it is written), bounded by edge.max_queued_bytes (beyond it a connection with frames waiting is closed as a slow consumer).",
 			&s.sendBudget.used),
 		counterGauge("ringlb_edge_incoming_bytes",
 			"Bytes of the messages every connection is in the middle of receiving (announced lengths), bounded by edge.max_incoming_bytes (beyond it the connection whose frame would not fit is closed 1013).",

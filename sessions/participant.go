@@ -91,11 +91,6 @@ type participant struct {
 	// writer.
 	token   atomic.Pointer[heldToken]
 	stopped atomic.Bool // set by the first stop
-	// replaying is set while a replay of history (a resume's batch) waits
-	// in the queue or is being written, up to its last msg: a client may
-	// not queue another, or resumes of a few bytes each would pin a batch
-	// of the whole history apiece.
-	replaying atomic.Bool
 	// reader is readerRunning while a goroutine reads, readerParked while
 	// none does (the socket is armed), readerEnded at the end. Whoever
 	// moves it from parked to running starts the reader (unpark).
@@ -160,6 +155,13 @@ type participant struct {
 		greeting bool
 		// sockClosed: closeSocket has run; the poller arms no more.
 		sockClosed bool
+		// replays counts the replays of history (resumes' batches)
+		// queued with a msg the writer has not taken yet: a client may
+		// queue one at a time (handleV1), or resumes of a few bytes each
+		// would pin a batch of the whole history apiece. So it is 0 or
+		// 1, and a byte, in what padding leaves here: a participant
+		// stays within its size class.
+		replays uint8
 	}
 	writers sync.WaitGroup // the writer goroutine, while it runs
 	// writeFn, pingFn and resumeFn are p.writeLoop, p.pingDue and p.resume
@@ -235,6 +237,9 @@ func (p *participant) enqueue(f *frame) bool {
 	}
 	o.queue[(o.head+o.n)%len(o.queue)] = f
 	o.n++
+	if f.batch != nil {
+		o.replays++
+	}
 	p.wakeWriter()
 	return true
 }
@@ -247,13 +252,50 @@ func (p *participant) popFrame() *frame {
 	o.queue[o.head] = nil
 	o.head = (o.head + 1) % len(o.queue)
 	o.n--
-	size := f.queuedSize()
+	if f.batch != nil {
+		o.replays--
+	}
+	p.dequeued(f.queuedSize())
+	return f
+}
+
+// takeReplayed takes the next msg of the replay b, the oldest frame queued,
+// for the writer to write, and b off the queue with its last msg. Each msg
+// leaves the send budget as it is taken, as a frame popped does: the rest
+// are still held, and counted, while the writer writes one (a replay goes
+// at the pace its client reads, and its history may have let its frames
+// go meanwhile). b leaves before its last msg is written, not after: a
+// client that has the replay's last msg may resume again, and a client
+// quick to resume, or the writer descheduled after that write, found it
+// still waiting. Called with out.mu held.
+func (p *participant) takeReplayed(b *frame) *frame {
+	f := b.batch[0]
+	b.batch[0] = nil
+	b.batch = b.batch[1:] // its reference is the writer's now
+	p.dequeued(int64(len(f.wire())))
+	if len(b.batch) == 0 {
+		p.popFrame().release()
+	}
+	return f
+}
+
+// dequeued gives back size bytes of the send budget, taken off the queue.
+// Called with out.mu held, or once no writer can run.
+func (p *participant) dequeued(size int64) {
+	o := &p.out
 	o.bytes -= size
 	o.budget.give(size)
 	if o.bytes <= lowMemoryHold {
 		o.overHold = 0 // kept up: the burst passed
 	}
-	return f
+}
+
+// replayWaiting reports whether a replay of p's is queued with a msg the
+// writer has not taken yet.
+func (p *participant) replayWaiting() bool {
+	p.out.mu.Lock()
+	defer p.out.mu.Unlock()
+	return p.out.replays > 0
 }
 
 // wakeWriter starts the writer unless it runs. Called with out.mu held.
@@ -560,6 +602,7 @@ type writeJob int
 const (
 	jobNone writeJob = iota // nothing: the writer ends
 	jobFrame
+	jobReplayed // a msg of a replay (takeReplayed)
 	jobPong
 	jobPing
 	jobClose
@@ -583,6 +626,9 @@ func (p *participant) nextJob() (job writeJob, f *frame, pong string) {
 		o.pongDue = false
 		return jobPong, nil, o.pong
 	case o.n > 0:
+		if b := o.queue[o.head]; b.batch != nil {
+			return jobReplayed, p.takeReplayed(b), ""
+		}
 		return jobFrame, p.popFrame(), ""
 	case o.pingDue:
 		o.pingDue = false
@@ -605,15 +651,7 @@ func (p *participant) writeLoop() {
 			return
 		case jobClose:
 			p.closeHandshake()
-		case jobFrame:
-			if f.batch != nil {
-				ok := p.writeBatch(f)
-				p.replaying.Store(false) // an empty batch, a broken write
-				if !ok {
-					return
-				}
-				continue
-			}
+		case jobFrame, jobReplayed:
 			// The frame is written as the reader encoded it, straight to
 			// the socket, bypassing the library's writer (which would copy
 			// it into a per-connection buffer, and cost two allocations per
@@ -625,7 +663,8 @@ func (p *participant) writeLoop() {
 			// partial write ends the connection (broken).
 			_ = p.raw.SetWriteDeadline(time.Now().Add(s.writeWait))
 			_, err := p.raw.Write(f.wire())
-			if err == nil {
+			if err == nil && job == jobFrame {
+				// A replayed msg's lag is its age: not the relay's.
 				s.metrics.lag.Observe(time.Since(f.readAt).Seconds())
 			}
 			f.release()

@@ -721,7 +721,8 @@ func TestPresenceOfAHandedOnSessionEndsQuietly(t *testing.T) {
 }
 
 // jobFrames are the frames a queued job f writes: a resume's replay is one
-// job, a batch of history frames written in order (participant.writeBatch).
+// slot, a batch of history frames the writer takes in order, those it has
+// not taken yet (participant.takeReplayed).
 func jobFrames(f *frame) []*frame {
 	if f.batch != nil {
 		return f.batch

@@ -140,11 +140,20 @@ func (b *byteBudget) give(n int64) {
 // frame would pass the budget is closed 1013.
 
 // queuedSize is what f counts against the send budget while queued: the
-// bytes it holds. A batch (a resume's replay) holds history frames,
-// counted in the history's own budget.
+// bytes it holds. A batch (a resume's replay) holds the msgs it has still
+// to write, each counted until the writer takes it (takeReplayed). They
+// are history frames, but the history gives their bytes back as it moves
+// on, while the batch holds them until written: counted as nothing here,
+// a client resuming again and again as it moved its history on held MiBs
+// that neither budget, nor low-memory shedding, saw
+// (TestReplaysAreCountedAndOneWaits).
 func (f *frame) queuedSize() int64 {
 	if f.batch != nil {
-		return 0
+		n := 0
+		for _, g := range f.batch {
+			n += len(g.wire())
+		}
+		return int64(n)
 	}
 	return int64(len(f.buf))
 }

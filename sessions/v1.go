@@ -514,35 +514,9 @@ func (h *hub) resume(s *session, p *participant, after uint64, epoch string) (co
 	}
 	b := &frame{batch: frames}
 	b.refs.Store(1)
-	p.replaying.Store(true) // cleared by the writer once it is written
-	h.deliver(p, b)
+	h.deliver(p, b) // the writer takes its msgs one by one (takeReplayed)
 	b.release()
 	return cost
-}
-
-// writeBatch writes the frames of batch b in order (see writeLoop for why a
-// plain Write is safe) and releases b. It reports false when the
-// connection broke.
-func (p *participant) writeBatch(b *frame) bool {
-	defer b.release()
-	for i, f := range b.batch {
-		if i == len(b.batch)-1 {
-			// A client that has the replay's last msg may resume again:
-			// the mark clears before that msg goes out, not after (a
-			// client quick to resume, or this writer descheduled after
-			// its write, was told a replay was still on its way).
-			p.replaying.Store(false)
-		}
-		_ = p.raw.SetWriteDeadline(time.Now().Add(p.srv.writeWait))
-		if _, err := p.raw.Write(f.wire()); err != nil {
-			p.broken()
-			return false
-		}
-		if p.stopping() {
-			return true // the writer sends the close next
-		}
-	}
-	return true
 }
 
 // maxPromotionSkip bounds how far resumes may move a promoted session's
@@ -694,7 +668,7 @@ func (p *participant) handleV1(kind int, payload []byte, readAt time.Time) (cost
 			p.sendError("bad_request", "resume needs after")
 			return
 		}
-		if p.replaying.Load() {
+		if p.replayWaiting() {
 			// The replay under way, and the live msgs after it, already
 			// bring everything after the earlier resume's seq.
 			p.sendError("bad_request", "a replay is already on its way: resume again once it has arrived")

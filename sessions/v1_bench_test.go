@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"testing"
 
 	"github.com/ringlb/ringlb/configs"
@@ -55,20 +56,28 @@ func rawJoinV1(tb testing.TB, e *testEdge, key string) net.Conn {
 
 // rawJoinV1With is rawJoinV1 with header lines added to the upgrade (each
 // ending in \r\n) and, when rcvbuf is not 0, a receive buffer of that
-// size, so that the kernel does not absorb what the edge writes on the
+// size, set before connecting (so the window is as small from the first
+// packet), so that the kernel does not absorb what the edge writes on the
 // client's behalf.
 func rawJoinV1With(tb testing.TB, e *testEdge, key, header string, rcvbuf int) net.Conn {
 	tb.Helper()
-	c, err := net.Dial("tcp", e.data)
+	var d net.Dialer
+	if rcvbuf != 0 {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	c, err := d.Dial("tcp", e.data)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close() })
-	if rcvbuf != 0 {
-		if err := c.(*net.TCPConn).SetReadBuffer(rcvbuf); err != nil {
-			tb.Fatal(err)
-		}
-	}
 	req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
 		"Sec-WebSocket-Protocol: " + protocolV1 + "\r\nctstickiness: " + key + "\r\n" + header + "\r\n"
