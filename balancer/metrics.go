@@ -135,7 +135,7 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 		}, []string{"reason"}),
 		tableIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_session_table_ignored_total",
-			Help: "Table records and drains from other nodes not applied, by reason (unknown_backend, backend_down, malformed, not_a_balancer, full).",
+			Help: "Table records and drains from other nodes not applied, and asks for the table not answered as copies, by reason (unknown_backend, backend_down, malformed, not_a_balancer, full, replayed).",
 		}, []string{"reason"}),
 		tableSyncLag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ringlb_balancer_session_table_sync_lag_seconds",

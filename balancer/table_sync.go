@@ -23,6 +23,11 @@ import (
 //     another balancer's open sessions live there and repairs lost packets;
 //   - the whole table (a stream, in parts) to a balancer that starts and
 //     asks for it ("ask"); it routes only once it has it (startup wait).
+//     An ask names the balancer asked and carries its time and its round's
+//     id; each is answered once (takeAsk), and the asker takes only the
+//     answer it waits for: memberlist takes a copy of an encrypted packet
+//     as it took the original, and one ask captured on the wire, sent
+//     again, had the whole table sent each time.
 //
 // Placements of one key meet by one rule, the same on every balancer
 // (wins): the higher version (a move supersedes what it moved from), then
@@ -59,6 +64,7 @@ const (
 	ignoredMalformed = "malformed"
 	ignoredSender    = "not_a_balancer"
 	ignoredFull      = "full"
+	ignoredReplay    = "replayed" // an ask that is a copy (takeAsk)
 )
 
 // merge applies a record from another balancer. fromDelta says it is a
@@ -210,16 +216,24 @@ type tableSync struct {
 	pending []pendingRecord
 	drains  []string // drains changed here, to send
 	kick    chan struct{}
-	answers chan askJob // peers that asked for the table
+	answers chan takenAsk // peers that asked for the table
 	// answering are the asks queued or being answered: an ask again
 	// meanwhile (the asker had not all of it yet) is not answered twice.
 	answering map[askJob]bool
+	// taken are the asks taken lately, each until a copy of it could no
+	// longer pass (askFresh), and lastTaken when each peer's last one was
+	// (takeAsk). Both at most maxTakenAsks.
+	taken     map[takenAsk]int64
+	lastTaken map[string]int64
 	stop      chan struct{}
 	wg        sync.WaitGroup
 
 	// Readiness (guarded by mu).
-	started     time.Time
-	wait        time.Duration
+	started time.Time
+	wait    time.Duration
+	// askID is this process's round of asks: fresh at each start, so no
+	// answer to another round (an earlier process's, or a copy of one
+	// sent again) is taken for this one's.
 	askID       uint64
 	asked       map[string]time.Time // peer → when last asked
 	parts       map[string]*answerParts
@@ -239,6 +253,13 @@ type askJob struct {
 	id   uint64
 }
 
+// takenAsk is one ask as sent: a peer asks again with the same id and a
+// new time; a copy has both the same.
+type takenAsk struct {
+	askJob
+	at int64 // unix ns; 0 for an earlier release's ask, which has none
+}
+
 type pendingRecord struct {
 	h uint64
 	e entry
@@ -252,6 +273,9 @@ type answerParts struct {
 	// answer is coming is not asked again.
 	last time.Time
 }
+
+// whole says whether every part of the answer is in.
+func (a *answerParts) whole() bool { return len(a.seen) == int(a.parts) }
 
 // maxPending bounds the deltas waiting to go out; beyond it they are
 // dropped (the next refresh carries the entries).
@@ -269,6 +293,9 @@ const (
 	// for this long takes it that there is none (the members a join
 	// brings arrive together).
 	othersSettle = time.Second
+	// maxTakenAsks bounds the asks remembered (takeAsk): a balancer asks
+	// each peer once a start, again only while no part of its answer comes.
+	maxTakenAsks = 1024
 )
 
 func (t *sessionTable) startSync(c Cluster, startupWait time.Duration) error {
@@ -289,9 +316,9 @@ func (t *sessionTable) startSync(c Cluster, startupWait time.Duration) error {
 
 // newSync returns the gossip side of t, not yet sending or receiving.
 func (t *sessionTable) newSync(c Cluster, startupWait time.Duration) *tableSync {
-	return &tableSync{t: t, cluster: c, kick: make(chan struct{}, 1), answers: make(chan askJob, 16), stop: make(chan struct{}),
+	return &tableSync{t: t, cluster: c, kick: make(chan struct{}, 1), answers: make(chan takenAsk, 16), stop: make(chan struct{}),
 		started: time.Unix(0, t.now()), wait: startupWait, askID: rand.Uint64(), asked: map[string]time.Time{}, parts: map[string]*answerParts{},
-		answering: map[askJob]bool{}}
+		answering: map[askJob]bool{}, taken: map[takenAsk]int64{}, lastTaken: map[string]int64{}}
 }
 
 func (sy *tableSync) close() {
@@ -442,11 +469,21 @@ func (sy *tableSync) runStreams() {
 	}
 }
 
-// answer sends the table for one ask, which may come again after.
-func (sy *tableSync) answer(job askJob) {
-	sy.sendTable(job)
+// answer sends the table for one ask, which may come again after. The
+// peer's next ask is taken an askEvery after this answer went out, not
+// after it was taken (a large table takes longer than that to send); one
+// that did not go out whole is forgotten: the peer's next ask (an earlier
+// release's is the same) is answered.
+func (sy *tableSync) answer(job takenAsk) {
+	sent := sy.sendTable(job.askJob)
 	sy.mu.Lock()
-	delete(sy.answering, job)
+	delete(sy.answering, job.askJob)
+	if sent {
+		sy.lastTaken[job.peer] = sy.t.now()
+	} else {
+		delete(sy.taken, job)
+		delete(sy.lastTaken, job.peer)
+	}
 	sy.mu.Unlock()
 }
 
@@ -512,7 +549,8 @@ func (sy *tableSync) sendRefresh() {
 
 // sendTable sends the asker the whole table, in parts, each saying how
 // many there are: the asker counts them in, whatever order they arrive in.
-func (sy *tableSync) sendTable(job askJob) {
+// It reports whether every part went.
+func (sy *tableSync) sendTable(job askJob) bool {
 	t := sy.t
 	bodies := t.bodies(maxStreamPart - 17)
 	ready := byte(0)
@@ -529,12 +567,13 @@ func (sy *tableSync) sendTable(job askJob) {
 		m := body.bytes()
 		if err := sy.ch.Send(job.peer, m); err != nil {
 			t.log.Warn("session table: could not send the table to a starting balancer", "peer", job.peer, "err", err)
-			return
+			return false
 		}
 		sent += body.nr
 		t.metrics.tableSyncBytes.WithLabelValues("answer").Add(float64(len(m)))
 	}
 	t.log.Info("session table sent to a starting balancer", "peer", job.peer, "entries", sent, "parts", len(bodies))
+	return true
 }
 
 // bodies returns the table — the drains, then every live entry — as
@@ -561,24 +600,109 @@ func (t *sessionTable) bodies(limit int) []*msgWriter {
 	return append(bodies, w)
 }
 
-// pendingAsk queues an answer to a peer's ask (dropped when many are
-// queued: the peer asks again), unless the same ask is queued or being
-// answered already: a starting balancer asks again each second until it
-// has the whole table, and a large table takes longer than that to send
-// and apply — each of its asks was answered with the whole table (600,000
-// entries: 4.7 tables sent for one start, most after it had the first).
-func (sy *tableSync) pendingAsk(peer string, id uint64) {
-	job := askJob{peer, id}
+// askMessage is this balancer's ask to peer, which announces level: an
+// earlier release's peer reads only the ask of its release, an id alone.
+func (sy *tableSync) askMessage(peer string, level int, at int64) []byte {
+	if level < health.PeerSigningTableAsk || len(peer) > 255 {
+		return binary.BigEndian.AppendUint64([]byte{msgAskID}, sy.askID)
+	}
+	b := binary.BigEndian.AppendUint64([]byte{msgAsk}, sy.askID)
+	b = binary.BigEndian.AppendUint64(b, uint64(at))
+	b = append(b, byte(len(peer)))
+	return append(b, peer...)
+}
+
+// parseAsk reads an ask's body (after its kind).
+func parseAsk(b []byte) (id uint64, at int64, to string, ok bool) {
+	if len(b) < 17 || len(b) != 17+int(b[16]) {
+		return 0, 0, "", false
+	}
+	return binary.BigEndian.Uint64(b), int64(binary.BigEndian.Uint64(b[8:])), string(b[17:]), true
+}
+
+// askFresh says whether an ask sent at at may be answered at now: within
+// the window a peer's signature is (health.PeerWindow), the clocks of a
+// cluster's nodes being held to it already.
+func askFresh(at, now int64) bool {
+	d := now - at
+	return d <= int64(health.PeerWindow) && d >= -int64(health.PeerWindow)
+}
+
+// takeAsk queues an answer to a peer's ask (dropped when many are queued:
+// the peer asks again), unless the same ask is queued or being answered
+// already — a starting balancer asks again each second until it has the
+// whole table, and a large table takes longer than that to send and apply:
+// each of its asks was answered with the whole table (600,000 entries: 4.7
+// tables sent for one start, most after it had the first) — or it is a
+// copy (valid false: out of its time, for another balancer, or an earlier
+// release's ask from a balancer of this one). An ask is taken once: one
+// seen again is a copy, sent by whoever captured it (memberlist takes it
+// as it took the original); it is remembered while a copy of it could
+// still pass the time check (an earlier release's ask, which has no time,
+// while it is among the maxTakenAsks remembered). And one peer is answered
+// at most once an askEvery, however many asks it sends. A copy is counted
+// (ignoredReplay) and never answered.
+func (sy *tableSync) takeAsk(peer string, id uint64, at int64, valid bool) {
+	now := sy.t.now()
+	ask := takenAsk{askJob{peer, id}, at}
 	sy.mu.Lock()
 	defer sy.mu.Unlock()
-	if sy.answering[job] {
+	if sy.answering[ask.askJob] {
+		return
+	}
+	_, seen := sy.taken[ask]
+	last, ok := sy.lastTaken[peer]
+	if !valid || seen || (ok && now-last < int64(askEvery)) || !sy.roomForAsk(now) {
+		sy.t.metrics.tableIgnored.WithLabelValues(ignoredReplay).Inc()
 		return
 	}
 	select {
-	case sy.answers <- job:
-		sy.answering[job] = true
+	case sy.answers <- ask:
 	default:
+		return
 	}
+	sy.answering[ask.askJob] = true
+	until := int64(math.MaxInt64)
+	if at != 0 {
+		until = at + int64(health.PeerWindow)
+	}
+	sy.taken[ask] = until
+	sy.lastTaken[peer] = now
+}
+
+// roomForAsk makes room to remember one more ask: what no copy can pass any
+// more goes, then, in taken, the ask whose copies pass for the shortest
+// time. It reports false when lastTaken holds maxTakenAsks peers answered
+// within the last askEvery (sy.mu held).
+func (sy *tableSync) roomForAsk(now int64) bool {
+	if len(sy.lastTaken) >= maxTakenAsks {
+		for p, at := range sy.lastTaken {
+			if now-at >= int64(askEvery) {
+				delete(sy.lastTaken, p)
+			}
+		}
+		if len(sy.lastTaken) >= maxTakenAsks {
+			return false
+		}
+	}
+	if len(sy.taken) < maxTakenAsks {
+		return true
+	}
+	var (
+		first takenAsk
+		least int64 = math.MaxInt64
+	)
+	for a, until := range sy.taken {
+		if until <= now {
+			delete(sy.taken, a)
+		} else if until <= least {
+			first, least = a, until
+		}
+	}
+	if len(sy.taken) >= maxTakenAsks {
+		delete(sy.taken, first)
+	}
+	return true
 }
 
 // receiveAnswer merges a part of a peer's table sent for this balancer's
@@ -592,13 +716,14 @@ func (sy *tableSync) receiveAnswer(from string, b []byte) error {
 		return errTableMsg
 	}
 	sy.mu.Lock()
-	mine := id == sy.askID
-	sy.mu.Unlock()
-	if !mine {
-		return nil // an answer to an ask of an earlier run, or to nobody
-	}
-	sy.mu.Lock()
 	a := sy.parts[from]
+	// Taken only from a peer asked in this round, until its answer is
+	// whole: an answer to an ask of an earlier run, to nobody, or a copy
+	// of one sent again once it was whole adds nothing.
+	if _, asked := sy.asked[from]; id != sy.askID || !asked || (a != nil && a.whole()) {
+		sy.mu.Unlock()
+		return nil
+	}
 	if a == nil || a.parts != parts {
 		a = &answerParts{seen: map[uint32]bool{}, parts: parts}
 		sy.parts[from] = a
@@ -634,7 +759,7 @@ func (sy *tableSync) checkReady() {
 	)
 	for _, p := range peers {
 		a := sy.parts[p]
-		if a != nil && len(a.seen) == int(a.parts) {
+		if a != nil && a.whole() {
 			complete++
 			if a.ready && why == "" {
 				why = "table received from " + p
@@ -668,16 +793,15 @@ func (sy *tableSync) checkReady() {
 			why = "startup_wait passed before every balancer answered"
 		}
 	}
-	id := sy.askID
 	sy.mu.Unlock()
 	if why != "" {
 		t.markReady()
 		t.log.Info("session table ready: routing", "why", why, "entries", t.len(), "waited", now.Sub(sy.started).Round(time.Millisecond).String())
 		return
 	}
-	msg := binary.BigEndian.AppendUint64([]byte{msgAsk}, id)
 	for _, p := range ask {
-		if err := sy.ch.SendPacket(p, msg); err != nil {
+		n, _ := sy.cluster.Node(p)
+		if err := sy.ch.SendPacket(p, sy.askMessage(p, n.Meta.PeerSigning, now.UnixNano())); err != nil {
 			t.log.Debug("session table: ask not sent", "peer", p, "err", err)
 		}
 	}
@@ -795,11 +919,20 @@ func (sy *tableSync) receive(from string, payload []byte) {
 	case msgDelta, msgRefresh:
 		err = readBody(payload[1:], t.mergeDrain, func(r tableRecord) { t.merge(r, payload[0] == msgDelta) })
 	case msgAsk:
+		id, at, to, ok := parseAsk(payload[1:])
+		if !ok {
+			err = errTableMsg
+			break
+		}
+		sy.takeAsk(from, id, at, to == t.self && askFresh(at, t.now()))
+	case msgAskID:
 		if len(payload) != 9 {
 			err = errTableMsg
 			break
 		}
-		sy.pendingAsk(from, binary.BigEndian.Uint64(payload[1:]))
+		// A balancer of this release asks in the form above: this one
+		// from it is a copy of an ask it never sent.
+		sy.takeAsk(from, binary.BigEndian.Uint64(payload[1:]), 0, n.Meta.PeerSigning < health.PeerSigningTableAsk)
 	case msgAnswer:
 		err = sy.receiveAnswer(from, payload[1:])
 	default:

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -694,9 +696,8 @@ func TestStartingBalancerGetsTheTableOnce(t *testing.T) {
 	// bal-2 asks again, as it does each second while a large table is on
 	// its way (on a busy machine the first answer took 4.3 s).
 	sy2 := b2.bal.table.sync.Load()
-	ask := binary.BigEndian.AppendUint64([]byte{msgAsk}, sy2.askID)
 	for range 5 {
-		if err := sy2.ch.SendPacket("bal-1", ask); err != nil {
+		if err := sy2.ch.SendPacket("bal-1", sy2.askMessage("bal-1", health.PeerSigningTableAsk, b2.bal.table.now())); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -712,5 +713,140 @@ func TestStartingBalancerGetsTheTableOnce(t *testing.T) {
 	t.Logf("bal-1 sent its table %.2f times", sent)
 	if sent >= 2 {
 		t.Errorf("bal-1 sent its table %.2f times to one starting balancer, want once", sent)
+	}
+}
+
+// Balancers of the release before this one (peer_signing below 11) ask for
+// the table with an id alone, and read no other ask: a rolling upgrade
+// keeps both ways working. A balancer asks such a peer in its form and
+// takes its answer; it answers such a peer's ask once — a copy of it is
+// refused, as is that form from a balancer of this release (which never
+// sends it: a copy of an ask made for an earlier release's balancer).
+func TestEarlierReleasesTableAsksStillAnswered(t *testing.T) {
+	edge := startTestEdge(t, "edge-1")
+	cl := healthtest.New(t)
+	older := cl.Join("bal-old", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	if err := older.UpdateMeta(t.Context(), func(m *health.Meta) { m.PeerSigning = health.PeerSigningLive }); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 64)
+	oldCh, err := older.OpenChannel(tableChannel, func(from string, p []byte) {
+		if from == "bal-2" {
+			select {
+			case got <- bytes.Clone(p):
+			default:
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldCh.Close()
+	cfg := configs.Balancer{Edges: staticEdgesOf(edge), SessionTable: configs.SessionTable{StartupWait: configs.Duration(healthtest.Patience)}}
+	b2 := startClusterBalancer(t, cl, "bal-2", cfg)
+	waitRing(t, b2, "edge-1")
+	// A message from bal-2 of the kind wanted, as bal-old received it.
+	next := func(kind byte) []byte {
+		t.Helper()
+		timeout := time.After(healthtest.Patience)
+		for {
+			select {
+			case p := <-got:
+				if len(p) > 0 && p[0] == kind {
+					return p
+				}
+			case <-timeout:
+				t.Fatalf("bal-old got no message %q from bal-2", kind)
+			}
+		}
+	}
+
+	// bal-2 asks bal-old in bal-old's form, and takes its answer.
+	ask := next(msgAskID)
+	if len(ask) != 9 {
+		t.Fatalf("bal-2's ask to a balancer of an earlier release: %d bytes, want its 9", len(ask))
+	}
+	healthtest.WaitMembers(t, older, "bal-2", func(ns []health.Node) bool {
+		return slices.ContainsFunc(ns, func(n health.Node) bool { return n.Name == "bal-2" })
+	})
+	key := b2.keyOwnedBy(t, "edge-1")
+	now := time.Now().UnixNano()
+	head := append([]byte{msgAnswer}, ask[1:9]...)
+	head = binary.BigEndian.AppendUint32(head, 0)
+	head = binary.BigEndian.AppendUint32(head, 1)
+	head = append(head, 1)
+	w := newMsgWriter(maxStreamPart, head)
+	w.add(tableRecord{hash: xxhash.Sum64String(key), backend: "edge-1", placer: "bal-old", placedAt: now, until: now + int64(time.Minute), open: true})
+	if err := oldCh.Send("bal-2", w.bytes()); err != nil {
+		t.Fatal(err)
+	}
+	healthtest.WaitUntil(t, "bal-2 routes with bal-old's table", b2.bal.table.routable)
+	if v, ok := b2.bal.table.view(xxhash.Sum64String(key), b2.ring.Snapshot()); !ok || v.PlacedBy != "bal-old" {
+		t.Fatalf("bal-2's entry of bal-old's key: %+v %v", v, ok)
+	}
+	// An answer once bal-old's is whole, or to another ask, is taken for
+	// none: a copy of an answer (memberlist takes a stream sent again as
+	// it takes a packet) adds nothing.
+	for _, id := range []uint64{binary.BigEndian.Uint64(ask[1:]), binary.BigEndian.Uint64(ask[1:]) + 1} {
+		other := fmt.Sprintf("not-asked-%d", id)
+		head := binary.BigEndian.AppendUint64([]byte{msgAnswer}, id)
+		head = binary.BigEndian.AppendUint32(head, 0)
+		head = binary.BigEndian.AppendUint32(head, 1)
+		w := newMsgWriter(maxStreamPart, append(head, 1))
+		w.add(tableRecord{hash: xxhash.Sum64String(other), backend: "edge-1", placer: "bal-old", placedAt: now, until: now + int64(time.Minute), open: true})
+		b2.bal.table.sync.Load().receive("bal-old", w.bytes())
+		if v, ok := b2.bal.table.view(xxhash.Sum64String(other), b2.ring.Snapshot()); ok {
+			t.Errorf("bal-2 took an answer it was not waiting for (id %#x): %+v", id, v)
+		}
+	}
+
+	// bal-old asks bal-2 in its form: answered, once.
+	answered := func() float64 {
+		return b2.metric(t, "ringlb_balancer_session_table_sync_bytes_total", map[string]string{"kind": "answer"})
+	}
+	refused := func() float64 {
+		return b2.metric(t, "ringlb_balancer_session_table_ignored_total", map[string]string{"reason": ignoredReplay})
+	}
+	oldAsk := binary.BigEndian.AppendUint64([]byte{msgAskID}, 0x5eed)
+	if err := oldCh.Send("bal-2", oldAsk); err != nil {
+		t.Fatal(err)
+	}
+	if a := next(msgAnswer); binary.BigEndian.Uint64(a[1:]) != 0x5eed {
+		t.Fatalf("bal-2 answered bal-old's ask with id %#x, want its %#x", binary.BigEndian.Uint64(a[1:]), 0x5eed)
+	}
+	sy := b2.bal.table.sync.Load()
+	healthtest.WaitUntil(t, "bal-2 answered bal-old's ask", func() bool {
+		sy.mu.Lock()
+		defer sy.mu.Unlock()
+		return len(sy.answers) == 0 && len(sy.answering) == 0
+	})
+	once := answered()
+	was := refused()
+	if err := oldCh.Send("bal-2", oldAsk); err != nil {
+		t.Fatal(err)
+	}
+	healthtest.WaitUntil(t, "bal-2 refuses the copy of bal-old's ask", func() bool { return refused() > was })
+	if n := answered(); n != once {
+		t.Errorf("bal-2 answered a copy of bal-old's ask: %v bytes of answers, want the first's %v", n, once)
+	}
+
+	// That form from a balancer of this release is a copy of an ask made
+	// for another.
+	current := cl.Join("bal-3", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	ch3, err := current.OpenChannel(tableChannel, func(string, []byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch3.Close()
+	healthtest.WaitMembers(t, b2.m, "bal-3", func(ns []health.Node) bool {
+		return slices.ContainsFunc(ns, func(n health.Node) bool { return n.Name == "bal-3" })
+	})
+	was = refused()
+	if err := ch3.Send("bal-2", binary.BigEndian.AppendUint64([]byte{msgAskID}, 0xc0de)); err != nil {
+		t.Fatal(err)
+	}
+	healthtest.WaitUntil(t, "bal-2 refuses an earlier release's ask from bal-3", func() bool { return refused() > was })
+	if n := answered(); n != once {
+		t.Errorf("bal-2 answered bal-3's ask in an earlier release's form: %v bytes of answers, want %v", n, once)
 	}
 }

@@ -12,14 +12,16 @@ import (
 const (
 	msgDelta   = 'd'
 	msgRefresh = 'r'
-	msgAsk     = 'q'
+	msgAsk     = 'Q' // an ask for the whole table (tableSync.askMessage)
+	msgAskID   = 'q' // the ask of an earlier release: its id alone
 	msgAnswer  = 'a'
 )
 
 // Wire form (big-endian):
 //
 //	delta, refresh: kind | body
-//	ask:            kind | id u64
+//	ask:            kind | id u64 | at i64 | to u8 | to (the balancer asked)
+//	ask (earlier):  kind | id u64
 //	answer:         kind | id u64 | part u32 | parts u32 | ready u8 | body
 //	body:           names u8 | names × (len u8, name) |
 //	                drains u8 | drains × (name u8, on u8, deadline i64, stamp i64) |

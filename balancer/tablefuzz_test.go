@@ -183,10 +183,13 @@ type tfCluster struct {
 	w       *tfWorld
 }
 
+// tfMeta is what each balancer of the fuzz announces: this release's.
+var tfMeta = health.Meta{Role: health.RoleBalancer, State: health.StateAlive, PeerSigning: health.PeerSigningTableAsk}
+
 func (c tfCluster) Members() []health.Node {
 	var out []health.Node
 	for _, b := range c.w.bals {
-		out = append(out, health.Node{Name: b.name, Meta: health.Meta{Role: health.RoleBalancer, State: health.StateAlive}})
+		out = append(out, health.Node{Name: b.name, Meta: tfMeta})
 	}
 	return out
 }
@@ -194,7 +197,7 @@ func (c tfCluster) Members() []health.Node {
 func (c tfCluster) Node(name string) (health.Node, bool) {
 	for _, b := range c.w.bals {
 		if b.name == name {
-			return health.Node{Name: name, Meta: health.Meta{Role: health.RoleBalancer, State: health.StateAlive}}, true
+			return health.Node{Name: name, Meta: tfMeta}, true
 		}
 	}
 	return health.Node{}, false

@@ -67,7 +67,7 @@ type Meta struct {
 	Load *Load `json:"load,omitempty"`
 	// PeerSigning is the form of the peer signatures (configs.HeaderPeer)
 	// the node makes and, from nodes announcing it, requires: Join sets
-	// PeerSigningLive, the latest. Absent (0): a node of an earlier release, whose
+	// PeerSigningTableAsk, the latest. Absent (0): a node of an earlier release, whose
 	// signatures name no receiver.
 	PeerSigning int `json:"peer_signing,omitempty"`
 }
@@ -118,6 +118,13 @@ const (
 	// this level only on such an answer: memberlist matches a ping's ack
 	// by its sequence number alone, so replayed acks answered pings.
 	PeerSigningLive = 10
+	// PeerSigningTableAsk: and a balancer asks another for its session
+	// table with an ask that names the balancer asked and carries its
+	// time (balancer/table_sync.go), answered once: a copy of an ask,
+	// which memberlist takes as it took the original, had the whole table
+	// sent again. The earlier form is answered only from a balancer
+	// announcing less.
+	PeerSigningTableAsk = 11
 )
 
 // Load is what an edge carries: live sessions, WebSocket connections, and
@@ -294,7 +301,7 @@ func JoinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Lo
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	meta.PeerSigning = PeerSigningLive
+	meta.PeerSigning = PeerSigningTableAsk
 	enc, err := meta.Encode()
 	if err != nil {
 		return nil, err

@@ -183,8 +183,8 @@ func TestMetadataUpdatePropagates(t *testing.T) {
 		// What form of peer signature each makes travels with the rest,
 		// through an update too.
 		for _, n := range m.Members() {
-			if n.Meta.PeerSigning != PeerSigningLive {
-				t.Errorf("%s sees %s announce peer signing %d, want %d", m.LocalName(), n.Name, n.Meta.PeerSigning, PeerSigningLive)
+			if n.Meta.PeerSigning != PeerSigningTableAsk {
+				t.Errorf("%s sees %s announce peer signing %d, want %d", m.LocalName(), n.Name, n.Meta.PeerSigning, PeerSigningTableAsk)
 			}
 		}
 	}

@@ -1,0 +1,195 @@
+//go:build linux
+
+package balancer
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
+)
+
+// udpCapture records the UDP datagrams that reach a port on loopback, as
+// someone on the path sees them: the gossip's encrypted bytes, which
+// memberlist takes again whenever they come (it keeps no record of what it
+// has taken). AF_PACKET needs CAP_NET_RAW: without it the test that needs
+// one is skipped.
+type udpCapture struct {
+	fd   int
+	port uint16
+	stop chan struct{}
+	done chan struct{}
+
+	mu       sync.Mutex
+	captured [][]byte
+}
+
+// captureUDP starts recording what reaches 127.0.0.1:port until stopped.
+func captureUDP(t *testing.T, port int) *udpCapture {
+	t.Helper()
+	ethIP := int(htons(unix.ETH_P_IP))
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, ethIP)
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		t.Skipf("capturing gossip packets needs CAP_NET_RAW: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: lo.Index}); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	// A read returns at least this often, so stop is seen.
+	tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	c := &udpCapture{fd: fd, port: uint16(port), stop: make(chan struct{}), done: make(chan struct{})}
+	go c.run()
+	t.Cleanup(c.close)
+	return c
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func (c *udpCapture) run() {
+	defer close(c.done)
+	buf := make([]byte, 65536)
+	for {
+		select {
+		case <-c.stop:
+			return
+		default:
+		}
+		n, from, err := unix.Recvfrom(c.fd, buf, 0)
+		if err != nil {
+			continue // the read timeout, or an interrupted read
+		}
+		// Loopback shows each packet twice: as sent and as received.
+		if ll, ok := from.(*unix.SockaddrLinklayer); !ok || ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		p := buf[:n]
+		if len(p) < 20 || p[0]>>4 != 4 || p[9] != unix.IPPROTO_UDP {
+			continue
+		}
+		ihl := int(p[0]&0x0f) * 4
+		if len(p) < ihl+8 || binary.BigEndian.Uint16(p[ihl+2:]) != c.port {
+			continue
+		}
+		c.mu.Lock()
+		c.captured = append(c.captured, append([]byte(nil), p[ihl+8:]...))
+		c.mu.Unlock()
+	}
+}
+
+// close stops recording; what was captured stays.
+func (c *udpCapture) close() {
+	select {
+	case <-c.stop:
+		return
+	default:
+	}
+	close(c.stop)
+	<-c.done
+	unix.Close(c.fd)
+}
+
+func (c *udpCapture) datagrams() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([][]byte(nil), c.captured...)
+}
+
+// A starting balancer's ask for the table, captured on the wire and sent
+// again by someone without the cluster's key, costs the asked balancer
+// nothing: memberlist takes a replayed encrypted packet as it took the
+// original, and the ask carries no more than a sender's name and an id.
+// Before, an ask was refused only while the same one was queued or being
+// answered: every copy sent later was a new job, and the whole table went to
+// the asker again, which took it as its own answer (its id was fixed for
+// its process's life) — 8 datagrams captured at a balancer's start, 6,245
+// bytes, sent again 5 s later made its peer send 14.5 MB, its table of
+// 100,000 entries 5 times over. Now each round of asks has its own id and
+// time, a copy out of its time or of an ask answered is refused, one peer is
+// answered at most once a second, and an answer to an ask the asker is not
+// waiting for is ignored.
+func TestReplayedTableAskSendsNoTable(t *testing.T) {
+	edge := startTestEdge(t, "edge-1")
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edge), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	waitRing(t, b1, "edge-1")
+	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
+	bi, _ := b1.bal.table.names.lookup("edge-1")
+	const n = 100000
+	placed, until := time.Now().UnixNano(), time.Now().Add(time.Hour).UnixNano()
+	for i := range n {
+		b1.bal.table.put(uint64(i)*0x9e3779b97f4a7c15+1, entry{placedAt: placed, until: until, backend: bi, placer: b1.bal.table.selfIdx, open: 1})
+	}
+
+	_, portS, _ := net.SplitHostPort(b1.m.Addr())
+	port, _ := strconv.Atoi(portS)
+	capture := captureUDP(t, port)
+	cfg2 := cfg
+	cfg2.SessionTable.StartupWait = configs.Duration(healthtest.Patience)
+	b2 := startClusterBalancer(t, cl, "bal-2", cfg2)
+	healthtest.WaitUntil(t, "bal-2 has bal-1's table", func() bool { return b2.bal.table.routable() && b2.bal.table.len() == n })
+	sy := b1.bal.table.sync.Load()
+	idle := func() bool {
+		sy.mu.Lock()
+		defer sy.mu.Unlock()
+		return len(sy.answers) == 0 && len(sy.answering) == 0
+	}
+	healthtest.WaitUntil(t, "bal-1 answered every ask", idle)
+	capture.close()
+	packets := capture.datagrams()
+	answered := func() float64 {
+		return b1.metric(t, "ringlb_balancer_session_table_sync_bytes_total", map[string]string{"kind": "answer"})
+	}
+	refused := func() float64 {
+		return b1.metric(t, "ringlb_balancer_session_table_ignored_total", map[string]string{"reason": "replayed"})
+	}
+	before, refusedBefore := answered(), refused()
+	table := float64(n * recordSize)
+	t.Logf("bal-1 sent its table %.2f times for bal-2's start; %d datagrams to its gossip port captured", before/table, len(packets))
+
+	// Sent again from a socket of no member, without the key.
+	replayer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replayer.Close()
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	bytes := 0
+	for _, p := range packets {
+		if _, err := replayer.WriteToUDP(p, to); err != nil {
+			t.Fatal(err)
+		}
+		bytes += len(p)
+	}
+	// bal-1 either answers a copy (the table goes out again) or refuses it.
+	healthtest.WaitUntil(t, "bal-1 answers or refuses the replayed ask", func() bool {
+		return answered()-before >= table || refused() > refusedBefore
+	})
+	healthtest.WaitUntil(t, "bal-1 answered every ask", idle)
+	sent := answered() - before
+	t.Logf("%d datagrams (%d bytes) replayed: bal-1 sent %.0f bytes of answers (%.2f tables), refused %.0f asks", len(packets), bytes, sent, sent/table, refused()-refusedBefore)
+	if sent >= table {
+		t.Errorf("a replay of %d bytes made bal-1 send %.0f bytes, its table %.2f times; want none", bytes, sent, sent/table)
+	}
+}
