@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -22,12 +23,14 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/fasthttp/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringlb/ringlb/balancer/handoff"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/healthtest"
 )
 
@@ -630,5 +633,115 @@ func handedOff(ctx context.Context, t *testing.T, old *Balancer, a *handoff.Conn
 	case <-time.After(healthtest.Patience):
 		t.Fatalf("the new balancer's TakeOver had not returned %s after the hand-off (moved %d)", healthtest.Patience, res.Moved)
 		return res, took{}
+	}
+}
+
+// A move made while a balancer is being upgraded reaches the new process,
+// and so does a placement the new process made before it joined gossip: no
+// session splits between it and the other balancers. Between the old
+// process's hand-off of its table and the new one's join, the others'
+// changes go to the old process, whose table is discarded, and the new one
+// tells nobody what it places. Before, the new process asked nobody (the
+// table it took over counted as ready) and sent its changes with its first
+// refresh (linger/2 after it joined): a key moved to edge-c through bal-2
+// in the gap stayed on edge-a v0 at the new bal-1 while bal-2 had edge-c v1
+// — a participant through each met on different edges — and a key placed
+// by the new process was unknown to bal-2. Now it asks its peers once it
+// has joined and sends its changes at once. The linger here is 10 minutes,
+// so no refresh repairs either within the test.
+func TestMoveDuringUpgradeReachesTheNewProcess(t *testing.T) {
+	ea, eb, ec := startTestEdge(t, "edge-a"), startTestEdge(t, "edge-b"), startTestEdge(t, "edge-c")
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(ea, eb, ec),
+		SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second), Linger: configs.Duration(10 * time.Minute)}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	b2 := startClusterBalancer(t, cl, "bal-2", cfg)
+	for _, b := range []*clusterBalancer{b1, b2} {
+		waitRing(t, b, "edge-a", "edge-b", "edge-c")
+	}
+	healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+	entryIs := func(b *Balancer, r *ring.Ring, key, backend string, version uint16) func() bool {
+		return func() bool {
+			v, ok := b.table.view(xxhash.Sum64String(key), r.Snapshot())
+			return ok && v.Backend == backend && v.Version == version
+		}
+	}
+	key := b1.keyOwnedBy(t, "edge-a")
+	p1, e1 := wsEdge(t, b1, key)
+	defer p1.Close()
+	if e1 != "edge-a" {
+		t.Fatalf("first participant on %s, want edge-a", e1)
+	}
+	healthtest.WaitUntil(t, "bal-2 has the placement", entryIs(b2.bal, b2.ring, key, "edge-a", 0))
+
+	// bal-1 is upgraded: its state, then its table and tunnel, go to the
+	// new process, which serves at once and joins gossip later.
+	logger := slog.New(slog.DiscardHandler)
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", "bal-1 (new)")
+	}
+	cfgN := cfg
+	cfgN.Provision()
+	ringN := ring.New(ring.DefaultConfig())
+	reg := prometheus.NewRegistry()
+	child, err := New(cfgN, "bal-1", ringN, logger, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	childH := &harness{bal: child, ring: ringN, reg: reg, byName: map[string]*testEdge{}}
+	oldEnd, newEnd := stateHandedOver(t, b1.bal, child)
+	childH.serve(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if res, got := handedOff(ctx, t, b1.bal, oldEnd, takeOverAsync(child, newEnd)); got.n != 1 || res.Moved != 1 {
+		t.Fatalf("hand-off: %+v, taken %d (%v); want the one tunnel moved", res, got.n, got.err)
+	}
+
+	// In the gap a participant through bal-2 is sent on by edge-a (421) to
+	// edge-c: the key moves, and bal-2 tells bal-1's old process.
+	ea.pin(key, "edge-c")
+	p2, e2 := wsEdge(t, b2, key)
+	defer p2.Close()
+	ea.pin(key, "")
+	if e2 != "edge-c" {
+		t.Fatalf("participant through bal-2 on %s, want edge-c (edge-a's 421)", e2)
+	}
+	healthtest.WaitUntil(t, "bal-1's old process has bal-2's move", entryIs(b1.bal, b1.ring, key, "edge-c", 1))
+	// And the new process places a key of its own.
+	fresh := childH.keyOwnedBy(t, "edge-b")
+	if _, w := childH.whoami(t, "/whoami", http.Header{"Ctstickiness": {fresh}}); w.Edge != "edge-b" {
+		t.Fatalf("a new key through the new process went to %s, want edge-b", w.Edge)
+	}
+
+	// The old process leaves gossip; the new one joins in its place.
+	if err := b1.m.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cc := cl.Config("bal-1")
+	cc.Join = []string{b2.m.Addr()}
+	m := cl.JoinWith(cc, health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	child.SetCluster(m)
+	if err := child.FollowCluster(); err != nil {
+		t.Fatal(err)
+	}
+	healthtest.WaitUntil(t, "the new bal-1 process has bal-2's move", entryIs(child, ringN, key, "edge-c", 1))
+	healthtest.WaitUntil(t, "bal-2 has the new process's placement", entryIs(b2.bal, b2.ring, fresh, "edge-b", 0))
+	// The participant the old process had on edge-a is closed: its client
+	// reconnects to the session's edge.
+	ws := p1.(*websocket.Conn)
+	ws.SetReadDeadline(time.Now().Add(healthtest.Patience))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the participant left on edge-a stays open")
+			}
+			break
+		}
+	}
+	p3, resp := dialWS(t, childH.addr, "/ws", http.Header{"Ctstickiness": {key}})
+	defer p3.Close()
+	if e3 := resp.Header.Get("X-Ringlb-Edge"); e3 != e2 {
+		t.Errorf("split: a participant through bal-2 on %s, through the new bal-1 on %s", e2, e3)
 	}
 }

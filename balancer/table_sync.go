@@ -22,7 +22,12 @@ import (
 //     refresh) and every entry changed here since the last one. It keeps
 //     another balancer's open sessions live there and repairs lost packets;
 //   - the whole table (a stream, in parts) to a balancer that starts and
-//     asks for it ("ask"); it routes only once it has it (startup wait).
+//     asks for it ("ask"); it routes only once it has it (startup wait). A
+//     process that took the table over from the one it replaced (an
+//     upgrade) asks too, once it has joined, and sends the keys open here
+//     and its changes at once (checkAsks): what the others sent while it
+//     was joining went to the old process, and what it placed meanwhile
+//     went nowhere.
 //     An ask names the balancer asked and carries its time and its round's
 //     id; each is answered once (takeAsk), and the asker takes only the
 //     answer it waits for: memberlist takes a copy of an encrypted packet
@@ -228,9 +233,16 @@ type tableSync struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 
-	// Readiness (guarded by mu).
-	started time.Time
-	wait    time.Duration
+	// The round of asks (guarded by mu): asking until a peer's table is
+	// in (checkAsks); inherited when the table routed before it, taken
+	// over in an upgrade, and told once the keys open here and the
+	// changes went out for that.
+	asking    bool
+	inherited bool
+	told      bool
+	refresh   chan struct{} // a refresh now (runStreams)
+	started   time.Time
+	wait      time.Duration
 	// askID is this process's round of asks: fresh at each start, so no
 	// answer to another round (an earlier process's, or a copy of one
 	// sent again) is taken for this one's.
@@ -317,6 +329,7 @@ func (t *sessionTable) startSync(c Cluster, startupWait time.Duration) error {
 // newSync returns the gossip side of t, not yet sending or receiving.
 func (t *sessionTable) newSync(c Cluster, startupWait time.Duration) *tableSync {
 	return &tableSync{t: t, cluster: c, kick: make(chan struct{}, 1), answers: make(chan takenAsk, 16), stop: make(chan struct{}),
+		refresh: make(chan struct{}, 1), asking: true, inherited: t.isReady.Load(),
 		started: time.Unix(0, t.now()), wait: startupWait, askID: rand.Uint64(), asked: map[string]time.Time{}, parts: map[string]*answerParts{},
 		answering: map[askJob]bool{}, taken: map[takenAsk]int64{}, lastTaken: map[string]int64{}}
 }
@@ -369,13 +382,13 @@ func (sy *tableSync) peers() (peers []string, others int) {
 	return peers, others
 }
 
-// runPackets sends deltas as they come and, until the table is ready, asks
-// the peers for theirs.
+// runPackets sends deltas as they come and, while its round of asks lasts,
+// asks the peers for their tables.
 func (sy *tableSync) runPackets() {
 	defer sy.wg.Done()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	sy.checkReady()
+	sy.checkAsks()
 	for {
 		select {
 		case <-sy.stop:
@@ -390,9 +403,7 @@ func (sy *tableSync) runPackets() {
 			}
 			sy.flushDeltas()
 		case <-tick.C:
-			if !sy.t.isReady.Load() {
-				sy.checkReady()
-			}
+			sy.checkAsks()
 		}
 	}
 }
@@ -459,6 +470,8 @@ func (sy *tableSync) runStreams() {
 			return
 		case job := <-sy.answers:
 			sy.answer(job)
+		case <-sy.refresh:
+			sy.sendRefresh()
 		case <-tick.C:
 			sy.sendRefresh()
 			if next := refreshInterval(sy.t.settings.Load().linger); next != every {
@@ -736,17 +749,28 @@ func (sy *tableSync) receiveAnswer(from string, b []byte) error {
 	sy.mu.Lock()
 	a.seen[part], a.ready, a.last = true, ready, time.Unix(0, sy.t.now())
 	sy.mu.Unlock()
-	sy.checkReady()
+	sy.checkAsks()
 	return nil
 }
 
-// checkReady makes the table ready once it has a peer's whole table (a
-// ready peer's, or every peer's when all of them are starting too), or
+// checkAsks ends the round of asks once the table has a peer's whole table
+// (a ready peer's, or every peer's when all of them are starting too), or
 // once the cluster has members but no other balancer, or when the startup
-// wait is over; until then it asks the peers that have not answered.
-func (sy *tableSync) checkReady() {
+// wait is over: the table routes from then on. Until then it asks the
+// peers that have not answered. A table that routed before (inherited: the
+// process this one replaced handed it over) is checked with the peers the
+// same way, its entries merged by the one rule, and the first asks bring a
+// refresh — the keys open here and the changes made here — at once: while
+// this process was joining gossip, the others' changes went to the
+// process it replaced, whose table was already handed over, and this one's
+// went nowhere; a refresh waits linger/2 (30 s by default), and meanwhile a
+// key moved elsewhere stayed where it was here, its session split.
+func (sy *tableSync) checkAsks() {
 	t := sy.t
-	if t.isReady.Load() {
+	sy.mu.Lock()
+	asking := sy.asking
+	sy.mu.Unlock()
+	if !asking {
 		return
 	}
 	peers, others := sy.peers()
@@ -793,11 +817,31 @@ func (sy *tableSync) checkReady() {
 			why = "startup_wait passed before every balancer answered"
 		}
 	}
-	sy.mu.Unlock()
+	ended := why != "" && sy.asking
 	if why != "" {
+		sy.asking = false
+	}
+	tell := len(ask) > 0 && sy.inherited && !sy.told
+	if tell {
+		sy.told = true
+	}
+	inherited := sy.inherited
+	sy.mu.Unlock()
+	switch {
+	case ended && inherited:
+		t.log.Info("session table checked with the other balancers after the take-over", "why", why, "entries", t.len(), "took", now.Sub(sy.started).Round(time.Millisecond).String())
+	case ended:
 		t.markReady()
 		t.log.Info("session table ready: routing", "why", why, "entries", t.len(), "waited", now.Sub(sy.started).Round(time.Millisecond).String())
+	}
+	if why != "" {
 		return
+	}
+	if tell {
+		select {
+		case sy.refresh <- struct{}{}:
+		default:
+		}
 	}
 	for _, p := range ask {
 		n, _ := sy.cluster.Node(p)

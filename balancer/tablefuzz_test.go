@@ -34,7 +34,9 @@ import (
 // order, dropped or twice (packets; streams arrive, in any order), a
 // balancer restarting empty (it asks for the table and waits, or its
 // startup wait passes) or replaced by an upgrade that inherits its table and
-// tunnels, a balancer cut off from the others (everything to and from it
+// tunnels and serves at once, but joins gossip only later (until then what
+// the others send it goes to the process it replaced, whose table is no
+// longer anyone's, and what it places goes nowhere), a balancer cut off from the others (everything to and from it
 // lost; its peers' copies of its open keys expire) until the network heals, time passing (maintenance every second, refreshes every linger/2,
 // deltas flushed, late packets lost), and a small max_entries whose shards
 // fill up.
@@ -52,7 +54,10 @@ import (
 // delivered, every balancer refreshed, maintenance run) between balancers
 // with one config and one drain state, for every key with a tunnel the
 // table counts: all its tunnels are on one backend, every balancer that
-// routes sends it there, and all their entries agree.
+// routes sends it there, and all their entries agree — and when no message
+// was lost since the last such point, already before the refreshes that
+// repair a lost one (a balancer that joined after an upgrade has asked the
+// others and told them its changes).
 //
 // Not reached: gossip edges (their 421s and hand-offs move their sessions,
 // not the table); a static edge removed from the config; a monitor's own
@@ -89,6 +94,7 @@ const (
 	tevAnswer          // one balancer answers the asks it received (arg: balancer)
 	tevSettle          // every message delivered, every balancer refreshed: the quiescent checks
 	tevCut             // a balancer is cut off from the others, or joins them again (arg: balancer)
+	tevJoin            // the new process of an upgraded balancer joins gossip, the old one gone (arg: balancer)
 	numTableEvents
 )
 
@@ -158,6 +164,7 @@ func (l *tfLink) SendPacket(to string, p []byte) error {
 		return errors.New("packet too large")
 	}
 	if l.w.cut[l.from] || l.w.cut[to] {
+		l.w.lost = true
 		return nil // lost on the way
 	}
 	l.w.net = append(l.w.net, tfMsg{from: l.from, to: to, payload: slices.Clone(p), sent: l.w.now})
@@ -169,6 +176,7 @@ func (l *tfLink) Send(to string, p []byte) error {
 		return errors.New("message too large")
 	}
 	if l.w.cut[l.from] || l.w.cut[to] {
+		l.w.lost = true
 		return errors.New("no route to the member")
 	}
 	l.w.net = append(l.w.net, tfMsg{from: l.from, to: to, payload: slices.Clone(p), stream: true, sent: l.w.now})
@@ -217,6 +225,10 @@ type tfBal struct {
 	config      map[string]int // static edges: name → weight
 	monitorUp   map[string]bool
 	lastRefresh int64
+	// joining: replaced by an upgrade, the new process (t) serves but has
+	// not joined gossip yet; sy is the replaced process's, which receives
+	// what the others send until it leaves (tevJoin).
+	joining bool
 }
 
 func (b *tfBal) now() int64 { return b.w.now + b.skew }
@@ -265,18 +277,19 @@ type tfWorld struct {
 	perShard int
 	seen     map[[2]int]tfSeen // (balancer, key) → entry
 	cut      map[string]bool   // balancers cut off from the others (tevCut)
+	lost     bool              // a message was lost since the last settle
 	step     int
 	trace    bool // RINGLB_TABLEFUZZ_TRACE: each event and the state after it logged
 }
 
 // tableEventNames name the events in a trace.
-var tableEventNames = [numTableEvents]string{"request", "complete", "close", "backend", "monitor", "reload", "drain", "flush", "refresh", "deliver", "time", "restart", "answer", "settle", "cut"}
+var tableEventNames = [numTableEvents]string{"request", "complete", "close", "backend", "monitor", "reload", "drain", "flush", "refresh", "deliver", "time", "restart", "answer", "settle", "cut", "join"}
 
 // dump logs an event and the state after it.
 func (w *tfWorld) dump(op, arg byte) {
 	w.t.Logf("step %d: %s %#02x (t=%v, %d in flight, %d pending)", w.step, tableEventNames[op], arg, time.Duration(w.now%int64(time.Hour)), len(w.net), len(w.pending))
 	for _, b := range w.bals {
-		line := fmt.Sprintf("  %s gen %d ready %v ring %v config %v drains %v:", b.name, b.gen, b.t.routable(), b.r.Snapshot().Members(), b.config, b.t.drains.all())
+		line := fmt.Sprintf("  %s gen %d joining %v ready %v ring %v config %v drains %v:", b.name, b.gen, b.joining, b.t.routable(), b.r.Snapshot().Members(), b.config, b.t.drains.all())
 		for k, h := range w.hashes {
 			if e, ok := b.entry(h); ok {
 				line += fmt.Sprintf(" %s→%s v%d placed %v until %v open %d openUntil %v;", w.keys[k], b.t.names.name(e.backend), e.version,
@@ -330,7 +343,9 @@ func runTableEvents(t *testing.T, in []byte) {
 	for _, b := range w.bals {
 		b.start(nil)
 		b.share()
-		b.t.markReady() // the cluster was up before the input begins
+		// The cluster was up before the input begins: nobody asks.
+		b.t.markReady()
+		b.sy.asking = false
 	}
 	for _, b := range w.bals {
 		b.rebuildRing()
@@ -512,6 +527,8 @@ func (w *tfWorld) event(op, arg byte) {
 	case tevCut:
 		b := w.bal(arg)
 		w.cut[b.name] = !w.cut[b.name]
+	case tevJoin:
+		w.join(w.bal(arg))
 	}
 	w.reap()
 	if ringOnly {
@@ -665,6 +682,8 @@ func (w *tfWorld) deliver(arg byte) {
 		w.net = slices.Delete(w.net, i, i+1)
 		if m.stream {
 			w.receive(m)
+		} else {
+			w.lost = true
 		}
 	case 3: // twice (a packet); a stream arrives once
 		if m.stream {
@@ -676,6 +695,7 @@ func (w *tfWorld) deliver(arg byte) {
 
 func (w *tfWorld) receive(m tfMsg) {
 	if w.cut[m.from] || w.cut[m.to] {
+		w.lost = true
 		return // cut off: lost
 	}
 	for _, b := range w.bals {
@@ -685,12 +705,15 @@ func (w *tfWorld) receive(m tfMsg) {
 	}
 }
 
-// answer sends the table to the balancers that asked b for it.
+// answer sends the table to the balancers that asked b for it, and the
+// refresh its sync wants sent now (runStreams).
 func (w *tfWorld) answer(b *tfBal) {
 	for {
 		select {
 		case job := <-b.sy.answers:
 			b.sy.answer(job)
+		case <-b.sy.refresh:
+			b.sy.sendRefresh()
 		default:
 			return
 		}
@@ -710,12 +733,14 @@ func (w *tfWorld) advance(d time.Duration) {
 		for _, b := range w.bals {
 			b.sy.flushDeltas()
 		}
-		w.net = slices.DeleteFunc(w.net, func(m tfMsg) bool { return !m.stream && m.sent < w.now-int64(time.Second) })
+		w.net = slices.DeleteFunc(w.net, func(m tfMsg) bool {
+			late := !m.stream && m.sent < w.now-int64(time.Second)
+			w.lost = w.lost || late
+			return late
+		})
 		for _, b := range w.bals {
 			b.t.tick()
-			if !b.t.isReady.Load() {
-				b.sy.checkReady()
-			}
+			b.sy.checkAsks()
 			if w.now-b.lastRefresh >= int64(refreshInterval(tfLinger)) {
 				b.lastRefresh = w.now
 				b.sy.sendRefresh()
@@ -746,8 +771,10 @@ func (w *tfWorld) deliverStreams() {
 
 // restart replaces b's process: empty (its tunnels die with it; it asks
 // the others for the table), or by an upgrade that hands its table and
-// tunnels to the new one.
+// tunnels to the new one, which serves at once and joins gossip later
+// (join). A process still joining joins first.
 func (w *tfWorld) restart(b *tfBal, upgrade bool) {
+	w.join(b)
 	old := b.t
 	var moving []*tfTunnel
 	for _, tt := range w.openList() {
@@ -763,7 +790,7 @@ func (w *tfWorld) restart(b *tfBal, upgrade bool) {
 	b.start(old)
 	if !upgrade {
 		b.share()
-		b.sy.checkReady()
+		b.sy.checkAsks()
 		return
 	}
 	// The upgrade (handoff.go): the table first, then each tunnel.
@@ -783,7 +810,19 @@ func (w *tfWorld) restart(b *tfBal, upgrade bool) {
 		w.tunnels = append(w.tunnels, &tfTunnel{bal: b, gen: b.gen, key: tt.key, edge: tt.edge, tun: tun, tracked: tracked})
 	}
 	b.t.endInherit()
+	b.joining = true
+}
+
+// join ends an upgrade of b: the replaced process has left gossip, its
+// table with it, and the new one joins — its round of asks begins (as
+// runPackets begins it).
+func (w *tfWorld) join(b *tfBal) {
+	if !b.joining {
+		return
+	}
+	b.joining = false
 	b.share()
+	b.sy.checkAsks()
 }
 
 // settle brings the cluster to a quiescent point — every delta flushed,
@@ -792,6 +831,9 @@ func (w *tfWorld) restart(b *tfBal, upgrade bool) {
 // split.
 func (w *tfWorld) settle() {
 	clear(w.cut) // the network heals
+	for _, b := range w.bals {
+		w.join(b)
+	}
 	quiet := func() {
 		for range 100 {
 			for _, b := range w.bals {
@@ -810,6 +852,17 @@ func (w *tfWorld) settle() {
 		w.fail("messages never end")
 	}
 	quiet()
+	if !w.lost {
+		// Nothing lost: what every balancer sent as it happened, and the
+		// asks and answers of those that started or joined, are enough
+		// (with a maintenance round: a drain's deadline closes tunnels).
+		for _, b := range w.bals {
+			b.t.tick()
+		}
+		w.reap()
+		w.observe(true)
+		w.checkQuiescent()
+	}
 	for _, b := range w.bals {
 		b.sy.sendRefresh()
 	}
@@ -820,6 +873,7 @@ func (w *tfWorld) settle() {
 	w.reap()
 	w.observe(true)
 	w.checkQuiescent()
+	w.lost = false
 }
 
 // checkQuiescent is the property the table is for: a session never splits.
