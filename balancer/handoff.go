@@ -240,6 +240,11 @@ const settleWait = 5 * time.Millisecond
 // afterwards: it closes what was kept once its context ends.
 func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (res HandOffResult, err error) {
 	began := time.Now()
+	// The new process waits for each frame a frame's bound (30 s), and
+	// this wait may last up to ctx (-shutdown-timeout): a long download in
+	// flight outlasted it, the new process gave up and routed with an
+	// empty table, and the table and tunnels sent after went unread.
+	stopKeepAlive := b.keepHandOffAlive(c)
 	_, errs := b.stopServing(ctx)
 	if err := errors.Join(errs...); err != nil {
 		b.log.Warn("hand-off: stopping the servers", "err", err)
@@ -249,6 +254,7 @@ func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (res HandOffRes
 	for !b.tunnelsSettled() && ctx.Err() == nil {
 		time.Sleep(settleWait)
 	}
+	stopKeepAlive()
 	b.mu.Lock()
 	b.closing = true // nothing registers from now on
 	b.mu.Unlock()
@@ -293,6 +299,36 @@ func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (res HandOffRes
 	return res, nil
 }
 
+// keepHandOffAlive sends the new process an empty table part every
+// handoff.KeepAliveEvery until the returned func is called, which waits
+// for it to stop (no other frame goes meanwhile): every release's
+// TakeOver reads such a part as no entry, and waits for the next frame
+// anew.
+func (b *Balancer) keepHandOffAlive(c *handoff.Conn) (stop func()) {
+	empty := newMsgWriter(handoff.MaxFrame, nil).bytes()
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(handoff.KeepAliveEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if err := c.Send(handoff.TypeTable, empty); err != nil {
+					b.log.Warn("hand-off: the new process does not read while this one stops serving", "err", err)
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
+}
+
 // tunnelsSettled reports whether every registered tunnel is past its
 // handshake.
 func (b *Balancer) tunnelsSettled() bool {
@@ -313,7 +349,12 @@ func (b *Balancer) tunnelsSettled() bool {
 // TakeOver receives the old process's tunnels and puts them in this
 // balancer's relay, then adds the old process's counters to this one's. It
 // returns how many tunnels it took; a tunnel it cannot take (a bad record,
-// the relay refusing it) is closed and counted out, the rest go on.
+// the relay refusing it) is closed and counted out, the rest go on. Each
+// frame comes within the hand-off's frame bound: the old process keeps
+// the wait before its table alive (keepHandOffAlive), so one that sends
+// nothing for that long hung; once this one stops reading, it shuts its
+// end, and what the old one sends after fails there instead of being
+// counted moved into a socket nobody reads.
 func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
 	// Tunnels taken over count against the data port's limits, which
 	// Serve sets up; without Serve (tests), they count nowhere.
@@ -324,6 +365,7 @@ func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
 	for {
 		typ, p, fds, err := c.Recv(handoff.TypeTunnel)
 		if err != nil {
+			_ = c.CloseRead()
 			return taken, err
 		}
 		switch typ {
@@ -341,6 +383,7 @@ func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
 		case handoff.TypeCounters:
 			return taken, b.addCounters(p)
 		default:
+			_ = c.CloseRead()
 			return taken, fmt.Errorf("hand-off: unexpected frame type %d among tunnels", typ)
 		}
 	}

@@ -745,3 +745,121 @@ func TestMoveDuringUpgradeReachesTheNewProcess(t *testing.T) {
 		t.Errorf("split: a participant through bal-2 on %s, through the new bal-1 on %s", e2, e3)
 	}
 }
+
+// An old process that waits long for an answer in flight before it hands
+// over — a download or a stream, for as long as -shutdown-timeout lets it
+// — loses nothing to that wait: the new process takes the table and every
+// tunnel once they come. Before, the new process read the old one's first
+// frame within a frame's 30 s like any other, gave up, and routed with an
+// empty table; the old one then wrote the table and the tunnels into a
+// socket nobody read and counted them moved (a 60 s hand-off and one 36 s
+// stream: 0 taken, 1 counted moved). Now the old process sends the new one
+// an empty table part (what any release reads as nothing) every
+// handoff.KeepAliveEvery while it waits, and a new process that gives up
+// reading shuts its end, so nothing it did not take is counted moved.
+func TestHandOffWaitsForAnAnswerInFlight(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a hand-off that waits 36 s for an answer in flight")
+	}
+	const chunks = 72 // one every 500 ms: beyond the hand-off frame's 30 s
+	url := serveConns(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		if req.Header.Get("Upgrade") != "" {
+			if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\n\r\n"); err != nil {
+				return
+			}
+			_, _ = io.Copy(c, br) // an echo
+			return
+		}
+		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"); err != nil {
+			return
+		}
+		for i := range chunks {
+			line := fmt.Sprintf("line %d\n", i)
+			if _, err := fmt.Fprintf(c, "%x\r\n%s\r\n", len(line), line); err != nil {
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		_, _ = io.WriteString(c, "0\r\n\r\n")
+	})
+	lnA := mustListen(t)
+	addr := lnA.Addr().String()
+	lnB := sameSocket(t, lnA)
+	old := newHandOffBalancerNamed(t, configs.Balancer{}, "app", url, lnA)
+	tun, tunR := openRawTunnel(t, addr)
+	defer tun.Close()
+	waitTunnels(t, old, 1)
+
+	// The stream has begun through the old process.
+	sc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	_ = sc.SetDeadline(time.Now().Add(2 * healthtest.Patience))
+	if _, err := io.WriteString(sc, "GET /stream HTTP/1.1\r\nHost: x\r\nctstickiness: slow\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	sr := bufio.NewReader(sc)
+	resp, err := http.ReadResponse(sr, nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("stream: %v %v", resp, err)
+	}
+	streamed := make(chan int, 1)
+	go func() {
+		n := 0
+		s := bufio.NewScanner(resp.Body)
+		for s.Scan() {
+			n++
+		}
+		streamed <- n
+	}()
+
+	next := newHandOffBalancerNamed(t, configs.Balancer{}, "app", "", lnB)
+	a, b := stateHandedOver(t, old, next)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, got := handedOff(ctx, t, old, a, takeOverAsync(next, b))
+	t.Logf("hand-off after %s stopping: moved %d, closed %d; the new process took %d (%v)", res.Stopping.Round(time.Second), res.Moved, res.Closed, got.n, got.err)
+	if n := <-streamed; n != chunks {
+		t.Errorf("the stream in flight got %d of its %d lines", n, chunks)
+	}
+	if got.n != 1 || res.Moved != got.n {
+		t.Fatalf("the new process took %d tunnels (%v), the old one counted %d moved; want the one tunnel, taken", got.n, got.err, res.Moved)
+	}
+	if v, ok := next.table.view(xxhash.Sum64String("bench"), next.ring.Snapshot()); !ok || v.OpenHere != 1 {
+		t.Errorf("the tunnel's key in the new table: %+v (found %v), want open here", v, ok)
+	}
+	_ = tun.SetDeadline(time.Now().Add(healthtest.Patience))
+	if _, err := io.WriteString(tun, "after;"); err != nil {
+		t.Fatal(err)
+	}
+	echo := make([]byte, len("after;"))
+	if _, err := io.ReadFull(tunR, echo); err != nil || string(echo) != "after;" {
+		t.Fatalf("the tunnel after the hand-off: %q %v", echo, err)
+	}
+}
+
+// A new process that stops reading the hand-off (a frame it cannot take, or
+// none within the frame's bound) shuts its end: what the old process sends
+// after fails there, and it counts those tunnels closed, not moved into a
+// socket nobody reads.
+func TestTakeOverThatStopsReadingRefusesWhatFollows(t *testing.T) {
+	old := newHandOffBalancer(t, startRawEdge(t), mustListen(t))
+	next := newHandOffBalancer(t, "", mustListen(t))
+	a, b := stateHandedOver(t, old, next)
+	taken := takeOverAsync(next, b)
+	if err := a.Send(handoff.TypeState, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-taken; got.err == nil {
+		t.Fatal("TakeOver took a state frame among the tunnels")
+	}
+	if err := a.Send(handoff.TypeTable, newMsgWriter(handoff.MaxFrame, nil).bytes()); err == nil {
+		t.Error("a frame sent after the new process stopped reading went into its socket")
+	}
+}

@@ -20,7 +20,9 @@ import (
 //	parent → child   peers    gossip addresses of live members, to join through
 //	parent → child   state    the role's state to start with (the balancer's ring)
 //	child  → parent  ready    serving on the inherited listeners   | failed  reason
-//	parent → child   table×N  the balancer's live-session table, in parts
+//	parent → child   table×N  the balancer's live-session table, in parts (an
+//	                          empty part every KeepAliveEvery before, while the
+//	                          parent waits for its requests in flight)
 //	parent → child   tunnel×N one established tunnel each, its two sockets attached (SCM_RIGHTS)
 //	parent → child   counters the counters' values, to carry on from
 //	parent → child   end      the parent stopped serving and left gossip
@@ -65,6 +67,13 @@ const (
 // frameTimeout bounds each frame's read or write once the hand-off runs:
 // the peer is a process on the same host, so a stall means it hung.
 const frameTimeout = 30 * time.Second
+
+// KeepAliveEvery is how often a sender that is busy for longer than a
+// frame's bound before its next frame (a parent waiting for its requests
+// in flight, for as long as its stop bound lets them run) sends one its
+// peer reads as nothing, so the peer's wait for each frame holds as a
+// bound on a hung sender without cutting a busy one short.
+const KeepAliveEvery = frameTimeout / 3
 
 var (
 	errFrameTooLarge = errors.New("hand-off frame larger than allowed")
@@ -207,6 +216,11 @@ func contains(types []byte, t byte) bool {
 
 // Close closes the socket.
 func (c *Conn) Close() error { return c.c.Close() }
+
+// CloseRead stops this end reading: what the peer sends from then on fails
+// there (a broken pipe), rather than wait in a socket nobody reads while
+// the peer counts it delivered. Writing goes on.
+func (c *Conn) CloseRead() error { return c.c.CloseRead() }
 
 // hello is the child's first frame.
 func helloPayload(pid int) []byte {
