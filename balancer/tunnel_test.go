@@ -16,9 +16,10 @@ import (
 	"github.com/ringlb/ringlb/health/healthtest"
 )
 
-// startRawEdge is an edge at the TCP level: it answers any request with a
-// 101 and then echoes bytes, so the tunnel alone is measured.
-func startRawEdge(tb testing.TB) string {
+// serveRaw is a backend at the TCP level: each connection it accepts is
+// served by serve on a goroutine of its own (and closed after it). It
+// returns its listener's address.
+func serveRaw(tb testing.TB, serve func(c net.Conn)) *net.TCPAddr {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -33,24 +34,33 @@ func startRawEdge(tb testing.TB) string {
 			}
 			go func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\nX-Ringlb-Edge: raw\r\n\r\n"); err != nil {
-					return
-				}
-				if br.Buffered() > 0 {
-					b, _ := br.Peek(br.Buffered())
-					if _, err := c.Write(b); err != nil {
-						return
-					}
-				}
-				_, _ = io.Copy(c, c) // echo; *TCPConn → *TCPConn
+				serve(c)
 			}()
 		}
 	}()
-	return "http://" + ln.Addr().String()
+	return ln.Addr().(*net.TCPAddr)
+}
+
+// startRawEdge is an edge at the TCP level: it answers any request with a
+// 101 and then echoes bytes, so the tunnel alone is measured.
+func startRawEdge(tb testing.TB) string {
+	tb.Helper()
+	return "http://" + serveRaw(tb, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\nX-Ringlb-Edge: raw\r\n\r\n"); err != nil {
+			return
+		}
+		if br.Buffered() > 0 {
+			b, _ := br.Peek(br.Buffered())
+			if _, err := c.Write(b); err != nil {
+				return
+			}
+		}
+		_, _ = io.Copy(c, c) // echo; *TCPConn → *TCPConn
+	}).String()
 }
 
 // openRawTunnel returns a client connection through b past the 101.
