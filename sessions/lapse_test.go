@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -252,16 +253,7 @@ func TestTokenRefreshKeepsTheConnection(t *testing.T) {
 // expiry reaches anyone.
 func TestExpiredTokenWritesNothingThoughItsQueueNeverEmpties(t *testing.T) {
 	const flood, stamp = 120, 60000
-	path, secret := writeSecret(t)
-	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, func(s *Server) {
-		s.pingInterval = time.Second // the expiry a few pings away
-	})
-	ann := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)
-	now := time.Now()
-	expires := time.Unix(now.Add(3*time.Second).Unix(), 0) // a token holds whole seconds
-	token := mintClaims(t, secret, TokenClaims{Session: "doc", User: "mallory", Role: RoleEditor, IssuedAt: now, Expires: expires})
-	m := rawJoinV1With(t, e, "doc", "Authorization: Bearer "+token+"\r\n", 1<<16)
-	ann.readType(t, "join")
+	ann, m, expires := expiringHolder(t, "mallory", RoleEditor)
 
 	ping := appendClientTextFrame(nil, []byte(`{"type":"ping","ts":"`+strings.Repeat("t", stamp)+`"}`))
 	late := appendClientTextFrame(nil, []byte(`{"type":"msg","data":"written after my token expired"}`))
@@ -343,16 +335,7 @@ func TestExpiredTokenWritesNothingThoughItsQueueNeverEmpties(t *testing.T) {
 // closed 1008 "token expired".
 func TestExpiredViewerClosedThoughItsQueueNeverEmpties(t *testing.T) {
 	const backlog, size = 100, 60000
-	path, secret := writeSecret(t)
-	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, func(s *Server) {
-		s.pingInterval = time.Second // the expiry a few pings away
-	})
-	ann := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)
-	now := time.Now()
-	expires := time.Unix(now.Add(3*time.Second).Unix(), 0) // a token holds whole seconds
-	token := mintClaims(t, secret, TokenClaims{Session: "doc", User: "vic", Role: RoleViewer, IssuedAt: now, Expires: expires})
-	vic := rawJoinV1With(t, e, "doc", "Authorization: Bearer "+token+"\r\n", 1<<16)
-	ann.readType(t, "join")
+	ann, vic, expires := expiringHolder(t, "vic", RoleViewer)
 	go func() { // ann's acks, read and dropped
 		for {
 			if _, _, err := ann.ReadMessage(); err != nil {
@@ -409,4 +392,23 @@ func TestExpiredViewerClosedThoughItsQueueNeverEmpties(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// expiringHolder starts an edge pinging every second with ann, an editor
+// whose token holds an hour, in session "doc", and joins there user in
+// role on a raw connection with a token expiring a few seconds on; it
+// returns ann, that connection once ann has seen it join, and its expiry.
+func expiringHolder(t *testing.T, user, role string) (*v1Client, net.Conn, time.Time) {
+	t.Helper()
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, func(s *Server) {
+		s.pingInterval = time.Second // the expiry a few pings away
+	})
+	ann := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)
+	now := time.Now()
+	expires := time.Unix(now.Add(3*time.Second).Unix(), 0) // a token holds whole seconds
+	token := mintClaims(t, secret, TokenClaims{Session: "doc", User: user, Role: role, IssuedAt: now, Expires: expires})
+	c := rawJoinV1With(t, e, "doc", "Authorization: Bearer "+token+"\r\n", 1<<16)
+	ann.readType(t, "join")
+	return ann, c, expires
 }
