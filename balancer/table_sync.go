@@ -89,6 +89,8 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 		reason := ignoredDown
 		if t.known == nil || !t.known(r.backend) {
 			reason = ignoredUnknown
+		} else if !fromDelta {
+			t.answerGone(r.hash, r.backend, rs, now)
 		}
 		t.metrics.tableIgnored.WithLabelValues(reason).Inc()
 		return
@@ -185,6 +187,37 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 			sy.queue(r.hash, cur)
 		}
 	}
+}
+
+// answerGone answers a refreshed record of key h on backend gone, which
+// takes no live keys here (a drain past its deadline), when this balancer
+// holds a live entry of the key on one that does: with that entry, and with
+// the drain that says so. The sender kept its placement over this one by
+// the rule while gone still took live keys there (the two were made apart,
+// across a cut), and is told of the drain only now, maybe after this
+// balancer's refresh: its placement gives way to this one there once the
+// drain is known, but it has this one no more, routes the live key by its
+// ring and places the key's next participant elsewhere until this
+// balancer's next refresh, linger/2 later (found by FuzzTableEvents:
+// seed drain-after-a-cut). Only a refresh or a table is answered so: a
+// delta answered with a delta could go back and forth while the two
+// balancers' drains differ.
+func (t *sessionTable) answerGone(h uint64, gone string, rs *routeSet, now int64) {
+	s := t.shard(h)
+	s.mu.Lock()
+	e, ok := s.entries[h]
+	s.mu.Unlock()
+	if !ok || (e.open == 0 && e.until <= now) || !routableHere(rs, e.backend) {
+		return
+	}
+	sy := t.sync.Load()
+	if sy == nil {
+		return
+	}
+	if _, drained := t.drains.get(gone); drained {
+		sy.queueDrain(gone)
+	}
+	sy.queue(h, e)
 }
 
 // routableHere says whether backend index i takes live keys in rs.
