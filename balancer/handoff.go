@@ -300,7 +300,7 @@ func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (res HandOffRes
 }
 
 // keepHandOffAlive sends the new process an empty table part every
-// handoff.KeepAliveEvery until the returned func is called, which waits
+// c.KeepAliveEvery until the returned func is called, which waits
 // for it to stop (no other frame goes meanwhile): every release's
 // TakeOver reads such a part as no entry, and waits for the next frame
 // anew.
@@ -309,7 +309,7 @@ func (b *Balancer) keepHandOffAlive(c *handoff.Conn) (stop func()) {
 	done, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
-		tick := time.NewTicker(handoff.KeepAliveEvery)
+		tick := time.NewTicker(c.KeepAliveEvery())
 		defer tick.Stop()
 		for {
 			select {

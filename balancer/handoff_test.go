@@ -755,13 +755,11 @@ func TestMoveDuringUpgradeReachesTheNewProcess(t *testing.T) {
 // socket nobody read and counted them moved (a 60 s hand-off and one 36 s
 // stream: 0 taken, 1 counted moved). Now the old process sends the new one
 // an empty table part (what any release reads as nothing) every
-// handoff.KeepAliveEvery while it waits, and a new process that gives up
+// KeepAliveEvery while it waits, and a new process that gives up
 // reading shuts its end, so nothing it did not take is counted moved.
 func TestHandOffWaitsForAnAnswerInFlight(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a hand-off that waits 36 s for an answer in flight")
-	}
-	const chunks = 72 // one every 500 ms: beyond the hand-off frame's 30 s
+	// The frames' bound is 2 s here (30 s in a node), the stream 5 s.
+	const frame, chunks = 2 * time.Second, 10 // one every 500 ms: beyond the frame's bound
 	url := serveConns(t, func(c net.Conn, br *bufio.Reader) {
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -821,6 +819,8 @@ func TestHandOffWaitsForAnAnswerInFlight(t *testing.T) {
 
 	next := newHandOffBalancerNamed(t, configs.Balancer{}, "app", "", lnB)
 	a, b := stateHandedOver(t, old, next)
+	a.SetFrameBound(frame)
+	b.SetFrameBound(frame)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	res, got := handedOff(ctx, t, old, a, takeOverAsync(next, b))

@@ -72,8 +72,21 @@ const frameTimeout = 30 * time.Second
 // frame's bound before its next frame (a parent waiting for its requests
 // in flight, for as long as its stop bound lets them run) sends one its
 // peer reads as nothing, so the peer's wait for each frame holds as a
-// bound on a hung sender without cutting a busy one short.
-const KeepAliveEvery = frameTimeout / 3
+// bound on a hung sender without cutting a busy one short: a third of the
+// frame's bound.
+func (c *Conn) KeepAliveEvery() time.Duration { return c.frameBound() / 3 }
+
+// SetFrameBound bounds each frame's read or write on c to d instead of
+// frameTimeout (30 s): a test of a wait longer than a frame's bound need
+// not last half a minute. Both ends of a hand-off are set alike.
+func (c *Conn) SetFrameBound(d time.Duration) { c.frame = d }
+
+func (c *Conn) frameBound() time.Duration {
+	if c.frame > 0 {
+		return c.frame
+	}
+	return frameTimeout
+}
 
 var (
 	errFrameTooLarge = errors.New("hand-off frame larger than allowed")
@@ -87,6 +100,8 @@ type Conn struct {
 	// (-1: none), and the inherited files to close then if unused.
 	stderrFD int
 	onReady  func()
+	// frame bounds each frame's read or write (0: frameTimeout).
+	frame time.Duration
 }
 
 // Send writes one frame; fds (at most MaxFDs) travel with its first byte.
@@ -101,7 +116,7 @@ func (c *Conn) Send(typ byte, payload []byte, fds ...int) error {
 	buf[0] = typ
 	binary.BigEndian.PutUint32(buf[1:5], uint32(len(payload)))
 	copy(buf[5:], payload)
-	_ = c.c.SetWriteDeadline(time.Now().Add(frameTimeout))
+	_ = c.c.SetWriteDeadline(time.Now().Add(c.frameBound()))
 	var oob []byte
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
@@ -124,7 +139,7 @@ func (c *Conn) Send(typ byte, payload []byte, fds ...int) error {
 // withFDs; any others received are closed and the frame refused. The
 // caller owns the returned descriptors.
 func (c *Conn) Recv(withFDs ...byte) (typ byte, payload []byte, fds []int, err error) {
-	_ = c.c.SetReadDeadline(time.Now().Add(frameTimeout))
+	_ = c.c.SetReadDeadline(time.Now().Add(c.frameBound()))
 	return c.recv(withFDs)
 }
 
