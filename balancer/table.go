@@ -59,6 +59,12 @@ type entry struct {
 // entryDirty: changed here since the last refresh sent to peers.
 const entryDirty uint8 = 1
 
+// entryGoneAnswered: a delta of the key on a backend past its drain
+// deadline here was answered with this entry since the last refresh
+// (answerGone). A delta is answered so once a refresh interval: two
+// balancers whose drains differ would send theirs back and forth.
+const entryGoneAnswered uint8 = 2
+
 // placement is what a lookup saw, handed back to record: the key's entry
 // then (or none) and when the routing decision was taken.
 type placement struct {

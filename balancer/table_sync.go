@@ -89,8 +89,8 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 		reason := ignoredDown
 		if t.known == nil || !t.known(r.backend) {
 			reason = ignoredUnknown
-		} else if !fromDelta {
-			t.answerGone(r.hash, r.backend, rs, now)
+		} else {
+			t.answerGone(r.hash, r.backend, rs, now, fromDelta)
 		}
 		t.metrics.tableIgnored.WithLabelValues(reason).Inc()
 		return
@@ -199,17 +199,27 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 // drain is known, but it has this one no more, routes the live key by its
 // ring and places the key's next participant elsewhere until this
 // balancer's next refresh, linger/2 later (found by FuzzTableEvents:
-// seed drain-after-a-cut). Only a refresh or a table is answered so: a
-// delta answered with a delta could go back and forth while the two
-// balancers' drains differ.
-func (t *sessionTable) answerGone(h uint64, gone string, rs *routeSet, now int64) {
+// seed drain-after-a-cut). A delta is answered too, once a refresh
+// interval (entryGoneAnswered): a move made elsewhere onto gone before the
+// drain reached its balancer, which replaced this entry there, arrives
+// here as a delta after the drain, and the mover routes the live key by
+// its ring once the drain reaches it (seed move-delta-after-the-drain).
+// Answered at every delta, one answered with a delta could go back and
+// forth while the two balancers' drains differ.
+func (t *sessionTable) answerGone(h uint64, gone string, rs *routeSet, now int64, fromDelta bool) {
 	s := t.shard(h)
 	s.mu.Lock()
 	e, ok := s.entries[h]
-	s.mu.Unlock()
-	if !ok || (e.open == 0 && e.until <= now) || !routableHere(rs, e.backend) {
+	if !ok || (e.open == 0 && e.until <= now) || !routableHere(rs, e.backend) ||
+		(fromDelta && e.flags&entryGoneAnswered != 0) {
+		s.mu.Unlock()
 		return
 	}
+	if fromDelta {
+		e.flags |= entryGoneAnswered
+		s.entries[h] = e
+	}
+	s.mu.Unlock()
 	sy := t.sync.Load()
 	if sy == nil {
 		return
@@ -565,6 +575,7 @@ func (sy *tableSync) sendRefresh() {
 		w.addDrain(name, st)
 	}
 	t.each(func(h uint64, e *entry) {
+		e.flags &^= entryGoneAnswered
 		if e.open == 0 && e.flags&entryDirty == 0 {
 			return
 		}
