@@ -359,6 +359,11 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 		}
 		cur, delta = e, true
 	case cur.backend == bi:
+		// Kept live. Near its end, with no tunnel open here, a peer whose
+		// clock runs ahead may have let it expire already and route the
+		// key by its ring, which can differ (its monitor): told now, not
+		// at the next refresh, linger/2 later.
+		delta = cur.open == 0 && cur.until-now < int64(refreshInterval(set.linger))
 		cur.until = max(cur.until, now+int64(set.linger))
 		cur.flags |= entryDirty
 	case basis.found && basis.version == cur.version && basis.backend == cur.backend && basis.placedAt == cur.placedAt:
