@@ -119,13 +119,16 @@ func TestCutOffNodeIsBackOnceAnswered(t *testing.T) {
 
 // cutWhenStarted has the node named name, once started, use a
 // cutTransport, which the returned function gives (nil before).
-func cutWhenStarted(t *testing.T, name string) func() *cutTransport {
+func cutWhenStarted(t *testing.T, name string, setup ...func(*cutTransport)) func() *cutTransport {
 	var cut *cutTransport
 	testHookTransport = func(n string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
 		if n != name {
 			return tr
 		}
 		cut = newCutTransport(t, tr)
+		for _, f := range setup {
+			f(cut) // before its first packet
+		}
 		return cut
 	}
 	t.Cleanup(func() { testHookTransport = nil })

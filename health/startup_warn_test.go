@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/memberlist"
 )
 
 // A member that answers this node's liveness challenges only a few probe
@@ -41,19 +39,14 @@ func TestLateAnswerAtStartUpIsNotWarnedOf(t *testing.T) {
 			}
 			stopAtCleanup(t, target)
 
-			var cut *cutTransport
-			testHookTransport = func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
-				if name != "late" {
-					return tr
-				}
-				cut = newCutTransport(t, tr)
+			cutWhenStarted(t, "late", func(cut *cutTransport) {
 				cut.deaf.Store(true) // packets to it are lost; its streams work
 				if tt.deafFor > 0 {
 					// From its start: its Join waits for the target to answer.
-					time.AfterFunc(tt.deafFor, func() { cut.deaf.Store(false) })
+					hear := time.AfterFunc(tt.deafFor, func() { cut.deaf.Store(false) })
+					t.Cleanup(func() { hear.Stop() })
 				}
-				return cut
-			}
+			})
 			late, err := Join(t.Context(), testCluster("late", target.Addr()), edgeMeta(1), nil)
 			testHookTransport = nil
 			if err != nil {
