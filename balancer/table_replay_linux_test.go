@@ -129,18 +129,8 @@ func (c *udpCapture) datagrams() [][]byte {
 // answered at most once a second, and an answer to an ask the asker is not
 // waiting for is ignored.
 func TestReplayedTableAskSendsNoTable(t *testing.T) {
-	edge := startTestEdge(t, "edge-1")
-	cl := healthtest.New(t)
-	cfg := configs.Balancer{Edges: staticEdgesOf(edge), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}
-	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
-	waitRing(t, b1, "edge-1")
-	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
-	bi, _ := b1.bal.table.names.lookup("edge-1")
 	const n = 100000
-	placed, until := time.Now().UnixNano(), time.Now().Add(time.Hour).UnixNano()
-	for i := range n {
-		b1.bal.table.put(uint64(i)*0x9e3779b97f4a7c15+1, entry{placedAt: placed, until: until, backend: bi, placer: b1.bal.table.selfIdx, open: 1})
-	}
+	cl, cfg, b1 := balancerWithTable(t, n, 0)
 
 	_, portS, _ := net.SplitHostPort(b1.m.Addr())
 	port, _ := strconv.Atoi(portS)

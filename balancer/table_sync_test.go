@@ -676,18 +676,8 @@ func TestStartingBalancerGetsTheTableOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills a table of 600,000 entries")
 	}
-	edge := startTestEdge(t, "edge-1")
-	cl := healthtest.New(t)
-	cfg := configs.Balancer{Edges: staticEdgesOf(edge), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second), MaxEntries: 1000000}}
-	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
-	waitRing(t, b1, "edge-1")
-	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
-	bi, _ := b1.bal.table.names.lookup("edge-1")
 	const n = 600000
-	placed, until := time.Now().UnixNano(), time.Now().Add(time.Hour).UnixNano()
-	for i := range n {
-		b1.bal.table.put(uint64(i)*0x9e3779b97f4a7c15+1, entry{placedAt: placed, until: until, backend: bi, placer: b1.bal.table.selfIdx, open: 1})
-	}
+	cl, cfg, b1 := balancerWithTable(t, n, 1000000)
 
 	began := time.Now()
 	cfg2 := cfg
@@ -849,4 +839,23 @@ func TestEarlierReleasesTableAsksStillAnswered(t *testing.T) {
 	if n := answered(); n != once {
 		t.Errorf("bal-2 answered bal-3's ask in an earlier release's form: %v bytes of answers, want %v", n, once)
 	}
+}
+
+// balancerWithTable starts bal-1 in a cluster of its own with edge-1 and a
+// table of n open entries (of at most max), then routable; it returns the
+// cluster, the config another balancer of it starts with, and bal-1.
+func balancerWithTable(t *testing.T, n, max int) (*healthtest.Cluster, configs.Balancer, *clusterBalancer) {
+	t.Helper()
+	edge := startTestEdge(t, "edge-1")
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edge), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second), MaxEntries: max}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	waitRing(t, b1, "edge-1")
+	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
+	bi, _ := b1.bal.table.names.lookup("edge-1")
+	placed, until := time.Now().UnixNano(), time.Now().Add(time.Hour).UnixNano()
+	for i := range n {
+		b1.bal.table.put(uint64(i)*0x9e3779b97f4a7c15+1, entry{placedAt: placed, until: until, backend: bi, placer: b1.bal.table.selfIdx, open: 1})
+	}
+	return cl, cfg, b1
 }
