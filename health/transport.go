@@ -84,8 +84,8 @@ const (
 	// gossipRecvBuffer is the UDP receive buffer asked for (halved until
 	// the kernel takes it), as memberlist's own transport does.
 	gossipRecvBuffer = 2 << 20
-	// acceptBackoffMax bounds the pause after a failed accept (EMFILE):
-	// the loop waits, doubling from 5ms, instead of spinning.
+	// acceptBackoffMax bounds the pause after a failed accept or read
+	// (pause): the loop waits, doubling from 5ms, instead of spinning.
 	acceptBackoffMax = time.Second
 )
 
@@ -194,16 +194,17 @@ func (t *socketTransport) stopped() bool {
 func (t *socketTransport) readPackets() {
 	defer t.wg.Done()
 	buf := make([]byte, maxGossipPacket)
+	var pause time.Duration
 	for {
 		n, from, err := t.socks.UDP.ReadFrom(buf)
 		at := time.Now()
 		if err != nil {
-			if t.stopped() {
+			if t.stopped() || !t.pause(&pause, "reading a packet", err) {
 				return
 			}
-			t.log.Debug("gossip: UDP read failed", "err", err)
 			continue
 		}
+		pause = 0
 		if n == 0 {
 			continue // memberlist's messages are at least a type byte
 		}
@@ -215,22 +216,28 @@ func (t *socketTransport) readPackets() {
 	}
 }
 
+// pause waits after a failed read or accept (out of descriptors, EMFILE,
+// or of kernel memory), doubling from 5ms up to acceptBackoffMax, so the
+// loop neither spins nor ends while the failure lasts: the port stays
+// open. It reports false when the transport stopped meanwhile.
+func (t *socketTransport) pause(d *time.Duration, what string, err error) bool {
+	*d = min(max(2**d, 5*time.Millisecond), acceptBackoffMax)
+	t.log.Warn("gossip: "+what+" failed; pausing", "err", err, "pause", *d)
+	select {
+	case <-time.After(*d):
+		return true
+	case <-t.stop:
+		return false
+	}
+}
+
 func (t *socketTransport) accept() {
 	defer t.wg.Done()
 	var pause time.Duration
 	for {
 		c, err := t.socks.TCP.AcceptTCP()
 		if err != nil {
-			if t.stopped() {
-				return
-			}
-			// Out of descriptors (EMFILE) or memory: wait and try again,
-			// the port stays open.
-			pause = min(max(2*pause, 5*time.Millisecond), acceptBackoffMax)
-			t.log.Warn("gossip: accepting a stream failed; pausing", "err", err, "pause", pause)
-			select {
-			case <-time.After(pause):
-			case <-t.stop:
+			if t.stopped() || !t.pause(&pause, "accepting a stream", err) {
 				return
 			}
 			continue
