@@ -16,6 +16,7 @@ import (
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // namedRawEdge is a backend that answers every upgrade with a 101 naming
@@ -73,7 +74,12 @@ func TestLocalDialFailureBlamesNoEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	time.Sleep(200 * time.Millisecond) // accepted and waiting for its request
+	// Accepted and waiting for its request (the first one's is its tunnel's).
+	healthtest.WaitUntil(t, "the connection accepted", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.conns) == 1
+	})
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
