@@ -79,14 +79,17 @@ func startClusterEdgeBehind(t *testing.T, cl *healthtest.Cluster, name string, c
 		t.Fatal(err)
 	}
 	e.data, e.admin = dl.Addr().String(), al.Addr().String()
-	go s.Serve(dl)
-	go s.ServeAdmin(al)
 	advertised := e.data
 	if front != nil {
 		advertised = front(e.data)
 	}
 	m := cl.Join(name, health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://" + advertised, Weight: 1, State: health.StateAlive})
 	s.UseCluster(m, rc)
+	// Served once it checks ownership, as ringlb's edge is (cmd/ringlb):
+	// a peer that heard of it in gossip and reached it before had its
+	// hand-off refused 403 (this edge checks no ownership).
+	go s.Serve(dl)
+	go s.ServeAdmin(al)
 	t.Cleanup(func() { // before the member leaves (cleanups run last first)
 		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 		defer cancel()
