@@ -52,8 +52,6 @@ func startReplEdgeViewing(t testing.TB, cl *healthtest.Cluster, name string, cfg
 		t.Fatal(err)
 	}
 	e.data, e.admin = dl.Addr().String(), al.Addr().String()
-	go s.Serve(dl)
-	go s.ServeAdmin(al)
 	url := "http://" + e.data
 	if advertise != nil {
 		url = "http://" + advertise(e.data)
@@ -64,6 +62,8 @@ func startReplEdgeViewing(t testing.TB, cl *healthtest.Cluster, name string, cfg
 	} else {
 		s.UseCluster(m, testRing)
 	}
+	go s.Serve(dl) // once it checks ownership (startClusterEdgeBehind)
+	go s.ServeAdmin(al)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 		defer cancel()
