@@ -165,15 +165,25 @@ func exchange(t *testing.T, addr, payload string, n int, wantClose bool) []int {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
+	// The answer to a HEAD has no body, whatever its Content-Length says
+	// (read as a GET's, it waited out the deadline for a body that never
+	// comes): the first final one, when the payload starts with a HEAD.
+	var head *http.Request
+	if strings.HasPrefix(payload, "HEAD ") {
+		head = &http.Request{Method: http.MethodHead}
+	}
 	var statuses []int
 	for range n {
-		resp, err := http.ReadResponse(br, nil)
+		resp, err := http.ReadResponse(br, head)
 		if err != nil {
 			t.Errorf("after %v: read response: %v", statuses, err)
 			return statuses
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode >= 200 {
+			head = nil
+		}
 		statuses = append(statuses, resp.StatusCode)
 	}
 	if wantClose {
