@@ -83,6 +83,7 @@ func stalledAccessLog(t *testing.T) (*accessLog, accessEntry) {
 // reopen, a reload to another path and the balancer's stop return, and the
 // new path gets lines.
 func TestAccessLogStalledFileDoesNotHang(t *testing.T) {
+	t.Parallel()
 	a, e := stalledAccessLog(t)
 
 	if !healthtest.Returns(a.reopen) {
@@ -109,6 +110,7 @@ func TestAccessLogStalledFileDoesNotHang(t *testing.T) {
 // Stopping while the file is stalled returns: the balancer's stop is not
 // held by its access log.
 func TestAccessLogStalledFileCloses(t *testing.T) {
+	t.Parallel()
 	a, _ := stalledAccessLog(t)
 	if !healthtest.Returns(a.close) {
 		t.Fatal("close (the balancer's stop) did not return while the file was stalled")

@@ -27,6 +27,7 @@ import (
 // framing against HAProxy 2.6 (compareFraming), with HAProxy's defaults'
 // framing rules.
 func TestFramingAgainstHAProxy(t *testing.T) {
+	t.Parallel()
 	compareFraming(t, framingPeer{name: "HAProxy", program: "haproxy", pkg: "haproxy", start: startDiffHAProxy, lax: haproxyLax})
 }
 
@@ -34,6 +35,7 @@ func TestFramingAgainstHAProxy(t *testing.T) {
 // request framing against nginx 1.22 (compareFraming), nginx configured as
 // an operator of a WebSocket front does (startDiffNginx).
 func TestFramingAgainstNginx(t *testing.T) {
+	t.Parallel()
 	compareFraming(t, framingPeer{name: "nginx", program: "nginx", pkg: "nginx-light", start: startDiffNginx, lax: nginxLax})
 }
 

@@ -18,6 +18,7 @@ import (
 // balancer frames a backend's answers, against HAProxy 2.6
 // (compareResponses).
 func TestResponseFramingAgainstHAProxy(t *testing.T) {
+	t.Parallel()
 	compareResponses(t, framingPeer{name: "HAProxy", program: "haproxy", pkg: "haproxy", start: startDiffHAProxy})
 }
 
@@ -25,6 +26,7 @@ func TestResponseFramingAgainstHAProxy(t *testing.T) {
 // balancer's response framing against nginx 1.22 (compareResponses), nginx
 // configured as startDiffNginx says.
 func TestResponseFramingAgainstNginx(t *testing.T) {
+	t.Parallel()
 	compareResponses(t, framingPeer{name: "nginx", program: "nginx", pkg: "nginx-light", start: startDiffNginx})
 }
 

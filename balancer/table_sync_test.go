@@ -189,6 +189,7 @@ func TestTablesShareOverGossip(t *testing.T) {
 // on it through any balancer, and at the deadline they move, their tunnels
 // closed so their clients reconnect to the next backend.
 func TestStaticDrainAcrossBalancers(t *testing.T) {
+	t.Parallel()
 	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2"), startTestEdge(t, "edge-3")}
 	cl := healthtest.New(t)
 	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}

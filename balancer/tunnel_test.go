@@ -113,6 +113,7 @@ func startBalancerFor(tb testing.TB, cfg configs.Balancer, url string) (*Balance
 // An active tunnel outlives many idle rounds; a half-close from the client
 // reaches the edge, whose close ends the tunnel.
 func TestTunnelRoundsAndHalfClose(t *testing.T) {
+	t.Parallel()
 	// Rounds of 1.5 s with a write every 25 ms: a busy machine would have
 	// to stall the test for a whole round to make the tunnel look idle
 	// (rounds of 500 ms were, once, under a full run beside others).

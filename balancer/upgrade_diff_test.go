@@ -23,6 +23,7 @@ import (
 // handling of upgrades (WebSocket and h2c smuggling) against HAProxy 2.6
 // (compareUpgrades).
 func TestUpgradeAgainstHAProxy(t *testing.T) {
+	t.Parallel()
 	compareUpgrades(t, framingPeer{name: "HAProxy", program: "haproxy", pkg: "haproxy", start: startDiffHAProxy, lax: haproxyNoTunnel})
 }
 
@@ -42,6 +43,7 @@ const upgInterimThen101 = "a WebSocket server's 101 after a 1xx (any number may 
 // with its own WebSocket proxying recipe (startDiffNginx), which passes any
 // Upgrade the client sends.
 func TestUpgradeAgainstNginx(t *testing.T) {
+	t.Parallel()
 	compareUpgrades(t, framingPeer{name: "nginx", program: "nginx", pkg: "nginx-light", start: startDiffNginx})
 }
 
