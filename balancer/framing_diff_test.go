@@ -52,6 +52,10 @@ type framingPeer struct {
 	// where a request ends, with why the balancer forwarding them cannot
 	// desync.
 	lax map[string]string
+	// workers: how many pairs of fronts (a peer and a balancer)
+	// compareResponses and compareUpgrades share the corpus among, for a
+	// peer that waits on its backend case after case (diffShards); 0: one.
+	workers int
 }
 
 // compareFraming is a differential test of the balancer's request framing
@@ -164,6 +168,29 @@ func compareFraming(t *testing.T, peer framingPeer) {
 	}
 	t.Logf("%d cases: %d refused by both, %d forwarded by %s and refused by ringlb, %d refused by %s and aborted by ringlb, %d refused by %s only, %d forwarded differently",
 		2*len(framingCorpus()), refusedByBoth, stricter, peer.name, aborted, peer.name, laxer, peer.name, otherDiff)
+}
+
+// diffWorkers is how many pairs of fronts (a peer and a balancer) a
+// differential test whose peer waits on its backend goes through its
+// corpus with (framingPeer.workers).
+const diffWorkers = 4
+
+// diffShards runs job(k, j) for every j below jobs, job j on worker
+// k = j % workers, the workers at once, each its jobs in order; it
+// returns once all have. (Subtests run from several goroutines at once:
+// t.Run allows it, and -parallel does not bound it.)
+func diffShards(workers, jobs int, job func(k, j int)) {
+	var wg sync.WaitGroup
+	for k := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := k; j < jobs; j += workers {
+				job(k, j)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // startDiffBalancer starts a balancer whose one backend is the static edge
@@ -523,10 +550,13 @@ type diffBackend struct {
 	reqs  map[string][]seenRequest
 	conns map[string]map[net.Conn]struct{}
 	done  bool
+	// ended is closed (and replaced) whenever a connection ends: settle
+	// waits on it.
+	ended chan struct{}
 }
 
 func startDiffBackend(t *testing.T) *diffBackend {
-	b := &diffBackend{lns: map[string]net.Listener{}, reqs: map[string][]seenRequest{}, conns: map[string]map[net.Conn]struct{}{}}
+	b := &diffBackend{lns: map[string]net.Listener{}, reqs: map[string][]seenRequest{}, conns: map[string]map[net.Conn]struct{}{}, ended: make(chan struct{})}
 	t.Cleanup(func() {
 		b.mu.Lock()
 		b.done = true
@@ -581,6 +611,8 @@ func (b *diffBackend) listen(t *testing.T, front string) string {
 				}
 				b.mu.Lock()
 				delete(b.conns[front], c)
+				close(b.ended)
+				b.ended = make(chan struct{})
 				b.mu.Unlock()
 			}()
 		}
@@ -726,14 +758,28 @@ func (b *diffBackend) settle(t *testing.T, front string, closeIdle func()) []see
 	if len(probe.answers) != 1 || probe.answers[0].status != 200 {
 		t.Fatalf("backend probe: %+v", probe)
 	}
-	healthtest.WaitUntil(t, front+"'s backend connections end", func() bool {
+	// Looked at again as each connection ends, not every 10 ms: a poll's
+	// 10 ms after the pool's close, hundreds of times a corpus, were most
+	// of the balancer's side of a differential test.
+	deadline := time.Now().Add(healthtest.Patience)
+	for {
 		if closeIdle != nil {
 			closeIdle()
 		}
 		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.conns[front]) == 0
-	})
+		n, ended := len(b.conns[front]), b.ended
+		b.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's backend connections end: not within %s", front, healthtest.Patience)
+		}
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []seenRequest

@@ -34,6 +34,7 @@ type rawBackend struct {
 	reqs   []backendRequest
 	conns  map[net.Conn]struct{}
 	closed bool
+	ended  chan struct{} // closed (and replaced) whenever a connection ends
 }
 
 // backendRequest is one request a rawBackend parsed.
@@ -52,7 +53,7 @@ func startRawBackend(t *testing.T) *rawBackend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &rawBackend{url: "http://" + ln.Addr().String(), ln: ln, conns: map[net.Conn]struct{}{}}
+	b := &rawBackend{url: "http://" + ln.Addr().String(), ln: ln, conns: map[net.Conn]struct{}{}, ended: make(chan struct{})}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
@@ -75,6 +76,8 @@ func startRawBackend(t *testing.T) *rawBackend {
 				b.serve(c)
 				b.mu.Lock()
 				delete(b.conns, c)
+				close(b.ended)
+				b.ended = make(chan struct{})
 				b.mu.Unlock()
 			}()
 		}
@@ -131,12 +134,24 @@ func (b *rawBackend) settle(t *testing.T, bal *Balancer) []backendRequest {
 	if got := exchange(t, b.ln.Addr().String(), "GET /settle HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n", 1, false); fmt.Sprint(got) != "[200]" {
 		t.Fatalf("backend probe: %v", got)
 	}
-	healthtest.WaitUntil(t, "the backend's connections end", func() bool {
+	// Looked at again as each connection ends, not every 10 ms.
+	deadline := time.Now().Add(healthtest.Patience)
+	for {
 		bal.edges.closeIdle()
 		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.conns) == 0
-	})
+		n, ended := len(b.conns), b.ended
+		b.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the backend's connections end: not within %s", healthtest.Patience)
+		}
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var reqs []backendRequest

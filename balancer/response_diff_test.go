@@ -8,6 +8,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,7 +21,7 @@ import (
 // (compareResponses).
 func TestResponseFramingAgainstHAProxy(t *testing.T) {
 	t.Parallel()
-	compareResponses(t, framingPeer{name: "HAProxy", program: "haproxy", pkg: "haproxy", start: startDiffHAProxy})
+	compareResponses(t, framingPeer{name: "HAProxy", program: "haproxy", pkg: "haproxy", start: startDiffHAProxy, workers: diffWorkers})
 }
 
 // TestResponseFramingAgainstNginx is the differential test of the
@@ -27,7 +29,7 @@ func TestResponseFramingAgainstHAProxy(t *testing.T) {
 // configured as startDiffNginx says.
 func TestResponseFramingAgainstNginx(t *testing.T) {
 	t.Parallel()
-	compareResponses(t, framingPeer{name: "nginx", program: "nginx", pkg: "nginx-light", start: startDiffNginx})
+	compareResponses(t, framingPeer{name: "nginx", program: "nginx", pkg: "nginx-light", start: startDiffNginx, workers: diffWorkers})
 }
 
 // compareResponses is a differential test of the balancer's response
@@ -65,87 +67,111 @@ func compareResponses(t *testing.T, peer framingPeer) {
 	backend := startDiffBackend(t)
 	rb := &respBackend{b: backend, corpus: corpus}
 	backend.serveConn = rb.serve
-	peerAddr := peer.start(t, bin, backend.listen(t, "peer"))
-	cb := startDiffBalancer(t, backend.listen(t, "ringlb"))
-	fronts := []struct {
+	// Each of peer.workers workers has a peer and a balancer of its own in
+	// front of the backend (its listeners "peer-k" and "ringlb-k"), and
+	// goes through its share of the corpus: the peer waits for the
+	// backend's close after each answer without a length (respIdle), and
+	// case after case those waits were most of the test.
+	type front struct {
 		name, addr string
 		settle     func(*testing.T)
-	}{
-		{peer.name, peerAddr, func(t *testing.T) { backend.settle(t, "peer", nil) }},
-		{"ringlb", cb.addr, func(t *testing.T) { backend.settle(t, "ringlb", cb.bal.edges.closeIdle) }},
+	}
+	workers := make([][2]front, max(peer.workers, 1))
+	for k := range workers {
+		peerFront, ringlbFront := fmt.Sprintf("peer-%d", k), fmt.Sprintf("ringlb-%d", k)
+		peerAddr := peer.start(t, bin, backend.listen(t, peerFront))
+		cb := startDiffBalancer(t, backend.listen(t, ringlbFront))
+		workers[k] = [2]front{
+			{peer.name, peerAddr, func(t *testing.T) { backend.settle(t, peerFront, nil) }},
+			{"ringlb", cb.addr, func(t *testing.T) { backend.settle(t, ringlbFront, cb.bal.edges.closeIdle) }},
+		}
 	}
 
-	var cases, alike, refusedByBoth, ringlbOnly, peerOnly, aborted, otherStatus, unsafe int
-	innocent := 0
-	start := time.Now()
+	type job struct {
+		i         int
+		c         respCase
+		pipelined bool
+	}
+	var jobs []job
 	for i, c := range corpus {
 		for _, pipelined := range []bool{false, true} {
 			if pipelined && c.method == "UPGRADE" {
 				continue // after a 101 what follows is the tunnel's
 			}
-			name := c.name
-			if pipelined {
-				name += "+innocent"
-			}
-			cases++
-			t.Run(name, func(t *testing.T) {
-				var got [2]respOutcome
-				for f, front := range fronts {
-					o := &got[f]
-					o.methods = []string{c.method}
-					payload := c.request(i)
-					if pipelined {
-						innocent++
-						o.pipelined = innocent
-						o.methods = append(o.methods, "GET")
-						payload += innocentRequest(innocent)
-					}
-					o.raw = exchangeRaw(t, front.addr, payload)
-					o.answers, o.truncated, o.err = readStrict(o.raw, o.methods)
-					innocent++
-					o.next = innocent
-					o.nextRaw = exchangeRaw(t, front.addr, innocentRequest(innocent))
-					o.nextAnswers, _, o.nextErr = readStrict(o.nextRaw, []string{"GET"})
-					front.settle(t)
-					t.Logf("%-8s %s", front.name+":", o)
-				}
-				p, r := got[0], got[1]
-				for _, pr := range p.unsafe(c.method == "UPGRADE") {
-					t.Logf("%s (not asserted): %s", peer.name, pr)
-				}
-				if problems := r.unsafe(c.method == "UPGRADE"); len(problems) > 0 {
-					unsafe++
-					for _, pr := range problems {
-						t.Errorf("UNSAFE: %s", pr)
-					}
-				}
-				pPassed, rPassed := p.passed(), r.passed()
-				switch {
-				case !pPassed && !rPassed:
-					refusedByBoth++
-				case pPassed && !rPassed:
-					ringlbOnly++
-					t.Logf("DIFF ringlb refused it (%d), %s passed it on (%d)", r.status(), peer.name, p.status())
-				case !pPassed && rPassed && r.truncated:
-					// The balancer streams a body: one found broken
-					// as it streams is cut, its head already sent.
-					aborted++
-					t.Logf("DIFF %s refused it (%d), ringlb passed its head on and cut its body", peer.name, p.status())
-				case !pPassed && rPassed:
-					peerOnly++
-					t.Logf("DIFF %s refused it (%d), ringlb passed it on re-framed (%d)", peer.name, p.status(), r.status())
-				case p.status() != r.status():
-					otherStatus++
-					t.Logf("DIFF both passed it on: %s as %d, ringlb as %d", peer.name, p.status(), r.status())
-				default:
-					alike++
-					if pb, rb := p.body(), r.body(); pb != rb {
-						t.Logf("DIFF both passed it on with different bodies: %s %q, ringlb %q", peer.name, trimForLog(pb), trimForLog(rb))
-					}
-				}
-			})
+			jobs = append(jobs, job{i, c, pipelined})
 		}
 	}
+	var (
+		mu                                                                       sync.Mutex // the counts
+		alike, refusedByBoth, ringlbOnly, peerOnly, aborted, otherStatus, unsafe int
+		innocent                                                                 atomic.Int64
+	)
+	cases := len(jobs)
+	start := time.Now()
+	diffShards(len(workers), len(jobs), func(k, j int) {
+		i, c, pipelined := jobs[j].i, jobs[j].c, jobs[j].pipelined
+		fronts := workers[k]
+		name := c.name
+		if pipelined {
+			name += "+innocent"
+		}
+		t.Run(name, func(t *testing.T) {
+			var got [2]respOutcome
+			for f, front := range fronts {
+				o := &got[f]
+				o.methods = []string{c.method}
+				payload := c.request(i)
+				if pipelined {
+					o.pipelined = int(innocent.Add(1))
+					o.methods = append(o.methods, "GET")
+					payload += innocentRequest(o.pipelined)
+				}
+				o.raw = exchangeRaw(t, front.addr, payload)
+				o.answers, o.truncated, o.err = readStrict(o.raw, o.methods)
+				o.next = int(innocent.Add(1))
+				o.nextRaw = exchangeRaw(t, front.addr, innocentRequest(o.next))
+				o.nextAnswers, _, o.nextErr = readStrict(o.nextRaw, []string{"GET"})
+				front.settle(t)
+				t.Logf("%-8s %s", front.name+":", o)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			p, r := got[0], got[1]
+			for _, pr := range p.unsafe(c.method == "UPGRADE") {
+				t.Logf("%s (not asserted): %s", peer.name, pr)
+			}
+			if problems := r.unsafe(c.method == "UPGRADE"); len(problems) > 0 {
+				unsafe++
+				for _, pr := range problems {
+					t.Errorf("UNSAFE: %s", pr)
+				}
+			}
+			pPassed, rPassed := p.passed(), r.passed()
+			switch {
+			case !pPassed && !rPassed:
+				refusedByBoth++
+			case pPassed && !rPassed:
+				ringlbOnly++
+				t.Logf("DIFF ringlb refused it (%d), %s passed it on (%d)", r.status(), peer.name, p.status())
+			case !pPassed && rPassed && r.truncated:
+				// The balancer streams a body: one found broken
+				// as it streams is cut, its head already sent.
+				aborted++
+				t.Logf("DIFF %s refused it (%d), ringlb passed its head on and cut its body", peer.name, p.status())
+			case !pPassed && rPassed:
+				peerOnly++
+				t.Logf("DIFF %s refused it (%d), ringlb passed it on re-framed (%d)", peer.name, p.status(), r.status())
+			case p.status() != r.status():
+				otherStatus++
+				t.Logf("DIFF both passed it on: %s as %d, ringlb as %d", peer.name, p.status(), r.status())
+			default:
+				alike++
+				if pb, rb := p.body(), r.body(); pb != rb {
+					t.Logf("DIFF both passed it on with different bodies: %s %q, ringlb %q", peer.name, trimForLog(pb), trimForLog(rb))
+				}
+			}
+		})
+	})
 	t.Logf("%d cases (%d answers) in %v: %d alike, %d refused by both, %d refused by ringlb only, %d by %s only (%d more cut by ringlb as they streamed), %d passed on by both with another status; %d unsafe",
 		cases, len(corpus), time.Since(start).Round(time.Millisecond), alike, refusedByBoth, ringlbOnly, peerOnly, peer.name, aborted, otherStatus, unsafe)
 }

@@ -44,7 +44,7 @@ const upgInterimThen101 = "a WebSocket server's 101 after a 1xx (any number may 
 // Upgrade the client sends.
 func TestUpgradeAgainstNginx(t *testing.T) {
 	t.Parallel()
-	compareUpgrades(t, framingPeer{name: "nginx", program: "nginx", pkg: "nginx-light", start: startDiffNginx})
+	compareUpgrades(t, framingPeer{name: "nginx", program: "nginx", pkg: "nginx-light", start: startDiffNginx, workers: diffWorkers})
 }
 
 const (
@@ -606,8 +606,6 @@ func compareUpgrades(t *testing.T, peer framingPeer) {
 	}
 	backend := startDiffBackend(t)
 	app := newUpgradeApp(backend)
-	peerAddr := peer.start(t, bin, backend.listen(t, "peer"))
-	cb := startDiffBalancer(t, backend.listen(t, "ringlb"))
 	settle := func(t *testing.T, o *upgradeOutcome, front string, closeIdle func()) {
 		o.backend = backend.settle(t, front, closeIdle)
 		app.mu.Lock()
@@ -617,62 +615,91 @@ func compareUpgrades(t *testing.T, peer framingPeer) {
 			o.afterSwitch[r.seq], o.sent101[r.seq] = app.switched[r.seq], app.sent101[r.seq]
 		}
 	}
-
-	// Each front answers before the corpus starts.
-	for _, f := range []struct{ addr, front string }{{peerAddr, "peer"}, {cb.addr, "ringlb"}} {
-		if got := sendRaw(t, f.addr, diffSecond); len(got.answers) != 1 || got.answers[0].status != 200 {
-			t.Fatalf("%s does not answer: %+v", f.addr, got)
+	// Each of peer.workers workers has a peer and a balancer of its own in
+	// front of the backend (its listeners "peer-k" and "ringlb-k"), and
+	// goes through its share of the corpus: the backend waits
+	// upgSwitchedIdle on each connection it switched that a peer keeps
+	// open, and case after case those waits were most of the test.
+	type pair struct {
+		peerAddr, peerFront, ringlbFront string
+		cb                               *clusterBalancer
+	}
+	workers := make([]pair, max(peer.workers, 1))
+	for k := range workers {
+		w := pair{peerFront: fmt.Sprintf("peer-%d", k), ringlbFront: fmt.Sprintf("ringlb-%d", k)}
+		w.peerAddr = peer.start(t, bin, backend.listen(t, w.peerFront))
+		w.cb = startDiffBalancer(t, backend.listen(t, w.ringlbFront))
+		workers[k] = w
+		// Each front answers before the corpus starts.
+		for _, f := range []struct{ addr, front string }{{w.peerAddr, w.peerFront}, {w.cb.addr, w.ringlbFront}} {
+			if got := sendRaw(t, f.addr, diffSecond); len(got.answers) != 1 || got.answers[0].status != 200 {
+				t.Fatalf("%s does not answer: %+v", f.addr, got)
+			}
+			backend.settle(t, f.front, w.cb.bal.edges.closeIdle)
 		}
-		backend.settle(t, f.front, cb.bal.edges.closeIdle)
 	}
 
-	start := time.Now()
-	var cases, alike, stricter, laxer, otherwise, unsafeRinglb, unsafePeer int
+	type job struct {
+		c    upgradeCase
+		wait bool
+	}
+	var jobs []job
 	for _, c := range upgradeCorpus() {
 		for _, wait := range []bool{false, true} {
-			name := c.name + "/pipelined"
-			if wait {
-				name = c.name + "/after the answer"
-			}
-			t.Run(name, func(t *testing.T) {
-				cases++
-				p := upgradeExchange(t, peerAddr, c.req, wait)
-				settle(t, &p, "peer", nil)
-				r := upgradeExchange(t, cb.addr, c.req, wait)
-				settle(t, &r, "ringlb", cb.bal.edges.closeIdle)
-				t.Logf("%-8s %s", peer.name+":", p)
-				t.Logf("%-8s %s", "ringlb:", r)
-
-				if why := r.unsafe(true); why != "" {
-					unsafeRinglb++
-					t.Errorf("ringlb unsafe: %s", why)
-				}
-				if why := p.unsafe(false); why != "" {
-					unsafePeer++
-					t.Logf("%s UNSAFE: %s", peer.name, why)
-				}
-				switch {
-				case r.opened() && !p.opened() && peer.lax[c.name] != "":
-					t.Logf("DIFF ringlb opened a tunnel %s did not, harmless: %s", peer.name, peer.lax[c.name])
-				case r.opened() && !p.opened():
-					t.Errorf("ringlb opened a tunnel %s did not", peer.name)
-				}
-				switch rl, pl := r.level(), p.level(); {
-				case rl < pl:
-					stricter++
-					t.Logf("DIFF ringlb stricter: %s went to level %d (answer %d), ringlb %d (answer %d)", peer.name, pl, p.finalStatus(), rl, r.finalStatus())
-				case rl > pl:
-					laxer++
-					t.Logf("DIFF %s stricter: %s went to level %d (answer %d), ringlb %d (answer %d)", peer.name, peer.name, pl, p.finalStatus(), rl, r.finalStatus())
-				case p.finalStatus() != r.finalStatus():
-					otherwise++
-					t.Logf("DIFF answered otherwise: %s %d, ringlb %d", peer.name, p.finalStatus(), r.finalStatus())
-				default:
-					alike++
-				}
-			})
+			jobs = append(jobs, job{c, wait})
 		}
 	}
+	start := time.Now()
+	var (
+		mu                                                                 sync.Mutex // the counts
+		cases, alike, stricter, laxer, otherwise, unsafeRinglb, unsafePeer int
+	)
+	diffShards(len(workers), len(jobs), func(k, j int) {
+		c, wait, w := jobs[j].c, jobs[j].wait, workers[k]
+		name := c.name + "/pipelined"
+		if wait {
+			name = c.name + "/after the answer"
+		}
+		t.Run(name, func(t *testing.T) {
+			p := upgradeExchange(t, w.peerAddr, c.req, wait)
+			settle(t, &p, w.peerFront, nil)
+			r := upgradeExchange(t, w.cb.addr, c.req, wait)
+			settle(t, &r, w.ringlbFront, w.cb.bal.edges.closeIdle)
+			mu.Lock()
+			defer mu.Unlock()
+			cases++
+			t.Logf("%-8s %s", peer.name+":", p)
+			t.Logf("%-8s %s", "ringlb:", r)
+
+			if why := r.unsafe(true); why != "" {
+				unsafeRinglb++
+				t.Errorf("ringlb unsafe: %s", why)
+			}
+			if why := p.unsafe(false); why != "" {
+				unsafePeer++
+				t.Logf("%s UNSAFE: %s", peer.name, why)
+			}
+			switch {
+			case r.opened() && !p.opened() && peer.lax[c.name] != "":
+				t.Logf("DIFF ringlb opened a tunnel %s did not, harmless: %s", peer.name, peer.lax[c.name])
+			case r.opened() && !p.opened():
+				t.Errorf("ringlb opened a tunnel %s did not", peer.name)
+			}
+			switch rl, pl := r.level(), p.level(); {
+			case rl < pl:
+				stricter++
+				t.Logf("DIFF ringlb stricter: %s went to level %d (answer %d), ringlb %d (answer %d)", peer.name, pl, p.finalStatus(), rl, r.finalStatus())
+			case rl > pl:
+				laxer++
+				t.Logf("DIFF %s stricter: %s went to level %d (answer %d), ringlb %d (answer %d)", peer.name, peer.name, pl, p.finalStatus(), rl, r.finalStatus())
+			case p.finalStatus() != r.finalStatus():
+				otherwise++
+				t.Logf("DIFF answered otherwise: %s %d, ringlb %d", peer.name, p.finalStatus(), r.finalStatus())
+			default:
+				alike++
+			}
+		})
+	})
 	t.Logf("%d cases in %v: %d alike, %d ringlb stricter, %d %s stricter, %d answered otherwise; unsafe outcomes: ringlb %d, %s %d",
 		cases, time.Since(start).Round(time.Millisecond), alike, stricter, laxer, peer.name, otherwise, unsafeRinglb, peer.name, unsafePeer)
 }
