@@ -758,7 +758,6 @@ func TestMoveDuringUpgradeReachesTheNewProcess(t *testing.T) {
 // KeepAliveEvery while it waits, and a new process that gives up
 // reading shuts its end, so nothing it did not take is counted moved.
 func TestHandOffWaitsForAnAnswerInFlight(t *testing.T) {
-	t.Parallel()
 	// The frames' bound is 2 s here (30 s in a node), the stream 5 s.
 	const frame, chunks = 2 * time.Second, 10 // one every 500 ms: beyond the frame's bound
 	url := serveConns(t, func(c net.Conn, br *bufio.Reader) {

@@ -194,7 +194,6 @@ func (sb *slowBackend) responseErrors(t *testing.T) float64 {
 // head must still come within it, and only a backend's stall counts
 // against the backend.
 func TestSlowAnswers(t *testing.T) {
-	t.Parallel()
 	sb := newSlowBackend(t, false)
 	sb.clientSide(t)
 
@@ -228,7 +227,6 @@ func TestSlowAnswers(t *testing.T) {
 // The same client's side when the balancer terminates TLS: the write
 // deadlines are the TLS connection's.
 func TestSlowAnswersOverTLS(t *testing.T) {
-	t.Parallel()
 	newSlowBackend(t, true).clientSide(t)
 }
 
