@@ -850,10 +850,21 @@ func balancerWithTable(t *testing.T, n, max int) (*healthtest.Cluster, configs.B
 	edge := startTestEdge(t, "edge-1")
 	cl := healthtest.New(t)
 	cfg := configs.Balancer{Edges: staticEdgesOf(edge), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second), MaxEntries: max}}
-	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	first := cfg // alone in the cluster: it has no table to wait for
+	first.SessionTable.StartupWait = configs.Duration(time.Millisecond)
+	b1 := startClusterBalancer(t, cl, "bal-1", first)
 	waitRing(t, b1, "edge-1")
 	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
-	bi, _ := b1.bal.table.names.lookup("edge-1")
+	// The entries name edge-1 by its index in bal-1's names, interned
+	// when its routes take the edge in: before that the lookup gives 0,
+	// the empty name, and every part of bal-1's answer is refused as
+	// malformed (under load that came after bal-1 was ready).
+	var bi uint16
+	healthtest.WaitUntil(t, "bal-1 names edge-1", func() bool {
+		var ok bool
+		bi, ok = b1.bal.table.names.lookup("edge-1")
+		return ok
+	})
 	placed, until := time.Now().UnixNano(), time.Now().Add(time.Hour).UnixNano()
 	for i := range n {
 		b1.bal.table.put(uint64(i)*0x9e3779b97f4a7c15+1, entry{placedAt: placed, until: until, backend: bi, placer: b1.bal.table.selfIdx, open: 1})
