@@ -98,8 +98,18 @@ type chaosCluster struct {
 // leaving) after each change has settled before the check point, and the
 // liveness bound on each change and each settle (a broken run ends there;
 // a slow one only reports slower figures).
+//
+// The hold was 5 s: with four holds a run, a third of each run's time and
+// 60 s of the package's, traffic after the cluster had long settled. A split
+// comes of a join placed by a view that has not caught up with the change,
+// in the seconds right after it; by the check point every participant the
+// step disconnected has come back and none has dropped for chaosQuiet, and
+// 2 s more of guests (one joining every 4 s per session on average, ~500
+// joins at 1000 sessions) still join on the settled cluster before it. The
+// settle window of edges (10 s after a ring change) spans the whole hold
+// either way.
 const (
-	chaosHold      = 5 * time.Second
+	chaosHold      = 2 * time.Second
 	chaosQuiet     = time.Second
 	chaosGuestStay = 5 * time.Second
 	chaosGuestAway = 3 * time.Second
