@@ -278,6 +278,9 @@ func TestBrowserPadAndDashboard(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test against the real binary; skipped with -short")
 	}
+	// Its own processes on ports of their own, its own browser and
+	// directories: it waits on them beside the other tests that wait.
+	t.Parallel()
 	browser := newBrowser(t)
 	bin := buildBinary(t)
 	c := startBrowserCluster(t, bin)
