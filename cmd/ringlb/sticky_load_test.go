@@ -42,6 +42,7 @@ type stickyOptions struct {
 	// session's last join.
 	quietEvery int
 	keyPrefix  string
+	timings    stickyTimings
 }
 
 // Client timings: a dial attempt's bound, the reconnect backoff and the
