@@ -450,6 +450,24 @@ func TestHitlessUpgrade(t *testing.T) {
 			lc.c.Close()
 		}
 	}()
+	// A binary built separately, to be installed over the path (as a
+	// package upgrade does: a rename, the running inode untouched) for the
+	// third upgrade. Other link flags make it another binary while every
+	// package comes from the build cache: a flag that changes compilation
+	// (-trimpath) rebuilds the standard library and every dependency,
+	// minutes of a busy CI machine. The link (seconds, 15 s and more on a
+	// busy machine) runs while the test waits anyway: through the "before"
+	// window and the first two upgrades.
+	next := filepath.Join(t.TempDir(), "ringlb-next")
+	var nextErr error
+	nextBuilt := make(chan struct{})
+	go func() {
+		defer close(nextBuilt)
+		if out, err := exec.Command("go", "build", "-ldflags=-X=main.upgradeTestBuild=next", "-o", next, ".").CombinedOutput(); err != nil {
+			nextErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	}()
+	t.Cleanup(func() { <-nextBuilt }) // before its directory is removed
 	rssBefore := rssKiB(pid)
 	time.Sleep(5 * time.Second) // the "before" window of the latency figures
 
@@ -496,15 +514,10 @@ func TestHitlessUpgrade(t *testing.T) {
 			t.Errorf("ringlb upgrade -pid %d: %v\n%s", pid, err, out)
 		}
 	})
-	// A binary built separately, installed over the path (as a package
-	// upgrade does: a rename, the running inode untouched). Other link
-	// flags make it another binary while every package comes from the
-	// build cache: a flag that changes compilation (-trimpath) rebuilds the
-	// standard library and every dependency, minutes of a busy CI machine.
-	next := filepath.Join(t.TempDir(), "ringlb-next")
-	build := exec.Command("go", "build", "-ldflags=-X=main.upgradeTestBuild=next", "-o", next, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	// The binary built separately (started above) installed over the path.
+	<-nextBuilt
+	if nextErr != nil {
+		t.Fatal(nextErr)
 	}
 	install := func(from string) {
 		t.Helper()
