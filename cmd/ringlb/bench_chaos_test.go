@@ -47,10 +47,13 @@ func startKeyedChaosCluster(t *testing.T, bin string) *keyedChaosCluster {
 		writeFile(t, cfg, cluster(name, join)+fmt.Sprintf("edge: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, token_file: %q }, drain_timeout: 10s }\n", c.tokenFile))
 		return cfg
 	}
+	// The edges start at once, as a cluster's machines boot.
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("edge-%d", i)
 		c.edges[name] = startProc(t, bin, "edge", "-config", edgeCfg(name))
-		c.edges[name].waitLog(t, "edge started")
+	}
+	for _, p := range c.edges {
+		p.waitLog(t, "edge started")
 	}
 	c.edge4 = edgeCfg("edge-4")
 	admin, err := bench.NewChaosAdmin([]string{c.admin}, readToken(t, c.tokenFile))

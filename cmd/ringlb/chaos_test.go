@@ -215,16 +215,25 @@ func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
 	dir := t.TempDir()
 	targets, admin, join := startChaosBalancers(t, bin, dir, "")
 	edges, admins := map[string]*proc{}, map[string]string{}
-	startEdge := func(t *testing.T, name string) {
+	launchEdge := func(t *testing.T, name string) *proc {
 		cfg := filepath.Join(dir, name+".yaml")
 		writeFile(t, cfg, fmt.Sprintf("cluster: { name: %s, bind: 127.0.0.1:0, %s%s }\n"+
 			"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 10s }\n", name, chaosGossip, join))
 		p := startProc(t, bin, "edge", "-config", cfg, "-log-level", chaosLogLevel)
-		rec := p.waitLog(t, "edge started")
-		edges[name], admins[name] = p, rec["admin"].(string)
+		edges[name] = p
+		return p
+	}
+	started := func(name string) { admins[name] = edges[name].waitLog(t, "edge started")["admin"].(string) }
+	startEdge := func(t *testing.T, name string) {
+		launchEdge(t, name)
+		started(name)
+	}
+	// The three first edges start at once, as a cluster's machines boot.
+	for i := 1; i <= 3; i++ {
+		launchEdge(t, fmt.Sprintf("edge-%d", i))
 	}
 	for i := 1; i <= 3; i++ {
-		startEdge(t, fmt.Sprintf("edge-%d", i))
+		started(fmt.Sprintf("edge-%d", i))
 	}
 	waitChaosRing(t, admin, 3)
 	cl := &chaosCluster{name: "ringlb", targets: targets, owner: admin.Lookup}

@@ -36,15 +36,18 @@ func startReplCluster(t *testing.T, bin, edge string) *replCluster {
 	writeFile(t, key, generateKeyLine(t))
 	targets, admin, join := startChaosBalancers(t, bin, dir, "secret_key_file: "+key+", ")
 	cl := &replCluster{targets: targets, admin: admin, edges: map[string]*proc{}, admins: map[string]string{}}
+	// The edges start at once, as a cluster's machines boot.
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("edge-%d", i)
 		cfg := filepath.Join(dir, name+".yaml")
 		writeFile(t, cfg, fmt.Sprintf("cluster: { name: %s, bind: 127.0.0.1:0, secret_key_file: %s, %s%s }\n"+
 			"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 10s, %s }\n", name, key, chaosGossip, join, edge))
 		p := startProc(t, bin, "edge", "-config", cfg, "-log-level", chaosLogLevel)
-		rec := p.waitLog(t, "edge started")
-		cl.edges[name], cl.admins[name] = p, rec["admin"].(string)
+		cl.edges[name] = p
 		t.Cleanup(func() { p.cmd.Process.Signal(syscall.SIGCONT) }) // a stopped process cannot stop
+	}
+	for name, p := range cl.edges {
+		cl.admins[name] = p.waitLog(t, "edge started")["admin"].(string)
 	}
 	waitChaosRing(t, admin, 3)
 	return cl
