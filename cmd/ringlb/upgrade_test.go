@@ -297,6 +297,26 @@ func rssKiB(pid int) int64 {
 	return 0
 }
 
+// echoed waits (bounded) until every live client has the echo of every
+// message it had sent when called.
+func echoed(clients []*liveClient) {
+	sent := make([]int64, len(clients))
+	for i, lc := range clients {
+		sent[i] = lc.sent.Load()
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		pending := 0
+		for i, lc := range clients {
+			if lc.got.Load() < sent[i] && !lc.closed.Load() && !lc.reordered.Load() {
+				pending++
+			}
+		}
+		if pending == 0 {
+			return
+		}
+	}
+}
+
 // waitGone waits (bounded) until pid has exited and returns when it did.
 func waitGone(t *testing.T, pid int) time.Time {
 	t.Helper()
@@ -491,8 +511,10 @@ func TestHitlessUpgrade(t *testing.T) {
 		gone := waitGone(t, oldPID)
 		current.Store(int64(newPID))
 		// Latency of messages sent from the signal until a second after
-		// the old process exited (their echoes are in by then).
-		time.Sleep(2 * time.Second)
+		// the old process exited, once their echoes are in (it slept a
+		// second more for them, where they take milliseconds).
+		time.Sleep(time.Until(gone.Add(time.Second)))
+		echoed(clients)
 		p99, during := lat.p99(began, gone.Add(time.Second))
 		p99before, samples := lat.p99(beforeFrom, began)
 		f := figure{how: how, signalToExit: gone.Sub(began), p99: p99, p99before: p99before, rssNew: rssKiB(newPID), rssOld: rssOld, during: during, samples: samples}
