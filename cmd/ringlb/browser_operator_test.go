@@ -56,10 +56,14 @@ func TestBrowserLoginChartsAudit(t *testing.T) {
 			gossip, balAdmin = rec["gossip"].(string), rec["admin"].(string)
 		}
 	}
+	var edges []*proc // started at once, then waited for
 	for i := 1; i <= 3; i++ {
 		cfg := filepath.Join(dir, fmt.Sprintf("edge%d.yaml", i))
 		writeFile(t, cfg, cluster(fmt.Sprintf("edge-%d", i), gossip)+"edge: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, history_interval: 250ms }, drain_timeout: 2s }\n")
-		startProc(t, bin, "edge", "-config", cfg).waitLog(t, "edge started")
+		edges = append(edges, startProc(t, bin, "edge", "-config", cfg))
+	}
+	for _, p := range edges {
+		p.waitLog(t, "edge started")
 	}
 	gcfg := filepath.Join(dir, "gslb.yaml")
 	writeFile(t, gcfg, cluster("gslb-1", gossip)+fmt.Sprintf(`gslb:

@@ -238,10 +238,14 @@ func startBrowserCluster(t *testing.T, bin string) *browserCluster {
 			gossip = rec["gossip"].(string)
 		}
 	}
+	var edges []*proc // started at once, then waited for
 	for i := 1; i <= 4; i++ {
 		cfg := filepath.Join(dir, fmt.Sprintf("edge%d.yaml", i))
 		writeFile(t, cfg, clusterLine(fmt.Sprintf("edge-%d", i))+"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 2s }\n")
-		startProc(t, bin, "edge", "-config", cfg).waitLog(t, "edge started")
+		edges = append(edges, startProc(t, bin, "edge", "-config", cfg))
+	}
+	for _, p := range edges {
+		p.waitLog(t, "edge started")
 	}
 	gcfg := filepath.Join(dir, "gslb.yaml")
 	writeFile(t, gcfg, clusterLine("gslb-1")+fmt.Sprintf(`gslb:

@@ -532,14 +532,25 @@ func startRinglbSticky(t *testing.T, bin, relayBin string, tm stickyTimings) *st
 		}
 	}
 	write(t)
-	launch := func(t *testing.T, b *bal) {
+	begin := func(t *testing.T, b *bal) {
 		b.proc = startProc(t, bin, "balancer", "-config", b.cfg, "-log-level", chaosLogLevel, "-shutdown-timeout", tm.shutdown.String())
+	}
+	ready := func(t *testing.T, b *bal) {
 		b.proc.waitLog(t, "balancer started")
 		waitStatus(t, "http://"+b.data+"/_ringlb/health", http.StatusOK)
 	}
+	launch := func(t *testing.T, b *bal) {
+		begin(t, b)
+		ready(t, b)
+	}
+	// Both start at once (each has the other as its seed), then each is
+	// waited for.
 	var adminURLs, fronts []string
 	for _, b := range bals {
-		launch(t, b)
+		begin(t, b)
+	}
+	for _, b := range bals {
+		ready(t, b)
 		adminURLs = append(adminURLs, "http://"+b.admin)
 		fronts = append(fronts, "ws://"+b.data+"/ws")
 	}
