@@ -39,7 +39,10 @@ func startKeyedChaosCluster(t *testing.T, bin string) *keyedChaosCluster {
 	}
 	balCfg := filepath.Join(dir, "bal-1.yaml")
 	writeFile(t, balCfg, cluster("bal-1", "")+fmt.Sprintf("balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, token_file: %q } }\n", c.tokenFile))
-	rec := startProc(t, bin, "balancer", "-config", balCfg).waitLog(t, "balancer started")
+	stop := &stopTogether{}
+	bal := startProc(t, bin, "balancer", "-config", balCfg)
+	stop.add(t, bal)
+	rec := bal.waitLog(t, "balancer started")
 	c.target, c.admin = "ws://"+rec["listen"].(string)+"/ws", "http://"+rec["admin"].(string)
 	join := fmt.Sprintf(", join: [%q]", rec["gossip"].(string))
 	edgeCfg := func(name string) string {
@@ -51,6 +54,7 @@ func startKeyedChaosCluster(t *testing.T, bin string) *keyedChaosCluster {
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("edge-%d", i)
 		c.edges[name] = startProc(t, bin, "edge", "-config", edgeCfg(name))
+		stop.add(t, c.edges[name])
 	}
 	for _, p := range c.edges {
 		p.waitLog(t, "edge started")

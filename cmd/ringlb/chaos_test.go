@@ -187,15 +187,18 @@ var chaosLogLevel = cmp.Or(os.Getenv("RINGLB_CHAOS_LOG_LEVEL"), "info")
 // startChaosBalancers runs bal-1 and bal-2 as processes in one gossip
 // cluster (cluster adds to their cluster section, e.g. a secret_key_file
 // and a comma) and returns their WebSocket URLs and a client of their
-// admin APIs, and the join clause that puts another node in their cluster.
-func startChaosBalancers(t *testing.T, bin, dir, cluster string) (targets []string, admin *bench.ChaosAdmin, join string) {
+// admin APIs, and the join clause that puts another node in their cluster;
+// stop gets the balancers' processes (stopTogether).
+func startChaosBalancers(t *testing.T, bin, dir, cluster string, stop *stopTogether) (targets []string, admin *bench.ChaosAdmin, join string) {
 	t.Helper()
 	var adminURLs []string
 	for i := 1; i <= 2; i++ {
 		cfg := filepath.Join(dir, fmt.Sprintf("bal%d.yaml", i))
 		writeFile(t, cfg, fmt.Sprintf("cluster: { name: bal-%d, bind: 127.0.0.1:0, %s%s%s }\n"+
 			"balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 } }\n", i, cluster, chaosGossip, join))
-		rec := startProc(t, bin, "balancer", "-config", cfg).waitLog(t, "balancer started")
+		p := startProc(t, bin, "balancer", "-config", cfg)
+		stop.add(t, p)
+		rec := p.waitLog(t, "balancer started")
 		targets = append(targets, "ws://"+rec["listen"].(string)+"/ws")
 		adminURLs = append(adminURLs, "http://"+rec["admin"].(string))
 		if join == "" {
@@ -209,17 +212,39 @@ func startChaosBalancers(t *testing.T, bin, dir, cluster string) (targets []stri
 	return targets, admin, join
 }
 
+// stopTogether stops a cluster's processes at once when the test ends,
+// rather than one after another in its cleanups: an edge that handed
+// sessions on in its drain lingers 2 s after its last hand-off
+// (handOverLinger), and the edges of a cluster did so in turn. Each
+// process's own cleanup still waits for its graceful exit (a second
+// SIGTERM changes nothing) and fails the test if it crashed.
+type stopTogether struct{ procs []*proc }
+
+// add adds p, started last, and makes the cleanup that signals every
+// process added the first to run.
+func (s *stopTogether) add(t *testing.T, p *proc) {
+	s.procs = append(s.procs, p)
+	procs := s.procs
+	t.Cleanup(func() {
+		for _, p := range procs {
+			p.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	})
+}
+
 // startRinglbChaosCluster runs bal-1, bal-2 and edge-1..3 as processes,
 // all in one gossip cluster.
 func startRinglbChaosCluster(t *testing.T, bin string) *chaosCluster {
 	dir := t.TempDir()
-	targets, admin, join := startChaosBalancers(t, bin, dir, "")
+	stop := &stopTogether{}
+	targets, admin, join := startChaosBalancers(t, bin, dir, "", stop)
 	edges, admins := map[string]*proc{}, map[string]string{}
 	launchEdge := func(t *testing.T, name string) *proc {
 		cfg := filepath.Join(dir, name+".yaml")
 		writeFile(t, cfg, fmt.Sprintf("cluster: { name: %s, bind: 127.0.0.1:0, %s%s }\n"+
 			"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 10s }\n", name, chaosGossip, join))
 		p := startProc(t, bin, "edge", "-config", cfg, "-log-level", chaosLogLevel)
+		stop.add(t, p)
 		edges[name] = p
 		return p
 	}

@@ -34,7 +34,8 @@ func startReplCluster(t *testing.T, bin, edge string) *replCluster {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "gossip.key")
 	writeFile(t, key, generateKeyLine(t))
-	targets, admin, join := startChaosBalancers(t, bin, dir, "secret_key_file: "+key+", ")
+	stop := &stopTogether{}
+	targets, admin, join := startChaosBalancers(t, bin, dir, "secret_key_file: "+key+", ", stop)
 	cl := &replCluster{targets: targets, admin: admin, edges: map[string]*proc{}, admins: map[string]string{}}
 	// The edges start at once, as a cluster's machines boot.
 	for i := 1; i <= 3; i++ {
@@ -45,6 +46,7 @@ func startReplCluster(t *testing.T, bin, edge string) *replCluster {
 		p := startProc(t, bin, "edge", "-config", cfg, "-log-level", chaosLogLevel)
 		cl.edges[name] = p
 		t.Cleanup(func() { p.cmd.Process.Signal(syscall.SIGCONT) }) // a stopped process cannot stop
+		stop.add(t, p)
 	}
 	for name, p := range cl.edges {
 		cl.admins[name] = p.waitLog(t, "edge started")["admin"].(string)
