@@ -24,6 +24,10 @@ func TestTokenEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test of the real binary; skipped with -short")
 	}
+	// Its own edge on ports of its own and its own directory; most of its
+	// time is the short-lived token's 5 s running out: it waits beside the
+	// other tests that wait.
+	t.Parallel()
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "hmac.key"), "0123456789abcdef0123456789abcdef\n")
