@@ -151,6 +151,9 @@ func (s *Server) bodyLimit(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	// again. A length over the limit is refused at once (413).
 	limit := s.handoffBodyLimit()
 	took := handoffTime(min(h.ContentLength(), limit))
+	if s.handoffRead > 0 {
+		took = min(took, s.handoffRead)
+	}
 	if !s.bodies.take(h, sig, now, now.Add(took)) {
 		return fasthttp.RequestConfig{MaxRequestBodySize: maxPlainBody}
 	}

@@ -77,6 +77,13 @@ func settledHeap(base uint64) int64 {
 	return int64(last) - int64(base)
 }
 
+// shortHandoffRead sets s.handoffRead for a test that waits for a
+// hand-off head whose body never comes to be answered 408: at the
+// handoffTime of a maxHandoffBody (9 s) each such wait was that long. It
+// stays long enough for every head the test sends meanwhile to be
+// answered while the slots are still held, on a busy machine.
+func shortHandoffRead(s *Server) { s.handoffRead = 3 * time.Second }
+
 // taken is the number of hand-off slots held at now.
 func (g *bodyGate) taken(now time.Time) int {
 	g.mu.Lock()
@@ -119,7 +126,7 @@ func answers(conns []net.Conn) <-chan int {
 // the data port takes, are read at most handoffBodies at once, and the
 // others answered 503 at once.
 func TestDeclaredBodiesAllocateNothing(t *testing.T) {
-	e := startEdge(t, configs.Edge{}, nil)
+	e := startEdge(t, configs.Edge{}, shortHandoffRead)
 	const n, declared = 64, 4 << 20
 	counts := func(ch <-chan int, want int) map[int]int {
 		got := map[int]int{}
@@ -144,7 +151,7 @@ func TestDeclaredBodiesAllocateNothing(t *testing.T) {
 	base = heapInUse()
 	handoffs := answers(declareBodies(t, e.data, pathHandoff, n, declared))
 	// The ones beyond the slots are answered at once; the others wait
-	// for their bodies until handoffTimeout (408).
+	// for their bodies until their read deadline (408).
 	if got := counts(handoffs, n-handoffBodies); got[http.StatusServiceUnavailable] != n-handoffBodies {
 		t.Errorf("hand-off heads beyond the %d slots answered %v, want %d × 503", handoffBodies, got, n-handoffBodies)
 	}
@@ -179,7 +186,10 @@ func TestDeclaredBodiesAllocateNothing(t *testing.T) {
 // is read again.
 func TestLowMemoryRefusesHandoffBodies(t *testing.T) {
 	mem, release := acceptguardtest.Low(t)
-	e := startEdge(t, configs.Edge{}, func(s *Server) { s.incoming.mem = mem })
+	e := startEdge(t, configs.Edge{}, func(s *Server) {
+		s.incoming.mem = mem
+		shortHandoffRead(s)
+	})
 	const declared = maxHandoffBody
 
 	base := heapInUse()

@@ -229,11 +229,17 @@ func TestDrainRetriesARefusedHandoff(t *testing.T) {
 		{"slots taken", bodyBusy, func(t *testing.T, a, b *clusterEdge) func() {
 			// By hand-offs whose heads an edge of the cluster signed (a
 			// stranger's get no slot:
-			// TestStrangerHoldsNoHandoffSlotsThroughADrain), freed at
-			// their read deadline (handoffTimeout).
-			declareSignedHandoffs(t, a, b, handoffBodies, maxHandoffBody)
+			// TestStrangerHoldsNoHandoffSlotsThroughADrain), freed once
+			// their senders give up (rather than at their read deadline,
+			// 9 s on).
+			conns := declareSignedHandoffs(t, a, b, handoffBodies, maxHandoffBody)
 			waitFor(t, "every hand-off slot taken", func() bool { return b.s.bodies.taken(time.Now()) == handoffBodies })
-			return nil
+			return func() {
+				for _, c := range conns {
+					c.Close()
+				}
+				waitFor(t, "the hand-off slots free again", func() bool { return b.s.bodies.taken(time.Now()) == 0 })
+			}
 		}, nil},
 		{"low on memory", acceptguard.ReasonMemory, func(t *testing.T, _, b *clusterEdge) func() {
 			mem, release := acceptguardtest.Low(t)

@@ -148,12 +148,18 @@ func declareSignedHandoffs(t *testing.T, from, to *clusterEdge, n, declared int)
 // startLongGracePair is startDrainPair with n keys edge-a owns and an
 // idle_grace on edge-b longer than any test: a session handed on waits
 // there for its clients however slow the machine, so one that comes back
-// without its history lost it in the hand-off, not to the grace.
-func startLongGracePair(t *testing.T, prefix string, n int) (a, b *clusterEdge, keys []string) {
+// without its history lost it in the hand-off, not to the grace. tweak
+// (unless nil) is run on edge-b's server too.
+func startLongGracePair(t *testing.T, prefix string, n int, tweak func(*Server)) (a, b *clusterEdge, keys []string) {
 	t.Helper()
 	cl := healthtest.New(t)
 	a = startClusterEdge(t, cl, "edge-a")
-	b = startClusterEdgeTweaked(t, cl, "edge-b", slog.New(slog.DiscardHandler), testRing, func(s *Server) { s.hub.idleGrace = 2 * testDeadline })
+	b = startClusterEdgeTweaked(t, cl, "edge-b", slog.New(slog.DiscardHandler), testRing, func(s *Server) {
+		s.hub.idleGrace = 2 * testDeadline
+		if tweak != nil {
+			tweak(s)
+		}
+	})
 	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
 	for i := 0; len(keys) < n; i++ {
 		if key := fmt.Sprintf("%s-%d", prefix, i); ownerOf(key, "edge-a", "edge-b") == "edge-a" {
@@ -175,7 +181,7 @@ func startLongGracePair(t *testing.T, prefix string, n int) (a, b *clusterEdge, 
 // through while it floods.
 func TestStrangerHoldsNoHandoffSlotsThroughADrain(t *testing.T) {
 	const sessions, msgs = 3, 3
-	a, b, keys := startLongGracePair(t, "thief", sessions)
+	a, b, keys := startLongGracePair(t, "thief", sessions, nil)
 	type talking struct {
 		key    string
 		p1, p2 *v1Client
@@ -289,7 +295,7 @@ func postHandoff(t *testing.T, kr *health.Keyring, from string, to *clusterEdge,
 // signature seen on the wire and sent again takes no second slot (503,
 // counted as replayed).
 func TestHandoffHeadOfAStrangerGetsNoSlot(t *testing.T) {
-	a, b, keys := startLongGracePair(t, "head", 1)
+	a, b, keys := startLongGracePair(t, "head", 1, shortHandoffRead)
 	kr := a.m.Keyring()
 	sign := func(by, to string, length int) string {
 		return kr.SignHead(by, to, http.MethodPost, pathHandoff, length)
@@ -358,7 +364,10 @@ func TestHandoffHeadOfAStrangerGetsNoSlot(t *testing.T) {
 // announces the head signatures, its unsigned heads are refused too.
 func TestUnsignedHandoffHeadFromAnEarlierRelease(t *testing.T) {
 	cl := healthtest.New(t)
-	b := startClusterEdgeTweaked(t, cl, "edge-b", slog.New(slog.DiscardHandler), testRing, func(s *Server) { s.hub.idleGrace = 2 * testDeadline })
+	b := startClusterEdgeTweaked(t, cl, "edge-b", slog.New(slog.DiscardHandler), testRing, func(s *Server) {
+		s.hub.idleGrace = 2 * testDeadline
+		shortHandoffRead(s)
+	})
 	a := startClusterEdge(t, cl, "edge-a")
 	// edge-old: an edge of the previous release, as its gossip says
 	// (Join announces the current form; an update says the earlier one).

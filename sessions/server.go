@@ -169,6 +169,10 @@ type Server struct {
 	// readerLinger: a reader that got a frame waits this long for the
 	// next before parking (wsReader.linger).
 	readerLinger time.Duration
+	// handoffRead, when set, bounds below handoffTime how long a hand-off
+	// body may take to come (bodyLimit): a slot whose body never comes is
+	// free again, its head answered 408, that much sooner.
+	handoffRead time.Duration
 
 	draining atomic.Bool // set by a drain or Shutdown: /healthz answers 503
 	// drainStarted is closed when draining begins (Draining).
