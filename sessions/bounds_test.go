@@ -153,6 +153,7 @@ func replaysQueued(e *testEdge) int {
 // replay waits: a resume while one does is answered error, as the
 // contract says.
 func TestReplaysAreCountedAndOneWaits(t *testing.T) {
+	parallel(t)
 	const (
 		gen    = 17 // msgs filling history.bytes (1 MiB)
 		size   = 58000

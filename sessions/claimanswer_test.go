@@ -214,6 +214,7 @@ func TestForgedClaimAnswerSplitsNoSession(t *testing.T) {
 // earlier release's answer) is still asked, but a refusal there passes
 // nobody over: the join waits for gossip (503).
 func TestForgedOwnerAddressSplitsNoSession(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	var f claimFront
 	closed, err := net.Listen("tcp", "127.0.0.1:0")

@@ -26,6 +26,7 @@ import (
 // signature once: a copy gets 403 and records nothing. An edge of an
 // earlier release sends none, and its claims are taken as before.
 func TestReplayedClaimTakesNoEffect(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	var f claimFront
 	var skew atomic.Int64 // edge-a's hub clock, ahead of the wall clock

@@ -27,6 +27,7 @@ import (
 // A drain refuses new sessions but lets participants join the live ones, and
 // ends by closing who is left with 1012 at drain_timeout.
 func TestDrain(t *testing.T) {
+	parallel(t)
 	// The drain lasts long enough for the checks below on a busy machine
 	// (a join must fit in it), then closes who is left.
 	e := startEdge(t, configs.Edge{DrainTimeout: configs.Duration(3 * time.Second)}, nil)
@@ -111,6 +112,7 @@ func TestAdminDrainNeedsProof(t *testing.T) {
 // owner and closes its participants with 1012; they resume there with
 // nothing lost, and a join sent to the draining edge gets 421.
 func TestDrainHandsSessionsOn(t *testing.T) {
+	parallel(t)
 	a, b, key := startDrainPair(t, "drained")
 	p1, p2 := a.twoTalking(t, key, 5)
 	epoch := p1.welcome.Epoch
@@ -178,6 +180,7 @@ func startDrain(e *clusterEdge) <-chan error {
 // A drained raw-mode session carries no state: its participants reconnect
 // on the new owner at once, which does not wait for a hand-off.
 func TestDrainRawSessionsReconnectAtOnce(t *testing.T) {
+	parallel(t)
 	a, b, key := startDrainPair(t, "raw-drained")
 	d := websocket.Dialer{HandshakeTimeout: testDeadline}
 	h := http.Header{"Ctstickiness": {key}}
@@ -268,6 +271,11 @@ func TestDrainRetriesARefusedHandoff(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.reason != acceptguard.ReasonMemory {
+				// Low sets the process's memory limit: that case runs
+				// alone, before the others run side by side.
+				parallel(t)
+			}
 			a, b, key := startDrainPair(t, "refused")
 			p1, p2 := a.twoTalking(t, key, 0)
 			// A history larger than a plain request's body, so that its
@@ -327,6 +335,7 @@ func TestDrainRetriesARefusedHandoff(t *testing.T) {
 // (handoffTimeout) — under load, past a check point that counted them as
 // a split.
 func TestDrainHandOffNotHeldByAStalledEdge(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	// No replication: a replica stream to the stalled edge is not what
 	// this test is about.
@@ -461,6 +470,7 @@ func startStalledPeer(t *testing.T) *stalledPeer {
 // deadline closed it (its clients resumed with a new epoch: history lost)
 // while the new edge, its owner, started the key anew on the next join.
 func TestDrainHandsOnToAnEdgeThatJoinsLater(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	a := startClusterEdge(t, cl, "edge-a")
 	waitRing(t, []*clusterEdge{a}, "edge-a")

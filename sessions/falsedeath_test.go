@@ -131,6 +131,7 @@ func falseDeathCluster(t *testing.T) (a, b, c *clusterEdge, view *hidingView, ke
 // session (seq 5) for as long as the owner lived, and after the owner's
 // crash a new join there got the ended session's epoch and seq 5 back.
 func TestCopyOnAReplicaTakenForDeadIsFreed(t *testing.T) {
+	parallel(t)
 	a, b, c, view, key := falseDeathCluster(t)
 	p := a.joinV1(t, key, "", nil)
 	for i := range 5 {
@@ -172,6 +173,7 @@ func TestCopyOnAReplicaTakenForDeadIsFreed(t *testing.T) {
 // sends its snapshot only once the retired one has stopped, so the free
 // never drops the copy the snapshot made.
 func TestReplicaTakenForDeadAndBackKeepsItsCopy(t *testing.T) {
+	parallel(t)
 	a, b, c, view, key := falseDeathCluster(t)
 	p := a.joinV1(t, key, "", nil)
 	for i := range 5 {
@@ -286,6 +288,7 @@ func (p *cuttableProxy) cut() {
 // it; another owner's stream to the replica stays up, and its copy too. Before, the copy of the ended session was kept for as
 // long as the owner lived, to be promoted at its crash.
 func TestCopiesOfAnOwnerWhoseStreamStaysDownAreDropped(t *testing.T) {
+	parallel(t)
 	a, b, c, view, key := falseDeathCluster(t)
 	// edge-a's path to edge-c, and no one else's: edge-a has no stream to
 	// edge-c yet (no session of its has it as replica).

@@ -227,6 +227,20 @@ func answersSent(s *ownerStream) uint64 {
 // ended without one).
 func readUntilClose(c *v1Client) ([]string, int) { return readUntil(c, "") }
 
+// parallel runs t beside the package's other parallel tests: the
+// tests that mostly wait (on gossip, a drain's linger, a token's expiry,
+// a paced fan-out), each on its own listeners, gossip cluster and edges,
+// and none setting anything of the process's. Not under the race
+// detector (go test -race -short): slowed there several times, two
+// clusters side by side missed peer requests' bound (peerTimeout,
+// 500 ms) and a claim's answer was taken for none.
+func parallel(t *testing.T) {
+	t.Helper()
+	if !raceDetector {
+		t.Parallel()
+	}
+}
+
 // waitFor waits (generously) until cond holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

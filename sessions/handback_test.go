@@ -17,6 +17,7 @@ import (
 // and the clients resume on edge-a from it with nothing lost — not reset
 // because the stale copy was in the way.
 func TestHandOffBackToAFencedOwner(t *testing.T) {
+	parallel(t)
 	a, b, key, epoch, g := takenOver(t, "handback")
 	for i := range 3 {
 		g.msg(t, "on b "+strconv.Itoa(i))

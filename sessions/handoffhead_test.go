@@ -180,6 +180,7 @@ func startLongGracePair(t *testing.T, prefix string, n int, tweak func(*Server))
 // gets no slot: the stranger is refused (403) and the hand-off goes
 // through while it floods.
 func TestStrangerHoldsNoHandoffSlotsThroughADrain(t *testing.T) {
+	parallel(t)
 	const sessions, msgs = 3, 3
 	a, b, keys := startLongGracePair(t, "thief", sessions, nil)
 	type talking struct {
@@ -295,6 +296,7 @@ func postHandoff(t *testing.T, kr *health.Keyring, from string, to *clusterEdge,
 // signature seen on the wire and sent again takes no second slot (503,
 // counted as replayed).
 func TestHandoffHeadOfAStrangerGetsNoSlot(t *testing.T) {
+	parallel(t)
 	a, b, keys := startLongGracePair(t, "head", 1, shortHandoffRead)
 	kr := a.m.Keyring()
 	sign := func(by, to string, length int) string {
@@ -363,6 +365,7 @@ func TestHandoffHeadOfAStrangerGetsNoSlot(t *testing.T) {
 // an unsigned head naming an upgraded edge is still refused. Once it
 // announces the head signatures, its unsigned heads are refused too.
 func TestUnsignedHandoffHeadFromAnEarlierRelease(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	b := startClusterEdgeTweaked(t, cl, "edge-b", slog.New(slog.DiscardHandler), testRing, func(s *Server) {
 		s.hub.idleGrace = 2 * testDeadline

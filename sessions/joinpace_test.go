@@ -37,6 +37,7 @@ import (
 // honest is closed. Deliveries per second and CPU are reported, not
 // asserted; the time since the first cycle only loosens the bound.
 func TestChurningEditorsFanoutIsPaced(t *testing.T) {
+	parallel(t)
 	const (
 		honest = 49
 		rate   = 2 << 20

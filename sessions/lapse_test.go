@@ -45,6 +45,7 @@ func closeWith(c *websocket.Conn) (code int, reason string, frames int) {
 // token expires (a ringlb.v1 client joins again with a fresh token and
 // resumes); a participant whose token is still good stays.
 func TestExpiredTokenIsClosed(t *testing.T) {
+	parallel(t)
 	path, secret := writeSecret(t)
 	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousDeny}}, nil)
 	now := time.Now()
@@ -93,6 +94,7 @@ func TestExpiredTokenIsClosed(t *testing.T) {
 // reload, or once its overlap has run); the new secret's holders and
 // token-less participants stay.
 func TestRotatedOutSecretClosesItsHolders(t *testing.T) {
+	parallel(t)
 	path, oldSecret := writeSecret(t)
 	cfg := provisioned(configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousViewer}})
 	e := startEdge(t, cfg, nil)
@@ -164,6 +166,7 @@ func TestRotatedOutSecretClosesItsHolders(t *testing.T) {
 // join as the same user and role is refused with an error frame, and the
 // connection stays.
 func TestTokenRefreshKeepsTheConnection(t *testing.T) {
+	parallel(t)
 	path, secret := writeSecret(t)
 	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousViewer}}, nil)
 	ann := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)

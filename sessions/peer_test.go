@@ -82,6 +82,7 @@ func TestPeerRequestsFromStrangersRefused(t *testing.T) {
 // claim those edges made; added on the path to a claim signed without
 // it, the claim is refused.
 func TestClaimGoneListSigned(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	a := startClusterEdge(t, cl, "edge-a")
 	b := startClusterEdge(t, cl, "edge-b")

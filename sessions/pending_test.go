@@ -16,6 +16,7 @@ import (
 // the replica answers. Found by FuzzHubReplEvents: a history shorter than
 // the msgs waiting answered such a resume reset "history".
 func TestResumeWhileMsgsWaitForTheReplica(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	cfg := configs.Edge{
 		IdleGrace: configs.Duration(time.Minute), Replication: configs.ReplicationSync,

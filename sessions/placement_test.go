@@ -141,6 +141,7 @@ func dialExpect421(t *testing.T, e *clusterEdge, key string) string {
 }
 
 func TestOwnershipRedirectsToTheRingOwner(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	a := startClusterEdge(t, cl, "edge-a")
 	b := startClusterEdge(t, cl, "edge-b")
@@ -168,6 +169,7 @@ func TestOwnershipRedirectsToTheRingOwner(t *testing.T) {
 // owner is redirected there (by the claim check at first, by gossip pins
 // after), so none splits and no one is disconnected.
 func TestScaleOutKeepsLiveSessionsWhole(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	a := startClusterEdge(t, cl, "edge-a")
 	b := startClusterEdge(t, cl, "edge-b")

@@ -37,6 +37,7 @@ func TestRelayFrameSizes(t *testing.T) {
 // TestKeepalive: the writer pings; a peer that answers stays, one that stops
 // answering is dropped once pongWait passes without a frame or pong from it.
 func TestKeepalive(t *testing.T) {
+	parallel(t)
 	e := startEdge(t, configs.Edge{}, func(s *Server) {
 		s.pingInterval = 20 * time.Millisecond
 		// The live peers must answer within pongWait: wide enough for a

@@ -177,6 +177,7 @@ func TestReloadRestartOnlyFields(t *testing.T) {
 // msgs were 20 on the owner and 5 on the replica, and a client resuming
 // from seq 2 after the owner's crash got reset "history".
 func TestReloadedHistoryBoundsReachReplicaCopies(t *testing.T) {
+	parallel(t)
 	cfg := provisioned(configs.Edge{IdleGrace: configs.Duration(time.Minute), Replication: configs.ReplicationSync, History: configs.History{Messages: 5, Bytes: 1 << 20}})
 	cl := healthtest.New(t)
 	a := startReplEdgeWith(t, cl, "edge-a", cfg, nil)

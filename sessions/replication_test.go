@@ -141,6 +141,7 @@ func (e *clusterEdge) crash(t *testing.T) {
 // client resuming there (by query or by resume frame) gets exactly what it
 // missed, and no reset.
 func TestCrashedOwnersSessionResumesOnReplica(t *testing.T) {
+	parallel(t)
 	a, b, key := replPair(t, configs.ReplicationSync, "crash")
 	p1 := a.joinV1(t, key, "", nil)
 	p2 := a.joinV1(t, key, "", nil)
@@ -323,6 +324,7 @@ func (p *pausableProxy) serve(c net.Conn) {
 // owner falls back to async, says so in a metric, and returns to sync once
 // the replica catches up.
 func TestStoppedReplicaFallsBackToAsync(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
 	var proxy *pausableProxy
@@ -635,6 +637,7 @@ func TestOlderTermsAreFenced(t *testing.T) {
 // After a promotion the new owner replicates the session onward: a second
 // crash is survived too, epoch and seq unchanged, the term counting owners.
 func TestPromotedSessionReplicatesOnward(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	names := []string{"edge-a", "edge-b", "edge-c"}
 	edges := map[string]*clusterEdge{}
@@ -691,6 +694,7 @@ func TestPromotedSessionReplicatesOnward(t *testing.T) {
 // When the ring changes, a session's replica moves with it: the new
 // replica gets the session whole, the old one drops its copy.
 func TestReplicaMovesWithTheRing(t *testing.T) {
+	parallel(t)
 	cl := healthtest.New(t)
 	a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
 	b := startReplEdge(t, cl, "edge-b", configs.ReplicationSync, nil)

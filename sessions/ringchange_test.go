@@ -19,6 +19,7 @@ import (
 // second session (the chaos drain's rare resets: the hand-off then found
 // the key hosted, and its clients got the new session's epoch).
 func TestRingChangeRemembersThePreviousOwnerFirst(t *testing.T) {
+	parallel(t)
 	a, b, key := startDrainPair(t, "changing")
 	p := a.joinV1(t, key, "", nil)
 	defer p.Close()

@@ -747,6 +747,7 @@ func mustMint(t *testing.T, secret []byte, c TokenClaims) string {
 // The close codes hold in ringlb.v1 as in raw mode, plus 1008 for a join
 // of the other mode.
 func TestV1Closes(t *testing.T) {
+	parallel(t)
 	e := startEdge(t, configs.Edge{MaxParticipants: 2, MaxMessageBytes: 1024}, nil)
 	a := e.joinV1(t, "c", "", nil)
 	b := e.joinV1(t, "c", "", nil)
