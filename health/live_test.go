@@ -71,11 +71,7 @@ func TestReplayedAcksDoNotAnswerForADepartedEdge(t *testing.T) {
 	cfg.SecretKeyFile = key
 	// Pings wait 200 ms for their ack: time for the replay to come round.
 	cfg.ProbeInterval = configs.Duration(time.Second)
-	target, err := Join(t.Context(), cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopAtCleanup(t, target)
+	target := startTuned(t, cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, nil, forgetSoon())
 
 	// The edge, a node of this release, recorded as it talks to the target
 	// (alone with it: its gossip of itself goes there).
@@ -89,7 +85,7 @@ func TestReplayedAcksDoNotAnswerForADepartedEdge(t *testing.T) {
 	}
 	gcfg := testCluster("ghost", target.Addr())
 	gcfg.SecretKeyFile = key
-	ghost, err := Join(t.Context(), gcfg, edgeMeta(7), nil)
+	ghost, err := joinOn(t.Context(), gcfg, edgeMeta(7), nil, nil, forgetSoon())
 	testHookTransport = nil
 	if err != nil {
 		t.Fatal(err)

@@ -290,7 +290,20 @@ func Join(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logg
 // JoinOn is Join on gossip sockets bound already (an upgrade's new process
 // inherits its predecessor's); nil binds cfg.Bind. The membership owns
 // them from the call on, also when it fails.
-func JoinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logger, socks *GossipSockets) (_ *Membership, err error) {
+func JoinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logger, socks *GossipSockets) (*Membership, error) {
+	return joinOn(ctx, cfg, meta, logger, socks, tuning{})
+}
+
+// tuning is memberlist's configuration beyond what configs.Cluster sets,
+// for tests: the zero value keeps the profile's.
+type tuning struct {
+	// gossipToTheDead is how long memberlist remembers a member that left
+	// or died (GossipToTheDeadTime; 15 s with the local profile): the
+	// replay tests wait that long before a replay can make a join.
+	gossipToTheDead time.Duration
+}
+
+func joinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logger, socks *GossipSockets, tune tuning) (_ *Membership, err error) {
 	if socks != nil {
 		defer func() {
 			if err != nil {
@@ -335,6 +348,9 @@ func JoinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Lo
 	mc, err := memberlistConfig(cfg, kr, logger, m.refutedDeath)
 	if err != nil {
 		return nil, err
+	}
+	if tune.gossipToTheDead > 0 {
+		mc.GossipToTheDeadTime = tune.gossipToTheDead
 	}
 	m.pins = newPinTable(mc.Name, func() int {
 		m.mu.Lock()

@@ -30,7 +30,13 @@ func testCluster(name string, join ...string) configs.Cluster {
 
 func startNode(t *testing.T, cfg configs.Cluster, meta Meta) *Membership {
 	t.Helper()
-	m, err := Join(t.Context(), cfg, meta, nil)
+	return startTuned(t, cfg, meta, nil, tuning{})
+}
+
+// startTuned is startNode with the node's logger and tune.
+func startTuned(t *testing.T, cfg configs.Cluster, meta Meta, logger *slog.Logger, tune tuning) *Membership {
+	t.Helper()
+	m, err := joinOn(t.Context(), cfg, meta, logger, nil, tune)
 	if err != nil {
 		t.Fatalf("join %s: %v", cfg.Name, err)
 	}
@@ -323,7 +329,13 @@ func rebind(t *testing.T, cfg configs.Cluster, meta Meta, attempt int) *Membersh
 // rebindLogged is rebind with the node's logger.
 func rebindLogged(t *testing.T, cfg configs.Cluster, meta Meta, logger *slog.Logger, attempt int) *Membership {
 	t.Helper()
-	m, err := Join(t.Context(), cfg, meta, logger)
+	return rebindTuned(t, cfg, meta, logger, tuning{}, attempt)
+}
+
+// rebindTuned is rebindLogged with tune.
+func rebindTuned(t *testing.T, cfg configs.Cluster, meta Meta, logger *slog.Logger, tune tuning, attempt int) *Membership {
+	t.Helper()
+	m, err := joinOn(t.Context(), cfg, meta, logger, nil, tune)
 	if errors.Is(err, syscall.EADDRINUSE) || (err != nil && strings.Contains(err.Error(), "address already in use")) {
 		if attempt >= rebindAttempts {
 			t.Fatalf("join %s: %v, %d times", cfg.Name, err, attempt)

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringlb/ringlb/configs"
@@ -212,25 +211,25 @@ func keyedClusters(t *testing.T) func(name string, join ...string) configs.Clust
 //     take it out of any view.
 func TestReplayedPushPullNeitherResurrectsNorKills(t *testing.T) {
 	keyed := keyedClusters(t)
-	target := startNode(t, keyed("target"), Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
+	// The victim must come back while the cluster still holds its death
+	// (it is forgotten after this too), a few seconds after it was taken
+	// for dead; then the departed edges are forgotten.
+	tune := tuning{gossipToTheDead: 8 * time.Second}
+	target := startTuned(t, keyed("target"), Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, nil, tune)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(target.Collector())
 	tap := newStreamTap(t, target.Addr())
 
-	ghost := startNode(t, keyed("ghost", target.Addr()), edgeMeta(1))
-	stale := startNode(t, keyed("stale", target.Addr()), edgeMeta(2))
+	ghost := startTuned(t, keyed("ghost", target.Addr()), edgeMeta(1), nil, tune)
+	stale := startTuned(t, keyed("stale", target.Addr()), edgeMeta(2), nil, tune)
 	var refuted atomic.Int64
 	victimCfg := keyed("victim", target.Addr())
-	victim, err := Join(t.Context(), victimCfg, edgeMeta(3), countingLogger("Refuting", &refuted))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopAtCleanup(t, victim)
+	victim := startTuned(t, victimCfg, edgeMeta(3), countingLogger("Refuting", &refuted), tune)
 	victimAddr := victim.Addr()
 	// The witness's seed is the tap: it leads to no member's address, so
 	// the witness joins through it again every seed check (1 s with the
 	// local profile), each time a push/pull carrying its whole view.
-	witness := startNode(t, keyed("witness", tap.addr()), Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
+	witness := startTuned(t, keyed("witness", tap.addr()), Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, nil, tune)
 	all := []*Membership{target, ghost, stale, victim, witness}
 	waitAll(t, all, func(ns []Node) bool { return len(ns) == len(all) })
 
@@ -244,6 +243,7 @@ func TestReplayedPushPullNeitherResurrectsNorKills(t *testing.T) {
 		return func(ns []Node) bool { return !hasMember(name)(ns) }
 	}
 	waitAll(t, []*Membership{target, witness}, gone("victim"))
+	deadAt := time.Now()
 	from := tap.completed()
 	waitFor(t, "two push/pulls through the tap after the victim was taken for dead", func() bool { return tap.completed() >= from+2 })
 	capture := tap.captured()
@@ -253,25 +253,27 @@ func TestReplayedPushPullNeitherResurrectsNorKills(t *testing.T) {
 	}
 	t.Logf("captured %d encrypted streams (%d bytes) from the witness to the target", len(capture), size)
 
-	// It comes back on its address while memberlist still holds its death,
-	// hears of it and refutes it: a newer incarnation than any capture.
-	release()
-	for attempt := 1; ; attempt++ {
-		victimCfg.Bind = victimAddr
-		if victim = rebindLogged(t, victimCfg, edgeMeta(3), countingLogger("Refuting", &refuted), attempt); victim != nil {
-			break
-		}
-	}
-	waitFor(t, "the restarted victim refutes its death", func() bool { return refuted.Load() > 0 })
-	waitAll(t, []*Membership{target, witness, victim}, hasMember("victim"))
-	refutedBefore := refuted.Load()
-
-	// The two edges leave for good.
+	// The two edges leave for good (the time memberlist remembers them
+	// runs from now).
 	for _, m := range []*Membership{ghost, stale} {
 		if err := m.Shutdown(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 	}
+
+	// It comes back on its address while memberlist still holds its death,
+	// hears of it and refutes it: a newer incarnation than any capture.
+	release()
+	for attempt := 1; ; attempt++ {
+		victimCfg.Bind = victimAddr
+		if victim = rebindTuned(t, victimCfg, edgeMeta(3), countingLogger("Refuting", &refuted), tune, attempt); victim != nil {
+			break
+		}
+	}
+	waitFor(t, "the restarted victim refutes its death", func() bool { return refuted.Load() > 0 })
+	t.Logf("the victim refuted its death %s after it was taken for dead", time.Since(deadAt).Round(time.Millisecond))
+	waitAll(t, []*Membership{target, witness, victim}, hasMember("victim"))
+	refutedBefore := refuted.Load()
 	waitAll(t, []*Membership{target, witness, victim}, func(ns []Node) bool { return gone("ghost")(ns) && gone("stale")(ns) })
 
 	// The attacker: every captured stream to the target's gossip port,
@@ -344,12 +346,12 @@ func TestReplayedPushPullNeitherResurrectsNorKills(t *testing.T) {
 // it logs (see SECURITY.md: left).
 func TestReplayedEarlierLifeOfARestartedEdge(t *testing.T) {
 	keyed := keyedClusters(t)
-	target := startNode(t, keyed("target"), Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
+	target := startTuned(t, keyed("target"), Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, nil, forgetSoon())
 	tap := newStreamTap(t, target.Addr())
 	edgeCfg := keyed("edge", target.Addr())
-	edge := startNode(t, edgeCfg, edgeMeta(1))
+	edge := startTuned(t, edgeCfg, edgeMeta(1), nil, forgetSoon())
 	edgeAddr := edge.Addr()
-	witness := startNode(t, keyed("witness", tap.addr()), Meta{Role: RoleBalancer, Region: "east", State: StateAlive})
+	witness := startTuned(t, keyed("witness", tap.addr()), Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, nil, forgetSoon())
 	views := []*Membership{target, witness}
 	waitAll(t, append(views, edge), func(ns []Node) bool { return len(ns) == 3 })
 	weighs := func(w int) func([]Node) bool {
@@ -379,12 +381,12 @@ func TestReplayedEarlierLifeOfARestartedEdge(t *testing.T) {
 	capture := tap.captured()
 
 	// Forgotten, it starts again on its address, weight 1.
-	time.Sleep(memberlist.DefaultLocalConfig().GossipToTheDeadTime + 5*time.Second - time.Since(leftAt))
+	time.Sleep(replayForget + 5*time.Second - time.Since(leftAt))
 	var refuted atomic.Int64
 	release()
 	for attempt := 1; ; attempt++ {
 		edgeCfg.Bind = edgeAddr
-		if edge = rebindLogged(t, edgeCfg, edgeMeta(1), countingLogger("Refuting", &refuted), attempt); edge != nil {
+		if edge = rebindTuned(t, edgeCfg, edgeMeta(1), countingLogger("Refuting", &refuted), forgetSoon(), attempt); edge != nil {
 			break
 		}
 	}

@@ -110,6 +110,16 @@ func startPlainMember(t *testing.T, name, keyFile string, del memberlist.Delegat
 	return ml, rt
 }
 
+// replayForget is how long the replay tests' nodes remember a member that
+// left or died (memberlist's GossipToTheDeadTime, 15 s with the local
+// profile): a replay makes a join only once it has passed, and the tests
+// waited it out. Long enough still for what they do within it: a member
+// taken for dead comes back and refutes, a departed one is pinged.
+const replayForget = 3 * time.Second
+
+// forgetSoon is the replay tests' tuning (replayForget).
+func forgetSoon() tuning { return tuning{gossipToTheDead: replayForget} }
+
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
@@ -150,7 +160,7 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 
 	// The attacker: a UDP socket without the key, replaying the capture
 	// every 200 ms until the target takes the departed edge in again (its
-	// memberlist forgets a departed node after 15 s with this profile).
+	// memberlist forgets a departed node after replayForget).
 	attacker, to := replaySocket(t, target.Addr())
 	start := time.Now()
 	stop := make(chan struct{})
@@ -205,7 +215,7 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 		back := testCluster("ghost", target.Addr())
 		back.Bind = ghostAddr
 		back.SecretKeyFile = cfg.SecretKeyFile
-		if rebind(t, back, ghostMeta, attempt) != nil {
+		if rebindTuned(t, back, ghostMeta, nil, forgetSoon(), attempt) != nil {
 			break
 		}
 	}
@@ -236,11 +246,7 @@ func replayTarget(t *testing.T) (*Membership, configs.Cluster, *atomic.Int64) {
 	cfg := testCluster("target")
 	cfg.SecretKeyFile = writeKey(t, 32)
 	unanswered := new(atomic.Int64)
-	target, err := Join(t.Context(), cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, countingLogger(unansweredLog, unanswered))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopAtCleanup(t, target)
+	target := startTuned(t, cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, countingLogger(unansweredLog, unanswered), forgetSoon())
 	return target, cfg, unanswered
 }
 
