@@ -210,6 +210,9 @@ func keyedClusters(t *testing.T) func(name string, join ...string) configs.Clust
 //     and refuted its death with a newer incarnation: the replay must not
 //     take it out of any view.
 func TestReplayedPushPullNeitherResurrectsNorKills(t *testing.T) {
+	// Its own nodes, on ports of their own, and no test hook: the replay
+	// tests wait on memberlist's timers, side by side.
+	t.Parallel()
 	keyed := keyedClusters(t)
 	// The victim must come back while the cluster still holds its death
 	// (it is forgotten after this too), a few seconds after it was taken
@@ -345,6 +348,9 @@ func TestReplayedPushPullNeitherResurrectsNorKills(t *testing.T) {
 // at once, with its current metadata; how long it was out, and how often,
 // it logs (see SECURITY.md: left).
 func TestReplayedEarlierLifeOfARestartedEdge(t *testing.T) {
+	// Its own nodes, on ports of their own, and no test hook: the replay
+	// tests wait on memberlist's timers, side by side.
+	t.Parallel()
 	keyed := keyedClusters(t)
 	target := startTuned(t, keyed("target"), Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, nil, forgetSoon())
 	tap := newStreamTap(t, target.Addr())

@@ -135,6 +135,9 @@ func hasMember(name string) func([]Node) bool {
 // departed edge is back on every ring until probes take it for dead — and
 // back again at the next replay, for as long as the attacker likes.
 func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
+	// Its own nodes, on ports of their own, and no test hook: the replay
+	// tests wait on memberlist's timers, side by side.
+	t.Parallel()
 	target, cfg, unanswered := replayTarget(t)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(target.Collector())
@@ -293,6 +296,9 @@ func joinsUnconfirmed(t *testing.T, reg *prometheus.Registry) float64 {
 // never believed leaves no departure; the later life is pinged, and
 // unanswered, like the first.
 func TestReplayedLaterLifeAfterAPendingJoinIsNotBelieved(t *testing.T) {
+	// Its own nodes, on ports of their own, and no test hook: the replay
+	// tests wait on memberlist's timers, side by side.
+	t.Parallel()
 	target, cfg, unanswered := replayTarget(t)
 	ghost, rec := startRecordedMember(t, "ghost", cfg.SecretKeyFile, edgeMeta(7), target.Addr())
 	waitAll(t, []*Membership{target}, hasMember("ghost"))
