@@ -28,6 +28,9 @@ import (
 // answer without the proof that the name itself does not exist, a referral
 // signing the child's records: delv says "bogus" or fails.
 func TestSignedAnswersValidateWithDelv(t *testing.T) {
+	// Its own server and peer processes (ports of their own, files in its
+	// own directories) and no package state: beside the other sweeps.
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("a sweep of answers through an outside validator: not with -short")
 	}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -1005,6 +1006,9 @@ func lowerNames(rr dns.RR) dns.RR {
 // diff.test against NSD with minimal-responses, add.test's MX and SRV
 // answers (full) against NSD without it (startNSD).
 func TestDifferentialAgainstNSD(t *testing.T) {
+	// Its own server and peer processes (ports of their own, files in its
+	// own directories) and no package state: beside the other sweeps.
+	t.Parallel()
 	compareDNS(t, diffPeer{name: "NSD", program: "nsd", pkg: "nsd", deviations: nsdDeviations(),
 		start: func(t *testing.T, nsd string, zones map[string]string) (string, string) {
 			return startNSD(t, nsd, true, zones), startNSD(t, nsd, false, zones)
@@ -1014,6 +1018,9 @@ func TestDifferentialAgainstNSD(t *testing.T) {
 // TestDifferentialAgainstKnot compares ringlb with Knot DNS 3.2
 // (compareDNS), one knotd for every case (startKnot).
 func TestDifferentialAgainstKnot(t *testing.T) {
+	// Its own server and peer processes (ports of their own, files in its
+	// own directories) and no package state: beside the other sweeps.
+	t.Parallel()
 	compareDNS(t, diffPeer{name: "Knot", program: "knotd", pkg: "knot", deviations: knotDeviations(),
 		start: func(t *testing.T, knotd string, zones map[string]string) (string, string) {
 			addr := startKnot(t, knotd, zones)
@@ -1093,8 +1100,13 @@ func compareDNS(t *testing.T, peer diffPeer) {
 				continue
 			}
 			compared++
-			want := diffExchange(q, dev.ignore, network, peerAddr[q.full])
+			// Both at once: a query neither answers (a response sent as
+			// a query) costs each client its whole timeout.
+			var want string
+			var asked sync.WaitGroup
+			asked.Go(func() { want = diffExchange(q, dev.ignore, network, peerAddr[q.full]) })
 			got := diffExchange(q, dev.ignore, network, s.Addr())
+			asked.Wait()
 			if got != want {
 				note := ""
 				if dev.why != "" {

@@ -307,6 +307,9 @@ func lineOf(text string) int {
 // zones both refuse were loaded, 2 both load were refused, and 27 of 68
 // refusals named no file or not the line; now none.
 func TestZoneLoadingAgainstCheckers(t *testing.T) {
+	// No server: files of its own and the peers' checkers, beside the
+	// other sweeps.
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs the peers' zone checkers on every case: not with -short")
 	}
