@@ -558,6 +558,9 @@ func validated(t *testing.T, out string, negative bool, want ...string) {
 // before and after a failover, NXDOMAIN and NODATA proofs, a wildcard, a
 // CNAME chain; and that the same delv refuses an unsigned zone.
 func TestDNSSECValidatesWithDelv(t *testing.T) {
+	// Its own server and fake balancers (ports of their own) and no package
+	// state: it waits on the monitor (a second a check), beside the others.
+	t.Parallel()
 	if _, err := exec.LookPath("delv"); err != nil {
 		t.Skip("delv not installed (apt-get install bind9-dnsutils): no real validator to check signatures against")
 	}

@@ -352,6 +352,9 @@ func waitAnswer(t *testing.T, s *Server, src, want string) time.Duration {
 }
 
 func TestFailoverAndRecovery(t *testing.T) {
+	// Its own server and fake balancers (ports of their own) and no package
+	// state: it waits on the monitor (a second a check), beside the others.
+	t.Parallel()
 	east, west := newFakeBalancer(t), newFakeBalancer(t)
 	s := startGSLB(t, gslbConfig(t, east, west, ""))
 	waitAnswer(t, s, "127.0.0.1", "192.0.2.1")
@@ -374,6 +377,9 @@ func TestFailoverAndRecovery(t *testing.T) {
 }
 
 func TestAllDownServfail(t *testing.T) {
+	// Its own server and fake balancers (ports of their own) and no package
+	// state: it waits on the monitor (a second a check), beside the others.
+	t.Parallel()
 	east, west := newFakeBalancer(t), newFakeBalancer(t)
 	s := startGSLB(t, gslbConfig(t, east, west, "      all_down: servfail\n"))
 	east.healthy.Store(false)
@@ -382,6 +388,9 @@ func TestAllDownServfail(t *testing.T) {
 }
 
 func TestManualRecoverAndServeModes(t *testing.T) {
+	// Its own server and fake balancers (ports of their own) and no package
+	// state: it waits on the monitor (a second a check), beside the others.
+	t.Parallel()
 	east, west := newFakeBalancer(t), newFakeBalancer(t)
 	s := startGSLB(t, gslbConfig(t, east, west, "      auto_recover: false\n"))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
