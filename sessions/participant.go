@@ -315,9 +315,9 @@ func (p *participant) wakeWriter() {
 // has lapsed is closed instead (lapse.go).
 //
 // The timer is armed again here, whether or not the ping gets written: the
-// writer pings only once its queue is empty, and armed again by the writer
-// after a ping, the timer of a participant whose queue never emptied fired
-// once and never again — its token was never looked at again, and a
+// writer pinged only once its queue was empty (now ahead of the queued
+// frames, nextJob), and armed again by the writer after a ping, the timer
+// of a participant whose queue never emptied fired once and never again — its token was never looked at again, and a
 // holder feeding its own queue stayed past its expiry for as long as it
 // liked (TestExpiredTokenWritesNothingThoughItsQueueNeverEmpties,
 // TestExpiredViewerClosedThoughItsQueueNeverEmpties). A participant
@@ -625,14 +625,19 @@ func (p *participant) nextJob() (job writeJob, f *frame, pong string) {
 	case o.pongDue:
 		o.pongDue = false
 		return jobPong, nil, o.pong
+	case o.pingDue:
+		// Before the frames queued: a peer that only reads (a viewer of
+		// a busy session, one on a slow link) proves itself alive by its
+		// pongs alone. Pinged only from an empty queue, one whose queue
+		// never emptied for pongWait was never pinged, and its reader
+		// dropped it as silent without a close frame.
+		o.pingDue = false
+		return jobPing, nil, ""
 	case o.n > 0:
 		if b := o.queue[o.head]; b.batch != nil {
 			return jobReplayed, p.takeReplayed(b), ""
 		}
 		return jobFrame, p.popFrame(), ""
-	case o.pingDue:
-		o.pingDue = false
-		return jobPing, nil, ""
 	}
 	o.writing = false
 	return jobNone, nil, ""

@@ -47,7 +47,8 @@ const (
 	// requestReadTimeout bounds reading one HTTP request, so a client
 	// trickling a request cannot hold a connection.
 	requestReadTimeout = 30 * time.Second
-	// defaultPingInterval is how often the writer pings an idle peer.
+	// defaultPingInterval is how often the writer pings the peer (ahead of
+	// frames queued for it: a peer that only reads answers with pongs).
 	defaultPingInterval = 30 * time.Second
 	// defaultWriteWait bounds writing one frame. A peer that accepts no
 	// data for this long is dropped (its writer is blocked, not the others).
