@@ -230,15 +230,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		}
 		return
 	}
-	switch acceptHeader(pkt) {
-	case dns.MsgIgnore:
-		return
-	case dns.MsgReject:
-		m := replyTo(r, dns.RcodeFormatError)
-		if b, err := m.Pack(); err == nil {
-			s.count(st, r, m, addr.String())
-			l.send(b, addr)
-		}
+	if acceptHeader(pkt) == dns.MsgIgnore {
 		return
 	}
 	var tsigStatus error

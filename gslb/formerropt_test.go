@@ -7,7 +7,9 @@ import (
 	"github.com/miekg/dns"
 )
 
-// A query with no question or with two is FORMERR, and a query with an OPT
+// A query with no question or with two, or with more records than a query
+// has (two answer or authority records, three additional), is FORMERR, and a
+// query with an OPT
 // gets ours in it, as every answer to one does (RFC 6891 7: a response to a
 // request with an OPT MUST carry one; Knot's FORMERR for no question does):
 // max_udp_size, version 0, DO copied; a TSIG that verified signs it, as any
@@ -15,7 +17,9 @@ import (
 // the root's), the FORMERR carries none (screen). Before, both transports
 // answered with the header and question alone — over UDP the loop's header
 // check, over TCP miekg/dns's own FORMERR: 10 of 10 answers to such queries
-// with one good OPT had none, and 4 of 4 to a signed one were unsigned.
+// with one good OPT had none, and 4 of 4 to a signed one were unsigned; for
+// the section counts, refused on the header alone, 6 of 6 had none and 2 of
+// 2 were unsigned.
 func TestFormErrForQuestionCountKeepsTheOPT(t *testing.T) {
 	cfg := gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), "")
 	cfg.Zones[0].Transfer.TSIG = tsigConfig(t) // a key the server knows
@@ -25,6 +29,16 @@ func TestFormErrForQuestionCountKeepsTheOPT(t *testing.T) {
 		m.Question = append(m.Question, dns.Question{Name: "mail.ringlb.test.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
 	}
 	none := func(m *dns.Msg) { m.Question = nil }
+	a := func(name string) dns.RR {
+		rr, err := dns.NewRR(name + " 60 IN A 192.0.2.7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rr
+	}
+	twoAnswers := func(m *dns.Msg) { m.Answer = []dns.RR{a("x.ringlb.test."), a("y.ringlb.test.")} }
+	twoAuthority := func(m *dns.Msg) { m.Ns = []dns.RR{a("x.ringlb.test."), a("y.ringlb.test.")} }
+	one := func(*dns.Msg) {}
 	wrong := 0
 	for _, network := range []string{"udp", "tcp"} {
 		for _, tc := range []struct {
@@ -42,6 +56,11 @@ func TestFormErrForQuestionCountKeepsTheOPT(t *testing.T) {
 			{"two questions, no EDNS", two, nil, false, false, false},
 			{"two questions, two OPTs", two, []dns.RR{optRR(".", 1232), optRR(".", 1232)}, false, false, false},
 			{"no question, an OPT not the root's", none, []dns.RR{optRR("ringlb.test.", 1232)}, false, false, false},
+			// More records than a query has.
+			{"two answer records, EDNS", twoAnswers, []dns.RR{optRR(".", 4096)}, true, false, false},
+			{"two authority records, EDNS with DO, signed", twoAuthority, []dns.RR{doOPT()}, true, true, true},
+			{"three additional records, EDNS", one, []dns.RR{optRR(".", 1232), a("x.ringlb.test."), a("y.ringlb.test.")}, true, false, false},
+			{"two answer records, no EDNS", twoAnswers, nil, false, false, false},
 		} {
 			q := question("ringlb.test.", dns.TypeSOA, 0)
 			q.Id = 4343

@@ -326,15 +326,9 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 	ln = guard
 	served := writeDeadlineListener{Listener: ln, timeout: s.tcpWriteTimeout}
 	handler := dns.HandlerFunc(s.serveDNS)
-	// miekg/dns answers FORMERR itself, without the handler, to what the
-	// accept function rejects and to what does not unpack: counted here.
-	accept := dns.MsgAcceptFunc(func(h dns.Header) dns.MsgAcceptAction {
-		a := acceptQuery(h)
-		if a == dns.MsgReject {
-			s.metrics.query(0, dns.RcodeFormatError)
-		}
-		return a
-	})
+	// miekg/dns answers FORMERR itself, without the handler, to what does
+	// not unpack: counted here.
+	accept := dns.MsgAcceptFunc(acceptQuery)
 	invalid := dns.MsgInvalidFunc(func(m []byte, _ error) {
 		if len(m) >= 12 { // a header, so accepted and answered; shorter gets nothing
 			s.metrics.query(0, dns.RcodeFormatError)
@@ -542,13 +536,13 @@ func (s *Server) stopping(err error) bool {
 
 // acceptQuery decides from the header alone: responses get no answer at
 // all, so the server cannot be used to reflect traffic or loop with another
-// server; a query with more answer, authority or additional records than a
-// query has gets FORMERR, the header and question alone. Other opcodes are
-// unpacked (bounded by the message size) so that their NOTIMP echoes the
-// question (screen); so are queries with no question or several, whose
-// FORMERR is answerVia's: through finish, with our OPT when the query has
-// one (RFC 6891 7) and its TSIG when one verified — miekg/dns's own FORMERR
-// (TCP) and the UDP loop's header check carried neither.
+// server. Everything else is unpacked (bounded by the message size): other
+// opcodes so that their NOTIMP echoes the question (screen); queries with
+// no question or several, or more records than a query has (sectionsFit),
+// so that their FORMERR is answerVia's: through finish, with our OPT when
+// the query has one (RFC 6891 7) and its TSIG when one verified —
+// miekg/dns's own FORMERR (TCP) and the UDP loop's header check carried
+// neither.
 func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 	const qrBit = 1 << 15
 	if h.Bits&qrBit != 0 {
@@ -557,11 +551,18 @@ func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 	if op := int(h.Bits>>11) & 0xF; op != dns.OpcodeQuery {
 		return dns.MsgAccept
 	}
-	// One authority record: the SOA an IXFR request carries (RFC 1995).
-	if h.Ancount > 1 || h.Nscount > 1 || h.Arcount > 2 {
-		return dns.MsgReject
-	}
 	return dns.MsgAccept
+}
+
+// sectionsFit reports whether a query carries no more records than a query
+// has: one answer record at most, one authority record (the SOA an IXFR
+// request carries, RFC 1995) and two additional (its OPT and TSIG). One
+// that carries more gets FORMERR (answerVia), through finish like the
+// other FORMERRs: with our OPT when its own passed screen (RFC 6891 7),
+// signed when its TSIG verified. Refused on the header alone before, it
+// got the header and question only, as neither NSD nor Knot answers.
+func sectionsFit(r *dns.Msg) bool {
+	return len(r.Answer) <= 1 && len(r.Ns) <= 1 && len(r.Extra) <= 2
 }
 
 // badECS finds a malformed EDNS Client Subnet option in the message msg
@@ -668,7 +669,7 @@ func (s *Server) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 	tcp := w.LocalAddr().Network() == "tcp"
 	// miekg/dns verified r's TSIG, if any, with tsigProvider (tsig.go).
 	status := w.TsigStatus()
-	if tcp && !r.Response && len(r.Question) == 1 && (r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR) {
+	if tcp && !r.Response && len(r.Question) == 1 && sectionsFit(r) && (r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR) {
 		if m := s.screen(st, r, true, status); m != nil {
 			s.count(st, r, m, w.RemoteAddr().String())
 			w.WriteMsg(m)
@@ -746,10 +747,11 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 	finish := func(ecs *dns.EDNS0_SUBNET) *dns.Msg {
 		return s.finish(st, m, r, tcp, tsigStatus, ecs)
 	}
-	if len(r.Question) != 1 {
-		// No question, or several (acceptQuery lets them through): its OPT
-		// and TSIG passed screen, so the FORMERR carries our OPT (RFC 6891
-		// 7) and is signed as any answer.
+	if len(r.Question) != 1 || !sectionsFit(r) {
+		// No question, or several, or more records than a query has
+		// (acceptQuery lets them through): its OPT and TSIG passed screen,
+		// so the FORMERR carries our OPT (RFC 6891 7) and is signed as any
+		// answer.
 		m.SetRcode(r, dns.RcodeFormatError)
 		m.Authoritative = false
 		return finish(nil), ""
