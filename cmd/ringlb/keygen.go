@@ -41,7 +41,7 @@ func keygen(stdin io.Reader, args []string, stdout, stderr io.Writer) error {
 	notFor := func(what string, names ...string) error {
 		for _, n := range names {
 			if set[n] {
-				return fmt.Errorf("-%s does not apply %s", n, what)
+				return usageError(fs, "-%s does not apply %s", n, what)
 			}
 		}
 		return nil
@@ -54,7 +54,7 @@ func keygen(stdin io.Reader, args []string, stdout, stderr io.Writer) error {
 	}
 	if *zone != "" {
 		if *out != "" {
-			return errors.New("-o is for a random key; DNSSEC keys go to -dir")
+			return usageError(fs, "-o is for a random key; DNSSEC keys go to -dir")
 		}
 		return dnssecKeygen(stdout, *zone, *kind, *dir)
 	}

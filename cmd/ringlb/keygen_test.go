@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -41,7 +42,8 @@ func TestKeygenDNSSEC(t *testing.T) {
 // A flag that does not apply to what keygen makes is refused, naming it:
 // `keygen -password alice -o users` printed the line, created no file and
 // exited 0 (the operator took the file for written), and -type or -dir
-// without -dnssec were ignored alike.
+// without -dnssec were ignored alike. It is a usage error (exit 2), as a
+// missing argument is.
 func TestKeygenRefusesFlagsThatDoNotApply(t *testing.T) {
 	dir := t.TempDir()
 	for _, args := range [][]string{
@@ -52,8 +54,8 @@ func TestKeygenRefusesFlagsThatDoNotApply(t *testing.T) {
 	} {
 		var out, errOut strings.Builder
 		err := keygen(strings.NewReader("a long enough password\n"), args, &out, &errOut)
-		if err == nil || !strings.Contains(err.Error(), "does not apply") {
-			t.Errorf("keygen %v: %v (printed %q), want a refusal saying what does not apply", args, err, out.String())
+		if !errors.Is(err, errUsage) || !strings.Contains(errOut.String(), "does not apply") {
+			t.Errorf("keygen %v: %v (printed %q, said %q), want a usage error saying what does not apply", args, err, out.String(), errOut.String())
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "users")); err == nil {

@@ -95,6 +95,9 @@ func TestMissingArgumentsAreUsageErrors(t *testing.T) {
 		{[]string{"token"}, "ringlb token: -secret-file (or -config), -session and -user are required"},
 		{[]string{"token", "-session", "s", "-user", "u"}, "ringlb token: -secret-file (or -config), -session and -user are required"},
 		{[]string{"bench", "foo"}, `ringlb bench: unknown kind "foo"`},
+		{[]string{"keygen", "-password", "alice", "-o", "users"}, "ringlb keygen: -o does not apply to -password"},
+		{[]string{"keygen", "-type", "ksk"}, "ringlb keygen: -type does not apply without -dnssec"},
+		{[]string{"keygen", "-dnssec", "ringlb.test", "-o", "k"}, "ringlb keygen: -o is for a random key; DNSSEC keys go to -dir"},
 	} {
 		var out, errOut strings.Builder
 		code := run(t.Context(), tt.args, &out, &errOut)
