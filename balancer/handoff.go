@@ -39,9 +39,20 @@ type movedTunnel struct {
 	bytes      [2]uint64 // clientToEdge, edgeToClient
 	clientEOF  bool      // the client sent FIN (passed on to the edge)
 	edgeEOF    bool      // the edge sent FIN
+	counted    bool      // the sender's table counted it in its key's entry (attach)
 	toClient   []byte    // read from the edge, not yet written to the client
 	toEdge     []byte    // read from the client, not yet written to the edge
 }
+
+// Flags of a tunnel record. A release reads the bits it knows and ignores
+// the others: one before movedCounted sends it on no tunnel, and the new
+// process takes each as one its table did not count (attach); given it,
+// such a release counts every tunnel as before.
+const (
+	movedClientEOF = 1 << iota
+	movedEdgeEOF
+	movedCounted // the sender's table counted the tunnel in its key's entry
+)
 
 // Limits of a tunnel record. A relay end's pending bytes are at most one
 // read of its loop's buffer; the key is bounded by balancer.key.max_length
@@ -63,10 +74,13 @@ func (m *movedTunnel) encode() []byte {
 	b := make([]byte, 0, movedHeaderLen+len(m.edge)+len(m.key)+len(addr)+len(m.toClient)+len(m.toEdge))
 	var flags byte
 	if m.clientEOF {
-		flags |= 1
+		flags |= movedClientEOF
 	}
 	if m.edgeEOF {
-		flags |= 2
+		flags |= movedEdgeEOF
+	}
+	if m.counted {
+		flags |= movedCounted
 	}
 	b = append(b, movedRecordVersion, flags, byte(len(m.edge)))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.key)))
@@ -101,8 +115,9 @@ func decodeMoved(p []byte) (*movedTunnel, error) {
 	m := &movedTunnel{
 		start:      time.Unix(0, int64(binary.BigEndian.Uint64(p[5:13]))),
 		lastActive: int64(binary.BigEndian.Uint64(p[13:21])),
-		clientEOF:  flags&1 != 0,
-		edgeEOF:    flags&2 != 0,
+		clientEOF:  flags&movedClientEOF != 0,
+		edgeEOF:    flags&movedEdgeEOF != 0,
+		counted:    flags&movedCounted != 0,
 	}
 	m.bytes[clientToEdge] = binary.BigEndian.Uint64(p[21:29])
 	m.bytes[edgeToClient] = binary.BigEndian.Uint64(p[29:37])
@@ -415,7 +430,7 @@ func (b *Balancer) adopt(p []byte, fds []int, limits *limitListener) bool {
 		return false
 	}
 	// Before the relay runs it: its end (release) must find it counted.
-	b.table.attach(xxhash.Sum64String(m.key), m.edge, t)
+	b.table.attach(xxhash.Sum64String(m.key), m.edge, t, m.counted)
 	// Counted against this balancer's limits as if accepted here.
 	var account io.Closer
 	if limits != nil {

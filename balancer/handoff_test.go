@@ -312,14 +312,22 @@ func TestHandOffKeepsTLSTunnels(t *testing.T) {
 // limits and records whose lengths do not add up.
 func TestMovedRecord(t *testing.T) {
 	m := movedTunnel{edge: "edge-1", key: "k", start: time.Unix(0, 1234), lastActive: 99,
-		bytes: [2]uint64{7, 8}, clientEOF: true, toClient: []byte("abc"), toEdge: []byte("de")}
+		bytes: [2]uint64{7, 8}, clientEOF: true, counted: true, toClient: []byte("abc"), toEdge: []byte("de")}
 	got, err := decodeMoved(m.encode())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.edge != m.edge || got.key != m.key || !got.start.Equal(m.start) || got.lastActive != 99 || got.bytes != m.bytes ||
-		!got.clientEOF || got.edgeEOF || string(got.toClient) != "abc" || string(got.toEdge) != "de" {
+		!got.clientEOF || got.edgeEOF || !got.counted || string(got.toClient) != "abc" || string(got.toEdge) != "de" {
 		t.Fatalf("round trip: %+v, want %+v", got, m)
+	}
+	// A record of an earlier release has no movedCounted, and flag bits
+	// this release does not know are ignored, as an earlier one ignores
+	// movedCounted.
+	earlier := m.encode()
+	earlier[1] = movedClientEOF | 0x80
+	if got, err := decodeMoved(earlier); err != nil || got.counted || !got.clientEOF {
+		t.Fatalf("a record without movedCounted, with an unknown flag: %+v %v", got, err)
 	}
 	big := m
 	big.toEdge = make([]byte, maxMovedPending+1)
@@ -575,6 +583,125 @@ func TestHandOffCarriesTunnelsPastTheTable(t *testing.T) {
 				t.Errorf("the idle key in the new table: %+v (found %v), want on %s", v, ok, tc.edge)
 			}
 		})
+	}
+}
+
+// A tunnel the old process's table did not count — its key's shard was
+// full when it opened, so the ring alone routed it — is not counted by the
+// new process into an entry of its key that names another backend (one a
+// peer placed once the shard had room): an entry's open tunnels are on its
+// backend. Before, the new process counted it there: the entry on edge-x
+// claimed 1 open tunnel while the key's only tunnel was on edge-y, which
+// held the key live on edge-x, announced open there, for as long as that
+// tunnel lasted — the never-split state with the session elsewhere. The
+// tunnels the old table counted are counted as before.
+func TestHandOffKeepsRingRoutedTunnelsUncounted(t *testing.T) {
+	ex, ey := startRawEdge(t), startRawEdge(t)
+	members := []ring.Member{{Name: "edge-x", URL: ex, Weight: 1}, {Name: "edge-y", URL: ey, Weight: 1}}
+	start := func(r *ring.Ring, ln net.Listener) *Balancer {
+		cfg := configs.Balancer{SessionTable: configs.SessionTable{MaxEntries: 1000}}
+		cfg.Provision()
+		b, err := New(cfg, "bal", r, slog.New(slog.DiscardHandler), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = b.Serve(ln) }()
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = b.Shutdown(ctx)
+		})
+		return b
+	}
+	entryOf := func(b *Balancer, h uint64) (e entry, tunnels int, ok bool) {
+		s := b.table.shard(h)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		e, ok = s.entries[h]
+		return e, len(s.tunnels[h]), ok
+	}
+	lnA := mustListen(t)
+	addr := lnA.Addr().String()
+	lnB := sameSocket(t, lnA)
+	rOld := ring.New(ring.DefaultConfig())
+	rOld.Update(members)
+	old := start(rOld, lnA)
+
+	// The key, which the ring sends to edge-y, and as many others of its
+	// shard as the shard holds.
+	var key string
+	for i := 0; key == ""; i++ {
+		if m, _ := rOld.Snapshot().Locate([]byte(fmt.Sprintf("ring-%d", i))); m.Name == "edge-y" {
+			key = fmt.Sprintf("ring-%d", i)
+		}
+	}
+	h := xxhash.Sum64String(key)
+	perShard := old.table.settings.Load().perShard
+	var fillers []string
+	for i := 0; len(fillers) < perShard; i++ {
+		if k := fmt.Sprintf("filler-%d", i); xxhash.Sum64String(k)&(tableShards-1) == h&(tableShards-1) {
+			fillers = append(fillers, k)
+		}
+	}
+	// The shard fills with live sessions, a tunnel each; the key's tunnel
+	// then finds no room and goes where the ring says, uncounted.
+	fillConns := make([]net.Conn, len(fillers))
+	for i, k := range fillers {
+		c, _ := openKeyedTunnel(t, addr, k)
+		defer c.Close()
+		fillConns[i] = c
+	}
+	healthtest.WaitUntil(t, "the fillers' entries fill the shard", func() bool {
+		for _, k := range fillers {
+			if e, _, ok := entryOf(old, xxhash.Sum64String(k)); !ok || e.open != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	c, br := openKeyedTunnel(t, addr, key)
+	defer c.Close()
+	refused := old.metrics.tableRefused.WithLabelValues(refusedFull)
+	healthtest.WaitUntil(t, "the key's tunnel refused a table entry", func() bool { return value(refused) == 1 })
+	// A filler's session ends, and a peer's placement of the key on
+	// edge-x comes in (its delta) into the room it left.
+	fillConns[0].Close()
+	healthtest.WaitUntil(t, "the ended filler idle", func() bool {
+		e, _, ok := entryOf(old, xxhash.Sum64String(fillers[0]))
+		return ok && e.open == 0
+	})
+	now := time.Now().UnixNano()
+	old.table.merge(tableRecord{hash: h, backend: "edge-x", placer: "bal-2", open: true, placedAt: now, until: now + int64(time.Minute)}, true)
+	if e, n, ok := entryOf(old, h); !ok || old.table.names.name(e.backend) != "edge-x" || e.open != 0 || n != 0 {
+		t.Fatalf("the old process's entry of the key: %+v (found %v), %d tunnels; want on edge-x, none counted", e, ok, n)
+	}
+
+	next := start(ring.New(ring.DefaultConfig()), lnB)
+	a, b := stateHandedOver(t, old, next)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, got := handedOff(ctx, t, old, a, takeOverAsync(next, b))
+	if got.n != perShard || res.Moved != perShard {
+		t.Fatalf("hand-off: %+v, taken %d (%v); want %d tunnels moved", res, got.n, got.err, perShard)
+	}
+	e, n, ok := entryOf(next, h)
+	t.Logf("the new process's entry of the key: on %s, %d open, %d tunnels held", next.table.names.name(e.backend), e.open, n)
+	if !ok || next.table.names.name(e.backend) != "edge-x" || e.open != 0 || n != 0 {
+		t.Errorf("the new process's entry of the key: %+v (found %v), %d tunnels; want on edge-x with none counted (the key's tunnel is on edge-y)", e, ok, n)
+	}
+	for _, k := range fillers[1:] {
+		if e, n, ok := entryOf(next, xxhash.Sum64String(k)); !ok || e.open != 1 || n != 1 {
+			t.Errorf("the new process's entry of %s: %+v (found %v), %d tunnels; want its tunnel counted", k, e, ok, n)
+		}
+	}
+	// The key's tunnel carries on, on edge-y.
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, "after;"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len("after;"))
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "after;" {
+		t.Fatalf("the key's tunnel after the hand-off: %q %v", buf, err)
 	}
 }
 

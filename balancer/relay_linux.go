@@ -800,6 +800,7 @@ func (p *relayPair) movedState(m *movedTunnel) {
 	m.bytes = p.bytes
 	m.toClient, m.toEdge = p.client.pending, p.edge.pending
 	m.clientEOF, m.edgeEOF = p.client.eof, p.edge.eof
+	m.counted = p.t.b.table.counts(p.t)
 }
 
 // fds returns the pair's sockets, client first.

@@ -715,11 +715,20 @@ func (t *sessionTable) endInherit() {
 }
 
 // attach counts here a tunnel of key hash h to backend edge that the
-// process this balancer replaced opened (an upgrade). Its entry came with
-// that process's table; a missing one (no room, or the table did not
-// arrive) is entered as placed here now: the session is where its tunnel
-// is.
-func (t *sessionTable) attach(h uint64, edge string, tun *tunnel) {
+// process this balancer replaced opened (an upgrade); counted says that
+// process's table counted it. Its entry came with that process's table; a
+// missing one (no room, or the table did not arrive) is entered as placed
+// here now: the session is where its tunnel is. A tunnel that table did
+// not count was routed by the ring alone (its shard was full, its client
+// over its budget), and an entry of its key that names another backend
+// came later (a peer's placement, once there was room): it is not counted
+// into that entry either, whose open tunnels are on its backend — counted,
+// the entry claimed its session live there while it was on this tunnel's
+// backend (FuzzTableEvents: seed ring-routed-tunnel-handed-over). A tunnel from a release that does not say (movedCounted) is
+// taken as not counted: one that was is on another backend than its entry
+// only after a move of its key, and then its edge moves it or this table
+// closes it.
+func (t *sessionTable) attach(h uint64, edge string, tun *tunnel, counted bool) {
 	bi, ok := t.names.intern(edge)
 	if !ok {
 		return
@@ -729,13 +738,17 @@ func (t *sessionTable) attach(h uint64, edge string, tun *tunnel) {
 	s := t.shard(h)
 	s.mu.Lock()
 	e, ok := s.entries[h]
-	if !ok {
+	switch {
+	case !ok:
 		if !t.makeRoom(s, set, now) {
 			s.mu.Unlock()
 			t.metrics.tableRefused.WithLabelValues(refusedFull).Inc()
 			return
 		}
 		e = entry{placedAt: now, until: now + int64(set.linger), backend: bi, placer: t.selfIdx, flags: entryDirty}
+	case !counted && e.backend != bi:
+		s.mu.Unlock()
+		return
 	}
 	e.open++
 	s.entries[h] = e
@@ -744,6 +757,15 @@ func (t *sessionTable) attach(h uint64, edge string, tun *tunnel) {
 	t.tunnelMu.Lock()
 	t.tunnelKeys[tun] = h
 	t.tunnelMu.Unlock()
+}
+
+// counts reports whether the table counts tun in its key's entry (record
+// or attach took it).
+func (t *sessionTable) counts(tun *tunnel) bool {
+	t.tunnelMu.Lock()
+	defer t.tunnelMu.Unlock()
+	_, ok := t.tunnelKeys[tun]
+	return ok
 }
 
 // tableNames interns backend and balancer names: entries hold a 16-bit

@@ -793,7 +793,8 @@ func (w *tfWorld) restart(b *tfBal, upgrade bool) {
 		b.sy.checkAsks()
 		return
 	}
-	// The upgrade (handoff.go): the table first, then each tunnel.
+	// The upgrade (handoff.go): the table first, then each tunnel, saying
+	// whether the old table counted it (movedCounted).
 	b.t.inheriting.Store(true)
 	for _, body := range old.bodies(handoff.MaxFrame) {
 		if _, err := b.t.inherit(body.bytes()); err != nil {
@@ -803,7 +804,7 @@ func (w *tfWorld) restart(b *tfBal, upgrade bool) {
 	for _, tt := range moving {
 		tun := &tunnel{b: b.b, edge: tt.edge, key: w.keys[tt.key], started: true}
 		b.b.registerTunnel(tun)
-		b.t.attach(w.hashes[tt.key], tt.edge, tun)
+		b.t.attach(w.hashes[tt.key], tt.edge, tun, tt.tracked)
 		b.t.tunnelMu.Lock()
 		_, tracked := b.t.tunnelKeys[tun]
 		b.t.tunnelMu.Unlock()

@@ -66,11 +66,18 @@ func startRawEdge(tb testing.TB) string {
 // openRawTunnel returns a client connection through b past the 101.
 func openRawTunnel(tb testing.TB, addr string) (net.Conn, *bufio.Reader) {
 	tb.Helper()
+	return openKeyedTunnel(tb, addr, "bench")
+}
+
+// openKeyedTunnel returns a client connection of key through b past the
+// 101.
+func openKeyedTunnel(tb testing.TB, addr, key string) (net.Conn, *bufio.Reader) {
+	tb.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: bench\r\n\r\n"
+	req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: " + key + "\r\n\r\n"
 	if _, err := io.WriteString(c, req); err != nil {
 		tb.Fatal(err)
 	}
