@@ -53,6 +53,13 @@ func newHandOffBalancerNamed(t *testing.T, cfg configs.Balancer, edge, edgeURL s
 	if edgeURL != "" {
 		r.Update([]ring.Member{{Name: edge, URL: edgeURL, Weight: 1}})
 	}
+	return newHandOffBalancerOn(t, cfg, r, ln)
+}
+
+// newHandOffBalancerOn is a balancer of cfg routing by r, serving ln until
+// the test ends.
+func newHandOffBalancerOn(t *testing.T, cfg configs.Balancer, r *ring.Ring, ln net.Listener) *Balancer {
+	t.Helper()
 	cfg.Provision()
 	b, err := New(cfg, "bal", r, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
@@ -599,19 +606,7 @@ func TestHandOffKeepsRingRoutedTunnelsUncounted(t *testing.T) {
 	ex, ey := startRawEdge(t), startRawEdge(t)
 	members := []ring.Member{{Name: "edge-x", URL: ex, Weight: 1}, {Name: "edge-y", URL: ey, Weight: 1}}
 	start := func(r *ring.Ring, ln net.Listener) *Balancer {
-		cfg := configs.Balancer{SessionTable: configs.SessionTable{MaxEntries: 1000}}
-		cfg.Provision()
-		b, err := New(cfg, "bal", r, slog.New(slog.DiscardHandler), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = b.Serve(ln) }()
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = b.Shutdown(ctx)
-		})
-		return b
+		return newHandOffBalancerOn(t, configs.Balancer{SessionTable: configs.SessionTable{MaxEntries: 1000}}, r, ln)
 	}
 	entryOf := func(b *Balancer, h uint64) (e entry, tunnels int, ok bool) {
 		s := b.table.shard(h)

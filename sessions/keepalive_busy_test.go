@@ -1,8 +1,6 @@
 package sessions
 
 import (
-	"encoding/json"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,19 +28,7 @@ func TestReadingViewerOfABusySessionIsPinged(t *testing.T) {
 	ann := e.joinV1(t, "doc", "", nil)
 	vic := rawJoinV1With(t, e, "doc", "", 1<<16)
 	ann.readType(t, "join")
-	go func() { // ann's acks, read and dropped
-		for {
-			if _, _, err := ann.ReadMessage(); err != nil {
-				return
-			}
-		}
-	}()
-	edit, _ := json.Marshal(map[string]string{"type": "msg", "data": strings.Repeat("e", size)})
-	for range backlog {
-		if err := ann.WriteMessage(websocket.TextMessage, edit); err != nil {
-			t.Fatal(err)
-		}
-	}
+	edit := sendBacklog(t, ann, backlog, size)
 	// vic reads one edit every 10 ms, and ann sends one more for each:
 	// vic's queue holds about backlog all along. It answers each ping.
 	rf := newRawFrames(vic)

@@ -339,19 +339,7 @@ func TestExpiredTokenWritesNothingThoughItsQueueNeverEmpties(t *testing.T) {
 func TestExpiredViewerClosedThoughItsQueueNeverEmpties(t *testing.T) {
 	const backlog, size = 100, 60000
 	ann, vic, expires := expiringHolder(t, "vic", RoleViewer)
-	go func() { // ann's acks, read and dropped
-		for {
-			if _, _, err := ann.ReadMessage(); err != nil {
-				return
-			}
-		}
-	}()
-	edit, _ := json.Marshal(map[string]string{"type": "msg", "data": strings.Repeat("e", size)})
-	for range backlog {
-		if err := ann.WriteMessage(websocket.TextMessage, edit); err != nil {
-			t.Fatal(err)
-		}
-	}
+	edit := sendBacklog(t, ann, backlog, size)
 	// One more edit for each vic reads: its queue holds about backlog.
 	rf := newRawFrames(vic)
 	read, late := 0, 0
@@ -419,4 +407,25 @@ func expiringHolder(t *testing.T, user, role string) (*v1Client, net.Conn, time.
 	c := rawJoinV1With(t, e, "doc", "Authorization: Bearer "+token+"\r\n", 1<<16)
 	ann.readType(t, "join")
 	return ann, c, expires
+}
+
+// sendBacklog has ann send backlog edits of size bytes each, its acks read
+// and dropped, and returns the edit: the session's other participants have
+// that many queued.
+func sendBacklog(t *testing.T, ann *v1Client, backlog, size int) []byte {
+	t.Helper()
+	go func() {
+		for {
+			if _, _, err := ann.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	edit, _ := json.Marshal(map[string]string{"type": "msg", "data": strings.Repeat("e", size)})
+	for range backlog {
+		if err := ann.WriteMessage(websocket.TextMessage, edit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return edit
 }
