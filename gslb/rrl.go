@@ -156,11 +156,18 @@ func (nb *netBuckets) key(client netip.Addr) uint64 {
 }
 
 // slot is key's bucket in sh: the candidate holding key, else the one used
-// least recently. Called with sh.mu held.
+// least recently. The two candidates always differ: where key's two
+// indexes coincided a newcomer had one bucket only, a busy prefix's as
+// likely as any, and took it (TestRateLimiterKeepsBusyPrefix: the victim's
+// bucket taken in about 1 run of 300). Called with sh.mu held.
 func (nb *netBuckets) slot(sh *netShard, key uint64) *netBucket {
-	slot := &sh.slots[(key>>nb.shardBits)&nb.slotMask]
+	i, j := (key>>nb.shardBits)&nb.slotMask, (key>>32)&nb.slotMask
+	if j == i {
+		j ^= 1
+	}
+	slot := &sh.slots[i]
 	if slot.key != key {
-		if other := &sh.slots[(key>>32)&nb.slotMask]; other.key == key || other.last < slot.last {
+		if other := &sh.slots[j]; other.key == key || other.last < slot.last {
 			slot = other
 		}
 	}

@@ -246,13 +246,18 @@ func TestRateLimiterKeepsBusyPrefix(t *testing.T) {
 	}
 	allowed := 0
 	for i := range 200_000 {
-		// Nanoseconds apart: the victim earns 0.0008 tokens in all.
-		at := now.Add(time.Duration(i))
+		// Nanoseconds apart: the victim earns 0.0016 tokens in all. The
+		// victim asks a nanosecond after each newcomer: asked at the same
+		// nanosecond, its bucket and the last newcomer's were as recent,
+		// both busy by the table's rule, and the next newcomer whose two
+		// candidates they were could take the victim's (the seed decides:
+		// 1 run in a few dozen).
+		at := now.Add(time.Duration(2 * i))
 		other := netip.AddrFrom4([4]byte{byte(11 + i>>16), byte(i >> 8), byte(i), 1}) // one /24 each
 		if rl.decide(other, at) != rrlAllow {
 			t.Fatalf("a first response to %s limited", other)
 		}
-		if rl.decide(victim, at) == rrlAllow {
+		if rl.decide(victim, at.Add(1)) == rrlAllow {
 			allowed++
 		}
 	}
