@@ -724,10 +724,10 @@ func (t *sessionTable) endInherit() {
 // came later (a peer's placement, once there was room): it is not counted
 // into that entry either, whose open tunnels are on its backend — counted,
 // the entry claimed its session live there while it was on this tunnel's
-// backend (FuzzTableEvents: seed ring-routed-tunnel-handed-over). A tunnel from a release that does not say (movedCounted) is
-// taken as not counted: one that was is on another backend than its entry
-// only after a move of its key, and then its edge moves it or this table
-// closes it.
+// backend (FuzzTableEvents: seed ring-routed-tunnel-handed-over). A
+// tunnel from a release that does not say (movedCounted) is taken as not
+// counted: one that was is on another backend than its entry only after a
+// move of its key, and then its edge moves it or this table closes it.
 func (t *sessionTable) attach(h uint64, edge string, tun *tunnel, counted bool) {
 	bi, ok := t.names.intern(edge)
 	if !ok {

@@ -317,7 +317,8 @@ func (p *participant) wakeWriter() {
 // The timer is armed again here, whether or not the ping gets written: the
 // writer pinged only once its queue was empty (now ahead of the queued
 // frames, nextJob), and armed again by the writer after a ping, the timer
-// of a participant whose queue never emptied fired once and never again — its token was never looked at again, and a
+// of a participant whose queue never emptied fired once and never again —
+// its token was never looked at again, and a
 // holder feeding its own queue stayed past its expiry for as long as it
 // liked (TestExpiredTokenWritesNothingThoughItsQueueNeverEmpties,
 // TestExpiredViewerClosedThoughItsQueueNeverEmpties). A participant

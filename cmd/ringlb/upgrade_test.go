@@ -483,7 +483,7 @@ func TestHitlessUpgrade(t *testing.T) {
 	nextBuilt := make(chan struct{})
 	go func() {
 		defer close(nextBuilt)
-		if out, err := exec.Command("go", "build", "-ldflags=-X=main.upgradeTestBuild=next", "-o", next, ".").CombinedOutput(); err != nil {
+		if out, err := exec.CommandContext(t.Context(), "go", "build", "-ldflags=-X=main.upgradeTestBuild=next", "-o", next, ".").CombinedOutput(); err != nil {
 			nextErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	}()
