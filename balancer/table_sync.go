@@ -324,9 +324,11 @@ type answerParts struct {
 	seen  map[uint32]bool
 	parts uint32
 	ready bool
-	// last is when a part last arrived or was applied: a peer whose
-	// answer is coming is not asked again.
-	last time.Time
+	// last is when a part last arrived or was merged, and merging how
+	// many are being merged: a peer whose answer is coming is not asked
+	// again (checkAsks).
+	last    time.Time
+	merging int
 }
 
 // whole says whether every part of the answer is in.
@@ -344,6 +346,12 @@ const (
 	deltaWindow = 5 * time.Millisecond
 	// askEvery: a starting balancer asks a peer again this often.
 	askEvery = time.Second
+	// answerStall: a peer whose answer is under way is asked again once
+	// no part has come for this long (none is merging). Parts of a large
+	// table came over 10 s on a loaded machine, gaps of over a second
+	// between them; a part that never comes (its stream cut) is asked for
+	// again well within memberlist's 10 s bound on a stream.
+	answerStall = 5 * time.Second
 	// othersSettle: a balancer that sees other members but no balancer
 	// for this long takes it that there is none (the members a join
 	// brings arrive together).
@@ -786,13 +794,19 @@ func (sy *tableSync) receiveAnswer(from string, b []byte) error {
 		sy.parts[from] = a
 	}
 	a.last = time.Unix(0, sy.t.now())
+	a.merging++
 	sy.mu.Unlock()
-	if err := readBody(b[17:], sy.t.mergeDrain, func(r tableRecord) { sy.t.merge(r, false) }); err != nil {
+	err := readBody(b[17:], sy.t.mergeDrain, func(r tableRecord) { sy.t.merge(r, false) })
+	sy.mu.Lock()
+	a.merging--
+	a.last = time.Unix(0, sy.t.now())
+	if err == nil {
+		a.seen[part], a.ready = true, ready
+	}
+	sy.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	sy.mu.Lock()
-	a.seen[part], a.ready, a.last = true, ready, time.Unix(0, sy.t.now())
-	sy.mu.Unlock()
 	sy.checkAsks()
 	return nil
 }
@@ -834,9 +848,9 @@ func (sy *tableSync) checkAsks() {
 			}
 			continue
 		}
-		// Asked again after a second without an answer; not while its
-		// parts are coming.
-		if now.Sub(sy.asked[p]) >= askEvery && (a == nil || now.Sub(a.last) >= askEvery) {
+		// Asked again after a second without an answer; once its answer
+		// is under way, only when it stalls.
+		if now.Sub(sy.asked[p]) >= askEvery && (a == nil || a.merging == 0 && now.Sub(a.last) >= answerStall) {
 			sy.asked[p] = now
 			ask = append(ask, p)
 		}

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -704,6 +705,94 @@ func TestStartingBalancerGetsTheTableOnce(t *testing.T) {
 	t.Logf("bal-1 sent its table %.2f times", sent)
 	if sent >= 2 {
 		t.Errorf("bal-1 sent its table %.2f times to one starting balancer, want once", sent)
+	}
+}
+
+// A starting balancer whose answer is under way asks for it again only when
+// it stalls: not while a part is being merged, however long that takes, and
+// not a second after the last part came. On a loaded machine the parts of a
+// 600,000-entry table came and merged over 10 s, and an ask made in a gap
+// of a second had the whole table sent again. A part that never comes is
+// still asked for, once no part has come for answerStall.
+func TestAnswerUnderWayIsNotAskedAgain(t *testing.T) {
+	w := newTableWorld(t, 0)
+	b1, b2 := w.bals[0], w.bals[1]
+	w.request(b1, 0, true, false, tfClients[0]) // a session open on bal-1
+	w.settle()
+	w.restart(b2, false)
+	var clock atomic.Int64 // bal-2's, read by the merge below too
+	clock.Store(w.now)
+	b2.t.clock = clock.Load
+	b2.sy.wait = time.Minute
+	// asks delivers bal-2's asks to bal-1, which answers, and returns how
+	// many there were and the parts sent back.
+	asks := func() (n int, parts [][]byte) {
+		t.Helper()
+		net := w.net
+		w.net = nil
+		for _, m := range net {
+			if m.from == b2.name && !m.stream && len(m.payload) > 0 && m.payload[0] == msgAsk {
+				n++
+				w.now = clock.Load()
+				w.receive(m)
+			}
+		}
+		w.answer(b1)
+		for _, m := range w.net {
+			if m.to == b2.name && m.stream && m.payload[0] == msgAnswer {
+				parts = append(parts, m.payload)
+			}
+		}
+		w.net = nil
+		return n, parts
+	}
+	check := func(advance time.Duration, want int) [][]byte {
+		t.Helper()
+		clock.Add(int64(advance))
+		b2.sy.checkAsks()
+		n, parts := asks()
+		if n != want {
+			t.Fatalf("%v on: bal-2 asked %d times, want %d", advance, n, want)
+		}
+		return parts
+	}
+	parts := check(0, 1)
+	if len(parts) != 1 {
+		t.Fatalf("bal-1 answered in %d parts, want 1", len(parts))
+	}
+
+	// Part 0 of two comes; the other is on its way.
+	first := slices.Clone(parts[0])
+	binary.BigEndian.PutUint32(first[13:], 2)
+	b2.sy.receive(b1.name, first)
+	check(2*askEvery, 0)
+	parts = check(answerStall, 1) // it never came: asked again
+
+	// The answer's one part merges slowly: bal-2's table is held meanwhile.
+	if len(parts) != 1 {
+		t.Fatalf("bal-1 answered the ask again in %d parts, want 1", len(parts))
+	}
+	for i := range b2.t.shards {
+		b2.t.shards[i].mu.Lock()
+	}
+	merged := make(chan struct{})
+	go func() {
+		defer close(merged)
+		b2.sy.receive(b1.name, parts[0])
+	}()
+	healthtest.WaitUntil(t, "bal-2 merges the part", func() bool {
+		b2.sy.mu.Lock()
+		defer b2.sy.mu.Unlock()
+		a := b2.sy.parts[b1.name]
+		return a != nil && a.parts == 1
+	})
+	check(answerStall+askEvery, 0)
+	for i := range b2.t.shards {
+		b2.t.shards[i].mu.Unlock()
+	}
+	<-merged
+	if !b2.t.routable() || b2.t.len() != 1 {
+		t.Errorf("bal-2 routable %v with %d entries, want routable with bal-1's 1", b2.t.routable(), b2.t.len())
 	}
 }
 

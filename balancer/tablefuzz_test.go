@@ -308,8 +308,23 @@ func runTableEvents(t *testing.T, in []byte) {
 	if len(in) == 0 {
 		return
 	}
-	conf := in[0]
+	w := newTableWorld(t, in[0])
 	in = in[1:]
+	w.trace = os.Getenv("RINGLB_TABLEFUZZ_TRACE") != ""
+	for len(in) >= 2 {
+		w.step++
+		w.event(in[0]%numTableEvents, in[1])
+		if w.trace {
+			w.dump(in[0]%numTableEvents, in[1])
+		}
+		in = in[2:]
+	}
+	w.settle()
+}
+
+// newTableWorld is the harness's cluster as conf (an input's first byte)
+// sets it up, its balancers up and routing before the first event.
+func newTableWorld(t *testing.T, conf byte) *tfWorld {
 	w := &tfWorld{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), alive: map[string]bool{}, seen: map[[2]int]tfSeen{}, cut: map[string]bool{}}
 	w.keys = tfKeys()
 	for i, k := range w.keys {
@@ -351,16 +366,7 @@ func runTableEvents(t *testing.T, in []byte) {
 		b.rebuildRing()
 	}
 	w.observe(false)
-	w.trace = os.Getenv("RINGLB_TABLEFUZZ_TRACE") != ""
-	for len(in) >= 2 {
-		w.step++
-		w.event(in[0]%numTableEvents, in[1])
-		if w.trace {
-			w.dump(in[0]%numTableEvents, in[1])
-		}
-		in = in[2:]
-	}
-	w.settle()
+	return w
 }
 
 // start gives b a new, empty table (a process starting) with the harness's
