@@ -61,9 +61,16 @@ func TestEdgeAdvertisesAnAddressPeersReach(t *testing.T) {
 	_, err = Parse("t.yaml", []byte(wide+"edge:\n  advertise_url: http://127.0.0.1:17101\n"))
 	expectProblem(t, err, "edge.advertise_url", "set edge.advertise_url")
 	// A file without an edge section is not an edge's: its default
-	// listen says nothing.
-	if _, err := Parse("t.yaml", []byte(wide)); err != nil {
-		t.Errorf("a file without an edge section: %v", err)
+	// listen says nothing. Run as an edge all the same, the node listens
+	// on that default, every interface, and announces loopback: refused
+	// then, as the section would be.
+	cfg, err = Parse("t.yaml", []byte(wide))
+	if err != nil {
+		t.Fatalf("a file without an edge section: %v", err)
+	}
+	expectProblem(t, cfg.RunAs("edge"), "edge.listen", "set edge.advertise_url")
+	if err := cfg.RunAs("balancer"); err != nil {
+		t.Errorf("the same file run as a balancer: %v", err)
 	}
 	// Loopback gossip: a cluster on one host, as the demo.
 	if _, err := Parse("t.yaml", []byte("cluster: { bind: 127.0.0.1:7946 }\nedge:\n  listen: 0.0.0.0:17101\n")); err != nil {

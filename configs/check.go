@@ -41,6 +41,9 @@ func (c *Config) Provision() {
 type problem struct {
 	path, msg string
 	warning   bool
+	// runAs: a problem only for a node of this role run from a file
+	// without its section (Config.RunAs).
+	runAs string
 }
 
 type problems []problem
@@ -72,10 +75,14 @@ func (c *Config) validate() []problem {
 		ps.add("balancer.ring", "differs from cluster.ring: the ring's parameters are the cluster's (edges check ownership on the same ring); set them once, in cluster.ring")
 	}
 	c.Edge.validate(&ps, c.Cluster)
-	if slices.Contains(c.roles, "edge") {
+	from := len(ps)
+	c.Edge.validateReachable(&ps, c.Cluster)
+	if !slices.Contains(c.roles, "edge") {
 		// A file without an edge section is not an edge's: its default
-		// listen address is nobody's.
-		c.Edge.validateReachable(&ps, c.Cluster)
+		// listen address is nobody's, unless the file is run as an edge.
+		for i := range ps[from:] {
+			ps[from+i].runAs = "edge"
+		}
 	}
 	c.Balancer.validate(&ps)
 	c.GSLB.validate(&ps)

@@ -31,6 +31,22 @@ type Config struct {
 	warnings Errors
 	// roles are the role sections the file has (Roles).
 	roles []string
+	// runAs are the problems of running a role the file has no section
+	// for, by role (RunAs).
+	runAs map[string]Errors
+}
+
+// RunAs refuses a node of role run from c when the file has no section of
+// that role and the defaults the node would run on cannot work: an edge
+// listening on every interface of a host with no private address, its
+// gossip reaching beyond loopback, would announce loopback and be ignored
+// by every balancer. A file with the role's section had these refused by
+// Parse already.
+func (c *Config) RunAs(role string) error {
+	if errs := c.runAs[role]; len(errs) > 0 {
+		return &Refused{Errors: errs, Warnings: c.warnings, Roles: c.roles}
+	}
+	return nil
 }
 
 // Roles are the roles c's file has a section for, of edge, balancer and

@@ -17,7 +17,9 @@ type Edge struct {
 	// with an unspecified host replaced by this host's first private
 	// address: an IPv4 one of RFC 1918, else an IPv6 unique local one,
 	// fc00::/7). A loopback URL is refused while gossip reaches beyond
-	// loopback: peers on other hosts would ignore this edge.
+	// loopback: peers on other hosts would ignore this edge. So is a file
+	// without an edge section run as an edge, where its defaults come to
+	// one.
 	AdvertiseURL string `yaml:"advertise_url"`
 	// Weight scales this edge's share of the ring (default 1).
 	Weight int `yaml:"weight"`

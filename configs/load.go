@@ -131,9 +131,15 @@ func Parse(name string, data []byte) (*Config, error) {
 	d.zeroTakenForDefault(&cfg)
 	for _, p := range cfg.validate() {
 		e := &FieldError{File: name, Line: d.line(p.path), Path: p.path, Msg: p.msg}
-		if p.warning {
+		switch {
+		case p.runAs != "":
+			if cfg.runAs == nil {
+				cfg.runAs = map[string]Errors{}
+			}
+			cfg.runAs[p.runAs] = append(cfg.runAs[p.runAs], e)
+		case p.warning:
 			cfg.warnings = append(cfg.warnings, e)
-		} else {
+		default:
 			d.errs = append(d.errs, e)
 		}
 	}

@@ -737,6 +737,9 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	if err != nil {
 		return refuse(fmt.Errorf("%w\n(run ringlb check -config %s)", err, *path))
 	}
+	if err := cfg.RunAs(role); err != nil {
+		return refuse(fmt.Errorf("%w\n(the file has no %s section: the node would run on its defaults; add one)", err, role))
+	}
 	level.use(cfg.Cluster.LogLevel)
 	cfg.LogWarnings(logger)
 	if upgradedInPlace(role) {
