@@ -2,6 +2,8 @@ package configs
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -82,4 +84,43 @@ func TestEdgeAdvertisesAnAddressPeersReach(t *testing.T) {
 	// An advertised gossip address beyond loopback counts as the bind does.
 	_, err = Parse("t.yaml", []byte("cluster: { bind: 127.0.0.1:7946, advertise: 10.0.0.11:7946 }\nedge:\n  listen: 127.0.0.1:17101\n"))
 	expectProblem(t, err, "edge.listen", "set edge.advertise_url")
+}
+
+// A node's admin on every interface announces the host's private address
+// to its peers, as an edge's data URL does; on a host without one it
+// announced 127.0.0.1, which peers on other hosts take for themselves
+// (their dashboards and reads of this node fail). Allowed (the admin is
+// the operator's, not the traffic's), and warned of at the field.
+func TestAdminAnnouncedWherePeersReachIt(t *testing.T) {
+	tok := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(tok, []byte(GenerateKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	balancer := "balancer:\n  admin: { listen: '0.0.0.0:9102', token_file: " + tok + " }\n"
+	wide := "cluster: { bind: 0.0.0.0:7946, secret_key_file: " + keyringFile(t, 1) + " }\n" + balancer
+	warning := func(file string) *FieldError {
+		t.Helper()
+		cfg, err := Parse("t.yaml", []byte(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range cfg.Warnings() {
+			if w.Path == "balancer.admin.listen" {
+				return w
+			}
+		}
+		return nil
+	}
+
+	hostAddrs(t, "127.0.0.1/8", "::1/128", "192.0.2.2/24")
+	if w := warning(wide); w == nil || w.Line != 3 || !strings.Contains(w.Msg, "127.0.0.1") {
+		t.Errorf("admin on every interface of a host without a private address: warning %v, want one at line 3 naming 127.0.0.1", w)
+	}
+	if w := warning("cluster: { bind: 127.0.0.1:7946 }\n" + balancer); w != nil {
+		t.Errorf("loopback gossip (a cluster on one host): %v", w)
+	}
+	hostAddrs(t, "127.0.0.1/8", "10.1.2.3/8")
+	if w := warning(wide); w != nil {
+		t.Errorf("beside an RFC 1918 address: %v", w)
+	}
 }

@@ -84,6 +84,11 @@ func (c *Config) validate() []problem {
 			ps[from+i].runAs = "edge"
 		}
 	}
+	for _, role := range c.roles {
+		if a, ok := c.roleAdmin(role); ok {
+			checkAdminAnnounced(&ps, role+".admin.listen", a.Listen, c.Cluster)
+		}
+	}
 	c.Balancer.validate(&ps)
 	c.GSLB.validate(&ps)
 	c.validateDemo(&ps)
@@ -180,7 +185,23 @@ func (c *Config) validateDemo(ps *problems) {
 	}
 }
 
-// roleAdmin is the admin section a demo node of role takes its settings from.
+// checkAdminAnnounced warns of an admin listen address on every interface
+// of a host with no private address while gossip reaches beyond loopback:
+// the node announces its admin at 127.0.0.1 (ReachableAddr), which peers
+// on other hosts take for their own. Their dashboards and reads of this
+// node fail; the traffic does not depend on it, so it refuses nothing.
+func checkAdminAnnounced(ps *problems, path, listen string, cl Cluster) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || !anyHost(host) || isLoopback(cl.announced()) {
+		return
+	}
+	if announced := ReachableAddr(listen); isLoopback(announced) {
+		ps.warn(path, "%s is on every interface, and this host has no private address (RFC 1918 or fc00::/7): the node announces its admin at %s, which peers on other hosts (gossip %s reaches them) take for their own; give %s the address they reach it at", listen, announced, cl.announced(), path)
+	}
+}
+
+// roleAdmin is role's admin section (a demo node of role takes its
+// settings from it).
 func (c *Config) roleAdmin(role string) (Admin, bool) {
 	switch role {
 	case "edge":

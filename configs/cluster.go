@@ -162,6 +162,15 @@ func (r *Ring) provision() {
 	}
 }
 
+// announced is the gossip address this node announces: what peers reach
+// it at.
+func (c Cluster) announced() string {
+	if c.Advertise != "" {
+		return c.Advertise
+	}
+	return c.Bind
+}
+
 func (c *Cluster) validate(ps *problems) {
 	checkGossipAddr(ps, "cluster.bind", c.Bind, true)
 	if c.Advertise != "" {

@@ -332,10 +332,7 @@ func (e *Edge) Provisioned() bool { return e.provisioned }
 // made one without a word. Said at the field the file has: listen when
 // the URL was derived from it.
 func (e *Edge) validateReachable(ps *problems, cl Cluster) {
-	gossip := cl.Bind
-	if cl.Advertise != "" {
-		gossip = cl.Advertise
-	}
+	gossip := cl.announced()
 	u, err := parseHTTPURL(e.AdvertiseURL)
 	if err != nil || isLoopback(gossip) {
 		return
