@@ -154,6 +154,11 @@ type handoffState struct {
 	// process's monitors start from it, so an edge seen down stays off the
 	// ring (a fresh monitor starts up, until Fall checks fail).
 	Static map[string]bool `json:"static,omitempty"`
+	// TableWaiting: the old process's table did not route yet (it waited
+	// for the other balancers' table, after a restart), so the one it
+	// hands over is partial and the new process waits as it did. An
+	// earlier release sends none: its table is taken as the table.
+	TableWaiting bool `json:"table_waiting,omitempty"`
 }
 
 type handoffMember struct {
@@ -176,6 +181,7 @@ func (b *Balancer) SendState(c *handoff.Conn) error {
 	if static := b.static.Load(); static != nil {
 		st.Static = static.states()
 	}
+	st.TableWaiting = !b.table.routable()
 	p, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -211,7 +217,7 @@ func (b *Balancer) ReceiveState(c *handoff.Conn) error {
 	// then requests wait, rather than route live keys by the ring alone.
 	// It is checked against the static edges as against the ring.
 	b.startStatic(b.current.Load())
-	b.table.inheriting.Store(true)
+	b.table.beginInherit(!st.TableWaiting)
 	return nil
 }
 

@@ -985,3 +985,39 @@ func TestTakeOverThatStopsReadingRefusesWhatFollows(t *testing.T) {
 		t.Error("a frame sent after the new process stopped reading went into its socket")
 	}
 }
+
+// A process whose table did not route yet — it waited for the other
+// balancers' table after a restart — says so in the state it hands over,
+// and the new process, given that table, waits for the others' as well
+// instead of routing with what the old one had (TestUpgradeWhile-
+// StartingWaitsForThePeersTable: the split it made). One whose table
+// routed hands over a table that routes (the other hand-off tests).
+func TestHandOffOfATableNotReadyWaits(t *testing.T) {
+	edge := startRawEdge(t)
+	lnA := mustListen(t)
+	lnB := sameSocket(t, lnA)
+	old := newHandOffBalancer(t, edge, lnA)
+	// Shared and still asking: its startup wait.
+	sy := old.table.newSync(nil, time.Hour)
+	sy.ch = &tfLink{}
+	old.table.sync.Store(sy)
+	idle := xxhash.Sum64String("idle")
+	if r := old.table.record(idle, "raw", placement{at: time.Now().UnixNano()}, netip.MustParseAddr("127.0.0.9"), nil); r != recorded {
+		t.Fatalf("record an idle key: %d", r)
+	}
+
+	next := newHandOffBalancer(t, "", lnB)
+	a, b := stateHandedOver(t, old, next)
+	taken := takeOverAsync(next, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, got := handedOff(ctx, t, old, a, taken); got.err != nil {
+		t.Fatal(got.err)
+	}
+	if _, ok := next.table.view(idle, next.ring.Snapshot()); !ok {
+		t.Error("the old table's entry is not in the new one")
+	}
+	if next.table.routable() {
+		t.Error("the new process routes with the table of one that waited for the other balancers'")
+	}
+}

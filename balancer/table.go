@@ -125,6 +125,11 @@ type sessionTable struct {
 	// inheriting: this balancer replaces another process (an upgrade),
 	// whose table it waits for (handoff.go).
 	inheriting atomic.Bool
+	// partial: that process still waited for its peers' table (its
+	// startup wait) when it handed its own over, which is not the table:
+	// this one routes once its own round of asks ends, as that one would
+	// have, not at the hand-over.
+	partial atomic.Bool
 
 	sync   atomic.Pointer[tableSync] // nil without gossip
 	drains drainStates
@@ -665,9 +670,10 @@ func (b *Balancer) tableGauges() tableGauges {
 
 // routable reports whether the table routes: it has what it waited for,
 // or it is neither shared nor waiting for the process this balancer
-// replaced to hand it over.
+// replaced to hand it over, or for the peers' table that process waited
+// for.
 func (t *sessionTable) routable() bool {
-	return t.isReady.Load() || (t.sync.Load() == nil && !t.inheriting.Load())
+	return t.isReady.Load() || (t.sync.Load() == nil && !t.inheriting.Load() && !t.partial.Load())
 }
 
 // waitRoutable waits until the table routes or the startup wait is over
@@ -704,11 +710,23 @@ func (t *sessionTable) inherit(body []byte) (int, error) {
 	return n, err
 }
 
+// beginInherit starts the wait for the table of the process this balancer
+// replaces; ready says that table routed there.
+func (t *sessionTable) beginInherit(ready bool) {
+	t.partial.Store(!ready)
+	t.inheriting.Store(true)
+}
+
 // endInherit ends the wait for the replaced process's table: what arrived
 // of it is the table, and it routes (a peer's table would add nothing the
-// replaced process did not have).
+// replaced process did not have) — unless that process was still waiting
+// for its peers' table: then this one waits for it (partial).
 func (t *sessionTable) endInherit() {
 	if t.inheriting.Swap(false) {
+		if t.partial.Load() {
+			t.log.Info("session table taken over from a process still waiting for the other balancers' table: waiting for it", "entries", t.len())
+			return
+		}
 		t.markReady()
 		t.log.Info("session table ready: routing", "why", "taken over from the process this one replaced", "entries", t.len())
 	}

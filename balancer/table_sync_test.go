@@ -960,3 +960,55 @@ func balancerWithTable(t *testing.T, n, max int) (*healthtest.Cluster, configs.B
 	}
 	return cl, cfg, b1
 }
+
+// A balancer upgraded while it still waited for its peers' table (its
+// startup wait, after a restart) handed the new process the part it had —
+// nothing, here — and the new process routed with it at once, as with any
+// handed-over table: a live session on another balancer went by its ring
+// to another backend (FuzzTableEvents: seed upgrade-while-starting). The
+// hand-over says the table was not ready, and the new process waits for
+// its peers' as the old one did.
+func TestUpgradeWhileStartingWaitsForThePeersTable(t *testing.T) {
+	w := newTableWorld(t, 6) // two balancers, room for every key
+	b1, b2 := w.bals[0], w.bals[1]
+	const k = 3
+	w.request(b2, k, true, false, tfClients[0]) // a session open on bal-2
+	w.settle()
+	on := w.tunnels[0].edge
+	// bal-1's ring has the key elsewhere (its monitor sees on down): only
+	// its entry sends the key to on.
+	b1.monitorUp[on] = false
+	b1.rebuildRing()
+	// routes says where bal-1 sends the key, if it routes.
+	routes := func(when string) {
+		t.Helper()
+		if !b1.t.routable() {
+			t.Logf("%s: bal-1 waits for the table", when)
+			return
+		}
+		snap := b1.r.Snapshot()
+		target, _, in := b1.t.lookup(w.hashes[k], snap)
+		if !in {
+			target, _ = snap.Locate([]byte(w.keys[k]))
+		}
+		if target.Name != on {
+			t.Errorf("%s: the session is on %s, bal-1 routes its key to %s (by its entry: %v)", when, on, target.Name, in)
+		}
+	}
+	w.restart(b1, false) // restarted empty: it asks bal-2 and waits
+	routes("restarted")
+	w.restart(b1, true) // upgraded before the answer came
+	routes("upgraded")
+	w.join(b1)
+	routes("joined")
+	// bal-2 answered the restarted process's ask, and took the new one's
+	// for a copy (one a second): it asks again.
+	for i := 0; i < 3 && !b1.t.routable(); i++ {
+		w.advance(time.Second)
+		w.settle()
+		routes(fmt.Sprintf("%d s on", i+1))
+	}
+	if _, ok := b1.entry(w.hashes[k]); !ok || !b1.t.routable() {
+		t.Fatal("bal-1 has not bal-2's table")
+	}
+}

@@ -777,8 +777,9 @@ func (w *tfWorld) deliverStreams() {
 
 // restart replaces b's process: empty (its tunnels die with it; it asks
 // the others for the table), or by an upgrade that hands its table and
-// tunnels to the new one, which serves at once and joins gossip later
-// (join). A process still joining joins first.
+// tunnels to the new one, which serves at once — unless the old one still
+// waited for the others' table: then it waits for it too — and joins
+// gossip later (join). A process still joining joins first.
 func (w *tfWorld) restart(b *tfBal, upgrade bool) {
 	w.join(b)
 	old := b.t
@@ -801,7 +802,7 @@ func (w *tfWorld) restart(b *tfBal, upgrade bool) {
 	}
 	// The upgrade (handoff.go): the table first, then each tunnel, saying
 	// whether the old table counted it (movedCounted).
-	b.t.inheriting.Store(true)
+	b.t.beginInherit(old.routable())
 	for _, body := range old.bodies(handoff.MaxFrame) {
 		if _, err := b.t.inherit(body.bytes()); err != nil {
 			w.fail("inherit: %v", err)
