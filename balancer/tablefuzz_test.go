@@ -225,6 +225,11 @@ type tfBal struct {
 	config      map[string]int // static edges: name → weight
 	monitorUp   map[string]bool
 	lastRefresh int64
+	// offRoutes are the backends (name indexes) that took no live keys
+	// here at some moment since the last observation (a drain merged, a
+	// deadline passed at a tick), though they may again by the next: a
+	// placement on one gave way to any other then (noteRoutes).
+	offRoutes map[uint16]bool
 	// joining: replaced by an upgrade, the new process (t) serves but has
 	// not joined gossip yet; sy is the replaced process's, which receives
 	// what the others send until it leaves (tevJoin).
@@ -345,7 +350,7 @@ func newTableWorld(t *testing.T, conf byte) *tfWorld {
 	n := 2 + int(conf&1)
 	skews := [4]int64{0, int64(time.Millisecond), -int64(time.Millisecond), int64(1500 * time.Millisecond)}
 	for i := range n {
-		b := &tfBal{w: w, name: tfBalancerNames[i], r: ring.New(tfRingConfig), config: map[string]int{}, monitorUp: map[string]bool{}}
+		b := &tfBal{w: w, name: tfBalancerNames[i], r: ring.New(tfRingConfig), config: map[string]int{}, monitorUp: map[string]bool{}, offRoutes: map[uint16]bool{}}
 		if i == 1 {
 			b.skew = skews[conf>>4&3]
 		}
@@ -379,7 +384,10 @@ func (b *tfBal) start(old *sessionTable) {
 		routesFor: b.routesFor,
 		known:     func(name string) bool { _, ok := b.config[name]; return ok },
 		isStatic:  func(name string) bool { _, ok := b.config[name]; return ok },
-		onDrain:   b.rebuildRing,
+		onDrain: func() {
+			b.rebuildRing()
+			b.noteRoutes()
+		},
 		drainsPast: func() map[string]bool {
 			past := map[string]bool{}
 			for name := range b.config {
@@ -437,6 +445,28 @@ func (b *tfBal) routesFor(snap *ring.Snapshot) []ring.Member {
 		out = append(out, ring.Member{Name: name, URL: "http://" + name, Weight: b.config[name]})
 	}
 	return out
+}
+
+// tick is a round of b's table's maintenance: a drain's deadline passes.
+func (b *tfBal) tick() {
+	b.t.tick()
+	b.noteRoutes()
+}
+
+// noteRoutes notes the backends that take no live keys here now, for the
+// next observation. A drain's state changes with each message that brings
+// one, and one event (a settle, time passing) delivers many: a drain
+// already past its deadline here, then a later change that ends it
+// (stamped by a clock ahead), made the key's placement give way to
+// another's between two observations, both of which saw its backend
+// take live keys (seed drain-ended-by-a-later-stamp).
+func (b *tfBal) noteRoutes() {
+	rs := b.t.currentRoutes(b.r.Snapshot())
+	for _, name := range tfBackendNames {
+		if i, ok := b.t.names.lookup(name); ok && !routableHere(rs, i) {
+			b.offRoutes[i] = true
+		}
+	}
 }
 
 // rebuildRing is ringMembers: the static edges its monitors see up and
@@ -745,7 +775,7 @@ func (w *tfWorld) advance(d time.Duration) {
 			return late
 		})
 		for _, b := range w.bals {
-			b.t.tick()
+			b.tick()
 			b.sy.checkAsks()
 			if w.now-b.lastRefresh >= int64(refreshInterval(tfLinger)) {
 				b.lastRefresh = w.now
@@ -865,7 +895,7 @@ func (w *tfWorld) settle() {
 		// asks and answers of those that started or joined, are enough
 		// (with a maintenance round: a drain's deadline closes tunnels).
 		for _, b := range w.bals {
-			b.t.tick()
+			b.tick()
 		}
 		w.reap()
 		w.observe(true)
@@ -876,7 +906,7 @@ func (w *tfWorld) settle() {
 	}
 	quiet()
 	for _, b := range w.bals {
-		b.t.tick()
+		b.tick()
 	}
 	w.reap()
 	w.observe(true)
@@ -1080,9 +1110,10 @@ func (w *tfWorld) observe(check bool) {
 					forward := false
 					_, routable := b.t.currentRoutes(b.r.Snapshot()).routable(p.backend)
 					switch {
-					case !routable || !prev.routable:
-						// No placement to lookup: it gives way to one on
-						// a backend that takes live keys.
+					case !routable || !prev.routable || b.offRoutes[p.backend]:
+						// No placement to lookup (now, at the last
+						// observation, or between): it gives way to
+						// one on a backend that takes live keys.
 						forward = true
 					case e.version != p.version:
 						forward = e.version > p.version
@@ -1100,6 +1131,7 @@ func (w *tfWorld) observe(check bool) {
 			_, routable := b.t.currentRoutes(b.r.Snapshot()).routable(e.backend)
 			w.seen[[2]int{i, k}] = tfSeen{e: e, ok: ok, gen: b.gen, routable: routable}
 		}
+		clear(b.offRoutes)
 	}
 }
 
