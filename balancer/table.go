@@ -364,11 +364,15 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 		}
 		cur, delta = e, true
 	case cur.backend == bi:
-		// Kept live. Near its end, with no tunnel open here, a peer whose
-		// clock runs ahead may have let it expire already and route the
-		// key by its ring, which can differ (its monitor): told now, not
-		// at the next refresh, linger/2 later.
-		delta = cur.open == 0 && cur.until-now < int64(refreshInterval(set.linger))
+		// Kept live. Its first tunnel here is told now, not at the next
+		// refresh, linger/2 later: a peer may not know the placement (its
+		// delta lost, and the refresh that repairs it lost too, or gone
+		// with the process an upgrade replaced, whose changes the new one
+		// does not know) and route the live key by its ring, which can
+		// differ (its monitor). So is a key near its end with no tunnel
+		// open here: a peer whose clock runs ahead may have let it expire
+		// already.
+		delta = cur.open == 0 && (tun != nil || cur.until-now < int64(refreshInterval(set.linger)))
 		cur.until = max(cur.until, now+int64(set.linger))
 		cur.flags |= entryDirty
 	case basis.found && basis.version == cur.version && basis.backend == cur.backend && basis.placedAt == cur.placedAt:

@@ -16,7 +16,8 @@ import (
 // sends to each other balancer directly, never to edges:
 //
 //   - deltas (packets, batched for a few milliseconds): every placement and
-//     move made here, every drain started or ended;
+//     move made here, the first tunnel here of a key, every drain started
+//     or ended;
 //   - a refresh every linger/2 (a stream): every key with a tunnel open
 //     here (live until now + linger + linger/2, renewed by the next
 //     refresh) and every entry changed here since the last one. It keeps

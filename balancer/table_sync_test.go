@@ -1012,3 +1012,52 @@ func TestUpgradeWhileStartingWaitsForThePeersTable(t *testing.T) {
 		t.Fatal("bal-1 has not bal-2's table")
 	}
 }
+
+// A key's placement whose delta a balancer missed, and that no refresh
+// repaired — its placer was upgraded before its next refresh, and the new
+// process's table holds the entry as taken over, not as changed here
+// (the same when that refresh was lost: a cut) — stayed unknown there
+// while a session opened on it through a third balancer: that one keeps
+// the key live by its entry and told the others at its next refresh,
+// linger/2 later, and meanwhile the balancer that missed it routed the
+// live key by its ring, to another backend (FuzzTableEvents: seed
+// first-tunnel-on-a-missed-placement). The first tunnel of a key here is
+// told at once.
+func TestFirstTunnelOnAMissedPlacementIsTold(t *testing.T) {
+	w := newTableWorld(t, 7) // three balancers, room for every key
+	b1, b2, b3 := w.bals[0], w.bals[1], w.bals[2]
+	const k = 3
+	w.request(b3, k, false, false, tfClients[0]) // a request through bal-3 places the key
+	e, ok := b3.entry(w.hashes[k])
+	if !ok {
+		t.Fatal("the key was not entered")
+	}
+	on := b3.t.names.name(e.backend)
+	b3.sy.flushDeltas()
+	w.net = slices.DeleteFunc(w.net, func(m tfMsg) bool { return m.to == b2.name }) // lost on the way
+	// bal-2's ring has the key elsewhere: its monitor sees on down.
+	b2.monitorUp[on] = false
+	b2.rebuildRing()
+	w.restart(b3, true) // upgraded before its refresh
+	w.settle()
+	w.request(b1, k, true, false, tfClients[0]) // a session opens through bal-1
+	if len(w.tunnels) != 1 || w.tunnels[0].edge != on {
+		t.Fatalf("the tunnel is not on %s: %+v", on, w.tunnels)
+	}
+	for _, b := range w.bals {
+		b.sy.flushDeltas()
+	}
+	for len(w.net) > 0 {
+		m := w.net[0]
+		w.net = w.net[1:]
+		w.receive(m)
+	}
+	snap := b2.r.Snapshot()
+	target, _, in := b2.t.lookup(w.hashes[k], snap)
+	if !in {
+		target, _ = snap.Locate([]byte(w.keys[k]))
+	}
+	if target.Name != on {
+		t.Errorf("the session is on %s, bal-2 routes its key to %s (by its entry: %v)", on, target.Name, in)
+	}
+}
