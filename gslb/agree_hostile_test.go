@@ -2,6 +2,7 @@ package gslb
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -119,24 +120,29 @@ func TestSlowPeersCostNoVote(t *testing.T) {
 // each round (net/http's default limit is 10 MiB).
 func TestPeerReportsBounded(t *testing.T) {
 	east, west := newFakeBalancer(t), newFakeBalancer(t)
+	// The view is built once: built per read, under the race detector on a
+	// busy machine, it took longer than the round the reader waits.
+	var b strings.Builder
+	b.WriteString(`{"members":{"ide.ringlb.test./east/bal-1":false`)
+	for i := 0; b.Len() < 1<<20-100; i++ {
+		fmt.Fprintf(&b, `,"ide.ringlb.test./east/x%d":false`, i)
+	}
+	b.WriteString(`}}`)
+	view := []byte(b.String())
 	var junkReads atomic.Int32
 	junk := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		junkReads.Add(1)
-		var b strings.Builder
-		b.WriteString(`{"members":{"ide.ringlb.test./east/bal-1":false`)
-		for i := 0; b.Len() < 1<<20-100; i++ {
-			fmt.Fprintf(&b, `,"ide.ringlb.test./east/x%d":false`, i)
-		}
-		b.WriteString(`}}`)
-		w.Write([]byte(b.String()))
+		w.Write(view)
 	}))
 	defer junk.Close()
+	pad := http.Header{}
+	for i := range 8 << 10 {
+		pad.Add(fmt.Sprintf("X-Pad-%d", i), strings.Repeat("p", 1000))
+	}
 	var headReads atomic.Int32
 	bigHead := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		headReads.Add(1)
-		for i := range 8 << 10 {
-			w.Header().Add(fmt.Sprintf("X-Pad-%d", i), strings.Repeat("p", 1000))
-		}
+		maps.Copy(w.Header(), pad)
 		w.Write([]byte(`{"members":{"ide.ringlb.test./east/bal-1":false}}`))
 	}))
 	bigHead.Config.MaxHeaderBytes = 1 << 20
