@@ -149,8 +149,13 @@ func TestPeerReportsBounded(t *testing.T) {
 	bigHead.Start()
 	defer bigHead.Close()
 
-	// Rounds of a second: the race detector's 1 MiB decode fits in one.
-	a, ma := startNameserver(t, "gslb-a", gslbConfig(t, east, west, ""), "")
+	// Rounds of three seconds, each read bounded by its round: with the
+	// race detector on a busy machine (load 15), reading the 1 MiB view
+	// took 2-4 s at times, and rounds of a second heard the junk peer
+	// too seldom to do so within the test's wait.
+	y := gslbYAML("  rate_limit: { responses_per_second: 0 }\n", "", east.addr(), west.addr())
+	y = strings.Replace(y, "interval: 1s, timeout: 1s", "interval: 3s, timeout: 1s", 1)
+	a, ma := startNameserver(t, "gslb-a", parseGSLBYAML(t, y), "")
 	joinPeer(t, ma.Addr(), "gslb-junk", junk.URL)
 	joinPeer(t, ma.Addr(), "gslb-bighead", bigHead.URL)
 	healthtest.WaitMembers(t, ma, "gslb-a sees its two peers", func(n []health.Node) bool { return len(n) == 3 })
