@@ -108,11 +108,16 @@ func (c *Channel) SendPacket(to string, payload []byte) error {
 	return nil
 }
 
-// Send sends payload to the member named to over a stream: delivered
-// whole unless an error is returned. At most MaxChannelMessage bytes. It
-// blocks until written: the dial is bounded by memberlist's TCP timeout,
-// the write by the receiver, which reads within its own stream timeout or
-// closes (every member runs memberlist; nothing else is ever sent to).
+// Send sends payload to the member named to over a stream: never in part,
+// and an error when it could not be written. Written is not delivered: a
+// receiver too busy to read it within its stream timeout (or past its
+// streams' byte budget) drops it, unseen by the sender (memberlist's
+// streams have no acknowledgement), so what matters is sent again by its
+// user (the table's refresh each linger/2, an ask again when an answer
+// stalls). At most MaxChannelMessage bytes. It blocks until written: the
+// dial is bounded by memberlist's TCP timeout, the write by the receiver,
+// which reads within its own stream timeout or closes (every member runs
+// memberlist; nothing else is ever sent to).
 func (c *Channel) Send(to string, payload []byte) error {
 	if len(payload) > MaxChannelMessage {
 		return fmt.Errorf("gossip channel message of %d bytes: the limit is %d", len(payload), MaxChannelMessage)

@@ -3,7 +3,9 @@ package health
 import (
 	"bytes"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -77,22 +79,42 @@ func TestChannelPacketsAndStreams(t *testing.T) {
 	if err := other.SendPacket("chan-b", []byte("nobody listens")); err != nil {
 		t.Fatal(err)
 	}
-	if err := chA.SendPacket("chan-b", []byte("hello")); err != nil {
-		t.Fatal(err)
-	}
+	// Each is sent again until it is in: a packet may be lost, and a
+	// stream written whole may still be dropped by a receiver too busy to
+	// read it within its stream timeout (seen under load); what is
+	// checked is that each arrives whole, from its sender.
 	big := bytes.Repeat([]byte("s"), 1<<20)
-	if err := chA.Send("chan-b", big); err != nil {
-		t.Fatal(err)
+	var sent uint64
+	for _, m := range []struct {
+		payload []byte
+		send    func(string, []byte) error
+	}{{[]byte("hello"), chA.SendPacket}, {big, chA.Send}} {
+		arrived := func() bool {
+			atB.mu.Lock()
+			defer atB.mu.Unlock()
+			return slices.Contains(atB.size, len(m.payload))
+		}
+		for attempt := 0; !arrived(); attempt++ {
+			if attempt == 6 {
+				t.Fatalf("%d bytes sent %d times over 30 s, never delivered", len(m.payload), attempt)
+			}
+			if err := m.send("chan-b", m.payload); err != nil {
+				t.Fatal(err)
+			}
+			sent += uint64(len(m.payload))
+			for wait := time.Now().Add(5 * time.Second); !arrived() && time.Now().Before(wait); {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
 	}
-	got := atB.wait(t, "packet and stream", 2)
 	atB.mu.Lock()
-	sizes := append([]int(nil), atB.size...)
+	got := slices.Clone(atB.msgs)
 	atB.mu.Unlock()
-	if len(got) != 2 || !contains(got, "chan-a:hello") || !contains(sizes, 1<<20) {
-		t.Errorf("delivered %v (sizes %v), want hello and 1 MiB from chan-a", got, sizes)
+	if !contains(got, "chan-a:hello") || !contains(got, "chan-a:"+string(big[:32])) || slices.ContainsFunc(got, func(m string) bool { return !strings.HasPrefix(m, "chan-a:") }) {
+		t.Errorf("delivered %v, want hello and 1 MiB from chan-a", got)
 	}
-	if s := chA.SentBytes(); s != uint64(len("hello")+len(big)) {
-		t.Errorf("sent bytes %d", s)
+	if s := chA.SentBytes(); s != sent {
+		t.Errorf("sent bytes %d, want %d", s, sent)
 	}
 
 	// Bounds and errors, before anything goes out.
