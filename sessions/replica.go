@@ -548,8 +548,10 @@ func (r *replicator) applyAppend(rec *record, answers []byte) []byte {
 
 // promote makes the copy of key a live session here: same epoch, seq and
 // history, term one higher. Its clients resume as after a drain. false
-// when there is no copy or the session is live here already.
-func (r *replicator) promote(key, why string) bool {
+// when there is no copy, the session is live here already, or another
+// edge's claim on the key holds here (skip: edges a balancer could not
+// reach, whose claims do not).
+func (r *replicator) promote(key, why string, skip []string) bool {
 	h := r.srv.hub
 	// Deferred first, so it runs last: after the shard lock is released.
 	defer h.trimIdle()
@@ -558,6 +560,12 @@ func (r *replicator) promote(key, why string) bool {
 	defer sh.mu.Unlock()
 	if sh.admitting[key].n > 0 {
 		return false // a join is starting it here: the next one promotes
+	}
+	// That edge asked here whether the session lives, was told no (a copy
+	// is no session) and may have started it: the copy made live would be
+	// a second session of the key.
+	if c, ok := sh.claimed(key, r.o.goneEdges(skip), h.now()); ok && c != r.o.self {
+		return false
 	}
 	// A session frozen here (handed on or yielded once) gives way: the
 	// copy is newer.
@@ -611,7 +619,7 @@ func (r *replicator) promoteOnJoin(key []byte, skip []string) bool {
 	if draining || (!contains(skip, from) && r.o.member(from)) {
 		return false
 	}
-	return r.promote(string(key), "join")
+	return r.promote(string(key), "join", skip)
 }
 
 // promoteOrphans promotes the copies of owners gossip has declared dead
@@ -647,7 +655,7 @@ func (r *replicator) promoteOrphans() {
 			// Only where balancers now send the key: a copy the ring gives
 			// to another edge (views differed when the owner chose us)
 			// would make a second session.
-			if m, ok := snap.Locate([]byte(key)); !draining && ok && m.Name == r.o.self && r.promote(key, "owner gone") {
+			if m, ok := snap.Locate([]byte(key)); !draining && ok && m.Name == r.o.self && r.promote(key, "owner gone", nil) {
 				promoted++
 				continue
 			}

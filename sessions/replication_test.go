@@ -623,7 +623,7 @@ func TestOlderTermsAreFenced(t *testing.T) {
 			t.Fatalf("term 2 record: answered %+v (%v), want a fence of term 3 naming edge-a", got, err)
 		}
 	}
-	if !r.promote(key, "test") {
+	if !r.promote(key, "test", nil) {
 		t.Fatal("not promoted")
 	}
 	answers, _ = r.apply("edge-a", appendMsg(nil, 3, 1, key, []byte(`{}`)), nil)
