@@ -498,6 +498,12 @@ func (o *ownership) place(ctx context.Context, key []byte, skip []string) (strin
 			return holder, nil
 		}
 	}
+	// An edge taken for dead above (its claim refused) is gone for this
+	// join as one the balancer skipped: a copy of its session here is the
+	// session, not one to start anew beside it.
+	if len(dead) > 0 && o.repl.promoteOnJoin(key, append(slices.Clip(skip), dead...)) {
+		return "", nil
+	}
 	if debug {
 		o.log.Debug("new session here", "key", httplog.Key(key), "skip", skip)
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/healthtest"
 )
 
@@ -62,5 +64,52 @@ func TestPromotionRespectsAClaim(t *testing.T) {
 	t.Logf("after edge-a's crash, with edge-c's claim held there: edge-b live %v, redirects to %q", live, redirect)
 	if live || redirect != "edge-c" {
 		t.Errorf("edge-b made its copy a live session while edge-c's claim held (live %v, redirect %q): two sessions of one key", live, redirect)
+	}
+}
+
+// pinlessView is a gossip member whose pins of other edges have not come
+// yet: gossip brings a pin a moment after the ring change that made it.
+type pinlessView struct{ *health.Membership }
+
+func (pinlessView) PinnedTo(uint64, ...string) (health.Node, bool) { return health.Node{}, false }
+
+// A join that takes the copy's owner for dead because it refuses its
+// claim (nothing listens there: it crashed, gossip does not know yet)
+// promotes the copy, as it does when the balancer names the owner in its
+// skip. Before, it started the session anew beside the copy: a new epoch,
+// every acknowledged msg gone (a reset for its clients).
+func TestRefusedClaimPromotesTheCopy(t *testing.T) {
+	parallel(t)
+	cl := healthtest.New(t)
+	a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
+	waitRing(t, []*clusterEdge{a}, "edge-a")
+	key := keyOwnedBy("refusedclaim", "edge-b", "edge-a", "edge-b")
+	p := a.joinV1(t, key, "", nil)
+	for i := range 3 {
+		p.msg(t, i)
+		p.readType(t, "ack")
+	}
+	epoch := p.welcome.Epoch
+	// edge-b joins: the key is its own on the ring now, the session lives
+	// on (pinned) on edge-a, whose replica edge-b becomes.
+	b := startReplEdgeViewing(t, cl, "edge-b", configs.Edge{IdleGrace: configs.Duration(time.Minute), Replication: configs.ReplicationSync}, nil,
+		func(m *health.Membership) Membership { return pinlessView{m} })
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	waitCopy(t, b, key, 3)
+
+	// edge-a's process is gone; gossip has not noticed.
+	a.s.hub.repl.Load().close()
+	stopAccepting(a)
+	a.s.mu.Lock()
+	for c := range a.s.conns {
+		c.raw.Close()
+	}
+	a.s.mu.Unlock()
+
+	q := b.joinV1(t, key, "resume=3&epoch="+epoch, nil)
+	defer q.Close()
+	t.Logf("a join on edge-b, edge-a's claim refused: epoch %s (the session's: %v), seq %d", q.welcome.Epoch, q.welcome.Epoch == epoch, q.welcome.Seq)
+	if q.welcome.Epoch != epoch || q.welcome.Seq != 3 {
+		t.Errorf("welcome %+v, want the copy's epoch %s and seq 3", q.welcome, epoch)
 	}
 }
