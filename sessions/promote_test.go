@@ -3,6 +3,9 @@ package sessions
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,5 +114,160 @@ func TestRefusedClaimPromotesTheCopy(t *testing.T) {
 	t.Logf("a join on edge-b, edge-a's claim refused: epoch %s (the session's: %v), seq %d", q.welcome.Epoch, q.welcome.Epoch == epoch, q.welcome.Seq)
 	if q.welcome.Epoch != epoch || q.welcome.Seq != 3 {
 		t.Errorf("welcome %+v, want the copy's epoch %s and seq 3", q.welcome, epoch)
+	}
+}
+
+// gateProxy forwards TCP connections to target while open; closed, it
+// ends those it carries and every one that comes, until opened again: a
+// network path that fails and heals.
+type gateProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
+}
+
+func startGateProxy(t *testing.T, target string) *gateProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &gateProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		p.set(true)
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			if p.closed {
+				p.mu.Unlock()
+				c.Close()
+				u.Close()
+				continue
+			}
+			p.conns[c], p.conns[u] = struct{}{}, struct{}{}
+			p.mu.Unlock()
+			wg.Go(func() { p.pipe(u, c) })
+			wg.Go(func() { p.pipe(c, u) })
+		}
+	})
+	return p
+}
+
+func (p *gateProxy) pipe(dst, src net.Conn) {
+	_, _ = io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+// set closes the gate (true), ending what it carries, or opens it.
+func (p *gateProxy) set(closed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = closed
+	if closed {
+		for c := range p.conns {
+			c.Close()
+		}
+	}
+}
+
+// A stale owner cut off for longer than its takeover lived is fenced all
+// the same once the path heals: edge-a, cut off from edge-b (every edge-
+// to-edge path; gossip fine), keeps serving its session while edge-b, its
+// replica, takes it over for a balancer that could not reach edge-a; the
+// takeover ends on edge-b (its participants leave, idle_grace runs out)
+// while the path is still down, so no fence of it is told any more
+// (fenceHolds). When the path heals, edge-a's stream sends the stale
+// incarnation whole — the taken-over epoch at the old term. Before, edge-b
+// kept it as a copy and edge-a served it on: the ended session back with
+// its epoch and a history that forks from the one edge-b sequenced under
+// the same seqs. Now the snapshot is answered with the fence (its epoch is
+// the takeover's: a new incarnation's is not) and edge-a yields.
+func TestStaleOwnerBackAfterTheTakeoverEndedYields(t *testing.T) {
+	parallel(t)
+	cl := healthtest.New(t)
+	gates := map[string]*gateProxy{}
+	var gmu sync.Mutex
+	gated := func(name string) func(string) string {
+		return func(data string) string {
+			p := startGateProxy(t, data)
+			gmu.Lock()
+			gates[name] = p
+			gmu.Unlock()
+			return p.ln.Addr().String()
+		}
+	}
+	a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, gated("edge-a"))
+	b := startReplEdge(t, cl, "edge-b", configs.ReplicationSync, gated("edge-b"))
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	key := keyOwnedBy("stalefork", "edge-a", "edge-a", "edge-b")
+	p1 := a.joinV1(t, key, "", nil)
+	defer p1.Close()
+	for i := range 5 {
+		p1.msg(t, i)
+		p1.readType(t, "ack")
+	}
+	epoch := p1.welcome.Epoch
+	waitCopy(t, b, key, 5)
+
+	for _, g := range gates {
+		g.set(true)
+	}
+	healthtest.WaitUntil(t, "edge-a's stream to edge-b ended", func() bool { return inboundFrom(b.s.hub.repl.Load(), "edge-a") == nil })
+	g := b.joinSkipping(t, key, "resume=5&epoch="+epoch, "edge-a")
+	if g.welcome.Epoch != epoch || g.welcome.Seq != 5 {
+		t.Fatalf("welcome on the replica %+v, want epoch %s seq 5", g.welcome, epoch)
+	}
+	g.msg(t, "on edge-b")
+	g.readType(t, "ack")
+	g.leave(t)
+	waitFor(t, "edge-b's session idle", func() bool { return b.s.hub.idle.count.Load() == 1 })
+	b.s.hub.idle.limit.Store(0)
+	b.s.hub.trimIdle()
+	b.s.hub.idle.limit.Store(int64(configs.DefaultMaxIdleSessions))
+	if b.s.hub.has([]byte(key)) {
+		t.Fatal("the takeover did not end on edge-b")
+	}
+	ra := a.s.hub.repl.Load()
+	if term, moved := ra.liveTerm(key); term != 1 || moved {
+		t.Fatalf("edge-a's session: term %d moved %v; want the stale one, term 1, serving (the path was not cut)", term, moved)
+	}
+
+	for _, g := range gates {
+		g.set(false)
+	}
+	var copied bool
+	waitFor(t, "edge-a to yield, or edge-b to keep its stale incarnation", func() bool {
+		if _, moved := ra.liveTerm(key); moved {
+			return true
+		}
+		_, e, term, ok := copyOf(b, key)
+		copied = ok && e == epoch && term == 1
+		return copied
+	})
+	t.Logf("the path healed: edge-b copied edge-a's stale incarnation: %v", copied)
+	if copied {
+		t.Fatalf("edge-a serves on the incarnation edge-b took over and ended (epoch %s, term 1), and edge-b replicates it", epoch)
+	}
+	if got, code := readUntilClose(p1); code != closeServiceRestart {
+		t.Errorf("the stale incarnation's participant ended with %d (after %q), want 1012", code, got)
 	}
 }

@@ -477,7 +477,8 @@ func (r *replicator) liveTerm(key string) (term uint64, moved bool) {
 
 func (r *replicator) applySnapshot(from string, rec *record, answers []byte) []byte {
 	key := string(rec.key)
-	if live, moved := r.liveTerm(key); live != 0 && !moved {
+	live, moved := r.liveTerm(key)
+	if live != 0 && !moved {
 		switch {
 		case live > rec.term:
 			// The sender is a stale owner: this edge took the session over.
@@ -488,6 +489,13 @@ func (r *replicator) applySnapshot(from string, rec *record, answers []byte) []b
 		// This edge is the stale owner: the sender, of a newer term, took
 		// the session over and chose this edge as its replica.
 		r.yield(key, from, rec.term)
+	}
+	if live == 0 || moved {
+		// The sender serves an incarnation this edge took over from it,
+		// and the takeover has ended here since: the sender is stale.
+		if term := r.takenOver(from, key, string(rec.epoch), rec.term); term > 0 {
+			return appendFence(answers, term, r.o.self, key)
+		}
 	}
 	// The shard's lock is held while the copy is made: a reload sets the
 	// bounds, and those of every copy held, under all of them.
@@ -597,7 +605,7 @@ func (r *replicator) promote(key, why string, skip []string) bool {
 	}
 	r.assign(s)
 	s.mu.Unlock()
-	r.fenceLater(c.from, key, v.term)
+	r.fenceLater(c.from, key, v.epoch, v.term)
 	if r.log.Enabled(context.Background(), slog.LevelDebug) {
 		r.log.Debug("session promoted", "key", httplog.KeyString(key), "from", c.from, "term", v.term, "seq", v.seq, "why", why)
 	}

@@ -11,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -101,8 +102,11 @@ type replicator struct {
 	// retiring are the links reassign ended that still write what was
 	// queued on them (link.retire), until they stop: Shutdown cuts them.
 	retiring map[*link]struct{}
-	fences   map[string][]pendingFence        // by stale owner: fences to deliver once it is back
-	inbound  map[*websocket.Conn]*ownerStream // streams from owners (replica.go)
+	fences   map[string][]pendingFence // by stale owner: fences to deliver once it is back
+	// takeovers are the sessions this edge took over (promote), by key,
+	// kept for fenceTTL as their fences are (takenOver).
+	takeovers map[string]takeover
+	inbound   map[*websocket.Conn]*ownerStream // streams from owners (replica.go)
 	// upgrades are the signatures of the upgrades that opened a stream
 	// here: each opens one (serveReplicate).
 	upgrades onceSigs
@@ -120,6 +124,14 @@ type pendingFence struct {
 	key  string
 	term uint64
 	at   time.Time
+}
+
+// takeover is a session this edge took over: from its owner, of its
+// incarnation epoch, at term.
+type takeover struct {
+	from, epoch string
+	term        uint64
+	at          time.Time
 }
 
 // commitRef is a msg of a session waiting for the replica: once the batch
@@ -510,13 +522,21 @@ func (r *replicator) lag() float64 {
 }
 
 // fenceLater remembers that the stale owner peer must be told it lost key
-// to this edge at term. It is told on every stream to it until fenceTTL
-// passes (a fence is idempotent): at once when it is still in the cluster
-// (a balancer could not reach it), else once it is back.
-func (r *replicator) fenceLater(peer, key string, term uint64) {
+// (its incarnation epoch) to this edge at term. It is told on every stream
+// to it until fenceTTL passes (a fence is idempotent): at once when it is
+// still in the cluster (a balancer could not reach it), else once it is
+// back.
+func (r *replicator) fenceLater(peer, key, epoch string, term uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f := pendingFence{key: key, term: term, at: time.Now()}
+	if r.takeovers == nil {
+		r.takeovers = make(map[string]takeover)
+	}
+	// Bounded as the fences are; membershipChanged forgets the old ones.
+	if len(r.takeovers) < maxFences {
+		r.takeovers[key] = takeover{from: peer, epoch: epoch, term: term, at: f.at}
+	}
 	r.fences[peer] = keepFence(r.fences[peer], f)
 	// At once on the peer's own streams to this edge, if it has one up:
 	// the peer may be out of this edge's reach (the reason a balancer
@@ -531,6 +551,30 @@ func (r *replicator) fenceLater(peer, key string, term uint64) {
 	} else if r.o.member(peer) {
 		r.linkLocked(peer)
 	}
+}
+
+// takenOver returns the term at which this edge took the session of key,
+// incarnation epoch, over from peer, when that is newer than term (0: it
+// did not, or fenceTTL ago). Asked when peer sends that incarnation
+// whole: once the takeover has ended here no fence of it is told
+// (fenceHolds), and a peer cut off for longer than the takeover lived
+// came back serving the stale incarnation, replicated here as if new. The
+// epoch tells it from an incarnation the key's owner started since, which
+// keeps its place.
+func (r *replicator) takenOver(peer, key, epoch string, term uint64) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.takeovers[key]
+	if !ok || t.from != peer || t.epoch != epoch || t.term <= term || time.Since(t.at) >= fenceTTL {
+		return 0
+	}
+	return t.term
+}
+
+// pruneTakeovers forgets the takeovers older than fenceTTL. Called with
+// r.mu held.
+func (r *replicator) pruneTakeovers(now time.Time) {
+	maps.DeleteFunc(r.takeovers, func(_ string, t takeover) bool { return now.Sub(t.at) >= fenceTTL })
 }
 
 // keepFence appends f to fs, the oldest giving way past maxFences.
@@ -559,6 +603,7 @@ func (r *replicator) membershipChanged(ringChanged bool) {
 	}
 	now := time.Now()
 	r.mu.Lock()
+	r.pruneTakeovers(now)
 	for peer, fs := range r.fences {
 		kept := fs[:0]
 		for _, f := range fs {
