@@ -203,6 +203,23 @@ func (p *gateProxy) set(closed bool) {
 // the takeover's: a new incarnation's is not) and edge-a yields.
 func TestStaleOwnerBackAfterTheTakeoverEndedYields(t *testing.T) {
 	parallel(t)
+	staleOwnerBack(t, false)
+}
+
+// As TestStaleOwnerBackAfterTheTakeoverEndedYields, with a new incarnation
+// of the key started on edge-b after the takeover ended (edge-a still
+// unreachable): edge-b took the stale incarnation's snapshot, of the term
+// of its own session, for a drain's last records and left it be — two
+// live sessions of the key once the path healed. edge-a yields now, and
+// the new incarnation keeps its place.
+func TestStaleOwnerBackBesideANewIncarnationYields(t *testing.T) {
+	parallel(t)
+	staleOwnerBack(t, true)
+}
+
+// staleOwnerBack is TestStaleOwnerBackAfterTheTakeoverEndedYields; anew
+// starts a new incarnation on edge-b once the takeover has ended.
+func staleOwnerBack(t *testing.T, anew bool) {
 	cl := healthtest.New(t)
 	gates := map[string]*gateProxy{}
 	var gmu sync.Mutex
@@ -246,6 +263,14 @@ func TestStaleOwnerBackAfterTheTakeoverEndedYields(t *testing.T) {
 	if b.s.hub.has([]byte(key)) {
 		t.Fatal("the takeover did not end on edge-b")
 	}
+	var q *v1Client
+	if anew {
+		q = b.joinSkipping(t, key, "", "edge-a")
+		defer q.Close()
+		if q.welcome.Epoch == epoch {
+			t.Fatalf("a new session on edge-b kept the old epoch %s", epoch)
+		}
+	}
 	ra := a.s.hub.repl.Load()
 	if term, moved := ra.liveTerm(key); term != 1 || moved {
 		t.Fatalf("edge-a's session: term %d moved %v; want the stale one, term 1, serving (the path was not cut)", term, moved)
@@ -261,13 +286,33 @@ func TestStaleOwnerBackAfterTheTakeoverEndedYields(t *testing.T) {
 		}
 		_, e, term, ok := copyOf(b, key)
 		copied = ok && e == epoch && term == 1
+		if anew {
+			// edge-b keeps no copy beside its own session: edge-a's new
+			// stream having sent batches (its sessions whole first) and
+			// read every answer to them is the sign.
+			ra.mu.Lock()
+			l := ra.links["edge-b"]
+			ra.mu.Unlock()
+			if l == nil {
+				return false
+			}
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			copied = l.connected && l.nextBatch > 1 && len(l.inflight) == 0 && len(l.resync) == 0
+		}
 		return copied
 	})
-	t.Logf("the path healed: edge-b copied edge-a's stale incarnation: %v", copied)
+	t.Logf("the path healed: edge-a's stale incarnation lives on beside edge-b (a copy there, or a session of its own): %v", copied)
 	if copied {
-		t.Fatalf("edge-a serves on the incarnation edge-b took over and ended (epoch %s, term 1), and edge-b replicates it", epoch)
+		t.Fatalf("edge-a serves on the incarnation edge-b took over and ended (epoch %s, term 1)", epoch)
 	}
 	if got, code := readUntilClose(p1); code != closeServiceRestart {
 		t.Errorf("the stale incarnation's participant ended with %d (after %q), want 1012", code, got)
+	}
+	if q != nil {
+		q.msg(t, "new")
+		if got, code := readAck(q); code != 0 {
+			t.Errorf("the new incarnation on edge-b was closed %d after %q", code, got)
+		}
 	}
 }

@@ -477,8 +477,13 @@ func (r *replicator) liveTerm(key string) (term uint64, moved bool) {
 
 func (r *replicator) applySnapshot(from string, rec *record, answers []byte) []byte {
 	key := string(rec.key)
-	live, moved := r.liveTerm(key)
-	if live != 0 && !moved {
+	// The sender serves an incarnation this edge took over from it: stale,
+	// whatever this edge holds of the key now (the takeover may have
+	// ended, and a new incarnation begun, here since).
+	if term := r.takenOver(from, key, string(rec.epoch), rec.term); term > 0 {
+		return appendFence(answers, term, r.o.self, key)
+	}
+	if live, moved := r.liveTerm(key); live != 0 && !moved {
 		switch {
 		case live > rec.term:
 			// The sender is a stale owner: this edge took the session over.
@@ -489,13 +494,6 @@ func (r *replicator) applySnapshot(from string, rec *record, answers []byte) []b
 		// This edge is the stale owner: the sender, of a newer term, took
 		// the session over and chose this edge as its replica.
 		r.yield(key, from, rec.term)
-	}
-	if live == 0 || moved {
-		// The sender serves an incarnation this edge took over from it,
-		// and the takeover has ended here since: the sender is stale.
-		if term := r.takenOver(from, key, string(rec.epoch), rec.term); term > 0 {
-			return appendFence(answers, term, r.o.self, key)
-		}
 	}
 	// The shard's lock is held while the copy is made: a reload sets the
 	// bounds, and those of every copy held, under all of them.
