@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -198,12 +199,14 @@ func TestReplicaTakenForDeadAndBackKeepsItsCopy(t *testing.T) {
 }
 
 // cuttableProxy forwards TCP connections to target until cut: then it
-// refuses new ones and ends those open, as a network that drops the path
-// does (the replica unreachable for its owner, gossip unaffected).
+// ends those open and every one that comes, as a network that drops the
+// path does (the replica unreachable for its owner, gossip unaffected),
+// until healed.
 type cuttableProxy struct {
 	ln     net.Listener
 	target string
 	mu     sync.Mutex
+	down   bool
 	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
 }
@@ -214,7 +217,11 @@ func startCuttableProxy(t *testing.T, target string) *cuttableProxy {
 		t.Fatal(err)
 	}
 	p := &cuttableProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
-	t.Cleanup(p.cut)
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		p.wg.Wait()
+	})
 	p.wg.Go(func() {
 		for {
 			c, err := ln.Accept()
@@ -236,12 +243,12 @@ func startCuttableProxy(t *testing.T, target string) *cuttableProxy {
 	return p
 }
 
-// track adds c and u to the connections cut ends (false: cut already,
-// both closed).
+// track adds c and u to the connections cut ends (false: cut, both
+// closed).
 func (p *cuttableProxy) track(c, u net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.conns == nil {
+	if p.down {
 		c.Close()
 		u.Close()
 		return false
@@ -251,32 +258,30 @@ func (p *cuttableProxy) track(c, u net.Conn) bool {
 }
 
 func (p *cuttableProxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
+	_, _ = io.Copy(dst, src)
 	dst.Close()
 	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
 }
 
-// cut refuses new connections, ends those open and waits for its goroutines.
+// cut ends the connections open and every one that comes until heal.
 func (p *cuttableProxy) cut() {
-	p.ln.Close()
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
 	for c := range p.conns {
 		c.Close()
 	}
-	p.conns = nil
-	p.mu.Unlock()
-	p.wg.Wait()
+}
+
+// heal lets connections through again.
+func (p *cuttableProxy) heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = false
 }
 
 // A replica whose owner's stream ended and did not begin anew while the

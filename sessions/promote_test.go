@@ -3,8 +3,6 @@ package sessions
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -117,78 +115,6 @@ func TestRefusedClaimPromotesTheCopy(t *testing.T) {
 	}
 }
 
-// gateProxy forwards TCP connections to target while open; closed, it
-// ends those it carries and every one that comes, until opened again: a
-// network path that fails and heals.
-type gateProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	closed bool
-	conns  map[net.Conn]struct{}
-}
-
-func startGateProxy(t *testing.T, target string) *gateProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &gateProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		p.set(true)
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			if p.closed {
-				p.mu.Unlock()
-				c.Close()
-				u.Close()
-				continue
-			}
-			p.conns[c], p.conns[u] = struct{}{}, struct{}{}
-			p.mu.Unlock()
-			wg.Go(func() { p.pipe(u, c) })
-			wg.Go(func() { p.pipe(c, u) })
-		}
-	})
-	return p
-}
-
-func (p *gateProxy) pipe(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src)
-	dst.Close()
-	src.Close()
-	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
-	p.mu.Unlock()
-}
-
-// set closes the gate (true), ending what it carries, or opens it.
-func (p *gateProxy) set(closed bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = closed
-	if closed {
-		for c := range p.conns {
-			c.Close()
-		}
-	}
-}
-
 // A stale owner cut off for longer than its takeover lived is fenced all
 // the same once the path heals: edge-a, cut off from edge-b (every edge-
 // to-edge path; gossip fine), keeps serving its session while edge-b, its
@@ -221,11 +147,11 @@ func TestStaleOwnerBackBesideANewIncarnationYields(t *testing.T) {
 // starts a new incarnation on edge-b once the takeover has ended.
 func staleOwnerBack(t *testing.T, anew bool) {
 	cl := healthtest.New(t)
-	gates := map[string]*gateProxy{}
+	gates := map[string]*cuttableProxy{}
 	var gmu sync.Mutex
 	gated := func(name string) func(string) string {
 		return func(data string) string {
-			p := startGateProxy(t, data)
+			p := startCuttableProxy(t, data)
 			gmu.Lock()
 			gates[name] = p
 			gmu.Unlock()
@@ -246,7 +172,7 @@ func staleOwnerBack(t *testing.T, anew bool) {
 	waitCopy(t, b, key, 5)
 
 	for _, g := range gates {
-		g.set(true)
+		g.cut()
 	}
 	healthtest.WaitUntil(t, "edge-a's stream to edge-b ended", func() bool { return inboundFrom(b.s.hub.repl.Load(), "edge-a") == nil })
 	g := b.joinSkipping(t, key, "resume=5&epoch="+epoch, "edge-a")
@@ -277,7 +203,7 @@ func staleOwnerBack(t *testing.T, anew bool) {
 	}
 
 	for _, g := range gates {
-		g.set(false)
+		g.heal()
 	}
 	var copied bool
 	waitFor(t, "edge-a to yield, or edge-b to keep its stale incarnation", func() bool {
