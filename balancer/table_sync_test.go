@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -775,6 +776,13 @@ func TestAnswerUnderWayIsNotAskedAgain(t *testing.T) {
 	for i := range b2.t.shards {
 		b2.t.shards[i].mu.Lock()
 	}
+	// Released below, or when the test fails first: the merge then ends.
+	release := sync.OnceFunc(func() {
+		for i := range b2.t.shards {
+			b2.t.shards[i].mu.Unlock()
+		}
+	})
+	defer release()
 	merged := make(chan struct{})
 	go func() {
 		defer close(merged)
@@ -787,9 +795,7 @@ func TestAnswerUnderWayIsNotAskedAgain(t *testing.T) {
 		return a != nil && a.parts == 1
 	})
 	check(answerStall+askEvery, 0)
-	for i := range b2.t.shards {
-		b2.t.shards[i].mu.Unlock()
-	}
+	release()
 	<-merged
 	if !b2.t.routable() || b2.t.len() != 1 {
 		t.Errorf("bal-2 routable %v with %d entries, want routable with bal-1's 1", b2.t.routable(), b2.t.len())

@@ -123,7 +123,7 @@ func newHubFuzzRepl(h *hub, m *metrics) *hubFuzzRepl {
 			// One edge's budget holds its copies too: edge-2's share
 			// this one's, so they compete with its histories.
 			store: newReplicaStore(h.budget),
-			links: map[string]*link{}, retiring: map[*link]struct{}{}, fences: map[string][]pendingFence{}, inbound: map[*websocket.Conn]*ownerStream{},
+			links: map[string]*link{}, retiring: map[*link]struct{}{}, fences: map[string][]pendingFence{}, takeovers: map[string]takeover{}, inbound: map[*websocket.Conn]*ownerStream{},
 			stop: make(chan struct{}),
 		}
 	}

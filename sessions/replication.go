@@ -210,7 +210,7 @@ func (s *Server) startReplication(o *ownership) *replicator {
 		sync: s.cfg.Replication == configs.ReplicationSync, off: s.cfg.Replication == configs.ReplicationOff,
 		timeout: s.cfg.ReplicationTimeout.D(),
 		store:   newReplicaStore(s.hub.budget),
-		links:   make(map[string]*link), retiring: make(map[*link]struct{}), fences: make(map[string][]pendingFence),
+		links:   make(map[string]*link), retiring: make(map[*link]struct{}), fences: make(map[string][]pendingFence), takeovers: make(map[string]takeover),
 		inbound: make(map[*websocket.Conn]*ownerStream),
 		stop:    make(chan struct{}),
 	}
@@ -530,10 +530,11 @@ func (r *replicator) fenceLater(peer, key, epoch string, term uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f := pendingFence{key: key, term: term, at: time.Now()}
-	if r.takeovers == nil {
-		r.takeovers = make(map[string]takeover)
+	// Bounded as the fences are; the old ones go when full, and at each
+	// membership change.
+	if len(r.takeovers) >= maxFences {
+		r.pruneTakeovers(f.at)
 	}
-	// Bounded as the fences are; membershipChanged forgets the old ones.
 	if len(r.takeovers) < maxFences {
 		r.takeovers[key] = takeover{from: peer, epoch: epoch, term: term, at: f.at}
 	}
