@@ -96,11 +96,16 @@ func TestTCPBlockedWritersCannotHoldEverySlot(t *testing.T) {
 	})
 	waitStalled(t, s, cfg.MaxTCPConnections)
 
-	answered, last := queriesOnOwnConns(t, s, 8)
-	t.Logf("4 addresses holding the %d slots with connections blocked writing to clients that never read, reconnecting at once: another client's TCP queries answered %d of 8 (last error: %v); ended to make room: %v",
-		cfg.MaxTCPConnections, answered, last, counterOf(s.metrics.tcpEndedWaiting))
+	// Another client's queries. At the cap its new connection may
+	// itself be ended, before its query arrives, by one of the attack's
+	// new connections when nothing else waits; or refused when nothing
+	// waits at all: its query is sent again on a new connection, as a DNS
+	// client does (one failed in the race detector's runs, 7 of 8).
+	answered, again, last := queriesRetried(t, s, 8, 3)
+	t.Logf("4 addresses holding the %d slots with connections blocked writing to clients that never read, reconnecting at once: another client's TCP queries answered %d of 8, %d sent again (last error: %v); ended to make room: %v, refused at the cap: %v",
+		cfg.MaxTCPConnections, answered, again, last, counterOf(s.metrics.tcpEndedWaiting), counterOf(s.metrics.tcpRefused))
 	if answered != 8 {
-		t.Errorf("another client's TCP queries answered %d of 8", answered)
+		t.Errorf("another client's TCP queries answered %d of 8, each on up to 3 connections", answered)
 	}
 	if held := guard.Open(); held > cfg.MaxTCPConnections {
 		t.Errorf("the server holds %d connections, over its cap of %d", held, cfg.MaxTCPConnections)

@@ -238,25 +238,40 @@ func unreadOnServer(t *testing.T, port string) int {
 // and the last error.
 func queriesOnOwnConns(t *testing.T, s *Server, n int) (answered int, last error) {
 	t.Helper()
+	answered, _, last = queriesRetried(t, s, n, 1)
+	return answered, last
+}
+
+// queriesRetried is queriesOnOwnConns with each query sent again, on a
+// new connection, when its connection closed unanswered, up to tries
+// connections in all, as a DNS client does (RFC 7766 6.2.3): also how many
+// connections more the queries took.
+func queriesRetried(t *testing.T, s *Server, n, tries int) (answered, again int, last error) {
+	t.Helper()
 	for range n {
 		m := new(dns.Msg)
 		m.SetQuestion("www.ringlb.test.", dns.TypeA)
 		c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second, Dialer: &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}}
-		conn, err := c.Dial(s.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		r, _, err := c.ExchangeWithConn(m, conn)
-		if err != nil {
-			last = err
-			continue
-		}
-		if len(r.Answer) == 1 {
-			answered++
+		for try := range tries {
+			conn, err := c.Dial(s.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			again += min(try, 1)
+			r, _, err := c.ExchangeWithConn(m, conn)
+			if err != nil {
+				last = err
+				conn.Close() // its slot back for the next
+				continue
+			}
+			if len(r.Answer) == 1 {
+				answered++
+			}
+			break
 		}
 	}
-	return answered, last
+	return answered, again, last
 }
 
 // counterOf is the value of one of a server's own counters (s.metrics).
