@@ -1148,7 +1148,7 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 			rp.r.store.mu.Lock()
 			rp.r.store.copies[key] = c
 			rp.r.store.mu.Unlock()
-			if !rp.r.promote(key, "the fuzz", nil) {
+			if !rp.r.promote(key, c.from, "the fuzz", nil) {
 				fail("%s's copy not promoted", key)
 			}
 			rp.elsewhere[sessionOf(key)] = true

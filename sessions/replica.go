@@ -134,6 +134,19 @@ func (st *replicaStore) take(key string) *replicaCopy {
 	return c
 }
 
+// takeOf removes and returns the copy of key if from sent it: another
+// owner's copy that came since from was chosen stays.
+func (st *replicaStore) takeOf(key, from string) *replicaCopy {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := st.copies[key]
+	if c == nil || c.from != from {
+		return nil
+	}
+	delete(st.copies, key)
+	return c
+}
+
 // drop forgets the copy of key (the session is live here now).
 func (st *replicaStore) drop(key string) {
 	if c := st.take(key); c != nil {
@@ -552,12 +565,13 @@ func (r *replicator) applyAppend(rec *record, answers []byte) []byte {
 	return answers
 }
 
-// promote makes the copy of key a live session here: same epoch, seq and
-// history, term one higher. Its clients resume as after a drain. false
-// when there is no copy, the session is live here already, or another
-// edge's claim on the key holds here (skip: edges a balancer could not
-// reach, whose claims do not).
-func (r *replicator) promote(key, why string, skip []string) bool {
+// promote makes from's copy of key a live session here: same epoch, seq
+// and history, term one higher. Its clients resume as after a drain. false
+// when there is no copy of from's (a newer owner's may have come since
+// from was found gone: it is left alone), the session is live here
+// already, or another edge's claim on the key holds here (skip: edges a
+// balancer could not reach, whose claims do not).
+func (r *replicator) promote(key, from, why string, skip []string) bool {
 	h := r.srv.hub
 	// Deferred first, so it runs last: after the shard lock is released.
 	defer h.trimIdle()
@@ -579,7 +593,7 @@ func (r *replicator) promote(key, why string, skip []string) bool {
 		r.store.drop(key) // live here: the copy is stale
 		return false
 	}
-	c := r.store.take(key)
+	c := r.store.takeOf(key, from)
 	if c == nil {
 		return false
 	}
@@ -625,7 +639,7 @@ func (r *replicator) promoteOnJoin(key []byte, skip []string) bool {
 	if draining || (!contains(skip, from) && r.o.member(from)) {
 		return false
 	}
-	return r.promote(string(key), "join", skip)
+	return r.promote(string(key), from, "join", skip)
 }
 
 // promoteOrphans promotes the copies of owners gossip has declared dead
@@ -661,11 +675,11 @@ func (r *replicator) promoteOrphans() {
 			// Only where balancers now send the key: a copy the ring gives
 			// to another edge (views differed when the owner chose us)
 			// would make a second session.
-			if m, ok := snap.Locate([]byte(key)); !draining && ok && m.Name == r.o.self && r.promote(key, "owner gone", nil) {
+			if m, ok := snap.Locate([]byte(key)); !draining && ok && m.Name == r.o.self && r.promote(key, from, "owner gone", nil) {
 				promoted++
 				continue
 			}
-			if c := st.take(key); c != nil {
+			if c := st.takeOf(key, from); c != nil {
 				c.v.forget()
 				dropped++
 			}

@@ -623,7 +623,7 @@ func TestOlderTermsAreFenced(t *testing.T) {
 			t.Fatalf("term 2 record: answered %+v (%v), want a fence of term 3 naming edge-a", got, err)
 		}
 	}
-	if !r.promote(key, "test", nil) {
+	if !r.promote(key, "edge-a", "test", nil) {
 		t.Fatal("not promoted")
 	}
 	answers, _ = r.apply("edge-a", appendMsg(nil, 3, 1, key, []byte(`{}`)), nil)
@@ -1009,4 +1009,33 @@ func TestResumesCannotPushAPromotedSessionsSeq(t *testing.T) {
 		t.Errorf("%v seqs counted lost, want at most %d", lost, maxPromotionSkip)
 	}
 	l.proxy.setPaused(false)
+}
+
+// A promotion acts on the copy of the owner it was decided for. Gossip
+// declared edge-a dead and promoteOrphans listed its copies; before it got
+// to the key, the session's new owner (edge-c, a higher term: it took the
+// session over) sent its copy here. Promoted, that copy would be a needless
+// takeover of a live owner's session, fenced on its next record; dropped,
+// it would make edge-c send it whole again. Neither: it stays.
+func TestPromotionActsOnTheGoneOwnersCopy(t *testing.T) {
+	_, b, key := replPair(t, configs.ReplicationSync, "newer")
+	r := b.s.hub.repl.Load()
+	if answers, err := r.apply("edge-a", appendSnapshot(nil, 3, 0, "E", key), nil); err != nil || len(answers) != 0 {
+		t.Fatalf("edge-a's snapshot: answers %q, %v", answers, err)
+	}
+	if answers, err := r.apply("edge-c", appendSnapshot(nil, 4, 0, "E", key), nil); err != nil || len(answers) != 0 {
+		t.Fatalf("edge-c's snapshot of a newer term: answers %q, %v", answers, err)
+	}
+	if r.promote(key, "edge-a", "owner gone", nil) {
+		t.Fatal("edge-c's copy promoted for edge-a's death")
+	}
+	if c := r.store.takeOf(key, "edge-a"); c != nil {
+		t.Fatal("edge-c's copy taken as edge-a's")
+	}
+	if _, _, term, ok := copyOf(b, key); !ok || term != 4 {
+		t.Fatalf("edge-c's copy: held %v, term %d; want held, term 4", ok, term)
+	}
+	if !r.promote(key, "edge-c", "owner gone", nil) {
+		t.Fatal("edge-c's copy not promoted for edge-c's death")
+	}
 }
