@@ -147,6 +147,22 @@ func (st *replicaStore) takeOf(key, from string) *replicaCopy {
 	return c
 }
 
+// dropUnsent forgets from's copies not sent whole since began: from said
+// it sent every session it has (a synced record), so the rest ended while
+// its stream was down, their frees never written. Kept, such a copy would
+// be promoted at from's crash: the ended session back with its epoch and
+// history. A zero began drops nothing.
+func (st *replicaStore) dropUnsent(from string, began time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for key, c := range st.copies {
+		if c.from == from && c.snapAt.Before(began) {
+			delete(st.copies, key)
+			c.v.forget()
+		}
+	}
+}
+
 // drop forgets the copy of key (the session is live here now).
 func (st *replicaStore) drop(key string) {
 	if c := st.take(key); c != nil {
@@ -372,7 +388,7 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 		pusher.Wait()
 	}()
 	var msg, answers []byte
-	began := false
+	began, beganAt := false, time.Time{}
 	defer func() {
 		if began {
 			r.store.streamEnded(from, time.Now())
@@ -400,10 +416,11 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 			// signed upgrade on the wire can send it again and be
 			// answered one, and the owner's live stream would be taken
 			// for ended, its copies dropped a minute later.
-			r.store.streamBegan(from, time.Now())
+			beganAt = time.Now()
+			r.store.streamBegan(from, beganAt)
 			began = true
 		}
-		answers, err = r.apply(from, records, answers[:0])
+		answers, err = r.applyStream(from, beganAt, records, answers[:0])
 		if err != nil {
 			r.endLog.Warn(r.log, "replication stream ended: bad record", "from", from, "err", err)
 			return
@@ -418,13 +435,21 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 // apply applies one batch of from's records to the copies and returns the
 // answers for what it could not apply.
 func (r *replicator) apply(from string, records, answers []byte) ([]byte, error) {
+	return r.applyStream(from, time.Time{}, records, answers)
+}
+
+// applyStream is apply on a stream of from's that began at began: a synced
+// record drops from's copies not sent whole since.
+func (r *replicator) applyStream(from string, began time.Time, records, answers []byte) ([]byte, error) {
 	var rec record
 	rd := reader{b: records}
 	for rd.next(&rec) {
-		if len(rec.key) == 0 && rec.kind != recHello && rec.kind != recAck {
+		if len(rec.key) == 0 && rec.kind != recHello && rec.kind != recAck && rec.kind != recSynced {
 			return answers, errBadRecord
 		}
 		switch rec.kind {
+		case recSynced:
+			r.store.dropUnsent(from, began)
 		case recSnapshot:
 			if len(rec.epoch) == 0 {
 				return answers, errBadRecord

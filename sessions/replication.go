@@ -188,7 +188,10 @@ type link struct {
 	fencesDue []pendingFence
 	// gen counts streams; a session is in step with the replica when its
 	// replGen is the current gen (its snapshot went on this stream).
-	gen       uint64
+	gen uint64
+	// syncedGen is the stream whose synced record is queued: once every
+	// session went whole on it (syncSessions).
+	syncedGen uint64
 	connected bool
 	conn      *websocket.Conn
 	stream    *streamConn // conn's connection, under the WebSocket
@@ -1187,7 +1190,20 @@ func (l *link) syncSessions(gen uint64) {
 	var batch []*session
 	for {
 		l.mu.Lock()
-		if l.closed || !l.connected || l.gen != gen || len(l.resync) == 0 || len(l.building) >= maxLinkQueue/2 {
+		if l.closed || !l.connected || l.gen != gen || len(l.building) >= maxLinkQueue/2 {
+			l.mu.Unlock()
+			return
+		}
+		if len(l.resync) == 0 {
+			if l.syncedGen != gen {
+				// Every session went whole on this stream: the replica
+				// drops the copies of ours it was not sent again.
+				if len(l.building) == 0 {
+					l.builtAt = time.Now()
+				}
+				l.building = appendSynced(l.building)
+				l.syncedGen = gen
+			}
 			l.mu.Unlock()
 			return
 		}

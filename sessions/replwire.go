@@ -53,6 +53,12 @@ import (
 //	hello     public key str8 (replica → owner, first batch)
 //	ack       counter u64 (replica → owner): every batch up to it applied
 //	resync    key str16 (replica → owner): send a snapshot of key
+//	synced    nothing (owner → replica): every session the owner
+//	          replicates here went whole on this stream; a copy of its
+//	          not sent since the stream began is of a session it no
+//	          longer has (it ended while the stream was down). A record
+//	          type a reader does not know is skipped: an earlier release
+//	          ignores it and keeps such copies until its sweep.
 const (
 	recSnapshot byte = 1 + iota
 	recAppend
@@ -62,6 +68,7 @@ const (
 	recHello
 	recAck
 	recResync
+	recSynced
 )
 
 const (
@@ -160,6 +167,8 @@ func appendResync(b []byte, key string) []byte {
 	return appendStr16(b, key)
 }
 
+func appendSynced(b []byte) []byte { return appendRecordHead(b, recSynced, 0) }
+
 // record is one parsed record; its byte fields alias the batch.
 type record struct {
 	kind    byte
@@ -254,6 +263,7 @@ func (r *reader) next(rec *record) bool {
 			rec.seq = body.u64()
 		case recResync:
 			rec.key = body.str16()
+		case recSynced:
 		default:
 			continue
 		}

@@ -33,6 +33,7 @@ func FuzzReplicationBatch(f *testing.F) {
 		appendFence(nil, 4, "edge-c", "session"),
 		appendAck(nil, 9),
 		appendResync(nil, "session"),
+		appendSynced(nil),
 		appendRecordHead(nil, 200, 3), []byte("new"), // a newer edge's record: skipped
 	)
 	f.Add(slices.Concat(appendBatchHead(nil, hmac.New(sha256.New, macKey), 1, records), records), uint64(1))
@@ -130,6 +131,8 @@ func appendRecord(b []byte, rec *record) []byte {
 		return appendAck(b, rec.seq)
 	case recResync:
 		return appendResync(b, string(rec.key))
+	case recSynced:
+		return appendSynced(b)
 	}
 	panic("a record of unknown type returned")
 }
