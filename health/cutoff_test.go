@@ -16,21 +16,22 @@ import (
 // its answers on streams others open to it (those streams are closed on
 // arrival). What the others send it by packet still arrives unless deaf is
 // set too: cut alone is the one-way cut memberlist's probes cannot tell
-// from a crash.
+// from a crash. While noUDP is set its packets are lost both ways and its
+// streams go through: a firewall that drops UDP only.
 type cutTransport struct {
 	memberlist.NodeAwareTransport
-	cut, deaf atomic.Bool
-	in        chan net.Conn
-	packets   chan *memberlist.Packet
-	stop      chan struct{}
-	done      sync.WaitGroup
+	cut, deaf, noUDP atomic.Bool
+	in               chan net.Conn
+	packets          chan *memberlist.Packet
+	stop             chan struct{}
+	done             sync.WaitGroup
 }
 
 func newCutTransport(t *testing.T, inner memberlist.NodeAwareTransport) *cutTransport {
 	c := &cutTransport{NodeAwareTransport: inner, in: make(chan net.Conn), packets: make(chan *memberlist.Packet), stop: make(chan struct{})}
 	c.done.Add(2)
-	go passUnless(c, inner.StreamCh(), c.in, &c.cut, func(conn net.Conn) { conn.Close() })
-	go passUnless(c, inner.PacketCh(), c.packets, &c.deaf, func(*memberlist.Packet) {})
+	go passUnless(c, inner.StreamCh(), c.in, c.cut.Load, func(conn net.Conn) { conn.Close() })
+	go passUnless(c, inner.PacketCh(), c.packets, func() bool { return c.deaf.Load() || c.noUDP.Load() }, func(*memberlist.Packet) {})
 	t.Cleanup(func() {
 		close(c.stop)
 		c.done.Wait()
@@ -41,14 +42,14 @@ func newCutTransport(t *testing.T, inner memberlist.NodeAwareTransport) *cutTran
 var errCut = errors.New("cut off (test)")
 
 func (c *cutTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	if c.cut.Load() {
+	if c.cut.Load() || c.noUDP.Load() {
 		return time.Now(), nil // lost on the way, as UDP is
 	}
 	return c.NodeAwareTransport.WriteTo(b, addr)
 }
 
 func (c *cutTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if c.cut.Load() {
+	if c.cut.Load() || c.noUDP.Load() {
 		return time.Now(), nil
 	}
 	return c.NodeAwareTransport.WriteToAddress(b, a)
@@ -74,14 +75,14 @@ func (c *cutTransport) PacketCh() <-chan *memberlist.Packet { return c.packets }
 
 // passUnless hands what arrives on in to out until stop, dropping (and
 // ending with drop) what arrives while lost says so.
-func passUnless[T any](c *cutTransport, in <-chan T, out chan<- T, lost *atomic.Bool, drop func(T)) {
+func passUnless[T any](c *cutTransport, in <-chan T, out chan<- T, lost func() bool, drop func(T)) {
 	defer c.done.Done()
 	for {
 		select {
 		case <-c.stop:
 			return
 		case v := <-in:
-			if lost.Load() {
+			if lost() {
 				drop(v)
 				continue
 			}
