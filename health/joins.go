@@ -34,9 +34,10 @@ import (
 // so do acks captured between other members and replayed, which
 // memberlist matches by sequence number alone. memberlist's own failure
 // detection still decides when a believed member is gone. A node that
-// answers no UDP ping or challenge (TCP alone works: memberlist's probes
-// fall back to TCP) is not believed until it does; it is asked again,
-// backing off, and logged.
+// answers no UDP ping (TCP alone works: memberlist's probes fall back to
+// TCP) is not believed until it does, or probation believes it; it is
+// asked again, backing off, and logged. One announcing PeerSigningLive is
+// challenged over TCP too once a UDP challenge goes unanswered (live.go).
 //
 // A replay can make a join only once memberlist has forgotten the node,
 // GossipToTheDeadTime after it was taken for dead or left; before, a join

@@ -3,6 +3,7 @@ package health
 import (
 	"crypto/rand"
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -39,6 +40,15 @@ import (
 // once was. The challenger asks again (confirm backs off from a probe
 // interval), by when the join that made it challenge has reached this
 // node too.
+//
+// Challenges go by UDP, as memberlist's probes do; a member whose UDP a
+// firewall drops (TCP alone works: memberlist's probes fall back to TCP)
+// would never answer one. So while a member's latest UDP challenge is
+// unanswered, its next one is sent over memberlist's stream (TCP, as
+// encrypted and authenticated) too, with a nonce of its own, as a kind
+// the member answers over the stream: one in flight per member either way.
+// An earlier release does not know that kind (parseLive refuses it,
+// NotifyMsg drops it) and answers the UDP challenge, as before.
 
 // Wire form: 'L' | kind | nonce [16] | nameLen u8 | sender name.
 const msgLive = 'L'
@@ -46,13 +56,19 @@ const msgLive = 'L'
 const (
 	liveChallenge = 0
 	liveAnswer    = 1
-	nonceLen      = 16
+	// liveChallengeStream is a challenge sent over memberlist's stream,
+	// answered (liveAnswer) the same way.
+	liveChallengeStream = 2
+	nonceLen            = 16
 	// maxOutstanding nonces are kept per member, the latest: an answer
-	// to an earlier one, late, still counts; one older is stale.
-	maxOutstanding = 4
+	// to an earlier one, late, still counts; one older is stale. Four
+	// rounds, each of a UDP challenge and its stream copy.
+	maxOutstanding = 8
 	// maxLiveAnswers bounds the answers to one challenger per probe
-	// interval: it asks at most twice (confirm and watchAway), and a
-	// replayed challenge must not make this node send at the replay's rate.
+	// interval: it asks a member at most once a round (confirm while the
+	// member is pending, watchAway once believed), by UDP and over the
+	// stream, and a replayed challenge must not make this node send at the
+	// replay's rate.
 	maxLiveAnswers = 4
 )
 
@@ -66,12 +82,38 @@ type liveState struct {
 	// answers were sent it since window began.
 	window  time.Time
 	answers int
+	// asking, answering: a challenge to it, an answer to its, is being
+	// sent over the stream (a dial to a member that is gone waits for
+	// memberlist's TCPTimeout).
+	asking, answering bool
 }
 
 type outstanding struct {
-	nonce [nonceLen]byte
-	sent  time.Time
-	live  bool // sent, not answered yet
+	nonce  [nonceLen]byte
+	sent   time.Time
+	live   bool // sent, not answered yet
+	stream bool // sent over the stream
+}
+
+// ask records a fresh nonce sent it now (over the stream or not) and
+// returns it.
+func (st *liveState) ask(now time.Time, stream bool) [nonceLen]byte {
+	var nonce [nonceLen]byte
+	rand.Read(nonce[:])
+	st.asked[st.next%maxOutstanding] = outstanding{nonce: nonce, sent: now, live: true, stream: stream}
+	st.next++
+	return nonce
+}
+
+// udpUnanswered reports whether the latest UDP challenge sent it is
+// unanswered.
+func (st *liveState) udpUnanswered() bool {
+	for i := 1; i <= min(st.next, maxOutstanding); i++ {
+		if a := st.asked[(st.next-i)%maxOutstanding]; !a.stream {
+			return a.live
+		}
+	}
+	return false
 }
 
 func liveMsg(kind byte, nonce [nonceLen]byte, name string) []byte {
@@ -82,7 +124,7 @@ func liveMsg(kind byte, nonce [nonceLen]byte, name string) []byte {
 }
 
 func parseLive(b []byte) (kind byte, nonce [nonceLen]byte, name string, err error) {
-	if len(b) < 2+nonceLen+1 || b[0] != msgLive || b[1] > liveAnswer {
+	if len(b) < 2+nonceLen+1 || b[0] != msgLive || b[1] > liveChallengeStream {
 		return 0, nonce, "", errLiveMsg
 	}
 	copy(nonce[:], b[2:])
@@ -120,20 +162,60 @@ func (m *Membership) forgetLive(name string) {
 	delete(m.live, name)
 }
 
-// challenge sends name, at addr (IP:port), a fresh nonce to answer.
+// challenge sends name, at addr (IP:port), a fresh nonce to answer, by
+// UDP — and, while its latest UDP challenge is unanswered, another over
+// the stream.
 func (m *Membership) challenge(name, addr string) error {
-	var nonce [nonceLen]byte
-	rand.Read(nonce[:])
+	now := time.Now()
 	m.mu.Lock()
 	st := m.liveLocked(name)
-	st.asked[st.next%maxOutstanding] = outstanding{nonce: nonce, sent: time.Now(), live: true}
-	st.next++
+	stream := st.udpUnanswered() && !st.asking
+	var streamNonce [nonceLen]byte
+	if stream {
+		streamNonce = st.ask(now, true)
+		st.asking = true
+	}
+	nonce := st.ask(now, false)
 	m.mu.Unlock()
+	if stream {
+		go m.sendStream(name, addr, liveMsg(liveChallengeStream, streamNonce, m.name), false)
+	}
 	return m.ml.SendToAddress(memberlist.Address{Addr: addr, Name: name}, liveMsg(liveChallenge, nonce, m.name))
 }
 
-// receiveLive takes a challenge (answered) or an answer (the member is
-// live, if the nonce is one outstanding for it).
+// sendStream sends msg, a challenge or (answer) an answer, to name at
+// addr (IP:port) over memberlist's stream (SendReliable: the delegate's
+// NotifyMsg takes it there too), and notes it sent. Its own goroutine:
+// the dial may wait for memberlist's TCPTimeout.
+func (m *Membership) sendStream(name, addr string, msg []byte, answer bool) {
+	node, err := streamNode(name, addr)
+	if err == nil {
+		err = m.ml.SendReliable(node, msg)
+	}
+	m.mu.Lock()
+	if st := m.live[name]; st != nil && answer {
+		st.answering = false
+	} else if st != nil {
+		st.asking = false
+	}
+	closed := m.closed
+	m.mu.Unlock()
+	if err != nil && !closed {
+		m.logger.Debug("sending a liveness challenge or answer over the gossip stream", "member", name, "addr", addr, "err", err)
+	}
+}
+
+// streamNode is name at addr (IP:port), for SendReliable.
+func streamNode(name, addr string) (*memberlist.Node, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	return &memberlist.Node{Name: name, Addr: ap.Addr().AsSlice(), Port: ap.Port()}, nil
+}
+
+// receiveLive takes a challenge (answered the way it came) or an answer
+// (the member is live, if the nonce is one outstanding for it).
 func (m *Membership) receiveLive(b []byte) error {
 	kind, nonce, from, err := parseLive(b)
 	if err != nil {
@@ -151,6 +233,7 @@ func (m *Membership) receiveLive(b []byte) error {
 		m.answeredChallenge(from, nonce)
 		return nil
 	}
+	stream := kind == liveChallengeStream
 	now := time.Now()
 	m.mu.Lock()
 	var addr string
@@ -167,14 +250,22 @@ func (m *Membership) receiveLive(b []byte) error {
 		if now.Sub(st.window) > m.probeInterval {
 			st.window, st.answers = now, 0
 		}
-		st.answers++
-		ok = st.answers <= maxLiveAnswers
+		ok = st.answers < maxLiveAnswers && !(stream && st.answering)
+		if ok {
+			st.answers++
+			st.answering = st.answering || stream
+		}
 	}
 	m.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	return m.ml.SendToAddress(memberlist.Address{Addr: addr, Name: from}, liveMsg(liveAnswer, nonce, m.name))
+	msg := liveMsg(liveAnswer, nonce, m.name)
+	if stream {
+		go m.sendStream(from, addr, msg, true)
+		return nil
+	}
+	return m.ml.SendToAddress(memberlist.Address{Addr: addr, Name: from}, msg)
 }
 
 // answeredChallenge takes from's answer carrying nonce: one outstanding

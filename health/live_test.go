@@ -1,9 +1,13 @@
 package health
 
 import (
+	"crypto/rand"
 	"fmt"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -266,5 +270,144 @@ func TestReplayedAcksDoNotEndAway(t *testing.T) {
 	}
 	if back := cutOff.BackAt(); back.Before(healed) {
 		t.Fatalf("node-2 back at %v, before the network healed at %v", back, healed)
+	}
+}
+
+// A member whose UDP a firewall drops, both ways, while TCP goes through:
+// memberlist's probes of it fall back to TCP, and it was believed on
+// probation. Announcing PeerSigningLive it is believed only on a
+// challenge's answer, which went by UDP alone: it stayed pending on every
+// other node, and they on it, as long as the filter stood. A challenge
+// gone unanswered is sent again over memberlist's stream (TCP) too, and
+// answered the same way.
+func TestUDPBlockedMemberIsBelievedOverTCP(t *testing.T) {
+	keyed := keyedClusters(t)
+	cutOf := cutWhenStarted(t, "node-2", func(c *cutTransport) { c.noUDP.Store(true) })
+	var nodes []*Membership
+	for i := range 2 {
+		cfg := keyed(fmt.Sprintf("node-%d", i))
+		if i > 0 {
+			cfg.Join = []string{nodes[0].Addr()}
+		}
+		nodes = append(nodes, startNode(t, cfg, edgeMeta(i)))
+	}
+	waitAll(t, nodes, func(ns []Node) bool { return len(ns) == 2 })
+
+	start := time.Now()
+	nodes = append(nodes, startNode(t, keyed("node-2", nodes[0].Addr()), edgeMeta(2)))
+	blocked := nodes[2]
+	if !cutOf().noUDP.Load() {
+		t.Fatal("node-2's UDP is not blocked")
+	}
+	// memberlist itself keeps it: its probes of node-2 go over TCP.
+	for deadline := time.Now().Add(30 * time.Second); nodes[0].ml.NumMembers() < 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("memberlist on node-0 never took node-2 in: %d members", nodes[0].ml.NumMembers())
+		}
+	}
+	t.Logf("memberlist on node-0 took node-2 in %s after it started", time.Since(start).Round(time.Millisecond))
+	waitAll(t, nodes, func(ns []Node) bool { return len(ns) == 3 })
+	t.Logf("every node believes the other two %s after node-2 started, node-2's UDP blocked", time.Since(start).Round(time.Millisecond))
+
+	// Answered, node-2 knows the cluster hears it.
+	away := func() bool {
+		blocked.mu.Lock()
+		defer blocked.mu.Unlock()
+		return !blocked.awayAt.IsZero()
+	}
+	for deadline := time.Now().Add(30 * time.Second); away(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("node-2, its UDP blocked, stays away: no member's answer reached it")
+		}
+	}
+}
+
+// dialCounter counts the streams its node opens.
+type dialCounter struct {
+	memberlist.NodeAwareTransport
+	dials atomic.Int64
+}
+
+func (d *dialCounter) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	d.dials.Add(1)
+	return d.NodeAwareTransport.DialAddressTimeout(a, timeout)
+}
+
+// A challenge over the stream decrypts as well replayed (memberlist keeps
+// no record of the streams it took) as a UDP one does: replayed, it makes
+// its member answer its challenger at most maxLiveAnswers times per probe
+// interval, one answer in flight at a time, a stream each.
+func TestReplayedStreamChallengeIsAnsweredBounded(t *testing.T) {
+	var counter *dialCounter
+	testHookTransport = func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+		if name != "b" {
+			return tr
+		}
+		counter = &dialCounter{NodeAwareTransport: tr}
+		return counter
+	}
+	t.Cleanup(func() { testHookTransport = nil })
+	keyed := keyedClusters(t)
+	// One probe interval spans the replay; push/pulls (streams too) are 20 s
+	// apart. Challenged once a minute, a and b may not believe each other.
+	slow := func(c configs.Cluster) configs.Cluster {
+		c.ProbeInterval = configs.Duration(time.Minute)
+		c.GossipInterval = configs.Duration(time.Second)
+		return c
+	}
+	a := startNode(t, slow(keyed("a")), edgeMeta(0))
+	b := startNode(t, slow(keyed("b", a.Addr())), edgeMeta(1))
+	// b answers a pending member too: it need not have believed a.
+	for deadline := time.Now().Add(30 * time.Second); b.ml.NumMembers() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("b never took a in")
+		}
+	}
+	<-b.ready
+
+	var nonce [nonceLen]byte
+	rand.Read(nonce[:])
+	replayed := liveMsg(liveChallengeStream, nonce, "a")
+	answering := func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.live["a"] != nil && b.live["a"].answering
+	}
+	before := counter.dials.Load()
+	for range 50 {
+		if err := b.receiveLive(replayed); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(30 * time.Second); answering(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("b's answer over the stream never ended")
+			}
+		}
+	}
+	dials := counter.dials.Load() - before
+	t.Logf("50 replays of a stream challenge: b opened %d streams", dials)
+	// A push/pull may fall within the replay.
+	if dials < 1 || dials > maxLiveAnswers+1 {
+		t.Errorf("b opened %d streams for 50 replays of one challenge, want 1 to %d", dials, maxLiveAnswers)
+	}
+}
+
+// A kind this release does not know (a later release's) is refused as
+// malformed — NotifyMsg drops it at debug level, as an earlier release
+// drops liveChallengeStream — and the kinds it knows parse.
+func TestUnknownLiveKindIsRefused(t *testing.T) {
+	var nonce [nonceLen]byte
+	for kind := range byte(5) {
+		_, _, _, err := parseLive(liveMsg(kind, nonce, "node-0"))
+		if known := kind <= liveChallengeStream; known != (err == nil) {
+			t.Errorf("kind %d: parseLive error %v", kind, err)
+		}
+	}
+	m := newRecorder()
+	var logged strings.Builder
+	m.logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	delegate{m}.NotifyMsg(liveMsg(liveChallengeStream+1, nonce, "node-0"))
+	if !strings.Contains(logged.String(), "level=DEBUG msg=\"ignoring gossip message\"") {
+		t.Errorf("an unknown kind logged %q, want one debug line", logged.String())
 	}
 }
