@@ -178,9 +178,21 @@ func (m *Membership) challenge(name, addr string) error {
 	nonce := st.ask(now, false)
 	m.mu.Unlock()
 	if stream {
-		go m.sendStream(name, addr, liveMsg(liveChallengeStream, streamNonce, m.name), false)
+		m.goStream(name, addr, liveMsg(liveChallengeStream, streamNonce, m.name), false)
 	}
 	return m.ml.SendToAddress(memberlist.Address{Addr: addr, Name: name}, liveMsg(liveChallenge, nonce, m.name))
+}
+
+// goStream runs sendStream on a goroutine of its own (m.liveSends), unless
+// the node is closed: a dial may wait for memberlist's TCPTimeout, and
+// NotifyMsg, which answers, must not. Shutdown waits for it.
+func (m *Membership) goStream(name, addr string, msg []byte, answer bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	m.liveSends.Go(func() { m.sendStream(name, addr, msg, answer) })
 }
 
 // sendStream sends msg, a challenge or (answer) an answer, to name at
@@ -262,7 +274,7 @@ func (m *Membership) receiveLive(b []byte) error {
 	}
 	msg := liveMsg(liveAnswer, nonce, m.name)
 	if stream {
-		go m.sendStream(from, addr, msg, true)
+		m.goStream(from, addr, msg, true)
 		return nil
 	}
 	return m.ml.SendToAddress(memberlist.Address{Addr: addr, Name: from}, msg)

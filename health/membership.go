@@ -268,10 +268,14 @@ type Membership struct {
 	keyring *Keyring
 	allowed []netip.Prefix
 
-	stop     chan struct{}
-	retry    sync.WaitGroup
-	shutOnce sync.Once
-	shutErr  error
+	stop  chan struct{}
+	retry sync.WaitGroup
+	// liveSends are the liveness challenges and answers being sent over
+	// memberlist's stream (live.go): waited for once memberlist is shut
+	// down, each within its dial's TCPTimeout.
+	liveSends sync.WaitGroup
+	shutOnce  sync.Once
+	shutErr   error
 }
 
 // Join creates this node's memberlist from cfg, announcing meta, and joins the
@@ -1062,6 +1066,7 @@ func (m *Membership) Shutdown(ctx context.Context) error {
 			m.logger.Warn("left the gossip cluster without confirmation", "err", err)
 		}
 		m.shutErr = m.ml.Shutdown()
+		m.liveSends.Wait()
 	})
 	return m.shutErr
 }
@@ -1083,6 +1088,7 @@ func (m *Membership) crash() error {
 	m.shutOnce.Do(func() {
 		m.markClosed()
 		m.shutErr = m.ml.Shutdown()
+		m.liveSends.Wait()
 	})
 	return m.shutErr
 }
