@@ -184,14 +184,7 @@ func TestReplayedAcksDoNotEndAway(t *testing.T) {
 	keyed := keyedClusters(t)
 	key := keyed("").SecretKeyFile
 	cutOf := cutWhenStarted(t, "node-2")
-	var nodes []*Membership
-	for i := range 2 {
-		cfg := keyed(fmt.Sprintf("node-%d", i))
-		if i > 0 {
-			cfg.Join = []string{nodes[0].Addr()}
-		}
-		nodes = append(nodes, startNode(t, cfg, edgeMeta(i)))
-	}
+	nodes := startKeyedNodes(t, keyed, 2)
 
 	// Two members of this release (as every node here: a node of an
 	// earlier release is pinged, and acks answer for it, as before) whose
@@ -283,14 +276,7 @@ func TestReplayedAcksDoNotEndAway(t *testing.T) {
 func TestUDPBlockedMemberIsBelievedOverTCP(t *testing.T) {
 	keyed := keyedClusters(t)
 	cutOf := cutWhenStarted(t, "node-2", func(c *cutTransport) { c.noUDP.Store(true) })
-	var nodes []*Membership
-	for i := range 2 {
-		cfg := keyed(fmt.Sprintf("node-%d", i))
-		if i > 0 {
-			cfg.Join = []string{nodes[0].Addr()}
-		}
-		nodes = append(nodes, startNode(t, cfg, edgeMeta(i)))
-	}
+	nodes := startKeyedNodes(t, keyed, 2)
 	waitAll(t, nodes, func(ns []Node) bool { return len(ns) == 2 })
 
 	start := time.Now()
@@ -410,4 +396,19 @@ func TestUnknownLiveKindIsRefused(t *testing.T) {
 	if !strings.Contains(logged.String(), "level=DEBUG msg=\"ignoring gossip message\"") {
 		t.Errorf("an unknown kind logged %q, want one debug line", logged.String())
 	}
+}
+
+// startKeyedNodes starts n edges of keyed's cluster, node-0 to node-(n-1),
+// each joining node-0.
+func startKeyedNodes(t *testing.T, keyed func(name string, join ...string) configs.Cluster, n int) []*Membership {
+	t.Helper()
+	var nodes []*Membership
+	for i := range n {
+		cfg := keyed(fmt.Sprintf("node-%d", i))
+		if i > 0 {
+			cfg.Join = []string{nodes[0].Addr()}
+		}
+		nodes = append(nodes, startNode(t, cfg, edgeMeta(i)))
+	}
+	return nodes
 }
