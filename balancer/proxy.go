@@ -165,15 +165,21 @@ func (b *Balancer) serveHealth(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString("maintenance\n")
 		return
 	}
+	if !b.table.routable() {
+		// Starting: the table from the other balancers is not in yet
+		// (requests wait for it, within startup_wait), and the ring may
+		// not have every edge yet either. Not ready, so 503 for whatever
+		// checks it (keepalived, a load balancer in front), but marked as
+		// starting: a gslb's monitor takes it for no finding, not for a
+		// balancer that is down, and does not fail its region over.
+		ctx.Response.Header.Set(configs.HeaderStarting, "session table")
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetBodyString("session table syncing\n")
+		return
+	}
 	if len(b.ring.Snapshot().Members()) == 0 {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		ctx.SetBodyString("no edge routable\n")
-		return
-	}
-	if !b.table.routable() {
-		// Starting: the table from the other balancers is not in yet.
-		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-		ctx.SetBodyString("session table syncing\n")
 		return
 	}
 	ctx.SetBodyString("ok\n")

@@ -60,6 +60,13 @@ const (
 	// another node with the operator's token, the logged-in user it was
 	// made for: an annotation of the audit record, never a credential.
 	HeaderOnBehalf = "X-Ringlb-On-Behalf"
+	// HeaderStarting marks a balancer's 503 on PathHealth while it is
+	// still starting (its live-session table not in yet, within
+	// balancer.session_table.startup_wait; requests wait for it): a gslb
+	// monitor takes that answer for no finding, neither up nor down, so a
+	// region does not fail over while its balancer starts. Its value says
+	// what the balancer waits for.
+	HeaderStarting = "X-Ringlb-Starting"
 	// HeaderRequestID carries a request's id from the client (kept) or the
 	// balancer (generated), so edge logs match the balancer's.
 	HeaderRequestID = "X-Request-Id"
