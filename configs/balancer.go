@@ -308,6 +308,9 @@ const (
 	// DefaultSessionStartupWait bounds a starting balancer's wait for a
 	// peer's table.
 	DefaultSessionStartupWait = 5 * time.Second
+	// MaxSessionStartupWait is the longest startup_wait: no balancer
+	// answers as starting (HeaderStarting) for longer.
+	MaxSessionStartupWait = 5 * time.Minute
 	// DefaultDrainDeadline ends a static edge's drain.
 	DefaultDrainDeadline = time.Hour
 )
@@ -365,7 +368,7 @@ func (s SessionTable) validate(ps *problems) {
 		ps.add("balancer.session_table.new_keys_per_ip", "must be in range (0, 1000000], got %g", s.NewKeysPerIP)
 	}
 	checkRange(ps, "balancer.session_table.new_keys_burst", s.NewKeysBurst, 1, 10_000_000)
-	checkDurationRange(ps, "balancer.session_table.startup_wait", s.StartupWait, time.Millisecond, 5*time.Minute)
+	checkDurationRange(ps, "balancer.session_table.startup_wait", s.StartupWait, time.Millisecond, MaxSessionStartupWait)
 	checkDurationRange(ps, "balancer.session_table.drain_deadline", s.DrainDeadline, time.Second, 720*time.Hour)
 }
 

@@ -32,6 +32,14 @@ const maxProbeHead = 64 << 10
 // A prober starts up: a fresh gslb or balancer would otherwise withdraw
 // everything for Rise intervals at start; a dead target goes down after Fall
 // checks, the first of which runs at once.
+//
+// An HTTP answer marked configs.HeaderStarting (a balancer waiting for its
+// session table, within its startup_wait) is no finding: neither a success
+// nor a failure, the state holds — as a load balancer treats a backend
+// that has not completed its first check (HAProxy's servers start up, and
+// go down only on checks that fail). Up to configs.MaxSessionStartupWait
+// of such answers in a row, the longest a balancer answers so; after that
+// they are failures like any other.
 type Prober struct {
 	mon      configs.Monitor
 	target   string
@@ -50,6 +58,9 @@ type Prober struct {
 	successes int
 	failures  int
 	checked   time.Time
+	// startingSince is when the target began answering as starting
+	// (zero: its last answer was not so).
+	startingSince time.Time
 	// onSettled is called when checks first confirm the state the prober
 	// started with, which is no transition (OnSettled).
 	onSettled func()
@@ -170,6 +181,18 @@ func (p *Prober) checkOnce(ctx context.Context) {
 	}
 	p.mu.Lock()
 	p.checked = time.Now()
+	if errors.Is(err, errStarting) {
+		if p.startingSince.IsZero() {
+			p.startingSince = p.checked
+		}
+		if p.checked.Sub(p.startingSince) < configs.MaxSessionStartupWait {
+			p.why = reason(err)
+			p.mu.Unlock()
+			return
+		}
+	} else {
+		p.startingSince = time.Time{}
+	}
 	changed, wasSettled := false, p.settled
 	if err == nil {
 		p.failures = 0
@@ -233,11 +256,18 @@ func (p *Prober) check(ctx context.Context) error {
 		}
 		resp.Body.Close()
 		if resp.StatusCode != p.mon.ExpectStatus {
+			if v := resp.Header.Get(configs.HeaderStarting); v != "" {
+				return fmt.Errorf("GET %s: status %d, starting (%s): %w", url, resp.StatusCode, v, errStarting)
+			}
 			return fmt.Errorf("GET %s: status %d, want %d", url, resp.StatusCode, p.mon.ExpectStatus)
 		}
 		return nil
 	}
 }
+
+// errStarting marks a check's answer as the target's starting
+// (configs.HeaderStarting): no finding.
+var errStarting = errors.New("held at its state until the target has started")
 
 func unwrapURLError(err error) error {
 	// A certificate that does not verify is said whole ("certificate

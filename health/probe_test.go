@@ -168,3 +168,53 @@ func TestNamedProberHost(t *testing.T) {
 		t.Errorf("a prober without a name asks for %q, want the target", p.host)
 	}
 }
+
+// An answer marked configs.HeaderStarting is no finding: any number of them
+// neither take an up target down nor bring a down one up, nor settle the
+// prober. Past configs.MaxSessionStartupWait of them in a row (longer than
+// any balancer starts) they are failures; an unmarked 503 always is.
+func TestStartingAnswerHoldsTheState(t *testing.T) {
+	var starting atomic.Bool
+	starting.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if starting.Load() {
+			w.Header().Set(configs.HeaderStarting, "session table")
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	changes := 0
+	p := NewProber(fastMonitor("http"), strings.TrimPrefix(srv.URL, "http://"), func(bool, string) { changes++ }, nil)
+	for range 10 {
+		p.checkOnce(context.Background())
+	}
+	if up, why := p.Up(); !up || p.Settled() || changes != 0 || !strings.Contains(why, "starting") {
+		t.Fatalf("after 10 starting answers (fall 2): up %v, settled %v, %d changes, why %q; want up, unsettled, none, starting", up, p.Settled(), changes, why)
+	}
+	// Starting for longer than any balancer does: failures.
+	p.mu.Lock()
+	p.startingSince = time.Now().Add(-configs.MaxSessionStartupWait)
+	p.mu.Unlock()
+	p.checkOnce(context.Background())
+	p.checkOnce(context.Background())
+	if up, _ := p.Up(); up || changes != 1 {
+		t.Fatalf("starting for %s: up %v, %d changes; want down", configs.MaxSessionStartupWait, up, changes)
+	}
+	// A down target answering as starting stays down.
+	q := NewProber(fastMonitor("http"), strings.TrimPrefix(srv.URL, "http://"), nil, nil)
+	q.Seed(false, "down before")
+	for range 5 {
+		q.checkOnce(context.Background())
+	}
+	if up, _ := q.Up(); up {
+		t.Error("a down target answering as starting came up")
+	}
+	// Unmarked, a 503 fails as before: down after fall.
+	starting.Store(false)
+	r := NewProber(fastMonitor("http"), strings.TrimPrefix(srv.URL, "http://"), nil, nil)
+	r.checkOnce(context.Background())
+	r.checkOnce(context.Background())
+	if up, why := r.Up(); up || !strings.Contains(why, "status 503, want 200") {
+		t.Errorf("after fall unmarked 503s: up %v, why %q; want down", up, why)
+	}
+}
