@@ -2,7 +2,9 @@ package sessions
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +65,17 @@ import (
 // promotion on join or by gossip (promoteOnJoin, promoteOrphans), and
 // the low-memory paths of the history budget.
 func FuzzHubReplEvents(f *testing.F) {
+	// Promotion through its own paths: edge-4 replicates a here, then
+	// crashes; a join skipping it promotes the copy; gossip taking it
+	// for dead while it lives (fenced); edge-5's newer copy arriving as
+	// gossip lists edge-4's; edge-5's claim holding as gossip declares
+	// edge-4 dead; a draining owner; a ring giving the key elsewhere.
+	f.Add([]byte{0x0c, 0, evOwnerSend, 0x80, evOwnerState, 0x00, evJoinPromote, 0x00, evPublish, 0x00, evShip, 0, evAck, 0, evRead, 0x00})
+	f.Add([]byte{0x0c, 0, evOwnerSend, 0x80, evOwnerState, 0x20, evOwnerSend, 0x40, evJoin, 0x01, evPublish, 0x01, evRead, 0x01})
+	f.Add([]byte{0x0c, 0, evOwnerSend, 0x80, evGossipRace, 0x00, evJoin, 0x02, evOwnerState, 0x30, evJoin, 0x03})
+	f.Add([]byte{0x0c, 0, evOwnerSend, 0x80, evOwnerState, 0x00, evClaim, 0x10, evOwnerState, 0x20, evJoin, 0x00, evSweep, 0, evJoin, 0x01})
+	f.Add([]byte{0x0c, 0, evOwnerSend, 0x80, evOwnerState, 0x40, evJoin, 0x00, evOwnerState, 0x00, evOwnerState, 0x20, evJoin, 0x01})
+	f.Add([]byte{0x0c, 0, evOwnerSend, 0x88, evOwnerState, 0x00, evOwnerState, 0xa0, evJoin, 0x08, evOwnerState, 0x60, evOwnerSend, 0x08})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		runHubEvents(t, in, true)
 	})
@@ -80,6 +93,11 @@ const (
 	evFence                            // a fence of a newer owner of key: bit 4 stale
 	evPromote                          // key's session crashes here; its copy is promoted
 	evCopyLost                         // edge-2 drops its copy of key (full, or taken for stale)
+	evOwnerSend                        // another edge (bit 4: edge-4, edge-5) replicates its session of key here: bits 6–7 msgs
+	evOwnerState                       // that edge crashes, is declared dead by gossip, drains or is back (bits 5–6; bit 7: the ring then)
+	evGossipRace                       // that edge crashes and is declared dead; the other's newer copy of key comes as its copies are listed
+	evJoinPromote                      // client joins key with that edge in the balancer's skip (bit 5 clear) or none
+	evClaim                            // that edge claims key here, taking its other owner for dead
 	numReplEvents
 )
 
@@ -87,11 +105,45 @@ const (
 // replication config, bits 0–1): ample, a few msgs, two, one.
 var historyTotals = [4]int{1 << 20, 400, 150, 80}
 
-// fuzzMembers is a cluster no other edge of which is alive (replicator
-// asks only Node).
-type fuzzMembers struct{ Membership }
+// fuzzMembers is the cluster as gossip tells this edge of it (replicator
+// asks only Node, a claim's goneEdges Left): the other edges alive, edge-2
+// never (its replicator runs here). onNode runs once as Node is asked of
+// its edge: what happens meanwhile (a copy arriving between
+// promoteOrphans' listing and its promotion).
+type fuzzMembers struct {
+	Membership
+	alive  map[string]health.Node
+	onNode func(name string)
+}
 
-func (fuzzMembers) Node(string) (health.Node, bool) { return health.Node{}, false }
+func (m *fuzzMembers) Node(name string) (health.Node, bool) {
+	if f := m.onNode; f != nil {
+		m.onNode = nil
+		f(name)
+	}
+	n, ok := m.alive[name]
+	return n, ok
+}
+
+func (*fuzzMembers) Left(string, time.Duration) (health.Node, bool) { return health.Node{}, false }
+
+// otherEdge is an edge besides edge-1 and edge-2 that may hold a session
+// of a key (FuzzHubReplEvents): its owner, replicating it here (edge-1 its
+// replica), or an edge that claimed the key here and started it. Its
+// clients are not played: only whether its session of each key lives.
+type otherEdge struct {
+	name     string
+	crashed  bool // its sessions are gone; gossip may not say so yet
+	draining bool
+	incs     [2]*incarnation
+}
+
+// incarnation is an other edge's session of a key.
+type incarnation struct {
+	epoch            string
+	term, seq, acked uint64 // acked: the last seq edge-1 acknowledged (shown under sync)
+	live             bool   // neither crashed nor fenced
+}
 
 // hubFuzzRepl is the replication of a FuzzHubReplEvents run: this edge's
 // replicator and its link to edge-2, and edge-2's replicator (copies
@@ -111,11 +163,16 @@ type hubFuzzRepl struct {
 	// dropped is each session's committed seq when edge-2 dropped its
 	// copy (evCopyLost): edge-2 lacks what it had, not what came since.
 	dropped map[*session]uint64
+	// members is this edge's cluster; others, edge-4 and edge-5.
+	members *fuzzMembers
+	others  [2]*otherEdge
+	incs    int // incarnations begun elsewhere
 }
 
 func newHubFuzzRepl(h *hub, m *metrics) *hubFuzzRepl {
 	log := slog.New(slog.DiscardHandler)
-	o := &ownership{self: "edge-1", m: fuzzMembers{}, ring: ring.New(ring.Config{Partitions: 7, Replication: 4, Load: 1.25})}
+	members := &fuzzMembers{alive: map[string]health.Node{"edge-4": {}, "edge-5": {}}}
+	o := &ownership{self: "edge-1", m: members, ring: ring.New(ring.Config{Partitions: 7, Replication: 4, Load: 1.25})}
 	o.ring.Update([]ring.Member{{Name: "edge-1"}, {Name: "edge-2"}})
 	newRepl := func(srv *Server, o *ownership) *replicator {
 		return &replicator{
@@ -127,13 +184,22 @@ func newHubFuzzRepl(h *hub, m *metrics) *hubFuzzRepl {
 			stop: make(chan struct{}),
 		}
 	}
-	rp := &hubFuzzRepl{elsewhere: map[*session]bool{}, dropped: map[*session]uint64{}}
+	rp := &hubFuzzRepl{elsewhere: map[*session]bool{}, dropped: map[*session]uint64{}, members: members}
+	rp.others = [2]*otherEdge{{name: "edge-4"}, {name: "edge-5"}}
 	rp.r = newRepl(&Server{name: "edge-1", hub: h, metrics: m, log: log}, o)
+	for _, e := range rp.others {
+		// A link without its goroutine: fences for them queue on it
+		// (fenceLater), nothing dials.
+		rp.r.links[e.name] = &link{
+			r: rp.r, peer: e.name, wake: make(chan struct{}, 1), done: make(chan struct{}),
+			sessions: map[*session]struct{}{}, resync: map[*session]struct{}{}, orphans: map[*session]time.Time{},
+		}
+	}
 	h2 := newHub(16, m)
 	h2.idle = newIdleSessions(16)
 	h2.budget = h.budget
 	h2.historyMsgs, h2.historyByte = h.historyMsgs, h.historyByte // its copies' bounds
-	o2 := &ownership{self: "edge-2", m: fuzzMembers{}, ring: o.ring}
+	o2 := &ownership{self: "edge-2", m: &fuzzMembers{}, ring: o.ring}
 	rp.r2 = newRepl(&Server{name: "edge-2", hub: h2, metrics: m, log: log}, o2)
 	rp.l = rp.newLink()
 	rp.streamUp()
@@ -344,4 +410,109 @@ func copyIn(r *replicator, key string) *v1Session {
 		return c.v
 	}
 	return nil
+}
+
+// send has e replicate its live session of key (k) here, n msgs more
+// (each logged by sequenced first): sent whole when this edge's copy is
+// not at its seq, then the msgs, as one batch applied by this edge's
+// replicator. A fence answered ends e's session (it yields); without a
+// resync or fence for key the batch is acknowledged: what it carried is
+// shown.
+func (rp *hubFuzzRepl) send(e *otherEdge, k int, key string, n int, sequenced func(epoch string, seq uint64, msg string)) (answers []byte) {
+	inc := e.incs[k]
+	var recs []byte
+	if c := copyIn(rp.r, key); c == nil || c.epoch != inc.epoch || c.term != inc.term || c.seq != inc.seq {
+		recs = appendSnapshot(recs, inc.term, inc.seq, inc.epoch, key)
+	}
+	for range n {
+		inc.seq++
+		msg := fmt.Sprintf("%s %d", strings.ReplaceAll(e.name, "-", ""), inc.seq)
+		sequenced(inc.epoch, inc.seq, msg)
+		recs = appendMsg(recs, inc.term, inc.seq, key, envelope(inc.seq, msg))
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	answers, err := rp.r.apply(e.name, recs, nil)
+	if err != nil {
+		panic("edge-1 refused a batch: " + err.Error())
+	}
+	acked := true
+	var rec record
+	rd := reader{b: answers}
+	for rd.next(&rec) {
+		if string(rec.key) != key {
+			continue
+		}
+		acked = false
+		if rec.kind == recFence {
+			inc.live = false
+		}
+	}
+	if acked {
+		inc.acked = inc.seq
+	}
+	return answers
+}
+
+// begin starts e's incarnation of key (k) when the model allows one: e is
+// alive, and no session of key lives anywhere modelled (placement's claims
+// and pins would send the join there). fresh: it was started anew (a
+// claim), at seq 0; else it is an owner's with seqs before its history.
+func (rp *hubFuzzRepl) begin(e *otherEdge, k int, liveHere bool) *incarnation {
+	if _, alive := rp.members.alive[e.name]; !alive || e.crashed || e.draining || liveHere || rp.liveElsewhere(k) != nil {
+		return nil
+	}
+	rp.incs++
+	e.incs[k] = &incarnation{epoch: fmt.Sprintf("%s-%d", e.name, rp.incs), term: 1, live: true}
+	return e.incs[k]
+}
+
+// liveElsewhere returns an other edge whose session of key (k) lives.
+func (rp *hubFuzzRepl) liveElsewhere(k int) *otherEdge {
+	for _, e := range rp.others {
+		if inc := e.incs[k]; inc != nil && inc.live {
+			return e
+		}
+	}
+	return nil
+}
+
+// other returns the other edge bit 4 of arg names, and the one it does not.
+func (rp *hubFuzzRepl) other(arg byte) (e, f *otherEdge) {
+	i := int(arg>>4) & 1
+	return rp.others[i], rp.others[1-i]
+}
+
+// crash ends every session of e.
+func (e *otherEdge) crash() {
+	e.crashed = true
+	for _, inc := range e.incs {
+		if inc != nil {
+			inc.live = false
+		}
+	}
+}
+
+// gossip runs what a membership change runs of promotion
+// (membershipChanged: promoteOrphans), on a ring that gives the keys here
+// (the cluster's, edge-1 and edge-2) or, elsewhere, to edge-2 alone.
+func (rp *hubFuzzRepl) gossip(elsewhere bool) {
+	if elsewhere {
+		rp.r.o.ring.Update([]ring.Member{{Name: "edge-2"}})
+		defer rp.r.o.ring.Update([]ring.Member{{Name: "edge-1"}, {Name: "edge-2"}})
+	}
+	rp.r.promoteOrphans()
+}
+
+// fenced reports whether a fence of key at term or later waits for peer.
+func (rp *hubFuzzRepl) fenced(peer, key string, term uint64) bool {
+	rp.r.mu.Lock()
+	defer rp.r.mu.Unlock()
+	for _, f := range rp.r.fences[peer] {
+		if f.key == key && f.term >= term {
+			return true
+		}
+	}
+	return false
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ringlb/ringlb/health"
 )
 
 // FuzzHubEvents drives the relay core without sockets (newPresenceHub)
@@ -266,6 +268,10 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 		installs int
 		// left is each participant's session's last seq when it left.
 		left = map[string]uint64{}
+		// joinSkip is the balancer's skip of the join being admitted;
+		// promotedHere, the promoted sessions checked (FuzzHubReplEvents).
+		joinSkip     []string
+		promotedHere = map[*session]bool{}
 	)
 	logOf := func(epoch string) *epochLog {
 		if logs[epoch] == nil {
@@ -284,6 +290,16 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 		return sh.sessions[key]
 	}
 	name := func(slot int) string { return string(rune('A' + slot)) }
+	// liveHere reports whether a session of key lives here (not frozen).
+	liveHere := func(key string) bool {
+		s := sessionOf(key)
+		if s == nil {
+			return false
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.movedTo == ""
+	}
 	// sequenced logs msg at seq of epoch: no seq names two msgs (but
 	// where a promotion lost more than its reserve covers).
 	sequenced := func(epoch string, seq uint64, msg string) {
@@ -451,8 +467,71 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 		})
 	}
 
+	// promoted checks a session of key (k) promoted here since last asked
+	// (FuzzHubReplEvents): under sync it holds every seq its owner showed
+	// (acknowledged by this edge), and its owner, when its session there
+	// lives on (a balancer could not reach it, or gossip took it for
+	// dead), has a fence waiting that yields it — then it no longer
+	// counts as live.
+	promoted := func(k int) {
+		s := sessionOf(keys[k])
+		if s == nil || promotedHere[s] {
+			return
+		}
+		s.mu.Lock()
+		v := s.v1
+		var bumpable bool
+		var epoch string
+		var seq, term uint64
+		if v != nil {
+			bumpable, epoch, seq, term = v.bumpable, v.epoch, v.seq, v.term
+		}
+		s.mu.Unlock()
+		if !bumpable {
+			return
+		}
+		promotedHere[s] = true
+		rp.elsewhere[s] = true
+		for _, e := range rp.others {
+			inc := e.incs[k]
+			if inc == nil || inc.epoch != epoch || inc.term+1 != term {
+				continue
+			}
+			log = append(log, fmt.Sprintf("  %s's copy of %s promoted here: epoch %s, seq %d, term %d", e.name, keys[k], epoch, seq, term))
+			if seq < inc.acked {
+				fail("%s promoted from %s at seq %d; %s showed up to %d, acknowledged here", keys[k], e.name, seq, e.name, inc.acked)
+			}
+			if inc.live {
+				if !rp.fenced(e.name, keys[k], term) {
+					fail("%s promoted from %s, whose session lives on at term %d: no fence waits for it", keys[k], e.name, inc.term)
+				}
+				log = append(log, fmt.Sprintf("  %s fenced: its session of %s yields when told", e.name, keys[k]))
+				inc.live = false
+			}
+		}
+	}
+
 	// admit joins p to key as the Server does, and gives it slot.
 	admit := func(slot int, key string, p *participant) *hubClient {
+		if rp != nil {
+			// The ring gives the key here (ownership.admit): a copy whose
+			// owner is gone or skipped is promoted for the join.
+			k := 0
+			if key == keys[1] {
+				k = 1
+			}
+			if rp.r.promoteOnJoin([]byte(key), joinSkip) {
+				log = append(log, fmt.Sprintf("  the join promotes the copy (skip %v)", joinSkip))
+				promoted(k)
+			}
+			// Where another edge's session lives, placement sends the
+			// join (its claim answered, its pin); past a skip it asks
+			// further: not played.
+			if e := rp.liveElsewhere(k); e != nil {
+				log = append(log, "  redirected to "+e.name)
+				return nil
+			}
+		}
 		// Admitted as the Server admits (hub.reserve): a key handed
 		// on is sent to its new owner.
 		if h.reserve([]byte(key), "edge-1", goneEdges{}) != "" {
@@ -901,7 +980,12 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 				fail("%s's session went (or changed) at a timer not its own", key)
 			}
 		case evInstall:
-			// A drain elsewhere hands key here (POST /_ringlb/handoff).
+			// A drain elsewhere hands key here (POST /_ringlb/handoff):
+			// not while another edge's session of it lives, which would
+			// make two before any promotion.
+			if rp != nil && rp.liveElsewhere(k) != nil {
+				continue
+			}
 			type sent struct {
 				seq uint64
 				msg string // "": a hole
@@ -1146,6 +1230,9 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 			}
 			c.from = "edge-0" // gone: not edge-2, whose link this edge keeps
 			rp.r.store.mu.Lock()
+			if old := rp.r.store.copies[key]; old != nil {
+				old.v.forget() // another edge's, older than this session
+			}
 			rp.r.store.copies[key] = c
 			rp.r.store.mu.Unlock()
 			if !rp.r.promote(key, c.from, "the fuzz", nil) {
@@ -1165,6 +1252,111 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 				c.v.forget()
 			}
 			rp.r2.store.mu.Unlock()
+		case evOwnerSend:
+			e, _ := rp.other(arg)
+			inc := e.incs[k]
+			if inc == nil || !inc.live {
+				if inc = rp.begin(e, k, liveHere(key)); inc == nil {
+					continue
+				}
+				log = append(log, fmt.Sprintf("%s starts %s: epoch %s, term %d", e.name, key, inc.epoch, inc.term))
+			}
+			n := int(arg >> 6)
+			answers := rp.send(e, k, key, n, sequenced)
+			log = append(log, fmt.Sprintf("%s replicates %s here: seq %d, %d msgs more; answered %d bytes (acked to %d, live %v)", e.name, key, inc.seq, n, len(answers), inc.acked, inc.live))
+		case evOwnerState:
+			e, _ := rp.other(arg)
+			_, alive := rp.members.alive[e.name]
+			switch arg >> 5 & 3 {
+			case 0:
+				if e.crashed {
+					continue
+				}
+				log = append(log, e.name+" crashes")
+				e.crash()
+			case 1:
+				if !alive {
+					continue
+				}
+				log = append(log, fmt.Sprintf("gossip declares %s dead (crashed %v); the ring then gives the keys elsewhere: %v", e.name, e.crashed, arg&0x80 != 0))
+				delete(rp.members.alive, e.name)
+				rp.gossip(arg&0x80 != 0)
+			case 2:
+				if !alive || e.crashed || e.draining {
+					continue
+				}
+				log = append(log, e.name+" drains")
+				e.draining = true
+				rp.members.alive[e.name] = health.Node{Meta: health.Meta{State: health.StateDraining}}
+				rp.gossip(arg&0x80 != 0)
+			case 3:
+				if alive {
+					continue
+				}
+				// Back: restarted (its sessions gone) or never down (taken
+				// for dead: they live on, unless fenced).
+				log = append(log, fmt.Sprintf("%s is back (crashed %v)", e.name, e.crashed))
+				e.crashed, e.draining = false, false
+				rp.members.alive[e.name] = health.Node{}
+				rp.gossip(arg&0x80 != 0)
+			}
+		case evGossipRace:
+			// o crashes; as promoteOrphans lists its copies, n, which took
+			// o's session of key over elsewhere (term + 1, same epoch),
+			// replicates it here.
+			o, n := rp.other(arg)
+			inc := o.incs[k]
+			if _, alive := rp.members.alive[o.name]; !alive || inc == nil {
+				continue
+			}
+			if _, alive := rp.members.alive[n.name]; !alive || n.crashed || n.draining || n.incs[k] != nil && n.incs[k].live {
+				continue
+			}
+			log = append(log, fmt.Sprintf("%s crashes and gossip declares it dead; %s took its %s over (term %d) and replicates it here meanwhile", o.name, n.name, key, inc.term+1))
+			o.crash()
+			delete(rp.members.alive, o.name)
+			rp.members.onNode = func(name string) {
+				if name != o.name {
+					return
+				}
+				n.incs[k] = &incarnation{epoch: inc.epoch, term: inc.term + 1, seq: inc.seq, live: true}
+				answers := rp.send(n, k, key, 0, sequenced)
+				log = append(log, fmt.Sprintf("  %s's copy of %s arrives (answered %d bytes, live %v)", n.name, key, len(answers), n.incs[k].live))
+			}
+			rp.gossip(false)
+			rp.members.onNode = nil
+		case evJoinPromote:
+			if c != nil {
+				continue
+			}
+			joinSkip = nil
+			if arg&0x20 == 0 {
+				if from, ok := rp.r.store.owner(key); ok {
+					joinSkip = []string{from}
+				}
+			}
+			conns++
+			p := ph.newParticipant(fmt.Sprintf("%s%d", name(slot), conns))
+			p.srv = srv
+			p.v1 = true
+			p.out.limit = 8
+			log = append(log, fmt.Sprintf("%s joins %s, the balancer skipping %v", p.id, key, joinSkip))
+			admit(slot, key, p)
+			joinSkip = nil
+		case evClaim:
+			// e asks this edge, a previous owner of key in its view,
+			// whether it hosts it (taking the key's other owner for dead):
+			// told no, it starts the session.
+			e, _ := rp.other(arg)
+			if _, alive := rp.members.alive[e.name]; !alive || e.crashed || rp.liveElsewhere(k) != nil {
+				continue
+			}
+			holder := h.claim([]byte(key), "edge-1", e.name, settleWindow, rp.r.o.goneEdges(nil))
+			log = append(log, fmt.Sprintf("%s claims %s here: told %q", e.name, key, holder))
+			if holder == "" {
+				inc := rp.begin(e, k, false)
+				log = append(log, fmt.Sprintf("  %s starts %s: epoch %s", e.name, key, inc.epoch))
+			}
 		case evAge:
 			// Its clock moved back instead: each participant's join, its
 			// own bucket, the joiners' bucket and their count, and what a
@@ -1208,7 +1400,25 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 		quieten()
 		checkPace()
 		if rp != nil {
+			promoted(0)
+			promoted(1)
 			checkRepl()
+			// Never two live sessions of a key: this edge's and the
+			// other edges'.
+			for k, key := range keys {
+				var live []string
+				if liveHere(key) {
+					live = append(live, "edge-1")
+				}
+				for _, e := range rp.others {
+					if inc := e.incs[k]; inc != nil && inc.live {
+						live = append(live, fmt.Sprintf("%s (epoch %s, term %d)", e.name, inc.epoch, inc.term))
+					}
+				}
+				if len(live) > 1 {
+					fail("two live sessions of %s: %v", key, live)
+				}
+			}
 		}
 		// Sessions that came and went: their epochs, and the past ones
 		// an idle timer may still run for.
