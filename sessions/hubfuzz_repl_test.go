@@ -37,6 +37,24 @@ import (
 // crashed session's clients closed, so a client resumes across the
 // promotion from any seq it may have seen.
 //
+// Promotion by its own paths, with this edge as the replica of two other
+// edges, edge-4 and edge-5 (their clients not played, only whether each
+// one's session of a key lives): either starts a session of a key when no
+// other lives (placement would send the join there) and replicates it
+// here through this edge's replicator (replicator.apply, acknowledged
+// unless answered with a resync or fence); it crashes, drains, is declared
+// dead by gossip (crashed, or taken for dead while its session lives on)
+// or comes back, each change running promoteOrphans on a ring that gives
+// the keys here or, to edge-2 alone, elsewhere; gossip lists a crashed
+// edge's copies while the other edge, which took the session over (term +
+// 1), sends its newer copy (fuzzMembers.onNode: between promoteOrphans'
+// listing and its promotion); a join, as ownership.admit runs it once the
+// ring gives the key here, promotes the copy of an owner gone or in the
+// balancer's skip (promoteOnJoin; every join here goes through it), and is
+// sent to the other edge whose session lives; an edge claims the key here
+// (hub.claim), told no, and starts the session, its claim holding until
+// evSweep.
+//
 // Checked besides: no msg or ack is ever queued to a client at a seq past
 // its session's committed one (a resume or welcome included); a
 // session's pending msgs are exactly its seqs after committed, and each
@@ -49,7 +67,12 @@ import (
 // every seq a client was shown; no seq names two msgs (what a promotion's reserve
 // covers); every msg a history holds (edge-2's copies too) is the one
 // sequenced at its seq. A resume across a promotion gets its msgs, its
-// lost ones as holes, or a reset that says why.
+// lost ones as holes, or a reset that says why. Never two live sessions
+// of a key, this edge's and the other edges' (a fenced one no longer
+// counts); a copy promoted from another edge holds every seq this edge
+// acknowledged to it (under sync, all it showed), and when that edge's
+// session lives on a fence at the new term waits for it (fenceLater) —
+// then its session counts as yielded.
 //
 // The input is FuzzHubEvents': a byte of config, then a byte of
 // replication config (bits 0–1: history.total_bytes, from ample to about
@@ -60,10 +83,18 @@ import (
 // readAnswers' read, checkTimeout's clock and the silent check: each an
 // event here), a batch over maxLinkQueue (unsync when the queue is full,
 // the cut of writeNext), pushed fences and fenceLater's links to a peer
-// alive, a ring that moves a session between replicas and back on one
-// link (detach then attach with its old batches' acks still to come),
-// promotion on join or by gossip (promoteOnJoin, promoteOrphans), and
-// the low-memory paths of the history budget.
+// alive (a fence waits on a link that never runs: the other edge is taken
+// to yield once told), a ring that moves a session between replicas and
+// back on one link (detach then attach with its old batches' acks still
+// to come), the low-memory paths of the history budget. Of promotion: the
+// rest of ownership.admit (pins, claims sent to previous owners, a refused
+// claim taking an owner for dead), so the other edges' sessions are found
+// by the model (a join goes where one lives) and a claim's session counts
+// after its claim expired although promote no longer sees it (pins would
+// tell); a drain's hand-off by a draining owner (its session simply
+// lives on, then dies with it); sweepCopies; a session promoted here
+// replicated onward to edge-2 is checked as one from elsewhere; the other
+// edges never replicate to each other, nor receive this edge's fences.
 func FuzzHubReplEvents(f *testing.F) {
 	// Promotion through its own paths: edge-4 replicates a here, then
 	// crashes; a join skipping it promotes the copy; gossip taking it
@@ -83,21 +114,21 @@ func FuzzHubReplEvents(f *testing.F) {
 
 // The events of FuzzHubReplEvents after FuzzHubEvents' (its bits 0–4).
 const (
-	evShip       = numHubEvents + iota // the link sends what it queued as a batch
-	evAck                              // edge-2 applies the oldest batch sent and answers it (bit 4: the link's writer runs in between)
-	evFallback                         // replication_timeout: the link falls back to async
-	evStreamDown                       // the stream ends
-	evStreamUp                         // a stream begins anew
-	evResyncKey                        // edge-2 asks for key's session whole
-	evRelink                           // the link closes and a new one replaces it
-	evFence                            // a fence of a newer owner of key: bit 4 stale
-	evPromote                          // key's session crashes here; its copy is promoted
-	evCopyLost                         // edge-2 drops its copy of key (full, or taken for stale)
-	evOwnerSend                        // another edge (bit 4: edge-4, edge-5) replicates its session of key here: bits 6–7 msgs
-	evOwnerState                       // that edge crashes, is declared dead by gossip, drains or is back (bits 5–6; bit 7: the ring then)
-	evGossipRace                       // that edge crashes and is declared dead; the other's newer copy of key comes as its copies are listed
-	evJoinPromote                      // client joins key with that edge in the balancer's skip (bit 5 clear) or none
-	evClaim                            // that edge claims key here, taking its other owner for dead
+	evShip        = numHubEvents + iota // the link sends what it queued as a batch
+	evAck                               // edge-2 applies the oldest batch sent and answers it (bit 4: the link's writer runs in between)
+	evFallback                          // replication_timeout: the link falls back to async
+	evStreamDown                        // the stream ends
+	evStreamUp                          // a stream begins anew
+	evResyncKey                         // edge-2 asks for key's session whole
+	evRelink                            // the link closes and a new one replaces it
+	evFence                             // a fence of a newer owner of key: bit 4 stale
+	evPromote                           // key's session crashes here; its copy is promoted
+	evCopyLost                          // edge-2 drops its copy of key (full, or taken for stale)
+	evOwnerSend                         // another edge (bit 4: edge-4, edge-5) replicates its session of key here: bits 6–7 msgs
+	evOwnerState                        // that edge crashes, is declared dead by gossip, drains or is back (bits 5–6; bit 7: the ring then)
+	evGossipRace                        // that edge crashes and is declared dead; the other's newer copy of key comes as its copies are listed
+	evJoinPromote                       // client joins key with that edge in the balancer's skip (bit 5 clear) or none
+	evClaim                             // that edge claims key here, taking its other owner for dead
 	numReplEvents
 )
 
@@ -143,6 +174,11 @@ type incarnation struct {
 	epoch            string
 	term, seq, acked uint64 // acked: the last seq edge-1 acknowledged (shown under sync)
 	live             bool   // neither crashed nor fenced
+	// superseded: promoted here; no other edge takes it over too (only
+	// this edge held its copy).
+	superseded bool
+	// byClaim: started on a claim here (evClaim).
+	byClaim bool
 }
 
 // hubFuzzRepl is the replication of a FuzzHubReplEvents run: this edge's
@@ -515,4 +551,13 @@ func (rp *hubFuzzRepl) fenced(peer, key string, term uint64) bool {
 		}
 	}
 	return false
+}
+
+// claimHolds reports whether e's claim on key holds here.
+func (rp *hubFuzzRepl) claimHolds(h *hub, key string, e *otherEdge) bool {
+	sh := h.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c, ok := sh.claimed(key, rp.r.o.goneEdges(nil), h.now())
+	return ok && c == e.name
 }
