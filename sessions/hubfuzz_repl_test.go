@@ -491,12 +491,13 @@ func (rp *hubFuzzRepl) send(e *otherEdge, k int, key string, n int, sequenced fu
 	return answers
 }
 
-// begin starts e's incarnation of key (k) when the model allows one: e is
-// alive, and no session of key lives anywhere modelled (placement's claims
-// and pins would send the join there). fresh: it was started anew (a
-// claim), at seq 0; else it is an owner's with seqs before its history.
-func (rp *hubFuzzRepl) begin(e *otherEdge, k int, liveHere bool) *incarnation {
-	if _, alive := rp.members.alive[e.name]; !alive || e.crashed || e.draining || liveHere || rp.liveElsewhere(k) != nil {
+// begin starts e's incarnation of key (k), at seq 0, when the model
+// allows one: e is alive, and no session of key lives anywhere modelled
+// (placement's claims and pins would send the join there). here: this
+// edge has a session of key in its map, live or frozen — one handed on or
+// yielded lives on at an edge not played (edge-2, edge-3).
+func (rp *hubFuzzRepl) begin(e *otherEdge, k int, here bool) *incarnation {
+	if _, alive := rp.members.alive[e.name]; !alive || e.crashed || e.draining || here || rp.liveElsewhere(k) != nil {
 		return nil
 	}
 	rp.incs++

@@ -1174,6 +1174,12 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 			if s == nil || s.v1 == nil {
 				continue
 			}
+			if rp.liveElsewhere(k) != nil {
+				// This promotion is edge-2's, by paths not played there:
+				// beside another edge's session it is placement's split,
+				// not one promote decides here.
+				continue
+			}
 			rp.r2.store.mu.Lock()
 			c := rp.r2.store.copies[key]
 			delete(rp.r2.store.copies, key)
@@ -1257,7 +1263,7 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 			e, _ := rp.other(arg)
 			inc := e.incs[k]
 			if inc == nil || !inc.live {
-				if inc = rp.begin(e, k, liveHere(key)); inc == nil {
+				if inc = rp.begin(e, k, sessionOf(key) != nil); inc == nil {
 					continue
 				}
 				log = append(log, fmt.Sprintf("%s starts %s: epoch %s, term %d", e.name, key, inc.epoch, inc.term))
@@ -1356,7 +1362,7 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 			holder := h.claim([]byte(key), "edge-1", e.name, settleWindow, rp.r.o.goneEdges(nil))
 			log = append(log, fmt.Sprintf("%s claims %s here: told %q", e.name, key, holder))
 			if holder == "" {
-				inc := rp.begin(e, k, false)
+				inc := rp.begin(e, k, false) // told no: nothing here
 				inc.byClaim = true
 				log = append(log, fmt.Sprintf("  %s starts %s: epoch %s", e.name, key, inc.epoch))
 			}
