@@ -1316,7 +1316,10 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 			if _, alive := rp.members.alive[o.name]; !alive || inc == nil || inc.superseded {
 				continue
 			}
-			if _, alive := rp.members.alive[n.name]; !alive || n.crashed || n.draining || n.incs[k] != nil && n.incs[k].live {
+			// n's takeover is decided there, by paths not played: not
+			// beside a session this edge holds (a join started it here
+			// while o's crash was unknown), which would be n's split.
+			if _, alive := rp.members.alive[n.name]; !alive || n.crashed || n.draining || n.incs[k] != nil && n.incs[k].live || sessionOf(key) != nil {
 				continue
 			}
 			log = append(log, fmt.Sprintf("%s crashes and gossip declares it dead; %s took its %s over (term %d) and replicates it here meanwhile", o.name, n.name, key, inc.term+1))
