@@ -50,7 +50,8 @@ import (
 // 1), sends its newer copy (fuzzMembers.onNode: between promoteOrphans'
 // listing and its promotion); a join, as ownership.admit runs it once the
 // ring gives the key here, promotes the copy of an owner gone or in the
-// balancer's skip (promoteOnJoin; every join here goes through it), and is
+// balancer's skip (promoteOnJoin; every join here goes through it, an
+// edge crashed that gossip has not declared dead in its skip), and is
 // sent to the other edge whose session lives; an edge claims the key here
 // (hub.claim), told no, and starts the session, its claim holding until
 // evSweep.

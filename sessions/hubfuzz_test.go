@@ -521,8 +521,16 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 			if key == keys[1] {
 				k = 1
 			}
-			if rp.r.promoteOnJoin([]byte(key), joinSkip) {
-				log = append(log, fmt.Sprintf("  the join promotes the copy (skip %v)", joinSkip))
+			// An edge crashed that gossip has not declared dead yet is
+			// one the balancer could not reach: in its skip.
+			skip := joinSkip
+			for _, e := range rp.others {
+				if _, alive := rp.members.alive[e.name]; alive && e.crashed && !slices.Contains(skip, e.name) {
+					skip = append(slices.Clip(skip), e.name)
+				}
+			}
+			if rp.r.promoteOnJoin([]byte(key), skip) {
+				log = append(log, fmt.Sprintf("  the join promotes the copy (skip %v)", skip))
 				promoted(k)
 			}
 			// Where another edge's session lives, placement sends the
