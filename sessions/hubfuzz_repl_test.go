@@ -90,12 +90,14 @@ import (
 // to come), the low-memory paths of the history budget. Of promotion: the
 // rest of ownership.admit (pins, claims sent to previous owners, a refused
 // claim taking an owner for dead), so the other edges' sessions are found
-// by the model (a join goes where one lives) and a claim's session counts
-// after its claim expired although promote no longer sees it (pins would
-// tell); a drain's hand-off by a draining owner (its session simply
-// lives on, then dies with it); sweepCopies; a session promoted here
-// replicated onward to edge-2 is checked as one from elsewhere; the other
-// edges never replicate to each other, nor receive this edge's fences.
+// by the model (a join goes where one lives), and a session started on a
+// claim counts against a promotion here only while its claim holds: past
+// it promote is told nothing of it (the claimer's pin, not played, sends
+// joins there; promoteOrphans reads no pins); a drain's hand-off by a
+// draining owner (its session simply lives on, then dies with it);
+// sweepCopies; a session promoted here replicated onward to edge-2 is
+// checked as one from elsewhere; the other edges never replicate to each
+// other, nor receive this edge's fences.
 func FuzzHubReplEvents(f *testing.F) {
 	// Promotion through its own paths: edge-4 replicates a here, then
 	// crashes; a join skipping it promotes the copy; gossip taking it
