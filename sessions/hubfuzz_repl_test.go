@@ -150,6 +150,10 @@ type fuzzMembers struct {
 	onNode func(name string)
 }
 
+// PinnedTo: the harness's gossip carries no pins (promote's pin rule is
+// TestPromotionRespectsAPin's).
+func (m *fuzzMembers) PinnedTo(uint64, ...string) (health.Node, bool) { return health.Node{}, false }
+
 func (m *fuzzMembers) Node(name string) (health.Node, bool) {
 	if f := m.onNode; f != nil {
 		m.onNode = nil

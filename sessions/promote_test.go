@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
@@ -240,5 +242,41 @@ func staleOwnerBack(t *testing.T, anew bool) {
 		if got, code := readAck(q); code != 0 {
 			t.Errorf("the new incarnation on edge-b was closed %d after %q", code, got)
 		}
+	}
+}
+
+// A session an edge started where the ring does not send its key is
+// pinned in gossip for as long as it lives there: a promotion gives way to
+// another live edge's pin as it does to a claim. Here a balancer reached
+// neither edge-a (the owner) nor edge-b (its replica) and sent the join to
+// edge-c, which asked neither (no claim at edge-b: a claim would also hold
+// only 10 s, and gossip can take longer to declare an owner dead), started
+// the session and pinned it; then edge-a died. Before, edge-b promoted
+// its copy beside edge-c's session: two live sessions of one key.
+func TestPromotionRespectsAPin(t *testing.T) {
+	parallel(t)
+	a, b, c, key, _ := promoteCluster(t, "pinpromote", 3)
+	g := c.joinSkipping(t, key, "", "edge-a", "edge-b")
+	defer g.Close()
+	if !c.s.hub.has([]byte(key)) {
+		t.Fatal("edge-c did not start the session")
+	}
+	healthtest.WaitUntil(t, "edge-b sees edge-c's pin", func() bool {
+		n, ok := b.s.hub.repl.Load().o.m.PinnedTo(xxhash.Sum64String(key))
+		return ok && n.Name == "edge-c"
+	})
+
+	a.crash(t)
+	waitRing(t, []*clusterEdge{b, c}, "edge-b", "edge-c")
+	// edge-b holds no copy of edge-a's then: promoted or dropped (a copy
+	// of edge-c's, which replicates its session to edge-b, may be there).
+	healthtest.WaitUntil(t, "edge-b to be done with edge-a's copy", func() bool {
+		from, ok := b.s.hub.repl.Load().store.owner(key)
+		return !ok || from != "edge-a"
+	})
+	live, redirect := b.s.hub.lookup([]byte(key), "edge-b", goneEdges{})
+	t.Logf("after edge-a's crash, edge-c's session pinned: edge-b live %v, redirects to %q", live, redirect)
+	if live {
+		t.Errorf("edge-b made its copy a live session beside edge-c's pinned one: two sessions of one key")
 	}
 }

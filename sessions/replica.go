@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/fasthttp/websocket"
 	"github.com/valyala/fasthttp"
 
@@ -610,6 +611,15 @@ func (r *replicator) promote(key, from, why string, skip []string) bool {
 	// is no session) and may have started it: the copy made live would be
 	// a second session of the key.
 	if c, ok := sh.claimed(key, r.o.goneEdges(skip), h.now()); ok && c != r.o.self {
+		return false
+	}
+	// Another live edge pinned it: its session lives there, where the ring
+	// does not send the key — started while a balancer reached neither the
+	// owner nor this edge, so it asked neither (and a claim holds 10 s,
+	// where gossip can take longer to declare the owner dead): the copy
+	// made live was a second session. An edge the balancer could not reach
+	// is passed over, as placement passes it over.
+	if n, ok := r.o.m.PinnedTo(xxhash.Sum64String(key), skip...); ok && n.Name != r.o.self {
 		return false
 	}
 	// A session frozen here (handed on or yielded once) gives way: the
