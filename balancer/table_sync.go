@@ -270,10 +270,10 @@ type tableSync struct {
 	// meanwhile (the asker had not all of it yet) is not answered twice.
 	answering map[askJob]bool
 	// taken are the asks taken lately, each until a copy of it could no
-	// longer pass (askFresh), and lastTaken when each peer's last one was
-	// (takeAsk). Both at most maxTakenAsks.
+	// longer pass (askFresh), and lastTaken each peer's last one (takeAsk).
+	// Both at most maxTakenAsks.
 	taken     map[takenAsk]int64
-	lastTaken map[string]int64
+	lastTaken map[string]lastAsk
 	stop      chan struct{}
 	wg        sync.WaitGroup
 
@@ -307,6 +307,14 @@ type tableLink interface {
 type askJob struct {
 	peer string
 	id   uint64
+}
+
+// lastAsk is when a peer's last ask was taken, or its answer went out
+// whole (sent: the round it answered).
+type lastAsk struct {
+	at    int64
+	round uint64
+	sent  bool
 }
 
 // takenAsk is one ask as sent: a peer asks again with the same id and a
@@ -383,7 +391,7 @@ func (t *sessionTable) newSync(c Cluster, startupWait time.Duration) *tableSync 
 	return &tableSync{t: t, cluster: c, kick: make(chan struct{}, 1), answers: make(chan takenAsk, 16), stop: make(chan struct{}),
 		refresh: make(chan struct{}, 1), asking: true, inherited: t.isReady.Load(),
 		started: time.Unix(0, t.now()), wait: startupWait, askID: rand.Uint64(), asked: map[string]time.Time{}, parts: map[string]*answerParts{},
-		answering: map[askJob]bool{}, taken: map[takenAsk]int64{}, lastTaken: map[string]int64{}}
+		answering: map[askJob]bool{}, taken: map[takenAsk]int64{}, lastTaken: map[string]lastAsk{}}
 }
 
 func (sy *tableSync) close() {
@@ -544,7 +552,7 @@ func (sy *tableSync) answer(job takenAsk) {
 	sy.mu.Lock()
 	delete(sy.answering, job.askJob)
 	if sent {
-		sy.lastTaken[job.peer] = sy.t.now()
+		sy.lastTaken[job.peer] = lastAsk{at: sy.t.now(), round: job.id, sent: true}
 	} else {
 		delete(sy.taken, job)
 		delete(sy.lastTaken, job.peer)
@@ -716,9 +724,17 @@ func (sy *tableSync) takeAsk(peer string, id uint64, at int64, valid bool) {
 	if sy.answering[ask.askJob] {
 		return
 	}
-	_, seen := sy.taken[ask]
 	last, ok := sy.lastTaken[peer]
-	if !valid || seen || (ok && now-last < int64(askEvery)) || !sy.roomForAsk(now) {
+	_, seen := sy.taken[ask]
+	if valid && !seen && ok && last.sent && last.round == id && now-last.at < int64(answerStall) {
+		// The same round, asked again within answerStall of its answer
+		// going out whole: the ask crossed the answer's last parts, still
+		// on their way or waiting to be merged (the asker asks again once
+		// none came for answerStall). On a loaded machine the whole table
+		// went twice so. A part lost on the way is asked for again after.
+		return
+	}
+	if !valid || seen || (ok && now-last.at < int64(askEvery)) || !sy.roomForAsk(now) {
 		sy.t.metrics.tableIgnored.WithLabelValues(ignoredReplay).Inc()
 		return
 	}
@@ -733,17 +749,17 @@ func (sy *tableSync) takeAsk(peer string, id uint64, at int64, valid bool) {
 		until = at + int64(health.PeerWindow)
 	}
 	sy.taken[ask] = until
-	sy.lastTaken[peer] = now
+	sy.lastTaken[peer] = lastAsk{at: now}
 }
 
 // roomForAsk makes room to remember one more ask: what no copy can pass any
 // more goes, then, in taken, the ask whose copies pass for the shortest
-// time. It reports false when lastTaken holds maxTakenAsks peers answered
-// within the last askEvery (sy.mu held).
+// time. It reports false when lastTaken holds maxTakenAsks peers asking
+// or answered within the last answerStall (sy.mu held).
 func (sy *tableSync) roomForAsk(now int64) bool {
 	if len(sy.lastTaken) >= maxTakenAsks {
-		for p, at := range sy.lastTaken {
-			if now-at >= int64(askEvery) {
+		for p, last := range sy.lastTaken {
+			if now-last.at >= int64(answerStall) {
 				delete(sy.lastTaken, p)
 			}
 		}

@@ -1067,3 +1067,45 @@ func TestFirstTunnelOnAMissedPlacementIsTold(t *testing.T) {
 		t.Errorf("the session is on %s, bal-2 routes its key to %s (by its entry: %v)", on, target.Name, in)
 	}
 }
+
+// An ask of a round whose answer went out whole moments before crossed
+// the answer's last parts: they are on their way, or wait to be merged, and
+// the asker asked again because none had come for answerStall. Answered,
+// it had the whole table sent again: on a loaded machine a restart cost its
+// peer two sends of a 600,000-entry table (TestStartingBalancerGetsTheTableOnce,
+// 2.00 times). It is not answered within answerStall of the answer going
+// out; after that, a part lost on the way is asked for, and answered.
+func TestAskCrossingItsAnswerIsNotAnsweredAgain(t *testing.T) {
+	w := newTableWorld(t, 0)
+	b1, b2 := w.bals[0], w.bals[1]
+	w.request(b1, 0, true, false, tfClients[0]) // a session open on bal-1
+	w.settle()
+	w.restart(b2, false)
+	b2.sy.wait = time.Minute
+	// ask delivers an ask of bal-2's round to bal-1, advance on, and
+	// returns the parts bal-1 answered with.
+	ask := func(advance time.Duration) int {
+		t.Helper()
+		w.now += int64(advance)
+		w.net = nil
+		b1.sy.receive(b2.name, b2.sy.askMessage(b1.name, health.PeerSigningTableAsk, w.now))
+		w.answer(b1)
+		parts := 0
+		for _, m := range w.net {
+			if m.to == b2.name && m.stream && m.payload[0] == msgAnswer {
+				parts++
+			}
+		}
+		w.net = nil
+		return parts
+	}
+	if n := ask(0); n != 1 {
+		t.Fatalf("bal-1 answered bal-2's first ask in %d parts, want 1", n)
+	}
+	if n := ask(answerStall - time.Second); n != 0 {
+		t.Errorf("an ask of the same round %v after its answer went out: answered in %d parts, want none (it crossed the answer)", answerStall-time.Second, n)
+	}
+	if n := ask(time.Second); n != 1 {
+		t.Errorf("an ask of the same round %v after its answer went out: answered in %d parts, want 1 (a part was lost)", answerStall, n)
+	}
+}
