@@ -290,9 +290,12 @@ type tableSync struct {
 	// askID is this process's round of asks: fresh at each start, so no
 	// answer to another round (an earlier process's, or a copy of one
 	// sent again) is taken for this one's.
-	askID       uint64
-	asked       map[string]time.Time // peer → when last asked
-	parts       map[string]*answerParts
+	askID uint64
+	asked map[string]time.Time // peer → when last asked
+	parts map[string]*answerParts
+	// stalled counts the asks made again because an answer under way
+	// stalled (tests: a table sent twice for a reason).
+	stalled     int
 	othersSince time.Time
 }
 
@@ -870,6 +873,9 @@ func (sy *tableSync) checkAsks() {
 		if now.Sub(sy.asked[p]) >= askEvery && (a == nil || a.merging == 0 && now.Sub(a.last) >= answerStall) {
 			sy.asked[p] = now
 			ask = append(ask, p)
+			if a != nil {
+				sy.stalled++
+			}
 		}
 	}
 	switch {

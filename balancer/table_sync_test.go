@@ -703,9 +703,16 @@ func TestStartingBalancerGetsTheTableOnce(t *testing.T) {
 		return len(sy.answers) == 0 && len(sy.answering) == 0
 	})
 	sent := b1.metric(t, "ringlb_balancer_session_table_sync_bytes_total", map[string]string{"kind": "answer"}) / float64(n*recordSize)
-	t.Logf("bal-1 sent its table %.2f times", sent)
-	if sent >= 2 {
-		t.Errorf("bal-1 sent its table %.2f times to one starting balancer, want once", sent)
+	sy2.mu.Lock()
+	stalled := sy2.stalled
+	sy2.mu.Unlock()
+	t.Logf("bal-1 sent its table %.2f times; bal-2 asked again %d times for an answer that stalled (no part for %v)", sent, stalled, answerStall)
+	// An answer that stalls is asked for again, by design: on a machine
+	// loaded enough (load 8-15, bal-2 routing only at its startup_wait) a
+	// part came 5 s after the one before. Sent again without one, the
+	// table went twice for nothing.
+	if sent >= 2 && stalled == 0 {
+		t.Errorf("bal-1 sent its table %.2f times to one starting balancer, want once: bal-2 never asked again for a stall", sent)
 	}
 }
 
