@@ -723,11 +723,7 @@ func TestStartingBalancerGetsTheTableOnce(t *testing.T) {
 // of a second had the whole table sent again. A part that never comes is
 // still asked for, once no part has come for answerStall.
 func TestAnswerUnderWayIsNotAskedAgain(t *testing.T) {
-	w := newTableWorld(t, 0)
-	b1, b2 := w.bals[0], w.bals[1]
-	w.request(b1, 0, true, false, tfClients[0]) // a session open on bal-1
-	w.settle()
-	w.restart(b2, false)
+	w, b1, b2 := askingWorld(t)
 	var clock atomic.Int64 // bal-2's, read by the merge below too
 	clock.Store(w.now)
 	b2.t.clock = clock.Load
@@ -1083,11 +1079,7 @@ func TestFirstTunnelOnAMissedPlacementIsTold(t *testing.T) {
 // 2.00 times). It is not answered within answerStall of the answer going
 // out; after that, a part lost on the way is asked for, and answered.
 func TestAskCrossingItsAnswerIsNotAnsweredAgain(t *testing.T) {
-	w := newTableWorld(t, 0)
-	b1, b2 := w.bals[0], w.bals[1]
-	w.request(b1, 0, true, false, tfClients[0]) // a session open on bal-1
-	w.settle()
-	w.restart(b2, false)
+	w, b1, b2 := askingWorld(t)
 	b2.sy.wait = time.Minute
 	// ask delivers an ask of bal-2's round to bal-1, advance on, and
 	// returns the parts bal-1 answered with.
@@ -1115,4 +1107,15 @@ func TestAskCrossingItsAnswerIsNotAnsweredAgain(t *testing.T) {
 	if n := ask(time.Second); n != 1 {
 		t.Errorf("an ask of the same round %v after its answer went out: answered in %d parts, want 1 (a part was lost)", answerStall, n)
 	}
+}
+
+// askingWorld is a table world whose bal-1 holds a session and whose bal-2
+// has just restarted: it asks bal-1 for the table.
+func askingWorld(t *testing.T) (w *tfWorld, b1, b2 *tfBal) {
+	w = newTableWorld(t, 0)
+	b1, b2 = w.bals[0], w.bals[1]
+	w.request(b1, 0, true, false, tfClients[0]) // a session open on bal-1
+	w.settle()
+	w.restart(b2, false)
+	return w, b1, b2
 }
