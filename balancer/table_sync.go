@@ -933,11 +933,25 @@ func (sy *tableSync) checkAsks() {
 }
 
 // drainState is a static edge's drain by the admin API, shared by the
-// balancers: the latest stamp wins.
+// balancers: the latest stamp wins (after).
 type drainState struct {
 	on       bool
 	deadline int64 // unix ns
 	stamp    int64 // unix ns of the change
+}
+
+// after says whether change a wins over b: the later stamp, and of two with
+// one stamp (made through two balancers at once) a drain over an undrain,
+// then the later deadline. Every balancer takes the same one: kept its own
+// at a tie, each went on with the other's drain different from its own.
+func (a drainState) after(b drainState) bool {
+	if a.stamp != b.stamp {
+		return a.stamp > b.stamp
+	}
+	if a.on != b.on {
+		return a.on
+	}
+	return a.deadline > b.deadline
 }
 
 // drainStates are the admin drains known here, by static edge name.
@@ -953,7 +967,7 @@ func (d *drainStates) init() { d.m = map[string]drainState{} }
 func (d *drainStates) set(name string, st drainState) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if cur, ok := d.m[name]; ok && cur.stamp >= st.stamp {
+	if cur, ok := d.m[name]; ok && !st.after(cur) {
 		return false
 	}
 	d.m[name] = st

@@ -667,6 +667,31 @@ func TestUndrainEndsADrainStampedAhead(t *testing.T) {
 	waitRing(t, b2, "edge-1", "edge-2")
 }
 
+// Two changes of one drain with one stamp — an undrain of relay-a through
+// bal-1 and a drain of it through bal-2, made in the same nanosecond of
+// their clocks — met, and each balancer kept its own: a change was taken
+// only when later. Refreshes never made them agree. bal-1 kept its session
+// on relay-a, which took no live keys at bal-2 once past its drain
+// deadline there, and bal-2 ignored the key's placement; when a later drain
+// reached both, bal-2 routed the live key by its ring, to relay-c
+// (FuzzTableEvents: seed drain-changes-with-one-stamp). Of two changes with
+// one stamp, every balancer takes the same one.
+func TestDrainChangesWithOneStampAgree(t *testing.T) {
+	w := newTableWorld(t, 6) // two balancers, one clock
+	b1, b2 := w.bals[0], w.bals[1]
+	b1.t.setDrain("relay-a", false, time.Time{})
+	b2.t.setDrain("relay-a", true, time.Unix(0, w.now+int64(3*time.Second)))
+	w.settle()
+	w.advance(5 * time.Second)
+	w.settle()
+	st1, _ := b1.t.drains.get("relay-a")
+	st2, _ := b2.t.drains.get("relay-a")
+	t.Logf("relay-a at bal-1: %+v; at bal-2: %+v", st1, st2)
+	if st1 != st2 {
+		t.Errorf("the balancers hold different drains of relay-a: bal-1 %+v, bal-2 %+v", st1, st2)
+	}
+}
+
 // A starting balancer asks each peer for its table every second until it
 // has the whole of it; a large table takes longer than that to build, send
 // and apply, and each ask was answered with the whole table again, most of
