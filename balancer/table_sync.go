@@ -941,9 +941,11 @@ type drainState struct {
 }
 
 // after says whether change a wins over b: the later stamp, and of two with
-// one stamp (made through two balancers at once) a drain over an undrain,
-// then the later deadline. Every balancer takes the same one: kept its own
-// at a tie, each went on with the other's drain different from its own.
+// one stamp (made through two balancers at once) the stricter — a drain over
+// an undrain, then the earlier deadline — so that a tie never gives live
+// keys back to an edge one of them had already taken them from. Every
+// balancer takes the same one: kept its own at a tie, each went on with the
+// other's drain different from its own.
 func (a drainState) after(b drainState) bool {
 	if a.stamp != b.stamp {
 		return a.stamp > b.stamp
@@ -951,7 +953,7 @@ func (a drainState) after(b drainState) bool {
 	if a.on != b.on {
 		return a.on
 	}
-	return a.deadline > b.deadline
+	return a.deadline < b.deadline
 }
 
 // drainStates are the admin drains known here, by static edge name.

@@ -675,20 +675,30 @@ func TestUndrainEndsADrainStampedAhead(t *testing.T) {
 // deadline there, and bal-2 ignored the key's placement; when a later drain
 // reached both, bal-2 routed the live key by its ring, to relay-c
 // (FuzzTableEvents: seed drain-changes-with-one-stamp). Of two changes with
-// one stamp, every balancer takes the same one.
+// one stamp, every balancer takes the stricter: the drain, and of two
+// drains (relay-b) the earlier deadline, which a balancer may have passed
+// already (seed drains-with-one-stamp).
 func TestDrainChangesWithOneStampAgree(t *testing.T) {
 	w := newTableWorld(t, 6) // two balancers, one clock
 	b1, b2 := w.bals[0], w.bals[1]
 	b1.t.setDrain("relay-a", false, time.Time{})
 	b2.t.setDrain("relay-a", true, time.Unix(0, w.now+int64(3*time.Second)))
+	b1.t.setDrain("relay-b", true, time.Unix(0, w.now))
+	b2.t.setDrain("relay-b", true, time.Unix(0, w.now+int64(12*time.Second)))
+	want := map[string]drainState{
+		"relay-a": {on: true, deadline: w.now + int64(3*time.Second), stamp: w.now},
+		"relay-b": {on: true, deadline: w.now, stamp: w.now},
+	}
 	w.settle()
 	w.advance(5 * time.Second)
 	w.settle()
-	st1, _ := b1.t.drains.get("relay-a")
-	st2, _ := b2.t.drains.get("relay-a")
-	t.Logf("relay-a at bal-1: %+v; at bal-2: %+v", st1, st2)
-	if st1 != st2 {
-		t.Errorf("the balancers hold different drains of relay-a: bal-1 %+v, bal-2 %+v", st1, st2)
+	for _, name := range []string{"relay-a", "relay-b"} {
+		st1, _ := b1.t.drains.get(name)
+		st2, _ := b2.t.drains.get(name)
+		t.Logf("%s at bal-1: %+v; at bal-2: %+v", name, st1, st2)
+		if st1 != want[name] || st2 != want[name] {
+			t.Errorf("%s: bal-1 holds %+v, bal-2 %+v, want %+v on both", name, st1, st2, want[name])
+		}
 	}
 }
 
