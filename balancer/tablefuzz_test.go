@@ -56,8 +56,9 @@ import (
 // with one config and one drain state, for every key with a tunnel the
 // table counts: all its tunnels are on one backend, every balancer that
 // routes sends it there, and all their entries agree — and when no message
-// was lost and no entry evicted for room since the last such point,
-// already before the refreshes that repair a lost one (a balancer that
+// was lost, no entry evicted for room and no record ignored for a backend
+// past its drain deadline that takes live keys again since the last such
+// point, already before the refreshes that repair a lost one (a balancer that
 // joined after an upgrade has asked the others and told them its changes).
 //
 // Not reached: gossip edges (their 421s and hand-offs move their sessions,
@@ -231,6 +232,9 @@ type tfBal struct {
 	// deadline passed at a tick), though they may again by the next: a
 	// placement on one gave way to any other then (noteRoutes).
 	offRoutes map[uint16]bool
+	// past are the static edges past their drain deadline here as of the
+	// last look (notePast).
+	past map[string]bool
 	// joining: replaced by an upgrade, the new process (t) serves but has
 	// not joined gossip yet; sy is the replaced process's, which receives
 	// what the others send until it leaves (tevJoin).
@@ -288,8 +292,14 @@ type tfWorld struct {
 	// last settle: one evicted since is, to the table that held it, a
 	// message lost (evictions).
 	evicted float64
-	step    int
-	trace   bool // RINGLB_TABLEFUZZ_TRACE: each event and the state after it logged
+	// revived: since the last settle, a record was ignored because its
+	// backend took no live keys where it came (ignoredDrained), and a
+	// drain change gave a static edge past its deadline at a balancer
+	// live keys there again (notePast).
+	revived         bool
+	ignoredAtSettle float64 // ignoredDrained at the last settle
+	step            int
+	trace           bool // RINGLB_TABLEFUZZ_TRACE: each event and the state after it logged
 }
 
 // tableEventNames name the events in a trace.
@@ -377,6 +387,7 @@ func newTableWorld(t *testing.T, conf byte) *tfWorld {
 	}
 	w.observe(false)
 	w.evicted = w.evictions()
+	w.ignoredAtSettle = w.ignoredDrained()
 	return w
 }
 
@@ -393,6 +404,7 @@ func (b *tfBal) start(old *sessionTable) {
 		onDrain: func() {
 			b.rebuildRing()
 			b.noteRoutes()
+			b.notePast()
 		},
 		drainsPast: func() map[string]bool {
 			past := map[string]bool{}
@@ -416,6 +428,8 @@ func (b *tfBal) start(old *sessionTable) {
 	b.t = t
 	b.b = &Balancer{metrics: tfMetrics(), table: t, tunnels: map[*tunnel]struct{}{}, access: &accessLog{}}
 	b.lastRefresh = w.now
+	clear(b.past)
+	b.notePast()
 }
 
 // share starts b's table's gossip side on the harness's network.
@@ -457,6 +471,30 @@ func (b *tfBal) routesFor(snap *ring.Snapshot) []ring.Member {
 func (b *tfBal) tick() {
 	b.t.tick()
 	b.noteRoutes()
+	b.notePast()
+}
+
+// notePast notes the static edges past their drain deadline here, and
+// whether a drain change gave one of them live keys here again (an undrain,
+// a later deadline) after a record was ignored since the last settle for
+// its backend taking no live keys where it came. Such a record is lost to
+// that table as a message is: its balancer ignored the placement while the
+// edge was past its deadline there (the drains differed), and holds none
+// once the edge takes live keys again, until the placer's next refresh —
+// routing the key by its ring meanwhile, as after a lost delta (documented:
+// the next refresh repairs it). The check before the refreshes skips such a
+// settle (seed drain-revived-after-a-placement-ignored).
+func (b *tfBal) notePast() {
+	if b.past == nil {
+		b.past = map[string]bool{}
+	}
+	for name := range b.config {
+		past := b.drainPast(name)
+		if b.past[name] && !past && b.w.ignoredDrained() > b.w.ignoredAtSettle {
+			b.w.revived = true
+		}
+		b.past[name] = past
+	}
 }
 
 // noteRoutes notes the backends that take no live keys here now, for the
@@ -897,7 +935,7 @@ func (w *tfWorld) settle() {
 	}
 	quiet()
 	evicted := w.evictions()
-	if !w.lost && evicted == w.evicted {
+	if !w.lost && evicted == w.evicted && !w.revived {
 		// Nothing lost: what every balancer sent as it happened, and the
 		// asks and answers of those that started or joined, are enough
 		// (with a maintenance round: a drain's deadline closes tunnels).
@@ -907,6 +945,9 @@ func (w *tfWorld) settle() {
 		// for another key's delta, and the key comes back with a peer's
 		// older placement, its version put right by the next refresh of a
 		// balancer with a tunnel of it (seed evicted-move-comes-back-older).
+		// So is a record ignored for its backend past its drain deadline
+		// where it came, once a drain change gives that backend live keys
+		// there again (notePast).
 		for _, b := range w.bals {
 			b.tick()
 		}
@@ -925,6 +966,17 @@ func (w *tfWorld) settle() {
 	w.observe(true)
 	w.checkQuiescent()
 	w.lost, w.evicted = false, w.evictions()
+	w.revived, w.ignoredAtSettle = false, w.ignoredDrained()
+}
+
+// ignoredDrained counts the records ignored because their backend took no
+// live keys where they came, all tables together (ignored{backend_down}).
+func (w *tfWorld) ignoredDrained() float64 {
+	var m dto.Metric
+	if err := tfMetrics().tableIgnored.WithLabelValues(ignoredDown).Write(&m); err != nil {
+		w.t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
 
 // evictions counts the entries evicted for room, all tables together (the
