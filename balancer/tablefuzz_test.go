@@ -57,8 +57,8 @@ import (
 // table counts: all its tunnels are on one backend, every balancer that
 // routes sends it there, and all their entries agree — and when no message
 // was lost, no entry evicted for room and no record ignored for a backend
-// past its drain deadline that takes live keys again since the last such
-// point, already before the refreshes that repair a lost one (a balancer that
+// past its drain deadline or not in the config that takes live keys again
+// since the last such point, already before the refreshes that repair a lost one (a balancer that
 // joined after an upgrade has asked the others and told them its changes).
 //
 // Not reached: gossip edges (their 421s and hand-offs move their sessions,
@@ -292,12 +292,12 @@ type tfWorld struct {
 	// last settle: one evicted since is, to the table that held it, a
 	// message lost (evictions).
 	evicted float64
-	// revived: since the last settle, a record was ignored because its
-	// backend took no live keys where it came (ignoredDrained), and a
-	// drain change gave a static edge past its deadline at a balancer
-	// live keys there again (notePast).
-	revived         bool
-	ignoredAtSettle float64 // ignoredDrained at the last settle
+	// regained: since the last settle where the views agreed, a record
+	// was ignored because its backend took no live keys where it came
+	// (past its drain deadline, or not in its config), and a balancer's
+	// routes gained such a backend again (notePast, a reload adding one).
+	regained        bool
+	ignoredAtSettle [2]float64 // ignoredCounts at the last settle where the views agreed
 	step            int
 	trace           bool // RINGLB_TABLEFUZZ_TRACE: each event and the state after it logged
 }
@@ -387,7 +387,7 @@ func newTableWorld(t *testing.T, conf byte) *tfWorld {
 	}
 	w.observe(false)
 	w.evicted = w.evictions()
-	w.ignoredAtSettle = w.ignoredDrained()
+	w.ignoredAtSettle = w.ignoredCounts()
 	return w
 }
 
@@ -476,22 +476,23 @@ func (b *tfBal) tick() {
 
 // notePast notes the static edges past their drain deadline here, and
 // whether a drain change gave one of them live keys here again (an undrain,
-// a later deadline) after a record was ignored since the last settle for
-// its backend taking no live keys where it came. Such a record is lost to
+// a later deadline) after a record was ignored, since the last settle where
+// the views agreed, for its backend taking no live keys where it came. Such a record is lost to
 // that table as a message is: its balancer ignored the placement while the
 // edge was past its deadline there (the drains differed), and holds none
 // once the edge takes live keys again, until the placer's next refresh —
 // routing the key by its ring meanwhile, as after a lost delta (documented:
-// the next refresh repairs it). The check before the refreshes skips such a
-// settle (seed drain-revived-after-a-placement-ignored).
+// records of a backend a balancer does not route to are ignored, and the
+// next refresh repairs what it missed). The check before the refreshes
+// skips such a settle (seed drain-revived-after-a-placement-ignored).
 func (b *tfBal) notePast() {
 	if b.past == nil {
 		b.past = map[string]bool{}
 	}
 	for name := range b.config {
 		past := b.drainPast(name)
-		if b.past[name] && !past && b.w.ignoredDrained() > b.w.ignoredAtSettle {
-			b.w.revived = true
+		if b.past[name] && !past && b.w.ignoredCounts()[0] > b.w.ignoredAtSettle[0] {
+			b.w.regained = true
 		}
 		b.past[name] = past
 	}
@@ -576,6 +577,13 @@ func (w *tfWorld) event(op, arg byte) {
 	case tevReload:
 		b := w.bal(arg & 3)
 		name := tfBackendNames[arg>>2&3]
+		if _, ok := b.config[name]; !ok && w.ignoredCounts()[1] > w.ignoredAtSettle[1] {
+			// A record of the backend this balancer did not know was
+			// ignored, maybe here: lost to it until the placer's next
+			// refresh, as one of a backend past its drain deadline
+			// (notePast; seed reload-after-a-placement-ignored).
+			w.regained = true
+		}
 		b.config[name] = 1 + int(arg>>4&3)%3
 		b.monitorUp[name] = b.monitorUp[name] || w.alive[name]
 		b.t.routesGen.Add(1)
@@ -935,7 +943,7 @@ func (w *tfWorld) settle() {
 	}
 	quiet()
 	evicted := w.evictions()
-	if !w.lost && evicted == w.evicted && !w.revived {
+	if !w.lost && evicted == w.evicted && !w.regained {
 		// Nothing lost: what every balancer sent as it happened, and the
 		// asks and answers of those that started or joined, are enough
 		// (with a maintenance round: a drain's deadline closes tunnels).
@@ -947,7 +955,8 @@ func (w *tfWorld) settle() {
 		// balancer with a tunnel of it (seed evicted-move-comes-back-older).
 		// So is a record ignored for its backend past its drain deadline
 		// where it came, once a drain change gives that backend live keys
-		// there again (notePast).
+		// there again (notePast), or for its backend not in the config
+		// there, once a reload adds it.
 		for _, b := range w.bals {
 			b.tick()
 		}
@@ -966,17 +975,36 @@ func (w *tfWorld) settle() {
 	w.observe(true)
 	w.checkQuiescent()
 	w.lost, w.evicted = false, w.evictions()
-	w.revived, w.ignoredAtSettle = false, w.ignoredDrained()
+	w.regained = false
+	if w.viewsAgree() {
+		// Else a record ignored where its backend took no live keys is
+		// still missed there, until the views agree and a refresh comes.
+		w.ignoredAtSettle = w.ignoredCounts()
+	}
 }
 
-// ignoredDrained counts the records ignored because their backend took no
-// live keys where they came, all tables together (ignored{backend_down}).
-func (w *tfWorld) ignoredDrained() float64 {
-	var m dto.Metric
-	if err := tfMetrics().tableIgnored.WithLabelValues(ignoredDown).Write(&m); err != nil {
-		w.t.Fatal(err)
+// viewsAgree says whether every balancer routes to the same backends.
+func (w *tfWorld) viewsAgree() bool {
+	for _, b := range w.bals[1:] {
+		if !sameViews(w.bals[0], b) {
+			return false
+		}
 	}
-	return m.GetCounter().GetValue()
+	return true
+}
+
+// ignoredCounts count the records ignored because their backend took no
+// live keys where they came, all tables together: past its drain deadline
+// (ignored{backend_down}), not in the config (ignored{unknown_backend}).
+func (w *tfWorld) ignoredCounts() (n [2]float64) {
+	for i, reason := range [2]string{ignoredDown, ignoredUnknown} {
+		var m dto.Metric
+		if err := tfMetrics().tableIgnored.WithLabelValues(reason).Write(&m); err != nil {
+			w.t.Fatal(err)
+		}
+		n[i] = m.GetCounter().GetValue()
+	}
+	return n
 }
 
 // evictions counts the entries evicted for room, all tables together (the
@@ -996,10 +1024,8 @@ func (w *tfWorld) evictions() float64 {
 // key there (a balancer whose shard of the key is full routes it by the
 // ring without an entry: documented), and their entries agree.
 func (w *tfWorld) checkQuiescent() {
-	for _, b := range w.bals[1:] {
-		if !sameViews(w.bals[0], b) {
-			return // a reload or drain not shared: views differ
-		}
+	if !w.viewsAgree() {
+		return // a reload or drain not shared: views differ
 	}
 	for k := range w.keys {
 		var on string
