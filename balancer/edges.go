@@ -469,6 +469,14 @@ func isDialError(err error) bool {
 	return errors.As(err, &de)
 }
 
+// dialTimedOut reports whether a dial failed by running out of
+// dial_timeout (no answer to its SYN, or a handshake that did not finish),
+// not by a refusal or a reset.
+func dialTimedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 var localDialErrnos = []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL}
 
 // localDialFailure reports whether a dial failed for want of this process's

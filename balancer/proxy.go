@@ -268,6 +268,7 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 		dials   int
 		hops    int
 		target  = owner
+		retried string // the edge a timed-out dial was tried again on
 	)
 	// Passive health: an owner whose dial failed moments ago is skipped
 	// for the same next candidate every balancer would pick, instead of
@@ -321,6 +322,18 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 			b.metrics.backendErrorsTotal.WithLabelValues(target.Name, errorKindLocal).Inc()
 			b.edgeFailLog.Warn(b.log, "cannot dial an edge: this process is out of resources", "edge", target.Name, "err", err)
 			return target.Name, fmt.Errorf("%w: %w", errOutOfResources, err)
+		case isDialError(err) && dialTimedOut(err) && retried != target.Name:
+			// Alive but slow to accept (its accept queue full while a
+			// crowd reconnects, a starved process): tried there again
+			// once before it is taken for suspect. Sent elsewhere at
+			// once, the key's live session split — its next participants
+			// on the fallback while the others stayed, and the other
+			// balancers, whose dials went through, sent more there
+			// (TestDialTimeoutToALiveBackendIsTriedAgain). A refusal —
+			// nothing listens — moves the key at once, as before.
+			b.metrics.backendErrorsTotal.WithLabelValues(target.Name, errorKindDial).Inc()
+			b.edgeFailLog.Warn(b.log, "edge slow to accept; dialing it again", "edge", target.Name, "err", err)
+			retried = target.Name
 		case isDialError(err):
 			b.metrics.backendErrorsTotal.WithLabelValues(target.Name, errorKindDial).Inc()
 			b.markSuspect(target.Name)
