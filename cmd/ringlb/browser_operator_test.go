@@ -104,7 +104,10 @@ func TestBrowserLoginChartsAudit(t *testing.T) {
 	d.waitFor(t, "a wrong password is refused", `!!document.getElementById('login-error')`, dashState)
 	d.do(t, chromedp.SendKeys(chromedp.ID("user"), "alice"), chromedp.SendKeys(chromedp.ID("password"), operatorPassword),
 		chromedp.Click(chromedp.CSS(`#login-form button[type=submit]`)))
-	d.waitFor(t, "back on the dashboard, logged in", `location.pathname === '/' && document.getElementById('whoami').textContent === 'alice'`, dashState)
+	// The page may be at '/' before its body is parsed: an element not
+	// there yet is waited for, not read (a null's textContent threw, and
+	// an exception ends the wait).
+	d.waitFor(t, "back on the dashboard, logged in", `location.pathname === '/' && document.getElementById('whoami')?.textContent === 'alice'`, dashState)
 	d.waitFor(t, "the cluster", `document.querySelectorAll('#nodes tbody tr[data-role=edge]').length === 3 && document.querySelectorAll('[data-gslb="gslb-1"] tr[data-member]').length === 2`, dashState)
 	d.waitFor(t, "every node's history read", `document.getElementById('history-error').hidden && (document.getElementById('chart-balancers').dataset.series || '').includes('bal-2')`, dashState)
 
