@@ -70,7 +70,7 @@ const (
 	ignoredMalformed = "malformed"
 	ignoredSender    = "not_a_balancer"
 	ignoredFull      = "full"
-	ignoredReplay    = "replayed" // an ask that is a copy (takeAsk)
+	ignoredReplay    = "replayed" // an ask refused: a copy, or asked again too soon (takeAsk)
 )
 
 // merge applies a record from another balancer. fromDelta says it is a
@@ -735,6 +735,8 @@ func (sy *tableSync) takeAsk(peer string, id uint64, at int64, valid bool) {
 		// on their way or waiting to be merged (the asker asks again once
 		// none came for answerStall). On a loaded machine the whole table
 		// went twice so. A part lost on the way is asked for again after.
+		// Counted as an ask refused, as one within askEvery is.
+		sy.t.metrics.tableIgnored.WithLabelValues(ignoredReplay).Inc()
 		return
 	}
 	if !valid || seen || (ok && now-last.at < int64(askEvery)) || !sy.roomForAsk(now) {
