@@ -116,7 +116,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 // keyOwnedBy returns a key whose owner is the named edge.
 func (h *harness) keyOwnedBy(t *testing.T, edge string) string {
 	t.Helper()
-	snap := h.ring.Snapshot()
+	return keyOwnedOn(t, h.ring, edge)
+}
+
+// keyOwnedOn returns a key whose owner on r is the named edge.
+func keyOwnedOn(t *testing.T, r *ring.Ring, edge string) string {
+	t.Helper()
+	snap := r.Snapshot()
 	for i := range 10000 {
 		k := fmt.Sprintf("session-%d", i)
 		if m, _ := snap.Locate([]byte(k)); m.Name == edge {

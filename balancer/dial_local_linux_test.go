@@ -24,26 +24,42 @@ import (
 // itself and holds the connection.
 func namedRawEdge(t *testing.T, name string) string {
 	t.Helper()
-	return "http://" + serveRaw(t, func(c net.Conn) {
+	return "http://" + serveRaw(t, namedUpgrade(name)).String()
+}
+
+// namedUpgrade answers a connection's request with a 101 naming the edge
+// name, then reads the tunnel to its end.
+func namedUpgrade(name string) func(c net.Conn) {
+	return func(c net.Conn) {
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 			return
 		}
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\nX-Ringlb-Edge: "+name+"\r\n\r\n")
 		io.Copy(io.Discard, c)
-	}).String()
+	}
 }
 
 // upgradeStatus sends a WebSocket upgrade for key on c and returns the
 // answer's status line and the edge it names.
 func upgradeStatus(t *testing.T, c net.Conn, key string) (string, string) {
 	t.Helper()
+	status, edge, err := upgradeAnswer(c, key)
+	if err != nil {
+		t.Fatalf("upgrade of %s: %v", key, err)
+	}
+	return status, edge
+}
+
+// upgradeAnswer is upgradeStatus for a goroutine other than the test's:
+// the error is returned.
+func upgradeAnswer(c net.Conn, key string) (status, edge string, err error) {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: "+key+"\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		t.Fatalf("upgrade of %s: %v", key, err)
+		return "", "", err
 	}
-	return resp.Status, resp.Header.Get("X-Ringlb-Edge")
+	return resp.Status, resp.Header.Get("X-Ringlb-Edge"), nil
 }
 
 // A dial to an edge that fails in this process — out of descriptors, here;

@@ -1,11 +1,7 @@
 package balancer
 
 import (
-	"bufio"
-	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -23,7 +19,8 @@ import (
 // slowAcceptEdge is namedRawEdge on a socket listening with the smallest
 // accept queue; while held it accepts nothing, and once its queue is full
 // the kernel drops new SYNs: a dial to it times out, as to a backend alive
-// but slow to accept (a burst of reconnections, a starved process).
+// but slow to accept (a burst of reconnections, a starved process). Its
+// accept loop ends with the test, held or not.
 func slowAcceptEdge(t *testing.T, name string) (url string, held *atomic.Bool) {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
@@ -42,12 +39,21 @@ func slowAcceptEdge(t *testing.T, name string) (url string, held *atomic.Bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
 	held = new(atomic.Bool)
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		close(done)
+		ln.Close()
+	})
+	serve := namedUpgrade(name)
 	go func() {
 		for {
 			for held.Load() {
-				time.Sleep(5 * time.Millisecond)
+				select {
+				case <-done:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
 			}
 			c, err := ln.Accept()
 			if err != nil {
@@ -55,11 +61,7 @@ func slowAcceptEdge(t *testing.T, name string) (url string, held *atomic.Bool) {
 			}
 			go func() {
 				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+wsSampleAccept+"\r\nX-Ringlb-Edge: "+name+"\r\n\r\n")
-				io.Copy(io.Discard, c)
+				serve(c)
 			}()
 		}
 	}()
@@ -79,12 +81,7 @@ func TestDialTimeoutToALiveBackendIsTriedAgain(t *testing.T) {
 	cfg := configs.Balancer{DialTimeout: configs.Duration(1500 * time.Millisecond)}
 	b, addr := startBalancerFor(t, cfg, slowURL)
 	b.ring.Update([]ring.Member{{Name: "e1", URL: slowURL, Weight: 1}, {Name: "e2", URL: namedRawEdge(t, "e2"), Weight: 1}})
-	var key string
-	for i := 0; key == ""; i++ {
-		if k := fmt.Sprintf("slow-%d", i); ownerIs(b, k, "e1") {
-			key = k
-		}
-	}
+	key := keyOwnedOn(t, b.ring, "e1")
 	first, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -110,8 +107,11 @@ func TestDialTimeoutToALiveBackendIsTriedAgain(t *testing.T) {
 	}
 	defer second.Close()
 	answered := make(chan [2]string, 1)
-	go func() {
-		status, owner := upgradeStatus(t, second, key)
+	go func() { // ends with second's 30 s deadline at most
+		status, owner, err := upgradeAnswer(second, key)
+		if err != nil {
+			status = err.Error()
+		}
 		answered <- [2]string{status, owner}
 	}()
 	dialErrors := func() float64 {
@@ -136,10 +136,4 @@ func TestDialTimeoutToALiveBackendIsTriedAgain(t *testing.T) {
 	if !strings.HasPrefix(a[0], "101") || a[1] != "e1" {
 		t.Errorf("the second participant of e1's live session: %s from %q, want 101 from e1 (the first is there)", a[0], a[1])
 	}
-}
-
-// ownerIs says whether b's ring gives key to name.
-func ownerIs(b *Balancer, key, name string) bool {
-	m, ok := b.ring.Snapshot().Locate([]byte(key))
-	return ok && m.Name == name
 }

@@ -286,11 +286,7 @@ func TestUDPBlockedMemberIsBelievedOverTCP(t *testing.T) {
 		t.Fatal("node-2's UDP is not blocked")
 	}
 	// memberlist itself keeps it: its probes of node-2 go over TCP.
-	for deadline := time.Now().Add(30 * time.Second); nodes[0].ml.NumMembers() < 3; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("memberlist on node-0 never took node-2 in: %d members", nodes[0].ml.NumMembers())
-		}
-	}
+	waitFor(t, "memberlist on node-0 takes node-2 in", func() bool { return nodes[0].ml.NumMembers() >= 3 })
 	t.Logf("memberlist on node-0 took node-2 in %s after it started", time.Since(start).Round(time.Millisecond))
 	waitAll(t, nodes, func(ns []Node) bool { return len(ns) == 3 })
 	t.Logf("every node believes the other two %s after node-2 started, node-2's UDP blocked", time.Since(start).Round(time.Millisecond))
@@ -301,11 +297,7 @@ func TestUDPBlockedMemberIsBelievedOverTCP(t *testing.T) {
 		defer blocked.mu.Unlock()
 		return !blocked.awayAt.IsZero()
 	}
-	for deadline := time.Now().Add(30 * time.Second); away(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("node-2, its UDP blocked, stays away: no member's answer reached it")
-		}
-	}
+	waitFor(t, "a member's answer reaches node-2, its UDP blocked (no longer away)", func() bool { return !away() })
 }
 
 // dialCounter counts the streams its node opens.
@@ -344,11 +336,7 @@ func TestReplayedStreamChallengeIsAnsweredBounded(t *testing.T) {
 	a := startNode(t, slow(keyed("a")), edgeMeta(0))
 	b := startNode(t, slow(keyed("b", a.Addr())), edgeMeta(1))
 	// b answers a pending member too: it need not have believed a.
-	for deadline := time.Now().Add(30 * time.Second); b.ml.NumMembers() < 2; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("b never took a in")
-		}
-	}
+	waitFor(t, "b takes a in", func() bool { return b.ml.NumMembers() >= 2 })
 	<-b.ready
 
 	var nonce [nonceLen]byte
@@ -364,11 +352,7 @@ func TestReplayedStreamChallengeIsAnsweredBounded(t *testing.T) {
 		if err := b.receiveLive(replayed); err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(30 * time.Second); answering(); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("b's answer over the stream never ended")
-			}
-		}
+		waitFor(t, "b's answer over the stream ends", func() bool { return !answering() })
 	}
 	dials := counter.dials.Load() - before
 	t.Logf("50 replays of a stream challenge: b opened %d streams", dials)

@@ -257,7 +257,7 @@ func (p *Prober) check(ctx context.Context) error {
 		resp.Body.Close()
 		if resp.StatusCode != p.mon.ExpectStatus {
 			if v := resp.Header.Get(configs.HeaderStarting); v != "" {
-				return fmt.Errorf("GET %s: status %d, starting (%s): %w", url, resp.StatusCode, v, errStarting)
+				return fmt.Errorf("GET %s: status %d, starting (%.64q): %w", url, resp.StatusCode, v, errStarting)
 			}
 			return fmt.Errorf("GET %s: status %d, want %d", url, resp.StatusCode, p.mon.ExpectStatus)
 		}

@@ -433,14 +433,10 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 	}
 }
 
-// apply applies one batch of from's records to the copies and returns the
-// answers for what it could not apply.
-func (r *replicator) apply(from string, records, answers []byte) ([]byte, error) {
-	return r.applyStream(from, time.Time{}, records, answers)
-}
-
-// applyStream is apply on a stream of from's that began at began: a synced
-// record drops from's copies not sent whole since.
+// applyStream applies one batch of from's records, on a stream of from's
+// that began at began, to the copies and returns the answers for what it
+// could not apply. A synced record drops from's copies not sent whole
+// since began.
 func (r *replicator) applyStream(from string, began time.Time, records, answers []byte) ([]byte, error) {
 	var rec record
 	rd := reader{b: records}

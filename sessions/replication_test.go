@@ -1039,3 +1039,9 @@ func TestPromotionActsOnTheGoneOwnersCopy(t *testing.T) {
 		t.Fatal("edge-c's copy not promoted for edge-c's death")
 	}
 }
+
+// apply is applyStream outside any stream (the tests' batches, the fuzz
+// harness's replica): a synced record drops nothing.
+func (r *replicator) apply(from string, records, answers []byte) ([]byte, error) {
+	return r.applyStream(from, time.Time{}, records, answers)
+}
