@@ -292,6 +292,9 @@ type tableSync struct {
 	// sent again) is taken for this one's.
 	askID uint64
 	asked map[string]time.Time // peer → when last asked
+	// tries counts each peer's asks this round: a check of a table
+	// taken over ends on time only once every peer was asked twice.
+	tries map[string]int
 	parts map[string]*answerParts
 	// stalled counts the asks made again because an answer under way
 	// stalled (tests: a table sent twice for a reason).
@@ -393,7 +396,7 @@ func (t *sessionTable) startSync(c Cluster, startupWait time.Duration) error {
 func (t *sessionTable) newSync(c Cluster, startupWait time.Duration) *tableSync {
 	return &tableSync{t: t, cluster: c, kick: make(chan struct{}, 1), answers: make(chan takenAsk, 16), stop: make(chan struct{}),
 		refresh: make(chan struct{}, 1), asking: true, inherited: t.isReady.Load(),
-		started: time.Unix(0, t.now()), wait: startupWait, askID: rand.Uint64(), asked: map[string]time.Time{}, parts: map[string]*answerParts{},
+		started: time.Unix(0, t.now()), wait: startupWait, askID: rand.Uint64(), asked: map[string]time.Time{}, tries: map[string]int{}, parts: map[string]*answerParts{},
 		answering: map[askJob]bool{}, taken: map[takenAsk]int64{}, lastTaken: map[string]lastAsk{}}
 }
 
@@ -860,6 +863,7 @@ func (sy *tableSync) checkAsks() {
 		why      string
 		complete int
 		ask      []string
+		once     bool // a peer not answered was asked at most once
 	)
 	for _, p := range peers {
 		a := sy.parts[p]
@@ -870,10 +874,12 @@ func (sy *tableSync) checkAsks() {
 			}
 			continue
 		}
+		once = once || sy.tries[p] < 2 // counted before this check asks
 		// Asked again after a second without an answer; once its answer
 		// is under way, only when it stalls.
 		if now.Sub(sy.asked[p]) >= askEvery && (a == nil || a.merging == 0 && now.Sub(a.last) >= answerStall) {
 			sy.asked[p] = now
+			sy.tries[p]++
 			ask = append(ask, p)
 			if a != nil {
 				sy.stalled++
@@ -894,7 +900,13 @@ func (sy *tableSync) checkAsks() {
 	if len(peers) > 0 || others == 0 {
 		sy.othersSince = time.Time{}
 	}
-	if why == "" && now.Sub(sy.started) >= sy.wait {
+	// A table taken over routes while it is checked, so its check waits
+	// for a second ask of every peer: one that answered the replaced
+	// process within askEvery refuses the first (one a second a peer),
+	// and a packet can be lost — with startup_wait at a second the check
+	// ended before asking again, and the changes made while this process
+	// was joining waited for a refresh (linger/2).
+	if why == "" && now.Sub(sy.started) >= sy.wait && !(sy.inherited && once) {
 		why = "startup_wait passed"
 		if len(peers) > 0 {
 			why = "startup_wait passed before every balancer answered"

@@ -1154,3 +1154,54 @@ func askingWorld(t *testing.T) (w *tfWorld, b1, b2 *tfBal) {
 	w.restart(b2, false)
 	return w, b1, b2
 }
+
+// A process upgraded within askEvery of its peer answering the process it
+// replaced asks that peer at once when it joins, and the peer takes the ask
+// for one asked again too soon (one a second a peer): refused. With
+// startup_wait at a second the round ended on time before the second ask,
+// so the changes the peer made while the new process was joining never
+// came until a refresh (linger/2): a key the peer placed off the new
+// process's ring was routed by that ring, its session split
+// (TestMoveDuringUpgradeReachesTheNewProcess, once in 30 runs beside CPU
+// burners). A check of a table taken over routes meanwhile, so nothing
+// waits on it: it ends on time only once every peer was asked twice.
+func TestUpgradeJustAfterAnAnswerStillAsksAgain(t *testing.T) {
+	w := newTableWorld(t, 64|6) // two balancers, room for every key, startup_wait 1 s
+	b1, b2 := w.bals[0], w.bals[1]
+	w.restart(b1, false) // restarted: asks bal-2, which answers
+	w.settle()
+	if !b1.t.routable() {
+		t.Fatal("bal-1 has not bal-2's table")
+	}
+	w.restart(b1, true) // upgraded at once
+	// In the gap bal-2 places a key where bal-1's ring does not have it
+	// (bal-2's monitor sees the key's owner down).
+	const k = 3
+	owner, _ := b1.r.Snapshot().Locate([]byte(w.keys[k]))
+	b2.monitorUp[owner.Name] = false
+	b2.rebuildRing()
+	w.request(b2, k, false, false, tfClients[0])
+	e, ok := b2.entry(w.hashes[k])
+	if !ok {
+		t.Fatal("bal-2 entered no placement")
+	}
+	placed := b2.t.names.name(e.backend)
+	if placed == owner.Name {
+		t.Fatalf("bal-2 placed the key on %s, its owner on bal-1's ring", placed)
+	}
+	w.deliverAll() // to bal-1's old process: discarded
+	w.join(b1)
+	for i := range 3 { // within linger/2: no refresh yet
+		w.deliverAll()
+		w.advance(time.Second)
+		snap := b1.r.Snapshot()
+		target, _, in := b1.t.lookup(w.hashes[k], snap)
+		if !in {
+			target, _ = snap.Locate([]byte(w.keys[k]))
+		}
+		t.Logf("%d s after the join: bal-1 routes the key to %s (by its entry: %v), bal-2 placed it on %s", i+1, target.Name, in, placed)
+		if i == 2 && target.Name != placed {
+			t.Errorf("bal-1 routes the key to %s, bal-2 placed it on %s: split", target.Name, placed)
+		}
+	}
+}

@@ -793,6 +793,27 @@ func (w *tfWorld) receive(m tfMsg) {
 	}
 }
 
+// deliverAll flushes every balancer's deltas and delivers every message
+// in flight, in order, and the answers they bring about, until none is
+// left.
+func (w *tfWorld) deliverAll() {
+	for range 100 {
+		for _, b := range w.bals {
+			b.sy.flushDeltas()
+			w.answer(b)
+		}
+		if len(w.net) == 0 {
+			return
+		}
+		for len(w.net) > 0 {
+			m := w.net[0]
+			w.net = w.net[1:]
+			w.receive(m)
+		}
+	}
+	w.fail("messages never end")
+}
+
 // answer sends the table to the balancers that asked b for it, and the
 // refresh its sync wants sent now (runStreams).
 func (w *tfWorld) answer(b *tfBal) {
@@ -924,24 +945,7 @@ func (w *tfWorld) settle() {
 	for _, b := range w.bals {
 		w.join(b)
 	}
-	quiet := func() {
-		for range 100 {
-			for _, b := range w.bals {
-				b.sy.flushDeltas()
-				w.answer(b)
-			}
-			if len(w.net) == 0 {
-				return
-			}
-			for len(w.net) > 0 {
-				m := w.net[0]
-				w.net = w.net[1:]
-				w.receive(m)
-			}
-		}
-		w.fail("messages never end")
-	}
-	quiet()
+	w.deliverAll()
 	evicted := w.evictions()
 	if !w.lost && evicted == w.evicted && !w.regained {
 		// Nothing lost: what every balancer sent as it happened, and the
@@ -967,7 +971,7 @@ func (w *tfWorld) settle() {
 	for _, b := range w.bals {
 		b.sy.sendRefresh()
 	}
-	quiet()
+	w.deliverAll()
 	for _, b := range w.bals {
 		b.tick()
 	}
