@@ -234,11 +234,10 @@ func (p *Prober) check(ctx context.Context) error {
 	defer cancel()
 	switch p.mon.Type {
 	case configs.MonitorTCP:
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.target)
-		if err != nil {
+		if err := tcpConnect(ctx, p.target); err != nil {
 			return fmt.Errorf("tcp connect %s: %w", p.target, err)
 		}
-		return c.Close()
+		return nil
 	default:
 		url := string(p.mon.Type) + "://" + p.target + p.mon.Path
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
