@@ -97,10 +97,37 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 			if t.Failed() && other.Len() > 0 {
 				t.Logf("%s %v wrote:\n%s", filepath.Base(bin), args, other.String())
 			}
+			if t.Failed() {
+				p.mu.Lock()
+				warned := warnings(p.out.String(), maxWarnings)
+				p.mu.Unlock()
+				if warned != "" {
+					t.Logf("%s %v warned (its last %d warnings and errors; RINGLB_TEST_LOGS=DIR keeps whole logs):\n%s", filepath.Base(bin), args, maxWarnings, warned)
+				}
+			}
 		}()
 		stopProcess(cmd, 20*time.Second)
 	})
 	return p
+}
+
+// maxWarnings bounds the warnings a failed test shows of each process.
+const maxWarnings = 40
+
+// warnings returns the last max log records of out at level WARN or ERROR,
+// a line each: what a failed test shows of a process it ran, so a run in
+// CI, which keeps no logs, says what its nodes saw.
+func warnings(out string, max int) string {
+	var lines []string
+	for line := range strings.Lines(out) {
+		if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+			lines = append(lines, line)
+			if len(lines) > max {
+				lines = lines[1:]
+			}
+		}
+	}
+	return strings.Join(lines, "")
 }
 
 // goCrash returns the line of out, a process's output that is not log

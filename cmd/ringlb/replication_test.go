@@ -199,8 +199,8 @@ func TestReplicationCrash(t *testing.T) {
 				}
 			case mode == "sync":
 				if crash.Resets != 0 || crash.Lost+crash.LostToReset != 0 || res.Lost+res.LostToReset != 0 {
-					t.Errorf("sync: %d resets (%v), %d msgs lost and %d lost to resets in the crash (%d, %d in the run); want none",
-						crash.Resets, crash.ResetReasons, crash.Lost, crash.LostToReset, res.Lost, res.LostToReset)
+					t.Errorf("sync: %d resets (%v), %d msgs lost (%d of them never acked nor seen: sent by a participant live to the end; quiesced %v) and %d lost to resets in the crash (%d, %d in the run); want none",
+						crash.Resets, crash.ResetReasons, crash.Lost, crash.Unsequenced, res.Quiesced, crash.LostToReset, res.Lost, res.LostToReset)
 				}
 				if int(promoted) == 0 {
 					t.Errorf("no session promoted")
