@@ -70,11 +70,14 @@ func TestHTTPProbeFallAndRise(t *testing.T) {
 	}
 }
 
-func TestTCPProbe(t *testing.T) {
+// acceptingListener accepts and closes connections until the test ends.
+func acceptingListener(t *testing.T) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -84,8 +87,12 @@ func TestTCPProbe(t *testing.T) {
 			c.Close()
 		}
 	}()
-	addr := ln.Addr().String()
-	p, ch := runProber(t, fastMonitor("tcp"), addr)
+	return ln
+}
+
+func TestTCPProbe(t *testing.T) {
+	ln := acceptingListener(t)
+	p, ch := runProber(t, fastMonitor("tcp"), ln.Addr().String())
 	ln.Close()
 	if tr := next(t, ch); tr.up || !strings.Contains(tr.why, "connection refused") {
 		t.Fatalf("closed listener: %+v", tr)

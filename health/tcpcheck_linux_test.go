@@ -49,26 +49,6 @@ func busyScheduler(t *testing.T) {
 	})
 }
 
-// acceptingListener accepts and closes connections until the test ends.
-func acceptingListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // A TCP check is the kernel's verdict, not the Go scheduler's: a process
 // whose goroutines are all busy ran the check's expired timer before it
 // read the network poller, so a check of a target whose kernel answered in
@@ -78,7 +58,7 @@ func acceptingListener(t *testing.T) string {
 // killed relay's sessions moved to different fallbacks through each).
 // Before, 20 of 20 checks failed so here.
 func TestTCPCheckIsTheKernelsVerdictInABusyProcess(t *testing.T) {
-	target := acceptingListener(t)
+	target := acceptingListener(t).Addr().String()
 	mon := configs.Monitor{Type: configs.MonitorTCP, Timeout: configs.Duration(50 * time.Millisecond)}
 	p := NewProber(mon, target, nil, nil)
 	busyScheduler(t)
