@@ -34,11 +34,15 @@ func tcpConnect(ctx context.Context, target string) error {
 	if err != nil {
 		return &net.AddrError{Err: "invalid port", Addr: target}
 	}
-	var addrs []netip.Addr
-	if a, err := netip.ParseAddr(host); err == nil {
-		addrs = []netip.Addr{a}
+	addrs := []netip.Addr{}
+	if a, perr := netip.ParseAddr(host); perr == nil {
+		addrs = append(addrs, a)
 	} else if addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err != nil {
 		return err
+	}
+	if len(addrs) == 0 {
+		// Nothing to connect to is no success.
+		return &net.DNSError{Err: "no address", Name: host, IsNotFound: true}
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
