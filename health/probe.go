@@ -9,8 +9,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -103,18 +105,19 @@ func NewNamedProber(mon configs.Monitor, target, host string, verify *tls.Config
 		p.host = host
 	}
 	if mon.Type == configs.MonitorHTTP || mon.Type == configs.MonitorHTTPS {
+		tr := &http.Transport{
+			// Health checks must see the target itself: no proxy from
+			// the environment, no connection reuse hiding a dead peer.
+			Proxy:             nil,
+			DisableKeepAlives: true,
+			TLSClientConfig:   verify,
+			// A health endpoint's head is small; a target sending
+			// megabytes (net/http reads 10 MiB by default) fails.
+			MaxResponseHeaderBytes: maxProbeHead,
+		}
 		p.client = &http.Client{
-			Timeout: mon.Timeout.D(),
-			Transport: &http.Transport{
-				// Health checks must see the target itself: no proxy from
-				// the environment, no connection reuse hiding a dead peer.
-				Proxy:             nil,
-				DisableKeepAlives: true,
-				TLSClientConfig:   verify,
-				// A health endpoint's head is small; a target sending
-				// megabytes (net/http reads 10 MiB by default) fails.
-				MaxResponseHeaderBytes: maxProbeHead,
-			},
+			Timeout:       checkTransport(tr, mon.Timeout.D()),
+			Transport:     tr,
 			CheckRedirect: NoRedirect,
 		}
 	}
@@ -229,12 +232,12 @@ func (p *Prober) checkOnce(ctx context.Context) {
 	}
 }
 
+// check checks the target once, waiting on it for at most the monitor's
+// timeout (tcpConnect, checkTransport).
 func (p *Prober) check(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, p.mon.Timeout.D())
-	defer cancel()
 	switch p.mon.Type {
 	case configs.MonitorTCP:
-		if err := tcpConnect(ctx, p.target); err != nil {
+		if err := tcpConnect(ctx, p.target, p.mon.Timeout.D()); err != nil {
 			return fmt.Errorf("tcp connect %s: %w", p.target, err)
 		}
 		return nil
@@ -249,8 +252,14 @@ func (p *Prober) check(ctx context.Context) error {
 			req.Host = p.host
 			url += " (Host " + p.host + ")"
 		}
-		resp, err := p.client.Do(req)
+		spent := new(atomic.Bool)
+		resp, err := p.client.Do(req.WithContext(context.WithValue(ctx, spentKey{}, spent)))
 		if err != nil {
+			if spent.Load() {
+				// Cut short by the check's timeout: net/http may call
+				// the part read malformed.
+				err = os.ErrDeadlineExceeded
+			}
 			return fmt.Errorf("GET %s: %w", url, unwrapURLError(err))
 		}
 		resp.Body.Close()
@@ -263,6 +272,10 @@ func (p *Prober) check(ctx context.Context) error {
 		return nil
 	}
 }
+
+// spentKey is a check's context value, an *atomic.Bool its connection sets
+// when the check's time to wait on the target ran out (checkTransport).
+type spentKey struct{}
 
 // errStarting marks a check's answer as the target's starting
 // (configs.HeaderStarting): no finding.

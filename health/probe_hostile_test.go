@@ -22,12 +22,24 @@ import (
 // the prober closed its connection.
 func hostileMember(t *testing.T, answer []byte) (addr string, written *atomic.Int64) {
 	t.Helper()
+	written = new(atomic.Int64)
+	addr = hostileServer(t, func(c net.Conn) {
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		n, _ := c.Write(answer)
+		written.Add(int64(n))
+	})
+	return addr, written
+}
+
+// hostileServer is a raw listener on 127.0.0.1 that reads each check's
+// request head and then hands its connection to answer (closed after).
+func hostileServer(t *testing.T, answer func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	written = new(atomic.Int64)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -46,13 +58,11 @@ func hostileMember(t *testing.T, answer []byte) (addr string, written *atomic.In
 						break
 					}
 				}
-				c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-				n, _ := c.Write(answer)
-				written.Add(int64(n))
+				answer(c)
 			}()
 		}
 	}()
-	return ln.Addr().String(), written
+	return ln.Addr().String()
 }
 
 func hostileMonitor() configs.Monitor {
@@ -131,5 +141,48 @@ func TestOrdinaryMemberStaysUp(t *testing.T) {
 	healthtest.WaitUntil(t, "a check has run", func() bool { _, why := p.Up(); return why != "not checked yet" })
 	if up, why := p.Up(); !up {
 		t.Errorf("an ordinary member is down: %s", why)
+	}
+}
+
+// A member that answers a byte at a time, or not at all, holds a check for
+// its timeout's worth of waiting and no more: the check fails as timed out
+// (an HTTP check on Linux counts the time spent waiting on the member, not
+// the wall clock: a trickle still spends it).
+func TestSlowMemberFailsItsCheckOnTime(t *testing.T) {
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	trickle := hostileServer(t, func(c net.Conn) {
+		const head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		for i := range 200 { // bounded: 10 s at most
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write([]byte{head[i%len(head)]}); err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+	silent := hostileServer(t, func(c net.Conn) {
+		select {
+		case <-stop:
+		case <-time.After(10 * time.Second):
+		}
+	})
+	mon := hostileMonitor()
+	mon.Timeout = configs.Duration(300 * time.Millisecond)
+	for name, target := range map[string]string{"a trickling member": trickle, "a silent member": silent} {
+		p := health.NewProber(mon, target, nil, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); p.Run(ctx) }()
+		healthtest.WaitUntil(t, name+" is down", func() bool { up, _ := p.Up(); return !up })
+		cancel()
+		<-done
+		if _, why := p.Up(); !strings.Contains(why, "timeout") {
+			t.Errorf("%s: down for %q, want a timeout", name, why)
+		}
 	}
 }

@@ -3,8 +3,14 @@ package health
 import (
 	"context"
 	"errors"
+	"io"
+	"log"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -135,5 +141,85 @@ func TestTCPCheckOfASilentTarget(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("a check of an hour's timeout held its prober's stop")
+	}
+}
+
+// busyCheckEnv names, for a child process of the test binary, the target
+// it checks while busy (httpCheckedByABusyProcess).
+const busyCheckEnv = "RINGLB_TEST_BUSY_CHECK"
+
+// httpCheckedByABusyProcess checks target (scheme://host:port) busyChecks times
+// from a child process of the test binary whose goroutines are all busy,
+// and returns the child's report. The target's server stays in this
+// process, which is not busy: an answer is the server's, in time, and a
+// failed check is the checking process's.
+func httpCheckedByABusyProcess(t *testing.T, target string) (failed int, report string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), busyCheckEnv+"="+target)
+	out, err := cmd.CombinedOutput()
+	m := regexp.MustCompile(`busy checks failed: (\d+) of \d+`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("the busy checking process (%v) said no count:\n%s", err, out)
+	}
+	failed, _ = strconv.Atoi(string(m[1]))
+	return failed, string(out)
+}
+
+// busyChecks is how many checks the busy child process makes.
+const busyChecks = 8
+
+// busyHTTPChecks runs in the child process: busyChecks checks of the target named
+// by busyCheckEnv with every goroutine of the process busy. It reports
+// whether it is the child.
+func busyHTTPChecks(t *testing.T) bool {
+	target := os.Getenv(busyCheckEnv)
+	if target == "" {
+		return false
+	}
+	scheme, addr, _ := strings.Cut(target, "://")
+	mon := configs.Monitor{Type: configs.MonitorType(scheme), Path: "/", ExpectStatus: http.StatusOK, Timeout: configs.Duration(250 * time.Millisecond)}
+	p := NewProber(mon, addr, nil, nil)
+	busyScheduler(t)
+	failed := 0
+	for range busyChecks {
+		if err := p.check(context.Background()); err != nil {
+			if failed == 0 {
+				t.Logf("first failure: %v", err)
+			}
+			failed++
+		}
+	}
+	t.Logf("busy checks failed: %d of %d", failed, busyChecks)
+	return true
+}
+
+// An HTTP or HTTPS check is the kernel's verdict too: the target's answer
+// there in time passes it, however late the busy checking process looks
+// (before, its timers ran first: 20 of 20 failed so).
+func TestHTTPCheckIsTheKernelsVerdictInABusyProcess(t *testing.T) {
+	if busyHTTPChecks(t) {
+		return
+	}
+	if testing.Short() {
+		t.Skip("a child process busy for seconds")
+	}
+	for _, tls := range []bool{false, true} {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+		// The busy process's checks end their connections: the server
+		// is not to log each.
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+		if tls {
+			srv.StartTLS()
+		} else {
+			srv.Start()
+		}
+		defer srv.Close()
+		failed, report := httpCheckedByABusyProcess(t, srv.URL)
+		if failed != 0 {
+			t.Errorf("%d of %d checks of %s failed in a busy process:\n%s", failed, busyChecks, srv.URL, report)
+		}
 	}
 }
