@@ -228,7 +228,7 @@ type Monitor struct {
 	ExpectStatus int `yaml:"expect_status"`
 	// Interval between checks (default 2s).
 	Interval Duration `yaml:"interval"`
-	// Timeout bounds how long one check waits on its target (default 1s, at most Interval).
+	// Timeout bounds each wait of a check on its target: the connect, and the answer to each message the check sends (default 1s, at most Interval).
 	Timeout Duration `yaml:"timeout"`
 	// Rise successes in a row bring a member up (default 2).
 	Rise int `yaml:"rise"`

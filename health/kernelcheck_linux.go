@@ -5,12 +5,10 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,16 +19,14 @@ import (
 const pollSlice = 100 * time.Millisecond
 
 // tcpConnect opens a TCP connection to target (host:port) and closes it,
-// waiting on the target for at most timeout, as the kernel sees it
-// (kernelDial). A process whose goroutines are all busy (a reconnect
+// within timeout, as the kernel sees it (kernelDial). A process whose goroutines are all busy (a reconnect
 // storm, a machine out of CPU) runs an expired timer before it reads Go's
 // network poller, so a dial through net.Dialer timed out against a target
 // whose kernel had answered in microseconds: every check of every static
 // edge failed at once and the balancer took its live backends for down. A
-// target that does not answer (no SYN-ACK) still fails once it has been
-// waited on for timeout.
+// target that does not answer (no SYN-ACK) still fails at timeout.
 func tcpConnect(ctx context.Context, target string, timeout time.Duration) error {
-	fd, _, err := kernelDial(ctx, target, newWaitBudget(timeout))
+	fd, _, err := kernelDial(ctx, target, time.Now().Add(timeout))
 	if err == nil {
 		unix.Close(fd)
 	}
@@ -38,10 +34,10 @@ func tcpConnect(ctx context.Context, target string, timeout time.Duration) error
 }
 
 // kernelDial connects a non-blocking socket to target (host:port), trying
-// each of its addresses while budget lasts, the connect waited for in
-// poll(2) on a thread of its own (waitFd), not in Go's network poller. It
-// returns the connected socket and the address it reached.
-func kernelDial(ctx context.Context, target string, budget *waitBudget) (int, netip.AddrPort, error) {
+// each of its addresses until deadline, the connect waited for in poll(2)
+// on a thread of its own (waitFd), not in Go's network poller. It returns
+// the connected socket and the address it reached.
+func kernelDial(ctx context.Context, target string, deadline time.Time) (int, netip.AddrPort, error) {
 	host, portText, err := net.SplitHostPort(target)
 	if err != nil {
 		return -1, netip.AddrPort{}, err
@@ -54,7 +50,7 @@ func kernelDial(ctx context.Context, target string, budget *waitBudget) (int, ne
 	if a, perr := netip.ParseAddr(host); perr == nil {
 		addrs = append(addrs, a)
 	} else {
-		lctx, cancel := context.WithTimeout(ctx, budget.left())
+		lctx, cancel := context.WithDeadline(ctx, deadline)
 		addrs, err = net.DefaultResolver.LookupNetIP(lctx, "ip", host)
 		cancel()
 		if err != nil {
@@ -68,10 +64,10 @@ func kernelDial(ctx context.Context, target string, budget *waitBudget) (int, ne
 	for _, a := range addrs {
 		ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
 		var fd int
-		if fd, err = connectOnce(ctx, ap, budget); err == nil {
+		if fd, err = connectOnce(ctx, ap, deadline); err == nil {
 			return fd, ap, nil
 		}
-		if ctx.Err() != nil || budget.left() <= 0 {
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
 			return -1, netip.AddrPort{}, err
 		}
 	}
@@ -79,8 +75,8 @@ func kernelDial(ctx context.Context, target string, budget *waitBudget) (int, ne
 }
 
 // connectOnce connects a non-blocking socket to ap and waits for the
-// kernel's verdict while budget lasts or until ctx is done.
-func connectOnce(ctx context.Context, ap netip.AddrPort, budget *waitBudget) (int, error) {
+// kernel's verdict until deadline or until ctx is done.
+func connectOnce(ctx context.Context, ap netip.AddrPort, deadline time.Time) (int, error) {
 	opErr := func(err error) error {
 		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
 	}
@@ -102,7 +98,7 @@ func connectOnce(ctx context.Context, ap netip.AddrPort, budget *waitBudget) (in
 	case !errors.Is(err, unix.EINPROGRESS) && !errors.Is(err, unix.EINTR):
 		return fail(os.NewSyscallError("connect", err))
 	}
-	if err := waitFd(fd, unix.POLLOUT, budget, ctx.Err); err != nil {
+	if err := waitFd(fd, unix.POLLOUT, func() time.Time { return deadline }, ctx.Err); err != nil {
 		return fail(err)
 	}
 	soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
@@ -115,38 +111,17 @@ func connectOnce(ctx context.Context, ap netip.AddrPort, budget *waitBudget) (in
 	return fd, nil
 }
 
-// waitBudget is how long a check may still wait on its target: the time
-// spent in poll(2) for it, the target's time. The checking process's own
-// (a busy process runs the check late, between its system calls) is not
-// counted against the target: a check is the kernel's verdict on how long
-// the target took, as HAProxy's check timeout counts from the connection.
-// Its waits together last at most the check's timeout, so a target that
-// trickles its answer byte by byte is still failed on time.
-type waitBudget struct{ ns atomic.Int64 }
-
-func newWaitBudget(d time.Duration) *waitBudget {
-	b := &waitBudget{}
-	b.ns.Store(int64(d))
-	return b
-}
-
-func (b *waitBudget) left() time.Duration { return time.Duration(b.ns.Load()) }
-
-// waitFd waits in poll(2) for events on fd, in pollSlice slices, each
-// charged to budget, asking stopped between them. It looks at least once,
-// even with nothing left: what the kernel holds by the time a busy process
-// looks counts (charging a slice counts the wait for the thread's return
-// too: when that spends the budget, the next look finds the answer).
-func waitFd(fd int, events int16, budget *waitBudget, stopped func() error) error {
+// waitFd waits in poll(2) for events on fd until deadline (read again at
+// each slice), in pollSlice slices, asking stopped between them. It looks
+// at least once, even past the deadline: what the kernel holds by the time
+// a busy process looks counts, so a failure says the kernel held nothing
+// at the deadline or after.
+func waitFd(fd int, events int16, deadline func() time.Time, stopped func() error) error {
 	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
 	for {
-		left := budget.left()
+		left := time.Until(deadline())
 		wait := min(max(left, 0), pollSlice)
-		start := time.Now()
 		n, err := unix.Poll(pfd, int((wait+time.Millisecond-1)/time.Millisecond))
-		if wait > 0 {
-			budget.ns.Add(-int64(time.Since(start)))
-		}
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
@@ -155,7 +130,7 @@ func waitFd(fd int, events int16, budget *waitBudget, stopped func() error) erro
 		case n > 0:
 			return nil
 		case left <= 0:
-			// Nothing after the whole budget: no answer in time.
+			// Nothing at the deadline: no answer in time.
 			return os.ErrDeadlineExceeded
 		}
 		if err := stopped(); err != nil {
@@ -164,52 +139,57 @@ func waitFd(fd int, events int16, budget *waitBudget, stopped func() error) erro
 	}
 }
 
-// checkTransport makes tr's connections the kernel's verdict, as a TCP
-// check's (kernelDial, kernelConn): each waits on its target, dial to
-// close, for at most timeout in poll(2) (waitBudget), so no Go timer runs
-// first and fails an exchange the target had answered. It returns the HTTP
-// client's own timeout: none, the connection's budget bounding every wait
-// of a check (keep-alives are off: a check is one connection).
-func checkTransport(tr *http.Transport, timeout time.Duration) time.Duration {
-	tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
-		budget := newWaitBudget(timeout)
-		fd, ap, err := kernelDial(ctx, addr, budget)
-		if err != nil {
-			return nil, err
-		}
-		c := &kernelConn{fd: fd, budget: budget, remote: net.TCPAddrFromAddrPort(ap)}
-		c.spent, _ = ctx.Value(spentKey{}).(*atomic.Bool)
-		if sa, err := unix.Getsockname(fd); err == nil {
-			switch sa := sa.(type) {
-			case *unix.SockaddrInet4:
-				c.local = &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
-			case *unix.SockaddrInet6:
-				c.local = &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
-			}
-		}
-		if c.local == nil {
-			c.local = &net.TCPAddr{}
-		}
-		return c, nil
+// checkDial connects to target for an HTTP check, as a TCP check does
+// (kernelDial), and returns the connection, a kernelConn: its waits are
+// poll(2)'s, each ending timeout after the check last gave the target
+// something to answer (the connect, then each write, timed before its
+// system call), so no Go timer runs first and fails an exchange the target
+// had answered, and a busy checking process's lateness is not the
+// target's.
+func checkDial(ctx context.Context, target string, timeout time.Duration) (net.Conn, error) {
+	deadline := time.Now().Add(timeout)
+	fd, ap, err := kernelDial(ctx, target, deadline)
+	if err != nil {
+		return nil, err
 	}
-	return 0
+	c := &kernelConn{fd: fd, timeout: timeout, deadline: deadline, remote: net.TCPAddrFromAddrPort(ap), local: &net.TCPAddr{}}
+	if sa, err := unix.Getsockname(fd); err == nil {
+		switch sa := sa.(type) {
+		case *unix.SockaddrInet4:
+			c.local = &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
+		case *unix.SockaddrInet6:
+			c.local = &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
+		}
+	}
+	return c, nil
 }
 
 // kernelConn is a connected non-blocking socket read and written in system
 // calls on the caller's thread, waited for in poll(2) (waitFd), never in
-// Go's network poller: an HTTP check's connection. Its waits are charged
-// to the check's budget; a deadline set on it (the client sets none of its
-// own) ends them too.
+// Go's network poller: an HTTP check's connection. Its waits end timeout
+// after its last write began (the connect's deadline until the first); a
+// deadline set on it (crypto/tls sets one closing) ends them too. A target
+// answering each of the check's messages a moment short of timeout holds a
+// check for as many timeouts as it has messages: two or three (a TLS
+// handshake's flights and the request), as HAProxy's check timeout applies
+// to each read.
 type kernelConn struct {
 	local, remote net.Addr
-	budget        *waitBudget
-	spent         *atomic.Bool // set when the budget ran out (may be nil)
+	timeout       time.Duration
 
-	mu     sync.Mutex
-	fd     int
-	until  time.Time // a deadline set: zero, none
-	users  int       // reads and writes under way: the last one closes fd after Close
-	closed bool
+	mu       sync.Mutex
+	fd       int
+	deadline time.Time // timeout after the last write began
+	until    time.Time // a deadline set: zero, none
+	users    int       // reads and writes under way: the last one closes fd after Close
+	closed   bool
+}
+
+// waitUntil is when a wait on the target ends.
+func (c *kernelConn) waitUntil() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deadline
 }
 
 // use takes fd for a read or a write: done gives it back.
@@ -246,9 +226,6 @@ func (c *kernelConn) stopped() error {
 }
 
 func (c *kernelConn) opErr(op string, err error) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) && c.spent != nil {
-		c.spent.Store(true)
-	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.local, Addr: c.remote, Err: err}
 }
 
@@ -273,7 +250,7 @@ func (c *kernelConn) Read(b []byte) (int, error) {
 		case !errors.Is(err, unix.EAGAIN):
 			return 0, c.opErr("read", os.NewSyscallError("read", err))
 		}
-		if err := waitFd(fd, unix.POLLIN, c.budget, c.stopped); err != nil {
+		if err := waitFd(fd, unix.POLLIN, c.waitUntil, c.stopped); err != nil {
 			return 0, c.opErr("read", err)
 		}
 	}
@@ -285,11 +262,18 @@ func (c *kernelConn) Write(b []byte) (int, error) {
 		return 0, c.opErr("write", err)
 	}
 	defer c.done()
-	written := 0
+	// The target's time to answer begins with the message: a target
+	// reading it a byte at a time does not move the deadline on.
+	began, written := time.Now(), 0
 	for written < len(b) {
 		n, err := unix.Write(fd, b[written:])
 		switch {
 		case err == nil:
+			if written == 0 {
+				c.mu.Lock()
+				c.deadline = began.Add(c.timeout)
+				c.mu.Unlock()
+			}
 			written += n
 			continue
 		case errors.Is(err, unix.EINTR):
@@ -297,7 +281,7 @@ func (c *kernelConn) Write(b []byte) (int, error) {
 		case !errors.Is(err, unix.EAGAIN):
 			return written, c.opErr("write", os.NewSyscallError("write", err))
 		}
-		if err := waitFd(fd, unix.POLLOUT, c.budget, c.stopped); err != nil {
+		if err := waitFd(fd, unix.POLLOUT, c.waitUntil, c.stopped); err != nil {
 			return written, c.opErr("write", err)
 		}
 	}
@@ -324,7 +308,7 @@ func (c *kernelConn) LocalAddr() net.Addr  { return c.local }
 func (c *kernelConn) RemoteAddr() net.Addr { return c.remote }
 
 // SetDeadline, SetReadDeadline and SetWriteDeadline set one deadline for
-// both directions (zero: none); the check's budget holds whatever is set.
+// both directions (zero: none); the check's own hold whatever is set.
 func (c *kernelConn) SetDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

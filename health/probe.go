@@ -1,10 +1,12 @@
 package health
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -12,7 +14,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -47,8 +48,8 @@ type Prober struct {
 	target   string
 	onChange func(up bool, why string)
 	logger   *slog.Logger
-	client   *http.Client
-	host     string // an HTTP check's Host ("": the target)
+	tls      *tls.Config // an https check's (nil: the check is not https)
+	host     string      // an HTTP check's Host ("": the target)
 
 	mu  sync.Mutex
 	up  bool
@@ -104,22 +105,8 @@ func NewNamedProber(mon configs.Monitor, target, host string, verify *tls.Config
 		}
 		p.host = host
 	}
-	if mon.Type == configs.MonitorHTTP || mon.Type == configs.MonitorHTTPS {
-		tr := &http.Transport{
-			// Health checks must see the target itself: no proxy from
-			// the environment, no connection reuse hiding a dead peer.
-			Proxy:             nil,
-			DisableKeepAlives: true,
-			TLSClientConfig:   verify,
-			// A health endpoint's head is small; a target sending
-			// megabytes (net/http reads 10 MiB by default) fails.
-			MaxResponseHeaderBytes: maxProbeHead,
-		}
-		p.client = &http.Client{
-			Timeout:       checkTransport(tr, mon.Timeout.D()),
-			Transport:     tr,
-			CheckRedirect: NoRedirect,
-		}
+	if mon.Type == configs.MonitorHTTPS {
+		p.tls = verify
 	}
 	return p
 }
@@ -232,56 +219,115 @@ func (p *Prober) checkOnce(ctx context.Context) {
 	}
 }
 
-// check checks the target once, waiting on it for at most the monitor's
-// timeout (tcpConnect, checkTransport).
+// check checks the target once (tcpConnect, httpCheck).
 func (p *Prober) check(ctx context.Context) error {
-	switch p.mon.Type {
-	case configs.MonitorTCP:
+	if p.mon.Type == configs.MonitorTCP {
 		if err := tcpConnect(ctx, p.target, p.mon.Timeout.D()); err != nil {
 			return fmt.Errorf("tcp connect %s: %w", p.target, err)
 		}
 		return nil
-	default:
-		url := string(p.mon.Type) + "://" + p.target + p.mon.Path
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("User-Agent", "ringlb-monitor")
-		if p.host != "" {
-			req.Host = p.host
-			url += " (Host " + p.host + ")"
-		}
-		spent := new(atomic.Bool)
-		resp, err := p.client.Do(req.WithContext(context.WithValue(ctx, spentKey{}, spent)))
-		if err != nil {
-			if spent.Load() {
-				// Cut short by the check's timeout: net/http may call
-				// the part read malformed.
-				err = os.ErrDeadlineExceeded
-			}
-			return fmt.Errorf("GET %s: %w", url, unwrapURLError(err))
-		}
-		resp.Body.Close()
-		if resp.StatusCode != p.mon.ExpectStatus {
-			if v := resp.Header.Get(configs.HeaderStarting); v != "" {
-				return fmt.Errorf("GET %s: status %d, starting (%.64q): %w", url, resp.StatusCode, v, errStarting)
-			}
-			return fmt.Errorf("GET %s: status %d, want %d", url, resp.StatusCode, p.mon.ExpectStatus)
-		}
-		return nil
 	}
+	url := string(p.mon.Type) + "://" + p.target + p.mon.Path
+	if p.host != "" {
+		url += " (Host " + p.host + ")"
+	}
+	resp, err := p.httpCheck(ctx)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	if resp.StatusCode != p.mon.ExpectStatus {
+		if v := resp.Header.Get(configs.HeaderStarting); v != "" {
+			return fmt.Errorf("GET %s: status %d, starting (%.64q): %w", url, resp.StatusCode, v, errStarting)
+		}
+		return fmt.Errorf("GET %s: status %d, want %d", url, resp.StatusCode, p.mon.ExpectStatus)
+	}
+	return nil
 }
 
-// spentKey is a check's context value, an *atomic.Bool its connection sets
-// when the check's time to wait on the target ran out (checkTransport).
-type spentKey struct{}
+// httpCheck GETs the monitor's path from the target on a connection of
+// its own, one step after the other on this goroutine — connect, TLS
+// handshake, request, the answer's head, whose body is never read — so
+// each wait on the target follows what it answers: every wait ends
+// timeout after the check's last write to the target began (checkDial's
+// connection), and a busy process that writes late gives the target its
+// whole timeout still. Health checks must see the target itself: no proxy
+// from the environment, no connection reused, no redirect followed.
+func (p *Prober) httpCheck(ctx context.Context) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, string(p.mon.Type)+"://"+p.target+p.mon.Path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("User-Agent", "ringlb-monitor")
+	req.Close = true
+	if p.host != "" {
+		req.Host = p.host
+	}
+	conn, err := checkDial(ctx, p.target, p.mon.Timeout.D())
+	if err != nil {
+		return nil, unwrapOpError(err)
+	}
+	defer conn.Close()
+	// A stopped prober's check ends at once: its connection closes.
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	seen := &lastError{Conn: conn}
+	var rw io.ReadWriter = seen
+	if p.tls != nil {
+		cfg := p.tls.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName = req.URL.Hostname() // as net/http names it
+		}
+		tc := tls.Client(seen, cfg)
+		if err := tc.Handshake(); err != nil {
+			return nil, seen.explain(err)
+		}
+		rw = tc
+	}
+	if err := req.Write(rw); err != nil {
+		return nil, seen.explain(err)
+	}
+	// A health endpoint's head is small: one over maxProbeHead (net/http
+	// reads 10 MiB by default) fails the check, read no further.
+	head := &io.LimitedReader{R: rw, N: maxProbeHead}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(head, 4096), req)
+	if err != nil {
+		if head.N == 0 {
+			return nil, fmt.Errorf("answer's head over %d bytes", maxProbeHead)
+		}
+		return nil, seen.explain(err)
+	}
+	return resp, nil
+}
+
+// lastError is a check's connection keeping the last error a read
+// returned: a read cut short by the deadline leaves a partial line that
+// net/http calls malformed, and the reason is the timeout.
+type lastError struct {
+	net.Conn
+	err error
+}
+
+func (l *lastError) Read(b []byte) (int, error) {
+	n, err := l.Conn.Read(b)
+	if err != nil {
+		l.err = err
+	}
+	return n, err
+}
+
+// explain is the reason a step failed with err: the timeout when the
+// connection's deadline passed under it, err's last part otherwise.
+func (l *lastError) explain(err error) error {
+	if errors.Is(l.err, os.ErrDeadlineExceeded) {
+		err = l.err
+	}
+	return unwrapOpError(err)
+}
 
 // errStarting marks a check's answer as the target's starting
 // (configs.HeaderStarting): no finding.
 var errStarting = errors.New("held at its state until the target has started")
 
-func unwrapURLError(err error) error {
+func unwrapOpError(err error) error {
 	// A certificate that does not verify is said whole ("certificate
 	// signed by unknown authority (possibly because of ...)"): its text
 	// holds ": " of its own, where the cut below would leave a fragment.
