@@ -451,3 +451,10 @@ func fieldValue(s string) bool {
 	}
 	return true
 }
+
+// innocentAnswer is a backend's answer to an innocent client's request
+// (innocentRequest, on Linux), naming id.
+func innocentAnswer(id int) string {
+	body := fmt.Sprintf("innocent %d", id)
+	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Innocent: %d\r\n\r\n%s", len(body), id, body)
+}

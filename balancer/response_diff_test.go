@@ -230,11 +230,6 @@ func innocentRequest(id int) string {
 	return fmt.Sprintf("GET /innocent/%d HTTP/1.1\r\nHost: h\r\n\r\n", id)
 }
 
-func innocentAnswer(id int) string {
-	body := fmt.Sprintf("innocent %d", id)
-	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Innocent: %d\r\n\r\n%s", len(body), id, body)
-}
-
 // respBackend answers /case/N with the corpus's case N, /innocent/N with
 // innocentAnswer(N), /forge with the forged answer and anything else
 // (the fronts' and settle's probes) with a 200, on diffBackend's
