@@ -18,25 +18,16 @@ import (
 // stopped is not held for a whole timeout.
 const pollSlice = 100 * time.Millisecond
 
-// tcpConnect opens a TCP connection to target (host:port) and closes it,
-// within timeout, as the kernel sees it (kernelDial). A process whose goroutines are all busy (a reconnect
-// storm, a machine out of CPU) runs an expired timer before it reads Go's
-// network poller, so a dial through net.Dialer timed out against a target
-// whose kernel had answered in microseconds: every check of every static
-// edge failed at once and the balancer took its live backends for down. A
-// target that does not answer (no SYN-ACK) still fails at timeout.
-func tcpConnect(ctx context.Context, target string, timeout time.Duration) error {
-	fd, _, err := kernelDial(ctx, target, time.Now().Add(timeout))
-	if err == nil {
-		unix.Close(fd)
-	}
-	return err
-}
-
 // kernelDial connects a non-blocking socket to target (host:port), trying
 // each of its addresses until deadline, the connect waited for in poll(2)
-// on a thread of its own (waitFd), not in Go's network poller. It returns
-// the connected socket and the address it reached.
+// on a thread of its own (waitFd), not in Go's network poller: a process
+// whose goroutines are all busy (a reconnect storm, a machine out of CPU)
+// runs an expired timer before it reads the poller, so a dial through
+// net.Dialer timed out against a target whose kernel had answered in
+// microseconds — every check of every static edge failed at once and the
+// balancer took its live backends for down. A target that does not answer
+// (no SYN-ACK) still fails at the deadline. It returns the connected socket
+// and the address it reached.
 func kernelDial(ctx context.Context, target string, deadline time.Time) (int, netip.AddrPort, error) {
 	host, portText, err := net.SplitHostPort(target)
 	if err != nil {
@@ -139,8 +130,8 @@ func waitFd(fd int, events int16, deadline func() time.Time, stopped func() erro
 	}
 }
 
-// checkDial connects to target for an HTTP check, as a TCP check does
-// (kernelDial), and returns the connection, a kernelConn: its waits are
+// checkDial connects to target for a check (kernelDial) and returns the
+// connection, a kernelConn: its waits are
 // poll(2)'s, each ending timeout after the check last gave the target
 // something to answer (the connect, then each write, timed before its
 // system call), so no Go timer runs first and fails an exchange the target

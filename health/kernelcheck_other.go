@@ -8,18 +8,7 @@ import (
 	"time"
 )
 
-// tcpConnect opens a TCP connection to target (host:port) and closes it,
-// within timeout. (On Linux the kernel's verdict is waited for in poll(2),
-// apart from Go's network poller: kernelcheck_linux.go.)
-func tcpConnect(ctx context.Context, target string, timeout time.Duration) error {
-	c, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", target)
-	if err != nil {
-		return err
-	}
-	return c.Close()
-}
-
-// checkDial connects to target for an HTTP check: each read and write of
+// checkDial connects to target for a check: each read and write of
 // the connection ends timeout after the check's last write to the target
 // began (the connect's deadline until the first). (On Linux its waits are
 // the kernel's verdict: kernelcheck_linux.go.)

@@ -219,19 +219,21 @@ func (p *Prober) checkOnce(ctx context.Context) {
 	}
 }
 
-// check checks the target once (tcpConnect, httpCheck).
+// check checks the target once: a TCP check connects (checkDial), an HTTP
+// one asks (httpCheck).
 func (p *Prober) check(ctx context.Context) error {
 	if p.mon.Type == configs.MonitorTCP {
-		if err := tcpConnect(ctx, p.target, p.mon.Timeout.D()); err != nil {
+		conn, err := checkDial(ctx, p.target, p.mon.Timeout.D())
+		if err != nil {
 			return fmt.Errorf("tcp connect %s: %w", p.target, err)
 		}
-		return nil
+		return conn.Close()
 	}
 	url := string(p.mon.Type) + "://" + p.target + p.mon.Path
+	resp, err := p.httpCheck(ctx, url)
 	if p.host != "" {
 		url += " (Host " + p.host + ")"
 	}
-	resp, err := p.httpCheck(ctx)
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", url, err)
 	}
@@ -244,16 +246,16 @@ func (p *Prober) check(ctx context.Context) error {
 	return nil
 }
 
-// httpCheck GETs the monitor's path from the target on a connection of
-// its own, one step after the other on this goroutine — connect, TLS
-// handshake, request, the answer's head, whose body is never read — so
-// each wait on the target follows what it answers: every wait ends
-// timeout after the check's last write to the target began (checkDial's
-// connection), and a busy process that writes late gives the target its
-// whole timeout still. Health checks must see the target itself: no proxy
-// from the environment, no connection reused, no redirect followed.
-func (p *Prober) httpCheck(ctx context.Context) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, string(p.mon.Type)+"://"+p.target+p.mon.Path, nil)
+// httpCheck GETs url from the target on a connection of its own, one step
+// after the other on this goroutine — connect, TLS handshake, request, the
+// answer's head, whose body is never read — so each wait on the target
+// follows what it answers: every wait ends timeout after the check's last
+// write to the target began (checkDial's connection), and a busy process
+// that writes late gives the target its whole timeout still. Health checks
+// must see the target itself: no proxy from the environment, no connection
+// reused, no redirect followed.
+func (p *Prober) httpCheck(ctx context.Context, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
