@@ -491,10 +491,12 @@ func TestFallbackSkipIsSigned(t *testing.T) {
 	}
 }
 
-// An edge that accepts the connection and closes it before answering (its
-// process dying: the listener still accepts for a moment after a kill) is
-// treated like one that cannot be dialed: the upgrade goes to the next
-// candidate instead of failing with 502.
+// An edge that accepts the connection and closes it before answering, then
+// refuses a dial (its process dying: what its listener had taken in is reset
+// at a kill, and then nothing listens), is treated like one that cannot be
+// dialed: the upgrade goes to the next candidate instead of failing with
+// 502. (A live edge, which accepts the dial, is not:
+// TestUpgradeClosedUnansweredByALiveBackendSplitsNothing.)
 func TestWebSocketEdgeClosingUnansweredFailsOver(t *testing.T) {
 	h := newHarness(t, configs.Balancer{})
 	key := h.keyOwnedBy(t, "edge-2")
@@ -509,12 +511,18 @@ func TestWebSocketEdgeClosingUnansweredFailsOver(t *testing.T) {
 	}
 	defer ln.Close()
 	go func() {
-		for {
+		// The connections of the balancer's two tries, reset as a
+		// killed process's kernel does; the listener gone before the
+		// second's reset, as with the process.
+		for i := range 2 {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			c.(*net.TCPConn).SetLinger(0) // close with RST, as a killed process's kernel does
+			if i == 1 {
+				ln.Close()
+			}
+			c.(*net.TCPConn).SetLinger(0)
 			c.Close()
 		}
 	}()

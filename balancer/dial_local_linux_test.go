@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -163,6 +164,95 @@ func localDialFailureBlamesNoEdge(t *testing.T) bool {
 		t.Errorf("the session's next participant: %s from %q, its first is on %s: split", status, edge, owner)
 	}
 	return true
+}
+
+// panickingEdge is a Go net/http WebSocket backend named name whose
+// handler panics on /boom: net/http then closes the connection without a
+// byte of answer. Any other request is upgraded and held.
+func panickingEdge(t *testing.T, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		ErrorLog: log.New(io.Discard, "", 0),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/boom" {
+				panic("a query of death")
+			}
+			c, brw, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + wsSampleAccept + "\r\nX-Ringlb-Edge: " + name + "\r\n\r\n")
+			brw.Flush()
+			io.Copy(io.Discard, brw)
+		}),
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// An upgrade a live backend closes unanswered — any client's request that
+// makes its handler panic — blames the backend for nothing. Before, the
+// balancer tried it once more, then took the backend for unreachable as
+// after a refused dial: suspect for 5 s, so every live session on it had
+// its next participants placed on another backend with a skip while its
+// earlier ones stayed: a split any client could renew with two requests
+// every 5 s. Now a backend that accepts the connection again is alive: the
+// client gets 502, and nothing moves.
+func TestUpgradeClosedUnansweredByALiveBackendSplitsNothing(t *testing.T) {
+	b, addr := startBalancerFor(t, configs.Balancer{}, panickingEdge(t, "e1"))
+	b.ring.Update([]ring.Member{{Name: "e1", URL: panickingEdge(t, "e1"), Weight: 1}, {Name: "e2", URL: panickingEdge(t, "e2"), Weight: 1}})
+	snap := b.ring.Snapshot()
+	keyOn := func(edge, not string) string {
+		for i := 0; ; i++ {
+			k := fmt.Sprintf("key-%d", i)
+			if o, _ := snap.Locate([]byte(k)); o.Name == edge && k != not {
+				return k
+			}
+		}
+	}
+	key := keyOn("e1", "")
+	attackKey := keyOn("e1", key)
+	first, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if status, owner := upgradeStatus(t, first, key); !strings.HasPrefix(status, "101") || owner != "e1" {
+		t.Fatalf("first participant: %s from %q, want 101 from e1", status, owner)
+	}
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, "GET /boom HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: "+attackKey+"\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("the upgrade its backend closes unanswered: %v", err)
+	}
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Ringlb-Edge") != "" {
+		t.Errorf("the upgrade its backend closes unanswered: %s from %q, want 502 from the balancer", resp.Status, resp.Header.Get("X-Ringlb-Edge"))
+	}
+	if b.isSuspect("e1") {
+		t.Errorf("e1, alive, taken for suspect after one client's request")
+	}
+
+	second, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if status, edge := upgradeStatus(t, second, key); !strings.HasPrefix(status, "101") || edge != "e1" {
+		t.Errorf("the session's next participant: %s from %q, its first is on e1: split", status, edge)
+	}
 }
 
 // slowPlainEdge answers plain requests after 200 ms on kept-alive

@@ -229,10 +229,13 @@ func (p *edgePool) newEdge(m ring.Member, static *tls.Config) (*edge, error) {
 		// connection). Nothing else is: retrying every error (fasthttp's
 		// default) sent one GET whose answer timed out or was broken to
 		// the edge 5 times, and held its client 5 × 30 s. (fasthttp never
-		// retries a request whose body streams.)
+		// retries a request whose body streams.) Whether the connection
+		// had carried a request before is the transport's to say
+		// (edgeTransport).
 		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
 			return false, errors.Is(err, errStrayBytes) || staleConnection(err) && (req.Header.IsGet() || req.Header.IsHead())
 		},
+		Transport: edgeTransport{},
 		// The answer's head within request_timeout; its body streams
 		// after Do returns, timed per read from then on (streamTo).
 		ReadTimeout:  p.answerTimeout,
@@ -293,6 +296,28 @@ func (p *edgePool) closeIdle() {
 	}
 }
 
+// edgeTransport is fasthttp's transport, told which connection a request
+// went on. A connection closed before a byte of answer to the first request
+// it carried was not stale — no keep-alive lapsed under it: the edge ended
+// it over this request (a Go handler's panic closes it so, a query of
+// death; a filter's reset). Taken for stale, a GET was sent again on a new
+// connection up to fasthttp's 5 attempts, each new, so one client request
+// was five at the edge (TestRequestClosingAFreshConnectionNotResent): such
+// a request is not sent again, and its client gets 502.
+type edgeTransport struct{}
+
+func (edgeTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	retry, err := fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
+	if err != nil && !retry {
+		return retry, err // no connection (a dial), or nothing to send again
+	}
+	// The request went on a connection, whose address fasthttp gave resp.
+	if c := answerConn(resp.RemoteAddr()); c != nil && c.requests.Add(1) == 1 && staleConnection(err) {
+		return false, err
+	}
+	return retry, err
+}
+
 // errStrayBytes: a pooled connection to an edge had bytes waiting that no
 // request asked for when the next request was to go on it.
 var errStrayBytes = errors.New("bytes of no request waiting on a pooled edge connection")
@@ -341,6 +366,10 @@ type pooledConn struct {
 	// the new one.
 	redial func() (net.Conn, error)
 	rd, wd time.Time
+	// requests counts the round trips made on this socket
+	// (edgeTransport): its first request closed unanswered is not sent
+	// again. A socket replace puts under it starts again at 0.
+	requests atomic.Int32
 }
 
 func (c *pooledConn) SetDeadline(t time.Time) error {
@@ -409,6 +438,7 @@ func (c *pooledConn) replace() error {
 	c.Conn.Close()
 	c.Conn, c.unread = nc, acceptguard.NewUnread(nc)
 	c.peer.Addr = nc.RemoteAddr()
+	c.requests.Store(0)
 	return nil
 }
 

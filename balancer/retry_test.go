@@ -69,6 +69,27 @@ func TestBrokenAnswerNotRetried(t *testing.T) {
 	}
 }
 
+// A connection closed before a byte of answer to the first request it
+// carried was not stale: the backend ended it over this request (a Go
+// handler's panic closes it so, a query of death). The pool took it for a
+// stale keep-alive connection and sent the GET again on a new one, four
+// times: one client request was five at the backend, an amplifier for any
+// request that harms it. It is sent once now; the client gets 502.
+func TestRequestClosingAFreshConnectionNotResent(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	url, parsed := countingBackend(t, func(int) (string, bool) {
+		return "", true // closed, nothing answered
+	})
+	h.ring.Update([]ring.Member{{Name: "closes", URL: url, Weight: 1}})
+	statuses := exchange(t, h.addr, "GET /crash HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n", 1, false)
+	if fmt.Sprint(statuses) != "[502]" {
+		t.Errorf("answers %v, want [502]", statuses)
+	}
+	if n := parsed(); n != 1 {
+		t.Errorf("the backend got the client's one GET %d times, each on a new connection, want 1", n)
+	}
+}
+
 // The retry the pool is there for still happens: a keep-alive connection the
 // backend closed while it was idle in the pool.
 func TestStaleKeepAliveRetried(t *testing.T) {

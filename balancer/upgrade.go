@@ -186,7 +186,22 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 				if attempt == 0 {
 					continue
 				}
-				return "", &dialError{edge: m.Name, err: err}
+				// Closed twice: a dying edge refuses the next dial, and
+				// the key goes on as after any failed dial. One that
+				// accepts it is alive and ends this request (a handler
+				// that panics on it: any client's to send); blamed,
+				// every live session on it had its next participants
+				// placed elsewhere with a skip for suspectCooldown, a
+				// split (TestUpgradeClosedUnansweredByALiveBackendSplitsNothing).
+				// This client gets 502, as from HAProxy, which sends a
+				// request elsewhere only when its connect failed.
+				probe, perr := b.edges.dial(context.WithoutCancel(ctx), e)
+				if perr != nil {
+					return "", perr
+				}
+				probe.Close()
+				b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()
+				return "", fmt.Errorf("edge %s: websocket handshake: %w", m.Name, err)
 			}
 			b.metrics.backendErrorsTotal.WithLabelValues(m.Name, errorKindHandshake).Inc()
 			return "", fmt.Errorf("edge %s: websocket handshake: %w", m.Name, err)
