@@ -2,6 +2,8 @@ package gslb
 
 import (
 	"fmt"
+	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -204,5 +206,195 @@ func TestManagedNameBelowACutRefused(t *testing.T) {
 	cfg.Zones[0].Records = []string{"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "@ 3600 IN NS ns1", "ide 3600 IN NS ns.elsewhere.example."}
 	if _, err := New(cfg, "gslb-test", nil, nil); err == nil || !strings.Contains(err.Error(), "records of ringlb.test.") {
 		t.Errorf("a managed name at a cut of inline records: error %v, want one naming the records", err)
+	}
+}
+
+// treeParent, treeChild, treeNoDS and treeDeep are four zones of one tree
+// served together: parent.test, delegating child (with a DS, its name
+// server's glue beside it) and nods (no DS: an insecure delegation) to
+// zones this server serves too, deep to another server, below which
+// a.deep.parent.test is served here all the same, and esc, a delegation to
+// a name server written with an escape. Its names written with \DDD escapes, and targets spelling
+// them otherwise, are zone_error_test.go's (TestEscapedNamesAnswered).
+var treeParent = `$ORIGIN parent.test.
+$TTL 3600
+@          IN SOA   ns1 hostmaster 1 7200 3600 1209600 300
+@          IN NS    ns1
+ns1        IN A     192.0.2.53
+child      IN NS    ns1.child
+child      IN DS    12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+ns1.child  IN A     192.0.2.54
+nods       IN NS    ns1
+deep       IN NS    ns.elsewhere.example.
+www        IN A     192.0.2.80
+sp\032ace  IN A     192.0.2.90
+dot\046ted IN A     192.0.2.91
+\066ig     IN A     192.0.2.92
+to-sp      IN CNAME sp\ ace
+to-big     IN CNAME \066IG
+mx         IN MX    10 sp\ ace
+mx         IN MX    20 BIG
+esc        IN NS    ns\ x.esc
+ns\032x.esc IN A    192.0.2.93
+`
+
+var treeChild = `$ORIGIN child.parent.test.
+$TTL 3600
+@          IN SOA   ns1 hostmaster 7 7200 3600 1209600 600
+@          IN NS    ns1
+ns1        IN A     192.0.2.54
+www        IN A     192.0.2.81
+`
+
+var treeNoDS = `$ORIGIN nods.parent.test.
+$TTL 3600
+@          IN SOA   ns1.parent.test. hostmaster 9 7200 3600 1209600 600
+@          IN NS    ns1.parent.test.
+www        IN A     192.0.2.82
+`
+
+var treeDeep = `$ORIGIN a.deep.parent.test.
+$TTL 3600
+@          IN SOA   ns1.parent.test. hostmaster 3 7200 3600 1209600 600
+@          IN NS    ns1.parent.test.
+`
+
+// treeZones writes the tree's zone files (and extra's, origin: text) and
+// returns them by origin, as startNSD and startKnot take them.
+func treeZones(t *testing.T, extra map[string]string) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	texts := map[string]string{"parent.test": treeParent, "child.parent.test": treeChild, "nods.parent.test": treeNoDS, "a.deep.parent.test": treeDeep}
+	maps.Copy(texts, extra)
+	zones := map[string]string{}
+	for origin, text := range texts {
+		zones[origin] = filepath.Join(dir, origin+".zone")
+		if err := os.WriteFile(zones[origin], []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return zones
+}
+
+// treeConfig serves zones (treeZones), those of origins only when given,
+// rate limiting off, each zone of keys (origin: key files) signed with its
+// keys.
+func treeConfig(t *testing.T, zones map[string]string, keys map[string][]string, origins ...string) configs.GSLB {
+	t.Helper()
+	if len(origins) == 0 {
+		origins = slices.Sorted(maps.Keys(zones))
+	}
+	y := "gslb:\n  listen: 127.0.0.1:0\n  rate_limit: { responses_per_second: 0 }\n  zones:\n"
+	for _, o := range origins {
+		y += fmt.Sprintf("    - { origin: %s, file: %q }\n", o, zones[o])
+	}
+	cfg := parseGSLBYAML(t, y)
+	for i := range cfg.Zones {
+		if k := keys[strings.TrimSuffix(cfg.Zones[i].Origin, ".")]; k != nil {
+			cfg.Zones[i].DNSSEC = configs.DefaultDNSSEC(k...)
+		}
+	}
+	return cfg
+}
+
+// With the parent and the child zone served here, a DS query for the
+// child's apex is answered from the parent (RFC 4035 3.1.4.1: the DS RRset
+// is the parent's data; the child has none), as NSD and Knot answer it
+// (TestTreeOfZonesAgainstNSDAndKnot): the parent's DS RRset, AA, or for a
+// cut without DS the parent's NODATA and SOA. Before, the zone with the
+// longest origin answered every type, and the child's NODATA with its SOA
+// told a resolver the delegation has no DS. A zone served here below a cut
+// of the parent's (a.deep, below deep) gets the parent's referral to deep,
+// as NSD and Knot answer, and an RRL slip for it claims no authority, as
+// that referral (it was the child's NODATA, AA, and its slip AA). Every
+// other question at or below a child's apex is the child's; served alone,
+// the child answers its DS query (no parent to ask). The UDP cache keeps
+// the answer as made.
+func TestDSAtAChildZonesApexIsAnsweredFromTheParent(t *testing.T) {
+	zones := treeZones(t, nil)
+	s := startGSLB(t, treeConfig(t, zones, nil))
+	for _, network := range []string{"udp", "tcp"} {
+		// Over UDP twice: the second from the loop's cache.
+		for range 2 {
+			m := query(t, s, network, "child.parent.test.", dns.TypeDS, nil)
+			if m.Rcode != dns.RcodeSuccess || !m.Authoritative || len(m.Answer) != 1 || m.Answer[0].Header().Rrtype != dns.TypeDS {
+				t.Errorf("%s child.parent.test. DS: want the parent's DS RRset, AA; got\n%v", network, m)
+			}
+			m = query(t, s, network, "nods.parent.test.", dns.TypeDS, nil)
+			if m.Rcode != dns.RcodeSuccess || !m.Authoritative || len(m.Answer) != 0 || len(m.Ns) != 1 || !strings.EqualFold(m.Ns[0].Header().Name, "parent.test.") {
+				t.Errorf("%s nods.parent.test. DS (a cut without DS): want the parent's NODATA, parent.test.'s SOA; got\n%v", network, m)
+			}
+		}
+		for _, c := range []struct {
+			name  string
+			qtype uint16
+			rcode int
+		}{
+			{"child.parent.test.", dns.TypeSOA, dns.RcodeSuccess},
+			{"child.parent.test.", dns.TypeNS, dns.RcodeSuccess},
+			{"CHILD.parent.test.", dns.TypeNS, dns.RcodeSuccess},
+			{"www.child.parent.test.", dns.TypeDS, dns.RcodeSuccess},
+			{"x.child.parent.test.", dns.TypeDS, dns.RcodeNameError},
+		} {
+			m := query(t, s, network, c.name, c.qtype, nil)
+			soa := rrsOf(append(m.Answer, m.Ns...), dns.TypeSOA)
+			if m.Rcode != c.rcode || !m.Authoritative || len(rrsOf(m.Answer, c.qtype))+len(soa) == 0 ||
+				len(soa) > 0 && !strings.EqualFold(soa[0].Header().Name, "child.parent.test.") || len(m.Answer) > 0 && !strings.EqualFold(m.Answer[0].Header().Name, c.name) {
+				t.Errorf("%s %s %s: want the child's answer, %s, AA; got\n%v", network, c.name, dns.TypeToString[c.qtype], dns.RcodeToString[c.rcode], m)
+			}
+		}
+	}
+
+	// Below a cut of the parent's: its referral, full answer and slip.
+	cfg := treeConfig(t, zones, nil)
+	slip := 1
+	cfg.RateLimit.ResponsesPerSecond, cfg.RateLimit.Slip, cfg.RateLimit.IPv4Prefix = new(1), &slip, 32
+	limited := startGSLB(t, cfg)
+	for i, name := range []string{"a.deep.parent.test.", "A.Deep.Parent.Test.", "child.parent.test."} {
+		m := new(dns.Msg).SetQuestion(name, dns.TypeDS)
+		q, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, slips := fullThenSlips(t, limited, fmt.Sprintf("127.0.0.%d", 20+i), q)
+		referral := full.Authoritative == false && len(rrsOf(full.Ns, dns.TypeNS)) == 1 && strings.EqualFold(full.Ns[0].Header().Name, "deep.parent.test.")
+		if want := name != "child.parent.test."; full.Rcode != dns.RcodeSuccess || referral != want || full.Authoritative == want {
+			t.Errorf("%s DS: want %s; got\n%v", name, map[bool]string{true: "the parent's referral to deep", false: "the parent's DS, AA"}[want], full)
+		}
+		for _, r := range slips {
+			if r.Rcode != full.Rcode || r.Authoritative != full.Authoritative {
+				t.Errorf("%s DS: a slip %s, AA %v; the full answer %s, AA %v", name, dns.RcodeToString[r.Rcode], r.Authoritative, dns.RcodeToString[full.Rcode], full.Authoritative)
+			}
+		}
+	}
+
+	// The child alone: its apex's DS is its own NODATA, as before.
+	alone := startGSLB(t, treeConfig(t, zones, nil, "child.parent.test"))
+	m := query(t, alone, "udp", "child.parent.test.", dns.TypeDS, nil)
+	if m.Rcode != dns.RcodeSuccess || !m.Authoritative || len(m.Answer) != 0 || len(m.Ns) != 1 || !strings.EqualFold(m.Ns[0].Header().Name, "child.parent.test.") {
+		t.Errorf("child.parent.test. DS, the child served alone: want its NODATA; got\n%v", m)
+	}
+}
+
+// The same with the parent signed and nods unsigned (an insecure
+// delegation): a validator trusting parent.test. asks this server for
+// nods's DS, must be proved there is none by the parent's signed NSEC,
+// and takes the child's unsigned answers. Before, it got the child's
+// unsigned NODATA, called the delegation bogus, and every name of the
+// child failed to resolve (delv: "broken trust chain"). delv, when
+// installed, is the validator.
+func TestSignedParentsInsecureChildResolves(t *testing.T) {
+	ksk, zsk := testKeysFor(t, "parent.test")
+	s := startGSLB(t, treeConfig(t, treeZones(t, nil), map[string][]string{"parent.test": {ksk, zsk}}))
+	anchor, _, err := configs.ReadDNSSECKey(ksk, "parent.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDelv(t, s, anchor)
+	// The parent's own names validate: the anchor and signatures are right.
+	validated(t, d.run("127.0.0.1", "www.parent.test", "A"), false, "192.0.2.80")
+	out := d.run("127.0.0.1", "www.nods.parent.test", "A")
+	if !strings.Contains(out, "; unsigned answer") || !strings.Contains(out, "192.0.2.82") {
+		t.Errorf("www.nods.parent.test A (an insecure delegation of the signed parent.test.): want an unsigned answer, 192.0.2.82; delv says:\n%s", out)
 	}
 }

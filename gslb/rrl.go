@@ -319,7 +319,7 @@ func (st *state) slipVerdict(pkt []byte, end int) (rcode int, aa bool) {
 	if !servedClass(qclass) {
 		return dns.RcodeRefused, false
 	}
-	z := st.zoneForWire(pkt[12 : end-4])
+	z := st.zoneForWire(pkt[12:end-4], qtype)
 	switch {
 	case z == nil, qtype == dns.TypeAXFR, qtype == dns.TypeIXFR, z.signer != nil && qtype == dns.TypeRRSIG:
 		return dns.RcodeRefused, false
@@ -331,19 +331,25 @@ func (st *state) slipVerdict(pkt []byte, end int) (rcode int, aa bool) {
 	return dns.RcodeSuccess, true
 }
 
-// zoneForWire is zoneFor for a well-formed name in wire form, in any case
-// (a question's, uncompressed), allocating nothing.
-func (st *state) zoneForWire(name []byte) *zone {
+// zoneForWire is zoneAnswering for a well-formed name in wire form, in any
+// case (a question's, uncompressed), allocating nothing: DS at a zone's
+// apex is the nearest zone's above it served here, as its full answer.
+func (st *state) zoneForWire(name []byte, qtype uint16) *zone {
+	var apex *zone
 	for _, z := range st.zones {
 		off := 0
 		for len(name)-off > len(z.wire) && off < len(name) {
 			off += int(name[off]) + 1
 		}
 		if len(name)-off == len(z.wire) && asciiFold(name[off:], z.wire) {
+			if qtype == dns.TypeDS && apex == nil && off == 0 {
+				apex = z
+				continue
+			}
 			return z
 		}
 	}
-	return nil
+	return apex
 }
 
 // asciiFold says whether a and b, of one length, are equal but for the

@@ -733,17 +733,9 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 	m.SetReply(r)
 	m.Authoritative = true
 	m.RecursionAvailable = false
-	opt := r.IsEdns0()
 	// The query's Client Subnet option: echoed in every answer from here
 	// on, refusals too (RFC 7871 7.2.1: whether or not it was needed).
-	var ecsIn *dns.EDNS0_SUBNET
-	if opt != nil {
-		for _, o := range opt.Option {
-			if e, ok := o.(*dns.EDNS0_SUBNET); ok {
-				ecsIn = e
-			}
-		}
-	}
+	ecsIn := queryECS(r)
 	finish := func(ecs *dns.EDNS0_SUBNET) *dns.Msg {
 		return s.finish(st, m, r, tcp, tsigStatus, ecs)
 	}
@@ -765,7 +757,7 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		m.SetRcode(r, dns.RcodeRefused)
 		return finish(ecsEcho(ecsIn)), ""
 	}
-	z := st.zoneFor(qname)
+	z := st.zoneAnswering(qname, q.Qtype)
 	if z == nil {
 		m.Authoritative = false
 		m.SetRcode(r, dns.RcodeRefused)
@@ -1114,23 +1106,48 @@ func (s *Server) finish(st *state, m, r *dns.Msg, tcp bool, tsigStatus error, ec
 	if !tcp {
 		size = st.udpLimit(opt != nil, clientSize)
 	}
-	if opt != nil {
-		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
-		o.SetUDPSize(uint16(st.maxUDP))
-		// DO is copied into the answer (RFC 3225 3); CO says we read it
-		// (RFC 9824 4). Neither is set for a query without DO.
-		if opt.Do() {
-			o.SetDo()
-			o.SetCo(opt.Co())
-		}
-		if ecs != nil {
-			o.Option = append(o.Option, ecs)
-		}
+	if o := st.replyOPT(opt, ecs); o != nil {
 		m.Extra = append(m.Extra, o)
 	}
 	s.signReply(m, r, tsigStatus)
 	fit(m, size)
 	return m
+}
+
+// replyOPT is our OPT in an answer to a query whose OPT is opt, carrying
+// ecs; nil when the query has none. Every answer to a query with an OPT
+// carries one (RFC 6891 7: else a resolver takes the server for one
+// without EDNS), those finish completes and a zone transfer's messages
+// (transfer.go) alike: it advertises max_udp_size.
+func (st *state) replyOPT(opt *dns.OPT, ecs *dns.EDNS0_SUBNET) *dns.OPT {
+	if opt == nil {
+		return nil
+	}
+	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	o.SetUDPSize(uint16(st.maxUDP))
+	// DO is copied into the answer (RFC 3225 3); CO says we read it
+	// (RFC 9824 4). Neither is set for a query without DO.
+	if opt.Do() {
+		o.SetDo()
+		o.SetCo(opt.Co())
+	}
+	if ecs != nil {
+		o.Option = append(o.Option, ecs)
+	}
+	return o
+}
+
+// queryECS is r's Client Subnet option, nil when it has none.
+func queryECS(r *dns.Msg) *dns.EDNS0_SUBNET {
+	var ecs *dns.EDNS0_SUBNET
+	if opt := r.IsEdns0(); opt != nil {
+		for _, o := range opt.Option {
+			if e, ok := o.(*dns.EDNS0_SUBNET); ok {
+				ecs = e
+			}
+		}
+	}
+	return ecs
 }
 
 // steeredType says whether a managed name's answer of type qtype depends
@@ -1230,14 +1247,33 @@ func cnameOf(answer []dns.RR, name string) bool {
 	return false
 }
 
-// zoneFor returns the zone qname falls in, or nil.
+// zoneFor returns the zone qname falls in (the longest origin), or nil.
 func (st *state) zoneFor(qname string) *zone {
+	return st.zoneAnswering(qname, 0)
+}
+
+// zoneAnswering returns the zone that answers a question for qname of
+// qtype, or nil: the zone qname falls in, but for DS at a zone's apex the
+// nearest zone above it served here, when there is one. The DS RRset is
+// the parent's data, and so is the proof that there is none (RFC 4035
+// 3.1.4.1), as NSD and Knot answer it: the child's NODATA told a resolver
+// the delegation has no DS, and with a signed parent a validator called an
+// insecure child bogus. Every answer to a question takes its zone here (the
+// UDP cache keeps answers by name and type, so a kept one was made here
+// too); an RRL slip by zoneForWire, the same rule.
+func (st *state) zoneAnswering(qname string, qtype uint16) *zone {
+	var apex *zone // the zone qname is the apex of, for DS
 	for _, z := range st.zones {
-		if dns.IsSubDomain(z.origin, qname) {
-			return z
+		if !dns.IsSubDomain(z.origin, qname) {
+			continue
 		}
+		if qtype == dns.TypeDS && apex == nil && z.origin == qname {
+			apex = z // longest origin first: a zone above it comes later
+			continue
+		}
+		return z
 	}
-	return nil
+	return apex
 }
 
 // owned returns rrs as answers for name: the apex SOA with the current

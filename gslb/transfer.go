@@ -45,14 +45,18 @@ const maxTransfersOut = 10
 
 // serveTransfer answers an AXFR or IXFR query received over TCP, once
 // screen (server.go) has passed it: a TSIG it carries has verified, so every
-// message, refusals included, is signed with that key.
+// message, refusals included, is signed with that key; an OPT it carries
+// is sound, so every message, refusals included, carries ours (RFC 6891 7,
+// RFC 5936 2.2.5; NSD puts it in every message of a transfer), as an
+// answer to any query does: finish makes the single messages, sendTransfer
+// the transfer's. Before, none had one: the client was told the server
+// has no EDNS.
 func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 	q := r.Question[0]
 	refuse := func(rcode int, why string) {
 		// Every refusal is in queries_total; the log says it sparingly.
 		s.xfrRefusedLog.Warn(s.logger, "zone transfer refused", "zone", q.Name, "client", w.RemoteAddr().String(), "why", why)
-		m := replyTo(r, rcode)
-		s.signReply(m, r, nil)
+		m := s.finish(st, replyTo(r, rcode), r, true, nil, ecsEcho(queryECS(r)))
 		s.metrics.query(q.Qtype, rcode)
 		w.WriteMsg(m)
 	}
@@ -99,7 +103,7 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 		m := replyTo(r, dns.RcodeSuccess)
 		m.Authoritative = true
 		m.Answer = []dns.RR{soa}
-		s.signReply(m, r, nil)
+		m = s.finish(st, m, r, true, nil, ecsEcho(queryECS(r)))
 		s.metrics.query(q.Qtype, dns.RcodeSuccess)
 		w.WriteMsg(m)
 		return
@@ -117,7 +121,7 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 		refuse(dns.RcodeServerFailure, "building it failed")
 		return
 	}
-	if err := s.sendTransfer(w, r, xfr); err != nil {
+	if err := s.sendTransfer(w, r, xfr, st.replyOPT(r.IsEdns0(), ecsEcho(queryECS(r)))); err != nil {
 		s.logger.Warn("zone transfer cut", "zone", z.origin, "client", w.RemoteAddr().String(), "err", err)
 		return
 	}
@@ -148,14 +152,26 @@ func upToDate(r *dns.Msg, origin string, serial uint32) bool {
 // names against the question as the zone spells it, and the asker's case
 // in the question would become every name's. Secondaries ask in the
 // zone's case; the slower way costs more than a replay of before
-// (BenchmarkSignedAXFR, same-serial-other-case), less than a build.
-func (s *Server) sendTransfer(w dns.ResponseWriter, r *dns.Msg, xfr *builtTransfer) error {
+// (BenchmarkSignedAXFR, same-serial-other-case), less than a build. opt,
+// when not nil, is our OPT (replyOPT, for a request with one), in every
+// message, before its TSIG, as NSD puts it.
+func (s *Server) sendTransfer(w dns.ResponseWriter, r *dns.Msg, xfr *builtTransfer, opt *dns.OPT) error {
 	reply := replyTo(r, dns.RcodeSuccess)
 	reply.Authoritative = true
 	reply.Compress = true
 	head, err := reply.Pack()
 	if err != nil {
 		return err
+	}
+	var optWire []byte // opt packed, appended to each packed message
+	if opt != nil {
+		reply.Extra = []dns.RR{opt}
+		optWire = make([]byte, dns.Len(opt))
+		n, err := dns.PackRR(opt, optWire, 0, nil, false)
+		if err != nil {
+			return err
+		}
+		optWire = optWire[:n]
 	}
 	chain, err := s.tsigChainFor(r)
 	if err != nil {
@@ -169,6 +185,11 @@ func (s *Server) sendTransfer(w dns.ResponseWriter, r *dns.Msg, xfr *builtTransf
 			copy(buf, head[:4]) // ID, flags
 			binary.BigEndian.PutUint16(buf[xfr.qend-4:], q.Qtype)
 			binary.BigEndian.PutUint16(buf[xfr.qend-2:], q.Qclass)
+			if optWire != nil {
+				// Packed without additional records: the OPT is the first.
+				buf = append(buf, optWire...)
+				binary.BigEndian.PutUint16(buf[10:], 1) // ARCOUNT
+			}
 		} else {
 			m := new(dns.Msg)
 			if err := m.Unpack(msg); err != nil {

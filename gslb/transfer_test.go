@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -352,5 +353,91 @@ func TestNotifySigned(t *testing.T) {
 	current := func() uint32 { return query(t, s, "udp", "ringlb.test.", dns.TypeSOA, nil).Answer[0].(*dns.SOA).Serial }
 	// Monitors coming up may move the serial once more: wait for its NOTIFY.
 	for got := sec.next(t); got != current(); got = sec.next(t) {
+	}
+}
+
+// RFC 6891 7: the answer to a request carrying an OPT carries one, the
+// server's (max_udp_size, DO copied), and a transfer's are no exception
+// (RFC 5936 2.2.5): the refusals — an address not allowed, signed or not,
+// a request without the zone's key, a name below the apex, a class but IN;
+// NSD's and Knot's carry theirs — an IXFR at the current serial, and every
+// message of a transfer, built or replayed, in the zone's case or another
+// (each unpacked and packed again), its TSIG over it (rawXFRRequest
+// verifies each), as NSD puts one in every message. Without an OPT in the
+// request, none in the answer. Before, none had one (10 of 10 refusals, the
+// IXFR, 9 of 9 messages of three transfers), where a query asked the same
+// way had.
+func TestTransferAnswersCarryTheOPT(t *testing.T) {
+	cfg := bigZone(t, 2000) // several messages, with TSIG
+	cfg.Zones = slices.Clone(cfg.Zones)
+	cfg.Zones[0].Transfer.Allow = []string{"127.0.0.1/32"}
+	s := transferServer(t, cfg, nil)
+	size := uint16(s.state.Load().maxUDP)
+	hasOPT := func(m *dns.Msg, do bool) bool {
+		o := m.IsEdns0()
+		return o != nil && o.UDPSize() == size && o.Do() == do && o.Version() == 0
+	}
+	// ask asks from src, signed when signed (its answer's TSIG verified:
+	// miekg/dns verifies none of a NOTAUTH).
+	ask := func(src, name string, qtype, qclass uint16, serial uint32, do, signed bool) *dns.Msg {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		m.Question[0].Qclass = qclass
+		if qtype == dns.TypeIXFR {
+			m.Ns = []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: "ringlb.test.", Rrtype: dns.TypeSOA, Class: dns.ClassINET}, Ns: "a.", Mbox: "b.", Serial: serial}}
+		}
+		m.SetEdns0(1232, do)
+		c := &dns.Client{Net: "tcp", Timeout: 5 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}}
+		if signed {
+			m.SetTsig(tsigConfig(t).Name, dns.HmacSHA256, 300, time.Now().Unix())
+			c.TsigSecret = map[string]string{tsigConfig(t).Name: testTSIGSecret}
+		}
+		r, _, err := c.Exchange(m, s.Addr())
+		if err != nil {
+			t.Fatalf("%s %s from %s: %v", name, dns.TypeToString[qtype], src, err)
+		}
+		return r
+	}
+	for _, c := range []struct {
+		what, src, name string
+		qtype, qclass   uint16
+		signed          bool
+		rcode           int
+	}{
+		{"from an address not allowed", "127.0.0.2", "ringlb.test.", dns.TypeAXFR, dns.ClassINET, false, dns.RcodeRefused},
+		{"from an address not allowed, signed", "127.0.0.2", "ringlb.test.", dns.TypeAXFR, dns.ClassINET, true, dns.RcodeRefused},
+		{"unsigned", "127.0.0.1", "ringlb.test.", dns.TypeAXFR, dns.ClassINET, false, dns.RcodeNotAuth},
+		{"below the apex", "127.0.0.1", "www.ringlb.test.", dns.TypeAXFR, dns.ClassINET, false, dns.RcodeNotAuth},
+		{"of class CH", "127.0.0.1", "ringlb.test.", dns.TypeIXFR, dns.ClassCHAOS, false, dns.RcodeRefused},
+	} {
+		for _, do := range []bool{false, true} {
+			if r := ask(c.src, c.name, c.qtype, c.qclass, 0, do, c.signed); r.Rcode != c.rcode || !hasOPT(r, do) || (r.IsTsig() != nil) != c.signed {
+				t.Errorf("%s %s %s, DO %v: want %s with our OPT; got %s, OPT %v, TSIG %v", dns.TypeToString[c.qtype], c.name, c.what, do, dns.RcodeToString[c.rcode], dns.RcodeToString[r.Rcode], r.IsEdns0(), r.IsTsig())
+			}
+		}
+	}
+	serial := s.state.Load().soa(s.state.Load().zones[0]).Serial
+	if r := ask("127.0.0.1", "ringlb.test.", dns.TypeIXFR, dns.ClassINET, serial, true, true); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || !hasOPT(r, true) {
+		t.Errorf("IXFR at the current serial: want one SOA and our OPT; got %s, %d answers, OPT %v", dns.RcodeToString[r.Rcode], len(r.Answer), r.IsEdns0())
+	}
+	for _, name := range []string{"ringlb.test.", "ringlb.test.", "RingLB.Test."} { // built, replayed, another case
+		for _, edns := range []bool{true, false} {
+			req := new(dns.Msg)
+			req.SetQuestion(name, dns.TypeAXFR)
+			if edns {
+				req.SetEdns0(4096, true)
+			}
+			msgs := rawXFRRequest(t, s, req, true)
+			without := 0
+			for _, m := range msgs {
+				if edns && !hasOPT(m, true) || !edns && m.IsEdns0() != nil {
+					without++
+				}
+			}
+			if len(msgs) < 2 || without > 0 {
+				t.Errorf("AXFR of %s, EDNS %v: %d of %d messages otherwise", name, edns, without, len(msgs))
+			}
+		}
 	}
 }

@@ -161,7 +161,7 @@ func (p recordPos) String() string {
 // loadZone parses a zone from its master file or inline records; nets says
 // what a client network is, for its signer.
 func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
-	z := &zone{origin: strings.ToLower(dns.Fqdn(zc.Origin)), names: map[string]map[uint16][]dns.RR{}, cfg: zc}
+	z := &zone{origin: dns.CanonicalName(unpackedForm(dns.Fqdn(zc.Origin))), names: map[string]map[uint16][]dns.RR{}, cfg: zc}
 	for _, c := range zc.Transfer.Allow {
 		p, err := netip.ParsePrefix(c)
 		if err != nil {
@@ -251,7 +251,8 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 // add puts rr, written at pos, in the zone, or says why it may not be.
 func (z *zone) add(rr dns.RR, pos recordPos) error {
 	h := rr.Header()
-	h.Name = strings.ToLower(h.Name)
+	h.Name = dns.CanonicalName(unpackedForm(h.Name))
+	canonicalTargets(rr)
 	at := func(format string, args ...any) error {
 		return fmt.Errorf("zone %s: %s: "+format, append([]any{z.origin, pos}, args...)...)
 	}
@@ -332,6 +333,56 @@ func (z *zone) add(rr dns.RR, pos recordPos) error {
 		z.at[h.Name] = pos
 	}
 	return nil
+}
+
+// unpackedForm is name as miekg/dns writes a name it unpacks — a
+// question's, which answers look up — its case kept: a zone file may write
+// any octet of a label as \DDD or \X (RFC 1035 5.1), and sp\032ace, \066ig
+// and dot\046ted are the names sp\ ace, Big and dot\.ted (one label).
+// Keyed as written, such a name was never found: NXDOMAIN, where NSD and
+// Knot answer it. Every octet outside printable ASCII comes back as \DDD,
+// so lower-casing the result (dns.CanonicalName) touches ASCII letters
+// only, as names compare (RFC 4343). A name with no wire form is returned
+// as it is (fits refuses its record). A name of printable ASCII with no
+// character miekg/dns escapes is its own unpacked form: returned without
+// packing, so a zone of plain names pays nothing.
+func unpackedForm(name string) string {
+	plain := true
+	for i := 0; i < len(name) && plain; i++ {
+		c := name[i]
+		plain = c > ' ' && c <= '~' && !strings.ContainsRune(`\'@;()"`, rune(c))
+	}
+	if plain {
+		return name
+	}
+	var buf [256]byte
+	n, err := dns.PackDomainName(name, buf[:], 0, nil, false)
+	if err != nil {
+		return name
+	}
+	if s, _, err := dns.UnpackDomainName(buf[:n], 0); err == nil {
+		return s
+	}
+	return name
+}
+
+// canonicalTargets writes the names in rr's RDATA that answers look up —
+// a CNAME's and a DNAME's target (chased), an NS, MX or SRV target (its
+// addresses added, additional.go) — in unpackedForm, their case kept: on
+// the wire they are the same names.
+func canonicalTargets(rr dns.RR) {
+	switch v := rr.(type) {
+	case *dns.CNAME:
+		v.Target = unpackedForm(v.Target)
+	case *dns.DNAME:
+		v.Target = unpackedForm(v.Target)
+	case *dns.NS:
+		v.Ns = unpackedForm(v.Ns)
+	case *dns.MX:
+		v.Mx = unpackedForm(v.Mx)
+	case *dns.SRV:
+		v.Target = unpackedForm(v.Target)
+	}
 }
 
 // besideCNAME is a type that may not be at one name with the other

@@ -2,6 +2,7 @@ package gslb
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -197,5 +198,69 @@ func BenchmarkLoadZone(b *testing.B) {
 		if _, err := loadZone(configs.Zone{Origin: "zc.test", File: file}, configs.RateLimit{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A zone file may write any octet of a label as \DDD or \X (RFC 1035 5.1):
+// parent.test's sp\032ace, dot\046ted and \066ig are the names "sp ace",
+// "dot.ted" (one label) and "Big", and its targets spell them otherwise
+// (sp\ ace, \066IG, BIG, ns\ x.esc for ns\032x.esc). Names are keyed as
+// miekg/dns writes the names it unpacks from questions (sp\ ace, dot\.ted,
+// big), in lower case: asked in any case, each is answered, as NSD and Knot
+// answer (TestTreeOfZonesAgainstNSDAndKnot); a CNAME to one is followed,
+// an MX target's addresses and a name server's glue are added. The answer's
+// owner is the zone's name in lower case, as every owner of a zone. Before,
+// the names were keyed as written (sp\032ace, \066ig) and looked up as
+// unpacked: 7 of 7 questions for them were NXDOMAIN — which, by RFC 8020,
+// denies every name below too — and 4 of 5 targets were not found (a CNAME
+// chain NXDOMAIN, an MX answer without addresses, a referral without its
+// glue); the CNAME to \066IG was, spelt with its owner's escape.
+func TestEscapedNamesAnswered(t *testing.T) {
+	s := startGSLB(t, treeConfig(t, treeZones(t, nil), nil, "parent.test"))
+	for _, c := range []struct {
+		name  string
+		qtype uint16
+		owner string // of the answer's last record, as the zone keeps it
+		want  string // the addresses in the answer, or additional section for MX and referrals
+	}{
+		{`sp\ ace.parent.test.`, dns.TypeA, `sp\ ace.parent.test.`, "192.0.2.90"},
+		{`Sp\ ACE.parent.test.`, dns.TypeA, `sp\ ace.parent.test.`, "192.0.2.90"},
+		{`sp\032ace.parent.test.`, dns.TypeA, `sp\ ace.parent.test.`, "192.0.2.90"},
+		{`dot\.ted.parent.test.`, dns.TypeA, `dot\.ted.parent.test.`, "192.0.2.91"},
+		{`big.parent.test.`, dns.TypeA, "big.parent.test.", "192.0.2.92"},
+		{`BIG.parent.test.`, dns.TypeA, "big.parent.test.", "192.0.2.92"},
+		{`bIg.parent.test.`, dns.TypeA, "big.parent.test.", "192.0.2.92"},
+		{`to-sp.parent.test.`, dns.TypeA, `sp\ ace.parent.test.`, "192.0.2.90"},
+		{`to-big.parent.test.`, dns.TypeA, "big.parent.test.", "192.0.2.92"},
+		{`mx.parent.test.`, dns.TypeMX, "mx.parent.test.", "192.0.2.90,192.0.2.92"},
+		{`host.esc.parent.test.`, dns.TypeA, "", "192.0.2.93"},
+	} {
+		for _, network := range []string{"udp", "tcp"} {
+			m := query(t, s, network, c.name, c.qtype, nil)
+			got := answerIPs(m)
+			if c.qtype == dns.TypeMX || c.owner == "" {
+				got = answerIPs(&dns.Msg{Answer: m.Extra})
+			}
+			if m.Rcode != dns.RcodeSuccess || got != c.want {
+				t.Errorf("%s %s %s: want NOERROR %s; got %s %q\n%v", network, c.name, dns.TypeToString[c.qtype], c.want, dns.RcodeToString[m.Rcode], got, m)
+			}
+		}
+		if c.owner == "" {
+			continue
+		}
+		// The owner as made, before miekg/dns compresses it against the
+		// question as asked; the question as it arrives, unpacked.
+		r := new(dns.Msg).SetQuestion(c.name, c.qtype)
+		if b, err := r.Pack(); err != nil || r.Unpack(b) != nil {
+			t.Fatal(c.name, err)
+		}
+		m := s.answer(s.state.Load(), r, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, true, nil)
+		if len(m.Answer) == 0 || m.Answer[len(m.Answer)-1].Header().Name != c.owner {
+			t.Errorf("%s %s: want the answer owned by %s; got %v", c.name, dns.TypeToString[c.qtype], c.owner, m.Answer)
+		}
+	}
+	// dot\.ted is one label: dot.ted, two, does not exist.
+	if m := query(t, s, "udp", "dot.ted.parent.test.", dns.TypeA, nil); m.Rcode != dns.RcodeNameError {
+		t.Errorf("dot.ted.parent.test. A: want NXDOMAIN; got\n%v", m)
 	}
 }
