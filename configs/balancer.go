@@ -124,7 +124,8 @@ type Limits struct {
 type TLS struct {
 	// CertFile is the PEM certificate chain; watched, and re-read on change.
 	CertFile string `yaml:"cert_file"`
-	// KeyFile is its PEM private key.
+	// KeyFile is its PEM private key, a secret file; `ringlb check` loads
+	// the pair as a start does.
 	KeyFile string `yaml:"key_file"`
 	// RedirectFrom is a plain HTTP listener (host:port) answering every
 	// request with a redirect to HTTPS (and /_ringlb/health as on the data
@@ -174,7 +175,8 @@ type EdgeTLS struct {
 	// CertFile is a PEM client certificate the node presents (with
 	// key_file).
 	CertFile string `yaml:"cert_file"`
-	// KeyFile is the client certificate's PEM private key.
+	// KeyFile is the client certificate's PEM private key, a secret file;
+	// `ringlb check` loads the files as a start does.
 	KeyFile string `yaml:"key_file"`
 }
 
@@ -450,8 +452,7 @@ func (b *Balancer) validate(ps *problems) {
 	if (b.TLS.CertFile == "") != (b.TLS.KeyFile == "") {
 		ps.add("balancer.tls", "cert_file and key_file must be set together")
 	}
-	checkFile(ps, "balancer.tls.cert_file", b.TLS.CertFile)
-	checkFile(ps, "balancer.tls.key_file", b.TLS.KeyFile)
+	checkTLSFiles(ps, "balancer.tls", "", b.TLS.CertFile, b.TLS.KeyFile)
 	if b.TLS.RedirectFrom != "" {
 		checkHostPort(ps, "balancer.tls.redirect_from", b.TLS.RedirectFrom, true)
 	}
@@ -530,14 +531,12 @@ func (t EdgeTLS) validate(ps *problems, path, rawURL string) {
 
 // validateFiles checks what t's settings are, whoever uses them (a static
 // edge, a gslb monitor): both halves of a client certificate, files that
-// can be read, a server name that is a name.
+// load as ClientConfig loads them, a server name that is a name.
 func (t EdgeTLS) validateFiles(ps *problems, path string) {
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		ps.add(path, "cert_file and key_file must be set together")
 	}
-	checkFile(ps, path+".ca_file", t.CAFile)
-	checkFile(ps, path+".cert_file", t.CertFile)
-	checkFile(ps, path+".key_file", t.KeyFile)
+	checkTLSFiles(ps, path, t.CAFile, t.CertFile, t.KeyFile)
 	if t.ServerName != "" && !validHostname(t.ServerName) && net.ParseIP(t.ServerName) == nil {
 		ps.add(path+".server_name", "%q is not a host name", t.ServerName)
 	}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -65,8 +66,9 @@ type Cluster struct {
 	// serve-mode overrides, maintenance, failover latches, login sessions,
 	// a generated admin password and the audit log (created with mode
 	// 0700; files 0600, each written atomically). An existing one must be
-	// this user's and writable by nobody else (whoever writes it can log
-	// in as the operator), and every directory on the way to it root's or
+	// this user's, writable by it and by nobody else (whoever writes it
+	// can log in as the operator), a missing one in a directory this user
+	// may create it in, and every directory on the way to it root's or
 	// this user's, writable by neither group nor others unless sticky
 	// (whoever can rename it can put another in its place): refused
 	// otherwise, naming the chmod or chown that fixes it. /var/lib/NAME
@@ -264,8 +266,10 @@ func checkStateDir(ps *problems, dir string) {
 // its place (the node's own of an earlier day: a login since ended is
 // believed again). The directory itself may be a symlink (root's or this
 // user's): its target is what is checked. One that does not exist yet
-// passes when its parent does and the way to it passes: the node makes it,
-// mode 0700.
+// passes when its parent does, this user may create it there and the way
+// to it passes: the node makes it, mode 0700. One that exists must be
+// writable by this user (mayCreateIn): the check passed one it could not
+// write, and the node ran with its state in memory only.
 func CheckStateDir(dir string) error {
 	uid := os.Geteuid()
 	p, fi, err := CheckPath("state directory", dir, uid)
@@ -276,7 +280,12 @@ func CheckStateDir(dir string) error {
 		return err
 	}
 	if fi == nil {
-		return nil // every directory on the way to it is there, and passed
+		// Every directory on the way to it is there, and passed: the
+		// node makes it in the last one.
+		if err := mayCreateIn(filepath.Dir(p)); err != nil {
+			return fmt.Errorf("state directory %s does not exist, and %v", dir, err)
+		}
+		return nil
 	}
 	if !fi.IsDir() {
 		if p != dir {
@@ -289,6 +298,9 @@ func CheckStateDir(dir string) error {
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
 		return fmt.Errorf("state directory %s has mode %v: other users can write it, and fill it with logins and state; chmod 700 %s", dir, perm, dir)
+	}
+	if err := mayCreateIn(dir); err != nil {
+		return fmt.Errorf("state directory %s: %v; chmod 700 %s", dir, err, dir)
 	}
 	return nil
 }

@@ -283,6 +283,15 @@ func TestOneDocument(t *testing.T) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 	}
+	// The first document is checked all the same, its problems said with
+	// the second's in one run: before, the second document was the only
+	// problem reported, and the first one's came a run later.
+	_, err := Parse("two.yaml", []byte("cluster: { bind: 127.0.0.1:7946 }\nedge:\n  bogus: 1\n---\nedge: {}\n"))
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 2 || !strings.Contains(err.Error(), "two.yaml:3: edge.bogus: unknown field") ||
+		!strings.Contains(err.Error(), "two.yaml:4: a config file is one YAML document") {
+		t.Errorf("a second document after a first with an unknown field: want both reported, got:\n%v", err)
+	}
 	for _, file := range []string{"---\ncluster: { bind: 127.0.0.1:7946 }\n", "# a comment\n---\ncluster: { bind: 127.0.0.1:7946 }\n", "cluster: { bind: 127.0.0.1:7946 }\n...\n"} {
 		if _, err := Parse("one.yaml", []byte(file)); err != nil {
 			t.Errorf("%q: %v", file, err)

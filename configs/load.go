@@ -69,6 +69,11 @@ type Refused struct {
 	Warnings Errors
 	// Roles are the roles the file has a section for (Config.Roles).
 	Roles []string
+	// GSLB is the file's gslb section, provisioned, when it has one and
+	// none of the problems is in it (nil otherwise): what `ringlb check`
+	// loads the zones of (gslb.Check) to say their problems in the same
+	// run as the rest. Before, they came only once the rest was fixed.
+	GSLB *GSLB
 }
 
 func (r *Refused) Error() string { return r.Errors.Error() }
@@ -106,14 +111,16 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, Errors{{File: name, Line: yamlErrLine(err), Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
 	}
 	// One document: a second one would be written by a PUT and never
-	// read, the edit in it silently ignored.
+	// read, the edit in it silently ignored. It is one problem among the
+	// first document's, which is checked all the same: returned alone, it
+	// hid theirs until it was removed.
 	var more yaml.Node
 	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
 		line := more.Line
 		if err != nil {
 			line = yamlErrLine(err)
 		}
-		return nil, Errors{{File: name, Line: line, Msg: "a config file is one YAML document; a second one starts here (remove it, or its \"---\")"}}
+		d.errs = append(d.errs, &FieldError{File: name, Line: line, Msg: "a config file is one YAML document; a second one starts here (remove it, or its \"---\")"})
 	}
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
@@ -145,7 +152,13 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	if len(d.errs) > 0 {
 		sort.SliceStable(d.errs, func(i, j int) bool { return lineKey(d.errs[i]) < lineKey(d.errs[j]) })
-		return nil, &Refused{Errors: d.errs, Warnings: cfg.warnings, Roles: cfg.roles}
+		refused := &Refused{Errors: d.errs, Warnings: cfg.warnings, Roles: cfg.roles}
+		if slices.Contains(cfg.roles, "gslb") && !slices.ContainsFunc(d.errs, func(e *FieldError) bool {
+			return e.Path == "gslb" || strings.HasPrefix(e.Path, "gslb.")
+		}) {
+			refused.GSLB = &cfg.GSLB
+		}
+		return nil, refused
 	}
 	return &cfg, nil
 }

@@ -13,8 +13,9 @@ import (
 // its rules; and the warning of an https monitor that verifies nothing.
 func TestGSLBMonitorTLS(t *testing.T) {
 	dir := t.TempDir()
-	for _, f := range []string{"ca.pem", "gslb.pem", "gslb-key.pem"} {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte("-"), 0o600); err != nil {
+	certPEM, keyPEM := selfSignedPEM(t)
+	for f, content := range map[string]string{"ca.pem": certPEM, "gslb.pem": certPEM, "gslb-key.pem": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

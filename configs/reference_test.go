@@ -167,9 +167,9 @@ gives; a number set to 0 that the default would replace is refused (a node would
 value its file does not say), unless its description gives 0 a meaning. Annotated examples: ` + "[`configs/examples/`](../configs/examples)" + `.
 
 A file a field names for a secret (the keyring, the admin and metrics tokens, the users file,
-the join-token and TSIG secrets, a DNSSEC key's ` + "`.private`" + `) is refused when others may read,
-write or run it, or its group may write it; its group may read it (0640, 0440), with a warning
-unless root owns it ([SECURITY.md](SECURITY.md#secret-files)).
+the join-token and TSIG secrets, a DNSSEC key's ` + "`.private`" + `, a TLS ` + "`key_file`" + `) is refused
+when others may read, write or run it, or its group may write it; its group may read it (0640,
+0440), with a warning unless root owns it ([SECURITY.md](SECURITY.md#secret-files)).
 `)
 	section := ""
 	walkFields(reflect.TypeOf(Config{}), "", func(path string, f reflect.StructField, owner reflect.Type) {

@@ -64,6 +64,7 @@ const (
 	whatUsers      = "the admin users' password hashes"
 	whatJoinSecret = "the join-token secret (whoever holds it mints tokens)"
 	whatTSIG       = "the TSIG secret (whoever holds it transfers the zone)"
+	whatTLSKey     = "the TLS private key"
 )
 
 // whatDNSSECKey is what a DNSSEC key's .private file holds.

@@ -23,8 +23,10 @@ type AccessLog struct {
 	// Enabled writes the access log (default false).
 	Enabled bool `yaml:"enabled"`
 	// Path is the file lines are appended to (created mode 0640); empty:
-	// standard error. SIGUSR1 reopens it, for logrotate (rename, then
-	// signal: no copytruncate).
+	// standard error. The node's user must be able to write it, or create
+	// it in its directory (`ringlb check`, run as that user, asks the
+	// kernel; it creates nothing). SIGUSR1 reopens it, for logrotate
+	// (rename, then signal: no copytruncate).
 	Path string `yaml:"path"`
 	// Sample is the share of requests and tunnels logged, in (0, 1]
 	// (default 1: every one).
@@ -182,17 +184,28 @@ func keyringState(file string) string {
 	return "a keyring"
 }
 
-// checkWritableDir checks that a file to be created has a directory to go
-// in, and is not a directory itself (the check passed one, and the start
-// failed opening it).
+// checkWritableDir checks that the node can write the file it appends to,
+// or create it: a directory to go in that it may create files in, and not
+// a directory itself (the check passed one, and the start failed opening
+// it). Nothing is created.
 func checkWritableDir(ps *problems, path, file string) {
 	dir := filepath.Dir(file)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		ps.add(path, "%s: the directory %s does not exist", file, dir)
 		return
 	}
-	if st, err := os.Stat(file); err == nil && st.IsDir() {
+	st, err := os.Stat(file)
+	switch {
+	case err == nil && st.IsDir():
 		ps.add(path, "%s is a directory: name a file in it", file)
+	case err == nil:
+		if err := mayWrite(file); err != nil {
+			ps.add(path, "%v", err)
+		}
+	default:
+		if err := mayCreateIn(dir); err != nil {
+			ps.add(path, "%s: %v", file, err)
+		}
 	}
 }
 

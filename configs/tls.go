@@ -3,6 +3,7 @@ package configs
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 )
 
@@ -29,14 +30,11 @@ func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 		c.ServerName = t.ServerName
 	}
 	if t.CAFile != "" {
-		pem, err := readFile(t.CAFile, maxPEMFileBytes, nil)
+		roots, err := loadCAFile(t.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
+			return nil, fmt.Errorf("tls.%w", err)
 		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificate in it", t.CAFile)
-		}
+		c.RootCAs = roots
 	}
 	if t.CertFile != "" {
 		cert, err := LoadKeyPair(t.CertFile, t.KeyFile)
@@ -48,21 +46,88 @@ func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 	return c, nil
 }
 
+// loadCAFile reads a PEM bundle of the certificates a peer's must chain
+// to (tls.ca_file).
+func loadCAFile(file string) (*x509.CertPool, error) {
+	pem, err := readFile(file, maxPEMFileBytes, nil)
+	if err != nil {
+		return nil, &tlsFileError{"ca_file", err}
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, &tlsFileError{"ca_file", fmt.Errorf("%s: no PEM certificate in it", file)}
+	}
+	return roots, nil
+}
+
 // LoadKeyPair reads a certificate and its private key, the key held to the
 // rule of every secret file (readSecret): one any user of the host can
 // read is refused. Errors name the field (cert_file, key_file) first.
 func LoadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	certPEM, err := readFile(certFile, maxPEMFileBytes, nil)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("cert_file: %w", err)
+		return tls.Certificate{}, &tlsFileError{"cert_file", err}
 	}
-	keyPEM, err := readSecret(keyFile, "the TLS private key", maxPEMFileBytes)
+	keyPEM, err := readSecret(keyFile, whatTLSKey, maxPEMFileBytes)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("key_file: %w", err)
+		return tls.Certificate{}, &tlsFileError{"key_file", err}
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("cert_file and key_file: %w", err)
+		return tls.Certificate{}, &tlsFileError{pairFields, err}
 	}
 	return cert, nil
+}
+
+// pairFields is what a tlsFileError names when the certificate and the key
+// each read but do not make a pair.
+const pairFields = "cert_file and key_file"
+
+// tlsFileError is a TLS file that does not load (loadCAFile, LoadKeyPair),
+// with the field it is named by: "field: why", as the start and a reload
+// say it; the check locates it at that field (checkTLSFiles).
+type tlsFileError struct {
+	field string
+	err   error
+}
+
+func (e *tlsFileError) Error() string { return e.field + ": " + e.err.Error() }
+func (e *tlsFileError) Unwrap() error { return e.err }
+
+// checkTLSFiles loads what a TLS section names (at path: balancer.tls, a
+// static edge's or a gslb monitor's tls) as the start and every reload
+// load them — the CA bundle (ca; "" for none), the certificate and its
+// key (when both are given; that they come together is the caller's rule)
+// — and reports each file that does not load at its field, so the check
+// refuses what a start would refuse: before, it only stated the files, and
+// a key open to others or a file holding no key passed it. A key its
+// group may read is warned of, as every secret file is.
+func checkTLSFiles(ps *problems, path, ca, cert, key string) {
+	report := func(err error) {
+		var fe *tlsFileError
+		switch {
+		case !errors.As(err, &fe):
+			ps.add(path, "%v", err)
+		case fe.field == pairFields:
+			ps.add(path, "%v", fe)
+		default:
+			ps.add(path+"."+fe.field, "%v", fe.err)
+		}
+	}
+	if ca != "" {
+		if _, err := loadCAFile(ca); err != nil {
+			report(err)
+		}
+	}
+	switch {
+	case cert != "" && key != "":
+		if _, err := LoadKeyPair(cert, key); err != nil {
+			report(err)
+		}
+		ps.warnSecret(path+".key_file", key, whatTLSKey)
+	case cert != "":
+		checkFile(ps, path+".cert_file", cert)
+	case key != "":
+		checkFile(ps, path+".key_file", key)
+	}
 }

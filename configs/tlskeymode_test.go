@@ -9,15 +9,16 @@ import (
 	"encoding/pem"
 	"math/big"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 )
 
-// A TLS client's key (a static edge's or a monitor's key_file) is a secret
-// file like the others; its certificate and the CA bundle are public and
-// read whatever their mode.
-func TestTLSClientKeyOpenToOthersIsRefused(t *testing.T) {
+// selfSignedPEM is a self-signed certificate (a CA too) and its key, PEM.
+func selfSignedPEM(t *testing.T) (certPEM, keyPEM string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -31,10 +32,18 @@ func TestTLSClientKeyOpenToOthersIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+}
+
+// A TLS client's key (a static edge's or a monitor's key_file) is a secret
+// file like the others; its certificate and the CA bundle are public and
+// read whatever their mode.
+func TestTLSClientKeyOpenToOthersIsRefused(t *testing.T) {
+	certPEM, keyPEM := selfSignedPEM(t)
 	cert := writeFile(t, "client.pem", certPEM)
 	ca := writeFile(t, "ca.pem", certPEM)
-	keyFile := writeFile(t, "client-key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})))
+	keyFile := writeFile(t, "client-key.pem", keyPEM)
 	for _, f := range []string{cert, ca} {
 		if err := os.Chmod(f, 0o644); err != nil {
 			t.Fatal(err)
@@ -47,9 +56,91 @@ func TestTLSClientKeyOpenToOthersIsRefused(t *testing.T) {
 	if err := os.Chmod(keyFile, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = tc.ClientConfig("edge.ringlb.test")
+	_, err := tc.ClientConfig("edge.ringlb.test")
 	t.Logf("a key of mode 0644: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "chmod o= "+keyFile) {
 		t.Errorf("a TLS client key of mode 0644: %v", err)
+	}
+}
+
+// The check loads every TLS file a config names as the start loads it
+// (LoadKeyPair, ClientConfig's CA bundle), and refuses at its field, with
+// its line, what the start would refuse: a key open to others, a key file
+// that holds no key, a CA bundle without a certificate — the balancer's
+// own key (balancer.tls), a static edge's and a gslb monitor's client key
+// alike. Before, it only stated the files, and passed all of these. A key
+// its group may read is warned of, as every secret file is.
+func TestCheckLoadsTheTLSFilesAsTheStartDoes(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("file modes do not say who may read a file here")
+	}
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSignedPEM(t)
+	write := func(name, content string, mode os.FileMode) {
+		t.Helper()
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("cert.pem", certPEM, 0o644)
+	write("key.pem", keyPEM, 0o600)
+	write("open-key.pem", keyPEM, 0o644)
+	write("cert-as-key.pem", certPEM, 0o600)
+	write("empty.pem", "", 0o644)
+	const loopback = "cluster: { bind: 127.0.0.1:7946 }\n"
+	monitor := func(files string) string {
+		return strings.Replace(goodGSLB, "bal: { type: http, port: 8080, interval: 500ms, timeout: 250ms }", "bal: { type: https, tls: { server_name: bal.ringlb.test, "+files+" } }", 1)
+	}
+	// Each TLS section, with its files given as FILES.
+	sections := map[string]string{
+		"balancer.tls":          loopback + "balancer:\n  tls: { FILES }\n",
+		"balancer.edges[0].tls": loopback + "balancer:\n  edges:\n    - { name: s1, url: \"https://10.0.0.1:9443\", tls: { FILES } }\n",
+		"gslb.monitors.bal.tls": monitor("FILES"),
+	}
+	parse := func(path, files string) (*Config, error) {
+		t.Helper()
+		return Parse(filepath.Join(dir, "c.yaml"), []byte(strings.Replace(sections[path], "FILES", files, 1)))
+	}
+	refusal := func(path, files string) error {
+		t.Helper()
+		_, err := parse(path, files)
+		return err
+	}
+	for path := range sections {
+		ca := "ca_file: cert.pem, "
+		if path == "balancer.tls" {
+			ca = "" // the balancer's own certificate: no CA
+		}
+		if _, err := parse(path, ca+"cert_file: cert.pem, key_file: key.pem"); err != nil {
+			t.Errorf("%s with a good pair: %v", path, err)
+		}
+		e := expectProblem(t, refusal(path, ca+"cert_file: cert.pem, key_file: open-key.pem"), path+".key_file", "open-key.pem is open to others (mode 0644)")
+		if e != nil && e.Line == 0 {
+			t.Errorf("%s: %v has no line", path, e)
+		}
+		expectProblem(t, refusal(path, ca+"cert_file: cert.pem, key_file: cert-as-key.pem"), path, "cert_file and key_file: tls: found a certificate rather than a key")
+		expectProblem(t, refusal(path, ca+"cert_file: nope.pem, key_file: key.pem"), path+".cert_file", "cannot read")
+		if ca != "" {
+			expectProblem(t, refusal(path, "ca_file: empty.pem, cert_file: cert.pem, key_file: key.pem"), path+".ca_file", "empty.pem: no PEM certificate in it")
+		}
+	}
+
+	// A key its group may read, not root's: a warning at its field.
+	write("group-key.pem", keyPEM, 0o640)
+	if os.Geteuid() == 0 {
+		if err := os.Chown(filepath.Join(dir, "group-key.pem"), 4321, 4321); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := parse("balancer.tls", "cert_file: cert.pem, key_file: group-key.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := cfg.Warnings(); len(w) != 1 || w[0].Path != "balancer.tls.key_file" || !strings.Contains(w[0].Msg, "is readable by its group") || w[0].Line == 0 {
+		t.Errorf("a group-readable TLS key: warnings %v, want one at balancer.tls.key_file", w)
 	}
 }

@@ -114,3 +114,39 @@ func TestBenchKindsHaveHelp(t *testing.T) {
 		}
 	}
 }
+
+// `ringlb bench ring -config FILE` takes the ring of the file's
+// cluster.ring, as the nodes do (balancer.ring where it is unset), and
+// what -partitions, -replication and -load give beside it wins over the
+// file: before, the file silently replaced them, and the help named
+// balancer.ring.
+func TestBenchRingFlagsGivenWinOverTheConfig(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, ring string }{
+		{"cluster.ring", "cluster: { bind: 127.0.0.1:7946, ring: { partitions: 211, replication: 50, load: 1.5 } }\n"},
+		{"balancer.ring", "cluster: { bind: 127.0.0.1:7946 }\nbalancer: { ring: { partitions: 211, replication: 50, load: 1.5 } }\n"},
+	} {
+		file := filepath.Join(dir, "ring.yaml")
+		writeFile(t, file, tc.ring)
+		for _, c := range []struct {
+			flags []string
+			want  string
+		}{
+			{nil, "211 partitions, replication 50, load 1.5 "},
+			{[]string{"-partitions", "101"}, "101 partitions, replication 50, load 1.5 "},
+			{[]string{"-replication", "20", "-load", "1.25"}, "211 partitions, replication 20, load 1.25 "},
+		} {
+			var out, errOut strings.Builder
+			args := append([]string{"bench", "ring", "-config", file, "-edges", "3", "-keys", "1000", "-lookup-time", "1ms"}, c.flags...)
+			code := run(t.Context(), args, &out, &errOut)
+			if code != 0 || !strings.Contains(out.String(), c.want) {
+				t.Errorf("%s, %v: exit %d, want %q in:\n%s%s", tc.name, c.flags, code, c.want, out.String(), errOut.String())
+			}
+		}
+	}
+	var help strings.Builder
+	run(t.Context(), []string{"bench", "ring", "-h"}, &help, &help)
+	if !strings.Contains(help.String(), "cluster.ring") || !strings.Contains(help.String(), "win over the file") {
+		t.Errorf("bench ring -h does not say where the file's ring is read, nor that flags win:\n%s", help.String())
+	}
+}

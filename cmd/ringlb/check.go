@@ -32,15 +32,23 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		if !errors.As(err, &errs) {
 			return err
 		}
-		// The problems, then what the file would be warned of besides:
-		// all of it in one pass.
+		// The problems, the zones' (when the gslb section itself has
+		// none: its zones load as they would), then what the file would
+		// be warned of besides: all of it in one pass.
 		fmt.Fprintln(stderr, errs.Error())
+		zones := ""
 		var refused *configs.Refused
 		if errors.As(err, &refused) {
+			if refused.GSLB != nil {
+				if err := gslb.Check(*refused.GSLB); err != nil {
+					fmt.Fprintln(stderr, err)
+					zones = ", and its gslb section does not start"
+				}
+			}
 			printWarnings(stderr, refused.Warnings)
 			warnOfUpgrade(stderr, refused.Roles)
 		}
-		return fmt.Errorf("%s: %d problem(s); fix them and run ringlb check again", name, len(errs))
+		return fmt.Errorf("%s: %d problem(s)%s; fix them and run ringlb check again", name, len(errs), zones)
 	}
 	if slices.Contains(cfg.Roles(), "gslb") {
 		// The zones as the nameserver loads them: what a start refuses.

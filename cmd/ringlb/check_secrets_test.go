@@ -2,11 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // ringlb check reports secret files open to others or writable by their
@@ -62,6 +70,85 @@ func TestCheckSecretFileModes(t *testing.T) {
 	if os.Geteuid() == 0 && strings.Contains(stderr, "admin.token") {
 		t.Errorf("root's 0440 token warned: %s", stderr)
 	}
+}
+
+// A TLS key is a secret file: `ringlb check` refuses what a start refuses
+// of one (LoadKeyPair, a static edge's ClientConfig), at its field, with
+// the file's line — a key other users may read, a key file holding no key,
+// the balancer's own (balancer.tls) and a static edge's client key
+// (balancer.edges[].tls) alike. Before, the check only stated the files
+// and said "ok", and the start, ExecStartPre passed, failed.
+func TestCheckRefusesTheTLSKeysAStartRefuses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	for _, tc := range []struct {
+		name    string
+		keyMode os.FileMode
+		swap    bool // the key file holds the certificate instead
+		section string
+		want    string // the check's problem, after the file's name
+	}{
+		{"a key of mode 0644", 0o644, false, "  tls:\n    cert_file: cert.pem\n    key_file: key.pem\n",
+			":7: balancer.tls.key_file: KEY is open to others (mode 0644)"},
+		{"a key file that holds no key", 0o600, true, "  tls:\n    cert_file: cert.pem\n    key_file: key.pem\n",
+			":5: balancer.tls: cert_file and key_file: tls: found a certificate rather than a key"},
+		{"a static edge's client key of mode 0644", 0o644, false,
+			"  edges:\n    - name: s1\n      url: https://127.0.0.1:9443\n      tls: { ca_file: cert.pem, cert_file: cert.pem, key_file: key.pem }\n",
+			":8: balancer.edges[0].tls.key_file: KEY is open to others (mode 0644)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cert, key := selfSigned(t, dir, tc.keyMode)
+			if tc.swap {
+				data, err := os.ReadFile(cert)
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeFile(t, key, string(data))
+			}
+			path := filepath.Join(dir, "balancer.yaml")
+			writeFile(t, path, "cluster: { name: bal-1, bind: 127.0.0.1:0, profile: local }\n"+
+				"balancer:\n  listen: 127.0.0.1:0\n  admin: 127.0.0.1:0\n"+tc.section)
+
+			startCode, startOut := runRinglb(t, bin, nil, "balancer", "-config", path, "-shutdown-timeout", "1s")
+			t.Logf("ringlb balancer: exit %d\n%s", startCode, lastLines(startOut, 2))
+			if startCode != 1 || !strings.Contains(startOut, "key_file") {
+				t.Fatalf("the premise: the start refuses this key; exit %d", startCode)
+			}
+			code, out := runRinglb(t, bin, nil, "check", "-config", path)
+			t.Logf("ringlb check: exit %d\n%s", code, out)
+			if want := path + strings.ReplaceAll(tc.want, "KEY", key); code != 1 || !strings.Contains(out, want) {
+				t.Errorf("ringlb check: exit %d, want 1 with %q, as the start refuses the key", code, want)
+			}
+		})
+	}
+}
+
+// selfSigned writes a certificate for localhost and its key (mode keyMode)
+// in dir.
+func selfSigned(t *testing.T, dir string, keyMode os.FileMode) (cert, key string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeFile(t, cert, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	writeFile(t, key, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})))
+	chmod(t, key, keyMode)
+	return cert, key
 }
 
 func chmod(t *testing.T, path string, mode os.FileMode) {

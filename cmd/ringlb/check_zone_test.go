@@ -41,6 +41,47 @@ gslb:
 	}
 }
 
+// `ringlb check` reports every problem at once: a zone's (as the
+// nameserver loads it) with the rest of the file's. Before, the zones were
+// loaded only once the rest had no problem, so a file with a problem
+// elsewhere hid its zone's until that one was fixed: two runs for two
+// problems. A gslb section with a problem of its own is not loaded.
+func TestCheckReportsZoneProblemsWithTheOthers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	const zone = `gslb:
+  listen: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  zones:
+    - origin: ringlb.test
+      records:
+        - "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60"
+        - "ns1 3600 IN A 127.0.0.1"
+        - "www 3600 IN CNAME ns1"
+        - "www 3600 IN A 127.0.0.1"
+`
+	both := filepath.Join(dir, "both.yaml")
+	writeFile(t, both, "cluster: { name: g-1, bind: 127.0.0.1:0, probe_interval: 5ms }\n"+zone)
+	code, out := runRinglb(t, bin, nil, "check", "-config", both)
+	t.Logf("ringlb check, two problems: exit %d\n%s", code, out)
+	if code != 1 || !strings.Contains(out, both+":1: cluster.probe_interval") || !strings.Contains(out, "has a CNAME and A") ||
+		!strings.Contains(out, "1 problem(s), and its gslb section does not start") {
+		t.Errorf("two problems, one run: exit %d, want 1 with both cluster.probe_interval and the CNAME beside an A", code)
+	}
+
+	// The gslb section's own problem: its zones are not loaded.
+	section := filepath.Join(dir, "section.yaml")
+	writeFile(t, section, "cluster: { name: g-1, bind: 127.0.0.1:0 }\n"+strings.Replace(zone, "  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n  nope: 1\n", 1))
+	code, out = runRinglb(t, bin, nil, "check", "-config", section)
+	t.Logf("ringlb check, a problem in the gslb section: exit %d\n%s", code, out)
+	if code != 1 || !strings.Contains(out, section+":4: gslb.nope: unknown field") || strings.Contains(out, "has a CNAME and A") {
+		t.Errorf("a problem in the gslb section: exit %d, want 1 with it alone", code)
+	}
+}
+
 // The config API checks a gslb's zones as `ringlb check` does, before it
 // writes the file: a PUT of a zone a start refuses is answered 400 and the
 // file stays as it was. Before, it was written and answered 202, "not

@@ -811,7 +811,7 @@ wait:
 			}
 		case <-usr2:
 			if n.handOff == nil {
-				logger.Warn("SIGUSR2: a "+role+" is not upgraded in place; drain it and restart it (SIGTERM)", "node", n.name)
+				logger.Warn("SIGUSR2: an edge is not upgraded in place; drain it and restart it (SIGTERM)", "node", n.name)
 				continue
 			}
 			if handed, err := upgradeNode(ctx, n, proc, file, hup, upgradeDir, timeout, logger); handed {

@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -193,6 +195,34 @@ func (p *proc) waitLogWith(t *testing.T, msg string, match func(map[string]any) 
 			t.Fatalf("no matching %q log line within 60s", msg)
 		}
 	}
+}
+
+// runRinglb runs the real binary with args (as attrs says, when not nil)
+// for at most 20 s and returns its exit code and everything it wrote. A
+// node that starts is stopped at the deadline; its exit code is then -1.
+func runRinglb(t *testing.T, bin string, attrs *syscall.SysProcAttr, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.SysProcAttr = attrs
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, string(out)
+	case errors.As(err, &ee):
+		return ee.ExitCode(), string(out)
+	}
+	t.Fatalf("%v: %v", args, err)
+	return 0, ""
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"io"
@@ -154,6 +155,11 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := checkDir(); err != nil {
 		return err
 	}
+	// SIGUSR2 ends a process that does not catch it: only a node that
+	// takes it for an upgrade is sent it.
+	if err := checkUpgradable(*pid); err != nil {
+		return err
+	}
 	status := handoff.StatusPath(d, *pid)
 	_ = os.Remove(status) // a previous attempt's
 	if err := syscall.Kill(*pid, syscall.SIGUSR2); err != nil {
@@ -192,6 +198,52 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(stdout, "upgraded: pid %d handed over to pid %s and exited\n", *pid, next)
 			return nil
 		}
+	}
+}
+
+// ringlbPackage is the package a ringlb binary is built from, as its
+// build information records it.
+const ringlbPackage = "github.com/ringlb/ringlb/cmd/ringlb"
+
+// checkUpgradable refuses to upgrade pid unless it is a ringlb balancer or
+// gslb: a ringlb binary (the build information of /proc/PID/exe, which is
+// the binary the process runs even once a new one has been installed over
+// it, as an upgrade's install does) run as one of them (its command line's
+// subcommand, the role the node runs as: runRole's). Signalled blindly, a
+// wrong pid (a typo, a pgrep that matched another process) was killed by
+// SIGUSR2's default action, and an edge, which logs at once that it is
+// not upgraded in place, was waited on for the whole -timeout.
+func checkUpgradable(pid int) error {
+	if _, err := os.Stat("/proc/self/exe"); err != nil {
+		return nil // no procfs to ask (not Linux): the pid is signalled as given
+	}
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	info, err := buildinfo.ReadFile(exe)
+	if err != nil || info.Path != ringlbPackage {
+		what := "it runs no ringlb binary"
+		if path, lerr := os.Readlink(exe); lerr == nil {
+			what = "it runs " + path
+		} else if err != nil {
+			what = fmt.Sprintf("what it runs cannot be read: %v", err)
+		}
+		return fmt.Errorf("pid %d is not a ringlb balancer or gslb (%s): give the pid of one (under systemd: $MAINPID)", pid, what)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return fmt.Errorf("pid %d's command line: %w", pid, err)
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	role := ""
+	if len(args) > 1 {
+		role = args[1]
+	}
+	switch {
+	case upgradedInPlace(role):
+		return nil
+	case role == "edge":
+		return fmt.Errorf("pid %d is an edge: edges are not upgraded in place; they drain and restart (SIGTERM drains it and stops it, its sessions handed on to the other edges; then start it again: systemctl restart under systemd), see docs/DESIGN.md, \"Shutdown and reload\"", pid)
+	default:
+		return fmt.Errorf("pid %d is not a ringlb balancer or gslb (it runs ringlb %s): give the pid of one (under systemd: $MAINPID)", pid, strings.Join(args[1:], " "))
 	}
 }
 

@@ -67,6 +67,57 @@ func TestUpgradeCommandRefusesAnOpenDirectory(t *testing.T) {
 	}
 }
 
+// `ringlb upgrade -pid PID` signals only a ringlb balancer or gslb: SIGUSR2
+// ends a process that does not catch it, and an edge is not upgraded in
+// place. Before, a wrong pid (a typo, a pgrep that matched another
+// process) was killed and the command said it "exited without recording
+// an upgrade"; an edge, which logged at once that it is not upgraded in
+// place, was waited on for the whole -timeout, and the command then said
+// the upgrade "is still under way or failed". Now each is refused before
+// anything is signalled, exit 1, saying what the process is and what to
+// do, and it runs on.
+func TestUpgradeCommandRefusesAProcessThatIsNoBalancerOrGSLB(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+
+	t.Run("another program", func(t *testing.T) {
+		sleep := exec.Command("sleep", "60")
+		if err := sleep.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sleep.Process.Kill(); sleep.Wait() })
+		pid := strconv.Itoa(sleep.Process.Pid)
+		// Before, the command returned once the process it killed had
+		// exited: it is dead (a zombie) by now if it was signalled.
+		code, out := runRinglb(t, bin, nil, "upgrade", "-pid", pid, "-timeout", "10s")
+		t.Logf("ringlb upgrade -pid <sleep>: exit %d\n%s", code, out)
+		if !alive(sleep.Process.Pid) {
+			t.Errorf("ringlb upgrade killed pid %s, a sleep(1)", pid)
+		}
+		if want := "pid " + pid + " is not a ringlb balancer or gslb (it runs "; code != 1 || !strings.Contains(out, want) {
+			t.Errorf("ringlb upgrade -pid <sleep>: exit %d, want 1 with %q", code, want)
+		}
+	})
+
+	t.Run("an edge", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "edge.yaml")
+		writeFile(t, path, "cluster: { name: edge-1, bind: 127.0.0.1:0, profile: local }\nedge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0 }\n")
+		p := startProc(t, bin, "edge", "-config", path)
+		p.waitLog(t, "edge started")
+		pid := strconv.Itoa(p.cmd.Process.Pid)
+		code, out := runRinglb(t, bin, nil, "upgrade", "-pid", pid, "-timeout", "10s")
+		t.Logf("ringlb upgrade -pid <edge>: exit %d\n%s", code, out)
+		if want := "pid " + pid + " is an edge: edges are not upgraded in place; they drain and restart"; code != 1 || !strings.Contains(out, want) {
+			t.Errorf("ringlb upgrade -pid <edge>: exit %d, want 1 with %q", code, want)
+		}
+		if !alive(p.cmd.Process.Pid) || strings.Contains(p.output(), "SIGUSR2") {
+			t.Errorf("the edge was signalled:\n%s", lastLines(p.output(), 3))
+		}
+	})
+}
+
 // An upgrade runs whatever binary is at the path the process was started
 // from: one the node's group or other users can write is their code run as
 // the node's user. The old process refuses to start it and keeps serving;
