@@ -60,8 +60,12 @@ type Edge struct {
 	// in the middle of receiving, together. A frame's announced length is
 	// taken before its payload comes, so a client that announces the
 	// largest message on each of its connections and sends one byte of it
-	// made the edge hold connections × max_message_bytes. Beyond it the
-	// connection whose frame would not fit is closed 1013 (default 64 MiB).
+	// made the edge hold connections × max_message_bytes. A message is
+	// taken only while what its connection holds would be no more than the
+	// budget has left free, so one client's connections stop at a share of
+	// it and never spend it all; a frame beyond closes that connection 1013.
+	// So a message may take at most half of it: it is at least twice
+	// max_message_bytes (default 64 MiB).
 	MaxIncomingBytes int `yaml:"max_incoming_bytes"`
 	// MaxFanoutBytesPerSecond paces each participant by what its messages
 	// make the edge send: a message counts its bytes plus 1 KiB once for
@@ -380,8 +384,8 @@ func (e *Edge) validate(ps *problems, cl Cluster) {
 	checkRange(ps, "edge.max_queued_bytes", e.MaxQueuedBytes, 1<<20, 1<<40)
 	checkRange(ps, "edge.max_incoming_bytes", e.MaxIncomingBytes, 1<<20, 1<<40)
 	checkRange(ps, "edge.max_fanout_bytes_per_second", e.MaxFanoutBytesPerSecond, 64<<10, 1<<40)
-	if e.MaxIncomingBytes < e.MaxMessageBytes {
-		ps.add("edge.max_incoming_bytes", "must be at least max_message_bytes (%d), got %d: no largest message could arrive", e.MaxMessageBytes, e.MaxIncomingBytes)
+	if e.MaxIncomingBytes < 2*e.MaxMessageBytes {
+		ps.add("edge.max_incoming_bytes", "must be at least twice max_message_bytes (%d), got %d: a message takes at most half of it, and no largest message could arrive", 2*e.MaxMessageBytes, e.MaxIncomingBytes)
 	}
 	if e.DrainTimeout <= 0 {
 		ps.add("edge.drain_timeout", "must be positive, got %s", e.DrainTimeout.D())

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -303,6 +304,88 @@ func TestRevokedEditorsMessageInFlightReachesNoOne(t *testing.T) {
 	ann.msg(t, "still here")
 	if a := ann.readType(t, "ack"); a.Seq != 1 {
 		t.Fatalf("ann's msg got seq %d, want 1: mallory's was sequenced", a.Seq)
+	}
+}
+
+// TestRevokedNewcomersHeldMsgReachesNoOne is the attack of a newcomer
+// whose msg waits its session's joiners' turn (pace.go): in its first
+// second mallory sends a msg that spends the joiners' bucket (its fan-out,
+// its join and leave), then another, which is read and held until the
+// rate has paid for it, about 40 ms, looking at whether mallory was
+// stopped between slices of 10 ms. Before, nothing looked after the last
+// slice: revoked during it, mallory had its msg sequenced and relayed once
+// its turn came, after the revocation had been answered (2–5 of 24
+// trials, revoked 30–38 ms after sending). Now whether a sender is being
+// closed, or its token has lapsed, is looked at under its session's lock
+// as its msg goes out (relays). The proof of order: the revocation is answered
+// once mallory is stopped, ann sends a marker once the answer is in, and
+// the observer reads the session's one order until mallory's leave (what
+// mallory's reader relays comes before it): no msg of mallory's may come
+// after the marker. The trials revoke at offsets across the wait, so that
+// some land in its last slice.
+func TestRevokedNewcomersHeldMsgReachesNoOne(t *testing.T) {
+	const trials = 24
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{
+		Auth:                    configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousViewer},
+		MaxFanoutBytesPerSecond: 64 << 10,
+	}, nil)
+	type room struct{ obs, ann *v1Client }
+	rooms := make([]room, trials)
+	for i := range rooms {
+		key := fmt.Sprintf("doc-%d", i)
+		rooms[i].obs = e.joinV1(t, key, "", nil)
+		rooms[i].ann = e.joinV1(t, key, "token="+mint(t, secret, key, "ann", RoleEditor, time.Hour), nil)
+	}
+	// Past their count as newcomers: mallory is its session's only one,
+	// and the joiners' bucket is one participant's.
+	time.Sleep(2*joinerWindow + 100*time.Millisecond)
+	// Its fan-out to the two others fits mallory's own bucket (64 KiB);
+	// with its join and leave it leaves the joiners' bucket 2.5 KiB in
+	// debt, which the next msg waits for.
+	big := strings.Repeat("x", 31000)
+	late, before := 0, 0
+	for i, r := range rooms {
+		key := fmt.Sprintf("doc-%d", i)
+		tok := mint(t, secret, key, "mallory", RoleEditor, time.Hour)
+		claims, err := VerifyToken(secret, tok, time.Now(), configs.DefaultMaxTokenTTL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mal := e.joinV1(t, key, "token="+tok, nil)
+		mal.msg(t, big)
+		mal.msg(t, "held")
+		time.Sleep(time.Duration(2*i) * time.Millisecond)
+		if status, body := e.adminPost(t, "/api/tokens/revoke", url.Values{"nonce": {claims.Nonce}}); status != http.StatusOK {
+			t.Fatalf("revoke: %d %s", status, body)
+		}
+		marker := fmt.Sprintf("marker-%d", i)
+		r.ann.msg(t, marker)
+		// Mallory answers its close, so its reader ends and it leaves.
+		if code, reason, _ := closeWith(mal.Conn); code != websocket.ClosePolicyViolation || reason != "token revoked" {
+			t.Fatalf("mallory revoked: close %d %q, want 1008 \"token revoked\"", code, reason)
+		}
+		_ = r.obs.SetReadDeadline(time.Now().Add(testDeadline))
+		for seen, left := false, false; !seen || !left; {
+			m := r.obs.read(t)
+			switch {
+			case m.Type == "msg" && string(m.Data) == strconv.Quote(marker):
+				seen = true
+			case m.Type == "msg" && m.From == mal.welcome.Participant && string(m.Data) == `"held"`:
+				if !seen {
+					before++
+					break
+				}
+				late++
+				t.Logf("trial %d, revoked %d ms after sending: mallory's held msg went out at seq %d, after the marker ann sent once the revocation was answered", i, 2*i, m.Seq)
+			case m.Type == "leave" && m.Participant == mal.welcome.Participant:
+				left = true
+			}
+		}
+	}
+	t.Logf("%d trials: mallory's held msg went before its revocation in %d, after it was answered in %d, nowhere in the rest", trials, before, late)
+	if late > 0 {
+		t.Errorf("%d of %d revoked newcomers had the msg that waited its turn relayed after their revocation was answered", late, trials)
 	}
 }
 

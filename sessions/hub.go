@@ -396,13 +396,33 @@ func (h *hub) userOffline(p *participant) {
 func (h *hub) broadcast(from *participant, f *frame) int {
 	s := from.session
 	s.mu.Lock()
-	if s.movedTo != "" {
+	if !relays(s, from) {
 		s.mu.Unlock()
-		return 0 // handed to another edge: its participants are being closed
+		return 0
 	}
 	n := h.deliverOthers(s, from, f)
 	s.mu.Unlock()
 	return n
+}
+
+// relays reports whether a message from may go to its session s now, the
+// one place every message a participant sends is let out (broadcast,
+// publish). Not when s was handed to another edge (its participants are
+// being closed; a ringlb.v1 client resends what was not acked once it
+// resumes on the new owner), nor when from is being closed or its token
+// has lapsed by now: a participant being closed relays nothing more
+// (participant.received drops what arrives after the stop, but a
+// newcomer's message read before it may wait its session's joiners' turn,
+// joinersTurn, and was relayed when its turn came, the revocation
+// answered meanwhile: TestRevokedNewcomersHeldMsgReachesNoOne). Looked at
+// under s.mu: a stop made before the lock is seen, and what the others
+// are sent after a revocation's answer is sequenced after the stop.
+// Called with s.mu held; closing a lapsed holder never blocks.
+func relays(s *session, from *participant) bool {
+	if s.movedTo != "" || from.stopping() {
+		return false
+	}
+	return from.token.Load() == nil || !from.closeIfLapsed(time.Now())
 }
 
 // sessionInfo is one row of GET /api/sessions.

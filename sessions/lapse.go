@@ -15,12 +15,13 @@ import "time"
 // until the token's expiry when that comes before the next ping, and its
 // callback closes the participant instead of pinging (the callback arms
 // the timer again each time, whether or not the ping could be written:
-// participant.pingDue). Each message the participant sends is looked at
-// too, once it has arrived whole (participant.received): a lapsed token
-// writes nothing more, even in the moment before the timer's callback
-// runs. A secret stops being accepted at a reload (every holder is looked
-// at then) or when a rotation's overlap ends (Server.overlapEnd runs
-// then).
+// participant.pingDue; a refresh arms it for the token it brings). Each
+// message the participant sends is looked at too, once it has arrived
+// whole (participant.received) and as it goes out (relays): a lapsed
+// token writes nothing more, even in the moment before the timer's
+// callback runs. A secret stops being accepted at a reload (every holder
+// is looked at then) or when a rotation's overlap ends (Server.overlapEnd
+// runs then).
 
 // heldToken is a participant's verified join token and the secret it was
 // verified with (the authState's own slice), so that the participant can
@@ -147,6 +148,13 @@ func (p *participant) refreshToken(token []byte) {
 	if p.closeIfLapsed(time.Now()) || p.stopping() {
 		return
 	}
+	// The ping timer waits for the expiry of the token it was armed with:
+	// refreshed to one expiring sooner (an issuer cutting access short),
+	// its holder read on past that until the next ping, up to
+	// pingInterval later (TestRefreshedToShorterTokenClosedAtItsExpiry).
+	p.out.mu.Lock()
+	p.armPinger(time.Now())
+	p.out.mu.Unlock()
 	f := jsonFrame(tokenFrame{"token", held.Expires.Unix()})
 	s.hub.deliver(p, f)
 	f.release()

@@ -243,6 +243,56 @@ func TestTokenRefreshKeepsTheConnection(t *testing.T) {
 	}
 }
 
+// TestRefreshedToShorterTokenClosedAtItsExpiry: a ringlb.v1 holder that
+// joined with an hour's token refreshes it with one expiring in a few
+// seconds (its issuer cutting its access short). The ping timer waits for
+// the expiry of the token it was armed with, and a refresh stored the new
+// token without arming it again: the holder read on past the new token's
+// expiry until its next ping (pingInterval, 30 s by default; an hour here,
+// so that only its token's expiry closes it), and got the msgs sent
+// meanwhile — within the first of them, never closed. Now the refresh arms
+// the timer for the token it brings: the holder is closed 1008 "token
+// expired" at that expiry, as one joined with it is, and what ann sends
+// once it has been reaches it no more.
+func TestRefreshedToShorterTokenClosedAtItsExpiry(t *testing.T) {
+	parallel(t)
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousDeny}}, func(s *Server) {
+		s.pingInterval = time.Hour
+	})
+	ann := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "ann", RoleEditor, time.Hour), nil)
+	mal := e.joinV1(t, "doc", "token="+mint(t, secret, "doc", "mallory", RoleViewer, time.Hour), nil)
+	ann.readType(t, "join")
+	now := time.Now()
+	expires := time.Unix(now.Add(3*time.Second).Unix(), 0) // a token holds whole seconds
+	short := TokenClaims{Session: "doc", User: "mallory", Role: RoleViewer, IssuedAt: now, Expires: expires}
+	mal.send(t, map[string]string{"type": "token", "token": mintClaims(t, secret, short)})
+	if m := mal.readType(t, "token"); m.Expires != expires.Unix() {
+		t.Fatalf("refresh answered %+v, want the short token's expiry %d", m, expires.Unix())
+	}
+	waitFor(t, "holder of the refreshed token closed for its expiry", func() bool {
+		return labelledValue(t, e.s, "ringlb_edge_lapsed_tokens_closed_total", "expired") == 1
+	})
+	t.Logf("mallory closed %v after its refreshed token expired", time.Since(expires).Round(time.Millisecond))
+	ann.msg(t, "after mallory's token expired")
+	ann.readType(t, "ack")
+	_ = mal.SetReadDeadline(time.Now().Add(testDeadline))
+	for {
+		_, data, err := mal.ReadMessage()
+		if err == nil {
+			if bytes.Contains(data, []byte("after mallory's token expired")) {
+				t.Fatalf("mallory, closed for its refreshed token's expiry, got what ann sent after: %s", data)
+			}
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || ce.Text != lapseExpired {
+			t.Fatalf("mallory after its refreshed token's expiry: %v, want closed 1008 %q", err, lapseExpired)
+		}
+		return
+	}
+}
+
 // TestExpiredTokenWritesNothingThoughItsQueueNeverEmpties is the attack of
 // a token holder that keeps its own send queue from emptying: it floods
 // 120 ringlb.v1 pings with 60 KB stamps from a small receive buffer, then

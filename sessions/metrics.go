@@ -71,7 +71,8 @@ type metrics struct {
 	// on an error (a malformed request head).
 	connectionErrors prometheus.Counter
 	// incomingRefused counts connections closed 1013 because the frame
-	// they announced would pass edge.max_incoming_bytes.
+	// they announced would hold more than edge.max_incoming_bytes had left
+	// free.
 	incomingRefused prometheus.Counter
 	// rejected counts data-port connections refused by a limit, by reason
 	// (max_connections).
@@ -181,7 +182,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		incomingRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_incoming_refused_total",
-			Help: "Connections closed with 1013: the frame they announced would have taken the messages being received past edge.max_incoming_bytes, or their message past 16 KiB while the process was low on memory.",
+			Help: "Connections closed with 1013: the frame they announced would have held more of edge.max_incoming_bytes than it had left free, or their message past 16 KiB while the process was low on memory.",
 		}),
 		connectionErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_connection_errors_total",
@@ -254,7 +255,7 @@ func boundGauges(s *Server) []prometheus.Collector {
 			"Bytes waiting in every connection's send queue on this edge, a frame counted once per queue (a resume's replay: each msg until it is written), bounded by edge.max_queued_bytes (beyond it a connection with frames waiting is closed as a slow consumer).",
 			&s.sendBudget.used),
 		counterGauge("ringlb_edge_incoming_bytes",
-			"Bytes of the messages every connection is in the middle of receiving (announced lengths), bounded by edge.max_incoming_bytes (beyond it the connection whose frame would not fit is closed 1013).",
+			"Bytes of the messages every connection is in the middle of receiving (announced lengths), bounded by edge.max_incoming_bytes (a connection whose frame would hold more than it has left free is closed 1013).",
 			&s.incoming.used),
 	}
 }

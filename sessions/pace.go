@@ -193,7 +193,8 @@ func (h *hub) joinerTurn(p *participant, size int, rate int64) time.Duration {
 // its session's joiners' bucket lets it go (joinerTurn), if p had joined
 // less than joinerWindow before; false when p was stopped meanwhile, or
 // its peer closed its side of the connection: the message is dropped, as
-// any a closing participant sends.
+// any a closing participant sends. A stop that comes after its last look,
+// during the slice before its turn, is the session's to see (relays).
 func (p *participant) joinersTurn(size int, readAt time.Time) bool {
 	if !p.newcomer(readAt.UnixNano()) {
 		return true

@@ -226,7 +226,7 @@ func (p *participant) enqueue(f *frame) bool {
 	size := f.queuedSize()
 	if o.bytes == 0 {
 		o.budget.charge(size) // written at once: never held back
-	} else if !o.budget.tryTakeQueued(o.bytes, size, &o.overHold) {
+	} else if !o.budget.tryTakeShareHeld(o.bytes, size, &o.overHold) {
 		return false
 	}
 	o.bytes += size
@@ -329,14 +329,22 @@ func (p *participant) pingDue() {
 	if p.closeIfLapsed(now) || p.stopping() {
 		return
 	}
-	p.pinger.Reset(p.untilPing(now))
 	if p.reader.Load() == readerParked && now.UnixNano()-p.lastFrame.Load() >= int64(p.srv.pongWait) {
 		p.unpark()
 	}
 	p.out.mu.Lock()
+	p.armPinger(now)
 	p.out.pingDue = true
 	p.wakeWriter()
 	p.out.mu.Unlock()
+}
+
+// armPinger arms the ping timer for untilPing(now), with the token p
+// holds now. Called with out.mu held, by pingDue and by a refresh
+// (refreshToken): a callback that read the token before a refresh stored
+// another arms the timer before the refresh does, or finds the new token.
+func (p *participant) armPinger(now time.Time) {
+	p.pinger.Reset(p.untilPing(now))
 }
 
 // stop asks the participant to close with code (0: without a close frame).
@@ -508,9 +516,9 @@ func (p *participant) closeDeadline(now time.Time) time.Time {
 // readAt, and returns what it costs the participant's fan-out pace
 // (pace.go).
 //
-// Every message is handed on here, and only here does a participant being
-// closed (revoked, refused, a slow consumer, shut down, whatever the
-// reason) stop relaying: the reader skips a frame begun after the stop as
+// Every message is handed on here, and a participant being closed
+// (revoked, refused, a slow consumer, shut down, whatever the reason)
+// hands on nothing more: the reader skips a frame begun after the stop as
 // it comes (wsReader.next), but a message whose header came before it may
 // be finished at the peer's leisure within closeWait — a revoked editor
 // kept one in flight and finished it once told, and its msg was sequenced,
@@ -521,6 +529,11 @@ func (p *participant) closeDeadline(now time.Time) time.Time {
 // its token's expiry, but a message read after that and before the
 // pinger's callback has run would still go; looked at here, at the price
 // of a time comparison, a lapsed token writes nothing more.
+//
+// Both are looked at again as the message goes out, under its session's
+// lock (relays): a newcomer's message may wait its session's joiners'
+// turn after it was read (joinersTurn), its sender stopped or its token
+// lapsed meanwhile.
 func (p *participant) received(f *frame, readAt time.Time) (cost int64) {
 	if p.stopping() || p.closeIfLapsed(readAt) {
 		return 0

@@ -54,15 +54,19 @@ func (b *byteBudget) tryTake(n int64) bool {
 	return true
 }
 
-// tryTakeShare is tryTake for a send queue holding held bytes: it may
-// grow only while it would hold no more than the budget has left free
-// after the take (a dynamic threshold, as switches share one packet
-// buffer between ports). k queues that never read stop at limit/(k+1)
-// each, so they never spend the whole budget, and what stays free takes
-// every queue holding less — the readers that keep up, a moment behind a
-// burst. Taking the whole budget, the hoarders closed those instead:
-// another session's reader got 0–11 of 50 msgs, closed 1013
-// (TestHoardedBudgetShedsOnlyTheHoarders). Nothing passes the limit.
+// tryTakeShare is tryTake for a holder holding held bytes — a send queue,
+// a connection receiving a message: it may grow only while it would hold
+// no more than the budget has left free after the take (a dynamic
+// threshold, as switches share one packet buffer between ports). k
+// holders that never let go stop at limit/(k+1) each, so they never spend
+// the whole budget, and what stays free takes every holder holding less:
+// the readers that keep up, a moment behind a burst; the messages that
+// arrive whole. Taking the whole budget, the hoarders closed those
+// instead: another session's reader got 0–11 of 50 msgs, closed 1013
+// (TestHoardedBudgetShedsOnlyTheHoarders), and an honest 5-byte message
+// was refused 1013 while one client held 64 connections' messages
+// half-sent (TestHoardedIncomingBudgetShedsOnlyTheHoarder). Nothing passes
+// the limit.
 func (b *byteBudget) tryTakeShare(held, n int64) bool {
 	if b == nil {
 		return true
@@ -74,19 +78,20 @@ func (b *byteBudget) tryTakeShare(held, n int64) bool {
 	return true
 }
 
-// tryTakeHeld is tryTake for a holder already holding held bytes, which
-// the process's memory may refuse as well: low on memory, a holder may not
-// grow past lowMemoryHold. Only a holder past it pays for the check.
+// tryTakeHeld is tryTake for a holder already holding held bytes (a
+// history), which the process's memory may refuse as well: low on memory,
+// a holder may not grow past lowMemoryHold. Only a holder past it pays for
+// the check.
 func (b *byteBudget) tryTakeHeld(held, n int64) bool {
 	return b.memoryLets(held, n, nil) && b.tryTake(n)
 }
 
-// tryTakeQueued is tryTakeShare for a send queue holding held bytes, which
-// the process's memory may refuse as well: low on memory it may pass
-// lowMemoryHold by a burst, under lowMemoryBurst and for lowMemoryGrace
-// from *over (when it went over: Unix ns, 0 when under, which popFrame
-// resets).
-func (b *byteBudget) tryTakeQueued(held, n int64, over *int64) bool {
+// tryTakeShareHeld is tryTakeShare for a holder holding held bytes, which
+// the process's memory may refuse as well: low on memory, it may not grow
+// past lowMemoryHold; a send queue (over not nil) may pass it by a burst,
+// under lowMemoryBurst and for lowMemoryGrace from *over (when it went
+// over: Unix ns, 0 when under, which popFrame resets).
+func (b *byteBudget) tryTakeShareHeld(held, n int64, over *int64) bool {
 	return b.memoryLets(held, n, over) && b.tryTakeShare(held, n)
 }
 
@@ -136,8 +141,22 @@ func (b *byteBudget) give(n int64) {
 // The incoming messages: a frame's announced length is taken before its
 // payload comes (wsReader.next), so connections that each announce the
 // largest message and send a byte of it held connections ×
-// max_message_bytes (TestIncomingMessagesBoundedTogether); the one whose
-// frame would pass the budget is closed 1013.
+// max_message_bytes (TestIncomingMessagesBoundedTogether). A message is
+// taken only while what its connection would hold is no more than the
+// budget has left free (tryTakeShare, the send queues' rule): the
+// connections of a client that announces messages and never finishes them
+// stop at a share of the budget, each leaving at least its own message's
+// worth free, and the one whose frame would pass its share is closed 1013.
+// Before, they spent the whole budget, and every other participant's next
+// message, however small, was refused 1013 for as long as they held it
+// (TestHoardedIncomingBudgetShedsOnlyTheHoarder). Each connection holds
+// one message at most, so the share is per connection: the edge has no
+// client address it can trust behind a balancer (README.md, presence).
+// The price: a message takes at most half the budget, so
+// max_incoming_bytes is at least twice max_message_bytes (configs), and
+// while hoarders hold their share an honest message larger than half of
+// what they left free is refused 1013 as all were before; at the defaults
+// (64 MiB, 64 KiB) a thousand senders of the largest messages at once fit.
 
 // queuedSize is what f counts against the send budget while queued: the
 // bytes it holds. A batch (a resume's replay) holds the msgs it has still

@@ -84,31 +84,34 @@ func TestSendQueuesBoundedTogether(t *testing.T) {
 }
 
 // Low on memory, a send queue passes a burst (up to lowMemoryBurst, for
-// lowMemoryGrace) and is refused past either; a holder receiving a
-// message (tryTakeHeld) gets no burst.
+// lowMemoryGrace) and is refused past either; a connection receiving a
+// message (no over) and a history (tryTakeHeld) get no burst.
 func TestLowMemoryQueueBurst(t *testing.T) {
 	mem, _ := acceptguardtest.Low(t)
 	b := &byteBudget{mem: mem}
 	b.limit.Store(1 << 30)
 	var over int64
-	if !b.tryTakeQueued(0, lowMemoryHold, &over) || over != 0 {
+	if !b.tryTakeShareHeld(0, lowMemoryHold, &over) || over != 0 {
 		t.Fatalf("within lowMemoryHold: refused, or counted as over (%d)", over)
 	}
-	if !b.tryTakeQueued(lowMemoryHold, 8<<10, &over) || over == 0 {
+	if !b.tryTakeShareHeld(lowMemoryHold, 8<<10, &over) || over == 0 {
 		t.Fatalf("a burst past lowMemoryHold: refused, or not counted as over (%d)", over)
 	}
-	if b.tryTakeQueued(lowMemoryBurst-4<<10, 8<<10, &over) {
+	if b.tryTakeShareHeld(lowMemoryBurst-4<<10, 8<<10, &over) {
 		t.Error("a queue past lowMemoryBurst was let grow")
 	}
 	over = time.Now().Add(-2 * lowMemoryGrace).UnixNano() // over for longer than the grace
-	if b.tryTakeQueued(lowMemoryHold, 1, &over) {
+	if b.tryTakeShareHeld(lowMemoryHold, 1, &over) {
 		t.Error("a queue over lowMemoryHold past lowMemoryGrace was let grow")
 	}
-	if b.tryTakeHeld(lowMemoryHold, 1) {
+	if b.tryTakeShareHeld(lowMemoryHold, 1, nil) {
 		t.Error("a message arriving past lowMemoryHold was let grow")
 	}
-	if !b.tryTakeHeld(0, lowMemoryHold) {
+	if !b.tryTakeShareHeld(0, lowMemoryHold, nil) {
 		t.Error("a message within lowMemoryHold refused")
+	}
+	if b.tryTakeHeld(lowMemoryHold, 1) {
+		t.Error("a history past lowMemoryHold was let grow")
 	}
 }
 

@@ -537,9 +537,9 @@ func (h *hub) publish(p *participant, data []byte, readAt time.Time) (deliveries
 	s := p.session
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.movedTo != "" {
-		// Handed to another edge by a drain: not sequenced, not acked. The
-		// client resends it after resuming on the new owner, so it is
+	if !relays(s, p) {
+		// Not sequenced, not acked: a client handed to another edge by a
+		// drain resends it after resuming on the new owner, so it is
 		// neither lost nor duplicated.
 		return 0
 	}

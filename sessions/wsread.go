@@ -228,7 +228,10 @@ func (rd *wsReader) next() error {
 	}
 	// Taken from the edge's incoming budget for as long as the message
 	// is being received: the payload is made room for before it comes.
-	if !p.srv.incoming.tryTakeHeld(rd.held, int64(length)) {
+	// The connection's share of it, as a send queue's of the send budget
+	// (sendbudget.go): connections holding messages half-sent stop there,
+	// and what they leave free takes the messages that arrive whole.
+	if !p.srv.incoming.tryTakeShareHeld(rd.held, int64(length), nil) {
 		p.srv.metrics.incomingRefused.Inc()
 		rd.refuse(closeTryAgainLater, "edge busy: too many messages arriving at once")
 		return nil
