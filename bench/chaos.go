@@ -467,7 +467,7 @@ type gap struct {
 func StartChaos(ctx context.Context, opts ChaosOptions, progress io.Writer) (*Chaos, error) {
 	opts.setDefaults()
 	if err := opts.validate(); err != nil {
-		return nil, err
+		return nil, &OptionsError{err}
 	}
 	if progress == nil {
 		progress = io.Discard

@@ -132,7 +132,7 @@ func (s *ChaosScenario) validate() error {
 func (s ChaosScenario) Run(ctx context.Context) (*ChaosResult, error) {
 	s.setDefaults()
 	if err := errors.Join(s.validate(), s.Options.validate()); err != nil {
-		return nil, err
+		return nil, &OptionsError{err}
 	}
 	w, err := StartChaos(ctx, s.Options, s.Progress)
 	if err != nil {

@@ -93,7 +93,7 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 		errs = append(errs, fmt.Errorf("duration must be in range (0, 1h], got %s", o.Duration))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, &OptionsError{err}
 	}
 	if progress == nil {
 		progress = io.Discard

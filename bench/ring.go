@@ -107,7 +107,7 @@ func (o *RingOptions) validate() error {
 func RunRing(ctx context.Context, o RingOptions, progress io.Writer) (*RingResult, error) {
 	o.setDefaults()
 	if err := o.validate(); err != nil {
-		return nil, err
+		return nil, &OptionsError{err}
 	}
 	if progress == nil {
 		progress = io.Discard

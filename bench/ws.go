@@ -256,7 +256,7 @@ const maxSamples = 4096
 func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, error) {
 	opts.setDefaults()
 	if err := opts.validate(); err != nil {
-		return nil, err
+		return nil, &OptionsError{err}
 	}
 	if progress == nil {
 		progress = io.Discard

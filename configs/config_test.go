@@ -186,6 +186,16 @@ func TestRules(t *testing.T) {
 	}
 }
 
+// A file that is no YAML is refused at the line the parser names, said
+// once: the message repeated "line 1:" after the file:line prefix.
+func TestNotYAMLSaysItsLineOnce(t *testing.T) {
+	_, err := Parse("t.yaml", []byte("cluster: {}\nedge: [\n"))
+	e := expectProblem(t, err, "", "not valid YAML")
+	if e != nil && (e.Line == 0 || strings.Contains(e.Msg, "line ")) {
+		t.Errorf("%s: want the line once, in its place", e)
+	}
+}
+
 // expectProblem fails t unless err is an Errors list holding a problem at
 // path whose message contains msg, and returns that problem.
 func expectProblem(t *testing.T, err error, path, msg string) *FieldError {

@@ -108,7 +108,10 @@ func Parse(name string, data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	// An empty file (io.EOF) is a valid config: every field takes its default.
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
-		return nil, Errors{{File: name, Line: yamlErrLine(err), Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+		// The line leads the message already (file:line:): not said twice.
+		line := yamlErrLine(err)
+		msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "yaml: "), fmt.Sprintf("line %d: ", line))
+		return nil, Errors{{File: name, Line: line, Msg: "not valid YAML: " + msg}}
 	}
 	// One document: a second one would be written by a PUT and never
 	// read, the edit in it silently ignored. It is one problem among the

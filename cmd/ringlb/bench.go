@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -84,13 +85,13 @@ func runBenchWS(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		pid, err := strconv.Atoi(p)
 		if err != nil {
-			return fmt.Errorf("-watch-pids: %q is not a PID", p)
+			return usageError(fs, "-watch-pids: %q is not a PID", p)
 		}
 		o.WatchPIDs = append(o.WatchPIDs, pid)
 	}
 	res, err := bench.RunWS(ctx, o, stderr)
 	if err != nil {
-		return err
+		return benchError(fs, err)
 	}
 	fmt.Fprintln(stdout, res.Summary())
 	if len(o.WatchPIDs) > 0 {
@@ -145,4 +146,15 @@ func (b benchOutputs) write(res any, chart func(io.Writer) error, log io.Writer)
 		fmt.Fprintln(log, "wrote", svg)
 	}
 	return nil
+}
+
+// benchError is a run's error, a usage error (exit 2, the usage shown)
+// when the run refused its options before starting: a bad value is how the
+// command was called, as a bad flag is.
+func benchError(fs *flag.FlagSet, err error) error {
+	var oe *bench.OptionsError
+	if errors.As(err, &oe) {
+		return usageError(fs, "%v", oe.Err)
+	}
+	return err
 }

@@ -96,7 +96,7 @@ balancer's ring shows it (GET /api/ring); without, when its command exits.`, std
 	s.Progress = stderr
 	res, runErr := s.Run(ctx)
 	if res == nil {
-		return runErr
+		return benchError(fs, runErr)
 	}
 	fmt.Fprintln(stdout, res.Summary())
 	if err := res.WriteTable(stdout); err != nil {

@@ -179,31 +179,37 @@ func TestBenchChaosCommand(t *testing.T) {
 	}
 }
 
-// Flags that cannot work together are refused before anything is dialed.
+// Flags that cannot work together are refused before anything is dialed;
+// a value out of range is a usage error (exit 2), as a bad flag is.
 func TestBenchChaosFlagErrors(t *testing.T) {
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty.token")
 	writeFile(t, empty, "\n")
 	for _, tc := range []struct {
-		args []string
-		want string
+		args  []string
+		want  string
+		usage bool // the scenario's options, refused before it starts
 	}{
-		{[]string{"-drain", "edge-1"}, "-drain goes through a balancer's admin API: give -admin"},
-		{[]string{"-kill-edge", "edge-2"}, "-kill-edge names the edge -kill kills: give -kill"},
-		{[]string{"-admin-token-file", empty}, "-admin-token-file is for -admin"},
-		{[]string{"-admin", "127.0.0.1:9090"}, `admin URL "127.0.0.1:9090" must be http://host:port`},
-		{[]string{"-admin", "http://127.0.0.1:9090", "-admin-token-file", empty}, "is empty"},
-		{[]string{"-admin", "http://127.0.0.1:9090", "-admin-token-file", filepath.Join(dir, "none")}, "no such file"},
-		{[]string{"-sessions", "0"}, "sessions must be in range"},
-		{[]string{"-url", "http://127.0.0.1:8080/ws"}, "must be a ws:// or wss:// URL"},
-		{[]string{"-settle-timeout", "10ms"}, "settle timeout must be in range"},
+		{[]string{"-drain", "edge-1"}, "-drain goes through a balancer's admin API: give -admin", false},
+		{[]string{"-kill-edge", "edge-2"}, "-kill-edge names the edge -kill kills: give -kill", false},
+		{[]string{"-admin-token-file", empty}, "-admin-token-file is for -admin", false},
+		{[]string{"-admin", "127.0.0.1:9090"}, `admin URL "127.0.0.1:9090" must be http://host:port`, false},
+		{[]string{"-admin", "http://127.0.0.1:9090", "-admin-token-file", empty}, "is empty", false},
+		{[]string{"-admin", "http://127.0.0.1:9090", "-admin-token-file", filepath.Join(dir, "none")}, "no such file", false},
+		{[]string{"-sessions", "0"}, "sessions must be in range", true},
+		{[]string{"-url", "http://127.0.0.1:8080/ws"}, "must be a ws:// or wss:// URL", true},
+		{[]string{"-settle-timeout", "10ms"}, "settle timeout must be in range", true},
 	} {
 		var out, errOut strings.Builder
 		ctx, cancel := context.WithCancel(t.Context())
 		code := run(ctx, append([]string{"bench", "chaos"}, tc.args...), &out, &errOut)
 		cancel()
-		if code != 1 || !strings.Contains(errOut.String(), tc.want) {
-			t.Errorf("%v: exit %d, stderr %q; want 1 and %q", tc.args, code, errOut.String(), tc.want)
+		want := 1
+		if tc.usage {
+			want = 2
+		}
+		if code != want || !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, errOut.String(), want, tc.want)
 		}
 	}
 }

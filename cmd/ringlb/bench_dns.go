@@ -32,13 +32,13 @@ func runBenchDNS(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		name, typ, ok := strings.Cut(item, "/")
 		t, known := dns.StringToType[strings.ToUpper(typ)]
 		if !ok || !known {
-			return fmt.Errorf("-mix entry %q must be NAME/TYPE, e.g. ide.ringlb.test/A", item)
+			return usageError(fs, "-mix entry %q must be NAME/TYPE, e.g. ide.ringlb.test/A", item)
 		}
 		o.Mix = append(o.Mix, bench.DNSQuery{Name: dns.Fqdn(name), Type: t})
 	}
 	res, err := bench.RunDNS(ctx, o, stderr)
 	if err != nil {
-		return err
+		return benchError(fs, err)
 	}
 	fmt.Fprintln(stdout, res.Summary())
 	return out.write(res, res.WriteSVG, stderr)

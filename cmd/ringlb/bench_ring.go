@@ -48,7 +48,7 @@ func runBenchRing(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	res, err := bench.RunRing(ctx, o, stderr)
 	if err != nil {
-		return err
+		return benchError(fs, err)
 	}
 	fmt.Fprintln(stdout, res.Summary())
 	return out.write(res, res.WriteSVG, stderr)

@@ -536,7 +536,14 @@ func TestVersionAndHelp(t *testing.T) {
 	if code := run(context.Background(), []string{"help", "check"}, &out, &out); code != 0 || !strings.Contains(out.String(), "Usage: ringlb check") {
 		t.Errorf("ringlb help check: exit %d %q", code, out.String())
 	}
-	for _, args := range [][]string{{"help", "nope"}, {"help", "a", "b"}, {"nope"}, {}, {"check", "-nope"}, {"check", "extra"}} {
+	// A bad value is a usage error as a bad flag is: a keygen type, a
+	// bench's options, a query mix, a PID (they exited 1, as a run that
+	// failed, before).
+	for _, args := range [][]string{{"help", "nope"}, {"help", "a", "b"}, {"nope"}, {}, {"check", "-nope"}, {"check", "extra"},
+		{"keygen", "-dnssec", "ringlb.test", "-type", "foo", "-dir", t.TempDir()},
+		{"bench", "ws", "-mode", "foo"}, {"bench", "ws", "-watch-pids", "x"}, {"bench", "ring", "-keys", "-1"},
+		{"bench", "dns", "-server", "127.0.0.1:1", "-clients", "5000"}, {"bench", "dns", "-server", "127.0.0.1:1", "-mix", "nope"},
+		{"bench", "chaos", "-sessions", "-1"}} {
 		out.Reset()
 		if code := run(context.Background(), args, &out, &out); code != 2 {
 			t.Errorf("ringlb %q: exit %d, want 2 (usage)\n%s", args, code, out.String())
@@ -546,6 +553,17 @@ func TestVersionAndHelp(t *testing.T) {
 	mfs, err := reg.Gather()
 	if err != nil || len(mfs) != 1 || mfs[0].GetName() != "ringlb_build_info" || mfs[0].GetMetric()[0].GetGauge().GetValue() != 1 {
 		t.Errorf("a role's registry: %v %v", mfs, err)
+	}
+}
+
+// A node started with a config file that is not there is told where to
+// start one: "run ringlb check" on a file that is not there helped nobody.
+func TestMissingConfigFileSaysWhereToStart(t *testing.T) {
+	var out strings.Builder
+	missing := filepath.Join(t.TempDir(), "balancer.yaml")
+	code := run(context.Background(), []string{"balancer", "-config", missing}, &out, &out)
+	if code != 1 || !strings.Contains(out.String(), "configs/examples/balancer.yaml") || strings.Contains(out.String(), "ringlb check") {
+		t.Errorf("ringlb balancer -config %s: exit %d\n%s\nwant 1 and where to start a config from", missing, code, out.String())
 	}
 }
 

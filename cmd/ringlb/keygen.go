@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -56,6 +57,9 @@ func keygen(stdin io.Reader, args []string, stdout, stderr io.Writer) error {
 		if *out != "" {
 			return usageError(fs, "-o is for a random key; DNSSEC keys go to -dir")
 		}
+		if !slices.Contains(dnssecKeyTypes, *kind) {
+			return usageError(fs, "-type must be ksk, zsk or both, got %q", *kind)
+		}
 		return dnssecKeygen(stdout, *zone, *kind, *dir)
 	}
 	if err := notFor("without -dnssec", "type", "dir"); err != nil {
@@ -69,6 +73,9 @@ func keygen(stdin io.Reader, args []string, stdout, stderr io.Writer) error {
 	return configs.CreateExclusive(*out, 0o600, key)
 }
 
+// dnssecKeyTypes are the kinds of DNSSEC key -type names.
+var dnssecKeyTypes = []string{"ksk", "zsk", "both"}
+
 // dnssecKeygen writes the keys of kind (ksk, zsk, both) for zone into dir
 // and prints how to use them.
 func dnssecKeygen(stdout io.Writer, zone, kind, dir string) error {
@@ -81,7 +88,7 @@ func dnssecKeygen(stdout io.Writer, zone, kind, dir string) error {
 	case "zsk":
 		ksks = []bool{false}
 	default:
-		return fmt.Errorf("-type must be ksk, zsk or both, got %q", kind)
+		return fmt.Errorf("-type must be one of %s, got %q", strings.Join(dnssecKeyTypes, ", "), kind)
 	}
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs

@@ -734,7 +734,10 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	useOpenFileLimit(logger) // before Load: the connection limits derive from it
 	defer useMemoryLimit(logger)()
 	cfg, started, err := configs.LoadFile(*path)
-	if err != nil {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return refuse(fmt.Errorf("%w\n(give -config the path of a config file: start from configs/examples/%s.yaml, or run ringlb demo, which needs none)", err, role))
+	case err != nil:
 		return refuse(fmt.Errorf("%w\n(run ringlb check -config %s)", err, *path))
 	}
 	if err := cfg.RunAs(role); err != nil {
