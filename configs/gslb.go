@@ -57,6 +57,9 @@ type GSLB struct {
 	MaxTCPConnectionsPerIP int `yaml:"max_tcp_connections_per_ip"`
 	// StatsD optionally pushes the gslb's metrics to a StatsD server.
 	StatsD StatsD `yaml:"statsd"`
+	// at is where the config file has the section's fields (Place); nil
+	// when it was not read from one.
+	at *fieldLines
 }
 
 // Zone is one zone, from an RFC 1035 master file or inline records.
@@ -64,24 +67,88 @@ type Zone struct {
 	// Origin is the zone's apex (e.g. ide.example.com).
 	Origin string `yaml:"origin"`
 	// File is an RFC 1035 master file; relative names are relative to Origin.
-	// A problem in it names its file, line and column, not the text there. It
-	// may include others ($INCLUDE, a relative path from its directory); it
-	// and they are read only when regular files. It is checked as NSD and
-	// Knot check a zone (gslb/README.md, Zone files): refused for a CNAME
-	// beside other data, a record of a class other than IN or of a
-	// meta-type, a name past 255 octets, no SOA or two, data outside the zone
-	// or below a DNAME; a record written twice is one, and an RRset's TTL its
-	// first record's.
+	// A problem in it names its file, line and column, not the text there,
+	// after this field's line and path (config.yaml:9: gslb.zones[1].file:
+	// /etc/ringlb/x.zone line 12: …). It may include others ($INCLUDE, a
+	// relative path from its directory); it and they are read only when
+	// regular files. It is checked as NSD and Knot check a zone
+	// (gslb/README.md, Zone files): refused for a CNAME beside other data, a
+	// record of a class other than IN or of a meta-type, a name past 255
+	// octets, no SOA or two, data outside the zone or below a DNAME, every
+	// problem said (the first 100, and how many more); a record written
+	// twice is one, and an RRset's TTL its first record's.
 	File string `yaml:"file"`
 	// Records are master-file lines ("www 300 IN A 192.0.2.1"), used when
 	// File is empty; they include no file ($INCLUDE is refused: name the
-	// zone's File instead). One SOA is required either way.
+	// zone's File instead). One SOA is required either way. They are
+	// checked as File is, a problem named by the record's line and path
+	// (config.yaml:11: gslb.zones[0].records[3]: …).
 	Records []string `yaml:"records"`
 	// Transfer allows AXFR and sends NOTIFY.
 	Transfer Transfer `yaml:"transfer"`
 	// DNSSEC signs the zone online (gslb/dnssec.go): answers to queries
 	// with the DO bit carry signatures; others are as without it.
 	DNSSEC *DNSSEC `yaml:"dnssec"`
+
+	// at is where the config file has the zone (Place, RecordPlace); nil
+	// when it was not read from one.
+	at *zoneAt
+}
+
+// zoneAt is where a config file has a zone: its path there and the
+// records as read, which RecordPlace places only while they are the ones
+// the zone holds.
+type zoneAt struct {
+	lines   *fieldLines
+	path    string // "gslb.zones[2]"
+	records []string
+}
+
+// Place is where the config file has the section's field at path (a
+// whole path: "gslb.names[0].name"), for the problems gslb finds in it
+// when it loads the section; false when the section was not read from a
+// file.
+func (g *GSLB) Place(path string) (Place, bool) {
+	if g.at == nil {
+		return Place{}, false
+	}
+	return g.at.place(path), true
+}
+
+// Place is where the config file has the zone's field (a path below the
+// zone: "file", "records", "transfer.allow[1]"; "" is the zone itself),
+// for the problems gslb finds when it loads the zone; false when the zone
+// was not read from a file.
+func (z *Zone) Place(field string) (Place, bool) {
+	if z.at == nil {
+		return Place{}, false
+	}
+	path := z.at.path
+	if field != "" {
+		path += "." + field
+	}
+	return z.at.lines.place(path), true
+}
+
+// RecordPlace is where the config file has the zone's record i
+// (Records[i]): gslb names a problem it finds in the record by the file's
+// line of it, as Load names its own, not by its place in the list. False
+// when the zone was not read from a file, or its records were replaced
+// since (a record would be named by a line that holds another).
+func (z *Zone) RecordPlace(i int) (Place, bool) {
+	if z.at == nil || i < 0 || i >= len(z.Records) || len(z.Records) != len(z.at.records) || &z.Records[0] != &z.at.records[0] {
+		return Place{}, false
+	}
+	return z.at.lines.place(fmt.Sprintf("%s.records[%d]", z.at.path, i)), true
+}
+
+// placeZones has the gslb section and each zone keep where the file has
+// them (lines).
+func (g *GSLB) placeZones(lines *fieldLines) {
+	g.at = lines
+	for i := range g.Zones {
+		g.Zones[i].at = &zoneAt{lines: lines, path: fmt.Sprintf("gslb.zones[%d]", i), records: g.Zones[i].Records}
+	}
 }
 
 // DNSSEC is online signing of one zone with ECDSA P-256 keys (algorithm 13).

@@ -44,6 +44,37 @@ func (e *FieldError) Error() string {
 	return b.String()
 }
 
+// Place is where a config file has a field: its file, line and path, as a
+// FieldError names them. A config read from a file keeps the places of the
+// fields a role loads later (GSLB.Place, Zone.Place, Zone.RecordPlace):
+// gslb's problems in a zone, found when it loads the zone as the
+// nameserver does, are named as Load names its own.
+type Place struct {
+	File string
+	// Line is the field's, or that of the nearest field around it the
+	// file has (FieldError.Line).
+	Line int
+	Path string
+}
+
+// Problem is a problem of the field at p.
+func (p Place) Problem(format string, args ...any) *FieldError {
+	return &FieldError{File: p.File, Line: p.Line, Path: p.Path, Msg: fmt.Sprintf(format, args...)}
+}
+
+// fieldLines is where a file has each of its fields: its name and the
+// decoder's lines (field path → line), kept by the config read from it.
+type fieldLines struct {
+	file  string
+	lines map[string]int
+}
+
+// place is where the file has the field at path, or the nearest field
+// around it it has.
+func (fl *fieldLines) place(path string) Place {
+	return Place{File: fl.file, Line: nearestLine(fl.lines, path), Path: path}
+}
+
 // Errors is every problem found in a file, in file order. Load returns it
 // (as error) so operators fix them all in one pass.
 type Errors []*FieldError
@@ -128,6 +159,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
 	}
+	cfg.GSLB.placeZones(&fieldLines{file: name, lines: d.lines})
 	if d.overBudget {
 		return nil, d.errs // the config is cut short: its validation would only add noise
 	}
@@ -303,9 +335,13 @@ var (
 // line is where the file has the field at path, else the nearest field
 // around it the file has: a field left out (one required, a default a
 // rule refuses) is found at its section. 0: none of them is in the file.
-func (d *decoder) line(path string) int {
+func (d *decoder) line(path string) int { return nearestLine(d.lines, path) }
+
+// nearestLine is lines' line of path, else of the nearest path around it
+// it has; 0 when none.
+func nearestLine(lines map[string]int, path string) int {
 	for {
-		if l, ok := d.lines[path]; ok {
+		if l, ok := lines[path]; ok {
 			return l
 		}
 		i := strings.LastIndexAny(path, ".[")

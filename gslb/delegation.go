@@ -49,17 +49,26 @@ func (z *zone) cut(name string) string {
 // referral, this server's answer and the child's would contradict each
 // other, and which one a resolver got would depend on what it asked first.
 // Checked where zone files are read (the config's check reads none).
-func (st *state) occludedNames(names []configs.ManagedName) []error {
+func (st *state) occludedNames(cfg *configs.GSLB) []error {
 	var errs []error
-	for i, n := range names {
+	for i, n := range cfg.Names {
 		name := dns.CanonicalName(n.Name)
 		z := st.zoneFor(name)
 		if z == nil {
 			continue // in no zone: the config's check says so
 		}
+		// Named where the config file has the name, as configs.Load
+		// names its own problems.
+		problem := func(format string, args ...any) error {
+			path := fmt.Sprintf("gslb.names[%d].name", i)
+			if p, ok := cfg.Place(path); ok {
+				return p.Problem(format, args...)
+			}
+			return fmt.Errorf(path+": "+format, args...)
+		}
 		if c := z.cut(name); c != "" {
-			errs = append(errs, fmt.Errorf("gslb.names[%d].name: %s is at or below the delegation %s of zone %s (its NS records in %s): "+
-				"names there are the child zone's; manage it in the child zone, or remove the delegation", i, name, c, z.origin, z.source))
+			errs = append(errs, problem("%s is at or below the delegation %s of zone %s (its NS records in %s): "+
+				"names there are the child zone's; manage it in the child zone, or remove the delegation", name, c, z.origin, z.where(z.firstAt(c))))
 		}
 		d := z.dnames[name]
 		if d == nil {
@@ -69,8 +78,8 @@ func (st *state) occludedNames(names []configs.ManagedName) []error {
 			// Below a DNAME every name is rewritten (RFC 6672), and at its
 			// owner a managed answer would stand beside a redirection of
 			// the names below: either way the DNAME decides, not the pools.
-			errs = append(errs, fmt.Errorf("gslb.names[%d].name: %s is at or below the DNAME at %s of zone %s (in %s), which rewrites the names below it to %s: "+
-				"manage the name the DNAME leads to, or remove the DNAME", i, name, d.Hdr.Name, z.origin, z.source, d.Target))
+			errs = append(errs, problem("%s is at or below the DNAME at %s of zone %s (in %s), which rewrites the names below it to %s: "+
+				"manage the name the DNAME leads to, or remove the DNAME", name, d.Hdr.Name, z.origin, z.where(z.firstAt(d.Hdr.Name)), d.Target))
 		}
 	}
 	return errs

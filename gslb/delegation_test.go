@@ -199,13 +199,16 @@ func TestManagedNameBelowACutRefused(t *testing.T) {
 			t.Errorf("%s: answered authoritatively after the refused reload:\n%v", name, m)
 		}
 	}
-	// Inline records are checked alike, named as such.
+	// Inline records are checked alike, named as such: the problem is the
+	// managed name's, where the config file has it (gslb.yaml, parsed by
+	// fuzzConfig), and names the zone's records.
 	cfg := fuzzConfig(t)
 	cfg.Zones = slices.Clone(cfg.Zones)
 	cfg.Zones[0].File = ""
 	cfg.Zones[0].Records = []string{"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "@ 3600 IN NS ns1", "ide 3600 IN NS ns.elsewhere.example."}
-	if _, err := New(cfg, "gslb-test", nil, nil); err == nil || !strings.Contains(err.Error(), "records of ringlb.test.") {
-		t.Errorf("a managed name at a cut of inline records: error %v, want one naming the records", err)
+	if _, err := New(cfg, "gslb-test", nil, nil); err == nil || !strings.Contains(err.Error(), "gslb.yaml:9: gslb.names[0].name: ide.ringlb.test. is at or below the delegation") ||
+		!strings.Contains(err.Error(), "(its NS records in gslb.yaml:5, gslb.zones[0].records)") {
+		t.Errorf("a managed name at a cut of inline records: error %v, want one naming the name and the records", err)
 	}
 }
 

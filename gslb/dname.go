@@ -1,7 +1,6 @@
 package gslb
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -96,10 +95,11 @@ func inAnswer(answer []dns.RR, d *dns.DNAME) bool {
 	return slices.ContainsFunc(answer, func(rr dns.RR) bool { return rr == dns.RR(d) })
 }
 
-// occludedByDNAME refuses data below a DNAME (RFC 6672 2.4): it would never
-// be answered, every name there being rewritten. One error for each name,
-// naming the file and the DNAME.
-func (z *zone) occludedByDNAME() error {
+// occludedByDNAME is the data below a DNAME (RFC 6672 2.4), which a zone
+// may not hold: it would never be answered, every name there being
+// rewritten. One problem for each name, where its first record was
+// written, naming the DNAME.
+func (z *zone) occludedByDNAME() []recordProblem {
 	if len(z.dnames) == 0 {
 		return nil
 	}
@@ -110,11 +110,17 @@ func (z *zone) occludedByDNAME() error {
 		}
 	}
 	slices.SortFunc(names, canonicalCompare)
-	var errs []error
+	var out []recordProblem
 	for _, name := range names {
 		d := z.dnameAbove(name)
-		errs = append(errs, fmt.Errorf("zone %s: %s: %s is below the DNAME at %s: names there are rewritten to %s (RFC 6672), its records would never be answered; remove them or the DNAME",
-			z.origin, z.firstAt(name), name, d.Hdr.Name, d.Target))
+		out = append(out, recordProblem{z.firstAt(name), fmt.Errorf("%s is below the DNAME at %s: names there are rewritten to %s (RFC 6672), its records would never be answered; remove them or the DNAME",
+			name, d.Hdr.Name, d.Target)})
 	}
-	return errors.Join(errs...)
+	return out
+}
+
+// recordProblem is a problem of the record written at at.
+type recordProblem struct {
+	at  recordPos
+	err error
 }

@@ -164,7 +164,7 @@ func TestDNAMEOccludedRefused(t *testing.T) {
 		cfg.Names = slices.Clone(cfg.Names)
 		cfg.Names[0].Name = c.managed
 		_, err := New(cfg, "gslb-test", nil, nil)
-		if err == nil || !strings.Contains(err.Error(), "gslb.names[0].name") || !strings.Contains(err.Error(), "records of ringlb.test.") {
+		if err == nil || !strings.Contains(err.Error(), "gslb.yaml:9: gslb.names[0].name: "+c.managed) || !strings.Contains(err.Error(), "(in gslb.yaml:5, gslb.zones[0].records)") {
 			t.Errorf("managed %s with %q: error %v, want one naming the name and the records", c.managed, c.dname, err)
 		}
 	}

@@ -215,7 +215,7 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, st.occludedNames(cfg.Names)...)
+	errs = append(errs, st.occludedNames(&cfg)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -145,10 +146,12 @@ func (lr *lineReader) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// recordPos is where a record was written.
+// recordPos is where a record was written: a zone file and its line, or
+// (record > 0) the zone's inline record number record (Records[record-1]).
 type recordPos struct {
-	file string
-	line int
+	file   string
+	line   int
+	record int
 }
 
 func (p recordPos) String() string {
@@ -158,14 +161,165 @@ func (p recordPos) String() string {
 	return fmt.Sprintf("%s line %d", p.file, p.line)
 }
 
+// maxZoneProblems is how many of a zone's problems its load says; those
+// after are counted. A zone is checked whole, as nsd-checkzone and
+// kzonecheck check one: one problem a run had an operator fix a zone of
+// many in as many runs. The bound keeps a zone of a million bad records
+// from being a million lines of log.
+const maxZoneProblems = 100
+
+// zoneProblems is every problem of a zone its load finds, each named where
+// it is: a record's by the config file's line of it and its field path
+// (gslb.zones[0].records[3]) for inline records, by the zone file's line
+// and the field naming the file (gslb.zones[1].file) for a zone file —
+// as configs.Load names its own problems (configs.Place). A zone not read
+// from a config file (built in Go) is named by its origin.
+type zoneProblems struct {
+	z    *zone
+	list []error
+	more int
+	// starts is the line of the inline records' text (joined by newlines)
+	// each record starts on, for the record a parser's line is in.
+	starts []int
+}
+
+func newZoneProblems(z *zone) *zoneProblems {
+	ps := &zoneProblems{z: z}
+	line := 1
+	for _, r := range z.cfg.Records {
+		ps.starts = append(ps.starts, line)
+		line += strings.Count(r, "\n") + 1
+	}
+	return ps
+}
+
+// full counts one more problem when maxZoneProblems are said already.
+func (ps *zoneProblems) full() bool {
+	if len(ps.list) < maxZoneProblems {
+		return false
+	}
+	ps.more++
+	return true
+}
+
+// inline is whether the zone's records are the config's (not a file's).
+func (ps *zoneProblems) inline() bool { return ps.z.cfg.File == "" }
+
+// recordAt is where the record on line of the inline records' text was
+// written: its number in the list.
+func (ps *zoneProblems) recordAt(line int) recordPos {
+	i, _ := slices.BinarySearch(ps.starts, line+1) // the first record after it
+	return recordPos{file: ps.z.source, line: line, record: max(i, 1)}
+}
+
+// field is the zone's field its records are read from.
+func (ps *zoneProblems) field() string {
+	if ps.inline() {
+		return "records"
+	}
+	return "file"
+}
+
+// record adds the problem msg of the record written at at.
+func (ps *zoneProblems) record(at recordPos, msg error) {
+	if ps.full() {
+		return
+	}
+	if ps.inline() {
+		if at.record == 0 {
+			ps.zone("records", msg)
+			return
+		}
+		if p, ok := ps.z.cfg.RecordPlace(at.record - 1); ok {
+			ps.list = append(ps.list, p.Problem("%v", msg))
+		} else {
+			ps.list = append(ps.list, fmt.Errorf("zone %s: records[%d]: %w", ps.z.origin, at.record-1, msg))
+		}
+		return
+	}
+	ps.zone("file", fmt.Errorf("%s: %w", at, msg))
+}
+
+// zone adds msg, a problem of the zone's field (a path below it: "file",
+// "records", "dnssec").
+func (ps *zoneProblems) zone(field string, msg error) {
+	if ps.full() {
+		return
+	}
+	if p, ok := ps.z.cfg.Place(field); ok {
+		ps.list = append(ps.list, p.Problem("%v", msg))
+		return
+	}
+	if field != "file" && field != "" {
+		msg = fmt.Errorf("%s: %w", field, msg)
+	}
+	ps.list = append(ps.list, fmt.Errorf("zone %s: %w", ps.z.origin, msg))
+}
+
+// syntax adds the parser's error, err: a zone file's names the file and
+// the line; inline records' is the record's.
+func (ps *zoneProblems) syntax(err error) {
+	err = configs.ZoneError(err)
+	if !ps.inline() {
+		if !strings.HasPrefix(err.Error(), "/") {
+			// A problem in an included file is named by the path the
+			// parser opened it by (regularFiles): absolute, without its
+			// leading slash.
+			err = errors.New("/" + err.Error())
+		}
+		ps.zone("file", err)
+		return
+	}
+	// "dns: bad A A at line: 2:13", the line in the records' text: the
+	// record's, named as the record, with its column.
+	msg := err.Error()
+	var line, col int
+	i := strings.LastIndex(msg, " at line: ")
+	if i < 0 {
+		ps.zone("records", err)
+		return
+	}
+	if _, serr := fmt.Sscanf(msg[i:], " at line: %d:%d", &line, &col); serr != nil {
+		ps.zone("records", err)
+		return
+	}
+	if len(ps.starts) == 0 {
+		ps.zone("records", err)
+		return
+	}
+	at := ps.recordAt(line)
+	where := fmt.Sprintf("column %d", col)
+	if first := ps.starts[at.record-1]; line > first {
+		where = fmt.Sprintf("its line %d, column %d", line-first+1, col)
+	}
+	ps.record(at, fmt.Errorf("%s at %s", msg[:i], where))
+}
+
+// err is every problem, and how many more there are; nil when none.
+func (ps *zoneProblems) err() error {
+	if len(ps.list) == 0 {
+		return nil
+	}
+	list, more := ps.list, ps.more
+	if more > 0 {
+		ps.list, ps.more = nil, 0
+		ps.zone(ps.field(), fmt.Errorf("and %d more problems, not said (the first %d are)", more, maxZoneProblems))
+		list = append(list, ps.list...)
+	}
+	return errors.Join(list...)
+}
+
 // loadZone parses a zone from its master file or inline records; nets says
-// what a client network is, for its signer.
+// what a client network is, for its signer. A zone with a problem is
+// refused with every problem found (zoneProblems), not its first only.
 func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 	z := &zone{origin: dns.CanonicalName(unpackedForm(dns.Fqdn(zc.Origin))), names: map[string]map[uint16][]dns.RR{}, cfg: zc}
-	for _, c := range zc.Transfer.Allow {
+	ps := newZoneProblems(z)
+	for i, c := range zc.Transfer.Allow {
 		p, err := netip.ParsePrefix(c)
 		if err != nil {
-			return nil, fmt.Errorf("zone %s transfer.allow: %w", z.origin, err)
+			ps.zone(fmt.Sprintf("transfer.allow[%d]", i), err)
+			continue
 		}
 		z.allow = append(z.allow, p.Masked())
 	}
@@ -184,14 +338,16 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 		if !filepath.IsAbs(file) {
 			wd, err := os.Getwd()
 			if err != nil {
-				return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+				ps.zone("file", err)
+				return nil, ps.err()
 			}
 			file = wd + string(filepath.Separator) + file
 		}
 		z.source = file
 		f, _, err := configs.OpenRegular(file)
 		if err != nil {
-			return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+			ps.zone("file", err)
+			return nil, ps.err()
 		}
 		defer f.Close()
 		zp = dns.NewZoneParser(lines.reader(f, file), z.origin, file)
@@ -199,84 +355,93 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 		zp.SetIncludeFS(regularFiles{lines})
 	} else {
 		// Inline records include nothing: they come with the config, which
-		// the config API takes from an operator's client.
+		// the config API takes from an operator's client. The parser
+		// names no file: a problem is named by its record (syntax).
 		z.source = "records of " + z.origin
-		zp = dns.NewZoneParser(lines.reader(strings.NewReader(strings.Join(zc.Records, "\n")), z.source), z.origin, z.source)
+		zp = dns.NewZoneParser(lines.reader(strings.NewReader(strings.Join(zc.Records, "\n")), z.source), z.origin, "")
 	}
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
-		if err := z.add(rr, lines.next()); err != nil {
-			return nil, err
+		pos := lines.next()
+		if ps.inline() {
+			pos = ps.recordAt(pos.line)
+		}
+		if err := z.add(rr, pos); err != nil {
+			ps.record(pos, err)
 		}
 	}
 	if err := zp.Err(); err != nil {
-		err = configs.ZoneError(err)
-		if zc.File != "" && !strings.HasPrefix(err.Error(), "/") {
-			// A problem in an included file is named by the path the
-			// parser opened it by (regularFiles): absolute, without its
-			// leading slash.
-			err = errors.New("/" + err.Error())
-		}
-		return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+		// The parser reads no further: what the zone lacks (its SOA, if
+		// written after) or holds below a DNAME is not known.
+		ps.syntax(err)
+		return nil, ps.err()
 	}
 	if z.soa == nil {
-		return nil, fmt.Errorf("zone %s: %s: no SOA record at the apex", z.origin, z.source)
+		if ps.inline() {
+			ps.zone("records", errors.New("no SOA record at the apex"))
+		} else {
+			ps.zone("file", fmt.Errorf("%s: no SOA record at the apex", z.source))
+		}
 	}
-	if err := z.occludedByDNAME(); err != nil {
+	for _, o := range z.occludedByDNAME() {
+		ps.record(o.at, o.err)
+	}
+	if err := ps.err(); err != nil {
 		return nil, err
 	}
 	z.wire = make([]byte, 256)
 	n, err := dns.PackDomainName(z.origin, z.wire, 0, nil, false)
 	if err != nil {
-		return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+		ps.zone("origin", err)
+		return nil, ps.err()
 	}
 	z.wire = z.wire[:n]
 	for c := range z.cuts {
 		w := make([]byte, 256)
 		n, err := dns.PackDomainName(c, w, 0, nil, false)
 		if err != nil {
-			return nil, fmt.Errorf("zone %s: %w", z.origin, err)
+			ps.record(z.firstAt(c), err)
+			return nil, ps.err()
 		}
 		z.cutWires = append(z.cutWires, w[:n])
 	}
 	if zc.DNSSEC != nil {
 		sg, err := newSigner(z.origin, zc.DNSSEC, nets)
 		if err != nil {
-			return nil, err
+			ps.zone("dnssec", err)
+			return nil, ps.err()
 		}
 		z.signer = sg
 	}
 	return z, nil
 }
 
-// add puts rr, written at pos, in the zone, or says why it may not be.
+// add puts rr, written at pos, in the zone, or says why it may not be (the
+// record's problem alone: loadZone says where).
 func (z *zone) add(rr dns.RR, pos recordPos) error {
 	h := rr.Header()
 	h.Name = dns.CanonicalName(unpackedForm(h.Name))
 	canonicalTargets(rr)
-	at := func(format string, args ...any) error {
-		return fmt.Errorf("zone %s: %s: "+format, append([]any{z.origin, pos}, args...)...)
-	}
 	if !dns.IsSubDomain(z.origin, h.Name) {
-		return at("%s is outside the zone", h.Name)
+		return fmt.Errorf("%s is outside the zone", h.Name)
 	}
 	if h.Class != dns.ClassINET {
 		// Answers are of class IN: a record of another class would be
 		// answered as if it were IN. NSD and Knot refuse it too.
-		return at("%s %s of class %s: a zone holds class IN only", h.Name, typeName(h.Rrtype), dns.Class(h.Class))
+		return fmt.Errorf("%s %s of class %s: a zone holds class IN only", h.Name, typeName(h.Rrtype), dns.Class(h.Class))
 	}
 	if metaType(h.Rrtype) {
 		// Types that exist only in messages (RFC 6895 3.1): an OPT in a
 		// transfer's answers is a malformed message (RFC 6891 6.1.1), and
 		// an AXFR or ANY record could never be asked for.
-		return at("%s %s: a meta-type, which exists only in messages, never in a zone (RFC 6895 3.1); remove it", h.Name, typeName(h.Rrtype))
+		return fmt.Errorf("%s %s: a meta-type, which exists only in messages, never in a zone (RFC 6895 3.1); remove it", h.Name, typeName(h.Rrtype))
 	}
 	if err := z.fits(rr); err != nil {
-		return at("%s %s: %v", h.Name, typeName(h.Rrtype), err)
+		return fmt.Errorf("%s %s: %v", h.Name, typeName(h.Rrtype), err)
 	}
 	if z.cfg.DNSSEC != nil && dnssecType(h.Rrtype) && (h.Name == z.origin || h.Rrtype != dns.TypeDNSKEY && h.Rrtype != dns.TypeCDS && h.Rrtype != dns.TypeCDNSKEY) {
 		// A signed zone's keys, signatures and NSEC records are the
 		// signer's: ones from the file would contradict them.
-		return at("%s %s in the zone's data; it is signed online (dnssec), remove it", h.Name, typeName(h.Rrtype))
+		return fmt.Errorf("%s %s in the zone's data; it is signed online (dnssec), remove it", h.Name, typeName(h.Rrtype))
 	}
 	byType := z.names[h.Name]
 	for _, old := range byType[h.Rrtype] {
@@ -288,10 +453,10 @@ func (z *zone) add(rr dns.RR, pos recordPos) error {
 	}
 	if h.Rrtype == dns.TypeSOA {
 		if h.Name != z.origin {
-			return at("%s: a SOA not at the apex (%s); a zone has one SOA, at its apex", h.Name, z.origin)
+			return fmt.Errorf("%s: a SOA not at the apex (%s); a zone has one SOA, at its apex", h.Name, z.origin)
 		}
 		if z.soa != nil {
-			return at("%s: a second SOA; a zone has one", h.Name)
+			return fmt.Errorf("%s: a second SOA; a zone has one", h.Name)
 		}
 		z.soa = rr.(*dns.SOA)
 	}
@@ -304,18 +469,18 @@ func (z *zone) add(rr dns.RR, pos recordPos) error {
 		// RFC 1034 3.6.2, RFC 2181 10.1: a CNAME's name has no other data
 		// (but its DNSSEC records); which would be answered is anyone's
 		// guess.
-		return at("%s has a CNAME and %s: a name with a CNAME has no other data (RFC 1034 3.6.2); remove one", h.Name, typeName(other))
+		return fmt.Errorf("%s has a CNAME and %s: a name with a CNAME has no other data (RFC 1034 3.6.2); remove one", h.Name, typeName(other))
 	}
 	if byType == nil {
 		byType = z.addName(h.Name)
 	}
 	if h.Rrtype == dns.TypeCNAME && len(byType[dns.TypeCNAME]) > 0 {
-		return at("%s has two CNAMEs: a CNAME is one name's only alias; keep one", h.Name)
+		return fmt.Errorf("%s has two CNAMEs: a CNAME is one name's only alias; keep one", h.Name)
 	}
 	if h.Rrtype == dns.TypeDNAME {
 		// A singleton (RFC 6672 2.4): one target for every name below.
 		if z.dnames[h.Name] != nil {
-			return at("%s has two DNAMEs (more than one DNAME at a name): a DNAME is the one target of every name below; keep one", h.Name)
+			return fmt.Errorf("%s has two DNAMEs (more than one DNAME at a name): a DNAME is the one target of every name below; keep one", h.Name)
 		}
 		if z.dnames == nil {
 			z.dnames = map[string]*dns.DNAME{}
@@ -443,6 +608,29 @@ func (z *zone) firstAt(name string) recordPos {
 		return p
 	}
 	return recordPos{file: z.source}
+}
+
+// where is where a record was written, said in a problem of another
+// field (a managed name below the zone's delegation): the zone file and its
+// line, or the config file's line of an inline record and its path.
+// Where the record is not known (after the load, which keeps no
+// positions), the zone's file or records.
+func (z *zone) where(at recordPos) string {
+	var p configs.Place
+	var ok bool
+	switch {
+	case at.record > 0:
+		if p, ok = z.cfg.RecordPlace(at.record - 1); !ok {
+			return fmt.Sprintf("records[%d] of zone %s", at.record-1, z.origin)
+		}
+	case at.line > 0 || z.cfg.File != "":
+		return at.String()
+	default:
+		if p, ok = z.cfg.Place("records"); !ok {
+			return z.source
+		}
+	}
+	return fmt.Sprintf("%s:%d, %s", p.File, p.Line, p.Path)
 }
 
 // metaType: a type no zone holds (RFC 6895 3.1): 0, OPT, and 128 to 255,

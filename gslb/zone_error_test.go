@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -143,9 +144,12 @@ func TestZoneLoadMergesDuplicatesAndTTLs(t *testing.T) {
 // A problem found in the records, not in their syntax, names the file and
 // the line of the record, in an $INCLUDEd file too, and the record's name:
 // before, "zone zc.test.: more than one SOA" said neither which file nor
-// where. Inline records are named by their place in the list. A problem
-// in an included file's syntax names the file by its absolute path: before,
-// by the path without its leading slash ("tmp/zones/bad.zone").
+// where. Inline records not read from a config file are named by their
+// index in the list (read from one, by its line: TestZoneProblemsNamedWhere
+// TheConfigHasThem); before, by the line of the records joined
+// ("records of zc.test. line 4", records[3]). A problem in an included
+// file's syntax names the file by its absolute path: before, by the path
+// without its leading slash ("tmp/zones/bad.zone").
 func TestZoneProblemsNameFileAndLine(t *testing.T) {
 	dir := t.TempDir()
 	inc := filepath.Join(dir, "more.zone")
@@ -176,8 +180,138 @@ func TestZoneProblemsNameFileAndLine(t *testing.T) {
 		})
 	}
 	_, err := loadZone(configs.Zone{Origin: "zc.test", Records: []string{"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 300", "@ 3600 IN NS ns1", "www 3600 IN CNAME x.example.", "www 3600 IN TXT \"x\""}}, configs.RateLimit{})
-	if want := "records of zc.test. line 4: www.zc.test. has a CNAME and TXT"; err == nil || !strings.Contains(err.Error(), want) {
+	if want := "zone zc.test.: records[3]: www.zc.test. has a CNAME and TXT"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("%v, want %q", err, want)
+	}
+}
+
+// A zone is checked whole: every problem of it is said, each at its line,
+// and the zone refused, as nsd-checkzone and kzonecheck report a zone.
+// Before, its load stopped at the first, and an operator fixed a zone of
+// five problems in five runs. A syntax problem ends the reading (the
+// parser goes no further): the problems before it are said with it, and
+// nothing of what the zone lacks, its SOA not read yet.
+func TestZoneLoadSaysEveryProblem(t *testing.T) {
+	z, file, err := loadZoneText(t, zc(
+		"www IN CNAME target.example.", // line 6
+		"www IN A 192.0.2.80",
+		`chaos CH TXT "x"`,
+		"@ IN SOA ns1 hostmaster 2 7200 3600 1209600 300",
+		"dn IN DNAME tgt",
+		"x.dn IN A 192.0.2.1", // line 11
+		"out.example. IN A 192.0.2.1"))
+	t.Logf("%v", err)
+	if z != nil || err == nil {
+		t.Fatalf("a zone of six problems loaded")
+	}
+	want := []string{
+		"line 7: www.zc.test. has a CNAME and A",
+		"line 8: chaos.zc.test. TXT of class CH",
+		"line 9: zc.test.: a second SOA",
+		"line 12: out.example. is outside the zone",
+		"line 11: x.dn.zc.test. is below the DNAME at dn.zc.test.",
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Errorf("%d problems said, want %d", len(lines), len(want))
+	}
+	for i, w := range want {
+		if w = "zone zc.test.: " + file + " " + w; i >= len(lines) || !strings.HasPrefix(lines[i], w) {
+			t.Errorf("problem %d: want %q", i, w)
+		}
+	}
+
+	// A syntax problem after a problem: both, and no "no SOA".
+	_, file, err = loadZoneText(t, "$TTL 3600\nwww IN CNAME x.example.\nwww IN A 192.0.2.1\nbad IN A 300.0.0.1\n@ IN SOA ns1 hostmaster 2 7200 3600 1209600 300\n")
+	t.Logf("%v", err)
+	lines = strings.Split(fmt.Sprint(err), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], file+" line 3: www.zc.test. has a CNAME and A") || !strings.Contains(lines[1], file+": dns: bad A A at line: 4:") {
+		t.Errorf("a problem, then a syntax problem: %v, want both, and nothing after", err)
+	}
+}
+
+// A zone's problems are said up to maxZoneProblems, the rest counted: a
+// zone of a million bad records is not a million lines of log.
+func TestZoneLoadSaysAHundredProblemsAndCountsTheRest(t *testing.T) {
+	var records []string
+	for i := range maxZoneProblems + 50 {
+		records = append(records, fmt.Sprintf(`c%d CH TXT "x"`, i))
+	}
+	z, _, err := loadZoneText(t, zc(records...))
+	if z != nil || err == nil {
+		t.Fatalf("a zone of %d problems loaded", len(records))
+	}
+	lines := strings.Split(err.Error(), "\n")
+	t.Logf("%d lines, the last two:\n%s", len(lines), strings.Join(lines[max(len(lines)-2, 0):], "\n"))
+	if len(lines) != maxZoneProblems+1 || !strings.Contains(lines[maxZoneProblems-1], "c99.zc.test. TXT of class CH") ||
+		!strings.Contains(lines[maxZoneProblems], "zone zc.test.: and 50 more problems, not said (the first 100 are)") {
+		t.Errorf("%d lines, want %d problems and how many more", len(lines), maxZoneProblems)
+	}
+}
+
+// A zone read from a config file is named where the file has it, as
+// configs.Load names every other problem (FILE:LINE: field.path: …): an
+// inline record by the config file's line of it and its path, a zone
+// file's record by the zone file's line and the field naming the file, a
+// managed name by its own. Before, an inline record was named by its index
+// in the list as a line ("records of ringlb.test. line 4", line 11 of the
+// file), and none said its config file or field path.
+func TestZoneProblemsNamedWhereTheConfigHasThem(t *testing.T) {
+	dir := t.TempDir()
+	zoneFile := filepath.Join(dir, "zc.test.zone")
+	if err := os.WriteFile(zoneFile, []byte(zc("www IN CNAME x.example.", "www IN A 192.0.2.1")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "g.yaml")
+	if err := os.WriteFile(path, []byte(`cluster: { bind: 127.0.0.1:0 }
+gslb:
+  listen: 127.0.0.1:0
+  zones:
+    - origin: ringlb.test
+      records:
+        - "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60"
+        - "ns1 3600 IN A 127.0.0.1"
+        - "www 3600 IN CNAME ns1"
+        - "www 3600 IN A 127.0.0.1"
+        - "sub 3600 IN NS ns.elsewhere.example."
+    - origin: zc.test
+      file: zc.test.zone
+  names:
+    - name: ide.sub.ringlb.test
+      regions:
+        east: { serve_mode: always, members: [ { name: bal-1, address: 192.0.2.1 } ] }
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Check(cfg.GSLB)
+	t.Logf("%v", err)
+	for _, want := range []string{
+		path + ":10: gslb.zones[0].records[3]: www.ringlb.test. has a CNAME and A",
+		path + ":13: gslb.zones[1].file: " + zoneFile + " line 7: www.zc.test. has a CNAME and A",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q", want)
+		}
+	}
+	// Without the zones' problems, the managed name's.
+	cfg.GSLB.Zones[0].Records = slices.Delete(cfg.GSLB.Zones[0].Records, 3, 4)
+	cfg.GSLB.Zones = cfg.GSLB.Zones[:1]
+	err = Check(cfg.GSLB)
+	t.Logf("%v", err)
+	if want := path + ":15: gslb.names[0].name: ide.sub.ringlb.test. is at or below the delegation sub.ringlb.test. of zone ringlb.test. (its NS records in " + path + ":6, gslb.zones[0].records)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("want %q", want)
+	}
+	// Records changed since they were read are not named by lines that
+	// hold others: by their index.
+	cfg.GSLB.Zones[0].Records = append(slices.Clone(cfg.GSLB.Zones[0].Records), "ns1 3600 IN CNAME ns2")
+	err = Check(cfg.GSLB)
+	t.Logf("%v", err)
+	if want := "zone ringlb.test.: records[4]: ns1.ringlb.test. has a CNAME and A"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("want %q", want)
 	}
 }
 

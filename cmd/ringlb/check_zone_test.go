@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -67,9 +68,9 @@ func TestCheckReportsZoneProblemsWithTheOthers(t *testing.T) {
 	writeFile(t, both, "cluster: { name: g-1, bind: 127.0.0.1:0, probe_interval: 5ms }\n"+zone)
 	code, out := runRinglb(t, bin, nil, "check", "-config", both)
 	t.Logf("ringlb check, two problems: exit %d\n%s", code, out)
-	if code != 1 || !strings.Contains(out, both+":1: cluster.probe_interval") || !strings.Contains(out, "has a CNAME and A") ||
+	if code != 1 || !strings.Contains(out, both+":1: cluster.probe_interval") || !strings.Contains(out, both+":11: gslb.zones[0].records[3]: www.ringlb.test. has a CNAME and A") ||
 		!strings.Contains(out, "1 problem(s), and its gslb section does not start") {
-		t.Errorf("two problems, one run: exit %d, want 1 with both cluster.probe_interval and the CNAME beside an A", code)
+		t.Errorf("two problems, one run: exit %d, want 1 with both cluster.probe_interval and the CNAME beside an A (at its line and path)", code)
 	}
 
 	// The gslb section's own problem: its zones are not loaded.
@@ -94,17 +95,119 @@ func TestConfigAPIRefusesAZoneAStartRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	broken := strings.Replace(string(before), `"www 60 IN A 127.0.0.9"`, `"www 60 IN A 127.0.0.9", "@ 300 IN CNAME elsewhere.example."`, 1)
+	broken := strings.Replace(string(before), `"www 60 IN A 127.0.0.9"`, `"www 60 IN A 127.0.0.9", "@ 300 IN CNAME elsewhere.example.", "chaos 60 CH TXT x"`, 1)
+	// The problems as `ringlb check` says them: the file's line of the
+	// record and its field path, each an entry of the problems (they were
+	// one entry of two lines).
+	line := strings.Count(broken[:strings.Index(broken, "CNAME elsewhere")], "\n") + 1
+	want := []string{
+		fmt.Sprintf("%s:%d: gslb.zones[0].records[3]: ringlb.test. has a CNAME and SOA", u.path, line),
+		fmt.Sprintf("%s:%d: gslb.zones[0].records[4]: chaos.ringlb.test. TXT of class CH", u.path, line),
+	}
+	hasProblem := func(out map[string]any) bool {
+		list, _ := out["problems"].([]any)
+		return len(list) == 2 && strings.HasPrefix(fmt.Sprint(list[0]), want[0]) && strings.HasPrefix(fmt.Sprint(list[1]), want[1]) &&
+			strings.Contains(fmt.Sprint(out["error"]), want[0])
+	}
 	code, out := adminCall(t, "POST", admin+"/api/config/check", nil, broken)
-	if code != 400 || !strings.Contains(fmt.Sprint(out["error"]), "CNAME") {
-		t.Errorf("check of a zone a start refuses: %d %v, want 400 naming the CNAME", code, out)
+	if code != 400 || !hasProblem(out) {
+		t.Errorf("check of a zone a start refuses: %d %v, want 400 saying %q", code, out, want)
 	}
 	_, view := adminCall(t, "GET", admin+"/api/config", nil, "")
 	code, out = adminCall(t, "PUT", admin+"/api/config", map[string]string{"If-Match": `"` + view["version"].(string) + `"`}, broken)
-	if code != 400 || !strings.Contains(fmt.Sprint(out["error"]), "CNAME") {
-		t.Errorf("PUT of a zone a start refuses: %d %v, want 400 naming the CNAME", code, out)
+	if code != 400 || !hasProblem(out) {
+		t.Errorf("PUT of a zone a start refuses: %d %v, want 400 saying %q", code, out, want)
 	}
 	if after, _ := os.ReadFile(u.path); string(after) != string(before) {
 		t.Errorf("the config file was replaced by one that does not start:\n%s", after)
+	}
+}
+
+// A zone's problems are named as the config's others are: an inline
+// record's by the config file's line of that record and its field path, a
+// zone file's by the zone file's line and the field that names the file.
+// Every problem of a zone is said, in the same run. Before, an inline
+// record was named by its place in the list ("records of ringlb.test.
+// line 4", the config file's line 11) with no field path, and a zone's
+// load stopped at its first problem: one run per problem.
+func TestCheckNamesZoneProblemsWhereTheFileHasThem(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	zoneFile := filepath.Join(dir, "other.test.zone")
+	writeFile(t, zoneFile, `$TTL 3600
+@ IN SOA ns1 hostmaster 1 7200 3600 1209600 60
+@ IN NS ns1
+ns1 IN A 127.0.0.1
+; the problems
+www IN CNAME ns1
+www IN A 127.0.0.1
+chaos CH TXT "x"
+`)
+	cfg := filepath.Join(dir, "g.yaml")
+	const text = `cluster: { name: g-1, bind: 127.0.0.1:0 }
+gslb:
+  listen: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  zones:
+    - origin: ringlb.test
+      records:
+        - "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60"
+        - "ns1 3600 IN A 127.0.0.1"
+        - "www 3600 IN CNAME ns1"
+        - "www 3600 IN A 127.0.0.1"
+        - "chaos 3600 CH TXT x"
+    - origin: other.test
+      file: other.test.zone
+`
+	writeFile(t, cfg, text)
+	want := []string{
+		cfg + ":11: gslb.zones[0].records[3]: www.ringlb.test. has a CNAME and A",
+		cfg + ":12: gslb.zones[0].records[4]: chaos.ringlb.test. TXT of class CH",
+		cfg + ":14: gslb.zones[1].file: " + zoneFile + " line 7: www.other.test. has a CNAME and A",
+		cfg + ":14: gslb.zones[1].file: " + zoneFile + " line 8: chaos.other.test. TXT of class CH",
+	}
+	code, out := runRinglb(t, bin, nil, "check", "-config", cfg)
+	t.Logf("ringlb check: exit %d\n%s", code, out)
+	if code != 1 {
+		t.Errorf("ringlb check: exit %d, want 1", code)
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("ringlb check does not say %q", w)
+		}
+	}
+	if strings.Contains(out, "records of") {
+		t.Errorf("ringlb check names a record by its place in the list")
+	}
+
+	// A start refuses the zones saying the same.
+	code, out = runRinglb(t, bin, nil, "gslb", "-config", cfg)
+	t.Logf("ringlb gslb: exit %d\n%s", code, out)
+	if code == 0 {
+		t.Errorf("ringlb gslb started")
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("ringlb gslb's refusal does not say %q", w)
+		}
+	}
+
+	// A reload refuses them saying the same: the node started from the
+	// file without them, then given it.
+	good := strings.Replace(text, "        - \"www 3600 IN A 127.0.0.1\"\n        - \"chaos 3600 CH TXT x\"\n", "", 1)
+	writeFile(t, cfg, good[:strings.Index(good, "    - origin: other.test")])
+	g := startProc(t, bin, "gslb", "-config", cfg)
+	g.waitLog(t, "gslb started")
+	writeFile(t, cfg, text)
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	rec := g.waitLog(t, "SIGHUP: reload failed, still running the previous configuration")
+	t.Logf("SIGHUP: %v", rec["err"])
+	for _, w := range want {
+		if !strings.Contains(fmt.Sprint(rec["err"]), w) {
+			t.Errorf("the reload's refusal does not say %q", w)
+		}
 	}
 }

@@ -204,21 +204,36 @@ func readConfigBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 // file has besides (configs.Refused), as a file that checks is answered
 // with its own.
 func problems(w http.ResponseWriter, err error) {
-	var list []string
-	var errs configs.Errors
-	if errors.As(err, &errs) {
-		for _, e := range errs {
-			list = append(list, e.Error())
-		}
-	} else {
-		list = []string{err.Error()}
-	}
+	list := problemList(err)
 	var refused *configs.Refused
 	var warned configs.Errors
 	if errors.As(err, &refused) {
 		warned = refused.Warnings
 	}
 	WriteJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": strings.Join(list, "\n"), "problems": list, "warnings": warnings(warned)})
+}
+
+// problemList is err's problems, one an entry: a file's (configs.Errors),
+// or each of errors joined (a role's check: a gslb's zones, each of their
+// problems on a line of its own, FILE:LINE: field.path: what). Before, the
+// zones' problems were one entry of many lines.
+func problemList(err error) []string {
+	var errs configs.Errors
+	if errors.As(err, &errs) {
+		list := make([]string, 0, len(errs))
+		for _, e := range errs {
+			list = append(list, e.Error())
+		}
+		return list
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		var list []string
+		for _, e := range joined.Unwrap() {
+			list = append(list, problemList(e)...)
+		}
+		return list
+	}
+	return []string{err.Error()}
 }
 
 // warnings are a checked config's warnings as `ringlb check` prints them
