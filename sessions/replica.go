@@ -676,6 +676,15 @@ func (r *replicator) promoteOnJoin(key []byte, skip []string) bool {
 // promoteOrphans promotes the copies of owners gossip has declared dead
 // (membership changed), so their clients find the session wherever they
 // resume; copies of owners that drained are dropped.
+//
+// A draining mark is of one life of its owner: dropped once the owner is
+// gone or alive and not draining (started again under its name: a node
+// announces draining only from its drain until it exits), whether or not
+// it has copies here. Kept while only owners with copies were looked at,
+// the mark of a drain that had handed every session on (its copies
+// dropped with the hand-offs) outlived it, and the owner's next life's
+// copies were dropped at its crash instead of promoted: every msg acked
+// under sync replication lost (TestRestartedEdgeOnceDrainedIsPromotedFrom).
 func (r *replicator) promoteOrphans() {
 	st := r.store
 	st.mu.Lock()
@@ -683,13 +692,29 @@ func (r *replicator) promoteOrphans() {
 	for key, c := range st.copies {
 		bySource[c.from] = append(bySource[c.from], key)
 	}
+	var marked []string // marks of owners with no copy here
+	for from := range st.draining {
+		if _, ok := bySource[from]; !ok {
+			marked = append(marked, from)
+		}
+	}
 	st.mu.Unlock()
+	for _, from := range marked {
+		if n, alive := r.o.m.Node(from); !alive || n.Meta.State != health.StateDraining {
+			st.mu.Lock()
+			delete(st.draining, from)
+			st.mu.Unlock()
+		}
+	}
 	snap := r.o.ring.Snapshot()
 	for from, keys := range bySource {
 		n, alive := r.o.m.Node(from)
 		st.mu.Lock()
-		if alive && n.Meta.State == health.StateDraining {
+		switch {
+		case alive && n.Meta.State == health.StateDraining:
 			st.draining[from] = true
+		case alive:
+			delete(st.draining, from) // a life that has not drained
 		}
 		draining := st.draining[from]
 		if !alive {

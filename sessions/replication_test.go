@@ -1045,3 +1045,91 @@ func TestPromotionActsOnTheGoneOwnersCopy(t *testing.T) {
 func (r *replicator) apply(from string, records, answers []byte) ([]byte, error) {
 	return r.applyStream(from, time.Time{}, records, answers)
 }
+
+// An edge that drained once (announced draining in gossip, handed its
+// sessions on, left) and was started again under its name replicates its
+// new sessions to the same replica. When it then crashes, sync
+// replication promises that no acknowledged msg is lost: the replica
+// promotes its copies. Before, the replica kept the first life's draining
+// mark (its copies all handed on, the mark was never looked at again) and
+// dropped the second life's copies at its crash: the client resumed at
+// seq 0 under a new epoch.
+func TestRestartedEdgeOnceDrainedIsPromotedFrom(t *testing.T) {
+	cl := healthtest.New(t)
+	// edge-b first: it seeds the gossip cluster, which edge-a joins again.
+	b := startReplEdge(t, cl, "edge-b", configs.ReplicationSync, nil)
+	a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+
+	// First life: a session on edge-a, replicated to edge-b.
+	key1 := keyOwnedBy("drainmark-first", "edge-a", "edge-a", "edge-b")
+	p := a.joinV1(t, key1, "", nil)
+	for i := range 3 {
+		p.msg(t, i)
+		p.readType(t, "ack")
+	}
+	waitCopy(t, b, key1, 3)
+
+	// A drain as the binary runs one: draining announced in gossip
+	// (node.go, on srv.Draining or before stopping), its sessions handed
+	// on, then the edge leaves.
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	defer cancel()
+	if err := a.m.UpdateMeta(ctx, func(m *health.Meta) { m.State = health.StateDraining }); err != nil {
+		t.Fatal(err)
+	}
+	st := b.s.hub.repl.Load().store
+	healthtest.WaitUntil(t, "edge-b marks edge-a draining, holding its copy", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.draining["edge-a"]
+	})
+	drained := startDrain(a)
+	closeCode(t, p.Conn)
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatalf("drain: %v", err)
+		}
+	case <-time.After(testDeadline):
+		t.Fatal("drain did not end")
+	}
+	if live, _ := b.s.hub.lookup([]byte(key1), "edge-b", goneEdges{}); !live {
+		t.Fatal("the drained session was not handed to edge-b")
+	}
+	// The drained process exits (its Shutdown runs at the test's end).
+	a.crash(t)
+	waitRing(t, []*clusterEdge{b}, "edge-b")
+	healthtest.WaitUntil(t, "edge-b's mark of edge-a's drain dropped once it left", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return !st.draining["edge-a"]
+	})
+
+	// Second life: edge-a started again under its name (a restart, a
+	// rolling upgrade), a new session, every msg acknowledged under sync.
+	a2 := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
+	waitRing(t, []*clusterEdge{a2, b}, "edge-a", "edge-b")
+	key2 := keyOwnedBy("drainmark-second", "edge-a", "edge-a", "edge-b")
+	q := a2.joinV1(t, key2, "", nil)
+	for i := range 5 {
+		q.msg(t, i)
+		if ack := q.readType(t, "ack"); ack.Seq != uint64(i+1) {
+			t.Fatalf("ack %+v", ack)
+		}
+	}
+	waitCopy(t, b, key2, 5)
+	epoch := q.welcome.Epoch
+
+	// It crashes: the replica holds every acknowledged msg, and must
+	// serve the session on under the same epoch.
+	a2.crash(t)
+	waitRing(t, []*clusterEdge{b}, "edge-b")
+	_, _, _, still := copyOf(b, key2)
+	live, _ := b.s.hub.lookup([]byte(key2), "edge-b", goneEdges{})
+	r := b.joinV1(t, key2, fmt.Sprintf("resume=5&epoch=%s", epoch), nil)
+	if r.welcome.Epoch != epoch || r.welcome.Seq != 5 {
+		t.Fatalf("after the crash of edge-a's second life: welcome epoch %q seq %d on the replica (promoted before the join: %v, copy kept: %v), want epoch %q seq 5: 5 msgs acknowledged under sync replication lost",
+			r.welcome.Epoch, r.welcome.Seq, live, still, epoch)
+	}
+}
