@@ -162,8 +162,9 @@ type ownership struct {
 
 	repl *replicator // replication.go
 
-	stop chan struct{}
-	done chan struct{}
+	stop     chan struct{}
+	stopOnce sync.Once // a Shutdown called twice stops it once
+	done     chan struct{}
 }
 
 // RingEdges is the number of edges on this edge's ownership ring; 0 before
@@ -228,9 +229,10 @@ func (s *Server) UseCluster(m Membership, rc ring.Config) {
 	}()
 }
 
-// close stops the ownership goroutine (Shutdown).
+// close stops the ownership goroutine (Shutdown), once however often it
+// is called: a second Shutdown closed the channel again and panicked.
 func (o *ownership) close() {
-	close(o.stop)
+	o.stopOnce.Do(func() { close(o.stop) })
 	<-o.done
 }
 

@@ -1133,3 +1133,19 @@ func TestRestartedEdgeOnceDrainedIsPromotedFrom(t *testing.T) {
 			r.welcome.Epoch, r.welcome.Seq, live, still, epoch)
 	}
 }
+
+// A Shutdown called again — by a caller's deferred stop after a signal's,
+// say — returns as the first did: the ownership goroutine's stop channel
+// was closed twice, a panic.
+func TestShutdownTwiceReturns(t *testing.T) {
+	cl := healthtest.New(t)
+	e := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+		err := e.s.Shutdown(ctx)
+		cancel()
+		if err != nil {
+			t.Errorf("Shutdown %d: %v", i+1, err)
+		}
+	}
+}
