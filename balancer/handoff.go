@@ -159,6 +159,15 @@ type handoffState struct {
 	// hands over is partial and the new process waits as it did. An
 	// earlier release sends none: its table is taken as the table.
 	TableWaiting bool `json:"table_waiting,omitempty"`
+	// Maintenance is the operator's maintenance mode (POST
+	// /api/maintenance): the new process's health path answers as this
+	// one's did from its first request. Without cluster.state_dir nothing
+	// else carries it, and an upgrade put a balancer an operator had taken
+	// out back into every health check (keepalived, a gslb monitor). Absent
+	// from an earlier release: the new process keeps what state_dir says.
+	// The static edges' admin drains, the balancer's other operator state,
+	// come with the table (sendTable).
+	Maintenance *bool `json:"maintenance,omitempty"`
 }
 
 type handoffMember struct {
@@ -172,7 +181,7 @@ const maxStateMembers = 10000
 
 // SendState sends the new process what it needs before it serves: the ring
 // this balancer routes by (the new one joins gossip only once this one has
-// left it, so until then it routes by this copy).
+// left it, so until then it routes by this copy), and its maintenance mode.
 func (b *Balancer) SendState(c *handoff.Conn) error {
 	var st handoffState
 	for _, m := range b.ring.Snapshot().Members() {
@@ -182,6 +191,8 @@ func (b *Balancer) SendState(c *handoff.Conn) error {
 		st.Static = static.states()
 	}
 	st.TableWaiting = !b.table.routable()
+	maintenance := b.maintenance.Load()
+	st.Maintenance = &maintenance
 	p, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -208,6 +219,12 @@ func (b *Balancer) ReceiveState(c *handoff.Conn) error {
 	b.mu.Lock()
 	b.staticStates = st.Static
 	b.mu.Unlock()
+	if st.Maintenance != nil && b.maintenance.Swap(*st.Maintenance) != *st.Maintenance {
+		// Saved, so a restart after this one keeps it too (with
+		// cluster.state_dir).
+		b.saveState()
+		b.log.Warn("maintenance mode as the process this one replaced had it", "maintenance", *st.Maintenance, "health", HealthPath)
+	}
 	members := make([]ring.Member, 0, len(st.Ring))
 	for _, m := range st.Ring {
 		members = append(members, ring.Member{Name: m.Name, URL: m.URL, Weight: m.Weight})

@@ -1021,3 +1021,113 @@ func TestHandOffOfATableNotReadyWaits(t *testing.T) {
 		t.Error("the new process routes with the table of one that waited for the other balancers'")
 	}
 }
+
+// A message of the table counts its drains in one byte (at most 255), and
+// the table handed to a new process put every drain in its first part,
+// whatever addDrain said: with 300 static edges an operator drained, the
+// new process knew 255, and the other 45 took new keys again after the
+// upgrade. It knows all 300 now.
+func TestHandOffCarriesEveryDrain(t *testing.T) {
+	const n = 300
+	var edges []configs.StaticEdge
+	for i := range n {
+		edges = append(edges, configs.StaticEdge{Name: fmt.Sprintf("s%03d", i), URL: fmt.Sprintf("http://127.0.0.1:%d", 20000+i)})
+	}
+	cfg := configs.Balancer{Edges: edges}
+	old := newHandOffBalancerWith(t, cfg, "", mustListen(t))
+	deadline := time.Now().Add(time.Hour)
+	for _, e := range edges {
+		old.table.setDrain(e.Name, true, deadline)
+	}
+	if got := len(old.table.drains.all()); got != n {
+		t.Fatalf("old drains %d", got)
+	}
+	next := newHandOffBalancerWith(t, cfg, "", mustListen(t))
+	a, b := stateHandedOver(t, old, next)
+	taken := takeOverAsync(next, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	handedOff(ctx, t, old, a, taken)
+	if got := len(next.table.drains.all()); got != n {
+		t.Fatalf("the new process knows %d of the old process's %d drains: the rest were dropped from the table it was handed", got, n)
+	}
+}
+
+// A balancer an operator put in maintenance (POST /api/maintenance?state=on:
+// its health path answers 503, so keepalived or a gslb monitor keeps
+// traffic away) and then upgraded in place is still in maintenance once the
+// new process serves the same listeners. With cluster.state_dir unset (the
+// default) nothing carried it: the hand-off sent the ring, the static
+// monitors' states and the table, and the new process's health path
+// answered 200 — the balancer was back in every health check.
+func TestUpgradeKeepsMaintenance(t *testing.T) {
+	edge := startRawEdge(t)
+	lnA := mustListen(t)
+	addr := lnA.Addr().String()
+	lnB := sameSocket(t, lnA)
+	old := newHandOffBalancer(t, edge, lnA)
+	old.maintenance.Store(true) // what POST /api/maintenance?state=on does
+
+	health := func() (int, string) {
+		t.Helper()
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get("http://" + addr + HealthPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := health(); code != http.StatusServiceUnavailable {
+		t.Fatalf("before the upgrade: health %d %q, want 503 maintenance", code, body)
+	}
+
+	next := newHandOffBalancer(t, edge, lnB)
+	a, b := stateHandedOver(t, old, next)
+	taken := takeOverAsync(next, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	handedOff(ctx, t, old, a, taken)
+	// The old process has stopped serving: every connection now reaches the
+	// new one.
+	code, body := health()
+	if code != http.StatusServiceUnavailable || !next.maintenance.Load() {
+		t.Fatalf("after the upgrade: health %d %q, maintenance %v: the operator's maintenance was dropped by the upgrade", code, body, next.maintenance.Load())
+	}
+}
+
+// The table's messages carry a name in at most 255 bytes. configs holds a
+// static edge's name to a node name's 64 (TestStaticEdgeNameLongerThanANodeNameRefused
+// in configs); a balancer given a longer one all the same (a config built
+// in code, unchecked) cannot share the entries on it nor hand them over.
+// Before, they were dropped without a word; now each is counted and said
+// in the log, and the entries beside it go on.
+func TestRecordNoMessageCanCarryIsCounted(t *testing.T) {
+	long := "edge-" + strings.Repeat("x", 300)
+	edge := startRawEdge(t)
+	lnA := mustListen(t)
+	lnB := sameSocket(t, lnA)
+	r := ring.New(ring.DefaultConfig())
+	r.Update([]ring.Member{{Name: long, URL: edge, Weight: 1}, {Name: "raw", URL: edge, Weight: 1}})
+	old := newHandOffBalancerOn(t, configs.Balancer{}, r, lnA)
+	now := time.Now().UnixNano()
+	hLong, hShort := xxhash.Sum64String("on-the-long-name"), xxhash.Sum64String("on-raw")
+	for h, e := range map[uint64]string{hLong: long, hShort: "raw"} {
+		if got := old.table.record(h, e, placement{at: now}, netip.MustParseAddr("127.0.0.9"), nil); got != recorded {
+			t.Fatalf("record on %.16s: %d", e, got)
+		}
+	}
+	next := newHandOffBalancerNamed(t, configs.Balancer{}, "raw", edge, lnB)
+	a, b := stateHandedOver(t, old, next)
+	taken := takeOverAsync(next, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	handedOff(ctx, t, old, a, taken)
+	if got := old.table.unwritten.Load(); got != 1 {
+		t.Errorf("records no message could carry counted: %d, want the 1 on the %d-byte name", got, len(long))
+	}
+	if _, ok := next.table.view(hShort, next.ring.Snapshot()); !ok {
+		t.Error("the entry beside it did not reach the new process")
+	}
+}

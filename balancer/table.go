@@ -133,6 +133,13 @@ type sessionTable struct {
 
 	sync   atomic.Pointer[tableSync] // nil without gossip
 	drains drainStates
+	// unwritten counts the records and drains no message could carry
+	// (unwritable); unwrittenLog spaces the lines that say so.
+	unwritten    atomic.Int64
+	unwrittenLog acceptguard.LogLimit
+	// referenced are the name indexes the entries name, as the last
+	// expiry pass saw them (reclaimNames; the maintenance goroutine's).
+	referenced nameBits
 	tableHooks
 	stop chan struct{}
 	done chan struct{}
@@ -246,16 +253,23 @@ func (t *sessionTable) rebuildRoutes(snap *ring.Snapshot) *routeSet {
 	if t.routesFor != nil {
 		members = t.routesFor(snap)
 	}
-	rs := &routeSet{ringVersion: snap.Version(), gen: gen, byIndex: make([]route, t.names.len())}
-	for _, m := range members {
-		i, ok := t.names.intern(m.Name)
-		if !ok {
-			continue
+	var rs *routeSet
+	for again := true; again; {
+		// Built again if names were retired meanwhile: an index taken
+		// before may be one of them.
+		names := t.names.gen.Load()
+		rs = &routeSet{ringVersion: snap.Version(), gen: gen, byIndex: make([]route, t.names.len())}
+		for _, m := range members {
+			i, ok := t.names.intern(m.Name)
+			if !ok {
+				continue
+			}
+			for int(i) >= len(rs.byIndex) {
+				rs.byIndex = append(rs.byIndex, route{})
+			}
+			rs.byIndex[i] = route{member: m, ok: true}
 		}
-		for int(i) >= len(rs.byIndex) {
-			rs.byIndex = append(rs.byIndex, route{})
-		}
-		rs.byIndex[i] = route{member: m, ok: true}
+		again = t.names.gen.Load() != names
 	}
 	t.routes.Store(rs)
 	return rs
@@ -315,6 +329,7 @@ const (
 // meanwhile, or a tunnel's static edge passed its drain deadline since the
 // lookup, the answer came from the wrong backend: recordStale.
 func (t *sessionTable) record(h uint64, edge string, basis placement, client netip.Addr, tun *tunnel) int {
+	names := t.names.gen.Load()
 	bi, ok := t.names.intern(edge)
 	if !ok {
 		t.metrics.tableRefused.WithLabelValues(refusedFull).Inc()
@@ -324,6 +339,11 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 	now := t.now()
 	s := t.shard(h)
 	s.mu.Lock()
+	if bi, ok = t.current(names, bi, edge); !ok {
+		s.mu.Unlock()
+		t.metrics.tableRefused.WithLabelValues(refusedFull).Inc()
+		return recordRefused
+	}
 	if tun != nil && t.isStatic != nil && t.isStatic(edge) {
 		// A static edge past its drain deadline takes no live keys, and
 		// the round that closed its tunnels (endDrains) does not come
@@ -431,6 +451,19 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 		}
 	}
 	return recorded
+}
+
+// current returns name's index as it is now, given index i interned when
+// the names' generation was gen: looked up again if names were retired
+// since (reclaimNames), which i may be one of. Called under the lock of
+// the shard the entry is stored in: an entry stored after the scan that
+// frees an index passed its shard was stored after the index's
+// retirement, and so holds the new one.
+func (t *sessionTable) current(gen uint64, i uint16, name string) (uint16, bool) {
+	if t.names.gen.Load() == gen {
+		return i, true
+	}
+	return t.names.intern(name)
 }
 
 // logConflict says, at debug level, that this balancer's placement of key
@@ -591,15 +624,18 @@ func (t *sessionTable) maintain() {
 // drain deadlines, a drain past its deadline closes its tunnels.
 func (t *sessionTable) tick() {
 	t.expire()
+	t.reclaimNames()
 	// A drain's deadline is a time, not an event: look again.
 	t.routesGen.Add(1)
 	t.currentRoutes(t.ring.Snapshot())
 	t.endDrains()
 }
 
-// expire deletes the entries whose linger has passed, a shard at a time.
+// expire deletes the entries whose linger has passed, a shard at a time,
+// and notes the names the others name (referenced).
 func (t *sessionTable) expire() {
 	now := t.now()
+	t.referenced = nameBits{}
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
@@ -608,7 +644,10 @@ func (t *sessionTable) expire() {
 			if e.open == 0 && e.until <= now {
 				delete(s.entries, h)
 				n++
+				continue
 			}
+			t.referenced.set(e.backend)
+			t.referenced.set(e.placer)
 		}
 		s.mu.Unlock()
 		if n > 0 {
@@ -616,6 +655,35 @@ func (t *sessionTable) expire() {
 		}
 	}
 	t.budget.forget(now)
+}
+
+// reclaimNames forgets the names of backends and balancers gone from the
+// cluster that no entry names any more (expire's scan), keeping every
+// index an entry holds: retired at one round, freed at the next unless an
+// entry took one meanwhile (a request answered by an edge as it left).
+// A name routed to, known as a backend (a static edge of the config, a
+// gossip edge) or a balancer member stays.
+func (t *sessionTable) reclaimNames() {
+	candidates := t.names.unreferenced(&t.referenced, t.selfIdx)
+	if len(candidates) == 0 {
+		return
+	}
+	routed := map[string]bool{}
+	for _, r := range t.routes.Load().byIndex {
+		if r.ok {
+			routed[r.member.Name] = true
+		}
+	}
+	gone := candidates[:0]
+	for _, c := range candidates {
+		if !routed[c.name] && (t.known == nil || !t.known(c.name)) && !t.isBalancer(c.name) {
+			gone = append(gone, c)
+		}
+	}
+	if len(gone) > 0 {
+		t.names.retire(gone)
+		t.routesGen.Add(1)
+	}
 }
 
 // endDrains closes this balancer's tunnels to static edges past their
@@ -709,7 +777,8 @@ func (t *sessionTable) inherit(body []byte) (int, error) {
 	n := 0
 	err := readBody(body, t.mergeDrain, func(r tableRecord) {
 		n++
-		t.merge(r, false)
+		// The placers that process names are names it held: interned.
+		t.mergeRecord(r, false, true)
 	})
 	return n, err
 }
@@ -751,6 +820,7 @@ func (t *sessionTable) endInherit() {
 // counted: one that was is on another backend than its entry only after a
 // move of its key, and then its edge moves it or this table closes it.
 func (t *sessionTable) attach(h uint64, edge string, tun *tunnel, counted bool) {
+	names := t.names.gen.Load()
 	bi, ok := t.names.intern(edge)
 	if !ok {
 		return
@@ -759,6 +829,10 @@ func (t *sessionTable) attach(h uint64, edge string, tun *tunnel, counted bool) 
 	now := t.now()
 	s := t.shard(h)
 	s.mu.Lock()
+	if bi, ok = t.current(names, bi, edge); !ok {
+		s.mu.Unlock()
+		return
+	}
 	e, ok := s.entries[h]
 	switch {
 	case !ok:
@@ -791,12 +865,30 @@ func (t *sessionTable) counts(tun *tunnel) bool {
 }
 
 // tableNames interns backend and balancer names: entries hold a 16-bit
-// index. Only names of known backends and members are interned, so the
-// table is bounded by the cluster's size.
+// index. Only names of known backends and balancer members are interned
+// (merge interns no placer another balancer names unless it is one), and a
+// name gone from the cluster is forgotten once no entry names it (reclaim),
+// so the list is bounded by the cluster's size, whatever joined and left
+// before. Before, every received record's placer was interned for good: a
+// member with the cluster's key announcing the balancer role filled the
+// 65,536 indexes with invented placers in a fifth of a second, and from
+// then on a newly joined edge could be no route — keys placed on it were
+// refused as full, other balancers' placements on it ignored, the
+// balancers disagreed on where its sessions were. Edges named after pods
+// coming and going grew the list the same way, and every ring change
+// allocated a route for each name ever seen.
 type tableNames struct {
 	mu     sync.RWMutex
 	byName map[string]uint16
-	names  []string // index 0 is ""
+	names  []string // index 0 is "" (no name: a placer not known here); a freed index holds "" until reused
+	free   []uint16 // freed indexes, reused before the list grows
+	// retired are indexes taken out of byName by the last reclaim: freed
+	// at the next unless an entry names them (one stored meanwhile).
+	retired []uint16
+	// gen changes when names leave byName: who interned a name before
+	// looks it up again under its shard's lock (current), so no entry
+	// takes an index once the scan that frees it has passed its shard.
+	gen atomic.Uint64
 }
 
 func (n *tableNames) init() {
@@ -816,11 +908,17 @@ func (n *tableNames) intern(name string) (uint16, bool) {
 	if i, ok := n.byName[name]; ok {
 		return i, true
 	}
-	if len(n.names) > 0xffff {
-		return 0, false
+	if k := len(n.free); k > 0 {
+		i = n.free[k-1]
+		n.free = n.free[:k-1]
+		n.names[i] = name
+	} else {
+		if len(n.names) > 0xffff {
+			return 0, false
+		}
+		i = uint16(len(n.names))
+		n.names = append(n.names, name)
 	}
-	i = uint16(len(n.names))
-	n.names = append(n.names, name)
 	n.byName[name] = i
 	return i, true
 }
@@ -841,11 +939,69 @@ func (n *tableNames) name(i uint16) string {
 	return ""
 }
 
+// len is the list's length: the most names held at once (a freed index
+// is reused first).
 func (n *tableNames) len() int {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	return len(n.names)
 }
+
+// namedIndex is an interned name and its index.
+type namedIndex struct {
+	i    uint16
+	name string
+}
+
+// unreferenced frees the indexes retired at the last reclaim that no entry
+// names now (referenced: the scan since), puts back in byName one an entry
+// still names, and returns the names interned, other than keep, that no
+// entry names: candidates to retire.
+func (n *tableNames) unreferenced(referenced *nameBits, keep uint16) []namedIndex {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, i := range n.retired {
+		name := n.names[i]
+		if !referenced.has(i) {
+			n.names[i] = ""
+			n.free = append(n.free, i)
+		} else if _, again := n.byName[name]; !again {
+			n.byName[name] = i
+		}
+	}
+	n.retired = n.retired[:0]
+	var out []namedIndex
+	for i := 1; i < len(n.names); i++ {
+		if name := n.names[i]; name != "" && uint16(i) != keep && !referenced.has(uint16(i)) && n.byName[name] == uint16(i) {
+			out = append(out, namedIndex{uint16(i), name})
+		}
+	}
+	return out
+}
+
+// retire takes gone out of byName: a later intern of one of those names
+// gets a fresh index, and the next reclaim frees them unless an entry
+// took one meanwhile.
+func (n *tableNames) retire(gone []namedIndex) {
+	if len(gone) == 0 {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, g := range gone {
+		if n.byName[g.name] == g.i {
+			delete(n.byName, g.name)
+			n.retired = append(n.retired, g.i)
+		}
+	}
+	n.gen.Add(1)
+}
+
+// nameBits is a set of name indexes.
+type nameBits [1 << 16 / 64]uint64
+
+func (b *nameBits) set(i uint16)      { b[i/64] |= 1 << (i % 64) }
+func (b *nameBits) has(i uint16) bool { return b[i/64]&(1<<(i%64)) != 0 }
 
 // keyBudget is the per-address token bucket for new keys: a client that
 // invents keys fast enters only its budget's worth, the rest is routed by

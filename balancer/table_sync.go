@@ -50,6 +50,11 @@ import (
 // tableChannel is the gossip channel id of the session table.
 const tableChannel = 'T'
 
+// placerUnknown is a placer's name on the wire when this balancer knows
+// none (placerIndex): a message names no empty name, and no member is
+// named so (health.ValidNodeName), so no balancer takes it for its own.
+const placerUnknown = "?"
+
 // wins says whether placement a of a key beats placement b (different
 // backends): the rule every balancer applies alike.
 func wins(a, b entry, names *tableNames) bool {
@@ -75,7 +80,12 @@ const (
 
 // merge applies a record from another balancer. fromDelta says it is a
 // placement as it happened (its age is the sync lag).
-func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
+func (t *sessionTable) merge(r tableRecord, fromDelta bool) { t.mergeRecord(r, fromDelta, false) }
+
+// mergeRecord is merge; trusted says the record comes from the process
+// this one replaced (an upgrade), whose placers' names are interned as
+// they are.
+func (t *sessionTable) mergeRecord(r tableRecord, fromDelta, trusted bool) {
 	set := t.settings.Load()
 	now := t.now()
 	if r.until <= now {
@@ -85,6 +95,7 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 	r.until = min(r.until, now+int64(2*set.linger+refreshInterval(set.linger)))
 	r.placedAt = min(r.placedAt, now+int64(time.Minute))
 	rs := t.currentRoutes(t.ring.Snapshot())
+	names := t.names.gen.Load()
 	bi, known := t.names.lookup(r.backend)
 	if _, routable := rs.routable(bi); !known || !routable {
 		reason := ignoredDown
@@ -96,17 +107,22 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 		t.metrics.tableIgnored.WithLabelValues(reason).Inc()
 		return
 	}
-	pi, ok := t.names.intern(r.placer)
-	if !ok {
-		t.metrics.tableIgnored.WithLabelValues(ignoredFull).Inc()
-		return
-	}
-	in := entry{placedAt: r.placedAt, until: r.until, version: r.version, backend: bi, placer: pi}
+	in := entry{placedAt: r.placedAt, until: r.until, version: r.version, backend: bi, placer: t.placerIndex(r.placer, trusted)}
 	if r.open {
 		in.openUntil = r.until
 	}
 	s := t.shard(r.hash)
 	s.mu.Lock()
+	if t.names.gen.Load() != names {
+		// Names were retired since the lookups (reclaimNames): looked up
+		// again, as current does.
+		if bi, known = t.names.lookup(r.backend); !known {
+			s.mu.Unlock()
+			t.metrics.tableIgnored.WithLabelValues(ignoredDown).Inc()
+			return
+		}
+		in.backend, in.placer = bi, t.placerIndex(r.placer, trusted)
+	}
 	cur, exists := s.entries[r.hash]
 	var (
 		closeList []*tunnel
@@ -190,6 +206,35 @@ func (t *sessionTable) merge(r tableRecord, fromDelta bool) {
 	}
 }
 
+// placerIndex is the index of the balancer a record names as its placer.
+// The placer is compared with this balancer alone (a placement of its own
+// that lost is its conflict) and shown (GET /api/lookup's placed_by, a
+// conflict's log line): a name interned already, or a balancer member's
+// now, is interned; any other is 0, no name — a balancer gone, or one
+// invented by a member holding the key. trusted interns it whatever it is
+// (the process this one replaced, whose names were bounded so).
+func (t *sessionTable) placerIndex(name string, trusted bool) uint16 {
+	if i, ok := t.names.lookup(name); ok {
+		return i
+	}
+	if trusted || t.isBalancer(name) {
+		if i, ok := t.names.intern(name); ok {
+			return i
+		}
+	}
+	return 0
+}
+
+// isBalancer says whether name is a balancer member of the cluster now.
+func (t *sessionTable) isBalancer(name string) bool {
+	sy := t.sync.Load()
+	if sy == nil || sy.cluster == nil {
+		return false
+	}
+	n, ok := sy.cluster.Node(name)
+	return ok && n.Meta.Role == health.RoleBalancer
+}
+
 // answerGone answers a refreshed record of key h on backend gone, which
 // takes no live keys here (a drain past its deadline), when this balancer
 // holds a live entry of the key on one that does: with that entry, and with
@@ -248,6 +293,9 @@ func refreshInterval(linger time.Duration) time.Duration {
 func (t *sessionTable) wireRecord(h uint64, e entry, now int64, set *tableSettings) tableRecord {
 	r := tableRecord{hash: h, backend: t.names.name(e.backend), placer: t.names.name(e.placer),
 		version: e.version, placedAt: e.placedAt, until: e.until}
+	if r.placer == "" {
+		r.placer = placerUnknown
+	}
 	if e.open > 0 {
 		r.open = true
 		r.until = max(r.until, now+int64(set.linger+refreshInterval(set.linger)))
@@ -500,28 +548,105 @@ func (sy *tableSync) flushDeltas() {
 func (t *sessionTable) deltaMessages(pending []pendingRecord, drains []string) [][]byte {
 	set := t.settings.Load()
 	now := t.now()
-	var msgs [][]byte
-	w := newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
+	p := t.packer(health.MaxChannelPacket, []byte{msgDelta})
 	for _, name := range drains {
 		st, _ := t.drains.get(name)
-		if !w.addDrain(name, st) {
-			msgs = append(msgs, w.bytes())
-			w = newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
-			w.addDrain(name, st)
+		p.addDrain(name, st)
+	}
+	for _, r := range pending {
+		p.add(t.wireRecord(r.h, r.e, now, set))
+	}
+	return p.messages()
+}
+
+// tablePacker lays drains and records out in messages of at most limit
+// bytes each, every one starting with head: the one home of the loop that
+// starts a message when an item does not fit in the last. A message holds
+// at most 255 drains and 255 names (one byte counts each): bodies and
+// sendRefresh put every drain in the first message whatever addDrain said,
+// and the drains past the 255th (300 static edges drained) reached neither
+// a new process in an upgrade, nor a starting balancer, nor a refresh.
+type tablePacker struct {
+	t     *sessionTable
+	limit int
+	head  []byte
+	done  []*msgWriter
+	w     *msgWriter
+}
+
+func (t *sessionTable) packer(limit int, head []byte) tablePacker {
+	return tablePacker{t: t, limit: limit, head: head, w: newMsgWriter(limit, head)}
+}
+
+// next starts a message, the last one being full.
+func (p *tablePacker) next() {
+	p.done = append(p.done, p.w)
+	p.w = newMsgWriter(p.limit, p.head)
+}
+
+func (p *tablePacker) addDrain(name string, st drainState) {
+	if p.w.addDrain(name, st) {
+		return
+	}
+	if !p.w.empty() {
+		p.next()
+		if p.w.addDrain(name, st) {
+			return
 		}
 	}
-	for _, p := range pending {
-		r := t.wireRecord(p.h, p.e, now, set)
-		if !w.add(r) {
-			msgs = append(msgs, w.bytes())
-			w = newMsgWriter(health.MaxChannelPacket, []byte{msgDelta})
-			w.add(r)
+	p.t.unwritable("drain", name)
+}
+
+func (p *tablePacker) add(r tableRecord) {
+	if p.w.add(r) {
+		return
+	}
+	if !p.w.empty() {
+		p.next()
+		if p.w.add(r) {
+			return
 		}
 	}
-	if !w.empty() {
-		msgs = append(msgs, w.bytes())
+	p.t.unwritable(r.backend, r.placer)
+}
+
+// writers returns the messages, at least one (maybe empty: a table with
+// nothing in it is still an answer, of one part).
+func (p *tablePacker) writers() []*msgWriter { return append(p.done, p.w) }
+
+// messages returns the messages that hold something, as bytes.
+func (p *tablePacker) messages() [][]byte {
+	if len(p.done) == 0 && p.w.empty() {
+		return nil
 	}
-	return msgs
+	out := make([][]byte, 0, len(p.done)+1)
+	for _, w := range p.done {
+		out = append(out, w.bytes())
+	}
+	if !p.w.empty() {
+		out = append(out, p.w.bytes())
+	}
+	return out
+}
+
+// unwritable counts a record or drain that fits in no message: a name
+// longer than the wire's 255 bytes (configs refuses a static edge's name
+// past configs.MaxNodeName, a member's is held to it, so only a config
+// that was not checked gets here). The entry stays here and is shared
+// with nobody, nor handed to a new process: said at most once every
+// acceptguard.DefaultLogEvery, with how many there were since the start.
+func (t *sessionTable) unwritable(names ...string) {
+	n := t.unwritten.Add(1)
+	if ok, _ := t.unwrittenLog.Allow(time.Now()); ok {
+		long := ""
+		for _, name := range names {
+			if len(name) > 255 {
+				long = name
+			}
+		}
+		t.log.Error("session table: a record names a name too long for the table's messages (over 255 bytes); it is not shared with the other balancers nor handed to a new process",
+			"name_bytes", len(long), "name_starts", long[:min(len(long), 64)], "not_written_since_start", n)
+	}
 }
 
 // runStreams answers peers that ask for the table and sends the refresh.
@@ -592,10 +717,9 @@ func (sy *tableSync) sendRefresh() {
 	t := sy.t
 	set := t.settings.Load()
 	now := t.now()
-	var msgs [][]byte
-	w := newMsgWriter(maxStreamPart, []byte{msgRefresh})
+	p := t.packer(maxStreamPart, []byte{msgRefresh})
 	for name, st := range t.drains.all() {
-		w.addDrain(name, st)
+		p.addDrain(name, st)
 	}
 	t.each(func(h uint64, e *entry) {
 		e.flags &^= entryGoneAnswered
@@ -606,16 +730,9 @@ func (sy *tableSync) sendRefresh() {
 		if e.open == 0 && e.until <= now {
 			return
 		}
-		r := t.wireRecord(h, *e, now, set)
-		if !w.add(r) {
-			msgs = append(msgs, w.bytes())
-			w = newMsgWriter(maxStreamPart, []byte{msgRefresh})
-			w.add(r)
-		}
+		p.add(t.wireRecord(h, *e, now, set))
 	})
-	if !w.empty() {
-		msgs = append(msgs, w.bytes())
-	}
+	msgs := p.messages()
 	for _, peer := range peers {
 		for _, m := range msgs {
 			if err := sy.ch.Send(peer, m); err != nil {
@@ -661,23 +778,17 @@ func (sy *tableSync) sendTable(job askJob) bool {
 func (t *sessionTable) bodies(limit int) []*msgWriter {
 	set := t.settings.Load()
 	now := t.now()
-	var bodies []*msgWriter
-	w := newMsgWriter(limit, nil)
+	p := t.packer(limit, nil)
 	for name, st := range t.drains.all() {
-		w.addDrain(name, st)
+		p.addDrain(name, st)
 	}
 	t.each(func(h uint64, e *entry) {
 		if e.open == 0 && e.until <= now {
 			return
 		}
-		r := t.wireRecord(h, *e, now, set)
-		if !w.add(r) {
-			bodies = append(bodies, w)
-			w = newMsgWriter(limit, nil)
-			w.add(r)
-		}
+		p.add(t.wireRecord(h, *e, now, set))
 	})
-	return append(bodies, w)
+	return p.writers()
 }
 
 // askMessage is this balancer's ask to peer, which announces level: an

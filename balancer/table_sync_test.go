@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -301,6 +302,88 @@ func adminPost(t *testing.T, admin, path string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// A message of the table counts its drains in one byte: at most 255. The
+// table sent to a starting balancer and the refresh put every drain in
+// their first message, whatever addDrain said, and with more static edges
+// drained than that the rest were dropped: a starting balancer, and a peer
+// that missed the drains' deltas, knew 255 of 300 and routed new keys to
+// the other 45. Here a member taking the balancer's part asks bal-1 for
+// its table and reads its refreshes: each carries all 300, in as many
+// messages as it takes.
+func TestEveryDrainReachesAStartingBalancerAndARefresh(t *testing.T) {
+	const n = 300
+	e := startTestEdge(t, "edge-1")
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(e), SessionTable: configs.SessionTable{Linger: configs.Duration(2 * time.Second), StartupWait: configs.Duration(time.Second)}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
+	// As a state directory restores them: no delta goes out.
+	deadline := time.Now().Add(time.Hour).UnixNano()
+	for i := range n {
+		b1.bal.table.restoreDrain(fmt.Sprintf("s%03d", i), drainState{on: true, deadline: deadline, stamp: time.Now().UnixNano()})
+	}
+
+	var (
+		mu               sync.Mutex
+		answer, refresh  = map[string]bool{}, map[string]bool{}
+		answerParts      = map[uint32]bool{}
+		answerPartsTotal uint32
+	)
+	reader := cl.Join("bal-x", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive, PeerSigning: health.PeerSigningTableAsk})
+	ch, err := reader.OpenChannel(tableChannel, func(_ string, p []byte) {
+		if len(p) == 0 {
+			return
+		}
+		into, body := refresh, p[1:]
+		switch p[0] {
+		case msgRefresh:
+		case msgAnswer:
+			if len(body) < 17 {
+				return
+			}
+			mu.Lock()
+			answerParts[binary.BigEndian.Uint32(body[8:])] = true
+			answerPartsTotal = binary.BigEndian.Uint32(body[12:])
+			mu.Unlock()
+			into, body = answer, body[17:]
+		default:
+			return
+		}
+		if err := readBody(body, func(name string, st drainState) {
+			mu.Lock()
+			into[name] = true
+			mu.Unlock()
+		}, func(tableRecord) {}); err != nil {
+			t.Errorf("bal-1's message does not read: %v", err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	healthtest.WaitMembers(t, b1.m, "bal-x", func(ns []health.Node) bool { return len(ns) == 2 })
+	ask := binary.BigEndian.AppendUint64([]byte{msgAsk}, 7)
+	ask = binary.BigEndian.AppendUint64(ask, uint64(time.Now().UnixNano()))
+	ask = append(append(ask, byte(len("bal-1"))), "bal-1"...)
+	if err := ch.SendPacket("bal-1", ask); err != nil {
+		t.Fatal(err)
+	}
+	count := func(m map[string]bool) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(m)
+	}
+	healthtest.WaitUntil(t, "bal-1's answer whole", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return answerPartsTotal > 0 && len(answerParts) == int(answerPartsTotal)
+	})
+	if got := count(answer); got != n {
+		t.Errorf("the table bal-1 sent a starting balancer carries %d of its %d drains", got, n)
+	}
+	healthtest.WaitUntil(t, fmt.Sprintf("bal-1's refresh carries all %d drains", n), func() bool { return count(refresh) == n })
+}
+
 // Only balancers write the table, only about backends they know, and
 // nothing malformed is applied. (A node without the cluster's key cannot
 // send at all: health's TestChannelRefusesStrangers.)
@@ -369,6 +452,154 @@ func TestTableIgnoresWhatItCannotTrust(t *testing.T) {
 	}
 	if _, w := b1.whoami(t, "/whoami", http.Header{"Ctstickiness": {key}}); w.Edge != "edge-1" {
 		t.Fatalf("the key went to %s, want its ring owner edge-1", w.Edge)
+	}
+}
+
+// A member holding the cluster's key that calls itself a balancer sends
+// records of a backend bal-1 routes to, each naming a placer of its own
+// invention. The table's name list (16-bit indexes) interned every one, and
+// never forgot one: 65,535 filled it in a fifth of a second, for the life
+// of the process. From then on bal-1 could intern no new backend: an edge
+// that joined later was on its ring but in none of its routes, bal-1
+// entered no key placed on it (refused as full) and ignored every other
+// balancer's placement on it — the balancers disagreed on where its
+// sessions were. An invented placer is no name here: the list stays as it
+// was, and a key placed on the new edge is entered.
+func TestInventedPlacerNamesDoNotFillTheTable(t *testing.T) {
+	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	waitRing(t, b1, "edge-1", "edge-2")
+	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
+
+	odd := cl.Join("bal-x", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	healthtest.WaitMembers(t, b1.m, "bal-x", func(ns []health.Node) bool { return len(ns) == 2 })
+	ch, err := odd.OpenChannel(tableChannel, func(string, []byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	namesBefore := b1.bal.table.names.len()
+
+	// 65,536 invented placers, each on a record of a key of its own, in
+	// refreshes as a balancer sends them, and one naming bal-x. A stream
+	// the receiver's budget drops goes unseen by the sender: they are sent
+	// again until bal-1 took every record (entered it, or ignored it for
+	// want of a name), a bounded number of times.
+	now := time.Now().UnixNano()
+	last := xxhash.Sum64String("after-the-invented-placers")
+	took := func() bool {
+		return float64(b1.bal.table.len())+b1.metric(t, "ringlb_balancer_session_table_ignored_total", map[string]string{"reason": ignoredFull}) >= 0x10001
+	}
+	sent := 0
+	for round := 0; round < 10 && !took(); round++ {
+		for placer := 0; placer < 0x10000; {
+			w := newMsgWriter(maxStreamPart, []byte{msgRefresh})
+			for placer < 0x10000 {
+				r := tableRecord{hash: uint64(placer), backend: "edge-1", placer: fmt.Sprintf("p%05d", placer), placedAt: now, until: now + int64(time.Minute)}
+				if !w.add(r) {
+					break
+				}
+				placer++
+			}
+			if err := ch.Send("bal-1", w.bytes()); err != nil {
+				t.Logf("send: %v", err)
+			}
+			sent++
+		}
+		w := newMsgWriter(maxStreamPart, []byte{msgRefresh})
+		w.add(tableRecord{hash: last, backend: "edge-1", placer: "bal-x", placedAt: now, until: now + int64(time.Minute)})
+		if err := ch.Send("bal-1", w.bytes()); err != nil {
+			t.Logf("send: %v", err)
+		}
+		for i := 0; i < 30 && !took(); i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	namesAfter := b1.bal.table.names.len()
+	t.Logf("bal-1's table names: %d before, %d after %d messages naming 65,536 invented placers (every record taken: %v)", namesBefore, namesAfter, sent, took())
+	if v, _ := b1.bal.table.view(0, b1.ring.Snapshot()); v.PlacedBy != "" {
+		t.Errorf("an invented placer shown as %q, want none", v.PlacedBy)
+	}
+	if v, _ := b1.bal.table.view(last, b1.ring.Snapshot()); v.PlacedBy != "bal-x" {
+		t.Errorf("a member balancer's placement shown as placed by %q, want bal-x", v.PlacedBy)
+	}
+
+	// An edge joins the cluster: on bal-1's ring, and a key placed on it is
+	// entered.
+	e3 := startTestEdge(t, "edge-3")
+	cl.Join("edge-3", health.Meta{Role: health.RoleEdge, Region: "east", URL: e3.url, Weight: 1, State: health.StateAlive})
+	waitRing(t, b1, "edge-1", "edge-2", "edge-3")
+	key := b1.keyOwnedBy(t, "edge-3")
+	refused := func() float64 {
+		return b1.metric(t, "ringlb_balancer_session_table_refused_total", map[string]string{"reason": refusedFull})
+	}
+	refusedBefore := refused()
+	if _, w := b1.whoami(t, "/whoami", map[string][]string{"Ctstickiness": {key}}); w.Edge != "edge-3" {
+		t.Fatalf("the key went to %s, want edge-3", w.Edge)
+	}
+	_, entered := b1.bal.table.view(xxhash.Sum64String(key), b1.ring.Snapshot())
+	if namesAfter > namesBefore+1 || !entered {
+		t.Fatalf("invented placer names filled bal-1's table names (%d → %d); a key then placed on the newly joined edge-3 is entered: %v (refused as full: %.0f)",
+			namesBefore, namesAfter, entered, refused()-refusedBefore)
+	}
+}
+
+// Edges named after their pods join and leave, one after another: the
+// table's name list holds the names of the backends and balancers there
+// now and of those an entry still names, not of every edge that ever
+// joined. Before, each edge's name stayed for good (the list grew by one
+// an edge, and every ring change allocated a route for each name ever
+// seen); now a name is forgotten once its edge has left and no entry names
+// it any more, and the next edges take the freed indexes.
+func TestEdgeChurnDoesNotGrowTheTableNames(t *testing.T) {
+	e1 := startTestEdge(t, "edge-1")
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(e1), SessionTable: configs.SessionTable{Linger: configs.Duration(time.Second), StartupWait: configs.Duration(time.Second)}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	waitRing(t, b1, "edge-1")
+	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
+	names := &b1.bal.table.names
+	before := names.len()
+
+	// A round of pods: each joins, has a key placed on it, and leaves.
+	const pods = 6
+	round := func(r int) {
+		for i := range pods {
+			name := fmt.Sprintf("edge-pod-%d-%d", r, i)
+			e := startTestEdge(t, name)
+			m := cl.Join(name, health.Meta{Role: health.RoleEdge, Region: "east", URL: e.url, Weight: 1, State: health.StateAlive})
+			waitRing(t, b1, "edge-1", name)
+			key := b1.keyOwnedBy(t, name)
+			if _, w := b1.whoami(t, "/whoami", http.Header{"Ctstickiness": {key}}); w.Edge != name {
+				t.Fatalf("the key went to %s, want %s", w.Edge, name)
+			}
+			if _, ok := b1.bal.table.view(xxhash.Sum64String(key), b1.ring.Snapshot()); !ok {
+				t.Fatalf("the key placed on %s is not entered", name)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := m.Shutdown(ctx); err != nil {
+				t.Logf("%s leaving: %v", name, err)
+			}
+			cancel()
+			waitRing(t, b1, "edge-1")
+		}
+		healthtest.WaitUntil(t, fmt.Sprintf("round %d's edges forgotten once their entries expired", r), func() bool {
+			for i := range pods {
+				if _, ok := names.lookup(fmt.Sprintf("edge-pod-%d-%d", r, i)); ok {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	round(0)
+	first := names.len()
+	round(1)
+	t.Logf("table names: %d before, %d after a round of %d pods, %d after a second round", before, first, pods, names.len())
+	if got := names.len(); got > first {
+		t.Fatalf("a second round of %d pods grew the table's names from %d to %d: the freed indexes were not taken", pods, first, got)
 	}
 }
 

@@ -169,10 +169,12 @@ func readBody(b []byte, drain func(name string, st drainState), rec func(tableRe
 			return errTableMsg
 		}
 		// Any name the writer can write: a backend's is a static edge's
-		// name as the config gives it (`ringlb check` asks only for a
-		// unique one) or a member's, and a record counts only when its
-		// backend is one this balancer routes to (merge), a drain when it
-		// names a static edge of its config (mergeDrain).
+		// name as the config gives it (`ringlb check` asks for a unique
+		// one of at most configs.MaxNodeName bytes, any characters) or a
+		// member's, and a record counts only when its backend is one this
+		// balancer routes to (merge), a drain when it names a static edge
+		// of its config (mergeDrain); a placer is interned only when it
+		// is a balancer member (placerIndex).
 		n := string(b[1 : 1+int(b[0])])
 		if n == "" {
 			return errTableMsg

@@ -143,7 +143,8 @@ type TLS struct {
 
 // StaticEdge is an edge listed in config instead of found by gossip.
 type StaticEdge struct {
-	// Name is the edge's name on the ring (unique among the edges).
+	// Name is the edge's name on the ring (unique among the edges, at most
+	// 64 bytes, as a node's name).
 	Name string `yaml:"name"`
 	// URL is where the balancer dials it: http:// or https://HOST:PORT.
 	URL string `yaml:"url"`
@@ -472,6 +473,8 @@ func (b *Balancer) validate(ps *problems) {
 			ps.add(p+".name", "is required")
 		} else if names[se.Name] {
 			ps.add(p+".name", "%q is listed twice", se.Name)
+		} else if len(se.Name) > MaxNodeName {
+			ps.add(p+".name", "%d bytes, at most %d (a node name's bound: the balancers' live-session table carries it)", len(se.Name), MaxNodeName)
 		}
 		names[se.Name] = true
 		checkURL(ps, p+".url", se.URL)

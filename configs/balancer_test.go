@@ -1,6 +1,8 @@
 package configs
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -119,6 +121,24 @@ func TestSessionTableAndStaticEdges(t *testing.T) {
 	}
 	if w := cfg.Balancer.Edges; *w[0].Weight != 1 || *w[1].Weight != 0 {
 		t.Errorf("weights %d, %d; want the default 1 and an explicit 0", *w[0].Weight, *w[1].Weight)
+	}
+}
+
+// A static edge's name is held to a node name's bound (MaxNodeName bytes):
+// the balancers' live-session table carries a name in at most 255 bytes,
+// and the entries of a static edge named longer were shared with no other
+// balancer and dropped from the table handed to a new process in an
+// upgrade, without a word. Refused with its file, line and path; a name
+// of the bound passes.
+func TestStaticEdgeNameLongerThanANodeNameRefused(t *testing.T) {
+	const loopback = "cluster: { bind: 127.0.0.1:7946 }\n"
+	long := "edge-" + strings.Repeat("x", 300)
+	_, err := Parse("k.yaml", []byte(loopback+"balancer:\n  edges:\n    - { name: a, url: \"http://127.0.0.1:1\" }\n    - { name: "+long+", url: \"http://127.0.0.1:2\" }\n"))
+	if e := expectProblem(t, err, "balancer.edges[1].name", fmt.Sprintf("%d bytes, at most %d", len(long), MaxNodeName)); e != nil && (e.File != "k.yaml" || e.Line != 5) {
+		t.Errorf("refused at %s:%d, want k.yaml:5", e.File, e.Line)
+	}
+	if _, err := Parse("k.yaml", []byte(loopback+"balancer: { edges: [ { name: "+strings.Repeat("x", MaxNodeName)+", url: \"http://127.0.0.1:1\" } ] }")); err != nil {
+		t.Errorf("a name of %d bytes: %v", MaxNodeName, err)
 	}
 }
 

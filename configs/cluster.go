@@ -10,6 +10,14 @@ import (
 	"time"
 )
 
+// MaxNodeName bounds a node's name in bytes: a gossip member's (a node
+// refuses a member whose name is longer, health.ValidNodeName) and a static
+// edge's (balancer.edges[].name). Names travel in headers, logs and the
+// balancers' live-session table, whose messages carry a name in at most
+// 255 bytes: a longer static edge name had its entries shared with no
+// other balancer and dropped from the table handed to a new process.
+const MaxNodeName = 64
+
 // Cluster is gossip membership (health/): who this node is and whom it joins.
 type Cluster struct {
 	// Name is this node's unique name in the cluster (default: the host name).

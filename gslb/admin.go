@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -159,6 +160,62 @@ const poolsConcern = "gslb-pools"
 type poolsState struct {
 	Overrides []savedOverride `json:"overrides"`
 	Latches   []savedLatch    `json:"latches"`
+}
+
+// handOffState is what a gslb gives the process replacing it (an upgrade),
+// taken as it stops answering: what an operator set — serve-mode
+// overrides, failover latches, the query log's switch — and the zones'
+// serial offset. Without cluster.state_dir nothing else carried them: an
+// upgrade put back every member an operator had taken out, unlatched every
+// failover held with auto_recover: false, and started the serials from the
+// zone files' again, so secondaries kept their copy.
+type handOffState struct {
+	Overrides []savedOverride `json:"overrides"`
+	Latches   []savedLatch    `json:"latches"`
+	Serial    uint32          `json:"serial"`
+	QueryLog  bool            `json:"query_log"`
+}
+
+// HandOffState is this server's state for the process replacing it; nil
+// if it cannot be encoded (never).
+func (s *Server) HandOffState() []byte {
+	s.operating.Lock()
+	defer s.operating.Unlock()
+	st := s.state.Load()
+	overrides, latches := st.pools.saved()
+	p, err := json.Marshal(handOffState{Overrides: overrides, Latches: latches, Serial: st.serial.Load(), QueryLog: s.queryLog.Load()})
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// TakeHandOffState applies the state of the process this one replaced
+// (HandOffState): its overrides and latches replace this one's (restored
+// from cluster.state_dir, or none), and the serials go on from one past
+// its offset, as after a restart (restoreSerial). Saved, with a state
+// directory.
+func (s *Server) TakeHandOffState(p []byte) error {
+	var in handOffState
+	if err := json.Unmarshal(p, &in); err != nil {
+		return fmt.Errorf("gslb hand-off state: %w", err)
+	}
+	s.operating.Lock()
+	st := s.state.Load()
+	if next := in.Serial + 1; int32(next-st.serial.Load()) > 0 {
+		st.serial.Store(next)
+	}
+	skipped := st.pools.replace(in.Overrides, in.Latches)
+	s.operating.Unlock()
+	s.queryLog.Store(in.QueryLog)
+	s.saveState()
+	s.saveSerial()
+	s.kickNotify()
+	s.logger.Info("operator state taken over from the process this one replaced", "overrides", len(in.Overrides), "latches", len(in.Latches), "query_log", in.QueryLog, "serial_offset", st.serial.Load())
+	if len(skipped) > 0 {
+		s.logger.Warn("the replaced process's overrides or latches name pools no longer configured: dropped", "which", skipped)
+	}
+	return nil
 }
 
 // serialConcern is the state file of the serial's offset (serialState).

@@ -476,6 +476,17 @@ func (p *pools) restore(overrides []savedOverride, latches []savedLatch) (skippe
 	return skipped
 }
 
+// replace makes the overrides and latches these, and no others (the state
+// of the process this one replaced: an upgrade); it returns what it
+// skipped, as restore.
+func (p *pools) replace(overrides []savedOverride, latches []savedLatch) (skipped []string) {
+	p.mu.Lock()
+	clear(p.overrides)
+	clear(p.failed)
+	p.mu.Unlock()
+	return p.restore(overrides, latches)
+}
+
 func sameRegionView(nv *nameView, rname string, rv *regionView) bool {
 	if nv == nil {
 		return false

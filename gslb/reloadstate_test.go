@@ -275,3 +275,45 @@ func TestObeyRefusedForAMemberNoMonitorChecks(t *testing.T) {
 		t.Errorf("east after the obey: %v, want still west's 192.0.2.9", got)
 	}
 }
+
+// An upgrade replaces the process: the old one hands the new one what an
+// operator set — serve-mode overrides, failover latches, the query log's
+// switch — and the serials' offset, as it stops answering (the hand-off's
+// end, HandOffState). Without cluster.state_dir nothing carried them: the
+// new process answered with the member an operator had taken out, the
+// failover held with auto_recover: false undone, the query log off, and
+// the serials back at the zone files', older than the secondaries' copy.
+func TestUpgradeKeepsOverridesLatchesAndTheSerial(t *testing.T) {
+	cfg := fuzzConfig(t)
+	old := startGSLB(t, cfg)
+	pools := old.state.Load().pools
+	if err := pools.setOverride("ide.ringlb.test.", "east", "bal-1", configs.ServeRemove); err != nil {
+		t.Fatal(err)
+	}
+	pools.restore(nil, []savedLatch{{Name: "ide.ringlb.test.", Region: "west", Why: "latched: west failed, auto_recover off"}})
+	old.queryLog.Store(true)
+	waitAnswer(t, old, "127.0.0.1", "192.0.2.2")
+	wantOverrides, wantLatches := pools.saved()
+	serial := old.state.Load().serial.Load()
+
+	next := startGSLB(t, cfg)
+	if got := answerIPs(queryFrom(t, next, "udp", "127.0.0.1", "ide.ringlb.test.", dns.TypeA, nil)); got != "192.0.2.1" {
+		t.Fatalf("a process of its own answers %q, want 192.0.2.1 by its config", got)
+	}
+	if err := next.TakeHandOffState(old.HandOffState()); err != nil {
+		t.Fatal(err)
+	}
+	overrides, latches := next.state.Load().pools.saved()
+	if !slices.Equal(overrides, wantOverrides) || !slices.Equal(latches, wantLatches) {
+		t.Errorf("the new process's overrides %v and latches %v, want the old one's %v and %v", overrides, latches, wantOverrides, wantLatches)
+	}
+	if got := answerIPs(queryFrom(t, next, "udp", "127.0.0.1", "ide.ringlb.test.", dns.TypeA, nil)); got != "192.0.2.2" {
+		t.Errorf("the new process answers %q for east, whose member an operator removed: want its failover's 192.0.2.2", got)
+	}
+	if !next.queryLog.Load() {
+		t.Error("the query log an operator switched on is off in the new process")
+	}
+	if got := next.state.Load().serial.Load(); int32(got-serial) <= 0 {
+		t.Errorf("the new process's serial offset %d is not past the old one's %d: secondaries keep their copy", got, serial)
+	}
+}

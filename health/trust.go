@@ -21,7 +21,7 @@ import (
 // address, its load) while the member stays.
 func trustMeta(n *Node, allowed []netip.Prefix) (distrust, note string) {
 	if !ValidNodeName(n.Name) {
-		return fmt.Sprintf("name %s: want 1 to 64 letters, digits, '.', '-' or '_'", quoted(n.Name)), ""
+		return fmt.Sprintf("name %s: want 1 to %d letters, digits, '.', '-' or '_'", quoted(n.Name), configs.MaxNodeName), ""
 	}
 	m := &n.Meta
 	switch m.Role {
@@ -121,7 +121,7 @@ func bounded(s string) string {
 // ValidNodeName is the rule for a node name: node names travel in headers (X-Ringlb-Owner,
 // X-Ringlb-Skip, a comma-separated list) and in logs.
 func ValidNodeName(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
+	if len(s) == 0 || len(s) > configs.MaxNodeName {
 		return false
 	}
 	for _, r := range s {

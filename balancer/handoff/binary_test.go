@@ -150,13 +150,13 @@ func TestUpgradeRefusesABinaryOthersCanWrite(t *testing.T) {
 				if err != nil {
 					t.Fatalf("upgrade from %s: %v", p.exe, err)
 				}
-				child.Conn.End()
+				child.Conn.End(nil)
 				child.Conn.WaitDone(10 * time.Second)
 				child.Conn.Close()
 				return
 			}
 			if err == nil {
-				child.Conn.End()
+				child.Conn.End(nil)
 				child.Conn.WaitDone(10 * time.Second)
 				child.Conn.Close()
 				t.Fatalf("upgrade started %s, which another user could have replaced", p.exe)

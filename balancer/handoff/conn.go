@@ -25,7 +25,9 @@ import (
 //	                          parent waits for its requests in flight)
 //	parent → child   tunnel×N one established tunnel each, its two sockets attached (SCM_RIGHTS)
 //	parent → child   counters the counters' values, to carry on from
-//	parent → child   end      the parent stopped serving and left gossip
+//	parent → child   end      the parent stopped serving and left gossip; the
+//	                          role's state as it stopped (the gslb's operator
+//	                          state), which an earlier release ignores
 //	child  → parent  done     how many tunnels it took over
 //
 // Every frame is a type byte, a big-endian uint32 length and that many bytes
@@ -286,19 +288,22 @@ func (c *Conn) Fail(reason error) error {
 }
 
 // End tells the child that the parent has handed over everything and no
-// longer holds anything the child needs (gossip port included).
-func (c *Conn) End() error { return c.Send(TypeEnd, nil) }
+// longer holds anything the child needs (gossip port included), with the
+// role's state as it stopped (nil: none). A child of an earlier release
+// reads the frame's type alone.
+func (c *Conn) End(state []byte) error { return c.Send(TypeEnd, state) }
 
-// WaitEnd waits (bounded by d) for the parent's end frame.
-func (c *Conn) WaitEnd(d time.Duration) error {
-	typ, _, _, err := c.RecvWait(d)
+// WaitEnd waits (bounded by d) for the parent's end frame and returns the
+// state it carries (none from a parent of an earlier release).
+func (c *Conn) WaitEnd(d time.Duration) ([]byte, error) {
+	typ, p, _, err := c.RecvWait(d)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if typ != TypeEnd {
-		return fmt.Errorf("hand-off: frame type %d where the end was expected", typ)
+		return nil, fmt.Errorf("hand-off: frame type %d where the end was expected", typ)
 	}
-	return nil
+	return p, nil
 }
 
 // Done tells the parent the child has taken over n tunnels.

@@ -70,10 +70,12 @@ func runChild(mode string) int {
 	if err := c.Ready(); err != nil {
 		return 1
 	}
-	if err := c.WaitEnd(10 * time.Second); err != nil {
+	state, err := c.WaitEnd(10 * time.Second)
+	if err != nil {
 		return 1
 	}
-	c.Done(0)
+	// The end's state says what it carried: its length, as the count.
+	c.Done(len(state))
 	return 0
 }
 
@@ -131,11 +133,14 @@ func TestUpgradeHandsTheListenerToTheNewProcess(t *testing.T) {
 	if got, want := answer(t, addr), fmt.Sprintf("child %d", child.PID); got != want {
 		t.Errorf("answer %q, want %q", got, want)
 	}
-	if err := child.Conn.End(); err != nil {
+	// The end carries the role's state as the old process stopped (the
+	// gslb's operator state): the child has all of it.
+	state := []byte(`{"overrides":[{"name":"www.example.","region":"eu","member":"a","mode":"remove"}]}`)
+	if err := child.Conn.End(state); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := child.Conn.WaitDone(10 * time.Second); err != nil {
-		t.Fatal(err)
+	if n, err := child.Conn.WaitDone(10 * time.Second); err != nil || n != len(state) {
+		t.Fatalf("the child took an end of %d bytes (%v), want the %d sent", n, err, len(state))
 	}
 }
 

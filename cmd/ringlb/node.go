@@ -66,6 +66,9 @@ type node struct {
 	// and leaves gossip; nil for roles that are not upgraded in place.
 	sendState func(c *handoff.Conn) error
 	handOff   func(ctx context.Context, c *handoff.Conn) error
+	// endState is the role's state as it stopped, sent with the hand-off's
+	// end (nil: none): the gslb's operator state.
+	endState func() []byte
 	// started is what the "<role> started" line says; announce logs it
 	// once the node is complete (its config API included), so whoever
 	// waits for the line finds every admin endpoint there.
@@ -290,7 +293,7 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	}
 	failed := serve(servers)
 	if parent != nil {
-		if m, err = takeOver(ctx, proc, cfg, peers, meta, logger, b.TakeOver); err != nil {
+		if m, err = takeOver(ctx, proc, cfg, peers, meta, logger, b.TakeOver, nil); err != nil {
 			return nil, fmt.Errorf("join cluster: %w", err)
 		}
 		b.SetCluster(m)
@@ -362,10 +365,11 @@ const takeOverGossipWait = 60 * time.Second
 
 // takeOver is the end of a new process's start: it is ready (serving the
 // inherited listeners), takes what the old process hands over (adopt; nil
-// when the role takes nothing), waits until the old one has left gossip,
-// joins in its place on the gossip sockets it passed on, and tells the old
-// one it may exit.
-func takeOver(ctx context.Context, proc *handoff.Process, cfg *configs.Config, peers []string, meta health.Meta, logger *slog.Logger, adopt func(*handoff.Conn) (int, error)) (*health.Membership, error) {
+// when the role takes nothing), waits until the old one has left gossip —
+// its end carries the role's state as it stopped, for ended (nil: the role
+// takes none) —, joins in its place on the gossip sockets it passed on, and
+// tells the old one it may exit.
+func takeOver(ctx context.Context, proc *handoff.Process, cfg *configs.Config, peers []string, meta health.Meta, logger *slog.Logger, adopt func(*handoff.Conn) (int, error), ended func(state []byte)) (*health.Membership, error) {
 	parent := proc.Parent()
 	// Claimed before ready: ready closes what this process did not take.
 	socks := inheritedGossip(proc, logger)
@@ -382,8 +386,10 @@ func takeOver(ctx context.Context, proc *handoff.Process, cfg *configs.Config, p
 			logger.Error("take over: the hand-off broke off; carrying what arrived", "tunnels", taken, "err", err)
 		}
 	}
-	if err := parent.WaitEnd(takeOverGossipWait); err != nil {
+	if state, err := parent.WaitEnd(takeOverGossipWait); err != nil {
 		logger.Warn("take over: the old process did not say it left gossip; joining anyway", "err", err)
+	} else if len(state) > 0 && ended != nil {
+		ended(state)
 	}
 	// The old process's live peers join the seeds: whichever answers first
 	// gives the whole membership at once, also when this node is the seed
@@ -514,7 +520,11 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	if parent := proc.Parent(); parent != nil {
 		var peers []string
 		if peers, err = parent.RecvPeers(); err == nil {
-			m, err = takeOver(ctx, proc, cfg, peers, meta, logger, nil)
+			m, err = takeOver(ctx, proc, cfg, peers, meta, logger, nil, func(state []byte) {
+				if err := s.TakeHandOffState(state); err != nil {
+					logger.Error("take over: the old process's operator state not applied", "err", err)
+				}
+			})
 		}
 	} else {
 		m, err = joinGossip(ctx, proc, cfg.Cluster, meta, logger, nil)
@@ -549,6 +559,9 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 			return m.ReloadKeys(next.Cluster)
 		},
 		sendState: func(c *handoff.Conn) error { return c.SendPeers(gossipPeers(m)) },
+		// Taken once this process has stopped answering: what an operator
+		// changed during the upgrade is in it.
+		endState: s.HandOffState,
 		// The new process reads the same DNS sockets already. Stopping
 		// here answers every query this one has read: TCP connections
 		// accepted here get a moment to send their query first.

@@ -52,7 +52,11 @@ func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, file *oper
 		logger.Error("upgrade: hand-off incomplete", "node", n.name, "err", err)
 	}
 	cancel()
-	if err := child.Conn.End(); err != nil {
+	var state []byte
+	if n.endState != nil {
+		state = n.endState()
+	}
+	if err := child.Conn.End(state); err != nil {
 		logger.Error("upgrade: the new process stopped listening", "node", n.name, "err", err)
 	}
 	taken, doneErr := child.Conn.WaitDone(takeOverGossipWait)
