@@ -43,6 +43,20 @@ func startClusterBalancer(t *testing.T, cl *healthtest.Cluster, name string, cfg
 	return startClusterBalancerAfter(t, cl, name, cfg, nil)
 }
 
+// startReadyTableBalancer starts bal-1 in a new cluster with static edges
+// edge-1 and edge-2 (test edges), and waits until it routes to both and
+// its table is ready.
+func startReadyTableBalancer(t *testing.T) (*healthtest.Cluster, *clusterBalancer) {
+	t.Helper()
+	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}
+	b := startClusterBalancer(t, cl, "bal-1", cfg)
+	waitRing(t, b, "edge-1", "edge-2")
+	healthtest.WaitUntil(t, "bal-1 ready", b.bal.table.routable)
+	return cl, b
+}
+
 // startClusterBalancerAfter is startClusterBalancer calling created (when
 // not nil) between New, which checked cfg, and FollowCluster, which starts
 // the static edges' monitors.
@@ -388,12 +402,7 @@ func TestEveryDrainReachesAStartingBalancerAndARefresh(t *testing.T) {
 // nothing malformed is applied. (A node without the cluster's key cannot
 // send at all: health's TestChannelRefusesStrangers.)
 func TestTableIgnoresWhatItCannotTrust(t *testing.T) {
-	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
-	cl := healthtest.New(t)
-	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}
-	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
-	waitRing(t, b1, "edge-1", "edge-2")
-	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
+	cl, b1 := startReadyTableBalancer(t)
 
 	// A member of the cluster that is an edge, and one that calls itself a
 	// balancer but names a backend bal-1 does not know. The edge is
@@ -466,12 +475,7 @@ func TestTableIgnoresWhatItCannotTrust(t *testing.T) {
 // sessions were. An invented placer is no name here: the list stays as it
 // was, and a key placed on the new edge is entered.
 func TestInventedPlacerNamesDoNotFillTheTable(t *testing.T) {
-	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
-	cl := healthtest.New(t)
-	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Second)}}
-	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
-	waitRing(t, b1, "edge-1", "edge-2")
-	healthtest.WaitUntil(t, "bal-1 ready", b1.bal.table.routable)
+	cl, b1 := startReadyTableBalancer(t)
 
 	odd := cl.Join("bal-x", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
 	healthtest.WaitMembers(t, b1.m, "bal-x", func(ns []health.Node) bool { return len(ns) == 2 })
