@@ -129,14 +129,19 @@ func newSignBudget(rate float64) *signBudget {
 	return &signBudget{rate: rate, tokens: rate}
 }
 
-// take spends n signatures, false when fewer are left at now.
+// take spends n signatures, false when fewer are left at now. The bucket's
+// clock only goes forward: a caller that read the time before waiting for
+// the lock brings an earlier now, and set back, the clock had the next
+// caller credited for the same time again.
 func (b *signBudget) take(now time.Time, n float64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.last.IsZero() && now.After(b.last) {
-		b.tokens = min(b.rate, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	if b.last.IsZero() || now.After(b.last) {
+		if !b.last.IsZero() {
+			b.tokens = min(b.rate, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+		}
+		b.last = now
 	}
-	b.last = now
 	if b.tokens < n {
 		return false
 	}
@@ -319,13 +324,14 @@ func (sg *signer) sigs(rrset []dns.RR, from spend, client netip.Addr) (sigEntry,
 	// An hour back: a validator whose clock is behind ours still accepts it.
 	inception, expiration := now.Add(-time.Hour), now.Add(sg.validity)
 	e := sigEntry{inception: inception.Unix(), refreshAt: expiration.Add(-sg.refresh).Unix()}
+	signed := starSafe(rrset)
 	for _, k := range keys {
 		sig := &dns.RRSIG{Hdr: dns.RR_Header{Ttl: h.Ttl}, Algorithm: k.key.Algorithm, OrigTtl: h.Ttl,
 			Inception: uint32(inception.Unix()), Expiration: uint32(expiration.Unix()), KeyTag: k.tag, SignerName: sg.origin}
 		// Sign covers the canonical form (owner in lower case): the same
 		// signature serves every case of the name asked, and each answer
 		// puts the name as asked on its copy (signRRsets).
-		if err := sig.Sign(k.priv, rrset); err != nil {
+		if err := sig.Sign(k.priv, signed); err != nil {
 			return sigEntry{}, fmt.Errorf("sign %s %s with key %d: %w", h.Name, dns.TypeToString[h.Rrtype], k.tag, err)
 		}
 		e.sigs = append(e.sigs, sig)
@@ -590,8 +596,13 @@ func typeBitmap(types []uint16) []uint16 {
 // at the apex of a signed zone, the signer's key sets.
 func (z *zone) typesAt(name string, byType map[uint16][]dns.RR) []uint16 {
 	types := make([]uint16, 0, len(byType)+3)
+	// At a cut the zone is authoritative for NS and DS alone: glue at the
+	// cut's own name (its A, AAAA) is the child's, and an NSEC there lists
+	// no type the parent does not hold (RFC 4035 2.3), as the referral's
+	// does (refer). A DS question's NODATA listed the glue's A.
+	cut := name != z.origin && z.cuts[name]
 	for t, rrs := range byType {
-		if len(rrs) > 0 {
+		if len(rrs) > 0 && (!cut || t == dns.TypeNS || t == dns.TypeDS) {
 			types = append(types, t)
 		}
 	}
@@ -602,6 +613,18 @@ func (z *zone) typesAt(name string, byType map[uint16][]dns.RR) []uint16 {
 		}
 	}
 	return types
+}
+
+// nsecAsked answers a question of type NSEC for name (as asked) in z,
+// whose types are types: the NSEC a negative answer there would carry, in
+// the answer section — at a name that exists, one that does not
+// (NXNAME), a managed name and a CNAME's owner alike. As a NODATA, its own
+// bitmap (NSEC) contradicted the answer it proved, and validators called
+// it bogus; at a CNAME's owner the CNAME was followed, and BIND took the
+// CNAME answer to an NSEC question for a malformed one (NSEC stands beside
+// a CNAME, RFC 4035 2.5, and is the owner's own).
+func (st *state) nsecAsked(m *dns.Msg, z *zone, name string, types []uint16) {
+	m.Answer = append(m.Answer, compactNSEC(name, types, st.negativeSOA(z).Header().Ttl))
 }
 
 // deny completes a negative answer about name (as asked) in z: the SOA in
@@ -773,4 +796,27 @@ func wireLabels(name string) [][]byte {
 		labels = append(labels, bytes.ToLower(buf[i+1:i+1+int(buf[i])]))
 	}
 	return labels
+}
+
+// starSafe is rrset as miekg/dns's Sign counts its owner's labels right:
+// Sign takes any owner whose first label begins with '*' for a wildcard
+// and leaves a label out of the RRSIG's count, but only the label "*" is
+// one (RFC 4592 2.1.1, RFC 4034 3.1.3). An owner such as *foo — any client
+// may ask for one, and its negative answer is signed — was signed with a
+// count one short, and a validator took the answer for a wildcard's
+// expansion without the proof that goes with one: bogus. Such an owner's
+// first '*' is written \042, the same octet on the wire, which Sign reads
+// as no wildcard. Other owners are rrset itself, nothing copied.
+func starSafe(rrset []dns.RR) []dns.RR {
+	name := rrset[0].Header().Name
+	if !strings.HasPrefix(name, "*") || strings.HasPrefix(name, "*.") {
+		return rrset
+	}
+	out := make([]dns.RR, len(rrset))
+	for i, rr := range rrset {
+		c := dns.Copy(rr)
+		c.Header().Name = `\042` + name[1:]
+		out[i] = c
+	}
+	return out
 }

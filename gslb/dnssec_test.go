@@ -914,3 +914,142 @@ func TestFreshSignaturesBoundedOverUDP(t *testing.T) {
 		t.Errorf("a name signed before the budget ran out: %v", m)
 	}
 }
+
+// A first label that starts with '*' but is not the wildcard label "*"
+// (RFC 4592 2.1.1: only a label of exactly one asterisk is a wildcard) is
+// an ordinary name. Its RRSIGs must count it (RFC 4034 3.1.3): counted one
+// short, a validator takes the RRset for a wildcard expansion of
+// *.<parent> and wants a proof that the name asked does not exist, which
+// the answer does not carry (and must not). miekg/dns's Sign took any
+// owner beginning with '*' for a wildcard: labels 2 for *foo.ringlb.test,
+// and delv failed every answer for such a name (starSafe).
+func TestOwnerBeginningWithAStarIsNoWildcard(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	s := startGSLB(t, signed(fuzzConfig(t), ksk, zsk))
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{
+		{`*foo.ringlb.test.`, dns.TypeA},     // no such name: its compact NSEC
+		{`*x.wild.ringlb.test.`, dns.TypeA},  // below *.wild: the wildcard's A, as the name asked
+		{`*x.wild.ringlb.test.`, dns.TypeMX}, // its NODATA
+	} {
+		m := query(t, s, "tcp", q.name, q.qtype, withDO(false))
+		for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
+			for _, rr := range sec {
+				sig, ok := rr.(*dns.RRSIG)
+				if !ok || sig.Hdr.Name != q.name {
+					continue
+				}
+				if want := dns.CountLabel(q.name); int(sig.Labels) != want {
+					parent := q.name[dns.Split(q.name)[1]:]
+					t.Errorf("%s %s: RRSIG over %s has labels %d, the name has %d: a validator reads it as expanded from *.%s",
+						q.name, dns.TypeToString[q.qtype], dns.TypeToString[sig.TypeCovered], sig.Labels, want, parent)
+				}
+			}
+		}
+	}
+	key, _, err := configs.ReadDNSSECKey(ksk, "ringlb.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDelv(t, s, key)
+	validated(t, d.run("127.0.0.1", `*foo.ringlb.test`, "A"), true)
+	validated(t, d.run("127.0.0.1", `*x.wild.ringlb.test`, "A"), false, "192.0.2.99")
+	validated(t, d.run("127.0.0.1", `*x.wild.ringlb.test`, "MX"), true)
+}
+
+// A query for type NSEC at a traffic-managed name is answered as at any
+// name (answerVia's NSEC case): the NSEC itself, in the answer section.
+// answerManaged had no such case: it answered NODATA, proved by that very
+// NSEC, whose bitmap lists NSEC — the answer contradicted its own proof,
+// and delv called it bogus (the case TestNSECQueryForANameThatDoesNotExist
+// closed for names that do not exist).
+func TestNSECQueryAtAManagedName(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	s := startGSLB(t, signed(gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), ""), ksk, zsk))
+	for _, network := range []string{"udp", "tcp"} {
+		r := query(t, s, network, "ide.ringlb.test.", dns.TypeNSEC, withDO(false))
+		if len(r.Answer) == 0 {
+			t.Errorf("%s: NSEC at the managed name ide: nothing in the answer section (a NODATA proved by an NSEC listing NSEC):\n%v", network, r)
+		}
+	}
+	key, _, err := configs.ReadDNSSECKey(ksk, "ringlb.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := delvRun(t, s, key, "127.0.0.1", "ide.ringlb.test", "NSEC")
+	t.Logf("delv: %s", firstLine(out))
+	validated(t, out, false, `\000.ide.ringlb.test. A RRSIG NSEC`)
+}
+
+// NSEC may stand beside a CNAME (RFC 4035 2.5, RFC 2181 10.1: the CNAME's
+// owner has its own RRSIG and NSEC), so a query for type NSEC at a CNAME's
+// owner is answered with that owner's NSEC, never by following the CNAME —
+// as NSD serves an offline-signed copy. The server followed the CNAME and
+// answered with its target's NSEC; BIND takes a CNAME answer for type NSEC
+// for a malformed response ("CNAME response for NSEC RR", FORMERR) and
+// resolution failed. A wildcard CNAME likewise.
+func TestNSECQueryAtACNAMEsOwner(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	cfg := signed(dnameConfig(t, "ns1 3600 IN A 127.0.0.1", "www 3600 IN A 192.0.2.80", "docs 3600 IN CNAME www", "*.wc 3600 IN CNAME www"), ksk, zsk)
+	s := startGSLB(t, cfg)
+	for _, name := range []string{"docs.ringlb.test.", "x.wc.ringlb.test."} {
+		r := query(t, s, "tcp", name, dns.TypeNSEC, withDO(false))
+		for _, rr := range r.Answer {
+			if rr.Header().Rrtype == dns.TypeCNAME {
+				t.Errorf("NSEC at %s (a CNAME's owner): the CNAME followed, not the owner's NSEC:\n%v", name, r)
+				break
+			}
+		}
+	}
+	key, _, err := configs.ReadDNSSECKey(ksk, "ringlb.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDelv(t, s, key)
+	validated(t, d.run("127.0.0.1", "docs.ringlb.test", "NSEC"), false, `\000.docs.ringlb.test. CNAME RRSIG NSEC`)
+	validated(t, d.run("127.0.0.1", "x.wc.ringlb.test", "NSEC"), false, `\000.x.wc.ringlb.test. CNAME RRSIG NSEC`)
+}
+
+// The NSEC at a delegation point lists NS, DS when there is one, RRSIG and
+// NSEC — never the glue the parent holds at the cut's own name, which is
+// not its authoritative data (RFC 4035 2.3: "bits corresponding to any
+// non-NS RRset for which the parent is not authoritative MUST be clear").
+// The referral's NSEC and the signed transfer's chain left it out; the
+// NODATA answer to a DS query at the cut listed it (delv took it, but the
+// two proofs of one name disagreed).
+func TestDSNodataAtACutListsNoGlue(t *testing.T) {
+	ksk, zsk := testKeys(t)
+	s := startGSLB(t, signed(dnameConfig(t, "ns1 3600 IN A 127.0.0.1", "cut 3600 IN NS cut", "cut 3600 IN A 192.0.2.53"), ksk, zsk))
+	r := query(t, s, "tcp", "cut.ringlb.test.", dns.TypeDS, withDO(false))
+	n := nsecOf(r)
+	if n == nil {
+		t.Fatalf("DS at the cut: no NSEC\n%v", r)
+	}
+	if slices.Contains(n.TypeBitMap, dns.TypeA) {
+		t.Errorf("DS at the cut: the NSEC lists the glue's A (%v): the parent claims authority for it\n%v", n, r)
+	}
+	ref := nsecOf(query(t, s, "tcp", "cut.ringlb.test.", dns.TypeA, withDO(false)))
+	if ref == nil || !slices.Equal(ref.TypeBitMap, n.TypeBitMap) {
+		t.Errorf("the cut's NSEC differs between the referral (%v) and the DS NODATA (%v)", ref, n)
+	}
+}
+
+// The signing budget's clock only goes forward: a take with an earlier
+// time (a caller that read the clock before it waited for the lock) set it
+// back, and the next take was credited for the same time again.
+func TestSignBudgetCreditsEachMomentOnce(t *testing.T) {
+	b := newSignBudget(10)
+	base := time.Unix(1_700_000_000, 0)
+	if !b.take(base, 10) {
+		t.Fatal("a full bucket refused its burst")
+	}
+	if !b.take(base.Add(time.Second), 10) {
+		t.Fatal("a second's refill refused")
+	}
+	b.take(base.Add(500*time.Millisecond), 0) // a caller a moment late
+	if b.take(base.Add(time.Second), 5) {
+		t.Error("the half second before the last take was credited again")
+	}
+}

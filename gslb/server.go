@@ -927,10 +927,7 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		}
 		byType, exists := z.lookup(name)
 		if !exists && sg != nil && q.Qtype == dns.TypeNSEC {
-			// The NSEC a negative answer here would carry, as asked, as at
-			// a name that exists: in a NODATA its own bitmap (NSEC) would
-			// contradict the answer it proves, and validators call it bogus.
-			m.Answer = append(m.Answer, compactNSEC(owner, []uint16{dns.TypeNXNAME}, st.negativeSOA(z).Header().Ttl))
+			st.nsecAsked(m, z, owner, []uint16{dns.TypeNXNAME})
 			return finish(ecsEcho(ecsIn)), ""
 		}
 		if !exists {
@@ -971,6 +968,11 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			z.addAdditional(m, rrs)
 			return finish(ecsEcho(ecsIn)), ""
 		}
+		if sg != nil && q.Qtype == dns.TypeNSEC {
+			// Before a CNAME is followed: the owner's own NSEC.
+			st.nsecAsked(m, z, owner, z.typesAt(name, byType))
+			return finish(ecsEcho(ecsIn)), ""
+		}
 		if cname := byType[dns.TypeCNAME]; len(cname) > 0 && hops < maxCNAMEChain {
 			m.Answer = append(m.Answer, st.owned(cname, name, z)...)
 			target := strings.ToLower(cname[0].(*dns.CNAME).Target)
@@ -987,11 +989,6 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 			}
 			name = target
 			continue
-		}
-		if sg != nil && q.Qtype == dns.TypeNSEC {
-			// The NSEC a negative answer here would carry, as asked.
-			m.Answer = append(m.Answer, compactNSEC(owner, z.typesAt(name, byType), st.negativeSOA(z).Header().Ttl))
-			return finish(ecsEcho(ecsIn)), ""
 		}
 		// NODATA: the name exists without this type.
 		st.deny(m, z, owner, z.typesAt(name, byType), true, sg)
@@ -1229,7 +1226,11 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 			if len(v6) > 0 {
 				types = append(types, dns.TypeAAAA)
 			}
-			st.deny(m, z, q.Name, types, true, sg)
+			if sg != nil && q.Qtype == dns.TypeNSEC {
+				st.nsecAsked(m, z, q.Name, types)
+			} else {
+				st.deny(m, z, q.Name, types, true, sg)
+			}
 		}
 	}
 	return region, bits
