@@ -157,6 +157,8 @@ func (c *Config) validateDemo(ps *problems) {
 		p := fmt.Sprintf("demo.nodes[%d]", i)
 		if n.Name == "" {
 			ps.add(p+".name", "is required")
+		} else if !ValidNodeName(n.Name) {
+			ps.add(p+".name", "%q is no node name: want %s", n.Name, NodeNameRule)
 		} else if names[n.Name] {
 			ps.add(p+".name", "%q is used twice", n.Name)
 		}

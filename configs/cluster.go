@@ -11,16 +11,37 @@ import (
 )
 
 // MaxNodeName bounds a node's name in bytes: a gossip member's (a node
-// refuses a member whose name is longer, health.ValidNodeName) and a static
+// refuses a member whose name is longer, ValidNodeName) and a static
 // edge's (balancer.edges[].name). Names travel in headers, logs and the
 // balancers' live-session table, whose messages carry a name in at most
 // 255 bytes: a longer static edge name had its entries shared with no
 // other balancer and dropped from the table handed to a new process.
 const MaxNodeName = 64
 
+// ValidNodeName is the rule for a node name: node names travel in headers
+// (X-Ringlb-Owner, X-Ringlb-Skip, a comma-separated list) and in logs. A
+// node refuses a member named otherwise, and a start refuses to be one
+// (cluster.name, demo.nodes[].name).
+func ValidNodeName(s string) bool {
+	if len(s) == 0 || len(s) > MaxNodeName {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '.' || r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// NodeNameRule says what ValidNodeName wants.
+var NodeNameRule = fmt.Sprintf("1 to %d letters, digits, '.', '-' or '_'", MaxNodeName)
+
 // Cluster is gossip membership (health/): who this node is and whom it joins.
 type Cluster struct {
-	// Name is this node's unique name in the cluster (default: the host name).
+	// Name is this node's unique name in the cluster (default: the host
+	// name): 1 to 64 letters, digits, '.', '-' or '_' — the other nodes
+	// ignore a member named otherwise, so a start refuses it.
 	Name string `yaml:"name"`
 	// Region labels this node in its gossip metadata (dashboards, the
 	// gslb). A gossip cluster is one region: its balancers route to all of
@@ -182,6 +203,11 @@ func (c Cluster) announced() string {
 }
 
 func (c *Cluster) validate(ps *problems) {
+	if !ValidNodeName(c.Name) {
+		// The other nodes would ignore it as a member: no gossip, no
+		// ring, without a word here. (Unset, it is the host's name.)
+		ps.add("cluster.name", "%q is no node name: want %s (the other nodes ignore a member named so); set cluster.name", c.Name, NodeNameRule)
+	}
 	checkGossipAddr(ps, "cluster.bind", c.Bind, true)
 	if c.Advertise != "" {
 		checkGossipAddr(ps, "cluster.advertise", c.Advertise, false)

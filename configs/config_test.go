@@ -176,6 +176,11 @@ func TestRules(t *testing.T) {
 		{"demo admin beyond loopback needs a token", "demo: { nodes: [ {name: a, role: gslb, listen: '127.0.0.1:1', admin: '0.0.0.0:2', gossip: '127.0.0.1:3'} ] }", "demo.nodes[0].admin", "gslb.admin.token_file"},
 		{"demo role", "demo: { nodes: [ {name: a, role: dns, listen: '127.0.0.1:1', admin: '127.0.0.1:2', gossip: '127.0.0.1:3'} ] }", "demo.nodes[0].role", "must be edge, balancer or gslb"},
 		{"list expected", "cluster: { join: 127.0.0.1:7946 }", "cluster.join", "want a list"},
+		// A name the other nodes would ignore as a member's (no gossip, no
+		// ring, not a word at the start before): refused here.
+		{"node name", "cluster: { name: 'edge 1' }", "cluster.name", "is no node name"},
+		{"node name too long", "cluster: { name: " + strings.Repeat("e", MaxNodeName+1) + " }", "cluster.name", "1 to 64 letters"},
+		{"demo node name", "demo: { nodes: [ {name: 'a,b', role: edge, listen: '127.0.0.1:1', admin: '127.0.0.1:2', gossip: '127.0.0.1:3'} ] }", "demo.nodes[0].name", "is no node name"},
 		{"not yaml", "edge: [", "", "not valid YAML"},
 	}
 	for _, tt := range tests {

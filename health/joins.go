@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // A member memberlist takes in is believed only once it has answered this
@@ -83,7 +85,7 @@ func copyNode(n *memberlist.Node) memberlist.Node {
 // joined is memberlist's join of n: the node itself is believed at once,
 // any other once it answers (confirm).
 func (m *Membership) joined(n *memberlist.Node) {
-	if n.Name == m.name || !ValidNodeName(n.Name) || len(n.Meta) > memberlist.MetaMaxSize {
+	if n.Name == m.name || !configs.ValidNodeName(n.Name) || len(n.Meta) > memberlist.MetaMaxSize {
 		// Itself, or a member record ignores whatever it answers.
 		m.record("join", n)
 		return

@@ -20,8 +20,8 @@ import (
 // when not empty, says which part of its metadata was dropped (its admin
 // address, its load) while the member stays.
 func trustMeta(n *Node, allowed []netip.Prefix) (distrust, note string) {
-	if !ValidNodeName(n.Name) {
-		return fmt.Sprintf("name %s: want 1 to %d letters, digits, '.', '-' or '_'", quoted(n.Name), configs.MaxNodeName), ""
+	if !configs.ValidNodeName(n.Name) {
+		return fmt.Sprintf("name %s: want %s", quoted(n.Name), configs.NodeNameRule), ""
 	}
 	m := &n.Meta
 	switch m.Role {
@@ -116,18 +116,4 @@ func bounded(s string) string {
 		return s
 	}
 	return quoted(s)
-}
-
-// ValidNodeName is the rule for a node name: node names travel in headers (X-Ringlb-Owner,
-// X-Ringlb-Skip, a comma-separated list) and in logs.
-func ValidNodeName(s string) bool {
-	if len(s) == 0 || len(s) > configs.MaxNodeName {
-		return false
-	}
-	for _, r := range s {
-		if !(r == '.' || r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			return false
-		}
-	}
-	return true
 }

@@ -396,7 +396,7 @@ func (s *Server) serveClaim(ctx *fasthttp.RequestCtx) {
 		// joined a moment ago, which is when this matters (a join sent
 		// here then gets a 421 naming it, not a second session).
 		at := string(ctx.QueryArgs().Peek(argHandedAt))
-		if to == by || to == s.name || !health.ValidNodeName(to) || at != "" && o.m.CheckEdgeURL(at) != nil {
+		if to == by || to == s.name || !configs.ValidNodeName(to) || at != "" && o.m.CheckEdgeURL(at) != nil {
 			ctx.Error("bad claim: handed to the claimer, to this edge, to no node name, or at no address an edge of this cluster could have\n", fasthttp.StatusBadRequest)
 			return
 		}
