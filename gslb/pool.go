@@ -43,6 +43,13 @@ type pools struct {
 	onLatch func()
 
 	view atomic.Pointer[view]
+	// served: these are the server's pools (Server.attach). Only they
+	// write the members' gauges: a reload's pools, built and refused,
+	// set every member up (new probers start up) on the metrics they
+	// share, and a dead member's ringlb_gslb_member_up read 1 until its
+	// real prober's next transition — never, while it stayed dead; the
+	// shipped alert on it resolved (TestRefusedReloadLeavesTheGaugesAlone).
+	served atomic.Bool
 
 	mu sync.Mutex // guards failed, overrides and rebuilds
 	// failed latches a region as failed over; it clears when the region is
@@ -242,8 +249,12 @@ func (p *pools) inherit(old *pools) (changed bool) {
 		}
 	}
 	for k, v := range overrides {
-		if p.configured(k) {
+		switch {
+		case !p.configured(k):
+		case p.overrideFits(k, v):
 			p.overrides[k] = v
+		default:
+			p.logger.Warn("serve-mode override dropped: no monitor runs for the member now, nothing to obey", "name", k.name, "region", k.region, "member", k.member, "override", v)
 		}
 	}
 	for k := range steering {
@@ -266,8 +277,7 @@ func (p *pools) inherit(old *pools) (changed bool) {
 			for _, m := range r.members {
 				for _, om := range or.members {
 					if om.cfg.Name == m.cfg.Name && om.prober != nil && m.prober != nil && om.prober.Target() == m.prober.Target() && om.prober.Settled() {
-						up, why := om.prober.Up()
-						m.prober.Seed(up, why)
+						m.prober.Carry(om.prober)
 					}
 				}
 			}
@@ -326,7 +336,7 @@ func (p *pools) rebuild() (changed bool) {
 				if ok {
 					addrs = append(addrs, m.addr)
 				}
-				if m.prober != nil && p.metrics != nil {
+				if m.prober != nil && p.metrics != nil && p.served.Load() {
 					up, _ := m.prober.Up()
 					p.metrics.memberUp.WithLabelValues(name, rname, m.cfg.Name).Set(b2f(up))
 				}
@@ -388,7 +398,7 @@ func (p *pools) rebuild() (changed bool) {
 			if _, latched := p.failed[regionKey{name, rname}]; !latched && p.steering[regionKey{name, rname}] {
 				rv.steer = p.steerTarget(name, n, r, serving)
 			}
-			if p.metrics != nil {
+			if p.metrics != nil && p.served.Load() {
 				share := 0.0
 				if rv.steer != nil {
 					share = rv.steer.share
@@ -459,7 +469,11 @@ func (p *pools) restore(overrides []savedOverride, latches []savedLatch) (skippe
 		}
 		switch o.Mode {
 		case configs.ServeAlways, configs.ServeObey, configs.ServeRemove, configs.ServeNo:
-			p.overrides[memberKey{o.Name, o.Region, o.Member}] = o.Mode
+			if k := (memberKey{o.Name, o.Region, o.Member}); p.overrideFits(k, o.Mode) {
+				p.overrides[k] = o.Mode
+				continue
+			}
+			skipped = append(skipped, o.Name+"/"+o.Region+"/"+o.Member)
 		default:
 			skipped = append(skipped, o.Name+"/"+o.Region+"/"+o.Member)
 		}
@@ -628,6 +642,19 @@ func (p *pools) member(k memberKey) *member {
 	return nil
 }
 
+// overrideFits says whether the configured member k may take serve mode
+// mode as an override: not obey when no monitor runs for it (serve mode no,
+// or a region without one) — obeying nothing served it unchecked, as "not
+// monitored" (the config's check refuses obey without a monitor too). Set
+// through the API (setOverride), carried by a reload (inherit), restored
+// at a start or taken from the process an upgrade replaced (restore): an
+// obey set while the member was monitored and carried onto it once the
+// config stopped monitoring it had a dead member answered
+// (TestObeyOverrideDroppedWhereNoMonitorRuns).
+func (p *pools) overrideFits(k memberKey, mode string) bool {
+	return mode != configs.ServeObey || p.member(k).prober != nil
+}
+
 // setOverride sets (or with mode "" clears) a member's serve mode.
 func (p *pools) setOverride(name, region, memberName, mode string) error {
 	n := p.names[name]
@@ -642,10 +669,7 @@ func (p *pools) setOverride(name, region, memberName, mode string) error {
 	default:
 		return fmt.Errorf("serve mode must be always, obey, remove or no, got %q", mode)
 	}
-	if mode == configs.ServeObey && p.member(memberKey{name, region, memberName}).prober == nil {
-		// No monitor runs for it (serve mode no, or a region without
-		// one): obeying nothing served it unchecked, as "not monitored"
-		// (the config's check refuses obey without a monitor too).
+	if !p.overrideFits(memberKey{name, region, memberName}, mode) {
 		return fmt.Errorf("member %s of region %s has no monitor to obey (none runs for a member of serve mode no, or in a region without one): set always or remove here, or give it a monitored serve mode in the config and reload", memberName, region)
 	}
 	p.mu.Lock()

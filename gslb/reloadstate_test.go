@@ -7,13 +7,16 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -315,5 +318,139 @@ func TestUpgradeKeepsOverridesLatchesAndTheSerial(t *testing.T) {
 	}
 	if got := next.state.Load().serial.Load(); int32(got-serial) <= 0 {
 		t.Errorf("the new process's serial offset %d is not past the old one's %d: secondaries keep their copy", got, serial)
+	}
+}
+
+// An `obey` override set while a member was monitored is not carried by a
+// reload onto the same member once the config makes it `serve_mode: no`:
+// no prober runs for it then, and obey with no prober is "not monitored".
+// Before, it was, and the dead member was answered — where the admin API
+// refuses exactly this (TestObeyRefusedForAMemberNoMonitorChecks).
+func TestObeyOverrideDroppedWhereNoMonitorRuns(t *testing.T) {
+	dead := newFakeBalancer(t)
+	dead.healthy.Store(false)
+	e1 := reloadStateMember("e1", "192.0.2.1", dead.addr(), "")
+	s := startGSLB(t, parseGSLBYAML(t, reloadStateYAML(e1)))
+	post := adminPost(t, s)
+	// The demo's way back after a remove: mode=obey (README).
+	if code, body := post("/api/pools/ide.ringlb.test/east/e1/mode?mode=obey"); code != http.StatusOK {
+		t.Fatalf("obey: %d %s", code, body)
+	}
+	waitFor(t, "east failed over (e1 dead)", func() bool { return slices.Equal(eastAnswer(t, s), []string{"192.0.2.9"}) })
+	// The config now takes e1 out of service altogether.
+	e1No := fmt.Sprintf("{ name: e1, address: 192.0.2.1, serve_mode: no, probe: %q }", dead.addr())
+	reloadReturns(t, s, parseGSLBYAML(t, reloadStateYAML(e1No)))
+	if got := eastAnswer(t, s); !slices.Equal(got, []string{"192.0.2.9"}) {
+		for _, r := range s.state.Load().pools.status()[0]["regions"].([]map[string]any) {
+			if r["region"] == "east" {
+				t.Logf("east member: %v", r["members"])
+			}
+		}
+		t.Errorf("east after the reload making dead e1 serve_mode no: %v, want west's 192.0.2.9", got)
+	}
+}
+
+// The same through a restart: the saved obey override is not restored onto
+// the member the config now says is not served nor monitored (it was).
+func TestObeyOverrideNotRestoredWhereNoMonitorRuns(t *testing.T) {
+	dead := newFakeBalancer(t)
+	dead.healthy.Store(false)
+	dir := t.TempDir()
+	e1 := reloadStateMember("e1", "192.0.2.1", dead.addr(), "")
+	cfg := parseGSLBYAML(t, reloadStateYAML(e1))
+	cfg.Admin.StateDir = dir
+	s := startGSLB(t, cfg)
+	post := adminPost(t, s)
+	if code, body := post("/api/pools/ide.ringlb.test/east/e1/mode?mode=obey"); code != http.StatusOK {
+		t.Fatalf("obey: %d %s", code, body)
+	}
+	waitFor(t, "east failed over (e1 dead)", func() bool { return slices.Equal(eastAnswer(t, s), []string{"192.0.2.9"}) })
+	if err := s.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e1No := fmt.Sprintf("{ name: e1, address: 192.0.2.1, serve_mode: no, probe: %q }", dead.addr())
+	cfg2 := parseGSLBYAML(t, reloadStateYAML(e1No))
+	cfg2.Admin.StateDir = dir
+	again := startGSLB(t, cfg2)
+	if got := eastAnswer(t, again); !slices.Equal(got, []string{"192.0.2.9"}) {
+		t.Errorf("east after a restart with dead e1 serve_mode no: %v, want west's 192.0.2.9", got)
+	}
+}
+
+// A reload carries a member's run of failed checks with its state
+// (Prober.Carry). Before, it carried the state alone and the new prober
+// counted fall again: a dead member reloaded every fall-1 failed checks
+// (config management, PUT /api/config) stayed up, served, for ever.
+func TestReloadsKeepTheFallCount(t *testing.T) {
+	var healthy atomic.Bool
+	var failed atomic.Int64 // failed checks answered in a row
+	healthy.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !healthy.Load() {
+			failed.Add(1)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	const fall = 3
+	yaml := strings.Replace(reloadStateYAML(reloadStateMember("e1", "192.0.2.1", addr, "")),
+		"bal: { type: http, interval: 100ms, timeout: 100ms, rise: 1, fall: 1, jitter: 0.01 }",
+		"bal: { type: http, interval: 2s, timeout: 1s, rise: 1, fall: 3, jitter: 0.01 }", 1)
+	cfg := parseGSLBYAML(t, yaml)
+	s := startGSLB(t, cfg)
+	waitFor(t, "e1 up and settled", func() bool {
+		return slices.Equal(eastAnswer(t, s), []string{"192.0.2.1"}) && monitorsSettled(s)
+	})
+	healthy.Store(false) // e1 is dead from now on
+	for range 4 {
+		base := failed.Load()
+		waitFor(t, "fall-1 more failed checks", func() bool { return failed.Load() >= base+fall-1 })
+		reloadReturns(t, s, cfg) // the same config
+	}
+	n := failed.Load()
+	got := eastAnswer(t, s)
+	t.Logf("e1 failed %d checks in a row (fall %d); east answers %v", n, fall, got)
+	if n >= 2*fall && slices.Equal(got, []string{"192.0.2.1"}) {
+		t.Errorf("e1 failed %d checks in a row (fall %d) and is still answered: each reload restarted its fall count", n, fall)
+	}
+}
+
+// A reload that is refused (here: a zone file that does not load) builds
+// new pools all the same; their first rebuild wrote every member's
+// ringlb_gslb_member_up from the fresh probers, which start up: a dead
+// member read 1 again, and nothing wrote it back until its monitor had a
+// transition (never, while the member stayed dead) — the shipped alert
+// (ringlb_gslb_member_up == 0) resolved on a refused reload. Only the
+// server's pools write the gauges now.
+func TestRefusedReloadLeavesTheGaugesAlone(t *testing.T) {
+	dead := newFakeBalancer(t)
+	dead.healthy.Store(false)
+	e1 := reloadStateMember("e1", "192.0.2.1", dead.addr(), "")
+	s := startGSLB(t, parseGSLBYAML(t, reloadStateYAML(e1)))
+	gauge := func() float64 {
+		var m dto.Metric
+		if err := s.metrics.memberUp.WithLabelValues("ide.ringlb.test.", "east", "e1").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetGauge().GetValue()
+	}
+	waitFor(t, "e1 down and east failed over", func() bool {
+		return slices.Equal(eastAnswer(t, s), []string{"192.0.2.9"}) && monitorsSettled(s) && gauge() == 0
+	})
+	bad := parseGSLBYAML(t, reloadStateYAML(e1))
+	bad.Zones[0].File = "testdata/no-such.zone"
+	if err := s.Reload(bad); err == nil {
+		t.Fatal("a reload with a missing zone file was taken")
+	}
+	// The member is still dead and still failed over...
+	if got := eastAnswer(t, s); !slices.Equal(got, []string{"192.0.2.9"}) {
+		t.Fatalf("east after the refused reload: %v", got)
+	}
+	// ...so its gauge must still say so (the member's monitor has no transition to come).
+	if g := gauge(); g != 0 {
+		t.Errorf("ringlb_gslb_member_up of dead e1 after a refused reload: %v, want 0", g)
 	}
 }

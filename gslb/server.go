@@ -242,6 +242,9 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 // attaches them after its pools took over the old ones' state
 // (pools.inherit), which must neither save nor count from the old state.
 func (s *Server) attach(st *state) {
+	// The server's now: its gauges are written, from here on and at once.
+	st.pools.served.Store(true)
+	defer st.pools.rebuild()
 	st.pools.onLatch = s.saveState
 	st.pools.onChange = func() {
 		st.serial.Add(1)

@@ -145,6 +145,22 @@ func (p *Prober) Seed(up bool, why string) {
 	p.up, p.why, p.settled = up, why, true
 }
 
+// Carry has p, before Run, start where old (the prober of the same target
+// a reload replaces) stands: its state, as Seed, and its run of successes
+// or failures, so the next check counts on from it. Seeded alone, the
+// count began again at each reload, and a dead member reloaded more often
+// than every fall-1 intervals (config management, PUT /api/config) was
+// never taken down (TestReloadsKeepTheFallCount).
+func (p *Prober) Carry(old *Prober) {
+	old.mu.Lock()
+	up, why, successes, failures, checked, starting := old.up, old.why, old.successes, old.failures, old.checked, old.startingSince
+	old.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.up, p.why, p.settled = up, why, true
+	p.successes, p.failures, p.checked, p.startingSince = successes, failures, checked, starting
+}
+
 // Settled reports whether checks have confirmed the state Up reports (rise
 // successes or fall failures in a row, once since the start), or it was
 // seeded. A prober starts up; until it settles that is an assumption, not
