@@ -427,7 +427,8 @@ func (h *pfHarness) reload(v byte) {
 		n.s.state.Store(st)
 		// The model: probes of members still there kept, latches of
 		// regions still there, overrides as they were (inherit's comment:
-		// of members still there), steering where the region still steers.
+		// of members still there; an obey only where a monitor still runs,
+		// overrideFits), steering where the region still steers.
 		n.probes = h.freshProbes(n, n.probes)
 		nm := st.pools.names[pfName]
 		for k := range n.latched {
@@ -435,8 +436,13 @@ func (h *pfHarness) reload(v byte) {
 				delete(n.latched, k)
 			}
 		}
-		for k := range n.overrides {
-			if r := nm.regions[k.region]; r == nil || !slices.ContainsFunc(r.members, func(m *member) bool { return m.cfg.Name == k.member }) {
+		for k, mode := range n.overrides {
+			r := nm.regions[k.region]
+			i := -1
+			if r != nil {
+				i = slices.IndexFunc(r.members, func(m *member) bool { return m.cfg.Name == k.member })
+			}
+			if i < 0 || mode == configs.ServeObey && r.members[i].prober == nil {
 				delete(n.overrides, k)
 			}
 		}
