@@ -321,22 +321,35 @@ func TestUpgradeKeepsOverridesLatchesAndTheSerial(t *testing.T) {
 	}
 }
 
+// deadE1 is a member e1 of east (192.0.2.1) whose probe target, dead,
+// fails every check, as reloadStateYAML's members are written.
+func deadE1(t *testing.T) (*fakeBalancer, string) {
+	t.Helper()
+	dead := newFakeBalancer(t)
+	dead.healthy.Store(false)
+	return dead, reloadStateMember("e1", "192.0.2.1", dead.addr(), "")
+}
+
+// obeyDeadE1 brings dead e1 of s back as the demo does after a remove
+// (mode=obey, README) and waits until east has failed over all the same.
+func obeyDeadE1(t *testing.T, s *Server) {
+	t.Helper()
+	post := adminPost(t, s)
+	if code, body := post("/api/pools/ide.ringlb.test/east/e1/mode?mode=obey"); code != http.StatusOK {
+		t.Fatalf("obey: %d %s", code, body)
+	}
+	waitFor(t, "east failed over (e1 dead)", func() bool { return slices.Equal(eastAnswer(t, s), []string{"192.0.2.9"}) })
+}
+
 // An `obey` override set while a member was monitored is not carried by a
 // reload onto the same member once the config makes it `serve_mode: no`:
 // no prober runs for it then, and obey with no prober is "not monitored".
 // Before, it was, and the dead member was answered — where the admin API
 // refuses exactly this (TestObeyRefusedForAMemberNoMonitorChecks).
 func TestObeyOverrideDroppedWhereNoMonitorRuns(t *testing.T) {
-	dead := newFakeBalancer(t)
-	dead.healthy.Store(false)
-	e1 := reloadStateMember("e1", "192.0.2.1", dead.addr(), "")
+	dead, e1 := deadE1(t)
 	s := startGSLB(t, parseGSLBYAML(t, reloadStateYAML(e1)))
-	post := adminPost(t, s)
-	// The demo's way back after a remove: mode=obey (README).
-	if code, body := post("/api/pools/ide.ringlb.test/east/e1/mode?mode=obey"); code != http.StatusOK {
-		t.Fatalf("obey: %d %s", code, body)
-	}
-	waitFor(t, "east failed over (e1 dead)", func() bool { return slices.Equal(eastAnswer(t, s), []string{"192.0.2.9"}) })
+	obeyDeadE1(t, s)
 	// The config now takes e1 out of service altogether.
 	e1No := fmt.Sprintf("{ name: e1, address: 192.0.2.1, serve_mode: no, probe: %q }", dead.addr())
 	reloadReturns(t, s, parseGSLBYAML(t, reloadStateYAML(e1No)))
@@ -353,18 +366,12 @@ func TestObeyOverrideDroppedWhereNoMonitorRuns(t *testing.T) {
 // The same through a restart: the saved obey override is not restored onto
 // the member the config now says is not served nor monitored (it was).
 func TestObeyOverrideNotRestoredWhereNoMonitorRuns(t *testing.T) {
-	dead := newFakeBalancer(t)
-	dead.healthy.Store(false)
+	dead, e1 := deadE1(t)
 	dir := t.TempDir()
-	e1 := reloadStateMember("e1", "192.0.2.1", dead.addr(), "")
 	cfg := parseGSLBYAML(t, reloadStateYAML(e1))
 	cfg.Admin.StateDir = dir
 	s := startGSLB(t, cfg)
-	post := adminPost(t, s)
-	if code, body := post("/api/pools/ide.ringlb.test/east/e1/mode?mode=obey"); code != http.StatusOK {
-		t.Fatalf("obey: %d %s", code, body)
-	}
-	waitFor(t, "east failed over (e1 dead)", func() bool { return slices.Equal(eastAnswer(t, s), []string{"192.0.2.9"}) })
+	obeyDeadE1(t, s)
 	if err := s.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -426,9 +433,7 @@ func TestReloadsKeepTheFallCount(t *testing.T) {
 // (ringlb_gslb_member_up == 0) resolved on a refused reload. Only the
 // server's pools write the gauges now.
 func TestRefusedReloadLeavesTheGaugesAlone(t *testing.T) {
-	dead := newFakeBalancer(t)
-	dead.healthy.Store(false)
-	e1 := reloadStateMember("e1", "192.0.2.1", dead.addr(), "")
+	_, e1 := deadE1(t)
 	s := startGSLB(t, parseGSLBYAML(t, reloadStateYAML(e1)))
 	gauge := func() float64 {
 		var m dto.Metric

@@ -243,17 +243,21 @@ func (ps *zoneProblems) record(at recordPos, msg error) {
 // zone adds msg, a problem of the zone's field (a path below it: "file",
 // "records", "dnssec").
 func (ps *zoneProblems) zone(field string, msg error) {
-	if ps.full() {
-		return
+	if !ps.full() {
+		ps.list = append(ps.list, ps.placed(field, msg))
 	}
+}
+
+// placed is msg named at the zone's field: where the config file has it,
+// or by the zone's origin for a zone not read from one.
+func (ps *zoneProblems) placed(field string, msg error) error {
 	if p, ok := ps.z.cfg.Place(field); ok {
-		ps.list = append(ps.list, p.Problem("%v", msg))
-		return
+		return p.Problem("%v", msg)
 	}
 	if field != "file" && field != "" {
 		msg = fmt.Errorf("%s: %w", field, msg)
 	}
-	ps.list = append(ps.list, fmt.Errorf("zone %s: %w", ps.z.origin, msg))
+	return fmt.Errorf("zone %s: %w", ps.z.origin, msg)
 }
 
 // syntax adds the parser's error, err: a zone file's names the file and
@@ -300,11 +304,9 @@ func (ps *zoneProblems) err() error {
 	if len(ps.list) == 0 {
 		return nil
 	}
-	list, more := ps.list, ps.more
-	if more > 0 {
-		ps.list, ps.more = nil, 0
-		ps.zone(ps.field(), fmt.Errorf("and %d more problems, not said (the first %d are)", more, maxZoneProblems))
-		list = append(list, ps.list...)
+	list := ps.list
+	if ps.more > 0 {
+		list = append(slices.Clip(list), ps.placed(ps.field(), fmt.Errorf("and %d more problems, not said (the first %d are)", ps.more, maxZoneProblems)))
 	}
 	return errors.Join(list...)
 }
