@@ -42,7 +42,8 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 	rl.keys = newKeyExtractor(cfg.Key)
 	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
 		rl.certStamp = certStamp(cfg)
-		cert, err := configs.LoadKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		// As the config's check loaded them: read once.
+		cert, err := cfg.TLS.KeyPair()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("balancer.tls: %w", err))
 		}

@@ -1,6 +1,8 @@
 package configs
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
@@ -139,6 +141,10 @@ type TLS struct {
 	// when it is a host name or an IP address with an optional port; any
 	// other Host gets 400.
 	RedirectHost string `yaml:"redirect_host"`
+
+	// pair is the certificate and key as the check loaded them
+	// (checkTLSFiles), which KeyPair hands out.
+	pair checked[tls.Certificate]
 }
 
 // StaticEdge is an edge listed in config instead of found by gossip.
@@ -179,10 +185,17 @@ type EdgeTLS struct {
 	// KeyFile is the client certificate's PEM private key, a secret file;
 	// `ringlb check` loads the files as a start does.
 	KeyFile string `yaml:"key_file"`
+
+	// ca and pair are the files as the check loaded them (checkTLSFiles),
+	// which ClientConfig hands out for as long as the fields name them.
+	ca   checked[*x509.CertPool]
+	pair checked[tls.Certificate]
 }
 
 // Set reports whether any TLS setting is given.
-func (t EdgeTLS) Set() bool { return t != EdgeTLS{} }
+func (t EdgeTLS) Set() bool {
+	return t.CAFile != "" || t.ServerName != "" || t.CertFile != "" || t.KeyFile != ""
+}
 
 // Key says where the stickiness key comes from.
 type Key struct {
@@ -453,7 +466,7 @@ func (b *Balancer) validate(ps *problems) {
 	if (b.TLS.CertFile == "") != (b.TLS.KeyFile == "") {
 		ps.add("balancer.tls", "cert_file and key_file must be set together")
 	}
-	checkTLSFiles(ps, "balancer.tls", "", b.TLS.CertFile, b.TLS.KeyFile)
+	_, b.TLS.pair = checkTLSFiles(ps, "balancer.tls", "", b.TLS.CertFile, b.TLS.KeyFile)
 	if b.TLS.RedirectFrom != "" {
 		checkHostPort(ps, "balancer.tls.redirect_from", b.TLS.RedirectFrom, true)
 	}
@@ -485,7 +498,7 @@ func (b *Balancer) validate(ps *problems) {
 		if se.Monitor.TLS != nil {
 			ps.add(p+".monitor.tls", "a static edge's checks verify as its requests do: set %s.tls instead", p)
 		}
-		se.TLS.validate(ps, p+".tls", se.URL)
+		b.Edges[i].TLS.validate(ps, p+".tls", se.URL)
 	}
 	b.SessionTable.validate(ps)
 	for _, t := range []struct {
@@ -522,7 +535,7 @@ func (b *Balancer) validate(ps *problems) {
 	}
 }
 
-func (t EdgeTLS) validate(ps *problems, path, rawURL string) {
+func (t *EdgeTLS) validate(ps *problems, path, rawURL string) {
 	if !t.Set() {
 		return
 	}
@@ -535,11 +548,11 @@ func (t EdgeTLS) validate(ps *problems, path, rawURL string) {
 // validateFiles checks what t's settings are, whoever uses them (a static
 // edge, a gslb monitor): both halves of a client certificate, files that
 // load as ClientConfig loads them, a server name that is a name.
-func (t EdgeTLS) validateFiles(ps *problems, path string) {
+func (t *EdgeTLS) validateFiles(ps *problems, path string) {
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		ps.add(path, "cert_file and key_file must be set together")
 	}
-	checkTLSFiles(ps, path, t.CAFile, t.CertFile, t.KeyFile)
+	t.ca, t.pair = checkTLSFiles(ps, path, t.CAFile, t.CertFile, t.KeyFile)
 	if t.ServerName != "" && !validHostname(t.ServerName) && net.ParseIP(t.ServerName) == nil {
 		ps.add(path+".server_name", "%q is not a host name", t.ServerName)
 	}

@@ -30,14 +30,17 @@ func (t EdgeTLS) ClientConfig(host string) (*tls.Config, error) {
 		c.ServerName = t.ServerName
 	}
 	if t.CAFile != "" {
-		roots, err := loadCAFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.%w", err)
+		roots, ok := t.ca.of(t.CAFile)
+		if !ok {
+			var err error
+			if roots, err = loadCAFile(t.CAFile); err != nil {
+				return nil, fmt.Errorf("tls.%w", err)
+			}
 		}
 		c.RootCAs = roots
 	}
 	if t.CertFile != "" {
-		cert, err := LoadKeyPair(t.CertFile, t.KeyFile)
+		cert, err := keptKeyPair(t.pair, t.CertFile, t.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("tls.%w", err)
 		}
@@ -79,6 +82,26 @@ func LoadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	return cert, nil
 }
 
+// KeyPair is the certificate and key the balancer terminates TLS with:
+// as the config's check loaded them (checkTLSFiles), for as long as the
+// fields name the same files, else read now (LoadKeyPair). A start or
+// reload reads them once, the check's read, and a file swapped between the
+// check and the start is not what is served.
+func (t TLS) KeyPair() (tls.Certificate, error) {
+	return keptKeyPair(t.pair, t.CertFile, t.KeyFile)
+}
+
+// keptKeyPair is the pair kept for certFile and keyFile, else LoadKeyPair.
+func keptKeyPair(kept checked[tls.Certificate], certFile, keyFile string) (tls.Certificate, error) {
+	if cert, ok := kept.of(pairFile(certFile, keyFile)); ok {
+		return cert, nil
+	}
+	return LoadKeyPair(certFile, keyFile)
+}
+
+// pairFile names a certificate and key file together, for checked.
+func pairFile(certFile, keyFile string) string { return certFile + "\x00" + keyFile }
+
 // pairFields is what a tlsFileError names when the certificate and the key
 // each read but do not make a pair.
 const pairFields = "cert_file and key_file"
@@ -101,8 +124,10 @@ func (e *tlsFileError) Unwrap() error { return e.err }
 // — and reports each file that does not load at its field, so the check
 // refuses what a start would refuse: before, it only stated the files, and
 // a key open to others or a file holding no key passed it. A key its
-// group may read is warned of, as every secret file is.
-func checkTLSFiles(ps *problems, path, ca, cert, key string) {
+// group may read is warned of, as every secret file is. What loaded is
+// returned, kept for the start to use (ClientConfig, KeyPair): read once,
+// as the config's other secrets are (keep).
+func checkTLSFiles(ps *problems, path, ca, cert, key string) (roots checked[*x509.CertPool], pair checked[tls.Certificate]) {
 	report := func(err error) {
 		var fe *tlsFileError
 		switch {
@@ -115,13 +140,15 @@ func checkTLSFiles(ps *problems, path, ca, cert, key string) {
 		}
 	}
 	if ca != "" {
-		if _, err := loadCAFile(ca); err != nil {
+		var err error
+		if roots, err = keep(ca, loadCAFile); err != nil {
 			report(err)
 		}
 	}
 	switch {
 	case cert != "" && key != "":
-		if _, err := LoadKeyPair(cert, key); err != nil {
+		var err error
+		if pair, err = keep(pairFile(cert, key), func(string) (tls.Certificate, error) { return LoadKeyPair(cert, key) }); err != nil {
 			report(err)
 		}
 		ps.warnSecret(path+".key_file", key, whatTLSKey)
@@ -130,4 +157,5 @@ func checkTLSFiles(ps *problems, path, ca, cert, key string) {
 	case key != "":
 		checkFile(ps, path+".key_file", key)
 	}
+	return roots, pair
 }

@@ -144,3 +144,38 @@ func TestCheckLoadsTheTLSFilesAsTheStartDoes(t *testing.T) {
 		t.Errorf("a group-readable TLS key: warnings %v, want one at balancer.tls.key_file", w)
 	}
 }
+
+// A start uses the TLS files as the config's check loaded them: read once,
+// as the config's other secrets are. Before, the check read them and the
+// start read them again, so a file swapped between the two (a renewal
+// landing mid-start, or anyone who can write there) was served unchecked.
+func TestTLSFilesAreUsedAsChecked(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSignedPEM(t)
+	for name, content := range map[string]string{"cert.pem": certPEM, "key.pem": keyPEM, "ca.pem": certPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := Parse(filepath.Join(dir, "c.yaml"), []byte("cluster: { bind: 127.0.0.1:7946 }\nbalancer:\n  tls: { cert_file: cert.pem, key_file: key.pem }\n  edges:\n    - { name: s1, url: \"https://10.0.0.1:9443\", tls: { ca_file: ca.pem, cert_file: cert.pem, key_file: key.pem } }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Swapped for files that load nothing, after the check.
+	for _, name := range []string{"cert.pem", "key.pem", "ca.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("swapped\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cert, err := cfg.Balancer.TLS.KeyPair(); err != nil || len(cert.Certificate) == 0 {
+		t.Errorf("balancer.tls after its files were swapped: %v; want the pair the check loaded", err)
+	}
+	c, err := cfg.Balancer.Edges[0].TLS.ClientConfig("10.0.0.1")
+	if err != nil || c.RootCAs == nil || len(c.Certificates) != 1 {
+		t.Errorf("a static edge's tls after its files were swapped: %v; want the CA and pair the check loaded", err)
+	}
+	// A config built in code, never checked, reads the files.
+	if _, err := (TLS{CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}).KeyPair(); err == nil {
+		t.Error("an unchecked TLS section's KeyPair loaded swapped files")
+	}
+}

@@ -321,6 +321,8 @@ func TestHTTPSMonitorClientCertificate(t *testing.T) {
 // A monitor's files are read at start and on every reload, not once for
 // the process's life: a CA bundle (or client certificate) renewed in place
 // is taken up by a SIGHUP. Files that no longer load refuse the reload.
+// Each reload reads its config anew, as a SIGHUP does (its check's read of
+// the files is the one the reload uses: configs.EdgeTLS.ClientConfig).
 func TestHTTPSMonitorFilesReadOnReload(t *testing.T) {
 	ca, old := newMemberCA(t, "members CA"), newMemberCA(t, "members CA") // the old one, under the same name
 	pair, _, _ := ca.issue(t, "bal.ringlb.test", x509.ExtKeyUsageServerAuth)
@@ -334,14 +336,24 @@ func TestHTTPSMonitorFilesReadOnReload(t *testing.T) {
 		t.Fatalf("verified against another CA: serving %v (%s)", up, why)
 	}
 	copyFile(t, ca.file, bundle)
-	if err := s.Reload(cfg); err != nil {
+	cfgOf := func() configs.GSLB {
+		return tlsMonitorConfig(t, "sec", "sec", member.addr(), member.addr(), "sec: "+httpsMonitor(bundle, "", ""))
+	}
+	if err := s.Reload(cfgOf()); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the member up against the renewed bundle", func() bool { up, _ := memberWhy(t, s, "east", "bal-1"); return up })
 	if err := os.WriteFile(bundle, []byte("not PEM\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := s.Reload(cfg)
+	// A config built here, never checked, as one that reaches Reload
+	// without the file's check: the reload reads the files itself.
+	unchecked := cfg
+	mon := cfg.Monitors["sec"]
+	files := *mon.TLS
+	mon.TLS = &configs.EdgeTLS{CAFile: files.CAFile, ServerName: files.ServerName, CertFile: files.CertFile, KeyFile: files.KeyFile}
+	unchecked.Monitors = map[string]configs.Monitor{"sec": mon}
+	err := s.Reload(unchecked)
 	t.Logf("a reload with a bundle that holds no certificate: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "gslb.monitors.sec.tls.ca_file") {
 		t.Errorf("reload with a broken ca_file: %v, want it refused naming the field", err)
