@@ -589,13 +589,17 @@ func TestEdgeChurnDoesNotGrowTheTableNames(t *testing.T) {
 			cancel()
 			waitRing(t, b1, "edge-1")
 		}
-		healthtest.WaitUntil(t, fmt.Sprintf("round %d's edges forgotten once their entries expired", r), func() bool {
+		healthtest.WaitUntil(t, fmt.Sprintf("round %d's edges forgotten once their entries expired, their indexes freed", r), func() bool {
 			for i := range pods {
 				if _, ok := names.lookup(fmt.Sprintf("edge-pod-%d-%d", r, i)); ok {
 					return false
 				}
 			}
-			return true
+			// Retired first, freed at the next reclaim: the next round
+			// takes freed indexes only.
+			names.mu.RLock()
+			defer names.mu.RUnlock()
+			return len(names.free) >= pods
 		})
 	}
 	round(0)
