@@ -599,7 +599,7 @@ func TestEdgeChurnDoesNotGrowTheTableNames(t *testing.T) {
 			// takes freed indexes only.
 			names.mu.RLock()
 			defer names.mu.RUnlock()
-			return len(names.free) >= pods
+			return len(names.retired) == 0
 		})
 	}
 	round(0)
