@@ -515,9 +515,15 @@ type peerReadError struct {
 	Error string `json:"error"`
 }
 
+// peerAnswer is a node's JSON answer to a read.
+type peerAnswer struct {
+	node string
+	body json.RawMessage
+}
+
 // readPeers GETs path from every other node's admin API (signed, in
 // parallel) and returns the answers that are JSON, by node, and the errors.
-func (b *Balancer) readPeers(ctx context.Context, path string) ([]json.RawMessage, []peerReadError) {
+func (b *Balancer) readPeers(ctx context.Context, path string) ([]peerAnswer, []peerReadError) {
 	peers := b.peerAdmins()
 	bodies := make([]json.RawMessage, len(peers))
 	errs := make([]error, len(peers))
@@ -538,13 +544,13 @@ func (b *Balancer) readPeers(ctx context.Context, path string) ([]json.RawMessag
 		})
 	}
 	wg.Wait()
-	var ok []json.RawMessage
+	var ok []peerAnswer
 	failed := []peerReadError{}
 	for i, n := range peers {
 		if errs[i] != nil {
 			failed = append(failed, peerReadError{n.Name, errs[i].Error()})
 		} else {
-			ok = append(ok, bodies[i])
+			ok = append(ok, peerAnswer{n.Name, bodies[i]})
 		}
 	}
 	return ok, failed
@@ -567,7 +573,11 @@ func (b *Balancer) serveHistory(w http.ResponseWriter, r *http.Request) {
 		op.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
-	op.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "nodes": append([]json.RawMessage{ownJSON}, peers...), "errors": failed})
+	nodes := []json.RawMessage{ownJSON}
+	for _, p := range peers {
+		nodes = append(nodes, p.body)
+	}
+	op.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "nodes": nodes, "errors": failed})
 }
 
 // serveAudit: GET /api/audit?limit=N is this balancer's audit records
@@ -582,13 +592,13 @@ func (b *Balancer) serveAudit(w http.ResponseWriter, r *http.Request) {
 	limit := op.AuditLimit(r)
 	peers, failed := b.readPeers(r.Context(), fmt.Sprintf("/api/audit?limit=%d", limit))
 	records := view.Records
-	for _, raw := range peers {
-		var v op.AuditView
-		if err := json.Unmarshal(raw, &v); err != nil {
-			failed = append(failed, peerReadError{v.Node, err.Error()})
+	for _, p := range peers {
+		theirs, err := op.PeerRecords(p.node, p.body)
+		if err != nil {
+			failed = append(failed, peerReadError{p.node, err.Error()})
 			continue
 		}
-		records = append(records, v.Records...)
+		records = append(records, theirs...)
 	}
 	sort.SliceStable(records, func(i, j int) bool { return records[i].At.After(records[j].At) })
 	if len(records) > limit {

@@ -330,3 +330,60 @@ func TestDashboardTakesOnlySignedAnswers(t *testing.T) {
 		t.Errorf("an earlier release's edge, which signs no answer: %s, want its figures", got)
 	}
 }
+
+// The cluster's audit view names each record's node as the node read, not
+// as its answer says: an edge (or, for an earlier release's unsigned
+// answers, anyone on the path to it) answered records in the name of this
+// balancer, and the operator was shown a drain this balancer never
+// recorded. Records over the bound a node keeps (a field of 256 bytes) are
+// cut so too.
+func TestClusterAuditNamesTheNodeRead(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	long := strings.Repeat("x", 4096)
+	claims := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		operator.WriteJSON(w, http.StatusOK, operator.AuditView{Node: "bal-test", Records: []operator.Record{
+			{Node: "bal-test", Who: "user:alice", Remote: "10.0.0.9:4000", Action: "drain", Target: "edge-1", Result: http.StatusAccepted},
+			{Node: "bal-test", Who: long, Remote: long, Action: long, Target: long, For: long, Result: http.StatusAccepted},
+		}})
+	}))
+	defer claims.Close()
+	cl := healthtest.New(t)
+	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: claims.URL, Weight: 1, State: health.StateAlive})
+	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
+	healthtest.AnnouncePeerSigning(t, edge, self, health.PeerSigningForwarded) // an earlier release's: read unsigned
+	h.bal.SetCluster(self)
+
+	req, _ := http.NewRequest("GET", "http://"+h.admin+"/api/audit?cluster=1", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var view struct {
+		Records []operator.Record
+		Errors  []struct{ Node, Error string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&view); err != nil {
+		t.Fatal(err)
+	}
+	if len(view.Records) != 2 {
+		t.Fatalf("the cluster's audit: %d records, errors %+v; want the edge's 2", len(view.Records), view.Errors)
+	}
+	for _, r := range view.Records {
+		t.Logf("record shown as node %q, who %d bytes", r.Node, len(r.Who))
+		if r.Node != "gossip-edge" {
+			t.Errorf("a record read from gossip-edge is shown as %q's", r.Node)
+		}
+		for _, f := range []string{r.Who, r.For, r.Remote, r.Action, r.Target} {
+			if len(f) > 256 {
+				t.Errorf("a field of %d bytes shown, over the 256 a node keeps", len(f))
+			}
+		}
+	}
+}

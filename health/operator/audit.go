@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,7 +23,7 @@ import (
 type Record struct {
 	At     time.Time `json:"at"`
 	Node   string    `json:"node"`
-	Who    string    `json:"who"`           // "user:NAME", "token", "loopback"; for a login, the name tried
+	Who    string    `json:"who"`           // "user:NAME", "token", "loopback"; for a login, the user tried, or "unknown user #FINGERPRINT" (Logins.who)
 	For    string    `json:"for,omitempty"` // a forwarded change: the user it was made for (configs.HeaderOnBehalf)
 	Remote string    `json:"remote"`        // the client's address as the admin port saw it
 	Action string    `json:"action"`        // "drain", "serve_mode", "maintenance", "recover", "login", …
@@ -33,9 +34,13 @@ type Record struct {
 // Bounds of the audit log. The files hold the last auditFileRecords to
 // 2×auditFileRecords records (the current file and the one before it);
 // memory holds the last auditMemoryRecords, what GET /api/audit serves.
+// Refused logins have files and memory of their own (refusedMemoryRecords
+// of them): anyone may send one, and sharing would let a trickle of them
+// push every operator's record out, of the answer and of the disk.
 const (
-	auditFileRecords   = 5000
-	auditMemoryRecords = 1000
+	auditFileRecords     = 5000
+	auditMemoryRecords   = 1000
+	refusedMemoryRecords = 100
 	// maxRecordField bounds each text field of a record: targets come from
 	// request paths, which a client writes.
 	maxRecordField = 256
@@ -46,13 +51,57 @@ const (
 )
 
 const (
-	auditFile     = "audit.jsonl"
-	auditPrevFile = "audit.1.jsonl"
+	auditFile            = "audit.jsonl"
+	auditPrevFile        = "audit.1.jsonl"
+	refusedAuditFile     = "audit-refused-logins.jsonl"
+	refusedAuditPrevFile = "audit-refused-logins.1.jsonl"
 )
+
+// auditStream is one kind of record's part of the audit log: its last
+// records in memory and, with a state directory, its pair of files.
+type auditStream struct {
+	name, prevName string // the files, in the state directory
+	size           int    // records kept in memory
+	recent         []Record
+	next           int      // where the next record goes in recent
+	file           *os.File // nil: memory only
+	lines          int      // records in file
+}
+
+// keep puts r in the memory ring (AuditLog.mu held, or before use).
+func (s *auditStream) keep(r Record) {
+	if len(s.recent) < s.size {
+		s.recent = append(s.recent, r)
+		return
+	}
+	s.recent[s.next] = r
+	s.next = (s.next + 1) % s.size
+}
+
+// list returns up to limit records, newest first (AuditLog.mu held).
+func (s *auditStream) list(limit int) []Record {
+	n := len(s.recent)
+	limit = min(limit, n)
+	out := make([]Record, 0, limit)
+	for i := 0; i < limit; i++ {
+		// The newest is just before next (or the last while filling).
+		idx := (s.next - 1 - i + 2*n) % n
+		if n < s.size {
+			idx = n - 1 - i
+		}
+		out = append(out, s.recent[idx])
+	}
+	return out
+}
+
+// refusedLogin reports whether r records a refused login (AddRefused), as
+// the files of an earlier release, which kept them with the rest, say it.
+func refusedLogin(r Record) bool { return r.Action == "login" && r.Result != http.StatusOK }
 
 // AuditLog is a node's audit log: the last records in memory, and with a
 // state directory an append-only JSON-lines file (each record synced before
-// the answer goes out) rotated at auditFileRecords.
+// the answer goes out) rotated at auditFileRecords — refused logins apart,
+// in memory and on disk (auditStream).
 type AuditLog struct {
 	node string
 	log  *slog.Logger
@@ -60,11 +109,9 @@ type AuditLog struct {
 	// onRecord is told of every record kept (history events); set before use.
 	onRecord func(Record)
 
-	mu     sync.Mutex
-	recent []Record // ring of auditMemoryRecords
-	next   int      // where the next record goes in recent
-	file   *os.File // nil: memory only
-	lines  int      // records in file
+	mu sync.Mutex
+	// changes are every record but refused logins, which are refused.
+	changes, refusedLogins auditStream
 	// rotateAt is auditFileRecords (smaller in tests).
 	rotateAt int
 	// lastWriteError rate-limits the log line of a failing disk.
@@ -78,23 +125,35 @@ type AuditLog struct {
 
 func newAuditLog(node string, dir string, log *slog.Logger, m *metrics) *AuditLog {
 	a := &AuditLog{node: node, log: log, dir: dir, rotateAt: auditFileRecords, refused: rate.NewLimiter(refusedRecordsPerSecond, refusedRecordsBurst),
-		kept: m.auditRecords, dropped: m.auditSuppressed, writeErrs: m.stateWriteErrors}
+		kept: m.auditRecords, dropped: m.auditSuppressed, writeErrs: m.stateWriteErrors,
+		changes:       auditStream{name: auditFile, prevName: auditPrevFile, size: auditMemoryRecords},
+		refusedLogins: auditStream{name: refusedAuditFile, prevName: refusedAuditPrevFile, size: refusedMemoryRecords}}
 	if dir == "" {
 		return a
 	}
-	for _, name := range []string{auditPrevFile, auditFile} {
-		n, err := a.load(filepath.Join(dir, name))
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("audit log: earlier records not read", "file", filepath.Join(dir, name), "err", err)
+	for _, s := range []*auditStream{&a.changes, &a.refusedLogins} {
+		for _, name := range []string{s.prevName, s.name} {
+			n, err := a.load(filepath.Join(dir, name))
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				log.Warn("audit log: earlier records not read", "file", filepath.Join(dir, name), "err", err)
+			}
+			if name == s.name {
+				s.lines = n
+			}
 		}
-		if name == auditFile {
-			a.lines = n
+		if err := a.open(s); err != nil {
+			log.Error("audit log: records are kept in memory only", "err", err)
 		}
-	}
-	if err := a.open(); err != nil {
-		log.Error("audit log: records are kept in memory only", "err", err)
 	}
 	return a
+}
+
+// stream is the part of the log r belongs to.
+func (a *AuditLog) stream(r Record) *auditStream {
+	if refusedLogin(r) {
+		return &a.refusedLogins
+	}
+	return &a.changes
 }
 
 // load reads a file of records into memory and returns how many lines it
@@ -120,7 +179,7 @@ func (a *AuditLog) load(path string) (int, error) {
 		n++
 		var r Record
 		if json.Unmarshal(sc.Bytes(), &r) == nil {
-			a.keep(r)
+			a.stream(r).keep(r)
 		}
 	}
 	return n, sc.Err()
@@ -138,11 +197,11 @@ func auditRegular(path string) error {
 	return err
 }
 
-func (a *AuditLog) open() error {
-	if err := auditRegular(filepath.Join(a.dir, auditFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+func (a *AuditLog) open(s *auditStream) error {
+	if err := auditRegular(filepath.Join(a.dir, s.name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("open audit log: %w", err)
 	}
-	f, err := openNoFollow(filepath.Join(a.dir, auditFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, fileMode)
+	f, err := openNoFollow(filepath.Join(a.dir, s.name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, fileMode)
 	if err != nil {
 		return fmt.Errorf("open audit log: %w", err)
 	}
@@ -161,18 +220,8 @@ func (a *AuditLog) open() error {
 			r.Close()
 		}
 	}
-	a.file = f
+	s.file = f
 	return syncDir(a.dir)
-}
-
-// keep puts r in the memory ring (a.mu held, or before use).
-func (a *AuditLog) keep(r Record) {
-	if len(a.recent) < auditMemoryRecords {
-		a.recent = append(a.recent, r)
-		return
-	}
-	a.recent[a.next] = r
-	a.next = (a.next + 1) % auditMemoryRecords
 }
 
 // Add records an admin action.
@@ -180,25 +229,52 @@ func (a *AuditLog) Add(r Record) {
 	if a == nil {
 		return
 	}
+	a.add(&a.changes, r)
+}
+
+// add keeps r in s.
+func (a *AuditLog) add(s *auditStream, r Record) {
 	r.Node = a.node
-	for _, f := range []*string{&r.Who, &r.For, &r.Remote, &r.Action, &r.Target} {
-		if len(*f) > maxRecordField {
-			*f = (*f)[:maxRecordField]
-		}
-	}
+	r.bound()
 	if r.At.IsZero() {
 		r.At = time.Now().UTC()
 	}
 	a.mu.Lock()
-	a.keep(r)
-	if a.file != nil {
-		a.write(r)
+	s.keep(r)
+	if s.file != nil {
+		a.write(s, r)
 	}
 	a.mu.Unlock()
 	a.kept.Inc()
 	if a.onRecord != nil {
 		a.onRecord(r)
 	}
+}
+
+// bound cuts each text field to maxRecordField.
+func (r *Record) bound() {
+	for _, f := range []*string{&r.Node, &r.Who, &r.For, &r.Remote, &r.Action, &r.Target} {
+		if len(*f) > maxRecordField {
+			*f = (*f)[:maxRecordField]
+		}
+	}
+}
+
+// PeerRecords are the records of node's GET /api/audit answer (body), as
+// a cluster-wide view shows them: each named as node's, the node read and
+// whose signature the answer carried — not as the answer names it, which
+// would let one node put its records in another's name — and held to the
+// bounds a node keeps its own to.
+func PeerRecords(node string, body []byte) ([]Record, error) {
+	var v AuditView
+	if err := json.Unmarshal(body, &v); err != nil {
+		return nil, err
+	}
+	for i := range v.Records {
+		v.Records[i].Node = node
+		v.Records[i].bound()
+	}
+	return v.Records, nil
 }
 
 // AddRefused records a refused login, within refusedRecordsPerSecond; the
@@ -211,22 +287,22 @@ func (a *AuditLog) AddRefused(r Record) {
 		a.dropped.Inc()
 		return
 	}
-	a.Add(r)
+	a.add(&a.refusedLogins, r)
 }
 
 // write appends r to the file and syncs it, rotating the file when full
 // (a.mu held). A disk error keeps the record in memory, is counted and
 // logged at most once a minute: the admin action itself has happened.
-func (a *AuditLog) write(r Record) {
+func (a *AuditLog) write(s *auditStream, r Record) {
 	line, _ := json.Marshal(r) // a Record always encodes
-	_, err := a.file.Write(append(line, '\n'))
+	_, err := s.file.Write(append(line, '\n'))
 	if err == nil {
-		err = a.file.Sync()
+		err = s.file.Sync()
 	}
 	if err == nil {
-		a.lines++
-		if a.lines >= a.rotateAt {
-			err = a.rotate()
+		s.lines++
+		if s.lines >= a.rotateAt {
+			err = a.rotate(s)
 		}
 	}
 	if err != nil {
@@ -240,33 +316,33 @@ func (a *AuditLog) write(r Record) {
 
 // rotate makes the full file the previous one (dropping the one before)
 // and starts an empty one.
-func (a *AuditLog) rotate() error {
-	a.file.Close()
-	a.file = nil
-	if err := os.Rename(filepath.Join(a.dir, auditFile), filepath.Join(a.dir, auditPrevFile)); err != nil {
+func (a *AuditLog) rotate(s *auditStream) error {
+	s.file.Close()
+	s.file = nil
+	if err := os.Rename(filepath.Join(a.dir, s.name), filepath.Join(a.dir, s.prevName)); err != nil {
 		return fmt.Errorf("rotate audit log: %w", err)
 	}
-	a.lines = 0
-	return a.open()
+	s.lines = 0
+	return a.open(s)
 }
 
-// List returns up to limit records, newest first.
+// List returns up to limit records, newest first: the changes' and the
+// refused logins' merged by time, so at most refusedMemoryRecords of them
+// refused logins.
 func (a *AuditLog) List(limit int) []Record {
 	if a == nil {
 		return []Record{}
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	n := len(a.recent)
-	limit = min(limit, n)
-	out := make([]Record, 0, limit)
-	for i := 0; i < limit; i++ {
-		// The newest is just before next (or the last while filling).
-		idx := (a.next - 1 - i + 2*n) % n
-		if n < auditMemoryRecords {
-			idx = n - 1 - i
+	changes, refused := a.changes.list(limit), a.refusedLogins.list(limit)
+	a.mu.Unlock()
+	out := make([]Record, 0, min(limit, len(changes)+len(refused)))
+	for len(out) < limit && len(changes)+len(refused) > 0 {
+		if len(refused) == 0 || len(changes) > 0 && !refused[0].At.After(changes[0].At) {
+			out, changes = append(out, changes[0]), changes[1:]
+		} else {
+			out, refused = append(out, refused[0]), refused[1:]
 		}
-		out = append(out, a.recent[idx])
 	}
 	return out
 }
@@ -278,8 +354,10 @@ func (a *AuditLog) close() {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.file != nil {
-		a.file.Close()
-		a.file = nil
+	for _, s := range []*auditStream{&a.changes, &a.refusedLogins} {
+		if s.file != nil {
+			s.file.Close()
+			s.file = nil
+		}
 	}
 }

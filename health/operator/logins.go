@@ -3,6 +3,7 @@ package operator
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	_ "embed"
@@ -46,7 +47,9 @@ type Logins struct {
 	rate   *rate.Limiter // checksPerSecond
 	// unknownHash is what a name that is no user's is checked against.
 	unknownHash []byte
-	results     *prometheus.CounterVec
+	// nameKey keys the fingerprints of names that are no user's (who).
+	nameKey [32]byte
+	results *prometheus.CounterVec
 
 	mu       sync.Mutex
 	sessions map[[sha256.Size]byte]session
@@ -101,7 +104,7 @@ type failures struct {
 const (
 	// SessionCookie is the login session's cookie: HttpOnly (no script
 	// reads it), SameSite=Strict (no other site's request carries it),
-	// Secure under TLS, Path=/.
+	// Secure under TLS (overTLS), Path=/.
 	SessionCookie = configs.CookieAdmin
 	// SessionTTL is how long a login lasts.
 	SessionTTL = 12 * time.Hour
@@ -168,6 +171,7 @@ func newLogins(users map[string][]byte, store *Store, audit *AuditLog, log *slog
 	var random [18]byte
 	_, _ = rand.Read(random[:]) // crypto/rand.Read never fails on Linux (it panics first)
 	l.unknownHash, _ = bcrypt.GenerateFromPassword(random[:], cost)
+	_, _ = rand.Read(l.nameKey[:])
 	// Held to the cap of a live node, the newest kept, as newSession
 	// would have: a file of more was restored whole, and a login then
 	// ended only the oldest, never bringing the table back under it.
@@ -275,6 +279,30 @@ func cookieID(r *http.Request) ([sha256.Size]byte, bool) {
 		return [sha256.Size]byte{}, false
 	}
 	return sha256.Sum256(raw), true
+}
+
+// unknownUserPrefix begins the audit record's name of a login for a name
+// that is no user of the port (Logins.who).
+const unknownUserPrefix = "unknown user #"
+
+// who names a login's caller in its audit record: a user of this port by
+// name, any other text typed as the name only by a fingerprint of it (the
+// first 4 bytes of an HMAC-SHA256 under a key of this process). What is
+// typed there is often the password, one field too early, and the record
+// is served to the operators and to every peer (GET /api/audit) and kept on
+// disk. The same text gives the same fingerprint, so a name guessed again
+// is told from a spray; without the key, which never leaves the process,
+// no reader can test candidate passwords against one.
+func (l *Logins) who(typed string) string {
+	if typed == "" {
+		return "-"
+	}
+	if _, known := (*l.users.Load())[typed]; known {
+		return CallerUserPrefix + typed
+	}
+	mac := hmac.New(sha256.New, l.nameKey[:])
+	mac.Write([]byte(typed))
+	return unknownUserPrefix + hex.EncodeToString(mac.Sum(nil)[:4])
 }
 
 // loginOutcome is what one login attempt came to.
@@ -596,11 +624,7 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	next = r.Form.Get("next")
 	user, password := r.PostForm.Get("user"), r.PostForm.Get("password")
-	who := "-"
-	if configs.ValidUserName(user) {
-		who = CallerUserPrefix + user
-	}
-	rec := Record{Who: who, Remote: r.RemoteAddr, Action: "login"}
+	rec := Record{Who: n.Logins.who(user), Remote: r.RemoteAddr, Action: "login"}
 	outcome := loginWrong
 	if configs.ValidUserName(user) && len(password) <= 72 { // bcrypt's own limit
 		outcome = n.Logins.attempt(r.Context(), user, password, r.RemoteAddr)
@@ -627,7 +651,7 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	value, expires := n.Logins.newSession(user)
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: value, Path: "/", Expires: expires, MaxAge: int(SessionTTL.Seconds()),
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
 	rec.Result = http.StatusOK
 	n.Audit.Add(rec)
 	n.log.Info("admin login", "user", user, "remote", r.RemoteAddr)
@@ -638,6 +662,16 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, n.localPath(next), http.StatusSeeOther)
 }
 
+// overTLS reports whether the browser reached the port over TLS, which
+// makes the session cookie Secure (a browser sends it over TLS only, never
+// in clear to an http:// URL of the host): the connection's own, or a
+// proxy's in front of the port — an admin port serves plain HTTP, so TLS is
+// nginx's or HAProxy's — which the page's Origin names. A client that
+// misstates its Origin only marks its own cookie.
+func overTLS(r *http.Request) bool {
+	return r.TLS != nil || strings.HasPrefix(r.Header.Get("Origin"), "https://")
+}
+
 // serveLogout is POST /logout (behind Access.Write: the CSRF rule, an
 // audit record): ends the session and clears the cookie.
 func (n *Node) serveLogout(w http.ResponseWriter, r *http.Request) {
@@ -645,7 +679,7 @@ func (n *Node) serveLogout(w http.ResponseWriter, r *http.Request) {
 	if n.Logins != nil {
 		n.Logins.endSession(r)
 	}
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
 	WriteJSON(w, http.StatusOK, map[string]bool{"logged_out": true})
 }
 

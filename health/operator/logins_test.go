@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -11,10 +12,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -793,5 +797,168 @@ func TestUsersFileReloadNeedsRestartToStartOrEndLogins(t *testing.T) {
 	writeUsers(t, path, map[string]string{})
 	if _, err := n2.ReloadUsers("edge", admin); err == nil || !strings.Contains(err.Error(), "restart") {
 		t.Errorf("a reload listing no user any more: %v, want a refusal naming the restart", err)
+	}
+}
+
+// A password typed into the name field (the commonest slip at a login
+// form) must not reach the audit log, which GET /api/audit serves to the
+// operator and to every peer, nor its file or the node's log. The record
+// still says what an operator needs: a user of the port by name, any other
+// name as a fingerprint that is the same for the same text, so a guess
+// repeated is told from a spray.
+func TestFailedLoginNameStaysOutOfTheAuditLog(t *testing.T) {
+	const typed = "Tr0ub4dor-and-3" // a password, typed where the name goes
+	dir := t.TempDir()
+	var logged bytes.Buffer
+	var logMu sync.Mutex
+	n := New(Config{Node: "edge-1", Role: "edge", Admin: configs.Admin{Listen: "127.0.0.1:9101", UsersFile: usersFile(t), StateDir: dir},
+		Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logged}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	t.Cleanup(n.Close)
+	n.Logins.rate = rate.NewLimiter(rate.Inf, 0)
+	base := loginServer(t, n, "operator-token-0123456789")
+	c := noRedirects()
+	// The network's five failures, then one refused unchecked (locked).
+	for i, user := range []string{"alice", typed, typed, "bob-not-a-user", typed, typed} {
+		want := http.StatusUnauthorized
+		if i == 5 {
+			want = http.StatusTooManyRequests
+		}
+		if resp := postLogin(t, c, base, user, "wrong password", nil); resp.StatusCode != want {
+			t.Fatalf("login %d as %q: %s, want %d", i, user, resp.Status, want)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/audit", nil)
+	req.Header.Set("Authorization", "Bearer operator-token-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var file []byte
+	for _, name := range []string{auditFile, refusedAuditFile} {
+		raw, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		file = append(file, raw...)
+	}
+	logMu.Lock()
+	logText := logged.String()
+	logMu.Unlock()
+	for where, text := range map[string]string{"GET /api/audit": string(served), "the audit file": string(file), "the node's log": logText} {
+		if strings.Contains(strings.ToLower(text), strings.ToLower(typed)) {
+			t.Errorf("%s holds the name typed at a failed login (a password):\n%s", where, text)
+		}
+	}
+	recs := n.Audit.List(10)
+	if len(recs) != 6 {
+		t.Fatalf("%d login records, want 6: %+v", len(recs), recs)
+	}
+	who := make([]string, 6) // oldest first
+	for i, r := range recs {
+		who[5-i] = r.Who
+	}
+	t.Logf("records name the callers %q", who)
+	if who[0] != CallerUserPrefix+"alice" {
+		t.Errorf("a user's failed login names %q, want %q", who[0], CallerUserPrefix+"alice")
+	}
+	if who[1] != who[2] || who[1] != who[4] || who[1] != who[5] || who[1] == who[3] || who[1] == "" {
+		t.Errorf("the same name typed again must have the same fingerprint, another name another: %q", who)
+	}
+}
+
+// Refused logins cannot push the operators' records out of the audit log.
+// Anyone may post a login with no name — neither checked nor locked out —
+// and each is a record at the refused records' rate (1/s): before, they
+// took the same memory ring and the same two files as the operators'
+// changes, so a day's trickle from one address (here its hours at once,
+// the rate lifted) left no record of a drain, in GET /api/audit or on disk.
+func TestRefusedLoginsCannotPushOutTheOperatorsRecords(t *testing.T) {
+	const token = "operator-token-0123456789"
+	dir := t.TempDir()
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t), StateDir: dir})
+	n.Audit.refused = rate.NewLimiter(rate.Inf, 0)
+	const rotateAt = 100 // the files' bound, smaller: the same logic, fewer fsyncs
+	n.Audit.rotateAt = rotateAt
+	base := loginServer(t, n, token)
+	c := noRedirects()
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/drain", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	refused := auditMemoryRecords + 2*rotateAt
+	for range refused {
+		if resp := postLogin(t, c, base, "", "x", nil); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a login with no name: %s", resp.Status)
+		}
+	}
+	drained := func(recs []Record) bool {
+		for _, r := range recs {
+			if r.Action == "drain" && r.Who == CallerToken {
+				return true
+			}
+		}
+		return false
+	}
+	shown := n.AuditView(httptest.NewRequest(http.MethodGet, fmt.Sprintf("/api/audit?limit=%d", auditMemoryRecords), nil)).Records
+	t.Logf("after %d refused logins: GET /api/audit shows %d records", refused, len(shown))
+	if !drained(shown) {
+		t.Error("GET /api/audit no longer shows the drain")
+	}
+	n.Close()
+	again := newTestNode(t, configs.Admin{UsersFile: usersFile(t), StateDir: dir})
+	if !drained(again.Audit.List(auditMemoryRecords)) {
+		t.Error("after a restart the audit log no longer holds the drain")
+	}
+}
+
+// An admin port serves plain HTTP; TLS is a proxy's in front of it (nginx,
+// HAProxy), so the node never saw a TLS connection and never set the
+// session cookie Secure: a browser then sent it in clear to any http://
+// URL of the host — the operator typing the name without https:// is
+// enough for whoever is on the path to take the session. A login posted
+// from an https page (its Origin says so) gets a Secure cookie, and so
+// does the logout's clearing of it.
+func TestLoginBehindATLSProxyIsSecure(t *testing.T) {
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t)})
+	base := loginServer(t, n, "")
+	target, _ := url.Parse(base)
+	proxy := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
+	defer proxy.Close()
+	c := proxy.Client()
+	c.Jar, _ = cookiejar.New(nil)
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp := postLogin(t, c, proxy.URL, "alice", testPassword, map[string]string{"Origin": proxy.URL, "Sec-Fetch-Site": "same-origin"})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login through the TLS proxy: %s", resp.Status)
+	}
+	secure := func(resp *http.Response) (bool, bool) {
+		for _, ck := range resp.Cookies() {
+			if ck.Name == SessionCookie {
+				return ck.Secure, true
+			}
+		}
+		return false, false
+	}
+	if s, ok := secure(resp); !ok || !s {
+		t.Errorf("the session cookie of a login from an https page: set %v, Secure %v; want Secure", ok, s)
+	}
+	req, _ := http.NewRequest(http.MethodPost, proxy.URL+PathLogout, nil)
+	req.Header.Set(configs.HeaderAdmin, "1")
+	req.Header.Set("Origin", proxy.URL)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("logout through the TLS proxy: %s", resp.Status)
+	}
+	if s, ok := secure(resp); !ok || !s {
+		t.Errorf("the logout's cookie from an https page: set %v, Secure %v; want Secure", ok, s)
 	}
 }
