@@ -13,8 +13,8 @@ import (
 // reloadable is the part of the balancer's configuration that Reload swaps
 // in place: key sources and limits, the TLS certificate, the admin token and
 // users.
-// Everything else (listen addresses, timeouts, whether TLS is on) needs a
-// restart.
+// Everything else (listen addresses, timeouts, the request timeout and
+// header bound, whether TLS is on) needs a restart.
 type reloadable struct {
 	cfg        configs.Balancer
 	keys       *keyExtractor
@@ -136,7 +136,8 @@ func (b *Balancer) applyReload(rl *reloadable) {
 }
 
 // restartChanges names the fields read only at start (listeners, their
-// timeouts and wrappers, the admin plane's users file path and sampling).
+// timeouts, bounds and wrappers, the admin plane's users file path and
+// sampling).
 func restartChanges(old, cfg configs.Balancer) error {
 	return errors.Join(
 		configs.RestartNeeded("balancer.listen", old.Listen, cfg.Listen),
@@ -146,6 +147,11 @@ func restartChanges(old, cfg configs.Balancer) error {
 		configs.RestartNeeded("balancer.dial_timeout", old.DialTimeout, cfg.DialTimeout),
 		configs.RestartNeeded("balancer.idle_timeout", old.IdleTimeout, cfg.IdleTimeout),
 		configs.RestartNeeded("balancer.tunnel_idle_timeout", old.TunnelIdleTimeout, cfg.TunnelIdleTimeout),
+		// The data port's server and the edge pool take these at start
+		// (fasthttp reads them while serving): a reload that changed them
+		// was answered "reloaded" and changed nothing.
+		configs.RestartNeeded("balancer.limits.request_timeout", old.Limits.RequestTimeout, cfg.Limits.RequestTimeout),
+		configs.RestartNeeded("balancer.limits.max_header_bytes", old.Limits.MaxHeaderBytes, cfg.Limits.MaxHeaderBytes),
 	)
 }
 

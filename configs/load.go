@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -100,6 +101,9 @@ type Refused struct {
 	Warnings Errors
 	// Roles are the roles the file has a section for (Config.Roles).
 	Roles []string
+	// Unsaid is how many problems were found beyond MaxProblems: not in
+	// Errors, whose last one says how many they are.
+	Unsaid int
 	// GSLB is the file's gslb section, provisioned, when it has one and
 	// none of the problems is in it (nil otherwise): what `ringlb check`
 	// loads the zones of (gslb.Check) to say their problems in the same
@@ -121,14 +125,63 @@ func Load(path string) (*Config, error) {
 }
 
 // LoadFile is Load, also returning the file's content as read: what a node
-// started from runs that, whatever the file holds by the time it asks.
+// started from runs that, whatever the file holds by the time it asks. A
+// file other users may write is refused (configFileMode), its problem said
+// with the others.
 func LoadFile(path string) (*Config, []byte, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	data, err := io.ReadAll(f)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read config: %w", err)
 	}
 	cfg, err := Parse(path, data)
+	if msg := configFileMode(path, fi); msg != "" {
+		return nil, data, withFileProblem(cfg, err, &FieldError{File: path, Msg: msg})
+	}
 	return cfg, data, err
+}
+
+// configFileMode is the rule of the config file itself: refused ("" when
+// not) when others may write it. Whoever writes it decides how the node
+// runs — gossip without a key, the seeds it joins, its admin port, the
+// answers of its zones — and the next SIGHUP or start applies it, as the
+// operator's. Its group may write it: the config API replaces it as the
+// node's user (root:ringlb 0660). Where files have no Unix owner, the mode
+// says nothing of who may write: nothing is checked.
+func configFileMode(path string, fi fs.FileInfo) string {
+	if _, _, ok := FileOwner(fi); !ok || fi.Mode().Perm()&0o002 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("writable by others (mode %04o): any user of this host could rewrite how the node runs, and a reload or a start would apply it; chmod o-w %s", fi.Mode().Perm(), path)
+}
+
+// withFileProblem adds p, a problem of the file as a whole, to what Parse
+// made of it (cfg, err), so it is said with the file's other problems.
+func withFileProblem(cfg *Config, err error, p *FieldError) error {
+	var refused *Refused
+	var errs Errors
+	switch {
+	case errors.As(err, &refused):
+		refused.Errors = append(Errors{p}, refused.Errors...)
+		return refused
+	case errors.As(err, &errs):
+		return append(Errors{p}, errs...)
+	case err != nil:
+		return err
+	}
+	refused = &Refused{Errors: Errors{p}, Warnings: cfg.warnings, Roles: cfg.roles}
+	if slices.Contains(cfg.roles, "gslb") {
+		refused.GSLB = &cfg.GSLB
+	}
+	return refused
 }
 
 // Parse is Load for data already in memory; name is used in messages.
@@ -154,14 +207,14 @@ func Parse(name string, data []byte) (*Config, error) {
 		if err != nil {
 			line = yamlErrLine(err)
 		}
-		d.errs = append(d.errs, &FieldError{File: name, Line: line, Msg: "a config file is one YAML document; a second one starts here (remove it, or its \"---\")"})
+		d.add(&FieldError{File: name, Line: line, Msg: "a config file is one YAML document; a second one starts here (remove it, or its \"---\")"})
 	}
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
 	}
 	cfg.GSLB.placeZones(&fieldLines{file: name, lines: d.lines})
 	if d.overBudget {
-		return nil, d.errs // the config is cut short: its validation would only add noise
+		return nil, d.said() // the config is cut short: its validation would only add noise
 	}
 	for _, role := range []string{"edge", "balancer", "gslb"} {
 		if _, ok := d.lines[role]; ok {
@@ -182,13 +235,16 @@ func Parse(name string, data []byte) (*Config, error) {
 		case p.warning:
 			cfg.warnings = append(cfg.warnings, e)
 		default:
-			d.errs = append(d.errs, e)
+			d.add(e)
 		}
 	}
 	if len(d.errs) > 0 {
 		sort.SliceStable(d.errs, func(i, j int) bool { return lineKey(d.errs[i]) < lineKey(d.errs[j]) })
-		refused := &Refused{Errors: d.errs, Warnings: cfg.warnings, Roles: cfg.roles}
-		if slices.Contains(cfg.roles, "gslb") && !slices.ContainsFunc(d.errs, func(e *FieldError) bool {
+		d.errs = d.said()
+		refused := &Refused{Errors: d.errs, Warnings: cfg.warnings, Roles: cfg.roles, Unsaid: d.unsaid}
+		// Its zones load only when none of its problems, said or not, is
+		// in the gslb section.
+		if slices.Contains(cfg.roles, "gslb") && d.unsaid == 0 && !slices.ContainsFunc(d.errs, func(e *FieldError) bool {
 			return e.Path == "gslb" || strings.HasPrefix(e.Path, "gslb.")
 		}) {
 			refused.GSLB = &cfg.GSLB
@@ -232,6 +288,9 @@ type decoder struct {
 	aliasBudget int
 	aliasDepth  int
 	overBudget  bool
+
+	// unsaid counts the problems found beyond MaxProblems.
+	unsaid int
 
 	// at is the walk's place in the Go value (a struct field, list index
 	// or map key a step), zeros the number fields the file sets to 0.
@@ -295,7 +354,7 @@ func (d *decoder) zeroTakenForDefault(cfg *Config) {
 			if dur, ok := shown.(Duration); ok {
 				shown = dur.D()
 			}
-			d.errs = append(d.errs, &FieldError{File: d.file, Line: z.line, Path: z.path,
+			d.add(&FieldError{File: d.file, Line: z.line, Path: z.path,
 				Msg: fmt.Sprintf("0 would be taken for the default, %v: leave the field out for the default, or give a value other than 0", shown)})
 		}
 	}
@@ -353,8 +412,44 @@ func nearestLine(lines map[string]int, path string) int {
 }
 
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
-	d.errs = append(d.errs, &FieldError{File: d.file, Line: n.Line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	if d.full() {
+		return
+	}
+	d.add(&FieldError{File: d.file, Line: n.Line, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
+
+// MaxProblems is how many of a file's problems are said; those after are
+// counted, in one problem more. A file of a megabyte (the config API's
+// bound) with a problem every few bytes named 170,000 of them: 35 MB said,
+// 250 MB held by the node that checked it, to be read by nobody.
+const MaxProblems = 100
+
+// full counts one more problem when MaxProblems are said already.
+func (d *decoder) full() bool {
+	if len(d.errs) < MaxProblems {
+		return false
+	}
+	d.unsaid++
+	return true
+}
+
+// add says e, or counts it when MaxProblems are said already.
+func (d *decoder) add(e *FieldError) {
+	if !d.full() {
+		d.errs = append(d.errs, e)
+	}
+}
+
+// said is the problems said, and one counting the rest when there are.
+func (d *decoder) said() Errors {
+	if d.unsaid == 0 {
+		return d.errs
+	}
+	return append(d.errs, &FieldError{File: d.file, Msg: fmt.Sprintf("and %d more problems, not said (the first %d are)", d.unsaid, MaxProblems)})
+}
+
+// problems is how many problems the walk found, said or counted.
+func (d *decoder) problems() int { return len(d.errs) + d.unsaid }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	if path != "" {
@@ -488,9 +583,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		seen[key.Value] = true
 		d.lines[p] = key.Line
 		d.at = append(d.at, step{field: idx})
-		f, problems := v.Field(idx), len(d.errs)
+		f, problems := v.Field(idx), d.problems()
 		d.decode(val, f, p)
-		if len(d.errs) == problems && isNumber(f.Kind()) && f.IsZero() && val.Kind == yaml.ScalarNode && val.Tag != "!!null" && v.Type().Field(idx).Tag.Get("zero") != "default" {
+		if d.problems() == problems && isNumber(f.Kind()) && f.IsZero() && val.Kind == yaml.ScalarNode && val.Tag != "!!null" && v.Type().Field(idx).Tag.Get("zero") != "default" {
 			d.zeros = append(d.zeros, explicitZero{path: p, line: key.Line, at: slices.Clone(d.at)})
 		}
 		d.at = d.at[:len(d.at)-1]

@@ -169,7 +169,9 @@ value its file does not say), unless its description gives 0 a meaning. Annotate
 A file a field names for a secret (the keyring, the admin and metrics tokens, the users file,
 the join-token and TSIG secrets, a DNSSEC key's ` + "`.private`" + `, a TLS ` + "`key_file`" + `) is refused
 when others may read, write or run it, or its group may write it; its group may read it (0640,
-0440), with a warning unless root owns it ([SECURITY.md](SECURITY.md#secret-files)).
+0440), with a warning unless root owns it ([SECURITY.md](SECURITY.md#secret-files)). The
+config file itself is refused when others may write it (its group may: the config API
+replaces it as the node's user).
 `)
 	section := ""
 	walkFields(reflect.TypeOf(Config{}), "", func(path string, f reflect.StructField, owner reflect.Type) {

@@ -165,8 +165,9 @@ func (p recordPos) String() string {
 // after are counted. A zone is checked whole, as nsd-checkzone and
 // kzonecheck check one: one problem a run had an operator fix a zone of
 // many in as many runs. The bound keeps a zone of a million bad records
-// from being a million lines of log.
-const maxZoneProblems = 100
+// from being a million lines of log. A config file's bound, as its own
+// problems are.
+const maxZoneProblems = configs.MaxProblems
 
 // zoneProblems is every problem of a zone its load finds, each named where
 // it is: a record's by the config file's line of it and its field path

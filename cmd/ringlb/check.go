@@ -36,9 +36,12 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		// none: its zones load as they would), then what the file would
 		// be warned of besides: all of it in one pass.
 		fmt.Fprintln(stderr, errs.Error())
-		zones := ""
+		zones, count := "", len(errs)
 		var refused *configs.Refused
 		if errors.As(err, &refused) {
+			if refused.Unsaid > 0 {
+				count += refused.Unsaid - 1 // the last of errs counts them
+			}
 			if refused.GSLB != nil {
 				if err := gslb.Check(*refused.GSLB); err != nil {
 					fmt.Fprintln(stderr, err)
@@ -48,7 +51,7 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 			printWarnings(stderr, refused.Warnings)
 			warnOfUpgrade(stderr, refused.Roles)
 		}
-		return fmt.Errorf("%s: %d problem(s)%s; fix them and run ringlb check again", name, len(errs), zones)
+		return fmt.Errorf("%s: %d problem(s)%s; fix them and run ringlb check again", name, count, zones)
 	}
 	if slices.Contains(cfg.Roles(), "gslb") {
 		// The zones as the nameserver loads them: what a start refuses.

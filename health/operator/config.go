@@ -115,11 +115,12 @@ func (f *ConfigFile) Reload() error {
 	if f.held != "" {
 		return errors.New(f.held)
 	}
-	data, err := os.ReadFile(f.path)
-	if err != nil {
-		return fmt.Errorf("read config: %w", err)
+	// Read as a start reads it, by the rule of the config file itself
+	// (made writable by others since the start, it is refused).
+	next, data, err := configs.LoadFile(f.path)
+	if err == nil {
+		err = f.applyLocked(next, data)
 	}
-	err = f.applyLocked(data)
 	// A file refused for its problems: what it would be warned of is
 	// logged too, as `ringlb check` says it after them (a PUT answers it).
 	var refused *configs.Refused
@@ -129,11 +130,8 @@ func (f *ConfigFile) Reload() error {
 	return err
 }
 
-func (f *ConfigFile) applyLocked(data []byte) error {
-	next, err := configs.Parse(f.path, data)
-	if err != nil {
-		return err
-	}
+// applyLocked makes the node run next, read from data.
+func (f *ConfigFile) applyLocked(next *configs.Config, data []byte) error {
 	next.LogWarnings(f.log)
 	if err := f.apply(f.running, next); err != nil {
 		return err
