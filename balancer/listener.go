@@ -282,7 +282,8 @@ func (c *limitConn) Read(p []byte) (int, error) {
 }
 
 func (c *limitConn) check() {
-	ap, err := netip.ParseAddrPort(c.Conn.RemoteAddr().String())
+	conn := untrustedSocket(c.Conn)
+	ap, err := netip.ParseAddrPort(conn.RemoteAddr().String())
 	if err != nil {
 		return
 	}
@@ -293,11 +294,27 @@ func (c *limitConn) check() {
 		c.slot = slot
 	case acceptguard.TooManyNew:
 		c.refused = true
-		c.l.refuse(c.Conn, rejectPerIPRate, refusalPerIPRate)
+		c.l.refuse(conn, rejectPerIPRate, refusalPerIPRate)
 	default:
 		c.refused = true
-		c.l.refuse(c.Conn, rejectPerIPConns, refusalPerIP)
+		c.l.refuse(conn, rejectPerIPConns, refusalPerIP)
 	}
+}
+
+// untrustedSocket is the socket under c when c is a PROXY protocol
+// connection from a source outside trusted_from, else c. Such a source's
+// address is its socket's whatever it sends (a header from it is refused),
+// so it is known at once: asked of the PROXY connection, it waited for the
+// header to be looked for — up to proxyHeaderTimeout for a source that
+// sends nothing — and so did a refusal written through it, each holding a
+// slot of max_connections meanwhile, uncounted by client: one address
+// reaching the port directly held every slot with idle connections
+// (TestUntrustedSourceHeldToPerIPLimitsWithoutWaitingForAHeader).
+func untrustedSocket(c net.Conn) net.Conn {
+	if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeaderPolicy == proxyproto.REJECT {
+		return pc.Raw()
+	}
+	return c
 }
 
 func (c *limitConn) Close() error {

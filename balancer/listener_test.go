@@ -203,3 +203,81 @@ func TestPerIPLimits(t *testing.T) {
 		}
 	})
 }
+
+// With PROXY protocol on, a source outside trusted_from is its own client:
+// its address is the socket's and no header will change it. Its
+// connections were counted under max_connections_per_ip only once the
+// PROXY header had been looked for — up to 5 s for one that sends nothing —
+// so one address reaching the port directly held every slot of
+// max_connections with idle connections, opened again as each ended, and
+// everyone else was refused. The header wait of a connection opened before
+// them is the clock: their refusals must come before it ends.
+func TestUntrustedSourceHeldToPerIPLimitsWithoutWaitingForAHeader(t *testing.T) {
+	const max, perIP = 20, 2
+	h := newHarness(t, configs.Balancer{
+		ProxyProtocol: configs.ProxyProtocol{Enabled: true, TrustedFrom: []string{"192.0.2.0/24"}},
+		Limits:        configs.Limits{MaxConnections: max, MaxConnectionsPerIP: perIP},
+	})
+	// The clock, from another address: the start of a PROXY v2 signature
+	// keeps the balancer looking for the rest until the header wait ends;
+	// then it reads the bytes as a request, and answers 400.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	clock, err := d.Dial("tcp", h.addr)
+	if err != nil {
+		t.Skipf("no 127.0.0.2 here: %v", err)
+	}
+	defer clock.Close()
+	io.WriteString(clock, "\r\n\r\n\x00\r\nQ")
+	waitEnded := make(chan struct{})
+	go func() {
+		defer close(waitEnded)
+		_ = clock.SetReadDeadline(time.Now().Add(healthtest.Patience))
+		_, _ = clock.Read(make([]byte, 1))
+	}()
+
+	// Every slot the clock leaves, from one address.
+	const flood = max - 1
+	start := time.Now()
+	refused := make(chan bool, flood)
+	for range flood {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			// A refusal is answered and closed; an admitted connection
+			// waits for a request that never comes.
+			_ = c.SetReadDeadline(time.Now().Add(healthtest.Patience))
+			got, _ := io.ReadAll(c)
+			refused <- strings.HasPrefix(string(got), "HTTP/1.1 429 ")
+		}()
+	}
+	n := 0
+	for got := 0; got < flood && n < flood-perIP; got++ {
+		select {
+		case r := <-refused:
+			if r {
+				n++
+			}
+		case <-waitEnded:
+			t.Fatalf("%d of %d idle connections from one untrusted address refused when the header wait ended, %v after they opened; want %d before it", n, flood, time.Since(start).Round(time.Millisecond), flood-perIP)
+		}
+	}
+	t.Logf("idle connections from one untrusted address: %d of %d refused at max_connections_per_ip %d, in %v", n, flood, perIP, time.Since(start).Round(time.Millisecond))
+	if n != flood-perIP {
+		t.Fatalf("%d of %d idle connections refused, want %d", n, flood, flood-perIP)
+	}
+	// Their slots are free for others once the refused connections close.
+	healthtest.WaitUntil(t, "another client served while one address holds its share", func() bool {
+		c, err := d.Dial("tcp", h.addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(healthtest.Patience))
+		io.WriteString(c, "GET /_ringlb/health HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		return err == nil && resp.StatusCode == 200
+	})
+}

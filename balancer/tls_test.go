@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -20,8 +21,10 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // writeTestCert writes a self-signed certificate for 127.0.0.1 and returns
@@ -153,5 +156,39 @@ func TestTLSKeyOpenToOthersRefused(t *testing.T) {
 	_, err := New(cfg, "b", ring.New(ring.DefaultConfig()), nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "balancer.tls") || !strings.Contains(err.Error(), "open to others") {
 		t.Fatalf("a TLS key of mode 0644: %v, want a refusal naming balancer.tls and the mode", err)
+	}
+}
+
+// A failed TLS handshake is logged as fasthttp's error line, and crypto/tls
+// names in it every application protocol (ALPN) the client offered when
+// none is HTTP/1.1: a ClientHello of 21,000 one-byte names made one line
+// of 315 KB, anyone's to send once per log interval. The line is cut.
+func TestTLSHandshakeErrorLineBounded(t *testing.T) {
+	var logs lockedBuffer
+	certFile, keyFile, pool := writeTestCert(t)
+	_, addr := serveBalancerLogging(t, configs.Balancer{TLS: configs.TLS{CertFile: certFile, KeyFile: keyFile}},
+		ring.New(ring.DefaultConfig()), slog.New(slog.NewJSONHandler(&logs, nil)))
+	protos := make([]string, 21000)
+	for i := range protos {
+		protos[i] = string(rune('a' + i%26))
+	}
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: protos})
+	if err == nil {
+		c.Close()
+		t.Fatal("a handshake offering no HTTP/1.1 succeeded")
+	}
+	var line string
+	healthtest.WaitUntil(t, "the handshake's error line", func() bool {
+		for l := range strings.Lines(logs.String()) {
+			if strings.Contains(l, "application protocols") {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("handshake error line: %d bytes for a ClientHello offering %d protocols", len(line), len(protos))
+	if len(line) > 2*httplog.MaxLine {
+		t.Errorf("handshake error line of %d bytes, want it cut at %d: %.200s", len(line), httplog.MaxLine, line)
 	}
 }

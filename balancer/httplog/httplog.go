@@ -46,15 +46,31 @@ type Limit struct {
 // Printf logs one fasthttp line.
 func (l Logger) Printf(format string, args ...any) {
 	if l.Limit == nil {
-		l.L.Warn(Redact(fmt.Sprintf(format, args...)), "source", "fasthttp")
+		l.L.Warn(line(format, args), "source", "fasthttp")
 		return
 	}
 	if l.Limit.Lines != nil {
 		l.Limit.Lines.Inc()
 	}
 	if ok, suppressed := l.Limit.Allow(time.Now()); ok {
-		l.L.Warn(Redact(fmt.Sprintf(format, args...)), "source", "fasthttp", "suppressed", suppressed)
+		l.L.Warn(line(format, args), "source", "fasthttp", "suppressed", suppressed)
 	}
+}
+
+// MaxLine bounds a line as it is logged. fasthttp's own lines are a few
+// hundred bytes, but an error it passes on may list what a client sent:
+// crypto/tls names every application protocol (ALPN) a ClientHello offers
+// that none matches, each quoted — so each redacted, 13 bytes or more for
+// a name of one — and a 42 KB ClientHello made a line of 315 KB.
+const MaxLine = 1 << 10
+
+// line is one fasthttp line as logged: redacted, then cut at MaxLine.
+func line(format string, args []any) string {
+	s := Redact(fmt.Sprintf(format, args...))
+	if len(s) <= MaxLine {
+		return s
+	}
+	return s[:MaxLine] + "... (" + strconv.Itoa(len(s)-MaxLine) + " bytes cut)"
 }
 
 // Redacted replaces a quoted fragment of a request.

@@ -111,3 +111,20 @@ func TestKeyHashInLogs(t *testing.T) {
 		t.Errorf("AppendText = %q", got)
 	}
 }
+
+// A line is cut at MaxLine once redacted, saying how much was cut: what an
+// error lists of a client's (crypto/tls's ALPN names) is as long as the
+// client makes it.
+func TestLongLineCut(t *testing.T) {
+	var out bytes.Buffer
+	l := Logger{L: slog.New(slog.NewTextHandler(&out, nil))}
+	names := make([]string, 5000)
+	for i := range names {
+		names[i] = "secret"
+	}
+	l.Printf("error when serving connection %q<->%q: tls: client requested unsupported application protocols (%q)", "127.0.0.1:1", "127.0.0.1:2", names)
+	got := out.String()
+	if len(got) > 2*MaxLine || !strings.Contains(got, "bytes cut") || strings.Contains(got, "secret") {
+		t.Errorf("a line of 5,000 quoted names logged as %d bytes: %.300s", len(got), got)
+	}
+}
