@@ -92,3 +92,53 @@ func TestBackendAnswersStayOutOfLogs(t *testing.T) {
 		}
 	}
 }
+
+// A backend's 421 naming an owner that is on no ring is relayed, and said
+// in the log — once per log interval, not once per request: a third-party
+// backend answers every request so, and its X-Ringlb-Owner is its own text,
+// logged only when it is a node name.
+func TestStray421LogBounded(t *testing.T) {
+	const planted = "planted-owner-text"
+	var logs lockedBuffer
+	r := ring.New(ring.DefaultConfig())
+	_, addr := serveBalancerLogging(t, configs.Balancer{}, r, slog.New(slog.NewJSONHandler(&logs, nil)))
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := backend.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+				_, _ = io.WriteString(c, "HTTP/1.1 421 Misdirected Request\r\n"+configs.HeaderOwner+": "+planted+"/"+strings.Repeat("x", 200)+"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { backend.Close(); wg.Wait() })
+	r.Update([]ring.Member{{Name: "backend", URL: "http://" + backend.Addr().String(), Weight: 1}})
+	const requests = 20
+	statuses := exchange(t, addr, strings.Repeat("GET /page HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n", requests), requests, false)
+	if len(statuses) != requests {
+		t.Fatalf("%d answers, want %d", len(statuses), requests)
+	}
+	for _, s := range statuses {
+		if s != http.StatusMisdirectedRequest {
+			t.Fatalf("answers %v, want the backend's 421 relayed", statuses)
+		}
+	}
+	said := strings.Count(logs.String(), "421 names an edge not on the ring")
+	if said != 1 {
+		t.Errorf("the stray 421 said %d times for %d requests, want once per log interval", said, requests)
+	}
+	if strings.Contains(logs.String(), planted) {
+		t.Errorf("the backend's own header text reached the log: %.400s", logs.String())
+	}
+}

@@ -78,6 +78,8 @@ type Balancer struct {
 	// edge that does not answer: every client request to it would write
 	// one (backend_errors_total counts each).
 	edgeFailLog, proxyFailLog, upgradeFailLog acceptguard.LogLimit
+	// strayOwnerLog spaces the lines of 421s naming no edge on the ring.
+	strayOwnerLog acceptguard.LogLimit
 	// peerClient calls other nodes' admin APIs (dashboard.go).
 	peerClient *http.Client
 	// op is the admin plane: logins, audit log, operator state, history

@@ -308,7 +308,14 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 				next, ok = b.clusterEdge(redirect)
 			}
 			if !ok {
-				b.log.Warn("421 names an edge not on the ring; relaying it", "edge", target.Name, "owner", redirect)
+				// Every request to a backend answering so would say it
+				// (a third-party backend's 421 is its own), and the name
+				// is the backend's text: said when it is a node name.
+				owner := redirect
+				if !configs.ValidNodeName(owner) {
+					owner = "(not a node name)"
+				}
+				b.strayOwnerLog.Warn(b.log, "421 names an edge not on the ring; relaying it", "edge", target.Name, "owner", owner)
 				return target.Name, nil
 			}
 			hops++
