@@ -54,7 +54,9 @@ type Edge struct {
 	// do not read stop at a share of it and never spend it all; a frame
 	// beyond closes that connection as a slow consumer (1013). One whose
 	// queue is empty always gets its frame, so readers that keep up are
-	// never closed (default 256 MiB).
+	// never closed; a resume's replay, a whole history written at its
+	// client's pace, is taken as a queue's growth is, so the budget is at
+	// least twice history.bytes (default 256 MiB).
 	MaxQueuedBytes int `yaml:"max_queued_bytes"`
 	// MaxIncomingBytes bounds the bytes of messages every connection is
 	// in the middle of receiving, together. A frame's announced length is
@@ -384,6 +386,9 @@ func (e *Edge) validate(ps *problems, cl Cluster) {
 	checkRange(ps, "edge.max_queued_bytes", e.MaxQueuedBytes, 1<<20, 1<<40)
 	checkRange(ps, "edge.max_incoming_bytes", e.MaxIncomingBytes, 1<<20, 1<<40)
 	checkRange(ps, "edge.max_fanout_bytes_per_second", e.MaxFanoutBytesPerSecond, 64<<10, 1<<40)
+	if e.MaxQueuedBytes < 2*e.History.Bytes {
+		ps.add("edge.max_queued_bytes", "must be at least twice history.bytes (%d), got %d: a resume's replay takes at most half of it, and no full history could be replayed", 2*e.History.Bytes, e.MaxQueuedBytes)
+	}
 	if e.MaxIncomingBytes < 2*e.MaxMessageBytes {
 		ps.add("edge.max_incoming_bytes", "must be at least twice max_message_bytes (%d), got %d: a message takes at most half of it, and no largest message could arrive", 2*e.MaxMessageBytes, e.MaxIncomingBytes)
 	}

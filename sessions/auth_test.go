@@ -183,8 +183,16 @@ func TestRevokeUser(t *testing.T) {
 	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("revoked token joined: %v %v, want 401", resp, err)
 	}
-	// Issued after the revocation (iat in a later second): admitted.
-	fresh := mintClaims(t, secret, TokenClaims{Session: "doc", User: "mallory", Role: RoleViewer, IssuedAt: time.Now().Add(2 * time.Second), Expires: time.Now().Add(time.Hour)})
+	// Issued after what the revocation refuses (its before, the edge's
+	// clock plus the skew it takes tokens with): admitted once the edge's
+	// clock is within that skew of the token's issue time, a second on.
+	var answer struct{ Before time.Time }
+	if err := json.Unmarshal([]byte(body), &answer); err != nil || answer.Before.Before(time.Now()) {
+		t.Fatalf("revocation's before %s (%v), want at least now", answer.Before, err)
+	}
+	iat := answer.Before.Add(time.Second)
+	fresh := mintClaims(t, secret, TokenClaims{Session: "doc", User: "mallory", Role: RoleViewer, IssuedAt: iat, Expires: iat.Add(time.Hour)})
+	time.Sleep(time.Until(iat.Add(-tokenClockSkew))) // the wall clock reaching a second, not a wait for an event
 	e.joinV1(t, "doc", "token="+fresh, nil)
 	ann.msg(t, "still here")
 	ann.readType(t, "ack")
@@ -199,6 +207,39 @@ func TestRevokeUser(t *testing.T) {
 	}
 	if v := metricValue(t, e.s, "ringlb_edge_tokens_revoked_total"); v != 1 {
 		t.Errorf("ringlb_edge_tokens_revoked_total = %v, want 1", v)
+	}
+}
+
+// A user revocation is the attack of a revoked user holding a token minted
+// a moment before the revocation by an issuer whose clock runs ahead of
+// the edge's (30 s here): the edge admits such a token, its issue time up
+// to tokenClockSkew ahead of its own clock, so the revocation must refuse
+// it too. Before, a revocation refused only the tokens issued at or before
+// the edge's own clock: mallory stayed connected, and joined again with the
+// very token after it.
+func TestRevokeUserRefusesTokensOfAClockAhead(t *testing.T) {
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{Auth: configs.EdgeAuth{HMACSecretFile: path}}, nil)
+	ahead := time.Now().Add(30 * time.Second)
+	mallory := mintClaims(t, secret, TokenClaims{Session: "doc", User: "mallory", Role: RoleEditor, IssuedAt: ahead, Expires: ahead.Add(time.Hour)})
+	m := e.joinV1(t, "doc", "token="+mallory, nil)
+
+	status, body := e.adminPost(t, "/api/tokens/revoke", url.Values{"user": {"mallory"}})
+	t.Logf("POST /api/tokens/revoke user=mallory: %d %s", status, strings.TrimSpace(body))
+	var answer struct{ Closed int }
+	if err := json.Unmarshal([]byte(body), &answer); status != http.StatusOK || err != nil {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	if answer.Closed != 1 {
+		t.Errorf("revocation closed %d holders, want mallory's 1 (token issued 30 s ahead of the edge's clock)", answer.Closed)
+	} else if code := closeCode(t, m.Conn); code != websocket.ClosePolicyViolation {
+		t.Errorf("revoked participant closed with %d, want 1008", code)
+	}
+	if c, resp, err := e.dialV1(t, "doc", "token="+mallory, nil); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		if c != nil {
+			c.Close()
+		}
+		t.Errorf("revoked token joined: %v %v, want 401", resp, err)
 	}
 }
 
@@ -425,24 +466,37 @@ func TestRevocationsBounded(t *testing.T) {
 	if _, err := r.revokeUser("u", t0); err != nil {
 		t.Fatal(err)
 	}
-	if !r.revoked(tok("u", "n1", t0.Add(-maxTTL+time.Second))) || !r.revoked(tok("u", "n1", t0)) {
-		t.Error("a token issued before (or in the second of) the revocation is not refused")
+	// A token the edge takes may claim an issue time up to tokenClockSkew
+	// ahead of its clock (its issuer's clock running ahead): one issued a
+	// moment before the revocation is refused though it says later.
+	if !r.revoked(tok("u", "n1", t0.Add(-maxTTL+time.Second))) || !r.revoked(tok("u", "n1", t0)) || !r.revoked(tok("u", "n1", t0.Add(tokenClockSkew))) {
+		t.Error("a token issued before (or in the second of) the revocation, by a clock up to tokenClockSkew ahead, is not refused")
 	}
-	if r.revoked(tok("u", "n1", t0.Add(time.Second))) || r.revoked(tok("v", "n1", t0)) {
+	if r.revoked(tok("u", "n1", t0.Add(tokenClockSkew+time.Second))) || r.revoked(tok("v", "n1", t0)) {
 		t.Error("a later token, or another user's, is refused")
 	}
-	// Known expiry: kept until then; unknown: max_token_ttl.
+	// Known expiry: kept until then; unknown: as long as a token issued
+	// by now, by a clock up to tokenClockSkew ahead, may live.
 	if until, _ := r.revokeNonce("known", t0.Add(10*time.Minute), t0); !until.Equal(t0.Add(10 * time.Minute)) {
 		t.Errorf("nonce with known expiry kept until %s", until)
 	}
-	if until, _ := r.revokeNonce("unknown", time.Time{}, t0); !until.Equal(t0.Add(maxTTL)) {
+	if until, _ := r.revokeNonce("unknown", time.Time{}, t0); !until.Equal(t0.Add(tokenClockSkew + maxTTL)) {
 		t.Errorf("nonce with unknown expiry kept until %s", until)
 	}
 	if l := r.list(t0.Add(11 * time.Minute)); len(l.Users) != 1 || len(l.Nonces) != 1 || l.Nonces[0].Nonce != "unknown" {
 		t.Errorf("after the known token's expiry: %+v", l)
 	}
-	if l := r.list(t0.Add(maxTTL)); len(l.Users) != 0 || len(l.Nonces) != 0 {
-		t.Errorf("after max_token_ttl: %+v", l)
+	// The longest-lived token the unknown nonce may be: issued by a clock
+	// tokenClockSkew ahead, for max_token_ttl. While it still verifies, the
+	// entries that refuse it are held.
+	late := tok("u", "unknown", t0.Add(tokenClockSkew))
+	if at := t0.Add(maxTTL); at.Before(late.Expires) {
+		if l := r.list(at); len(l.Users) != 1 || len(l.Nonces) != 1 {
+			t.Errorf("at %s, a token it refuses valid until %s: %+v", at, late.Expires, l)
+		}
+	}
+	if l := r.list(t0.Add(tokenClockSkew + maxTTL)); len(l.Users) != 0 || len(l.Nonces) != 0 {
+		t.Errorf("after tokenClockSkew + max_token_ttl: %+v", l)
 	}
 	// The cap: full, a new revocation is refused (503) rather than evicting
 	// one that still protects; once entries expire there is room again.
@@ -457,7 +511,7 @@ func TestRevocationsBounded(t *testing.T) {
 	if got := gaugeValue(held); got != maxRevocations {
 		t.Errorf("held gauge %v, want %d", got, maxRevocations)
 	}
-	if _, err := r.revokeUser("one-more", t0.Add(maxTTL)); err != nil {
+	if _, err := r.revokeUser("one-more", t0.Add(tokenClockSkew+maxTTL)); err != nil {
 		t.Fatalf("after expiry: %v", err)
 	}
 	if got := gaugeValue(held); got != 1 {

@@ -224,8 +224,14 @@ func (p *participant) enqueue(f *frame) bool {
 		return false
 	}
 	size := f.queuedSize()
-	if o.bytes == 0 {
-		o.budget.charge(size) // written at once: never held back
+	// A frame into an empty queue is written at once: never held back. A
+	// replay is not: it goes at its client's pace, a whole history in one
+	// slot, so it is taken as a queue's growth is. Taken whatever the
+	// budget held, a client's non-readers resuming from their empty
+	// queues each held a history past it, and others' readers were closed
+	// 1013 (TestReplaysHoardNoSendBudget).
+	if o.bytes == 0 && f.batch == nil {
+		o.budget.charge(size)
 	} else if !o.budget.tryTakeShareHeld(o.bytes, size, &o.overHold) {
 		return false
 	}

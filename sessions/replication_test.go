@@ -971,7 +971,7 @@ func TestReplicationStreamsFromStrangersRefused(t *testing.T) {
 }
 
 // A promoted session skips the seqs a resuming client saw beyond its copy
-// (skipLost), at most maxPromotionSkip: the client's word is all there is.
+// (skipLost), at most promotionSkip: the client's word is all there is.
 // But the bound was per resume, from wherever the last one left seq, and
 // nothing ends the window before a msg is sequenced: any participant — a
 // viewer too, as resume is reading — could send resume after resume, each
@@ -990,9 +990,10 @@ func TestResumesCannotPushAPromotedSessionsSeq(t *testing.T) {
 	// Another participant of the session claims ever later seqs, before
 	// anyone sends.
 	m := b.joinV1(t, key, "", nil)
+	bound := promotionSkip(configs.DefaultHistoryMessages)
 	after := uint64(4)
 	for range resumes {
-		after += maxPromotionSkip
+		after += bound
 		m.send(t, map[string]any{"type": "resume", "after": after, "epoch": epoch})
 		m.send(t, map[string]any{"type": "ping"})
 		for m.read(t).Type != "pong" { // the resume was acted on (a reset, once refused)
@@ -1001,12 +1002,42 @@ func TestResumesCannotPushAPromotedSessionsSeq(t *testing.T) {
 	w := b.joinV1(t, key, "", nil)
 	lost := metricValue(t, b.s, "ringlb_edge_replication_lost_total")
 	t.Logf("%d resumes each %d past the last: the session's seq %d (copy 1, honest client 4), %v seqs counted lost",
-		resumes, maxPromotionSkip, w.welcome.Seq, lost)
-	if w.welcome.Seq > 1+maxPromotionSkip {
-		t.Errorf("seq pushed to %d by resumes, want at most the copy's 1 + %d", w.welcome.Seq, maxPromotionSkip)
+		resumes, bound, w.welcome.Seq, lost)
+	if w.welcome.Seq > 1+bound {
+		t.Errorf("seq pushed to %d by resumes, want at most the copy's 1 + %d", w.welcome.Seq, bound)
 	}
-	if lost > maxPromotionSkip {
-		t.Errorf("%v seqs counted lost, want at most %d", lost, maxPromotionSkip)
+	if lost > float64(bound) {
+		t.Errorf("%v seqs counted lost, want at most %d", lost, bound)
+	}
+	l.proxy.setPaused(false)
+}
+
+// A promoted session takes a resuming client's word for the seqs it saw
+// past the copy (skipLost), and the skip's holes take history slots like
+// msgs. The attack: right after the takeover, one participant of the
+// session (a viewer would do: resume is reading) claims it saw seq 5000.
+// Before, the session skipped there, and the skip, past history.messages,
+// emptied the history: a client behind the copy, resuming after seq 0,
+// got reset "history" for msg 1 the copy held. Now a client's word moves
+// seq at most as far as the reserve a takeover sets aside for the dead
+// owner's unseen msgs (reserveLost: a quarter of the history, at most
+// promotionReserve), so no claim costs the history more than the reserve
+// does; a client further ahead gets reset "ahead" and starts again.
+func TestOneClaimCannotEmptyAPromotedHistory(t *testing.T) {
+	l := startAsyncLag(t, "wipe")
+	b, key, epoch := l.b, l.key, l.epoch
+	m := b.joinSkipping(t, key, "resume=5000&epoch="+epoch, "edge-a")
+	t.Logf("mallory resuming after 5000: welcome seq %d", m.welcome.Seq)
+	if m.welcome.Seq > 1+promotionSkip(configs.DefaultHistoryMessages) {
+		t.Errorf("a claim of seq 5000 moved a copy at 1 to %d, want at most the reserve %d past it", m.welcome.Seq, promotionSkip(configs.DefaultHistoryMessages))
+	} else if r := m.read(t); r.Type != "reset" || r.Reason != "ahead" {
+		t.Errorf("a claim of seq 5000 on a copy at 1: %+v, want reset \"ahead\"", r)
+	}
+	h := b.joinV1(t, key, "resume=0&epoch="+epoch, nil)
+	got := h.read(t)
+	t.Logf("a client behind the copy resuming after 0: %s seq %d %q", got.Type, got.Seq, got.Reason)
+	if got.Type != "msg" || got.Seq != 1 {
+		t.Errorf("a client behind the copy got %+v, want msg 1 replayed from the copy", got)
 	}
 	l.proxy.setPaused(false)
 }

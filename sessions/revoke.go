@@ -26,11 +26,17 @@ var errRevocationsFull = errors.New("too many revocations held; they expire with
 // every edge). Every entry is bounded in time by the token lifetimes it
 // can affect, so memory is bounded by the revocation rate:
 //   - a user revocation at T refuses the user's tokens issued at or before
-//     T (whole seconds); any such token expires by T + max_token_ttl
-//     (VerifyToken refuses longer lifetimes), so the entry may go then;
+//     T + tokenClockSkew (whole seconds): the edge admits a token whose
+//     issue time is up to tokenClockSkew ahead of its clock (an issuer's
+//     clock running ahead), so a token minted a moment before the
+//     revocation may carry a time up to that far past T, and must not slip
+//     through; tokens for the user minted after that admit again. Any token
+//     it refuses expires by T + tokenClockSkew + max_token_ttl (VerifyToken
+//     refuses longer lifetimes), so the entry may go then;
 //   - a nonce revocation refuses that one token; it is kept until the
 //     token's expiry when the edge knows it (a participant holds the
-//     token), else for max_token_ttl.
+//     token), else for as long as a token issued by now, by a clock up to
+//     tokenClockSkew ahead, may live: tokenClockSkew + max_token_ttl.
 //
 // Expired entries are dropped lazily: on a listing, and before a
 // revocation once their count has doubled since the last prune or reached
@@ -56,9 +62,8 @@ type userRevocation struct {
 }
 
 // refuses reports whether c (of the revoked user) was issued at or before
-// the revocation. Issue times are whole seconds: a token minted in the
-// second of the revocation counts as before it, so none minted before it
-// slips through.
+// u.before. Issue times are whole seconds: a token minted in the second of
+// u.before counts as before it, so none minted before it slips through.
 func (u userRevocation) refuses(c *TokenClaims) bool { return c.IssuedAt.Unix() <= u.before.Unix() }
 
 func newRevocations(maxTTL time.Duration, held prometheus.Gauge) *revocations {
@@ -76,25 +81,28 @@ func (r *revocations) revoked(c *TokenClaims) bool {
 	return ok
 }
 
-// revokeUser refuses user's tokens issued at or before now.
+// revokeUser refuses user's tokens issued at or before now, by any clock
+// the edge takes tokens from: at or before now + tokenClockSkew.
 func (r *revocations) revokeUser(user string, now time.Time) (userRevocation, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.users[user]; !ok && !r.room(now) {
 		return userRevocation{}, errRevocationsFull
 	}
-	u := userRevocation{before: now, until: now.Add(r.maxTTL)}
+	before := now.Add(tokenClockSkew)
+	u := userRevocation{before: before, until: before.Add(r.maxTTL)}
 	r.users[user] = u
 	r.held.Set(float64(len(r.users) + len(r.nonces)))
 	return u, nil
 }
 
 // revokeNonce refuses the token of nonce, whose expiry is expires when
-// known (else zero: max_token_ttl from now bounds it).
+// known (else zero: a token issued by now, its issue time up to
+// tokenClockSkew ahead, expires by now + tokenClockSkew + max_token_ttl).
 func (r *revocations) revokeNonce(nonce string, expires, now time.Time) (time.Time, error) {
 	until := expires
 	if until.IsZero() {
-		until = now.Add(r.maxTTL)
+		until = now.Add(tokenClockSkew + r.maxTTL)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -1,9 +1,12 @@
 package sessions
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -201,5 +204,123 @@ func TestHoardedBudgetShedsOnlyTheHoarders(t *testing.T) {
 	}
 	if queued > budget+(hoarders+2)*size {
 		t.Errorf("send queues hold %.1f MiB, want at most the budget (%d MiB) and a frame each", queued/(1<<20), budget>>20)
+	}
+}
+
+// A frame for a participant whose queue is empty is always taken: it is
+// written at once, so the budget overshoots by a frame per participant at
+// most. A resume's replay is one queue slot holding the history, though,
+// written at its client's pace: the attack is a client's participants that
+// each read what they are sent, then, their queues empty, ask for the
+// whole history (8 MiB: more than the socket takes at once) and read
+// nothing. Before, each replay was taken whatever the budget held, so 8 of
+// them held twice the 16 MiB budget, and a reader of another session a
+// moment behind its talker's bursts was the one closed 1013. Now a replay
+// is taken as a queue's growth is: only while it leaves the budget as
+// much free as it holds, and the hoarders beyond that are closed 1013.
+func TestReplaysHoardNoSendBudget(t *testing.T) {
+	parallel(t)
+	const (
+		budget   = 16 << 20
+		history  = 8 << 20
+		hoarders = 8
+		size     = 58000
+		gen      = history / (size + 100) // msgs of size filling history.bytes
+		honest   = 50
+		burst    = 10
+	)
+	e := startEdge(t, configs.Edge{MaxQueuedBytes: budget, History: configs.History{Bytes: history}}, func(s *Server) {
+		s.writeWait = time.Minute // the hoarders hold for as long as their writer's deadline: the attack's best case
+	})
+	filler := e.joinV1(t, "replays", "", nil)
+	data := strings.Repeat("m", size)
+	for range gen {
+		filler.msg(t, data)
+		filler.readType(t, "ack")
+	}
+	// The hoarders join, each reading what it is sent until every later
+	// one's join has been told to it: then nothing more comes, and each
+	// queue is empty.
+	conns := make([]net.Conn, hoarders)
+	frames := make([]*rawFrames, hoarders)
+	for i := range conns {
+		conns[i] = rawJoinV1With(t, e, "replays", "", 4<<10)
+		frames[i] = newRawFrames(conns[i])
+	}
+	for i, rf := range frames {
+		for joins := 0; joins < hoarders-1-i; {
+			_, payload, err := rf.next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m env
+			if err := json.Unmarshal(payload, &m); err != nil {
+				t.Fatalf("%q: %v", payload, err)
+			}
+			if m.Type == "join" {
+				joins++
+			}
+		}
+	}
+	resume := appendClientTextFrame(nil, []byte(fmt.Sprintf(`{"type":"resume","after":0,"epoch":%q}`, filler.welcome.Epoch)))
+	for _, c := range conns {
+		if _, err := c.Write(resume); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each resume acted on: its replay queued, or its participant closed.
+	waitFor(t, "the hoarders' resumes acted on", func() bool {
+		e.s.mu.Lock()
+		defer e.s.mu.Unlock()
+		done := 0
+		for p := range e.s.conns {
+			if p != nil && p.session != nil && p.session.key == "replays" && (p.replayWaiting() || p.stopping()) {
+				done++
+			}
+		}
+		return done >= hoarders
+	})
+	hoarded := metricValue(t, e.s, "ringlb_edge_queued_bytes")
+
+	// Another session, honest: every msg is read as it comes.
+	talker := e.join(t, "talk")
+	reader := e.join(t, "talk")
+	got, code := make(chan int, 1), make(chan int, 1)
+	go func() {
+		n := 0
+		for n < honest {
+			if _, _, err := reader.ReadMessage(); err != nil {
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					code <- ce.Code
+				}
+				break
+			}
+			n++
+		}
+		got <- n
+	}()
+	msg := make([]byte, 4<<10)
+	for i := 0; i < honest; i += burst {
+		for range burst {
+			if err := talker.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // bursts, as people type: not part of any assertion
+	}
+	n := <-got
+	closedWith := 0
+	select {
+	case closedWith = <-code:
+	default:
+	}
+	t.Logf("%d non-readers each resuming from 0 (an 8 MiB history) held %.1f MiB of a %d MiB budget (%v slow consumers); the other session's reader got %d of %d msgs (close %d)",
+		hoarders, hoarded/(1<<20), budget>>20, metricValue(t, e.s, "ringlb_edge_slow_consumers_total"), n, honest, closedWith)
+	if n != honest {
+		t.Errorf("another session's reader got %d of %d msgs (closed %d) while one client's replays hoarded the send budget", n, honest, closedWith)
+	}
+	if hoarded > budget {
+		t.Errorf("send queues hold %.1f MiB of replays, want at most the budget (%d MiB)", hoarded/(1<<20), budget>>20)
 	}
 }

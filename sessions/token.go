@@ -45,7 +45,9 @@ const maxUserLength = 256
 const nonceBytes = 12
 
 // tokenClockSkew is how far in the future a token's issue time may lie:
-// the clocks of the minting host and the edge differ a little.
+// the clocks of the minting host and the edge differ a little. Revocations
+// reach that far ahead too (revoke.go): a token minted before one may say
+// it was issued up to this much after it.
 const tokenClockSkew = time.Minute
 
 // TokenClaims is what a join token binds: one session key, one user, one
@@ -59,7 +61,8 @@ type TokenClaims struct {
 	// /api/tokens/revoke nonce=N).
 	Nonce string
 	// IssuedAt is when the token was minted (whole seconds): a revocation
-	// of User refuses the tokens issued at or before it.
+	// of User refuses the tokens issued at or before it, by a clock up to
+	// tokenClockSkew ahead (revoke.go).
 	IssuedAt time.Time
 	// Expires: from then on the token is refused (401), and a participant
 	// that joined with it is closed (lapse.go). Expires − IssuedAt is at

@@ -74,7 +74,7 @@ type v1Session struct {
 	// reached the replica (async): seq skips past them (resume).
 	bumpable bool
 	// promotedSeq is seq when the copy was promoted: resumes may move seq
-	// at most maxPromotionSkip past it in all (skipLost).
+	// at most promotionSkip past it in all (skipLost).
 	promotedSeq uint64
 	// history holds the last msg frames sent to recipients (seq
 	// seq-len+1 .. seq), each holding one reference, oldest at head. A nil
@@ -438,9 +438,20 @@ func (h *hub) leaveV1(s *session, p *participant) {
 // received (async, or sync fallen back). They are lost; skipping their
 // seqs keeps the epoch (no reset) and one msg per seq (no later msg reuses
 // a seq a client holds another msg at). Called with s.mu held.
+//
+// The skip is the client's word, and its holes take history slots as msgs
+// do, so resumes together may move seq at most promotionSkip past the
+// copy's: the reserve reserveLost sets aside for the same unseen msgs, a
+// loss no takeover avoids anyway. A client further ahead gets reset
+// "ahead". Beyond it, any participant (a viewer too: resume is reading)
+// emptied the copy's history with one claim, and clients behind the copy
+// got reset "history" for msgs it held (TestOneClaimCannotEmptyAPromotedHistory);
+// bounded per resume rather than from the copy, resume after resume
+// pushed seq as far as a client liked
+// (TestResumesCannotPushAPromotedSessionsSeq).
 func (h *hub) skipLost(s *session, after uint64, epoch string) {
 	v := s.v1
-	if epoch != v.epoch || after <= v.committed || !v.bumpable || after-v.promotedSeq > maxPromotionSkip {
+	if epoch != v.epoch || after <= v.committed || !v.bumpable || after-v.promotedSeq > promotionSkip(v.maxMessages) {
 		return
 	}
 	h.metrics.replicationLost.Add(float64(after - v.seq))
@@ -518,15 +529,6 @@ func (h *hub) resume(s *session, p *participant, after uint64, epoch string) (co
 	b.release()
 	return cost
 }
-
-// maxPromotionSkip bounds how far resumes may move a promoted session's
-// seq past its copy's (skipLost), all of them together: further than any
-// replica lag a client could have seen, and a client may not make a
-// session skip more. Bounded per resume instead, from wherever the last
-// left seq, resume after resume pushed it as far as a client liked
-// (TestResumesCannotPushAPromotedSessionsSeq: 20 resumes, seq 1,310,724
-// and as many seqs counted lost).
-const maxPromotionSkip = 1 << 16
 
 // publish sequences data from p: the others get msg, the history keeps it,
 // p gets ack — all under the session lock, so every participant sees one
