@@ -96,13 +96,18 @@ func (m *Membership) joined(n *memberlist.Node) {
 		m.mu.Unlock()
 		return
 	}
-	for name, at := range m.departed {
-		if now.Sub(at) >= m.rejoinWithin {
+	for name, d := range m.departed {
+		if now.Sub(d.at) >= m.rejoinWithin {
 			delete(m.departed, name)
 		}
 	}
-	if _, back := m.departed[n.Name]; back {
-		delete(m.departed, n.Name)
+	d, back := m.departed[n.Name]
+	delete(m.departed, n.Name)
+	// On its address only: memberlist takes a dead or departed node's
+	// name on another address without looking at its incarnation
+	// (DeadNodeReclaimTime), so there a replay of an earlier life is a
+	// join too, and is asked like any other.
+	if back && d.addr == n.Address() {
 		m.mu.Unlock()
 		m.memberStreams(n, true)
 		m.record("join", n)
@@ -144,6 +149,7 @@ func (m *Membership) leftPending(n *memberlist.Node) bool {
 	delete(m.pending, n.Name)
 	if ok {
 		delete(m.live, n.Name)
+		m.pins.forget(n.Name)
 		m.joinsUnconfirmed.Add(1)
 	}
 	return ok
@@ -281,12 +287,19 @@ func (m *Membership) waitConfirmed(ctx context.Context, bound time.Duration) {
 	}
 }
 
-// departedNow notes that memberlist took name for dead or gone (believed
-// or pending): a join of it within rejoinWithin is believed at once.
-func (m *Membership) departedNow(name string) {
+// departure is when a believed member left, and from which address.
+type departure struct {
+	at   time.Time
+	addr string
+}
+
+// departedNow notes that memberlist took n for dead or gone (believed or
+// pending): a join of it on that address within rejoinWithin is believed
+// at once.
+func (m *Membership) departedNow(n *memberlist.Node) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.departed[name] = time.Now()
+	m.departed[n.Name] = departure{at: time.Now(), addr: n.Address()}
 }
 
 // confirm pings name, pending as p — or challenges it, when it announces

@@ -70,6 +70,13 @@ const (
 	// stream, and a replayed challenge must not make this node send at the
 	// replay's rate.
 	maxLiveAnswers = 4
+	// maxStreamSends bounds the challenges and answers being sent over
+	// the stream at once, across members: each is a dial, which waits
+	// memberlist's TCPTimeout on an address that drops SYNs, and a member
+	// holding the key can tell the cluster of any number of members at
+	// any address (TestMadeUpMembersHoldFewStreamDials). A send with no
+	// slot free waits for its member's next round; the UDP goes anyway.
+	maxStreamSends = 16
 )
 
 var errLiveMsg = errors.New("malformed liveness message")
@@ -184,15 +191,35 @@ func (m *Membership) challenge(name, addr string) error {
 }
 
 // goStream runs sendStream on a goroutine of its own (m.liveSends), unless
-// the node is closed: a dial may wait for memberlist's TCPTimeout, and
-// NotifyMsg, which answers, must not. Shutdown waits for it.
+// the node is closed or maxStreamSends are in flight: a dial may wait for
+// memberlist's TCPTimeout, and NotifyMsg, which answers, must not.
+// Shutdown waits for it.
 func (m *Membership) goStream(name, addr string, msg []byte, answer bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return
 	}
-	m.liveSends.Go(func() { m.sendStream(name, addr, msg, answer) })
+	select {
+	case m.streamSends <- struct{}{}:
+	default:
+		m.streamEndedLocked(name, answer)
+		return
+	}
+	m.liveSends.Go(func() {
+		defer func() { <-m.streamSends }()
+		m.sendStream(name, addr, msg, answer)
+	})
+}
+
+// streamEndedLocked notes that a challenge (or, answer, an answer) to name
+// is no longer being sent over the stream. m.mu is held.
+func (m *Membership) streamEndedLocked(name string, answer bool) {
+	if st := m.live[name]; st != nil && answer {
+		st.answering = false
+	} else if st != nil {
+		st.asking = false
+	}
 }
 
 // sendStream sends msg, a challenge or (answer) an answer, to name at
@@ -205,11 +232,7 @@ func (m *Membership) sendStream(name, addr string, msg []byte, answer bool) {
 		err = m.ml.SendReliable(node, msg)
 	}
 	m.mu.Lock()
-	if st := m.live[name]; st != nil && answer {
-		st.answering = false
-	} else if st != nil {
-		st.asking = false
-	}
+	m.streamEndedLocked(name, answer)
 	closed := m.closed
 	m.mu.Unlock()
 	if err != nil && !closed {

@@ -245,9 +245,10 @@ type Membership struct {
 	pending map[string]*pendingJoin
 	// departed are believed members that left less than rejoinWithin
 	// ago (half of memberlist's GossipToTheDeadTime), when they did.
-	departed     map[string]time.Time
+	departed     map[string]departure
 	rejoinWithin time.Duration
 	pings        chan struct{} // a slot per ping in flight (maxConfirmPings)
+	streamSends  chan struct{} // a slot per stream send in flight (maxStreamSends, live.go)
 	// joinsUnconfirmed counts pending members dropped before they
 	// answered (ringlb_gossip_joins_unconfirmed_total).
 	joinsUnconfirmed atomic.Uint64
@@ -339,7 +340,7 @@ func joinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Lo
 		allowed = configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes()
 	}
 	m := &Membership{logger: logger, meta: meta, encMet: enc, keyring: kr, allowed: allowed,
-		nodes: map[string]Node{}, ignored: map[string]string{}, ignoredAddr: map[string]string{}, pending: map[string]*pendingJoin{}, live: map[string]*liveState{}, departed: map[string]time.Time{}, pings: make(chan struct{}, maxConfirmPings),
+		nodes: map[string]Node{}, ignored: map[string]string{}, ignoredAddr: map[string]string{}, pending: map[string]*pendingJoin{}, live: map[string]*liveState{}, departed: map[string]departure{}, pings: make(chan struct{}, maxConfirmPings), streamSends: make(chan struct{}, maxStreamSends),
 		subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{}), ready: make(chan struct{}),
 		back: make(chan struct{}, 1)}
 	m.clock0 = time.Now()
@@ -356,7 +357,7 @@ func joinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Lo
 	if tune.gossipToTheDead > 0 {
 		mc.GossipToTheDeadTime = tune.gossipToTheDead
 	}
-	m.pins = newPinTable(mc.Name, func() int {
+	m.pins = newPinTable(mc.Name, m.toldOf, func() int {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return max(len(m.nodes), 1)
@@ -574,6 +575,14 @@ func memberlistConfig(cfg configs.Cluster, kr *Keyring, logger *slog.Logger, ref
 		mc.GossipInterval = cfg.GossipInterval.D()
 		mc.PushPullInterval = max(20*cfg.GossipInterval.D(), time.Second)
 	}
+	// A node's name is taken on another address once memberlist holds it
+	// dead (0, memberlist's default, is never: not until it forgets the
+	// node, GossipToTheDeadTime). An edge that crashed and came back on a
+	// new address — a rescheduled pod — was refused as a conflict by every
+	// node for that long, and then until its next push/pull
+	// (TestCrashedNodeBackOnAnotherAddress). It is believed as any join
+	// is (joins.go), and a live node's address is never taken this way.
+	mc.DeadNodeReclaimTime = mc.ProbeInterval
 	if kr.Enabled() {
 		// Encrypted and authenticated both ways: a packet without a key
 		// of the ring is dropped (memberlist's GossipVerify* defaults,
@@ -620,11 +629,15 @@ type logWriter struct {
 // others had taken for dead may hear only the suspicion before it (a node
 // stopped 12 s and let go on loopback refuted "a suspect message" only,
 // while the others had it dead for 8 s): either way they may have dropped
-// it, and take it back once they hear the refutation.
-var refuting = [...][]byte{[]byte("memberlist: Refuting a suspect message"), []byte("memberlist: Refuting a dead message")}
+// it, and take it back once they hear the refutation. Matched at the
+// line's start only (memberlist's logger has no prefix or flags): lines
+// quote what strangers send — a packet's unexpected label is quoted whole,
+// no key needed — and a label spelling a refutation made the node away at
+// will (TestForgedRefutationInALabelIsNotAway).
+var refuting = [...][]byte{[]byte("[WARN] memberlist: Refuting a suspect message"), []byte("[WARN] memberlist: Refuting a dead message")}
 
 func (w *logWriter) Write(p []byte) (int, error) {
-	if w.refutedDeath != nil && (bytes.Contains(p, refuting[0]) || bytes.Contains(p, refuting[1])) {
+	if w.refutedDeath != nil && (bytes.HasPrefix(p, refuting[0]) || bytes.HasPrefix(p, refuting[1])) {
 		w.refutedDeath()
 	}
 	if !w.logger.Enabled(context.Background(), slog.LevelDebug) {
@@ -1267,7 +1280,7 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 		return
 	}
 	if n.Name != e.m.name {
-		e.m.departedNow(n.Name)
+		e.m.departedNow(n)
 		e.m.forgetLive(n.Name)
 	}
 	e.m.memberStreams(n, false)

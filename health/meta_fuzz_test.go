@@ -18,7 +18,7 @@ func newRecorder() *Membership {
 	m := &Membership{logger: slog.New(slog.DiscardHandler), name: "self",
 		allowed: configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes(),
 		nodes:   map[string]Node{}, ignored: map[string]string{}, ignoredAddr: map[string]string{}, subs: map[int]chan struct{}{}}
-	m.pins = newPinTable("self", func() int { return 2 }, 4)
+	m.pins = newPinTable("self", m.toldOf, func() int { return 2 }, 4)
 	return m
 }
 

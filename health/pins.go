@@ -37,7 +37,10 @@ const (
 // against late pins); the oldest are forgotten first.
 const maxTombstones = 1 << 16
 
-var errPinMsg = errors.New("malformed pin message")
+var (
+	errPinMsg    = errors.New("malformed pin message")
+	errPinOrigin = errors.New("pins of a node that is not a member")
+)
 
 // pinKeep is how long the pins of a node that left are kept, in case it
 // comes back (a false failure detection).
@@ -52,6 +55,14 @@ type originPins struct {
 
 type pinTable struct {
 	name string // this node
+	// member reports whether memberlist has told this node of name (a
+	// member, believed or not yet). A pin names its node in the message
+	// itself, and a node's pins are kept until it leaves: from a name no
+	// node has, which never leaves, they were kept for good — a member
+	// holding the key sent a push/pull's worth (20 MB) under a new name
+	// each time (TestPinsOfNoMemberAreNotKept). Called without t.mu
+	// (it takes Membership.mu, which is held around left and back).
+	member func(name string) bool
 
 	mu     sync.Mutex
 	seq    uint64
@@ -60,8 +71,8 @@ type pinTable struct {
 	queue  *memberlist.TransmitLimitedQueue
 }
 
-func newPinTable(name string, numNodes func() int, retransmit int) *pinTable {
-	t := &pinTable{name: name, seq: uint64(time.Now().UnixNano()), own: map[uint64]uint64{}, remote: map[string]*originPins{}}
+func newPinTable(name string, member func(string) bool, numNodes func() int, retransmit int) *pinTable {
+	t := &pinTable{name: name, member: member, seq: uint64(time.Now().UnixNano()), own: map[uint64]uint64{}, remote: map[string]*originPins{}}
 	t.queue = &memberlist.TransmitLimitedQueue{NumNodes: numNodes, RetransmitMult: retransmit}
 	return t
 }
@@ -111,9 +122,13 @@ func (t *pinTable) set(hash uint64, pin bool) {
 	t.queue.QueueBroadcast(pinBroadcast{name: strconv.FormatUint(hash, 16), msg: msg})
 }
 
-func (t *pinTable) origin(name string) *originPins {
+// origin is what name has pinned, nil when name is neither a member
+// (member, asked before t.mu was taken) nor a node whose pins are kept
+// since it left (its pins go on changing while it is taken for dead
+// wrongly: PinnedByGone). Called with t.mu held.
+func (t *pinTable) origin(name string, member bool) *originPins {
 	o := t.remote[name]
-	if o == nil {
+	if o == nil && member {
 		o = &originPins{pins: map[uint64]uint64{}, tombs: map[uint64]uint64{}}
 		t.remote[name] = o
 	}
@@ -169,9 +184,14 @@ func (t *pinTable) receive(msg []byte) error {
 		return nil
 	}
 	seq, pin, hash := binary.BigEndian.Uint64(rest), rest[8] == 1, binary.BigEndian.Uint64(rest[9:])
+	member := t.member(name)
 	t.mu.Lock()
-	t.origin(name).apply(hash, seq, pin)
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	o := t.origin(name, member)
+	if o == nil {
+		return errPinOrigin
+	}
+	o.apply(hash, seq, pin)
 	return nil
 }
 
@@ -209,9 +229,13 @@ func (t *pinTable) merge(buf []byte) error {
 	if name == t.name {
 		return nil
 	}
+	member := t.member(name)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	o := t.origin(name)
+	o := t.origin(name, member)
+	if o == nil {
+		return errPinOrigin
+	}
 	in := make(map[uint64]struct{}, count)
 	for i := 0; i < len(rest); i += 16 {
 		h, s := binary.BigEndian.Uint64(rest[i:]), binary.BigEndian.Uint64(rest[i+8:])
@@ -239,6 +263,17 @@ func (t *pinTable) left(name string, now time.Time) {
 			delete(t.remote, n)
 		}
 	}
+}
+
+// forget drops what a node never believed had pinned, as it leaves (pins
+// kept from an earlier departure aside): its leave never reaches left, so
+// they would stay counted as a member's for good.
+func (t *pinTable) forget(name string) {
+	t.mu.Lock()
+	if o := t.remote[name]; o != nil && o.leftAt.IsZero() {
+		delete(t.remote, name)
+	}
+	t.mu.Unlock()
 }
 
 // back counts a node's kept pins again: it is a member once more.
@@ -312,6 +347,19 @@ func (m *Membership) Node(name string) (Node, bool) {
 	defer m.mu.Unlock()
 	n, ok := m.nodes[name]
 	return n, ok
+}
+
+// toldOf reports whether memberlist has told this node of name and not of
+// its leave since: a member, one whose metadata is not trusted, or one
+// not yet believed (joins.go) — whose pins a joining node takes in the
+// same push/pull that tells it of the node.
+func (m *Membership) toldOf(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, member := m.nodes[name]
+	_, ignored := m.ignored[name]
+	_, pending := m.pending[name]
+	return member || ignored || pending
 }
 
 // pinRetransmitFactor multiplies memberlist's retransmissions for pins: a

@@ -73,8 +73,8 @@ func TestPinsSpreadAndWithdraw(t *testing.T) {
 // session that was unpinned after it, and a push/pull state unpins what it
 // no longer lists.
 func TestPinOrdering(t *testing.T) {
-	a := newPinTable("a", func() int { return 2 }, 4)
-	b := newPinTable("b", func() int { return 2 }, 4)
+	a := newPinTable("a", everyone, func() int { return 2 }, 4)
+	b := newPinTable("b", everyone, func() int { return 2 }, 4)
 	// a's sequence starts at its start time in nanoseconds: the handmade
 	// messages below, numbered 1 and 4, are older than all of a's own.
 	a.set(7, true)
@@ -122,8 +122,8 @@ func TestPinOrdering(t *testing.T) {
 // good loses them after pinKeep; a node restarted under the same name
 // replaces what its previous run had pinned.
 func TestPinsOfANodeThatLeft(t *testing.T) {
-	a := newPinTable("a", func() int { return 2 }, 4)
-	b := newPinTable("b", func() int { return 2 }, 4)
+	a := newPinTable("a", everyone, func() int { return 2 }, 4)
+	b := newPinTable("b", everyone, func() int { return 2 }, 4)
 	a.set(8, true)
 	if err := b.merge(a.state()); err != nil {
 		t.Fatal(err)
@@ -145,7 +145,7 @@ func TestPinsOfANodeThatLeft(t *testing.T) {
 	}
 
 	// Restarted: a new table under the same name pins 9, not 8.
-	a2 := newPinTable("a", func() int { return 2 }, 4)
+	a2 := newPinTable("a", everyone, func() int { return 2 }, 4)
 	a2.set(9, true)
 	if err := b.merge(a2.state()); err != nil {
 		t.Fatal(err)
@@ -165,7 +165,7 @@ func TestPinsOfANodeThatLeft(t *testing.T) {
 }
 
 func FuzzPinMessages(f *testing.F) {
-	a := newPinTable("edge-1", func() int { return 2 }, 4)
+	a := newPinTable("edge-1", everyone, func() int { return 2 }, 4)
 	a.set(1, true)
 	a.set(2, true)
 	a.set(1, false)
@@ -175,7 +175,7 @@ func FuzzPinMessages(f *testing.F) {
 	f.Add(a.state())
 	f.Add([]byte{msgPinState, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		tb := newPinTable("other", func() int { return 2 }, 4)
+		tb := newPinTable("other", everyone, func() int { return 2 }, 4)
 		errR, errM := tb.receive(b), tb.merge(b)
 		if errR != nil && errM != nil {
 			if own, remote := tb.count(); own != 0 || remote != 0 {
@@ -214,3 +214,7 @@ func TestPinnedToPassesOverSkippedPinners(t *testing.T) {
 		t.Errorf("PinnedTo skipping both pinners = %s", n.Name)
 	}
 }
+
+// everyone is a pin table's member for tables that talk without gossip:
+// every name is a member.
+func everyone(string) bool { return true }
