@@ -68,6 +68,9 @@ type Balancer struct {
 	// maintenance fails the health path (HealthPath) while traffic still
 	// flows, so a GSLB takes the balancer out of DNS first (admin API).
 	maintenance atomic.Bool
+	// sentMaintenance is the maintenance SendState handed to an upgrade's
+	// new process (HandOffEnd).
+	sentMaintenance atomic.Bool
 
 	data  *fasthttp.Server
 	admin *http.Server

@@ -193,6 +193,7 @@ func (b *Balancer) SendState(c *handoff.Conn) error {
 	st.TableWaiting = !b.table.routable()
 	maintenance := b.maintenance.Load()
 	st.Maintenance = &maintenance
+	b.sentMaintenance.Store(maintenance)
 	p, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -235,6 +236,46 @@ func (b *Balancer) ReceiveState(c *handoff.Conn) error {
 	// It is checked against the static edges as against the ring.
 	b.startStatic(b.current.Load())
 	b.table.beginInherit(!st.TableWaiting)
+	return nil
+}
+
+// handOffEnd is the balancer's part of the hand-off's end (Conn.End), once
+// it has stopped serving: from its state frame until then both processes
+// served the admin port, and what an operator changed here meanwhile went
+// nowhere — maintenance switched on, answered 200, and the new process's
+// health path answered as in service. (The static edges' drains come with
+// the table, sent once this one has stopped serving.) An earlier release
+// sends none and ignores it.
+type handOffEnd struct {
+	// Maintenance is set only when it changed here after SendState: a
+	// change made on the new process meanwhile stands otherwise.
+	Maintenance *bool `json:"maintenance,omitempty"`
+}
+
+// HandOffEnd is what the hand-off's end carries for the new process
+// (TakeHandOffEnd); nil when nothing changed after SendState.
+func (b *Balancer) HandOffEnd() []byte {
+	maintenance := b.maintenance.Load()
+	if maintenance == b.sentMaintenance.Load() {
+		return nil
+	}
+	p, err := json.Marshal(handOffEnd{Maintenance: &maintenance})
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// TakeHandOffEnd applies what the old process's HandOffEnd carries.
+func (b *Balancer) TakeHandOffEnd(p []byte) error {
+	var end handOffEnd
+	if err := json.Unmarshal(p, &end); err != nil {
+		return fmt.Errorf("hand-off end: %w", err)
+	}
+	if end.Maintenance != nil && b.maintenance.Swap(*end.Maintenance) != *end.Maintenance {
+		b.saveState()
+		b.log.Warn("maintenance mode as it was set on the process this one replaced during the upgrade", "maintenance", *end.Maintenance, "health", HealthPath)
+	}
 	return nil
 }
 

@@ -312,7 +312,8 @@ func (c *Conn) Done(n int) error {
 }
 
 // ErrTakeOverFailed: the new process said it could not take over after the
-// hand-off (Fail): it exits, and nothing serves what it took.
+// hand-off (Fail), or died then (Child.Exited): it exits, and nothing
+// serves what it took.
 var ErrTakeOverFailed = errors.New("the new process could not take over")
 
 // WaitDone waits (bounded by d) for the child's done frame and returns its

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -32,6 +33,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // Environment of a child started by Upgrade.
@@ -75,6 +78,10 @@ type Process struct {
 	inherited map[string]*os.File
 	parent    *Conn
 	upgraded  bool
+	// startState gives what a child reads before it serves
+	// (SetStartState); started is what this process's parent gave.
+	startState func() []byte
+	started    []byte
 }
 
 // namePattern is what a listener's name may be: it travels in the
@@ -112,6 +119,11 @@ func Start(opts Options) (*Process, error) {
 	if err := p.inherit(names); err != nil {
 		return nil, err
 	}
+	started, err := readStartState(startStatePath(socket))
+	if err != nil {
+		p.log.Warn("the old process's start state not read; its state comes with the hand-off's end", "err", err)
+	}
+	p.started = started
 	stderrFD := -1
 	if s := stderrEnv; s != "" {
 		fd, err := strconv.Atoi(s)
@@ -341,6 +353,89 @@ func sameAddress(want string, got net.Addr) error {
 		return fmt.Errorf("configured at %s but the inherited socket is at %s: a changed address needs a restart", want, got)
 	}
 	return nil
+}
+
+// SetStartState names what a child started by a later upgrade reads before
+// it serves (StartState), taken as the upgrade starts: the role's state then.
+// A child serves at once — the gslb answers on the same DNS sockets as this
+// process — while the frames of the socket reach it only once it serves,
+// and the hand-off's end, with the state as this process stopped, later
+// still.
+func (p *Process) SetStartState(f func() []byte) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.startState = f
+}
+
+// StartState is what the parent's SetStartState gave as it started this
+// process; nil when it gave none (or is of an earlier release, or this
+// process was not started by an upgrade).
+func (p *Process) StartState() []byte {
+	if p == nil {
+		return nil
+	}
+	return p.started
+}
+
+// startStatePath is the file of the start state of an upgrade whose
+// hand-off socket is socket: beside it, in the private directory. A file,
+// not a frame: a child of an earlier release ignores it, where it would
+// have read a frame it did not expect for the hand-off's end.
+func startStatePath(socket string) string { return socket + ".state" }
+
+// writeStartState writes the start state (if any) to path, a new file.
+func (p *Process) writeStartState(path string) error {
+	p.mu.Lock()
+	f := p.startState
+	p.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	data := f()
+	if data == nil {
+		return nil
+	}
+	if len(data) > MaxFrame {
+		return fmt.Errorf("%w: a start state of %d bytes", errFrameTooLarge, len(data))
+	}
+	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(data)
+	return errors.Join(err, out.Close())
+}
+
+// readStartState reads the start state at path: none when there is no
+// file; refused unless it is a regular file of this user within MaxFrame
+// (the private directory keeps others out; the bounds hold all the same).
+func readStartState(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if owner, _, ok := configs.FileOwner(fi); !fi.Mode().IsRegular() || (ok && int(owner) != os.Geteuid()) || fi.Size() > MaxFrame {
+		return nil, fmt.Errorf("%s: not a regular file of this user within %d bytes", path, MaxFrame)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFrame+1))
+	if err == nil && len(data) > MaxFrame {
+		err = fmt.Errorf("%s: more than %d bytes", path, MaxFrame)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return data, nil
 }
 
 // ErrUpgraded: this process has handed over already.

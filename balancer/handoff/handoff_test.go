@@ -349,3 +349,41 @@ func oldProcessServes(t *testing.T, p *Process, ln net.Listener, how string) {
 		t.Errorf("a %s upgrade blocks the next one", how)
 	}
 }
+
+// The start state is read only as the parent writes it: a regular file of
+// this user within MaxFrame; a symlink, a FIFO (which would hold the
+// child's start in open(2)) or an oversized file is refused, and none is
+// no state.
+func TestStartStateFile(t *testing.T) {
+	dir := t.TempDir()
+	p := &Process{}
+	p.SetStartState(func() []byte { return []byte(`{"overrides":[]}`) })
+	path := startStatePath(filepath.Join(dir, "handoff-1.sock"))
+	if err := p.writeStartState(path); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readStartState(path); err != nil || string(got) != `{"overrides":[]}` {
+		t.Errorf("the state written: %q %v", got, err)
+	}
+	if err := p.writeStartState(path); err == nil {
+		t.Error("an existing start state was written over")
+	}
+	if got, err := readStartState(filepath.Join(dir, "none")); got != nil || err != nil {
+		t.Errorf("no file: %q %v, want no state", got, err)
+	}
+	link := filepath.Join(dir, "link")
+	os.Symlink(path, link)
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, make([]byte, MaxFrame+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, refused := range []string{link, fifo, big} {
+		if got, err := readStartState(refused); err == nil {
+			t.Errorf("%s: read %d bytes, want refused", filepath.Base(refused), len(got))
+		}
+	}
+}

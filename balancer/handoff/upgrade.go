@@ -22,6 +22,26 @@ import (
 type Child struct {
 	PID  int
 	Conn *Conn
+	// exited is the child's end (its Wait's error), put back by whoever
+	// takes it.
+	exited chan error
+}
+
+// Exited waits up to d for the child to exit and says whether it has, and
+// how it ended. A child that dies after Ready (killed, crashed) has its
+// socket closed before its end is known here: a read that finds the
+// socket closed asks this before taking the child for gone.
+func (c *Child) Exited(d time.Duration) (bool, error) {
+	select {
+	case err := <-c.exited:
+		c.exited <- err
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		return true, err
+	case <-time.After(d):
+		return false, nil
+	}
 }
 
 // UpgradeError is a failed upgrade: the new process was not started (its
@@ -97,6 +117,13 @@ func (p *Process) upgrade(ctx context.Context, state func(*Conn) error) (*Child,
 	if err := os.Chmod(path, 0o600); err != nil {
 		return nil, fmt.Errorf("hand-off socket: %w", err)
 	}
+	// Read by the child at its start; gone once the upgrade has ended here.
+	statePath := startStatePath(path)
+	_ = os.Remove(statePath) // a previous attempt's
+	if err := p.writeStartState(statePath); err != nil {
+		return nil, fmt.Errorf("hand-off start state: %w", err)
+	}
+	defer os.Remove(statePath)
 
 	p.mu.Lock()
 	names := append([]string(nil), p.order...)
@@ -223,7 +250,7 @@ func (p *Process) upgrade(ctx context.Context, state func(*Conn) error) (*Child,
 	}
 	// The child now writes to the original stderr itself, and outlives
 	// this process (it is reparented when this one exits).
-	return &Child{PID: pid, Conn: conn}, nil
+	return &Child{PID: pid, Conn: conn, exited: exited}, nil
 }
 
 type exitError struct{ err error }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -67,7 +68,8 @@ type node struct {
 	sendState func(c *handoff.Conn) error
 	handOff   func(ctx context.Context, c *handoff.Conn) error
 	// endState is the role's state as it stopped, sent with the hand-off's
-	// end (nil: none): the gslb's operator state.
+	// end (nil: none): the gslb's operator state, what an operator changed
+	// on a balancer after its state went (HandOffEnd).
 	endState func() []byte
 	// started is what the "<role> started" line says; announce logs it
 	// once the node is complete (its config API included), so whoever
@@ -293,7 +295,12 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 	}
 	failed := serve(servers)
 	if parent != nil {
-		if m, err = takeOver(ctx, proc, cfg, peers, meta, logger, b.TakeOver, nil); err != nil {
+		ended := func(state []byte) {
+			if err := b.TakeHandOffEnd(state); err != nil {
+				logger.Error("take over: the old process's operator state not applied", "err", err)
+			}
+		}
+		if m, err = takeOver(ctx, proc, cfg, peers, meta, logger, b.TakeOver, ended); err != nil {
 			return nil, fmt.Errorf("join cluster: %w", err)
 		}
 		b.SetCluster(m)
@@ -329,6 +336,7 @@ func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger
 			}
 			return b.SendState(c)
 		},
+		endState: b.HandOffEnd,
 		handOff: func(ctx context.Context, c *handoff.Conn) error {
 			res, err := b.HandOff(ctx, c)
 			logger.Info("tunnels handed over", "moved", res.Moved, "kept", res.Kept, "closed", res.Closed, "pending_bytes", res.PendingBytes,
@@ -493,6 +501,18 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		return nil, err
 	}
 	statsd := operator.NewStatsD(name, "ringlb_gslb_", reg, logger)
+	// Started by an upgrade, the old process's operator state (overrides,
+	// latches, the serials' offset) holds from the first answer: this
+	// process answers on the same sockets at once, and the hand-off's end
+	// brings it again, as the old process stopped, only once that one
+	// has. Without it (no cluster.state_dir to restore from), a member an
+	// operator had removed was answered meanwhile.
+	if st := proc.StartState(); len(st) > 0 {
+		if err := s.TakeHandOffState(st); err != nil {
+			logger.Error("start: the old process's operator state not applied", "err", err)
+		}
+	}
+	proc.SetStartState(s.HandOffState)
 	pcs, ln, err := dnsSockets(proc, cfg.GSLB)
 	if err != nil {
 		return nil, err
@@ -521,6 +541,13 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		var peers []string
 		if peers, err = parent.RecvPeers(); err == nil {
 			m, err = takeOver(ctx, proc, cfg, peers, meta, logger, nil, func(state []byte) {
+				// As the start state said: the old process changed
+				// nothing since, and a change an operator made here
+				// meanwhile (this admin port served beside the old one)
+				// stands — the state's whole, taken again, undid it.
+				if bytes.Equal(state, proc.StartState()) {
+					return
+				}
 				if err := s.TakeHandOffState(state); err != nil {
 					logger.Error("take over: the old process's operator state not applied", "err", err)
 				}

@@ -61,7 +61,15 @@ func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, file *oper
 	}
 	taken, doneErr := child.Conn.WaitDone(takeOverGossipWait)
 	if doneErr != nil && !errors.Is(doneErr, handoff.ErrTakeOverFailed) {
-		logger.Warn("upgrade: no word from the new process after the hand-off", "node", n.name, "err", doneErr)
+		if gone, how := child.Exited(childExitWait); gone {
+			// Killed or crashed after it was ready: it took nothing
+			// over and serves nothing. Recorded as a success, the
+			// dead pid became systemd's main process and ringlb
+			// upgrade printed "upgraded".
+			doneErr = fmt.Errorf("%w: it exited during the hand-off (%v)", handoff.ErrTakeOverFailed, how)
+		} else {
+			logger.Warn("upgrade: no word from the new process after the hand-off", "node", n.name, "err", doneErr)
+		}
 	}
 	child.Conn.Close()
 	failed := errors.Is(doneErr, handoff.ErrTakeOverFailed)
@@ -111,6 +119,12 @@ func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, file *oper
 		"took", time.Since(began).Round(time.Millisecond))
 	return true, nil
 }
+
+// childExitWait bounds how long an old process whose new one closed the
+// hand-off socket without a word waits to learn whether it exited: the
+// kernel closes a dying process's sockets before its parent hears of the
+// exit.
+const childExitWait = time.Second
 
 // notifySystemd tells systemd (Type=notify) that the node serves; a process
 // started by an upgrade also names itself the main process.
@@ -165,7 +179,19 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	status := handoff.StatusPath(d, *pid)
-	_ = os.Remove(status) // a previous attempt's
+	// A record there now is a previous attempt's: passed over while it is
+	// the same file (a new record is a new file, WriteStatus), and left
+	// in place, as this one's is once read: another `ringlb upgrade` of
+	// the node at once, whose SIGUSR2 joins this upgrade, reads it too
+	// (removed, one of the two found none and reported a crash).
+	// WriteStatus removes the records of processes long gone.
+	earlier, _ := os.Stat(status)
+	if earlier != nil && handingOver(status, *pid) {
+		// Unless the node has handed over already and is on its way out
+		// (its kept TLS tunnels run up to its shutdown timeout): that
+		// upgrade is the one to report.
+		earlier = nil
+	}
 	if err := syscall.Kill(*pid, syscall.SIGUSR2); err != nil {
 		return fmt.Errorf("signal pid %d: %w", *pid, err)
 	}
@@ -183,19 +209,19 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err := checkDir(); err != nil {
 			return err
 		}
-		data, _ := os.ReadFile(status)
-		line := strings.TrimSpace(string(data))
+		line := ""
+		if fi, err := os.Stat(status); err == nil && (earlier == nil || !os.SameFile(fi, earlier)) {
+			data, _ := os.ReadFile(status)
+			line = strings.TrimSpace(string(data))
+		}
 		if reason, failed := strings.CutPrefix(line, "failed: "); failed {
-			os.Remove(status)
 			return fmt.Errorf("upgrade of pid %d failed, it keeps serving: %s", *pid, reason)
 		}
 		if reason, lost := strings.CutPrefix(line, "lost: "); lost {
-			os.Remove(status)
 			return fmt.Errorf("upgrade of pid %d failed after the hand-off, and neither process serves: start the node again: %s", *pid, reason)
 		}
 		if exited(*pid) {
 			next, _ := strings.CutPrefix(line, "ok ")
-			os.Remove(status)
 			if _, err := strconv.Atoi(next); err != nil {
 				return fmt.Errorf("pid %d exited without recording an upgrade (stopped or crashed?)", *pid)
 			}
@@ -203,6 +229,30 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return nil
 		}
 	}
+}
+
+// handingOver reports whether the outcome recorded at status is pid's hand-off
+// under way: "ok N", N the process pid started (its child while pid runs;
+// a record of a process gone, whose pid was taken again, names no child of
+// the one that has it now).
+func handingOver(status string, pid int) bool {
+	data, _ := os.ReadFile(status)
+	next, ok := strings.CutPrefix(strings.TrimSpace(string(data)), "ok ")
+	if !ok {
+		return false
+	}
+	child, err := strconv.Atoi(next)
+	if err != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) state ppid ...": the fields follow the last ')'.
+	s := string(stat)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(fields) > 1 && fields[1] == strconv.Itoa(pid)
 }
 
 // ringlbPackage is the package a ringlb binary is built from, as its

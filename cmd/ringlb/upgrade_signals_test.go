@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/tls"
+	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fasthttp/websocket"
 	"github.com/miekg/dns"
 )
 
@@ -248,4 +252,433 @@ func TestUpgradeCommandFindsTheProcessesDirectory(t *testing.T) {
 		t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
 	}
 	waitGone(t, old)
+}
+
+// Two `ringlb upgrade` of one node at once (two operators, a deploy tool
+// beside a timer) are one upgrade: the second SIGUSR2 comes while the node
+// hands over, and both commands report its outcome. Before, each removed
+// the outcome's record — before it signalled, and once it had read it —
+// so one of them found none and exited 1, "exited without recording an
+// upgrade (stopped or crashed?)", for an upgrade that succeeded.
+func TestTwoUpgradeCommandsAtOnceBothReportTheUpgrade(t *testing.T) {
+	t.Parallel()
+	u := startUpgradeGSLB(t, "127.0.0.1:0", true)
+	old := u.g.cmd.Process.Pid
+	upgrade := func() *exec.Cmd {
+		return exec.Command(u.bin, "upgrade", "-pid", strconv.Itoa(old), "-upgrade-dir", u.run, "-timeout", "60s")
+	}
+	type result struct {
+		out []byte
+		err error
+	}
+	results := make(chan result, 2)
+	run := func(cmd *exec.Cmd) {
+		out, err := cmd.CombinedOutput()
+		results <- result{out, err}
+	}
+	go run(upgrade())
+	go run(upgrade())
+	done := u.g.waitLog(t, "upgrade done; the old process exits")
+	next := int(done["new_pid"].(float64))
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	for i := 1; i <= 2; i++ {
+		r := <-results
+		t.Logf("ringlb upgrade %d: %v: %s", i, r.err, r.out)
+		if r.err != nil || !strings.Contains(string(r.out), "handed over to pid "+strconv.Itoa(next)) {
+			t.Errorf("ringlb upgrade %d: %v %q, want upgraded to pid %d", i, r.err, r.out, next)
+		}
+	}
+	waitGone(t, old)
+}
+
+// A new process that dies after it said it was ready (killed, a crash, the
+// OOM killer) while the old one hands over takes nothing over: the old
+// one, committed, exits, and the upgrade is reported as the loss it is —
+// `ringlb upgrade` exits 1 saying neither process serves, and the old
+// process's last word is an error. Before, the old process recorded a
+// success for the dead pid (and named it systemd's main process), and
+// `ringlb upgrade` printed "upgraded" and exited 0 while nothing served.
+func TestUpgradeWhoseNewProcessDiesMidHandOffSaysSo(t *testing.T) {
+	t.Parallel()
+	u := startUpgradeGSLB(t, "127.0.0.1:0", true)
+	old := u.g.cmd.Process.Pid
+	type result struct {
+		out []byte
+		err error
+	}
+	results := make(chan result, 1)
+	go func() {
+		out, err := exec.Command(u.bin, "upgrade", "-pid", strconv.Itoa(old), "-upgrade-dir", u.run, "-timeout", "60s").CombinedOutput()
+		results <- result{out, err}
+	}()
+	// The gslb hands over for a moment at least (its TCP connections'
+	// grace): the new process dies before it is done.
+	ready := u.g.waitLog(t, "upgrade: the new process is ready; handing over")
+	next := int(ready["pid"].(float64))
+	if err := syscall.Kill(next, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r := <-results
+	t.Logf("ringlb upgrade: %v: %s", r.err, r.out)
+	if r.err == nil || !strings.Contains(string(r.out), "neither process serves") {
+		t.Errorf("ringlb upgrade whose new process died mid-hand-off: %v %q, want a failure saying neither process serves", r.err, r.out)
+	}
+	waitGone(t, old)
+}
+
+// An operator's change on the old process while the new one starts —
+// maintenance switched on (POST /api/maintenance?state=on, answered 200)
+// after the old process had sent the new one its state — holds once the
+// new process serves. Before, the new process served with the maintenance
+// the state had said: /api/maintenance said false, its health path
+// answered as in service, and the balancer the operator had just taken out
+// was back in every health check (keepalived, a gslb monitor).
+func TestMaintenanceSetDuringAnUpgradeIsKept(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	ss, err := exec.LookPath("ss")
+	if err != nil {
+		t.Skip("needs ss (iproute2) to see what waits on the new process's hand-off socket")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "balancer.yaml")
+	yaml := "cluster: { name: bal-1, bind: 127.0.0.1:0, profile: local }\nbalancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0 } }\n"
+	writeFile(t, cfg, yaml)
+	bal := startProc(t, bin, "balancer", "-config", cfg, "-upgrade-dir", filepath.Join(dir, "run"))
+	admin := "http://" + bal.waitLog(t, "balancer started")["admin"].(string)
+	old := bal.cmd.Process.Pid
+
+	// The new process reads its config from a FIFO: it waits there, once
+	// it has said hello to the old process, until the test writes it.
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(old, syscall.SIGUSR2)
+	fifo, err := os.OpenFile(cfg, os.O_WRONLY, 0) // opened once the new process reads it
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := childOf(t, old)
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	waitUnread(t, ss, next) // the old process's peers and state
+	if code, out := adminCall(t, "POST", admin+"/api/maintenance?state=on", nil, ""); code != 200 || out["maintenance"] != true {
+		t.Fatalf("maintenance on during the upgrade: %d %v", code, out)
+	}
+	if _, err := fifo.WriteString(yaml); err != nil {
+		t.Fatal(err)
+	}
+	fifo.Close()
+	done := bal.waitLog(t, "upgrade done; the old process exits")
+	if got := int(done["new_pid"].(float64)); got != next {
+		t.Fatalf("upgraded to pid %d, the test waited on %d", got, next)
+	}
+	waitGone(t, old)
+	_, out := adminCall(t, "GET", admin+"/api/maintenance", nil, "")
+	if out["maintenance"] != true {
+		t.Errorf("after the upgrade: %v, want the maintenance the operator set on the old process during it", out)
+	}
+}
+
+// childOf waits for the child process of pid (an upgrade's new process).
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			child, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			if err != nil {
+				continue
+			}
+			// "pid (comm) state ppid ...": the fields follow the last ')'.
+			s := string(data)
+			fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+			if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+				return child
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid %d started no process within 60s", pid)
+	return 0
+}
+
+// waitUnread waits until bytes wait unread on a Unix stream socket of pid
+// (ss's Recv-Q).
+func waitUnread(t *testing.T, ss string, pid int) {
+	t.Helper()
+	owner := "pid=" + strconv.Itoa(pid) + ","
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := exec.Command(ss, "-x", "-H", "-p").Output()
+		if err != nil {
+			t.Fatalf("ss: %v", err)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 2 && f[0] == "u_str" && strings.Contains(line, owner) && f[2] != "0" {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("nothing waits unread on a Unix socket of pid %d within 60s", pid)
+}
+
+// A member an operator took out of a gslb's answers (serve mode remove)
+// stays out while the gslb is upgraded: the new process answers from the
+// moment it reads the DNS sockets, before the old one has stopped, and it
+// answers with the old one's operator state. Before, without
+// cluster.state_dir (the default) it answered without it until the
+// hand-off's end: the removed member was handed out (with its TTL, to
+// every resolver that asked meanwhile) for the length of the hand-off.
+// The old process is stopped (SIGSTOP) once the new one is ready, so the
+// queries meanwhile are the new one's alone.
+func TestGSLBUpgradeKeepsOverridesFromItsFirstAnswer(t *testing.T) {
+	t.Parallel()
+	g, server, admin := startPoolGSLB(t)
+	answers := func() []string { return ideAnswers(t, server) }
+	if code, out := adminCall(t, "POST", admin+"/api/pools/ide.ringlb.test/east/bal-2/mode?mode=remove", nil, ""); code != 200 {
+		t.Fatalf("serve mode remove: %d %v", code, out)
+	}
+	if got := answers(); len(got) != 1 || got[0] != "192.0.2.1" {
+		t.Fatalf("answers with bal-2 removed: %v, want 192.0.2.1 alone", got)
+	}
+	old := g.cmd.Process.Pid
+	syscall.Kill(old, syscall.SIGUSR2)
+	g.waitLog(t, "upgrade: the new process is ready; handing over")
+	freeze(t, old)
+	handedOut := 0
+	for range 20 {
+		if got := answers(); len(got) != 1 || got[0] != "192.0.2.1" {
+			handedOut++
+			t.Logf("during the upgrade: %v", got)
+		}
+	}
+	syscall.Kill(old, syscall.SIGCONT)
+	done := g.waitLog(t, "upgrade done; the old process exits")
+	next := int(done["new_pid"].(float64))
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	waitGone(t, old)
+	if handedOut > 0 {
+		t.Errorf("%d of 20 answers from the new process during the upgrade handed out the member the operator removed", handedOut)
+	}
+	if got := answers(); len(got) != 1 || got[0] != "192.0.2.1" {
+		t.Errorf("answers after the upgrade: %v, want 192.0.2.1 alone", got)
+	}
+}
+
+// An operator's change made on a gslb's new process during the upgrade —
+// it serves the admin port beside the old one from its start — stands once
+// the upgrade is done, when the old one changed nothing meanwhile. Before,
+// the old process's operator state at the hand-off's end replaced the new
+// one's whole: a member removed there (answered 200, and answered without
+// at once) was answered again once the upgrade was done. The old process
+// is stopped (SIGSTOP) once the new one is ready, so that the change
+// reaches the new one.
+func TestGSLBChangeOnTheNewProcessDuringTheUpgradeStands(t *testing.T) {
+	t.Parallel()
+	g, server, admin := startPoolGSLB(t)
+	answers := func() []string { return ideAnswers(t, server) }
+	old := g.cmd.Process.Pid
+	syscall.Kill(old, syscall.SIGUSR2)
+	g.waitLog(t, "upgrade: the new process is ready; handing over")
+	freeze(t, old)
+	code, out := adminCall(t, "POST", admin+"/api/pools/ide.ringlb.test/east/bal-2/mode?mode=remove", nil, "")
+	during := answers()
+	syscall.Kill(old, syscall.SIGCONT)
+	if code != 200 {
+		t.Fatalf("serve mode remove during the upgrade: %d %v", code, out)
+	}
+	t.Logf("answers once removed during the upgrade: %v", during)
+	done := g.waitLog(t, "upgrade done; the old process exits")
+	next := int(done["new_pid"].(float64))
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	waitGone(t, old)
+	if got := answers(); len(got) != 1 || got[0] != "192.0.2.1" {
+		t.Errorf("answers after the upgrade: %v, want 192.0.2.1 alone: the member removed on the new process during it is back", got)
+	}
+}
+
+// startPoolGSLB skips the test under -short, else starts a gslb of the
+// real binary (with an -upgrade-dir of its own) whose ide.ringlb.test
+// answers bal-1 (192.0.2.1) and bal-2 (192.0.2.2), served always; it
+// returns its DNS and admin addresses.
+func startPoolGSLB(t *testing.T) (g *proc, server, admin string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gslb.yaml")
+	writeFile(t, cfg, `cluster: { name: gslb-1, bind: 127.0.0.1:0, profile: local }
+gslb:
+  listen: 127.0.0.1:0
+  admin: { listen: 127.0.0.1:0 }
+  rate_limit: { responses_per_second: 0 }
+  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1" ] } ]
+  names:
+    - name: ide.ringlb.test
+      regions:
+        east: { serve_mode: always, members: [ { name: bal-1, address: 192.0.2.1 }, { name: bal-2, address: 192.0.2.2 } ] }
+`)
+	g = startProc(t, bin, "gslb", "-config", cfg, "-upgrade-dir", filepath.Join(dir, "run"))
+	rec := g.waitLog(t, "gslb started")
+	return g, rec["dns"].(string), "http://" + rec["admin"].(string)
+}
+
+// ideAnswers is the addresses server answers for ide.ringlb.test.
+func ideAnswers(t *testing.T, server string) []string {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion("ide.ringlb.test.", dns.TypeA)
+	r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(m, server)
+	if err != nil {
+		t.Fatalf("query: %v", err)
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		out = append(out, rr.(*dns.A).A.String())
+	}
+	return out
+}
+
+// freeze stops pid (SIGSTOP) and waits until every thread of it is
+// stopped: kill returns before they are, and meanwhile one may still take
+// a connection or a query.
+func freeze(t *testing.T, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		running := len(tasks) == 0
+		for _, task := range tasks {
+			data, err := os.ReadFile(task)
+			if err != nil {
+				continue // a thread that ended
+			}
+			// "tid (comm) state ...": the state follows the last ')'.
+			s := string(data)
+			if i := strings.LastIndexByte(s, ')'); i < 0 || i+2 >= len(s) || (s[i+2] != 'T' && s[i+2] != 't') {
+				running = true
+			}
+		}
+		if !running {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("pid %d not stopped within 60s of SIGSTOP", pid)
+}
+
+// A `ringlb upgrade` of a node that has already handed over and is on its
+// way out — its outcome recorded, a TLS tunnel (which cannot move) kept
+// for up to the shutdown timeout — reports that upgrade. Before, it took
+// the record for an earlier attempt's, and once the old process had
+// exited said 1, "exited without recording an upgrade (stopped or
+// crashed?)". The old process is stopped (SIGSTOP) while the command
+// looks, so that its tunnel's end cannot come first.
+func TestUpgradeCommandDuringTheOldProcessesExitReportsTheUpgrade(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	echo := startEchoBackend(t)
+	cert, key := selfSigned(t, dir, 0o600)
+	cfg := filepath.Join(dir, "balancer.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`cluster: { name: bal-1, bind: 127.0.0.1:0, profile: local }
+balancer:
+  listen: 127.0.0.1:0
+  admin: { listen: 127.0.0.1:0 }
+  tls: { cert_file: %s, key_file: %s }
+  edges: [ { name: echo, url: "http://%s" } ]
+`, cert, key, echo.ln.Addr()))
+	run := filepath.Join(dir, "run")
+	bal := startProc(t, bin, "balancer", "-config", cfg, "-upgrade-dir", run, "-shutdown-timeout", "60s")
+	listen := bal.waitLog(t, "balancer started")["listen"].(string)
+	old := bal.cmd.Process.Pid
+
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	var ws *websocket.Conn
+	deadline := time.Now().Add(60 * time.Second)
+	for ws == nil {
+		c, _, err := d.Dial("wss://"+listen+"/ws", http.Header{"Ctstickiness": {"kept"}})
+		if err == nil {
+			ws = c
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no TLS tunnel through the balancer within 60s: %v", err)
+		} else {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	defer ws.Close()
+
+	syscall.Kill(old, syscall.SIGUSR2)
+	status := filepath.Join(run, "upgrade-"+strconv.Itoa(old)+".status")
+	for {
+		if data, _ := os.ReadFile(status); strings.HasPrefix(string(data), "ok ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no outcome recorded within 60s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	freeze(t, old)
+	cmd := exec.Command(bin, "upgrade", "-pid", strconv.Itoa(old), "-upgrade-dir", run, "-timeout", "60s")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// It has looked once it has signalled (the signal waits for the old
+	// process); the tunnel's end then lets the old process exit.
+	for !signalPending(old, syscall.SIGUSR2) {
+		if time.Now().After(deadline) {
+			t.Fatal("ringlb upgrade sent no SIGUSR2 within 60s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	syscall.Kill(old, syscall.SIGCONT)
+	ws.Close()
+	err := cmd.Wait()
+	done := bal.waitLog(t, "upgrade done; the old process exits")
+	next := int(done["new_pid"].(float64))
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	t.Logf("ringlb upgrade: %v: %s", err, out.String())
+	if err != nil || !strings.Contains(out.String(), "handed over to pid "+strconv.Itoa(next)) {
+		t.Errorf("ringlb upgrade during the old process's exit: %v %q, want upgraded to pid %d", err, out.String(), next)
+	}
+	waitGone(t, old)
+}
+
+// signalPending reports whether sig waits to be delivered to pid (stopped).
+func signalPending(pid int, sig syscall.Signal) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "ShdPnd:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && mask&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return false
 }
