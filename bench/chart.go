@@ -265,8 +265,7 @@ func cdf(sorted []time.Duration) []CDFPoint {
 	}
 	var out []CDFPoint
 	add := func(q float64) {
-		i := min(int(math.Ceil(q*float64(len(sorted))))-1, len(sorted)-1)
-		i = max(i, 0)
+		i := rank(q, len(sorted))
 		f := float64(i+1) / float64(len(sorted))
 		if n := len(out); n > 0 && out[n-1].Fraction >= f {
 			return

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -92,6 +94,9 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 	if o.Duration <= 0 || o.Duration > time.Hour {
 		errs = append(errs, fmt.Errorf("duration must be in range (0, 1h], got %s", o.Duration))
 	}
+	if o.MaxQueries < 0 {
+		errs = append(errs, fmt.Errorf("max queries must be at least 0 (0: duration only), got %d", o.MaxQueries))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, &OptionsError{err}
 	}
@@ -127,6 +132,8 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 		}
 	}()
 	var wg sync.WaitGroup
+	var dialFailed int // guarded by mu
+	var dialErr error  // the first, guarded by mu
 	for i := 0; i < o.Clients; i++ {
 		wg.Add(1)
 		go func() {
@@ -138,11 +145,24 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 			c := &dns.Client{Net: network, Timeout: o.Timeout}
 			conn, err := c.DialContext(ctx, o.Server)
 			if err != nil {
+				if ctx.Err() == nil {
+					mu.Lock()
+					dialFailed++
+					if dialErr == nil {
+						dialErr = err
+					}
+					rcodes["error: "+errorKind(err)]++
+					mu.Unlock()
+				}
 				return
 			}
-			defer conn.Close()
+			defer func() {
+				if conn != nil {
+					conn.Close()
+				}
+			}()
 			local := map[string]int{}
-			var samples []time.Duration
+			samples := latencySample{max: maxDNSSamples}
 			rnd := rand.New(rand.NewPCG(uint64(i), 7))
 			m := new(dns.Msg)
 			for ctx.Err() == nil {
@@ -158,6 +178,21 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 				// writes at once with "i/o timeout" on a reused UDP conn.
 				// The client's Timeout bounds each query instead.
 				r, _, err := c.ExchangeWithConn(m, conn)
+				if err != nil && o.TCP && ctx.Err() == nil && closedByServer(err) {
+					// A server may close a TCP connection between queries
+					// (RFC 7766, 6.2.3; miekg/dns after 128 by default):
+					// ask again on a new one, as dnsperf and stub
+					// resolvers do, instead of failing every query after.
+					conn.Close()
+					if conn, err = c.DialContext(ctx, o.Server); err != nil {
+						if ctx.Err() == nil {
+							local["error: "+errorKind(err)]++
+						}
+						break
+					}
+					t0 = time.Now()
+					r, _, err = c.ExchangeWithConn(m, conn)
+				}
 				if err != nil {
 					if ctx.Err() == nil {
 						local["error: "+errorKind(err)]++
@@ -167,21 +202,23 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 				d := time.Since(t0)
 				answered.Add(1)
 				local[dns.RcodeToString[r.Rcode]]++
-				if len(samples) < 20000 {
-					samples = append(samples, d)
-				}
+				samples.add(d)
 			}
 			mu.Lock()
 			for k, v := range local {
 				rcodes[k] += v
 			}
-			lat = append(lat, samples...)
+			lat = append(lat, samples.d...)
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	close(stopProgress)
 	<-progressDone
+	if dialFailed == o.Clients {
+		// Nothing was asked: a summary of zeros would not say why.
+		return nil, fmt.Errorf("no client could reach the server: %w", dialErr)
+	}
 	elapsed := time.Since(start)
 	res := &DNSResult{Options: o, Sent: sent.Load(), Answered: answered.Load(), Rcodes: rcodes, Latency: percentiles(lat)}
 	res.LatencyCDF = cdf(lat) // sorted by percentiles
@@ -195,10 +232,25 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 	return res, nil
 }
 
+// closedByServer reports whether err is the end of a connection the
+// server closed.
+func closedByServer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// maxDNSSamples bounds the latencies each client keeps.
+const maxDNSSamples = 20000
+
 func errorKind(err error) string {
 	var ne interface{ Timeout() bool }
 	if errors.As(err, &ne) && ne.Timeout() {
 		return "timeout"
+	}
+	// Without the addresses: a failure is counted by its kind, not once
+	// per client's ephemeral port.
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err.Error()
 	}
 	return err.Error()
 }

@@ -21,6 +21,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 edge=
 cleanup() { [ -n "$edge" ] && kill "$edge" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
+# Ctrl-C ends the run, not only the command in the foreground: a load
+# generator (`ringlb bench`, dnsperf) ends early on SIGINT and exits
+# normally, and bash would go on with the next step.
+trap 'exit 130' INT
 
 go build -o "$WORK/ringlb" ./cmd/ringlb
 cat >"$WORK/edge.yaml" <<YAML

@@ -32,6 +32,10 @@ pids=()
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 cleanup() { stop_all; git worktree remove --force "$WORK/old-src" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
+# Ctrl-C ends the run, not only the command in the foreground: a load
+# generator (`ringlb bench`, dnsperf) ends early on SIGINT and exits
+# normally, and bash would go on with the next step.
+trap 'exit 130' INT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "building $OLD_REV and this tree..." >&2

@@ -28,6 +28,10 @@ SRC=127.0.0.1-127.0.0.8
 pids=()
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap 'stop_all; rm -rf "$WORK"' EXIT
+# Ctrl-C ends the run, not only the command in the foreground: a load
+# generator (`ringlb bench`, dnsperf) ends early on SIGINT and exits
+# normally, and bash would go on with the next step.
+trap 'exit 130' INT
 
 go build -o "$WORK/ringlb" ./cmd/ringlb
 RINGLB=$WORK/ringlb

@@ -99,8 +99,16 @@ func (o *WSOptions) validate() error {
 	if o.Duration <= 0 || o.Duration > time.Hour {
 		errs = append(errs, fmt.Errorf("duration must be in range (0, 1h], got %s", o.Duration))
 	}
+	if o.Ramp < 0 || o.Ramp > time.Hour {
+		errs = append(errs, fmt.Errorf("ramp must be in range [0, 1h], got %s", o.Ramp))
+	}
 	if o.Rate < 0 || o.Rate > 10000 {
 		errs = append(errs, fmt.Errorf("rate must be in range [0, 10000] per participant, got %g", o.Rate))
+	}
+	// Each connection keeps a slot per message of its window: bounded so
+	// that sessions × participants windows fit in memory.
+	if o.Saturate && (o.Window < 1 || o.Window > maxWindow) {
+		errs = append(errs, fmt.Errorf("window must be in range [1, %d], got %d", maxWindow, o.Window))
 	}
 	if o.KeyIn != "header" && o.KeyIn != "cookie" {
 		errs = append(errs, fmt.Errorf("key must be header or cookie, got %q", o.KeyIn))
@@ -190,13 +198,16 @@ type wsClient struct {
 	conn           *websocket.Conn
 	edge           string
 	sent           atomic.Int64
-	// per-sender receive state, indexed by the sender's participant index
+	// per-sender receive state, indexed by the sender's participant
+	// index: next is one past the highest sequence received, and bit k of
+	// seen is set when sequence next-1-k was received (the last 64)
 	next      []uint32
+	seen      []uint64
 	received  int64
 	foreign   int64
 	dup       int64
 	reordered int64
-	latencies []time.Duration
+	latencies latencySample
 	closedErr error
 	v1        v1State // v1 mode only
 	arrivals  *arrivals
@@ -248,6 +259,10 @@ func (a *arrivals) wait(want int64, d time.Duration) {
 	}
 }
 
+// maxWindow bounds Saturate's Window: far beyond an edge's send queue
+// (edge.send_queue, 256 by default), past which a window only overflows it.
+const maxWindow = 1 << 16
+
 // maxSamples bounds the latency samples kept per receiver.
 const maxSamples = 4096
 
@@ -288,11 +303,16 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 	res.Timeline = append(res.Timeline, Tick{}) // the chart's origin
 	stopTicker := startProgress(progress, epoch, &connected, nil, res, total)
 	for i := 0; i < total; i++ {
+		if pace > 0 {
+			// A pause Ctrl-C ends: a long ramp over few connections
+			// paces them minutes apart.
+			select {
+			case <-dialCtx.Done():
+			case <-time.After(pace):
+			}
+		}
 		if dialCtx.Err() != nil {
 			break
-		}
-		if pace > 0 {
-			time.Sleep(pace)
 		}
 		sem <- struct{}{}
 		wg.Add(1)
@@ -369,6 +389,8 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 		}
 		c.arrivals = arrived
 		c.next = make([]uint32, opts.Participants)
+		c.seen = make([]uint64, opts.Participants)
+		c.latencies.max = maxSamples
 		c.peers = clients[c.session*opts.Participants : (c.session+1)*opts.Participants]
 		if opts.Saturate {
 			c.window = make(chan struct{}, opts.Window)
@@ -436,6 +458,7 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 
 	// Tally.
 	var all []time.Duration
+	var deliveredTwice int64 // duplicates counted in Delivered
 	for s := 0; s < opts.Sessions; s++ {
 		group := clients[s*opts.Participants : (s+1)*opts.Participants]
 		var sessionSent int64
@@ -451,7 +474,8 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 			res.Sent += c.sent.Load()
 			res.Expected += sessionSent - c.sent.Load()
 			res.Delivered += c.received
-			res.Duplicated += c.dup
+			res.Duplicated += c.dup + c.v1.dups
+			deliveredTwice += c.dup
 			res.Reordered += c.reordered
 			res.Foreign += c.foreign
 			res.SeqGaps += c.v1.gaps
@@ -461,10 +485,10 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 			if c.closedErr != nil {
 				res.ClosedEarly++
 			}
-			all = append(all, c.latencies...)
+			all = append(all, c.latencies.d...)
 		}
 	}
-	res.Lost = max(res.Expected-(res.Delivered-res.Duplicated), 0)
+	res.Lost = max(res.Expected-(res.Delivered-deliveredTwice), 0)
 	res.DeliveredPerS = float64(res.Delivered) / sendTime.Seconds()
 	res.Latency = percentiles(all)
 	res.LatencyCDF = cdf(all) // sorted by percentiles
@@ -607,21 +631,25 @@ func (c *wsClient) delivered(start time.Time, delivered *atomic.Int64, from int,
 	if sender := c.peers[from]; sender != nil {
 		sender.received1(seq)
 	}
-	switch want := c.next[from]; {
-	case seq == want:
-		c.next[from]++
-	case seq < want:
-		c.dup++
-	default:
-		c.reordered++
+	switch next := c.next[from]; {
+	case seq >= next:
+		// The newest so far. Those it skipped are reordered when they
+		// come, lost (in the tally) when they never do.
+		if shift := seq - next + 1; shift < 64 {
+			c.seen[from] = c.seen[from]<<shift | 1
+		} else {
+			c.seen[from] = 1
+		}
 		c.next[from] = seq + 1
+	case next-1-seq < 64 && c.seen[from]&(1<<(next-1-seq)) == 0:
+		c.seen[from] |= 1 << (next - 1 - seq)
+		c.reordered++
+	default:
+		// Received before, or too far back to tell: a replay is likelier
+		// than a msg 64 others overtook.
+		c.dup++
 	}
-	lat := time.Since(start) - sentAt
-	if len(c.latencies) < maxSamples {
-		c.latencies = append(c.latencies, lat)
-	} else if j := rand.IntN(int(c.received)); j < maxSamples {
-		c.latencies[j] = lat // reservoir sampling keeps the sample unbiased
-	}
+	c.latencies.add(time.Since(start) - sentAt)
 }
 
 // received1 records that one more receiver got this client's message seq
@@ -650,13 +678,40 @@ func newRawMessage(size int) ([]byte, func([]byte, time.Duration, uint32, uint32
 	}
 }
 
+// latencySample keeps at most max of the latencies added, each one added
+// as likely to be kept as any other (reservoir sampling): the percentiles
+// of a long run are those of all of it, not of its first seconds.
+type latencySample struct {
+	max  int
+	seen int
+	d    []time.Duration
+}
+
+func (s *latencySample) add(d time.Duration) {
+	s.seen++
+	if len(s.d) < s.max {
+		s.d = append(s.d, d)
+	} else if j := rand.IntN(s.seen); j < s.max {
+		s.d[j] = d
+	}
+}
+
 func percentiles(d []time.Duration) Percentiles {
 	if len(d) == 0 {
 		return Percentiles{}
 	}
 	slices.Sort(d)
-	at := func(q float64) time.Duration { return d[min(int(q*float64(len(d))), len(d)-1)] }
+	at := func(q float64) time.Duration { return d[rank(q, len(d))] }
 	return Percentiles{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: d[len(d)-1], Samples: len(d)}
+}
+
+// rank is the index in n sorted samples of the q-quantile by nearest rank:
+// the first sample with at least q·n samples at or below it. The summary's
+// percentiles and the chart's CDF both read it, so a run's p50 is the
+// latency its CDF plots at 0.5. The tolerance keeps a product that float
+// arithmetic puts a hair above a whole number (0.07·100) on that number.
+func rank(q float64, n int) int {
+	return min(max(int(math.Ceil(q*float64(n)-1e-9))-1, 0), n-1)
 }
 
 // startProgress prints a line a second and records the timeline; the
@@ -706,7 +761,7 @@ func ParseSources(s string) ([]net.IP, error) {
 			continue
 		}
 		b := net.ParseIP(strings.TrimSpace(hi)).To4()
-		if b == nil || binary.BigEndian.Uint32(b) < binary.BigEndian.Uint32(a) || binary.BigEndian.Uint32(b)-binary.BigEndian.Uint32(a) > 1024 {
+		if b == nil || binary.BigEndian.Uint32(b) < binary.BigEndian.Uint32(a) || binary.BigEndian.Uint32(b)-binary.BigEndian.Uint32(a) >= 1024 {
 			return nil, fmt.Errorf("source range %q must be LOW-HIGH IPv4 with at most 1024 addresses", part)
 		}
 		for v := binary.BigEndian.Uint32(a); v <= binary.BigEndian.Uint32(b); v++ {

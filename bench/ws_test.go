@@ -3,6 +3,7 @@ package bench
 import (
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,11 @@ func TestParseSources(t *testing.T) {
 	if strings.Join(s, " ") != "127.0.0.1 127.0.0.2 127.0.0.3 127.0.0.9" {
 		t.Errorf("got %v", s)
 	}
-	for _, bad := range []string{"x", "127.0.0.5-127.0.0.1", "10.0.0.0-10.1.0.0"} {
+	if got, err := ParseSources("127.0.0.0-127.0.3.255"); err != nil || len(got) != 1024 {
+		t.Errorf("1024 addresses: %d, %v", len(got), err)
+	}
+	// 1025 addresses: one more than the error says a range may have.
+	for _, bad := range []string{"x", "127.0.0.5-127.0.0.1", "10.0.0.0-10.1.0.0", "127.0.0.0-127.0.4.0"} {
 		if _, err := ParseSources(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
@@ -28,27 +33,60 @@ func TestParseSources(t *testing.T) {
 }
 
 func TestWSOptionsValidation(t *testing.T) {
-	o := WSOptions{Targets: []string{"http://x"}, Sessions: 0, Size: 8, Duration: 0, KeyIn: "body", Mode: "v9"}
+	o := WSOptions{Targets: []string{"http://x"}, Sessions: 0, Size: 8, Duration: 0, Ramp: -time.Second, KeyIn: "body", Mode: "v9"}
 	o.setDefaults()
 	err := o.validate()
 	if err == nil {
 		t.Fatal("bad options accepted")
 	}
-	for _, want := range []string{"ws:// or wss://", "sessions must be", "size must be", "duration must be", "key must be", "mode must be raw or v1"} {
+	for _, want := range []string{"ws:// or wss://", "sessions must be", "size must be", "duration must be", "ramp must be", "key must be", "mode must be raw or v1"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
 	}
 }
 
+// Percentiles are nearest-rank (the smallest sample with at least q of
+// the samples at or below it), the rank the CDF of the same run plots.
+// Before, the rank was one too high: p50 of 1..100 was 51, p99 the
+// maximum, and the p50 of two resume times the slower one.
 func TestPercentiles(t *testing.T) {
-	var d []time.Duration
-	for i := 100; i >= 1; i-- {
-		d = append(d, time.Duration(i)*time.Millisecond)
+	ms := func(v ...int) []time.Duration {
+		var d []time.Duration
+		for _, x := range v {
+			d = append(d, time.Duration(x)*time.Millisecond)
+		}
+		return d
 	}
-	p := percentiles(d)
-	if p.P50 != 51*time.Millisecond || p.P99 != 100*time.Millisecond || p.Max != 100*time.Millisecond || p.Samples != 100 {
-		t.Errorf("%+v", p)
+	var hundred []int
+	for i := 100; i >= 1; i-- {
+		hundred = append(hundred, i)
+	}
+	for _, tc := range []struct {
+		name               string
+		samples            []time.Duration
+		p50, p90, p99, max int
+	}{
+		{"1..100", ms(hundred...), 50, 90, 99, 100},
+		{"one", ms(7), 7, 7, 7, 7},
+		{"two", ms(20, 10), 10, 20, 20, 20},
+		{"ten", ms(10, 9, 8, 7, 6, 5, 4, 3, 2, 1), 5, 9, 10, 10},
+	} {
+		p := percentiles(slices.Clone(tc.samples))
+		want := Percentiles{P50: time.Duration(tc.p50) * time.Millisecond, P90: time.Duration(tc.p90) * time.Millisecond,
+			P99: time.Duration(tc.p99) * time.Millisecond, Max: time.Duration(tc.max) * time.Millisecond, Samples: len(tc.samples)}
+		if p != want {
+			t.Errorf("%s: got %+v, want %+v", tc.name, p, want)
+		}
+		// The summary line and the chart of one run agree.
+		sorted := slices.Sorted(slices.Values(tc.samples))
+		for _, pt := range cdf(sorted) {
+			for q, got := range map[float64]time.Duration{0.5: p.P50, 0.9: p.P90, 0.99: p.P99} {
+				if pt.Fraction >= q && (pt.Latency < got) {
+					t.Errorf("%s: the CDF has %.3f of the samples at or below %s, below p%g=%s", tc.name, pt.Fraction, pt.Latency, 100*q, got)
+				}
+			}
+		}
 	}
 	if (percentiles(nil) != Percentiles{}) {
 		t.Error("empty sample")
@@ -66,11 +104,13 @@ func TestSampleProcs(t *testing.T) {
 }
 
 func TestDNSOptionsValidation(t *testing.T) {
-	_, err := RunDNS(t.Context(), DNSOptions{Clients: 5000, Duration: 0}, nil)
+	// A negative -max-queries once counted no query as sent: "0 queries,
+	// N answered, 0 lost".
+	_, err := RunDNS(t.Context(), DNSOptions{Clients: 5000, Duration: 0, MaxQueries: -1}, nil)
 	if err == nil {
 		t.Fatal("bad options accepted")
 	}
-	for _, want := range []string{"server host:port is required", "clients must be", "duration must be"} {
+	for _, want := range []string{"server host:port is required", "clients must be", "duration must be", "max queries must be"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}

@@ -34,6 +34,9 @@ type v1State struct {
 	next  uint64 // the seq expected next (as a msg or an ack)
 	gaps  int64  // seqs skipped
 	acked int64  // acks of its own msgs
+	// dups are seqs seen again (as msg or ack): duplicates never counted
+	// as deliveries, so not taken off them either.
+	dups int64
 }
 
 // welcome reads the first frame of a ringlb.v1 connection, which says
@@ -104,7 +107,7 @@ func (c *wsClient) readV1(start time.Time, delivered *atomic.Int64, participants
 		case seq == c.v1.next:
 			c.v1.next++
 		case seq < c.v1.next:
-			c.dup++
+			c.v1.dups++
 			continue
 		default:
 			c.v1.gaps += int64(seq - c.v1.next)

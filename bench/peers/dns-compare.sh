@@ -50,6 +50,10 @@ WORK=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
+# Ctrl-C ends the run, not only the command in the foreground: a load
+# generator (`ringlb bench`, dnsperf) ends early on SIGINT and exits
+# normally, and bash would go on with the next step.
+trap 'exit 130' INT
 go build -o "$WORK/ringlb" ./cmd/ringlb
 RINGLB_ADMIN=15356
 

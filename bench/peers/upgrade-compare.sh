@@ -40,6 +40,10 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# Ctrl-C ends the run, not only the command in the foreground: a load
+# generator (`ringlb bench`, dnsperf) ends early on SIGINT and exits
+# normally, and bash would go on with the next step.
+trap 'exit 130' INT
 
 go build -o "$WORK/ringlb" ./cmd/ringlb
 RINGLB=$WORK/ringlb

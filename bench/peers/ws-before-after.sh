@@ -30,6 +30,10 @@ if [ "${SHORT:-}" = 1 ]; then DUR=5s; SAT=3s; IDLE=2000; ROUNDS=1; fi
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
+# Ctrl-C ends the run, not only the command in the foreground: a load
+# generator (`ringlb bench`, dnsperf) ends early on SIGINT and exits
+# normally, and bash would go on with the next step.
+trap 'exit 130' INT
 
 go build -o "$WORK/after" ./cmd/ringlb
 go build -o "$WORK/wsrelay" ./bench/peers/wsrelay

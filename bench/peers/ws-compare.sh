@@ -76,6 +76,10 @@ budget() {
 }
 unbudget() { local d; for d in "${CGROUPS[@]}"; do rmdir "$d" 2>/dev/null || true; done; CGROUPS=(); }
 trap cleanup EXIT
+# Ctrl-C ends the run, not only the command in the foreground: a load
+# generator (`ringlb bench`, dnsperf) ends early on SIGINT and exits
+# normally, and bash would go on with the next step.
+trap 'exit 130' INT
 
 go build -o "$WORK/ringlb" ./cmd/ringlb
 go build -o "$WORK/wsrelay" ./bench/peers/wsrelay

@@ -98,10 +98,18 @@ func runBenchWS(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "watched: rss %.1f MiB → %.1f MiB (%.2f KiB per connection), cpu %.2fs while sending\n",
 			float64(res.WatchRSSBefore)/(1<<20), float64(res.WatchRSSConnected)/(1<<20), res.WatchRSSPerConn/1024, res.WatchCPUSeconds)
 	}
-	if res.FirstDialError != "" {
+	if res.FirstDialError != "" && res.ConnsOK > 0 {
 		fmt.Fprintln(stderr, "first dial error:", res.FirstDialError)
 	}
-	return out.write(res, res.WriteSVG, stderr)
+	if err := out.write(res, res.WriteSVG, stderr); err != nil {
+		return err
+	}
+	if res.ConnsOK == 0 && res.ConnsFailed > 0 {
+		// Nothing was measured: a script waiting for its target to come
+		// up (wait_ws in bench/peers) goes by this exit status.
+		return fmt.Errorf("no connection could be made (%d tried): %s", res.ConnsFailed, res.FirstDialError)
+	}
+	return nil
 }
 
 // benchOutputs are the -json and -svg flags every bench kind has.

@@ -150,3 +150,32 @@ func TestBenchRingFlagsGivenWinOverTheConfig(t *testing.T) {
 		t.Errorf("bench ring -h does not say where the file's ring is read, nor that flags win:\n%s", help.String())
 	}
 }
+
+// `bench ws -saturate` refuses a window it cannot keep, as a usage error,
+// before it dials anything. Before, -window -1 panicked (makechan: size out
+// of range) once every connection was open, and a window of two billion
+// sized an 8 GB slot table per connection.
+func TestBenchWSRefusesAWindowOutOfRange(t *testing.T) {
+	url := startTestEdge(t)
+	for _, window := range []string{"-1", "2000000000"} {
+		var out, errOut strings.Builder
+		code := run(t.Context(), []string{"bench", "ws", "-url", url, "-sessions", "1", "-participants", "2", "-saturate", "-window", window, "-duration", "200ms"}, &out, &errOut)
+		if code != 2 || !strings.Contains(errOut.String(), "window must be in range") {
+			t.Errorf("-window %s: exit %d\n%s%s", window, code, out.String(), errOut.String())
+		}
+	}
+}
+
+// `bench ws` that could open no connection at all failed (exit 1, the
+// first dial error said), as the scripts' readiness loops (wait_ws in
+// bench/peers/ws-compare.sh: "until a WebSocket through PORT reaches a
+// backend") take it. Before, it exited 0 with "connections ok=0", so each
+// loop returned at its first try, nothing up yet, and the measurement
+// began against a front that was not listening.
+func TestBenchWSFailsWhenNothingConnects(t *testing.T) {
+	var out, errOut strings.Builder
+	code := run(t.Context(), []string{"bench", "ws", "-url", "ws://" + freeAddr(t) + "/ws", "-sessions", "1", "-participants", "2", "-rate", "10", "-duration", "200ms", "-drain", "200ms"}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "connection refused") || !strings.Contains(out.String(), "connections ok=0 failed=2") {
+		t.Errorf("bench ws to a port nobody listens on: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+}

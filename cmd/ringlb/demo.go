@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -85,6 +86,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return stopNodes(stopCtx, nodes)
 	}
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			// The demo's addresses are fixed, and the user may never have
+			// seen the file that fixes them.
+			err = fmt.Errorf("%w\nthe demo's addresses are its config's demo.nodes (configs/demo.yaml unless -config): free that address, or run ringlb demo -config FILE with a copy of the file whose nodes use free ones", err)
+		}
 		return errors.Join(err, stopAll())
 	}
 
@@ -170,15 +176,17 @@ func startDemoNodes(ctx context.Context, cfg *configs.Config, logger *slog.Logge
 	return all, errors.Join(errs...)
 }
 
-// stopNodes stops balancers first (no new traffic), then edges, in parallel
-// within each group.
+// stopNodes stops the gslb first (no new clients sent anywhere), then the
+// balancers and the edges together, in parallel. Not balancers before
+// edges: a balancer's stop waits for its tunnels to end, and a live
+// session's tunnel ends only when its edge closes it (1012).
 func stopNodes(ctx context.Context, nodes []*node) error {
 	var errs []error
-	for _, role := range []string{"gslb", "balancer", "edge"} {
+	for _, group := range [][]string{{"gslb"}, {"balancer", "edge"}} {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		for _, n := range nodes {
-			if n.role != role {
+			if !slices.Contains(group, n.role) {
 				continue
 			}
 			wg.Add(1)
@@ -262,10 +270,17 @@ func printBanner(w io.Writer, nodes []*node, anchors string, took time.Duration)
 	for _, n := range dnss {
 		host, port, _ := net.SplitHostPort(n.listen)
 		fmt.Fprintf(&b, "  gslb     %-7s dns %s (udp+tcp)   admin http://%s\n", n.name, n.listen, n.admin)
-		fmt.Fprintf(&b, "\n  # the managed name: east clients (127.0.0.1) get bal-1, west (127.0.0.2) get bal-2;\n")
-		fmt.Fprintf(&b, "  # stop a balancer and its clients fail over to the other within seconds\n")
+		fmt.Fprintf(&b, "\n  # the managed name: east clients (127.0.0.1) get bal-1, west (127.0.0.2) get bal-2\n")
 		fmt.Fprintf(&b, "  dig @%s -p %s ide.ringlb.test\n", host, port)
 		fmt.Fprintf(&b, "  dig @%s -p %s -b 127.0.0.2 ide.ringlb.test\n", host, port)
+		if len(bals) > 1 {
+			// The demo's balancers share one process: a user fails one
+			// through its health path, not by stopping it.
+			last := bals[len(bals)-1]
+			fmt.Fprintf(&b, "  # %s in maintenance fails its health checks: within seconds west gets the other (state=off to undo)\n", last.name)
+			fmt.Fprintf(&b, "  curl -X POST -H 'X-Ringlb-Admin: 1' 'http://%s/api/maintenance?state=on'\n", last.admin)
+			fmt.Fprintf(&b, "  dig @%s -p %s -b 127.0.0.2 ide.ringlb.test\n", host, port)
+		}
 		if anchors != "" {
 			fmt.Fprintf(&b, "  # the zone is signed (keys made at start): signatures, and a validator that trusts its key\n")
 			fmt.Fprintf(&b, "  dig @%s -p %s +dnssec ide.ringlb.test\n", host, port)

@@ -653,3 +653,112 @@ demo:
 		t.Errorf("after SIGHUP the demo left %v behind", left)
 	}
 }
+
+// Ctrl-C stops a demo whose pad is open (a live session through a
+// balancer, its client reading as a browser's tab does) cleanly: every node
+// stops, exit 0. Before, the balancers stopped first and waited for their
+// tunnels, which only the edges, stopped after them, would close: the demo
+// sat out its whole stop bound, then reported every node's stop as
+// "context deadline exceeded" and exited 1, its edges never drained.
+func TestDemoStopsWithALiveSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	gossip, balancer := freeAddr(t), freeAddr(t)
+	cfg := fmt.Sprintf(`cluster:
+  region: east
+  bind: %[1]s
+  join: [%[1]s]
+  profile: local
+demo:
+  nodes:
+    - { name: bal-1, role: balancer, region: east, listen: %[2]s, admin: %[3]s, gossip: %[1]s }
+    - { name: edge-1, role: edge, region: east, listen: %[4]s, admin: %[5]s, gossip: %[6]s }
+`, gossip, balancer, freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t))
+	path := filepath.Join(t.TempDir(), "demo.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd, stderr := runDemoCommand(t, exec.Command(bin, "demo", "-config", path))
+	h := http.Header{}
+	h.Set("ctstickiness", "open-pad")
+	conn, resp, err := websocket.DefaultDialer.Dial("ws://"+balancer+"/ws", h)
+	if err != nil {
+		t.Fatalf("join through the balancer: %v%s", err, describeResponse(resp))
+	}
+	defer conn.Close()
+	closed := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				// As a browser does once the close handshake is over.
+				conn.Close()
+				closed <- err
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	stopDemo(t, cmd, stderr, syscall.SIGINT)
+	t.Logf("the demo stopped %s after SIGINT", time.Since(start).Round(time.Millisecond))
+	select {
+	case err := <-closed:
+		t.Logf("the session's client: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Error("the session's connection is still open after the demo exited")
+	}
+}
+
+// A demo whose fixed address another program holds (5353/udp is mDNS's on
+// most desktops: avahi-daemon) says which node could not have it and how to
+// run the demo elsewhere. Before, it said "change the listen address", of a
+// file the user never gave it.
+func TestDemoSaysHowToMoveATakenAddress(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	gossip := freeAddr(t)
+	cfg := fmt.Sprintf(`cluster:
+  region: east
+  bind: %[1]s
+  join: [%[1]s]
+  profile: local
+demo:
+  nodes:
+    - { name: edge-1, role: edge, region: east, listen: %[2]s, admin: %[3]s, gossip: %[1]s }
+`, gossip, taken.Addr(), freeAddr(t))
+	path := filepath.Join(t.TempDir(), "demo.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errOut strings.Builder
+	code := run(ctx, []string{"demo", "-config", path}, &out, &errOut)
+	for _, want := range []string{"start edge-1", taken.Addr().String(), "address already in use", "ringlb demo -config FILE"} {
+		if code != 1 || !strings.Contains(errOut.String(), want) {
+			t.Errorf("ringlb demo with %s taken: exit %d, no %q in\n%s%s", taken.Addr(), code, want, out.String(), errOut.String())
+		}
+	}
+}
+
+// The banner's failover line is one a user can follow in the demo's one
+// process: the command that fails the last balancer's health path, then
+// the query that shows its region answered by the other. Before, it said
+// "stop a balancer", which no command of the demo does.
+func TestBannerSaysHowToFailOver(t *testing.T) {
+	var out bytes.Buffer
+	printBanner(&out, []*node{
+		{name: "bal-1", role: "balancer", listen: "127.0.0.1:20080", admin: "127.0.0.1:20090"},
+		{name: "bal-2", role: "balancer", listen: "127.0.0.1:20081", admin: "127.0.0.1:20091"},
+		{name: "gslb-1", role: "gslb", listen: "127.0.0.1:20053", admin: "127.0.0.1:20054"},
+	}, "", time.Second)
+	banner := out.String()
+	want := "curl -X POST -H 'X-Ringlb-Admin: 1' 'http://127.0.0.1:20091/api/maintenance?state=on'"
+	if !strings.Contains(banner, want) || strings.Contains(banner, "stop a balancer") {
+		t.Errorf("the banner has no %q, or says to stop a balancer:\n%s", want, banner)
+	}
+}
