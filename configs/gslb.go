@@ -326,8 +326,8 @@ type ManagedName struct {
 	FailoverTTL int `yaml:"failover_ttl"`
 	// MaxAnswers caps the addresses in one answer (default 0: all).
 	MaxAnswers int `yaml:"max_answers"`
-	// AllDown: "serve_all" answers every member when none is healthy (like
-	// gdnsd); "servfail" answers SERVFAIL. Default serve_all.
+	// AllDown: "serve_all" answers every member of a family when none is
+	// healthy (like gdnsd); "servfail" answers SERVFAIL. Default serve_all.
 	AllDown string `yaml:"all_down"`
 	// DefaultRegion serves clients that no geo prefix matches.
 	DefaultRegion string `yaml:"default_region"`
@@ -350,7 +350,10 @@ type Region struct {
 	// (default obey).
 	ServeMode string `yaml:"serve_mode"`
 	// Failover lists the regions to answer from, in order, while this one
-	// has no member to serve.
+	// has no member to serve, each address family on its own: A from the
+	// first that serves IPv4 while this one serves none, AAAA likewise. A
+	// family this region has no members of is answered NODATA, never
+	// failed over.
 	Failover []string `yaml:"failover"`
 	// Steer sends a share of this region's clients to its failover region
 	// while the region's edges are loaded (gslb/steer.go); nil: never.
@@ -481,7 +484,7 @@ func (g *GSLB) Provision() {
 		g.Monitors[k] = m
 	}
 	for i := range g.Zones {
-		g.Zones[i].Origin = dns.Fqdn(strings.ToLower(g.Zones[i].Origin))
+		g.Zones[i].Origin = dns.CanonicalName(UnpackedName(dns.Fqdn(g.Zones[i].Origin)))
 		if t := g.Zones[i].Transfer.TSIG; t != nil && t.Algorithm == "" {
 			t.Algorithm = "hmac-sha256"
 		}
@@ -491,7 +494,7 @@ func (g *GSLB) Provision() {
 	}
 	for i := range g.Names {
 		n := &g.Names[i]
-		n.Name = dns.Fqdn(strings.ToLower(n.Name))
+		n.Name = dns.CanonicalName(UnpackedName(dns.Fqdn(n.Name)))
 		setDefaultInt(&n.TTL, 30)
 		setDefaultInt(&n.FailoverTTL, 10)
 		setDefault(&n.AllDown, "serve_all")
@@ -864,4 +867,51 @@ func inlineRR(origin, line string) (dns.RR, error) {
 	zp := dns.NewZoneParser(strings.NewReader(line), dns.Fqdn(origin), "")
 	rr, _ := zp.Next()
 	return rr, zp.Err()
+}
+
+// UnpackedName is name as miekg/dns writes a name it unpacks — a
+// question's, which answers look up — its case kept: a zone file may write
+// any octet of a label as \DDD or \X (RFC 1035 5.1), and sp\032ace, \066ig
+// and dot\046ted are the names sp\ ace, Big and dot\.ted (one label).
+// Keyed as written, such a name was never found: NXDOMAIN, where NSD and
+// Knot answer it. The zones' names (gslb's loader), the zones' origins
+// and the managed names (provision) are so written: a managed name was
+// lower-cased only, and one written with an escape was never answered.
+// Every octet outside printable ASCII comes back as \DDD, so lower-casing
+// the result (dns.CanonicalName) touches ASCII letters only, as names
+// compare (RFC 4343). A name with no wire form is returned as it is (gslb's
+// fits refuses its record, the config's check such a name). A name of printable ASCII with no
+// character miekg/dns escapes is its own unpacked form: returned without
+// packing, so a zone of plain names pays nothing.
+func UnpackedName(name string) string {
+	plain := true
+	for i := 0; i < len(name) && plain; i++ {
+		plain = PlainOctet(name[i])
+	}
+	if plain {
+		return name
+	}
+	var buf [256]byte
+	n, err := dns.PackDomainName(name, buf[:], 0, nil, false)
+	if err != nil {
+		return name
+	}
+	if s, _, err := dns.UnpackDomainName(buf[:n], 0); err == nil {
+		return s
+	}
+	return name
+}
+
+// PlainOctet says whether octet c of a label stands for itself in a name
+// as miekg/dns writes it (a dot aside, which separates labels): printable
+// ASCII but for the octets it escapes. gslb's UDP answer cache spells a
+// question's name so to find its managed name, and leaves any other to the
+// full path: it took a\;b for a;b, a name of no pool, and cached a managed
+// answer for every client whatever their region.
+func PlainOctet(c byte) bool {
+	switch c {
+	case '\\', '\'', '@', ';', '(', ')', '"':
+		return false
+	}
+	return c > ' ' && c <= '~'
 }

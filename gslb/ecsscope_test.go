@@ -271,10 +271,10 @@ func TestECSEchoedInRefusals(t *testing.T) {
 	}{
 		{"a zone not served", "example.org.", dns.TypeA, nil},
 		{"class CH", "ide.ringlb.test.", dns.TypeA, func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS }},
-		{"AXFR over UDP", "ringlb.test.", dns.TypeAXFR, nil},
+		{"IXFR over UDP", "ringlb.test.", dns.TypeIXFR, nil},
 	} {
 		for _, network := range []string{"udp", "tcp"} {
-			if c.qtype == dns.TypeAXFR && network == "tcp" {
+			if c.qtype == dns.TypeIXFR && network == "tcp" {
 				continue // a transfer over TCP is served (or refused) by serveTransfer
 			}
 			m := query(t, s, network, c.name, c.qtype, func(m *dns.Msg) {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // The UDP answer path. Each UDP socket has one reader loop that answers in
@@ -334,7 +336,7 @@ func (l *udpLoop) cacheKey(q rawQuery, v *view, client netip.Addr) ([]byte, bool
 			if 'A' <= c && c <= 'Z' {
 				c += 'a' - 'A'
 			}
-			if c == '.' || c == '\\' || c < '!' || c > '~' {
+			if c == '.' || !configs.PlainOctet(c) {
 				return nil, false // escapes: leave to the full path
 			}
 			name = append(name, c)

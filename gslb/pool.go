@@ -1,6 +1,7 @@
 package gslb
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -52,9 +53,10 @@ type pools struct {
 	served atomic.Bool
 
 	mu sync.Mutex // guards failed, overrides and rebuilds
-	// failed latches a region as failed over; it clears when the region is
-	// healthy again and auto_recover is on, or by a manual recover.
-	failed    map[regionKey]string // → why
+	// failed latches a region's address family as failed over; it clears
+	// when the region serves that family again and auto_recover is on, or
+	// by a manual recover (of every family).
+	failed    map[latchKey]string  // → why
 	overrides map[memberKey]string // serve mode set through the admin API
 	// steering holds the regions steering a share of their clients away
 	// (steer.go); loads is the last sample of the regions' edges' load.
@@ -67,6 +69,34 @@ type pools struct {
 
 type regionKey struct{ name, region string }
 type memberKey struct{ name, region, member string }
+
+// latchKey is a region's failover latch of one address family.
+type latchKey struct {
+	regionKey
+	family int // ipv4, ipv6
+}
+
+// An answer's address families, each failing over on its own, as gdnsd's
+// plugins decide per family: a dual-stack region whose IPv4 members are all
+// down answers A from its failover region and AAAA from its own members (it
+// answered NODATA for A, cached for the SOA minimum). A region without
+// members of a family answers it NODATA: nothing of it failed.
+const (
+	ipv4 = iota
+	ipv6
+)
+
+// familyNames are the families as the operator state and /api/pools name
+// them.
+var familyNames = [2]string{ipv4: "ipv4", ipv6: "ipv6"}
+
+// family is a's address family.
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return ipv4
+	}
+	return ipv6
+}
 
 type managedName struct {
 	cfg     configs.ManagedName
@@ -84,6 +114,7 @@ type region struct {
 	name    string
 	cfg     configs.Region
 	members []*member
+	has     [2]bool // members of each family, whatever their serve mode
 }
 
 type member struct {
@@ -107,20 +138,25 @@ type nameView struct {
 }
 
 type regionView struct {
-	v4, v6 []netip.Addr // what to answer
-	ttl    uint32
-	// failover names the region answered from instead ("" when none), for
-	// /api/pools; servfail: answer SERVFAIL (all down, all_down: servfail).
-	failover string
-	servfail bool
+	fam [2]familyView // by family: ipv4, ipv6
 	// steer answers a share of the region's clients from another region
 	// while its edges are loaded (steer.go); nil: not steering.
 	steer *steerView
 }
 
+// familyView is what a region answers of one address family.
+type familyView struct {
+	addrs []netip.Addr
+	ttl   uint32
+	// failover names the region answered from instead ("" when none), for
+	// /api/pools; servfail: answer SERVFAIL (all down, all_down: servfail).
+	failover string
+	servfail bool
+}
+
 func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error) {
 	p := &pools{names: map[string]*managedName{}, logger: logger, metrics: m,
-		failed: map[regionKey]string{}, overrides: map[memberKey]string{}, steering: map[regionKey]bool{}}
+		failed: map[latchKey]string{}, overrides: map[memberKey]string{}, steering: map[regionKey]bool{}}
 	verify, err := monitorTLS(cfg.Monitors)
 	if err != nil {
 		return nil, err
@@ -156,6 +192,7 @@ func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error)
 					mem.prober.OnSettled(func() { p.rebuild() })
 				}
 				r.members = append(r.members, mem)
+				r.has[family(mem.addr)] = true
 			}
 			n.regions[rname] = r
 			n.order = append(n.order, rname)
@@ -243,8 +280,13 @@ func (p *pools) inherit(old *pools) (changed bool) {
 	failed, overrides, steering, loads := maps.Clone(old.failed), maps.Clone(old.overrides), maps.Clone(old.steering), old.loads
 	old.mu.Unlock()
 	p.mu.Lock()
+	// Only old's latches: those p's first rebuild set were made without
+	// old's overrides (a family served by an operator's always alone
+	// latched, and with auto_recover off stayed so); the rebuild below
+	// sets again those the state taken over calls for.
+	clear(p.failed)
 	for k, v := range failed {
-		if n := p.names[k.name]; n != nil && n.regions[k.region] != nil {
+		if p.latchable(k) {
 			p.failed[k] = v
 		}
 	}
@@ -345,45 +387,52 @@ func (p *pools) rebuild() (changed bool) {
 		}
 		for _, rname := range n.order {
 			r := n.regions[rname]
-			k := regionKey{name, rname}
-			healthy := len(serving[rname]) > 0
-			if why, latched := p.failed[k]; latched {
-				if healthy && *n.cfg.AutoRecover {
-					delete(p.failed, k)
-					latchCleared = true
-					p.logger.Info("region recovered", "name", name, "region", rname, "was", why)
+			rv := &regionView{}
+			for f := range rv.fam {
+				fv := &rv.fam[f]
+				fv.ttl = uint32(n.cfg.TTL)
+				if !r.has[f] {
+					continue // NODATA: no member of the family to fail
 				}
-			} else if !healthy {
-				p.failed[k] = "no member to serve"
-				if p.metrics != nil {
-					p.metrics.failovers.WithLabelValues(name, rname).Inc()
+				k := latchKey{regionKey{name, rname}, f}
+				own := ofFamily(serving[rname], f)
+				healthy := len(own) > 0
+				if why, latched := p.failed[k]; latched {
+					if healthy && *n.cfg.AutoRecover {
+						delete(p.failed, k)
+						latchCleared = true
+						p.logger.Info("region recovered", "name", name, "region", rname, "family", familyNames[f], "was", why)
+					}
+				} else if !healthy {
+					p.failed[k] = "no member to serve"
+					if p.metrics != nil {
+						p.metrics.failovers.WithLabelValues(name, rname).Inc()
+					}
+					p.logger.Warn("region failed over", "name", name, "region", rname, "family", familyNames[f], "failover", r.cfg.Failover)
 				}
-				p.logger.Warn("region failed over", "name", name, "region", rname, "failover", r.cfg.Failover)
-			}
-			rv := &regionView{ttl: uint32(n.cfg.TTL)}
-			if _, latched := p.failed[k]; !latched {
-				rv.v4, rv.v6 = split(serving[rname])
-			} else {
-				rv.ttl = uint32(n.cfg.FailoverTTL)
-				for _, f := range r.cfg.Failover {
-					if len(serving[f]) > 0 {
-						rv.v4, rv.v6 = split(serving[f])
-						rv.failover = f
+				if _, latched := p.failed[k]; !latched {
+					fv.addrs = own
+					continue
+				}
+				fv.ttl = uint32(n.cfg.FailoverTTL)
+				for _, to := range r.cfg.Failover {
+					if a := ofFamily(serving[to], f); len(a) > 0 {
+						fv.addrs, fv.failover = a, to
 						break
 					}
 				}
 				switch {
-				case rv.failover != "":
+				case fv.failover != "":
 				case healthy: // latched, no target healthy: its own members beat nothing
-					rv.v4, rv.v6 = split(serving[rname])
+					fv.addrs = own
 				case n.cfg.AllDown == "servfail":
-					rv.servfail = true
+					fv.servfail = true
 				default: // serve_all, like gdnsd: every member of the region
-					var all []netip.Addr
 					for _, m := range r.members {
-						all = append(all, m.addr)
+						if family(m.addr) == f {
+							fv.addrs = append(fv.addrs, m.addr)
+						}
 					}
-					rv.v4, rv.v6 = split(all)
 				}
 			}
 			nv.regions[rname] = rv
@@ -395,7 +444,7 @@ func (p *pools) rebuild() (changed bool) {
 			if r.cfg.Steer == nil {
 				continue
 			}
-			if _, latched := p.failed[regionKey{name, rname}]; !latched && p.steering[regionKey{name, rname}] {
+			if !p.latched(regionKey{name, rname}) && p.steering[regionKey{name, rname}] {
 				rv.steer = p.steerTarget(name, n, r, serving)
 			}
 			if p.metrics != nil && p.served.Load() {
@@ -436,6 +485,9 @@ type savedOverride struct {
 type savedLatch struct {
 	Name   string `json:"name"`
 	Region string `json:"region"`
+	// Family is ipv4 or ipv6; "" (saved by a release that latched a
+	// region whole) is every family the region has members of.
+	Family string `json:"family,omitempty"`
 	Why    string `json:"why"`
 }
 
@@ -449,19 +501,24 @@ func (p *pools) saved() ([]savedOverride, []savedLatch) {
 	}
 	latches := []savedLatch{}
 	for k, why := range p.failed {
-		latches = append(latches, savedLatch{k.name, k.region, why})
+		latches = append(latches, savedLatch{k.name, k.region, familyNames[k.family], why})
 	}
 	slices.SortFunc(overrides, func(a, b savedOverride) int {
 		return strings.Compare(a.Name+"\x00"+a.Region+"\x00"+a.Member, b.Name+"\x00"+b.Region+"\x00"+b.Member)
 	})
-	slices.SortFunc(latches, func(a, b savedLatch) int { return strings.Compare(a.Name+"\x00"+a.Region, b.Name+"\x00"+b.Region) })
+	slices.SortFunc(latches, func(a, b savedLatch) int {
+		return strings.Compare(a.Name+"\x00"+a.Region+"\x00"+a.Family, b.Name+"\x00"+b.Region+"\x00"+b.Family)
+	})
 	return overrides, latches
 }
 
 // restore applies saved overrides and latches of members and regions that
-// are still configured; it returns what it skipped.
+// are still configured; it returns what it skipped. The latches the pools'
+// first rebuilds set, without the saved overrides, are dropped, as inherit
+// drops them; the rebuild sets again those the restored state calls for.
 func (p *pools) restore(overrides []savedOverride, latches []savedLatch) (skipped []string) {
 	p.mu.Lock()
+	clear(p.failed)
 	for _, o := range overrides {
 		if !p.configured(memberKey{o.Name, o.Region, o.Member}) {
 			skipped = append(skipped, o.Name+"/"+o.Region+"/"+o.Member)
@@ -479,10 +536,15 @@ func (p *pools) restore(overrides []savedOverride, latches []savedLatch) (skippe
 		}
 	}
 	for _, l := range latches {
-		if n := p.names[l.Name]; n != nil && n.regions[l.Region] != nil {
-			p.failed[regionKey{l.Name, l.Region}] = l.Why
-		} else {
-			skipped = append(skipped, l.Name+"/"+l.Region)
+		restored := false
+		for f, fname := range familyNames {
+			if k := (latchKey{regionKey{l.Name, l.Region}, f}); (l.Family == "" || l.Family == fname) && p.latchable(k) {
+				p.failed[k] = l.Why
+				restored = true
+			}
+		}
+		if !restored {
+			skipped = append(skipped, strings.TrimSuffix(l.Name+"/"+l.Region+"/"+l.Family, "/"))
 		}
 	}
 	p.mu.Unlock()
@@ -496,9 +558,8 @@ func (p *pools) restore(overrides []savedOverride, latches []savedLatch) (skippe
 func (p *pools) replace(overrides []savedOverride, latches []savedLatch) (skipped []string) {
 	p.mu.Lock()
 	clear(p.overrides)
-	clear(p.failed)
 	p.mu.Unlock()
-	return p.restore(overrides, latches)
+	return p.restore(overrides, latches) // which clears the latches
 }
 
 func sameRegionView(nv *nameView, rname string, rv *regionView) bool {
@@ -506,7 +567,16 @@ func sameRegionView(nv *nameView, rname string, rv *regionView) bool {
 		return false
 	}
 	o := nv.regions[rname]
-	return o != nil && o.ttl == rv.ttl && o.servfail == rv.servfail && slices.Equal(o.v4, rv.v4) && slices.Equal(o.v6, rv.v6) && sameSteer(o.steer, rv.steer)
+	if o == nil || !sameSteer(o.steer, rv.steer) {
+		return false
+	}
+	for f := range rv.fam {
+		a, b := &o.fam[f], &rv.fam[f]
+		if a.ttl != b.ttl || a.servfail != b.servfail || !slices.Equal(a.addrs, b.addrs) {
+			return false
+		}
+	}
+	return true
 }
 
 func sameSteer(a, b *steerView) bool {
@@ -514,6 +584,17 @@ func sameSteer(a, b *steerView) bool {
 		return a == b
 	}
 	return a.to == b.to && a.share == b.share && a.ttl == b.ttl && slices.Equal(a.v4, b.v4) && slices.Equal(a.v6, b.v6)
+}
+
+// ofFamily is the addresses of addrs of family f, in their order.
+func ofFamily(addrs []netip.Addr, f int) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		if family(a) == f {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func split(addrs []netip.Addr) (v4, v6 []netip.Addr) {
@@ -691,10 +772,31 @@ func (p *pools) recover(name, region string) error {
 		return fmt.Errorf("no region %s of name %s", region, name)
 	}
 	p.mu.Lock()
-	delete(p.failed, regionKey{name, region})
+	for f := range familyNames {
+		delete(p.failed, latchKey{regionKey{name, region}, f})
+	}
 	p.mu.Unlock()
 	p.rebuild()
 	return nil
+}
+
+// latched says whether any address family of region k is failed over.
+// Call with p.mu held.
+func (p *pools) latched(k regionKey) bool {
+	for f := range familyNames {
+		if _, ok := p.failed[latchKey{k, f}]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// latchable says whether k names a configured region with members of k's
+// family: a latch of any other is dropped on a reload, skipped on a
+// restore.
+func (p *pools) latchable(k latchKey) bool {
+	n := p.names[k.name]
+	return n != nil && n.regions[k.region] != nil && n.regions[k.region].has[k.family]
 }
 
 // status is /api/pools: every member's state and why.
@@ -729,10 +831,22 @@ func (p *pools) status() []map[string]any {
 				}
 				members = append(members, entry)
 			}
-			_, failed := p.failed[regionKey{name, rname}]
-			answers := append(append([]netip.Addr{}, rv.v4...), rv.v6...)
-			entry := map[string]any{"region": rname, "members": members, "failed_over": failed,
-				"failover_to": rv.failover, "servfail": rv.servfail, "answers": answers, "ttl": rv.ttl}
+			// The region's whole — failed over, or SERVFAIL, in any family;
+			// where its first family failed over to — then each family's.
+			answers, failover, servfail, ttl := []netip.Addr{}, "", false, uint32(0)
+			families := map[string]any{}
+			for f, fv := range rv.fam {
+				if !r.has[f] {
+					continue
+				}
+				_, failed := p.failed[latchKey{regionKey{name, rname}, f}]
+				answers = append(answers, fv.addrs...)
+				failover, servfail, ttl = cmp.Or(failover, fv.failover), servfail || fv.servfail, cmp.Or(ttl, fv.ttl)
+				families[familyNames[f]] = map[string]any{"failed_over": failed, "failover_to": fv.failover, "servfail": fv.servfail,
+					"answers": append([]netip.Addr{}, fv.addrs...), "ttl": fv.ttl}
+			}
+			entry := map[string]any{"region": rname, "members": members, "failed_over": p.latched(regionKey{name, rname}),
+				"failover_to": failover, "servfail": servfail, "answers": answers, "ttl": ttl, "families": families}
 			if l, ok := p.loads[rname]; ok {
 				entry["load"] = l
 			}

@@ -146,7 +146,7 @@ type pfNode struct {
 	// The model.
 	probes    map[string]pfProbeState // by memberKey.String(), of members with a prober
 	overrides map[memberKey]string
-	latched   map[regionKey]bool
+	latched   map[latchKey]bool
 	reports   map[string]pfReport
 	steering  map[regionKey]bool
 }
@@ -242,7 +242,7 @@ func runPoolEvents(t *testing.T, in []byte) {
 	nn := 2 + int(in[0]>>7)
 	for i := range nn {
 		n := &pfNode{name: fmt.Sprintf("gslb-%c", 'a'+i), joined: true,
-			overrides: map[memberKey]string{}, latched: map[regionKey]bool{}, reports: map[string]pfReport{}, steering: map[regionKey]bool{}}
+			overrides: map[memberKey]string{}, latched: map[latchKey]bool{}, reports: map[string]pfReport{}, steering: map[regionKey]bool{}}
 		n.s = h.newNodeServer(n.name)
 		n.probes = h.freshProbes(n, nil)
 		h.nodes = append(h.nodes, n)
@@ -351,7 +351,8 @@ func (h *pfHarness) event(op, arg byte, n *pfNode) string {
 		if err := p.recover(pfName, r); err != nil {
 			h.t.Fatalf("recover: %v", err)
 		}
-		delete(n.latched, regionKey{pfName, r})
+		delete(n.latched, latchKey{regionKey{pfName, r}, ipv4})
+		delete(n.latched, latchKey{regionKey{pfName, r}, ipv6})
 		h.modelLatches(n)
 		return fmt.Sprintf("%s recovers %s", n.name, r)
 	case pfRound:
@@ -432,7 +433,7 @@ func (h *pfHarness) reload(v byte) {
 		n.probes = h.freshProbes(n, n.probes)
 		nm := st.pools.names[pfName]
 		for k := range n.latched {
-			if nm.regions[k.region] == nil {
+			if r := nm.regions[k.region]; r == nil || !pfHas(r, k.family) {
 				delete(n.latched, k)
 			}
 		}
@@ -502,8 +503,8 @@ func (h *pfHarness) restart(n *pfNode) {
 		h.t.Fatalf("restart of %s: overrides %v restored as %v", n.name, overrides, o2)
 	}
 	for _, l := range latches {
-		if !n.latched[regionKey{l.Name, l.Region}] && !(*h.cfg.Names[0].AutoRecover) {
-			h.t.Fatalf("restart of %s: latch of %s lost without auto_recover", n.name, l.Region)
+		if f := slices.Index(familyNames[:], l.Family); !n.latched[latchKey{regionKey{l.Name, l.Region}, f}] && !(*h.cfg.Names[0].AutoRecover) {
+			h.t.Fatalf("restart of %s: latch of %s's %s lost without auto_recover", n.name, l.Region, l.Family)
 		}
 	}
 	h.clean = false
@@ -569,23 +570,54 @@ func (h *pfHarness) serving(n *pfNode) map[string][]netip.Addr {
 	return out
 }
 
-// modelLatches applies the latch rule once, as a rebuild does: a region
-// with nothing to serve latches; a latched one clears when it serves again
-// and auto_recover is on.
+// modelLatches applies the latch rule once, as a rebuild does, to each
+// address family a region has members of: a family with nothing to serve
+// latches; a latched one clears when it serves again and auto_recover is
+// on.
 func (h *pfHarness) modelLatches(n *pfNode) {
 	nm := n.s.state.Load().pools.names[pfName]
 	serving := h.serving(n)
 	for _, r := range nm.order {
-		k := regionKey{pfName, r}
-		healthy := len(serving[r]) > 0
-		if n.latched[k] {
-			if healthy && *nm.cfg.AutoRecover {
-				delete(n.latched, k)
+		for f := range familyNames {
+			if !pfHas(nm.regions[r], f) {
+				continue
 			}
-		} else if !healthy {
-			n.latched[k] = true
+			k := latchKey{regionKey{pfName, r}, f}
+			healthy := len(pfOfFamily(serving[r], f)) > 0
+			if n.latched[k] {
+				if healthy && *nm.cfg.AutoRecover {
+					delete(n.latched, k)
+				}
+			} else if !healthy {
+				n.latched[k] = true
+			}
 		}
 	}
+}
+
+// pfHas says whether region r has members of address family f (an IPv4
+// address or not), whatever their serve mode.
+func pfHas(r *region, f int) bool {
+	for _, m := range r.members {
+		if m.addr.Is4() == (f == ipv4) {
+			return true
+		}
+	}
+	return false
+}
+
+// pfOfFamily is addrs' addresses of family f.
+func pfOfFamily(addrs []netip.Addr, f int) []netip.Addr {
+	v4, v6 := split(addrs)
+	if f == ipv4 {
+		return v4
+	}
+	return v6
+}
+
+// pfLatched says whether any family of region r is latched on n.
+func pfLatched(n *pfNode, r string) bool {
+	return n.latched[latchKey{regionKey{pfName, r}, ipv4}] || n.latched[latchKey{regionKey{pfName, r}, ipv6}]
 }
 
 // modelSteering is setLoads' rule: steering starts at the level, ends below
@@ -665,17 +697,17 @@ func (h *pfHarness) check(n *pfNode, at string) {
 	} else if len(n.reports) != 0 {
 		fail("no reports, want %v", n.reports)
 	}
-	// Latches: a region with nothing to serve latches; it holds until
-	// recovered (POST recover), or with auto_recover until it serves
+	// Latches: a region's family with nothing to serve latches; it holds
+	// until recovered (POST recover), or with auto_recover until it serves
 	// again; a restart restores it.
 	_, latches := p.saved()
 	var want []string
 	for k := range n.latched {
-		want = append(want, k.region)
+		want = append(want, k.region+"/"+familyNames[k.family])
 	}
 	var got []string
 	for _, l := range latches {
-		got = append(got, l.Region)
+		got = append(got, l.Region+"/"+l.Family)
 	}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
@@ -695,67 +727,72 @@ func (h *pfHarness) check(n *pfNode, at string) {
 	for _, r := range nm.order {
 		rv := v.regions[r]
 		k := regionKey{pfName, r}
-		// The view's IPv4/IPv6 split matches the members: each family's
-		// addresses in their family, in the members' order.
-		for _, a := range rv.v4 {
-			if !a.Is4() {
-				fail("%s's v4 answer holds %s", r, a)
-			}
-		}
-		for _, a := range rv.v6 {
-			if !a.Is6() {
-				fail("%s's v6 answer holds %s", r, a)
-			}
-		}
-		// What the region answers: its own members while it is not
-		// latched; latched, the first failover region with a member to
-		// serve (failover_ttl), else its own if it serves again
-		// (auto_recover off), else SERVFAIL or every member (all_down).
-		var wantAddrs []netip.Addr
-		wantFailover, wantServfail, wantTTL := "", false, uint32(nm.cfg.TTL)
-		if !n.latched[k] {
-			wantAddrs = serving[r]
-		} else {
-			wantTTL = uint32(nm.cfg.FailoverTTL)
-			for _, f := range nm.regions[r].cfg.Failover {
-				if len(serving[f]) > 0 {
-					wantAddrs, wantFailover = serving[f], f
-					break
+		// Each family on its own: the view's addresses of a family are of
+		// that family; what it answers is its own members of the family
+		// while the family is not latched; latched, the first failover
+		// region with a member of the family to serve (failover_ttl), else
+		// its own if it serves again (auto_recover off), else SERVFAIL or
+		// every member of the family (all_down); nothing for a family the
+		// region has no members of.
+		for f, fv := range rv.fam {
+			for _, a := range fv.addrs {
+				if a.Is4() != (f == ipv4) {
+					fail("%s's %s answer holds %s", r, familyNames[f], a)
 				}
 			}
+			lk := latchKey{k, f}
+			var wantAddrs []netip.Addr
+			wantFailover, wantServfail, wantTTL := "", false, uint32(nm.cfg.TTL)
+			own := pfOfFamily(serving[r], f)
 			switch {
-			case wantFailover != "":
-			case len(serving[r]) > 0:
-				wantAddrs = serving[r]
-			case nm.cfg.AllDown == "servfail":
-				wantServfail = true
+			case !pfHas(nm.regions[r], f):
+			case !n.latched[lk]:
+				wantAddrs = own
 			default:
-				for _, m := range nm.regions[r].members {
-					wantAddrs = append(wantAddrs, m.addr)
+				wantTTL = uint32(nm.cfg.FailoverTTL)
+				for _, to := range nm.regions[r].cfg.Failover {
+					if a := pfOfFamily(serving[to], f); len(a) > 0 {
+						wantAddrs, wantFailover = a, to
+						break
+					}
+				}
+				switch {
+				case wantFailover != "":
+				case len(own) > 0:
+					wantAddrs = own
+				case nm.cfg.AllDown == "servfail":
+					wantServfail = true
+				default:
+					for _, m := range nm.regions[r].members {
+						if m.addr.Is4() == (f == ipv4) {
+							wantAddrs = append(wantAddrs, m.addr)
+						}
+					}
 				}
 			}
-		}
-		w4, w6 := split(wantAddrs)
-		if !slices.Equal(rv.v4, w4) || !slices.Equal(rv.v6, w6) || rv.failover != wantFailover || rv.servfail != wantServfail || rv.ttl != wantTTL {
-			fail("%s answers %v %v failover %q servfail %v ttl %d, want %v %v %q %v %d (latched %v, serving %v)",
-				r, rv.v4, rv.v6, rv.failover, rv.servfail, rv.ttl, w4, w6, wantFailover, wantServfail, wantTTL, n.latched[k], serving)
-		}
-		// A region's answer is never empty while a member that may serve
-		// is up in it or in a region of its failover list (failover).
-		reach := len(serving[r]) > 0
-		for _, f := range nm.regions[r].cfg.Failover {
-			reach = reach || len(serving[f]) > 0
-		}
-		if reach && len(rv.v4)+len(rv.v6) == 0 {
-			fail("%s answers nothing while a member it may fail over to serves", r)
+			if !slices.Equal(fv.addrs, wantAddrs) || fv.failover != wantFailover || fv.servfail != wantServfail || fv.ttl != wantTTL {
+				fail("%s answers %s %v failover %q servfail %v ttl %d, want %v %q %v %d (latched %v, serving %v)",
+					r, familyNames[f], fv.addrs, fv.failover, fv.servfail, fv.ttl, wantAddrs, wantFailover, wantServfail, wantTTL, n.latched[lk], serving)
+			}
+			// A family the region has is never answered empty while a
+			// member of it that may serve is up in the region or in one of
+			// its failover list.
+			reach := len(own) > 0
+			for _, to := range nm.regions[r].cfg.Failover {
+				reach = reach || len(pfOfFamily(serving[to], f)) > 0
+			}
+			reach = reach && pfHas(nm.regions[r], f)
+			if reach && len(fv.addrs) == 0 {
+				fail("%s answers no %s address while a member it may fail over to serves", r, familyNames[f])
+			}
 		}
 		// Steering: a loaded region answers a share of its clients from
 		// the first failover region that serves, is not latched and is
 		// not steering; not while latched itself.
 		wantTo := ""
-		if !n.latched[k] && n.steering[k] {
+		if !pfLatched(n, r) && n.steering[k] {
 			for _, f := range nm.regions[r].cfg.Failover {
-				if !n.latched[regionKey{pfName, f}] && !n.steering[regionKey{pfName, f}] && len(serving[f]) > 0 {
+				if !pfLatched(n, f) && !n.steering[regionKey{pfName, f}] && len(serving[f]) > 0 {
 					wantTo = f
 					break
 				}

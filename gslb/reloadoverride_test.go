@@ -35,7 +35,7 @@ func TestReloadDropsOverridesOfRemovedMembers(t *testing.T) {
 	}
 	again := build(1)
 	again.inherit(without)
-	if v6 := again.view.Load().names[pfName].regions["east"].v6; !slices.Equal(v6, []netip.Addr{netip.MustParseAddr("2001:db8::1")}) {
+	if v6 := again.view.Load().names[pfName].regions["east"].fam[ipv6].addrs; !slices.Equal(v6, []netip.Addr{netip.MustParseAddr("2001:db8::1")}) {
 		t.Errorf("e2, added again by a reload, answers %v: the override of the member removed before still holds it out", v6)
 	}
 }

@@ -319,9 +319,12 @@ func (st *state) slipVerdict(pkt []byte, end int) (rcode int, aa bool) {
 	if !servedClass(qclass) {
 		return dns.RcodeRefused, false
 	}
+	if tcpOnly(qtype) {
+		return dns.RcodeNotImplemented, false
+	}
 	z := st.zoneForWire(pkt[12:end-4], qtype)
 	switch {
-	case z == nil, qtype == dns.TypeAXFR, qtype == dns.TypeIXFR, z.signer != nil && qtype == dns.TypeRRSIG:
+	case z == nil, qtype == dns.TypeIXFR, z.signer != nil && qtype == dns.TypeRRSIG:
 		return dns.RcodeRefused, false
 	case z.signer != nil && qtype == dns.TypeNXNAME:
 		return dns.RcodeFormatError, true

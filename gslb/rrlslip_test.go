@@ -28,27 +28,30 @@ func slipServer(t *testing.T) *Server {
 // a name outside every zone is REFUSED without AA, and a slip is no
 // different (before: NOERROR with AA, a claim of authority over any name);
 // one of the zone's names keeps AA, one at or below a delegation has none,
-// as its referral.
+// as its referral; an AXFR (TCP only) is NOTIMP whatever its name.
 func TestSlipSaysWhatTheAnswerWould(t *testing.T) {
 	s := slipServer(t)
 	for _, tt := range []struct {
 		name, src, qname string
-		qclass           uint16
+		qclass, qtype    uint16
 		rcode            int
 		aa               bool
 	}{
-		{"in the zone", "127.0.0.3", "www.ringlb.test.", dns.ClassINET, dns.RcodeSuccess, true},
-		{"in the zone, case as asked", "127.0.0.4", "WWW.RingLB.Test.", dns.ClassINET, dns.RcodeSuccess, true},
-		{"outside every zone", "127.0.0.5", "www.example.org.", dns.ClassINET, dns.RcodeRefused, false},
-		{"a parent of the zone", "127.0.0.6", "test.", dns.ClassINET, dns.RcodeRefused, false},
-		{"a name ending like the zone", "127.0.0.7", "xringlb.test.", dns.ClassINET, dns.RcodeRefused, false},
-		{"class CHAOS", "127.0.0.8", "www.ringlb.test.", dns.ClassCHAOS, dns.RcodeRefused, false},
-		{"a delegation (a referral)", "127.0.0.9", "deleg.ringlb.test.", dns.ClassINET, dns.RcodeSuccess, false},
-		{"below a delegation, case as asked", "127.0.0.10", "Host.DELEG.ringlb.test.", dns.ClassINET, dns.RcodeSuccess, false},
+		{"in the zone", "127.0.0.3", "www.ringlb.test.", dns.ClassINET, dns.TypeA, dns.RcodeSuccess, true},
+		{"in the zone, case as asked", "127.0.0.4", "WWW.RingLB.Test.", dns.ClassINET, dns.TypeA, dns.RcodeSuccess, true},
+		{"outside every zone", "127.0.0.5", "www.example.org.", dns.ClassINET, dns.TypeA, dns.RcodeRefused, false},
+		{"a parent of the zone", "127.0.0.6", "test.", dns.ClassINET, dns.TypeA, dns.RcodeRefused, false},
+		{"a name ending like the zone", "127.0.0.7", "xringlb.test.", dns.ClassINET, dns.TypeA, dns.RcodeRefused, false},
+		{"class CHAOS", "127.0.0.8", "www.ringlb.test.", dns.ClassCHAOS, dns.TypeA, dns.RcodeRefused, false},
+		{"a delegation (a referral)", "127.0.0.9", "deleg.ringlb.test.", dns.ClassINET, dns.TypeA, dns.RcodeSuccess, false},
+		{"below a delegation, case as asked", "127.0.0.10", "Host.DELEG.ringlb.test.", dns.ClassINET, dns.TypeA, dns.RcodeSuccess, false},
+		{"AXFR (a TCP exchange)", "127.0.0.11", "ringlb.test.", dns.ClassINET, dns.TypeAXFR, dns.RcodeNotImplemented, false},
+		{"AXFR of a zone not served", "127.0.0.12", "example.org.", dns.ClassINET, dns.TypeAXFR, dns.RcodeNotImplemented, false},
+		{"IXFR", "127.0.0.13", "ringlb.test.", dns.ClassINET, dns.TypeIXFR, dns.RcodeRefused, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m := new(dns.Msg)
-			m.SetQuestion(tt.qname, dns.TypeA)
+			m.SetQuestion(tt.qname, tt.qtype)
 			m.Question[0].Qclass = tt.qclass
 			q, _ := m.Pack()
 			full, slips := fullThenSlips(t, s, tt.src, q)

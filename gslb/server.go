@@ -760,6 +760,12 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 		m.SetRcode(r, dns.RcodeRefused)
 		return finish(ecsEcho(ecsIn)), ""
 	}
+	if !tcp && tcpOnly(q.Qtype) {
+		// Carrying no ECS, as the other NOTIMPs.
+		m.Authoritative = false
+		m.SetRcode(r, dns.RcodeNotImplemented)
+		return finish(nil), ""
+	}
 	z := st.zoneAnswering(qname, q.Qtype)
 	if z == nil {
 		m.Authoritative = false
@@ -999,6 +1005,16 @@ func (s *Server) answerVia(st *state, r *dns.Msg, remote net.Addr, tcp bool, tsi
 	}
 }
 
+// tcpOnly says whether a question of type qtype over UDP is NOTIMP: AXFR
+// is a TCP exchange (RFC 5936 4.2), answered NOTIMP whatever the zone, as
+// NSD and Knot answer it (it was REFUSED); of a class not served, REFUSED
+// first, as both answer class NONE. IXFR over UDP is a
+// transfer RFC 1995 allows, not served here: REFUSED, as NSD. Queries
+// (answerVia) and RRL's slips (slipVerdict) alike.
+func tcpOnly(qtype uint16) bool {
+	return qtype == dns.TypeAXFR
+}
+
 // servedClass says whether a question of class c is answered: every zone
 // is IN (the loader refuses records of other classes), and QCLASS * (RFC
 // 1035 3.2.5) is answered as IN, as NSD and Knot answer it; any other class
@@ -1173,29 +1189,52 @@ func ecsEcho(in *dns.EDNS0_SUBNET) *dns.EDNS0_SUBNET {
 func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, name string, nv *nameView, client netip.Addr, sg *signer) (region string, bits int) {
 	region, bits = nv.clientRegion(client)
 	rv := nv.regions[region]
-	if rv.servfail {
-		m.Rcode = dns.RcodeServerFailure
-		return region, bits
-	}
-	v4, v6, ttl := rv.v4, rv.v6, rv.ttl
+	fam := rv.fam
 	if rv.steer != nil {
 		// The answer now depends on the client's network: say so in the scope.
 		bits = steerScope(client, bits)
-		if steered(client, rv.steer.share) {
-			v4, v6, ttl = rv.steer.v4, rv.steer.v6, rv.steer.ttl
+		// Steered: each family the target serves from there, the others
+		// as the region answers them (a target without IPv6 members had
+		// steered clients answered AAAA NODATA).
+		if st := rv.steer; steered(client, st.share) {
+			if len(st.v4) > 0 {
+				fam[ipv4] = familyView{addrs: st.v4, ttl: st.ttl}
+			}
+			if len(st.v6) > 0 {
+				fam[ipv6] = familyView{addrs: st.v6, ttl: st.ttl}
+			}
 		}
+	}
+	// Each family is answered, failed over or SERVFAIL on its own; ANY
+	// with one address (RFC 8482: one RRset is enough) of a family the
+	// region answers — it was the IPv4 one alone, and a region of IPv6
+	// members answered ANY NODATA. Another type is SERVFAIL only when no
+	// family has an address to answer and one is SERVFAIL.
+	var f familyView
+	switch q.Qtype {
+	case dns.TypeA:
+		f = fam[ipv4]
+	case dns.TypeAAAA:
+		f = fam[ipv6]
+	default:
+		f = fam[ipv4]
+		if len(f.addrs) == 0 {
+			f = fam[ipv6]
+		}
+		f.servfail = len(f.addrs) == 0 && (fam[ipv4].servfail || fam[ipv6].servfail)
+	}
+	if f.servfail {
+		m.Rcode = dns.RcodeServerFailure
+		return region, bits
 	}
 	var addrs []netip.Addr
 	var buf [16]netip.Addr
-	from := v4
+	from := f.addrs
 	switch q.Qtype {
-	case dns.TypeA:
-		addrs = pick(buf[:0], v4, nv.cfg.MaxAnswers, client)
-	case dns.TypeAAAA:
-		from = v6
-		addrs = pick(buf[:0], v6, nv.cfg.MaxAnswers, client)
+	case dns.TypeA, dns.TypeAAAA:
+		addrs = pick(buf[:0], f.addrs, nv.cfg.MaxAnswers, client)
 	case dns.TypeANY:
-		addrs = pick(buf[:0], v4, nv.cfg.MaxAnswers, client)
+		addrs = pick(buf[:0], f.addrs, nv.cfg.MaxAnswers, client)
 		if len(addrs) > 1 {
 			addrs = addrs[:1] // RFC 8482: one record is enough
 		}
@@ -1206,7 +1245,7 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 		bits = steerScope(client, bits)
 	}
 	for _, a := range addrs {
-		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: ttl}
+		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: f.ttl}
 		if a.Is4() {
 			hdr.Rrtype = dns.TypeA
 			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
@@ -1222,11 +1261,13 @@ func (s *Server) answerManaged(st *state, m *dns.Msg, z *zone, q dns.Question, n
 			m.Answer = append(m.Answer, st.owned(byType[q.Qtype], name, z)...)
 			z.addAdditional(m, byType[q.Qtype])
 		} else {
+			// A family answered SERVFAIL has its type all the same: a
+			// validator must not take this proof to deny it.
 			types := z.typesAt(name, byType)
-			if len(v4) > 0 {
+			if len(fam[ipv4].addrs) > 0 || fam[ipv4].servfail {
 				types = append(types, dns.TypeA)
 			}
-			if len(v6) > 0 {
+			if len(fam[ipv6].addrs) > 0 || fam[ipv6].servfail {
 				types = append(types, dns.TypeAAAA)
 			}
 			if sg != nil && q.Qtype == dns.TypeNSEC {

@@ -49,7 +49,7 @@ func TestSettledProbeRebuildsTheAnswer(t *testing.T) {
 	p.rebuild()
 	east := func() []string {
 		var out []string
-		for _, a := range p.view.Load().names["ide.ringlb.test."].regions["east"].v4 {
+		for _, a := range p.view.Load().names["ide.ringlb.test."].regions["east"].fam[ipv4].addrs {
 			out = append(out, a.String())
 		}
 		return out

@@ -163,7 +163,7 @@ type steerView struct {
 func (p *pools) steerTarget(name string, n *managedName, r *region, serving map[string][]netip.Addr) *steerView {
 	for _, f := range r.cfg.Failover {
 		k := regionKey{name, f}
-		if _, failed := p.failed[k]; failed || p.steering[k] || len(serving[f]) == 0 {
+		if p.latched(k) || p.steering[k] || len(serving[f]) == 0 {
 			continue
 		}
 		sv := &steerView{to: f, share: r.cfg.Steer.Share, ttl: uint32(n.cfg.FailoverTTL)}

@@ -351,17 +351,19 @@ func (st *state) transferRecords(z *zone) []dns.RR {
 	for _, name := range managed {
 		nv := view.names[name]
 		rv := nv.regions[nv.deflt]
-		if rv == nil || rv.servfail {
+		if rv == nil {
 			continue
 		}
-		for _, a := range append(append([]netip.Addr(nil), rv.v4...), rv.v6...) {
-			hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: rv.ttl}
-			if a.Is4() {
-				hdr.Rrtype = dns.TypeA
-				out = append(out, &dns.A{Hdr: hdr, A: a.AsSlice()})
-			} else {
-				hdr.Rrtype = dns.TypeAAAA
-				out = append(out, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		for _, fv := range rv.fam {
+			for _, a := range fv.addrs {
+				hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: fv.ttl}
+				if a.Is4() {
+					hdr.Rrtype = dns.TypeA
+					out = append(out, &dns.A{Hdr: hdr, A: a.AsSlice()})
+				} else {
+					hdr.Rrtype = dns.TypeAAAA
+					out = append(out, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+				}
 			}
 		}
 	}

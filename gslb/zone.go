@@ -316,7 +316,7 @@ func (ps *zoneProblems) err() error {
 // what a client network is, for its signer. A zone with a problem is
 // refused with every problem found (zoneProblems), not its first only.
 func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
-	z := &zone{origin: dns.CanonicalName(unpackedForm(dns.Fqdn(zc.Origin))), names: map[string]map[uint16][]dns.RR{}, cfg: zc}
+	z := &zone{origin: dns.CanonicalName(configs.UnpackedName(dns.Fqdn(zc.Origin))), names: map[string]map[uint16][]dns.RR{}, cfg: zc}
 	ps := newZoneProblems(z)
 	for i, c := range zc.Transfer.Allow {
 		p, err := netip.ParsePrefix(c)
@@ -422,7 +422,7 @@ func loadZone(zc configs.Zone, nets configs.RateLimit) (*zone, error) {
 // record's problem alone: loadZone says where).
 func (z *zone) add(rr dns.RR, pos recordPos) error {
 	h := rr.Header()
-	h.Name = dns.CanonicalName(unpackedForm(h.Name))
+	h.Name = dns.CanonicalName(configs.UnpackedName(h.Name))
 	canonicalTargets(rr)
 	if !dns.IsSubDomain(z.origin, h.Name) {
 		return fmt.Errorf("%s is outside the zone", h.Name)
@@ -503,53 +503,22 @@ func (z *zone) add(rr dns.RR, pos recordPos) error {
 	return nil
 }
 
-// unpackedForm is name as miekg/dns writes a name it unpacks — a
-// question's, which answers look up — its case kept: a zone file may write
-// any octet of a label as \DDD or \X (RFC 1035 5.1), and sp\032ace, \066ig
-// and dot\046ted are the names sp\ ace, Big and dot\.ted (one label).
-// Keyed as written, such a name was never found: NXDOMAIN, where NSD and
-// Knot answer it. Every octet outside printable ASCII comes back as \DDD,
-// so lower-casing the result (dns.CanonicalName) touches ASCII letters
-// only, as names compare (RFC 4343). A name with no wire form is returned
-// as it is (fits refuses its record). A name of printable ASCII with no
-// character miekg/dns escapes is its own unpacked form: returned without
-// packing, so a zone of plain names pays nothing.
-func unpackedForm(name string) string {
-	plain := true
-	for i := 0; i < len(name) && plain; i++ {
-		c := name[i]
-		plain = c > ' ' && c <= '~' && !strings.ContainsRune(`\'@;()"`, rune(c))
-	}
-	if plain {
-		return name
-	}
-	var buf [256]byte
-	n, err := dns.PackDomainName(name, buf[:], 0, nil, false)
-	if err != nil {
-		return name
-	}
-	if s, _, err := dns.UnpackDomainName(buf[:n], 0); err == nil {
-		return s
-	}
-	return name
-}
-
 // canonicalTargets writes the names in rr's RDATA that answers look up —
 // a CNAME's and a DNAME's target (chased), an NS, MX or SRV target (its
-// addresses added, additional.go) — in unpackedForm, their case kept: on
+// addresses added, additional.go) — in configs.UnpackedName form, their case kept: on
 // the wire they are the same names.
 func canonicalTargets(rr dns.RR) {
 	switch v := rr.(type) {
 	case *dns.CNAME:
-		v.Target = unpackedForm(v.Target)
+		v.Target = configs.UnpackedName(v.Target)
 	case *dns.DNAME:
-		v.Target = unpackedForm(v.Target)
+		v.Target = configs.UnpackedName(v.Target)
 	case *dns.NS:
-		v.Ns = unpackedForm(v.Ns)
+		v.Ns = configs.UnpackedName(v.Ns)
 	case *dns.MX:
-		v.Mx = unpackedForm(v.Mx)
+		v.Mx = configs.UnpackedName(v.Mx)
 	case *dns.SRV:
-		v.Target = unpackedForm(v.Target)
+		v.Target = configs.UnpackedName(v.Target)
 	}
 }
 
