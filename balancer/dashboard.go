@@ -568,14 +568,14 @@ func (b *Balancer) serveHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	peers, failed := b.readPeers(r.Context(), fmt.Sprintf("/api/history?minutes=%d", minutes))
-	ownJSON, err := json.Marshal(own)
-	if err != nil {
-		op.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-		return
-	}
-	nodes := []json.RawMessage{ownJSON}
+	nodes := []op.HistoryView{own}
 	for _, p := range peers {
-		nodes = append(nodes, p.body)
+		theirs, err := op.PeerHistory(p.node, p.body)
+		if err != nil {
+			failed = append(failed, peerReadError{p.node, err.Error()})
+			continue
+		}
+		nodes = append(nodes, theirs)
 	}
 	op.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "nodes": nodes, "errors": failed})
 }
@@ -591,20 +591,41 @@ func (b *Balancer) serveAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	limit := op.AuditLimit(r)
 	peers, failed := b.readPeers(r.Context(), fmt.Sprintf("/api/audit?limit=%d", limit))
-	records := view.Records
+	read := time.Now().UTC() // every answer was given before this moment
+	nodes := [][]op.Record{view.Records}
 	for _, p := range peers {
-		theirs, err := op.PeerRecords(p.node, p.body)
+		theirs, err := op.PeerRecords(p.node, p.body, read)
 		if err != nil {
 			failed = append(failed, peerReadError{p.node, err.Error()})
 			continue
 		}
-		records = append(records, theirs...)
+		nodes = append(nodes, theirs)
 	}
-	sort.SliceStable(records, func(i, j int) bool { return records[i].At.After(records[j].At) })
-	if len(records) > limit {
-		records = records[:limit]
+	op.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "records": mergeAudit(limit, nodes), "errors": failed})
+}
+
+// mergeAudit merges the nodes' records (each node's newest first) into at
+// most limit, newest first, in which each node keeps its newest records up
+// to an equal share of limit, the rest going to the newest of all: a node
+// with many records (a busy one, or one that lies) cannot push another's
+// out of the view, and a drain made on a quiet node is still shown.
+func mergeAudit(limit int, nodes [][]op.Record) []op.Record {
+	share := limit / len(nodes)
+	merged := make([]op.Record, 0, limit)
+	var rest []op.Record
+	for _, records := range nodes {
+		records = records[:min(len(records), limit)]
+		n := min(len(records), share)
+		merged = append(merged, records[:n]...)
+		rest = append(rest, records[n:]...)
 	}
-	op.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "records": records, "errors": failed})
+	newestFirst := func(records []op.Record) func(i, j int) bool {
+		return func(i, j int) bool { return records[i].At.After(records[j].At) }
+	}
+	sort.SliceStable(rest, newestFirst(rest))
+	merged = append(merged, rest[:min(len(rest), limit-len(merged))]...)
+	sort.SliceStable(merged, newestFirst(merged))
+	return merged
 }
 
 // modeText is a serve mode as audit records name it ("" clears an override).

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
@@ -385,5 +387,165 @@ func TestClusterAuditNamesTheNodeRead(t *testing.T) {
 				t.Errorf("a field of %d bytes shown, over the 256 a node keeps", len(f))
 			}
 		}
+	}
+}
+
+// The cluster's history view names each node's figures as the node read,
+// not as its answer says, and holds them to the bounds a node keeps its own
+// to: an edge answered a history in this balancer's name, with a role, a
+// series name and events' texts of 4 KiB, and more series, samples and
+// events than any node keeps, and it was passed to the dashboard as it came.
+func TestClusterHistoryNamesTheNodeRead(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	long := strings.Repeat("x", 4096)
+	claims := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		samples := 2 * operator.HistorySamples
+		v := operator.HistoryView{Node: "bal-test", Role: long, Interval: 10, Times: make(operator.Floats, samples), Series: map[string]operator.Floats{}}
+		for i := range 100 {
+			v.Series[fmt.Sprintf("%s%d", long, i)] = make(operator.Floats, samples)
+		}
+		v.Series["tunnels"] = operator.Floats{1, math.NaN()} // a sample with no value: null, shown as a gap
+		for range 300 {
+			v.Events = append(v.Events, operator.Event{At: time.Now(), Kind: "drain", Node: "bal-test", Text: long})
+		}
+		operator.WriteJSON(w, http.StatusOK, v)
+	}))
+	defer claims.Close()
+	cl := healthtest.New(t)
+	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: claims.URL, Weight: 1, State: health.StateAlive})
+	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
+	healthtest.AnnouncePeerSigning(t, edge, self, health.PeerSigningForwarded) // an earlier release's: read unsigned
+	h.bal.SetCluster(self)
+
+	req, _ := http.NewRequest("GET", "http://"+h.admin+"/api/history?cluster=1", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var view struct {
+		Nodes  []operator.HistoryView
+		Errors []struct{ Node, Error string }
+	}
+	if err := json.Unmarshal(body, &view); err != nil {
+		t.Fatal(err)
+	}
+	if len(view.Nodes) != 2 || view.Nodes[0].Node != "bal-test" {
+		t.Fatalf("the cluster's history: %d nodes, errors %+v; want this balancer's then the edge's", len(view.Nodes), view.Errors)
+	}
+	v := view.Nodes[1]
+	t.Logf("the edge's view shown as node %q, role %d bytes, %d times, %d series, %d events", v.Node, len(v.Role), len(v.Times), len(v.Series), len(v.Events))
+	if v.Node != "gossip-edge" {
+		t.Errorf("the history read from gossip-edge is shown as %q's", v.Node)
+	}
+	if len(v.Role) > 256 {
+		t.Errorf("a role of %d bytes shown, over the 256 a node keeps", len(v.Role))
+	}
+	if len(v.Times) > operator.HistorySamples || len(v.Series) > 64 || len(v.Events) > 256 {
+		t.Errorf("%d times, %d series, %d events shown, over the %d, 64 and 256 a node keeps", len(v.Times), len(v.Series), len(v.Events), operator.HistorySamples)
+	}
+	if s := v.Series["tunnels"]; len(s) != 2 || s[0] != 1 || !math.IsNaN(s[1]) {
+		t.Errorf("the edge's series [1, null] shown as %v", s)
+	}
+	for name, s := range v.Series {
+		if len(name) > 256 || len(s) > operator.HistorySamples {
+			t.Errorf("a series named in %d bytes of %d samples shown", len(name), len(s))
+			break
+		}
+	}
+	for _, e := range v.Events {
+		if e.Node != "gossip-edge" || len(e.Kind) > 256 || len(e.Text) > 256 {
+			t.Errorf("an event shown as %q's, kind %d bytes, text %d bytes", e.Node, len(e.Kind), len(e.Text))
+			break
+		}
+	}
+}
+
+// A node's records dated after the moment they were read (a node whose
+// clock runs ahead, or one that lies) are shown at that moment, marked with
+// the time they claimed, and no node's records push every other node's out
+// of the cluster's audit view: an edge answering 200 records dated 2099 took
+// all of ?cluster=1, and the drain made on this balancer was not shown.
+func TestClusterAuditKeepsEveryNodesNewest(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	future := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
+	claims := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/drain" {
+			operator.WriteJSON(w, http.StatusOK, map[string]bool{"draining": true})
+			return
+		}
+		v := operator.AuditView{Node: "gossip-edge"}
+		for range operator.DefaultAuditLimit {
+			v.Records = append(v.Records, operator.Record{At: future, Node: "gossip-edge", Who: "token", Remote: "10.0.0.9:4000", Action: "maintenance", Result: http.StatusOK})
+		}
+		operator.WriteJSON(w, http.StatusOK, v)
+	}))
+	defer claims.Close()
+	cl := healthtest.New(t)
+	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: claims.URL, Weight: 1, State: health.StateAlive})
+	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
+	healthtest.AnnouncePeerSigning(t, edge, self, health.PeerSigningForwarded) // an earlier release's: read unsigned
+	h.bal.SetCluster(self)
+
+	do := func(method, path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+h.admin+path, nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set(configs.HeaderAdmin, "1")
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := do(http.MethodPost, "/api/nodes/gossip-edge/drain") // asked of the edge, recorded here
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("drain gossip-edge: %d", resp.StatusCode)
+	}
+	before := time.Now()
+	resp = do(http.MethodGet, "/api/audit?cluster=1")
+	defer resp.Body.Close()
+	after := time.Now()
+	var view struct {
+		Records []operator.Record
+		Errors  []struct{ Node, Error string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&view); err != nil {
+		t.Fatal(err)
+	}
+	drains, marked, edges := 0, 0, 0
+	var unmarked operator.Record
+	for _, r := range view.Records {
+		switch {
+		case r.Node == "bal-test" && r.Action == "drain":
+			drains++
+		case r.Node == "gossip-edge":
+			edges++
+			if !r.At.After(after) && !r.At.Before(before) && r.Claimed.Equal(future) {
+				marked++
+			} else {
+				unmarked = r
+			}
+		}
+	}
+	t.Logf("the cluster's audit: %d records, %d drains of this balancer, %d of the edge's, %d of them shown at the moment read; errors %+v", len(view.Records), drains, edges, marked, view.Errors)
+	if drains != 1 {
+		t.Errorf("this balancer's drain shown %d times among the edge's %d records dated %s, want once", drains, operator.DefaultAuditLimit, future.Format(time.DateOnly))
+	}
+	if edges == 0 || marked != edges {
+		t.Errorf("%d of the edge's %d records shown at the moment read and marked; one shown at %s, claimed %s", marked, edges, unmarked.At, unmarked.Claimed)
 	}
 }

@@ -186,44 +186,10 @@ func withFileProblem(cfg *Config, err error, p *FieldError) error {
 
 // Parse is Load for data already in memory; name is used in messages.
 func Parse(name string, data []byte) (*Config, error) {
-	d := &decoder{file: name, lines: map[string]int{}, aliasBudget: aliasBudget(len(data))}
-	var cfg Config
-	var root yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	// An empty file (io.EOF) is a valid config: every field takes its default.
-	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
-		// The line leads the message already (file:line:): not said twice.
-		line := yamlErrLine(err)
-		msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "yaml: "), fmt.Sprintf("line %d: ", line))
-		return nil, Errors{{File: name, Line: line, Msg: "not valid YAML: " + msg}}
+	cfg, d, err := decodeFile(name, data)
+	if err != nil {
+		return nil, err
 	}
-	// One document: a second one would be written by a PUT and never
-	// read, the edit in it silently ignored. It is one problem among the
-	// first document's, which is checked all the same: returned alone, it
-	// hid theirs until it was removed.
-	var more yaml.Node
-	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
-		line := more.Line
-		if err != nil {
-			line = yamlErrLine(err)
-		}
-		d.add(&FieldError{File: name, Line: line, Msg: "a config file is one YAML document; a second one starts here (remove it, or its \"---\")"})
-	}
-	if len(root.Content) > 0 {
-		d.decode(root.Content[0], reflect.ValueOf(&cfg).Elem(), "")
-	}
-	cfg.GSLB.placeZones(&fieldLines{file: name, lines: d.lines})
-	if d.overBudget {
-		return nil, d.said() // the config is cut short: its validation would only add noise
-	}
-	for _, role := range []string{"edge", "balancer", "gslb"} {
-		if _, ok := d.lines[role]; ok {
-			cfg.roles = append(cfg.roles, role)
-		}
-	}
-	cfg.resolvePaths(filepath.Dir(name))
-	cfg.Provision()
-	d.zeroTakenForDefault(&cfg)
 	for _, p := range cfg.validate() {
 		e := &FieldError{File: name, Line: d.line(p.path), Path: p.path, Msg: p.msg}
 		switch {
@@ -251,7 +217,66 @@ func Parse(name string, data []byte) (*Config, error) {
 		}
 		return nil, refused
 	}
-	return &cfg, nil
+	return cfg, nil
+}
+
+// decodeFile decodes, defaults and places data (a file at name), reading
+// no file it names: the problems of its YAML are in d; its validation,
+// which reads them, is left to the caller.
+func decodeFile(name string, data []byte) (*Config, *decoder, error) {
+	d := &decoder{file: name, lines: map[string]int{}, aliasBudget: aliasBudget(len(data))}
+	cfg := &Config{}
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	// An empty file (io.EOF) is a valid config: every field takes its default.
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		// The line leads the message already (file:line:): not said twice.
+		line := yamlErrLine(err)
+		msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "yaml: "), fmt.Sprintf("line %d: ", line))
+		return nil, nil, Errors{{File: name, Line: line, Msg: "not valid YAML: " + msg}}
+	}
+	// One document: a second one would be written by a PUT and never
+	// read, the edit in it silently ignored. It is one problem among the
+	// first document's, which is checked all the same: returned alone, it
+	// hid theirs until it was removed.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		line := more.Line
+		if err != nil {
+			line = yamlErrLine(err)
+		}
+		d.add(&FieldError{File: name, Line: line, Msg: "a config file is one YAML document; a second one starts here (remove it, or its \"---\")"})
+	}
+	if len(root.Content) > 0 {
+		d.decode(root.Content[0], reflect.ValueOf(cfg).Elem(), "")
+	}
+	cfg.GSLB.placeZones(&fieldLines{file: name, lines: d.lines})
+	if d.overBudget {
+		return nil, nil, d.said() // the config is cut short: its validation would only add noise
+	}
+	for _, role := range []string{"edge", "balancer", "gslb"} {
+		if _, ok := d.lines[role]; ok {
+			cfg.roles = append(cfg.roles, role)
+		}
+	}
+	cfg.resolvePaths(filepath.Dir(name))
+	cfg.Provision()
+	d.zeroTakenForDefault(cfg)
+	return cfg, d, nil
+}
+
+// FilesNamed is the config in data (a file at name) as far as FileChanges
+// looks at it — the files of the host it names, as Parse resolves them —
+// read without opening any of those files: what a request names can so be
+// refused before anything of a file is told in its answer (whether it
+// exists, its mode, its length, whether it equals another). nil when data
+// is not a config that far (its YAML, or its aliases' budget).
+func FilesNamed(name string, data []byte) *Config {
+	cfg, _, err := decodeFile(name, data)
+	if err != nil {
+		return nil
+	}
+	return cfg
 }
 
 // lineKey orders errors by line, with line-less (cross-field) errors last.

@@ -552,7 +552,9 @@ async function refreshAudit() {
   if (!r.ok) return;
   const body = $('audit').tBodies[0];
   const rows = (r.body.records || []).map((rec) => el('tr', {dataset: {action: rec.action, node: rec.node}},
-    el('td', {}, el('time', {datetime: rec.at}, fmtTime(rec.at))),
+    el('td', {}, el('time', {datetime: rec.at}, fmtTime(rec.at)),
+      // dated after the balancer read it: shown then, its own date beside
+      rec.claimed_at ? el('span', {class: 'muted'}, ' (dated ' + rec.claimed_at + ')') : null),
     el('td', {}, rec.node),
     el('td', {class: 'who'}, rec.who, rec.for ? el('span', {class: 'muted'}, ' for ' + rec.for) : null),
     el('td', {class: 'muted'}, rec.remote),

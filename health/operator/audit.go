@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -29,6 +30,10 @@ type Record struct {
 	Action string    `json:"action"`        // "drain", "serve_mode", "maintenance", "recover", "login", …
 	Target string    `json:"target,omitempty"`
 	Result int       `json:"result"` // the HTTP status answered
+	// Claimed is, in a cluster-wide view, the time a peer's record was
+	// dated when that was after the moment it was read; At is then that
+	// moment (PeerRecords).
+	Claimed time.Time `json:"claimed_at,omitzero"`
 }
 
 // Bounds of the audit log. The files hold the last auditFileRecords to
@@ -42,7 +47,8 @@ const (
 	auditMemoryRecords   = 1000
 	refusedMemoryRecords = 100
 	// maxRecordField bounds each text field of a record: targets come from
-	// request paths, which a client writes.
+	// request paths, which a client writes. A peer's history is held to it
+	// too (PeerHistory).
 	maxRecordField = 256
 	// Records of refused logins are rate-limited: an attacker guessing
 	// passwords must not flood the log out of the operators' own records.
@@ -254,26 +260,36 @@ func (a *AuditLog) add(s *auditStream, r Record) {
 // bound cuts each text field to maxRecordField.
 func (r *Record) bound() {
 	for _, f := range []*string{&r.Node, &r.Who, &r.For, &r.Remote, &r.Action, &r.Target} {
-		if len(*f) > maxRecordField {
-			*f = (*f)[:maxRecordField]
-		}
+		*f = boundField(*f)
 	}
 }
 
-// PeerRecords are the records of node's GET /api/audit answer (body), as
-// a cluster-wide view shows them: each named as node's, the node read and
-// whose signature the answer carried — not as the answer names it, which
-// would let one node put its records in another's name — and held to the
-// bounds a node keeps its own to.
-func PeerRecords(node string, body []byte) ([]Record, error) {
+// boundField cuts s to maxRecordField.
+func boundField(s string) string { return s[:min(len(s), maxRecordField)] }
+
+// PeerRecords are the records of node's GET /api/audit answer (body), read
+// at the moment read, as a cluster-wide view shows them: each named as
+// node's, the node read and whose signature the answer carried — not as the
+// answer names it, which would let one node put its records in another's
+// name — held to the bounds a node keeps its own to, and newest first. A
+// record dated after the moment it was read (a clock running ahead, or a
+// node that lies) is shown at that moment, with the time it claimed: dated
+// 2099, it would stand above every record of the cluster for good.
+func PeerRecords(node string, body []byte, read time.Time) ([]Record, error) {
 	var v AuditView
 	if err := json.Unmarshal(body, &v); err != nil {
 		return nil, err
 	}
 	for i := range v.Records {
-		v.Records[i].Node = node
-		v.Records[i].bound()
+		r := &v.Records[i]
+		r.Node = node
+		r.bound()
+		r.Claimed = time.Time{}
+		if r.At.After(read) {
+			r.Claimed, r.At = r.At, read
+		}
 	}
+	sort.SliceStable(v.Records, func(i, j int) bool { return v.Records[i].At.After(v.Records[j].At) })
 	return v.Records, nil
 }
 

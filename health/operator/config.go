@@ -55,8 +55,8 @@ func (f *ConfigFile) UseCheck(check func(*configs.Config) error) { f.check = che
 // names no file of the host the running config does not (newFiles: a
 // request is not a way to have the node read a file of the host; the zone
 // loader's problems quote what they read). current is the file's content.
-func (f *ConfigFile) roleCheck(current []byte, next *configs.Config) error {
-	if f.check == nil || len(f.newFiles(current, next)) > 0 {
+func (f *ConfigFile) roleCheck(running *configs.Config, current []byte, next *configs.Config) error {
+	if f.check == nil || len(f.newFiles(running, current, next)) > 0 {
 		return nil
 	}
 	return f.check(next)
@@ -267,13 +267,20 @@ func (n *Node) serveConfigCheck(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	current, err := os.ReadFile(f.path)
+	if err != nil {
+		WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "the config file cannot be read: " + err.Error()})
+		return
+	}
+	running := f.Running()
+	if f.refuseNewFiles(w, running, current, data) {
+		return
+	}
 	// Checked as the file itself (its name in messages, relative paths
 	// from its directory), exactly as `ringlb check -config FILE` would.
 	cfg, err := configs.Parse(f.path, data)
 	if err == nil {
-		if current, rerr := os.ReadFile(f.path); rerr == nil {
-			err = f.roleCheck(current, cfg)
-		}
+		err = f.roleCheck(running, current, cfg)
 	}
 	if err != nil {
 		problems(w, err)
@@ -311,24 +318,18 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusPreconditionFailed, map[string]string{"error": "the config file changed since version " + match + " was read: GET /api/config again and redo the change", "version": v})
 		return
 	}
+	if f.refuseNewFiles(w, f.running, current, data) {
+		return
+	}
 	next, err := configs.Parse(f.path, data)
 	if err != nil {
 		problems(w, err)
 		return
 	}
 	next.LogWarnings(f.log)
-	// Whoever holds a login may change settings, not the files of the host
-	// the node reads or writes: a node (root, for a gslb on port 53) told
-	// to write its access log to /etc/sudoers or /etc/nologin would, and a
-	// file it reads comes back in problems and logs.
-	if fields := f.newFiles(current, next); len(fields) > 0 {
-		WriteJSON(w, http.StatusForbidden, map[string]any{"fields": fields,
-			"error": "the config API does not change which files of the host the node reads or writes (" + strings.Join(fields, ", ") + "): edit the file on the host and send SIGHUP"})
-		return
-	}
 	// The role's check too: a file it refuses was written, answered 202
 	// "not applied", and no longer started the node.
-	if err := f.roleCheck(current, next); err != nil {
+	if err := f.roleCheck(f.running, current, next); err != nil {
 		problems(w, err)
 		return
 	}
@@ -353,15 +354,40 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, map[string]any{"applied": true, "version": v, "backup": backup})
 }
 
+// refuseNewFiles answers 403, naming the fields, and reports true when
+// data (a check's or a PUT's body) names a file of the host that neither
+// running nor the file on disk (current) names there. Whoever holds a login
+// may change settings, not the files of the host the node reads or writes:
+// a node (root, for a gslb on port 53) told to write its access log to
+// /etc/sudoers or /etc/nologin would. And it looks before data is checked,
+// which reads the files a config names: the problems, answered and logged,
+// told of a file the node was never told of — whether it exists, its
+// mode, its length, whether it equals another named beside it.
+func (f *ConfigFile) refuseNewFiles(w http.ResponseWriter, running *configs.Config, current, data []byte) bool {
+	fields := f.newFiles(running, current, configs.FilesNamed(f.path, data))
+	if len(fields) == 0 {
+		return false
+	}
+	WriteJSON(w, http.StatusForbidden, map[string]any{"fields": fields,
+		"error": "the config API does not change which files of the host the node reads or writes (" + strings.Join(fields, ", ") + "): edit the file on the host and send SIGHUP"})
+	return true
+}
+
 // newFiles names the fields of next that name a file of the host which
-// neither the running config nor the file on disk (current, perhaps edited
-// since) names there.
-func (f *ConfigFile) newFiles(current []byte, next *configs.Config) []string {
-	fields := f.running.FileChanges(next)
+// neither running nor the file on disk (current, perhaps edited since)
+// names there; none when next is nil (not a config that far: its check
+// says why, reading nothing).
+func (f *ConfigFile) newFiles(running *configs.Config, current []byte, next *configs.Config) []string {
+	if next == nil {
+		return nil
+	}
+	fields := running.FileChanges(next)
 	if len(fields) == 0 {
 		return nil
 	}
-	if onDisk, err := configs.Parse(f.path, current); err == nil {
+	// The file on disk names its files though it has problems: an edit on
+	// the host is checked through the API before its SIGHUP.
+	if onDisk := configs.FilesNamed(f.path, current); onDisk != nil {
 		also := map[string]bool{}
 		for _, p := range onDisk.FileChanges(next) {
 			also[p] = true

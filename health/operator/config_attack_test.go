@@ -88,6 +88,23 @@ func TestConfigCheckAliasesCannotMultiply(t *testing.T) {
 
 // checkBody posts body to the config check and returns the status and the
 // answer.
+// editOnHost puts content in the config file at path, as an edit on the
+// host does, and returns what puts the file back: the config API reads
+// only the files the running config or the file on disk names (a check of
+// a host edit before its SIGHUP), and refuses the rest unread.
+func editOnHost(t *testing.T, path, content string) (restore func()) {
+	t.Helper()
+	before := mustRead(t, path)
+	if err := os.WriteFile(path, []byte(content), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := os.WriteFile(path, before, 0o640); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 func checkBody(t *testing.T, base, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", base+"/api/config/check", strings.NewReader(body))
@@ -130,9 +147,11 @@ func TestConfigCheckReadsNoEndlessSecretFile(t *testing.T) {
 			code int
 			body string
 		}
+		body := "edge:\n  admin: { listen: 127.0.0.1:0, token_file: " + fifo + " }\n"
+		defer editOnHost(t, path, body)()
 		done := make(chan answer, 1)
 		go func() {
-			code, body := checkBody(t, base, "edge:\n  admin: { listen: 127.0.0.1:0, token_file: "+fifo+" }\n")
+			code, body := checkBody(t, base, body)
 			done <- answer{code, body}
 		}()
 		blocked := false
@@ -165,9 +184,11 @@ func TestConfigCheckReadsNoEndlessSecretFile(t *testing.T) {
 	})
 
 	t.Run("huge", func(t *testing.T) {
+		body := "edge:\n  admin: { listen: 127.0.0.1:0, users_file: " + huge + " }\n"
+		defer editOnHost(t, path, body)()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		code, body := checkBody(t, base, "edge:\n  admin: { listen: 127.0.0.1:0, users_file: "+huge+" }\n")
+		code, body := checkBody(t, base, body)
 		runtime.ReadMemStats(&after)
 		allocated := after.TotalAlloc - before.TotalAlloc
 		t.Logf("256 MiB users_file: %d MB allocated, answered %d %.200s", allocated>>20, code, body)
@@ -241,8 +262,8 @@ func TestPutConfigKeepsTheLinkAndTheOwner(t *testing.T) {
 	}
 }
 
-// The check reads the files a body names (it is the only way to tell
-// whether a key file holds a key), and answers its problems: none may carry
+// The check reads the files a file on the host names (it is the only way to
+// tell whether a key file holds a key), and answers its problems: none may carry
 // the content of a file that is not what the field wants. Before, the
 // gossip keyring named as a zone's DNSSEC key (a .key file is its DNSKEY)
 // came back in the zone parser's problem, the cluster key quoted.
@@ -254,9 +275,65 @@ func TestConfigCheckQuotesNoKeyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := "gslb:\n  zones:\n  - origin: ringlb.test\n    records: [ '@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60' ]\n    dnssec: { keys: [ { file: " + keyFile + " } ] }\n"
+	defer editOnHost(t, path, body)()
 	code, answer := checkBody(t, base, body)
 	t.Logf("the keyring as a DNSSEC key: %d %.400s", code, answer)
 	if code != http.StatusBadRequest || strings.Contains(answer, key) {
 		t.Errorf("the check's answer quotes the cluster key (or passed): %d", code)
+	}
+}
+
+// The config API tells nothing of a host file that neither the running
+// config nor the file on disk names: a check or a PUT naming one is refused
+// (403, the fields listed) before it is read, the same whatever the file
+// holds, and whether it exists. Before, a check naming two host files as
+// token_file and metrics_token_file answered whether their contents were
+// equal ("holds the operator's token"), whether each existed, its length
+// class and its mode (the secret-mode warning) — an oracle on every file
+// the node (root, for a gslb on port 53) can read — and a PUT answered the
+// same problems before its refusal of the files.
+func TestConfigAPITellsNothingOfOtherFiles(t *testing.T) {
+	base, path := configFileServer(t, nil)
+	host := t.TempDir() // not the config's directory: files the node was never told of
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(host, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	secret := strings.Repeat("s", 32)
+	a, same, other := write("a", secret, 0o600), write("same", secret, 0o600), write("other", strings.Repeat("o", 32), 0o644)
+	short := write("short", "x", 0o600)
+	cases := []struct{ name, token, metrics string }{
+		{"equal", a, same},
+		{"different", a, other},
+		{"missing", a, filepath.Join(host, "missing")},
+		{"short", a, short},
+	}
+	body := func(token, metrics string) string {
+		return "cluster: { name: e1, bind: 127.0.0.1:7946 }\nedge:\n  admin: { listen: 127.0.0.1:0, token_file: " + token + ", metrics_token_file: " + metrics + " }\n"
+	}
+	answers := map[string]bool{}
+	for _, tc := range cases {
+		code, answer := checkBody(t, base, body(tc.token, tc.metrics))
+		t.Logf("check, %s: %d %.300s", tc.name, code, answer)
+		if code != http.StatusForbidden {
+			t.Errorf("check naming other host files (%s): %d, want 403", tc.name, code)
+		}
+		answers[strings.ReplaceAll(strings.ReplaceAll(answer, tc.token, "TOKEN"), tc.metrics, "METRICS")] = true
+
+		_, view, _ := configRequest(t, "GET", base+"/api/config", "", "")
+		code, out, _ := configRequest(t, "PUT", base+"/api/config", `"`+view["version"].(string)+`"`, body(tc.token, tc.metrics))
+		t.Logf("PUT, %s: %d %v", tc.name, code, out)
+		if code != http.StatusForbidden {
+			t.Errorf("PUT naming other host files (%s): %d, want 403", tc.name, code)
+		}
+	}
+	if len(answers) != 1 {
+		t.Errorf("the check answered %d different ways for files of different contents, existence and modes", len(answers))
+	}
+	if got := string(mustRead(t, path)); strings.Contains(got, host) {
+		t.Errorf("a PUT naming other host files was written: %q", got)
 	}
 }

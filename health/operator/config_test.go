@@ -87,9 +87,14 @@ func TestConfigAPI(t *testing.T) {
 		t.Errorf("check of a good file: %d %v", code, out)
 	}
 	// A keyring its group may read, not root's: checked, with a warning
-	// (configs/secretmode.go), as `ringlb check` prints it.
+	// (configs/secretmode.go), as `ringlb check` prints it — once a file
+	// on the host names it: the API reads no file the node was not told of.
 	keyring := groupReadableKeyring(t, dir)
 	keyed := strings.Replace(orig, "bind: 127.0.0.1:7946", "bind: 127.0.0.1:7946, secret_key_file: gossip.key", 1)
+	if code, out, _ := configRequest(t, "POST", base+"/api/config/check", "", keyed); code != http.StatusForbidden || fmt.Sprint(out["fields"]) != "[cluster.secret_key_file]" {
+		t.Errorf("check naming a keyring no file on the host names: %d %v, want 403", code, out)
+	}
+	restore := editOnHost(t, path, keyed)
 	if code, out, _ := configRequest(t, "POST", base+"/api/config/check", "", keyed); code != 200 || out["ok"] != true ||
 		!strings.Contains(fmt.Sprint(out["warnings"]), path+":1: cluster.secret_key_file: "+keyring+" is readable by its group") {
 		t.Errorf("check of a file with a group-readable keyring: %d %v", code, out)
@@ -102,6 +107,7 @@ func TestConfigAPI(t *testing.T) {
 		!strings.Contains(fmt.Sprint(out["warnings"]), path+":1: cluster.secret_key_file: "+keyring+" is readable by its group") {
 		t.Errorf("check of a file with a problem and a warning: %d %v, want 400 with both", code, out)
 	}
+	restore()
 
 	// PUT: no version, a bad file, a stale version.
 	if code, _, _ := configRequest(t, "PUT", base+"/api/config", "", orig); code != http.StatusPreconditionRequired {

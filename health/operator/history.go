@@ -1,7 +1,10 @@
 package operator
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math"
 	"sort"
@@ -461,6 +464,71 @@ func (f Floats) MarshalJSON() ([]byte, error) {
 		out = strconv.AppendFloat(out, v, 'f', -1, 64)
 	}
 	return append(out, ']'), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON writes, null as NaN (no value).
+// It is read value by value in place (b is valid JSON: encoding/json
+// checked it): a peer's 4 MiB answer holds 2 million values, which taken
+// through []*float64 cost 48 MB and as many allocations; here 16 MB, one.
+func (f *Floats) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		*f = nil
+		return nil
+	}
+	if len(b) < 2 || b[0] != '[' || b[len(b)-1] != ']' {
+		return fmt.Errorf("a series is an array of numbers, got %.20q", b)
+	}
+	b = bytes.TrimSpace(b[1 : len(b)-1])
+	values := make(Floats, 0, bytes.Count(b, []byte{','})+1)
+	for len(b) > 0 {
+		var value []byte
+		value, b, _ = bytes.Cut(b, []byte{','})
+		value = bytes.TrimSpace(value)
+		if string(value) == "null" {
+			values = append(values, math.NaN())
+			continue
+		}
+		v, err := strconv.ParseFloat(string(value), 64)
+		if err != nil {
+			return fmt.Errorf("a series is an array of numbers, got %.20q", value)
+		}
+		values = append(values, v)
+	}
+	*f = values
+	return nil
+}
+
+// PeerHistory is node's GET /api/history answer (body) as a cluster-wide
+// view shows it: named as node's, the node read and whose signature the
+// answer carried, and so are its events — not as the answer names them,
+// which would let one node chart its figures and events in another's name —
+// and held to the bounds a node keeps its own to (its newest HistorySamples
+// samples, maxSeries series, maxEvents events, each name and text
+// maxRecordField).
+func PeerHistory(node string, body []byte) (HistoryView, error) {
+	var v HistoryView
+	if err := json.Unmarshal(body, &v); err != nil {
+		return HistoryView{}, err
+	}
+	newest := func(s Floats) Floats { return s[max(len(s)-HistorySamples, 0):] }
+	names := make([]string, 0, len(v.Series))
+	for name := range v.Series {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	series := make(map[string]Floats, min(len(names), maxSeries))
+	for _, name := range names[:min(len(names), maxSeries)] {
+		series[boundField(name)] = newest(v.Series[name])
+	}
+	events := v.Events[max(len(v.Events)-maxEvents, 0):]
+	for i := range events {
+		events[i].Node, events[i].Kind, events[i].Text = node, boundField(events[i].Kind), boundField(events[i].Text)
+	}
+	if events == nil {
+		events = []Event{}
+	}
+	return HistoryView{Node: node, Role: boundField(v.Role), Interval: v.Interval, Times: newest(v.Times), Series: series, Events: events}, nil
 }
 
 // View returns the last minutes (1–60) of the history.

@@ -229,3 +229,30 @@ func TestHistoryMemoryBounded(t *testing.T) {
 		t.Errorf("history holds %d bytes, want ≤ 384 KiB", held)
 	}
 }
+
+// A series is read back as it is written: null is no value (NaN, a gap in
+// the chart), not 0; what is not an array of numbers is refused.
+func TestFloatsReadBack(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string // fmt of the floats; "error" when refused
+	}{
+		{`[1,null,2.5]`, "[1 NaN 2.5]"},
+		{"[\n  1,\n  null\n]", "[1 NaN]"},
+		{`[]`, "[]"},
+		{`[-1e3, 0.001]`, "[-1000 0.001]"},
+		{`["1"]`, "error"},
+		{`[[1]]`, "error"},
+		{`{}`, "error"},
+	} {
+		var f Floats
+		err := json.Unmarshal([]byte(tc.in), &f)
+		got := fmt.Sprint([]float64(f))
+		if err != nil {
+			got = "error"
+		}
+		if got != tc.want {
+			t.Errorf("%s read as %s (%v), want %s", tc.in, got, err, tc.want)
+		}
+	}
+}
