@@ -31,7 +31,9 @@ type Edge struct {
 	MaxMessageBytes int `yaml:"max_message_bytes"`
 	// History bounds what each session keeps for resume.
 	History History `yaml:"history"`
-	// IdleGrace keeps a session whose last participant left, for resume (default 60s).
+	// IdleGrace keeps a session whose last participant left, for resume
+	// (default 60s); one that sequenced nothing has nothing to resume and
+	// goes at once.
 	IdleGrace Duration `yaml:"idle_grace"`
 	// MaxIdleSessions bounds the ringlb.v1 sessions kept without a
 	// participant (for idle_grace) on this edge together, handed-off and

@@ -272,12 +272,27 @@ func (h *hub) leave(p *participant) {
 		// Kept for its clients to resume — unless another session of the
 		// key replaced it (a frozen one, liveOrUnfrozen): nobody resumes
 		// it, and idle it would hold a slot and its history for nothing.
-		if s.v1 != nil && h.idleGrace > 0 && sh.sessions[s.key] == s {
+		if s.v1 != nil && h.idleGrace > 0 && sh.sessions[s.key] == s && s.owesResumes() {
 			h.keepIdle(s)
 			return
 		}
 		h.free(sh, s)
 	}
+}
+
+// owesResumes reports whether a resume of s, a ringlb.v1 session its last
+// participant left, could be owed anything: a msg it sequenced (seq > 0,
+// those waiting for the replica included), seqs a dead owner may have
+// given under its epoch (a promoted copy, bumpable), or, frozen, the edge
+// it went to (its entry sends joins there). One that sequenced nothing is
+// freed at once: a resume of it from seq 0 gets reset "epoch" at seq 0
+// from the session that starts anew, which loses nothing. Kept, it took a
+// slot of edge.max_idle_sessions for nothing, and a client opening fresh
+// keys and leaving each at once (an anonymous viewer can do no more)
+// pushed honest idle sessions out, whose resumes got a reset in place of
+// their replay (TestKeyChurnPushesNoIdleSessionOut). Called with s.mu held.
+func (s *session) owesResumes() bool {
+	return s.v1.seq > 0 || s.v1.bumpable || s.movedTo != ""
 }
 
 // free removes s from its shard and releases its history. Called with the

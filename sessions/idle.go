@@ -19,6 +19,9 @@ import (
 //   - edge.history.total_bytes (budget.go): the histories of idle sessions
 //     give way first.
 //
+// A session its last participant leaves having sequenced nothing is not
+// kept (session.owesResumes): nothing to replay, so a churn of empty
+// sessions pushes nobody out.
 // Copies of other edges' sessions (replica.go) are not sessions here: they
 // are bounded by their owners' caps (an owner that forgets a session frees
 // its copy) and their histories by the budget. Sessions arriving idle — a

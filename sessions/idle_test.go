@@ -18,10 +18,11 @@ import (
 )
 
 // openAndLeave opens a ringlb.v1 session of key on addr with a raw
-// client, closes it at once (the close frame rides behind the upgrade
-// request) and reads until the edge has closed its side: the session is
-// then idle.
-func openAndLeave(addr, key string) error {
+// client, sends one msg unless empty (an empty session is freed with its
+// last participant: nothing to resume), closes it at once (the msg and
+// close frames ride behind the upgrade request) and reads until the edge
+// has closed its side: a session with its msg is then idle.
+func openAndLeave(addr, key string, empty bool) error {
 	c, err := net.DialTimeout("tcp", addr, testDeadline)
 	if err != nil {
 		return err
@@ -31,7 +32,11 @@ func openAndLeave(addr, key string) error {
 	req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
 		"Sec-WebSocket-Protocol: " + protocolV1 + "\r\nctstickiness: " + key + "\r\n\r\n"
-	out := append([]byte(req), clientFrame(0x88, true, []byte{0x03, 0xe8})...) // close 1000
+	out := []byte(req)
+	if !empty {
+		out = append(out, clientFrame(0x81, true, []byte(`{"type":"msg","data":0}`))...)
+	}
+	out = append(out, clientFrame(0x88, true, []byte{0x03, 0xe8})...) // close 1000
 	if _, err := c.Write(out); err != nil {
 		return err
 	}
@@ -49,8 +54,14 @@ func openAndLeave(addr, key string) error {
 
 // flood opens n sessions with fresh keys (prefix-0 … prefix-(n-1)) one
 // after another from at most workers connections at once, each left at
-// once.
+// once with a msg in it: idle sessions.
 func flood(t *testing.T, addr, prefix string, n, workers int) {
+	t.Helper()
+	floodWith(t, addr, prefix, n, workers, false)
+}
+
+// floodWith is flood, its sessions left empty when empty is set.
+func floodWith(t *testing.T, addr, prefix string, n, workers int, empty bool) {
 	t.Helper()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -64,7 +75,7 @@ func flood(t *testing.T, addr, prefix string, n, workers int) {
 				if i >= int64(n) {
 					return
 				}
-				if err := openAndLeave(addr, prefix+"-"+strconv.FormatInt(i, 10)); err != nil {
+				if err := openAndLeave(addr, prefix+"-"+strconv.FormatInt(i, 10), empty); err != nil {
 					errs <- err
 					return
 				}
@@ -206,6 +217,8 @@ func TestIdleCapKeepsLiveAndRecent(t *testing.T) {
 	if m := c.read(t); m.Type != "reset" || m.Reason != "epoch" || c.welcome.Epoch == gone.welcome.Epoch {
 		t.Fatalf("resume of a forgotten session: %+v (welcome %+v)", m, c.welcome)
 	}
+	c.msg(t, "y") // so that the new session is kept idle: the newest
+	c.readType(t, "ack")
 	c.leave(t)
 
 	// A reload lowering the cap forgets the oldest idle sessions at once.
@@ -270,5 +283,83 @@ func TestIdleCapFreesReplicaCopies(t *testing.T) {
 	})
 	if got := idleHeld(b.testEdge); got != 0 {
 		t.Fatalf("edge-b holds %d idle sessions of its own", got)
+	}
+}
+
+// One client opens ringlb.v1 sessions with fresh keys as an anonymous
+// viewer (a viewer link minus its token), sequences nothing in any (a
+// viewer can do no more) and leaves each at once, while an honest
+// editor's session that has a msg sits idle. Every empty session
+// was kept for idle_grace as an idle session like any, so the churn
+// pushed the honest one out of edge.max_idle_sessions and its client's
+// resume got a reset in place of its replay. A session that sequenced
+// nothing has nothing to replay: it is freed with its last participant,
+// and a client resuming it from seq 0 with its epoch gets reset at seq 0
+// from the session that starts anew — nothing lost.
+func TestKeyChurnPushesNoIdleSessionOut(t *testing.T) {
+	const limit = 20
+	path, secret := writeSecret(t)
+	e := startEdge(t, configs.Edge{
+		IdleGrace:       configs.Duration(time.Hour),
+		MaxIdleSessions: limit,
+		Auth:            configs.EdgeAuth{HMACSecretFile: path, Anonymous: configs.AnonymousViewer},
+	}, nil)
+	honest := e.joinV1(t, "honest", "token="+mint(t, secret, "honest", "ann", RoleEditor, time.Hour), nil)
+	honest.msg(t, "kept")
+	honest.readType(t, "ack")
+	honest.leave(t)
+
+	floodWith(t, e.data, "churn", 10*limit, 2, true)
+	healthtest.WaitUntil(t, "every churner gone", func() bool {
+		_, conns := e.s.Stats()
+		return conns == 0 && metricValue(t, e.s, "ringlb_edge_sessions_active") == 0
+	})
+	held := idleHeld(e)
+	forgotten := metricValue(t, e.s, "ringlb_edge_idle_sessions_forgotten_total")
+	t.Logf("%d empty sessions opened and left: %d idle sessions held, %v forgotten", 10*limit, held, forgotten)
+	if got := metricValue(t, e.s, "ringlb_edge_idle_sessions"); int(got) != held {
+		t.Errorf("ringlb_edge_idle_sessions = %v, %d held", got, held)
+	}
+	if held != 1 || forgotten != 0 {
+		t.Errorf("after the churn: %d idle sessions held, %v forgotten; want the honest one alone, none forgotten", held, forgotten)
+	}
+	c := e.joinV1(t, "honest", "resume=0&epoch="+honest.welcome.Epoch+"&token="+mint(t, secret, "honest", "ann", RoleEditor, time.Hour), nil)
+	if m := c.read(t); m.Type != "msg" || m.Seq != 1 || string(m.Data) != `"kept"` {
+		t.Fatalf("the honest client's resume after the churn: %+v, want its msg 1 replayed", m)
+	}
+	c.leave(t)
+
+	// A client of an empty session resuming it from seq 0 with its epoch
+	// gets reset at seq 0 of the session that starts anew, and what is
+	// sent there from then on.
+	empty := e.joinV1(t, "empty", "", nil)
+	empty.leave(t)
+	back := e.joinV1(t, "empty", "resume=0&epoch="+empty.welcome.Epoch, nil)
+	if m := back.read(t); m.Type != "reset" || m.Seq != 0 || m.Reason != "epoch" || m.Epoch != back.welcome.Epoch {
+		t.Fatalf("resume of an empty session from seq 0: %+v (welcome %+v), want reset epoch at seq 0", m, back.welcome)
+	}
+	other := e.joinV1(t, "empty", "token="+mint(t, secret, "empty", "bob", RoleEditor, time.Hour), nil)
+	other.msg(t, "first")
+	other.readType(t, "ack")
+	if m := back.readType(t, "msg"); m.Seq != 1 || string(m.Data) != `"first"` {
+		t.Fatalf("after the reset: %+v, want msg 1", m)
+	}
+}
+
+// An empty session freed with its last participant frees its copy on the
+// replica too, as one whose idle_grace ran out does.
+func TestEmptySessionFreesItsReplicaCopy(t *testing.T) {
+	a, b, key := replPair(t, configs.ReplicationAsync, "empty")
+	c := a.joinV1(t, key, "", nil)
+	waitCopy(t, b, key, 0)
+	c.leave(t)
+	healthtest.WaitUntil(t, "edge-b's copy of the empty session freed", func() bool {
+		return b.s.hub.repl.Load().store.count() == 0
+	})
+	if got := idleHeld(a.testEdge); got != 0 {
+		t.Fatalf("edge-a holds %d idle sessions", got)
+	}
+	if got := metricValue(t, a.s, "ringlb_edge_idle_sessions"); got != 0 {
+		t.Fatalf("ringlb_edge_idle_sessions = %v, want 0", got)
 	}
 }

@@ -202,6 +202,17 @@ func TestTokenRefreshKeepsTheConnection(t *testing.T) {
 			t.Errorf("refresh with %s token: error %q, want %q", tc.name, m.Code, tc.code)
 		}
 	}
+	// A refresh that brings no token string is malformed, as a msg
+	// without data is: bad_request, not a refusal of a token
+	// (docs/CONTRACT.md).
+	for _, frame := range []string{`{"type":"token"}`, `{"type":"token","token":null}`, `{"type":"token","token":5}`} {
+		if err := ann.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+			t.Fatal(err)
+		}
+		if m := ann.readType(t, "error"); m.Code != "bad_request" {
+			t.Errorf("refresh %s: error %q %q, want bad_request", frame, m.Code, m.Message)
+		}
+	}
 	anon.send(t, map[string]string{"type": "token", "token": mint(t, secret, "doc", "ann", RoleEditor, time.Hour)})
 	if m := anon.readType(t, "error"); m.Code != "forbidden" {
 		t.Errorf("a token-less participant's refresh: %+v, want error forbidden (it joins again with a token)", m)
