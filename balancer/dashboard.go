@@ -11,7 +11,9 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -577,7 +579,35 @@ func (b *Balancer) serveHistory(w http.ResponseWriter, r *http.Request) {
 		}
 		nodes = append(nodes, theirs)
 	}
-	op.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "nodes": nodes, "errors": failed})
+	op.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "nodes": nodes, "events": mergeEvents(eventsShown, nodes), "errors": failed})
+}
+
+// eventsShown is how many events the dashboard lists (the cluster
+// history's "events").
+const eventsShown = 40
+
+// mergeEvents is the cluster's event list: every node's events, newest
+// first, the same change seen by two nodes (two balancers see one
+// membership change) once, each node keeping its newest up to an equal
+// share of limit (mergeNewest): one node's events, dated ahead, cannot
+// hide the others' drains and failovers.
+func mergeEvents(limit int, nodes []op.HistoryView) []op.Event {
+	seen := map[string]bool{}
+	lists := make([][]op.Event, 0, len(nodes))
+	for _, n := range nodes {
+		events := slices.Clone(n.Events)
+		slices.SortStableFunc(events, func(a, b op.Event) int { return b.At.Compare(a.At) })
+		kept := events[:0]
+		for _, e := range events {
+			key := e.Kind + "|" + e.Text + "|" + strconv.FormatInt(e.At.Round(5*time.Second).Unix(), 10)
+			if !seen[key] {
+				seen[key] = true
+				kept = append(kept, e)
+			}
+		}
+		lists = append(lists, kept)
+	}
+	return mergeNewest(limit, lists, func(e op.Event) time.Time { return e.At })
 }
 
 // serveAudit: GET /api/audit?limit=N is this balancer's audit records
@@ -601,30 +631,32 @@ func (b *Balancer) serveAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		nodes = append(nodes, theirs)
 	}
-	op.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "records": mergeAudit(limit, nodes), "errors": failed})
+	op.WriteJSON(w, http.StatusOK, map[string]any{"node": b.name, "records": mergeNewest(limit, nodes, func(r op.Record) time.Time { return r.At }), "errors": failed})
 }
 
-// mergeAudit merges the nodes' records (each node's newest first) into at
-// most limit, newest first, in which each node keeps its newest records up
-// to an equal share of limit, the rest going to the newest of all: a node
-// with many records (a busy one, or one that lies) cannot push another's
-// out of the view, and a drain made on a quiet node is still shown.
-func mergeAudit(limit int, nodes [][]op.Record) []op.Record {
+// mergeNewest merges the nodes' records or events (each node's newest
+// first) into at most limit, newest first, in which each node keeps its
+// newest up to an equal share of limit, the rest going to the newest of
+// all: a node with many (a busy one, or one that lies) cannot push
+// another's out of the view, and a drain made on a quiet node is still
+// shown.
+func mergeNewest[T any](limit int, nodes [][]T, at func(T) time.Time) []T {
+	if len(nodes) == 0 {
+		return []T{}
+	}
 	share := limit / len(nodes)
-	merged := make([]op.Record, 0, limit)
-	var rest []op.Record
-	for _, records := range nodes {
-		records = records[:min(len(records), limit)]
-		n := min(len(records), share)
-		merged = append(merged, records[:n]...)
-		rest = append(rest, records[n:]...)
+	merged := make([]T, 0, limit)
+	var rest []T
+	for _, items := range nodes {
+		items = items[:min(len(items), limit)]
+		n := min(len(items), share)
+		merged = append(merged, items[:n]...)
+		rest = append(rest, items[n:]...)
 	}
-	newestFirst := func(records []op.Record) func(i, j int) bool {
-		return func(i, j int) bool { return records[i].At.After(records[j].At) }
-	}
-	sort.SliceStable(rest, newestFirst(rest))
+	newestFirst := func(a, b T) int { return at(b).Compare(at(a)) }
+	slices.SortStableFunc(rest, newestFirst)
 	merged = append(merged, rest[:min(len(rest), limit-len(merged))]...)
-	sort.SliceStable(merged, newestFirst(merged))
+	slices.SortStableFunc(merged, newestFirst)
 	return merged
 }
 

@@ -549,3 +549,74 @@ func TestClusterAuditKeepsEveryNodesNewest(t *testing.T) {
 		t.Errorf("%d of the edge's %d records shown at the moment read and marked; one shown at %s, claimed %s", marked, edges, unmarked.At, unmarked.Claimed)
 	}
 }
+
+// The dashboard's event list keeps every node's newest events: it showed
+// the newest 40 of all, and an edge answering its 256 events dated now or
+// later (a clock ahead, or a node that lies) filled it, hiding every drain
+// and failover of the other nodes. The cluster's history gives the list,
+// each node keeping an equal share of it.
+func TestClusterEventsKeepEveryNodesNewest(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	future := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
+	claims := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/drain" {
+			operator.WriteJSON(w, http.StatusOK, map[string]bool{"draining": true})
+			return
+		}
+		v := operator.HistoryView{Node: "gossip-edge", Role: "edge", Interval: 10, Times: operator.Floats{}, Series: map[string]operator.Floats{}}
+		for i := range 256 {
+			v.Events = append(v.Events, operator.Event{At: future.Add(time.Duration(i) * time.Minute), Kind: "failover", Node: "gossip-edge", Text: fmt.Sprintf("claim %d", i)})
+		}
+		operator.WriteJSON(w, http.StatusOK, v)
+	}))
+	defer claims.Close()
+	cl := healthtest.New(t)
+	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: claims.URL, Weight: 1, State: health.StateAlive})
+	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
+	healthtest.AnnouncePeerSigning(t, edge, self, health.PeerSigningForwarded) // an earlier release's: read unsigned
+	h.bal.SetCluster(self)
+
+	do := func(method, path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+h.admin+path, nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set(configs.HeaderAdmin, "1")
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := do(http.MethodPost, "/api/nodes/gossip-edge/drain") // asked of the edge, an event here
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("drain gossip-edge: %d", resp.StatusCode)
+	}
+	resp = do(http.MethodGet, "/api/history?cluster=1")
+	defer resp.Body.Close()
+	var view struct {
+		Events []operator.Event
+		Errors []struct{ Node, Error string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&view); err != nil {
+		t.Fatal(err)
+	}
+	drains, edges := 0, 0
+	for _, e := range view.Events {
+		switch {
+		case e.Node == "bal-test" && e.Kind == "drain":
+			drains++
+		case e.Node == "gossip-edge":
+			edges++
+		}
+	}
+	t.Logf("the event list: %d events, %d drains of this balancer, %d of the edge's; errors %+v", len(view.Events), drains, edges, view.Errors)
+	if drains != 1 || edges == 0 || len(view.Events) > eventsShown {
+		t.Errorf("this balancer's drain listed %d times, the edge's events %d times, %d in all (at most %d): want the drain once beside the edge's", drains, edges, len(view.Events), eventsShown)
+	}
+}

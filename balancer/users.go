@@ -7,6 +7,8 @@ import (
 	"net/http"
 
 	"github.com/axiomhq/hyperloglog"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // clusterUsers is the cluster's "users online" on GET /api/cluster: every
@@ -85,7 +87,9 @@ func mergeUsers(answers []edgeUsersAnswer) *clusterUsers {
 			continue
 		}
 		out.Edges++
-		out.Online += uint64(a.anonymous)
+		// Token-less participants hold a connection each: an edge saying
+		// more lies, and the cluster's sum must not wrap around.
+		out.Online += uint64(min(max(a.anonymous, 0), configs.MaxConnections))
 	}
 	if out != nil {
 		out.Online += all.Estimate()

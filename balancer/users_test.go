@@ -2,9 +2,12 @@ package balancer
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/axiomhq/hyperloglog"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 func sketchOf(t *testing.T, users ...string) *hyperloglog.Sketch {
@@ -57,5 +60,17 @@ func TestDecodeSketchRefusesGarbage(t *testing.T) {
 		if _, err := decodeSketch(raw); err == nil {
 			t.Errorf("%d bytes of garbage decoded", len(raw))
 		}
+	}
+}
+
+// An edge's token-less participants are at most its connections: an edge
+// answering more (a lying one, math.MaxInt64) counted as many, and three
+// such wrapped the cluster's figure around.
+func TestMergeUsersBoundsAnEdgesCount(t *testing.T) {
+	lie := edgeUsersAnswer{asked: true, sketch: sketchOf(t), anonymous: math.MaxInt64}
+	got := mergeUsers([]edgeUsersAnswer{lie, lie, lie})
+	t.Logf("three edges answering %d token-less participants each: %d users online", int64(math.MaxInt64), got.Online)
+	if got.Online > 3*configs.MaxConnections {
+		t.Errorf("%d users online, over three edges' %d connections", got.Online, 3*configs.MaxConnections)
 	}
 }

@@ -520,7 +520,7 @@ func (b *Balancer) validate(ps *problems) {
 	checkStatsD(ps, "balancer.statsd", b.StatsD)
 	checkAccessLog(ps, "balancer.access_log", b.AccessLog)
 	l := b.Limits
-	checkRange(ps, "balancer.limits.max_connections", l.MaxConnections, 0, 10_000_000)
+	checkRange(ps, "balancer.limits.max_connections", l.MaxConnections, 0, MaxConnections)
 	checkRange(ps, "balancer.limits.max_connections_per_ip", l.MaxConnectionsPerIP, 0, 10_000_000)
 	if l.NewConnectionsPerIP < 0 || l.NewConnectionsPerIP > 1e6 {
 		ps.add("balancer.limits.new_connections_per_ip", "must be in range [0, 1000000], got %g", l.NewConnectionsPerIP)

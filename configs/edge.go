@@ -375,7 +375,7 @@ func (e *Edge) validate(ps *problems, cl Cluster) {
 		ps.add("edge.history.total_bytes", "must be in range [edge.history.bytes (%d), %d], got %d", e.History.Bytes, 1<<40, t)
 	}
 	checkRange(ps, "edge.send_queue", e.SendQueue, 1, 1<<20)
-	checkRange(ps, "edge.max_connections", e.MaxConnections, 0, 10_000_000)
+	checkRange(ps, "edge.max_connections", e.MaxConnections, 0, MaxConnections)
 	if e.MaxConnections > 0 && (e.MaxDirectPerIP < 1 || e.MaxDirectPerIP > e.MaxConnections) {
 		ps.add("edge.max_direct_per_ip", "must be in range [1, edge.max_connections (%d)], got %d", e.MaxConnections, e.MaxDirectPerIP)
 	} else {

@@ -20,9 +20,10 @@ const (
 // none (OpenFileLimit reports false).
 const assumedOpenFiles = 65536
 
-// maxDerivedConnections bounds a derived limit to what validation accepts
-// (an unlimited RLIMIT_NOFILE would otherwise overflow it).
-const maxDerivedConnections = 10_000_000
+// MaxConnections bounds every connection limit a node takes, configured
+// or derived (an unlimited RLIMIT_NOFILE would otherwise overflow it): so
+// also what an edge may say it holds (its users online).
+const MaxConnections = 10_000_000
 
 // DefaultBalancerMaxConnections is balancer.limits.max_connections when
 // the file leaves it 0: the descriptors left after the reserve, halved,
@@ -62,5 +63,5 @@ func maxConnectionsFor(limit, fdsPerConn int) int {
 	// Half of a tiny limit, so a node started with ulimit -n 64 still
 	// takes some connections.
 	reserve := max(min(FDReserveMin, limit/2), int(float64(limit)*FDReserveShare))
-	return min(max((limit-reserve)/fdsPerConn, 1), maxDerivedConnections)
+	return min(max((limit-reserve)/fdsPerConn, 1), MaxConnections)
 }

@@ -615,8 +615,8 @@ func (g *GSLB) validate(ps *problems) {
 	// 512 is what every client takes (RFC 1035); beyond 4096 answers
 	// fragment on nearly every path, and amplify more.
 	checkRange(ps, "gslb.max_udp_size", g.MaxUDPSize, 512, 4096)
-	checkRange(ps, "gslb.max_tcp_connections", g.MaxTCPConnections, 1, maxDerivedConnections)
-	checkRange(ps, "gslb.max_tcp_connections_per_ip", g.MaxTCPConnectionsPerIP, 1, maxDerivedConnections)
+	checkRange(ps, "gslb.max_tcp_connections", g.MaxTCPConnections, 1, MaxConnections)
+	checkRange(ps, "gslb.max_tcp_connections_per_ip", g.MaxTCPConnectionsPerIP, 1, MaxConnections)
 	checkRange(ps, "gslb.rate_limit.responses_per_second", *rl.ResponsesPerSecond, 0, 10_000_000)
 	checkRange(ps, "gslb.rate_limit.slip", *rl.Slip, 0, 10)
 	checkRange(ps, "gslb.rate_limit.ipv4_prefix", rl.IPv4Prefix, 8, 32)

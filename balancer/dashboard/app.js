@@ -419,7 +419,9 @@ async function refreshHistory() {
   const nodes = r.body.nodes || [];
   const events = mergeEvents(nodes);
   for (const [id, specs] of Object.entries(CHARTS)) drawChart(id, specs, nodes, events);
-  renderEvents(events);
+  // The list is the balancer's (newest first, each node its share): the
+  // newest 40 of all let one node's events, dated ahead, hide the others'.
+  renderEvents((r.body.events || []).map((e) => ({at: Date.parse(e.at) / 1000, kind: e.kind, node: e.node, text: e.text})));
 }
 
 // mergeEvents gathers every node's events; the same change seen by two
@@ -533,7 +535,7 @@ function markerPlugin() {
 
 function renderEvents(events) {
   const list = $('events');
-  const items = events.slice(-40).reverse().map((e) => el('li', {dataset: {kind: e.kind}},
+  const items = events.map((e) => el('li', {dataset: {kind: e.kind}},
     el('time', {}, fmtTime(new Date(e.at * 1000))),
     pill(e.kind, {membership: 'info', failover: 'bad', drain: 'warn'}[e.kind] || 'info'),
     el('span', {}, e.text), el('span', {class: 'muted'}, '· ' + e.node)));

@@ -21,11 +21,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +84,12 @@ type Process struct {
 	// (SetStartState); started is what this process's parent gave.
 	startState func() []byte
 	started    []byte
+	// startParts are SetStartPart's, by name; partsFrom is the parent's
+	// start state file (none: not started by an upgrade), whose parts
+	// StartPart reads once each into startedParts.
+	startParts   map[string]func() []byte
+	partsFrom    string
+	startedParts map[string][]byte
 }
 
 // namePattern is what a listener's name may be: it travels in the
@@ -124,6 +132,7 @@ func Start(opts Options) (*Process, error) {
 		p.log.Warn("the old process's start state not read; its state comes with the hand-off's end", "err", err)
 	}
 	p.started = started
+	p.partsFrom = startStatePath(socket)
 	stderrFD := -1
 	if s := stderrEnv; s != "" {
 		fd, err := strconv.Atoi(s)
@@ -380,17 +389,85 @@ func (p *Process) StartState() []byte {
 	return p.started
 }
 
+// SetStartPart is SetStartState for a part of the state every role has
+// (the admin plane's), apart from the role's own, in a file of its own
+// beside it (startPartPath): a child of an earlier release reads the role's
+// state as before and ignores the part. name is a listener's kind of name
+// (namePattern).
+func (p *Process) SetStartPart(name string, f func() []byte) {
+	if p == nil || !namePattern.MatchString(name) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.startParts == nil {
+		p.startParts = map[string]func() []byte{}
+	}
+	p.startParts[name] = f
+}
+
+// StartPart is the part name that the parent's SetStartPart gave as it
+// started this process; nil when it gave none (or is of an earlier
+// release, or this process was not started by an upgrade). Read before
+// this process is ready: the parent removes the file as the upgrade ends.
+func (p *Process) StartPart(name string) []byte {
+	if p == nil || p.partsFrom == "" || !namePattern.MatchString(name) {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if data, ok := p.startedParts[name]; ok {
+		return data
+	}
+	data, err := readStartState(startPartPath(p.partsFrom, name))
+	if err != nil {
+		p.log.Warn("a part of the old process's start state not read", "part", name, "err", err)
+	}
+	if p.startedParts == nil {
+		p.startedParts = map[string][]byte{}
+	}
+	p.startedParts[name] = data
+	return data
+}
+
+// startPartPath is the file of the start state's part name, beside the
+// role's (state).
+func startPartPath(state, name string) string { return state + "." + name }
+
 // startStatePath is the file of the start state of an upgrade whose
 // hand-off socket is socket: beside it, in the private directory. A file,
 // not a frame: a child of an earlier release ignores it, where it would
 // have read a frame it did not expect for the hand-off's end.
 func startStatePath(socket string) string { return socket + ".state" }
 
-// writeStartState writes the start state (if any) to path, a new file.
+// writeStartState writes the start state (if any) to path, and each of
+// its parts beside it, new files.
 func (p *Process) writeStartState(path string) error {
 	p.mu.Lock()
 	f := p.startState
+	parts := maps.Clone(p.startParts)
 	p.mu.Unlock()
+	for name, part := range parts {
+		if err := writeStartFile(startPartPath(path, name), part); err != nil {
+			return err
+		}
+	}
+	return writeStartFile(path, f)
+}
+
+// removeStartState removes the start state at path and its parts.
+func (p *Process) removeStartState(path string) {
+	p.mu.Lock()
+	names := slices.Collect(maps.Keys(p.startParts))
+	p.mu.Unlock()
+	for _, name := range names {
+		_ = os.Remove(startPartPath(path, name))
+	}
+	_ = os.Remove(path)
+}
+
+// writeStartFile writes what f gives (if anything) to path, a new file.
+func writeStartFile(path string, f func() []byte) error {
 	if f == nil {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -385,5 +386,41 @@ func TestStartStateFile(t *testing.T) {
 		if got, err := readStartState(refused); err == nil {
 			t.Errorf("%s: read %d bytes, want refused", filepath.Base(refused), len(got))
 		}
+	}
+}
+
+// A part of the start state (the admin plane's) goes in a file of its own:
+// the role's file holds the role's state alone, as a child of an earlier
+// release reads it; a child of this one reads the part, and a parent of
+// an earlier release, which writes none, gives it none. Both files go as
+// the upgrade ends.
+func TestStartStatePart(t *testing.T) {
+	dir := t.TempDir()
+	path := startStatePath(filepath.Join(dir, "handoff-1.sock"))
+	p := &Process{log: slog.New(slog.DiscardHandler)}
+	p.SetStartState(func() []byte { return []byte(`{"overrides":[]}`) })
+	p.SetStartPart("admin", func() []byte { return []byte(`{"hash":"x"}`) })
+	if err := p.writeStartState(path); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readStartState(path); err != nil || string(got) != `{"overrides":[]}` {
+		t.Errorf("the role's state as an earlier release reads it: %q %v", got, err)
+	}
+	child := &Process{log: slog.New(slog.DiscardHandler), partsFrom: path}
+	if got := child.StartPart("admin"); string(got) != `{"hash":"x"}` {
+		t.Errorf("the part read: %q", got)
+	}
+	p.removeStartState(path)
+	for _, f := range []string{path, startPartPath(path, "admin")} {
+		if _, err := os.Lstat(f); err == nil {
+			t.Errorf("%s left after the upgrade", filepath.Base(f))
+		}
+	}
+	if got := child.StartPart("admin"); string(got) != `{"hash":"x"}` {
+		t.Errorf("the part read again, its file gone: %q", got)
+	}
+	earlier := &Process{log: slog.New(slog.DiscardHandler), partsFrom: path}
+	if got := earlier.StartPart("admin"); got != nil {
+		t.Errorf("from a parent that wrote none: %q", got)
 	}
 }

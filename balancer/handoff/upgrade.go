@@ -119,11 +119,11 @@ func (p *Process) upgrade(ctx context.Context, state func(*Conn) error) (*Child,
 	}
 	// Read by the child at its start; gone once the upgrade has ended here.
 	statePath := startStatePath(path)
-	_ = os.Remove(statePath) // a previous attempt's
+	p.removeStartState(statePath) // a previous attempt's
+	defer p.removeStartState(statePath)
 	if err := p.writeStartState(statePath); err != nil {
 		return nil, fmt.Errorf("hand-off start state: %w", err)
 	}
-	defer os.Remove(statePath)
 
 	p.mu.Lock()
 	names := append([]string(nil), p.order...)

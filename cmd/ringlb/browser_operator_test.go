@@ -17,8 +17,8 @@ import (
 // Chromium against real processes (a balancer with a user to log in, three
 // edges, a gslb; each with its own state directory, sampling its history
 // every 250 ms): the dashboard sends the browser to the login page; after
-// logging in it charts every node's figures over time; an edge drained from the page is marked on the charts and listed in
-// the cluster's audit log with the user's name; a serve mode set from the
+// logging in it charts every node's figures over time; an edge drained from the page is marked on the charts, listed among
+// the events and in the cluster's audit log with the user's name; a serve mode set from the
 // page is still in force after the gslb restarts.
 func TestBrowserLoginChartsAudit(t *testing.T) {
 	if testing.Short() {
@@ -126,6 +126,7 @@ func TestBrowserLoginChartsAudit(t *testing.T) {
 	d.do(t, chromedp.Evaluate[chromedp.Void](`(b => { b.click(); b.click(); })(document.querySelector('button[data-drain="`+drained+`"]'))`))
 	d.waitFor(t, "the drain marked on the charts", `document.querySelectorAll('#chart-sessions .marker[data-kind="drain"]').length >= 1 &&
 		[...document.querySelectorAll('#chart-sessions .marker[data-kind="drain"]')].some(m => m.title.includes('`+drained+`') && m.title.includes('user:alice'))`, dashState)
+	d.waitFor(t, "the drain in the event list", `[...document.querySelectorAll('#events li[data-kind="drain"]')].some(li => li.innerText.includes('`+drained+`'))`, dashState)
 	d.waitFor(t, "the drain in the cluster's audit list", `[...document.querySelectorAll('#audit tbody tr[data-action="drain"]')].some(r => r.dataset.node === 'bal-1' && r.innerText.includes('user:alice') && r.innerText.includes('`+drained+`')) &&
 		[...document.querySelectorAll('#audit tbody tr[data-action="drain"]')].some(r => r.dataset.node === '`+drained+`' && r.innerText.includes('user:alice via bal-1'))`, dashState)
 

@@ -604,6 +604,9 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	}, nil
 }
 
+// adminStartPart names the admin plane's part of an upgrade's start state.
+const adminStartPart = "admin"
+
 // tcpQueryGrace is how long an old gslb process, which no longer accepts,
 // keeps reading the TCP connections it accepted before it closes them.
 const tcpQueryGrace = 500 * time.Millisecond
@@ -823,10 +826,15 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
 	upgraded := proc.Parent() != nil
+	// The generated admin password (no users, no state_dir) stays the one
+	// the operator was given across upgrades.
+	cfg.Balancer.Admin.InheritedPassword = proc.StartPart(adminStartPart)
+	cfg.GSLB.Admin.InheritedPassword = cfg.Balancer.Admin.InheritedPassword
 	n, err := start(ctx, cfg, logger, true, proc)
 	if err != nil {
 		return refuse(err)
 	}
+	proc.SetStartPart(adminStartPart, n.op.HandOffPassword)
 	n.reg.MustRegister(logs.collector())
 	// SIGHUP and PUT /api/config reload through the same file, one at a time.
 	file := operator.NewConfigFile(*path, role, cfg, started, n.apply(level), logger)

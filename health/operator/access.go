@@ -134,11 +134,14 @@ func (a Access) serve(w http.ResponseWriter, r *http.Request, h http.Handler, wr
 	rec := &Record{At: time.Now().UTC(), Who: caller, For: onBehalf(r, caller), Remote: r.RemoteAddr,
 		Action: r.Method + " " + r.URL.Path}
 	ctx := context.WithValue(context.WithValue(r.Context(), callerKey{}, caller), recordKey{}, rec)
-	sw := &statusWriter{ResponseWriter: w}
-	defer func() {
-		rec.Result = sw.status()
+	// The record is kept (and synced) before the answer's first byte: an
+	// answer beyond net/http's buffer goes out while the handler still
+	// runs, and a client reading the audit log once answered must find it.
+	sw := &statusWriter{ResponseWriter: w, answering: func(code int) {
+		rec.Result = code
 		a.Node.Audit.Add(*rec)
-	}()
+	}}
+	defer sw.answer(http.StatusOK) // a handler that wrote nothing
 	h.ServeHTTP(sw, r.WithContext(ctx))
 }
 
@@ -284,31 +287,33 @@ func onBehalf(r *http.Request, caller string) string {
 	return v
 }
 
-// statusWriter remembers the status a handler answered with.
+// statusWriter tells answering the status a handler answers with, once,
+// before any of the answer reaches the client.
 type statusWriter struct {
 	http.ResponseWriter
-	code int
+	answering func(code int)
+	code      int
+}
+
+// answer calls answering with code, unless a status was already given.
+func (s *statusWriter) answer(code int) {
+	if s.code == 0 {
+		s.code = code
+		s.answering(code)
+	}
 }
 
 func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
+	// A 1xx is not the answer: its status is still to come.
+	if code >= http.StatusOK {
+		s.answer(code)
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
+	s.answer(http.StatusOK)
 	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) status() int {
-	if s.code == 0 {
-		return http.StatusOK
-	}
-	return s.code
 }
 
 // refusedWithoutToken answers whoever the loopback rule does not let in.

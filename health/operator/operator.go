@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	_ "embed"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -152,7 +153,7 @@ func New(cfg Config) *Node {
 	}
 	n.configuredUsers = len(users) > 0
 	if len(users) == 0 && !loopbackListen(cfg.Admin.Listen) {
-		if hash := n.generatedPassword(); hash != nil {
+		if hash := n.generatedPassword(cfg.Admin.InheritedPassword); hash != nil {
 			users[GeneratedUser] = hash
 		}
 	}
@@ -162,14 +163,19 @@ func New(cfg Config) *Node {
 	return n
 }
 
+// generatedHash is the generated password as the state directory and an
+// upgrade's hand-off keep it: its bcrypt hash.
+type generatedHash struct {
+	Hash string `json:"hash"`
+}
+
 // generatedPassword is the hash of the password of the user "admin" on a
 // port beyond loopback with no user configured: read from the state
-// directory, or made now and logged once. Without a state directory it is
-// made (and logged) at every start.
-func (n *Node) generatedPassword() []byte {
-	var saved struct {
-		Hash string `json:"hash"`
-	}
+// directory, else the one of the process this one replaced by an upgrade
+// (inherited, HandOffPassword), or made now and logged once. Without a
+// state directory it is made (and logged) at every start but an upgrade.
+func (n *Node) generatedPassword(inherited []byte) []byte {
+	var saved generatedHash
 	err := n.Store.Load(generatedConcern, &saved)
 	if err == nil {
 		if _, cerr := bcrypt.Cost([]byte(saved.Hash)); cerr == nil {
@@ -179,6 +185,21 @@ func (n *Node) generatedPassword() []byte {
 	}
 	if !errors.Is(err, ErrNoState) {
 		n.log.Warn("the generated admin password's hash is unreadable: a new password is made", "err", err)
+	}
+	if len(inherited) > 0 {
+		var got generatedHash
+		if err := json.Unmarshal(inherited, &got); err == nil {
+			if _, err := bcrypt.Cost([]byte(got.Hash)); err == nil {
+				if n.Store.Dir() != "" {
+					if err := n.Store.Save(generatedConcern, got); err != nil {
+						n.log.Error("the generated admin password's hash was not saved: the next start makes another", "err", err)
+					}
+				}
+				n.log.Info("the generated admin password is the one of the process this one replaced", "user", GeneratedUser)
+				return []byte(got.Hash)
+			}
+		}
+		n.log.Warn("the generated admin password of the process this one replaced is unreadable: a new password is made")
 	}
 	var raw [18]byte
 	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails on Linux (it panics first)
@@ -191,7 +212,7 @@ func (n *Node) generatedPassword() []byte {
 	saved.Hash = string(hash)
 	kept := "its hash is kept in " + n.Store.Dir() + "; it is not shown again"
 	if n.Store.Dir() == "" {
-		kept = "set cluster.state_dir to keep it, or admin.users_file to choose users: without, every start makes a new one"
+		kept = "set cluster.state_dir to keep it, or admin.users_file to choose users: without, every start (an upgrade aside) makes a new one"
 	} else if err := n.Store.Save(generatedConcern, saved); err != nil {
 		n.log.Error("the generated admin password's hash was not saved: the next start makes another", "err", err)
 	}
@@ -200,6 +221,21 @@ func (n *Node) generatedPassword() []byte {
 	n.log.Warn("no admin user is configured on an admin port beyond loopback: generated a password for the dashboard login",
 		"user", GeneratedUser, "password", password, "note", kept)
 	return hash
+}
+
+// HandOffPassword is the generated password's hash for the process an
+// upgrade starts (configs.Admin.InheritedPassword); nil when this port has
+// none (users configured, or loopback).
+func (n *Node) HandOffPassword() []byte {
+	if n == nil || n.Logins == nil || n.configuredUsers {
+		return nil
+	}
+	hash, ok := (*n.Logins.users.Load())[GeneratedUser]
+	if !ok {
+		return nil
+	}
+	p, _ := json.Marshal(generatedHash{Hash: string(hash)}) // a string always encodes
+	return p
 }
 
 // loopbackListen reports whether an admin listen address is on loopback:
