@@ -23,4 +23,8 @@ EXPOSE 8080 7101 9090 9101 7946 7946/udp
 # else an orchestrator that replaces unhealthy containers replaces it again and again.
 HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/ringlb", "probe", "-url", "http://127.0.0.1:8080/_ringlb/health"]
 ENTRYPOINT ["/usr/local/bin/ringlb"]
+# The demo listens on loopback, in a container too, where a published port (docker run -p)
+# cannot reach it. To open its pad from the host, ask for the balancers' ports on every
+# interface: docker run -p 8080:8080 -p 8081:8081 ringlb demo -listen-all
+# (admin, gossip, edges and DNS stay on loopback: the demo's admin API has no token).
 CMD ["demo"]

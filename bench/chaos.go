@@ -103,9 +103,17 @@ func validateSessions(targets []string, sessions, participants int) []error {
 	}
 	if participants < 1 || participants > 1000 {
 		errs = append(errs, fmt.Errorf("participants must be in range [1, 1000], got %d", participants))
+	} else if sessions >= 1 && sessions*participants > maxConnections {
+		errs = append(errs, fmt.Errorf("sessions × participants must be at most %d (connections of one process), got %d × %d", maxConnections, sessions, participants))
 	}
 	return errs
 }
+
+// maxConnections bounds a run's connections, sessions × participants
+// (each bound alone allows 10^8): one process cannot hold more sockets than
+// Linux's default nr_open (2^20 descriptors), and a run sizes its tables
+// by the product before it dials.
+const maxConnections = 1 << 20
 
 func (o *ChaosOptions) validate() error {
 	errs := validateSessions(o.Targets, o.Sessions, o.Participants)

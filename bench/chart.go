@@ -257,20 +257,26 @@ type CDFPoint struct {
 	Fraction float64       `json:"fraction"`
 }
 
-// cdf summarizes sorted samples in at most ~200 points, denser in the tail
+// cdf summarizes samples that each count once; see latencies.cdf.
+func cdf(d []time.Duration) []CDFPoint {
+	return mergeLatencies([]*latencySample{{seen: len(d), d: d}}).cdf()
+}
+
+// cdf summarizes the latencies in at most ~200 points, denser in the tail
 // (p99, p99.9 and the maximum are always kept).
-func cdf(sorted []time.Duration) []CDFPoint {
-	if len(sorted) == 0 {
+func (l latencies) cdf() []CDFPoint {
+	if len(l) == 0 {
 		return nil
 	}
+	total := l[len(l)-1].cum
 	var out []CDFPoint
 	add := func(q float64) {
-		i := rank(q, len(sorted))
-		f := float64(i+1) / float64(len(sorted))
+		i := l.rank(q)
+		f := l[i].cum / total
 		if n := len(out); n > 0 && out[n-1].Fraction >= f {
 			return
 		}
-		out = append(out, CDFPoint{Latency: sorted[i], Fraction: f})
+		out = append(out, CDFPoint{Latency: l[i].d, Fraction: f})
 	}
 	for i := range 190 {
 		add(float64(i) / 190)

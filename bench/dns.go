@@ -50,7 +50,7 @@ type DNSResult struct {
 	Sent     int64       `json:"queries_sent"`
 	Answered int64       `json:"queries_answered"`
 	Lost     int64       `json:"queries_lost"`
-	QPS      float64     `json:"qps"`
+	QPS      float64     `json:"qps"` // answers per second of the time the run sent queries
 	Latency  Percentiles `json:"latency"`
 	// LatencyCDF and Timeline (answers so far, once a second) are for
 	// the chart.
@@ -103,13 +103,20 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 	if progress == nil {
 		progress = io.Discard
 	}
+	// Started before the deadline is set: sending stops no earlier than
+	// Duration after start.
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
+	// sendEnd is when the run stopped sending (its deadline, Ctrl-C, or
+	// the last of MaxQueries sent), since start; 0 until then.
+	var sendEnd atomic.Int64
+	stopSending := func() { sendEnd.CompareAndSwap(0, int64(time.Since(start))) }
+	defer context.AfterFunc(ctx, stopSending)()
 	var sent, answered atomic.Int64
 	var mu sync.Mutex
 	rcodes := map[string]int{}
-	var lat []time.Duration
-	start := time.Now()
+	var lat []*latencySample // each client's, guarded by mu
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
 	var timeline []DNSTick // written by the progress goroutine until progressDone
@@ -166,10 +173,10 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 			rnd := rand.New(rand.NewPCG(uint64(i), 7))
 			m := new(dns.Msg)
 			for ctx.Err() == nil {
-				if o.MaxQueries > 0 && sent.Add(1) > o.MaxQueries {
+				if n := sent.Add(1); o.MaxQueries > 0 && n > o.MaxQueries {
 					break
-				} else if o.MaxQueries == 0 {
-					sent.Add(1)
+				} else if n == o.MaxQueries {
+					stopSending()
 				}
 				q := o.Mix[rnd.IntN(len(o.Mix))]
 				m.SetQuestion(q.Name, q.Type)
@@ -208,7 +215,7 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 			for k, v := range local {
 				rcodes[k] += v
 			}
-			lat = append(lat, samples.d...)
+			lat = append(lat, &samples)
 			mu.Unlock()
 		}()
 	}
@@ -220,15 +227,22 @@ func RunDNS(ctx context.Context, o DNSOptions, progress io.Writer) (*DNSResult, 
 		return nil, fmt.Errorf("no client could reach the server: %w", dialErr)
 	}
 	elapsed := time.Since(start)
-	res := &DNSResult{Options: o, Sent: sent.Load(), Answered: answered.Load(), Rcodes: rcodes, Latency: percentiles(lat)}
-	res.LatencyCDF = cdf(lat) // sorted by percentiles
+	merged := mergeLatencies(lat)
+	res := &DNSResult{Options: o, Sent: sent.Load(), Answered: answered.Load(), Rcodes: rcodes, Latency: merged.percentiles(), LatencyCDF: merged.cdf()}
 	res.Timeline = append([]DNSTick{{}}, timeline...)
 	res.Timeline = append(res.Timeline, DNSTick{At: elapsed, Answered: res.Answered})
 	if o.MaxQueries > 0 && res.Sent > o.MaxQueries {
 		res.Sent = o.MaxQueries
 	}
 	res.Lost = max(res.Sent-res.Answered, 0)
-	res.QPS = float64(res.Answered) / elapsed.Seconds()
+	// Over the time the run sent, not until its last lost queries timed
+	// out, as dnsperf counts it: answers that come after are at most one
+	// per client.
+	window := elapsed
+	if end := sendEnd.Load(); end > 0 {
+		window = min(time.Duration(end), o.Duration)
+	}
+	res.QPS = float64(res.Answered) / window.Seconds()
 	return res, nil
 }
 

@@ -16,6 +16,9 @@
 #   bench/replication.sh             # SHORT=1: one round, 5 s and 3 s
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Without curl or jq, the wait for the cluster reads an empty ring and
+# says the cluster did not come up.
+for c in curl jq python3; do command -v $c >/dev/null || { echo "needs $c: apt-get install -y curl jq python3" >&2; exit 1; }; done
 OUT=${OUT:-bench/out/replication}
 WORK=$(mktemp -d)
 mkdir -p "$OUT"

@@ -5,6 +5,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -101,6 +102,10 @@ func (o *WSOptions) validate() error {
 	}
 	if o.Ramp < 0 || o.Ramp > time.Hour {
 		errs = append(errs, fmt.Errorf("ramp must be in range [0, 1h], got %s", o.Ramp))
+	}
+	// A lost message keeps the run waiting the whole drain.
+	if o.Drain < 0 || o.Drain > time.Hour {
+		errs = append(errs, fmt.Errorf("drain must be in range [0, 1h], got %s", o.Drain))
 	}
 	if o.Rate < 0 || o.Rate > 10000 {
 		errs = append(errs, fmt.Errorf("rate must be in range [0, 10000] per participant, got %g", o.Rate))
@@ -457,7 +462,7 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 	res.Timeline = append(res.Timeline, Tick{At: time.Since(epoch), Connections: connected.Load(), Delivered: delivered.Load()})
 
 	// Tally.
-	var all []time.Duration
+	var samples []*latencySample
 	var deliveredTwice int64 // duplicates counted in Delivered
 	for s := 0; s < opts.Sessions; s++ {
 		group := clients[s*opts.Participants : (s+1)*opts.Participants]
@@ -485,13 +490,14 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 			if c.closedErr != nil {
 				res.ClosedEarly++
 			}
-			all = append(all, c.latencies.d...)
+			samples = append(samples, &c.latencies)
 		}
 	}
 	res.Lost = max(res.Expected-(res.Delivered-deliveredTwice), 0)
 	res.DeliveredPerS = float64(res.Delivered) / sendTime.Seconds()
-	res.Latency = percentiles(all)
-	res.LatencyCDF = cdf(all) // sorted by percentiles
+	lat := mergeLatencies(samples)
+	res.Latency = lat.percentiles()
+	res.LatencyCDF = lat.cdf()
 	return res, nil
 }
 
@@ -696,22 +702,65 @@ func (s *latencySample) add(d time.Duration) {
 	}
 }
 
-func percentiles(d []time.Duration) Percentiles {
-	if len(d) == 0 {
-		return Percentiles{}
-	}
-	slices.Sort(d)
-	at := func(q float64) time.Duration { return d[rank(q, len(d))] }
-	return Percentiles{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: d[len(d)-1], Samples: len(d)}
+// latencies is a run's latency sample as its percentiles and CDF read it,
+// sorted by latency.
+type latencies []countedLatency
+
+// countedLatency is one latency kept, with cum the observations it and
+// every latency before it stand for (each stands for what its reservoir
+// saw per latency it kept).
+type countedLatency struct {
+	d   time.Duration
+	cum float64
 }
 
-// rank is the index in n sorted samples of the q-quantile by nearest rank:
-// the first sample with at least q·n samples at or below it. The summary's
+// mergeLatencies joins reservoirs so that every observation counts alike:
+// a latency kept by a reservoir that saw n and kept k stands for n/k. Not
+// one for one: in a saturated run one receiver gets many times the
+// deliveries of another, and its maxSamples would weigh no more than the
+// other's.
+func mergeLatencies(samples []*latencySample) latencies {
+	n := 0
+	for _, s := range samples {
+		n += len(s.d)
+	}
+	l := make(latencies, 0, n)
+	for _, s := range samples {
+		w := float64(s.seen) / float64(max(len(s.d), 1))
+		for _, d := range s.d {
+			l = append(l, countedLatency{d, w})
+		}
+	}
+	slices.SortFunc(l, func(a, b countedLatency) int { return cmp.Compare(a.d, b.d) })
+	for i := 1; i < len(l); i++ {
+		l[i].cum += l[i-1].cum
+	}
+	return l
+}
+
+// percentiles of samples that each count once.
+func percentiles(d []time.Duration) Percentiles {
+	return mergeLatencies([]*latencySample{{seen: len(d), d: d}}).percentiles()
+}
+
+func (l latencies) percentiles() Percentiles {
+	if len(l) == 0 {
+		return Percentiles{}
+	}
+	at := func(q float64) time.Duration { return l[l.rank(q)].d }
+	return Percentiles{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: l[len(l)-1].d, Samples: len(l)}
+}
+
+// rank is the index of the q-quantile by nearest rank: the first latency
+// with at least q of the observations at or below it. The summary's
 // percentiles and the chart's CDF both read it, so a run's p50 is the
 // latency its CDF plots at 0.5. The tolerance keeps a product that float
 // arithmetic puts a hair above a whole number (0.07·100) on that number.
-func rank(q float64, n int) int {
-	return min(max(int(math.Ceil(q*float64(n)-1e-9))-1, 0), n-1)
+func (l latencies) rank(q float64) int {
+	total := l[len(l)-1].cum
+	target := q*total - total*1e-12
+	i, _ := slices.BinarySearchFunc(l, target, func(e countedLatency, t float64) int { return cmp.Compare(e.cum, t) })
+	return min(i, len(l)-1)
 }
 
 // startProgress prints a line a second and records the timeline; the

@@ -33,13 +33,13 @@ func TestParseSources(t *testing.T) {
 }
 
 func TestWSOptionsValidation(t *testing.T) {
-	o := WSOptions{Targets: []string{"http://x"}, Sessions: 0, Size: 8, Duration: 0, Ramp: -time.Second, KeyIn: "body", Mode: "v9"}
+	o := WSOptions{Targets: []string{"http://x"}, Sessions: 0, Size: 8, Duration: 0, Ramp: -time.Second, Drain: 1000 * time.Hour, KeyIn: "body", Mode: "v9"}
 	o.setDefaults()
 	err := o.validate()
 	if err == nil {
 		t.Fatal("bad options accepted")
 	}
-	for _, want := range []string{"ws:// or wss://", "sessions must be", "size must be", "duration must be", "ramp must be", "key must be", "mode must be raw or v1"} {
+	for _, want := range []string{"ws:// or wss://", "sessions must be", "size must be", "duration must be", "ramp must be", "drain must be", "key must be", "mode must be raw or v1"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
@@ -162,5 +162,43 @@ func TestV1NeedsRoomForTheStamp(t *testing.T) {
 	o.setDefaults()
 	if err := o.validate(); err == nil || !strings.Contains(err.Error(), "at least 34 in v1 mode") {
 		t.Errorf("size 20 in v1: %v", err)
+	}
+}
+
+// A run's percentiles count every delivery alike, however the deliveries
+// fall among receivers. Each receiver keeps at most maxSamples of its
+// latencies; before, the samples were pooled one for one, so a receiver
+// that got 100,000 deliveries at 1 ms weighed as much as one that got
+// 4,096 at 100 ms, and nine of the latter made the run's median 100 ms
+// when 73 % of its deliveries took 1 ms.
+func TestLatencyMergeCountsEveryDeliveryAlike(t *testing.T) {
+	busy := &latencySample{max: maxSamples}
+	for range 100000 {
+		busy.add(time.Millisecond)
+	}
+	samples := []*latencySample{busy}
+	for range 9 {
+		quiet := &latencySample{max: maxSamples}
+		for range maxSamples {
+			quiet.add(100 * time.Millisecond)
+		}
+		samples = append(samples, quiet)
+	}
+	l := mergeLatencies(samples)
+	p := l.percentiles()
+	want := Percentiles{P50: time.Millisecond, P90: 100 * time.Millisecond, P99: 100 * time.Millisecond, Max: 100 * time.Millisecond, Samples: 10 * maxSamples}
+	if p != want {
+		t.Errorf("100,000 deliveries at 1 ms and 9 × 4,096 at 100 ms: got %+v, want %+v", p, want)
+	}
+	// The CDF says the same: 100,000 of 136,864 deliveries at 1 ms.
+	const fast = 100000.0 / 136864
+	c := l.cdf()
+	for _, pt := range c {
+		if (pt.Latency == time.Millisecond) != (pt.Fraction <= fast+1e-9) {
+			t.Errorf("the CDF has %.4f of the deliveries at or below %s; %.4f took 1 ms", pt.Fraction, pt.Latency, fast)
+		}
+	}
+	if last := c[len(c)-1]; last.Fraction != 1 {
+		t.Errorf("the CDF ends at %+v", last)
 	}
 }

@@ -43,6 +43,21 @@ ROUNDS=${ROUNDS:-3}
 FLIP=${FLIP:-4}
 BUSY_LIMIT=${BUSY_LIMIT:-10}
 RETRIES=${RETRIES:-3}
+# Ports: PORT (ringlb's DNS, default 15353), PORT+1 (gdnsd), PORT+2 (NSD), PORT+3
+# (ringlb's admin).
+RINGLB_DNS=${PORT:-15353}
+GDNSD=$((RINGLB_DNS + 1))
+NSD=$((RINGLB_DNS + 2))
+RINGLB_ADMIN=$((RINGLB_DNS + 3))
+# A server left from an earlier run would be measured instead, and a
+# leftover ringlb gslb even shares its port (SO_REUSEPORT): refuse to start
+# beside one.
+for port in $RINGLB_DNS $GDNSD $NSD $RINGLB_ADMIN; do
+  if command -v ss >/dev/null && [ -n "$(ss -Hltun "sport = :$port")" ]; then
+    echo "port $port is taken: another server would be measured (PORT=N to move)" >&2
+    exit 1
+  fi
+done
 OUT=${OUT:-bench/out/dns}
 mkdir -p "$OUT"
 : >"$OUT/cells.jsonl"
@@ -55,7 +70,6 @@ trap cleanup EXIT
 # normally, and bash would go on with the next step.
 trap 'exit 130' INT
 go build -o "$WORK/ringlb" ./cmd/ringlb
-RINGLB_ADMIN=15356
 
 RECORDS='@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60
 @ 3600 IN NS ns1
@@ -70,7 +84,7 @@ mkdir -p "$WORK/ringlb-state"
 {
   echo "cluster: { name: gslb-compare, bind: 127.0.0.1:0, state_dir: $WORK/ringlb-state }   # gossip on loopback: no key needed"
   echo "gslb:"
-  echo "  listen: 127.0.0.1:15353"
+  echo "  listen: 127.0.0.1:$RINGLB_DNS"
   echo "  udp_workers: ${UDP_WORKERS:-0}"
   echo "  rate_limit: { responses_per_second: 0 }   # off for a benchmark, as NSD's rrl-ratelimit below"
   echo "  admin: { listen: 127.0.0.1:$RINGLB_ADMIN }"
@@ -92,7 +106,7 @@ ringlb_pid=$!
 # state_dir: both here, so it neither needs nor touches /run or /var/lib.
 mkdir -p "$WORK/gdnsd/zones" "$WORK/gdnsd-run" "$WORK/gdnsd-state"
 cat >"$WORK/gdnsd/config" <<CFG
-options => { listen => [ 127.0.0.1:15354 ], run_dir => $WORK/gdnsd-run, state_dir => $WORK/gdnsd-state }
+options => { listen => [ 127.0.0.1:$GDNSD ], run_dir => $WORK/gdnsd-run, state_dir => $WORK/gdnsd-state }
 plugins => { multifo => { ide => { service_types => up, bal1 => 127.0.0.1, bal2 => 127.0.0.2 } } }
 CFG
 { echo "$RECORDS"; echo "ide 30 DYNA multifo!ide"; } >"$WORK/gdnsd/zones/ringlb.test"
@@ -103,7 +117,7 @@ mkdir -p "$WORK/nsd"
 { echo '$ORIGIN ringlb.test.'; echo "$RECORDS"; echo "ide 30 IN A 127.0.0.1"; echo "ide 30 IN A 127.0.0.2"; } >"$WORK/nsd/ringlb.test.zone"
 cat >"$WORK/nsd/nsd.conf" <<CFG
 server:
-  ip-address: 127.0.0.1@15355
+  ip-address: 127.0.0.1@$NSD
   username: ""
   zonesdir: "$WORK/nsd"
   database: ""
@@ -123,7 +137,7 @@ nsd -d -c "$WORK/nsd/nsd.conf" 2>/dev/null & pids+=($!)
 nsd_pid=$!
 
 printf 'ide.ringlb.test A\nwww.ringlb.test A\nnope.ringlb.test A\nringlb.test MX\nide.ringlb.test AAAA\n' >"$WORK/queries"
-for port in 15353 15354 15355; do
+for port in $RINGLB_DNS $GDNSD $NSD; do
   up=
   for _ in $(seq 100); do dig +short +time=1 +tries=1 -p $port @127.0.0.1 ringlb.test SOA >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
   [ -n "$up" ] || { echo "the server on port $port does not answer" >&2; cat "$WORK/gdnsd.log" >&2; exit 1; }
@@ -268,11 +282,11 @@ CELLS=(ringlb gdnsd nsd ringlb-fo gdnsd-fo)
 cell() { # cell NAME ROUND
   local name=$1 r=$2 port pid flip=
   case $name in
-  ringlb) port=15353 pid=$ringlb_pid ;;
-  gdnsd) port=15354 pid=$gdnsd_pid ;;
-  nsd) port=15355 pid=$nsd_pid ;;
-  ringlb-fo) port=15353 pid=$ringlb_pid flip="{\"kind\":\"ringlb\",\"admin\":$RINGLB_ADMIN,\"period\":$FLIP}" ;;
-  gdnsd-fo) port=15354 pid=$gdnsd_pid flip="{\"kind\":\"gdnsd\",\"state\":\"$WORK/gdnsd-state/admin_state\",\"period\":$FLIP}" ;;
+  ringlb) port=$RINGLB_DNS pid=$ringlb_pid ;;
+  gdnsd) port=$GDNSD pid=$gdnsd_pid ;;
+  nsd) port=$NSD pid=$nsd_pid ;;
+  ringlb-fo) port=$RINGLB_DNS pid=$ringlb_pid flip="{\"kind\":\"ringlb\",\"admin\":$RINGLB_ADMIN,\"period\":$FLIP}" ;;
+  gdnsd-fo) port=$GDNSD pid=$gdnsd_pid flip="{\"kind\":\"gdnsd\",\"state\":\"$WORK/gdnsd-state/admin_state\",\"period\":$FLIP}" ;;
   esac
   python3 "$WORK/cell.py" "$name" "$port" "$DURATION" "$WORK/queries" "$OUT/$name-r$r.txt" "$pid" ${flip:+"$flip"}
 }

@@ -179,3 +179,17 @@ func TestBenchWSFailsWhenNothingConnects(t *testing.T) {
 		t.Errorf("bench ws to a port nobody listens on: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
 }
+
+// `bench ws` refuses more connections than one process can hold, as a
+// usage error, before it sizes anything by them. Before, 100000 sessions
+// of 1000 participants (each in range alone) sized an 800 MB table up
+// front and then dialled for as long as the run was let.
+func TestBenchWSRefusesMoreConnectionsThanAProcessHolds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	var out, errOut strings.Builder
+	code := run(ctx, []string{"bench", "ws", "-url", "ws://" + freeAddr(t) + "/ws", "-sessions", "100000", "-participants", "1000", "-rate", "1", "-duration", "200ms", "-drain", "200ms"}, &out, &errOut)
+	if code != 2 || !strings.Contains(errOut.String(), "sessions × participants must be at most") {
+		t.Errorf("100000 sessions × 1000 participants: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+}

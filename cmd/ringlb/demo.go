@@ -27,6 +27,7 @@ const demoReadyLine = "ringlb demo is ready"
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flagSet("demo", "Runs the demo cluster of configs/demo.yaml in one process on loopback: three edges,\ntwo balancers that agree on where every session lives, and a gslb answering DNS for\nthe balancers' regions. Ctrl-C, or closing its terminal, stops it.", stderr)
 	path := fs.String("config", "", "a config file with a demo section (default: the embedded configs/demo.yaml)")
+	listenAll := fs.Bool("listen-all", false, "the balancers' listen ports (the pad, its WebSockets) on every interface, for a container's published ports\n(docker run -p 8080:8080 ringlb demo -listen-all); admin, gossip, edges and DNS stay on loopback")
 	newLogger := logFlags(fs, stderr)
 	fs.Lookup("log-level").DefValue = "warn"
 	fs.Set("log-level", "warn")
@@ -53,6 +54,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.LogWarnings(logger)
 	if len(cfg.Demo.Nodes) == 0 {
 		return errors.New("the config has no demo.nodes to run")
+	}
+	if *listenAll {
+		// Only when asked, and only the balancers' data ports: a
+		// container's published port reaches its address, never its
+		// loopback. Whoever reaches them can join the demo's sessions;
+		// the admin APIs (no token in the demo: drains, serve modes,
+		// config) and the edges stay on loopback.
+		for i, n := range cfg.Demo.Nodes {
+			if _, port, err := net.SplitHostPort(n.Listen); err == nil && n.Role == "balancer" {
+				cfg.Demo.Nodes[i].Listen = net.JoinHostPort("0.0.0.0", port)
+			}
+		}
 	}
 	// What the demo generates at start lives in a private directory that
 	// goes with it.
@@ -253,16 +266,24 @@ func printBanner(w io.Writer, nodes []*node, anchors string, took time.Duration)
 			edges = append(edges, n)
 		}
 	}
+	// A listener on every interface is opened at its loopback address:
+	// browsers refuse 0.0.0.0.
+	open := func(n *node) string {
+		if host, port, err := net.SplitHostPort(n.listen); err == nil && net.ParseIP(host).IsUnspecified() {
+			return net.JoinHostPort("127.0.0.1", port)
+		}
+		return n.listen
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %d balancers, %d edges and %d gslb up in %s.\n\n", demoReadyLine, len(bals), len(edges), len(dnss), took.Round(time.Millisecond))
 	if len(bals) > 0 {
 		fmt.Fprintf(&b, "Start here: open the pad in two browser windows (same URL); both edit one text through a balancer:\n")
-		fmt.Fprintf(&b, "  http://%s/?session=hello\n", bals[0].listen)
+		fmt.Fprintf(&b, "  http://%s/?session=hello\n", open(bals[0]))
 		fmt.Fprintf(&b, "Then the dashboard (ring, nodes, gslb pools, live counters): drain the pad's edge there and watch the pad move:\n")
 		fmt.Fprintf(&b, "  http://%s/\n\n", bals[0].admin)
 	}
 	for _, n := range bals {
-		fmt.Fprintf(&b, "  balancer %-7s http://%s   admin http://%s\n", n.name, n.listen, n.admin)
+		fmt.Fprintf(&b, "  balancer %-7s http://%s   admin http://%s\n", n.name, open(n), n.admin)
 	}
 	for _, n := range edges {
 		fmt.Fprintf(&b, "  edge     %-7s http://%s   admin http://%s\n", n.name, n.listen, n.admin)
@@ -308,7 +329,7 @@ Try it:
   curl -s http://%[3]s/metrics | grep ringlb_
 
 Ctrl-C stops everything.
-`, b1.listen, b2.listen, b1.admin)
+`, open(b1), open(b2), b1.admin)
 	fmt.Fprint(w, b.String())
 }
 

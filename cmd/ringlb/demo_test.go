@@ -710,6 +710,62 @@ demo:
 	}
 }
 
+// `ringlb demo -listen-all` (for the image: `docker run -p 8080:8080`
+// reaches a container's address, never its loopback) takes the pad and its
+// WebSockets on every interface, and nothing else: the admin API, which
+// has no token in the demo, stays on loopback. The banner still names an
+// address a browser opens. Before, the demo had no way to listen beyond
+// loopback, so the image's demo could not be reached from outside.
+func TestDemoListenAllOpensOnlyTheBalancers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	gossip, balancer, admin := freeAddr(t), freeAddr(t), freeAddr(t)
+	cfg := fmt.Sprintf(`cluster:
+  region: east
+  bind: %[1]s
+  join: [%[1]s]
+  profile: local
+demo:
+  nodes:
+    - { name: bal-1, role: balancer, region: east, listen: %[2]s, admin: %[3]s, gossip: %[1]s }
+    - { name: edge-1, role: edge, region: east, listen: %[4]s, admin: %[5]s, gossip: %[6]s }
+`, gossip, balancer, admin, freeAddr(t), freeAddr(t), freeAddr(t))
+	path := filepath.Join(t.TempDir(), "demo.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd, stderr := runDemoCommand(t, exec.Command(bin, "demo", "-config", path, "-listen-all"))
+	// 127.0.0.2 is this host's too, but not 127.0.0.1: only a listener on
+	// every interface answers there.
+	other := func(addr string) string { _, port, _ := net.SplitHostPort(addr); return "127.0.0.2:" + port }
+	c := &http.Client{Timeout: 10 * time.Second}
+	req, _ := http.NewRequest("GET", "http://"+other(balancer)+"/whoami", nil)
+	req.Header.Set("ctstickiness", "from-outside")
+	if resp, err := c.Do(req); err != nil {
+		t.Errorf("the balancer beyond loopback: %v", err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("a session's request to the balancer beyond loopback: %s", resp.Status)
+		}
+	}
+	if resp, err := c.Get("http://" + other(admin) + "/api/ring"); err == nil {
+		resp.Body.Close()
+		t.Errorf("the admin API answers beyond loopback (%s), with no token", resp.Status)
+	}
+	stopDemo(t, cmd, stderr, syscall.SIGINT)
+
+	// What the banner says to open, a listener on every interface: its
+	// loopback address, not 0.0.0.0 (which browsers refuse).
+	var out bytes.Buffer
+	printBanner(&out, []*node{{name: "bal-1", role: "balancer", listen: "0.0.0.0:20080", admin: "127.0.0.1:20090"}}, "", time.Second)
+	if banner := out.String(); !strings.Contains(banner, "http://127.0.0.1:20080/?session=hello") || strings.Contains(banner, "0.0.0.0") {
+		t.Errorf("the banner of a balancer on 0.0.0.0:20080:\n%s", banner)
+	}
+}
+
 // A demo whose fixed address another program holds (5353/udp is mDNS's on
 // most desktops: avahi-daemon) says which node could not have it and how to
 // run the demo elsewhere. Before, it said "change the listen address", of a
