@@ -1,6 +1,7 @@
 package health
 
 import (
+	"container/heap"
 	"context"
 	"math"
 	"net"
@@ -63,6 +64,38 @@ type pendingJoin struct {
 	// Membership.mu): from PeerSigningLive, only an answered challenge
 	// believes it (live.go).
 	level int
+	// due is when it is asked next, wait how long after that it is asked
+	// again, at (-1: none) its place in Membership.asking[queue]: under
+	// Membership.mu (confirmJoins).
+	due   time.Time
+	wait  time.Duration
+	at    int
+	queue int
+	// warned, noted: said so (unanswered); by whoever took it off
+	// Membership.asking.
+	warned, noted bool
+}
+
+// askQueue is pending members by when they are due to be asked (a heap).
+type askQueue []*pendingJoin
+
+func (q askQueue) Len() int           { return len(q) }
+func (q askQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
+func (q askQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].at, q[j].at = i, j
+}
+func (q *askQueue) Push(x any) {
+	p := x.(*pendingJoin)
+	p.at = len(*q)
+	*q = append(*q, p)
+}
+func (q *askQueue) Pop() any {
+	old := *q
+	p := old[len(old)-1]
+	old[len(old)-1], p.at = nil, -1
+	*q = old[:len(old)-1]
+	return p
 }
 
 // maxConfirmWait bounds the wait between pings of a pending member, in
@@ -72,6 +105,28 @@ const maxConfirmWait = 8
 // maxConfirmPings bounds the pings in flight for joins (a node joining a
 // large cluster hears of every member at once).
 const maxConfirmPings = 16
+
+// Membership.asking's queues: a member due in askFirst is asked before any
+// in askLater. A member is in askFirst for its first firstAsks turns, and
+// whenever it challenges this node (heardFromLocked): members of a cluster
+// starting together answer only once they have heard of the asker, a probe
+// interval or two after it heard of them, and a member joining is asked
+// so before the members backed off, however many of those a member
+// holding the key has made up.
+const (
+	askFirst, askLater = 0, 1
+	firstAsks          = 3
+)
+
+// maxConfirmSends bounds the challenges and pings sent pending members,
+// in all, per probe interval (and at once): a member holding the key can
+// tell every node of any number of made-up members in one push/pull, each
+// asked until memberlist takes it for dead, which its probes, one member
+// a probe interval, take as many intervals to get round to: 4,000 had a
+// node send 457 challenges a probe interval, to wherever they said they
+// were (TestMadeUpMembersAreConfirmedBounded). A node joining a cluster
+// of as many members asks them all at once.
+const maxConfirmSends = 128
 
 // copyNode copies what memberlist hands its event callbacks: its own
 // goroutines keep writing to n afterwards.
@@ -118,11 +173,56 @@ func (m *Membership) joined(n *memberlist.Node) {
 		m.mu.Unlock()
 		return
 	}
-	p := &pendingJoin{node: copyNode(n), since: now, level: metaLevel(n)}
+	p := &pendingJoin{node: copyNode(n), since: now, level: metaLevel(n), due: now, wait: m.probeInterval}
 	m.pending[n.Name] = p
-	m.retry.Add(1)
-	go m.confirm(n.Name, p)
+	m.askLocked(p)
 	m.mu.Unlock()
+}
+
+// askLocked queues p, pending, to be asked at p.due (confirmJoins), in
+// askFirst for its first turns. m.mu is held.
+func (m *Membership) askLocked(p *pendingJoin) {
+	p.queue = askLater
+	if p.asked < firstAsks {
+		p.queue = askFirst
+	}
+	heap.Push(&m.asking[p.queue], p)
+	select {
+	case m.askDue <- struct{}{}:
+	default:
+	}
+}
+
+// dropPendingLocked takes name out of what is pending and returns it
+// (nil: it was not pending). m.mu is held.
+func (m *Membership) dropPendingLocked(name string) *pendingJoin {
+	p := m.pending[name]
+	if p == nil {
+		return nil
+	}
+	delete(m.pending, name)
+	if p.at >= 0 {
+		heap.Remove(&m.asking[p.queue], p.at)
+	}
+	return p
+}
+
+// heardFromLocked has name, if it is pending and waiting its turn, asked
+// next: it has just challenged this node, as a member joining does —
+// which hears of every made-up member too, and asks this node in its
+// turn among them — so it need not wait behind the made-up members here,
+// new or not (a made-up one would need a packet of the attacker's for
+// each turn). m.mu is held.
+func (m *Membership) heardFromLocked(name string) {
+	if p := m.pending[name]; p != nil && p.at >= 0 && !(p.queue == askFirst && p.due.IsZero()) {
+		heap.Remove(&m.asking[p.queue], p.at)
+		p.queue, p.due = askFirst, time.Time{}
+		heap.Push(&m.asking[askFirst], p)
+		select {
+		case m.askDue <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // updatedPending is memberlist's update of n: a member not yet confirmed only has
@@ -145,8 +245,7 @@ func (m *Membership) updatedPending(n *memberlist.Node) bool {
 func (m *Membership) leftPending(n *memberlist.Node) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, ok := m.pending[n.Name]
-	delete(m.pending, n.Name)
+	ok := m.dropPendingLocked(n.Name) != nil
 	if ok {
 		delete(m.live, n.Name)
 		m.pins.forget(n.Name)
@@ -167,9 +266,7 @@ func (m *Membership) answered(name string) {
 func (m *Membership) unpend(name string) *pendingJoin {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p := m.pending[name]
-	delete(m.pending, name)
-	return p
+	return m.dropPendingLocked(name)
 }
 
 // believe records p's node, taken out of what is pending, as a member —
@@ -302,83 +399,140 @@ func (m *Membership) departedNow(n *memberlist.Node) {
 	m.departed[n.Name] = departure{at: time.Now(), addr: n.Address()}
 }
 
-// confirm pings name, pending as p — or challenges it, when it announces
-// PeerSigningLive (live.go) — until it answers (then it is a member), it
-// leaves (p is no longer what is pending), or the membership shuts down.
-func (m *Membership) confirm(name string, p *pendingJoin) {
+// confirmJoins asks each pending member, when it is due, to answer — a
+// liveness challenge when it announces PeerSigningLive (live.go), a ping
+// otherwise — until it answers (then it is a member) or leaves, backing
+// off from the probe interval to maxConfirmWait of them; at most
+// maxConfirmSends a probe interval in all, askFirst before askLater. One
+// goroutine for all the pending members, and one per ping in flight
+// (maxConfirmPings): a member holding the key can make up any number.
+func (m *Membership) confirmJoins() {
 	defer m.retry.Done()
 	select {
 	case <-m.ready:
 	case <-m.stop:
 		return
 	}
-	warned, noted := false, false
-	wait := m.probeInterval
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	tokens, last := float64(maxConfirmSends), time.Now()
+	var due []*pendingJoin
 	for {
+		now := time.Now()
+		tokens = min(maxConfirmSends, tokens+maxConfirmSends*float64(now.Sub(last))/float64(m.probeInterval))
+		last = now
 		m.mu.Lock()
-		ok := m.pending[name] == p
-		var addr net.UDPAddr
-		live, asked := false, 0
-		if ok {
-			addr = net.UDPAddr{IP: slices.Clone(p.node.Addr), Port: int(p.node.Port)}
-			if live = p.level >= PeerSigningLive; live {
-				p.asked++
-				asked = p.asked
+		wake := time.Duration(-1) // nothing queued: until a member is
+		for i := range m.asking {
+			q := &m.asking[i]
+			for len(*q) > 0 && !(*q)[0].due.After(now) && len(due) < int(tokens) {
+				due = append(due, heap.Pop(q).(*pendingJoin))
 			}
+			if len(*q) > 0 && (wake < 0 || (*q)[0].due.Sub(now) < wake) {
+				wake = max((*q)[0].due.Sub(now), 0)
+			}
+		}
+		if wake == 0 {
+			// Out of sends: until the next one is back.
+			wake = time.Duration((1 - (tokens - float64(len(due)))) * float64(m.probeInterval) / maxConfirmSends)
 		}
 		m.mu.Unlock()
-		if !ok {
-			return
+		tokens -= float64(len(due))
+		for i, p := range due {
+			m.ask(p, now)
+			due[i] = nil
 		}
-		if live {
-			// Its answer (receiveLive) believes it; asked again, backing
-			// off, until then. No probation: memberlist keeps a member
-			// alive on acks a replay can give.
-			if asked > 1 && !warned {
-				warned = m.unanswered(name, addr.String(), "liveness challenges", p.since, &noted)
-			}
-			if err := m.challenge(name, addr.String()); err != nil {
-				m.logger.Debug("challenging a pending gossip member", "member", name, "err", err)
-			}
-			select {
-			case <-time.After(wait):
-			case <-m.stop:
-				return
-			}
-			wait = min(2*wait, maxConfirmWait*m.probeInterval)
-			continue
+		due = due[:0]
+		if wake >= 0 {
+			timer.Reset(wake)
+		} else {
+			timer.Stop()
 		}
-		if time.Since(p.since) > m.probation() {
-			m.logger.Info("believing a gossip member that memberlist has kept alive longer than it takes to find a node that does not answer, though it answered none of this node's pings", "member", name, "addr", addr.String())
-			m.answered(name)
-			return
-		}
-		var err error
 		select {
-		case m.pings <- struct{}{}:
-			m.mu.Lock()
-			p.asked++
-			m.mu.Unlock()
-			_, err = m.ml.Ping(name, &addr)
-			<-m.pings
 		case <-m.stop:
 			return
+		case <-m.askDue:
+		case <-timer.C:
 		}
+	}
+}
+
+// ask asks p, taken off m.asking, to answer, and queues it again for its
+// next turn — unless it is no longer pending, answers, or is being pinged
+// (the ping queues it when it fails).
+func (m *Membership) ask(p *pendingJoin, now time.Time) {
+	m.mu.Lock()
+	name := p.node.Name
+	if m.pending[name] != p || m.closed {
+		m.mu.Unlock()
+		return
+	}
+	addr := net.UDPAddr{IP: slices.Clone(p.node.Addr), Port: int(p.node.Port)}
+	live := p.level >= PeerSigningLive
+	if live {
+		p.asked++
+	}
+	asked := p.asked
+	m.mu.Unlock()
+	if live {
+		// Its answer (receiveLive) believes it; asked again, backing
+		// off, until then. No probation: memberlist keeps a member
+		// alive on acks a replay can give.
+		if asked > 1 && !p.warned {
+			p.warned = m.unanswered(name, addr.String(), "liveness challenges", p.since, &p.noted)
+		}
+		if err := m.challenge(name, addr.String()); err != nil {
+			m.logger.Debug("challenging a pending gossip member", "member", name, "err", err)
+		}
+		m.askAgain(p, now, true)
+		return
+	}
+	if now.Sub(p.since) > m.probation() {
+		m.logger.Info("believing a gossip member that memberlist has kept alive longer than it takes to find a node that does not answer, though it answered none of this node's pings", "member", name, "addr", addr.String())
+		m.answered(name)
+		return
+	}
+	select {
+	case m.pings <- struct{}{}:
+	default:
+		m.askAgain(p, now, false) // a ping slot free by its next turn
+		return
+	}
+	m.mu.Lock()
+	p.asked++
+	m.mu.Unlock()
+	m.retry.Add(1)
+	go func() {
+		defer m.retry.Done()
+		_, err := m.ml.Ping(name, &addr)
+		<-m.pings
 		if err == nil {
 			m.answered(name)
 			return
 		}
-		if !warned {
-			warned = m.unanswered(name, addr.String(), "pings", p.since, &noted)
+		if !p.warned {
+			p.warned = m.unanswered(name, addr.String(), "pings", p.since, &p.noted)
 		}
 		// Backing off: under load pings go unanswered for a while, and
 		// pinging every pending member every interval added to the load
 		// that made memberlist take members for dead.
-		select {
-		case <-time.After(wait):
-		case <-m.stop:
-			return
-		}
-		wait = min(2*wait, maxConfirmWait*m.probeInterval)
+		m.askAgain(p, time.Now(), true)
+	}()
+}
+
+// askAgain queues p for its next turn, if it is still pending: after its
+// wait from now, doubled for the turn after (asked: backoff), or (not
+// asked) a probe interval from now.
+func (m *Membership) askAgain(p *pendingJoin, now time.Time, asked bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pending[p.node.Name] != p || m.closed {
+		return
 	}
+	wait := m.probeInterval
+	if asked {
+		wait, p.wait = p.wait, min(2*p.wait, maxConfirmWait*m.probeInterval)
+	}
+	p.due = now.Add(wait)
+	m.askLocked(p)
 }

@@ -289,6 +289,7 @@ func (m *Membership) receiveLive(b []byte) error {
 		if ok {
 			st.answers++
 			st.answering = st.answering || stream
+			m.heardFromLocked(from)
 		}
 	}
 	m.mu.Unlock()

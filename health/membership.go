@@ -243,6 +243,10 @@ type Membership struct {
 	// pending are members memberlist took in that have not answered this
 	// node's ping yet (joins.go); they are not in nodes.
 	pending map[string]*pendingJoin
+	// asking is the pending members waiting their turn to be asked
+	// (confirmJoins: askFirst, askLater), askDue wakes it for one queued.
+	asking [2]askQueue
+	askDue chan struct{}
 	// departed are believed members that left less than rejoinWithin
 	// ago (half of memberlist's GossipToTheDeadTime), when they did.
 	departed     map[string]departure
@@ -340,7 +344,7 @@ func joinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Lo
 		allowed = configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes()
 	}
 	m := &Membership{logger: logger, meta: meta, encMet: enc, keyring: kr, allowed: allowed,
-		nodes: map[string]Node{}, ignored: map[string]string{}, ignoredAddr: map[string]string{}, pending: map[string]*pendingJoin{}, live: map[string]*liveState{}, departed: map[string]departure{}, pings: make(chan struct{}, maxConfirmPings), streamSends: make(chan struct{}, maxStreamSends),
+		nodes: map[string]Node{}, ignored: map[string]string{}, ignoredAddr: map[string]string{}, pending: map[string]*pendingJoin{}, live: map[string]*liveState{}, departed: map[string]departure{}, pings: make(chan struct{}, maxConfirmPings), askDue: make(chan struct{}, 1), streamSends: make(chan struct{}, maxStreamSends),
 		subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{}), ready: make(chan struct{}),
 		back: make(chan struct{}, 1)}
 	m.clock0 = time.Now()
@@ -400,6 +404,8 @@ func joinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Lo
 		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
 	}
 	m.ml = ml
+	m.retry.Add(1)
+	go m.confirmJoins()
 	close(m.ready)
 	// LocalNode's fields are written by memberlist later (UpdateNode), so
 	// read the identity once, now.
