@@ -34,7 +34,9 @@ import (
 // come from tokens and cookies. bytes_in is what the client sent (a
 // request's declared body; a tunnel's bytes after the handshake), bytes_out
 // what it was sent. A tunnel's close says how it ended: "client" or "edge"
-// (that side closed first), "idle" (tunnel_idle_timeout), "shutdown" (the
+// (that side closed first; the other had tunnel_fin_timeout to follow),
+// "idle" (tunnel_idle_timeout: nothing crossed, or
+// bytes for a side that took none did not move), "shutdown" (the
 // balancer stopped), "error" (a read or write failed). A successful upgrade
 // is logged once, as its tunnel, when it closes; one moved to a new process
 // by an upgrade is logged there.

@@ -241,7 +241,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 	// holds the table's drains.
 	b.table = newSessionTable(name, cfg.SessionTable, r, b.metrics, b.log, b.tableHooks())
 	b.admin = b.newAdminServer()
-	if b.relay, err = newRelay(b.log, cfg.TunnelIdleTimeout.D()); err != nil {
+	if b.relay, err = newRelay(b.log, cfg.TunnelIdleTimeout.D(), cfg.TunnelFinTimeout.D()); err != nil {
 		return nil, fmt.Errorf("start tunnel relay: %w", err)
 	}
 	if err := b.startAccessLog(cfg.AccessLog); err != nil {

@@ -35,14 +35,19 @@ const proxyHeaderTimeout = 5 * time.Second
 // beyond it is refused before any PROXY header is read.
 func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
 	limits := b.current.Load().cfg.Limits
+	tlsPort := b.tlsConfig != nil
+	atCap, lowMemory := refusalAtCap, refusalLowMemory
+	if tlsPort {
+		atCap, lowMemory = refusalInTLS, refusalInTLS
+	}
 	guard := acceptguard.Wrap(ln, acceptguard.Config{
 		Name: "balancer data", Logger: b.log,
 		Errors:  b.metrics.acceptErrors.WithLabelValues("data"),
 		Budget:  b.connBudget,
 		Refused: b.metrics.rejectedTotal.WithLabelValues(rejectMaxConns),
-		Refusal: refusalAtCap,
+		Refusal: atCap,
 		Memory:  acceptguard.Process, RefusedMemory: b.metrics.rejectedTotal.WithLabelValues(rejectMemory),
-		RefusalMemory: acceptguard.HTTPAnswer(503, "this balancer is low on memory; try again shortly"),
+		RefusalMemory: lowMemory,
 	})
 	ln = guard
 	if pp := b.cfg.ProxyProtocol; pp.Enabled {
@@ -53,7 +58,7 @@ func (b *Balancer) wrapListener(ln net.Listener) (net.Listener, error) {
 		ln = &proxyproto.Listener{Listener: ln, ConnPolicy: policy, ReadHeaderTimeout: proxyHeaderTimeout}
 	}
 	// Always in place, even with no limit set, so Reload can turn one on.
-	l := &limitListener{Listener: ln, guard: guard, perIP: acceptguard.NewPerAddr(perAddrLimits(limits)), rejected: b.metrics.rejectedTotal}
+	l := &limitListener{Listener: ln, guard: guard, perIP: acceptguard.NewPerAddr(perAddrLimits(limits)), rejected: b.metrics.rejectedTotal, tls: tlsPort}
 	b.mu.Lock()
 	b.limiter = l
 	b.mu.Unlock()
@@ -77,8 +82,17 @@ func (b *Balancer) limiterOrNil(wait time.Duration) *limitListener {
 // Answers of the connections refused at a limit (the guard's part of
 // them: the per-address ones of the data port are limitListener's).
 var (
-	refusalAtCap = acceptguard.HTTPAnswer(503, "too many connections to this balancer; try again shortly")
-	refusalPerIP = acceptguard.HTTPAnswer(429, "too many open connections from your address")
+	refusalAtCap     = acceptguard.HTTPAnswer(503, "too many connections to this balancer; try again shortly")
+	refusalLowMemory = acceptguard.HTTPAnswer(503, "this balancer is low on memory; try again shortly")
+	refusalPerIP     = acceptguard.HTTPAnswer(429, "too many open connections from your address")
+	// refusalInTLS refuses on a TLS port: nothing is written, and the
+	// guard's linger closes with a FIN once the ClientHello has come and
+	// been dropped (a close with it unread would be a reset). A plain
+	// answer would reach a client in its handshake as a broken record
+	// ("first record does not look like a TLS handshake"), and one inside
+	// TLS would cost a handshake, CPU the refused client chooses, for
+	// every connection the limits are there to shed: HAProxy closes too.
+	refusalInTLS = []byte{}
 )
 
 // guardRedirect puts the accept guard in front of the TLS redirect
@@ -105,7 +119,7 @@ func (b *Balancer) guardRedirect(ln net.Listener) *acceptguard.Listener {
 		RefusedPerIP: b.metrics.rejectedTotal.WithLabelValues(rejectPerIPConns),
 		RefusalPerIP: refusalPerIP,
 		Memory:       acceptguard.Process, RefusedMemory: b.metrics.rejectedTotal.WithLabelValues(rejectMemory),
-		RefusalMemory: acceptguard.HTTPAnswer(503, "this balancer is low on memory; try again shortly"),
+		RefusalMemory: refusalLowMemory,
 	})
 	b.mu.Lock()
 	b.redirectClients = clients.PerAddr
@@ -211,6 +225,7 @@ type limitListener struct {
 	guard    *acceptguard.Listener
 	perIP    *acceptguard.PerAddr
 	rejected *prometheus.CounterVec
+	tls      bool // the port speaks TLS: refusals are refusalInTLS
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -225,9 +240,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 var refusalPerIPRate = acceptguard.HTTPAnswer(429, "too many new connections from your address; slow down")
 
 // refuse answers a refused connection with a status line the client can
-// understand, then closes it.
+// understand (on a TLS port, with nothing), then closes it.
 func (l *limitListener) refuse(c net.Conn, reason string, answer []byte) {
 	l.rejected.WithLabelValues(reason).Inc()
+	if l.tls {
+		answer = refusalInTLS
+	}
 	l.guard.Refuse(c, answer)
 }
 

@@ -157,9 +157,21 @@ func TestRedirectPortHeldToTheConnectionLimits(t *testing.T) {
 		if got[301] != 16 || got[503] != 24 {
 			t.Errorf("redirect port answered %v, want 16 × 301 and 24 × 503", got)
 		}
-		// The budget is one: the data port has no room left either.
-		if status, _ := rawRequest(t, h.addr, get("/p", "good.example")); status != 503 {
-			t.Errorf("data port with the budget taken on the redirect port: %d, want 503", status)
+		// The budget is one: the data port has no room left either. It
+		// speaks TLS, so its refusal is a close without a word.
+		before := h.metric(t, "ringlb_balancer_rejected_connections_total", map[string]string{"reason": "max_connections"})
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(healthtest.Patience))
+		io.WriteString(c, get("/p", "good.example"))
+		if got, err := io.ReadAll(c); len(got) != 0 || err != nil {
+			t.Errorf("data port with the budget taken on the redirect port: %q, %v; want a close without a word", got, err)
+		}
+		if after := h.metric(t, "ringlb_balancer_rejected_connections_total", map[string]string{"reason": "max_connections"}); after != before+1 {
+			t.Errorf("rejected max_connections went from %v to %v, want one more (the data port's refusal)", before, after)
 		}
 	})
 	t.Run("max_connections_per_ip", func(t *testing.T) {

@@ -63,6 +63,8 @@ type relayLoop struct {
 	raw  syscall.RawConn
 	buf  []byte
 	idle time.Duration
+	// fin replaces idle for a tunnel one side has closed (at most idle).
+	fin time.Duration
 
 	mu     sync.Mutex
 	ends   map[int32]*relayEnd
@@ -80,8 +82,12 @@ type relayEnd struct {
 	peer    *relayEnd
 	pair    *relayPair
 	pending []byte // bytes read from peer not yet written to this socket
-	eof     bool   // read side finished (FIN received)
-	events  uint32 // interest registered with epoll
+	// heldSince is when pending last began or shrank (unix nanoseconds):
+	// bytes that wait on a socket that takes none close the tunnel after
+	// the idle timeout, whatever its other direction carries.
+	heldSince int64
+	eof       bool   // read side finished (FIN received)
+	events    uint32 // interest registered with epoll
 }
 
 type relayPair struct {
@@ -98,10 +104,10 @@ type relayPair struct {
 	clientFINFirst, edgeFINFirst bool
 }
 
-func newRelay(log *slog.Logger, idle time.Duration) (*relay, error) {
+func newRelay(log *slog.Logger, idle, fin time.Duration) (*relay, error) {
 	r := &relay{log: log}
 	for range max(runtime.GOMAXPROCS(0), 1) {
-		l, err := newRelayLoop(r, idle)
+		l, err := newRelayLoop(r, idle, fin)
 		if err != nil {
 			r.close()
 			return nil, err
@@ -116,7 +122,7 @@ func newRelay(log *slog.Logger, idle time.Duration) (*relay, error) {
 	return r, nil
 }
 
-func newRelayLoop(r *relay, idle time.Duration) (*relayLoop, error) {
+func newRelayLoop(r *relay, idle, fin time.Duration) (*relayLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create: %w", err)
@@ -143,7 +149,7 @@ func newRelayLoop(r *relay, idle time.Duration) (*relayLoop, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("epoll in the netpoller: %w", err)
 	}
-	return &relayLoop{r: r, epfd: epfd, wakefd: wakefd, file: file, raw: raw, buf: make([]byte, relayBufferSize), idle: idle, ends: map[int32]*relayEnd{}}, nil
+	return &relayLoop{r: r, epfd: epfd, wakefd: wakefd, file: file, raw: raw, buf: make([]byte, relayBufferSize), idle: idle, fin: min(fin, idle), ends: map[int32]*relayEnd{}}, nil
 }
 
 // rawFD returns the socket's descriptor. The conn keeps owning it. It looks
@@ -285,8 +291,8 @@ func (relayOwned) SetDeadline(time.Time) error      { return nil }
 func (relayOwned) SetReadDeadline(time.Time) error  { return nil }
 func (relayOwned) SetWriteDeadline(time.Time) error { return nil }
 
-// sweepInterval is how often a loop looks for tunnels idle for idle: a
-// quarter of it, within [10 ms, 1 s].
+// sweepInterval is how often a loop looks for tunnels idle for idle (the
+// shorter of its two timeouts): a quarter of it, within [10 ms, 1 s].
 func sweepInterval(idle time.Duration) time.Duration {
 	return min(max(idle/4, 10*time.Millisecond), time.Second)
 }
@@ -299,7 +305,7 @@ func sweepInterval(idle time.Duration) time.Duration {
 // whatever else is runnable); not kept.
 func (l *relayLoop) run() {
 	events := make([]unix.EpollEvent, 256)
-	sweepEvery := sweepInterval(l.idle)
+	sweepEvery := sweepInterval(min(l.idle, l.fin))
 	nextSweep := time.Now().Add(sweepEvery)
 	l.file.SetReadDeadline(nextSweep)
 	// The poll function and what it sets are made once: a closure made in
@@ -387,11 +393,18 @@ func (l *relayLoop) handle(e *relayEnd, ev uint32, now time.Time) {
 		return
 	}
 	moved, pending, eof := p.bytes, len(e.pending), e.eof
+	peerPending := len(e.peer.pending)
 	if ev&unix.EPOLLOUT != 0 && len(e.pending) > 0 {
 		l.flush(e)
 	}
 	if !p.closed && ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 && !e.eof && len(e.peer.pending) == 0 {
 		l.pump(e)
+	}
+	if len(e.pending) < pending {
+		e.heldSince = now.UnixNano()
+	}
+	if peerPending == 0 && len(e.peer.pending) > 0 {
+		e.peer.heldSince = now.UnixNano()
 	}
 	switch {
 	case p.closed:
@@ -542,17 +555,39 @@ func (e *relayEnd) interest() uint32 {
 }
 
 // sweepLocked closes tunnels with no bytes either way for the idle timeout,
-// and tunnels stuck with bytes nobody reads for as long.
+// and tunnels with bytes a side has not taken any of for as long: as
+// HAProxy's timeout tunnel bounds each side's writes (nginx's send_timeout),
+// so that a client that never reads cannot keep its tunnel, and what the
+// loop holds for it, by sending a byte now and then. A tunnel one side
+// has closed gets the fin timeout instead: its other side, which has not
+// followed, may never do so (a client that neither reads nor closes), and
+// would hold the tunnel, and a graceful stop, for the idle timeout.
 func (l *relayLoop) sweepLocked(now time.Time) {
 	if l.idle <= 0 {
 		return
 	}
 	limit := now.Add(-l.idle).UnixNano()
+	finLimit := now.Add(-l.fin).UnixNano()
 	for _, e := range l.ends {
-		if e == &e.pair.client && e.pair.lastActive < limit {
-			l.closePairLocked(e.pair, "idle")
+		p := e.pair
+		if e != &p.client {
+			continue
+		}
+		switch {
+		case p.lastActive < limit:
+			l.closePairLocked(p, "idle")
+		case p.client.stalled(limit) || p.edge.stalled(limit):
+			l.closePairLocked(p, "stalled")
+		case (p.client.eof || p.edge.eof) && p.lastActive < finLimit:
+			l.closePairLocked(p, "fin timeout")
 		}
 	}
+}
+
+// stalled reports whether bytes have waited on e, which took none of them,
+// since before limit.
+func (e *relayEnd) stalled(limit int64) bool {
+	return len(e.pending) > 0 && e.heldSince < limit
 }
 
 // forgetLocked takes p's sockets out of the loop (epoll and its table),
@@ -598,9 +633,11 @@ func (l *relayLoop) closePairLocked(p *relayPair, why string) {
 // endReason names, for the access log, how the loop closed a tunnel.
 func endReason(why, firstFIN string) string {
 	switch why {
-	case "":
+	case "", "fin timeout":
+		// The side that closed first ended it; the fin timeout only
+		// bounded the wait for the other.
 		return firstFIN
-	case "idle":
+	case "idle", "stalled":
 		return endIdle
 	case "closed", "relay stopped":
 		return endShutdown
@@ -762,8 +799,8 @@ func (r *relay) adopt(t *tunnel, m *movedTunnel, cfd, efd int, account io.Closer
 	r.mu.Unlock()
 
 	p := &relayPair{t: t, lastActive: m.lastActive, bytes: m.bytes}
-	p.client = relayEnd{fd: cfd, conn: account, pair: p, pending: m.toClient, eof: m.clientEOF}
-	p.edge = relayEnd{fd: efd, pair: p, pending: m.toEdge, eof: m.edgeEOF}
+	p.client = relayEnd{fd: cfd, conn: account, pair: p, pending: m.toClient, eof: m.clientEOF, heldSince: m.lastActive}
+	p.edge = relayEnd{fd: efd, pair: p, pending: m.toEdge, eof: m.edgeEOF, heldSince: m.lastActive}
 	p.client.peer, p.edge.peer = &p.edge, &p.client
 
 	l.mu.Lock()

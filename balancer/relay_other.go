@@ -19,7 +19,7 @@ type relayLoop struct{}
 
 type relayPair struct{ bytes [2]uint64 }
 
-func newRelay(*slog.Logger, time.Duration) (*relay, error) { return nil, nil }
+func newRelay(*slog.Logger, time.Duration, time.Duration) (*relay, error) { return nil, nil }
 
 func (*relay) add(*tunnel, net.Conn, net.Conn) bool { return false }
 func (*relay) close()                               {}

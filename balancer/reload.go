@@ -147,6 +147,7 @@ func restartChanges(old, cfg configs.Balancer) error {
 		configs.RestartNeeded("balancer.dial_timeout", old.DialTimeout, cfg.DialTimeout),
 		configs.RestartNeeded("balancer.idle_timeout", old.IdleTimeout, cfg.IdleTimeout),
 		configs.RestartNeeded("balancer.tunnel_idle_timeout", old.TunnelIdleTimeout, cfg.TunnelIdleTimeout),
+		configs.RestartNeeded("balancer.tunnel_fin_timeout", old.TunnelFinTimeout, cfg.TunnelFinTimeout),
 		// The data port's server and the edge pool take these at start
 		// (fasthttp reads them while serving): a reload that changed them
 		// was answered "reloaded" and changed nothing.

@@ -224,10 +224,16 @@ func (t *tunnel) pipe(dir int, dst, src net.Conn) {
 	}
 }
 
-// armLocked starts a round at now.
+// armLocked starts a round at now. Once one direction is over, rounds are
+// of the fin timeout: the side that has not followed its peer's FIN may
+// never do so (a client that neither reads nor closes).
 func (t *tunnel) armLocked(now time.Time) {
-	readBy := now.Add(t.idle)
-	t.rounds.writeBy = readBy.Add(t.idle)
+	span := t.idle
+	if r := t.rounds; r.ended[clientToEdge] || r.ended[edgeToClient] {
+		span = min(span, t.b.cfg.TunnelFinTimeout.D())
+	}
+	readBy := now.Add(span)
+	t.rounds.writeBy = readBy.Add(span)
 	for _, c := range []net.Conn{t.client, t.conn} {
 		_ = c.SetReadDeadline(readBy)
 		_ = c.SetWriteDeadline(t.rounds.writeBy)
@@ -271,6 +277,11 @@ func (t *tunnel) end(dir int, n int64) {
 		// The other direction waits for this round to end; it ends now.
 		t.resolveLocked()
 		return
+	}
+	if !t.closed && !r.ended[other] {
+		// The other direction is still copying: its deadlines become the
+		// fin timeout's.
+		t.armLocked(time.Now())
 	}
 	t.mu.Unlock()
 }

@@ -31,8 +31,17 @@ type Balancer struct {
 	DialTimeout Duration `yaml:"dial_timeout"`
 	// IdleTimeout closes idle keep-alive client connections (default 60s).
 	IdleTimeout Duration `yaml:"idle_timeout"`
-	// TunnelIdleTimeout closes a WebSocket tunnel with no bytes either way (default 10m).
+	// TunnelIdleTimeout closes a WebSocket tunnel with no bytes either way,
+	// or whose bytes for one side have waited this long without it taking
+	// any (default 10m).
 	TunnelIdleTimeout Duration `yaml:"tunnel_idle_timeout"`
+	// TunnelFinTimeout closes a WebSocket tunnel one side has closed (sent
+	// its FIN) once nothing has crossed it for this long, as HAProxy's
+	// timeout client-fin and server-fin: a client that neither reads nor
+	// closes after its edge closed cannot hold the tunnel, or a graceful
+	// stop, for the idle timeout (default 5s; a shorter
+	// tunnel_idle_timeout applies instead).
+	TunnelFinTimeout Duration `yaml:"tunnel_fin_timeout"`
 	// ProxyProtocol accepts PROXY protocol v1/v2 headers from an L4
 	// balancer in front, so the real client address survives.
 	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
@@ -298,6 +307,12 @@ const (
 	// DefaultTunnelIdleTimeout closes a WebSocket tunnel nothing crossed
 	// for this long.
 	DefaultTunnelIdleTimeout = 10 * time.Minute
+	// DefaultTunnelFinTimeout: a WebSocket ends both ways at once (the
+	// close handshake, then both FINs), so a side that has not followed
+	// its peer's FIN within seconds is gone or never reads; waiting the
+	// tunnel idle timeout for it would hold the tunnel, and a graceful
+	// stop, for minutes.
+	DefaultTunnelFinTimeout = 5 * time.Second
 	// DefaultRequestTimeout bounds reading one request, so a client
 	// trickling it byte by byte cannot hold a connection.
 	DefaultRequestTimeout = 30 * time.Second
@@ -348,6 +363,7 @@ func (b *Balancer) Provision() {
 	setDefaultDuration(&b.DialTimeout, DefaultDialTimeout)
 	setDefaultDuration(&b.IdleTimeout, DefaultIdleTimeout)
 	setDefaultDuration(&b.TunnelIdleTimeout, DefaultTunnelIdleTimeout)
+	setDefaultDuration(&b.TunnelFinTimeout, DefaultTunnelFinTimeout)
 	b.StatsD.provision()
 	b.AccessLog.provision()
 	l := &b.Limits
@@ -504,7 +520,7 @@ func (b *Balancer) validate(ps *problems) {
 	for _, t := range []struct {
 		path string
 		d    Duration
-	}{{"balancer.dial_timeout", b.DialTimeout}, {"balancer.idle_timeout", b.IdleTimeout}, {"balancer.tunnel_idle_timeout", b.TunnelIdleTimeout}} {
+	}{{"balancer.dial_timeout", b.DialTimeout}, {"balancer.idle_timeout", b.IdleTimeout}, {"balancer.tunnel_idle_timeout", b.TunnelIdleTimeout}, {"balancer.tunnel_fin_timeout", b.TunnelFinTimeout}} {
 		if t.d <= 0 {
 			ps.add(t.path, "must be positive, got %s", t.d.D())
 		}

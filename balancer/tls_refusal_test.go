@@ -1,0 +1,88 @@
+package balancer
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
+)
+
+// readRecorder counts what a connection delivered and keeps the error that
+// ended its reads.
+type readRecorder struct {
+	net.Conn
+	n   int
+	err error
+}
+
+func (r *readRecorder) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.n += n
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	return n, err
+}
+
+// A connection the TLS data port refuses (a limit) is closed without a
+// word: a FIN, no plain text. Before, it was sent the plain port's HTTP
+// 429/503, which a client in its TLS handshake reads as a broken record
+// ("first record does not look like a TLS handshake") and nothing else. An
+// answer inside TLS would cost a handshake — CPU the refused client
+// chooses — per connection the limits exist to shed, so the port closes,
+// as HAProxy does; the refusal is counted as on the plain port.
+func TestTLSPortRefusesWithoutPlainText(t *testing.T) {
+	certFile, keyFile, pool := writeTestCert(t)
+	tlsConfig := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	for _, tt := range []struct {
+		name   string
+		limits configs.Limits
+		reason string
+	}{
+		{"max_connections_per_ip", configs.Limits{MaxConnectionsPerIP: 1}, "max_connections_per_ip"},
+		{"max_connections", configs.Limits{MaxConnections: 1}, "max_connections"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, configs.Balancer{TLS: configs.TLS{CertFile: certFile, KeyFile: keyFile}, Limits: tt.limits})
+			// The one connection allowed, served.
+			held, err := tls.Dial("tcp", h.addr, tlsConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer held.Close()
+			held.SetDeadline(time.Now().Add(healthtest.Patience))
+			io.WriteString(held, "GET /_ringlb/health HTTP/1.1\r\nHost: x\r\n\r\n")
+			if resp, err := http.ReadResponse(bufio.NewReader(held), nil); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("first connection: %v %v", resp, err)
+			}
+			raw, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			raw.SetDeadline(time.Now().Add(healthtest.Patience))
+			rec := &readRecorder{Conn: raw}
+			herr := tls.Client(rec, tlsConfig).Handshake()
+			if herr == nil {
+				t.Fatal("a connection over the limit completed its handshake")
+			}
+			t.Logf("the refused client's handshake: %v (its socket: %d bytes, %v)", herr, rec.n, rec.err)
+			if rec.n != 0 {
+				t.Errorf("the refused client was sent %d bytes, want none (plain text in a TLS connection)", rec.n)
+			}
+			if !errors.Is(rec.err, io.EOF) {
+				t.Errorf("the refused connection ended with %v, want a clean close (EOF)", rec.err)
+			}
+			if v := h.metric(t, "ringlb_balancer_rejected_connections_total", map[string]string{"reason": tt.reason}); v != 1 {
+				t.Errorf("rejected %s = %v, want 1", tt.reason, v)
+			}
+		})
+	}
+}
