@@ -216,10 +216,11 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	}
 	// The full path.
 	r := new(dns.Msg)
-	if err := r.Unpack(pkt); err != nil || badECS(pkt) > 0 {
+	if err := r.Unpack(pkt); err != nil || badECS(pkt) > 0 || shortOfCounts(pkt) {
 		if len(pkt) >= 12 && acceptHeader(pkt) != dns.MsgIgnore && int(pkt[2]>>3)&0xF == dns.OpcodeQuery {
 			// A query we cannot parse (or with a malformed Client Subnet
-			// option, RFC 7871 6): FORMERR, header only. Bytes that do
+			// option, RFC 7871 6, or shorter than its header's counts):
+			// FORMERR, header only. Bytes that do
 			// not even claim to be a standard query (another protocol's,
 			// most likely) get nothing: no reflection.
 			m := new(dns.Msg)

@@ -580,18 +580,11 @@ func sectionsFit(r *dns.Msg) bool {
 // raw message is read, as the UDP loop and the TCP reader have it.
 // Allocates nothing.
 func badECS(msg []byte) int {
-	if len(msg) < 12 {
+	off := questionsEnd(msg)
+	if off < 0 {
 		return 0
 	}
-	qd := int(binary.BigEndian.Uint16(msg[4:]))
 	rrs := int(binary.BigEndian.Uint16(msg[6:])) + int(binary.BigEndian.Uint16(msg[8:])) + int(binary.BigEndian.Uint16(msg[10:]))
-	off := 12
-	for range qd {
-		if off = skipName(msg, off); off < 0 || off+4 > len(msg) {
-			return 0
-		}
-		off += 4
-	}
 	found := 0
 	eachRecord(msg, off, rrs, func(at int) bool {
 		if binary.BigEndian.Uint16(msg[at:]) != dns.TypeOPT {
@@ -625,6 +618,48 @@ func badECS(msg []byte) int {
 		return true
 	})
 	return found
+}
+
+// shortOfCounts reports whether the message msg ends before the questions
+// and records its header counts: a question cut before its type or class,
+// a record counted and not sent. Such a message does not parse (RFC 1035
+// 4.1: the counts are the entries of each section), and NSD answers it
+// FORMERR; miekg/dns reads what is there and stops, so it was answered as
+// a whole query — a question without its class as one of class 0, a
+// missing record as none. The raw message is read, as the UDP loop and the
+// TCP reader have it (badECS). Allocates nothing.
+func shortOfCounts(msg []byte) bool {
+	if len(msg) < 12 {
+		return false // no header: not a message to answer at all
+	}
+	off := questionsEnd(msg)
+	if off < 0 {
+		return true
+	}
+	rrs := int(binary.BigEndian.Uint16(msg[6:])) + int(binary.BigEndian.Uint16(msg[8:])) + int(binary.BigEndian.Uint16(msg[10:]))
+	read := 0
+	eachRecord(msg, off, rrs, func(int) bool {
+		read++
+		return true
+	})
+	return read < rrs
+}
+
+// questionsEnd is the offset past the questions of the message msg, as
+// many as its header counts; -1 when msg ends before them (or has no
+// header).
+func questionsEnd(msg []byte) int {
+	if len(msg) < 12 {
+		return -1
+	}
+	off := 12
+	for range int(binary.BigEndian.Uint16(msg[4:])) {
+		if off = skipName(msg, off); off < 0 || off+4 > len(msg) {
+			return -1
+		}
+		off += 4
+	}
+	return off
 }
 
 // skipName is the offset past the name at off in msg (compressed or not),
