@@ -71,6 +71,9 @@ type Balancer struct {
 	// sentMaintenance is the maintenance SendState handed to an upgrade's
 	// new process (HandOffEnd).
 	sentMaintenance atomic.Bool
+	// inheritEnds says the process this one replaces ends its table with
+	// an empty part (handoffState.TableEnd).
+	inheritEnds atomic.Bool
 
 	data  *fasthttp.Server
 	admin *http.Server
@@ -356,20 +359,32 @@ func (b *Balancer) stopServing(ctx context.Context) (dataErr error, errs []error
 		return nil, nil
 	}
 	b.stopped = true
+	redirect := b.redirect
 	b.mu.Unlock()
-	if err := b.admin.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-		errs = append(errs, fmt.Errorf("admin: %w", err))
-	}
-	b.op.Close()
+	// Every server stops accepting at once, then each waits for its own
+	// requests in flight: one after the other, a request trickled to the
+	// admin port kept the data port accepting (and placing keys) for as
+	// long as it held the admin server's stop.
+	adminErr := make(chan error, 1)
+	go func() {
+		err := b.admin.Shutdown(ctx)
+		b.op.Close()
+		adminErr <- err
+	}()
+	redirected := make(chan struct{})
+	go func() {
+		defer close(redirected)
+		if redirect != nil {
+			_ = redirect.ShutdownWithContext(ctx)
+		}
+	}()
 	// Stops accepting, closes idle keep-alive connections, waits for
 	// in-flight requests (a WebSocket handshake included).
 	dataErr = b.data.ShutdownWithContext(ctx)
-	b.mu.Lock()
-	redirect := b.redirect
-	b.mu.Unlock()
-	if redirect != nil {
-		_ = redirect.ShutdownWithContext(ctx)
+	if err := <-adminErr; err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		errs = append(errs, fmt.Errorf("admin: %w", err))
 	}
+	<-redirected
 	// A Serve that passed its closing check just before Shutdown began
 	// may hand its listener to fasthttp only now, after fasthttp's
 	// Shutdown: closing it ends that Serve. (Closed after, not before:

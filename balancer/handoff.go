@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -168,6 +169,14 @@ type handoffState struct {
 	// The static edges' admin drains, the balancer's other operator state,
 	// come with the table (sendTable).
 	Maintenance *bool `json:"maintenance,omitempty"`
+	// TableEnd: the table's parts are followed by one empty part, and the
+	// empty parts that keep the hand-off alive come only after it, so the
+	// first empty part ends the table and the new process routes at once,
+	// not at the first tunnel, which comes only once this process's
+	// requests in flight have ended. An earlier release reads the empty
+	// part as no entry; from one that sends none the table ends at the
+	// first tunnel.
+	TableEnd bool `json:"table_end,omitempty"`
 }
 
 type handoffMember struct {
@@ -194,6 +203,7 @@ func (b *Balancer) SendState(c *handoff.Conn) error {
 	maintenance := b.maintenance.Load()
 	st.Maintenance = &maintenance
 	b.sentMaintenance.Store(maintenance)
+	st.TableEnd = true
 	p, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -236,6 +246,7 @@ func (b *Balancer) ReceiveState(c *handoff.Conn) error {
 	// It is checked against the static edges as against the ring.
 	b.startStatic(b.current.Load())
 	b.table.beginInherit(!st.TableWaiting)
+	b.inheritEnds.Store(st.TableEnd)
 	return nil
 }
 
@@ -280,15 +291,19 @@ func (b *Balancer) TakeHandOffEnd(p []byte) error {
 }
 
 // sendTable sends the table to the new process, in parts of at most a
-// frame.
+// frame, and the empty part that ends it (handoffState.TableEnd).
 func (b *Balancer) sendTable(c *handoff.Conn) error {
 	for _, body := range b.table.bodies(handoff.MaxFrame) {
 		if err := c.Send(handoff.TypeTable, body.bytes()); err != nil {
 			return err
 		}
 	}
-	return nil
+	return c.Send(handoff.TypeTable, emptyTablePart())
 }
+
+// emptyTablePart is a table part with no entry: the table's end, and the
+// hand-off's keep-alive after it.
+func emptyTablePart() []byte { return newMsgWriter(handoff.MaxFrame, nil).bytes() }
 
 // HandOffResult says what HandOff did.
 type HandOffResult struct {
@@ -312,6 +327,16 @@ const limiterWait = 5 * time.Second
 // handshake have reached the relay.
 const settleWait = 5 * time.Millisecond
 
+// tableWait bounds how long HandOff waits for its requests in flight before
+// it sends the table: a handshake takes milliseconds and its placement is
+// then in the table; a long download or a request trickled in a byte at a
+// time is not waited for, or the new process's requests, which wait for
+// the table, waited with it (up to -shutdown-timeout). A request that
+// places a key after the table went routes by the ring the new process
+// routes by too, and its tunnel brings its entry along (attach). Well
+// under the frame's bound: no keep-alive goes before the table.
+const tableWait = 500 * time.Millisecond
+
 // HandOff stops this balancer serving (the new process serves the same
 // listeners already), waits (bounded by ctx) for requests in flight — a
 // WebSocket handshake becomes a tunnel first —, then moves every tunnel of
@@ -319,12 +344,32 @@ const settleWait = 5 * time.Millisecond
 // afterwards: it closes what was kept once its context ends.
 func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (res HandOffResult, err error) {
 	began := time.Now()
+	stopped := make(chan []error, 1)
+	go func() {
+		_, errs := b.stopServing(ctx)
+		stopped <- errs
+	}()
+	var errs []error
+	waited := false
+	select {
+	case errs = <-stopped:
+		waited = true
+	case <-time.After(tableWait):
+	case <-ctx.Done():
+	}
+	// The table first: the tunnels' entries are in it.
+	sendErr := b.sendTable(c)
 	// The new process waits for each frame a frame's bound (30 s), and
 	// this wait may last up to ctx (-shutdown-timeout): a long download in
-	// flight outlasted it, the new process gave up and routed with an
-	// empty table, and the table and tunnels sent after went unread.
-	stopKeepAlive := b.keepHandOffAlive(c)
-	_, errs := b.stopServing(ctx)
+	// flight outlasted it, the new process gave up and took no tunnel,
+	// and the tunnels sent after went unread.
+	stopKeepAlive := func() {}
+	if sendErr == nil {
+		stopKeepAlive = b.keepHandOffAlive(c)
+	}
+	if !waited {
+		errs = <-stopped
+	}
 	if err := errors.Join(errs...); err != nil {
 		b.log.Warn("hand-off: stopping the servers", "err", err)
 	}
@@ -341,8 +386,6 @@ func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (res HandOffRes
 	began = time.Now()
 	defer func() { res.Moving = time.Since(began) }()
 
-	// The table first: the tunnels' entries are in it.
-	sendErr := b.sendTable(c)
 	for _, p := range b.relay.pairs() {
 		if !b.relay.detach(p) {
 			continue // it ended meanwhile
@@ -384,7 +427,7 @@ func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (res HandOffRes
 // TakeOver reads such a part as no entry, and waits for the next frame
 // anew.
 func (b *Balancer) keepHandOffAlive(c *handoff.Conn) (stop func()) {
-	empty := newMsgWriter(handoff.MaxFrame, nil).bytes()
+	empty := emptyTablePart()
 	done, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -440,6 +483,7 @@ func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
 	limits := b.limiterOrNil(limiterWait)
 	// However the hand-off ends, the table routes with what arrived.
 	defer b.table.endInherit()
+	end := emptyTablePart()
 	taken := 0
 	for {
 		typ, p, fds, err := c.Recv(handoff.TypeTunnel)
@@ -449,6 +493,10 @@ func (b *Balancer) TakeOver(c *handoff.Conn) (int, error) {
 		}
 		switch typ {
 		case handoff.TypeTable:
+			if b.inheritEnds.Load() && bytes.Equal(p, end) {
+				b.table.endInherit() // the table's end (handoffState.TableEnd), or a keep-alive after it
+				continue
+			}
 			// A part that does not read costs its entries, never the
 			// tunnels that follow: each brings its key's entry (attach).
 			if _, err := b.table.inherit(p); err != nil {

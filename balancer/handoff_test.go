@@ -1131,3 +1131,94 @@ func TestRecordNoMessageCanCarryIsCounted(t *testing.T) {
 		t.Error("the entry beside it did not reach the new process")
 	}
 }
+
+// The new process routes as soon as the old one has stopped accepting and
+// sent its table, not once the old one's slowest request in flight has
+// ended: its requests wait for that table, and a download, or a request
+// sent a byte at a time to the admin port (whose stop came first, the data
+// port accepting meanwhile), on the old process held every one of them for
+// up to -shutdown-timeout. The stream here runs until the new process
+// routes, or the test's patience runs out.
+func TestHandOffTableDoesNotWaitForAnswersInFlight(t *testing.T) {
+	release := make(chan struct{})
+	url := serveConns(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst\n\r\n"); err != nil {
+			return
+		}
+		select {
+		case <-release:
+		case <-time.After(2 * healthtest.Patience):
+		}
+		_, _ = io.WriteString(c, "5\r\nlast\n\r\n0\r\n\r\n")
+	})
+	lnA := mustListen(t)
+	addr := lnA.Addr().String()
+	lnB := sameSocket(t, lnA)
+	old := newHandOffBalancerNamed(t, configs.Balancer{}, "app", url, lnA)
+	sc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	_ = sc.SetDeadline(time.Now().Add(3 * healthtest.Patience))
+	if _, err := io.WriteString(sc, "GET /stream HTTP/1.1\r\nHost: x\r\nctstickiness: slow\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(sc), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("stream: %v %v", resp, err)
+	}
+	adminLn := mustListen(t)
+	go func() { _ = old.ServeAdmin(adminLn) }()
+	slow, err := net.Dial("tcp", adminLn.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if _, err := io.WriteString(slow, "GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	streamed := make(chan string, 1)
+	go func() {
+		body, _ := io.ReadAll(resp.Body)
+		streamed <- string(body)
+	}()
+
+	next := newHandOffBalancerNamed(t, configs.Balancer{}, "app", "", lnB)
+	a, b := stateHandedOver(t, old, next)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*healthtest.Patience)
+	defer cancel()
+	began := time.Now()
+	done := make(chan HandOffResult, 1)
+	taken := takeOverAsync(next, b)
+	go func() {
+		res, err := old.HandOff(ctx, a)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	routed := make(chan struct{})
+	go func() {
+		next.table.waitRoutable(release)
+		close(routed)
+	}()
+	select {
+	case <-routed:
+		t.Logf("the new process routes %s after the hand-off began, the stream still in flight", time.Since(began).Round(time.Millisecond))
+	case <-time.After(healthtest.Patience):
+		t.Errorf("the new process did not route within %s while a stream was in flight on the old one", healthtest.Patience)
+	}
+	close(release)
+	res := <-done
+	if got := <-taken; got.err != nil {
+		t.Errorf("take over: %v", got.err)
+	}
+	if body := <-streamed; body != "first\nlast\n" {
+		t.Errorf("the stream in flight got %q, want it whole", body)
+	}
+	t.Logf("the old process stopped after %s", res.Stopping.Round(time.Millisecond))
+}

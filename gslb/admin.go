@@ -218,6 +218,91 @@ func (s *Server) TakeHandOffState(p []byte) error {
 	return nil
 }
 
+// TakeHandOffEnd applies the state the process this one replaced ended
+// with (HandOffState, as it stopped answering) over this one's, key by key:
+// an override, a latch or the query log's switch that process changed
+// since start (the state it started this one with, StartState) is taken,
+// unless this process changed it too — both served the admin port
+// meanwhile, and the one serving on is where every later change goes.
+// Taken whole (TakeHandOffState), a removal made here during the upgrade
+// came back as soon as the old process had changed anything else. Without
+// a start state (an earlier release), end is taken whole.
+func (s *Server) TakeHandOffEnd(start, end []byte) error {
+	if len(start) == 0 {
+		return s.TakeHandOffState(end)
+	}
+	var base, in handOffState
+	if err := json.Unmarshal(start, &base); err != nil {
+		return fmt.Errorf("gslb hand-off start state: %w", err)
+	}
+	if err := json.Unmarshal(end, &in); err != nil {
+		return fmt.Errorf("gslb hand-off state: %w", err)
+	}
+	s.operating.Lock()
+	st := s.state.Load()
+	if next := in.Serial + 1; int32(next-st.serial.Load()) > 0 {
+		st.serial.Store(next)
+	}
+	overrides, latches := st.pools.saved()
+	overrides = mergeChanged(base.Overrides, in.Overrides, overrides, func(o savedOverride) string { return o.Name + "\x00" + o.Region + "\x00" + o.Member })
+	latches = mergeChanged(base.Latches, in.Latches, latches, func(l savedLatch) string { return l.Name + "\x00" + l.Region + "\x00" + l.Family })
+	skipped := st.pools.replace(overrides, latches)
+	s.operating.Unlock()
+	if in.QueryLog != base.QueryLog {
+		s.queryLog.CompareAndSwap(base.QueryLog, in.QueryLog)
+	}
+	s.saveState()
+	s.saveSerial()
+	s.kickNotify()
+	s.logger.Info("operator state the replaced process ended with merged", "overrides", len(overrides), "latches", len(latches), "query_log", s.queryLog.Load(), "serial_offset", st.serial.Load())
+	if len(skipped) > 0 {
+		s.logger.Warn("the replaced process's overrides or latches name pools no longer configured: dropped", "which", skipped)
+	}
+	return nil
+}
+
+// mergeChanged is here with every key whose value changed from base to
+// end taken as end has it (present or not), unless here changed it from
+// base too: a three-way merge, base the common ancestor.
+func mergeChanged[T comparable](base, end, here []T, key func(T) string) []T {
+	index := func(list []T) map[string]T {
+		m := make(map[string]T, len(list))
+		for _, v := range list {
+			m[key(v)] = v
+		}
+		return m
+	}
+	b, e, h := index(base), index(end), index(here)
+	keys := make(map[string]bool, len(b)+len(e))
+	for k := range b {
+		keys[k] = true
+	}
+	for k := range e {
+		keys[k] = true
+	}
+	for k := range keys {
+		bv, inBase := b[k]
+		ev, inEnd := e[k]
+		hv, inHere := h[k]
+		if inBase == inEnd && bv == ev {
+			continue // the old process left it
+		}
+		if inHere != inBase || hv != bv {
+			continue // changed here too: this process's stands
+		}
+		if inEnd {
+			h[k] = ev
+		} else {
+			delete(h, k)
+		}
+	}
+	out := make([]T, 0, len(h))
+	for _, v := range h {
+		out = append(out, v)
+	}
+	return out
+}
+
 // serialConcern is the state file of the serial's offset (serialState).
 const serialConcern = "gslb-serial"
 

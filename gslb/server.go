@@ -324,7 +324,12 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 		MaxConns: cfg.MaxTCPConnections, Refused: s.metrics.tcpRefused,
 		MaxConnsPerIP: cfg.MaxTCPConnectionsPerIP, RefusedPerIP: s.metrics.tcpRefusedPerIP,
 		EndWaiting: true, EndedWaiting: s.metrics.tcpEndedWaiting, EndStalledWrites: s.tcpWriteStall,
-		Memory: s.mem, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory)})
+		Memory: s.mem, RefusedMemory: s.metrics.rejected.WithLabelValues(acceptguard.ReasonMemory),
+		// A stop (Shutdown, an upgrade's hand-off) ends connections with
+		// pipelined queries unread: they linger, so that the answers
+		// written reach the client and its kernel does not drop them at a
+		// reset (TestTCPStopDeliversTheAnswersWritten).
+		LingerAtStop: true})
 	s.tcpGuard.Store(guard)
 	ln = guard
 	served := writeDeadlineListener{Listener: ln, timeout: s.tcpWriteTimeout}

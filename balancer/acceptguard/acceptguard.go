@@ -123,6 +123,15 @@ type Config struct {
 	// TestTCPBlockedWritersCannotHoldEverySlot). 0: a writing connection
 	// is never ended.
 	EndStalledWrites time.Duration
+	// LingerAtStop: connections go on lingering as they close once the
+	// listener is closed, for a server whose stop closes its listener
+	// first and then ends its connections with requests still unread on
+	// them — a DNS server's, whose clients pipeline queries: closed at
+	// once, each of those connections was reset, and its client's kernel
+	// dropped the answers it had not read yet. Each linger stays bounded
+	// (lingerTime, lingerBytes, lingerMax), in the closer's own goroutine,
+	// which the server's stop waits for within its own bound.
+	LingerAtStop bool
 	// Memory, when it is low (Process: near the process's memory limit),
 	// refuses every new connection, counted by RefusedMemory and written
 	// RefusalMemory (nil: closed without a word); nil: not consulted.
@@ -166,8 +175,10 @@ type Listener struct {
 	closeOnce sync.Once
 
 	// lingering is the connections being closed with a linger
-	// (linger.go): at most lingerMax at once, ended by Close.
-	lingering lingering
+	// (linger.go): at most lingerMax at once, ended by Close unless
+	// lingerAtStop.
+	lingering    lingering
+	lingerAtStop bool
 
 	errLog, evictLog LogLimit
 
@@ -210,6 +221,7 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 		l.perIPMsg = "connection refused: " + cfg.PerIPSetting + " reached"
 	}
 	l.lingering.timeout = lingerTime
+	l.lingerAtStop = cfg.LingerAtStop
 	l.budget = cfg.Budget
 	if l.budget == nil {
 		l.budget = NewBudget(cfg.MaxConns)
@@ -427,7 +439,9 @@ func (l *Listener) closed() bool {
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() { close(l.done) })
 	err := l.Listener.Close()
-	l.lingering.stop()
+	if !l.lingerAtStop {
+		l.lingering.stop()
+	}
 	return err
 }
 

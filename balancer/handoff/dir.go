@@ -40,22 +40,11 @@ func defaultDir(getenv func(string) string, uid int) string {
 // elsewhere than a node under systemd (RuntimeDirectory=) and reported a
 // successful upgrade as failed.
 func DirOf(pid, uid int) (string, error) {
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	args, err := CommandLine(pid)
 	if err != nil {
-		return "", fmt.Errorf("pid %d's command line: %w", pid, err)
+		return "", err
 	}
-	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	for i, a := range args {
-		name, value, eq := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || name != "upgrade-dir" {
-			continue
-		}
-		if !eq {
-			if i+1 >= len(args) {
-				break
-			}
-			value = args[i+1]
-		}
+	if value, ok := FlagValue(args, "upgrade-dir"); ok {
 		if !filepath.IsAbs(value) {
 			cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
 			if err != nil {
@@ -76,6 +65,34 @@ func DirOf(pid, uid int) (string, error) {
 		}
 	}
 	return defaultDir(func(k string) string { return env[k] }, uid), nil
+}
+
+// CommandLine is pid's command line, read from /proc.
+func CommandLine(pid int) ([]string, error) {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil, fmt.Errorf("pid %d's command line: %w", pid, err)
+	}
+	return strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00"), nil
+}
+
+// FlagValue is the value of the flag name (-name V, -name=V, or with two
+// dashes) among args; ok is false when it is not there.
+func FlagValue(args []string, name string) (value string, ok bool) {
+	for i, a := range args {
+		n, value, eq := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || n != name {
+			continue
+		}
+		if !eq {
+			if i+1 >= len(args) {
+				break
+			}
+			value = args[i+1]
+		}
+		return value, true
+	}
+	return "", false
 }
 
 // PrivateDir makes sure dir (DefaultDir when empty) is a directory only

@@ -545,10 +545,11 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 				// nothing since, and a change an operator made here
 				// meanwhile (this admin port served beside the old one)
 				// stands — the state's whole, taken again, undid it.
+				// Else what it changed is merged in, key by key.
 				if bytes.Equal(state, proc.StartState()) {
 					return
 				}
-				if err := s.TakeHandOffState(state); err != nil {
+				if err := s.TakeHandOffEnd(proc.StartState(), state); err != nil {
 					logger.Error("take over: the old process's operator state not applied", "err", err)
 				}
 			})

@@ -144,7 +144,7 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flagSet("upgrade", "Replaces a running balancer or gslb (PID) with the binary at the path it was started from,\nwithout closing a connection: the new process inherits the listeners and every tunnel, the old one\nexits. Exit 0 once the old process has exited; 1 when the upgrade failed (the old process keeps serving)\nor did not end within -timeout. Used by the systemd unit's ExecReload.", stderr)
 	pid := fs.Int("pid", 0, "process to upgrade (required; under systemd: $MAINPID)")
 	dir := fs.String("upgrade-dir", "", "the process's -upgrade-dir, where it records the outcome (default: read from the process: its flag, else its environment's default)")
-	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the old process to exit")
+	timeout := fs.Duration("timeout", 0, "how long to wait for the old process to exit (default: as long as its upgrade may take, from its -upgrade-timeout and -shutdown-timeout)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -192,10 +192,16 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		// upgrade is the one to report.
 		earlier = nil
 	}
+	wait := *timeout
+	if wait <= 0 {
+		if wait, err = upgradeBound(*pid); err != nil {
+			return err
+		}
+	}
 	if err := syscall.Kill(*pid, syscall.SIGUSR2); err != nil {
 		return fmt.Errorf("signal pid %d: %w", *pid, err)
 	}
-	deadline := time.After(*timeout)
+	deadline := time.After(wait)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -203,7 +209,7 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline:
-			return fmt.Errorf("pid %d still running after %s: the upgrade is still under way or failed (see its log)", *pid, *timeout)
+			return fmt.Errorf("pid %d still running after %s: the upgrade is still under way or failed (see its log)", *pid, wait)
 		case <-tick.C:
 		}
 		if err := checkDir(); err != nil {
@@ -229,6 +235,34 @@ func runUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return nil
 		}
 	}
+}
+
+// upgradeSlack is what upgradeBound adds for the steps that have no bound
+// of their own beyond a hand-off frame's (the hand-off's end, the exit).
+const upgradeSlack = 30 * time.Second
+
+// upgradeBound is how long pid's upgrade may take, as upgradeNode runs it,
+// from the flags it was started with: the new process's start
+// (-upgrade-timeout), the hand-off and then the old process's stop
+// (-shutdown-timeout each), the new process's take-over
+// (takeOverGossipWait, then childExitWait), and upgradeSlack. A fixed
+// wait (2 min) was shorter than that with a -shutdown-timeout of a minute:
+// the command said the upgrade failed while it went on fine.
+func upgradeBound(pid int) (time.Duration, error) {
+	args, err := handoff.CommandLine(pid)
+	if err != nil {
+		return 0, err
+	}
+	flagOr := func(name string, def time.Duration) time.Duration {
+		v, _ := handoff.FlagValue(args, name)
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			return d
+		}
+		return def // absent, or 0: the node runs on its default
+	}
+	ready := flagOr("upgrade-timeout", handoff.DefaultReadyTimeout)
+	stop := flagOr("shutdown-timeout", stopTimeout)
+	return ready + 2*stop + takeOverGossipWait + childExitWait + upgradeSlack, nil
 }
 
 // handingOver reports whether the outcome recorded at status is pid's hand-off

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ringlb/ringlb/balancer/handoff"
 )
 
 // `ringlb upgrade` reads how the upgrade ended from the hand-off directory:
@@ -180,5 +183,50 @@ gslb:
 	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
 	if !answers() {
 		t.Error("the new gslb does not answer")
+	}
+}
+
+// `ringlb upgrade` waits as long as the node's upgrade may take, from the
+// flags it was started with: a fixed 2 min was shorter than a node with
+// -shutdown-timeout=3m may take (one hand-off and one stop, each that long,
+// after the new process's start), and the command reported a failure while
+// the upgrade went on fine.
+func TestUpgradeWaitsAsLongAsTheNodesUpgradeMay(t *testing.T) {
+	for _, tc := range []struct {
+		args       []string
+		ready, stp time.Duration
+	}{
+		{[]string{"-config", "x.yaml"}, 30 * time.Second, stopTimeout},
+		{[]string{"-config", "x.yaml", "-shutdown-timeout=3m", "--upgrade-timeout", "45s"}, 45 * time.Second, 3 * time.Minute},
+		{[]string{"-shutdown-timeout", "2m"}, 30 * time.Second, 2 * time.Minute},
+	} {
+		// A process whose command line carries the flags, as a node's
+		// does (a shell that runs sleep and then exits: one that runs
+		// only sleep execs it, and its command line is sleep's).
+		proc := exec.Command("sh", append([]string{"-c", "sleep 60; exit 0", "ringlb", "balancer"}, tc.args...)...)
+		if err := proc.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Start returns before the kernel has set the new command line.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+			if args, _ := handoff.CommandLine(proc.Process.Pid); slices.Contains(args, "balancer") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the process's command line never showed its arguments")
+			}
+		}
+		got, err := upgradeBound(proc.Process.Pid)
+		proc.Process.Kill()
+		proc.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// upgradeNode: the start, the hand-off, the take-over, the stop.
+		least := tc.ready + tc.stp + takeOverGossipWait + tc.stp
+		t.Logf("%v: waits %s, the node may take %s", tc.args, got, least)
+		if got < least {
+			t.Errorf("%v: ringlb upgrade waits %s, the node may take %s", tc.args, got, least)
+		}
 	}
 }

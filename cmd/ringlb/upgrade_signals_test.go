@@ -682,3 +682,77 @@ func signalPending(pid int, sig syscall.Signal) bool {
 	}
 	return false
 }
+
+// Operator changes made on both of a gslb's processes during an upgrade —
+// one on the old process while the new one starts, another on the new one
+// once it serves — both stand once the upgrade is done: the state the old
+// process ends with is merged key by key over the one it started the new
+// process with. Before, it replaced the new process's whole once the old
+// one had changed anything: the member removed on the new process was
+// answered again.
+func TestGSLBChangesOnBothProcessesDuringTheUpgradeStand(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gslb.yaml")
+	yaml := `cluster: { name: gslb-1, bind: 127.0.0.1:0, profile: local }
+gslb:
+  listen: 127.0.0.1:0
+  admin: { listen: 127.0.0.1:0 }
+  rate_limit: { responses_per_second: 0 }
+  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1" ] } ]
+  names:
+    - name: ide.ringlb.test
+      regions:
+        east: { serve_mode: always, members: [ { name: bal-1, address: 192.0.2.1 }, { name: bal-2, address: 192.0.2.2 }, { name: bal-3, address: 192.0.2.3 } ] }
+`
+	writeFile(t, cfg, yaml)
+	g := startProc(t, bin, "gslb", "-config", cfg, "-upgrade-dir", filepath.Join(dir, "run"))
+	rec := g.waitLog(t, "gslb started")
+	server, admin := rec["dns"].(string), "http://"+rec["admin"].(string)
+	old := g.cmd.Process.Pid
+
+	// The new process reads its config from a FIFO: it waits there, past
+	// the start state, until the test writes it; meanwhile only the old
+	// process serves the admin port.
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(old, syscall.SIGUSR2)
+	fifo, err := os.OpenFile(cfg, os.O_WRONLY, 0) // opened once the new process reads it
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := childOf(t, old)
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	if code, out := adminCall(t, "POST", admin+"/api/pools/ide.ringlb.test/east/bal-2/mode?mode=remove", nil, ""); code != 200 {
+		t.Fatalf("serve mode remove on the old process: %d %v", code, out)
+	}
+	if _, err := fifo.WriteString(yaml); err != nil {
+		t.Fatal(err)
+	}
+	fifo.Close()
+	g.waitLog(t, "upgrade: the new process is ready; handing over")
+	freeze(t, old) // the next change reaches the new process
+	// Not on the keep-alive connection the old process accepted.
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	code, out := adminCall(t, "POST", admin+"/api/pools/ide.ringlb.test/east/bal-3/mode?mode=remove", nil, "")
+	syscall.Kill(old, syscall.SIGCONT)
+	if code != 200 {
+		t.Fatalf("serve mode remove on the new process: %d %v", code, out)
+	}
+	done := g.waitLog(t, "upgrade done; the old process exits")
+	if got := int(done["new_pid"].(float64)); got != next {
+		t.Fatalf("upgraded to pid %d, the test waited on %d", got, next)
+	}
+	waitGone(t, old)
+	if got := ideAnswers(t, server); len(got) != 1 || got[0] != "192.0.2.1" {
+		t.Errorf("answers after the upgrade: %v, want 192.0.2.1 alone: a member removed during it is back", got)
+	}
+}
