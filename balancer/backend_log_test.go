@@ -54,35 +54,15 @@ func TestBackendAnswersStayOutOfLogs(t *testing.T) {
 	_, addr := serveBalancerLogging(t, configs.Balancer{}, r, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 
 	for i, answer := range answers {
-		backend, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := backend.Accept()
-				if err != nil {
-					return
-				}
-				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
-					_, _ = io.WriteString(c, answer)
-				}
-				c.Close()
-			}
-		}()
-		r.Update([]ring.Member{{Name: "backend", URL: "http://" + backend.Addr().String(), Weight: 1}})
+		backend, stop := answeringBackend(t, answer)
+		r.Update([]ring.Member{{Name: "backend", URL: "http://" + backend, Weight: 1}})
 		for _, head := range []string{"GET /page HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n", wsHead} {
 			statuses := exchange(t, addr, head+"\r\n", 1, false)
 			if len(statuses) != 1 || statuses[0] != http.StatusBadGateway {
 				t.Errorf("answer %d to %q: %v, want 502", i, head[:8], statuses)
 			}
 		}
-		backend.Close()
-		wg.Wait()
+		stop()
 	}
 	if strings.Contains(logs.String(), secret) {
 		for _, line := range strings.Split(logs.String(), "\n") {
@@ -102,28 +82,9 @@ func TestStray421LogBounded(t *testing.T) {
 	var logs lockedBuffer
 	r := ring.New(ring.DefaultConfig())
 	_, addr := serveBalancerLogging(t, configs.Balancer{}, r, slog.New(slog.NewJSONHandler(&logs, nil)))
-	backend, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := backend.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-			if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
-				_, _ = io.WriteString(c, "HTTP/1.1 421 Misdirected Request\r\n"+configs.HeaderOwner+": "+planted+"/"+strings.Repeat("x", 200)+"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-			}
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { backend.Close(); wg.Wait() })
-	r.Update([]ring.Member{{Name: "backend", URL: "http://" + backend.Addr().String(), Weight: 1}})
+	backend, stop := answeringBackend(t, "HTTP/1.1 421 Misdirected Request\r\n"+configs.HeaderOwner+": "+planted+"/"+strings.Repeat("x", 200)+"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	t.Cleanup(stop)
+	r.Update([]ring.Member{{Name: "backend", URL: "http://" + backend, Weight: 1}})
 	const requests = 20
 	statuses := exchange(t, addr, strings.Repeat("GET /page HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n", requests), requests, false)
 	if len(statuses) != requests {
@@ -141,4 +102,31 @@ func TestStray421LogBounded(t *testing.T) {
 	if strings.Contains(logs.String(), planted) {
 		t.Errorf("the backend's own header text reached the log: %.400s", logs.String())
 	}
+}
+
+// answeringBackend serves answer, as written, to each request on a
+// connection of its own; stop closes it and waits for it.
+func answeringBackend(t *testing.T, answer string) (addr string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+				_, _ = io.WriteString(c, answer)
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String(), func() { ln.Close(); wg.Wait() }
 }

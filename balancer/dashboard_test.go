@@ -104,11 +104,7 @@ func (f *fakeGSLB) record(mode string, r *http.Request) {
 // balancer reaches the gslb node; the page and its files are served with a
 // CSP, without the token, while the data needs it.
 func TestDashboardClusterView(t *testing.T) {
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	h := tokenHarness(t)
 	cl := healthtest.New(t)
 	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
 	edgeAdmin := httptest.NewServer(peerReads("gossip-edge", self.Keyring(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -278,11 +274,7 @@ func TestDashboardWithoutGossip(t *testing.T) {
 // signed — is shown as the edge's error, not as its figures. An edge of an
 // earlier release, which signs no answer, is read as before.
 func TestDashboardTakesOnlySignedAnswers(t *testing.T) {
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	h := tokenHarness(t)
 	unsigned := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(fakeEdgeMetrics)) }))
 	defer unsigned.Close()
 	cl := healthtest.New(t)
@@ -340,11 +332,7 @@ func TestDashboardTakesOnlySignedAnswers(t *testing.T) {
 // recorded. Records over the bound a node keeps (a field of 256 bytes) are
 // cut so too.
 func TestClusterAuditNamesTheNodeRead(t *testing.T) {
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	h := tokenHarness(t)
 	long := strings.Repeat("x", 4096)
 	claims := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		operator.WriteJSON(w, http.StatusOK, operator.AuditView{Node: "bal-test", Records: []operator.Record{
@@ -353,12 +341,7 @@ func TestClusterAuditNamesTheNodeRead(t *testing.T) {
 		}})
 	}))
 	defer claims.Close()
-	cl := healthtest.New(t)
-	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
-	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: claims.URL, Weight: 1, State: health.StateAlive})
-	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
-	healthtest.AnnouncePeerSigning(t, edge, self, health.PeerSigningForwarded) // an earlier release's: read unsigned
-	h.bal.SetCluster(self)
+	unsignedEdgeAt(t, h, claims.URL)
 
 	req, _ := http.NewRequest("GET", "http://"+h.admin+"/api/audit?cluster=1", nil)
 	req.Header.Set("Authorization", "Bearer "+testToken)
@@ -396,11 +379,7 @@ func TestClusterAuditNamesTheNodeRead(t *testing.T) {
 // series name and events' texts of 4 KiB, and more series, samples and
 // events than any node keeps, and it was passed to the dashboard as it came.
 func TestClusterHistoryNamesTheNodeRead(t *testing.T) {
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	h := tokenHarness(t)
 	long := strings.Repeat("x", 4096)
 	claims := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		samples := 2 * operator.HistorySamples
@@ -415,12 +394,7 @@ func TestClusterHistoryNamesTheNodeRead(t *testing.T) {
 		operator.WriteJSON(w, http.StatusOK, v)
 	}))
 	defer claims.Close()
-	cl := healthtest.New(t)
-	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
-	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: claims.URL, Weight: 1, State: health.StateAlive})
-	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
-	healthtest.AnnouncePeerSigning(t, edge, self, health.PeerSigningForwarded) // an earlier release's: read unsigned
-	h.bal.SetCluster(self)
+	unsignedEdgeAt(t, h, claims.URL)
 
 	req, _ := http.NewRequest("GET", "http://"+h.admin+"/api/history?cluster=1", nil)
 	req.Header.Set("Authorization", "Bearer "+testToken)
@@ -474,11 +448,7 @@ func TestClusterHistoryNamesTheNodeRead(t *testing.T) {
 // of the cluster's audit view: an edge answering 200 records dated 2099 took
 // all of ?cluster=1, and the drain made on this balancer was not shown.
 func TestClusterAuditKeepsEveryNodesNewest(t *testing.T) {
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	h := tokenHarness(t)
 	future := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
 	claims := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/api/drain" {
@@ -492,24 +462,9 @@ func TestClusterAuditKeepsEveryNodesNewest(t *testing.T) {
 		operator.WriteJSON(w, http.StatusOK, v)
 	}))
 	defer claims.Close()
-	cl := healthtest.New(t)
-	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
-	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: claims.URL, Weight: 1, State: health.StateAlive})
-	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
-	healthtest.AnnouncePeerSigning(t, edge, self, health.PeerSigningForwarded) // an earlier release's: read unsigned
-	h.bal.SetCluster(self)
+	unsignedEdgeAt(t, h, claims.URL)
 
-	do := func(method, path string) *http.Response {
-		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+h.admin+path, nil)
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		req.Header.Set(configs.HeaderAdmin, "1")
-		resp, err := h.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
-	}
+	do := func(method, path string) *http.Response { t.Helper(); return h.adminDo(t, method, path) }
 	resp := do(http.MethodPost, "/api/nodes/gossip-edge/drain") // asked of the edge, recorded here
 	resp.Body.Close()
 	if resp.StatusCode >= 300 {
@@ -556,11 +511,7 @@ func TestClusterAuditKeepsEveryNodesNewest(t *testing.T) {
 // and failover of the other nodes. The cluster's history gives the list,
 // each node keeping an equal share of it.
 func TestClusterEventsKeepEveryNodesNewest(t *testing.T) {
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+	h := tokenHarness(t)
 	future := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
 	claims := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/api/drain" {
@@ -574,24 +525,9 @@ func TestClusterEventsKeepEveryNodesNewest(t *testing.T) {
 		operator.WriteJSON(w, http.StatusOK, v)
 	}))
 	defer claims.Close()
-	cl := healthtest.New(t)
-	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
-	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: claims.URL, Weight: 1, State: health.StateAlive})
-	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
-	healthtest.AnnouncePeerSigning(t, edge, self, health.PeerSigningForwarded) // an earlier release's: read unsigned
-	h.bal.SetCluster(self)
+	unsignedEdgeAt(t, h, claims.URL)
 
-	do := func(method, path string) *http.Response {
-		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+h.admin+path, nil)
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		req.Header.Set(configs.HeaderAdmin, "1")
-		resp, err := h.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
-	}
+	do := func(method, path string) *http.Response { t.Helper(); return h.adminDo(t, method, path) }
 	resp := do(http.MethodPost, "/api/nodes/gossip-edge/drain") // asked of the edge, an event here
 	resp.Body.Close()
 	if resp.StatusCode >= 300 {
@@ -619,4 +555,39 @@ func TestClusterEventsKeepEveryNodesNewest(t *testing.T) {
 	if drains != 1 || edges == 0 || len(view.Events) > eventsShown {
 		t.Errorf("this balancer's drain listed %d times, the edge's events %d times, %d in all (at most %d): want the drain once beside the edge's", drains, edges, len(view.Events), eventsShown)
 	}
+}
+
+// tokenHarness is a harness whose admin port takes testToken.
+func tokenHarness(t *testing.T) *harness {
+	t.Helper()
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return newHarness(t, configs.Balancer{Admin: configs.Admin{TokenFile: token}})
+}
+
+// unsignedEdgeAt puts h's balancer in a gossip cluster with an edge whose
+// admin API is admin, of an earlier release: its answers are read unsigned.
+func unsignedEdgeAt(t *testing.T, h *harness, admin string) {
+	t.Helper()
+	cl := healthtest.New(t)
+	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	edge := cl.Join("gossip-edge", health.Meta{Role: health.RoleEdge, Region: "east", URL: "http://127.0.0.1:1", Admin: admin, Weight: 1, State: health.StateAlive})
+	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
+	healthtest.AnnouncePeerSigning(t, edge, self, health.PeerSigningForwarded)
+	h.bal.SetCluster(self)
+}
+
+// adminDo sends method path to h's admin port with the token, as a write.
+func (h *harness) adminDo(t *testing.T, method, path string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+h.admin+path, nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set(configs.HeaderAdmin, "1")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
