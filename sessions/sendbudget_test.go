@@ -164,38 +164,7 @@ func TestHoardedBudgetShedsOnlyTheHoarders(t *testing.T) {
 	hoarded := metricValue(t, e.s, "ringlb_edge_queued_bytes")
 
 	// Another session, honest: every msg is read as it comes.
-	talker := e.join(t, "talk")
-	reader := e.join(t, "talk")
-	got, code := make(chan int, 1), make(chan int, 1)
-	go func() {
-		n := 0
-		for n < honest {
-			if _, _, err := reader.ReadMessage(); err != nil {
-				var ce *websocket.CloseError
-				if errors.As(err, &ce) {
-					code <- ce.Code
-				}
-				break
-			}
-			n++
-		}
-		got <- n
-	}()
-	msg := make([]byte, 4<<10)
-	for i := 0; i < honest; i += burst {
-		for range burst {
-			if err := talker.WriteMessage(websocket.BinaryMessage, msg); err != nil {
-				t.Fatal(err)
-			}
-		}
-		time.Sleep(5 * time.Millisecond) // bursts, as people type: not part of any assertion
-	}
-	n := <-got
-	closedWith := 0
-	select {
-	case closedWith = <-code:
-	default:
-	}
+	n, closedWith := honestSession(t, e, honest, burst)
 	queued := metricValue(t, e.s, "ringlb_edge_queued_bytes")
 	t.Logf("hoard: %d non-readers × %d msgs of %d KiB held %.1f MiB of a %d MiB budget; the other session's reader got %d of %d msgs (close %d); queued %.1f MiB, %v slow consumers",
 		hoarders, frames, size>>10, hoarded/(1<<20), budget>>20, n, honest, closedWith, queued/(1<<20), metricValue(t, e.s, "ringlb_edge_slow_consumers_total"))
@@ -283,12 +252,29 @@ func TestReplaysHoardNoSendBudget(t *testing.T) {
 	hoarded := metricValue(t, e.s, "ringlb_edge_queued_bytes")
 
 	// Another session, honest: every msg is read as it comes.
+	n, closedWith := honestSession(t, e, honest, burst)
+	t.Logf("%d non-readers each resuming from 0 (an 8 MiB history) held %.1f MiB of a %d MiB budget (%v slow consumers); the other session's reader got %d of %d msgs (close %d)",
+		hoarders, hoarded/(1<<20), budget>>20, metricValue(t, e.s, "ringlb_edge_slow_consumers_total"), n, honest, closedWith)
+	if n != honest {
+		t.Errorf("another session's reader got %d of %d msgs (closed %d) while one client's replays hoarded the send budget", n, honest, closedWith)
+	}
+	if hoarded > budget {
+		t.Errorf("send queues hold %.1f MiB of replays, want at most the budget (%d MiB)", hoarded/(1<<20), budget>>20)
+	}
+}
+
+// honestSession has a talker send msgs 4 KiB msgs to a reader in a session
+// of its own, in bursts of burst, the reader reading every one as it
+// comes; it returns how many the reader got and the code it was closed
+// with (0: none).
+func honestSession(t *testing.T, e *testEdge, msgs, burst int) (got, closedWith int) {
+	t.Helper()
 	talker := e.join(t, "talk")
 	reader := e.join(t, "talk")
-	got, code := make(chan int, 1), make(chan int, 1)
+	read, code := make(chan int, 1), make(chan int, 1)
 	go func() {
 		n := 0
-		for n < honest {
+		for n < msgs {
 			if _, _, err := reader.ReadMessage(); err != nil {
 				var ce *websocket.CloseError
 				if errors.As(err, &ce) {
@@ -298,10 +284,10 @@ func TestReplaysHoardNoSendBudget(t *testing.T) {
 			}
 			n++
 		}
-		got <- n
+		read <- n
 	}()
 	msg := make([]byte, 4<<10)
-	for i := 0; i < honest; i += burst {
+	for i := 0; i < msgs; i += burst {
 		for range burst {
 			if err := talker.WriteMessage(websocket.BinaryMessage, msg); err != nil {
 				t.Fatal(err)
@@ -309,18 +295,10 @@ func TestReplaysHoardNoSendBudget(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // bursts, as people type: not part of any assertion
 	}
-	n := <-got
-	closedWith := 0
+	got = <-read
 	select {
 	case closedWith = <-code:
 	default:
 	}
-	t.Logf("%d non-readers each resuming from 0 (an 8 MiB history) held %.1f MiB of a %d MiB budget (%v slow consumers); the other session's reader got %d of %d msgs (close %d)",
-		hoarders, hoarded/(1<<20), budget>>20, metricValue(t, e.s, "ringlb_edge_slow_consumers_total"), n, honest, closedWith)
-	if n != honest {
-		t.Errorf("another session's reader got %d of %d msgs (closed %d) while one client's replays hoarded the send budget", n, honest, closedWith)
-	}
-	if hoarded > budget {
-		t.Errorf("send queues hold %.1f MiB of replays, want at most the budget (%d MiB)", hoarded/(1<<20), budget>>20)
-	}
+	return got, closedWith
 }
