@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -48,16 +49,7 @@ func TestHalfClosedTunnelEndsAfterFinTimeout(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer raw.Close()
-			c := raw
-			if tt.tls.CertFile != "" {
-				c = tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
-			}
-			if _, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: k\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-				t.Fatalf("upgrade: %v %v", resp, err)
-			}
+			c := upgradeOver(t, raw, tt.tls.CertFile != "", pool)
 			edge := <-edges
 			defer edge.Close()
 			if tt.clientCloses {
@@ -115,16 +107,7 @@ func TestNonReadingClientCannotHoldATunnelBySending(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer raw.Close()
-			c := raw
-			if tt.tls.CertFile != "" {
-				c = tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
-			}
-			if _, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: k\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-				t.Fatalf("upgrade: %v %v", resp, err)
-			}
+			c := upgradeOver(t, raw, tt.tls.CertFile != "", pool)
 			edge := <-edges
 			defer edge.Close()
 			// The edge sends until the balancer stops taking its bytes; the
@@ -159,4 +142,21 @@ func TestNonReadingClientCannotHoldATunnelBySending(t *testing.T) {
 			t.Logf("closed %s after the edge began sending (idle timeout %s)", time.Since(start), idle)
 		})
 	}
+}
+
+// upgradeOver sends a WebSocket upgrade over raw (in TLS, trusting pool,
+// when overTLS) and returns the connection once it is switched.
+func upgradeOver(t *testing.T, raw net.Conn, overTLS bool, pool *x509.CertPool) net.Conn {
+	t.Helper()
+	c := raw
+	if overTLS {
+		c = tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	}
+	if _, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: k\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	return c
 }
