@@ -353,19 +353,7 @@ func TestMaintenanceSetDuringAnUpgradeIsKept(t *testing.T) {
 
 	// The new process reads its config from a FIFO: it waits there, once
 	// it has said hello to the old process, until the test writes it.
-	if err := os.Remove(cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mkfifo(cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	syscall.Kill(old, syscall.SIGUSR2)
-	fifo, err := os.OpenFile(cfg, os.O_WRONLY, 0) // opened once the new process reads it
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := childOf(t, old)
-	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	fifo, next := upgradeReadingFIFO(t, cfg, old)
 	waitUnread(t, ss, next) // the old process's peers and state
 	if code, out := adminCall(t, "POST", admin+"/api/maintenance?state=on", nil, ""); code != 200 || out["maintenance"] != true {
 		t.Fatalf("maintenance on during the upgrade: %d %v", code, out)
@@ -718,19 +706,7 @@ gslb:
 	// The new process reads its config from a FIFO: it waits there, past
 	// the start state, until the test writes it; meanwhile only the old
 	// process serves the admin port.
-	if err := os.Remove(cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mkfifo(cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	syscall.Kill(old, syscall.SIGUSR2)
-	fifo, err := os.OpenFile(cfg, os.O_WRONLY, 0) // opened once the new process reads it
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := childOf(t, old)
-	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	fifo, next := upgradeReadingFIFO(t, cfg, old)
 	if code, out := adminCall(t, "POST", admin+"/api/pools/ide.ringlb.test/east/bal-2/mode?mode=remove", nil, ""); code != 200 {
 		t.Fatalf("serve mode remove on the old process: %d %v", code, out)
 	}
@@ -755,4 +731,25 @@ gslb:
 	if got := ideAnswers(t, server); len(got) != 1 || got[0] != "192.0.2.1" {
 		t.Errorf("answers after the upgrade: %v, want 192.0.2.1 alone: a member removed during it is back", got)
 	}
+}
+
+// upgradeReadingFIFO signals old to upgrade with its config file cfg made a
+// FIFO: the new process waits reading it until the test writes it (fifo).
+// It returns the FIFO, open for writing, and the new process's pid.
+func upgradeReadingFIFO(t *testing.T, cfg string, old int) (fifo *os.File, next int) {
+	t.Helper()
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(old, syscall.SIGUSR2)
+	fifo, err := os.OpenFile(cfg, os.O_WRONLY, 0) // opened once the new process reads it
+	if err != nil {
+		t.Fatal(err)
+	}
+	next = childOf(t, old)
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	return fifo, next
 }
