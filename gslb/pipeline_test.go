@@ -20,17 +20,7 @@ import (
 func TestTCPPipelinedQueriesAllAnswered(t *testing.T) {
 	s := startGSLB(t, gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), ""))
 	const queries = 300
-	var burst []byte
-	for i := range queries {
-		m := new(dns.Msg)
-		m.SetQuestion("www.ringlb.test.", dns.TypeA)
-		m.Id = uint16(i + 1)
-		b, err := m.Pack()
-		if err != nil {
-			t.Fatal(err)
-		}
-		burst = append(binary.BigEndian.AppendUint16(burst, uint16(len(b))), b...)
-	}
+	burst := pipelined(t, queries)
 	c, err := net.DialTimeout("tcp", s.Addr(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -79,17 +69,7 @@ func TestTCPStopDeliversTheAnswersWritten(t *testing.T) {
 	// More than the server answers before the stop, and within what a
 	// lingering close drops (acceptguard's lingerBytes, 64 KiB).
 	const queries = 1500
-	var burst []byte
-	for i := range queries {
-		m := new(dns.Msg)
-		m.SetQuestion("www.ringlb.test.", dns.TypeA)
-		m.Id = uint16(i + 1)
-		b, err := m.Pack()
-		if err != nil {
-			t.Fatal(err)
-		}
-		burst = append(binary.BigEndian.AppendUint16(burst, uint16(len(b))), b...)
-	}
+	burst := pipelined(t, queries)
 	c, err := net.DialTimeout("tcp", s.Addr(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -131,4 +111,22 @@ func TestTCPStopDeliversTheAnswersWritten(t *testing.T) {
 	if end != io.EOF || float64(read) != answered() {
 		t.Errorf("read %d answers of the %v written, then %v; want every one, then the end of the stream", read, answered(), end)
 	}
+}
+
+// pipelined is n queries for www.ringlb.test. A (ids 1 to n), framed for
+// TCP one after the other, to be sent in one write.
+func pipelined(t *testing.T, n int) []byte {
+	t.Helper()
+	var burst []byte
+	for i := range n {
+		m := new(dns.Msg)
+		m.SetQuestion("www.ringlb.test.", dns.TypeA)
+		m.Id = uint16(i + 1)
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		burst = append(binary.BigEndian.AppendUint16(burst, uint16(len(b))), b...)
+	}
+	return burst
 }
