@@ -769,8 +769,11 @@ func handedOff(ctx context.Context, t *testing.T, old *Balancer, a *handoff.Conn
 // in the gap stayed on edge-a v0 at the new bal-1 while bal-2 had edge-c v1
 // — a participant through each met on different edges — and a key placed
 // by the new process was unknown to bal-2. Now it asks its peers once it
-// has joined and sends its changes at once. The linger here is 10 minutes,
-// so no refresh repairs either within the test.
+// has joined and sends its changes at once, and again to each peer once
+// its answer is in: a bal-2 that had not yet believed the new process's
+// join dropped the first, and nothing sent the changes again before a
+// refresh (TestNewProcessPlacementReachesAPeerThatBelievesItLate). The
+// linger here is 10 minutes, so no refresh repairs either within the test.
 func TestMoveDuringUpgradeReachesTheNewProcess(t *testing.T) {
 	ea, eb, ec := startTestEdge(t, "edge-a"), startTestEdge(t, "edge-b"), startTestEdge(t, "edge-c")
 	cl := healthtest.New(t)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,9 +27,14 @@ import (
 //     asks for it ("ask"); it routes only once it has it (startup wait). A
 //     process that took the table over from the one it replaced (an
 //     upgrade) asks too, once it has joined, and sends the keys open here
-//     and its changes at once (checkAsks): what the others sent while it
-//     was joining went to the old process, and what it placed meanwhile
-//     went nowhere.
+//     and its changes at once (checkAsks), and again to each peer once
+//     that peer's answer is in (receiveAnswer), and at the end of the
+//     round to any not told so: what the others sent while it was joining
+//     went to the old process, and what it placed meanwhile went nowhere.
+//     A peer drops what a balancer it has not yet taken in sends (health
+//     believes a join once the member answers a challenge), so the first
+//     may be lost; one that answered took this process's ask, so it takes
+//     this process for a balancer.
 //     An ask names the balancer asked and carries its time and its round's
 //     id; each is answered once (takeAsk), and the asker takes only the
 //     answer it waits for: memberlist takes a copy of an encrypted packet
@@ -328,13 +334,17 @@ type tableSync struct {
 	// The round of asks (guarded by mu): asking until a peer's table is
 	// in (checkAsks); inherited when the table routed before it, taken
 	// over in an upgrade, and told once the keys open here and the
-	// changes went out for that.
-	asking    bool
-	inherited bool
-	told      bool
-	refresh   chan struct{} // a refresh now (runStreams)
-	started   time.Time
-	wait      time.Duration
+	// changes went out for that with the first asks. toldAnswered are
+	// the peers told so after their answer was in, tellTo those due it
+	// next (sendTells).
+	asking       bool
+	inherited    bool
+	told         bool
+	toldAnswered map[string]bool
+	tellTo       []string
+	refresh      chan struct{} // tellTo has peers (runStreams)
+	started      time.Time
+	wait         time.Duration
 	// askID is this process's round of asks: fresh at each start, so no
 	// answer to another round (an earlier process's, or a copy of one
 	// sent again) is taken for this one's.
@@ -443,7 +453,7 @@ func (t *sessionTable) startSync(c Cluster, startupWait time.Duration) error {
 // newSync returns the gossip side of t, not yet sending or receiving.
 func (t *sessionTable) newSync(c Cluster, startupWait time.Duration) *tableSync {
 	return &tableSync{t: t, cluster: c, kick: make(chan struct{}, 1), answers: make(chan takenAsk, 16), stop: make(chan struct{}),
-		refresh: make(chan struct{}, 1), asking: true, inherited: t.isReady.Load(),
+		refresh: make(chan struct{}, 1), asking: true, inherited: t.isReady.Load(), toldAnswered: map[string]bool{},
 		started: time.Unix(0, t.now()), wait: startupWait, askID: rand.Uint64(), asked: map[string]time.Time{}, tries: map[string]int{}, parts: map[string]*answerParts{},
 		answering: map[askJob]bool{}, taken: map[takenAsk]int64{}, lastTaken: map[string]lastAsk{}}
 }
@@ -662,7 +672,7 @@ func (sy *tableSync) runStreams() {
 		case job := <-sy.answers:
 			sy.answer(job)
 		case <-sy.refresh:
-			sy.sendRefresh()
+			sy.sendTells()
 		case <-tick.C:
 			sy.sendRefresh()
 			if next := refreshInterval(sy.t.settings.Load().linger); next != every {
@@ -711,6 +721,35 @@ func (t *sessionTable) each(f func(h uint64, e *entry)) {
 // here since the last refresh, with the drains.
 func (sy *tableSync) sendRefresh() {
 	peers, _ := sy.peers()
+	sy.refreshPeers(peers, true)
+}
+
+// sendTells sends the peers due it (tellTo) what a refresh sends, the
+// changes left marked: one that drops it (it has not taken this process
+// in yet) has them from the next refresh all the same.
+func (sy *tableSync) sendTells() {
+	sy.mu.Lock()
+	to := sy.tellTo
+	sy.tellTo = nil
+	sy.mu.Unlock()
+	slices.Sort(to)
+	sy.refreshPeers(slices.Compact(to), false)
+}
+
+// tell queues peers to be sent the keys open here and the changes made
+// here (sendTells, on runStreams: a stream's dial must not hold up
+// memberlist's goroutine, which receives answers). sy.mu is held.
+func (sy *tableSync) tell(peers ...string) {
+	sy.tellTo = append(sy.tellTo, peers...)
+	select {
+	case sy.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// refreshPeers sends peers a refresh; renew (the refresh of every
+// linger/2) marks the changes sent.
+func (sy *tableSync) refreshPeers(peers []string, renew bool) {
 	if len(peers) == 0 {
 		return // changes stay marked until there is someone to tell
 	}
@@ -722,11 +761,15 @@ func (sy *tableSync) sendRefresh() {
 		p.addDrain(name, st)
 	}
 	t.each(func(h uint64, e *entry) {
-		e.flags &^= entryGoneAnswered
+		if renew {
+			e.flags &^= entryGoneAnswered
+		}
 		if e.open == 0 && e.flags&entryDirty == 0 {
 			return
 		}
-		e.flags &^= entryDirty
+		if renew {
+			e.flags &^= entryDirty
+		}
 		if e.open == 0 && e.until <= now {
 			return
 		}
@@ -938,6 +981,12 @@ func (sy *tableSync) receiveAnswer(from string, b []byte) error {
 	a.last = time.Unix(0, sy.t.now())
 	if err == nil {
 		a.seen[part], a.ready = true, ready
+		if a.whole() && sy.inherited && !sy.toldAnswered[from] {
+			// It took this process's ask: it takes this process for a
+			// balancer now, whatever it did with the first asks' tell.
+			sy.toldAnswered[from] = true
+			sy.tell(from)
+		}
 	}
 	sy.mu.Unlock()
 	if err != nil {
@@ -1027,9 +1076,19 @@ func (sy *tableSync) checkAsks() {
 	if why != "" {
 		sy.asking = false
 	}
-	tell := len(ask) > 0 && sy.inherited && !sy.told
-	if tell {
+	if len(ask) > 0 && sy.inherited && !sy.told {
 		sy.told = true
+		sy.tell(peers...)
+	}
+	if ended && sy.inherited {
+		// A peer that answered nothing may have dropped the first tell
+		// (it had not taken this process in): told again now, as it is
+		// asked no more.
+		for _, p := range peers {
+			if !sy.toldAnswered[p] {
+				sy.tell(p)
+			}
+		}
 	}
 	inherited := sy.inherited
 	sy.mu.Unlock()
@@ -1042,12 +1101,6 @@ func (sy *tableSync) checkAsks() {
 	}
 	if why != "" {
 		return
-	}
-	if tell {
-		select {
-		case sy.refresh <- struct{}{}:
-		default:
-		}
 	}
 	for _, p := range ask {
 		n, _ := sy.cluster.Node(p)

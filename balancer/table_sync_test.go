@@ -22,6 +22,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
@@ -1441,6 +1442,56 @@ func TestUpgradeJustAfterAnAnswerStillAsksAgain(t *testing.T) {
 		t.Logf("%d s after the join: bal-1 routes the key to %s (by its entry: %v), bal-2 placed it on %s", i+1, target.Name, in, placed)
 		if i == 2 && target.Name != placed {
 			t.Errorf("bal-1 routes the key to %s, bal-2 placed it on %s: split", target.Name, placed)
+		}
+	}
+}
+
+// A key the new process placed before it joined gossip reaches a peer that
+// believes the new process's join only after its first ask: health takes a
+// member in once it answers a challenge, and a peer drops what a balancer
+// it has not taken in sends (not_a_balancer). The new process told its
+// changes once, with its first asks, and that tell marked them sent: the
+// peer had the key only from a refresh, linger/2 later, and meanwhile
+// placed the key's next participant by its ring — a session split. Now
+// each peer is told again once its answer is in (it took this process's
+// ask, so it takes this process for a balancer), and the tells leave the
+// changes for the next refresh.
+func TestNewProcessPlacementReachesAPeerThatBelievesItLate(t *testing.T) {
+	w := newTableWorld(t, 64|6) // two balancers, room for every key, startup_wait 1 s
+	b1, b2 := w.bals[0], w.bals[1]
+	w.restart(b1, true) // upgraded: the new process serves, not yet in gossip
+	// It places a key of its own, which it can tell nobody yet.
+	const k = 3
+	w.request(b1, k, false, false, tfClients[0])
+	if _, ok := b1.entry(w.hashes[k]); !ok {
+		t.Fatal("the new process entered no placement")
+	}
+	if _, ok := b2.entry(w.hashes[k]); ok {
+		t.Fatal("bal-2 has the key before the new process joined")
+	}
+	// It joins; bal-2 has not yet believed its join.
+	notBalancer := func() float64 {
+		var m dto.Metric
+		if err := tfMetrics().tableIgnored.WithLabelValues(ignoredSender).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	before := notBalancer()
+	w.unbelieved[[2]string{b2.name, b1.name}] = true
+	w.join(b1)
+	w.deliverAll() // its first ask and its changes: dropped at bal-2
+	if notBalancer() == before {
+		t.Fatal("bal-2 took what the new process sent before it believed it")
+	}
+	delete(w.unbelieved, [2]string{b2.name, b1.name}) // the challenge answered
+	for i := range 3 {                                // within linger/2: no refresh yet
+		w.deliverAll()
+		w.advance(time.Second)
+		_, ok := b2.entry(w.hashes[k])
+		t.Logf("%d s after the join: bal-2 has the new process's placement: %v", i+1, ok)
+		if i == 2 && !ok {
+			t.Error("bal-2 has not the key the new process placed: it places the key's next participant by its ring")
 		}
 	}
 }

@@ -187,10 +187,12 @@ func (l *tfLink) Send(to string, p []byte) error {
 
 func (l *tfLink) Close() {}
 
-// tfCluster is the membership a balancer sees: the balancers of the fuzz.
+// tfCluster is the membership a balancer sees: the balancers of the fuzz,
+// but those it has not yet believed (tfWorld.unbelieved).
 type tfCluster struct {
 	Cluster // nil: nothing else is asked of it
 	w       *tfWorld
+	self    string
 }
 
 // tfMeta is what each balancer of the fuzz announces: this release's.
@@ -199,14 +201,16 @@ var tfMeta = health.Meta{Role: health.RoleBalancer, State: health.StateAlive, Pe
 func (c tfCluster) Members() []health.Node {
 	var out []health.Node
 	for _, b := range c.w.bals {
-		out = append(out, health.Node{Name: b.name, Meta: tfMeta})
+		if !c.w.unbelieved[[2]string{c.self, b.name}] {
+			out = append(out, health.Node{Name: b.name, Meta: tfMeta})
+		}
 	}
 	return out
 }
 
 func (c tfCluster) Node(name string) (health.Node, bool) {
 	for _, b := range c.w.bals {
-		if b.name == name {
+		if b.name == name && !c.w.unbelieved[[2]string{c.self, name}] {
 			return health.Node{Name: name, Meta: tfMeta}, true
 		}
 	}
@@ -300,6 +304,11 @@ type tfWorld struct {
 	ignoredAtSettle [2]float64 // ignoredCounts at the last settle where the views agreed
 	step            int
 	trace           bool // RINGLB_TABLEFUZZ_TRACE: each event and the state after it logged
+
+	// unbelieved are (viewer, member) pairs where the viewer has not yet
+	// believed the member's join (health's join confirmation): it is no
+	// member there, and what it sends is ignored.
+	unbelieved map[[2]string]bool
 }
 
 // tableEventNames name the events in a trace.
@@ -345,7 +354,7 @@ func runTableEvents(t *testing.T, in []byte) {
 // newTableWorld is the harness's cluster as conf (an input's first byte)
 // sets it up, its balancers up and routing before the first event.
 func newTableWorld(t *testing.T, conf byte) *tfWorld {
-	w := &tfWorld{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), alive: map[string]bool{}, seen: map[[2]int]tfSeen{}, cut: map[string]bool{}}
+	w := &tfWorld{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), alive: map[string]bool{}, seen: map[[2]int]tfSeen{}, cut: map[string]bool{}, unbelieved: map[[2]string]bool{}}
 	w.keys = tfKeys()
 	for i, k := range w.keys {
 		w.hashes[i] = xxhash.Sum64String(k)
@@ -434,7 +443,7 @@ func (b *tfBal) start(old *sessionTable) {
 
 // share starts b's table's gossip side on the harness's network.
 func (b *tfBal) share() {
-	b.sy = b.t.newSync(tfCluster{w: b.w}, b.w.cfg.StartupWait.D())
+	b.sy = b.t.newSync(tfCluster{w: b.w, self: b.name}, b.w.cfg.StartupWait.D())
 	b.sy.ch = &tfLink{w: b.w, from: b.name}
 	b.t.sync.Store(b.sy)
 }
@@ -815,14 +824,14 @@ func (w *tfWorld) deliverAll() {
 }
 
 // answer sends the table to the balancers that asked b for it, and the
-// refresh its sync wants sent now (runStreams).
+// tells its sync wants sent now (runStreams).
 func (w *tfWorld) answer(b *tfBal) {
 	for {
 		select {
 		case job := <-b.sy.answers:
 			b.sy.answer(job)
 		case <-b.sy.refresh:
-			b.sy.sendRefresh()
+			b.sy.sendTells()
 		default:
 			return
 		}

@@ -189,6 +189,13 @@ func (s *Server) UseCluster(m Membership, rc ring.Config) {
 		claimSigs: onceSigs{kept: claimSigsKept},
 		stop:      make(chan struct{}), done: make(chan struct{}),
 	}
+	// Subscribed before the ring is first built: a member believed in
+	// between (a join confirmed after Join stopped waiting for it, as on
+	// a loaded machine) signalled nobody, and the ring went without it
+	// until the next membership change — in a quiet cluster, none
+	// (TestOlderTermsAreFenced waited 30 s for edge-b's ring to count
+	// edge-a; TestMemberBelievedAsTheRingIsBuiltIsOnIt).
+	changes, unsubscribe := m.Subscribe()
 	o.ring.Update(o.members())
 	o.joined = s.hub.now()
 	s.hub.owner.Store(o)
@@ -204,7 +211,6 @@ func (s *Server) UseCluster(m Membership, rc ring.Config) {
 		s.log.Warn("ringlb_edge_pins not registered", "err", err)
 	}
 	o.repl = s.startReplication(o)
-	changes, unsubscribe := m.Subscribe()
 	drain := s.drainStarted
 	go func() {
 		defer close(o.done)
