@@ -624,20 +624,9 @@ func TestDemoStopsOnSIGHUP(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	gossip := freeAddr(t)
-	cfg := fmt.Sprintf(`cluster:
-  region: east
-  bind: %[1]s
-  join: [%[1]s]
-  profile: local
-demo:
-  nodes:
-    - { name: edge-1, role: edge, region: east, listen: %[2]s, admin: %[3]s, gossip: %[1]s }
-`, gossip, freeAddr(t), freeAddr(t))
 	dir := t.TempDir()
-	path := filepath.Join(dir, "demo.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeDemoConfig(t, dir, gossip,
+		fmt.Sprintf("{ name: edge-1, role: edge, region: east, listen: %s, admin: %s, gossip: %s }", freeAddr(t), freeAddr(t), gossip))
 	tmp := filepath.Join(dir, "tmp")
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		t.Fatal(err)
@@ -666,20 +655,7 @@ func TestDemoStopsWithALiveSession(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	gossip, balancer := freeAddr(t), freeAddr(t)
-	cfg := fmt.Sprintf(`cluster:
-  region: east
-  bind: %[1]s
-  join: [%[1]s]
-  profile: local
-demo:
-  nodes:
-    - { name: bal-1, role: balancer, region: east, listen: %[2]s, admin: %[3]s, gossip: %[1]s }
-    - { name: edge-1, role: edge, region: east, listen: %[4]s, admin: %[5]s, gossip: %[6]s }
-`, gossip, balancer, freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t))
-	path := filepath.Join(t.TempDir(), "demo.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeBalancerAndEdgeDemo(t, gossip, balancer, freeAddr(t))
 	cmd, stderr := runDemoCommand(t, exec.Command(bin, "demo", "-config", path))
 	h := http.Header{}
 	h.Set("ctstickiness", "open-pad")
@@ -722,20 +698,7 @@ func TestDemoListenAllOpensOnlyTheBalancers(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	gossip, balancer, admin := freeAddr(t), freeAddr(t), freeAddr(t)
-	cfg := fmt.Sprintf(`cluster:
-  region: east
-  bind: %[1]s
-  join: [%[1]s]
-  profile: local
-demo:
-  nodes:
-    - { name: bal-1, role: balancer, region: east, listen: %[2]s, admin: %[3]s, gossip: %[1]s }
-    - { name: edge-1, role: edge, region: east, listen: %[4]s, admin: %[5]s, gossip: %[6]s }
-`, gossip, balancer, admin, freeAddr(t), freeAddr(t), freeAddr(t))
-	path := filepath.Join(t.TempDir(), "demo.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeBalancerAndEdgeDemo(t, gossip, balancer, admin)
 	cmd, stderr := runDemoCommand(t, exec.Command(bin, "demo", "-config", path, "-listen-all"))
 	// 127.0.0.2 is this host's too, but not 127.0.0.1: only a listener on
 	// every interface answers there.
@@ -777,19 +740,8 @@ func TestDemoSaysHowToMoveATakenAddress(t *testing.T) {
 	}
 	defer taken.Close()
 	gossip := freeAddr(t)
-	cfg := fmt.Sprintf(`cluster:
-  region: east
-  bind: %[1]s
-  join: [%[1]s]
-  profile: local
-demo:
-  nodes:
-    - { name: edge-1, role: edge, region: east, listen: %[2]s, admin: %[3]s, gossip: %[1]s }
-`, gossip, taken.Addr(), freeAddr(t))
-	path := filepath.Join(t.TempDir(), "demo.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeDemoConfig(t, t.TempDir(), gossip,
+		fmt.Sprintf("{ name: edge-1, role: edge, region: east, listen: %s, admin: %s, gossip: %s }", taken.Addr(), freeAddr(t), gossip))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out, errOut strings.Builder
@@ -817,4 +769,30 @@ func TestBannerSaysHowToFailOver(t *testing.T) {
 	if !strings.Contains(banner, want) || strings.Contains(banner, "stop a balancer") {
 		t.Errorf("the banner has no %q, or says to stop a balancer:\n%s", want, banner)
 	}
+}
+
+// writeDemoConfig writes, in dir, a demo config of one region whose
+// cluster gossips at gossip, with nodes (each a flow mapping of one node),
+// and returns its path.
+func writeDemoConfig(t *testing.T, dir, gossip string, nodes ...string) string {
+	t.Helper()
+	cfg := fmt.Sprintf("cluster:\n  region: east\n  bind: %[1]s\n  join: [%[1]s]\n  profile: local\ndemo:\n  nodes:\n", gossip)
+	for _, n := range nodes {
+		cfg += "    - " + n + "\n"
+	}
+	path := filepath.Join(dir, "demo.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// writeBalancerAndEdgeDemo writes a demo config of a balancer (bal-1,
+// listening at balancer, its admin at admin, gossiping at gossip) and an
+// edge on free ports, and returns its path.
+func writeBalancerAndEdgeDemo(t *testing.T, gossip, balancer, admin string) string {
+	t.Helper()
+	return writeDemoConfig(t, t.TempDir(), gossip,
+		fmt.Sprintf("{ name: bal-1, role: balancer, region: east, listen: %s, admin: %s, gossip: %s }", balancer, admin, gossip),
+		fmt.Sprintf("{ name: edge-1, role: edge, region: east, listen: %s, admin: %s, gossip: %s }", freeAddr(t), freeAddr(t), freeAddr(t)))
 }
