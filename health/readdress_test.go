@@ -3,7 +3,6 @@ package health
 import (
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -90,23 +89,8 @@ func TestReplayOfAnEarlierLifeOnAnotherAddressIsAsked(t *testing.T) {
 	}
 	waitAll(t, []*Membership{target}, func(ns []Node) bool { return !hasMember("edge")(ns) })
 
-	attacker, to := replaySocket(t, target.Addr())
 	start := time.Now()
-	stop := make(chan struct{})
-	var replay sync.WaitGroup
-	replay.Go(func() {
-		for {
-			for _, p := range capture {
-				attacker.WriteToUDP(p, to)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	})
-	defer func() { close(stop); replay.Wait() }()
+	defer replayLoop(t, target.Addr(), capture, 20*time.Millisecond)()
 	// Taken in: believed (a join recorded on the first life's address),
 	// or pending, or dropped unbelieved — the second life's leave, still
 	// in flight, may take the replay for gone again at once.

@@ -168,23 +168,8 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 	// The attacker: a UDP socket without the key, replaying the capture
 	// every 200 ms until the target takes the departed edge in again (its
 	// memberlist forgets a departed node after replayForget).
-	attacker, to := replaySocket(t, target.Addr())
 	start := time.Now()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			for _, p := range capture {
-				attacker.WriteToUDP(p, to)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	})
-	defer func() { close(stop); wg.Wait() }()
+	defer replayLoop(t, target.Addr(), capture, 200*time.Millisecond)()
 
 	// memberlist takes the replayed join in; this node pings the edge and
 	// believes it only if it answers, which nobody without the key can do.
@@ -227,6 +212,28 @@ func TestReplayedAliveDoesNotResurrectADepartedEdge(t *testing.T) {
 		}
 	}
 	waitAll(t, []*Membership{target}, hasMember("ghost"))
+}
+
+// replayLoop sends capture to addr from an attacker's socket (replaySocket)
+// again every pause until the returned stop is called.
+func replayLoop(t *testing.T, addr string, capture [][]byte, pause time.Duration) (stop func()) {
+	t.Helper()
+	attacker, to := replaySocket(t, addr)
+	stopped := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			for _, p := range capture {
+				attacker.WriteToUDP(p, to)
+			}
+			select {
+			case <-stopped:
+				return
+			case <-time.After(pause):
+			}
+		}
+	})
+	return func() { close(stopped); wg.Wait() }
 }
 
 // replaySocket is the attacker's: a UDP socket without the key, and the
