@@ -504,13 +504,18 @@ func TestGSLBChangeOnTheNewProcessDuringTheUpgradeStands(t *testing.T) {
 // returns its DNS and admin addresses.
 func startPoolGSLB(t *testing.T) (g *proc, server, admin string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test of the real binary; skipped with -short")
+	g, server, admin, _ = startPoolGSLBOf(t, poolGSLBConfig(2))
+	return g, server, admin
+}
+
+// poolGSLBConfig is a gslb config whose ide.ringlb.test answers members
+// bal-1 … bal-N (192.0.2.1 …), served always, its RRL off.
+func poolGSLBConfig(members int) string {
+	var ms []string
+	for i := 1; i <= members; i++ {
+		ms = append(ms, fmt.Sprintf("{ name: bal-%d, address: 192.0.2.%d }", i, i))
 	}
-	bin := buildBinary(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "gslb.yaml")
-	writeFile(t, cfg, `cluster: { name: gslb-1, bind: 127.0.0.1:0, profile: local }
+	return `cluster: { name: gslb-1, bind: 127.0.0.1:0, profile: local }
 gslb:
   listen: 127.0.0.1:0
   admin: { listen: 127.0.0.1:0 }
@@ -519,11 +524,24 @@ gslb:
   names:
     - name: ide.ringlb.test
       regions:
-        east: { serve_mode: always, members: [ { name: bal-1, address: 192.0.2.1 }, { name: bal-2, address: 192.0.2.2 } ] }
-`)
+        east: { serve_mode: always, members: [ ` + strings.Join(ms, ", ") + ` ] }
+`
+}
+
+// startPoolGSLBOf is startPoolGSLB of the config yaml; it also returns the
+// config file's path.
+func startPoolGSLBOf(t *testing.T, yaml string) (g *proc, server, admin, cfg string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cfg = filepath.Join(dir, "gslb.yaml")
+	writeFile(t, cfg, yaml)
 	g = startProc(t, bin, "gslb", "-config", cfg, "-upgrade-dir", filepath.Join(dir, "run"))
 	rec := g.waitLog(t, "gslb started")
-	return g, rec["dns"].(string), "http://" + rec["admin"].(string)
+	return g, rec["dns"].(string), "http://" + rec["admin"].(string), cfg
 }
 
 // ideAnswers is the addresses server answers for ide.ringlb.test.
@@ -680,27 +698,8 @@ func signalPending(pid int, sig syscall.Signal) bool {
 // answered again.
 func TestGSLBChangesOnBothProcessesDuringTheUpgradeStand(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("end-to-end test of the real binary; skipped with -short")
-	}
-	bin := buildBinary(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "gslb.yaml")
-	yaml := `cluster: { name: gslb-1, bind: 127.0.0.1:0, profile: local }
-gslb:
-  listen: 127.0.0.1:0
-  admin: { listen: 127.0.0.1:0 }
-  rate_limit: { responses_per_second: 0 }
-  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1" ] } ]
-  names:
-    - name: ide.ringlb.test
-      regions:
-        east: { serve_mode: always, members: [ { name: bal-1, address: 192.0.2.1 }, { name: bal-2, address: 192.0.2.2 }, { name: bal-3, address: 192.0.2.3 } ] }
-`
-	writeFile(t, cfg, yaml)
-	g := startProc(t, bin, "gslb", "-config", cfg, "-upgrade-dir", filepath.Join(dir, "run"))
-	rec := g.waitLog(t, "gslb started")
-	server, admin := rec["dns"].(string), "http://"+rec["admin"].(string)
+	yaml := poolGSLBConfig(3)
+	g, server, admin, cfg := startPoolGSLBOf(t, yaml)
 	old := g.cmd.Process.Pid
 
 	// The new process reads its config from a FIFO: it waits there, past
