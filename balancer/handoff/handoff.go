@@ -80,11 +80,8 @@ type Process struct {
 	inherited map[string]*os.File
 	parent    *Conn
 	upgraded  bool
-	// startState gives what a child reads before it serves
-	// (SetStartState); started is what this process's parent gave.
-	startState func() []byte
-	started    []byte
-	// startParts are SetStartPart's, by name; partsFrom is the parent's
+	// startParts give what a child reads before it serves, by name (""
+	// the role's own state: SetStartState); partsFrom is the parent's
 	// start state file (none: not started by an upgrade), whose parts
 	// StartPart reads once each into startedParts.
 	startParts   map[string]func() []byte
@@ -127,12 +124,8 @@ func Start(opts Options) (*Process, error) {
 	if err := p.inherit(names); err != nil {
 		return nil, err
 	}
-	started, err := readStartState(startStatePath(socket))
-	if err != nil {
-		p.log.Warn("the old process's start state not read; its state comes with the hand-off's end", "err", err)
-	}
-	p.started = started
 	p.partsFrom = startStatePath(socket)
+	p.StartState() // read now: the parent removes it as the upgrade ends
 	stderrFD := -1
 	if s := stderrEnv; s != "" {
 		fd, err := strconv.Atoi(s)
@@ -370,24 +363,12 @@ func sameAddress(want string, got net.Addr) error {
 // process — while the frames of the socket reach it only once it serves,
 // and the hand-off's end, with the state as this process stopped, later
 // still.
-func (p *Process) SetStartState(f func() []byte) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.startState = f
-}
+func (p *Process) SetStartState(f func() []byte) { p.setStartPart("", f) }
 
 // StartState is what the parent's SetStartState gave as it started this
 // process; nil when it gave none (or is of an earlier release, or this
 // process was not started by an upgrade).
-func (p *Process) StartState() []byte {
-	if p == nil {
-		return nil
-	}
-	return p.started
-}
+func (p *Process) StartState() []byte { return p.startPart("") }
 
 // SetStartPart is SetStartState for a part of the state every role has
 // (the admin plane's), apart from the role's own, in a file of its own
@@ -395,7 +376,14 @@ func (p *Process) StartState() []byte {
 // state as before and ignores the part. name is a listener's kind of name
 // (namePattern).
 func (p *Process) SetStartPart(name string, f func() []byte) {
-	if p == nil || !namePattern.MatchString(name) {
+	if namePattern.MatchString(name) {
+		p.setStartPart(name, f)
+	}
+}
+
+// setStartPart is SetStartPart of any name, "" the role's own state.
+func (p *Process) setStartPart(name string, f func() []byte) {
+	if p == nil {
 		return
 	}
 	p.mu.Lock()
@@ -411,7 +399,15 @@ func (p *Process) SetStartPart(name string, f func() []byte) {
 // release, or this process was not started by an upgrade). Read before
 // this process is ready: the parent removes the file as the upgrade ends.
 func (p *Process) StartPart(name string) []byte {
-	if p == nil || p.partsFrom == "" || !namePattern.MatchString(name) {
+	if !namePattern.MatchString(name) {
+		return nil
+	}
+	return p.startPart(name)
+}
+
+// startPart is StartPart of any name, "" the role's own state.
+func (p *Process) startPart(name string) []byte {
+	if p == nil || p.partsFrom == "" {
 		return nil
 	}
 	p.mu.Lock()
@@ -421,7 +417,7 @@ func (p *Process) StartPart(name string) []byte {
 	}
 	data, err := readStartState(startPartPath(p.partsFrom, name))
 	if err != nil {
-		p.log.Warn("a part of the old process's start state not read", "part", name, "err", err)
+		p.log.Warn("the old process's start state not read; what it carries comes with the hand-off's end, if at all", "part", name, "err", err)
 	}
 	if p.startedParts == nil {
 		p.startedParts = map[string][]byte{}
@@ -431,8 +427,13 @@ func (p *Process) StartPart(name string) []byte {
 }
 
 // startPartPath is the file of the start state's part name, beside the
-// role's (state).
-func startPartPath(state, name string) string { return state + "." + name }
+// role's (state; name "" is the role's).
+func startPartPath(state, name string) string {
+	if name == "" {
+		return state
+	}
+	return state + "." + name
+}
 
 // startStatePath is the file of the start state of an upgrade whose
 // hand-off socket is socket: beside it, in the private directory. A file,
@@ -444,7 +445,6 @@ func startStatePath(socket string) string { return socket + ".state" }
 // its parts beside it, new files.
 func (p *Process) writeStartState(path string) error {
 	p.mu.Lock()
-	f := p.startState
 	parts := maps.Clone(p.startParts)
 	p.mu.Unlock()
 	for name, part := range parts {
@@ -452,7 +452,7 @@ func (p *Process) writeStartState(path string) error {
 			return err
 		}
 	}
-	return writeStartFile(path, f)
+	return nil
 }
 
 // removeStartState removes the start state at path and its parts.
@@ -460,10 +460,10 @@ func (p *Process) removeStartState(path string) {
 	p.mu.Lock()
 	names := slices.Collect(maps.Keys(p.startParts))
 	p.mu.Unlock()
+	_ = os.Remove(path) // the role's, set or not: a previous attempt's is no child's to read
 	for _, name := range names {
 		_ = os.Remove(startPartPath(path, name))
 	}
-	_ = os.Remove(path)
 }
 
 // writeStartFile writes what f gives (if anything) to path, a new file.
