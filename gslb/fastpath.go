@@ -216,7 +216,8 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	}
 	// The full path.
 	r := new(dns.Msg)
-	if err := r.Unpack(pkt); err != nil || badECS(pkt) > 0 || shortOfCounts(pkt) {
+	err := r.Unpack(pkt)
+	if ecsAt, short := rawFaults(pkt); err != nil || ecsAt > 0 || short {
 		if len(pkt) >= 12 && acceptHeader(pkt) != dns.MsgIgnore && int(pkt[2]>>3)&0xF == dns.OpcodeQuery {
 			// A query we cannot parse (or with a malformed Client Subnet
 			// option, RFC 7871 6, or shorter than its header's counts):

@@ -585,13 +585,32 @@ func sectionsFit(r *dns.Msg) bool {
 // raw message is read, as the UDP loop and the TCP reader have it.
 // Allocates nothing.
 func badECS(msg []byte) int {
+	at, _ := rawFaults(msg)
+	return at
+}
+
+// rawFaults reads the raw message msg once for what miekg/dns lets pass:
+// the offset of a malformed Client Subnet option (badECS; 0: none), and
+// whether msg ends before the questions and records its header counts —
+// a question cut before its type or class, a record counted and not
+// sent. Such a message does not parse (RFC 1035 4.1: the counts are the
+// entries of each section), and NSD answers it FORMERR; miekg/dns reads
+// what is there and stops, so it was answered as a whole query — a
+// question without its class as one of class 0, a missing record as none.
+// A message without a header is neither: not one to answer at all.
+// Allocates nothing.
+func rawFaults(msg []byte) (ecsAt int, short bool) {
+	if len(msg) < 12 {
+		return 0, false
+	}
 	off := questionsEnd(msg)
 	if off < 0 {
-		return 0
+		return 0, true
 	}
 	rrs := int(binary.BigEndian.Uint16(msg[6:])) + int(binary.BigEndian.Uint16(msg[8:])) + int(binary.BigEndian.Uint16(msg[10:]))
-	found := 0
+	found, read := 0, 0
 	eachRecord(msg, off, rrs, func(at int) bool {
+		read++
 		if binary.BigEndian.Uint16(msg[at:]) != dns.TypeOPT {
 			return true
 		}
@@ -622,32 +641,9 @@ func badECS(msg []byte) int {
 		}
 		return true
 	})
-	return found
-}
-
-// shortOfCounts reports whether the message msg ends before the questions
-// and records its header counts: a question cut before its type or class,
-// a record counted and not sent. Such a message does not parse (RFC 1035
-// 4.1: the counts are the entries of each section), and NSD answers it
-// FORMERR; miekg/dns reads what is there and stops, so it was answered as
-// a whole query — a question without its class as one of class 0, a
-// missing record as none. The raw message is read, as the UDP loop and the
-// TCP reader have it (badECS). Allocates nothing.
-func shortOfCounts(msg []byte) bool {
-	if len(msg) < 12 {
-		return false // no header: not a message to answer at all
-	}
-	off := questionsEnd(msg)
-	if off < 0 {
-		return true
-	}
-	rrs := int(binary.BigEndian.Uint16(msg[6:])) + int(binary.BigEndian.Uint16(msg[8:])) + int(binary.BigEndian.Uint16(msg[10:]))
-	read := 0
-	eachRecord(msg, off, rrs, func(int) bool {
-		read++
-		return true
-	})
-	return read < rrs
+	// Stopped at a bad option, the walk did not reach the rest: the
+	// message is refused for the option.
+	return found, found == 0 && read < rrs
 }
 
 // questionsEnd is the offset past the questions of the message msg, as

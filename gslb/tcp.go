@@ -118,21 +118,25 @@ func (r queryReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, erro
 	if err == nil && guarded != nil {
 		guarded.Serving()
 	}
-	if err == nil && shortOfCounts(m) {
+	if err != nil {
+		return m, err
+	}
+	at, short := rawFaults(m)
+	if short {
 		// Shorter than its header's counts (server.go): a label type no
 		// name has (0b01, historic since RFC 6891 5) where it ends, so
 		// that miekg/dns fails there instead of taking what it read for
 		// the whole query, and answers FORMERR, as the UDP loop does.
 		m = append(m, 0x40)
 	}
-	if at := badECS(m); err == nil && at > 0 {
+	if at > 0 {
 		// A Client Subnet option miekg/dns would read padded or cut to
 		// its family's size (server.go): given a family it refuses, so
 		// that the query does not unpack and is answered FORMERR, as the
 		// UDP loop answers it, and counted so.
 		m[at], m[at+1] = 0xff, 0xff
 	}
-	return m, err
+	return m, nil
 }
 
 // lengthCheck is a connection for reading one message: it fails the read
