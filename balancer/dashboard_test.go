@@ -343,12 +343,7 @@ func TestClusterAuditNamesTheNodeRead(t *testing.T) {
 	defer claims.Close()
 	unsignedEdgeAt(t, h, claims.URL)
 
-	req, _ := http.NewRequest("GET", "http://"+h.admin+"/api/audit?cluster=1", nil)
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, err := h.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := h.adminGet(t, "/api/audit?cluster=1")
 	defer resp.Body.Close()
 	var view struct {
 		Records []operator.Record
@@ -396,12 +391,7 @@ func TestClusterHistoryNamesTheNodeRead(t *testing.T) {
 	defer claims.Close()
 	unsignedEdgeAt(t, h, claims.URL)
 
-	req, _ := http.NewRequest("GET", "http://"+h.admin+"/api/history?cluster=1", nil)
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, err := h.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := h.adminGet(t, "/api/history?cluster=1")
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	var view struct {
@@ -577,6 +567,18 @@ func unsignedEdgeAt(t *testing.T, h *harness, admin string) {
 	healthtest.WaitMembers(t, self, "the edge in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
 	healthtest.AnnouncePeerSigning(t, edge, self, health.PeerSigningForwarded)
 	h.bal.SetCluster(self)
+}
+
+// adminGet GETs path from h's admin port with the token.
+func (h *harness) adminGet(t *testing.T, path string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+h.admin+path, nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
 
 // adminDo sends method path to h's admin port with the token, as a write.
