@@ -50,18 +50,10 @@ func TestMadeUpMembersHoldFewStreamDials(t *testing.T) {
 	key := writeKey(t, 32)
 	sink := fullQueueTarget(t)
 	var watch *dialWatch
-	testHookTransport = func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+	target := startTargetThrough(t, key, func(tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
 		watch = &dialWatch{NodeAwareTransport: tr, to: sink}
 		return watch
-	}
-	cfg := testCluster("target")
-	cfg.SecretKeyFile = key
-	target, err := joinOn(t.Context(), cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, nil, nil, tuning{})
-	testHookTransport = nil
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopAtCleanup(t, target)
+	})
 
 	host, p, _ := net.SplitHostPort(sink)
 	port, _ := strconv.Atoi(p)
@@ -230,18 +222,10 @@ func TestMadeUpMembersAreConfirmedBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	var watch *challengeWatch
-	testHookTransport = func(name string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+	target := startTargetThrough(t, key, func(tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
 		watch = &challengeWatch{NodeAwareTransport: tr, to: sink.LocalAddr().String(), key: keys[0]}
 		return watch
-	}
-	cfg := testCluster("target")
-	cfg.SecretKeyFile = key
-	target, err := joinOn(t.Context(), cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, nil, nil, tuning{})
-	testHookTransport = nil
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopAtCleanup(t, target)
+	})
 	runtime.GC()
 	before := runtime.NumGoroutine()
 	var mem0 runtime.MemStats
@@ -306,4 +290,20 @@ func TestMadeUpMembersAreConfirmedBounded(t *testing.T) {
 	if most := int64((intervals + 1) * maxConfirmSends); challenges > most {
 		t.Errorf("%d challenges in %.1f probe intervals to %d made-up members, want at most %d (%d a probe interval)", challenges, intervals, held, most, maxConfirmSends)
 	}
+}
+
+// startTargetThrough starts a keyed balancer node ("target", key) whose
+// memberlist transport is wrap's of its own, stopped as the test ends.
+func startTargetThrough(t *testing.T, key string, wrap func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport) *Membership {
+	t.Helper()
+	testHookTransport = func(_ string, tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport { return wrap(tr) }
+	cfg := testCluster("target")
+	cfg.SecretKeyFile = key
+	target, err := joinOn(t.Context(), cfg, Meta{Role: RoleBalancer, Region: "east", State: StateAlive}, nil, nil, tuning{})
+	testHookTransport = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAtCleanup(t, target)
+	return target
 }
