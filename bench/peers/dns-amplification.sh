@@ -27,12 +27,8 @@ NSD_PORT=${NSD_PORT:-15365}
 # A server left from an earlier run would be measured instead, and a
 # leftover ringlb gslb even shares its port (SO_REUSEPORT): refuse to start
 # beside one.
-for port in $RINGLB_PORT $NSD_PORT; do
-  if command -v ss >/dev/null && [ -n "$(ss -Hltun "sport = :$port")" ]; then
-    echo "port $port is taken: another server would be measured (RINGLB_PORT=N, NSD_PORT=N to move)" >&2
-    exit 1
-  fi
-done
+. bench/peers/ports.sh
+refuse_taken_ports "RINGLB_PORT=N, NSD_PORT=N to move" $RINGLB_PORT $NSD_PORT
 EXAMPLE=configs/examples/gslb.yaml
 WORK=$(mktemp -d)
 pids=()

@@ -52,12 +52,8 @@ RINGLB_ADMIN=$((RINGLB_DNS + 3))
 # A server left from an earlier run would be measured instead, and a
 # leftover ringlb gslb even shares its port (SO_REUSEPORT): refuse to start
 # beside one.
-for port in $RINGLB_DNS $GDNSD $NSD $RINGLB_ADMIN; do
-  if command -v ss >/dev/null && [ -n "$(ss -Hltun "sport = :$port")" ]; then
-    echo "port $port is taken: another server would be measured (PORT=N to move)" >&2
-    exit 1
-  fi
-done
+. bench/peers/ports.sh
+refuse_taken_ports "PORT=N to move" $RINGLB_DNS $GDNSD $NSD $RINGLB_ADMIN
 OUT=${OUT:-bench/out/dns}
 mkdir -p "$OUT"
 : >"$OUT/cells.jsonl"

@@ -30,12 +30,8 @@ DURATION=${DURATION:-20}
 PLAIN=${PORT:-15363}
 SIGNED=$((PLAIN + 1))
 KNOT=$((PLAIN + 2))
-for port in $PLAIN $SIGNED $KNOT; do
-  if command -v ss >/dev/null && [ -n "$(ss -Hlun "sport = :$port")" ]; then
-    echo "UDP port $port is taken: another server would be measured (PORT=N to move)" >&2
-    exit 1
-  fi
-done
+. bench/peers/ports.sh
+refuse_taken_ports "PORT=N to move" $PLAIN $SIGNED $KNOT
 OUT=${OUT:-bench/out/dnssec}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)

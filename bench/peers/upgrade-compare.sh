@@ -20,6 +20,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v haproxy >/dev/null && command -v nginx >/dev/null || {
   echo "needs haproxy and nginx: apt-get install -y haproxy nginx-light" >&2; exit 1; }
+# The fixed ports below: edges, gossip, the three fronts, admin.
+. bench/peers/ports.sh
+refuse_taken_ports "stop the earlier run holding it" 27101 27102 27103 27941 27942 27943 27940 28080 28081 28082 29090 29101 29102 29103
 
 OUT=${OUT:-bench/out/upgrade}
 WORK=$(mktemp -d)

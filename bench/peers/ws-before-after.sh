@@ -19,6 +19,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+# The fixed ports below: edges, gossip, the two builds' fronts and admin.
+. bench/peers/ports.sh
+refuse_taken_ports "stop the earlier run holding it" 17111 17112 17113 17951 17952 17953 19111 19112 19113 17964 17965 18084 18085 19094 19095
+
 BASE=${BASE:-$(git merge-base HEAD main)}
 OUT=${OUT:-bench/out/before-after}
 WORK=$(mktemp -d)

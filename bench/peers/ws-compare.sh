@@ -43,15 +43,9 @@ cd "$(dirname "$0")/../.."
 command -v haproxy >/dev/null && command -v nginx >/dev/null || {
   echo "needs haproxy and nginx: apt-get install -y haproxy nginx-light" >&2; exit 1; }
 
-# The fixed ports of start(): backends, fronts, admin and gossip. A proxy
-# or backend left from an earlier run would be measured instead: refuse to
-# start beside one.
-for port in 17101 17102 17103 18080 18081 18082 19090 19101 19102 19103 17940 17941 17942 17943; do
-  if command -v ss >/dev/null && [ -n "$(ss -Hltun "sport = :$port")" ]; then
-    echo "port $port is taken: another server would be measured (stop the earlier run holding it)" >&2
-    exit 1
-  fi
-done
+# The fixed ports of start(): backends, fronts, admin and gossip.
+. bench/peers/ports.sh
+refuse_taken_ports "stop the earlier run holding it" 17101 17102 17103 18080 18081 18082 19090 19101 19102 19103 17940 17941 17942 17943
 OUT_ROOT=${OUT:-bench/out/ws}
 WORK=$(mktemp -d)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
