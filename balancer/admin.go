@@ -111,7 +111,7 @@ func (b *Balancer) restoreState() {
 }
 
 // saveState writes the operator state; a failure is logged (the change
-// stands, in memory).
+// stands, in memory, and the Store writes it again).
 func (b *Balancer) saveState() {
 	st := balancerState{Maintenance: b.maintenance.Load()}
 	for name, d := range b.table.drains.all() {
@@ -121,7 +121,7 @@ func (b *Balancer) saveState() {
 		st.StaticDrains[name] = staticDrainState{On: d.on, Deadline: time.Unix(0, d.deadline), Stamp: d.stamp}
 	}
 	if err := b.op.Store.Save(balancerConcern, st); err != nil {
-		b.log.Error("operator state not saved: a restart will forget the change", "err", err)
+		b.log.Error("operator state not saved yet: a restart before it is written would forget the change", "err", err)
 	}
 }
 

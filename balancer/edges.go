@@ -506,17 +506,3 @@ func dialTimedOut(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
-
-var localDialErrnos = []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL}
-
-// localDialFailure reports whether a dial failed for want of this process's
-// or host's resources — descriptors (EMFILE, ENFILE), kernel memory
-// (ENOBUFS, ENOMEM), local ports (EADDRNOTAVAIL) — and not at the edge.
-func localDialFailure(err error) bool {
-	for _, errno := range localDialErrnos {
-		if errors.Is(err, errno) {
-			return true
-		}
-	}
-	return false
-}

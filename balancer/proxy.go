@@ -51,7 +51,7 @@ const headerSkip = configs.HeaderSkip
 // errNoEdge: every edge tried could not be dialed.
 var errNoEdge = errors.New("no edge reachable")
 
-// errOutOfResources: a dial failed in this process (localDialFailure), not
+// errOutOfResources: a dial failed in this process (health.LocalFailure), not
 // at the edge.
 var errOutOfResources = errors.New("this balancer is out of descriptors, memory or local ports")
 
@@ -320,7 +320,7 @@ func (b *Balancer) forward(snap *ring.Snapshot, key []byte, owner ring.Member, t
 			}
 			hops++
 			target = next
-		case isDialError(err) && localDialFailure(err):
+		case isDialError(err) && health.LocalFailure(err):
 			// No edge failed: this process could not open the
 			// connection. Another edge would fail alike, and the key
 			// sent elsewhere (the owner taken for suspect, a skip)

@@ -337,7 +337,7 @@ func (s *Server) useOperator(cfg configs.GSLB) {
 }
 
 // saveState writes the overrides and latches; a failure is logged (the
-// change stands, in memory).
+// change stands, in memory, and the Store writes it again).
 func (s *Server) saveState() {
 	if s.op == nil { // New's first build: nothing changed yet
 		return
@@ -346,7 +346,7 @@ func (s *Server) saveState() {
 	defer s.saving.Unlock()
 	overrides, latches := s.state.Load().pools.saved()
 	if err := s.op.Store.Save(poolsConcern, poolsState{overrides, latches}); err != nil {
-		s.logger.Error("operator state not saved: a restart will forget the change", "err", err)
+		s.logger.Error("operator state not saved yet: a restart before it is written would forget the change", "err", err)
 	}
 }
 
@@ -371,7 +371,8 @@ func (s *Server) restoreSerial() {
 }
 
 // saveSerial writes the serials' offset now, after a change of it; a
-// failure is logged (the serial stands, in memory).
+// failure is logged (the serial stands, in memory, and the Store writes it
+// again).
 func (s *Server) saveSerial() {
 	if s.op == nil { // New's first build: nothing changed yet
 		return
@@ -380,7 +381,7 @@ func (s *Server) saveSerial() {
 	defer s.saving.Unlock()
 	// Read under the lock: the last save writes the latest offset.
 	if err := s.op.Store.Save(serialConcern, serialState{s.state.Load().serial.Load()}); err != nil {
-		s.logger.Error("zone serial offset not saved: after a restart secondaries may keep their copy", "err", err)
+		s.logger.Error("zone serial offset not saved yet: after a restart before it is written secondaries would keep their copy", "err", err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -67,6 +68,23 @@ type Prober struct {
 	// onSettled is called when checks first confirm the state the prober
 	// started with, which is no transition (OnSettled).
 	onSettled func()
+	// cannotCheck: the last check could not be made (LocalFailure), so
+	// its warning is logged once for a run of them, not every interval.
+	cannotCheck bool
+}
+
+var localErrnos = []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL}
+
+// LocalFailure reports whether a connect failed for want of this process's
+// or host's resources — descriptors (EMFILE, ENFILE), kernel memory
+// (ENOBUFS, ENOMEM), local ports (EADDRNOTAVAIL) — and not at its target.
+func LocalFailure(err error) bool {
+	for _, errno := range localErrnos {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 // NewProber returns a prober of target; onChange (may be nil) is called on
@@ -187,6 +205,20 @@ func (p *Prober) checkOnce(ctx context.Context) {
 	}
 	p.mu.Lock()
 	p.checked = time.Now()
+	if LocalFailure(err) {
+		// The check was never made (no descriptor, memory or local port
+		// for its socket): no finding about the target, whose state holds.
+		// Counted a failure, a gslb out of descriptors took every member
+		// it monitors for down and failed its regions over.
+		first := !p.cannotCheck
+		p.cannotCheck = true
+		p.mu.Unlock()
+		if first {
+			p.logger.Warn("monitor cannot check: this process is out of resources; the target's state holds", "target", p.target, "err", err)
+		}
+		return
+	}
+	p.cannotCheck = false
 	if errors.Is(err, errStarting) {
 		if p.startingSince.IsZero() {
 			p.startingSince = p.checked
@@ -282,6 +314,9 @@ func (p *Prober) httpCheck(ctx context.Context, url string) (*http.Response, err
 	}
 	conn, err := checkDial(ctx, p.target, p.mon.Timeout.D())
 	if err != nil {
+		if LocalFailure(err) {
+			return nil, err // whole: checkOnce tells it from the target's failures
+		}
 		return nil, unwrapOpError(err)
 	}
 	defer conn.Close()

@@ -518,7 +518,7 @@ func (l *Logins) save() {
 	l.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	if err := l.store.Save(sessionsConcern, out); err != nil {
-		l.log.Error("login sessions not saved: a restart will log them out", "err", err)
+		l.log.Error("login sessions not saved yet: a restart before they are written reads the sessions saved before", "err", err)
 	}
 }
 

@@ -137,6 +137,7 @@ func New(cfg Config) *Node {
 		log.Error("operator state is kept in memory only: a restart forgets drains, overrides and logins", "err", err)
 		store = &Store{}
 	}
+	store.log = log
 	n.Store = store
 	n.Audit = newAuditLog(cfg.Node, store.Dir(), log, m)
 	interval := cfg.Admin.HistoryInterval.D()
@@ -192,7 +193,7 @@ func (n *Node) generatedPassword(inherited []byte) []byte {
 			if _, err := bcrypt.Cost([]byte(got.Hash)); err == nil {
 				if n.Store.Dir() != "" {
 					if err := n.Store.Save(generatedConcern, got); err != nil {
-						n.log.Error("the generated admin password's hash was not saved: the next start makes another", "err", err)
+						n.log.Error("the generated admin password's hash not saved yet: a start before it is written makes another", "err", err)
 					}
 				}
 				n.log.Info("the generated admin password is the one of the process this one replaced", "user", GeneratedUser)
@@ -214,7 +215,7 @@ func (n *Node) generatedPassword(inherited []byte) []byte {
 	if n.Store.Dir() == "" {
 		kept = "set cluster.state_dir to keep it, or admin.users_file to choose users: without, every start (an upgrade aside) makes a new one"
 	} else if err := n.Store.Save(generatedConcern, saved); err != nil {
-		n.log.Error("the generated admin password's hash was not saved: the next start makes another", "err", err)
+		n.log.Error("the generated admin password's hash not saved yet: a start before it is written makes another", "err", err)
 	}
 	// The one log line that carries a secret, by design (as CodeTogether's
 	// server prints its generated password): the operator needs it once.
@@ -249,10 +250,12 @@ func loopbackListen(addr string) bool {
 	return loopbackHost(net.JoinHostPort(host, ""))
 }
 
-// Close releases the audit log's file.
+// Close releases the audit log's file and writes once more the state a
+// failed save left unwritten (Store.Close).
 func (n *Node) Close() {
 	if n != nil {
 		n.Audit.close()
+		n.Store.Close()
 	}
 }
 

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -26,7 +29,22 @@ import (
 type Store struct {
 	dir string
 	mu  sync.Mutex // one writer per file at a time (the temp file's name is shared)
+	// unsaved holds, under mu, each concern's latest state whose write
+	// failed (out of descriptors, a full disk): written again saveRetry
+	// later and after each failure (retry), and as the store closes, until
+	// a write succeeds or a later Save replaces it. Logged and left, a
+	// failed save had a restart bring back what it replaced: a gslb's
+	// serve mode answered 200 was gone and its serial went back below its
+	// secondaries' copy (TestFailedSavesAreTriedAgain), a drain, a login
+	// session ended.
+	unsaved map[string][]byte
+	retry   *time.Timer
+	closed  bool
+	log     *slog.Logger
 }
+
+// saveRetry is how long after a failed save the Store writes it again.
+const saveRetry = 5 * time.Second
 
 // stateVersion is the format of every file the Store writes; a file of
 // another version is not read (and logged), so a downgrade never misreads
@@ -196,13 +214,66 @@ func (s *Store) Save(concern string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode state %s: %w", concern, err)
 	}
+	raw = append(raw, '\n')
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	path := s.path(concern)
-	if err := writeFileAtomic(path, append(raw, '\n'), fileMode, nil); err != nil {
-		return fmt.Errorf("write state %s: %w", path, err)
+	if err := writeFileAtomic(path, raw, fileMode, nil); err != nil {
+		if s.unsaved == nil {
+			s.unsaved = map[string][]byte{}
+		}
+		s.unsaved[concern] = raw
+		if s.retry == nil && !s.closed {
+			s.retry = time.AfterFunc(saveRetry, s.writeUnsaved)
+		}
+		return fmt.Errorf("write state %s (tried again until written): %w", path, err)
 	}
+	delete(s.unsaved, concern)
 	return nil
+}
+
+// writeUnsaved writes the states whose save failed (unsaved), once, and
+// arms the retry again for those it could not write.
+func (s *Store) writeUnsaved() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retry = nil
+	if len(s.unsaved) == 0 {
+		return
+	}
+	var written []string
+	for _, concern := range slices.Sorted(maps.Keys(s.unsaved)) {
+		if writeFileAtomic(s.path(concern), s.unsaved[concern], fileMode, nil) == nil {
+			delete(s.unsaved, concern)
+			written = append(written, concern)
+		}
+	}
+	if s.log != nil && len(written) > 0 {
+		s.log.Info("operator state written after a failed save", "concerns", written, "left", len(s.unsaved))
+	}
+	if len(s.unsaved) > 0 && !s.closed {
+		s.retry = time.AfterFunc(saveRetry, s.writeUnsaved)
+	}
+}
+
+// Close writes once more what a failed save left unwritten and stops
+// retrying: the next start reads the state the node had.
+func (s *Store) Close() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.closed = true
+	if s.retry != nil {
+		s.retry.Stop()
+	}
+	s.mu.Unlock()
+	s.writeUnsaved()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.log != nil && len(s.unsaved) > 0 {
+		s.log.Error("operator state not written as the node stops: the next start reads what was saved before", "concerns", slices.Sorted(maps.Keys(s.unsaved)))
+	}
 }
 
 // writeFileAtomic replaces path with data (mode): a temporary file in the

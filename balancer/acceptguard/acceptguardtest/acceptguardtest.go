@@ -5,7 +5,8 @@
 // most of it, so a test reaches the low state at once and leaves it when it
 // says, without filling the test process's memory; on Linux,
 // SendAfterAnswer, NotReset and ResetAfterWrite are the raw client that
-// checks an answer to a bad request survives the close after it.
+// checks an answer to a bad request survives the close after it, and Alone
+// and ExhaustDescriptors run a test out of file descriptors.
 //
 // It is for tests only: nothing in a binary imports it.
 package acceptguardtest
