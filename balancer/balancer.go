@@ -198,6 +198,12 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		WriteTimeout:          cfg.Limits.RequestTimeout.D(),
 		IdleTimeout:           cfg.IdleTimeout.D(),
 		NoDefaultServerHeader: true,
+		// An edge's answer goes to the client with its own Content-Type
+		// or none: fasthttp's default (text/plain) made a browser show
+		// an untyped answer as text, or, with nosniff, refuse it as a
+		// script, where it sniffed it. The balancer's own answers name
+		// theirs (reply).
+		NoDefaultContentType: true,
 		// Bodies are forwarded, never parsed here.
 		DisablePreParseMultipartForm: true,
 		// Request bodies stream to the edge as they arrive: fasthttp

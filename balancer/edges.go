@@ -177,8 +177,10 @@ func (p *edgePool) newEdge(m ring.Member, static *tls.Config) (*edge, error) {
 		}
 	}
 	e.client = &fasthttp.HostClient{
-		Addr:  e.addr,
-		Name:  "ringlb-balancer",
+		Addr: e.addr,
+		// No Name: HostClient sends it as the User-Agent of a request
+		// that has none, and the backend took the client for the
+		// balancer (NoDefaultUserAgentHeader below).
 		IsTLS: e.tls, // the scheme; Dial does the handshake
 		Dial: func(addr string) (net.Conn, error) {
 			deadline := time.Now().Add(p.dialTimeout) // the handshake's too

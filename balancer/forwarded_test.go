@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 )
@@ -85,6 +87,110 @@ func TestClientCannotForgeForwardedHeaders(t *testing.T) {
 					strings.HasPrefix(n, "x-ringlb-"), strings.HasPrefix(n, "x-forwarded-") && name != http.CanonicalHeaderKey(n):
 					t.Errorf("the client's %s: %q reached the backend", name, values)
 				}
+			}
+		})
+	}
+}
+
+// A chunked body ends with a trailer section, which the balancer's server
+// parses after the head went on, and which HostClient wrote to the edge
+// after the last chunk: the fields the balancer drops from the head reached
+// the backend there (all but X-Forwarded-* and X-Real-IP, which fasthttp
+// refuses in a trailer), with a ctstickiness of the client's. fasthttp — the
+// edge's server, any fasthttp app — reads a trailer field as a header when
+// the head has none of that name (Peek), so such a backend read the
+// client's Forwarded and X-Ringlb- fields as the balancer's word. The
+// backend here is such an app: it gets the body whole and no trailer field,
+// as through nginx, which drops them too.
+func TestClientTrailerNeverReachesABackend(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	type seen struct {
+		body                       string
+		trailers                   []string
+		forwarded, skip, peer, key string
+	}
+	got := make(chan seen, 1)
+	srv := &fasthttp.Server{Logger: quietLog{}, Handler: func(ctx *fasthttp.RequestCtx) {
+		hd := &ctx.Request.Header
+		var s seen
+		s.body = string(ctx.Request.Body())
+		for _, k := range hd.PeekTrailerKeys() {
+			s.trailers = append(s.trailers, string(k))
+		}
+		s.forwarded, s.skip, s.peer, s.key = string(hd.Peek("Forwarded")), string(hd.Peek("X-Ringlb-Skip")), string(hd.Peek("X-Ringlb-Peer")), string(hd.Peek("Ctstickiness"))
+		got <- s
+	}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	h.ring.Update([]ring.Member{{Name: "app", URL: "http://" + ln.Addr().String(), Weight: 1}})
+
+	trailer := "Forwarded: for=192.0.2.4;proto=https\r\nX_Real_IP: 192.0.2.5\r\nX-Ringlb-Skip: edge-2\r\n" +
+		"X-Ringlb-Peer: edge-2 1 mac app\r\nx_ringlb_owner: edge-2\r\nCtstickiness: forged\r\n"
+	payload := postHead + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\n" + trailer + "\r\n"
+	if statuses := exchange(t, h.addr, payload, 1, false); len(statuses) != 1 || statuses[0] != http.StatusOK {
+		t.Fatalf("answers %v, want [200]", statuses)
+	}
+	s := <-got
+	if s.body != "{}" {
+		t.Errorf("the backend got the body %q, want {}", s.body)
+	}
+	if len(s.trailers) > 0 {
+		t.Errorf("the client's trailer fields %q reached the backend", s.trailers)
+	}
+	if s.forwarded != "" || s.skip != "" || s.peer != "" || s.key != "k" {
+		t.Errorf("the backend read Forwarded %q, X-Ringlb-Skip %q, X-Ringlb-Peer %q and ctstickiness %q; want none but the routed key k",
+			s.forwarded, s.skip, s.peer, s.key)
+	}
+}
+
+// A proxy adds nothing of its own to what it relays but the headers it is
+// there to add: through HAProxy and nginx a request without User-Agent
+// reaches the backend without one, and an answer without Content-Type
+// reaches the client without one. Through the balancer, HostClient named
+// itself (User-Agent: ringlb-balancer) in every such request — a backend's
+// logs and bot rules took its clients for the balancer — and fasthttp's
+// server typed every such answer text/plain, which a browser then shows as
+// text, or, with nosniff, refuses to run as a script or a style, where it
+// sniffed the backend's untyped answer.
+func TestRelayedMessagesGetNoHeaderOfTheBalancers(t *testing.T) {
+	h := newHarness(t, configs.Balancer{})
+	backend := startRawBackend(t) // answers 200 "ok\n" with no Content-Type
+	h.ring.Update([]ring.Member{{Name: "raw", URL: backend.url, Weight: 1}})
+
+	for _, tt := range []struct{ name, head string }{
+		{"plain", "GET /whoami HTTP/1.1\r\nHost: bal\r\nctstickiness: k\r\n\r\n"},
+		{"upgrade the backend refuses", upgradeHead + "\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, tt.head); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
+				t.Fatalf("answer %d %q, want the backend's 200 ok", resp.StatusCode, body)
+			}
+			if ct, ok := resp.Header["Content-Type"]; ok {
+				t.Errorf("the client got Content-Type %q, which the backend did not send", ct)
+			}
+			reqs := backend.settle(t, h.bal)
+			if len(reqs) != 1 {
+				t.Fatalf("the backend parsed %d requests, want 1", len(reqs))
+			}
+			if ua, ok := reqs[0].header["User-Agent"]; ok {
+				t.Errorf("the backend got User-Agent %q, which the client did not send", ua)
 			}
 		})
 	}

@@ -233,6 +233,15 @@ type bodyLimit struct {
 	r    io.Reader
 	left int64 // bytes still allowed
 	err  error // sticky: io.EOF, errBodyTooLarge or the client stream's error
+	// trailer, for a chunked body, is the request's header: the client's
+	// trailer fields are parsed into it as the body ends and HostClient
+	// writes them after the last chunk, past prepareRequestHeader, which
+	// saw only the head — a client's Forwarded, X-Ringlb- or ctstickiness
+	// there reached the edge, and fasthttp (the edge's server, any
+	// fasthttp app) reads a trailer field as a header when the head has
+	// none (TestClientTrailerNeverReachesABackend). They are dropped, as
+	// nginx drops them (RFC 9110 6.5.1 lets a proxy).
+	trailer *fasthttp.RequestHeader
 }
 
 func (l *bodyLimit) Read(p []byte) (int, error) {
@@ -248,6 +257,12 @@ func (l *bodyLimit) Read(p []byte) (int, error) {
 		return 0, l.err
 	}
 	l.left -= int64(n)
+	if err == io.EOF && l.trailer != nil {
+		// The head is written already: fasthttp moves the fields of a
+		// trailer no longer announced to the head, which nothing sends
+		// again, and the trailer goes out empty.
+		l.trailer.Del(fasthttp.HeaderTrailer)
+	}
 	if err != nil {
 		l.err = err
 		if n > 0 {

@@ -160,6 +160,9 @@ func clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 }
 
 func (b *Balancer) serveHealth(ctx *fasthttp.RequestCtx) {
+	// The data server sets no default type (an edge's answer goes on
+	// with its own); the balancer's own answers name theirs.
+	ctx.SetContentType("text/plain; charset=utf-8")
 	if b.maintenance.Load() {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		ctx.SetBodyString("maintenance\n")
@@ -454,6 +457,9 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 	switch {
 	case req.IsBodyStream() && (length > 0 || length == -1):
 		body = &bodyLimit{r: req.BodyStream(), left: b.current.Load().cfg.Limits.MaxBodyBytes}
+		if length == -1 {
+			body.trailer = &req.Header
+		}
 		req.SetBodyStream(body, length)
 	case length >= 0:
 		req.Header.SetContentLength(length)

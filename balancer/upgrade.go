@@ -384,6 +384,10 @@ func relayAnswer(resp *fasthttp.Response, read []byte, conn net.Conn, head bool)
 	resp.Reset()
 	in := fasthttp.AcquireResponse()
 	in.StreamBody, in.SkipBody = true, head
+	// Copied to resp with the head: an answer without a Content-Type
+	// goes on without one, as a plain request's (the data server's
+	// NoDefaultContentType).
+	in.Header.SetNoDefaultContentType(true)
 	// The default 4 KiB buffer bounds the head, as HostClient's does a
 	// plain request's answer's (a 101's may be longer: handshake).
 	br := bufio.NewReader(io.MultiReader(bytes.NewReader(read), conn))
