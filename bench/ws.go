@@ -410,7 +410,7 @@ func RunWS(ctx context.Context, opts WSOptions, progress io.Writer) (*WSResult, 
 		go func() {
 			defer readers.Done()
 			if opts.Mode == "v1" {
-				c.readV1(runStart, &delivered, opts.Participants)
+				c.readV1(runStart, &delivered, opts.Participants, opts.Size)
 			} else {
 				c.read(runStart, &delivered, opts.Participants, opts.Size)
 			}

@@ -27,6 +27,10 @@ const (
 	v1MinSize = v1Stamp + 2
 	// v1EnvelopeRoom is what the edge's msg envelope adds around the data.
 	v1EnvelopeRoom = 256
+	// v1MaxWelcome bounds a welcome, which names the session's
+	// participants (an id and a user each, a few hundred bytes at most):
+	// thousands fit.
+	v1MaxWelcome = 1 << 20
 )
 
 // v1State is one participant's view of its session's sequence.
@@ -44,9 +48,16 @@ type v1State struct {
 func (c *wsClient) welcome() error {
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	defer c.conn.SetReadDeadline(time.Time{})
-	_, data, err := c.conn.ReadMessage()
+	_, r, err := c.conn.NextReader()
 	if err != nil {
 		return fmt.Errorf("read welcome: %w", err)
+	}
+	data, ok, err := readAll(r, nil, v1MaxWelcome)
+	if err != nil {
+		return fmt.Errorf("read welcome: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("first frame is longer than a welcome (%d bytes)", v1MaxWelcome)
 	}
 	var w struct {
 		Type string `json:"type"`
@@ -80,13 +91,15 @@ func newV1Message(size int) ([]byte, func([]byte, time.Duration, uint32, uint32)
 // readV1 reads envelopes until the connection ends or its read deadline
 // passes: msgs are deliveries (latency from the stamp), acks count the
 // sender's own; both advance the session sequence. Welcome-time presence
-// and pongs are skipped.
-func (c *wsClient) readV1(start time.Time, delivered *atomic.Int64, participants int) {
+// and pongs are skipped. A frame longer than a msg of size bytes in its
+// envelope is no msg of the load: foreign, read past, never held.
+func (c *wsClient) readV1(start time.Time, delivered *atomic.Int64, participants, size int) {
 	buf := make([]byte, 0, 4096)
 	for {
 		_, r, err := c.conn.NextReader()
+		ok := true
 		if err == nil {
-			buf, err = readAll(r, buf[:0])
+			buf, ok, err = readAll(r, buf[:0], size+v1EnvelopeRoom)
 		}
 		if err != nil {
 			var ne net.Error
@@ -94,6 +107,10 @@ func (c *wsClient) readV1(start time.Time, delivered *atomic.Int64, participants
 				c.closedErr = err
 			}
 			return
+		}
+		if !ok {
+			c.foreign++
+			continue
 		}
 		kind := envelopeType(buf)
 		if kind != "msg" && kind != "ack" {
@@ -167,19 +184,25 @@ func uintField(b []byte, key string) (uint64, bool) {
 	return v, n > 0
 }
 
-// readAll appends r's rest to b, reusing b's capacity.
-func readAll(r io.Reader, b []byte) ([]byte, error) {
+// readAll appends r's rest to b, reusing b's capacity, while b holds at
+// most limit bytes: a frame longer is read to its end and dropped (false),
+// so a target cannot make the load hold what it sends, however much.
+func readAll(r io.Reader, b []byte, limit int) ([]byte, bool, error) {
 	for {
+		if len(b) > limit {
+			_, err := io.Copy(io.Discard, r)
+			return b[:0], false, err
+		}
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 		}
-		n, err := r.Read(b[len(b):cap(b)])
+		n, err := r.Read(b[len(b):min(cap(b), limit+1)])
 		b = b[:len(b)+n]
 		if err == io.EOF {
-			return b, nil
+			return b, len(b) <= limit, nil
 		}
 		if err != nil {
-			return b, err
+			return b, true, err
 		}
 	}
 }

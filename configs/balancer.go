@@ -25,7 +25,8 @@ type Balancer struct {
 	// Ring is read only where cluster.ring is unset: the ring's parameters
 	// are the cluster's, shared with the edges (cluster.ring).
 	Ring Ring `yaml:"ring"`
-	// Edges are static edges, routed to in addition to those found by gossip.
+	// Edges are static edges, routed to in addition to those found by
+	// gossip (at most 1000: each is a monitor and a ring member).
 	Edges []StaticEdge `yaml:"edges"`
 	// DialTimeout bounds connecting to an edge (default 2s).
 	DialTimeout Duration `yaml:"dial_timeout"`
@@ -344,6 +345,14 @@ const (
 	MaxSessionStartupWait = 5 * time.Minute
 	// DefaultDrainDeadline ends a static edge's drain.
 	DefaultDrainDeadline = time.Hour
+	// MaxStaticEdges bounds balancer.edges: each static edge is a monitor
+	// checking it every few seconds and a member of every ring the
+	// balancer builds, and every start, reload and config check reads the
+	// list. A list of tens of thousands is an error (a generated file
+	// gone wrong), not a cluster: a file of about a megabyte listed
+	// 170,000 and held 230 MB in `ringlb check`. Gossip finds edges
+	// without such a bound.
+	MaxStaticEdges = 1000
 )
 
 // DefaultKeySources is the contract's default order of stickiness key sources.

@@ -115,6 +115,18 @@ func (g *GSLB) Place(path string) (Place, bool) {
 	return g.at.place(path), true
 }
 
+// MonitorTLSProblem is err, from ClientConfig of monitor name's TLS
+// settings, named at the field of the file that did not load, where the
+// config file has it, as the check names it (gslb reads the files again at
+// every start and reload).
+func (g *GSLB) MonitorTLSProblem(name string, err error) error {
+	path, why := tlsFileField("gslb.monitors."+name+".tls", err)
+	if g.at == nil {
+		return fmt.Errorf("%s: %w", path, why)
+	}
+	return g.at.place(path).Problem("%v", why)
+}
+
 // Place is where the config file has the zone's field (a path below the
 // zone: "file", "records", "transfer.allow[1]"; "" is the zone itself),
 // for the problems gslb finds when it loads the zone; false when the zone

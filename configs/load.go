@@ -143,8 +143,14 @@ func LoadFile(path string) (*Config, []byte, error) {
 		return nil, nil, fmt.Errorf("read config: %w", err)
 	}
 	cfg, err := Parse(path, data)
-	if msg := configFileMode(path, fi); msg != "" {
-		return nil, data, withFileProblem(cfg, err, &FieldError{File: path, Msg: msg})
+	var ps Errors
+	for _, msg := range []string{configFileMode(path, fi), configFileWay(path)} {
+		if msg != "" {
+			ps = append(ps, &FieldError{File: path, Msg: msg})
+		}
+	}
+	if len(ps) > 0 {
+		return nil, data, withFileProblems(cfg, err, ps)
 	}
 	return cfg, data, err
 }
@@ -163,21 +169,33 @@ func configFileMode(path string, fi fs.FileInfo) string {
 	return fmt.Sprintf("writable by others (mode %04o): any user of this host could rewrite how the node runs, and a reload or a start would apply it; chmod o-w %s", fi.Mode().Perm(), path)
 }
 
-// withFileProblem adds p, a problem of the file as a whole, to what Parse
-// made of it (cfg, err), so it is said with the file's other problems.
-func withFileProblem(cfg *Config, err error, p *FieldError) error {
+// configFileWay is the rule of the directories on the way to the config
+// file: refused ("" when not) when one is open to others (openDirOnWay),
+// who could put another file in its place, as they could write one the
+// file's own mode leaves open to them (configFileMode).
+func configFileWay(path string) string {
+	dir, mode := openDirOnWay(path)
+	if dir == "" {
+		return ""
+	}
+	return fmt.Sprintf("directory %s has mode %04o, writable by others and not sticky: any user of this host could put another config file in this one's place, and a reload or a start would apply it; chmod o-w %s", dir, mode, dir)
+}
+
+// withFileProblems adds ps, problems of the file as a whole, to what Parse
+// made of it (cfg, err), so they are said with the file's other problems.
+func withFileProblems(cfg *Config, err error, ps Errors) error {
 	var refused *Refused
 	var errs Errors
 	switch {
 	case errors.As(err, &refused):
-		refused.Errors = append(Errors{p}, refused.Errors...)
+		refused.Errors = append(ps, refused.Errors...)
 		return refused
 	case errors.As(err, &errs):
-		return append(Errors{p}, errs...)
+		return append(ps, errs...)
 	case err != nil:
 		return err
 	}
-	refused = &Refused{Errors: Errors{p}, Warnings: cfg.warnings, Roles: cfg.roles}
+	refused = &Refused{Errors: ps, Warnings: cfg.warnings, Roles: cfg.roles}
 	if slices.Contains(cfg.roles, "gslb") {
 		refused.GSLB = &cfg.GSLB
 	}
@@ -518,6 +536,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			d.fail(n, path, "want a list")
 			return
 		}
+		if bound, what := maxListLen(path); bound > 0 && len(n.Content) > bound {
+			d.fail(n, path, "%d %s, at most %d", len(n.Content), what, bound)
+			return
+		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
 			d.at = append(d.at, step{index: i})
@@ -578,6 +600,18 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			d.fail(n, path, "%q is not a finite number", n.Value)
 		}
 	}
+}
+
+// maxListLen is the longest list the field at path may be, and what its
+// entries are (0: no bound of its own). A longer one is refused whole,
+// before its entries are read: walked, provisioned and checked one by one
+// to be refused afterwards, each cost kilobytes (MaxStaticEdges).
+func maxListLen(path string) (int, string) {
+	switch path {
+	case "balancer.edges":
+		return MaxStaticEdges, "static edges"
+	}
+	return 0, ""
 }
 
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {

@@ -36,6 +36,26 @@ const maxLinks = 40
 // Where files have no Unix owner, the mode says nothing of who may write:
 // nothing is checked.
 func CheckPath(what, path string, uid int) (final string, fi fs.FileInfo, err error) {
+	dir := func(p string, fi fs.FileInfo) error { return checkDirOnPath(what, path, p, fi, uid) }
+	link := func(p string, fi fs.FileInfo) error {
+		// The link is an entry of a checked directory: only root, uid or,
+		// in a sticky directory, the link's owner can change it. Where it
+		// points is checked in turn.
+		if owner, ok := ownerOf(fi); ok && owner != 0 && owner != uid {
+			return fmt.Errorf("%s %s: symlink %s is owned by uid %d, not root or the node's user (%d), who could point it elsewhere: chown -h root %s",
+				what, path, p, owner, uid, p)
+		}
+		return nil
+	}
+	return walkPath(what, path, dir, link)
+}
+
+// walkPath walks path as the kernel resolves it (from /, each symlink
+// resolved), holding every directory on the way to checkDir and every
+// symlink to checkLink (nil: any), and returns the final entry as
+// CheckPath does. Where files have no Unix owner, nothing is held to
+// either.
+func walkPath(what, path string, checkDir, checkLink func(p string, fi fs.FileInfo) error) (final string, fi fs.FileInfo, err error) {
 	abs := path // not cleaned: "link/.." is where the link's target's parent is
 	if !filepath.IsAbs(path) {
 		wd, err := os.Getwd()
@@ -55,7 +75,7 @@ func CheckPath(what, path string, uid int) (final string, fi fs.FileInfo, err er
 		}
 		return abs, fi, nil
 	}
-	if err := checkDirOnPath(what, path, "/", rootInfo, uid); err != nil {
+	if err := checkDir("/", rootInfo); err != nil {
 		return "", nil, err
 	}
 	dir := "/" // the directory resolved so far, checked
@@ -89,12 +109,10 @@ func CheckPath(what, path string, uid int) (final string, fi fs.FileInfo, err er
 			return "", nil, fmt.Errorf("%s %s: %w", what, path, err)
 		}
 		if fi.Mode()&fs.ModeSymlink != 0 {
-			// The link is an entry of dir (checked): only root, uid or,
-			// in a sticky directory, the link's owner can change it.
-			// Where it points is checked in turn.
-			if owner, ok := ownerOf(fi); ok && owner != 0 && owner != uid {
-				return "", nil, fmt.Errorf("%s %s: symlink %s is owned by uid %d, not root or the node's user (%d), who could point it elsewhere: chown -h root %s",
-					what, path, p, owner, uid, p)
+			if checkLink != nil {
+				if err := checkLink(p, fi); err != nil {
+					return "", nil, err
+				}
 			}
 			if links++; links > maxLinks {
 				return "", nil, fmt.Errorf("%s %s: too many symlinks", what, path)
@@ -115,7 +133,7 @@ func CheckPath(what, path string, uid int) (final string, fi fs.FileInfo, err er
 		if !fi.IsDir() {
 			return "", nil, fmt.Errorf("%s %s: %s is not a directory", what, path, p)
 		}
-		if err := checkDirOnPath(what, path, p, fi, uid); err != nil {
+		if err := checkDir(p, fi); err != nil {
 			return "", nil, err
 		}
 		dir = p
@@ -142,6 +160,28 @@ func checkDirOnPath(what, path, p string, fi fs.FileInfo, uid int) error {
 			what, path, p, fi.Mode().Perm(), what, p)
 	}
 	return nil
+}
+
+// openDirOnWay is the first directory on the way to path (the file
+// itself not included; from /, each symlink resolved as the kernel will)
+// that other users may write and that is not sticky, and its mode; "" when
+// there is none, or the way cannot be walked (the file's reader says why).
+// It is sshd's StrictModes for a file whose content the node takes as the
+// operator's — the config file, a secret file it names: from such a
+// directory any user of the host renames the file away and puts their own
+// in its place, whatever the file's own mode. A sticky one (/tmp) lets
+// only an entry's owner do that; a group that may write is allowed, as it
+// is of the config file; a read-only mount, whatever its mode, is written
+// by nobody.
+func openDirOnWay(path string) (dir string, mode fs.FileMode) {
+	walkPath("", path, func(p string, fi fs.FileInfo) error {
+		if fi.Mode().Perm()&0o002 != 0 && fi.Mode()&fs.ModeSticky == 0 && !readOnlyMount(p) {
+			dir, mode = p, fi.Mode().Perm()
+			return fs.ErrPermission // the walk stops here
+		}
+		return nil
+	}, nil)
+	return dir, mode
 }
 
 // ownerOf is fi's owner as a uid (FileOwner).

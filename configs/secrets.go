@@ -90,6 +90,11 @@ const maxSecretFileBytes = 256 << 10
 // refuses one whose mode breaks the rule of secret files (secretFileMode).
 // Its content is never quoted in an error.
 func readSecret(path, what string, limit int) ([]byte, error) {
+	// Its directories, as the config file's (configFileWay): a file of
+	// mode 0600 in one others may write is theirs to replace.
+	if dir, mode := openDirOnWay(path); dir != "" {
+		return nil, fmt.Errorf("%s is in directory %s of mode %04o, writable by others and not sticky: any user of this host could replace %s; chmod o-w %s", path, dir, mode, what, dir)
+	}
 	return readFile(path, limit, func(fi fs.FileInfo) error {
 		_, err := secretFileMode(path, what, fi)
 		return err

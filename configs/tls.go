@@ -117,6 +117,20 @@ type tlsFileError struct {
 func (e *tlsFileError) Error() string { return e.field + ": " + e.err.Error() }
 func (e *tlsFileError) Unwrap() error { return e.err }
 
+// tlsFileField is where err, a file of the TLS section at path that does
+// not load, is named — the field of the file — and what is said there.
+func tlsFileField(path string, err error) (string, error) {
+	var fe *tlsFileError
+	switch {
+	case !errors.As(err, &fe):
+		return path, err
+	case fe.field == pairFields:
+		return path, fe
+	default:
+		return path + "." + fe.field, fe.err
+	}
+}
+
 // checkTLSFiles loads what a TLS section names (at path: balancer.tls, a
 // static edge's or a gslb monitor's tls) as the start and every reload
 // load them — the CA bundle (ca; "" for none), the certificate and its
@@ -129,15 +143,8 @@ func (e *tlsFileError) Unwrap() error { return e.err }
 // as the config's other secrets are (keep).
 func checkTLSFiles(ps *problems, path, ca, cert, key string) (roots checked[*x509.CertPool], pair checked[tls.Certificate]) {
 	report := func(err error) {
-		var fe *tlsFileError
-		switch {
-		case !errors.As(err, &fe):
-			ps.add(path, "%v", err)
-		case fe.field == pairFields:
-			ps.add(path, "%v", fe)
-		default:
-			ps.add(path+"."+fe.field, "%v", fe.err)
-		}
+		at, why := tlsFileField(path, err)
+		ps.add(at, "%v", why)
 	}
 	if ca != "" {
 		var err error

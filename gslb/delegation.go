@@ -60,11 +60,7 @@ func (st *state) occludedNames(cfg *configs.GSLB) []error {
 		// Named where the config file has the name, as configs.Load
 		// names its own problems.
 		problem := func(format string, args ...any) error {
-			path := fmt.Sprintf("gslb.names[%d].name", i)
-			if p, ok := cfg.Place(path); ok {
-				return p.Problem(format, args...)
-			}
-			return fmt.Errorf(path+": "+format, args...)
+			return placed(cfg, fmt.Sprintf("gslb.names[%d].name", i), fmt.Errorf(format, args...))
 		}
 		if c := z.cut(name); c != "" {
 			errs = append(errs, problem("%s is at or below the delegation %s of zone %s (its NS records in %s): "+

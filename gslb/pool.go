@@ -157,18 +157,19 @@ type familyView struct {
 func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error) {
 	p := &pools{names: map[string]*managedName{}, logger: logger, metrics: m,
 		failed: map[latchKey]string{}, overrides: map[memberKey]string{}, steering: map[regionKey]bool{}}
-	verify, err := monitorTLS(cfg.Monitors)
-	if err != nil {
-		return nil, err
-	}
-	for _, nc := range cfg.Names {
+	// Every problem is said, in one pass: the monitors' files do not hide
+	// the names'.
+	verify, err := monitorTLS(&cfg)
+	errs := []error{err}
+	for i, nc := range cfg.Names {
 		n := &managedName{cfg: nc, regions: map[string]*region{}}
 		for rname, rc := range nc.Regions {
 			r := &region{name: rname, cfg: rc}
-			for _, mc := range rc.Members {
+			for j, mc := range rc.Members {
 				addr, err := netip.ParseAddr(mc.Address)
 				if err != nil {
-					return nil, fmt.Errorf("gslb name %s region %s member %s: %w", nc.Name, rname, mc.Name, err)
+					errs = append(errs, placed(&cfg, fmt.Sprintf("gslb.names[%d].regions.%s.members[%d].address", i, rname, j), err))
+					continue
 				}
 				mem := &member{key: memberKey{nc.Name, rname, mc.Name}, cfg: mc, addr: addr.Unmap()}
 				if rc.Monitor != "" && mc.ServeMode != configs.ServeNo {
@@ -199,16 +200,20 @@ func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error)
 		}
 		sort.Strings(n.order)
 		for rname, cidrs := range nc.Geo {
-			for _, c := range cidrs {
+			for k, c := range cidrs {
 				pfx, err := netip.ParsePrefix(c)
 				if err != nil {
-					return nil, fmt.Errorf("gslb name %s geo %s: %w", nc.Name, rname, err)
+					errs = append(errs, placed(&cfg, fmt.Sprintf("gslb.names[%d].geo.%s[%d]", i, rname, k), err))
+					continue
 				}
 				n.geo = append(n.geo, geoEntry{pfx.Masked(), rname})
 			}
 		}
 		slices.SortStableFunc(n.geo, func(a, b geoEntry) int { return b.prefix.Bits() - a.prefix.Bits() })
 		p.names[nc.Name] = n
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err // its probers were never started
 	}
 	p.rebuild()
 	return p, nil
@@ -223,16 +228,16 @@ func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error)
 // Here only, once per start or reload: every member the monitor checks is
 // given the config built here, so what the start or reload checked is what
 // its checks use.
-func monitorTLS(monitors map[string]configs.Monitor) (map[string]*tls.Config, error) {
+func monitorTLS(cfg *configs.GSLB) (map[string]*tls.Config, error) {
 	out := map[string]*tls.Config{}
 	var errs []error
-	for name, mon := range monitors {
+	for name, mon := range cfg.Monitors {
 		if mon.Type != configs.MonitorHTTPS || mon.TLS == nil || mon.TLS.ServerName == "" {
 			continue
 		}
 		c, err := mon.TLS.ClientConfig("")
 		if err != nil {
-			errs = append(errs, fmt.Errorf("gslb.monitors.%s.%w", name, err))
+			errs = append(errs, cfg.MonitorTLSProblem(name, err))
 			continue
 		}
 		out[name] = c

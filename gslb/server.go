@@ -177,6 +177,16 @@ func Check(cfg configs.GSLB) error {
 	return err
 }
 
+// placed is err, a problem of cfg's field at path, named where the config
+// file has it (configs.GSLB.Place), as configs.Load names its own
+// problems; by the path alone in a config not read from a file.
+func placed(cfg *configs.GSLB, path string, err error) error {
+	if p, ok := cfg.Place(path); ok {
+		return p.Problem("%v", err)
+	}
+	return fmt.Errorf("%s: %w", path, err)
+}
+
 func (s *Server) build(cfg configs.GSLB) (*state, error) {
 	// A config that skipped configs' defaults (max_udp_size 0) still
 	// answers: with 512 bytes, what every client takes.
@@ -189,10 +199,10 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 	st.tsig = keys
 	// The tokens as the config's check read them (configs.Admin.Token).
 	if st.adminToken, err = cfg.Admin.Token(); err != nil {
-		errs = append(errs, fmt.Errorf("gslb.admin.token_file: %w", err))
+		errs = append(errs, placed(&cfg, "gslb.admin.token_file", err))
 	}
 	if st.metricsToken, err = cfg.Admin.ReadMetricsToken(); err != nil {
-		errs = append(errs, fmt.Errorf("gslb.admin.metrics_token_file: %w", err))
+		errs = append(errs, placed(&cfg, "gslb.admin.metrics_token_file", err))
 	}
 	for _, zc := range cfg.Zones {
 		z, err := loadZone(zc, cfg.RateLimit)

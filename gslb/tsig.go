@@ -8,6 +8,7 @@ import (
 	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"slices"
@@ -45,23 +46,39 @@ type tsigKey struct {
 // secret.
 func loadTSIGKeys(zones []configs.Zone) (map[string]tsigKey, error) {
 	keys := map[string]tsigKey{}
-	for _, z := range zones {
+	var errs []error
+	for i := range zones {
+		z := &zones[i]
 		t := z.Transfer.TSIG
 		if t == nil {
 			continue
 		}
 		secret, err := t.Secret()
 		if err != nil {
-			return nil, fmt.Errorf("zone %s tsig key %s: %w", z.Origin, t.Name, err)
+			errs = append(errs, tsigProblem(z, "secret_file", err))
+			continue
 		}
 		name := dns.CanonicalName(t.Name)
 		k := tsigKey{algorithm: dns.CanonicalName(t.Algorithm), secret: secret}
 		if old, ok := keys[name]; ok && (old.algorithm != k.algorithm || !hmac.Equal(old.secret, k.secret)) {
-			return nil, fmt.Errorf("zone %s tsig key %s: another zone has a different secret or algorithm under the same name", z.Origin, t.Name)
+			errs = append(errs, tsigProblem(z, "name", fmt.Errorf("another zone has a different secret or algorithm under the same name, %s", t.Name)))
+			continue
 		}
 		keys[name] = k
 	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	return keys, nil
+}
+
+// tsigProblem is err, a problem of the field of z's TSIG key, named where
+// the config file has it (configs.Zone.Place), else by the zone and key.
+func tsigProblem(z *configs.Zone, field string, err error) error {
+	if p, ok := z.Place("transfer.tsig." + field); ok {
+		return p.Problem("%v", err)
+	}
+	return fmt.Errorf("zone %s tsig key %s: %w", z.Origin, z.Transfer.TSIG.Name, err)
 }
 
 // tsigProvider signs and verifies with the keys of the current state, so a
