@@ -52,12 +52,18 @@ type pools struct {
 	// shipped alert on it resolved (TestRefusedReloadLeavesTheGaugesAlone).
 	served atomic.Bool
 
-	mu sync.Mutex // guards failed, overrides and rebuilds
+	mu sync.Mutex // guards failed, untold, overrides and rebuilds
 	// failed latches a region's address family as failed over; it clears
 	// when the region serves that family again and auto_recover is on, or
 	// by a manual recover (of every family).
 	failed    map[latchKey]string  // → why
 	overrides map[memberKey]string // serve mode set through the admin API
+	// untold are latches set while these pools were not yet the server's
+	// (a reload's new pools latch afresh before they take over the running
+	// pools' latches, and a refused reload's never serve): a failover is
+	// counted and logged once the pools serve, if it holds then, so a
+	// reload that changes nothing is no failover.
+	untold map[latchKey]bool
 	// steering holds the regions steering a share of their clients away
 	// (steer.go); loads is the last sample of the regions' edges' load.
 	steering map[regionKey]bool
@@ -156,7 +162,7 @@ type familyView struct {
 
 func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error) {
 	p := &pools{names: map[string]*managedName{}, logger: logger, metrics: m,
-		failed: map[latchKey]string{}, overrides: map[memberKey]string{}, steering: map[regionKey]bool{}}
+		failed: map[latchKey]string{}, untold: map[latchKey]bool{}, overrides: map[memberKey]string{}, steering: map[regionKey]bool{}}
 	// Every problem is said, in one pass: the monitors' files do not hide
 	// the names'.
 	verify, err := monitorTLS(&cfg)
@@ -290,6 +296,7 @@ func (p *pools) inherit(old *pools) (changed bool) {
 	// latched, and with auto_recover off stayed so); the rebuild below
 	// sets again those the state taken over calls for.
 	clear(p.failed)
+	clear(p.untold)
 	for k, v := range failed {
 		if p.latchable(k) {
 			p.failed[k] = v
@@ -333,6 +340,37 @@ func (p *pools) inherit(old *pools) (changed bool) {
 	// Rebuilt against old's answers: what a secondary holds.
 	p.view.Store(old.view.Load())
 	return p.rebuild()
+}
+
+// forget deletes the series of old, the pools a reload replaced, that p
+// writes no more: a member gone or no longer monitored (serve_mode no), a
+// region gone or no longer steering. Left, a member's last
+// ringlb_gslb_member_up stayed exported for good — a dead one's 0 fired
+// the shipped alert until a restart, however it was taken out. Call it
+// once old is stopped: its monitors write no more.
+func (p *pools) forget(old *pools) {
+	if p.metrics == nil {
+		return
+	}
+	for name, on := range old.names {
+		for rname, or := range on.regions {
+			var r *region
+			if n := p.names[name]; n != nil {
+				r = n.regions[rname]
+			}
+			if r == nil {
+				p.metrics.failovers.DeleteLabelValues(name, rname)
+			}
+			if r == nil || r.cfg.Steer == nil {
+				p.metrics.steeredShare.DeleteLabelValues(name, rname)
+			}
+			for _, om := range or.members {
+				if m := p.member(om.key); m == nil || m.prober == nil {
+					p.metrics.memberUp.DeleteLabelValues(name, rname, om.cfg.Name)
+				}
+			}
+		}
+	}
 }
 
 func (p *pools) memberChanged(k memberKey, up bool, why string) {
@@ -393,6 +431,13 @@ func (p *pools) rebuild() (changed bool) {
 		for _, rname := range n.order {
 			r := n.regions[rname]
 			rv := &regionView{}
+			if p.metrics != nil && p.served.Load() {
+				// At 0 from the start: a series first seen at 1 is no
+				// increase to Prometheus (the shipped alert's increase())
+				// nor to the history's failover marks, so a region's
+				// first failover went unseen by both.
+				p.metrics.failovers.WithLabelValues(name, rname)
+			}
 			for f := range rv.fam {
 				fv := &rv.fam[f]
 				fv.ttl = uint32(n.cfg.TTL)
@@ -405,11 +450,16 @@ func (p *pools) rebuild() (changed bool) {
 				if why, latched := p.failed[k]; latched {
 					if healthy && *n.cfg.AutoRecover {
 						delete(p.failed, k)
+						delete(p.untold, k)
 						latchCleared = true
 						p.logger.Info("region recovered", "name", name, "region", rname, "family", familyNames[f], "was", why)
 					}
 				} else if !healthy {
 					p.failed[k] = "no member to serve"
+					p.untold[k] = true
+				}
+				if _, latched := p.failed[k]; latched && p.untold[k] && p.served.Load() {
+					delete(p.untold, k)
 					if p.metrics != nil {
 						p.metrics.failovers.WithLabelValues(name, rname).Inc()
 					}
@@ -524,6 +574,7 @@ func (p *pools) saved() ([]savedOverride, []savedLatch) {
 func (p *pools) restore(overrides []savedOverride, latches []savedLatch) (skipped []string) {
 	p.mu.Lock()
 	clear(p.failed)
+	clear(p.untold)
 	for _, o := range overrides {
 		if !p.configured(memberKey{o.Name, o.Region, o.Member}) {
 			skipped = append(skipped, o.Name+"/"+o.Region+"/"+o.Member)
@@ -779,6 +830,7 @@ func (p *pools) recover(name, region string) error {
 	p.mu.Lock()
 	for f := range familyNames {
 		delete(p.failed, latchKey{regionKey{name, region}, f})
+		delete(p.untold, latchKey{regionKey{name, region}, f})
 	}
 	p.mu.Unlock()
 	p.rebuild()

@@ -479,6 +479,7 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 		st.pools.start()
 	}
 	old.pools.stop()
+	st.pools.forget(old.pools)
 	s.queryLog.Store(cfg.QueryLog)
 	s.kickNotify()
 	s.logger.Info("gslb configuration reloaded", "zones", len(st.zones), "names", len(st.pools.names))

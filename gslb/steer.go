@@ -136,11 +136,17 @@ func (p *pools) setLoads(all map[string]regionLoad) {
 		}
 	}
 	if p.metrics != nil {
-		for region, l := range loads {
-			p.metrics.regionLoad.WithLabelValues(region, "sessions_per_edge").Set(l.Sessions)
-			p.metrics.regionLoad.WithLabelValues(region, "connections_per_edge").Set(l.Connections)
-			p.metrics.regionLoad.WithLabelValues(region, "cpu_percent").Set(l.CPU)
-			p.metrics.regionLoad.WithLabelValues(region, "edges").Set(float64(l.Edges))
+		// Every region of our names, one no edge announces any more at 0:
+		// left out, its gauges kept its last edges' figures after they had
+		// gone.
+		for _, n := range p.names {
+			for region := range n.regions {
+				l := loads[region]
+				p.metrics.regionLoad.WithLabelValues(region, "sessions_per_edge").Set(l.Sessions)
+				p.metrics.regionLoad.WithLabelValues(region, "connections_per_edge").Set(l.Connections)
+				p.metrics.regionLoad.WithLabelValues(region, "cpu_percent").Set(l.CPU)
+				p.metrics.regionLoad.WithLabelValues(region, "edges").Set(float64(l.Edges))
+			}
 		}
 	}
 	p.mu.Unlock()
