@@ -308,7 +308,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 	b.closing = true
 	b.mu.Unlock()
 
-	dataErr, errs := b.stopServing(ctx)
+	dataErr, errs := b.stopServing(ctx, ctx)
 	done := make(chan struct{})
 	go func() {
 		b.wg.Wait()
@@ -356,9 +356,11 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 }
 
 // stopServing stops every server of the balancer (admin, data, redirect)
-// and closes their listeners, waiting (bounded by ctx) for in-flight
-// requests; tunnels go on. Once: Shutdown after HandOff does not repeat it.
-func (b *Balancer) stopServing(ctx context.Context) (dataErr error, errs []error) {
+// and closes their listeners, waiting for in-flight requests: the data
+// port's bounded by ctx, the admin and redirect ports' by others, at whose
+// end the admin port's unfinished requests are cut; tunnels go on. Once:
+// Shutdown after HandOff does not repeat it.
+func (b *Balancer) stopServing(ctx, others context.Context) (dataErr error, errs []error) {
 	b.mu.Lock()
 	if b.stopped {
 		b.mu.Unlock()
@@ -373,7 +375,14 @@ func (b *Balancer) stopServing(ctx context.Context) (dataErr error, errs []error
 	// long as it held the admin server's stop.
 	adminErr := make(chan error, 1)
 	go func() {
-		err := b.admin.Shutdown(ctx)
+		err := b.admin.Shutdown(others)
+		if err != nil {
+			// A request still being read (a head or a body trickled in)
+			// would otherwise run on, and a change it makes land after
+			// the process has handed its state over: cut, it changed
+			// nothing, and its client sees so.
+			_ = b.admin.Close()
+		}
 		b.op.Close()
 		adminErr <- err
 	}()
@@ -381,7 +390,7 @@ func (b *Balancer) stopServing(ctx context.Context) (dataErr error, errs []error
 	go func() {
 		defer close(redirected)
 		if redirect != nil {
-			_ = redirect.ShutdownWithContext(ctx)
+			_ = redirect.ShutdownWithContext(others)
 		}
 	}()
 	// Stops accepting, closes idle keep-alive connections, waits for

@@ -335,18 +335,28 @@ const settleWait = 5 * time.Millisecond
 // places a key after the table went routes by the ring the new process
 // routes by too, and its tunnel brings its entry along (attach). Well
 // under the frame's bound: no keep-alive goes before the table.
+//
+// The admin and redirect ports' requests in flight get the same bound, and
+// the admin port's unfinished ones are then cut: nothing there becomes a
+// tunnel or an entry, their clients retry on the new process, which serves
+// the same ports, and one trickled there (the login form is open to
+// anyone) held the tunnels' move, the old process's leaving gossip and the
+// upgrade's answer for up to -shutdown-timeout.
 const tableWait = 500 * time.Millisecond
 
 // HandOff stops this balancer serving (the new process serves the same
-// listeners already), waits (bounded by ctx) for requests in flight — a
-// WebSocket handshake becomes a tunnel first —, then moves every tunnel of
+// listeners already), waits (bounded by ctx) for the data port's requests
+// in flight — a WebSocket handshake becomes a tunnel first; the admin
+// port's get tableWait —, then moves every tunnel of
 // the relay to the new process over c, and then the counters. Call Shutdown
 // afterwards: it closes what was kept once its context ends.
 func (b *Balancer) HandOff(ctx context.Context, c *handoff.Conn) (res HandOffResult, err error) {
 	began := time.Now()
 	stopped := make(chan []error, 1)
+	others, cancel := context.WithTimeout(ctx, tableWait)
+	defer cancel()
 	go func() {
-		_, errs := b.stopServing(ctx)
+		_, errs := b.stopServing(ctx, others)
 		stopped <- errs
 	}()
 	var errs []error
@@ -536,7 +546,8 @@ func (b *Balancer) adopt(p []byte, fds []int, limits *limitListener) bool {
 		closeAll()
 		return false
 	}
-	t := &tunnel{b: b, edge: m.edge, key: m.key, start: m.start, idle: b.cfg.TunnelIdleTimeout.D(), started: true, clientAddr: netip.AddrPortFrom(m.clientAddr, 0)}
+	_, static := b.static.Load().edge(m.edge)
+	t := &tunnel{b: b, edge: m.edge, static: static, key: m.key, start: m.start, idle: b.cfg.TunnelIdleTimeout.D(), started: true, clientAddr: netip.AddrPortFrom(m.clientAddr, 0)}
 	if b.relay == nil || !b.registerTunnel(t) {
 		closeAll()
 		return false

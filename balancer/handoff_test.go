@@ -1225,3 +1225,107 @@ func TestHandOffTableDoesNotWaitForAnswersInFlight(t *testing.T) {
 	}
 	t.Logf("the old process stopped after %s", res.Stopping.Round(time.Millisecond))
 }
+
+// A request trickled to the old process's admin port — its head half sent,
+// or its body — holds no upgrade: the tunnels move, and the hand-off ends,
+// while it is still unfinished, and it is cut (its client retries on the
+// new process, which serves the same port). Before, the tunnels stayed
+// until the admin port's request timeout or the whole -shutdown-timeout
+// (the old process left gossip, and `ringlb upgrade` answered, only then):
+// anyone who reaches the admin port (the login form is open) could stretch
+// every upgrade so.
+func TestHandOffDoesNotWaitForATrickledAdminRequest(t *testing.T) {
+	edge := startRawEdge(t)
+	lnA := mustListen(t)
+	addr := lnA.Addr().String()
+	lnB := sameSocket(t, lnA)
+	// The request timeout beyond the test's patience: only the hand-off's
+	// own bound ends the trickled requests.
+	cfg := configs.Balancer{Admin: configs.Admin{RequestTimeout: configs.Duration(10 * time.Minute)}}
+	old := newHandOffBalancerWith(t, cfg, edge, lnA)
+	states := make(chan http.ConnState, 8)
+	old.admin.ConnState = func(_ net.Conn, s http.ConnState) {
+		select {
+		case states <- s:
+		default:
+		}
+	}
+	adminLn := mustListen(t)
+	go func() { _ = old.ServeAdmin(adminLn) }()
+
+	tunnel, tr := openRawTunnel(t, addr)
+	defer tunnel.Close()
+	waitTunnels(t, old, 1)
+	var trickled []net.Conn
+	for _, req := range []string{
+		"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", // the head half sent
+		"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nuser=a", // the body
+	} {
+		c, err := net.Dial("tcp", adminLn.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		trickled = append(trickled, c)
+	}
+	// Both are accepted, and the body's head read, before the upgrade
+	// begins.
+	seen := map[http.ConnState]int{}
+	for seen[http.StateNew] < len(trickled) || seen[http.StateActive] < 1 {
+		select {
+		case s := <-states:
+			seen[s]++
+		case <-time.After(healthtest.Patience):
+			t.Fatalf("the admin port's connections: %v", seen)
+		}
+	}
+
+	next := newHandOffBalancerWith(t, cfg, edge, lnB)
+	a, b := stateHandedOver(t, old, next)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*healthtest.Patience)
+	defer cancel()
+	began := time.Now()
+	type handed struct {
+		res HandOffResult
+		err error
+	}
+	done := make(chan handed, 1)
+	taken := takeOverAsync(next, b)
+	go func() {
+		res, err := old.HandOff(ctx, a)
+		done <- handed{res, err}
+	}()
+	select {
+	case h := <-done:
+		res := h.res
+		t.Logf("hand-off over %s after it began (stopping %s), the admin requests trickled", time.Since(began).Round(time.Millisecond), res.Stopping.Round(time.Millisecond))
+		if h.err != nil {
+			t.Error(h.err)
+		}
+		if res.Moved != 1 {
+			t.Errorf("moved %d tunnels, want 1", res.Moved)
+		}
+	case <-time.After(healthtest.Patience):
+		t.Fatalf("the hand-off had not ended %s after it began: a trickled admin request held it", healthtest.Patience)
+	}
+	if got := <-taken; got.err != nil || got.n != 1 {
+		t.Errorf("take over: %d, %v", got.n, got.err)
+	}
+	for i, c := range trickled {
+		_ = c.SetReadDeadline(time.Now().Add(healthtest.Patience))
+		if _, err := io.ReadAll(c); err != nil {
+			t.Errorf("trickled request %d: %v, want its connection closed", i, err)
+		}
+	}
+	tunnel.SetDeadline(time.Now().Add(healthtest.Patience))
+	if _, err := io.WriteString(tunnel, "after;"); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len("after;"))
+	if _, err := io.ReadFull(tr, got); err != nil || string(got) != "after;" {
+		t.Fatalf("the moved tunnel echoed %q, %v", got, err)
+	}
+}

@@ -85,9 +85,10 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, verify map[string]*tls.Con
 		} else if old, ok := prev.edge(e.Name); ok && old.member.URL == e.URL && old.prober.Settled() {
 			// A reload: a monitor starts up, and one started afresh put an
 			// edge its predecessor saw down back on the ring for fall
-			// checks — for good, with reloads as often.
-			up, why := old.prober.Up()
-			p.Seed(up, why)
+			// checks — for good, with reloads as often. Its run of checks
+			// carries too: counted again from zero, a backend failing its
+			// checks and reloaded every fall-1 of them stayed on the ring.
+			p.Carry(old.prober)
 		}
 		weight := 1
 		if e.Weight != nil {

@@ -1,12 +1,18 @@
 package balancer
 
 import (
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // A static edge is on the ring while its monitor passes, and leaves it when
@@ -80,4 +86,56 @@ func TestReloadKeepsAStaticEdgeDown(t *testing.T) {
 		}
 	}
 	s.Close()
+}
+
+// A reload carries a static edge's run of failed checks with its state
+// (health.Prober.Carry), as the gslb's reload does its members'. Before, it
+// carried the state alone and the new monitor counted fall again: a backend
+// whose health check fails, reloaded every fall-1 checks (config
+// management, PUT /api/config), stayed on the ring for ever and took new
+// sessions.
+func TestReloadsKeepAStaticEdgesFallCount(t *testing.T) {
+	var healthy atomic.Bool
+	var failed atomic.Int64 // failed checks answered
+	healthy.Store(true)
+	check := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !healthy.Load() {
+			failed.Add(1)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(check.Close)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(check.URL, "http://"))
+	const fall = 3
+	edges := staticEdgesOf(startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2"))
+	mon := configs.Monitor{Type: configs.MonitorHTTP, Path: "/health", Interval: configs.Duration(500 * time.Millisecond), Timeout: configs.Duration(time.Second), Rise: 1, Fall: fall}
+	mon.Port, _ = strconv.Atoi(port)
+	edges[0].Monitor = &mon
+	cfg := configs.Balancer{Edges: edges, SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)}}
+	cfg.Provision()
+	b := startClusterBalancer(t, healthtest.New(t), "bal-1", cfg)
+	waitRing(t, b, "edge-1", "edge-2")
+	healthtest.WaitUntil(t, "edge-1's monitor settled", func() bool {
+		e, ok := b.bal.static.Load().edge("edge-1")
+		return ok && e.prober.Settled()
+	})
+
+	healthy.Store(false) // edge-1's health check fails from now on
+	base := failed.Load()
+	for range 4 {
+		healthtest.WaitUntil(t, "fall-1 more failed checks", func() bool { return failed.Load() >= base+fall-1 })
+		// Counted from before the reload: the new monitor checks at once.
+		base = failed.Load()
+		if err := b.bal.Reload(cfg); err != nil { // the same config
+			t.Fatal(err)
+		}
+	}
+	n := failed.Load()
+	_, on := b.ring.Snapshot().Member("edge-1")
+	t.Logf("edge-1 failed %d checks in a row (fall %d); on the ring: %v", n, fall, on)
+	if n >= 2*fall && on {
+		t.Errorf("edge-1 failed %d checks in a row (fall %d) and is still on the ring: each reload restarted its fall count", n, fall)
+	}
 }

@@ -348,10 +348,11 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 		// A static edge past its drain deadline takes no live keys, and
 		// the round that closed its tunnels (endDrains) does not come
 		// again: a tunnel whose handshake was under way then is refused
-		// here, not left open on it. Under the shard's lock, which that
-		// round takes after it rebuilt the routes: it sees this tunnel,
-		// or this sees its routes.
-		if _, ok := t.currentRoutes(t.ring.Snapshot()).routable(bi); !ok {
+		// here, not left open on it. So is one to the URL a reload gave
+		// the edge up for (applyReload's round). Under the shard's lock,
+		// which that round takes after it rebuilt the routes: it sees
+		// this tunnel, or this sees its routes.
+		if r, ok := t.currentRoutes(t.ring.Snapshot()).routable(bi); !ok || tun.url != "" && r.member.URL != tun.url {
 			s.mu.Unlock()
 			return recordStale
 		}
@@ -479,14 +480,16 @@ func (t *sessionTable) logConflict(h uint64, mine, theirs entry) {
 
 // tunnelsNotOn returns the tunnels of list to static edges other than
 // backend: their key's session is on backend now, and a third-party backend
-// will not send them there. Tunnels to gossip edges are left to the edges,
-// which move their sessions themselves (a drain's hand-off and 1012, a 421
-// to a pinned or claimed session) and would lose what a hand-off carries if
-// the balancer cut in.
+// will not send them there — a static edge now, or when the tunnel opened
+// (one a reload took out of the config since, still running, kept the old
+// participants beside the newcomers placed elsewhere).
+// Tunnels to gossip edges are left to the edges, which move their sessions
+// themselves (a drain's hand-off and 1012, a 421 to a pinned or claimed
+// session) and would lose what a hand-off carries if the balancer cut in.
 func (t *sessionTable) tunnelsNotOn(list []*tunnel, backend string) []*tunnel {
 	var out []*tunnel
 	for _, tn := range list {
-		if tn.edge != backend && t.isStatic != nil && t.isStatic(tn.edge) {
+		if tn.edge != backend && (tn.static || t.isStatic != nil && t.isStatic(tn.edge)) {
 			out = append(out, tn)
 		}
 	}
@@ -708,23 +711,28 @@ func (t *sessionTable) endDrains() {
 			continue
 		}
 		t.drainsOver[name] = true
-		n := 0
-		for i := range t.shards {
-			s := &t.shards[i]
-			s.mu.Lock()
-			for _, list := range s.tunnels {
-				for _, tn := range list {
-					if tn.edge == name {
-						closeList = append(closeList, tn)
-						n++
-					}
-				}
-			}
-			s.mu.Unlock()
-		}
-		t.log.Info("static edge drain deadline passed: its remaining sessions move", "edge", name, "tunnels_closed", n)
+		n := len(closeList)
+		closeList = t.tunnelsTo(name, closeList)
+		t.log.Info("static edge drain deadline passed: its remaining sessions move", "edge", name, "tunnels_closed", len(closeList)-n)
 	}
 	t.closeTunnels(closeList, closeDrained)
+}
+
+// tunnelsTo appends this balancer's tunnels to backend name to list.
+func (t *sessionTable) tunnelsTo(name string, list []*tunnel) []*tunnel {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for _, tl := range s.tunnels {
+			for _, tn := range tl {
+				if tn.edge == name {
+					list = append(list, tn)
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
+	return list
 }
 
 // tableGauges are the table's gauges, read at scrape time.

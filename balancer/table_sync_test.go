@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/fasthttp/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -1493,5 +1495,232 @@ func TestNewProcessPlacementReachesAPeerThatBelievesItLate(t *testing.T) {
 		if i == 2 && !ok {
 			t.Error("bal-2 has not the key the new process placed: it places the key's next participant by its ring")
 		}
+	}
+}
+
+// A static edge taken out of the config by a reload, while it still runs
+// and a session lives on it through two balancers, takes no live keys any
+// more: the key's next participant is placed on another backend, and the
+// session moves whole — its tunnels to the removed edge close on every
+// balancer, so their clients reconnect to where the newcomer went. Before,
+// only tunnels to an edge still in the config were closed when a session
+// moved: the old participants stayed on the removed edge, the newcomer
+// went to the other one, and the session was split.
+func TestSessionOnAStaticEdgeRemovedByAReloadMovesWhole(t *testing.T) {
+	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(healthtest.Patience)}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	b2 := startClusterBalancer(t, cl, "bal-2", cfg)
+	for _, b := range []*clusterBalancer{b1, b2} {
+		waitRing(t, b, "edge-1", "edge-2")
+	}
+	healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+
+	key := b1.keyOwnedBy(t, "edge-1")
+	hash := xxhash.Sum64String(key)
+	c1, edge := wsEdge(t, b1, key)
+	defer c1.Close()
+	if edge != "edge-1" {
+		t.Fatalf("first participant on %s, want edge-1", edge)
+	}
+	healthtest.WaitUntil(t, "bal-2 has the placement", func() bool {
+		v, ok := b2.bal.table.view(hash, b2.ring.Snapshot())
+		return ok && v.Backend == "edge-1"
+	})
+	c2, edge := wsEdge(t, b2, key)
+	defer c2.Close()
+	if edge != "edge-1" {
+		t.Fatalf("second participant on %s, want edge-1", edge)
+	}
+
+	// edge-1 leaves the config of both balancers; it keeps running.
+	without := configs.Balancer{Edges: staticEdgesOf(edges[1]), SessionTable: cfg.SessionTable}
+	without.Provision()
+	for _, b := range []*clusterBalancer{b1, b2} {
+		if err := b.bal.Reload(without); err != nil {
+			t.Fatal(err)
+		}
+		waitRing(t, b, "edge-2")
+	}
+	c3, edge := wsEdge(t, b2, key)
+	defer c3.Close()
+	if edge != "edge-2" {
+		t.Fatalf("a participant after the reload on %s, want edge-2", edge)
+	}
+	open := 0
+	for _, closer := range []io.Closer{c1, c2} {
+		// An open tunnel echoes; a closed one ends the read.
+		c := closer.(*websocket.Conn)
+		if err := c.WriteMessage(websocket.TextMessage, []byte("still there?")); err != nil {
+			continue
+		}
+		c.SetReadDeadline(time.Now().Add(healthtest.Patience))
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					open++
+				}
+				break
+			}
+		}
+	}
+	t.Logf("tunnels left on the removed edge-1 beside a participant on edge-2: %d of 2", open)
+	if open > 0 {
+		t.Fatalf("the session is split: %d tunnels still on edge-1, a participant on edge-2", open)
+	}
+}
+
+// A reload that gives a static edge another URL under the same name points
+// the name at another backend: the sessions on the old one move whole with
+// it — their tunnels close, so their clients reconnect to the new one,
+// where the key's next participants go. Before, the tunnels stayed on the
+// old backend, which still ran, and the newcomers went to the new one: a
+// split for as long as the session lived.
+func TestStaticEdgeGivenAnotherURLMovesItsSessionsWhole(t *testing.T) {
+	old, replacement, other := startTestEdge(t, "edge-1"), startTestEdge(t, "edge-1-new"), startTestEdge(t, "edge-2")
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(old, other), SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)}}
+	b := startClusterBalancer(t, cl, "bal-1", cfg)
+	waitRing(t, b, "edge-1", "edge-2")
+	healthtest.WaitUntil(t, "table ready", b.bal.table.routable)
+
+	key := b.keyOwnedBy(t, "edge-1")
+	c1, edge := wsEdge(t, b, key)
+	defer c1.Close()
+	if edge != "edge-1" {
+		t.Fatalf("first participant on %s, want edge-1", edge)
+	}
+
+	// edge-1 is now at the replacement's address; the old backend runs on.
+	moved := configs.Balancer{Edges: staticEdgesOf(old, other), SessionTable: cfg.SessionTable}
+	moved.Edges[0].URL = replacement.url
+	moved.Provision()
+	if err := b.bal.Reload(moved); err != nil {
+		t.Fatal(err)
+	}
+	waitRing(t, b, "edge-1", "edge-2")
+	c2, edge := wsEdge(t, b, key)
+	defer c2.Close()
+	if edge != "edge-1-new" {
+		t.Fatalf("a participant after the reload answered by %s, want the backend now named edge-1 (edge-1-new)", edge)
+	}
+	// An open tunnel echoes; a closed one ends the read.
+	ws := c1.(*websocket.Conn)
+	open := false
+	if err := ws.WriteMessage(websocket.TextMessage, []byte("still there?")); err == nil {
+		ws.SetReadDeadline(time.Now().Add(healthtest.Patience))
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				var ne net.Error
+				open = errors.As(err, &ne) && ne.Timeout()
+				break
+			}
+		}
+	}
+	t.Logf("first participant still on the old backend beside one on the new: %v", open)
+	if open {
+		t.Fatal("the session is split: a tunnel on the old backend, a participant on the one now named edge-1")
+	}
+}
+
+// A WebSocket whose handshake with a static edge's old URL was under way
+// when a reload gave the edge another URL is not left open there: the
+// reload's round that closes the edge's tunnels missed it (it was no
+// tunnel yet), so its answer, coming after, is refused as a placement that
+// lost (503, Retry-After: 0) and the client's retry goes to the new URL.
+// Before, it stayed open on the old backend beside the participants sent
+// to the new one.
+func TestHandshakeUnderWayAtAnURLChangeIsNotLeftOnTheOldBackend(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	held := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The old backend answers its upgrade only once the test says.
+		once.Do(func() { close(arrived) })
+		<-release
+		w.Header().Set("X-Ringlb-Edge", "edge-1-old")
+		c, err := up.Upgrade(w, r, w.Header())
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			mt, data, err := c.ReadMessage()
+			if err != nil || c.WriteMessage(mt, data) != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(held.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	replacement, other := startTestEdge(t, "edge-1-new"), startTestEdge(t, "edge-2")
+	edges := staticEdgesOf(replacement, other)
+	edges[0].Name, edges[0].URL = "edge-1", held.URL
+	cfg := configs.Balancer{Edges: edges, SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)}}
+	b := startClusterBalancer(t, healthtest.New(t), "bal-1", cfg)
+	waitRing(t, b, "edge-1", "edge-2")
+	healthtest.WaitUntil(t, "table ready", b.bal.table.routable)
+	key := b.keyOwnedBy(t, "edge-1")
+
+	type dialed struct {
+		c    *websocket.Conn
+		resp *http.Response
+		err  error
+	}
+	first := make(chan dialed, 1)
+	go func() {
+		d := websocket.Dialer{HandshakeTimeout: healthtest.Patience}
+		c, resp, err := d.Dial("ws://"+b.addr+"/ws", http.Header{"Ctstickiness": {key}})
+		first <- dialed{c, resp, err}
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(healthtest.Patience):
+		t.Fatal("the upgrade never reached the old backend")
+	}
+	moved := configs.Balancer{Edges: staticEdgesOf(replacement, other), SessionTable: cfg.SessionTable}
+	moved.Edges[0].Name = "edge-1"
+	moved.Provision()
+	if err := b.bal.Reload(moved); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	d := <-first
+	c2, edge := wsEdge(t, b, key)
+	defer c2.Close()
+	if edge != "edge-1-new" {
+		t.Fatalf("a participant after the reload answered by %s, want edge-1-new", edge)
+	}
+	if d.err != nil {
+		status := 0
+		if d.resp != nil {
+			status = d.resp.StatusCode
+		}
+		t.Logf("the handshake under way at the reload: %v (status %d)", d.err, status)
+		return // refused: its retry goes where c2 went
+	}
+	defer d.c.Close()
+	open := false
+	if err := d.c.WriteMessage(websocket.TextMessage, []byte("still there?")); err == nil {
+		d.c.SetReadDeadline(time.Now().Add(healthtest.Patience))
+		for {
+			if _, _, err := d.c.ReadMessage(); err != nil {
+				var ne net.Error
+				open = errors.As(err, &ne) && ne.Timeout()
+				break
+			}
+		}
+	}
+	t.Logf("the handshake under way at the reload: opened on %s, still open: %v", d.resp.Header.Get("X-Ringlb-Edge"), open)
+	if open {
+		t.Fatal("the session is split: a tunnel on the old backend, a participant on the one now named edge-1")
 	}
 }

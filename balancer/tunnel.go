@@ -35,6 +35,14 @@ type tunnel struct {
 	b    *Balancer
 	edge string // edge name, for metrics and logs
 	key  string // the stickiness key it was routed by
+	// static: edge was a static edge of the config when the tunnel
+	// opened, a third-party backend that moves none of its sessions: the
+	// table closes the tunnel when its session moves, even once a reload
+	// took the edge out of the config (tunnelsNotOn).
+	static bool
+	// url is where the tunnel went: a reload may give its static edge
+	// another (record).
+	url string
 	// start is when the edge answered 101 (carried over a hand-off).
 	start time.Time
 	conn  net.Conn // to the edge

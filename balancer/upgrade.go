@@ -213,7 +213,8 @@ func (b *Balancer) serveUpgrade(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, r
 		}
 		if status == fasthttp.StatusSwitchingProtocols {
 			_ = conn.SetDeadline(time.Time{})
-			tun = &tunnel{b: b, edge: m.Name, key: string(key), start: time.Now(), conn: conn, head: switchedHead(head, n, cookie), idle: b.cfg.TunnelIdleTimeout.D()}
+			_, static := b.static.Load().edge(m.Name)
+			tun = &tunnel{b: b, edge: m.Name, static: static, url: m.URL, key: string(key), start: time.Now(), conn: conn, head: switchedHead(head, n, cookie), idle: b.cfg.TunnelIdleTimeout.D()}
 			return "", nil
 		}
 		// Any other answer goes back to the client as an HTTP response,

@@ -404,12 +404,13 @@ type Admin struct {
 	// StateDir is cluster.state_dir, copied here by Config.Provision so that
 	// a role, which reads only its own section, finds it.
 	StateDir string `yaml:"-"`
-	// InheritedPassword is the generated admin password (its hash) of the
-	// process this one replaced by an upgrade, as cmd/ringlb took it from
-	// the hand-off (operator.Node.HandOffPassword): without state_dir
-	// nothing else keeps it, and each upgrade made and logged a new one,
-	// refusing the one the operator had.
-	InheritedPassword []byte `yaml:"-"`
+	// Inherited is the admin plane's state of the process this one
+	// replaced by an upgrade — the generated password's hash and the login
+	// sessions —, as cmd/ringlb took it from the hand-off
+	// (operator.Node.HandOff): without state_dir nothing else keeps it, and
+	// each upgrade made and logged a new password, refusing the one the
+	// operator had, and logged every operator out.
+	Inherited []byte `yaml:"-"`
 
 	// The secrets as the check read them (checked): the token, the
 	// metrics token and the users of UsersFile.

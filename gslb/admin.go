@@ -24,18 +24,33 @@ type adminServer struct {
 	srv *http.Server
 }
 
+// shutdown stops the admin port, waiting (bounded by ctx) for its requests
+// in flight, then cutting what is left: a request still being read (a head
+// or a body trickled in) would otherwise run on, and a change it makes land
+// after the process handed its state over. Once: a later call returns at
+// once.
 func (a *adminServer) shutdown(ctx context.Context) error {
 	a.mu.Lock()
 	srv := a.srv
+	a.srv = nil
 	a.mu.Unlock()
 	if srv == nil {
 		return nil
 	}
-	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
+	if err := srv.Shutdown(ctx); err != nil {
+		_ = srv.Close()
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			return err
+		}
 	}
 	return nil
 }
+
+// StopAdmin stops the admin port ahead of Shutdown, its requests in flight
+// bounded by ctx and then cut: a hand-off gives them the short grace of the
+// TCP queries, not the whole stop's bound (the new process serves the same
+// port, and their clients retry there).
+func (s *Server) StopAdmin(ctx context.Context) error { return s.admin.shutdown(ctx) }
 
 // ServeAdmin serves the admin API on ln until Shutdown.
 //

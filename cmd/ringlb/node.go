@@ -595,12 +595,16 @@ func startGSLB(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 		// accepted here get a moment to send their query first.
 		handOff: func(ctx context.Context, _ *handoff.Conn) error {
 			s.StopAccepting()
-			select {
-			case <-time.After(tcpQueryGrace):
-			case <-ctx.Done():
-			}
+			grace, cancel := context.WithTimeout(ctx, tcpQueryGrace)
+			defer cancel()
+			// The admin port's requests in flight get the same grace:
+			// one trickled there (the login form is open to anyone) held
+			// the old process in gossip, and the upgrade's answer, for
+			// the whole stop's bound.
+			adminErr := s.StopAdmin(grace)
+			<-grace.Done()
 			statsd.Close()
-			return errors.Join(s.Shutdown(ctx), m.Shutdown(ctx))
+			return errors.Join(adminErr, s.Shutdown(ctx), m.Shutdown(ctx))
 		},
 	}, nil
 }
@@ -827,15 +831,15 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
 	upgraded := proc.Parent() != nil
-	// The generated admin password (no users, no state_dir) stays the one
-	// the operator was given across upgrades.
-	cfg.Balancer.Admin.InheritedPassword = proc.StartPart(adminStartPart)
-	cfg.GSLB.Admin.InheritedPassword = cfg.Balancer.Admin.InheritedPassword
+	// Without a state_dir, the generated admin password stays the one the
+	// operator was given across upgrades, and those logged in stay so.
+	cfg.Balancer.Admin.Inherited = proc.StartPart(adminStartPart)
+	cfg.GSLB.Admin.Inherited = cfg.Balancer.Admin.Inherited
 	n, err := start(ctx, cfg, logger, true, proc)
 	if err != nil {
 		return refuse(err)
 	}
-	proc.SetStartPart(adminStartPart, n.op.HandOffPassword)
+	proc.SetStartPart(adminStartPart, n.op.HandOff)
 	n.reg.MustRegister(logs.collector())
 	// SIGHUP and PUT /api/config reload through the same file, one at a time.
 	file := operator.NewConfigFile(*path, role, cfg, started, n.apply(level), logger)

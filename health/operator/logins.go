@@ -154,7 +154,10 @@ const (
 	PathLogout = "/logout"
 )
 
-func newLogins(users map[string][]byte, store *Store, audit *AuditLog, log *slog.Logger, m *metrics) *Logins {
+// newLogins starts the logins of users with the sessions the state
+// directory keeps, or, without one, those of the process this one replaced
+// by an upgrade (inherited, a savedSession list; nil when none).
+func newLogins(users map[string][]byte, store *Store, inherited []byte, audit *AuditLog, log *slog.Logger, m *metrics) *Logins {
 	l := &Logins{store: store, audit: audit, log: log, now: time.Now, checks: make(chan struct{}, concurrentChecks), rate: rate.NewLimiter(checksPerSecond, checkBurst),
 		results: m.logins, sessions: map[[sha256.Size]byte]session{}, byAddr: map[string]*failures{}, byUser: map[string]*failures{},
 		known: map[knownNetwork]time.Time{}}
@@ -185,7 +188,17 @@ func newLogins(users map[string][]byte, store *Store, audit *AuditLog, log *slog
 			!s.Created.After(now.Add(time.Minute)) && s.Expires.Sub(s.Created) <= SessionTTL
 	}
 	newer := func(a, b savedSession) bool { return a.Created.After(b.Created) }
-	switch saved, err := loadNewest(store, sessionsConcern, maxSessions, valid, newer); {
+	load := func() ([]savedSession, error) {
+		return loadNewest(store, sessionsConcern, maxSessions, valid, newer)
+	}
+	if store.Dir() == "" && inherited != nil {
+		// Held to the rules of the state file: the hand-off's file is
+		// this user's as the state directory is, and no more believed.
+		load = func() ([]savedSession, error) {
+			return decodeNewest(inherited, "login sessions of the process this one replaced", maxSessions, valid, newer)
+		}
+	}
+	switch saved, err := load(); {
 	case errors.Is(err, ErrNoState):
 	case err != nil:
 		log.Warn("login sessions not restored: everyone logs in again", "err", err)
@@ -510,6 +523,14 @@ func (l *Logins) endSession(r *http.Request) {
 // save writes the sessions to the state directory, so a restart does not
 // log everyone out.
 func (l *Logins) save() {
+	if err := l.store.Save(sessionsConcern, l.saved()); err != nil {
+		l.log.Error("login sessions not saved yet: a restart before they are written reads the sessions saved before", "err", err)
+	}
+}
+
+// saved is the sessions as the state file (and an upgrade's hand-off)
+// keeps them, oldest first.
+func (l *Logins) saved() []savedSession {
 	l.mu.Lock()
 	out := make([]savedSession, 0, len(l.sessions))
 	for id, s := range l.sessions {
@@ -517,9 +538,7 @@ func (l *Logins) save() {
 	}
 	l.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
-	if err := l.store.Save(sessionsConcern, out); err != nil {
-		l.log.Error("login sessions not saved yet: a restart before they are written reads the sessions saved before", "err", err)
-	}
+	return out
 }
 
 //go:embed login.html

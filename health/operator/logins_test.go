@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -548,6 +549,56 @@ func TestRestoredSessionsCapped(t *testing.T) {
 	n.Logins.mu.Unlock()
 	if after > maxSessions {
 		t.Errorf("after a login %d sessions, more than %d", after, maxSessions)
+	}
+}
+
+// Without a state directory an upgrade's hand-off carries the sessions, held
+// to the rules of the state file: at most the newest maxSessions, and only
+// sessions a login could have made (a forged part of the private upgrade
+// directory is believed no more than a planted state file).
+func TestHandOffSessionsHeldToTheStateRules(t *testing.T) {
+	users := usersFile(t)
+	password := passwordOf(t, users, "alice")
+	now := time.Now()
+	const carried = 2 * maxSessions
+	cookies := make([]string, carried+1)
+	out := make([]savedSession, carried+1)
+	for i := range out {
+		var raw [32]byte
+		copy(raw[:], fmt.Sprintf("cookie-%d", i))
+		cookies[i] = base64.RawURLEncoding.EncodeToString(raw[:])
+		id := sha256.Sum256(raw[:])
+		created := now.Add(-time.Hour + time.Duration(i)*time.Millisecond)
+		out[i] = savedSession{ID: hex.EncodeToString(id[:]), session: session{User: "alice", Created: created, Expires: created.Add(SessionTTL), PasswordID: password}}
+	}
+	// The last one claims to be made a day ahead: no login made it.
+	out[carried].Created = now.Add(24 * time.Hour)
+	out[carried].Expires = out[carried].Created.Add(SessionTTL)
+	sessions, _ := json.Marshal(out)
+	part, _ := json.Marshal(adminHandOff{Sessions: sessions})
+
+	n := newTestNode(t, configs.Admin{UsersFile: users, Inherited: part})
+	n.Logins.mu.Lock()
+	restored := len(n.Logins.sessions)
+	n.Logins.mu.Unlock()
+	t.Logf("%d sessions handed off, %d restored (cap %d)", carried+1, restored, maxSessions)
+	if restored > maxSessions {
+		t.Fatalf("%d sessions restored, more than the %d a node keeps", restored, maxSessions)
+	}
+	base := loginServer(t, n, "")
+	for i, want := range map[int]int{carried - 1: http.StatusOK, carried - maxSessions: http.StatusOK, carried - maxSessions - 1: http.StatusUnauthorized, carried: http.StatusUnauthorized} {
+		if got := cookieStatus(t, base, cookies[i]); got != want {
+			t.Errorf("handed-off session %d: %d, want %d", i, got, want)
+		}
+	}
+
+	// What this node hands on is what it holds, and a node given it keeps
+	// them: one upgrade after another.
+	part = n.HandOff()
+	t.Logf("the admin part handed on: %d bytes for %d sessions", len(part), restored)
+	next := newTestNode(t, configs.Admin{UsersFile: users, Inherited: part})
+	if got := cookieStatus(t, loginServer(t, next, ""), cookies[carried-1]); got != http.StatusOK {
+		t.Errorf("the newest session after a second upgrade: %d, want 200", got)
 	}
 }
 

@@ -153,29 +153,49 @@ func New(cfg Config) *Node {
 		users = map[string][]byte{}
 	}
 	n.configuredUsers = len(users) > 0
+	var inherited adminHandOff
+	if len(cfg.Admin.Inherited) > 0 {
+		if err := json.Unmarshal(cfg.Admin.Inherited, &inherited); err != nil {
+			log.Warn("the admin state of the process this one replaced is unreadable: a generated password is made anew, and everyone logs in again", "err", err)
+			inherited = adminHandOff{}
+		}
+	}
 	if len(users) == 0 && !loopbackListen(cfg.Admin.Listen) {
-		if hash := n.generatedPassword(cfg.Admin.InheritedPassword); hash != nil {
+		if hash := n.generatedPassword(inherited.Hash); hash != nil {
 			users[GeneratedUser] = hash
 		}
 	}
 	if len(users) > 0 {
-		n.Logins = newLogins(users, store, n.Audit, log, m)
+		n.Logins = newLogins(users, store, inherited.Sessions, n.Audit, log, m)
 	}
 	return n
 }
 
-// generatedHash is the generated password as the state directory and an
-// upgrade's hand-off keep it: its bcrypt hash.
+// generatedHash is the generated password as the state directory keeps
+// it: its bcrypt hash.
 type generatedHash struct {
 	Hash string `json:"hash"`
+}
+
+// adminHandOff is the admin plane's part of an upgrade's start state
+// (configs.Admin.Inherited, HandOff): what, without a state directory,
+// only the process's memory keeps. A child of an earlier release reads
+// its hash and ignores the rest.
+type adminHandOff struct {
+	// Hash is the generated password's bcrypt hash.
+	Hash string `json:"hash,omitempty"`
+	// Sessions are the login sessions, a savedSession list (hashes of the
+	// cookies, as the state file keeps them): without them each upgrade
+	// logged every operator out.
+	Sessions json.RawMessage `json:"sessions,omitempty"`
 }
 
 // generatedPassword is the hash of the password of the user "admin" on a
 // port beyond loopback with no user configured: read from the state
 // directory, else the one of the process this one replaced by an upgrade
-// (inherited, HandOffPassword), or made now and logged once. Without a
+// (inherited, HandOff), or made now and logged once. Without a
 // state directory it is made (and logged) at every start but an upgrade.
-func (n *Node) generatedPassword(inherited []byte) []byte {
+func (n *Node) generatedPassword(inherited string) []byte {
 	var saved generatedHash
 	err := n.Store.Load(generatedConcern, &saved)
 	if err == nil {
@@ -187,18 +207,15 @@ func (n *Node) generatedPassword(inherited []byte) []byte {
 	if !errors.Is(err, ErrNoState) {
 		n.log.Warn("the generated admin password's hash is unreadable: a new password is made", "err", err)
 	}
-	if len(inherited) > 0 {
-		var got generatedHash
-		if err := json.Unmarshal(inherited, &got); err == nil {
-			if _, err := bcrypt.Cost([]byte(got.Hash)); err == nil {
-				if n.Store.Dir() != "" {
-					if err := n.Store.Save(generatedConcern, got); err != nil {
-						n.log.Error("the generated admin password's hash not saved yet: a start before it is written makes another", "err", err)
-					}
+	if inherited != "" {
+		if _, err := bcrypt.Cost([]byte(inherited)); err == nil {
+			if n.Store.Dir() != "" {
+				if err := n.Store.Save(generatedConcern, generatedHash{Hash: inherited}); err != nil {
+					n.log.Error("the generated admin password's hash not saved yet: a start before it is written makes another", "err", err)
 				}
-				n.log.Info("the generated admin password is the one of the process this one replaced", "user", GeneratedUser)
-				return []byte(got.Hash)
 			}
+			n.log.Info("the generated admin password is the one of the process this one replaced", "user", GeneratedUser)
+			return []byte(inherited)
 		}
 		n.log.Warn("the generated admin password of the process this one replaced is unreadable: a new password is made")
 	}
@@ -224,18 +241,27 @@ func (n *Node) generatedPassword(inherited []byte) []byte {
 	return hash
 }
 
-// HandOffPassword is the generated password's hash for the process an
-// upgrade starts (configs.Admin.InheritedPassword); nil when this port has
-// none (users configured, or loopback).
-func (n *Node) HandOffPassword() []byte {
-	if n == nil || n.Logins == nil || n.configuredUsers {
+// HandOff is the admin plane's part of the start state of the process an
+// upgrade starts (configs.Admin.Inherited): the generated password's hash,
+// and the login sessions when no state directory keeps them for it (its
+// files are the child's already); nil when there is nothing to carry.
+func (n *Node) HandOff() []byte {
+	if n == nil || n.Logins == nil {
 		return nil
 	}
-	hash, ok := (*n.Logins.users.Load())[GeneratedUser]
-	if !ok {
+	var part adminHandOff
+	if hash, ok := (*n.Logins.users.Load())[GeneratedUser]; ok && !n.configuredUsers {
+		part.Hash = string(hash)
+	}
+	if n.Store.Dir() == "" {
+		if sessions := n.Logins.saved(); len(sessions) > 0 {
+			part.Sessions, _ = json.Marshal(sessions) // strings and times always encode
+		}
+	}
+	if part.Hash == "" && part.Sessions == nil {
 		return nil
 	}
-	p, _ := json.Marshal(generatedHash{Hash: string(hash)}) // a string always encodes
+	p, _ := json.Marshal(part) // as above
 	return p
 }
 

@@ -134,12 +134,18 @@ func loadNewest[T any](s *Store, concern string, max int, keep func(T) bool, new
 	if err := s.Load(concern, &raw); err != nil {
 		return nil, err
 	}
+	return decodeNewest(raw, "state "+s.path(concern), max, keep, newer)
+}
+
+// decodeNewest is loadNewest of a list already read (from the state
+// directory, or an upgrade's hand-off), named where in its errors.
+func decodeNewest[T any](raw []byte, where string, max int, keep func(T) bool, newer func(a, b T) bool) ([]T, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	switch tok, err := dec.Token(); {
 	case err == nil && tok == nil: // null: an empty list
 		return nil, nil
 	case err != nil || tok != json.Delim('['):
-		return nil, fmt.Errorf("state %s: not a list", s.path(concern))
+		return nil, fmt.Errorf("%s: not a list", where)
 	}
 	trim := func(out []T) []T {
 		sort.SliceStable(out, func(i, j int) bool { return newer(out[i], out[j]) })
@@ -149,7 +155,7 @@ func loadNewest[T any](s *Store, concern string, max int, keep func(T) bool, new
 	for dec.More() {
 		var v T
 		if err := dec.Decode(&v); err != nil {
-			return nil, fmt.Errorf("state %s: %w", s.path(concern), err)
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		if !keep(v) {
 			continue
