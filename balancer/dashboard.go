@@ -262,7 +262,9 @@ func (b *Balancer) fetchEdgeStats(ctx context.Context, node, admin string) *edge
 // fetchGSLB fills g from the node's /api/pools and /metrics, read as a peer
 // (signed with the cluster's key), never with the operator's token.
 func (b *Balancer) fetchGSLB(ctx context.Context, g *gslbView) {
-	code, body, err := b.callPeer(ctx, http.MethodGet, g.Node, g.Admin+"/api/pools", nil)
+	// Its names go into every /api/cluster answer as they come: taken only
+	// as large as a node's view honestly is.
+	code, body, err := b.callPeerLimit(ctx, http.MethodGet, g.Node, g.Admin+"/api/pools", nil, health.MaxPeerView)
 	if err == nil && code != http.StatusOK {
 		err = peerError(code, body)
 	}
@@ -343,7 +345,7 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 // callPeer sends one request to the node named node's admin API (target, an address its
 // metadata announced, which health has checked is within
 // cluster.allowed_networks), bounded by peerFetchTimeout, and returns the
-// status and body (≤ peerBodyLimit).
+// status and body (≤ peerBodyLimit; callPeerLimit for a tighter bound).
 //
 // Every request is signed as this node with the cluster's key, and its
 // answer is taken only signed by the node asked, for this request
@@ -356,6 +358,11 @@ func (b *Balancer) serveGSLBMode(w http.ResponseWriter, r *http.Request) {
 // carries out) forwards the operator's bearer token, so the node acted on
 // checks the operator itself, and HeaderAdmin for its CSRF rule.
 func (b *Balancer) callPeer(ctx context.Context, method, node, target string, operator *http.Request) (int, []byte, error) {
+	return b.callPeerLimit(ctx, method, node, target, operator, peerBodyLimit)
+}
+
+// callPeerLimit is callPeer taking at most limit bytes of the answer.
+func (b *Balancer) callPeerLimit(ctx context.Context, method, node, target string, operator *http.Request, limit int64) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, peerFetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, target, nil)
@@ -383,7 +390,7 @@ func (b *Balancer) callPeer(ctx context.Context, method, node, target string, op
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := b.keyring().ReadAnswer(resp, b.name, node, health.PeerSigningAnswer, peerBodyLimit)
+	body, err := b.keyring().ReadAnswer(resp, b.name, node, health.PeerSigningAnswer, limit)
 	switch {
 	case err != nil && operator != nil && errors.Is(err, health.ErrAnswerUnsigned):
 		// Neither done nor refused: the node's audit log says which.

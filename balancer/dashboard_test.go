@@ -593,3 +593,48 @@ func (h *harness) adminDo(t *testing.T, method, path string) *http.Response {
 	}
 	return resp
 }
+
+// A gslb node's pools view is taken as far as a node's view honestly goes
+// (health.MaxPeerView, what gslb nodes take of each other's), not as far as
+// any peer answer (4 MiB): a node answering more — a key holder's forgery,
+// or a node gone wrong — is shown with its error, its names left out.
+// Before, each gslb node's list went into every /api/cluster answer up to
+// 4 MiB, and as many times as there are gslb nodes in the gossip.
+func TestDashboardBoundsGSLBNames(t *testing.T) {
+	h := tokenHarness(t)
+	cl := healthtest.New(t)
+	self := cl.Join("bal-test", health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
+	entry := `{"name":"n.ringlb.test.","regions":[{"region":"west","members":[{"member":"bal-2","serving":true}]}]}`
+	names := "[" + strings.TrimSuffix(strings.Repeat(entry+",", 3*health.MaxPeerView/len(entry)), ",") + "]"
+	big := httptest.NewServer(peerReads("gslb-big", self.Keyring(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/pools" {
+			w.Write([]byte(`{"node":"gslb-big","names":` + names + `}`))
+		}
+	})))
+	defer big.Close()
+	cl.Join("gslb-big", health.Meta{Role: health.RoleGSLB, Region: "east", Admin: big.URL, State: health.StateAlive})
+	healthtest.WaitMembers(t, self, "the gslb in gossip", func(ns []health.Node) bool { return len(ns) == 2 })
+	h.bal.SetCluster(self)
+
+	req, _ := http.NewRequest("GET", "http://"+h.admin+"/api/cluster", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var view struct {
+		GSLB []struct {
+			Node, Error string
+			Names       []json.RawMessage
+		}
+	}
+	if err := json.Unmarshal(body, &view); err != nil || len(view.GSLB) != 1 {
+		t.Fatalf("GET /api/cluster: %d, %v, %d bytes", resp.StatusCode, err, len(body))
+	}
+	t.Logf("names of %d bytes: /api/cluster %d bytes", len(names), len(body))
+	if g := view.GSLB[0]; len(g.Names) != 0 || g.Error == "" {
+		t.Errorf("a %d-byte names list (bound %d) passed through: %d names, error %q", len(names), health.MaxPeerView, len(g.Names), g.Error)
+	}
+}

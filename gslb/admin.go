@@ -188,7 +188,10 @@ type handOffState struct {
 	Overrides []savedOverride `json:"overrides"`
 	Latches   []savedLatch    `json:"latches"`
 	Serial    uint32          `json:"serial"`
-	QueryLog  bool            `json:"query_log"`
+	// Serials are the zones' serials served (state.served): the new
+	// process goes past them with a zone file rolled back (offsetPast).
+	Serials  map[string]uint32 `json:"serials,omitempty"`
+	QueryLog bool              `json:"query_log"`
 }
 
 // HandOffState is this server's state for the process replacing it; nil
@@ -198,7 +201,7 @@ func (s *Server) HandOffState() []byte {
 	defer s.operating.Unlock()
 	st := s.state.Load()
 	overrides, latches := st.pools.saved()
-	p, err := json.Marshal(handOffState{Overrides: overrides, Latches: latches, Serial: st.serial.Load(), QueryLog: s.queryLog.Load()})
+	p, err := json.Marshal(handOffState{Overrides: overrides, Latches: latches, Serial: st.serial.Load(), Serials: st.served(), QueryLog: s.queryLog.Load()})
 	if err != nil {
 		return nil
 	}
@@ -217,7 +220,7 @@ func (s *Server) TakeHandOffState(p []byte) error {
 	}
 	s.operating.Lock()
 	st := s.state.Load()
-	if next := in.Serial + 1; int32(next-st.serial.Load()) > 0 {
+	if next := st.offsetPast(in.Serial+1, in.Serials, true); int32(next-st.serial.Load()) > 0 {
 		st.serial.Store(next)
 	}
 	skipped := st.pools.replace(in.Overrides, in.Latches)
@@ -255,7 +258,7 @@ func (s *Server) TakeHandOffEnd(start, end []byte) error {
 	}
 	s.operating.Lock()
 	st := s.state.Load()
-	if next := in.Serial + 1; int32(next-st.serial.Load()) > 0 {
+	if next := st.offsetPast(in.Serial+1, in.Serials, true); int32(next-st.serial.Load()) > 0 {
 		st.serial.Store(next)
 	}
 	overrides, latches := st.pools.saved()
@@ -324,6 +327,9 @@ const serialConcern = "gslb-serial"
 // serialState is what the server adds to its zones' serials (state.serial).
 type serialState struct {
 	Offset uint32 `json:"offset"`
+	// Serials are the zones' serials served (state.served): a start goes
+	// past them with a zone file rolled back meanwhile (offsetPast).
+	Serials map[string]uint32 `json:"serials,omitempty"`
 }
 
 // useOperator makes the admin plane and restores what an operator set
@@ -371,17 +377,21 @@ func (s *Server) saveState() {
 // secondaries kept the copy of before the restart — its managed answers,
 // a signed zone's signatures until they expired — until as many changes
 // had passed again (TestRestartKeepsTheSerialGoing). One past it: what this
-// process serves may differ from what the last one served last.
+// process serves may differ from what the last one served last — and past
+// each zone's serial served last, whose file may have been rolled back
+// meanwhile (offsetPast).
 func (s *Server) restoreSerial() {
 	var saved serialState
 	switch err := s.op.Store.Load(serialConcern, &saved); {
 	case errors.Is(err, operator.ErrNoState):
+		s.saveSerial() // the serials served from the first start on
 		return
 	case err != nil:
 		s.logger.Error("zone serial offset not restored: secondaries may keep their copy until the serial passes it", "err", err)
 		return
 	}
-	s.state.Load().serial.Store(saved.Offset + 1)
+	st := s.state.Load()
+	st.serial.Store(st.offsetPast(saved.Offset+1, saved.Serials, true))
 	s.saveSerial()
 }
 
@@ -395,7 +405,8 @@ func (s *Server) saveSerial() {
 	s.saving.Lock()
 	defer s.saving.Unlock()
 	// Read under the lock: the last save writes the latest offset.
-	if err := s.op.Store.Save(serialConcern, serialState{s.state.Load().serial.Load()}); err != nil {
+	st := s.state.Load()
+	if err := s.op.Store.Save(serialConcern, serialState{Offset: st.serial.Load(), Serials: st.served()}); err != nil {
 		s.logger.Error("zone serial offset not saved yet: after a restart before it is written secondaries would keep their copy", "err", err)
 	}
 }

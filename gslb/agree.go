@@ -43,12 +43,9 @@ const peerStaleRounds = 3
 // nameservers are a handful.
 const maxPeerReads = 16
 
-// Bounds of a peer's answer: its head, and its body (a JSON view of every
-// member a node probes, with a few regions' loads).
-const (
-	maxPeerHead = 64 << 10
-	maxPeerBody = 1 << 20
-)
+// maxPeerHead bounds a peer's answer's head; its body is a node's view
+// (health.MaxPeerView: every member it probes, with a few regions' loads).
+const maxPeerHead = 64 << 10
 
 // peerReport is what one peer's probes saw when we last heard it, and how
 // many rounds since then it went unheard.
@@ -212,7 +209,7 @@ func (s *Server) fetchMonitors(ctx context.Context, client *http.Client, node, a
 	}
 	// Its view only as the peer signed it for this read: an answer
 	// altered or replayed on the way is no view (a peer unheard).
-	raw, err := s.keyring.Load().ReadAnswer(resp, s.name, node, health.PeerSigningAnswer, maxPeerBody)
+	raw, err := s.keyring.Load().ReadAnswer(resp, s.name, node, health.PeerSigningAnswer, health.MaxPeerView)
 	if err != nil {
 		return peerReport{}, fmt.Errorf("GET %s/api/monitors: %w", admin, err)
 	}

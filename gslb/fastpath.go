@@ -249,7 +249,7 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	if m.IsTsig() != nil {
 		// Signed (or a TSIG error): packed and signed for this query
 		// alone, never cached. parseQuery already sent signed queries here.
-		b, _, err := dns.TsigGenerateWithProvider(m, tsigProvider{s}, r.IsTsig().MAC, false)
+		b, err := s.packSigned(m, r.IsTsig().MAC)
 		if err != nil {
 			s.logger.Warn("cannot sign an answer", "err", err)
 			return

@@ -422,7 +422,7 @@ func (s *Server) signedSlip(st *state, pkt, plain []byte) []byte {
 	if m.IsTsig() == nil {
 		return plain // the key went with a reload: as the full path, unsigned
 	}
-	b, _, err := dns.TsigGenerateWithProvider(m, tsigProvider{s}, r.IsTsig().MAC, false)
+	b, err := s.packSigned(m, r.IsTsig().MAC)
 	if err != nil {
 		return nil
 	}

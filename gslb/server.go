@@ -462,14 +462,15 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 		// say): before, the zone changed under the same serial.
 		bump = 1
 	}
-	st.serial.Store(old.serial.Load() + bump)
+	offset := reloadOffset(old, st, bump)
+	st.serial.Store(offset)
 	s.state.Store(st)
 	s.operating.Unlock()
 	// What it took over, without the overrides and latches of members and
 	// regions it removed: saved in memory only, they came back with a
 	// restart (TestReloadSavesTheStateItTookOver).
 	s.saveState()
-	if bump > 0 {
+	if offset != old.serial.Load() {
 		s.saveSerial()
 	}
 	s.mu.Lock()
@@ -722,7 +723,7 @@ func (s *Server) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if tcp && !r.Response && len(r.Question) == 1 && sectionsFit(r) && (r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR) {
 		if m := s.screen(st, r, true, status); m != nil {
 			s.count(st, r, m, w.RemoteAddr().String())
-			w.WriteMsg(m)
+			s.writeReply(w, m, r)
 			return
 		}
 		s.serveTransfer(st, w, r)
@@ -735,7 +736,7 @@ func (s *Server) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 	// Counted before it is written: a client holding its answer finds it
 	// in the metrics.
 	s.count(st, r, m, w.RemoteAddr().String())
-	w.WriteMsg(m)
+	s.writeReply(w, m, r)
 }
 
 // count records an answered query in the metrics and, when on, the query log.

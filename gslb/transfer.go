@@ -386,6 +386,45 @@ func reloadBump(old, next *state) uint32 {
 	return 0
 }
 
+// reloadOffset is the serials' offset next serves with: old's plus bump
+// (reloadBump), raised where a zone's file went back in serial
+// (offsetPast): a reload that changed a zone serves it past its serial of
+// before, one that changed nothing leaves it.
+func reloadOffset(old, next *state, bump uint32) uint32 {
+	return next.offsetPast(old.serial.Load()+bump, old.served(), bump > 0)
+}
+
+// served is each zone's serial as st serves it, by origin: kept with the
+// offset (cluster.state_dir, an upgrade's hand-off) for the next process
+// to go past.
+func (st *state) served() map[string]uint32 {
+	out := make(map[string]uint32, len(st.zones))
+	for _, z := range st.zones {
+		out[z.origin] = st.soa(z).Serial
+	}
+	return out
+}
+
+// offsetPast is offset, raised where a zone of st would serve an older
+// serial than before (RFC 1982) — its file rolled back, serial and all
+// (git revert, a backup restored) — or, changed, the same one: a
+// secondary holding the serial of before takes its IXFR's answer for
+// "nothing to transfer" and keeps the version rolled back from. Such a
+// zone serves one past its serial of before. before holds the zones'
+// serials served last (served), by origin.
+func (st *state) offsetPast(offset uint32, before map[string]uint32, changed bool) uint32 {
+	for _, z := range st.zones {
+		was, ok := before[z.origin]
+		if !ok {
+			continue
+		}
+		if d := int32(z.soa.Serial + offset - was); d < 0 || d == 0 && changed {
+			offset += was - (z.soa.Serial + offset) + 1
+		}
+	}
+	return offset
+}
+
 // records is every record of z in presentation form, sorted.
 func (z *zone) records() []string {
 	var out []string
@@ -551,7 +590,7 @@ func (s *Server) sendNotify(ctx context.Context, st *state, z *zone, serial uint
 	c := &dns.Client{Net: "udp", Timeout: notifyTimeout}
 	key := z.cfg.Transfer.TSIG
 	if key != nil {
-		m.SetTsig(dns.CanonicalName(key.Name), dns.CanonicalName(key.Algorithm), 300, time.Now().Unix())
+		m.SetTsig(dns.CanonicalName(key.Name), dns.CanonicalName(key.Algorithm), tsigFudge, time.Now().Unix())
 		c.TsigProvider = tsigProvider{s}
 	}
 	ctx, cancel := context.WithTimeout(ctx, notifyTimeout)

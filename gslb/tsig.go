@@ -35,6 +35,12 @@ import (
 // and the replay cache RFC 8945 5.2.3 suggests (a signed query replayed
 // within the fudge gets the same answer again, which tells nothing new).
 
+// tsigFudge is the fudge (seconds) of every TSIG we make: what RFC 8945
+// recommends, and what NSD, Knot and BIND put in theirs. A TSIG we answer
+// with states our fudge, not the request's echoed back (Knot: "the Fudge
+// should always be set to the server default", as BIND answers).
+const tsigFudge = 300
+
 // tsigKey is one TSIG key of the configuration, its secret decoded.
 type tsigKey struct {
 	algorithm string // canonical, e.g. hmac-sha256.
@@ -171,8 +177,9 @@ func tsigErrorName(e uint16) string {
 // and no MAC (an unsigned answer, 5.3.2: we cannot sign with a key we do not
 // have, and must not sign with one the client did not prove to hold); else a
 // TSIG for the writer to sign (dns.TsigGenerate) with r's key, chained to
-// r's MAC — for BADTIME with r's time signed, so the client's own time check
-// passes, and our time in Other Data, so it can see the skew.
+// r's MAC. An error carries r's time signed, which the client matches its
+// request by (and for BADTIME its own time check passes); BADTIME our time
+// in Other Data too, so it can see the skew. Knot and BIND answer the same.
 //
 // The MAC is filled with zeros of the hash's length: signing replaces it, and
 // until then fit counts the TSIG at its final size.
@@ -185,17 +192,14 @@ func (s *Server) signReply(m, r *dns.Msg, status error) {
 	// Names echoed in canonical form: what the MAC covers anyway, and
 	// never an empty string, which would pack as nothing at all.
 	t := &dns.TSIG{Hdr: dns.RR_Header{Name: dns.CanonicalName(rt.Hdr.Name), Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
-		Algorithm: dns.CanonicalName(rt.Algorithm), TimeSigned: uint64(now), Fudge: rt.Fudge, OrigId: m.Id}
-	if t.Fudge == 0 {
-		t.Fudge = 300 // what RFC 8945 recommends, and miekg/dns assumes
-	}
+		Algorithm: dns.CanonicalName(rt.Algorithm), TimeSigned: uint64(now), Fudge: tsigFudge, OrigId: m.Id}
 	if status != nil {
 		t.Error = tsigError(status)
+		t.TimeSigned = rt.TimeSigned
 		if t.Error != dns.RcodeBadTime {
-			m.Extra = append(m.Extra, t)
+			m.Extra = append(m.Extra, t) // unsigned: packSigned
 			return
 		}
-		t.TimeSigned = rt.TimeSigned
 		t.OtherLen, t.OtherData = 6, fmt.Sprintf("%012x", now)
 	}
 	h, err := tsigProvider{s}.key(t)
@@ -205,6 +209,33 @@ func (s *Server) signReply(m, r *dns.Msg, status error) {
 	t.MACSize = uint16(h.Size())
 	t.MAC = strings.Repeat("00", h.Size())
 	m.Extra = append(m.Extra, t)
+}
+
+// packSigned packs m, an answer carrying the TSIG signReply gave it, signed
+// (dns.TsigGenerate) with that key and chained to requestMAC — but for an
+// error that may not be signed (BADKEY, BADSIG), which goes as signReply
+// made it: dns.TsigGenerate would zero its time signed.
+func (s *Server) packSigned(m *dns.Msg, requestMAC string) ([]byte, error) {
+	if e := m.IsTsig().Error; e == dns.RcodeBadKey || e == dns.RcodeBadSig {
+		return m.Pack()
+	}
+	b, _, err := dns.TsigGenerateWithProvider(m, tsigProvider{s}, requestMAC, false)
+	return b, err
+}
+
+// writeReply writes m, the answer to r, over TCP: as w.WriteMsg would,
+// with a TSIG as packSigned makes it.
+func (s *Server) writeReply(w dns.ResponseWriter, m, r *dns.Msg) {
+	if m.IsTsig() == nil {
+		w.WriteMsg(m)
+		return
+	}
+	b, err := s.packSigned(m, r.IsTsig().MAC)
+	if err != nil {
+		s.logger.Warn("cannot sign an answer", "err", err)
+		return
+	}
+	w.Write(b)
 }
 
 // tsigChain signs the messages of one answer in several — a zone transfer —

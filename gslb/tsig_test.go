@@ -156,3 +156,48 @@ func TestQueryTSIG(t *testing.T) {
 		t.Fatalf("AXFR with a wrong MAC: %s, %d records, TSIG %v", dns.RcodeToString[m.Rcode], len(m.Answer), m.IsTsig())
 	}
 }
+
+// A TSIG error answer carries the request's time signed and the server's
+// fudge (RFC 8945 5.2.3 and 5.3.2; what Knot and BIND answer): a client
+// matches the answer to its request by that time, and the fudge is the
+// server's to state, never the request's echoed back. BADKEY and BADSIG
+// went out with time signed 0 (1970), and every error with the request's
+// fudge, whatever it was.
+func TestTSIGErrorTimers(t *testing.T) {
+	cfg := withTransfer(t, gslbConfig(t, newFakeBalancer(t), newFakeBalancer(t), ""), configs.Transfer{Allow: []string{"127.0.0.1/32"}, TSIG: tsigConfig(t)})
+	s := startGSLB(t, cfg)
+	const key, fudge = "xfr.ringlb.test.", 77
+	wrong := base64.StdEncoding.EncodeToString([]byte("not the secret"))
+	now := time.Now().Unix()
+	for _, network := range []string{"udp", "tcp"} {
+		for _, tt := range []struct {
+			name, key, secret string
+			time              int64
+			tsigError         uint16
+		}{
+			{"unknown key", "other.ringlb.test.", testTSIGSecret, now - 10, dns.RcodeBadKey},
+			{"wrong MAC", key, wrong, now - 10, dns.RcodeBadSig},
+			{"an hour old", key, testTSIGSecret, now - 3600, dns.RcodeBadTime},
+		} {
+			t.Run(network+"/"+tt.name, func(t *testing.T) {
+				m := question("www.ringlb.test.", dns.TypeA, 0)
+				m.SetTsig(tt.key, dns.HmacSHA256, fudge, tt.time)
+				q, _, err := dns.TsigGenerate(m, tt.secret, "", false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := new(dns.Msg)
+				if err := r.Unpack(exchangeWire(t, s, network, q)); err != nil {
+					t.Fatal(err)
+				}
+				ts := r.IsTsig()
+				if ts == nil || ts.Error != tt.tsigError {
+					t.Fatalf("TSIG %v, want error %s", ts, tsigErrorName(tt.tsigError))
+				}
+				if ts.TimeSigned != uint64(tt.time) || ts.Fudge != tsigFudge {
+					t.Errorf("%s answer: time signed %d, fudge %d; want the request's time %d and the server's fudge %d", tsigErrorName(ts.Error), ts.TimeSigned, ts.Fudge, tt.time, tsigFudge)
+				}
+			})
+		}
+	}
+}

@@ -97,6 +97,16 @@ func (k *Keyring) SignsAnswers(node string, form int) bool {
 	return !ok || n.Meta.PeerSigning >= form
 }
 
+// MaxPeerView bounds a node's JSON view of its pools or probes as another
+// node reads it: a gslb node's /api/monitors (every member it probes, what
+// its peers vote with) and /api/pools (every managed name, region and
+// member: 1.8 KiB, as the node indents it, for a name of two regions of a
+// member each — over 500 such names). A larger answer is refused, shown as
+// the node's error, never passed on: a balancer's dashboard put each gslb
+// node's names into every /api/cluster answer up to 4 MiB (its bound for
+// any peer answer), once a gslb node in the gossip.
+const MaxPeerView = 1 << 20
+
 // ReadAnswer reads the body of resp, the answer of the node peer to a
 // request that the node self signed (SignRequest), at most limit bytes;
 // form is the PeerSigning form from which such answers are signed
