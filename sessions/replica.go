@@ -49,6 +49,8 @@ const staleCopyAge = time.Minute
 // the owner's crash cost its clients what the copies had dropped.
 type replicaStore struct {
 	budget *historyBudget // the bound of all histories here, copies included
+	// maxCopies is maxReplicaCopies (tests lower it).
+	maxCopies int
 
 	mu     sync.Mutex
 	copies map[string]*replicaCopy
@@ -73,7 +75,7 @@ type replicaCopy struct {
 
 func newReplicaStore(budget *historyBudget) *replicaStore {
 	return &replicaStore{
-		budget: budget,
+		budget: budget, maxCopies: maxReplicaCopies,
 		copies: make(map[string]*replicaCopy), draining: make(map[string]bool), streams: make(map[string]time.Time),
 		up: make(map[string]int), down: make(map[string]time.Time),
 	}
@@ -543,9 +545,11 @@ func (r *replicator) applySnapshot(from string, rec *record, answers []byte) []b
 	switch {
 	case c != nil && c.v.term > rec.term:
 		return appendFence(answers, c.v.term, c.from, key)
-	case c == nil && len(st.copies) >= maxReplicaCopies:
-		r.log.Warn("replica full: not keeping a copy", "from", from, "copies", len(st.copies))
-		return answers
+	case c == nil && len(st.copies) >= st.maxCopies:
+		// Said, not only logged: acknowledged as if kept, the owner showed
+		// the session's msgs as replicated with no copy anywhere.
+		r.fullLog.Warn(r.log, "replica full: not keeping a copy", "from", from, "copies", len(st.copies))
+		return appendRefused(answers, key)
 	case c != nil:
 		c.v.forget()
 	}

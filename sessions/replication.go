@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
+	"github.com/ringlb/ringlb/balancer/httplog"
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/configs"
 )
@@ -110,10 +111,16 @@ type replicator struct {
 	// upgrades are the signatures of the upgrades that opened a stream
 	// here: each opens one (serveReplicate).
 	upgrades onceSigs
+	// lastTick is watch's last wake; awake when it last woke from a
+	// stall of this edge (tick).
+	lastTick, awake time.Time
 	// endLog spaces the lines of inbound streams ended by what they
 	// carried: an owner begins its stream anew at once, so one that keeps
 	// sending what ends it would write them as fast as it reconnects.
 	endLog acceptguard.LogLimit
+	// fullLog spaces the lines of copies refused by a full replica: one
+	// per session, on either side.
+	fullLog acceptguard.LogLimit
 
 	stop chan struct{}
 	wg   sync.WaitGroup // watch, every link's goroutines, every inbound stream
@@ -170,6 +177,10 @@ type link struct {
 	// stream, any whose records did not fit or that the replica asked for.
 	sessions map[*session]struct{}
 	resync   map[*session]struct{}
+	// refused are the sessions whose copy the replica did not keep (it is
+	// full): sent nothing, their msgs waiting for nothing, until the next
+	// stream sends them whole again.
+	refused map[*session]struct{}
 	// building is the batch being filled (records), commits the msgs it
 	// carries that wait, builtAt when its first record came; spare is the
 	// previous batch's buffer, reused.
@@ -375,7 +386,7 @@ func (r *replicator) linkLocked(peer string) *link {
 	}
 	l := &link{
 		r: r, peer: peer, wake: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}),
-		sessions: make(map[*session]struct{}), resync: make(map[*session]struct{}),
+		sessions: make(map[*session]struct{}), resync: make(map[*session]struct{}), refused: make(map[*session]struct{}),
 		orphans: make(map[*session]time.Time),
 	}
 	for prev := range r.retiring {
@@ -402,6 +413,9 @@ func (r *replicator) replicate(s *session, f *frame, seq uint64) (wait bool) {
 	payload := f.payload()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if _, ok := l.refused[s]; ok {
+		return false // no copy there to keep it (refuse)
+	}
 	// Once one msg waits, the later ones wait behind it: one order for all.
 	wait = r.sync && (!l.degraded || len(v.pending) > 0)
 	switch {
@@ -461,11 +475,13 @@ func (r *replicator) commit(c commitRef, l *link) {
 	s.mu.Unlock()
 }
 
-// commitAll shows every msg of s waiting for its replica: the replica is
-// too slow (fallback), gone, or the session has none any more.
-func (r *replicator) commitAll(s *session) {
+// commitAll shows every msg of s waiting for its replica l: the replica
+// is too slow (fallback), gone, or the session has none any more. A
+// session moved to another replica since waits for that one: shown here,
+// its msgs were acknowledged with no replica holding them.
+func (r *replicator) commitAll(s *session, l *link) {
 	s.mu.Lock()
-	if s.v1 != nil {
+	if s.v1 != nil && (s.repl == l || s.repl == nil) {
 		r.srv.hub.commit(s, s.v1.seq)
 	}
 	s.mu.Unlock()
@@ -475,25 +491,52 @@ func (r *replicator) commitAll(s *session) {
 // older turns async (degraded) and every msg waiting on it is shown.
 func (r *replicator) watch() {
 	defer r.wg.Done()
-	t := time.NewTicker(max(r.timeout/4, 5*time.Millisecond))
+	t := time.NewTicker(r.tickEvery())
 	defer t.Stop()
+	r.mu.Lock()
+	r.lastTick = time.Now()
+	r.mu.Unlock()
 	for {
 		select {
 		case <-r.stop:
 			return
-		case now := <-t.C:
-			r.mu.Lock()
-			links := make([]*link, 0, len(r.links))
-			for _, l := range r.links {
-				links = append(links, l)
-			}
-			r.mu.Unlock()
-			for _, l := range links {
-				l.checkTimeout(now)
-			}
+		case <-t.C:
+			r.tick(time.Now())
 		}
 	}
 }
+
+// tick is one of watch's wakes, at now.
+//
+// A wake more than replication_timeout after the last one means this edge
+// did not run meanwhile (stopped, its machine stalled): its waiting msgs
+// are older than the timeout though the replica has had no time to answer
+// them — their records may not even be written yet, or the replica's
+// fences for them (gossip took this edge for dead) not pushed yet. Only
+// what waits from then on counts against the replica: falling back at the
+// first wake showed, and acknowledged, msgs of sessions already promoted
+// elsewhere without them. A shorter lateness is not taken for a stall: an
+// edge whose wakes all come late (a starved machine) would never fall
+// back.
+func (r *replicator) tick(now time.Time) {
+	r.mu.Lock()
+	if now.Sub(r.lastTick) > r.timeout {
+		r.awake = now
+	}
+	r.lastTick = now
+	awake := r.awake
+	links := make([]*link, 0, len(r.links))
+	for _, l := range r.links {
+		links = append(links, l)
+	}
+	r.mu.Unlock()
+	for _, l := range links {
+		l.checkTimeout(now, awake)
+	}
+}
+
+// tickEvery is how often watch wakes.
+func (r *replicator) tickEvery() time.Duration { return max(r.timeout/4, 5*time.Millisecond) }
 
 // lag is the age of the oldest unacknowledged record of any stream.
 func (r *replicator) lag() float64 {
@@ -650,6 +693,7 @@ func (l *link) detach(s *session) {
 	defer l.mu.Unlock()
 	delete(l.sessions, s)
 	delete(l.resync, s)
+	delete(l.refused, s)
 	delete(l.orphans, s)
 	// Whether or not s is in step with the stream: one waiting to be sent
 	// whole again (unsync: its records did not fit the queue) has a copy
@@ -682,6 +726,17 @@ func (l *link) unsync(s *session) {
 		l.orphan(s, time.Now())
 	}
 	l.kick()
+}
+
+// orphanIfHere orphans s if it is still replicated here: one moved to
+// another replica since its msgs went on this stream waits for that one.
+// An orphan of another link's was never sent whole here, so it stayed,
+// and at replication_timeout the healthy replica was taken for silent.
+// Called with l.mu held.
+func (l *link) orphanIfHere(s *session, at time.Time) {
+	if _, ok := l.sessions[s]; ok {
+		l.orphan(s, at)
+	}
 }
 
 // orphan records that s has a msg waiting since at with no record on the
@@ -751,8 +806,10 @@ func (l *link) retire() {
 }
 
 // endLocked ends the link: its stream is closed (unless it is flushing)
-// and every msg still waiting on it is shown (its sessions move to other
-// replicas, or have none). Called with l.mu held; it releases it.
+// and every msg still waiting on it is shown: its sessions have no
+// replica any more. Those moved to another one already (reassign, before
+// it retires the link) wait for that one's snapshot, which carries them.
+// Called with l.mu held; it releases it.
 func (l *link) endLocked() {
 	l.closed = true
 	close(l.done)
@@ -762,7 +819,7 @@ func (l *link) endLocked() {
 	refs := l.takeWaitingLocked()
 	l.mu.Unlock()
 	for _, c := range refs {
-		l.r.commitAll(c.s)
+		l.r.commitAll(c.s, l)
 	}
 }
 
@@ -781,8 +838,10 @@ func (l *link) takeWaitingLocked() []commitRef {
 	return refs
 }
 
-// checkTimeout applies replication_timeout to the link (watch).
-func (l *link) checkTimeout(now time.Time) {
+// checkTimeout applies replication_timeout to the link (watch): at now,
+// this edge running since awake (tick), msgs waiting from before it count
+// from it.
+func (l *link) checkTimeout(now, awake time.Time) {
 	l.mu.Lock()
 	oldest := time.Time{}
 	older := func(t time.Time) {
@@ -801,6 +860,9 @@ func (l *link) checkTimeout(now time.Time) {
 			older(l.inflight[i].at)
 			break
 		}
+	}
+	if !oldest.IsZero() && oldest.Before(awake) {
+		oldest = awake
 	}
 	if oldest.IsZero() || (!l.degraded && now.Sub(oldest) < l.r.timeout) {
 		l.mu.Unlock()
@@ -828,7 +890,7 @@ func (l *link) fallBackLocked(why string) {
 	refs := l.takeWaitingLocked()
 	l.mu.Unlock()
 	for _, c := range refs {
-		l.r.commitAll(c.s)
+		l.r.commitAll(c.s, l)
 	}
 }
 
@@ -1001,12 +1063,13 @@ func (l *link) serve(conn *websocket.Conn, stream *streamConn, keys streamKeys) 
 	// What queued for the previous stream is gone with it: every session
 	// goes again whole (its snapshot commits what waited).
 	for _, c := range l.commits {
-		l.orphan(c.s, l.builtAt)
+		l.orphanIfHere(c.s, l.builtAt)
 	}
 	l.building, l.commits = l.building[:0], nil
 	for s := range l.sessions {
 		l.resync[s] = struct{}{}
 	}
+	clear(l.refused)
 	l.fencesDue = fences
 	gen := l.gen
 	l.mu.Unlock()
@@ -1081,7 +1144,7 @@ stream:
 	l.connected, l.conn, l.stream = false, nil, nil
 	for i := range l.inflight {
 		for _, c := range l.inflight[i].commits {
-			l.orphan(c.s, l.inflight[i].at)
+			l.orphanIfHere(c.s, l.inflight[i].at)
 		}
 	}
 	clear(l.inflight)
@@ -1315,6 +1378,8 @@ func (l *link) answered(records []byte) (acked uint64, err error) {
 			acked = rec.seq
 		case recResync:
 			l.resyncKey(string(rec.key))
+		case recRefused:
+			l.refuse(string(rec.key))
 		case recFence:
 			l.r.yield(string(rec.key), string(rec.epoch), rec.term)
 		}
@@ -1392,9 +1457,47 @@ func (l *link) resyncKey(key string) {
 		// its snapshot's does. Checking the session in step at the ack
 		// was not enough: the writer, woken by unsync, may send the
 		// snapshot before the ack is handled, and the msgs were shown
-		// while the replica had none of them.
-		l.unsync(s)
+		// while the replica had none of them. A refused session's (the
+		// appends after its snapshot, in the same batch) is not sent
+		// again: it would be refused again, at once.
+		if _, ok := l.refused[s]; !ok {
+			l.unsync(s)
+		}
 		l.mu.Unlock()
 	}
 	s.mu.Unlock()
+}
+
+// refuse stops replicating the session of key on this stream: the replica
+// is full and kept no copy. Its msgs wait for nothing: the waiting ones
+// are shown at once, and counted and logged as a fallback, since no
+// replica holds them. Sent whole to it again at once, it was refused again
+// (and each append was answered with a resync): the next stream tries
+// again.
+func (l *link) refuse(key string) {
+	sh := l.r.srv.hub.shardOf(key)
+	sh.mu.Lock()
+	s := sh.sessions[key]
+	sh.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.repl != l || s.v1 == nil {
+		return
+	}
+	l.mu.Lock()
+	_, again := l.refused[s]
+	l.refused[s] = struct{}{}
+	s.replGen = 0
+	s.replTurn++ // the acks of batches sent before commit nothing more
+	delete(l.resync, s)
+	delete(l.orphans, s)
+	l.mu.Unlock()
+	if !again {
+		l.r.srv.metrics.replicationFallbacks.Inc()
+		l.r.fullLog.Warn(l.r.log, "replica full: a session is not replicated, its msgs acknowledged without a copy", "replica", l.peer, "key", httplog.KeyString(key))
+	}
+	l.r.srv.hub.commit(s, s.v1.seq)
 }

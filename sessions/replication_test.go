@@ -250,6 +250,7 @@ type pausableProxy struct {
 	mu     sync.Mutex
 	paused bool
 	resume chan struct{}
+	conns  map[net.Conn]struct{} // both ends of every connection open
 }
 
 func startPausableProxy(t *testing.T, target string) *pausableProxy {
@@ -257,7 +258,7 @@ func startPausableProxy(t *testing.T, target string) *pausableProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pausableProxy{ln: ln, target: target, resume: make(chan struct{})}
+	p := &pausableProxy{ln: ln, target: target, resume: make(chan struct{}), conns: make(map[net.Conn]struct{})}
 	t.Cleanup(func() { ln.Close(); p.setPaused(false) })
 	go func() {
 		for {
@@ -290,6 +291,15 @@ func (p *pausableProxy) gate() {
 	}
 }
 
+// cut closes every connection open through p, as a broken path does.
+func (p *pausableProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
 func (p *pausableProxy) serve(c net.Conn) {
 	defer c.Close()
 	u, err := net.Dial("tcp", p.target)
@@ -297,6 +307,15 @@ func (p *pausableProxy) serve(c net.Conn) {
 		return
 	}
 	defer u.Close()
+	p.mu.Lock()
+	p.conns[c], p.conns[u] = struct{}{}, struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.conns, c)
+		delete(p.conns, u)
+		p.mu.Unlock()
+	}()
 	pipe := func(dst, src net.Conn) {
 		buf := make([]byte, 32<<10)
 		for {
@@ -443,7 +462,7 @@ func TestNoFallbackBeforeTheReplicasAnswersAreRead(t *testing.T) {
 	ra.mu.Lock()
 	l := ra.links["edge-b"]
 	ra.mu.Unlock()
-	l.checkTimeout(time.Now().Add(time.Hour))
+	l.checkTimeout(time.Now().Add(time.Hour), time.Time{})
 	if n, committed := waiting(); n != 1 || committed != 1 {
 		t.Fatalf("edge-a showed the msg of a session edge-b had taken over, which edge-b never got (%d waiting, seq %d shown), its answers unread", n, committed)
 	}

@@ -59,6 +59,10 @@ import (
 //	          longer has (it ended while the stream was down). A record
 //	          type a reader does not know is skipped: an earlier release
 //	          ignores it and keeps such copies until its sweep.
+//	refused   key str16 (replica → owner): the replica, at its bound of
+//	          copies, kept no copy of key; its ack of the batch is not one
+//	          for the session (an earlier release skips the record and
+//	          takes the ack for it, as before)
 const (
 	recSnapshot byte = 1 + iota
 	recAppend
@@ -69,6 +73,7 @@ const (
 	recAck
 	recResync
 	recSynced
+	recRefused
 )
 
 const (
@@ -169,6 +174,11 @@ func appendResync(b []byte, key string) []byte {
 
 func appendSynced(b []byte) []byte { return appendRecordHead(b, recSynced, 0) }
 
+func appendRefused(b []byte, key string) []byte {
+	b = appendRecordHead(b, recRefused, 2+len(key))
+	return appendStr16(b, key)
+}
+
 // record is one parsed record; its byte fields alias the batch.
 type record struct {
 	kind    byte
@@ -261,7 +271,7 @@ func (r *reader) next(rec *record) bool {
 			rec.epoch = body.str8()
 		case recAck:
 			rec.seq = body.u64()
-		case recResync:
+		case recResync, recRefused:
 			rec.key = body.str16()
 		case recSynced:
 		default:

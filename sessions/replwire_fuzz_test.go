@@ -33,6 +33,7 @@ func FuzzReplicationBatch(f *testing.F) {
 		appendFence(nil, 4, "edge-c", "session"),
 		appendAck(nil, 9),
 		appendResync(nil, "session"),
+		appendRefused(nil, "session"),
 		appendSynced(nil),
 		appendRecordHead(nil, 200, 3), []byte("new"), // a newer edge's record: skipped
 	)
@@ -131,6 +132,8 @@ func appendRecord(b []byte, rec *record) []byte {
 		return appendAck(b, rec.seq)
 	case recResync:
 		return appendResync(b, string(rec.key))
+	case recRefused:
+		return appendRefused(b, string(rec.key))
 	case recSynced:
 		return appendSynced(b)
 	}
