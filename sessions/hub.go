@@ -483,6 +483,14 @@ func (h *hub) count() int {
 	return n
 }
 
+// sessionOf is the session of key here, or nil.
+func (h *hub) sessionOf(key string) *session {
+	sh := h.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.sessions[key]
+}
+
 // lookup reports whether a session of key is live or joining here, or which
 // edge it belongs to instead (moved by a drain, claimed by another edge).
 // Claims and hand-over marks naming an edge for which gone reports true (it

@@ -284,12 +284,7 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 		t.Helper()
 		t.Fatalf("%s\nevents:\n  %s", fmt.Sprintf(format, args...), strings.Join(log, "\n  "))
 	}
-	sessionOf := func(key string) *session {
-		sh := h.shardOf(key)
-		sh.mu.Lock()
-		defer sh.mu.Unlock()
-		return sh.sessions[key]
-	}
+	sessionOf := h.sessionOf
 	name := func(slot int) string { return string(rune('A' + slot)) }
 	// liveHere reports whether a session of key lives here (not frozen).
 	liveHere := func(key string) bool {

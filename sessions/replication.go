@@ -1441,10 +1441,7 @@ func readMessage(conn *websocket.Conn, buf []byte) (int, []byte, error) {
 
 // resyncKey sends the session of key whole: its replica lacks its state.
 func (l *link) resyncKey(key string) {
-	sh := l.r.srv.hub.shardOf(key)
-	sh.mu.Lock()
-	s := sh.sessions[key]
-	sh.mu.Unlock()
+	s := l.r.srv.hub.sessionOf(key)
 	if s == nil {
 		return
 	}
@@ -1475,10 +1472,7 @@ func (l *link) resyncKey(key string) {
 // (and each append was answered with a resync): the next stream tries
 // again.
 func (l *link) refuse(key string) {
-	sh := l.r.srv.hub.shardOf(key)
-	sh.mu.Lock()
-	s := sh.sessions[key]
-	sh.mu.Unlock()
+	s := l.r.srv.hub.sessionOf(key)
 	if s == nil {
 		return
 	}
