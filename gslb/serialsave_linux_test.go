@@ -11,7 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/ringlb/ringlb/balancer/acceptguard/acceptguardtest"
+	"github.com/ringlb/ringlb/balancer/acceptguard/fdtest"
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health/operator"
 	"github.com/ringlb/ringlb/health/operator/operatortest"
@@ -26,7 +26,7 @@ import (
 // before until as many changes had passed again (what
 // TestRestartKeepsTheSerialGoing keeps from a restart).
 func TestFailedSavesAreTriedAgain(t *testing.T) {
-	if !acceptguardtest.Alone(t) {
+	if !fdtest.Alone(t) {
 		return
 	}
 	cfg := withTransfer(t, fuzzConfig(t), configs.Transfer{Allow: []string{"127.0.0.0/8"}})
@@ -76,7 +76,7 @@ func TestFailedSavesAreTriedAgain(t *testing.T) {
 		return st.Offset
 	}
 	before := saved()
-	release := acceptguardtest.ExhaustDescriptors(t)
+	release := fdtest.ExhaustDescriptors(t)
 	// Taken out while no file can be opened: its region fails over (a
 	// change of the zone), and neither save can be made.
 	code, body := post(mode + configs.ServeRemove)

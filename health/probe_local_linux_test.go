@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringlb/ringlb/balancer/acceptguard/acceptguardtest"
+	"github.com/ringlb/ringlb/balancer/acceptguard/fdtest"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -17,7 +17,7 @@ import (
 // static backends. The state holds while checks cannot be made, and checks
 // count again once descriptors are back.
 func TestChecksThisProcessCannotMakeHoldTheState(t *testing.T) {
-	if !acceptguardtest.Alone(t) {
+	if !fdtest.Alone(t) {
 		return
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
@@ -61,7 +61,7 @@ func TestChecksThisProcessCannotMakeHoldTheState(t *testing.T) {
 		}
 	}
 
-	release := acceptguardtest.ExhaustDescriptors(t)
+	release := fdtest.ExhaustDescriptors(t)
 	// Fall is 2: four checks without a descriptor each took the target down.
 	waitChecks(2*fastMonitor("tcp").Fall + 1)
 	release()

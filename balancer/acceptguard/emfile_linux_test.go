@@ -3,21 +3,18 @@ package acceptguard
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/ringlb/ringlb/balancer/acceptguard/fdtest"
 )
 
 // These tests make the kernel itself answer accept(2) with EMFILE: they
@@ -25,79 +22,7 @@ import (
 // take the rest with /dev/null. Each runs in a process of its own (alone):
 // in the test binary's, a descriptor an earlier test still held (a
 // connection lingering before its close) could be freed while descriptors
-// are exhausted, and accept would take it.
-
-// aloneEnv names the one test a child process of the test binary runs.
-const aloneEnv = "ACCEPTGUARD_ALONE"
-
-// alone reports whether the calling test is to run its body here: in the
-// child process alone starts for it (with nothing else open), yes; in the
-// test binary's own, it runs that child, reports its output, fails or skips
-// as the child did, and says no.
-func alone(t *testing.T) bool {
-	t.Helper()
-	if os.Getenv(aloneEnv) == t.Name() {
-		return true
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*testWait)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), aloneEnv+"="+t.Name())
-	out, err := cmd.CombinedOutput()
-	t.Logf("in a process of its own:\n%s", out)
-	switch {
-	case err != nil:
-		t.Fatalf("%s in a process of its own: %v", t.Name(), err)
-	case bytes.Contains(out, []byte("--- SKIP: "+t.Name())):
-		t.Skip("skipped in a process of its own")
-	case !bytes.Contains(out, []byte("--- PASS: "+t.Name())):
-		t.Fatalf("%s did not run in a process of its own", t.Name())
-	}
-	return false
-}
-
-// exhaustFDs leaves the process without a free descriptor until release
-// (also run at cleanup) gives them back and restores the limit.
-func exhaustFDs(t *testing.T) (release func()) {
-	t.Helper()
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	held, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("cannot count descriptors: %v", err)
-	}
-	low := lim
-	low.Cur = uint64(len(held) + 16)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
-		t.Fatal(err)
-	}
-	var files []*os.File
-	var once sync.Once
-	release = func() {
-		once.Do(func() {
-			for _, f := range files {
-				f.Close()
-			}
-			if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-				t.Errorf("restore RLIMIT_NOFILE: %v", err)
-			}
-		})
-	}
-	t.Cleanup(release)
-	for {
-		f, err := os.Open(os.DevNull)
-		if errors.Is(err, syscall.EMFILE) {
-			return release
-		}
-		if err != nil {
-			release()
-			t.Fatal(err)
-		}
-		files = append(files, f)
-	}
-}
+// are exhausted, and accept would take it (fdtest).
 
 // waitFor polls cond until it holds, failing after testWait.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -115,7 +40,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // failure, backs off 5 ms doubling, logs once, and hands out the waiting
 // connections once descriptors are free again.
 func TestAcceptBacksOffOnEMFILE(t *testing.T) {
-	if !alone(t) {
+	if !fdtest.Alone(t) {
 		return
 	}
 	ln := listen(t)
@@ -134,7 +59,7 @@ func TestAcceptBacksOffOnEMFILE(t *testing.T) {
 	for range 3 {
 		dial(t, ln.Addr().String())
 	}
-	release := exhaustFDs(t)
+	release := fdtest.ExhaustDescriptors(t)
 	conns, failed := acceptLoop(g)
 	waitFor(t, "4 failed accepts", func() bool { return errs.value() >= 4 })
 	select {
@@ -179,7 +104,7 @@ func TestAcceptBacksOffOnEMFILE(t *testing.T) {
 // fasthttp's Serve ends on an accept error it does not know as a timeout
 // (EMFILE included): behind the guard it keeps serving.
 func TestFasthttpServesThroughEMFILE(t *testing.T) {
-	if !alone(t) {
+	if !fdtest.Alone(t) {
 		return
 	}
 	ln := listen(t)
@@ -188,7 +113,7 @@ func TestFasthttpServesThroughEMFILE(t *testing.T) {
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") }}
 	// The clients wait in the backlog until the server accepts them.
 	clients := []net.Conn{dial(t, ln.Addr().String()), dial(t, ln.Addr().String())}
-	release := exhaustFDs(t)
+	release := fdtest.ExhaustDescriptors(t)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(g) }()
 	defer srv.Shutdown()
@@ -212,7 +137,7 @@ func TestFasthttpServesThroughEMFILE(t *testing.T) {
 // The admin ports are net/http servers, which are not guarded: Go's
 // http.Server.Serve backs off on EMFILE by itself. This checks it does.
 func TestNetHTTPBacksOffOnEMFILE(t *testing.T) {
-	if !alone(t) {
+	if !fdtest.Alone(t) {
 		return
 	}
 	ln := listen(t)
@@ -222,7 +147,7 @@ func TestNetHTTPBacksOffOnEMFILE(t *testing.T) {
 		ErrorLog: log.New(&logs, "", 0),
 	}
 	c := dial(t, ln.Addr().String()) // waits in the backlog
-	release := exhaustFDs(t)
+	release := fdtest.ExhaustDescriptors(t)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	defer srv.Close()

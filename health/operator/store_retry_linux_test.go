@@ -3,7 +3,7 @@ package operator
 import (
 	"testing"
 
-	"github.com/ringlb/ringlb/balancer/acceptguard/acceptguardtest"
+	"github.com/ringlb/ringlb/balancer/acceptguard/fdtest"
 )
 
 // A save that fails (out of descriptors, here) is written as the store
@@ -11,7 +11,7 @@ import (
 // state the node stopped with, not the one before the failed save — a
 // login session ended meanwhile valid again, a drain gone.
 func TestFailedSaveWrittenAtClose(t *testing.T) {
-	if !acceptguardtest.Alone(t) {
+	if !fdtest.Alone(t) {
 		return
 	}
 	store, err := OpenStore(t.TempDir())
@@ -22,7 +22,7 @@ func TestFailedSaveWrittenAtClose(t *testing.T) {
 	if err := store.Save("sessions", state{[]string{"a", "b"}}); err != nil {
 		t.Fatal(err)
 	}
-	release := acceptguardtest.ExhaustDescriptors(t)
+	release := fdtest.ExhaustDescriptors(t)
 	err = store.Save("sessions", state{[]string{"a"}}) // b logged out
 	release()
 	if err == nil {

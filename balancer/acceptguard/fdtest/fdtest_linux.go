@@ -1,8 +1,8 @@
-// Running a test out of file descriptors: Alone runs it in a child process
-// of the test binary, ExhaustDescriptors takes every descriptor the
-// process may open until it is released.
-
-package acceptguardtest
+// Package fdtest runs a test out of file descriptors: Alone runs it in a
+// child process of the test binary, ExhaustDescriptors takes every
+// descriptor the process may open until it is released. It imports nothing
+// of ringlb, so that acceptguard's own tests use it too.
+package fdtest
 
 import (
 	"bytes"
@@ -12,10 +12,14 @@ import (
 	"os/exec"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // aloneEnv names the one test a child process of the test binary runs.
-const aloneEnv = "ACCEPTGUARDTEST_ALONE"
+const aloneEnv = "FDTEST_ALONE"
+
+// childBound bounds the child process running a test alone.
+const childBound = 2 * time.Minute
 
 // Alone reports whether the calling test is to run its body here: in the
 // child process Alone starts for it, with nothing else of the test binary
@@ -29,7 +33,7 @@ func Alone(t *testing.T) bool {
 	if os.Getenv(aloneEnv) == t.Name() {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*patience)
+	ctx, cancel := context.WithTimeout(context.Background(), childBound)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), aloneEnv+"="+t.Name())
