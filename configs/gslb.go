@@ -175,7 +175,9 @@ type DNSSEC struct {
 	SignatureValidity Duration `yaml:"signature_validity"`
 	// SignatureRefresh: a signature is replaced by a new one when less than
 	// this is left of it (default 72h). Keep it above the zone's longest
-	// TTL, so that no resolver holds a signature past its expiry.
+	// TTL, so that no resolver holds a signature past its expiry, and, for
+	// a zone secondaries transfer, at least twice its SOA expire (else a
+	// warning), so that a secondary cut off serves no expired signature.
 	SignatureRefresh Duration `yaml:"signature_refresh"`
 	// DNSKEYTTL is the TTL of the DNSKEY, CDS and CDNSKEY sets (default 3600).
 	DNSKEYTTL int `yaml:"dnskey_ttl"`

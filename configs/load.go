@@ -170,16 +170,10 @@ func configFileMode(path string, fi fs.FileInfo) string {
 }
 
 // configFileWay is the rule of the directories on the way to the config
-// file: refused ("" when not) when one is open to others (openDirOnWay),
+// file (wayOpenToOthers): refused ("" when not) when one is open to others,
 // who could put another file in its place, as they could write one the
 // file's own mode leaves open to them (configFileMode).
-func configFileWay(path string) string {
-	dir, mode := openDirOnWay(path)
-	if dir == "" {
-		return ""
-	}
-	return fmt.Sprintf("directory %s has mode %04o, writable by others and not sticky: any user of this host could put another config file in this one's place, and a reload or a start would apply it; chmod o-w %s", dir, mode, dir)
-}
+func configFileWay(path string) string { return wayOpenToOthers(path, "config file") }
 
 // withFileProblems adds ps, problems of the file as a whole, to what Parse
 // made of it (cfg, err), so they are said with the file's other problems.

@@ -103,3 +103,101 @@ func TestConfigFilesInADirectoryOthersMayWriteAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// The same attack on the other files a config names whose content the node
+// believes: a CA bundle (a static edge's, a gslb monitor's — whoever swaps
+// it in is trusted as the edge or the balancer it probes), a certificate,
+// a DNSSEC key's public half. Each is refused at its field when a
+// directory on its way is open to others, as the config file and the
+// secret files are; before, only the private keys were.
+func TestTLSFilesInADirectoryOthersMayWriteAreRefused(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("file modes do not say who may write a directory here")
+	}
+	root := t.TempDir()
+	shared := filepath.Join(root, "shared")
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM := selfSignedPEM(t)
+	for name, content := range map[string]string{"ca.pem": certPEM, "cert.pem": certPEM, "key.pem": keyPEM} {
+		if err := os.WriteFile(filepath.Join(shared, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The private key elsewhere: its own refusal must not hide the
+	// certificate's.
+	keyDir := filepath.Join(root, "private")
+	if err := os.Mkdir(keyDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(keyDir, "key.pem"), []byte(keyPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	balancer := "cluster: { bind: 127.0.0.1:7946 }\nbalancer:\n  tls: { cert_file: shared/cert.pem, key_file: private/key.pem }\n" +
+		"  edges:\n    - { name: s1, url: \"https://10.0.0.1:9443\", tls: { ca_file: shared/ca.pem } }\n"
+	monitor := strings.Replace(goodGSLB, "bal: { type: http, port: 8080, interval: 500ms, timeout: 250ms }",
+		"bal: { type: https, tls: { server_name: bal.ringlb.test, ca_file: shared/ca.pem } }", 1)
+	configs := map[string][]string{
+		balancer: {"balancer.tls.cert_file", "balancer.edges[0].tls.ca_file"},
+		monitor:  {"gslb.monitors.bal.tls.ca_file"},
+	}
+	for _, tc := range []struct {
+		mode    os.FileMode
+		refused bool
+	}{
+		{0o777, true},
+		{0o707, true},
+		{0o777 | os.ModeSticky, false},
+		{0o775, false},
+	} {
+		if err := os.Chmod(shared, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		for src, fields := range configs {
+			_, err := Parse(filepath.Join(root, "c.yaml"), []byte(src))
+			t.Logf("%s of mode %v: %v", shared, tc.mode, err)
+			switch {
+			case !tc.refused && err != nil:
+				t.Errorf("%s of mode %v: %v", shared, tc.mode, err)
+			case tc.refused:
+				if err == nil {
+					t.Errorf("%s of mode %v: %v accepted", shared, tc.mode, fields)
+					continue
+				}
+				for _, field := range fields {
+					if e := expectProblem(t, err, field, "directory "+shared+" "); e != nil && !strings.Contains(e.Msg, "chmod o-w "+shared) {
+						t.Errorf("%s: %q says not what to do", field, e.Msg)
+					}
+				}
+			}
+		}
+	}
+	if err := os.Chmod(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	// A DNSSEC key's public half, through a link from a directory of its
+	// own to one others may write: its DNSKEY is what is published.
+	key := newKey(t, keyDir, "ringlb.test", true)
+	pub, _ := DNSSECKeyFiles(key)
+	moved := filepath.Join(shared, filepath.Base(pub))
+	if err := os.Rename(pub, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(moved, pub); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse("t.yaml", []byte(dnssecConfig([]string{key}, ""))); err != nil {
+		t.Fatalf("a DNSSEC key in directories of its own: %v", err)
+	}
+	if err := os.Chmod(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Parse("t.yaml", []byte(dnssecConfig([]string{key}, "")))
+	t.Logf("a DNSSEC key's .key in %s of mode 0777: %v", shared, err)
+	expectProblem(t, err, "gslb.zones[0].dnssec.keys[0].file", "directory "+shared+" ")
+	if err := os.Chmod(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}

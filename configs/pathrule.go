@@ -167,12 +167,13 @@ func checkDirOnPath(what, path, p string, fi fs.FileInfo, uid int) error {
 // that other users may write and that is not sticky, and its mode; "" when
 // there is none, or the way cannot be walked (the file's reader says why).
 // It is sshd's StrictModes for a file whose content the node takes as the
-// operator's — the config file, a secret file it names: from such a
-// directory any user of the host renames the file away and puts their own
-// in its place, whatever the file's own mode. A sticky one (/tmp) lets
-// only an entry's owner do that; a group that may write is allowed, as it
-// is of the config file; a read-only mount, whatever its mode, is written
-// by nobody.
+// operator's — the config file, and every file it names (OpenRegular): a
+// secret, a CA bundle, a certificate, a zone file and its includes. From
+// such a directory any user of the host renames the file away and puts
+// their own in its place, whatever the file's own mode. A sticky one
+// (/tmp) lets only an entry's owner do that; a group that may write is
+// allowed, as it is of the config file; a read-only mount, whatever its
+// mode, is written by nobody.
 func openDirOnWay(path string) (dir string, mode fs.FileMode) {
 	walkPath("", path, func(p string, fi fs.FileInfo) error {
 		if fi.Mode().Perm()&0o002 != 0 && fi.Mode()&fs.ModeSticky == 0 && !readOnlyMount(p) {
@@ -182,6 +183,16 @@ func openDirOnWay(path string) (dir string, mode fs.FileMode) {
 		return nil
 	}, nil)
 	return dir, mode
+}
+
+// wayOpenToOthers is the refusal of a file (what: "config file", "file")
+// at path by openDirOnWay's rule, "" when its way passes.
+func wayOpenToOthers(path, what string) string {
+	dir, mode := openDirOnWay(path)
+	if dir == "" {
+		return ""
+	}
+	return fmt.Sprintf("directory %s has mode %04o, writable by others and not sticky: any user of this host could put another %s in this one's place, and a reload or a start would read it; chmod o-w %s", dir, mode, what, dir)
 }
 
 // ownerOf is fi's owner as a uid (FileOwner).

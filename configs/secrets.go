@@ -90,11 +90,6 @@ const maxSecretFileBytes = 256 << 10
 // refuses one whose mode breaks the rule of secret files (secretFileMode).
 // Its content is never quoted in an error.
 func readSecret(path, what string, limit int) ([]byte, error) {
-	// Its directories, as the config file's (configFileWay): a file of
-	// mode 0600 in one others may write is theirs to replace.
-	if dir, mode := openDirOnWay(path); dir != "" {
-		return nil, fmt.Errorf("%s is in directory %s of mode %04o, writable by others and not sticky: any user of this host could replace %s; chmod o-w %s", path, dir, mode, what, dir)
-	}
 	return readFile(path, limit, func(fi fs.FileInfo) error {
 		_, err := secretFileMode(path, what, fi)
 		return err
@@ -136,8 +131,14 @@ func readFile(path string, limit int, check func(fs.FileInfo) error) ([]byte, er
 // file is refused before it is opened; then the open does not wait
 // (O_NONBLOCK, which changes nothing for a regular file) and what is judged
 // again is what was opened, so a FIFO swapped in between by someone who can
-// write its directory is refused too, not waited on.
+// write its directory is refused too, not waited on. What the node reads
+// from it, it believes — a zone, a CA, a key — so a file in a directory
+// others may write is refused before any of that (wayOpenToOthers): they
+// could put their own in its place.
 func OpenRegular(path string) (*os.File, fs.FileInfo, error) {
+	if msg := wayOpenToOthers(path, "file"); msg != "" {
+		return nil, nil, fmt.Errorf("cannot read %s: %s", path, msg)
+	}
 	fi, err := os.Stat(path)
 	if err := notRegular(path, fi, err); err != nil {
 		return nil, nil, err

@@ -53,7 +53,7 @@ gslb:
 		t.Fatal(err)
 	}
 	// The one problem a file that checks has: one key name, two secrets.
-	err = Check(cfg.GSLB)
+	_, err = Check(cfg.GSLB)
 	t.Logf("%v", err)
 	if want := path + ":13: gslb.zones[1].transfer.tsig.name: "; err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "another zone has a different secret") {
 		t.Errorf("want %q saying another zone has a different secret", want)
@@ -70,7 +70,7 @@ gslb:
 	n := g.Names[0]
 	n.Geo = map[string][]string{"east": {"192.0.2.0/33"}}
 	g.Names = []configs.ManagedName{n}
-	err = Check(g)
+	_, err = Check(g)
 	t.Logf("%v", err)
 	for _, want := range []string{
 		path + ":4: gslb.admin.token_file: ",
@@ -86,7 +86,7 @@ gslb:
 	n.Regions = map[string]configs.Region{"east": r}
 	n.Geo = nil
 	g.Names = []configs.ManagedName{n}
-	err = Check(g)
+	_, err = Check(g)
 	t.Logf("%v", err)
 	if want := path + ":18: gslb.names[0].regions.east.members[0].address: "; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("want %q", want)

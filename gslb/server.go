@@ -134,6 +134,9 @@ type state struct {
 	// maxUDP is gslb.max_udp_size: the most a UDP answer may hold, and the
 	// buffer size our OPT advertises (budget.go).
 	maxUDP int
+	// warnings are what cfg is served with but worth knowing (a zone's
+	// expiryWarning), said by Check and logged at a start and a reload.
+	warnings []error
 }
 
 // New loads cfg's zones and pools. Nothing listens until Start.
@@ -155,6 +158,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	if err != nil {
 		return nil, err
 	}
+	logWarnings(s.logger, st.warnings)
 	s.attach(st)
 	s.state.Store(st)
 	s.queryLog.Store(cfg.QueryLog)
@@ -166,15 +170,31 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 // its names checked against them, its pools built — with nothing started:
 // `ringlb check` refuses what a start would. Before, the check saw only the
 // config's shape, and a zone a start refused (a second SOA, a CNAME beside
-// other data, a managed name below a delegation) passed it.
-func Check(cfg configs.GSLB) error {
+// other data, a managed name below a delegation) passed it. warnings are
+// what a start would log of cfg and serve anyway.
+func Check(cfg configs.GSLB) (warnings []error, err error) {
 	m, err := newMetrics(prometheus.NewRegistry())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s := &Server{logger: slog.New(slog.DiscardHandler), metrics: m, now: time.Now}
-	_, err = s.build(cfg)
-	return err
+	st, err := s.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return st.warnings, nil
+}
+
+// logWarnings logs ws, a state's warnings, as a config's are logged
+// (configs.Errors.LogWarnings).
+func logWarnings(log *slog.Logger, ws []error) {
+	for _, w := range ws {
+		if fe := (*configs.FieldError)(nil); errors.As(w, &fe) {
+			configs.Errors{fe}.LogWarnings(log)
+		} else {
+			log.Warn("config: " + w.Error())
+		}
+	}
 }
 
 // placed is err, a problem of cfg's field at path, named where the config
@@ -212,6 +232,9 @@ func (s *Server) build(cfg configs.GSLB) (*state, error) {
 		}
 		if z.signer != nil {
 			z.signer.signed = s.metrics.signed
+		}
+		if w := z.expiryWarning(); w != nil {
+			st.warnings = append(st.warnings, w)
 		}
 		st.zones = append(st.zones, z)
 	}
@@ -435,6 +458,7 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 	if err := errors.Join(err, usersErr); err != nil {
 		return fmt.Errorf("reload refused, nothing changed: %w", err) // st's pools never started
 	}
+	logWarnings(s.logger, st.warnings)
 	applyUsers()
 	// From taking over the old pools' state to serving the new ones, no
 	// operator change lands on the old pools: it would be lost.

@@ -490,7 +490,7 @@ func (r *resign) check(st *state) (bumped bool, seen time.Time) {
 	var period time.Duration
 	var now func() time.Time
 	for _, z := range st.zones {
-		if z.signer == nil || len(z.allow) == 0 && len(z.cfg.Transfer.Notify) == 0 {
+		if !z.signedForSecondaries() {
 			continue
 		}
 		if p := z.signer.refresh / 2; period == 0 || p < period {
@@ -511,6 +511,36 @@ func (r *resign) check(st *state) (bumped bool, seen time.Time) {
 	}
 	r.serial, r.at = st.serial.Add(1), t
 	return true, t
+}
+
+// signedForSecondaries is whether z is signed and has secondaries, who
+// transfer it or are told of its changes: resign keeps their signatures
+// current.
+func (z *zone) signedForSecondaries() bool {
+	return z.signer != nil && (len(z.allow) > 0 || len(z.cfg.Transfer.Notify) > 0)
+}
+
+// expiryWarning says (nil: nothing to say) when a secondary of z, cut off
+// from this server, would serve it past its signatures. It serves the
+// zone until the SOA expire after it last reached this server, with the
+// signatures of its last transfer; resign changes the serial every
+// signature_refresh / 2, so those have at least that much left then.
+// Past it every validating resolver gets bogus answers from it until the
+// zone expires. Said, not refused: NSD, BIND and Knot serve such a zone
+// (Knot warns of an rrsig-refresh too short for caches; the usual 14 days
+// of expire exceed their own default refresh), and a secondary in touch
+// never sees it.
+func (z *zone) expiryWarning() error {
+	if !z.signedForSecondaries() || z.soa == nil {
+		return nil
+	}
+	expire, held := time.Duration(z.soa.Expire)*time.Second, z.signer.refresh/2
+	if expire <= held {
+		return nil
+	}
+	// Named where the config has the field, as a problem of it is.
+	return (&zoneProblems{z: z}).placed("dnssec", fmt.Errorf("the SOA expire (%s) is longer than the signatures a secondary holds are sure to last (half of signature_refresh, %s): one cut off from this server would serve the zone with expired signatures, bogus to every validating resolver, for up to %s; lower the SOA expire to %d or less, or raise signature_refresh to %s or more (and signature_validity above it)",
+		expire, held, expire-held, int64(held/time.Second), 2*expire))
 }
 
 // notifyLoop sends NOTIFY for every zone whose serial differs from the last

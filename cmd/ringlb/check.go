@@ -43,10 +43,12 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 				count += refused.Unsaid - 1 // the last of errs counts them
 			}
 			if refused.GSLB != nil {
-				if err := gslb.Check(*refused.GSLB); err != nil {
+				ws, err := gslb.Check(*refused.GSLB)
+				if err != nil {
 					fmt.Fprintln(stderr, err)
 					zones = ", and its gslb section does not start"
 				}
+				printZoneWarnings(stderr, ws)
 			}
 			printWarnings(stderr, refused.Warnings)
 			warnOfUpgrade(stderr, refused.Roles)
@@ -54,12 +56,15 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("%s: %d problem(s)%s; fix them and run ringlb check again", name, count, zones)
 	}
 	if slices.Contains(cfg.Roles(), "gslb") {
-		// The zones as the nameserver loads them: what a start refuses.
-		if err := gslb.Check(cfg.GSLB); err != nil {
+		// The zones as the nameserver loads them: what a start refuses,
+		// and what it warns of.
+		ws, err := gslb.Check(cfg.GSLB)
+		if err != nil {
 			fmt.Fprintln(stderr, err)
 			printWarnings(stderr, cfg.Warnings())
 			return fmt.Errorf("%s: its gslb section does not start; fix it and run ringlb check again", name)
 		}
+		printZoneWarnings(stderr, ws)
 	}
 	// Allowed, but worth knowing (an https monitor that verifies nothing):
 	// said, and the check still passes.
@@ -77,6 +82,14 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 
 // printWarnings says a checked file's warnings, one "warning: " line each.
 func printWarnings(w io.Writer, warnings configs.Errors) {
+	for _, e := range warnings {
+		fmt.Fprintln(w, "warning: "+e.Error())
+	}
+}
+
+// printZoneWarnings says the warnings of a gslb's zones (gslb.Check) as
+// printWarnings says a file's.
+func printZoneWarnings(w io.Writer, warnings []error) {
 	for _, e := range warnings {
 		fmt.Fprintln(w, "warning: "+e.Error())
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // `ringlb check` refuses the gslb zones a start refuses: it loads them as
@@ -208,6 +210,120 @@ gslb:
 	for _, w := range want {
 		if !strings.Contains(fmt.Sprint(rec["err"]), w) {
 			t.Errorf("the reload's refusal does not say %q", w)
+		}
+	}
+}
+
+// The attack: a zone file, or a file it includes, sits in a directory any
+// user of the host may write (not sticky): they rename it away and put
+// their own zone in its place, and the next reload serves their answers —
+// signed, on a DNSSEC zone. `ringlb check` (and so a start and a reload,
+// which load the zones as it does) refuses it at the zone's field, as it
+// refuses the config file and the secret files in such a directory.
+// Before, both passed the check.
+func TestCheckRefusesZoneFilesInADirectoryOthersMayWrite(t *testing.T) {
+	dir := t.TempDir()
+	shared := filepath.Join(dir, "shared")
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	include := filepath.Join(shared, "www.inc")
+	writeFile(t, include, "www 60 IN A 192.0.2.7\n")
+	zones := map[string]string{
+		"the zone file": filepath.Join(shared, "ringlb.test.zone"),
+		"an include":    filepath.Join(dir, "ringlb.test.zone"),
+	}
+	cfg := filepath.Join(dir, "g.yaml")
+	for name, zone := range zones {
+		writeFile(t, zone, "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60\n@ 3600 IN NS ns1\nns1 3600 IN A 127.0.0.1\n$INCLUDE "+include+"\n")
+		writeFile(t, cfg, `cluster: { name: g-1, bind: 127.0.0.1:0 }
+gslb:
+  listen: 127.0.0.1:0
+  zones:
+    - origin: ringlb.test
+      file: `+zone+`
+`)
+		check := func() (int, string) {
+			var out, errOut strings.Builder
+			code := run(context.Background(), []string{"check", "-config", cfg}, &out, &errOut)
+			return code, out.String() + errOut.String()
+		}
+		if err := os.Chmod(shared, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		code, out := check()
+		t.Logf("%s in a directory of mode 0777: exit %d\n%s", name, code, out)
+		if want := cfg + ":6: gslb.zones[0].file: "; code == 0 || !strings.Contains(out, want) || !strings.Contains(out, "directory "+shared+" ") || !strings.Contains(out, "chmod o-w "+shared) {
+			t.Errorf("%s in a directory of mode 0777: exit %d, want refused at %q naming the directory and what to do", name, code, want)
+		}
+		for _, mode := range []os.FileMode{0o777 | os.ModeSticky, 0o775} {
+			if err := os.Chmod(shared, mode); err != nil {
+				t.Fatal(err)
+			}
+			if code, out := check(); code != 0 {
+				t.Errorf("%s in a directory of mode %v: exit %d\n%s", name, mode, code, out)
+			}
+		}
+		if err := os.Chmod(shared, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A signed zone its secondaries transfer is served by a secondary cut off
+// from this server until the zone's SOA expire, with the signatures of its
+// last transfer: those have at least half of signature_refresh left when
+// it last reached this server (the serial changes every half of it, so a
+// secondary in touch transfers anew). With an expire longer than that —
+// the usual 14 days against the default 72 h — every validating resolver
+// gets bogus answers from it for the rest of the expire. Knot warns of a
+// refresh too short for its caches and serves on; so does ringlb: `ringlb
+// check` passes and warns, at the zone's dnssec field, saying both values
+// and what to change. Before, nothing was said.
+func TestCheckWarnsOfASignedZoneOutlivingItsSignaturesOnSecondaries(t *testing.T) {
+	dir := t.TempDir()
+	key, _, err := configs.GenerateDNSSECKey(dir, "ringlb.test", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "g.yaml")
+	for _, tc := range []struct {
+		name, expire, transfer, timing string
+		warned                         bool
+	}{
+		{"14 d expire, default signature_refresh", "1209600", "allow: [127.0.0.1/32]", "", true},
+		{"14 d expire, secondaries told by NOTIFY only", "1209600", "notify: [\"127.0.0.1:5300\"]", "", true},
+		{"37 h expire", "133200", "allow: [127.0.0.1/32]", "", true},
+		{"36 h expire", "129600", "allow: [127.0.0.1/32]", "", false},
+		{"14 d expire, signature_refresh 28 d", "1209600", "allow: [127.0.0.1/32]", ", signature_validity: 840h, signature_refresh: 672h", false},
+		{"14 d expire, no secondaries", "1209600", "", "", false},
+	} {
+		transfer := ""
+		if tc.transfer != "" {
+			transfer = "      transfer: { " + tc.transfer + " }\n"
+		}
+		writeFile(t, cfg, `cluster: { name: g-1, bind: 127.0.0.1:0 }
+gslb:
+  listen: 127.0.0.1:0
+  zones:
+    - origin: ringlb.test
+      records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 `+tc.expire+` 60", "@ 3600 IN NS ns1", "ns1 3600 IN A 127.0.0.1" ]
+`+transfer+`      dnssec: { keys: [ { file: `+key+` } ]`+tc.timing+` }
+`)
+		var out, errOut strings.Builder
+		code := run(context.Background(), []string{"check", "-config", cfg}, &out, &errOut)
+		t.Logf("%s: exit %d\n%s%s", tc.name, code, out.String(), errOut.String())
+		if code != 0 {
+			t.Errorf("%s: exit %d, want the check passed", tc.name, code)
+			continue
+		}
+		warning := fmt.Sprintf("warning: %s:%d: gslb.zones[0].dnssec: ", cfg, 7+strings.Count(transfer, "\n"))
+		warned := strings.Contains(errOut.String(), warning)
+		switch {
+		case tc.warned && (!warned || !strings.Contains(errOut.String(), "expire") || !strings.Contains(errOut.String(), "signature_refresh")):
+			t.Errorf("%s: want a warning %q naming the SOA expire and signature_refresh", tc.name, warning)
+		case !tc.warned && strings.Contains(errOut.String(), "warning:"):
+			t.Errorf("%s: warned", tc.name)
 		}
 	}
 }
