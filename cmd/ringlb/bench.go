@@ -35,6 +35,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		for _, c := range benchCommands() {
 			fmt.Fprintf(stderr, "  %-6s %s\n", c.name, c.summary)
 		}
+		fmt.Fprintf(stderr, "\n%s\n", exitStatus)
 	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
 		usage()

@@ -39,6 +39,11 @@ func commands() []command {
 	}
 }
 
+// exitStatus is what every command's exit status means, as run returns
+// it; each -h ends with it, and a command whose 0 or 1 means more says so
+// in its own text.
+const exitStatus = "Exit status: 0 done, 1 failed (the reason on stderr), 2 a usage error (what is wrong and the usage on stderr)."
+
 // errUsage means the command was called wrongly, and has said how (the
 // flag package, or usageError): exit 2.
 var errUsage = errors.New("usage")
@@ -107,6 +112,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
+	fmt.Fprintf(w, "\n%s\n", exitStatus)
 }
 
 // flagSet returns a FlagSet whose -h prints a usage line and the flags.
@@ -116,6 +122,7 @@ func flagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: ringlb %s [flags]\n\n%s\n\nFlags:\n", name, synopsis)
 		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\n%s\n", exitStatus)
 	}
 	return fs
 }

@@ -733,7 +733,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		signals = "SIGINT or SIGTERM stops it gracefully; SIGHUP reloads the config file; SIGUSR2\nreplaces the process with the binary at its path without closing a connection (ringlb upgrade)."
 		article = "a"
 	}
-	fs := flagSet(role, fmt.Sprintf("Runs %s %s node from a config file (only its cluster and %s sections are read).\n%s", article, role, role, signals), stderr)
+	fs := flagSet(role, fmt.Sprintf("Runs %s %s node from a config file (only its cluster and %s sections are read).\n%s\nIt exits 0 once stopped so, 1 when it cannot start, fails, or does not stop within -shutdown-timeout.", article, role, role, signals), stderr)
 	path := fs.String("config", "", "config file (required)")
 	stopDefault := fmt.Sprintf("(default %s)", stopTimeout)
 	if role == "edge" {

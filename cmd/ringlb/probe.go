@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health"
 )
 
 // runProbe is a one-shot HTTP health check for container HEALTHCHECKs and
 // scripts (the image has no curl): exit 0 on a 2xx answer, 1 otherwise.
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flagSet("probe", "Requests a URL once: exit 0 on a 2xx answer, 1 otherwise.\nMeant for Docker HEALTHCHECK, keepalived scripts and Kubernetes hooks.", stderr)
-	url := fs.String("url", "http://127.0.0.1:8080/_ringlb/health", "URL to GET")
+	fs := flagSet("probe", "Requests a URL once, following no redirect: exit 0 on a 2xx answer, 1 otherwise.\nMeant for Docker HEALTHCHECK, keepalived scripts and Kubernetes hooks.", stderr)
+	url := fs.String("url", "http://127.0.0.1:8080"+configs.PathHealth, "URL to request")
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
 	method := fs.String("method", http.MethodGet, "HTTP method (POST for an edge's /api/drain in a preStop hook)")
 	tokenFile := fs.String("token-file", "", "admin token file: sent as Authorization: Bearer (an admin port beyond loopback needs it)")
@@ -39,7 +40,11 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	// An admin POST must show it is no other web site's (CSRF rule).
 	req.Header.Set(configs.HeaderAdmin, "1")
-	resp, err := http.DefaultClient.Do(req)
+	// The answer is this URL's, as keepalived's and HAProxy's checks take
+	// it: a redirect is no 2xx, and following one would report another
+	// URL's health and send the token there.
+	client := &http.Client{CheckRedirect: health.NoRedirect}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *url, err)
 	}
