@@ -157,6 +157,13 @@ func (e *keyExtractor) extract(req *fasthttp.Request, buf *keyBuf) ([]byte, sour
 				return buf[:16], sourceQuery, nil
 			}
 		}
+		// The edge reads the key from the ctstickiness header, whose reader
+		// drops blanks at either end, as the balancer's own header and
+		// cookie readers do; a query or path key keeps them. Routed with
+		// them, "room " went where "room " hashes but joined session "room"
+		// on the edge (a 421 hop away), and a key of blanks reached the edge
+		// empty, which then took the client's ctstickiness cookie for it.
+		v = bytes.Trim(v, " ")
 		if len(v) == 0 {
 			continue
 		}

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -92,5 +93,34 @@ func TestKeyNotUTF8Refused(t *testing.T) {
 	}
 	if _, w := h.whoami(t, "/whoami", http.Header{"Ctstickiness": {"été"}}); w.Edge != h.owner(t, "été") {
 		t.Fatalf("UTF-8 key served by %s", w.Edge)
+	}
+}
+
+// TestKeyEdgeSeesWhatWasRouted: a key the balancer routes by reaches the
+// edge unchanged in ctstickiness, so the edge checks ownership with the
+// bytes the balancer hashed. Leading or trailing blanks, which a header
+// reader trims, come only from sources that are not headers.
+func TestKeyEdgeSeesWhatWasRouted(t *testing.T) {
+	h := newHarness(t, configs.Balancer{Key: configs.Key{HashQuery: ptr(false), Sources: []string{"header:ctstickiness", "query:token"}}})
+	for _, tt := range []struct{ name, path string }{
+		{"query, trailing space", "/whoami?token=room%20"},
+		{"query, leading tab", "/whoami?token=%09room"},
+		{"query, spaces only", "/whoami?token=%20%20"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := h.get(t, tt.path, http.Header{"Cookie": {"ctstickiness=other"}})
+			if resp.StatusCode == http.StatusBadRequest {
+				t.Logf("%s: refused: %s", tt.path, body)
+				return // nothing routed
+			}
+			var w whoami
+			if err := json.Unmarshal(body, &w); err != nil {
+				t.Fatalf("GET %s: %d %v: %s", tt.path, resp.StatusCode, err, body)
+			}
+			t.Logf("%s: %d, edge %s saw ctstickiness %q", tt.path, resp.StatusCode, w.Edge, w.Key)
+			if w.Key == "" || w.Key != strings.TrimSpace(w.Key) || h.owner(t, w.Key) != w.Edge {
+				t.Fatalf("%s routed to %s; the edge saw ctstickiness %q (owner %s)", tt.path, w.Edge, w.Key, h.owner(t, w.Key))
+			}
+		})
 	}
 }

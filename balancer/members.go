@@ -193,7 +193,7 @@ func (b *Balancer) staticChanged() {
 
 // rebuildRing recomputes the ring now (a static edge came up or went
 // down, a drain changed, or Reload changed them).
-func (b *Balancer) rebuildRing() { b.ring.Update(b.ringMembers()) }
+func (b *Balancer) rebuildRing() { b.ring.Rebuild(b.ringMembers) }
 
 // stopFollowing ends FollowCluster's goroutine and the static monitors.
 func (b *Balancer) stopFollowing() {

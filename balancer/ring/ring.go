@@ -8,18 +8,19 @@
 package ring
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
-	"github.com/buraksezer/consistent"
 	"github.com/cespare/xxhash/v2"
 )
 
@@ -109,6 +110,23 @@ func (r *Ring) Locate(key []byte) (Member, bool) { return r.current.Load().Locat
 func (r *Ring) Update(members []Member) *Snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.update(members)
+}
+
+// Rebuild is Update(members()) with members read under the lock that
+// serializes updates. Callers that rebuild from the membership as it is
+// now (a balancer's static monitors, its gossip follower, a reload) then
+// each apply a view no older than the one applied before them: read first,
+// a view read before another caller's rebuild was applied after it, and
+// the ring stayed on a stale membership until the next change.
+func (r *Ring) Rebuild(members func() []Member) *Snapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.update(members())
+}
+
+// update is Update with r.mu held.
+func (r *Ring) update(members []Member) *Snapshot {
 	norm := normalize(members)
 	cur := r.current.Load()
 	if slices.Equal(cur.members, norm) {
@@ -146,13 +164,6 @@ func normalize(members []Member) []Member {
 	return slices.CompactFunc(out, func(a, b Member) bool { return a.Name == b.Name })
 }
 
-// point is a member as consistent sees it: a member of weight w is w points,
-// so a heavier edge owns proportionally more partitions.
-type point struct {
-	name  string
-	index int32 // into Snapshot.members
-}
-
 // pointName names unit w of a member for consistent, which hashes
 // name+decimal(replica) for each replica. Plain names collide there:
 // "edge-1" replica 10 and "edge-11" replica 0 both hash "edge-110", so with
@@ -163,21 +174,17 @@ func pointName(name string, w int) string {
 	return strconv.Itoa(len(name)) + ":" + name + "#" + strconv.Itoa(w) + ":"
 }
 
-func (p point) String() string { return p.name }
-
-type hasher struct{}
-
-func (hasher) Sum64(b []byte) uint64 { return xxhash.Sum64(b) }
-
 func build(cfg Config, members []Member, version uint64) *Snapshot {
 	s := &Snapshot{cfg: cfg, version: version, members: members, partitions: uint64(cfg.Partitions), load: cfg.Load}
 	if len(members) == 0 {
 		return s
 	}
-	var points []consistent.Member
+	// A member of weight w is w points, so a heavier edge owns
+	// proportionally more partitions.
+	var points []point
 	for i, m := range members {
 		for w := range m.Weight {
-			points = append(points, point{name: pointName(m.Name, w), index: int32(i)})
+			points = append(points, point{name: pointName(m.Name, w), member: int32(i)})
 		}
 	}
 	s.owners, s.load = distribute(cfg, points)
@@ -192,53 +199,122 @@ func build(cfg Config, members []Member, version uint64) *Snapshot {
 	return s
 }
 
+// point is one unit of a member's weight: a consistent member.
+type point struct {
+	name   string // pointName
+	member int32  // index into Snapshot.members
+}
+
+// vnode is one of a point's Replication places on the circle.
+type vnode struct {
+	hash  uint64
+	point int32 // index into points
+}
+
 // distribute returns the owner (index into members) of every partition and
-// the load bound it achieved.
+// the load bound it achieved. It places partitions exactly as
+// consistent.New(points, …) followed by GetPartitionOwner does
+// (TestPlacementMatchesConsistent), so every ringlb release agrees on every
+// owner, but builds the circle once: consistent re-sorts its whole circle
+// after adding each member, which made a ring of 1000 edges take 20 s or more
+// to build and one of 1000 edges of weight 10 never finish.
 //
-// consistent panics ("not enough room to distribute partitions") when its
-// bounded-load walk finds no member with room: always when there are more
-// points than partitions, or a single member with replication 1, and
-// occasionally with very few points. Config.Validate keeps load above 1,
-// which rules out the common case; for the rest an Update must still not
-// take a balancer down, so the load bound is relaxed (doubled, up to three
-// times) and, failing that, partitions go to the point of highest random
-// weight without a bound. Every balancer takes the same path for the same
-// member set, so they still agree on every owner.
-func distribute(cfg Config, points []consistent.Member) ([]int32, float64) {
+// consistent's bounded-load walk finds no member with room always when
+// there are more points than partitions, or a single member with
+// replication 1, and occasionally with very few points. Config.Validate
+// keeps load above 1, which rules out the common case; for the rest the
+// load bound is relaxed (doubled, up to three times) and, failing that,
+// partitions go to the point of highest random weight without a bound.
+// Every balancer takes the same path for the same member set, so they
+// still agree on every owner.
+func distribute(cfg Config, points []point) ([]int32, float64) {
 	owners := make([]int32, cfg.Partitions)
-	load := cfg.Load
-	for range 4 {
-		if tryDistribute(cfg.Partitions, cfg.Replication, load, points, owners) {
-			return owners, load
+	// With more points than partitions consistent's bound (see walk) is 0
+	// whatever the load: no walk can succeed, so none is tried.
+	if cfg.Partitions >= len(points) {
+		circle := makeCircle(cfg.Replication, points)
+		loads := make([]int, len(points))
+		load := cfg.Load
+		for range 4 {
+			if walk(cfg.Partitions, load, circle, points, loads, owners) {
+				return owners, load
+			}
+			load *= 2
 		}
-		load *= 2
 	}
-	var pid [8]byte
+	// rendezvous(partition, point name): the bytes it hashes laid out
+	// once and only the partition rewritten: one hash call per pair, as
+	// there are partitions × points of them.
+	inputs := make([][]byte, len(points))
+	for i, pt := range points {
+		in := binary.LittleEndian.AppendUint64(make([]byte, 8, 16+len(pt.name)), 8)
+		inputs[i] = append(in, pt.name...)
+	}
 	for p := range owners {
-		binary.LittleEndian.PutUint64(pid[:], uint64(p))
 		var best uint64
-		for i, pt := range points {
-			if score := rendezvous(pid[:], pt.String()); i == 0 || score > best {
-				best, owners[p] = score, pt.(point).index
+		for i, in := range inputs {
+			binary.LittleEndian.PutUint64(in, uint64(p))
+			if score := xxhash.Sum64(in); i == 0 || score > best {
+				best, owners[p] = score, points[i].member
 			}
 		}
 	}
 	return owners, 0
 }
 
-func tryDistribute(partitions, replication int, load float64, points []consistent.Member, owners []int32) (ok bool) {
-	defer func() {
-		if recover() != nil {
-			ok = false
+// makeCircle returns consistent's circle: every point's Replication hashes
+// of name+decimal(replica), sorted.
+func makeCircle(replication int, points []point) []vnode {
+	circle := make([]vnode, 0, len(points)*replication)
+	var buf []byte
+	for i, pt := range points {
+		for r := range replication {
+			buf = strconv.AppendInt(append(buf[:0], pt.name...), int64(r), 10)
+			circle = append(circle, vnode{hash: xxhash.Sum64(buf), point: int32(i)})
 		}
-	}()
-	c := consistent.New(points, consistent.Config{
-		Hasher: hasher{}, PartitionCount: partitions, ReplicationFactor: replication, Load: load,
-	})
-	// Copy the partition table out of consistent: its LocateKey takes a
-	// lock on every call, this table needs none.
+	}
+	// consistent maps a hash to the point added last with it (its ring is a
+	// map written in add order) but keeps every copy in its sorted set.
+	slices.SortStableFunc(circle, func(a, b vnode) int { return cmp.Compare(a.hash, b.hash) })
+	for i := len(circle) - 2; i >= 0; i-- {
+		if circle[i].hash == circle[i+1].hash {
+			circle[i].point = circle[i+1].point
+		}
+	}
+	return circle
+}
+
+// walk is consistent's distributePartitions: each partition goes to the
+// first point clockwise from its hash with room under the
+// bound. It reports false where consistent panics ("not enough room to
+// distribute partitions").
+func walk(partitions int, load float64, circle []vnode, points []point, loads []int, owners []int32) bool {
+	clear(loads)
+	// consistent's bound: the integer mean of partitions per point, times
+	// load, rounded up.
+	bound := math.Ceil(float64(partitions/len(points)) * load)
+	var pid [8]byte
 	for p := range owners {
-		owners[p] = c.GetPartitionOwner(p).(point).index
+		binary.LittleEndian.PutUint64(pid[:], uint64(p))
+		key := xxhash.Sum64(pid[:])
+		idx, _ := slices.BinarySearchFunc(circle, key, func(v vnode, k uint64) int { return cmp.Compare(v.hash, k) })
+		if idx >= len(circle) {
+			idx = 0
+		}
+		for count := 1; ; count++ {
+			if count >= len(circle) {
+				return false
+			}
+			pt := circle[idx].point
+			if float64(loads[pt]+1) <= bound {
+				loads[pt]++
+				owners[p] = points[pt].member
+				break
+			}
+			if idx++; idx >= len(circle) {
+				idx = 0
+			}
+		}
 	}
 	return true
 }
@@ -376,7 +452,7 @@ func rendezvous(key []byte, name string) uint64 {
 // at start and again on every receive from changes, until ctx is done or
 // changes is closed. Run it on a goroutine owned by whoever owns changes.
 func Follow(ctx context.Context, r *Ring, changes <-chan struct{}, members func() []Member) {
-	r.Update(members())
+	r.Rebuild(members)
 	for {
 		select {
 		case <-ctx.Done():
@@ -385,7 +461,7 @@ func Follow(ctx context.Context, r *Ring, changes <-chan struct{}, members func(
 			if !ok {
 				return
 			}
-			r.Update(members())
+			r.Rebuild(members)
 		}
 	}
 }
