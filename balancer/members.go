@@ -69,6 +69,16 @@ func (b *Balancer) FollowCluster() error {
 // draining.
 func (b *Balancer) ringMembers() []ring.Member {
 	var out []ring.Member
+	defer func() {
+		// An edge's error counters at 0 from when it is routed to: made
+		// by its first error, a series first seen at 1 is no increase to
+		// Prometheus, and an alert on increase(...) > 0 missed it.
+		for _, m := range out {
+			for _, kind := range errorKinds {
+				b.metrics.backendErrorsTotal.WithLabelValues(m.Name, kind)
+			}
+		}
+	}()
 	if c := b.clusterOrNil(); c != nil {
 		for _, n := range c.Members() {
 			if n.Meta.Role == health.RoleEdge && n.Meta.State == health.StateAlive {

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // Backend error kinds, the values of the kind label of
@@ -24,6 +25,9 @@ const (
 	// client gets 503.
 	errorKindLocal = "local"
 )
+
+// errorKinds are the kind label's values.
+var errorKinds = [...]string{errorKindDial, errorKindHandshake, errorKindResponse, errorKindLocal}
 
 // metrics are the balancer's Prometheus metrics, named by the wire contract
 // (docs/CONTRACT.md, "Metrics"). All of them are declared here and nowhere else.
@@ -52,8 +56,7 @@ type metrics struct {
 	// The live-session table (table.go, table_sync.go).
 	//
 	// tableEvictions counts entries removed, by reason: expired (linger
-	// over), capacity (room for a new key), backend_lost (its backend is
-	// down, gone or past its drain deadline).
+	// over), capacity (room for a new key).
 	tableEvictions *prometheus.CounterVec
 	// tableRefused counts keys routed by the ring without being entered,
 	// by reason: new_key_budget (the client's), full (only live sessions
@@ -66,7 +69,7 @@ type metrics struct {
 	// did not answer, or an edge redirected them.
 	tableMoves prometheus.Counter
 	// tableTunnelsClosed counts tunnels closed because their key's session
-	// is elsewhere now, by reason: moved, conflict, backend_lost.
+	// is elsewhere now, by reason: moved, conflict, drain_deadline.
 	tableTunnelsClosed *prometheus.CounterVec
 	// tableIgnored counts records and drains from other balancers that
 	// were not applied, by reason.
@@ -101,10 +104,10 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 			Name: "ringlb_balancer_backend_errors_total",
 			Help: "Failures talking to an edge, by edge and kind (dial, handshake, response).",
 		}, []string{"edge", "kind"}),
-		rejectedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+		rejectedTotal: operator.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_rejected_connections_total",
 			Help: "Client connections refused by a limit or a bad PROXY header, by reason.",
-		}, []string{"reason"}),
+		}, "reason", rejectMaxConns, rejectPerIPConns, rejectPerIPRate, rejectMemory),
 		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_accept_errors_total",
 			Help: "Failed accepts (out of file descriptors or kernel memory), each retried after a backoff, by listener (data, redirect).",
@@ -113,14 +116,14 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 			Name: "ringlb_balancer_connection_errors_total",
 			Help: "Client connections the data and redirect ports ended on an error of their HTTP server (a malformed request head, one over max_header_bytes); logged at most once per 10 s.",
 		}),
-		tableEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		tableEvictions: operator.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_session_table_evictions_total",
-			Help: "Live-session table entries removed, by reason (expired, capacity, backend_lost).",
-		}, []string{"reason"}),
-		tableRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Help: "Live-session table entries removed, by reason (expired, capacity).",
+		}, "reason", evictExpired, evictCapacity),
+		tableRefused: operator.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_session_table_refused_total",
 			Help: "New keys routed by the ring without an entry, by reason (new_key_budget, full).",
-		}, []string{"reason"}),
+		}, "reason", refusedBudget, refusedFull),
 		tableConflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_balancer_session_table_conflicts_total",
 			Help: "Placements by this balancer that lost to another balancer's placement of the same key on another backend.",
@@ -129,23 +132,23 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 			Name: "ringlb_balancer_session_table_moves_total",
 			Help: "Keys this balancer moved to another backend because theirs did not answer or an edge redirected them.",
 		}),
-		tableTunnelsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+		tableTunnelsClosed: operator.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_session_table_tunnels_closed_total",
-			Help: "Tunnels closed because their session lives on another backend now, by reason (moved, conflict, backend_lost).",
-		}, []string{"reason"}),
-		tableIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Help: "Tunnels closed because their session lives on another backend now, by reason (moved, conflict, drain_deadline).",
+		}, "reason", closeMoved, closeConflict, closeDrained),
+		tableIgnored: operator.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_session_table_ignored_total",
 			Help: "Table records and drains from other nodes not applied, and asks for the table not answered as copies, by reason (unknown_backend, backend_down, malformed, not_a_balancer, full, replayed).",
-		}, []string{"reason"}),
+		}, "reason", ignoredUnknown, ignoredDown, ignoredMalformed, ignoredSender, ignoredFull, ignoredReplay),
 		tableSyncLag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ringlb_balancer_session_table_sync_lag_seconds",
 			Help:    "Age of another balancer's placement when it arrives here.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
-		tableSyncBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		tableSyncBytes: operator.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_session_table_sync_bytes_total",
 			Help: "Bytes of session table messages sent to other balancers, by kind (delta, refresh, answer).",
-		}, []string{"kind"}),
+		}, "kind", syncDelta, syncRefresh, syncAnswer),
 	}
 	ringMembers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "ringlb_balancer_ring_members",

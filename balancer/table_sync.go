@@ -84,6 +84,14 @@ const (
 	ignoredReplay    = "replayed" // an ask refused: a copy, or asked again too soon (takeAsk)
 )
 
+// Kinds of table messages sent (the label of
+// ringlb_balancer_session_table_sync_bytes_total).
+const (
+	syncDelta   = "delta"
+	syncRefresh = "refresh"
+	syncAnswer  = "answer"
+)
+
 // merge applies a record from another balancer. fromDelta says it is a
 // placement as it happened (its age is the sync lag).
 func (t *sessionTable) merge(r tableRecord, fromDelta bool) { t.mergeRecord(r, fromDelta, false) }
@@ -549,7 +557,7 @@ func (sy *tableSync) flushDeltas() {
 				sy.t.log.Debug("session table: delta not sent", "peer", peer, "err", err)
 				break
 			}
-			sy.t.metrics.tableSyncBytes.WithLabelValues("delta").Add(float64(len(m)))
+			sy.t.metrics.tableSyncBytes.WithLabelValues(syncDelta).Add(float64(len(m)))
 		}
 	}
 }
@@ -782,7 +790,7 @@ func (sy *tableSync) refreshPeers(peers []string, renew bool) {
 				t.log.Debug("session table: refresh not sent", "peer", peer, "err", err)
 				break
 			}
-			t.metrics.tableSyncBytes.WithLabelValues("refresh").Add(float64(len(m)))
+			t.metrics.tableSyncBytes.WithLabelValues(syncRefresh).Add(float64(len(m)))
 		}
 	}
 }
@@ -810,7 +818,7 @@ func (sy *tableSync) sendTable(job askJob) bool {
 			return false
 		}
 		sent += body.nr
-		t.metrics.tableSyncBytes.WithLabelValues("answer").Add(float64(len(m)))
+		t.metrics.tableSyncBytes.WithLabelValues(syncAnswer).Add(float64(len(m)))
 	}
 	t.log.Info("session table sent to a starting balancer", "peer", job.peer, "entries", sent, "parts", len(bodies))
 	return true

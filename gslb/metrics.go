@@ -5,6 +5,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // metrics are the gslb's Prometheus metrics, named by the wire contract
@@ -142,10 +144,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_gslb_notifies_total",
 			Help: "NOTIFY messages sent to secondaries, by zone and result (ok or error).",
 		}, []string{"zone", "result"}),
-		tsigErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		tsigErrors: operator.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_gslb_tsig_errors_total",
 			Help: "Signed queries refused with NOTAUTH because their TSIG did not verify, by TSIG error (BADKEY, BADSIG, BADTIME).",
-		}, []string{"error"}),
+		}, "error", tsigErrorName(dns.RcodeBadKey), tsigErrorName(dns.RcodeBadSig), tsigErrorName(dns.RcodeBadTime)),
 		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_gslb_accept_errors_total",
 			Help: "Failed accepts on the TCP DNS listener (out of file descriptors or kernel memory), each retried after a backoff.",

@@ -57,3 +57,55 @@ func TestUnsignedAckIsNoAcknowledgement(t *testing.T) {
 		t.Errorf("%.0f unsigned answers to a signed NOTIFY were taken as the secondary's acknowledgement", ok)
 	}
 }
+
+// A reload that takes a zone's NOTIFYs away (the zone, or its notify list)
+// takes its ringlb_gslb_notifies_total series with it, as it does a removed
+// member's: they are made at 0 when the zone is configured, before its
+// first NOTIFY, so that its first error is an increase.
+func TestReloadForgetsARemovedZonesNotifies(t *testing.T) {
+	secondary := &dns.Server{Addr: "127.0.0.1:0", Net: "udp",
+		MsgAcceptFunc: func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept },
+		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+			m := new(dns.Msg)
+			m.SetReply(r)
+			w.WriteMsg(m)
+		})}
+	up := make(chan struct{})
+	secondary.NotifyStartedFunc = func() { close(up) }
+	go secondary.ListenAndServe()
+	select {
+	case <-up:
+	case <-time.After(5 * time.Second):
+		t.Fatal("secondary did not start")
+	}
+	defer secondary.Shutdown()
+
+	east, west := newFakeBalancer(t), newFakeBalancer(t)
+	s := startGSLB(t, withTransfer(t, gslbConfig(t, east, west, ""), configs.Transfer{Notify: []string{secondary.PacketConn.LocalAddr().String()}}))
+	// exported is the zone's series a scrape shows, by result.
+	exported := func() map[string]float64 {
+		t.Helper()
+		mfs, err := s.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, mf := range mfs {
+			if mf.GetName() != "ringlb_gslb_notifies_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if l := labels(m); l["zone"] == "ringlb.test." {
+					out[l["result"]] = m.GetCounter().GetValue()
+				}
+			}
+		}
+		return out
+	}
+	waitFor(t, "the secondary acknowledged the first NOTIFY", func() bool { return exported()["ok"] == 1 })
+	if got := exported(); len(got) != 2 || got["error"] != 0 {
+		t.Errorf("the zone's NOTIFY series: %v, want ok and error", got)
+	}
+	reloadReturns(t, s, gslbConfig(t, east, west, ""))
+	waitFor(t, "the zone's NOTIFY series gone after a reload took its notify away", func() bool { return len(exported()) == 0 })
+}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
@@ -50,6 +51,7 @@ type pools struct {
 	// share, and a dead member's ringlb_gslb_member_up read 1 until its
 	// real prober's next transition — never, while it stayed dead; the
 	// shipped alert on it resolved (TestRefusedReloadLeavesTheGaugesAlone).
+	// The pools a reload replaced are served no more (forget).
 	served atomic.Bool
 
 	mu sync.Mutex // guards failed, untold, overrides and rebuilds
@@ -344,13 +346,26 @@ func (p *pools) inherit(old *pools) (changed bool) {
 
 // forget deletes the series of old, the pools a reload replaced, that p
 // writes no more: a member gone or no longer monitored (serve_mode no), a
-// region gone or no longer steering. Left, a member's last
-// ringlb_gslb_member_up stayed exported for good — a dead one's 0 fired
-// the shipped alert until a restart, however it was taken out. Call it
-// once old is stopped: its monitors write no more.
+// region gone or no longer steering, the load of a region no name has any
+// more. Left, a member's last ringlb_gslb_member_up stayed exported for
+// good — a dead one's 0 fired the shipped alert until a restart, however
+// it was taken out. Call it once old is stopped: its monitors write no
+// more.
 func (p *pools) forget(old *pools) {
 	if p.metrics == nil {
 		return
+	}
+	// old writes no region load from here on (setLoads): a sample of
+	// old's, taken across the reload, made a removed region's series
+	// again after its deletion below.
+	old.mu.Lock()
+	old.served.Store(false)
+	old.mu.Unlock()
+	regions := map[string]bool{}
+	for _, n := range p.names {
+		for rname := range n.regions {
+			regions[rname] = true
+		}
 	}
 	for name, on := range old.names {
 		for rname, or := range on.regions {
@@ -360,6 +375,11 @@ func (p *pools) forget(old *pools) {
 			}
 			if r == nil {
 				p.metrics.failovers.DeleteLabelValues(name, rname)
+			}
+			if !regions[rname] {
+				// By region alone: another name's region of the same
+				// name keeps it.
+				p.metrics.regionLoad.DeletePartialMatch(prometheus.Labels{"region": rname})
 			}
 			if r == nil || r.cfg.Steer == nil {
 				p.metrics.steeredShare.DeleteLabelValues(name, rname)

@@ -160,6 +160,7 @@ func New(cfg configs.GSLB, name string, logger *slog.Logger, reg *prometheus.Reg
 	}
 	logWarnings(s.logger, st.warnings)
 	s.attach(st)
+	s.countNotifies(st)
 	s.state.Store(st)
 	s.queryLog.Store(cfg.QueryLog)
 	s.useOperator(cfg) // restores overrides and latches before any answer
@@ -488,6 +489,7 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 	}
 	offset := reloadOffset(old, st, bump)
 	st.serial.Store(offset)
+	s.countNotifies(st)
 	s.state.Store(st)
 	s.operating.Unlock()
 	// What it took over, without the overrides and latches of members and

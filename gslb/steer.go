@@ -135,7 +135,7 @@ func (p *pools) setLoads(all map[string]regionLoad) {
 			}
 		}
 	}
-	if p.metrics != nil {
+	if p.metrics != nil && p.served.Load() {
 		// Every region of our names, one no edge announces any more at 0:
 		// left out, its gauges kept its last edges' figures after they had
 		// gone.

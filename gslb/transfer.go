@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Zone transfers: AXFR (and IXFR: one SOA for a secondary that has the
@@ -448,6 +449,35 @@ const (
 
 type notifyKey struct{ zone, target string }
 
+// Results of a NOTIFY (ringlb_gslb_notifies_total).
+const (
+	notifyOK    = "ok"
+	notifyError = "error"
+)
+
+// notifying is the zones of st that send NOTIFY.
+func notifying(st *state) map[string]bool {
+	zones := map[string]bool{}
+	for _, z := range st.zones {
+		if len(z.cfg.Transfer.Notify) > 0 {
+			zones[z.origin] = true
+		}
+	}
+	return zones
+}
+
+// countNotifies exports the NOTIFY counters of st's zones at 0 before st
+// serves: made by a zone's first NOTIFY, its series first appeared at 1,
+// no increase to Prometheus, so an alert on its errors missed the first
+// ones (a secondary down since the gslb started). The NOTIFY loop deletes
+// those of zones a reload removed.
+func (s *Server) countNotifies(st *state) {
+	for zone := range notifying(st) {
+		s.metrics.notifies.WithLabelValues(zone, notifyOK)
+		s.metrics.notifies.WithLabelValues(zone, notifyError)
+	}
+}
+
 type notifyState struct {
 	serial   uint32 // last serial acknowledged, or being retried
 	acked    bool
@@ -549,6 +579,7 @@ func (z *zone) expiryWarning() error {
 // Shutdown.
 func (s *Server) notifyLoop(ctx context.Context) {
 	sent := map[notifyKey]*notifyState{}
+	counted := notifying(s.state.Load())
 	var retry <-chan time.Time
 	var rs resign
 	tick := time.NewTicker(s.resignTick)
@@ -570,6 +601,16 @@ func (s *Server) notifyLoop(ctx context.Context) {
 		}
 		retry = nil
 		st := s.state.Load()
+		// Here, not in Reload: a NOTIFY to the old state's zone, in
+		// flight across the reload, is counted here and no series of a
+		// zone gone is made again after its deletion.
+		zones := notifying(st)
+		for zone := range counted {
+			if !zones[zone] {
+				s.metrics.notifies.DeletePartialMatch(prometheus.Labels{"zone": zone})
+			}
+		}
+		counted = zones
 		pending := false
 		live := map[notifyKey]bool{}
 		for _, z := range st.zones {
@@ -591,13 +632,13 @@ func (s *Server) notifyLoop(ctx context.Context) {
 					return
 				}
 				if err != nil {
-					s.metrics.notifies.WithLabelValues(z.origin, "error").Inc()
+					s.metrics.notifies.WithLabelValues(z.origin, notifyError).Inc()
 					s.logger.Warn("NOTIFY not acknowledged", "zone", z.origin, "secondary", target, "serial", serial, "attempt", ns.attempts, "err", err)
 					pending = pending || ns.attempts < notifyRetries
 					continue
 				}
 				ns.acked = true
-				s.metrics.notifies.WithLabelValues(z.origin, "ok").Inc()
+				s.metrics.notifies.WithLabelValues(z.origin, notifyOK).Inc()
 				s.logger.Info("NOTIFY acknowledged", "zone", z.origin, "secondary", target, "serial", serial)
 			}
 		}

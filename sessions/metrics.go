@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringlb/ringlb/health/operator"
 )
 
 // metrics are the edge's Prometheus metrics, named by the wire contract
@@ -192,10 +194,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_edge_rejected_connections_total",
 			Help: "Data-port connections refused by a limit, by reason: at accept (max_connections, memory: answered 503 and closed), or beyond its address's share of what no balancer forwarded (direct_per_ip: a WebSocket join answered 429 and closed; a connection not yet served ended at the cap to make room, a request on it answered 503; an idle connection closed after its answer).",
 		}, []string{"reason"}),
-		bodiesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+		bodiesRefused: operator.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_edge_request_bodies_refused_total",
 			Help: "Data-port requests refused on their head for the body they announced: over their path's limit (too_large: 413), a hand-off while every hand-off slot was taken (busy: 503), while low on memory (memory: 503), or whose head signature already took a slot (replayed: 503), by reason.",
-		}, []string{"reason"}),
+		}, "reason", bodyTooLarge, bodyBusy, bodyMemory, bodyReplayed),
 		skipRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_skip_sets_refused_total",
 			Help: "Joins refused with 503 because their X-Ringlb-Skip named a set of edges beyond the sets one ring version builds rings for.",

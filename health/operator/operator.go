@@ -94,9 +94,23 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "Refused logins not recorded in the audit log, over its rate limit."})),
 		stateWriteErrors: registered(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "ringlb_admin_state_write_errors_total",
 			Help: "Operator state or audit records that could not be written to cluster.state_dir (kept in memory)."})),
-		logins: registered(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ringlb_admin_logins_total",
-			Help: "Login attempts on the admin port, by result: ok, wrong, locked (too many failures), busy."}, []string{"result"})),
+		logins: registered(reg, NewCounterVec(prometheus.CounterOpts{Name: "ringlb_admin_logins_total",
+			Help: "Login attempts on the admin port, by result: ok, wrong, locked (too many failures), busy."}, "result", outcomeLabel[:]...)),
 	}
+}
+
+// NewCounterVec is prometheus.NewCounterVec for a counter of one label
+// whose values the code knows: each is exported at 0 from the start. A
+// series that first appears at 1 is no increase to Prometheus, so an
+// alert on increase(...) > 0 missed the first event of its kind — on a
+// node that runs for months, often the only one. values are the code's
+// own, never a request's: the series stay bounded.
+func NewCounterVec(opts prometheus.CounterOpts, label string, values ...string) *prometheus.CounterVec {
+	v := prometheus.NewCounterVec(opts, []string{label})
+	for _, value := range values {
+		v.WithLabelValues(value)
+	}
+	return v
 }
 
 // registered registers c with reg and returns it — or the collector of the

@@ -59,6 +59,12 @@ type StatsD struct {
 	last map[string]float64
 }
 
+// Results of a push (ringlb_statsd_pushes_total).
+const (
+	pushOK     = "ok"
+	pushFailed = "failed"
+)
+
 // NewStatsD makes the pusher of node's figures of family ("ringlb_edge_")
 // from reg, which also gets ringlb_statsd_pushes_total. It pushes nothing
 // until Apply gives it an address.
@@ -66,8 +72,8 @@ func NewStatsD(node, family string, reg *prometheus.Registry, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	pushes := registered(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ringlb_statsd_pushes_total",
-		Help: "Pushes to the StatsD server (*.statsd), by result: ok, failed (dropped; counters are sent with the next push)."}, []string{"result"}))
+	pushes := registered(reg, NewCounterVec(prometheus.CounterOpts{Name: "ringlb_statsd_pushes_total",
+		Help: "Pushes to the StatsD server (*.statsd), by result: ok, failed (dropped; counters are sent with the next push)."}, "result", pushOK, pushFailed))
 	return &StatsD{node: node, family: family, gather: reg, log: log, pushes: pushes, last: map[string]float64{}}
 }
 
@@ -162,9 +168,9 @@ func (p *statsdPusher) push() {
 		// from here too, so the map is only as large as the registry.
 		clear(p.last)
 		maps.Copy(p.last, seen)
-		p.s.pushes.WithLabelValues("ok").Inc()
+		p.s.pushes.WithLabelValues(pushOK).Inc()
 	} else {
-		p.s.pushes.WithLabelValues("failed").Inc()
+		p.s.pushes.WithLabelValues(pushFailed).Inc()
 	}
 	switch {
 	case err != nil && !p.warned:
