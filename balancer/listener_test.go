@@ -151,7 +151,7 @@ func TestMaxConnections(t *testing.T) {
 // Left 0, the limit is derived from the process's open-file limit.
 func TestMaxConnectionsDerived(t *testing.T) {
 	h := newHarness(t, configs.Balancer{})
-	if got, want := h.bal.current.Load().cfg.Limits.MaxConnections, configs.DefaultBalancerMaxConnections(); got != want || got <= 0 {
+	if got, want := h.bal.current.Load().cfg.Limits.MaxConnections, configs.DefaultBalancerMaxConnections(configs.DefaultAdminMaxConnections); got != want || got <= 0 {
 		t.Fatalf("max_connections %d, want the derived %d", got, want)
 	}
 }

@@ -103,9 +103,9 @@ type ProxyProtocol struct {
 // max_header_bytes, max_body_bytes) take no 0.
 type Limits struct {
 	// MaxConnections open at once, WebSocket tunnels included (default 0:
-	// derived from the open-file limit, less a reserve for the node's own
-	// work, halved: every tunnel holds two descriptors; `ringlb check`
-	// shows the value).
+	// derived from the open-file limit, less a reserve for what the admin
+	// port and gossip may hold and the node's own work, halved: every
+	// tunnel holds two descriptors; `ringlb check` shows the value).
 	MaxConnections int `yaml:"max_connections" zero:"default"`
 	// MaxConnectionsPerIP open at once from one client (an IPv4 address, an
 	// IPv6 /64).
@@ -381,7 +381,7 @@ func (b *Balancer) Provision() {
 	if l.MaxBodyBytes == 0 {
 		l.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	setDefaultInt(&l.MaxConnections, DefaultBalancerMaxConnections())
+	setDefaultInt(&l.MaxConnections, DefaultBalancerMaxConnections(b.Admin.MaxConnections))
 	if l.NewConnectionsPerIP > 0 && l.NewConnectionsBurst == 0 {
 		l.NewConnectionsBurst = max(int(2*l.NewConnectionsPerIP), 1)
 	}

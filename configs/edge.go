@@ -85,8 +85,8 @@ type Edge struct {
 	MaxFanoutBytesPerSecond int `yaml:"max_fanout_bytes_per_second"`
 	// MaxConnections open at once on the data port; beyond it a connection
 	// is answered 503 and closed (default 0: derived from the open-file
-	// limit, less a reserve for the node's own work; `ringlb check` shows
-	// the value).
+	// limit, less a reserve for what the admin port and gossip may hold
+	// and the node's own work; `ringlb check` shows the value).
 	MaxConnections int `yaml:"max_connections" zero:"default"`
 	// MaxDirectPerIP is one client's share of max_connections for WebSocket
 	// participants that did not come through a balancer of the cluster (an
@@ -316,7 +316,7 @@ func (e *Edge) Provision() {
 	setDefaultInt(&e.MaxQueuedBytes, DefaultMaxQueuedBytes)
 	setDefaultInt(&e.MaxIncomingBytes, DefaultMaxIncomingBytes)
 	setDefaultInt(&e.MaxFanoutBytesPerSecond, DefaultMaxFanoutBytesPerSecond)
-	setDefaultInt(&e.MaxConnections, DefaultEdgeMaxConnections())
+	setDefaultInt(&e.MaxConnections, DefaultEdgeMaxConnections(e.Admin.MaxConnections))
 	setDefaultInt(&e.MaxDirectPerIP, max(1, e.MaxConnections/DirectShareDivisor))
 	setDefaultDuration(&e.IdleGrace, DefaultIdleGrace)
 	setDefaultInt(&e.MaxIdleSessions, DefaultMaxIdleSessions)

@@ -103,7 +103,11 @@ func (c *Config) Summary() string {
 		}
 		parts = append(parts, fmt.Sprintf("%d demo nodes (%s)", len(nodes), strings.Join(nodes, ", ")))
 	}
-	parts = append(parts, fmt.Sprintf("open-file limit %d", OpenFiles()))
+	limit := fmt.Sprintf("open-file limit %d", OpenFiles())
+	if OpenFilesTooFew(OpenFiles()) {
+		limit += " (open-file limit too low: derived connection limits are 1; raise it)"
+	}
+	parts = append(parts, limit)
 	return strings.Join(parts, "; ")
 }
 

@@ -8,13 +8,20 @@ package configs
 // load time: a node reads it after raising its soft limit to the hard one
 // (cmd/ringlb does at start), and `ringlb check` derives from its own.
 
-// FDReserveMin is the fewest descriptors kept for a node's own work (admin
-// port, gossip, DNS, probes, dials to edges, logs) out of the connection
-// limit; with larger limits FDReserveShare of them is kept instead.
+// FDReserveMin is the fewest descriptors kept for a node's own work (DNS,
+// probes, dials to edges and peers, logs, state files) out of the
+// connection limit; with larger limits FDReserveShare of them is kept
+// instead. The reserve keeps, besides, a descriptor for each connection
+// the admin port and gossip may hold at their caps (fdReserve).
 const (
 	FDReserveMin   = 64
 	FDReserveShare = 0.05
 )
+
+// MaxGossipStreams caps the inbound gossip streams open at once in each of
+// the two pools health counts them in, strangers' and members'
+// (health/streams.go says why); the reserve keeps a descriptor for each.
+const MaxGossipStreams = 64
 
 // assumedOpenFiles stands in for the open-file limit where the platform has
 // none (OpenFileLimit reports false).
@@ -26,19 +33,28 @@ const assumedOpenFiles = 65536
 const MaxConnections = 10_000_000
 
 // DefaultBalancerMaxConnections is balancer.limits.max_connections when
-// the file leaves it 0: the descriptors left after the reserve, halved,
-// because every tunnel holds two (the client's and the edge's).
-func DefaultBalancerMaxConnections() int { return maxConnectionsFor(OpenFiles(), 2) }
+// the file leaves it 0: the descriptors left after the reserve (with
+// adminConns, the node's admin.max_connections), halved, because every
+// tunnel holds two (the client's and the edge's).
+func DefaultBalancerMaxConnections(adminConns int) int {
+	return maxConnectionsFor(OpenFiles(), 2, adminConns)
+}
 
 // DefaultEdgeMaxConnections is edge.max_connections when the file leaves it
-// 0: the descriptors left after the reserve, one per connection.
-func DefaultEdgeMaxConnections() int { return maxConnectionsFor(OpenFiles(), 1) }
+// 0: the descriptors left after the reserve (with adminConns, the node's
+// admin.max_connections), one per connection.
+func DefaultEdgeMaxConnections(adminConns int) int {
+	return maxConnectionsFor(OpenFiles(), 1, adminConns)
+}
 
 // DefaultGSLBMaxTCPConnections is gslb.max_tcp_connections when the file
 // leaves it 0: 1000 (DNS over TCP is the fallback of truncated answers and
 // transfers, a few connections per resolver), or the descriptors left after
-// the reserve when there are fewer.
-func DefaultGSLBMaxTCPConnections() int { return min(1000, maxConnectionsFor(OpenFiles(), 1)) }
+// the reserve (with adminConns, the node's admin.max_connections) when
+// there are fewer.
+func DefaultGSLBMaxTCPConnections(adminConns int) int {
+	return min(1000, maxConnectionsFor(OpenFiles(), 1, adminConns))
+}
 
 // DefaultGSLBMaxTCPConnectionsPerIP is gslb.max_tcp_connections_per_ip
 // when the file leaves it 0: a sixteenth of max_tcp_connections (at least
@@ -58,10 +74,30 @@ func OpenFiles() int {
 }
 
 // maxConnectionsFor is the connection limit that leaves the reserve of
-// limit descriptors free when each connection holds fdsPerConn.
-func maxConnectionsFor(limit, fdsPerConn int) int {
-	// Half of a tiny limit, so a node started with ulimit -n 64 still
-	// takes some connections.
-	reserve := max(min(FDReserveMin, limit/2), int(float64(limit)*FDReserveShare))
-	return min(max((limit-reserve)/fdsPerConn, 1), MaxConnections)
+// limit descriptors free (fdReserve) when each connection holds
+// fdsPerConn. A limit too small for the reserve leaves one connection:
+// the admin port and gossip alone may then hold every descriptor, and
+// lowering admin.max_connections, or raising the limit, makes room.
+func maxConnectionsFor(limit, fdsPerConn, adminConns int) int {
+	return min(max((limit-fdReserve(limit, adminConns))/fdsPerConn, 1), MaxConnections)
+}
+
+// OpenFilesTooFew says whether limit open files leave no room for
+// connections beside the reserve with the default admin port: the derived
+// connection limits are then 1.
+func OpenFilesTooFew(limit int) bool {
+	return limit <= fdReserve(limit, DefaultAdminMaxConnections)
+}
+
+// fdReserve is the descriptors of limit kept out of a derived connection
+// limit: what the admin port (adminConns, its max_connections, each held
+// up to its request timeout) and gossip's inbound streams (both pools) may
+// hold at their caps, which anyone who reaches those ports can fill, and
+// the node's own work. Counted in the own work alone (64 up to a limit of
+// 1280), a data port at its limit and an admin port at its cap took the
+// process to EMFILE, and its claims, hand-offs and replication dials
+// failed until the admin connections closed.
+func fdReserve(limit, adminConns int) int {
+	own := max(FDReserveMin, int(float64(limit)*FDReserveShare))
+	return own + adminConns + 2*MaxGossipStreams
 }

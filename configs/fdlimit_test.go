@@ -7,19 +7,24 @@ import (
 )
 
 func TestMaxConnectionsFor(t *testing.T) {
+	// The reserve: max(64, 5 %) for the node's own work, and a descriptor
+	// for each connection the admin port (its max_connections) and gossip
+	// (64 streams in each of two pools) may hold.
 	for _, tt := range []struct {
-		limit, balancer, edge int
+		limit, admin, balancer, edge int
 	}{
-		{64, 16, 32},         // tiny: half kept
-		{128, 32, 64},        // the reserve of 64
-		{1024, 480, 960},     // a common default soft limit
-		{20000, 9500, 19000}, // 5% kept
-		{1 << 20, 498074, 996148},
-		{1 << 40, 10_000_000, 10_000_000}, // unlimited: validation's ceiling
-		{2, 1, 1},
+		{64, 128, 1, 1},           // tiny: the admin port and gossip may hold it all
+		{256, 128, 1, 1},          // the same
+		{256, 8, 28, 56},          // admin.max_connections lowered makes room
+		{512, 128, 96, 192},       // the reserve of 320
+		{1024, 128, 352, 704},     // a common default soft limit
+		{20000, 128, 9372, 18744}, // 5% kept
+		{1 << 20, 128, 497946, 995892},
+		{1 << 40, 128, 10_000_000, 10_000_000}, // unlimited: validation's ceiling
+		{2, 128, 1, 1},
 	} {
-		if b, e := maxConnectionsFor(tt.limit, 2), maxConnectionsFor(tt.limit, 1); b != tt.balancer || e != tt.edge {
-			t.Errorf("limit %d: balancer %d, edge %d; want %d, %d", tt.limit, b, e, tt.balancer, tt.edge)
+		if b, e := maxConnectionsFor(tt.limit, 2, tt.admin), maxConnectionsFor(tt.limit, 1, tt.admin); b != tt.balancer || e != tt.edge {
+			t.Errorf("limit %d, admin.max_connections %d: balancer %d, edge %d; want %d, %d", tt.limit, tt.admin, b, e, tt.balancer, tt.edge)
 		}
 	}
 }
@@ -30,17 +35,28 @@ func TestMaxConnectionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := cfg.Balancer.Limits.MaxConnections, DefaultBalancerMaxConnections(); got != want || got <= 0 {
+	if got, want := cfg.Balancer.Limits.MaxConnections, DefaultBalancerMaxConnections(DefaultAdminMaxConnections); got != want || got <= 0 {
 		t.Errorf("balancer.limits.max_connections = %d, want the derived %d", got, want)
 	}
-	if got, want := cfg.Edge.MaxConnections, DefaultEdgeMaxConnections(); got != want || got <= 0 {
+	if got, want := cfg.Edge.MaxConnections, DefaultEdgeMaxConnections(DefaultAdminMaxConnections); got != want || got <= 0 {
 		t.Errorf("edge.max_connections = %d, want the derived %d", got, want)
 	}
-	if got, want := cfg.GSLB.MaxTCPConnections, DefaultGSLBMaxTCPConnections(); got != want || got <= 0 || got > 1000 {
+	if got, want := cfg.GSLB.MaxTCPConnections, DefaultGSLBMaxTCPConnections(DefaultAdminMaxConnections); got != want || got <= 0 || got > 1000 {
 		t.Errorf("gslb.max_tcp_connections = %d, want the derived %d (at most 1000)", got, want)
 	}
 	if !strings.Contains(cfg.Summary(), "open-file limit") {
 		t.Errorf("summary does not show the limit the defaults derive from: %s", cfg.Summary())
+	}
+	// The reserve follows the admin port's cap.
+	cfg, err = Parse("admin.yaml", []byte("cluster: { bind: 127.0.0.1:7946 }\nbalancer: { admin: { max_connections: 8 } }\nedge: { admin: { max_connections: 16 } }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Balancer.Limits.MaxConnections, DefaultBalancerMaxConnections(8); got != want || got <= DefaultBalancerMaxConnections(DefaultAdminMaxConnections) {
+		t.Errorf("balancer.limits.max_connections with admin.max_connections 8 = %d, want the derived %d", got, want)
+	}
+	if got, want := cfg.Edge.MaxConnections, DefaultEdgeMaxConnections(16); got != want {
+		t.Errorf("edge.max_connections with admin.max_connections 16 = %d, want the derived %d", got, want)
 	}
 	// An explicit value is kept, even above what the descriptors allow.
 	cfg, err = Parse("explicit.yaml", []byte("cluster: { bind: 127.0.0.1:7946 }\nbalancer: { limits: { max_connections: 5000000 } }\nedge: { max_connections: 7 }\n"))

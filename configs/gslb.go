@@ -42,8 +42,9 @@ type GSLB struct {
 	MaxUDPSize int `yaml:"max_udp_size"`
 	// MaxTCPConnections caps the DNS TCP connections open at once; beyond
 	// it a new connection is closed at once, UDP answering on (default
-	// 1000, fewer when the open-file limit, less a reserve for the node's
-	// own work, is lower). Each holds a descriptor and a
+	// 1000, fewer when the open-file limit, less a reserve for what the
+	// admin port and gossip may hold and the node's own work, is lower).
+	// Each holds a descriptor and a
 	// goroutine until its read or write deadline, and anyone can open them.
 	MaxTCPConnections int `yaml:"max_tcp_connections"`
 	// MaxTCPConnectionsPerIP is one client's share of max_tcp_connections
@@ -490,7 +491,7 @@ func (g *GSLB) Provision() {
 	setDefault(&g.Admin.Listen, "127.0.0.1:9053")
 	g.Admin.provision()
 	setDefaultInt(&g.MaxUDPSize, 1232)
-	setDefaultInt(&g.MaxTCPConnections, DefaultGSLBMaxTCPConnections())
+	setDefaultInt(&g.MaxTCPConnections, DefaultGSLBMaxTCPConnections(g.Admin.MaxConnections))
 	setDefaultInt(&g.MaxTCPConnectionsPerIP, DefaultGSLBMaxTCPConnectionsPerIP(g.MaxTCPConnections))
 	g.StatsD.provision()
 	for k, m := range g.Monitors {

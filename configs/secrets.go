@@ -376,8 +376,9 @@ type Admin struct {
 	// (default 128); more wait in the kernel's accept queue until one
 	// closes. Each holds a descriptor of the process, which the data port
 	// and gossip share, so anyone who reaches the port must not open them
-	// without end. Raise it when many balancers read this node (each
-	// keeps up to two connections to it).
+	// without end; a data port's limit derived from the open-file limit
+	// keeps one for each. Raise it when many balancers read this node
+	// (each keeps up to two connections to it).
 	MaxConnections int `yaml:"max_connections"`
 	// MaxConnectionsPerIP is one client's share of max_connections (an
 	// IPv4 address, an IPv6 /64; default 32): beyond it a new connection

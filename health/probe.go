@@ -77,8 +77,31 @@ var localErrnos = []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUF
 
 // LocalFailure reports whether a connect failed for want of this process's
 // or host's resources — descriptors (EMFILE, ENFILE), kernel memory
-// (ENOBUFS, ENOMEM), local ports (EADDRNOTAVAIL) — and not at its target.
+// (ENOBUFS, ENOMEM), local ports (EADDRNOTAVAIL) — and not at its target;
+// a failed lookup of the target's name too, when this process cannot
+// open a descriptor now.
 func LocalFailure(err error) bool {
+	if localErrno(err) {
+		return true
+	}
+	// A failed lookup (net.DNSError) keeps the text of why, not the errno:
+	// one that could not open its socket to the resolver reads as a name
+	// that does not resolve, and a process out of descriptors took every
+	// target named by a host name for down. Whether it can open one now
+	// tells which.
+	var lookup *net.DNSError
+	if errors.As(err, &lookup) && !lookup.IsNotFound {
+		f, openErr := os.Open(os.DevNull)
+		if openErr != nil {
+			return localErrno(openErr)
+		}
+		f.Close()
+	}
+	return false
+}
+
+// localErrno reports whether err carries one of localErrnos.
+func localErrno(err error) bool {
 	for _, errno := range localErrnos {
 		if errors.Is(err, errno) {
 			return true

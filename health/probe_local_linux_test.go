@@ -1,11 +1,15 @@
 package health
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard/fdtest"
 	"github.com/ringlb/ringlb/configs"
@@ -70,6 +74,100 @@ func TestChecksThisProcessCannotMakeHoldTheState(t *testing.T) {
 		select {
 		case tr := <-r.ch:
 			t.Errorf("%s prober changed state while this process had no descriptor: %+v", r.p.mon.Type, tr)
+		default:
+		}
+		if up, why := r.p.Up(); !up {
+			t.Errorf("%s prober: target down after descriptors came back (%s)", r.p.mon.Type, why)
+		}
+	}
+}
+
+// The same for a target named by a host name: with no descriptor left,
+// the lookup cannot open its socket to the resolver, and the resolver's
+// error (a net.DNSError) keeps only the text of why, not the errno — so
+// the name "not resolving" took the target down. The names resolve here
+// through a real DNS server on loopback that the process's resolver asks.
+func TestNamedChecksThisProcessCannotMakeHoldTheState(t *testing.T) {
+	if !fdtest.Alone(t) {
+		return
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+	const name = "target.ringlb.test."
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	dnsSrv := &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(started) }, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if q.Question[0].Name == name && q.Question[0].Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(127, 0, 0, 1)})
+		}
+		w.WriteMsg(m)
+	})}
+	go dnsSrv.ActivateAndServe()
+	t.Cleanup(func() { dnsSrv.Shutdown() })
+	<-started
+	// This test runs in a process of its own (Alone): its resolver is the
+	// process's to point at the server.
+	preferGo, dial := net.DefaultResolver.PreferGo, net.DefaultResolver.Dial
+	net.DefaultResolver.PreferGo = true
+	net.DefaultResolver.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "udp", pc.LocalAddr().String())
+	}
+	// A cleanup, run after the probers' own (registered later): they
+	// resolve until they stop.
+	t.Cleanup(func() { net.DefaultResolver.PreferGo, net.DefaultResolver.Dial = preferGo, dial })
+
+	target := net.JoinHostPort(strings.TrimSuffix(name, "."), port)
+	type run struct {
+		p  *Prober
+		ch chan transition
+	}
+	var runs []run
+	for _, typ := range []configs.MonitorType{configs.MonitorTCP, configs.MonitorHTTP} {
+		p, ch := runProber(t, fastMonitor(typ), target)
+		runs = append(runs, run{p, ch})
+	}
+	checked := func(p *Prober) time.Time {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.checked
+	}
+	waitChecks := func(n int) {
+		t.Helper()
+		for _, r := range runs {
+			last, seen := checked(r.p), 0
+			deadline := time.Now().Add(30 * time.Second)
+			for seen < n {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s prober: %d checks in 30s, want %d", r.p.mon.Type, seen, n)
+				}
+				if c := checked(r.p); !c.Equal(last) {
+					last, seen = c, seen+1
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	waitChecks(3)
+	for _, r := range runs {
+		if up, why := r.p.Up(); !up || !r.p.Settled() {
+			t.Fatalf("%s prober of %s not settled up before the descriptors ran out (%s)", r.p.mon.Type, target, why)
+		}
+	}
+
+	release := fdtest.ExhaustDescriptors(t)
+	waitChecks(2*fastMonitor("tcp").Fall + 1)
+	release()
+	waitChecks(3)
+	for _, r := range runs {
+		select {
+		case tr := <-r.ch:
+			t.Errorf("%s prober of %s changed state while this process had no descriptor: %+v", r.p.mon.Type, target, tr)
 		default:
 		}
 		if up, why := r.p.Up(); !up {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ringlb/ringlb/balancer/acceptguard"
+	"github.com/ringlb/ringlb/configs"
 )
 
 // Anyone who reaches the gossip port can open TCP streams to it, and
@@ -23,7 +24,7 @@ import (
 // streamGuard stands between memberlist and its TCP transport and bounds
 // what inbound streams may hold, per client address and in all:
 //
-//   - open streams: a stream beyond maxGossipStreams, or beyond
+//   - open streams: a stream beyond configs.MaxGossipStreams, or beyond
 //     maxGossipStreamsPerAddr from its address, is closed at once;
 //   - bytes read: a stream's reads draw on a budget of gossipStreamBytes for
 //     all open streams and gossipStreamBytesPerAddr for its address, given
@@ -56,7 +57,6 @@ import (
 //     joiner out, a flood must open the whole pool's worth of streams
 //     within one exchange.
 const (
-	maxGossipStreams         = 64
 	maxGossipStreamsPerAddr  = 8
 	gossipStreamBytes        = 96 << 20
 	gossipStreamBytesPerAddr = 24 << 20
@@ -202,7 +202,7 @@ func (g *streamGuard) admit(c net.Conn) *guardedStream {
 		open -= g.evicting
 	}
 	var evict *guardedStream
-	if open >= maxGossipStreams && pool == poolStrangers {
+	if open >= configs.MaxGossipStreams && pool == poolStrangers {
 		// The oldest stranger's stream not already closed makes room
 		// (memberlist gives its slot back when it sees it closed).
 		i := slices.IndexFunc(g.strangers, func(s *guardedStream) bool { return !s.evicted })
@@ -210,7 +210,7 @@ func (g *streamGuard) admit(c net.Conn) *guardedStream {
 			evict = g.strangers[i]
 		}
 	}
-	if open >= maxGossipStreams && evict == nil {
+	if open >= configs.MaxGossipStreams && evict == nil {
 		g.refuseLocked(refusedStreams, addr)
 		g.mu.Unlock()
 		c.Close()

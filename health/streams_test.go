@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // Anyone who reaches the gossip port can open TCP streams to it. memberlist
@@ -241,8 +243,8 @@ func TestGossipStreamSlotsHeldFromManyAddresses(t *testing.T) {
 	cfg.Profile = "" // memberlist's LAN profile: streams may idle for 10 s
 	cfg.SecretKeyFile = writeKey(t, 32)
 	m := startNode(t, cfg, edgeMeta(0))
-	holdStreams(t, m.Addr(), 11, maxGossipStreams/maxGossipStreamsPerAddr, maxGossipStreamsPerAddr)
-	waitStreams(t, m, maxGossipStreams)
+	holdStreams(t, m.Addr(), 11, configs.MaxGossipStreams/maxGossipStreamsPerAddr, maxGossipStreamsPerAddr)
+	waitStreams(t, m, configs.MaxGossipStreams)
 
 	// A new node joins while every slot is held. It dials from 127.0.0.1,
 	// no member's address yet: a stranger like the flood.
@@ -252,7 +254,7 @@ func TestGossipStreamSlotsHeldFromManyAddresses(t *testing.T) {
 	pcfg.SecretKeyFile = cfg.SecretKeyFile
 	joiner := startNode(t, pcfg, edgeMeta(1))
 	waitAll(t, []*Membership{m, joiner}, func(ns []Node) bool { return len(ns) == 2 })
-	t.Logf("a node joined in %s while strangers held all %d stream slots", time.Since(start).Round(time.Millisecond), maxGossipStreams)
+	t.Logf("a node joined in %s while strangers held all %d stream slots", time.Since(start).Round(time.Millisecond), configs.MaxGossipStreams)
 	if m.streams.refused[refusedEvicted].Load() == 0 {
 		t.Error("the joiner got in without a stranger's stream making room: the flood did not hold the slots")
 	}
@@ -260,7 +262,7 @@ func TestGossipStreamSlotsHeldFromManyAddresses(t *testing.T) {
 	// A member's push/pull while the flood holds the slots again: from a
 	// member's address it takes a slot of the members' own, and no
 	// stranger's stream is closed for it.
-	waitStreams(t, m, maxGossipStreams)
+	waitStreams(t, m, configs.MaxGossipStreams)
 	evicted := m.streams.refused[refusedEvicted].Load()
 	if _, err := joiner.ml.Join([]string{m.Addr()}); err != nil {
 		t.Errorf("a member's push/pull while strangers hold every slot: %v", err)

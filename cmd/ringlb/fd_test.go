@@ -229,6 +229,77 @@ func attackDataPort(t *testing.T, w *logWatch, addr string, max int) ([]net.Conn
 	return conns, refused
 }
 
+// TestFDReserveHoldsTheAdminAndGossipCaps runs an edge with RLIMIT_NOFILE
+// 512 and its derived max_connections, fills its data port, then its admin
+// port to its max_connections (32 idle connections from each of four
+// addresses, each held for the request timeout) and gossip to its strangers'
+// cap (8 idle streams from each of eight). The derived limit leaves room for
+// all of them: the process keeps descriptors for its own work (claims,
+// hand-offs, replication dials, probes). Before, the reserve was 64 and the
+// data port's limit 448, and the admin port's connections took the process
+// to EMFILE.
+func TestFDReserveHoldsTheAdminAndGossipCaps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	const limit = 512
+	bin := buildBinary(t)
+	cfg := filepath.Join(t.TempDir(), "edge.yaml")
+	writeFile(t, cfg, "cluster: { name: edge-1, bind: 127.0.0.1:0 }\n"+
+		"edge: { listen: 127.0.0.1:0, admin: 127.0.0.1:0, drain_timeout: 1s }\n")
+	edge := startProc(t, limitedBinary(t, bin, limit), "edge", "-config", cfg)
+	rec := edge.waitLog(t, "edge started")
+	listen, admin, gossip := rec["listen"].(string), rec["admin"].(string), rec["gossip"].(string)
+	max := int(rec["max_connections"].(float64))
+	w := watchLogs(edge)
+	pid := edge.cmd.Process.Pid
+	waitStatus(t, "http://"+listen+"/whoami", 200)
+	base := openFDs(t, pid)
+
+	data, _ := holdIdle(t, w, listen, max)
+	defer closeAll(data)
+	// hold opens per idle connections to addr from each of from loopback
+	// addresses (127.0.0.1, .2, …): the admin port's and gossip's caps are
+	// per client address.
+	hold := func(addr string, from, per int) []net.Conn {
+		var conns []net.Conn
+		for i := 1; i <= from; i++ {
+			d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i))}}
+			for range per {
+				c, err := d.Dial("tcp", addr)
+				if err != nil {
+					closeAll(conns)
+					t.Fatalf("idle connection %d to %s: %v", len(conns), addr, err)
+				}
+				conns = append(conns, c)
+			}
+		}
+		return conns
+	}
+	admins := hold(admin, 4, 32)
+	defer closeAll(admins)
+	streams := hold(gossip, 8, 8)
+	defer closeAll(streams)
+
+	// Everything is held once the process has accepted it all, or it holds
+	// every descriptor it may. (Less one: the readiness check's keep-alive
+	// connection, in base, may hold one of the data port's slots.)
+	want := base + max + len(admins) + len(streams) - 1
+	deadline := time.Now().Add(30 * time.Second)
+	fds := openFDs(t, pid)
+	for ; fds < want && fds < limit; fds = openFDs(t, pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge holds %d descriptors 30s after the idle connections, want %d (or its limit %d)", fds, want, limit)
+		}
+		w.running(t, "under the idle connections")
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("open-file limit %d: max_connections %d; %d descriptors before, %d with %d data, %d admin and %d gossip connections held", limit, max, base, fds, max, len(admins), len(streams))
+	if fds >= limit {
+		t.Errorf("the edge holds all %d descriptors it may: its own work (claims, hand-offs, replication dials) meets EMFILE", fds)
+	}
+}
+
 // Log messages of the accept guard (balancer/acceptguard) the tests wait for.
 const (
 	msgAcceptFailed = "accept failed; backing off"
@@ -255,8 +326,10 @@ func TestFDExhaustionDoesNotEndTheProcess(t *testing.T) {
 		if err != nil {
 			t.Fatalf("check: %v\n%s", err, out)
 		}
-		// ulimit -n 128: 64 kept; the balancer halves the rest (two per tunnel).
-		for _, want := range []string{"edge :7101, max_connections 64;", "balancer :8080, max_connections 32,", "open-file limit 128"} {
+		// ulimit -n 128: less than the reserve (64 for the node's own work,
+		// 128 for the admin port's connections, 128 for gossip's streams):
+		// one connection each.
+		for _, want := range []string{"edge :7101, max_connections 1;", "balancer :8080, max_connections 1,", "open-file limit 128", "open-file limit too low"} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("check summary lacks %q:\n%s", want, out)
 			}
@@ -392,7 +465,7 @@ func TestFDExhaustionDoesNotEndTheProcess(t *testing.T) {
 	t.Run("gslb", func(t *testing.T) {
 		cfg := filepath.Join(t.TempDir(), "gslb.yaml")
 		// max_tcp_connections above the descriptors: accepting fails with
-		// EMFILE before the cap bites (the derived cap, 64 here, refuses
+		// EMFILE before the cap bites (the derived cap, 1 here, refuses
 		// instead: gslb's TestTCPConnectionsCapped).
 		writeFile(t, cfg, `cluster: { name: gslb-1, bind: 127.0.0.1:0, profile: local }
 gslb:

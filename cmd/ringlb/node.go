@@ -669,6 +669,9 @@ func useOpenFileLimit(logger *slog.Logger) {
 		return
 	}
 	logger.Info("open-file limit", "soft", soft, "hard", hard)
+	if soft > 0 && configs.OpenFilesTooFew(int(soft)) {
+		logger.Warn("open-file limit too low: the connection limits derived from it are 1 (the admin port and gossip keep the rest); raise it (LimitNOFILE=, ulimit -n) or set the limits and admin.max_connections", "soft", soft)
+	}
 }
 
 // useMemoryLimit sets the Go runtime's memory limit to 90 % of the

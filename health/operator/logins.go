@@ -58,6 +58,11 @@ type Logins struct {
 	// known: the networks each user has logged in from (the last success),
 	// which the user name's failure count does not refuse.
 	known map[knownNetwork]time.Time
+	// snapshots numbers the sessions' snapshots (under mu); written is
+	// the last one written (under saving): write's order.
+	snapshots uint64
+	saving    sync.Mutex
+	written   uint64
 }
 
 // knownNetwork is a client network a user has logged in from.
@@ -523,7 +528,30 @@ func (l *Logins) endSession(r *http.Request) {
 // save writes the sessions to the state directory, so a restart does not
 // log everyone out.
 func (l *Logins) save() {
-	if err := l.store.Save(sessionsConcern, l.saved()); err != nil {
+	l.write(l.snapshot())
+}
+
+// snapshot is saved with its place in the order of snapshots.
+func (l *Logins) snapshot() (uint64, []savedSession) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.snapshots++
+	return l.snapshots, l.savedLocked()
+}
+
+// write writes the sessions of snapshot seq, unless a later snapshot was
+// written already. A login and a logout save at once, each writing after
+// it took its snapshot: the login's, older, written last brought the
+// logged-out session back after a restart, valid for the rest of its
+// life. Not written under mu, which every request's cookie check takes.
+func (l *Logins) write(seq uint64, sessions []savedSession) {
+	l.saving.Lock()
+	defer l.saving.Unlock()
+	if seq <= l.written {
+		return
+	}
+	l.written = seq
+	if err := l.store.Save(sessionsConcern, sessions); err != nil {
 		l.log.Error("login sessions not saved yet: a restart before they are written reads the sessions saved before", "err", err)
 	}
 }
@@ -532,11 +560,16 @@ func (l *Logins) save() {
 // keeps them, oldest first.
 func (l *Logins) saved() []savedSession {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.savedLocked()
+}
+
+// savedLocked is saved with l.mu held.
+func (l *Logins) savedLocked() []savedSession {
 	out := make([]savedSession, 0, len(l.sessions))
 	for id, s := range l.sessions {
 		out = append(out, savedSession{hex.EncodeToString(id[:]), s})
 	}
-	l.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out
 }

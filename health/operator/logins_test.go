@@ -1013,3 +1013,45 @@ func TestLoginBehindATLSProxyIsSecure(t *testing.T) {
 		t.Errorf("the logout's cookie from an https page: set %v, Secure %v; want Secure", ok, s)
 	}
 }
+
+// A login and a logout save the sessions at once: each took its snapshot
+// under the lock and wrote it after, so the login's snapshot, older (the
+// logged-out session still in it), could be written last — and after a
+// restart the logged-out session was valid again, for the rest of its
+// 12 h. The test takes the login's snapshot itself before the logout and
+// writes it after the logout's, the order the race had.
+func TestLogoutStaysAfterAConcurrentLoginsSave(t *testing.T) {
+	dir := t.TempDir()
+	users := usersFile(t)
+	n := newTestNode(t, configs.Admin{UsersFile: users, StateDir: dir})
+	base := loginServer(t, n, "")
+	c := noRedirects()
+	resp := postLogin(t, c, base, "alice", testPassword, nil)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: %s", resp.Status)
+	}
+	cookie := resp.Cookies()[0]
+
+	seq, older := n.Logins.snapshot() // a concurrent login's snapshot
+	req, _ := http.NewRequest(http.MethodPost, base+PathLogout, nil)
+	req.Header.Set(configs.HeaderAdmin, "1")
+	if resp, err := c.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("logout: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	n.Logins.write(seq, older) // its write, last
+
+	n2 := newTestNode(t, configs.Admin{UsersFile: users, StateDir: dir})
+	base2 := loginServer(t, n2, "")
+	req, _ = http.NewRequest(http.MethodGet, base2+"/api/sessions", nil)
+	req.AddCookie(cookie)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the logged-out session after a restart: %s, want 401", resp.Status)
+	}
+}
