@@ -326,10 +326,22 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 		for t := range b.tunnels {
 			tunnels = append(tunnels, t)
 		}
+		conns := make([]net.Conn, 0, len(b.conns))
 		for c := range b.conns {
-			c.Close()
+			conns = append(conns, c)
 		}
 		b.mu.Unlock()
+		// Closed outside the lock (every connection's start and end
+		// takes it) and without TLS's close_notify: a request cut here
+		// did not end cleanly, and crypto/tls waits up to 5 s to send the
+		// alert to a client that reads nothing whose send queue is full —
+		// one connection after the other, past the shutdown's bound.
+		for _, c := range conns {
+			if tc, ok := c.(*tls.Conn); ok {
+				c = tc.NetConn()
+			}
+			c.Close()
+		}
 		if len(tunnels) > 0 {
 			b.log.Info("shutdown: closing tunnels", "tunnels", len(tunnels))
 		}

@@ -3,6 +3,7 @@ package balancer
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -296,4 +297,37 @@ func (sb *slowBackend) clientSide(t *testing.T) {
 		}
 	})
 
+}
+
+// A Shutdown whose bound ends under a TLS client's answer still being
+// sent cuts the connection, outside the lock every connection's start and
+// end takes, and returns: the client sees its answer end short.
+func TestShutdownCutsATLSAnswerInFlight(t *testing.T) {
+	sb := newSlowBackend(t, true)
+	c := sb.dial(t, "/stall")
+	defer c.Close()
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /stall: %s", resp.Status)
+	}
+	// The answer's head is here, its body stalls: the request is in flight.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	done := make(chan error, 1)
+	began := time.Now()
+	go func() { done <- sb.h.bal.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		t.Logf("Shutdown returned after %s: %v", time.Since(began).Round(time.Millisecond), err)
+	case <-time.After(healthtest.Patience):
+		t.Fatal("Shutdown did not return")
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil || n >= 1<<20 {
+		t.Errorf("the answer in flight after Shutdown: %d bytes, %v; want it cut short", n, err)
+	}
 }

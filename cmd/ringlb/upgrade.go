@@ -26,15 +26,20 @@ import (
 // whether it handed over (the caller exits, with err when the new process
 // then failed to take over: nothing serves); on a failure before the
 // hand-off it logs why and the node goes on serving. The config file takes
-// no change meanwhile (file.Hold); a SIGHUP (hup) or a stop (ctx) that came
-// during the hand-off goes on to the new process.
+// no change meanwhile (file.Hold), nor do the login sessions (Logins.Hold);
+// a SIGHUP (hup) or a stop (ctx) that came during the hand-off goes on to
+// the new process.
 func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, file *operator.ConfigFile, hup <-chan os.Signal, dir string, stopTimeout time.Duration, logger *slog.Logger) (handed bool, err error) {
 	began := time.Now()
 	release := file.Hold("an upgrade is under way: the config applies to the new process once it has taken over; send the change again then")
+	// Before the new process is started with the login sessions as they
+	// are (the admin start part, or the state directory's file).
+	releaseLogins := n.op.Logins.Hold("an upgrade is under way: log in or out again in a moment, on the new process")
 	logger.Info("upgrade: starting the new process", "node", n.name, "binary", proc.Executable())
 	child, err := proc.Upgrade(ctx, n.sendState)
 	if err != nil {
 		release()
+		releaseLogins()
 		attrs := []any{"node", n.name, "err", err}
 		var ue *handoff.UpgradeError
 		if errors.As(err, &ue) && ue.StderrTail != "" {
@@ -72,6 +77,11 @@ func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, file *oper
 		}
 	}
 	child.Conn.Close()
+	// A stop that came until now was for the node, which the new process
+	// is from here on; one that comes later, while this process stops
+	// (its kept tunnels run up to the shutdown timeout), is for this one
+	// alone — `kill OLDPID` passed on stopped the node.
+	stopForNode := ctx.Err() != nil
 	failed := errors.Is(doneErr, handoff.ErrTakeOverFailed)
 	status := fmt.Sprintf("ok %d", child.PID)
 	if failed {
@@ -107,7 +117,7 @@ func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, file *oper
 		}
 		logger.Info("upgrade: "+why+" during the hand-off: passed to the new process", "signal", sig.String(), "pid", child.PID)
 	}
-	if ctx.Err() != nil {
+	if stopForNode {
 		forward(syscall.SIGTERM, "told to stop")
 	}
 	select {

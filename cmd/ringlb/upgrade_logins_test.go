@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -85,6 +88,139 @@ func TestUpgradeKeepsLoginSessions(t *testing.T) {
 			t.Logf("alice's session after the upgrade: %s", got)
 			if !strings.HasPrefix(got, "200") {
 				t.Errorf("alice's session after the upgrade: %s, want 200", got)
+			}
+		})
+	}
+}
+
+// A logout the old process answers during a hitless upgrade holds on the
+// new one: the hand-off's sessions (or, with state_dir, the file the new
+// process reads at its start) are taken as the upgrade begins, and the old
+// process serves its admin port until its hand-off. A logout it answered
+// 200 in between came back to life on the new process — a cookie the
+// operator had ended (a shared screen, a stolen laptop) worked again.
+// The logout here is sent to the old process on a connection it accepted
+// before SIGUSR2, its head completed only once the new process runs.
+func TestUpgradeKeepsLogouts(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	member := okServer(t)
+	gslbSection := fmt.Sprintf(`gslb:
+  listen: 127.0.0.1:0
+  admin: { listen: 127.0.0.1:0, users_file: users }
+  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1" ] } ]
+  monitors: { bal: { type: http, path: /, interval: 1s, timeout: 500ms, rise: 1, fall: 2 } }
+  names:
+    - name: ide.ringlb.test
+      default_region: east
+      regions: { east: { monitor: bal, members: [ { name: bal-1, address: 127.0.0.1, probe: %q } ] } }
+`, member)
+	for _, tc := range []struct {
+		name, role, stateDir, section string
+	}{
+		{"balancer", "balancer", "", "balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, users_file: users } }\n"},
+		{"balancer-state_dir", "balancer", ", state_dir: state", "balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, users_file: users } }\n"},
+		{"gslb", "gslb", "", gslbSection},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			line, err := configs.UsersLine("alice", operatorPassword)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(dir, "users"), line+"\n")
+			path := filepath.Join(dir, tc.role+".yaml")
+			writeFile(t, path, fmt.Sprintf("cluster: { name: %s-1, bind: 127.0.0.1:0, profile: local%s }\n", tc.role, tc.stateDir)+tc.section)
+			p := startProc(t, bin, tc.role, "-config", path, "-upgrade-dir", filepath.Join(dir, "run"))
+			adminAddr := p.waitLog(t, tc.role+" started")["admin"].(string)
+			admin := "http://" + adminAddr
+
+			jar, _ := cookiejar.New(nil)
+			client := &http.Client{Jar: jar, Timeout: 15 * time.Second}
+			resp, err := client.PostForm(admin+"/login", url.Values{"user": {"alice"}, "password": {operatorPassword}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("alice's login: %d", resp.StatusCode)
+			}
+			u, _ := url.Parse(admin)
+			var cookie string
+			for _, c := range jar.Cookies(u) {
+				if c.Name == configs.CookieAdmin {
+					cookie = c.Value
+				}
+			}
+			if cookie == "" {
+				t.Fatal("no session cookie after the login")
+			}
+			whoami := func() int {
+				t.Helper()
+				resp, err := client.Get(admin + "/api/whoami")
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+
+			// Only the old process accepts now; the head's last line
+			// is held back until the new one is ready.
+			c, err := net.Dial("tcp", adminAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := fmt.Fprintf(c, "POST /logout HTTP/1.1\r\nHost: %s\r\nCookie: %s=%s\r\n%s: 1\r\nContent-Length: 0\r\n", adminAddr, configs.CookieAdmin, cookie, configs.HeaderAdmin); err != nil {
+				t.Fatal(err)
+			}
+			old := p.cmd.Process.Pid
+			syscall.Kill(old, syscall.SIGUSR2)
+			// The new process's first line: it runs, its start state
+			// taken; the old one serves until the new one is ready (a
+			// head completed once the old one stops serving is dropped
+			// unanswered, as net/http does).
+			p.waitLog(t, "open-file limit")
+			oldAnswer := "no answer"
+			if _, err := io.WriteString(c, "\r\n"); err != nil {
+				oldAnswer += ": " + err.Error()
+			} else {
+				_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+				if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+					oldAnswer += ": " + err.Error()
+				} else {
+					resp.Body.Close()
+					oldAnswer = resp.Status
+					if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+						t.Errorf("the old process's 503 to the logout has no Retry-After")
+					}
+				}
+			}
+			next := int(p.waitLog(t, "upgrade done; the old process exits")["new_pid"].(float64))
+			t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+			waitGone(t, old)
+			t.Logf("the old process's answer to the logout during the upgrade: %s", oldAnswer)
+			if !strings.HasPrefix(oldAnswer, "200") {
+				// Refused or cut: the operator logs out again, on the
+				// new process.
+				req, _ := http.NewRequest(http.MethodPost, admin+"/logout", nil)
+				req.Header.Set(configs.HeaderAdmin, "1")
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("the logout again after the upgrade: %s", resp.Status)
+				}
+				jar.SetCookies(u, []*http.Cookie{{Name: configs.CookieAdmin, Value: cookie, Path: "/"}})
+			}
+			if got := whoami(); got != http.StatusUnauthorized {
+				t.Errorf("alice's ended session on the new process: %d, want 401", got)
 			}
 		})
 	}

@@ -752,3 +752,95 @@ func upgradeReadingFIFO(t *testing.T, cfg string, old int) (fifo *os.File, next 
 	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
 	return fifo, next
 }
+
+// A SIGTERM to the old process once it has handed over — its outcome
+// recorded, the new process the node's main one, a TLS tunnel (which
+// cannot move) kept for up to the shutdown timeout — is for that process,
+// already stopping: the new one serves on. Before, it was passed to the
+// new process as the old one exited, as if it had come during the
+// hand-off: `kill OLDPID`, to be rid of the old process, stopped the node.
+func TestStopOfTheOldProcessAfterTheHandOffLeavesTheNewOne(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	echo := startEchoBackend(t)
+	cert, key := selfSigned(t, dir, 0o600)
+	cfg := filepath.Join(dir, "balancer.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`cluster: { name: bal-1, bind: 127.0.0.1:0, profile: local }
+balancer:
+  listen: 127.0.0.1:0
+  admin: { listen: 127.0.0.1:0 }
+  tls: { cert_file: %s, key_file: %s }
+  edges: [ { name: echo, url: "http://%s" } ]
+`, cert, key, echo.ln.Addr()))
+	run := filepath.Join(dir, "run")
+	// The kept tunnel holds the old process until the shutdown timeout.
+	bal := startProc(t, bin, "balancer", "-config", cfg, "-upgrade-dir", run, "-shutdown-timeout", "5s")
+	started := bal.waitLog(t, "balancer started")
+	listen, admin := started["listen"].(string), started["admin"].(string)
+	old := bal.cmd.Process.Pid
+
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	var ws *websocket.Conn
+	deadline := time.Now().Add(60 * time.Second)
+	for ws == nil {
+		c, _, err := d.Dial("wss://"+listen+"/ws", http.Header{"Ctstickiness": {"kept"}})
+		if err == nil {
+			ws = c
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no TLS tunnel through the balancer within 60s: %v", err)
+		} else {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	defer ws.Close()
+
+	syscall.Kill(old, syscall.SIGUSR2)
+	status := filepath.Join(run, "upgrade-"+strconv.Itoa(old)+".status")
+	for {
+		if data, _ := os.ReadFile(status); strings.HasPrefix(string(data), "ok ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no outcome recorded within 60s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	syscall.Kill(old, syscall.SIGTERM)
+	// Every line up to the old process's last, one of them perhaps the
+	// stop passed on.
+	var forwarded, done map[string]any
+	for done == nil {
+		select {
+		case rec, ok := <-bal.logs:
+			if !ok {
+				t.Fatal("the processes' log ended before the old process's last line")
+			}
+			switch msg := fmt.Sprint(rec["msg"]); {
+			case strings.HasPrefix(msg, "upgrade: told to stop"):
+				forwarded = rec
+			case msg == "upgrade done; the old process exits":
+				done = rec
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("the old process did not exit within 60s")
+		}
+	}
+	next := int(done["new_pid"].(float64))
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	waitGone(t, old)
+	if forwarded != nil {
+		t.Errorf("the old process's own stop was passed to the new one: %v", forwarded)
+	}
+	resp, err := http.Get("http://" + admin + "/healthz")
+	if err != nil {
+		t.Fatalf("the new process after the old one's stop: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !alive(next) {
+		t.Errorf("the new process after the old one's stop: %s, alive %v", resp.Status, alive(next))
+	}
+}

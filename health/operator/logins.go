@@ -63,6 +63,11 @@ type Logins struct {
 	snapshots uint64
 	saving    sync.Mutex
 	written   uint64
+	// held says why no session begins or ends now (Hold); "": they do.
+	held string
+	// unsaved counts the sessions' changes whose save has not ended (Hold
+	// waits for them).
+	unsaved sync.WaitGroup
 }
 
 // knownNetwork is a client network a user has logged in from.
@@ -482,13 +487,38 @@ func clientNetwork(remote string) string {
 	return acceptguard.ClientNetwork(a).String()
 }
 
-// newSession starts a login session for user and returns its cookie value.
-func (l *Logins) newSession(user string) (string, time.Time) {
+// Hold makes every login and logout refused, saying why, until release:
+// while an upgrade hands the node over, the new process starts from the
+// sessions as they are now (the hand-off's, or the state file's), and a
+// logout answered by the one exiting came back to life there. It returns
+// once the changes made before it are saved. nil Logins: nothing to hold.
+func (l *Logins) Hold(why string) (release func()) {
+	if l == nil {
+		return func() {}
+	}
+	l.mu.Lock()
+	l.held = why
+	l.mu.Unlock()
+	l.unsaved.Wait()
+	return func() {
+		l.mu.Lock()
+		l.held = ""
+		l.mu.Unlock()
+	}
+}
+
+// newSession starts a login session for user and returns its cookie value;
+// held is why it did not (Hold).
+func (l *Logins) newSession(user string) (value string, expires time.Time, held string) {
 	var raw [32]byte
 	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails on Linux (it panics first)
 	now := l.now()
 	s := session{User: user, Created: now.UTC(), Expires: now.Add(SessionTTL).UTC(), PasswordID: passwordID((*l.users.Load())[user])}
 	l.mu.Lock()
+	if l.held != "" {
+		defer l.mu.Unlock()
+		return "", time.Time{}, l.held
+	}
 	for id, old := range l.sessions {
 		if !now.Before(old.Expires) {
 			delete(l.sessions, id)
@@ -505,29 +535,40 @@ func (l *Logins) newSession(user string) (string, time.Time) {
 		delete(l.sessions, oldest)
 	}
 	l.sessions[sha256.Sum256(raw[:])] = s
+	l.unsaved.Add(1)
 	l.mu.Unlock()
 	l.save()
-	return base64.RawURLEncoding.EncodeToString(raw[:]), s.Expires
+	return base64.RawURLEncoding.EncodeToString(raw[:]), s.Expires, ""
 }
 
-// endSession ends the session of a request's cookie.
-func (l *Logins) endSession(r *http.Request) {
+// endSession ends the session of a request's cookie; held is why it did
+// not (Hold).
+func (l *Logins) endSession(r *http.Request) (held string) {
 	id, ok := cookieID(r)
 	if !ok {
-		return
+		return ""
 	}
 	l.mu.Lock()
+	if l.held != "" {
+		defer l.mu.Unlock()
+		return l.held
+	}
 	_, had := l.sessions[id]
 	delete(l.sessions, id)
+	if had {
+		l.unsaved.Add(1)
+	}
 	l.mu.Unlock()
 	if had {
 		l.save()
 	}
+	return ""
 }
 
 // save writes the sessions to the state directory, so a restart does not
-// log everyone out.
+// log everyone out, and ends one unsaved change.
 func (l *Logins) save() {
+	defer l.unsaved.Done()
 	l.write(l.snapshot())
 }
 
@@ -701,7 +742,14 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusUnauthorized, "wrong user or password")
 		return
 	}
-	value, expires := n.Logins.newSession(user)
+	value, expires, held := n.Logins.newSession(user)
+	if held != "" {
+		rec.Result = http.StatusServiceUnavailable
+		n.Audit.AddRefused(rec)
+		w.Header().Set("Retry-After", "1")
+		answer(http.StatusServiceUnavailable, held)
+		return
+	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: value, Path: "/", Expires: expires, MaxAge: int(SessionTTL.Seconds()),
 		HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
 	rec.Result = http.StatusOK
@@ -729,7 +777,11 @@ func overTLS(r *http.Request) bool {
 func (n *Node) serveLogout(w http.ResponseWriter, r *http.Request) {
 	Describe(r.Context(), "logout", CallerUser(r.Context()))
 	if n.Logins != nil {
-		n.Logins.endSession(r)
+		if held := n.Logins.endSession(r); held != "" {
+			w.Header().Set("Retry-After", "1")
+			WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": held})
+			return
+		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
 	WriteJSON(w, http.StatusOK, map[string]bool{"logged_out": true})

@@ -1055,3 +1055,61 @@ func TestLogoutStaysAfterAConcurrentLoginsSave(t *testing.T) {
 		t.Fatalf("the logged-out session after a restart: %s, want 401", resp.Status)
 	}
 }
+
+// While an upgrade hands the node over (Hold), the old process refuses
+// logins and logouts with 503 and Retry-After: the new process started
+// from the sessions as they were (the hand-off's, or the state file's),
+// and a logout the old one answered came back to life there.
+func TestHeldLoginsRefuseLoginAndLogout(t *testing.T) {
+	for _, stateDir := range []bool{false, true} {
+		t.Run(fmt.Sprintf("state_dir=%v", stateDir), func(t *testing.T) {
+			admin := configs.Admin{UsersFile: usersFile(t)}
+			if stateDir {
+				admin.StateDir = t.TempDir()
+			}
+			old := newTestNode(t, admin)
+			base := loginServer(t, old, "")
+			resp := postLogin(t, noRedirects(), base, "alice", testPassword, nil)
+			if resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("login: %s", resp.Status)
+			}
+			cookie := resp.Cookies()[0].Value
+			release := old.Logins.Hold("an upgrade is under way")
+			next := admin
+			next.Inherited = old.HandOff()
+			base2 := loginServer(t, newTestNode(t, next), "")
+
+			logout := func(base string) *http.Response {
+				t.Helper()
+				req, _ := http.NewRequest(http.MethodPost, base+PathLogout, nil)
+				req.AddCookie(&http.Cookie{Name: SessionCookie, Value: cookie})
+				req.Header.Set(configs.HeaderAdmin, "1")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp
+			}
+			if resp := logout(base); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("a logout on the held process: %s (Retry-After %q), want 503 with Retry-After", resp.Status, resp.Header.Get("Retry-After"))
+			}
+			if resp := postLogin(t, noRedirects(), base, "alice", testPassword, nil); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("a login on the held process: %s, want 503 with Retry-After", resp.Status)
+			}
+			if got := cookieStatus(t, base2, cookie); got != http.StatusOK {
+				t.Fatalf("the session on the new process: %d, want 200", got)
+			}
+			if resp := logout(base2); resp.StatusCode != http.StatusOK {
+				t.Fatalf("the logout again, on the new process: %s", resp.Status)
+			}
+			if got := cookieStatus(t, base2, cookie); got != http.StatusUnauthorized {
+				t.Errorf("the ended session on the new process: %d, want 401", got)
+			}
+			release()
+			if resp := logout(base); resp.StatusCode != http.StatusOK {
+				t.Errorf("a logout once the hold is released (a failed upgrade): %s, want 200", resp.Status)
+			}
+		})
+	}
+}
