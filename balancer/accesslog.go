@@ -308,9 +308,11 @@ func (a *accessLog) enqueue(e *accessEntry) {
 }
 
 // request logs a plain HTTP request that ended (serveData's defer). A
-// successful upgrade is left to its tunnel.
+// successful upgrade is left to its tunnel; the other hijack, an answer
+// streamed to an HTTP/1.0 client to its close (closeDelimited), keeps its
+// answer's body stream and is logged here.
 func (a *accessLog) request(ctx *fasthttp.RequestCtx, start time.Time) {
-	if !a.on.Load() || ctx.Hijacked() {
+	if !a.on.Load() || ctx.Hijacked() && !ctx.Response.IsBodyStream() {
 		return
 	}
 	e := accessEntry{at: start, kind: accessHTTP, status: ctx.Response.StatusCode(), duration: time.Since(start)}

@@ -133,6 +133,9 @@ type Balancer struct {
 	listeners []net.Listener
 	tunnels   map[*tunnel]struct{}
 	conns     map[net.Conn]struct{} // client connections fasthttp serves, for a forced stop
+	// answering: hijacked client connections an answer is streamed to
+	// until their close (Balancer.closeDelimited), for a forced stop.
+	answering map[net.Conn]struct{}
 	// handovers: upgrades answered 101 whose connection fasthttp has not
 	// handed to the tunnel yet (ended if it closes the connection instead).
 	handovers acceptguard.Handovers
@@ -172,6 +175,7 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		reg:        reg,
 		tunnels:    make(map[*tunnel]struct{}),
 		conns:      make(map[net.Conn]struct{}),
+		answering:  make(map[net.Conn]struct{}),
 		limiterSet: make(chan struct{}),
 		connBudget: acceptguard.NewBudget(cfg.Limits.MaxConnections),
 		peerClient: newPeerClient(),
@@ -330,6 +334,9 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 		for c := range b.conns {
 			conns = append(conns, c)
 		}
+		for c := range b.answering {
+			c.Close()
+		}
 		b.mu.Unlock()
 		// Closed outside the lock (every connection's start and end
 		// takes it) and without TLS's close_notify: a request cut here
@@ -442,6 +449,28 @@ func (b *Balancer) registerTunnel(t *tunnel) bool {
 	b.wg.Add(1)
 	b.metrics.connectionsActive.WithLabelValues(t.edge).Inc()
 	return true
+}
+
+// holdAnswer records c as streaming a hijacked answer (closeDelimited), so
+// that Shutdown waits for it and cuts it when forced; false when the
+// balancer is shutting down: the answer then goes on unwaited for, still
+// bounded by request_timeout between reads and writes.
+func (b *Balancer) holdAnswer(c net.Conn) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closing {
+		return false
+	}
+	b.answering[c] = struct{}{}
+	b.wg.Add(1)
+	return true
+}
+
+func (b *Balancer) releaseAnswer(c net.Conn) {
+	b.mu.Lock()
+	delete(b.answering, c)
+	b.mu.Unlock()
+	b.wg.Done()
 }
 
 func (b *Balancer) releaseTunnel(t *tunnel) {

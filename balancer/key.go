@@ -78,6 +78,12 @@ var (
 	errKeyTooLong  = configs.ErrKeyTooLong
 	errKeyControls = configs.ErrKeyControl
 	errKeyNotUTF8  = configs.ErrKeyNotUTF8
+	// errKeyAmbiguous: a header or query parameter source sent twice
+	// with different values (keyExtractor.extract says why).
+	errKeyAmbiguous = errors.New("stickiness key sent twice with different values")
+	// errKeyPathNotAsSent: a path:N key segment that reads otherwise in
+	// the target as sent (keyExtractor.extract says why).
+	errKeyPathNotAsSent = errors.New("stickiness key segment of the path reads otherwise as sent than normalized")
 )
 
 // keyExtractor reads the stickiness key of a request from the configured
@@ -92,7 +98,7 @@ type keyExtractor struct {
 	// byIP routes key-less requests by the client address (no_key: source_ip).
 	byIP bool
 	// Pre-rendered 400 bodies, so that rejecting a key does not allocate.
-	tooLongBody, controlsBody, notUTF8Body, noKeyBody []byte
+	tooLongBody, controlsBody, notUTF8Body, ambiguousBody, pathBody, noKeyBody []byte
 }
 
 // newKeyExtractor makes the extractor of a provisioned key section: the
@@ -116,27 +122,74 @@ func newKeyExtractor(cfg configs.Key) *keyExtractor {
 	e.tooLongBody = fmt.Appendf(nil, "bad request: stickiness key longer than %d bytes\n", e.maxLength)
 	e.controlsBody = []byte("bad request: stickiness key contains control characters\n")
 	e.notUTF8Body = []byte("bad request: stickiness key is not valid UTF-8\n")
+	e.ambiguousBody = []byte("bad request: stickiness key sent twice with different values\n")
+	e.pathBody = []byte("bad request: the path's stickiness key segment moves under dot segments or an encoded slash\n")
 	e.noKeyBody = []byte("bad request: no stickiness key (send a ctstickiness header or cookie)\n")
 	return e
 }
 
 // extract returns the request's stickiness key and where it came from, or
 // errNoKey when no source has a non-empty value, or errKeyTooLong /
-// errKeyControls / errKeyNotUTF8. The key aliases req's buffers or buf: it is valid until the
-// request is released and buf goes out of scope. It does not allocate.
+// errKeyControls / errKeyNotUTF8 / errKeyAmbiguous / errKeyPathNotAsSent.
+// The key aliases req's buffers or buf: it is valid until the request is
+// released and buf goes out of scope. It does not allocate but to drop a
+// cookie's repeats.
+//
+// A source sent twice with different values routes by one while a
+// backend may read the other (PHP and Django take the last value of a
+// parameter, Django of a cookie): a client routed by session A's key
+// would be placed in session B on A's owner, a copy of B beside the one
+// on B's owner — a split. Different values of a header or a query
+// parameter are refused (400); identical repeats pass. A cookie sent
+// twice is what browsers do for cookies of one name set on two paths or
+// domains, the more specific path first (RFC 6265, 5.4), and refusing it
+// would lock such a browser out until its cookies are cleared: the first
+// value routes, as Go, PHP, Rack and Express read it, and the backend
+// gets that value alone.
 func (e *keyExtractor) extract(req *fasthttp.Request, buf *keyBuf) ([]byte, sourceKind, error) {
 	for i := range e.sources {
 		src := &e.sources[i]
 		var v []byte
 		switch src.kind {
 		case sourceHeader:
-			v = req.Header.Peek(src.name)
+			vs := req.Header.PeekAll(src.name)
+			if len(vs) > 0 {
+				v = vs[0]
+			}
+			for _, o := range vs[min(1, len(vs)):] {
+				if !bytes.Equal(o, v) {
+					return nil, src.kind, errKeyAmbiguous
+				}
+			}
 		case sourceCookie:
 			v = req.Header.Cookie(src.name)
+			if repeatedCookie(&req.Header, src.name, v) {
+				// The key moves to the end of the cookie list, copied
+				// first: deleting reuses the buffers v aliases.
+				first := string(v)
+				req.Header.DelCookie(src.name)
+				req.Header.SetCookie(src.name, first)
+				v = req.Header.Cookie(src.name)
+			}
 		case sourcePath:
+			// The key is read from the path fasthttp normalized (dot
+			// segments resolved, percent-encoding decoded, %2F a slash),
+			// the target goes to the backend as sent: /s/A/../B/ws would
+			// route by B while a backend that does not normalize, or
+			// splits before it decodes, reads A — a split. Such a target
+			// is refused; dot segments that leave the key segment where
+			// it is, and encoded bytes that decode to it, pass.
 			v = pathSegment(req.URI().Path(), src.segment)
+			if len(v) > 0 && !decodesTo(pathSegment(targetPath(req.Header.RequestURI()), src.segment), v) {
+				return nil, src.kind, errKeyPathNotAsSent
+			}
 		case sourceQuery:
 			v = req.URI().QueryArgs().Peek(src.name)
+			for k, o := range req.URI().QueryArgs().All() {
+				if string(k) == src.name && !bytes.Equal(o, v) {
+					return nil, src.kind, errKeyAmbiguous
+				}
+			}
 			if len(v) > 0 && e.hashQuery {
 				// A query parameter is usually a credential (a join token):
 				// it ends up in the ctstickiness header the edge gets, in
@@ -147,10 +200,9 @@ func (e *keyExtractor) extract(req *fasthttp.Request, buf *keyBuf) ([]byte, sour
 				// guessable ones. No length limit applies to the raw token
 				// (JWTs are often longer than 256 bytes); the hash has a
 				// fixed length and fasthttp bounds the URI itself.
-				// Only the first value is used; the edge never re-reads the
-				// parameter for routing because it gets the resolved key in
-				// ctstickiness, so a repeated parameter cannot route a client
-				// one way and bind its session another.
+				// The edge never re-reads the parameter for routing: it gets
+				// the resolved key in ctstickiness (and a repeat with another
+				// value, which a backend could read instead, was refused).
 				var sum [8]byte
 				binary.BigEndian.PutUint64(sum[:], xxhash.Sum64(v))
 				hex.Encode(buf[:16], sum[:])
@@ -192,6 +244,10 @@ func (e *keyExtractor) rejectBody(err error) []byte {
 		return e.controlsBody
 	case errKeyNotUTF8:
 		return e.notUTF8Body
+	case errKeyAmbiguous:
+		return e.ambiguousBody
+	case errKeyPathNotAsSent:
+		return e.pathBody
 	}
 	return e.noKeyBody
 }
@@ -204,6 +260,22 @@ func assignKey(buf *keyBuf) []byte {
 	_, _ = rand.Read(raw[:]) // never fails since Go 1.24
 	hex.Encode(buf[:], raw[:])
 	return buf[:32]
+}
+
+// repeatedCookie reports whether h holds cookie name more than once with a
+// value other than first, its first.
+func repeatedCookie(h *fasthttp.RequestHeader, name string, first []byte) bool {
+	seen := false
+	for k, v := range h.Cookies() {
+		if string(k) != name {
+			continue
+		}
+		if seen && !bytes.Equal(v, first) {
+			return true
+		}
+		seen = true
+	}
+	return false
 }
 
 // pathSegment returns the nth (from 1) non-empty segment of path, or nil.
@@ -223,6 +295,57 @@ func pathSegment(path []byte, n int) []byte {
 		path = path[end:]
 	}
 	return nil
+}
+
+// targetPath is the path of a request target as sent: an origin-form
+// target up to its query, an absolute-form one's after its authority.
+func targetPath(target []byte) []byte {
+	if len(target) > 0 && target[0] != '/' {
+		i := bytes.Index(target, []byte("://"))
+		if i < 0 {
+			return target // "*"
+		}
+		target = target[i+3:]
+		if i = bytes.IndexByte(target, '/'); i < 0 {
+			return nil
+		}
+		target = target[i:]
+	}
+	if i := bytes.IndexAny(target, "?#"); i >= 0 {
+		target = target[:i]
+	}
+	return target
+}
+
+// decodesTo reports whether raw, percent-decoded, is decoded.
+func decodesTo(raw, decoded []byte) bool {
+	j := 0
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c == '%' && i+2 < len(raw) {
+			if hi, lo := unhex(raw[i+1]), unhex(raw[i+2]); hi >= 0 && lo >= 0 {
+				c = byte(hi<<4 | lo)
+				i += 2
+			}
+		}
+		if j == len(decoded) || decoded[j] != c {
+			return false
+		}
+		j++
+	}
+	return j == len(decoded)
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
 }
 
 // ipKey formats the client address into buf as the key of a key-less

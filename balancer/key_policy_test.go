@@ -38,6 +38,9 @@ func TestPathKeySource(t *testing.T) {
 	defer fasthttp.ReleaseRequest(req)
 	req.SetRequestURI("/s/room-42/ws")
 	keys := h.bal.current.Load().keys
+	if key, _, err := keys.extract(req, &kb); string(key) != "room-42" || err != nil {
+		t.Fatalf("path key %q, %v", key, err)
+	}
 	if n := testing.AllocsPerRun(100, func() { keys.extract(req, &kb) }); n != 0 {
 		t.Errorf("path key extraction allocates %v times", n)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -435,6 +436,7 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 	key := rt.key
 	req := &ctx.Request
 	clientClose := req.Header.ConnectionClose()
+	http10 := !req.Header.IsHTTP11()
 	length := req.Header.ContentLength() // -1 chunked, -2 no body
 	prepareRequestHeader(ctx, &req.Header, key, false)
 	// The client's "Connection: close" is about its own connection, not
@@ -560,6 +562,16 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 		// The key's backend answered: it lives there for linger more.
 		b.table.record(rt.hash, edge, rt.basis, clientAddr(ctx), nil)
 	}
+	b.countRequest(edge, ctx.Response.StatusCode())
+	if http10 && ctx.Response.Header.ContentLength() < 0 {
+		if ctx.Response.IsBodyStream() && !ctx.IsHead() && bodyAllowed(ctx.Response.StatusCode()) {
+			b.closeDelimited(ctx, answerConn(ctx.Response.RemoteAddr()))
+			return
+		}
+		// No body follows (HEAD, 304): the head alone, without the
+		// coding an HTTP/1.0 client cannot read.
+		ctx.Response.Header.Del(fasthttp.HeaderTransferEncoding)
+	}
 	if ctx.Response.IsBodyStream() {
 		// The body streams to the client after this handler returns,
 		// timed between reads and writes, not as a whole.
@@ -567,7 +579,56 @@ func (b *Balancer) serveHTTP(ctx *fasthttp.RequestCtx, snap *ring.Snapshot, rt r
 			c.streamTo(ctx.Conn())
 		}
 	}
-	b.countRequest(edge, ctx.Response.StatusCode())
+}
+
+// bodyAllowed reports whether an answer of status code may carry a body
+// (RFC 9110, 6.4.1: not 1xx, 204 or 304).
+func bodyAllowed(code int) bool {
+	return code >= 200 && code != fasthttp.StatusNoContent && code != fasthttp.StatusNotModified
+}
+
+// closeDelimited sends an answer of unknown length to an HTTP/1.0 client
+// as nginx does: without a transfer coding, its end the connection's close.
+// fasthttp's server writes such a body chunked whatever the request's
+// version, a coding HTTP/1.0 cannot carry (RFC 9112, 6.1): the client took
+// the chunk sizes for the body and, having asked for keep-alive, waited
+// for an end that never came. The server writes nothing (the connection is
+// hijacked once any answer before it is flushed); the body streams as
+// streamTo times it, each read from the edge and each write to the client
+// within request_timeout, the head too.
+func (b *Balancer) closeDelimited(ctx *fasthttp.RequestCtx, edgeConn *pooledConn) {
+	ctx.SetConnectionClose()
+	h := &ctx.Response.Header
+	h.Del(fasthttp.HeaderTransferEncoding)
+	h.SetConnectionClose()
+	client := ctx.Conn()
+	// Should the server close the connection instead of handing it over
+	// (a failed write of an earlier pipelined answer), the edge's answer
+	// is dropped with it, its connection not left held.
+	b.handovers.Pending(client, func() { _ = ctx.Response.CloseBodyStream() })
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		b.handovers.Taken(client)
+		// Shutdown waits for the answer as for a tunnel, and cuts it with
+		// the client connections when its context ends.
+		held := b.holdAnswer(c)
+		defer func() {
+			c.Close() // KeepHijackedConns: the connection is ours to close
+			_ = ctx.Response.CloseBodyStream()
+			if held {
+				b.releaseAnswer(c)
+			}
+		}()
+		timeout := b.current.Load().cfg.Limits.RequestTimeout.D()
+		_ = c.SetWriteDeadline(time.Now().Add(timeout))
+		if _, err := c.Write(h.Header()); err != nil {
+			return
+		}
+		if edgeConn != nil {
+			edgeConn.streamTo(c)
+		}
+		_, _ = io.Copy(c, ctx.Response.BodyStream())
+	})
 }
 
 // answerStalled reports an answer cut in the middle of its body because

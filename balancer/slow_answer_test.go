@@ -109,8 +109,14 @@ func (sb *slowBackend) serve(w http.ResponseWriter, r *http.Request) {
 	case "/download": // all of it, as fast as it is taken
 		w.Header().Set("Content-Length", strconv.Itoa(len(slowDownload)))
 		w.Write(slowDownload)
-	case "/endless": // more than anyone reads, until the connection is cut
-		w.Header().Set("Content-Length", strconv.Itoa(1<<40))
+	case "/stall-chunked": // /stall without a length: chunked
+		w.Write(pattern(16 << 10))
+		flush()
+		wait(healthtest.Patience * 4)
+	case "/endless", "/endless-chunked": // more than anyone reads, until the connection is cut
+		if r.URL.Path == "/endless" {
+			w.Header().Set("Content-Length", strconv.Itoa(1<<40))
+		}
 		buf := pattern(64 << 10)
 		for {
 			if _, err := w.Write(buf); err != nil {
