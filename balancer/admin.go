@@ -75,6 +75,10 @@ const balancerConcern = "balancer"
 type balancerState struct {
 	Maintenance  bool                        `json:"maintenance"`
 	StaticDrains map[string]staticDrainState `json:"static_drains,omitempty"`
+	// WeightZeroSince is when each static edge got weight 0 in the config
+	// (its drain's clock), by name. An earlier release neither reads nor
+	// writes it: its restarts start the clocks afresh, as they did.
+	WeightZeroSince map[string]time.Time `json:"weight_zero_since,omitempty"`
 }
 
 // staticDrainState is one static edge's admin drain in cluster.state_dir.
@@ -97,6 +101,9 @@ func (b *Balancer) restoreState() {
 		return
 	}
 	b.maintenance.Store(st.Maintenance)
+	if len(st.WeightZeroSince) <= maxStateMembers {
+		b.zeroSince, b.savedZeroSince = st.WeightZeroSince, st.WeightZeroSince
+	}
 	var drained []string
 	for name, d := range st.StaticDrains {
 		b.table.restoreDrain(name, drainState{on: d.On, deadline: d.Deadline.UnixNano(), stamp: d.Stamp})
@@ -113,7 +120,7 @@ func (b *Balancer) restoreState() {
 // saveState writes the operator state; a failure is logged (the change
 // stands, in memory, and the Store writes it again).
 func (b *Balancer) saveState() {
-	st := balancerState{Maintenance: b.maintenance.Load()}
+	st := balancerState{Maintenance: b.maintenance.Load(), WeightZeroSince: b.zeroSinceToSave()}
 	for name, d := range b.table.drains.all() {
 		if st.StaticDrains == nil {
 			st.StaticDrains = map[string]staticDrainState{}

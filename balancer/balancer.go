@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -127,6 +128,11 @@ type Balancer struct {
 	// staticStates are the previous process's static edge monitor states
 	// (ReceiveState), for FollowCluster's monitors to start from.
 	staticStates map[string]bool
+	// zeroSince are when static edges got weight 0 (their drain's clock),
+	// as the process this one replaced (ReceiveState) or cluster.state_dir
+	// (restoreState) had them, for FollowCluster's static edges to go on
+	// from; savedZeroSince is what state_dir holds (saveZeroSince).
+	zeroSince, savedZeroSince map[string]time.Time
 	// listeners are those Serve and ServeRedirect were given: Shutdown
 	// closes them itself, as one may be handed to fasthttp only after
 	// fasthttp's own Shutdown has run.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"time"
 
@@ -155,6 +156,10 @@ type handoffState struct {
 	// process's monitors start from it, so an edge seen down stays off the
 	// ring (a fresh monitor starts up, until Fall checks fail).
 	Static map[string]bool `json:"static,omitempty"`
+	// ZeroSince is when each static edge of weight 0 got it (its drain's
+	// clock), by name: the new process's drains go on from them. Absent
+	// from an earlier release: they start afresh (or from state_dir).
+	ZeroSince map[string]time.Time `json:"zero_since,omitempty"`
 	// TableWaiting: the old process's table did not route yet (it waited
 	// for the other balancers' table, after a restart), so the one it
 	// hands over is partial and the new process waits as it did. An
@@ -198,6 +203,7 @@ func (b *Balancer) SendState(c *handoff.Conn) error {
 	}
 	if static := b.static.Load(); static != nil {
 		st.Static = static.states()
+		st.ZeroSince = static.zeroSince()
 	}
 	st.TableWaiting = !b.table.routable()
 	maintenance := b.maintenance.Load()
@@ -224,11 +230,20 @@ func (b *Balancer) ReceiveState(c *handoff.Conn) error {
 	if err := json.Unmarshal(p, &st); err != nil {
 		return fmt.Errorf("hand-off state: %w", err)
 	}
-	if len(st.Ring) > maxStateMembers || len(st.Static) > maxStateMembers {
-		return fmt.Errorf("hand-off state: %d ring members and %d static edges, at most %d", len(st.Ring), len(st.Static), maxStateMembers)
+	if len(st.Ring) > maxStateMembers || len(st.Static) > maxStateMembers || len(st.ZeroSince) > maxStateMembers {
+		return fmt.Errorf("hand-off state: %d ring members, %d static edges and %d weight-0 clocks, at most %d", len(st.Ring), len(st.Static), len(st.ZeroSince), maxStateMembers)
 	}
 	b.mu.Lock()
 	b.staticStates = st.Static
+	if len(st.ZeroSince) > 0 {
+		// The old process's clocks over state_dir's: it ran until now.
+		zero := maps.Clone(b.zeroSince)
+		if zero == nil {
+			zero = map[string]time.Time{}
+		}
+		maps.Copy(zero, st.ZeroSince)
+		b.zeroSince = zero
+	}
 	b.mu.Unlock()
 	if st.Maintenance != nil && b.maintenance.Swap(*st.Maintenance) != *st.Maintenance {
 		// Saved, so a restart after this one keeps it too (with

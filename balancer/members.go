@@ -3,6 +3,7 @@ package balancer
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	"github.com/ringlb/ringlb/balancer/ring"
@@ -179,13 +180,40 @@ func (b *Balancer) tableHooks() tableHooks {
 // table it takes over to route to them.
 func (b *Balancer) startStatic(rl *reloadable) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.static.Load() != nil {
+		b.mu.Unlock()
 		return
 	}
-	st := b.staticStates
-	b.staticStates = nil
-	b.static.Store(newStaticEdgesSeeded(rl.cfg.Edges, rl.edgeTLS, nil, b.staticChanged, b.log, st))
+	st, zero := b.staticStates, b.zeroSince
+	b.staticStates, b.zeroSince = nil, nil
+	b.static.Store(newStaticEdgesSeeded(rl.cfg.Edges, rl.edgeTLS, nil, b.staticChanged, b.log, st, zero))
+	b.mu.Unlock()
+	b.saveZeroSince()
+}
+
+// saveZeroSince saves the operator state when the static edges' weight-0
+// clocks changed (a start, a reload): a restart with cluster.state_dir goes
+// on from them.
+func (b *Balancer) saveZeroSince() {
+	now := b.static.Load().zeroSince()
+	b.mu.Lock()
+	same := maps.EqualFunc(now, b.savedZeroSince, time.Time.Equal)
+	b.savedZeroSince = now
+	b.mu.Unlock()
+	if !same {
+		b.saveState()
+	}
+}
+
+// zeroSinceToSave is what the operator state holds of the weight-0 clocks:
+// the static edges', or, before they start, those they will start from.
+func (b *Balancer) zeroSinceToSave() map[string]time.Time {
+	if st := b.static.Load(); st != nil {
+		return st.zeroSince()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.zeroSince
 }
 
 // staticChanged rebuilds the ring once it follows the cluster (a static

@@ -132,6 +132,7 @@ func (b *Balancer) applyReload(rl *reloadable) {
 		if old != nil {
 			old.Close()
 		}
+		b.saveZeroSince()
 		b.rebuildRing()
 		// The routes read the static edges too, whether or not the ring
 		// changed (routeMembers): rebuilt before the round below.

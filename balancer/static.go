@@ -46,13 +46,17 @@ type staticEdge struct {
 // prev are the edges being replaced (a reload), nil at start: an edge of
 // prev at the same URL keeps the state its monitor settled on.
 func newStaticEdges(edges []configs.StaticEdge, verify map[string]*tls.Config, prev *staticEdges, changed func(), logger *slog.Logger) *staticEdges {
-	return newStaticEdgesSeeded(edges, verify, prev, changed, logger, nil)
+	return newStaticEdgesSeeded(edges, verify, prev, changed, logger, nil, nil)
 }
 
 // newStaticEdgesSeeded is newStaticEdges with each monitor starting from the
 // state in states (name → up), the one the process this one replaced had:
 // an edge it saw down stays off the ring until it passes Rise checks here.
-func newStaticEdgesSeeded(edges []configs.StaticEdge, verify map[string]*tls.Config, prev *staticEdges, changed func(), logger *slog.Logger, states map[string]bool) *staticEdges {
+// An edge of weight 0 goes on with its drain's clock from zeroSince (name →
+// since when), as the process this one replaced or cluster.state_dir had
+// it: started afresh at each start, a drain lasted its deadline past the
+// last restart or upgrade, not past the config that began it.
+func newStaticEdgesSeeded(edges []configs.StaticEdge, verify map[string]*tls.Config, prev *staticEdges, changed func(), logger *slog.Logger, states map[string]bool, zeroSince map[string]time.Time) *staticEdges {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -99,6 +103,13 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, verify map[string]*tls.Con
 			se.zeroSince = now
 			if old, ok := prev.edge(e.Name); ok && !old.zeroSince.IsZero() {
 				se.zeroSince = old.zeroSince
+			} else if since, ok := zeroSince[e.Name]; ok && !since.IsZero() {
+				// Not after now: a clock that ran ahead, or a state file
+				// from one, postpones no drain.
+				se.zeroSince = since
+				if since.After(now) {
+					se.zeroSince = now
+				}
 			}
 		}
 		s.edges = append(s.edges, se)
@@ -174,6 +185,21 @@ func (s *staticEdges) states() map[string]bool {
 	out := make(map[string]bool, len(s.edges))
 	for _, e := range s.edges {
 		out[e.member.Name], _ = e.prober.Up()
+	}
+	return out
+}
+
+// zeroSince returns when each edge of weight 0 got it (its drain's clock),
+// by name; nil when none has.
+func (s *staticEdges) zeroSince() map[string]time.Time {
+	var out map[string]time.Time
+	for _, e := range s.all() {
+		if !e.zeroSince.IsZero() {
+			if out == nil {
+				out = map[string]time.Time{}
+			}
+			out[e.member.Name] = e.zeroSince
+		}
 	}
 	return out
 }

@@ -413,7 +413,13 @@ func (t *sessionTable) record(h uint64, edge string, basis placement, client net
 		if !basis.found && basis.tomb {
 			mine.version = basis.version + 1
 		}
-		if !wins(mine, cur, &t.names) {
+		if cur.backend == 0 {
+			// A tomb came meanwhile (answerGone): a peer's placement on a
+			// backend this balancer does not route to, which this one
+			// supersedes as lookup would have.
+			mine.version = max(mine.version, cur.version+1)
+		}
+		if cur.backend != 0 && !wins(mine, cur, &t.names) {
 			// Stale either way; a conflict when the two placements had
 			// one version (a later one is a move made elsewhere).
 			theirs := cur
@@ -1113,8 +1119,8 @@ func (t *sessionTable) view(h uint64, snap *ring.Snapshot) (entryView, bool) {
 	s.mu.Lock()
 	e, ok := s.entries[h]
 	s.mu.Unlock()
-	if !ok {
-		return entryView{}, false
+	if !ok || e.backend == 0 {
+		return entryView{}, false // none, or a tomb: no placement (answerGone)
 	}
 	_, routable := rs.routable(e.backend)
 	return entryView{

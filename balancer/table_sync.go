@@ -51,7 +51,7 @@ import (
 // member: messages come only from balancers, sizes are bounded, every record
 // is validated, and a backend named in a record must be one this balancer
 // routes to (a gossip edge or a static edge of its config), else the record
-// is ignored.
+// is not applied, only answered (answerGone).
 
 // tableChannel is the gossip channel id of the session table.
 const tableChannel = 'T'
@@ -64,13 +64,37 @@ const placerUnknown = "?"
 // wins says whether placement a of a key beats placement b (different
 // backends): the rule every balancer applies alike.
 func wins(a, b entry, names *tableNames) bool {
-	if a.version != b.version {
-		return a.version > b.version
-	}
-	if a.placedAt != b.placedAt {
-		return a.placedAt < b.placedAt
+	if c := precedes(a.version, a.placedAt, b.version, b.placedAt); c != 0 {
+		return c > 0
 	}
 	return names.name(a.backend) < names.name(b.backend)
+}
+
+// recordWins is wins for a received record r over placement e, r's
+// backend by its name (one this balancer may not know).
+func recordWins(r tableRecord, e entry, names *tableNames) bool {
+	if c := precedes(r.version, r.placedAt, e.version, e.placedAt); c != 0 {
+		return c > 0
+	}
+	return r.backend < names.name(e.backend)
+}
+
+// precedes is wins before the backends' names: 1 when placement a (its
+// version and time) beats b, -1 when b beats a, 0 when they tie.
+func precedes(av uint16, aAt int64, bv uint16, bAt int64) int {
+	switch {
+	case av != bv:
+		if av > bv {
+			return 1
+		}
+		return -1
+	case aAt != bAt:
+		if aAt < bAt {
+			return 1
+		}
+		return -1
+	}
+	return 0
 }
 
 // Reasons a received record or drain is ignored (the label of
@@ -115,9 +139,8 @@ func (t *sessionTable) mergeRecord(r tableRecord, fromDelta, trusted bool) {
 		reason := ignoredDown
 		if t.known == nil || !t.known(r.backend) {
 			reason = ignoredUnknown
-		} else {
-			t.answerGone(r.hash, r.backend, rs, now, fromDelta)
 		}
+		t.answerGone(r, rs, now, fromDelta)
 		t.metrics.tableIgnored.WithLabelValues(reason).Inc()
 		return
 	}
@@ -249,45 +272,91 @@ func (t *sessionTable) isBalancer(name string) bool {
 	return ok && n.Meta.Role == health.RoleBalancer
 }
 
-// answerGone answers a refreshed record of key h on backend gone, which
-// takes no live keys here (a drain past its deadline), when this balancer
-// holds a live entry of the key on one that does: with that entry, and with
-// the drain that says so. The sender kept its placement over this one by
-// the rule while gone still took live keys there (the two were made apart,
-// across a cut), and is told of the drain only now, maybe after this
-// balancer's refresh: its placement gives way to this one there once the
-// drain is known, but it has this one no more, routes the live key by its
-// ring and places the key's next participant elsewhere until this
-// balancer's next refresh, linger/2 later (found by FuzzTableEvents:
-// seed drain-after-a-cut). A delta is answered too, once a refresh
-// interval (entryGoneAnswered): a move made elsewhere onto gone before the
-// drain reached its balancer, which replaced this entry there, arrives
-// here as a delta after the drain, and the mover routes the live key by
-// its ring once the drain reaches it (seed move-delta-after-the-drain).
-// Answered at every delta, one answered with a delta could go back and
-// forth while the two balancers' drains differ.
-func (t *sessionTable) answerGone(h uint64, gone string, rs *routeSet, now int64, fromDelta bool) {
-	s := t.shard(h)
+// answerGone answers record r of a key on a backend that takes no live
+// keys here: one this balancer's config does not have (a reload removed
+// it here, or added it at the sender first), one past its drain deadline
+// here (weight 0, or an admin drain), or a gossip edge not known here yet.
+// The balancers route such a key by one rule: a placement on a backend
+// some balancer does not route to gives way, as soon as that balancer has
+// placed the key itself, whichever of the two the rule would pick —
+// whatever placement the sender holds, every participant reaches one
+// backend. So:
+//
+//   - Without a live entry of the key here on a backend that takes live
+//     keys, r's version is kept as a tomb (an entry on no backend, never
+//     sent): the key's next participant here is placed anew with the next
+//     version (lookup, record), which supersedes r wherever it is known.
+//     Ignored, this balancer placed the key anew as a new key, which lost
+//     to r by the rule at the sender: the two routed the key to two
+//     backends until their configs agreed.
+//   - With one, that entry is sent back, as a move past r's version when r
+//     would beat it (the sender, where r's backend takes keys, keeps
+//     whichever placement the rule picks) — unless the sender learns from this
+//     balancer's admin drain, sent along, that the backend takes no live
+//     keys: a drain past its deadline on both makes any placement on a
+//     backend that takes keys win (mergeRecord). Two placements made apart
+//     across a cut met before the drain reached the one on the drained
+//     edge, which kept its own by the rule, then routed the live key by its
+//     ring until this balancer's next refresh (found by FuzzTableEvents:
+//     seed drain-after-a-cut).
+//
+// A delta is answered once a refresh interval (entryGoneAnswered): a move
+// made elsewhere onto the backend before the drain reached its balancer,
+// which replaced this entry there, arrives here as a delta after the drain,
+// and the mover routes the live key by its ring once the drain reaches it
+// (seed move-delta-after-the-drain). Answered at every delta, two
+// balancers whose configs or drains differ, each routing the key to a
+// backend the other does not, would send theirs back and forth.
+func (t *sessionTable) answerGone(r tableRecord, rs *routeSet, now int64, fromDelta bool) {
+	s := t.shard(r.hash)
 	s.mu.Lock()
-	e, ok := s.entries[h]
-	if !ok || (e.open == 0 && e.until <= now) || !routableHere(rs, e.backend) ||
-		(fromDelta && e.flags&entryGoneAnswered != 0) {
+	e, ok := s.entries[r.hash]
+	if !ok || e.open == 0 && (e.until <= now || !routableHere(rs, e.backend)) {
+		t.keepTomb(s, r, e, ok)
+		s.mu.Unlock()
+		return
+	}
+	if !routableHere(rs, e.backend) || (fromDelta && e.flags&entryGoneAnswered != 0) {
 		s.mu.Unlock()
 		return
 	}
 	if fromDelta {
 		e.flags |= entryGoneAnswered
-		s.entries[h] = e
 	}
+	d, drained := t.drains.get(r.backend)
+	if !(drained && d.on && d.deadline <= now) && recordWins(r, e, &t.names) {
+		// Moved past r where it is (its backend unchanged): the sender
+		// routes to r's backend, so only a later version moves the key
+		// there, and its tunnels of the key to r's backend close.
+		e.version = r.version + 1
+		e.placedAt, e.placer = now, t.selfIdx
+		e.flags |= entryDirty
+	}
+	s.entries[r.hash] = e
 	s.mu.Unlock()
 	sy := t.sync.Load()
 	if sy == nil {
 		return
 	}
-	if _, drained := t.drains.get(gone); drained {
-		sy.queueDrain(gone)
+	if drained {
+		sy.queueDrain(r.backend)
 	}
-	sy.queue(h, e)
+	sy.queue(r.hash, e)
+}
+
+// keepTomb keeps r's version as a tomb of key r.hash in s (locked): an
+// entry on no backend (index 0, no name), live as long as r, never sent;
+// cur is the key's entry here, if any (exists), with no tunnel open here.
+func (t *sessionTable) keepTomb(s *tableShard, r tableRecord, cur entry, exists bool) {
+	tomb := entry{version: r.version, placedAt: r.placedAt, until: r.until}
+	if exists {
+		tomb.version = max(tomb.version, cur.version)
+		tomb.until = max(tomb.until, cur.until)
+	} else if len(s.entries) >= t.settings.Load().perShard {
+		// Only in room to spare: a tomb evicts no placement (makeRoom).
+		return
+	}
+	s.entries[r.hash] = tomb
 }
 
 // routableHere says whether backend index i takes live keys in rs.
@@ -778,8 +847,8 @@ func (sy *tableSync) refreshPeers(peers []string, renew bool) {
 		if renew {
 			e.flags &^= entryDirty
 		}
-		if e.open == 0 && e.until <= now {
-			return
+		if e.open == 0 && e.until <= now || e.backend == 0 {
+			return // over, or a tomb (keepTomb)
 		}
 		p.add(t.wireRecord(h, *e, now, set))
 	})
@@ -834,8 +903,8 @@ func (t *sessionTable) bodies(limit int) []*msgWriter {
 		p.addDrain(name, st)
 	}
 	t.each(func(h uint64, e *entry) {
-		if e.open == 0 && e.until <= now {
-			return
+		if e.open == 0 && e.until <= now || e.backend == 0 {
+			return // over, or a tomb (keepTomb)
 		}
 		p.add(t.wireRecord(h, *e, now, set))
 	})

@@ -1724,3 +1724,204 @@ func TestHandshakeUnderWayAtAnURLChangeIsNotLeftOnTheOldBackend(t *testing.T) {
 		t.Fatal("the session is split: a tunnel on the old backend, a participant on the one now named edge-1")
 	}
 }
+
+// While the balancers' configs differ — one reloaded without a static
+// edge, or past a weight-0 drain's deadline there, the other not yet — a
+// new key the second places on that edge is one the first does not route
+// there: the first's placement of the key's next participant supersedes
+// the second's, so the session moves whole to the first's backend, on
+// both. Before, the first ignored the second's placement and placed the
+// key on its ring as new, which lost to the second's by the rule: the two
+// routed the key to two backends until their configs agreed.
+func TestConfigSkewBetweenBalancersSplitsNoSession(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		reason  string
+		without func(cfg configs.Balancer, edges []*testEdge) configs.Balancer
+		wait    func(t *testing.T, b *clusterBalancer)
+	}{
+		{"edge removed by a reload", ignoredUnknown,
+			func(cfg configs.Balancer, edges []*testEdge) configs.Balancer {
+				cfg.Edges = staticEdgesOf(edges[1])
+				return cfg
+			},
+			func(t *testing.T, b *clusterBalancer) {}},
+		{"edge past its weight-0 drain deadline", ignoredDown,
+			func(cfg configs.Balancer, edges []*testEdge) configs.Balancer {
+				cfg.Edges = staticEdgesOf(edges...)
+				zero := 0
+				cfg.Edges[0].Weight = &zero
+				cfg.SessionTable.DrainDeadline = configs.Duration(time.Second)
+				return cfg
+			},
+			func(t *testing.T, b *clusterBalancer) {
+				healthtest.WaitUntil(t, "bal-1 routes no live key to edge-1", func() bool {
+					i, ok := b.bal.table.names.lookup("edge-1")
+					return ok && !routableHere(b.bal.table.currentRoutes(b.ring.Snapshot()), i)
+				})
+			}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
+			cl := healthtest.New(t)
+			cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(healthtest.Patience)}}
+			b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+			b2 := startClusterBalancer(t, cl, "bal-2", cfg)
+			for _, b := range []*clusterBalancer{b1, b2} {
+				waitRing(t, b, "edge-1", "edge-2")
+			}
+			healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+
+			// bal-1 reloads; bal-2 has not yet.
+			next := tt.without(cfg, edges)
+			next.Provision()
+			if err := b1.bal.Reload(next); err != nil {
+				t.Fatal(err)
+			}
+			waitRing(t, b1, "edge-2")
+			tt.wait(t, b1)
+
+			key := b2.keyOwnedBy(t, "edge-1")
+			hash := xxhash.Sum64String(key)
+			c1, edge := wsEdge(t, b2, key)
+			defer c1.Close()
+			if edge != "edge-1" {
+				t.Fatalf("first participant, through bal-2, on %s, want edge-1", edge)
+			}
+			healthtest.WaitUntil(t, "bal-1 has heard of bal-2's placement", func() bool {
+				return b1.metric(t, "ringlb_balancer_session_table_ignored_total", map[string]string{"reason": tt.reason}) >= 1
+			})
+			c2, edge := wsEdge(t, b1, key)
+			defer c2.Close()
+			if edge != "edge-2" {
+				t.Fatalf("second participant, through bal-1, on %s, want edge-2", edge)
+			}
+			start := time.Now()
+			healthtest.WaitUntil(t, "bal-2 routes the key where bal-1 sent its participant", func() bool {
+				v, ok := b2.bal.table.view(hash, b2.ring.Snapshot())
+				return ok && v.Routable && v.Backend == "edge-2"
+			})
+			t.Logf("bal-2 took bal-1's placement %s after it was made", time.Since(start).Round(time.Millisecond))
+			// The first participant's tunnel to edge-1 is closed: its
+			// client reconnects, through bal-2, to edge-2.
+			ws := c1.(*websocket.Conn)
+			ws.SetReadDeadline(time.Now().Add(healthtest.Patience))
+			for {
+				if _, _, err := ws.ReadMessage(); err != nil {
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						t.Fatal("the session is split: the first participant still on edge-1, the second on edge-2")
+					}
+					break
+				}
+			}
+			c3, edge := wsEdge(t, b2, key)
+			defer c3.Close()
+			if edge != "edge-2" {
+				t.Fatalf("the first participant's reconnect, through bal-2, on %s, want edge-2", edge)
+			}
+		})
+	}
+}
+
+// Placements of one key made at once through two balancers whose configs
+// differ meet by one rule all the same: where the one placed on a backend
+// the other does not route to would win by the rule, the other answers
+// with its own placement moved past it, which every balancer routes to.
+// Before, the first kept its placement by the rule, the other ignored it,
+// and the key's participants through each went to two backends until the
+// configs agreed.
+func TestConcurrentPlacementsAcrossConfigSkewAgree(t *testing.T) {
+	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(healthtest.Patience)}}
+	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
+	b2 := startClusterBalancer(t, cl, "bal-2", cfg)
+	for _, b := range []*clusterBalancer{b1, b2} {
+		waitRing(t, b, "edge-1", "edge-2")
+	}
+	healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+	without := configs.Balancer{Edges: staticEdgesOf(edges[1]), SessionTable: cfg.SessionTable}
+	without.Provision()
+	if err := b1.bal.Reload(without); err != nil {
+		t.Fatal(err)
+	}
+	waitRing(t, b1, "edge-2")
+
+	// Keys bal-2 places on edge-1, each opened through both at once.
+	var keys []string
+	snap := b2.ring.Snapshot()
+	for i := 0; len(keys) < 16; i++ {
+		k := fmt.Sprintf("skew-%d", i)
+		if m, _ := snap.Locate([]byte(k)); m.Name == "edge-1" {
+			keys = append(keys, k)
+		}
+	}
+	open := func(b *clusterBalancer, key string) (*websocket.Conn, error) {
+		d := websocket.Dialer{HandshakeTimeout: healthtest.Patience}
+		for deadline := time.Now().Add(healthtest.Patience); ; {
+			c, resp, err := d.Dial("ws://"+b.addr+"/ws", http.Header{"Ctstickiness": {key}})
+			if err != nil && time.Now().After(deadline) {
+				return nil, err
+			}
+			if err != nil && resp != nil && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "0" {
+				continue // a placement that lost before its 101: the retry goes to the winner
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				continue // its tunnel closed as its 101 came (the key moved): the client reconnects
+			}
+			return c, err
+		}
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []*websocket.Conn
+		errs  []error
+	)
+	for _, k := range keys {
+		for _, b := range []*clusterBalancer{b1, b2} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := open(b, k)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				conns = append(conns, c)
+			}()
+		}
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	if len(errs) > 0 {
+		t.Fatalf("%d participants not connected: %v", len(errs), errs[0])
+	}
+	disagree := func() (n int) {
+		for _, k := range keys {
+			h := xxhash.Sum64String(k)
+			v1, ok1 := b1.bal.table.view(h, b1.ring.Snapshot())
+			v2, ok2 := b2.bal.table.view(h, b2.ring.Snapshot())
+			if !ok1 || !ok2 || !v1.Routable || !v2.Routable || v1.Backend != v2.Backend {
+				n++
+			}
+		}
+		return n
+	}
+	start := time.Now()
+	for deadline := start.Add(healthtest.Patience); disagree() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	n := disagree()
+	t.Logf("keys the two balancers route to different backends: %d of %d (%s after the placements)", n, len(keys), time.Since(start).Round(time.Millisecond))
+	if n > 0 {
+		t.Fatal("the balancers route some keys to two backends")
+	}
+}

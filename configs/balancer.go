@@ -166,7 +166,9 @@ type StaticEdge struct {
 	URL string `yaml:"url"`
 	// Weight scales its share of the ring (default 1, at most 10); 0 drains
 	// it: no new keys, its live sessions stay until they end or
-	// session_table.drain_deadline passes.
+	// session_table.drain_deadline passes (counted from the start or reload
+	// that gave it weight 0, across upgrades, and restarts with
+	// cluster.state_dir).
 	Weight *int `yaml:"weight"`
 	// Monitor checks the edge actively; it is on the ring only while up.
 	// Default: a TCP connect to the URL's host and port every 2s; a block
