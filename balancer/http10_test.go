@@ -168,38 +168,6 @@ func TestHTTP10AnswerTimedAsAStream(t *testing.T) {
 	})
 }
 
-// What nginx 1.22 and HAProxy 2.6 send an HTTP/1.0 client asking for
-// keep-alive when the backend answers chunked: logged beside the
-// balancer's, for the comparison; only the balancer's is asserted (above).
-func TestHTTP10ChunkedAnswerAgainstPeers(t *testing.T) {
-	edge := serveConns(t, func(c net.Conn, br *bufio.Reader) {
-		if _, err := http.ReadRequest(br); err == nil {
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-		}
-	})
-	backend := strings.TrimPrefix(edge, "http://")
-	for _, peer := range []framingPeer{
-		{name: "HAProxy", program: "haproxy", start: startDiffHAProxy},
-		{name: "nginx", program: "nginx", start: startDiffNginx},
-	} {
-		bin := findSbinBinary(peer.program)
-		if bin == "" {
-			t.Logf("%s not installed: not compared", peer.name)
-			continue
-		}
-		addr := peer.start(t, bin, backend)
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		_, _ = io.WriteString(c, "GET /a HTTP/1.0\r\nHost: bal\r\nConnection: keep-alive\r\n\r\n")
-		got, err := io.ReadAll(c)
-		c.Close()
-		t.Logf("%s sends %q (%v)", peer.name, got, err)
-	}
-}
-
 // Shutdown waits for an answer streamed to an HTTP/1.0 client up to its
 // close as for a tunnel, and cuts it when its context ends: the hijacked
 // connection is no longer among those fasthttp serves.
