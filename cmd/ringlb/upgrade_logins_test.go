@@ -29,19 +29,7 @@ func TestUpgradeKeepsLoginSessions(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	member := okServer(t)
-	sections := map[string]string{
-		"balancer": "balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, users_file: users } }\n",
-		"gslb": fmt.Sprintf(`gslb:
-  listen: 127.0.0.1:0
-  admin: { listen: 127.0.0.1:0, users_file: users }
-  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1" ] } ]
-  monitors: { bal: { type: http, path: /, interval: 1s, timeout: 500ms, rise: 1, fall: 2 } }
-  names:
-    - name: ide.ringlb.test
-      default_region: east
-      regions: { east: { monitor: bal, members: [ { name: bal-1, address: 127.0.0.1, probe: %q } ] } }
-`, member),
-	}
+	sections := adminSections(member, "users_file: users")
 	for _, role := range []string{"balancer", "gslb"} {
 		t.Run(role, func(t *testing.T) {
 			dir := t.TempDir()
@@ -108,22 +96,13 @@ func TestUpgradeKeepsLogouts(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	member := okServer(t)
-	gslbSection := fmt.Sprintf(`gslb:
-  listen: 127.0.0.1:0
-  admin: { listen: 127.0.0.1:0, users_file: users }
-  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1" ] } ]
-  monitors: { bal: { type: http, path: /, interval: 1s, timeout: 500ms, rise: 1, fall: 2 } }
-  names:
-    - name: ide.ringlb.test
-      default_region: east
-      regions: { east: { monitor: bal, members: [ { name: bal-1, address: 127.0.0.1, probe: %q } ] } }
-`, member)
+	sections := adminSections(member, "users_file: users")
 	for _, tc := range []struct {
 		name, role, stateDir, section string
 	}{
-		{"balancer", "balancer", "", "balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, users_file: users } }\n"},
-		{"balancer-state_dir", "balancer", ", state_dir: state", "balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, users_file: users } }\n"},
-		{"gslb", "gslb", "", gslbSection},
+		{"balancer", "balancer", "", sections["balancer"]},
+		{"balancer-state_dir", "balancer", ", state_dir: state", sections["balancer"]},
+		{"gslb", "gslb", "", sections["gslb"]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -28,19 +28,7 @@ func TestUpgradeDoesNotWaitForATrickledAdminRequest(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	member := okServer(t)
-	sections := map[string]string{
-		"balancer": "balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, request_timeout: 10m } }\n",
-		"gslb": fmt.Sprintf(`gslb:
-  listen: 127.0.0.1:0
-  admin: { listen: 127.0.0.1:0, request_timeout: 10m }
-  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1" ] } ]
-  monitors: { bal: { type: http, path: /, interval: 1s, timeout: 500ms, rise: 1, fall: 2 } }
-  names:
-    - name: ide.ringlb.test
-      default_region: east
-      regions: { east: { monitor: bal, members: [ { name: bal-1, address: 127.0.0.1, probe: %q } ] } }
-`, member),
-	}
+	sections := adminSections(member, "request_timeout: 10m")
 	for _, role := range []string{"balancer", "gslb"} {
 		t.Run(role, func(t *testing.T) {
 			dir := t.TempDir()

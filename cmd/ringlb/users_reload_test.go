@@ -26,20 +26,7 @@ func TestUsersFileReloadedOnSIGHUP(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	member := okServer(t)
-	sections := map[string]string{
-		"balancer": "balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, users_file: users } }\n",
-		"edge":     "edge: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, users_file: users } }\n",
-		"gslb": fmt.Sprintf(`gslb:
-  listen: 127.0.0.1:0
-  admin: { listen: 127.0.0.1:0, users_file: users }
-  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1" ] } ]
-  monitors: { bal: { type: http, path: /, interval: 1s, timeout: 500ms, rise: 1, fall: 2 } }
-  names:
-    - name: ide.ringlb.test
-      default_region: east
-      regions: { east: { monitor: bal, members: [ { name: bal-1, address: 127.0.0.1, probe: %q } ] } }
-`, member),
-	}
+	sections := adminSections(member, "users_file: users")
 	for _, role := range []string{"balancer", "edge", "gslb"} {
 		t.Run(role, func(t *testing.T) {
 			dir := t.TempDir()
@@ -97,5 +84,25 @@ func TestUsersFileReloadedOnSIGHUP(t *testing.T) {
 				t.Errorf("bob's login once added: %d, want 200", code)
 			}
 		})
+	}
+}
+
+// adminSections are a balancer's, an edge's and a gslb's config sections
+// (the gslb's pool probing member) on free loopback ports, each admin port
+// with the options admin adds ("users_file: users").
+func adminSections(member, admin string) map[string]string {
+	return map[string]string{
+		"balancer": fmt.Sprintf("balancer: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, %s } }\n", admin),
+		"edge":     fmt.Sprintf("edge: { listen: 127.0.0.1:0, admin: { listen: 127.0.0.1:0, %s } }\n", admin),
+		"gslb": fmt.Sprintf(`gslb:
+  listen: 127.0.0.1:0
+  admin: { listen: 127.0.0.1:0, %s }
+  zones: [ { origin: ringlb.test, records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "ns1 3600 IN A 127.0.0.1" ] } ]
+  monitors: { bal: { type: http, path: /, interval: 1s, timeout: 500ms, rise: 1, fall: 2 } }
+  names:
+    - name: ide.ringlb.test
+      default_region: east
+      regions: { east: { monitor: bal, members: [ { name: bal-1, address: 127.0.0.1, probe: %q } ] } }
+`, admin, member),
 	}
 }
