@@ -289,12 +289,17 @@ func (o *ownership) update() {
 // the view it replaces is one balancers may still route by: without it the
 // drain told none of the edges they fail over to of a session handed to
 // an edge that joined a moment before (noticeFailover).
+//
+// The members are read under o.mu too, as the balancers' ring.Rebuild
+// reads them under its lock: the update loop and handOn rebuild at once,
+// and a view read before the other's rebuild was applied after it, the
+// ring left on a membership balancers no longer route by until the next
+// change. members takes only gossip's lock, never o.mu.
 func (o *ownership) rebuild() (next *ring.Snapshot, changed bool) {
-	members := o.members()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	old := o.ring.Snapshot()
-	if next = o.ring.Update(members); next == old {
+	if next = o.ring.Update(o.members()); next == old {
 		return next, false
 	}
 	now := o.srv.hub.now()

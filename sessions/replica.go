@@ -101,6 +101,20 @@ func (st *replicaStore) streamEnded(from string, now time.Time) {
 	}
 }
 
+// forgetStreams drops the records of from's streams unless one is up: from
+// has left the cluster. Kept, an owner's few records outlived it, and
+// owners named anew at each start (pods without stable names) grew them
+// without bound. A stream still up records its end anew; the caller that
+// sees it end forgets it then.
+func (st *replicaStore) forgetStreams(from string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.up[from] == 0 {
+		delete(st.streams, from)
+		delete(st.down, from)
+	}
+}
+
 // setBounds bounds the history of every copy held by messages and bytes,
 // trimmed as a live session's is: at its next msg. Called with every shard
 // lock held (hub.setHistoryBounds).
@@ -393,8 +407,15 @@ func (r *replicator) serveStream(conn *websocket.Conn, from, ownerKey string, ow
 	var msg, answers []byte
 	began, beganAt := false, time.Time{}
 	defer func() {
-		if began {
-			r.store.streamEnded(from, time.Now())
+		if !began {
+			return
+		}
+		r.store.streamEnded(from, time.Now())
+		// An owner gone before its stream ended: the membership change
+		// that forgot it (promoteOrphans) came first, and may be the last.
+		// Asked without the store's lock, which is taken last.
+		if !r.o.member(from) {
+			r.store.forgetStreams(from)
 		}
 	}()
 	for want := uint64(1); ; want++ {
@@ -702,12 +723,27 @@ func (r *replicator) promoteOrphans() {
 			marked = append(marked, from)
 		}
 	}
+	// Stream records of owners with no copy here, forgotten once they
+	// leave as those with copies are below.
+	recorded := make(map[string]bool)
+	for _, streams := range []map[string]time.Time{st.streams, st.down} {
+		for from := range streams {
+			if _, ok := bySource[from]; !ok {
+				recorded[from] = true
+			}
+		}
+	}
 	st.mu.Unlock()
 	for _, from := range marked {
 		if n, alive := r.o.m.Node(from); !alive || n.Meta.State != health.StateDraining {
 			st.mu.Lock()
 			delete(st.draining, from)
 			st.mu.Unlock()
+		}
+	}
+	for from := range recorded {
+		if !r.o.member(from) {
+			st.forgetStreams(from)
 		}
 	}
 	snap := r.o.ring.Snapshot()

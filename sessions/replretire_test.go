@@ -258,3 +258,65 @@ func TestStreamEndOrphansOnlyItsOwnSessions(t *testing.T) {
 		t.Errorf("edge-a's stream to edge-b, healthy and owed nothing, fell back to async %v times", v)
 	}
 }
+
+// streamRecords reports whether e's replica store still records streams
+// of from.
+func streamRecords(e *clusterEdge, from string) bool {
+	st := e.s.hub.repl.Load().store
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	_, began := st.streams[from]
+	_, ended := st.down[from]
+	return began || ended || st.up[from] > 0
+}
+
+// The records a replica keeps of an owner's streams go once the owner has
+// left the cluster, copies or none, and whether its stream ended before
+// the replica heard of the leave or after (a stream cut late: the path
+// stalled). Before, only an owner with copies here at its leave was
+// forgotten, and a stream ending after it was recorded anew: every edge
+// that ever replicated here and left with none (its sessions ended, or
+// handed on by a drain) stayed recorded, and edges named anew at each
+// start (pods without stable names) grew the records without bound.
+func TestLeftOwnersStreamsAreForgotten(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stream ends after the leave %v", late), func(t *testing.T) {
+			parallel(t)
+			cl := healthtest.New(t)
+			a := startReplEdge(t, cl, "edge-a", configs.ReplicationSync, nil)
+			var proxy *pausableProxy
+			b := startReplEdge(t, cl, "edge-b", configs.ReplicationSync, func(data string) string {
+				proxy = startPausableProxy(t, data)
+				return proxy.ln.Addr().String()
+			})
+			waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+			key := keyOwnedBy("forgotten", "edge-a", "edge-a", "edge-b")
+			p := a.joinV1(t, key, "", nil)
+			waitCopy(t, b, key, 0)
+			if !streamRecords(b, "edge-a") {
+				t.Fatal("edge-b records no stream of edge-a, which replicates to it")
+			}
+			// The session ends with nothing sequenced: freed at once, its
+			// copy with it.
+			p.leave(t)
+			healthtest.WaitUntil(t, "edge-b drops the copy of the ended session", func() bool {
+				_, _, _, ok := copyOf(b, key)
+				return !ok
+			})
+			if late {
+				// edge-b reads nothing more of the stream, and sees it
+				// end only when the path is cut, after the leave.
+				proxy.setPaused(true)
+			}
+			a.crash(t)
+			waitRing(t, []*clusterEdge{b}, "edge-b")
+			if late {
+				proxy.cut()
+				proxy.setPaused(false)
+			}
+			healthtest.WaitUntil(t, "edge-b forgets the streams of edge-a, gone", func() bool {
+				return !streamRecords(b, "edge-a")
+			})
+		})
+	}
+}

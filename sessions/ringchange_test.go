@@ -1,9 +1,11 @@
 package sessions
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/healthtest"
 )
@@ -64,5 +66,73 @@ func TestRingChangeRemembersThePreviousOwnerFirst(t *testing.T) {
 	waitRing(t, []*clusterEdge{b}, "edge-b")
 	if got := dialExpect421(t, b, key); got != "edge-a" {
 		t.Fatalf("edge-b sent a join for %s to %q, want edge-a (it hosts the session)", key, got)
+	}
+}
+
+// holdingView is a hidingView whose next look at the edges, once armed, is
+// followed by hold before the edge goes on with what it read.
+type holdingView struct {
+	*hidingView
+	hold atomic.Pointer[func()]
+}
+
+func (v *holdingView) Edges(region string) []health.Node {
+	edges := v.hidingView.Edges(region)
+	if hold := v.hold.Swap(nil); hold != nil {
+		(*hold)()
+	}
+	return edges
+}
+
+// Two callers rebuild an edge's ring from the membership as it is now (its
+// update loop on a change, a drain's handOn): the ring must end on the
+// later view, not on one a caller read before another's rebuild and
+// applied after it. Before, the members were read before o.mu was taken:
+// the first caller here applied its view of two edges after the second had
+// applied the one without edge-a, and the edge kept a ring balancers no
+// longer route by until the next membership change, which a quiet cluster
+// never makes.
+func TestEdgeRebuildsEndOnTheLatestView(t *testing.T) {
+	parallel(t)
+	cl := healthtest.New(t)
+	a := startClusterEdge(t, cl, "edge-a")
+	var view *holdingView
+	b := startReplEdgeViewing(t, cl, "edge-b", configs.Edge{}, nil, func(m *health.Membership) Membership {
+		view = &holdingView{hidingView: newHidingView(m)}
+		return view
+	})
+	waitRing(t, []*clusterEdge{a, b}, "edge-a", "edge-b")
+	o := b.s.hub.owner.Load()
+
+	read, firstDone, secondDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	hold := func() {
+		close(read)
+		// Hold the view read while the membership changes and a second
+		// caller rebuilds. That caller cannot read before this one applies
+		// its view when members are read under the lock serializing
+		// rebuilds; the wait then only ends the hold.
+		select {
+		case <-secondDone:
+		case <-time.After(time.Second):
+		}
+	}
+	view.hold.Store(&hold)
+	go func() {
+		defer close(firstDone)
+		o.rebuild()
+	}()
+	<-read
+	// edge-a taken for dead, unsignalled (hide would signal): the update
+	// loop stays out, the two rebuilds here are the only ones.
+	gone := "edge-a"
+	view.hidden.Store(&gone)
+	go func() {
+		defer close(secondDone)
+		o.rebuild()
+	}()
+	<-firstDone
+	<-secondDone
+	if ms := b.s.hub.owner.Load().ring.Snapshot().Members(); len(ms) != 1 || ms[0].Name != "edge-b" {
+		t.Fatalf("edge-b's ring is %v after both rebuilds returned, its view [edge-b]", ms)
 	}
 }
