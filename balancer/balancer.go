@@ -96,6 +96,9 @@ type Balancer struct {
 	// follower is its goroutine (members.go).
 	static   atomic.Pointer[staticEdges]
 	follower *membersFollower
+	// goneEdgeSeriesAfter is how long an edge is gone before its series
+	// are deleted (forgetGoneEdges).
+	goneEdgeSeriesAfter time.Duration
 	// current holds what Reload may change; read once per request.
 	current atomic.Pointer[reloadable]
 	cluster clusterRef
@@ -185,6 +188,8 @@ func New(cfg configs.Balancer, name string, r *ring.Ring, logger *slog.Logger, r
 		limiterSet: make(chan struct{}),
 		connBudget: acceptguard.NewBudget(cfg.Limits.MaxConnections),
 		peerClient: newPeerClient(),
+
+		goneEdgeSeriesAfter: defaultGoneEdgeSeriesAfter,
 	}
 	b.edges = newEdgePool(cfg.DialTimeout.D(), cfg.Limits.RequestTimeout.D(), func(m ring.Member) *tls.Config {
 		// The static edge's own config, which its monitor checks with;
@@ -482,8 +487,10 @@ func (b *Balancer) releaseAnswer(c net.Conn) {
 func (b *Balancer) releaseTunnel(t *tunnel) {
 	b.mu.Lock()
 	delete(b.tunnels, t)
-	b.mu.Unlock()
+	// Under b.mu, as registerTunnel counts it: forgetEdge reads the gauge
+	// under it.
 	b.metrics.connectionsActive.WithLabelValues(t.edge).Dec()
+	b.mu.Unlock()
 	b.table.closed(t)
 	b.access.tunnel(t)
 	b.wg.Done()

@@ -110,11 +110,11 @@ func TestEdgeTLSAppliedAsChecked(t *testing.T) {
 						TLS: configs.EdgeTLS{CAFile: ca.file, CertFile: clientCert, KeyFile: clientKey}}},
 					SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)},
 				}
-				var created func()
+				var created func(*Balancer)
 				if when == "start" {
 					// New checked the files; the monitors start and
 					// the first request comes after the swap.
-					created = func() { swap.to(t, clients, clientCert) }
+					created = func(*Balancer) { swap.to(t, clients, clientCert) }
 				}
 				b := startClusterBalancerAfter(t, healthtest.New(t), "bal-1", cfg, created)
 				waitRing(t, b, "relay-1")

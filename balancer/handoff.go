@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -639,6 +640,10 @@ func (b *Balancer) addCounters(p []byte) error {
 		vec, ok := carried[c.Name]
 		if !ok || c.Value < 0 {
 			continue
+		}
+		if code, err := strconv.Atoi(c.Labels["code"]); err == nil && vec == b.metrics.requestsTotal {
+			// A release before codeLabel kept a series per odd status.
+			c.Labels["code"] = codeLabel(code)
 		}
 		counter, err := vec.GetMetricWith(c.Labels)
 		if err != nil {

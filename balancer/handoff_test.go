@@ -353,7 +353,8 @@ func TestMovedRecord(t *testing.T) {
 }
 
 // The counters a new balancer carries on from are the old one's, added to
-// its own; a series with unknown labels is refused without a panic.
+// its own (an odd status's under codeOther); a series with unknown labels
+// is refused without a panic.
 func TestCarriedCounters(t *testing.T) {
 	oldB := newHandOffBalancer(t, "", mustListen(t))
 	newB := newHandOffBalancer(t, "", mustListen(t))
@@ -368,6 +369,16 @@ func TestCarriedCounters(t *testing.T) {
 	}
 	if v := value(newB.metrics.requestsTotal.WithLabelValues("e", "200")); v != 6 {
 		t.Errorf("requests_total = %v, want 6", v)
+	}
+	// A release that labelled each odd status its own way hands them on
+	// under codeOther.
+	odd := []byte(`[{"name":"ringlb_balancer_requests_total","labels":{"edge":"e","code":"999"},"value":2},` +
+		`{"name":"ringlb_balancer_requests_total","labels":{"edge":"e","code":"600"},"value":3}]`)
+	if err := newB.addCounters(odd); err != nil {
+		t.Fatal(err)
+	}
+	if v := value(newB.metrics.requestsTotal.WithLabelValues("e", codeOther)); v != 5 {
+		t.Errorf("requests_total{code=%q} = %v, want 5", codeOther, v)
 	}
 	bad := []byte(`[{"name":"ringlb_balancer_requests_total","labels":{"nope":"x"},"value":1}]`)
 	if err := newB.addCounters(bad); err == nil || !strings.Contains(err.Error(), "requests_total") {

@@ -84,6 +84,9 @@ var (
 	// errKeyPathNotAsSent: a path:N key segment that reads otherwise in
 	// the target as sent (keyExtractor.extract says why).
 	errKeyPathNotAsSent = errors.New("stickiness key segment of the path reads otherwise as sent than normalized")
+	// errKeyPathSeparator: a path read for a path:N key holds a backslash
+	// or a semicolon (keyExtractor.extract says why).
+	errKeyPathSeparator = errors.New("path of a path stickiness key holds a backslash or a semicolon")
 )
 
 // keyExtractor reads the stickiness key of a request from the configured
@@ -98,7 +101,7 @@ type keyExtractor struct {
 	// byIP routes key-less requests by the client address (no_key: source_ip).
 	byIP bool
 	// Pre-rendered 400 bodies, so that rejecting a key does not allocate.
-	tooLongBody, controlsBody, notUTF8Body, ambiguousBody, pathBody, noKeyBody []byte
+	tooLongBody, controlsBody, notUTF8Body, ambiguousBody, pathBody, separatorBody, noKeyBody []byte
 }
 
 // newKeyExtractor makes the extractor of a provisioned key section: the
@@ -124,13 +127,15 @@ func newKeyExtractor(cfg configs.Key) *keyExtractor {
 	e.notUTF8Body = []byte("bad request: stickiness key is not valid UTF-8\n")
 	e.ambiguousBody = []byte("bad request: stickiness key sent twice with different values\n")
 	e.pathBody = []byte("bad request: the path's stickiness key segment moves under dot segments or an encoded slash\n")
+	e.separatorBody = []byte("bad request: the path holds a backslash or a semicolon, which backends read as a separator\n")
 	e.noKeyBody = []byte("bad request: no stickiness key (send a ctstickiness header or cookie)\n")
 	return e
 }
 
 // extract returns the request's stickiness key and where it came from, or
 // errNoKey when no source has a non-empty value, or errKeyTooLong /
-// errKeyControls / errKeyNotUTF8 / errKeyAmbiguous / errKeyPathNotAsSent.
+// errKeyControls / errKeyNotUTF8 / errKeyAmbiguous / errKeyPathNotAsSent /
+// errKeyPathSeparator.
 // The key aliases req's buffers or buf: it is valid until the request is
 // released and buf goes out of scope. It does not allocate but to drop a
 // cookie's repeats.
@@ -179,8 +184,19 @@ func (e *keyExtractor) extract(req *fasthttp.Request, buf *keyBuf) ([]byte, sour
 			// splits before it decodes, reads A — a split. Such a target
 			// is refused; dot segments that leave the key segment where
 			// it is, and encoded bytes that decode to it, pass.
+			// A backslash or a semicolon, encoded or not, is a byte of a
+			// segment here and a separator to some backends: IIS reads
+			// /s/A\..\B/ws as /s/B/ws, Tomcat and Spring /s/A;x=1/ws as
+			// session A and /s/A/..;/../B/ws as /B/ws. Anywhere in the
+			// path, before the key segment or after it, or with no key
+			// segment at all, it can move the key the backend reads, so
+			// it is refused too.
+			raw := targetPath(req.Header.RequestURI())
+			if holdsSeparator(raw) {
+				return nil, src.kind, errKeyPathSeparator
+			}
 			v = pathSegment(req.URI().Path(), src.segment)
-			if len(v) > 0 && !decodesTo(pathSegment(targetPath(req.Header.RequestURI()), src.segment), v) {
+			if len(v) > 0 && !decodesTo(pathSegment(raw, src.segment), v) {
 				return nil, src.kind, errKeyPathNotAsSent
 			}
 		case sourceQuery:
@@ -248,6 +264,8 @@ func (e *keyExtractor) rejectBody(err error) []byte {
 		return e.ambiguousBody
 	case errKeyPathNotAsSent:
 		return e.pathBody
+	case errKeyPathSeparator:
+		return e.separatorBody
 	}
 	return e.noKeyBody
 }
@@ -334,6 +352,24 @@ func decodesTo(raw, decoded []byte) bool {
 		j++
 	}
 	return j == len(decoded)
+}
+
+// holdsSeparator reports whether raw, percent-decoded or not, holds a
+// backslash or a semicolon.
+func holdsSeparator(raw []byte) bool {
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c == '%' && i+2 < len(raw) {
+			if hi, lo := unhex(raw[i+1]), unhex(raw[i+2]); hi >= 0 && lo >= 0 {
+				c = byte(hi<<4 | lo)
+				i += 2
+			}
+		}
+		if c == '\\' || c == ';' {
+			return true
+		}
+	}
+	return false
 }
 
 func unhex(c byte) int {

@@ -140,3 +140,68 @@ func TestPathKeyReadsAsTheBackendReadsIt(t *testing.T) {
 		})
 	}
 }
+
+// A backslash or a semicolon in the path went to the backend as sent and
+// routed as a plain byte of a segment, while backends read them otherwise:
+// IIS and other Windows stacks take "\" for "/" (/s/A\..\B/ws is their
+// /s/B/ws), Tomcat, Jetty and Spring cut a segment at ";" (/s/A;x=1/ws is
+// their session A, /s/A/..;/../B/ws climbs to /B/ws). Routed by A\..\B or
+// A;x=1, the client joined the backend's session on another key's owner — a
+// split. With a path key source, a target holding either, encoded or not,
+// anywhere in its path is refused: one after the key segment moves it too
+// (/s/A/x\..\..\B\ws\y/.. is /s/A for the balancer, /s/B/ws for IIS).
+func TestPathKeyRefusesSeparatorsABackendMayRead(t *testing.T) {
+	backend := serveConns(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			body := fmt.Sprintf("routed=%s target=%s", req.Header.Get("ctstickiness"), req.RequestURI)
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+				return
+			}
+		}
+	})
+	h := newHarness(t, configs.Balancer{Key: configs.Key{Sources: []string{"path:2", "header:ctstickiness"}}})
+	h.ring.Update([]ring.Member{{Name: "raw", URL: backend, Weight: 1}})
+	for _, tt := range []struct {
+		target, header, want string
+	}{
+		{`/s/A\..\B/ws`, "", "400"},
+		{`/s/A%5C..%5CB/ws`, "", "400"},
+		{`/s/A%5c..%5cB/ws`, "", "400"},
+		{`/s\A/ws`, "", "400"},
+		{`/s/A/x\..\..\B\ws\y/..`, "", "400"},
+		{`/s/A;x=1/ws`, "", "400"},
+		{`/s/A%3Bx=1/ws`, "", "400"},
+		{`/s/A/..;/../B/ws`, "", "400"},
+		{`/..;/s/A/ws`, "", "400"},
+		{`/s;v=1/A/ws`, "", "400"},
+		// No key segment for the balancer, the header's key routes, and
+		// IIS reads session A.
+		{`/s\A`, "Z", "400"},
+		{`/s/A/ws?p=a;b\c&q=%5C`, "", "200 routed=A target=/s/A/ws?p=a;b\\c&q=%5C"},
+		{`/s`, "Z", "200 routed=Z target=/s"},
+		{`/s/A/ws`, "", "200 routed=A target=/s/A/ws"},
+		{`/s/%41/ws`, "", "200 routed=A target=/s/%41/ws"},
+	} {
+		t.Run(tt.target, func(t *testing.T) {
+			head := "GET " + tt.target + " HTTP/1.1\r\nHost: bal\r\n"
+			if tt.header != "" {
+				head += "Ctstickiness: " + tt.header + "\r\n"
+			}
+			status, resp := rawRequest(t, h.addr, head+"\r\n")
+			body, _ := io.ReadAll(resp.Body)
+			got := fmt.Sprint(status)
+			if status == http.StatusOK {
+				got += " " + string(body)
+			}
+			t.Logf("%s: %s", tt.target, got)
+			if got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

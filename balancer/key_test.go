@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -97,7 +98,7 @@ func TestNoCookieNoAssignment(t *testing.T) {
 
 // BenchmarkExtract proves key extraction allocation-free for every source.
 func BenchmarkExtract(b *testing.B) {
-	e := mustExtractor(b, configs.Key{})
+	e := mustExtractor(b, configs.Key{Sources: slices.Concat(configs.DefaultKeySources, []string{"path:2"})})
 	for _, bb := range []struct {
 		name string
 		req  *fasthttp.Request
@@ -105,6 +106,7 @@ func BenchmarkExtract(b *testing.B) {
 		{"header", request("/ws", "ctstickiness", "0123456789abcdef0123456789abcdef")},
 		{"cookie", request("/ws", "Cookie", "theme=dark; ctstickiness=0123456789abcdef0123456789abcdef")},
 		{"query", request("/ws?room=1&token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U")},
+		{"path", request("/s/0123456789abcdef0123456789abcdef/ws")},
 		{"none", request("/ws")},
 	} {
 		b.Run(bb.name, func(b *testing.B) {

@@ -57,11 +57,91 @@ func (b *Balancer) FollowCluster() error {
 	b.mu.Lock()
 	b.follower = f
 	b.mu.Unlock()
+	after := b.goneEdgeSeriesAfter
 	go func() {
 		defer close(f.done)
+		forgot := make(chan struct{})
+		go func() {
+			defer close(forgot)
+			b.forgetGoneEdges(ctx, after)
+		}()
 		ring.Follow(ctx, b.ring, changes, b.ringMembers)
+		<-forgot
 	}()
 	return nil
+}
+
+// defaultGoneEdgeSeriesAfter is how long an edge is gone before its series
+// go: many scrapes, so its last counts were read, and longer than an edge
+// restarting under its own name takes, which keeps its counts.
+const defaultGoneEdgeSeriesAfter = 10 * time.Minute
+
+// forgetGoneEdges deletes the series of the edges gone for after until ctx
+// ends: gossip edges restarted under new names (a name per pod) would
+// otherwise grow connections_active, requests_total and
+// backend_errors_total for as long as the process runs. Gone is neither
+// on the ring nor known (knownEdge); an edge back in time keeps its
+// series, and one back later starts them again (a counter reset, which
+// Prometheus reads as one).
+func (b *Balancer) forgetGoneEdges(ctx context.Context, after time.Duration) {
+	goneSince := map[string]time.Time{}
+	tick := time.NewTicker(after / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			named := b.metrics.edgesWithSeries()
+			snap := b.ring.Snapshot()
+			for name := range goneSince {
+				if !named[name] {
+					delete(goneSince, name)
+				}
+			}
+			for name := range named {
+				if _, on := snap.Member(name); on || name == "" || b.knownEdge(name) {
+					delete(goneSince, name)
+					continue
+				}
+				since, seen := goneSince[name]
+				if !seen {
+					goneSince[name] = now
+					continue
+				}
+				if now.Sub(since) >= after && b.forgetEdge(name) {
+					delete(goneSince, name)
+				}
+			}
+		}
+	}
+}
+
+// forgetEdge deletes the series of edge name unless a tunnel to it is
+// still open. Under b.mu, which tunnels are counted in and out under: a
+// gauge deleted under an open tunnel would read -1 once it closed.
+func (b *Balancer) forgetEdge(name string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.metrics.tunnelGauge(name) != 0 {
+		return false
+	}
+	b.metrics.deleteEdge(name)
+	return true
+}
+
+// knownEdge reports whether name is an edge of this balancer's: a static
+// edge of its config, or a gossip edge in any state (a draining one
+// included).
+func (b *Balancer) knownEdge(name string) bool {
+	if _, ok := b.static.Load().edge(name); ok {
+		return true
+	}
+	if c := b.clusterOrNil(); c != nil {
+		n, ok := c.Node(name)
+		return ok && n.Meta.Role == health.RoleEdge
+	}
+	return false
 }
 
 // ringMembers is the member rule: a gossip cluster is one region, so every
@@ -147,16 +227,7 @@ func (b *Balancer) tableHooks() tableHooks {
 	return tableHooks{
 		routesFor: b.routeMembers,
 		isStatic:  isStatic,
-		known: func(name string) bool {
-			if isStatic(name) {
-				return true
-			}
-			if c := b.clusterOrNil(); c != nil {
-				n, ok := c.Node(name)
-				return ok && n.Meta.Role == health.RoleEdge
-			}
-			return false
-		},
+		known:     b.knownEdge,
 		drainsPast: func() map[string]bool {
 			past := map[string]bool{}
 			now := time.Now()

@@ -1,7 +1,10 @@
 package balancer
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/health/operator"
@@ -29,13 +32,36 @@ const (
 // errorKinds are the kind label's values.
 var errorKinds = [...]string{errorKindDial, errorKindHandshake, errorKindResponse, errorKindLocal}
 
+// codeOther is the code label of ringlb_balancer_requests_total for a
+// status outside HTTP's 100–599 (HAProxy's hrsp_other): the code is
+// whatever the edge answers, and one answering odd statuses would
+// otherwise make a series of each.
+const codeOther = "other"
+
+// statusLabels are the code label's values for 100–599, made once: a
+// request's label is looked up, not formatted (and allocated) per request.
+var statusLabels = func() (l [500]string) {
+	for i := range l {
+		l[i] = strconv.Itoa(100 + i)
+	}
+	return l
+}()
+
+// codeLabel is the code label of a request answered with status code.
+func codeLabel(code int) string {
+	if code < 100 || code >= 100+len(statusLabels) {
+		return codeOther
+	}
+	return statusLabels[code-100]
+}
+
 // metrics are the balancer's Prometheus metrics, named by the wire contract
 // (docs/CONTRACT.md, "Metrics"). All of them are declared here and nowhere else.
 type metrics struct {
 	// connectionsActive counts live WebSocket tunnels per edge.
 	connectionsActive *prometheus.GaugeVec
 	// requestsTotal counts answered requests by the edge that answered and the
-	// status code the client got (101 for a tunnel). edge is "" when the
+	// status code the client got (101 for a tunnel; codeLabel). edge is "" when the
 	// balancer answered itself (400 bad key, 502 no edge reachable, 503 empty ring).
 	requestsTotal *prometheus.CounterVec
 	// backendErrorsTotal counts failures talking to an edge, by kind.
@@ -98,7 +124,7 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 		}, []string{"edge"}),
 		requestsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_requests_total",
-			Help: "Requests answered, by edge (empty when the balancer answered itself) and HTTP status code.",
+			Help: "Requests answered, by edge (empty when the balancer answered itself) and HTTP status code (other: outside 100-599).",
 		}, []string{"edge", "code"}),
 		backendErrorsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_backend_errors_total",
@@ -180,4 +206,55 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 		}
 	}
 	return m, nil
+}
+
+// edgeVec is a metric labelled by edge, whose series of one edge go at once.
+type edgeVec interface {
+	prometheus.Collector
+	DeletePartialMatch(prometheus.Labels) int
+}
+
+// perEdge are the metrics labelled by edge.
+func (m *metrics) perEdge() []edgeVec {
+	return []edgeVec{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal}
+}
+
+// edgesWithSeries are the edge label's values of the per-edge series.
+func (m *metrics) edgesWithSeries() map[string]bool {
+	ch := make(chan prometheus.Metric)
+	go func() {
+		defer close(ch)
+		for _, v := range m.perEdge() {
+			v.Collect(ch)
+		}
+	}()
+	names := map[string]bool{}
+	for s := range ch {
+		var d dto.Metric
+		if s.Write(&d) != nil {
+			continue
+		}
+		for _, l := range d.GetLabel() {
+			if l.GetName() == "edge" {
+				names[l.GetValue()] = true
+			}
+		}
+	}
+	return names
+}
+
+// tunnelGauge is the connections_active gauge of edge: its open tunnels.
+func (m *metrics) tunnelGauge(edge string) float64 {
+	var d dto.Metric
+	if m.connectionsActive.WithLabelValues(edge).Write(&d) != nil {
+		return 0
+	}
+	return d.GetGauge().GetValue()
+}
+
+// deleteEdge deletes every series of edge.
+func (m *metrics) deleteEdge(edge string) {
+	for _, v := range m.perEdge() {
+		v.DeletePartialMatch(prometheus.Labels{"edge": edge})
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -237,7 +236,7 @@ func (b *Balancer) reply(ctx *fasthttp.RequestCtx, edge string, code int, body [
 }
 
 func (b *Balancer) countRequest(edge string, code int) {
-	b.metrics.requestsTotal.WithLabelValues(edge, strconv.Itoa(code)).Inc()
+	b.metrics.requestsTotal.WithLabelValues(edge, codeLabel(code)).Inc()
 }
 
 // assignedCookie renders the Set-Cookie value for an assigned key. Not

@@ -63,7 +63,7 @@ func startReadyTableBalancer(t *testing.T) (*healthtest.Cluster, *clusterBalance
 // startClusterBalancerAfter is startClusterBalancer calling created (when
 // not nil) between New, which checked cfg, and FollowCluster, which starts
 // the static edges' monitors.
-func startClusterBalancerAfter(t *testing.T, cl *healthtest.Cluster, name string, cfg configs.Balancer, created func()) *clusterBalancer {
+func startClusterBalancerAfter(t *testing.T, cl *healthtest.Cluster, name string, cfg configs.Balancer, created func(*Balancer)) *clusterBalancer {
 	t.Helper()
 	h := &harness{byName: map[string]*testEdge{}, reg: prometheus.NewRegistry()}
 	h.ring = ring.New(ring.DefaultConfig())
@@ -78,7 +78,7 @@ func startClusterBalancerAfter(t *testing.T, cl *healthtest.Cluster, name string
 	}
 	h.bal = bal
 	if created != nil {
-		created()
+		created(bal)
 	}
 	m := cl.Join(name, health.Meta{Role: health.RoleBalancer, Region: "east", State: health.StateAlive})
 	bal.SetCluster(m)

@@ -90,10 +90,30 @@ func (c *Config) validate() []problem {
 		}
 	}
 	c.Balancer.validate(&ps)
+	c.validateRingPoints(&ps)
 	c.GSLB.validate(&ps)
 	c.validateDemo(&ps)
 	c.validateAddresses(&ps)
 	return ps
+}
+
+// validateRingPoints bounds the ring the static edges make with the
+// cluster's replication (MaxRingPoints says why). A weight of 0 (a drain)
+// counts as 1, as the ring counts it.
+func (c *Config) validateRingPoints(ps *problems) {
+	weight := 0
+	for _, se := range c.Balancer.Edges {
+		w := 1
+		if se.Weight != nil {
+			w = max(1, min(*se.Weight, MaxEdgeWeight))
+		}
+		weight += w
+	}
+	// Compared by division: a replication out of its range (said by its
+	// own check) must not overflow the product.
+	if weight > 0 && c.Cluster.Ring.Replication > MaxRingPoints/weight {
+		ps.add(c.Cluster.ringField()+".replication", "%d × the static edges' total weight %d is more than %d points on the ring (16 bytes each, and work at every rebuild): at most %d with these edges", c.Cluster.Ring.Replication, weight, MaxRingPoints, MaxRingPoints/weight)
+	}
 }
 
 // validateAddresses checks that each role of the file binds distinct

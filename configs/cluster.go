@@ -135,7 +135,11 @@ type Ring struct {
 	// more give a finer balance and a slower rebuild.
 	Partitions int `yaml:"partitions"`
 	// Replication is the points each edge (per weight) has on the circle
-	// (default 400).
+	// (default 400). The edges' total weight × replication is at most
+	// 4,000,000 points (16 bytes each, and work at every rebuild): the
+	// check counts the static edges; edges found by gossip add theirs at
+	// run time, so keep the total weight a cluster may reach × replication
+	// within it (1000 edges of weight 10 at 400).
 	Replication int `yaml:"replication"`
 	// Load bounds every edge to this multiple of the mean partitions
 	// (default 1.05, above 1.0).
@@ -151,6 +155,17 @@ const (
 	DefaultRingPartitions  = 7919
 	DefaultRingReplication = 400
 	DefaultRingLoad        = 1.05
+	// MaxRingPoints bounds the points on the ring's circle, the edges'
+	// total weight × replication: each is 16 bytes and a place every
+	// rebuild hashes, sorts and walks, on every balancer and edge, at
+	// every membership change. Each field within its range, 1000 static
+	// edges of weight 10 at replication 10000 were 100 million points,
+	// 1.6 GB a build. The bound is the largest ring meant: every static
+	// edge at the largest weight and the default replication (about 4 s
+	// and 66 MB a build at the most partitions, TestLargestRingBuilds).
+	// Edges found by gossip are not in the file: a cluster of them holds
+	// to it while its edges' total weight × replication does.
+	MaxRingPoints = MaxStaticEdges * MaxEdgeWeight * DefaultRingReplication
 )
 
 // Bounds of cluster.probe_interval and cluster.gossip_interval, around
@@ -228,11 +243,15 @@ func (c *Cluster) validate(ps *problems) {
 	if c.StateDir != "" {
 		checkStateDir(ps, c.StateDir)
 	}
-	path := "cluster.ring"
+	c.Ring.validate(ps, c.ringField())
+}
+
+// ringField is the path of the ring's parameters in the file.
+func (c Cluster) ringField() string {
 	if c.ringPath != "" {
-		path = c.ringPath
+		return c.ringPath
 	}
-	c.Ring.validate(ps, path)
+	return "cluster.ring"
 }
 
 func (r Ring) validate(ps *problems, path string) {

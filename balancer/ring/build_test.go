@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -124,35 +125,51 @@ func TestPlacementMatchesConsistent(t *testing.T) {
 	}
 }
 
-// TestLargestRingBuilds builds the largest ring configs accepts, 1000
-// static edges (configs.MaxStaticEdges) of weight 10 (configs.MaxEdgeWeight),
-// and the ring without one of them, which Candidates builds on a request's
-// path once that edge is suspect. Durations are reported, not asserted; the
-// wait only ends a build that does not finish.
+// TestLargestRingBuilds builds the largest rings configs accepts, 1000
+// static edges (configs.MaxStaticEdges) of weight 1 and 10
+// (configs.MaxEdgeWeight) at the default replication, and the largest
+// circle, those of weight 10 at the most partitions (with more points than
+// partitions no circle is built): configs.MaxRingPoints. And the ring
+// without one of them, which Candidates builds on a request's path once
+// that edge is suspect. Durations and memory are reported, not asserted;
+// the wait only ends a build that does not finish.
 func TestLargestRingBuilds(t *testing.T) {
-	for _, weight := range []int{1, 10} {
+	for _, tt := range []struct{ weight, partitions int }{
+		{1, DefaultConfig().Partitions},
+		{10, DefaultConfig().Partitions},
+		{10, 1 << 20},
+	} {
+		if testing.Short() && tt.partitions > DefaultConfig().Partitions {
+			continue // the largest circle the check allows: seconds, ten times that under -race
+		}
 		ms := members(1000)
 		for i := range ms {
-			ms[i].Weight = weight
+			ms[i].Weight = tt.weight
 		}
+		cfg := DefaultConfig()
+		cfg.Partitions = tt.partitions
 		done := make(chan []Member, 1)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
 		start := time.Now()
 		var s *Snapshot
 		go func() {
-			s = New(DefaultConfig()).Update(ms)
+			s = New(cfg).Update(ms)
 			built := time.Since(start)
 			c := s.Candidates([]byte("some-session-key"), nil)
-			t.Logf("1000 edges of weight %d: ring built in %v (load bound %g), candidates (a ring without the owner) after %v more",
-				weight, built, s.Load(), time.Since(start)-built)
+			runtime.ReadMemStats(&after)
+			t.Logf("1000 edges of weight %d, %d partitions (weight × replication %d): ring built in %v (load bound %g), candidates (a ring without the owner) after %v more, %d MB allocated for both",
+				tt.weight, tt.partitions, 1000*tt.weight*cfg.Replication, built, s.Load(), time.Since(start)-built, (after.TotalAlloc-before.TotalAlloc)>>20)
 			done <- c
 		}()
 		select {
 		case c := <-done:
 			if len(c) != len(ms) {
-				t.Fatalf("weight %d: %d candidates, want %d", weight, len(c), len(ms))
+				t.Fatalf("weight %d: %d candidates, want %d", tt.weight, len(c), len(ms))
 			}
 		case <-time.After(2 * time.Minute):
-			t.Fatalf("1000 edges of weight %d: no ring after %v", weight, time.Since(start))
+			t.Fatalf("1000 edges of weight %d, %d partitions: no ring after %v", tt.weight, tt.partitions, time.Since(start))
 		}
 	}
 }
