@@ -120,6 +120,25 @@ func (b *Balancer) restoreState() {
 // saveState writes the operator state; a failure is logged (the change
 // stands, in memory, and the Store writes it again).
 func (b *Balancer) saveState() {
+	seq, st := b.stateSnapshot()
+	if b.beforeStateWrite != nil {
+		b.beforeStateWrite()
+	}
+	// Maintenance switched on and off at once, or a drain saved beside
+	// it: the older snapshot written last was what a restart came back to.
+	b.saves.order.Write(seq, func() {
+		if err := b.op.Store.Save(balancerConcern, st); err != nil {
+			b.log.Error("operator state not saved yet: a restart before it is written would forget the change", "err", err)
+		}
+	})
+}
+
+// stateSnapshot is the operator state with its place in the order of
+// snapshots (saveState).
+func (b *Balancer) stateSnapshot() (uint64, balancerState) {
+	b.saves.mu.Lock()
+	defer b.saves.mu.Unlock()
+	seq := b.saves.order.Next()
 	st := balancerState{Maintenance: b.maintenance.Load(), WeightZeroSince: b.zeroSinceToSave()}
 	for name, d := range b.table.drains.all() {
 		if st.StaticDrains == nil {
@@ -127,9 +146,7 @@ func (b *Balancer) saveState() {
 		}
 		st.StaticDrains[name] = staticDrainState{On: d.on, Deadline: time.Unix(0, d.deadline), Stamp: d.stamp}
 	}
-	if err := b.op.Store.Save(balancerConcern, st); err != nil {
-		b.log.Error("operator state not saved yet: a restart before it is written would forget the change", "err", err)
-	}
+	return seq, st
 }
 
 func (b *Balancer) newAdminServer() *http.Server {

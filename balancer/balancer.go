@@ -72,6 +72,16 @@ type Balancer struct {
 	// sentMaintenance is the maintenance SendState handed to an upgrade's
 	// new process (HandOffEnd).
 	sentMaintenance atomic.Bool
+	// saves orders the saves of the operator state (saveState): snapshots
+	// are taken and numbered under mu, and one older than the snapshot
+	// written last is not written.
+	saves struct {
+		mu    sync.Mutex
+		order operator.SaveOrder
+	}
+	// beforeStateWrite, nil but in tests, runs between a save's snapshot
+	// of the operator state and its write (saveState).
+	beforeStateWrite func()
 	// inheritEnds says the process this one replaces ends its table with
 	// an empty part (handoffState.TableEnd).
 	inheritEnds atomic.Bool

@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -991,4 +992,62 @@ func postAdmin(c *http.Client, url string) (*http.Response, error) {
 func provision(cfg configs.Balancer) configs.Balancer {
 	cfg.Provision()
 	return cfg
+}
+
+// Two maintenance changes at once (on, then off) each save the operator
+// state: the file a restart reads holds what the node answered last, even
+// when the older change's save writes after the newer one's.
+func TestMaintenanceSavesTheLatestState(t *testing.T) {
+	cfg := configs.Balancer{}
+	cfg.Admin.StateDir = t.TempDir()
+	cfg.Provision()
+	h := &harness{byName: map[string]*testEdge{}, reg: prometheus.NewRegistry(), ring: ring.New(ring.DefaultConfig())}
+	bal, err := New(cfg, "bal-test", h.ring, slog.New(slog.NewTextHandler(io.Discard, nil)), h.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first save (maintenance on) read its state and waits to write it
+	// until the second (off) has answered.
+	firstRead, release := make(chan struct{}), make(chan struct{})
+	var saves atomic.Int32
+	bal.beforeStateWrite = func() {
+		if saves.Add(1) == 1 {
+			close(firstRead)
+			<-release
+		}
+	}
+	h.bal = bal
+	h.serve(t)
+	set := func(state string) error {
+		resp, err := postAdmin(h.client, "http://"+h.admin+"/api/maintenance?state="+state)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("maintenance %s: %d", state, resp.StatusCode)
+		}
+		return nil
+	}
+	on := make(chan error, 1)
+	go func() { on <- set("on") }()
+	<-firstRead
+	if err := set("off"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-on; err != nil {
+		t.Fatal(err)
+	}
+	if bal.maintenance.Load() {
+		t.Fatal("maintenance on after on, then off")
+	}
+	restarted, err := New(cfg, "bal-test", ring.New(ring.DefaultConfig()), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restarted.Shutdown(context.Background())
+	if restarted.maintenance.Load() {
+		t.Error("after a restart: maintenance on, though the node answered off last: the older save was written last")
+	}
 }

@@ -459,3 +459,39 @@ func TestRefusedReloadLeavesTheGaugesAlone(t *testing.T) {
 		t.Errorf("ringlb_gslb_member_up of dead e1 after a refused reload: %v, want 0", g)
 	}
 }
+
+// A reload that lands after Shutdown stopped the monitors (a PUT
+// /api/config answered while the node stops) starts none: they would
+// probe, owned by nobody, until the process exits.
+func TestReloadAfterShutdownStartsNoMonitors(t *testing.T) {
+	var probes atomic.Int64
+	probed := make(chan struct{}, 1)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		probes.Add(1)
+		select {
+		case probed <- struct{}{}:
+		default:
+		}
+	}))
+	defer backend.Close()
+	cfg := parseGSLBYAML(t, reloadStateYAML(reloadStateMember("e1", "192.0.2.1", strings.TrimPrefix(backend.URL, "http://"), "")))
+	s, err := New(cfg, "gslb-test", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	<-probed // the monitors run
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := probes.Load()
+	reloadReturns(t, s, cfg)
+	if p := s.state.Load().pools; p.cancel != nil {
+		p.stop()
+		t.Errorf("the reload after Shutdown started the monitors (%d probes before it, %d after they were stopped)", before, probes.Load())
+	}
+}

@@ -499,12 +499,14 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 	if offset != old.serial.Load() {
 		s.saveSerial()
 	}
+	// Started under mu, against Shutdown: pools started after it stopped
+	// the server's would probe until the process exits, owned by nobody (a
+	// PUT /api/config answered while the node stops).
 	s.mu.Lock()
-	started := s.tcp != nil
-	s.mu.Unlock()
-	if started {
+	if s.tcp != nil && !s.closed {
 		st.pools.start()
 	}
+	s.mu.Unlock()
 	old.pools.stop()
 	st.pools.forget(old.pools)
 	s.queryLog.Store(cfg.QueryLog)

@@ -55,7 +55,8 @@ type metrics struct {
 	tokensRevoked prometheus.Counter
 	// revocationsHeld is the revocations held in memory (bounded: revoke.go).
 	revocationsHeld prometheus.Gauge
-	// revokedRefused counts joins refused (401) for a revoked token;
+	// revokedRefused counts joins refused (401) and in-band token refreshes
+	// refused (error frame forbidden) for a revoked token;
 	// revokedClosed, connections closed with 1008 when their token was
 	// revoked.
 	revokedRefused, revokedClosed prometheus.Counter
@@ -168,7 +169,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		revokedRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_revoked_joins_refused_total",
-			Help: "Joins refused with 401 because their token was revoked.",
+			Help: "Joins refused with 401, and in-band token refreshes refused with an error frame, because their token was revoked.",
 		}),
 		revokedClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringlb_edge_revoked_connections_closed_total",

@@ -327,3 +327,70 @@ gslb:
 		}
 	}
 }
+
+// The config API says what `ringlb check` warns of a gslb's zones, beside
+// the file's own warnings: a check and a PUT of a signed zone whose SOA
+// expire outlasts the signatures its secondaries hold both name it at the
+// zone's dnssec field. Before, only the file's own warnings were answered
+// (the zone's went to the node's log alone, a PUT's to nobody), and a file
+// whose zones were refused was answered with none of its own.
+func TestConfigAPIAnswersTheZonesWarnings(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary; skipped with -short")
+	}
+	t.Parallel()
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	key, _, err := configs.GenerateDNSSECKey(dir, "ringlb.test", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := func(expire string) string {
+		return `cluster: { name: g-1, bind: 127.0.0.1:0, profile: local }
+gslb:
+  listen: 127.0.0.1:0
+  admin: { listen: 127.0.0.1:0 }
+  zones:
+    - origin: ringlb.test
+      records: [ "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 ` + expire + ` 60", "@ 3600 IN NS ns1", "ns1 3600 IN A 127.0.0.1" ]
+      transfer: { allow: [127.0.0.1/32] }
+      dnssec: { keys: [ { file: ` + key + ` } ] }
+`
+	}
+	path := filepath.Join(dir, "g.yaml")
+	writeFile(t, path, config("129600")) // 36 h: nothing to warn of
+	g := startProc(t, bin, "gslb", "-config", path)
+	admin := "http://" + g.waitLog(t, "gslb started")["admin"].(string)
+	warning := path + ":9: gslb.zones[0].dnssec: "
+	warned := func(out map[string]any) bool {
+		list, _ := out["warnings"].([]any)
+		for _, w := range list {
+			if s := fmt.Sprint(w); strings.HasPrefix(s, warning) && strings.Contains(s, "expire") {
+				return true
+			}
+		}
+		return false
+	}
+	long := config("1209600") // 14 d
+	code, out := adminCall(t, "POST", admin+"/api/config/check", nil, long)
+	t.Logf("check of a 14 d expire: %d %v", code, out)
+	if code != 200 || !warned(out) {
+		t.Errorf("check of a 14 d expire: %d %v, want 200 warning %q…", code, out, warning)
+	}
+	_, view := adminCall(t, "GET", admin+"/api/config", nil, "")
+	code, out = adminCall(t, "PUT", admin+"/api/config", map[string]string{"If-Match": `"` + view["version"].(string) + `"`}, long)
+	t.Logf("PUT of a 14 d expire: %d %v", code, out)
+	if code != 200 || !warned(out) {
+		t.Errorf("PUT of a 14 d expire: %d %v, want 200 warning %q…", code, out, warning)
+	}
+
+	// A zone refused is answered with the file's own warnings besides,
+	// as `ringlb check` prints them after the zone's problems.
+	refused := strings.Replace(long, `"ns1 3600 IN A 127.0.0.1" ]`, `"ns1 3600 IN A 127.0.0.1", "chaos 60 CH TXT x" ]`, 1) +
+		"  monitors: { web: { type: https } }\n"
+	code, out = adminCall(t, "POST", admin+"/api/config/check", nil, refused)
+	t.Logf("check of a zone refused and an https monitor without server_name: %d %v", code, out)
+	if list, _ := out["warnings"].([]any); code != 400 || !strings.Contains(fmt.Sprint(list), "https verifies nothing") {
+		t.Errorf("check of a zone refused: %d %v, want 400 with the file's warning of the https monitor", code, out)
+	}
+}

@@ -847,7 +847,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	// SIGHUP and PUT /api/config reload through the same file, one at a time.
 	file := operator.NewConfigFile(*path, role, cfg, started, n.apply(level), logger)
 	if role == "gslb" {
-		file.UseCheck(func(c *configs.Config) error { _, err := gslb.Check(c.GSLB); return err }) // as ringlb check
+		file.UseCheck(func(c *configs.Config) ([]error, error) { return gslb.Check(c.GSLB) }) // as ringlb check
 	}
 	n.op.UseConfigFile(file)
 	n.announce(logger)

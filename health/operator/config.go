@@ -42,22 +42,25 @@ type ConfigFile struct {
 	// held says why the file changes nothing now (Hold); "": it does.
 	held string
 	// check is the role's own check of a config (UseCheck); nil: none.
-	check func(*configs.Config) error
+	check func(*configs.Config) (warnings []error, err error)
 }
 
 // UseCheck has the file's check and PUT refuse, before anything is
 // written, a config check refuses: what the role itself would refuse at its
-// start beyond configs' checks (a gslb's zones as it loads them). Call it
-// before the node serves the config API.
-func (f *ConfigFile) UseCheck(check func(*configs.Config) error) { f.check = check }
+// start beyond configs' checks (a gslb's zones as it loads them); and
+// answer, beside the file's own, the warnings it has (what `ringlb check`
+// prints of them). Call it before the node serves the config API.
+func (f *ConfigFile) UseCheck(check func(*configs.Config) (warnings []error, err error)) {
+	f.check = check
+}
 
 // roleCheck is the role's check of next (UseCheck), run only when next
 // names no file of the host the running config does not (newFiles: a
 // request is not a way to have the node read a file of the host; the zone
 // loader's problems quote what they read). current is the file's content.
-func (f *ConfigFile) roleCheck(running *configs.Config, current []byte, next *configs.Config) error {
+func (f *ConfigFile) roleCheck(running *configs.Config, current []byte, next *configs.Config) ([]error, error) {
 	if f.check == nil || len(f.newFiles(running, current, next)) > 0 {
-		return nil
+		return nil, nil
 	}
 	return f.check(next)
 }
@@ -199,16 +202,15 @@ func readConfigBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 
 // problems answers a config that does not check: every problem, as `ringlb
 // check` prints it (file:line: field.path: what), and the warnings the
-// file has besides (configs.Refused), as a file that checks is answered
-// with its own.
-func problems(w http.ResponseWriter, err error) {
+// file has besides (configs.Refused; warned, those of a file the role's
+// check refused), as a file that checks is answered with its own.
+func problems(w http.ResponseWriter, err error, warned configs.Errors) {
 	list := problemList(err)
 	var refused *configs.Refused
-	var warned configs.Errors
 	if errors.As(err, &refused) {
 		warned = refused.Warnings
 	}
-	WriteJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": strings.Join(list, "\n"), "problems": list, "warnings": warnings(warned)})
+	WriteJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": strings.Join(list, "\n"), "problems": list, "warnings": warnings(warned, nil)})
 }
 
 // problemList is err's problems, one an entry: a file's (configs.Errors),
@@ -234,11 +236,14 @@ func problemList(err error) []string {
 	return []string{err.Error()}
 }
 
-// warnings are a checked config's warnings as `ringlb check` prints them
-// (an empty list: none).
-func warnings(warned configs.Errors) []string {
+// warnings are a checked config's warnings as `ringlb check` prints them,
+// the file's then its role's (UseCheck) (an empty list: none).
+func warnings(warned configs.Errors, role []error) []string {
 	list := []string{}
 	for _, w := range warned {
+		list = append(list, w.Error())
+	}
+	for _, w := range role {
 		list = append(list, w.Error())
 	}
 	return list
@@ -279,14 +284,16 @@ func (n *Node) serveConfigCheck(w http.ResponseWriter, r *http.Request) {
 	// Checked as the file itself (its name in messages, relative paths
 	// from its directory), exactly as `ringlb check -config FILE` would.
 	cfg, err := configs.Parse(f.path, data)
-	if err == nil {
-		err = f.roleCheck(running, current, cfg)
-	}
 	if err != nil {
-		problems(w, err)
+		problems(w, err, nil)
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "summary": cfg.Summary(), "warnings": warnings(cfg.Warnings())})
+	roleWarnings, err := f.roleCheck(running, current, cfg)
+	if err != nil {
+		problems(w, err, cfg.Warnings())
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "summary": cfg.Summary(), "warnings": warnings(cfg.Warnings(), roleWarnings)})
 }
 
 func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
@@ -323,14 +330,15 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	next, err := configs.Parse(f.path, data)
 	if err != nil {
-		problems(w, err)
+		problems(w, err, nil)
 		return
 	}
 	next.LogWarnings(f.log)
 	// The role's check too: a file it refuses was written, answered 202
 	// "not applied", and no longer started the node.
-	if err := f.roleCheck(f.running, current, next); err != nil {
-		problems(w, err)
+	roleWarnings, err := f.roleCheck(f.running, current, next)
+	if err != nil {
+		problems(w, err, next.Warnings())
 		return
 	}
 	backup, err := replaceFile(f.path, current, data)
@@ -346,12 +354,12 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 		// the node runs what it ran.
 		f.log.Warn("config file replaced through the admin API, but not applied", "path", f.path, "version", v, "by", by, "remote", r.RemoteAddr, "err", err)
 		WriteJSON(w, http.StatusAccepted, map[string]any{"applied": false, "version": v, "running_version": f.runningVersion,
-			"error": err.Error(), "restart": configs.RestartFields(err), "backup": backup})
+			"error": err.Error(), "restart": configs.RestartFields(err), "backup": backup, "warnings": warnings(next.Warnings(), roleWarnings)})
 		return
 	}
 	f.running, f.runningVersion = next, v
 	f.log.Info("config file replaced and applied through the admin API", "path", f.path, "version", v, "by", by, "remote", r.RemoteAddr)
-	WriteJSON(w, http.StatusOK, map[string]any{"applied": true, "version": v, "backup": backup})
+	WriteJSON(w, http.StatusOK, map[string]any{"applied": true, "version": v, "backup": backup, "warnings": warnings(next.Warnings(), roleWarnings)})
 }
 
 // refuseNewFiles answers 403, naming the fields, and reports true when

@@ -58,11 +58,9 @@ type Logins struct {
 	// known: the networks each user has logged in from (the last success),
 	// which the user name's failure count does not refuse.
 	known map[knownNetwork]time.Time
-	// snapshots numbers the sessions' snapshots (under mu); written is
-	// the last one written (under saving): write's order.
-	snapshots uint64
-	saving    sync.Mutex
-	written   uint64
+	// order has the sessions' snapshots, numbered under mu, written in
+	// their order (write).
+	order SaveOrder
 	// held says why no session begins or ends now (Hold); "": they do.
 	held string
 	// unsaved counts the sessions' changes whose save has not ended (Hold
@@ -576,8 +574,7 @@ func (l *Logins) save() {
 func (l *Logins) snapshot() (uint64, []savedSession) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.snapshots++
-	return l.snapshots, l.savedLocked()
+	return l.order.Next(), l.savedLocked()
 }
 
 // write writes the sessions of snapshot seq, unless a later snapshot was
@@ -586,15 +583,11 @@ func (l *Logins) snapshot() (uint64, []savedSession) {
 // logged-out session back after a restart, valid for the rest of its
 // life. Not written under mu, which every request's cookie check takes.
 func (l *Logins) write(seq uint64, sessions []savedSession) {
-	l.saving.Lock()
-	defer l.saving.Unlock()
-	if seq <= l.written {
-		return
-	}
-	l.written = seq
-	if err := l.store.Save(sessionsConcern, sessions); err != nil {
-		l.log.Error("login sessions not saved yet: a restart before they are written reads the sessions saved before", "err", err)
-	}
+	l.order.Write(seq, func() {
+		if err := l.store.Save(sessionsConcern, sessions); err != nil {
+			l.log.Error("login sessions not saved yet: a restart before they are written reads the sessions saved before", "err", err)
+		}
+	})
 }
 
 // saved is the sessions as the state file (and an upgrade's hand-off)

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -343,4 +344,31 @@ func ownFile(path string, fi os.FileInfo) error {
 		return fmt.Errorf("%s: owned by uid %d, not this user (%d): not written by this node", path, uid, os.Geteuid())
 	}
 	return nil
+}
+
+// SaveOrder has the saves of one state land in the order their snapshots
+// were taken, where a snapshot is taken under one lock and written after
+// it is released (a write under the lock would hold it for a sync). Two
+// changes saved at once each wrote after it read, and the older read
+// written last was what a restart came back to — a logged-out session
+// valid again, maintenance on though the node answered off last.
+type SaveOrder struct {
+	taken   atomic.Uint64
+	writing sync.Mutex
+	written uint64
+}
+
+// Next numbers a snapshot: call it under the lock the snapshot is taken
+// under, so that the numbers follow the snapshots.
+func (o *SaveOrder) Next() uint64 { return o.taken.Add(1) }
+
+// Write runs write for snapshot seq unless a later one was written already.
+func (o *SaveOrder) Write(seq uint64, write func()) {
+	o.writing.Lock()
+	defer o.writing.Unlock()
+	if seq <= o.written {
+		return
+	}
+	o.written = seq
+	write()
 }
