@@ -132,7 +132,7 @@ func (r *Ring) update(members []Member) *Snapshot {
 	if slices.Equal(cur.members, norm) {
 		return cur
 	}
-	next := build(r.cfg, norm, cur.version+1)
+	next := build(r.cfg, norm, cur.version+1, newFamily())
 	r.current.Store(next)
 	return next
 }
@@ -174,8 +174,8 @@ func pointName(name string, w int) string {
 	return strconv.Itoa(len(name)) + ":" + name + "#" + strconv.Itoa(w) + ":"
 }
 
-func build(cfg Config, members []Member, version uint64) *Snapshot {
-	s := &Snapshot{cfg: cfg, version: version, members: members, partitions: uint64(cfg.Partitions), load: cfg.Load}
+func build(cfg Config, members []Member, version uint64, fam *family) *Snapshot {
+	s := &Snapshot{cfg: cfg, version: version, members: members, partitions: uint64(cfg.Partitions), load: cfg.Load, fam: fam}
 	if len(members) == 0 {
 		return s
 	}
@@ -330,33 +330,92 @@ type Snapshot struct {
 	load       float64 // the bound achieved; 0 when none could be (see distribute)
 
 	// without caches the snapshots of this member set less one member
-	// (Without), built on first use.
-	withoutMu sync.Mutex
-	without   map[string]*Snapshot
+	// (Without), each built on first use; fam bounds them.
+	fam       *family
+	withoutMu sync.Mutex // guards the map, never held across a build
+	without   map[string]*withoutEntry
+}
+
+// withoutBudget bounds the bytes of Without rings that one ring version
+// and the rings derived from it keep (ringBytes each). Unbounded, every
+// edge a balancer failed to dial before gossip dropped it cost one whole
+// ring for as long as the version lasted: 4 MB each at 1<<20 partitions.
+// 64 MiB keeps ~2,000 rings of 10 edges at the default 7919 partitions,
+// ~400 of 1000 edges, 15 at 1<<20 partitions.
+const withoutBudget = 64 << 20
+
+// family is what a ring version shares with the rings Without derives from
+// it, and theirs in turn.
+type family struct {
+	// cacheLeft is how many more bytes of Without rings they may keep.
+	cacheLeft atomic.Int64
+	// building, set by tests, is called before each Without ring is built.
+	building func(name string)
+}
+
+// keep reports whether a ring of n bytes fits in what is left, and takes
+// its room if so.
+func (f *family) keep(n int64) bool {
+	if f.cacheLeft.Add(-n) >= 0 {
+		return true
+	}
+	f.cacheLeft.Add(n)
+	return false
+}
+
+func newFamily() *family {
+	f := &family{}
+	f.cacheLeft.Store(withoutBudget)
+	return f
+}
+
+// ringBytes estimates what a snapshot of n members keeps: its partition
+// table, its members and its shares.
+func ringBytes(cfg Config, n int) int64 {
+	return 4*int64(cfg.Partitions) + 128*int64(n)
 }
 
 // Without returns the ring of this snapshot's members less the one named
 // name — exactly the ring every node builds once gossip has dropped that
 // member — or s itself when name is not a member. It is built on first use
-// (milliseconds, like any rebuild) and cached, so later calls cost a map
-// lookup under a lock. The result has s's version.
+// (milliseconds, like any rebuild; seconds at the largest rings) and kept
+// within withoutBudget, so later calls cost a map lookup under a lock; past
+// the budget each call builds it again. A build holds up only the callers
+// of the same name: the others' rings, cached, are on the request path
+// (Candidates). The result has s's version.
 func (s *Snapshot) Without(name string) *Snapshot {
 	i, ok := slices.BinarySearchFunc(s.members, name, func(m Member, n string) int { return strings.Compare(m.Name, n) })
 	if !ok {
 		return s
 	}
 	s.withoutMu.Lock()
-	defer s.withoutMu.Unlock()
-	if w := s.without[name]; w != nil {
-		return w
+	e := s.without[name]
+	if e == nil && s.fam.keep(ringBytes(s.cfg, len(s.members)-1)) {
+		e = &withoutEntry{}
+		if s.without == nil {
+			s.without = make(map[string]*withoutEntry)
+		}
+		s.without[name] = e
 	}
-	rest := slices.Delete(slices.Clone(s.members), i, i+1)
-	w := build(s.cfg, rest, s.version)
-	if s.without == nil {
-		s.without = make(map[string]*Snapshot)
+	s.withoutMu.Unlock()
+	if e == nil {
+		return s.buildWithout(i)
 	}
-	s.without[name] = w
-	return w
+	e.once.Do(func() { e.ring = s.buildWithout(i) })
+	return e.ring
+}
+
+// withoutEntry is one cached Without ring, built once by its first caller.
+type withoutEntry struct {
+	once sync.Once
+	ring *Snapshot
+}
+
+func (s *Snapshot) buildWithout(i int) *Snapshot {
+	if f := s.fam.building; f != nil {
+		f(s.members[i].Name)
+	}
+	return build(s.cfg, slices.Delete(slices.Clone(s.members), i, i+1), s.version, s.fam)
 }
 
 // Version counts real membership changes: 0 for the empty ring at start.
@@ -403,7 +462,7 @@ func (s *Snapshot) Locate(key []byte) (Member, bool) {
 // depends only on the key and the member set (highest random weight of
 // xxhash(key, name)). Every balancer tries the same fallbacks after a failed
 // dial. It does not allocate when dst has room, after the first call per
-// owner has built its Without ring.
+// owner has built its Without ring (kept within withoutBudget).
 func (s *Snapshot) Candidates(key []byte, dst []Member) []Member {
 	owner, ok := s.Locate(key)
 	if !ok {
