@@ -63,7 +63,16 @@ type accessLog struct {
 
 	mu  sync.Mutex // apply, reopen and close, one at a time
 	cfg configs.AccessLog
+	// closed: the balancer stopped (close), and no change starts the
+	// writer again.
+	closed bool
 }
+
+// errAccessLogClosed refuses a change of the access log once the balancer
+// stopped: a reload landing after the stop (a PUT /api/config answered
+// while the node stops) started a writer, and held its file, that nobody
+// stops.
+var errAccessLogClosed = errors.New("balancer.access_log: not changed: the balancer has stopped")
 
 // accessQueue bounds the entries waiting for the writer (about 1.5 MB,
 // made when the log is first switched on).
@@ -173,6 +182,9 @@ func (a *accessLog) apply(cfg configs.AccessLog) error {
 		a.cfg = cfg
 		return nil
 	}
+	if a.closed {
+		return errAccessLogClosed
+	}
 	w := a.stderr
 	var file *os.File
 	if cfg.Enabled && cfg.Path != "" {
@@ -257,6 +269,7 @@ func (a *accessLog) reopen() {
 func (a *accessLog) close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.closed = true
 	if a.done == nil { // never on
 		return
 	}

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 type accessLine struct {
@@ -308,5 +310,30 @@ func TestAccessLogSwitchLosesNoLine(t *testing.T) {
 	t.Logf("%d requests over %d switches: %d lines, %g dropped", offered, switches, lines, dropped)
 	if float64(lines)+dropped != offered {
 		t.Errorf("%d lines + %g dropped for %d requests: %g lost in the switches", lines, dropped, offered, offered-float64(lines)-dropped)
+	}
+}
+
+// A reload that switches the access log on after the balancer stopped (a
+// PUT /api/config answered while the node stops) starts no writer: the
+// stop closed the log already, and a writer started after it wrote to its
+// file, owned by nobody, until the process exits.
+func TestReloadAfterShutdownStartsNoAccessLogWriter(t *testing.T) {
+	h := newHarness(t, provision(configs.Balancer{}))
+	h.serve(t)
+	ctx, cancel := context.WithTimeout(context.Background(), healthtest.Patience)
+	defer cancel()
+	if err := h.bal.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg := h.bal.current.Load().cfg
+	cfg.AccessLog = configs.AccessLog{Enabled: true, Path: filepath.Join(t.TempDir(), "access.log"), Sample: 1}
+	err := h.bal.Reload(cfg)
+	t.Logf("reload after the shutdown: %v", err)
+	h.bal.access.mu.Lock()
+	started := h.bal.access.done != nil
+	h.bal.access.mu.Unlock()
+	if started {
+		h.bal.access.close()
+		t.Error("the reload after the shutdown started the access log's writer")
 	}
 }

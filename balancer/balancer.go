@@ -82,6 +82,9 @@ type Balancer struct {
 	// beforeStateWrite, nil but in tests, runs between a save's snapshot
 	// of the operator state and its write (saveState).
 	beforeStateWrite func()
+	// beforeStaticSwap, nil but in tests, runs between a reload's new
+	// static edges starting and their swap in (applyReload).
+	beforeStaticSwap func()
 	// inheritEnds says the process this one replaces ends its table with
 	// an empty part (handoffState.TableEnd).
 	inheritEnds atomic.Bool

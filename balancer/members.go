@@ -122,11 +122,18 @@ func (b *Balancer) forgetGoneEdges(ctx context.Context, after time.Duration) {
 // gauge deleted under an open tunnel would read -1 once it closed.
 func (b *Balancer) forgetEdge(name string) bool {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.metrics.tunnelGauge(name) != 0 {
+		b.mu.Unlock()
 		return false
 	}
 	b.metrics.deleteEdge(name)
+	b.mu.Unlock()
+	// Back since the sweep found it gone: its rejoin's ring rebuild may
+	// have made its error counters just before the delete, which took
+	// them. Made again, as routing to it made them.
+	if b.knownEdge(name) {
+		b.metrics.zeroErrors(name)
+	}
 	return true
 }
 
@@ -151,13 +158,9 @@ func (b *Balancer) knownEdge(name string) bool {
 func (b *Balancer) ringMembers() []ring.Member {
 	var out []ring.Member
 	defer func() {
-		// An edge's error counters at 0 from when it is routed to: made
-		// by its first error, a series first seen at 1 is no increase to
-		// Prometheus, and an alert on increase(...) > 0 missed it.
+		// An edge's error counters at 0 from when it is routed to.
 		for _, m := range out {
-			for _, kind := range errorKinds {
-				b.metrics.backendErrorsTotal.WithLabelValues(m.Name, kind)
-			}
+			b.metrics.zeroErrors(m.Name)
 		}
 	}()
 	if c := b.clusterOrNil(); c != nil {

@@ -252,6 +252,15 @@ func (m *metrics) tunnelGauge(edge string) float64 {
 	return d.GetGauge().GetValue()
 }
 
+// zeroErrors makes edge's error counters, at 0, of every kind: made by
+// its first error, a series first seen at 1 is no increase to Prometheus,
+// and an alert on increase(...) > 0 missed it.
+func (m *metrics) zeroErrors(edge string) {
+	for _, kind := range errorKinds {
+		m.backendErrorsTotal.WithLabelValues(edge, kind)
+	}
+}
+
 // deleteEdge deletes every series of edge.
 func (m *metrics) deleteEdge(edge string) {
 	for _, v := range m.perEdge() {

@@ -220,3 +220,38 @@ func TestGoneEdgesSeriesForgotten(t *testing.T) {
 	waitRing(t, b)
 	healthtest.WaitUntil(t, "edge-static's series gone", func() bool { return edgeSeries("edge-static") == 0 })
 }
+
+// An edge back on the ring as the sweep deletes its series (the sweep
+// found it gone, then it rejoined and its ring rebuild made its error
+// counters at 0) has them again: deleted, its first error made a series
+// at 1, no increase to Prometheus, and an alert on increase(...) > 0
+// missed it.
+func TestEdgeBackAsItsSeriesGoKeepsItsErrorCounters(t *testing.T) {
+	cl := healthtest.New(t)
+	b := startClusterBalancer(t, cl, "bal-1", configs.Balancer{SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)}})
+	e := startTestEdge(t, "edge-back")
+	cl.Join("edge-back", health.Meta{Role: health.RoleEdge, Region: "east", URL: e.url, Weight: 1, State: health.StateAlive})
+	waitRing(t, b, "edge-back")
+	errorSeries := func() map[string]float64 {
+		out := map[string]float64{}
+		for _, s := range scrape(t, b.harness, "ringlb_balancer_backend_errors_total") {
+			if s.labels["edge"] == "edge-back" {
+				out[s.labels["kind"]] = s.value
+			}
+		}
+		return out
+	}
+	if got := errorSeries(); len(got) != len(errorKinds) {
+		t.Fatalf("routed: error series %v, want one per kind at 0", got)
+	}
+
+	// The sweep's delete, decided while the edge was gone, lands now.
+	b.bal.forgetEdge("edge-back")
+	got := errorSeries()
+	t.Logf("after the delete: %v", got)
+	for _, kind := range errorKinds {
+		if v, ok := got[kind]; !ok || v != 0 {
+			t.Errorf("backend_errors_total{edge=edge-back,kind=%s}: %v (present %v), want 0 while the edge is routed to", kind, v, ok)
+		}
+	}
+}

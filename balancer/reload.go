@@ -125,35 +125,57 @@ func (b *Balancer) applyReload(rl *reloadable) {
 	following := b.follower != nil
 	b.mu.Unlock()
 	if following {
-		// New monitors first, then the old ones go: a static edge in both
-		// files at the same URL keeps the state its monitor settled on.
-		next := newStaticEdges(cfg.Edges, rl.edgeTLS, b.static.Load(), b.staticChanged, b.log)
-		old := b.static.Swap(next)
-		if old != nil {
-			old.Close()
-		}
-		b.saveZeroSince()
-		b.rebuildRing()
-		// The routes read the static edges too, whether or not the ring
-		// changed (routeMembers): rebuilt before the round below.
-		b.table.routesGen.Add(1)
-		// A static edge at another URL is another backend under its name,
-		// where the key's next participants go now: the sessions on the
-		// old one move whole, their tunnels closed so their clients
-		// reconnect there. Left open, they stayed on the old backend,
-		// still running, beside the newcomers on the new one.
-		var moved []*tunnel
-		for _, e := range old.all() {
-			if n, ok := next.edge(e.member.Name); ok && n.member.URL != e.member.URL {
-				moved = b.table.tunnelsTo(e.member.Name, moved)
-			}
-		}
-		if len(moved) > 0 {
-			b.log.Info("static edges at another URL: their sessions move", "tunnels_closed", len(moved))
-			b.table.closeTunnels(moved, closeMoved)
-		}
+		b.reloadStatic(rl)
 	}
 	b.log.Info("configuration reloaded", "key_sources", cfg.Key.Sources, "tls", rl.cert != nil)
+}
+
+// reloadStatic replaces the static edges by rl's, the ring following the
+// cluster (applyReload).
+func (b *Balancer) reloadStatic(rl *reloadable) {
+	// New monitors first, then the old ones go: a static edge in both
+	// files at the same URL keeps the state its monitor settled on.
+	next := newStaticEdges(rl.cfg.Edges, rl.edgeTLS, b.static.Load(), b.staticChanged, b.log)
+	if b.beforeStaticSwap != nil {
+		b.beforeStaticSwap()
+	}
+	old := b.static.Swap(next)
+	if old != nil {
+		old.Close()
+	}
+	b.mu.Lock()
+	stopped := b.follower == nil
+	b.mu.Unlock()
+	if stopped {
+		// A shutdown stopped following since the check before and closed
+		// the static edges it found, not next: left in place, next's
+		// monitors probed, owned by nobody, until the process exits.
+		// Whichever of the two takes next out closes it.
+		if b.static.CompareAndSwap(next, nil) {
+			next.Close()
+		}
+		return
+	}
+	b.saveZeroSince()
+	b.rebuildRing()
+	// The routes read the static edges too, whether or not the ring
+	// changed (routeMembers): rebuilt before the round below.
+	b.table.routesGen.Add(1)
+	// A static edge at another URL is another backend under its name,
+	// where the key's next participants go now: the sessions on the
+	// old one move whole, their tunnels closed so their clients
+	// reconnect there. Left open, they stayed on the old backend,
+	// still running, beside the newcomers on the new one.
+	var moved []*tunnel
+	for _, e := range old.all() {
+		if n, ok := next.edge(e.member.Name); ok && n.member.URL != e.member.URL {
+			moved = b.table.tunnelsTo(e.member.Name, moved)
+		}
+	}
+	if len(moved) > 0 {
+		b.log.Info("static edges at another URL: their sessions move", "tunnels_closed", len(moved))
+		b.table.closeTunnels(moved, closeMoved)
+	}
 }
 
 // restartChanges names the fields read only at start (listeners, their

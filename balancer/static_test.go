@@ -139,3 +139,40 @@ func TestReloadsKeepAStaticEdgesFallCount(t *testing.T) {
 		t.Errorf("edge-1 failed %d checks in a row (fall %d) and is still on the ring: each reload restarted its fall count", n, fall)
 	}
 }
+
+// A reload that lands while the balancer stops (a PUT /api/config answered
+// as the node shuts down) leaves no static monitor running: the edges it
+// swaps in after the shutdown closed the static edges it found are
+// nobody's, and their monitors probed until the process exits.
+func TestReloadDuringShutdownLeavesNoMonitors(t *testing.T) {
+	var probes atomic.Int64
+	check := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		probes.Add(1)
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(check.Close)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(check.URL, "http://"))
+	edges := staticEdgesOf(startTestEdge(t, "edge-1"))
+	mon := configs.Monitor{Type: configs.MonitorHTTP, Path: "/health", Interval: configs.Duration(20 * time.Millisecond), Timeout: configs.Duration(time.Second), Rise: 1, Fall: 3}
+	mon.Port, _ = strconv.Atoi(port)
+	edges[0].Monitor = &mon
+	cfg := configs.Balancer{Edges: edges, SessionTable: configs.SessionTable{StartupWait: configs.Duration(time.Millisecond)}}
+	cfg.Provision()
+	b := startClusterBalancer(t, healthtest.New(t), "bal-1", cfg)
+	waitRing(t, b, "edge-1")
+
+	// The shutdown's stop of the static edges comes between the reload's
+	// check that the ring follows the cluster and its swap.
+	b.bal.beforeStaticSwap = func() { b.bal.stopFollowing() }
+	if err := b.bal.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	st := b.bal.static.Load()
+	if st == nil {
+		return
+	}
+	after := probes.Load()
+	healthtest.WaitUntil(t, "a probe after the reload", func() bool { return probes.Load() > after+2 })
+	t.Errorf("the reload's static edges outlived the shutdown: %d probes by the time it returned, %d since, owned by nobody", after, probes.Load()-after)
+	st.Close()
+}

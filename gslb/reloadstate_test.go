@@ -64,6 +64,50 @@ func eastAnswer(t *testing.T, s *Server) []string {
 	return out
 }
 
+// Two reloads at once leave the monitors of the state served, and only
+// those, running: pools the later reload replaced (and stopped, before
+// they started) would probe, owned by nobody, until the process exits.
+func TestReloadsAtOnceLeaveNoMonitorsBehind(t *testing.T) {
+	var probes atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		probes.Add(1)
+	}))
+	defer backend.Close()
+	cfg := parseGSLBYAML(t, reloadStateYAML(reloadStateMember("e1", "192.0.2.1", strings.TrimPrefix(backend.URL, "http://"), "")))
+	s, err := New(cfg, "gslb-test", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	}()
+	// The first reload's state is swapped in; the second reload runs
+	// whole before the first starts its pools.
+	var first *state
+	s.beforePoolsStart = func() {
+		if first == nil {
+			first = s.state.Load()
+			reloadReturns(t, s, cfg)
+		}
+	}
+	reloadReturns(t, s, cfg)
+	if first == s.state.Load() {
+		t.Fatal("the second reload's state is not the one served")
+	}
+	if first.pools.cancel != nil {
+		first.pools.stop()
+		t.Errorf("the replaced state's monitors were started after the reload that replaced it (%d probes in all)", probes.Load())
+	}
+	if s.state.Load().pools.cancel == nil {
+		t.Error("the state served has no monitors running")
+	}
+}
+
 // reloadReturns runs s.Reload(cfg) and fails, with every goroutine's
 // stack, if it has not returned within a generous bound.
 func reloadReturns(t *testing.T, s *Server, cfg configs.GSLB) {

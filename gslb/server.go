@@ -111,6 +111,9 @@ type Server struct {
 	// signers' time it last looked at (Unix ns), for tests that move it.
 	resignTick time.Duration
 	resignSeen atomic.Int64
+	// beforePoolsStart, nil but in tests, runs between a reload's swap of
+	// the state and its pools' start (Reload).
+	beforePoolsStart func()
 }
 
 // state is everything a query reads, swapped whole by Reload.
@@ -501,9 +504,14 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 	}
 	// Started under mu, against Shutdown: pools started after it stopped
 	// the server's would probe until the process exits, owned by nobody (a
-	// PUT /api/config answered while the node stops).
+	// PUT /api/config answered while the node stops). Likewise once
+	// another reload replaced st: it stopped the pools it found, st's,
+	// before they started.
+	if s.beforePoolsStart != nil {
+		s.beforePoolsStart()
+	}
 	s.mu.Lock()
-	if s.tcp != nil && !s.closed {
+	if s.tcp != nil && !s.closed && s.state.Load() == st {
 		st.pools.start()
 	}
 	s.mu.Unlock()
