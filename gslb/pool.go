@@ -255,6 +255,9 @@ func monitorTLS(cfg *configs.GSLB) (map[string]*tls.Config, error) {
 
 // start runs every member's monitor until stop.
 func (p *pools) start() {
+	if p.cancel != nil {
+		return // started already (by Start or by a reload: under the server's mu)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	for _, n := range p.names {

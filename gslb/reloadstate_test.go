@@ -108,6 +108,50 @@ func TestReloadsAtOnceLeaveNoMonitorsBehind(t *testing.T) {
 	}
 }
 
+// A reload that runs as Start is about to start the monitors (through the
+// Go API: the binary plugs its config file in after the start) starts the
+// state it swaps in; Start then started that state's pools a second time —
+// the first run's context lost, so a Shutdown waited for it for ever — or
+// the replaced state's, stopped already, which then probed with no owner.
+func TestReloadAsStartBeginsLeavesOneRunOfMonitors(t *testing.T) {
+	var probes atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		probes.Add(1)
+	}))
+	defer backend.Close()
+	cfg := parseGSLBYAML(t, reloadStateYAML(reloadStateMember("e1", "192.0.2.1", strings.TrimPrefix(backend.URL, "http://"), "")))
+	s, err := New(cfg, "gslb-test", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := s.state.Load()
+	s.beforeFirstPoolsStart = func() { reloadReturns(t, s, cfg) }
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if first == s.state.Load() {
+		t.Fatal("the reload's state is not the one served")
+	}
+	if first.pools.cancel != nil {
+		t.Errorf("the replaced state's monitors were started after the reload stopped them (%d probes in all)", probes.Load())
+		first.pools.stop()
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		done <- s.Shutdown(ctx)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Shutdown: %v (a run of monitors it could not stop)", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Shutdown never returned: it waits for monitors it cannot stop")
+	}
+}
+
 // reloadReturns runs s.Reload(cfg) and fails, with every goroutine's
 // stack, if it has not returned within a generous bound.
 func reloadReturns(t *testing.T, s *Server, cfg configs.GSLB) {

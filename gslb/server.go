@@ -114,6 +114,9 @@ type Server struct {
 	// beforePoolsStart, nil but in tests, runs between a reload's swap of
 	// the state and its pools' start (Reload).
 	beforePoolsStart func()
+	// beforeFirstPoolsStart, nil but in tests, runs as Start is about to
+	// start the monitors of the state served.
+	beforeFirstPoolsStart func()
 }
 
 // state is everything a query reads, swapped whole by Reload.
@@ -427,7 +430,17 @@ func (s *Server) StartOn(ctx context.Context, pcs []net.PacketConn, ln net.Liste
 			return ctx.Err()
 		}
 	}
-	s.state.Load().pools.start()
+	if s.beforeFirstPoolsStart != nil {
+		s.beforeFirstPoolsStart()
+	}
+	// Under mu, as a reload starts its pools: one that ran since the
+	// listeners came up started the state it served already, and the
+	// state it replaced was stopped before it started.
+	s.mu.Lock()
+	if !s.closed {
+		s.state.Load().pools.start()
+	}
+	s.mu.Unlock()
 	s.served.Add(1)
 	go func() {
 		defer s.served.Done()
