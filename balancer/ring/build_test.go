@@ -3,6 +3,7 @@ package ring
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -216,5 +217,99 @@ func TestRebuildsEndOnTheLatestView(t *testing.T) {
 	<-secondDone
 	if got := r.Snapshot().Len(); got != 4 {
 		t.Fatalf("the ring has %d members after both rebuilds returned, the membership 4", got)
+	}
+}
+
+// TestWithoutMatchesBuild: a ring taken without members (Without, chained
+// as a settling edge chains it: without itself, then each other member,
+// then the edges it took for dead, then an owner there) owns every
+// partition as the ring of those members built from scratch does — the
+// build Without did on its own before it walked its snapshot's circle.
+func TestWithoutMatchesBuild(t *testing.T) {
+	check := func(t *testing.T, what string, got *Snapshot) {
+		t.Helper()
+		want := build(got.cfg, slices.Clone(got.members), got.version, newFamily(got.members), nil)
+		if got.Load() != want.Load() {
+			t.Fatalf("%s: load bound %g, built from scratch %g", what, got.Load(), want.Load())
+		}
+		if !slices.Equal(got.owners, want.owners) || !maps.Equal(got.shares, want.shares) {
+			for p := range want.owners {
+				if got.owners[p] != want.owners[p] {
+					t.Fatalf("%s: partition %d owned by %s, built from scratch by %s", what, p, got.members[got.owners[p]].Name, want.members[want.owners[p]].Name)
+				}
+			}
+			t.Fatalf("%s: shares %v, built from scratch %v", what, got.shares, want.shares)
+		}
+	}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	primes := []int{1, 2, 3, 7, 13, 31, 97, 271, 1009, 7919}
+	rings := 0
+	sets := 200
+	if testing.Short() {
+		sets = 40 // the race detector's run: its first forty
+	}
+	for i := range sets {
+		cfg := Config{Partitions: primes[rnd.IntN(len(primes))], Replication: 1 + rnd.IntN(60), Load: 1.001 + rnd.Float64()}
+		if i%4 == 0 {
+			cfg = DefaultConfig()
+		}
+		ms := make([]Member, 1+rnd.IntN(25))
+		for j := range ms {
+			ms[j] = Member{Name: fmt.Sprintf("n%x", rnd.Uint32()%64), URL: fmt.Sprint(j), Weight: 1 + rnd.IntN(4)}
+		}
+		s := New(cfg).Update(ms)
+		self := s.members[rnd.IntN(len(s.members))].Name
+		before := s.Without(self)
+		check(t, fmt.Sprintf("set %d without %s", i, self), before)
+		rings++
+		for _, m := range before.Members() {
+			v := before.Without(m.Name)
+			what := fmt.Sprintf("set %d without %s, %s", i, self, m.Name)
+			check(t, what, v)
+			if dead := s.members[rnd.IntN(len(s.members))].Name; rnd.IntN(3) == 0 {
+				v = v.Without(dead)
+				what += ", " + dead
+				check(t, what, v)
+			}
+			if owner, ok := v.Locate([]byte(what)); ok {
+				check(t, what+", "+owner.Name, v.Without(owner.Name))
+			}
+			rings += 3
+		}
+	}
+	t.Logf("%d rings without members, each as built from scratch", rings)
+}
+
+// TestWithoutEveryMemberCost reports what a settling edge pays for the
+// rings without each other member (previousOwners: the ring without
+// itself, then that ring without each member in turn), and what building
+// each from scratch did. Durations are reported, not asserted.
+func TestWithoutEveryMemberCost(t *testing.T) {
+	for _, n := range []int{100, 300, 1000} {
+		if testing.Short() && n > 300 {
+			continue
+		}
+		s := New(DefaultConfig()).Update(members(n))
+		start := time.Now()
+		before := s.Without("edge-1")
+		for _, m := range before.Members() {
+			before.Without(m.Name)
+		}
+		took := time.Since(start)
+		// Again, as each later claim of the window asks: the rings kept
+		// are looked up, those past the budget walked again.
+		start = time.Now()
+		for _, m := range before.Members() {
+			before.Without(m.Name)
+		}
+		again := time.Since(start)
+		start = time.Now()
+		const sample = 5
+		for _, m := range before.Members()[:sample] {
+			rest := slices.DeleteFunc(before.Members(), func(x Member) bool { return x.Name == m.Name })
+			build(before.cfg, rest, before.version, newFamily(rest), nil)
+		}
+		scratch := time.Since(start) / sample * time.Duration(n)
+		t.Logf("%d edges: the ring without one edge, then without each of the %d others: %v, again %v (built from scratch: ~%v)", n, n-1, took, again, scratch)
 	}
 }

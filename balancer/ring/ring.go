@@ -132,7 +132,7 @@ func (r *Ring) update(members []Member) *Snapshot {
 	if slices.Equal(cur.members, norm) {
 		return cur
 	}
-	next := build(r.cfg, norm, cur.version+1, newFamily())
+	next := build(r.cfg, norm, cur.version+1, newFamily(norm), nil)
 	r.current.Store(next)
 	return next
 }
@@ -174,20 +174,18 @@ func pointName(name string, w int) string {
 	return strconv.Itoa(len(name)) + ":" + name + "#" + strconv.Itoa(w) + ":"
 }
 
-func build(cfg Config, members []Member, version uint64, fam *family) *Snapshot {
+// build builds the snapshot of members. With c (the circle of a set of
+// members that holds them all: its family's, for Without) the partitions
+// are walked on c, passing over the others' points, instead of on a circle
+// of their own hashed and sorted again: the same circle less those points,
+// so the same owners (TestWithoutMatchesBuild), at the cost of the walk
+// alone.
+func build(cfg Config, members []Member, version uint64, fam *family, c *circle) *Snapshot {
 	s := &Snapshot{cfg: cfg, version: version, members: members, partitions: uint64(cfg.Partitions), load: cfg.Load, fam: fam}
 	if len(members) == 0 {
 		return s
 	}
-	// A member of weight w is w points, so a heavier edge owns
-	// proportionally more partitions.
-	var points []point
-	for i, m := range members {
-		for w := range m.Weight {
-			points = append(points, point{name: pointName(m.Name, w), member: int32(i)})
-		}
-	}
-	s.owners, s.load = distribute(cfg, points)
+	s.owners, s.load = distribute(cfg, members, pointsOf(members), c)
 	counts := make([]int, len(members))
 	for _, idx := range s.owners {
 		counts[idx]++
@@ -197,6 +195,18 @@ func build(cfg Config, members []Member, version uint64, fam *family) *Snapshot 
 		s.shares[m.Name] = float64(counts[i]) / float64(cfg.Partitions)
 	}
 	return s
+}
+
+// pointsOf returns members' points: a member of weight w is w points, so
+// a heavier edge owns proportionally more partitions.
+func pointsOf(members []Member) []point {
+	var points []point
+	for i, m := range members {
+		for w := range m.Weight {
+			points = append(points, point{name: pointName(m.Name, w), member: int32(i)})
+		}
+	}
+	return points
 }
 
 // point is one unit of a member's weight: a consistent member.
@@ -227,16 +237,19 @@ type vnode struct {
 // partitions go to the point of highest random weight without a bound.
 // Every balancer takes the same path for the same member set, so they
 // still agree on every owner.
-func distribute(cfg Config, points []point) ([]int32, float64) {
+func distribute(cfg Config, members []Member, points []point, c *circle) ([]int32, float64) {
 	owners := make([]int32, cfg.Partitions)
 	// With more points than partitions consistent's bound (see walk) is 0
 	// whatever the load: no walk can succeed, so none is tried.
 	if cfg.Partitions >= len(points) {
-		circle := makeCircle(cfg.Replication, points)
-		loads := make([]int, len(points))
+		if c == nil {
+			c, _ = newCircle(cfg, members, points)
+		}
+		keep := c.indexes(members)
+		loads := make([]int, len(c.points))
 		load := cfg.Load
 		for range 4 {
-			if walk(cfg.Partitions, load, circle, points, loads, owners) {
+			if walk(load, c, keep, len(points), loads, owners) {
 				return owners, load
 			}
 			load *= 2
@@ -262,10 +275,62 @@ func distribute(cfg Config, points []point) ([]int32, float64) {
 	return owners, 0
 }
 
+// circle is consistent's circle of a member set (makeCircle) and where
+// each partition's walk starts on it. A ring version's family keeps its
+// own once a ring without some of its members is asked for (Without), and
+// every such ring is walked on it: a joining edge asks for the ring
+// without each member in turn (sessions' previousOwners), and hashing and
+// sorting a circle for each made 300 edges' rings take 11 s and 1000
+// edges' 147 s; walking this one, 84 ms and 0.5 s for all
+// (TestWithoutEveryMemberCost).
+type circle struct {
+	replication int
+	members     []Member // sorted by name; the points' members index them
+	points      []point
+	vnodes      []vnode
+	start       []int32 // partition → the first vnode at or past its hash
+}
+
+// newCircle returns the circle of members' points. shared reports hashes
+// held by two vnodes: makeCircle gives both the last one's point, which a
+// ring without that point's member would not, so such a circle is walked
+// only for members as a whole (Without builds the rest from scratch).
+func newCircle(cfg Config, members []Member, points []point) (c *circle, shared bool) {
+	c = &circle{replication: cfg.Replication, members: members, points: points}
+	c.vnodes, shared = makeCircle(cfg.Replication, points)
+	c.start = make([]int32, cfg.Partitions)
+	var pid [8]byte
+	for p := range c.start {
+		binary.LittleEndian.PutUint64(pid[:], uint64(p))
+		key := xxhash.Sum64(pid[:])
+		idx, _ := slices.BinarySearchFunc(c.vnodes, key, func(v vnode, k uint64) int { return cmp.Compare(v.hash, k) })
+		if idx >= len(c.vnodes) {
+			idx = 0
+		}
+		c.start[p] = int32(idx)
+	}
+	return c, shared
+}
+
+// indexes maps each of c's members to its index in members (sorted by
+// name, all of them c's), or -1 for those left out.
+func (c *circle) indexes(members []Member) []int32 {
+	keep := make([]int32, len(c.members))
+	j := 0
+	for i, m := range c.members {
+		keep[i] = -1
+		if j < len(members) && members[j].Name == m.Name {
+			keep[i] = int32(j)
+			j++
+		}
+	}
+	return keep
+}
+
 // makeCircle returns consistent's circle: every point's Replication hashes
-// of name+decimal(replica), sorted.
-func makeCircle(replication int, points []point) []vnode {
-	circle := make([]vnode, 0, len(points)*replication)
+// of name+decimal(replica), sorted; shared reports a hash held twice.
+func makeCircle(replication int, points []point) (circle []vnode, shared bool) {
+	circle = make([]vnode, 0, len(points)*replication)
 	var buf []byte
 	for i, pt := range points {
 		for r := range replication {
@@ -279,39 +344,39 @@ func makeCircle(replication int, points []point) []vnode {
 	for i := len(circle) - 2; i >= 0; i-- {
 		if circle[i].hash == circle[i+1].hash {
 			circle[i].point = circle[i+1].point
+			shared = true
 		}
 	}
-	return circle
+	return circle, shared
 }
 
-// walk is consistent's distributePartitions: each partition goes to the
-// first point clockwise from its hash with room under the
-// bound. It reports false where consistent panics ("not enough room to
-// distribute partitions").
-func walk(partitions int, load float64, circle []vnode, points []point, loads []int, owners []int32) bool {
+// walk is consistent's distributePartitions on the circle of the members
+// keep names (points of them, each on c Replication times), passing over
+// the others' vnodes: each partition goes to the first point clockwise
+// from its hash with room under the bound. It reports false where
+// consistent panics ("not enough room to distribute partitions").
+func walk(load float64, c *circle, keep []int32, points int, loads []int, owners []int32) bool {
 	clear(loads)
 	// consistent's bound: the integer mean of partitions per point, times
 	// load, rounded up.
-	bound := math.Ceil(float64(partitions/len(points)) * load)
-	var pid [8]byte
+	bound := math.Ceil(float64(len(owners)/points) * load)
+	size := points * c.replication // vnodes on the circle walked
 	for p := range owners {
-		binary.LittleEndian.PutUint64(pid[:], uint64(p))
-		key := xxhash.Sum64(pid[:])
-		idx, _ := slices.BinarySearchFunc(circle, key, func(v vnode, k uint64) int { return cmp.Compare(v.hash, k) })
-		if idx >= len(circle) {
-			idx = 0
-		}
-		for count := 1; ; count++ {
-			if count >= len(circle) {
-				return false
+		idx := int(c.start[p])
+		for count := 1; ; {
+			v := c.vnodes[idx]
+			if m := keep[c.points[v.point].member]; m >= 0 {
+				if count >= size {
+					return false
+				}
+				if float64(loads[v.point]+1) <= bound {
+					loads[v.point]++
+					owners[p] = m
+					break
+				}
+				count++
 			}
-			pt := circle[idx].point
-			if float64(loads[pt]+1) <= bound {
-				loads[pt]++
-				owners[p] = points[pt].member
-				break
-			}
-			if idx++; idx >= len(circle) {
+			if idx++; idx >= len(c.vnodes) {
 				idx = 0
 			}
 		}
@@ -351,6 +416,36 @@ type family struct {
 	cacheLeft atomic.Int64
 	// building, set by tests, is called before each Without ring is built.
 	building func(name string)
+
+	// members are the ring version's, and circle their circle, made by
+	// the first Without (circleOnce) and kept while the family lives: nil
+	// when of no use (more points than partitions, or shared hashes).
+	members    []Member
+	circleOnce sync.Once
+	circle     *circle
+}
+
+// walked returns the family's circle, made on first use, or nil. It is
+// kept within the family's budget, as its rings are: 6.5 MB for 1000 edges
+// at the defaults; the largest circle (4 million points) does not fit, and
+// its Without rings are built from scratch.
+func (f *family) walked(cfg Config) *circle {
+	f.circleOnce.Do(func() {
+		points := 0
+		for _, m := range f.members {
+			points += m.Weight
+		}
+		size := 16*int64(points)*int64(cfg.Replication) + 4*int64(cfg.Partitions) + 64*int64(points)
+		if cfg.Partitions < points || !f.keep(size) {
+			return
+		}
+		if c, shared := newCircle(cfg, f.members, pointsOf(f.members)); !shared {
+			f.circle = c
+			return
+		}
+		f.cacheLeft.Add(size)
+	})
+	return f.circle
 }
 
 // keep reports whether a ring of n bytes fits in what is left, and takes
@@ -363,8 +458,8 @@ func (f *family) keep(n int64) bool {
 	return false
 }
 
-func newFamily() *family {
-	f := &family{}
+func newFamily(members []Member) *family {
+	f := &family{members: members}
 	f.cacheLeft.Store(withoutBudget)
 	return f
 }
@@ -378,9 +473,11 @@ func ringBytes(cfg Config, n int) int64 {
 // Without returns the ring of this snapshot's members less the one named
 // name — exactly the ring every node builds once gossip has dropped that
 // member — or s itself when name is not a member. It is built on first use
-// (milliseconds, like any rebuild; seconds at the largest rings) and kept
-// within withoutBudget, so later calls cost a map lookup under a lock; past
-// the budget each call builds it again. A build holds up only the callers
+// and kept within withoutBudget, so later calls cost a map lookup under a
+// lock; past the budget each call builds it again. The first build of a
+// ring version makes its circle (milliseconds, like any rebuild; seconds
+// at the largest rings); the others walk it again (walked), fractions of
+// a millisecond. A build holds up only the callers
 // of the same name: the others' rings, cached, are on the request path
 // (Candidates). The result has s's version.
 func (s *Snapshot) Without(name string) *Snapshot {
@@ -415,7 +512,7 @@ func (s *Snapshot) buildWithout(i int) *Snapshot {
 	if f := s.fam.building; f != nil {
 		f(s.members[i].Name)
 	}
-	return build(s.cfg, slices.Delete(slices.Clone(s.members), i, i+1), s.version, s.fam)
+	return build(s.cfg, slices.Delete(slices.Clone(s.members), i, i+1), s.version, s.fam, s.fam.walked(s.cfg))
 }
 
 // Version counts real membership changes: 0 for the empty ring at start.
