@@ -25,31 +25,21 @@ func TestRepeatedKeySourceIsNotAmbiguous(t *testing.T) {
 	// The backend answers with what it reads as a last-wins framework
 	// does: the key header, each cookie and query parameter named in
 	// the request, the last of repeats.
-	backend := serveConns(t, func(c net.Conn, br *bufio.Reader) {
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
+	backend := keyEchoBackend(t, func(req *http.Request) string {
+		last := func(vs []string) string {
+			if len(vs) == 0 {
+				return ""
 			}
-			_, _ = io.Copy(io.Discard, req.Body)
-			last := func(vs []string) string {
-				if len(vs) == 0 {
-					return ""
-				}
-				return vs[len(vs)-1]
-			}
-			var cookies []string
-			for _, ck := range req.Cookies() {
-				if ck.Name == "ctstickiness" {
-					cookies = append(cookies, ck.Value)
-				}
-			}
-			body := fmt.Sprintf("routed=%s session=%s token=%s cookie=%s",
-				req.Header.Get("ctstickiness"), last(req.Header.Values("X-Session")), last(req.URL.Query()["token"]), strings.Join(cookies, ","))
-			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
-				return
+			return vs[len(vs)-1]
+		}
+		var cookies []string
+		for _, ck := range req.Cookies() {
+			if ck.Name == "ctstickiness" {
+				cookies = append(cookies, ck.Value)
 			}
 		}
+		return fmt.Sprintf("routed=%s session=%s token=%s cookie=%s",
+			req.Header.Get("ctstickiness"), last(req.Header.Values("X-Session")), last(req.URL.Query()["token"]), strings.Join(cookies, ","))
 	})
 	h := newHarness(t, configs.Balancer{Key: configs.Key{Sources: []string{"header:X-Session", "header:ctstickiness", "cookie:ctstickiness", "query:token"}, HashQuery: ptr(false)}})
 	h.ring.Update([]ring.Member{{Name: "lastwins", URL: backend, Weight: 1}})
@@ -73,12 +63,7 @@ func TestRepeatedKeySourceIsNotAmbiguous(t *testing.T) {
 			if strings.HasPrefix(head, "?") {
 				target, head = "/a"+head, ""
 			}
-			status, resp := rawRequest(t, h.addr, "GET "+target+" HTTP/1.1\r\nHost: bal\r\n"+head+"\r\n")
-			body, _ := io.ReadAll(resp.Body)
-			got := fmt.Sprint(status)
-			if status == http.StatusOK {
-				got += " " + string(body)
-			}
+			got := answerOf(t, h.addr, "GET "+target+" HTTP/1.1\r\nHost: bal\r\n"+head+"\r\n")
 			t.Logf("%s: %s", tt.name, got)
 			if got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
@@ -95,18 +80,8 @@ func TestRepeatedKeySourceIsNotAmbiguous(t *testing.T) {
 // does not read the same as sent and as normalized is refused now; dot
 // segments elsewhere and encoded bytes that decode to the same key pass.
 func TestPathKeyReadsAsTheBackendReadsIt(t *testing.T) {
-	backend := serveConns(t, func(c net.Conn, br *bufio.Reader) {
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, req.Body)
-			body := fmt.Sprintf("routed=%s target=%s", req.Header.Get("ctstickiness"), req.RequestURI)
-			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
-				return
-			}
-		}
+	backend := keyEchoBackend(t, func(req *http.Request) string {
+		return fmt.Sprintf("routed=%s target=%s", req.Header.Get("ctstickiness"), req.RequestURI)
 	})
 	h := newHarness(t, configs.Balancer{Key: configs.Key{Sources: []string{"path:2"}}})
 	h.ring.Update([]ring.Member{{Name: "raw", URL: backend, Weight: 1}})
@@ -127,12 +102,7 @@ func TestPathKeyReadsAsTheBackendReadsIt(t *testing.T) {
 		{"http://bal/s/A/../B/ws", "400"},
 	} {
 		t.Run(tt.target, func(t *testing.T) {
-			status, resp := rawRequest(t, h.addr, "GET "+tt.target+" HTTP/1.1\r\nHost: bal\r\n\r\n")
-			body, _ := io.ReadAll(resp.Body)
-			got := fmt.Sprint(status)
-			if status == http.StatusOK {
-				got += " " + string(body)
-			}
+			got := answerOf(t, h.addr, "GET "+tt.target+" HTTP/1.1\r\nHost: bal\r\n\r\n")
 			t.Logf("%s: %s", tt.target, got)
 			if got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
@@ -151,18 +121,8 @@ func TestPathKeyReadsAsTheBackendReadsIt(t *testing.T) {
 // anywhere in its path is refused: one after the key segment moves it too
 // (/s/A/x\..\..\B\ws\y/.. is /s/A for the balancer, /s/B/ws for IIS).
 func TestPathKeyRefusesSeparatorsABackendMayRead(t *testing.T) {
-	backend := serveConns(t, func(c net.Conn, br *bufio.Reader) {
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, req.Body)
-			body := fmt.Sprintf("routed=%s target=%s", req.Header.Get("ctstickiness"), req.RequestURI)
-			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
-				return
-			}
-		}
+	backend := keyEchoBackend(t, func(req *http.Request) string {
+		return fmt.Sprintf("routed=%s target=%s", req.Header.Get("ctstickiness"), req.RequestURI)
 	})
 	h := newHarness(t, configs.Balancer{Key: configs.Key{Sources: []string{"path:2", "header:ctstickiness"}}})
 	h.ring.Update([]ring.Member{{Name: "raw", URL: backend, Weight: 1}})
@@ -192,16 +152,42 @@ func TestPathKeyRefusesSeparatorsABackendMayRead(t *testing.T) {
 			if tt.header != "" {
 				head += "Ctstickiness: " + tt.header + "\r\n"
 			}
-			status, resp := rawRequest(t, h.addr, head+"\r\n")
-			body, _ := io.ReadAll(resp.Body)
-			got := fmt.Sprint(status)
-			if status == http.StatusOK {
-				got += " " + string(body)
-			}
+			got := answerOf(t, h.addr, head+"\r\n")
 			t.Logf("%s: %s", tt.target, got)
 			if got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
 	}
+}
+
+// keyEchoBackend is a backend that answers each request 200 with what
+// read makes of it (what a framework behind the balancer reads).
+func keyEchoBackend(t *testing.T, read func(*http.Request) string) string {
+	return serveConns(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			body := read(req)
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// answerOf sends raw to addr and returns the answer's status, and its
+// body after it when 200.
+func answerOf(t *testing.T, addr, raw string) string {
+	t.Helper()
+	status, resp := rawRequest(t, addr, raw)
+	body, _ := io.ReadAll(resp.Body)
+	got := fmt.Sprint(status)
+	if status == http.StatusOK {
+		got += " " + string(body)
+	}
+	return got
 }
