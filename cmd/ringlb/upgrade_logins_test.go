@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -44,15 +43,9 @@ func TestUpgradeKeepsLoginSessions(t *testing.T) {
 			p := startProc(t, bin, role, "-config", path, "-upgrade-dir", filepath.Join(dir, "run"))
 			admin := "http://" + p.waitLog(t, role+" started")["admin"].(string)
 
-			jar, _ := cookiejar.New(nil)
-			client := &http.Client{Jar: jar, Timeout: 15 * time.Second}
-			resp, err := client.PostForm(admin+"/login", url.Values{"user": {"alice"}, "password": {operatorPassword}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("alice's login: %d", resp.StatusCode)
+			client, login := operatorClient(t, admin)
+			if code := login("alice"); code != http.StatusOK {
+				t.Fatalf("alice's login: %d", code)
 			}
 			whoami := func() string {
 				t.Helper()
@@ -117,19 +110,13 @@ func TestUpgradeKeepsLogouts(t *testing.T) {
 			adminAddr := p.waitLog(t, tc.role+" started")["admin"].(string)
 			admin := "http://" + adminAddr
 
-			jar, _ := cookiejar.New(nil)
-			client := &http.Client{Jar: jar, Timeout: 15 * time.Second}
-			resp, err := client.PostForm(admin+"/login", url.Values{"user": {"alice"}, "password": {operatorPassword}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("alice's login: %d", resp.StatusCode)
+			client, login := operatorClient(t, admin)
+			if code := login("alice"); code != http.StatusOK {
+				t.Fatalf("alice's login: %d", code)
 			}
 			u, _ := url.Parse(admin)
 			var cookie string
-			for _, c := range jar.Cookies(u) {
+			for _, c := range client.Jar.Cookies(u) {
 				if c.Name == configs.CookieAdmin {
 					cookie = c.Value
 				}
@@ -196,7 +183,7 @@ func TestUpgradeKeepsLogouts(t *testing.T) {
 				if resp.StatusCode != http.StatusOK {
 					t.Fatalf("the logout again after the upgrade: %s", resp.Status)
 				}
-				jar.SetCookies(u, []*http.Cookie{{Name: configs.CookieAdmin, Value: cookie, Path: "/"}})
+				client.Jar.SetCookies(u, []*http.Cookie{{Name: configs.CookieAdmin, Value: cookie, Path: "/"}})
 			}
 			if got := whoami(); got != http.StatusUnauthorized {
 				t.Errorf("alice's ended session on the new process: %d, want 401", got)

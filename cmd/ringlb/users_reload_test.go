@@ -44,17 +44,7 @@ func TestUsersFileReloadedOnSIGHUP(t *testing.T) {
 			p := startProc(t, bin, role, "-config", path)
 			admin := "http://" + p.waitLog(t, role+" started")["admin"].(string)
 
-			jar, _ := cookiejar.New(nil)
-			client := &http.Client{Jar: jar, Timeout: 15 * time.Second}
-			login := func(user string) int {
-				t.Helper()
-				resp, err := client.PostForm(admin+"/login", url.Values{"user": {user}, "password": {operatorPassword}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
-				return resp.StatusCode
-			}
+			client, login := operatorClient(t, admin)
 			whoami := func() string {
 				t.Helper()
 				resp, err := client.Get(admin + "/api/whoami")
@@ -104,5 +94,22 @@ func adminSections(member, admin string) map[string]string {
       default_region: east
       regions: { east: { monitor: bal, members: [ { name: bal-1, address: 127.0.0.1, probe: %q } ] } }
 `, admin, member),
+	}
+}
+
+// operatorClient returns a client with a cookie jar of its own for the
+// admin port at admin, and a login of user (operatorPassword) through it
+// that returns the answer's status.
+func operatorClient(t *testing.T, admin string) (*http.Client, func(user string) int) {
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, Timeout: 15 * time.Second}
+	return client, func(user string) int {
+		t.Helper()
+		resp, err := client.PostForm(admin+"/login", url.Values{"user": {user}, "password": {operatorPassword}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
 	}
 }
