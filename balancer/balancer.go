@@ -359,7 +359,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 			conns = append(conns, c)
 		}
 		for c := range b.answering {
-			c.Close()
+			conns = append(conns, c) // hijacked: not in conns any more
 		}
 		b.mu.Unlock()
 		// Closed outside the lock (every connection's start and end

@@ -335,17 +335,23 @@ func targetPath(target []byte) []byte {
 	return target
 }
 
+// decodedAt is the byte raw percent-decodes to at i, and where the next
+// one begins.
+func decodedAt(raw []byte, i int) (c byte, next int) {
+	if raw[i] == '%' && i+2 < len(raw) {
+		if hi, lo := unhex(raw[i+1]), unhex(raw[i+2]); hi >= 0 && lo >= 0 {
+			return byte(hi<<4 | lo), i + 3
+		}
+	}
+	return raw[i], i + 1
+}
+
 // decodesTo reports whether raw, percent-decoded, is decoded.
 func decodesTo(raw, decoded []byte) bool {
 	j := 0
-	for i := 0; i < len(raw); i++ {
-		c := raw[i]
-		if c == '%' && i+2 < len(raw) {
-			if hi, lo := unhex(raw[i+1]), unhex(raw[i+2]); hi >= 0 && lo >= 0 {
-				c = byte(hi<<4 | lo)
-				i += 2
-			}
-		}
+	for i := 0; i < len(raw); {
+		var c byte
+		c, i = decodedAt(raw, i)
 		if j == len(decoded) || decoded[j] != c {
 			return false
 		}
@@ -357,14 +363,9 @@ func decodesTo(raw, decoded []byte) bool {
 // holdsSeparator reports whether raw, percent-decoded or not, holds a
 // backslash or a semicolon.
 func holdsSeparator(raw []byte) bool {
-	for i := 0; i < len(raw); i++ {
-		c := raw[i]
-		if c == '%' && i+2 < len(raw) {
-			if hi, lo := unhex(raw[i+1]), unhex(raw[i+2]); hi >= 0 && lo >= 0 {
-				c = byte(hi<<4 | lo)
-				i += 2
-			}
-		}
+	for i := 0; i < len(raw); {
+		var c byte
+		c, i = decodedAt(raw, i)
 		if c == '\\' || c == ';' {
 			return true
 		}
