@@ -238,7 +238,7 @@ func FuzzSlip(f *testing.F) {
 	f.Add(b)
 	s, st, remote := fuzzServer(f)
 	f.Fuzz(func(t *testing.T, packet []byte) {
-		badECS(packet)
+		rawFaults(packet)
 		slip, tsig, ok := st.slipReply(nil, packet)
 		if !ok {
 			return

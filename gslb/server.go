@@ -529,7 +529,11 @@ func (s *Server) Reload(cfg configs.GSLB) error {
 	}
 	s.mu.Unlock()
 	old.pools.stop()
-	st.pools.forget(old.pools)
+	// The series old wrote that the pools served now do not: another
+	// reload may have replaced st since, bringing back what st dropped.
+	s.operating.Lock()
+	s.state.Load().pools.forget(old.pools)
+	s.operating.Unlock()
 	s.queryLog.Store(cfg.QueryLog)
 	s.kickNotify()
 	s.logger.Info("gslb configuration reloaded", "zones", len(st.zones), "names", len(st.pools.names))
@@ -634,9 +638,10 @@ func sectionsFit(r *dns.Msg) bool {
 	return len(r.Answer) <= 1 && len(r.Ns) <= 1 && len(r.Extra) <= 2
 }
 
-// badECS finds a malformed EDNS Client Subnet option in the message msg
-// and returns the offset of its FAMILY field; 0: none. Malformed (RFC 7871
-// 6, 7.1.2): an address of other than ceil(SOURCE PREFIX-LENGTH / 8)
+// rawFaults reads the raw message msg once for what miekg/dns lets pass.
+//
+// ecsAt is the offset of the FAMILY field of a malformed EDNS Client
+// Subnet option in msg; 0: none. Malformed (RFC 7871 6, 7.1.2): an address of other than ceil(SOURCE PREFIX-LENGTH / 8)
 // bytes, or with a bit set beyond the prefix, a family but 1 (IPv4) and 2
 // (IPv6) — or 0 with a prefix of 0 and no address, as dig once sent and
 // BIND takes —, a prefix longer than its family's address, an option too
@@ -644,15 +649,8 @@ func sectionsFit(r *dns.Msg) bool {
 // refuses the last three when it unpacks, but pads or cuts an address of
 // the wrong length to its family's size, and keeps no trace of it: so the
 // raw message is read, as the UDP loop and the TCP reader have it.
-// Allocates nothing.
-func badECS(msg []byte) int {
-	at, _ := rawFaults(msg)
-	return at
-}
-
-// rawFaults reads the raw message msg once for what miekg/dns lets pass:
-// the offset of a malformed Client Subnet option (badECS; 0: none), and
-// whether msg ends before the questions and records its header counts —
+//
+// short is whether msg ends before the questions and records its header counts —
 // a question cut before its type or class, a record counted and not
 // sent. Such a message does not parse (RFC 1035 4.1: the counts are the
 // entries of each section), and NSD answers it FORMERR; miekg/dns reads
