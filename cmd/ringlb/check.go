@@ -48,7 +48,7 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 					fmt.Fprintln(stderr, err)
 					zones = ", and its gslb section does not start"
 				}
-				printZoneWarnings(stderr, ws)
+				printWarnings(stderr, ws)
 			}
 			printWarnings(stderr, refused.Warnings)
 			warnOfUpgrade(stderr, refused.Roles)
@@ -64,7 +64,7 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 			printWarnings(stderr, cfg.Warnings())
 			return fmt.Errorf("%s: its gslb section does not start; fix it and run ringlb check again", name)
 		}
-		printZoneWarnings(stderr, ws)
+		printWarnings(stderr, ws)
 	}
 	// Allowed, but worth knowing (an https monitor that verifies nothing):
 	// said, and the check still passes.
@@ -80,16 +80,9 @@ func runCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-// printWarnings says a checked file's warnings, one "warning: " line each.
-func printWarnings(w io.Writer, warnings configs.Errors) {
-	for _, e := range warnings {
-		fmt.Fprintln(w, "warning: "+e.Error())
-	}
-}
-
-// printZoneWarnings says the warnings of a gslb's zones (gslb.Check) as
-// printWarnings says a file's.
-func printZoneWarnings(w io.Writer, warnings []error) {
+// printWarnings says a checked file's warnings, or its zones' (gslb.Check),
+// one "warning: " line each.
+func printWarnings[E error](w io.Writer, warnings []E) {
 	for _, e := range warnings {
 		fmt.Fprintln(w, "warning: "+e.Error())
 	}
