@@ -723,14 +723,12 @@ func (r *replicator) promoteOrphans() {
 			marked = append(marked, from)
 		}
 	}
-	// Stream records of owners with no copy here, forgotten once they
-	// leave as those with copies are below.
+	// Stream records of every owner, forgotten once it has left
+	// (forgetStreams), copies here or none.
 	recorded := make(map[string]bool)
 	for _, streams := range []map[string]time.Time{st.streams, st.down} {
 		for from := range streams {
-			if _, ok := bySource[from]; !ok {
-				recorded[from] = true
-			}
+			recorded[from] = true
 		}
 	}
 	st.mu.Unlock()
@@ -758,9 +756,7 @@ func (r *replicator) promoteOrphans() {
 		}
 		draining := st.draining[from]
 		if !alive {
-			delete(st.draining, from)
-			delete(st.streams, from)
-			delete(st.down, from)
+			delete(st.draining, from) // its stream records: forgetStreams, above
 		}
 		st.mu.Unlock()
 		if alive {
