@@ -104,8 +104,19 @@ func (c *Config) Summary() string {
 		parts = append(parts, fmt.Sprintf("%d demo nodes (%s)", len(nodes), strings.Join(nodes, ", ")))
 	}
 	limit := fmt.Sprintf("open-file limit %d", OpenFiles())
-	if OpenFilesTooFew(OpenFiles()) {
-		limit += " (open-file limit too low: derived connection limits are 1; raise it)"
+	adminConns := 0 // the largest admin port of the roles here
+	for _, role := range c.roles {
+		switch role {
+		case "edge":
+			adminConns = max(adminConns, c.Edge.Admin.MaxConnections)
+		case "balancer":
+			adminConns = max(adminConns, c.Balancer.Admin.MaxConnections)
+		case "gslb":
+			adminConns = max(adminConns, c.GSLB.Admin.MaxConnections)
+		}
+	}
+	if len(c.roles) > 0 && OpenFilesTooFew(OpenFiles(), adminConns) {
+		limit += " (" + OpenFilesTooFewAdvice + ")"
 	}
 	parts = append(parts, limit)
 	return strings.Join(parts, "; ")

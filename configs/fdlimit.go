@@ -83,11 +83,14 @@ func maxConnectionsFor(limit, fdsPerConn, adminConns int) int {
 }
 
 // OpenFilesTooFew says whether limit open files leave no room for
-// connections beside the reserve with the default admin port: the derived
-// connection limits are then 1.
-func OpenFilesTooFew(limit int) bool {
-	return limit <= fdReserve(limit, DefaultAdminMaxConnections)
+// connections beside the reserve with an admin port of adminConns: the
+// derived connection limits are then 1 (OpenFilesTooFewAdvice).
+func OpenFilesTooFew(limit, adminConns int) bool {
+	return limit <= fdReserve(limit, adminConns)
 }
+
+// OpenFilesTooFewAdvice says what OpenFilesTooFew means and what to do.
+const OpenFilesTooFewAdvice = "open-file limit too low: the connection limits derived from it are 1 (the admin port and gossip keep the rest); raise it (LimitNOFILE=, ulimit -n) or set the limits and admin.max_connections"
 
 // fdReserve is the descriptors of limit kept out of a derived connection
 // limit: what the admin port (adminConns, its max_connections, each held

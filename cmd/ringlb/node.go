@@ -669,8 +669,10 @@ func useOpenFileLimit(logger *slog.Logger) {
 		return
 	}
 	logger.Info("open-file limit", "soft", soft, "hard", hard)
-	if soft > 0 && configs.OpenFilesTooFew(int(soft)) {
-		logger.Warn("open-file limit too low: the connection limits derived from it are 1 (the admin port and gossip keep the rest); raise it (LimitNOFILE=, ulimit -n) or set the limits and admin.max_connections", "soft", soft)
+	// Read before the config (the limits derive from it): said for the
+	// default admin port; `ringlb check` says it for the file's.
+	if soft > 0 && configs.OpenFilesTooFew(int(soft), configs.DefaultAdminMaxConnections) {
+		logger.Warn(configs.OpenFilesTooFewAdvice, "soft", soft)
 	}
 }
 
