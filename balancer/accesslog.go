@@ -391,9 +391,15 @@ func (e *accessEntry) setEdge(name []byte) {
 	e.edgeLen = uint8(n)
 }
 
+// remoteAddrPort is a client's address as the log writes it: an IPv4
+// client of a dual-stack listener, or one a proxy names in a TCP6 header,
+// comes as 4-in-6 ("[::ffff:192.0.2.7]:51234"), where X-Forwarded-For and
+// the per-address limits say 192.0.2.7 — and a search of the log for it
+// found nothing (TestAccessLogWritesAnIPv4ClientAsIPv4).
 func remoteAddrPort(addr net.Addr) netip.AddrPort {
 	if tcp, ok := addr.(*net.TCPAddr); ok {
-		return tcp.AddrPort()
+		ap := tcp.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	return netip.AddrPort{}
 }

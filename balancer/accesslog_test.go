@@ -337,3 +337,28 @@ func TestReloadAfterShutdownStartsNoAccessLogWriter(t *testing.T) {
 		t.Error("the reload after the shutdown started the access log's writer")
 	}
 }
+
+// An IPv4 client reaching a dual-stack listener (listen: ":443"), or named
+// by a proxy in front of one (nginx writes "PROXY TCP6 ::ffff:203.0.113.7"),
+// has a 4-in-6 address. The access log wrote it so, "[::ffff:203.0.113.7]:5555",
+// where X-Forwarded-For and the per-address limits say 203.0.113.7: a
+// search of the log for the client's address (fail2ban, a GeoIP lookup)
+// found nothing. The log writes the IPv4 address, as nginx logs it.
+func TestAccessLogWritesAnIPv4ClientAsIPv4(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.log")
+	h := newHarness(t, configs.Balancer{
+		ProxyProtocol: configs.ProxyProtocol{Enabled: true},
+		AccessLog:     configs.AccessLog{Enabled: true, Path: path},
+	})
+	resp, body := proxiedRequest(t, h.addr, []byte("PROXY TCP6 ::ffff:203.0.113.7 ::1 5555 80\r\n"), "mapped-key")
+	if resp == nil || resp.StatusCode != 200 {
+		t.Fatalf("request behind a TCP6 PROXY header: %v %s", resp, body)
+	}
+	var w whoami
+	json.Unmarshal(body, &w)
+	l := readAccess(t, path, 1)[0]
+	t.Logf("X-Forwarded-For %q, access log client %q", w.XFF, l.Client)
+	if w.XFF != "203.0.113.7" || l.Client != "203.0.113.7:5555" {
+		t.Errorf("X-Forwarded-For %q and access log client %q, want 203.0.113.7 and 203.0.113.7:5555", w.XFF, l.Client)
+	}
+}

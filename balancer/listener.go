@@ -301,7 +301,7 @@ func (c *limitConn) Read(p []byte) (int, error) {
 
 func (c *limitConn) check() {
 	conn := untrustedSocket(c.Conn)
-	ap, err := netip.ParseAddrPort(conn.RemoteAddr().String())
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
 	if err != nil {
 		return
 	}
@@ -333,6 +333,24 @@ func untrustedSocket(c net.Conn) net.Conn {
 		return pc.Raw()
 	}
 	return c
+}
+
+// RemoteAddr is the client's address: the PROXY header's when it names a
+// TCP client, else the socket's. A v2 header may name a client without an
+// IP address (HAProxy sends AF_UNIX for a unix-socket frontend's): such a
+// client was counted under no address, every one passing the per-address
+// limits, and fasthttp took it for 0.0.0.0 — X-Forwarded-For, the key of
+// no_key: source_ip, the session table's budget. It is the proxy's own
+// connection then, as a LOCAL header's is and as nginx takes a family it
+// does not read (TestProxyHeaderNamingNoIPClientIsTheProxys).
+func (c *limitConn) RemoteAddr() net.Addr {
+	a := untrustedSocket(c.Conn).RemoteAddr()
+	if pc, ok := c.Conn.(*proxyproto.Conn); ok {
+		if _, tcp := a.(*net.TCPAddr); !tcp {
+			return pc.Raw().RemoteAddr()
+		}
+	}
+	return a
 }
 
 func (c *limitConn) Close() error {

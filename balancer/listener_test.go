@@ -281,3 +281,64 @@ func TestUntrustedSourceHeldToPerIPLimitsWithoutWaitingForAHeader(t *testing.T) 
 		return err == nil && resp.StatusCode == 200
 	})
 }
+
+// A PROXY v2 header may name a client that has no IP address: HAProxy
+// sends AF_UNIX for a client of a unix-socket frontend. Such a client was
+// counted under no address (the per-address limits passed every one of
+// them), and went on as 0.0.0.0 — in X-Forwarded-For to the backend, as
+// the one key of no_key: source_ip, the session table's budget. It is the
+// proxy's own connection then, as a LOCAL header's is (and as nginx takes
+// a family it does not read): the proxy's address, held to its limits.
+func TestProxyHeaderNamingNoIPClientIsTheProxys(t *testing.T) {
+	h := newHarness(t, configs.Balancer{
+		ProxyProtocol: configs.ProxyProtocol{Enabled: true},
+		Limits:        configs.Limits{MaxConnectionsPerIP: 1},
+	})
+	unixHeader := func(t *testing.T, client string) []byte {
+		t.Helper()
+		hdr, err := (&proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.UnixStream,
+			SourceAddr: &net.UnixAddr{Net: "unix", Name: client}, DestinationAddr: &net.UnixAddr{Net: "unix", Name: "/run/front.sock"}}).Format()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hdr
+	}
+	resp, body := proxiedRequest(t, h.addr, unixHeader(t, "/run/a.sock"), "unix-key")
+	if resp == nil || resp.StatusCode != 200 {
+		t.Fatalf("request behind an AF_UNIX PROXY header: %v %s", resp, body)
+	}
+	var w whoami
+	json.Unmarshal(body, &w)
+	t.Logf("X-Forwarded-For behind an AF_UNIX PROXY header: %q", w.XFF)
+	if w.XFF != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For %q, want the proxy's address 127.0.0.1", w.XFF)
+	}
+
+	// One held under the proxy's address (once the first has been
+	// released), the next is beyond max_connections_per_ip 1.
+	var held net.Conn
+	healthtest.WaitUntil(t, "a connection behind an AF_UNIX header held", func() bool {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			return false
+		}
+		c.SetDeadline(time.Now().Add(healthtest.Patience))
+		c.Write(unixHeader(t, "/run/b.sock"))
+		io.WriteString(c, "GET /_ringlb/health HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+			c.Close()
+			return false
+		}
+		held = c
+		return true
+	})
+	defer held.Close()
+	resp, body = proxiedRequest(t, h.addr, unixHeader(t, "/run/c.sock"), "unix-key")
+	if resp == nil {
+		t.Fatal("no answer to the second connection")
+	}
+	t.Logf("second AF_UNIX client while one is held, at max_connections_per_ip 1: %d", resp.StatusCode)
+	if resp.StatusCode != 429 {
+		t.Fatalf("second connection: %d %q, want 429: counted under the proxy's address", resp.StatusCode, body)
+	}
+}
