@@ -561,7 +561,7 @@ async function refreshAudit() {
     el('td', {class: 'who'}, rec.who, rec.for ? el('span', {class: 'muted'}, ' for ' + rec.for) : null),
     el('td', {class: 'muted'}, rec.remote),
     el('td', {}, rec.action),
-    el('td', {}, rec.target || ''),
+    el('td', {}, rec.target || '', rec.changes ? el('div', {class: 'why'}, rec.changes.join(', ')) : null),
     el('td', {class: 'num'}, pill(String(rec.result), rec.result < 300 ? 'ok' : 'bad'))));
   body.replaceChildren(...rows);
   if (!rows.length) body.append(el('tr', {}, el('td', {colspan: 7, class: 'muted'}, 'no admin action recorded yet')));

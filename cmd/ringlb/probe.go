@@ -42,8 +42,10 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	req.Header.Set(configs.HeaderAdmin, "1")
 	// The answer is this URL's, as keepalived's and HAProxy's checks take
 	// it: a redirect is no 2xx, and following one would report another
-	// URL's health and send the token there.
-	client := &http.Client{CheckRedirect: health.NoRedirect}
+	// URL's health and send the token there. Nor does it go through a
+	// proxy of the environment (http.DefaultTransport's): the token is for
+	// the admin port, and a proxy is another host, reached in clear.
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}, CheckRedirect: health.NoRedirect}
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *url, err)

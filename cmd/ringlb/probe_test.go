@@ -1,10 +1,13 @@
 package main
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -50,5 +53,55 @@ func TestProbeFollowsNoRedirect(t *testing.T) {
 	errOut.Reset()
 	if code := run(t.Context(), []string{"probe", "-url", elsewhere.URL + "/_ringlb/health"}, &out, &errOut); code != 0 {
 		t.Errorf("probe of a URL answering 200: exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+// ringlb probe carries the admin token (-token-file) to the URL it is given
+// and to no one else: a proxy of the environment (HTTP_PROXY, set in many
+// images and CI runners) is another host, reached in clear. It went through
+// one for every URL Go does not exempt (loopback IPs and localhost are): a
+// preStop hook draining an edge by its pod address handed the token to the
+// proxy, which answered in its place. The real binary, as a hook runs it;
+// the URL is 0.0.0.0, which Go proxies and Linux connects to this host.
+func TestProbeSendsTheTokenThroughNoProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary; skipped with -short")
+	}
+	const token = "0123456789abcdef0123456789abcdef"
+	seen := func() (*httptest.Server, chan string) {
+		got := make(chan string, 4)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case got <- r.Header.Get("Authorization"):
+			default:
+			}
+			w.Write([]byte(`{"draining":true}` + "\n"))
+		}))
+		t.Cleanup(srv.Close)
+		return srv, got
+	}
+	admin, adminSaw := seen()
+	proxy, proxySaw := seen()
+	tokenFile := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + net.JoinHostPort("0.0.0.0", strconv.Itoa(admin.Listener.Addr().(*net.TCPAddr).Port)) + "/api/drain"
+	cmd := exec.Command(buildBinary(t), "probe", "-method", "POST", "-url", url, "-token-file", tokenFile)
+	cmd.Env = append(os.Environ(), "HTTP_PROXY="+proxy.URL, "http_proxy="+proxy.URL, "NO_PROXY=", "no_proxy=")
+	out, err := cmd.CombinedOutput()
+	t.Logf("probe %s: %v\n%s", url, err, out)
+	select {
+	case auth := <-proxySaw:
+		t.Errorf("the environment's proxy was sent the request, Authorization %q", auth)
+	default:
+	}
+	select {
+	case auth := <-adminSaw:
+		if auth != "Bearer "+token {
+			t.Errorf("the admin port got Authorization %q, want the token", auth)
+		}
+	default:
+		t.Errorf("the admin port was not requested")
 	}
 }

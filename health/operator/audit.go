@@ -29,7 +29,11 @@ type Record struct {
 	Remote string    `json:"remote"`        // the client's address as the admin port saw it
 	Action string    `json:"action"`        // "drain", "serve_mode", "maintenance", "recover", "login", …
 	Target string    `json:"target,omitempty"`
-	Result int       `json:"result"` // the HTTP status answered
+	// Changes are, for a PUT of the config, the settings it changed
+	// (changedSettings): a file the node no longer reads — its gossip
+	// key, its admin token — first, as "dropped FIELD".
+	Changes []string `json:"changes,omitempty"`
+	Result  int      `json:"result"` // the HTTP status answered
 	// Claimed is, in a cluster-wide view, the time a peer's record was
 	// dated when that was after the moment it was read; At is then that
 	// moment (PeerRecords).
@@ -50,6 +54,9 @@ const (
 	// request paths, which a client writes. A peer's history is held to it
 	// too (PeerHistory).
 	maxRecordField = 256
+	// maxRecordChanges bounds a record's Changes; beyond, the last says
+	// how many more.
+	maxRecordChanges = 32
 	// Records of refused logins are rate-limited: an attacker guessing
 	// passwords must not flood the log out of the operators' own records.
 	refusedRecordsPerSecond = 1
@@ -261,6 +268,12 @@ func (a *AuditLog) add(s *auditStream, r Record) {
 func (r *Record) bound() {
 	for _, f := range []*string{&r.Node, &r.Who, &r.For, &r.Remote, &r.Action, &r.Target} {
 		*f = boundField(*f)
+	}
+	if len(r.Changes) > maxRecordChanges {
+		r.Changes = append(r.Changes[:maxRecordChanges-1:maxRecordChanges-1], fmt.Sprintf("and %d more", len(r.Changes)-maxRecordChanges+1))
+	}
+	for i := range r.Changes {
+		r.Changes[i] = boundField(r.Changes[i])
 	}
 }
 

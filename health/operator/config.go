@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -341,6 +342,12 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 		problems(w, err, next.Warnings())
 		return
 	}
+	// The record says what the PUT changed, not only which file: a token
+	// or a key dropped was one line "config PATH 200" among the others'.
+	changes := changedSettings(f.role, f.running, next)
+	if rec, ok := r.Context().Value(recordKey{}).(*Record); ok {
+		rec.Changes = changes
+	}
 	backup, err := replaceFile(f.path, current, data)
 	if err != nil {
 		f.log.Error("config file not replaced", "path", f.path, "err", err)
@@ -352,14 +359,67 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 	if err := f.apply(f.running, next); err != nil {
 		// Written, as a SIGHUP after an edit on the host would find it;
 		// the node runs what it ran.
-		f.log.Warn("config file replaced through the admin API, but not applied", "path", f.path, "version", v, "by", by, "remote", r.RemoteAddr, "err", err)
+		f.log.Warn("config file replaced through the admin API, but not applied", "path", f.path, "version", v, "by", by, "remote", r.RemoteAddr, "changes", changes, "err", err)
 		WriteJSON(w, http.StatusAccepted, map[string]any{"applied": false, "version": v, "running_version": f.runningVersion,
 			"error": err.Error(), "restart": configs.RestartFields(err), "backup": backup, "warnings": warnings(next.Warnings(), roleWarnings)})
 		return
 	}
 	f.running, f.runningVersion = next, v
-	f.log.Info("config file replaced and applied through the admin API", "path", f.path, "version", v, "by", by, "remote", r.RemoteAddr)
+	f.log.Info("config file replaced and applied through the admin API", "path", f.path, "version", v, "by", by, "remote", r.RemoteAddr, "changes", changes)
 	WriteJSON(w, http.StatusOK, map[string]any{"applied": true, "version": v, "backup": backup, "warnings": warnings(next.Warnings(), roleWarnings)})
+}
+
+// changedSettings names the settings of role's sections that next sets
+// otherwise than running, by their field paths: first each file running
+// names that next does not ("dropped FIELD": the gossip key, an admin token,
+// the users — how a PUT can weaken a node, since it names no new file),
+// then every other setting changed (a list as one setting). An effective
+// view that does not build (never: Effective of a checked config) names
+// nothing more.
+func changedSettings(role string, running, next *configs.Config) []string {
+	var out []string
+	dropped := map[string]bool{}
+	for _, field := range next.FileChanges(running) {
+		out = append(out, "dropped "+field)
+		dropped[field] = true
+	}
+	was, err1 := running.Effective(role)
+	is, err2 := next.Effective(role)
+	if err1 != nil || err2 != nil {
+		return out
+	}
+	before, after := map[string]any{}, map[string]any{}
+	flattenSettings("", was, before)
+	flattenSettings("", is, after)
+	var changed []string
+	for field, v := range after {
+		if w, ok := before[field]; (!ok || !reflect.DeepEqual(v, w)) && !dropped[field] {
+			changed = append(changed, field)
+		}
+	}
+	for field := range before {
+		if _, ok := after[field]; !ok && !dropped[field] {
+			changed = append(changed, field)
+		}
+	}
+	slices.Sort(changed)
+	return append(out, changed...)
+}
+
+// flattenSettings puts each setting of an effective view in out by its
+// field path ("edge.admin.token_file").
+func flattenSettings(prefix string, v any, out map[string]any) {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) == 0 {
+		out[prefix] = v
+		return
+	}
+	for k, x := range m {
+		if prefix != "" {
+			k = prefix + "." + k
+		}
+		flattenSettings(k, x, out)
+	}
 }
 
 // refuseNewFiles answers 403, naming the fields, and reports true when

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -290,4 +291,48 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// A PUT's audit record says what it changed: a config without the admin
+// token (or the gossip key, the users) is a node weakened through its own
+// API, and its record must say so, not only which file was written.
+// Before, the record was "config PATH 200" whatever the PUT did, the same
+// for a history bound and for the token dropped.
+func TestPutAuditsTheSettingsItChanges(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edge.yaml")
+	if err := os.WriteFile(filepath.Join(dir, "admin.token"), []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := "cluster: { name: e1, bind: 127.0.0.1:7946 }\nedge: { history: { messages: %d }, admin: { listen: 127.0.0.1:9101%s } }\n"
+	if err := os.WriteFile(path, fmt.Appendf(nil, file, 100, ", token_file: admin.token"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	running, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := newTestNode(t, configs.Admin{})
+	n.UseConfigFile(NewConfigFile(path, "edge", running, mustRead(t, path), func(_, _ *configs.Config) error { return nil }, nil))
+	base := loginServer(t, n, testToken)
+
+	_, view, _ := configRequest(t, "GET", base+"/api/config", "", "")
+	code, out, _ := configRequest(t, "PUT", base+"/api/config", `"`+view["version"].(string)+`"`, fmt.Sprintf(file, 7, ""))
+	if code != http.StatusOK {
+		t.Fatalf("PUT without the token: %d %v", code, out)
+	}
+	_, audit, _ := configRequest(t, "GET", base+"/api/audit", "", "")
+	var recs []Record
+	raw, _ := json.Marshal(audit["records"])
+	if err := json.Unmarshal(raw, &recs); err != nil || len(recs) == 0 {
+		t.Fatalf("GET /api/audit: %v %v", audit, err)
+	}
+	rec := recs[0]
+	t.Logf("the PUT's record: %+v", rec)
+	if rec.Action != "config" || rec.Target != path || rec.Result != http.StatusOK {
+		t.Errorf("the PUT's record: %+v, want config %s 200", rec, path)
+	}
+	if len(rec.Changes) == 0 || rec.Changes[0] != "dropped edge.admin.token_file" || !slices.Contains(rec.Changes, "edge.history.messages") {
+		t.Errorf("the PUT's record names the changes %q, want [dropped edge.admin.token_file ... edge.history.messages ...]", rec.Changes)
+	}
 }

@@ -45,8 +45,9 @@ type Logins struct {
 	// of milliseconds of CPU, and anyone may ask for one.
 	checks chan struct{}
 	rate   *rate.Limiter // checksPerSecond
-	// unknownHash is what a name that is no user's is checked against.
-	unknownHash []byte
+	// unknownHash is what a name that is no user's is checked against
+	// (unknownHashFor), replaced with the users.
+	unknownHash atomic.Pointer[[]byte]
 	// nameKey keys the fingerprints of names that are no user's (who).
 	nameKey [32]byte
 	results *prometheus.CounterVec
@@ -170,18 +171,8 @@ func newLogins(users map[string][]byte, store *Store, inherited []byte, audit *A
 		results: m.logins, sessions: map[[sha256.Size]byte]session{}, byAddr: map[string]*failures{}, byUser: map[string]*failures{},
 		known: map[knownNetwork]time.Time{}}
 	l.users.Store(&users)
-	// A wrong name is checked against a hash of the users' own cost, so it
-	// costs the time a wrong password does (no user enumeration by timing).
-	cost := bcrypt.DefaultCost
-	for _, h := range users {
-		if c, err := bcrypt.Cost(h); err == nil {
-			cost = c
-			break
-		}
-	}
-	var random [18]byte
-	_, _ = rand.Read(random[:]) // crypto/rand.Read never fails on Linux (it panics first)
-	l.unknownHash, _ = bcrypt.GenerateFromPassword(random[:], cost)
+	unknown := unknownHashFor(users, nil)
+	l.unknownHash.Store(&unknown)
 	_, _ = rand.Read(l.nameKey[:])
 	// Held to the cap of a live node, the newest kept, as newSession
 	// would have: a file of more was restored whole, and a login then
@@ -241,6 +232,8 @@ func newLogins(users map[string][]byte, store *Store, inherited []byte, audit *A
 // listed, or whose password changed, stop working at once. The change is
 // logged by name.
 func (l *Logins) SetUsers(users map[string][]byte) {
+	unknown := unknownHashFor(users, *l.unknownHash.Load())
+	l.unknownHash.Store(&unknown)
 	old := *l.users.Swap(&users)
 	var added, removed, changed []string
 	for name, hash := range users {
@@ -262,6 +255,34 @@ func (l *Logins) SetUsers(users map[string][]byte) {
 		slices.Sort(changed)
 		l.log.Info("admin users reloaded: the sessions of removed users and of changed passwords ended", "added", added, "removed", removed, "password_changed", changed)
 	}
+}
+
+// unknownHashFor is the hash a name that is no user's is checked against:
+// of a random password, at the users' cost (the commonest, the higher of
+// two as common), so that it costs the time a user's wrong password does
+// and a login's answer does not tell which names are users. It is made
+// anew only when the users' cost is not current's: at the start, and after
+// a reload that gave the users stronger (or weaker) hashes — before, the
+// start's cost stayed, and a name answered in a fraction of a user's time.
+func unknownHashFor(users map[string][]byte, current []byte) []byte {
+	count := map[int]int{}
+	cost := bcrypt.DefaultCost
+	for _, h := range users {
+		if c, err := bcrypt.Cost(h); err == nil {
+			count[c]++
+			if count[c] > count[cost] || count[c] == count[cost] && c > cost {
+				cost = c
+			}
+		}
+	}
+	if c, err := bcrypt.Cost(current); err == nil && c == cost {
+		return current
+	}
+	var random [18]byte
+	_, _ = rand.Read(random[:]) // crypto/rand.Read never fails on Linux (it panics first)
+	// A cost bcrypt.Cost read (or the default) is within bcrypt's range.
+	hash, _ := bcrypt.GenerateFromPassword(random[:], cost)
+	return hash
 }
 
 // loginEnabled reports whether callers log in on this port.
@@ -350,11 +371,25 @@ func (l *Logins) attempt(ctx context.Context, user, password, addr string) login
 	// guessers elsewhere are held to the name's count too.
 	locked := l.failed(l.byAddr, net, now) >= failuresAllowed ||
 		l.failed(l.byUser, user, now) >= failuresAllowed && !l.knownFrom(user, net, now)
+	if !locked {
+		// Counted as a failure before the check, given back unless it is
+		// one: counted after it, every login sent at once with the first
+		// passed the count above before any had failed, and was checked.
+		l.fail(l.byAddr, net, now)
+		l.fail(l.byUser, user, now)
+	}
 	l.mu.Unlock()
 	if locked {
 		return loginLocked
 	}
+	unchecked := func() {
+		l.mu.Lock()
+		l.unfail(l.byAddr, net)
+		l.unfail(l.byUser, user)
+		l.mu.Unlock()
+	}
 	if !l.rate.Allow() {
+		unchecked()
 		return loginBusy
 	}
 	wait, cancel := context.WithTimeout(ctx, checkWait)
@@ -362,24 +397,25 @@ func (l *Logins) attempt(ctx context.Context, user, password, addr string) login
 	select {
 	case l.checks <- struct{}{}:
 	case <-wait.Done():
+		unchecked()
 		return loginBusy
 	}
 	hash, known := (*l.users.Load())[user]
 	if !known {
-		hash = l.unknownHash
+		hash = *l.unknownHash.Load()
 	}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
 	<-l.checks
+	if err != nil || !known {
+		return loginWrong // counted above
+	}
+	// A success clears neither count (it only gives back its own): the
+	// name's counts guesses sent from anywhere, and a guesser elsewhere
+	// keeps guessing while the operator logs in; both end with their
+	// window.
+	unchecked()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err != nil || !known {
-		l.fail(l.byAddr, net, now)
-		l.fail(l.byUser, user, now)
-		return loginWrong
-	}
-	// A success clears neither count: the name's counts guesses sent from
-	// anywhere, and a guesser elsewhere keeps guessing while the operator
-	// logs in; both end with their window.
 	l.remember(user, net, now)
 	return loginOK
 }
@@ -468,6 +504,14 @@ func (l *Logins) fail(table map[string]*failures, key string, now time.Time) {
 		table[key] = f
 	}
 	f.count++
+}
+
+// unfail gives back a failure fail counted for key (l.mu held): a login
+// counted before its check that was not checked, or was right.
+func (l *Logins) unfail(table map[string]*failures, key string) {
+	if f := table[key]; f != nil && f.count > 0 {
+		f.count--
+	}
 }
 
 // clientNetwork is what failed logins are counted by: the client's IPv4

@@ -1113,3 +1113,104 @@ func TestHeldLoginsRefuseLoginAndLogout(t *testing.T) {
 		})
 	}
 }
+
+// A name that is no user's costs the check a user's wrong password costs,
+// so the time of a login's answer does not tell which names are users —
+// after a reload too. The name was checked against a hash made at the
+// start, at the cost of the users then: users given stronger hashes by a
+// reload (htpasswd -B makes cost 5; an operator raises it) answered a
+// wrong password in the time of their new cost and an unknown name in that
+// of the old one, hundreds of times faster.
+func TestUnknownUserCostsAsAUserAfterAReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users")
+	writeUsers(t, path, map[string]string{"alice": "alice-password-1"}) // bcrypt.MinCost
+	admin := configs.Admin{UsersFile: path}
+	n := newTestNode(t, admin)
+	n.Logins.rate = rate.NewLimiter(rate.Inf, 0)
+	base := loginServer(t, n, "")
+
+	const stronger = bcrypt.MinCost + 6
+	hash, err := bcrypt.GenerateFromPassword([]byte("alice-password-2"), stronger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	apply, err := n.ReloadUsers("edge", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply()
+
+	// What the answers' times show (reported, not held to).
+	timed := func(user string) time.Duration {
+		start := time.Now()
+		// Each from its own address's count: the port's own network
+		// is locked after five.
+		if code := postLogin(t, noRedirects(), base, user, "wrong", nil).StatusCode; code != http.StatusUnauthorized {
+			t.Fatalf("login of %s with a wrong password: %d, want 401", user, code)
+		}
+		return time.Since(start)
+	}
+	t.Logf("after the reload to cost %d: alice's wrong password answered in %v, an unknown name in %v", stronger, timed("alice"), timed("mallory"))
+
+	if cost, err := bcrypt.Cost(*n.Logins.unknownHash.Load()); err != nil || cost != stronger {
+		t.Errorf("an unknown name is checked at bcrypt cost %d (%v), the users' is %d", cost, err, stronger)
+	}
+}
+
+// Wrong passwords sent at once are held to the failure count as sent one
+// after another: failuresAllowed are checked, the rest refused unchecked.
+// The count was read before the check and raised after it, so every login
+// that arrived while the first were being checked passed it: a guesser who
+// sent them together had as many checked as the check rate let through
+// (its burst, and what it refilled meanwhile) — here, without that rate,
+// every one.
+func TestConcurrentGuessesHeldToTheFailureCount(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users")
+	// A cost that makes each check last a while, as a real one does.
+	hash, err := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost+4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := newTestNode(t, configs.Admin{UsersFile: path})
+	n.Logins.rate = rate.NewLimiter(rate.Inf, 0) // the per-network and per-user counts alone
+	base := loginServer(t, n, "")
+
+	const guesses = 20
+	codes := make(chan int, guesses)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range guesses {
+		wg.Go(func() {
+			<-start
+			codes <- postLogin(t, noRedirects(), base, "alice", "wrong password!", nil).StatusCode
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(codes)
+	checked, locked := 0, 0
+	for code := range codes {
+		switch code {
+		case http.StatusUnauthorized:
+			checked++
+		case http.StatusTooManyRequests:
+			locked++
+		default:
+			t.Errorf("a guess answered %d", code)
+		}
+	}
+	t.Logf("%d guesses sent at once from one address: %d checked, %d refused unchecked", guesses, checked, locked)
+	if checked != failuresAllowed {
+		t.Errorf("%d guesses sent at once: %d checked, want %d", guesses, checked, failuresAllowed)
+	}
+	// The right password is refused too, as after guesses one by one.
+	if code := postLogin(t, noRedirects(), base, "alice", testPassword, nil).StatusCode; code != http.StatusTooManyRequests {
+		t.Errorf("the right password after the guesses: %d, want 429", code)
+	}
+}
