@@ -124,3 +124,31 @@ func TestAdminAnnouncedWherePeersReachIt(t *testing.T) {
 		t.Errorf("beside an RFC 1918 address: %v", w)
 	}
 }
+
+// A pod or VM whose only network is shared address space (RFC 6598,
+// 100.64.0.0/10: the pod network of some clusters, which
+// cluster.allowed_networks admits by default) advertises that address, as
+// it would an RFC 1918 one: announced as loopback, the edge of the shipped
+// Kubernetes manifest (listen 0.0.0.0:7101) was refused at start there.
+// Beside an RFC 1918 address, that one is still chosen.
+func TestEdgeAdvertisesSharedAddressSpace(t *testing.T) {
+	wide := "cluster: { bind: 0.0.0.0:7946, secret_key_file: " + keyringFile(t, 1) + " }\nedge:\n  listen: 0.0.0.0:17101\n"
+	for _, c := range []struct {
+		addrs []string
+		want  string
+	}{
+		{[]string{"127.0.0.1/8", "::1/128", "100.64.3.4/16"}, "http://100.64.3.4:17101"},
+		{[]string{"127.0.0.1/8", "100.100.1.2/32", "fd00::2/64"}, "http://100.100.1.2:17101"},
+		{[]string{"127.0.0.1/8", "100.100.1.2/32", "10.1.2.3/8"}, "http://10.1.2.3:17101"},
+	} {
+		hostAddrs(t, c.addrs...)
+		cfg, err := Parse("t.yaml", []byte(wide))
+		if err != nil {
+			t.Errorf("a host with %v: %v", c.addrs, err)
+			continue
+		}
+		if cfg.Edge.AdvertiseURL != c.want {
+			t.Errorf("a host with %v: advertise_url %s, want %s", c.addrs, cfg.Edge.AdvertiseURL, c.want)
+		}
+	}
+}

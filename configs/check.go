@@ -218,7 +218,7 @@ func checkAdminAnnounced(ps *problems, path, listen string, cl Cluster) {
 		return
 	}
 	if announced := ReachableAddr(listen); isLoopback(announced) {
-		ps.warn(path, "%s is on every interface, and this host has no private address (RFC 1918 or fc00::/7): the node announces its admin at %s, which peers on other hosts (gossip %s reaches them) take for their own; give %s the address they reach it at", listen, announced, cl.announced(), path)
+		ps.warn(path, "%s is on every interface, and "+noPrivateAddress+": the node announces its admin at %s, which peers on other hosts (gossip %s reaches them) take for their own; give %s the address they reach it at", listen, announced, cl.announced(), path)
 	}
 }
 

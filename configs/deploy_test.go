@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -154,14 +155,21 @@ func TestPrometheusRulesAndGrafanaDashboard(t *testing.T) {
 	}
 }
 
-// unitDirectives reads a systemd unit's [Service] section: every value of
-// every key, in order (a key may be given more than once).
-func unitDirectives(t *testing.T, path string) map[string][]string {
+// unitText is a unit file's text.
+func unitText(t *testing.T, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return data
+}
+
+// unitDirectives reads a systemd unit's [Service] section: every value of
+// every key, in order (a key may be given more than once).
+func unitDirectives(t *testing.T, path string) map[string][]string {
+	t.Helper()
+	data := unitText(t, path)
 	out := map[string][]string{}
 	section := ""
 	for _, line := range strings.Split(string(data), "\n") {
@@ -237,8 +245,16 @@ func TestSystemdUnitSandboxed(t *testing.T) {
 		if !slices.Contains(d["SystemCallFilter"], "@system-service") {
 			t.Errorf("%s: SystemCallFilter=%v lacks @system-service", f, d["SystemCallFilter"])
 		}
-		if n, err := strconv.Atoi(one("LimitNOFILE")); err != nil || n < 65536 {
+		n, err := strconv.Atoi(one("LimitNOFILE"))
+		if err != nil || n < 65536 {
 			t.Errorf("%s: LimitNOFILE=%q: the connection limits derive from it", f, one("LimitNOFILE"))
+		}
+		// The clients the unit's comment promises are those a balancer
+		// derives from its limit (reserve and admin port included).
+		if m := regexp.MustCompile(`= (\d+) clients`).FindSubmatch(unitText(t, f)); m == nil {
+			t.Errorf("%s: the comment at LimitNOFILE does not say what max_connections it gives", f)
+		} else if want := maxConnectionsFor(n, 2, DefaultAdminMaxConnections); string(m[1]) != strconv.Itoa(want) {
+			t.Errorf("%s: the comment says LimitNOFILE=%d gives %s clients; a balancer derives %d", f, n, m[1], want)
 		}
 		if one("MemoryMax") == "" {
 			t.Errorf("%s: no MemoryMax: without a limit the node cannot tell it is low on memory", f)
@@ -425,7 +441,7 @@ func TestKubernetesPodsLocked(t *testing.T) {
 // loopback has a token and a users file, so no generated password reaches
 // the pod's log at every start.
 func TestKubernetesNetworkConfined(t *testing.T) {
-	clusterOnly := map[int]string{7946: "gossip", 7101: "edge data", 9101: "edge admin"}
+	clusterOnly := map[int]string{7946: "gossip", 7101: "edge data", 9101: "edge admin", 9053: "gslb admin"}
 	denyAll, allowed := false, map[int]bool{}
 	for _, doc := range manifestDocuments(t) {
 		name := at(doc, "metadata", "name")
@@ -633,7 +649,9 @@ func TestExampleAdminPortsHaveATokenOnLoopbackToo(t *testing.T) {
 // Nothing leaves a ringlb pod unless a policy lets it, and what is let is
 // what the role talks to: gossip between ringlb's pods, the cluster's DNS
 // for the gossip seeds' names, an edge's data port from balancers and
-// edges, its admin port from balancers, and from the gslb the members its
+// edges, its admin port from balancers, a gslb's admin port from gslbs
+// (their views of the members) and balancers (their dashboard's view of
+// the pools), and from the gslb the members its
 // monitors check, each on the monitor's port (taken from the ConfigMap, so
 // that a member added without its rule fails here). Every egress rule names
 // its peers: ringlb's pods, kube-dns, or one address.
@@ -648,6 +666,7 @@ func TestKubernetesEgressConfined(t *testing.T) {
 		{"", "kube-dns", 53, "UDP"}: false, {"", "kube-dns", 53, "TCP"}: false,
 		{"ringlb-balancer", "ringlb-edge", 7101, "TCP"}: false, {"ringlb-balancer", "ringlb-edge", 9101, "TCP"}: false,
 		{"ringlb-edge", "ringlb-edge", 7101, "TCP"}: false,
+		{"ringlb-gslb", "ringlb-gslb", 9053, "TCP"}: false, {"ringlb-balancer", "ringlb-gslb", 9053, "TCP"}: false,
 	}
 	denyAll := false
 	type rule struct {
@@ -749,4 +768,248 @@ func manifestConfig(t *testing.T, doc map[string]any) *Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// The gslb of the manifests checks the balancers where clients reach them:
+// on a port their Service answers on (the pods' own port is not open on the
+// Service's address, so a monitor there would mark every member down), and
+// a policy lets the gslb reach both that Service port and, for a cluster
+// whose proxy answers the Service's address with its pods directly, the
+// pods' port behind it.
+func TestKubernetesGSLBMonitorsTheBalancersService(t *testing.T) {
+	var cfg *Config
+	servicePorts := map[int]string{} // the balancers' Service port -> its targetPort
+	containerPorts := map[string]int{}
+	egress := map[string]bool{} // "peer port" the gslb's pods may reach
+	for _, doc := range manifestDocuments(t) {
+		switch name := at(doc, "metadata", "name"); {
+		case doc["kind"] == "ConfigMap":
+			if c := manifestConfig(t, doc); c != nil {
+				cfg = c
+			}
+		case doc["kind"] == "Service" && name == "ringlb-balancer":
+			for _, p := range list(at(doc, "spec", "ports")) {
+				port, _ := at(p, "port").(int)
+				servicePorts[port] = fmt.Sprint(at(p, "targetPort"))
+			}
+		case doc["kind"] == "Deployment" && name == "ringlb-balancer":
+			for _, c := range list(at(doc, "spec", "template", "spec", "containers")) {
+				for _, p := range list(at(c, "ports")) {
+					port, _ := at(p, "containerPort").(int)
+					containerPorts[fmt.Sprint(at(p, "name"))] = port
+				}
+			}
+		case doc["kind"] == "NetworkPolicy" && at(doc, "spec", "podSelector", "matchLabels", "app.kubernetes.io/name") == "ringlb-gslb":
+			for _, r := range list(at(doc, "spec", "egress")) {
+				for _, peer := range list(at(r, "to")) {
+					to, _ := at(peer, "ipBlock", "cidr").(string)
+					if pod := at(peer, "podSelector", "matchLabels", "app.kubernetes.io/name"); pod != nil {
+						to = fmt.Sprint(pod)
+					}
+					for _, p := range list(at(r, "ports")) {
+						egress[fmt.Sprintf("%s %v", to, at(p, "port"))] = true
+					}
+				}
+			}
+		}
+	}
+	if cfg == nil || len(servicePorts) == 0 {
+		t.Fatal("no ConfigMap or no ringlb-balancer Service among the manifests")
+	}
+	monitored := 0
+	for _, n := range cfg.GSLB.Names {
+		for region, r := range n.Regions {
+			m, ok := cfg.GSLB.Monitors[r.Monitor]
+			if !ok {
+				continue
+			}
+			monitored++
+			target, ok := servicePorts[m.Port]
+			if !ok {
+				t.Errorf("gslb name %s region %s: monitor %s probes port %d, which the ringlb-balancer Service does not answer on (%v): every member would be down", n.Name, region, r.Monitor, m.Port, servicePorts)
+				continue
+			}
+			pod, ok := containerPorts[target]
+			if !ok {
+				pod, _ = strconv.Atoi(target)
+			}
+			for _, mem := range r.Members {
+				if !egress[fmt.Sprintf("%s/32 %d", mem.Address, m.Port)] {
+					t.Errorf("no NetworkPolicy lets the gslb reach %s (%s) on %d", mem.Address, mem.Name, m.Port)
+				}
+			}
+			if !egress[fmt.Sprintf("ringlb-balancer %d", pod)] {
+				t.Errorf("no NetworkPolicy lets the gslb reach the balancer pods on %d, behind the Service's %d", pod, m.Port)
+			}
+		}
+	}
+	if monitored == 0 {
+		t.Error("the manifests' gslb monitors no region")
+	}
+}
+
+// A node drained for maintenance (kubectl drain, a cluster autoscaler, a
+// node upgrade) takes one pod of each role at a time, never all: every
+// workload of more than one replica has a PodDisruptionBudget over its pods
+// that leaves all but one running (and lets a pod that is not ready go, or
+// a region without edges would hold every drain), and spreads its pods over
+// nodes, so one node lost is not a region's every balancer or every edge.
+func TestKubernetesWorkloadsSurviveANodeDrain(t *testing.T) {
+	budgets := map[string]any{} // pod name label -> maxUnavailable
+	type workload struct {
+		kind, name string
+		pod        map[string]any
+	}
+	var workloads []workload
+	for _, doc := range manifestDocuments(t) {
+		switch doc["kind"] {
+		case "PodDisruptionBudget":
+			label, _ := at(doc, "spec", "selector", "matchLabels", "app.kubernetes.io/name").(string)
+			if at(doc, "spec", "minAvailable") != nil {
+				t.Errorf("PodDisruptionBudget %v: minAvailable counts pods, and a scale-up leaves it behind; give maxUnavailable", at(doc, "metadata", "name"))
+			}
+			budgets[label] = at(doc, "spec", "maxUnavailable")
+			if at(doc, "spec", "unhealthyPodEvictionPolicy") != "AlwaysAllow" {
+				t.Errorf("PodDisruptionBudget %v: unhealthyPodEvictionPolicy %v: a pod not ready (no edge to route to) would hold a node drain while it stays so; want AlwaysAllow", at(doc, "metadata", "name"), at(doc, "spec", "unhealthyPodEvictionPolicy"))
+			}
+		case "Deployment", "StatefulSet":
+			if replicas, _ := at(doc, "spec", "replicas").(int); replicas < 2 {
+				continue
+			}
+			pod, _ := at(doc, "spec", "template").(map[string]any)
+			workloads = append(workloads, workload{doc["kind"].(string), fmt.Sprint(at(doc, "metadata", "name")), pod})
+		}
+	}
+	if len(workloads) < 3 {
+		t.Fatalf("%d workloads of several replicas, want the edge, balancer and gslb", len(workloads))
+	}
+	for _, w := range workloads {
+		label, _ := at(w.pod, "metadata", "labels", "app.kubernetes.io/name").(string)
+		if budget, ok := budgets[label]; !ok || budget != 1 {
+			t.Errorf("%s %s: PodDisruptionBudget maxUnavailable %v, want 1: a node drain may evict every pod at once", w.kind, w.name, budget)
+		}
+		spread := false
+		for _, c := range list(at(w.pod, "spec", "topologySpreadConstraints")) {
+			if at(c, "topologyKey") == "kubernetes.io/hostname" && at(c, "labelSelector", "matchLabels", "app.kubernetes.io/name") == label {
+				spread = true
+			}
+		}
+		if !spread {
+			t.Errorf("%s %s: no topologySpreadConstraints over kubernetes.io/hostname for its pods: they may all share one node", w.kind, w.name)
+		}
+	}
+}
+
+// The manifests' gslb nodes agree on member health, as the nameservers of
+// one domain must (gslb/README.md: each reads the others' probe views on
+// the admin URL they announce): with more than one gslb replica, its admin
+// port listens where the other pods reach it (a loopback URL a peer
+// announces is refused as the receiver's own host, and every node decided
+// alone: two pods behind one Service could answer differently), behind the
+// token, and a policy lets gslb pods, and only them, reach it.
+func TestKubernetesGSLBNodesAgree(t *testing.T) {
+	var cfg *Config
+	replicas := 0
+	gslbPods := func(v any) bool {
+		return at(v, "podSelector", "matchLabels", "app.kubernetes.io/name") == "ringlb-gslb"
+	}
+	reach := map[string]bool{} // "from PORT", "to PORT": gslb pods to gslb pods
+	for _, doc := range manifestDocuments(t) {
+		switch doc["kind"] {
+		case "ConfigMap":
+			if c := manifestConfig(t, doc); c != nil {
+				cfg = c
+			}
+		case "Deployment":
+			if at(doc, "metadata", "name") == "ringlb-gslb" {
+				replicas, _ = at(doc, "spec", "replicas").(int)
+			}
+		case "NetworkPolicy":
+			if !gslbPods(at(doc, "spec")) {
+				continue
+			}
+			for dir, rules := range map[string][]any{"from": list(at(doc, "spec", "ingress")), "to": list(at(doc, "spec", "egress"))} {
+				for _, r := range rules {
+					if !slices.ContainsFunc(list(at(r, dir)), gslbPods) {
+						continue
+					}
+					for _, p := range list(at(r, "ports")) {
+						reach[fmt.Sprint(dir, " ", at(p, "port"))] = true
+					}
+				}
+			}
+		}
+	}
+	if cfg == nil || replicas < 2 {
+		t.Fatalf("no ConfigMap, or a gslb of %d replicas: nothing to agree", replicas)
+	}
+	a := cfg.GSLB.Admin
+	if isLoopback(a.Listen) {
+		t.Errorf("gslb.admin.listen %s with %d gslb replicas: each peer announces a loopback admin URL, which the others refuse, and every node decides member health alone", a.Listen, replicas)
+	}
+	_, port, _ := net.SplitHostPort(a.Listen)
+	if !reach["from "+port] || !reach["to "+port] {
+		t.Errorf("no NetworkPolicy lets the gslb pods reach each other's admin port %s (ingress %v, egress %v): no peer view is heard", port, reach["from "+port], reach["to "+port])
+	}
+}
+
+// A pod behind a LoadBalancer Service keeps serving after it is deleted
+// until the Service has moved away from it: endpoints, kube-proxy and the
+// cloud's health checks of externalTrafficPolicy Local learn of the
+// deletion seconds after it, and a pod that stopped accepting at once
+// (SIGTERM right after a preStop that returns in a millisecond) had them
+// send new connections, for those seconds, to a closed port. So its
+// preStop waits (sleep), without failing its readiness first: kube-proxy
+// sends a Local Service's traffic to a terminating pod only while it is
+// ready, so a pod put in maintenance while the node still receives
+// traffic for it drops that traffic. The grace period holds the wait and
+// -shutdown-timeout (the tunnels' and queries' last moments) both.
+func TestKubernetesServicePodsStopAfterTheServiceMoved(t *testing.T) {
+	served := map[string]bool{} // pod name label behind a LoadBalancer Service
+	docs := manifestDocuments(t)
+	for _, doc := range docs {
+		if doc["kind"] == "Service" && at(doc, "spec", "type") == "LoadBalancer" {
+			label, _ := at(doc, "spec", "selector", "app.kubernetes.io/name").(string)
+			served[label] = true
+		}
+	}
+	checked := 0
+	for _, doc := range docs {
+		if doc["kind"] != "Deployment" && doc["kind"] != "StatefulSet" {
+			continue
+		}
+		pod := at(doc, "spec", "template")
+		if !served[fmt.Sprint(at(pod, "metadata", "labels", "app.kubernetes.io/name"))] {
+			continue
+		}
+		checked++
+		w := fmt.Sprintf("%s %v", doc["kind"], at(doc, "metadata", "name"))
+		grace, _ := at(pod, "spec", "terminationGracePeriodSeconds").(int)
+		for _, c := range list(at(pod, "spec", "containers")) {
+			preStop := at(c, "lifecycle", "preStop")
+			wait, _ := at(preStop, "sleep", "seconds").(int)
+			if wait < 5 {
+				t.Errorf("%s: preStop %v: the pod stops accepting as soon as it is deleted, while the Service still sends it connections; want a preStop sleep of some seconds", w, preStop)
+			}
+			if strings.Contains(fmt.Sprint(preStop), "maintenance") {
+				t.Errorf("%s: preStop %v fails the pod's readiness while the Service still sends it traffic, which kube-proxy then drops", w, preStop)
+			}
+			args := list(at(c, "args"))
+			i := slices.Index(args, any("-shutdown-timeout"))
+			if i < 0 || i+1 == len(args) {
+				t.Errorf("%s: args %v carry no -shutdown-timeout: the grace period cannot be seen to hold it", w, args)
+				continue
+			}
+			stop, err := time.ParseDuration(fmt.Sprint(args[i+1]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if need := wait + int(stop.Seconds()); grace <= need {
+				t.Errorf("%s: terminationGracePeriodSeconds %d: the preStop's %ds and -shutdown-timeout %s need more; the kubelet kills the pod with its tunnels", w, grace, wait, stop)
+			}
+		}
+	}
+	if checked < 2 {
+		t.Fatalf("%d workloads behind a LoadBalancer Service, want the balancer and the gslb", checked)
+	}
 }

@@ -15,8 +15,8 @@ type Edge struct {
 	Admin Admin `yaml:"admin"`
 	// AdvertiseURL is how balancers reach Listen (default http://<Listen>,
 	// with an unspecified host replaced by this host's first private
-	// address: an IPv4 one of RFC 1918, else an IPv6 unique local one,
-	// fc00::/7). A loopback URL is refused while gossip reaches beyond
+	// address: an IPv4 one of RFC 1918, else one of shared address space,
+	// 100.64.0.0/10, else an IPv6 unique local one, fc00::/7). A loopback URL is refused while gossip reaches beyond
 	// loopback: peers on other hosts would ignore this edge. So is a file
 	// without an edge section run as an edge, where its defaults come to
 	// one.
@@ -354,7 +354,7 @@ func (e *Edge) validateReachable(ps *problems, cl Cluster) {
 	}
 	why := "is a loopback address"
 	if host, _, _ := net.SplitHostPort(e.Listen); anyHost(host) {
-		why = "is on every interface, and this host has no private address (RFC 1918 or fc00::/7) to advertise in its place"
+		why = "is on every interface, and " + noPrivateAddress + " to advertise in its place"
 	}
 	ps.add("edge.listen", "%s %s: this edge would announce %s, which balancers on other hosts (gossip %s reaches them) take for their own host, and ignore the edge: set edge.advertise_url to the URL they reach it at (in cluster.allowed_networks), or give edge.listen that address", e.Listen, why, e.AdvertiseURL, gossip)
 }

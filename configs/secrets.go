@@ -266,9 +266,16 @@ func ReadJoinSecret(path string) ([]byte, error) {
 // space (RFC 6598) and unique local IPv6 (RFC 4193).
 var DefaultAllowedNetworks = []string{
 	"127.0.0.0/8", "::1/128",
-	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", sharedAddressSpace.String(),
 	"fc00::/7",
 }
+
+// sharedAddressSpace (RFC 6598) is the pod network of some clusters: peers
+// admit it by default, so a node there advertises it (privateAddress).
+var sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
+
+// noPrivateAddress says why a node on every interface announced loopback.
+const noPrivateAddress = "this host has no private address (RFC 1918, 100.64.0.0/10 or fc00::/7)"
 
 // ReachableAddr turns a listen address into the host:port others can reach
 // it at. An unspecified host (":7101", "0.0.0.0:7101") becomes this host's
@@ -291,26 +298,37 @@ func ReachableAddr(listen string) string {
 var interfaceAddrs = net.InterfaceAddrs
 
 // privateAddress is this host's first private IPv4 address (RFC 1918), else
-// its first unique local IPv6 one (fc00::/7: a host with IPv6 alone on its
-// private network, or beside public IPv4), else 127.0.0.1. IPv4 first: it
-// is the one a host with both had announced.
+// its first of shared address space (a pod network of 100.64.0.0/10; after
+// RFC 1918, as a host on a LAN with a VPN of that space announced its LAN
+// address), else its first unique local IPv6 one (fc00::/7: a host with
+// IPv6 alone on its private network, or beside public IPv4), else
+// 127.0.0.1 (noPrivateAddress). IPv4 first: it is the one a host with both
+// had announced.
 func privateAddress() string {
 	addrs, err := interfaceAddrs()
 	if err != nil {
 		return "127.0.0.1"
 	}
-	var v6 net.IP
+	var shared, v6 net.IP
 	for _, a := range addrs {
 		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		v4 := ipn.IP.To4()
 		switch {
-		case !ok || !ipn.IP.IsPrivate():
-		case ipn.IP.To4() != nil:
+		case v4 != nil && ipn.IP.IsPrivate():
 			return ipn.IP.String()
-		case v6 == nil:
+		case v4 != nil && shared == nil && sharedAddressSpace.Contains(netip.AddrFrom4([4]byte(v4))):
+			shared = ipn.IP
+		case v4 == nil && v6 == nil && ipn.IP.IsPrivate():
 			v6 = ipn.IP
 		}
 	}
-	if v6 != nil {
+	switch {
+	case shared != nil:
+		return shared.String()
+	case v6 != nil:
 		return v6.String()
 	}
 	return "127.0.0.1"
