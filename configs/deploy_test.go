@@ -1013,3 +1013,45 @@ func TestKubernetesServicePodsStopAfterTheServiceMoved(t *testing.T) {
 		t.Fatalf("%d workloads behind a LoadBalancer Service, want the balancer and the gslb", checked)
 	}
 }
+
+// The image's build context is an allow-list: every directory holding the
+// module's Go code is in it (else the image does not build), and key,
+// token and password files made in the checkout are not (else `docker
+// build` copies them into the build stage and its cache).
+func TestDockerBuildContextHoldsTheCodeAndNoSecret(t *testing.T) {
+	data, err := os.ReadFile("../.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) == 0 || lines[0] != "*" {
+		t.Fatalf(".dockerignore does not start by leaving everything out: %q", lines)
+	}
+	entries, err := os.ReadDir("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		code := false
+		_ = filepath.WalkDir(filepath.Join("..", e.Name()), func(path string, d os.DirEntry, err error) error {
+			code = code || err == nil && strings.HasSuffix(path, ".go")
+			return nil
+		})
+		if code && !slices.Contains(lines, "!"+e.Name()) {
+			t.Errorf(".dockerignore leaves out %s/, which holds the module's code", e.Name())
+		}
+	}
+	for _, secret := range []string{"**/*.key", "**/*.token", "**/*.htpasswd", "**/*.pem"} {
+		if !slices.Contains(lines, secret) {
+			t.Errorf(".dockerignore lets %s into the build context", secret)
+		}
+	}
+}
