@@ -407,7 +407,7 @@ func (b *Balancer) callPeerLimit(ctx context.Context, method, node, target strin
 func newPeerClient() *http.Client {
 	return &http.Client{
 		Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second},
-		CheckRedirect: health.NoRedirect,
+		CheckRedirect: configs.NoRedirect,
 	}
 }
 

@@ -507,7 +507,7 @@ func TestHandOffState(t *testing.T) {
 	mon := configs.Monitor{Type: configs.MonitorTCP, Interval: configs.Duration(20 * time.Millisecond), Timeout: configs.Duration(500 * time.Millisecond), Rise: 2, Fall: 1}
 	mon.Port, _ = strconv.Atoi(port)
 	edges := []configs.StaticEdge{{Name: "gone", URL: "http://" + deadAddr, Monitor: &mon}}
-	st := newStaticEdges(edges, nil, nil, nil, nil)
+	st := newStaticEdges(edges, nil, nil, nil, nil, nil)
 	defer st.Close()
 	old.static.Store(st)
 	for deadline := time.Now().Add(10 * time.Second); len(st.Members()) != 0; time.Sleep(5 * time.Millisecond) {

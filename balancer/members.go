@@ -260,7 +260,7 @@ func (b *Balancer) startStatic(rl *reloadable) {
 	}
 	st, zero := b.staticStates, b.zeroSince
 	b.staticStates, b.zeroSince = nil, nil
-	b.static.Store(newStaticEdgesSeeded(rl.cfg.Edges, rl.edgeTLS, nil, b.staticChanged, b.log, st, zero))
+	b.static.Store(newStaticEdgesSeeded(rl.cfg.Edges, rl.edgeTLS, nil, b.staticChanged, b.checkNotMade, b.log, st, zero))
 	b.mu.Unlock()
 	b.saveZeroSince()
 }
@@ -288,6 +288,12 @@ func (b *Balancer) zeroSinceToSave() map[string]time.Time {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.zeroSince
+}
+
+// checkNotMade counts a static edge's check this process could not make,
+// by what it lacked.
+func (b *Balancer) checkNotMade(lacking string) {
+	b.metrics.checksNotMade.WithLabelValues(lacking).Inc()
 }
 
 // staticChanged rebuilds the ring once it follows the cluster (a static

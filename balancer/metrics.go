@@ -7,6 +7,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringlb/ringlb/balancer/ring"
+	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/operator"
 )
 
@@ -78,6 +79,10 @@ type metrics struct {
 	// over max_header_bytes), each a line of fasthttp's own, rate-limited
 	// in the log (httplog.Limit).
 	connectionErrors prometheus.Counter
+	// checksNotMade counts static edges' checks this process could not
+	// make, by what it lacked (health.LackingReasons): each holds the
+	// edge's state, and only the first of a run is logged.
+	checksNotMade *prometheus.CounterVec
 
 	// The live-session table (table.go, table_sync.go).
 	//
@@ -142,6 +147,10 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 			Name: "ringlb_balancer_connection_errors_total",
 			Help: "Client connections the data and redirect ports ended on an error of their HTTP server (a malformed request head, one over max_header_bytes); logged at most once per 10 s.",
 		}),
+		checksNotMade: operator.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_balancer_monitor_checks_not_made_total",
+			Help: "Static edges' checks this process could not make, by what it lacked (descriptors, memory, local_ports): each holds the edge's state.",
+		}, "reason", health.LackingReasons()...),
 		tableEvictions: operator.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringlb_balancer_session_table_evictions_total",
 			Help: "Live-session table entries removed, by reason (expired, capacity).",
@@ -199,7 +208,7 @@ func newMetrics(reg prometheus.Registerer, r *ring.Ring, certExpiry func() float
 		Help: "1 once the live-session table routes (a starting balancer has a peer's table, or waited startup_wait), else 0.",
 	}, tg.ready)
 
-	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, m.rejectedTotal, m.acceptErrors, m.connectionErrors, ringMembers, ringVersion, certExpires,
+	for _, c := range []prometheus.Collector{m.connectionsActive, m.requestsTotal, m.backendErrorsTotal, m.rejectedTotal, m.acceptErrors, m.connectionErrors, m.checksNotMade, ringMembers, ringVersion, certExpires,
 		m.tableEvictions, m.tableRefused, m.tableConflicts, m.tableMoves, m.tableTunnelsClosed, m.tableIgnored, m.tableSyncLag, m.tableSyncBytes, tableEntries, tableReady} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -135,7 +135,7 @@ func (b *Balancer) applyReload(rl *reloadable) {
 func (b *Balancer) reloadStatic(rl *reloadable) {
 	// New monitors first, then the old ones go: a static edge in both
 	// files at the same URL keeps the state its monitor settled on.
-	next := newStaticEdges(rl.cfg.Edges, rl.edgeTLS, b.static.Load(), b.staticChanged, b.log)
+	next := newStaticEdges(rl.cfg.Edges, rl.edgeTLS, b.static.Load(), b.staticChanged, b.checkNotMade, b.log)
 	if b.beforeStaticSwap != nil {
 		b.beforeStaticSwap()
 	}

@@ -42,11 +42,13 @@ type staticEdge struct {
 
 // newStaticEdges starts monitoring edges, each verified by its config in
 // verify (edgeTLSConfigs; by name); changed is called (from a prober's
-// goroutine) whenever one comes up or goes down — the ring is rebuilt then.
-// prev are the edges being replaced (a reload), nil at start: an edge of
-// prev at the same URL keeps the state its monitor settled on.
-func newStaticEdges(edges []configs.StaticEdge, verify map[string]*tls.Config, prev *staticEdges, changed func(), logger *slog.Logger) *staticEdges {
-	return newStaticEdgesSeeded(edges, verify, prev, changed, logger, nil, nil)
+// goroutine) whenever one comes up or goes down — the ring is rebuilt then
+// —, notMade (may be nil) for every check this process could not make
+// (Prober.OnCheckNotMade). prev are the edges being replaced (a reload),
+// nil at start: an edge of prev at the same URL keeps the state its
+// monitor settled on.
+func newStaticEdges(edges []configs.StaticEdge, verify map[string]*tls.Config, prev *staticEdges, changed func(), notMade func(lacking string), logger *slog.Logger) *staticEdges {
+	return newStaticEdgesSeeded(edges, verify, prev, changed, notMade, logger, nil, nil)
 }
 
 // newStaticEdgesSeeded is newStaticEdges with each monitor starting from the
@@ -56,7 +58,7 @@ func newStaticEdges(edges []configs.StaticEdge, verify map[string]*tls.Config, p
 // since when), as the process this one replaced or cluster.state_dir had
 // it: started afresh at each start, a drain lasted its deadline past the
 // last restart or upgrade, not past the config that began it.
-func newStaticEdgesSeeded(edges []configs.StaticEdge, verify map[string]*tls.Config, prev *staticEdges, changed func(), logger *slog.Logger, states map[string]bool, zeroSince map[string]time.Time) *staticEdges {
+func newStaticEdgesSeeded(edges []configs.StaticEdge, verify map[string]*tls.Config, prev *staticEdges, changed func(), notMade func(lacking string), logger *slog.Logger, states map[string]bool, zeroSince map[string]time.Time) *staticEdges {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -84,6 +86,9 @@ func newStaticEdgesSeeded(edges []configs.StaticEdge, verify map[string]*tls.Con
 				changed()
 			}
 		}, logger)
+		if notMade != nil {
+			p.OnCheckNotMade(notMade)
+		}
 		if up, ok := states[e.Name]; ok {
 			p.Seed(up, "as the process this one replaced saw it")
 		} else if old, ok := prev.edge(e.Name); ok && old.member.URL == e.URL && old.prober.Settled() {

@@ -38,7 +38,7 @@ func TestStaticEdgesFollowTheirMonitor(t *testing.T) {
 	one := 1
 	s := newStaticEdges([]configs.StaticEdge{
 		{Name: "legacy", URL: "http://" + ln.Addr().String(), Weight: &one, Monitor: &mon},
-	}, nil, nil, func() { changed <- struct{}{} }, nil)
+	}, nil, nil, func() { changed <- struct{}{} }, nil, nil)
 	defer s.Close()
 	if m := s.Members(); len(m) != 1 || m[0].Name != "legacy" {
 		t.Fatalf("members %v", m)
@@ -73,12 +73,12 @@ func TestReloadKeepsAStaticEdgeDown(t *testing.T) {
 	one := 1
 	edges := []configs.StaticEdge{{Name: "legacy", URL: "http://" + dead, Weight: &one, Monitor: &mon}}
 	// Seen down (by the process this one replaced, or by its checks).
-	s := newStaticEdgesSeeded(edges, nil, nil, nil, nil, map[string]bool{"legacy": false}, nil)
+	s := newStaticEdgesSeeded(edges, nil, nil, nil, nil, nil, map[string]bool{"legacy": false}, nil)
 	if m := s.Members(); len(m) != 0 {
 		t.Fatalf("a down edge is a member: %v", m)
 	}
 	for i := range 3 {
-		next := newStaticEdges(edges, nil, s, nil, nil)
+		next := newStaticEdges(edges, nil, s, nil, nil, nil)
 		s.Close()
 		s = next
 		if m := s.Members(); len(m) != 0 {

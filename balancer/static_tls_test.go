@@ -41,7 +41,7 @@ func TestHTTPSCheckOfAStaticEdgeVerifiesIt(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	s := newStaticEdges(edges, verify, nil, nil, nil)
+	s := newStaticEdges(edges, verify, nil, nil, nil, nil)
 	defer s.Close()
 	healthtest.WaitUntil(t, "both checks settled", func() bool {
 		for _, e := range s.edges {

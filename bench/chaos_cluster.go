@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ringlb/ringlb/configs"
 )
 
 // ChaosAdmin is the balancers' admin API as the chaos steps use it: drains
@@ -28,8 +30,10 @@ type ChaosAdmin struct {
 	URLs []string
 	// Token is the admin bearer token ("": none, e.g. a loopback admin
 	// port without balancer.admin.token_file). Never logged.
-	Token  string
-	Client *http.Client // default: a client with a 10s timeout
+	Token string
+	// Client sends the requests; default: a client with a 10s timeout
+	// that follows no redirect (configs.NoRedirect).
+	Client *http.Client
 }
 
 // ChaosRing is what GET /api/ring says: the ring's version and members.
@@ -39,7 +43,8 @@ type ChaosRing struct {
 }
 
 // Admin API paths and headers (the contract's names, docs/CONTRACT.md): this
-// package is a client of the contract and imports no server package.
+// package is a client of the contract and imports no server package (of
+// configs, only what a client of another node's admin API follows).
 const (
 	adminRingPath   = "/api/ring"
 	adminLookupPath = "/api/lookup"
@@ -81,17 +86,21 @@ func (a *ChaosAdmin) client() *http.Client {
 	if a.Client != nil {
 		return a.Client
 	}
-	return &http.Client{Timeout: 10 * time.Second, Transport: adminTransport}
+	// Only the URLs given are asked: a redirect is an answer, and followed
+	// it took the bearer token to wherever it pointed.
+	return &http.Client{Timeout: 10 * time.Second, Transport: adminTransport, CheckRedirect: configs.NoRedirect}
 }
 
 // adminTransport keeps as many connections to an admin port as a check
 // point's lookups run at once: with net/http's default of two, each round
 // of lookups closes and reopens the rest, and the port counts a closed
 // connection toward the client's share (admin.max_connections_per_ip)
-// until it has read its end.
+// until it has read its end. It goes through no proxy of the environment
+// (the default's HTTP_PROXY): the token is for the admin port alone.
 var adminTransport = func() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = ownerLookups
+	t.Proxy = nil
 	return t
 }()
 

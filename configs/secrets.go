@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"maps"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -240,6 +241,13 @@ func ReadToken(path string) ([]byte, error) {
 	}
 	return token, nil
 }
+
+// NoRedirect is the CheckRedirect of every client that calls another
+// node, probes a target or drives an admin API (ringlb probe, ringlb bench
+// chaos): the address checked (against cluster.allowed_networks, or the
+// configured target) is the one called, never where it redirects to, and a
+// signed or token header is not sent on to another host.
+func NoRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // MinJoinSecretLength is the shortest join-token secret accepted: a short
 // one is found offline from one leaked token.

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
 )
 
@@ -101,7 +102,7 @@ func (s *Server) exchangeLoop(ctx context.Context, peers Peers) {
 	// redirects to is not, and the signed header would go along.
 	client := &http.Client{
 		Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, MaxResponseHeaderBytes: maxPeerHead},
-		CheckRedirect: health.NoRedirect,
+		CheckRedirect: configs.NoRedirect,
 	}
 	defer client.CloseIdleConnections()
 	for {

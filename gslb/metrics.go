@@ -6,6 +6,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringlb/ringlb/health"
 	"github.com/ringlb/ringlb/health/operator"
 )
 
@@ -46,6 +47,10 @@ type metrics struct {
 	// rejected_connections_total): "memory", while the process is low on
 	// memory. The caps keep their counters above.
 	rejected *prometheus.CounterVec
+	// checksNotMade counts pool members' checks this process could not
+	// make, by what it lacked (health.LackingReasons): each holds the
+	// member's state, and only the first of a run is logged.
+	checksNotMade *prometheus.CounterVec
 	// signatures counts RRset signatures put on answers, by where they came
 	// from: "cache" (made before, still fresh) or "signed" (made for this
 	// answer: a new or changed RRset, a negative answer's NSEC, a refresh);
@@ -168,6 +173,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ringlb_gslb_rejected_connections_total",
 			Help: "TCP DNS connections closed unserved, by reason: memory (the process near its memory limit). Refusals at the caps are counted in ringlb_gslb_tcp_refused_total and ringlb_gslb_tcp_refused_per_ip_total.",
 		}, []string{"reason"}),
+		checksNotMade: operator.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringlb_gslb_monitor_checks_not_made_total",
+			Help: "Pool members' checks this process could not make, by what it lacked (descriptors, memory, local_ports): each holds the member's state.",
+		}, "reason", health.LackingReasons()...),
 	}
 	m.signatures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ringlb_gslb_signatures_total",
@@ -182,7 +191,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "ringlb_gslb_region_load",
 		Help: "Load of a region's edges as they announce it in gossip, averaged per edge, by region and measure (sessions_per_edge, connections_per_edge, cpu_percent, edges).",
 	}, []string{"region", "measure"})
-	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.tcpRefused, m.tcpRefusedPerIP, m.tcpEndedWaiting, m.rejected, m.signatures, m.steeredShare, m.regionLoad} {
+	for _, c := range []prometheus.Collector{m.queries, m.memberUp, m.failovers, m.rateLimited, m.notifies, m.tsigErrors, m.acceptErrors, m.tcpRefused, m.tcpRefusedPerIP, m.tcpEndedWaiting, m.rejected, m.checksNotMade, m.signatures, m.steeredShare, m.regionLoad} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -199,6 +199,9 @@ func newPools(cfg configs.GSLB, logger *slog.Logger, m *metrics) (*pools, error)
 					// a node started while its peers saw a member down kept it out
 					// until something rebuilt.
 					mem.prober.OnSettled(func() { p.rebuild() })
+					if m != nil {
+						mem.prober.OnCheckNotMade(func(lacking string) { m.checksNotMade.WithLabelValues(lacking).Inc() })
+					}
 				}
 				r.members = append(r.members, mem)
 				r.has[family(mem.addr)] = true

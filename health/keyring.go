@@ -366,10 +366,3 @@ func loadKeyring(cfg configs.Cluster) (*Keyring, error) {
 	}
 	return newKeyring(keys)
 }
-
-// NoRedirect is the CheckRedirect of every client that calls another
-// node or probes a target: the address checked (against
-// cluster.allowed_networks, or the configured target) is the one called,
-// never where it redirects to, and a signed or token header is not sent on
-// to another host.
-func NoRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

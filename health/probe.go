@@ -71,18 +71,46 @@ type Prober struct {
 	// cannotCheck: the last check could not be made (LocalFailure), so
 	// its warning is logged once for a run of them, not every interval.
 	cannotCheck bool
+	// notMade is called for every check that could not be made, with
+	// what this process lacked (OnCheckNotMade).
+	notMade func(lacking string)
 }
 
-var localErrnos = []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL}
+// What a check this process could not make lacked (LocalLacking): the
+// label values of the roles' counters of checks not made.
+const (
+	LackingDescriptors = "descriptors"
+	LackingMemory      = "memory"
+	LackingLocalPorts  = "local_ports"
+)
+
+// LackingReasons lists every value LocalLacking returns, for counters
+// exported at 0 from the start.
+func LackingReasons() []string {
+	return []string{LackingDescriptors, LackingMemory, LackingLocalPorts}
+}
+
+var localErrnos = []struct {
+	errno   syscall.Errno
+	lacking string
+}{
+	{syscall.EMFILE, LackingDescriptors}, {syscall.ENFILE, LackingDescriptors},
+	{syscall.ENOBUFS, LackingMemory}, {syscall.ENOMEM, LackingMemory},
+	{syscall.EADDRNOTAVAIL, LackingLocalPorts},
+}
 
 // LocalFailure reports whether a connect failed for want of this process's
 // or host's resources — descriptors (EMFILE, ENFILE), kernel memory
 // (ENOBUFS, ENOMEM), local ports (EADDRNOTAVAIL) — and not at its target;
 // a failed lookup of the target's name too, when this process cannot
 // open a descriptor now.
-func LocalFailure(err error) bool {
-	if localErrno(err) {
-		return true
+func LocalFailure(err error) bool { return LocalLacking(err) != "" }
+
+// LocalLacking is LocalFailure saying what was lacking: one of
+// LackingReasons, or "" when err is no local failure.
+func LocalLacking(err error) string {
+	if lacking := localErrno(err); lacking != "" {
+		return lacking
 	}
 	// A failed lookup (net.DNSError) keeps the text of why, not the errno:
 	// one that could not open its socket to the resolver reads as a name
@@ -97,17 +125,17 @@ func LocalFailure(err error) bool {
 		}
 		f.Close()
 	}
-	return false
+	return ""
 }
 
-// localErrno reports whether err carries one of localErrnos.
-func localErrno(err error) bool {
-	for _, errno := range localErrnos {
-		if errors.Is(err, errno) {
-			return true
+// localErrno says what err lacked, when it carries one of localErrnos.
+func localErrno(err error) string {
+	for _, e := range localErrnos {
+		if errors.Is(err, e.errno) {
+			return e.lacking
 		}
 	}
-	return false
+	return ""
 }
 
 // NewProber returns a prober of target; onChange (may be nil) is called on
@@ -218,6 +246,11 @@ func (p *Prober) Settled() bool {
 // it before Run.
 func (p *Prober) OnSettled(f func()) { p.onSettled = f }
 
+// OnCheckNotMade has f called, from the prober's goroutine, for every
+// check this process could not make (LocalLacking: what it lacked), which
+// holds the target's state and is logged once a run. Call it before Run.
+func (p *Prober) OnCheckNotMade(f func(lacking string)) { p.notMade = f }
+
 // Target is what the prober checks.
 func (p *Prober) Target() string { return p.target }
 
@@ -228,7 +261,7 @@ func (p *Prober) checkOnce(ctx context.Context) {
 	}
 	p.mu.Lock()
 	p.checked = time.Now()
-	if LocalFailure(err) {
+	if lacking := LocalLacking(err); lacking != "" {
 		// The check was never made (no descriptor, memory or local port
 		// for its socket): no finding about the target, whose state holds.
 		// Counted a failure, a gslb out of descriptors took every member
@@ -238,6 +271,11 @@ func (p *Prober) checkOnce(ctx context.Context) {
 		p.mu.Unlock()
 		if first {
 			p.logger.Warn("monitor cannot check: this process is out of resources; the target's state holds", "target", p.target, "err", err)
+		}
+		// Logged once a run, so counted every time: how long and how
+		// often monitors went blind is on the node's metrics.
+		if p.notMade != nil {
+			p.notMade(lacking)
 		}
 		return
 	}

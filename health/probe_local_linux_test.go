@@ -2,10 +2,12 @@ package health
 
 import (
 	"context"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,17 +78,23 @@ func TestNamedChecksThisProcessCannotMakeHoldTheState(t *testing.T) {
 
 // holdsWithoutDescriptors runs a TCP and an HTTP prober of target (up),
 // leaves the process without a descriptor for more checks than fall, gives
-// them back, and fails if either changed state or the target is not up.
+// them back, and fails if either changed state or the target is not up, or
+// if a check not made was not told (OnCheckNotMade: the roles count each
+// one; logged once a run, a run of them was otherwise seen nowhere but in
+// its first line), or was told as anything but lacking descriptors.
 func holdsWithoutDescriptors(t *testing.T, target string) {
 	t.Helper()
 	type run struct {
 		p  *Prober
 		ch chan transition
+		// notMade counts the checks told as not made, by what they lacked.
+		notMade *notMadeCount
 	}
 	var runs []run
 	for _, typ := range []configs.MonitorType{configs.MonitorTCP, configs.MonitorHTTP} {
-		p, ch := runProber(t, fastMonitor(typ), target)
-		runs = append(runs, run{p, ch})
+		count := &notMadeCount{by: map[string]int{}}
+		p, ch := runProber(t, fastMonitor(typ), target, func(p *Prober) { p.OnCheckNotMade(count.add) })
+		runs = append(runs, run{p, ch, count})
 	}
 	checked := func(p *Prober) time.Time {
 		p.mu.Lock()
@@ -117,11 +125,24 @@ func holdsWithoutDescriptors(t *testing.T, target string) {
 		}
 	}
 
+	for _, r := range runs {
+		if got := r.notMade.snapshot(); len(got) != 0 {
+			t.Fatalf("%s prober: checks told as not made while descriptors were free: %v", r.p.mon.Type, got)
+		}
+	}
 	release := fdtest.ExhaustDescriptors(t)
 	// Fall is 2: four checks without a descriptor each took the target down.
-	waitChecks(2*fastMonitor("tcp").Fall + 1)
+	notMade := 2*fastMonitor("tcp").Fall + 1
+	waitChecks(notMade)
 	release()
 	waitChecks(3)
+	for _, r := range runs {
+		got := r.notMade.snapshot()
+		t.Logf("%s prober: checks not made, by what they lacked: %v", r.p.mon.Type, got)
+		if got[LackingDescriptors] < notMade || len(got) != 1 {
+			t.Errorf("%s prober: checks told as not made %v, want %d or more, each lacking %s", r.p.mon.Type, got, notMade, LackingDescriptors)
+		}
+	}
 	for _, r := range runs {
 		select {
 		case tr := <-r.ch:
@@ -132,4 +153,22 @@ func holdsWithoutDescriptors(t *testing.T, target string) {
 			t.Errorf("%s prober: target down after descriptors came back (%s)", r.p.mon.Type, why)
 		}
 	}
+}
+
+// notMadeCount counts the checks a prober tells as not made.
+type notMadeCount struct {
+	mu sync.Mutex
+	by map[string]int
+}
+
+func (c *notMadeCount) add(lacking string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.by[lacking]++
+}
+
+func (c *notMadeCount) snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.by)
 }

@@ -23,10 +23,15 @@ type transition struct {
 	why string
 }
 
-func runProber(t *testing.T, mon configs.Monitor, target string) (*Prober, chan transition) {
+// runProber runs a prober of target, each of before applied to it first,
+// until the test ends.
+func runProber(t *testing.T, mon configs.Monitor, target string, before ...func(*Prober)) (*Prober, chan transition) {
 	t.Helper()
 	ch := make(chan transition, 16)
 	p := NewProber(mon, target, func(up bool, why string) { ch <- transition{up, why} }, nil)
+	for _, f := range before {
+		f(p)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); p.Run(ctx) }()

@@ -161,7 +161,7 @@ func (s *Server) UseKeyring(k *health.Keyring) { s.keyring.Store(k) }
 // context bounds it: a claim's to peerTimeout, a hand-off's to its
 // handoffTime.
 func newPeerClient() *http.Client {
-	return &http.Client{CheckRedirect: health.NoRedirect, Transport: &http.Transport{
+	return &http.Client{CheckRedirect: configs.NoRedirect, Transport: &http.Transport{
 		// Claims come in bursts after a ring change: keep connections
 		// to every peer rather than dial one per claim.
 		MaxIdleConnsPerHost: 32,

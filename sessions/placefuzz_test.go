@@ -659,7 +659,7 @@ func (c *pfCluster) startVia(i, seed int) {
 	e.o = e.s.hub.owner.Load()
 	// The harness does what its goroutine does, at the events that cause it.
 	e.o.close()
-	e.o.http = &http.Client{CheckRedirect: health.NoRedirect, Transport: pfLink{c: c, from: i}}
+	e.o.http = &http.Client{CheckRedirect: configs.NoRedirect, Transport: pfLink{c: c, from: i}}
 	e.started = true
 }
 

@@ -117,10 +117,12 @@ func TestLabelledCountersStartAtZero(t *testing.T) {
 			"ringlb_balancer_session_table_tunnels_closed_total": {"reason=moved,", "reason=conflict,", "reason=drain_deadline,"},
 			"ringlb_balancer_session_table_ignored_total":        {"reason=unknown_backend,", "reason=backend_down,", "reason=malformed,", "reason=not_a_balancer,", "reason=full,", "reason=replayed,"},
 			"ringlb_balancer_session_table_sync_bytes_total":     {"kind=delta,", "kind=refresh,", "kind=answer,"},
+			"ringlb_balancer_monitor_checks_not_made_total":      {"reason=descriptors,", "reason=memory,", "reason=local_ports,"},
 		}},
 		{"gslb", gslb["admin"], map[string][]string{
-			"ringlb_gslb_tsig_errors_total": {"error=BADKEY,", "error=BADSIG,", "error=BADTIME,"},
-			"ringlb_gslb_notifies_total":    {"result=ok,zone=ringlb.test.,", "result=error,zone=ringlb.test.,"},
+			"ringlb_gslb_tsig_errors_total":             {"error=BADKEY,", "error=BADSIG,", "error=BADTIME,"},
+			"ringlb_gslb_notifies_total":                {"result=ok,zone=ringlb.test.,", "result=error,zone=ringlb.test.,"},
+			"ringlb_gslb_monitor_checks_not_made_total": {"reason=descriptors,", "reason=memory,", "reason=local_ports,"},
 		}},
 	} {
 		got := scrape(role.admin)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
-	"github.com/ringlb/ringlb/health"
 )
 
 // runProbe is a one-shot HTTP health check for container HEALTHCHECKs and
@@ -45,7 +44,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// URL's health and send the token there. Nor does it go through a
 	// proxy of the environment (http.DefaultTransport's): the token is for
 	// the admin port, and a proxy is another host, reached in clear.
-	client := &http.Client{Transport: &http.Transport{Proxy: nil}, CheckRedirect: health.NoRedirect}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}, CheckRedirect: configs.NoRedirect}
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *url, err)

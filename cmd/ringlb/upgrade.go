@@ -28,7 +28,8 @@ import (
 // hand-off it logs why and the node goes on serving. The config file takes
 // no change meanwhile (file.Hold), nor do the login sessions (Logins.Hold);
 // a SIGHUP (hup) or a stop (ctx) that came during the hand-off goes on to
-// the new process.
+// the new process; one that comes after it, while this process ends what
+// it kept, is this process's alone.
 func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, file *operator.ConfigFile, hup <-chan os.Signal, dir string, stopTimeout time.Duration, logger *slog.Logger) (handed bool, err error) {
 	began := time.Now()
 	release := file.Hold("an upgrade is under way: the config applies to the new process once it has taken over; send the change again then")
@@ -82,6 +83,15 @@ func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, file *oper
 	// (its kept tunnels run up to the shutdown timeout), is for this one
 	// alone — `kill OLDPID` passed on stopped the node.
 	stopForNode := ctx.Err() != nil
+	// So for a reload: one taken until now was for the node; one that
+	// comes later is for this process, which has nothing to reload, and is
+	// said to be ignored — `kill -HUP OLDPID` passed on reloaded the node.
+	reloadForNode := false
+	select {
+	case <-hup:
+		reloadForNode = true
+	default:
+	}
 	failed := errors.Is(doneErr, handoff.ErrTakeOverFailed)
 	status := fmt.Sprintf("ok %d", child.PID)
 	if failed {
@@ -101,9 +111,23 @@ func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, file *oper
 	// What could not move (TLS tunnels) runs until the shutdown timeout.
 	stopCtx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
+	stopped, ignoring := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ignoring)
+		for {
+			select {
+			case <-hup:
+				logger.Warn("upgrade: SIGHUP ignored: this process has handed the node over and only ends what it kept", "node", n.name, "new_pid", child.PID)
+			case <-stopped:
+				return
+			}
+		}
+	}()
 	if err := n.stop(stopCtx); err != nil {
 		logger.Warn("upgrade: stopping the old process", "node", n.name, "err", err)
 	}
+	close(stopped)
+	<-ignoring
 	if failed {
 		return true, fmt.Errorf("upgrade: %w", doneErr)
 	}
@@ -120,10 +144,8 @@ func upgradeNode(ctx context.Context, n *node, proc *handoff.Process, file *oper
 	if stopForNode {
 		forward(syscall.SIGTERM, "told to stop")
 	}
-	select {
-	case <-hup:
+	if reloadForNode {
 		forward(syscall.SIGHUP, "told to reload")
-	default:
 	}
 	logger.Info("upgrade done; the old process exits", "node", n.name, "new_pid", child.PID, "tunnels_taken", taken,
 		"took", time.Since(began).Round(time.Millisecond))

@@ -753,17 +753,12 @@ func upgradeReadingFIFO(t *testing.T, cfg string, old int) (fifo *os.File, next 
 	return fifo, next
 }
 
-// A SIGTERM to the old process once it has handed over — its outcome
-// recorded, the new process the node's main one, a TLS tunnel (which
-// cannot move) kept for up to the shutdown timeout — is for that process,
-// already stopping: the new one serves on. Before, it was passed to the
-// new process as the old one exited, as if it had come during the
-// hand-off: `kill OLDPID`, to be rid of the old process, stopped the node.
-func TestStopOfTheOldProcessAfterTheHandOffLeavesTheNewOne(t *testing.T) {
-	t.Parallel()
-	if testing.Short() {
-		t.Skip("end-to-end test of the real binary; skipped with -short")
-	}
+// handedOverKeepingATunnel starts a balancer holding a TLS tunnel (which
+// cannot move) and upgrades it: it returns once the old process has
+// recorded its hand-off's outcome, the new process the node's main one, the
+// old one kept by the tunnel (ws) until it closes or the shutdown timeout.
+func handedOverKeepingATunnel(t *testing.T, shutdownTimeout string) (bal *proc, old int, admin string, ws *websocket.Conn) {
+	t.Helper()
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	echo := startEchoBackend(t)
@@ -778,13 +773,12 @@ balancer:
 `, cert, key, echo.ln.Addr()))
 	run := filepath.Join(dir, "run")
 	// The kept tunnel holds the old process until the shutdown timeout.
-	bal := startProc(t, bin, "balancer", "-config", cfg, "-upgrade-dir", run, "-shutdown-timeout", "5s")
+	bal = startProc(t, bin, "balancer", "-config", cfg, "-upgrade-dir", run, "-shutdown-timeout", shutdownTimeout)
 	started := bal.waitLog(t, "balancer started")
 	listen, admin := started["listen"].(string), started["admin"].(string)
-	old := bal.cmd.Process.Pid
+	old = bal.cmd.Process.Pid
 
 	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
-	var ws *websocket.Conn
 	deadline := time.Now().Add(60 * time.Second)
 	for ws == nil {
 		c, _, err := d.Dial("wss://"+listen+"/ws", http.Header{"Ctstickiness": {"kept"}})
@@ -796,7 +790,7 @@ balancer:
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	defer ws.Close()
+	t.Cleanup(func() { ws.Close() })
 
 	syscall.Kill(old, syscall.SIGUSR2)
 	status := filepath.Join(run, "upgrade-"+strconv.Itoa(old)+".status")
@@ -809,6 +803,21 @@ balancer:
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return bal, old, admin, ws
+}
+
+// A SIGTERM to the old process once it has handed over — its outcome
+// recorded, the new process the node's main one, a TLS tunnel (which
+// cannot move) kept for up to the shutdown timeout — is for that process,
+// already stopping: the new one serves on. Before, it was passed to the
+// new process as the old one exited, as if it had come during the
+// hand-off: `kill OLDPID`, to be rid of the old process, stopped the node.
+func TestStopOfTheOldProcessAfterTheHandOffLeavesTheNewOne(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	bal, old, admin, _ := handedOverKeepingATunnel(t, "5s")
 	syscall.Kill(old, syscall.SIGTERM)
 	// Every line up to the old process's last, one of them perhaps the
 	// stop passed on.
@@ -842,5 +851,64 @@ balancer:
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !alive(next) {
 		t.Errorf("the new process after the old one's stop: %s, alive %v", resp.Status, alive(next))
+	}
+}
+
+// A SIGHUP to the old process once it has handed over is for that process,
+// which has nothing left to reload: it is logged as ignored, and the new
+// one is left alone — as a signal to HAProxy's or nginx's old process
+// after a binary upgrade concerns that process only. Before, it was passed
+// to the new process as the old one exited: `kill -HUP OLDPID` reloaded
+// the node.
+func TestReloadOfTheOldProcessAfterTheHandOffLeavesTheNewOne(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end test of the real binary; skipped with -short")
+	}
+	// The old process lingers for its tunnel as long as the test needs (a
+	// starved machine cannot let it end before the SIGHUP arrives); the
+	// tunnel closes once the SIGHUP has been said ignored.
+	bal, old, admin, ws := handedOverKeepingATunnel(t, "10m")
+	syscall.Kill(old, syscall.SIGHUP)
+	// Every line up to the old process's last, one of them perhaps the
+	// reload passed on.
+	var forwarded, ignored, done map[string]any
+	for done == nil {
+		select {
+		case rec, ok := <-bal.logs:
+			if !ok {
+				t.Fatal("the processes' log ended before the old process's last line")
+			}
+			switch msg := fmt.Sprint(rec["msg"]); {
+			case strings.HasPrefix(msg, "upgrade: told to reload"):
+				forwarded = rec
+			case msg == "upgrade: SIGHUP ignored: this process has handed the node over and only ends what it kept":
+				ignored = rec
+				ws.Close()
+			case msg == "upgrade done; the old process exits":
+				done = rec
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("the old process did not exit within 60s")
+		}
+	}
+	next := int(done["new_pid"].(float64))
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	waitGone(t, old)
+	if forwarded != nil {
+		t.Errorf("the old process's own SIGHUP was passed to the new one: %v", forwarded)
+	}
+	if ignored == nil {
+		t.Errorf("the old process did not say it ignored its SIGHUP")
+	} else if got := int(ignored["new_pid"].(float64)); got != next {
+		t.Errorf("the SIGHUP ignored names new_pid %d, want %d", got, next)
+	}
+	resp, err := http.Get("http://" + admin + "/healthz")
+	if err != nil {
+		t.Fatalf("the new process after the old one's SIGHUP: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !alive(next) {
+		t.Errorf("the new process after the old one's SIGHUP: %s, alive %v", resp.Status, alive(next))
 	}
 }
