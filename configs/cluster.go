@@ -137,8 +137,9 @@ type Ring struct {
 	// Replication is the points each edge (per weight) has on the circle
 	// (default 400). The edges' total weight × replication is at most
 	// 4,000,000 points (16 bytes each, and work at every rebuild): the
-	// check counts the static edges; edges found by gossip add theirs at
-	// run time, so keep the total weight a cluster may reach × replication
+	// check counts the static edges; with the edges found by gossip the
+	// ring holds to it at run time by scaling weights down (and saying
+	// so), so keep the total weight a cluster may reach × replication
 	// within it (1000 edges of weight 10 at 400).
 	Replication int `yaml:"replication"`
 	// Load bounds every edge to this multiple of the mean partitions
@@ -163,8 +164,9 @@ const (
 	// 1.6 GB a build. The bound is the largest ring meant: every static
 	// edge at the largest weight and the default replication (about 4 s
 	// and 66 MB a build at the most partitions, TestLargestRingBuilds).
-	// Edges found by gossip are not in the file: a cluster of them holds
-	// to it while its edges' total weight × replication does.
+	// Edges found by gossip are not in the file: the ring holds the whole
+	// circle to it too, gossip's edges counted (ring.Config.MaxPoints),
+	// scaling their weights down and saying so.
 	MaxRingPoints = MaxStaticEdges * MaxEdgeWeight * DefaultRingReplication
 )
 

@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math"
 	"slices"
@@ -42,6 +43,13 @@ type Config struct {
 	Replication int
 	// Load bounds the busiest member to Load × the mean partition count.
 	Load float64
+	// MaxPoints bounds the places on the circle, the members' total weight
+	// × Replication (configs.MaxRingPoints in ringlb); 0 leaves it
+	// unbounded. See fit.
+	MaxPoints int
+	// Logger says when the members' weights are scaled to MaxPoints; nil
+	// says nothing.
+	Logger *slog.Logger `json:"-"`
 }
 
 // DefaultConfig returns the measured defaults (TestDefaultConfigMeasurement,
@@ -93,6 +101,9 @@ func New(cfg Config) *Ring {
 	if !(cfg.Load > 1.0) {
 		cfg.Load = def.Load
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	r := &Ring{cfg: cfg}
 	r.current.Store(&Snapshot{cfg: cfg, partitions: uint64(cfg.Partitions), load: cfg.Load})
 	return r
@@ -128,19 +139,74 @@ func (r *Ring) Rebuild(members func() []Member) *Snapshot {
 // update is Update with r.mu held.
 func (r *Ring) update(members []Member) *Snapshot {
 	norm := normalize(members)
+	cfg, announced := fit(r.cfg, norm)
 	cur := r.current.Load()
-	if slices.Equal(cur.members, norm) {
+	if slices.Equal(cur.members, norm) && cur.cfg.Replication == cfg.Replication {
 		return cur
 	}
-	next := build(r.cfg, norm, cur.version+1, newFamily(norm), nil)
+	next := build(cfg, norm, cur.version+1, newFamily(norm), nil)
+	next.announced = announced
+	switch {
+	case announced > 0:
+		placed := 0
+		for _, m := range norm {
+			placed += m.Weight
+		}
+		r.cfg.Logger.Warn("the ring's edges weigh more than the circle holds: weights scaled down",
+			"version", next.version, "edges", len(norm), "weight", announced, "replication", r.cfg.Replication,
+			"max_points", r.cfg.MaxPoints, "placed_weight", placed, "placed_replication", cfg.Replication)
+	case cur.announced > 0:
+		r.cfg.Logger.Info("the ring's edges fit the circle again: weights as announced", "version", next.version, "edges", len(norm))
+	}
 	r.current.Store(next)
 	return next
+}
+
+// fit holds the places on the circle, members' total weight ×
+// Replication, to cfg.MaxPoints: configs bounds the static edges' so
+// (configs.MaxRingPoints), but gossip's edges come in any number, each
+// announcing its own weight, and every unit of weight is Replication
+// places, 16 bytes each, hashed, sorted and walked by every balancer and
+// edge at every membership change. A key holder announcing 500 edges of
+// weight 10 made 2 million places, 2.3 s and 31 MB a rebuild at the
+// default partitions; 10,000 such edges at 1<<20 partitions would be 40
+// million, 640 MB of circle alone (TestRingPointsAreBounded). Past the bound, weights are scaled down,
+// weight 1 kept and heavier kept heavier; with more members than fit at
+// weight 1, each is weight 1 and Replication is lowered. It depends only
+// on the member set, so every node fed the same set builds the same ring.
+// It scales members' weights in place and returns the config to build
+// with and the members' total weight as announced, or 0 when they fit.
+func fit(cfg Config, members []Member) (Config, int) {
+	total := 0
+	for _, m := range members {
+		total += m.Weight
+	}
+	// Compared by division: total × Replication may overflow.
+	room, n := cfg.MaxPoints/cfg.Replication, len(members)
+	if cfg.MaxPoints <= 0 || total <= room {
+		return cfg, 0
+	}
+	if n > room {
+		for i := range members {
+			members[i].Weight = 1
+		}
+		cfg.Replication = max(1, cfg.MaxPoints/n)
+		return cfg, total
+	}
+	// Each weight's units beyond the first shrink alike, so the total is
+	// at most n + (room-n) = room.
+	for i := range members {
+		members[i].Weight = 1 + (members[i].Weight-1)*(room-n)/(total-n)
+	}
+	return cfg, total
 }
 
 // MaxWeight caps a member's weight. Weights arrive in gossip metadata, and
 // every unit of weight is Replication more points for consistent to place and
 // sort, so an unbounded weight from one node could stall every balancer's
-// rebuild. configs validates weights to the same range.
+// rebuild. ringlb holds edges to a smaller weight (configs.MaxEdgeWeight,
+// in its files and in what gossip is believed of); this bounds what any
+// other caller hands the ring, and fit bounds the ring as a whole.
 const MaxWeight = 100
 
 // normalize sorts by name, keeps one member per name (the least by URL, then
@@ -393,12 +459,14 @@ type Snapshot struct {
 	partitions uint64
 	shares     map[string]float64
 	load       float64 // the bound achieved; 0 when none could be (see distribute)
+	announced  int     // members' total weight as announced when fit scaled it, else 0
 
 	// without caches the snapshots of this member set less one member
-	// (Without), each built on first use; fam bounds them.
+	// (Without), each built on first use; fam bounds them and its mu
+	// guards the map and its number (family.maps, from 1).
 	fam       *family
-	withoutMu sync.Mutex // guards the map, never held across a build
 	without   map[string]*withoutEntry
+	withoutID uint64
 }
 
 // withoutBudget bounds the bytes of Without rings that one ring version
@@ -406,14 +474,30 @@ type Snapshot struct {
 // edge a balancer failed to dial before gossip dropped it cost one whole
 // ring for as long as the version lasted: 4 MB each at 1<<20 partitions.
 // 64 MiB keeps ~2,000 rings of 10 edges at the default 7919 partitions,
-// ~400 of 1000 edges, 15 at 1<<20 partitions.
+// ~400 of 1000 edges, 15 at 1<<20 partitions. Past it rings make room
+// for the one asked for (family.add): built for each call alone instead, a
+// suspect owner's ring was a whole build on every request routed to it
+// while more edges were suspect than the budget keeps rings for.
 const withoutBudget = 64 << 20
 
 // family is what a ring version shares with the rings Without derives from
 // it, and theirs in turn.
 type family struct {
-	// cacheLeft is how many more bytes of Without rings they may keep.
-	cacheLeft atomic.Int64
+	// mu guards the without maps of the family's rings, the list of
+	// their entries and the bytes counted; it is never held across a
+	// build.
+	mu sync.Mutex
+	// left is how many more bytes of Without rings (and the circle) they
+	// may keep; kept is what the rings in the list hold of the rest.
+	left, kept int64
+	// recent heads the list of kept Without rings, the most recently
+	// used first: the last is the one evicted.
+	recent withoutEntry
+	// forgotten are the last rings evicted never asked for again (add),
+	// by owner and name; maps numbers the rings' without maps for it.
+	forgotten     [forgottenKept]forgottenRing
+	nextForgotten int
+	maps          uint64
 	// building, set by tests, is called before each Without ring is built.
 	building func(name string)
 
@@ -443,24 +527,103 @@ func (f *family) walked(cfg Config) *circle {
 			f.circle = c
 			return
 		}
-		f.cacheLeft.Add(size)
+		f.mu.Lock()
+		f.left += size
+		f.mu.Unlock()
 	})
 	return f.circle
 }
 
-// keep reports whether a ring of n bytes fits in what is left, and takes
-// its room if so.
+// keep reports whether n bytes fit in what is left, and takes their room
+// if so.
 func (f *family) keep(n int64) bool {
-	if f.cacheLeft.Add(-n) >= 0 {
-		return true
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n > f.left {
+		return false
 	}
-	f.cacheLeft.Add(n)
-	return false
+	f.left -= n
+	return true
+}
+
+// forgottenKept is how many rings evicted never asked for again add
+// remembers: more than the suspect owners asked for in turn, far fewer
+// than the rings of a scan that does not fit.
+const forgottenKept = 8
+
+// forgottenRing names a ring evicted: its owner's without map and its name.
+type forgottenRing struct {
+	owner uint64
+	name  string
+}
+
+// add keeps e, a ring of e.size bytes, in the list, evicting the rings
+// used least recently to make room; false, and nothing evicted, when it
+// would not fit with every other ring evicted. With f.mu held.
+//
+// A ring that took the room of one never asked for again since it was
+// built goes last in its place, not first: a joining edge asks for the
+// ring without each member in turn at every claim (sessions'
+// previousOwners), and with more members than rings fit, first in line
+// each evicted the ring its next claim asked for first, and every ring
+// was walked again at every claim (0.86 s a claim at 1000 edges, where
+// keeping the first ones kept walked only the others: 0.21 s). Asked for
+// again, it goes first (used), as a suspect owner's ring is, request
+// after request. So does one evicted so a moment ago (forgotten): two
+// suspect owners asked for in turn each took the other's place last in
+// line, and both were built on every request.
+func (f *family) add(e *withoutEntry) bool {
+	if e.size > f.left+f.kept {
+		return false
+	}
+	last := !slices.Contains(f.forgotten[:], forgottenRing{e.owner, e.name})
+	evicted := false
+	for f.left < e.size {
+		old := f.recent.prev
+		evicted = evicted || !old.asked
+		f.evict(old)
+	}
+	f.left -= e.size
+	f.kept += e.size
+	if last && evicted {
+		f.link(e, f.recent.prev)
+	} else {
+		f.link(e, &f.recent)
+	}
+	return true
+}
+
+// used makes e the most recently used. With f.mu held.
+func (f *family) used(e *withoutEntry) {
+	e.asked = true
+	e.prev.next, e.next.prev = e.next, e.prev
+	f.link(e, &f.recent)
+}
+
+// link puts e after at in the list. With f.mu held.
+func (f *family) link(e, at *withoutEntry) {
+	e.prev, e.next = at, at.next
+	e.prev.next, e.next.prev = e, e
+}
+
+// evict forgets e: later calls for its name build it again. Its ring's
+// own Without rings stay in the list until they are evicted in turn.
+// With f.mu held.
+func (f *family) evict(e *withoutEntry) {
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+	delete(e.in, e.name)
+	if !e.asked {
+		f.forgotten[f.nextForgotten] = forgottenRing{e.owner, e.name}
+		f.nextForgotten = (f.nextForgotten + 1) % forgottenKept
+	}
+	f.left += e.size
+	f.kept -= e.size
 }
 
 func newFamily(members []Member) *family {
-	f := &family{members: members}
-	f.cacheLeft.Store(withoutBudget)
+	f := &family{members: members, left: withoutBudget}
+	f.recent.prev, f.recent.next = &f.recent, &f.recent
 	return f
 }
 
@@ -472,10 +635,13 @@ func ringBytes(cfg Config, n int) int64 {
 
 // Without returns the ring of this snapshot's members less the one named
 // name — exactly the ring every node builds once gossip has dropped that
-// member — or s itself when name is not a member. It is built on first use
+// member (with s's weights: where fit scaled them, the set less one may
+// scale otherwise) — or s itself when name is not a member. It is built on first use
 // and kept within withoutBudget, so later calls cost a map lookup under a
-// lock; past the budget each call builds it again. The first build of a
-// ring version makes its circle (milliseconds, like any rebuild; seconds
+// lock; past the budget the ring used least recently is forgotten to make
+// room (family.add; a ring larger than all the budget the circle leaves
+// is built for each call). The first build of a ring version makes its
+// circle (milliseconds, like any rebuild; seconds
 // at the largest rings); the others walk it again (walked), fractions of
 // a millisecond. A build holds up only the callers
 // of the same name: the others' rings, cached, are on the request path
@@ -485,16 +651,24 @@ func (s *Snapshot) Without(name string) *Snapshot {
 	if !ok {
 		return s
 	}
-	s.withoutMu.Lock()
+	f := s.fam
+	f.mu.Lock()
 	e := s.without[name]
-	if e == nil && s.fam.keep(ringBytes(s.cfg, len(s.members)-1)) {
-		e = &withoutEntry{}
+	if e != nil {
+		f.used(e)
+	} else {
 		if s.without == nil {
-			s.without = make(map[string]*withoutEntry)
+			f.maps++
+			s.without, s.withoutID = make(map[string]*withoutEntry), f.maps
 		}
-		s.without[name] = e
+		e = &withoutEntry{in: s.without, owner: s.withoutID, name: name, size: ringBytes(s.cfg, len(s.members)-1)}
+		if f.add(e) {
+			s.without[name] = e
+		} else {
+			e = nil
+		}
 	}
-	s.withoutMu.Unlock()
+	f.mu.Unlock()
 	if e == nil {
 		return s.buildWithout(i)
 	}
@@ -506,6 +680,18 @@ func (s *Snapshot) Without(name string) *Snapshot {
 type withoutEntry struct {
 	once sync.Once
 	ring *Snapshot
+
+	// Under the family's mu: the map that holds it (its snapshot's: not
+	// the snapshot, so an evicted ring's own entries, still in the list,
+	// keep no evicted ring's partition table alive) and its number, its
+	// name there, its bytes (ringBytes), whether it was asked for again
+	// once kept, and its place in the family's list.
+	in         map[string]*withoutEntry
+	owner      uint64
+	name       string
+	size       int64
+	asked      bool
+	prev, next *withoutEntry
 }
 
 func (s *Snapshot) buildWithout(i int) *Snapshot {
@@ -521,7 +707,9 @@ func (s *Snapshot) Version() uint64 { return s.version }
 // Len is the number of members.
 func (s *Snapshot) Len() int { return len(s.members) }
 
-// Members returns the members sorted by name (a copy: the snapshot stays immutable).
+// Members returns the members sorted by name (a copy: the snapshot stays
+// immutable), with the weights placed: scaled down when the set weighs
+// more than Config.MaxPoints allows (fit).
 func (s *Snapshot) Members() []Member { return slices.Clone(s.members) }
 
 // Load is the load bound the snapshot was built with: the configured one,

@@ -160,7 +160,7 @@ func TestDefaultConfigMeasurement(t *testing.T) {
 		t.Skip("measurement builds ~100 rings")
 	}
 	ks := keys(50000)
-	for _, cfg := range []Config{DefaultConfig(), {7919, 100, 1.05}, {7919, 200, 1.05}, {7919, 40, 1.25}, {7919, 20, 1.25}} {
+	for _, cfg := range []Config{DefaultConfig(), {Partitions: 7919, Replication: 100, Load: 1.05}, {Partitions: 7919, Replication: 200, Load: 1.05}, {Partitions: 7919, Replication: 40, Load: 1.25}, {Partitions: 7919, Replication: 20, Load: 1.25}} {
 		m := measure(cfg, ks)
 		t.Logf("%+v: busiest of 3 = %.3f× mean; 3→4 moves %.3f× ideal; removing 1 of 10 moves ≤ %.3f× ideal", cfg, m.busiest, m.add, m.remove)
 		if cfg == DefaultConfig() && (m.busiest > cfg.Load+0.001 || m.add > 1.2 || m.remove > 1.2) {

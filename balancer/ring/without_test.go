@@ -2,20 +2,20 @@ package ring
 
 import (
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
 
 // cachedWithout counts the Without rings kept on s and on the rings
-// derived from it.
+// derived from it: its family's.
 func cachedWithout(s *Snapshot) int {
-	s.withoutMu.Lock()
-	defer s.withoutMu.Unlock()
+	f := s.fam
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	n := 0
-	for _, e := range s.without {
-		if w := e.ring; w != nil {
-			n += 1 + cachedWithout(w)
-		}
+	for e := f.recent.next; e != &f.recent; e = e.next {
+		n++
 	}
 	return n
 }
@@ -36,7 +36,7 @@ func TestWithoutCacheStaysWithinItsBudget(t *testing.T) {
 	ms := members(40)
 	s := New(cfg).Update(ms)
 	const room = 4
-	s.fam.cacheLeft.Store(room * ringBytes(cfg, len(ms)-1))
+	s.fam.left = room * ringBytes(cfg, len(ms)-1)
 	ks := keys(500)
 	for i, m := range ms {
 		w := s.Without(m.Name)
@@ -103,5 +103,145 @@ func TestWithoutBuildHoldsUpNoOtherName(t *testing.T) {
 	ks := keys(500)
 	if got, want := owners(w, ks), owners(without(cfg, ms, "edge-2"), ks); !slices.Equal(got, want) {
 		t.Fatal("the ring without edge-2 places keys otherwise than one built without it")
+	}
+}
+
+// TestWithoutPastTheBudgetEvicts: while more edges are suspect than the
+// budget keeps rings for, every balancer request whose owner is one of
+// them asks for its Without ring (Candidates). Past the budget that ring
+// was built for the call alone, again on every request: a ring build per
+// request, milliseconds to seconds each. The least recently used ring
+// makes room instead, so a suspect owner's ring is built once while it is
+// asked for, and the rings kept stay within the budget.
+func TestWithoutPastTheBudgetEvicts(t *testing.T) {
+	cfg := Config{Partitions: 271, Replication: 20, Load: 1.25}
+	ms := members(10)
+	s := New(cfg).Update(ms)
+	const room = 2
+	s.fam.left = room * ringBytes(cfg, len(ms)-1)
+	builds := map[string]int{}
+	s.fam.building = func(name string) { builds[name]++ }
+	ks := keys(500)
+	const calls = 20
+	for _, name := range []string{"edge-1", "edge-2", "edge-3", "edge-4"} {
+		for range calls {
+			if got, want := owners(s.Without(name), ks), owners(without(cfg, ms, name), ks); !slices.Equal(got, want) {
+				t.Fatalf("the ring without %s places keys otherwise than one built without it", name)
+			}
+		}
+		n := cachedWithout(s)
+		t.Logf("%d calls for the ring without %s: %d builds, %d rings kept, room for %d", calls, name, builds[name], n, room)
+		if builds[name] != 1 {
+			t.Errorf("%d calls for the ring without %s built it %d times, want once", calls, name, builds[name])
+		}
+		if n > room {
+			t.Errorf("%d Without rings kept, room for %d", n, room)
+		}
+	}
+	// The ring asked for most recently stays; the one used least
+	// recently made room.
+	before := builds["edge-4"]
+	s.Without("edge-4")
+	if builds["edge-4"] != before {
+		t.Error("the ring without edge-4, the last asked for, was built again")
+	}
+}
+
+// TestWithoutScanKeepsTheRingsAskedAgain: a joining edge asks for the ring
+// without each member in turn, at every claim of its window (sessions'
+// previousOwners). With more members than rings fit, the least recently
+// used ring making room evicted, each time, the ring the next claim asks
+// for first: every ring was built again at every claim. The rings asked
+// for again stay, and only the others are built again.
+func TestWithoutScanKeepsTheRingsAskedAgain(t *testing.T) {
+	cfg := Config{Partitions: 271, Replication: 20, Load: 1.25}
+	ms := members(13)
+	s := New(cfg).Update(ms)
+	s.fam.walked(cfg) // the circle kept, room left for this many rings:
+	const room = 4
+	s.fam.left = room * ringBytes(cfg, len(ms)-1)
+	builds := 0
+	s.fam.building = func(string) { builds++ }
+	for claim := range 4 {
+		builds = 0
+		for _, m := range ms {
+			s.Without(m.Name)
+		}
+		t.Logf("claim %d: %d rings built for %d members, room for %d", claim, builds, len(ms), room)
+		if claim > 0 && builds > len(ms)-(room-1) {
+			t.Errorf("claim %d built %d rings, want at most %d: the %d kept and asked for again were built again", claim, builds, len(ms)-(room-1), room-1)
+		}
+		if n := cachedWithout(s); n > room {
+			t.Errorf("%d Without rings kept, room for %d", n, room)
+		}
+	}
+}
+
+// TestWithoutEvictsUnderConcurrentCalls: requests ask for rings of one
+// family at once, past its budget, on the ring and on rings derived from
+// it; each answer is the ring built without those members.
+func TestWithoutEvictsUnderConcurrentCalls(t *testing.T) {
+	cfg := Config{Partitions: 271, Replication: 20, Load: 1.25}
+	ms := members(8)
+	s := New(cfg).Update(ms)
+	const room = 3
+	s.fam.left = room * ringBytes(cfg, len(ms)-1)
+	ks := keys(200)
+	want := map[string][]string{}
+	for _, m := range ms {
+		want[m.Name] = owners(without(cfg, ms, m.Name), ks)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				name := ms[(g+i*(g+1))%len(ms)].Name
+				w := s.Without(name)
+				if i%5 == 0 {
+					w.Without(ms[(i+1)%len(ms)].Name)
+				}
+				if got := owners(w, ks); !slices.Equal(got, want[name]) {
+					t.Errorf("the ring without %s places keys otherwise than one built without it", name)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := cachedWithout(s); n > room {
+		t.Errorf("%d Without rings kept, room for %d", n, room)
+	}
+}
+
+// TestWithoutSuspectsAskedInTurnAreKept: after a scan (rings each asked
+// for once), two suspect owners' rings asked for in turn, request after
+// request: each took the room of the other, never asked again since it
+// was built, and both were built again on every request. A ring forgotten
+// a moment ago and asked for again is kept first.
+func TestWithoutSuspectsAskedInTurnAreKept(t *testing.T) {
+	cfg := Config{Partitions: 271, Replication: 20, Load: 1.25}
+	ms := members(13)
+	s := New(cfg).Update(ms)
+	s.fam.walked(cfg)
+	const room = 4
+	s.fam.left = room * ringBytes(cfg, len(ms)-1)
+	for _, m := range ms[:10] {
+		s.Without(m.Name) // a scan: each once
+	}
+	builds := map[string]int{}
+	s.fam.building = func(name string) { builds[name]++ }
+	const calls = 20
+	for range calls {
+		s.Without("edge-11")
+		s.Without("edge-12")
+	}
+	t.Logf("%d calls each for the rings without edge-11 and edge-12 in turn: built %d and %d times", calls, builds["edge-11"], builds["edge-12"])
+	for _, name := range []string{"edge-11", "edge-12"} {
+		if builds[name] > 2 {
+			t.Errorf("the ring without %s was built %d times for %d calls, want at most twice", name, builds[name], calls)
+		}
+	}
+	if n := cachedWithout(s); n > room {
+		t.Errorf("%d Without rings kept, room for %d", n, room)
 	}
 }

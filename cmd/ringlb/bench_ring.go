@@ -34,7 +34,7 @@ func runBenchRing(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		// The flags given beside the file are what to try against it.
 		given := o.Ring
-		o.Ring = ringConfig(cfg.Cluster.Ring)
+		o.Ring = ringConfig(cfg.Cluster.Ring, nil)
 		fs.Visit(func(f *flag.Flag) {
 			switch f.Name {
 			case "partitions":
@@ -46,6 +46,7 @@ func runBenchRing(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			}
 		})
 	}
+	o.Ring.MaxPoints = configs.MaxRingPoints // the ring as nodes build it
 	res, err := bench.RunRing(ctx, o, stderr)
 	if err != nil {
 		return benchError(fs, err)

@@ -165,7 +165,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 	reg.MustRegister(m.Collector())
 	var ringEdges func() int
 	if cfg.Edge.Ownership != configs.OwnershipNone {
-		srv.UseCluster(m, ringConfig(cfg.Cluster.Ring))
+		srv.UseCluster(m, ringConfig(cfg.Cluster.Ring, logger))
 		ringEdges = srv.RingEdges
 	}
 	failed := serve(map[net.Listener]func(net.Listener) error{dl: srv.Serve, al: srv.ServeAdmin})
@@ -232,7 +232,7 @@ func startEdge(ctx context.Context, cfg *configs.Config, logger *slog.Logger, pr
 func startBalancer(ctx context.Context, cfg *configs.Config, logger *slog.Logger, processMetrics bool, proc *handoff.Process) (n *node, err error) {
 	name := cfg.Cluster.Name
 	logger = logger.With("node", name, "role", "balancer")
-	r := ring.New(ringConfig(cfg.Cluster.Ring))
+	r := ring.New(ringConfig(cfg.Cluster.Ring, logger))
 	reg := newRegistry(processMetrics)
 	b, err := balancer.New(cfg.Balancer, name, r, logger, reg)
 	if err != nil {
@@ -483,9 +483,11 @@ func joinGossip(ctx context.Context, proc *handoff.Process, cfg configs.Cluster,
 }
 
 // ringConfig is the ring of cluster.ring: balancers route by it, edges
-// check ownership on it.
-func ringConfig(c configs.Ring) ring.Config {
-	return ring.Config{Partitions: c.Partitions, Replication: c.Replication, Load: c.Load}
+// check ownership on it. Its circle is held to the bound the static edges
+// are checked against, gossip's edges counted too; logger says when it
+// scales their weights to fit.
+func ringConfig(c configs.Ring, logger *slog.Logger) ring.Config {
+	return ring.Config{Partitions: c.Partitions, Replication: c.Replication, Load: c.Load, MaxPoints: configs.MaxRingPoints, Logger: logger}
 }
 
 // startGSLB starts the authoritative DNS server: DNS first, then its admin
