@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/ringlb/ringlb/configs"
@@ -41,8 +40,9 @@ func prepareReloadable(cfg configs.Balancer) (*reloadable, []error) {
 	rl := &reloadable{cfg: cfg}
 	rl.keys = newKeyExtractor(cfg.Key)
 	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
-		rl.certStamp = certStamp(cfg)
-		// As the config's check loaded them: read once.
+		// As the config's check loaded them: read once, and stamped
+		// before that read.
+		rl.certStamp = cfg.TLS.PairStamp()
 		cert, err := cfg.TLS.KeyPair()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("balancer.tls: %w", err))
@@ -224,7 +224,7 @@ func (b *Balancer) watchCertificates(stop <-chan struct{}, every time.Duration) 
 		case <-t.C:
 		}
 		cur := b.current.Load()
-		now := certStamp(cur.cfg)
+		now := configs.KeyPairStamp(cur.cfg.TLS.CertFile, cur.cfg.TLS.KeyFile)
 		if now == cur.certStamp {
 			continue
 		}
@@ -238,18 +238,6 @@ func (b *Balancer) watchCertificates(stop <-chan struct{}, every time.Duration) 
 		b.current.CompareAndSwap(cur, &next)
 		b.log.Info("certificate reloaded after its files changed", "cert_file", cur.cfg.TLS.CertFile)
 	}
-}
-
-// certStamp identifies the current content of the certificate files: taken
-// before they are read, so a write racing the read shows as a change later.
-func certStamp(cfg configs.Balancer) string {
-	var s string
-	for _, f := range []string{cfg.TLS.CertFile, cfg.TLS.KeyFile} {
-		if fi, err := os.Stat(f); err == nil {
-			s += fi.ModTime().String() + fmt.Sprint(fi.Size())
-		}
-	}
-	return s
 }
 
 // certExpiry is when the certificate in use expires, in Unix seconds; 0

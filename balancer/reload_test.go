@@ -196,3 +196,72 @@ func TestRedirectToHTTPS(t *testing.T) {
 		t.Fatalf("health on the redirect port: %d", resp.StatusCode)
 	}
 }
+
+// A certificate renewed between the check's read of its files and the
+// start or reload that takes what the check read is picked up by the
+// watcher. The stamp of the files was taken by the start or reload, after
+// the read: the renewal's stamp was recorded with the old certificate in
+// memory, and the watcher, seeing no change, served the old one until it
+// expired. The stamp is now the one taken before the check's read.
+func TestCertificateRenewedAfterTheCheckIsWatched(t *testing.T) {
+	for _, when := range []string{"start", "reload"} {
+		t.Run(when, func(t *testing.T) {
+			certA, keyA, _ := writeTestCert(t)
+			certB, keyB, poolB := writeTestCert(t)
+			check := func() configs.Balancer {
+				t.Helper()
+				yaml := "cluster:\n  bind: 127.0.0.1:0\nbalancer:\n  listen: 127.0.0.1:0\n  tls:\n    cert_file: " + certA + "\n    key_file: " + keyA + "\n"
+				cfg, err := configs.Parse("ringlb.yaml", []byte(yaml))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return cfg.Balancer
+			}
+			// The renewal lands once the check has read the files, with a
+			// modification time of its own (whatever the clock's grain).
+			renew := func() {
+				t.Helper()
+				later := time.Now().Add(time.Hour)
+				for _, f := range [][2]string{{certB, certA}, {keyB, keyA}} {
+					data, err := os.ReadFile(f[0])
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(f[1], data, 0o600); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Chtimes(f[1], later, later); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			var h *harness
+			if when == "start" {
+				cfg := check()
+				renew()
+				h = newHarness(t, cfg)
+			} else {
+				h = newHarness(t, check())
+				cfg := check()
+				renew()
+				if err := h.bal.Reload(cfg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				h.bal.watchCertificates(stop, 10*time.Millisecond)
+			}()
+			defer func() { close(stop); <-done }()
+			healthtest.WaitUntil(t, "the renewed certificate served", func() bool {
+				c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: poolB})
+				if err == nil {
+					c.Close()
+				}
+				return err == nil
+			})
+		})
+	}
+}

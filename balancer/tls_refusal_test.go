@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
+
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health/healthtest"
 )
@@ -84,5 +86,59 @@ func TestTLSPortRefusesWithoutPlainText(t *testing.T) {
 				t.Errorf("rejected %s = %v, want 1", tt.reason, v)
 			}
 		})
+	}
+}
+
+// A refusal on the TLS port of a connection that came through a trusted
+// PROXY protocol proxy closes as cleanly as a direct client's: the write
+// side shut, the ClientHello drained, then the close — a FIN, not a reset
+// the proxy would pass on to its client as a broken connection. The PROXY
+// connection cannot shut its write side itself; its Close reaches the
+// accept guard's connection, which lingers as it does for a direct client.
+func TestTLSPortRefusalThroughProxyClosesCleanly(t *testing.T) {
+	certFile, keyFile, pool := writeTestCert(t)
+	tlsConfig := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	h := newHarness(t, configs.Balancer{
+		TLS:           configs.TLS{CertFile: certFile, KeyFile: keyFile},
+		ProxyProtocol: configs.ProxyProtocol{Enabled: true},
+		Limits:        configs.Limits{MaxConnectionsPerIP: 1},
+	})
+	hdr, err := (&proxyproto.Header{Version: 1, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+		SourceAddr: &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 5555}, DestinationAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 443}}).Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(healthtest.Patience))
+		if _, err := c.Write(hdr); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// The one connection the client is allowed, served.
+	held := tls.Client(dial(), tlsConfig)
+	io.WriteString(held, "GET /_ringlb/health HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(held), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first connection: %v %v", resp, err)
+	}
+	rec := &readRecorder{Conn: dial()}
+	herr := tls.Client(rec, tlsConfig).Handshake()
+	if herr == nil {
+		t.Fatal("a connection over the limit completed its handshake")
+	}
+	t.Logf("the refused client's handshake: %v (its socket: %d bytes, %v)", herr, rec.n, rec.err)
+	if rec.n != 0 {
+		t.Errorf("the refused client was sent %d bytes, want none", rec.n)
+	}
+	if !errors.Is(rec.err, io.EOF) {
+		t.Errorf("the refused connection ended with %v, want a clean close (EOF)", rec.err)
+	}
+	if v := h.metric(t, "ringlb_balancer_rejected_connections_total", map[string]string{"reason": "max_connections_per_ip"}); v != 1 {
+		t.Errorf("rejected max_connections_per_ip = %v, want 1", v)
 	}
 }

@@ -155,6 +155,8 @@ type TLS struct {
 	// pair is the certificate and key as the check loaded them
 	// (checkTLSFiles), which KeyPair hands out.
 	pair checked[tls.Certificate]
+	// pairStamp is the files' KeyPairStamp, taken before the check read pair.
+	pairStamp string
 }
 
 // StaticEdge is an edge listed in config instead of found by gossip.
@@ -493,6 +495,7 @@ func (b *Balancer) validate(ps *problems) {
 	if (b.TLS.CertFile == "") != (b.TLS.KeyFile == "") {
 		ps.add("balancer.tls", "cert_file and key_file must be set together")
 	}
+	b.TLS.pairStamp = KeyPairStamp(b.TLS.CertFile, b.TLS.KeyFile) // before the read: PairStamp
 	_, b.TLS.pair = checkTLSFiles(ps, "balancer.tls", "", b.TLS.CertFile, b.TLS.KeyFile)
 	if b.TLS.RedirectFrom != "" {
 		checkHostPort(ps, "balancer.tls.redirect_from", b.TLS.RedirectFrom, true)

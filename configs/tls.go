@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 )
 
 // maxPEMFileBytes bounds what is read of a CA bundle, a certificate chain
@@ -97,6 +98,32 @@ func keptKeyPair(kept checked[tls.Certificate], certFile, keyFile string) (tls.C
 		return cert, nil
 	}
 	return LoadKeyPair(certFile, keyFile)
+}
+
+// PairStamp identifies the content of the certificate and key files that
+// KeyPair hands out: the stamp KeyPairStamp took before the check's read
+// of them, else one taken now, to be taken before KeyPair reads them. A
+// stamp taken after the read (by the start or reload, a moment after the
+// check) recorded a renewal landing in between as the certificate in use,
+// and the balancer's watcher never loaded it.
+func (t TLS) PairStamp() string {
+	if _, ok := t.pair.of(pairFile(t.CertFile, t.KeyFile)); ok {
+		return t.pairStamp
+	}
+	return KeyPairStamp(t.CertFile, t.KeyFile)
+}
+
+// KeyPairStamp identifies the current content of a certificate and key
+// file by their modification times and sizes. Taken before they are read,
+// so that a write racing the read shows as a change at the next look.
+func KeyPairStamp(certFile, keyFile string) string {
+	var s string
+	for _, f := range []string{certFile, keyFile} {
+		if fi, err := os.Stat(f); err == nil {
+			s += fi.ModTime().String() + fmt.Sprint(fi.Size())
+		}
+	}
+	return s
 }
 
 // pairFile names a certificate and key file together, for checked.

@@ -36,8 +36,8 @@ const statsdTimeout = 2 * time.Second
 //
 // Names are the Prometheus names without "ringlb_", after the prefix
 // (default "ringlb.<node>."), then each label as ".name.value" (as
-// client_golang's Graphite bridge writes them; characters of a value other
-// than letters, digits, '-' and '_' become '_'): gauges are sent as gauges
+// client_golang's Graphite bridge writes them; a value's characters other
+// than letters, digits, '-' and '_' escaped, one-to-one: statsdSafe): gauges are sent as gauges
 // (|g), counters as their increase since the last push that got through
 // (|c: an outage loses no count), histograms as NAME.count (|c), NAME.mean
 // and NAME.p99 (|g, over the interval; the p99 is its bucket's upper bound).
@@ -257,17 +257,39 @@ func labelPath(m *dto.Metric) string {
 }
 
 // statsdSafe keeps letters, digits, '-' and '_': in the plain-text protocol
-// ':', '|' and newlines are syntax, and '.' separates a name's segments.
+// ':', '|' and newlines are syntax, '.' separates a name's segments, and
+// servers drop most other characters (etsy's statsd). Any other byte is
+// written "_xHH" (its hex), and a '_' followed by 'x' as "_x5f": so the
+// escape is one-to-one. Mapping every other character to '_' gave edges
+// "a.b" and "a_b" one name, summed and overwritten by the server, and
+// each counter's increase was computed against the other's last value.
+// Ordinary values ("edge-1", "max_connections") are unchanged; "" is "_x",
+// which no other value gives.
 func statsdSafe(s string) string {
 	if s == "" {
-		return "_"
+		return "_x"
 	}
-	return strings.Map(func(r rune) rune {
-		if r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
-			return r
+	plain := func(c byte) bool {
+		return c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+	}
+	i := 0
+	for i < len(s) && plain(s[i]) && !(s[i] == '_' && i+1 < len(s) && s[i+1] == 'x') {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	const hex = "0123456789abcdef"
+	b := []byte(s[:i])
+	for ; i < len(s); i++ {
+		c := s[i]
+		if plain(c) && !(c == '_' && i+1 < len(s) && s[i+1] == 'x') {
+			b = append(b, c)
+			continue
 		}
-		return '_'
-	}, s)
+		b = append(b, '_', 'x', hex[c>>4], hex[c&0xf])
+	}
+	return string(b)
 }
 
 // gaugeLine formats a gauge. A leading sign would make StatsD add to the

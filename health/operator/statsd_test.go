@@ -142,7 +142,7 @@ func TestStatsDOverTCP(t *testing.T) {
 	k.waitFor(t, "the first push", func(g, c map[string]float64) bool {
 		return g["ringlb.n1.test_sessions_active"] == 3 &&
 			c["ringlb.n1.test_requests_total.code.200.edge.edge-1"] == 5 &&
-			c["ringlb.n1.test_requests_total.code.101.edge.edge_2_x"] == 1 &&
+			c["ringlb.n1.test_requests_total.code.101.edge.edge_x2e2_x3ax"] == 1 &&
 			c["ringlb.n1.test_lag_seconds.count"] == 2 && g["ringlb.n1.test_lag_seconds.p99"] == 0.01
 	})
 	k.mu.Lock()
@@ -365,4 +365,80 @@ func TestStatsDServerRestartLosesNoCount(t *testing.T) {
 		}
 	}()
 	k.waitFor(t, "the counts of the restart", func(_, c map[string]float64) bool { return c[name] == 6 })
+}
+
+// Distinct label values give distinct names. Every character other than
+// letters, digits, '-' and '_' became '_', so edges "a.b" and "a_b" were
+// pushed as one name: StatsD summed and overwrote the two, and each
+// counter's increase was computed against the other's last value — one
+// edge's count inflated, the other's dropped. Characters a name cannot
+// carry are escaped, so no two values share a name.
+func TestStatsDLabelValuesKeepTheirOwnNames(t *testing.T) {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	k := newSink()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			for _, line := range strings.Split(string(buf[:n]), "\n") {
+				k.line(t, line)
+			}
+		}
+	}()
+	f := newTestFamily(t)
+	dotted := "ringlb.n1.test_requests_total.code.200.edge.a_x2eb"
+	underscored := "ringlb.n1.test_requests_total.code.200.edge.a_b"
+	f.requests.WithLabelValues("a.b", "200").Add(5)
+	f.requests.WithLabelValues("a_b", "200").Add(3)
+	s := NewStatsD("n1", "ringlb_test_", f.reg, nil)
+	defer s.Close()
+	s.Apply(configs.StatsD{Address: conn.LocalAddr().String(), Interval: configs.Duration(20 * time.Millisecond)})
+	k.waitFor(t, "each edge's count under its own name", func(_, c map[string]float64) bool {
+		return c[dotted] == 5 && c[underscored] == 3
+	})
+	f.requests.WithLabelValues("a.b", "200").Add(2)
+	k.waitFor(t, "the increase of a.b", func(_, c map[string]float64) bool { return c[dotted] >= 7 })
+	s.Close() // one push more: whatever it sends is in the sink
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.counters[dotted] != 7 || k.counters[underscored] != 3 {
+		t.Errorf("a.b counted %v, a_b %v; want 7 and 3 (all counters: %v)", k.counters[dotted], k.counters[underscored], k.counters)
+	}
+}
+
+// statsdSafe is one-to-one: every string of up to five of the characters
+// that meet in its escapes gets a name of its own, and ordinary values
+// keep theirs.
+func TestStatsDSafeIsOneToOne(t *testing.T) {
+	for _, v := range []string{"edge-1", "max_connections", "200", "_"} {
+		if got := statsdSafe(v); got != v {
+			t.Errorf("statsdSafe(%q) = %q, want it unchanged", v, got)
+		}
+	}
+	const alphabet = "_x.5fa:"
+	seen := map[string]string{}
+	var walk func(v string)
+	walk = func(v string) {
+		name := statsdSafe(v)
+		if other, ok := seen[name]; ok {
+			t.Fatalf("%q and %q are both named %q", other, v, name)
+		}
+		if strings.ContainsAny(name, ".:|\n") {
+			t.Fatalf("statsdSafe(%q) = %q holds syntax", v, name)
+		}
+		seen[name] = v
+		if len(v) < 5 {
+			for i := range len(alphabet) {
+				walk(v + alphabet[i:i+1])
+			}
+		}
+	}
+	walk("")
 }
