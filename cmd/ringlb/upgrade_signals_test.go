@@ -819,38 +819,14 @@ func TestStopOfTheOldProcessAfterTheHandOffLeavesTheNewOne(t *testing.T) {
 	}
 	bal, old, admin, _ := handedOverKeepingATunnel(t, "5s")
 	syscall.Kill(old, syscall.SIGTERM)
-	// Every line up to the old process's last, one of them perhaps the
-	// stop passed on.
-	var forwarded, done map[string]any
-	for done == nil {
-		select {
-		case rec, ok := <-bal.logs:
-			if !ok {
-				t.Fatal("the processes' log ended before the old process's last line")
-			}
-			switch msg := fmt.Sprint(rec["msg"]); {
-			case strings.HasPrefix(msg, "upgrade: told to stop"):
-				forwarded = rec
-			case msg == "upgrade done; the old process exits":
-				done = rec
-			}
-		case <-time.After(60 * time.Second):
-			t.Fatal("the old process did not exit within 60s")
+	var forwarded map[string]any
+	oldProcessEnds(t, bal, old, admin, func(msg string, rec map[string]any) {
+		if strings.HasPrefix(msg, "upgrade: told to stop") {
+			forwarded = rec
 		}
-	}
-	next := int(done["new_pid"].(float64))
-	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
-	waitGone(t, old)
+	})
 	if forwarded != nil {
 		t.Errorf("the old process's own stop was passed to the new one: %v", forwarded)
-	}
-	resp, err := http.Get("http://" + admin + "/healthz")
-	if err != nil {
-		t.Fatalf("the new process after the old one's stop: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !alive(next) {
-		t.Errorf("the new process after the old one's stop: %s, alive %v", resp.Status, alive(next))
 	}
 }
 
@@ -870,31 +846,16 @@ func TestReloadOfTheOldProcessAfterTheHandOffLeavesTheNewOne(t *testing.T) {
 	// tunnel closes once the SIGHUP has been said ignored.
 	bal, old, admin, ws := handedOverKeepingATunnel(t, "10m")
 	syscall.Kill(old, syscall.SIGHUP)
-	// Every line up to the old process's last, one of them perhaps the
-	// reload passed on.
-	var forwarded, ignored, done map[string]any
-	for done == nil {
-		select {
-		case rec, ok := <-bal.logs:
-			if !ok {
-				t.Fatal("the processes' log ended before the old process's last line")
-			}
-			switch msg := fmt.Sprint(rec["msg"]); {
-			case strings.HasPrefix(msg, "upgrade: told to reload"):
-				forwarded = rec
-			case msg == "upgrade: SIGHUP ignored: this process has handed the node over and only ends what it kept":
-				ignored = rec
-				ws.Close()
-			case msg == "upgrade done; the old process exits":
-				done = rec
-			}
-		case <-time.After(60 * time.Second):
-			t.Fatal("the old process did not exit within 60s")
+	var forwarded, ignored map[string]any
+	next := oldProcessEnds(t, bal, old, admin, func(msg string, rec map[string]any) {
+		switch {
+		case strings.HasPrefix(msg, "upgrade: told to reload"):
+			forwarded = rec
+		case msg == "upgrade: SIGHUP ignored: this process has handed the node over and only ends what it kept":
+			ignored = rec
+			ws.Close()
 		}
-	}
-	next := int(done["new_pid"].(float64))
-	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
-	waitGone(t, old)
+	})
 	if forwarded != nil {
 		t.Errorf("the old process's own SIGHUP was passed to the new one: %v", forwarded)
 	}
@@ -903,12 +864,39 @@ func TestReloadOfTheOldProcessAfterTheHandOffLeavesTheNewOne(t *testing.T) {
 	} else if got := int(ignored["new_pid"].(float64)); got != next {
 		t.Errorf("the SIGHUP ignored names new_pid %d, want %d", got, next)
 	}
+}
+
+// oldProcessEnds hands seen every log line up to the old process's last
+// (one of them perhaps a signal passed on), waits for it to be gone, and
+// checks that the new process, whose pid it returns, serves on.
+func oldProcessEnds(t *testing.T, bal *proc, old int, admin string, seen func(msg string, rec map[string]any)) (next int) {
+	t.Helper()
+	var done map[string]any
+	for done == nil {
+		select {
+		case rec, ok := <-bal.logs:
+			if !ok {
+				t.Fatal("the processes' log ended before the old process's last line")
+			}
+			msg := fmt.Sprint(rec["msg"])
+			seen(msg, rec)
+			if msg == "upgrade done; the old process exits" {
+				done = rec
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("the old process did not exit within 60s")
+		}
+	}
+	next = int(done["new_pid"].(float64))
+	t.Cleanup(func() { syscall.Kill(next, syscall.SIGTERM) })
+	waitGone(t, old)
 	resp, err := http.Get("http://" + admin + "/healthz")
 	if err != nil {
-		t.Fatalf("the new process after the old one's SIGHUP: %v", err)
+		t.Fatalf("the new process after the old one's signal: %v", err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !alive(next) {
-		t.Errorf("the new process after the old one's SIGHUP: %s, alive %v", resp.Status, alive(next))
+		t.Errorf("the new process after the old one's signal: %s, alive %v", resp.Status, alive(next))
 	}
+	return next
 }
