@@ -2,8 +2,6 @@ package gslb
 
 import (
 	"log/slog"
-	"net"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,22 +21,7 @@ func TestChecksNotMadeAreCounted(t *testing.T) {
 	if !fdtest.Alone(t) {
 		return
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	y := gslbYAML("", "", ln.Addr().String(), ln.Addr().String())
-	y = strings.Replace(y, "bal: { type: http, interval: 1s, timeout: 1s, rise: 2, fall: 4, jitter: 0.01 }", "bal: { type: tcp, port: 80, interval: 50ms, timeout: 50ms, rise: 2, fall: 2 }", 1)
+	y := tcpCheckedYAML(t)
 	m, err := newMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)

@@ -76,6 +76,29 @@ func gslbYAML(rateLimit, extra, eastProbe, westProbe string) string {
 `, rateLimit, extra, eastProbe, westProbe)
 }
 
+// tcpCheckedYAML is gslbYAML with both regions' members checked by TCP
+// connects, every 50 ms, at a listener of the test's that accepts and
+// closes: members that rise in a tenth of a second.
+func tcpCheckedYAML(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	y := gslbYAML("", "", ln.Addr().String(), ln.Addr().String())
+	return strings.Replace(y, "bal: { type: http, interval: 1s, timeout: 1s, rise: 2, fall: 4, jitter: 0.01 }", "bal: { type: tcp, port: 80, interval: 50ms, timeout: 50ms, rise: 2, fall: 2 }", 1)
+}
+
 func parseGSLBYAML(t testing.TB, y string) configs.GSLB {
 	t.Helper()
 	// Only the gslb section is used; gossip on loopback needs no key.

@@ -2,9 +2,7 @@ package gslb
 
 import (
 	"log/slog"
-	"net"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,22 +19,7 @@ import (
 // clients from west for good while gslb-b, reading gslb-a's settled view,
 // served the member. Found by FuzzPoolEvents.
 func TestSettledProbeRebuildsTheAnswer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	y := gslbYAML("", "", ln.Addr().String(), ln.Addr().String())
-	y = strings.Replace(y, "bal: { type: http, interval: 1s, timeout: 1s, rise: 2, fall: 4, jitter: 0.01 }", "bal: { type: tcp, port: 80, interval: 50ms, timeout: 50ms, rise: 2, fall: 2 }", 1)
+	y := tcpCheckedYAML(t)
 	cfg := parseGSLBYAML(t, y)
 	logger := slog.New(slog.DiscardHandler)
 	p, err := newPools(cfg, logger, nil)
