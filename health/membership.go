@@ -168,6 +168,10 @@ type Event struct {
 
 const recentEvents = 64
 
+// leftKept bounds how long Left remembers a member's leave: beyond its
+// callers' windows (a signature's, health.PeerWindow; two settle windows).
+const leftKept = 2 * time.Minute
+
 // notifyEvery spaces the notifications of subscribers: a change after a
 // quiet spell is told at once, changes within notifyEvery of the last
 // notification are told together once it has passed. Each notification
@@ -240,6 +244,16 @@ type Membership struct {
 	// ignoredAddr are their gossip addresses: their liveness challenges
 	// are answered all the same (live.go).
 	ignoredAddr map[string]string
+	// noted are members believed without part of their metadata, with
+	// what was dropped (trustMeta's note), so that it is logged once, as
+	// an ignored member's reason is: an edge announces its load every 2 s
+	// while it changes, each update a record.
+	noted map[string]string
+	// gone are the members that left this node's view, as they were then,
+	// for leftKept (Left): not read from recent, where routine updates of
+	// the others' metadata (an edge's load, every 2 s while it changes)
+	// pushed a leave out within seconds.
+	gone map[string]Event
 	// pending are members memberlist took in that have not answered this
 	// node's ping yet (joins.go); they are not in nodes.
 	pending map[string]*pendingJoin
@@ -275,9 +289,12 @@ type Membership struct {
 
 	stop  chan struct{}
 	retry sync.WaitGroup
+	// stopDials ends the transport's dials in flight (markClosed): a
+	// goroutine of retry may be in one.
+	stopDials context.CancelFunc
 	// liveSends are the liveness challenges and answers being sent over
 	// memberlist's stream (live.go): waited for once memberlist is shut
-	// down, each within its dial's TCPTimeout.
+	// down; a dial of theirs ends as Shutdown begins (stopDials).
 	liveSends sync.WaitGroup
 	shutOnce  sync.Once
 	shutErr   error
@@ -344,7 +361,7 @@ func joinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Lo
 		allowed = configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes()
 	}
 	m := &Membership{logger: logger, meta: meta, encMet: enc, keyring: kr, allowed: allowed,
-		nodes: map[string]Node{}, ignored: map[string]string{}, ignoredAddr: map[string]string{}, pending: map[string]*pendingJoin{}, live: map[string]*liveState{}, departed: map[string]departure{}, pings: make(chan struct{}, maxConfirmPings), askDue: make(chan struct{}, 1), streamSends: make(chan struct{}, maxStreamSends),
+		nodes: map[string]Node{}, ignored: map[string]string{}, ignoredAddr: map[string]string{}, noted: map[string]string{}, gone: map[string]Event{}, pending: map[string]*pendingJoin{}, live: map[string]*liveState{}, departed: map[string]departure{}, pings: make(chan struct{}, maxConfirmPings), askDue: make(chan struct{}, 1), streamSends: make(chan struct{}, maxStreamSends),
 		subs: map[int]chan struct{}{}, channels: map[byte]*Channel{}, stop: make(chan struct{}), ready: make(chan struct{}),
 		back: make(chan struct{}, 1)}
 	m.clock0 = time.Now()
@@ -387,7 +404,9 @@ func joinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Lo
 		return nil, err
 	}
 	m.socks = *socks
-	guard := guardTransport(newSocketTransport(*socks, logger), logger)
+	var dials context.Context
+	dials, m.stopDials = context.WithCancel(context.Background())
+	guard := guardTransport(newSocketTransport(*socks, dials, logger), logger)
 	if mc.BindPort == 0 {
 		mc.BindPort = socks.Port()
 		mc.AdvertisePort = mc.BindPort
@@ -988,25 +1007,17 @@ func (m *Membership) Recent() []Event {
 }
 
 // Left returns the member name as it was when it left this node's view, if
-// it left less than within ago and has not come back since. It knows what
-// the recent events (Recent) still hold: a member of a cluster with much
-// churn since is not found.
+// it left less than within (at most leftKept) ago and has not come back
+// since.
 func (m *Membership) Left(name string, within time.Duration) (Node, bool) {
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.nodes[name]; ok {
+	ev, ok := m.gone[name]
+	if !ok || now.Sub(ev.At) >= min(within, leftKept) {
 		return Node{}, false
 	}
-	for i := len(m.recent) - 1; i >= 0; i-- {
-		if ev := m.recent[i]; ev.Node.Name == name {
-			if ev.Kind == "leave" && now.Sub(ev.At) < within {
-				return ev.Node, true
-			}
-			return Node{}, false
-		}
-	}
-	return Node{}, false
+	return ev.Node, true
 }
 
 // CheckEdgeURL reports whether raw is an address a member of this cluster
@@ -1099,6 +1110,7 @@ func (m *Membership) markClosed() {
 	}
 	m.mu.Unlock()
 	close(m.stop)
+	m.stopDials()
 	m.retry.Wait()
 }
 
@@ -1130,6 +1142,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		// why once per reason, not once per gossip update.
 		_, was := m.nodes[ev.Node.Name]
 		delete(m.nodes, ev.Node.Name)
+		delete(m.noted, ev.Node.Name)
 		changed := m.ignored[ev.Node.Name] != distrust
 		m.ignored[ev.Node.Name] = distrust
 		m.ignoredAddr[ev.Node.Name] = n.Address()
@@ -1145,20 +1158,41 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 	_, wasIgnored := m.ignored[ev.Node.Name]
 	delete(m.ignored, ev.Node.Name)
 	delete(m.ignoredAddr, ev.Node.Name)
-	if len(m.recent) == recentEvents {
-		m.recent = append(m.recent[:0], m.recent[1:]...)
+	newNote := note != "" && m.noted[ev.Node.Name] != note
+	if note == "" {
+		delete(m.noted, ev.Node.Name)
+	} else {
+		m.noted[ev.Node.Name] = note
 	}
-	m.recent = append(m.recent, ev)
+	if old, ok := m.nodes[ev.Node.Name]; !ok || kind != "update" || !sameButLoad(old.Meta, ev.Node.Meta) {
+		// An update of a load alone is no event: an edge's comes every
+		// 2 s while its load changes, and ten such edges pushed every
+		// join and leave out of the recent events within 13 s.
+		if len(m.recent) == recentEvents {
+			m.recent = append(m.recent[:0], m.recent[1:]...)
+		}
+		m.recent = append(m.recent, ev)
+	}
 	if kind == "leave" {
+		_, was := m.nodes[ev.Node.Name]
 		delete(m.nodes, ev.Node.Name)
 		m.pins.left(ev.Node.Name, ev.At)
+		for name, left := range m.gone {
+			if ev.At.Sub(left.At) >= leftKept {
+				delete(m.gone, name)
+			}
+		}
+		if was { // an ignored member was never in the view
+			m.gone[ev.Node.Name] = ev
+		}
 	} else {
 		m.nodes[ev.Node.Name] = ev.Node
 		m.pins.back(ev.Node.Name)
+		delete(m.gone, ev.Node.Name)
 	}
 	m.nodesChangedLocked()
 	m.mu.Unlock()
-	if note != "" {
+	if newNote {
 		m.logger.Warn("a gossip member announces metadata this node does not trust; ignoring that part", "member", ev.Node.Name, "why", note)
 	}
 	if wasIgnored && kind != "leave" {
@@ -1171,6 +1205,12 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		level = slog.LevelInfo
 	}
 	m.logger.Log(context.Background(), level, "membership "+kind, "member", bounded(n.Name), "addr", n.Address(), "state", ev.Node.Meta.State)
+}
+
+// sameButLoad reports whether a and b differ in their load alone.
+func sameButLoad(a, b Meta) bool {
+	a.Load, b.Load = nil, nil
+	return a == b
 }
 
 // nodesChangedLocked follows a change of m.nodes: what is kept of them is

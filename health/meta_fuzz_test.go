@@ -17,7 +17,7 @@ import (
 func newRecorder() *Membership {
 	m := &Membership{logger: slog.New(slog.DiscardHandler), name: "self",
 		allowed: configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes(),
-		nodes:   map[string]Node{}, ignored: map[string]string{}, ignoredAddr: map[string]string{}, subs: map[int]chan struct{}{}}
+		nodes:   map[string]Node{}, ignored: map[string]string{}, ignoredAddr: map[string]string{}, noted: map[string]string{}, gone: map[string]Event{}, subs: map[int]chan struct{}{}}
 	m.pins = newPinTable("self", m.toldOf, func() int { return 2 }, 4)
 	return m
 }

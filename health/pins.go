@@ -40,6 +40,7 @@ const maxTombstones = 1 << 16
 var (
 	errPinMsg    = errors.New("malformed pin message")
 	errPinOrigin = errors.New("pins of a node that is not a member")
+	errPinStale  = errors.New("pin operation or set older than the set of its node merged here (a retransmission, or a replay)")
 )
 
 // pinKeep is how long the pins of a node that left are kept, in case it
@@ -48,9 +49,13 @@ const pinKeep = time.Minute
 
 // originPins is what one node has pinned, as known here.
 type originPins struct {
-	pins   map[uint64]uint64 // hash → seq of the pin
-	tombs  map[uint64]uint64 // hash → seq of the unpin
-	leftAt time.Time         // zero while the node is a member
+	pins  map[uint64]uint64 // hash → seq of the pin
+	tombs map[uint64]uint64 // hash → seq of the unpin
+	// stateSeq is the seq of the latest whole set of the node merged here
+	// (0: none): it says all the node had pinned up to it, so an operation
+	// numbered at or below it, or an older set, is old news.
+	stateSeq uint64
+	leftAt   time.Time // zero while the node is a member
 }
 
 type pinTable struct {
@@ -191,6 +196,14 @@ func (t *pinTable) receive(msg []byte) error {
 	if o == nil {
 		return errPinOrigin
 	}
+	if seq <= o.stateSeq {
+		// memberlist keeps no record of the packets it took: a pin
+		// captured on the wire and sent again, without the key, after
+		// its unpin was a pin again where no tombstone held it (a node
+		// that learnt the origin's pins from its set), and sent the
+		// session's joins to a node that no longer has it.
+		return errPinStale
+	}
 	o.apply(hash, seq, pin)
 	return nil
 }
@@ -236,6 +249,9 @@ func (t *pinTable) merge(buf []byte) error {
 	if o == nil {
 		return errPinOrigin
 	}
+	if seq < o.stateSeq {
+		return errPinStale // a push/pull replayed, as a pin above
+	}
 	in := make(map[uint64]struct{}, count)
 	for i := 0; i < len(rest); i += 16 {
 		h, s := binary.BigEndian.Uint64(rest[i:]), binary.BigEndian.Uint64(rest[i+8:])
@@ -247,6 +263,7 @@ func (t *pinTable) merge(buf []byte) error {
 			o.apply(h, seq, false)
 		}
 	}
+	o.stateSeq = max(o.stateSeq, seq)
 	return nil
 }
 
@@ -280,6 +297,13 @@ func (t *pinTable) forget(name string) {
 func (t *pinTable) back(name string) {
 	t.mu.Lock()
 	if o := t.remote[name]; o != nil {
+		if !o.leftAt.IsZero() {
+			// Back from a leave, it may be a new process, numbering
+			// from its start time: below its earlier life's where the
+			// wall clock stepped back meanwhile. Its next set is the
+			// floor again.
+			o.stateSeq = 0
+		}
 		o.leftAt = time.Time{}
 	}
 	t.mu.Unlock()

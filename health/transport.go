@@ -1,6 +1,7 @@
 package health
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,8 +95,13 @@ const (
 // packet is copied out of one read buffer at its size, so a flood of small
 // datagrams does not hold 64 KiB each until memberlist has read them.
 type socketTransport struct {
-	socks    GossipSockets
-	bindAll  bool // bound to every interface: advertise a private address
+	socks   GossipSockets
+	bindAll bool // bound to every interface: advertise a private address
+	// dials ends the dials in flight when the membership stops, before
+	// it leaves: a seed whose host is gone drops SYNs, and the seed
+	// check's join of it (keepSeeds) held Shutdown for memberlist's
+	// TCPTimeout (10 s on a LAN, each such seed in turn).
+	dials    context.Context
 	packets  chan *memberlist.Packet
 	streams  chan net.Conn
 	stop     chan struct{}
@@ -104,13 +110,13 @@ type socketTransport struct {
 	log      *slog.Logger
 }
 
-func newSocketTransport(socks GossipSockets, logger *slog.Logger) *socketTransport {
+func newSocketTransport(socks GossipSockets, dials context.Context, logger *slog.Logger) *socketTransport {
 	for size := gossipRecvBuffer; size > 0; size /= 2 {
 		if socks.UDP.SetReadBuffer(size) == nil {
 			break
 		}
 	}
-	t := &socketTransport{socks: socks, bindAll: socks.TCP.Addr().(*net.TCPAddr).IP.IsUnspecified(),
+	t := &socketTransport{socks: socks, bindAll: socks.TCP.Addr().(*net.TCPAddr).IP.IsUnspecified(), dials: dials,
 		packets: make(chan *memberlist.Packet), streams: make(chan net.Conn), stop: make(chan struct{}), log: logger}
 	t.wg.Add(2)
 	go t.readPackets()
@@ -166,7 +172,7 @@ func (t *socketTransport) DialTimeout(addr string, timeout time.Duration) (net.C
 
 func (t *socketTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
-	return d.Dial("tcp", a.Addr)
+	return d.DialContext(t.dials, "tcp", a.Addr)
 }
 
 func (t *socketTransport) StreamCh() <-chan net.Conn { return t.streams }
