@@ -310,6 +310,11 @@ func diffCorpus() []diffQuery {
 		q("mixed-case query", "MiXeD.DiFf.TeSt.", dns.TypeA),
 		q("upper-case owner asked in lower case", "upper.diff.test.", dns.TypeTXT),
 		q("upper-case query", "WWW.DIFF.TEST.", dns.TypeA),
+		// Fits the buffer only with the answer's names compressed into the
+		// question, whatever its case, as NSD and Knot compress them
+		// (ringlb's were truncated: gslb/README.md).
+		qe("upper-case query, an answer that fits compressed", "BIG-TXT.DIFF.TEST.", dns.TypeTXT, edns(736, false)),
+		qe("upper-case query, a CNAME and a set that fit compressed", "TO-BIG.DIFF.TEST.", dns.TypeTXT, edns(760, false)),
 		q("mixed-case wildcard query", "HoSt.WiLd.diff.test.", dns.TypeA),
 		q("mixed-case NXDOMAIN", "NoPe.Diff.Test.", dns.TypeA),
 		q("CNAME written in upper case", "alias.diff.test.", dns.TypeA),

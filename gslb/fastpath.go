@@ -122,24 +122,8 @@ func parseQuery(p []byte) (q rawQuery, ok bool) {
 	if qd != 1 || an != 0 || ns != 0 || ar > 1 {
 		return q, false
 	}
-	off := 12
-	for {
-		if off >= len(p) {
-			return q, false
-		}
-		l := int(p[off])
-		if l&0xC0 != 0 { // no compression in a question
-			return q, false
-		}
-		off += 1 + l
-		if l == 0 {
-			break
-		}
-		if off-12 > 255 {
-			return q, false
-		}
-	}
-	if off+4 > len(p) {
+	off := questionNameEnd(p)
+	if off < 0 || off+4 > len(p) {
 		return q, false
 	}
 	q.qname = p[12:off]
@@ -241,8 +225,26 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	if r.IsTsig() != nil {
 		tsigStatus = s.verifyTSIG(pkt) // as the TCP server does (tsig.go)
 	}
+	// Answered for the name in lower case, the case asked copied back into
+	// the question once packed (as a cached answer's is): names compress
+	// only against names of the same case (miekg/dns), so an answer made
+	// for a 0x20 resolver's WwW.RingLB.test wrote its owners and the
+	// zone's names out again — bigger, at the edge of a client's buffer
+	// truncated — and was kept for every later asker. The answer's names
+	// equal to the question's, or below it, point into it and read as
+	// asked, as NSD and Knot answer. Not a signed answer: its MAC covers
+	// the bytes as packed.
+	var asked []byte
+	name := ""
+	if end := questionNameEnd(pkt); end > 0 && len(r.Question) == 1 && r.IsTsig() == nil {
+		asked, name = pkt[12:end], r.Question[0].Name
+		r.Question[0].Name = strings.ToLower(name)
+	}
 	var leftOut bool
 	m, managed := s.answerVia(st, r, net.UDPAddrFromAddrPort(addr), false, tsigStatus, &leftOut)
+	if asked != nil {
+		r.Question[0].Name = name // the query log's
+	}
 	if m == nil {
 		return
 	}
@@ -263,6 +265,9 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		return
 	}
 	l.out = out[:0]
+	if asked != nil && questionNameEnd(out) == 12+len(asked) {
+		copy(out[12:], asked)
+	}
 	s.count(st, r, m, addr.String())
 	l.send(out, addr)
 	// A truncated answer to DO may be one deferred to TCP for want of a
@@ -289,6 +294,26 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 		from, until := st.signedWindow(m)
 		l.cache[string(key)] = cachedAnswer{packed: append([]byte(nil), out...), from: from, until: until}
 	}
+}
+
+// questionNameEnd is the offset past the name of the message p's first
+// question, read as a question's name is written — uncompressed (nothing
+// before it to point to), at most 255 octets — or -1 when p holds none so.
+func questionNameEnd(p []byte) int {
+	for off := 12; off < len(p); {
+		l := int(p[off])
+		if l&0xC0 != 0 {
+			return -1
+		}
+		off += 1 + l
+		if off-12 > 255 {
+			return -1
+		}
+		if l == 0 {
+			return off
+		}
+	}
+	return -1
 }
 
 func b2byte(b bool) byte {

@@ -228,21 +228,8 @@ func truncatedReply(dst, pkt []byte) (_ []byte, end int, ok bool) {
 	if len(pkt) < 12 || pkt[4] != 0 || pkt[5] != 1 {
 		return dst, 0, false
 	}
-	off := 12
-	for {
-		if off >= len(pkt) {
-			return dst, 0, false
-		}
-		l := int(pkt[off])
-		if l&0xC0 != 0 {
-			return dst, 0, false
-		}
-		off += 1 + l
-		if l == 0 {
-			break
-		}
-	}
-	if off+4 > len(pkt) || off-12 > 255 {
+	off := questionNameEnd(pkt)
+	if off < 0 || off+4 > len(pkt) {
 		return dst, 0, false
 	}
 	dst = append(dst[:0], pkt[:off+4]...)
