@@ -1,6 +1,9 @@
 package gslb
 
 import (
+	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -108,4 +111,110 @@ func TestReloadForgetsARemovedZonesNotifies(t *testing.T) {
 	}
 	reloadReturns(t, s, gslbConfig(t, east, west, ""))
 	waitFor(t, "the zone's NOTIFY series gone after a reload took its notify away", func() bool { return len(exported()) == 0 })
+}
+
+// A zone's NOTIFYs are signed with its key. What answers at the
+// secondary's address holds another key the gslb knows — another zone's,
+// handed to that zone's secondaries — and acknowledges signed with it.
+// That proves the key it holds, not the zone's: it is no more the zone's
+// secondary than an unsigned answer is (RFC 8945 5.3: the answer is signed
+// with the request's key). It was taken as the acknowledgement: miekg/dns
+// verifies whatever key an answer names, if the gslb has it.
+func TestAckSignedWithAnotherZonesKeyIsNoAcknowledgement(t *testing.T) {
+	const otherKey, otherSecret = "other.test.", "YW5vdGhlciB6b25lJ3Mgc2VjcmV0IGtleQ=="
+	impostor := &dns.Server{Addr: "127.0.0.1:0", Net: "udp",
+		TsigSecret:    map[string]string{otherKey: otherSecret},
+		MsgAcceptFunc: func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept },
+		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+			m := new(dns.Msg)
+			m.SetReply(r)
+			m.SetTsig(otherKey, dns.HmacSHA256, 300, time.Now().Unix())
+			w.WriteMsg(m) // NOERROR, signed with the other zone's key
+		})}
+	up := make(chan struct{})
+	impostor.NotifyStartedFunc = func() { close(up) }
+	go impostor.ListenAndServe()
+	select {
+	case <-up:
+	case <-time.After(5 * time.Second):
+		t.Fatal("impostor did not start")
+	}
+	defer impostor.Shutdown()
+
+	east, west := newFakeBalancer(t), newFakeBalancer(t)
+	cfg := withTransfer(t, gslbConfig(t, east, west, ""), configs.Transfer{Notify: []string{impostor.PacketConn.LocalAddr().String()}, TSIG: tsigConfig(t)})
+	f := filepath.Join(t.TempDir(), "other.key")
+	if err := os.WriteFile(f, []byte(otherSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Zones = append(cfg.Zones, configs.Zone{Origin: "other.test",
+		Records:  []string{"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "@ 3600 IN NS ns1.ringlb.test."},
+		Transfer: configs.Transfer{Allow: []string{"192.0.2.0/24"}, TSIG: &configs.TSIG{Name: otherKey, Algorithm: "hmac-sha256", SecretFile: f}}})
+	s := startGSLB(t, cfg)
+	healthtest.WaitUntil(t, "the first NOTIFY is answered", func() bool {
+		return notifyCount(t, s, "ok")+notifyCount(t, s, "error") >= 1
+	})
+	ok, failed := notifyCount(t, s, "ok"), notifyCount(t, s, "error")
+	t.Logf("answers signed with another zone's key: %.0f taken as acknowledged, %.0f refused", ok, failed)
+	if ok != 0 {
+		t.Errorf("%.0f answers signed with another zone's key were taken as the secondary's acknowledgement", ok)
+	}
+}
+
+// Whatever is at the secondary's address sends back what it got (an echo
+// service, a reflecting middlebox, a NOTIFY loop): the NOTIFY itself, QR
+// clear — a request, no answer. It has the ID, the opcode and NOERROR, and
+// was taken as the acknowledgement of an unsigned zone's NOTIFY.
+func TestEchoedNotifyIsNoAcknowledgement(t *testing.T) {
+	echo, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(buf[:n], from)
+		}
+	}()
+	east, west := newFakeBalancer(t), newFakeBalancer(t)
+	s := startGSLB(t, withTransfer(t, gslbConfig(t, east, west, ""), configs.Transfer{Notify: []string{echo.LocalAddr().String()}}))
+	healthtest.WaitUntil(t, "the first NOTIFY is answered", func() bool {
+		return notifyCount(t, s, "ok")+notifyCount(t, s, "error") >= 1
+	})
+	ok, failed := notifyCount(t, s, "ok"), notifyCount(t, s, "error")
+	t.Logf("NOTIFYs echoed back: %.0f taken as acknowledged, %.0f refused", ok, failed)
+	if ok != 0 {
+		t.Errorf("%.0f NOTIFYs echoed back were taken as the secondary's acknowledgement", ok)
+	}
+}
+
+// A secondary that is down (its packets dropped: a host gone, a firewall)
+// is first in the notify list, a live one after it. The NOTIFYs went one
+// after another, each waiting up to its 2 s deadline: the live secondary
+// heard of a change only once the dead one had been given up on — per zone
+// and per dead secondary in front of it, and again on every retry round,
+// so with a dozen zones notifying a dead secondary a failover reached the
+// live secondaries about half a minute late. They go at once now: the live
+// secondary has its NOTIFY while the dead one's is still unanswered.
+func TestSilentSecondaryDelaysNoOtherNotify(t *testing.T) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	live := newFakeSecondary(t)
+	east, west := newFakeBalancer(t), newFakeBalancer(t)
+	start := time.Now()
+	s := startGSLB(t, withTransfer(t, gslbConfig(t, east, west, ""), configs.Transfer{Notify: []string{silent.LocalAddr().String(), live.addr}}))
+	live.next(t)
+	given := notifyCount(t, s, "error")
+	t.Logf("the live secondary heard the first NOTIFY after %s, %.0f NOTIFYs to the silent one given up on by then", time.Since(start).Round(time.Millisecond), given)
+	if given != 0 {
+		t.Errorf("the live secondary heard of the change only after the silent one's NOTIFY was given up on (%.0f)", given)
+	}
 }

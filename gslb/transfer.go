@@ -82,18 +82,16 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 		refuse(dns.RcodeRefused, "client not in transfer.allow")
 		return
 	}
-	if key := z.cfg.Transfer.TSIG; key != nil {
+	if key := z.cfg.Transfer.TSIG; key != nil && !signedWith(r, key) {
 		// An allowed address is not enough when the zone has a key: the
 		// request must be signed with that key (RFC 8945), not merely
 		// with a key of another zone.
-		if tsig := r.IsTsig(); tsig == nil || dns.CanonicalName(tsig.Hdr.Name) != dns.CanonicalName(key.Name) {
-			why := "unsigned request"
-			if tsig != nil {
-				why = "signed with key " + tsig.Hdr.Name + ", not the zone's"
-			}
-			refuse(dns.RcodeNotAuth, why)
-			return
+		why := "unsigned request"
+		if tsig := r.IsTsig(); tsig != nil {
+			why = "signed with key " + tsig.Hdr.Name + ", not the zone's"
 		}
+		refuse(dns.RcodeNotAuth, why)
+		return
 	}
 	if soa := st.soa(z); q.Qtype == dns.TypeIXFR && upToDate(r, z.origin, soa.Serial) {
 		// RFC 1995 2 and 4: the asker has this version, or a newer one
@@ -447,6 +445,11 @@ const (
 	notifyTimeout = 2 * time.Second
 )
 
+// maxNotifiesAtOnce bounds the NOTIFYs in flight (sendNotifies): each a
+// socket and a goroutine until answered or notifyTimeout. BIND sends 20 a
+// second (notify-rate); a round of more takes a deadline per this many.
+const maxNotifiesAtOnce = 16
+
 type notifyKey struct{ zone, target string }
 
 // Results of a NOTIFY (ringlb_gslb_notifies_total).
@@ -611,8 +614,8 @@ func (s *Server) notifyLoop(ctx context.Context) {
 			}
 		}
 		counted = zones
-		pending := false
 		live := map[notifyKey]bool{}
+		var round []*notifySend
 		for _, z := range st.zones {
 			serial := st.soa(z).Serial
 			for _, target := range z.cfg.Transfer.Notify {
@@ -627,20 +630,25 @@ func (s *Server) notifyLoop(ctx context.Context) {
 					continue
 				}
 				ns.attempts++
-				err := s.sendNotify(ctx, st, z, serial, target)
-				if ctx.Err() != nil {
-					return
-				}
-				if err != nil {
-					s.metrics.notifies.WithLabelValues(z.origin, notifyError).Inc()
-					s.logger.Warn("NOTIFY not acknowledged", "zone", z.origin, "secondary", target, "serial", serial, "attempt", ns.attempts, "err", err)
-					pending = pending || ns.attempts < notifyRetries
-					continue
-				}
-				ns.acked = true
-				s.metrics.notifies.WithLabelValues(z.origin, notifyOK).Inc()
-				s.logger.Info("NOTIFY acknowledged", "zone", z.origin, "secondary", target, "serial", serial)
+				round = append(round, &notifySend{z: z, ns: ns, target: target})
 			}
+		}
+		s.sendNotifies(ctx, st, round)
+		if ctx.Err() != nil {
+			return
+		}
+		pending := false
+		for _, n := range round {
+			z, ns := n.z, n.ns
+			if n.err != nil {
+				s.metrics.notifies.WithLabelValues(z.origin, notifyError).Inc()
+				s.logger.Warn("NOTIFY not acknowledged", "zone", z.origin, "secondary", n.target, "serial", ns.serial, "attempt", ns.attempts, "err", n.err)
+				pending = pending || ns.attempts < notifyRetries
+				continue
+			}
+			ns.acked = true
+			s.metrics.notifies.WithLabelValues(z.origin, notifyOK).Inc()
+			s.logger.Info("NOTIFY acknowledged", "zone", z.origin, "secondary", n.target, "serial", ns.serial)
 		}
 		// Forget secondaries a reload removed.
 		maps.DeleteFunc(sent, func(k notifyKey, _ *notifyState) bool { return !live[k] })
@@ -648,6 +656,34 @@ func (s *Server) notifyLoop(ctx context.Context) {
 			retry = time.After(notifyTimeout)
 		}
 	}
+}
+
+// notifySend is one NOTIFY of a round of the NOTIFY loop: z's serial
+// (ns.serial) to target, and what became of it.
+type notifySend struct {
+	z      *zone
+	ns     *notifyState
+	target string
+	err    error
+}
+
+// sendNotifies sends round's NOTIFYs at once, at most maxNotifiesAtOnce at
+// a time, and returns when each is answered or given up on. One after
+// another, each unanswered one waited out its deadline before the next
+// went: a secondary that was down held back every NOTIFY after it, of
+// every zone, on every retry (TestSilentSecondaryDelaysNoOtherNotify).
+func (s *Server) sendNotifies(ctx context.Context, st *state, round []*notifySend) {
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxNotifiesAtOnce)
+	for _, n := range round {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			n.err = s.sendNotify(ctx, st, n.z, n.ns.serial, n.target)
+		}()
+	}
+	wg.Wait()
 }
 
 // sendNotify tells target that z is now at serial (RFC 1996), signed with
@@ -678,11 +714,18 @@ func (s *Server) sendNotify(ctx context.Context, st *state, z *zone, serial uint
 	if err != nil {
 		return err // a TSIG on the answer that does not verify included
 	}
-	if key != nil && r.IsTsig() == nil {
-		// RFC 8945 5.3: an answer to a signed request without a TSIG is
-		// discarded. Whoever sent it does not hold the key: not the
-		// secondary, whose acknowledgement it would stand for.
-		return errors.New("answered NOTIFY unsigned")
+	if !r.Response {
+		// The NOTIFY sent back (an echo, a loop): a request, QR clear,
+		// with our ID, opcode and NOERROR; nobody answered it.
+		return errors.New("NOTIFY came back as a request (QR clear), not answered")
+	}
+	if key != nil && !signedWith(r, key) {
+		// RFC 8945 5.3: an answer to a signed request is signed with its
+		// key. Whoever sent one unsigned, or signed with another key the
+		// server knows (another zone's, which miekg/dns verifies all the
+		// same), does not hold the zone's: not the secondary, whose
+		// acknowledgement it would stand for.
+		return errors.New("answered NOTIFY not signed with the zone's key")
 	}
 	if r.Opcode != dns.OpcodeNotify || r.Rcode != dns.RcodeSuccess {
 		return fmt.Errorf("answered %s to NOTIFY", dns.RcodeToString[r.Rcode])

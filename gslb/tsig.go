@@ -138,6 +138,15 @@ func (p tsigProvider) Verify(msg []byte, t *dns.TSIG) error {
 	return nil
 }
 
+// signedWith says whether m carries a TSIG named as key (in any case,
+// RFC 4343): a zone's key is held by its secondaries only, and a TSIG that
+// verified with another key the server knows (another zone's) proves
+// nothing of them. The MAC is checked where the message is read.
+func signedWith(m *dns.Msg, key *configs.TSIG) bool {
+	t := m.IsTsig()
+	return t != nil && dns.CanonicalName(t.Hdr.Name) == dns.CanonicalName(key.Name)
+}
+
 // verifyTSIG checks the TSIG of a query that arrived over UDP, as the TCP
 // server checks it: with tsigProvider, the MAC before the time.
 func (s *Server) verifyTSIG(pkt []byte) error {
