@@ -16,13 +16,15 @@ import (
 // fast as its socket took them to a full session kept an edge core busy
 // on its own. Each participant has a token bucket of bytes: a message
 // takes its size plus configs.FanoutDeliveryBytes once per delivery it
-// made (at least one); a second's worth may go at once; past it the
+// made (at least one); a ping, a pong or a message's fragment as a message
+// to nobody (wsReader.next). A second's worth may go at once; past it the
 // reader, having relayed the message, waits until the rate has paid for
 // it before it reads the next. Nothing is dropped or reordered: the
 // sender's socket fills and its TCP window closes, as for any slow
 // server. A reader waits at most a second per message (the debt is
 // capped at a second's worth), so pacing never outlasts a participant's
-// keepalive and a stop ends the wait within paceSlice.
+// keepalive and a stop ends the wait within paceSlice (the wait for a
+// frame read after the stop, the close handshake's end: paceFrame).
 //
 // A bucket starts full, so a participant's first second cost nobody
 // anything: one client holding a session's key as an editor that joined,
@@ -269,7 +271,23 @@ func fanoutCost(size, deliveries int) int64 {
 // pace charges p's bucket with the cost of a message read at now and,
 // past it, waits — its reader holding the next message back — until the
 // rate has paid, or until p is stopped.
-func (p *participant) pace(cost int64, now time.Time) {
+func (p *participant) pace(cost int64, now time.Time) { p.paceFor(cost, now, false) }
+
+// paceFrame is pace for a frame read at now that is not a whole message
+// (a fragment, a control frame), or for what came once p was stopped (a
+// frame, a read of bytes dropped): that waits out its pace until the close
+// handshake's end, the stop ending no wait. A stopped participant's frames
+// are read until then, looking for its close, and unpaced, a client closed
+// at its join (1008) flooded empty frames for all of closeWait, connection
+// after connection (TestFloodWhileClosingIsPaced).
+func (p *participant) paceFrame(cost int64, now time.Time) {
+	p.paceFor(cost, now, p.stopping())
+}
+
+// paceFor is pace; closing: p was stopped before the frame paid for came,
+// and only the close handshake's end, not the stop, ends the wait (past
+// it the reader's next read from the socket ends the connection).
+func (p *participant) paceFor(cost int64, now time.Time, closing bool) {
 	s := p.srv
 	wait := p.fanout.charge(cost, s.fanoutRate.Load(), now.UnixNano())
 	if wait <= 0 {
@@ -278,7 +296,14 @@ func (p *participant) pace(cost int64, now time.Time) {
 	s.metrics.fanoutPaced.Inc()
 	// What was waited, not what was owed: a stop ends the wait early.
 	var waited time.Duration
-	for waited < wait && !p.stopping() {
+	for waited < wait {
+		if closing {
+			if by := p.closeBy.Load(); by != 0 && time.Now().UnixNano() >= by {
+				break
+			}
+		} else if p.stopping() {
+			break
+		}
 		d := min(wait-waited, paceSlice)
 		time.Sleep(d)
 		waited += d

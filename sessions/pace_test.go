@@ -2,7 +2,10 @@ package sessions
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -270,5 +273,228 @@ func TestResumeAfterAWholeReplay(t *testing.T) {
 	t.Logf("%d resumes, each sent once the last replay's msgs had all arrived: %d answered \"a replay is already on its way\"", resumes, refused)
 	if refused > 0 {
 		t.Errorf("%d of %d resumes refused for a replay the client held whole", refused, resumes)
+	}
+}
+
+// A control frame costs the edge too: reading it, and for a ping a pong
+// written back, a write each. Unpaced, one connection sending pings as
+// fast as its socket took them kept more than an edge core busy on its
+// own — the flood the fan-out pace closed for messages, reopened by the
+// frames RFC 6455 lets a client send at will (18.6 million pings in 2 s,
+// 61,305 pongs written, 2.3 s of CPU, where the same client sending
+// 1-byte messages to nobody was paced to 0.15 s). Each ping and pong is
+// now charged as a message to nobody is: what the edge has answered by
+// any moment is at most a second's worth and the rate since the first
+// write, plus the frame being paid for. A flood of unsolicited pongs
+// (nothing answered) is paced alike: a ping behind it is answered only
+// once the rate has paid for them.
+//
+// No duration is asserted: the time since the first write only loosens
+// the bound on a slow machine; a reader that is not paced breaks it on any.
+func TestControlFrameFloodIsPaced(t *testing.T) {
+	const (
+		frames = 600
+		rate   = 256 << 10
+	)
+	for _, kind := range []string{"ping", "pong"} {
+		t.Run(kind, func(t *testing.T) {
+			cfg := provisioned(configs.Edge{})
+			cfg.MaxFanoutBytesPerSecond = rate
+			e := startEdge(t, cfg, nil)
+			c := rawJoinKey(t, e, "control-"+kind)
+			op := byte(0x89)
+			if kind == "pong" {
+				op = 0x8a
+			}
+			var flood []byte
+			for i := range frames {
+				flood = append(flood, clientFrame(op, true, fmt.Appendf(nil, "%04d", i))...)
+			}
+			flood = append(flood, clientFrame(0x89, true, []byte("last"))...)
+			perFrame := 4 + configs.FanoutDeliveryBytes
+
+			start := time.Now()
+			if _, err := c.Write(flood); err != nil {
+				t.Fatal(err)
+			}
+			// The edge answers the latest ping it has read: each pong
+			// names how many pings it had read by then.
+			rf := newRawFrames(c)
+			var over []string
+			for {
+				op, payload, err := rf.next()
+				if err != nil {
+					t.Fatalf("no pong to the last ping: %v", err)
+				}
+				if op != websocket.PongMessage {
+					continue
+				}
+				n := frames // the last ping
+				if string(payload) != "last" {
+					if _, err := fmt.Sscanf(string(payload), "%04d", &n); err != nil {
+						t.Fatalf("pong %q", payload)
+					}
+				}
+				elapsed := time.Since(start)
+				allowed := rate + int(float64(rate)*elapsed.Seconds()) + perFrame
+				if taken := (n + 1) * perFrame; taken > allowed && len(over) < 5 {
+					over = append(over, fmt.Sprintf("frame %d answered after %v: %d KiB taken, at most %d KiB allowed", n, elapsed.Round(time.Millisecond), taken>>10, allowed>>10))
+				}
+				if n == frames {
+					break
+				}
+			}
+			paced := metricValue(t, e.s, "ringlb_edge_fanout_paced_total")
+			t.Logf("%d %ss and a ping at %d KiB/s: the ping answered after %v; paced %v times",
+				frames, kind, rate>>10, time.Since(start).Round(time.Millisecond), paced)
+			for _, o := range over {
+				t.Errorf("control frames not paced: %s", o)
+			}
+			if paced == 0 {
+				t.Error("ringlb_edge_fanout_paced_total counted no pacing")
+			}
+		})
+	}
+}
+
+// A message's fragments cost a read each, whatever they hold, and a
+// message is paced only once it is whole: one connection sending a
+// message of empty continuation frames without end kept an edge core
+// busy on its own (26.4 million fragments in 2 s, 1.9 s of CPU). Each
+// fragment is now charged as a message to nobody (its bytes are paid with
+// its message): what the edge has read of a message by any moment is at
+// most a second's worth and the rate since the first write, plus the
+// frame being paid for. The message still arrives whole.
+//
+// No duration is asserted: the time since the first write only loosens
+// the bound on a slow machine; a reader that is not paced breaks it on any.
+func TestFragmentFloodIsPaced(t *testing.T) {
+	const (
+		fragments = 600
+		rate      = 256 << 10
+	)
+	cfg := provisioned(configs.Edge{})
+	cfg.MaxFanoutBytesPerSecond = rate
+	e := startEdge(t, cfg, nil)
+	from := rawJoinKey(t, e, "fragments")
+	to := e.join(t, "fragments")
+	flood := clientFrame(0x01, true, []byte("first"))
+	for range fragments {
+		flood = append(flood, clientFrame(0x00, true, nil)...)
+	}
+	flood = append(flood, clientFrame(0x80, true, []byte(" last"))...)
+	perFrame := configs.FanoutDeliveryBytes
+
+	start := time.Now()
+	if _, err := from.Write(flood); err != nil {
+		t.Fatal(err)
+	}
+	kind, data, err := to.ReadMessage()
+	if err != nil || kind != websocket.TextMessage || string(data) != "first last" {
+		t.Fatalf("got %d %q, %v; want the message whole", kind, data, err)
+	}
+	elapsed := time.Since(start)
+	paced := metricValue(t, e.s, "ringlb_edge_fanout_paced_total")
+	t.Logf("a message of %d empty fragments at %d KiB/s: relayed after %v; paced %v times", fragments, rate>>10, elapsed.Round(time.Millisecond), paced)
+	allowed := rate + int(float64(rate)*elapsed.Seconds()) + perFrame
+	if taken := (fragments + 1) * perFrame; taken > allowed {
+		t.Errorf("fragments not paced: %d fragments read after %v, %d KiB taken, at most %d KiB allowed", fragments+1, elapsed.Round(time.Millisecond), taken>>10, allowed>>10)
+	}
+	if paced == 0 {
+		t.Error("ringlb_edge_fanout_paced_total counted no pacing")
+	}
+}
+
+// A participant being closed still has what it sends read until its
+// close handshake ends — frame by frame, its close looked for among them;
+// after a frame it was refused for (1009, 1002), as bytes dropped unread —
+// and no pace applied: a client refused at its join (1008: the session
+// speaks the other mode, is full, its token revoked) flooded 24.9 million
+// empty frames in the handshake's 2 s, 1.5 s of CPU, and one refused
+// 1009 had 2.2 GB read and dropped, 1.9 s, connection after connection.
+// What comes once the participant was stopped now waits out its pace
+// until the handshake's end, the stop ending no wait, as what a
+// participant that is not closing sends does: each frame, or each read
+// of dropped bytes, as a message to nobody.
+func TestFloodWhileClosingIsPaced(t *testing.T) {
+	bigHead := []byte{0x82, 0x80 | 127}
+	bigHead = binary.BigEndian.AppendUint64(bigHead, 1<<40)
+	bigHead = append(bigHead, 1, 2, 3, 4)
+	var emptyFrames []byte
+	for range 1000 {
+		emptyFrames = append(emptyFrames, clientFrame(0x82, true, nil)...)
+	}
+	for _, tc := range []struct {
+		name  string
+		join  func(e *testEdge) net.Conn
+		flood []byte
+	}{
+		{"join refused", func(e *testEdge) net.Conn {
+			e.joinV1(t, "closing", "", nil)
+			c, err := net.Dial("tcp", e.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: closing\r\n\r\n"
+			if _, err := io.WriteString(c, req); err != nil {
+				t.Fatal(err)
+			}
+			return c // refused 1008 after the 101
+		}, emptyFrames},
+		{"frame refused", func(e *testEdge) net.Conn {
+			c := rawJoinKey(t, e, "closing")
+			if _, err := c.Write(bigHead); err != nil {
+				t.Fatal(err)
+			}
+			return c // refused 1009: what follows is dropped unread
+		}, make([]byte, 64<<10)},
+		{"join refused, then a frame without end", func(e *testEdge) net.Conn {
+			e.joinV1(t, "closing", "", nil)
+			c, err := net.Dial("tcp", e.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: closing\r\n\r\n"
+			if _, err := io.WriteString(c, req); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write(bigHead); err != nil {
+				t.Fatal(err)
+			}
+			return c // its payload is skipped, unread
+		}, make([]byte, 64<<10)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := provisioned(configs.Edge{})
+			cfg.MaxFanoutBytesPerSecond = 256 << 10
+			e := startEdge(t, cfg, nil)
+			c := tc.join(e)
+			// Read until the edge ends the connection.
+			ended := make(chan struct{})
+			go func() {
+				defer close(ended)
+				_ = c.SetReadDeadline(time.Now().Add(testDeadline))
+				_, _ = io.Copy(io.Discard, c)
+			}()
+			start, sent := time.Now(), 0
+			_ = c.SetWriteDeadline(time.Now().Add(testDeadline))
+			for {
+				n, err := c.Write(tc.flood)
+				sent += n
+				if err != nil {
+					break
+				}
+			}
+			<-ended
+			paced := metricValue(t, e.s, "ringlb_edge_fanout_paced_total")
+			t.Logf("the closing client wrote %d KiB before its connection ended, after %v; paced %v times", sent>>10, time.Since(start).Round(time.Millisecond), paced)
+			if paced == 0 {
+				t.Error("ringlb_edge_fanout_paced_total counted no pacing: what the closing participant sent was read unpaced")
+			}
+		})
 	}
 }

@@ -201,7 +201,16 @@ func (rd *wsReader) next() error {
 		payload := rd.buf[rd.r : rd.r+n]
 		rd.r += n
 		maskBytes(payload, key)
-		return rd.control(op, payload)
+		if err := rd.control(op, payload); err != nil {
+			return err
+		}
+		// A ping or pong costs a read and, for a ping, a pong written
+		// back, as a message to nobody does: unpaced, a client sending
+		// pings as fast as its socket took them kept an edge core busy
+		// on its own, the flood the fan-out pace closed for messages
+		// (TestControlFrameFloodIsPaced).
+		p.paceFrame(fanoutCost(n, 1), time.Now())
+		return nil
 	}
 
 	if p.stopping() {
@@ -213,7 +222,11 @@ func (rd *wsReader) next() error {
 		} else if rd.msg == nil && !fin {
 			rd.msg = p.srv.frames.get() // only marks a message in progress
 		}
-		return rd.skip(length)
+		if err := rd.skip(length); err != nil {
+			return err
+		}
+		p.paceFrame(fanoutCost(0, 1), time.Now())
+		return nil
 	}
 	if op != wsContinuation {
 		rd.msg = p.srv.frames.get()
@@ -240,23 +253,29 @@ func (rd *wsReader) next() error {
 	if err := rd.payload(rd.msg, int(length), key); err != nil {
 		return err
 	}
-	if fin {
-		f := rd.msg
-		// RFC 6455 8.1: a text message that is not UTF-8 fails the
-		// connection. Relayed, it would fail the connection of every
-		// browser it reached: one participant could end a session's.
-		if f.kind == websocket.TextMessage && !utf8.Valid(f.payload()) {
-			rd.refuse(websocket.CloseInvalidFramePayloadData, "invalid utf8 payload in text message")
-			return nil
-		}
-		rd.msg = nil
-		p.srv.incoming.give(rd.held)
-		rd.held = 0
-		now := time.Now()
-		cost := p.received(f, now)
-		f.release()
-		p.pace(cost, now)
+	if !fin {
+		// A fragment costs a read, as a message to nobody does (its
+		// bytes are paid with its message): paced only once whole, a
+		// message of empty fragments without end kept an edge core busy
+		// (TestFragmentFloodIsPaced).
+		p.paceFrame(fanoutCost(0, 1), time.Now())
+		return nil
 	}
+	f := rd.msg
+	// RFC 6455 8.1: a text message that is not UTF-8 fails the
+	// connection. Relayed, it would fail the connection of every
+	// browser it reached: one participant could end a session's.
+	if f.kind == websocket.TextMessage && !utf8.Valid(f.payload()) {
+		rd.refuse(websocket.CloseInvalidFramePayloadData, "invalid utf8 payload in text message")
+		return nil
+	}
+	rd.msg = nil
+	p.srv.incoming.give(rd.held)
+	rd.held = 0
+	now := time.Now()
+	cost := p.received(f, now)
+	f.release()
+	p.pace(cost, now)
 	return nil
 }
 
@@ -453,7 +472,15 @@ func (rd *wsReader) read(dst []byte, boundary bool) (int, error) {
 	if err := p.setReadDeadline(deadline); err != nil {
 		return 0, err
 	}
-	return p.raw.Read(dst)
+	n, err := p.raw.Read(dst)
+	if stopping && n > 0 {
+		// Closing, what comes is dropped (discard, skip), but each read
+		// costs as a message to nobody of what it read: unpaced, a
+		// client refused 1009 had 2.2 GB read and dropped in the close
+		// handshake's 2 s (TestFloodWhileClosingIsPaced).
+		p.paceFrame(fanoutCost(n, 1), time.Now())
+	}
+	return n, err
 }
 
 // linger blocks in a read until readerLinger after the last frame: a
