@@ -240,11 +240,19 @@ func (l *limitListener) Accept() (net.Conn, error) {
 var refusalPerIPRate = acceptguard.HTTPAnswer(429, "too many new connections from your address; slow down")
 
 // refuse answers a refused connection with a status line the client can
-// understand (on a TLS port, with nothing), then closes it.
+// understand (on a TLS port, with nothing), then closes it. The answer
+// waits for the request to begin (RefuseServed): the connection is refused
+// on its first read, as soon as it is accepted, and a client yet to send
+// its request took an answer written then for a stray one
+// (TestPerIPRefusalAnswersTheRequestNotBeforeIt).
 func (l *limitListener) refuse(c net.Conn, reason string, answer []byte) {
 	l.rejected.WithLabelValues(reason).Inc()
 	if l.tls {
 		answer = refusalInTLS
+	}
+	if g := guardConn(c); g != nil {
+		l.guard.RefuseServed(c, g, answer)
+		return
 	}
 	l.guard.Refuse(c, answer)
 }

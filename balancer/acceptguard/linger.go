@@ -170,7 +170,8 @@ func (s *lingerSlot) Read(p []byte) (int, error) {
 // request begins to arrive) on a goroutine the Listener owns. At lingerMax,
 // once the Listener is closed, or for a connection that cannot shut its
 // write side, the answer is written (bounded in time) and the connection
-// closed at once — one that wraps a Conn of a Listener lingers in its Close.
+// closed at once — one that wraps a Conn of a Listener lingers in its Close
+// (RefuseServed waits for its request as well).
 func (l *Listener) Refuse(c net.Conn, answer []byte) {
 	cw, ok := c.(closeWriter)
 	var s *lingerSlot
@@ -187,6 +188,32 @@ func (l *Listener) Refuse(c net.Conn, answer []byte) {
 		s.linger(cw, answer, false, l.lingering.timeout)
 		_ = c.Close()
 	}()
+}
+
+// RefuseServed refuses c, a server's wrapper of conn, one of the Listener's
+// Conns (PROXY protocol; limits checked on the first read), as Refuse does:
+// the answer written once the request begins to arrive, then a linger on
+// conn's socket. Refuse cannot shut such a c's write side, and wrote its
+// answer at once: a client that had connected and not yet sent its request
+// (a preconnected or pooled socket) got an answer to nothing, which an HTTP
+// client drops as a stray response on an idle connection (Go's transport:
+// "unsolicited response"). It runs on the caller's goroutine — the
+// server's, serving c — and returns once c is closed.
+func (l *Listener) RefuseServed(c net.Conn, conn *Conn, answer []byte) {
+	cw, ok := conn.Conn.(closeWriter)
+	var s *lingerSlot
+	if ok {
+		s = l.lingering.take(c)
+	}
+	if s == nil {
+		writeRefusal(c, answer)
+		_ = c.Close()
+		return
+	}
+	conn.NoLinger() // it lingers here, not once more in its Close
+	s.linger(cw, answer, false, l.lingering.timeout)
+	l.lingering.give(s)
+	_ = c.Close()
 }
 
 // writeRefusal writes answer, bounded in time.
