@@ -136,7 +136,10 @@ func TestAdminSessionCookieNeverReachesABackend(t *testing.T) {
 	session := setup.Browser(t, h.admin)["Cookie"]
 	backend := startRawBackend(t)
 	h.ring.Update([]ring.Member{{Name: "raw", URL: backend.url, Weight: 1}})
-	cookies := "Cookie: theme=dark; " + session + "; ctstickiness=k\r\nCookie: " + session + "; lang=en\r\n"
+	// A login over TLS names its cookie __Host-ringlb_admin: as much a
+	// login to the admin port.
+	hostSession := operator.SessionHostCookie + "=" + session[len(operator.SessionCookie)+1:] + "-host"
+	cookies := "Cookie: theme=dark; " + session + "; ctstickiness=k\r\nCookie: " + session + "; " + hostSession + "; lang=en\r\n"
 	for _, tt := range []struct {
 		name, head string
 		status     int
@@ -151,7 +154,7 @@ func TestAdminSessionCookieNeverReachesABackend(t *testing.T) {
 				t.Fatalf("answers %v, backend parsed %d requests; want %d and one request", statuses, len(reqs), tt.status)
 			}
 			got := strings.Join(reqs[0].header.Values("Cookie"), "; ")
-			if strings.Contains(got, session[len(operator.SessionCookie)+1:]) {
+			if strings.Contains(got, session[len(operator.SessionCookie)+1:]) || strings.Contains(got, operator.SessionHostCookie) {
 				t.Errorf("the backend got the admin session: Cookie %q", got)
 			}
 			for _, kept := range []string{"theme=dark", "ctstickiness=k", "lang=en"} {
@@ -174,6 +177,7 @@ var adminCookieLines = []string{
 	"set-cookie:  ringlb_admin =planted-spaced; Path=/api",
 	"SET-COOKIE : ringlb_admin=planted-colon",
 	"Set-Cookie: ringlb_admin; Path=/api/planted-nameless",
+	"Set-Cookie: __Host-ringlb_admin=planted-host; Path=/; Secure; HttpOnly",
 }
 
 // keptCookieLines are Set-Cookie lines of other cookies, which reach the

@@ -26,7 +26,10 @@ func TestSetsAdminCookie(t *testing.T) {
 		{"ringlb_admin=", true},
 		{"RINGLB_ADMIN=x", false}, // names are case-sensitive
 		{"ringlb_admin2=x", false},
-		{"__Host-ringlb_admin=x", false},
+		{"__Host-ringlb_admin=x; Secure; Path=/", true}, // the name of a login over TLS
+		{"=__Host-ringlb_admin=x", true},
+		{"__host-ringlb_admin=x", false},
+		{"__Secure-ringlb_admin=x", false},
 		{"theme=ringlb_admin", false},
 		{"theme=x; ringlb_admin=y", false}, // an attribute the browser ignores
 		{"", false},

@@ -681,8 +681,9 @@ func prepareRequestHeader(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, k
 	// to an admin port on this host's name sends it here too, and a
 	// backend — a third-party static edge — would get a 12-hour login to
 	// the admin API. The Cookie lines are parsed already (h.All above):
-	// no allocation.
+	// no allocation. Both names: a login over TLS sets the other.
 	h.DelCookie(operator.SessionCookie)
+	h.DelCookie(operator.SessionHostCookie)
 	if prior != nil {
 		h.SetBytesV(fasthttp.HeaderXForwardedFor, prior)
 	} else {
@@ -833,9 +834,10 @@ func stripHopByHopResponse(h *fasthttp.ResponseHeader) {
 // login cookie from its answer; the others stay, in their order. Cookies
 // go by host, not port (RFC 6265, 8.5): a backend — a third-party static
 // edge — answering through the balancer sets cookies for the host name the
-// admin ports are opened by too, and one named operator.SessionCookie
-// would overwrite the operator's login (a logout), or log their browser in
-// to the admin port as a session of the backend's choosing (login CSRF).
+// admin ports are opened by too, and one named operator.SessionCookie (or
+// operator.SessionHostCookie, a login's over TLS) would overwrite the
+// operator's login (a logout), or log their browser in to the admin port
+// as a session of the backend's choosing (login CSRF).
 // fasthttp has parsed the lines (joined folds, ended lines at a bare LF,
 // refused a bare CR, trimmed the header name): only the values are read
 // here. No allocation unless there is a line to drop.
@@ -882,7 +884,7 @@ func setsAdminCookie(v []byte) bool {
 		}
 		name = trimCookieSpace(value)
 	}
-	return string(name) == operator.SessionCookie
+	return string(name) == operator.SessionCookie || string(name) == operator.SessionHostCookie
 }
 
 // trimCookieSpace trims whitespace and control bytes from both ends of b,

@@ -296,8 +296,8 @@ func ParseKeySource(spec string) (KeySource, error) {
 			return KeySource{}, fmt.Errorf("%q: name has a character not allowed in a %s name", spec, kind)
 		}
 	}
-	if src.From == KeyFromCookie && name == CookieAdmin {
-		return KeySource{}, fmt.Errorf("%q: %s is the admin ports' login, never a session key (and never forwarded to a backend); name another cookie", spec, CookieAdmin)
+	if src.From == KeyFromCookie && (name == CookieAdmin || name == CookieAdminHost) {
+		return KeySource{}, fmt.Errorf("%q: %s is the admin ports' login, never a session key (and never forwarded to a backend); name another cookie", spec, name)
 	}
 	return src, nil
 }

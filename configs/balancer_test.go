@@ -17,6 +17,7 @@ func TestKeySection(t *testing.T) {
 		{"bad kinds", "balancer: { key: { sources: [heder:x, cookie:ctstickiness, query] } }", "balancer.key.sources[0]", "kind must be"},
 		{"no name", "balancer: { key: { sources: [heder:x, cookie:ctstickiness, query] } }", "balancer.key.sources[2]", "KIND:NAME"},
 		{"the admin login cookie", "balancer: { key: { sources: [header:ctstickiness, cookie:ringlb_admin] } }", "balancer.key.sources[1]", "admin ports' login"},
+		{"the admin login cookie over TLS", "balancer: { key: { sources: [cookie:__Host-ringlb_admin] } }", "balancer.key.sources[0]", "admin ports' login"},
 		{"max length", "balancer: { key: { max_length: 100000 } }", "balancer.key.max_length", "[1, 4096]"},
 		{"assign without cookie", "balancer: { key: { sources: [header:ctstickiness], assign_cookie: true } }", "balancer.key.assign_cookie", "cookie:NAME"},
 		{"no_key assign without cookie", "balancer: { key: { sources: [header:ctstickiness], no_key: assign_cookie } }", "balancer.key.no_key", "cookie:NAME"},

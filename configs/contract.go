@@ -13,6 +13,13 @@ const (
 	// neither forwards it to a backend nor lets a backend set it, and no
 	// key source may read it.
 	CookieAdmin = "ringlb_admin"
+	// CookieAdminHost is CookieAdmin's name when the login came over
+	// TLS, taken before it: a browser takes a __Host- cookie only from a
+	// secure page of the very host, Secure, Path=/ and without Domain, so
+	// neither a sibling host name nor a man in the middle of a plain-HTTP
+	// page can plant one (cookie tossing). A credential like CookieAdmin,
+	// held to the same rules on data ports.
+	CookieAdminHost = "__Host-" + CookieAdmin
 )
 
 // HTTP headers.

@@ -113,7 +113,9 @@ func (a Access) wrap(h http.Handler, write bool) http.Handler {
 func (a Access) serve(w http.ResponseWriter, r *http.Request, h http.Handler, write bool) {
 	caller, code, msg := a.check(r, write)
 	if code != 0 {
-		refuse(w, code, msg, a.Node.loginEnabled())
+		// Logging in again leaves a planted cookie where it is: the
+		// dashboard shows the message instead of going to the login.
+		refuse(w, code, msg, a.Node.loginEnabled() && msg != ambiguousCookies)
 		return
 	}
 	if !write {
@@ -183,6 +185,9 @@ func (a Access) check(r *http.Request, write bool) (caller string, code int, msg
 	case hasBearer && tokenIs(bearer, token):
 		operator, caller = true, CallerToken
 	case logins:
+		if a.Node.Logins.ambiguous(r) {
+			return "", http.StatusUnauthorized, ambiguousCookies
+		}
 		if user, ok := a.Node.Logins.user(r); ok {
 			operator, caller = true, CallerUserPrefix+user
 		}

@@ -113,8 +113,11 @@ type failures struct {
 const (
 	// SessionCookie is the login session's cookie: HttpOnly (no script
 	// reads it), SameSite=Strict (no other site's request carries it),
-	// Secure under TLS (overTLS), Path=/.
+	// Path=/; over TLS (overTLS) it is SessionHostCookie, Secure.
 	SessionCookie = configs.CookieAdmin
+	// SessionHostCookie is the session cookie of a login over TLS
+	// (overTLS), taken before SessionCookie: a name no other host can set.
+	SessionHostCookie = configs.CookieAdminHost
 	// SessionTTL is how long a login lasts.
 	SessionTTL = 12 * time.Hour
 	// maxSessions bounds the sessions kept; a login beyond it ends the
@@ -294,6 +297,11 @@ func (l *Logins) user(r *http.Request) (string, bool) {
 	if !ok {
 		return "", false
 	}
+	return l.sessionUser(id)
+}
+
+// sessionUser is the logged-in user of the session id.
+func (l *Logins) sessionUser(id [sha256.Size]byte) (string, bool) {
 	l.mu.Lock()
 	s, ok := l.sessions[id]
 	l.mu.Unlock()
@@ -309,14 +317,63 @@ func (l *Logins) user(r *http.Request) (string, bool) {
 	return s.User, true
 }
 
+// ambiguousCookies refuses a request with more than one session cookie.
+const ambiguousCookies = "more than one " + SessionCookie + " cookie: another site of this domain may have set one to pass for your session; clear this site's cookies in the browser and log in again"
+
+// ambiguous reports whether r carries more than one session cookie, and
+// records the refusal with the users of the valid sessions among them.
+// Cookie tossing: a sibling host name (a.example.com beside
+// admin.example.com), anything else that sets cookies for a parent domain,
+// or a man in the middle of a plain-HTTP page of the host sets
+// ringlb_admin=<a session of its own> with Domain=.example.com and a longer
+// Path; the browser sends both, the more specific path first, and the
+// operator's reads and changes ran as the planted session (login CSRF:
+// their changes audited as another user's, that user shown what they
+// submit). Which one the operator's is cannot be told, so neither is taken.
+func (l *Logins) ambiguous(r *http.Request) bool {
+	cookies := r.CookiesNamed(SessionHostCookie)
+	if len(cookies) == 0 {
+		cookies = r.CookiesNamed(SessionCookie)
+	}
+	if len(cookies) < 2 {
+		return false
+	}
+	var users []string
+	for _, c := range cookies {
+		if id, ok := sessionID(c.Value); ok {
+			if user, ok := l.sessionUser(id); ok {
+				users = append(users, CallerUserPrefix+user)
+			}
+		}
+	}
+	// Recorded as a refused login: rate-limited like them (anyone may
+	// send two cookies), and the operators learn whose session was
+	// planted.
+	l.audit.AddRefused(Record{Who: "several session cookies", Remote: r.RemoteAddr, Action: "login",
+		Target: strings.Join(users, " "), Result: http.StatusUnauthorized})
+	return true
+}
+
 // cookieID is the session key of a request's cookie: the SHA-256 of its 32
-// random bytes.
+// random bytes. SessionHostCookie comes first: beside it, a SessionCookie
+// may be anyone's that could set cookies for the domain.
 func cookieID(r *http.Request) ([sha256.Size]byte, bool) {
-	c, err := r.Cookie(SessionCookie)
-	if err != nil || len(c.Value) != base64.RawURLEncoding.EncodedLen(32) {
+	c, err := r.Cookie(SessionHostCookie)
+	if err != nil {
+		c, err = r.Cookie(SessionCookie)
+	}
+	if err != nil {
 		return [sha256.Size]byte{}, false
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(c.Value)
+	return sessionID(c.Value)
+}
+
+// sessionID is the session key of a cookie's value.
+func sessionID(value string) ([sha256.Size]byte, bool) {
+	if len(value) != base64.RawURLEncoding.EncodedLen(32) {
+		return [sha256.Size]byte{}, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(value)
 	if err != nil {
 		return [sha256.Size]byte{}, false
 	}
@@ -787,7 +844,11 @@ func (n *Node) serveLogin(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusServiceUnavailable, held)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: value, Path: "/", Expires: expires, MaxAge: int(SessionTTL.Seconds()),
+	name := SessionCookie
+	if overTLS(r) {
+		name = SessionHostCookie
+	}
+	http.SetCookie(w, &http.Cookie{Name: name, Value: value, Path: "/", Expires: expires, MaxAge: int(SessionTTL.Seconds()),
 		HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
 	rec.Result = http.StatusOK
 	n.Audit.Add(rec)
@@ -821,6 +882,9 @@ func (n *Node) serveLogout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
+	// Both names, whichever the login set: a browser takes this one only
+	// over TLS (Secure), and ignores it otherwise.
+	http.SetCookie(w, &http.Cookie{Name: SessionHostCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
 	WriteJSON(w, http.StatusOK, map[string]bool{"logged_out": true})
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -988,12 +990,13 @@ func TestLoginBehindATLSProxyIsSecure(t *testing.T) {
 		t.Fatalf("login through the TLS proxy: %s", resp.Status)
 	}
 	secure := func(resp *http.Response) (bool, bool) {
+		secure, set := true, false
 		for _, ck := range resp.Cookies() {
-			if ck.Name == SessionCookie {
-				return ck.Secure, true
+			if ck.Name == SessionCookie || ck.Name == SessionHostCookie {
+				secure, set = secure && ck.Secure, true
 			}
 		}
-		return false, false
+		return secure, set
 	}
 	if s, ok := secure(resp); !ok || !s {
 		t.Errorf("the session cookie of a login from an https page: set %v, Secure %v; want Secure", ok, s)
@@ -1212,5 +1215,163 @@ func TestConcurrentGuessesHeldToTheFailureCount(t *testing.T) {
 	// The right password is refused too, as after guesses one by one.
 	if code := postLogin(t, noRedirects(), base, "alice", testPassword, nil).StatusCode; code != http.StatusTooManyRequests {
 		t.Errorf("the right password after the guesses: %d, want 429", code)
+	}
+}
+
+// Cookie tossing: a sibling of the admin ports' host name (or anyone who can
+// set cookies for a parent domain, or a man in the middle of a plain-HTTP
+// page of the host) plants its own session as ringlb_admin with a longer
+// Path; browsers send the more specific path first — as Go's cookie jar does
+// here — and the operator's calls ran as the planted session: reads answered
+// for the attacker's user, changes audited as the attacker's. A request
+// carrying more than one session cookie is ambiguous and refused, saying how
+// to recover, whichever comes first; the refusal is recorded.
+func TestTossedSessionCookieIsRefused(t *testing.T) {
+	users := filepath.Join(t.TempDir(), "users")
+	writeUsers(t, users, map[string]string{"alice": testPassword, "mallory": testPassword + " too"})
+	n := newTestNode(t, configs.Admin{UsersFile: users})
+	base := loginServer(t, n, "")
+	same := map[string]string{"Origin": base, "Sec-Fetch-Site": "same-origin"}
+
+	attacker := noRedirects()
+	if resp := postLogin(t, attacker, base, "mallory", testPassword+" too", same); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the attacker's own login: %s", resp.Status)
+	}
+	operator := noRedirects()
+	if resp := postLogin(t, operator, base, "alice", testPassword, same); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the operator's login: %s", resp.Status)
+	}
+	u, _ := url.Parse(base)
+	tossed := attacker.Jar.Cookies(u)[0]
+	tossed.Path = "/api" // more specific than the operator's Path=/: sent first
+	operator.Jar.SetCookies(u, []*http.Cookie{tossed})
+
+	do := func(c *http.Client, method, path string) (int, string) {
+		req, _ := http.NewRequest(method, base+path, nil)
+		req.Header.Set(configs.HeaderAdmin, "1")
+		req.Header.Set("Origin", base)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := do(operator, http.MethodGet, "/api/sessions")
+	t.Logf("read with the attacker's cookie first: %d %q", code, body)
+	if code != http.StatusUnauthorized || !strings.Contains(body, "clear") || strings.Contains(body, `"login"`) {
+		t.Errorf("read with the attacker's session cookie before the operator's: %d %q; want 401 saying to clear the cookies, not naming the login (which leaves the planted cookie: the dashboard would loop)", code, body)
+	}
+	code, body = do(operator, http.MethodPost, "/api/drain")
+	t.Logf("change with the attacker's cookie first: %d %q", code, body)
+	if code != http.StatusUnauthorized {
+		t.Errorf("change with the attacker's session cookie before the operator's: %d %q; want 401", code, body)
+	}
+	for _, rec := range n.Audit.List(10) {
+		if rec.Action == "drain" {
+			t.Errorf("a change went through with two session cookies: %+v", rec)
+		}
+	}
+	// The other order is as ambiguous: which one the browser meant is unknown.
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/sessions", nil)
+	req.AddCookie(operator.Jar.Cookies(&url.URL{Scheme: "http", Host: u.Host, Path: "/"})[0])
+	req.AddCookie(tossed)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("read with the operator's session cookie before the attacker's: %s, want 401", resp.Status)
+	}
+	refused := false
+	for _, rec := range n.Audit.List(10) {
+		refused = refused || rec.Result == http.StatusUnauthorized && strings.Contains(rec.Target, "user:mallory") && strings.Contains(rec.Target, "user:alice")
+	}
+	if !refused {
+		t.Errorf("no audit record of the refused cookies naming both sessions' users: %+v", n.Audit.List(10))
+	}
+	// Each alone still works: the refusal is of the ambiguity.
+	if code, who := do(attacker, http.MethodGet, "/api/sessions"); code != http.StatusOK || who != "user:mallory" {
+		t.Errorf("the attacker's own session alone: %d %q", code, who)
+	}
+}
+
+// Behind TLS the session cookie is __Host-ringlb_admin: Secure, Path=/ and
+// no Domain, which a browser takes only from a secure page of this very
+// host — no sibling host name, nothing setting cookies for a parent domain
+// and no man in the middle of a plain-HTTP page can set one. It is taken
+// before any ringlb_admin, so a planted one stands for nobody beside it;
+// a logout clears both names.
+func TestLoginOverTLSIsHostOnly(t *testing.T) {
+	users := filepath.Join(t.TempDir(), "users")
+	writeUsers(t, users, map[string]string{"alice": testPassword, "mallory": testPassword + " too"})
+	n := newTestNode(t, configs.Admin{UsersFile: users})
+	base := loginServer(t, n, "")
+	target, _ := url.Parse(base)
+	proxy := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
+	defer proxy.Close()
+	c := proxy.Client()
+	c.Jar, _ = cookiejar.New(nil)
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp := postLogin(t, c, proxy.URL, "alice", testPassword, map[string]string{"Origin": proxy.URL, "Sec-Fetch-Site": "same-origin"})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login through the TLS proxy: %s", resp.Status)
+	}
+	set := map[string]*http.Cookie{}
+	for _, ck := range resp.Cookies() {
+		set[ck.Name] = ck
+	}
+	t.Logf("cookies set by a login over TLS: %v", slices.Collect(maps.Keys(set)))
+	if ck := set[SessionHostCookie]; ck == nil || !ck.Secure || ck.Path != "/" || ck.Domain != "" || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode {
+		t.Fatalf("login over TLS: %s cookie %+v; want it Secure, HttpOnly, SameSite=Strict, Path=/, no Domain", SessionHostCookie, ck)
+	}
+
+	// The attacker's session, planted as ringlb_admin with a longer path.
+	attacker := noRedirects()
+	if resp := postLogin(t, attacker, base, "mallory", testPassword+" too", map[string]string{"Origin": base}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the attacker's own login: %s", resp.Status)
+	}
+	tossed := attacker.Jar.Cookies(target)[0]
+	tossed.Path = "/api"
+	proxyURL, _ := url.Parse(proxy.URL)
+	c.Jar.SetCookies(proxyURL, []*http.Cookie{tossed})
+	do := func(method, path string) (int, string) {
+		req, _ := http.NewRequest(method, proxy.URL+path, nil)
+		req.Header.Set(configs.HeaderAdmin, "1")
+		req.Header.Set("Origin", proxy.URL)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, who := do(http.MethodGet, "/api/sessions"); code != http.StatusOK || who != "user:alice" {
+		t.Errorf("read with the host-only cookie and a planted %s: %d %q, want the operator's", SessionCookie, code, who)
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, proxy.URL+PathLogout, nil)
+	req.Header.Set(configs.HeaderAdmin, "1")
+	req.Header.Set("Origin", proxy.URL)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("logout through the TLS proxy: %s", resp.Status)
+	}
+	cleared := map[string]bool{}
+	for _, ck := range resp.Cookies() {
+		cleared[ck.Name] = ck.MaxAge < 0 && ck.Path == "/"
+	}
+	if !cleared[SessionCookie] || !cleared[SessionHostCookie] {
+		t.Errorf("logout over TLS cleared %v; want both %s and %s", cleared, SessionCookie, SessionHostCookie)
+	}
+	if _, who := do(http.MethodGet, "/api/sessions"); who == "user:alice" {
+		t.Errorf("the logged-out session still reads")
 	}
 }
