@@ -92,7 +92,7 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 
 	var kb keyBuf
 	keys := cur.keys
-	key, _, err := keys.extract(&ctx.Request, &kb)
+	key, source, err := keys.extract(&ctx.Request, &kb)
 	assigned := false
 	switch {
 	case errors.Is(err, errNoKey) && keys.byIP:
@@ -105,6 +105,12 @@ func (b *Balancer) serveData(ctx *fasthttp.RequestCtx) {
 		key, assigned = assignKey(&kb), true
 	case err != nil:
 		b.reply(ctx, "", fasthttp.StatusBadRequest, keys.rejectBody(err))
+		return
+	case source == sourceCookie && isWebSocketUpgrade(&ctx.Request.Header) &&
+		configs.CrossOriginCookieKey(ctx.Request.Header.Peek(fasthttp.HeaderOrigin), ctx.Host()):
+		// The browser attached the cookie to another page's socket: that
+		// page would be tunnelled to the cookie's session.
+		b.refuse(ctx, fasthttp.StatusForbidden, configs.ErrCrossOriginCookieKey)
 		return
 	}
 

@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"bytes"
 	"errors"
 	"unicode/utf8"
 )
@@ -58,4 +59,33 @@ func CheckKey(key []byte, maxLength int) error {
 		i += size
 	}
 	return nil
+}
+
+// ErrCrossOriginCookieKey is why CrossOriginCookieKey's upgrades are refused.
+var ErrCrossOriginCookieKey = errors.New("a WebSocket opened by a page of another origin carries the session key only in a cookie; send it in the query or a join token")
+
+// CrossOriginCookieKey reports whether a WebSocket upgrade whose stickiness
+// key came from a cookie was opened by a page of another origin, by its
+// Origin header and its Host, and must be refused. A browser attaches the
+// cookie to whatever page opens the socket — for a SameSite=Lax cookie,
+// any page of the same site, another subdomain of its domain included —
+// so the key is then no secret the page proved it knew, and such a page
+// would join, read and write the victim's session. (A page of another
+// port of the host reads the cookie itself: no check helps there.) A key
+// the page sends itself (a query parameter, a join token) is not ambient
+// and is not held to this. Origin "null" (sandboxed frames, file: pages)
+// is another origin; no Origin (no browser) is none. The scheme is not
+// compared: a proxy terminating TLS in front is the same origin. It does
+// not allocate.
+func CrossOriginCookieKey(origin, host []byte) bool {
+	if len(origin) == 0 {
+		return false
+	}
+	rest, ok := bytes.CutPrefix(origin, []byte("https://"))
+	if !ok {
+		if rest, ok = bytes.CutPrefix(origin, []byte("http://")); !ok {
+			return true
+		}
+	}
+	return !bytes.EqualFold(rest, host)
 }

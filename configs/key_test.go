@@ -72,3 +72,29 @@ func FuzzCheckKey(f *testing.F) {
 		}
 	})
 }
+
+func TestCrossOriginCookieKey(t *testing.T) {
+	for _, tt := range []struct {
+		origin, host string
+		want         bool
+	}{
+		{"", "ide.example.com", false},
+		{"https://ide.example.com", "ide.example.com", false},
+		{"http://IDE.example.com", "ide.example.com", false},
+		{"http://127.0.0.1:8080", "127.0.0.1:8080", false},
+		{"https://preview.example.com", "ide.example.com", true},
+		{"http://127.0.0.1:9090", "127.0.0.1:8080", true},
+		{"https://ide.example.com.evil.example", "ide.example.com", true},
+		{"null", "ide.example.com", true},
+		{"file://", "ide.example.com", true},
+		{"chrome-extension://abc", "ide.example.com", true},
+	} {
+		if got := CrossOriginCookieKey([]byte(tt.origin), []byte(tt.host)); got != tt.want {
+			t.Errorf("Origin %q, Host %q: %v, want %v", tt.origin, tt.host, got, tt.want)
+		}
+	}
+	origin, host := []byte("https://ide.example.com"), []byte("ide.example.com")
+	if n := testing.AllocsPerRun(100, func() { CrossOriginCookieKey(origin, host) }); n != 0 {
+		t.Errorf("allocates %v times", n)
+	}
+}

@@ -37,6 +37,9 @@ func servePad(ctx *fasthttp.RequestCtx, path string) {
 	// put in the page as text, and this keeps it that way even if that
 	// ever slipped.
 	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+	// frame-ancestors for the browsers that predate it: a framed pad
+	// could be clicked into typing for another page.
+	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-cache")

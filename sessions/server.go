@@ -307,11 +307,10 @@ func New(cfg configs.Edge, name, region string, logger *slog.Logger, reg *promet
 		WriteBufferSize: writeBufferSize,
 		WriteBufferPool: &s.writeBuffers,
 		Subprotocols:    []string{protocolV1},
-		// Every origin is allowed: browsers reach the edge only through a
-		// balancer, which forwards their Host, and a session is guarded by
-		// its unguessable key (and, later, a signed join token), not by the
-		// page that opened the socket. Same-origin checks would refuse the
-		// demo pad served from another port and add nothing.
+		// Every origin is allowed here: a session is guarded by its
+		// unguessable key (and a signed join token), not by the page that
+		// opened the socket. A key the browser attached itself, a cookie,
+		// is held to its page's origin before (serveWebSocket).
 		CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
 		Error: func(ctx *fasthttp.RequestCtx, status int, reason error) {
 			ctx.Response.Header.Set("Sec-Websocket-Version", "13")
@@ -449,6 +448,13 @@ func (s *Server) serveWebSocket(ctx *fasthttp.RequestCtx) {
 	key, err := sessionKey(&ctx.Request.Header)
 	if err != nil {
 		ctx.Error("bad request: "+err.Error()+"\n", fasthttp.StatusBadRequest)
+		return
+	}
+	// Behind a balancer the key is in the header; a browser reaching the
+	// edge directly sends it as a cookie, which any page of its site gets
+	// attached (configs.CrossOriginCookieKey).
+	if len(ctx.Request.Header.Peek(keyName)) == 0 && configs.CrossOriginCookieKey(ctx.Request.Header.Peek(fasthttp.HeaderOrigin), ctx.Host()) {
+		ctx.Error("forbidden: "+configs.ErrCrossOriginCookieKey.Error()+"\n", fasthttp.StatusForbidden)
 		return
 	}
 	if err := s.checkSkip(ctx, key); err != nil {

@@ -198,6 +198,29 @@ func TestPlainEndpoints(t *testing.T) {
 	}
 }
 
+// The pad's files are served as the dashboard and the login page are: no
+// page of another site may frame them (X-Frame-Options for the browsers
+// that predate frame-ancestors), none is sniffed into another type, and the
+// session key in the page's URL goes out in no Referer.
+func TestPadHeaders(t *testing.T) {
+	e := startEdge(t, configs.Edge{}, nil)
+	for _, path := range []string{"/?session=k", padScriptPath, padStylePath} {
+		resp, _ := e.get(t, e.data, path)
+		for name, want := range map[string]string{
+			"X-Frame-Options":        "DENY",
+			"X-Content-Type-Options": "nosniff",
+			"Referrer-Policy":        "no-referrer",
+		} {
+			if got := resp.Header.Get(name); got != want {
+				t.Errorf("%s: %s = %q, want %q", path, name, got, want)
+			}
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") {
+			t.Errorf("%s: Content-Security-Policy %q", path, csp)
+		}
+	}
+}
+
 func TestSessionKeySources(t *testing.T) {
 	tests := []struct {
 		name   string

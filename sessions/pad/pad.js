@@ -25,11 +25,13 @@ function $(id) { return document.getElementById(id); }
 const ta = $('text');
 
 // The session key: ?session=NAME, else a new random one put in the URL so
-// that it can be shared.
+// that it can be shared. Whoever knows a key joins its session, so a new
+// one is 128 bits from the browser's CSPRNG, as the balancer's assigned
+// keys: a few characters of Math.random could be enumerated.
 const params = new URLSearchParams(location.search);
 let session = (params.get('session') || '').slice(0, 64);
 if (!session) {
-  session = 'pad-' + Math.random().toString(36).slice(2, 8);
+  session = 'pad-' + Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
   params.set('session', session);
   history.replaceState(null, '', '?' + params.toString());
 }
@@ -63,6 +65,7 @@ const st = {
   cursorTimer: null,
   lastCursor: '',
   joined: false,     // this connection got its welcome
+  misrouted: false,  // this connection's welcome named another session
 };
 
 // ---- text helpers -------------------------------------------------------
@@ -220,11 +223,13 @@ function connect() {
   setStatus(st.reconnects ? 'reconnecting…' : 'connecting…', 'warn');
   st.synced = false;
   st.joined = false;
+  st.misrouted = false;
   st.inflight = null;
   const ws = new WebSocket(wsURL(), PROTOCOL);
   st.ws = ws;
   ws.onmessage = (ev) => {
-    if (ws !== st.ws) return;
+    // A session not ours writes nothing here either, while it closes.
+    if (ws !== st.ws || st.misrouted) return;
     let f;
     try { f = JSON.parse(ev.data); } catch (_) { return; }
     handle(f);
@@ -243,7 +248,7 @@ function connect() {
     // the balancer, to the session's new edge. Otherwise back off.
     const delay = ev.code === 1012 ? 100 + Math.random() * 200 : Math.min(5000, 300 * 2 ** Math.min(st.failures, 5));
     setStatus((ev.code === 1012 ? 'edge draining' : 'disconnected (' + ev.code + ')') + ', reconnecting…', 'warn');
-    if (st.failures >= 3) {
+    if (st.failures >= 3 && !st.misrouted) {
       showHint('Cannot join the session. Open the pad through a balancer (e.g. http://127.0.0.1:8080/?session=' + session +
         '): an edge opened directly refuses sessions it does not own.');
     }
@@ -295,6 +300,17 @@ function handle(f) {
 }
 
 function onWelcome(w) {
+  if (w.session !== cookieKey) {
+    // The browser sent another ctstickiness cookie first: one on a more
+    // specific path, or from another port of this host or another site of
+    // its domain, or another tab's written just before our handshake.
+    // Whoever holds that session would read and write this text: join
+    // only our own.
+    st.misrouted = true;
+    showHint('The browser sent the key of another session (a ctstickiness cookie of another path or site); not joining it. Remove that cookie to join ' + session + '.');
+    st.ws.close();
+    return;
+  }
   st.joined = true;
   st.failures = 0;
   st.participant = w.participant;
