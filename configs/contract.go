@@ -14,7 +14,7 @@ const (
 	// key source may read it.
 	CookieAdmin = "ringlb_admin"
 	// CookieAdminHost is CookieAdmin's name when the login came over
-	// TLS, taken before it: a browser takes a __Host- cookie only from a
+	// TLS, taken before it and over TLS alone: a browser takes a __Host- cookie only from a
 	// secure page of the very host, Secure, Path=/ and without Domain, so
 	// neither a sibling host name nor a man in the middle of a plain-HTTP
 	// page can plant one (cookie tossing). A credential like CookieAdmin,

@@ -201,7 +201,10 @@ func (a Access) check(r *http.Request, write bool) (caller string, code int, msg
 			return "", http.StatusUnauthorized, "missing or wrong bearer token, and no login session"
 		case !operator:
 			return "", http.StatusForbidden, refusedWithoutToken
-		case !hasBearer && r.Header.Get(configs.HeaderAdmin) != "1":
+		// The token is the proof only when it is the token: a wrong one
+		// beside a session cookie proves nothing of where the request came
+		// from.
+		case caller != CallerToken && r.Header.Get(configs.HeaderAdmin) != "1":
 			return "", http.StatusForbidden, "a change needs the bearer token or the header X-Ringlb-Admin: 1"
 		case r.Header.Get("Sec-Fetch-Site") == "cross-site":
 			return "", http.StatusForbidden, "cross-site request refused"

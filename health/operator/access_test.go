@@ -161,3 +161,40 @@ func TestRequestHost(t *testing.T) {
 		}
 	}
 }
+
+// The bearer token stands for the CSRF proof only when it is the token: a
+// wrong one beside a valid session cookie let a change through without
+// X-Ringlb-Admin, as if the token had authenticated it.
+func TestWrongBearerNeedsTheAdminHeader(t *testing.T) {
+	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t)})
+	base := loginServer(t, n, "the operator's token")
+	c := noRedirects()
+	if resp := postLogin(t, c, base, "alice", testPassword, map[string]string{"Origin": base}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: %s", resp.Status)
+	}
+	change := func(bearer string) int {
+		req, _ := http.NewRequest(http.MethodPost, base+"/api/drain", nil)
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	code := change("wrong")
+	t.Logf("change with the session cookie and a wrong bearer token, no %s: %d", configs.HeaderAdmin, code)
+	if code != http.StatusForbidden {
+		t.Errorf("change with the session cookie and a wrong bearer token, no %s: %d, want 403", configs.HeaderAdmin, code)
+	}
+	if code := change("the operator's token"); code != http.StatusAccepted {
+		t.Errorf("change with the right bearer token: %d, want 202", code)
+	}
+	for _, rec := range n.Audit.List(10) {
+		if rec.Action == "drain" && rec.Who != CallerToken {
+			t.Errorf("a change went through without the header or the token: %+v", rec)
+		}
+	}
+}

@@ -94,6 +94,9 @@ type session struct {
 	// PasswordID names the user's password hash at the login
 	// (passwordID): a session ends when the password changes.
 	PasswordID string `json:"password_id"`
+	// plainOverTLS: the session's SessionCookie came over TLS and was
+	// ignored, which is recorded once a session (ignoredOverTLS).
+	plainOverTLS bool
 }
 
 // passwordID names a user's bcrypt hash in a session: hex of the first 16
@@ -116,7 +119,8 @@ const (
 	// Path=/; over TLS (overTLS) it is SessionHostCookie, Secure.
 	SessionCookie = configs.CookieAdmin
 	// SessionHostCookie is the session cookie of a login over TLS
-	// (overTLS), taken before SessionCookie: a name no other host can set.
+	// (overTLS), the only one taken over TLS and taken before
+	// SessionCookie otherwise: a name no other host can set.
 	SessionHostCookie = configs.CookieAdminHost
 	// SessionTTL is how long a login lasts.
 	SessionTTL = 12 * time.Hour
@@ -295,9 +299,46 @@ func (n *Node) loginEnabled() bool { return n != nil && n.Logins != nil }
 func (l *Logins) user(r *http.Request) (string, bool) {
 	id, ok := cookieID(r)
 	if !ok {
+		l.ignoredOverTLS(r)
 		return "", false
 	}
 	return l.sessionUser(id)
+}
+
+// ignoredOverTLS logs and records, once a session, a valid SessionCookie
+// that came over TLS alone and stood for nobody (sessionCookies): the
+// operators learn whose session was planted, or why one of them, holding a
+// cookie of a plain-HTTP login, was sent to log in again.
+func (l *Logins) ignoredOverTLS(r *http.Request) {
+	if !overTLS(r) {
+		return
+	}
+	for _, c := range r.CookiesNamed(SessionCookie) {
+		id, ok := sessionID(c.Value)
+		if !ok {
+			continue
+		}
+		user, ok := l.sessionUser(id)
+		if !ok {
+			continue
+		}
+		l.mu.Lock()
+		s, ok := l.sessions[id]
+		first := ok && !s.plainOverTLS
+		if first {
+			s.plainOverTLS = true
+			l.sessions[id] = s
+		}
+		l.mu.Unlock()
+		if !first {
+			continue
+		}
+		l.log.Warn("admin session cookie "+SessionCookie+" ignored over TLS, where only "+SessionHostCookie+
+			" is taken: planted by another host of the domain or a man in the middle, or left from a login over plain HTTP", "user", user, "remote", r.RemoteAddr)
+		// Recorded as a refused login: rate-limited like them.
+		l.audit.AddRefused(Record{Who: SessionCookie + " over TLS", Remote: r.RemoteAddr, Action: "login",
+			Target: CallerUserPrefix + user, Result: http.StatusUnauthorized})
+	}
 }
 
 // sessionUser is the logged-in user of the session id.
@@ -331,10 +372,7 @@ const ambiguousCookies = "more than one " + SessionCookie + " cookie: another si
 // their changes audited as another user's, that user shown what they
 // submit). Which one the operator's is cannot be told, so neither is taken.
 func (l *Logins) ambiguous(r *http.Request) bool {
-	cookies := r.CookiesNamed(SessionHostCookie)
-	if len(cookies) == 0 {
-		cookies = r.CookiesNamed(SessionCookie)
-	}
+	cookies := sessionCookies(r)
 	if len(cookies) < 2 {
 		return false
 	}
@@ -354,18 +392,31 @@ func (l *Logins) ambiguous(r *http.Request) bool {
 	return true
 }
 
-// cookieID is the session key of a request's cookie: the SHA-256 of its 32
-// random bytes. SessionHostCookie comes first: beside it, a SessionCookie
-// may be anyone's that could set cookies for the domain.
-func cookieID(r *http.Request) ([sha256.Size]byte, bool) {
-	c, err := r.Cookie(SessionHostCookie)
-	if err != nil {
-		c, err = r.Cookie(SessionCookie)
+// sessionCookies are a request's session cookies of the one name taken.
+// SessionHostCookie comes first: beside it, a SessionCookie may be anyone's
+// that could set cookies for the domain. Over TLS it is the only one: a
+// login there sets it, so a SessionCookie alone was planted (a sibling
+// host's Domain cookie, a man in the middle of a plain-HTTP page) or is
+// left from a login over plain HTTP, and a browser that never logged in
+// was the planter's. Over plain HTTP a SessionCookie is taken: behind a TLS
+// proxy a browser's reads say no Origin (overTLS), and a plain-HTTP port
+// has no other.
+func sessionCookies(r *http.Request) []*http.Cookie {
+	cookies := r.CookiesNamed(SessionHostCookie)
+	if len(cookies) == 0 && !overTLS(r) {
+		cookies = r.CookiesNamed(SessionCookie)
 	}
-	if err != nil {
+	return cookies
+}
+
+// cookieID is the session key of a request's cookie (sessionCookies): the
+// SHA-256 of its 32 random bytes.
+func cookieID(r *http.Request) ([sha256.Size]byte, bool) {
+	cookies := sessionCookies(r)
+	if len(cookies) == 0 {
 		return [sha256.Size]byte{}, false
 	}
-	return sessionID(c.Value)
+	return sessionID(cookies[0].Value)
 }
 
 // sessionID is the session key of a cookie's value.

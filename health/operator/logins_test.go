@@ -56,6 +56,12 @@ func usersFile(t *testing.T) string {
 // listener; it returns the base URL.
 func loginServer(t *testing.T, n *Node, token string) string {
 	t.Helper()
+	ln := serveMux(t, loginMux(n, token))
+	return "http://" + ln.Addr().String()
+}
+
+// loginMux is loginServer's handler: the node's login, a read and a change.
+func loginMux(n *Node, token string) http.Handler {
 	access := Access{Token: func() []byte { return []byte(token) }, Node: n}
 	mux := http.NewServeMux()
 	n.Mount(mux, access, true)
@@ -67,8 +73,7 @@ func loginServer(t *testing.T, n *Node, token string) string {
 		w.WriteHeader(http.StatusAccepted)
 		io.WriteString(w, Caller(r.Context()))
 	})))
-	ln := serveMux(t, mux)
-	return "http://" + ln.Addr().String()
+	return mux
 }
 
 func newTestNode(t *testing.T, admin configs.Admin) *Node {
@@ -1374,4 +1379,109 @@ func TestLoginOverTLSIsHostOnly(t *testing.T) {
 	if _, who := do(http.MethodGet, "/api/sessions"); who == "user:alice" {
 		t.Errorf("the logged-out session still reads")
 	}
+}
+
+// A browser with no session of its own, given a planted ringlb_admin (a
+// sibling host's Domain cookie, a man in the middle of a plain-HTTP page of
+// the host), was logged in as the planter over TLS too: its reads answered
+// as the planter's user and its changes went through as theirs. Over TLS a
+// login sets __Host-ringlb_admin, so a plain one there was planted or is
+// left from before it: it stands for nobody, the caller is sent to log in,
+// and once logged in the planted one is ignored beside its own — no loop.
+// The planted session is recorded once. The plain-HTTP port keeps taking
+// ringlb_admin.
+func TestPlantedPlainCookieOverTLSLogsNobodyIn(t *testing.T) {
+	users := filepath.Join(t.TempDir(), "users")
+	writeUsers(t, users, map[string]string{"alice": testPassword, "mallory": testPassword + " too"})
+	n := newTestNode(t, configs.Admin{UsersFile: users})
+	mux := loginMux(n, "")
+	plain := "http://" + serveMux(t, mux).Addr().String()
+	own := httptest.NewTLSServer(mux) // the port's own TLS
+	defer own.Close()
+	target, _ := url.Parse(plain)
+	proxy := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target)) // a TLS proxy's
+	defer proxy.Close()
+
+	attacker := noRedirects()
+	if resp := postLogin(t, attacker, plain, "mallory", testPassword+" too", map[string]string{"Origin": plain}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the attacker's own login over plain HTTP: %s", resp.Status)
+	}
+	planted := attacker.Jar.Cookies(target)[0]
+	if planted.Name != SessionCookie {
+		t.Fatalf("a login over plain HTTP set %s, want %s", planted.Name, SessionCookie)
+	}
+	if code, who := callAs(t, attacker, http.MethodGet, plain+"/api/sessions", ""); code != http.StatusOK || who != "user:mallory" {
+		t.Errorf("%s over plain HTTP: %d %q, want the session's user", SessionCookie, code, who)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		server *httptest.Server
+		origin bool // how overTLS learns of a proxy's TLS
+	}{{"own TLS", own, false}, {"TLS proxy", proxy, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			victim := tc.server.Client()
+			victim.Jar, _ = cookiejar.New(nil)
+			victim.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+			u, _ := url.Parse(tc.server.URL)
+			victim.Jar.SetCookies(u, []*http.Cookie{{Name: SessionCookie, Value: planted.Value, Path: "/"}})
+			origin := ""
+			if tc.origin {
+				origin = tc.server.URL
+			}
+			if !tc.origin {
+				code, body := callAs(t, victim, http.MethodGet, tc.server.URL+"/api/sessions", origin)
+				t.Logf("read over TLS with a planted %s alone: %d %q", SessionCookie, code, body)
+				if code != http.StatusUnauthorized || !strings.Contains(body, `"login"`) {
+					t.Errorf("read over TLS with a planted %s alone: %d %q; want 401 naming the login", SessionCookie, code, body)
+				}
+			}
+			code, body := callAs(t, victim, http.MethodPost, tc.server.URL+"/api/drain", origin)
+			t.Logf("change over TLS with a planted %s alone: %d %q", SessionCookie, code, body)
+			if code != http.StatusUnauthorized || !strings.Contains(body, `"login"`) {
+				t.Errorf("change over TLS with a planted %s alone: %d %q; want 401 naming the login", SessionCookie, code, body)
+			}
+			// Sent to the login, the operator logs in; the planted cookie stays
+			// in the browser and stands for nobody beside theirs.
+			if resp := postLogin(t, victim, tc.server.URL, "alice", testPassword, map[string]string{"Origin": tc.server.URL, "Sec-Fetch-Site": "same-origin"}); resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("the operator's login over TLS: %s", resp.Status)
+			}
+			if code, who := callAs(t, victim, http.MethodPost, tc.server.URL+"/api/drain", origin); code != http.StatusAccepted || who != "user:alice" {
+				t.Errorf("change after the operator's login over TLS: %d %q, want 202 as user:alice", code, who)
+			}
+		})
+	}
+	for _, rec := range n.Audit.List(20) {
+		if rec.Action == "drain" && rec.Who != "user:alice" {
+			t.Errorf("a change went through as the planted session: %+v", rec)
+		}
+	}
+	recorded := 0
+	for _, rec := range n.Audit.List(20) {
+		if rec.Result == http.StatusUnauthorized && rec.Target == "user:mallory" {
+			recorded++
+		}
+	}
+	t.Logf("refused-login records naming the planted session: %d", recorded)
+	if recorded != 1 {
+		t.Errorf("%d records of the planted session refused over TLS, want 1: %+v", recorded, n.Audit.List(20))
+	}
+}
+
+// callAs sends an admin request as the dashboard does (X-Ringlb-Admin: 1,
+// Origin when given) and returns the status and body.
+func callAs(t *testing.T, c *http.Client, method, u, origin string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, nil)
+	req.Header.Set(configs.HeaderAdmin, "1")
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
