@@ -202,19 +202,11 @@ func (l *udpLoop) handle(pkt []byte, addr netip.AddrPort) {
 	r := new(dns.Msg)
 	err := r.Unpack(pkt)
 	if ecsAt, short := rawFaults(pkt); err != nil || ecsAt > 0 || short {
-		if len(pkt) >= 12 && acceptHeader(pkt) != dns.MsgIgnore && int(pkt[2]>>3)&0xF == dns.OpcodeQuery {
-			// A query we cannot parse (or with a malformed Client Subnet
-			// option, RFC 7871 6, or shorter than its header's counts):
-			// FORMERR, header only. Bytes that do
-			// not even claim to be a standard query (another protocol's,
-			// most likely) get nothing: no reflection.
-			m := new(dns.Msg)
-			m.Id = binary.BigEndian.Uint16(pkt)
-			m.Response, m.Rcode = true, dns.RcodeFormatError
-			if b, err := m.Pack(); err == nil {
-				s.metrics.query(0, dns.RcodeFormatError)
-				l.send(b, addr)
-			}
+		// A query we cannot parse (or with a malformed Client Subnet
+		// option, RFC 7871 6, or shorter than its header's counts).
+		if b := formErrFor(pkt); b != nil {
+			s.metrics.query(0, dns.RcodeFormatError)
+			l.send(b, addr)
 		}
 		return
 	}
@@ -321,6 +313,21 @@ func b2byte(b bool) byte {
 		return 1
 	}
 	return 0
+}
+
+// formErrFor is the answer to pkt, a query that does not parse (or
+// refused as one: rawFaults), over UDP and TCP alike: FORMERR with its ID,
+// the header alone. Not its flags: TC, RA, AD and CD would say things of an
+// answer never made (CD and RA are clear in every answer, finish), and RD
+// of a question never read whole; nor the question. nil for bytes that do
+// not even claim to be a standard query (another protocol's, most likely):
+// no answer, no reflection.
+func formErrFor(pkt []byte) []byte {
+	if len(pkt) < 12 || acceptHeader(pkt) == dns.MsgIgnore || int(pkt[2]>>3)&0xF != dns.OpcodeQuery {
+		return nil
+	}
+	const qr = 1 << 15
+	return []byte{pkt[0], pkt[1], qr >> 8, dns.RcodeFormatError, 0, 0, 0, 0, 0, 0, 0, 0}
 }
 
 // acceptHeader applies acceptQuery to a raw packet's header.

@@ -121,20 +121,21 @@ func (r queryReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, erro
 	if err != nil {
 		return m, err
 	}
-	at, short := rawFaults(m)
-	if short {
-		// Shorter than its header's counts (server.go): a label type no
-		// name has (0b01, historic since RFC 6891 5) where it ends, so
-		// that miekg/dns fails there instead of taking what it read for
-		// the whole query, and answers FORMERR, as the UDP loop does.
-		m = append(m, 0x40)
-	}
-	if at > 0 {
-		// A Client Subnet option miekg/dns would read padded or cut to
-		// its family's size (server.go): given a family it refuses, so
-		// that the query does not unpack and is answered FORMERR, as the
-		// UDP loop answers it, and counted so.
-		m[at], m[at+1] = 0xff, 0xff
+	if at, short := rawFaults(m); at > 0 || short || new(dns.Msg).Unpack(m) != nil {
+		// miekg/dns answers a query that does not unpack itself, with the
+		// query's flags (TC, RA, AD, CD: things of an answer we did not
+		// make) and what it read of the question; and it takes a query
+		// shorter than its header's counts, or with a Client Subnet option
+		// it would pad or cut to its family's size (server.go), for a whole
+		// one. Each is handed on as a header whose question does not
+		// unpack (a label type no name has, 0b01, historic since RFC 6891
+		// 5), which it answers with the bytes the UDP loop sends
+		// (formErrFor), counted as those are; or as nothing it answers.
+		if formErrFor(m) == nil {
+			return m[:0], nil
+		}
+		m = append(m[:4], 0, 1, 0, 0, 0, 0, 0, 0, 0x40)
+		m[2], m[3] = 0, 0
 	}
 	return m, nil
 }

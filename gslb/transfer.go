@@ -31,6 +31,18 @@ import (
 // would give most clients, and the serial bump on every change of a managed
 // answer (followed by a NOTIFY) keeps it current.
 
+// xfrRecordBytes bounds one record's wire form (its owner name
+// uncompressed), a zone check (zone.fits): a transfer message holds at
+// least one record, and beside it its header (12 octets), its question
+// (the zone's name, at most 255, type and class), our OPT (11, and a
+// Client Subnet echo of at most 24: replyOPT) and a TSIG (its key's name,
+// at most 255; type, class, TTL and length; the longest algorithm name,
+// hmac-sha512., 13; time signed 6, fudge 2, MAC size 2, a SHA-512 MAC 64,
+// original ID, error and other length 2 each). A bigger one made a
+// message over the 65,535 octets of any DNS message: every transfer of
+// its zone was cut there.
+const xfrRecordBytes = dns.MaxMsgSize - (12 + 255 + 4 + 11 + 24 + 255 + 10 + 13 + 6 + 2 + 2 + 64 + 2 + 2 + 2)
+
 // xfrMessageBytes bounds the records of one transfer message (uncompressed
 // length), well under the 64 KiB a TCP message can hold.
 const xfrMessageBytes = 32 << 10
@@ -122,6 +134,10 @@ func (s *Server) serveTransfer(st *state, w dns.ResponseWriter, r *dns.Msg) {
 	}
 	if err := s.sendTransfer(w, r, xfr, st.replyOPT(r.IsEdns0(), ecsEcho(queryECS(r)))); err != nil {
 		s.logger.Warn("zone transfer cut", "zone", z.origin, "client", w.RemoteAddr().String(), "err", err)
+		// Ended, so that the secondary sees it at once and asks again,
+		// as after any cut transfer: before, it waited for the
+		// rest until its timeout. A write that failed closed it already.
+		w.Close()
 		return
 	}
 	s.metrics.query(q.Qtype, dns.RcodeSuccess)

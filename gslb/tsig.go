@@ -264,16 +264,19 @@ type tsigChain struct {
 }
 
 // tsigChainFor is the chain for the answer to r, which verified; nil when
-// r carries no TSIG (or its key went with a reload since: signReply). An
-// error refuses the transfer: a request that came signed is never answered
-// unsigned.
+// r carries no TSIG. An error ends the transfer: a request that came
+// signed is never answered unsigned — not when its key went with a reload
+// since it verified either (signReply then gives no TSIG).
 func (s *Server) tsigChainFor(r *dns.Msg) (*tsigChain, error) {
+	if r.IsTsig() == nil {
+		return nil, nil
+	}
 	m := new(dns.Msg)
 	m.SetReply(r)
 	s.signReply(m, r, nil)
 	t := m.IsTsig()
 	if t == nil {
-		return nil, nil
+		return nil, fmt.Errorf("key %s: %w", r.IsTsig().Hdr.Name, dns.ErrSecret)
 	}
 	c := &tsigChain{t: *t}
 	var err error

@@ -549,7 +549,8 @@ func besideCNAME(byType map[uint16][]dns.RR, t uint16) uint16 {
 
 // fits says why rr has no wire form, nil when it has: a name in it longer
 // than 255 octets, RDATA longer than 65,535 octets or that the type's
-// format does not allow (a bad hex or base64 field). The parser takes each;
+// format does not allow (a bad hex or base64 field); or one too big for a
+// message of a zone transfer (xfrRecordBytes). The parser takes each;
 // served, none could be packed into an answer or a transfer. The reason
 // quotes nothing of the record.
 func (z *zone) fits(rr dns.RR) error {
@@ -564,6 +565,8 @@ func (z *zone) fits(rr dns.RR) error {
 		_, _, err = dns.UnpackRR(z.packed[:n], 0)
 	}
 	switch {
+	case err == nil && n > xfrRecordBytes:
+		return fmt.Errorf("its wire form is %d octets, more than the %d a zone transfer's message holds beside its header, question, OPT and TSIG", n, xfrRecordBytes)
 	case err == nil:
 		return nil
 	case errors.Is(err, dns.ErrLongDomain):

@@ -81,6 +81,8 @@ func zoneCorpus() []zoneCase {
 		{name: "a NUL byte in an owner", text: zc("w\x00w IN A 192.0.2.80 ;!")},
 		{name: "a NUL byte in a TXT string", text: zc("www IN TXT \"a\x00b\" ;!")},
 		{name: "a very long line", text: zc("www IN TXT " + big(400, "\""+big(200, "x")+"\" ") + ";!")},
+		{name: "a record too big for a transfer's message", text: zc("www IN TXT " + big(255, "\""+big(255, "x")+"\" ") + ";!"),
+			stricter: "its transfer message, with the OPT and TSIG beside it, would pass 65,535 octets: every signed transfer of the zone was cut there (xfrRecordBytes)"},
 		{name: "a line of 1 MB", text: zc(big(1<<20, "x") + " ;!")},
 		{name: "unterminated quote", text: zc("www IN TXT \"open ;!")},
 		{name: "unbalanced parenthesis", text: zc("www IN TXT ( \"a\" ;!")},
