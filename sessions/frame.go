@@ -37,7 +37,11 @@ type frame struct {
 	start  int       // where the encoded frame (header, payload) begins in buf
 	readAt time.Time // when the reader finished reading it (lag is measured from here)
 	refs   atomic.Int32
-	pool   *framePool
+	// presence: a presence batch (presenceBatch), its messages one after
+	// another in buf, as many as its session's joins and leaves in an
+	// interval.
+	presence bool
+	pool     *framePool
 	// batch, when set, makes this a batch (v1.go): a queue slot holding
 	// frames to write in order, one reference on each, released with it;
 	// the writer takes them one by one (participant.takeReplayed). A

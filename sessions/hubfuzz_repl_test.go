@@ -423,9 +423,9 @@ func queuedPast(t *testing.T, p *participant) (e env, found bool) {
 	defer o.mu.Unlock()
 	for i := range o.n {
 		f := o.queue[(o.head+i)%len(o.queue)]
-		for _, g := range jobFrames(f) {
+		for _, m := range jobMessages(f) {
 			var e env
-			if err := json.Unmarshal(g.payload(), &e); err != nil {
+			if err := json.Unmarshal(m, &e); err != nil {
 				t.Fatal(err)
 			}
 			if (e.Type == "msg" || e.Type == "ack") && e.Seq > committed {

@@ -124,7 +124,7 @@ type hubClient struct {
 	rawSeen map[string]uint64 // raw: the last frame of each sender it got
 	sent    uint64            // msgs (frames) it sent
 	// frozen, from its session's hand-off (≥ 0), is how many frames were
-	// queued for it then: all it may still get.
+	// queued for it then (markHandedOn): all it may still get.
 	frozen int
 	closed bool // its writer met its stop: it writes nothing more
 
@@ -1513,12 +1513,21 @@ func runHubEvents(t *testing.T, in []byte, repl bool) {
 }
 
 // markHandedOn records, for each participant of s handed on, how many frames
-// are queued for it: all it may still read. Called with s.mu held.
+// are queued for it: all it may still read. A replay counts one (read
+// tells its msgs after the first apart), a presence batch each of its
+// messages. Called with s.mu held.
 func markHandedOn(s *session, of map[*participant]*hubClient) {
 	for _, p := range s.participants {
 		if c := of[p]; c != nil {
 			p.out.mu.Lock()
-			c.frozen = p.out.n
+			c.frozen = 0
+			for i := range p.out.n {
+				if f := p.out.queue[(p.out.head+i)%len(p.out.queue)]; f.batch != nil {
+					c.frozen++
+				} else {
+					c.frozen += len(jobMessages(f))
+				}
+			}
 			p.out.mu.Unlock()
 		}
 	}

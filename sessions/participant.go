@@ -229,8 +229,11 @@ func (p *participant) enqueue(f *frame) bool {
 	// slot, so it is taken as a queue's growth is. Taken whatever the
 	// budget held, a client's non-readers resuming from their empty
 	// queues each held a history past it, and others' readers were closed
-	// 1013 (TestReplaysHoardNoSendBudget).
-	if o.bytes == 0 && f.batch == nil {
+	// 1013 (TestReplaysHoardNoSendBudget). Nor is a presence batch: one
+	// slot, but a copy of up to a message per participant for each that
+	// joined in its interval, far more than the frame each the budget
+	// lets pass it.
+	if o.bytes == 0 && f.batch == nil && !f.presence {
 		o.budget.charge(size)
 	} else if !o.budget.tryTakeShareHeld(o.bytes, size, &o.overHold) {
 		return false
@@ -349,7 +352,15 @@ func (p *participant) pingDue() {
 // holds now. Called with out.mu held, by pingDue and by a refresh
 // (refreshToken): a callback that read the token before a refresh stored
 // another arms the timer before the refresh does, or finds the new token.
+// Once the reader has ended it arms nothing: finish stops the timer after
+// setting ended, so a callback that looked at stopping before finish began
+// either arms it before that stop or finds ended; armed after it, it held
+// the ended participant one more ping interval
+// (TestPingTimerNotArmedAfterFinish).
 func (p *participant) armPinger(now time.Time) {
+	if p.out.ended {
+		return
+	}
 	p.pinger.Reset(p.untilPing(now))
 }
 
@@ -570,12 +581,13 @@ func (p *participant) finish() {
 	s := p.srv
 	p.stop(0, "") // the peer closed, the socket broke, a timeout, or our close handshake ended
 	s.hub.leave(p)
-	p.pinger.Stop()
 	// leave has returned, so nothing is enqueued any more; once ended is
-	// set no writer starts either.
+	// set no writer starts either, nor is the ping timer armed again
+	// (armPinger): stopped after, it stays stopped.
 	p.out.mu.Lock()
 	p.out.ended = true
 	p.out.mu.Unlock()
+	p.pinger.Stop()
 	p.writers.Wait()
 	for p.out.n > 0 {
 		p.popFrame().release()

@@ -1,6 +1,10 @@
 package sessions
 
-import "time"
+import (
+	"time"
+
+	"github.com/fasthttp/websocket"
+)
 
 // Pacing each ringlb.v1 session's presence.
 //
@@ -132,6 +136,14 @@ func (h *hub) flushPresence(s *session) {
 // participant whose join is held publishes (publish): a join goes before
 // its participant's first msg, so nobody gets a msg from someone it has
 // not been told of. Called with s.mu held.
+//
+// Each participant's events go in one frame, one message after another
+// (presenceBatch): one slot of its send queue, however many joined or left
+// in the interval. One slot per event, 60 joins or leaves within one
+// interval put 60 frames into every queue at once, and with send_queue
+// under that every participant, reading all the while, was closed 1013
+// (TestPresenceBurstTakesOneQueueSlot). Those told of all before the
+// interval get the same events: one frame for all of them.
 func (h *hub) sendHeldPresence(s *session) {
 	v := s.v1
 	held := v.held
@@ -142,40 +154,52 @@ func (h *hub) sendHeldPresence(s *session) {
 	if s.movedTo != "" {
 		return // handed on: its participants are being closed
 	}
-	sent := false
+	// Each event encoded once: leaves[i] of held.gone[i], joins[j] of
+	// s.participants[j] if its join is held (unpooled frames, so their
+	// bytes may outlive them: left to the GC).
+	leaves := make([][]byte, len(held.gone))
 	for i := range held.gone {
-		g := &held.gone[i]
-		var f *frame
-		for _, r := range s.participants {
-			if knowsGone(r, g) {
-				if f == nil {
-					f = jsonFrame(presenceFrame{"leave", g.memberInfo})
-				}
-				h.deliver(r, f)
-			}
-		}
-		if f != nil {
-			f.release()
-			sent = true
+		leaves[i] = jsonFrame(presenceFrame{"leave", held.gone[i].memberInfo}).wire()
+	}
+	joins := make([][]byte, len(s.participants))
+	for j, q := range s.participants {
+		if !q.announced {
+			joins[j] = jsonFrame(presenceFrame{"join", memberInfo{q.id, q.user}}).wire()
 		}
 	}
-	for _, q := range s.participants {
-		if q.announced {
+	var msgs [][]byte  // one participant's events
+	var toldAll *frame // those told of all before get the same events
+	sent := false
+	for _, r := range s.participants {
+		if r.announced && toldAll != nil {
+			h.deliver(r, toldAll)
 			continue
 		}
-		var f *frame
-		for _, r := range s.participants {
-			if r != q && !knowsJoin(r, false, q.joinTick) {
-				if f == nil {
-					f = jsonFrame(presenceFrame{"join", memberInfo{q.id, q.user}})
-				}
-				h.deliver(r, f)
+		msgs = msgs[:0]
+		for i := range held.gone {
+			if knowsGone(r, &held.gone[i]) {
+				msgs = append(msgs, leaves[i])
 			}
 		}
-		if f != nil {
-			f.release()
-			sent = true
+		for j, q := range s.participants {
+			if q != r && !q.announced && !knowsJoin(r, false, q.joinTick) {
+				msgs = append(msgs, joins[j])
+			}
 		}
+		if len(msgs) == 0 {
+			continue
+		}
+		f := presenceBatch(msgs)
+		h.deliver(r, f)
+		sent = true
+		if r.announced {
+			toldAll = f // released below
+		} else {
+			f.release()
+		}
+	}
+	if toldAll != nil {
+		toldAll.release()
 	}
 	for _, q := range s.participants {
 		q.announced = true
@@ -183,6 +207,24 @@ func (h *hub) sendHeldPresence(s *session) {
 	if sent {
 		v.presenceAt = time.Now().UnixNano()
 	}
+}
+
+// presenceBatch returns an unpooled frame whose wire is msgs, server
+// messages encoded already, one after another: the writer writes them as
+// one frame, in one write, and the client reads each message as if it
+// had come alone.
+func presenceBatch(msgs [][]byte) *frame {
+	n := 0
+	for _, m := range msgs {
+		n += len(m)
+	}
+	f := &frame{kind: websocket.TextMessage, buf: make([]byte, frameHeadroom, frameHeadroom+n), start: frameHeadroom, presence: true}
+	for _, m := range msgs {
+		f.buf = append(f.buf, m...)
+	}
+	f.readAt = time.Now()
+	f.refs.Store(1)
+	return f
 }
 
 // endPresence drops what s holds back once it has nobody left to tell.

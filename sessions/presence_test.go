@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -580,9 +581,9 @@ func newPresenceHub(t *testing.T) *presenceHub {
 				stopped = true
 				continue // the close handshake is all that is left
 			}
-			for _, g := range jobFrames(f) {
+			for _, m := range jobMessages(f) {
 				var e env
-				if err := json.Unmarshal(g.payload(), &e); err != nil {
+				if err := json.Unmarshal(m, &e); err != nil {
 					t.Fatal(err)
 				}
 				es = append(es, e)
@@ -720,12 +721,29 @@ func TestPresenceOfAHandedOnSessionEndsQuietly(t *testing.T) {
 	}
 }
 
-// jobFrames are the frames a queued job f writes: a resume's replay is one
-// slot, a batch of history frames the writer takes in order, those it has
-// not taken yet (participant.takeReplayed).
-func jobFrames(f *frame) []*frame {
+// jobMessages are the payloads of the messages a queued job f writes: a
+// resume's replay is one slot, a batch of history frames the writer takes
+// in order, those it has not taken yet (participant.takeReplayed); a
+// presence batch is one frame holding its events one message after
+// another (presenceBatch).
+func jobMessages(f *frame) [][]byte {
+	fs := []*frame{f}
 	if f.batch != nil {
-		return f.batch
+		fs = f.batch
 	}
-	return []*frame{f}
+	var ms [][]byte
+	for _, g := range fs {
+		for w := g.wire(); len(w) > 0; {
+			n, head := int(w[1]&0x7f), 2
+			switch n {
+			case 126:
+				n, head = int(binary.BigEndian.Uint16(w[2:])), 4
+			case 127:
+				n, head = int(binary.BigEndian.Uint64(w[2:])), 10
+			}
+			ms = append(ms, w[head:head+n])
+			w = w[head+n:]
+		}
+	}
+	return ms
 }
