@@ -164,7 +164,6 @@ func (m *Membership) joined(n *memberlist.Node) {
 	// join too, and is asked like any other.
 	if back && d.addr == n.Address() {
 		m.mu.Unlock()
-		m.memberStreams(n, true)
 		m.record("join", n)
 		return
 	}
@@ -277,13 +276,11 @@ func (m *Membership) unpend(name string) *pendingJoin {
 // record (joined takes one as a rejoin, believed at once), so one there now
 // is a leave since: it is recorded again, after the join.
 func (m *Membership) believe(p *pendingJoin) {
-	m.memberStreams(&p.node, true)
 	m.record("join", &p.node)
 	m.mu.Lock()
 	_, left := m.departed[p.node.Name]
 	m.mu.Unlock()
 	if left {
-		m.memberStreams(&p.node, false)
 		m.record("leave", &p.node)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -18,16 +19,27 @@ import (
 // stopped is not held for a whole timeout.
 const pollSlice = 100 * time.Millisecond
 
+// nextAddrDelay is how long a check's connect to one of its target's
+// addresses goes unanswered before the next address is tried beside it:
+// net.Dialer's FallbackDelay (RFC 8305's Connection Attempt Delay).
+const nextAddrDelay = 300 * time.Millisecond
+
 // kernelDial connects a non-blocking socket to target (host:port), trying
-// each of its addresses until deadline, the connect waited for in poll(2)
-// on a thread of its own (waitFd), not in Go's network poller: a process
-// whose goroutines are all busy (a reconnect storm, a machine out of CPU)
-// runs an expired timer before it reads the poller, so a dial through
+// its addresses until deadline, each connect waited for in poll(2) on a
+// thread of its own, not in Go's network poller: a process whose
+// goroutines are all busy (a reconnect storm, a machine out of CPU) runs
+// an expired timer before it reads the poller, so a dial through
 // net.Dialer timed out against a target whose kernel had answered in
 // microseconds — every check of every static edge failed at once and the
 // balancer took its live backends for down. A target that does not answer
 // (no SYN-ACK) still fails at the deadline. It returns the connected socket
 // and the address it reached.
+//
+// A name's addresses are tried as net.Dialer tries them (RFC 8305): the
+// next one when the last has failed or gone unanswered nextAddrDelay,
+// the earlier ones still waited for, families taken in turn. Tried one at
+// a time, a dual-stack target whose IPv6 path drops SYNs failed every
+// check at the first address's timeout, though its IPv4 one answered.
 func kernelDial(ctx context.Context, target string, deadline time.Time) (int, netip.AddrPort, error) {
 	host, portText, err := net.SplitHostPort(target)
 	if err != nil {
@@ -52,54 +64,150 @@ func kernelDial(ctx context.Context, target string, deadline time.Time) (int, ne
 		// Nothing to connect to is no success.
 		return -1, netip.AddrPort{}, &net.DNSError{Err: "no address", Name: host, IsNotFound: true}
 	}
-	for _, a := range addrs {
-		ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
-		var fd int
-		if fd, err = connectOnce(ctx, ap, deadline); err == nil {
-			return fd, ap, nil
-		}
-		if ctx.Err() != nil || !time.Now().Before(deadline) {
-			return -1, netip.AddrPort{}, err
-		}
-	}
-	return -1, netip.AddrPort{}, err
+	return connectFirst(ctx, interleaveFamilies(addrs), uint16(port), deadline)
 }
 
-// connectOnce connects a non-blocking socket to ap and waits for the
-// kernel's verdict until deadline or until ctx is done.
-func connectOnce(ctx context.Context, ap netip.AddrPort, deadline time.Time) (int, error) {
-	opErr := func(err error) error {
-		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
+// interleaveFamilies orders addrs (the resolver's order) so that the two
+// families alternate, the first address's first (RFC 8305, section 4).
+func interleaveFamilies(addrs []netip.Addr) []netip.Addr {
+	var first, other []netip.Addr
+	for _, a := range addrs {
+		if a.Unmap().Is4() == addrs[0].Unmap().Is4() {
+			first = append(first, a)
+		} else {
+			other = append(other, a)
+		}
 	}
+	if len(other) == 0 {
+		return addrs
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for i := 0; i < len(first) || i < len(other); i++ {
+		if i < len(first) {
+			out = append(out, first[i])
+		}
+		if i < len(other) {
+			out = append(out, other[i])
+		}
+	}
+	return out
+}
+
+// connectFirst connects to addrs (at port) as kernelDial says and returns
+// the first socket connected; the others are closed. Its error is the
+// first refusal's, as net.Dialer's, or at the deadline that of the first
+// address still unanswered.
+func connectFirst(ctx context.Context, addrs []netip.Addr, port uint16, deadline time.Time) (int, netip.AddrPort, error) {
+	type attempt struct {
+		fd int
+		ap netip.AddrPort
+	}
+	var (
+		tries    []attempt
+		firstErr error
+		next     int
+		nextAt   time.Time
+	)
+	defer func() {
+		for _, a := range tries {
+			unix.Close(a.fd)
+		}
+	}()
+	fail := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+		nextAt = time.Time{} // a failure starts the next address at once
+	}
+	for {
+		// The first address is tried even past the deadline (the lookup
+		// may have taken it all in a busy process): as any wait, the
+		// kernel's verdict is looked at once.
+		now := time.Now()
+		inTime := now.Before(deadline)
+		if next < len(addrs) && (len(tries) == 0 || !now.Before(nextAt)) && (next == 0 || inTime) {
+			ap := netip.AddrPortFrom(addrs[next].Unmap(), port)
+			next++
+			fd, connected, err := startConnect(ap)
+			switch {
+			case err != nil:
+				fail(err)
+			case connected:
+				return fd, ap, nil
+			default:
+				tries = append(tries, attempt{fd, ap})
+				nextAt = now.Add(nextAddrDelay)
+			}
+			continue
+		}
+		if len(tries) == 0 {
+			return -1, netip.AddrPort{}, firstErr // each tried failed
+		}
+		until := deadline
+		if next < len(addrs) && inTime && nextAt.Before(until) {
+			until = nextAt
+		}
+		pfds := make([]unix.PollFd, len(tries))
+		for i, a := range tries {
+			pfds[i] = unix.PollFd{Fd: int32(a.fd), Events: unix.POLLOUT}
+		}
+		if err := waitFds(pfds, func() time.Time { return until }, ctx.Err); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && until.Before(deadline) {
+				continue // the next address's turn
+			}
+			return -1, netip.AddrPort{}, connectErr(tries[0].ap, err)
+		}
+		for i := len(tries) - 1; i >= 0; i-- {
+			if pfds[i].Revents == 0 {
+				continue
+			}
+			a := tries[i]
+			tries = slices.Delete(tries, i, i+1)
+			if err := connectResult(a.fd); err != nil {
+				unix.Close(a.fd)
+				fail(connectErr(a.ap, err))
+				continue
+			}
+			return a.fd, a.ap, nil
+		}
+	}
+}
+
+func connectErr(ap netip.AddrPort, err error) error {
+	return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
+}
+
+// startConnect opens a non-blocking socket and begins its connect to ap:
+// the socket and whether it connected already (a refusal is an error).
+func startConnect(ap netip.AddrPort) (int, bool, error) {
 	family, sa, err := kernelAddr(ap)
 	if err != nil {
-		return -1, opErr(err)
+		return -1, false, connectErr(ap, err)
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, opErr(os.NewSyscallError("socket", err))
-	}
-	fail := func(err error) (int, error) {
-		unix.Close(fd)
-		return -1, opErr(err)
+		return -1, false, connectErr(ap, os.NewSyscallError("socket", err))
 	}
 	switch err := unix.Connect(fd, sa); {
 	case err == nil:
-		return fd, nil
+		return fd, true, nil
 	case !errors.Is(err, unix.EINPROGRESS) && !errors.Is(err, unix.EINTR):
-		return fail(os.NewSyscallError("connect", err))
+		unix.Close(fd)
+		return -1, false, connectErr(ap, os.NewSyscallError("connect", err))
 	}
-	if err := waitFd(fd, unix.POLLOUT, func() time.Time { return deadline }, ctx.Err); err != nil {
-		return fail(err)
-	}
+	return fd, false, nil
+}
+
+// connectResult is the kernel's verdict on a connect poll(2) found done.
+func connectResult(fd int) error {
 	soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	if err != nil {
-		return fail(os.NewSyscallError("getsockopt", err))
+		return os.NewSyscallError("getsockopt", err)
 	}
 	if soErr != 0 {
-		return fail(os.NewSyscallError("connect", unix.Errno(soErr)))
+		return os.NewSyscallError("connect", unix.Errno(soErr))
 	}
-	return fd, nil
+	return nil
 }
 
 // waitFd waits in poll(2) for events on fd until deadline (read again at
@@ -108,11 +216,15 @@ func connectOnce(ctx context.Context, ap netip.AddrPort, deadline time.Time) (in
 // a busy process looks counts, so a failure says the kernel held nothing
 // at the deadline or after.
 func waitFd(fd int, events int16, deadline func() time.Time, stopped func() error) error {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
+	return waitFds([]unix.PollFd{{Fd: int32(fd), Events: events}}, deadline, stopped)
+}
+
+// waitFds is waitFd for any of pfds, whose Revents say which are ready.
+func waitFds(pfds []unix.PollFd, deadline func() time.Time, stopped func() error) error {
 	for {
 		left := time.Until(deadline())
 		wait := min(max(left, 0), pollSlice)
-		n, err := unix.Poll(pfd, int((wait+time.Millisecond-1)/time.Millisecond))
+		n, err := unix.Poll(pfds, int((wait+time.Millisecond-1)/time.Millisecond))
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue

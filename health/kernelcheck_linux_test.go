@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringlb/ringlb/balancer/acceptguard/fdtest"
 	"github.com/ringlb/ringlb/configs"
 )
 
@@ -222,5 +223,50 @@ func TestHTTPCheckIsTheKernelsVerdictInABusyProcess(t *testing.T) {
 		if failed != 0 {
 			t.Errorf("%d of %d checks of %s failed in a busy process:\n%s", failed, busyChecks, srv.URL, report)
 		}
+	}
+}
+
+// A target named by a host name with several addresses, the first of which
+// drops SYNs — a dual-stack edge whose IPv6 path is black-holed — and the
+// next listening: net.Dialer tries the next address 300 ms on (RFC 8305),
+// and the checks through it passed; a check that gave the first address
+// the whole timeout failed every time, the target down though it answered.
+func TestCheckOfANameTriesItsNextAddress(t *testing.T) {
+	if !fdtest.Alone(t) {
+		return
+	}
+	sink := fullQueueTarget(t) // 127.0.0.1, SYNs dropped
+	_, port, _ := net.SplitHostPort(sink)
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	defer srv.Close()
+	const name = "dual.ringlb.test"
+	resolveOnLoopback(t, name, net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 2))
+	target := net.JoinHostPort(name, port)
+	for _, typ := range []configs.MonitorType{configs.MonitorTCP, configs.MonitorHTTP} {
+		mon := configs.Monitor{Type: typ, Timeout: configs.Duration(3 * time.Second), ExpectStatus: http.StatusOK}
+		p := NewProber(mon, target, nil, nil)
+		began := time.Now()
+		err := p.check(context.Background())
+		t.Logf("%s check of %s (first address dropping SYNs, second listening): %v in %v", typ, target, err, time.Since(began).Round(time.Millisecond))
+		if err != nil {
+			t.Errorf("%s check of a name whose second address listens failed: %v", typ, err)
+		}
+	}
+	// Every address silent: the check fails with a timeout, at its
+	// deadline.
+	const silent = "silent.ringlb.test"
+	resolveOnLoopback(t, silent, net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 1))
+	p := NewProber(configs.Monitor{Type: configs.MonitorTCP, Timeout: configs.Duration(time.Second)}, net.JoinHostPort(silent, port), nil, nil)
+	err = p.check(context.Background())
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("check of a name whose every address drops SYNs: %v, want a timeout", err)
 	}
 }

@@ -294,7 +294,7 @@ type Membership struct {
 	stopDials context.CancelFunc
 	// liveSends are the liveness challenges and answers being sent over
 	// memberlist's stream (live.go): waited for once memberlist is shut
-	// down; a dial of theirs ends as Shutdown begins (stopDials).
+	// down; their dials and streams end as Shutdown begins (stopDials).
 	liveSends sync.WaitGroup
 	shutOnce  sync.Once
 	shutErr   error
@@ -327,6 +327,9 @@ type tuning struct {
 	// or died (GossipToTheDeadTime; 15 s with the local profile): the
 	// replay tests wait that long before a replay can make a join.
 	gossipToTheDead time.Duration
+	// tcpTimeout bounds memberlist's streams (TCPTimeout; 1 s with the
+	// local profile): the shutdown tests hold one past their patience.
+	tcpTimeout time.Duration
 }
 
 func joinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Logger, socks *GossipSockets, tune tuning) (_ *Membership, err error) {
@@ -377,6 +380,9 @@ func joinOn(ctx context.Context, cfg configs.Cluster, meta Meta, logger *slog.Lo
 	}
 	if tune.gossipToTheDead > 0 {
 		mc.GossipToTheDeadTime = tune.gossipToTheDead
+	}
+	if tune.tcpTimeout > 0 {
+		mc.TCPTimeout = tune.tcpTimeout
 	}
 	m.pins = newPinTable(mc.Name, m.toldOf, func() int {
 		m.mu.Lock()
@@ -476,7 +482,7 @@ const (
 // keepSeeds joins the seeds until one answers (backing off from 200 ms to
 // every), then, every so often, joins again each seed that no live member
 // answers for. It stops with the membership; a host name lookup in flight
-// is cancelled then (a join in flight ends within memberlist's TCP timeout).
+// is cancelled then, and a join in flight ends (its dial and stream do).
 func (m *Membership) keepSeeds(seeds []string, every time.Duration, joined bool) {
 	defer m.retry.Done()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -1136,6 +1142,10 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 		distrust, note = trustMeta(&ev.Node, m.allowed)
 	}
 	m.mu.Lock()
+	// Here, where trust is decided: an ignored member's address is a
+	// stranger's to the stream guard, or a key holder's made-up members
+	// would hold the slots kept for members.
+	m.memberStreams(n, kind != "leave" && distrust == "")
 	if distrust != "" {
 		// Not a member this node routes to, votes with or calls: drop it
 		// (an update may have turned a trusted node untrusted), and say
@@ -1329,7 +1339,6 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 		e.m.departedNow(n)
 		e.m.forgetLive(n.Name)
 	}
-	e.m.memberStreams(n, false)
 	e.m.record("leave", n)
 }
 
@@ -1337,13 +1346,12 @@ func (e events) NotifyUpdate(n *memberlist.Node) {
 	if e.m.updatedPending(n) {
 		return
 	}
-	e.m.memberStreams(n, true)
 	e.m.record("update", n)
 }
 
 // memberStreams tells the stream guard where another member is (present)
-// or that it has left: streams from members' addresses have slots of
-// their own (streams.go).
+// or that it has left or is ignored: streams from members' addresses have
+// slots of their own (streams.go). m.mu is held (record).
 func (m *Membership) memberStreams(n *memberlist.Node, present bool) {
 	if n.Name == m.name {
 		return

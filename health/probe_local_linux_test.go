@@ -44,7 +44,19 @@ func TestNamedChecksThisProcessCannotMakeHoldTheState(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	defer srv.Close()
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
-	const name = "target.ringlb.test."
+	const name = "target.ringlb.test"
+	resolveOnLoopback(t, name, net.IPv4(127, 0, 0, 1))
+	target := net.JoinHostPort(name, port)
+	holdsWithoutDescriptors(t, target)
+}
+
+// resolveOnLoopback has the process's resolver ask a real DNS server on
+// loopback, which answers name's A query with addrs, in that order, until
+// the test ends. The resolver is the process's: the test runs in a
+// process of its own (fdtest.Alone).
+func resolveOnLoopback(t *testing.T, name string, addrs ...net.IP) {
+	t.Helper()
+	fqdn := dns.Fqdn(name)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -53,16 +65,16 @@ func TestNamedChecksThisProcessCannotMakeHoldTheState(t *testing.T) {
 	dnsSrv := &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(started) }, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(q)
-		if q.Question[0].Name == name && q.Question[0].Qtype == dns.TypeA {
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(127, 0, 0, 1)})
+		if q.Question[0].Name == fqdn && q.Question[0].Qtype == dns.TypeA {
+			for _, a := range addrs {
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: fqdn, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: a})
+			}
 		}
 		w.WriteMsg(m)
 	})}
 	go dnsSrv.ActivateAndServe()
 	t.Cleanup(func() { dnsSrv.Shutdown() })
 	<-started
-	// This test runs in a process of its own (Alone): its resolver is the
-	// process's to point at the server.
 	preferGo, dial := net.DefaultResolver.PreferGo, net.DefaultResolver.Dial
 	net.DefaultResolver.PreferGo = true
 	net.DefaultResolver.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -71,9 +83,6 @@ func TestNamedChecksThisProcessCannotMakeHoldTheState(t *testing.T) {
 	// A cleanup, run after the probers' own (registered later): they
 	// resolve until they stop.
 	t.Cleanup(func() { net.DefaultResolver.PreferGo, net.DefaultResolver.Dial = preferGo, dial })
-
-	target := net.JoinHostPort(strings.TrimSuffix(name, "."), port)
-	holdsWithoutDescriptors(t, target)
 }
 
 // holdsWithoutDescriptors runs a TCP and an HTTP prober of target (up),

@@ -97,10 +97,11 @@ const (
 type socketTransport struct {
 	socks   GossipSockets
 	bindAll bool // bound to every interface: advertise a private address
-	// dials ends the dials in flight when the membership stops, before
-	// it leaves: a seed whose host is gone drops SYNs, and the seed
-	// check's join of it (keepSeeds) held Shutdown for memberlist's
-	// TCPTimeout (10 s on a LAN, each such seed in turn).
+	// dials ends the dials in flight, and the streams they opened, when
+	// the membership stops, before it leaves: a seed whose host is gone
+	// drops SYNs, and the seed check's join of it (keepSeeds) held
+	// Shutdown for memberlist's TCPTimeout (10 s on a LAN, each such seed
+	// in turn).
 	dials    context.Context
 	packets  chan *memberlist.Packet
 	streams  chan net.Conn
@@ -172,7 +173,26 @@ func (t *socketTransport) DialTimeout(addr string, timeout time.Duration) (net.C
 
 func (t *socketTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
-	return d.DialContext(t.dials, "tcp", a.Addr)
+	c, err := d.DialContext(t.dials, "tcp", a.Addr)
+	if err != nil {
+		return nil, err
+	}
+	// The stream ends with the membership too: a peer that takes it and
+	// answers nothing (a seed's host now someone else's) held a seed
+	// check's push/pull, and so Shutdown, for the TCPTimeout.
+	return &dialedStream{Conn: c, stop: context.AfterFunc(t.dials, func() { c.Close() })}, nil
+}
+
+// dialedStream is a stream this node dialed, closed when the membership
+// stops.
+type dialedStream struct {
+	net.Conn
+	stop func() bool
+}
+
+func (s *dialedStream) Close() error {
+	s.stop()
+	return s.Conn.Close()
 }
 
 func (t *socketTransport) StreamCh() <-chan net.Conn { return t.streams }
