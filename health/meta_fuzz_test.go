@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"net/netip"
 	"reflect"
 	"testing"
 
@@ -19,6 +20,9 @@ func newRecorder() *Membership {
 		allowed: configs.Cluster{AllowedNetworks: configs.DefaultAllowedNetworks}.AllowedPrefixes(),
 		nodes:   map[string]Node{}, ignored: map[string]string{}, ignoredAddr: map[string]string{}, noted: map[string]string{}, gone: map[string]Event{}, subs: map[int]chan struct{}{}}
 	m.pins = newPinTable("self", m.toldOf, func() int { return 2 }, 4)
+	// The stream guard's member book alone: record tells it who is a
+	// member; nothing is forwarded.
+	m.streams = &streamGuard{members: map[string]netip.Addr{}, memberAt: map[netip.Addr]int{}}
 	return m
 }
 
