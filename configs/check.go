@@ -183,6 +183,7 @@ func (c *Config) validateDemo(ps *problems) {
 			ps.add(p+".name", "%q is used twice", n.Name)
 		}
 		names[n.Name] = true
+		checkGossiped(ps, p+".region", n.Region, MaxRegion)
 		if n.Role != "edge" && n.Role != "balancer" && n.Role != "gslb" {
 			ps.add(p+".role", "must be edge, balancer or gslb, got %q", n.Role)
 		}

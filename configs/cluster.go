@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +18,27 @@ import (
 // 255 bytes: a longer static edge name had its entries shared with no
 // other balancer and dropped from the table handed to a new process.
 const MaxNodeName = 64
+
+// What a node gossips of its config in its metadata (health.Meta), in
+// bytes as gossiped (JSON, escapes included): memberlist carries at most
+// 512 bytes of a node's metadata, which also hold its role, admin URL,
+// weight, state and an edge's load at their longest. A longer region or
+// advertised URL passed the check and the start failed to join ("node
+// metadata too large"), or, a few bytes short of it, joined and never
+// announced the edge's load, which lengthens the metadata later.
+const (
+	MaxRegion       = 64  // cluster.region (demo.nodes[].region)
+	MaxAdvertiseURL = 160 // edge.advertise_url
+)
+
+// checkGossiped refuses a value the node gossips (path) longer than max
+// bytes as gossiped.
+func checkGossiped(ps *problems, path, value string, max int) {
+	b, _ := json.Marshal(value) // a string always marshals; invalid UTF-8 as escapes
+	if n := len(b) - 2; n > max {
+		ps.add(path, "%d bytes as gossiped (JSON), at most %d: a node's gossip metadata holds 512 bytes in all; shorten it", n, max)
+	}
+}
 
 // ValidNodeName is the rule for a node name: node names travel in headers
 // (X-Ringlb-Owner, X-Ringlb-Skip, a comma-separated list) and in logs. A
@@ -44,8 +66,8 @@ type Cluster struct {
 	// ignore a member named otherwise, so a start refuses it.
 	Name string `yaml:"name"`
 	// Region labels this node in its gossip metadata (dashboards, the
-	// gslb). A gossip cluster is one region: its balancers route to all of
-	// its edges.
+	// gslb), at most 64 bytes. A gossip cluster is one region: its
+	// balancers route to all of its edges.
 	Region string `yaml:"region"`
 	// Bind is the gossip address, IP:port, UDP and TCP (default
 	// 0.0.0.0:7946; ":7946" is every interface too). An IP address, not a
@@ -225,6 +247,7 @@ func (c *Cluster) validate(ps *problems) {
 		// ring, without a word here. (Unset, it is the host's name.)
 		ps.add("cluster.name", "%q is no node name: want %s (the other nodes ignore a member named so); set cluster.name", c.Name, NodeNameRule)
 	}
+	checkGossiped(ps, "cluster.region", c.Region, MaxRegion)
 	checkGossipAddr(ps, "cluster.bind", c.Bind, true)
 	if c.Advertise != "" {
 		checkGossipAddr(ps, "cluster.advertise", c.Advertise, false)

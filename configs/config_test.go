@@ -314,6 +314,22 @@ func TestOneDocument(t *testing.T) {
 	}
 }
 
+// Text after a document that ended without a "---" (a file opening with
+// a value in braces, a "..." line) is no second document: it was said to
+// be one, at line 1, with "remove its ---", which the file did not have.
+func TestTextAfterTheDocumentIsNotASecondOne(t *testing.T) {
+	for _, file := range []string{
+		"{cluster: { bind: 127.0.0.1:7946 }}\nedge:\n  listen: ':1'\n",
+		"cluster: { bind: 127.0.0.1:7946 }\n...\nedge: { listen: ':1' }\n",
+	} {
+		_, err := Parse("t.yaml", []byte(file))
+		var errs Errors
+		if !errors.As(err, &errs) || len(errs) != 1 || !strings.Contains(errs[0].Msg, "not valid YAML") || strings.Contains(errs[0].Msg, "---") || errs[0].Line == 0 {
+			t.Errorf("%q:\n%v", file, err)
+		}
+	}
+}
+
 // FileChanges names the fields that name a file of the host the running
 // config does not name in the same field: a zone's file moves between
 // zones, a file goes away, and both are not changes; a new path, or a known
@@ -342,6 +358,27 @@ func TestFileChanges(t *testing.T) {
 	} {
 		if got := strings.Join(running.FileChanges(parse(tc.next)), ","); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A duration is at most ten years, for every field: a few fields had no
+// upper bound, and one near the largest a duration holds overflowed where
+// it was added to: a monitor's interval with its jitter came out negative,
+// and the next check came at once; an edge's drain_timeout with the stop's
+// margin made a stop that drained nothing.
+func TestDurationsAreBounded(t *testing.T) {
+	for _, field := range []struct{ yaml, path string }{
+		{"gslb: { monitors: { m: { interval: %s, jitter: 1 } } }", "gslb.monitors.m.interval"},
+		{"edge: { drain_timeout: %s }", "edge.drain_timeout"},
+		{"balancer: { tunnel_idle_timeout: %s }", "balancer.tunnel_idle_timeout"},
+	} {
+		_, err := Parse("d.yaml", []byte("cluster: { bind: 127.0.0.1:7946 }\n"+fmt.Sprintf(field.yaml, "2562047h")))
+		if e := expectProblem(t, err, field.path, "at most 87600h"); e != nil && e.Line == 0 {
+			t.Errorf("%s has no line", e)
+		}
+		if _, err := Parse("d.yaml", []byte("cluster: { bind: 127.0.0.1:7946 }\n"+fmt.Sprintf(field.yaml, "87600h"))); err != nil && strings.Contains(err.Error(), "at most 87600h") {
+			t.Errorf("87600h refused: %v", err)
 		}
 	}
 }

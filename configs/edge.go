@@ -19,7 +19,7 @@ type Edge struct {
 	// 100.64.0.0/10, else an IPv6 unique local one, fc00::/7). A loopback URL is refused while gossip reaches beyond
 	// loopback: peers on other hosts would ignore this edge. So is a file
 	// without an edge section run as an edge, where its defaults come to
-	// one.
+	// one. At most 160 bytes: it travels in the edge's gossip metadata.
 	AdvertiseURL string `yaml:"advertise_url"`
 	// Weight scales this edge's share of the ring (default 1).
 	Weight int `yaml:"weight"`
@@ -363,6 +363,7 @@ func (e *Edge) validate(ps *problems, cl Cluster) {
 	checkHostPort(ps, "edge.listen", e.Listen, true)
 	checkAdmin(ps, "edge.admin", &e.Admin)
 	checkURL(ps, "edge.advertise_url", e.AdvertiseURL)
+	checkGossiped(ps, "edge.advertise_url", e.AdvertiseURL, MaxAdvertiseURL)
 	if err := CheckAdvertisedURL(e.AdvertiseURL, cl.AllowedPrefixes()); err != nil {
 		ps.add("edge.advertise_url", "%v: balancers would ignore this edge (set advertise_url to an address in cluster.allowed_networks, or add its network there)", err)
 	}

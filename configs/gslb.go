@@ -3,9 +3,11 @@ package configs
 import (
 	"crypto"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -349,7 +351,9 @@ type ManagedName struct {
 	// AutoRecover returns clients to their region as soon as it is healthy
 	// again (default true); when false an operator recovers it by the admin API.
 	AutoRecover *bool `yaml:"auto_recover"`
-	// Geo maps regions to client prefixes (source address or EDNS Client Subnet).
+	// Geo maps regions to client prefixes (source address or EDNS Client
+	// Subnet): a client goes to the region of its longest matching prefix,
+	// and a prefix is one region's.
 	Geo map[string][]string `yaml:"geo"`
 	// Regions are the pools, by region name.
 	Regions map[string]Region `yaml:"regions"`
@@ -667,13 +671,33 @@ func (g *GSLB) validateName(ps *problems, p string, n ManagedName, seen map[stri
 			ps.add(p+".default_region", "%q is not one of the regions", n.DefaultRegion)
 		}
 	}
+	// A client goes to the region of its longest matching prefix; one
+	// prefix in two regions went to whichever the map's order put first,
+	// drawn anew at every start and reload: replicas answered its clients
+	// differently, and a reload could move them.
+	type geoField struct{ region, path, text string }
+	prefixes := map[netip.Prefix]geoField{}
 	for _, region := range sortedMapKeys(n.Geo) {
 		if _, ok := n.Regions[region]; !ok {
 			ps.add(p+".geo."+region, "%q is not one of the regions", region)
 		}
 		for j, c := range n.Geo[region] {
-			if _, err := netip.ParsePrefix(c); err != nil {
-				ps.add(fmt.Sprintf("%s.geo.%s[%d]", p, region, j), "%q is not a CIDR prefix (e.g. 10.1.0.0/16)", c)
+			path := fmt.Sprintf("%s.geo.%s[%d]", p, region, j)
+			pfx, err := netip.ParsePrefix(c)
+			if err != nil {
+				ps.add(path, "%q is not a CIDR prefix (e.g. 10.1.0.0/16)", c)
+				continue
+			}
+			first, ok := prefixes[pfx.Masked()]
+			switch {
+			case !ok:
+				prefixes[pfx.Masked()] = geoField{region, path, c}
+			case first.region != region:
+				other := first.path
+				if first.text != c {
+					other += ": " + first.text
+				}
+				ps.add(path, "%s is also region %s's (%s): its clients would go to either, drawn anew at every start and reload; give it to one region", c, first.region, other)
 			}
 		}
 	}
@@ -823,6 +847,11 @@ func (m Monitor) validate(ps *problems, p string) {
 	checkRange(ps, p+".port", m.Port, 1, 65535)
 	if m.Type != MonitorTCP && !strings.HasPrefix(m.Path, "/") {
 		ps.add(p+".path", "must start with /, got %q", m.Path)
+	} else if _, err := url.Parse("http://member" + m.Path); m.Type != MonitorTCP && err != nil {
+		// A check asks for it as its URL's path: one that is none (a "%"
+		// not followed by two hex digits, a control character) failed
+		// every check of every member, before anything was sent.
+		ps.add(p+".path", "%q is no URL path (%v): escape it as in a URL (%%25 for %%, %%20 for a space)", m.Path, errors.Unwrap(err))
 	}
 	checkRange(ps, p+".expect_status", m.ExpectStatus, 100, 599)
 	if m.Interval.D() < 10*time.Millisecond {

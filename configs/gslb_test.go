@@ -62,6 +62,12 @@ func TestGSLBRules(t *testing.T) {
 		{"tsig algorithm", `"ns1 3600 IN A 127.0.0.1"`, `"ns1 3600 IN A 127.0.0.1"` + "\n      transfer: { tsig: { name: xfr., algorithm: md5, secret_file: nope } }", "gslb.zones[0].transfer.tsig.algorithm", "must be hmac-sha256"},
 		{"rrl slip", "listen: 127.0.0.1:5353", "listen: 127.0.0.1:5353\n  rate_limit: { responses_per_second: 10, slip: 11 }", "gslb.rate_limit.slip", ""},
 		{"max_udp_size low", "listen: 127.0.0.1:5353", "listen: 127.0.0.1:5353\n  max_udp_size: 511", "gslb.max_udp_size", "must be in range [512, 4096], got 511"},
+		// A prefix two regions list went to whichever the map's order put
+		// first, drawn anew at every start and reload: replicas disagreed,
+		// and a reload moved the prefix's clients.
+		{"geo prefix in two regions", "west: [127.0.0.2/32]", "west: [127.0.0.1/32]", "gslb.names[0].geo.west[0]", "127.0.0.1/32 is also region east's (gslb.names[0].geo.east[0])"},
+		{"geo prefix in two regions, host bits set", "geo: { east: [127.0.0.1/32], west: [127.0.0.2/32] }", "geo: { east: [10.0.0.0/8], west: [127.0.0.2/32, 10.1.2.3/8] }", "gslb.names[0].geo.west[1]", "10.1.2.3/8 is also region east's (gslb.names[0].geo.east[0]: 10.0.0.0/8)"},
+		{"monitor path", "bal: { type: http, port: 8080", `bal: { type: http, path: "/health%zz", port: 8080`, "gslb.monitors.bal.path", `"/health%zz" is no URL path (invalid URL escape "%zz")`},
 		{"max_udp_size high", "listen: 127.0.0.1:5353", "listen: 127.0.0.1:5353\n  max_udp_size: 65535", "gslb.max_udp_size", "must be in range [512, 4096], got 65535"},
 	}
 	for _, tt := range tests {

@@ -116,6 +116,10 @@ func (r *Refused) Error() string { return r.Errors.Error() }
 // Unwrap is the file's problems.
 func (r *Refused) Unwrap() error { return r.Errors }
 
+// MaxConfigBytes bounds a config file, read from the host (LoadFile) or
+// sent to the config API: a config file is kilobytes.
+const MaxConfigBytes = 1 << 20
+
 // Load reads, strictly decodes, defaults and validates the file at path.
 // Every problem is reported at once, as Errors (in a *Refused once the
 // file was validated).
@@ -138,21 +142,52 @@ func LoadFile(path string) (*Config, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("read config: %w", err)
 	}
-	data, err := io.ReadAll(f)
+	data, err := readConfig(f)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read config: %w", err)
 	}
-	cfg, err := Parse(path, data)
 	var ps Errors
 	for _, msg := range []string{configFileMode(path, fi), configFileWay(path)} {
 		if msg != "" {
 			ps = append(ps, &FieldError{File: path, Msg: msg})
 		}
 	}
+	if len(data) > MaxConfigBytes {
+		return nil, nil, append(ps, configTooLarge(path))
+	}
+	cfg, err := Parse(path, data)
 	if len(ps) > 0 {
 		return nil, data, withFileProblems(cfg, err, ps)
 	}
 	return cfg, data, err
+}
+
+// ReadConfigFile is the content of the config file at path, as the config
+// API reads it, to the same bound as LoadFile: a longer one is an error.
+func ReadConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := readConfig(f)
+	if err == nil && len(data) > MaxConfigBytes {
+		return nil, configTooLarge(path)
+	}
+	return data, err
+}
+
+// readConfig reads a config file to one byte beyond MaxConfigBytes. What
+// is in the file's place is read before anything is made of it, its mode
+// and its way included: read whole, a link to /dev/zero put there was
+// read until the node was killed for its memory.
+func readConfig(f io.Reader) ([]byte, error) {
+	return io.ReadAll(io.LimitReader(f, MaxConfigBytes+1))
+}
+
+// configTooLarge is the problem of a config file beyond MaxConfigBytes.
+func configTooLarge(path string) *FieldError {
+	return &FieldError{File: path, Msg: fmt.Sprintf("more than %d bytes, which no config file is: is it the config? (many records go in a zone file, gslb.zones[].file)", MaxConfigBytes)}
 }
 
 // configFileMode is the rule of the config file itself: refused ("" when
@@ -253,11 +288,17 @@ func decodeFile(name string, data []byte) (*Config, *decoder, error) {
 	// hid theirs until it was removed.
 	var more yaml.Node
 	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
-		line := more.Line
+		line, msg := more.Line, "a config file is one YAML document; a second one starts here (remove it, or its \"---\")"
 		if err != nil {
 			line = yamlErrLine(err)
+			// Without a "---", text after a document that ended is no
+			// second one: the operator was told to remove a "---" the
+			// file does not have.
+			if strings.Contains(err.Error(), "<document start>") {
+				msg = "not valid YAML: more follows the end of the document (a file opening with a value in {}, [] or quotes is that value alone, and a \"...\" line ends it): write the sections as \"name:\" lines"
+			}
 		}
-		d.add(&FieldError{File: name, Line: line, Msg: "a config file is one YAML document; a second one starts here (remove it, or its \"---\")"})
+		d.add(&FieldError{File: name, Line: line, Msg: msg})
 	}
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], reflect.ValueOf(cfg).Elem(), "")
@@ -423,6 +464,12 @@ func (d *decoder) spend(n *yaml.Node, path string) bool {
 	return false
 }
 
+// MaxDuration bounds every duration field, whatever its own range: one
+// near the largest a time.Duration holds overflowed where a node added to
+// it (a monitor's interval and its jitter, an edge's drain_timeout and the
+// stop's margin), into a negative wait.
+const MaxDuration = 87600 * time.Hour
+
 var (
 	durationType = reflect.TypeOf(Duration(0))
 	adminType    = reflect.TypeOf(Admin{})
@@ -512,6 +559,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		dur, err := time.ParseDuration(n.Value)
 		if err != nil {
 			d.fail(n, path, "%q is not a duration (write it like 500ms, 5s or 2m)", n.Value)
+			return
+		}
+		if dur > MaxDuration {
+			d.fail(n, path, "%s is more than any wait of a node: at most %s (ten years)", n.Value, MaxDuration)
 			return
 		}
 		v.SetInt(int64(dur))

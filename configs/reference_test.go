@@ -161,8 +161,8 @@ the test fails when this file and the schema disagree. One YAML file configures 
 for the demo, a whole cluster); each role reads its own sections: every node ` + "`cluster`" + `, an
 edge ` + "`edge`" + `, a balancer ` + "`balancer`" + `, a gslb ` + "`gslb`" + `. Decoding is strict (an unknown field
 is an error naming its file, line and path) and ` + "`ringlb check -config FILE`" + ` reports every
-problem at once. Durations are written like ` + "`500ms`, `5s`, `2m`" + `; relative file names are
-relative to the config file's directory. A field left out takes the default its description
+problem at once. Durations are written like ` + "`500ms`, `5s`, `2m`" + ` (at most ` + "`87600h`" + `, ten
+years); relative file names are relative to the config file's directory. A field left out takes the default its description
 gives; a number set to 0 that the default would replace is refused (a node would run with a
 value its file does not say), unless its description gives 0 a meaning. Annotated examples: ` + "[`configs/examples/`](../configs/examples)" + `.
 

@@ -443,8 +443,12 @@ func (p *pools) rebuild() (changed bool) {
 		for _, rname := range n.order {
 			var addrs []netip.Addr
 			for _, m := range n.regions[rname].members {
+				// Members may share an address (a floating one, each
+				// holder checked at its own probe): served while one of
+				// them is, and once, as an RRset holds a record (RFC
+				// 2181 5); max_answers then counts distinct addresses.
 				ok, _ := p.servable(m)
-				if ok {
+				if ok && !slices.Contains(addrs, m.addr) {
 					addrs = append(addrs, m.addr)
 				}
 				if m.prober != nil && p.metrics != nil && p.served.Load() {
@@ -510,7 +514,7 @@ func (p *pools) rebuild() (changed bool) {
 					fv.servfail = true
 				default: // serve_all, like gdnsd: every member of the region
 					for _, m := range r.members {
-						if family(m.addr) == f {
+						if family(m.addr) == f && !slices.Contains(fv.addrs, m.addr) {
 							fv.addrs = append(fv.addrs, m.addr)
 						}
 					}

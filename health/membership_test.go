@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/ringlb/ringlb/configs"
 )
@@ -249,6 +252,25 @@ func TestBadKeyFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "key is 20 bytes, want 16, 24 or 32") {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+// What a config may have a node gossip (configs.MaxRegion,
+// configs.MaxAdvertiseURL) fits memberlist's limit beside the rest of the
+// metadata at its longest: a draining edge's, carrying its load, announced
+// at an IPv6 admin address with a zone. Before those bounds, a region the
+// check passed failed the start, or left the load unannounced.
+func TestMetaFitsWhatAConfigAllows(t *testing.T) {
+	longest := Meta{
+		Role: RoleBalancer, Region: strings.Repeat("r", configs.MaxRegion), URL: strings.Repeat("u", configs.MaxAdvertiseURL),
+		Admin: "http://[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%abcdefghijklmno]:65535", Weight: configs.MaxEdgeWeight,
+		State: StateDraining, Load: &Load{Sessions: math.MinInt64, Connections: math.MinInt64, CPU: math.MinInt64},
+		PeerSigning: PeerSigningTableAsk,
+	}
+	b, err := longest.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of %d bytes", len(b), memberlist.MetaMaxSize)
 }
 
 func TestMetaLimit(t *testing.T) {

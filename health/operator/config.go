@@ -80,8 +80,8 @@ func (f *ConfigFile) Hold(why string) (release func()) {
 	}
 }
 
-// MaxConfigBytes bounds a PUT or check body: a config file is kilobytes.
-const MaxConfigBytes = 1 << 20
+// MaxConfigBytes bounds a PUT or check body, as a file's (configs).
+const MaxConfigBytes = configs.MaxConfigBytes
 
 // NewConfigFile is the config file at path, from which the node of role
 // was started with running. apply makes the node run next (the reload
@@ -167,7 +167,7 @@ func (n *Node) serveConfig(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	running, runningVersion := f.running, f.runningVersion
 	f.mu.Unlock()
-	data, err := os.ReadFile(f.path)
+	data, err := configs.ReadConfigFile(f.path)
 	if err != nil {
 		WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "the config file cannot be read: " + err.Error()})
 		return
@@ -273,7 +273,7 @@ func (n *Node) serveConfigCheck(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	current, err := os.ReadFile(f.path)
+	current, err := configs.ReadConfigFile(f.path)
 	if err != nil {
 		WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "the config file cannot be read: " + err.Error()})
 		return
@@ -317,7 +317,7 @@ func (n *Node) servePutConfig(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": f.held})
 		return
 	}
-	current, err := os.ReadFile(f.path)
+	current, err := configs.ReadConfigFile(f.path)
 	if err != nil {
 		WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "the config file cannot be read: " + err.Error()})
 		return

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -334,5 +335,34 @@ func TestPutAuditsTheSettingsItChanges(t *testing.T) {
 	}
 	if len(rec.Changes) == 0 || rec.Changes[0] != "dropped edge.admin.token_file" || !slices.Contains(rec.Changes, "edge.history.messages") {
 		t.Errorf("the PUT's record names the changes %q, want [dropped edge.admin.token_file ... edge.history.messages ...]", rec.Changes)
+	}
+}
+
+// GET /api/config, a check and a PUT read the file on the host to the
+// bound of a body (configs.MaxConfigBytes), as a start and a reload do: a
+// file put in its place larger than any config — a link to /dev/zero — was
+// read whole by each read of the config view, until the node was killed
+// for its memory.
+func TestConfigAPIReadsTheFileToABound(t *testing.T) {
+	_, path, _, running := edgeConfigFile(t)
+	n := newTestNode(t, configs.Admin{})
+	n.UseConfigFile(NewConfigFile(path, "edge", running, mustRead(t, path), func(_, _ *configs.Config) error { return nil }, nil))
+	base := loginServer(t, n, testToken)
+	if err := os.Truncate(path, 64<<20); err != nil { // sparse: nothing written
+		t.Fatal(err)
+	}
+	for _, req := range []struct{ method, url, ifMatch, body string }{
+		{"GET", "/api/config", "", ""},
+		{"POST", "/api/config/check", "", "cluster: { name: e1, bind: 127.0.0.1:7946 }\n"},
+		{"PUT", "/api/config", `"x"`, "cluster: { name: e1, bind: 127.0.0.1:7946 }\n"},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		code, out, _ := configRequest(t, req.method, base+req.url, req.ifMatch, req.body)
+		runtime.ReadMemStats(&after)
+		t.Logf("%s %s: %d, %d MiB allocated", req.method, req.url, code, (after.TotalAlloc-before.TotalAlloc)>>20)
+		if msg, _ := out["error"].(string); code != http.StatusInternalServerError || !strings.Contains(msg, "more than 1048576 bytes") {
+			t.Errorf("%s %s of a 64 MiB file: %d %.200v", req.method, req.url, code, out)
+		}
 	}
 }
