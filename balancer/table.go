@@ -65,6 +65,10 @@ const entryDirty uint8 = 1
 // balancers whose drains differ would send theirs back and forth.
 const entryGoneAnswered uint8 = 2
 
+// entrySkewMoved: the key moved here off its backend, which another
+// balancer does not route to, to one it may (answerGone): once an entry.
+const entrySkewMoved uint8 = 4
+
 // placement is what a lookup saw, handed back to record: the key's entry
 // then (or none) and when the routing decision was taken.
 type placement struct {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ringlb/ringlb/balancer/ring"
 	"github.com/ringlb/ringlb/health"
 )
 
@@ -299,6 +300,20 @@ func (t *sessionTable) isBalancer(name string) bool {
 //     edge, which kept its own by the rule, then routed the live key by its
 //     ring until this balancer's next refresh (found by FuzzTableEvents:
 //     seed drain-after-a-cut).
+//   - Unless r is a later version than that entry: the sender knew this
+//     placement and placed the key past it on a backend this balancer
+//     does not route to, so it does not route to this one's (or could not
+//     reach it). Then the key moves here to its owner on this balancer's
+//     ring without its backend, as after a failed dial, past r's version:
+//     both route to it when their configs differ by one edge each (an
+//     edge replaced by another, the two reloads apart), and every
+//     participant reaches it. Before, each kept its own edge, the other's
+//     not routed, and the session stayed split until the configs agreed
+//     (TestMutualConfigSkewSplitsNoSession). An entry moves so once
+//     (entrySkewMoved): with more edges apart the owner may be one the
+//     sender does not route to either, and two balancers moving each time
+//     would send the key around their edges; the next time it moves past
+//     r in place, as above.
 //
 // A delta is answered once a refresh interval (entryGoneAnswered): a move
 // made elsewhere onto the backend before the drain reached its balancer,
@@ -311,29 +326,60 @@ func (t *sessionTable) answerGone(r tableRecord, rs *routeSet, now int64, fromDe
 	s := t.shard(r.hash)
 	s.mu.Lock()
 	e, ok := s.entries[r.hash]
+	s.mu.Unlock()
+	// Where the key moves if its backend here gives way to r (below),
+	// found before the lock is taken again: a ring without a member may
+	// take milliseconds to build, which lookups of the shard would wait.
+	var away ring.Member
+	from := e.backend
+	if ok && from != 0 && r.version > e.version && e.flags&entrySkewMoved == 0 {
+		away, _ = t.ring.Snapshot().Without(t.names.name(from)).LocateHash(r.hash)
+	}
+	var (
+		moved     bool
+		closeList []*tunnel
+	)
+	s.mu.Lock()
+	e, ok = s.entries[r.hash]
 	if !ok || e.open == 0 && (e.until <= now || !routableHere(rs, e.backend)) {
 		t.keepTomb(s, r, e, ok)
 		s.mu.Unlock()
 		return
 	}
-	if !routableHere(rs, e.backend) || (fromDelta && e.flags&entryGoneAnswered != 0) {
+	d, drained := t.drains.get(r.backend)
+	gone := drained && d.on && d.deadline <= now
+	ai, known := t.names.lookup(away.Name)
+	// Moved to a backend the sender may route to (above): at once, even
+	// for a delta answered already, as it happens once an entry.
+	skew := away.Name != "" && known && ai != e.backend && e.backend == from && !gone &&
+		r.version > e.version && e.flags&entrySkewMoved == 0 && routableHere(rs, ai)
+	if !routableHere(rs, e.backend) || (fromDelta && e.flags&entryGoneAnswered != 0 && !skew) {
 		s.mu.Unlock()
 		return
 	}
 	if fromDelta {
 		e.flags |= entryGoneAnswered
 	}
-	d, drained := t.drains.get(r.backend)
-	if !(drained && d.on && d.deadline <= now) && recordWins(r, e, &t.names) {
-		// Moved past r where it is (its backend unchanged): the sender
-		// routes to r's backend, so only a later version moves the key
-		// there, and its tunnels of the key to r's backend close.
+	if !gone && recordWins(r, e, &t.names) {
+		if skew {
+			e.backend = ai
+			e.flags |= entrySkewMoved
+			closeList = t.tunnelsNotOn(s.tunnels[r.hash], away.Name)
+			moved = true
+		}
+		// Moved past r (where it is, or away): the sender routes to r's
+		// backend, so only a later version moves the key there, and its
+		// tunnels of the key to r's backend close.
 		e.version = r.version + 1
 		e.placedAt, e.placer = now, t.selfIdx
 		e.flags |= entryDirty
 	}
 	s.entries[r.hash] = e
 	s.mu.Unlock()
+	if moved {
+		t.metrics.tableMoves.Inc()
+		t.closeTunnels(closeList, closeMoved)
+	}
 	sy := t.sync.Load()
 	if sy == nil {
 		return

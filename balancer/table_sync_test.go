@@ -1863,22 +1863,6 @@ func TestConcurrentPlacementsAcrossConfigSkewAgree(t *testing.T) {
 			keys = append(keys, k)
 		}
 	}
-	open := func(b *clusterBalancer, key string) (*websocket.Conn, error) {
-		d := websocket.Dialer{HandshakeTimeout: healthtest.Patience}
-		for deadline := time.Now().Add(healthtest.Patience); ; {
-			c, resp, err := d.Dial("ws://"+b.addr+"/ws", http.Header{"Ctstickiness": {key}})
-			if err != nil && time.Now().After(deadline) {
-				return nil, err
-			}
-			if err != nil && resp != nil && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "0" {
-				continue // a placement that lost before its 101: the retry goes to the winner
-			}
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				continue // its tunnel closed as its 101 came (the key moved): the client reconnects
-			}
-			return c, err
-		}
-	}
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -1890,7 +1874,7 @@ func TestConcurrentPlacementsAcrossConfigSkewAgree(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c, err := open(b, k)
+				c, err := openRetrying(b, k)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -1910,24 +1894,203 @@ func TestConcurrentPlacementsAcrossConfigSkewAgree(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("%d participants not connected: %v", len(errs), errs[0])
 	}
-	disagree := func() (n int) {
-		for _, k := range keys {
-			h := xxhash.Sum64String(k)
-			v1, ok1 := b1.bal.table.view(h, b1.ring.Snapshot())
-			v2, ok2 := b2.bal.table.view(h, b2.ring.Snapshot())
-			if !ok1 || !ok2 || !v1.Routable || !v2.Routable || v1.Backend != v2.Backend {
-				n++
-			}
-		}
-		return n
-	}
 	start := time.Now()
-	for deadline := start.Add(healthtest.Patience); disagree() > 0 && time.Now().Before(deadline); {
+	for deadline := start.Add(healthtest.Patience); routedApart(b1, b2, keys) > 0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	n := disagree()
+	n := routedApart(b1, b2, keys)
 	t.Logf("keys the two balancers route to different backends: %d of %d (%s after the placements)", n, len(keys), time.Since(start).Round(time.Millisecond))
 	if n > 0 {
 		t.Fatal("the balancers route some keys to two backends")
 	}
+}
+
+// While the balancers' configs differ both ways — a rolling reload that
+// replaces a static edge by another, applied at one balancer and not yet
+// at the other — a key one placed on its own edge, whose next participant
+// comes through the other, is placed there on the other's: neither routes
+// to the other's edge. The one whose placement was superseded learns that
+// the other does not route to its backend and moves the key to its owner
+// on its ring without that backend, which both route to: every participant
+// ends on one backend. Before, each kept its own until their configs
+// agreed.
+func TestMutualConfigSkewSplitsNoSession(t *testing.T) {
+	b1, b2, keys := startMutualSkew(t, 8)
+	tombed := func(b *clusterBalancer, h uint64) bool {
+		s := b.bal.table.shard(h)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		e, ok := s.entries[h]
+		return ok && e.backend == 0
+	}
+	first := make([]*websocket.Conn, len(keys))
+	second := make([]*websocket.Conn, len(keys))
+	for i, k := range keys {
+		c, resp := dialWS(t, b1.addr, "/ws", http.Header{"Ctstickiness": {k}})
+		defer c.Close()
+		if edge := resp.Header.Get("X-Ringlb-Edge"); edge != "edge-1" {
+			t.Fatalf("first participant of %s, through bal-1, on %s, want edge-1", k, edge)
+		}
+		first[i] = c
+	}
+	for i, k := range keys {
+		h := xxhash.Sum64String(k)
+		healthtest.WaitUntil(t, "bal-2 has heard of bal-1's placement of "+k, func() bool { return tombed(b2, h) })
+		c, resp := dialWS(t, b2.addr, "/ws", http.Header{"Ctstickiness": {k}})
+		defer c.Close()
+		if edge := resp.Header.Get("X-Ringlb-Edge"); edge != "edge-3" {
+			t.Fatalf("second participant of %s, through bal-2, on %s, want edge-3", k, edge)
+		}
+		second[i] = c
+	}
+	start := time.Now()
+	for deadline := start.Add(healthtest.Patience); routedApart(b1, b2, keys) > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	n := routedApart(b1, b2, keys)
+	t.Logf("keys the two balancers route to different backends: %d of %d (%s after the second participants)", n, len(keys), time.Since(start).Round(time.Millisecond))
+	if n > 0 {
+		t.Fatal("the balancers route some keys to two backends")
+	}
+	// Both participants' tunnels, on edge-1 and edge-3, are closed: their
+	// clients reconnect, each through its balancer, to one backend.
+	for i, k := range keys {
+		for _, c := range []*websocket.Conn{first[i], second[i]} {
+			c.SetReadDeadline(time.Now().Add(healthtest.Patience))
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						t.Fatalf("the session %s is split: a participant's tunnel still open on its old backend", k)
+					}
+					break
+				}
+			}
+		}
+		var on []string
+		for _, b := range []*clusterBalancer{b1, b2} {
+			c, edge := wsEdge(t, b, k)
+			defer c.Close()
+			on = append(on, edge)
+		}
+		if on[0] != on[1] || on[0] != "edge-2" {
+			t.Fatalf("reconnects of %s through bal-1 and bal-2 on %v, want both on edge-2", k, on)
+		}
+	}
+}
+
+// Placements of one key made at once through two balancers whose configs
+// differ both ways (TestMutualConfigSkewSplitsNoSession) meet on one
+// backend all the same: the one whose placement the rule picks answers
+// the other's, which gives way to it, with its own moved past the other's
+// version, and that one moves the key to a backend both route to.
+func TestConcurrentPlacementsAcrossMutualConfigSkewAgree(t *testing.T) {
+	b1, b2, keys := startMutualSkew(t, 16)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []*websocket.Conn
+		errs  []error
+	)
+	for _, k := range keys {
+		for _, b := range []*clusterBalancer{b1, b2} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := openRetrying(b, k)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				conns = append(conns, c)
+			}()
+		}
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	if len(errs) > 0 {
+		t.Fatalf("%d participants not connected: %v", len(errs), errs[0])
+	}
+	start := time.Now()
+	for deadline := start.Add(healthtest.Patience); routedApart(b1, b2, keys) > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	n := routedApart(b1, b2, keys)
+	t.Logf("keys the two balancers route to different backends: %d of %d (%s after the placements)", n, len(keys), time.Since(start).Round(time.Millisecond))
+	if n > 0 {
+		t.Fatal("the balancers route some keys to two backends")
+	}
+}
+
+// openRetrying opens a WebSocket of key through b as a client would: again
+// after a placement that lost before its 101 (503 + Retry-After: 0) or a
+// tunnel closed as its 101 came (the key moved).
+func openRetrying(b *clusterBalancer, key string) (*websocket.Conn, error) {
+	d := websocket.Dialer{HandshakeTimeout: healthtest.Patience}
+	for deadline := time.Now().Add(healthtest.Patience); ; {
+		c, resp, err := d.Dial("ws://"+b.addr+"/ws", http.Header{"Ctstickiness": {key}})
+		if err != nil && time.Now().After(deadline) {
+			return nil, err
+		}
+		if err != nil && resp != nil && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "0" {
+			continue
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			continue
+		}
+		return c, err
+	}
+}
+
+// routedApart counts the keys b1 and b2 do not both route to one backend
+// by their tables.
+func routedApart(b1, b2 *clusterBalancer, keys []string) (n int) {
+	for _, k := range keys {
+		h := xxhash.Sum64String(k)
+		v1, ok1 := b1.bal.table.view(h, b1.ring.Snapshot())
+		v2, ok2 := b2.bal.table.view(h, b2.ring.Snapshot())
+		if !ok1 || !ok2 || !v1.Routable || !v2.Routable || v1.Backend != v2.Backend {
+			n++
+		}
+	}
+	return n
+}
+
+// startMutualSkew starts bal-1 and bal-2 with static edges edge-1 and
+// edge-2, then reloads bal-2 with edge-1 replaced by edge-3 (bal-1 not
+// yet), and returns n keys bal-1 places on edge-1 and bal-2 on edge-3:
+// the two edges only one of them routes to.
+func startMutualSkew(t *testing.T, n int) (b1, b2 *clusterBalancer, keys []string) {
+	t.Helper()
+	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2"), startTestEdge(t, "edge-3")}
+	cl := healthtest.New(t)
+	cfg := configs.Balancer{Edges: staticEdgesOf(edges[0], edges[1]), SessionTable: configs.SessionTable{StartupWait: configs.Duration(healthtest.Patience)}}
+	b1 = startClusterBalancer(t, cl, "bal-1", cfg)
+	b2 = startClusterBalancer(t, cl, "bal-2", cfg)
+	for _, b := range []*clusterBalancer{b1, b2} {
+		waitRing(t, b, "edge-1", "edge-2")
+	}
+	healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+	next := configs.Balancer{Edges: staticEdgesOf(edges[2], edges[1]), SessionTable: cfg.SessionTable}
+	next.Provision()
+	if err := b2.bal.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	waitRing(t, b2, "edge-2", "edge-3")
+	s1, s2 := b1.ring.Snapshot(), b2.ring.Snapshot()
+	for i := 0; len(keys) < n; i++ {
+		k := fmt.Sprintf("mutual-%d", i)
+		m1, _ := s1.Locate([]byte(k))
+		m2, _ := s2.Locate([]byte(k))
+		if m1.Name == "edge-1" && m2.Name == "edge-3" {
+			keys = append(keys, k)
+		}
+	}
+	return b1, b2, keys
 }

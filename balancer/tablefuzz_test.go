@@ -1204,8 +1204,11 @@ func (w *tfWorld) observe(check bool) {
 				p := prev.e
 				// An entry announced open elsewhere is not evicted for
 				// room (nor expires); one with a tunnel open here neither
-				// (above: its tunnels are its entry's).
-				if !ok && p.openUntil > now {
+				// (above: its tunnels are its entry's). One on a backend
+				// that takes no live keys here now (past its drain
+				// deadline) is no placement: a record of it leaves a
+				// tomb, which room may take (keepTomb).
+				if _, routable := b.t.currentRoutes(b.r.Snapshot()).routable(p.backend); !ok && p.openUntil > now && routable {
 					w.fail("%s: %s's entry, open elsewhere until %d, was evicted", b.name, w.keys[k], p.openUntil)
 				}
 				// Placements only move forward: while an entry is live,

@@ -733,11 +733,15 @@ func (s *Snapshot) Shares() map[string]float64 { return maps.Clone(s.shares) }
 func (s *Snapshot) Partition(key []byte) int { return int(xxhash.Sum64(key) % s.partitions) }
 
 // Locate returns the owner of key; ok is false on an empty ring.
-func (s *Snapshot) Locate(key []byte) (Member, bool) {
+func (s *Snapshot) Locate(key []byte) (Member, bool) { return s.LocateHash(xxhash.Sum64(key)) }
+
+// LocateHash is Locate by the key's xxhash, for a caller that keeps hashes
+// and not keys (the balancer's live-session table).
+func (s *Snapshot) LocateHash(h uint64) (Member, bool) {
 	if len(s.members) == 0 {
 		return Member{}, false
 	}
-	return s.members[s.owners[xxhash.Sum64(key)%s.partitions]], true
+	return s.members[s.owners[h%s.partitions]], true
 }
 
 // Candidates appends to dst the owner of key, then the key's owner on the
