@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -540,9 +539,7 @@ func (b *Balancer) validate(ps *problems) {
 		}
 	}
 	for i, cidr := range b.ProxyProtocol.TrustedFrom {
-		if _, err := netip.ParsePrefix(cidr); err != nil {
-			ps.add(fmt.Sprintf("balancer.proxy_protocol.trusted_from[%d]", i), "%q is not a CIDR prefix (e.g. 10.0.0.0/8)", cidr)
-		}
+		checkPrefix(ps, fmt.Sprintf("balancer.proxy_protocol.trusted_from[%d]", i), cidr, "10.0.0.0/8")
 	}
 	if len(b.ProxyProtocol.TrustedFrom) > 0 && !b.ProxyProtocol.Enabled {
 		ps.add("balancer.proxy_protocol.enabled", "is false, so trusted_from has no effect; set enabled: true")

@@ -3,6 +3,7 @@ package configs
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -131,16 +132,8 @@ func (c *Config) validateAddresses(ps *problems) {
 	for _, role := range c.roles {
 		seen := []bound{{"cluster.bind", c.Cluster.Bind}}
 		for _, b := range byRole[role] {
-			host, port, err := net.SplitHostPort(b.addr)
-			if err != nil || port == "0" || port == "" {
-				continue // said by the address's own check; 0: any free port
-			}
 			for _, o := range seen {
-				oh, op, err := net.SplitHostPort(o.addr)
-				if err != nil || op != port {
-					continue
-				}
-				if host == oh || anyHost(host) || anyHost(oh) {
+				if bindConflict(b.addr, o.addr) {
 					by := o.path
 					if o.addr != b.addr {
 						by += " (" + o.addr + ")"
@@ -153,6 +146,59 @@ func (c *Config) validateAddresses(ps *problems) {
 	}
 }
 
+// checkPrefix checks a prefix of peers' addresses (a geo prefix, who may
+// transfer a zone, send a PROXY header or be announced: every one matched
+// against an address in its IPv4 form) and returns it, ok when it parses
+// (a problem or not). An IPv4-mapped one (::ffff:10.0.0.0/104) matched no
+// address. One with bits set beyond its length (10.1.0.0/8) was taken as
+// its masked form: a typo of the length moved a whole /8 of clients to
+// another region, or let it transfer the zone or say whose connection it
+// carries. Knot and BIND refuse or warn of both.
+func checkPrefix(ps *problems, path, s, example string) (netip.Prefix, bool) {
+	pfx, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil:
+		ps.add(path, "%q is not a CIDR prefix (e.g. %s)", s, example)
+	case pfx.Addr().Is4In6() && pfx.Bits() < 96:
+		ps.add(path, "%s is an IPv4-mapped IPv6 prefix shorter than /96, and addresses are matched in their IPv4 form: write an IPv4 prefix", pfx)
+	case pfx.Addr().Is4In6():
+		ps.add(path, "%s is an IPv4-mapped IPv6 prefix, and addresses are matched in their IPv4 form: write %s", pfx, netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96).Masked())
+	case pfx.Masked() != pfx:
+		ps.add(path, "%s has bits set beyond its length: it would be taken as %s; write that, or the length meant", pfx, pfx.Masked())
+	}
+	return pfx, err == nil
+}
+
+// bindConflict reports whether listeners on addresses a and b cannot both
+// be bound: one port (not 0, any free port), and one address or a wildcard
+// beside any. An address that does not parse is said by its own check.
+func bindConflict(a, b string) bool {
+	ah, ap, aerr := net.SplitHostPort(a)
+	bh, bp, berr := net.SplitHostPort(b)
+	if aerr != nil || berr != nil || ap != bp || ap == "0" || ap == "" {
+		return false
+	}
+	return sameBoundHost(ah, bh) || anyHost(ah) || anyHost(bh)
+}
+
+// sameBoundHost reports whether two hosts (as net.SplitHostPort gives them)
+// bind one address: an IP address however written (::ffff:127.0.0.1 is
+// 127.0.0.1, 0:0:0:0:0:0:0:1 is ::1), and localhost as a listener binds it,
+// its first IPv4 address. Compared as text, localhost:9090 passed beside
+// 127.0.0.1:9090, and the start failed "address already in use".
+func sameBoundHost(a, b string) bool {
+	boundIP := func(h string) net.IP {
+		if strings.EqualFold(h, "localhost") {
+			return net.IPv4(127, 0, 0, 1)
+		}
+		return net.ParseIP(h)
+	}
+	if ia, ib := boundIP(a), boundIP(b); ia != nil || ib != nil {
+		return ia.Equal(ib)
+	}
+	return strings.EqualFold(a, b)
+}
+
 // anyHost reports whether an address's host (as net.SplitHostPort gives
 // it) is every interface: empty, 0.0.0.0 or ::.
 func anyHost(host string) bool {
@@ -162,16 +208,21 @@ func anyHost(host string) bool {
 
 func (c *Config) validateDemo(ps *problems) {
 	names := map[string]bool{}
-	addrs := map[string]string{}
+	type claimed struct{ path, addr string }
+	var addrs []claimed
+	// The demo's nodes run in one process: no two may bind one address.
 	claim := func(path, addr string) {
-		if addr == "" {
-			return
+		for _, o := range addrs {
+			if bindConflict(addr, o.addr) {
+				by := o.path
+				if o.addr != addr {
+					by += " (" + o.addr + ")"
+				}
+				ps.add(path, "%s is already used by %s", addr, by)
+				return
+			}
 		}
-		if other, ok := addrs[addr]; ok {
-			ps.add(path, "%s is already used by %s", addr, other)
-			return
-		}
-		addrs[addr] = path
+		addrs = append(addrs, claimed{path, addr})
 	}
 	for i, n := range c.Demo.Nodes {
 		p := fmt.Sprintf("demo.nodes[%d]", i)

@@ -306,9 +306,7 @@ func (c *Cluster) validateTrust(ps *problems) {
 		ps.add("cluster.insecure_gossip", "is true but cluster.secret_key_file is set; remove one")
 	}
 	for i, s := range c.AllowedNetworks {
-		if _, err := netip.ParsePrefix(s); err != nil {
-			ps.add(fmt.Sprintf("cluster.allowed_networks[%d]", i), "%q is not a CIDR prefix (e.g. 10.0.0.0/8)", s)
-		}
+		checkPrefix(ps, fmt.Sprintf("cluster.allowed_networks[%d]", i), s, "10.0.0.0/8")
 	}
 }
 

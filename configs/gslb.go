@@ -241,7 +241,8 @@ const (
 
 // Transfer controls zone transfers to secondaries.
 type Transfer struct {
-	// Allow lists the client prefixes (CIDR) that may AXFR this zone.
+	// Allow lists the client prefixes (CIDR) that may AXFR this zone,
+	// written as geo prefixes are (no bits beyond the length, IPv4 as IPv4).
 	Allow []string `yaml:"allow"`
 	// Notify lists secondaries (host:port) told of every serial change.
 	Notify []string `yaml:"notify"`
@@ -306,7 +307,8 @@ type Monitor struct {
 	// Port probed on each member's address. Default: a static edge's URL's
 	// port; for a gslb monitor 80 for http, 443 for https (tcp needs one).
 	Port int `yaml:"port"`
-	// Path of an HTTP probe (default /_ringlb/health).
+	// Path of an HTTP probe (default /_ringlb/health): a path and a query,
+	// no fragment (a request never carries one).
 	Path string `yaml:"path"`
 	// ExpectStatus is the HTTP status that means up (default 200).
 	ExpectStatus int `yaml:"expect_status"`
@@ -353,7 +355,8 @@ type ManagedName struct {
 	AutoRecover *bool `yaml:"auto_recover"`
 	// Geo maps regions to client prefixes (source address or EDNS Client
 	// Subnet): a client goes to the region of its longest matching prefix,
-	// and a prefix is one region's.
+	// and a prefix is one region's. A prefix is written as it is matched:
+	// no bits set beyond its length, an IPv4 one as IPv4 (not ::ffff:…).
 	Geo map[string][]string `yaml:"geo"`
 	// Regions are the pools, by region name.
 	Regions map[string]Region `yaml:"regions"`
@@ -595,9 +598,7 @@ func (g *GSLB) validate(ps *problems) {
 			}
 		}
 		for j, c := range z.Transfer.Allow {
-			if _, err := netip.ParsePrefix(c); err != nil {
-				ps.add(fmt.Sprintf("%s.transfer.allow[%d]", p, j), "%q is not a CIDR prefix (e.g. 192.0.2.0/24)", c)
-			}
+			checkPrefix(ps, fmt.Sprintf("%s.transfer.allow[%d]", p, j), c, "192.0.2.0/24")
 		}
 		for j, n := range z.Transfer.Notify {
 			checkHostPort(ps, fmt.Sprintf("%s.transfer.notify[%d]", p, j), n, false)
@@ -683,9 +684,8 @@ func (g *GSLB) validateName(ps *problems, p string, n ManagedName, seen map[stri
 		}
 		for j, c := range n.Geo[region] {
 			path := fmt.Sprintf("%s.geo.%s[%d]", p, region, j)
-			pfx, err := netip.ParsePrefix(c)
-			if err != nil {
-				ps.add(path, "%q is not a CIDR prefix (e.g. 10.1.0.0/16)", c)
+			pfx, ok := checkPrefix(ps, path, c, "10.1.0.0/16")
+			if !ok {
 				continue
 			}
 			first, ok := prefixes[pfx.Masked()]
@@ -852,6 +852,10 @@ func (m Monitor) validate(ps *problems, p string) {
 		// not followed by two hex digits, a control character) failed
 		// every check of every member, before anything was sent.
 		ps.add(p+".path", "%q is no URL path (%v): escape it as in a URL (%%25 for %%, %%20 for a space)", m.Path, errors.Unwrap(err))
+	} else if path, fragment, ok := strings.Cut(m.Path, "#"); m.Type != MonitorTCP && ok {
+		// A request never carries its URL's fragment: /health#ready was
+		// asked for as /health, and passed for it.
+		ps.add(p+".path", "%q has a fragment (#%s), which a request never carries: the check would ask for %s; escape it as %%23 if the path holds a #", m.Path, fragment, path)
 	}
 	checkRange(ps, p+".expect_status", m.ExpectStatus, 100, 599)
 	if m.Interval.D() < 10*time.Millisecond {

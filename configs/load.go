@@ -371,7 +371,8 @@ type decoder struct {
 	unsaid int
 
 	// at is the walk's place in the Go value (a struct field, list index
-	// or map key a step), zeros the number fields the file sets to 0.
+	// or map key a step), zeros the number fields the file sets to 0 and
+	// the string fields it sets to "".
 	at    []step
 	zeros []explicitZero
 }
@@ -383,7 +384,8 @@ type step struct {
 	key          reflect.Value
 }
 
-// explicitZero is a number field the file sets to 0, where it is at.
+// explicitZero is a number field the file sets to 0 (a string field to
+// ""), where it is at.
 type explicitZero struct {
 	path string
 	line int
@@ -418,22 +420,26 @@ func (z explicitZero) in(v reflect.Value) reflect.Value {
 	return v
 }
 
-// zeroTakenForDefault refuses a number field the file sets to 0 that the
-// defaults then replaced: the node would run with a value the file does
-// not say (a max_body_bytes of 0 read as "no limit" is 1 MiB, a ttl of 0
-// is 30s). A field whose 0 asks for its default says so in its tag
+// zeroTakenForDefault refuses a number field the file sets to 0, or a
+// string field it sets to "", that the defaults then replaced: the node
+// would run with a value the file does not say (a max_body_bytes of 0 read
+// as "no limit" is 1 MiB, a ttl of 0 is 30s, an ownership of "" is ring).
+// A field whose 0 asks for its default says so in its tag
 // (`zero:"default"`), as max_connections' derives from the open-file
 // limit.
 func (d *decoder) zeroTakenForDefault(cfg *Config) {
 	root := reflect.ValueOf(cfg).Elem()
 	for _, z := range d.zeros {
 		if v := z.in(root); v.IsValid() && !v.IsZero() {
-			shown := v.Interface()
+			zero, shown := "0", v.Interface()
 			if dur, ok := shown.(Duration); ok {
 				shown = dur.D()
 			}
+			if v.Kind() == reflect.String {
+				zero, shown = `""`, fmt.Sprintf("%q", shown)
+			}
 			d.add(&FieldError{File: d.file, Line: z.line, Path: z.path,
-				Msg: fmt.Sprintf("0 would be taken for the default, %v: leave the field out for the default, or give a value other than 0", shown)})
+				Msg: fmt.Sprintf("%s would be taken for the default, %v: leave the field out for the default, or give a value other than %s", zero, shown, zero)})
 		}
 	}
 }
@@ -469,6 +475,13 @@ func (d *decoder) spend(n *yaml.Node, path string) bool {
 // it (a monitor's interval and its jitter, an edge's drain_timeout and the
 // stop's margin), into a negative wait.
 const MaxDuration = 87600 * time.Hour
+
+// YAML's merge key (<<: *base) is not read: a field the walk does not know
+// was said an unknown field, and the operator looked for a typo.
+const (
+	mergeTag        = "!!merge"
+	mergeKeyProblem = "merge keys (<<) are not supported: write the fields out, or name each value with an alias (*name)"
+)
 
 var (
 	durationType = reflect.TypeOf(Duration(0))
@@ -569,7 +582,11 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	case v.Type() == adminType && n.Kind == yaml.ScalarNode:
 		// "admin: 127.0.0.1:9101" is short for "admin: { listen: ... }".
 		d.lines[path+".listen"] = n.Line
-		v.FieldByName("Listen").SetString(n.Value)
+		listen, _ := v.Type().FieldByName("Listen")
+		v.FieldByIndex(listen.Index).SetString(n.Value)
+		if n.Value == "" {
+			d.zeros = append(d.zeros, explicitZero{path: path + ".listen", line: n.Line, at: append(slices.Clone(d.at), step{field: listen.Index[0]})})
+		}
 	case v.Kind() == reflect.Pointer:
 		elem := reflect.New(v.Type().Elem())
 		d.decode(n, elem.Elem(), path)
@@ -604,6 +621,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			if !d.spend(n.Content[i], path) {
 				return
+			}
+			if n.Content[i].Tag == mergeTag {
+				d.fail(n.Content[i], path+"."+n.Content[i].Value, mergeKeyProblem)
+				continue
 			}
 			k := reflect.New(v.Type().Key()).Elem()
 			if err := n.Content[i].Decode(k.Addr().Interface()); err != nil {
@@ -676,6 +697,10 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		idx, ok := fields[key.Value]
+		if key.Tag == mergeTag {
+			d.fail(key, p, mergeKeyProblem)
+			continue
+		}
 		if !ok {
 			d.fail(key, p, "unknown field (known fields here: %s)", strings.Join(sortedKeys(fields), ", "))
 			continue
@@ -689,7 +714,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		d.at = append(d.at, step{field: idx})
 		f, problems := v.Field(idx), d.problems()
 		d.decode(val, f, p)
-		if d.problems() == problems && isNumber(f.Kind()) && f.IsZero() && val.Kind == yaml.ScalarNode && val.Tag != "!!null" && v.Type().Field(idx).Tag.Get("zero") != "default" {
+		if d.problems() == problems && (isNumber(f.Kind()) || f.Kind() == reflect.String) && f.IsZero() && val.Kind == yaml.ScalarNode && val.Tag != "!!null" && v.Type().Field(idx).Tag.Get("zero") != "default" {
 			d.zeros = append(d.zeros, explicitZero{path: p, line: key.Line, at: slices.Clone(d.at)})
 		}
 		d.at = d.at[:len(d.at)-1]
