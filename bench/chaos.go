@@ -363,6 +363,20 @@ type chaosSession struct {
 	where   map[msgID]epochSeq // where each msg was first seen sequenced
 	dupSeq  []time.Duration    // sequencing times of second sequencings
 	order   int                // two msgs seen at one (epoch, seq)
+	// sent counts the msgs its participants have queued: no msg of the
+	// session is numbered past it, and its seqs go past it only by holes.
+	sent atomic.Uint64
+}
+
+// chaosSeqHoles bounds the seqs of an epoch that name no msg of the run (a
+// promoted session's reserve, a few hundred a takeover): a seq further
+// past the msgs sent is a violation, not an entry of the session's log.
+const chaosSeqHoles = 1 << 14
+
+// farAhead reports whether seq is past any the session's msgs can have
+// been given.
+func (s *chaosSession) farAhead(seq uint64) bool {
+	return seq > s.sent.Load()+chaosSeqHoles
 }
 
 type msgID struct {
@@ -1254,6 +1268,10 @@ func (c *chaosClient) onAck(seq uint64) {
 		c.violate("ack %d in state %d with %d sent on this connection, last seq %d", seq, c.state, c.sentOnConn, c.last)
 		return
 	}
+	if c.s.farAhead(seq) {
+		c.violate("ack %d, past the %d msgs the session sent", seq, c.s.sent.Load())
+		return
+	}
 	m := c.unacked[0]
 	c.unacked = c.unacked[1:]
 	c.sentOnConn--
@@ -1320,6 +1338,12 @@ func (c *chaosClient) onMsg(f *chaosFrame) {
 	if f.Seq <= c.last {
 		return // a replay of what came live: dropped by seq
 	}
+	// Each kept as an entry of the session's log, or a bit of what it
+	// received of the sender: only numbers the run's msgs can have.
+	if sent := c.s.sent.Load(); uint64(d.N) >= sent || c.s.farAhead(f.Seq) {
+		c.violate("msg n=%d at seq %d, past the %d msgs the session sent", d.N, f.Seq, sent)
+		return
+	}
 	id := msgID{slot, d.N}
 	if slices.Contains(c.pids, f.From) {
 		// Its own msg, sequenced before its ack could arrive: acked now.
@@ -1364,6 +1388,7 @@ func (c *chaosClient) send() {
 		}
 		c.unacked = append(c.unacked, outMsg{n: c.nextN, sentAt: w.now()})
 		c.nextN++
+		c.s.sent.Add(1)
 		// Only in order: after every earlier msg went out on this connection.
 		if c.state == stateLive && c.sentOnConn == len(c.unacked)-1 && c.write(c.unacked[len(c.unacked)-1].n) {
 			c.sentOnConn++

@@ -55,6 +55,7 @@ func TestChaosResumeContract(t *testing.T) {
 	// a sent three msgs; only the first was acked before its connection broke.
 	a.unacked = []outMsg{{n: 0}, {n: 1}, {n: 2}}
 	a.sentOnConn = 3
+	s.sent.Store(3) // as send counts them
 	a.onAck(1)
 	b.onMsg(&chaosFrame{Type: "msg", Seq: 1, From: "p-" + a.id, Data: []byte(`{"c":"0.0","n":0}`)})
 	b.onMsg(&chaosFrame{Type: "msg", Seq: 2, From: "p-" + a.id, Data: []byte(`{"c":"0.0","n":1}`)})

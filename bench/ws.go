@@ -550,18 +550,20 @@ func (c *wsClient) send(ctx context.Context, opts WSOptions, start time.Time) {
 		buf, stamp = newV1Message(opts.Size)
 		kind = websocket.TextMessage
 	}
-	var tick <-chan time.Time
+	// Paced (not Saturate): message seq is due at due, a schedule kept
+	// whatever the target does. A write the target holds up is followed
+	// by the messages due meanwhile, each stamped with when it was due, so
+	// its wait is in their latency, not left out of the run (a ticker drops
+	// the ticks a blocked sender misses: coordinated omission).
+	var interval time.Duration
+	var due time.Time
+	var wait *time.Timer
 	if !opts.Saturate {
-		interval := time.Duration(float64(time.Second) / opts.Rate)
-		// Spread first sends over one interval so the load is smooth.
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Duration(rand.Int64N(int64(interval)))):
-		}
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		tick = t.C
+		interval = time.Duration(float64(time.Second) / opts.Rate)
+		// First sends spread over one interval so the load is smooth.
+		due = time.Now().Add(time.Duration(rand.Int64N(int64(interval))))
+		wait = time.NewTimer(0)
+		defer wait.Stop()
 	}
 	receivers := int32(0)
 	for _, p := range c.peers {
@@ -573,12 +575,20 @@ func (c *wsClient) send(ctx context.Context, opts WSOptions, start time.Time) {
 		receivers++ // the sender's own ack, which waits in its queue too
 	}
 	for seq := uint32(0); ; seq++ {
-		if tick != nil {
-			select {
-			case <-ctx.Done():
+		var at time.Duration // when the message is stamped sent
+		if !opts.Saturate {
+			if d := time.Until(due); d > 0 {
+				wait.Reset(d)
+				select {
+				case <-ctx.Done():
+					return
+				case <-wait.C:
+				}
+			} else if ctx.Err() != nil {
 				return
-			case <-tick:
 			}
+			at = due.Sub(start)
+			due = due.Add(interval)
 		} else {
 			select {
 			case <-ctx.Done():
@@ -586,8 +596,9 @@ func (c *wsClient) send(ctx context.Context, opts WSOptions, start time.Time) {
 			case c.window <- struct{}{}:
 			}
 			c.unreceived[int(seq)%len(c.unreceived)].Store(receivers)
+			at = time.Since(start)
 		}
-		stamp(buf, time.Since(start), uint32(c.index), seq)
+		stamp(buf, at, uint32(c.index), seq)
 		c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if err := c.conn.WriteMessage(kind, buf); err != nil {
 			return
