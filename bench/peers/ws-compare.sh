@@ -105,7 +105,7 @@ wait_ws() {
     if "$RINGLB" bench ws -url "ws://127.0.0.1:$1/ws" -sessions 1 -participants 2 -rate 10 -duration 200ms -drain 200ms >/dev/null 2>&1; then return; fi
     sleep 0.1
   done
-  echo "nothing answers a WebSocket on 127.0.0.1:$1 after 10 s; see the errors above (a port in use by an earlier run?)" >&2
+  echo "nothing answers a WebSocket on 127.0.0.1:$1 after 100 tries (about a minute); see the errors above (a port in use by an earlier run?)" >&2
   exit 1
 }
 
