@@ -145,13 +145,15 @@ func TestCertificateFilesWatched(t *testing.T) {
 	certA, keyA, _ := writeTestCert(t)
 	h := newHarness(t, configs.Balancer{TLS: configs.TLS{CertFile: certA, KeyFile: keyA}})
 	certB, keyB, poolB := writeTestCert(t)
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.bal.watchCertificates(stop, 10*time.Millisecond)
-	}()
-	defer func() { close(stop); <-done }()
+	watchCertificates(t, h)
+	renewCertificate(t, certA, keyA, certB, keyB)
+	waitRenewedServed(t, h, poolB)
+}
+
+// renewCertificate writes the certificate and key at certB and keyB over
+// those at certA and keyA, as a renewal does.
+func renewCertificate(t *testing.T, certA, keyA, certB, keyB string) {
+	t.Helper()
 	for _, f := range [][2]string{{certB, certA}, {keyB, keyA}} {
 		data, err := os.ReadFile(f[0])
 		if err != nil {
@@ -161,8 +163,26 @@ func TestCertificateFilesWatched(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// watchCertificates runs h's certificate watcher, looking every 10 ms,
+// until the test ends.
+func watchCertificates(t *testing.T, h *harness) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.bal.watchCertificates(stop, 10*time.Millisecond)
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+// waitRenewedServed waits until h's TLS port serves a certificate that
+// pool, the renewed certificate's, verifies.
+func waitRenewedServed(t *testing.T, h *harness, pool *x509.CertPool) {
+	t.Helper()
 	healthtest.WaitUntil(t, "the renewed certificate served", func() bool {
-		c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: poolB})
+		c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: pool})
 		if err == nil {
 			c.Close()
 		}
@@ -222,15 +242,9 @@ func TestCertificateRenewedAfterTheCheckIsWatched(t *testing.T) {
 			renew := func() {
 				t.Helper()
 				later := time.Now().Add(time.Hour)
-				for _, f := range [][2]string{{certB, certA}, {keyB, keyA}} {
-					data, err := os.ReadFile(f[0])
-					if err != nil {
-						t.Fatal(err)
-					}
-					if err := os.WriteFile(f[1], data, 0o600); err != nil {
-						t.Fatal(err)
-					}
-					if err := os.Chtimes(f[1], later, later); err != nil {
+				renewCertificate(t, certA, keyA, certB, keyB)
+				for _, f := range []string{certA, keyA} {
+					if err := os.Chtimes(f, later, later); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -248,20 +262,8 @@ func TestCertificateRenewedAfterTheCheckIsWatched(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				h.bal.watchCertificates(stop, 10*time.Millisecond)
-			}()
-			defer func() { close(stop); <-done }()
-			healthtest.WaitUntil(t, "the renewed certificate served", func() bool {
-				c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: poolB})
-				if err == nil {
-					c.Close()
-				}
-				return err == nil
-			})
+			watchCertificates(t, h)
+			waitRenewedServed(t, h, poolB)
 		})
 	}
 }

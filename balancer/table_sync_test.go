@@ -1769,14 +1769,8 @@ func TestConfigSkewBetweenBalancersSplitsNoSession(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
-			cl := healthtest.New(t)
 			cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(healthtest.Patience)}}
-			b1 := startClusterBalancer(t, cl, "bal-1", cfg)
-			b2 := startClusterBalancer(t, cl, "bal-2", cfg)
-			for _, b := range []*clusterBalancer{b1, b2} {
-				waitRing(t, b, "edge-1", "edge-2")
-			}
-			healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+			b1, b2 := startReadyPair(t, cfg, "edge-1", "edge-2")
 
 			// bal-1 reloads; bal-2 has not yet.
 			next := tt.without(cfg, edges)
@@ -1839,14 +1833,8 @@ func TestConfigSkewBetweenBalancersSplitsNoSession(t *testing.T) {
 // configs agreed.
 func TestConcurrentPlacementsAcrossConfigSkewAgree(t *testing.T) {
 	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2")}
-	cl := healthtest.New(t)
 	cfg := configs.Balancer{Edges: staticEdgesOf(edges...), SessionTable: configs.SessionTable{StartupWait: configs.Duration(healthtest.Patience)}}
-	b1 := startClusterBalancer(t, cl, "bal-1", cfg)
-	b2 := startClusterBalancer(t, cl, "bal-2", cfg)
-	for _, b := range []*clusterBalancer{b1, b2} {
-		waitRing(t, b, "edge-1", "edge-2")
-	}
-	healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+	b1, b2 := startReadyPair(t, cfg, "edge-1", "edge-2")
 	without := configs.Balancer{Edges: staticEdgesOf(edges[1]), SessionTable: cfg.SessionTable}
 	without.Provision()
 	if err := b1.bal.Reload(without); err != nil {
@@ -1863,46 +1851,8 @@ func TestConcurrentPlacementsAcrossConfigSkewAgree(t *testing.T) {
 			keys = append(keys, k)
 		}
 	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []*websocket.Conn
-		errs  []error
-	)
-	for _, k := range keys {
-		for _, b := range []*clusterBalancer{b1, b2} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := openRetrying(b, k)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, err)
-					return
-				}
-				conns = append(conns, c)
-			}()
-		}
-	}
-	wg.Wait()
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	if len(errs) > 0 {
-		t.Fatalf("%d participants not connected: %v", len(errs), errs[0])
-	}
-	start := time.Now()
-	for deadline := start.Add(healthtest.Patience); routedApart(b1, b2, keys) > 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
-	n := routedApart(b1, b2, keys)
-	t.Logf("keys the two balancers route to different backends: %d of %d (%s after the placements)", n, len(keys), time.Since(start).Round(time.Millisecond))
-	if n > 0 {
-		t.Fatal("the balancers route some keys to two backends")
-	}
+	openAtOnce(t, keys, b1, b2)
+	waitRoutedTogether(t, b1, b2, keys, "after the placements")
 }
 
 // While the balancers' configs differ both ways — a rolling reload that
@@ -1943,15 +1893,7 @@ func TestMutualConfigSkewSplitsNoSession(t *testing.T) {
 		}
 		second[i] = c
 	}
-	start := time.Now()
-	for deadline := start.Add(healthtest.Patience); routedApart(b1, b2, keys) > 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
-	n := routedApart(b1, b2, keys)
-	t.Logf("keys the two balancers route to different backends: %d of %d (%s after the second participants)", n, len(keys), time.Since(start).Round(time.Millisecond))
-	if n > 0 {
-		t.Fatal("the balancers route some keys to two backends")
-	}
+	waitRoutedTogether(t, b1, b2, keys, "after the second participants")
 	// Both participants' tunnels, on edge-1 and edge-3, are closed: their
 	// clients reconnect, each through its balancer, to one backend.
 	for i, k := range keys {
@@ -1986,46 +1928,8 @@ func TestMutualConfigSkewSplitsNoSession(t *testing.T) {
 // version, and that one moves the key to a backend both route to.
 func TestConcurrentPlacementsAcrossMutualConfigSkewAgree(t *testing.T) {
 	b1, b2, keys := startMutualSkew(t, 16)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []*websocket.Conn
-		errs  []error
-	)
-	for _, k := range keys {
-		for _, b := range []*clusterBalancer{b1, b2} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := openRetrying(b, k)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, err)
-					return
-				}
-				conns = append(conns, c)
-			}()
-		}
-	}
-	wg.Wait()
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	if len(errs) > 0 {
-		t.Fatalf("%d participants not connected: %v", len(errs), errs[0])
-	}
-	start := time.Now()
-	for deadline := start.Add(healthtest.Patience); routedApart(b1, b2, keys) > 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
-	n := routedApart(b1, b2, keys)
-	t.Logf("keys the two balancers route to different backends: %d of %d (%s after the placements)", n, len(keys), time.Since(start).Round(time.Millisecond))
-	if n > 0 {
-		t.Fatal("the balancers route some keys to two backends")
-	}
+	openAtOnce(t, keys, b1, b2)
+	waitRoutedTogether(t, b1, b2, keys, "after the placements")
 }
 
 // openRetrying opens a WebSocket of key through b as a client would: again
@@ -2048,6 +1952,60 @@ func openRetrying(b *clusterBalancer, key string) (*websocket.Conn, error) {
 	}
 }
 
+// openAtOnce opens a participant of every key through each of bals, all
+// at once as clients arriving together would, each retrying as
+// openRetrying does; the connections close as the test ends.
+func openAtOnce(t *testing.T, keys []string, bals ...*clusterBalancer) {
+	t.Helper()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []*websocket.Conn
+		errs  []error
+	)
+	for _, k := range keys {
+		for _, b := range bals {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := openRetrying(b, k)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				conns = append(conns, c)
+			}()
+		}
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	if len(errs) > 0 {
+		t.Fatalf("%d participants not connected: %v", len(errs), errs[0])
+	}
+}
+
+// waitRoutedTogether waits until b1 and b2 route every key to one backend
+// by their tables, and fails the test if they still do not after
+// healthtest.Patience; since says what the wait counts from, for the log.
+func waitRoutedTogether(t *testing.T, b1, b2 *clusterBalancer, keys []string, since string) {
+	t.Helper()
+	start := time.Now()
+	for deadline := start.Add(healthtest.Patience); routedApart(b1, b2, keys) > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	n := routedApart(b1, b2, keys)
+	t.Logf("keys the two balancers route to different backends: %d of %d (%s %s)", n, len(keys), time.Since(start).Round(time.Millisecond), since)
+	if n > 0 {
+		t.Fatal("the balancers route some keys to two backends")
+	}
+}
+
 // routedApart counts the keys b1 and b2 do not both route to one backend
 // by their tables.
 func routedApart(b1, b2 *clusterBalancer, keys []string) (n int) {
@@ -2062,6 +2020,20 @@ func routedApart(b1, b2 *clusterBalancer, keys []string) (n int) {
 	return n
 }
 
+// startReadyPair starts bal-1 and bal-2 in one cluster with cfg and waits
+// until both rings hold names and both session tables are ready.
+func startReadyPair(t *testing.T, cfg configs.Balancer, names ...string) (b1, b2 *clusterBalancer) {
+	t.Helper()
+	cl := healthtest.New(t)
+	b1 = startClusterBalancer(t, cl, "bal-1", cfg)
+	b2 = startClusterBalancer(t, cl, "bal-2", cfg)
+	for _, b := range []*clusterBalancer{b1, b2} {
+		waitRing(t, b, names...)
+	}
+	healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+	return b1, b2
+}
+
 // startMutualSkew starts bal-1 and bal-2 with static edges edge-1 and
 // edge-2, then reloads bal-2 with edge-1 replaced by edge-3 (bal-1 not
 // yet), and returns n keys bal-1 places on edge-1 and bal-2 on edge-3:
@@ -2069,14 +2041,8 @@ func routedApart(b1, b2 *clusterBalancer, keys []string) (n int) {
 func startMutualSkew(t *testing.T, n int) (b1, b2 *clusterBalancer, keys []string) {
 	t.Helper()
 	edges := []*testEdge{startTestEdge(t, "edge-1"), startTestEdge(t, "edge-2"), startTestEdge(t, "edge-3")}
-	cl := healthtest.New(t)
 	cfg := configs.Balancer{Edges: staticEdgesOf(edges[0], edges[1]), SessionTable: configs.SessionTable{StartupWait: configs.Duration(healthtest.Patience)}}
-	b1 = startClusterBalancer(t, cl, "bal-1", cfg)
-	b2 = startClusterBalancer(t, cl, "bal-2", cfg)
-	for _, b := range []*clusterBalancer{b1, b2} {
-		waitRing(t, b, "edge-1", "edge-2")
-	}
-	healthtest.WaitUntil(t, "both tables ready", func() bool { return b1.bal.table.routable() && b2.bal.table.routable() })
+	b1, b2 = startReadyPair(t, cfg, "edge-1", "edge-2")
 	next := configs.Balancer{Edges: staticEdgesOf(edges[2], edges[1]), SessionTable: cfg.SessionTable}
 	next.Provision()
 	if err := b2.bal.Reload(next); err != nil {

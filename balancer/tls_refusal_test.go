@@ -33,6 +33,28 @@ func (r *readRecorder) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// wantClosedUnanswered runs a TLS handshake over c, a connection h's TLS
+// port refuses for reason, and checks that it was closed cleanly (EOF)
+// without a byte sent, and counted once.
+func wantClosedUnanswered(t *testing.T, h *harness, c net.Conn, tlsConfig *tls.Config, reason string) {
+	t.Helper()
+	rec := &readRecorder{Conn: c}
+	herr := tls.Client(rec, tlsConfig).Handshake()
+	if herr == nil {
+		t.Fatal("a connection over the limit completed its handshake")
+	}
+	t.Logf("the refused client's handshake: %v (its socket: %d bytes, %v)", herr, rec.n, rec.err)
+	if rec.n != 0 {
+		t.Errorf("the refused client was sent %d bytes, want none (plain text in a TLS connection)", rec.n)
+	}
+	if !errors.Is(rec.err, io.EOF) {
+		t.Errorf("the refused connection ended with %v, want a clean close (EOF)", rec.err)
+	}
+	if v := h.metric(t, "ringlb_balancer_rejected_connections_total", map[string]string{"reason": reason}); v != 1 {
+		t.Errorf("rejected %s = %v, want 1", reason, v)
+	}
+}
+
 // A connection the TLS data port refuses (a limit) is closed without a
 // word: a FIN, no plain text. Before, it was sent the plain port's HTTP
 // 429/503, which a client in its TLS handshake reads as a broken record
@@ -70,21 +92,7 @@ func TestTLSPortRefusesWithoutPlainText(t *testing.T) {
 			}
 			defer raw.Close()
 			raw.SetDeadline(time.Now().Add(healthtest.Patience))
-			rec := &readRecorder{Conn: raw}
-			herr := tls.Client(rec, tlsConfig).Handshake()
-			if herr == nil {
-				t.Fatal("a connection over the limit completed its handshake")
-			}
-			t.Logf("the refused client's handshake: %v (its socket: %d bytes, %v)", herr, rec.n, rec.err)
-			if rec.n != 0 {
-				t.Errorf("the refused client was sent %d bytes, want none (plain text in a TLS connection)", rec.n)
-			}
-			if !errors.Is(rec.err, io.EOF) {
-				t.Errorf("the refused connection ended with %v, want a clean close (EOF)", rec.err)
-			}
-			if v := h.metric(t, "ringlb_balancer_rejected_connections_total", map[string]string{"reason": tt.reason}); v != 1 {
-				t.Errorf("rejected %s = %v, want 1", tt.reason, v)
-			}
+			wantClosedUnanswered(t, h, raw, tlsConfig, tt.reason)
 		})
 	}
 }
@@ -126,19 +134,5 @@ func TestTLSPortRefusalThroughProxyClosesCleanly(t *testing.T) {
 	if resp, err := http.ReadResponse(bufio.NewReader(held), nil); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("first connection: %v %v", resp, err)
 	}
-	rec := &readRecorder{Conn: dial()}
-	herr := tls.Client(rec, tlsConfig).Handshake()
-	if herr == nil {
-		t.Fatal("a connection over the limit completed its handshake")
-	}
-	t.Logf("the refused client's handshake: %v (its socket: %d bytes, %v)", herr, rec.n, rec.err)
-	if rec.n != 0 {
-		t.Errorf("the refused client was sent %d bytes, want none", rec.n)
-	}
-	if !errors.Is(rec.err, io.EOF) {
-		t.Errorf("the refused connection ended with %v, want a clean close (EOF)", rec.err)
-	}
-	if v := h.metric(t, "ringlb_balancer_rejected_connections_total", map[string]string{"reason": "max_connections_per_ip"}); v != 1 {
-		t.Errorf("rejected max_connections_per_ip = %v, want 1", v)
-	}
+	wantClosedUnanswered(t, h, dial(), tlsConfig, "max_connections_per_ip")
 }

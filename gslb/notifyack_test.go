@@ -23,6 +23,17 @@ func notifyCount(t *testing.T, s *Server, result string) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// firstNotifyAnswered waits until s has had its first NOTIFY to the test
+// zone's secondary answered, and returns its counts taken as acknowledged
+// and refused.
+func firstNotifyAnswered(t *testing.T, s *Server) (ok, failed float64) {
+	t.Helper()
+	healthtest.WaitUntil(t, "the first NOTIFY is answered", func() bool {
+		return notifyCount(t, s, "ok")+notifyCount(t, s, "error") >= 1
+	})
+	return notifyCount(t, s, "ok"), notifyCount(t, s, "error")
+}
+
 // The zone has a TSIG key, so its NOTIFYs are signed; what answers at the
 // secondary's address does not know the key (an impostor on the path, a
 // host that took the secondary's old address) and acknowledges unsigned.
@@ -31,30 +42,16 @@ func notifyCount(t *testing.T, s *Server, result string) float64 {
 // counted "ok", logged acknowledged, never retried — while the secondary
 // heard nothing and stayed on the old serial.
 func TestUnsignedAckIsNoAcknowledgement(t *testing.T) {
-	impostor := &dns.Server{Addr: "127.0.0.1:0", Net: "udp",
-		MsgAcceptFunc: func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept },
-		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			m := new(dns.Msg)
-			m.SetReply(r)
-			w.WriteMsg(m) // NOERROR, unsigned
-		})}
-	up := make(chan struct{})
-	impostor.NotifyStartedFunc = func() { close(up) }
-	go impostor.ListenAndServe()
-	select {
-	case <-up:
-	case <-time.After(5 * time.Second):
-		t.Fatal("impostor did not start")
-	}
-	defer impostor.Shutdown()
+	impostor := serveNotifyUDP(t, "impostor", nil, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		w.WriteMsg(m) // NOERROR, unsigned
+	})
 
 	east, west := newFakeBalancer(t), newFakeBalancer(t)
-	cfg := withTransfer(t, gslbConfig(t, east, west, ""), configs.Transfer{Notify: []string{impostor.PacketConn.LocalAddr().String()}, TSIG: tsigConfig(t)})
+	cfg := withTransfer(t, gslbConfig(t, east, west, ""), configs.Transfer{Notify: []string{impostor}, TSIG: tsigConfig(t)})
 	s := startGSLB(t, cfg)
-	healthtest.WaitUntil(t, "the first NOTIFY is answered", func() bool {
-		return notifyCount(t, s, "ok")+notifyCount(t, s, "error") >= 1
-	})
-	ok, failed := notifyCount(t, s, "ok"), notifyCount(t, s, "error")
+	ok, failed := firstNotifyAnswered(t, s)
 	t.Logf("unsigned answers to signed NOTIFYs: %.0f taken as acknowledged, %.0f refused", ok, failed)
 	if ok != 0 {
 		t.Errorf("%.0f unsigned answers to a signed NOTIFY were taken as the secondary's acknowledgement", ok)
@@ -66,25 +63,14 @@ func TestUnsignedAckIsNoAcknowledgement(t *testing.T) {
 // member's: they are made at 0 when the zone is configured, before its
 // first NOTIFY, so that its first error is an increase.
 func TestReloadForgetsARemovedZonesNotifies(t *testing.T) {
-	secondary := &dns.Server{Addr: "127.0.0.1:0", Net: "udp",
-		MsgAcceptFunc: func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept },
-		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			m := new(dns.Msg)
-			m.SetReply(r)
-			w.WriteMsg(m)
-		})}
-	up := make(chan struct{})
-	secondary.NotifyStartedFunc = func() { close(up) }
-	go secondary.ListenAndServe()
-	select {
-	case <-up:
-	case <-time.After(5 * time.Second):
-		t.Fatal("secondary did not start")
-	}
-	defer secondary.Shutdown()
+	secondary := serveNotifyUDP(t, "secondary", nil, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		w.WriteMsg(m)
+	})
 
 	east, west := newFakeBalancer(t), newFakeBalancer(t)
-	s := startGSLB(t, withTransfer(t, gslbConfig(t, east, west, ""), configs.Transfer{Notify: []string{secondary.PacketConn.LocalAddr().String()}}))
+	s := startGSLB(t, withTransfer(t, gslbConfig(t, east, west, ""), configs.Transfer{Notify: []string{secondary}}))
 	// exported is the zone's series a scrape shows, by result.
 	exported := func() map[string]float64 {
 		t.Helper()
@@ -122,27 +108,15 @@ func TestReloadForgetsARemovedZonesNotifies(t *testing.T) {
 // verifies whatever key an answer names, if the gslb has it.
 func TestAckSignedWithAnotherZonesKeyIsNoAcknowledgement(t *testing.T) {
 	const otherKey, otherSecret = "other.test.", "YW5vdGhlciB6b25lJ3Mgc2VjcmV0IGtleQ=="
-	impostor := &dns.Server{Addr: "127.0.0.1:0", Net: "udp",
-		TsigSecret:    map[string]string{otherKey: otherSecret},
-		MsgAcceptFunc: func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept },
-		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			m := new(dns.Msg)
-			m.SetReply(r)
-			m.SetTsig(otherKey, dns.HmacSHA256, 300, time.Now().Unix())
-			w.WriteMsg(m) // NOERROR, signed with the other zone's key
-		})}
-	up := make(chan struct{})
-	impostor.NotifyStartedFunc = func() { close(up) }
-	go impostor.ListenAndServe()
-	select {
-	case <-up:
-	case <-time.After(5 * time.Second):
-		t.Fatal("impostor did not start")
-	}
-	defer impostor.Shutdown()
+	impostor := serveNotifyUDP(t, "impostor", map[string]string{otherKey: otherSecret}, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.SetTsig(otherKey, dns.HmacSHA256, 300, time.Now().Unix())
+		w.WriteMsg(m) // NOERROR, signed with the other zone's key
+	})
 
 	east, west := newFakeBalancer(t), newFakeBalancer(t)
-	cfg := withTransfer(t, gslbConfig(t, east, west, ""), configs.Transfer{Notify: []string{impostor.PacketConn.LocalAddr().String()}, TSIG: tsigConfig(t)})
+	cfg := withTransfer(t, gslbConfig(t, east, west, ""), configs.Transfer{Notify: []string{impostor}, TSIG: tsigConfig(t)})
 	f := filepath.Join(t.TempDir(), "other.key")
 	if err := os.WriteFile(f, []byte(otherSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -151,10 +125,7 @@ func TestAckSignedWithAnotherZonesKeyIsNoAcknowledgement(t *testing.T) {
 		Records:  []string{"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 60", "@ 3600 IN NS ns1.ringlb.test."},
 		Transfer: configs.Transfer{Allow: []string{"192.0.2.0/24"}, TSIG: &configs.TSIG{Name: otherKey, Algorithm: "hmac-sha256", SecretFile: f}}})
 	s := startGSLB(t, cfg)
-	healthtest.WaitUntil(t, "the first NOTIFY is answered", func() bool {
-		return notifyCount(t, s, "ok")+notifyCount(t, s, "error") >= 1
-	})
-	ok, failed := notifyCount(t, s, "ok"), notifyCount(t, s, "error")
+	ok, failed := firstNotifyAnswered(t, s)
 	t.Logf("answers signed with another zone's key: %.0f taken as acknowledged, %.0f refused", ok, failed)
 	if ok != 0 {
 		t.Errorf("%.0f answers signed with another zone's key were taken as the secondary's acknowledgement", ok)
@@ -183,10 +154,7 @@ func TestEchoedNotifyIsNoAcknowledgement(t *testing.T) {
 	}()
 	east, west := newFakeBalancer(t), newFakeBalancer(t)
 	s := startGSLB(t, withTransfer(t, gslbConfig(t, east, west, ""), configs.Transfer{Notify: []string{echo.LocalAddr().String()}}))
-	healthtest.WaitUntil(t, "the first NOTIFY is answered", func() bool {
-		return notifyCount(t, s, "ok")+notifyCount(t, s, "error") >= 1
-	})
-	ok, failed := notifyCount(t, s, "ok"), notifyCount(t, s, "error")
+	ok, failed := firstNotifyAnswered(t, s)
 	t.Logf("NOTIFYs echoed back: %.0f taken as acknowledged, %.0f refused", ok, failed)
 	if ok != 0 {
 		t.Errorf("%.0f NOTIFYs echoed back were taken as the secondary's acknowledgement", ok)

@@ -210,35 +210,43 @@ func newFakeSecondary(t *testing.T) *fakeSecondary {
 func newSigningSecondary(t *testing.T, secrets map[string]string) *fakeSecondary {
 	t.Helper()
 	f := &fakeSecondary{notices: make(chan uint32, 64)}
+	f.addr = serveNotifyUDP(t, "secondary", secrets, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if t := r.IsTsig(); t != nil && secrets != nil && w.TsigStatus() == nil {
+			m.SetTsig(t.Hdr.Name, t.Algorithm, 300, time.Now().Unix()) // signed by WriteMsg
+		}
+		w.WriteMsg(m)
+		if secrets != nil && (r.IsTsig() == nil || w.TsigStatus() != nil) {
+			return
+		}
+		if r.Opcode == dns.OpcodeNotify && len(r.Answer) == 1 {
+			if soa, ok := r.Answer[0].(*dns.SOA); ok {
+				f.notices <- soa.Serial
+			}
+		}
+	})
+	return f
+}
+
+// serveNotifyUDP serves h on a UDP port of 127.0.0.1, with the TSIG keys
+// in secrets (name → base64), until the test ends, and returns its
+// address; what names it in the failure to start.
+func serveNotifyUDP(t *testing.T, what string, secrets map[string]string, h dns.HandlerFunc) string {
+	t.Helper()
 	up := make(chan struct{})
 	srv := &dns.Server{Addr: "127.0.0.1:0", Net: "udp", NotifyStartedFunc: func() { close(up) }, TsigSecret: secrets,
 		// NOTIFY is not a query: accept it (the default refuses it).
 		MsgAcceptFunc: func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept },
-		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			m := new(dns.Msg)
-			m.SetReply(r)
-			if t := r.IsTsig(); t != nil && secrets != nil && w.TsigStatus() == nil {
-				m.SetTsig(t.Hdr.Name, t.Algorithm, 300, time.Now().Unix()) // signed by WriteMsg
-			}
-			w.WriteMsg(m)
-			if secrets != nil && (r.IsTsig() == nil || w.TsigStatus() != nil) {
-				return
-			}
-			if r.Opcode == dns.OpcodeNotify && len(r.Answer) == 1 {
-				if soa, ok := r.Answer[0].(*dns.SOA); ok {
-					f.notices <- soa.Serial
-				}
-			}
-		})}
+		Handler:       h}
 	go srv.ListenAndServe()
 	select {
 	case <-up:
 	case <-time.After(5 * time.Second):
-		t.Fatal("secondary did not start")
+		t.Fatal(what + " did not start")
 	}
 	t.Cleanup(func() { srv.Shutdown() })
-	f.addr = srv.PacketConn.LocalAddr().String()
-	return f
+	return srv.PacketConn.LocalAddr().String()
 }
 
 func (f *fakeSecondary) next(t *testing.T) uint32 {

@@ -40,27 +40,7 @@ func TestGossipStreamFloodBounded(t *testing.T) {
 		streams  = 48
 		announce = 20<<20 - 1 // memberlist's own limit is 20 MiB
 	)
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
+	heapGrowth := sampleHeapPeak(20 * time.Millisecond)
 
 	var sent atomic.Int64
 	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9)}
@@ -72,16 +52,11 @@ func TestGossipStreamFloodBounded(t *testing.T) {
 	for ; rounds < 6 && m.streams.refused[refusedBytes].Load() == 0; rounds++ {
 		flood(m.Addr(), local, streams, announce, &sent)
 	}
-	close(stop)
-	<-sampled
-	grew := int64(peak.Load()) - int64(before.HeapInuse)
+	grew := heapGrowth()
 	t.Logf("%d streams of %d MiB from one address, %d round(s): sent %d MiB, heap grew %d MiB at most", streams, announce>>20, rounds, sent.Load()>>20, grew>>20)
 
 	// Whatever it took, the node still lets a member join.
-	pcfg := testCluster("peer", m.Addr())
-	pcfg.SecretKeyFile = cfg.SecretKeyFile
-	peer := startNode(t, pcfg, edgeMeta(1))
-	waitAll(t, []*Membership{m, peer}, func(ns []Node) bool { return len(ns) == 2 })
+	waitPeerJoins(t, m, cfg.SecretKeyFile)
 	// Unbounded, the heap holds what every stream sent (600 MiB for 24
 	// streams); bounded, one address's share (twice over while a buffer
 	// grows, and garbage until the collector runs), whatever the count.
@@ -91,6 +66,49 @@ func TestGossipStreamFloodBounded(t *testing.T) {
 	if m.streams.refused[refusedBytes].Load() == 0 {
 		t.Error("no stream was cut at the byte budget")
 	}
+}
+
+// sampleHeapPeak samples the heap in use every so often from now on; the
+// function it returns stops the sampling and says how far the peak grew
+// past the heap at the start.
+func sampleHeapPeak(every time.Duration) (stop func() (grew int64)) {
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(every):
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		<-sampled
+		return int64(peak.Load()) - int64(before.HeapInuse)
+	}
+}
+
+// waitPeerJoins starts a member holding the key in keyFile that joins
+// through m, and waits until both see two members: what m went through
+// left it able to take a member in.
+func waitPeerJoins(t *testing.T, m *Membership, keyFile string) {
+	t.Helper()
+	pcfg := testCluster("peer", m.Addr())
+	pcfg.SecretKeyFile = keyFile
+	peer := startNode(t, pcfg, edgeMeta(1))
+	waitAll(t, []*Membership{m, peer}, func(ns []Node) bool { return len(ns) == 2 })
 }
 
 // flood opens that many (streams) encrypted gossip streams to addr from
@@ -313,10 +331,7 @@ func TestGossipStreamHugeLengthReadNoFurther(t *testing.T) {
 		}
 	}
 	t.Logf("a stream announcing 4 GiB: answered (%d bytes) and closed on its 5-byte head", got)
-	pcfg := testCluster("peer", m.Addr())
-	pcfg.SecretKeyFile = cfg.SecretKeyFile
-	peer := startNode(t, pcfg, edgeMeta(1))
-	waitAll(t, []*Membership{m, peer}, func(ns []Node) bool { return len(ns) == 2 })
+	waitPeerJoins(t, m, cfg.SecretKeyFile)
 }
 
 // streamPoolOf says the pool the guard counts streams from addr in.
@@ -428,27 +443,7 @@ func TestCompressedStreamsDecodeBounded(t *testing.T) {
 	bomb := compressedBomb(t, cfg.SecretKeyFile, 40<<20)
 
 	const streams = 8
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	}()
+	heapGrowth := sampleHeapPeak(5 * time.Millisecond)
 	var wg sync.WaitGroup
 	var closed atomic.Int64
 	for i := range streams {
@@ -474,9 +469,7 @@ func TestCompressedStreamsDecodeBounded(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
-	<-sampled
-	grew := int64(peak.Load()) - int64(before.HeapInuse)
+	grew := heapGrowth()
 	t.Logf("%d encrypted streams of %d bytes, each decompressing to 40 MiB, at once: heap grew %d MiB at most; %d closed by the node", streams, len(bomb), grew>>20, closed.Load())
 	if closed.Load() != streams {
 		t.Errorf("%d of %d streams decoded and closed by the node; want each, in its turn", closed.Load(), streams)
@@ -487,8 +480,5 @@ func TestCompressedStreamsDecodeBounded(t *testing.T) {
 		t.Errorf("the heap grew %d MiB for %d compressed streams; want at most %d MiB", grew>>20, streams, limit>>20)
 	}
 	// The node still lets a member join.
-	pcfg := testCluster("peer", m.Addr())
-	pcfg.SecretKeyFile = cfg.SecretKeyFile
-	peer := startNode(t, pcfg, edgeMeta(1))
-	waitAll(t, []*Membership{m, peer}, func(ns []Node) bool { return len(ns) == 2 })
+	waitPeerJoins(t, m, cfg.SecretKeyFile)
 }

@@ -24,15 +24,7 @@ import (
 func TestClosedSocketLeavesThePoller(t *testing.T) {
 	e := startEdge(t, configs.Edge{}, nil)
 	c := rawJoinKey(t, e, "leaving")
-	var p *participant
-	waitFor(t, "a parked reader", func() bool {
-		e.s.mu.Lock()
-		defer e.s.mu.Unlock()
-		for q := range e.s.conns {
-			p = q
-		}
-		return p != nil && p.reader.Load() == readerParked
-	})
+	p := waitParked(t, e)
 	pl := e.s.parker()
 	if pl == nil {
 		t.Skip("no poller here")
@@ -71,4 +63,20 @@ func epollEntries(t *testing.T, epfd int) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// waitParked waits until e's one participant has its reader parked, and
+// returns it.
+func waitParked(t *testing.T, e *testEdge) *participant {
+	t.Helper()
+	var p *participant
+	waitFor(t, "a parked reader", func() bool {
+		e.s.mu.Lock()
+		defer e.s.mu.Unlock()
+		for q := range e.s.conns {
+			p = q
+		}
+		return p != nil && p.reader.Load() == readerParked
+	})
+	return p
 }

@@ -431,16 +431,7 @@ func TestFloodWhileClosingIsPaced(t *testing.T) {
 	}{
 		{"join refused", func(e *testEdge) net.Conn {
 			e.joinV1(t, "closing", "", nil)
-			c, err := net.Dial("tcp", e.data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
-			req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: closing\r\n\r\n"
-			if _, err := io.WriteString(c, req); err != nil {
-				t.Fatal(err)
-			}
+			c := askUpgrade(t, e, "closing")
 			return c // refused 1008 after the 101
 		}, emptyFrames},
 		{"frame refused", func(e *testEdge) net.Conn {
@@ -452,16 +443,7 @@ func TestFloodWhileClosingIsPaced(t *testing.T) {
 		}, make([]byte, 64<<10)},
 		{"join refused, then a frame without end", func(e *testEdge) net.Conn {
 			e.joinV1(t, "closing", "", nil)
-			c, err := net.Dial("tcp", e.data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
-			req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nctstickiness: closing\r\n\r\n"
-			if _, err := io.WriteString(c, req); err != nil {
-				t.Fatal(err)
-			}
+			c := askUpgrade(t, e, "closing")
 			if _, err := c.Write(bigHead); err != nil {
 				t.Fatal(err)
 			}

@@ -19,15 +19,7 @@ import (
 func TestPingTimerNotArmedAfterFinish(t *testing.T) {
 	e := startEdge(t, configs.Edge{}, nil)
 	rawJoinKey(t, e, "finishing")
-	var p *participant
-	waitFor(t, "a parked reader", func() bool {
-		e.s.mu.Lock()
-		defer e.s.mu.Unlock()
-		for q := range e.s.conns {
-			p = q
-		}
-		return p != nil && p.reader.Load() == readerParked
-	})
+	p := waitParked(t, e)
 	// Parked, p has no reader: the test is its reader, and ends it.
 	p.out.mu.Lock()
 	pinged := make(chan struct{})

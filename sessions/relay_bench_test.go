@@ -63,9 +63,10 @@ func rawJoin(tb testing.TB, e *testEdge) net.Conn {
 	return rawJoinKey(tb, e, "bench")
 }
 
-// rawJoinKey opens a WebSocket by hand and waits until the edge has joined
-// it to the session key.
-func rawJoinKey(tb testing.TB, e *testEdge, key string) net.Conn {
+// askUpgrade dials e's data port and sends the upgrade request of a
+// participant of key, reading nothing; the connection closes as the test
+// ends.
+func askUpgrade(tb testing.TB, e *testEdge, key string) net.Conn {
 	tb.Helper()
 	c, err := net.Dial("tcp", e.data)
 	if err != nil {
@@ -77,6 +78,14 @@ func rawJoinKey(tb testing.TB, e *testEdge, key string) net.Conn {
 	if _, err := io.WriteString(c, req); err != nil {
 		tb.Fatal(err)
 	}
+	return c
+}
+
+// rawJoinKey opens a WebSocket by hand and waits until the edge has joined
+// it to the session key.
+func rawJoinKey(tb testing.TB, e *testEdge, key string) net.Conn {
+	tb.Helper()
+	c := askUpgrade(tb, e, key)
 	// Read the head byte by byte: nothing after it may be buffered away.
 	var head []byte
 	one := make([]byte, 1)

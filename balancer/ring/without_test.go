@@ -25,6 +25,20 @@ func without(cfg Config, ms []Member, name string) *Snapshot {
 	return New(cfg).Update(slices.DeleteFunc(slices.Clone(ms), func(m Member) bool { return m.Name == name }))
 }
 
+// withoutFamily is a ring of n members, with the config the Without tests
+// share.
+func withoutFamily(n int) (Config, []Member, *Snapshot) {
+	cfg := Config{Partitions: 271, Replication: 20, Load: 1.25}
+	ms := members(n)
+	return cfg, ms, New(cfg).Update(ms)
+}
+
+// leaveRoom leaves s's family room for that many Without rings of its n
+// members, and no more.
+func leaveRoom(s *Snapshot, cfg Config, n, rings int) {
+	s.fam.left = int64(rings) * ringBytes(cfg, n-1)
+}
+
 // TestWithoutCacheStaysWithinItsBudget: a balancer builds a Without ring
 // for each owner it fails to dial (Candidates), and an edge one for each
 // edge a claim takes for dead, for as long as the ring version lasts.
@@ -32,11 +46,9 @@ func without(cfg Config, ms []Member, name string) *Snapshot {
 // each (4 MB at 1<<20 partitions): GBs for one version. Past the budget
 // the ring is built for the call alone, and answers the same.
 func TestWithoutCacheStaysWithinItsBudget(t *testing.T) {
-	cfg := Config{Partitions: 271, Replication: 20, Load: 1.25}
-	ms := members(40)
-	s := New(cfg).Update(ms)
+	cfg, ms, s := withoutFamily(40)
 	const room = 4
-	s.fam.left = room * ringBytes(cfg, len(ms)-1)
+	leaveRoom(s, cfg, len(ms), room)
 	ks := keys(500)
 	for i, m := range ms {
 		w := s.Without(m.Name)
@@ -65,9 +77,7 @@ func TestWithoutCacheStaysWithinItsBudget(t *testing.T) {
 // suspect). One lock held across every build made a request whose owner's
 // ring was already built wait for another owner's build.
 func TestWithoutBuildHoldsUpNoOtherName(t *testing.T) {
-	cfg := Config{Partitions: 271, Replication: 20, Load: 1.25}
-	ms := members(5)
-	s := New(cfg).Update(ms)
+	cfg, ms, s := withoutFamily(5)
 	cached := s.Without("edge-1")
 	started, release := make(chan struct{}), make(chan struct{})
 	s.fam.building = func(name string) {
@@ -114,11 +124,9 @@ func TestWithoutBuildHoldsUpNoOtherName(t *testing.T) {
 // makes room instead, so a suspect owner's ring is built once while it is
 // asked for, and the rings kept stay within the budget.
 func TestWithoutPastTheBudgetEvicts(t *testing.T) {
-	cfg := Config{Partitions: 271, Replication: 20, Load: 1.25}
-	ms := members(10)
-	s := New(cfg).Update(ms)
+	cfg, ms, s := withoutFamily(10)
 	const room = 2
-	s.fam.left = room * ringBytes(cfg, len(ms)-1)
+	leaveRoom(s, cfg, len(ms), room)
 	builds := map[string]int{}
 	s.fam.building = func(name string) { builds[name]++ }
 	ks := keys(500)
@@ -154,12 +162,10 @@ func TestWithoutPastTheBudgetEvicts(t *testing.T) {
 // for first: every ring was built again at every claim. The rings asked
 // for again stay, and only the others are built again.
 func TestWithoutScanKeepsTheRingsAskedAgain(t *testing.T) {
-	cfg := Config{Partitions: 271, Replication: 20, Load: 1.25}
-	ms := members(13)
-	s := New(cfg).Update(ms)
+	cfg, ms, s := withoutFamily(13)
 	s.fam.walked(cfg) // the circle kept, room left for this many rings:
 	const room = 4
-	s.fam.left = room * ringBytes(cfg, len(ms)-1)
+	leaveRoom(s, cfg, len(ms), room)
 	builds := 0
 	s.fam.building = func(string) { builds++ }
 	for claim := range 4 {
@@ -181,11 +187,9 @@ func TestWithoutScanKeepsTheRingsAskedAgain(t *testing.T) {
 // family at once, past its budget, on the ring and on rings derived from
 // it; each answer is the ring built without those members.
 func TestWithoutEvictsUnderConcurrentCalls(t *testing.T) {
-	cfg := Config{Partitions: 271, Replication: 20, Load: 1.25}
-	ms := members(8)
-	s := New(cfg).Update(ms)
+	cfg, ms, s := withoutFamily(8)
 	const room = 3
-	s.fam.left = room * ringBytes(cfg, len(ms)-1)
+	leaveRoom(s, cfg, len(ms), room)
 	ks := keys(200)
 	want := map[string][]string{}
 	for _, m := range ms {
@@ -219,12 +223,10 @@ func TestWithoutEvictsUnderConcurrentCalls(t *testing.T) {
 // was built, and both were built again on every request. A ring forgotten
 // a moment ago and asked for again is kept first.
 func TestWithoutSuspectsAskedInTurnAreKept(t *testing.T) {
-	cfg := Config{Partitions: 271, Replication: 20, Load: 1.25}
-	ms := members(13)
-	s := New(cfg).Update(ms)
+	cfg, ms, s := withoutFamily(13)
 	s.fam.walked(cfg)
 	const room = 4
-	s.fam.left = room * ringBytes(cfg, len(ms)-1)
+	leaveRoom(s, cfg, len(ms), room)
 	for _, m := range ms[:10] {
 		s.Without(m.Name) // a scan: each once
 	}

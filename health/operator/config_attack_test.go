@@ -227,13 +227,7 @@ func TestPutConfigKeepsTheLinkAndTheOwner(t *testing.T) {
 	if err := os.Symlink(filepath.Join("managed", "edge.yaml"), path); err != nil {
 		t.Fatal(err)
 	}
-	running, err := configs.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := newTestNode(t, configs.Admin{})
-	n.UseConfigFile(NewConfigFile(path, "edge", running, mustRead(t, path), func(_, _ *configs.Config) error { return nil }, nil))
-	base := loginServer(t, n, testToken)
+	base := configServer(t, path)
 
 	_, view, _ := configRequest(t, "GET", base+"/api/config", "", "")
 	next := "cluster: { name: e1, bind: 127.0.0.1:7946, log_level: debug }\n"

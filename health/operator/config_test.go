@@ -262,6 +262,20 @@ func edgeConfigFile(t *testing.T) (dir, path, orig string, running *configs.Conf
 	return dir, path, orig, running
 }
 
+// configServer serves, behind testToken, a node whose config API edits
+// the file at path, running as loaded from it and taking every change as
+// applied; it returns the base URL.
+func configServer(t *testing.T, path string) string {
+	t.Helper()
+	running, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := newTestNode(t, configs.Admin{})
+	n.UseConfigFile(NewConfigFile(path, "edge", running, mustRead(t, path), func(_, _ *configs.Config) error { return nil }, nil))
+	return loginServer(t, n, testToken)
+}
+
 // groupReadableKeyring writes dir/gossip.key, readable by its group and,
 // as root, given to another user: a keyring a check takes with a warning
 // (configs/secretmode.go). It returns its path.
@@ -309,13 +323,7 @@ func TestPutAuditsTheSettingsItChanges(t *testing.T) {
 	if err := os.WriteFile(path, fmt.Appendf(nil, file, 100, ", token_file: admin.token"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	running, err := configs.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := newTestNode(t, configs.Admin{})
-	n.UseConfigFile(NewConfigFile(path, "edge", running, mustRead(t, path), func(_, _ *configs.Config) error { return nil }, nil))
-	base := loginServer(t, n, testToken)
+	base := configServer(t, path)
 
 	_, view, _ := configRequest(t, "GET", base+"/api/config", "", "")
 	code, out, _ := configRequest(t, "PUT", base+"/api/config", `"`+view["version"].(string)+`"`, fmt.Sprintf(file, 7, ""))
@@ -344,10 +352,8 @@ func TestPutAuditsTheSettingsItChanges(t *testing.T) {
 // read whole by each read of the config view, until the node was killed
 // for its memory.
 func TestConfigAPIReadsTheFileToABound(t *testing.T) {
-	_, path, _, running := edgeConfigFile(t)
-	n := newTestNode(t, configs.Admin{})
-	n.UseConfigFile(NewConfigFile(path, "edge", running, mustRead(t, path), func(_, _ *configs.Config) error { return nil }, nil))
-	base := loginServer(t, n, testToken)
+	_, path, _, _ := edgeConfigFile(t)
+	base := configServer(t, path)
 	if err := os.Truncate(path, 64<<20); err != nil { // sparse: nothing written
 		t.Fatal(err)
 	}

@@ -91,6 +91,56 @@ func noRedirects() *http.Client {
 	return &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
+// tlsProxyTo puts a TLS reverse proxy (nginx, HAProxy) in front of the
+// admin port at base until the test ends.
+func tlsProxyTo(t *testing.T, base string) *httptest.Server {
+	target, _ := url.Parse(base)
+	proxy := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
+	t.Cleanup(proxy.Close)
+	return proxy
+}
+
+// browserOf is a client of the TLS server s that keeps its cookies and
+// follows no redirects, as a browser's fetches from the dashboard.
+func browserOf(s *httptest.Server) *http.Client {
+	c := s.Client()
+	c.Jar, _ = cookiejar.New(nil)
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return c
+}
+
+// loginThroughTLSProxy logs alice in through a TLS proxy in front of the
+// admin port at base, from a page of the proxy's https origin; it returns
+// the proxy, the browser and the login's answer.
+func loginThroughTLSProxy(t *testing.T, base string) (*httptest.Server, *http.Client, *http.Response) {
+	t.Helper()
+	proxy := tlsProxyTo(t, base)
+	c := browserOf(proxy)
+	resp := postLogin(t, c, proxy.URL, "alice", testPassword, map[string]string{"Origin": proxy.URL, "Sec-Fetch-Site": "same-origin"})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login through the TLS proxy: %s", resp.Status)
+	}
+	return proxy, c, resp
+}
+
+// logoutThroughTLSProxy logs c out through the TLS proxy at proxyURL, from
+// a page of its origin, and returns the answer.
+func logoutThroughTLSProxy(t *testing.T, c *http.Client, proxyURL string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, proxyURL+PathLogout, nil)
+	req.Header.Set(configs.HeaderAdmin, "1")
+	req.Header.Set("Origin", proxyURL)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("logout through the TLS proxy: %s", resp.Status)
+	}
+	return resp
+}
+
 func postLogin(t *testing.T, c *http.Client, base, user, password string, header map[string]string) *http.Response {
 	t.Helper()
 	form := url.Values{"user": {user}, "password": {password}, "next": {"/"}}
@@ -691,14 +741,23 @@ func TestRestoredSessionsHeldToTheirLifetime(t *testing.T) {
 // the login session's.
 func cookieStatus(t *testing.T, base, cookie string) int {
 	t.Helper()
+	return readSessions(t, base, &http.Cookie{Name: SessionCookie, Value: cookie}).StatusCode
+}
+
+// readSessions reads GET /api/sessions at base sending cookies, in that
+// order, and nothing else; the answer's body is read and closed.
+func readSessions(t *testing.T, base string, cookies ...*http.Cookie) *http.Response {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, base+"/api/sessions", nil)
-	req.AddCookie(&http.Cookie{Name: SessionCookie, Value: cookie})
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp
 }
 
 // serveMux serves mux on a free loopback port until the test ends; its
@@ -779,14 +838,7 @@ func TestUsersFileReloaded(t *testing.T) {
 		if c == nil {
 			t.Fatal("no session to read with: its login failed")
 		}
-		req, _ := http.NewRequest(http.MethodGet, base+"/api/sessions", nil)
-		req.AddCookie(c)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return readSessions(t, base, c).StatusCode
 	}
 	_, alice := login(base, "alice", "alice-password-1")
 	_, bob := login(base, "bob", "bob-password-1")
@@ -984,16 +1036,7 @@ func TestRefusedLoginsCannotPushOutTheOperatorsRecords(t *testing.T) {
 func TestLoginBehindATLSProxyIsSecure(t *testing.T) {
 	n := newTestNode(t, configs.Admin{UsersFile: usersFile(t)})
 	base := loginServer(t, n, "")
-	target, _ := url.Parse(base)
-	proxy := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
-	defer proxy.Close()
-	c := proxy.Client()
-	c.Jar, _ = cookiejar.New(nil)
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	resp := postLogin(t, c, proxy.URL, "alice", testPassword, map[string]string{"Origin": proxy.URL, "Sec-Fetch-Site": "same-origin"})
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("login through the TLS proxy: %s", resp.Status)
-	}
+	proxy, c, resp := loginThroughTLSProxy(t, base)
 	secure := func(resp *http.Response) (bool, bool) {
 		secure, set := true, false
 		for _, ck := range resp.Cookies() {
@@ -1006,17 +1049,7 @@ func TestLoginBehindATLSProxyIsSecure(t *testing.T) {
 	if s, ok := secure(resp); !ok || !s {
 		t.Errorf("the session cookie of a login from an https page: set %v, Secure %v; want Secure", ok, s)
 	}
-	req, _ := http.NewRequest(http.MethodPost, proxy.URL+PathLogout, nil)
-	req.Header.Set(configs.HeaderAdmin, "1")
-	req.Header.Set("Origin", proxy.URL)
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("logout through the TLS proxy: %s", resp.Status)
-	}
+	resp = logoutThroughTLSProxy(t, c, proxy.URL)
 	if s, ok := secure(resp); !ok || !s {
 		t.Errorf("the logout's cookie from an https page: set %v, Secure %v; want Secure", ok, s)
 	}
@@ -1052,14 +1085,7 @@ func TestLogoutStaysAfterAConcurrentLoginsSave(t *testing.T) {
 
 	n2 := newTestNode(t, configs.Admin{UsersFile: users, StateDir: dir})
 	base2 := loginServer(t, n2, "")
-	req, _ = http.NewRequest(http.MethodGet, base2+"/api/sessions", nil)
-	req.AddCookie(cookie)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
+	if resp := readSessions(t, base2, cookie); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("the logged-out session after a restart: %s, want 401", resp.Status)
 	}
 }
@@ -1252,16 +1278,7 @@ func TestTossedSessionCookieIsRefused(t *testing.T) {
 	operator.Jar.SetCookies(u, []*http.Cookie{tossed})
 
 	do := func(c *http.Client, method, path string) (int, string) {
-		req, _ := http.NewRequest(method, base+path, nil)
-		req.Header.Set(configs.HeaderAdmin, "1")
-		req.Header.Set("Origin", base)
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return callAs(t, c, method, base+path, base)
 	}
 	code, body := do(operator, http.MethodGet, "/api/sessions")
 	t.Logf("read with the attacker's cookie first: %d %q", code, body)
@@ -1279,15 +1296,7 @@ func TestTossedSessionCookieIsRefused(t *testing.T) {
 		}
 	}
 	// The other order is as ambiguous: which one the browser meant is unknown.
-	req, _ := http.NewRequest(http.MethodGet, base+"/api/sessions", nil)
-	req.AddCookie(operator.Jar.Cookies(&url.URL{Scheme: "http", Host: u.Host, Path: "/"})[0])
-	req.AddCookie(tossed)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
+	if resp := readSessions(t, base, operator.Jar.Cookies(&url.URL{Scheme: "http", Host: u.Host, Path: "/"})[0], tossed); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("read with the operator's session cookie before the attacker's: %s, want 401", resp.Status)
 	}
 	refused := false
@@ -1315,15 +1324,7 @@ func TestLoginOverTLSIsHostOnly(t *testing.T) {
 	n := newTestNode(t, configs.Admin{UsersFile: users})
 	base := loginServer(t, n, "")
 	target, _ := url.Parse(base)
-	proxy := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
-	defer proxy.Close()
-	c := proxy.Client()
-	c.Jar, _ = cookiejar.New(nil)
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	resp := postLogin(t, c, proxy.URL, "alice", testPassword, map[string]string{"Origin": proxy.URL, "Sec-Fetch-Site": "same-origin"})
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("login through the TLS proxy: %s", resp.Status)
-	}
+	proxy, c, resp := loginThroughTLSProxy(t, base)
 	set := map[string]*http.Cookie{}
 	for _, ck := range resp.Cookies() {
 		set[ck.Name] = ck
@@ -1343,32 +1344,13 @@ func TestLoginOverTLSIsHostOnly(t *testing.T) {
 	proxyURL, _ := url.Parse(proxy.URL)
 	c.Jar.SetCookies(proxyURL, []*http.Cookie{tossed})
 	do := func(method, path string) (int, string) {
-		req, _ := http.NewRequest(method, proxy.URL+path, nil)
-		req.Header.Set(configs.HeaderAdmin, "1")
-		req.Header.Set("Origin", proxy.URL)
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return callAs(t, c, method, proxy.URL+path, proxy.URL)
 	}
 	if code, who := do(http.MethodGet, "/api/sessions"); code != http.StatusOK || who != "user:alice" {
 		t.Errorf("read with the host-only cookie and a planted %s: %d %q, want the operator's", SessionCookie, code, who)
 	}
 
-	req, _ := http.NewRequest(http.MethodPost, proxy.URL+PathLogout, nil)
-	req.Header.Set(configs.HeaderAdmin, "1")
-	req.Header.Set("Origin", proxy.URL)
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("logout through the TLS proxy: %s", resp.Status)
-	}
+	resp = logoutThroughTLSProxy(t, c, proxy.URL)
 	cleared := map[string]bool{}
 	for _, ck := range resp.Cookies() {
 		cleared[ck.Name] = ck.MaxAge < 0 && ck.Path == "/"
@@ -1399,8 +1381,7 @@ func TestPlantedPlainCookieOverTLSLogsNobodyIn(t *testing.T) {
 	own := httptest.NewTLSServer(mux) // the port's own TLS
 	defer own.Close()
 	target, _ := url.Parse(plain)
-	proxy := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target)) // a TLS proxy's
-	defer proxy.Close()
+	proxy := tlsProxyTo(t, plain)
 
 	attacker := noRedirects()
 	if resp := postLogin(t, attacker, plain, "mallory", testPassword+" too", map[string]string{"Origin": plain}); resp.StatusCode != http.StatusSeeOther {
@@ -1420,9 +1401,7 @@ func TestPlantedPlainCookieOverTLSLogsNobodyIn(t *testing.T) {
 		origin bool // how overTLS learns of a proxy's TLS
 	}{{"own TLS", own, false}, {"TLS proxy", proxy, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			victim := tc.server.Client()
-			victim.Jar, _ = cookiejar.New(nil)
-			victim.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+			victim := browserOf(tc.server)
 			u, _ := url.Parse(tc.server.URL)
 			victim.Jar.SetCookies(u, []*http.Cookie{{Name: SessionCookie, Value: planted.Value, Path: "/"}})
 			origin := ""

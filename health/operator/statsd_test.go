@@ -106,6 +106,33 @@ func tcpStatsD(t *testing.T, k *statsdSink) net.Listener {
 	return ln
 }
 
+// udpStatsD is a StatsD server on UDP: every datagram's lines go to the
+// sink; one over maxDatagram bytes, unless it is 0, fails the test.
+func udpStatsD(t *testing.T, k *statsdSink, maxDatagram int) *net.UDPConn {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			if maxDatagram > 0 && n > maxDatagram {
+				t.Errorf("datagram of %d bytes, over %d", n, maxDatagram)
+			}
+			for _, line := range strings.Split(string(buf[:n]), "\n") {
+				k.line(t, line)
+			}
+		}
+	}()
+	return conn
+}
+
 // testFamily registers a gauge, a labelled counter and a histogram of the
 // family ringlb_test_, and a metric of another family that is not pushed.
 type testFamily struct {
@@ -164,27 +191,8 @@ func TestStatsDOverTCP(t *testing.T) {
 }
 
 func TestStatsDOverUDP(t *testing.T) {
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	k := newSink()
-	go func() {
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			if n > statsdDatagram {
-				t.Errorf("datagram of %d bytes, over %d", n, statsdDatagram)
-			}
-			for _, line := range strings.Split(string(buf[:n]), "\n") {
-				k.line(t, line)
-			}
-		}
-	}()
+	conn := udpStatsD(t, k, statsdDatagram)
 	f := newTestFamily(t)
 	for i := range 100 { // more lines than one datagram holds
 		f.requests.WithLabelValues(fmt.Sprintf("edge-%03d", i), "200").Inc()
@@ -374,24 +382,8 @@ func TestStatsDServerRestartLosesNoCount(t *testing.T) {
 // edge's count inflated, the other's dropped. Characters a name cannot
 // carry are escaped, so no two values share a name.
 func TestStatsDLabelValuesKeepTheirOwnNames(t *testing.T) {
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	k := newSink()
-	go func() {
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			for _, line := range strings.Split(string(buf[:n]), "\n") {
-				k.line(t, line)
-			}
-		}
-	}()
+	conn := udpStatsD(t, k, 0)
 	f := newTestFamily(t)
 	dotted := "ringlb.n1.test_requests_total.code.200.edge.a_x2eb"
 	underscored := "ringlb.n1.test_requests_total.code.200.edge.a_b"
