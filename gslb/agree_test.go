@@ -9,6 +9,7 @@ import (
 
 	"github.com/ringlb/ringlb/configs"
 	"github.com/ringlb/ringlb/health"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // startNameserver starts a gslb with its admin API and joins it to a real
@@ -50,21 +51,15 @@ func TestTwoNameserversAgree(t *testing.T) {
 
 	a, ma := startNameserver(t, "gslb-a", gslbConfig(t, east, west, ""), "")
 	b, _ := startNameserver(t, "gslb-b", parseGSLB(t, "", deadAddr, west.addr()), ma.Addr())
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if err := ma.Wait(ctx, func(n []health.Node) bool { return len(n) == 2 }); err != nil {
-		t.Fatal("the two nameservers did not meet in gossip")
-	}
+	healthtest.WaitMembers(t, ma, "the two nameservers meet in gossip", func(n []health.Node) bool { return len(n) == 2 })
 	// gslb-b sees bal-1 down on its own, gslb-a sees it up: 1 of 2 is no
 	// majority, so both answer east's member.
 	const bal1 = "ide.ringlb.test./east/bal-1"
 	// (Absent from its view until its checks have settled it.)
-	for deadline := time.Now().Add(10 * time.Second); func() bool { up, ok := b.state.Load().pools.localMonitors()[bal1]; return !ok || up }(); {
-		if time.Now().After(deadline) {
-			t.Fatal("gslb-b's own probe never saw bal-1 down")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	healthtest.WaitUntil(t, "gslb-b's own probe sees bal-1 down", func() bool {
+		up, ok := b.state.Load().pools.localMonitors()[bal1]
+		return ok && !up
+	})
 	waitAnswer(t, a, "127.0.0.1", "192.0.2.1")
 	waitAnswer(t, b, "127.0.0.1", "192.0.2.1")
 	why := ""

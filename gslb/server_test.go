@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ringlb/ringlb/configs"
+	"github.com/ringlb/ringlb/health/healthtest"
 )
 
 // member is a regional balancer stand-in: its health endpoint can be turned
@@ -358,7 +359,9 @@ func TestRegionsByAddressAndECS(t *testing.T) {
 }
 
 // waitAnswer polls until the answer for src is want (monitors act on their
-// own schedule); it returns how long that took.
+// own schedule); it returns how long that took. Its bound is the tests'
+// patience, not a few checks' worth: a failover of fall 4 one-second
+// checks took 4 s of the 10 s it had on a busy machine.
 func waitAnswer(t *testing.T, s *Server, src, want string) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -367,7 +370,7 @@ func waitAnswer(t *testing.T, s *Server, src, want string) time.Duration {
 		if m.Rcode == dns.RcodeSuccess && answerIPs(m) == want || want == "SERVFAIL" && m.Rcode == dns.RcodeServerFailure {
 			return time.Since(start)
 		}
-		if time.Since(start) > 10*time.Second {
+		if time.Since(start) > healthtest.Patience {
 			t.Fatalf("from %s: answer %s (%s), want %s", src, answerIPs(m), dns.RcodeToString[m.Rcode], want)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -383,7 +386,8 @@ func TestFailoverAndRecovery(t *testing.T) {
 	waitAnswer(t, s, "127.0.0.1", "192.0.2.1")
 	east.healthy.Store(false)
 	took := waitAnswer(t, s, "127.0.0.1", "192.0.2.2")
-	t.Logf("east failed over to west %s after its monitor started failing (interval 50ms × fall 2)", took)
+	mon := s.state.Load().cfg.Monitors["bal"]
+	t.Logf("east failed over to west %s after its monitor started failing (interval %s × fall %d)", took, mon.Interval.D(), mon.Fall)
 	if m := queryFrom(t, s, "udp", "127.0.0.1", "ide.ringlb.test.", dns.TypeA, nil); m.Answer[0].Header().Ttl != 5 {
 		t.Errorf("failover TTL %d, want failover_ttl 5", m.Answer[0].Header().Ttl)
 	}
