@@ -186,3 +186,15 @@ func TestSilentSecondaryDelaysNoOtherNotify(t *testing.T) {
 		t.Errorf("the live secondary heard of the change only after the silent one's NOTIFY was given up on (%.0f)", given)
 	}
 }
+
+// A zone without secondaries to notify has an empty round at every serial
+// change — every failover — and the round's slots and wait group were
+// made for it all the same (BenchmarkFirstAnswerAfterFailover).
+func TestEmptyNotifyRoundAllocatesNothing(t *testing.T) {
+	east, west := newFakeBalancer(t), newFakeBalancer(t)
+	s := startGSLB(t, gslbConfig(t, east, west, ""))
+	st := s.state.Load()
+	if n := testing.AllocsPerRun(100, func() { s.sendNotifies(t.Context(), st, nil) }); n != 0 {
+		t.Errorf("an empty NOTIFY round made %.0f allocations", n)
+	}
+}

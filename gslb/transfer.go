@@ -689,6 +689,11 @@ type notifySend struct {
 // went: a secondary that was down held back every NOTIFY after it, of
 // every zone, on every retry (TestSilentSecondaryDelaysNoOtherNotify).
 func (s *Server) sendNotifies(ctx context.Context, st *state, round []*notifySend) {
+	if len(round) == 0 {
+		// Every serial change of a zone with no secondary to notify
+		// (every failover): nothing to make a round's slots for.
+		return
+	}
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, maxNotifiesAtOnce)
 	for _, n := range round {
