@@ -101,8 +101,9 @@ func TestTLSPortRefusesWithoutPlainText(t *testing.T) {
 // PROXY protocol proxy closes as cleanly as a direct client's: the write
 // side shut, the ClientHello drained, then the close — a FIN, not a reset
 // the proxy would pass on to its client as a broken connection. The PROXY
-// connection cannot shut its write side itself; its Close reaches the
-// accept guard's connection, which lingers as it does for a direct client.
+// connection cannot shut its write side itself: the refusal shuts the
+// accept guard's socket under it and drains the ClientHello through it
+// (RefuseServed), as for a direct client.
 func TestTLSPortRefusalThroughProxyClosesCleanly(t *testing.T) {
 	certFile, keyFile, pool := writeTestCert(t)
 	tlsConfig := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
