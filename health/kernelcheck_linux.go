@@ -96,7 +96,9 @@ func interleaveFamilies(addrs []netip.Addr) []netip.Addr {
 // connectFirst connects to addrs (at port) as kernelDial says and returns
 // the first socket connected; the others are closed. Its error is the
 // first refusal's, as net.Dialer's, or at the deadline that of the first
-// address still unanswered.
+// address still unanswered; an address this process lacked the means to
+// try (LocalFailure) says so only when none answered: a refusal at
+// another is a check made, and the target's state follows it.
 func connectFirst(ctx context.Context, addrs []netip.Addr, port uint16, deadline time.Time) (int, netip.AddrPort, error) {
 	type attempt struct {
 		fd int
@@ -114,7 +116,7 @@ func connectFirst(ctx context.Context, addrs []netip.Addr, port uint16, deadline
 		}
 	}()
 	fail := func(err error) {
-		if firstErr == nil {
+		if firstErr == nil || LocalFailure(firstErr) && !LocalFailure(err) {
 			firstErr = err
 		}
 		nextAt = time.Time{} // a failure starts the next address at once

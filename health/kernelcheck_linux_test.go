@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -88,6 +89,14 @@ func TestTCPCheckIsTheKernelsVerdictInABusyProcess(t *testing.T) {
 // the kernel drops new SYNs: a check of it times out.
 func fullQueueTarget(t *testing.T) string {
 	t.Helper()
+	addr, _ := fullQueueListener(t)
+	return addr
+}
+
+// fullQueueListener is fullQueueTarget with its listening socket: closed,
+// the SYNs it dropped are refused when they come again.
+func fullQueueListener(t *testing.T) (string, *os.File) {
+	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -110,12 +119,12 @@ func fullQueueTarget(t *testing.T) string {
 	for range 8 {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err != nil {
-			return addr
+			return addr, f
 		}
 		t.Cleanup(func() { c.Close() })
 	}
 	t.Fatal("the accept queue never filled")
-	return ""
+	return "", nil
 }
 
 // A target that does not answer fails the check at its timeout, and a
@@ -268,5 +277,60 @@ func TestCheckOfANameTriesItsNextAddress(t *testing.T) {
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Errorf("check of a name whose every address drops SYNs: %v, want a timeout", err)
+	}
+}
+
+// A check whose target refused it at one address was made, though another
+// address could not be tried for want of a descriptor: the refusal is a
+// finding about the target. The first address drops SYNs until its
+// listener closes, and refuses the SYN it sends again (TCP's first
+// retransmission, a second on); the second, tried 300 ms on, finds no
+// descriptor. The error was the first failure's, the descriptor's, so the
+// check was "not made" and the target's state held, down or not.
+func TestCheckRefusedAtOneAddressIsMadeThoughAnotherLackedADescriptor(t *testing.T) {
+	if !fdtest.Alone(t) {
+		return
+	}
+	sink, listener := fullQueueListener(t) // 127.0.0.1
+	_, portText, _ := net.SplitHostPort(sink)
+	port, _ := strconv.Atoi(portText)
+	addrs := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}
+	spare, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := fdtest.ExhaustDescriptors(t)
+	spare.Close() // one descriptor free: the first address's socket
+	type result struct {
+		fd  int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		fd, _, err := connectFirst(context.Background(), addrs, uint16(port), time.Now().Add(20*time.Second))
+		done <- result{fd, err}
+	}()
+	// Its SYN sent (the socket is made and connected at once), the
+	// listener goes: the SYN sent again is refused.
+	time.Sleep(100 * time.Millisecond)
+	listener.Close()
+	// Its descriptor taken again, so that the second address finds none.
+	if f, err := os.Open(os.DevNull); err == nil {
+		defer f.Close()
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the connect never ended")
+	}
+	release()
+	if r.err == nil {
+		syscall.Close(r.fd)
+		t.Fatal("connected to a closed listener")
+	}
+	t.Logf("first address refused, second without a descriptor: %v", r.err)
+	if lacking := LocalLacking(r.err); lacking != "" || !errors.Is(r.err, syscall.ECONNREFUSED) {
+		t.Errorf("check refused by the target at one address, the other lacking a descriptor: %v (lacking %q), want the refusal, a check made", r.err, lacking)
 	}
 }

@@ -65,10 +65,13 @@ import (
 // caps let 128 decode at once (TestCompressedStreamsDecodeBounded). So an
 // encrypted stream whose message has been read waits for one of
 // gossipStreamDecodes slots before memberlist may decrypt it, and holds it
-// until memberlist answers (a write: what it decoded is merged and
-// dropped by then) or closes the stream. Members' messages decode in
-// milliseconds; one waiting is late, not refused. UDP packets are decoded
-// one at a time by memberlist itself.
+// until memberlist answers (a write: the message is decoded by then) or
+// closes the stream. A push/pull's decoded state is merged after the
+// answer is written, so it outlives the slot for as long as that write
+// takes (bounded by the TCPTimeout): given back later, a peer that does
+// not read its answer would hold a slot that long. Members' messages
+// decode in milliseconds; one waiting is late, not refused. UDP packets
+// are decoded one at a time by memberlist itself.
 const (
 	maxGossipStreamsPerAddr  = 8
 	gossipStreamBytes        = 96 << 20
