@@ -1,7 +1,6 @@
 package health
 
 import (
-	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
@@ -57,33 +56,10 @@ import (
 //     refused. Joins and members' exchanges take milliseconds; to shut a
 //     joiner out, a flood must open the whole pool's worth of streams
 //     within one exchange.
-//
-// What a stream's bytes decode to is not bounded by them: memberlist
-// decompresses any compressed message it takes — EnableCompression says
-// only how it sends —, up to 40 MB, and a member holding the key packs
-// that into ~31 KiB. Each such stream grew the heap by ~96 MiB, and the
-// caps let 128 decode at once (TestCompressedStreamsDecodeBounded). So an
-// encrypted stream whose message has been read waits for one of
-// gossipStreamDecodes slots before memberlist may decrypt it, and holds it
-// until memberlist answers (a write: the message is decoded by then) or
-// closes the stream. A push/pull's decoded state is merged after the
-// answer is written, so it outlives the slot for as long as that write
-// takes (bounded by the TCPTimeout): given back later, a peer that does
-// not read its answer would hold a slot that long. Members' messages
-// decode in milliseconds; one waiting is late, not refused. UDP packets
-// are decoded one at a time by memberlist itself.
 const (
 	maxGossipStreamsPerAddr  = 8
 	gossipStreamBytes        = 96 << 20
 	gossipStreamBytesPerAddr = 24 << 20
-	gossipStreamDecodes      = 2
-)
-
-// An encrypted stream's head: memberlist's encryptMsg type, then the
-// message's length (big-endian).
-const (
-	gossipEncryptMsg    = 10
-	gossipEncryptedHead = 5
 )
 
 // Reasons a stream is refused or cut: indexes of streamGuard.refused, and
@@ -119,7 +95,6 @@ type streamGuard struct {
 
 	log     *slog.Logger
 	refused [refusalKinds]atomic.Uint64 // by reason
-	decodes chan struct{}               // a slot per stream being decoded
 
 	mu        sync.Mutex
 	pools     [2]streamUse // by pool (poolStrangers, poolMembers)
@@ -143,7 +118,7 @@ type streamUse struct {
 // within the bounds above.
 func guardTransport(t *socketTransport, logger *slog.Logger) *streamGuard {
 	g := &streamGuard{socketTransport: t, out: make(chan net.Conn), stop: make(chan struct{}), down: make(chan struct{}), done: make(chan struct{}),
-		log: logger, decodes: make(chan struct{}, gossipStreamDecodes), perAddr: map[netip.Addr]*streamUse{}, members: map[string]netip.Addr{}, memberAt: map[netip.Addr]int{}}
+		log: logger, perAddr: map[netip.Addr]*streamUse{}, members: map[string]netip.Addr{}, memberAt: map[netip.Addr]int{}}
 	go g.forward()
 	return g
 }
@@ -252,13 +227,13 @@ func (g *streamGuard) admit(c net.Conn) *guardedStream {
 	}
 	u.open++
 	g.pools[pool].open++
-	s := &guardedStream{Conn: c, g: g, addr: addr, pool: pool, closed: make(chan struct{})}
+	s := &guardedStream{Conn: c, g: g, addr: addr, pool: pool}
 	if pool == poolStrangers {
 		g.strangers = append(g.strangers, s)
 	}
 	g.mu.Unlock()
 	if evict != nil {
-		evict.abort()
+		evict.Conn.Close()
 	}
 	return s
 }
@@ -363,14 +338,7 @@ type guardedStream struct {
 	read    int64 // reads only in memberlist's one goroutine for the stream
 	evicted bool  // under g.mu: closed to make room for a newer stranger's stream
 
-	// The message's head as read, and whether the stream holds a decode
-	// slot (taken in Read, given back by Write or Close).
-	head     [gossipEncryptedHead]byte
-	decoding atomic.Bool
-	closed   chan struct{}
-
-	once      sync.Once
-	abortOnce sync.Once
+	once sync.Once
 }
 
 func (s *guardedStream) Read(p []byte) (int, error) {
@@ -382,63 +350,15 @@ func (s *guardedStream) Read(p []byte) (int, error) {
 		return 0, errStreamBudget
 	}
 	got, err := s.Conn.Read(p[:n])
-	was := s.read
 	s.read += int64(got)
 	if got < n {
 		s.g.giveBack(s, int64(n-got))
 	}
-	if was < gossipEncryptedHead {
-		copy(s.head[was:], p[:got])
-	}
-	if got > 0 && s.messageRead() && !s.decoding.Load() {
-		// memberlist decrypts and decodes the message once it has it.
-		select {
-		case s.g.decodes <- struct{}{}:
-			s.decoding.Store(true)
-		case <-s.closed:
-			return 0, net.ErrClosed
-		case <-s.g.stop:
-			return 0, net.ErrClosed
-		}
-	}
 	return got, err
 }
 
-// messageRead reports whether the stream's first message, encrypted, has
-// been read whole (memberlist reads one a stream; its 20 MB limit refuses
-// a longer one on its head). An unencrypted stream is refused by a node
-// with a key before it is decoded.
-func (s *guardedStream) messageRead() bool {
-	if s.read < gossipEncryptedHead || s.head[0] != gossipEncryptMsg {
-		return false
-	}
-	return s.read >= gossipEncryptedHead+int64(binary.BigEndian.Uint32(s.head[1:]))
-}
-
-// decoded gives back the stream's decode slot, if it holds one.
-func (s *guardedStream) decoded() {
-	if s.decoding.CompareAndSwap(true, false) {
-		<-s.g.decodes
-	}
-}
-
-// Write is memberlist's answer: the message it read is decoded.
-func (s *guardedStream) Write(p []byte) (int, error) {
-	s.decoded()
-	return s.Conn.Write(p)
-}
-
-// abort closes the connection under memberlist, which closes the stream
-// when it sees it fail; a Read waiting for a decode slot ends too.
-func (s *guardedStream) abort() {
-	s.abortOnce.Do(func() { close(s.closed) })
-	s.Conn.Close()
-}
-
 func (s *guardedStream) Close() error {
-	s.abortOnce.Do(func() { close(s.closed) })
 	err := s.Conn.Close()
-	s.decoded()
 	s.once.Do(func() { s.g.release(s) })
 	return err
 }

@@ -1,19 +1,10 @@
 package health
 
 import (
-	"bytes"
-	"compress/lzw"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/binary"
-	"io"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -388,97 +379,4 @@ func TestIgnoredMemberStreamsAreStrangers(t *testing.T) {
 	if streamPoolOf(m, at) != poolMembers {
 		t.Error("a member trusted again has no members' stream slots")
 	}
-}
-
-// compressedBomb is a gossip stream encrypted with the key in keyFile
-// carrying memberlist's compressed message (LZW) of size zero bytes: what
-// a member holding the key can send in ~31 KiB for memberlist's 40 MB
-// limit on what it decompresses.
-func compressedBomb(t *testing.T, keyFile string, size int) []byte {
-	t.Helper()
-	text, err := os.ReadFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(text)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var z bytes.Buffer
-	w := lzw.NewWriter(&z, lzw.LSB, 8)
-	w.Write(make([]byte, size))
-	w.Close()
-	// compressMsg, then memberlist's compress{Algo: lzwAlgo, Buf} in
-	// msgpack: a map of two, a bin 32.
-	plain := bytes.NewBuffer([]byte{9, 0x82, 0xa4, 'A', 'l', 'g', 'o', 0, 0xa3, 'B', 'u', 'f', 0xc6})
-	plain.Write(binary.BigEndian.AppendUint32(nil, uint32(z.Len())))
-	plain.Write(z.Bytes())
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gcm, err := cipher.NewGCM(block)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce := make([]byte, gcm.NonceSize())
-	rand.Read(nonce)
-	head := []byte{10, 0, 0, 0, 0} // encryptMsg, length
-	binary.BigEndian.PutUint32(head[1:], uint32(1+len(nonce)+plain.Len()+gcm.Overhead()))
-	msg := append(append(append(head, 1), nonce...), gcm.Seal(nil, nonce, plain.Bytes(), head)...) // version 1, as memberlist's
-	return msg
-}
-
-// memberlist decompresses any compressed message it takes from a member,
-// up to 40 MB, whatever its own EnableCompression (which only says how it
-// sends): a member holding the key had each ~31 KiB stream grow the heap by
-// ~96 MiB, and as many at once as the stream caps let through (128 from
-// sixteen addresses: the node runs out of memory). The node now decodes
-// few encrypted streams at once; the rest wait their turn, not refused.
-func TestCompressedStreamsDecodeBounded(t *testing.T) {
-	cfg := testCluster("target")
-	cfg.Profile = "" // memberlist's LAN profile: streams may take 10 s
-	cfg.SecretKeyFile = writeKey(t, 32)
-	m := startNode(t, cfg, edgeMeta(0))
-	bomb := compressedBomb(t, cfg.SecretKeyFile, 40<<20)
-
-	const streams = 8
-	heapGrowth := sampleHeapPeak(5 * time.Millisecond)
-	var wg sync.WaitGroup
-	var closed atomic.Int64
-	for i := range streams {
-		wg.Go(func() {
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(40+i))}, Timeout: 10 * time.Second}
-			c, err := d.Dial("tcp", m.Addr())
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer c.Close()
-			// Each waits its turn: generous for the race detector, whose
-			// decompression takes seconds.
-			c.SetDeadline(time.Now().Add(5 * time.Minute))
-			if _, err := c.Write(bomb); err != nil {
-				return
-			}
-			// memberlist drops what it decoded (no message it knows)
-			// and closes the stream.
-			if _, err := io.Copy(io.Discard, c); err == nil {
-				closed.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	grew := heapGrowth()
-	t.Logf("%d encrypted streams of %d bytes, each decompressing to 40 MiB, at once: heap grew %d MiB at most; %d closed by the node", streams, len(bomb), grew>>20, closed.Load())
-	if closed.Load() != streams {
-		t.Errorf("%d of %d streams decoded and closed by the node; want each, in its turn", closed.Load(), streams)
-	}
-	// Unbounded, the heap holds each stream's decompression at once
-	// (~96 MiB each); bounded, a few, however many streams.
-	if limit := int64(400 << 20); grew > limit {
-		t.Errorf("the heap grew %d MiB for %d compressed streams; want at most %d MiB", grew>>20, streams, limit>>20)
-	}
-	// The node still lets a member join.
-	waitPeerJoins(t, m, cfg.SecretKeyFile)
 }
