@@ -244,11 +244,19 @@ func TestCheckOfANameTriesItsNextAddress(t *testing.T) {
 	if !fdtest.Alone(t) {
 		return
 	}
-	sink := fullQueueTarget(t) // 127.0.0.1, SYNs dropped
-	_, port, _ := net.SplitHostPort(sink)
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", port))
-	if err != nil {
-		t.Fatal(err)
+	// 127.0.0.1 dropping SYNs, 127.0.0.2 listening, on one port: another
+	// test's process may hold the port on 127.0.0.2, so another is taken.
+	var port string
+	var ln net.Listener
+	for try := 1; ln == nil; try++ {
+		_, port, _ = net.SplitHostPort(fullQueueTarget(t))
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", port))
+		switch {
+		case err == nil:
+			ln = l
+		case !errors.Is(err, syscall.EADDRINUSE) || try == 20:
+			t.Fatal(err)
+		}
 	}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	srv.Listener.Close()
@@ -273,7 +281,7 @@ func TestCheckOfANameTriesItsNextAddress(t *testing.T) {
 	const silent = "silent.ringlb.test"
 	resolveOnLoopback(t, silent, net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 1))
 	p := NewProber(configs.Monitor{Type: configs.MonitorTCP, Timeout: configs.Duration(time.Second)}, net.JoinHostPort(silent, port), nil, nil)
-	err = p.check(context.Background())
+	err := p.check(context.Background())
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Errorf("check of a name whose every address drops SYNs: %v, want a timeout", err)
