@@ -1,9 +1,6 @@
 package bench
 
 import (
-	"net"
-	"net/http"
-	"runtime"
 	"testing"
 	"time"
 
@@ -16,18 +13,10 @@ import (
 // sending one of 64 MiB made the run allocate twice that, per participant.
 func TestChaosHoldsNoHugeFrame(t *testing.T) {
 	const huge = 64 << 20
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: hugeFrameTarget{bytes: huge, welcome: true}, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
+	url := serveTarget(t, nil, hugeFrameTarget{bytes: huge, welcome: true})
+	since := allocatedSince()
 	w, err := StartChaos(t.Context(), ChaosOptions{
-		Targets: []string{"ws://" + ln.Addr().String() + "/ws"}, Sessions: 1, Participants: 1,
+		Targets: []string{url}, Sessions: 1, Participants: 1,
 		Rate: 2, Duration: time.Minute, Quiesce: time.Second,
 	}, nil)
 	if err != nil {
@@ -39,8 +28,7 @@ func TestChaosHoldsNoHugeFrame(t *testing.T) {
 		return len(w.violations) > 0
 	})
 	res := w.Stop(t.Context())
-	runtime.ReadMemStats(&after)
-	allocated := after.TotalAlloc - before.TotalAlloc
+	allocated := since()
 	t.Logf("a %d MiB frame after the welcome: %d MB allocated; violations %v", huge>>20, allocated>>20, res.ProtocolViolationDetails)
 	if allocated > huge/4 {
 		t.Errorf("%d MB allocated reading a %d MiB frame, want well under it", allocated>>20, huge>>20)

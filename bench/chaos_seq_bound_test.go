@@ -3,9 +3,7 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -63,18 +61,10 @@ func (f farAheadTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // the run allocate hundreds of MB per participant (2^40 and 2^32-1: it
 // ran out of memory).
 func TestChaosHoldsNothingFarAhead(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: farAheadTarget{seq: 1 << 22, n: 1 << 30}, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
+	url := serveTarget(t, nil, farAheadTarget{seq: 1 << 22, n: 1 << 30})
+	since := allocatedSince()
 	w, err := StartChaos(t.Context(), ChaosOptions{
-		Targets: []string{"ws://" + ln.Addr().String() + "/ws"}, Sessions: 1, Participants: 2,
+		Targets: []string{url}, Sessions: 1, Participants: 2,
 		Rate: 20, Duration: time.Minute, Quiesce: time.Second,
 	}, nil)
 	if err != nil {
@@ -97,8 +87,7 @@ func TestChaosHoldsNothingFarAhead(t *testing.T) {
 		return acked == 2
 	})
 	res := w.Stop(t.Context())
-	runtime.ReadMemStats(&after)
-	allocated := after.TotalAlloc - before.TotalAlloc
+	allocated := since()
 	t.Logf("acked at seq 2^22, a msg numbered 2^30: %d MB allocated; %d violations %v", allocated>>20, res.ProtocolViolations, res.ProtocolViolationDetails)
 	if allocated > 32<<20 {
 		t.Errorf("%d MB allocated for two seqs and msg numbers far ahead, want a few", allocated>>20)

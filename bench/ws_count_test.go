@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -64,15 +65,9 @@ func (d *dupRelay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // not delivered, and lost subtracts duplicates from deliveries: every
 // duplicate was also reported lost.
 func TestWSv1DuplicatesAreNotLost(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: &dupRelay{}, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	url := serveTarget(t, nil, &dupRelay{})
 	res, err := RunWS(t.Context(), WSOptions{
-		Targets: []string{"ws://" + ln.Addr().String() + "/ws"}, Sessions: 1, Participants: 2, Rate: 20,
+		Targets: []string{url}, Sessions: 1, Participants: 2, Rate: 20,
 		Duration: 300 * time.Millisecond, Drain: time.Minute, Mode: "v1",
 	}, nil)
 	if err != nil {
@@ -140,5 +135,34 @@ func TestWSCountsPerSender(t *testing.T) {
 		if c.received != int64(len(tc.seqs)) || c.dup != tc.dup || c.reordered != tc.reordered {
 			t.Errorf("%v: received %d, duplicated %d, reordered %d; want %d, %d, %d", tc.seqs, c.received, c.dup, c.reordered, len(tc.seqs), tc.dup, tc.reordered)
 		}
+	}
+}
+
+// serveTarget serves h on ln (nil: a listener of its own on 127.0.0.1),
+// closed with the test, and returns its WebSocket URL.
+func serveTarget(t *testing.T, ln net.Listener, h http.Handler) string {
+	t.Helper()
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "ws://" + ln.Addr().String() + "/ws"
+}
+
+// allocatedSince collects garbage and returns a function telling how many
+// bytes the process has allocated since.
+func allocatedSince() func() uint64 {
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	return func() uint64 {
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
 	}
 }

@@ -79,12 +79,10 @@ func TestWSPacedSenderKeepsItsSchedule(t *testing.T) {
 		t.Fatal(err)
 	}
 	relay := &stallRelay{stall: 2 * time.Second, stamps: map[[2]uint32]time.Duration{}}
-	srv := &http.Server{Handler: relay, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	url := serveTarget(t, ln, relay)
 	const rate, duration = 10, 4 * time.Second
 	res, err := RunWS(t.Context(), WSOptions{
-		Targets: []string{"ws://" + ln.Addr().String() + "/ws"}, Sessions: 1, Participants: 2, Rate: rate,
+		Targets: []string{url}, Sessions: 1, Participants: 2, Rate: rate,
 		Size: 1 << 20, Duration: duration, Drain: time.Minute,
 	}, nil)
 	if err != nil {

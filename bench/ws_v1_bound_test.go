@@ -2,9 +2,7 @@ package bench
 
 import (
 	"fmt"
-	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -65,22 +63,13 @@ func TestWSv1HoldsNoHugeFrame(t *testing.T) {
 	const huge = 64 << 20
 	run := func(target hugeFrameTarget) (*WSResult, error, uint64) {
 		t.Helper()
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{Handler: target, ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
+		url := serveTarget(t, nil, target)
+		since := allocatedSince()
 		res, err := RunWS(t.Context(), WSOptions{
-			Targets: []string{"ws://" + ln.Addr().String() + "/ws"}, Sessions: 1, Participants: 1,
+			Targets: []string{url}, Sessions: 1, Participants: 1,
 			Rate: 2, Duration: time.Second, Drain: time.Minute, Mode: "v1",
 		}, nil)
-		runtime.ReadMemStats(&after)
-		return res, err, after.TotalAlloc - before.TotalAlloc
+		return res, err, since()
 	}
 
 	res, err, allocated := run(hugeFrameTarget{bytes: huge, welcome: true})
