@@ -838,6 +838,26 @@ func validateSteer(ps *problems, p string, st Steer, hasFailover bool) {
 	}
 }
 
+// validatePath checks an HTTP monitor's path, which a check asks for as
+// its URL's.
+func (m Monitor) validatePath(ps *problems, p string) {
+	_, err := url.Parse("http://member" + m.Path)
+	path, fragment, hasFragment := strings.Cut(m.Path, "#")
+	switch {
+	case !strings.HasPrefix(m.Path, "/"):
+		ps.add(p, "must start with /, got %q", m.Path)
+	case err != nil:
+		// One that is no URL path (a "%" not followed by two hex digits,
+		// a control character) failed every check of every member,
+		// before anything was sent.
+		ps.add(p, "%q is no URL path (%v): escape it as in a URL (%%25 for %%, %%20 for a space)", m.Path, errors.Unwrap(err))
+	case hasFragment:
+		// A request never carries its URL's fragment: /health#ready was
+		// asked for as /health, and passed for it.
+		ps.add(p, "%q has a fragment (#%s), which a request never carries: the check would ask for %s; escape it as %%23 if the path holds a #", m.Path, fragment, path)
+	}
+}
+
 func (m Monitor) validate(ps *problems, p string) {
 	switch m.Type {
 	case MonitorHTTP, MonitorHTTPS, MonitorTCP:
@@ -845,17 +865,8 @@ func (m Monitor) validate(ps *problems, p string) {
 		ps.add(p+".type", "must be %s, %s or %s, got %q", MonitorHTTP, MonitorHTTPS, MonitorTCP, m.Type)
 	}
 	checkRange(ps, p+".port", m.Port, 1, 65535)
-	if m.Type != MonitorTCP && !strings.HasPrefix(m.Path, "/") {
-		ps.add(p+".path", "must start with /, got %q", m.Path)
-	} else if _, err := url.Parse("http://member" + m.Path); m.Type != MonitorTCP && err != nil {
-		// A check asks for it as its URL's path: one that is none (a "%"
-		// not followed by two hex digits, a control character) failed
-		// every check of every member, before anything was sent.
-		ps.add(p+".path", "%q is no URL path (%v): escape it as in a URL (%%25 for %%, %%20 for a space)", m.Path, errors.Unwrap(err))
-	} else if path, fragment, ok := strings.Cut(m.Path, "#"); m.Type != MonitorTCP && ok {
-		// A request never carries its URL's fragment: /health#ready was
-		// asked for as /health, and passed for it.
-		ps.add(p+".path", "%q has a fragment (#%s), which a request never carries: the check would ask for %s; escape it as %%23 if the path holds a #", m.Path, fragment, path)
+	if m.Type != MonitorTCP {
+		m.validatePath(ps, p+".path")
 	}
 	checkRange(ps, p+".expect_status", m.ExpectStatus, 100, 599)
 	if m.Interval.D() < 10*time.Millisecond {

@@ -1203,7 +1203,7 @@ func (m *Membership) record(kind string, n *memberlist.Node) {
 	m.nodesChangedLocked()
 	m.mu.Unlock()
 	if newNote {
-		m.logger.Warn("a gossip member announces metadata this node does not trust; ignoring that part", "member", ev.Node.Name, "why", note)
+		m.logger.Warn("a gossip member announces metadata this node does not trust; ignoring that part", "member", bounded(ev.Node.Name), "why", note)
 	}
 	if wasIgnored && kind != "leave" {
 		m.logger.Info("gossip member trusted again", "member", ev.Node.Name)

@@ -31,7 +31,27 @@ func TestGossipStreamFloodBounded(t *testing.T) {
 		streams  = 48
 		announce = 20<<20 - 1 // memberlist's own limit is 20 MiB
 	)
-	heapGrowth := sampleHeapPeak(20 * time.Millisecond)
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
 
 	var sent atomic.Int64
 	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9)}
@@ -43,7 +63,9 @@ func TestGossipStreamFloodBounded(t *testing.T) {
 	for ; rounds < 6 && m.streams.refused[refusedBytes].Load() == 0; rounds++ {
 		flood(m.Addr(), local, streams, announce, &sent)
 	}
-	grew := heapGrowth()
+	close(stop)
+	<-sampled
+	grew := int64(peak.Load()) - int64(before.HeapInuse)
 	t.Logf("%d streams of %d MiB from one address, %d round(s): sent %d MiB, heap grew %d MiB at most", streams, announce>>20, rounds, sent.Load()>>20, grew>>20)
 
 	// Whatever it took, the node still lets a member join.
@@ -56,38 +78,6 @@ func TestGossipStreamFloodBounded(t *testing.T) {
 	}
 	if m.streams.refused[refusedBytes].Load() == 0 {
 		t.Error("no stream was cut at the byte budget")
-	}
-}
-
-// sampleHeapPeak samples the heap in use every so often from now on; the
-// function it returns stops the sampling and says how far the peak grew
-// past the heap at the start.
-func sampleHeapPeak(every time.Duration) (stop func() (grew int64)) {
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
-			}
-			select {
-			case <-done:
-				return
-			case <-time.After(every):
-			}
-		}
-	}()
-	return func() int64 {
-		close(done)
-		<-sampled
-		return int64(peak.Load()) - int64(before.HeapInuse)
 	}
 }
 

@@ -41,20 +41,7 @@ func TestPartlyDistrustedMemberIsWarnedOfOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	for i := 1; i <= updates; i++ {
-		if err := edge.UpdateMeta(ctx, func(m *Meta) { m.Load = &Load{Sessions: i} }); err != nil {
-			t.Fatal(err)
-		}
-		err := seed.Wait(ctx, func(ns []Node) bool {
-			for _, n := range ns {
-				if n.Name == edge.LocalName() && n.Meta.Load != nil && n.Meta.Load.Sessions == i {
-					return true
-				}
-			}
-			return false
-		})
-		if err != nil {
-			t.Fatalf("update %d never reached %s: %v", i, seed.LocalName(), err)
-		}
+		loadReaches(t, ctx, edge, seed, i)
 	}
 	if n, _ := seed.Node(edge.LocalName()); n.Meta.Admin != "" {
 		t.Errorf("admin address outside the allowed networks believed: %q", n.Meta.Admin)
@@ -98,20 +85,7 @@ func TestLeftOutlivesOtherMembersUpdates(t *testing.T) {
 	}
 	const updates = recentEvents + 1
 	for i := 1; i <= updates; i++ {
-		if err := busy.UpdateMeta(ctx, func(m *Meta) { m.Load = &Load{Sessions: i} }); err != nil {
-			t.Fatal(err)
-		}
-		err := seed.Wait(ctx, func(ns []Node) bool {
-			for _, n := range ns {
-				if n.Name == busy.LocalName() && n.Meta.Load != nil && n.Meta.Load.Sessions == i {
-					return true
-				}
-			}
-			return false
-		})
-		if err != nil {
-			t.Fatalf("update %d never reached %s: %v", i, seed.LocalName(), err)
-		}
+		loadReaches(t, ctx, busy, seed, i)
 	}
 	n, ok := seed.Left(gone.LocalName(), time.Hour)
 	recent := seed.Recent()
@@ -124,5 +98,24 @@ func TestLeftOutlivesOtherMembersUpdates(t *testing.T) {
 	// a load: such an update is no event there.
 	if !shown {
 		t.Errorf("the recent events lost %s's leave to %d load updates of another member", gone.LocalName(), updates)
+	}
+}
+
+// loadReaches announces sessions as from's load and waits until to sees it.
+func loadReaches(t *testing.T, ctx context.Context, from, to *Membership, sessions int) {
+	t.Helper()
+	if err := from.UpdateMeta(ctx, func(m *Meta) { m.Load = &Load{Sessions: sessions} }); err != nil {
+		t.Fatal(err)
+	}
+	err := to.Wait(ctx, func(ns []Node) bool {
+		for _, n := range ns {
+			if n.Name == from.LocalName() && n.Meta.Load != nil && n.Meta.Load.Sessions == sessions {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("load %d never reached %s: %v", sessions, to.LocalName(), err)
 	}
 }

@@ -173,14 +173,9 @@ func (s *lingerSlot) Read(p []byte) (int, error) {
 // closed at once — one that wraps a Conn of a Listener lingers in its Close
 // (RefuseServed waits for its request as well).
 func (l *Listener) Refuse(c net.Conn, answer []byte) {
-	cw, ok := c.(closeWriter)
-	var s *lingerSlot
-	if ok {
-		s = l.lingering.take(c)
-	}
+	cw, _ := c.(closeWriter)
+	s := l.refusing(c, cw, answer)
 	if s == nil {
-		writeRefusal(c, answer)
-		_ = c.Close()
 		return
 	}
 	go func() {
@@ -200,20 +195,30 @@ func (l *Listener) Refuse(c net.Conn, answer []byte) {
 // "unsolicited response"). It runs on the caller's goroutine — the
 // server's, serving c — and returns once c is closed.
 func (l *Listener) RefuseServed(c net.Conn, conn *Conn, answer []byte) {
-	cw, ok := conn.Conn.(closeWriter)
-	var s *lingerSlot
-	if ok {
-		s = l.lingering.take(c)
-	}
+	cw, _ := conn.Conn.(closeWriter)
+	s := l.refusing(c, cw, answer)
 	if s == nil {
-		writeRefusal(c, answer)
-		_ = c.Close()
 		return
 	}
 	conn.NoLinger() // it lingers here, not once more in its Close
 	s.linger(cw, answer, false, l.lingering.timeout)
 	l.lingering.give(s)
 	_ = c.Close()
+}
+
+// refusing takes a slot for c to linger in, its write side shut by cw;
+// without one (cw nil, every slot taken, the Listener closed) c is
+// answered and closed at once, and it is nil.
+func (l *Listener) refusing(c net.Conn, cw closeWriter, answer []byte) *lingerSlot {
+	var s *lingerSlot
+	if cw != nil {
+		s = l.lingering.take(c)
+	}
+	if s == nil {
+		writeRefusal(c, answer)
+		_ = c.Close()
+	}
+	return s
 }
 
 // writeRefusal writes answer, bounded in time.

@@ -10,13 +10,7 @@ import (
 
 // points is what s places on its circle: its members' total weight ×
 // the replication it was built with.
-func points(s *Snapshot) int {
-	total := 0
-	for _, m := range s.members {
-		total += m.Weight
-	}
-	return total * s.cfg.Replication
-}
+func points(s *Snapshot) int { return totalWeight(s.members) * s.cfg.Replication }
 
 // TestRingPointsAreBounded: configs holds the static edges' weights ×
 // replication to a bound (configs.MaxRingPoints), but gossip's edges come

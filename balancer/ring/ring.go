@@ -148,13 +148,9 @@ func (r *Ring) update(members []Member) *Snapshot {
 	next.announced = announced
 	switch {
 	case announced > 0:
-		placed := 0
-		for _, m := range norm {
-			placed += m.Weight
-		}
 		r.cfg.Logger.Warn("the ring's edges weigh more than the circle holds: weights scaled down",
 			"version", next.version, "edges", len(norm), "weight", announced, "replication", r.cfg.Replication,
-			"max_points", r.cfg.MaxPoints, "placed_weight", placed, "placed_replication", cfg.Replication)
+			"max_points", r.cfg.MaxPoints, "placed_weight", totalWeight(norm), "placed_replication", cfg.Replication)
 	case cur.announced > 0:
 		r.cfg.Logger.Info("the ring's edges fit the circle again: weights as announced", "version", next.version, "edges", len(norm))
 	}
@@ -177,10 +173,7 @@ func (r *Ring) update(members []Member) *Snapshot {
 // It scales members' weights in place and returns the config to build
 // with and the members' total weight as announced, or 0 when they fit.
 func fit(cfg Config, members []Member) (Config, int) {
-	total := 0
-	for _, m := range members {
-		total += m.Weight
-	}
+	total := totalWeight(members)
 	// Compared by division: total × Replication may overflow.
 	room, n := cfg.MaxPoints/cfg.Replication, len(members)
 	if cfg.MaxPoints <= 0 || total <= room {
@@ -261,6 +254,16 @@ func build(cfg Config, members []Member, version uint64, fam *family, c *circle)
 		s.shares[m.Name] = float64(counts[i]) / float64(cfg.Partitions)
 	}
 	return s
+}
+
+// totalWeight is the members' weights summed: their points on the
+// circle (pointsOf), each at Replication places.
+func totalWeight(members []Member) int {
+	total := 0
+	for _, m := range members {
+		total += m.Weight
+	}
+	return total
 }
 
 // pointsOf returns members' points: a member of weight w is w points, so
@@ -515,10 +518,7 @@ type family struct {
 // its Without rings are built from scratch.
 func (f *family) walked(cfg Config) *circle {
 	f.circleOnce.Do(func() {
-		points := 0
-		for _, m := range f.members {
-			points += m.Weight
-		}
+		points := totalWeight(f.members)
 		size := 16*int64(points)*int64(cfg.Replication) + 4*int64(cfg.Partitions) + 64*int64(points)
 		if cfg.Partitions < points || !f.keep(size) {
 			return

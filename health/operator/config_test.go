@@ -367,7 +367,7 @@ func TestConfigAPIReadsTheFileToABound(t *testing.T) {
 		code, out, _ := configRequest(t, req.method, base+req.url, req.ifMatch, req.body)
 		runtime.ReadMemStats(&after)
 		t.Logf("%s %s: %d, %d MiB allocated", req.method, req.url, code, (after.TotalAlloc-before.TotalAlloc)>>20)
-		if msg, _ := out["error"].(string); code != http.StatusInternalServerError || !strings.Contains(msg, "more than 1048576 bytes") {
+		if msg, _ := out["error"].(string); code != http.StatusInternalServerError || !strings.Contains(msg, fmt.Sprintf("more than %d bytes", configs.MaxConfigBytes)) {
 			t.Errorf("%s %s of a 64 MiB file: %d %.200v", req.method, req.url, code, out)
 		}
 	}
