@@ -18,15 +18,7 @@ import (
 // answers 200 (another node's, another site's) passed, and the admin token
 // went along to the redirect's port.
 func TestProbeFollowsNoRedirect(t *testing.T) {
-	tokenSeen := make(chan string, 1)
-	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case tokenSeen <- r.Header.Get("Authorization"):
-		default:
-		}
-		w.Write([]byte("ok\n"))
-	}))
-	defer elsewhere.Close()
+	elsewhere, tokenSeen := authorizationSeen(t)
 	moved := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, elsewhere.URL+r.URL.Path, http.StatusFound)
 	}))
@@ -68,20 +60,8 @@ func TestProbeSendsTheTokenThroughNoProxy(t *testing.T) {
 		t.Skip("runs the real binary; skipped with -short")
 	}
 	const token = "0123456789abcdef0123456789abcdef"
-	seen := func() (*httptest.Server, chan string) {
-		got := make(chan string, 4)
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			select {
-			case got <- r.Header.Get("Authorization"):
-			default:
-			}
-			w.Write([]byte(`{"draining":true}` + "\n"))
-		}))
-		t.Cleanup(srv.Close)
-		return srv, got
-	}
-	admin, adminSaw := seen()
-	proxy, proxySaw := seen()
+	admin, adminSaw := authorizationSeen(t)
+	proxy, proxySaw := authorizationSeen(t)
 	tokenFile := filepath.Join(t.TempDir(), "admin.token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -104,4 +84,19 @@ func TestProbeSendsTheTokenThroughNoProxy(t *testing.T) {
 	default:
 		t.Errorf("the admin port was not requested")
 	}
+}
+
+// authorizationSeen is a server answering 200 to anything, and the
+// Authorization header of the first request it got.
+func authorizationSeen(t *testing.T) (*httptest.Server, <-chan string) {
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case got <- r.Header.Get("Authorization"):
+		default:
+		}
+		w.Write([]byte("ok\n"))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, got
 }
